@@ -1,0 +1,47 @@
+"""cellcount: count cells and nuclei in microscopy images with deep models, on a laptop CPU.
+
+Typical use::
+
+    import cellcount as cc
+    img = cc.read_image("nuclei.tif")
+    model = cc.load_model("unet-mask")          # cc.list_models() lists the names
+    result = cc.count_image(img, model, {"min_area_px": 20})
+    result.count, result.objects
+"""
+
+from .errors import (
+    CellcountError,
+    GroundTruthError,
+    ImageReadError,
+    ImageTooLargeError,
+    ModelNotFoundError,
+    ParameterError,
+    WeightsIntegrityError,
+)
+from .io import list_image_files, normalize_image, read_image
+from .models import list_models, load_model
+from .pipeline import CountParams, CountResult, Prediction, count_image, postprocess, predict, resolve_params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CellcountError",
+    "CountParams",
+    "CountResult",
+    "GroundTruthError",
+    "ImageReadError",
+    "ImageTooLargeError",
+    "ModelNotFoundError",
+    "ParameterError",
+    "Prediction",
+    "WeightsIntegrityError",
+    "count_image",
+    "list_image_files",
+    "list_models",
+    "load_model",
+    "normalize_image",
+    "postprocess",
+    "predict",
+    "read_image",
+    "resolve_params",
+]

@@ -1,0 +1,34 @@
+"""Typed errors raised by cellcount. Every error a user can trigger derives from CellcountError."""
+
+from __future__ import annotations
+
+
+class CellcountError(Exception):
+    """Base class of all errors the library raises on bad input."""
+
+
+class ImageReadError(CellcountError, ValueError):
+    """The bytes or file are not a readable image (empty, truncated, not an image, bad shape)."""
+
+
+class ImageTooLargeError(CellcountError, ValueError):
+    """The image has more pixels than the configured cap (or is a decompression bomb)."""
+
+
+class GroundTruthError(CellcountError, ValueError):
+    """Ground truth cannot be read or does not match its image (shape, format)."""
+
+
+class ModelNotFoundError(CellcountError, KeyError):
+    """Unknown model name; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsIntegrityError(CellcountError, ValueError):
+    """A weights file is missing, has the wrong sha256, or holds something other than tensors."""
+
+
+class ParameterError(CellcountError, ValueError):
+    """A postprocessing or inference parameter is out of range; the message names the allowed values."""

@@ -1,0 +1,844 @@
+"""Ground truth: instance labels, binary masks, dot annotations, point tables and per-image counts.
+
+Every reader returns a :class:`GroundTruth`. Folder loaders pair images with their ground truth by the
+name conventions of :mod:`cellcount.io` (``img_labels.tif``, ``img_mask.png``, ``img_dots.png``,
+``img_points.csv``, a ``labels/`` folder next to ``images/``, a ``filename,count`` CSV) and by the two
+DSB 2018 layouts (``<id>/images/<id>.png`` + ``<id>/masks/*.png``, or flat ``images/`` + ``labels/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cellcount.errors import GroundTruthError, ImageReadError
+from cellcount.io import (
+    GROUND_TRUTH_SUFFIXES,
+    IMAGE_EXTENSIONS,
+    ground_truth_suffix,
+    image_shape,
+    list_image_files,
+    read_image,
+    split_ground_truth_files,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "GROUND_TRUTH_KINDS",
+    "BinaryMaskWarning",
+    "GroundTruth",
+    "labels_from_array",
+    "load_dsb_folder",
+    "load_labelled_folder",
+    "match_ground_truth",
+    "read_counts_csv",
+    "read_dot_image",
+    "read_ground_truth",
+    "read_label_image",
+    "read_points_csv",
+]
+
+GROUND_TRUTH_KINDS = ("labels", "mask", "points", "count")
+"""Values of :attr:`GroundTruth.kind`."""
+
+CsvSource = str | os.PathLike | bytes | IO[bytes] | IO[str]
+
+# 8-connectivity: a hand-drawn or thresholded mask of one cell often touches itself only diagonally
+_STRUCTURE_8 = np.ones((3, 3), dtype=bool)
+_FILENAME_COLUMNS = ("filename", "file_name", "file", "image", "image_name", "image_id", "name")
+_COUNT_COLUMNS = ("count", "cell_count", "n_cells", "cells")
+_POINT_COLUMN_PAIRS = (  # (row column, col column), lower-case
+    ("row", "col"),
+    ("row", "column"),
+    ("y", "x"),
+    ("centroid-0", "centroid-1"),
+    ("centroid_row", "centroid_col"),
+    ("ym", "xm"),
+)
+_DSB_GT_DIRS = ("labels", "masks", "label", "mask", "gt", "ground_truth")
+
+
+class BinaryMaskWarning(UserWarning):
+    """A binary mask was split into objects by connectivity: touching cells are merged into one."""
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """Ground truth of one image.
+
+    Attributes
+    ----------
+    kind : str
+        ``'labels'`` (instance labels), ``'mask'`` (a binary mask split by 8-connectivity, so touching
+        cells are merged), ``'points'`` (one point per cell) or ``'count'`` (only the number).
+    count : int
+        Number of cells: distinct non-zero labels, or number of points.
+    labels : numpy.ndarray or None
+        int32 (H, W), 0 = background, for ``'labels'`` and ``'mask'``; ids need not be consecutive.
+    points : numpy.ndarray or None
+        float64 (N, 2) of (row, col) pixel coordinates, for ``'points'``.
+    source : str
+        Where it was read from (file name), for messages and reports.
+    """
+
+    kind: str
+    count: int
+    labels: np.ndarray | None = field(default=None, repr=False)
+    points: np.ndarray | None = field(default=None, repr=False)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in GROUND_TRUTH_KINDS:
+            raise GroundTruthError(f"kind must be one of {GROUND_TRUTH_KINDS}, got {self.kind!r}")
+        if int(self.count) < 0:
+            raise GroundTruthError(f"count must be >= 0, got {self.count}")
+
+
+# --------------------------------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------------------------------
+def _count_labels(labels: np.ndarray) -> int:
+    """Number of distinct non-zero values of a non-negative integer array."""
+    if labels.size == 0:
+        return 0
+    top = int(labels.max())
+    if top == 0:
+        return 0
+    if top <= 4 * labels.size + 1024:
+        return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+    return int(np.count_nonzero(np.unique(labels)))
+
+
+def _colours_to_ids(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map each colour of an (H, W, 3) image to an id (black -> 0), then split each colour into its
+    8-connected regions, because colour maps reuse colours for objects that do not touch.
+
+    Returns (int64 (H, W) labels, number of distinct object colours)."""
+    from skimage.measure import label as cc_label  # heavy import, only needed here
+
+    flat = rgb.reshape(-1, 3)
+    if np.issubdtype(rgb.dtype, np.integer) and rgb.min() >= 0 and rgb.max() <= 0xFFFF:
+        v = flat.astype(np.int64)
+        keys = (v[:, 0] << 32) | (v[:, 1] << 16) | v[:, 2]
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        has_black = bool(uniq[0] == 0)
+    else:
+        uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+        has_black = bool(np.all(uniq[0] == 0))
+    ids = inverse.reshape(rgb.shape[:2]).astype(np.int64)
+    if not has_black:
+        logger.warning("colour label image has no black background; every colour is taken as an object")
+        ids += 1
+    n_colours = len(uniq) - (1 if has_black else 0)
+    return cc_label(ids, background=0, connectivity=2).astype(np.int64), n_colours
+
+
+def _warn_binary(name: str, what: str, n_objects: int) -> None:
+    warnings.warn(
+        f"{name}: binary mask ({what}) split into {n_objects} objects by 8-connected components; "
+        "touching cells are merged into one object",
+        BinaryMaskWarning,
+        stacklevel=3,
+    )
+
+
+def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
+    """Build ground truth from a label image, a binary mask or a colour-coded instance image.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        (H, W) integer, bool or integral-valued float labels (0 = background), or (H, W, 3|4) colour-coded
+        instances (black = background, alpha ignored; each colour's 8-connected regions become one id
+        each). An (H, W, C) image whose channels are equal is taken as (H, W).
+    source : str
+        Recorded in the result, used in messages.
+
+    Returns
+    -------
+    GroundTruth
+        ``kind='labels'`` with int32 labels (more than 65,535 labels are kept; ids above the int32 range
+        are renumbered 1..N). An array with a single non-zero value that forms several 8-connected
+        regions (or a bool / 0-255 / 0-65535 array) is a binary mask: it is labelled by 8-connected
+        components, returned as ``kind='mask'`` and a :class:`BinaryMaskWarning` is issued, because
+        touching cells merge into one object.
+
+    Raises
+    ------
+    GroundTruthError
+        Wrong shape, negative values, non-integral or non-finite floats, non-numeric dtype.
+    """
+    name = source or "label image"
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    is_colour = False
+    if a.ndim == 3:
+        if a.shape[2] not in (3, 4):
+            raise GroundTruthError(
+                f"{name}: a label image must be (H, W) or colour (H, W, 3|4), got shape {a.shape}"
+            )
+        a = a[:, :, :3]
+        if np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
+            a = a[:, :, 0]
+        else:
+            is_colour = True
+    if a.ndim != (3 if is_colour else 2) or 0 in a.shape:
+        raise GroundTruthError(f"{name}: a label image must be a non-empty (H, W) array, got shape {a.shape}")
+    was_bool = a.dtype == bool
+    if was_bool:
+        a = a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise GroundTruthError(f"{name}: labels must be integers, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise GroundTruthError(f"{name}: labels contain NaN or infinite values")
+        if not np.array_equal(a, np.round(a)):
+            raise GroundTruthError(f"{name}: labels must be whole numbers, found non-integral float values")
+        if a.size and float(a.max()) >= 2.0**53:
+            raise GroundTruthError(f"{name}: float labels above 2**53 cannot be represented exactly")
+        a = a.astype(np.int64)
+    if a.size and int(a.min()) < 0:
+        raise GroundTruthError(f"{name}: labels must be >= 0, found {int(a.min())}")
+    n_colours = 0
+    if is_colour:
+        a, n_colours = _colours_to_ids(a)
+
+    if is_colour and n_colours == 1 and int(a.max()) > 1:
+        _warn_binary(name, "one colour", int(a.max()))
+        return GroundTruth(kind="mask", count=int(a.max()), labels=a.astype(np.int32), source=source)
+    values = np.unique(a[a != 0]) if a.any() else np.zeros(0, dtype=a.dtype)
+    if len(values) == 1 and not is_colour:
+        comps, n_comp = ndi.label(a != 0, structure=_STRUCTURE_8)
+        value = int(values[0])
+        if was_bool or n_comp > 1 or value in (255, 65535):
+            _warn_binary(name, f"single value {value}", n_comp)
+            return GroundTruth(kind="mask", count=n_comp, labels=comps.astype(np.int32), source=source)
+    if a.size and int(a.max()) > np.iinfo(np.int32).max:
+        from skimage.segmentation import relabel_sequential
+
+        logger.info("%s: label ids above the int32 range renumbered 1..N", name)
+        a = relabel_sequential(a.astype(np.int64))[0]
+    labels = a.astype(np.int32)
+    return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
+
+
+def _name(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, (str, os.PathLike)) else ""
+
+
+def _expected_hw(expected_shape: Sequence[int] | None) -> tuple[int, int] | None:
+    if expected_shape is None:
+        return None
+    shape = tuple(int(n) for n in expected_shape)
+    if len(shape) < 2:
+        raise GroundTruthError(f"expected_shape must be (H, W) or (H, W, C), got {expected_shape}")
+    return shape[0], shape[1]
+
+
+def _check_shape(name: str, shape: tuple[int, ...], expected_shape: Sequence[int] | None) -> None:
+    expected = _expected_hw(expected_shape)
+    if expected is not None and tuple(shape[:2]) != expected:
+        raise GroundTruthError(
+            f"{name}: ground truth shape {tuple(shape[:2])} (H, W) does not match the image shape "
+            f"{expected} (H, W)"
+        )
+
+
+def _read_gt_image(source: object) -> np.ndarray:
+    name = _name(source) or "<ground truth>"
+    try:
+        return read_image(source)  # type: ignore[arg-type]
+    except ImageReadError as err:
+        raise GroundTruthError(f"{name}: cannot read ground-truth image: {err}") from err
+
+
+def read_label_image(source: object, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
+    """Read a label image (or binary mask, or colour-coded instances) from a path, bytes or file-like.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or binary file-like
+        Any format :func:`cellcount.io.read_image` reads (PNG 8/16-bit, TIFF up to 32-bit ...). Lossy
+        formats (JPEG) corrupt labels and are refused.
+    expected_shape : tuple of int, optional
+        (H, W) or (H, W, C) of the image the labels belong to.
+
+    Returns
+    -------
+    GroundTruth
+        See :func:`labels_from_array`.
+
+    Raises
+    ------
+    GroundTruthError
+        Unreadable file, bad values, or a shape that differs from ``expected_shape``.
+    ImageTooLargeError
+        More pixels than :data:`cellcount.io.DEFAULT_MAX_PIXELS`.
+    """
+    name = _name(source)
+    if Path(name).suffix.lower() in (".jpg", ".jpeg"):
+        raise GroundTruthError(f"{name}: JPEG is lossy and cannot hold labels; save labels as PNG or TIFF")
+    image = _read_gt_image(source)
+    _check_shape(name or "label image", image.shape, expected_shape)
+    return labels_from_array(image, source=name)
+
+
+def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
+    """Read a dot-annotation image: one point per cell.
+
+    Every 8-connected blob of non-zero pixels (any channel) is one point at the blob's centroid, so a
+    single-pixel dot and a small painted disc both count once (two dots that touch count once). When
+    more than half the image is non-zero, the dots are taken to be the zero pixels (dark dots on a white
+    image). For JPEG, pixels above half the maximum count as "on", to ignore compression noise.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or binary file-like
+        The dot image.
+    expected_shape : tuple of int, optional
+        (H, W) or (H, W, C) of the image the dots belong to.
+
+    Returns
+    -------
+    GroundTruth
+        ``kind='points'``, ``points`` float64 (N, 2) (row, col).
+
+    Raises
+    ------
+    GroundTruthError
+        Unreadable file or shape mismatch.
+    """
+    name = _name(source)
+    image = _read_gt_image(source)
+    _check_shape(name or "dot image", image.shape, expected_shape)
+    values = image.max(axis=2) if image.ndim == 3 else image
+    values = np.nan_to_num(values.astype(np.float64))
+    if Path(name).suffix.lower() in (".jpg", ".jpeg"):
+        on = values > 0.5 * float(values.max())
+    else:
+        on = values != 0
+    if on.mean() > 0.5:
+        on = ~on
+    blobs, n = ndi.label(on, structure=_STRUCTURE_8)
+    if n:
+        points = np.asarray(ndi.center_of_mass(on, blobs, np.arange(1, n + 1)), dtype=np.float64)
+    else:
+        points = np.zeros((0, 2), dtype=np.float64)
+    return GroundTruth(kind="points", count=int(n), points=points.reshape(-1, 2), source=name)
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------------
+def _read_csv_text(source: CsvSource) -> tuple[str, str]:
+    """Return (name, text) of a CSV given as path, bytes or file-like."""
+    name = _name(source) or "<csv>"
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            raw: bytes | str = Path(source).read_bytes()
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            raw = bytes(source)
+        elif hasattr(source, "read"):
+            raw = source.read()
+        else:
+            raise TypeError(f"CSV source must be a path, bytes or file-like, not {type(source).__name__}")
+        text = raw.decode("utf-8-sig") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as err:
+        raise GroundTruthError(f"{name}: cannot read CSV: {err}") from err
+    if not text.strip():
+        raise GroundTruthError(f"{name}: CSV file is empty")
+    return name, text
+
+
+def _csv_rows(name: str, text: str) -> tuple[list[str], list[list[str]]]:
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    except csv.Error as err:
+        raise GroundTruthError(f"{name}: malformed CSV: {err}") from err
+    if not rows:
+        raise GroundTruthError(f"{name}: CSV file is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    return header, rows[1:]
+
+
+def _point_columns(header: list[str]) -> tuple[int, int] | None:
+    """(row index, col index) into the header, or None when no known coordinate columns exist."""
+    for row_name, col_name in _POINT_COLUMN_PAIRS:
+        if row_name in header and col_name in header:
+            return header.index(row_name), header.index(col_name)
+    axes = sorted((int(h[5:]), i) for i, h in enumerate(header) if h.startswith("axis-") and h[5:].isdigit())
+    if len(axes) >= 2:  # napari: axis-0 = row, axis-1 = col; 3-D points: the last two axes
+        return axes[-2][1], axes[-1][1]
+    return None
+
+
+def _count_columns(header: list[str]) -> tuple[int, int] | None:
+    file_col = next((header.index(c) for c in _FILENAME_COLUMNS if c in header), None)
+    count_col = next((header.index(c) for c in _COUNT_COLUMNS if c in header), None)
+    if file_col is None or count_col is None:
+        return None
+    return file_col, count_col
+
+
+def read_points_csv(source: CsvSource) -> GroundTruth:
+    """Read point annotations (one row per cell) from a CSV.
+
+    Recognised columns (case-insensitive): ``row, col`` / ``y, x`` (Fiji, QuPath exports) /
+    ``axis-0, axis-1`` (napari; for 3-D points the last two axis columns) / ``centroid-0, centroid-1``
+    (scikit-image). Coordinates are pixels; ``x`` is the column and ``y`` the row. Fiji writes
+    calibrated units (um) unless the image is uncalibrated; convert those to pixels first.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or file-like
+        The CSV.
+
+    Returns
+    -------
+    GroundTruth
+        ``kind='points'``, ``points`` float64 (N, 2) of (row, col).
+
+    Raises
+    ------
+    GroundTruthError
+        No coordinate columns, a non-numeric or negative coordinate (the message names the line),
+        unreadable or empty file.
+    """
+    name, text = _read_csv_text(source)
+    header, rows = _csv_rows(name, text)
+    cols = _point_columns(header)
+    if cols is None:
+        raise GroundTruthError(
+            f"{name}: no coordinate columns found in header {header}; expected x,y or row,col or "
+            "axis-0,axis-1"
+        )
+    points = np.zeros((len(rows), 2), dtype=np.float64)
+    for k, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            cell = row[col].strip() if col < len(row) else ""
+            try:
+                value = float(cell)
+            except ValueError:
+                value = float("nan")
+            if not np.isfinite(value) or value < 0:
+                raise GroundTruthError(
+                    f"{name}: data row {k + 1}: coordinate {header[col]!r} = {cell!r} is not a "
+                    "non-negative number"
+                )
+            points[k, j] = value
+    return GroundTruth(kind="points", count=len(rows), points=points, source=name)
+
+
+def read_counts_csv(source: CsvSource) -> dict[str, int]:
+    """Read a table of per-image counts.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or file-like
+        CSV with a file-name column (``filename``, ``file``, ``image``, ``file_name``, ``image_name``,
+        ``image_id`` or ``name``) and a ``count`` column (also ``cell_count``, ``n_cells``, ``cells``);
+        header names are case-insensitive.
+
+    Returns
+    -------
+    dict of str to int
+        Count per file stem (``'img01.png'`` and ``'sub/img01.tif'`` are both keyed ``'img01'``).
+
+    Raises
+    ------
+    GroundTruthError
+        Missing columns, a count that is not a non-negative whole number (the message names the row),
+        or the same stem listed twice with different counts.
+    """
+    name, text = _read_csv_text(source)
+    header, rows = _csv_rows(name, text)
+    cols = _count_columns(header)
+    if cols is None:
+        raise GroundTruthError(
+            f"{name}: expected columns 'filename' (or 'image' / 'file') and 'count', found {header}"
+        )
+    file_col, count_col = cols
+    counts: dict[str, int] = {}
+    for k, row in enumerate(rows):
+        filename = row[file_col].strip() if file_col < len(row) else ""
+        cell = row[count_col].strip() if count_col < len(row) else ""
+        where = f"{name}: data row {k + 1} ({filename or 'no file name'})"
+        if not filename:
+            raise GroundTruthError(f"{where}: the file name is empty")
+        try:
+            value = float(cell)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value) or value < 0 or value != int(value):
+            raise GroundTruthError(f"{where}: count {cell!r} is not a non-negative whole number")
+        stem = Path(filename.replace("\\", "/")).stem
+        if stem in counts and counts[stem] != int(value):
+            raise GroundTruthError(f"{where}: {stem!r} is listed twice with counts {counts[stem]} and {cell}")
+        counts[stem] = int(value)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# pairing files
+# --------------------------------------------------------------------------------------------------
+def _gt_base(path: Path) -> tuple[str, int]:
+    """(image stem this ground truth belongs to, preference rank of its suffix)."""
+    suffix = ground_truth_suffix(path)
+    if suffix:
+        return path.stem[: -len(suffix)], GROUND_TRUTH_SUFFIXES.index(suffix)
+    return path.stem, len(GROUND_TRUTH_SUFFIXES)
+
+
+def match_ground_truth(
+    image_paths: Iterable[str | os.PathLike], gt_paths: Iterable[str | os.PathLike]
+) -> dict[Path, Path]:
+    """Pair images with ground-truth files by file stem.
+
+    A ground-truth file matches an image when its stem is the image stem plus one of
+    :data:`cellcount.io.GROUND_TRUTH_SUFFIXES` (``img01_labels.tif``, ``img01_mask.png``,
+    ``img01_dots.png``, ``img01_points.csv`` ...), or is the same stem in another folder
+    (``labels/img01.png`` for ``images/img01.png``). Stems are compared exactly first, then
+    case-insensitively. Among several candidates the one in the image's folder wins, then one in a
+    sibling folder, then the suffix order of ``GROUND_TRUTH_SUFFIXES`` (labels before masks before dots).
+
+    Returns
+    -------
+    dict of pathlib.Path to pathlib.Path
+        image path -> ground-truth path, for the images that have one (as given, not resolved).
+    """
+    exact: dict[str, list[tuple[int, Path]]] = {}
+    folded: dict[str, list[tuple[int, Path]]] = {}
+    for item in gt_paths:
+        gt = Path(item)
+        base, rank = _gt_base(gt)
+        exact.setdefault(base, []).append((rank, gt))
+        folded.setdefault(base.lower(), []).append((rank, gt))
+
+    def usable(image: Path, cands: list[tuple[int, Path]]) -> list[tuple[int, int, str, Path]]:
+        out = []
+        for rank, gt in cands:
+            if gt == image or gt.resolve() == image.resolve():
+                continue
+            same_dir = gt.parent.resolve() == image.parent.resolve()
+            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir:
+                continue  # identical stem must live in another folder
+            if same_dir:
+                proximity = 0
+            elif gt.parent.parent.resolve() == image.parent.parent.resolve():
+                proximity = 1
+            else:
+                proximity = 2
+            out.append((proximity, rank, str(gt), gt))
+        return sorted(out, key=lambda t: t[:3])
+
+    result: dict[Path, Path] = {}
+    for item in image_paths:
+        image = Path(item)
+        cands = usable(image, exact.get(image.stem, []))
+        if not cands:
+            cands = usable(image, folded.get(image.stem.lower(), []))
+        if cands:
+            result[image] = cands[0][3]
+    return result
+
+
+def _check_points_inside(gt: GroundTruth, expected_shape: Sequence[int] | None) -> None:
+    expected = _expected_hw(expected_shape)
+    if expected is None or gt.points is None or not len(gt.points):
+        return
+    outside = (gt.points[:, 0] > expected[0]) | (gt.points[:, 1] > expected[1])
+    if outside.any():
+        k = int(np.argmax(outside))
+        raise GroundTruthError(
+            f"{gt.source}: {int(outside.sum())} point(s) lie outside the image of shape {expected} (H, W), "
+            f"first at (row, col) = {tuple(gt.points[k])}; are the coordinates calibrated (um) instead of pixels?"
+        )
+
+
+def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
+    """Read one ground-truth file, choosing the reader from its name and contents.
+
+    ``.csv`` with coordinate columns -> :func:`read_points_csv`; a stem ending in ``_dots`` or
+    ``_points`` -> :func:`read_dot_image`; anything else -> :func:`read_label_image` (a binary mask gives
+    ``kind='mask'``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ground-truth file.
+    expected_shape : tuple of int, optional
+        (H, W) or (H, W, C) of the image; label and dot images must match it, points must lie inside.
+
+    Raises
+    ------
+    GroundTruthError
+        Unreadable or unrecognised file, or a mismatch with ``expected_shape``.
+    FileNotFoundError
+        The file does not exist.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {p}")
+    if p.suffix.lower() == ".csv":
+        name, text = _read_csv_text(p)
+        header, _ = _csv_rows(name, text)
+        if _point_columns(header) is not None:
+            gt = read_points_csv(p)
+            _check_points_inside(gt, expected_shape)
+            return gt
+        if _count_columns(header) is not None:
+            raise GroundTruthError(f"{p}: is a table of counts per image; read it with read_counts_csv")
+        raise GroundTruthError(
+            f"{p}: CSV has no coordinate columns (x,y / row,col / axis-0,axis-1): {header}"
+        )
+    if ground_truth_suffix(p) in ("_dots", "_points"):
+        return read_dot_image(p, expected_shape=expected_shape)
+    return read_label_image(p, expected_shape=expected_shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# folders
+# --------------------------------------------------------------------------------------------------
+def _dsb_nested_ids(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and (d / "images").is_dir())
+
+
+def _is_dsb_nested(root: Path) -> bool:
+    return any((d / "masks").is_dir() for d in _dsb_nested_ids(root))
+
+
+def _labels_from_mask_files(image: Path, mask_files: list[Path]) -> np.ndarray:
+    """Merge one-object-per-file masks into int32 labels; earlier masks keep contested pixels."""
+    labels: np.ndarray | None = None
+    shape = image_shape(image)
+    for k, mask_path in enumerate(mask_files, start=1):
+        mask = _read_gt_image(mask_path)
+        _check_shape(str(mask_path), mask.shape, shape)
+        on = mask.any(axis=2) if mask.ndim == 3 else mask != 0
+        if labels is None:
+            labels = np.zeros(shape, dtype=np.int32)
+        labels[on & (labels == 0)] = k
+    return labels if labels is not None else np.zeros(shape, dtype=np.int32)
+
+
+def _skip_warning(root: Path, missing: list[Path]) -> None:
+    if missing:
+        shown = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), shown)
+
+
+def _check_against_counts(gt: GroundTruth, counts: dict[str, int], stem: str) -> None:
+    if stem in counts and counts[stem] != gt.count:
+        logger.warning(
+            "%s: %d objects in the ground truth but %d in the counts table", gt.source, gt.count, counts[stem]
+        )
+
+
+def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> list[tuple[Path, GroundTruth]]:
+    """Load a Data Science Bowl 2018 style folder.
+
+    Two layouts are read:
+
+    * nested (the Kaggle download): ``<root>/<id>/images/<id>.png`` and ``<root>/<id>/masks/*.png``, one
+      nucleus per mask file, merged into instance labels in sorted file order (a pixel claimed by two
+      masks keeps the earlier one); ids without a ``masks`` folder are skipped with a warning.
+    * flat: ``<root>/images/*.png`` with ``<root>/labels/*.png`` (same stem; ``masks/`` also accepted)
+      and / or ``<root>/counts.csv`` (``filename,count``).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder.
+    counts_only : bool
+        Do not build label arrays: return ``kind='count'`` ground truth (from ``counts.csv`` when present,
+        else from the number of non-empty mask files / distinct labels). Much less memory on big sets.
+
+    Returns
+    -------
+    list of (pathlib.Path, GroundTruth)
+        Sorted by image path. Label images hold int32 labels, so the full 522-image DSB training set
+        takes about 300 MB unless ``counts_only``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` is not a folder.
+    GroundTruthError
+        Not a DSB layout, or unreadable / mismatched ground truth.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder not found: {root}")
+    out: list[tuple[Path, GroundTruth]] = []
+    missing: list[Path] = []
+    if _is_dsb_nested(root):
+        for id_dir in _dsb_nested_ids(root):
+            images = list_image_files([id_dir / "images"])
+            if not images:
+                logger.warning("%s: no image in %s, skipped", root, id_dir / "images")
+                continue
+            preferred = [p for p in images if p.stem == id_dir.name]
+            image = (preferred or images)[0]
+            mask_dir = id_dir / "masks"
+            masks = list_image_files([mask_dir]) if mask_dir.is_dir() else []
+            if not masks:
+                missing.append(image)
+                continue
+            labels = _labels_from_mask_files(image, masks)
+            count = _count_labels(labels)
+            if counts_only:
+                out.append((image, GroundTruth(kind="count", count=count, source=str(mask_dir))))
+            else:
+                out.append(
+                    (image, GroundTruth(kind="labels", count=count, labels=labels, source=str(mask_dir)))
+                )
+        _skip_warning(root, missing)
+        return out
+
+    image_dir = root / "images"
+    if not image_dir.is_dir():
+        raise GroundTruthError(
+            f"{root}: not a DSB 2018 folder: expected <id>/images + <id>/masks, or images/ + labels/ "
+            "(and/or counts.csv)"
+        )
+    gt_dir = next((root / d for d in _DSB_GT_DIRS if (root / d).is_dir()), None)
+    counts = read_counts_csv(root / "counts.csv") if (root / "counts.csv").is_file() else {}
+    if gt_dir is None and not counts:
+        raise GroundTruthError(f"{root}: found images/ but no labels/ folder and no counts.csv")
+    images = list_image_files([image_dir])
+    matches = match_ground_truth(images, list_image_files([gt_dir])) if gt_dir is not None else {}
+    for image in images:
+        stem = image.stem
+        if counts_only and stem in counts:
+            out.append(
+                (image, GroundTruth(kind="count", count=counts[stem], source=str(root / "counts.csv")))
+            )
+        elif image in matches:
+            gt = read_label_image(matches[image], expected_shape=image_shape(image))
+            _check_against_counts(gt, counts, stem)
+            if counts_only:
+                gt = GroundTruth(kind="count", count=gt.count, source=gt.source)
+            out.append((image, gt))
+        elif stem in counts:
+            out.append(
+                (image, GroundTruth(kind="count", count=counts[stem], source=str(root / "counts.csv")))
+            )
+        else:
+            missing.append(image)
+    _skip_warning(root, missing)
+    return out
+
+
+def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str]]:
+    """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path)."""
+    counts: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for path in csv_files:
+        name, text = _read_csv_text(path)
+        header, _ = _csv_rows(name, text)
+        if _count_columns(header) is None:
+            continue
+        for stem, n in read_counts_csv(path).items():
+            if stem in counts and counts[stem] != n:
+                raise GroundTruthError(
+                    f"{path}: {stem!r} has count {n} here but {counts[stem]} in {where[stem]}"
+                )
+            counts[stem] = n
+            where[stem] = str(path)
+    return counts, where
+
+
+def load_labelled_folder(
+    root: str | os.PathLike, *, counts_only: bool = False
+) -> list[tuple[Path, GroundTruth]]:
+    """Load every image of a folder that has ground truth.
+
+    Layouts, detected in this order:
+
+    1. DSB 2018 nested (``<id>/images`` + ``<id>/masks``): :func:`load_dsb_folder`.
+    2. Anything else, searched recursively: images paired by :func:`match_ground_truth` with
+       ``<stem>_labels.*``, ``_label``, ``_mask(s)``, ``_gt`` (label images or binary masks),
+       ``<stem>_dots.*`` (dot images), ``<stem>_points.csv`` (point tables), same-stem files in a
+       ``labels/`` or ``masks/`` folder (so the flat DSB layout ``images/`` + ``labels/`` works), and
+       any CSV with ``filename,count`` columns (e.g. ``counts.csv``) for images without other ground
+       truth.
+
+    Images without ground truth are skipped with a logged warning.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder.
+    counts_only : bool
+        Prefer counts tables and return ``kind='count'`` ground truth without label arrays.
+
+    Returns
+    -------
+    list of (pathlib.Path, GroundTruth)
+        Sorted by image path.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` is not a folder.
+    GroundTruthError
+        No image or no ground truth found, unreadable ground truth, or ground truth whose shape differs
+        from its image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder not found: {root}")
+    if _is_dsb_nested(root):
+        return load_dsb_folder(root, counts_only=counts_only)
+    files = list_image_files([root])
+    csv_files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() == ".csv"
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None]
+    counts, counts_where = _count_tables([p for p in csv_files if p not in point_tables])
+    images, gt_files = split_ground_truth_files(files + point_tables)
+    if not images:
+        raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
+    matches = match_ground_truth(images, gt_files)
+    out: list[tuple[Path, GroundTruth]] = []
+    missing: list[Path] = []
+    for image in sorted(images):
+        stem = image.stem
+        if stem in counts and (counts_only or image not in matches):
+            out.append((image, GroundTruth(kind="count", count=counts[stem], source=counts_where[stem])))
+        elif image in matches:
+            gt = read_ground_truth(matches[image], expected_shape=image_shape(image))
+            _check_against_counts(gt, counts, stem)
+            if counts_only:
+                gt = GroundTruth(kind="count", count=gt.count, source=gt.source)
+            out.append((image, gt))
+        else:
+            missing.append(image)
+    if not out:
+        raise GroundTruthError(
+            f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
+            f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, a labels/ folder, or a filename,count CSV"
+        )
+    _skip_warning(root, missing)
+    return out

@@ -1,0 +1,138 @@
+"""Count errors, instance matching at an IoU threshold, and point matching."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+
+
+def count_errors(true: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    """Per-image signed (pred - true), absolute and relative (|err| / true, NaN when true = 0) errors."""
+    t = np.asarray(true, np.float64)
+    p = np.asarray(pred, np.float64)
+    if t.shape != p.shape:
+        raise ValueError(f"true and pred differ in shape: {t.shape} vs {p.shape}")
+    err = p - t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(t > 0, np.abs(err) / t, np.nan)
+    return pd.DataFrame({"true": t, "pred": p, "error": err, "abs_error": np.abs(err), "rel_error": rel})
+
+
+def count_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, bias (mean signed error), MAPE (% over images with true > 0), R^2 and n."""
+    e = count_errors(true, pred)
+    n = len(e)
+    if n == 0:
+        return {"n": 0, "mae": float("nan"), "rmse": float("nan"), "bias": float("nan"),
+                "mape": float("nan"), "r2": float("nan")}
+    ss_res = float(np.sum(e["error"] ** 2))
+    ss_tot = float(np.sum((e["true"] - e["true"].mean()) ** 2))
+    rel = e["rel_error"].dropna()
+    return {
+        "n": n,
+        "mae": float(e["abs_error"].mean()),
+        "rmse": float(np.sqrt(np.mean(e["error"] ** 2))),
+        "bias": float(e["error"].mean()),
+        "mape": float(100 * rel.mean()) if len(rel) else float("nan"),
+        "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+    }
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Instance or point matching outcome."""
+
+    tp: int
+    fp: int
+    fn: int
+    mean_matched_iou: float = float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else (1.0 if self.fn == 0 else 0.0)
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        d = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / d if d else 1.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+def iou_matrix(true_labels: np.ndarray, pred_labels: np.ndarray) -> np.ndarray:
+    """(n_true, n_pred) IoU of every pair of objects, from one joint histogram (sparse-friendly)."""
+    t = np.asarray(true_labels).ravel().astype(np.int64)
+    p = np.asarray(pred_labels).ravel().astype(np.int64)
+    nt, npred = int(t.max(initial=0)), int(p.max(initial=0))
+    area_t = np.bincount(t, minlength=nt + 1)
+    area_p = np.bincount(p, minlength=npred + 1)
+    fg = (t > 0) & (p > 0)
+    pairs, inter = np.unique(t[fg] * (npred + 1) + p[fg], return_counts=True)
+    ti, pi = pairs // (npred + 1), pairs % (npred + 1)
+    iou = np.zeros((nt, npred), np.float64)
+    iou[ti - 1, pi - 1] = inter / (area_t[ti] + area_p[pi] - inter)
+    return iou
+
+
+def match_instances(true_labels: np.ndarray, pred_labels: np.ndarray, *, iou_threshold: float = 0.5) -> MatchResult:
+    """Optimal one-to-one matching (Hungarian on IoU) counting pairs with IoU >= ``iou_threshold``.
+
+    Labels need not be consecutive; empty label ids are ignored.
+    """
+    t = np.asarray(true_labels)
+    p = np.asarray(pred_labels)
+    if t.shape != p.shape:
+        raise ValueError(f"label images differ in shape: {t.shape} vs {p.shape}")
+    iou = iou_matrix(t, p)
+    ids_t = np.nonzero(np.bincount(t.ravel().astype(np.int64))[1:])[0]
+    ids_p = np.nonzero(np.bincount(p.ravel().astype(np.int64))[1:])[0]
+    iou = iou[np.ix_(ids_t, ids_p)]
+    nt, npred = iou.shape
+    if nt == 0 or npred == 0:
+        return MatchResult(tp=0, fp=npred, fn=nt)
+    # only pairs that overlap can match; restrict the assignment to those rows/cols (speed)
+    rows = np.nonzero(iou.max(axis=1) >= iou_threshold)[0]
+    cols = np.nonzero(iou.max(axis=0) >= iou_threshold)[0]
+    if rows.size == 0:
+        return MatchResult(tp=0, fp=npred, fn=nt)
+    sub = iou[np.ix_(rows, cols)]
+    r, c = linear_sum_assignment(sub, maximize=True)
+    good = sub[r, c] >= iou_threshold
+    tp = int(good.sum())
+    return MatchResult(tp=tp, fp=npred - tp, fn=nt - tp,
+                       mean_matched_iou=float(sub[r, c][good].mean()) if tp else float("nan"))
+
+
+def match_points(true_points: np.ndarray, pred_points: np.ndarray, *, radius_px: float = 5.0) -> MatchResult:
+    """One-to-one matching of detections to dots within ``radius_px`` (Hungarian on distance)."""
+    tp_ = np.asarray(true_points, np.float64).reshape(-1, 2)
+    pp_ = np.asarray(pred_points, np.float64).reshape(-1, 2)
+    if len(tp_) == 0 or len(pp_) == 0:
+        return MatchResult(tp=0, fp=len(pp_), fn=len(tp_))
+    tree = cKDTree(pp_)
+    pairs = tree.query_ball_point(tp_, r=radius_px)
+    big = 1e9
+    cost = np.full((len(tp_), len(pp_)), big)
+    for i, js in enumerate(pairs):
+        for j in js:
+            cost[i, j] = np.hypot(*(tp_[i] - pp_[j]))
+    r, c = linear_sum_assignment(cost)
+    tp = int((cost[r, c] <= radius_px).sum())
+    return MatchResult(tp=tp, fp=len(pp_) - tp, fn=len(tp_) - tp)
+
+
+def aggregate_matches(results: list[MatchResult]) -> MatchResult:
+    """Sum tp/fp/fn over images (micro-average); mean matched IoU weighted by tp."""
+    tp = sum(r.tp for r in results)
+    ious = [r.mean_matched_iou * r.tp for r in results if r.tp]
+    return MatchResult(tp=tp, fp=sum(r.fp for r in results), fn=sum(r.fn for r in results),
+                       mean_matched_iou=float(sum(ious) / tp) if tp else float("nan"))

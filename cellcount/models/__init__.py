@@ -1,0 +1,23 @@
+"""Models: architecture registry, model cards, loading/saving, and the runnable count models."""
+
+from .base import ClassicalModel, CountModel, NetModel
+from .card import ModelCard, read_card, write_card
+from .loading import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, list_models, load_model, save_model
+from .registry import create_model, list_architectures, register_model
+
+__all__ = [
+    "CLASSICAL_NAME",
+    "DEFAULT_WEIGHTS_DIR",
+    "ClassicalModel",
+    "CountModel",
+    "ModelCard",
+    "NetModel",
+    "create_model",
+    "list_architectures",
+    "list_models",
+    "load_model",
+    "read_card",
+    "register_model",
+    "save_model",
+    "write_card",
+]

@@ -1,0 +1,131 @@
+"""Runnable count models: a network (or the classical baseline) plus its card.
+
+``predict_maps`` is the forward pass only: it returns per-pixel maps and never thresholds or counts.
+Mask models return probabilities (channel 0 foreground, channel 1 touching border when present);
+density models return one channel in count units (the map sums to the count).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .card import ModelCard
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..inference import ProgressFn
+
+logger = logging.getLogger(__name__)
+
+
+class CountModel:
+    """Interface shared by learned and classical models."""
+
+    card: ModelCard
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def output_kind(self) -> str:
+        return self.card.output_kind
+
+    def predict_maps(
+        self,
+        image: np.ndarray,
+        *,
+        progress: ProgressFn | None = None,
+        fast: bool = True,
+        device: str | None = None,
+    ) -> np.ndarray:
+        """(H, W) normalised float32 image -> (C, H, W) float32 maps."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.output_kind})"
+
+
+class NetModel(CountModel):
+    """A trained U-Net with its card. Treated as read-only once built (shared across app sessions)."""
+
+    def __init__(self, net: torch.nn.Module, card: ModelCard) -> None:
+        import torch
+
+        self.net = net.eval()
+        self.card = card
+        # NHWC weights: faster CPU convolutions; fp32 results unchanged within float tolerance
+        self.net = self.net.to(memory_format=torch.channels_last)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.card.kwargs.get("out_channels", 1))
+
+    def predict_maps(
+        self,
+        image: np.ndarray,
+        *,
+        progress: ProgressFn | None = None,
+        fast: bool = True,
+        device: str | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        from ..inference import default_device, predict_tiled
+
+        dev = default_device() if device is None else device
+        net = self.net.to(dev) if str(dev) != "cpu" else self.net
+        raw = predict_tiled(
+            net,
+            image,
+            out_channels=self.out_channels,
+            tile=tile or (self.card.extra.get("fast_tile_size", 512) if fast else self.card.tile_size),
+            overlap=self.card.tile_overlap if overlap is None else overlap,
+            batch_size=batch_size or (4 if fast else 1),
+            divisor=2 ** int(self.card.kwargs.get("depth", 4)),
+            device=dev,
+            channels_last=fast,
+            progress=progress,
+        )
+        if self.output_kind == "mask":
+            return (1.0 / (1.0 + np.exp(-raw))).astype(np.float32)
+        return (np.maximum(raw, 0) / float(self.card.density_scale)).astype(np.float32)
+
+
+class ClassicalModel(CountModel):
+    """Non-learned baseline: Otsu's threshold on the normalised image, then the shared postprocessing.
+
+    The 'probability' map is the normalised intensity rescaled piecewise-linearly so that Otsu's level
+    maps to 0.5: the default threshold 0.5 is Otsu, and the threshold slider moves around it.
+    """
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+
+    def predict_maps(
+        self,
+        image: np.ndarray,
+        *,
+        progress: ProgressFn | None = None,
+        fast: bool = True,
+        device: str | None = None,
+    ) -> np.ndarray:
+        from skimage.filters import threshold_otsu
+
+        x = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+        if float(x.max()) == float(x.min()):
+            out = np.zeros_like(x)
+        else:
+            t = float(threshold_otsu(x))
+            t = min(max(t, 1e-6), 1 - 1e-6)
+            out = np.where(x <= t, 0.5 * x / t, 0.5 + 0.5 * (x - t) / (1 - t))
+        if progress is not None:
+            progress(1, 1)
+        return out[None].astype(np.float32)

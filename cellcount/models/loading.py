@@ -1,0 +1,113 @@
+"""Find, load and save models. Weights are safetensors (no pickle) and checked against the card's sha256."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import ModelNotFoundError, WeightsIntegrityError
+from .base import ClassicalModel, CountModel, NetModel
+from .card import CARD_FILE, ModelCard, read_card, sha256_file, write_card
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+CLASSICAL_NAME = "classical-otsu"
+
+CLASSICAL_CARD = ModelCard(
+    name=CLASSICAL_NAME,
+    architecture="otsu",
+    output_kind="mask",
+    description="Non-learned baseline: Otsu threshold + the same postprocessing as the mask models.",
+    postprocess={
+        "threshold": 0.5,
+        "opening_radius_px": 1,
+        "closing_radius_px": 0,
+        "fill_holes": True,
+        "watershed": True,
+        "min_distance_px": 5,
+        "min_area_px": 15,
+    },
+    postprocess_tuned_on="defaults chosen by hand (not tuned)",
+    license="MIT",
+)
+
+
+def _model_dirs(weights_dir: Path) -> dict[str, Path]:
+    if not weights_dir.is_dir():
+        return {}
+    return {p.name: p for p in sorted(weights_dir.iterdir()) if (p / CARD_FILE).is_file()}
+
+
+def list_models(weights_dir: str | Path | None = None) -> list[str]:
+    """Names accepted by :func:`load_model`: the shipped models in ``weights_dir`` and the baseline."""
+    wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    return [*_model_dirs(wd), CLASSICAL_NAME]
+
+
+def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = None) -> CountModel:
+    """Load a model by name (see :func:`list_models`) or from a folder holding ``card.json``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        Unknown name; the message lists the valid names.
+    WeightsIntegrityError
+        Missing weights, sha256 mismatch, or a file that is not a safetensors archive.
+    """
+    if str(name_or_path) == CLASSICAL_NAME:
+        return ClassicalModel(CLASSICAL_CARD)
+    wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    folder = Path(name_or_path)
+    if not (folder / CARD_FILE).is_file():
+        folder = _model_dirs(wd).get(str(name_or_path), Path("/nonexistent"))
+    if not (folder / CARD_FILE).is_file():
+        raise ModelNotFoundError(
+            f"unknown model {str(name_or_path)!r}; valid models: {', '.join(list_models(wd))}"
+        )
+    return load_model_folder(folder)
+
+
+def load_model_folder(folder: str | Path) -> NetModel:
+    """Rebuild the network from the card's architecture + kwargs and load verified weights."""
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    from .registry import create_model
+
+    folder = Path(folder)
+    card = read_card(folder)
+    wpath = folder / card.weights_file
+    if not wpath.is_file():
+        raise WeightsIntegrityError(f"weights file {wpath} is missing")
+    digest = sha256_file(wpath)
+    if card.sha256 and digest != card.sha256:
+        raise WeightsIntegrityError(
+            f"sha256 of {wpath} is {digest}, the card says {card.sha256}: the file is corrupt or was replaced"
+        )
+    if not card.sha256:
+        raise WeightsIntegrityError(f"card of {card.name} has no sha256; refusing unverified weights")
+    try:
+        state = load_file(str(wpath))
+    except (SafetensorsError, OSError, ValueError) as err:
+        raise WeightsIntegrityError(f"{wpath} is not a valid safetensors weights file: {err}") from err
+    net = create_model(card.architecture, **card.kwargs)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise WeightsIntegrityError(f"weights in {wpath} do not fit architecture {card.architecture}: {err}") from err
+    return NetModel(net, card)
+
+
+def save_model(net, card: ModelCard, folder: str | Path) -> Path:
+    """Write ``weights.safetensors`` + ``card.json`` (with the weights' sha256) into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wpath = folder / card.weights_file
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(wpath))
+    card.sha256 = sha256_file(wpath)
+    write_card(card, folder)
+    return folder

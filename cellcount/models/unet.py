@@ -1,0 +1,141 @@
+"""U-Net family: plain, attention-gated and residual encoders/decoders sharing one implementation.
+
+One class keeps the three architectures comparable: they differ only in the conv block
+(`block="plain"|"residual"`) and in attention gates on the skip connections (`attention=True`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm + ReLU layers."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation-free residual block: conv-bn-relu-conv-bn + projected shortcut, then ReLU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.skip = (
+            nn.Identity()
+            if c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate (Oktay et al. 2018): the decoder signal weights the skip features."""
+
+    def __init__(self, c_skip: int, c_gate: int, c_mid: int) -> None:
+        super().__init__()
+        self.w_skip = nn.Conv2d(c_skip, c_mid, 1, bias=False)
+        self.w_gate = nn.Conv2d(c_gate, c_mid, 1, bias=True)
+        self.psi = nn.Conv2d(c_mid, 1, 1, bias=True)
+
+    def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        a = F.relu(self.w_skip(skip) + self.w_gate(gate))
+        return skip * torch.sigmoid(self.psi(a))
+
+
+class UNet(nn.Module):
+    """U-Net with configurable depth/width, optional residual blocks and attention gates.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (1: the normalised grayscale image).
+    out_channels : int
+        Output channels. Density head: 1. Mask head: 1 (foreground) or 2 (foreground, touching border).
+    base_width : int
+        Channels of the first level; doubled at each level down.
+    depth : int
+        Number of down-sampling steps; inputs must be divisible by ``2**depth`` (inference pads).
+    block : {"plain", "residual"}
+    attention : bool
+        Attention gates on the skip connections.
+    head : {"density", "mask"}
+        ``density`` returns a non-negative map (softplus); ``mask`` returns logits.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        *,
+        base_width: int = 16,
+        depth: int = 4,
+        block: str = "plain",
+        attention: bool = False,
+        head: str = "mask",
+    ) -> None:
+        super().__init__()
+        if block not in ("plain", "residual"):
+            raise ValueError(f"block must be 'plain' or 'residual', got {block!r}")
+        if head not in ("density", "mask"):
+            raise ValueError(f"head must be 'density' or 'mask', got {head!r}")
+        if depth < 1 or base_width < 1:
+            raise ValueError("depth and base_width must be >= 1")
+        Block = ConvBlock if block == "plain" else ResBlock
+        self.depth = depth
+        self.head = head
+        widths = [base_width * 2**i for i in range(depth + 1)]
+        self.stem = Block(in_channels, widths[0])
+        self.down = nn.ModuleList(Block(widths[i], widths[i + 1]) for i in range(depth))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+        )
+        self.gates = nn.ModuleList(
+            AttentionGate(widths[i], widths[i], max(widths[i] // 2, 1)) if attention else nn.Identity()
+            for i in reversed(range(depth))
+        )
+        self.attention = attention
+        self.dec = nn.ModuleList(Block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+        self.out = nn.Conv2d(widths[0], out_channels, 1)
+
+    @property
+    def divisor(self) -> int:
+        return 2**self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for down in self.down:
+            skips.append(down(F.max_pool2d(skips[-1], 2)))
+        y = skips.pop()
+        for up, gate, dec in zip(self.up, self.gates, self.dec):
+            y = up(y)
+            skip = skips.pop()
+            if self.attention:
+                skip = gate(skip, y)
+            y = dec(torch.cat([skip, y], dim=1))
+        y = self.out(y)
+        if self.head == "density":
+            y = F.softplus(y)
+        return y

@@ -1,0 +1,277 @@
+"""The one place that chains image -> model maps -> postprocessing -> CountResult.
+
+``predict`` runs the model (slow, cache it); ``postprocess`` turns a cached :class:`Prediction` into a
+:class:`CountResult` for any :class:`CountParams` without touching the model. ``count_image`` does both.
+Parameter precedence: :class:`CountParams` defaults < the model card's ``postprocess`` < overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import postprocess as pp
+from .errors import ParameterError
+from .io import normalize_image
+from .measure import object_table, peaks_table
+from .models.base import CountModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CountParams:
+    """Every setting that changes a count. Units are in the names; area bounds are inclusive.
+
+    Input (changing these reruns the model): ``channel``, ``invert`` (None = auto-detect bright
+    background), ``low_pct``/``high_pct`` (percentile normalisation).
+    Mask models: ``threshold`` on the foreground probability, ``opening_radius_px``,
+    ``closing_radius_px``, ``fill_holes``, ``watershed`` with ``min_distance_px``, ``min_area_px`` and
+    ``max_area_px`` (None or 0 = no upper bound; an object of exactly either bound is kept),
+    ``exclude_border``, ``use_border_channel`` (split along predicted borders when the model has them).
+    Density models: ``peak_min_distance_px`` for the approximate centroids.
+    """
+
+    channel: int | None = None
+    invert: bool | None = None
+    low_pct: float = 1.0
+    high_pct: float = 99.8
+    threshold: float = 0.5
+    opening_radius_px: int = 1
+    closing_radius_px: int = 0
+    fill_holes: bool = True
+    watershed: bool = True
+    min_distance_px: int = 4
+    min_area_px: int = 10
+    max_area_px: int | None = None
+    exclude_border: bool = False
+    use_border_channel: bool = True
+    peak_min_distance_px: int = 3
+    pixel_size_um: float | None = None
+
+    INPUT_FIELDS = ("channel", "invert", "low_pct", "high_pct")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ParameterError(f"threshold must be within [0, 1], got {self.threshold}")
+        for name in ("opening_radius_px", "closing_radius_px", "min_area_px"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_distance_px < 1 or self.peak_min_distance_px < 1:
+            raise ParameterError("min_distance_px and peak_min_distance_px must be >= 1")
+        if self.max_area_px is not None and self.max_area_px not in (0,) and self.max_area_px < self.min_area_px:
+            raise ParameterError(f"max_area_px ({self.max_area_px}) must be >= min_area_px ({self.min_area_px})")
+        if not 0 <= self.low_pct < self.high_pct <= 100:
+            raise ParameterError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
+        if self.pixel_size_um is not None and not self.pixel_size_um > 0:
+            raise ParameterError(f"pixel_size_um must be > 0, got {self.pixel_size_um}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def replace(self, **changes: Any) -> CountParams:
+        return resolve_params(None, {**self.to_dict(), **changes})
+
+    def input_key(self) -> tuple:
+        """The fields that change the model input (and so the cached prediction)."""
+        return tuple(getattr(self, f) for f in self.INPUT_FIELDS)
+
+
+PARAM_NAMES = tuple(f.name for f in dataclasses.fields(CountParams))
+
+
+def resolve_params(model: CountModel | None, overrides: CountParams | dict[str, Any] | None = None) -> CountParams:
+    """Defaults < ``model.card.postprocess`` < ``overrides``; unknown keys raise ParameterError."""
+    merged: dict[str, Any] = {}
+    if model is not None:
+        merged.update(model.card.postprocess)
+    if isinstance(overrides, CountParams):
+        overrides = overrides.to_dict()
+    if overrides:
+        merged.update({k: v for k, v in overrides.items()})
+    unknown = sorted(set(merged) - set(PARAM_NAMES))
+    if unknown:
+        raise ParameterError(f"unknown parameters {unknown}; valid: {', '.join(PARAM_NAMES)}")
+    return CountParams(**merged)
+
+
+def params_from_json(text: str | bytes) -> dict[str, Any]:
+    """Parse a settings JSON (as downloaded from the app or written by the CLI) into overrides."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ParameterError(f"settings file is not valid JSON: {err}") from err
+    if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
+        data = data["params"]
+    if not isinstance(data, dict):
+        raise ParameterError("settings JSON must be an object of parameter names to values")
+    resolve_params(None, data)  # validate now, with a clear message
+    return data
+
+
+@dataclass
+class Prediction:
+    """Model output for one image: the expensive part, cached and reused across parameter changes.
+
+    ``maps`` is (C, H, W) float32: mask models' probabilities (0 foreground, 1 touching border if
+    present) or a density model's map (1, H, W) in count units.
+    """
+
+    model_name: str
+    output_kind: str
+    maps: np.ndarray
+    image_norm: np.ndarray
+    inverted: bool
+    input_key: tuple
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image_norm.shape
+
+
+@dataclass
+class CountResult:
+    """Everything a page, the CLI or an evaluation needs about one counted image."""
+
+    model_name: str
+    output_kind: str
+    count: int
+    count_estimate: float
+    labels: np.ndarray | None
+    rejected: np.ndarray | None
+    probability: np.ndarray | None
+    density: np.ndarray | None
+    peaks: np.ndarray
+    objects: pd.DataFrame
+    params: CountParams
+    seconds: dict[str, float]
+    inverted: bool
+
+    def summary_row(self) -> dict[str, Any]:
+        """Flat row for a counts table (settings as one JSON string)."""
+        return {
+            "model": self.model_name,
+            "count": self.count,
+            "count_estimate": round(self.count_estimate, 3),
+            "inverted": self.inverted,
+            "seconds": round(sum(self.seconds.values()), 4),
+            "settings": json.dumps(self.params.to_dict(), sort_keys=True),
+        }
+
+
+def predict(
+    image: np.ndarray,
+    model: CountModel,
+    params: CountParams | dict[str, Any] | None = None,
+    *,
+    progress=None,
+    fast: bool = True,
+) -> Prediction:
+    """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass."""
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    t0 = time.perf_counter()
+    img = np.asarray(image)
+    from .io import is_bright_background, to_gray
+
+    gray = to_gray(img, channel=p.channel)
+    inverted = is_bright_background(gray) if p.invert is None else bool(p.invert)
+    norm = normalize_image(gray, low_pct=p.low_pct, high_pct=p.high_pct, invert=inverted)
+    t1 = time.perf_counter()
+    maps = model.predict_maps(norm, progress=progress, fast=fast)
+    t2 = time.perf_counter()
+    return Prediction(
+        model_name=model.name,
+        output_kind=model.output_kind,
+        maps=maps,
+        image_norm=norm,
+        inverted=inverted,
+        input_key=p.input_key(),
+        seconds={"normalize": t1 - t0, "model": t2 - t1},
+    )
+
+
+def postprocess(
+    prediction: Prediction,
+    params: CountParams,
+    *,
+    image: np.ndarray | None = None,
+    measure: bool = True,
+) -> CountResult:
+    """Cached prediction + parameters -> CountResult. Never runs the model.
+
+    ``image`` (the original, any dtype) is used for intensity measurements; the normalised image
+    otherwise. ``measure=False`` skips the object table (faster for parameter searches).
+    """
+    t0 = time.perf_counter()
+    intensity_src = image if image is not None else prediction.image_norm
+    if intensity_src is not None and np.asarray(intensity_src).shape[:2] != prediction.shape:
+        intensity_src = prediction.image_norm
+    if prediction.output_kind == "density":
+        density = prediction.maps[0]
+        estimate = pp.density_count(density)
+        peaks = pp.density_peaks(density, min_distance_px=params.peak_min_distance_px)
+        t1 = time.perf_counter()
+        objects = peaks_table(peaks, density, pixel_size_um=params.pixel_size_um) if measure else pd.DataFrame()
+        t2 = time.perf_counter()
+        return CountResult(
+            model_name=prediction.model_name, output_kind="density", count=int(round(estimate)),
+            count_estimate=estimate, labels=None, rejected=None, probability=None, density=density,
+            peaks=peaks, objects=objects, params=params,
+            seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
+            inverted=prediction.inverted,
+        )
+    prob = prediction.maps[0]
+    border = prediction.maps[1] if prediction.maps.shape[0] > 1 and params.use_border_channel else None
+    seg = pp.segment(
+        prob,
+        threshold_level=params.threshold,
+        opening_radius_px=params.opening_radius_px,
+        closing_radius_px=params.closing_radius_px,
+        fill=params.fill_holes,
+        split=params.watershed,
+        min_distance_px=params.min_distance_px,
+        min_area_px=params.min_area_px,
+        max_area_px=params.max_area_px or None,
+        exclude_border=params.exclude_border,
+        border_prob=border,
+    )
+    t1 = time.perf_counter()
+    objects = object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None
+    t2 = time.perf_counter()
+    if objects is not None and len(objects):
+        peaks = objects[["centroid_row", "centroid_col"]].to_numpy()
+    else:
+        peaks = np.zeros((0, 2))
+    return CountResult(
+        model_name=prediction.model_name, output_kind="mask", count=seg.count, count_estimate=float(seg.count),
+        labels=seg.labels, rejected=seg.rejected, probability=prob, density=None, peaks=peaks,
+        objects=objects if objects is not None else pd.DataFrame(), params=params,
+        seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
+        inverted=prediction.inverted,
+    )
+
+
+def count_image(
+    image: np.ndarray,
+    model: CountModel,
+    params: CountParams | dict[str, Any] | None = None,
+    *,
+    progress=None,
+    fast: bool = True,
+    measure: bool = True,
+) -> CountResult:
+    """Count objects in one image: :func:`predict` then :func:`postprocess`."""
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    pred = predict(image, model, p, progress=progress, fast=fast)
+    return postprocess(pred, p, image=image, measure=measure)

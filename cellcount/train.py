@@ -1,0 +1,258 @@
+"""Training CLI: ``python -m cellcount.train --config configs/NAME.yaml [--key.sub value ...]``.
+
+Writes ``weights/<name>/`` (safetensors weights + card.json + the resolved config.yaml). Checkpoints go
+to ``runs/<name>/checkpoint.pt`` every validation; ``--resume`` continues from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("cellcount.train")
+
+DEFAULTS: dict[str, Any] = {
+    "name": "model",
+    "architecture": "unet",
+    "output_kind": "mask",
+    "description": "",
+    "model": {"base_width": 16, "depth": 4, "out_channels": 2},
+    "data": {
+        "root": "../shared/datasets/dsb2018",
+        "val_fraction": 0.2,
+        "split_seed": 0,
+        "synthetic_images": 0,
+        "limit": None,
+    },
+    "train": {
+        "steps": 1500,
+        "batch_size": 12,
+        "crop": 128,
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "warmup_steps": 50,
+        "val_every": 300,
+        "seed": 0,
+        "threads": 2,
+        "density_scale": 100.0,
+    },
+    "loss": {"mask": "bce_dice", "border_weight": 0.5, "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
+    "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05},
+    "inference": {"tile_size": 256, "tile_overlap": 32},
+    "postprocess": {},
+    "out_dir": "weights",
+    "run_dir": "runs",
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _set_dotted(cfg: dict[str, Any], key: str, raw: str) -> None:
+    import yaml
+
+    value = yaml.safe_load(raw)
+    node = cfg
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str]) -> dict[str, Any]:
+    """Defaults < config file < ``--key.sub value`` overrides."""
+    import yaml
+
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            cfg = _merge(cfg, yaml.safe_load(fh) or {})
+    if len(overrides) % 2:
+        raise SystemExit(f"overrides must be '--key value' pairs, got {overrides}")
+    for k, v in zip(overrides[::2], overrides[1::2]):
+        if not k.startswith("--"):
+            raise SystemExit(f"override keys start with '--', got {k!r}")
+        _set_dotted(cfg, k[2:], v)
+    return cfg
+
+
+def _batch(items, rng, cfg):
+    from .training.augment import augment
+
+    tr, au = cfg["train"], cfg["augment"]
+    imgs, tgts = [], []
+    for _ in range(tr["batch_size"]):
+        it = items[int(rng.integers(len(items)))]
+        img, tg = augment(
+            it.image, it.targets, size=tr["crop"], rng=rng,
+            scale_range=tuple(au["scale_range"]), elastic_p=au["elastic_p"], invert_p=au["invert_p"],
+        )
+        imgs.append(img)
+        tgts.append(tg)
+    x = np.stack(imgs)[:, None]
+    t = {k: np.stack([tg[k] for tg in tgts])[:, None].astype(np.float32) for k in tgts[0]}
+    return x, t
+
+
+def validate(net, items, cfg, card) -> dict[str, float]:
+    """Full-image validation: count MAE etc. with the card's postprocessing (fp32, tiled)."""
+    from .metrics import count_metrics
+    from .models.base import NetModel
+    from .pipeline import CountParams, Prediction, postprocess, resolve_params
+
+    was_training = net.training
+    model = NetModel(copy.deepcopy(net), card)
+    params: CountParams = resolve_params(model, None)
+    true, pred = [], []
+    for it in items:
+        maps = model.predict_maps(it.image, fast=True)
+        res = postprocess(
+            Prediction(card.name, card.output_kind, maps, it.image, False, params.input_key()), params, measure=False
+        )
+        true.append(it.count)
+        pred.append(res.count_estimate)
+    net.train(was_training)
+    return count_metrics(np.array(true), np.array(pred))
+
+
+def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
+    import torch
+    import yaml
+
+    from .models import ModelCard, create_model, save_model
+    from .training.data import load_dsb_split, synthetic_items
+    from .training.losses import density_loss, mask_loss
+
+    tr = cfg["train"]
+    torch.set_num_threads(int(tr["threads"]))
+    torch.manual_seed(tr["seed"])
+    rng = np.random.default_rng(tr["seed"])
+    kind = cfg["output_kind"]
+    scale = float(tr["density_scale"]) if kind == "density" else 1.0
+    d = cfg["data"]
+    t0 = time.time()
+    train_items, val_items = load_dsb_split(
+        d["root"], kind=kind, val_fraction=d["val_fraction"], seed=d["split_seed"], density_scale=scale,
+        limit=d.get("limit"),
+    )
+    if d.get("synthetic_images"):
+        train_items += synthetic_items(d["synthetic_images"], kind=kind, density_scale=scale, seed=tr["seed"])
+    logger.info("data ready in %.1fs: %d train items, %d val", time.time() - t0, len(train_items), len(val_items))
+
+    model_kwargs = {"in_channels": 1, **cfg["model"], "head": kind}
+    if kind == "density":
+        model_kwargs["out_channels"] = 1
+    net = create_model(cfg["architecture"], **model_kwargs).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
+    steps, warm = int(tr["steps"]), int(tr["warmup_steps"])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(warm, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
+    )
+    card = ModelCard(
+        name=cfg["name"], architecture=cfg["architecture"], output_kind=kind, kwargs=model_kwargs,
+        description=cfg.get("description", ""), tile_size=cfg["inference"]["tile_size"],
+        tile_overlap=cfg["inference"]["tile_overlap"], density_scale=scale,
+        postprocess=dict(cfg.get("postprocess") or {}),
+        postprocess_tuned_on="not tuned (config defaults)",
+    )
+    run_dir = Path(cfg["run_dir"]) / cfg["name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    start, best, history = 0, None, []
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=True)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        start, history = int(ck["step"]), json.loads(ck["history"])
+        rng = np.random.default_rng([tr["seed"], start])
+        logger.info("resumed from %s at step %d", ckpt_path, start)
+    best_state = None
+    net.train()
+    t_start, running = time.time(), []
+    for step in range(start, steps):
+        x, t = _batch(train_items, rng, cfg)
+        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        out = net(xb)
+        if kind == "mask":
+            loss = mask_loss(
+                out, torch.from_numpy(t["mask"]), torch.from_numpy(t["border"]),
+                kind=cfg["loss"]["mask"], border_weight=cfg["loss"]["border_weight"],
+            )
+        else:
+            loss = density_loss(out, torch.from_numpy(t["density"]), weights=cfg["loss"]["density"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        if (step + 1) % 50 == 0:
+            logger.info("step %d/%d loss %.4f lr %.2e %.2fs/step", step + 1, steps, np.mean(running[-50:]),
+                        sched.get_last_lr()[0], (time.time() - t_start) / (step + 1 - start))
+        if (step + 1) % tr["val_every"] == 0 or step + 1 == steps:
+            net.eval()
+            m = validate(net, val_items, cfg, card)
+            net.train()
+            history.append({"step": step + 1, "loss": float(np.mean(running[-50:])), **m})
+            logger.info("validation at step %d: MAE %.2f RMSE %.2f bias %+.2f", step + 1, m["mae"], m["rmse"],
+                        m["bias"])
+            if best is None or m["mae"] <= best["mae"]:
+                best = {"step": step + 1, **m}
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "step": step + 1, "history": json.dumps(history)}, ckpt_path)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    train_s = time.time() - t_start
+    val_names = sorted(it.name for it in val_items)
+    card.training = {
+        "data": f"DSB 2018 stage1_train subset ({d['root']}), {len(train_items)} training images"
+        + (f" incl. {d['synthetic_images']} synthetic" if d.get("synthetic_images") else ""),
+        "split": {"rule": f"sha1('{d['split_seed']}:'+filename) % 10000 < {d['val_fraction']} * 10000 -> validation",
+                  "n_train": len(train_items), "n_val": len(val_items), "val_files": val_names},
+        "steps": steps, "batch_size": tr["batch_size"], "crop_px": tr["crop"],
+        "epochs_equivalent": round(steps * tr["batch_size"] / max(len(train_items), 1), 1),
+        "loss": cfg["loss"]["mask"] if kind == "mask" else cfg["loss"]["density"],
+        "train_seconds": round(train_s, 1), "threads": tr["threads"],
+        "history": history, "selected_step": best["step"] if best else steps,
+        "config": f"configs/{cfg['name']}.yaml",
+    }
+    card.metrics = {"validation": {k: v for k, v in (best or {}).items() if k != "step"},
+                    "validation_note": "full DSB validation images, checkpoint chosen by validation MAE"}
+    out = Path(cfg["out_dir"]) / cfg["name"]
+    save_model(net, card, out)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    logger.info("saved %s (%.0fs training, best val MAE %.2f at step %s)", out, train_s,
+                best["mae"] if best else float("nan"), best["step"] if best else "-")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cellcount.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = build_parser().parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config(args.config, overrides)
+    train(cfg, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

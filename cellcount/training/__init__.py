@@ -1,0 +1,1 @@
+"""Training utilities: targets from labels/dots, augmentation, losses, datasets."""

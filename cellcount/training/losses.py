@@ -1,0 +1,81 @@
+"""Losses selectable from a training config.
+
+Mask models: ``bce``, ``dice``, ``bce_dice``, ``focal``, ``tversky`` on channel 0 (foreground) plus a
+weighted BCE on channel 1 (touching border) when the model has two channels.
+Density models: a weighted sum of ``pixel`` (MSE), ``multiscale`` (MSE of 2x/4x/8x sum-pooled maps: the
+shape of the density at coarser scales) and ``count`` (relative error of the per-crop integral).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+MASK_LOSSES = ("bce", "dice", "bce_dice", "focal", "tversky")
+DENSITY_TERMS = ("pixel", "multiscale", "count")
+
+
+def _dice(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2, 3))
+    return (1 - (2 * inter + eps) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + eps)).mean()
+
+
+def _focal(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = torch.exp(-bce)
+    w = alpha * target + (1 - alpha) * (1 - target)
+    return (w * (1 - p_t) ** gamma * bce).mean() * 4
+
+
+def _tversky(logits: torch.Tensor, target: torch.Tensor, a: float = 0.3, b: float = 0.7) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    tp = (p * target).sum((1, 2, 3))
+    fp = (p * (1 - target)).sum((1, 2, 3))
+    fn = ((1 - p) * target).sum((1, 2, 3))
+    return (1 - (tp + 1) / (tp + a * fp + b * fn + 1)).mean()
+
+
+def mask_loss(
+    logits: torch.Tensor, mask: torch.Tensor, border: torch.Tensor | None, *, kind: str, border_weight: float
+) -> torch.Tensor:
+    """Loss for (B, C, H, W) logits against (B, 1, H, W) float targets."""
+    if kind not in MASK_LOSSES:
+        raise ValueError(f"unknown mask loss {kind!r}; valid: {', '.join(MASK_LOSSES)}")
+    fg = logits[:, :1]
+    if kind == "bce":
+        loss = F.binary_cross_entropy_with_logits(fg, mask)
+    elif kind == "dice":
+        loss = _dice(fg, mask)
+    elif kind == "bce_dice":
+        loss = F.binary_cross_entropy_with_logits(fg, mask) + _dice(fg, mask)
+    elif kind == "focal":
+        loss = _focal(fg, mask)
+    else:
+        loss = _tversky(fg, mask)
+    if border is not None and logits.shape[1] > 1:
+        # borders are rare: up-weight positives so the channel does not collapse to zero
+        pos_weight = torch.tensor(5.0, device=logits.device)
+        loss = loss + border_weight * F.binary_cross_entropy_with_logits(
+            logits[:, 1:2], border, pos_weight=pos_weight
+        )
+    return loss
+
+
+def density_loss(pred: torch.Tensor, target: torch.Tensor, *, weights: dict[str, float]) -> torch.Tensor:
+    """Multi-term density loss on (B, 1, H, W) maps already multiplied by the density scale."""
+    bad = set(weights) - set(DENSITY_TERMS)
+    if bad:
+        raise ValueError(f"unknown density loss terms {sorted(bad)}; valid: {', '.join(DENSITY_TERMS)}")
+    total = pred.new_zeros(())
+    if weights.get("pixel", 0):
+        total = total + weights["pixel"] * F.mse_loss(pred, target)
+    if weights.get("multiscale", 0):
+        ms = pred.new_zeros(())
+        for k in (2, 4, 8):
+            ms = ms + F.mse_loss(F.avg_pool2d(pred, k) * k, F.avg_pool2d(target, k) * k)
+        total = total + weights["multiscale"] * ms / 3
+    if weights.get("count", 0):
+        cp, ct = pred.sum((1, 2, 3)), target.sum((1, 2, 3))
+        total = total + weights["count"] * (torch.abs(cp - ct) / (ct + 100.0)).mean()
+    return total

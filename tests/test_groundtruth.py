@@ -1,0 +1,361 @@
+"""Tests of cellcount.groundtruth: label / mask / dot / CSV readers, pairing and folder loaders."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from cellcount.errors import GroundTruthError
+from cellcount.groundtruth import (
+    BinaryMaskWarning,
+    GroundTruth,
+    labels_from_array,
+    load_dsb_folder,
+    load_labelled_folder,
+    match_ground_truth,
+    read_counts_csv,
+    read_dot_image,
+    read_ground_truth,
+    read_label_image,
+    read_points_csv,
+)
+from cellcount.io import labels_to_tiff_bytes
+
+DSB = Path(__file__).resolve().parents[1].parent / "shared/datasets/dsb2018"
+
+
+def _save_png(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _two_blobs(value: int = 255, dtype: type = np.uint8) -> np.ndarray:
+    arr = np.zeros((10, 12), dtype)
+    arr[1:4, 1:4] = value
+    arr[6:9, 7:11] = value
+    return arr
+
+
+# --------------------------------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------------------------------
+def test_labels_over_65535_kept_int32() -> None:
+    arr = np.zeros(300 * 300, np.uint32)
+    arr[:70000] = np.arange(1, 70001)
+    arr = arr.reshape(300, 300)
+    gt = labels_from_array(arr, source="big")
+    assert gt.kind == "labels" and gt.count == 70000
+    assert gt.labels is not None and gt.labels.dtype == np.int32 and int(gt.labels.max()) == 70000
+    again = read_label_image(labels_to_tiff_bytes(gt.labels))
+    assert again.count == 70000 and np.array_equal(again.labels, gt.labels)
+
+
+def test_label_ids_need_not_be_consecutive() -> None:
+    arr = np.zeros((5, 5), np.uint16)
+    arr[0, 0], arr[2, 2], arr[4, 4] = 3, 40000, 7
+    gt = labels_from_array(arr)
+    assert gt.count == 3 and gt.labels[2, 2] == 40000
+    huge = arr.astype(np.uint64)
+    huge[4, 4] = 2**40
+    relabelled = labels_from_array(huge)
+    assert relabelled.count == 3 and relabelled.labels.max() == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"), [(255, np.uint8), (1, np.uint8), (65535, np.uint16), (True, bool)]
+)
+def test_binary_mask_relabelled_with_warning(value: int, dtype: type) -> None:
+    with pytest.warns(BinaryMaskWarning, match="touching cells"):
+        gt = labels_from_array(_two_blobs(value, dtype), source="m.png")
+    assert gt.kind == "mask" and gt.count == 2
+    assert gt.labels.dtype == np.int32 and set(np.unique(gt.labels)) == {0, 1, 2}
+
+
+def test_binary_mask_uses_8_connectivity() -> None:
+    arr = np.zeros((4, 4), np.uint8)
+    arr[0, 0] = arr[1, 1] = arr[3, 3] = 255  # two pixels touch diagonally
+    with pytest.warns(BinaryMaskWarning):
+        gt = labels_from_array(arr)
+    assert gt.count == 2
+
+
+def test_single_label_is_not_a_mask(recwarn: pytest.WarningsRecorder) -> None:
+    arr = np.zeros((6, 6), np.uint16)
+    arr[2:4, 2:4] = 1
+    gt = labels_from_array(arr)
+    assert gt.kind == "labels" and gt.count == 1
+    assert not [w for w in recwarn if issubclass(w.category, BinaryMaskWarning)]
+    empty = labels_from_array(np.zeros((3, 3), np.uint8))
+    assert empty.kind == "labels" and empty.count == 0
+
+
+def test_float_and_bad_labels() -> None:
+    arr = np.array([[0.0, 1.0], [2.0, 2.0]], np.float32)
+    gt = labels_from_array(arr)
+    assert gt.count == 2 and gt.labels.dtype == np.int32
+    with pytest.raises(GroundTruthError, match="whole numbers"):
+        labels_from_array(arr + 0.5)
+    with pytest.raises(GroundTruthError, match=">= 0"):
+        labels_from_array(np.array([[0, -1], [1, 2]]))
+    with pytest.raises(GroundTruthError, match="NaN"):
+        labels_from_array(np.array([[0, np.nan]]))
+    with pytest.raises(GroundTruthError, match="shape"):
+        labels_from_array(np.zeros((2, 2, 2, 2), np.uint8))
+    with pytest.raises(GroundTruthError):
+        GroundTruth(kind="bogus", count=1)
+
+
+def test_colour_coded_instances() -> None:
+    rgb = np.zeros((10, 10, 3), np.uint8)
+    rgb[0:3, 0:3] = (255, 0, 0)
+    rgb[0:3, 3:6] = (0, 255, 0)  # touches the red object: still separate (other colour)
+    rgb[6:9, 6:9] = (255, 0, 0)  # same colour again, not touching: a third object
+    rgb[6:9, 0:2] = (10, 20, 30)
+    gt = labels_from_array(rgb)
+    assert gt.kind == "labels" and gt.count == 4
+    assert gt.labels[1, 1] != gt.labels[7, 7] and gt.labels[1, 1] != gt.labels[1, 4]
+    assert gt.labels[5, 5] == 0
+    gray_rgb = np.repeat(_two_blobs(3)[..., None], 3, axis=2)  # equal channels -> (H, W)
+    with pytest.warns(BinaryMaskWarning):
+        assert labels_from_array(gray_rgb).labels.shape == (10, 12)
+    red = np.zeros((10, 12, 3), np.uint8)
+    red[_two_blobs() > 0] = (200, 0, 0)  # a one-colour mask is a binary mask
+    with pytest.warns(BinaryMaskWarning, match="one colour"):
+        gt = labels_from_array(red)
+    assert gt.kind == "mask" and gt.count == 2
+
+
+def test_read_label_image_png_and_shape_check(tmp_path: Path) -> None:
+    labels = np.zeros((8, 9), np.uint16)
+    labels[1:3, 1:3] = 1
+    labels[5:7, 5:8] = 300
+    path = _save_png(tmp_path / "a_labels.png", labels)
+    gt = read_label_image(path, expected_shape=(8, 9, 3))
+    assert gt.kind == "labels" and gt.count == 2 and gt.source == str(path)
+    with pytest.raises(GroundTruthError, match=r"\(8, 9\).*\(9, 8\)"):
+        read_label_image(path, expected_shape=(9, 8))
+    (tmp_path / "bad_labels.png").write_text("<html></html>")
+    with pytest.raises(GroundTruthError, match="bad_labels"):
+        read_label_image(tmp_path / "bad_labels.png")
+    Image.fromarray(labels.astype(np.uint8)).convert("L").save(tmp_path / "x_labels.jpg")
+    with pytest.raises(GroundTruthError, match="JPEG"):
+        read_label_image(tmp_path / "x_labels.jpg")
+
+
+def test_read_dot_image(tmp_path: Path) -> None:
+    dots = np.zeros((20, 20), np.uint8)
+    dots[2, 3] = 255
+    dots[10, 15] = 1
+    dots[5:7, 8:10] = 200  # a painted 2x2 dot -> one point at its centre
+    path = _save_png(tmp_path / "a_dots.png", dots)
+    gt = read_dot_image(path, expected_shape=(20, 20))
+    assert gt.kind == "points" and gt.count == 3 and gt.labels is None
+    assert gt.points.dtype == np.float64 and gt.points.shape == (3, 2)
+    assert {tuple(p) for p in gt.points} == {(2.0, 3.0), (5.5, 8.5), (10.0, 15.0)}
+    white = _save_png(tmp_path / "w_dots.png", np.where(dots > 0, 0, 255).astype(np.uint8))
+    assert read_dot_image(white).count == 3  # dark dots on white
+    with pytest.raises(GroundTruthError, match="does not match"):
+        read_dot_image(path, expected_shape=(10, 10))
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------------
+def test_read_points_csv_variants(tmp_path: Path) -> None:
+    gt = read_points_csv(b" ,X,Y\n1,10.5,3\n2,4,7\n")
+    assert gt.kind == "points" and gt.count == 2
+    np.testing.assert_array_equal(gt.points, [[3.0, 10.5], [7.0, 4.0]])  # (row, col) = (y, x)
+    napari = read_points_csv(io.StringIO("index,axis-0,axis-1\n0,5,6\n"))
+    np.testing.assert_array_equal(napari.points, [[5.0, 6.0]])
+    napari3d = read_points_csv(b"axis-0,axis-1,axis-2\n2,5,6\n")
+    np.testing.assert_array_equal(napari3d.points, [[5.0, 6.0]])
+    (tmp_path / "p.csv").write_text("Row,Col\n1,2\n")
+    assert read_points_csv(tmp_path / "p.csv").points.tolist() == [[1.0, 2.0]]
+    assert read_points_csv(b"x,y\n").count == 0
+
+
+def test_read_points_csv_errors() -> None:
+    with pytest.raises(GroundTruthError, match="no coordinate columns"):
+        read_points_csv(b"a,b\n1,2\n")
+    with pytest.raises(GroundTruthError, match="row 2"):
+        read_points_csv(b"x,y\n1,2\nfoo,3\n")
+    with pytest.raises(GroundTruthError, match="empty"):
+        read_points_csv(b"")
+    with pytest.raises(GroundTruthError):
+        read_points_csv(b"\xff\xfe\x00bad")
+
+
+def test_read_counts_csv(tmp_path: Path) -> None:
+    path = tmp_path / "counts.csv"
+    path.write_text("\ufeffImage,Count\nimg1.png,12\nsub/img2.tif,0\nimg3,7.0\n", encoding="utf-8")
+    assert read_counts_csv(path) == {"img1": 12, "img2": 0, "img3": 7}
+    assert read_counts_csv(b"File,count\na.png,3\n") == {"a": 3}
+    with pytest.raises(GroundTruthError, match=r"row 2 \(b\.png\).*'2\.5'"):
+        read_counts_csv(b"filename,count\na.png,1\nb.png,2.5\n")
+    with pytest.raises(GroundTruthError, match="row 1"):
+        read_counts_csv(b"filename,count\na.png,lots\n")
+    with pytest.raises(GroundTruthError, match="row 1"):
+        read_counts_csv(b"filename,count\na.png,-1\n")
+    with pytest.raises(GroundTruthError, match="twice"):
+        read_counts_csv(b"filename,count\na.png,1\na.tif,2\n")
+    with pytest.raises(GroundTruthError, match="expected columns"):
+        read_counts_csv(b"name_of_thing,n\na,1\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# pairing and folders
+# --------------------------------------------------------------------------------------------------
+def test_match_ground_truth_suffixes() -> None:
+    images = [Path(p) for p in ["d/a.png", "d/b.tif", "d/c.png", "images/e.png", "d/f.png", "d/g.png"]]
+    gts = [
+        Path(p)
+        for p in [
+            "d/a_labels.tif",
+            "d/b_MASK.png",
+            "d/c_dots.png",
+            "d/c_labels.png",  # labels preferred over dots
+            "labels/e.png",  # same stem in a sibling folder
+            "d/f_points.csv",
+            "d/g.tif",  # same stem in the same folder: not ground truth
+            "d/zzz_gt.png",
+        ]
+    ]
+    got = match_ground_truth(images, gts)
+    assert got == {
+        Path("d/a.png"): Path("d/a_labels.tif"),
+        Path("d/b.tif"): Path("d/b_MASK.png"),
+        Path("d/c.png"): Path("d/c_labels.png"),
+        Path("images/e.png"): Path("labels/e.png"),
+        Path("d/f.png"): Path("d/f_points.csv"),
+    }
+    assert match_ground_truth([Path("x/q.png")], [Path("x/q_gt.png"), Path("y/q.png")]) == {
+        Path("x/q.png"): Path("x/q_gt.png")
+    }
+
+
+def test_read_ground_truth_dispatch(tmp_path: Path) -> None:
+    _save_png(tmp_path / "a_labels.png", _two_blobs(0).astype(np.uint8) + np.eye(10, 12, dtype=np.uint8) * 4)
+    assert read_ground_truth(tmp_path / "a_labels.png").kind == "labels"
+    _save_png(tmp_path / "a_mask.png", _two_blobs())
+    with pytest.warns(BinaryMaskWarning):
+        assert read_ground_truth(tmp_path / "a_mask.png").kind == "mask"
+    dots = np.zeros((10, 12), np.uint8)
+    dots[1, 1] = dots[5, 5] = 255
+    _save_png(tmp_path / "a_dots.png", dots)
+    assert read_ground_truth(tmp_path / "a_dots.png").count == 2
+    (tmp_path / "a_points.csv").write_text("x,y\n1,2\n3,4\n")
+    gt = read_ground_truth(tmp_path / "a_points.csv", expected_shape=(10, 12))
+    assert gt.kind == "points" and gt.count == 2
+    (tmp_path / "far_points.csv").write_text("x,y\n100,2\n")
+    with pytest.raises(GroundTruthError, match="outside"):
+        read_ground_truth(tmp_path / "far_points.csv", expected_shape=(10, 12))
+    (tmp_path / "counts.csv").write_text("filename,count\na.png,2\n")
+    with pytest.raises(GroundTruthError, match="read_counts_csv"):
+        read_ground_truth(tmp_path / "counts.csv")
+    with pytest.raises(FileNotFoundError):
+        read_ground_truth(tmp_path / "missing_labels.png")
+
+
+def _make_dsb_nested(root: Path) -> None:
+    for k, image_id in enumerate(["id0", "id1"]):
+        _save_png(root / image_id / "images" / f"{image_id}.png", np.full((10, 12, 4), 255, np.uint8))
+        for j in range(3):
+            mask = np.zeros((10, 12), np.uint8)
+            mask[j * 3 : j * 3 + 2, k : k + 4] = 255
+            if j == 1:
+                mask[0, k] = 255  # overlaps mask 0: the earlier mask keeps the pixel
+            _save_png(root / image_id / "masks" / f"m{j}.png", mask)
+    _save_png(root / "id2" / "images" / "id2.png", np.zeros((10, 12), np.uint8))  # test image: no masks
+
+
+def test_load_dsb_nested(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _make_dsb_nested(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        items = load_dsb_folder(tmp_path)
+    assert "id2.png" in caplog.text
+    assert [p.name for p, _ in items] == ["id0.png", "id1.png"]
+    for _, gt in items:
+        assert gt.kind == "labels" and gt.count == 3 and gt.labels.shape == (10, 12)
+        assert gt.labels.dtype == np.int32
+    labels0 = items[0][1].labels
+    assert labels0[0, 0] == 1 and labels0[3, 0] == 2 and labels0[6, 0] == 3
+    assert load_labelled_folder(tmp_path)[1][1].count == 3
+    assert [gt.kind for _, gt in load_dsb_folder(tmp_path, counts_only=True)] == ["count", "count"]
+
+
+def test_load_dsb_flat(tmp_path: Path) -> None:
+    for name, n in [("a", 2), ("b", 1)]:
+        _save_png(tmp_path / "images" / f"{name}.png", np.zeros((8, 8, 3), np.uint8))
+        labels = np.zeros((8, 8), np.uint16)
+        for i in range(n):
+            labels[i * 3, 0:2] = i + 1
+        _save_png(tmp_path / "labels" / f"{name}.png", labels)
+    _save_png(tmp_path / "images" / "c.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "counts.csv").write_text("filename,count\na.png,2\nb.png,1\nc.png,5\n")
+    items = load_dsb_folder(tmp_path)
+    assert [(p.name, gt.kind, gt.count) for p, gt in items] == [
+        ("a.png", "labels", 2),
+        ("b.png", "labels", 1),
+        ("c.png", "count", 5),
+    ]
+    generic = load_labelled_folder(tmp_path)
+    assert [(p.name, gt.kind, gt.count) for p, gt in generic] == [(p.name, g.kind, g.count) for p, g in items]
+    assert {gt.kind for _, gt in load_labelled_folder(tmp_path, counts_only=True)} == {"count"}
+    with pytest.raises(GroundTruthError, match="not a DSB"):
+        load_dsb_folder(tmp_path / "labels")
+
+
+def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    img = np.zeros((10, 12), np.uint8)
+    for name in ["a", "b", "c", "d", "e"]:
+        _save_png(tmp_path / f"{name}.png", img)
+    tifffile.imwrite(tmp_path / "a_labels.tif", (_two_blobs(0) + np.eye(10, 12, dtype=np.uint8) * 9))
+    _save_png(tmp_path / "b_mask.png", _two_blobs())
+    (tmp_path / "c_points.csv").write_text("x,y\n1,1\n2,2\n3,3\n")
+    (tmp_path / "my_counts.csv").write_text("image,count\nd.png,4\n")
+    with caplog.at_level(logging.WARNING), pytest.warns(BinaryMaskWarning):
+        items = load_labelled_folder(tmp_path)
+    got = {p.name: (gt.kind, gt.count) for p, gt in items}
+    assert got == {
+        "a.png": ("labels", 1),
+        "b.png": ("mask", 2),
+        "c.png": ("points", 3),
+        "d.png": ("count", 4),
+    }
+    assert "e.png" in caplog.text and "without ground truth" in caplog.text
+
+
+def test_load_labelled_folder_errors(tmp_path: Path) -> None:
+    _save_png(tmp_path / "a.png", np.zeros((10, 12), np.uint8))
+    with pytest.raises(GroundTruthError, match="none of the 1 image"):
+        load_labelled_folder(tmp_path)
+    _save_png(tmp_path / "a_labels.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(GroundTruthError, match="does not match"):
+        load_labelled_folder(tmp_path)
+    (tmp_path / "a_labels.png").write_bytes(b"<html>oops</html>")
+    with pytest.raises(GroundTruthError, match="a_labels"):
+        load_labelled_folder(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        load_labelled_folder(tmp_path / "nope")
+
+
+@pytest.mark.skipif(not (DSB / "counts.csv").is_file(), reason="DSB 2018 data not available")
+def test_real_dsb_subset(tmp_path: Path) -> None:
+    counts = read_counts_csv(DSB / "counts.csv")
+    assert len(counts) == 522
+    names = sorted(p.name for p in (DSB / "images").glob("*.png"))[:3]
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+        for name in names:
+            (tmp_path / sub / name).symlink_to(DSB / sub / name)
+    items = load_labelled_folder(tmp_path)
+    assert len(items) == 3
+    for path, gt in items:
+        assert gt.kind == "labels" and gt.count == counts[path.stem]

@@ -1,0 +1,511 @@
+"""Tests of cellcount.io: readers for every supported format, caps, normalisation, file listing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from cellcount.errors import ImageReadError, ImageTooLargeError, ParameterError
+from cellcount.io import (
+    DEFAULT_MAX_PIXELS,
+    NORMALIZED_RANGE,
+    image_shape,
+    image_to_display_rgb,
+    is_bright_background,
+    labels_to_tiff_bytes,
+    list_image_files,
+    normalize_image,
+    read_image,
+    split_ground_truth_files,
+    to_gray,
+)
+
+DSB = Path(__file__).resolve().parents[1].parent / "shared/datasets/dsb2018"
+
+
+def _png_bytes(img: Image.Image, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **kwargs)
+    return buf.getvalue()
+
+
+def _tiff_bytes(arr: np.ndarray, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kwargs)
+    return buf.getvalue()
+
+
+def _patch_png_size(data: bytes, width: int, height: int) -> bytes:
+    """Rewrite the IHDR of a PNG to claim another size (the pixel data stay tiny)."""
+    assert data[12:16] == b"IHDR"
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+    return data[:8] + data[8:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+# --------------------------------------------------------------------------------------------------
+# PNG / JPEG / BMP via Pillow
+# --------------------------------------------------------------------------------------------------
+def test_png_8bit_gray_from_path(tmp_path: Path, rng: np.random.Generator) -> None:
+    arr = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    path = tmp_path / "a.png"
+    Image.fromarray(arr).save(path)
+    out = read_image(path)
+    assert out.dtype == np.uint8 and out.shape == (20, 30)
+    np.testing.assert_array_equal(out, arr)
+    assert read_image(str(path)).shape == (20, 30)
+    assert image_shape(path) == (20, 30)
+
+
+def test_png_16bit_gray(rng: np.random.Generator) -> None:
+    arr = rng.integers(0, 65536, (12, 7), dtype=np.uint16)
+    out = read_image(_png_bytes(Image.fromarray(arr)))
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_png_16bit_rgb_keeps_16_bits(rng: np.random.Generator) -> None:
+    import cv2
+
+    arr = rng.integers(0, 65536, (9, 11, 3), dtype=np.uint16)
+    ok, enc = cv2.imencode(".png", arr[:, :, ::-1])
+    assert ok
+    out = read_image(enc.tobytes())
+    assert out.dtype == np.uint16 and out.shape == (9, 11, 3)
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_rgba_drops_alpha(rng: np.random.Generator) -> None:
+    arr = rng.integers(0, 256, (8, 9, 4), dtype=np.uint8)
+    out = read_image(_png_bytes(Image.fromarray(arr, mode="RGBA")))
+    assert out.shape == (8, 9, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, arr[:, :, :3])
+
+
+def test_gray_alpha_becomes_gray() -> None:
+    img = Image.new("LA", (5, 4), (77, 10))
+    out = read_image(_png_bytes(img))
+    assert out.shape == (4, 5) and out.dtype == np.uint8 and (out == 77).all()
+
+
+def test_palette_becomes_rgb() -> None:
+    img = Image.new("P", (4, 3))
+    img.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * (256 * 3 - 9))
+    img.putdata([0, 1, 2, 1] * 3)
+    out = read_image(_png_bytes(img))
+    assert out.shape == (3, 4, 3) and out.dtype == np.uint8
+    assert tuple(out[0, 1]) == (255, 0, 0) and tuple(out[0, 2]) == (0, 0, 255)
+
+
+def test_palette_with_transparency_reads_without_warning() -> None:
+    img = Image.new("P", (4, 3))
+    img.putpalette([0, 0, 0, 0, 255, 0] + [0] * (254 * 3))
+    img.putdata([0, 1] * 6)
+    data = _png_bytes(img, transparency=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = read_image(data)
+    assert out.shape == (3, 4, 3)
+    assert tuple(out[0, 1]) == (0, 255, 0)
+
+
+def test_one_bit_png_is_uint8() -> None:
+    img = Image.new("1", (6, 5), 0)
+    img.putpixel((2, 3), 1)
+    out = read_image(_png_bytes(img))
+    assert out.dtype == np.uint8 and out[3, 2] == 255 and out.sum() == 255
+
+
+def test_jpeg_and_bmp(tmp_path: Path) -> None:
+    img = Image.new("RGB", (16, 8), (200, 100, 50))
+    img.save(tmp_path / "a.jpg", quality=95)
+    img.save(tmp_path / "a.bmp")
+    jpg = read_image(tmp_path / "a.jpg")
+    bmp = read_image(tmp_path / "a.bmp")
+    assert jpg.shape == bmp.shape == (8, 16, 3)
+    np.testing.assert_array_equal(bmp[0, 0], [200, 100, 50])
+    assert np.abs(jpg.astype(int) - [200, 100, 50]).max() <= 3
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    buf = io.BytesIO()
+    Image.new("CMYK", (10, 6), (0, 255, 255, 0)).save(buf, format="JPEG", quality=95)
+    out = read_image(buf.getvalue())
+    assert out.shape == (6, 10, 3) and out.dtype == np.uint8
+    r, g, b = out[3, 5].astype(int)
+    assert r > 200 and g < 60 and b < 60  # cyan 0, magenta + yellow full -> red
+
+
+def test_exif_orientation_applied() -> None:
+    img = Image.new("RGB", (40, 20), (10, 20, 30))
+    img.paste((250, 250, 250), (0, 0, 5, 5))  # marker in the top-left corner
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    out = read_image(buf.getvalue())
+    assert out.shape == (40, 20, 3)  # (H, W) swapped
+    assert out[:5, -5:].mean() > 200  # the corner marker moved to the top-right
+
+
+def test_grayscale_jpeg_exif_image_shape(tmp_path: Path) -> None:
+    img = Image.new("L", (30, 10), 9)
+    exif = img.getexif()
+    exif[0x0112] = 8
+    img.save(tmp_path / "r.jpg", exif=exif.tobytes())
+    assert image_shape(tmp_path / "r.jpg") == (30, 10)
+    assert read_image(tmp_path / "r.jpg").shape == (30, 10)
+
+
+def test_int32_and_float_modes() -> None:
+    arr = np.array([[1, -5], [70000, 3]], dtype=np.int32)
+    out = read_image(_tiff_bytes(arr))
+    assert out.dtype == np.int32
+    buf = io.BytesIO()
+    Image.fromarray(np.array([[0.5, 2.5]], dtype=np.float32), mode="F").save(buf, format="TIFF")
+    assert read_image(buf.getvalue()).dtype == np.float32
+
+
+# --------------------------------------------------------------------------------------------------
+# TIFF
+# --------------------------------------------------------------------------------------------------
+def test_tiff_16bit(tmp_path: Path, rng: np.random.Generator) -> None:
+    arr = rng.integers(0, 65536, (15, 17), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", arr, compression="zlib")
+    out = read_image(tmp_path / "a.tif")
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, arr)
+    assert image_shape(tmp_path / "a.tif") == (15, 17)
+
+
+def test_big_endian_tiff_comes_back_native() -> None:
+    arr = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    out = read_image(_tiff_bytes(arr, byteorder=">"))
+    assert out.dtype == np.uint16 and out.dtype.byteorder in ("=", "|")
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_float_tiff_with_nan_inf_gives_finite_gray() -> None:
+    arr = np.array([[0.0, 1.0, np.nan], [np.inf, -np.inf, 2.0]], dtype=np.float32)
+    out = read_image(_tiff_bytes(arr))
+    assert out.dtype == np.float32 and np.isnan(out[0, 2])
+    gray = to_gray(out)
+    assert gray.dtype == np.float32 and np.isfinite(gray).all()
+    np.testing.assert_array_equal(gray, [[0.0, 1.0, 0.0], [2.0, 0.0, 2.0]])
+    assert np.isfinite(normalize_image(out)).all()
+    np.testing.assert_array_equal(to_gray(np.full((2, 2), np.nan, np.float32)), np.zeros((2, 2)))
+
+
+def test_multipage_tiff_page_choice() -> None:
+    stack = np.stack([np.full((6, 8), k, np.uint16) for k in range(5)])
+    data = _tiff_bytes(stack)
+    assert read_image(data).shape == (6, 8)
+    assert (read_image(data, page=3) == 3).all()
+    with pytest.raises(ParameterError, match="0..4"):
+        read_image(data, page=5)
+    ij = _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"})
+    assert (read_image(ij, page=4) == 4).all()
+
+
+@pytest.mark.parametrize("layout", ["CYX-shaped", "CYX-imagej", "SYX-planar", "YXC-contig", "YXC-rgb"])
+def test_multichannel_tiff_channel_last(layout: str) -> None:
+    n_ch = 3
+    chw = np.stack([np.full((6, 8), 10 * (k + 1), np.uint16) for k in range(n_ch)])
+    chw[:, 0, 0] = 0
+    hwc = np.moveaxis(chw, 0, -1).copy()
+    if layout == "CYX-shaped":
+        data = _tiff_bytes(chw, photometric="minisblack", metadata={"axes": "CYX"})
+    elif layout == "CYX-imagej":
+        data = _tiff_bytes(chw, imagej=True, metadata={"axes": "CYX"})
+    elif layout == "SYX-planar":
+        data = _tiff_bytes(chw, photometric="minisblack", planarconfig="separate")
+    elif layout == "YXC-contig":
+        data = _tiff_bytes(hwc, photometric="minisblack", planarconfig="contig")
+    else:
+        data = _tiff_bytes(hwc.astype(np.uint8), photometric="rgb")
+    out = read_image(data)
+    assert out.shape == (6, 8, 3)
+    np.testing.assert_array_equal(out, hwc.astype(out.dtype))
+    one = read_image(data, channel=1)
+    assert one.shape == (6, 8) and one[1, 1] == 20
+    with pytest.raises(ParameterError, match="valid: 0, 1, 2"):
+        read_image(data, channel=3)
+
+
+def test_two_channel_hwc_written_without_hints() -> None:
+    hwc = np.zeros((20, 30, 2), np.uint16)
+    hwc[..., 1] = 7
+    out = read_image(_tiff_bytes(hwc))  # tifffile stores this as 20 pages of (30, 2)
+    assert out.shape == (20, 30, 2) and (out[..., 1] == 7).all()
+
+
+def test_4d_tiff_squeezes_or_selects_or_raises() -> None:
+    tc = np.arange(1 * 3 * 5 * 6, dtype=np.uint16).reshape(1, 3, 5, 6)
+    out = read_image(_tiff_bytes(tc, photometric="minisblack", metadata={"axes": "TCYX"}))
+    np.testing.assert_array_equal(out, np.moveaxis(tc[0], 0, -1))  # singleton T squeezed, C last
+    generic = read_image(_tiff_bytes(tc, photometric="minisblack"), page=2)  # unnamed axes are pages
+    np.testing.assert_array_equal(generic, tc[0, 2])
+    zc = np.arange(2 * 3 * 5 * 6, dtype=np.uint16).reshape(2, 3, 5, 6)
+    out = read_image(_tiff_bytes(zc, imagej=True, metadata={"axes": "ZCYX"}), page=1)
+    np.testing.assert_array_equal(out, np.moveaxis(zc[1], 0, -1))
+    tz = np.zeros((2, 3, 5, 6), np.uint16)
+    with pytest.raises(ImageReadError, match="more than 3 non-singleton"):
+        read_image(_tiff_bytes(tz, imagej=True, metadata={"axes": "TZYX"}))
+    with pytest.raises(ImageReadError, match="more than 3 non-singleton"):
+        read_image(_tiff_bytes(np.zeros((2, 2, 2, 5, 6), np.uint8), photometric="minisblack"))
+
+
+# --------------------------------------------------------------------------------------------------
+# sources and bad input
+# --------------------------------------------------------------------------------------------------
+def test_bytes_and_file_like_sources(tmp_path: Path) -> None:
+    data = _png_bytes(Image.new("L", (3, 2), 5))
+    assert read_image(data).shape == (2, 3)
+    assert read_image(bytearray(data)).shape == (2, 3)
+    assert read_image(io.BytesIO(data)).shape == (2, 3)
+    (tmp_path / "f.png").write_bytes(data)
+    with open(tmp_path / "f.png", "rb") as fh:
+        assert read_image(fh).shape == (2, 3)
+
+
+def test_zero_bytes(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"empty\.png.*empty"):
+        read_image(tmp_path / "empty.png")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(b"")
+
+
+def test_truncated_png(tmp_path: Path, rng: np.random.Generator) -> None:
+    data = _png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)))
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"cut\.png"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_truncated_tiff() -> None:
+    data = _tiff_bytes(np.ones((64, 64), np.uint16), compression="zlib")
+    with pytest.raises(ImageReadError):
+        read_image(data[:60])
+
+
+def test_html_renamed_png(tmp_path: Path) -> None:
+    (tmp_path / "page.png").write_text("<!DOCTYPE html><html><body>Not found</body></html>")
+    with pytest.raises(ImageReadError, match=r"page\.png"):
+        read_image(tmp_path / "page.png")
+
+
+def test_missing_file_and_bad_type(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(TypeError):
+        read_image(12345)  # type: ignore[arg-type]
+
+
+def test_tiny_and_thin_images() -> None:
+    assert read_image(_png_bytes(Image.new("L", (1, 1), 3))).shape == (1, 1)
+    thin = read_image(_png_bytes(Image.new("L", (1, 100_000), 3)))
+    assert thin.shape == (100_000, 1)
+
+
+def test_zero_size_dimension() -> None:
+    data = _patch_png_size(_png_bytes(Image.new("L", (1, 1))), 0, 5)
+    with pytest.raises(ImageReadError):
+        read_image(data)
+
+
+def test_pixel_and_byte_caps() -> None:
+    data = _png_bytes(Image.new("L", (100, 100)))
+    with pytest.raises(ImageTooLargeError, match="10,000.*5,000"):
+        read_image(data, max_pixels=5000)
+    with pytest.raises(ImageTooLargeError, match="bytes"):
+        read_image(data, max_bytes=10)
+    assert read_image(data, max_pixels=10_000).shape == (100, 100)
+
+
+@pytest.mark.parametrize("side", [20_000, 10_000])
+def test_decompression_bomb(side: int) -> None:
+    # a valid header that claims side x side pixels with a few bytes of data
+    bomb = _patch_png_size(_png_bytes(Image.new("L", (8, 8))), side, side)
+    assert side * side > DEFAULT_MAX_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither a DecompressionBombWarning nor a crash
+        with pytest.raises(ImageTooLargeError):
+            read_image(bomb)
+        with pytest.raises(ImageTooLargeError):
+            read_image(bomb, max_pixels=10**6)
+    with pytest.raises(ImageTooLargeError):  # a raised cap does not switch off the guard
+        read_image(_patch_png_size(_png_bytes(Image.new("L", (8, 8))), 20_000, 20_000), max_pixels=10**9)
+
+
+def test_parameters_validated() -> None:
+    data = _png_bytes(Image.new("L", (3, 2)))
+    with pytest.raises(ParameterError, match="valid: 0"):
+        read_image(data, channel=1)
+    assert read_image(data, channel=0).shape == (2, 3)
+    with pytest.raises(ParameterError):
+        read_image(data, page=-1)
+    with pytest.raises(ParameterError, match="page 1"):
+        read_image(data, page=1)
+    with pytest.raises(ParameterError):
+        read_image(data, max_pixels=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# gray, normalisation, display
+# --------------------------------------------------------------------------------------------------
+def test_to_gray_mean_of_channels() -> None:
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 30
+    rgb[..., 2] = 90
+    np.testing.assert_allclose(to_gray(rgb), 40.0)
+    np.testing.assert_allclose(to_gray(rgb, channel=2), 90.0)
+    rgba = np.concatenate([rgb, np.full((2, 2, 1), 255, np.uint8)], axis=2)
+    np.testing.assert_allclose(to_gray(rgba), 40.0)  # opaque alpha ignored
+    with pytest.raises(ParameterError, match="valid: 0, 1, 2"):
+        to_gray(rgb, channel=5)
+    with pytest.raises(ImageReadError):
+        to_gray(np.zeros((2, 2, 2, 2)))
+    assert to_gray(np.ones((3, 3), bool)).dtype == np.float32
+
+
+def _disc_image(bright_background: bool) -> np.ndarray:
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 10**2
+    img = np.where(disc, 200, 20).astype(np.uint8)
+    return (255 - img) if bright_background else img
+
+
+def test_is_bright_background() -> None:
+    assert is_bright_background(_disc_image(True))
+    assert not is_bright_background(_disc_image(False))
+    assert not is_bright_background(np.full((4, 4), 7, np.uint8))
+    assert is_bright_background(np.repeat(_disc_image(True)[..., None], 3, axis=2))
+
+
+def test_normalize_constant_image_gives_zeros() -> None:
+    out = normalize_image(np.full((5, 6), 42, np.uint16))
+    assert out.dtype == np.float32 and out.shape == (5, 6) and not out.any()
+
+
+def test_normalize_inverts_bright_background() -> None:
+    bright = _disc_image(True)
+    auto = normalize_image(bright)
+    assert auto[32, 32] > 0.9 and auto[0, 0] < 0.1  # the dark disc became bright
+    plain = normalize_image(bright, invert=False)
+    assert plain[32, 32] < 0.1
+    np.testing.assert_allclose(normalize_image(_disc_image(False)), normalize_image(bright, invert=True))
+
+
+def test_normalize_range_and_no_mutation(rng: np.random.Generator) -> None:
+    img = rng.normal(1000, 100, (40, 40)).astype(np.float64)
+    before = img.copy()
+    out = normalize_image(img, invert=False)
+    np.testing.assert_array_equal(img, before)
+    assert out.dtype == np.float32
+    assert NORMALIZED_RANGE[0] <= out.min() and out.max() <= NORMALIZED_RANGE[1]
+    assert abs(np.percentile(out, 1.0)) < 1e-5 and abs(np.percentile(out, 99.8) - 1.0) < 1e-5
+    with pytest.raises(ParameterError):
+        normalize_image(img, low_pct=50, high_pct=10)
+
+
+def test_image_to_display_rgb() -> None:
+    gray16 = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600).astype(np.uint16)
+    out = image_to_display_rgb(gray16)
+    assert out.dtype == np.uint8 and out.shape == (10, 10, 3)
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[..., 0] = 200
+    colour[..., 1] = 100
+    np.testing.assert_array_equal(image_to_display_rgb(colour), colour)
+    dim = np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4)[..., None], 3, axis=2)
+    assert image_to_display_rgb(dim).max() == 255  # grayscale stored as RGB is stretched
+    two = np.zeros((4, 4, 2), np.float32)
+    two[:2, :, 1] = 1.0
+    shown = image_to_display_rgb(two)
+    assert shown[0, 0, 1] == 255 and shown[..., 2].max() == 0
+    assert not image_to_display_rgb(np.full((3, 3), 5.0)).any()
+
+
+# --------------------------------------------------------------------------------------------------
+# files and label export
+# --------------------------------------------------------------------------------------------------
+def test_list_image_files(tmp_path: Path) -> None:
+    (tmp_path / "sub" / "deep").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    for rel in ["b.PNG", "a.tif", "notes.txt", "sub/c.jpeg", "sub/deep/d.Tiff", ".hidden/e.png", "sub/x.csv"]:
+        (tmp_path / rel).write_bytes(b"x")
+    found = list_image_files([tmp_path])
+    assert [p.name for p in found] == ["a.tif", "b.PNG", "c.jpeg", "d.Tiff"]
+    again = list_image_files([tmp_path / "a.tif", tmp_path, str(tmp_path / "*.tif")])
+    assert [p.name for p in again] == ["a.tif", "b.PNG", "c.jpeg", "d.Tiff"]
+    assert [p.name for p in list_image_files(str(tmp_path / "**" / "*.jpeg"))] == ["c.jpeg"]
+    assert list_image_files(tmp_path / "notes.txt") == []
+    with pytest.raises(FileNotFoundError, match="missing"):
+        list_image_files([tmp_path / "missing"])
+    with pytest.raises(FileNotFoundError):
+        list_image_files([str(tmp_path / "*.gif")])
+
+
+def test_split_ground_truth_files() -> None:
+    paths = [
+        Path("d/img1.png"),
+        Path("d/img1_labels.tif"),
+        Path("d/img2_MASK.png"),
+        Path("d/img3_dots.png"),
+        Path("d/img4_points.csv"),
+        Path("labels/img5.png"),
+        Path("d/_gt.png"),
+    ]
+    images, gt = split_ground_truth_files(paths)
+    assert images == [Path("d/img1.png"), Path("d/_gt.png")]
+    assert len(gt) == 5
+
+
+@pytest.mark.parametrize(("top", "dtype"), [(65535, np.uint16), (70000, np.uint32)])
+def test_labels_to_tiff_roundtrip(top: int, dtype: type) -> None:
+    labels = np.zeros((4, 5), np.int32)
+    labels[1, 1] = 3
+    labels[2, 3] = top
+    data = labels_to_tiff_bytes(labels)
+    back = tifffile.imread(io.BytesIO(data))
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, labels)
+    np.testing.assert_array_equal(read_image(data), labels)
+    with pytest.raises(ParameterError):
+        labels_to_tiff_bytes(-labels)
+    with pytest.raises(ParameterError):
+        labels_to_tiff_bytes(labels.astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# real data
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not (DSB / "metadata.csv").is_file(), reason="DSB 2018 data not available")
+def test_real_dsb_images() -> None:
+    with open(DSB / "metadata.csv", newline="") as fh:
+        rows = {r["filename"]: r for r in csv.DictReader(fh)}
+    dark = next(n for n, r in rows.items() if r["bright_background"] == "0")
+    colour = next(n for n, r in rows.items() if r["bright_background"] == "1" and r["grayscale"] == "0")
+    gray_bright = next(n for n, r in rows.items() if r["bright_background"] == "1" and r["grayscale"] == "1")
+    for name in (dark, colour, gray_bright):
+        img = read_image(DSB / "images" / name)
+        row = rows[name]
+        assert img.shape == (int(row["height"]), int(row["width"]), 3) and img.dtype == np.uint8
+        assert is_bright_background(to_gray(img)) == (row["bright_background"] == "1")
+        labels = read_image(DSB / "labels" / name)
+        assert labels.dtype == np.uint16 and labels.shape == img.shape[:2]
+        assert len(np.unique(labels[labels > 0])) == int(row["count"])
