@@ -1,0 +1,189 @@
+"""Count many images: one bad file is reported and skipped, the rest carry on.
+
+Also safe zip handling for uploads: nested folders are fine, non-images and unsafe names are reported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import posixpath
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import CellcountError, ImageReadError
+from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, labels_to_tiff_bytes, read_image
+from .models.base import CountModel
+from .pipeline import CountParams, CountResult, count_image, resolve_params
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ZIP_MAX_FILES = 5000
+DEFAULT_ZIP_MAX_BYTES = 2 << 30  # total uncompressed bytes accepted from one zip
+
+
+@dataclass
+class BatchItem:
+    """Outcome for one file of a batch."""
+
+    name: str
+    status: str  # "ok" | "error"
+    reason: str
+    result: CountResult | None
+    seconds: float = 0.0
+
+    def row(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "file": self.name,
+            "model": r.model_name if r else "",
+            "count": r.count if r else None,
+            "count_estimate": round(r.count_estimate, 3) if r else None,
+            "status": self.status,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 4),
+            "settings": json.dumps(r.params.to_dict(), sort_keys=True) if r else "",
+        }
+
+
+def _safe_member_name(name: str) -> str | None:
+    """Normalised member path, or None when it escapes the archive (absolute, '..', drive letters)."""
+    n = name.replace("\\", "/")
+    if n.startswith("/") or (len(n) > 1 and n[1] == ":"):
+        return None
+    norm = posixpath.normpath(n)
+    if norm.startswith("../") or norm == ".." or "/../" in f"/{norm}/":
+        return None
+    return norm
+
+
+def iter_zip_images(
+    data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES, max_bytes: int = DEFAULT_ZIP_MAX_BYTES
+) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Yield ``(name, image_bytes, None)`` for images in a zip and ``(name, None, reason)`` for skipped members.
+
+    Nested folders are walked; folders, macOS resource forks, non-image files, path-traversal names and
+    members beyond the file/byte budget are reported with a reason. A corrupt zip raises ImageReadError.
+    """
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ImageReadError(f"not a readable zip file: {err}") from err
+    total = 0
+    n = 0
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            name = info.filename
+            safe = _safe_member_name(name)
+            if safe is None:
+                yield name, None, "unsafe path in zip (absolute or '..'): skipped"
+                continue
+            base = posixpath.basename(safe)
+            if base.startswith("._") or "__MACOSX/" in safe:
+                continue  # macOS metadata, not user files
+            if Path(base).suffix.lower() not in IMAGE_EXTENSIONS:
+                yield safe, None, f"not an image file (extension {Path(base).suffix or 'none'}): skipped"
+                continue
+            n += 1
+            total += info.file_size
+            if n > max_files:
+                yield safe, None, f"zip holds more than {max_files} images: skipped"
+                continue
+            if total > max_bytes:
+                yield safe, None, f"zip expands beyond {max_bytes / 2**30:.1f} GiB: skipped"
+                continue
+            try:
+                yield safe, zf.read(info), None
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as err:
+                yield safe, None, f"cannot extract from zip: {err}"
+
+
+def count_many(
+    items: Iterable[tuple[str, bytes | str | Path]],
+    model: CountModel,
+    params: CountParams | dict[str, Any] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    total: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    keep_maps: bool = False,
+) -> Iterator[BatchItem]:
+    """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
+
+    Errors from reading or counting one item (any :class:`CellcountError`, or MemoryError on a huge
+    image) become an ``error`` item with the reason; the batch continues. ``keep_maps=False`` drops the
+    probability/density maps from results to keep memory bounded on long batches.
+    """
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    items = list(items) if total is None else items
+    n_total = total if total is not None else len(items)  # type: ignore[arg-type]
+    for i, (name, src) in enumerate(items):
+        t0 = time.perf_counter()
+        try:
+            image = read_image(src, channel=None, max_pixels=max_pixels)
+            result = count_image(image, model, p)
+            if not keep_maps:
+                result.probability = None
+                result.density = None
+            item = BatchItem(name, "ok", "", result, time.perf_counter() - t0)
+        except (CellcountError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+            item = BatchItem(name, "error", f"{type(err).__name__}: {err}", None, time.perf_counter() - t0)
+        except MemoryError:
+            item = BatchItem(name, "error", "ImageTooLargeError: ran out of memory on this image", None,
+                             time.perf_counter() - t0)
+        if item.status == "error":
+            logger.warning("skipped %s: %s", name, item.reason)
+        yield item
+        if progress is not None:
+            progress(i + 1, n_total)
+
+
+def counts_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
+    """Per-image table: file, model, count, count_estimate, status, reason, seconds, settings."""
+    rows = [it.row() for it in items]
+    cols = ["file", "model", "count", "count_estimate", "status", "reason", "seconds", "settings"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["count"] = df["count"].astype("Int64")  # stays integer with empty cells for failed files
+    return df
+
+
+def objects_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
+    """All objects of all successful items, with a leading ``file`` column."""
+    frames = []
+    for it in items:
+        if it.result is not None and len(it.result.objects):
+            frames.append(it.result.objects.assign(file=it.name))
+    if not frames:
+        return pd.DataFrame(columns=["file", "label"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[["file", *[c for c in df.columns if c != "file"]]]
+
+
+def labels_zip(items: Iterable[BatchItem]) -> bytes:
+    """Zip of ``<stem>_labels.tif`` (16/32-bit) for every successful mask-model item."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        seen: set[str] = set()
+        for it in items:
+            if it.result is None or it.result.labels is None:
+                continue
+            stem = Path(it.name).stem
+            out = f"{stem}_labels.tif"
+            k = 1
+            while out in seen:
+                k += 1
+                out = f"{stem}_{k}_labels.tif"
+            seen.add(out)
+            zf.writestr(out, labels_to_tiff_bytes(it.result.labels))
+    return buf.getvalue()
+
+

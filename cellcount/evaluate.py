@@ -1,0 +1,272 @@
+"""Evaluate a model against ground truth and tune postprocessing on it.
+
+CLI: ``python -m cellcount.evaluate --model NAME --data DIR [--split val|train|all] [--out per_image.csv]
+[--tune [--write-card]]``. DIR holds images with label images, masks, dots, a counts CSV, or the DSB
+layout (see :func:`cellcount.groundtruth.load_labelled_folder`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .groundtruth import GroundTruth
+from .metrics import aggregate_matches, count_metrics, match_instances, match_points
+from .models.base import CountModel
+from .pipeline import CountParams, CountResult, Prediction, postprocess, predict, resolve_params
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[str, Prediction, GroundTruth]
+
+# Search space of the postprocessing tuner (mask models). Coordinate descent over these values.
+DEFAULT_GRID: dict[str, list[Any]] = {
+    "threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
+    "opening_radius_px": [0, 1, 2],
+    "min_distance_px": [2, 3, 4, 5, 6, 8, 10],
+    "min_area_px": [0, 5, 10, 20, 30, 50],
+}
+
+
+@dataclass
+class EvaluationReport:
+    """Per-image table, summary metrics, and the CountResults behind them."""
+
+    per_image: pd.DataFrame
+    summary: dict[str, float]
+    results: dict[str, CountResult] = field(default_factory=dict)
+
+
+@dataclass
+class TuneResult:
+    """Best parameters found, MAE before/after, and every setting tried."""
+
+    best_params: CountParams
+    before: float
+    after: float
+    table: pd.DataFrame
+
+
+def predict_pairs(
+    items: Sequence[tuple[str, np.ndarray, GroundTruth]],
+    model: CountModel,
+    params: CountParams,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Pair]:
+    """Run the model once per image (the slow part), keeping predictions for evaluation and tuning."""
+    out = []
+    for i, (name, image, gt) in enumerate(items):
+        out.append((name, predict(image, model, params), gt))
+        if progress:
+            progress(i + 1, len(items))
+    return out
+
+
+def evaluate_predictions(
+    pairs: Sequence[Pair],
+    params: CountParams,
+    *,
+    iou_threshold: float = 0.5,
+    point_radius_px: float = 5.0,
+    keep_results: bool = True,
+    measure: bool = False,
+) -> EvaluationReport:
+    """Postprocess each prediction with ``params`` and compare with its ground truth.
+
+    Instance metrics (tp/fp/fn, precision, recall, F1 at ``iou_threshold``) are computed for mask
+    outputs against label ground truth; point metrics (within ``point_radius_px``) against dots.
+    Ground truth whose shape differs from the image raises GroundTruthError naming the file.
+    """
+    from .errors import GroundTruthError
+
+    rows, matches, results = [], [], {}
+    for name, pred, gt in pairs:
+        res = postprocess(pred, params, measure=measure)
+        row: dict[str, Any] = {"file": name, "true": gt.count, "pred": res.count_estimate}
+        m = None
+        if gt.labels is not None and res.labels is not None:
+            if gt.labels.shape != res.labels.shape:
+                raise GroundTruthError(
+                    f"ground truth for {name} has shape {gt.labels.shape}, the image {res.labels.shape}"
+                )
+            m = match_instances(gt.labels, res.labels, iou_threshold=iou_threshold)
+        elif gt.points is not None and len(res.peaks) + len(gt.points) > 0:
+            m = match_points(gt.points, res.peaks, radius_px=point_radius_px)
+        if m is not None:
+            matches.append(m)
+            row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision, "recall": m.recall,
+                        "f1": m.f1, "mean_iou": m.mean_matched_iou})
+        row["model_seconds"] = pred.seconds.get("model", float("nan"))
+        row["megapixels"] = pred.shape[0] * pred.shape[1] / 1e6
+        rows.append(row)
+        if keep_results:
+            results[name] = res
+    df = pd.DataFrame(rows)
+    if len(df):
+        df.insert(3, "error", df["pred"] - df["true"])
+        df.insert(4, "abs_error", df["error"].abs())
+        df.insert(5, "rel_error", np.where(df["true"] > 0, df["abs_error"] / df["true"].where(df["true"] > 0), np.nan))
+    summary: dict[str, Any] = count_metrics(df["true"].to_numpy(), df["pred"].to_numpy()) if len(df) else {"n": 0}
+    if matches:
+        agg = aggregate_matches(matches)
+        summary.update({"tp": agg.tp, "fp": agg.fp, "fn": agg.fn, "precision": agg.precision,
+                        "recall": agg.recall, "f1": agg.f1, "mean_iou": agg.mean_matched_iou,
+                        "match": "iou" if any(gt.labels is not None for _, _, gt in pairs) else "points"})
+    if len(df):
+        summary["ms_per_megapixel"] = float(1000 * df["model_seconds"].sum() / df["megapixels"].sum())
+    return EvaluationReport(per_image=df, summary=summary, results=results)
+
+
+def _mae(pairs: Sequence[Pair], params: CountParams) -> float:
+    true = [gt.count for _, _, gt in pairs]
+    pred = [postprocess(p, params, measure=False).count_estimate for _, p, _ in pairs]
+    return float(np.mean(np.abs(np.subtract(pred, true))))
+
+
+def tune_params(
+    pairs: Sequence[Pair],
+    params: CountParams,
+    *,
+    grid: dict[str, list[Any]] | None = None,
+    rounds: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> TuneResult:
+    """Coordinate descent on count MAE over ``grid`` (default :data:`DEFAULT_GRID`), from ``params``.
+
+    Only postprocessing is searched: the predictions are reused, the model never reruns. Density
+    outputs have no tunable count parameters (the count is the integral) and return ``params`` as is.
+    """
+    grid = DEFAULT_GRID if grid is None else grid
+    before = _mae(pairs, params)
+    if not pairs or pairs[0][1].output_kind == "density":
+        return TuneResult(params, before, before, pd.DataFrame([{**params.to_dict(), "mae": before}]))
+    best, best_mae = params, before
+    tried: dict[tuple, float] = {tuple(sorted(params.to_dict().items(), key=str)): before}
+    total = rounds * sum(len(v) for v in grid.values())
+    done = 0
+    for _ in range(rounds):
+        improved = False
+        for key, values in grid.items():
+            for v in values:
+                done += 1
+                cand = dataclasses.replace(best, **{key: v})
+                sig = tuple(sorted(cand.to_dict().items(), key=str))
+                if sig not in tried:
+                    tried[sig] = _mae(pairs, cand)
+                if tried[sig] < best_mae - 1e-9:
+                    best, best_mae, improved = cand, tried[sig], True
+                if progress:
+                    progress(done, total)
+        if not improved:
+            break
+    table = pd.DataFrame([{**dict(k), "mae": v} for k, v in tried.items()]).sort_values("mae")
+    return TuneResult(best, before, best_mae, table.reset_index(drop=True))
+
+
+def _load_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int):
+    from .groundtruth import load_labelled_folder
+    from .io import read_image
+    from .training.data import is_validation
+
+    pairs = load_labelled_folder(data)
+    if split != "all":
+        want_val = split == "val"
+        pairs = [(p, gt) for p, gt in pairs if is_validation(p.name, val_fraction, split_seed) == want_val]
+    if limit:
+        pairs = pairs[:limit]
+    for path, gt in pairs:
+        yield path.name, read_image(path), gt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cellcount.evaluate", description="Evaluate a model on labelled images.")
+    p.add_argument("--model", required=True, help="model name (python -m cellcount models) or folder")
+    p.add_argument("--data", required=True, help="folder with images + ground truth, or DSB layout")
+    p.add_argument("--split", choices=["all", "val", "train"], default="all",
+                   help="DSB-style deterministic split by file name (as used in training); default all")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--settings", help="settings JSON with postprocessing overrides")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
+    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--out", help="per-image CSV path")
+    p.add_argument("--json", help="write the summary as JSON here")
+    p.add_argument("--tune", action="store_true", help="search postprocessing settings on this data")
+    p.add_argument("--write-card", action="store_true", help="with --tune: store the best settings in the card")
+    p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
+    return p
+
+
+def _overrides(args) -> dict[str, Any]:
+    from .pipeline import params_from_json
+
+    ov: dict[str, Any] = {}
+    if args.settings:
+        ov.update(params_from_json(Path(args.settings).read_text()))
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        ov[k] = json.loads(v) if v not in ("", "None") else None
+    return ov
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .models import load_model
+    from .models.card import write_card
+
+    model = load_model(args.model)
+    params = resolve_params(model, _overrides(args))
+    t0 = time.perf_counter()
+    items = list(_load_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed))
+    logger.info("%d images with ground truth from %s (split %s)", len(items), args.data, args.split)
+    pairs = [(n, predict(img, model, params, fast=not args.exact), gt) for n, img, gt in items]
+    logger.info("predicted in %.1fs", time.perf_counter() - t0)
+    if args.tune:
+        tr = tune_params(pairs, params)
+        changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
+        print(f"tuning: MAE {tr.before:.3f} -> {tr.after:.3f}; changed {changed or 'nothing'}")
+        params = tr.best_params
+        if args.write_card and hasattr(model, "net"):
+            card = model.card
+            keys = ["threshold", "opening_radius_px", "closing_radius_px", "fill_holes", "watershed",
+                    "min_distance_px", "min_area_px", "max_area_px", "peak_min_distance_px"]
+            card.postprocess = {k: params.to_dict()[k] for k in keys}
+            card.postprocess_tuned_on = (
+                f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
+                f"count MAE {tr.before:.3f} -> {tr.after:.3f} by cellcount.evaluate --tune"
+            )
+            folder = Path(args.model) if (Path(args.model) / "card.json").is_file() else (
+                Path(__file__).resolve().parents[1] / "weights" / model.name)
+            write_card(card, folder)
+            print(f"wrote tuned settings into {folder / 'card.json'}")
+    rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
+    if args.out:
+        rep.per_image.to_csv(args.out, index=False)
+    s = rep.summary
+    line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
+            f"MAPE={s['mape']:.1f}% R2={s['r2']:.3f}")
+    if "f1" in s:
+        line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} F1@{args.iou}={s['f1']:.3f}"
+    line += f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, {1000 * rep.per_image['model_seconds'].mean():.0f} ms/image"
+    print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": model.name, "data": args.data, "split": args.split,
+                                               "params": params.to_dict(), **s}, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
