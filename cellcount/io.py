@@ -214,6 +214,8 @@ def read_image(
         raise
     except MemoryError as err:
         raise ImageTooLargeError(f"{name}: not enough memory to decode the image") from err
+    except UnidentifiedImageError as err:
+        raise ImageReadError(f"{name}: not an image in a format we can read ({_describe_head(head)})") from err
     except _DECODE_ERRORS as err:
         raise ImageReadError(f"{name}: cannot read image: {err} ({type(err).__name__})") from err
     if image.ndim not in (2, 3) or 0 in image.shape:
@@ -223,6 +225,18 @@ def read_image(
     if channel is not None:
         image = _select_channel(image, channel)
     return image
+
+
+def _describe_head(head: bytes) -> str:
+    """Say what unreadable data look like, for messages (Pillow's own message names a memory address)."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "the data are an HTML page, e.g. a web error page saved under an image name"
+    if text.startswith(b"<?xml") or text.startswith(b"<svg"):
+        return "the data are XML/SVG text; export a raster image (PNG or TIFF)"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "the data are plain text, not an image"
+    return f"unknown signature {head[:8].hex(' ')}; accepted: PNG, JPEG, BMP, TIFF"
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
@@ -270,7 +284,11 @@ def _read_pillow(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int
                     img = ImageOps.exif_transpose(img)
                 return _pillow_to_array(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb: {err}") from err
+            if pil_cap is not None and max_pixels > 2 * pil_cap:
+                cap = f"Pillow's hard limit of {2 * pil_cap:,} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS)"
+            else:
+                cap = f"the cap of {max_pixels:,} pixels (max_pixels)"
+            raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb, above {cap}: {err}") from err
 
 
 def _pillow_to_array(img: Image.Image) -> np.ndarray:

@@ -70,7 +70,7 @@ def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
 
 def load_model_folder(folder: str | Path) -> NetModel:
     """Rebuild the network from the card's architecture + kwargs and load verified weights."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .registry import create_model
@@ -89,7 +89,7 @@ def load_model_folder(folder: str | Path) -> NetModel:
         raise WeightsIntegrityError(f"card of {card.name} has no sha256; refusing unverified weights")
     try:
         state = load_file(str(wpath))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise WeightsIntegrityError(f"{wpath} is not a valid safetensors weights file: {err}") from err
     net = create_model(card.architecture, **card.kwargs)
     try:

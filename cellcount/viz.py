@@ -1,0 +1,515 @@
+"""Pictures of results: outline overlays as RGB arrays, and interactive plotly figures.
+
+Arrays only and plotly figures only: this module never imports streamlit, so notebooks, scripts and the
+app share it. Images are (row, col) = (H, W[, C]); figures put pixel centres at integer coordinates with
+x = column and y = row (row 0 at the top), so hover coordinates match the object table.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image
+
+from .io import image_to_display_rgb
+from .postprocess import ON_BORDER, REJECT_REASONS, TOO_LARGE, TOO_SMALL
+
+__all__ = [
+    "OUTLINE_COLORS",
+    "OUTLINE_COLORS_BRIGHT",
+    "agreement_scatter",
+    "area_histogram",
+    "boundaries",
+    "count_histogram",
+    "density_figure",
+    "error_histogram",
+    "ground_truth_overlay",
+    "image_figure",
+    "model_times_figure",
+    "outline_legend",
+    "outline_overlay",
+    "overlay_figure",
+    "points_figure",
+    "pred_vs_true_scatter",
+    "probability_figure",
+    "stage_times_figure",
+    "thumbnail",
+    "to_rgb",
+]
+
+RGB = tuple[int, int, int]
+
+OUTLINE_COLORS: dict[str, RGB] = {
+    "kept": (255, 221, 0),  # yellow
+    REJECT_REASONS[TOO_SMALL]: (0, 200, 255),  # cyan
+    REJECT_REASONS[TOO_LARGE]: (255, 60, 255),  # magenta
+    REJECT_REASONS[ON_BORDER]: (255, 140, 0),  # orange
+}
+"""Outline colours on dark (fluorescence) backgrounds, keyed by 'kept' and the reject reasons."""
+
+OUTLINE_COLORS_BRIGHT: dict[str, RGB] = {
+    "kept": (0, 170, 0),  # green
+    REJECT_REASONS[TOO_SMALL]: (0, 90, 255),  # blue
+    REJECT_REASONS[TOO_LARGE]: (200, 0, 200),  # purple
+    REJECT_REASONS[ON_BORDER]: (255, 120, 0),  # orange
+}
+"""Outline colours on bright (brightfield, H&E) backgrounds."""
+
+_REASON_CODES = {REJECT_REASONS[code]: code for code in REJECT_REASONS}
+_GT_COLOR: RGB = (0, 200, 255)
+_PLOT_MAX_SIDE = 400  # heat maps are block-averaged to at most this many cells per side
+
+
+# --------------------------------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------------------------------
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) picture of any image; uint8 RGB input is returned as is (not copied)."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        return arr
+    return image_to_display_rgb(arr)
+
+
+def boundaries(labels: np.ndarray, *, mode: str = "outer", thickness: int = 1) -> np.ndarray:
+    """Outline pixels of labelled regions as bool (H, W).
+
+    ``mode='outer'`` (default): background pixels next to an object, plus object pixels next to a
+    different object (touching cells stay separated) and object pixels on the image edge. Lines sit
+    beside the objects, so they stay visible on saturated nuclei. ``'inner'``: object pixels next to
+    any other value. ``'thick'``: both sides. ``thickness`` > 1 grows the lines by whole pixels.
+    """
+    if mode not in ("outer", "inner", "thick"):
+        raise ValueError(f"mode must be 'outer', 'inner' or 'thick', got {mode!r}")
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {lab.shape}")
+    b = np.zeros(lab.shape, dtype=bool)
+    if lab.size == 0:
+        return b
+    fg = lab != 0
+    dv = lab[:-1] != lab[1:]
+    dh = lab[:, :-1] != lab[:, 1:]
+    if mode == "outer":
+        # object-object contacts drawn inside both objects; object-background drawn on the background
+        cv = dv & fg[:-1] & fg[1:]
+        ch = dh & fg[:, :-1] & fg[:, 1:]
+        b[:-1] |= cv | (dv & ~fg[:-1])
+        b[1:] |= cv | (dv & ~fg[1:])
+        b[:, :-1] |= ch | (dh & ~fg[:, :-1])
+        b[:, 1:] |= ch | (dh & ~fg[:, 1:])
+    else:
+        b[:-1] |= dv
+        b[1:] |= dv
+        b[:, :-1] |= dh
+        b[:, 1:] |= dh
+        if mode == "inner":
+            b &= fg
+    edge = np.zeros_like(b)
+    edge[0] = edge[-1] = True
+    edge[:, 0] = edge[:, -1] = True
+    b |= edge & fg
+    for _ in range(max(int(thickness), 1) - 1):
+        g = b.copy()
+        g[:-1] |= b[1:]
+        g[1:] |= b[:-1]
+        g[:, :-1] |= b[:, 1:]
+        g[:, 1:] |= b[:, :-1]
+        b = g
+    return b
+
+
+def outline_overlay(
+    image: np.ndarray,
+    labels: np.ndarray | None,
+    rejected: np.ndarray | None = None,
+    *,
+    colors: Mapping[str, RGB] | None = None,
+    mode: str = "outer",
+    thickness: int = 1,
+    fill_alpha: float = 0.0,
+    rejected_fill_alpha: float = 0.3,
+) -> np.ndarray:
+    """Draw object outlines on an image.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (H, W) or (H, W, C), any dtype; shown through :func:`cellcount.io.image_to_display_rgb`.
+    labels : numpy.ndarray or None
+        (H, W) int labels of kept objects (0 = background).
+    rejected : numpy.ndarray, optional
+        (H, W) uint8 reject reason per pixel (``cellcount.postprocess.REJECT_REASONS``: 1 too small,
+        2 too large, 3 touches border). Drawn below the kept outlines, tinted with ``rejected_fill_alpha``.
+    colors : mapping, optional
+        RGB per ``'kept'`` and reason name; defaults to :data:`OUTLINE_COLORS`.
+    mode : str
+        Where lines are drawn, see :func:`boundaries` (default 'outer': beside the objects).
+    thickness : int
+        Line width in pixels (use 2 for images much larger than the screen).
+    fill_alpha : float
+        Tint of the kept objects' interior (0 = outlines only).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W, 3), a new array.
+    """
+    palette = dict(OUTLINE_COLORS)
+    if colors:
+        palette.update(colors)
+    out = to_rgb(image).copy()
+    h, w = out.shape[:2]
+    if rejected is not None:
+        rej = np.asarray(rejected)
+        if rej.shape != (h, w):
+            raise ValueError(f"rejected map shape {rej.shape} differs from the image's {(h, w)}")
+        if rej.any():
+            for name, code in _REASON_CODES.items():
+                region = rej == code
+                if not region.any():
+                    continue
+                color = np.array(palette[name], np.float32)
+                if rejected_fill_alpha > 0:
+                    out[region] = (out[region] * (1 - rejected_fill_alpha) + color * rejected_fill_alpha).astype(
+                        np.uint8
+                    )
+                out[boundaries(region, mode=mode, thickness=thickness)] = palette[name]
+    if labels is not None:
+        lab = np.asarray(labels)
+        if lab.shape != (h, w):
+            raise ValueError(f"labels shape {lab.shape} differs from the image's {(h, w)}")
+        if fill_alpha > 0:
+            inner = lab != 0
+            color = np.array(palette["kept"], np.float32)
+            out[inner] = (out[inner] * (1 - fill_alpha) + color * fill_alpha).astype(np.uint8)
+        out[boundaries(lab, mode=mode, thickness=thickness)] = palette["kept"]
+    return out
+
+
+def outline_legend(
+    n_kept: int | None = None, *, colors: Mapping[str, RGB] | None = None, reasons: Sequence[str] | None = None
+) -> dict[str, RGB]:
+    """Legend entries (label -> RGB) for :func:`overlay_figure`: kept objects and the reject reasons."""
+    palette = dict(OUTLINE_COLORS)
+    if colors:
+        palette.update(colors)
+    kept = "kept" if n_kept is None else f"kept ({n_kept})"
+    names = list(REJECT_REASONS.values()) if reasons is None else list(reasons)
+    return {kept: palette["kept"], **{f"rejected: {r}": palette[r] for r in names}}
+
+
+def thumbnail(image: np.ndarray, *, max_side: int = 192) -> np.ndarray:
+    """uint8 (h, w, 3) picture of ``image`` with its longer side at most ``max_side`` pixels."""
+    rgb = to_rgb(image)
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return rgb.copy()
+    size = (max(int(round(w * scale)), 1), max(int(round(h * scale)), 1))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
+
+
+# --------------------------------------------------------------------------------------------------
+# figure helpers
+# --------------------------------------------------------------------------------------------------
+def _png_data_uri(rgb: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _hex(rgb: RGB) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _image_layout(fig: go.Figure, h: int, w: int, *, height: int | None, title: str | None) -> go.Figure:
+    if height is None:
+        height = int(min(720, max(320, 640 * h / max(w, 1))))
+    fig.update_layout(
+        height=height,
+        margin=dict(l=0, r=0, t=40 if title else 10, b=0),
+        title=title,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
+        hovermode="closest",
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    fig.update_xaxes(range=[-0.5, w - 0.5], showgrid=False, zeroline=False, constrain="domain", title=None)
+    fig.update_yaxes(
+        range=[h - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x", constrain="domain", title=None
+    )
+    return fig
+
+
+def _block_mean(arr: np.ndarray, max_side: int = _PLOT_MAX_SIDE) -> tuple[np.ndarray, int]:
+    """Mean over f x f blocks so that no side exceeds ``max_side``; returns (array, f)."""
+    a = np.nan_to_num(np.asarray(arr, np.float32))
+    h, w = a.shape
+    f = max(1, math.ceil(max(h, w) / max_side))
+    if f == 1:
+        return a, 1
+    hp, wp = math.ceil(h / f) * f, math.ceil(w / f) * f
+    pad = np.zeros((hp, wp), np.float32)
+    pad[:h, :w] = a
+    cnt = np.zeros((hp, wp), np.float32)
+    cnt[:h, :w] = 1
+    s = pad.reshape(hp // f, f, wp // f, f).sum(axis=(1, 3))
+    n = cnt.reshape(hp // f, f, wp // f, f).sum(axis=(1, 3))
+    return s / np.maximum(n, 1), f
+
+
+def image_figure(
+    rgb: np.ndarray,
+    *,
+    legend: Mapping[str, RGB] | None = None,
+    height: int | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Zoomable plotly figure of an image (any dtype is turned into RGB), with optional colour legend."""
+    pic = to_rgb(rgb)
+    h, w = pic.shape[:2]
+    fig = go.Figure(go.Image(source=_png_data_uri(pic), hoverinfo="x+y", name="image"))
+    for name, color in (legend or {}).items():
+        fig.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="markers", name=name, showlegend=True,
+                marker=dict(symbol="square", size=12, color=_hex(color)),
+            )
+        )
+    return _image_layout(fig, h, w, height=height, title=title)
+
+
+def overlay_figure(
+    rgb: np.ndarray,
+    *,
+    legend: Mapping[str, RGB] | None = None,
+    objects: pd.DataFrame | None = None,
+    pixel_size_um: float | None = None,
+    height: int | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Image with outlines (from :func:`outline_overlay`) as a zoomable figure.
+
+    ``objects`` (the object table) adds invisible hover targets at the centroids showing label and area.
+    """
+    fig = image_figure(rgb, legend=legend, height=height, title=title)
+    if objects is not None and len(objects) and {"centroid_row", "centroid_col"} <= set(objects.columns):
+        text = [f"object {int(lab)}" for lab in objects["label"]] if "label" in objects else None
+        if text is not None and "area_px" in objects:
+            if pixel_size_um:
+                areas = objects["area_px"].to_numpy() * pixel_size_um**2
+                text = [f"{t}<br>area {a:.1f} µm²" for t, a in zip(text, areas)]
+            else:
+                text = [f"{t}<br>area {int(a)} px" for t, a in zip(text, objects["area_px"])]
+        fig.add_trace(
+            go.Scatter(
+                x=objects["centroid_col"], y=objects["centroid_row"], mode="markers", name="objects",
+                showlegend=False, marker=dict(size=10, color="rgba(0,0,0,0)"), hovertext=text,
+                hovertemplate="%{hovertext}<br>row %{y:.0f}, col %{x:.0f}<extra></extra>",
+            )
+        )
+    return fig
+
+
+def _heatmap_trace(
+    arr: np.ndarray, *, colorscale, zmin: float, zmax: float, colorbar_title: str, hover: str, opacity: float = 1.0
+) -> go.Heatmap:
+    small, f = _block_mean(arr)
+    return go.Heatmap(
+        z=small, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, zmin=zmin, zmax=zmax, colorscale=colorscale,
+        opacity=opacity, colorbar=dict(title=dict(text=colorbar_title, side="right"), thickness=14),
+        hovertemplate=f"row %{{y:.0f}}, col %{{x:.0f}}<br>{hover} %{{z:.3g}}<extra></extra>", name=hover,
+    )
+
+
+def density_figure(
+    image: np.ndarray,
+    density: np.ndarray,
+    peaks: np.ndarray | None = None,
+    *,
+    count_estimate: float | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """Density map as a translucent heat map over the image, with peak markers (approximate centres).
+
+    The colour bar is in cells per pixel (the map integrates to the count); block-averaged for display
+    when larger than 400 pixels a side. ``count_estimate`` goes in the title.
+    """
+    d = np.asarray(density, np.float32)
+    h, w = d.shape
+    base = to_rgb(image)
+    if base.shape[:2] != (h, w):
+        raise ValueError(f"density shape {(h, w)} differs from the image's {base.shape[:2]}")
+    gray = base.mean(axis=2).astype(np.uint8)
+    fig = go.Figure(go.Image(source=_png_data_uri(np.repeat(gray[..., None], 3, axis=2)), hoverinfo="skip"))
+    small, _ = _block_mean(d)
+    zmax = float(small.max()) if small.size and small.max() > 0 else 1.0
+    scale = [
+        [0.0, "rgba(0,0,0,0)"], [0.05, "rgba(60,0,110,0.15)"], [0.3, "rgba(180,30,100,0.55)"],
+        [0.6, "rgba(250,110,20,0.75)"], [1.0, "rgba(255,250,120,0.9)"],
+    ]
+    fig.add_trace(_heatmap_trace(d, colorscale=scale, zmin=0.0, zmax=zmax, colorbar_title="cells / px",
+                                 hover="density"))
+    if peaks is not None and len(peaks):
+        pk = np.asarray(peaks, np.float64).reshape(-1, 2)
+        fig.add_trace(
+            go.Scatter(
+                x=pk[:, 1], y=pk[:, 0], mode="markers", name=f"peaks ({len(pk)})",
+                marker=dict(symbol="x-thin", size=8, line=dict(width=2, color="#00e5ff")),
+                hovertemplate="peak at row %{y:.0f}, col %{x:.0f}<extra></extra>",
+            )
+        )
+    title = None if count_estimate is None else f"Integrated count: {count_estimate:.1f}"
+    return _image_layout(fig, h, w, height=height, title=title)
+
+
+def probability_figure(
+    prob: np.ndarray, *, threshold: float | None = None, height: int | None = None
+) -> go.Figure:
+    """Foreground probability (0-1) as a heat map; ``threshold`` is marked on the colour bar."""
+    p = np.asarray(prob, np.float32)
+    h, w = p.shape
+    fig = go.Figure(_heatmap_trace(p, colorscale="Viridis", zmin=0.0, zmax=1.0,
+                                   colorbar_title="P(foreground)", hover="probability"))
+    if threshold is not None:
+        fig.data[0].colorbar.tickvals = sorted({0.0, 0.5, 1.0, round(float(threshold), 3)})
+    title = None if threshold is None else f"Foreground probability (threshold {threshold:.2f})"
+    return _image_layout(fig, h, w, height=height, title=title)
+
+
+# --------------------------------------------------------------------------------------------------
+# charts
+# --------------------------------------------------------------------------------------------------
+def _chart_layout(fig: go.Figure, *, title: str | None, xtitle: str, ytitle: str, height: int = 340) -> go.Figure:
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        xaxis_title=xtitle, yaxis_title=ytitle, bargap=0.05,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
+    )
+    return fig
+
+
+def area_histogram(
+    objects: pd.DataFrame,
+    *,
+    pixel_size_um: float | None = None,
+    min_area_px: float | None = None,
+    max_area_px: float | None = None,
+    nbins: int = 40,
+) -> go.Figure:
+    """Histogram of object areas (px, or µm² when ``pixel_size_um``), with the area bounds as lines."""
+    areas = objects["area_px"].to_numpy(np.float64) if "area_px" in objects else np.zeros(0)
+    factor, unit = (pixel_size_um**2, "µm²") if pixel_size_um else (1.0, "px")
+    fig = go.Figure(go.Histogram(x=areas * factor, nbinsx=nbins, name="objects", marker_color="#4c78a8",
+                                 hovertemplate=f"area %{{x}} {unit}<br>%{{y}} objects<extra></extra>"))
+    for value, name, dash in ((min_area_px, "min area", "dash"), (max_area_px, "max area", "dot")):
+        if value:
+            fig.add_vline(x=value * factor, line=dict(color="#e45756", dash=dash),
+                          annotation_text=f"{name} {value * factor:g}", annotation_position="top")
+    return _chart_layout(fig, title=None, xtitle=f"area ({unit})", ytitle="objects")
+
+
+def count_histogram(counts: Sequence[float] | pd.Series, *, nbins: int = 30) -> go.Figure:
+    """Histogram of counts per image."""
+    c = pd.to_numeric(pd.Series(counts), errors="coerce").dropna().to_numpy(np.float64)
+    fig = go.Figure(go.Histogram(x=c, nbinsx=nbins, marker_color="#4c78a8",
+                                 hovertemplate="count %{x}<br>%{y} images<extra></extra>"))
+    return _chart_layout(fig, title=None, xtitle="count per image", ytitle="images")
+
+
+def _identity_scatter(
+    x: np.ndarray, y: np.ndarray, names: Sequence[str] | None, *, xtitle: str, ytitle: str, title: str | None,
+    line_name: str,
+) -> go.Figure:
+    hi = float(np.nanmax(np.concatenate([x, y, [1.0]]))) * 1.08 if len(x) else 1.0
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", name=line_name,
+                             line=dict(color="#888", dash="dash"), hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=x, y=y, mode="markers", name="images", text=list(names) if names is not None else None,
+            marker=dict(size=9, color="#4c78a8", line=dict(width=1, color="white")),
+            hovertemplate=f"%{{text}}<br>{xtitle}: %{{x:.4g}}<br>{ytitle}: %{{y:.4g}}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(range=[0, hi])
+    fig.update_yaxes(range=[0, hi], scaleanchor="x", scaleratio=1)
+    return _chart_layout(fig, title=title, xtitle=xtitle, ytitle=ytitle, height=420)
+
+
+def pred_vs_true_scatter(
+    df: pd.DataFrame, *, true_col: str = "true", pred_col: str = "pred", name_col: str = "file",
+    title: str | None = None,
+) -> go.Figure:
+    """Predicted vs true count per image, with the y = x line (points above it are over-counts)."""
+    names = df[name_col].astype(str).tolist() if name_col in df else None
+    return _identity_scatter(
+        df[true_col].to_numpy(np.float64), df[pred_col].to_numpy(np.float64), names,
+        xtitle="true count", ytitle="predicted count", title=title, line_name="y = x (perfect)",
+    )
+
+
+def error_histogram(df: pd.DataFrame, *, col: str = "error", nbins: int = 30) -> go.Figure:
+    """Histogram of signed count errors (predicted - true), with zero marked."""
+    e = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(np.float64) if col in df else np.zeros(0)
+    fig = go.Figure(go.Histogram(x=e, nbinsx=nbins, marker_color="#f58518",
+                                 hovertemplate="error %{x}<br>%{y} images<extra></extra>"))
+    fig.add_vline(x=0, line=dict(color="#444", dash="dash"))
+    return _chart_layout(fig, title=None, xtitle="count error (predicted - true)", ytitle="images")
+
+
+def agreement_scatter(
+    df: pd.DataFrame, a: str, b: str, *, name_col: str = "file", title: str | None = None
+) -> go.Figure:
+    """Counts of configuration ``a`` (x) vs ``b`` (y), one point per image, with y = x (agreement)."""
+    names = df[name_col].astype(str).tolist() if name_col in df else None
+    return _identity_scatter(
+        pd.to_numeric(df[a], errors="coerce").to_numpy(np.float64),
+        pd.to_numeric(df[b], errors="coerce").to_numpy(np.float64),
+        names, xtitle=f"count: {a}", ytitle=f"count: {b}", title=title, line_name="y = x (agreement)",
+    )
+
+
+def stage_times_figure(seconds: Mapping[str, float]) -> go.Figure:
+    """Horizontal bars of time per pipeline stage, in milliseconds."""
+    names = list(seconds)
+    ms = [1000.0 * float(seconds[k]) for k in names]
+    fig = go.Figure(go.Bar(x=ms, y=names, orientation="h", marker_color="#54a24b",
+                           text=[f"{v:.0f} ms" for v in ms], textposition="auto",
+                           hovertemplate="%{y}: %{x:.1f} ms<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return _chart_layout(fig, title=None, xtitle="time (ms)", ytitle="", height=60 + 36 * max(len(names), 1))
+
+
+def model_times_figure(df: pd.DataFrame, *, config_col: str = "config", seconds_col: str = "seconds") -> go.Figure:
+    """Mean time per image for each configuration (bars, ms), from a long table of timings."""
+    g = df.groupby(config_col, sort=False)[seconds_col].mean() * 1000.0
+    fig = go.Figure(go.Bar(x=g.index.astype(str), y=g.to_numpy(), marker_color="#54a24b",
+                           text=[f"{v:.0f} ms" for v in g.to_numpy()], textposition="auto",
+                           hovertemplate="%{x}: %{y:.1f} ms per image<extra></extra>"))
+    return _chart_layout(fig, title=None, xtitle="", ytitle="mean time per image (ms)")
+
+
+def ground_truth_overlay(image: np.ndarray, labels: np.ndarray | None, *, thickness: int = 1) -> np.ndarray:
+    """Ground-truth outlines (cyan) on the image, for side-by-side comparison with a prediction."""
+    if labels is None:
+        return to_rgb(image).copy()
+    return outline_overlay(image, labels, colors={"kept": _GT_COLOR}, thickness=thickness)
+
+
+def points_figure(
+    image: np.ndarray, points: np.ndarray | None, *, name: str = "ground truth", height: int | None = None
+) -> go.Figure:
+    """Image with point annotations (row, col) as markers."""
+    fig = image_figure(image, height=height)
+    if points is not None and len(points):
+        pts = np.asarray(points, np.float64).reshape(-1, 2)
+        fig.add_trace(go.Scatter(x=pts[:, 1], y=pts[:, 0], mode="markers", name=f"{name} ({len(pts)})",
+                                 marker=dict(symbol="circle-open", size=9, color=_hex(_GT_COLOR))))
+    return fig

@@ -1,0 +1,591 @@
+"""UI helpers shared by the pages: cached loaders, model picker, parameter widgets, settings files.
+
+Not a page (``st.navigation`` lists the pages explicitly). Compute stays in :mod:`cellcount`; this module
+only turns widgets into parameter dicts and caches library calls on plain keys:
+
+* models: ``st.cache_resource`` keyed on (name, card version), shared read-only across sessions;
+* images and model output: ``st.cache_data`` keyed on the sha256 of the image bytes, the model name and
+  ``CountParams.input_key()``, so slider changes only rerun ``cellcount.postprocess``.
+
+Widget keys are ``<prefix>_<CountParams field>`` (``count_threshold``, ``batch_min_area_px`` ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+import cellcount as cc
+from cellcount.groundtruth import GroundTruth, load_labelled_folder
+from cellcount.models import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, ModelCard, read_card
+from cellcount.models.loading import CLASSICAL_CARD
+from cellcount.pipeline import PARAM_NAMES, params_from_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = ROOT / "data" / "samples"
+IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
+CACHE_TTL_S = 3600
+
+INPUT_FIELDS = tuple(cc.CountParams.INPUT_FIELDS)
+KEEP_ON_MODEL_CHANGE = (*INPUT_FIELDS, "pixel_size_um")  # properties of the image, not of the model
+MASK_FIELDS = (
+    "threshold", "opening_radius_px", "closing_radius_px", "fill_holes", "watershed", "min_distance_px",
+    "min_area_px", "max_area_px", "exclude_border", "use_border_channel",
+)
+DENSITY_FIELDS = ("peak_min_distance_px",)
+
+HELP = {
+    "threshold": "Pixels with foreground probability above this value are foreground. Lower: more and "
+                 "larger objects; higher: fewer, smaller objects.",
+    "opening_radius_px": "Binary opening with a disk of this radius removes specks and thin bridges (0 = off).",
+    "closing_radius_px": "Binary closing with a disk of this radius closes small gaps in objects (0 = off).",
+    "fill_holes": "Fill background holes enclosed by an object.",
+    "watershed": "Split touching objects along the distance-transform watershed.",
+    "min_distance_px": "Minimum distance between the centres of two objects that watershed splits.",
+    "min_area_px": "Objects smaller than this many pixels are rejected (an object of exactly this area is kept).",
+    "max_area_px": "Objects larger than this many pixels are rejected (0 = no upper bound).",
+    "exclude_border": "Reject objects that touch the image border (they are cut and would bias the areas).",
+    "use_border_channel": "Split objects along the model's predicted touching-border map.",
+    "peak_min_distance_px": "Minimum distance between two density peaks (approximate centres); the count "
+                            "itself is the integral of the density map and does not change.",
+    "pixel_size_um": "Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown).",
+    "invert": "Auto detects a bright background (brightfield, H&E) and inverts so objects are bright.",
+    "channel": "Which channel to count in; 'all' averages the channels.",
+    "low_pct": "Intensity percentile mapped to 0 before the model.",
+    "high_pct": "Intensity percentile mapped to 1 before the model.",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# errors and progress
+# --------------------------------------------------------------------------------------------------
+def show_error(err: BaseException, where: Any = None) -> None:
+    """Show a library error as a message (no traceback)."""
+    (where or st).error(str(err), icon=":material/error:")
+
+
+def progress_callback(bar, label: str) -> Callable[[int, int], None]:
+    """``progress(done, total)`` for the library, drawing on an ``st.progress`` element."""
+
+    def update(done: int, total: int) -> None:
+        frac = min(max(done / total, 0.0), 1.0) if total else 1.0
+        bar.progress(frac, text=f"{label}: {done} / {total}")
+
+    return update
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------------
+def model_version(name: str) -> str:
+    """Changes when a model's card is rewritten (retrained weights), so caches pick up the new model."""
+    card = DEFAULT_WEIGHTS_DIR / name / "card.json"
+    if name == CLASSICAL_NAME or not card.is_file():
+        return "builtin"
+    stat = card.stat()
+    return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading model ...")
+def _load_model(name: str, version: str) -> cc.models.CountModel:
+    return cc.load_model(name)
+
+
+def get_model(name: str) -> cc.models.CountModel:
+    """The model, loaded once per process and shared (read-only) by every session."""
+    return _load_model(name, model_version(name))
+
+
+def card_for(name: str) -> ModelCard:
+    """A model's card without loading its weights."""
+    if name == CLASSICAL_NAME:
+        return CLASSICAL_CARD
+    folder = DEFAULT_WEIGHTS_DIR / name
+    if not (folder / "card.json").is_file():
+        raise cc.ModelNotFoundError(f"unknown model {name!r}; valid models: {', '.join(cc.list_models())}")
+    return read_card(folder)
+
+
+def model_label(name: str) -> str:
+    try:
+        card = card_for(name)
+    except (cc.CellcountError, OSError, ValueError):
+        return name
+    return f"{name}  ·  {card.output_kind}, {card.architecture}"
+
+
+def model_picker(prefix: str, *, label: str = "Model", container: Any = None) -> str:
+    """Selectbox of :func:`cellcount.list_models` under key ``<prefix>_model``; returns the name."""
+    names = cc.list_models()
+    key = f"{prefix}_model"
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = names[0]
+    return (container or st).selectbox(
+        label, names, key=key, format_func=model_label,
+        help="Trained networks from weights/ plus the classical Otsu baseline. Mask models segment "
+             "objects; density models estimate the count as the integral of a density map.",
+    )
+
+
+def validation_metrics(card: ModelCard) -> dict[str, Any]:
+    m = card.metrics.get("validation", {}) if isinstance(card.metrics, dict) else {}
+    return m if isinstance(m, dict) else {}
+
+
+def models_frame(names: Iterable[str]) -> pd.DataFrame:
+    """One row per model from its card: kind, architecture, validation MAE / F1."""
+    rows = []
+    for name in names:
+        try:
+            card = card_for(name)
+        except (cc.CellcountError, OSError, ValueError) as err:
+            rows.append({"model": name, "kind": "?", "architecture": f"card unreadable: {err}"})
+            continue
+        m = validation_metrics(card)
+        rows.append({
+            "model": name, "kind": card.output_kind, "architecture": card.architecture,
+            "val MAE": m.get("mae"), "val F1@0.5": m.get("f1"), "description": card.description,
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """An image to count: display name, encoded bytes and their sha256, true count when known."""
+
+    name: str
+    data: bytes
+    digest: str
+    truth: int | None = None
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)
+def sample_frame() -> pd.DataFrame:
+    """``data/samples/manifest.csv``: filename, count, height, width, dtype, conditions ..."""
+    path = SAMPLES_DIR / "manifest.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=["filename", "count", "conditions"])
+    return pd.read_csv(path)
+
+
+def sample_names() -> list[str]:
+    return sample_frame()["filename"].astype(str).tolist()
+
+
+def sample_label(filename: str) -> str:
+    df = sample_frame()
+    row = df[df["filename"] == filename]
+    if not len(row):
+        return filename
+    r = row.iloc[0]
+    return f"{filename} — {r['conditions']} ({int(r['count'])} cells)"
+
+
+def sample_source(filename: str) -> Source:
+    path = SAMPLES_DIR / Path(filename).name
+    data = path.read_bytes()
+    df = sample_frame()
+    row = df[df["filename"] == filename]
+    truth = int(row.iloc[0]["count"]) if len(row) else None
+    return Source(filename, data, digest_of(data), truth)
+
+
+def upload_source(uploaded) -> Source:
+    data = uploaded.getvalue()
+    return Source(uploaded.name, data, digest_of(data))
+
+
+@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+def read_image_cached(digest: str, _data: bytes) -> np.ndarray:
+    """Decoded image (native dtype) for the bytes with this sha256."""
+    return cc.read_image(_data)
+
+
+@st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)
+def thumbnail_cached(digest: str, _data: bytes, max_side: int = 200) -> np.ndarray:
+    from cellcount import viz
+
+    return viz.thumbnail(cc.read_image(_data), max_side=max_side)
+
+
+def _input_params(input_key: tuple) -> cc.CountParams:
+    return cc.CountParams(**dict(zip(INPUT_FIELDS, input_key)))
+
+
+@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+def predict_cached(
+    digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray
+) -> cc.Prediction:
+    """Model output for one image; the progress bar lives inside so a cache hit replays it empty."""
+    model = get_model(model_name)
+    bar = st.progress(0.0, text=f"Running {model_name} ...")
+    pred = cc.predict(_image, model, _input_params(input_key), progress=progress_callback(bar, "tiles"))
+    bar.empty()
+    return pred
+
+
+def predict_source(source: Source, image: np.ndarray, model_name: str, params: cc.CountParams) -> cc.Prediction:
+    return predict_cached(source.digest, model_name, model_version(model_name), params.input_key(), image)
+
+
+@st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)
+def predict_set_cached(
+    set_digest: str, model_name: str, version: str, input_key: tuple, _items: list[tuple[str, bytes, GroundTruth]]
+) -> list[tuple[str, cc.Prediction, GroundTruth]]:
+    """Model output for a whole labelled set (evaluation and tuning reuse it for any postprocessing)."""
+    from cellcount.evaluate import predict_pairs
+
+    model = get_model(model_name)
+    bar = st.progress(0.0, text=f"Running {model_name} ...")
+    images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
+    pairs = predict_pairs(images, model, _input_params(input_key), progress=progress_callback(bar, "images"))
+    bar.empty()
+    return pairs
+
+
+def set_digest(items: Iterable[tuple[str, bytes, Any]]) -> str:
+    h = hashlib.sha256()
+    for name, data, _ in items:
+        h.update(name.encode("utf-8", "replace"))
+        h.update(digest_of(data).encode())
+    return h.hexdigest()
+
+
+def image_caption(source: Source, image: np.ndarray) -> str:
+    h, w = image.shape[:2]
+    ch = 1 if image.ndim == 2 else image.shape[2]
+    text = f"**{source.name}** · {w} × {h} px (W × H) · {image.dtype} · {ch} channel{'s' if ch > 1 else ''}"
+    if source.truth is not None:
+        text += f" · ground truth {source.truth} cells"
+    return text
+
+
+# --------------------------------------------------------------------------------------------------
+# labelled data (evaluation)
+# --------------------------------------------------------------------------------------------------
+@st.cache_data(max_entries=1, ttl=CACHE_TTL_S, show_spinner="Loading labelled samples ...")
+def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
+    """The shipped samples with their ground truth, as (name, image bytes, GroundTruth)."""
+    return [(p.name, p.read_bytes(), gt) for p, gt in load_labelled_folder(SAMPLES_DIR)]
+
+
+def labelled_uploads(files: Iterable[Any]) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
+    """Images + ground truth from uploads (loose files and/or zips) -> (items, skipped (name, reason)).
+
+    Files are written under their base names into a private temporary folder (zip members keep their
+    checked relative paths, so the DSB layouts work) and read with
+    :func:`cellcount.groundtruth.load_labelled_folder`.
+    """
+    from cellcount.batch import iter_zip_images
+
+    skipped: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="cellcount-eval-") as tmp:
+        root = Path(tmp)
+        for f in files:
+            name = Path(f.name).name or "upload"
+            data = f.getvalue()
+            if name.lower().endswith(".zip"):
+                for member, content, reason in iter_zip_images(data):
+                    if content is None:
+                        skipped.append((f"{name}/{member}", reason or "skipped"))
+                        continue
+                    target = root / Path(name).stem / member
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
+            else:
+                (root / name).write_bytes(data)
+        base = root
+        while True:  # step into a single top-level folder (a zipped folder)
+            entries = list(base.iterdir())
+            if len(entries) != 1 or not entries[0].is_dir():
+                break
+            base = entries[0]
+        pairs = load_labelled_folder(base)
+        items = [(str(p.relative_to(base)), p.read_bytes(), gt) for p, gt in pairs]
+    return items, skipped
+
+
+# --------------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------------
+INVERT_OPTIONS = {"auto": None, "on": True, "off": False}
+ALL_CHANNELS = -1  # widget value for channel=None (mean of the channels)
+
+
+def _to_widget(name: str, value: Any) -> Any:
+    if name == "invert":
+        return {None: "auto", True: "on", False: "off"}.get(value, "auto")
+    if name == "channel":
+        return ALL_CHANNELS if value is None else int(value)
+    if name in ("max_area_px",):
+        return int(value or 0)
+    if name == "pixel_size_um":
+        return float(value or 0.0)
+    if name in ("low_pct", "high_pct", "threshold"):
+        return float(value)
+    if name in ("opening_radius_px", "closing_radius_px", "min_distance_px", "min_area_px",
+                "peak_min_distance_px"):
+        return int(value)
+    return value
+
+
+def _from_widget(name: str, value: Any) -> Any:
+    if name == "invert":
+        return INVERT_OPTIONS.get(value)
+    if name == "channel":
+        return None if value is None or value == ALL_CHANNELS else int(value)
+    if name == "max_area_px":
+        return int(value) or None
+    if name == "pixel_size_um":
+        return float(value) or None
+    return value
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}_{name}"
+
+
+def set_widgets(prefix: str, values: dict[str, Any]) -> None:
+    """Put parameter values into the widget keys (call before the widgets are drawn, or in a callback)."""
+    for name, value in values.items():
+        if name in PARAM_NAMES:
+            st.session_state[_key(prefix, name)] = _to_widget(name, value)
+
+
+def seed_params(model: cc.models.CountModel, prefix: str) -> None:
+    """Prepare the widget state of ``prefix`` for ``model`` (call at the top of the page, before widgets).
+
+    A new model resets the widgets to its card defaults (``resolve_params``: CountParams defaults <
+    card.postprocess); missing keys are filled the same way; pending values (settings applied from
+    another page) go on top. The input fields (channel, invert, percentiles) survive a model change.
+    """
+    ss = st.session_state
+    defaults = cc.resolve_params(model).to_dict()
+    owner_key = f"{prefix}__model"
+    reset = ss.get(owner_key) != model.name
+    for name in PARAM_NAMES:
+        key = _key(prefix, name)
+        if key not in ss or (reset and name not in KEEP_ON_MODEL_CHANGE):
+            ss[key] = _to_widget(name, defaults[name])
+    ss[owner_key] = model.name
+    pending = ss.pop(f"{prefix}__pending", None)
+    if pending:
+        set_widgets(prefix, pending)
+
+
+def reset_params(prefix: str, model_name: str) -> None:
+    """Callback: back to the model card's defaults (input fields included)."""
+    set_widgets(prefix, cc.resolve_params(get_model(model_name)).to_dict())
+    st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the defaults of {model_name}.")
+
+
+def queue_params(prefix: str, values: dict[str, Any], *, model_name: str | None = None) -> None:
+    """Apply ``values`` to another page's widgets the next time it is shown (e.g. tuned settings)."""
+    if model_name is not None:
+        st.session_state[f"{prefix}_model"] = model_name
+        st.session_state[f"{prefix}__model"] = model_name  # the values belong to this model: no reset
+    st.session_state[f"{prefix}__pending"] = dict(values)
+
+
+def _clamp(prefix: str, name: str, lo: float, hi: float) -> None:
+    key = _key(prefix, name)
+    value = st.session_state.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not lo <= value <= hi:
+        st.session_state[key] = type(value)(min(max(value, lo), hi))
+
+
+def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = None) -> dict[str, Any]:
+    """Channel (multichannel images), invert and percentile widgets; these change the model input."""
+    c = container or st
+    ss = st.session_state
+    n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
+    out: dict[str, Any] = {}
+    ch_key = _key(prefix, "channel")
+    if image is None or n_channels > 1:
+        options = [ALL_CHANNELS, *range(n_channels if image is not None else 4)]
+        if ss.get(ch_key) not in options:
+            ss[ch_key] = ALL_CHANNELS
+        names = ["red", "green", "blue"] if n_channels == 3 else []
+
+        def fmt(v: int) -> str:
+            if v == ALL_CHANNELS:
+                return "all channels (mean)"
+            return f"channel {v} ({names[v]})" if v < len(names) else f"channel {v}"
+
+        out["channel"] = _from_widget("channel", c.selectbox(
+            "Channel", options, key=ch_key, format_func=fmt, help=HELP["channel"]
+        ))
+    else:
+        ss[ch_key] = ALL_CHANNELS
+        out["channel"] = None
+    inv_key = _key(prefix, "invert")
+    if ss.get(inv_key) not in INVERT_OPTIONS:
+        ss[inv_key] = "auto"
+    out["invert"] = _from_widget("invert", c.radio(
+        "Invert (dark objects on a bright background)", list(INVERT_OPTIONS), key=inv_key, horizontal=True,
+        help=HELP["invert"],
+    ))
+    with c.expander("Intensity normalisation"):
+        _clamp(prefix, "low_pct", 0.0, 50.0)
+        _clamp(prefix, "high_pct", 50.0, 100.0)
+        out["low_pct"] = st.number_input(
+            "Low percentile", min_value=0.0, max_value=50.0, step=0.1, key=_key(prefix, "low_pct"),
+            help=HELP["low_pct"],
+        )
+        out["high_pct"] = st.number_input(
+            "High percentile", min_value=50.0, max_value=100.0, step=0.1, key=_key(prefix, "high_pct"),
+            help=HELP["high_pct"],
+        )
+    return out
+
+
+def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = None) -> dict[str, Any]:
+    """Postprocessing widgets for ``model`` (mask or density); returns overrides for ``resolve_params``.
+
+    Call :func:`seed_params` earlier in the run. Values come from session state (card defaults first).
+    """
+    c = container or st
+    p = key_prefix
+    ss = st.session_state
+    out: dict[str, Any] = {}
+    if model.output_kind == "density":
+        _clamp(p, "peak_min_distance_px", 1, 30)
+        out["peak_min_distance_px"] = c.slider(
+            "Peak min. distance (px)", 1, 30, key=_key(p, "peak_min_distance_px"),
+            help=HELP["peak_min_distance_px"],
+        )
+    else:
+        _clamp(p, "threshold", 0.0, 1.0)
+        out["threshold"] = c.slider(
+            "Probability threshold", 0.0, 1.0, step=0.01, format="%.2f", key=_key(p, "threshold"),
+            help=HELP["threshold"],
+        )
+        _clamp(p, "opening_radius_px", 0, 10)
+        out["opening_radius_px"] = c.slider(
+            "Opening radius (px)", 0, 10, key=_key(p, "opening_radius_px"), help=HELP["opening_radius_px"]
+        )
+        _clamp(p, "closing_radius_px", 0, 10)
+        out["closing_radius_px"] = c.slider(
+            "Closing radius (px)", 0, 10, key=_key(p, "closing_radius_px"), help=HELP["closing_radius_px"]
+        )
+        out["fill_holes"] = c.toggle("Fill holes", key=_key(p, "fill_holes"), help=HELP["fill_holes"])
+        out["watershed"] = c.toggle(
+            "Watershed split", key=_key(p, "watershed"), help=HELP["watershed"]
+        )
+        _clamp(p, "min_distance_px", 1, 50)
+        out["min_distance_px"] = c.slider(
+            "Min. distance between centres (px)", 1, 50, key=_key(p, "min_distance_px"),
+            disabled=not out["watershed"], help=HELP["min_distance_px"],
+        )
+        a, b = c.columns(2)
+        out["min_area_px"] = a.number_input(
+            "Min. area (px)", min_value=0, step=1, key=_key(p, "min_area_px"), help=HELP["min_area_px"]
+        )
+        out["max_area_px"] = _from_widget("max_area_px", b.number_input(
+            "Max. area (px, 0 = none)", min_value=0, step=10, key=_key(p, "max_area_px"), help=HELP["max_area_px"]
+        ))
+        out["exclude_border"] = c.toggle(
+            "Exclude border objects", key=_key(p, "exclude_border"), help=HELP["exclude_border"]
+        )
+        if int(model.card.kwargs.get("out_channels", 1)) > 1:
+            out["use_border_channel"] = c.toggle(
+                "Use predicted borders to split", key=_key(p, "use_border_channel"),
+                help=HELP["use_border_channel"],
+            )
+        else:
+            out["use_border_channel"] = bool(ss.get(_key(p, "use_border_channel"), True))
+    out["pixel_size_um"] = _from_widget("pixel_size_um", c.number_input(
+        "Pixel size (µm, 0 = unknown)", min_value=0.0, step=0.01, format="%.4f", key=_key(p, "pixel_size_um"),
+        help=HELP["pixel_size_um"],
+    ))
+    # the other kind's fields keep their current values so a settings file round-trips unchanged
+    for name in (DENSITY_FIELDS if model.output_kind != "density" else MASK_FIELDS):
+        if _key(p, name) in ss:
+            out[name] = _from_widget(name, ss[_key(p, name)])
+    return out
+
+
+def current_input(prefix: str) -> dict[str, Any]:
+    """The input fields as last set (for pages that draw the input widgets elsewhere)."""
+    return {name: _from_widget(name, st.session_state.get(_key(prefix, name))) for name in INPUT_FIELDS
+            if _key(prefix, name) in st.session_state}
+
+
+def _apply_settings_file(prefix: str) -> None:
+    uploaded = st.session_state.get(f"{prefix}_settings_file")
+    if uploaded is None:
+        return
+    try:
+        overrides = params_from_json(uploaded.getvalue())
+    except cc.CellcountError as err:
+        st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
+        return
+    set_widgets(prefix, overrides)
+    st.session_state[f"{prefix}__msg"] = (
+        "success", f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}."
+    )
+
+
+def settings_upload(prefix: str, *, container: Any = None) -> None:
+    """Uploader for a settings JSON (from this app or the CLI); applied to the widgets on upload."""
+    (container or st).file_uploader(
+        "Load settings JSON", type=["json"], key=f"{prefix}_settings_file",
+        on_change=_apply_settings_file, args=(prefix,),
+        help="A settings file downloaded from this app (or used with the CLI's --settings).",
+    )
+
+
+def show_messages(prefix: str, container: Any = None) -> None:
+    msg = st.session_state.pop(f"{prefix}__msg", None)
+    if msg:
+        kind, text = msg
+        getattr(container or st, kind)(text)
+
+
+def resolve(model: cc.models.CountModel, *parts: dict[str, Any]) -> cc.CountParams:
+    """``resolve_params(model, overrides)`` with the parts merged left to right."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return cc.resolve_params(model, merged)
+
+
+PERSIST_SUFFIXES = ("_model", "_source", "_sample", "_samples", "_models", "_mode", *(f"_{n}" for n in PARAM_NAMES))
+PERSIST_PREFIXES = ("count", "batch", "eval", "compare", "compare_a", "compare_b")
+
+
+def keep_widget_state() -> None:
+    """Keep widget values when the user visits another page (Streamlit drops state of unseen widgets)."""
+    ss = st.session_state
+    for key in list(ss.keys()):
+        if not isinstance(key, str) or "__" in key:
+            continue
+        if key.startswith(PERSIST_PREFIXES) and key.endswith(PERSIST_SUFFIXES):
+            try:
+                ss[key] = ss[key]
+            except StreamlitAPIException:  # a widget kind that refuses assignment (buttons, uploads)
+                pass
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False).encode("utf-8")
+
+
+def stem(name: str) -> str:
+    return Path(name).stem or "image"

@@ -1,0 +1,131 @@
+"""Batch page: many images or a zip, one model and one set of settings; a table that fills as images finish."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+import cellcount as cc
+from cellcount import viz
+from cellcount.batch import BatchItem, count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
+from pages import _shared as sh
+
+P = "batch"
+
+
+def collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
+    """Uploads -> (name, bytes) to count, plus error items for what cannot be counted (zip members)."""
+    items: list[tuple[str, bytes]] = []
+    bad: list[BatchItem] = []
+    for f in files:
+        data = f.getvalue()
+        if f.name.lower().endswith(".zip"):
+            try:
+                for member, content, reason in iter_zip_images(data):
+                    if content is None:
+                        bad.append(BatchItem(f"{f.name}/{member}", "error", reason or "skipped", None))
+                    else:
+                        items.append((f"{f.name}/{member}", content))
+            except cc.CellcountError as err:
+                bad.append(BatchItem(f.name, "error", f"{type(err).__name__}: {err}", None))
+        else:
+            items.append((f.name, data))
+    return items, bad
+
+
+def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> None:
+    items, bad = collect(files)
+    done: list[BatchItem] = list(bad)
+    bar = st.progress(0.0, text=f"Counting {len(items)} image(s) ...")
+    table = st.empty()
+    if done:
+        table.dataframe(counts_frame(done), hide_index=True)
+    for item in count_many(items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)):
+        done.append(item)
+        table.dataframe(counts_frame(done), hide_index=True)
+    bar.empty()
+    table.empty()
+    ok = [it for it in done if it.status == "ok"]
+    st.session_state[f"{P}__result"] = {
+        "counts": counts_frame(done),
+        "objects_csv": sh.csv_bytes(objects_frame(ok)),
+        "labels_zip": labels_zip(ok) if model.output_kind == "mask" else None,
+        "settings": params.to_json(),
+        "model": model.name,
+    }
+
+
+def show_result(res: dict, current: cc.CountParams | None) -> None:
+    df = res["counts"]
+    ok = df[df["status"] == "ok"]
+    bad = df[df["status"] != "ok"]
+    m = st.columns(4)
+    m[0].metric("Images counted", len(ok))
+    m[1].metric("Failed / skipped", len(bad))
+    m[2].metric("Total count", int(ok["count"].sum()) if len(ok) else 0)
+    m[3].metric("Time", f"{df['seconds'].sum():.1f} s")
+    if current is not None and json.loads(res["settings"]) != current.to_dict():
+        st.warning("The settings changed since this batch ran; press Count again to apply them.")
+    if len(bad):
+        with st.container(border=True):
+            st.markdown(f"**{len(bad)} file(s) could not be counted** (the batch went on):")
+            for _, row in bad.iterrows():
+                st.markdown(f"- `{row['file']}` — {row['reason']}")
+    st.dataframe(df, hide_index=True, column_config={
+        "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
+        "count_estimate": st.column_config.NumberColumn(format="%.2f"),
+        "seconds": st.column_config.NumberColumn(format="%.3f"),
+    })
+    if len(ok):
+        st.plotly_chart(viz.count_histogram(ok["count"]), key=f"{P}_hist")
+    cols = st.columns(4)
+    cols[0].download_button("Per-image CSV", sh.csv_bytes(df), "counts.csv", "text/csv", key=f"{P}_dl_counts",
+                            on_click="ignore", icon=":material/download:")
+    cols[1].download_button("Objects CSV", res["objects_csv"], "objects.csv", "text/csv", key=f"{P}_dl_objects",
+                            on_click="ignore", icon=":material/download:")
+    if res["labels_zip"] is not None:
+        cols[2].download_button("Label images (zip)", res["labels_zip"], "labels.zip", "application/zip",
+                                key=f"{P}_dl_labels", on_click="ignore", icon=":material/download:")
+    cols[3].download_button("Settings JSON", res["settings"], "settings.json", "application/json",
+                            key=f"{P}_dl_settings", on_click="ignore", icon=":material/download:")
+
+
+st.title("Batch")
+st.caption("Count many images with one model and one set of settings. Upload image files and/or zip files "
+           "(folders inside are fine). Files that cannot be read are listed with the reason; the rest go on.")
+left, right = st.columns([1, 3], gap="medium")
+with left:
+    model_name = sh.model_picker(P)
+    try:
+        model = sh.get_model(model_name)
+    except cc.CellcountError as err:
+        sh.show_error(err)
+        st.stop()
+    sh.seed_params(model, P)
+    sh.show_messages(P)
+    with st.expander("Input", expanded=False):
+        inputs = sh.input_ui(P)
+    with st.expander("Postprocessing", expanded=True):
+        overrides = sh.params_ui(model, P)
+        st.button("Reset to model defaults", key=f"{P}_reset", on_click=sh.reset_params, args=(P, model_name))
+    with st.expander("Settings file"):
+        sh.settings_upload(P)
+
+with right:
+    files = st.file_uploader("Images or zip files", type=[*sh.IMAGE_TYPES, "zip"], accept_multiple_files=True,
+                             key=f"{P}_files")
+    try:
+        params = sh.resolve(model, inputs, overrides)
+    except cc.CellcountError as err:
+        sh.show_error(err)
+        params = None
+    run = st.button(f"Count {len(files or [])} file(s)", key=f"{P}_run", type="primary",
+                    disabled=not files or params is None, icon=":material/play_arrow:")
+    if run and params is not None:
+        run_batch(files, model, params)
+    result = st.session_state.get(f"{P}__result")
+    if result is not None:
+        show_result(result, params)
+    elif not files:
+        st.info("Upload images (PNG, JPEG, TIFF 8/16-bit) or a zip of them, then press Count.")

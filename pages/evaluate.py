@@ -1,0 +1,213 @@
+"""Evaluate page: accuracy against ground truth, worst images, and postprocessing tuned on it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import cellcount as cc
+from cellcount import viz
+from cellcount.evaluate import DEFAULT_GRID, evaluate_predictions, tune_params
+from pages import _shared as sh
+
+P = "eval"
+GT_HELP = (
+    "Upload images together with their ground truth, named after the image: `img_labels.tif` / "
+    "`img_mask.png` (label images or binary masks), `img_dots.png` (one dot per cell), `img_points.csv` "
+    "(x,y or row,col columns), or a `filename,count` CSV. A zip may hold the same, or the DSB 2018 layout "
+    "(`<id>/images/<id>.png` + `<id>/masks/*.png`, or `images/` + `labels/`)."
+)
+
+
+def pick_data() -> tuple[list, list]:
+    ss = st.session_state
+    if ss.get(f"{P}_source") not in ("Labelled samples", "Upload"):
+        ss[f"{P}_source"] = "Labelled samples"
+    kind = st.radio("Data", ["Labelled samples", "Upload"], key=f"{P}_source", horizontal=True)
+    if kind == "Labelled samples":
+        st.caption("The 12 shipped samples with their exact label images.")
+        return sh.sample_pairs(), []
+    files = st.file_uploader("Images + ground truth (or a zip)", type=[*sh.IMAGE_TYPES, "csv", "zip"],
+                             accept_multiple_files=True, key=f"{P}_files", help=GT_HELP)
+    st.caption(GT_HELP)
+    if not files:
+        return [], []
+    return sh.labelled_uploads(files)
+
+
+def show_summary(s: dict) -> None:
+    m = st.columns(6)
+    m[0].metric("Images", int(s.get("n", 0)))
+    m[1].metric("MAE", f"{s['mae']:.2f}", help="Mean absolute count error (cells per image)")
+    m[2].metric("RMSE", f"{s['rmse']:.2f}")
+    m[3].metric("Bias", f"{s['bias']:+.2f}", help="Mean of predicted - true: > 0 over-counts")
+    m[4].metric("MAPE", f"{s['mape']:.1f} %", help="Mean absolute error relative to the true count")
+    m[5].metric("R²", f"{s['r2']:.3f}" if np.isfinite(s.get("r2", np.nan)) else "—")
+    if "f1" in s:
+        how = "IoU matching" if s.get("match") == "iou" else "point matching (within 5 px)"
+        m = st.columns(6)
+        m[0].metric("Precision", f"{s['precision']:.3f}", help=how)
+        m[1].metric("Recall", f"{s['recall']:.3f}", help=how)
+        m[2].metric("F1", f"{s['f1']:.3f}", help=how)
+        if np.isfinite(s.get("mean_iou", np.nan)):
+            m[3].metric("Mean IoU (matched)", f"{s['mean_iou']:.3f}")
+        m[4].metric("TP / FP / FN", f"{s['tp']} / {s['fp']} / {s['fn']}")
+    if "ms_per_megapixel" in s:
+        st.caption(f"Model speed: {s['ms_per_megapixel']:.0f} ms per megapixel (cached predictions keep the "
+                   "time of their first run).")
+
+
+def show_worst(report, items: dict, k: int = 3) -> None:
+    worst = report.per_image.sort_values("abs_error", ascending=False).head(k)
+    for _, row in worst.iterrows():
+        name = row["file"]
+        res = report.results.get(name)
+        data, gt = items[name]
+        try:
+            image = sh.read_image_cached(sh.digest_of(data), data)
+        except cc.CellcountError as err:
+            sh.show_error(err)
+            continue
+        st.markdown(f"**{name}** — true {int(row['true'])}, predicted {row['pred']:.1f} "
+                    f"(error {row['error']:+.1f})")
+        a, b = st.columns(2)
+        if res is not None and res.output_kind == "density":
+            a.plotly_chart(viz.density_figure(image, res.density, res.peaks, count_estimate=res.count_estimate,
+                                              height=380), key=f"{P}_worst_pred_{name}")
+        elif res is not None:
+            colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
+            rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
+            a.plotly_chart(viz.overlay_figure(rgb, legend=viz.outline_legend(res.count, colors=colors),
+                                              title="Prediction", height=380), key=f"{P}_worst_pred_{name}")
+        if gt.labels is not None:
+            b.plotly_chart(viz.image_figure(viz.ground_truth_overlay(image, gt.labels), title="Ground truth",
+                                            legend={f"ground truth ({gt.count})": (0, 200, 255)}, height=380),
+                           key=f"{P}_worst_gt_{name}")
+        elif gt.points is not None:
+            b.plotly_chart(viz.points_figure(image, gt.points, height=380), key=f"{P}_worst_gt_{name}")
+        else:
+            b.info(f"Ground truth is a count only ({gt.count}).")
+
+
+def _apply_tuned(best: dict, model_name: str) -> None:
+    sh.set_widgets(P, best)
+    sh.queue_params("count", best, model_name=model_name)
+    st.session_state[f"{P}__msg"] = ("success", "Tuned settings applied here and queued for the Count page.")
+
+
+def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str) -> None:
+    st.subheader("Optimise postprocessing on this ground truth")
+    if model.output_kind == "density":
+        st.info("Density models count by integrating the map: there is no count parameter to tune.")
+        return
+    grid = ", ".join(f"{k} ∈ {v}" for k, v in DEFAULT_GRID.items())
+    st.caption(f"Coordinate descent on count MAE over {grid}, starting from the current settings. The model "
+               "does not rerun. Tuning and evaluating on the same images overfits: check on other images.")
+    if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
+        bar = st.progress(0.0, text="Trying settings ...")
+        tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
+        bar.empty()
+        st.session_state[f"{P}__tune"] = {
+            "sig": sig, "before": tr.before, "after": tr.after, "best": tr.best_params.to_dict(),
+            "start": params.to_dict(), "table": tr.table.head(200), "model": model.name,
+        }
+    tuned = st.session_state.get(f"{P}__tune")
+    if not tuned or tuned["sig"] != sig:
+        return
+    m = st.columns(3)
+    m[0].metric("MAE before", f"{tuned['before']:.2f}")
+    m[1].metric("MAE after", f"{tuned['after']:.2f}", delta=f"{tuned['after'] - tuned['before']:+.2f}",
+                delta_color="inverse")
+    changed = {k: (tuned["start"][k], v) for k, v in tuned["best"].items() if tuned["start"][k] != v}
+    m[2].metric("Settings changed", len(changed))
+    if changed:
+        st.dataframe(pd.DataFrame([{"setting": k, "before": str(a), "tuned": str(b)}
+                                   for k, (a, b) in changed.items()]), hide_index=True)
+    else:
+        st.info("The current settings are already the best on this grid.")
+    if params.to_dict() != tuned["start"]:
+        st.caption("The settings were changed after tuning; the table refers to the settings tuning started from.")
+    c = st.columns(2)
+    c[0].button("Apply (here and on the Count page)", key=f"{P}_apply", on_click=_apply_tuned,
+                args=(tuned["best"], tuned["model"]), type="primary", icon=":material/check:")
+    c[1].download_button("Tuned settings JSON", json.dumps(tuned["best"], indent=2), "tuned_settings.json",
+                         "application/json", key=f"{P}_dl_tuned", on_click="ignore", icon=":material/download:")
+    with st.expander("All settings tried"):
+        cols = [*DEFAULT_GRID, "mae"]
+        st.dataframe(tuned["table"][[c for c in cols if c in tuned["table"]]], hide_index=True)
+
+
+st.title("Evaluate")
+st.caption("Compare counts with ground truth. Predictions are computed once per image set and model; "
+           "changing the postprocessing re-evaluates immediately.")
+left, right = st.columns([1, 3], gap="medium")
+with left:
+    model_name = sh.model_picker(P)
+    try:
+        model = sh.get_model(model_name)
+    except cc.CellcountError as err:
+        sh.show_error(err)
+        st.stop()
+    sh.seed_params(model, P)
+    with st.expander("Input", expanded=False):
+        inputs = sh.input_ui(P)
+    with st.expander("Postprocessing", expanded=True):
+        overrides = sh.params_ui(model, P)
+        st.button("Reset to model defaults", key=f"{P}_reset", on_click=sh.reset_params, args=(P, model_name))
+    with st.expander("Settings file"):
+        sh.settings_upload(P)
+    iou = st.slider("IoU threshold for matching", 0.1, 0.9, 0.5, 0.05, key=f"{P}_iou",
+                    help="A predicted object matches a true one when their IoU is at least this (F1@0.5 by default).")
+
+with right:
+    sh.show_messages(P)
+    try:
+        items, skipped = pick_data()
+    except (cc.CellcountError, FileNotFoundError) as err:
+        sh.show_error(err)
+        st.stop()
+    for name, reason in skipped:
+        st.warning(f"`{name}`: {reason}")
+    if not items:
+        st.info("Choose the labelled samples or upload images with ground truth.")
+        st.stop()
+    kinds = pd.Series([gt.kind for _, _, gt in items]).value_counts().to_dict()
+    st.caption(f"{len(items)} image(s) with ground truth: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
+    try:
+        params = sh.resolve(model, inputs, overrides)
+    except cc.CellcountError as err:
+        sh.show_error(err)
+        st.stop()
+    data_sig = sh.set_digest(items)
+    sig = f"{data_sig}|{model_name}|{sh.model_version(model_name)}|{params.input_key()}"
+    if st.button("Evaluate", key=f"{P}_run", type="primary", icon=":material/play_arrow:"):
+        st.session_state[f"{P}__active"] = sig
+    if st.session_state.get(f"{P}__active") != sig:
+        st.info("Press Evaluate to run the model on these images.")
+        st.stop()
+    try:
+        pairs = sh.predict_set_cached(data_sig, model_name, sh.model_version(model_name), params.input_key(), items)
+        report = evaluate_predictions(pairs, params, iou_threshold=iou)
+    except cc.CellcountError as err:
+        sh.show_error(err)
+        st.stop()
+
+    show_summary(report.summary)
+    tabs = st.tabs(["Per image", "Predicted vs true", "Errors", "Worst images"])
+    with tabs[0]:
+        st.dataframe(report.per_image, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in
+            ("pred", "error", "abs_error", "rel_error", "precision", "recall", "f1", "mean_iou", "model_seconds",
+             "megapixels") if c in report.per_image})
+        st.download_button("Per-image CSV", sh.csv_bytes(report.per_image), "evaluation.csv", "text/csv",
+                           key=f"{P}_dl_table", on_click="ignore", icon=":material/download:")
+    with tabs[1]:
+        st.plotly_chart(viz.pred_vs_true_scatter(report.per_image), key=f"{P}_scatter")
+    with tabs[2]:
+        st.plotly_chart(viz.error_histogram(report.per_image), key=f"{P}_errhist")
+    with tabs[3]:
+        show_worst(report, {name: (data, gt) for name, data, gt in items})
+    tune_section(pairs, params, model, sig)

@@ -1,0 +1,77 @@
+"""Shared fixtures: a seeded rng, the shipped sample folder, geometric label drawing, tiny networks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread: tiny tensors gain nothing from more, and spinning threads stall on a busy CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return REPO / "data" / "samples"
+
+
+def _draw_disks(
+    shape: tuple[int, int], centres: Sequence[tuple[float, float]], radius: float | Sequence[float]
+) -> np.ndarray:
+    """int32 labels with disk ``i + 1`` of ``radius`` at ``centres[i]`` (later disks overwrite earlier ones)."""
+    labels = np.zeros(shape, np.int32)
+    radii = np.broadcast_to(np.asarray(radius, np.float64), (len(centres),))
+    rr, cc = np.indices(shape)
+    for i, ((r, c), rad) in enumerate(zip(centres, radii)):
+        labels[(rr - r) ** 2 + (cc - c) ** 2 <= rad**2] = i + 1
+    return labels
+
+
+@pytest.fixture(scope="session")
+def draw_disks() -> Callable[..., np.ndarray]:
+    """``draw_disks(shape, centres, radius) -> int32 labels``, disk ids 1..N in the order given."""
+    return _draw_disks
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[..., object]:
+    """``tiny_model(architecture='unet', kind='mask', seed=0) -> NetModel``: base width 4, depth 2, 32 px tiles.
+
+    Mask models have two output channels (foreground, touching border), density models one.
+    BatchNorm running statistics are moved away from their defaults so that save/load tests see them.
+    """
+    import torch
+
+    from cellcount.models import ModelCard, NetModel, create_model
+
+    def make(architecture: str = "unet", kind: str = "mask", seed: int = 0) -> NetModel:
+        torch.manual_seed(seed)
+        kwargs = {"in_channels": 1, "out_channels": 2 if kind == "mask" else 1, "base_width": 4, "depth": 2,
+                  "head": kind}
+        net = create_model(architecture, **kwargs)
+        net.train()
+        with torch.no_grad():
+            net(torch.rand(2, 1, 32, 32))  # updates the BatchNorm running statistics
+        card = ModelCard(name=f"tiny-{architecture}-{kind}", architecture=architecture, output_kind=kind,
+                         kwargs=kwargs, tile_size=32, tile_overlap=8,
+                         density_scale=100.0 if kind == "density" else 1.0, extra={"fast_tile_size": 32})
+        return NetModel(net, card)
+
+    return make

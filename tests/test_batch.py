@@ -1,0 +1,128 @@
+"""Tests of cellcount.batch: one bad file does not stop a batch; safe zip reading; export tables."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+
+from cellcount.batch import count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
+from cellcount.errors import ImageReadError
+from cellcount.models import CLASSICAL_NAME, load_model
+
+HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"
+COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason", "seconds", "settings"]
+
+
+@pytest.fixture(scope="module")
+def png_bytes() -> bytes:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[1] / "data" / "samples" / "s01_sparse_small.png").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def classical():
+    return load_model(CLASSICAL_NAME)
+
+
+@pytest.fixture(scope="module")
+def mixed_items(png_bytes, classical):
+    items = [("good.png", png_bytes), ("truncated.png", png_bytes[: len(png_bytes) // 2]), ("page.png", HTML)]
+    return list(count_many(items, classical))
+
+
+def test_count_many_reports_bad_files_and_carries_on(mixed_items):
+    assert [it.name for it in mixed_items] == ["good.png", "truncated.png", "page.png"]
+    assert [it.status for it in mixed_items] == ["ok", "error", "error"]
+    good, truncated, page = mixed_items
+    assert good.result is not None and good.result.count > 0 and good.reason == ""
+    assert good.result.probability is None, "maps are dropped unless keep_maps=True"
+    for bad in (truncated, page):
+        assert bad.result is None
+        assert bad.reason.startswith("ImageReadError:")
+    assert "truncated" in truncated.reason
+
+
+def test_count_many_progress_and_missing_path(png_bytes, classical, tmp_path):
+    calls = []
+    items = list(count_many([("a.png", png_bytes), ("missing.png", tmp_path / "missing.png")], classical,
+                            {"min_area_px": 0}, progress=lambda d, t: calls.append((d, t)), keep_maps=True))
+    assert calls == [(1, 2), (2, 2)]
+    assert items[0].result.probability is not None and items[0].result.params.min_area_px == 0
+    assert items[1].status == "error" and items[1].reason.startswith("FileNotFoundError")
+
+
+def test_counts_frame_columns(mixed_items):
+    df = counts_frame(mixed_items)
+    assert list(df.columns) == COUNTS_COLUMNS
+    assert str(df["count"].dtype) == "Int64"
+    assert df["count"].isna().tolist() == [False, True, True]
+    assert df.loc[0, "count"] == mixed_items[0].result.count
+    assert df["status"].tolist() == ["ok", "error", "error"]
+    assert (df.loc[1:, "reason"].str.len() > 0).all()
+
+
+def test_objects_frame(mixed_items):
+    df = objects_frame(mixed_items)
+    assert df.columns[0] == "file"
+    assert len(df) == mixed_items[0].result.count
+    assert set(df["file"]) == {"good.png"}
+    assert len(objects_frame(mixed_items[1:])) == 0
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            if name.endswith("/"):
+                zf.writestr(zipfile.ZipInfo(name), b"")
+            else:
+                zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_iter_zip_images(png_bytes):
+    data = _zip({
+        "top.png": png_bytes,
+        "plate1/": b"",
+        "plate1/well_a/cells.PNG": png_bytes,
+        "../evil.png": png_bytes,
+        "/abs/evil.png": png_bytes,
+        "notes.txt": b"hello",
+        "__MACOSX/plate1/._cells.png": b"junk",
+    })
+    out = {name: (blob, reason) for name, blob, reason in iter_zip_images(data)}
+    assert set(out) == {"top.png", "plate1/well_a/cells.PNG", "../evil.png", "/abs/evil.png", "notes.txt"}
+    assert out["top.png"] == (png_bytes, None)
+    assert out["plate1/well_a/cells.PNG"] == (png_bytes, None)
+    for evil in ("../evil.png", "/abs/evil.png"):
+        assert out[evil][0] is None and "unsafe" in out[evil][1]
+    assert out["notes.txt"][0] is None and "not an image" in out["notes.txt"][1]
+
+
+def test_iter_zip_limits_and_corrupt_zip(png_bytes):
+    data = _zip({"a.png": png_bytes, "b.png": png_bytes, "c.png": png_bytes})
+    out = list(iter_zip_images(data, max_files=2))
+    assert [reason is None for _, _, reason in out] == [True, True, False]
+    assert "more than 2" in out[2][2]
+    out = list(iter_zip_images(data, max_bytes=len(png_bytes) + 1))
+    assert [reason is None for _, _, reason in out] == [True, False, False]
+    with pytest.raises(ImageReadError, match="zip"):
+        list(iter_zip_images(b"PK\x03\x04 definitely not a zip"))
+
+
+def test_labels_zip_content(png_bytes, classical):
+    items = list(count_many([("x/cells.png", png_bytes), ("y/cells.png", png_bytes), ("bad.png", HTML)],
+                            classical))
+    with zipfile.ZipFile(io.BytesIO(labels_zip(items))) as zf:
+        names = zf.namelist()
+        assert names == ["cells_labels.tif", "cells_2_labels.tif"]  # same stems do not overwrite each other
+        for name, item in zip(names, items):
+            arr = tifffile.imread(io.BytesIO(zf.read(name)))
+            assert arr.dtype == np.uint16
+            np.testing.assert_array_equal(arr, item.result.labels)
+            assert int(arr.max()) == item.result.count

@@ -1,0 +1,88 @@
+"""Tests of cellcount.evaluate: evaluation against ground truth, postprocessing tuning, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellcount.evaluate import evaluate_predictions, main, predict_pairs, tune_params
+from cellcount.groundtruth import GroundTruth
+from cellcount.models import CLASSICAL_NAME, load_model
+from cellcount.pipeline import resolve_params
+
+
+@pytest.fixture
+def specks_dataset(draw_disks, rng):
+    """Images of radius-6 disks plus bright 2x2 specks; the ground truth holds only the disks."""
+    items = []
+    for i, n_disks in enumerate([3, 5, 4]):
+        centres = [(12 + 20 * (k // 3), 12 + 20 * (k % 3)) for k in range(n_disks)]
+        labels = draw_disks((64, 64), centres, 6)
+        image = np.where(labels > 0, 200, 20).astype(np.uint8)
+        for _ in range(i + 2):  # 2, 3, 4 specks in the background
+            while True:
+                r, c = rng.integers(1, 61, 2)
+                if not labels[r - 1:r + 3, c - 1:c + 3].any():
+                    break
+            image[r:r + 2, c:c + 2] = 200
+        items.append((f"img{i}.png", image, GroundTruth(kind="labels", count=n_disks, labels=labels)))
+    return items
+
+
+def test_tuning_finds_the_minimum_area_that_drops_specks(specks_dataset):
+    model = load_model(CLASSICAL_NAME)
+    params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "watershed": False})
+    calls = []
+    pairs = predict_pairs(specks_dataset, model, params, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (3, 3)
+
+    before = evaluate_predictions(pairs, params)
+    assert before.per_image["pred"].tolist() == [5, 8, 8]  # disks + specks
+    assert before.summary["mae"] == pytest.approx(3.0)
+    assert before.summary["fp"] == 9 and before.summary["tp"] == 12 and before.summary["fn"] == 0
+
+    tuned = tune_params(pairs, params, grid={"min_area_px": [0, 2, 4, 5, 20, 200]})
+    assert tuned.before == pytest.approx(3.0)
+    assert tuned.after == 0.0 <= tuned.before
+    assert tuned.best_params.min_area_px == 5  # the first value above the 4-px specks
+    assert len(tuned.table) == 6, "each setting is evaluated once; the second round reuses the cache"
+    after = evaluate_predictions(pairs, tuned.best_params)
+    assert after.summary["mae"] == 0.0 and after.summary["f1"] == 1.0 and after.summary["match"] == "iou"
+    assert after.per_image["abs_error"].tolist() == [0, 0, 0]
+
+
+def test_default_grid_never_makes_things_worse(specks_dataset):
+    model = load_model(CLASSICAL_NAME)
+    params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "watershed": False})
+    pairs = predict_pairs(specks_dataset, model, params)
+    tuned = tune_params(pairs, params)
+    assert tuned.after <= tuned.before and tuned.after == 0.0
+
+
+def test_evaluation_cli_matches_its_csv(samples_dir, tmp_path, capsys):
+    out_csv, out_json = tmp_path / "per_image.csv", tmp_path / "summary.json"
+    rc = main(["--model", CLASSICAL_NAME, "--data", str(samples_dir), "--out", str(out_csv), "--json", str(out_json)])
+    assert rc == 0
+    df = pd.read_csv(out_csv)
+    manifest = pd.read_csv(samples_dir / "manifest.csv")
+    assert len(df) == 12
+    assert sorted(df["file"]) == sorted(manifest["filename"])
+    assert dict(zip(df["file"], df["true"])) == dict(zip(manifest["filename"], manifest["count"]))
+
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = dict(re.findall(r"(MAE|RMSE|bias)=([-+]?\d+\.\d+)", line))
+    err = df["pred"] - df["true"]
+    assert float(printed["MAE"]) == pytest.approx(err.abs().mean(), abs=0.005)
+    assert float(printed["RMSE"]) == pytest.approx(np.sqrt((err**2).mean()), abs=0.005)
+    assert float(printed["bias"]) == pytest.approx(err.mean(), abs=0.005)
+    assert "n=12" in line
+
+    summary = json.loads(out_json.read_text())
+    assert summary["n"] == 12 and summary["model"] == CLASSICAL_NAME
+    assert summary["mae"] == pytest.approx(err.abs().mean())
+    assert summary["tp"] == df["tp"].sum() and summary["fn"] == df["fn"].sum()
+    assert summary["params"] == resolve_params(load_model(CLASSICAL_NAME)).to_dict()

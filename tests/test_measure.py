@@ -1,0 +1,78 @@
+"""Tests of cellcount.measure: per-object areas, centroids, boxes, intensities and micrometre columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellcount.measure import OBJECT_COLUMNS, object_table, peaks_table
+
+UM_COLUMNS = ["area_um2", "equivalent_diameter_um", "centroid_row_um", "centroid_col_um"]
+
+
+@pytest.fixture
+def rectangles() -> np.ndarray:
+    """Label 2: rows 2..5 x cols 3..9 (4 x 7 = 28 px); label 5: rows 10..12 x cols 0..3 (3 x 4 = 12 px)."""
+    labels = np.zeros((16, 12), np.int32)
+    labels[2:6, 3:10] = 2
+    labels[10:13, 0:4] = 5
+    return labels
+
+
+def test_areas_centroids_and_boxes_of_rectangles(rectangles):
+    df = object_table(rectangles)
+    assert list(df.columns) == OBJECT_COLUMNS
+    assert df["label"].tolist() == [2, 5]  # missing ids are skipped, ids kept
+    assert df["area_px"].tolist() == [28, 12]
+    assert df["centroid_row"].tolist() == [3.5, 11.0]
+    assert df["centroid_col"].tolist() == [6.0, 1.5]
+    boxes = df[["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]].to_numpy().tolist()
+    assert boxes == [[2, 3, 6, 10], [10, 0, 13, 4]]  # end-exclusive
+    np.testing.assert_allclose(df["equivalent_diameter_px"], np.sqrt(4 * np.array([28, 12]) / np.pi))
+    assert df["mean_intensity"].isna().all()
+
+
+def test_intensities(rectangles):
+    image = np.zeros(rectangles.shape, np.float32)
+    image[2:6, 3:10] = 10.0
+    image[2, 3] = 38.0  # mean (27 * 10 + 38) / 28 = 11
+    image[10:13, 0:4] = 4.0
+    df = object_table(rectangles, image)
+    assert df["mean_intensity"].tolist() == pytest.approx([11.0, 4.0])
+    assert df["max_intensity"].tolist() == [38.0, 4.0]
+    rgb = np.repeat(image[..., None], 3, axis=2)
+    assert object_table(rectangles, rgb)["mean_intensity"].tolist() == pytest.approx([11.0, 4.0])
+
+
+def test_pixel_size_columns(rectangles):
+    df = object_table(rectangles, pixel_size_um=0.5)
+    assert set(UM_COLUMNS) <= set(df.columns)
+    assert df["area_um2"].tolist() == [7.0, 3.0]
+    assert df["centroid_row_um"].tolist() == [1.75, 5.5]
+    assert df["centroid_col_um"].tolist() == [3.0, 0.75]
+    np.testing.assert_allclose(df["equivalent_diameter_um"], 0.5 * df["equivalent_diameter_px"])
+    assert not set(UM_COLUMNS) & set(object_table(rectangles).columns)
+
+
+def test_empty_labels_give_an_empty_frame():
+    df = object_table(np.zeros((8, 8), np.int32))
+    assert len(df) == 0 and list(df.columns) == OBJECT_COLUMNS
+    df_um = object_table(np.zeros((8, 8), np.int32), pixel_size_um=2.0)
+    assert len(df_um) == 0 and set(UM_COLUMNS) <= set(df_um.columns)
+
+
+def test_bad_arguments_raise(rectangles):
+    with pytest.raises(ValueError, match="pixel_size_um"):
+        object_table(rectangles, pixel_size_um=0)
+    with pytest.raises(ValueError, match="shape"):
+        object_table(rectangles, np.zeros((3, 3)))
+
+
+def test_peaks_table():
+    density = np.zeros((10, 10), np.float32)
+    density[2, 3] = 0.5
+    df = peaks_table(np.array([[2.2, 2.8], [7.0, 7.0]]), density, pixel_size_um=2.0)
+    assert df["label"].tolist() == [1, 2]
+    assert df["density"].tolist() == [0.5, 0.0]
+    assert df["centroid_col_um"].tolist() == pytest.approx([5.6, 14.0])
+    assert len(peaks_table(np.zeros((0, 2)), density)) == 0

@@ -1,0 +1,136 @@
+"""Tests of cellcount.metrics: count errors, IoU matching and point matching on exact geometry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cellcount.metrics import (
+    MatchResult,
+    aggregate_matches,
+    count_errors,
+    count_metrics,
+    iou_matrix,
+    match_instances,
+    match_points,
+)
+
+CENTRES = [(15, 15), (15, 50), (45, 15), (45, 50)]
+
+
+def test_count_metrics_on_known_vectors():
+    true = [10, 20, 30, 0]
+    pred = [12, 18, 33, 1]  # errors +2, -2, +3, +1
+    m = count_metrics(true, pred)
+    assert m["n"] == 4
+    assert m["mae"] == pytest.approx(2.0)
+    assert m["rmse"] == pytest.approx(math.sqrt(18 / 4))
+    assert m["bias"] == pytest.approx(1.0)
+    assert m["mape"] == pytest.approx(100 * (0.2 + 0.1 + 0.1) / 3)  # images with true 0 left out
+    assert m["r2"] == pytest.approx(1 - 18 / 500)  # mean 15: ss_tot = 25 + 25 + 225 + 225
+
+
+def test_count_metrics_edge_cases():
+    assert count_metrics([5, 5], [5, 5])["mae"] == 0.0
+    assert math.isnan(count_metrics([5, 5], [4, 6])["r2"])  # constant truth: R^2 undefined
+    empty = count_metrics([], [])
+    assert empty["n"] == 0 and math.isnan(empty["mae"])
+    with pytest.raises(ValueError, match="shape"):
+        count_metrics([1, 2], [1])
+    errs = count_errors([0, 4], [1, 3])
+    assert errs["error"].tolist() == [1.0, -1.0]
+    assert math.isnan(errs["rel_error"][0]) and errs["rel_error"][1] == 0.25
+
+
+def test_small_shift_matches_all_instances(draw_disks):
+    true = draw_disks((60, 66), CENTRES, 8)
+    pred = draw_disks((60, 66), [(r + 2, c + 1) for r, c in CENTRES], 8)
+    m = match_instances(true, pred, iou_threshold=0.5)
+    assert (m.tp, m.fp, m.fn) == (4, 0, 0)
+    assert 0.5 < m.mean_matched_iou < 1.0
+    assert (m.precision, m.recall, m.f1) == (1.0, 1.0, 1.0)
+    assert match_instances(true, true).mean_matched_iou == 1.0
+
+
+def test_large_shift_matches_nothing(draw_disks):
+    true = draw_disks((60, 66), CENTRES, 8)
+    pred = np.roll(true, 20, axis=1)  # no object overlaps its partner by IoU 0.5
+    m = match_instances(true, pred, iou_threshold=0.5)
+    assert (m.tp, m.fp, m.fn) == (0, 4, 4)
+    assert (m.precision, m.recall, m.f1) == (0.0, 0.0, 0.0)
+
+
+def test_iou_threshold_is_inclusive():
+    true = np.zeros((20, 20), np.int32)
+    pred = np.zeros((20, 20), np.int32)
+    true[5:11, 5:11] = 1
+    pred[5:11, 7:13] = 1  # 6x6 squares shifted by 2: IoU = 24 / 48 = 0.5 exactly
+    assert iou_matrix(true, pred)[0, 0] == 0.5
+    assert match_instances(true, pred, iou_threshold=0.5).tp == 1
+    assert match_instances(true, pred, iou_threshold=0.51).tp == 0
+
+
+def test_non_consecutive_label_ids(draw_disks):
+    true = draw_disks((60, 66), CENTRES, 8)
+    pred = draw_disks((60, 66), [(r + 1, c) for r, c in CENTRES], 8)
+    ref = match_instances(true, pred)
+    sparse_true = np.where(true > 0, true * 7 + 100, 0)
+    sparse_pred = np.where(pred > 0, 1000 - pred * 3, 0)
+    m = match_instances(sparse_true, sparse_pred)
+    assert (m.tp, m.fp, m.fn) == (ref.tp, ref.fp, ref.fn) == (4, 0, 0)
+    assert m.mean_matched_iou == pytest.approx(ref.mean_matched_iou)
+
+
+def test_one_to_one_matching(draw_disks):
+    true = draw_disks((40, 40), [(20, 20)], 8)
+    pred = np.zeros_like(true)
+    pred[true > 0] = 1
+    pred[(true > 0) & (np.indices(true.shape)[1] >= 20)] = 2  # the object split in two halves
+    m = match_instances(true, pred)
+    assert (m.tp, m.fp, m.fn) == (1, 1, 0)
+
+
+def test_empty_images():
+    empty = np.zeros((10, 10), np.int32)
+    some = empty.copy()
+    some[1:3, 1:3] = 1
+    some[6:8, 6:8] = 4
+    m = match_instances(empty, empty)
+    assert (m.tp, m.fp, m.fn) == (0, 0, 0) and (m.precision, m.recall, m.f1) == (1.0, 1.0, 1.0)
+    m = match_instances(empty, some)
+    assert (m.tp, m.fp, m.fn) == (0, 2, 0) and m.precision == 0.0
+    m = match_instances(some, empty)
+    assert (m.tp, m.fp, m.fn) == (0, 0, 2) and m.recall == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        match_instances(empty, np.zeros((5, 5), np.int32))
+
+
+def test_match_points_within_radius():
+    true = [(10, 10), (30, 30)]
+    pred = [(12, 10), (30, 36)]  # distances 2 and 6
+    m = match_points(true, pred, radius_px=5)
+    assert (m.tp, m.fp, m.fn) == (1, 1, 1)
+    m = match_points(true, pred, radius_px=6)  # inclusive
+    assert (m.tp, m.fp, m.fn) == (2, 0, 0)
+    # one-to-one: two detections near one dot
+    m = match_points([(10, 10)], [(10, 11), (11, 10)], radius_px=3)
+    assert (m.tp, m.fp, m.fn) == (1, 1, 0)
+    assert (match_points(np.zeros((0, 2)), pred).fp, match_points(true, []).fn) == (2, 2)
+
+
+def test_precision_recall_f1_formulas():
+    m = MatchResult(tp=6, fp=2, fn=4)
+    assert m.precision == 6 / 8 and m.recall == 6 / 10
+    assert m.f1 == pytest.approx(2 * m.precision * m.recall / (m.precision + m.recall))
+    assert m.f1 == 12 / 18
+    d = m.to_dict()
+    assert {"tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou"} <= set(d)
+
+
+def test_aggregate_matches_micro_average():
+    agg = aggregate_matches([MatchResult(2, 1, 0, 0.8), MatchResult(1, 0, 3, 0.5), MatchResult(0, 2, 0)])
+    assert (agg.tp, agg.fp, agg.fn) == (3, 3, 3)
+    assert agg.mean_matched_iou == pytest.approx((2 * 0.8 + 0.5) / 3)
+    assert math.isnan(aggregate_matches([]).mean_matched_iou)

@@ -1,0 +1,250 @@
+"""Tests of cellcount.models: every architecture, save/load identity, integrity checks, golden outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellcount.errors import ModelNotFoundError, WeightsIntegrityError
+from cellcount.models import (
+    CLASSICAL_NAME,
+    ClassicalModel,
+    NetModel,
+    create_model,
+    list_architectures,
+    list_models,
+    load_model,
+    read_card,
+    save_model,
+)
+from cellcount.pipeline import count_image
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "weights"
+GOLDEN_FOLDERS = sorted(p.parent for p in WEIGHTS.glob("*/golden.npz") if (p.parent / "card.json").is_file())
+NO_GOLDEN = pytest.param(None, marks=pytest.mark.skip(
+    reason="no weights/<name>/ holds card.json + golden.npz yet; after training run python scripts/make_golden.py"))
+
+
+def _load_make_golden():
+    spec = importlib.util.spec_from_file_location("make_golden", REPO / "scripts" / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_golden(folder: Path) -> None:
+    golden = np.load(folder / "golden.npz")
+    card = read_card(folder)
+    assert str(golden["weights_sha256"]) == card.sha256, (
+        f"{folder}/golden.npz was made for other weights; rerun python scripts/make_golden.py {folder.name}")
+    x = golden["input"]
+    assert x.shape == (64, 64) and x.dtype == np.float32
+    out = load_model(folder).predict_maps(x, fast=False)
+    assert out.shape == golden["output"].shape
+    np.testing.assert_allclose(out, golden["output"], atol=1e-4, err_msg=f"{folder.name}: output changed")
+
+
+def _image(rng, shape=(40, 48)) -> np.ndarray:
+    return rng.uniform(0, 1, shape).astype(np.float32)
+
+
+@pytest.fixture
+def saved_model(tiny_model, tmp_path) -> tuple[Path, NetModel]:
+    model = tiny_model("unet", "mask")
+    return save_model(model.net, model.card, tmp_path / "tiny"), model
+
+
+# --------------------------------------------------------------------------------------------------
+# every architecture
+
+
+def test_registry_lists_the_three_architectures():
+    assert {"unet", "attention_unet", "residual_unet"} <= set(list_architectures())
+
+
+@pytest.mark.parametrize("architecture", list_architectures())
+@pytest.mark.parametrize(("head", "channels"), [("mask", 2), ("density", 1)])
+def test_forward_shape(architecture, head, channels):
+    torch.manual_seed(0)
+    net = create_model(architecture, base_width=4, depth=2, out_channels=channels, head=head).eval()
+    assert net.divisor == 4
+    with torch.no_grad():
+        y = net(torch.randn(2, 1, 16, 48))
+    assert y.shape == (2, channels, 16, 48)
+    assert torch.isfinite(y).all()
+    if head == "density":
+        assert (y >= 0).all()
+
+
+@pytest.mark.parametrize("architecture", list_architectures())
+@pytest.mark.parametrize("kind", ["mask", "density"])
+def test_save_load_identity(architecture, kind, tiny_model, tmp_path, rng):
+    model = tiny_model(architecture, kind)
+    x = _image(rng)
+    before = model.predict_maps(x, fast=False)
+    folder = save_model(model.net, model.card, tmp_path / model.name)
+    assert (folder / "weights.safetensors").is_file() and (folder / "card.json").is_file()
+    assert model.card.sha256 == hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+
+    loaded = load_model(folder)
+    assert isinstance(loaded, NetModel)
+    assert loaded.card.to_dict() == model.card.to_dict()
+    after = loaded.predict_maps(x, fast=False)
+    assert after.shape == (2 if kind == "mask" else 1, *x.shape)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
+    for (k, a), (k2, b) in zip(model.net.state_dict().items(), loaded.net.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+
+
+def test_load_by_name_from_a_weights_dir(saved_model):
+    folder, _ = saved_model
+    assert list_models(folder.parent) == ["tiny", CLASSICAL_NAME]
+    assert load_model("tiny", weights_dir=folder.parent).name == "tiny-unet-mask"
+
+
+# --------------------------------------------------------------------------------------------------
+# unknown names
+
+
+def test_unknown_architecture_lists_valid_names():
+    with pytest.raises(ModelNotFoundError) as info:
+        create_model("transformer-xxl")
+    msg = str(info.value)
+    assert "transformer-xxl" in msg
+    for name in list_architectures():
+        assert name in msg
+
+
+def test_unknown_model_lists_valid_names(saved_model):
+    folder, _ = saved_model
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model("no-such-model", weights_dir=folder.parent)
+    msg = str(info.value)
+    assert "no-such-model" in msg and "tiny" in msg and CLASSICAL_NAME in msg
+    assert isinstance(info.value, KeyError)  # also catchable as a KeyError
+
+
+# --------------------------------------------------------------------------------------------------
+# integrity
+
+
+def test_sha256_mismatch_raises(saved_model):
+    folder, _ = saved_model
+    wpath = folder / "weights.safetensors"
+    data = bytearray(wpath.read_bytes())
+    data[-1] ^= 0xFF
+    wpath.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match="sha256"):
+        load_model(folder)
+
+
+def test_missing_weights_or_hash_raise(saved_model):
+    folder, _ = saved_model
+    card = json.loads((folder / "card.json").read_text())
+    card["sha256"] = ""
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsIntegrityError, match="sha256"):
+        load_model(folder)
+    (folder / "weights.safetensors").unlink()
+    with pytest.raises(WeightsIntegrityError, match="missing"):
+        load_model(folder)
+
+
+def test_weights_that_do_not_fit_the_architecture_raise(saved_model):
+    folder, _ = saved_model
+    card = json.loads((folder / "card.json").read_text())
+    card["kwargs"]["base_width"] = 8
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsIntegrityError, match="do not fit"):
+        load_model(folder)
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_pickle_payload_is_rejected_and_never_executed(writer, saved_model, tmp_path):
+    folder, _ = saved_model
+    # the payload is live: unpickling it elsewhere does create its marker
+    probe = tmp_path / "probe_marker"
+    pickle.loads(pickle.dumps(_Payload(probe))).close()
+    assert probe.exists()
+
+    marker = tmp_path / "executed_marker"
+    wpath = folder / "weights.safetensors"
+    if writer == "pickle":
+        wpath.write_bytes(pickle.dumps({"stem.body.0.weight": _Payload(marker)}))
+    else:
+        torch.save({"stem.body.0.weight": _Payload(marker)}, wpath)
+    card = json.loads((folder / "card.json").read_text())
+    card["sha256"] = hashlib.sha256(wpath.read_bytes()).hexdigest()  # the hash matches: only the format is wrong
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsIntegrityError, match="safetensors"):
+        load_model(folder)
+    assert not marker.exists(), "the pickle payload was executed"
+
+
+# --------------------------------------------------------------------------------------------------
+# classical baseline
+
+
+def test_classical_baseline_counts_separated_disks(draw_disks, rng):
+    centres = [(r, c) for r in (16, 48, 80) for c in (16, 48, 80, 112)]
+    labels = draw_disks((96, 128), centres, 7)
+    image = np.where(labels > 0, 180, 30) + rng.normal(0, 5, labels.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    model = load_model(CLASSICAL_NAME)
+    assert isinstance(model, ClassicalModel) and model.output_kind == "mask"
+    assert CLASSICAL_NAME in list_models()
+    maps = model.predict_maps(image.astype(np.float32) / 255)
+    assert maps.shape == (1, 96, 128) and maps.dtype == np.float32
+    res = count_image(image, model)
+    assert res.count == 12
+    assert len(res.objects) == 12
+
+
+def test_classical_constant_image_has_no_objects():
+    maps = load_model(CLASSICAL_NAME).predict_maps(np.full((20, 20), 0.3, np.float32))
+    assert not maps.any()
+
+
+# --------------------------------------------------------------------------------------------------
+# golden outputs of shipped weights
+
+
+@pytest.mark.parametrize("folder", GOLDEN_FOLDERS or [NO_GOLDEN], ids=lambda f: f.name if f else "none")
+def test_golden_output_of_shipped_weights(folder):
+    _check_golden(folder)
+
+
+def test_make_golden_round_trip(saved_model):
+    folder, model = saved_model
+    make_golden = _load_make_golden()
+    path = make_golden.make_golden(folder)
+    golden = np.load(path)
+    assert golden["input"].shape == (64, 64) and golden["input"].dtype == np.float32
+    assert golden["output"].shape == (2, 64, 64)
+    assert np.ptp(golden["input"]) > 0.5, "the crop should hold nuclei, not only background"
+    _check_golden(folder)
+    # a changed network is caught
+    with torch.no_grad():
+        model.net.out.bias.add_(0.5)
+    save_model(model.net, model.card, folder)
+    np.savez(path, input=golden["input"], output=golden["output"], weights_sha256=model.card.sha256)
+    with pytest.raises(AssertionError, match="output changed"):
+        _check_golden(folder)

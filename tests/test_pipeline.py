@@ -1,0 +1,163 @@
+"""Tests of cellcount.pipeline: parameter precedence, cached predictions, CountResult, settings JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cellcount.errors import ParameterError
+from cellcount.io import read_image
+from cellcount.models import CLASSICAL_NAME, CountModel, ModelCard, load_model
+from cellcount.pipeline import (
+    PARAM_NAMES,
+    CountParams,
+    CountResult,
+    count_image,
+    params_from_json,
+    postprocess,
+    predict,
+    resolve_params,
+)
+
+
+class FixedMapsModel(CountModel):
+    """Returns fixed maps whatever the input, and counts its forward passes."""
+
+    def __init__(self, maps: np.ndarray, kind: str = "mask", postprocess: dict | None = None) -> None:
+        self.card = ModelCard(name=f"fixed-{kind}", architecture="fixed", output_kind=kind,
+                              postprocess=postprocess or {})
+        self.maps = maps.astype(np.float32)
+        self.calls = 0
+
+    def predict_maps(self, image, *, progress=None, fast=True, device=None):
+        self.calls += 1
+        assert image.shape == self.maps.shape[1:]
+        return self.maps.copy()
+
+
+@pytest.fixture
+def disks_of_three_sizes(draw_disks) -> np.ndarray:
+    """Labels: radius 2 (area 13), radius 4 (area 49) and radius 7 (area 149) disks, far apart."""
+    return draw_disks((48, 64), [(12, 12), (12, 44), (34, 30)], [2, 4, 7])
+
+
+# --------------------------------------------------------------------------------------------------
+# parameters
+
+
+def test_resolve_params_precedence():
+    model = FixedMapsModel(np.zeros((1, 4, 4)), postprocess={"min_area_px": 15, "threshold": 0.4})
+    defaults = CountParams()
+    assert resolve_params(None) == defaults
+    from_card = resolve_params(model)
+    assert (from_card.min_area_px, from_card.threshold) == (15, 0.4)
+    assert from_card.opening_radius_px == defaults.opening_radius_px
+    overridden = resolve_params(model, {"min_area_px": 3, "exclude_border": True})
+    assert (overridden.min_area_px, overridden.threshold, overridden.exclude_border) == (3, 0.4, True)
+    assert resolve_params(model, CountParams(min_area_px=7)).min_area_px == 7
+
+
+def test_unknown_parameter_lists_valid_names():
+    with pytest.raises(ParameterError) as info:
+        resolve_params(None, {"min_area": 5})
+    msg = str(info.value)
+    assert "min_area" in msg
+    for name in ("min_area_px", "threshold", "watershed", "pixel_size_um"):
+        assert name in msg
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 1.5}, {"min_area_px": -1}, {"min_distance_px": 0},
+                                 {"min_area_px": 20, "max_area_px": 10}, {"low_pct": 50, "high_pct": 40},
+                                 {"pixel_size_um": 0}])
+def test_invalid_parameter_values_raise(bad):
+    with pytest.raises(ParameterError):
+        resolve_params(None, bad)
+
+
+def test_max_area_zero_means_no_limit():
+    assert CountParams(min_area_px=20, max_area_px=0).max_area_px == 0
+
+
+def test_replace_and_input_key():
+    p = CountParams()
+    q = p.replace(min_area_px=50)
+    assert q.min_area_px == 50 and p.min_area_px == CountParams().min_area_px
+    assert q.input_key() == p.input_key()
+    assert p.replace(invert=True).input_key() != p.input_key()
+
+
+def test_settings_json_round_trip():
+    params = resolve_params(None, {"min_area_px": 25, "max_area_px": 400, "threshold": 0.35, "invert": True,
+                                   "watershed": False, "pixel_size_um": 0.65})
+    assert resolve_params(None, params_from_json(params.to_json())) == params
+    # the CLI's settings file wraps the parameters with the model name
+    wrapped = json.dumps({"model": CLASSICAL_NAME, "params": params.to_dict()})
+    assert resolve_params(None, params_from_json(wrapped.encode())) == params
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"bogus_key": 1}'])
+def test_bad_settings_json_raises(text):
+    with pytest.raises(ParameterError):
+        params_from_json(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# predict once, postprocess many times
+
+
+def test_postprocess_reuses_the_prediction(disks_of_three_sizes):
+    model = FixedMapsModel((disks_of_three_sizes > 0)[None].astype(np.float32))
+    image = np.zeros(disks_of_three_sizes.shape, np.uint8)
+    base = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0})
+    pred = predict(image, model, base)
+    assert model.calls == 1
+    counts = [postprocess(pred, base.replace(min_area_px=m)).count for m in (0, 13, 14, 49, 50, 150)]
+    assert counts == [3, 3, 2, 2, 1, 0]
+    assert postprocess(pred, base.replace(max_area_px=49)).count == 2
+    assert model.calls == 1, "postprocess must not run the model"
+
+
+def test_mask_result_is_consistent(disks_of_three_sizes):
+    model = FixedMapsModel((disks_of_three_sizes > 0)[None].astype(np.float32))
+    image = (disks_of_three_sizes > 0).astype(np.uint8) * 200
+    res = count_image(image, model, {"opening_radius_px": 0, "min_area_px": 0, "pixel_size_um": 0.5})
+    assert isinstance(res, CountResult) and res.output_kind == "mask"
+    assert res.count == 3 and res.count_estimate == 3.0
+    assert res.labels.dtype == np.int32 and res.labels.max() == 3
+    assert len(res.objects) == 3 and res.peaks.shape == (3, 2)
+    assert sorted(res.objects["area_px"]) == [13, 49, 149]
+    assert "area_um2" in res.objects
+    assert res.params.pixel_size_um == 0.5
+    row = res.summary_row()
+    assert row["count"] == 3 and json.loads(row["settings"])["pixel_size_um"] == 0.5
+
+
+def test_density_result_uses_the_integral():
+    rr, cc = np.indices((40, 40))
+    density = np.zeros((40, 40))
+    for r, c in [(10, 10), (10, 30), (30, 20)]:
+        g = np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / 8.0)
+        density += g / g.sum()
+    model = FixedMapsModel(density[None], kind="density")
+    res = count_image(np.zeros((40, 40), np.uint8), model)
+    assert res.output_kind == "density" and res.labels is None
+    assert res.count == 3 and res.count_estimate == pytest.approx(3.0, abs=1e-4)
+    assert res.peaks.shape == (3, 2) and len(res.objects) == 3
+
+
+def test_count_image_on_a_sample_with_the_classical_model(samples_dir):
+    image = read_image(samples_dir / "s01_sparse_small.png")
+    model = load_model(CLASSICAL_NAME)
+    res = count_image(image, model)
+    assert isinstance(res, CountResult)
+    assert res.count > 0
+    assert len(res.objects) == res.count == int(res.labels.max())
+    assert res.labels.shape == image.shape[:2]
+    assert res.params == resolve_params(model)  # the card's defaults travel with the result
+    assert set(res.seconds) >= {"normalize", "model", "postprocess"}
+
+
+def test_param_names_match_dataclass_fields():
+    assert set(PARAM_NAMES) == set(CountParams().to_dict())
