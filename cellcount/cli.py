@@ -101,6 +101,24 @@ def cmd_models() -> int:
     return 0
 
 
+def _check_outputs(args: argparse.Namespace) -> str | None:
+    """Create the output folders up front; a message when an output path cannot be used (before counting)."""
+    for option, value in (("--out", args.out), ("--objects", args.objects)):
+        if value and Path(value).is_dir():
+            return f"{option} {value} is a folder; give a file name such as counts.csv"
+    if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
+        return f"--labels-dir {args.labels_dir} is a file, not a folder"
+    try:
+        for value in (args.out, args.objects):
+            if value:
+                Path(value).parent.mkdir(parents=True, exist_ok=True)
+        if args.labels_dir:
+            Path(args.labels_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot create an output folder: {err}"
+    return None
+
+
 def cmd_count(args: argparse.Namespace) -> int:
     from .batch import count_many, counts_frame, objects_frame
     from .errors import CellcountError
@@ -112,30 +130,46 @@ def cmd_count(args: argparse.Namespace) -> int:
         model = load_model(args.model)
         params = resolve_params(model, _overrides(args))
         files = list_image_files(args.paths)
-    except (CellcountError, FileNotFoundError, OSError) as err:
+    except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
         return 2
+    problem = _check_outputs(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if not args.include_ground_truth:
-        files, _gt = split_ground_truth_files(files)
+        files, gt_files = split_ground_truth_files(files)
+        if gt_files and not args.quiet:
+            shown = ", ".join(p.name for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
+            print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
+                  "use --include-ground-truth to count them", file=sys.stderr)
     if not files:
         print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
     items = []
+    written: set[str] = set()
     for item in count_many([(str(f), f) for f in files], model, params, progress=_Progress(not args.no_progress)):
         items.append(item)
         if args.labels_dir and item.result is not None and item.result.labels is not None:
-            d = Path(args.labels_dir)
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{Path(item.name).stem}_labels.tif").write_bytes(labels_to_tiff_bytes(item.result.labels))
+            stem, k = Path(item.name).stem, 1
+            out_name = f"{stem}_labels.tif"
+            while out_name in written:  # a.png and a.tif, or sub1/a.png and sub2/a.png
+                k += 1
+                out_name = f"{stem}_{k}_labels.tif"
+            written.add(out_name)
+            (Path(args.labels_dir) / out_name).write_bytes(labels_to_tiff_bytes(item.result.labels))
         if item.result is not None:
             item.result.labels = item.result.rejected = None  # free memory as we go
     df = counts_frame(items)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out, index=False)
-    if args.objects:
-        objects_frame(items).to_csv(args.objects, index=False)
-    settings_path = Path(args.out).with_suffix(".settings.json")
-    settings_path.write_text(json.dumps({"model": model.name, "params": params.to_dict()}, indent=2))
+    try:
+        df.to_csv(args.out, index=False)
+        if args.objects:
+            objects_frame(items).to_csv(args.objects, index=False)
+        settings_path = Path(args.out).with_suffix(".settings.json")
+        settings_path.write_text(json.dumps({"model": model.name, "params": params.to_dict()}, indent=2))
+    except OSError as err:
+        print(f"error: cannot write the results: {err}", file=sys.stderr)
+        return 2
     n_err = int((df["status"] != "ok").sum())
     if not args.quiet:
         ok = df[df["status"] == "ok"]

@@ -74,6 +74,8 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_SIGNATURES = ((_PNG_MAGIC, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
+               *((m, "TIFF") for m in _TIFF_MAGICS))
 _CHANNEL_AXES = "CS"  # tifffile axis letters that hold channels / samples
 # Errors that decoders raise on corrupt, truncated or unsupported input.
 _DECODE_ERRORS = (
@@ -115,7 +117,9 @@ def _open_source(source: ImageSource, max_bytes: int) -> tuple[str, str | io.Byt
             raise ImageReadError(f"{path}: is a folder, not an image file")
         size = os.path.getsize(path)
         if size > max_bytes:
-            raise ImageTooLargeError(f"{path}: file is {size:,} bytes, above the cap of {max_bytes:,} bytes")
+            raise ImageTooLargeError(
+                f"{path}: file is {size:,} bytes, above the cap of {max_bytes:,} bytes (max_bytes)"
+            )
         if size == 0:
             raise ImageReadError(f"{path}: file is empty (0 bytes)")
         with open(path, "rb") as fh:
@@ -138,7 +142,8 @@ def _open_source(source: ImageSource, max_bytes: int) -> tuple[str, str | io.Byt
             f"source must be a path, bytes or a binary file-like object, not {type(source).__name__}"
         )
     if len(data) > max_bytes:
-        raise ImageTooLargeError(f"{name}: data is over the cap of {max_bytes:,} bytes")
+        size = f"{len(data):,}" if isinstance(source, (bytes, bytearray, memoryview)) else f"more than {max_bytes:,}"
+        raise ImageTooLargeError(f"{name}: data is {size} bytes, above the cap of {max_bytes:,} bytes (max_bytes)")
     if not data:
         raise ImageReadError(f"{name}: image data is empty (0 bytes)")
     return name, io.BytesIO(data), data[:32]
@@ -234,6 +239,9 @@ def _describe_head(head: bytes) -> str:
         return "the data are an HTML page, e.g. a web error page saved under an image name"
     if text.startswith(b"<?xml") or text.startswith(b"<svg"):
         return "the data are XML/SVG text; export a raster image (PNG or TIFF)"
+    for magic, fmt in _SIGNATURES:
+        if head.startswith(magic):
+            return f"it starts like a {fmt} file but is corrupt or truncated"
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return "the data are plain text, not an image"
     return f"unknown signature {head[:8].hex(' ')}; accepted: PNG, JPEG, BMP, TIFF"
@@ -348,6 +356,8 @@ def _read_tiff(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) 
         n_outer = len(axes) - len(page_axes)
         outer_axes, outer_shape = axes[:n_outer], shape[:n_outer]
         n_pages = len(series.pages)
+        if page_axes == "YX" and len(axes) >= 3 and axes[-3:-1] == "YX" and axes[-1] in _CHANNEL_AXES:
+            return _read_tiff_yxc(tif, axes, shape, tuple(key.shape), name=name, page=page, max_pixels=max_pixels)
         if n_outer < 0 or int(np.prod(outer_shape, dtype=np.int64)) != n_pages:
             raise ImageReadError(
                 f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}); save one 2-D image, "
@@ -418,6 +428,34 @@ def _read_tiff(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) 
         k = int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0
         data = tif.asarray(key=k, series=0).reshape(key.shape)
         return _page_to_hwc(data, page_axes, name)
+
+
+def _read_tiff_yxc(
+    tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...], page_shape: tuple[int, ...], *, name: str,
+    page: int, max_pixels: int,
+) -> np.ndarray:
+    """A series (..., Y, X, C) saved with axes metadata (``tifffile.imwrite(f, a, metadata={'axes': 'YXC'})``):
+    tifffile stores it as pages of (X, C) rows, or of (Y, X) planes when C == 1."""
+    rows, cols, n_channels = shape[-3:]
+    _check_pixels(name, rows, cols, max_pixels)
+    stack = [n for n in shape[:-3] if n > 1]
+    if len(stack) > 1:
+        raise ImageReadError(
+            f"{name}: TIFF has more than 3 non-singleton dimensions (axes {axes}, shape {shape}); "
+            "export a single plane or a maximum projection first."
+        )
+    n_select = stack[0] if stack else 1
+    if page >= n_select:
+        raise ParameterError(f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}")
+    if page_shape == (cols, n_channels):
+        per_image = rows
+    elif page_shape == (rows, cols) and n_channels == 1:
+        per_image = 1
+    else:
+        raise ImageReadError(f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}, pages {page_shape})")
+    data = tif.asarray(key=slice(page * per_image, (page + 1) * per_image), series=0)
+    data = np.ascontiguousarray(data.reshape(rows, cols, n_channels))
+    return data[:, :, 0] if n_channels == 1 else data
 
 
 def _page_to_hwc(data: np.ndarray, page_axes: str, name: str) -> np.ndarray:
@@ -554,6 +592,11 @@ def is_bright_background(gray: np.ndarray) -> bool:
     return bool((p50 - p_lo) / (p_hi - p_lo) > BRIGHT_BACKGROUND_POSITION)
 
 
+def _usable_range(lo: float, hi: float) -> bool:
+    """hi > lo by enough that 255 / (hi - lo) is a finite float32 (not a range of denormals only)."""
+    return hi > lo and (hi - lo) * float(np.finfo(np.float32).max) >= 255.0
+
+
 def normalize_image(
     image: np.ndarray,
     *,
@@ -597,18 +640,19 @@ def normalize_image(
         raise ParameterError(f"invert must be True, False or None (auto), got {invert!r}")
     g = to_gray(image, channel=channel)
     lo, hi = (float(v) for v in np.percentile(g, [low_pct, high_pct]))
-    if not hi > lo:
+    if not _usable_range(lo, hi):
         # nearly flat: fall back to the full range, and to zeros for a constant image
         lo, hi = float(g.min()), float(g.max())
-        if not hi > lo:
+        if not _usable_range(lo, hi):
             return np.zeros(g.shape, dtype=np.float32)
     if invert is None:
         invert = is_bright_background(g)
     scale = np.float32(1.0 / (hi - lo))
-    if invert:
-        out = (np.float32(hi) - g) * scale
-    else:
-        out = (g - np.float32(lo)) * scale
+    with np.errstate(over="ignore"):  # differences beyond float32 (|values| ~ 1e38) become inf, then clipped
+        if invert:
+            out = (np.float32(hi) - g) * scale
+        else:
+            out = (g - np.float32(lo)) * scale
     np.clip(out, NORMALIZED_RANGE[0], NORMALIZED_RANGE[1], out=out)
     return out
 
@@ -657,10 +701,11 @@ def image_to_display_rgb(image: np.ndarray, *, low_pct: float = 0.5, high_pct: f
         if key not in stretched:
             g = _finite_float32(ch)
             lo, hi = (float(v) for v in np.percentile(g, [low_pct, high_pct]))
-            if not hi > lo:
+            if not _usable_range(lo, hi):
                 lo, hi = float(g.min()), float(g.max())
-            if hi > lo:
-                stretched[key] = np.clip((g - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
+            if _usable_range(lo, hi):
+                with np.errstate(over="ignore"):
+                    stretched[key] = np.clip((g - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
             else:
                 stretched[key] = np.zeros(g.shape, dtype=np.uint8)
         out[:, :, c] = stretched[key]

@@ -177,9 +177,9 @@ def outline_overlay(
                     continue
                 color = np.array(palette[name], np.float32)
                 if rejected_fill_alpha > 0:
-                    out[region] = (out[region] * (1 - rejected_fill_alpha) + color * rejected_fill_alpha).astype(
-                        np.uint8
-                    )
+                    out[region] = (
+                        out[region] * (1 - rejected_fill_alpha) + color * rejected_fill_alpha
+                    ).astype(np.uint8)
                 out[boundaries(region, mode=mode, thickness=thickness)] = palette[name]
     if labels is not None:
         lab = np.asarray(labels)
@@ -194,7 +194,10 @@ def outline_overlay(
 
 
 def outline_legend(
-    n_kept: int | None = None, *, colors: Mapping[str, RGB] | None = None, reasons: Sequence[str] | None = None
+    n_kept: int | None = None,
+    *,
+    colors: Mapping[str, RGB] | None = None,
+    reasons: Sequence[str] | None = None,
 ) -> dict[str, RGB]:
     """Legend entries (label -> RGB) for :func:`overlay_figure`: kept objects and the reject reasons."""
     palette = dict(OUTLINE_COLORS)
@@ -278,7 +281,11 @@ def image_figure(
     for name, color in (legend or {}).items():
         fig.add_trace(
             go.Scatter(
-                x=[None], y=[None], mode="markers", name=name, showlegend=True,
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=name,
+                showlegend=True,
                 marker=dict(symbol="square", size=12, color=_hex(color)),
             )
         )
@@ -304,13 +311,18 @@ def overlay_figure(
         if text is not None and "area_px" in objects:
             if pixel_size_um:
                 areas = objects["area_px"].to_numpy() * pixel_size_um**2
-                text = [f"{t}<br>area {a:.1f} µm²" for t, a in zip(text, areas)]
+                text = [f"{t}<br>area {a:.1f} µm²" for t, a in zip(text, areas, strict=True)]
             else:
-                text = [f"{t}<br>area {int(a)} px" for t, a in zip(text, objects["area_px"])]
+                text = [f"{t}<br>area {int(a)} px" for t, a in zip(text, objects["area_px"], strict=True)]
         fig.add_trace(
             go.Scatter(
-                x=objects["centroid_col"], y=objects["centroid_row"], mode="markers", name="objects",
-                showlegend=False, marker=dict(size=10, color="rgba(0,0,0,0)"), hovertext=text,
+                x=objects["centroid_col"],
+                y=objects["centroid_row"],
+                mode="markers",
+                name="objects",
+                showlegend=False,
+                marker=dict(size=10, color="rgba(0,0,0,0)"),
+                hovertext=text,
                 hovertemplate="%{hovertext}<br>row %{y:.0f}, col %{x:.0f}<extra></extra>",
             )
         )
@@ -318,13 +330,29 @@ def overlay_figure(
 
 
 def _heatmap_trace(
-    arr: np.ndarray, *, colorscale, zmin: float, zmax: float, colorbar_title: str, hover: str, opacity: float = 1.0
+    arr: np.ndarray,
+    *,
+    colorscale,
+    zmin: float,
+    zmax: float,
+    colorbar_title: str,
+    hover: str,
+    opacity: float = 1.0,
 ) -> go.Heatmap:
     small, f = _block_mean(arr)
     return go.Heatmap(
-        z=small, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, zmin=zmin, zmax=zmax, colorscale=colorscale,
-        opacity=opacity, colorbar=dict(title=dict(text=colorbar_title, side="right"), thickness=14),
-        hovertemplate=f"row %{{y:.0f}}, col %{{x:.0f}}<br>{hover} %{{z:.3g}}<extra></extra>", name=hover,
+        z=small,
+        x0=(f - 1) / 2,
+        dx=f,
+        y0=(f - 1) / 2,
+        dy=f,
+        zmin=zmin,
+        zmax=zmax,
+        colorscale=colorscale,
+        opacity=opacity,
+        colorbar=dict(title=dict(text=colorbar_title, side="right"), thickness=14),
+        hovertemplate=f"row %{{y:.0f}}, col %{{x:.0f}}<br>{hover} %{{z:.3g}}<extra></extra>",
+        name=hover,
     )
 
 
@@ -351,16 +379,23 @@ def density_figure(
     small, _ = _block_mean(d)
     zmax = float(small.max()) if small.size and small.max() > 0 else 1.0
     scale = [
-        [0.0, "rgba(0,0,0,0)"], [0.05, "rgba(60,0,110,0.15)"], [0.3, "rgba(180,30,100,0.55)"],
-        [0.6, "rgba(250,110,20,0.75)"], [1.0, "rgba(255,250,120,0.9)"],
+        [0.0, "rgba(0,0,0,0)"],
+        [0.05, "rgba(60,0,110,0.15)"],
+        [0.3, "rgba(180,30,100,0.55)"],
+        [0.6, "rgba(250,110,20,0.75)"],
+        [1.0, "rgba(255,250,120,0.9)"],
     ]
-    fig.add_trace(_heatmap_trace(d, colorscale=scale, zmin=0.0, zmax=zmax, colorbar_title="cells / px",
-                                 hover="density"))
+    fig.add_trace(
+        _heatmap_trace(d, colorscale=scale, zmin=0.0, zmax=zmax, colorbar_title="cells / px", hover="density")
+    )
     if peaks is not None and len(peaks):
         pk = np.asarray(peaks, np.float64).reshape(-1, 2)
         fig.add_trace(
             go.Scatter(
-                x=pk[:, 1], y=pk[:, 0], mode="markers", name=f"peaks ({len(pk)})",
+                x=pk[:, 1],
+                y=pk[:, 0],
+                mode="markers",
+                name=f"peaks ({len(pk)})",
                 marker=dict(symbol="x-thin", size=8, line=dict(width=2, color="#00e5ff")),
                 hovertemplate="peak at row %{y:.0f}, col %{x:.0f}<extra></extra>",
             )
@@ -375,8 +410,11 @@ def probability_figure(
     """Foreground probability (0-1) as a heat map; ``threshold`` is marked on the colour bar."""
     p = np.asarray(prob, np.float32)
     h, w = p.shape
-    fig = go.Figure(_heatmap_trace(p, colorscale="Viridis", zmin=0.0, zmax=1.0,
-                                   colorbar_title="P(foreground)", hover="probability"))
+    fig = go.Figure(
+        _heatmap_trace(
+            p, colorscale="Viridis", zmin=0.0, zmax=1.0, colorbar_title="P(foreground)", hover="probability"
+        )
+    )
     if threshold is not None:
         fig.data[0].colorbar.tickvals = sorted({0.0, 0.5, 1.0, round(float(threshold), 3)})
     title = None if threshold is None else f"Foreground probability (threshold {threshold:.2f})"
@@ -386,10 +424,16 @@ def probability_figure(
 # --------------------------------------------------------------------------------------------------
 # charts
 # --------------------------------------------------------------------------------------------------
-def _chart_layout(fig: go.Figure, *, title: str | None, xtitle: str, ytitle: str, height: int = 340) -> go.Figure:
+def _chart_layout(
+    fig: go.Figure, *, title: str | None, xtitle: str, ytitle: str, height: int = 340
+) -> go.Figure:
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-        xaxis_title=xtitle, yaxis_title=ytitle, bargap=0.05,
+        title=title,
+        height=height,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        xaxis_title=xtitle,
+        yaxis_title=ytitle,
+        bargap=0.05,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
     )
     return fig
@@ -406,34 +450,68 @@ def area_histogram(
     """Histogram of object areas (px, or µm² when ``pixel_size_um``), with the area bounds as lines."""
     areas = objects["area_px"].to_numpy(np.float64) if "area_px" in objects else np.zeros(0)
     factor, unit = (pixel_size_um**2, "µm²") if pixel_size_um else (1.0, "px")
-    fig = go.Figure(go.Histogram(x=areas * factor, nbinsx=nbins, name="objects", marker_color="#4c78a8",
-                                 hovertemplate=f"area %{{x}} {unit}<br>%{{y}} objects<extra></extra>"))
+    fig = go.Figure(
+        go.Histogram(
+            x=areas * factor,
+            nbinsx=nbins,
+            name="objects",
+            marker_color="#4c78a8",
+            hovertemplate=f"area %{{x}} {unit}<br>%{{y}} objects<extra></extra>",
+        )
+    )
     for value, name, dash in ((min_area_px, "min area", "dash"), (max_area_px, "max area", "dot")):
         if value:
-            fig.add_vline(x=value * factor, line=dict(color="#e45756", dash=dash),
-                          annotation_text=f"{name} {value * factor:g}", annotation_position="top")
+            fig.add_vline(
+                x=value * factor,
+                line=dict(color="#e45756", dash=dash),
+                annotation_text=f"{name} {value * factor:g}",
+                annotation_position="top",
+            )
     return _chart_layout(fig, title=None, xtitle=f"area ({unit})", ytitle="objects")
 
 
-def count_histogram(counts: Sequence[float] | pd.Series, *, nbins: int = 30) -> go.Figure:
-    """Histogram of counts per image."""
+def count_histogram(counts: Sequence[float] | pd.Series, *, nbins: int | None = None) -> go.Figure:
+    """Histogram of counts per image (about sqrt(n) bins, 5-30, unless ``nbins``)."""
     c = pd.to_numeric(pd.Series(counts), errors="coerce").dropna().to_numpy(np.float64)
-    fig = go.Figure(go.Histogram(x=c, nbinsx=nbins, marker_color="#4c78a8",
-                                 hovertemplate="count %{x}<br>%{y} images<extra></extra>"))
+    n = nbins or int(min(30, max(5, round(math.sqrt(max(len(c), 1)) * 2))))
+    fig = go.Figure(
+        go.Histogram(
+            x=c, nbinsx=n, marker_color="#4c78a8", hovertemplate="count %{x}<br>%{y} images<extra></extra>"
+        )
+    )
+    fig.update_yaxes(tickformat="d", rangemode="tozero")
     return _chart_layout(fig, title=None, xtitle="count per image", ytitle="images")
 
 
 def _identity_scatter(
-    x: np.ndarray, y: np.ndarray, names: Sequence[str] | None, *, xtitle: str, ytitle: str, title: str | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str] | None,
+    *,
+    xtitle: str,
+    ytitle: str,
+    title: str | None,
     line_name: str,
 ) -> go.Figure:
     hi = float(np.nanmax(np.concatenate([x, y, [1.0]]))) * 1.08 if len(x) else 1.0
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", name=line_name,
-                             line=dict(color="#888", dash="dash"), hoverinfo="skip"))
     fig.add_trace(
         go.Scatter(
-            x=x, y=y, mode="markers", name="images", text=list(names) if names is not None else None,
+            x=[0, hi],
+            y=[0, hi],
+            mode="lines",
+            name=line_name,
+            line=dict(color="#888", dash="dash"),
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="markers",
+            name="images",
+            text=list(names) if names is not None else None,
             marker=dict(size=9, color="#4c78a8", line=dict(width=1, color="white")),
             hovertemplate=f"%{{text}}<br>{xtitle}: %{{x:.4g}}<br>{ytitle}: %{{y:.4g}}<extra></extra>",
         )
@@ -444,23 +522,39 @@ def _identity_scatter(
 
 
 def pred_vs_true_scatter(
-    df: pd.DataFrame, *, true_col: str = "true", pred_col: str = "pred", name_col: str = "file",
+    df: pd.DataFrame,
+    *,
+    true_col: str = "true",
+    pred_col: str = "pred",
+    name_col: str = "file",
     title: str | None = None,
 ) -> go.Figure:
     """Predicted vs true count per image, with the y = x line (points above it are over-counts)."""
     names = df[name_col].astype(str).tolist() if name_col in df else None
     return _identity_scatter(
-        df[true_col].to_numpy(np.float64), df[pred_col].to_numpy(np.float64), names,
-        xtitle="true count", ytitle="predicted count", title=title, line_name="y = x (perfect)",
+        df[true_col].to_numpy(np.float64),
+        df[pred_col].to_numpy(np.float64),
+        names,
+        xtitle="true count",
+        ytitle="predicted count",
+        title=title,
+        line_name="y = x (perfect)",
     )
 
 
 def error_histogram(df: pd.DataFrame, *, col: str = "error", nbins: int = 30) -> go.Figure:
     """Histogram of signed count errors (predicted - true), with zero marked."""
     e = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(np.float64) if col in df else np.zeros(0)
-    fig = go.Figure(go.Histogram(x=e, nbinsx=nbins, marker_color="#f58518",
-                                 hovertemplate="error %{x}<br>%{y} images<extra></extra>"))
+    fig = go.Figure(
+        go.Histogram(
+            x=e,
+            nbinsx=nbins,
+            marker_color="#f58518",
+            hovertemplate="error %{x}<br>%{y} images<extra></extra>",
+        )
+    )
     fig.add_vline(x=0, line=dict(color="#444", dash="dash"))
+    fig.update_yaxes(tickformat="d", rangemode="tozero")
     return _chart_layout(fig, title=None, xtitle="count error (predicted - true)", ytitle="images")
 
 
@@ -472,7 +566,11 @@ def agreement_scatter(
     return _identity_scatter(
         pd.to_numeric(df[a], errors="coerce").to_numpy(np.float64),
         pd.to_numeric(df[b], errors="coerce").to_numpy(np.float64),
-        names, xtitle=f"count: {a}", ytitle=f"count: {b}", title=title, line_name="y = x (agreement)",
+        names,
+        xtitle=f"count: {a}",
+        ytitle=f"count: {b}",
+        title=title,
+        line_name="y = x (agreement)",
     )
 
 
@@ -480,19 +578,36 @@ def stage_times_figure(seconds: Mapping[str, float]) -> go.Figure:
     """Horizontal bars of time per pipeline stage, in milliseconds."""
     names = list(seconds)
     ms = [1000.0 * float(seconds[k]) for k in names]
-    fig = go.Figure(go.Bar(x=ms, y=names, orientation="h", marker_color="#54a24b",
-                           text=[f"{v:.0f} ms" for v in ms], textposition="auto",
-                           hovertemplate="%{y}: %{x:.1f} ms<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=ms,
+            y=names,
+            orientation="h",
+            marker_color="#54a24b",
+            text=[f"{v:.0f} ms" for v in ms],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.1f} ms<extra></extra>",
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     return _chart_layout(fig, title=None, xtitle="time (ms)", ytitle="", height=60 + 36 * max(len(names), 1))
 
 
-def model_times_figure(df: pd.DataFrame, *, config_col: str = "config", seconds_col: str = "seconds") -> go.Figure:
+def model_times_figure(
+    df: pd.DataFrame, *, config_col: str = "config", seconds_col: str = "seconds"
+) -> go.Figure:
     """Mean time per image for each configuration (bars, ms), from a long table of timings."""
     g = df.groupby(config_col, sort=False)[seconds_col].mean() * 1000.0
-    fig = go.Figure(go.Bar(x=g.index.astype(str), y=g.to_numpy(), marker_color="#54a24b",
-                           text=[f"{v:.0f} ms" for v in g.to_numpy()], textposition="auto",
-                           hovertemplate="%{x}: %{y:.1f} ms per image<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=g.index.astype(str),
+            y=g.to_numpy(),
+            marker_color="#54a24b",
+            text=[f"{v:.0f} ms" for v in g.to_numpy()],
+            textposition="auto",
+            hovertemplate="%{x}: %{y:.1f} ms per image<extra></extra>",
+        )
+    )
     return _chart_layout(fig, title=None, xtitle="", ytitle="mean time per image (ms)")
 
 
@@ -510,6 +625,13 @@ def points_figure(
     fig = image_figure(image, height=height)
     if points is not None and len(points):
         pts = np.asarray(points, np.float64).reshape(-1, 2)
-        fig.add_trace(go.Scatter(x=pts[:, 1], y=pts[:, 0], mode="markers", name=f"{name} ({len(pts)})",
-                                 marker=dict(symbol="circle-open", size=9, color=_hex(_GT_COLOR))))
+        fig.add_trace(
+            go.Scatter(
+                x=pts[:, 1],
+                y=pts[:, 0],
+                mode="markers",
+                name=f"{name} ({len(pts)})",
+                marker=dict(symbol="circle-open", size=9, color=_hex(_GT_COLOR)),
+            )
+        )
     return fig

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
 import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
-from cellcount.models import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, ModelCard, read_card
+from cellcount.models import CLASSICAL_NAME, ModelCard, read_card
+from cellcount.models import loading as _loading
 from cellcount.models.loading import CLASSICAL_CARD
 from cellcount.pipeline import PARAM_NAMES, params_from_json
 
@@ -34,35 +34,63 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "data" / "samples"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
 CACHE_TTL_S = 3600
+PERSIST = "session"  # widget values survive visits to other pages
 
 INPUT_FIELDS = tuple(cc.CountParams.INPUT_FIELDS)
 KEEP_ON_MODEL_CHANGE = (*INPUT_FIELDS, "pixel_size_um")  # properties of the image, not of the model
 MASK_FIELDS = (
-    "threshold", "opening_radius_px", "closing_radius_px", "fill_holes", "watershed", "min_distance_px",
-    "min_area_px", "max_area_px", "exclude_border", "use_border_channel",
+    "threshold",
+    "opening_radius_px",
+    "closing_radius_px",
+    "fill_holes",
+    "watershed",
+    "min_distance_px",
+    "min_area_px",
+    "max_area_px",
+    "exclude_border",
+    "use_border_channel",
 )
 DENSITY_FIELDS = ("peak_min_distance_px",)
 
 HELP = {
     "threshold": "Pixels with foreground probability above this value are foreground. Lower: more and "
-                 "larger objects; higher: fewer, smaller objects.",
-    "opening_radius_px": "Binary opening with a disk of this radius removes specks and thin bridges (0 = off).",
+    "larger objects; higher: fewer, smaller objects.",
+    "opening_radius_px": "Binary opening with a disk of this radius removes specks and bridges (0 = off).",
     "closing_radius_px": "Binary closing with a disk of this radius closes small gaps in objects (0 = off).",
     "fill_holes": "Fill background holes enclosed by an object.",
     "watershed": "Split touching objects along the distance-transform watershed.",
     "min_distance_px": "Minimum distance between the centres of two objects that watershed splits.",
-    "min_area_px": "Objects smaller than this many pixels are rejected (an object of exactly this area is kept).",
+    "min_area_px": "Objects smaller than this many pixels are rejected (exactly this area is kept).",
     "max_area_px": "Objects larger than this many pixels are rejected (0 = no upper bound).",
     "exclude_border": "Reject objects that touch the image border (they are cut and would bias the areas).",
     "use_border_channel": "Split objects along the model's predicted touching-border map.",
     "peak_min_distance_px": "Minimum distance between two density peaks (approximate centres); the count "
-                            "itself is the integral of the density map and does not change.",
+    "itself is the integral of the density map and does not change.",
     "pixel_size_um": "Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown).",
     "invert": "Auto detects a bright background (brightfield, H&E) and inverts so objects are bright.",
     "channel": "Which channel to count in; 'all' averages the channels.",
     "low_pct": "Intensity percentile mapped to 0 before the model.",
     "high_pct": "Intensity percentile mapped to 1 before the model.",
 }
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+ENTRY_FLAG = "_app_entry"
+GOTO_KEY = "_app_goto"
+
+
+def require_entry_point(page: str) -> None:
+    """Send a deep link through ``streamlit_app.py`` (call first thing in each page).
+
+    When the very first request to a fresh server is a deep link (``/count``), Streamlit runs the page in
+    its legacy ``pages/`` mode, without ``streamlit_app.py`` (no navigation, no page config). The page
+    then redirects to the entry point, which remembers the target and switches back to it.
+    """
+    if not st.session_state.get(ENTRY_FLAG):
+        st.session_state[GOTO_KEY] = page
+        st.switch_page(str(ROOT / "streamlit_app.py"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,7 +116,7 @@ def progress_callback(bar, label: str) -> Callable[[int, int], None]:
 # --------------------------------------------------------------------------------------------------
 def model_version(name: str) -> str:
     """Changes when a model's card is rewritten (retrained weights), so caches pick up the new model."""
-    card = DEFAULT_WEIGHTS_DIR / name / "card.json"
+    card = _loading.DEFAULT_WEIGHTS_DIR / name / "card.json"
     if name == CLASSICAL_NAME or not card.is_file():
         return "builtin"
     stat = card.stat()
@@ -109,7 +137,7 @@ def card_for(name: str) -> ModelCard:
     """A model's card without loading its weights."""
     if name == CLASSICAL_NAME:
         return CLASSICAL_CARD
-    folder = DEFAULT_WEIGHTS_DIR / name
+    folder = _loading.DEFAULT_WEIGHTS_DIR / name
     if not (folder / "card.json").is_file():
         raise cc.ModelNotFoundError(f"unknown model {name!r}; valid models: {', '.join(cc.list_models())}")
     return read_card(folder)
@@ -130,9 +158,13 @@ def model_picker(prefix: str, *, label: str = "Model", container: Any = None) ->
     if st.session_state.get(key) not in names:
         st.session_state[key] = names[0]
     return (container or st).selectbox(
-        label, names, key=key, format_func=model_label,
+        label,
+        names,
+        key=key,
+        format_func=model_label,
+        persist_state=PERSIST,
         help="Trained networks from weights/ plus the classical Otsu baseline. Mask models segment "
-             "objects; density models estimate the count as the integral of a density map.",
+        "objects; density models estimate the count as the integral of a density map.",
     )
 
 
@@ -151,10 +183,16 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
             rows.append({"model": name, "kind": "?", "architecture": f"card unreadable: {err}"})
             continue
         m = validation_metrics(card)
-        rows.append({
-            "model": name, "kind": card.output_kind, "architecture": card.architecture,
-            "val MAE": m.get("mae"), "val F1@0.5": m.get("f1"), "description": card.description,
-        })
+        rows.append(
+            {
+                "model": name,
+                "kind": card.output_kind,
+                "architecture": card.architecture,
+                "val MAE": m.get("mae"),
+                "val F1@0.5": m.get("f1"),
+                "description": card.description,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -225,7 +263,7 @@ def thumbnail_cached(digest: str, _data: bytes, max_side: int = 200) -> np.ndarr
 
 
 def _input_params(input_key: tuple) -> cc.CountParams:
-    return cc.CountParams(**dict(zip(INPUT_FIELDS, input_key)))
+    return cc.CountParams(**dict(zip(INPUT_FIELDS, input_key, strict=True)))
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
@@ -240,13 +278,19 @@ def predict_cached(
     return pred
 
 
-def predict_source(source: Source, image: np.ndarray, model_name: str, params: cc.CountParams) -> cc.Prediction:
+def predict_source(
+    source: Source, image: np.ndarray, model_name: str, params: cc.CountParams
+) -> cc.Prediction:
     return predict_cached(source.digest, model_name, model_version(model_name), params.input_key(), image)
 
 
 @st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)
 def predict_set_cached(
-    set_digest: str, model_name: str, version: str, input_key: tuple, _items: list[tuple[str, bytes, GroundTruth]]
+    set_digest: str,
+    model_name: str,
+    version: str,
+    input_key: tuple,
+    _items: list[tuple[str, bytes, GroundTruth]],
 ) -> list[tuple[str, cc.Prediction, GroundTruth]]:
     """Model output for a whole labelled set (evaluation and tuning reuse it for any postprocessing)."""
     from cellcount.evaluate import predict_pairs
@@ -285,7 +329,9 @@ def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
     return [(p.name, p.read_bytes(), gt) for p, gt in load_labelled_folder(SAMPLES_DIR)]
 
 
-def labelled_uploads(files: Iterable[Any]) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
+def labelled_uploads(
+    files: Iterable[Any],
+) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
     """Images + ground truth from uploads (loose files and/or zips) -> (items, skipped (name, reason)).
 
     Files are written under their base names into a private temporary folder (zip members keep their
@@ -339,8 +385,13 @@ def _to_widget(name: str, value: Any) -> Any:
         return float(value or 0.0)
     if name in ("low_pct", "high_pct", "threshold"):
         return float(value)
-    if name in ("opening_radius_px", "closing_radius_px", "min_distance_px", "min_area_px",
-                "peak_min_distance_px"):
+    if name in (
+        "opening_radius_px",
+        "closing_radius_px",
+        "min_distance_px",
+        "min_area_px",
+        "peak_min_distance_px",
+    ):
         return int(value)
     return value
 
@@ -428,28 +479,48 @@ def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = N
                 return "all channels (mean)"
             return f"channel {v} ({names[v]})" if v < len(names) else f"channel {v}"
 
-        out["channel"] = _from_widget("channel", c.selectbox(
-            "Channel", options, key=ch_key, format_func=fmt, help=HELP["channel"]
-        ))
+        out["channel"] = _from_widget(
+            "channel",
+            c.selectbox(
+                "Channel", options, persist_state=PERSIST, key=ch_key, format_func=fmt, help=HELP["channel"]
+            ),
+        )
     else:
         ss[ch_key] = ALL_CHANNELS
         out["channel"] = None
     inv_key = _key(prefix, "invert")
     if ss.get(inv_key) not in INVERT_OPTIONS:
         ss[inv_key] = "auto"
-    out["invert"] = _from_widget("invert", c.radio(
-        "Invert (dark objects on a bright background)", list(INVERT_OPTIONS), key=inv_key, horizontal=True,
-        help=HELP["invert"],
-    ))
+    out["invert"] = _from_widget(
+        "invert",
+        c.radio(
+            "Invert (dark objects on a bright background)",
+            list(INVERT_OPTIONS),
+            persist_state=PERSIST,
+            key=inv_key,
+            horizontal=True,
+            help=HELP["invert"],
+        ),
+    )
     with c.expander("Intensity normalisation"):
         _clamp(prefix, "low_pct", 0.0, 50.0)
         _clamp(prefix, "high_pct", 50.0, 100.0)
         out["low_pct"] = st.number_input(
-            "Low percentile", min_value=0.0, max_value=50.0, step=0.1, key=_key(prefix, "low_pct"),
+            "Low percentile",
+            min_value=0.0,
+            max_value=50.0,
+            step=0.1,
+            persist_state=PERSIST,
+            key=_key(prefix, "low_pct"),
             help=HELP["low_pct"],
         )
         out["high_pct"] = st.number_input(
-            "High percentile", min_value=50.0, max_value=100.0, step=0.1, key=_key(prefix, "high_pct"),
+            "High percentile",
+            min_value=50.0,
+            max_value=100.0,
+            step=0.1,
+            persist_state=PERSIST,
+            key=_key(prefix, "high_pct"),
             help=HELP["high_pct"],
         )
     return out
@@ -467,55 +538,108 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
     if model.output_kind == "density":
         _clamp(p, "peak_min_distance_px", 1, 30)
         out["peak_min_distance_px"] = c.slider(
-            "Peak min. distance (px)", 1, 30, key=_key(p, "peak_min_distance_px"),
+            "Peak min. distance (px)",
+            1,
+            30,
+            persist_state=PERSIST,
+            key=_key(p, "peak_min_distance_px"),
             help=HELP["peak_min_distance_px"],
         )
     else:
         _clamp(p, "threshold", 0.0, 1.0)
         out["threshold"] = c.slider(
-            "Probability threshold", 0.0, 1.0, step=0.01, format="%.2f", key=_key(p, "threshold"),
+            "Probability threshold",
+            0.0,
+            1.0,
+            step=0.01,
+            format="%.2f",
+            persist_state=PERSIST,
+            key=_key(p, "threshold"),
             help=HELP["threshold"],
         )
         _clamp(p, "opening_radius_px", 0, 10)
         out["opening_radius_px"] = c.slider(
-            "Opening radius (px)", 0, 10, key=_key(p, "opening_radius_px"), help=HELP["opening_radius_px"]
+            "Opening radius (px)",
+            0,
+            10,
+            persist_state=PERSIST,
+            key=_key(p, "opening_radius_px"),
+            help=HELP["opening_radius_px"],
         )
         _clamp(p, "closing_radius_px", 0, 10)
         out["closing_radius_px"] = c.slider(
-            "Closing radius (px)", 0, 10, key=_key(p, "closing_radius_px"), help=HELP["closing_radius_px"]
+            "Closing radius (px)",
+            0,
+            10,
+            persist_state=PERSIST,
+            key=_key(p, "closing_radius_px"),
+            help=HELP["closing_radius_px"],
         )
-        out["fill_holes"] = c.toggle("Fill holes", key=_key(p, "fill_holes"), help=HELP["fill_holes"])
+        out["fill_holes"] = c.toggle(
+            "Fill holes", persist_state=PERSIST, key=_key(p, "fill_holes"), help=HELP["fill_holes"]
+        )
         out["watershed"] = c.toggle(
-            "Watershed split", key=_key(p, "watershed"), help=HELP["watershed"]
+            "Watershed split", persist_state=PERSIST, key=_key(p, "watershed"), help=HELP["watershed"]
         )
         _clamp(p, "min_distance_px", 1, 50)
         out["min_distance_px"] = c.slider(
-            "Min. distance between centres (px)", 1, 50, key=_key(p, "min_distance_px"),
-            disabled=not out["watershed"], help=HELP["min_distance_px"],
+            "Min. distance between centres (px)",
+            1,
+            50,
+            persist_state=PERSIST,
+            key=_key(p, "min_distance_px"),
+            disabled=not out["watershed"],
+            help=HELP["min_distance_px"],
         )
         a, b = c.columns(2)
         out["min_area_px"] = a.number_input(
-            "Min. area (px)", min_value=0, step=1, key=_key(p, "min_area_px"), help=HELP["min_area_px"]
+            "Min. area (px)",
+            min_value=0,
+            step=1,
+            persist_state=PERSIST,
+            key=_key(p, "min_area_px"),
+            help=HELP["min_area_px"],
         )
-        out["max_area_px"] = _from_widget("max_area_px", b.number_input(
-            "Max. area (px, 0 = none)", min_value=0, step=10, key=_key(p, "max_area_px"), help=HELP["max_area_px"]
-        ))
+        out["max_area_px"] = _from_widget(
+            "max_area_px",
+            b.number_input(
+                "Max. area (px, 0 = none)",
+                min_value=0,
+                step=10,
+                persist_state=PERSIST,
+                key=_key(p, "max_area_px"),
+                help=HELP["max_area_px"],
+            ),
+        )
         out["exclude_border"] = c.toggle(
-            "Exclude border objects", key=_key(p, "exclude_border"), help=HELP["exclude_border"]
+            "Exclude border objects",
+            persist_state=PERSIST,
+            key=_key(p, "exclude_border"),
+            help=HELP["exclude_border"],
         )
         if int(model.card.kwargs.get("out_channels", 1)) > 1:
             out["use_border_channel"] = c.toggle(
-                "Use predicted borders to split", key=_key(p, "use_border_channel"),
+                "Use predicted borders to split",
+                persist_state=PERSIST,
+                key=_key(p, "use_border_channel"),
                 help=HELP["use_border_channel"],
             )
         else:
             out["use_border_channel"] = bool(ss.get(_key(p, "use_border_channel"), True))
-    out["pixel_size_um"] = _from_widget("pixel_size_um", c.number_input(
-        "Pixel size (µm, 0 = unknown)", min_value=0.0, step=0.01, format="%.4f", key=_key(p, "pixel_size_um"),
-        help=HELP["pixel_size_um"],
-    ))
+    out["pixel_size_um"] = _from_widget(
+        "pixel_size_um",
+        c.number_input(
+            "Pixel size (µm, 0 = unknown)",
+            min_value=0.0,
+            step=0.01,
+            format="%.4f",
+            persist_state=PERSIST,
+            key=_key(p, "pixel_size_um"),
+            help=HELP["pixel_size_um"],
+        ),
+    )
     # the other kind's fields keep their current values so a settings file round-trips unchanged
-    for name in (DENSITY_FIELDS if model.output_kind != "density" else MASK_FIELDS):
+    for name in DENSITY_FIELDS if model.output_kind != "density" else MASK_FIELDS:
         if _key(p, name) in ss:
             out[name] = _from_widget(name, ss[_key(p, name)])
     return out
@@ -523,8 +647,11 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
 
 def current_input(prefix: str) -> dict[str, Any]:
     """The input fields as last set (for pages that draw the input widgets elsewhere)."""
-    return {name: _from_widget(name, st.session_state.get(_key(prefix, name))) for name in INPUT_FIELDS
-            if _key(prefix, name) in st.session_state}
+    return {
+        name: _from_widget(name, st.session_state.get(_key(prefix, name)))
+        for name in INPUT_FIELDS
+        if _key(prefix, name) in st.session_state
+    }
 
 
 def _apply_settings_file(prefix: str) -> None:
@@ -538,15 +665,19 @@ def _apply_settings_file(prefix: str) -> None:
         return
     set_widgets(prefix, overrides)
     st.session_state[f"{prefix}__msg"] = (
-        "success", f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}."
+        "success",
+        f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}.",
     )
 
 
 def settings_upload(prefix: str, *, container: Any = None) -> None:
     """Uploader for a settings JSON (from this app or the CLI); applied to the widgets on upload."""
     (container or st).file_uploader(
-        "Load settings JSON", type=["json"], key=f"{prefix}_settings_file",
-        on_change=_apply_settings_file, args=(prefix,),
+        "Load settings JSON",
+        type=["json"],
+        key=f"{prefix}_settings_file",
+        on_change=_apply_settings_file,
+        args=(prefix,),
         help="A settings file downloaded from this app (or used with the CLI's --settings).",
     )
 
@@ -564,23 +695,6 @@ def resolve(model: cc.models.CountModel, *parts: dict[str, Any]) -> cc.CountPara
     for part in parts:
         merged.update(part)
     return cc.resolve_params(model, merged)
-
-
-PERSIST_SUFFIXES = ("_model", "_source", "_sample", "_samples", "_models", "_mode", *(f"_{n}" for n in PARAM_NAMES))
-PERSIST_PREFIXES = ("count", "batch", "eval", "compare", "compare_a", "compare_b")
-
-
-def keep_widget_state() -> None:
-    """Keep widget values when the user visits another page (Streamlit drops state of unseen widgets)."""
-    ss = st.session_state
-    for key in list(ss.keys()):
-        if not isinstance(key, str) or "__" in key:
-            continue
-        if key.startswith(PERSIST_PREFIXES) and key.endswith(PERSIST_SUFFIXES):
-            try:
-                ss[key] = ss[key]
-            except StreamlitAPIException:  # a widget kind that refuses assignment (buttons, uploads)
-                pass
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:

@@ -1,4 +1,4 @@
-"""Batch page: many images or a zip, one model and one set of settings; a table that fills as images finish."""
+"""Batch page: many images or a zip, one model, one set of settings; the table fills as images finish."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
 from pages import _shared as sh
+
+sh.require_entry_point("batch")
 
 P = "batch"
 
@@ -41,7 +43,9 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> Non
     table = st.empty()
     if done:
         table.dataframe(counts_frame(done), hide_index=True)
-    for item in count_many(items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)):
+    for item in count_many(
+        items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)
+    ):
         done.append(item)
         table.dataframe(counts_frame(done), hide_index=True)
     bar.empty()
@@ -72,28 +76,62 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
             st.markdown(f"**{len(bad)} file(s) could not be counted** (the batch went on):")
             for _, row in bad.iterrows():
                 st.markdown(f"- `{row['file']}` — {row['reason']}")
-    st.dataframe(df, hide_index=True, column_config={
-        "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
-        "count_estimate": st.column_config.NumberColumn(format="%.2f"),
-        "seconds": st.column_config.NumberColumn(format="%.3f"),
-    })
+    st.dataframe(
+        df,
+        hide_index=True,
+        column_config={
+            "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
+            "count_estimate": st.column_config.NumberColumn(format="%.2f"),
+            "seconds": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
     if len(ok):
         st.plotly_chart(viz.count_histogram(ok["count"]), key=f"{P}_hist")
     cols = st.columns(4)
-    cols[0].download_button("Per-image CSV", sh.csv_bytes(df), "counts.csv", "text/csv", key=f"{P}_dl_counts",
-                            on_click="ignore", icon=":material/download:")
-    cols[1].download_button("Objects CSV", res["objects_csv"], "objects.csv", "text/csv", key=f"{P}_dl_objects",
-                            on_click="ignore", icon=":material/download:")
+    cols[0].download_button(
+        "Per-image CSV",
+        sh.csv_bytes(df),
+        "counts.csv",
+        "text/csv",
+        key=f"{P}_dl_counts",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+    cols[1].download_button(
+        "Objects CSV",
+        res["objects_csv"],
+        "objects.csv",
+        "text/csv",
+        key=f"{P}_dl_objects",
+        on_click="ignore",
+        icon=":material/download:",
+    )
     if res["labels_zip"] is not None:
-        cols[2].download_button("Label images (zip)", res["labels_zip"], "labels.zip", "application/zip",
-                                key=f"{P}_dl_labels", on_click="ignore", icon=":material/download:")
-    cols[3].download_button("Settings JSON", res["settings"], "settings.json", "application/json",
-                            key=f"{P}_dl_settings", on_click="ignore", icon=":material/download:")
+        cols[2].download_button(
+            "Label images (zip)",
+            res["labels_zip"],
+            "labels.zip",
+            "application/zip",
+            key=f"{P}_dl_labels",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+    cols[3].download_button(
+        "Settings JSON",
+        res["settings"],
+        "settings.json",
+        "application/json",
+        key=f"{P}_dl_settings",
+        on_click="ignore",
+        icon=":material/download:",
+    )
 
 
 st.title("Batch")
-st.caption("Count many images with one model and one set of settings. Upload image files and/or zip files "
-           "(folders inside are fine). Files that cannot be read are listed with the reason; the rest go on.")
+st.caption(
+    "Count many images with one model and one set of settings. Upload image files and/or zip files "
+    "(folders inside are fine). Files that cannot be read are listed with the reason; the rest go on."
+)
 left, right = st.columns([1, 3], gap="medium")
 with left:
     model_name = sh.model_picker(P)
@@ -113,15 +151,21 @@ with left:
         sh.settings_upload(P)
 
 with right:
-    files = st.file_uploader("Images or zip files", type=[*sh.IMAGE_TYPES, "zip"], accept_multiple_files=True,
-                             key=f"{P}_files")
+    files = st.file_uploader(
+        "Images or zip files", type=[*sh.IMAGE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files"
+    )
     try:
         params = sh.resolve(model, inputs, overrides)
     except cc.CellcountError as err:
         sh.show_error(err)
         params = None
-    run = st.button(f"Count {len(files or [])} file(s)", key=f"{P}_run", type="primary",
-                    disabled=not files or params is None, icon=":material/play_arrow:")
+    run = st.button(
+        f"Count {len(files or [])} file(s)",
+        key=f"{P}_run",
+        type="primary",
+        disabled=not files or params is None,
+        icon=":material/play_arrow:",
+    )
     if run and params is not None:
         run_batch(files, model, params)
     result = st.session_state.get(f"{P}__result")

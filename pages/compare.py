@@ -10,6 +10,8 @@ from cellcount import viz
 from cellcount.metrics import count_metrics
 from pages import _shared as sh
 
+sh.require_entry_point("compare")
+
 P = "compare"
 MAX_CONFIGS = 4
 
@@ -17,18 +19,30 @@ MAX_CONFIGS = 4
 def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     """(label, model name, params) per configuration."""
     ss = st.session_state
-    if ss.get(f"{P}_mode") not in ("Models", "Settings"):
-        ss[f"{P}_mode"] = "Models"
-    mode = st.radio("Compare", ["Models", "Settings"], key=f"{P}_mode", horizontal=True,
-                    format_func={"Models": "2-4 models", "Settings": "one model, two settings"}.get)
     names = cc.list_models()
+    if ss.get(f"{P}_mode") not in ("Models", "Settings"):
+        ss[f"{P}_mode"] = "Models" if len(names) > 1 else "Settings"
+    mode = st.radio(
+        "Compare",
+        ["Models", "Settings"],
+        key=f"{P}_mode",
+        persist_state=sh.PERSIST,
+        horizontal=True,
+        format_func={"Models": "2-4 models", "Settings": "one model, two settings"}.get,
+    )
     if mode == "Models":
         chosen = [n for n in ss.get(f"{P}_models", []) if n in names]
         if not chosen:
             chosen = names[:2] if len(names) >= 2 else names
         ss[f"{P}_models"] = chosen
-        picked = st.multiselect("Models", names, key=f"{P}_models", max_selections=MAX_CONFIGS,
-                                format_func=sh.model_label)
+        picked = st.multiselect(
+            "Models",
+            names,
+            key=f"{P}_models",
+            persist_state=sh.PERSIST,
+            max_selections=MAX_CONFIGS,
+            format_func=sh.model_label,
+        )
         st.caption("Each model runs with the postprocessing defaults of its card.")
         if len(names) < 2:
             st.info("Only one model is installed: compare two settings of it instead (switch above).")
@@ -36,14 +50,15 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     model_name = sh.model_picker(P)
     model = sh.get_model(model_name)
     configs = []
-    cols = st.columns(2)
-    for label, col in zip(("A", "B"), cols):
+    st.caption("Both start from the model card's defaults; change A or B to see the effect.")
+    for label in ("A", "B"):
         prefix = f"{P}_{label.lower()}"
         sh.seed_params(model, prefix)
-        with col.expander(f"Settings {label}", expanded=False):
+        with st.expander(f"Settings {label}", expanded=label == "B"):
             overrides = sh.params_ui(model, prefix)
-        configs.append((f"{label}: {model_name}", model_name, sh.resolve(model, sh.current_input(prefix),
-                                                                          overrides)))
+        configs.append(
+            (f"{label}: {model_name}", model_name, sh.resolve(model, sh.current_input(prefix), overrides))
+        )
     return configs
 
 
@@ -51,14 +66,21 @@ def pick_images() -> list[sh.Source]:
     ss = st.session_state
     if ss.get(f"{P}_source") not in ("Samples", "Upload"):
         ss[f"{P}_source"] = "Samples"
-    kind = st.radio("Images", ["Samples", "Upload"], key=f"{P}_source", horizontal=True)
+    kind = st.radio(
+        "Images", ["Samples", "Upload"], key=f"{P}_source", persist_state=sh.PERSIST, horizontal=True
+    )
     if kind == "Samples":
         names = sh.sample_names()
         if f"{P}_samples" not in ss:
             ss[f"{P}_samples"] = names[:4]
         ss[f"{P}_samples"] = [n for n in ss[f"{P}_samples"] if n in names]
-        chosen = st.multiselect("Sample images", names, key=f"{P}_samples",
-                                help="The samples have ground truth, so per-image errors are shown.")
+        chosen = st.multiselect(
+            "Sample images",
+            names,
+            key=f"{P}_samples",
+            persist_state=sh.PERSIST,
+            help="The samples have ground truth, so per-image errors are shown.",
+        )
         return [sh.sample_source(n) for n in chosen]
     files = st.file_uploader("Images", type=sh.IMAGE_TYPES, accept_multiple_files=True, key=f"{P}_files")
     return [sh.upload_source(f) for f in files or []]
@@ -77,12 +99,21 @@ def run(configs, sources) -> pd.DataFrame:
             step += len(configs)
             continue
         for label, model_name, params in configs:
-            row = {"file": src.name, "true": src.truth, "config": label, "count": None, "count_estimate": None,
-                   "seconds": None, "status": "ok"}
+            row = {
+                "file": src.name,
+                "true": src.truth,
+                "config": label,
+                "count": None,
+                "count_estimate": None,
+                "seconds": None,
+                "status": "ok",
+            }
             try:
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, measure=False)
-                row.update(count=res.count, count_estimate=res.count_estimate, seconds=sum(res.seconds.values()))
+                row.update(
+                    count=res.count, count_estimate=res.count_estimate, seconds=sum(res.seconds.values())
+                )
             except cc.CellcountError as err:
                 row["status"] = f"{type(err).__name__}: {err}"
             rows.append(row)
@@ -108,33 +139,60 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     per_config = []
     for c in wide.columns:
         t = long[long["config"] == c]
-        row = {"config": c, "mean time per image (ms)": 1000 * t["seconds"].mean(), "total count": t["count"].sum()}
+        row = {
+            "config": c,
+            "mean time per image (ms)": 1000 * t["seconds"].mean(),
+            "total count": t["count"].sum(),
+        }
         if has_truth:
             s = count_metrics(t["true"].to_numpy(float), t["count_estimate"].to_numpy(float))
             row.update({"MAE": s["mae"], "bias": s["bias"], "RMSE": s["rmse"]})
         per_config.append(row)
     st.subheader("Counts")
-    st.dataframe(pd.DataFrame(per_config), hide_index=True, column_config={
-        k: st.column_config.NumberColumn(format="%.2f") for k in ("MAE", "bias", "RMSE", "mean time per image (ms)")})
-    st.dataframe(table, hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.1f") for c in table.columns if c not in ("file", "true")})
+    st.dataframe(
+        pd.DataFrame(per_config),
+        hide_index=True,
+        column_config={
+            k: st.column_config.NumberColumn(format="%.2f")
+            for k in ("MAE", "bias", "RMSE", "mean time per image (ms)")
+        },
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(format="%.1f")
+            for c in table.columns
+            if c not in ("file", "true")
+        },
+    )
     failed = long[long["status"] != "ok"]
     for _, r in failed.iterrows():
         st.warning(f"`{r['file']}` with {r['config']}: {r['status']}")
-    st.download_button("Comparison CSV", sh.csv_bytes(table), "comparison.csv", "text/csv", key=f"{P}_dl",
-                       on_click="ignore", icon=":material/download:")
+    st.download_button(
+        "Comparison CSV",
+        sh.csv_bytes(table),
+        "comparison.csv",
+        "text/csv",
+        key=f"{P}_dl",
+        on_click="ignore",
+        icon=":material/download:",
+    )
 
-    a, b = st.columns(2)
-    with a:
-        if len(wide.columns) >= 2:
+    if len(wide.columns) >= 2:
+        a, b = st.columns(2)
+        with a:
             pair = st.columns(2)
             x = pair[0].selectbox("x axis", list(wide.columns), index=0, key=f"{P}_x")
             y = pair[1].selectbox("y axis", list(wide.columns), index=1, key=f"{P}_y")
             st.plotly_chart(viz.agreement_scatter(wide.reset_index(), x, y), key=f"{P}_agree")
             if x != y and len(wide):
                 d = count_metrics(wide[x].to_numpy(float), wide[y].to_numpy(float))
-                st.caption(f"Mean |{y} − {x}| = {d['mae']:.2f} cells per image; mean difference "
-                           f"{d['bias']:+.2f}.")
+                st.caption(
+                    f"Mean |{y} − {x}| = {d['mae']:.2f} cells per image; mean difference {d['bias']:+.2f}."
+                )
+    else:
+        b = st.container()
     with b:
         st.plotly_chart(viz.model_times_figure(long.dropna(subset=["seconds"])), key=f"{P}_times")
         st.caption("Time per image: normalise + model + postprocess (the model time is from its first run).")
@@ -149,7 +207,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         sh.show_error(err)
         return
     cols = st.columns(len(configs))
-    for col, (label, model_name, params) in zip(cols, configs):
+    for col, (label, model_name, params) in zip(cols, configs, strict=True):
         with col:
             try:
                 pred = sh.predict_source(src, image, model_name, params)
@@ -164,8 +222,9 @@ def show(long: pd.DataFrame, configs, sources) -> None:
             else:
                 colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
                 rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
-                fig = viz.overlay_figure(rgb, objects=res.objects, title=title, height=360,
-                                         pixel_size_um=params.pixel_size_um)
+                fig = viz.overlay_figure(
+                    rgb, objects=res.objects, title=title, height=360, pixel_size_um=params.pixel_size_um
+                )
             st.plotly_chart(fig, key=f"{P}_side_{label}")
 
 
@@ -185,9 +244,12 @@ with right:
         st.stop()
     if len({(m, p) for _, m, p in configs}) < len(configs):
         st.warning("Two configurations are identical: change a setting or a model to see a difference.")
-    sig = repr([(lab, m, sh.model_version(m), p.to_json()) for lab, m, p in configs] + [s.digest for s in sources])
-    if st.button(f"Compare on {len(sources)} image(s)", key=f"{P}_run", type="primary",
-                 icon=":material/play_arrow:"):
+    sig = repr(
+        [(lab, m, sh.model_version(m), p.to_json()) for lab, m, p in configs] + [s.digest for s in sources]
+    )
+    if st.button(
+        f"Compare on {len(sources)} image(s)", key=f"{P}_run", type="primary", icon=":material/play_arrow:"
+    ):
         st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources)}
     stored = st.session_state.get(f"{P}__result")
     if stored is None or stored["sig"] != sig:

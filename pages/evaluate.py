@@ -13,6 +13,8 @@ from cellcount import viz
 from cellcount.evaluate import DEFAULT_GRID, evaluate_predictions, tune_params
 from pages import _shared as sh
 
+sh.require_entry_point("evaluate")
+
 P = "eval"
 GT_HELP = (
     "Upload images together with their ground truth, named after the image: `img_labels.tif` / "
@@ -26,19 +28,26 @@ def pick_data() -> tuple[list, list]:
     ss = st.session_state
     if ss.get(f"{P}_source") not in ("Labelled samples", "Upload"):
         ss[f"{P}_source"] = "Labelled samples"
-    kind = st.radio("Data", ["Labelled samples", "Upload"], key=f"{P}_source", horizontal=True)
+    kind = st.radio(
+        "Data", ["Labelled samples", "Upload"], key=f"{P}_source", persist_state=sh.PERSIST, horizontal=True
+    )
     if kind == "Labelled samples":
         st.caption("The 12 shipped samples with their exact label images.")
         return sh.sample_pairs(), []
-    files = st.file_uploader("Images + ground truth (or a zip)", type=[*sh.IMAGE_TYPES, "csv", "zip"],
-                             accept_multiple_files=True, key=f"{P}_files", help=GT_HELP)
+    files = st.file_uploader(
+        "Images + ground truth (or a zip)",
+        type=[*sh.IMAGE_TYPES, "csv", "zip"],
+        accept_multiple_files=True,
+        key=f"{P}_files",
+        help=GT_HELP,
+    )
     st.caption(GT_HELP)
     if not files:
         return [], []
     return sh.labelled_uploads(files)
 
 
-def show_summary(s: dict) -> None:
+def show_summary(s: dict, iou_threshold: float) -> None:
     m = st.columns(6)
     m[0].metric("Images", int(s.get("n", 0)))
     m[1].metric("MAE", f"{s['mae']:.2f}", help="Mean absolute count error (cells per image)")
@@ -47,17 +56,25 @@ def show_summary(s: dict) -> None:
     m[4].metric("MAPE", f"{s['mape']:.1f} %", help="Mean absolute error relative to the true count")
     m[5].metric("R²", f"{s['r2']:.3f}" if np.isfinite(s.get("r2", np.nan)) else "—")
     if "f1" in s:
-        how = "IoU matching" if s.get("match") == "iou" else "point matching (within 5 px)"
+        how = (
+            f"IoU matching (IoU ≥ {iou_threshold:.2f})"
+            if s.get("match") == "iou"
+            else "point matching (within 5 px)"
+        )
         m = st.columns(6)
         m[0].metric("Precision", f"{s['precision']:.3f}", help=how)
         m[1].metric("Recall", f"{s['recall']:.3f}", help=how)
         m[2].metric("F1", f"{s['f1']:.3f}", help=how)
         if np.isfinite(s.get("mean_iou", np.nan)):
-            m[3].metric("Mean IoU (matched)", f"{s['mean_iou']:.3f}")
-        m[4].metric("TP / FP / FN", f"{s['tp']} / {s['fp']} / {s['fn']}")
+            m[3].metric("Mean IoU", f"{s['mean_iou']:.3f}", help="Mean IoU of the matched pairs")
+        m[4].metric("False positives", int(s["fp"]), help="Predicted objects without a true match")
+        m[5].metric("Missed", int(s["fn"]), help="True objects without a predicted match (false negatives)")
+        st.caption(f"{int(s['tp'])} matched objects by {how}.")
     if "ms_per_megapixel" in s:
-        st.caption(f"Model speed: {s['ms_per_megapixel']:.0f} ms per megapixel (cached predictions keep the "
-                   "time of their first run).")
+        st.caption(
+            f"Model speed: {s['ms_per_megapixel']:.0f} ms per megapixel (cached predictions keep the "
+            "time of their first run)."
+        )
 
 
 def show_worst(report, items: dict, k: int = 3) -> None:
@@ -71,21 +88,36 @@ def show_worst(report, items: dict, k: int = 3) -> None:
         except cc.CellcountError as err:
             sh.show_error(err)
             continue
-        st.markdown(f"**{name}** — true {int(row['true'])}, predicted {row['pred']:.1f} "
-                    f"(error {row['error']:+.1f})")
+        st.markdown(
+            f"**{name}** — true {int(row['true'])}, predicted {row['pred']:.1f} (error {row['error']:+.1f})"
+        )
         a, b = st.columns(2)
         if res is not None and res.output_kind == "density":
-            a.plotly_chart(viz.density_figure(image, res.density, res.peaks, count_estimate=res.count_estimate,
-                                              height=380), key=f"{P}_worst_pred_{name}")
+            a.plotly_chart(
+                viz.density_figure(
+                    image, res.density, res.peaks, count_estimate=res.count_estimate, height=380
+                ),
+                key=f"{P}_worst_pred_{name}",
+            )
         elif res is not None:
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
-            a.plotly_chart(viz.overlay_figure(rgb, legend=viz.outline_legend(res.count, colors=colors),
-                                              title="Prediction", height=380), key=f"{P}_worst_pred_{name}")
+            a.plotly_chart(
+                viz.overlay_figure(
+                    rgb, legend=viz.outline_legend(res.count, colors=colors), title="Prediction", height=380
+                ),
+                key=f"{P}_worst_pred_{name}",
+            )
         if gt.labels is not None:
-            b.plotly_chart(viz.image_figure(viz.ground_truth_overlay(image, gt.labels), title="Ground truth",
-                                            legend={f"ground truth ({gt.count})": (0, 200, 255)}, height=380),
-                           key=f"{P}_worst_gt_{name}")
+            b.plotly_chart(
+                viz.image_figure(
+                    viz.ground_truth_overlay(image, gt.labels),
+                    title="Ground truth",
+                    legend={f"ground truth ({gt.count})": (0, 200, 255)},
+                    height=380,
+                ),
+                key=f"{P}_worst_gt_{name}",
+            )
         elif gt.points is not None:
             b.plotly_chart(viz.points_figure(image, gt.points, height=380), key=f"{P}_worst_gt_{name}")
         else:
@@ -104,45 +136,77 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         st.info("Density models count by integrating the map: there is no count parameter to tune.")
         return
     grid = ", ".join(f"{k} ∈ {v}" for k, v in DEFAULT_GRID.items())
-    st.caption(f"Coordinate descent on count MAE over {grid}, starting from the current settings. The model "
-               "does not rerun. Tuning and evaluating on the same images overfits: check on other images.")
+    st.caption(
+        f"Coordinate descent on count MAE over {grid}, starting from the current settings. The model "
+        "does not rerun. Tuning and evaluating on the same images overfits: check on other images."
+    )
     if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
         bar = st.progress(0.0, text="Trying settings ...")
         tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
         bar.empty()
         st.session_state[f"{P}__tune"] = {
-            "sig": sig, "before": tr.before, "after": tr.after, "best": tr.best_params.to_dict(),
-            "start": params.to_dict(), "table": tr.table.head(200), "model": model.name,
+            "sig": sig,
+            "before": tr.before,
+            "after": tr.after,
+            "best": tr.best_params.to_dict(),
+            "start": params.to_dict(),
+            "table": tr.table.head(200),
+            "model": model.name,
         }
     tuned = st.session_state.get(f"{P}__tune")
     if not tuned or tuned["sig"] != sig:
         return
     m = st.columns(3)
     m[0].metric("MAE before", f"{tuned['before']:.2f}")
-    m[1].metric("MAE after", f"{tuned['after']:.2f}", delta=f"{tuned['after'] - tuned['before']:+.2f}",
-                delta_color="inverse")
+    m[1].metric(
+        "MAE after",
+        f"{tuned['after']:.2f}",
+        delta=f"{tuned['after'] - tuned['before']:+.2f}",
+        delta_color="inverse",
+    )
     changed = {k: (tuned["start"][k], v) for k, v in tuned["best"].items() if tuned["start"][k] != v}
     m[2].metric("Settings changed", len(changed))
     if changed:
-        st.dataframe(pd.DataFrame([{"setting": k, "before": str(a), "tuned": str(b)}
-                                   for k, (a, b) in changed.items()]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [{"setting": k, "before": str(a), "tuned": str(b)} for k, (a, b) in changed.items()]
+            ),
+            hide_index=True,
+        )
     else:
         st.info("The current settings are already the best on this grid.")
     if params.to_dict() != tuned["start"]:
-        st.caption("The settings were changed after tuning; the table refers to the settings tuning started from.")
+        st.caption(
+            "The settings were changed after tuning; the table refers to the settings tuning started from."
+        )
     c = st.columns(2)
-    c[0].button("Apply (here and on the Count page)", key=f"{P}_apply", on_click=_apply_tuned,
-                args=(tuned["best"], tuned["model"]), type="primary", icon=":material/check:")
-    c[1].download_button("Tuned settings JSON", json.dumps(tuned["best"], indent=2), "tuned_settings.json",
-                         "application/json", key=f"{P}_dl_tuned", on_click="ignore", icon=":material/download:")
+    c[0].button(
+        "Apply (here and on the Count page)",
+        key=f"{P}_apply",
+        on_click=_apply_tuned,
+        args=(tuned["best"], tuned["model"]),
+        type="primary",
+        icon=":material/check:",
+    )
+    c[1].download_button(
+        "Tuned settings JSON",
+        json.dumps(tuned["best"], indent=2),
+        "tuned_settings.json",
+        "application/json",
+        key=f"{P}_dl_tuned",
+        on_click="ignore",
+        icon=":material/download:",
+    )
     with st.expander("All settings tried"):
         cols = [*DEFAULT_GRID, "mae"]
         st.dataframe(tuned["table"][[c for c in cols if c in tuned["table"]]], hide_index=True)
 
 
 st.title("Evaluate")
-st.caption("Compare counts with ground truth. Predictions are computed once per image set and model; "
-           "changing the postprocessing re-evaluates immediately.")
+st.caption(
+    "Compare counts with ground truth. Predictions are computed once per image set and model; "
+    "changing the postprocessing re-evaluates immediately."
+)
 left, right = st.columns([1, 3], gap="medium")
 with left:
     model_name = sh.model_picker(P)
@@ -159,8 +223,15 @@ with left:
         st.button("Reset to model defaults", key=f"{P}_reset", on_click=sh.reset_params, args=(P, model_name))
     with st.expander("Settings file"):
         sh.settings_upload(P)
-    iou = st.slider("IoU threshold for matching", 0.1, 0.9, 0.5, 0.05, key=f"{P}_iou",
-                    help="A predicted object matches a true one when their IoU is at least this (F1@0.5 by default).")
+    iou = st.slider(
+        "IoU threshold for matching",
+        0.1,
+        0.9,
+        0.5,
+        0.05,
+        key=f"{P}_iou",
+        help="A predicted object matches a true one when their IoU is at least this (F1@0.5 by default).",
+    )
 
 with right:
     sh.show_messages(P)
@@ -189,21 +260,46 @@ with right:
         st.info("Press Evaluate to run the model on these images.")
         st.stop()
     try:
-        pairs = sh.predict_set_cached(data_sig, model_name, sh.model_version(model_name), params.input_key(), items)
+        pairs = sh.predict_set_cached(
+            data_sig, model_name, sh.model_version(model_name), params.input_key(), items
+        )
         report = evaluate_predictions(pairs, params, iou_threshold=iou)
     except cc.CellcountError as err:
         sh.show_error(err)
         st.stop()
 
-    show_summary(report.summary)
+    show_summary(report.summary, iou)
     tabs = st.tabs(["Per image", "Predicted vs true", "Errors", "Worst images"])
     with tabs[0]:
-        st.dataframe(report.per_image, hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%.3f") for c in
-            ("pred", "error", "abs_error", "rel_error", "precision", "recall", "f1", "mean_iou", "model_seconds",
-             "megapixels") if c in report.per_image})
-        st.download_button("Per-image CSV", sh.csv_bytes(report.per_image), "evaluation.csv", "text/csv",
-                           key=f"{P}_dl_table", on_click="ignore", icon=":material/download:")
+        st.dataframe(
+            report.per_image,
+            hide_index=True,
+            column_config={
+                c: st.column_config.NumberColumn(format="%.3f")
+                for c in (
+                    "pred",
+                    "error",
+                    "abs_error",
+                    "rel_error",
+                    "precision",
+                    "recall",
+                    "f1",
+                    "mean_iou",
+                    "model_seconds",
+                    "megapixels",
+                )
+                if c in report.per_image
+            },
+        )
+        st.download_button(
+            "Per-image CSV",
+            sh.csv_bytes(report.per_image),
+            "evaluation.csv",
+            "text/csv",
+            key=f"{P}_dl_table",
+            on_click="ignore",
+            icon=":material/download:",
+        )
     with tabs[1]:
         st.plotly_chart(viz.pred_vs_true_scatter(report.per_image), key=f"{P}_scatter")
     with tabs[2]:

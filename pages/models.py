@@ -10,10 +10,13 @@ import streamlit as st
 import cellcount as cc
 from pages import _shared as sh
 
+sh.require_entry_point("models")
+
 
 def _table(d: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)}
-                         for k, v in d.items()])
+    return pd.DataFrame(
+        [{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)} for k, v in d.items()]
+    )
 
 
 def _metrics_frame(metrics: dict) -> pd.DataFrame | None:
@@ -30,29 +33,40 @@ def render_card(name: str) -> None:
     except (cc.CellcountError, OSError, ValueError) as err:
         sh.show_error(err)
         return
-    st.subheader(name)
     if card.description:
         st.markdown(card.description)
     m = st.columns(4)
-    m[0].metric("Output", card.output_kind, help="mask: per-pixel probability -> objects; density: the map "
-                                                  "integrates to the count")
+    m[0].metric(
+        "Output",
+        card.output_kind,
+        help="mask: per-pixel probability -> objects; density: the map integrates to the count",
+    )
     m[1].metric("Architecture", card.architecture)
     val = sh.validation_metrics(card)
-    m[2].metric("Val. MAE", f"{val['mae']:.2f}" if "mae" in val else "—", help="Count MAE on the validation split")
+    m[2].metric(
+        "Val. MAE", f"{val['mae']:.2f}" if "mae" in val else "—", help="Count MAE on the validation split"
+    )
     m[3].metric("Val. F1@0.5", f"{val['f1']:.3f}" if "f1" in val else "—", help="Instance F1 at IoU 0.5")
 
     a, b = st.columns(2)
     with a:
         st.markdown("**Architecture arguments**")
-        st.dataframe(_table(card.kwargs) if card.kwargs else pd.DataFrame({"key": ["(none)"]}), hide_index=True)
+        st.dataframe(
+            _table(card.kwargs) if card.kwargs else pd.DataFrame({"key": ["(none)"]}), hide_index=True
+        )
         st.markdown("**Input**")
-        st.dataframe(_table({**card.normalization, "tile_size": card.tile_size, "tile_overlap": card.tile_overlap,
-                             **({"density_scale": card.density_scale} if card.output_kind == "density" else {})}),
-                     hide_index=True)
+        inp = dict(card.normalization)
+        if name != cc.models.CLASSICAL_NAME:
+            inp.update(tile_size=card.tile_size, tile_overlap=card.tile_overlap)
+        if card.output_kind == "density":
+            inp["density_scale"] = card.density_scale
+        st.dataframe(_table(inp), hide_index=True)
         st.markdown("**Postprocessing defaults**")
         defaults = cc.CountParams().to_dict()
-        rows = [{"setting": k, "card": str(v), "library default": str(defaults.get(k))}
-                for k, v in card.postprocess.items()]
+        rows = [
+            {"setting": k, "card": str(v), "library default": str(defaults.get(k))}
+            for k, v in card.postprocess.items()
+        ]
         if rows:
             st.dataframe(pd.DataFrame(rows), hide_index=True)
         else:
@@ -72,7 +86,11 @@ def render_card(name: str) -> None:
             st.dataframe(_table(card.metrics), hide_index=True)
         else:
             st.caption("No metrics recorded.")
-        flat = {k: v for k, v in card.metrics.items() if not isinstance(v, dict)} if isinstance(card.metrics, dict) else {}
+        flat = (
+            {k: v for k, v in card.metrics.items() if not isinstance(v, dict)}
+            if isinstance(card.metrics, dict)
+            else {}
+        )
         if flat and mf is not None:
             st.dataframe(_table(flat), hide_index=True)
     st.markdown(f"**Licence:** {card.license}")
@@ -87,12 +105,19 @@ def render_card(name: str) -> None:
 
 st.title("Models")
 names = cc.list_models()
-st.caption(f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "
-           "`card.json`) and the classical baseline. Also on the command line: `python -m cellcount models`.")
-st.dataframe(sh.models_frame(names), hide_index=True, placeholder="—", column_config={
-    "val MAE": st.column_config.NumberColumn(format="%.2f"),
-    "val F1@0.5": st.column_config.NumberColumn(format="%.3f"),
-})
-for name in names:
-    with st.container(border=True):
+st.caption(
+    f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "
+    "`card.json`) and the classical baseline. Also on the command line: `python -m cellcount models`."
+)
+st.dataframe(
+    sh.models_frame(names),
+    hide_index=True,
+    placeholder="—",
+    column_config={
+        "val MAE": st.column_config.NumberColumn(format="%.2f"),
+        "val F1@0.5": st.column_config.NumberColumn(format="%.3f"),
+    },
+)
+for tab, name in zip(st.tabs(names), names, strict=True):
+    with tab:
         render_card(name)

@@ -20,7 +20,6 @@ Everything is built in memory from geometry (no downloads), in a few millisecond
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import struct
 import zipfile
@@ -198,6 +197,10 @@ def _truncated_png() -> bytes:
     return data[: len(data) // 2]
 
 
+def _flip_byte(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1 :]
+
+
 def _exif_rotated_jpeg() -> bytes:
     """A JPEG stored rotated, with EXIF orientation 6: displayed, it is the (96, 64) blobs picture."""
     displayed = np.ascontiguousarray(np.rot90(blobs_rgb(), k=-1))  # (96, 64, 3)
@@ -244,6 +247,8 @@ IMAGE_CASES: list[BadInput] = [
     BadInput(
         "png-signature-only", "signature_only.png", lambda: png_bytes(blobs())[:20], ImageReadError, "cannot read"
     ),
+    BadInput("png-corrupt-header-crc", "bad_crc.png", lambda: _flip_byte(png_bytes(blobs()), 29), ImageReadError,
+             "corrupt"),
     BadInput("text-as-png", "notes_renamed.png", lambda: b"cell count notes\n" * 20, ImageReadError, "not an image"),
     BadInput(
         "html-as-png",
@@ -263,7 +268,7 @@ IMAGE_CASES: list[BadInput] = [
     BadInput(
         "above-byte-cap",
         "upload.png",
-        lambda: png_bytes(blobs()),
+        lambda: png_bytes(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)),
         ImageTooLargeError,
         "above the cap",
         read_kwargs={"max_bytes": SMALL_BYTE_CAP},
@@ -290,7 +295,7 @@ IMAGE_CASES: list[BadInput] = [
     BadInput("cmyk-jpeg", "cmyk.jpg", _cmyk_jpeg, None, expected_count=N_BLOBS, expected_shape=(*BLOB_SHAPE, 3)),
     BadInput("exif-rotated-jpeg", "exif_rotated.jpg", _exif_rotated_jpeg, None, expected_count=N_BLOBS,
              expected_shape=(BLOB_SHAPE[1], BLOB_SHAPE[0], 3)),
-    BadInput("more-than-65535-objects", "many_dots.png", lambda: png_bytes(many_objects_image()), None,
+    BadInput("more-than-65535-objects", "many_objects.png", lambda: png_bytes(many_objects_image()), None,
              count_params=MANY_PARAMS, expected_count=MANY_GRID**2, expected_shape=(4 * MANY_GRID, 4 * MANY_GRID)),
 ]
 
@@ -420,7 +425,7 @@ class _PicklePayload:
     """Unpickling this sets PICKLE_ENV_FLAG: proof that a loader executed pickle code."""
 
     def __reduce__(self):
-        return (os.environ.__setitem__, (PICKLE_ENV_FLAG, "1"))
+        return (exec, (f"import os; os.environ[{PICKLE_ENV_FLAG!r}] = '1'",))
 
 
 @cache

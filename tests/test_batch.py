@@ -18,10 +18,8 @@ COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason"
 
 
 @pytest.fixture(scope="module")
-def png_bytes() -> bytes:
-    from pathlib import Path
-
-    return (Path(__file__).resolve().parents[1] / "data" / "samples" / "s01_sparse_small.png").read_bytes()
+def png_bytes(samples_dir) -> bytes:
+    return (samples_dir / "s01_sparse_small.png").read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..groundtruth import load_dsb_folder
 from ..io import is_bright_background, normalize_image, read_image, to_gray
-from .targets import density_from_labels, touching_border
+from .targets import boundary_band, density_from_labels
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def prepare_item(
     targets: dict[str, np.ndarray] = {}
     if kind == "mask":
         targets["mask"] = (labels > 0).astype(np.uint8)
-        targets["border"] = touching_border(labels, width=border_width).astype(np.uint8)
+        targets["border"] = boundary_band(labels, width=border_width).astype(np.uint8)
     else:
         targets["density"] = density_from_labels(labels) * np.float32(density_scale)
     count = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))

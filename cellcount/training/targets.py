@@ -62,11 +62,26 @@ def touching_border(labels: np.ndarray, *, width: int = 1) -> np.ndarray:
     These pixels separate touching nuclei; a mask model that predicts them lets watershed split clumps.
     """
     labels = np.asarray(labels)
-    big = np.iinfo(np.int64).max
     lab = labels.astype(np.int64)
+    # sentinel for background just above every label (scipy's minimum_filter wraps int64 max to int64 min)
+    big = int(lab.max(initial=0)) + 1
     mx = ndi.maximum_filter(lab, size=3)
     mn = ndi.minimum_filter(np.where(lab == 0, big, lab), size=3)
     border = (mx > 0) & (mn != big) & (mx != mn)
     if width > 0:
         border = ndi.binary_dilation(border, iterations=width)
     return border
+
+
+def boundary_band(labels: np.ndarray, *, width: int = 1) -> np.ndarray:
+    """Boolean band along every object's outline (background edges and contacts), dilated by ``width``.
+
+    The mask models' second channel: removing this band from the foreground leaves one separated core
+    per nucleus, which seeds the watershed (the contour approach of the DSB 2018 winners). The band
+    is about ``2 * width + 2`` px wide.
+    """
+    lab = np.asarray(labels).astype(np.int64)
+    edge = ndi.maximum_filter(lab, size=3) != ndi.minimum_filter(lab, size=3)
+    if width > 0:
+        edge = ndi.binary_dilation(edge, iterations=width)
+    return edge

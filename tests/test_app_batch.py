@@ -1,0 +1,89 @@
+"""AppTest of the Batch page: files and zips, bad files reported, table, downloads."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+
+
+def open_batch() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["batch_model"] = "classical-otsu"
+    at.run()
+    at.switch_page("pages/batch.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def test_empty_state():
+    at = open_batch()
+    assert any("Upload images" in i.value for i in at.info)
+    assert at.button(key="batch_run").disabled
+
+
+def test_three_files_one_broken():
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value(
+        [
+            ("s01_sparse_small.png", sample("s01_sparse_small.png"), "image/png"),
+            ("broken.png", b"this is not an image", "image/png"),
+            ("s05_16bit.tif", sample("s05_16bit.tif"), "image/tiff"),
+        ]
+    )
+    at.run()
+    at.button(key="batch_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images counted") == "2"
+    assert metric(at, "Failed / skipped") == "1"
+    df = at.dataframe[0].value
+    assert list(df["file"]) == ["s01_sparse_small.png", "broken.png", "s05_16bit.tif"]
+    assert list(df["status"]) == ["ok", "error", "ok"]
+    assert "ImageReadError" in df.loc[1, "reason"]
+    labels = {d.label for d in at.get("download_button")}
+    assert {"Per-image CSV", "Objects CSV", "Label images (zip)", "Settings JSON"} <= labels
+    # results stay after an unrelated rerun, and a settings change is flagged
+    at.slider(key="batch_threshold").set_value(0.7)
+    at.run()
+    assert any("settings changed" in w.value for w in at.warning)
+
+
+def test_zip_with_nested_folder_non_image_and_traversal():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("set/a/s01.png", sample("s01_sparse_small.png"))
+        zf.writestr("set/notes.txt", "hello")
+        zf.writestr("../evil.png", sample("s01_sparse_small.png"))
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value(
+        [("images.zip", buf.getvalue(), "application/zip"), ("bad.zip", b"PK not really", "application/zip")]
+    )
+    at.run()
+    at.button(key="batch_run").click()
+    at.run()
+    assert not at.exception
+    df: pd.DataFrame = at.dataframe[0].value
+    assert (df["status"] == "ok").sum() == 1
+    assert df.loc[df["status"] == "ok", "file"].iloc[0] == "images.zip/set/a/s01.png"
+    reasons = " ".join(df["reason"].astype(str))
+    assert "not an image file" in reasons and "unsafe path" in reasons and "zip" in reasons
+    assert len(df) == 4

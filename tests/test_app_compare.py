@@ -1,0 +1,88 @@
+"""AppTest of the Compare page: one model with two settings, several models, uploads."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def open_compare(**state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def tiny_models(tmp_path, monkeypatch):
+    """An untrained tiny density network next to the baseline (the only shipped weights)."""
+    torch = pytest.importorskip("torch")
+    from cellcount.models import ModelCard, create_model, loading, save_model
+
+    torch.manual_seed(0)
+    kwargs = {"base_width": 4, "depth": 2, "out_channels": 1, "head": "density"}
+    card = ModelCard(
+        name="tiny-density", architecture="unet", output_kind="density", kwargs=kwargs, tile_size=128
+    )
+    save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-density")
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    return tmp_path
+
+
+def test_one_model_two_settings():
+    at = open_compare(
+        compare_mode="Settings",
+        compare_model="classical-otsu",
+        compare_samples=["s01_sparse_small.png", "s02_dense_clusters.png"],
+    )
+    assert any("identical" in w.value for w in at.warning)
+    at.slider(key="compare_b_threshold").set_value(0.8)
+    at.run()
+    assert any("Press Compare" in i.value for i in at.info)
+    at.button(key="compare_run").click()
+    at.run()
+    assert not at.exception
+    per_config, table = at.dataframe[0].value, at.dataframe[1].value
+    assert list(per_config["config"]) == ["A: classical-otsu", "B: classical-otsu"]
+    assert {"MAE", "bias"} <= set(per_config.columns)
+    assert list(table["true"]) == [28, 167]
+    assert (table["A: classical-otsu"] != table["B: classical-otsu"]).any()
+    assert "Comparison CSV" in {d.label for d in at.get("download_button")}
+    at.selectbox(key="compare_show").set_value("s02_dense_clusters.png")
+    at.run()
+    assert not at.exception
+
+
+def test_models_mode_and_upload(tiny_models):
+    at = open_compare(
+        compare_mode="Models", compare_models=["tiny-density", "classical-otsu"], compare_source="Upload"
+    )
+    assert any("Choose at least one model" in i.value for i in at.info)
+    img = np.zeros((48, 48), np.uint8)
+    img[10:20, 10:20] = 200
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    at.file_uploader(key="compare_files").set_value(
+        [("one.png", buf.getvalue(), "image/png"), ("bad.png", b"nope", "image/png")]
+    )
+    at.run()
+    at.button(key="compare_run").click()
+    at.run()
+    assert not at.exception
+    assert any("bad.png" in w.value for w in at.warning)
+    table = at.dataframe[1].value
+    assert list(table["file"]) == ["one.png"] and "true" not in table
+    assert table.loc[0, "classical-otsu"] == 1

@@ -1,0 +1,213 @@
+"""AppTest of the Count page: samples, uploads, sliders, settings files, downloads, density models."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+BASELINE = "classical-otsu"
+
+
+def open_count(**state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["count_model"] = BASELINE
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/count.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tiny_models(tmp_path, monkeypatch):
+    """Two untrained tiny networks (density; mask with a border channel) as the only shipped weights."""
+    torch = pytest.importorskip("torch")
+    from cellcount.models import ModelCard, create_model, loading, save_model
+
+    torch.manual_seed(0)
+    for name, kind, out in (("tiny-density", "density", 1), ("tiny-mask", "mask", 2)):
+        kwargs = {"base_width": 4, "depth": 2, "out_channels": out, "head": kind}
+        card = ModelCard(
+            name=name,
+            architecture="unet",
+            output_kind=kind,
+            kwargs=kwargs,
+            tile_size=128,
+            metrics={"validation": {"mae": 1.5, "f1": 0.9}},
+            training={"steps": 1},
+        )
+        save_model(create_model("unet", **kwargs), card, tmp_path / name)
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    return tmp_path
+
+
+def test_default_sample_counts_with_downloads():
+    at = open_count()
+    assert int(metric(at, "Count")) > 0
+    assert metric(at, "Ground truth") == "28"
+    labels = {d.label for d in at.get("download_button")}
+    assert {"Counts CSV", "Objects CSV", "Label image (TIFF)", "Settings JSON"} <= labels
+    assert not at.error
+    assert any("s01_sparse_small.png" in m.value for m in at.markdown)
+
+
+def test_other_sample_16bit():
+    at = open_count()
+    at.selectbox(key="count_sample").set_value("s05_16bit.tif")
+    at.run()
+    assert not at.exception
+    assert metric(at, "Ground truth") == "55"
+    assert any("uint16" in m.value for m in at.markdown)
+
+
+def test_threshold_slider_changes_count_without_rerunning_the_model():
+    at = open_count()
+    before = int(metric(at, "Count"))
+    at.slider(key="count_threshold").set_value(0.8)
+    at.run()
+    assert not at.exception
+    after = int(metric(at, "Count"))
+    assert after != before
+    at.number_input(key="count_min_area_px").set_value(10_000)
+    at.run()
+    assert int(metric(at, "Count")) == 0
+    assert any("No objects" in i.value for i in at.info)
+
+
+def test_upload_png_and_broken_file():
+    at = open_count(count_source="Upload")
+    assert any("Upload an image" in i.value for i in at.info)
+    img = np.zeros((64, 64), np.uint8)
+    img[10:20, 10:20] = 200
+    img[40:52, 30:44] = 220
+    at.file_uploader(key="count_upload").set_value(("two.png", png_bytes(img), "image/png"))
+    at.run()
+    assert not at.exception
+    assert metric(at, "Count") == "2"
+    at.file_uploader(key="count_upload").set_value(("broken.png", b"not an image at all", "image/png"))
+    at.run()
+    assert not at.exception
+    assert at.error and "not an image" in at.error[0].value
+
+
+def test_multichannel_tiff_upload_channel_choice():
+    at = open_count(count_source="Upload")
+    img = np.zeros((64, 64, 2), np.uint16)
+    img[10:20, 10:20, 0] = 3000  # one object in channel 0
+    img[30:40, 30:40, 1] = 3000  # two objects in channel 1
+    img[45:55, 5:15, 1] = 3000
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, img, photometric="minisblack", planarconfig="contig")
+    at.file_uploader(key="count_upload").set_value(("two_channels.tif", buf.getvalue(), "image/tiff"))
+    at.run()
+    assert not at.exception
+    at.selectbox(key="count_channel").set_value(1)
+    at.run()
+    assert not at.exception
+    assert metric(at, "Count") == "2"
+    at.selectbox(key="count_channel").set_value(0)
+    at.run()
+    assert metric(at, "Count") == "1"
+
+
+def test_settings_json_upload_applies_and_bad_json_is_an_error():
+    at = open_count()
+    settings = {"threshold": 0.66, "min_area_px": 33, "watershed": False}
+    at.file_uploader(key="count_settings_file").set_value(
+        ("s.json", json.dumps({"params": settings}).encode(), "application/json")
+    )
+    at.run()
+    assert not at.exception
+    assert at.slider(key="count_threshold").value == pytest.approx(0.66)
+    assert at.number_input(key="count_min_area_px").value == 33
+    assert at.toggle(key="count_watershed").value is False
+    assert any("Applied 3 setting(s)" in s.value for s in at.success)
+    at.file_uploader(key="count_settings_file").set_value(("bad.json", b"{nope", "application/json"))
+    at.run()
+    assert not at.exception
+    assert at.error and "not valid JSON" in at.error[0].value
+    assert int(metric(at, "Count")) >= 0  # the page keeps working
+
+
+def test_invalid_area_bounds_show_an_error_not_a_traceback():
+    at = open_count()
+    at.number_input(key="count_min_area_px").set_value(50)
+    at.number_input(key="count_max_area_px").set_value(10)
+    at.run()
+    assert not at.exception
+    assert at.error and "max_area_px" in at.error[0].value
+
+
+def test_reset_restores_card_defaults():
+    at = open_count()
+    at.slider(key="count_threshold").set_value(0.9)
+    at.run()
+    at.button(key="count_reset").click()
+    at.run()
+    assert at.slider(key="count_threshold").value == pytest.approx(0.5)
+
+
+def test_settings_survive_a_visit_to_another_page():
+    at = open_count()
+    at.slider(key="count_threshold").set_value(0.61)
+    at.run()
+    at.switch_page("pages/models.py")
+    at.run()
+    at.switch_page("pages/count.py")
+    at.run()
+    assert not at.exception
+    assert at.slider(key="count_threshold").value == pytest.approx(0.61)
+
+
+def test_home_gallery_opens_count_with_that_sample():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["count_model"] = BASELINE
+    at.run()
+    at.button(key="home_count_s09_brightfield_dense_rgb.png").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Ground truth") == "74"
+    assert metric(at, "Image inverted") == "yes"
+
+
+def test_density_and_mask_networks(tiny_models):
+    at = open_count(count_model="tiny-density")
+    assert not at.exception
+    float(metric(at, "Integrated count"))
+    count = metric(at, "Count")
+    at.slider(key="count_peak_min_distance_px").set_value(9)
+    at.run()
+    assert not at.exception
+    assert metric(at, "Count") == count  # peaks do not change a density count
+    assert "Label image (TIFF)" not in {d.label for d in at.get("download_button")}
+    at.selectbox(key="count_model").set_value("tiny-mask")
+    at.run()
+    assert not at.exception
+    assert at.toggle(key="count_use_border_channel")  # the model has a border channel
+    assert "Label image (TIFF)" in {d.label for d in at.get("download_button")}

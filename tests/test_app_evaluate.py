@@ -1,0 +1,119 @@
+"""AppTest of the Evaluate page: samples, uploads with ground truth, live re-evaluation, tuning."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+
+
+def open_eval(**state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.session_state["eval_model"] = "classical-otsu"
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/evaluate.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def upload(name: str) -> tuple[str, bytes, str]:
+    return (name, (SAMPLES / name).read_bytes(), "application/octet-stream")
+
+
+def test_samples_evaluate_and_slider_reevaluates():
+    at = open_eval()
+    assert any("Press Evaluate" in i.value for i in at.info)
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "12"
+    mae = float(metric(at, "MAE"))
+    float(metric(at, "F1"))
+    assert len(at.dataframe[0].value) == 12
+    assert "Per-image CSV" in {d.label for d in at.get("download_button")}
+    at.slider(key="eval_threshold").set_value(0.75)
+    at.run()
+    assert not at.exception
+    assert float(metric(at, "MAE")) != mae
+
+
+def test_uploaded_labels_tune_and_apply_to_count_page():
+    at = open_eval(eval_source="Upload")
+    assert any("Choose the labelled samples" in i.value for i in at.info)
+    at.file_uploader(key="eval_files").set_value(
+        [
+            upload("s01_sparse_small.png"),
+            upload("s01_sparse_small_labels.tif"),
+            upload("s06_heavy_blur.png"),
+            upload("s06_heavy_blur_points.csv"),
+        ]
+    )
+    at.run()
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "2"
+    at.button(key="eval_tune").click()
+    at.run()
+    assert not at.exception
+    before, after = float(metric(at, "MAE before")), float(metric(at, "MAE after"))
+    assert after <= before
+    assert "Tuned settings JSON" in {d.label for d in at.get("download_button")}
+    at.button(key="eval_apply").click()
+    at.run()
+    assert not at.exception
+    assert at.session_state["count__pending"]["min_area_px"] == at.number_input(key="eval_min_area_px").value
+    at.switch_page("pages/count.py")
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="count_model").value == "classical-otsu"
+    assert at.number_input(key="count_min_area_px").value == at.session_state["eval_min_area_px"]
+
+
+def test_counts_csv_and_dsb_zip():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("dsb/images/a.png", (SAMPLES / "s01_sparse_small.png").read_bytes())
+        zf.writestr("dsb/labels/a.tif", (SAMPLES / "s01_sparse_small_labels.tif").read_bytes())
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([("dsb.zip", buf.getvalue(), "application/zip")])
+    at.run()
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "1"
+    at.file_uploader(key="eval_files").set_value(
+        [
+            upload("s01_sparse_small.png"),
+            ("counts.csv", b"filename,count\ns01_sparse_small.png,28\n", "text/csv"),
+        ]
+    )
+    at.run()
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "1"
+    assert "F1" not in {m.label for m in at.metric}  # counts only: no matching
+
+
+def test_image_without_ground_truth_is_an_error_message():
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([upload("s01_sparse_small.png")])
+    at.run()
+    assert not at.exception
+    assert at.error and "ground truth" in at.error[0].value

@@ -1,0 +1,72 @@
+"""AppTest of the Home and Models pages: cards, sample gallery, navigation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_models(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from cellcount.models import ModelCard, create_model, loading, save_model
+
+    torch.manual_seed(0)
+    kwargs = {"base_width": 4, "depth": 2, "out_channels": 2, "head": "mask"}
+    card = ModelCard(
+        name="tiny-mask",
+        architecture="unet",
+        output_kind="mask",
+        kwargs=kwargs,
+        tile_size=128,
+        postprocess={"threshold": 0.45},
+        postprocess_tuned_on="nothing (test)",
+        training={"data": "synthetic", "steps": 1},
+        metrics={"validation": {"mae": 1.25, "f1": 0.875}},
+    )
+    save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-mask")
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    return tmp_path
+
+
+def test_home_lists_models_samples_and_pages():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "cellcount"
+    models = at.dataframe[0].value
+    assert "classical-otsu" in list(models["model"])
+    assert len([b for b in at.button if b.key and b.key.startswith("home_count_")]) == 12
+    assert len(at.get("page_link")) == 5
+
+
+def test_models_page_baseline_only(monkeypatch, tmp_path):
+    from cellcount.models import loading
+
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)  # no trained weights at all
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    assert any("only the classical baseline" in i.value for i in at.info)
+    at.switch_page("pages/models.py")
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Models"
+    assert any("Tuned on: defaults chosen by hand" in c.value for c in at.caption)
+
+
+def test_models_page_renders_a_trained_card(tiny_models):
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/models.py")
+    at.run()
+    assert not at.exception
+    values = [(m.label, m.value) for m in at.metric]
+    assert ("Val. MAE", "1.25") in values and ("Val. F1@0.5", "0.875") in values
+    assert any("weights.safetensors" in c.value for c in at.code)
+    assert any("Tuned on: nothing (test)" in c.value for c in at.caption)

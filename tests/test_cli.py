@@ -1,0 +1,117 @@
+"""Tests of the command line ``python -m cellcount`` (run in-process through ``cellcount.cli.main``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import tifffile
+
+from cellcount.cli import main
+from cellcount.models import CLASSICAL_NAME, load_model
+from cellcount.pipeline import resolve_params
+
+HTML = b"<html><body>not an image</body></html>"
+
+
+@pytest.fixture(scope="module")
+def samples_run(samples_dir, tmp_path_factory):
+    """One CLI run over data/samples with every output switched on."""
+    out = tmp_path_factory.mktemp("cli")
+    argv = ["count", str(samples_dir), "--model", CLASSICAL_NAME, "--out", str(out / "counts.csv"),
+            "--objects", str(out / "objects.csv"), "--labels-dir", str(out / "labels"), "--no-progress"]
+    return main(argv), out
+
+
+@pytest.fixture
+def small_folder(samples_dir, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(samples_dir / "s01_sparse_small.png", folder / "a.png")
+    shutil.copy(samples_dir / "s06_heavy_blur.png", folder / "b.png")
+    return folder
+
+
+def test_count_samples_folder(samples_run, samples_dir):
+    rc, out = samples_run
+    assert rc == 0
+    df = pd.read_csv(out / "counts.csv")
+    manifest = pd.read_csv(samples_dir / "manifest.csv")
+    assert len(df) == 12, "ground-truth label images are not counted"
+    assert sorted(df["file"].map(lambda f: f.rsplit("/", 1)[-1])) == sorted(manifest["filename"])
+    assert (df["status"] == "ok").all()
+    assert (df["count"] > 0).all() and (df["model"] == CLASSICAL_NAME).all()
+    settings = json.loads((out / "counts.settings.json").read_text())
+    assert settings["model"] == CLASSICAL_NAME
+    assert settings["params"] == resolve_params(load_model(CLASSICAL_NAME)).to_dict()
+
+
+def test_objects_and_labels_outputs(samples_run):
+    rc, out = samples_run
+    counts = pd.read_csv(out / "counts.csv")
+    objects = pd.read_csv(out / "objects.csv")
+    assert len(objects) == counts["count"].sum()
+    assert objects.groupby("file").size().to_dict() == dict(zip(counts["file"], counts["count"]))
+    tifs = sorted((out / "labels").glob("*_labels.tif"))
+    assert len(tifs) == 12
+    by_stem = {f.rsplit("/", 1)[-1].rsplit(".", 1)[0]: n for f, n in zip(counts["file"], counts["count"])}
+    for tif in tifs:
+        assert int(tifffile.imread(tif).max()) == by_stem[tif.name[: -len("_labels.tif")]]
+
+
+def test_broken_file_gives_exit_code_1_and_an_error_row(small_folder, tmp_path, capsys):
+    (small_folder / "broken.png").write_bytes(HTML)
+    rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+               "--no-progress"])
+    assert rc == 1
+    df = pd.read_csv(tmp_path / "c.csv")
+    rows = df.set_index(df["file"].map(lambda f: f.rsplit("/", 1)[-1]))
+    assert len(rows) == 3
+    assert rows.loc["broken.png", "status"] == "error"
+    assert "ImageReadError" in rows.loc["broken.png", "reason"] and "HTML" in rows.loc["broken.png", "reason"]
+    assert pd.isna(rows.loc["broken.png", "count"])
+    assert (rows.loc[["a.png", "b.png"], "status"] == "ok").all()
+    assert (rows.loc[["a.png", "b.png"], "count"] > 0).all()
+    captured = capsys.readouterr()
+    assert "1 failed" in captured.out and "broken.png" in captured.err
+
+
+def test_unknown_model_exits_2_with_valid_names(small_folder, tmp_path, capsys):
+    rc = main(["count", str(small_folder), "--model", "no-such-model", "--out", str(tmp_path / "c.csv")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and CLASSICAL_NAME in err
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_no_images_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["count", str(tmp_path / "empty"), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv")]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+def test_models_subcommand_lists_the_baseline(capsys):
+    assert main(["models"]) == 0
+    assert CLASSICAL_NAME in capsys.readouterr().out
+
+
+def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {"min_area_px": 100000, "threshold": 0.6}}))
+
+    def run(*extra):
+        out = tmp_path / f"c{len(extra)}.csv"
+        assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress",
+                     *extra]) == 0
+        return pd.read_csv(out), json.loads(out.with_suffix(".settings.json").read_text())["params"]
+
+    default, p0 = run()
+    huge_min, p1 = run("--settings", str(settings))
+    flag_wins, p2 = run("--settings", str(settings), "--min-area-px", "0", "--no-watershed")
+    assert (default["count"] > 0).all() and p0 == resolve_params(load_model(CLASSICAL_NAME)).to_dict()
+    assert (huge_min["count"] == 0).all() and (p1["min_area_px"], p1["threshold"]) == (100000, 0.6)
+    assert (flag_wins["count"] > 0).all()
+    assert (p2["min_area_px"], p2["threshold"], p2["watershed"]) == (0, 0.6, False)
+    assert json.loads(flag_wins.loc[0, "settings"])["min_area_px"] == 0

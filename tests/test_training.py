@@ -1,0 +1,213 @@
+"""Tests of training: targets, mass-preserving augmentation, losses, and 2-step runs of the training CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cellcount.models import NetModel, load_model, read_card
+from cellcount.train import load_config, train
+from cellcount.training.augment import augment, elastic, flip_rotate, random_crop_scaled
+from cellcount.training.data import is_validation, prepare_item
+from cellcount.training.losses import MASK_LOSSES, density_loss, mask_loss
+from cellcount.training.targets import density_from_labels, touching_border
+
+# --------------------------------------------------------------------------------------------------
+# targets
+
+
+def test_density_sums_exactly_to_the_count_with_border_objects(draw_disks):
+    # two disks cut by the image border, one in a corner, two inside
+    labels = draw_disks((50, 60), [(0, 30), (25, 59), (0, 0), (20, 20), (35, 40)], [5, 4, 6, 7, 3])
+    d = density_from_labels(labels)
+    assert d.dtype == np.float32 and d.shape == labels.shape
+    assert float(d.sum(dtype=np.float64)) == pytest.approx(5.0, abs=1e-4)
+    assert (d >= 0).all()
+    assert not density_from_labels(np.zeros((10, 10), np.int32)).any()
+    # non-consecutive ids count once each
+    sparse = np.where(labels > 0, labels * 11, 0)
+    assert float(density_from_labels(sparse).sum(dtype=np.float64)) == pytest.approx(5.0, abs=1e-4)
+
+
+def test_touching_border_marks_only_pixels_between_touching_objects():
+    labels = np.zeros((30, 50), np.int32)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 15:25] = 2  # touches object 1 along columns 14 | 15
+    labels[5:15, 35:45] = 3  # isolated
+    border = touching_border(labels, width=0)
+    assert border.dtype == bool
+    assert border[5:15, 14:16].all(), "both sides of the shared edge are marked"
+    rows, cols = np.nonzero(border)
+    assert cols.min() >= 13 and cols.max() <= 16 and rows.min() >= 4 and rows.max() <= 15
+    assert not border[:, 30:].any(), "an isolated object has no touching border"
+    assert not border[10, 5:13].any() and not border[10, 17:25].any()
+    wide = touching_border(labels, width=1)
+    assert wide.sum() > border.sum() and (wide | ~border).all()
+    separate = labels.copy()
+    separate[:, 15:17] = 0  # a 2-px gap: no longer touching
+    assert not touching_border(separate, width=1).any()
+
+
+def test_prepare_item_targets(draw_disks):
+    labels = draw_disks((40, 40), [(10, 10), (10, 21), (30, 30)], 5)
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    mask_item = prepare_item("x", image, labels, kind="mask", density_scale=1.0)
+    assert mask_item.count == 3 and set(mask_item.targets) == {"mask", "border"}
+    assert mask_item.targets["border"].any()  # disks 1 and 2 touch
+    dens = prepare_item("x", image, labels, kind="density", density_scale=100.0)
+    assert float(dens.targets["density"].sum()) == pytest.approx(300.0, rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# augmentation
+
+
+def _sample(draw_disks):
+    labels = draw_disks((64, 64), [(8, 8), (30, 40), (55, 20), (60, 60)], 5)
+    image = np.where(labels > 0, 0.9, 0.1).astype(np.float32)
+    targets = {"density": density_from_labels(labels) * np.float32(100), "mask": (labels > 0).astype(np.uint8)}
+    return image, targets
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_crop_covering_the_image_preserves_mass(seed, draw_disks):
+    image, targets = _sample(draw_disks)
+    mass = float(targets["density"].sum())
+    img, out = random_crop_scaled(image, targets, size=32, scale=0.5, rng=np.random.default_rng(seed))
+    assert img.shape == (32, 32) and out["density"].shape == (32, 32) and out["mask"].shape == (32, 32)
+    assert float(out["density"].sum()) == pytest.approx(mass, rel=0.01)
+    # a small image is padded with background: mass is kept too
+    small = {"density": targets["density"][:20, :20]}
+    _, out_small = random_crop_scaled(image[:20, :20], small, size=32, scale=1.0, rng=np.random.default_rng(seed))
+    assert float(out_small["density"].sum()) == pytest.approx(float(small["density"].sum()), rel=0.01)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_flip_rotate_is_exact(seed, draw_disks):
+    image, targets = _sample(draw_disks)
+    img, out = flip_rotate(image, targets, rng=np.random.default_rng(seed))
+    assert float(out["density"].sum(dtype=np.float64)) == pytest.approx(float(targets["density"].sum(dtype=np.float64)),
+                                                                        rel=1e-6)
+    assert np.array_equal(np.sort(out["density"], axis=None), np.sort(targets["density"], axis=None))
+    # image and targets move together
+    np.testing.assert_array_equal(img > 0.5, out["mask"] > 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_elastic_preserves_mass(seed, draw_disks):
+    image, targets = _sample(draw_disks)
+    img, out = elastic(image, targets, rng=np.random.default_rng(seed))
+    assert img.shape == image.shape
+    assert float(out["density"].sum()) == pytest.approx(float(targets["density"].sum()), rel=0.02)
+    assert set(np.unique(out["mask"]).tolist()) <= {0, 1}, "masks use nearest-neighbour sampling"
+
+
+def test_augment_output(draw_disks):
+    image, targets = _sample(draw_disks)
+    img, out = augment(image, targets, size=32, rng=np.random.default_rng(0), elastic_p=1.0)
+    assert img.shape == (32, 32) and img.dtype == np.float32
+    assert out["density"].dtype == np.float32 and out["mask"].shape == (32, 32)
+
+
+# --------------------------------------------------------------------------------------------------
+# losses and split
+
+
+@pytest.mark.parametrize("kind", MASK_LOSSES)
+def test_mask_losses_prefer_the_right_answer(kind):
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 4:12] = 1
+    border = torch.zeros_like(target)
+    good = torch.cat([(target * 2 - 1) * 8, (border * 2 - 1) * 8], dim=1)
+    bad = -good
+    lg = mask_loss(good, target, border, kind=kind, border_weight=0.5)
+    lb = mask_loss(bad, target, border, kind=kind, border_weight=0.5)
+    assert lg.ndim == 0 and torch.isfinite(lg) and lg < lb
+
+
+def test_unknown_loss_names_raise():
+    x = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="bce_dice"):
+        mask_loss(x, x, None, kind="hinge", border_weight=0.5)
+    with pytest.raises(ValueError, match="multiscale"):
+        density_loss(x, x, weights={"ssim": 1.0})
+    assert density_loss(x, x, weights={"pixel": 1.0, "multiscale": 1.0, "count": 0.1}) == 0
+
+
+def test_validation_split_is_deterministic():
+    names = [f"img_{i:04d}.png" for i in range(1000)]
+    val = [is_validation(n, 0.2, 0) for n in names]
+    assert val == [is_validation(n, 0.2, 0) for n in names]
+    assert 0.15 < np.mean(val) < 0.25
+    assert val != [is_validation(n, 0.2, 1) for n in names]
+
+
+# --------------------------------------------------------------------------------------------------
+# the training CLI on tiny synthetic data
+
+
+@pytest.fixture
+def synthetic_split(monkeypatch, draw_disks):
+    """Replace the DSB loader with 3 training and 2 validation images built from disks."""
+    calls = []
+
+    def fake_load_dsb_split(root, *, kind, val_fraction, seed, density_scale, limit=None):
+        calls.append(root)
+        items = []
+        for i in range(5):
+            n = 3 + i
+            shape = (64, 64) if i < 3 else (48, 48)
+            centres = [(8 + 14 * (k // 3), 8 + 14 * (k % 3)) for k in range(n)]
+            labels = draw_disks(shape, centres, 5)
+            image = np.where(labels > 0, 200, 20).astype(np.uint8)
+            items.append(prepare_item(f"syn_{i}.png", image, labels, kind=kind, density_scale=density_scale))
+        return items[:3], items[3:]
+
+    monkeypatch.setattr("cellcount.training.data.load_dsb_split", fake_load_dsb_split)
+    return calls
+
+
+def _tiny_config(tmp_path, kind: str, steps: int = 2):
+    channels = 2 if kind == "mask" else 1
+    overrides = {"name": f"tiny-{kind}", "output_kind": kind, "model.base_width": 4, "model.depth": 2,
+                 "model.out_channels": channels, "train.steps": steps, "train.batch_size": 2, "train.crop": 32,
+                 "train.val_every": 2, "train.warmup_steps": 1, "train.threads": 1, "augment.elastic_p": 0.5,
+                 "inference.tile_size": 32, "inference.tile_overlap": 8,
+                 "out_dir": str(tmp_path / "weights"), "run_dir": str(tmp_path / "runs")}
+    argv = [x for k, v in overrides.items() for x in (f"--{k}", str(v))]
+    return load_config(None, argv)
+
+
+@pytest.mark.parametrize("kind", ["mask", "density"])
+def test_train_two_steps_writes_a_loadable_model(kind, tmp_path, synthetic_split):
+    cfg = _tiny_config(tmp_path, kind)
+    assert cfg["model"]["base_width"] == 4 and cfg["train"]["crop"] == 32  # overrides parsed
+    folder = train(cfg)
+    assert synthetic_split, "the data loader was used"
+    assert folder == tmp_path / "weights" / f"tiny-{kind}"
+    assert (folder / "config.yaml").is_file() and (tmp_path / "runs" / f"tiny-{kind}" / "checkpoint.pt").is_file()
+
+    card = json.loads((folder / "card.json").read_text())
+    assert {"training", "metrics"} <= set(card)
+    assert card["training"]["split"]["n_train"] == 3 and card["training"]["split"]["n_val"] == 2
+    assert card["training"]["split"]["val_files"] == ["syn_3.png", "syn_4.png"]
+    assert [h["step"] for h in card["training"]["history"]] == [2]
+    assert {"mae", "rmse", "bias"} <= set(card["metrics"]["validation"])
+    assert card["output_kind"] == kind and card["kwargs"]["head"] == kind
+
+    model = load_model(folder)
+    assert isinstance(model, NetModel)
+    maps = model.predict_maps(np.random.default_rng(0).uniform(0, 1, (40, 40)).astype(np.float32), fast=False)
+    assert maps.shape == (2 if kind == "mask" else 1, 40, 40) and np.isfinite(maps).all()
+
+
+def test_train_resumes_from_the_checkpoint(tmp_path, synthetic_split):
+    first = read_card(train(_tiny_config(tmp_path, "mask", steps=2)))
+    resumed = read_card(train(_tiny_config(tmp_path, "mask", steps=4), resume=True))
+    history = resumed.training["history"]
+    assert [h["step"] for h in history] == [2, 4]
+    assert history[0] == first.training["history"][0], "the first run's history is carried over"
+    assert resumed.training["steps"] == 4 and resumed.training["selected_step"] in (2, 4)

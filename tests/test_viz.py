@@ -1,0 +1,185 @@
+"""cellcount.viz: overlays are uint8 RGB of the image's shape, outlines land where expected, figures build."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from cellcount import viz
+from cellcount.postprocess import ON_BORDER, TOO_LARGE, TOO_SMALL
+
+
+@pytest.fixture
+def square_labels() -> np.ndarray:
+    lab = np.zeros((20, 30), np.int32)
+    lab[5:10, 5:10] = 1  # isolated square
+    lab[5:10, 15:20] = 2  # two touching squares
+    lab[5:10, 20:25] = 3
+    return lab
+
+
+def test_boundaries_outer_ring_and_touching_split(square_labels):
+    b = viz.boundaries(square_labels)
+    assert b.dtype == bool and b.shape == square_labels.shape
+    # outer mode: the ring sits on background around object 1, its interior stays clear
+    assert b[4, 7] and b[10, 7] and b[7, 4] and b[7, 10]
+    assert not b[7, 7] and not b[5, 5]
+    # touching objects 2 | 3 are separated by lines inside both
+    assert b[7, 19] and b[7, 20]
+    assert not b[0, 0]
+
+
+def test_boundaries_modes_and_thickness(square_labels):
+    inner = viz.boundaries(square_labels, mode="inner")
+    assert inner[5, 5] and not inner[4, 7] and not inner[7, 7]
+    assert not (inner & (square_labels == 0)).any()
+    thick = viz.boundaries(square_labels, mode="thick")
+    assert thick[4, 7] and thick[5, 7]
+    assert viz.boundaries(square_labels, thickness=2).sum() > viz.boundaries(square_labels).sum()
+    # objects on the image edge are closed by the edge pixels
+    edge = np.zeros((6, 6), np.int32)
+    edge[:3, :3] = 1
+    assert viz.boundaries(edge)[0, 1]
+    with pytest.raises(ValueError, match="mode"):
+        viz.boundaries(square_labels, mode="bogus")
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8),
+        np.random.default_rng(1).integers(100, 4000, (20, 30), dtype=np.uint16),
+        np.random.default_rng(2).integers(0, 255, (20, 30, 3), dtype=np.uint8),
+        np.random.default_rng(3).random((20, 30, 2)).astype(np.float32),
+    ],
+    ids=["u8", "u16", "rgb", "2ch-float"],
+)
+def test_outline_overlay_shape_dtype_and_no_mutation(image, square_labels):
+    before = image.copy()
+    out = viz.outline_overlay(image, square_labels)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(image, before)
+    assert tuple(out[4, 7]) == viz.OUTLINE_COLORS["kept"]
+
+
+def test_outline_overlay_rejected_colours(square_labels):
+    image = np.zeros((20, 30), np.uint8)
+    rejected = np.zeros_like(square_labels, dtype=np.uint8)
+    rejected[12:15, 2:5] = TOO_SMALL
+    rejected[12:18, 10:16] = TOO_LARGE
+    rejected[15:20, 25:30] = ON_BORDER
+    out = viz.outline_overlay(image, square_labels, rejected, rejected_fill_alpha=0.0)
+    assert tuple(out[11, 3]) == viz.OUTLINE_COLORS["too small"]
+    assert tuple(out[11, 12]) == viz.OUTLINE_COLORS["too large"]
+    assert tuple(out[14, 27]) == viz.OUTLINE_COLORS["touches border"]
+    assert tuple(out[4, 7]) == viz.OUTLINE_COLORS["kept"]
+    tinted = viz.outline_overlay(image, square_labels, rejected)
+    assert tinted[13, 3].any()  # interior of a rejected object is tinted
+    custom = viz.outline_overlay(image, square_labels, colors={"kept": (1, 2, 3)})
+    assert tuple(custom[4, 7]) == (1, 2, 3)
+
+
+def test_outline_overlay_rejects_mismatched_shapes(square_labels):
+    with pytest.raises(ValueError, match="shape"):
+        viz.outline_overlay(np.zeros((10, 10)), square_labels)
+
+
+def test_outline_overlay_is_fast_on_1024():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (1024, 1024), dtype=np.uint8)
+    labels = np.zeros((1024, 1024), np.int32)
+    yy, xx = np.mgrid[-6:7, -6:7]
+    disk = yy**2 + xx**2 < 36
+    for i, (r, c) in enumerate(rng.integers(10, 1014, (400, 2)), start=1):
+        labels[r - 6 : r + 7, c - 6 : c + 7][disk] = i
+    rejected = np.where((labels > 0) & (labels % 5 == 0), TOO_SMALL, 0).astype(np.uint8)
+    labels[rejected > 0] = 0
+    best = min(_timed(viz.outline_overlay, image, labels, rejected) for _ in range(3))
+    assert best < 0.25, f"overlay took {best * 1000:.0f} ms (target < 50 ms on an idle laptop)"
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def test_thumbnail_and_legend():
+    img = np.zeros((400, 800), np.uint16)
+    th = viz.thumbnail(img, max_side=100)
+    assert th.shape == (50, 100, 3) and th.dtype == np.uint8
+    assert viz.thumbnail(np.zeros((10, 10), np.uint8)).shape == (10, 10, 3)
+    legend = viz.outline_legend(7)
+    assert "kept (7)" in legend and "rejected: too small" in legend and len(legend) == 4
+
+
+def test_image_figures_build(square_labels):
+    image = np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8)
+    rgb = viz.outline_overlay(image, square_labels)
+    objects = pd.DataFrame(
+        {"label": [1, 2], "area_px": [25, 25], "centroid_row": [7.0, 7.0], "centroid_col": [7.0, 17.0]}
+    )
+    fig = viz.overlay_figure(rgb, legend=viz.outline_legend(3), objects=objects, pixel_size_um=0.5)
+    assert isinstance(fig, go.Figure)
+    assert fig.data[0].type == "image" and fig.data[0].source.startswith("data:image/png;base64,")
+    assert any(t.name == "kept (3)" for t in fig.data)
+    assert "µm²" in fig.data[-1].hovertext[0]
+    assert list(fig.layout.yaxis.range) == [19.5, -0.5]  # row 0 at the top
+
+    density = np.zeros((20, 30), np.float32)
+    density[5:8, 5:8] = 1 / 9
+    dfig = viz.density_figure(image, density, np.array([[6.0, 6.0]]), count_estimate=1.0)
+    assert [t.type for t in dfig.data] == ["image", "heatmap", "scatter"]
+    assert "1.0" in dfig.layout.title.text
+    with pytest.raises(ValueError, match="shape"):
+        viz.density_figure(np.zeros((5, 5)), density)
+
+    pfig = viz.probability_figure(
+        np.random.default_rng(1).random((900, 500)).astype(np.float32), threshold=0.4
+    )
+    z = np.asarray(pfig.data[0].z)
+    assert max(z.shape) <= 400 and pfig.data[0].dx == 3  # block-averaged for display
+    assert 0.4 in pfig.data[0].colorbar.tickvals
+
+    gt = viz.ground_truth_overlay(image, square_labels)
+    assert gt.shape == (20, 30, 3)
+    assert viz.points_figure(image, np.array([[1.0, 2.0]])).data[-1].type == "scatter"
+
+
+def test_charts_build():
+    df = pd.DataFrame(
+        {
+            "file": ["a", "b", "c"],
+            "true": [10, 20, 30],
+            "pred": [12, 18, 33],
+            "error": [2, -2, 3],
+            "A": [1, 2, 3],
+            "B": [1, 3, 2],
+        }
+    )
+    fig = viz.pred_vs_true_scatter(df)
+    line, points = fig.data
+    assert list(line.x) == list(line.y)  # the y = x line
+    assert list(points.text) == ["a", "b", "c"]
+    assert viz.error_histogram(df).data[0].type == "histogram"
+    assert viz.agreement_scatter(df, "A", "B").layout.xaxis.title.text == "count: A"
+    assert viz.count_histogram([1, 2, None, 4]).data[0].x.tolist() == [1.0, 2.0, 4.0]
+    objects = pd.DataFrame({"area_px": [10, 20, 30]})
+    ah = viz.area_histogram(objects, min_area_px=15, max_area_px=25)
+    assert len(ah.layout.shapes) == 2
+    assert "µm²" in viz.area_histogram(objects, pixel_size_um=0.5).layout.xaxis.title.text
+    st_fig = viz.stage_times_figure({"model": 0.1, "postprocess": 0.02})
+    assert list(st_fig.data[0].y) == ["model", "postprocess"]
+    times = pd.DataFrame({"config": ["a", "a", "b"], "seconds": [0.1, 0.3, 0.5]})
+    assert np.allclose(viz.model_times_figure(times).data[0].y, [200.0, 500.0])
+
+
+def test_viz_does_not_import_streamlit():
+    code = "import sys, cellcount.viz; assert 'streamlit' not in sys.modules, 'viz imported streamlit'"
+    subprocess.run([sys.executable, "-c", code], check=True)
