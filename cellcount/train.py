@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "val_fraction": 0.2,
         "split_seed": 0,
         "synthetic_images": 0,
+        "bright_oversample": 1.0,
         "limit": None,
     },
     "train": {
@@ -88,13 +89,13 @@ def load_config(path: str | Path | None, overrides: list[str]) -> dict[str, Any]
     return cfg
 
 
-def _batch(items, rng, cfg):
+def _batch(items, rng, cfg, weights=None):
     from .training.augment import augment
 
     tr, au = cfg["train"], cfg["augment"]
     imgs, tgts = [], []
     for _ in range(tr["batch_size"]):
-        it = items[int(rng.integers(len(items)))]
+        it = items[int(rng.choice(len(items), p=weights))]
         img, tg = augment(
             it.image, it.targets, size=tr["crop"], rng=rng,
             scale_range=tuple(au["scale_range"]), elastic_p=au["elastic_p"], invert_p=au["invert_p"],
@@ -151,6 +152,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         train_items += synthetic_items(d["synthetic_images"], kind=kind, density_scale=scale, seed=tr["seed"])
     logger.info("data ready in %.1fs: %d train items, %d val", time.time() - t0, len(train_items), len(val_items))
 
+    # bright-background (stained/brightfield) images are a minority and the hardest: sample them more
+    w = np.array([d.get("bright_oversample", 1.0) if it.inverted else 1.0 for it in train_items])
+    sample_p = w / w.sum()
     model_kwargs = {"in_channels": 1, **cfg["model"], "head": kind}
     if kind == "density":
         model_kwargs["out_channels"] = 1
@@ -183,7 +187,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     net.train()
     t_start, running = time.time(), []
     for step in range(start, steps):
-        x, t = _batch(train_items, rng, cfg)
+        x, t = _batch(train_items, rng, cfg, sample_p)
         xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
         out = net(xb)
         if kind == "mask":

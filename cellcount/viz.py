@@ -430,7 +430,7 @@ def _chart_layout(
     fig.update_layout(
         title=title,
         height=height,
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        margin=dict(l=10, r=10, t=40 if title or fig.layout.annotations else 10, b=10),
         xaxis_title=xtitle,
         yaxis_title=ytitle,
         bargap=0.05,

@@ -158,8 +158,7 @@ def test_app_sessions_in_threads_each_get_their_own_count(monkeypatch) -> None:
         at.session_state["count_source"] = "Sample"
         at.session_state["count_sample"] = name
         at.session_state["count_model"] = cc.models.CLASSICAL_NAME
-        at.run()
-        at.switch_page("pages/count.py")
+        at.switch_page("pages/count.py")  # before the first run: skips rendering the home page
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         metrics = {m.label: m.value for m in at.metric}

@@ -499,8 +499,7 @@ def _app(page: Path, monkeypatch, **state):
     at = AppTest.from_file(str(APP_ENTRY), default_timeout=180)
     for key, value in state.items():
         at.session_state[key] = value
-    at.run()
-    at.switch_page(str(page.relative_to(ROOT)))
+    at.switch_page(str(page.relative_to(ROOT)))  # before the first run: skips rendering the home page
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

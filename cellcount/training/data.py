@@ -25,6 +25,7 @@ class Item:
     labels: np.ndarray  # (H, W) int32
     count: int
     targets: dict[str, np.ndarray]
+    inverted: bool = False
 
 
 def is_validation(name: str, val_fraction: float, seed: int = 0) -> bool:
@@ -38,7 +39,8 @@ def prepare_item(
 ) -> Item:
     """Normalise like inference does and build the targets for ``kind`` ('mask' or 'density')."""
     gray = to_gray(image)
-    norm = normalize_image(gray, invert=is_bright_background(gray))
+    inverted = is_bright_background(gray)
+    norm = normalize_image(gray, invert=inverted)
     labels = np.asarray(labels, np.int32)
     targets: dict[str, np.ndarray] = {}
     if kind == "mask":
@@ -47,7 +49,7 @@ def prepare_item(
     else:
         targets["density"] = density_from_labels(labels) * np.float32(density_scale)
     count = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
-    return Item(name=name, image=norm, labels=labels, count=count, targets=targets)
+    return Item(name=name, image=norm, labels=labels, count=count, targets=targets, inverted=inverted)
 
 
 def load_dsb_split(
