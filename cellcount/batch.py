@@ -99,12 +99,19 @@ def iter_zip_images(
                 yield safe, None, f"zip holds more than {max_files} images: skipped"
                 continue
             if total > max_bytes:
-                yield safe, None, f"zip expands beyond {max_bytes / 2**30:.1f} GiB: skipped"
+                yield safe, None, f"zip expands beyond the cap of {max_bytes:,} bytes (max_bytes): skipped"
                 continue
             try:
-                yield safe, zf.read(info), None
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as err:
+                # a bounded read: zf.read() inflates the whole stream at once, so a member whose header
+                # claims a few bytes could still inflate to gigabytes in memory; the CRC check catches it
+                with zf.open(info) as fh:
+                    content = fh.read(info.file_size + 1)
+                    if len(content) > info.file_size or fh.read(1):
+                        raise zipfile.BadZipFile("member is larger than its header says")
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as err:
                 yield safe, None, f"cannot extract from zip: {err}"
+            else:
+                yield safe, content, None
 
 
 def count_many(

@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the summary as JSON here")
     p.add_argument("--tune", action="store_true", help="search postprocessing settings on this data")
     p.add_argument("--write-card", action="store_true", help="with --tune: store the best settings in the card")
+    p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
     return p
 
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 Path(__file__).resolve().parents[1] / "weights" / model.name)
             write_card(card, folder)
             print(f"wrote tuned settings into {folder / 'card.json'}")
+    if args.save_settings:
+        Path(args.save_settings).write_text(json.dumps({"model": model.name, "params": params.to_dict()}, indent=2))
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
     if args.out:
         rep.per_image.to_csv(args.out, index=False)

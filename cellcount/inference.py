@@ -7,6 +7,7 @@ integral therefore does not depend on the tiling, and an object on a seam is not
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -28,6 +29,44 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """Copy of ``net`` (eval mode) with each ``Conv2d -> BatchNorm2d`` pair of an ``nn.Sequential`` folded.
+
+    The convolution takes the BatchNorm's scale and shift into its weights and bias; the BatchNorm
+    becomes ``nn.Identity``. Outputs are unchanged up to float rounding (about 1e-6 on logits), and a
+    full pass over the activations per BatchNorm is saved. ``net`` itself is not modified.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(net).eval()
+    n = 0
+    for module in folded.modules():
+        if not isinstance(module, torch.nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                module._modules[second] = torch.nn.Identity()
+                n += 1
+    logger.debug("folded %d BatchNorm layers", n)
+    return folded
+
+
+def optimize_for_inference(net: torch.nn.Module) -> torch.nn.Module:
+    """The fast-path network: BatchNorm folded (:func:`fold_batchnorm`), NHWC weights, no gradients.
+
+    Plain fp32 arithmetic, so results match the original network within float rounding. (Measured and
+    rejected on the 2-core AVX2 laptop CPU, see BENCHMARKS.md: bf16 autocast, TorchScript freezing,
+    ``torch.compile`` and int8 static quantization.)
+    """
+    fast = fold_batchnorm(net).to(memory_format=torch.channels_last)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
+
+
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Start offsets covering ``[0, length)`` with windows of ``tile`` (last one flush with the end)."""
     if length <= tile:
@@ -35,6 +74,23 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     n = math.ceil((length - tile) / stride) + 1
     starts = [min(i * stride, length - tile) for i in range(n)]
     return sorted(set(starts))
+
+
+def balanced_tile(length: int, tile: int, overlap: int, divisor: int = 1) -> int:
+    """Smallest tile size (a multiple of ``divisor``, at most ``tile`` rounded up) that covers ``length``
+    with as few tiles as ``tile`` needs.
+
+    With the last tile flush with the end, ``tile_starts`` can make the last tile overlap its neighbour by
+    almost a whole tile (1024 px with 512 px tiles and 32 px overlap: three tiles, 2.25x the pixels).
+    Shrinking the tiles to share the length evenly keeps the overlap near ``overlap`` and the wasted
+    work small, without changing the number of forward passes.
+    """
+    tile = _round_up(tile, divisor)
+    if length <= tile:
+        return _round_up(length, divisor)
+    stride = max(tile - overlap, 1)
+    n = math.ceil((length - tile) / stride) + 1
+    return min(tile, _round_up(math.ceil((length + (n - 1) * overlap) / n), divisor))
 
 
 def blend_window(tile: int, overlap: int) -> np.ndarray:
@@ -59,6 +115,7 @@ def predict_tiled(
     device: torch.device | str | None = None,
     channels_last: bool = True,
     progress: ProgressFn | None = None,
+    balanced: bool = False,
 ) -> np.ndarray:
     """Run ``net`` over ``image`` in overlapping tiles and blend the outputs.
 
@@ -78,6 +135,9 @@ def predict_tiled(
         Use the NHWC memory format (faster convolutions on CPU).
     progress : callable, optional
         ``progress(done_tiles, total_tiles)`` after each batch.
+    balanced : bool
+        Shrink the tiles (see :func:`balanced_tile`) so that they share each axis evenly: same number
+        of tiles, less overlap work. Off by default so that the plain path keeps its tiling.
 
     Returns
     -------
@@ -92,8 +152,10 @@ def predict_tiled(
     h, w = image.shape
     tile = _round_up(tile, divisor)
     # Small images: one tile of the padded image size (no wasted work on a full 256 tile).
-    th = min(tile, _round_up(h, divisor))
-    tw = min(tile, _round_up(w, divisor))
+    if balanced:
+        th, tw = balanced_tile(h, tile, overlap, divisor), balanced_tile(w, tile, overlap, divisor)
+    else:
+        th, tw = min(tile, _round_up(h, divisor)), min(tile, _round_up(w, divisor))
     overlap = min(overlap, th // 2, tw // 2)
     ph, pw = max(h, th), max(w, tw)
     # reflect-pad to the tile grid; symmetric handles 1-pixel images too
@@ -118,8 +180,10 @@ def predict_tiled(
             wsum[r:r + th, c:c + tw] += window
         if progress is not None:
             progress(min(start + batch_size, total), total)
-    out = acc / wsum
-    return np.ascontiguousarray(out[:, :h, :w])
+    acc /= wsum  # in place: no second full-size map (matters for 4096 x 4096 images)
+    if (ph, pw) == (h, w):
+        return acc
+    return np.ascontiguousarray(acc[:, :h, :w])
 
 
 def _ramp(n: int, overlap: int) -> np.ndarray:

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -76,6 +77,7 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SIGNATURES = ((_PNG_MAGIC, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
                *((m, "TIFF") for m in _TIFF_MAGICS))
+_PILLOW_WARNINGS_LOCK = threading.Lock()  # see _read_pillow
 _CHANNEL_AXES = "CS"  # tifffile axis letters that hold channels / samples
 # Errors that decoders raise on corrupt, truncated or unsupported input.
 _DECODE_ERRORS = (
@@ -268,16 +270,19 @@ def _select_channel(image: np.ndarray, channel: int) -> np.ndarray:
 
 def _read_pillow(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) -> np.ndarray:
     # Our cap is checked from the header right after open. Pillow's own decompression-bomb guard runs
-    # inside Image.open: when our cap is at most Pillow's, anything it warns about is above our cap too,
-    # so the warning is turned into an error; when the caller raised our cap above Pillow's, the warning
-    # is silenced and our check applies. Pillow's hard error (> 2x its limit) always stands.
-    # (warnings.catch_warnings is process-global; at worst another thread briefly sees these filters.)
+    # inside Image.open (and in some plugins' seek): when our cap is at most Pillow's, anything it warns
+    # about is above our cap too, so the warning is turned into an error; when the caller raised our cap
+    # above Pillow's, the warning is silenced and our check applies. Pillow's hard error (> 2x its limit)
+    # always stands. warnings.catch_warnings() swaps process-global state, so concurrent reads (several
+    # app sessions) would restore each other's filters and leave one behind: a lock serialises the
+    # header parsing and seeking; decoding the pixels (img.load) runs outside it.
     pil_cap = Image.MAX_IMAGE_PIXELS
     action = "error" if pil_cap is None or max_pixels <= pil_cap else "ignore"
-    with warnings.catch_warnings():
-        warnings.simplefilter(action, Image.DecompressionBombWarning)
-        try:
-            with Image.open(src) as img:
+    try:
+        with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter(action, Image.DecompressionBombWarning)
+            img = Image.open(src)
+            try:
                 width, height = img.size
                 _check_pixels(name, height, width, max_pixels)
                 if page:
@@ -287,16 +292,20 @@ def _read_pillow(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int
                             f"page {page} is out of range: {name} has {n_frames} frame(s), valid: 0..{n_frames - 1}"
                         )
                     img.seek(page)
-                img.load()
-                if img.getexif().get(0x0112, 1) != 1:
-                    img = ImageOps.exif_transpose(img)
-                return _pillow_to_array(img)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            if pil_cap is not None and max_pixels > 2 * pil_cap:
-                cap = f"Pillow's hard limit of {2 * pil_cap:,} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS)"
-            else:
-                cap = f"the cap of {max_pixels:,} pixels (max_pixels)"
-            raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb, above {cap}: {err}") from err
+            except BaseException:
+                img.close()
+                raise
+        with img:
+            img.load()
+            if img.getexif().get(0x0112, 1) != 1:
+                img = ImageOps.exif_transpose(img)
+            return _pillow_to_array(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        if pil_cap is not None and max_pixels > 2 * pil_cap:
+            cap = f"Pillow's hard limit of {2 * pil_cap:,} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS)"
+        else:
+            cap = f"the cap of {max_pixels:,} pixels (max_pixels)"
+        raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb, above {cap}: {err}") from err
 
 
 def _pillow_to_array(img: Image.Image) -> np.ndarray:
@@ -487,7 +496,7 @@ def image_shape(source: str | os.PathLike) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tif:
                 key = tif.series[0].keyframe
                 return int(key.imagelength), int(key.imagewidth)
-        with warnings.catch_warnings():
+        with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():  # header only; see _read_pillow
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 width, height = img.size
@@ -835,3 +844,60 @@ def labels_to_tiff_bytes(labels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr.astype(out_dtype), compression="zlib", photometric="minisblack")
     return buf.getvalue()
+
+
+GRAYSCALE_MODES = ("mean", "stain")
+
+
+def is_colour(image: np.ndarray) -> bool:
+    """True for (H, W, >=3) images whose first three channels differ (not grayscale stored as RGB)."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        return False
+    sub = arr[:: max(arr.shape[0] // 256, 1), :: max(arr.shape[1] // 256, 1), :3]
+    return bool(np.any(sub[..., 0] != sub[..., 1]) or np.any(sub[..., 1] != sub[..., 2]))
+
+
+def hematoxylin(image: np.ndarray) -> np.ndarray:
+    """Hematoxylin optical density of an RGB brightfield image (colour deconvolution), float32 (H, W).
+
+    Nuclei (hematoxylin-stained) come out bright on a dark background, like fluorescence; eosin-stained
+    cytoplasm and red blood cells are suppressed, which a plain channel mean cannot do.
+    """
+    from skimage.color import rgb2hed
+
+    rgb = _finite_float32(np.asarray(image)[..., :3])
+    top = float(rgb.max()) if rgb.size else 1.0
+    rgb = np.clip(rgb / (top if top > 0 else 1.0), 0.0, 1.0)
+    return rgb2hed(rgb)[..., 0].astype(np.float32)
+
+
+def model_input(
+    image: np.ndarray,
+    *,
+    channel: int | None = None,
+    invert: bool | None = None,
+    low_pct: float = 1.0,
+    high_pct: float = 99.8,
+    grayscale: str = "mean",
+) -> tuple[np.ndarray, bool]:
+    """The one conversion from any image to a model's input: float32 (H, W), objects bright.
+
+    Parameters
+    ----------
+    grayscale : {"mean", "stain"}
+        How colour becomes one channel. ``mean`` averages channels (then bright backgrounds are
+        inverted); ``stain`` uses the hematoxylin optical density for colour bright-background images
+        (H&E and similar) and behaves like ``mean`` otherwise. Set by each model's card.
+
+    Returns
+    -------
+    (normalised image, treated_as_bright_background)
+    """
+    if grayscale not in GRAYSCALE_MODES:
+        raise ParameterError(f"grayscale must be one of {GRAYSCALE_MODES}, got {grayscale!r}")
+    gray = to_gray(image, channel=channel)
+    bright = is_bright_background(gray) if invert is None else bool(invert)
+    if grayscale == "stain" and channel is None and bright and is_colour(image):
+        return normalize_image(hematoxylin(image), low_pct=low_pct, high_pct=high_pct, invert=False), True
+    return normalize_image(gray, low_pct=low_pct, high_pct=high_pct, invert=bright), bright

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import postprocess as pp
 from .errors import ParameterError
-from .io import normalize_image
+from .io import model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 
@@ -181,12 +181,10 @@ def predict(
     """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass."""
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     t0 = time.perf_counter()
-    img = np.asarray(image)
-    from .io import is_bright_background, to_gray
-
-    gray = to_gray(img, channel=p.channel)
-    inverted = is_bright_background(gray) if p.invert is None else bool(p.invert)
-    norm = normalize_image(gray, low_pct=p.low_pct, high_pct=p.high_pct, invert=inverted)
+    norm, inverted = model_input(
+        np.asarray(image), channel=p.channel, invert=p.invert, low_pct=p.low_pct, high_pct=p.high_pct,
+        grayscale=model.card.normalization.get("grayscale", "mean"),
+    )
     t1 = time.perf_counter()
     maps = model.predict_maps(norm, progress=progress, fast=fast)
     t2 = time.perf_counter()

@@ -81,38 +81,47 @@ def _local_maxima(arr: np.ndarray, min_distance_px: int) -> np.ndarray:
 
 
 def watershed_split(
-    mask: np.ndarray, *, min_distance_px: int = 4, border_prob: np.ndarray | None = None
+    mask: np.ndarray,
+    *,
+    min_distance_px: int = 4,
+    border_prob: np.ndarray | None = None,
+    min_seed_area_px: int = 5,
 ) -> np.ndarray:
-    """Split touching objects: distance-transform peaks as markers, watershed within ``mask``.
+    """Split touching objects by a marker-controlled watershed on the distance transform of ``mask``.
 
     Parameters
     ----------
     mask : (H, W) bool
     min_distance_px : int
-        Minimum distance between two markers; larger values split less.
+        Without ``border_prob``: minimum distance between two markers (distance-transform maxima);
+        larger values split less.
     border_prob : (H, W) float, optional
-        Probability that a pixel lies on a border between touching objects (mask models with a
-        border channel). Those pixels are removed before the distance transform, so clumps split
-        along the predicted borders.
+        Probability of the band along object outlines (mask models with a boundary channel). Then the
+        markers are the connected cores left after removing that band (>= ``min_seed_area_px`` px
+        each), which separates clumps whatever the nucleus size, and ``min_distance_px`` is unused.
+    min_seed_area_px : int
+        Smallest core kept as a marker (smaller cores are noise along the band).
 
     Returns
     -------
-    (H, W) int32 labels covering ``mask``.
+    (H, W) int32 labels covering ``mask``; mask pieces without a marker become objects of their own.
     """
     mask = _check_map(mask, "mask").astype(bool)
     if min_distance_px < 1:
         raise ParameterError(f"min_distance_px must be >= 1, got {min_distance_px}")
-    core = mask
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
     if border_prob is not None:
         core = mask & ~(np.asarray(border_prob) > 0.5)
-    dist = cv2.distanceTransform(core.astype(np.uint8), cv2.DIST_L2, 3)
-    # light smoothing stops ragged outlines from creating spurious maxima
-    dist = cv2.GaussianBlur(dist, (0, 0), 1.0)
-    markers = _local_maxima(dist * core, min_distance_px)
+        cores = label_components(core)
+        markers = relabel_sequential(cores, object_areas(cores) >= min_seed_area_px)
+    else:
+        # light smoothing stops ragged outlines from creating spurious maxima
+        smooth = cv2.GaussianBlur(dist, (0, 0), 1.0)
+        markers = _local_maxima(smooth * mask, min_distance_px)
     if markers.max() == 0:
         return label_components(mask)
     labels = watershed(-dist, markers, mask=mask)
-    # pieces of the mask that received no marker (thin bits cut off by the border channel)
+    # pieces of the mask that received no marker become objects of their own
     missing = mask & (labels == 0)
     if missing.any():
         extra = label_components(missing)
@@ -203,7 +212,10 @@ def segment(
     if fill:
         mask = fill_holes(mask)
     labels = (
-        watershed_split(mask, min_distance_px=min_distance_px, border_prob=border_prob)
+        watershed_split(
+            mask, min_distance_px=min_distance_px, border_prob=border_prob,
+            min_seed_area_px=max(4, min_area_px // 2),
+        )
         if split
         else label_components(mask)
     )

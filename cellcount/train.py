@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "loss": {"mask": "bce_dice", "border_weight": 0.5, "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
     "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05},
     "inference": {"tile_size": 256, "tile_overlap": 32},
+    "input": {"grayscale": "mean", "low_pct": 1.0, "high_pct": 99.8},
     "postprocess": {},
     "out_dir": "weights",
     "run_dir": "runs",
@@ -146,10 +147,11 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     t0 = time.time()
     train_items, val_items = load_dsb_split(
         d["root"], kind=kind, val_fraction=d["val_fraction"], seed=d["split_seed"], density_scale=scale,
-        limit=d.get("limit"),
+        limit=d.get("limit"), grayscale=cfg["input"]["grayscale"],
     )
     if d.get("synthetic_images"):
-        train_items += synthetic_items(d["synthetic_images"], kind=kind, density_scale=scale, seed=tr["seed"])
+        train_items += synthetic_items(d["synthetic_images"], kind=kind, density_scale=scale, seed=tr["seed"],
+                                       grayscale=cfg["input"]["grayscale"])
     logger.info("data ready in %.1fs: %d train items, %d val", time.time() - t0, len(train_items), len(val_items))
 
     # bright-background (stained/brightfield) images are a minority and the hardest: sample them more
@@ -170,6 +172,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         tile_overlap=cfg["inference"]["tile_overlap"], density_scale=scale,
         postprocess=dict(cfg.get("postprocess") or {}),
         postprocess_tuned_on="not tuned (config defaults)",
+        normalization={"low_pct": cfg["input"]["low_pct"], "high_pct": cfg["input"]["high_pct"], "invert": "auto",
+                       "grayscale": cfg["input"]["grayscale"]},
     )
     run_dir = Path(cfg["run_dir"]) / cfg["name"]
     run_dir.mkdir(parents=True, exist_ok=True)

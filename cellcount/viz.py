@@ -235,10 +235,14 @@ def _hex(rgb: RGB) -> str:
 def _image_layout(fig: go.Figure, h: int, w: int, *, height: int | None, title: str | None) -> go.Figure:
     if height is None:
         height = int(min(720, max(320, 640 * h / max(w, 1))))
+    has_legend = any(t.type == "scatter" and t.showlegend is not False for t in fig.data)
+    top = (28 if title else 0) + (48 if has_legend else 10)  # room for the title and a 2-row legend
     fig.update_layout(
-        height=height,
-        margin=dict(l=0, r=0, t=40 if title else 10, b=0),
-        title=title,
+        height=height + top,
+        margin=dict(l=0, r=0, t=top, b=0),
+        title=dict(text=title, x=0, xanchor="left", y=0.995, yref="container", yanchor="top")
+        if title
+        else None,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
         hovermode="closest",
         plot_bgcolor="rgba(0,0,0,0)",
@@ -439,26 +443,49 @@ def _chart_layout(
     return fig
 
 
+def _histogram_bars(
+    values: np.ndarray, *, nbins: int | None, color: str, what: str, unit: str = ""
+) -> go.Figure:
+    """Bars of a histogram computed here (exact integer counts, bin ranges in the hover)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return go.Figure(go.Bar(x=[], y=[], marker_color=color))
+    if nbins is None:
+        nbins = int(min(40, max(5, round(2 * math.sqrt(v.size)))))
+    lo, hi = float(v.min()), float(v.max())
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(v, bins=nbins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    text = [f"{a:.4g}–{b:.4g}{unit}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    fig = go.Figure(
+        go.Bar(
+            x=centres,
+            y=counts,
+            width=np.diff(edges),
+            marker_color=color,
+            customdata=text,
+            hovertemplate=f"%{{customdata}}<br>%{{y}} {what}<extra></extra>",
+        )
+    )
+    top = int(counts.max())
+    fig.update_yaxes(rangemode="tozero", dtick=max(1, math.ceil(top / 6)) if top <= 60 else None)
+    return fig
+
+
 def area_histogram(
     objects: pd.DataFrame,
     *,
     pixel_size_um: float | None = None,
     min_area_px: float | None = None,
     max_area_px: float | None = None,
-    nbins: int = 40,
+    nbins: int | None = None,
 ) -> go.Figure:
     """Histogram of object areas (px, or µm² when ``pixel_size_um``), with the area bounds as lines."""
     areas = objects["area_px"].to_numpy(np.float64) if "area_px" in objects else np.zeros(0)
     factor, unit = (pixel_size_um**2, "µm²") if pixel_size_um else (1.0, "px")
-    fig = go.Figure(
-        go.Histogram(
-            x=areas * factor,
-            nbinsx=nbins,
-            name="objects",
-            marker_color="#4c78a8",
-            hovertemplate=f"area %{{x}} {unit}<br>%{{y}} objects<extra></extra>",
-        )
-    )
+    fig = _histogram_bars(areas * factor, nbins=nbins, color="#4c78a8", what="objects", unit=f" {unit}")
     for value, name, dash in ((min_area_px, "min area", "dash"), (max_area_px, "max area", "dot")):
         if value:
             fig.add_vline(
@@ -471,15 +498,9 @@ def area_histogram(
 
 
 def count_histogram(counts: Sequence[float] | pd.Series, *, nbins: int | None = None) -> go.Figure:
-    """Histogram of counts per image (about sqrt(n) bins, 5-30, unless ``nbins``)."""
+    """Histogram of counts per image (about 2 sqrt(n) bins, 5-40, unless ``nbins``)."""
     c = pd.to_numeric(pd.Series(counts), errors="coerce").dropna().to_numpy(np.float64)
-    n = nbins or int(min(30, max(5, round(math.sqrt(max(len(c), 1)) * 2))))
-    fig = go.Figure(
-        go.Histogram(
-            x=c, nbinsx=n, marker_color="#4c78a8", hovertemplate="count %{x}<br>%{y} images<extra></extra>"
-        )
-    )
-    fig.update_yaxes(tickformat="d", rangemode="tozero")
+    fig = _histogram_bars(c, nbins=nbins, color="#4c78a8", what="images")
     return _chart_layout(fig, title=None, xtitle="count per image", ytitle="images")
 
 
@@ -542,19 +563,11 @@ def pred_vs_true_scatter(
     )
 
 
-def error_histogram(df: pd.DataFrame, *, col: str = "error", nbins: int = 30) -> go.Figure:
+def error_histogram(df: pd.DataFrame, *, col: str = "error", nbins: int | None = None) -> go.Figure:
     """Histogram of signed count errors (predicted - true), with zero marked."""
     e = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(np.float64) if col in df else np.zeros(0)
-    fig = go.Figure(
-        go.Histogram(
-            x=e,
-            nbinsx=nbins,
-            marker_color="#f58518",
-            hovertemplate="error %{x}<br>%{y} images<extra></extra>",
-        )
-    )
+    fig = _histogram_bars(e, nbins=nbins, color="#f58518", what="images")
     fig.add_vline(x=0, line=dict(color="#444", dash="dash"))
-    fig.update_yaxes(tickformat="d", rangemode="tozero")
     return _chart_layout(fig, title=None, xtitle="count error (predicted - true)", ytitle="images")
 
 

@@ -303,6 +303,17 @@ def predict_set_cached(
     return pairs
 
 
+@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Evaluating ...")
+def evaluate_cached(
+    sig: str, params_json: str, iou_threshold: float, _pairs: list, _params: cc.CountParams
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-image table and summary for predictions ``sig`` postprocessed with these settings."""
+    from cellcount.evaluate import evaluate_predictions
+
+    report = evaluate_predictions(_pairs, _params, iou_threshold=iou_threshold, keep_results=False)
+    return report.per_image, report.summary
+
+
 def set_digest(items: Iterable[tuple[str, bytes, Any]]) -> str:
     h = hashlib.sha256()
     for name, data, _ in items:

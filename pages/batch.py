@@ -42,12 +42,12 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> Non
     bar = st.progress(0.0, text=f"Counting {len(items)} image(s) ...")
     table = st.empty()
     if done:
-        table.dataframe(counts_frame(done), hide_index=True)
+        table.dataframe(counts_frame(done), hide_index=True, placeholder="—")
     for item in count_many(
         items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)
     ):
         done.append(item)
-        table.dataframe(counts_frame(done), hide_index=True)
+        table.dataframe(counts_frame(done), hide_index=True, placeholder="—")
     bar.empty()
     table.empty()
     ok = [it for it in done if it.status == "ok"]
@@ -79,6 +79,7 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
     st.dataframe(
         df,
         hide_index=True,
+        placeholder="—",
         column_config={
             "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
             "count_estimate": st.column_config.NumberColumn(format="%.2f"),
@@ -87,44 +88,18 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
     )
     if len(ok):
         st.plotly_chart(viz.count_histogram(ok["count"]), key=f"{P}_hist")
-    cols = st.columns(4)
-    cols[0].download_button(
-        "Per-image CSV",
-        sh.csv_bytes(df),
-        "counts.csv",
-        "text/csv",
-        key=f"{P}_dl_counts",
-        on_click="ignore",
-        icon=":material/download:",
-    )
-    cols[1].download_button(
-        "Objects CSV",
-        res["objects_csv"],
-        "objects.csv",
-        "text/csv",
-        key=f"{P}_dl_objects",
-        on_click="ignore",
-        icon=":material/download:",
-    )
+    files = [
+        ("Per-image CSV", sh.csv_bytes(df), "counts.csv", "text/csv", "counts"),
+        ("Objects CSV", res["objects_csv"], "objects.csv", "text/csv", "objects"),
+    ]
     if res["labels_zip"] is not None:
-        cols[2].download_button(
-            "Label images (zip)",
-            res["labels_zip"],
-            "labels.zip",
-            "application/zip",
-            key=f"{P}_dl_labels",
-            on_click="ignore",
-            icon=":material/download:",
+        files.append(("Label images (zip)", res["labels_zip"], "labels.zip", "application/zip", "labels"))
+    files.append(("Settings JSON", res["settings"], "settings.json", "application/json", "settings"))
+    row = st.container(horizontal=True)
+    for label, data, name, mime, key in files:
+        row.download_button(
+            label, data, name, mime, key=f"{P}_dl_{key}", on_click="ignore", icon=":material/download:"
         )
-    cols[3].download_button(
-        "Settings JSON",
-        res["settings"],
-        "settings.json",
-        "application/json",
-        key=f"{P}_dl_settings",
-        on_click="ignore",
-        icon=":material/download:",
-    )
 
 
 st.title("Batch")

@@ -152,6 +152,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     st.dataframe(
         pd.DataFrame(per_config),
         hide_index=True,
+        placeholder="—",
         column_config={
             k: st.column_config.NumberColumn(format="%.2f")
             for k in ("MAE", "bias", "RMSE", "mean time per image (ms)")
@@ -160,6 +161,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     st.dataframe(
         table,
         hide_index=True,
+        placeholder="—",
         column_config={
             c: st.column_config.NumberColumn(format="%.1f")
             for c in table.columns
@@ -230,7 +232,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
 
 st.title("Compare")
 st.caption("Run several models, or one model with two settings, on the same images.")
-left, right = st.columns([1, 3], gap="medium")
+left, right = st.columns([2, 3], gap="large")
 with left:
     try:
         configs = pick_configs()
@@ -239,20 +241,27 @@ with left:
         st.stop()
 with right:
     sources = pick_images()
-    if len(configs) < 1 or not sources:
+    ready = len(configs) >= 1 and bool(sources)
+    if not ready:
         st.info("Choose at least one model (two to compare) and one image.")
-        st.stop()
-    if len({(m, p) for _, m, p in configs}) < len(configs):
+    elif len({(m, p) for _, m, p in configs}) < len(configs):
         st.warning("Two configurations are identical: change a setting or a model to see a difference.")
-    sig = repr(
-        [(lab, m, sh.model_version(m), p.to_json()) for lab, m, p in configs] + [s.digest for s in sources]
+    run_now = st.button(
+        f"Compare on {len(sources)} image(s)",
+        key=f"{P}_run",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=not ready,
     )
-    if st.button(
-        f"Compare on {len(sources)} image(s)", key=f"{P}_run", type="primary", icon=":material/play_arrow:"
-    ):
-        st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources)}
-    stored = st.session_state.get(f"{P}__result")
-    if stored is None or stored["sig"] != sig:
-        st.info("Press Compare to count the images with every configuration.")
-        st.stop()
-    show(stored["table"], configs, sources)
+if not ready:
+    st.stop()
+sig = repr(
+    [(lab, m, sh.model_version(m), p.to_json()) for lab, m, p in configs] + [s.digest for s in sources]
+)
+if run_now:
+    st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources)}
+stored = st.session_state.get(f"{P}__result")
+if stored is None or stored["sig"] != sig:
+    st.info("Press Compare to count the images with every configuration.")
+    st.stop()
+show(stored["table"], configs, sources)

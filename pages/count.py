@@ -151,6 +151,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
             st.dataframe(
                 result.objects,
                 hide_index=True,
+                placeholder="—",
                 height=360,
                 column_config={
                     c: st.column_config.NumberColumn(format="%.2f")

@@ -10,7 +10,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.evaluate import DEFAULT_GRID, evaluate_predictions, tune_params
+from cellcount.evaluate import DEFAULT_GRID, tune_params
 from pages import _shared as sh
 
 sh.require_entry_point("evaluate")
@@ -77,14 +77,15 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         )
 
 
-def show_worst(report, items: dict, k: int = 3) -> None:
-    worst = report.per_image.sort_values("abs_error", ascending=False).head(k)
+def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.CountParams, k: int = 3) -> None:
+    """The k images with the largest absolute error: prediction beside ground truth."""
+    worst = per_image.sort_values("abs_error", ascending=False).head(k)
     for _, row in worst.iterrows():
         name = row["file"]
-        res = report.results.get(name)
         data, gt = items[name]
         try:
             image = sh.read_image_cached(sh.digest_of(data), data)
+            res = cc.postprocess(preds[name], params, measure=False)
         except cc.CellcountError as err:
             sh.show_error(err)
             continue
@@ -92,14 +93,14 @@ def show_worst(report, items: dict, k: int = 3) -> None:
             f"**{name}** — true {int(row['true'])}, predicted {row['pred']:.1f} (error {row['error']:+.1f})"
         )
         a, b = st.columns(2)
-        if res is not None and res.output_kind == "density":
+        if res.output_kind == "density":
             a.plotly_chart(
                 viz.density_figure(
                     image, res.density, res.peaks, count_estimate=res.count_estimate, height=380
                 ),
                 key=f"{P}_worst_pred_{name}",
             )
-        elif res is not None:
+        else:
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
             a.plotly_chart(
@@ -172,6 +173,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
                 [{"setting": k, "before": str(a), "tuned": str(b)} for k, (a, b) in changed.items()]
             ),
             hide_index=True,
+            placeholder="—",
         )
     else:
         st.info("The current settings are already the best on this grid.")
@@ -263,47 +265,51 @@ with right:
         pairs = sh.predict_set_cached(
             data_sig, model_name, sh.model_version(model_name), params.input_key(), items
         )
-        report = evaluate_predictions(pairs, params, iou_threshold=iou)
+        per_image, summary = sh.evaluate_cached(sig, params.to_json(), iou, pairs, params)
     except cc.CellcountError as err:
         sh.show_error(err)
         st.stop()
 
-    show_summary(report.summary, iou)
-    tabs = st.tabs(["Per image", "Predicted vs true", "Errors", "Worst images"])
-    with tabs[0]:
-        st.dataframe(
-            report.per_image,
-            hide_index=True,
-            column_config={
-                c: st.column_config.NumberColumn(format="%.3f")
-                for c in (
-                    "pred",
-                    "error",
-                    "abs_error",
-                    "rel_error",
-                    "precision",
-                    "recall",
-                    "f1",
-                    "mean_iou",
-                    "model_seconds",
-                    "megapixels",
-                )
-                if c in report.per_image
-            },
-        )
-        st.download_button(
-            "Per-image CSV",
-            sh.csv_bytes(report.per_image),
-            "evaluation.csv",
-            "text/csv",
-            key=f"{P}_dl_table",
-            on_click="ignore",
-            icon=":material/download:",
-        )
-    with tabs[1]:
-        st.plotly_chart(viz.pred_vs_true_scatter(report.per_image), key=f"{P}_scatter")
-    with tabs[2]:
-        st.plotly_chart(viz.error_histogram(report.per_image), key=f"{P}_errhist")
-    with tabs[3]:
-        show_worst(report, {name: (data, gt) for name, data, gt in items})
+    show_summary(summary, iou)
+    tabs = st.tabs(
+        ["Per image", "Predicted vs true", "Errors", "Worst images"], key=f"{P}_tabs", on_change="rerun"
+    )
+    if tabs[0].open:
+        with tabs[0]:
+            fmt = (
+                "pred",
+                "error",
+                "abs_error",
+                "rel_error",
+                "precision",
+                "recall",
+                "f1",
+                "mean_iou",
+                "model_seconds",
+                "megapixels",
+            )
+            st.dataframe(
+                per_image,
+                hide_index=True,
+                placeholder="—",
+                column_config={
+                    c: st.column_config.NumberColumn(format="%.3f") for c in fmt if c in per_image
+                },
+            )
+            st.download_button(
+                "Per-image CSV",
+                sh.csv_bytes(per_image),
+                "evaluation.csv",
+                "text/csv",
+                key=f"{P}_dl_table",
+                on_click="ignore",
+                icon=":material/download:",
+            )
+    if tabs[1].open:
+        tabs[1].plotly_chart(viz.pred_vs_true_scatter(per_image), key=f"{P}_scatter")
+    if tabs[2].open:
+        tabs[2].plotly_chart(viz.error_histogram(per_image), key=f"{P}_errhist")
+    if tabs[3].open:
+        with tabs[3]:
+            show_worst(per_image, {n: (d, g) for n, d, g in items}, {n: p for n, p, _ in pairs}, params)
     tune_section(pairs, params, model, sig)

@@ -81,7 +81,7 @@ def render_card(name: str) -> None:
         st.markdown("**Metrics**")
         mf = _metrics_frame(card.metrics) if isinstance(card.metrics, dict) else None
         if mf is not None:
-            st.dataframe(mf, hide_index=True)
+            st.dataframe(mf, hide_index=True, placeholder="—")
         elif card.metrics:
             st.dataframe(_table(card.metrics), hide_index=True)
         else:

@@ -71,6 +71,7 @@ def test_models_mode_and_upload(tiny_models):
         compare_mode="Models", compare_models=["tiny-density", "classical-otsu"], compare_source="Upload"
     )
     assert any("Choose at least one model" in i.value for i in at.info)
+    assert at.button(key="compare_run").disabled
     img = np.zeros((48, 48), np.uint8)
     img[10:20, 10:20] = 200
     buf = io.BytesIO()

@@ -50,6 +50,11 @@ def test_samples_evaluate_and_slider_reevaluates():
     at.run()
     assert not at.exception
     assert float(metric(at, "MAE")) != mae
+    at.session_state["eval_tabs"] = "Worst images"  # lazy tab: only drawn when selected
+    at.run()
+    assert not at.exception
+    worst = [m.value for m in at.markdown if "— true" in m.value]
+    assert len(worst) == 3 and len(at.get("plotly_chart")) == 6
 
 
 def test_uploaded_labels_tune_and_apply_to_count_page():

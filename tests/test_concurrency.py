@@ -139,6 +139,37 @@ def test_threads_reading_and_batch_counting(sample_images) -> None:
         assert out == {**expected, "broken.png": None}
 
 
+def test_concurrent_reads_leave_the_warning_filters_alone() -> None:
+    """read_image swaps warning filters around Pillow's bomb guard; concurrent reads must not leak them.
+
+    warnings.catch_warnings() is process-global: without a lock, threads restore each other's saved
+    filters and one is left behind. A tiny switch interval makes the interleaving happen reliably.
+    """
+    import warnings
+
+    from bad_inputs import blobs, png_bytes
+
+    datas = [png_bytes(np.zeros((4, 4), np.uint8)), png_bytes(blobs())]
+    barrier = threading.Barrier(N_THREADS)
+
+    def work(k: int) -> None:
+        barrier.wait()
+        for i in range(200):
+            read_image(datas[(k + i) % 2])
+
+    interval = sys.getswitchinterval()
+    with warnings.catch_warnings():  # restores the filters for the other tests whatever happens
+        before = list(warnings.filters)
+        sys.setswitchinterval(1e-5)
+        try:
+            with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+                list(pool.map(work, range(N_THREADS)))
+        finally:
+            sys.setswitchinterval(interval)
+        leaked = [f for f in warnings.filters if f not in before]
+    assert not leaked, f"concurrent read_image calls left warning filters behind: {leaked}"
+
+
 # --------------------------------------------------------------------------------------------------
 # app sessions
 # --------------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def tiny_net() -> cc.models.NetModel:
     torch.manual_seed(0)
     net = create_model("unet", **TINY_NET_KWARGS)
     card = ModelCard(name="tiny-test-unet", architecture="unet", output_kind="mask", kwargs=dict(TINY_NET_KWARGS),
-                     tile_size=64, tile_overlap=8, extra={"fast_tile_size": 64})
+                     tile_size=256, tile_overlap=16, extra={"fast_tile_size": 256})
     return NetModel(net, card)
 
 
@@ -288,7 +288,27 @@ def test_zip_file_and_byte_budgets() -> None:
     assert "more than 2 images" in out[2][2]
     out = list(iter_zip_images(data, max_bytes=len(good) + 1))
     assert [r is None for _, _, r in out] == [True, False, False, False]
-    assert "expands beyond" in out[1][2]
+    assert "expands beyond the cap" in out[1][2] and "max_bytes" in out[1][2]
+
+
+def test_zip_member_that_lies_about_its_size_is_bounded() -> None:
+    """A member whose central directory claims 100 bytes but inflates to 8 MB: read stops at the claim."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb.png", b"\x00" * (8 << 20))
+        zf.writestr("good.png", png_bytes(blobs()))
+    data = bytearray(buf.getvalue())
+    central = data.rfind(b"PK\x01\x02", 0, data.rfind(b"PK\x01\x02"))  # the first central record
+    data[central + 24 : central + 28] = (100).to_bytes(4, "little")  # uncompressed size
+    tracemalloc.start()
+    try:
+        out = {name: (blob, reason) for name, blob, reason in iter_zip_images(bytes(data))}
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out["bomb.png"][0] is None and "cannot extract" in out["bomb.png"][1]
+    assert out["good.png"][1] is None
+    assert peak < 4 << 20
 
 
 # --------------------------------------------------------------------------------------------------
@@ -567,3 +587,51 @@ def test_app_count_page_shows_errors_and_keeps_working(monkeypatch, otsu) -> Non
     expected = cc.count_image(read_image(SAMPLES / name), otsu)
     assert at.selectbox(key="count_model").value == cc.models.CLASSICAL_NAME
     assert int(metrics["Count"]) == expected.count
+
+
+EVALUATE_PAGE = ROOT / "pages" / "evaluate.py"
+
+
+def test_app_evaluate_page_reports_bad_ground_truth(monkeypatch) -> None:
+    """Ground truth of the wrong shape or a broken label file: a message, and the page still works."""
+    from bad_inputs import tiff_bytes
+
+    at = _app(EVALUATE_PAGE, monkeypatch, eval_model=cc.models.CLASSICAL_NAME)
+    _widget(at.radio, "eval_source").set_value("Upload").run()
+    image = png_bytes(blobs())
+    good = np.zeros(BLOB_SHAPE, np.uint16)
+    for k, (r, c) in enumerate(((16, 18), (20, 70), (46, 30), (48, 76)), start=1):
+        good[r - 3 : r + 4, c - 3 : c + 4] = k
+    uploads = {
+        "wrong-shape": [("a.png", image, "image/png"), ("a_labels.tif", tiff_bytes(good[:32, :32]), "image/tiff")],
+        "broken-labels": [("a.png", image, "image/png"), ("a_labels.png", b"<html>no</html>", "image/png")],
+    }
+    for what, files in uploads.items():
+        _widget(at.file_uploader, "eval_files").set_value(files).run()
+        assert not at.exception, (what, [e.value for e in at.exception])
+        errors = " ".join(e.value for e in at.error)
+        assert "a_labels" in errors, (what, errors)
+    files = [("a.png", image, "image/png"), ("a_labels.tif", tiff_bytes(good), "image/tiff")]
+    _widget(at.file_uploader, "eval_files").set_value(files).run()
+    _widget(at.button, "eval_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {m.label: m.value for m in at.metric}["Images"] == "1"
+
+
+@pytest.mark.parametrize("case", [c for c in WEIGHTS_CASES if c.id in ("weights-sha256-mismatch",
+                                                                      "weights-pickle-payload")],
+                         ids=["sha256-mismatch", "pickle-payload"])
+def test_app_count_page_with_bad_weights_shows_an_error(case: BadInput, tmp_path: Path, monkeypatch) -> None:
+    """A tampered model in weights/: the Count page says why it cannot load it and other models still work."""
+    from cellcount.models import loading
+
+    monkeypatch.delenv(PICKLE_ENV_FLAG, raising=False)
+    write_model_folder(case, tmp_path / "bad-model")
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    at = _app(COUNT_PAGE, monkeypatch, count_model="bad-model")
+    errors = " ".join(e.value for e in at.error)
+    assert case.match.lower() in errors.lower(), errors
+    assert PICKLE_ENV_FLAG not in os.environ
+    _widget(at.selectbox, "count_model").set_value(cc.models.CLASSICAL_NAME).run()
+    assert not at.exception and not at.error
+    assert int({m.label: m.value for m in at.metric}["Count"]) >= 0

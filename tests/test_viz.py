@@ -167,9 +167,11 @@ def test_charts_build():
     line, points = fig.data
     assert list(line.x) == list(line.y)  # the y = x line
     assert list(points.text) == ["a", "b", "c"]
-    assert viz.error_histogram(df).data[0].type == "histogram"
+    assert viz.error_histogram(df).data[0].type == "bar"
     assert viz.agreement_scatter(df, "A", "B").layout.xaxis.title.text == "count: A"
-    assert viz.count_histogram([1, 2, None, 4]).data[0].x.tolist() == [1.0, 2.0, 4.0]
+    bars = viz.count_histogram([1, 1.5, None, 4], nbins=3).data[0]
+    assert list(bars.y) == [2, 0, 1]  # NaN dropped, exact integer counts
+    assert viz.count_histogram([]).data[0].type == "bar"
     objects = pd.DataFrame({"area_px": [10, 20, 30]})
     ah = viz.area_histogram(objects, min_area_px=15, max_area_px=25)
     assert len(ah.layout.shapes) == 2

@@ -8,6 +8,7 @@ density models return one channel in count units (the map sums to the count).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
     from ..inference import ProgressFn
 
 logger = logging.getLogger(__name__)
+
+FAST_TILE_PX = 1024
+"""Largest tile of the fast path (balanced tiling shrinks it so that tiles share the image evenly)."""
+FAST_BATCH_PX = 1 << 20
+"""Pixels per forward pass in the fast path: bounds activation memory (one 1024 x 1024 tile)."""
 
 
 class CountModel:
@@ -62,6 +68,21 @@ class NetModel(CountModel):
         self.net = self.net.to(memory_format=torch.channels_last)
         for p in self.net.parameters():
             p.requires_grad_(False)
+        self._fast_net: torch.nn.Module | None = None
+        self._fast_lock = threading.Lock()
+
+    def fast_net(self) -> torch.nn.Module:
+        """The network of the fast path, built on first use and then shared (read-only).
+
+        A copy of :attr:`net` with every BatchNorm folded into the convolution before it, in the NHWC
+        memory format (see :func:`cellcount.inference.optimize_for_inference`).
+        """
+        from ..inference import optimize_for_inference
+
+        with self._fast_lock:
+            if self._fast_net is None:
+                self._fast_net = optimize_for_inference(self.net)
+            return self._fast_net
 
     @property
     def out_channels(self) -> int:
@@ -81,22 +102,46 @@ class NetModel(CountModel):
         from ..inference import default_device, predict_tiled
 
         dev = default_device() if device is None else device
-        net = self.net.to(dev) if str(dev) != "cpu" else self.net
+        if fast:
+            # folded BatchNorm, NHWC, large balanced tiles batched up to FAST_BATCH_PX pixels
+            net = self.fast_net()
+            tile = tile or int(self.card.extra.get("fast_tile_size", FAST_TILE_PX))
+            batch_size = batch_size or max(1, FAST_BATCH_PX // (tile * tile))
+        else:
+            net = self.net
+            tile = tile or self.card.tile_size
+            batch_size = batch_size or 1
+        net = net.to(dev) if str(dev) != "cpu" else net
         raw = predict_tiled(
             net,
             image,
             out_channels=self.out_channels,
-            tile=tile or (self.card.extra.get("fast_tile_size", 512) if fast else self.card.tile_size),
+            tile=tile,
             overlap=self.card.tile_overlap if overlap is None else overlap,
-            batch_size=batch_size or (4 if fast else 1),
+            batch_size=batch_size,
             divisor=2 ** int(self.card.kwargs.get("depth", 4)),
             device=dev,
             channels_last=fast,
             progress=progress,
+            balanced=fast,
         )
+        return self._maps_from_raw(raw)
+
+    def _maps_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """Raw float32 network output -> probabilities (mask) or count-unit density, computed in place.
+
+        The same float32 operations as ``1 / (1 + exp(-raw))`` and ``max(raw, 0) / scale``, without the
+        full-size temporaries (a 4096 x 4096 two-channel map is 128 MB each).
+        """
+        out = np.asarray(raw, dtype=np.float32)
         if self.output_kind == "mask":
-            return (1.0 / (1.0 + np.exp(-raw))).astype(np.float32)
-        return (np.maximum(raw, 0) / float(self.card.density_scale)).astype(np.float32)
+            np.negative(out, out=out)
+            np.exp(out, out=out)
+            out += np.float32(1.0)
+            return np.divide(np.float32(1.0), out, out=out)
+        np.maximum(out, np.float32(0.0), out=out)
+        out /= np.float32(self.card.density_scale)
+        return out
 
 
 class ClassicalModel(CountModel):

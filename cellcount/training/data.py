@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..groundtruth import load_dsb_folder
-from ..io import is_bright_background, normalize_image, read_image, to_gray
+from ..io import model_input, read_image
 from .targets import boundary_band, density_from_labels
 
 logger = logging.getLogger(__name__)
@@ -35,12 +35,17 @@ def is_validation(name: str, val_fraction: float, seed: int = 0) -> bool:
 
 
 def prepare_item(
-    name: str, image: np.ndarray, labels: np.ndarray, *, kind: str, density_scale: float, border_width: int = 1
+    name: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    kind: str,
+    density_scale: float,
+    border_width: int = 1,
+    grayscale: str = "mean",
 ) -> Item:
     """Normalise like inference does and build the targets for ``kind`` ('mask' or 'density')."""
-    gray = to_gray(image)
-    inverted = is_bright_background(gray)
-    norm = normalize_image(gray, invert=inverted)
+    norm, inverted = model_input(image, grayscale=grayscale)
     labels = np.asarray(labels, np.int32)
     targets: dict[str, np.ndarray] = {}
     if kind == "mask":
@@ -53,7 +58,14 @@ def prepare_item(
 
 
 def load_dsb_split(
-    root: str | Path, *, kind: str, val_fraction: float, seed: int, density_scale: float, limit: int | None = None
+    root: str | Path,
+    *,
+    kind: str,
+    val_fraction: float,
+    seed: int,
+    density_scale: float,
+    limit: int | None = None,
+    grayscale: str = "mean",
 ) -> tuple[list[Item], list[Item]]:
     """Load every DSB image with its labels, split into (train, val)."""
     pairs = load_dsb_folder(root)
@@ -61,13 +73,17 @@ def load_dsb_split(
         pairs = pairs[:limit]
     train, val = [], []
     for path, gt in pairs:
-        item = prepare_item(path.name, read_image(path), gt.labels, kind=kind, density_scale=density_scale)
+        item = prepare_item(
+            path.name, read_image(path), gt.labels, kind=kind, density_scale=density_scale, grayscale=grayscale
+        )
         (val if is_validation(path.name, val_fraction, seed) else train).append(item)
     logger.info("DSB: %d train, %d validation images from %s", len(train), len(val), root)
     return train, val
 
 
-def synthetic_items(n: int, *, kind: str, density_scale: float, seed: int, size: int = 256) -> list[Item]:
+def synthetic_items(
+    n: int, *, kind: str, density_scale: float, seed: int, size: int = 256, grayscale: str = "mean"
+) -> list[Item]:
     """``n`` generated images across conditions (see :mod:`cellcount.synthetic`)."""
     from ..synthetic import make_synthetic
 
@@ -85,5 +101,6 @@ def synthetic_items(n: int, *, kind: str, density_scale: float, seed: int, size:
             bit_depth=int(rng.choice([8, 16])),
             bright_background=bool(rng.random() < 0.2),
         )
-        items.append(prepare_item(f"synthetic_{i:04d}", s.image, s.labels, kind=kind, density_scale=density_scale))
+        items.append(prepare_item(f"synthetic_{i:04d}", s.image, s.labels, kind=kind, density_scale=density_scale,
+                                  grayscale=grayscale))
     return items

@@ -1,0 +1,689 @@
+"""Benchmark: how fast cellcount counts on this machine, measured in one run.
+
+``python -m cellcount.bench [--quick] [--markdown BENCHMARKS_TABLE.md] [--json out.json]`` prints
+Markdown tables (issue #5):
+
+* per model (the shipped models without the classical baseline, plus an untrained stand-in built from
+  ``configs/<name>.yaml`` for each config without trained weights): network time per megapixel in the
+  plain fp32 path (``predict_maps(fast=False)``), in the fast path (``fast=True``) and in a naive
+  reference loop kept here (fp32, batch of one, non-overlapping 256 x 256 tiles, NCHW memory format, as
+  the original density-map app did); the speed-up fast / naive; achieved GFLOP/s of the network against a
+  matrix-multiply peak measured in the same run; and the count difference fast vs fp32 through
+  :func:`cellcount.count_image` on the shipped samples plus a few DSB 2018 images;
+* postprocessing latency of the app's slider path (:func:`cellcount.postprocess`, object table included)
+  on a 1024 x 1024 map: mask with and without watershed, density peaks;
+* end-to-end CLI throughput on 100 generated 512 x 512 images and peak RSS counting a 4096 x 4096 image,
+  both in subprocesses.
+
+Times are medians of repeats that alternate between the variants, so ratios compare like with like even
+on a busy machine. ``--quick`` is a tiny version for the test suite (small images, few repeats); its
+figures are not comparable with the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import NetModel
+    from .pipeline import CountParams, Prediction
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
+SAMPLES_DIR = REPO / "data" / "samples"
+DSB_DIR = REPO.parent / "shared" / "datasets" / "dsb2018"
+
+TARGETS = {
+    "speedup_vs_naive": 3.0,  # fast path / naive loop, at least
+    "count_diff_pct": 0.5,  # sum |fast - fp32| / sum fp32 over the count images, at most
+    "postprocess_ms": 100.0,  # median slider-path latency on a 1024 x 1024 map, at most
+    "cli_seconds": 30.0,  # 100 images of 512 x 512 through the CLI, at most
+    "peak_rss_gb": 2.0,  # counting one 4096 x 4096 image, at most
+}
+NAIVE_TILE_PX = 256
+CELLS_PER_MEGAPIXEL = 600  # synthetic images: about as crowded as the denser DSB fields
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes and repeats of one benchmark run (full or ``--quick``)."""
+
+    quick: bool
+    infer_px: int  # square image for the network timings
+    infer_repeats: int
+    n_samples: int | None  # shipped samples for the count comparison (None = all)
+    n_dsb: int  # DSB images for the count comparison
+    pp_px: int  # square map for the postprocessing timings
+    pp_repeats: int
+    cli_images: int
+    cli_px: int
+    rss_px: int
+    mm_n: int
+    mm_repeats: int
+
+    @classmethod
+    def make(cls, quick: bool) -> BenchConfig:
+        if quick:
+            return cls(True, 256, 1, 2, 1, 256, 3, 10, 256, 1024, 512, 2)
+        return cls(False, 1024, 3, None, 12, 1024, 21, 100, 512, 4096, 2048, 5)
+
+
+@dataclass
+class BenchModel:
+    """A model under test: trained weights from ``weights/`` or an untrained stand-in from its config."""
+
+    model: NetModel
+    trained: bool
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def label(self) -> str:
+        return self.name if self.trained else f"{self.name} (untrained)"
+
+    @property
+    def val_mae(self) -> float:
+        m = self.model.card.metrics.get("validation", {}) if isinstance(self.model.card.metrics, dict) else {}
+        return float(m.get("mae", math.inf))
+
+
+@dataclass
+class BenchResults:
+    """Everything one run measured (written as JSON with ``--json``)."""
+
+    config: dict[str, Any]
+    machine: dict[str, Any]
+    command: str
+    matmul_gflops: float = 0.0
+    models: list[dict[str, Any]] = field(default_factory=list)
+    postprocess: list[dict[str, Any]] = field(default_factory=list)
+    cli: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------- timing
+
+
+def time_once(fn: Callable[[], Any]) -> float:
+    """Wall-clock seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Call each function once to warm up, then ``repeats`` rounds of one call each, alternating.
+
+    Alternating spreads background load evenly over the variants, so their ratio stays meaningful.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(time_once(fn))
+    return times
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+# -------------------------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo, else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, library versions, torch threads and the load average when the run started."""
+    import cv2
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "python": platform.python_version(),
+        "load_avg_1min_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of ``torch.mm`` on two ``n x n`` matrices, best of ``repeats``: the achievable peak."""
+    import torch
+
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    best = min(time_once(lambda: torch.mm(a, b, out=out)) for _ in range(repeats))
+    return 2.0 * n**3 / best / 1e9
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def untrained_model(config_path: Path) -> NetModel:
+    """A seeded, untrained network with the architecture, kwargs and card defaults of a training config."""
+    import torch
+    import yaml
+
+    from .models import ModelCard, NetModel, create_model
+
+    cfg = yaml.safe_load(config_path.read_text())
+    kind = cfg["output_kind"]
+    kwargs = {"in_channels": 1, **cfg["model"], "head": kind}
+    if kind == "density":
+        kwargs["out_channels"] = 1
+    torch.manual_seed(0)
+    net = create_model(cfg["architecture"], **kwargs)
+    card = ModelCard(
+        name=cfg["name"], architecture=cfg["architecture"], output_kind=kind, kwargs=kwargs,
+        description=cfg.get("description", ""),
+        density_scale=float(cfg.get("train", {}).get("density_scale", 100.0)) if kind == "density" else 1.0,
+        postprocess=dict(cfg.get("postprocess") or {}),
+        postprocess_tuned_on="untrained stand-in built by cellcount.bench",
+    )
+    return NetModel(net, card)
+
+
+def bench_models(names: Sequence[str] | None = None, *, config_dir: Path = CONFIG_DIR) -> list[BenchModel]:
+    """Shipped models (classical baseline excluded) and untrained stand-ins for configs without weights."""
+    from .models import CLASSICAL_NAME, NetModel, list_models, load_model
+
+    out: list[BenchModel] = []
+    for name in list_models():
+        if name == CLASSICAL_NAME:
+            continue
+        model = load_model(name)
+        if isinstance(model, NetModel):
+            out.append(BenchModel(model, trained=True))
+    shipped = {bm.name for bm in out}
+    for path in sorted(config_dir.glob("*.yaml")):
+        model = untrained_model(path)
+        if model.name not in shipped:
+            out.append(BenchModel(model, trained=False))
+    if names:
+        out = [bm for bm in out if bm.name in set(names)]
+    return out
+
+
+def best_model(models: Sequence[BenchModel], kind: str) -> BenchModel | None:
+    """The model of ``kind`` to use for the postprocessing and CLI rows: trained first, then lowest val MAE."""
+    cands = [bm for bm in models if bm.model.output_kind == kind]
+    return min(cands, key=lambda bm: (not bm.trained, bm.val_mae, bm.name)) if cands else None
+
+
+def contiguous_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """Copy of ``net`` with NCHW (contiguous) weights, as a plain PyTorch program would hold them."""
+    import torch
+
+    return copy.deepcopy(net).to(memory_format=torch.contiguous_format).eval()
+
+
+def naive_predict(
+    net: torch.nn.Module, image: np.ndarray, *, out_channels: int, output_kind: str, density_scale: float = 1.0,
+    tile: int = NAIVE_TILE_PX,
+) -> np.ndarray:
+    """The reference loop of the original density-map app: fp32, batch of one, non-overlapping tiles, NCHW.
+
+    ``image`` (H, W) float32 is reflect-padded to a multiple of ``tile``; returns (C, H, W) float32
+    probabilities (mask) or density in count units, like :meth:`NetModel.predict_maps`.
+    """
+    import torch
+
+    h, w = image.shape
+    ph, pw = math.ceil(h / tile) * tile, math.ceil(w / tile) * tile
+    padded = np.pad(np.asarray(image, np.float32), ((0, ph - h), (0, pw - w)), mode="symmetric")
+    raw = np.zeros((out_channels, ph, pw), np.float32)
+    with torch.inference_mode():
+        for r in range(0, ph, tile):
+            for c in range(0, pw, tile):
+                x = torch.from_numpy(np.ascontiguousarray(padded[r:r + tile, c:c + tile]))[None, None]
+                raw[:, r:r + tile, c:c + tile] = net(x)[0].numpy()
+    raw = raw[:, :h, :w]
+    if output_kind == "mask":
+        return (1.0 / (1.0 + np.exp(-raw))).astype(np.float32)
+    return (np.maximum(raw, 0) / float(density_scale)).astype(np.float32)
+
+
+def flops_per_pixel(net: torch.nn.Module, size: int = 256) -> float:
+    """Network FLOPs per input pixel (multiply-add = 2), counted by ``torch.utils.flop_counter``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops() / float(size * size)
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def synthetic_image(px: int, seed: int, *, bright_background: bool = False) -> Any:
+    """A square synthetic sample with about :data:`CELLS_PER_MEGAPIXEL` nuclei (fixed seed)."""
+    from .synthetic import make_synthetic
+
+    n = max(5, round(CELLS_PER_MEGAPIXEL * px * px / 1e6))
+    return make_synthetic((px, px), rng=seed, n_cells=n, bright_background=bright_background)
+
+
+def normalised(image: np.ndarray) -> np.ndarray:
+    """Grayscale, background auto-inverted, percentile-normalised float32 (the model input)."""
+    from .io import is_bright_background, normalize_image, to_gray
+
+    gray = to_gray(image)
+    return normalize_image(gray, invert=is_bright_background(gray))
+
+
+def count_images(cfg: BenchConfig, dsb_dir: Path = DSB_DIR) -> list[tuple[str, np.ndarray]]:
+    """The fixed image set of the count comparison: shipped samples, then evenly spaced DSB images."""
+    from .io import list_image_files, read_image, split_ground_truth_files
+
+    files: list[Path] = []
+    if SAMPLES_DIR.is_dir():
+        files = split_ground_truth_files(list_image_files(SAMPLES_DIR))[0][: cfg.n_samples]
+    dsb = sorted((dsb_dir / "images").glob("*.png")) if (dsb_dir / "images").is_dir() else []
+    if dsb and cfg.n_dsb:
+        step = max(len(dsb) // cfg.n_dsb, 1)
+        files += dsb[::step][: cfg.n_dsb]
+    return [(f.name, read_image(f)) for f in files]
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write an 8-bit gray or RGB image (PNG) with OpenCV."""
+    import cv2
+
+    img = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+
+def bench_inference(bm: BenchModel, cfg: BenchConfig, peak_gflops: float) -> dict[str, Any]:
+    """Network seconds per megapixel: naive loop, plain fp32 and fast path, alternating repeats."""
+    model = bm.model
+    image = normalised(synthetic_image(cfg.infer_px, seed=1).image)
+    naive_net = contiguous_copy(model.net)
+    card = model.card
+
+    def naive() -> np.ndarray:
+        return naive_predict(naive_net, image, out_channels=model.out_channels, output_kind=card.output_kind,
+                             density_scale=card.density_scale)
+
+    times = time_interleaved({
+        "naive": naive,
+        "fp32": lambda: model.predict_maps(image, fast=False),
+        "fast": lambda: model.predict_maps(image, fast=True),
+    }, cfg.infer_repeats)
+    mpx = image.size / 1e6
+    med = {k: median(v) for k, v in times.items()}
+    fpp = flops_per_pixel(naive_net)
+    gflops_fast = fpp * image.size / med["fast"] / 1e9
+    return {
+        "image_px": list(image.shape),
+        "s_per_mpx": {k: v / mpx for k, v in med.items()},
+        "speedup_vs_naive": med["naive"] / med["fast"],
+        "speedup_vs_fp32": med["fp32"] / med["fast"],
+        "gflop_per_mpx": fpp * 1e6 / 1e9,
+        "gflops": {k: fpp * image.size / v / 1e9 for k, v in med.items()},
+        "fast_pct_of_peak": 100.0 * gflops_fast / peak_gflops if peak_gflops else float("nan"),
+        "repeats": cfg.infer_repeats,
+    }
+
+
+def bench_counts(bm: BenchModel, images: Sequence[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """Counts through :func:`cellcount.count_image` (card defaults), fp32 path vs fast path, per image."""
+    from .pipeline import count_image, resolve_params
+
+    params = resolve_params(bm.model)
+    per_image = []
+    for name, img in images:
+        exact = count_image(img, bm.model, params, fast=False)
+        fast = count_image(img, bm.model, params, fast=True)
+        per_image.append({"image": name, "fp32": exact.count_estimate, "fast": fast.count_estimate,
+                          "fp32_count": exact.count, "fast_count": fast.count})
+    ref = np.array([r["fp32"] for r in per_image], np.float64)
+    abs_diff = np.abs(np.array([r["fast"] for r in per_image], np.float64) - ref)
+    return {
+        "n_images": len(per_image),
+        "total_fp32": float(ref.sum()),
+        "total_fast": float(sum(r["fast"] for r in per_image)),
+        "abs_diff_pct": float(100.0 * abs_diff.sum() / max(ref.sum(), 1e-9)),
+        "max_abs_diff": float(abs_diff.max()) if len(abs_diff) else 0.0,
+        "images_differing": sum(r["fp32_count"] != r["fast_count"] for r in per_image),
+        "per_image": per_image,
+    }
+
+
+# --------------------------------------------------------------------------------------- postprocess
+
+
+def ground_truth_prediction(sample: Any, kind: str, params: CountParams) -> Prediction:
+    """A model-free map from a synthetic sample's labels: blurred foreground + touching borders (mask), or
+    unit-mass Gaussians at the centroids (density). Used when no trained model can supply a realistic map."""
+    import cv2
+
+    from .pipeline import Prediction
+
+    labels = sample.labels
+    if kind == "mask":
+        fg = cv2.GaussianBlur((labels > 0).astype(np.float32), (0, 0), 1.5)
+        border = np.zeros(labels.shape, np.float32)
+        for a, b in ((labels[:-1], labels[1:]), (labels[:, :-1], labels[:, 1:])):
+            touch = (a != b) & (a > 0) & (b > 0)
+            border[: touch.shape[0], : touch.shape[1]] += touch
+        border = np.clip(cv2.GaussianBlur(np.minimum(border, 1), (0, 0), 1.0) * 2, 0, 1)
+        maps = np.stack([fg, border])
+    else:
+        dens = np.zeros(labels.shape, np.float32)
+        for r, c in np.asarray(sample.centroids):
+            dens[min(int(round(r)), labels.shape[0] - 1), min(int(round(c)), labels.shape[1] - 1)] += 1.0
+        maps = cv2.GaussianBlur(dens, (0, 0), 3.0)[None]
+    return Prediction(
+        model_name="synthetic ground truth", output_kind=kind, maps=maps.astype(np.float32),
+        image_norm=normalised(sample.image), inverted=False, input_key=params.input_key(),
+    )
+
+
+def postprocess_cases(
+    models: Sequence[BenchModel], cfg: BenchConfig
+) -> list[tuple[str, str, Prediction, CountParams, np.ndarray]]:
+    """(row label, map source, cached prediction, params, original image) for the slider-path rows."""
+    from .pipeline import predict, resolve_params
+
+    sample = synthetic_image(cfg.pp_px, seed=2)
+    cases = []
+    for kind in ("mask", "density"):
+        bm = best_model(models, kind)
+        if bm is None:
+            continue
+        params = resolve_params(bm.model)
+        if bm.trained:
+            pred, source = predict(sample.image, bm.model, params, fast=True), f"{bm.name} prediction"
+        else:
+            pred, source = ground_truth_prediction(sample, kind, params), "synthetic ground-truth map"
+        if kind == "mask":
+            cases.append(("mask + watershed", source, pred, params.replace(watershed=True), sample.image))
+            cases.append(("mask, no watershed", source, pred, params.replace(watershed=False), sample.image))
+        else:
+            cases.append(("density peaks", source, pred, params, sample.image))
+    return cases
+
+
+def bench_postprocess(models: Sequence[BenchModel], cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Median latency of :func:`cellcount.postprocess` (object table included) per case."""
+    from .pipeline import postprocess
+
+    rows = []
+    for label, source, pred, params, image in postprocess_cases(models, cfg):
+        result = postprocess(pred, params, image=image)
+        times = [time_once(lambda p=pred, q=params, i=image: postprocess(p, q, image=i))
+                 for _ in range(cfg.pp_repeats)]
+        rows.append({
+            "case": label, "map": source, "map_px": list(pred.shape), "count": result.count,
+            "median_ms": 1e3 * median(times), "min_ms": 1e3 * min(times), "repeats": cfg.pp_repeats,
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------------ CLI and memory
+
+
+def cli_model_ref(bm: BenchModel, folder: Path) -> str:
+    """What to pass to ``--model``: the name of a shipped model, or a saved folder for a stand-in."""
+    from .models import save_model
+
+    if bm.trained:
+        return bm.name
+    card = copy.deepcopy(bm.model.card)
+    return str(save_model(bm.model.net, card, folder / bm.name))
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for the CLI subprocesses: this checkout first on the import path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def count_command(paths: Sequence[Path], model_ref: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "cellcount", "count", *map(str, paths), "--model", model_ref,
+            "--out", str(out), "--no-progress", "-q"]
+
+
+def run_measured(cmd: list[str]) -> tuple[int, float, float]:
+    """Run ``cmd``; return (exit code, wall seconds, peak RSS in MiB of that child).
+
+    ``os.wait4`` returns the child's own ``resource`` usage (``ru_maxrss``, as
+    ``getrusage(RUSAGE_CHILDREN)`` would report for a single child).
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if hasattr(os, "wait4"):
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        rss_kib = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    else:  # no wait4 (Windows): no RSS figure
+        _, err = proc.communicate()
+        seconds, stderr, rss_kib = time.perf_counter() - t0, err.decode(errors="replace"), float("nan")
+    if proc.returncode != 0:
+        logger.warning("%s exited with %s: %s", " ".join(cmd[:4]), proc.returncode, stderr.strip()[-500:])
+    return proc.returncode, seconds, rss_kib / 1024
+
+
+def bench_cli(model_ref: str, label: str, cfg: BenchConfig, tmp: Path) -> dict[str, Any]:
+    """Wall time of ``python -m cellcount count DIR`` on generated images (interpreter start included)."""
+    folder = tmp / "cli_images"
+    folder.mkdir()
+    for i in range(cfg.cli_images):
+        sample = synthetic_image(cfg.cli_px, seed=100 + i, bright_background=(i % 4 == 3))
+        write_image(folder / f"img_{i:03d}.png", sample.image)
+    rc, seconds, rss = run_measured(count_command([folder], model_ref, tmp / "cli_counts.csv"))
+    return {"model": label, "images": cfg.cli_images, "image_px": [cfg.cli_px, cfg.cli_px], "exit_code": rc,
+            "seconds": seconds, "images_per_s": cfg.cli_images / seconds, "peak_rss_mib": rss}
+
+
+def bench_memory(model_ref: str, label: str, cfg: BenchConfig, tmp: Path) -> dict[str, Any]:
+    """Peak RSS of the CLI counting one ``rss_px`` square image (a 4 x 4 mosaic of a synthetic sample)."""
+    base = synthetic_image(cfg.rss_px // 4, seed=3).image
+    big = np.tile(base, (4, 4) + (1,) * (base.ndim - 2))
+    path = tmp / f"big_{cfg.rss_px}.png"
+    write_image(path, big)
+    rc, seconds, rss = run_measured(count_command([path], model_ref, tmp / "big_counts.csv"))
+    return {"model": label, "image_px": list(big.shape[:2]), "exit_code": rc, "seconds": seconds,
+            "peak_rss_mib": rss}
+
+
+# ------------------------------------------------------------------------------------------- markdown
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a (quick)" if ok is None else ("yes" if ok else "**no**")
+
+
+def render_markdown(res: BenchResults) -> str:
+    """The benchmark tables as Markdown (what ``--markdown`` writes and the command prints)."""
+    m, quick = res.machine, res.config["quick"]
+    out = [f"Command: `{res.command}`" + ("  (quick: small sizes, not comparable with the targets)" if quick else ""),
+           "",
+           f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['cpu_capability']}; torch {m['torch']} "
+           f"({m['torch_threads']} threads), numpy {m['numpy']}, OpenCV {m['opencv']}, Python {m['python']}; "
+           f"load average {m['load_avg_1min_start']} at start, {m.get('load_avg_1min_end')} at end; "
+           f"{m['date_utc']} UTC; run took {res.seconds:.0f} s.",
+           "",
+           f"Matrix-multiply peak (torch.mm fp32 {res.config['mm_n']}x{res.config['mm_n']}, best of "
+           f"{res.config['mm_repeats']}): **{res.matmul_gflops:.1f} GFLOP/s**.",
+           "", "### Network inference", ""]
+    rows = []
+    for r in res.models:
+        inf, cnt = r["inference"], r["counts"]
+        rows.append([
+            r["label"], r["kind"], f"{inf['s_per_mpx']['naive']:.3f}", f"{inf['s_per_mpx']['fp32']:.3f}",
+            f"{inf['s_per_mpx']['fast']:.3f}", f"**{inf['speedup_vs_naive']:.2f}x**", f"{inf['speedup_vs_fp32']:.2f}x",
+            f"{inf['gflops']['fast']:.1f} ({inf['fast_pct_of_peak']:.0f}%)", f"{cnt['abs_diff_pct']:.2f}%",
+            f"{cnt['max_abs_diff']:g}", f"{cnt['images_differing']}/{cnt['n_images']}",
+        ])
+    px = res.models[0]["inference"]["image_px"] if res.models else ["?", "?"]
+    out += _table(["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive", "fast vs fp32",
+                   "fast GFLOP/s (% of mm peak)", "count diff fast vs fp32", "max diff / image",
+                   "images differing"], rows)
+    out += ["", f"Times: median of {res.config['infer_repeats']} alternating repeats on a {px[0]} x {px[1]} "
+            "synthetic image, network + tiling + stitching. naive = fp32, batch 1, non-overlapping "
+            f"{NAIVE_TILE_PX} px tiles, NCHW; fp32 = `predict_maps(fast=False)`; fast = `predict_maps(fast=True)`. "
+            "GFLOP/s = network FLOPs for the image area / time. Count diff = sum |fast - fp32| / sum fp32 "
+            "through `count_image` (card defaults) on the count images (count estimates for density models).",
+            "", "### Postprocessing (slider path, object table included)", ""]
+    out += _table(["case", "map", "size", "objects", "median ms", "min ms"], [
+        [r["case"], r["map"], f"{r['map_px'][0]} x {r['map_px'][1]}", r["count"], f"**{r['median_ms']:.1f}**",
+         f"{r['min_ms']:.1f}"] for r in res.postprocess])
+    out += ["", f"`cellcount.postprocess(prediction, params, image=image)` on a cached prediction, median of "
+            f"{res.config['pp_repeats']} calls.", "", "### CLI and memory", ""]
+    cli, mem = res.cli, res.memory
+    rows = []
+    if cli:
+        rows.append([f"`count` on {cli['images']} images of {cli['image_px'][0]} x {cli['image_px'][1]}",
+                     cli["model"], f"**{cli['seconds']:.1f} s** ({cli['images_per_s']:.1f} images/s)",
+                     f"exit {cli['exit_code']}"])
+    if mem:
+        rows.append([f"peak RSS, `count` on one {mem['image_px'][0]} x {mem['image_px'][1]} image", mem["model"],
+                     f"**{mem['peak_rss_mib']:.0f} MiB** ({mem['seconds']:.1f} s)", f"exit {mem['exit_code']}"])
+    out += _table(["check", "model", "value", "status"], rows)
+    out += ["", "Subprocess wall time, interpreter start and model loading included.", "", "### Targets", ""]
+    out += _table(["target", "value", "met"], target_rows(res))
+    return "\n".join(out) + "\n"
+
+
+def target_rows(res: BenchResults) -> list[list[str]]:
+    """(target, achieved value, met?) for every target of issue #5; quick runs are not judged."""
+    quick = res.config["quick"]
+    judge: Callable[[bool], bool | None] = (lambda ok: None) if quick else (lambda ok: ok)
+    rows = []
+    for r in res.models:
+        s, d = r["inference"]["speedup_vs_naive"], r["counts"]["abs_diff_pct"]
+        rows.append([f"{r['label']}: fast >= {TARGETS['speedup_vs_naive']:g}x naive", f"{s:.2f}x",
+                     _met(judge(s >= TARGETS["speedup_vs_naive"]))])
+        rows.append([f"{r['label']}: counts within {TARGETS['count_diff_pct']:g}% of fp32", f"{d:.2f}%",
+                     _met(judge(d <= TARGETS["count_diff_pct"]))])
+    for r in res.postprocess:
+        rows.append([f"postprocess {r['case']} <= {TARGETS['postprocess_ms']:g} ms", f"{r['median_ms']:.1f} ms",
+                     _met(judge(r["median_ms"] <= TARGETS["postprocess_ms"]))])
+    if res.cli:
+        rows.append([f"CLI, 100 images of 512 x 512 <= {TARGETS['cli_seconds']:g} s", f"{res.cli['seconds']:.1f} s",
+                     _met(judge(res.cli["exit_code"] == 0 and res.cli["seconds"] <= TARGETS["cli_seconds"]))])
+    if res.memory:
+        gb = res.memory["peak_rss_mib"] / 1024
+        rows.append([f"peak RSS, 4096 x 4096 image <= {TARGETS['peak_rss_gb']:g} GiB", f"{gb:.2f} GiB",
+                     _met(judge(res.memory["exit_code"] == 0 and gb <= TARGETS["peak_rss_gb"]))])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cellcount.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny run for the test suite (small images, few repeats)")
+    p.add_argument("--markdown", type=Path, help="also write the Markdown tables here")
+    p.add_argument("--json", type=Path, help="also write every measurement as JSON here")
+    p.add_argument("--models", nargs="+", help="only these model names (default: all)")
+    p.add_argument("--dsb-dir", type=Path, default=DSB_DIR, help=f"DSB 2018 folder (default {DSB_DIR})")
+    p.add_argument("--skip-cli", action="store_true", help="skip the CLI throughput and memory subprocesses")
+    return p
+
+
+def run(args: argparse.Namespace, command: str) -> BenchResults:
+    """Run every benchmark section and collect the results."""
+    cfg = BenchConfig.make(args.quick)
+    t0 = time.perf_counter()
+    res = BenchResults(config=dataclasses.asdict(cfg), machine=machine_info(), command=command)
+    logger.info("matrix-multiply peak")
+    res.matmul_gflops = matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats)
+    models = bench_models(args.models)
+    images = count_images(cfg, args.dsb_dir)
+    for bm in models:
+        logger.info("inference: %s", bm.label)
+        res.models.append({"name": bm.name, "label": bm.label, "trained": bm.trained, "kind": bm.model.output_kind,
+                           "inference": bench_inference(bm, cfg, res.matmul_gflops),
+                           "counts": bench_counts(bm, images)})
+    logger.info("postprocessing")
+    res.postprocess = bench_postprocess(models, cfg)
+    mask_model = best_model(models, "mask")
+    if mask_model is not None and not args.skip_cli:
+        with tempfile.TemporaryDirectory(prefix="cellcount-bench-") as tmp:
+            ref = cli_model_ref(mask_model, Path(tmp) / "models")
+            logger.info("CLI throughput (%s)", ref)
+            res.cli = bench_cli(ref, mask_model.label, cfg, Path(tmp))
+            logger.info("peak memory")
+            res.memory = bench_memory(ref, mask_model.label, cfg, Path(tmp))
+    res.machine["load_avg_1min_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    command = "python -m cellcount.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    res = run(args, command.strip())
+    text = render_markdown(res)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text, encoding="utf-8")
+    if args.json:
+        args.json.write_text(json.dumps(dataclasses.asdict(res), indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
