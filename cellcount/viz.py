@@ -41,6 +41,7 @@ __all__ = [
     "stage_times_figure",
     "thumbnail",
     "to_rgb",
+    "training_curve",
 ]
 
 RGB = tuple[int, int, int]
@@ -622,6 +623,36 @@ def model_times_figure(
         )
     )
     return _chart_layout(fig, title=None, xtitle="", ytitle="mean time per image (ms)")
+
+
+def training_curve(history: pd.DataFrame, *, step_col: str = "step") -> go.Figure:
+    """Training loss and validation count MAE against the step (two y axes)."""
+    fig = go.Figure()
+    if "loss" in history:
+        fig.add_trace(
+            go.Scatter(
+                x=history[step_col],
+                y=history["loss"],
+                name="training loss",
+                mode="lines+markers",
+                line=dict(color="#4c78a8"),
+            )
+        )
+    if "mae" in history:
+        fig.add_trace(
+            go.Scatter(
+                x=history[step_col],
+                y=history["mae"],
+                name="validation MAE",
+                mode="lines+markers",
+                line=dict(color="#f58518"),
+                yaxis="y2",
+            )
+        )
+        fig.update_layout(
+            yaxis2=dict(title="validation MAE (cells)", overlaying="y", side="right", showgrid=False)
+        )
+    return _chart_layout(fig, title=None, xtitle="step", ytitle="loss", height=300)
 
 
 def ground_truth_overlay(image: np.ndarray, labels: np.ndarray | None, *, thickness: int = 1) -> np.ndarray:

@@ -13,6 +13,7 @@ Widget keys are ``<prefix>_<CountParams field>`` (``count_threshold``, ``batch_m
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -665,19 +666,34 @@ def current_input(prefix: str) -> dict[str, Any]:
     }
 
 
+def settings_json(model_name: str, params: cc.CountParams | dict[str, Any]) -> str:
+    """Settings file: ``{"model": ..., "params": {...}}``, the format the CLI writes and reads (--settings)."""
+    values = params.to_dict() if isinstance(params, cc.CountParams) else dict(params)
+    return json.dumps({"model": model_name, "params": values}, indent=2)
+
+
 def _apply_settings_file(prefix: str) -> None:
     uploaded = st.session_state.get(f"{prefix}_settings_file")
     if uploaded is None:
         return
+    data = uploaded.getvalue()
     try:
-        overrides = params_from_json(uploaded.getvalue())
+        overrides = params_from_json(data)
     except cc.CellcountError as err:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
+    note = ""
+    named = json.loads(data).get("model") if data.strip().startswith(b"{") else None
+    if isinstance(named, str) and named in cc.list_models():
+        st.session_state[f"{prefix}_model"] = named
+        st.session_state[f"{prefix}__model"] = named  # these values belong to it: no reset to its defaults
+        note = f" Model: {named}."
+    elif named:
+        note = f" The file names model {named!r}, which is not installed; the current model is kept."
     set_widgets(prefix, overrides)
     st.session_state[f"{prefix}__msg"] = (
         "success",
-        f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}.",
+        f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}.{note}",
     )
 
 

@@ -55,7 +55,7 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> Non
         "counts": counts_frame(done),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
         "labels_zip": labels_zip(ok) if model.output_kind == "mask" else None,
-        "settings": params.to_json(),
+        "settings": sh.settings_json(model.name, params),
         "model": model.name,
     }
 
@@ -69,7 +69,7 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
     m[1].metric("Failed / skipped", len(bad))
     m[2].metric("Total count", int(ok["count"].sum()) if len(ok) else 0)
     m[3].metric("Time", f"{df['seconds'].sum():.1f} s")
-    if current is not None and json.loads(res["settings"]) != current.to_dict():
+    if current is not None and json.loads(res["settings"])["params"] != current.to_dict():
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
     if len(bad):
         with st.container(border=True):

@@ -93,7 +93,7 @@ def downloads(source: sh.Source, result: cc.CountResult) -> None:
     files.append(
         (
             "Settings JSON",
-            result.params.to_json(),
+            sh.settings_json(result.model_name, result.params),
             f"{s}_settings.json",
             "application/json",
             "settings",

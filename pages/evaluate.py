@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -143,8 +141,13 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     )
     if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
         bar = st.progress(0.0, text="Trying settings ...")
-        tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
-        bar.empty()
+        try:
+            tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
+        except cc.CellcountError as err:
+            sh.show_error(err)
+            return
+        finally:
+            bar.empty()
         st.session_state[f"{P}__tune"] = {
             "sig": sig,
             "before": tr.before,
@@ -192,7 +195,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     )
     c[1].download_button(
         "Tuned settings JSON",
-        json.dumps(tuned["best"], indent=2),
+        sh.settings_json(tuned["model"], tuned["best"]),
         "tuned_settings.json",
         "application/json",
         key=f"{P}_dl_tuned",

@@ -8,15 +8,33 @@ import pandas as pd
 import streamlit as st
 
 import cellcount as cc
+from cellcount import viz
 from pages import _shared as sh
 
 sh.require_entry_point("models")
 
 
-def _table(d: dict) -> pd.DataFrame:
-    return pd.DataFrame(
-        [{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)} for k, v in d.items()]
-    )
+def _value(v) -> str:
+    if isinstance(v, list) and len(v) > 6:
+        return f"{len(v)} items"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table(d: dict, prefix: str = "") -> pd.DataFrame:
+    """Key/value rows; nested dicts are flattened (``split.n_val``), long lists summarised."""
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            rows.extend(_table(v, f"{prefix}{k}.").to_dict("records"))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            continue  # tables such as the training history are shown on their own
+        else:
+            rows.append({"key": f"{prefix}{k}", "value": _value(v)})
+    return pd.DataFrame(rows, columns=["key", "value"])
 
 
 def _metrics_frame(metrics: dict) -> pd.DataFrame | None:
@@ -76,6 +94,9 @@ def render_card(name: str) -> None:
         st.markdown("**Training**")
         if card.training:
             st.dataframe(_table(card.training), hide_index=True)
+            history = card.training.get("history")
+            if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
+                st.plotly_chart(viz.training_curve(pd.DataFrame(history)), key=f"models_history_{name}")
         else:
             st.caption("Not trained (no training record).")
         st.markdown("**Metrics**")

@@ -155,6 +155,24 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert int(metric(at, "Count")) >= 0  # the page keeps working
 
 
+def test_settings_file_with_model_switches_model_and_round_trips():
+    from cellcount import CountParams, resolve_params
+    from cellcount.pipeline import params_from_json
+    from pages import _shared as sh
+
+    params = CountParams(threshold=0.42, min_area_px=7, watershed=False)
+    text = sh.settings_json(BASELINE, params)  # what the Settings JSON button serves
+    assert resolve_params(None, params_from_json(text)) == params  # what the CLI's --settings reads
+    at = open_count()
+    at.file_uploader(key="count_settings_file").set_value(("s.json", text.encode(), "application/json"))
+    at.run()
+    assert not at.exception
+    assert any("Model: classical-otsu" in s.value for s in at.success)
+    assert at.slider(key="count_threshold").value == pytest.approx(0.42)
+    assert at.number_input(key="count_min_area_px").value == 7
+    assert at.toggle(key="count_watershed").value is False
+
+
 def test_invalid_area_bounds_show_an_error_not_a_traceback():
     at = open_count()
     at.number_input(key="count_min_area_px").set_value(50)

@@ -126,7 +126,11 @@ def _uploader(page, label: str):
 
 
 def test_count_upload_and_slider(page, server):
+    # the first request to a fresh server is a deep link: it must still get the app's navigation
     _open(page, f"{server}/count", "Count")
+    nav = page.get_by_test_id("stSidebarNav")
+    sync_api.expect(nav).to_contain_text("Home")
+    sync_api.expect(nav).not_to_contain_text("shared")
     _choose_baseline(page)
     page.locator('[data-testid="stRadio"]').filter(has_text="Image").get_by_text("Upload", exact=True).click()
     _uploader(page, "Upload an image").set_input_files(str(SAMPLES / "s02_dense_clusters.png"))
