@@ -87,7 +87,7 @@ class BenchConfig:
     @classmethod
     def make(cls, quick: bool) -> BenchConfig:
         if quick:
-            return cls(True, 256, 1, 2, 1, 256, 3, 10, 256, 1024, 512, 2)
+            return cls(True, 256, 1, 1, 1, 256, 3, 10, 256, 1024, 512, 2)
         return cls(False, 1024, 3, None, 12, 1024, 21, 100, 512, 4096, 2048, 5)
 
 

@@ -120,48 +120,13 @@ def watershed_split(
         markers = _local_maxima(smooth * mask, min_distance_px)
     if markers.max() == 0:
         return label_components(mask)
-    labels = _flood_from_markers(-dist, markers, mask)
+    labels = watershed(-dist, markers, mask=mask)
     # pieces of the mask that received no marker become objects of their own
     missing = mask & (labels == 0)
     if missing.any():
         extra = label_components(missing)
         labels = np.where(extra > 0, extra + labels.max(), labels)
     return labels.astype(np.int32, copy=False)
-
-
-def _flood_from_markers(surface: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``skimage.segmentation.watershed(surface, markers, mask=mask)``, one mask component at a time.
-
-    The watershed floods 4-connected (its default connectivity), so each 4-connected component of the
-    mask is flooded only from the markers inside it: a component holding one marker becomes that
-    marker's label, one without markers stays 0, and only components with two or more markers are
-    flooded, each on its bounding box. Most components of a nuclei map hold one marker, so this skips
-    most of the flooding and the whole-image padding and copies inside ``watershed``.
-    Equal to the whole-image call except, in principle, where two markers meet at exactly equal surface
-    values: there the whole-image call's choice depends on the layout of its heap (checked equal on the
-    shipped samples and DSB images by scripts/bench_levers.py).
-    """
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4,
-                                                          ltype=cv2.CV_32S)
-    n_ids = int(markers.max()) + 1
-    where = np.flatnonzero(markers)
-    pairs = np.unique(comp.ravel()[where].astype(np.int64) * n_ids + markers.ravel()[where])
-    pair_comp, pair_marker = np.divmod(pairs, n_ids)
-    markers_per_comp = np.bincount(pair_comp, minlength=n)
-    single = markers_per_comp[pair_comp] == 1
-    lut = np.zeros(n, np.int32)
-    lut[pair_comp[single]] = pair_marker[single]
-    lut[0] = 0
-    labels = lut[comp]
-    for c in np.flatnonzero(markers_per_comp >= 2):
-        if c == 0:
-            continue
-        x, y, w, h = (int(v) for v in stats[c, :4])
-        box = (slice(y, y + h), slice(x, x + w))
-        inside = comp[box] == c
-        flooded = watershed(surface[box], np.where(inside, markers[box], 0), mask=inside)
-        labels[box][inside] = flooded[inside]
-    return labels
 
 
 def relabel_sequential(labels: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ def fmt(v: object, spec: str) -> str:
 
 
 def main(paths: list[str]) -> None:
-    rows = [json.load(open(p)) for p in paths]
+    rows = [r for r in (json.load(open(p)) for p in paths) if "mae" in r]  # skip *.settings.json
     rows.sort(key=lambda r: r["mae"])
     print("| model | images | count MAE | RMSE | bias | MAPE % | F1@0.5 | precision | recall | ms / Mpx |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -34,6 +34,7 @@ SAMPLE_NAMES = (
     "s10_low_contrast.png",
 )
 N_THREADS = 5
+CROP = 160
 
 
 def _tiny_net_model() -> cc.models.NetModel:
@@ -51,19 +52,28 @@ def _tiny_net_model() -> cc.models.NetModel:
 
 @pytest.fixture(scope="module")
 def shared_model() -> cc.models.CountModel:
-    """A trained model from weights/ when one is shipped, else a tiny untrained U-Net."""
+    """A trained model from weights/ when one is shipped (mask models first), else a tiny untrained U-Net."""
+    from cellcount.models import read_card
+
     trained = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
-    if trained:
+    kinds = {}
+    for name in trained:
         try:
-            return cc.load_model(trained[0])
+            kinds[name] = read_card(cc.models.DEFAULT_WEIGHTS_DIR / name).output_kind
+        except (OSError, ValueError, TypeError):
+            continue
+    for name in sorted(kinds, key=lambda n: kinds[n] != "mask"):
+        try:
+            return cc.load_model(name)
         except cc.CellcountError:
-            pass  # weights being rewritten by a training run: fall back to the tiny network
+            continue  # weights being rewritten by a training run: try the next one
     return _tiny_net_model()
 
 
 @pytest.fixture(scope="module")
 def sample_images() -> dict[str, np.ndarray]:
-    return {name: read_image(SAMPLES / name) for name in SAMPLE_NAMES}
+    """The samples cropped to CROP x CROP: a trained U-Net stays fast on a busy 2-core machine."""
+    return {name: np.ascontiguousarray(read_image(SAMPLES / name)[:CROP, :CROP]) for name in SAMPLE_NAMES}
 
 
 def _snapshot(model: cc.models.CountModel) -> tuple[dict, dict[str, np.ndarray]]:
@@ -104,8 +114,12 @@ def test_threads_sharing_one_model_match_sequential_counts(which: str, shared_mo
         for name in SAMPLE_NAMES:
             a, b = sequential[name], concurrent[name]
             assert b.count == a.count, name
-            np.testing.assert_allclose(b.probability, a.probability, rtol=0, atol=1e-6)
-            np.testing.assert_array_equal(b.labels, a.labels)
+            assert b.count_estimate == pytest.approx(a.count_estimate, abs=1e-4)
+            for field in ("probability", "density", "labels"):
+                if getattr(a, field) is None:
+                    assert getattr(b, field) is None
+                else:
+                    np.testing.assert_allclose(getattr(b, field), getattr(a, field), rtol=0, atol=1e-5)
             assert b.params == a.params
 
     after_card, after_state = _snapshot(model)
@@ -120,14 +134,14 @@ def test_threads_sharing_one_model_match_sequential_counts(which: str, shared_mo
         np.testing.assert_array_equal(img, inputs[name])  # images not mutated
 
 
-def test_threads_reading_and_batch_counting(sample_images) -> None:
+def test_threads_reading_and_batch_counting() -> None:
     """count_many in several threads at once (the app's batch page in several sessions)."""
     from cellcount.batch import count_many
 
     model = cc.load_model("classical-otsu")
     items = [(name, (SAMPLES / name).read_bytes()) for name in SAMPLE_NAMES]
     items.append(("broken.png", b"\x89PNG\r\n\x1a\n broken"))
-    expected = {name: cc.count_image(img, model).count for name, img in sample_images.items()}
+    expected = {name: cc.count_image(read_image(SAMPLES / name), model).count for name in SAMPLE_NAMES}
 
     def work(k: int) -> dict[str, int | None]:
         rotated = items[k:] + items[:k]

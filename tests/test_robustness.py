@@ -335,8 +335,6 @@ def test_good_weights_folder_loads(tmp_path: Path) -> None:
     assert model.name == "good-model"
 
 
-@pytest.mark.xfail(reason="models/card.py: a broken card.json raises JSONDecodeError / TypeError, not a "
-                          "cellcount error (reported; models/ is not ours to fix)", strict=False)
 @pytest.mark.parametrize("card_text", ["{not json", '{"name": "x"}'], ids=["invalid-json", "missing-keys"])
 def test_broken_card_is_a_typed_error(card_text: str, tmp_path: Path) -> None:
     (tmp_path / "card.json").write_text(card_text)

@@ -79,9 +79,17 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_card(folder: str | Path) -> ModelCard:
+    from ..errors import WeightsIntegrityError
+
     path = Path(folder) / CARD_FILE
-    with open(path, encoding="utf-8") as fh:
-        return ModelCard.from_dict(json.load(fh))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise TypeError("the card must be a JSON object")
+        return ModelCard.from_dict(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        raise WeightsIntegrityError(f"model card {path} is invalid: {err}") from err
 
 
 def write_card(card: ModelCard, folder: str | Path) -> Path:

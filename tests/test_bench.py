@@ -1,0 +1,126 @@
+"""Smoke test of the benchmark command (no timed assertions) and checks of the speed levers it measures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cellcount import bench
+from cellcount.inference import balanced_tile, fold_batchnorm, predict_tiled, tile_starts
+from cellcount.models import create_model
+from cellcount.postprocess import filter_objects, object_areas, relabel_sequential
+
+INFERENCE_COLUMNS = ["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive", "fast vs fp32",
+                     "fast GFLOP/s (% of mm peak)", "count diff fast vs fp32", "max diff / image", "images differing"]
+
+
+def _table_rows(text: str, header_start: str) -> tuple[list[str], list[list[str]]]:
+    """Header cells and body rows of the Markdown table whose header starts with ``header_start``."""
+    lines = text.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(f"| {header_start}"))
+    header = [c.strip() for c in lines[i].strip("|").split("|")]
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return header, rows
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_table(tmp_path, capsys):
+    md, js = tmp_path / "table.md", tmp_path / "bench.json"
+    assert bench.main(["--quick", "--markdown", str(md), "--json", str(js)]) == 0
+    text = md.read_text()
+    assert text in capsys.readouterr().out  # the printed table is the written one
+    assert "Machine:" in text and "Matrix-multiply peak" in text
+
+    header, rows = _table_rows(text, "model |")
+    assert header == INFERENCE_COLUMNS
+    expected = [bm.label for bm in bench.bench_models()]
+    assert [r[0] for r in rows] == expected and len(expected) >= 1
+    assert all(len(r) == len(INFERENCE_COLUMNS) for r in rows)
+
+    header, rows = _table_rows(text, "case |")
+    assert header == ["case", "map", "size", "objects", "median ms", "min ms"]
+    assert [r[0] for r in rows] == ["mask + watershed", "mask, no watershed", "density peaks"]
+
+    header, rows = _table_rows(text, "check |")
+    assert len(rows) == 2 and all(r[-1] == "exit 0" for r in rows)
+
+    header, rows = _table_rows(text, "target |")
+    assert header == ["target", "value", "met"] and rows and all(r[2] == "n/a (quick)" for r in rows)
+
+    data = json.loads(js.read_text())
+    assert data["config"]["quick"] is True and data["matmul_gflops"] > 0
+    assert {m["label"] for m in data["models"]} == set(expected)
+    for m in data["models"]:
+        assert set(m["inference"]["s_per_mpx"]) == {"naive", "fp32", "fast"}
+        assert m["counts"]["n_images"] >= 1
+    assert data["cli"]["images"] == 10 and data["memory"]["image_px"] == [1024, 1024]
+    assert data["memory"]["peak_rss_mib"] > 0
+
+
+def test_naive_loop_equals_a_whole_image_pass_for_a_pointwise_net(rng):
+    net = torch.nn.Conv2d(1, 2, 1)
+    image = rng.uniform(0, 1, (300, 270)).astype(np.float32)
+    out = bench.naive_predict(net, image, out_channels=2, output_kind="mask")
+    with torch.no_grad():
+        ref = torch.sigmoid(net(torch.from_numpy(image)[None, None]))[0].numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_flops_per_pixel_counts_the_convolutions():
+    net = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    assert bench.flops_per_pixel(net, size=32) == pytest.approx(2 * 4 * 9)
+
+
+@pytest.mark.parametrize("length", [1, 100, 256, 512, 700, 1024, 1025, 2048, 4096])
+@pytest.mark.parametrize(("tile", "overlap", "divisor"), [(1024, 32, 16), (512, 32, 16), (256, 32, 16), (64, 8, 4)])
+def test_balanced_tiles_cover_with_no_more_tiles_and_no_more_pixels(length, tile, overlap, divisor):
+    t = balanced_tile(length, tile, overlap, divisor)
+    assert t % divisor == 0 and t <= max(tile, -(-length // divisor) * divisor)
+    if length <= t:
+        return
+    plain = min(tile, length)
+    starts, plain_starts = tile_starts(length, t, t - overlap), tile_starts(length, plain, plain - overlap)
+    assert starts[0] == 0 and starts[-1] + t == length
+    assert all(b - a <= t - overlap for a, b in zip(starts, starts[1:]))  # covered, overlap kept
+    assert len(starts) <= len(plain_starts) and len(starts) * t <= len(plain_starts) * plain
+
+
+@pytest.mark.parametrize("architecture", ["unet", "attention_unet", "residual_unet"])
+def test_folded_batchnorm_gives_the_same_output(architecture):
+    torch.manual_seed(0)
+    net = create_model(architecture, base_width=4, depth=2, out_channels=2).train()
+    with torch.no_grad():
+        net(torch.rand(4, 1, 32, 32) * 3)  # move BatchNorm statistics away from the defaults
+    net.eval()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.rand(2, 1, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def test_balanced_fast_tiling_keeps_a_density_integral(rng):
+    density = rng.uniform(0, 1, (200, 130)).astype(np.float32)
+    out = predict_tiled(torch.nn.Identity(), density, out_channels=1, tile=64, overlap=8, divisor=4, device="cpu",
+                        balanced=True)
+    np.testing.assert_allclose(out[0], density, atol=1e-6)
+
+
+def test_filter_objects_renumbers_like_relabel_sequential(draw_disks, rng):
+    centres = [tuple(c) for c in rng.uniform(5, 95, (40, 2))]
+    labels = draw_disks((100, 100), centres, rng.uniform(1, 6, 40))
+    labels[labels == 7] = 0  # a gap in the ids
+    res = filter_objects(labels, min_area_px=20, max_area_px=90, exclude_border=True)
+    areas = object_areas(labels)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    keep = (areas >= 20) & (areas <= 90)
+    keep[edge] = False
+    np.testing.assert_array_equal(res.labels, relabel_sequential(labels, keep))
