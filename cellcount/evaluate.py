@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the summary as JSON here")
     p.add_argument("--tune", action="store_true", help="search postprocessing settings on this data")
     p.add_argument("--write-card", action="store_true", help="with --tune: store the best settings in the card")
+    p.add_argument("--record-metrics", action="store_true",
+                   help="store this evaluation's summary as the card's validation metrics")
     p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
     return p
@@ -265,6 +267,16 @@ def main(argv: list[str] | None = None) -> int:
         line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} F1@{args.iou}={s['f1']:.3f}"
     line += f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, {1000 * rep.per_image['model_seconds'].mean():.0f} ms/image"
     print(line)
+    if args.record_metrics and hasattr(model, "net"):
+        folder = Path(args.model) if (Path(args.model) / "card.json").is_file() else (
+            Path(__file__).resolve().parents[1] / "weights" / model.name)
+        model.card.metrics = {
+            "validation": {k: v for k, v in s.items() if k != "match"},
+            "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
+                                f"({s['n']} images, never used for training or tuning); "
+                                f"count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
+        }
+        write_card(model.card, folder)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": model.name, "data": args.data, "split": args.split,
                                                "params": params.to_dict(), **s}, indent=2, default=float))

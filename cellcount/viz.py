@@ -382,13 +382,16 @@ def density_figure(
     gray = base.mean(axis=2).astype(np.uint8)
     fig = go.Figure(go.Image(source=_png_data_uri(np.repeat(gray[..., None], 3, axis=2)), hoverinfo="skip"))
     small, _ = _block_mean(d)
-    zmax = float(small.max()) if small.size and small.max() > 0 else 1.0
+    positive = small[small > 0]
+    # saturate at the 99th percentile of the non-zero density so typical nuclei are clearly coloured
+    zmax = float(np.percentile(positive, 99)) if positive.size else 1.0
     scale = [
         [0.0, "rgba(0,0,0,0)"],
-        [0.05, "rgba(60,0,110,0.15)"],
-        [0.3, "rgba(180,30,100,0.55)"],
-        [0.6, "rgba(250,110,20,0.75)"],
-        [1.0, "rgba(255,250,120,0.9)"],
+        [0.06, "rgba(120,0,160,0)"],  # faint background density stays transparent
+        [0.12, "rgba(120,0,160,0.3)"],
+        [0.25, "rgba(220,20,120,0.6)"],
+        [0.6, "rgba(255,120,0,0.8)"],
+        [1.0, "rgba(255,255,80,0.95)"],
     ]
     fig.add_trace(
         _heatmap_trace(d, colorscale=scale, zmin=0.0, zmax=zmax, colorbar_title="cells / px", hover="density")

@@ -17,6 +17,6 @@ for m in "${models[@]}"; do
       "${extra[@]}" --save-settings "results/$m.settings.json"
   echo "== $m: validation split"
   python -m cellcount.evaluate --model "$m" --data "$DATA" --split val --settings "results/$m.settings.json" \
-      --out "results/$m.csv" --json "results/$m.json"
+      --out "results/$m.csv" --json "results/$m.json" --record-metrics
 done
 python scripts/results_table.py results/*.json

@@ -21,5 +21,25 @@ def main(paths: list[str]) -> None:
               f"{r.get('ms_per_megapixel', float('nan')):.0f} |")
 
 
+
+
+def by_kind(csv_paths: list[str], metadata: str) -> None:
+    """Count MAE split by image kind (DSB metadata's bright_background column)."""
+    import pandas as pd
+
+    meta = pd.read_csv(metadata).set_index("filename")["bright_background"]
+    print("| model | MAE dark-background (fluorescence) | MAE bright-background (brightfield/H&E) |")
+    print("|---|---|---|")
+    for p in sorted(csv_paths):
+        df = pd.read_csv(p)
+        bright = df["file"].map(meta)
+        name = p.rsplit("/", 1)[-1].removesuffix(".csv")
+        print(f"| {name} | {df.loc[bright == 0, 'abs_error'].mean():.2f} (n={int((bright == 0).sum())}) | "
+              f"{df.loc[bright == 1, 'abs_error'].mean():.2f} (n={int((bright == 1).sum())}) |")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--by-kind"]:
+        by_kind(sys.argv[3:], sys.argv[2])
+    else:
+        main(sys.argv[1:])
