@@ -154,7 +154,7 @@ def synthetic_split(monkeypatch, draw_disks):
     """Replace the DSB loader with 3 training and 2 validation images built from disks."""
     calls = []
 
-    def fake_load_dsb_split(root, *, kind, val_fraction, seed, density_scale, limit=None):
+    def fake_load_dsb_split(root, *, kind, val_fraction, seed, density_scale, limit=None, grayscale="mean"):
         calls.append(root)
         items = []
         for i in range(5):
