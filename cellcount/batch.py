@@ -143,7 +143,9 @@ def count_many(
                 result.density = None
             item = BatchItem(name, "ok", "", result, time.perf_counter() - t0)
         except (CellcountError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
-            item = BatchItem(name, "error", f"{type(err).__name__}: {err}", None, time.perf_counter() - t0)
+            # name the file (uploads are read from bytes, which io calls "<bytes>")
+            reason = str(err).replace("<bytes>", name)
+            item = BatchItem(name, "error", f"{type(err).__name__}: {reason}", None, time.perf_counter() - t0)
         except MemoryError:
             item = BatchItem(name, "error", "ImageTooLargeError: ran out of memory on this image", None,
                              time.perf_counter() - t0)
