@@ -57,9 +57,10 @@ def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
 def optimize_for_inference(net: torch.nn.Module) -> torch.nn.Module:
     """The fast-path network: BatchNorm folded (:func:`fold_batchnorm`), NHWC weights, no gradients.
 
-    Plain fp32 arithmetic, so results match the original network within float rounding. (Measured and
-    rejected on the 2-core AVX2 laptop CPU, see BENCHMARKS.md: bf16 autocast, TorchScript freezing,
-    ``torch.compile`` and int8 static quantization.)
+    Plain fp32 arithmetic, so results match the original network within float rounding. Measured and
+    rejected on the 2-core AVX2 laptop CPU (BENCHMARKS.md): bf16 autocast (no AVX512-BF16: slower),
+    TorchScript freezing and ``torch.compile`` (no gain), and int8 static quantization (1.3x faster but
+    counts 1.5% lower, and quantized ``ConvTranspose2d`` gives wrong outputs in this torch build).
     """
     fast = fold_batchnorm(net).to(memory_format=torch.channels_last)
     for p in fast.parameters():

@@ -3,15 +3,15 @@
     python scripts/bench_levers.py [--model unet-mask] [--px 1024] [--repeats 5] [--skip-int8]
 
 Inference levers are cumulative, from the naive loop to the shipped fast path, timed in alternating
-repeats on one synthetic image (median and min seconds). Then: torch threads, int8 static quantization
-(FX graph mode, x86 backend) as a probe, and the watershed alternatives that were tried for
-postprocessing (cv2.watershed, flooding one mask component at a time), each checked for equal labels.
+repeats on one synthetic image (median and min seconds). Then: a tile-size sweep of the network alone,
+torch threads, the stages of the mask postprocessing, int8 static quantization (FX graph mode, x86
+backend) as a probe, and the watershed alternatives that were tried for postprocessing (cv2.watershed,
+flooding one mask component at a time), each checked for equal labels.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import statistics
 import sys
@@ -35,11 +35,10 @@ def timed(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
 
 
 def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[float, float]]:
-    """Cumulative levers: naive -> NHWC -> old fast tiling -> balanced -> 1024 tiles -> folded BatchNorm."""
+    """Cumulative levers: naive -> old fast path -> balanced tiles -> batch 1 -> 384 tiles -> folded BatchNorm."""
     depth = 2 ** int(model.card.kwargs.get("depth", 4))
     c, ov = model.out_channels, model.card.tile_overlap
     nchw = bench.contiguous_copy(model.net)
-    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
     folded = optimize_for_inference(model.net)
 
     def tiled(net, tile, batch, *, overlap=ov, balanced=False, channels_last=True):
@@ -47,16 +46,54 @@ def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[
                                      divisor=depth, device="cpu", channels_last=channels_last, balanced=balanced)
 
     return timed({
-        "0 naive: NCHW, 256 tiles, no overlap, batch 1": lambda: bench.naive_predict(
+        "naive loop: NCHW, 256 tiles, no overlap, batch 1": lambda: bench.naive_predict(
             nchw, image, out_channels=c, output_kind=model.output_kind, density_scale=model.card.density_scale),
-        "1 + NHWC (channels_last)": tiled(nhwc, 256, 1, overlap=0),
-        "2 plain fp32 path: NHWC weights, NCHW input, 256 tiles + 32 overlap": tiled(
-            model.net, 256, 1, channels_last=False),
-        "3 old fast path: NHWC, 512 tiles + 32 overlap, batch 4": tiled(nhwc, 512, 4),
-        "4 + balanced tiles (512)": tiled(nhwc, 512, 4, balanced=True),
-        "5 + tiles up to 1024, balanced, batch <= 1 Mpx": tiled(nhwc, 1024, 1, balanced=True),
-        "6 + BatchNorm folded (= shipped fast path)": tiled(folded, 1024, 1, balanced=True),
+        "naive tiling + NHWC (channels_last)": tiled(model.net, 256, 1, overlap=0),
+        "plain fp32 path: 256 tiles + 32 overlap, NCHW input": tiled(model.net, 256, 1, channels_last=False),
+        "old fast path: NHWC, 512 tiles + 32 overlap, batch 4": tiled(model.net, 512, 4),
+        "+ balanced tiles": tiled(model.net, 512, 4, balanced=True),
+        "+ batch 1": tiled(model.net, 512, 1, balanced=True),
+        "+ tiles of at most 384 px": tiled(model.net, 384, 1, balanced=True),
+        "+ BatchNorm folded (= shipped fast path)": tiled(folded, 384, 1, balanced=True),
     }, repeats)
+
+
+def tile_sweep(model, repeats: int) -> dict[int, tuple[float, float]]:
+    """Seconds per megapixel of one forward pass of the fast-path network, by square tile size."""
+    net = optimize_for_inference(model.net)
+    out = {}
+    with torch.inference_mode():
+        for t in (128, 192, 256, 320, 384, 512, 768, 1024):
+            x = torch.rand(1, 1, t, t).contiguous(memory_format=torch.channels_last)
+            med, mn = timed({"x": lambda x=x: net(x)}, max(repeats, int(4e6 / (t * t))))["x"]
+            out[t] = (med * 1e6 / (t * t), mn * 1e6 / (t * t))
+    return out
+
+
+def postprocess_breakdown(repeats: int) -> dict[str, float]:
+    """Median ms of each stage of the mask slider path on the benchmark's 1024 x 1024 map."""
+    from cellcount.measure import object_table
+    from cellcount.pipeline import postprocess
+
+    pp = importlib.import_module("cellcount.postprocess")
+    models = bench.bench_models(["unet-mask"])
+    label, _, pred, params, image = bench.postprocess_cases(models, bench.BenchConfig.make(False))[0]
+    prob, border = pred.maps[0], pred.maps[1]
+    mask = pp.fill_holes(pp.open_close(pp.threshold(prob, params.threshold),
+                                       opening_radius_px=params.opening_radius_px))
+    labels = pp.watershed_split(mask, min_distance_px=params.min_distance_px, border_prob=border,
+                                min_seed_area_px=max(4, params.min_area_px // 2))
+    kept = pp.filter_objects(labels, min_area_px=params.min_area_px).labels
+    stages = {
+        "threshold + opening + fill holes": lambda: pp.fill_holes(pp.open_close(
+            pp.threshold(prob, params.threshold), opening_radius_px=params.opening_radius_px)),
+        "watershed_split": lambda: pp.watershed_split(mask, min_distance_px=params.min_distance_px,
+                                                      border_prob=border, min_seed_area_px=max(4, params.min_area_px // 2)),
+        "filter_objects": lambda: pp.filter_objects(labels, min_area_px=params.min_area_px),
+        "measure.object_table": lambda: object_table(kept, image),
+        "total: cellcount.postprocess": lambda: postprocess(pred, params, image=image),
+    }
+    return {k: 1e3 * v[0] for k, v in timed(stages, repeats).items()}
 
 
 def thread_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[float, float]]:
@@ -177,9 +214,16 @@ def main() -> int:
     base = None
     for name, (med, mn) in inference_levers(model, image, args.repeats).items():
         base = base or med
-        print(f"| {name} | {med:.3f} | {mn:.3f} | {base / med:.2f}x |")
+        print(f"| {name} | {med:.3f} | {mn:.3f} | {base / med:.2f}x |", flush=True)
+    fpp = bench.flops_per_pixel(bench.contiguous_copy(model.net))
+    peak = bench.matmul_peak_gflops()
+    print(f"# tile sweep (one forward pass, fast-path net); matmul peak {peak:.1f} GFLOP/s")
+    for t, (med, mn) in tile_sweep(model, args.repeats).items():
+        print(f"| {t} | {med:.3f} | {mn:.3f} | {fpp * 1e6 / med / 1e9:.0f} GFLOP/s ({100 * fpp * 1e6 / med / 1e9 / peak:.0f}%) |",
+              flush=True)
     for name, (med, mn) in thread_levers(model, image, args.repeats).items():
-        print(f"| {name} | {med:.3f} | {mn:.3f} | |")
+        print(f"| {name} | {med:.3f} | {mn:.3f} | |", flush=True)
+    print("# postprocessing stages, median ms:", postprocess_breakdown(max(args.repeats, 11)), flush=True)
     if not args.skip_int8:
         calib = [bench.normalised(bench.synthetic_image(256, seed=s).image) for s in range(4)]
         print("int8 probe:", int8_probe(model, image, calib, args.repeats))

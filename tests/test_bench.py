@@ -14,7 +14,8 @@ from cellcount.models import create_model
 from cellcount.postprocess import filter_objects, object_areas, relabel_sequential
 
 INFERENCE_COLUMNS = ["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive", "fast vs fp32",
-                     "fast GFLOP/s (% of mm peak)", "count diff fast vs fp32", "max diff / image", "images differing"]
+                     "fast GFLOP/s (% of mm peak)", "total count diff", "sum of per-image diffs", "max diff / image",
+                     "images differing"]
 
 
 def _table_rows(text: str, header_start: str) -> tuple[list[str], list[list[str]]]:

@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FAST_TILE_PX = 1024
-"""Largest tile of the fast path (balanced tiling shrinks it so that tiles share the image evenly)."""
-FAST_BATCH_PX = 1 << 20
-"""Pixels per forward pass in the fast path: bounds activation memory (one 1024 x 1024 tile)."""
+FAST_TILE_PX = 384
+"""Largest tile of the fast path; balanced tiling shrinks it so that tiles share the image evenly.
+
+Measured on the 2-core AVX2 CPU (BENCHMARKS.md): 256-384 px tiles run the U-Net at the highest
+GFLOP/s, larger tiles spill the caches, smaller ones repeat more overlap."""
+FAST_BATCH_PX = 1 << 16
+"""Pixels per forward pass in the fast path: one tile of 256 x 256 or larger per pass (batching larger
+tiles was slower on CPU), several for tiny tiles."""
 
 
 class CountModel:
@@ -103,7 +107,7 @@ class NetModel(CountModel):
 
         dev = default_device() if device is None else device
         if fast:
-            # folded BatchNorm, NHWC, large balanced tiles batched up to FAST_BATCH_PX pixels
+            # folded BatchNorm, NHWC, balanced tiles of at most FAST_TILE_PX, FAST_BATCH_PX per pass
             net = self.fast_net()
             tile = tile or int(self.card.extra.get("fast_tile_size", FAST_TILE_PX))
             batch_size = batch_size or max(1, FAST_BATCH_PX // (tile * tile))
