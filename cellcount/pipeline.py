@@ -59,6 +59,12 @@ class CountParams:
     INPUT_FIELDS = ("channel", "invert", "low_pct", "high_pct")
 
     def __post_init__(self) -> None:
+        try:
+            self._validate()
+        except TypeError as err:  # e.g. "0.5" (a string) from a hand-edited settings file
+            raise ParameterError(f"a parameter has the wrong type ({err}); numbers must not be quoted") from err
+
+    def _validate(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ParameterError(f"threshold must be within [0, 1], got {self.threshold}")
         for name in ("opening_radius_px", "closing_radius_px", "min_area_px"):
