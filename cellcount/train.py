@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "threads": 2,
         "density_scale": 100.0,
+        # "last": ship the final (cosine-annealed) weights; "best": the checkpoint with the lowest
+        # validation MAE (that peeks at the validation split, so new configs use "last").
+        "select": "best",
     },
     "loss": {"mask": "bce_dice", "border_weight": 0.5, "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
     "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05},
@@ -138,6 +141,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     from .training.losses import density_loss, mask_loss
 
     tr = cfg["train"]
+    if tr["select"] not in ("best", "last"):
+        raise ValueError(f"train.select must be 'best' or 'last', got {tr['select']!r}")
     torch.set_num_threads(int(tr["threads"]))
     torch.manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
@@ -216,7 +221,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
             history.append({"step": step + 1, "loss": float(np.mean(running[-50:])), **m})
             logger.info("validation at step %d: MAE %.2f RMSE %.2f bias %+.2f", step + 1, m["mae"], m["rmse"],
                         m["bias"])
-            if best is None or m["mae"] <= best["mae"]:
+            if best is None or m["mae"] <= best["mae"] or (tr["select"] == "last" and step + 1 == steps):
                 best = {"step": step + 1, **m}
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -238,7 +243,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         "config": f"configs/{cfg['name']}.yaml",
     }
     card.metrics = {"validation": {k: v for k, v in (best or {}).items() if k != "step"},
-                    "validation_note": "full DSB validation images, checkpoint chosen by validation MAE"}
+                    "validation_note": "full DSB validation images, untuned postprocessing; "
+                    + ("final weights" if tr["select"] == "last" else "checkpoint chosen by validation MAE")}
     out = Path(cfg["out_dir"]) / cfg["name"]
     save_model(net, card, out)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

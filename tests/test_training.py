@@ -211,3 +211,35 @@ def test_train_resumes_from_the_checkpoint(tmp_path, synthetic_split):
     assert [h["step"] for h in history] == [2, 4]
     assert history[0] == first.training["history"][0], "the first run's history is carried over"
     assert resumed.training["steps"] == 4 and resumed.training["selected_step"] in (2, 4)
+
+
+def test_select_last_ships_the_final_weights(tmp_path, synthetic_split):
+    cfg = _tiny_config(tmp_path, "mask", steps=4)
+    cfg["train"]["select"] = "last"
+    card = read_card(train(cfg))
+    assert card.training["selected_step"] == 4
+    assert card.metrics["validation"]["mae"] == card.training["history"][-1]["mae"]
+    assert "final weights" in card.metrics["validation_note"]
+    cfg["train"]["select"] = "newest"
+    with pytest.raises(ValueError, match="select"):
+        train(cfg)
+
+
+def test_relu_density_head_outputs_exact_zeros_and_loads(tmp_path, synthetic_split):
+    import torch
+
+    from cellcount.models import create_model
+
+    net = create_model("unet", base_width=4, depth=2, out_channels=1, head="density", density_act="relu").eval()
+    with torch.no_grad():
+        net.out.bias.fill_(-5.0)  # a confidently-empty map: softplus would leak, ReLU gives zeros
+        y = net(torch.zeros(1, 1, 32, 32))
+    assert (y >= 0).all() and (y == 0).all()
+    with pytest.raises(ValueError, match="density_act"):
+        create_model("unet", head="density", density_act="tanh")
+    cfg = _tiny_config(tmp_path, "density")
+    cfg["model"]["density_act"] = "relu"
+    model = load_model(train(cfg))
+    assert model.card.kwargs["density_act"] == "relu"
+    maps = model.predict_maps(np.zeros((40, 40), np.float32), fast=True)
+    assert (maps >= 0).all()

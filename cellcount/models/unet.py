@@ -82,7 +82,10 @@ class UNet(nn.Module):
     attention : bool
         Attention gates on the skip connections.
     head : {"density", "mask"}
-        ``density`` returns a non-negative map (softplus); ``mask`` returns logits.
+        ``density`` returns a non-negative map; ``mask`` returns logits.
+    density_act : {"softplus", "relu"}
+        Activation of the density head. ReLU can output exact zeros; softplus leaks a small positive
+        value at every background pixel, which sums to a count bias that grows with image area.
     """
 
     def __init__(
@@ -95,17 +98,21 @@ class UNet(nn.Module):
         block: str = "plain",
         attention: bool = False,
         head: str = "mask",
+        density_act: str = "softplus",
     ) -> None:
         super().__init__()
         if block not in ("plain", "residual"):
             raise ValueError(f"block must be 'plain' or 'residual', got {block!r}")
         if head not in ("density", "mask"):
             raise ValueError(f"head must be 'density' or 'mask', got {head!r}")
+        if density_act not in ("softplus", "relu"):
+            raise ValueError(f"density_act must be 'softplus' or 'relu', got {density_act!r}")
         if depth < 1 or base_width < 1:
             raise ValueError("depth and base_width must be >= 1")
         Block = ConvBlock if block == "plain" else ResBlock
         self.depth = depth
         self.head = head
+        self.density_act = density_act
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.stem = Block(in_channels, widths[0])
         self.down = nn.ModuleList(Block(widths[i], widths[i + 1]) for i in range(depth))
@@ -137,5 +144,5 @@ class UNet(nn.Module):
             y = dec(torch.cat([skip, y], dim=1))
         y = self.out(y)
         if self.head == "density":
-            y = F.softplus(y)
+            y = F.relu(y) if self.density_act == "relu" else F.softplus(y)
         return y
