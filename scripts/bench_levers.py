@@ -35,11 +35,13 @@ def timed(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
 
 
 def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[float, float]]:
-    """Cumulative levers: naive -> old fast path -> balanced tiles -> batch 1 -> 384 tiles -> folded BatchNorm."""
+    """Cumulative levers: naive -> old fast path -> balanced tiles -> batch 1 -> 384 tiles -> folded BatchNorm
+    -> ONNX Runtime (by tile size)."""
     depth = 2 ** int(model.card.kwargs.get("depth", 4))
     c, ov = model.out_channels, model.card.tile_overlap
     nchw = bench.contiguous_copy(model.net)
-    folded = optimize_for_inference(model.net)
+    folded = optimize_for_inference(model.net, backend="torch")
+    ort_net = optimize_for_inference(model.net, backend="onnxruntime")
 
     def tiled(net, tile, batch, *, overlap=ov, balanced=False, channels_last=True):
         return lambda: predict_tiled(net, image, out_channels=c, tile=tile, overlap=overlap, batch_size=batch,
@@ -54,13 +56,16 @@ def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[
         "+ balanced tiles": tiled(model.net, 512, 4, balanced=True),
         "+ batch 1": tiled(model.net, 512, 1, balanced=True),
         "+ tiles of at most 384 px": tiled(model.net, 384, 1, balanced=True),
-        "+ BatchNorm folded (= shipped fast path)": tiled(folded, 384, 1, balanced=True),
+        "+ BatchNorm folded (torch fast path)": tiled(folded, 384, 1, balanced=True),
+        "+ ONNX Runtime, 256 tiles": tiled(ort_net, 256, 1, balanced=True),
+        "+ ONNX Runtime, 384 tiles (= shipped fast path)": tiled(ort_net, 384, 1, balanced=True),
+        "+ ONNX Runtime, 512 tiles": tiled(ort_net, 512, 1, balanced=True),
     }, repeats)
 
 
 def tile_sweep(model, repeats: int) -> dict[int, tuple[float, float]]:
     """Seconds per megapixel of one forward pass of the fast-path network, by square tile size."""
-    net = optimize_for_inference(model.net)
+    net = optimize_for_inference(model.net, backend="torch")
     out = {}
     with torch.inference_mode():
         for t in (128, 192, 256, 320, 384, 512, 768, 1024):
@@ -123,7 +128,7 @@ def int8_probe(model, image: np.ndarray, calib: list[np.ndarray], repeats: int) 
             prepared(torch.from_numpy(c)[None, None])
     qnet = convert_fx(prepared)
     calib_s = time.perf_counter() - t0
-    folded = optimize_for_inference(model.net)
+    folded = optimize_for_inference(model.net, backend="torch")
     x = torch.from_numpy(image)[None, None].contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         t = timed({"fp32 folded": lambda: folded(x), "int8": lambda: qnet(x)}, repeats)

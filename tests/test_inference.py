@@ -157,3 +157,33 @@ def test_bad_arguments_raise():
                       device="cpu")
     with pytest.raises(ParameterError, match="overlap"):
         predict_tiled(nn.Identity(), np.zeros((4, 4), np.float32), out_channels=1, overlap=-1, device="cpu")
+
+
+@pytest.mark.parametrize("arch,head", [("residual_unet", "mask"), ("attention_unet", "mask"), ("unet", "density")])
+def test_onnxruntime_fast_path_matches_torch(arch, head, monkeypatch):
+    """The ONNX Runtime backend computes the same maps as PyTorch's folded NHWC network."""
+    from cellcount.inference import OnnxRuntimeNet, onnxruntime_available, optimize_for_inference
+
+    if not onnxruntime_available():
+        pytest.skip("onnxruntime not installed")
+    torch.manual_seed(0)
+    net = create_model(arch, base_width=4, depth=2, out_channels=2 if head == "mask" else 1, head=head)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding matters
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    card = ModelCard(name="tiny", architecture=arch, output_kind=head, kwargs={"depth": 2, "out_channels": 2})
+    model = NetModel(net, card)
+    image = np.random.default_rng(1).uniform(0, 1, (70, 45)).astype(np.float32)
+    assert isinstance(model.fast_net(), OnnxRuntimeNet)
+    ort_maps = model.predict_maps(image, fast=True)
+    monkeypatch.setenv("CELLCOUNT_BACKEND", "torch")
+    torch_maps = model.predict_maps(image, fast=True)
+    assert not isinstance(model.fast_net(), OnnxRuntimeNet)
+    np.testing.assert_allclose(ort_maps, torch_maps, atol=1e-5)
+    x = torch.from_numpy(image[None, None, :64, :32].copy())
+    np.testing.assert_allclose(optimize_for_inference(net, backend="onnxruntime")(x).numpy(),
+                               net.eval()(x).detach().numpy(), atol=1e-4)
+    with pytest.raises(ParameterError, match="backend"):
+        optimize_for_inference(net, backend="tensorrt")

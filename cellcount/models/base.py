@@ -72,21 +72,26 @@ class NetModel(CountModel):
         self.net = self.net.to(memory_format=torch.channels_last)
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self._fast_net: torch.nn.Module | None = None
+        self._fast_nets: dict[str, torch.nn.Module] = {}
         self._fast_lock = threading.Lock()
 
-    def fast_net(self) -> torch.nn.Module:
+    def fast_net(self, backend: str | None = None) -> torch.nn.Module:
         """The network of the fast path, built on first use and then shared (read-only).
 
-        A copy of :attr:`net` with every BatchNorm folded into the convolution before it, in the NHWC
-        memory format (see :func:`cellcount.inference.optimize_for_inference`).
+        A copy of :attr:`net` with every BatchNorm folded into the convolution before it, run by ONNX
+        Runtime when installed, else by PyTorch in NHWC (see
+        :func:`cellcount.inference.optimize_for_inference`). ``backend`` (default: the
+        ``CELLCOUNT_BACKEND`` environment variable, else ``"auto"``) picks one explicitly.
         """
+        import os
+
         from ..inference import optimize_for_inference
 
+        backend = backend or os.environ.get("CELLCOUNT_BACKEND", "auto")
         with self._fast_lock:
-            if self._fast_net is None:
-                self._fast_net = optimize_for_inference(self.net)
-            return self._fast_net
+            if backend not in self._fast_nets:
+                self._fast_nets[backend] = optimize_for_inference(self.net, backend=backend)
+            return self._fast_nets[backend]
 
     @property
     def out_channels(self) -> int:
@@ -108,7 +113,7 @@ class NetModel(CountModel):
         dev = default_device() if device is None else device
         if fast:
             # folded BatchNorm, NHWC, balanced tiles of at most FAST_TILE_PX, FAST_BATCH_PX per pass
-            net = self.fast_net()
+            net = self.fast_net() if str(dev) == "cpu" else self.fast_net("torch")
             tile = tile or int(self.card.extra.get("fast_tile_size", FAST_TILE_PX))
             batch_size = batch_size or max(1, FAST_BATCH_PX // (tile * tile))
         else:
