@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import ParameterError
 from .groundtruth import GroundTruth
 from .metrics import aggregate_matches, count_metrics, match_instances, match_points
 from .models.base import CountModel
@@ -160,7 +161,12 @@ def tune_params(
         for key, values in grid.items():
             for v in values:
                 done += 1
-                cand = dataclasses.replace(best, **{key: v})
+                try:
+                    cand = dataclasses.replace(best, **{key: v})
+                except ParameterError:  # conflicts with a fixed setting (e.g. min area above max area): skip
+                    if progress:
+                        progress(done, total)
+                    continue
                 sig = tuple(sorted(cand.to_dict().items(), key=str))
                 if sig not in tried:
                     tried[sig] = _mae(pairs, cand)

@@ -55,6 +55,18 @@ def test_tuning_finds_the_minimum_area_that_drops_specks(specks_dataset):
     assert after.per_image["abs_error"].tolist() == [0, 0, 0]
 
 
+def test_tuning_skips_grid_values_that_conflict_with_fixed_settings(specks_dataset):
+    model = load_model(CLASSICAL_NAME)
+    params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "max_area_px": 5000,
+                                    "watershed": False})
+    pairs = predict_pairs(specks_dataset, model, params)
+    calls = []
+    tuned = tune_params(pairs, params, grid={"min_area_px": [0, 5, 9000]}, progress=lambda d, t: calls.append(d))
+    assert tuned.best_params.min_area_px == 5 and tuned.best_params.max_area_px == 5000
+    assert 9000 not in tuned.table["min_area_px"].tolist()  # above max_area_px: skipped, not an abort
+    assert calls[-1] == 6  # progress still reaches the total (3 values x 2 rounds)
+
+
 def test_default_grid_never_makes_things_worse(specks_dataset):
     model = load_model(CLASSICAL_NAME)
     params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "watershed": False})
