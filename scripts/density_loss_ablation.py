@@ -62,7 +62,8 @@ def main() -> None:
         folder = train(cfg)
         model = load_model(folder)
         _, val = load_dsb_split(cfg["data"]["root"], kind="density", val_fraction=cfg["data"]["val_fraction"],
-                                seed=cfg["data"]["split_seed"], density_scale=model.card.density_scale)
+                                seed=cfg["data"]["split_seed"], density_scale=model.card.density_scale,
+                                grayscale=cfg["input"]["grayscale"])
         pm, fm = evaluate(model, val)
         rows.append((label, pm, fm))
     lines = [

@@ -98,3 +98,51 @@ def test_evaluation_cli_matches_its_csv(samples_dir, tmp_path, capsys):
     assert summary["mae"] == pytest.approx(err.abs().mean())
     assert summary["tp"] == df["tp"].sum() and summary["fn"] == df["fn"].sum()
     assert summary["params"] == resolve_params(load_model(CLASSICAL_NAME)).to_dict()
+
+
+def _density_pair(name: str, mass: float, true: int):
+    from cellcount.pipeline import Prediction
+
+    maps = np.zeros((1, 8, 8), np.float32)
+    maps[0, 2:4, 2:4] = mass / 4
+    pred = Prediction(model_name="d", output_kind="density", maps=maps, image_norm=None, inverted=False,
+                      input_key=())
+    return (name, pred, GroundTruth(kind="count", count=true))
+
+
+def test_density_calibration_fits_the_mae_minimising_gain():
+    from cellcount.evaluate import calibrate_density
+
+    k, before, after = calibrate_density([_density_pair(f"{i}", m, t) for i, (m, t) in
+                                          enumerate([(10, 20), (20, 40), (40, 80)])])
+    assert k == pytest.approx(2.0) and after == pytest.approx(0.0)
+    assert before == pytest.approx((10 + 20 + 40) / 3, rel=1e-6)
+    # one outlier cannot drag the gain: the weighted median ignores it
+    k, _, after = calibrate_density([_density_pair(f"{i}", m, t) for i, (m, t) in
+                                     enumerate([(10, 20), (20, 40), (40, 80), (5, 500)])])
+    assert k == pytest.approx(2.0)
+    assert calibrate_density([_density_pair("e", 0, 3)])[0] == 1.0  # nothing predicted: no gain
+
+
+def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_path, capsys):
+    import torch
+
+    from cellcount.models import ModelCard, create_model, read_card, save_model
+
+    torch.manual_seed(0)
+    net = create_model("unet", base_width=4, depth=2, out_channels=1, head="density")
+    card = ModelCard(name="tiny-density", architecture="unet", output_kind="density",
+                     kwargs={"in_channels": 1, "base_width": 4, "depth": 2, "out_channels": 1, "head": "density"},
+                     density_scale=100.0)
+    folder = save_model(net, card, tmp_path / "tiny-density")
+    assert main(["--model", str(folder), "--data", str(samples_dir), "--tune", "--write-card"]) == 0
+    out = capsys.readouterr().out
+    k = float(re.search(r"count gain (\d+\.\d+)", out).group(1))
+    tuned = read_card(folder)
+    assert tuned.density_scale == pytest.approx(100.0 / k, rel=1e-3)
+    assert "count gain" in tuned.postprocess_tuned_on
+    # the calibrated model's counts on the same data have the MAE the calibration reported
+    after = float(re.search(r"MAE \d+\.\d+ -> (\d+\.\d+)", out).group(1))
+    assert main(["--model", str(folder), "--data", str(samples_dir)]) == 0
+    mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+    assert mae == pytest.approx(after, abs=0.02)
