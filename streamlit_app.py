@@ -54,10 +54,8 @@ def home() -> None:
     st.subheader("Models available")
     names = cc.list_models()
     df = sh.models_frame(names)
-    st.dataframe(
+    sh.dataframe(
         df,
-        hide_index=True,
-        placeholder="—",
         column_config={
             "val MAE": st.column_config.NumberColumn(format="%.2f", help="Count MAE on the validation split"),
             "val F1@0.5": st.column_config.NumberColumn(format="%.3f", help="Instance F1 at IoU 0.5"),

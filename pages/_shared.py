@@ -1,4 +1,4 @@
-"""UI helpers shared by the pages: cached loaders, model picker, parameter widgets, settings files.
+"""UI helpers shared by the pages: cached loaders, model picker, parameter widgets, tables, settings files.
 
 Not a page (``st.navigation`` lists the pages explicitly). Compute stays in :mod:`cellcount`; this module
 only turns widgets into parameter dicts and caches library calls on plain keys:
@@ -113,6 +113,50 @@ def progress_callback(bar, label: str) -> Callable[[int, int], None]:
 
 
 # --------------------------------------------------------------------------------------------------
+# widgets and tables
+# --------------------------------------------------------------------------------------------------
+def pick_one(
+    label: str,
+    options: list,
+    key: str,
+    *,
+    default: Any = None,
+    radio: bool = False,
+    container: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Persistent selectbox (or horizontal radio) under ``key``.
+
+    A stored value that is not an option (or none yet) becomes ``default``, the first option when None.
+    """
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0] if default is None else default
+    c = container or st
+    if radio:
+        return c.radio(label, options, key=key, persist_state=PERSIST, horizontal=True, **kwargs)
+    return c.selectbox(label, options, key=key, persist_state=PERSIST, **kwargs)
+
+
+def dataframe(df: pd.DataFrame, *, container: Any = None, **kwargs: Any) -> Any:
+    """``st.dataframe`` without the index, missing values shown as a dash."""
+    return (container or st).dataframe(df, hide_index=True, placeholder="—", **kwargs)
+
+
+def download_button(
+    label: str, data: Any, file_name: str, mime: str, key: str, *, container: Any = None, **kwargs: Any
+) -> None:
+    """Download button that does not rerun the page."""
+    (container or st).download_button(
+        label, data, file_name, mime, key=key, on_click="ignore", icon=":material/download:", **kwargs
+    )
+
+
+def number_formats(columns: Iterable[str], fmt: str) -> dict[str, Any]:
+    """``column_config`` giving these columns the printf-style format ``fmt``."""
+    return {c: st.column_config.NumberColumn(format=fmt) for c in columns}
+
+
+# --------------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------------
 def model_version(name: str) -> str:
@@ -154,19 +198,27 @@ def model_label(name: str) -> str:
 
 def model_picker(prefix: str, *, label: str = "Model", container: Any = None) -> str:
     """Selectbox of :func:`cellcount.list_models` under key ``<prefix>_model``; returns the name."""
-    names = cc.list_models()
-    key = f"{prefix}_model"
-    if st.session_state.get(key) not in names:
-        st.session_state[key] = names[0]
-    return (container or st).selectbox(
+    return pick_one(
         label,
-        names,
-        key=key,
+        cc.list_models(),
+        f"{prefix}_model",
+        container=container,
         format_func=model_label,
-        persist_state=PERSIST,
         help="Trained networks from weights/ plus the classical Otsu baseline. Mask models segment "
         "objects; density models estimate the count as the integral of a density map.",
     )
+
+
+def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.CountModel]:
+    """:func:`model_picker` + the loaded model with its widgets seeded; a load error stops the page."""
+    name = model_picker(prefix, container=container)
+    try:
+        model = get_model(name)
+    except cc.CellcountError as err:
+        show_error(err)
+        st.stop()
+    seed_params(model, prefix)
+    return name, model
 
 
 def validation_metrics(card: ModelCard) -> dict[str, Any]:
@@ -458,6 +510,13 @@ def reset_params(prefix: str, model_name: str) -> None:
     st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the defaults of {model_name}.")
 
 
+def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
+    """The "Reset to model defaults" button (:func:`reset_params`)."""
+    st.button(
+        "Reset to model defaults", key=f"{prefix}_reset", on_click=reset_params, args=(prefix, model_name), **kwargs
+    )
+
+
 def queue_params(prefix: str, values: dict[str, Any], *, model_name: str | None = None) -> None:
     """Apply ``values`` to another page's widgets the next time it is shown (e.g. tuned settings)."""
     if model_name is not None:
@@ -473,17 +532,31 @@ def _clamp(prefix: str, name: str, lo: float, hi: float) -> None:
         st.session_state[key] = type(value)(min(max(value, lo), hi))
 
 
+def _slider(c: Any, prefix: str, name: str, label: str, lo: float, hi: float, **kwargs: Any) -> Any:
+    """Slider for parameter ``name`` (stored value clamped into [lo, hi] first)."""
+    _clamp(prefix, name, lo, hi)
+    return c.slider(label, lo, hi, persist_state=PERSIST, key=_key(prefix, name), help=HELP[name], **kwargs)
+
+
+def _number(c: Any, prefix: str, name: str, label: str, **kwargs: Any) -> Any:
+    """Number input for parameter ``name``; a stored value outside min_value/max_value is clamped first."""
+    if "max_value" in kwargs:
+        _clamp(prefix, name, kwargs["min_value"], kwargs["max_value"])
+    return c.number_input(label, persist_state=PERSIST, key=_key(prefix, name), help=HELP[name], **kwargs)
+
+
+def _toggle(c: Any, prefix: str, name: str, label: str) -> bool:
+    return c.toggle(label, persist_state=PERSIST, key=_key(prefix, name), help=HELP[name])
+
+
 def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = None) -> dict[str, Any]:
     """Channel (multichannel images), invert and percentile widgets; these change the model input."""
     c = container or st
-    ss = st.session_state
     n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
     out: dict[str, Any] = {}
     ch_key = _key(prefix, "channel")
     if image is None or n_channels > 1:
         options = [ALL_CHANNELS, *range(n_channels if image is not None else 4)]
-        if ss.get(ch_key) not in options:
-            ss[ch_key] = ALL_CHANNELS
         names = ["red", "green", "blue"] if n_channels == 3 else []
 
         def fmt(v: int) -> str:
@@ -493,47 +566,26 @@ def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = N
 
         out["channel"] = _from_widget(
             "channel",
-            c.selectbox(
-                "Channel", options, persist_state=PERSIST, key=ch_key, format_func=fmt, help=HELP["channel"]
-            ),
+            pick_one("Channel", options, ch_key, container=c, format_func=fmt, help=HELP["channel"]),
         )
     else:
-        ss[ch_key] = ALL_CHANNELS
+        st.session_state[ch_key] = ALL_CHANNELS
         out["channel"] = None
-    inv_key = _key(prefix, "invert")
-    if ss.get(inv_key) not in INVERT_OPTIONS:
-        ss[inv_key] = "auto"
     out["invert"] = _from_widget(
         "invert",
-        c.radio(
+        pick_one(
             "Invert (dark objects on a bright background)",
             list(INVERT_OPTIONS),
-            persist_state=PERSIST,
-            key=inv_key,
-            horizontal=True,
+            _key(prefix, "invert"),
+            radio=True,
+            container=c,
             help=HELP["invert"],
         ),
     )
     with c.expander("Intensity normalisation"):
-        _clamp(prefix, "low_pct", 0.0, 50.0)
-        _clamp(prefix, "high_pct", 50.0, 100.0)
-        out["low_pct"] = st.number_input(
-            "Low percentile",
-            min_value=0.0,
-            max_value=50.0,
-            step=0.1,
-            persist_state=PERSIST,
-            key=_key(prefix, "low_pct"),
-            help=HELP["low_pct"],
-        )
-        out["high_pct"] = st.number_input(
-            "High percentile",
-            min_value=50.0,
-            max_value=100.0,
-            step=0.1,
-            persist_state=PERSIST,
-            key=_key(prefix, "high_pct"),
-            help=HELP["high_pct"],
+        out["low_pct"] = _number(st, prefix, "low_pct", "Low percentile", min_value=0.0, max_value=50.0, step=0.1)
+        out["high_pct"] = _number(
+            st, prefix, "high_pct", "High percentile", min_value=50.0, max_value=100.0, step=0.1
         )
     return out
 
@@ -548,107 +600,29 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
     ss = st.session_state
     out: dict[str, Any] = {}
     if model.output_kind == "density":
-        _clamp(p, "peak_min_distance_px", 1, 30)
-        out["peak_min_distance_px"] = c.slider(
-            "Peak min. distance (px)",
-            1,
-            30,
-            persist_state=PERSIST,
-            key=_key(p, "peak_min_distance_px"),
-            help=HELP["peak_min_distance_px"],
-        )
+        out["peak_min_distance_px"] = _slider(c, p, "peak_min_distance_px", "Peak min. distance (px)", 1, 30)
     else:
-        _clamp(p, "threshold", 0.0, 1.0)
-        out["threshold"] = c.slider(
-            "Probability threshold",
-            0.0,
-            1.0,
-            step=0.01,
-            format="%.2f",
-            persist_state=PERSIST,
-            key=_key(p, "threshold"),
-            help=HELP["threshold"],
-        )
-        _clamp(p, "opening_radius_px", 0, 10)
-        out["opening_radius_px"] = c.slider(
-            "Opening radius (px)",
-            0,
-            10,
-            persist_state=PERSIST,
-            key=_key(p, "opening_radius_px"),
-            help=HELP["opening_radius_px"],
-        )
-        _clamp(p, "closing_radius_px", 0, 10)
-        out["closing_radius_px"] = c.slider(
-            "Closing radius (px)",
-            0,
-            10,
-            persist_state=PERSIST,
-            key=_key(p, "closing_radius_px"),
-            help=HELP["closing_radius_px"],
-        )
-        out["fill_holes"] = c.toggle(
-            "Fill holes", persist_state=PERSIST, key=_key(p, "fill_holes"), help=HELP["fill_holes"]
-        )
-        out["watershed"] = c.toggle(
-            "Watershed split", persist_state=PERSIST, key=_key(p, "watershed"), help=HELP["watershed"]
-        )
-        _clamp(p, "min_distance_px", 1, 50)
-        out["min_distance_px"] = c.slider(
-            "Min. distance between centres (px)",
-            1,
-            50,
-            persist_state=PERSIST,
-            key=_key(p, "min_distance_px"),
-            disabled=not out["watershed"],
-            help=HELP["min_distance_px"],
+        out["threshold"] = _slider(c, p, "threshold", "Probability threshold", 0.0, 1.0, step=0.01, format="%.2f")
+        out["opening_radius_px"] = _slider(c, p, "opening_radius_px", "Opening radius (px)", 0, 10)
+        out["closing_radius_px"] = _slider(c, p, "closing_radius_px", "Closing radius (px)", 0, 10)
+        out["fill_holes"] = _toggle(c, p, "fill_holes", "Fill holes")
+        out["watershed"] = _toggle(c, p, "watershed", "Watershed split")
+        out["min_distance_px"] = _slider(
+            c, p, "min_distance_px", "Min. distance between centres (px)", 1, 50, disabled=not out["watershed"]
         )
         a, b = c.columns(2)
-        out["min_area_px"] = a.number_input(
-            "Min. area (px)",
-            min_value=0,
-            step=1,
-            persist_state=PERSIST,
-            key=_key(p, "min_area_px"),
-            help=HELP["min_area_px"],
-        )
+        out["min_area_px"] = _number(a, p, "min_area_px", "Min. area (px)", min_value=0, step=1)
         out["max_area_px"] = _from_widget(
-            "max_area_px",
-            b.number_input(
-                "Max. area (px, 0 = none)",
-                min_value=0,
-                step=10,
-                persist_state=PERSIST,
-                key=_key(p, "max_area_px"),
-                help=HELP["max_area_px"],
-            ),
+            "max_area_px", _number(b, p, "max_area_px", "Max. area (px, 0 = none)", min_value=0, step=10)
         )
-        out["exclude_border"] = c.toggle(
-            "Exclude border objects",
-            persist_state=PERSIST,
-            key=_key(p, "exclude_border"),
-            help=HELP["exclude_border"],
-        )
+        out["exclude_border"] = _toggle(c, p, "exclude_border", "Exclude border objects")
         if int(model.card.kwargs.get("out_channels", 1)) > 1:
-            out["use_border_channel"] = c.toggle(
-                "Use predicted borders to split",
-                persist_state=PERSIST,
-                key=_key(p, "use_border_channel"),
-                help=HELP["use_border_channel"],
-            )
+            out["use_border_channel"] = _toggle(c, p, "use_border_channel", "Use predicted borders to split")
         else:
             out["use_border_channel"] = bool(ss.get(_key(p, "use_border_channel"), True))
     out["pixel_size_um"] = _from_widget(
         "pixel_size_um",
-        c.number_input(
-            "Pixel size (µm, 0 = unknown)",
-            min_value=0.0,
-            step=0.01,
-            format="%.4f",
-            persist_state=PERSIST,
-            key=_key(p, "pixel_size_um"),
-            help=HELP["pixel_size_um"],
-        ),
+        _number(c, p, "pixel_size_um", "Pixel size (µm, 0 = unknown)", min_value=0.0, step=0.01, format="%.4f"),
     )
     # the other kind's fields keep their current values so a settings file round-trips unchanged
     for name in DENSITY_FIELDS if model.output_kind != "density" else MASK_FIELDS:
@@ -707,6 +681,20 @@ def settings_upload(prefix: str, *, container: Any = None) -> None:
         args=(prefix,),
         help="A settings file downloaded from this app (or used with the CLI's --settings).",
     )
+
+
+def settings_panel(
+    prefix: str, model_name: str, model: cc.models.CountModel
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Input, Postprocessing (with reset) and Settings file expanders -> (input values, overrides)."""
+    with st.expander("Input", expanded=False):
+        inputs = input_ui(prefix)
+    with st.expander("Postprocessing", expanded=True):
+        overrides = params_ui(model, prefix)
+        reset_button(prefix, model_name)
+    with st.expander("Settings file"):
+        settings_upload(prefix)
+    return inputs, overrides
 
 
 def show_messages(prefix: str, container: Any = None) -> None:

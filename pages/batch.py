@@ -42,12 +42,12 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> Non
     bar = st.progress(0.0, text=f"Counting {len(items)} image(s) ...")
     table = st.empty()
     if done:
-        table.dataframe(counts_frame(done), hide_index=True, placeholder="—")
+        sh.dataframe(counts_frame(done), container=table)
     for item in count_many(
         items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)
     ):
         done.append(item)
-        table.dataframe(counts_frame(done), hide_index=True, placeholder="—")
+        sh.dataframe(counts_frame(done), container=table)
     bar.empty()
     table.empty()
     ok = [it for it in done if it.status == "ok"]
@@ -76,10 +76,8 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
             st.markdown(f"**{len(bad)} file(s) could not be counted** (the batch went on):")
             for _, row in bad.iterrows():
                 st.markdown(f"- `{row['file']}` — {row['reason']}")
-    st.dataframe(
+    sh.dataframe(
         df,
-        hide_index=True,
-        placeholder="—",
         column_config={
             "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
             "count_estimate": st.column_config.NumberColumn(format="%.2f"),
@@ -97,9 +95,7 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
     files.append(("Settings JSON", res["settings"], "settings.json", "application/json", "settings"))
     row = st.container(horizontal=True)
     for label, data, name, mime, key in files:
-        row.download_button(
-            label, data, name, mime, key=f"{P}_dl_{key}", on_click="ignore", icon=":material/download:"
-        )
+        sh.download_button(label, data, name, mime, f"{P}_dl_{key}", container=row)
 
 
 st.title("Batch")
@@ -109,21 +105,9 @@ st.caption(
 )
 left, right = st.columns([1, 3], gap="medium")
 with left:
-    model_name = sh.model_picker(P)
-    try:
-        model = sh.get_model(model_name)
-    except cc.CellcountError as err:
-        sh.show_error(err)
-        st.stop()
-    sh.seed_params(model, P)
+    model_name, model = sh.pick_model(P)
     sh.show_messages(P)
-    with st.expander("Input", expanded=False):
-        inputs = sh.input_ui(P)
-    with st.expander("Postprocessing", expanded=True):
-        overrides = sh.params_ui(model, P)
-        st.button("Reset to model defaults", key=f"{P}_reset", on_click=sh.reset_params, args=(P, model_name))
-    with st.expander("Settings file"):
-        sh.settings_upload(P)
+    inputs, overrides = sh.settings_panel(P, model_name, model)
 
 with right:
     files = st.file_uploader(

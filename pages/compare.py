@@ -20,14 +20,12 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     """(label, model name, params) per configuration."""
     ss = st.session_state
     names = cc.list_models()
-    if ss.get(f"{P}_mode") not in ("Models", "Settings"):
-        ss[f"{P}_mode"] = "Models" if len(names) > 1 else "Settings"
-    mode = st.radio(
+    mode = sh.pick_one(
         "Compare",
         ["Models", "Settings"],
-        key=f"{P}_mode",
-        persist_state=sh.PERSIST,
-        horizontal=True,
+        f"{P}_mode",
+        default="Models" if len(names) > 1 else "Settings",
+        radio=True,
         format_func={"Models": "2-4 models", "Settings": "one model, two settings"}.get,
     )
     if mode == "Models":
@@ -64,11 +62,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
 
 def pick_images() -> list[sh.Source]:
     ss = st.session_state
-    if ss.get(f"{P}_source") not in ("Samples", "Upload"):
-        ss[f"{P}_source"] = "Samples"
-    kind = st.radio(
-        "Images", ["Samples", "Upload"], key=f"{P}_source", persist_state=sh.PERSIST, horizontal=True
-    )
+    kind = sh.pick_one("Images", ["Samples", "Upload"], f"{P}_source", radio=True)
     if kind == "Samples":
         names = sh.sample_names()
         if f"{P}_samples" not in ss:
@@ -149,37 +143,17 @@ def show(long: pd.DataFrame, configs, sources) -> None:
             row.update({"MAE": s["mae"], "bias": s["bias"], "RMSE": s["rmse"]})
         per_config.append(row)
     st.subheader("Counts")
-    st.dataframe(
+    sh.dataframe(
         pd.DataFrame(per_config),
-        hide_index=True,
-        placeholder="—",
-        column_config={
-            k: st.column_config.NumberColumn(format="%.2f")
-            for k in ("MAE", "bias", "RMSE", "mean time per image (ms)")
-        },
+        column_config=sh.number_formats(("MAE", "bias", "RMSE", "mean time per image (ms)"), "%.2f"),
     )
-    st.dataframe(
-        table,
-        hide_index=True,
-        placeholder="—",
-        column_config={
-            c: st.column_config.NumberColumn(format="%.1f")
-            for c in table.columns
-            if c not in ("file", "true")
-        },
+    sh.dataframe(
+        table, column_config=sh.number_formats([c for c in table.columns if c not in ("file", "true")], "%.1f")
     )
     failed = long[long["status"] != "ok"]
     for _, r in failed.iterrows():
         st.warning(f"`{r['file']}` with {r['config']}: {r['status']}")
-    st.download_button(
-        "Comparison CSV",
-        sh.csv_bytes(table),
-        "comparison.csv",
-        "text/csv",
-        key=f"{P}_dl",
-        on_click="ignore",
-        icon=":material/download:",
-    )
+    sh.download_button("Comparison CSV", sh.csv_bytes(table), "comparison.csv", "text/csv", f"{P}_dl")
 
     if len(wide.columns) >= 2:
         a, b = st.columns(2)

@@ -19,19 +19,9 @@ P = "count"
 
 def pick_source() -> sh.Source | None:
     """Sample or upload -> Source (None when nothing is uploaded yet)."""
-    ss = st.session_state
-    if ss.get(f"{P}_source") not in ("Sample", "Upload"):
-        ss[f"{P}_source"] = "Sample"
-    kind = st.radio(
-        "Image", ["Sample", "Upload"], key=f"{P}_source", persist_state=sh.PERSIST, horizontal=True
-    )
+    kind = sh.pick_one("Image", ["Sample", "Upload"], f"{P}_source", radio=True)
     if kind == "Sample":
-        names = sh.sample_names()
-        if ss.get(f"{P}_sample") not in names:
-            ss[f"{P}_sample"] = names[0]
-        name = st.selectbox(
-            "Sample image", names, key=f"{P}_sample", persist_state=sh.PERSIST, format_func=sh.sample_label
-        )
+        name = sh.pick_one("Sample image", sh.sample_names(), f"{P}_sample", format_func=sh.sample_label)
         return sh.sample_source(name)
     up = st.file_uploader(
         "Upload an image",
@@ -102,16 +92,7 @@ def downloads(source: sh.Source, result: cc.CountResult) -> None:
     )
     row = st.container(horizontal=True)
     for label, data, name, mime, key, help_text in files:
-        row.download_button(
-            label,
-            data,
-            name,
-            mime,
-            key=f"{P}_dl_{key}",
-            on_click="ignore",
-            icon=":material/download:",
-            help=help_text,
-        )
+        sh.download_button(label, data, name, mime, f"{P}_dl_{key}", container=row, help=help_text)
 
 
 def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) -> None:
@@ -148,17 +129,8 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
         show_overlay(image, result)
     with tabs[1]:
         if len(result.objects):
-            st.dataframe(
-                result.objects,
-                hide_index=True,
-                placeholder="—",
-                height=360,
-                column_config={
-                    c: st.column_config.NumberColumn(format="%.2f")
-                    for c in result.objects.columns
-                    if result.objects[c].dtype.kind == "f"
-                },
-            )
+            floats = [c for c in result.objects.columns if result.objects[c].dtype.kind == "f"]
+            sh.dataframe(result.objects, height=360, column_config=sh.number_formats(floats, "%.2f"))
         else:
             st.info("No objects with the current settings.")
     with tabs[2]:
@@ -194,13 +166,7 @@ def results_panel(source: sh.Source, image: np.ndarray, model_name: str, inputs:
     with left:
         st.subheader("Postprocessing")
         overrides = sh.params_ui(model, P)
-        st.button(
-            "Reset to model defaults",
-            key=f"{P}_reset",
-            on_click=sh.reset_params,
-            args=(P, model_name),
-            icon=":material/restart_alt:",
-        )
+        sh.reset_button(P, model_name, icon=":material/restart_alt:")
     with right:
         try:
             params = sh.resolve(model, inputs, overrides)
@@ -216,14 +182,7 @@ st.title("Count")
 top = st.columns([3, 2, 2])
 with top[0]:
     source = pick_source()
-with top[1]:
-    model_name = sh.model_picker(P)
-try:
-    model = sh.get_model(model_name)
-except cc.CellcountError as err:
-    sh.show_error(err)
-    st.stop()
-sh.seed_params(model, P)
+model_name, model = sh.pick_model(P, container=top[1])
 with top[2].expander("Settings file"):
     sh.settings_upload(P)
 sh.show_messages(P)

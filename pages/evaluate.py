@@ -23,12 +23,7 @@ GT_HELP = (
 
 
 def pick_data() -> tuple[list, list]:
-    ss = st.session_state
-    if ss.get(f"{P}_source") not in ("Labelled samples", "Upload"):
-        ss[f"{P}_source"] = "Labelled samples"
-    kind = st.radio(
-        "Data", ["Labelled samples", "Upload"], key=f"{P}_source", persist_state=sh.PERSIST, horizontal=True
-    )
+    kind = sh.pick_one("Data", ["Labelled samples", "Upload"], f"{P}_source", radio=True)
     if kind == "Labelled samples":
         st.caption("The 12 shipped samples with their exact label images.")
         return sh.sample_pairs(), []
@@ -171,12 +166,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     changed = {k: (tuned["start"][k], v) for k, v in tuned["best"].items() if tuned["start"][k] != v}
     m[2].metric("Settings changed", len(changed))
     if changed:
-        st.dataframe(
-            pd.DataFrame(
-                [{"setting": k, "before": str(a), "tuned": str(b)} for k, (a, b) in changed.items()]
-            ),
-            hide_index=True,
-            placeholder="—",
+        sh.dataframe(
+            pd.DataFrame([{"setting": k, "before": str(a), "tuned": str(b)} for k, (a, b) in changed.items()])
         )
     else:
         st.info("The current settings are already the best on this grid.")
@@ -193,14 +184,13 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         type="primary",
         icon=":material/check:",
     )
-    c[1].download_button(
+    sh.download_button(
         "Tuned settings JSON",
         sh.settings_json(tuned["model"], tuned["best"]),
         "tuned_settings.json",
         "application/json",
-        key=f"{P}_dl_tuned",
-        on_click="ignore",
-        icon=":material/download:",
+        f"{P}_dl_tuned",
+        container=c[1],
     )
     with st.expander("All settings tried"):
         cols = [*DEFAULT_GRID, "mae"]
@@ -214,20 +204,8 @@ st.caption(
 )
 left, right = st.columns([1, 3], gap="medium")
 with left:
-    model_name = sh.model_picker(P)
-    try:
-        model = sh.get_model(model_name)
-    except cc.CellcountError as err:
-        sh.show_error(err)
-        st.stop()
-    sh.seed_params(model, P)
-    with st.expander("Input", expanded=False):
-        inputs = sh.input_ui(P)
-    with st.expander("Postprocessing", expanded=True):
-        overrides = sh.params_ui(model, P)
-        st.button("Reset to model defaults", key=f"{P}_reset", on_click=sh.reset_params, args=(P, model_name))
-    with st.expander("Settings file"):
-        sh.settings_upload(P)
+    model_name, model = sh.pick_model(P)
+    inputs, overrides = sh.settings_panel(P, model_name, model)
     iou = st.slider(
         "IoU threshold for matching",
         0.1,
@@ -291,22 +269,9 @@ with right:
                 "model_seconds",
                 "megapixels",
             )
-            st.dataframe(
-                per_image,
-                hide_index=True,
-                placeholder="—",
-                column_config={
-                    c: st.column_config.NumberColumn(format="%.3f") for c in fmt if c in per_image
-                },
-            )
-            st.download_button(
-                "Per-image CSV",
-                sh.csv_bytes(per_image),
-                "evaluation.csv",
-                "text/csv",
-                key=f"{P}_dl_table",
-                on_click="ignore",
-                icon=":material/download:",
+            sh.dataframe(per_image, column_config=sh.number_formats([c for c in fmt if c in per_image], "%.3f"))
+            sh.download_button(
+                "Per-image CSV", sh.csv_bytes(per_image), "evaluation.csv", "text/csv", f"{P}_dl_table"
             )
     if tabs[1].open:
         tabs[1].plotly_chart(viz.pred_vs_true_scatter(per_image), key=f"{P}_scatter")

@@ -102,7 +102,7 @@ def render_card(name: str) -> None:
         st.markdown("**Metrics**")
         mf = _metrics_frame(card.metrics) if isinstance(card.metrics, dict) else None
         if mf is not None:
-            st.dataframe(mf, hide_index=True, placeholder="—")
+            sh.dataframe(mf)
         elif card.metrics:
             st.dataframe(_table(card.metrics), hide_index=True)
         else:
@@ -130,10 +130,8 @@ st.caption(
     f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "
     "`card.json`) and the classical baseline. Also on the command line: `python -m cellcount models`."
 )
-st.dataframe(
+sh.dataframe(
     sh.models_frame(names),
-    hide_index=True,
-    placeholder="—",
     column_config={
         "val MAE": st.column_config.NumberColumn(format="%.2f"),
         "val F1@0.5": st.column_config.NumberColumn(format="%.3f"),
