@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .errors import ParameterError
@@ -113,8 +112,7 @@ def watershed_split(
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
     if border_prob is not None:
         core = mask & ~(np.asarray(border_prob) > 0.5)
-        cores = label_components(core)
-        markers = relabel_sequential(cores, object_areas(cores) >= min_seed_area_px)
+        markers = _components_min_area(core, min_seed_area_px)
     else:
         # light smoothing stops ragged outlines from creating spurious maxima
         smooth = cv2.GaussianBlur(dist, (0, 0), 1.0)
@@ -130,6 +128,20 @@ def watershed_split(
     return labels.astype(np.int32, copy=False)
 
 
+def _components_min_area(mask: np.ndarray, min_area_px: int) -> np.ndarray:
+    """8-connected components of ``mask`` with at least ``min_area_px`` pixels, numbered 1..N (int32).
+
+    Equal to ``relabel_sequential(cores, object_areas(cores) >= min_area_px)`` on the components, with
+    the areas taken from OpenCV's component statistics instead of a second pass over the image.
+    """
+    n, comps, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+    keep[0] = False
+    lut = np.zeros(n, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[comps]
+
+
 def _flood_components(dist: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``watershed(-dist, markers, mask=mask)``, run only where it can change anything.
 
@@ -139,20 +151,21 @@ def _flood_components(dist: np.ndarray, markers: np.ndarray, mask: np.ndarray) -
     where two basins tie exactly may go to the other neighbour (on 872 DSB maps: 0.0005 of pixels).
     """
     # 4-connected, as the watershed floods (a diagonal touch does not pass a marker on)
-    comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)[1]
+    _, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
     has = markers > 0
     # distinct (component, marker) pairs, via one 1-D key (np.unique with axis=1 is 10x slower)
     base = np.int64(markers.max()) + 1
     keys = np.unique(comp[has].astype(np.int64) * base + markers[has])
     pairs = np.stack([keys // base, keys % base])
-    per_comp = np.bincount(pairs[0], minlength=int(comp.max()) + 1)
+    per_comp = np.bincount(pairs[0], minlength=stats.shape[0])
     lut = np.zeros(per_comp.size, np.int32)
     single = per_comp[pairs[0]] == 1
     lut[pairs[0][single]] = pairs[1][single]
     labels = lut[comp]
-    slices = ndi.find_objects(comp)
+    # bounding boxes from the component statistics (no second pass like ndi.find_objects)
     for c in np.nonzero(per_comp >= 2)[0]:
-        sl = slices[c - 1]
+        x, y, w, h = stats[c, :4]
+        sl = (slice(y, y + h), slice(x, x + w))
         sub = comp[sl] == c
         flooded = watershed(-dist[sl], np.where(sub, markers[sl], 0), mask=sub)
         labels[sl][sub] = flooded[sub]

@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
         # "last": ship the final (cosine-annealed) weights; "best": the checkpoint with the lowest
         # validation MAE (that peeks at the validation split, so new configs use "last").
         "select": "best",
+        # "bf16": autocast the forward pass to bfloat16 on CPUs with AVX512-BF16/AMX (about 2x faster
+        # training here); losses and optimizer state stay fp32. "fp32": plain float32.
+        "precision": "fp32",
     },
     "loss": {"mask": "bce_dice", "border_weight": 0.5, "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
     "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05},
@@ -143,6 +146,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     tr = cfg["train"]
     if tr["select"] not in ("best", "last"):
         raise ValueError(f"train.select must be 'best' or 'last', got {tr['select']!r}")
+    if tr.get("precision", "fp32") not in ("fp32", "bf16"):
+        raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {tr['precision']!r}")
+    use_bf16 = tr.get("precision") == "bf16"
     torch.set_num_threads(int(tr["threads"]))
     torch.manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
@@ -198,7 +204,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     for step in range(start, steps):
         x, t = _batch(train_items, rng, cfg, sample_p)
         xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        out = net(xb)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            out = net(xb)
+        out = out.float()
         if kind == "mask":
             loss = mask_loss(
                 out, torch.from_numpy(t["mask"]), torch.from_numpy(t["border"]),
@@ -238,7 +246,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         "steps": steps, "batch_size": tr["batch_size"], "crop_px": tr["crop"],
         "epochs_equivalent": round(steps * tr["batch_size"] / max(len(train_items), 1), 1),
         "loss": cfg["loss"]["mask"] if kind == "mask" else cfg["loss"]["density"],
-        "train_seconds": round(train_s, 1), "threads": tr["threads"],
+        "train_seconds": round(train_s, 1), "threads": tr["threads"], "precision": tr.get("precision", "fp32"),
         "history": history, "selected_step": best["step"] if best else steps,
         "config": f"configs/{cfg['name']}.yaml",
     }

@@ -176,8 +176,9 @@ def test_onnxruntime_fast_path_matches_torch(arch, head, monkeypatch):
     card = ModelCard(name="tiny", architecture=arch, output_kind=head, kwargs={"depth": 2, "out_channels": 2})
     model = NetModel(net, card)
     image = np.random.default_rng(1).uniform(0, 1, (70, 45)).astype(np.float32)
-    assert isinstance(model.fast_net(), OnnxRuntimeNet)
+    monkeypatch.setenv("CELLCOUNT_BACKEND", "onnxruntime")
     ort_maps = model.predict_maps(image, fast=True)
+    assert isinstance(model.fast_net(), OnnxRuntimeNet)
     monkeypatch.setenv("CELLCOUNT_BACKEND", "torch")
     torch_maps = model.predict_maps(image, fast=True)
     assert not isinstance(model.fast_net(), OnnxRuntimeNet)
@@ -187,3 +188,43 @@ def test_onnxruntime_fast_path_matches_torch(arch, head, monkeypatch):
                                net.eval()(x).detach().numpy(), atol=1e-4)
     with pytest.raises(ParameterError, match="backend"):
         optimize_for_inference(net, backend="tensorrt")
+
+
+def _tiny_net_with_stats(arch: str, head: str) -> nn.Module:
+    torch.manual_seed(0)
+    net = create_model(arch, base_width=4, depth=2, out_channels=2 if head == "mask" else 1, head=head)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("arch,head", [("unet", "mask"), ("residual_unet", "mask"), ("attention_unet", "mask")])
+def test_bf16_backend_close_to_fp32(arch, head):
+    """bf16 autocast keeps float32 in/out and stays within bf16 rounding of the fp32 network."""
+    from cellcount.inference import Bf16Net, optimize_for_inference
+
+    net = _tiny_net_with_stats(arch, head)
+    x = torch.from_numpy(np.random.default_rng(2).uniform(0, 1, (1, 1, 64, 48)).astype(np.float32))
+    fast = optimize_for_inference(net, backend="bf16")
+    assert isinstance(fast, Bf16Net)
+    with torch.inference_mode():
+        y, ref = fast(x), net(x)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    # bf16 has an 8-bit mantissa: relative error per operation ~0.4%
+    assert float((y - ref).abs().max()) <= 0.05 * float(ref.abs().max()) + 0.05
+
+
+def test_auto_backend_follows_cpu(monkeypatch):
+    """'auto' picks bf16 only on CPUs with native bf16; otherwise ONNX Runtime (when installed) or torch."""
+    from cellcount import inference
+
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: True)
+    assert inference.resolve_backend("auto") == "bf16"
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)
+    assert inference.resolve_backend("auto") == ("onnxruntime" if inference.onnxruntime_available() else "torch")
+    assert inference.resolve_backend("torch") == "torch"
+    with pytest.raises(ParameterError, match="backend"):
+        inference.resolve_backend("int8")
