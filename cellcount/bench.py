@@ -119,7 +119,8 @@ class BenchResults:
     config: dict[str, Any]
     machine: dict[str, Any]
     command: str
-    matmul_gflops: float = 0.0
+    matmul_gflops: float = 0.0  # fp32
+    matmul_gflops_fast: float = 0.0  # in the fast path's precision (bf16 when that backend is used)
     models: list[dict[str, Any]] = field(default_factory=list)
     postprocess: list[dict[str, Any]] = field(default_factory=list)
     cli: dict[str, Any] = field(default_factory=dict)
@@ -174,8 +175,12 @@ def machine_info() -> dict[str, Any]:
     import cv2
     import torch
 
+    from .inference import cpu_has_bf16, resolve_backend
+
     return {
         "cpu": cpu_model(),
+        "cpu_bf16": cpu_has_bf16(),
+        "fast_backend": resolve_backend(os.environ.get("CELLCOUNT_BACKEND", "auto")),
         "logical_cores": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
@@ -188,12 +193,14 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 GFLOP/s of ``torch.mm`` on two ``n x n`` matrices, best of ``repeats``: the achievable peak."""
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, *, dtype: str = "fp32") -> float:
+    """GFLOP/s of ``torch.mm`` on two ``n x n`` matrices (``dtype`` ``"fp32"`` or ``"bf16"``), best of
+    ``repeats``: the achievable peak for that precision."""
     import torch
 
-    a, b = torch.rand(n, n), torch.rand(n, n)
-    out = torch.empty(n, n)
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a, b = torch.rand(n, n, dtype=dt), torch.rand(n, n, dtype=dt)
+    out = torch.empty(n, n, dtype=dt)
     torch.mm(a, b, out=out)
     best = min(time_once(lambda: torch.mm(a, b, out=out)) for _ in range(repeats))
     return 2.0 * n**3 / best / 1e9
@@ -563,8 +570,12 @@ def render_markdown(res: BenchResults) -> str:
            f"load average {m['load_avg_1min_start']} at start, {m.get('load_avg_1min_end')} at end; "
            f"{m['date_utc']} UTC; run took {res.seconds:.0f} s.",
            "",
-           f"Matrix-multiply peak (torch.mm fp32 {res.config['mm_n']}x{res.config['mm_n']}, best of "
-           f"{res.config['mm_repeats']}): **{res.matmul_gflops:.1f} GFLOP/s**.",
+           f"Fast-path backend: **{m['fast_backend']}** (native bf16 on this CPU: {'yes' if m['cpu_bf16'] else 'no'}).",
+           "",
+           f"Matrix-multiply peak (torch.mm {res.config['mm_n']}x{res.config['mm_n']}, best of "
+           f"{res.config['mm_repeats']}): **{res.matmul_gflops:.1f} GFLOP/s** fp32"
+           + (f", **{res.matmul_gflops_fast:.1f} GFLOP/s** bf16 (the fast path's peak below)"
+              if m["fast_backend"] == "bf16" else "") + ".",
            "", "### Network inference", ""]
     rows = []
     for r in res.models:
@@ -577,11 +588,12 @@ def render_markdown(res: BenchResults) -> str:
         ])
     px = res.models[0]["inference"]["image_px"] if res.models else ["?", "?"]
     out += _table(["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive", "fast vs fp32",
-                   "fast GFLOP/s (% of mm peak)", "total count diff", "sum of per-image diffs", "max diff / image",
+                   "fast GFLOP/s (% of its precision's mm peak)", "total count diff", "sum of per-image diffs", "max diff / image",
                    "images differing"], rows)
     out += ["", f"Times: median of {res.config['infer_repeats']} alternating repeats on a {px[0]} x {px[1]} "
             "synthetic image, network + tiling + stitching. naive = fp32, batch 1, non-overlapping "
-            f"{NAIVE_TILE_PX} px tiles, NCHW; fp32 = `predict_maps(fast=False)`; fast = `predict_maps(fast=True)`. "
+            f"{NAIVE_TILE_PX} px tiles, NCHW; fp32 = `predict_maps(fast=False)`; fast = `predict_maps(fast=True)` "
+            f"({res.machine['fast_backend']} backend: BatchNorm folded, balanced tiles). "
             "GFLOP/s = network FLOPs for the image area / time. Counts through `count_image` (card defaults), "
             f"fast vs fp32, on {res.models[0]['counts']['n_images'] if res.models else 0} images (shipped samples + "
             "DSB 2018; count estimates for density models): total count diff = (sum fast - sum fp32) / sum fp32 "
@@ -652,12 +664,15 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
     res = BenchResults(config=dataclasses.asdict(cfg), machine=machine_info(), command=command)
     logger.info("matrix-multiply peak")
     res.matmul_gflops = matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats)
+    fast_dtype = "bf16" if res.machine["fast_backend"] == "bf16" else "fp32"
+    res.matmul_gflops_fast = (matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype="bf16") if fast_dtype == "bf16"
+                              else res.matmul_gflops)
     models = bench_models(args.models)
     images = count_images(cfg, args.dsb_dir)
     for bm in models:
         logger.info("inference: %s", bm.label)
         res.models.append({"name": bm.name, "label": bm.label, "trained": bm.trained, "kind": bm.model.output_kind,
-                           "inference": bench_inference(bm, cfg, res.matmul_gflops),
+                           "inference": bench_inference(bm, cfg, res.matmul_gflops_fast),
                            "counts": bench_counts(bm, images)})
     logger.info("postprocessing")
     res.postprocess = bench_postprocess(models, cfg)

@@ -14,7 +14,7 @@ from cellcount.models import create_model
 from cellcount.postprocess import filter_objects, object_areas, relabel_sequential
 
 INFERENCE_COLUMNS = ["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive", "fast vs fp32",
-                     "fast GFLOP/s (% of mm peak)", "total count diff", "sum of per-image diffs", "max diff / image",
+                     "fast GFLOP/s (% of its precision's mm peak)", "total count diff", "sum of per-image diffs", "max diff / image",
                      "images differing"]
 
 
@@ -56,7 +56,8 @@ def test_quick_benchmark_writes_every_table(tmp_path, capsys):
     assert header == ["target", "value", "met"] and rows and all(r[2] == "n/a (quick)" for r in rows)
 
     data = json.loads(js.read_text())
-    assert data["config"]["quick"] is True and data["matmul_gflops"] > 0
+    assert data["config"]["quick"] is True and data["matmul_gflops"] > 0 and data["matmul_gflops_fast"] > 0
+    assert data["machine"]["fast_backend"] in ("bf16", "onnxruntime", "torch")
     assert {m["label"] for m in data["models"]} == set(expected)
     for m in data["models"]:
         assert set(m["inference"]["s_per_mpx"]) == {"naive", "fp32", "fast"}
