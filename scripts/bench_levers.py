@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellcount import bench  # noqa: E402
-from cellcount.inference import fold_batchnorm, optimize_for_inference, predict_tiled  # noqa: E402
+from cellcount.inference import cpu_has_bf16, fold_batchnorm, optimize_for_inference, predict_tiled  # noqa: E402
 from cellcount.models import load_model  # noqa: E402
 
 
@@ -36,12 +36,13 @@ def timed(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
 
 def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[float, float]]:
     """Cumulative levers: naive -> old fast path -> balanced tiles -> batch 1 -> 384 tiles -> folded BatchNorm
-    -> ONNX Runtime (by tile size)."""
+    -> ONNX Runtime (by tile size) -> bf16 autocast (by tile size; CPUs with native bf16 only)."""
     depth = 2 ** int(model.card.kwargs.get("depth", 4))
     c, ov = model.out_channels, model.card.tile_overlap
     nchw = bench.contiguous_copy(model.net)
     folded = optimize_for_inference(model.net, backend="torch")
     ort_net = optimize_for_inference(model.net, backend="onnxruntime")
+    bf16_net = optimize_for_inference(model.net, backend="bf16") if cpu_has_bf16() else None
 
     def tiled(net, tile, batch, *, overlap=ov, balanced=False, channels_last=True):
         return lambda: predict_tiled(net, image, out_channels=c, tile=tile, overlap=overlap, batch_size=batch,
@@ -58,14 +59,21 @@ def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[
         "+ tiles of at most 384 px": tiled(model.net, 384, 1, balanced=True),
         "+ BatchNorm folded (torch fast path)": tiled(folded, 384, 1, balanced=True),
         "+ ONNX Runtime, 256 tiles": tiled(ort_net, 256, 1, balanced=True),
-        "+ ONNX Runtime, 384 tiles (= shipped fast path)": tiled(ort_net, 384, 1, balanced=True),
+        "+ ONNX Runtime, 384 tiles (fast path without native bf16)": tiled(ort_net, 384, 1, balanced=True),
         "+ ONNX Runtime, 512 tiles": tiled(ort_net, 512, 1, balanced=True),
+        **({
+            "bf16 autocast (folded, NHWC), 256 tiles": tiled(bf16_net, 256, 1, balanced=True),
+            "bf16 autocast, 384 tiles (= shipped fast path with native bf16)": tiled(bf16_net, 384, 1, balanced=True),
+            "bf16 autocast, 512 tiles": tiled(bf16_net, 512, 1, balanced=True),
+            "bf16 autocast, 256 tiles, batch 4": tiled(bf16_net, 256, 4, balanced=True),
+        } if bf16_net is not None else {}),
     }, repeats)
 
 
 def tile_sweep(model, repeats: int) -> dict[int, tuple[float, float]]:
-    """Seconds per megapixel of one forward pass of the fast-path network, by square tile size."""
-    net = optimize_for_inference(model.net, backend="torch")
+    """Seconds per megapixel of one forward pass of the fast-path network (this machine's backend), by
+    square tile size."""
+    net = model.fast_net()
     out = {}
     with torch.inference_mode():
         for t in (128, 192, 256, 320, 384, 512, 768, 1024):
@@ -221,8 +229,11 @@ def main() -> int:
         base = base or med
         print(f"| {name} | {med:.3f} | {mn:.3f} | {base / med:.2f}x |", flush=True)
     fpp = bench.flops_per_pixel(bench.contiguous_copy(model.net))
-    peak = bench.matmul_peak_gflops()
-    print(f"# tile sweep (one forward pass, fast-path net); matmul peak {peak:.1f} GFLOP/s")
+    from cellcount.inference import resolve_backend
+
+    backend = resolve_backend()
+    peak = bench.matmul_peak_gflops(dtype="bf16" if backend == "bf16" else "fp32")
+    print(f"# tile sweep (one forward pass, fast-path net, {backend}); matmul peak {peak:.1f} GFLOP/s")
     for t, (med, mn) in tile_sweep(model, args.repeats).items():
         print(f"| {t} | {med:.3f} | {mn:.3f} | {fpp * 1e6 / med / 1e9:.0f} GFLOP/s ({100 * fpp * 1e6 / med / 1e9 / peak:.0f}%) |",
               flush=True)
