@@ -204,17 +204,21 @@ def _tiny_net_with_stats(arch: str, head: str) -> nn.Module:
 @pytest.mark.parametrize("arch,head", [("unet", "mask"), ("residual_unet", "mask"), ("attention_unet", "mask")])
 def test_bf16_backend_close_to_fp32(arch, head):
     """bf16 autocast keeps float32 in/out and stays within bf16 rounding of the fp32 network."""
-    from cellcount.inference import Bf16Net, optimize_for_inference
+    from cellcount.inference import Bf16Net, fold_batchnorm, optimize_for_inference
 
     net = _tiny_net_with_stats(arch, head)
-    x = torch.from_numpy(np.random.default_rng(2).uniform(0, 1, (1, 1, 64, 48)).astype(np.float32))
     fast = optimize_for_inference(net, backend="bf16")
-    assert isinstance(fast, Bf16Net)
-    with torch.inference_mode():
-        y, ref = fast(x), net(x)
-    assert y.dtype == torch.float32 and y.shape == ref.shape
-    # bf16 has an 8-bit mantissa: relative error per operation ~0.4%
-    assert float((y - ref).abs().max()) <= 0.05 * float(ref.abs().max()) + 0.05
+    eager = Bf16Net(fold_batchnorm(net), jit=False)
+    assert isinstance(fast, Bf16Net) and fast.traced is not None and eager.traced is None
+    rng = np.random.default_rng(2)
+    for shape in ((1, 1, 64, 48), (2, 1, 32, 96)):  # one trace serves every tile shape and batch size
+        x = torch.from_numpy(rng.uniform(0, 1, shape).astype(np.float32))
+        with torch.inference_mode():
+            ref = net(x)
+            for y in (fast(x), eager(x)):
+                assert y.dtype == torch.float32 and y.shape == ref.shape
+                # bf16 has an 8-bit mantissa: relative error per operation ~0.4%
+                assert float((y - ref).abs().max()) <= 0.05 * float(ref.abs().max()) + 0.05
 
 
 def test_auto_backend_follows_cpu(monkeypatch):

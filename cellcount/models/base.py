@@ -23,10 +23,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FAST_TILE_PX = 384
-"""Largest tile of the fast path; balanced tiling shrinks it so that tiles share the image evenly.
+"""Largest tile of the fp32 fast path; balanced tiling shrinks it so that tiles share the image evenly.
 
-Measured on the 2-core AVX2 CPU (BENCHMARKS.md): 256-384 px tiles run the U-Net at the highest
+Measured on a 2-core AVX2 CPU (BENCHMARKS.md): 256-384 px tiles run the fp32 U-Net at the highest
 GFLOP/s, larger tiles spill the caches, smaller ones repeat more overlap."""
+FAST_TILE_PX_BF16 = 512
+"""Largest tile of the bf16 fast path: AMX convolutions keep their speed on larger tiles, and a 512 px
+image then runs in one pass with no overlap work (BENCHMARKS.md)."""
 FAST_BATCH_PX = 1 << 16
 """Pixels per forward pass in the fast path: one tile of 256 x 256 or larger per pass (batching larger
 tiles was slower on CPU), several for tiny tiles."""
@@ -113,9 +116,12 @@ class NetModel(CountModel):
 
         dev = default_device() if device is None else device
         if fast:
-            # folded BatchNorm, NHWC, balanced tiles of at most FAST_TILE_PX, FAST_BATCH_PX per pass
+            # folded BatchNorm, NHWC, balanced tiles of at most FAST_TILE_PX(_BF16), FAST_BATCH_PX per pass
+            from ..inference import Bf16Net
+
             net = self.fast_net() if str(dev) == "cpu" else self.fast_net("torch")
-            tile = tile or int(self.card.extra.get("fast_tile_size", FAST_TILE_PX))
+            largest = FAST_TILE_PX_BF16 if isinstance(net, Bf16Net) else FAST_TILE_PX
+            tile = tile or int(self.card.extra.get("fast_tile_size", largest))
             batch_size = batch_size or max(1, FAST_BATCH_PX // (tile * tile))
         else:
             net = self.net
