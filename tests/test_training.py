@@ -243,3 +243,19 @@ def test_relu_density_head_outputs_exact_zeros_and_loads(tmp_path, synthetic_spl
     assert model.card.kwargs["density_act"] == "relu"
     maps = model.predict_maps(np.zeros((40, 40), np.float32), fast=True)
     assert (maps >= 0).all()
+
+
+@pytest.mark.parametrize("kind", ["mask", "density"])
+def test_bf16_training_runs_and_records_its_precision(kind, tmp_path, synthetic_split):
+    cfg = _tiny_config(tmp_path, kind)
+    cfg["train"]["precision"] = "bf16"
+    folder = train(cfg)
+    card = read_card(folder)
+    assert card.training["precision"] == "bf16"
+    assert np.isfinite(card.training["history"][-1]["loss"])
+    # weights are saved in float32 whatever the training precision
+    maps = load_model(folder).predict_maps(np.full((40, 40), 0.5, np.float32), fast=False)
+    assert maps.dtype == np.float32 and np.isfinite(maps).all()
+    cfg["train"]["precision"] = "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        train(cfg)
