@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellcount import bench  # noqa: E402
-from cellcount.inference import cpu_has_bf16, fold_batchnorm, optimize_for_inference, predict_tiled  # noqa: E402
+from cellcount.inference import Bf16Net, cpu_has_bf16, fold_batchnorm, optimize_for_inference, predict_tiled  # noqa: E402
 from cellcount.models import load_model  # noqa: E402
 
 
@@ -43,6 +43,7 @@ def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[
     folded = optimize_for_inference(model.net, backend="torch")
     ort_net = optimize_for_inference(model.net, backend="onnxruntime")
     bf16_net = optimize_for_inference(model.net, backend="bf16") if cpu_has_bf16() else None
+    bf16_eager = Bf16Net(fold_batchnorm(model.net), jit=False) if cpu_has_bf16() else None
 
     def tiled(net, tile, batch, *, overlap=ov, balanced=False, channels_last=True):
         return lambda: predict_tiled(net, image, out_channels=c, tile=tile, overlap=overlap, batch_size=batch,
@@ -62,10 +63,12 @@ def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[
         "+ ONNX Runtime, 384 tiles (fast path without native bf16)": tiled(ort_net, 384, 1, balanced=True),
         "+ ONNX Runtime, 512 tiles": tiled(ort_net, 512, 1, balanced=True),
         **({
-            "bf16 autocast (folded, NHWC), 256 tiles": tiled(bf16_net, 256, 1, balanced=True),
-            "bf16 autocast, 384 tiles (= shipped fast path with native bf16)": tiled(bf16_net, 384, 1, balanced=True),
-            "bf16 autocast, 512 tiles": tiled(bf16_net, 512, 1, balanced=True),
-            "bf16 autocast, 256 tiles, batch 4": tiled(bf16_net, 256, 4, balanced=True),
+            "bf16 eager autocast (folded, NHWC), 512 tiles": tiled(bf16_eager, 512, 1, balanced=True),
+            "bf16 weights, TorchScript traced + frozen, 256 tiles": tiled(bf16_net, 256, 1, balanced=True),
+            "bf16 traced + frozen, 384 tiles": tiled(bf16_net, 384, 1, balanced=True),
+            "bf16 traced + frozen, 512 tiles (= shipped fast path with native bf16)": tiled(bf16_net, 512, 1,
+                                                                                         balanced=True),
+            "bf16 traced + frozen, 256 tiles, batch 4": tiled(bf16_net, 256, 4, balanced=True),
         } if bf16_net is not None else {}),
     }, repeats)
 
