@@ -163,6 +163,8 @@ class CountResult:
     params: CountParams
     seconds: dict[str, float]
     inverted: bool
+    n_rejected: dict[str, int] = field(default_factory=dict)
+    """Mask models: objects rejected by the area / border filters, per reason (see ``REJECT_REASONS``)."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
@@ -262,7 +264,7 @@ def postprocess(
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=None, peaks=peaks,
         objects=objects if objects is not None else pd.DataFrame(), params=params,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
-        inverted=prediction.inverted,
+        inverted=prediction.inverted, n_rejected=dict(seg.n_rejected),
     )
 
 

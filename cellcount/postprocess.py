@@ -8,7 +8,7 @@ Area bounds are inclusive: an object of exactly ``min_area_px`` or ``max_area_px
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -199,10 +199,13 @@ class SegmentResult:
     labels : (H, W) int32, kept objects 1..N.
     rejected : (H, W) uint8, reason per pixel of a rejected object (``TOO_SMALL``, ``TOO_LARGE``,
         ``ON_BORDER``), 0 elsewhere.
+    n_rejected : objects rejected per reason name.
     """
 
     labels: np.ndarray
     rejected: np.ndarray
+    n_rejected: dict[str, int] = field(default_factory=dict)
+    """Number of rejected objects per reason name (``REJECT_REASONS`` values), zeros included."""
 
     @property
     def count(self) -> int:
@@ -236,7 +239,10 @@ def filter_objects(
     keep[0] = False
     lut = np.zeros(areas.size, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return SegmentResult(labels=lut[labels], rejected=reason[labels])
+    present = areas > 0
+    present[0] = False
+    n_rejected = {name: int((present & (reason == code)).sum()) for code, name in REJECT_REASONS.items()}
+    return SegmentResult(labels=lut[labels], rejected=reason[labels], n_rejected=n_rejected)
 
 
 def segment(

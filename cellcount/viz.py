@@ -199,14 +199,21 @@ def outline_legend(
     *,
     colors: Mapping[str, RGB] | None = None,
     reasons: Sequence[str] | None = None,
+    n_rejected: Mapping[str, int] | None = None,
 ) -> dict[str, RGB]:
-    """Legend entries (label -> RGB) for :func:`overlay_figure`: kept objects and the reject reasons."""
+    """Legend entries (label -> RGB) for :func:`overlay_figure`: kept objects and the reject reasons,
+    with their numbers of objects when ``n_kept`` / ``n_rejected`` (reason -> count) are given."""
     palette = dict(OUTLINE_COLORS)
     if colors:
         palette.update(colors)
     kept = "kept" if n_kept is None else f"kept ({n_kept})"
     names = list(REJECT_REASONS.values()) if reasons is None else list(reasons)
-    return {kept: palette["kept"], **{f"rejected: {r}": palette[r] for r in names}}
+    n_rejected = n_rejected or {}
+
+    def label(r: str) -> str:
+        return f"rejected: {r}" + (f" ({n_rejected[r]})" if r in n_rejected else "")
+
+    return {kept: palette["kept"], **{label(r): palette[r] for r in names}}
 
 
 def thumbnail(image: np.ndarray, *, max_side: int = 192) -> np.ndarray:

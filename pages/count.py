@@ -45,7 +45,7 @@ def show_overlay(image: np.ndarray, result: cc.CountResult) -> None:
         return
     thick = 2 if max(image.shape[:2]) > 1200 else 1
     rgb = viz.outline_overlay(image, result.labels, result.rejected, colors=colors, thickness=thick)
-    legend = viz.outline_legend(result.count, colors=colors)
+    legend = viz.outline_legend(result.count, colors=colors, n_rejected=result.n_rejected)
     fig = viz.overlay_figure(
         rgb, legend=legend, objects=result.objects, pixel_size_um=result.params.pixel_size_um
     )

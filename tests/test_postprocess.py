@@ -329,3 +329,18 @@ def test_watershed_on_multi_marker_crops_matches_a_full_watershed():
         assert set(np.unique(full)) == set(np.unique(fast))  # every marker keeps its object
         assert (full > 0).sum() == (fast > 0).sum()
         assert (full != fast).mean() < 0.002  # only tie pixels on basin borders may differ
+
+
+def test_filter_objects_counts_rejected_objects_per_reason():
+    labels = np.zeros((20, 20), np.int32)
+    labels[0:3, 5:8] = 1  # 9 px, touches the border
+    labels[5:7, 5:7] = 2  # 4 px: too small
+    labels[10:13, 10:13] = 3  # 9 px: kept
+    labels[14:20, 0:6] = 4  # 36 px: too large, but on the border too (the border reason is reported)
+    labels[15:16, 15:16] = 6  # 1 px: too small; label 5 is absent and must not be counted
+    res = filter_objects(labels, min_area_px=5, max_area_px=20, exclude_border=True)
+    assert res.count == 1
+    assert res.n_rejected == {"too small": 2, "too large": 0, "touches border": 2}
+    assert sum(res.n_rejected.values()) == len({1, 2, 4, 6})
+    assert filter_objects(np.zeros((4, 4), np.int32)).n_rejected == {
+        "too small": 0, "too large": 0, "touches border": 0}

@@ -118,6 +118,9 @@ def test_thumbnail_and_legend():
     assert viz.thumbnail(np.zeros((10, 10), np.uint8)).shape == (10, 10, 3)
     legend = viz.outline_legend(7)
     assert "kept (7)" in legend and "rejected: too small" in legend and len(legend) == 4
+    counted = viz.outline_legend(7, n_rejected={"too small": 3, "too large": 0, "touches border": 1})
+    assert list(counted) == ["kept (7)", "rejected: too small (3)", "rejected: too large (0)",
+                             "rejected: touches border (1)"]
 
 
 def test_image_figures_build(square_labels):
