@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 OBJECT_COLUMNS = [
     "label", "area_px", "centroid_row", "centroid_col", "equivalent_diameter_px",
@@ -37,16 +36,26 @@ def object_table(
         )
         return pd.DataFrame(columns=cols)
     # Work on foreground pixels only (typically a fifth of the image): areas, centroids and intensity
-    # sums by bincount; maxima by one sort + reduceat instead of ndi.maximum (about 9x faster on 1024^2).
+    # sums by bincount; maxima and bounding boxes by unbuffered ufunc.at (fast since numpy 2.0: about 7x
+    # faster than a stable sort + reduceat, and no second pass over the whole image like ndi.find_objects).
     flat = labels.ravel()
     fg = np.flatnonzero(flat)
     lab = flat[fg]
+    rows, cols = np.divmod(fg, labels.shape[1])
     area = np.bincount(lab, minlength=n + 1).astype(np.float64)
-    r = np.bincount(lab, weights=fg // labels.shape[1], minlength=n + 1)
-    c = np.bincount(lab, weights=fg % labels.shape[1], minlength=n + 1)
+    r = np.bincount(lab, weights=rows, minlength=n + 1)
+    c = np.bincount(lab, weights=cols, minlength=n + 1)
     ids = np.nonzero(area[1:])[0] + 1
-    slices = ndi.find_objects(labels)
-    bbox = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (slices[i - 1] for i in ids)])
+    big = np.iinfo(np.int64).max
+    bbox = np.empty((4, n + 1), np.int64)
+    bbox[:2] = big
+    bbox[2:] = -1
+    np.minimum.at(bbox[0], lab, rows)
+    np.minimum.at(bbox[1], lab, cols)
+    np.maximum.at(bbox[2], lab, rows)
+    np.maximum.at(bbox[3], lab, cols)
+    bbox = bbox[:, ids].T
+    bbox[:, 2:] += 1  # end-exclusive, as scikit-image and ndi.find_objects
     if image is not None:
         img = np.asarray(image)
         if img.ndim == 3:
@@ -55,9 +64,9 @@ def object_table(
             raise ValueError(f"image shape {img.shape} differs from labels shape {labels.shape}")
         vals = np.nan_to_num(img.ravel()[fg].astype(np.float64))
         mean_i = (np.bincount(lab, weights=vals, minlength=n + 1) / np.maximum(area, 1))[ids]
-        order = np.argsort(lab, kind="stable")
-        starts = np.searchsorted(lab[order], ids)
-        max_i = np.maximum.reduceat(vals[order], starts)
+        max_all = np.full(n + 1, -np.inf)
+        np.maximum.at(max_all, lab, vals)
+        max_i = max_all[ids]
     else:
         mean_i = max_i = np.full(ids.size, np.nan)
     a = area[ids]
