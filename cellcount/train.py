@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "inference": {"tile_size": 256, "tile_overlap": 32},
     "input": {"grayscale": "mean", "low_pct": 1.0, "high_pct": 99.8},
     "postprocess": {},
+    # Start from trained weights instead of a random init (a second, fine-tuning stage): a weights folder
+    # with card.json whose architecture and kwargs match this config. Recorded in the card with its sha256.
+    "init": {"from": None},
     "out_dir": "weights",
     "run_dir": "runs",
 }
@@ -172,6 +175,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     if kind == "density":
         model_kwargs["out_channels"] = 1
     net = create_model(cfg["architecture"], **model_kwargs).to(memory_format=torch.channels_last)
+    init_info = None
+    if (cfg.get("init") or {}).get("from"):
+        init_info = _init_from(net, cfg["init"]["from"], cfg["architecture"], model_kwargs)
     opt = torch.optim.AdamW(net.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
     steps, warm = int(tr["steps"]), int(tr["warmup_steps"])
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -248,8 +254,10 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         "loss": cfg["loss"]["mask"] if kind == "mask" else cfg["loss"]["density"],
         "train_seconds": round(train_s, 1), "threads": tr["threads"], "precision": tr.get("precision", "fp32"),
         "history": history, "selected_step": best["step"] if best else steps,
-        "config": f"configs/{cfg['name']}.yaml",
+        "config": cfg.get("config_path") or f"configs/{cfg['name']}.yaml",
     }
+    if init_info:
+        card.training["init_from"] = init_info
     card.metrics = {"validation": {k: v for k, v in (best or {}).items() if k != "step"},
                     "validation_note": "full DSB validation images, untuned postprocessing; "
                     + ("final weights" if tr["select"] == "last" else "checkpoint chosen by validation MAE")}
@@ -259,6 +267,20 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     logger.info("saved %s (%.0fs training, best val MAE %.2f at step %s)", out, train_s,
                 best["mae"] if best else float("nan"), best["step"] if best else "-")
     return out
+
+
+def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Load the weights of a trained model folder into ``net`` (same architecture and kwargs)."""
+    from .models.loading import load_model_folder
+
+    src = load_model_folder(folder)  # checks the sha256
+    if src.card.architecture != architecture or dict(src.card.kwargs) != dict(kwargs):
+        raise ValueError(f"init.from {folder}: architecture/kwargs {src.card.architecture} {src.card.kwargs} "
+                         f"differ from this config's {architecture} {kwargs}")
+    net.load_state_dict(src.net.state_dict())
+    logger.info("initialised from %s (sha256 %s)", folder, src.card.sha256[:12])
+    return {"folder": str(folder), "sha256": src.card.sha256, "steps": src.card.training.get("steps"),
+            "config": src.card.training.get("config")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config(args.config, overrides)
+    if args.config:
+        cfg["config_path"] = str(args.config)
     train(cfg, resume=args.resume)
     return 0
 

@@ -259,3 +259,24 @@ def test_bf16_training_runs_and_records_its_precision(kind, tmp_path, synthetic_
     cfg["train"]["precision"] = "fp16"
     with pytest.raises(ValueError, match="precision"):
         train(cfg)
+
+
+def test_init_from_starts_a_second_stage_from_trained_weights(tmp_path, synthetic_split):
+    import torch
+
+    first = train(_tiny_config(tmp_path, "mask", steps=2))
+    cfg = _tiny_config(tmp_path, "mask", steps=2)
+    cfg["init"] = {"from": str(first)}
+    cfg["train"]["lr"] = 0.0  # no update: the second stage must start exactly at the first's weights
+    cfg["train"]["weight_decay"] = 0.0
+    cfg["out_dir"] = str(tmp_path / "stage2")
+    second = train(cfg)
+    card = read_card(second)
+    assert card.training["init_from"]["folder"] == str(first)
+    assert card.training["init_from"]["sha256"] == read_card(first).sha256
+    # parameters unchanged at lr 0 (BatchNorm running statistics do move in train mode)
+    a, b = dict(load_model(first).net.named_parameters()), dict(load_model(second).net.named_parameters())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cfg["model"]["base_width"] = 8  # another architecture cannot take these weights
+    with pytest.raises(ValueError, match="init.from"):
+        train(cfg)
