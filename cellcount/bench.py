@@ -664,9 +664,8 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
     res = BenchResults(config=dataclasses.asdict(cfg), machine=machine_info(), command=command)
     logger.info("matrix-multiply peak")
     res.matmul_gflops = matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats)
-    fast_dtype = "bf16" if res.machine["fast_backend"] == "bf16" else "fp32"
-    res.matmul_gflops_fast = (matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype="bf16") if fast_dtype == "bf16"
-                              else res.matmul_gflops)
+    res.matmul_gflops_fast = (matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype="bf16")
+                              if res.machine["fast_backend"] == "bf16" else res.matmul_gflops)
     models = bench_models(args.models)
     images = count_images(cfg, args.dsb_dir)
     for bm in models:

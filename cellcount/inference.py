@@ -120,7 +120,7 @@ class Bf16Net(torch.nn.Module):
     """A (BatchNorm-folded) network run in bfloat16 on the CPU, NHWC; float32 in and out.
 
     The weights are converted to bf16 once and the network is traced and frozen with TorchScript, which
-    lets oneDNN fuse and pre-pack the convolutions: on a CPU with AMX/AVX512-BF16 this runs about 3x
+    lets oneDNN pre-pack the convolution weights: on a CPU with AMX/AVX512-BF16 this runs about 3x
     faster than fp32 (BENCHMARKS.md). The traced graph has no shape-dependent code (a U-Net on inputs
     divisible by ``2**depth``), so one trace serves every tile size. Should tracing fail, the network
     runs eagerly under bf16 autocast instead. bf16 keeps 8 mantissa bits, so logits move by up to about
@@ -169,10 +169,10 @@ def resolve_backend(backend: str = "auto") -> str:
 
 def optimize_for_inference(net: torch.nn.Module, *, backend: str = "auto") -> torch.nn.Module:
     """The fast-path network: BatchNorm folded (:func:`fold_batchnorm`), then run by the backend
-    :func:`resolve_backend` picks: bf16 autocast (CPUs with AMX/AVX512-BF16), ONNX Runtime (fp32), or
-    PyTorch with NHWC weights (fp32).
+    :func:`resolve_backend` picks: bf16 weights traced and frozen (:class:`Bf16Net`, CPUs with
+    AMX/AVX512-BF16), ONNX Runtime (fp32), or PyTorch with NHWC weights (fp32).
 
-    The fp32 backends match the original network within float rounding; bf16 within about 0.1 on the
+    The fp32 backends match the original network within float rounding; bf16 within about 0.1-0.2 on the
     logits (counts within 0.5%, checked by ``python -m cellcount.bench``). Measured and rejected
     (BENCHMARKS.md): bf16 on CPUs without native bf16 (10-100x slower), TorchScript freezing and
     ``torch.compile`` (no gain), int8 static quantization (counts 1.5% lower; quantized

@@ -235,12 +235,11 @@ def filter_objects(
         reason[edge] = ON_BORDER
     reason[0] = KEPT
     # renumber the kept objects 1..N as relabel_sequential does, reusing ``areas`` (one bincount less)
-    keep = (reason == KEPT) & (areas > 0)
-    keep[0] = False
-    lut = np.zeros(areas.size, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     present = areas > 0
     present[0] = False
+    keep = present & (reason == KEPT)
+    lut = np.zeros(areas.size, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     n_rejected = {name: int((present & (reason == code)).sum()) for code, name in REJECT_REASONS.items()}
     return SegmentResult(labels=lut[labels], rejected=reason[labels], n_rejected=n_rejected)
 
