@@ -26,9 +26,8 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
-from cellcount.models import CLASSICAL_NAME, ModelCard, read_card
+from cellcount.models import CLASSICAL_NAME, ModelCard, model_card
 from cellcount.models import loading as _loading
-from cellcount.models.loading import CLASSICAL_CARD
 from cellcount.pipeline import PARAM_NAMES, params_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,12 +179,7 @@ def get_model(name: str) -> cc.models.CountModel:
 
 def card_for(name: str) -> ModelCard:
     """A model's card without loading its weights."""
-    if name == CLASSICAL_NAME:
-        return CLASSICAL_CARD
-    folder = _loading.DEFAULT_WEIGHTS_DIR / name
-    if not (folder / "card.json").is_file():
-        raise cc.ModelNotFoundError(f"unknown model {name!r}; valid models: {', '.join(cc.list_models())}")
-    return read_card(folder)
+    return model_card(name)
 
 
 def model_label(name: str) -> str:

@@ -43,6 +43,7 @@ def test_count_many_reports_bad_files_and_carries_on(mixed_items):
         assert bad.result is None
         assert bad.reason.startswith("ImageReadError:")
     assert "truncated" in truncated.reason
+    assert "<bytes>" not in page.reason and "page.png" in page.reason, "the reason names the uploaded file"
 
 
 def test_count_many_progress_and_missing_path(png_bytes, classical, tmp_path):

@@ -21,6 +21,7 @@ from cellcount.models import (
     list_architectures,
     list_models,
     load_model,
+    model_card,
     read_card,
     save_model,
 )
@@ -108,6 +109,16 @@ def test_load_by_name_from_a_weights_dir(saved_model):
     folder, _ = saved_model
     assert list_models(folder.parent) == ["tiny", CLASSICAL_NAME]
     assert load_model("tiny", weights_dir=folder.parent).name == "tiny-unet-mask"
+
+
+def test_model_card_without_loading_weights(saved_model):
+    folder, _ = saved_model
+    (folder / "weights.safetensors").unlink()  # the card alone is enough
+    assert model_card("tiny", weights_dir=folder.parent) == read_card(folder)
+    assert model_card(folder).name == "tiny-unet-mask"
+    assert model_card(CLASSICAL_NAME).output_kind == "mask"
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        model_card("no-such-model", weights_dir=folder.parent)
 
 
 # --------------------------------------------------------------------------------------------------

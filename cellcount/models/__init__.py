@@ -2,7 +2,7 @@
 
 from .base import ClassicalModel, CountModel, NetModel
 from .card import ModelCard, read_card, write_card
-from .loading import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, list_models, load_model, save_model
+from .loading import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, list_models, load_model, model_card, save_model
 from .registry import create_model, list_architectures, register_model
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "list_architectures",
     "list_models",
     "load_model",
+    "model_card",
     "read_card",
     "register_model",
     "save_model",

@@ -45,6 +45,26 @@ def list_models(weights_dir: str | Path | None = None) -> list[str]:
     return [*_model_dirs(wd), CLASSICAL_NAME]
 
 
+def model_card(name_or_path: str | Path, *, weights_dir: str | Path | None = None) -> ModelCard:
+    """A model's card (as :func:`load_model` would use it) without loading or verifying its weights."""
+    if str(name_or_path) == CLASSICAL_NAME:
+        return CLASSICAL_CARD
+    return read_card(_model_folder(name_or_path, weights_dir))
+
+
+def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> Path:
+    """The folder holding ``card.json`` for a shipped model name or a path; ModelNotFoundError otherwise."""
+    wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    folder = Path(name_or_path)
+    if not (folder / CARD_FILE).is_file():
+        folder = _model_dirs(wd).get(str(name_or_path), Path("/nonexistent"))
+    if not (folder / CARD_FILE).is_file():
+        raise ModelNotFoundError(
+            f"unknown model {str(name_or_path)!r}; valid models: {', '.join(list_models(wd))}"
+        )
+    return folder
+
+
 def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = None) -> CountModel:
     """Load a model by name (see :func:`list_models`) or from a folder holding ``card.json``.
 
@@ -57,15 +77,7 @@ def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
     """
     if str(name_or_path) == CLASSICAL_NAME:
         return ClassicalModel(CLASSICAL_CARD)
-    wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
-    folder = Path(name_or_path)
-    if not (folder / CARD_FILE).is_file():
-        folder = _model_dirs(wd).get(str(name_or_path), Path("/nonexistent"))
-    if not (folder / CARD_FILE).is_file():
-        raise ModelNotFoundError(
-            f"unknown model {str(name_or_path)!r}; valid models: {', '.join(list_models(wd))}"
-        )
-    return load_model_folder(folder)
+    return load_model_folder(_model_folder(name_or_path, weights_dir))
 
 
 def load_model_folder(folder: str | Path) -> NetModel:
