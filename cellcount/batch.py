@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import CellcountError, ImageReadError
+from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, labels_to_tiff_bytes, read_image
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, count_image, resolve_params
@@ -64,6 +65,10 @@ def _safe_member_name(name: str) -> str | None:
     return norm
 
 
+GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv"})
+"""Extensions of ground-truth tables (point tables, ``filename,count`` tables) accepted in labelled zips."""
+
+
 def iter_zip_images(
     data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES, max_bytes: int = DEFAULT_ZIP_MAX_BYTES
 ) -> Iterator[tuple[str, bytes | None, str | None]]:
@@ -72,6 +77,23 @@ def iter_zip_images(
     Nested folders are walked; folders, macOS resource forks, non-image files, path-traversal names and
     members beyond the file/byte budget are reported with a reason. A corrupt zip raises ImageReadError.
     """
+    return iter_zip_members(data, extensions=IMAGE_EXTENSIONS, max_files=max_files, max_bytes=max_bytes)
+
+
+def iter_zip_members(
+    data: bytes,
+    *,
+    extensions: Iterable[str],
+    max_files: int = DEFAULT_ZIP_MAX_FILES,
+    max_bytes: int = DEFAULT_ZIP_MAX_BYTES,
+) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """:func:`iter_zip_images` for members with any of ``extensions`` (lower case, with the dot).
+
+    Ground-truth zips need images and CSV tables: ``extensions=IMAGE_EXTENSIONS | {".csv"}``. The same
+    safety checks apply; ``max_files`` counts every accepted member.
+    """
+    wanted = {e.lower() for e in extensions}
+    kind = "an image file" if wanted <= set(IMAGE_EXTENSIONS) else "a supported file"
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as err:
@@ -90,13 +112,14 @@ def iter_zip_images(
             base = posixpath.basename(safe)
             if base.startswith("._") or "__MACOSX/" in safe:
                 continue  # macOS metadata, not user files
-            if Path(base).suffix.lower() not in IMAGE_EXTENSIONS:
-                yield safe, None, f"not an image file (extension {Path(base).suffix or 'none'}): skipped"
+            if Path(base).suffix.lower() not in wanted:
+                yield safe, None, f"not {kind} (extension {Path(base).suffix or 'none'}): skipped"
                 continue
             n += 1
             total += info.file_size
             if n > max_files:
-                yield safe, None, f"zip holds more than {max_files} images: skipped"
+                what = "images" if kind == "an image file" else "files"
+                yield safe, None, f"zip holds more than {max_files} {what}: skipped"
                 continue
             if total > max_bytes:
                 yield safe, None, f"zip expands beyond the cap of {max_bytes:,} bytes (max_bytes): skipped"
@@ -112,6 +135,53 @@ def iter_zip_images(
                 yield safe, None, f"cannot extract from zip: {err}"
             else:
                 yield safe, content, None
+
+
+def labelled_uploads(
+    files: Iterable[tuple[str, bytes]],
+) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
+    """Images with ground truth from uploaded ``(name, bytes)`` files and zips -> (items, skipped).
+
+    Loose files are written under their base names into a private temporary folder, zip members (images
+    and CSV tables, see :func:`iter_zip_members`) under their checked relative paths, so every layout of
+    :func:`cellcount.groundtruth.load_labelled_folder` works, the DSB ones and ``counts.csv`` in a zip
+    included. A single top-level folder (a zipped folder) is stepped into. Returns ``(relative name,
+    image bytes, GroundTruth)`` per labelled image and ``(name, reason)`` per skipped upload or member;
+    a file that is not a readable zip is skipped with its reason, the rest carry on.
+    """
+    import tempfile
+
+    from .groundtruth import load_labelled_folder
+
+    skipped: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="cellcount-labelled-") as tmp:
+        root = Path(tmp)
+        for raw_name, data in files:
+            name = Path(raw_name).name or "upload"
+            if not name.lower().endswith(".zip"):
+                (root / name).write_bytes(data)
+                continue
+            try:
+                for member, content, reason in iter_zip_members(
+                    data, extensions=set(IMAGE_EXTENSIONS) | GROUND_TRUTH_TABLE_EXTENSIONS
+                ):
+                    if content is None:
+                        skipped.append((f"{name}/{member}", reason or "skipped"))
+                        continue
+                    target = root / Path(name).stem / member
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(content)
+            except ImageReadError as err:
+                skipped.append((name, str(err)))
+        base = root
+        while True:  # step into a single top-level folder (a zipped folder)
+            entries = list(base.iterdir())
+            if len(entries) != 1 or not entries[0].is_dir():
+                break
+            base = entries[0]
+        pairs = load_labelled_folder(base)
+        items = [(p.relative_to(base).as_posix(), p.read_bytes(), gt) for p, gt in pairs]
+    return items, skipped
 
 
 def count_many(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,39 +389,10 @@ def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
 def labelled_uploads(
     files: Iterable[Any],
 ) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
-    """Images + ground truth from uploads (loose files and/or zips) -> (items, skipped (name, reason)).
+    """Images + ground truth from uploads (loose files and/or zips): :func:`cellcount.batch.labelled_uploads`."""
+    from cellcount.batch import labelled_uploads as _labelled
 
-    Files are written under their base names into a private temporary folder (zip members keep their
-    checked relative paths, so the DSB layouts work) and read with
-    :func:`cellcount.groundtruth.load_labelled_folder`.
-    """
-    from cellcount.batch import iter_zip_images
-
-    skipped: list[tuple[str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="cellcount-eval-") as tmp:
-        root = Path(tmp)
-        for f in files:
-            name = Path(f.name).name or "upload"
-            data = f.getvalue()
-            if name.lower().endswith(".zip"):
-                for member, content, reason in iter_zip_images(data):
-                    if content is None:
-                        skipped.append((f"{name}/{member}", reason or "skipped"))
-                        continue
-                    target = root / Path(name).stem / member
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(content)
-            else:
-                (root / name).write_bytes(data)
-        base = root
-        while True:  # step into a single top-level folder (a zipped folder)
-            entries = list(base.iterdir())
-            if len(entries) != 1 or not entries[0].is_dir():
-                break
-            base = entries[0]
-        pairs = load_labelled_folder(base)
-        items = [(str(p.relative_to(base)), p.read_bytes(), gt) for p, gt in pairs]
-    return items, skipped
+    return _labelled((f.name, f.getvalue()) for f in files)
 
 
 # --------------------------------------------------------------------------------------------------

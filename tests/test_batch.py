@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellcount.batch import count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
+from cellcount.batch import (
+    count_many,
+    counts_frame,
+    iter_zip_images,
+    iter_zip_members,
+    labelled_uploads,
+    labels_zip,
+    objects_frame,
+)
 from cellcount.errors import ImageReadError
 from cellcount.models import CLASSICAL_NAME, load_model
 
@@ -112,6 +120,32 @@ def test_iter_zip_limits_and_corrupt_zip(png_bytes):
     assert [reason is None for _, _, reason in out] == [True, False, False]
     with pytest.raises(ImageReadError, match="zip"):
         list(iter_zip_images(b"PK\x03\x04 definitely not a zip"))
+
+
+def test_iter_zip_members_accepts_the_given_extensions(png_bytes):
+    data = _zip({"a.png": png_bytes, "counts.CSV": b"filename,count\na.png,3\n", "notes.txt": b"x"})
+    out = {name: reason for name, _, reason in iter_zip_members(data, extensions={".png", ".csv"})}
+    assert out["a.png"] is None and out["counts.CSV"] is None
+    assert "not a supported file" in out["notes.txt"]
+
+
+def test_labelled_uploads_reads_counts_tables_inside_zips(png_bytes):
+    """A zipped folder of images + counts.csv (the request from the app), loose files, and a broken zip."""
+    zipped = _zip({
+        "plate/a.png": png_bytes,
+        "plate/b.png": png_bytes,
+        "plate/counts.csv": b"filename,count\na.png,7\nb.png,9\n",
+        "plate/readme.txt": b"hello",
+    })
+    items, skipped = labelled_uploads([("plate.zip", zipped)])
+    assert [(name, gt.count) for name, _, gt in items] == [("a.png", 7), ("b.png", 9)]
+    assert items[0][1] == png_bytes
+    assert [name for name, _ in skipped] == ["plate.zip/plate/readme.txt"]
+
+    loose = [("c.png", png_bytes), ("counts.csv", b"filename,count\nc.png,4\n"), ("bad.zip", b"PK not a zip")]
+    items, skipped = labelled_uploads(loose)
+    assert [(name, gt.count) for name, _, gt in items] == [("c.png", 4)]
+    assert skipped[0][0] == "bad.zip" and "zip" in skipped[0][1]
 
 
 def test_labels_zip_content(png_bytes, classical):
