@@ -13,7 +13,8 @@ from cellcount.inference import balanced_tile, fold_batchnorm, predict_tiled, ti
 from cellcount.models import create_model
 from cellcount.postprocess import filter_objects, object_areas, relabel_sequential
 
-INFERENCE_COLUMNS = ["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive", "fast vs fp32",
+INFERENCE_COLUMNS = ["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive",
+                     "per repeat: median (min-max)", "fast vs fp32",
                      "fast GFLOP/s (% of its precision's mm peak)", "total count diff", "sum of per-image diffs", "max diff / image",
                      "images differing"]
 
