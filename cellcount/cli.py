@@ -26,7 +26,7 @@ POSTPROCESS_OPTIONS: list[tuple[str, type, str]] = [
     ("pixel_size_um", float, "pixel size in micrometres (adds um columns to objects.csv)"),
     ("channel", int, "channel index of multichannel images (default: mean of channels)"),
 ]
-BOOL_OPTIONS = ["fill_holes", "watershed", "exclude_border", "use_border_channel"]
+BOOL_OPTIONS = ["fill_holes", "watershed", "exclude_border", "use_border_channel", "test_time_flips"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,8 @@ class CountParams:
     """Every setting that changes a count. Units are in the names; area bounds are inclusive.
 
     Input (changing these reruns the model): ``channel``, ``invert`` (None = auto-detect bright
-    background), ``low_pct``/``high_pct`` (percentile normalisation).
+    background), ``low_pct``/``high_pct`` (percentile normalisation), ``test_time_flips`` (average the
+    model's maps over the image and its three flips: 4x the model time, a little more accurate).
     Mask models: ``threshold`` on the foreground probability, ``opening_radius_px``,
     ``closing_radius_px``, ``fill_holes``, ``watershed`` with ``min_distance_px``, ``min_area_px`` and
     ``max_area_px`` (None or 0 = no upper bound; an object of exactly either bound is kept),
@@ -55,8 +56,9 @@ class CountParams:
     use_border_channel: bool = True
     peak_min_distance_px: int = 3
     pixel_size_um: float | None = None
+    test_time_flips: bool = False
 
-    INPUT_FIELDS = ("channel", "invert", "low_pct", "high_pct")
+    INPUT_FIELDS = ("channel", "invert", "low_pct", "high_pct", "test_time_flips")
 
     def __post_init__(self) -> None:
         try:
@@ -194,7 +196,9 @@ def predict(
         grayscale=model.card.normalization.get("grayscale", "mean"),
     )
     t1 = time.perf_counter()
-    maps = model.predict_maps(norm, progress=progress, fast=fast)
+    maps = flip_averaged_maps(model, norm, progress=progress, fast=fast) if p.test_time_flips else (
+        model.predict_maps(norm, progress=progress, fast=fast)
+    )
     t2 = time.perf_counter()
     return Prediction(
         model_name=model.name,
@@ -205,6 +209,32 @@ def predict(
         input_key=p.input_key(),
         seconds={"normalize": t1 - t0, "model": t2 - t1},
     )
+
+
+FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
+"""Test-time flips: identity, left-right, up-down, both (axes of the (H, W) image)."""
+
+
+def flip_averaged_maps(model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True) -> np.ndarray:
+    """Mean of ``model.predict_maps`` over the image and its three flips, each flipped back.
+
+    A fully convolutional network is not exactly flip-equivariant, so the four views disagree a little
+    near the decision boundary; their mean is steadier (README: ``scripts/quality_probes.py`` measures
+    it on the DSB validation split). A density map stays a density map: the mean of four count maps.
+    """
+    acc: np.ndarray | None = None
+    for k, axes in enumerate(FLIPS):
+        view = np.ascontiguousarray(np.flip(image_norm, axes)) if axes else image_norm
+        step = None if progress is None else (lambda d, t, k=k: progress(k * t + d, len(FLIPS) * t))
+        maps = model.predict_maps(view, progress=step, fast=fast)
+        maps = np.flip(maps, tuple(a + 1 for a in axes)) if axes else maps
+        if acc is None:
+            acc = np.array(maps, dtype=np.float32, copy=True)
+        else:
+            acc += maps
+    assert acc is not None
+    acc /= np.float32(len(FLIPS))
+    return acc
 
 
 def postprocess(

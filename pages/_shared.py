@@ -70,6 +70,8 @@ HELP = {
     "channel": "Which channel to count in; 'all' averages the channels.",
     "low_pct": "Intensity percentile mapped to 0 before the model.",
     "high_pct": "Intensity percentile mapped to 1 before the model.",
+    "test_time_flips": "Run the model on the image and its three mirror images and average the maps: "
+    "4x the model time, slightly more accurate counts and outlines.",
 }
 
 
@@ -514,7 +516,8 @@ def _toggle(c: Any, prefix: str, name: str, label: str) -> bool:
 
 
 def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = None) -> dict[str, Any]:
-    """Channel (multichannel images), invert and percentile widgets; these change the model input."""
+    """Channel (multichannel images), invert, test-time flips and percentile widgets; these change the model
+    input."""
     c = container or st
     n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
     out: dict[str, Any] = {}
@@ -545,6 +548,9 @@ def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = N
             container=c,
             help=HELP["invert"],
         ),
+    )
+    out["test_time_flips"] = bool(
+        _toggle(c, prefix, "test_time_flips", "Test-time flips (4x slower, more accurate)")
     )
     with c.expander("Intensity normalisation"):
         out["low_pct"] = _number(st, prefix, "low_pct", "Low percentile", min_value=0.0, max_value=50.0, step=0.1)

@@ -2,8 +2,8 @@
 
     python scripts/quality_probes.py --model attention-unet-mask --second residual-unet-mask
 
-With the card's postprocessing: (1) test-time flips (probability maps averaged over the identity and three
-flips), (2) averaging the probability maps of two mask models, (3) postprocessing tuned separately on
+With the card's postprocessing: (1) test-time flips (``test_time_flips``: probability maps averaged over the
+identity and three flips), (2) averaging the probability maps of two mask models, (3) postprocessing tuned separately on
 bright- and dark-background training-split images (120, as scripts/evaluate_all.sh). Prints count MAE
 and F1@0.5 on the 98 validation images for each.
 """
@@ -21,16 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import cellcount as cc  # noqa: E402
 from cellcount.evaluate import _load_items, evaluate_predictions, tune_params  # noqa: E402
-from cellcount.pipeline import predict, resolve_params  # noqa: E402
+from cellcount.pipeline import flip_averaged_maps, predict, resolve_params  # noqa: E402
 
 
 def flipped_average(model, pred):
-    """Mean of the model's maps over the identity and the three flips of the normalised image."""
-    acc = pred.maps.copy()
-    for axes in ((1,), (0,), (0, 1)):
-        maps = model.predict_maps(np.ascontiguousarray(np.flip(pred.image_norm, axes)))
-        acc += np.flip(maps, tuple(a + 1 for a in axes))
-    return dataclasses.replace(pred, maps=np.ascontiguousarray(acc / 4))
+    """The prediction with its maps averaged over the identity and the three flips (the library's
+    ``test_time_flips``)."""
+    return dataclasses.replace(pred, maps=flip_averaged_maps(model, pred.image_norm))
 
 
 def line(label: str, pairs, params) -> None:

@@ -229,3 +229,19 @@ def test_density_and_mask_networks(tiny_models):
     assert not at.exception
     assert at.toggle(key="count_use_border_channel")  # the model has a border channel
     assert "Label image (TIFF)" in {d.label for d in at.get("download_button")}
+
+
+def test_test_time_flips_toggle_reruns_the_model():
+    """The toggle is an input parameter: the shipped density model runs again on the mirror images."""
+    import cellcount as cc
+
+    at = open_count(count_model="unet-density")
+    assert at.toggle(key="count_test_time_flips").value is False
+    at.toggle(key="count_test_time_flips").set_value(True)
+    at.run()
+    assert not at.exception
+    image = cc.read_image(ROOT / "data" / "samples" / "s01_sparse_small.png")
+    model = cc.load_model("unet-density")
+    expected = cc.count_image(image, model, {"test_time_flips": True}).count_estimate
+    assert float(metric(at, "Integrated count")) == pytest.approx(expected, abs=0.051)
+    assert abs(expected - cc.count_image(image, model).count_estimate) > 0.2  # the flips made a difference

@@ -15,6 +15,7 @@ from cellcount.pipeline import (
     CountParams,
     CountResult,
     count_image,
+    flip_averaged_maps,
     params_from_json,
     postprocess,
     predict,
@@ -161,3 +162,34 @@ def test_count_image_on_a_sample_with_the_classical_model(samples_dir):
 
 def test_param_names_match_dataclass_fields():
     assert set(PARAM_NAMES) == set(CountParams().to_dict())
+
+
+# --------------------------------------------------------------------------------------------------
+# test-time flips
+
+
+def test_flip_averaged_maps_is_the_mean_of_the_four_views(tiny_model, rng):
+    model = tiny_model("unet", "mask")
+    image = rng.random((40, 56)).astype(np.float32)
+    views = [model.predict_maps(np.ascontiguousarray(np.flip(image, ax)) if ax else image)
+             for ax in ((), (1,), (0,), (0, 1))]
+    expected = (views[0] + np.flip(views[1], 2) + np.flip(views[2], 1) + np.flip(views[3], (1, 2))) / 4
+    calls = []
+    got = flip_averaged_maps(model, image, progress=lambda d, t: calls.append((d, t)))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert got.shape == views[0].shape and got.dtype == np.float32
+    assert not np.allclose(got, views[0], atol=1e-6), "a random network is not flip-equivariant"
+    assert calls[-1] == (calls[-1][1], calls[-1][1]) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_test_time_flips_is_an_input_parameter(samples_dir):
+    """It reruns the model (input_key); a pointwise model (Otsu) gives the same count either way."""
+    p = CountParams()
+    assert not p.test_time_flips and p.replace(test_time_flips=True).input_key() != p.input_key()
+    model = load_model(CLASSICAL_NAME)
+    image = read_image(samples_dir / "s01_sparse_small.png")
+    plain = count_image(image, model)
+    flipped = count_image(image, model, {"test_time_flips": True})
+    assert flipped.params.test_time_flips and flipped.count == plain.count
+    np.testing.assert_allclose(flipped.probability, plain.probability, atol=1e-6)
+
