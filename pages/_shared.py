@@ -550,7 +550,7 @@ def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = N
         ),
     )
     out["test_time_flips"] = bool(
-        _toggle(c, prefix, "test_time_flips", "Test-time flips (4x slower, more accurate)")
+        _toggle(c, prefix, "test_time_flips", "Test-time flips (4x slower)")
     )
     with c.expander("Intensity normalisation"):
         out["low_pct"] = _number(st, prefix, "low_pct", "Low percentile", min_value=0.0, max_value=50.0, step=0.1)
