@@ -67,6 +67,27 @@ def test_tuning_skips_grid_values_that_conflict_with_fixed_settings(specks_datas
     assert calls[-1] == 6  # progress still reaches the total (3 values x 2 rounds)
 
 
+def test_equal_count_error_is_broken_by_f1(draw_disks):
+    """Two thresholds count both disks right; only the higher one also outlines them (IoU 1 vs 0.25)."""
+    from cellcount.pipeline import CountParams, Prediction
+
+    labels = draw_disks((48, 48), [(12, 12), (34, 34)], 6)
+    halo = draw_disks((48, 48), [(12, 12), (34, 34)], 12) > 0
+    prob = np.where(labels > 0, 0.9, np.where(halo, 0.4, 0.0)).astype(np.float32)
+    pred = Prediction(model_name="p", output_kind="mask", maps=prob[None], image_norm=prob, inverted=False,
+                      input_key=())
+    pairs = [("a", pred, GroundTruth(kind="labels", count=2, labels=labels))]
+    start = CountParams(threshold=0.3, opening_radius_px=0, watershed=False, min_area_px=0)
+    tuned = tune_params(pairs, start, grid={"threshold": [0.3, 0.7]})
+    assert tuned.after == tuned.before == 0.0
+    assert tuned.best_params.threshold == 0.7, "same MAE, better outlines"
+    assert tuned.table.set_index("threshold")["f1"].to_dict() == {0.3: 0.0, 0.7: 1.0}
+    mae_only = tune_params(pairs, start, grid={"threshold": [0.3, 0.7]}, mae_tolerance=0)
+    assert mae_only.best_params.threshold == 0.3 and mae_only.table["f1"].isna().all()
+    counts_only = [("a", pred, GroundTruth(kind="count", count=2))]
+    assert tune_params(counts_only, start, grid={"threshold": [0.3, 0.7]}).best_params.threshold == 0.3
+
+
 def test_default_grid_never_makes_things_worse(specks_dataset):
     model = load_model(CLASSICAL_NAME)
     params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "watershed": False})
