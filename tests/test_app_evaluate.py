@@ -122,3 +122,19 @@ def test_image_without_ground_truth_is_an_error_message():
     at.run()
     assert not at.exception
     assert at.error and "ground truth" in at.error[0].value
+
+
+def test_zip_with_a_counts_table():
+    """A zipped folder of images + counts.csv: the table inside the zip is the ground truth."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("plate/a.png", (SAMPLES / "s01_sparse_small.png").read_bytes())
+        zf.writestr("plate/b.png", (SAMPLES / "s04_uneven_illumination.png").read_bytes())
+        zf.writestr("plate/counts.csv", "filename,count\na.png,28\nb.png,80\n")
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([("plate.zip", buf.getvalue(), "application/zip")])
+    at.run()
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "2"
