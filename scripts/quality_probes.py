@@ -44,11 +44,12 @@ def main() -> int:
     args = p.parse_args()
     model, second = cc.load_model(args.model), cc.load_model(args.second)
     params, params2 = resolve_params(model), resolve_params(second)
-    val = [(n, predict(img, model, params), gt) for n, img, gt in _load_items(args.data, "val", None, 0.2, 0)]
+    val_items = list(_load_items(args.data, "val", None, 0.2, 0))  # read once, used for both models
+    val = [(n, predict(img, model, params), gt) for n, img, gt in val_items]
     print(f"| {args.model} on {len(val)} validation images | count MAE | F1@0.5 |\n|---|---|---|")
     line("card settings", val, params)
     line("test-time flips (4 maps averaged)", [(n, flipped_average(model, pr), gt) for n, pr, gt in val], params)
-    second_maps = {n: predict(img, second, params2).maps for n, img, _ in _load_items(args.data, "val", None, 0.2, 0)}
+    second_maps = {n: predict(img, second, params2).maps for n, img, _ in val_items}
     line(f"averaged with {args.second}",
          [(n, dataclasses.replace(pr, maps=(pr.maps + second_maps[n]) / 2), gt) for n, pr, gt in val], params)
     train = [(n, predict(img, model, params), gt)

@@ -90,17 +90,26 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     assert at.number_input(key="count_min_area_px").value == at.session_state["eval_min_area_px"]
 
 
-def test_counts_csv_and_dsb_zip():
+def evaluate_zip(name: str, members: dict[str, bytes | str]) -> AppTest:
+    """The Evaluate page after uploading a zip of ``members`` (path -> content) and pressing Evaluate."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("dsb/images/a.png", (SAMPLES / "s01_sparse_small.png").read_bytes())
-        zf.writestr("dsb/labels/a.tif", (SAMPLES / "s01_sparse_small_labels.tif").read_bytes())
+        for path, content in members.items():
+            zf.writestr(path, content)
     at = open_eval(eval_source="Upload")
-    at.file_uploader(key="eval_files").set_value([("dsb.zip", buf.getvalue(), "application/zip")])
+    at.file_uploader(key="eval_files").set_value([(name, buf.getvalue(), "application/zip")])
     at.run()
     at.button(key="eval_run").click()
     at.run()
     assert not at.exception
+    return at
+
+
+def test_counts_csv_and_dsb_zip():
+    at = evaluate_zip("dsb.zip", {
+        "dsb/images/a.png": (SAMPLES / "s01_sparse_small.png").read_bytes(),
+        "dsb/labels/a.tif": (SAMPLES / "s01_sparse_small_labels.tif").read_bytes(),
+    })
     assert metric(at, "Images") == "1"
     at.file_uploader(key="eval_files").set_value(
         [
@@ -126,15 +135,9 @@ def test_image_without_ground_truth_is_an_error_message():
 
 def test_zip_with_a_counts_table():
     """A zipped folder of images + counts.csv: the table inside the zip is the ground truth."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("plate/a.png", (SAMPLES / "s01_sparse_small.png").read_bytes())
-        zf.writestr("plate/b.png", (SAMPLES / "s04_uneven_illumination.png").read_bytes())
-        zf.writestr("plate/counts.csv", "filename,count\na.png,28\nb.png,80\n")
-    at = open_eval(eval_source="Upload")
-    at.file_uploader(key="eval_files").set_value([("plate.zip", buf.getvalue(), "application/zip")])
-    at.run()
-    at.button(key="eval_run").click()
-    at.run()
-    assert not at.exception
+    at = evaluate_zip("plate.zip", {
+        "plate/a.png": (SAMPLES / "s01_sparse_small.png").read_bytes(),
+        "plate/b.png": (SAMPLES / "s04_uneven_illumination.png").read_bytes(),
+        "plate/counts.csv": "filename,count\na.png,28\nb.png,80\n",
+    })
     assert metric(at, "Images") == "2"
