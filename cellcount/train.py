@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
         # training here); losses and optimizer state stay fp32. "fp32": plain float32.
         "precision": "fp32",
     },
-    "loss": {"mask": "bce_dice", "border_weight": 0.5, "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
+    "loss": {"mask": "bce_dice", "border_weight": 0.5, "contact_weight": 0.0, "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
     "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05},
     "inference": {"tile_size": 256, "tile_overlap": 32},
     "input": {"grayscale": "mean", "low_pct": 1.0, "high_pct": 99.8},
@@ -217,6 +217,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
             loss = mask_loss(
                 out, torch.from_numpy(t["mask"]), torch.from_numpy(t["border"]),
                 kind=cfg["loss"]["mask"], border_weight=cfg["loss"]["border_weight"],
+                contact_weight=cfg["loss"]["contact_weight"],
             )
         else:
             loss = density_loss(out, torch.from_numpy(t["density"]), weights=cfg["loss"]["density"])

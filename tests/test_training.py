@@ -13,7 +13,7 @@ from cellcount.train import load_config, train
 from cellcount.training.augment import augment, elastic, flip_rotate, random_crop_scaled
 from cellcount.training.data import is_validation, prepare_item
 from cellcount.training.losses import MASK_LOSSES, density_loss, mask_loss
-from cellcount.training.targets import density_from_labels, touching_border
+from cellcount.training.targets import CONTACT, border_target, boundary_band, density_from_labels, touching_border
 
 # --------------------------------------------------------------------------------------------------
 # targets
@@ -49,6 +49,21 @@ def test_touching_border_marks_only_pixels_between_touching_objects():
     separate = labels.copy()
     separate[:, 15:17] = 0  # a 2-px gap: no longer touching
     assert not touching_border(separate, width=1).any()
+
+
+def test_border_target_marks_contacts_within_the_band():
+    labels = np.zeros((30, 50), np.int32)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 15:25] = 2  # touches object 1
+    labels[5:15, 35:45] = 3  # isolated
+    target = border_target(labels, width=1)
+    assert target.dtype == np.uint8 and set(np.unique(target)) == {0, 1, CONTACT}
+    np.testing.assert_array_equal(target > 0, boundary_band(labels, width=1))
+    contact = target == CONTACT
+    assert contact[10, 14:16].all(), "the shared edge is a contact"
+    assert not contact[:, 30:].any(), "an isolated object has no contact pixels"
+    assert (target[10, 3:7] == 1).all(), "an outline against the background is plain band"
+    assert not (contact & ~touching_border(labels, width=1)).any()
 
 
 def test_prepare_item_targets(draw_disks):
@@ -126,6 +141,25 @@ def test_mask_losses_prefer_the_right_answer(kind):
     lg = mask_loss(good, target, border, kind=kind, border_weight=0.5)
     lb = mask_loss(bad, target, border, kind=kind, border_weight=0.5)
     assert lg.ndim == 0 and torch.isfinite(lg) and lg < lb
+
+
+def test_contact_weight_penalises_missed_contacts_only():
+    target = torch.zeros(1, 1, 16, 16)
+    target[:, :, 4:12, 2:14] = 1
+    band = torch.zeros_like(target)
+    band[:, :, 4:12, 7:9] = CONTACT  # where two nuclei touch
+    band[:, :, 4, 2:14] = 1
+    fg = (target * 2 - 1) * 8
+    miss = torch.cat([fg, torch.where(band == 1, 8.0, -8.0)], dim=1)  # the band without its contacts
+    hit = torch.cat([fg, torch.where(band > 0, 8.0, -8.0)], dim=1)
+    plain = mask_loss(miss, target, band, kind="bce", border_weight=0.5)
+    weighted = mask_loss(miss, target, band, kind="bce", border_weight=0.5, contact_weight=5.0)
+    assert weighted > plain * 2, "a missed contact costs more with contact_weight"
+    exact = mask_loss(hit, target, band, kind="bce", border_weight=0.5, contact_weight=5.0)
+    assert exact < plain / 10, "predicting the contacts removes that cost"
+    no_contacts = (band > 0).float()  # a 0/1 band target: the weight has nothing to act on
+    assert mask_loss(miss, target, no_contacts, kind="bce", border_weight=0.5, contact_weight=5.0) == pytest.approx(
+        float(mask_loss(miss, target, no_contacts, kind="bce", border_weight=0.5)))
 
 
 def test_unknown_loss_names_raise():

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..groundtruth import load_dsb_folder
 from ..io import model_input, read_image
-from .targets import boundary_band, density_from_labels
+from .targets import border_target, density_from_labels
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def prepare_item(
     targets: dict[str, np.ndarray] = {}
     if kind == "mask":
         targets["mask"] = (labels > 0).astype(np.uint8)
-        targets["border"] = boundary_band(labels, width=border_width).astype(np.uint8)
+        targets["border"] = border_target(labels, width=border_width)
     else:
         targets["density"] = density_from_labels(labels) * np.float32(density_scale)
     count = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))

@@ -37,9 +37,20 @@ def _tversky(logits: torch.Tensor, target: torch.Tensor, a: float = 0.3, b: floa
 
 
 def mask_loss(
-    logits: torch.Tensor, mask: torch.Tensor, border: torch.Tensor | None, *, kind: str, border_weight: float
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    border: torch.Tensor | None,
+    *,
+    kind: str,
+    border_weight: float,
+    contact_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Loss for (B, C, H, W) logits against (B, 1, H, W) float targets."""
+    """Loss for (B, C, H, W) logits against (B, 1, H, W) float targets.
+
+    ``border`` is the band target: > 0 on the band, 2 where two nuclei touch (``border_target``).
+    ``contact_weight`` adds that much weight to the border term at those contact pixels (as the U-Net
+    paper's weight map does): they decide whether touching nuclei split, yet are rare within the band.
+    """
     if kind not in MASK_LOSSES:
         raise ValueError(f"unknown mask loss {kind!r}; valid: {', '.join(MASK_LOSSES)}")
     fg = logits[:, :1]
@@ -56,8 +67,9 @@ def mask_loss(
     if border is not None and logits.shape[1] > 1:
         # borders are rare: up-weight positives so the channel does not collapse to zero
         pos_weight = torch.tensor(5.0, device=logits.device)
+        weight = 1.0 + contact_weight * (border >= 2).float() if contact_weight else None
         loss = loss + border_weight * F.binary_cross_entropy_with_logits(
-            logits[:, 1:2], border, pos_weight=pos_weight
+            logits[:, 1:2], (border > 0).float(), weight=weight, pos_weight=pos_weight
         )
     return loss
 
