@@ -119,22 +119,32 @@ def cpu_has_bf16() -> bool:
 class Bf16Net(torch.nn.Module):
     """A (BatchNorm-folded) network run in bfloat16 on the CPU, NHWC; float32 in and out.
 
-    The weights are converted to bf16 once and the network is traced and frozen with TorchScript, which
-    lets oneDNN pre-pack the convolution weights: on a CPU with AMX/AVX512-BF16 this runs about 3x
-    faster than fp32 (BENCHMARKS.md). The traced graph has no shape-dependent code (a U-Net on inputs
-    divisible by ``2**depth``), so one trace serves every tile size. Should tracing fail, the network
-    runs eagerly under bf16 autocast instead. bf16 keeps 8 mantissa bits, so logits move by up to about
-    0.1-0.2 and a few objects per thousand near the threshold can flip: the benchmark checks that counts
-    stay within 0.5% of the fp32 path.
+    U-Nets run as :class:`~cellcount.models.unet_fused.FusedUNet`: bf16 weights pre-packed for oneDNN
+    and each convolution fused with its ReLU, residual addition or gate sum (1.05-1.27x faster per tile
+    than tracing, BENCHMARKS.md). Other networks, or a PyTorch without those operators (``fuse=False``
+    forces this), are traced and frozen with TorchScript, which also lets oneDNN pre-pack the weights;
+    on a CPU with AMX/AVX512-BF16 either runs about 3x faster than fp32. The traced graph has no
+    shape-dependent code (a U-Net on inputs divisible by ``2**depth``), so one trace serves every tile
+    size. Should both fail, the network runs eagerly under bf16 autocast. bf16 keeps 8 mantissa bits,
+    so logits move by up to about 0.1-0.2 and a few objects per thousand near the threshold can flip:
+    the benchmark checks that counts stay within 0.5% of the fp32 path.
     """
 
-    def __init__(self, net: torch.nn.Module, *, jit: bool = True) -> None:
+    def __init__(self, net: torch.nn.Module, *, jit: bool = True, fuse: bool = True) -> None:
         super().__init__()
         import warnings
 
+        from .models.unet import UNet
+        from .models.unet_fused import FusedUNet, fused_ops_available
+
         self.net = net.eval().to(memory_format=torch.channels_last)
-        self.traced = None
-        if jit:
+        self.fused = self.traced = None
+        if fuse and isinstance(net, UNet) and fused_ops_available():
+            try:
+                self.fused = FusedUNet(self.net)
+            except Exception as exc:  # noqa: BLE001 - a private oneDNN API: fall back to tracing
+                logger.warning("fused bf16 U-Net unavailable (%s); tracing instead", exc)
+        if jit and self.fused is None:
             try:
                 pure = copy.deepcopy(self.net).to(torch.bfloat16)
                 probe = torch.zeros(1, 1, 64, 64, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
@@ -146,6 +156,8 @@ class Bf16Net(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
+        if self.fused is not None:
+            return self.fused(x)
         if self.traced is not None:
             return self.traced(x.to(torch.bfloat16)).float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -169,7 +181,7 @@ def resolve_backend(backend: str = "auto") -> str:
 
 def optimize_for_inference(net: torch.nn.Module, *, backend: str = "auto") -> torch.nn.Module:
     """The fast-path network: BatchNorm folded (:func:`fold_batchnorm`), then run by the backend
-    :func:`resolve_backend` picks: bf16 weights traced and frozen (:class:`Bf16Net`, CPUs with
+    :func:`resolve_backend` picks: bf16 with fused oneDNN convolutions (:class:`Bf16Net`, CPUs with
     AMX/AVX512-BF16), ONNX Runtime (fp32), or PyTorch with NHWC weights (fp32).
 
     The fp32 backends match the original network within float rounding; bf16 within about 0.1-0.2 on the

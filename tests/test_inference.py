@@ -201,24 +201,48 @@ def _tiny_net_with_stats(arch: str, head: str) -> nn.Module:
     return net.eval()
 
 
-@pytest.mark.parametrize("arch,head", [("unet", "mask"), ("residual_unet", "mask"), ("attention_unet", "mask")])
+@pytest.mark.parametrize("arch,head", [("unet", "mask"), ("residual_unet", "mask"), ("attention_unet", "mask"),
+                                       ("unet", "density"), ("residual_unet", "density")])
 def test_bf16_backend_close_to_fp32(arch, head):
-    """bf16 autocast keeps float32 in/out and stays within bf16 rounding of the fp32 network."""
+    """Each bf16 variant (fused oneDNN U-Net, traced, eager autocast) keeps float32 in/out and stays within
+    bf16 rounding of the fp32 network."""
     from cellcount.inference import Bf16Net, fold_batchnorm, optimize_for_inference
+    from cellcount.models.unet_fused import fused_ops_available
 
     net = _tiny_net_with_stats(arch, head)
     fast = optimize_for_inference(net, backend="bf16")
-    eager = Bf16Net(fold_batchnorm(net), jit=False)
-    assert isinstance(fast, Bf16Net) and fast.traced is not None and eager.traced is None
+    traced = Bf16Net(fold_batchnorm(net), fuse=False)
+    eager = Bf16Net(fold_batchnorm(net), jit=False, fuse=False)
+    assert isinstance(fast, Bf16Net) and (fast.fused is not None) == fused_ops_available()
+    assert traced.fused is None and traced.traced is not None and eager.traced is None
     rng = np.random.default_rng(2)
-    for shape in ((1, 1, 64, 48), (2, 1, 32, 96)):  # one trace serves every tile shape and batch size
+    for shape in ((1, 1, 64, 48), (2, 1, 32, 96)):  # one network serves every tile shape and batch size
         x = torch.from_numpy(rng.uniform(0, 1, shape).astype(np.float32))
         with torch.inference_mode():
             ref = net(x)
-            for y in (fast(x), eager(x)):
+            for y in (fast(x), traced(x), eager(x)):
                 assert y.dtype == torch.float32 and y.shape == ref.shape
                 # bf16 has an 8-bit mantissa: relative error per operation ~0.4%
                 assert float((y - ref).abs().max()) <= 0.05 * float(ref.abs().max()) + 0.05
+                if head == "density":
+                    assert float(y.min()) >= 0
+
+
+def test_fused_unet_needs_folded_batchnorm_and_a_unet():
+    from cellcount.inference import Bf16Net, fold_batchnorm
+    from cellcount.models.unet_fused import FusedUNet, fused_ops_available
+
+    if not fused_ops_available():
+        pytest.skip("this PyTorch build has no fused oneDNN convolutions")
+    net = _tiny_net_with_stats("residual_unet", "mask")
+    with pytest.raises(ValueError, match="fold the BatchNorms"):
+        FusedUNet(net)
+    with pytest.raises(ValueError, match="needs a UNet"):
+        FusedUNet(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)))
+    assert FusedUNet(fold_batchnorm(net)) is not None
+    # a network that is not a U-Net takes the traced path
+    other = Bf16Net(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU()).eval())
+    assert other.fused is None and other.traced is not None
 
 
 def test_auto_backend_follows_cpu(monkeypatch):

@@ -82,7 +82,7 @@ class NetModel(CountModel):
         """The network of the fast path, built on first use and then shared (read-only).
 
         A copy of :attr:`net` with every BatchNorm folded into the convolution before it, run in bf16
-        (traced and frozen) on CPUs with native bf16, else by ONNX Runtime when installed, else by PyTorch in NHWC
+        (fused oneDNN convolutions) on CPUs with native bf16, else by ONNX Runtime when installed, else by PyTorch in NHWC
         (see :func:`cellcount.inference.optimize_for_inference`). ``backend`` (default: the
         ``CELLCOUNT_BACKEND`` environment variable, else ``"auto"``) picks one explicitly:
         ``bf16``, ``onnxruntime`` or ``torch``.
