@@ -1,12 +1,13 @@
 """Measure each speed lever of the fast path on its own, in one run (the before/after table of BENCHMARKS.md).
 
-    python scripts/bench_levers.py [--model unet-mask] [--px 1024] [--repeats 5] [--skip-int8]
+    python scripts/bench_levers.py [--model unet-mask] [--px 1024] [--repeats 5] [--skip-int8] [--bf16-only]
 
 Inference levers are cumulative, from the naive loop to the shipped fast path, timed in alternating
 repeats on one synthetic image (median and min seconds). Then: a tile-size sweep of the network alone,
 torch threads, the stages of the mask postprocessing, int8 static quantization (FX graph mode, x86
 backend) as a probe, and the watershed alternatives that were tried for postprocessing (cv2.watershed,
-flooding one mask component at a time), each checked for equal labels.
+flooding one mask component at a time), each checked for equal labels. ``--bf16-only`` times just the
+naive loop and the bf16 variants (traced vs fused oneDNN U-Net) and stops.
 """
 
 from __future__ import annotations
@@ -34,24 +35,38 @@ def timed(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
     return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
-def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[float, float]]:
+def inference_levers(model, image: np.ndarray, repeats: int, *, bf16_only: bool = False) -> dict[str, tuple[float, float]]:
     """Cumulative levers: naive -> old fast path -> balanced tiles -> batch 1 -> 384 tiles -> folded BatchNorm
-    -> ONNX Runtime (by tile size) -> bf16 autocast (by tile size; CPUs with native bf16 only)."""
+    -> ONNX Runtime (by tile size) -> bf16 (eager autocast, traced, fused; CPUs with native bf16 only)."""
     depth = 2 ** int(model.card.kwargs.get("depth", 4))
     c, ov = model.out_channels, model.card.tile_overlap
     nchw = bench.contiguous_copy(model.net)
-    folded = optimize_for_inference(model.net, backend="torch")
-    ort_net = optimize_for_inference(model.net, backend="onnxruntime")
     bf16_net = optimize_for_inference(model.net, backend="bf16") if cpu_has_bf16() else None
-    bf16_eager = Bf16Net(fold_batchnorm(model.net), jit=False) if cpu_has_bf16() else None
+    bf16_traced = Bf16Net(fold_batchnorm(model.net), fuse=False) if cpu_has_bf16() else None
+    bf16_eager = Bf16Net(fold_batchnorm(model.net), jit=False, fuse=False) if cpu_has_bf16() else None
 
     def tiled(net, tile, batch, *, overlap=ov, balanced=False, channels_last=True):
         return lambda: predict_tiled(net, image, out_channels=c, tile=tile, overlap=overlap, batch_size=batch,
                                      divisor=depth, device="cpu", channels_last=channels_last, balanced=balanced)
 
+    naive = {"naive loop: NCHW, 256 tiles, no overlap, batch 1": lambda: bench.naive_predict(
+        nchw, image, out_channels=c, output_kind=model.output_kind, density_scale=model.card.density_scale)}
+    bf16 = {
+        "bf16 eager autocast (folded, NHWC), 512 tiles": tiled(bf16_eager, 512, 1, balanced=True),
+        "bf16 weights, TorchScript traced + frozen, 256 tiles": tiled(bf16_traced, 256, 1, balanced=True),
+        "bf16 traced + frozen, 384 tiles": tiled(bf16_traced, 384, 1, balanced=True),
+        "bf16 traced + frozen, 512 tiles (the fast path before the fused U-Net)": tiled(bf16_traced, 512, 1,
+                                                                                       balanced=True),
+        "bf16 traced + frozen, 256 tiles, batch 4": tiled(bf16_traced, 256, 4, balanced=True),
+        "bf16 fused oneDNN U-Net, 512 tiles (= shipped fast path with native bf16)": tiled(bf16_net, 512, 1,
+                                                                                          balanced=True),
+    } if bf16_net is not None else {}
+    if bf16_only:
+        return timed({**naive, **bf16}, repeats)
+    folded = optimize_for_inference(model.net, backend="torch")
+    ort_net = optimize_for_inference(model.net, backend="onnxruntime")
     return timed({
-        "naive loop: NCHW, 256 tiles, no overlap, batch 1": lambda: bench.naive_predict(
-            nchw, image, out_channels=c, output_kind=model.output_kind, density_scale=model.card.density_scale),
+        **naive,
         "naive tiling + NHWC (channels_last)": tiled(model.net, 256, 1, overlap=0),
         "plain fp32 path: 256 tiles + 32 overlap, NCHW input": tiled(model.net, 256, 1, channels_last=False),
         "old fast path: NHWC, 512 tiles + 32 overlap, batch 4": tiled(model.net, 512, 4),
@@ -62,14 +77,7 @@ def inference_levers(model, image: np.ndarray, repeats: int) -> dict[str, tuple[
         "+ ONNX Runtime, 256 tiles": tiled(ort_net, 256, 1, balanced=True),
         "+ ONNX Runtime, 384 tiles (fast path without native bf16)": tiled(ort_net, 384, 1, balanced=True),
         "+ ONNX Runtime, 512 tiles": tiled(ort_net, 512, 1, balanced=True),
-        **({
-            "bf16 eager autocast (folded, NHWC), 512 tiles": tiled(bf16_eager, 512, 1, balanced=True),
-            "bf16 weights, TorchScript traced + frozen, 256 tiles": tiled(bf16_net, 256, 1, balanced=True),
-            "bf16 traced + frozen, 384 tiles": tiled(bf16_net, 384, 1, balanced=True),
-            "bf16 traced + frozen, 512 tiles (= shipped fast path with native bf16)": tiled(bf16_net, 512, 1,
-                                                                                         balanced=True),
-            "bf16 traced + frozen, 256 tiles, batch 4": tiled(bf16_net, 256, 4, balanced=True),
-        } if bf16_net is not None else {}),
+        **bf16,
     }, repeats)
 
 
@@ -222,15 +230,18 @@ def main() -> int:
     p.add_argument("--px", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-int8", action="store_true")
+    p.add_argument("--bf16-only", action="store_true", help="only the naive loop and the bf16 variants")
     args = p.parse_args()
     model = load_model(args.model)
     image = bench.normalised(bench.synthetic_image(args.px, seed=1).image)
     print(f"# levers: {args.model}, {args.px} x {args.px}, median/min of {args.repeats}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     base = None
-    for name, (med, mn) in inference_levers(model, image, args.repeats).items():
+    for name, (med, mn) in inference_levers(model, image, args.repeats, bf16_only=args.bf16_only).items():
         base = base or med
         print(f"| {name} | {med:.3f} | {mn:.3f} | {base / med:.2f}x |", flush=True)
+    if args.bf16_only:
+        return 0
     fpp = bench.flops_per_pixel(bench.contiguous_copy(model.net))
     from cellcount.inference import resolve_backend
 
