@@ -314,3 +314,27 @@ def test_init_from_starts_a_second_stage_from_trained_weights(tmp_path, syntheti
     cfg["model"]["base_width"] = 8  # another architecture cannot take these weights
     with pytest.raises(ValueError, match="init.from"):
         train(cfg)
+
+
+def test_committed_configs_load_and_match_the_shipped_weights():
+    """Every config in configs/ (ablations included) loads, uses only known keys in the sections the trainer
+    reads (a typo such as ``contact_weigth`` would otherwise be ignored silently), and describes the same
+    architecture as the shipped weights of its name."""
+    from pathlib import Path
+
+    import yaml
+
+    from cellcount.train import DEFAULTS
+
+    root = Path(__file__).resolve().parents[1]
+    paths = sorted((root / "configs").rglob("*.yaml"))
+    assert len(paths) >= 8
+    for path in paths:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for section in ("train", "loss", "augment", "inference", "input", "init"):
+            unknown = set(raw.get(section) or {}) - set(DEFAULTS[section])
+            assert not unknown, f"{path.name}: unknown {section} keys {sorted(unknown)}"
+        cfg = load_config(path, [])
+        card = read_card(root / "weights" / cfg["name"])
+        assert cfg["architecture"] == card.architecture, path.name
+        assert {k: card.kwargs[k] for k in cfg["model"]} == cfg["model"], path.name
