@@ -96,7 +96,10 @@ class _FusedGate:
         self.psi = _FusedConv(gate.psi, "sigmoid")
 
     def __call__(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return skip * self.psi(self.w_gate.add(gate, self.w_skip(skip), "relu"))
+        psi = self.psi(self.w_gate.add(gate, self.w_skip(skip), "relu"))
+        # materialising the (B, 1, H, W) map across the channels first: PyTorch's broadcasting bf16 multiply
+        # in NHWC took 3.4 ms for 16 x 368 x 368 against 1.0 ms this way (equal at 32-64 channels)
+        return skip * psi.expand_as(skip).contiguous(memory_format=torch.channels_last)
 
 
 class FusedUNet(nn.Module):
