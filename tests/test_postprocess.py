@@ -331,6 +331,38 @@ def test_watershed_on_multi_marker_crops_matches_a_full_watershed():
         assert (full != fast).mean() < 0.002  # only tie pixels on basin borders may differ
 
 
+def test_packed_flooding_matches_one_watershed_per_component():
+    """_flood_packed floods every multi-seed component in one mosaic; nothing leaks between crops."""
+    import cv2
+    from skimage.filters import gaussian
+    from skimage.segmentation import watershed
+
+    from cellcount.postprocess import _flood_packed, _local_maxima
+
+    rng = np.random.default_rng(11)
+    mask = gaussian(rng.uniform(size=(300, 400)), 3.0) > 0.5
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    markers = _local_maxima(cv2.GaussianBlur(dist, (0, 0), 1.0) * mask, 2)
+    _, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    seeds_per_comp = [len(np.unique(markers[(comp == c) & (markers > 0)])) for c in range(stats.shape[0])]
+    ids = np.array([c for c in range(1, stats.shape[0]) if seeds_per_comp[c] >= 2])
+    assert len(ids) >= 10, "the fixture needs many clumps to fill several shelves"
+    packed = np.zeros(mask.shape, np.int32)
+    _flood_packed(packed, -dist, markers, comp, stats, ids)
+    reference = np.zeros(mask.shape, np.int32)
+    for c in ids:
+        x, y, w, h = stats[c, :4]
+        sl = (slice(y, y + h), slice(x, x + w))
+        sub = comp[sl] == c
+        reference[sl][sub] = watershed(-dist[sl], np.where(sub, markers[sl], 0), mask=sub)[sub]
+    assert set(np.unique(packed)) == set(np.unique(reference))
+    in_ids = np.isin(comp, ids)
+    assert (packed[~in_ids] == 0).all() and (packed[in_ids] > 0).all()
+    assert (packed != reference).mean() < 0.002  # only tie pixels on basin borders may differ
+    for c in ids:  # every object stays inside its own component
+        assert set(np.unique(packed[comp == c])) <= set(np.unique(markers[comp == c]))
+
+
 def test_filter_objects_counts_rejected_objects_per_reason():
     labels = np.zeros((20, 20), np.int32)
     labels[0:3, 5:8] = 1  # 9 px, touches the border
