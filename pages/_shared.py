@@ -587,7 +587,7 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
         )
         out["exclude_border"] = _toggle(c, p, "exclude_border", "Exclude border objects")
         if int(model.card.kwargs.get("out_channels", 1)) > 1:
-            out["use_border_channel"] = _toggle(c, p, "use_border_channel", "Use predicted borders to split")
+            out["use_border_channel"] = _toggle(c, p, "use_border_channel", "Split at model borders")
         else:
             out["use_border_channel"] = bool(ss.get(_key(p, "use_border_channel"), True))
     out["pixel_size_um"] = _from_widget(

@@ -39,7 +39,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             key=f"{P}_models",
             persist_state=sh.PERSIST,
             max_selections=MAX_CONFIGS,
-            format_func=sh.model_label,
+            # bare names: with the kind and architecture added, the chips were cut off after the first one
         )
         st.caption("Each model runs with the postprocessing defaults of its card.")
         if len(names) < 2:
