@@ -178,14 +178,9 @@ def get_model(name: str) -> cc.models.CountModel:
     return _load_model(name, model_version(name))
 
 
-def card_for(name: str) -> ModelCard:
-    """A model's card without loading its weights."""
-    return model_card(name)
-
-
 def model_label(name: str) -> str:
     try:
-        card = card_for(name)
+        card = model_card(name)
     except (cc.CellcountError, OSError, ValueError):
         return name
     return f"{name}  ·  {card.output_kind}, {card.architecture}"
@@ -226,7 +221,7 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
     rows = []
     for name in names:
         try:
-            card = card_for(name)
+            card = model_card(name)
         except (cc.CellcountError, OSError, ValueError) as err:
             rows.append({"model": name, "kind": "?", "architecture": f"card unreadable: {err}"})
             continue

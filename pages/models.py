@@ -9,6 +9,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
+from cellcount.models import model_card
 from pages import _shared as sh
 
 sh.require_entry_point("models")
@@ -47,7 +48,7 @@ def _metrics_frame(metrics: dict) -> pd.DataFrame | None:
 
 def render_card(name: str) -> None:
     try:
-        card = sh.card_for(name)
+        card = model_card(name)
     except (cc.CellcountError, OSError, ValueError) as err:
         sh.show_error(err)
         return
