@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         rep.per_image.to_csv(args.out, index=False)
     s = rep.summary
-    line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
+    line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} (95% CI {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
             f"MAPE={s['mape']:.1f}% R2={s['r2']:.3f}")
     if "f1" in s:
         line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} F1@{args.iou}={s['f1']:.3f}"

@@ -7,13 +7,33 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.metrics import count_metrics
+from cellcount.metrics import count_metrics, paired_mae_difference
 from pages import _shared as sh
 
 sh.require_entry_point("compare")
 
 P = "compare"
 MAX_CONFIGS = 4
+
+
+def _interval(low: float, high: float) -> str:
+    return f"{low:.2f}–{high:.2f}" if pd.notna(low) else "—"
+
+
+def _paired_caption(x: str, y: str, truth: pd.Series, px: pd.Series, py: pd.Series) -> str:
+    """Is the MAE difference between two configurations more than the luck of these images?"""
+    d = paired_mae_difference(truth.to_numpy(float), px.to_numpy(float), py.to_numpy(float))
+    if pd.isna(d["low"]):
+        return "Too few images for an interval on the MAE difference."
+    verdict = (
+        f"{y if d['difference'] < 0 else x} is more accurate on these images"
+        if d["significant"]
+        else "the difference is within what image-to-image luck explains; add images to decide"
+    )
+    return (
+        f"MAE({y}) − MAE({x}) = {d['difference']:+.2f} (95% paired bootstrap interval "
+        f"{d['low']:+.2f} to {d['high']:+.2f}): {verdict}."
+    )
 
 
 def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
@@ -140,7 +160,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         }
         if has_truth:
             s = count_metrics(t["true"].to_numpy(float), t["count_estimate"].to_numpy(float))
-            row.update({"MAE": s["mae"], "bias": s["bias"], "RMSE": s["rmse"]})
+            row.update({"MAE": s["mae"], "MAE 95% CI": _interval(s["mae_ci_low"], s["mae_ci_high"]),
+                        "bias": s["bias"], "RMSE": s["rmse"]})
         per_config.append(row)
     st.subheader("Counts")
     sh.dataframe(
@@ -167,6 +188,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 st.caption(
                     f"Mean |{y} − {x}| = {d['mae']:.2f} cells per image; mean difference {d['bias']:+.2f}."
                 )
+                if has_truth:
+                    st.caption(_paired_caption(x, y, truth.reindex(wide.index), wide[x], wide[y]))
     else:
         b = st.container()
     with b:

@@ -62,8 +62,10 @@ def render_card(name: str) -> None:
     )
     m[1].metric("Architecture", card.architecture)
     val = sh.validation_metrics(card)
+    ci = (f" (95% bootstrap interval over its images: {val['mae_ci_low']:.2f}-{val['mae_ci_high']:.2f})"
+          if "mae_ci_low" in val else "")
     m[2].metric(
-        "Val. MAE", f"{val['mae']:.2f}" if "mae" in val else "—", help="Count MAE on the validation split"
+        "Val. MAE", f"{val['mae']:.2f}" if "mae" in val else "—", help=f"Count MAE on the validation split{ci}"
     )
     m[3].metric("Val. F1@0.5", f"{val['f1']:.3f}" if "f1" in val else "—", help="Instance F1 at IoU 0.5")
 

@@ -1,9 +1,15 @@
-"""Markdown results table from ``python -m cellcount.evaluate --json`` outputs (one per model)."""
+"""Markdown results tables from ``python -m cellcount.evaluate`` outputs (one per model).
+
+    python scripts/results_table.py results/*.json                      # the results table
+    python scripts/results_table.py --by-kind METADATA.csv results/*.csv  # MAE per image kind
+    python scripts/results_table.py --paired results/*.csv              # MAE differences with intervals
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def fmt(v: object, spec: str) -> str:
@@ -13,10 +19,11 @@ def fmt(v: object, spec: str) -> str:
 def main(paths: list[str]) -> None:
     rows = [r for r in (json.load(open(p)) for p in paths) if "mae" in r]  # skip *.settings.json
     rows.sort(key=lambda r: r["mae"])
-    print("| model | images | count MAE | RMSE | bias | MAPE % | F1@0.5 | precision | recall | ms / Mpx |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | images | count MAE | MAE 95% CI | RMSE | bias | MAPE % | F1@0.5 | precision | recall | ms / Mpx |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['n']} | {r['mae']:.2f} | {r['rmse']:.2f} | {r['bias']:+.2f} | {r['mape']:.1f} | "
+        ci = f"{r['mae_ci_low']:.2f}-{r['mae_ci_high']:.2f}" if "mae_ci_low" in r else "-"
+        print(f"| {r['model']} | {r['n']} | {r['mae']:.2f} | {ci} | {r['rmse']:.2f} | {r['bias']:+.2f} | {r['mape']:.1f} | "
               f"{fmt(r.get('f1'), '.3f')} | {fmt(r.get('precision'), '.3f')} | {fmt(r.get('recall'), '.3f')} | "
               f"{r.get('ms_per_megapixel', float('nan')):.0f} |")
 
@@ -38,8 +45,31 @@ def by_kind(csv_paths: list[str], metadata: str) -> None:
               f"{df.loc[bright == 1, 'abs_error'].mean():.2f} (n={int((bright == 1).sum())}) |")
 
 
+def paired(csv_paths: list[str]) -> None:
+    """MAE of every model minus the best one's, on the same images, with a paired bootstrap interval."""
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    from cellcount.metrics import paired_mae_difference
+
+    tables = {p.rsplit("/", 1)[-1].removesuffix(".csv"): pd.read_csv(p).set_index("file") for p in csv_paths}
+    best = min(tables, key=lambda k: tables[k]["abs_error"].mean())
+    ref = tables[best]
+    print(f"| model | MAE - MAE of {best} | 95% paired bootstrap interval | interval excludes 0 |")
+    print("|---|---|---|---|")
+    for name, t in sorted(tables.items(), key=lambda kv: kv[1]["abs_error"].mean()):
+        if name == best:
+            continue
+        t = t.reindex(ref.index)
+        d = paired_mae_difference(ref["true"].to_numpy(), ref["pred"].to_numpy(), t["pred"].to_numpy())
+        print(f"| {name} | {d['difference']:+.2f} | {d['low']:+.2f} to {d['high']:+.2f} | "
+              f"{'yes' if d['significant'] else 'no'} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--by-kind"]:
         by_kind(sys.argv[3:], sys.argv[2])
+    elif sys.argv[1:2] == ["--paired"]:
+        paired(sys.argv[2:])
     else:
         main(sys.argv[1:])

@@ -57,8 +57,10 @@ def test_one_model_two_settings():
     assert not at.exception
     per_config, table = at.dataframe[0].value, at.dataframe[1].value
     assert list(per_config["config"]) == ["A: classical-otsu", "B: classical-otsu"]
-    assert {"MAE", "bias"} <= set(per_config.columns)
+    assert {"MAE", "MAE 95% CI", "bias"} <= set(per_config.columns)
     assert list(table["true"]) == [28, 167]
+    # with ground truth, the MAE difference of the two settings comes with a paired bootstrap interval
+    assert any("95% paired bootstrap interval" in c.value for c in at.caption)
     assert (table["A: classical-otsu"] != table["B: classical-otsu"]).any()
     assert "Comparison CSV" in {d.label for d in at.get("download_button")}
     at.selectbox(key="compare_show").set_value("s02_dense_clusters.png")

@@ -13,8 +13,10 @@ from cellcount.metrics import (
     count_errors,
     count_metrics,
     iou_matrix,
+    mae_confidence_interval,
     match_instances,
     match_points,
+    paired_mae_difference,
 )
 
 CENTRES = [(15, 15), (15, 50), (45, 15), (45, 50)]
@@ -30,6 +32,39 @@ def test_count_metrics_on_known_vectors():
     assert m["bias"] == pytest.approx(1.0)
     assert m["mape"] == pytest.approx(100 * (0.2 + 0.1 + 0.1) / 3)  # images with true 0 left out
     assert m["r2"] == pytest.approx(1 - 18 / 500)  # mean 15: ss_tot = 25 + 25 + 225 + 225
+
+
+def test_mae_interval_known_cases():
+    assert mae_confidence_interval([3.0] * 10) == (3.0, 3.0)  # no spread, no uncertainty
+    errs = np.random.default_rng(0).exponential(4.0, 100)
+    lo, hi = mae_confidence_interval(errs)
+    assert lo < errs.mean() < hi
+    assert mae_confidence_interval(errs) == (lo, hi)  # fixed seed: the same report twice
+    lo9, hi9 = mae_confidence_interval(errs, level=0.5)
+    assert lo < lo9 < hi9 < hi  # a lower level is a narrower interval
+    # standard error of a mean: the 95% interval is about +-1.96 sd / sqrt(n)
+    half = 1.96 * errs.std() / np.sqrt(errs.size)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert all(math.isnan(v) for v in mae_confidence_interval([2.0]))
+    m = count_metrics([10, 20, 30], [11, 18, 30])
+    assert m["mae_ci_low"] <= m["mae"] <= m["mae_ci_high"]
+
+
+def test_paired_mae_difference():
+    rng = np.random.default_rng(1)
+    true = rng.integers(10, 100, 60)
+    a = true + rng.normal(0, 5, 60).round()
+    # b misses by exactly one more cell than a on every image: the difference is certain
+    b = true + np.sign(a - true + 0.5) * (np.abs(a - true) + 1)
+    d = paired_mae_difference(true, a, b)
+    assert d["difference"] == pytest.approx(1.0)
+    assert d["low"] == pytest.approx(1.0) and d["high"] == pytest.approx(1.0) and d["significant"] == 1.0
+    # two models with unrelated errors of the same size: no verdict
+    c = true + rng.normal(0, 5, 60).round()
+    d = paired_mae_difference(true, a, c)
+    assert d["low"] < 0 < d["high"] and d["significant"] == 0.0
+    assert paired_mae_difference(true, c, a)["difference"] == pytest.approx(-d["difference"])
+    assert math.isnan(paired_mae_difference([1], [2], [3])["low"])
 
 
 def test_count_metrics_edge_cases():
