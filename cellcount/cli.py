@@ -24,6 +24,8 @@ POSTPROCESS_OPTIONS: list[tuple[str, type, str]] = [
     ("max_area_px", int, "drop objects larger than this (0 = no limit; exactly this area is kept)"),
     ("peak_min_distance_px", int, "density models: minimum distance between peaks, px"),
     ("pixel_size_um", float, "pixel size in micrometres (adds um columns to objects.csv)"),
+    ("nucleus_diameter_px", float, "typical nucleus diameter, px: images are resized so that nuclei match the "
+     "model's training size (about 18 px; default: images as they are)"),
     ("channel", int, "channel index of multichannel images (default: mean of channels)"),
 ]
 BOOL_OPTIONS = ["fill_holes", "watershed", "exclude_border", "use_border_channel", "test_time_flips"]

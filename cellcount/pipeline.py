@@ -32,7 +32,10 @@ class CountParams:
 
     Input (changing these reruns the model): ``channel``, ``invert`` (None = auto-detect bright
     background), ``low_pct``/``high_pct`` (percentile normalisation), ``test_time_flips`` (average the
-    model's maps over the image and its three flips: 4x the model time, a little more accurate).
+    model's maps over the image and its three flips: 4x the model time, a little more accurate),
+    ``nucleus_diameter_px`` (typical nucleus diameter in this image, when known - say from the
+    magnification; the image is resized so its nuclei match the size the model was trained on, see
+    :func:`model_scale`; None or 0 = use the image as it is).
     Mask models: ``threshold`` on the foreground probability, ``opening_radius_px``,
     ``closing_radius_px``, ``fill_holes``, ``watershed`` with ``min_distance_px``, ``min_area_px`` and
     ``max_area_px`` (None or 0 = no upper bound; an object of exactly either bound is kept),
@@ -57,8 +60,9 @@ class CountParams:
     peak_min_distance_px: int = 3
     pixel_size_um: float | None = None
     test_time_flips: bool = False
+    nucleus_diameter_px: float | None = None
 
-    INPUT_FIELDS = ("channel", "invert", "low_pct", "high_pct", "test_time_flips")
+    INPUT_FIELDS = ("channel", "invert", "low_pct", "high_pct", "test_time_flips", "nucleus_diameter_px")
 
     def __post_init__(self) -> None:
         try:
@@ -78,6 +82,10 @@ class CountParams:
             raise ParameterError(f"max_area_px ({self.max_area_px}) must be >= min_area_px ({self.min_area_px})")
         if not 0 <= self.low_pct < self.high_pct <= 100:
             raise ParameterError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
+        if self.nucleus_diameter_px not in (None, 0) and not 2 <= self.nucleus_diameter_px <= 1000:
+            raise ParameterError(
+                f"nucleus_diameter_px must be within [2, 1000] px (or None / 0 = unknown), got {self.nucleus_diameter_px}"
+            )
         if self.pixel_size_um is not None and not self.pixel_size_um > 0:
             raise ParameterError(f"pixel_size_um must be > 0, got {self.pixel_size_um}")
 
@@ -142,6 +150,8 @@ class Prediction:
     inverted: bool
     input_key: tuple
     seconds: dict[str, float] = field(default_factory=dict)
+    model_scale: float = 1.0
+    """Factor the image was resized by for the model (``nucleus_diameter_px``); maps are at full size."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -167,6 +177,8 @@ class CountResult:
     inverted: bool
     n_rejected: dict[str, int] = field(default_factory=dict)
     """Mask models: objects rejected by the area / border filters, per reason (see ``REJECT_REASONS``)."""
+    model_scale: float = 1.0
+    """Factor the image was resized by for the model (``nucleus_diameter_px``)."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
@@ -196,9 +208,13 @@ def predict(
         grayscale=model.card.normalization.get("grayscale", "mean"),
     )
     t1 = time.perf_counter()
-    maps = flip_averaged_maps(model, norm, progress=progress, fast=fast) if p.test_time_flips else (
-        model.predict_maps(norm, progress=progress, fast=fast)
+    scale = model_scale(model, p.nucleus_diameter_px, norm.shape)
+    view = norm if scale == 1.0 else resize_image(norm, scale)
+    maps = flip_averaged_maps(model, view, progress=progress, fast=fast) if p.test_time_flips else (
+        model.predict_maps(view, progress=progress, fast=fast)
     )
+    if scale != 1.0:
+        maps = resize_maps(maps, norm.shape, density=model.output_kind == "density")
     t2 = time.perf_counter()
     return Prediction(
         model_name=model.name,
@@ -208,7 +224,65 @@ def predict(
         inverted=inverted,
         input_key=p.input_key(),
         seconds={"normalize": t1 - t0, "model": t2 - t1},
+        model_scale=scale,
     )
+
+
+REFERENCE_DIAMETER_PX = 18.4
+"""Median nucleus diameter of the DSB 2018 training images (median over the 424 training images of each
+image's median equivalent diameter; ``scripts/reference_diameter.py``): the size every shipped model was
+trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
+
+RESCALE_TOLERANCE = 1.25
+"""Nuclei within this factor of the reference size are used as they are: training already showed every
+image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little."""
+
+MIN_SCALE, MAX_SCALE = 0.25, 4.0
+MAX_SCALED_PIXELS = 64 * 1024 * 1024
+"""An upscaled model input never exceeds this many pixels (the scale is capped instead)."""
+
+
+def model_scale(model: CountModel, nucleus_diameter_px: float | None, shape: tuple[int, int]) -> float:
+    """Factor to resize an image by so that nuclei of ``nucleus_diameter_px`` reach the model's
+    reference diameter (1.0 = leave it: unknown size, or within :data:`RESCALE_TOLERANCE`).
+
+    Large nuclei (high magnification, H&E at 40x) are otherwise cut into pieces by a model that learnt
+    nuclei of about 18 px, and very small ones merge. Clamped to [0.25, 4] and to
+    :data:`MAX_SCALED_PIXELS`.
+    """
+    if not nucleus_diameter_px:
+        return 1.0
+    ref = float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
+    scale = ref / float(nucleus_diameter_px)
+    if 1 / RESCALE_TOLERANCE <= scale <= RESCALE_TOLERANCE:
+        return 1.0
+    cap = float(np.sqrt(MAX_SCALED_PIXELS / max(1, shape[0] * shape[1])))
+    return float(np.clip(scale, MIN_SCALE, max(1.0, min(MAX_SCALE, cap))))
+
+
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W) float32 image resized by ``scale`` (area averaging down, bilinear up), at least 1 px."""
+    import cv2
+
+    h, w = image.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool) -> np.ndarray:
+    """(C, h, w) maps back to (C, H, W) = ``shape``, bilinear. A density map keeps its total (the count):
+    each channel is rescaled to the sum it had before resizing."""
+    import cv2
+
+    h, w = shape
+    out = np.empty((maps.shape[0], h, w), np.float32)
+    for c, m in enumerate(maps):
+        out[c] = cv2.resize(np.ascontiguousarray(m, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        if density:
+            before, after = float(m.sum(dtype=np.float64)), float(out[c].sum(dtype=np.float64))
+            if after > 0:
+                out[c] *= np.float32(before / after)
+    return out
 
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
@@ -265,7 +339,7 @@ def postprocess(
             count_estimate=estimate, labels=None, rejected=None, probability=None, density=density,
             peaks=peaks, objects=objects, params=params,
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
-            inverted=prediction.inverted,
+            inverted=prediction.inverted, model_scale=prediction.model_scale,
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 and params.use_border_channel else None
@@ -294,7 +368,7 @@ def postprocess(
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=None, peaks=peaks,
         objects=objects if objects is not None else pd.DataFrame(), params=params,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
-        inverted=prediction.inverted, n_rejected=dict(seg.n_rejected),
+        inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
     )
 
 

@@ -70,6 +70,9 @@ HELP = {
     "channel": "Which channel to count in; 'all' averages the channels.",
     "low_pct": "Intensity percentile mapped to 0 before the model.",
     "high_pct": "Intensity percentile mapped to 1 before the model.",
+    "nucleus_diameter_px": "Typical nucleus diameter in this image, if you know it (from the magnification: "
+    "diameter in µm / pixel size in µm). The image is resized so that its nuclei match the size the model "
+    "was trained on (about 18 px); large nuclei are then no longer cut into pieces. 0 = use the image as it is.",
     "test_time_flips": "Run the model on the image and its three mirror images and average the maps: "
     "4x the model time, slightly more accurate counts and outlines.",
 }
@@ -406,7 +409,7 @@ def _to_widget(name: str, value: Any) -> Any:
         return ALL_CHANNELS if value is None else int(value)
     if name in ("max_area_px",):
         return int(value or 0)
-    if name == "pixel_size_um":
+    if name in ("pixel_size_um", "nucleus_diameter_px"):
         return float(value or 0.0)
     if name in ("low_pct", "high_pct", "threshold"):
         return float(value)
@@ -428,7 +431,7 @@ def _from_widget(name: str, value: Any) -> Any:
         return None if value is None or value == ALL_CHANNELS else int(value)
     if name == "max_area_px":
         return int(value) or None
-    if name == "pixel_size_um":
+    if name in ("pixel_size_um", "nucleus_diameter_px"):
         return float(value) or None
     return value
 
@@ -546,6 +549,11 @@ def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = N
     )
     out["test_time_flips"] = bool(
         _toggle(c, prefix, "test_time_flips", "Test-time flips (4x slower)")
+    )
+    out["nucleus_diameter_px"] = _from_widget(
+        "nucleus_diameter_px",
+        _number(c, prefix, "nucleus_diameter_px", "Nucleus diameter (px, 0 = as is)", min_value=0.0,
+                max_value=1000.0, step=1.0, format="%.0f"),
     )
     with c.expander("Intensity normalisation"):
         out["low_pct"] = _number(st, prefix, "low_pct", "Low percentile", min_value=0.0, max_value=50.0, step=0.1)

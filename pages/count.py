@@ -117,6 +117,12 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
             "yes" if result.inverted else "no",
             help="Bright background detected (or forced): objects were made bright for the model",
         )
+    if result.model_scale != 1.0:
+        st.caption(
+            f"Nucleus diameter {result.params.nucleus_diameter_px:g} px: the model saw this image resized "
+            f"{result.model_scale:.2f}x, so that its nuclei match the size it was trained on; objects and "
+            "areas are in the original pixels."
+        )
     m[3].metric(
         "Postprocess time",
         f"{1000 * (result.seconds.get('postprocess', 0) + result.seconds.get('measure', 0)):.0f} ms",

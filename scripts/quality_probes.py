@@ -4,8 +4,12 @@
 
 With the card's postprocessing: (1) test-time flips (``test_time_flips``: probability maps averaged over the
 identity and three flips), (2) averaging the probability maps of two mask models, (3) postprocessing tuned separately on
-bright- and dark-background training-split images (120, as scripts/evaluate_all.sh). Prints count MAE
-and F1@0.5 on the 98 validation images for each.
+bright- and dark-background training-split images (120, as scripts/evaluate_all.sh), (4) the nucleus size
+given (``nucleus_diameter_px``): each image's median ground-truth nucleus diameter, standing in for a user
+who knows the magnification - it uses the labels, so it is not a blind score. Prints count MAE and F1@0.5
+on the 98 validation images for each; ``--probes`` picks some.
+
+    python scripts/quality_probes.py --probes known-size
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from reference_diameter import median_diameter  # noqa: E402
 
 import cellcount as cc  # noqa: E402
 from cellcount.evaluate import _load_items, evaluate_predictions, tune_params  # noqa: E402
@@ -41,17 +47,28 @@ def main() -> int:
     p.add_argument("--second", default="residual-unet-mask")
     p.add_argument("--data", default="../shared/datasets/dsb2018")
     p.add_argument("--tune-n", type=int, default=120)
+    p.add_argument("--probes", default="flips,average,per-kind,known-size",
+                   help="comma-separated subset of flips, average, per-kind, known-size")
     args = p.parse_args()
+    probes = set(args.probes.split(","))
     model, second = cc.load_model(args.model), cc.load_model(args.second)
     params, params2 = resolve_params(model), resolve_params(second)
     val_items = list(_load_items(args.data, "val", None, 0.2, 0))  # read once, used for both models
     val = [(n, predict(img, model, params), gt) for n, img, gt in val_items]
     print(f"| {args.model} on {len(val)} validation images | count MAE | F1@0.5 |\n|---|---|---|")
     line("card settings", val, params)
-    line("test-time flips (4 maps averaged)", [(n, flipped_average(model, pr), gt) for n, pr, gt in val], params)
-    second_maps = {n: predict(img, second, params2).maps for n, img, _ in val_items}
-    line(f"averaged with {args.second}",
-         [(n, dataclasses.replace(pr, maps=(pr.maps + second_maps[n]) / 2), gt) for n, pr, gt in val], params)
+    if "flips" in probes:
+        line("test-time flips (4 maps averaged)", [(n, flipped_average(model, pr), gt) for n, pr, gt in val], params)
+    if "average" in probes:
+        second_maps = {n: predict(img, second, params2).maps for n, img, _ in val_items}
+        line(f"averaged with {args.second}",
+             [(n, dataclasses.replace(pr, maps=(pr.maps + second_maps[n]) / 2), gt) for n, pr, gt in val], params)
+    if "known-size" in probes:
+        sized = [(n, predict(img, model, params.replace(nucleus_diameter_px=median_diameter(gt.labels))), gt)
+                 for n, img, gt in val_items]
+        line("nucleus size given (median ground-truth diameter per image)", sized, params)
+    if "per-kind" not in probes:
+        return 0
     train = [(n, predict(img, model, params), gt)
              for n, img, gt in _load_items(args.data, "train", args.tune_n, 0.2, 0)]
     per_kind = []

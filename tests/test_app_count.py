@@ -245,3 +245,17 @@ def test_test_time_flips_toggle_reruns_the_model():
     expected = cc.count_image(image, model, {"test_time_flips": True}).count_estimate
     assert float(metric(at, "Integrated count")) == pytest.approx(expected, abs=0.051)
     assert abs(expected - cc.count_image(image, model).count_estimate) > 0.2  # the flips made a difference
+
+
+def test_nucleus_diameter_resizes_the_model_input_and_says_so():
+    at = open_count()
+    before = int(metric(at, "Count"))
+    assert not any("resized" in c.value for c in at.caption)
+    at.number_input(key="count_nucleus_diameter_px").set_value(60.0)
+    at.run()
+    assert not at.exception and not at.error
+    assert any("resized 0.31x" in c.value for c in at.caption)  # 18.4 px / 60 px
+    assert int(metric(at, "Count")) != before or before == 0
+    at.number_input(key="count_nucleus_diameter_px").set_value(1.0)  # below 2 px: a clear error
+    at.run()
+    assert not at.exception and any("nucleus_diameter_px" in e.value for e in at.error)

@@ -193,3 +193,74 @@ def test_test_time_flips_is_an_input_parameter(samples_dir):
     assert flipped.params.test_time_flips and flipped.count == plain.count
     np.testing.assert_allclose(flipped.probability, plain.probability, atol=1e-6)
 
+
+
+# --------------------------------------------------------------------------------------------------
+# nucleus size: resizing the model input
+
+
+class ThresholdModel(CountModel):
+    """Mask 'model' that thresholds its input at 0.5 (at whatever size it gets) and records the sizes."""
+
+    def __init__(self, kind: str = "mask", extra: dict | None = None) -> None:
+        self.card = ModelCard(name=f"threshold-{kind}", architecture="fixed", output_kind=kind, extra=extra or {},
+                              postprocess={"watershed": False, "opening_radius_px": 0, "min_area_px": 0})
+        self.shapes: list[tuple[int, int]] = []
+
+    def predict_maps(self, image, *, progress=None, fast=True, device=None):
+        self.shapes.append(image.shape)
+        fg = (image > 0.5).astype(np.float32)
+        if self.output_kind == "density":  # one count per 100 foreground pixels, at the model's scale
+            return fg[None] / np.float32(100.0)
+        return fg[None]
+
+
+def test_model_scale_tolerance_clamps_and_card_reference():
+    from cellcount.pipeline import REFERENCE_DIAMETER_PX, model_scale
+
+    m = ThresholdModel()
+    assert model_scale(m, None, (100, 100)) == model_scale(m, 0, (100, 100)) == 1.0
+    assert model_scale(m, REFERENCE_DIAMETER_PX * 1.2, (100, 100)) == 1.0  # within the 1.25x tolerance
+    assert model_scale(m, REFERENCE_DIAMETER_PX * 2, (100, 100)) == pytest.approx(0.5)
+    assert model_scale(m, REFERENCE_DIAMETER_PX / 2, (100, 100)) == pytest.approx(2.0)
+    assert model_scale(m, 1000, (100, 100)) == 0.25 and model_scale(m, 2, (100, 100)) == 4.0  # clamped
+    assert model_scale(m, 2, (9000, 9000)) == 1.0  # upscaled, a 9000^2 image would exceed the pixel cap
+    assert model_scale(m, 2, (4096, 4096)) == pytest.approx(2.0)  # capped at 8192^2
+    assert model_scale(ThresholdModel(extra={"reference_diameter_px": 30.0}), 60, (100, 100)) == pytest.approx(0.5)
+
+
+def test_nucleus_diameter_validation():
+    for bad in (1, -5, 5000):
+        with pytest.raises(ParameterError, match="nucleus_diameter_px"):
+            CountParams(nucleus_diameter_px=bad)
+    assert CountParams(nucleus_diameter_px=0).nucleus_diameter_px == 0
+    assert CountParams(nucleus_diameter_px=40).input_key() != CountParams().input_key()  # reruns the model
+
+
+def test_given_diameter_resizes_the_model_input_not_the_outputs(draw_disks):
+    from cellcount.pipeline import REFERENCE_DIAMETER_PX
+
+    labels = draw_disks((120, 160), [(30, 40), (30, 110), (85, 75)], [18, 18, 18])
+    image = (labels > 0).astype(np.float32)
+    model = ThresholdModel()
+    res = count_image(image, model, {"nucleus_diameter_px": 2 * REFERENCE_DIAMETER_PX})
+    assert model.shapes == [(60, 80)]  # the model saw the image at half size
+    assert res.labels.shape == (120, 160) and res.count == 3  # objects at full size
+    assert res.model_scale == pytest.approx(0.5)
+    assert abs(int((res.labels > 0).sum()) - int((labels > 0).sum())) < 0.05 * (labels > 0).sum()
+    pred = predict(image, model, {"nucleus_diameter_px": 2 * REFERENCE_DIAMETER_PX})
+    assert pred.model_scale == pytest.approx(0.5) and pred.maps.shape == (1, 120, 160)
+    assert predict(image, model).model_scale == 1.0
+
+
+def test_given_diameter_keeps_a_density_count(draw_disks):
+    from cellcount.pipeline import REFERENCE_DIAMETER_PX
+
+    labels = draw_disks((120, 160), [(30, 40), (30, 110), (85, 75)], [18, 18, 18])
+    image = (labels > 0).astype(np.float32)
+    model = ThresholdModel("density")
+    small = count_image(image, model, {"nucleus_diameter_px": 2 * REFERENCE_DIAMETER_PX})
+    # the map made at half size sums to (foreground px at half size) / 100; resizing it back keeps that sum
+    half = model.predict_maps(np.asarray(__import__("cv2").resize(image, (80, 60), interpolation=3)))
+    assert small.density.shape == (120, 160)
+    assert small.count_estimate == pytest.approx(float(half.sum()), rel=1e-5)
