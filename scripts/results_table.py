@@ -3,6 +3,7 @@
     python scripts/results_table.py results/*.json                      # the results table
     python scripts/results_table.py --by-kind METADATA.csv results/*.csv  # MAE per image kind
     python scripts/results_table.py --paired results/*.csv              # MAE differences with intervals
+    python scripts/results_table.py --paired --ref unet-density results/*.csv  # ... against another model
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ def by_kind(csv_paths: list[str], metadata: str) -> None:
               f"{df.loc[bright == 1, 'abs_error'].mean():.2f} (n={int((bright == 1).sum())}) |")
 
 
-def paired(csv_paths: list[str]) -> None:
-    """MAE of every model minus the best one's, on the same images, with a paired bootstrap interval."""
+def paired(csv_paths: list[str], ref_name: str | None = None) -> None:
+    """MAE of every model minus the best one's (or ``ref_name``'s), on the same images, with a paired
+    bootstrap interval."""
     import pandas as pd
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
     from cellcount.metrics import paired_mae_difference
 
     tables = {p.rsplit("/", 1)[-1].removesuffix(".csv"): pd.read_csv(p).set_index("file") for p in csv_paths}
-    best = min(tables, key=lambda k: tables[k]["abs_error"].mean())
+    best = ref_name or min(tables, key=lambda k: tables[k]["abs_error"].mean())
     ref = tables[best]
     print(f"| model | MAE - MAE of {best} | 95% paired bootstrap interval | interval excludes 0 |")
     print("|---|---|---|---|")
@@ -69,6 +71,8 @@ def paired(csv_paths: list[str]) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--by-kind"]:
         by_kind(sys.argv[3:], sys.argv[2])
+    elif sys.argv[1:3] == ["--paired", "--ref"]:
+        paired(sys.argv[4:], sys.argv[3])
     elif sys.argv[1:2] == ["--paired"]:
         paired(sys.argv[2:])
     else:
