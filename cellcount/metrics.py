@@ -25,6 +25,9 @@ def count_errors(true: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
 BOOTSTRAP_SAMPLES = 2000
 """Resamples behind every confidence interval here (a fixed seed, so a report reads the same twice)."""
 
+MIN_BOOTSTRAP_IMAGES = 5
+"""Fewer images give no interval: a percentile bootstrap of 2-4 values claims more certainty than it has."""
+
 
 def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """Means of ``values`` (N,) or of each row of ``values`` (K, N) over ``n_boot`` resamples of the N
@@ -40,10 +43,10 @@ def mae_confidence_interval(
     """Percentile bootstrap interval of the mean absolute count error over images.
 
     With ~100 images a few hard ones carry much of the MAE, so two models' MAEs often differ by less
-    than this interval is wide; NaNs for fewer than two images.
+    than this interval is wide; NaNs for fewer than :data:`MIN_BOOTSTRAP_IMAGES` images.
     """
     a = np.asarray(abs_errors, np.float64)
-    if a.size < 2:
+    if a.size < MIN_BOOTSTRAP_IMAGES:
         return float("nan"), float("nan")
     means = _bootstrap_means(a, n_boot, seed)[0]
     q = (1 - level) / 2
@@ -63,7 +66,7 @@ def paired_mae_difference(
     ea = count_errors(true, pred_a)["abs_error"].to_numpy()
     eb = count_errors(true, pred_b)["abs_error"].to_numpy()
     diff = float(eb.mean() - ea.mean()) if ea.size else float("nan")
-    if ea.size < 2:
+    if ea.size < MIN_BOOTSTRAP_IMAGES:
         return {"difference": diff, "low": float("nan"), "high": float("nan"), "significant": 0.0}
     means = _bootstrap_means(np.stack([ea, eb]), n_boot, seed)
     d = means[1] - means[0]

@@ -7,7 +7,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.metrics import count_metrics, paired_mae_difference
+from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
 from pages import _shared as sh
 
 sh.require_entry_point("compare")
@@ -24,7 +24,7 @@ def _paired_caption(x: str, y: str, truth: pd.Series, px: pd.Series, py: pd.Seri
     """Is the MAE difference between two configurations more than the luck of these images?"""
     d = paired_mae_difference(truth.to_numpy(float), px.to_numpy(float), py.to_numpy(float))
     if pd.isna(d["low"]):
-        return "Too few images for an interval on the MAE difference."
+        return f"An interval on the MAE difference needs at least {MIN_BOOTSTRAP_IMAGES} images with ground truth."
     verdict = (
         f"{y if d['difference'] < 0 else x} is more accurate on these images"
         if d["significant"]

@@ -45,8 +45,8 @@ def test_mae_interval_known_cases():
     # standard error of a mean: the 95% interval is about +-1.96 sd / sqrt(n)
     half = 1.96 * errs.std() / np.sqrt(errs.size)
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
-    assert all(math.isnan(v) for v in mae_confidence_interval([2.0]))
-    m = count_metrics([10, 20, 30], [11, 18, 30])
+    assert all(math.isnan(v) for v in mae_confidence_interval([2.0, 1.0, 3.0, 4.0]))  # too few images
+    m = count_metrics([10, 20, 30, 40, 50], [11, 18, 30, 44, 50])
     assert m["mae_ci_low"] <= m["mae"] <= m["mae_ci_high"]
 
 
@@ -64,7 +64,7 @@ def test_paired_mae_difference():
     d = paired_mae_difference(true, a, c)
     assert d["low"] < 0 < d["high"] and d["significant"] == 0.0
     assert paired_mae_difference(true, c, a)["difference"] == pytest.approx(-d["difference"])
-    assert math.isnan(paired_mae_difference([1], [2], [3])["low"])
+    assert math.isnan(paired_mae_difference([1, 2, 3, 4], [2, 2, 3, 4], [3, 2, 3, 4])["low"])
 
 
 def test_count_metrics_edge_cases():
