@@ -235,7 +235,8 @@ trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
 
 RESCALE_TOLERANCE = 1.25
 """Nuclei within this factor of the reference size are used as they are: training already showed every
-image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little."""
+image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little. This value and the
+[MIN_SCALE, MAX_SCALE] clamp had the lowest count MAE on 120 DSB training-split images (README)."""
 
 MIN_SCALE, MAX_SCALE = 0.25, 4.0
 MAX_SCALED_PIXELS = 64 * 1024 * 1024
