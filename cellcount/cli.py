@@ -28,7 +28,8 @@ POSTPROCESS_OPTIONS: list[tuple[str, type, str]] = [
      "model's training size (about 18 px; default: images as they are)"),
     ("channel", int, "channel index of multichannel images (default: mean of channels)"),
 ]
-BOOL_OPTIONS = ["fill_holes", "watershed", "exclude_border", "use_border_channel", "test_time_flips"]
+BOOL_OPTIONS = ["fill_holes", "watershed", "exclude_border", "use_border_channel", "test_time_flips",
+                "auto_nucleus_size"]
 
 
 def build_parser() -> argparse.ArgumentParser:

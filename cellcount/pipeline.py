@@ -8,6 +8,7 @@ Parameter precedence: :class:`CountParams` defaults < the model card's ``postpro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -35,7 +36,9 @@ class CountParams:
     model's maps over the image and its three flips: 4x the model time, a little more accurate),
     ``nucleus_diameter_px`` (typical nucleus diameter in this image, when known - say from the
     magnification; the image is resized so its nuclei match the size the model was trained on, see
-    :func:`model_scale`; None or 0 = use the image as it is).
+    :func:`model_scale`; None or 0 = use the image as it is), ``auto_nucleus_size`` (mask models, when
+    no diameter is given: estimate it from a first pass, see :func:`estimate_nucleus_diameter`; 2-3x
+    the model time).
     Mask models: ``threshold`` on the foreground probability, ``opening_radius_px``,
     ``closing_radius_px``, ``fill_holes``, ``watershed`` with ``min_distance_px``, ``min_area_px`` and
     ``max_area_px`` (None or 0 = no upper bound; an object of exactly either bound is kept),
@@ -61,8 +64,11 @@ class CountParams:
     pixel_size_um: float | None = None
     test_time_flips: bool = False
     nucleus_diameter_px: float | None = None
+    auto_nucleus_size: bool = False
 
-    INPUT_FIELDS = ("channel", "invert", "low_pct", "high_pct", "test_time_flips", "nucleus_diameter_px")
+    INPUT_FIELDS = (
+        "channel", "invert", "low_pct", "high_pct", "test_time_flips", "nucleus_diameter_px", "auto_nucleus_size",
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -152,6 +158,8 @@ class Prediction:
     seconds: dict[str, float] = field(default_factory=dict)
     model_scale: float = 1.0
     """Factor the image was resized by for the model (``nucleus_diameter_px``); maps are at full size."""
+    estimated_diameter_px: float | None = None
+    """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -179,6 +187,8 @@ class CountResult:
     """Mask models: objects rejected by the area / border filters, per reason (see ``REJECT_REASONS``)."""
     model_scale: float = 1.0
     """Factor the image was resized by for the model (``nucleus_diameter_px``)."""
+    estimated_diameter_px: float | None = None
+    """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
@@ -208,13 +218,24 @@ def predict(
         grayscale=model.card.normalization.get("grayscale", "mean"),
     )
     t1 = time.perf_counter()
-    scale = model_scale(model, p.nucleus_diameter_px, norm.shape)
-    view = norm if scale == 1.0 else resize_image(norm, scale)
-    maps = flip_averaged_maps(model, view, progress=progress, fast=fast) if p.test_time_flips else (
-        model.predict_maps(view, progress=progress, fast=fast)
-    )
-    if scale != 1.0:
-        maps = resize_maps(maps, norm.shape, density=model.output_kind == "density")
+
+    def run(view: np.ndarray) -> np.ndarray:
+        if p.test_time_flips:
+            return flip_averaged_maps(model, view, progress=progress, fast=fast)
+        return model.predict_maps(view, progress=progress, fast=fast)
+
+    estimated = None
+    if not p.nucleus_diameter_px and p.auto_nucleus_size and model.output_kind == "mask":
+        maps = run(norm)  # the first pass; kept when the estimate is close to the training size
+        estimated = estimate_nucleus_diameter(image, maps[0], p, fast=fast)
+        scale = model_scale(model, estimated, norm.shape, tolerance=AUTO_RESCALE_TOLERANCE)
+        if scale != 1.0:
+            maps = resize_maps(run(resize_image(norm, scale)), norm.shape, density=False)
+    else:
+        scale = model_scale(model, p.nucleus_diameter_px, norm.shape)
+        maps = run(norm if scale == 1.0 else resize_image(norm, scale))
+        if scale != 1.0:
+            maps = resize_maps(maps, norm.shape, density=model.output_kind == "density")
     t2 = time.perf_counter()
     return Prediction(
         model_name=model.name,
@@ -225,6 +246,7 @@ def predict(
         input_key=p.input_key(),
         seconds={"normalize": t1 - t0, "model": t2 - t1},
         model_scale=scale,
+        estimated_diameter_px=estimated,
     )
 
 
@@ -243,7 +265,45 @@ MAX_SCALED_PIXELS = 64 * 1024 * 1024
 """An upscaled model input never exceeds this many pixels (the scale is capped instead)."""
 
 
-def model_scale(model: CountModel, nucleus_diameter_px: float | None, shape: tuple[int, int]) -> float:
+AUTO_RESCALE_TOLERANCE = 1.5
+"""Estimated sizes (``auto_nucleus_size``) act only beyond this factor: the estimate is itself off by
+~10-15% (median), so a wider band than for a size the user states."""
+
+SIZE_MODEL = "unet-density"
+"""Counts nuclei for :func:`estimate_nucleus_diameter`: a density model integrates its map instead of
+cutting objects, so oversized textured nuclei are still counted about once each."""
+
+
+@functools.lru_cache(maxsize=2)
+def _size_model(name: str) -> CountModel:
+    from .models import load_model
+
+    return load_model(name)
+
+
+def estimate_nucleus_diameter(
+    image: np.ndarray, foreground_prob: np.ndarray, params: CountParams, *, fast: bool = True
+) -> float | None:
+    """Typical nucleus diameter (px) of ``image``: foreground area of the mask model's first pass
+    divided by the :data:`SIZE_MODEL`'s count, as the diameter of a disc of that area.
+
+    A mask model that learnt 18 px nuclei cuts 40-50 px textured nuclei into pieces, so its own
+    objects understate their size; the foreground still covers them, and the density model still
+    counts them about once. On 218 DSB images the estimate's log-correlation with the true median
+    nucleus area was 0.97 (README). None when there is too little foreground or count to say.
+    """
+    sized = params.replace(nucleus_diameter_px=None, auto_nucleus_size=False, test_time_flips=False)
+    count = float(predict(image, _size_model(SIZE_MODEL), sized, fast=fast).maps[0].sum(dtype=np.float64))
+    area = float(np.count_nonzero(foreground_prob > 0.5))
+    if count < 0.5 or area < 4:
+        return None
+    return float(np.sqrt(4 * area / (np.pi * max(count, 1.0))))
+
+
+def model_scale(
+    model: CountModel, nucleus_diameter_px: float | None, shape: tuple[int, int], *,
+    tolerance: float = RESCALE_TOLERANCE,
+) -> float:
     """Factor to resize an image by so that nuclei of ``nucleus_diameter_px`` reach the model's
     reference diameter (1.0 = leave it: unknown size, or within :data:`RESCALE_TOLERANCE`).
 
@@ -255,7 +315,7 @@ def model_scale(model: CountModel, nucleus_diameter_px: float | None, shape: tup
         return 1.0
     ref = float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
     scale = ref / float(nucleus_diameter_px)
-    if 1 / RESCALE_TOLERANCE <= scale <= RESCALE_TOLERANCE:
+    if 1 / tolerance <= scale <= tolerance:
         return 1.0
     cap = float(np.sqrt(MAX_SCALED_PIXELS / max(1, shape[0] * shape[1])))
     return float(np.clip(scale, MIN_SCALE, max(1.0, min(MAX_SCALE, cap))))
@@ -341,6 +401,7 @@ def postprocess(
             peaks=peaks, objects=objects, params=params,
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
+            estimated_diameter_px=prediction.estimated_diameter_px,
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 and params.use_border_channel else None
@@ -370,6 +431,7 @@ def postprocess(
         objects=objects if objects is not None else pd.DataFrame(), params=params,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
+        estimated_diameter_px=prediction.estimated_diameter_px,
     )
 
 

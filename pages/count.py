@@ -32,6 +32,17 @@ def pick_source() -> sh.Source | None:
     return sh.upload_source(up) if up is not None else None
 
 
+def size_note(result: cc.CountResult) -> str:
+    """What the nucleus size did to the model input."""
+    given = result.params.nucleus_diameter_px
+    what = (f"Nucleus diameter {given:g} px" if given else
+            f"Estimated nucleus diameter {result.estimated_diameter_px:.0f} px")
+    if result.model_scale == 1.0:
+        return f"{what}: close enough to the size the model was trained on; the image was used as it is."
+    return (f"{what}: the model saw this image resized {result.model_scale:.2f}x, so that its nuclei match the "
+            "size it was trained on; objects and areas are in the original pixels.")
+
+
 def show_overlay(image: np.ndarray, result: cc.CountResult) -> None:
     bright = result.inverted
     colors = viz.OUTLINE_COLORS_BRIGHT if bright else viz.OUTLINE_COLORS
@@ -117,12 +128,8 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
             "yes" if result.inverted else "no",
             help="Bright background detected (or forced): objects were made bright for the model",
         )
-    if result.model_scale != 1.0:
-        st.caption(
-            f"Nucleus diameter {result.params.nucleus_diameter_px:g} px: the model saw this image resized "
-            f"{result.model_scale:.2f}x, so that its nuclei match the size it was trained on; objects and "
-            "areas are in the original pixels."
-        )
+    if result.estimated_diameter_px is not None or result.model_scale != 1.0:
+        st.caption(size_note(result))
     m[3].metric(
         "Postprocess time",
         f"{1000 * (result.seconds.get('postprocess', 0) + result.seconds.get('measure', 0)):.0f} ms",

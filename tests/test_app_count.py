@@ -256,6 +256,11 @@ def test_nucleus_diameter_resizes_the_model_input_and_says_so():
     assert not at.exception and not at.error
     assert any("resized 0.31x" in c.value for c in at.caption)  # 18.4 px / 60 px
     assert int(metric(at, "Count")) != before or before == 0
+    at.number_input(key="count_nucleus_diameter_px").set_value(0.0)
+    at.toggle(key="count_auto_nucleus_size").set_value(True)
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Estimated nucleus diameter" in c.value for c in at.caption)
     at.number_input(key="count_nucleus_diameter_px").set_value(1.0)  # below 2 px: a clear error
     at.run()
     assert not at.exception and any("nucleus_diameter_px" in e.value for e in at.error)

@@ -117,5 +117,5 @@ def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
     assert json.loads(flag_wins.loc[0, "settings"])["min_area_px"] == 0
     flips, p3 = run("--test-time-flips")
     assert p3["test_time_flips"] is True and (flips["count"] == default["count"]).all()  # Otsu: pointwise
-    _, p4 = run("--nucleus-diameter-px", "40")
-    assert p4["nucleus_diameter_px"] == 40.0
+    _, p4 = run("--nucleus-diameter-px", "40", "--auto-nucleus-size")
+    assert p4["nucleus_diameter_px"] == 40.0 and p4["auto_nucleus_size"] is True

@@ -264,3 +264,51 @@ def test_given_diameter_keeps_a_density_count(draw_disks):
     half = model.predict_maps(np.asarray(__import__("cv2").resize(image, (80, 60), interpolation=3)))
     assert small.density.shape == (120, 160)
     assert small.count_estimate == pytest.approx(float(half.sum()), rel=1e-5)
+
+
+def _stub_size_model(monkeypatch, count: float, shape: tuple[int, int]) -> None:
+    """The size model replaced by one whose density map sums to ``count``."""
+    import cellcount.pipeline as pl
+
+    maps = np.full((1, *shape), count / (shape[0] * shape[1]), np.float32)
+    monkeypatch.setattr(pl, "_size_model", lambda name: FixedMapsModel(maps, kind="density"))
+
+
+def test_estimated_diameter_is_foreground_area_over_the_size_models_count(monkeypatch):
+    from cellcount.pipeline import estimate_nucleus_diameter
+
+    _stub_size_model(monkeypatch, 4.0, (50, 60))
+    fg = np.zeros((50, 60), np.float32)
+    fg[:20, :20] = 0.9  # 400 px of foreground over 4 nuclei: 100 px each
+    d = estimate_nucleus_diameter(np.zeros((50, 60)), fg, CountParams())
+    assert d == pytest.approx(np.sqrt(4 * 100 / np.pi))
+    assert estimate_nucleus_diameter(np.zeros((50, 60)), np.zeros((50, 60)), CountParams()) is None  # no foreground
+
+
+def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, draw_disks):
+    from cellcount.pipeline import REFERENCE_DIAMETER_PX
+
+    labels = draw_disks((120, 160), [(30, 40), (30, 110), (85, 75)], [18, 18, 18])
+    image = (labels > 0).astype(np.float32)
+    _stub_size_model(monkeypatch, 3.0, (120, 160))
+    model = ThresholdModel()
+    res = count_image(image, model, {"auto_nucleus_size": True})
+    assert res.estimated_diameter_px == pytest.approx(36.0, rel=0.03)  # three discs of radius 18
+    assert res.model_scale == pytest.approx(REFERENCE_DIAMETER_PX / res.estimated_diameter_px)
+    assert model.shapes[0] == (120, 160) and model.shapes[1][0] < 70  # first pass, then at about half size
+    assert res.count == 3 and res.labels.shape == (120, 160)
+    # a size the user states wins over the estimate; nuclei near the training size keep the first pass
+    model.shapes.clear()
+    given = count_image(image, model, {"auto_nucleus_size": True, "nucleus_diameter_px": REFERENCE_DIAMETER_PX})
+    assert given.estimated_diameter_px is None and given.model_scale == 1.0 and len(model.shapes) == 1
+    _stub_size_model(monkeypatch, 12.0, (120, 160))  # four times the nuclei: diameter 18 px, the training size
+    model.shapes.clear()
+    near = count_image(image, model, {"auto_nucleus_size": True})
+    assert near.model_scale == 1.0 and len(model.shapes) == 1
+
+
+def test_auto_nucleus_size_leaves_density_models_alone(monkeypatch, draw_disks):
+    labels = draw_disks((120, 160), [(30, 40)], [18])
+    model = ThresholdModel("density")
+    res = count_image((labels > 0).astype(np.float32), model, {"auto_nucleus_size": True})
+    assert res.estimated_diameter_px is None and res.model_scale == 1.0 and len(model.shapes) == 1
