@@ -18,7 +18,9 @@ def fmt(v: object, spec: str) -> str:
 
 
 def main(paths: list[str]) -> None:
-    rows = [r for r in (json.load(open(p)) for p in paths) if "mae" in r]  # skip *.settings.json
+    # the file name names the row: results/<model>+auto-size.json is the model with auto_nucleus_size
+    rows = [{**r, "model": Path(p).name.removesuffix(".json")} for p in paths
+            for r in [json.load(open(p))] if "mae" in r]  # skip *.settings.json
     rows.sort(key=lambda r: r["mae"])
     print("| model | images | count MAE | MAE 95% CI | RMSE | bias | MAPE % | F1@0.5 | precision | recall | ms / Mpx |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
