@@ -276,9 +276,13 @@ cutting objects, so oversized textured nuclei are still counted about once each.
 
 @functools.lru_cache(maxsize=2)
 def _size_model(name: str) -> CountModel:
+    from .errors import CellcountError
     from .models import load_model
 
-    return load_model(name)
+    try:
+        return load_model(name)
+    except CellcountError as err:
+        raise ParameterError(f"auto_nucleus_size needs the size model {name!r}, which did not load: {err}") from err
 
 
 def estimate_nucleus_diameter(

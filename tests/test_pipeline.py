@@ -312,3 +312,16 @@ def test_auto_nucleus_size_leaves_density_models_alone(monkeypatch, draw_disks):
     model = ThresholdModel("density")
     res = count_image((labels > 0).astype(np.float32), model, {"auto_nucleus_size": True})
     assert res.estimated_diameter_px is None and res.model_scale == 1.0 and len(model.shapes) == 1
+
+
+def test_auto_nucleus_size_without_its_size_model_is_a_clear_error(monkeypatch, tmp_path):
+    import cellcount.pipeline as pl
+    from cellcount.models import loading
+
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)  # no shipped weights at all
+    pl._size_model.cache_clear()
+    try:
+        with pytest.raises(ParameterError, match="auto_nucleus_size needs the size model 'unet-density'"):
+            count_image(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})
+    finally:
+        pl._size_model.cache_clear()
