@@ -339,12 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     print(line)
     if args.record_metrics and hasattr(model, "net"):
         folder = _card_folder(args.model, model.name)
-        model.card.metrics = {
-            "validation": {k: v for k, v in s.items() if k != "match"},
-            "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
-                                f"({s['n']} images, never used for training or tuning); "
-                                f"count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
-        }
+        summary = {k: v for k, v in s.items() if k != "match"}
+        if params.auto_nucleus_size:  # an opt-in mode: recorded next to the card-default metrics
+            model.card.metrics = {**model.card.metrics, "validation_auto_nucleus_size": summary}
+        else:
+            model.card.metrics = {
+                "validation": summary,
+                "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
+                                    f"({s['n']} images, never used for training or tuning); "
+                                    f"count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
+            }
         write_card(model.card, folder)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": model.name, "data": args.data, "split": args.split,

@@ -238,6 +238,9 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
                 "kind": card.output_kind,
                 "architecture": card.architecture,
                 "val MAE": m.get("mae"),
+                "val MAE, auto nucleus size": (
+                    card.metrics.get("validation_auto_nucleus_size", {}) if isinstance(card.metrics, dict) else {}
+                ).get("mae"),
                 "val F1@0.5": m.get("f1"),
                 "description": card.description,
             }

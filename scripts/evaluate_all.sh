@@ -23,7 +23,8 @@ for m in "${models[@]}"; do
       && [ "$m" != classical-otsu ]; then
     echo "== $m: validation split with auto_nucleus_size (same tuned settings)"
     python -m cellcount.evaluate --model "$m" --data "$DATA" --split val --settings "results/$m.settings.json" \
-        --set auto_nucleus_size=true --out "results/$m+auto-size.csv" --json "results/$m+auto-size.json"
+        --set auto_nucleus_size=true --out "results/$m+auto-size.csv" --json "results/$m+auto-size.json" \
+        --record-metrics
   fi
 done
 python scripts/results_table.py results/*.json

@@ -167,3 +167,23 @@ def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_p
     assert main(["--model", str(folder), "--data", str(samples_dir)]) == 0
     mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
     assert mae == pytest.approx(after, abs=0.02)
+
+
+def test_record_metrics_keeps_the_auto_size_run_apart(samples_dir, tmp_path, capsys):
+    import torch
+
+    from cellcount.models import ModelCard, create_model, read_card, save_model
+
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "base_width": 4, "depth": 2, "out_channels": 2, "head": "mask"}
+    card = ModelCard(name="tiny-mask", architecture="unet", output_kind="mask", kwargs=kwargs)
+    folder = save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-mask")
+    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics"]) == 0
+    default_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics",
+                 "--set", "auto_nucleus_size=true"]) == 0
+    auto_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+    metrics = read_card(folder).metrics
+    assert metrics["validation"]["mae"] == pytest.approx(default_mae, abs=0.005)  # not overwritten
+    assert metrics["validation_auto_nucleus_size"]["mae"] == pytest.approx(auto_mae, abs=0.005)
+    assert "validation_note" in metrics
