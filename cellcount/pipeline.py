@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import postprocess as pp
 from .errors import ParameterError
-from .io import model_input
+from .io import DEFAULT_MAX_PIXELS, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 
@@ -261,8 +261,8 @@ image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little. 
 [MIN_SCALE, MAX_SCALE] clamp had the lowest count MAE on 120 DSB training-split images (README)."""
 
 MIN_SCALE, MAX_SCALE = 0.25, 4.0
-MAX_SCALED_PIXELS = 64 * 1024 * 1024
-"""An upscaled model input never exceeds this many pixels (the scale is capped instead)."""
+MAX_SCALED_PIXELS = DEFAULT_MAX_PIXELS
+"""An upscaled model input never exceeds the pixel cap of an image read (the scale is capped instead)."""
 
 
 AUTO_RESCALE_TOLERANCE = 1.5

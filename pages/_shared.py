@@ -217,8 +217,9 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
     return name, model
 
 
-def validation_metrics(card: ModelCard) -> dict[str, Any]:
-    m = card.metrics.get("validation", {}) if isinstance(card.metrics, dict) else {}
+def validation_metrics(card: ModelCard, key: str = "validation") -> dict[str, Any]:
+    """The card's validation summary (``key="validation_auto_nucleus_size"``: with auto nucleus size)."""
+    m = card.metrics.get(key, {}) if isinstance(card.metrics, dict) else {}
     return m if isinstance(m, dict) else {}
 
 
@@ -238,9 +239,7 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
                 "kind": card.output_kind,
                 "architecture": card.architecture,
                 "val MAE": m.get("mae"),
-                "val MAE, auto nucleus size": (
-                    card.metrics.get("validation_auto_nucleus_size", {}) if isinstance(card.metrics, dict) else {}
-                ).get("mae"),
+                "val MAE, auto nucleus size": validation_metrics(card, "validation_auto_nucleus_size").get("mae"),
                 "val F1@0.5": m.get("f1"),
                 "description": card.description,
             }
