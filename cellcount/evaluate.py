@@ -315,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         params = tr.best_params
         if args.write_card and hasattr(model, "net"):
             card = model.card
+            # auto_nucleus_size too: the settings were tuned on its predictions, so they belong together
             keys = ["threshold", "opening_radius_px", "closing_radius_px", "fill_holes", "watershed",
-                    "min_distance_px", "min_area_px", "max_area_px", "peak_min_distance_px"]
+                    "min_distance_px", "min_area_px", "max_area_px", "peak_min_distance_px", "auto_nucleus_size"]
             card.postprocess = {k: params.to_dict()[k] for k in keys}
             card.postprocess_tuned_on = (
                 f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
@@ -340,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.record_metrics and hasattr(model, "net"):
         folder = _card_folder(args.model, model.name)
         summary = {k: v for k, v in s.items() if k != "match"}
-        if params.auto_nucleus_size:  # an opt-in mode: recorded next to the card-default metrics
-            model.card.metrics = {**model.card.metrics, "validation_auto_nucleus_size": summary}
+        default_auto = bool(model.card.postprocess.get("auto_nucleus_size", False))
+        if params.auto_nucleus_size != default_auto:  # the card's other size mode: kept beside its defaults
+            key = "validation_auto_nucleus_size" if params.auto_nucleus_size else "validation_fixed_size"
+            model.card.metrics = {**model.card.metrics, key: summary}
         else:
             model.card.metrics = {
                 "validation": summary,

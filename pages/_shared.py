@@ -36,7 +36,9 @@ CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
 
 INPUT_FIELDS = tuple(cc.CountParams.INPUT_FIELDS)
-KEEP_ON_MODEL_CHANGE = (*INPUT_FIELDS, "pixel_size_um")  # properties of the image, not of the model
+# properties of the image, not of the model (auto_nucleus_size is the model's: its card says whether it
+# was tuned with it)
+KEEP_ON_MODEL_CHANGE = (*(f for f in INPUT_FIELDS if f != "auto_nucleus_size"), "pixel_size_um")
 MASK_FIELDS = (
     "threshold",
     "opening_radius_px",
@@ -75,7 +77,8 @@ HELP = {
     "was trained on (about 18 px); large nuclei are then no longer cut into pieces. 0 = use the image as it is.",
     "auto_nucleus_size": "Mask models, when no diameter is given: estimate the nucleus size from a first pass "
     "(foreground area / the density model's count) and resize the image when nuclei are far from the training "
-    "size. 2-3x the model time; lowers the count error on large nuclei (README).",
+    "size. On by default for the shipped mask models (their settings were tuned with it); costs a density pass, "
+    "and a second pass on images it resizes; lowers the count error on large nuclei (README).",
     "test_time_flips": "Run the model on the image and its three mirror images and average the maps: "
     "4x the model time, slightly more accurate counts and outlines.",
 }
@@ -218,7 +221,8 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
 
 
 def validation_metrics(card: ModelCard, key: str = "validation") -> dict[str, Any]:
-    """The card's validation summary (``key="validation_auto_nucleus_size"``: with auto nucleus size)."""
+    """The card's validation summary with its default settings (``key="validation_fixed_size"``: with
+    ``auto_nucleus_size`` off, for a model whose default has it on)."""
     m = card.metrics.get(key, {}) if isinstance(card.metrics, dict) else {}
     return m if isinstance(m, dict) else {}
 
@@ -239,7 +243,7 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
                 "kind": card.output_kind,
                 "architecture": card.architecture,
                 "val MAE": m.get("mae"),
-                "val MAE, auto nucleus size": validation_metrics(card, "validation_auto_nucleus_size").get("mae"),
+                "val MAE, no size estimate": validation_metrics(card, "validation_fixed_size").get("mae"),
                 "val F1@0.5": m.get("f1"),
                 "description": card.description,
             }
@@ -555,7 +559,7 @@ def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = N
     out["test_time_flips"] = bool(
         _toggle(c, prefix, "test_time_flips", "Test-time flips (4x slower)")
     )
-    out["auto_nucleus_size"] = bool(_toggle(c, prefix, "auto_nucleus_size", "Estimate nucleus size (2-3x slower)"))
+    out["auto_nucleus_size"] = bool(_toggle(c, prefix, "auto_nucleus_size", "Estimate nucleus size"))
     out["nucleus_diameter_px"] = _from_widget(
         "nucleus_diameter_px",
         _number(c, prefix, "nucleus_diameter_px", "Nucleus diameter (px, 0 = as is)", min_value=0.0,

@@ -2,7 +2,7 @@
 
     python scripts/quality_probes.py --model attention-unet-mask --second residual-unet-mask
 
-With the card's postprocessing: (1) test-time flips (``test_time_flips``: probability maps averaged over the
+With the card's settings (``auto_nucleus_size`` included): (1) test-time flips (``test_time_flips``: probability maps averaged over the
 identity and three flips), (2) averaging the probability maps of two mask models, (3) postprocessing tuned separately on
 bright- and dark-background training-split images (120, as scripts/evaluate_all.sh), (4) the nucleus size
 given (``nucleus_diameter_px``): each image's median ground-truth nucleus diameter, standing in for a user
@@ -27,13 +27,7 @@ from reference_diameter import median_diameter  # noqa: E402
 
 import cellcount as cc  # noqa: E402
 from cellcount.evaluate import _load_items, evaluate_predictions, tune_params  # noqa: E402
-from cellcount.pipeline import flip_averaged_maps, predict, resolve_params  # noqa: E402
-
-
-def flipped_average(model, pred):
-    """The prediction with its maps averaged over the identity and the three flips (the library's
-    ``test_time_flips``)."""
-    return dataclasses.replace(pred, maps=flip_averaged_maps(model, pred.image_norm))
+from cellcount.pipeline import predict, resolve_params  # noqa: E402
 
 
 def line(label: str, pairs, params) -> None:
@@ -58,7 +52,9 @@ def main() -> int:
     print(f"| {args.model} on {len(val)} validation images | count MAE | F1@0.5 |\n|---|---|---|")
     line("card settings", val, params)
     if "flips" in probes:
-        line("test-time flips (4 maps averaged)", [(n, flipped_average(model, pr), gt) for n, pr, gt in val], params)
+        flipped = params.replace(test_time_flips=True)  # at the estimated size too, with auto_nucleus_size
+        line("test-time flips (4 maps averaged)", [(n, predict(img, model, flipped), gt) for n, img, gt in val_items],
+             params)
     if "average" in probes:
         second_maps = {n: predict(img, second, params2).maps for n, img, _ in val_items}
         line(f"averaged with {args.second}",

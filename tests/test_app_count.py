@@ -264,3 +264,21 @@ def test_nucleus_diameter_resizes_the_model_input_and_says_so():
     at.number_input(key="count_nucleus_diameter_px").set_value(1.0)  # below 2 px: a clear error
     at.run()
     assert not at.exception and any("nucleus_diameter_px" in e.value for e in at.error)
+
+
+def test_size_estimate_follows_the_models_card():
+    """The shipped mask models were tuned with auto_nucleus_size: picking one turns the toggle on (and the
+    caption reports the estimate); the classical baseline's card leaves it off."""
+    import cellcount as cc
+
+    at = open_count()
+    assert at.toggle(key="count_auto_nucleus_size").value is False
+    at.selectbox(key="count_model").set_value("attention-unet-mask")
+    at.run()
+    assert not at.exception and not at.error
+    assert cc.load_model("attention-unet-mask").card.postprocess["auto_nucleus_size"] is True
+    assert at.toggle(key="count_auto_nucleus_size").value is True
+    assert any("Estimated nucleus diameter" in c.value for c in at.caption)
+    at.selectbox(key="count_model").set_value(BASELINE)
+    at.run()
+    assert at.toggle(key="count_auto_nucleus_size").value is False

@@ -169,7 +169,7 @@ def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_p
     assert mae == pytest.approx(after, abs=0.02)
 
 
-def test_record_metrics_keeps_the_auto_size_run_apart(samples_dir, tmp_path, capsys):
+def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, capsys):
     import torch
 
     from cellcount.models import ModelCard, create_model, read_card, save_model
@@ -187,3 +187,16 @@ def test_record_metrics_keeps_the_auto_size_run_apart(samples_dir, tmp_path, cap
     assert metrics["validation"]["mae"] == pytest.approx(default_mae, abs=0.005)  # not overwritten
     assert metrics["validation_auto_nucleus_size"]["mae"] == pytest.approx(auto_mae, abs=0.005)
     assert "validation_note" in metrics
+    # tuned with the size estimate, the card makes it the default; the run without it is the one kept apart
+    assert main(["--model", str(folder), "--data", str(samples_dir), "--tune", "--write-card",
+                 "--set", "auto_nucleus_size=true"]) == 0
+    capsys.readouterr()
+    assert read_card(folder).postprocess["auto_nucleus_size"] is True
+    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics"]) == 0
+    tuned_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics",
+                 "--set", "auto_nucleus_size=false"]) == 0
+    fixed_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+    metrics = read_card(folder).metrics
+    assert metrics["validation"]["mae"] == pytest.approx(tuned_mae, abs=0.005)
+    assert metrics["validation_fixed_size"]["mae"] == pytest.approx(fixed_mae, abs=0.005)

@@ -266,23 +266,65 @@ def test_given_diameter_keeps_a_density_count(draw_disks):
     assert small.count_estimate == pytest.approx(float(half.sum()), rel=1e-5)
 
 
-def _stub_size_model(monkeypatch, count: float, shape: tuple[int, int]) -> None:
-    """The size model replaced by one whose density map sums to ``count``."""
+class ForegroundDensityModel(CountModel):
+    """A density model putting 1 / ``area_per_nucleus`` on every pixel above 0.5: a count of foreground
+    area / ``area_per_nucleus`` wherever it looks. Records the shapes it is given."""
+
+    def __init__(self, area_per_nucleus: float) -> None:
+        self.card = ModelCard(name="fg-density", architecture="fixed", output_kind="density")
+        self.area_per_nucleus = area_per_nucleus
+        self.shapes: list[tuple[int, int]] = []
+
+    def predict_maps(self, image, *, progress=None, fast=True, device=None):
+        self.shapes.append(image.shape)
+        return ((image > 0.5) / np.float32(self.area_per_nucleus)).astype(np.float32)[None]
+
+
+def _stub_size_model(monkeypatch, area_per_nucleus: float) -> ForegroundDensityModel:
+    """The size model replaced by a :class:`ForegroundDensityModel`."""
     import cellcount.pipeline as pl
 
-    maps = np.full((1, *shape), count / (shape[0] * shape[1]), np.float32)
-    monkeypatch.setattr(pl, "_size_model", lambda name: FixedMapsModel(maps, kind="density"))
+    stub = ForegroundDensityModel(area_per_nucleus)
+    monkeypatch.setattr(pl, "_size_model", lambda name: stub)
+    return stub
 
 
 def test_estimated_diameter_is_foreground_area_over_the_size_models_count(monkeypatch):
     from cellcount.pipeline import estimate_nucleus_diameter
 
-    _stub_size_model(monkeypatch, 4.0, (50, 60))
+    _stub_size_model(monkeypatch, 100.0)
     fg = np.zeros((50, 60), np.float32)
-    fg[:20, :20] = 0.9  # 400 px of foreground over 4 nuclei: 100 px each
-    d = estimate_nucleus_diameter(np.zeros((50, 60)), fg, CountParams())
-    assert d == pytest.approx(np.sqrt(4 * 100 / np.pi))
-    assert estimate_nucleus_diameter(np.zeros((50, 60)), np.zeros((50, 60)), CountParams()) is None  # no foreground
+    fg[:20, :20] = 0.9  # 400 px of foreground; the size model counts 100 px per nucleus
+    assert estimate_nucleus_diameter(fg, fg) == pytest.approx(np.sqrt(4 * 100 / np.pi))
+    assert estimate_nucleus_diameter(fg * 0, fg * 0) is None  # no foreground
+
+
+def test_size_window_is_the_square_with_most_foreground():
+    from cellcount.pipeline import SIZE_WINDOW_MARGIN_PX, size_window
+
+    fg = np.zeros((900, 700), bool)
+    fg[600:700, 450:650] = True  # the dense corner
+    fg[100:110, 100:110] = True
+    rows, cols = size_window(fg, 256)
+    assert rows.stop - rows.start == 256 == cols.stop - cols.start
+    assert fg[rows, cols].sum() == fg[600:700, 450:650].sum()
+    small = np.zeros((256 + 2 * SIZE_WINDOW_MARGIN_PX, 100), bool)
+    assert size_window(small, 256) == (slice(0, small.shape[0]), slice(0, 100))  # fits: the whole image
+    assert size_window(np.zeros((1000, 40), bool), 256)[1] == slice(0, 40)  # narrower than the window
+
+
+def test_size_estimate_reads_only_the_window_and_its_margin(monkeypatch, draw_disks):
+    import cellcount.pipeline as pl
+    from cellcount.pipeline import SIZE_WINDOW_MARGIN_PX, estimate_nucleus_diameter
+
+    monkeypatch.setattr(pl, "SIZE_WINDOW_PX", 256)
+
+    labels = draw_disks((800, 800), [(500 + 40 * i, 500 + 40 * j) for i in range(4) for j in range(4)], [9] * 16)
+    fg = (labels > 0).astype(np.float32)
+    stub = _stub_size_model(monkeypatch, float((labels == 1).sum()))  # one disc's area per nucleus
+    d = estimate_nucleus_diameter(fg, fg)
+    assert d == pytest.approx(np.sqrt(4 * (labels == 1).sum() / np.pi), rel=1e-4)
+    assert stub.shapes == [(256 + 2 * SIZE_WINDOW_MARGIN_PX,) * 2]
 
 
 def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, draw_disks):
@@ -290,7 +332,7 @@ def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, 
 
     labels = draw_disks((120, 160), [(30, 40), (30, 110), (85, 75)], [18, 18, 18])
     image = (labels > 0).astype(np.float32)
-    _stub_size_model(monkeypatch, 3.0, (120, 160))
+    _stub_size_model(monkeypatch, float((labels == 1).sum()))  # one nucleus per disc
     model = ThresholdModel()
     res = count_image(image, model, {"auto_nucleus_size": True})
     assert res.estimated_diameter_px == pytest.approx(36.0, rel=0.03)  # three discs of radius 18
@@ -301,7 +343,7 @@ def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, 
     model.shapes.clear()
     given = count_image(image, model, {"auto_nucleus_size": True, "nucleus_diameter_px": REFERENCE_DIAMETER_PX})
     assert given.estimated_diameter_px is None and given.model_scale == 1.0 and len(model.shapes) == 1
-    _stub_size_model(monkeypatch, 12.0, (120, 160))  # four times the nuclei: diameter 18 px, the training size
+    _stub_size_model(monkeypatch, float((labels == 1).sum()) / 4)  # four per disc: 18 px, the training size
     model.shapes.clear()
     near = count_image(image, model, {"auto_nucleus_size": True})
     assert near.model_scale == 1.0 and len(model.shapes) == 1
