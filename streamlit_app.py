@@ -56,10 +56,7 @@ def home() -> None:
     df = sh.models_frame(names)
     sh.dataframe(
         df,
-        column_config={
-            "val MAE": st.column_config.NumberColumn(format="%.2f", help="Count MAE on the validation split"),
-            "val F1@0.5": st.column_config.NumberColumn(format="%.3f", help="Instance F1 at IoU 0.5"),
-        },
+        column_config=sh.models_frame_columns(),
     )
     if names == [cc.models.CLASSICAL_NAME]:
         st.info("No trained weights found in weights/: only the classical baseline is available.")

@@ -135,10 +135,7 @@ st.caption(
 )
 sh.dataframe(
     sh.models_frame(names),
-    column_config={
-        "val MAE": st.column_config.NumberColumn(format="%.2f"),
-        "val F1@0.5": st.column_config.NumberColumn(format="%.3f"),
-    },
+    column_config=sh.models_frame_columns(),
 )
 for tab, name in zip(st.tabs(names), names, strict=True):
     with tab:

@@ -40,8 +40,15 @@ def test_home_lists_models_samples_and_pages():
     at.run()
     assert not at.exception
     assert at.title[0].value == "cellcount"
-    models = at.dataframe[0].value
-    assert "classical-otsu" in list(models["model"])
+    models = at.dataframe[0].value.set_index("model")
+    assert "classical-otsu" in models.index
+    # the shipped mask models default to the size estimate: their run without it is shown beside
+    import cellcount as cc
+
+    card = cc.models.model_card("attention-unet-mask")
+    row = models.loc["attention-unet-mask"]
+    assert row["val MAE"] == pytest.approx(card.metrics["validation"]["mae"])
+    assert row["val MAE, no size estimate"] == pytest.approx(card.metrics["validation_fixed_size"]["mae"])
     assert len([b for b in at.button if b.key and b.key.startswith("home_count_")]) == 12
     assert len(at.get("page_link")) == 5
 
