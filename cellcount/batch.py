@@ -42,6 +42,7 @@ class BatchItem:
 
     def row(self) -> dict[str, Any]:
         r = self.result
+        size = r.summary_row() if r else {}
         return {
             "file": self.name,
             "model": r.model_name if r else "",
@@ -49,6 +50,9 @@ class BatchItem:
             "count_estimate": round(r.count_estimate, 3) if r else None,
             "status": self.status,
             "reason": self.reason,
+            # what the nucleus size did: the factor the model input was resized by, the estimated diameter
+            "model_scale": size["model_scale"] if r else None,
+            "estimated_diameter_px": size["estimated_diameter_px"] if r else None,
             "seconds": round(self.seconds, 4),
             "settings": json.dumps(r.params.to_dict(), sort_keys=True) if r else "",
         }
@@ -227,9 +231,11 @@ def count_many(
 
 
 def counts_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
-    """Per-image table: file, model, count, count_estimate, status, reason, seconds, settings."""
+    """Per-image table: file, model, count, count_estimate, status, reason, model_scale,
+    estimated_diameter_px, seconds, settings."""
     rows = [it.row() for it in items]
-    cols = ["file", "model", "count", "count_estimate", "status", "reason", "seconds", "settings"]
+    cols = ["file", "model", "count", "count_estimate", "status", "reason", "model_scale", "estimated_diameter_px",
+            "seconds", "settings"]
     df = pd.DataFrame(rows, columns=cols)
     df["count"] = df["count"].astype("Int64")  # stays integer with empty cells for failed files
     return df

@@ -114,6 +114,8 @@ def evaluate_predictions(
             matches.append(m)
             row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision, "recall": m.recall,
                         "f1": m.f1, "mean_iou": m.mean_matched_iou})
+        row["model_scale"] = pred.model_scale
+        row["estimated_diameter_px"] = pred.estimated_diameter_px
         row["model_seconds"] = pred.seconds.get("model", float("nan"))
         row["megapixels"] = pred.shape[0] * pred.shape[1] / 1e6
         rows.append(row)

@@ -197,9 +197,15 @@ class CountResult:
             "count": self.count,
             "count_estimate": round(self.count_estimate, 3),
             "inverted": self.inverted,
+            "model_scale": round(self.model_scale, 4),
+            "estimated_diameter_px": _rounded(self.estimated_diameter_px),
             "seconds": round(sum(self.seconds.values()), 4),
             "settings": json.dumps(self.params.to_dict(), sort_keys=True),
         }
+
+
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
 
 
 def predict(

@@ -22,7 +22,8 @@ from cellcount.errors import ImageReadError
 from cellcount.models import CLASSICAL_NAME, load_model
 
 HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"
-COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason", "seconds", "settings"]
+COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason", "model_scale",
+                  "estimated_diameter_px", "seconds", "settings"]
 
 
 @pytest.fixture(scope="module")

@@ -339,6 +339,9 @@ def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, 
     assert res.model_scale == pytest.approx(REFERENCE_DIAMETER_PX / res.estimated_diameter_px)
     assert model.shapes[0] == (120, 160) and model.shapes[1][0] < 70  # first pass, then at about half size
     assert res.count == 3 and res.labels.shape == (120, 160)
+    row = res.summary_row()  # the counts table says what happened
+    assert row["model_scale"] == pytest.approx(res.model_scale, abs=1e-4)
+    assert row["estimated_diameter_px"] == pytest.approx(res.estimated_diameter_px, abs=0.01)
     # a size the user states wins over the estimate; nuclei near the training size keep the first pass
     model.shapes.clear()
     given = count_image(image, model, {"auto_nucleus_size": True, "nucleus_diameter_px": REFERENCE_DIAMETER_PX})
