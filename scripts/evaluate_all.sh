@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 DATA=${DSB:-../shared/datasets/dsb2018}
 TUNE_N=${TUNE_N:-120}
 models=("$@")
-[ ${#models[@]} -gt 0 ] || mapfile -t models < <(python -c "import cellcount; print('\n'.join(cellcount.list_models()))")
+# density models first: the mask models' size estimate uses unet-density's count, so its gain is fitted before
+[ ${#models[@]} -gt 0 ] || mapfile -t models < <(python -c "
+import cellcount
+names = cellcount.list_models()
+print('\n'.join(sorted(names, key=lambda n: cellcount.models.model_card(n).output_kind != 'density')))")
 mkdir -p results
 for m in "${models[@]}"; do
   extra=()

@@ -178,25 +178,23 @@ def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, c
     kwargs = {"in_channels": 1, "base_width": 4, "depth": 2, "out_channels": 2, "head": "mask"}
     card = ModelCard(name="tiny-mask", architecture="unet", output_kind="mask", kwargs=kwargs)
     folder = save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-mask")
-    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics"]) == 0
-    default_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
-    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics",
-                 "--set", "auto_nucleus_size=true"]) == 0
-    auto_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+
+    def mae_of(*extra: str) -> float:
+        """Run the evaluation CLI on the samples with ``extra`` arguments; the MAE it printed."""
+        assert main(["--model", str(folder), "--data", str(samples_dir), *extra]) == 0
+        return float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+
+    default_mae = mae_of("--record-metrics")
+    auto_mae = mae_of("--record-metrics", "--set", "auto_nucleus_size=true")
     metrics = read_card(folder).metrics
     assert metrics["validation"]["mae"] == pytest.approx(default_mae, abs=0.005)  # not overwritten
     assert metrics["validation_auto_nucleus_size"]["mae"] == pytest.approx(auto_mae, abs=0.005)
     assert "validation_note" in metrics
     # tuned with the size estimate, the card makes it the default; the run without it is the one kept apart
-    assert main(["--model", str(folder), "--data", str(samples_dir), "--tune", "--write-card",
-                 "--set", "auto_nucleus_size=true"]) == 0
-    capsys.readouterr()
+    mae_of("--tune", "--write-card", "--set", "auto_nucleus_size=true")
     assert read_card(folder).postprocess["auto_nucleus_size"] is True
-    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics"]) == 0
-    tuned_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
-    assert main(["--model", str(folder), "--data", str(samples_dir), "--record-metrics",
-                 "--set", "auto_nucleus_size=false"]) == 0
-    fixed_mae = float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
+    tuned_mae = mae_of("--record-metrics")
+    fixed_mae = mae_of("--record-metrics", "--set", "auto_nucleus_size=false")
     metrics = read_card(folder).metrics
     assert metrics["validation"]["mae"] == pytest.approx(tuned_mae, abs=0.005)
     assert metrics["validation_fixed_size"]["mae"] == pytest.approx(fixed_mae, abs=0.005)
