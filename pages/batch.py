@@ -81,6 +81,10 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
         column_config={
             "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
             "count_estimate": st.column_config.NumberColumn(format="%.2f"),
+            "model_scale": st.column_config.NumberColumn(
+                format="%.2fx", help="Factor the image was resized by for the model (1 = as it is)"),
+            "estimated_diameter_px": st.column_config.NumberColumn(
+                format="%.1f", help="Nucleus diameter estimated from a first pass (Estimate nucleus size)"),
             "seconds": st.column_config.NumberColumn(format="%.3f"),
         },
     )
