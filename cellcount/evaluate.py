@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             card = model.card
             old_scale = card.density_scale
             card.density_scale = old_scale / k
+            # the gain was fitted on predictions with this size mode: it becomes the card's default too
+            card.postprocess = {**card.postprocess, "auto_nucleus_size": params.auto_nucleus_size}
             card.postprocess_tuned_on = (
                 f"count gain {k:.4f} (density_scale {old_scale:g} -> {card.density_scale:.4f}) fitted on "
                 f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "

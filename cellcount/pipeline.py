@@ -22,6 +22,7 @@ from . import postprocess as pp
 from .errors import ParameterError
 from .io import DEFAULT_MAX_PIXELS, model_input
 from .measure import object_table, peaks_table
+from .training.targets import DENSITY_SIGMA_SCALE
 from .models.base import CountModel
 
 logger = logging.getLogger(__name__)
@@ -36,9 +37,10 @@ class CountParams:
     model's maps over the image and its three flips: 4x the model time, a little more accurate),
     ``nucleus_diameter_px`` (typical nucleus diameter in this image, when known - say from the
     magnification; the image is resized so its nuclei match the size the model was trained on, see
-    :func:`model_scale`; None or 0 = use the image as it is), ``auto_nucleus_size`` (mask models, when
-    no diameter is given: estimate it from a first pass, see :func:`estimate_nucleus_diameter`; 2-3x
-    the model time).
+    :func:`model_scale`; None or 0 = use the image as it is), ``auto_nucleus_size`` (when no diameter
+    is given: estimate it from a first pass and rerun resized when it is far from the training size;
+    mask models by :func:`estimate_nucleus_diameter`, about 2x the model time; density models from
+    their own map by :func:`density_nucleus_diameter`, a second pass only on the images it resizes).
     Mask models: ``threshold`` on the foreground probability, ``opening_radius_px``,
     ``closing_radius_px``, ``fill_holes``, ``watershed`` with ``min_distance_px``, ``min_area_px`` and
     ``max_area_px`` (None or 0 = no upper bound; an object of exactly either bound is kept),
@@ -231,17 +233,21 @@ def predict(
         return model.predict_maps(view, progress=progress, fast=fast)
 
     estimated = None
-    if not p.nucleus_diameter_px and p.auto_nucleus_size and model.output_kind == "mask":
+    density = model.output_kind == "density"
+    if not p.nucleus_diameter_px and p.auto_nucleus_size:
         maps = run(norm)  # the first pass; kept when the estimate is close to the training size
-        estimated = estimate_nucleus_diameter(norm, maps[0], fast=fast)
-        scale = model_scale(model, estimated, norm.shape, tolerance=AUTO_RESCALE_TOLERANCE)
+        if density:
+            estimated, tolerance = density_nucleus_diameter(maps[0]), RESCALE_TOLERANCE
+        else:
+            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], fast=fast), AUTO_RESCALE_TOLERANCE
+        scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
         if scale != 1.0:
-            maps = resize_maps(run(resize_image(norm, scale)), norm.shape, density=False)
+            maps = resize_maps(run(resize_image(norm, scale)), norm.shape, density=density)
     else:
         scale = model_scale(model, p.nucleus_diameter_px, norm.shape)
         maps = run(norm if scale == 1.0 else resize_image(norm, scale))
         if scale != 1.0:
-            maps = resize_maps(maps, norm.shape, density=model.output_kind == "density")
+            maps = resize_maps(maps, norm.shape, density=density)
     t2 = time.perf_counter()
     return Prediction(
         model_name=model.name,
@@ -344,6 +350,23 @@ def estimate_nucleus_diameter(
     if count < 0.5 or area < 4:
         return None
     return float(np.sqrt(4 * area / (np.pi * max(count, 1.0))))
+
+
+def density_nucleus_diameter(density: np.ndarray) -> float | None:
+    """Typical nucleus diameter (px) from a density model's own map, for ``auto_nucleus_size``.
+
+    The model learnt a unit-mass Gaussian per nucleus whose sigma is :data:`DENSITY_SIGMA_SCALE` times
+    the nucleus diameter. For N such Gaussians that do not overlap, sum(D) = N and sum(D^2) = N / (4 pi
+    sigma^2), so sigma^2 = sum(D) / (4 pi sum(D^2)); overlap makes it an underestimate. Log-correlation
+    with the true median diameter 0.94 on 120 DSB training-split images (*scratch*). Needs no second
+    model; with the stated-size tolerance (1.25x) it had the lower count MAE there (README). None when the
+    map holds less than half a nucleus.
+    """
+    d = np.asarray(density, np.float64)
+    total, energy = float(d.sum()), float(np.square(d).sum())
+    if total < 0.5 or energy <= 0:
+        return None
+    return float(np.sqrt(total / (4 * np.pi * energy)) / DENSITY_SIGMA_SCALE)
 
 
 def model_scale(

@@ -75,10 +75,11 @@ HELP = {
     "nucleus_diameter_px": "Typical nucleus diameter in this image, if you know it (from the magnification: "
     "diameter in µm / pixel size in µm). The image is resized so that its nuclei match the size the model "
     "was trained on (about 18 px); large nuclei are then no longer cut into pieces. 0 = use the image as it is.",
-    "auto_nucleus_size": "Mask models, when no diameter is given: estimate the nucleus size from a first pass "
-    "(foreground area / the density model's count) and resize the image when nuclei are far from the training "
-    "size. On by default for the shipped mask models (their settings were tuned with it); costs a density pass, "
-    "and a second pass on images it resizes; lowers the count error on large nuclei (README).",
+    "auto_nucleus_size": "When no diameter is given: estimate the nucleus size from a first pass and resize the "
+    "image when nuclei are far from the training size (mask models: foreground area / the density model's count, "
+    "a density pass per image; density models: the spread of their own map, free). A second pass runs only on "
+    "images it resizes. On by default for the shipped models (their settings were tuned with it); lowers the "
+    "count error on large nuclei (README).",
     "test_time_flips": "Run the model on the image and its three mirror images and average the maps: "
     "4x the model time, slightly more accurate counts and outlines.",
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tune postprocessing on DSB *training-split* images, then evaluate on the validation split, for every
 # model (classical baseline included). Writes results/<model>.{json,csv,settings.json} and prints the
-# README table (scripts/results_table.py). Deep mask models are tuned and shipped with auto_nucleus_size
+# README table (scripts/results_table.py). The deep models are tuned and shipped with auto_nucleus_size
 # (the card default) and also evaluated without it, same settings otherwise (results/<model>+fixed-size.*).
 #   Usage: bash scripts/evaluate_all.sh [MODEL ...]
 set -euo pipefail
@@ -17,19 +17,15 @@ print('\n'.join(sorted(names, key=lambda n: cellcount.models.model_card(n).outpu
 mkdir -p results
 for m in "${models[@]}"; do
   extra=()
-  deep_mask=0
-  if [ "$m" != classical-otsu ]; then
-    extra=(--write-card)
-    [ "$(python -c "import cellcount; print(cellcount.models.model_card('$m').output_kind)")" = mask ] && deep_mask=1
-  fi
-  [ $deep_mask = 1 ] && extra+=(--set auto_nucleus_size=true)
+  deep=0
+  [ "$m" != classical-otsu ] && deep=1 && extra=(--write-card --set auto_nucleus_size=true)
   echo "== $m: tune on $TUNE_N training-split images"
   python -m cellcount.evaluate --model "$m" --data "$DATA" --split train --limit "$TUNE_N" --tune \
       "${extra[@]}" --save-settings "results/$m.settings.json"
   echo "== $m: validation split"
   python -m cellcount.evaluate --model "$m" --data "$DATA" --split val --settings "results/$m.settings.json" \
       --out "results/$m.csv" --json "results/$m.json" --record-metrics
-  if [ $deep_mask = 1 ]; then
+  if [ $deep = 1 ]; then
     echo "== $m: validation split without auto_nucleus_size (same tuned settings)"
     python -m cellcount.evaluate --model "$m" --data "$DATA" --split val --settings "results/$m.settings.json" \
         --set auto_nucleus_size=false --out "results/$m+fixed-size.csv" --json "results/$m+fixed-size.json" \

@@ -162,6 +162,7 @@ def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_p
     tuned = read_card(folder)
     assert tuned.density_scale == pytest.approx(100.0 / k, rel=1e-3)
     assert "count gain" in tuned.postprocess_tuned_on
+    assert tuned.postprocess["auto_nucleus_size"] is False  # the size mode the gain was fitted with
     # the calibrated model's counts on the same data have the MAE the calibration reported
     after = float(re.search(r"MAE \d+\.\d+ -> (\d+\.\d+)", out).group(1))
     assert main(["--model", str(folder), "--data", str(samples_dir)]) == 0

@@ -352,11 +352,35 @@ def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, 
     assert near.model_scale == 1.0 and len(model.shapes) == 1
 
 
-def test_auto_nucleus_size_leaves_density_models_alone(monkeypatch, draw_disks):
+def test_density_nucleus_diameter_from_the_maps_own_spread():
+    from cellcount.pipeline import density_nucleus_diameter
+    from cellcount.training.targets import density_from_labels
+
+    for radius in (5, 9, 20):
+        labels = np.zeros((300, 300), np.int32)
+        rr, cc = np.indices(labels.shape)
+        for i, (y, x) in enumerate([(75, 75), (75, 225), (225, 75), (225, 225)]):
+            labels[(rr - y) ** 2 + (cc - x) ** 2 <= radius**2] = i + 1
+        d = density_nucleus_diameter(density_from_labels(labels))
+        assert d == pytest.approx(2 * radius, rel=0.05)  # the target's Gaussians give back the diameter
+    assert density_nucleus_diameter(np.zeros((20, 20))) is None
+
+
+def test_auto_nucleus_size_rescales_density_models_by_their_own_map(monkeypatch, draw_disks):
+    import cellcount.pipeline as pl
+    from cellcount.pipeline import REFERENCE_DIAMETER_PX
+
+    monkeypatch.setattr(pl, "_size_model", lambda name: pytest.fail("density models need no size model"))
     labels = draw_disks((120, 160), [(30, 40)], [18])
     model = ThresholdModel("density")
+    monkeypatch.setattr(pl, "density_nucleus_diameter", lambda d: 2 * REFERENCE_DIAMETER_PX)
     res = count_image((labels > 0).astype(np.float32), model, {"auto_nucleus_size": True})
-    assert res.estimated_diameter_px is None and res.model_scale == 1.0 and len(model.shapes) == 1
+    assert res.estimated_diameter_px == 2 * REFERENCE_DIAMETER_PX and res.model_scale == pytest.approx(0.5)
+    assert len(model.shapes) == 2 and res.density.shape == (120, 160)
+    monkeypatch.setattr(pl, "density_nucleus_diameter", lambda d: 1.2 * REFERENCE_DIAMETER_PX)  # within 1.25x
+    model.shapes.clear()
+    near = count_image((labels > 0).astype(np.float32), model, {"auto_nucleus_size": True})
+    assert near.model_scale == 1.0 and len(model.shapes) == 1
 
 
 def test_auto_nucleus_size_without_its_size_model_is_a_clear_error(monkeypatch, tmp_path):

@@ -6,7 +6,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def density_from_labels(labels: np.ndarray, *, sigma_scale: float = 0.25, min_sigma: float = 1.0) -> np.ndarray:
+DENSITY_SIGMA_SCALE = 0.25
+"""Gaussian sigma of a nucleus in a density target, as a fraction of its equivalent diameter."""
+
+
+def density_from_labels(
+    labels: np.ndarray, *, sigma_scale: float = DENSITY_SIGMA_SCALE, min_sigma: float = 1.0
+) -> np.ndarray:
     """Gaussian density map with unit mass per labelled object.
 
     Parameters
