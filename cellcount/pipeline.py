@@ -22,8 +22,8 @@ from . import postprocess as pp
 from .errors import ParameterError
 from .io import DEFAULT_MAX_PIXELS, model_input
 from .measure import object_table, peaks_table
-from .training.targets import DENSITY_SIGMA_SCALE
 from .models.base import CountModel
+from .training.targets import DENSITY_SIGMA_SCALE
 
 logger = logging.getLogger(__name__)
 

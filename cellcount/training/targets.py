@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-
 DENSITY_SIGMA_SCALE = 0.25
 """Gaussian sigma of a nucleus in a density target, as a fraction of its equivalent diameter."""
 
