@@ -22,6 +22,9 @@ for m in "${models[@]}"; do
   echo "== $m: tune on $TUNE_N training-split images"
   python -m cellcount.evaluate --model "$m" --data "$DATA" --split train --limit "$TUNE_N" --tune \
       "${extra[@]}" --save-settings "results/$m.settings.json"
+  if [ $deep = 1 ] && [ "$(python -c "import cellcount; print(cellcount.models.model_card('$m').output_kind)")" = density ]; then
+    python scripts/make_golden.py "$m"  # the refitted gain (density_scale) scales the model's stored output
+  fi
   echo "== $m: validation split"
   python -m cellcount.evaluate --model "$m" --data "$DATA" --split val --settings "results/$m.settings.json" \
       --out "results/$m.csv" --json "results/$m.json" --record-metrics
