@@ -28,8 +28,15 @@ POSTPROCESS_OPTIONS: list[tuple[str, type, str]] = [
      "model's training size (about 18 px; default: images as they are)"),
     ("channel", int, "channel index of multichannel images (default: mean of channels)"),
 ]
-BOOL_OPTIONS = ["fill_holes", "watershed", "exclude_border", "use_border_channel", "test_time_flips",
-                "auto_nucleus_size"]
+BOOL_OPTIONS: list[tuple[str, str]] = [
+    ("fill_holes", "fill holes inside objects (mask models)"),
+    ("watershed", "split touching objects by a distance-transform watershed (mask models)"),
+    ("exclude_border", "drop objects that touch the image border"),
+    ("use_border_channel", "split objects along the model's predicted borders (mask models that have them)"),
+    ("test_time_flips", "average the model over the image and its three flips (4x the model time)"),
+    ("auto_nucleus_size", "estimate the nucleus size from a first pass and rerun resized when it is far from the "
+     "training size (on in the shipped models' cards; mask models: about 2x the model time)"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also count files that look like ground truth (*_labels, *_mask, ...)")
     for name, typ, hlp in POSTPROCESS_OPTIONS:
         c.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=hlp)
-    for name in BOOL_OPTIONS:
-        c.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None)
+    for name, hlp in BOOL_OPTIONS:
+        c.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"{hlp} (default: the model card's setting)")
     c.add_argument("--invert", choices=["auto", "yes", "no"], default=None,
                    help="invert bright-background images (default: auto-detect)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -66,7 +74,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, name)
         if v is not None:
             ov[name] = v
-    for name in BOOL_OPTIONS:
+    for name, _ in BOOL_OPTIONS:
         v = getattr(args, name)
         if v is not None:
             ov[name] = v
