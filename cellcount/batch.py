@@ -6,7 +6,6 @@ Also safe zip handling for uploads: nested folders are fine, non-images and unsa
 from __future__ import annotations
 
 import io
-import json
 import logging
 import posixpath
 import time
@@ -41,20 +40,19 @@ class BatchItem:
     seconds: float = 0.0
 
     def row(self) -> dict[str, Any]:
-        r = self.result
-        size = r.summary_row() if r else {}
+        s = self.result.summary_row() if self.result else {}
         return {
             "file": self.name,
-            "model": r.model_name if r else "",
-            "count": r.count if r else None,
-            "count_estimate": round(r.count_estimate, 3) if r else None,
+            "model": s.get("model", ""),
+            "count": s.get("count"),
+            "count_estimate": s.get("count_estimate"),
             "status": self.status,
             "reason": self.reason,
             # what the nucleus size did: the factor the model input was resized by, the estimated diameter
-            "model_scale": size["model_scale"] if r else None,
-            "estimated_diameter_px": size["estimated_diameter_px"] if r else None,
-            "seconds": round(self.seconds, 4),
-            "settings": json.dumps(r.params.to_dict(), sort_keys=True) if r else "",
+            "model_scale": s.get("model_scale"),
+            "estimated_diameter_px": s.get("estimated_diameter_px"),
+            "seconds": round(self.seconds, 4),  # the whole item (reading included), not the model's share
+            "settings": s.get("settings", ""),
         }
 
 
