@@ -6,6 +6,7 @@ Also safe zip handling for uploads: nested folders are fine, non-images and unsa
 from __future__ import annotations
 
 import io
+import json
 import logging
 import posixpath
 import time
@@ -38,9 +39,13 @@ class BatchItem:
     reason: str
     result: CountResult | None
     seconds: float = 0.0
+    model: str = ""
+    """Model name for a failed item (a successful one takes it from its result)."""
+    settings: str = ""
+    """Settings JSON for a failed item, as in :meth:`CountResult.summary_row`."""
 
     def row(self) -> dict[str, Any]:
-        s = self.result.summary_row() if self.result else {}
+        s = self.result.summary_row() if self.result else {"model": self.model, "settings": self.settings}
         return {
             "file": self.name,
             "model": s.get("model", ""),
@@ -198,43 +203,56 @@ def count_many(
 ) -> Iterator[BatchItem]:
     """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
 
-    Errors from reading or counting one item (any :class:`CellcountError`, or MemoryError on a huge
-    image) become an ``error`` item with the reason; the batch continues. ``keep_maps=False`` drops the
-    probability/density maps from results to keep memory bounded on long batches.
+    Any failure inside one item becomes an ``error`` item with the reason and the batch continues:
+    :class:`CellcountError` and OS errors with their message, MemoryError as "ran out of memory", and
+    anything else (an OpenCV or PyTorch error, a bug) with its type and message (the traceback is logged
+    at debug level). ``keep_maps=False`` drops the probability/density maps from results to keep memory
+    bounded on long batches. Only the image's own channel (``params.channel``) is decoded.
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    settings = json.dumps(p.to_dict(), sort_keys=True)
     items = list(items) if total is None else items
     n_total = total if total is not None else len(items)  # type: ignore[arg-type]
     for i, (name, src) in enumerate(items):
         t0 = time.perf_counter()
+        reason = ""
         try:
-            image = read_image(src, channel=None, max_pixels=max_pixels)
-            result = count_image(image, model, p)
+            image = read_image(src, channel=p.channel, max_pixels=max_pixels)
+            # the channel is already selected: counting the (H, W) plane with channel=None is the same
+            result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p)
+            result.params = p
             if not keep_maps:
                 result.probability = None
                 result.density = None
-            item = BatchItem(name, "ok", "", result, time.perf_counter() - t0)
-        except (CellcountError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        except (CellcountError, OSError) as err:
             # name the file (uploads are read from bytes, which io calls "<bytes>")
-            reason = str(err).replace("<bytes>", name)
-            item = BatchItem(name, "error", f"{type(err).__name__}: {reason}", None, time.perf_counter() - t0)
+            reason = f"{type(err).__name__}: " + str(err).replace("<bytes>", name)
         except MemoryError:
-            item = BatchItem(name, "error", "ImageTooLargeError: ran out of memory on this image", None,
-                             time.perf_counter() - t0)
-        if item.status == "error":
+            reason = "ImageTooLargeError: ran out of memory on this image"
+        except Exception as err:  # noqa: BLE001 - one image must never end the batch, whatever it raises
+            logger.debug("unexpected error on %s", name, exc_info=True)
+            reason = f"{type(err).__name__}: {str(err).strip() or 'unexpected error'}".replace("<bytes>", name)
+        seconds = time.perf_counter() - t0
+        if reason:
+            item = BatchItem(name, "error", " ".join(reason.split()), None, seconds, model=model.name,
+                             settings=settings)
             logger.warning("skipped %s: %s", name, item.reason)
+        else:
+            item = BatchItem(name, "ok", "", result, seconds)
         yield item
         if progress is not None:
             progress(i + 1, n_total)
 
 
+COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "model_scale",
+                 "estimated_diameter_px", "seconds", "settings")
+"""Columns of :func:`counts_frame` (the per-image CSV)."""
+
+
 def counts_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
-    """Per-image table: file, model, count, count_estimate, status, reason, model_scale,
-    estimated_diameter_px, seconds, settings."""
+    """Per-image table with the :data:`COUNT_COLUMNS`."""
     rows = [it.row() for it in items]
-    cols = ["file", "model", "count", "count_estimate", "status", "reason", "model_scale", "estimated_diameter_px",
-            "seconds", "settings"]
-    df = pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=list(COUNT_COLUMNS))
     df["count"] = df["count"].astype("Int64")  # stays integer with empty cells for failed files
     return df
 

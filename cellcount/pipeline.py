@@ -28,6 +28,40 @@ from .training.targets import DENSITY_SIGMA_SCALE
 logger = logging.getLogger(__name__)
 
 
+MAX_RADIUS_PX = 100
+"""Largest opening / closing radius: a disk of radius r costs (2r + 1)^2 per pixel in OpenCV, and a radius
+far above a nucleus size removes every object anyway (radius 100000 would allocate 40 GB)."""
+MAX_DISTANCE_PX = 1000
+"""Largest watershed / peak distance (as large as the largest nucleus diameter accepted)."""
+
+PARAM_RANGES: dict[str, tuple[type, float, float, Any]] = {
+    # name: (type, lowest, highest, value meaning "off"/"unknown" that skips the range check)
+    "channel": (int, 0, 65535, None),
+    "invert": (bool, 0, 1, None),
+    "low_pct": (float, 0.0, 100.0, None),
+    "high_pct": (float, 0.0, 100.0, None),
+    "threshold": (float, 0.0, 1.0, None),
+    "opening_radius_px": (int, 0, MAX_RADIUS_PX, None),
+    "closing_radius_px": (int, 0, MAX_RADIUS_PX, None),
+    "fill_holes": (bool, 0, 1, None),
+    "watershed": (bool, 0, 1, None),
+    "min_distance_px": (int, 1, MAX_DISTANCE_PX, None),
+    "min_area_px": (int, 0, DEFAULT_MAX_PIXELS, None),
+    "max_area_px": (int, 1, DEFAULT_MAX_PIXELS, 0),
+    "exclude_border": (bool, 0, 1, None),
+    "use_border_channel": (bool, 0, 1, None),
+    "peak_min_distance_px": (int, 1, MAX_DISTANCE_PX, None),
+    "pixel_size_um": (float, 1e-6, 1e6, None),
+    "test_time_flips": (bool, 0, 1, None),
+    "nucleus_diameter_px": (float, 2.0, 1000.0, 0),
+    "auto_nucleus_size": (bool, 0, 1, None),
+}
+"""Type and accepted range of every :class:`CountParams` field, checked when one is built (so the CLI,
+settings files and the app all get a usage error instead of a failure deep inside OpenCV)."""
+OPTIONAL_PARAMS = frozenset({"channel", "invert", "max_area_px", "pixel_size_um", "nucleus_diameter_px"})
+"""Fields that may be None (auto / unknown / no limit)."""
+
+
 @dataclass(frozen=True)
 class CountParams:
     """Every setting that changes a count. Units are in the names; area bounds are inclusive.
@@ -79,23 +113,17 @@ class CountParams:
             raise ParameterError(f"a parameter has the wrong type ({err}); numbers must not be quoted") from err
 
     def _validate(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ParameterError(f"threshold must be within [0, 1], got {self.threshold}")
-        for name in ("opening_radius_px", "closing_radius_px", "min_area_px"):
-            if getattr(self, name) < 0:
-                raise ParameterError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.min_distance_px < 1 or self.peak_min_distance_px < 1:
-            raise ParameterError("min_distance_px and peak_min_distance_px must be >= 1")
+        for name, (kind, lo, hi, unset) in PARAM_RANGES.items():
+            value = getattr(self, name)
+            if value is None or (unset is not None and value == unset and not isinstance(value, bool)):
+                if value is None and unset is None and name not in OPTIONAL_PARAMS:
+                    raise ParameterError(f"{name} must be set, got None")
+                continue
+            _check_param(name, value, kind, lo, hi, unset)
         if self.max_area_px is not None and self.max_area_px not in (0,) and self.max_area_px < self.min_area_px:
             raise ParameterError(f"max_area_px ({self.max_area_px}) must be >= min_area_px ({self.min_area_px})")
-        if not 0 <= self.low_pct < self.high_pct <= 100:
+        if not self.low_pct < self.high_pct:
             raise ParameterError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
-        if self.nucleus_diameter_px not in (None, 0) and not 2 <= self.nucleus_diameter_px <= 1000:
-            raise ParameterError(
-                f"nucleus_diameter_px must be within [2, 1000] px (or None / 0 = unknown), got {self.nucleus_diameter_px}"
-            )
-        if self.pixel_size_um is not None and not self.pixel_size_um > 0:
-            raise ParameterError(f"pixel_size_um must be > 0, got {self.pixel_size_um}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +142,24 @@ class CountParams:
 PARAM_NAMES = tuple(f.name for f in dataclasses.fields(CountParams))
 
 
+def _check_param(name: str, value: Any, kind: type, lo: float, hi: float, unset: Any) -> None:
+    """Raise ParameterError unless ``value`` is a ``kind`` (bool, int or float) within [lo, hi]."""
+    extra = "" if unset is None else f" (or {unset} = off)"
+    lo_s, hi_s = (f"{int(v):,}" if float(v).is_integer() else f"{v:g}" for v in (lo, hi))
+    if kind is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ParameterError(f"{name} must be true or false, got {value!r}")
+        return
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    is_num = is_int or isinstance(value, (float, np.floating))
+    if not is_num or (kind is int and not is_int and not float(value).is_integer()):
+        what = "a whole number" if kind is int else "a number"
+        raise ParameterError(f"{name} must be {what} within [{lo_s}, {hi_s}]{extra}, got {value!r}")
+    if not (np.isfinite(float(value)) and lo <= value <= hi):
+        raise ParameterError(f"{name} must be within [{lo_s}, {hi_s}]{extra}, got {value!r}")
+
+
+
 def resolve_params(model: CountModel | None, overrides: CountParams | dict[str, Any] | None = None) -> CountParams:
     """Defaults < ``model.card.postprocess`` < ``overrides``; unknown keys raise ParameterError."""
     merged: dict[str, Any] = {}
@@ -129,12 +175,62 @@ def resolve_params(model: CountModel | None, overrides: CountParams | dict[str, 
     return CountParams(**merged)
 
 
+MAX_SETTINGS_JSON_DEPTH = 16
+"""Deepest nesting of objects / arrays accepted in a settings JSON (ours is 2 deep); deeper input would
+otherwise reach Python's recursion limit inside the JSON parser."""
+MAX_SETTINGS_JSON_BYTES = 1 << 20
+"""Largest settings JSON accepted (ours is under 2 kB)."""
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[`` / ``{`` in JSON text, brackets inside strings ignored (no parsing)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def params_from_json(text: str | bytes) -> dict[str, Any]:
-    """Parse a settings JSON (as downloaded from the app or written by the CLI) into overrides."""
+    """Parse a settings JSON (as downloaded from the app or written by the CLI) into overrides.
+
+    Raises
+    ------
+    ParameterError
+        Not JSON, larger than :data:`MAX_SETTINGS_JSON_BYTES`, nested deeper than
+        :data:`MAX_SETTINGS_JSON_DEPTH`, not an object, or a parameter that is unknown or out of range.
+    """
+    if len(text) > MAX_SETTINGS_JSON_BYTES:
+        raise ParameterError(
+            f"settings file is {len(text):,} bytes, above the limit of {MAX_SETTINGS_JSON_BYTES:,}; "
+            "is it a settings JSON?"
+        )
     try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8-sig")
+        if _json_depth(text) > MAX_SETTINGS_JSON_DEPTH:
+            raise ParameterError(
+                f"settings JSON is nested more than {MAX_SETTINGS_JSON_DEPTH} levels deep; "
+                "expected an object of parameter names to values"
+            )
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ParameterError(f"settings file is not valid JSON: {err}") from err
+    except RecursionError as err:  # a guard behind the depth check
+        raise ParameterError("settings JSON is nested too deeply") from err
     if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
         data = data["params"]
     if not isinstance(data, dict):

@@ -1,0 +1,179 @@
+"""The one way cellcount writes CSV files and other results: formula-safe cells, atomic replacement.
+
+Spreadsheets run a cell that starts with ``=``, ``+``, ``-`` or ``@`` (and some treat a leading tab or
+carriage return the same way) as a formula, so a file named ``=HYPERLINK(...).png`` would become a live
+link in Excel. Every text cell with such a start is written with a leading apostrophe (the OWASP advice),
+which spreadsheets show as plain text; numbers stay numbers. Files are written to a temporary file in the
+same folder and renamed into place, so a reader (or an interrupted run) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""Text cells starting with one of these are escaped by :func:`escape_cell`."""
+
+
+def escape_cell(value: Any) -> Any:
+    """``value`` with a leading apostrophe when it is text starting with one of :data:`FORMULA_PREFIXES`.
+
+    Non-text values (numbers, booleans, None, NaN) are returned unchanged.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells (and column names) are escaped with :func:`escape_cell`.
+
+    Only object / string columns are touched, so numeric columns keep their dtype (and ``-1.5`` stays a
+    number). The input is not modified.
+    """
+    out = df.copy()
+    for col in out.columns:
+        if not (pd.api.types.is_object_dtype(out[col]) or pd.api.types.is_string_dtype(out[col])):
+            continue
+        out[col] = out[col].map(escape_cell).astype(object)
+    out.columns = [escape_cell(str(c)) if isinstance(c, str) else c for c in out.columns]
+    return out
+
+
+def csv_text(df: pd.DataFrame, *, header: bool = True) -> str:
+    """``df`` as CSV text (no index), formula-safe: the one formatting every CSV writer uses."""
+    return safe_frame(df).to_csv(index=False, header=header, lineterminator="\n")
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """``df`` as formula-safe UTF-8 CSV bytes (for downloads)."""
+    return csv_text(df).encode("utf-8")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it into place.
+
+    A reader sees the old file or the new one, never a half-written one; on error the old file is kept
+    and the temporary file removed.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``df`` as a formula-safe CSV, atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, csv_bytes(df))
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise OSError when a file cannot be created in ``path``'s folder (tried with a temporary file)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".check", dir=target.parent or ".")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+class CsvStream:
+    """A CSV file that grows row by row and is valid after every :meth:`append`.
+
+    Rows accumulate in a hidden working file next to ``path`` (``.<name>.part``); after each append the
+    working file is copied to a temporary file and renamed over ``path``. An interrupt or crash leaves
+    ``path`` holding the header and every row appended so far. Copying a large file after every image
+    would make a long batch quadratic, so a publish is skipped while the last one took more than a fifth
+    of the time since it ended; :meth:`close` always publishes.
+
+    Parameters
+    ----------
+    path : path
+        The CSV to write (replaced at once by a file holding the header and ``keep`` rows).
+    columns : sequence of str, optional
+        Column order; default: the columns of the first appended frame.
+    keep : pandas.DataFrame, optional
+        Rows to start with (e.g. rows of an interrupted run being resumed), written as they are: they
+        were escaped when first written.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, columns: Sequence[str] | None = None, keep: pd.DataFrame | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.columns: list[str] | None = list(columns) if columns is not None else None
+        self.n_rows = 0
+        self._part = self.path.parent / f".{self.path.name}.part"
+        self._fh = open(self._part, "w", encoding="utf-8", newline="")
+        self._publish_seconds = 0.0
+        self._last_publish = 0.0
+        self._dirty = False
+        if keep is not None and len(keep.columns):
+            self.columns = self.columns or [str(c) for c in keep.columns]
+            self._fh.write(keep.reindex(columns=self.columns).to_csv(index=False, lineterminator="\n"))
+            self.n_rows = len(keep)
+        elif self.columns is not None:
+            self._fh.write(pd.DataFrame(columns=self.columns).to_csv(index=False, lineterminator="\n"))
+        self._publish()
+
+    def append(self, df: pd.DataFrame | Iterable[dict[str, Any]]) -> None:
+        """Append rows (a frame or dicts) and publish the file (see the class notes on throttling)."""
+        frame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(list(df))
+        header = self.columns is None
+        if self.columns is None:
+            self.columns = [str(c) for c in frame.columns]
+        if len(frame):
+            self._fh.write(csv_text(frame.reindex(columns=self.columns), header=header))
+            self.n_rows += len(frame)
+        elif header:
+            self._fh.write(csv_text(pd.DataFrame(columns=self.columns)))
+        self._dirty = True
+        since = time.perf_counter() - self._last_publish
+        if since >= 5 * self._publish_seconds:
+            self._publish()
+
+    def _publish(self) -> None:
+        t0 = time.perf_counter()
+        self._fh.flush()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(self._part, tmp)
+            os.replace(tmp, self.path)
+        except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._last_publish = time.perf_counter()
+        self._publish_seconds = self._last_publish - t0
+        self._dirty = False
+
+    def close(self) -> None:
+        """Publish the rows not yet published and remove the working file."""
+        if self._fh.closed:
+            return
+        try:
+            if self._dirty:
+                self._publish()
+        finally:
+            self._fh.close()
+            self._part.unlink(missing_ok=True)
+
+    def __enter__(self) -> CsvStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
