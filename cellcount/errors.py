@@ -30,5 +30,10 @@ class WeightsIntegrityError(CellcountError, ValueError):
     """A weights file is missing, has the wrong sha256, or holds something other than tensors."""
 
 
+class ModelCardError(WeightsIntegrityError):
+    """A model card (``card.json``) is not valid JSON or breaks its schema (unknown architecture argument,
+    value out of range, unknown output kind, weights file outside the model folder); nothing was built."""
+
+
 class ParameterError(CellcountError, ValueError):
     """A postprocessing or inference parameter is out of range; the message names the allowed values."""

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,37 @@ logger = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
+
+OUTPUT_KINDS = ("mask", "density")
+"""Every ``output_kind`` a card may declare; the one list to extend when a new kind of head is added."""
+
+MAX_DEEPEST_WIDTH = 1024
+"""Largest channel count at the bottom of a U-Net (``base_width * 2**depth``): about 40 M parameters.
+A card asking for more (``base_width: 2048`` or ``depth: 40``) would allocate tens of GB before any check."""
+
+# name: (type, lowest, highest) or (str, allowed values or None for any text)
+ARCHITECTURE_KWARGS: dict[str, tuple] = {
+    "in_channels": (int, 1, 16),
+    "out_channels": (int, 1, 16),
+    "base_width": (int, 1, 256),
+    "depth": (int, 1, 8),
+    "head": (str, None),  # its values are checked by the architecture's constructor
+    "density_act": (str, ("softplus", "relu")),
+}
+"""Arguments a card's ``kwargs`` may pass to the U-Net family (every registered architecture)."""
+
+CARD_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "tile_size": (int, 16, 4096),
+    "tile_overlap": (int, 0, 1024),
+    "density_scale": (float, 1e-9, 1e12),
+}
+"""Top-level numeric card fields: type and accepted range (``density_scale`` must be > 0)."""
+
+EXTRA_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "fast_tile_size": (int, 16, 4096),
+    "reference_diameter_px": (float, 2.0, 1000.0),
+}
+"""Numeric keys under ``extra`` that inference reads."""
 
 
 @dataclass
@@ -54,6 +86,8 @@ class ModelCard:
         if extra:
             logger.warning("card %s has unknown keys %s (kept under 'extra')", data.get("name"), sorted(extra))
         kept = {k: v for k, v in data.items() if k in known}
+        if not isinstance(kept.get("extra", {}), dict):
+            raise TypeError(f"extra must be an object, got {type(kept['extra']).__name__}")
         kept.setdefault("extra", {}).update(extra)
         return cls(**kept)
 
@@ -70,6 +104,110 @@ class ModelCard:
         return " - ".join(parts)
 
 
+def _check_number(where: str, value: Any, kind: type, lo: float, hi: float) -> None:
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    ok_type = is_int if kind is int else (is_int or isinstance(value, float))
+    if not ok_type or not math.isfinite(value) or not lo <= value <= hi:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{where} must be {what} within [{lo:g}, {hi:g}], got {value!r}")
+
+
+def validate_card(card: ModelCard, folder: str | Path | None = None) -> None:
+    """Check a card against its schema before anything is built from it.
+
+    Checks: text fields are text; ``output_kind`` is one of :data:`OUTPUT_KINDS`; ``kwargs`` has only
+    :data:`ARCHITECTURE_KWARGS` keys with the right types and ranges and a deepest width of at most
+    :data:`MAX_DEEPEST_WIDTH`; :data:`CARD_NUMBERS` and :data:`EXTRA_NUMBERS` in range, with
+    ``2 * tile_overlap < tile_size``; ``normalization`` and ``postprocess`` hold valid settings; and
+    ``weights_file`` names a file inside ``folder`` (when given).
+
+    Raises
+    ------
+    ModelCardError
+        The first problem found, naming the field and the accepted values.
+    """
+    from ..errors import ModelCardError
+
+    name = card.name if isinstance(card.name, str) else "?"
+    try:
+        _validate(card, folder)
+    except (ValueError, TypeError) as err:
+        raise ModelCardError(f"model card of {name!r} is invalid: {err}") from err
+
+
+def _validate(card: ModelCard, folder: str | Path | None) -> None:
+    for field_name in ("name", "architecture", "output_kind", "weights_file", "sha256", "description"):
+        if not isinstance(getattr(card, field_name), str):
+            raise ValueError(f"{field_name} must be text, got {getattr(card, field_name)!r}")
+    if not card.name:
+        raise ValueError("name is empty")
+    if card.output_kind not in OUTPUT_KINDS:
+        raise ValueError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, got {card.output_kind!r}")
+    for field_name in ("kwargs", "normalization", "postprocess", "training", "metrics", "extra"):
+        if not isinstance(getattr(card, field_name), dict):
+            raise ValueError(f"{field_name} must be an object, got {type(getattr(card, field_name)).__name__}")
+    unknown = sorted(set(card.kwargs) - set(ARCHITECTURE_KWARGS))
+    if unknown:
+        raise ValueError(f"unknown kwargs {unknown}; valid: {', '.join(ARCHITECTURE_KWARGS)}")
+    for key, value in card.kwargs.items():
+        spec = ARCHITECTURE_KWARGS[key]
+        if spec[0] is str:
+            if not isinstance(value, str) or (spec[1] is not None and value not in spec[1]):
+                allowed = "text" if spec[1] is None else " or ".join(spec[1])
+                raise ValueError(f"kwargs.{key} must be {allowed}, got {value!r}")
+        else:
+            _check_number(f"kwargs.{key}", value, *spec)
+    deepest = card.kwargs.get("base_width", 16) * 2 ** card.kwargs.get("depth", 4)
+    if deepest > MAX_DEEPEST_WIDTH:
+        raise ValueError(
+            f"kwargs base_width * 2**depth = {deepest:,} channels, above the limit of {MAX_DEEPEST_WIDTH}"
+        )
+    for key, spec in CARD_NUMBERS.items():
+        _check_number(key, getattr(card, key), *spec)
+    if not 2 * card.tile_overlap < card.tile_size:
+        raise ValueError(f"tile_overlap ({card.tile_overlap}) must be less than half of tile_size ({card.tile_size})")
+    for key, spec in EXTRA_NUMBERS.items():
+        if key in card.extra:
+            _check_number(f"extra.{key}", card.extra[key], *spec)
+    _validate_normalization(card.normalization)
+    from ..errors import ParameterError
+    from ..pipeline import resolve_params
+
+    try:
+        resolve_params(None, card.postprocess)
+    except ParameterError as err:
+        raise ValueError(f"postprocess: {err}") from err
+    _validate_weights_file(card.weights_file, folder)
+
+
+def _validate_normalization(norm: dict[str, Any]) -> None:
+    from ..io import GRAYSCALE_MODES
+
+    unknown = sorted(set(norm) - {"low_pct", "high_pct", "invert", "grayscale"})
+    if unknown:
+        raise ValueError(f"unknown normalization keys {unknown}; valid: low_pct, high_pct, invert, grayscale")
+    for key in ("low_pct", "high_pct"):
+        if key in norm:
+            _check_number(f"normalization.{key}", norm[key], float, 0.0, 100.0)
+    if not norm.get("low_pct", 0.0) < norm.get("high_pct", 100.0):
+        raise ValueError("normalization.low_pct must be below normalization.high_pct")
+    if norm.get("invert", "auto") not in ("auto", True, False, None):
+        raise ValueError(f"normalization.invert must be \"auto\", true or false, got {norm['invert']!r}")
+    if norm.get("grayscale", "mean") not in GRAYSCALE_MODES:
+        raise ValueError(f"normalization.grayscale must be one of {', '.join(GRAYSCALE_MODES)}, "
+                         f"got {norm['grayscale']!r}")
+
+
+def _validate_weights_file(weights_file: str, folder: str | Path | None) -> None:
+    if not weights_file or "\\" in weights_file or Path(weights_file).is_absolute() or ".." in Path(weights_file).parts:
+        raise ValueError(f"weights_file must be a file name inside the model folder, got {weights_file!r}")
+    if folder is not None:
+        root = Path(folder).resolve()
+        target = (root / weights_file).resolve()
+        if target == root or root not in target.parents:
+            raise ValueError(f"weights_file {weights_file!r} points outside the model folder {folder}")
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -79,7 +217,14 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_card(folder: str | Path) -> ModelCard:
-    from ..errors import WeightsIntegrityError
+    """Read and validate ``folder/card.json`` (see :func:`validate_card`).
+
+    Raises
+    ------
+    ModelCardError
+        Not readable JSON, not an object, missing required keys, or a schema violation.
+    """
+    from ..errors import ModelCardError
 
     path = Path(folder) / CARD_FILE
     try:
@@ -87,9 +232,11 @@ def read_card(folder: str | Path) -> ModelCard:
             data = json.load(fh)
         if not isinstance(data, dict):
             raise TypeError("the card must be a JSON object")
-        return ModelCard.from_dict(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
-        raise WeightsIntegrityError(f"model card {path} is invalid: {err}") from err
+        card = ModelCard.from_dict(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError) as err:
+        raise ModelCardError(f"model card {path} is invalid: {err}") from err
+    validate_card(card, folder)
+    return card
 
 
 def write_card(card: ModelCard, folder: str | Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import ModelNotFoundError, WeightsIntegrityError
+from ..errors import ModelCardError, ModelNotFoundError, WeightsIntegrityError
 from .base import ClassicalModel, CountModel, NetModel
 from .card import CARD_FILE, ModelCard, read_card, sha256_file, write_card
 
@@ -88,7 +88,14 @@ def load_model_folder(folder: str | Path) -> NetModel:
     from .registry import create_model
 
     folder = Path(folder)
-    card = read_card(folder)
+    card = read_card(folder)  # validated: nothing is built from a card that breaks its schema
+    from .registry import list_architectures
+
+    if card.architecture not in list_architectures():
+        raise ModelNotFoundError(
+            f"model card of {card.name!r}: unknown architecture {card.architecture!r}; "
+            f"valid architectures: {', '.join(list_architectures())}"
+        )
     wpath = folder / card.weights_file
     if not wpath.is_file():
         raise WeightsIntegrityError(f"weights file {wpath} is missing")
@@ -103,7 +110,10 @@ def load_model_folder(folder: str | Path) -> NetModel:
         state = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsIntegrityError(f"{wpath} is not a valid safetensors weights file: {err}") from err
-    net = create_model(card.architecture, **card.kwargs)
+    try:
+        net = create_model(card.architecture, **card.kwargs)
+    except (TypeError, ValueError) as err:  # an argument the constructor refuses, after the card's schema
+        raise ModelCardError(f"model card of {card.name!r}: cannot build {card.architecture}: {err}") from err
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
