@@ -257,16 +257,20 @@ def counts_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
     return df
 
 
+def item_objects(item: BatchItem) -> pd.DataFrame:
+    """The object table of one successful item with a leading ``file`` column (empty for a failed one)."""
+    if item.result is None:
+        return pd.DataFrame(columns=["file", "label"])
+    df = item.result.objects.assign(file=item.name)
+    return df[["file", *[c for c in df.columns if c != "file"]]]
+
+
 def objects_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
     """All objects of all successful items, with a leading ``file`` column."""
-    frames = []
-    for it in items:
-        if it.result is not None and len(it.result.objects):
-            frames.append(it.result.objects.assign(file=it.name))
+    frames = [item_objects(it) for it in items if it.result is not None and len(it.result.objects)]
     if not frames:
         return pd.DataFrame(columns=["file", "label"])
-    df = pd.concat(frames, ignore_index=True)
-    return df[["file", *[c for c in df.columns if c != "file"]]]
+    return pd.concat(frames, ignore_index=True)
 
 
 def labels_zip(items: Iterable[BatchItem]) -> bytes:

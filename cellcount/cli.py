@@ -1,7 +1,8 @@
 """Command line: ``python -m cellcount count PATHS... --model NAME --out counts.csv`` and ``... models``.
 
 Exit codes: 0 all files counted; 1 some files failed (their rows say why); 2 usage error or nothing
-to count (unknown model, no images found, bad settings).
+to count (unknown model or bad card, no images found, bad settings, an unusable output path);
+130 interrupted (Ctrl-C or SIGTERM: the CSV holds every image finished so far, ``--resume`` continues).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{hlp} (default: the model card's setting)")
     c.add_argument("--invert", choices=["auto", "yes", "no"], default=None,
                    help="invert bright-background images (default: auto-detect)")
+    c.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
+                        "model and settings, count only the other images")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("models", help="list the available models")
@@ -112,42 +117,140 @@ def cmd_models() -> int:
     return 0
 
 
-def _check_outputs(args: argparse.Namespace) -> str | None:
-    """Create the output folders up front; a message when an output path cannot be used (before counting)."""
-    for option, value in (("--out", args.out), ("--objects", args.objects)):
-        if value and Path(value).is_dir():
-            return f"{option} {value} is a folder; give a file name such as counts.csv"
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
+        return False
+
+
+def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
+    """A message when an output cannot be used, checked before any counting; None when all is well.
+
+    Refused: an output that is a folder, names an input (an image or the settings file) or the same file
+    as another output, or a folder where a file cannot be created. Output folders are created.
+    """
+    from .csvout import check_writable
+
+    outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out)}
+    if args.objects:
+        outputs["--objects"] = Path(args.objects)
+    for option, path in outputs.items():
+        if path.is_dir():
+            return f"{option} {path} is a folder; give a file name such as counts.csv"
+    names = list(outputs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if _same_file(outputs[a], outputs[b]):
+                return f"{a} and {b} name the same file {outputs[a]}; give each output its own file"
+    protected = [*inputs, *([Path(args.settings)] if args.settings else [])]
+    resolved = {p.resolve(): p for p in protected}
+    for option, path in outputs.items():
+        hit = resolved.get(path.resolve())
+        if hit is not None:
+            return f"{option} {path} names an input file ({hit}); it would be overwritten"
     if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
         return f"--labels-dir {args.labels_dir} is a file, not a folder"
     try:
-        for value in (args.out, args.objects):
-            if value:
-                Path(value).parent.mkdir(parents=True, exist_ok=True)
+        for path in outputs.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            check_writable(path)
         if args.labels_dir:
             Path(args.labels_dir).mkdir(parents=True, exist_ok=True)
+            check_writable(Path(args.labels_dir) / "x_labels.tif")
     except OSError as err:
-        return f"cannot create an output folder: {err}"
+        return f"cannot write the results there: {err}"
     return None
 
 
+def _settings_path(out: str | Path) -> Path:
+    return Path(out).with_suffix(".settings.json")
+
+
+def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
+    """Rows of an interrupted run to keep: (counts rows, objects rows, done file names) or a message.
+
+    A row is kept when its file is one of this run's inputs and it was counted (status ok) with the same
+    model (name and weights' sha256) and the same settings; everything else is counted again.
+    """
+    import pandas as pd
+
+    from .batch import COUNT_COLUMNS
+    from .csvout import escape_cell
+
+    out = Path(args.out)
+    if not out.is_file():
+        return None, None, set()
+    try:
+        old = pd.read_csv(out, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        return f"--resume: cannot read {out}: {err}"
+    missing = [c for c in COUNT_COLUMNS if c not in old.columns]
+    if missing:
+        return f"--resume: {out} is not a counts CSV of this program (no columns {missing})"
+    try:
+        previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+    if isinstance(previous, dict) and previous.get("model_sha256", model.card.sha256) != model.card.sha256:
+        print(f"note: --resume: the weights of {model.name} changed since {out} was written; counting all "
+              "images again", file=sys.stderr)
+        return None, None, set()
+    settings = escape_cell(json.dumps(params.to_dict(), sort_keys=True))
+    names = {escape_cell(str(f)) for f in files}
+    keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
+               & old["file"].isin(names)].drop_duplicates("file", keep="last")
+    objects = None
+    if args.objects and len(keep):
+        try:
+            objects = pd.read_csv(args.objects, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, pd.errors.ParserError):
+            print(f"note: --resume: no readable objects CSV {args.objects}; counting all images again",
+                  file=sys.stderr)
+            return None, None, set()
+        if "file" not in objects.columns:
+            return f"--resume: {args.objects} is not an objects CSV of this program (no 'file' column)"
+        objects = objects[objects["file"].isin(set(keep["file"]))]
+    return keep, objects, set(keep["file"])
+
+
+def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path]) -> None:
+    """``<stem>_labels.tif`` in ``labels_dir`` (numbered when taken, never over an input file)."""
+    from .csvout import atomic_write_bytes
+    from .io import labels_to_tiff_bytes
+
+    stem, k = Path(name).stem, 1
+    out_name = f"{stem}_labels.tif"
+    while out_name in written or (labels_dir / out_name).resolve() in inputs:  # a.png and a.tif, sub1/a, sub2/a
+        k += 1
+        out_name = f"{stem}_{k}_labels.tif"
+    written.add(out_name)
+    atomic_write_bytes(labels_dir / out_name, labels_to_tiff_bytes(labels))
+
+
 def cmd_count(args: argparse.Namespace) -> int:
-    from .batch import count_many, counts_frame, objects_frame
+    from .batch import COUNT_COLUMNS, count_many, counts_frame, item_objects
+    from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
-    from .io import labels_to_tiff_bytes, list_image_files, split_ground_truth_files
+    from .io import list_image_files, split_ground_truth_files
     from .models import load_model
     from .pipeline import resolve_params
+
+    def warn(path: Path, reason: str) -> None:
+        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
     try:
         model = load_model(args.model)
         params = resolve_params(model, _overrides(args))
-        files = list_image_files(args.paths)
+        files = list_image_files(args.paths, on_skip=warn)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
         return 2
-    problem = _check_outputs(args)
+    problem = _check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    all_inputs = {f.resolve() for f in files}
     if not args.include_ground_truth:
         files, gt_files = split_ground_truth_files(files)
         if gt_files and not args.quiet:
@@ -157,38 +260,81 @@ def cmd_count(args: argparse.Namespace) -> int:
     if not files:
         print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
-    items = []
+    keep_counts, keep_objects, done = None, None, set()
+    if args.resume:
+        resumed = _resume_rows(args, model, params, files)
+        if isinstance(resumed, str):
+            print(f"error: {resumed}", file=sys.stderr)
+            return 2
+        keep_counts, keep_objects, done = resumed
+    from .csvout import escape_cell
+
+    todo = [f for f in files if escape_cell(str(f)) not in done]
+    if done and not args.quiet:
+        print(f"note: --resume: {len(done)} image(s) already counted with these settings, {len(todo)} to go",
+              file=sys.stderr)
+    settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict()}
+    n_ok = n_err = total = 0
+    failed: list[tuple[str, str]] = []
+    if keep_counts is not None:
+        n_ok = len(keep_counts)
+        total = int(sum(int(float(c)) for c in keep_counts["count"] if c != ""))
     written: set[str] = set()
-    for item in count_many([(str(f), f) for f in files], model, params, progress=_Progress(not args.no_progress)):
-        items.append(item)
-        if args.labels_dir and item.result is not None and item.result.labels is not None:
-            stem, k = Path(item.name).stem, 1
-            out_name = f"{stem}_labels.tif"
-            while out_name in written:  # a.png and a.tif, or sub1/a.png and sub2/a.png
-                k += 1
-                out_name = f"{stem}_{k}_labels.tif"
-            written.add(out_name)
-            (Path(args.labels_dir) / out_name).write_bytes(labels_to_tiff_bytes(item.result.labels))
-        if item.result is not None:
-            item.result.labels = item.result.rejected = None  # free memory as we go
-    df = counts_frame(items)
+    interrupted = False
+    counts_out = objects_out = None
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
-        df.to_csv(args.out, index=False)
-        if args.objects:
-            objects_frame(items).to_csv(args.objects, index=False)
-        settings_path = Path(args.out).with_suffix(".settings.json")
-        settings_path.write_text(json.dumps({"model": model.name, "params": params.to_dict()}, indent=2))
+        # the outputs are replaced at once: a stale CSV from an earlier run never stays in place
+        atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
+        counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
+        objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
+        progress = _Progress(not args.no_progress)
+        for item in count_many([(str(f), f) for f in todo], model, params, progress=progress):
+            if args.labels_dir and item.result is not None and item.result.labels is not None:
+                _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
+            counts_out.append(counts_frame([item]))
+            if objects_out is not None and item.result is not None:
+                objects_out.append(item_objects(item))
+            if item.status == "ok":
+                n_ok += 1
+                total += int(item.result.count)
+            else:
+                n_err += 1
+                failed.append((item.name, item.reason))
+            item.result = None  # free memory as we go
+    except KeyboardInterrupt:
+        interrupted = True
     except OSError as err:
-        print(f"error: cannot write the results: {err}", file=sys.stderr)
+        print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
-    n_err = int((df["status"] != "ok").sum())
+    finally:
+        for sink in (counts_out, objects_out):
+            if sink is not None:
+                sink.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    n_rows = n_ok + n_err
+    if interrupted:
+        print(f"\ninterrupted: {n_rows} of {len(files)} images are in {args.out}; run the same command with "
+              "--resume to count the rest", file=sys.stderr)
+        return 130
     if not args.quiet:
-        ok = df[df["status"] == "ok"]
-        print(f"counted {len(ok)}/{len(df)} images with {model.name}: total {int(ok['count'].sum()) if len(ok) else 0} "
-              f"objects -> {args.out}" + (f"; {n_err} failed (see the 'reason' column)" if n_err else ""))
-        for _, r in df[df["status"] != "ok"].iterrows():
-            print(f"  failed: {r['file']}: {r['reason']}", file=sys.stderr)
+        print(f"counted {n_ok}/{n_rows} images with {model.name}: total {total} objects -> {args.out}"
+              + (f"; {n_err} failed (see the 'reason' column)" if n_err else ""))
+        for name, reason in failed:
+            print(f"  failed: {name}: {reason}", file=sys.stderr)
     return 1 if n_err else 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop like Ctrl-C, so the rows counted so far are published."""
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def main(argv: list[str] | None = None) -> int:

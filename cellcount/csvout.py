@@ -109,13 +109,21 @@ class CsvStream:
     keep : pandas.DataFrame, optional
         Rows to start with (e.g. rows of an interrupted run being resumed), written as they are: they
         were escaped when first written.
+    empty_columns : sequence of str, optional
+        Header written by :meth:`close` when no columns were ever known (nothing appended).
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, columns: Sequence[str] | None = None, keep: pd.DataFrame | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        columns: Sequence[str] | None = None,
+        keep: pd.DataFrame | None = None,
+        empty_columns: Sequence[str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.columns: list[str] | None = list(columns) if columns is not None else None
+        self._empty_columns = list(empty_columns) if empty_columns is not None else None
         self.n_rows = 0
         self._part = self.path.parent / f".{self.path.name}.part"
         self._fh = open(self._part, "w", encoding="utf-8", newline="")
@@ -166,6 +174,10 @@ class CsvStream:
         if self._fh.closed:
             return
         try:
+            if self.columns is None and self._empty_columns is not None:
+                self.columns = self._empty_columns
+                self._fh.write(csv_text(pd.DataFrame(columns=self.columns)))
+                self._dirty = True
             if self._dirty:
                 self._publish()
         finally:

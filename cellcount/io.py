@@ -10,6 +10,7 @@ huge size (a decompression bomb) is refused cheaply with :class:`~cellcount.erro
 
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import logging
@@ -17,7 +18,7 @@ import os
 import struct
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -732,14 +733,73 @@ def _has_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def list_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+SkipFn = Callable[[Path, str], None]
+"""Called as ``on_skip(path, reason)`` for each entry :func:`list_image_files` cannot list."""
+
+
+def _log_skip(path: Path, reason: str) -> None:
+    logger.warning("skipped %s: %s", path, reason)
+
+
+def _broken_link_reason(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (dangling or a loop), or None when it can (or is no link)."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"dangling symbolic link (target {os.readlink(path)} does not exist)"
+    return None
+
+
+def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
+    """Image-named files under ``root`` (symbolic links followed, hidden entries skipped); every folder
+    that cannot be read, link loop and dangling link is reported through ``on_skip``."""
+    seen: set[tuple[int, int]] = set()
+
+    def onerror(err: OSError) -> None:
+        on_skip(Path(err.filename or root), f"cannot read folder: {err.strerror or err}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError as err:
+            on_skip(Path(dirpath), f"cannot read folder: {err.strerror or err}")
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            on_skip(Path(dirpath), "folder already listed through another path (symbolic link loop?)")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            path = Path(dirpath, fname)
+            broken = _broken_link_reason(path)
+            if broken:
+                on_skip(path, broken)
+            elif _is_image_file(path) and path.is_file():
+                yield path
+
+
+def list_image_files(
+    paths: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None
+) -> list[Path]:
     """List the image files named by files, folders and glob patterns.
 
     Parameters
     ----------
     paths : path or iterable of paths
         Each item is a file (kept when its extension is in :data:`IMAGE_EXTENSIONS`), a folder
-        (searched recursively; hidden files and folders are skipped) or a glob pattern (``**`` allowed).
+        (searched recursively, following symbolic links; hidden files and folders are skipped) or a glob
+        pattern (``**`` allowed).
+    on_skip : callable, optional
+        Called as ``on_skip(path, reason)`` for every folder that cannot be read, symbolic-link loop and
+        dangling link met on the way, so nothing is skipped in silence. Default: a logged warning.
 
     Returns
     -------
@@ -753,6 +813,7 @@ def list_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> 
     FileNotFoundError
         A path that does not exist, or a glob pattern that matches nothing.
     """
+    skip = on_skip or _log_skip
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: dict[Path, Path] = {}
@@ -762,18 +823,19 @@ def list_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> 
         if path.is_file():
             candidates: Iterable[Path] = [path]
         elif path.is_dir():
-            candidates = (
-                p
-                for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+            candidates = _walk_folder(path, skip)
         elif _has_glob(text):
             matches = [Path(m) for m in glob.glob(text, recursive=True)]
             if not matches:
                 raise FileNotFoundError(f"no file matches the pattern: {text}")
+            for m in matches:
+                broken = _broken_link_reason(m)
+                if broken:
+                    skip(m, broken)
             candidates = [m for m in matches if m.is_file()]
         else:
-            raise FileNotFoundError(f"path does not exist: {text}")
+            broken = _broken_link_reason(path)
+            raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
         for cand in candidates:
             if _is_image_file(cand):
                 found.setdefault(cand.resolve(), cand)
