@@ -151,15 +151,19 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
             return f"{option} {path} names an input file ({hit}); it would be overwritten"
     if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
         return f"--labels-dir {args.labels_dir} is a file, not a folder"
+    folders = [path.parent for path in outputs.values()] + ([Path(args.labels_dir)] if args.labels_dir else [])
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot create an output folder: {err}"
     try:
         for path in outputs.values():
-            path.parent.mkdir(parents=True, exist_ok=True)
             check_writable(path)
         if args.labels_dir:
-            Path(args.labels_dir).mkdir(parents=True, exist_ok=True)
             check_writable(Path(args.labels_dir) / "x_labels.tif")
     except OSError as err:
-        return f"cannot write the results there: {err}"
+        return f"cannot write in the output folder: {err}"
     return None
 
 

@@ -54,6 +54,11 @@ __all__ = [
 DEFAULT_MAX_PIXELS = 8192 * 8192
 """Default cap on H * W of one image plane (about 67 megapixels)."""
 
+MAX_SAMPLES_PER_PIXEL = 4
+"""Values decoded per pixel at most (RGBA) when all channels are read: a file with more channels than this
+whose full decode would pass ``MAX_SAMPLES_PER_PIXEL * max_pixels`` values must name one ``channel``,
+and then only that channel is decoded."""
+
 DEFAULT_MAX_BYTES = 1 << 30
 """Default cap on the size of an encoded file or upload, in bytes (1 GiB)."""
 
@@ -213,7 +218,8 @@ def read_image(
     name, src, head = _open_source(source, max_bytes)
     try:
         if head[:4] in _TIFF_MAGICS:
-            image = _read_tiff(src, name=name, page=page, max_pixels=max_pixels)
+            image = _read_tiff(src, name=name, page=page, channel=channel, max_pixels=max_pixels)
+            channel = None  # selected while decoding: only that channel's data were read
         elif head[:8] == _PNG_MAGIC and len(head) >= 26 and head[24] == 16 and head[25] in (2, 4, 6):
             image = _read_png16_colour(src, head, name=name, page=page, max_pixels=max_pixels)
         else:
@@ -233,6 +239,30 @@ def read_image(
     if channel is not None:
         image = _select_channel(image, channel)
     return image
+
+
+def _check_decoded(name: str, height: int, width: int, n_channels: int, max_pixels: int) -> None:
+    """Refuse to decode more than :data:`MAX_SAMPLES_PER_PIXEL` values per pixel of a full plane."""
+    values = height * width * n_channels
+    cap = max_pixels * MAX_SAMPLES_PER_PIXEL
+    if n_channels > 1 and values > cap:
+        raise ImageTooLargeError(
+            f"{name}: image has {n_channels} channels of {height:,} x {width:,} pixels = {values:,} values to "
+            f"decode, above the cap of {cap:,} ({MAX_SAMPLES_PER_PIXEL} x max_pixels); choose one channel "
+            "(channel=N; CLI --channel N): only that channel is then decoded"
+        )
+
+
+def _channel_index(name: str, channel: int, n_channels: int) -> int:
+    """``channel`` checked against ``n_channels`` (the same messages as :func:`_select_channel`)."""
+    if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)):
+        raise ParameterError(f"channel must be an integer in 0..{n_channels - 1}, got {channel!r}")
+    if not 0 <= channel < n_channels:
+        valid = ", ".join(str(i) for i in range(min(n_channels, 16))) + (" ..." if n_channels > 16 else "")
+        raise ParameterError(
+            f"channel {channel} is out of range: {name} has {n_channels} channel(s), valid: {valid}"
+        )
+    return int(channel)
 
 
 def _describe_head(head: bytes) -> str:
@@ -353,7 +383,14 @@ def _read_png16_colour(
     return arr
 
 
-def _read_tiff(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) -> np.ndarray:
+def _read_tiff(
+    src: str | io.BytesIO, *, name: str, page: int, channel: int | None, max_pixels: int
+) -> np.ndarray:
+    """One 2-D TIFF plane (page ``page``), all channels as (H, W, C) or only ``channel`` as (H, W).
+
+    Only the data of what is returned are decoded: one page of a stack, one channel page of a planar
+    file, one sample's strips / tiles of a page with many samples (decoded segment by segment).
+    """
     with tifffile.TiffFile(src) as tif:
         if not tif.series or not tif.pages:
             raise ImageReadError(f"{name}: TIFF file holds no image")
@@ -367,7 +404,8 @@ def _read_tiff(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) 
         outer_axes, outer_shape = axes[:n_outer], shape[:n_outer]
         n_pages = len(series.pages)
         if page_axes == "YX" and len(axes) >= 3 and axes[-3:-1] == "YX" and axes[-1] in _CHANNEL_AXES:
-            return _read_tiff_yxc(tif, axes, shape, tuple(key.shape), name=name, page=page, max_pixels=max_pixels)
+            return _read_tiff_yxc(tif, axes, shape, tuple(key.shape), name=name, page=page, channel=channel,
+                                  max_pixels=max_pixels)
         if n_outer < 0 or int(np.prod(outer_shape, dtype=np.int64)) != n_pages:
             raise ImageReadError(
                 f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}); save one 2-D image, "
@@ -391,7 +429,7 @@ def _read_tiff(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) 
             data = data.reshape(n_pages, height, width)
             if page:
                 raise ParameterError(f"page {page} is out of range: {name} has 1 page, valid: 0")
-            return data
+            return data if channel is None else np.ascontiguousarray(data[:, :, _channel_index(name, channel, width)])
 
         live = [(i, a, n) for i, (a, n) in enumerate(zip(outer_axes, outer_shape)) if n > 1]
         channel_dims = [d for d in live if d[1] in _CHANNEL_AXES]
@@ -408,7 +446,7 @@ def _read_tiff(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) 
                 # pages of different shapes land in separate series: index the raw pages
                 single = tif.pages[page]
                 _check_pixels(name, int(single.imagelength), int(single.imagewidth), max_pixels)
-                return _page_to_hwc(single.asarray(), single.axes, name)
+                return _page_plane(tif, single, name, channel, max_pixels)
             raise ParameterError(
                 f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}"
             )
@@ -417,35 +455,80 @@ def _read_tiff(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) 
             index[page_dims[0][0]] = page
         if channel_dims:
             c_dim, _, n_channels = channel_dims[0]
-            if n_channels * height * width > max(max_pixels, height * width) * 64:
-                raise ImageTooLargeError(
-                    f"{name}: TIFF has {n_channels} channels of {height} x {width} pixels"
+            if page_axes != "YX":
+                raise ImageReadError(
+                    f"{name}: TIFF has both channels and samples per pixel (axes {axes}, shape {shape})"
                 )
+            if channel is not None:  # one channel page
+                index[c_dim] = _channel_index(name, channel, n_channels)
+                k = int(np.ravel_multi_index(index, outer_shape))
+                return _page_to_hwc(tif.asarray(key=k, series=0).reshape(key.shape), page_axes, name)
+            _check_decoded(name, height, width, n_channels, max_pixels)
             keys = []
             for c in range(n_channels):
                 index[c_dim] = c
                 keys.append(int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0)
-            data = tif.asarray(key=keys, series=0)
-            data = data.reshape((n_channels,) + tuple(key.shape))
-            data = np.stack([_page_to_hwc(d, page_axes, name) for d in data], axis=0)
-            if data.ndim == 4:
-                if data.shape[3] != 1:
-                    raise ImageReadError(
-                        f"{name}: TIFF has both channels and samples per pixel (axes {axes}, shape {shape})"
-                    )
-                data = data[..., 0]
-            return np.moveaxis(data, 0, -1)
+            out = np.empty((height, width, n_channels), dtype=key.dtype)
+            for c, k in enumerate(keys):  # page by page into the output: no stacked copy
+                out[:, :, c] = tif.asarray(key=k, series=0).reshape(height, width)
+            return out
         k = int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0
-        data = tif.asarray(key=k, series=0).reshape(key.shape)
-        return _page_to_hwc(data, page_axes, name)
+        return _page_plane(tif, series.pages[k], name, channel, max_pixels)
+
+
+def _page_plane(
+    tif: tifffile.TiffFile, page: tifffile.TiffPage | tifffile.TiffFrame, name: str, channel: int | None,
+    max_pixels: int,
+) -> np.ndarray:
+    """One page as (H, W) or (H, W, S); with ``channel``, only that sample is decoded."""
+    if isinstance(page, tifffile.TiffFrame):
+        page = page.aspage()
+    n_samples = int(page.samplesperpixel)
+    height, width = int(page.imagelength), int(page.imagewidth)
+    if n_samples == 1 or page.axes not in ("YXS", "SYX"):
+        data = _page_to_hwc(page.asarray(), page.axes, name)
+        return data if channel is None else _select_channel(data, channel)
+    if channel is None:
+        _check_decoded(name, height, width, n_samples, max_pixels)
+        return _page_to_hwc(page.asarray(), page.axes, name)
+    return _decode_sample(tif, page, _channel_index(name, channel, n_samples), n_samples)
+
+
+def _decode_sample(tif: tifffile.TiffFile, page: tifffile.TiffPage, sample: int, n_samples: int) -> np.ndarray:
+    """Sample ``sample`` of a page as (H, W), decoding one strip or tile at a time.
+
+    Planar (separate) pages store each sample's segments apart, so only those are read; contiguous pages
+    interleave the samples, so every segment is decoded but only one at a time is held.
+    """
+    height, width = int(page.imagelength), int(page.imagewidth)
+    out = np.zeros((height, width), dtype=page.dtype)
+    n = len(page.dataoffsets)
+    if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+        per = n // n_samples
+        indices, pick = range(sample * per, (sample + 1) * per), 0
+    else:
+        indices, pick = range(n), sample
+    fh = tif.filehandle
+    for i in indices:
+        if not page.databytecounts[i]:
+            continue  # an empty segment reads as zeros
+        fh.seek(page.dataoffsets[i])
+        seg, (_, _, y, x, _), _ = page.decode(fh.read(page.databytecounts[i]), i, jpegtables=page.jpegtables)
+        if seg is None:
+            continue
+        piece = seg[0, :, :, pick] if seg.ndim == 4 else seg.reshape(seg.shape[-3:])[..., pick]
+        h, w = min(piece.shape[0], height - y), min(piece.shape[1], width - x)
+        out[y:y + h, x:x + w] = piece[:h, :w]
+    return out
 
 
 def _read_tiff_yxc(
     tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...], page_shape: tuple[int, ...], *, name: str,
-    page: int, max_pixels: int,
+    page: int, channel: int | None, max_pixels: int,
 ) -> np.ndarray:
     """A series (..., Y, X, C) saved with axes metadata (``tifffile.imwrite(f, a, metadata={'axes': 'YXC'})``):
-    tifffile stores it as pages of (X, C) rows, or of (Y, X) planes when C == 1."""
+    tifffile stores it as pages of (X, C) rows, or of (Y, X) planes when C == 1. With ``channel``, the rows
+    are read one page at a time and only that channel kept."""
     rows, cols, n_channels = shape[-3:]
     _check_pixels(name, rows, cols, max_pixels)
     stack = [n for n in shape[:-3] if n > 1]
@@ -463,6 +546,16 @@ def _read_tiff_yxc(
         per_image = 1
     else:
         raise ImageReadError(f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}, pages {page_shape})")
+    if channel is not None:
+        c = _channel_index(name, channel, n_channels)
+        if per_image == 1:
+            return np.ascontiguousarray(tif.asarray(key=page, series=0).reshape(rows, cols))
+        out = np.empty((rows, cols), dtype=tif.series[0].dtype)
+        pages = tif.series[0].pages
+        for r in range(rows):
+            out[r] = pages[page * per_image + r].asarray().reshape(cols, n_channels)[:, c]
+        return out
+    _check_decoded(name, rows, cols, n_channels, max_pixels)
     data = tif.asarray(key=slice(page * per_image, (page + 1) * per_image), series=0)
     data = np.ascontiguousarray(data.reshape(rows, cols, n_channels))
     return data[:, :, 0] if n_channels == 1 else data
