@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError, ImageReadError
+from .errors import CellcountError, GroundTruthError, ImageReadError
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, labels_to_tiff_bytes, read_image
 from .models.base import CountModel
@@ -166,7 +166,10 @@ def labelled_uploads(
         for raw_name, data in files:
             name = Path(raw_name).name or "upload"
             if not name.lower().endswith(".zip"):
-                (root / name).write_bytes(data)
+                try:
+                    (root / name).write_bytes(data)
+                except OSError as err:  # e.g. a file named like a zip's folder
+                    skipped.append((name, f"name collides with another upload: {err.strerror or err}"))
                 continue
             try:
                 for member, content, reason in iter_zip_members(
@@ -176,8 +179,12 @@ def labelled_uploads(
                         skipped.append((f"{name}/{member}", reason or "skipped"))
                         continue
                     target = root / Path(name).stem / member
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(content)
+                    try:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(content)
+                    except OSError as err:  # "d.png" and "d.png/e.png" in one zip: a file and a folder
+                        skipped.append((f"{name}/{member}",
+                                        f"name collides with another member of the zip: {err.strerror or err}"))
             except ImageReadError as err:
                 skipped.append((name, str(err)))
         base = root
@@ -186,7 +193,10 @@ def labelled_uploads(
             if len(entries) != 1 or not entries[0].is_dir():
                 break
             base = entries[0]
-        pairs = load_labelled_folder(base)
+        try:
+            pairs = load_labelled_folder(base)
+        except OSError as err:  # paths inside our own temporary folder: say what, not where
+            raise GroundTruthError(f"cannot read the uploads: {err.strerror or err}") from err
         items = [(p.relative_to(base).as_posix(), p.read_bytes(), gt) for p, gt in pairs]
     return items, skipped
 

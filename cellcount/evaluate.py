@@ -269,10 +269,13 @@ def _overrides(args) -> dict[str, Any]:
 
     ov: dict[str, Any] = {}
     if args.settings:
-        ov.update(params_from_json(Path(args.settings).read_text()))
+        ov.update(params_from_json(Path(args.settings).read_bytes()))
     for kv in args.set:
         k, _, v = kv.partition("=")
-        ov[k] = json.loads(v) if v not in ("", "None") else None
+        try:
+            ov[k] = json.loads(v) if v not in ("", "None") else None
+        except ValueError as err:
+            raise ParameterError(f"--set {kv}: the value must be a JSON number, true/false or null ({err})") from err
     return ov
 
 
@@ -282,8 +285,26 @@ def _card_folder(ref: str, name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation CLI. Exit codes: 0 done; 2 bad input (model, card, data, ground truth, settings,
+    an unwritable output), with a one-line reason on stderr; 130 interrupted."""
+    import sys
+
+    from .errors import CellcountError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _run(args)
+    except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. --set key=not-json
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .csvout import atomic_write_bytes, write_csv
     from .models import load_model
     from .models.card import write_card
 
@@ -291,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     params = resolve_params(model, _overrides(args))
     t0 = time.perf_counter()
     items = list(_load_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed))
+    if not items:
+        raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
+                             + (f" and --limit {args.limit}" if args.limit is not None else ""))
     logger.info("%d images with ground truth from %s (split %s)", len(items), args.data, args.split)
     pairs = [(n, predict(img, model, params, fast=not args.exact), gt) for n, img, gt in items]
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
@@ -331,10 +355,11 @@ def main(argv: list[str] | None = None) -> int:
             write_card(card, folder)
             print(f"wrote tuned settings into {folder / 'card.json'}")
     if args.save_settings:
-        Path(args.save_settings).write_text(json.dumps({"model": model.name, "params": params.to_dict()}, indent=2))
+        atomic_write_bytes(args.save_settings,
+                           json.dumps({"model": model.name, "params": params.to_dict()}, indent=2).encode())
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
     if args.out:
-        rep.per_image.to_csv(args.out, index=False)
+        write_csv(rep.per_image, args.out)
     s = rep.summary
     line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} (95% CI {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
             f"MAPE={s['mape']:.1f}% R2={s['r2']:.3f}")
@@ -358,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         write_card(model.card, folder)
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": model.name, "data": args.data, "split": args.split,
-                                               "params": params.to_dict(), **s}, indent=2, default=float))
+        atomic_write_bytes(args.json, json.dumps({"model": model.name, "data": args.data, "split": args.split,
+                                                  "params": params.to_dict(), **s}, indent=2, default=float).encode())
     return 0
 
 

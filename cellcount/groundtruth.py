@@ -8,6 +8,7 @@ DSB 2018 layouts (``<id>/images/<id>.png`` + ``<id>/masks/*.png``, or flat ``ima
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -23,6 +24,7 @@ from scipy import ndimage as ndi
 
 from cellcount.errors import GroundTruthError, ImageReadError
 from cellcount.io import (
+    DEFAULT_MAX_PIXELS,
     GROUND_TRUTH_SUFFIXES,
     IMAGE_EXTENSIONS,
     ground_truth_suffix,
@@ -69,6 +71,22 @@ _POINT_COLUMN_PAIRS = (  # (row column, col column), lower-case
 _DSB_GT_DIRS = ("labels", "masks", "label", "mask", "gt", "ground_truth")
 
 
+MAX_COORDINATE_PX = 1 << 20
+"""Largest point coordinate accepted (pixels): far beyond any image within the pixel cap."""
+MAX_GROUND_TRUTH_COUNT = DEFAULT_MAX_PIXELS
+"""Largest count accepted as ground truth: one cell per pixel of the largest image read. A larger number
+(``1e300`` in a spreadsheet) is a typo, and would make every error metric infinite."""
+
+
+def _check_count(count: object, where: str) -> None:
+    """Raise GroundTruthError unless ``count`` is a whole number in [0, MAX_GROUND_TRUTH_COUNT]."""
+    ok = isinstance(count, (int, np.integer)) and not isinstance(count, (bool, np.bool_))
+    if not ok or not 0 <= int(count) <= MAX_GROUND_TRUTH_COUNT:
+        raise GroundTruthError(
+            f"{where}: count must be a whole number within [0, {MAX_GROUND_TRUTH_COUNT:,}], got {count!r}"
+        )
+
+
 class BinaryMaskWarning(UserWarning):
     """A binary mask was split into objects by connectivity: touching cells are merged into one."""
 
@@ -101,8 +119,7 @@ class GroundTruth:
     def __post_init__(self) -> None:
         if self.kind not in GROUND_TRUTH_KINDS:
             raise GroundTruthError(f"kind must be one of {GROUND_TRUTH_KINDS}, got {self.kind!r}")
-        if int(self.count) < 0:
-            raise GroundTruthError(f"count must be >= 0, got {self.count}")
+        _check_count(self.count, self.source or "ground truth")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,8 +362,23 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
 # --------------------------------------------------------------------------------------------------
 # CSV
 # --------------------------------------------------------------------------------------------------
+def _decode_csv(raw: bytes) -> str:
+    """CSV bytes -> text: UTF-16 (Excel's "Unicode text", with a BOM or plainly interleaved with NULs),
+    UTF-8 with or without a BOM, else Windows-1252 (Excel's "CSV" on Windows)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    if len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
+        return raw.decode("utf-16-le")
+    if len(raw) >= 4 and raw[0:4:2] == b"\x00\x00" and raw[1:4:2] != b"\x00\x00":
+        return raw.decode("utf-16-be")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252")
+
+
 def _read_csv_text(source: CsvSource) -> tuple[str, str]:
-    """Return (name, text) of a CSV given as path, bytes or file-like."""
+    """Return (name, text) of a CSV given as path, bytes or file-like (see :func:`_decode_csv`)."""
     name = _name(source) or "<csv>"
     try:
         if isinstance(source, (str, os.PathLike)):
@@ -357,25 +389,51 @@ def _read_csv_text(source: CsvSource) -> tuple[str, str]:
             raw = source.read()
         else:
             raise TypeError(f"CSV source must be a path, bytes or file-like, not {type(source).__name__}")
-        text = raw.decode("utf-8-sig") if isinstance(raw, (bytes, bytearray)) else str(raw)
+        text = _decode_csv(bytes(raw)) if isinstance(raw, (bytes, bytearray)) else str(raw).lstrip("\ufeff")
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError) as err:
         raise GroundTruthError(f"{name}: cannot read CSV: {err}") from err
+    if "\x00" in text:
+        raise GroundTruthError(f"{name}: not a text CSV (it holds NUL bytes)")
     if not text.strip():
         raise GroundTruthError(f"{name}: CSV file is empty")
     return name, text
 
 
+CSV_DELIMITERS = (",", ";", "\t")
+"""Field separators recognised from a CSV's header line: comma, semicolon (Excel in locales whose decimal
+mark is a comma, where numbers are then read with a decimal comma too) and tab."""
+
+
+def _delimiter(text: str) -> str:
+    """The separator of the first non-empty line: the one of :data:`CSV_DELIMITERS` it holds most often
+    outside quotes (comma on a tie or when none appears)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    unquoted = "".join(part for i, part in enumerate(first.split('"')) if i % 2 == 0)
+    counts = {d: unquoted.count(d) for d in CSV_DELIMITERS}
+    best = max(CSV_DELIMITERS, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
+
+
 def _csv_rows(name: str, text: str) -> tuple[list[str], list[list[str]]]:
+    delimiter = _delimiter(text)
     try:
-        rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+        rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(cell.strip() for cell in row)]
     except csv.Error as err:
         raise GroundTruthError(f"{name}: malformed CSV: {err}") from err
     if not rows:
         raise GroundTruthError(f"{name}: CSV file is empty")
-    header = [h.strip().lower() for h in rows[0]]
+    header = [h.strip().strip("\ufeff").lower() for h in rows[0]]
     return header, rows[1:]
+
+
+def _number(cell: str, *, decimal_comma: bool = False) -> float:
+    """A CSV cell as a float (NaN when it is not a number); ``decimal_comma``: "12,5" is 12.5."""
+    try:
+        return float(cell.replace(",", ".") if decimal_comma and cell.count(",") == 1 else cell)
+    except ValueError:
+        return float("nan")
 
 
 def _point_columns(header: list[str]) -> tuple[int, int] | None:
@@ -423,6 +481,7 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
     """
     name, text = _read_csv_text(source)
     header, rows = _csv_rows(name, text)
+    decimal_comma = _delimiter(text) == ";"
     cols = _point_columns(header)
     if cols is None:
         raise GroundTruthError(
@@ -433,11 +492,8 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
     for k, row in enumerate(rows):
         for j, col in enumerate(cols):
             cell = row[col].strip() if col < len(row) else ""
-            try:
-                value = float(cell)
-            except ValueError:
-                value = float("nan")
-            if not np.isfinite(value) or value < 0:
+            value = _number(cell, decimal_comma=decimal_comma)
+            if not np.isfinite(value) or value < 0 or value > MAX_COORDINATE_PX:
                 raise GroundTruthError(
                     f"{name}: data row {k + 1}: coordinate {header[col]!r} = {cell!r} is not a "
                     "non-negative number"
@@ -469,6 +525,7 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
     """
     name, text = _read_csv_text(source)
     header, rows = _csv_rows(name, text)
+    decimal_comma = _delimiter(text) == ";"
     cols = _count_columns(header)
     if cols is None:
         raise GroundTruthError(
@@ -482,12 +539,11 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
         where = f"{name}: data row {k + 1} ({filename or 'no file name'})"
         if not filename:
             raise GroundTruthError(f"{where}: the file name is empty")
-        try:
-            value = float(cell)
-        except ValueError:
-            value = float("nan")
-        if not np.isfinite(value) or value < 0 or value != int(value):
-            raise GroundTruthError(f"{where}: count {cell!r} is not a non-negative whole number")
+        value = _number(cell, decimal_comma=decimal_comma)
+        if not np.isfinite(value) or not 0 <= value <= MAX_GROUND_TRUTH_COUNT or value != int(value):
+            raise GroundTruthError(
+                f"{where}: count {cell!r} is not a whole number within [0, {MAX_GROUND_TRUTH_COUNT:,}]"
+            )
         stem = Path(filename.replace("\\", "/")).stem
         if stem in counts and counts[stem] != int(value):
             raise GroundTruthError(f"{where}: {stem!r} is listed twice with counts {counts[stem]} and {cell}")

@@ -707,7 +707,10 @@ def resolve(model: cc.models.CountModel, *parts: dict[str, Any]) -> cc.CountPara
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
-    return df.to_csv(index=False).encode("utf-8")
+    """Formula-safe CSV bytes for a download: :func:`cellcount.csvout.csv_bytes`."""
+    from cellcount.csvout import csv_bytes as _csv_bytes
+
+    return _csv_bytes(df)
 
 
 def stem(name: str) -> str:
