@@ -169,6 +169,9 @@ def _validate(card: ModelCard, folder: str | Path | None) -> None:
     for key, spec in EXTRA_NUMBERS.items():
         if key in card.extra:
             _check_number(f"extra.{key}", card.extra[key], *spec)
+    if "fast_tile_size" in card.extra and not 2 * card.tile_overlap < card.extra["fast_tile_size"]:
+        raise ValueError(f"tile_overlap ({card.tile_overlap}) must be less than half of extra.fast_tile_size "
+                         f"({card.extra['fast_tile_size']})")
     _validate_normalization(card.normalization)
     from ..errors import ParameterError
     from ..pipeline import resolve_params

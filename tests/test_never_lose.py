@@ -1,0 +1,533 @@
+"""Never lose a row, never crash a batch (issue 16): one row per case, through the library and the CLI.
+
+The app side is in ``test_app_never_lose.py``; the SIGINT / ``--resume`` runs of a real CLI process are at
+the end of this file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from cellcount.batch import count_many, counts_frame, labelled_uploads
+from cellcount.cli import main
+from cellcount.csvout import CsvStream, csv_bytes, escape_cell
+from cellcount.errors import GroundTruthError, ImageTooLargeError, ModelCardError, ParameterError
+from cellcount.groundtruth import read_counts_csv, read_points_csv
+from cellcount.io import list_image_files, read_image
+from cellcount.models import CLASSICAL_NAME, load_model
+from cellcount.pipeline import CountParams, params_from_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def blobs(size: int = 48, n: int = 3) -> np.ndarray:
+    img = np.zeros((size, size), np.uint8)
+    for k in range(n):
+        c = 8 + k * (size - 16) // max(n - 1, 1)
+        img[c - 3:c + 4, c - 3:c + 4] = 200
+    return img
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. safe CSVs
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, expected", [
+    ("=HYPERLINK(\"http://x\",\"y\").png", "'=HYPERLINK(\"http://x\",\"y\").png"),
+    ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+    ("+1+1", "'+1+1"),
+    ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tx.png", "'\tx.png"),
+    ("\rx.png", "'\rx.png"),
+    ("plain.png", "plain.png"),
+    ("a=b.png", "a=b.png"),
+    (5, 5),
+    (-1.5, -1.5),
+    (None, None),
+])
+def test_escape_cell(value, expected):
+    assert escape_cell(value) == expected
+
+
+def test_csv_bytes_escapes_text_and_keeps_numbers():
+    df = pd.DataFrame({"file": ["=1+1.png", "@x.png", "ok.png"], "count": [-3, 4, 5], "x": [-0.5, 1.0, 2.0],
+                       "reason": ["", "+bad", None]})
+    back = pd.read_csv(io.BytesIO(csv_bytes(df)))
+    assert list(back["file"]) == ["'=1+1.png", "'@x.png", "ok.png"]
+    assert back["count"].tolist() == [-3, 4, 5] and back["count"].dtype.kind == "i"
+    assert back["x"].tolist() == [-0.5, 1.0, 2.0]
+    assert back["reason"].iloc[1] == "'+bad"
+    assert df["file"].iloc[0] == "=1+1.png", "the input frame is not modified"
+
+
+def test_csv_stream_is_valid_after_every_append(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("stale,old\n1,2\n")
+    stream = CsvStream(path, columns=["file", "count"])
+    assert pd.read_csv(path).columns.tolist() == ["file", "count"], "the stale file is replaced at once"
+    for k in range(3):
+        stream.append([{"file": f"=f{k}.png", "count": k}])
+        stream._publish()  # what the throttle does when publishing is cheap; forced here for the assertion
+        assert len(pd.read_csv(path)) == k + 1
+    stream.close()
+    df = pd.read_csv(path)
+    assert df["file"].tolist() == ["'=f0.png", "'=f1.png", "'=f2.png"] and df["count"].tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"], "no working or temporary file left"
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. options validated up front; no image can abort the batch
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value", [
+    ("opening_radius_px", 100000),
+    ("closing_radius_px", 101),
+    ("min_distance_px", 10**6),
+    ("peak_min_distance_px", 0),
+    ("threshold", float("nan")),
+    ("threshold", "0.5"),
+    ("min_area_px", 1.5),
+    ("min_area_px", -1),
+    ("max_area_px", 10**12),
+    ("pixel_size_um", float("inf")),
+    ("channel", -1),
+    ("watershed", "yes"),
+    ("low_pct", float("nan")),
+])
+def test_count_params_refuse_out_of_range(field, value):
+    with pytest.raises(ParameterError, match=field):
+        CountParams(**{field: value})
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[" * 5000 + "]" * 5000, "nested more than"),
+    ('{"a": ' * 3000 + "1" + "}" * 3000, "nested more than"),
+    ('{"threshold": 1e300}', "threshold"),
+    ('"just a string"', "must be an object"),
+    ('{"threshold": 0.5, "junk": "' + "x" * (2 << 20) + '"}', "above the limit"),
+])
+def test_settings_json_bad_input(text, match):
+    with pytest.raises(ParameterError, match=match):
+        params_from_json(text)
+
+
+class _Exploding:
+    """A model stand-in whose forward pass raises what the test asks for on chosen images."""
+
+    def __init__(self, base, errors):
+        self._base, self._errors, self._calls = base, errors, 0
+        self.card = base.card
+
+    name = property(lambda self: self._base.name)
+    output_kind = property(lambda self: self._base.output_kind)
+
+    def predict_maps(self, image, **kwargs):
+        err = self._errors.get(self._calls)
+        self._calls += 1
+        if err is not None:
+            raise err
+        return self._base.predict_maps(image, **kwargs)
+
+
+def test_no_image_can_abort_the_batch():
+    import cv2
+
+    errors = {0: MemoryError(), 1: cv2.error("OpenCV(4) error: (-4:Insufficient memory)"), 2: RuntimeError("boom"),
+              3: ValueError("odd"), 4: ZeroDivisionError("x")}
+    model = _Exploding(load_model(CLASSICAL_NAME), errors)
+    items = [(f"{k}.png", png_bytes(blobs())) for k in range(6)]
+    out = list(count_many(items, model, {}))
+    df = counts_frame(out)
+    assert df["status"].tolist() == ["error"] * 5 + ["ok"]
+    for reason, word in zip(df["reason"][:5], ["out of memory", "error", "RuntimeError: boom", "ValueError: odd",
+                                                "ZeroDivisionError"]):
+        assert word in reason
+    assert (df["model"] == CLASSICAL_NAME).all() and df["settings"].str.startswith("{").all()
+    assert df["count"].iloc[5] == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. bounded memory: only the channel asked for is decoded
+# --------------------------------------------------------------------------------------------------
+def _write(path: Path, stack: np.ndarray, layout: str) -> None:
+    if layout == "pages":
+        tifffile.imwrite(path, stack, metadata={"axes": "CYX"}, compression="zlib")
+    elif layout == "yxc":
+        tifffile.imwrite(path, np.moveaxis(stack, 0, -1), metadata={"axes": "YXC"}, compression="zlib")
+    elif layout == "tiled":
+        tifffile.imwrite(path, np.moveaxis(stack, 0, -1), photometric="minisblack", planarconfig="contig",
+                         compression="zlib", tile=(16, 16))
+    else:
+        data = stack if layout == "separate" else np.moveaxis(stack, 0, -1)
+        tifffile.imwrite(path, data, photometric="minisblack", planarconfig=layout, compression="zlib",
+                         rowsperstrip=7)
+
+
+@pytest.mark.parametrize("layout", ["pages", "separate", "contig", "tiled", "yxc"])
+def test_one_channel_decoded_and_full_decode_capped(tmp_path, rng, layout):
+    stack = rng.integers(0, 60000, (6, 40, 30), dtype=np.uint16)
+    path = tmp_path / f"{layout}.tif"
+    _write(path, stack, layout)
+    assert np.array_equal(read_image(path), np.moveaxis(stack, 0, -1))
+    for c in range(6):
+        assert np.array_equal(read_image(path, channel=c), stack[c])
+    with pytest.raises(ParameterError, match="channel 6 is out of range"):
+        read_image(path, channel=6)
+    # 6 values per pixel > 4 x max_pixels: refused unless one channel is asked for
+    with pytest.raises(ImageTooLargeError, match="choose one channel"):
+        read_image(path, max_pixels=40 * 30)
+    assert np.array_equal(read_image(path, channel=4, max_pixels=40 * 30), stack[4])
+
+
+def test_batch_reads_only_the_channel_it_counts(tmp_path):
+    stack = np.zeros((8, 48, 48), np.uint8)
+    stack[5] = blobs()
+    path = tmp_path / "eight.tif"
+    _write(path, stack, "pages")
+    out = list(count_many([("eight.tif", path)], load_model(CLASSICAL_NAME), {"channel": 5}, max_pixels=48 * 48))
+    assert out[0].status == "ok" and out[0].result.count == 3
+    assert json.loads(counts_frame(out)["settings"][0])["channel"] == 5
+    refused = list(count_many([("eight.tif", path)], load_model(CLASSICAL_NAME), {}, max_pixels=48 * 48))
+    assert refused[0].status == "error" and "ImageTooLargeError" in refused[0].reason
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. checked model cards
+# --------------------------------------------------------------------------------------------------
+CARD_CASES = [
+    ("kwargs unknown key", {"kwargs": {"base_width": 4, "depth": 2, "foo": 1}}, "unknown kwargs"),
+    ("kwargs a string", {"kwargs": "abc"}, "kwargs must be an object"),
+    ("kwargs value a string", {"kwargs": {"base_width": "16"}}, "kwargs.base_width"),
+    ("base_width 2048", {"kwargs": {"base_width": 2048}}, "kwargs.base_width"),
+    ("depth 40", {"kwargs": {"depth": 40}}, "kwargs.depth"),
+    ("deepest width too wide", {"kwargs": {"base_width": 128, "depth": 5}}, "above the limit"),
+    ("tile_overlap abc", {"tile_overlap": "abc"}, "tile_overlap"),
+    ("tile_overlap float", {"tile_overlap": 8.5}, "tile_overlap"),
+    ("tile_size 0", {"tile_size": 0}, "tile_size"),
+    ("fast_tile_size 0", {"extra": {"fast_tile_size": 0}}, "fast_tile_size"),
+    ("density_scale 0", {"density_scale": 0}, "density_scale"),
+    ("density_scale nan", {"density_scale": float("nan")}, "density_scale"),
+    ("output_kind banana", {"output_kind": "banana"}, "output_kind must be one of"),
+    ("weights outside", {"weights_file": "../other/weights.safetensors"}, "weights_file"),
+    ("weights absolute", {"weights_file": "/etc/passwd"}, "weights_file"),
+    ("postprocess out of range", {"postprocess": {"opening_radius_px": 100000}}, "opening_radius_px"),
+    ("normalization grayscale", {"normalization": {"grayscale": "purple"}}, "grayscale"),
+    ("extra not an object", {"extra": "x"}, "extra must be an object"),
+    ("not JSON", None, "invalid"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, tiny_model):
+    from cellcount.models import save_model
+
+    model = tiny_model("unet", "mask")
+    return save_model(model.net, model.card, tmp_path_factory.mktemp("tiny") / "tiny")
+
+
+def _bad_card(folder: Path, target: Path, change: dict | None) -> Path:
+    shutil.copytree(folder, target)
+    card = json.loads((target / "card.json").read_text())
+    if change is None:
+        (target / "card.json").write_text("{not json")
+        return target
+    for key, value in change.items():
+        card[key] = {**card[key], **value} if key == "kwargs" and isinstance(value, dict) else value
+    (target / "card.json").write_text(json.dumps(card))
+    return target
+
+
+@pytest.mark.parametrize("case, change, match", CARD_CASES, ids=[c[0] for c in CARD_CASES])
+def test_bad_card_refused_before_building(tiny_folder, tmp_path, case, change, match, capsys):
+    folder = _bad_card(tiny_folder, tmp_path / "bad", change)
+    with pytest.raises(ModelCardError, match=match):
+        load_model(folder)
+    img = tmp_path / "a.png"
+    img.write_bytes(png_bytes(blobs()))
+    rc = main(["count", str(img), "--model", str(folder), "--out", str(tmp_path / "c.csv"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")][0].count("\n") == 0
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_good_tiny_card_loads(tiny_folder):
+    assert load_model(tiny_folder).output_kind == "mask"
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. ground truth: clean errors, spreadsheet CSVs
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("data, expected", [
+    (b"filename;count\na.png;12\nb.png;3\n", {"a": 12, "b": 3}),
+    (b"\xef\xbb\xbffilename,count\na.png,12\n", {"a": 12}),
+    ("filename\tcount\r\na.png\t12\r\n".encode("utf-16"), {"a": 12}),
+    ("filename;count\r\na.png;12\r\n".encode("utf-16"), {"a": 12}),
+    ("filename;count\r\nb\xe9.png;2\r\n".encode("cp1252"), {"b\xe9": 2}),
+    (b"File Name;Cell Count\nx,y.png;4\n", None),
+    (b"image;count\nx,y.png;4,0\n", {"x,y": 4}),
+])
+def test_counts_csv_from_spreadsheets(data, expected):
+    if expected is None:
+        with pytest.raises(GroundTruthError, match="expected columns"):
+            read_counts_csv(data)
+    else:
+        assert read_counts_csv(data) == expected
+
+
+@pytest.mark.parametrize("cell", ["1e300", "-1", "abc", "inf", "nan", "2.5", "1e9"])
+def test_absurd_or_bad_counts_refused(cell):
+    with pytest.raises(GroundTruthError, match="whole number within"):
+        read_counts_csv(f"filename,count\na.png,{cell}\n".encode())
+
+
+@pytest.mark.parametrize("data, points", [
+    (b" ,X,Y\n1,10.5,20\n2,30,40\n", [[20, 10.5], [40, 30]]),  # ImageJ Results (X = column, Y = row)
+    (b"X;Y\n10,5;20\n", [[20, 10.5]]),  # semicolon with a decimal comma
+    (" \tX\tY\n1\t3\t4\n".encode("utf-16"), [[4, 3]]),
+])
+def test_point_csvs_from_imagej_and_excel(data, points):
+    assert read_points_csv(data).points.tolist() == points
+
+
+@pytest.mark.parametrize("data", [b"x,y\n1e300,3\n", b"x,y\n-1,3\n", b"x,y\nabc,3\n"])
+def test_bad_point_coordinates_refused(data):
+    with pytest.raises(GroundTruthError, match="coordinate"):
+        read_points_csv(data)
+
+
+def _eval_folder(root: Path, case: str) -> Path:
+    root.mkdir()
+    Image.fromarray(blobs()).save(root / "a.png")
+    if case == "wrong shape":
+        tifffile.imwrite(root / "a_labels.tif", np.zeros((30, 30), np.uint16))
+    elif case == "negative labels":
+        tifffile.imwrite(root / "a_labels.tif", np.full((48, 48), -1, np.int16))
+    else:
+        (root / "counts.csv").write_text({"non-numeric": "filename,count\na.png,abc\n",
+                                          "negative": "filename,count\na.png,-4\n",
+                                          "non-finite": "filename,count\na.png,inf\n",
+                                          "absurd": "filename,count\na.png,1e300\n"}[case])
+    return root
+
+
+@pytest.mark.parametrize("case", ["wrong shape", "negative labels", "non-numeric", "negative", "non-finite",
+                                  "absurd"])
+def test_evaluate_cli_bad_ground_truth_one_line(tmp_path, case):
+    data = _eval_folder(tmp_path / "data", case)
+    proc = subprocess.run([sys.executable, "-m", "cellcount.evaluate", "--model", CLASSICAL_NAME, "--data", str(data)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "a" in lines[0]
+
+
+def test_evaluate_reads_semicolon_counts(tmp_path, capsys):
+    from cellcount.evaluate import main as evaluate_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(blobs()).save(data / "a.png")
+    (data / "counts.csv").write_bytes("filename;count\r\na.png;3\r\n".encode("utf-16"))
+    assert evaluate_main(["--model", CLASSICAL_NAME, "--data", str(data), "--out", str(tmp_path / "e.csv")]) == 0
+    assert pd.read_csv(tmp_path / "e.csv")["true"].tolist() == [3]
+
+
+@pytest.mark.parametrize("order", [("d.png", "d.png/e.png"), ("d.png/e.png", "d.png")])
+def test_zip_with_colliding_names(order):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in order:
+            zf.writestr(name, png_bytes(blobs()))
+        zf.writestr("counts.csv", "filename,count\nd.png,3\ne.png,3\n")
+    items, skipped = labelled_uploads([("x.zip", buf.getvalue())])
+    assert len(items) == 1 and items[0][2].count == 3
+    assert len(skipped) == 1 and "collides" in skipped[0][1] and skipped[0][0] == f"x.zip/{order[1]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. nothing skipped in silence
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case, reason", [
+    ("dangling link", "dangling symbolic link"),
+    ("link to itself", "symbolic link loop"),
+    ("folder link loop", "already listed"),
+    ("unreadable folder", "cannot read folder"),
+])
+def test_listing_reports_what_it_skips(tmp_path, monkeypatch, case, reason):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.png").write_bytes(png_bytes(blobs()))
+    if case == "dangling link":
+        (root / "gone.png").symlink_to(root / "nothere.png")
+    elif case == "link to itself":
+        (root / "self.png").symlink_to(root / "self.png")
+    elif case == "folder link loop":
+        (root / "sub" / "up").symlink_to(root)
+    else:  # chmod does not stop root (CI containers), so the folder's listing fails by hand
+        real = os.scandir
+
+        def scandir(path="."):
+            if Path(path) == root / "sub":
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    skipped = []
+    files = list_image_files(root, on_skip=lambda p, r: skipped.append((p, r)))
+    assert [f.name for f in files] == ["a.png"]
+    assert len(skipped) == 1 and reason in skipped[0][1]
+
+
+def test_cli_prints_skipped_links(tmp_path, capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.png").write_bytes(png_bytes(blobs()))
+    (root / "gone.png").symlink_to(root / "nothere.png")
+    assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    assert "warning: skipped" in capsys.readouterr().err and "gone.png" in capsys.readouterr().err + str(root / "gone.png")
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. outputs checked before counting; formula-safe CLI CSVs
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case, extra, match", [
+    ("out equals objects", ["--out", "{t}/r.csv", "--objects", "{t}/r.csv"], "name the same file"),
+    ("out names an input", ["--out", "{t}/in/a.png"], "names an input file"),
+    ("objects names an input", ["--objects", "{t}/in/b.png"], "names an input file"),
+    ("objects is the settings file", ["--out", "{t}/r.csv", "--objects", "{t}/r.settings.json"], "same file"),
+    ("out names the settings input", ["--out", "{t}/s.json", "--settings", "{t}/s.json"], "names an input"),
+    ("out is a folder", ["--out", "{t}/in"], "is a folder"),
+    ("labels-dir is a file", ["--labels-dir", "{t}/in/a.png"], "is a file"),
+])
+def test_outputs_refused_before_counting(tmp_path, capsys, case, extra, match):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        (src / name).write_bytes(png_bytes(blobs()))
+    (tmp_path / "s.json").write_text('{"threshold": 0.5}')
+    before = {p: p.read_bytes() for p in src.iterdir()}
+    argv = ["count", str(src), "--model", CLASSICAL_NAME, "--no-progress"]
+    argv += [a.format(t=tmp_path) for a in extra]
+    if "--out" not in extra:
+        argv += ["--out", str(tmp_path / "r.csv")]
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in src.iterdir()} == before, "inputs untouched"
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_cli_escapes_formula_file_names(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["=HYPERLINK(\"x\",\"y\").png", "=cmd|' calc'!A0.png", "+1+1.png", "@SUM(A1).png", "-2.png"]
+    for name in names:
+        (src / name).write_bytes(png_bytes(blobs()))
+    monkeypatch.chdir(src)
+    assert main(["count", "--model", CLASSICAL_NAME, "--out", "../c.csv", "--objects", "../o.csv",
+                 "--no-progress", "--", *names]) == 0
+    counts, objects = pd.read_csv(tmp_path / "c.csv"), pd.read_csv(tmp_path / "o.csv")
+    assert sorted(counts["file"]) == sorted("'" + n for n in names)
+    assert set(objects["file"]) == set(counts["file"])
+    assert counts["count"].tolist() == [3] * len(names) and counts["count"].dtype.kind == "i"
+
+
+# --------------------------------------------------------------------------------------------------
+# 1 + 8. a real CLI batch interrupted by SIGINT, then finished by --resume
+# --------------------------------------------------------------------------------------------------
+N_RESUME = 60
+
+
+@pytest.fixture(scope="module")
+def resume_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    src = root / "in"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(N_RESUME):
+        img = blobs(64, n=int(rng.integers(1, 5)))
+        (src / f"img{k:03d}.png").write_bytes(png_bytes(img))
+    (src / "broken.png").write_bytes(b"<html>not an image</html>")
+    return root
+
+
+def _cli(root: Path, out: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cellcount", "count", str(root / "in"), "--model", CLASSICAL_NAME,
+            "--out", str(root / f"{out}.csv"), "--objects", str(root / f"{out}_objects.csv"), "--no-progress", *extra]
+
+
+def _rows(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = df.drop(columns=[c for c in ("seconds",) if c in df.columns])
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def test_sigint_leaves_the_finished_rows_and_resume_completes_them(resume_inputs):
+    root = resume_inputs
+    full = subprocess.run(_cli(root, "full"), capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert full.returncode == 1, full.stderr  # the broken file
+    part = root / "part.csv"
+    part.write_text("file,count\nstale.png,99\n")  # an old result that must not survive looking current
+    proc = subprocess.Popen(_cli(root, "part"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 300
+    n_seen = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            n_seen = len(pd.read_csv(part)) if "status" in part.read_text() else 0
+        except (pd.errors.EmptyDataError, FileNotFoundError):
+            n_seen = 0
+        if n_seen >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the batch ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    partial = pd.read_csv(part)
+    assert 3 <= len(partial) < N_RESUME + 1
+    assert "stale.png" not in set(partial["file"])
+    finished = _rows(part)
+    reference = _rows(root / "full.csv")
+    merged = finished.merge(reference, how="left", indicator=True)
+    assert (merged["_merge"] == "both").all(), "every partial row equals the uninterrupted run's row"
+    assert not [p for p in root.iterdir() if p.name.startswith(".")], "no working or temporary files left"
+
+    resumed = subprocess.run(_cli(root, "part", "--resume"), capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert resumed.returncode == 1, resumed.stderr
+    assert f"{int((partial['status'] == 'ok').sum())} image(s) already counted" in resumed.stderr
+    pd.testing.assert_frame_equal(_rows(part), reference)
+    pd.testing.assert_frame_equal(_rows(root / "part_objects.csv"), _rows(root / "full_objects.csv"))
+
+
+def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path):
+    root = resume_inputs
+    out = tmp_path / "c.csv"
+    shutil.copy(root / "full.csv", out) if (root / "full.csv").exists() else None
+    argv = ["count", str(root / "in"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress",
+            "--threshold", "0.6", "--resume"]
+    assert main(argv) == 1
+    df = pd.read_csv(out)
+    assert len(df) == N_RESUME + 1
+    assert all(json.loads(s)["threshold"] == 0.6 for s in df["settings"])
