@@ -296,9 +296,12 @@ def cmd_count(args: argparse.Namespace) -> int:
         for item in count_many([(str(f), f) for f in todo], model, params, progress=progress):
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
-            counts_out.append(counts_frame([item]))
-            if objects_out is not None and item.result is not None:
-                objects_out.append(item_objects(item))
+            # the counts row marks the image done for --resume, so the published counts never run ahead of
+            # the published objects: objects first, and counts held back while the objects' publish is
+            published = True
+            if objects_out is not None:
+                published = objects_out.append(item_objects(item) if item.result is not None else [])
+            counts_out.append(counts_frame([item]), publish=None if published else False)
             if item.status == "ok":
                 n_ok += 1
                 total += int(item.result.count)
@@ -312,7 +315,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
-        for sink in (counts_out, objects_out):
+        for sink in (objects_out, counts_out):  # objects first, as above
             if sink is not None:
                 sink.close()
         if previous_sigterm is not None:

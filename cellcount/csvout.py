@@ -138,21 +138,25 @@ class CsvStream:
             self._fh.write(pd.DataFrame(columns=self.columns).to_csv(index=False, lineterminator="\n"))
         self._publish()
 
-    def append(self, df: pd.DataFrame | Iterable[dict[str, Any]]) -> None:
-        """Append rows (a frame or dicts) and publish the file (see the class notes on throttling)."""
+    def append(self, df: pd.DataFrame | Iterable[dict[str, Any]], *, publish: bool | None = None) -> bool:
+        """Append rows (a frame or dicts); publish the file unless throttled (see the class notes).
+
+        ``publish=False`` holds the publish back (until a later append or :meth:`close`), ``True`` forces
+        it. Returns whether the file was published, so a second file can be kept from running ahead.
+        """
         frame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(list(df))
-        header = self.columns is None
-        if self.columns is None:
+        header = self.columns is None and len(frame.columns) > 0
+        if header:
             self.columns = [str(c) for c in frame.columns]
-        if len(frame):
+        if self.columns is not None and (len(frame) or header):
             self._fh.write(csv_text(frame.reindex(columns=self.columns), header=header))
             self.n_rows += len(frame)
-        elif header:
-            self._fh.write(csv_text(pd.DataFrame(columns=self.columns)))
-        self._dirty = True
-        since = time.perf_counter() - self._last_publish
-        if since >= 5 * self._publish_seconds:
+            self._dirty = True
+        if publish is None:
+            publish = time.perf_counter() - self._last_publish >= 5 * self._publish_seconds
+        if publish:
             self._publish()
+        return publish
 
     def _publish(self) -> None:
         t0 = time.perf_counter()
