@@ -704,14 +704,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python -m cellcount.bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    res = run(args, command.strip())
-    text = render_markdown(res)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text, encoding="utf-8")
-    if args.json:
-        args.json.write_text(json.dumps(dataclasses.asdict(res), indent=2), encoding="utf-8")
-    return 0
+
+    def body() -> int:
+        res = run(args, command.strip())
+        text = render_markdown(res)
+        print(text)
+        if args.markdown:
+            args.markdown.write_text(text, encoding="utf-8")
+        if args.json:
+            args.json.write_text(json.dumps(dataclasses.asdict(res), indent=2), encoding="utf-8")
+        return 0
+
+    from .errors import run_cli
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -70,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from .pipeline import params_from_json
+    from .pipeline import params_from_file
 
     ov: dict[str, Any] = {}
     if args.settings:
-        ov.update(params_from_json(Path(args.settings).read_bytes()))
+        ov.update(params_from_file(args.settings))
     for name, _, _ in POSTPROCESS_OPTIONS:
         v = getattr(args, name)
         if v is not None:

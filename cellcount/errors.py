@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class CellcountError(Exception):
     """Base class of all errors the library raises on bad input."""
@@ -37,3 +40,19 @@ class ModelCardError(WeightsIntegrityError):
 
 class ParameterError(CellcountError, ValueError):
     """A postprocessing or inference parameter is out of range; the message names the allowed values."""
+
+
+def run_cli(body: Callable[[], int], *, also: tuple[type[BaseException], ...] = ()) -> int:
+    """Run a command-line body so that bad input ends in one line, never a traceback.
+
+    A :class:`CellcountError`, ``OSError`` or ``ValueError`` (and the types in ``also``, e.g. a YAML parser
+    error) prints ``error: <message on one line>`` to stderr and returns 2; Ctrl-C returns 130.
+    """
+    try:
+        return body()
+    except (CellcountError, OSError, ValueError, *also) as err:
+        print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -265,11 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args) -> dict[str, Any]:
-    from .pipeline import params_from_json
+    from .pipeline import params_from_file
 
     ov: dict[str, Any] = {}
     if args.settings:
-        ov.update(params_from_json(Path(args.settings).read_bytes()))
+        ov.update(params_from_file(args.settings))
     for kv in args.set:
         k, _, v = kv.partition("=")
         try:
@@ -287,20 +287,11 @@ def _card_folder(ref: str, name: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation CLI. Exit codes: 0 done; 2 bad input (model, card, data, ground truth, settings,
     an unwritable output), with a one-line reason on stderr; 130 interrupted."""
-    import sys
-
-    from .errors import CellcountError
+    from .errors import run_cli
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _run(args)
-    except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. --set key=not-json
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    return run_cli(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,6 +238,13 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
         raise ParameterError("settings JSON must be an object of parameter names to values")
     resolve_params(None, data)  # validate now, with a clear message
     return data
+
+
+def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`params_from_json` of a file, reading no more than the size limit (a wrong file given as
+    settings may be gigabytes)."""
+    with open(path, "rb") as fh:
+        return params_from_json(fh.read(MAX_SETTINGS_JSON_BYTES + 1))
 
 
 @dataclass

@@ -292,13 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    from .errors import run_cli
+
     args, overrides = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_config(args.config, overrides)
-    if args.config:
-        cfg["config_path"] = str(args.config)
-    train(cfg, resume=args.resume)
-    return 0
+
+    def body() -> int:
+        cfg = load_config(args.config, overrides)
+        if args.config:
+            cfg["config_path"] = str(args.config)
+        train(cfg, resume=args.resume)
+        return 0
+
+    return run_cli(body, also=(yaml.YAMLError,))
 
 
 if __name__ == "__main__":
