@@ -151,6 +151,9 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
             return f"{option} {path} names an input file ({hit}); it would be overwritten"
     if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
         return f"--labels-dir {args.labels_dir} is a file, not a folder"
+    for option, path in outputs.items():
+        if args.labels_dir and _same_file(path, Path(args.labels_dir)):
+            return f"{option} and --labels-dir name the same path {path}"
     folders = [path.parent for path in outputs.values()] + ([Path(args.labels_dir)] if args.labels_dir else [])
     try:
         for folder in folders:

@@ -343,6 +343,21 @@ def test_evaluate_cli_bad_ground_truth_one_line(tmp_path, case):
     assert len(lines) == 1 and "a" in lines[0]
 
 
+@pytest.mark.parametrize("config, match", [
+    (None, "No such file"),
+    ("a: [\n", "while parsing"),
+])
+def test_train_cli_bad_config_one_line(tmp_path, capsys, config, match):
+    from cellcount.train import main as train_main
+
+    path = tmp_path / "c.yaml"
+    if config is not None:
+        path.write_text(config)
+    assert train_main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and match in err and err.count("\n") == 1
+
+
 def test_evaluate_reads_semicolon_counts(tmp_path, capsys):
     from cellcount.evaluate import main as evaluate_main
 
@@ -420,6 +435,7 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     ("out names the settings input", ["--out", "{t}/s.json", "--settings", "{t}/s.json"], "names an input"),
     ("out is a folder", ["--out", "{t}/in"], "is a folder"),
     ("labels-dir is a file", ["--labels-dir", "{t}/in/a.png"], "is a file"),
+    ("labels-dir is the out file", ["--out", "{t}/r.csv", "--labels-dir", "{t}/r.csv"], "name the same path"),
 ])
 def test_outputs_refused_before_counting(tmp_path, capsys, case, extra, match):
     src = tmp_path / "in"
