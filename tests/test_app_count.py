@@ -138,7 +138,7 @@ def test_multichannel_tiff_upload_channel_choice():
 
 def test_settings_json_upload_applies_and_bad_json_is_an_error():
     at = open_count()
-    settings = {"threshold": 0.66, "min_area_px": 33, "watershed": False}
+    settings = {"threshold": 0.66, "min_area_px": 33, "split_mode": "off"}
     at.file_uploader(key="count_settings_file").set_value(
         ("s.json", json.dumps({"params": settings}).encode(), "application/json")
     )
@@ -160,7 +160,7 @@ def test_settings_file_with_model_switches_model_and_round_trips():
     from cellcount.pipeline import params_from_json
     from pages import _shared as sh
 
-    params = CountParams(threshold=0.42, min_area_px=7, watershed=False)
+    params = CountParams(threshold=0.42, min_area_px=7, split_mode="off")
     text = sh.settings_json(BASELINE, params)  # what the Settings JSON button serves
     assert resolve_params(None, params_from_json(text)) == params  # what the CLI's --settings reads
     at = open_count()
