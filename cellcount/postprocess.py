@@ -383,3 +383,24 @@ def count_in_region(density: np.ndarray, region: np.ndarray | tuple[int, int, in
     if region.shape != d.shape:
         raise ParameterError(f"region shape {region.shape} differs from the density map's {d.shape}")
     return float(np.nansum(d[region], dtype=np.float64))
+
+
+def probability_histogram(prob: np.ndarray, *, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Share of pixels per probability bin over [0, 1]: (bins,) float64 fractions summing to 1 and the
+    (bins + 1,) edges. NaN pixels are left out. Shows how much a threshold can act on a map."""
+    p = np.asarray(_check_map(prob, "probability map"), np.float32)
+    counts, edges = np.histogram(p[np.isfinite(p)], bins=bins, range=(0.0, 1.0))
+    total = counts.sum()
+    return (counts / total if total else counts.astype(np.float64)), edges
+
+
+def uncertain_share(prob: np.ndarray, *, low: float = 0.1, high: float = 0.9) -> float:
+    """Share of pixels with ``low < prob < high``: the only ones a threshold in that range can move. Close to
+    0 for a nearly binary map (the shipped mask models), where the threshold barely changes the count."""
+    p = np.asarray(_check_map(prob, "probability map"))
+    finite = np.isfinite(p)
+    n = int(finite.sum())
+    if n == 0:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        return float(np.count_nonzero((p > low) & (p < high)) / n)

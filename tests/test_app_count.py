@@ -146,7 +146,7 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert not at.exception
     assert at.slider(key="count_threshold").value == pytest.approx(0.66)
     assert at.number_input(key="count_min_area_px").value == 33
-    assert at.toggle(key="count_watershed").value is False
+    assert at.selectbox(key="count_split_mode").value == "off"
     assert any("Applied 3 setting(s)" in s.value for s in at.success)
     at.file_uploader(key="count_settings_file").set_value(("bad.json", b"{nope", "application/json"))
     at.run()
@@ -170,7 +170,7 @@ def test_settings_file_with_model_switches_model_and_round_trips():
     assert any("Model: classical-otsu" in s.value for s in at.success)
     assert at.slider(key="count_threshold").value == pytest.approx(0.42)
     assert at.number_input(key="count_min_area_px").value == 7
-    assert at.toggle(key="count_watershed").value is False
+    assert at.selectbox(key="count_split_mode").value == "off"
 
 
 def test_invalid_area_bounds_show_an_error_not_a_traceback():
@@ -217,7 +217,7 @@ def test_home_gallery_opens_count_with_that_sample():
 def test_density_and_mask_networks(tiny_models):
     at = open_count(count_model="tiny-density")
     assert not at.exception
-    float(metric(at, "Integrated count"))
+    float(metric(at, "Integral of the density map"))
     count = metric(at, "Count")
     at.slider(key="count_peak_min_distance_px").set_value(9)
     at.run()
@@ -227,7 +227,7 @@ def test_density_and_mask_networks(tiny_models):
     at.selectbox(key="count_model").set_value("tiny-mask")
     at.run()
     assert not at.exception
-    assert at.toggle(key="count_use_border_channel")  # the model has a border channel
+    assert "borders" in at.selectbox(key="count_split_mode").options or "Model borders" in at.selectbox(key="count_split_mode").options  # the model has a border channel
     assert "Label image (TIFF)" in {d.label for d in at.get("download_button")}
 
 
@@ -245,7 +245,7 @@ def test_test_time_flips_toggle_reruns_the_model():
     model = cc.load_model("unet-density")
     fixed = {"auto_nucleus_size": False}
     expected = cc.count_image(image, model, {**fixed, "test_time_flips": True}).count_estimate
-    assert float(metric(at, "Integrated count")) == pytest.approx(expected, abs=0.051)
+    assert float(metric(at, "Integral of the density map")) == pytest.approx(expected, abs=0.051)
     assert abs(expected - cc.count_image(image, model, fixed).count_estimate) > 0.2  # the flips made a difference
 
 
