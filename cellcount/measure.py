@@ -109,19 +109,15 @@ def likely_merges(objects: pd.DataFrame, *, factor: float = 2.5, neighbours: int
     """Labels of objects far larger than their neighbours: area above ``factor`` x the median area of their
     ``neighbours`` nearest objects (by centroid). Two or three nuclei counted as one look like this.
 
-    ``objects`` is an :func:`object_table`; fewer than 4 objects give none. Above 4000 objects the median
-    of all objects stands in for the neighbours' (the pairwise distances would not fit in memory).
+    ``objects`` is an :func:`object_table`; fewer than 4 objects give none.
     """
     if len(objects) < 4 or not {"label", "area_px", "centroid_row", "centroid_col"} <= set(objects.columns):
         return np.zeros(0, np.int64)
+    from scipy.spatial import cKDTree
+
     area = objects["area_px"].to_numpy(np.float64)
-    if len(objects) > 4000:
-        ref = np.full(area.shape, np.median(area))
-    else:
-        xy = objects[["centroid_row", "centroid_col"]].to_numpy(np.float64)
-        d = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(axis=2)
-        np.fill_diagonal(d, np.inf)
-        k = min(neighbours, len(objects) - 1)
-        nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
-        ref = np.median(area[nearest], axis=1)
+    xy = objects[["centroid_row", "centroid_col"]].to_numpy(np.float64)
+    k = min(neighbours, len(objects) - 1)
+    _, idx = cKDTree(xy).query(xy, k=k + 1)  # the first neighbour is the object itself
+    ref = np.median(area[idx[:, 1:]], axis=1)
     return objects["label"].to_numpy(np.int64)[area > factor * ref]

@@ -30,7 +30,9 @@ __all__ = [
     "contrast_color",
     "display_image",
     "encode_jpeg",
+    "encode_png",
     "object_colors",
+    "histogram_strip",
     "probability_histogram_figure",
     "render_outlines",
     "zoom_view",
@@ -247,7 +249,10 @@ OUTLINE_CANDIDATES: dict[str, RGB] = {
     "white": (255, 255, 255),
     "black": (0, 0, 0),
 }
-"""Colours :func:`contrast_color` chooses from."""
+"""Outline colours a user can pick."""
+AUTO_CANDIDATES = ("yellow", "green", "blue", "white", "black")
+"""Colours :func:`contrast_color` chooses from: not those of rejected objects (cyan, magenta, orange) or of
+likely merges (red), so the kinds stay apart."""
 MERGE_COLOR: RGB = (255, 0, 0)
 
 
@@ -268,17 +273,16 @@ def display_image(image: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 
 
 
 def contrast_color(rgb: np.ndarray, where: np.ndarray | None = None) -> RGB:
-    """The :data:`OUTLINE_CANDIDATES` colour farthest (RGB distance, 10th percentile over pixels) from the
+    """The :data:`AUTO_CANDIDATES` colour farthest (RGB distance, 10th percentile over pixels) from the
     image under ``where`` (bool (H, W); the whole image when None or empty): outlines stay visible on dark
     fluorescence, bright nuclei and purple H&E alike."""
-    pix = np.asarray(rgb).reshape(-1, 3)
-    if where is not None and np.any(where):
-        pix = np.asarray(rgb)[np.asarray(where, bool)]
-    if len(pix) > 20000:  # a regular subsample is enough for a 10th percentile
-        pix = pix[:: len(pix) // 20000]
-    pix = pix.astype(np.float32)
+    flat = np.asarray(rgb).reshape(-1, 3)
+    idx = np.flatnonzero(where) if where is not None else np.arange(len(flat))
+    if idx.size == 0:
+        idx = np.arange(len(flat))
+    pix = flat[idx[:: max(idx.size // 4000, 1)]].astype(np.float32)  # a regular subsample is enough
     best, best_d = (255, 221, 0), -1.0
-    for color in OUTLINE_CANDIDATES.values():
+    for color in (OUTLINE_CANDIDATES[name] for name in AUTO_CANDIDATES):
         d = float(np.percentile(np.linalg.norm(pix - np.array(color, np.float32), axis=1), 10))
         if d > best_d:
             best, best_d = color, d
@@ -334,45 +338,83 @@ def render_outlines(
     out = np.asarray(base, np.uint8).copy()
     h, w = out.shape[:2]
     legend: dict[str, RGB] = {}
-    layer = np.zeros_like(out)
-    drawn = np.zeros((h, w), bool)
     palette = dict(OUTLINE_COLORS)
     palette.update(rejected_colors or {})
     if rejected is not None and np.any(rejected):
+        rej = np.asarray(rejected)
+        lut = np.zeros((256, 3), np.uint8)
         for name, code in _REASON_CODES.items():
-            region = np.asarray(rejected) == code
-            if region.any():
-                line = boundaries(region, thickness=thickness)
-                layer[line], drawn[line] = palette[name], True
+            lut[code] = palette[name]
+            if np.any(rej == code):
                 legend[f"rejected: {name}"] = palette[name]
+        line = boundaries(rej, mode="inner", thickness=thickness)  # inside the region: its code gives the colour
+        layer = np.zeros_like(out)
+        layer[line] = lut[rej[line]]
+        _paint(out, line, layer, opacity)
     if labels is not None:
         lab = np.asarray(labels)
         if lab.shape != (h, w):
             raise ValueError(f"labels shape {lab.shape} differs from the picture's {(h, w)}")
         line = boundaries(lab, thickness=thickness)
         if isinstance(color, str) and color == "per object":
-            n = int(lab.max()) if lab.size else 0
-            # outer lines lie on background pixels: colour them by the nearest object (a 3x3 max is enough)
             import cv2
 
+            n = int(lab.max()) if lab.size else 0
+            # outer lines lie on background pixels: colour them by the neighbouring object
             owner = cv2.dilate(lab.astype(np.float32), np.ones((2 * thickness + 1,) * 2, np.uint8)).astype(np.int64)
             owner = np.where(lab > 0, lab, owner)
+            layer = np.zeros_like(out)
             layer[line] = object_colors(n)[np.clip(owner[line], 0, n)]
+            _paint(out, line, layer, opacity)
             legend["kept (one colour each)"] = (200, 200, 200)
         else:
             rgb = contrast_color(out, line) if isinstance(color, str) else tuple(int(c) for c in color)
-            layer[line] = rgb
+            _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
-        drawn |= line
         if len(merges):
-            merged = np.isin(lab, np.asarray(merges))
-            mline = boundaries(merged.astype(np.int32), thickness=thickness + 1)
-            layer[mline], drawn[mline] = MERGE_COLOR, True
+            flag = np.zeros(int(lab.max()) + 1, bool)
+            flag[np.asarray(merges, np.int64)] = True
+            merged = np.take(flag, lab)
+            _paint(out, boundaries(merged.astype(np.int32), thickness=thickness + 1), MERGE_COLOR, 1.0)
             legend["likely merge (far larger than its neighbours)"] = MERGE_COLOR
-    if drawn.any():
-        a = np.float32(opacity)
-        out[drawn] = (out[drawn] * (1 - a) + layer[drawn] * a + 0.5).astype(np.uint8)
     return out, legend
+
+
+def _paint(out: np.ndarray, mask: np.ndarray, color: RGB | np.ndarray, opacity: float) -> None:
+    """Blend ``color`` (an RGB triple or an (H, W, 3) layer) into ``out`` where ``mask``, in place."""
+    if not mask.any():
+        return
+    if opacity >= 1:
+        out[mask] = color if isinstance(color, tuple) else color[mask]
+        return
+    import cv2
+
+    layer = np.empty_like(out)
+    layer[:] = color
+    # whole-image blend + masked copy: 10x faster than blending the fancy-indexed line pixels
+    np.copyto(out, cv2.addWeighted(out, 1 - opacity, layer, opacity, 0), where=mask[:, :, None])
+
+
+def histogram_strip(
+    shares: np.ndarray, *, threshold: float | None = None, width: int = 240, height: int = 56
+) -> np.ndarray:
+    """A small uint8 (height, width, 3) bar picture of pixel shares per probability bin (over 0-1, log
+    scale from 0.001% to 100% so a few uncertain pixels stay visible beside the peaks at 0 and 1), with the
+    threshold as a red line. A picture, not a chart: cheap to redraw on every slider move."""
+    out = np.full((height, width, 3), 255, np.uint8)
+    shares = np.asarray(shares, np.float64)
+    n = len(shares)
+    level = np.clip((np.log10(np.maximum(shares * 100, 1e-3)) + 3) / 5, 0, 1)  # 1e-3 % .. 100 %
+    for i, v in enumerate(level):
+        x0, x1 = int(i * width / n) + 1, max(int((i + 1) * width / n) - 1, int(i * width / n) + 2)
+        top = height - 1 - int(round(v * (height - 2)))
+        if shares[i] > 0:
+            out[top:height - 1, x0:x1] = (31, 111, 120)
+    out[height - 1] = (150, 150, 150)
+    if threshold is not None:
+        x = int(np.clip(round(float(threshold) * (width - 1)), 0, width - 1))
+        out[:, max(x - 1, 0) : x + 1] = (214, 39, 40)
+    return out
 
 
 def zoom_view(rgb: np.ndarray, *, zoom: int, center: tuple[float, float], max_side: int = 800) -> np.ndarray:
@@ -389,11 +431,23 @@ def zoom_view(rgb: np.ndarray, *, zoom: int, center: tuple[float, float], max_si
     return np.repeat(np.repeat(crop, zoom, axis=0), zoom, axis=1) if zoom > 1 else crop.copy()
 
 
+def encode_png(rgb: np.ndarray) -> bytes:
+    """PNG bytes of a small uint8 (H, W, 3) picture (fast compression)."""
+    import cv2
+
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("could not encode the picture as PNG")
+    return buf.tobytes()
+
+
 def encode_jpeg(rgb: np.ndarray, *, quality: int = 92) -> bytes:
     """JPEG bytes of a uint8 (H, W, 3) picture: about 10x faster to encode and smaller to send than PNG."""
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2BGR)  # 10x faster than [..., ::-1]
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("could not encode the picture as JPEG")
     return buf.tobytes()

@@ -377,7 +377,9 @@ def _input_params(input_key: tuple) -> cc.CountParams:
     return cc.CountParams(**dict(zip(INPUT_FIELDS, input_key, strict=True)))
 
 
-@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+# cache_resource, not cache_data: a hit returns the same object instead of unpickling 10+ MB of maps on every
+# slider move; callers treat predictions as read-only (postprocess never modifies its input)
+@st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
 def predict_cached(
     digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray
 ) -> cc.Prediction:
@@ -608,34 +610,31 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
     return out
 
 
-def threshold_acts(probability: np.ndarray | None) -> bool:
-    """Whether the threshold is worth a place in the main panel for this probability map."""
-    from cellcount.postprocess import uncertain_share
+def probability_stats(probability: np.ndarray) -> tuple[np.ndarray, float]:
+    """(pixel shares per probability bin, share between 0.1 and 0.9) of a foreground map (library calls)."""
+    from cellcount.postprocess import probability_histogram, uncertain_share
 
-    return probability is not None and uncertain_share(probability) >= UNCERTAIN_SHARE
+    return probability_histogram(probability)[0], uncertain_share(probability)
 
 
-def _threshold_ui(c: Any, prefix: str, model: Any, probability: np.ndarray | None) -> float:
+def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, float] | None) -> float:
     value = _slider(c, prefix, model, "threshold", "Probability threshold", 0.0, 1.0, step=0.01, format="%.2f")
-    if probability is not None:
+    if stats is not None:
         from cellcount import viz
-        from cellcount.postprocess import probability_histogram, uncertain_share
 
-        counts, edges = probability_histogram(probability)
-        c.plotly_chart(viz.probability_histogram_figure(counts, edges, threshold=value), key=f"{prefix}_prob_hist",
-                       config={"displayModeBar": False})
-        c.caption(f"Foreground probability of the pixels: {100 * uncertain_share(probability):.1f}% lie between "
-                  "0.1 and 0.9, the only ones the threshold can move.")
+        c.image(viz.encode_png(viz.histogram_strip(stats[0], threshold=value)), width="stretch")
+        c.caption(f"Pixels per foreground probability, 0 to 1 (log scale; red: the threshold). "
+                  f"{100 * stats[1]:.1f}% lie between 0.1 and 0.9, the only ones the threshold can move.")
     return value
 
 
 def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = None,
-              probability: np.ndarray | None = None) -> dict[str, Any]:
+              probability_stats: tuple[np.ndarray, float] | None = None) -> dict[str, Any]:
     """Postprocessing widgets for ``model`` (mask or density), drawn from and writing to the settings store;
     returns the values in use (only the knobs that act in the chosen split mode are shown).
 
-    ``probability``: the foreground map of the image on screen (Count page); its histogram is drawn under the
-    threshold, which stays in the main panel only when a useful share of pixels is uncertain.
+    ``probability_stats``: :func:`probability_stats` of the image on screen (Count page); the histogram is
+    drawn under the threshold, which stays in the main panel only when a useful share of pixels is uncertain.
     """
     c = container or st
     p = key_prefix
@@ -657,15 +656,15 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
             "max_area_px", _number(b, p, model, "max_area_px", "Max. area (px, 0 = none)", min_value=0, step=10)
         )
         out["exclude_border"] = _toggle(c, p, model, "exclude_border", "Exclude objects on the image edge")
-        main_threshold = threshold_acts(probability)
+        main_threshold = probability_stats is not None and probability_stats[1] >= UNCERTAIN_SHARE
         if main_threshold:
-            out["threshold"] = _threshold_ui(c, p, model, probability)
+            out["threshold"] = _threshold_ui(c, p, model, probability_stats)
         with c.expander("Advanced"):
             if not main_threshold:
-                if probability is not None:
+                if probability_stats is not None:
                     st.caption("Nearly every pixel's probability is close to 0 or 1 in this image, so the "
                                "threshold changes the count very little.")
-                out["threshold"] = _threshold_ui(st, p, model, probability)
+                out["threshold"] = _threshold_ui(st, p, model, probability_stats)
             out["opening_radius_px"] = _slider(st, p, model, "opening_radius_px", "Opening radius (px)", 0, 10)
             out["closing_radius_px"] = _slider(st, p, model, "closing_radius_px", "Closing radius (px)", 0, 10)
             out["fill_holes"] = _toggle(st, p, model, "fill_holes", "Fill holes")

@@ -74,7 +74,12 @@ def view_ui() -> dict:
             "contrast": tuple(contrast), "merges": merges, "centre": centre}
 
 
-@st.cache_data(max_entries=4, ttl=sh.CACHE_TTL_S, show_spinner=False)
+@st.cache_data(max_entries=8, ttl=sh.CACHE_TTL_S, show_spinner=False)
+def probability_stats_cached(digest: str, model_name: str, input_key: tuple, _prob: np.ndarray) -> tuple:
+    return sh.probability_stats(_prob)
+
+
+@st.cache_resource(max_entries=4, ttl=sh.CACHE_TTL_S, show_spinner=False)  # read-only: no copy per hit
 def display_cached(digest: str, contrast: tuple, _image: np.ndarray) -> np.ndarray:
     return viz.display_image(_image, low_pct=contrast[0], high_pct=contrast[1])
 
@@ -110,14 +115,15 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
     jpeg, legend, n_merges = overlay_cached(
         source.digest, result.model_name, result.params.to_json(), key, image, result
     )
-    chips = " ".join(
-        f":gray-badge[<span style='color:rgb{c}'>■</span> {name}]" for name, c in legend.items()
+    chips = " &nbsp; ".join(
+        f"<span style='display:inline-block;width:.8em;height:.8em;border:1px solid #666;"
+        f"background:rgb{tuple(c)}'></span> {name}" for name, c in legend.items()
     )
     st.markdown(chips, unsafe_allow_html=True)
-    st.image(jpeg, width="content" if view["zoom"] else "stretch")
+    st.container(key=f"{P}_overlay").image(jpeg, width="content" if view["zoom"] else "stretch")
     reasons = ", ".join(REJECT_REASONS.values())
     st.caption(
-        f"Kept objects are outlined; rejected objects ({reasons}) in their own colour. "
+        f"{source.name}: kept objects are outlined; rejected objects ({reasons}) in their own colour. "
         + (f"{n_merges} object(s) marked as likely merges. " if n_merges else "")
         + "Display options (colour, thickness, contrast, zoom) never change the count."
     )
@@ -163,16 +169,20 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
     if result.estimated_diameter_px is not None or result.model_scale != 1.0:
         st.caption(size_note(result))
     view = view_ui()
-    tabs = st.tabs(["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"])
-    with tabs[0]:
+    # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
+    tab = st.segmented_control(
+        "Show", ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"],
+        default="Image", key=f"{P}_tab", label_visibility="collapsed",
+    ) or "Image"
+    if tab == "Image":
         show_overlay(source, image, result, view)
-    with tabs[1]:
+    elif tab == "Objects":
         if len(result.objects):
             floats = [c for c in result.objects.columns if result.objects[c].dtype.kind == "f"]
             sh.dataframe(result.objects, height=360, column_config=sh.number_formats(floats, "%.2f"))
         else:
             st.info("No objects with the current settings.")
-    with tabs[2]:
+    elif tab in ("Areas", "Centres"):
         if result.output_kind == "mask" and len(result.objects):
             p = result.params
             st.plotly_chart(
@@ -185,7 +195,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
                        "maxima of the map), which are not the count.")
         else:
             st.info("No objects with the current settings.")
-    with tabs[3]:
+    else:
         st.plotly_chart(viz.stage_times_figure(result.seconds), key=f"{P}_time_fig")
         st.caption("The model stage ran once for this image and these input settings; moving a slider only "
                    "reruns postprocess and measure.")
@@ -209,8 +219,10 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
     left, right = st.columns([1, 3], gap="medium")
     with left:
         st.subheader("Postprocessing")
-        prob = pred.maps[0] if pred is not None and pred.output_kind == "mask" else None
-        sh.params_ui(model, P, probability=prob)
+        stats = None
+        if pred is not None and pred.output_kind == "mask":
+            stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
+        sh.params_ui(model, P, probability_stats=stats)
     with right:
         if source is None or image is None:
             st.info("Upload an image (PNG, JPEG, TIFF 8/16-bit, multichannel) or choose a sample.")
