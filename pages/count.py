@@ -111,6 +111,8 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
             "crosses, when shown, are approximate centres (local maxima) and can be fewer or more than the count."
         )
         return
+    if result.count == 0:
+        st.info("No objects with the current settings.")
     key = tuple(sorted((k, v) for k, v in view.items()))
     jpeg, legend, n_merges = overlay_cached(
         source.digest, result.model_name, result.params.to_json(), key, image, result
