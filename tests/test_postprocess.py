@@ -18,9 +18,11 @@ from cellcount.postprocess import (
     filter_objects,
     label_components,
     open_close,
+    probability_histogram,
     relabel_sequential,
     segment,
     threshold,
+    uncertain_share,
     watershed_split,
 )
 
@@ -403,3 +405,15 @@ def test_filter_objects_counts_rejected_objects_per_reason():
     assert sum(res.n_rejected.values()) == len({1, 2, 4, 6})
     assert filter_objects(np.zeros((4, 4), np.int32)).n_rejected == {
         "too small": 0, "too large": 0, "touches border": 0}
+
+
+def test_probability_histogram_and_uncertain_share():
+    prob = np.zeros((10, 10), np.float32)
+    prob[:5] = 1.0
+    prob[5, :4] = 0.5
+    prob[6, 0] = np.nan
+    shares, edges = probability_histogram(prob, bins=10)
+    assert edges[0] == 0 and edges[-1] == 1 and shares.sum() == pytest.approx(1.0)
+    assert shares[0] == pytest.approx(45 / 99) and shares[-1] == pytest.approx(50 / 99)
+    assert uncertain_share(prob) == pytest.approx(4 / 99)
+    assert uncertain_share(np.full((4, 4), np.nan)) == 0.0
