@@ -457,8 +457,8 @@ def postprocess_cases(
         else:
             pred, source = ground_truth_prediction(sample, kind, params), "synthetic ground-truth map"
         if kind == "mask":
-            cases.append(("mask + watershed", source, pred, params.replace(watershed=True), sample.image))
-            cases.append(("mask, no watershed", source, pred, params.replace(watershed=False), sample.image))
+            cases.append(("mask + watershed", source, pred, params, sample.image))
+            cases.append(("mask, no watershed", source, pred, params.replace(split_mode="off"), sample.image))
         else:
             cases.append(("density peaks", source, pred, params, sample.image))
     return cases

@@ -15,13 +15,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .pipeline import LEGACY_SPLIT_KEYS
+from .postprocess import SPLIT_MODES
+
 logger = logging.getLogger(__name__)
 
 POSTPROCESS_OPTIONS: list[tuple[str, type, str]] = [
     ("threshold", float, "foreground probability threshold (mask models), 0-1"),
     ("opening_radius_px", int, "binary opening radius, px (0 = off)"),
     ("closing_radius_px", int, "binary closing radius, px (0 = off)"),
-    ("min_distance_px", int, "watershed: minimum distance between object centres, px"),
+    ("split_mode", str, "how touching objects are split (mask models): borders = along the model's predicted "
+     "borders, distance = at distance-transform maxima, both, off (default: the model card's)"),
+    ("min_distance_px", int, "split modes 'distance' and 'both': minimum distance between object centres, px; "
+     "larger = fewer splits, lower count"),
     ("min_area_px", int, "drop objects smaller than this (an object of exactly this area is kept)"),
     ("max_area_px", int, "drop objects larger than this (0 = no limit; exactly this area is kept)"),
     ("peak_min_distance_px", int, "density models: minimum distance between peaks, px"),
@@ -32,9 +38,7 @@ POSTPROCESS_OPTIONS: list[tuple[str, type, str]] = [
 ]
 BOOL_OPTIONS: list[tuple[str, str]] = [
     ("fill_holes", "fill holes inside objects (mask models)"),
-    ("watershed", "split touching objects by a distance-transform watershed (mask models)"),
     ("exclude_border", "drop objects that touch the image border"),
-    ("use_border_channel", "split objects along the model's predicted borders (mask models that have them)"),
     ("test_time_flips", "average the model over the image and its three flips (4x the model time)"),
     ("auto_nucleus_size", "estimate the nucleus size from a first pass and rerun resized when it is far from the "
      "training size (on in the shipped models' cards; mask models: about 2x the model time)"),
@@ -54,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--include-ground-truth", action="store_true",
                    help="also count files that look like ground truth (*_labels, *_mask, ...)")
     for name, typ, hlp in POSTPROCESS_OPTIONS:
-        c.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=hlp)
+        choices = list(SPLIT_MODES) if name == "split_mode" else None
+        c.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=hlp, choices=choices)
+    for name in LEGACY_SPLIT_KEYS:  # old flags, still read: mapped onto --split-mode by resolve_params
+        c.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
+                       help=argparse.SUPPRESS)
     for name, hlp in BOOL_OPTIONS:
         c.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
                        help=f"{hlp} (default: the model card's setting)")
@@ -83,6 +91,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, name)
         if v is not None:
             ov[name] = v
+    legacy = {name: getattr(args, name) for name in LEGACY_SPLIT_KEYS if getattr(args, name) is not None}
+    if legacy and args.split_mode is None:  # an old flag overrides the settings file's split_mode
+        ov.pop("split_mode", None)
+        ov.update(legacy)
     if args.invert is not None:
         ov["invert"] = {"auto": None, "yes": True, "no": False}[args.invert]
     return ov

@@ -335,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.write_card and hasattr(model, "net"):
             card = model.card
             # auto_nucleus_size too: the settings were tuned on its predictions, so they belong together
-            keys = ["threshold", "opening_radius_px", "closing_radius_px", "fill_holes", "watershed",
+            keys = ["threshold", "opening_radius_px", "closing_radius_px", "fill_holes", "split_mode",
                     "min_distance_px", "min_area_px", "max_area_px", "peak_min_distance_px", "auto_nucleus_size"]
             card.postprocess = {k: params.to_dict()[k] for k in keys}
             card.postprocess_tuned_on = (

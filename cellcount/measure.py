@@ -103,3 +103,21 @@ def peaks_table(peaks: np.ndarray, density: np.ndarray, *, pixel_size_um: float 
         df["centroid_row_um"] = df["centroid_row"] * pixel_size_um
         df["centroid_col_um"] = df["centroid_col"] * pixel_size_um
     return df
+
+
+def likely_merges(objects: pd.DataFrame, *, factor: float = 2.5, neighbours: int = 8) -> np.ndarray:
+    """Labels of objects far larger than their neighbours: area above ``factor`` x the median area of their
+    ``neighbours`` nearest objects (by centroid). Two or three nuclei counted as one look like this.
+
+    ``objects`` is an :func:`object_table`; fewer than 4 objects give none.
+    """
+    if len(objects) < 4 or not {"label", "area_px", "centroid_row", "centroid_col"} <= set(objects.columns):
+        return np.zeros(0, np.int64)
+    from scipy.spatial import cKDTree
+
+    area = objects["area_px"].to_numpy(np.float64)
+    xy = objects[["centroid_row", "centroid_col"]].to_numpy(np.float64)
+    k = min(neighbours, len(objects) - 1)
+    _, idx = cKDTree(xy).query(xy, k=k + 1)  # the first neighbour is the object itself
+    ref = np.median(area[idx[:, 1:]], axis=1)
+    return objects["label"].to_numpy(np.int64)[area > factor * ref]

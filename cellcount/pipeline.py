@@ -45,12 +45,10 @@ PARAM_RANGES: dict[str, tuple[type, float, float, Any]] = {
     "opening_radius_px": (int, 0, MAX_RADIUS_PX, None),
     "closing_radius_px": (int, 0, MAX_RADIUS_PX, None),
     "fill_holes": (bool, 0, 1, None),
-    "watershed": (bool, 0, 1, None),
     "min_distance_px": (int, 1, MAX_DISTANCE_PX, None),
     "min_area_px": (int, 0, DEFAULT_MAX_PIXELS, None),
     "max_area_px": (int, 1, DEFAULT_MAX_PIXELS, 0),
     "exclude_border": (bool, 0, 1, None),
-    "use_border_channel": (bool, 0, 1, None),
     "peak_min_distance_px": (int, 1, MAX_DISTANCE_PX, None),
     "pixel_size_um": (float, 1e-6, 1e6, None),
     "test_time_flips": (bool, 0, 1, None),
@@ -77,9 +75,11 @@ class CountParams:
     mask models by :func:`estimate_nucleus_diameter`, about 2x the model time; density models from
     their own map by :func:`density_nucleus_diameter`, a second pass only on the images it resizes).
     Mask models: ``threshold`` on the foreground probability, ``opening_radius_px``,
-    ``closing_radius_px``, ``fill_holes``, ``watershed`` with ``min_distance_px``, ``min_area_px`` and
-    ``max_area_px`` (None or 0 = no upper bound; an object of exactly either bound is kept),
-    ``exclude_border``, ``use_border_channel`` (split along predicted borders when the model has them).
+    ``closing_radius_px``, ``fill_holes``, ``split_mode`` (how touching objects are split, one of
+    :data:`~cellcount.postprocess.SPLIT_MODES`: "borders" needs a model with a border channel) with
+    ``min_distance_px`` (acts in "distance" and "both"), ``min_area_px`` and ``max_area_px`` (None or 0 =
+    no upper bound; an object of exactly either bound is kept), ``exclude_border``. Old settings keys
+    ``watershed`` / ``use_border_channel`` are mapped onto ``split_mode`` by :func:`resolve_params`.
     Density models: ``peak_min_distance_px`` for the approximate centroids.
     """
 
@@ -91,12 +91,11 @@ class CountParams:
     opening_radius_px: int = 1
     closing_radius_px: int = 0
     fill_holes: bool = True
-    watershed: bool = True
+    split_mode: str = "distance"
     min_distance_px: int = 4
     min_area_px: int = 10
     max_area_px: int | None = None
     exclude_border: bool = False
-    use_border_channel: bool = True
     peak_min_distance_px: int = 3
     pixel_size_um: float | None = None
     test_time_flips: bool = False
@@ -114,6 +113,8 @@ class CountParams:
             raise ParameterError(f"a parameter has the wrong type ({err}); numbers must not be quoted") from err
 
     def _validate(self) -> None:
+        if self.split_mode not in pp.SPLIT_MODES:
+            raise ParameterError(f"split_mode must be one of {', '.join(pp.SPLIT_MODES)}; got {self.split_mode!r}")
         for name, (kind, lo, hi, unset) in PARAM_RANGES.items():
             value = getattr(self, name)
             if value is None or (unset is not None and value == unset and not isinstance(value, bool)):
@@ -160,20 +161,59 @@ def _check_param(name: str, value: Any, kind: type, lo: float, hi: float, unset:
         raise ParameterError(f"{name} must be within [{lo_s}, {hi_s}]{extra}, got {value!r}")
 
 
+LEGACY_SPLIT_KEYS = ("watershed", "use_border_channel")
+"""Settings keys before ``split_mode`` (cards, settings files, CLI flags); :func:`upgrade_split_keys` maps them."""
+
+
+def has_border_channel(model: CountModel | None) -> bool:
+    """Whether ``model`` predicts a touching-border map (``split_mode`` "borders" / "both" need it)."""
+    return model is not None and model.output_kind == "mask" and int(model.card.kwargs.get("out_channels", 1)) > 1
+
+
+def upgrade_split_keys(values: dict[str, Any], *, borders_available: bool = True) -> dict[str, Any]:
+    """``values`` with the old ``watershed`` / ``use_border_channel`` keys replaced by ``split_mode``.
+
+    Old meaning: ``watershed`` off = no split; on = split along the model's borders when
+    ``use_border_channel`` (default on) and the model has them, else at distance-transform maxima. A
+    ``split_mode`` given alongside them wins (it is the newer key).
+    """
+    if not any(k in values for k in LEGACY_SPLIT_KEYS):
+        return dict(values)
+    out = {k: v for k, v in values.items() if k not in LEGACY_SPLIT_KEYS}
+    if "split_mode" not in out:
+        if not values.get("watershed", True):
+            out["split_mode"] = "off"
+        elif values.get("use_border_channel", True) and borders_available:
+            out["split_mode"] = "borders"
+        else:
+            out["split_mode"] = "distance"
+    return out
+
 
 def resolve_params(model: CountModel | None, overrides: CountParams | dict[str, Any] | None = None) -> CountParams:
-    """Defaults < ``model.card.postprocess`` < ``overrides``; unknown keys raise ParameterError."""
+    """Defaults < ``model.card.postprocess`` < ``overrides``; unknown keys raise ParameterError.
+
+    Old split keys are upgraded per layer (:func:`upgrade_split_keys`), so an old ``watershed: false``
+    override still turns off a card's ``split_mode``. A mode needing borders on a model without them raises.
+    """
+    borders = model is None or has_border_channel(model)
     merged: dict[str, Any] = {}
     if model is not None:
-        merged.update(model.card.postprocess)
+        merged.update(upgrade_split_keys(model.card.postprocess, borders_available=borders))
     if isinstance(overrides, CountParams):
         overrides = overrides.to_dict()
     if overrides:
-        merged.update({k: v for k, v in overrides.items()})
+        merged.update(upgrade_split_keys(overrides, borders_available=borders))
     unknown = sorted(set(merged) - set(PARAM_NAMES))
     if unknown:
         raise ParameterError(f"unknown parameters {unknown}; valid: {', '.join(PARAM_NAMES)}")
-    return CountParams(**merged)
+    params = CountParams(**merged)
+    if model is not None and model.output_kind == "mask" and not borders and params.split_mode in pp.BORDER_SPLIT_MODES:
+        raise ParameterError(
+            f"split_mode {params.split_mode!r} needs a model that predicts borders; {model.name} does not: "
+            "use 'distance' or 'off'"
+        )
+    return params
 
 
 MAX_SETTINGS_JSON_DEPTH = 16
@@ -580,14 +620,14 @@ def postprocess(
             estimated_diameter_px=prediction.estimated_diameter_px,
         )
     prob = prediction.maps[0]
-    border = prediction.maps[1] if prediction.maps.shape[0] > 1 and params.use_border_channel else None
+    border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None
     seg = pp.segment(
         prob,
         threshold_level=params.threshold,
         opening_radius_px=params.opening_radius_px,
         closing_radius_px=params.closing_radius_px,
         fill=params.fill_holes,
-        split=params.watershed,
+        split_mode=params.split_mode,
         min_distance_px=params.min_distance_px,
         min_area_px=params.min_area_px,
         max_area_px=params.max_area_px or None,

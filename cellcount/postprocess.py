@@ -20,6 +20,15 @@ from .errors import ParameterError
 KEPT, TOO_SMALL, TOO_LARGE, ON_BORDER = 0, 1, 2, 3
 REJECT_REASONS = {TOO_SMALL: "too small", TOO_LARGE: "too large", ON_BORDER: "touches border"}
 
+SPLIT_MODES = {
+    "borders": "seeds are the cores left after removing the model's predicted border band",
+    "distance": "seeds are distance-transform maxima at least min_distance_px apart",
+    "both": "border cores, each split further at distance-transform maxima min_distance_px apart",
+    "off": "no splitting: touching objects stay one object",
+}
+"""How :func:`segment` splits touching objects (``split_mode``); the first two need / ignore a border map."""
+BORDER_SPLIT_MODES = ("borders", "both")
+
 
 def _check_map(arr: np.ndarray, name: str = "map") -> np.ndarray:
     arr = np.asarray(arr)
@@ -86,6 +95,7 @@ def watershed_split(
     min_distance_px: int = 4,
     border_prob: np.ndarray | None = None,
     min_seed_area_px: int = 5,
+    split_cores: bool = False,
 ) -> np.ndarray:
     """Split touching objects by a marker-controlled watershed on the distance transform of ``mask``.
 
@@ -101,6 +111,9 @@ def watershed_split(
         each), which separates clumps whatever the nucleus size, and ``min_distance_px`` is unused.
     min_seed_area_px : int
         Smallest core kept as a marker (smaller cores are noise along the band).
+    split_cores : bool
+        With ``border_prob``: also split each core at its distance-transform maxima ``min_distance_px``
+        apart (``split_mode="both"``), for clumps whose border band the model missed.
 
     Returns
     -------
@@ -112,7 +125,11 @@ def watershed_split(
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
     if border_prob is not None:
         core = mask & ~(np.asarray(border_prob) > 0.5)
-        markers = _components_min_area(core, min_seed_area_px)
+        if split_cores:
+            pieces = watershed_split(core, min_distance_px=min_distance_px)
+            markers = filter_objects(pieces, min_area_px=min_seed_area_px).labels
+        else:
+            markers = _components_min_area(core, min_seed_area_px)
     else:
         # light smoothing stops ragged outlines from creating spurious maxima
         smooth = cv2.GaussianBlur(dist, (0, 0), 1.0)
@@ -294,26 +311,37 @@ def segment(
     opening_radius_px: int = 0,
     closing_radius_px: int = 0,
     fill: bool = True,
-    split: bool = True,
+    split_mode: str = "distance",
     min_distance_px: int = 4,
     min_area_px: int = 0,
     max_area_px: int | None = None,
     exclude_border: bool = False,
     border_prob: np.ndarray | None = None,
 ) -> SegmentResult:
-    """The mask chain: threshold -> open/close -> fill holes -> [watershed] -> components -> filters."""
+    """The mask chain: threshold -> open/close -> fill holes -> split (``split_mode``) -> filters.
+
+    ``split_mode`` is one of :data:`SPLIT_MODES`; "borders" and "both" need ``border_prob`` (mask models
+    with a border channel), "distance" and "off" ignore it. ``min_distance_px`` acts in "distance" and
+    "both" only.
+    """
+    if split_mode not in SPLIT_MODES:
+        raise ParameterError(f"split_mode must be one of {', '.join(SPLIT_MODES)}; got {split_mode!r}")
+    if split_mode in BORDER_SPLIT_MODES and border_prob is None:
+        raise ParameterError(
+            f"split_mode {split_mode!r} needs the model's border map; this model has none: use 'distance' or 'off'"
+        )
     mask = threshold(prob, threshold_level)
     mask = open_close(mask, opening_radius_px=opening_radius_px, closing_radius_px=closing_radius_px)
     if fill:
         mask = fill_holes(mask)
-    labels = (
-        watershed_split(
-            mask, min_distance_px=min_distance_px, border_prob=border_prob,
-            min_seed_area_px=max(4, min_area_px // 2),
+    if split_mode == "off":
+        labels = label_components(mask)
+    else:
+        labels = watershed_split(
+            mask, min_distance_px=min_distance_px,
+            border_prob=border_prob if split_mode in BORDER_SPLIT_MODES else None,
+            min_seed_area_px=max(4, min_area_px // 2), split_cores=split_mode == "both",
         )
-        if split
-        else label_components(mask)
-    )
     return filter_objects(labels, min_area_px=min_area_px, max_area_px=max_area_px, exclude_border=exclude_border)
 
 
@@ -355,3 +383,24 @@ def count_in_region(density: np.ndarray, region: np.ndarray | tuple[int, int, in
     if region.shape != d.shape:
         raise ParameterError(f"region shape {region.shape} differs from the density map's {d.shape}")
     return float(np.nansum(d[region], dtype=np.float64))
+
+
+def probability_histogram(prob: np.ndarray, *, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Share of pixels per probability bin over [0, 1]: (bins,) float64 fractions summing to 1 and the
+    (bins + 1,) edges. NaN pixels are left out. Shows how much a threshold can act on a map."""
+    p = np.asarray(_check_map(prob, "probability map"), np.float32)
+    counts, edges = np.histogram(p[np.isfinite(p)], bins=bins, range=(0.0, 1.0))
+    total = counts.sum()
+    return (counts / total if total else counts.astype(np.float64)), edges
+
+
+def uncertain_share(prob: np.ndarray, *, low: float = 0.1, high: float = 0.9) -> float:
+    """Share of pixels with ``low < prob < high``: the only ones a threshold in that range can move. Close to
+    0 for a nearly binary map (the shipped mask models), where the threshold barely changes the count."""
+    p = np.asarray(_check_map(prob, "probability map"))
+    finite = np.isfinite(p)
+    n = int(finite.sum())
+    if n == 0:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        return float(np.count_nonzero((p > low) & (p < high)) / n)

@@ -27,7 +27,8 @@ import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
 from cellcount.models import CLASSICAL_NAME, ModelCard, model_card
 from cellcount.models import loading as _loading
-from cellcount.pipeline import PARAM_NAMES, params_from_json
+from cellcount.pipeline import has_border_channel, params_from_json
+from pages import _settings as settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "data" / "samples"
@@ -36,38 +37,53 @@ CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
 
 INPUT_FIELDS = tuple(cc.CountParams.INPUT_FIELDS)
-# properties of the image, not of the model (auto_nucleus_size is the model's: its card says whether it
-# was tuned with it)
-KEEP_ON_MODEL_CHANGE = (*(f for f in INPUT_FIELDS if f != "auto_nucleus_size"), "pixel_size_um")
 MASK_FIELDS = (
     "threshold",
     "opening_radius_px",
     "closing_radius_px",
     "fill_holes",
-    "watershed",
+    "split_mode",
     "min_distance_px",
     "min_area_px",
     "max_area_px",
     "exclude_border",
-    "use_border_channel",
 )
 DENSITY_FIELDS = ("peak_min_distance_px",)
+SPLIT_LABELS = {
+    "borders": "Model borders",
+    "distance": "Distance transform",
+    "both": "Both",
+    "off": "Off",
+}
 
 HELP = {
-    "threshold": "Pixels with foreground probability above this value are foreground. Lower: more and "
-    "larger objects; higher: fewer, smaller objects.",
-    "opening_radius_px": "Binary opening with a disk of this radius removes specks and bridges (0 = off).",
-    "closing_radius_px": "Binary closing with a disk of this radius closes small gaps in objects (0 = off).",
-    "fill_holes": "Fill background holes enclosed by an object.",
-    "watershed": "Split touching objects along the distance-transform watershed.",
-    "min_distance_px": "Minimum distance between the centres of two objects that watershed splits.",
-    "min_area_px": "Objects smaller than this many pixels are rejected (exactly this area is kept).",
-    "max_area_px": "Objects larger than this many pixels are rejected (0 = no upper bound).",
-    "exclude_border": "Reject objects that touch the image border (they are cut and would bias the areas).",
-    "use_border_channel": "Split objects along the model's predicted touching-border map.",
-    "peak_min_distance_px": "Minimum distance between two density peaks (approximate centres); the count "
-    "itself is the integral of the density map and does not change.",
-    "pixel_size_um": "Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown).",
+    "threshold": "Pixels whose foreground probability is above this value are nucleus. Lower: objects grow "
+    "and may merge; higher: they shrink and faint ones vanish. The histogram below shows how many pixels lie "
+    "at each probability: when nearly all are at 0 or 1 (the shipped models), the threshold barely moves the "
+    "count, which is why it sits under Advanced for such images.",
+    "opening_radius_px": "Removes specks and thin bridges narrower than about twice this radius before "
+    "counting (0 = off). Larger: fewer tiny objects and more clumps separated; too large erodes small nuclei "
+    "away (lower count).",
+    "closing_radius_px": "Closes gaps and notches narrower than about twice this radius (0 = off). Larger: "
+    "broken nuclei become whole (lower count), but close neighbours can merge (also lower).",
+    "fill_holes": "Fills background holes inside an object (hollow-looking nuclei). Changes areas, rarely the "
+    "count.",
+    "split_mode": "How nuclei that touch are separated. Model borders: along the thin border the model "
+    "predicts between touching nuclei (the shipped models' default). Distance transform: at the centres of "
+    "round shapes, at least 'Min. distance' apart. Both: border split first, then the distance transform on "
+    "what is still joined. Off: touching nuclei count as one (lowest count).",
+    "min_distance_px": "Two centres closer than this are one nucleus. Larger: fewer splits, lower count; "
+    "smaller: more splits, higher count (too small cuts elongated nuclei in pieces).",
+    "min_area_px": "Objects smaller than this many pixels are not counted (an object of exactly this area is "
+    "counted). Larger: lower count (debris dropped).",
+    "max_area_px": "Objects larger than this many pixels are not counted (0 = no limit). Smaller: lower count "
+    "(clumps and debris dropped).",
+    "exclude_border": "Does not count objects that touch the image edge (they are cut, so their areas are "
+    "wrong). On: lower count.",
+    "peak_min_distance_px": "Only for the markers: two approximate centres closer than this are one marker. "
+    "The count is the integral (sum) of the density map and does not change with it.",
+    "pixel_size_um": "Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown). "
+    "Does not change the count.",
     "invert": "Auto detects a bright background (brightfield, H&E) and inverts so objects are bright.",
     "channel": "Which channel to count in; 'all' averages the channels.",
     "low_pct": "Intensity percentile mapped to 0 before the model.",
@@ -196,28 +212,57 @@ def model_label(name: str) -> str:
     return f"{name}  ·  {card.output_kind}, {card.architecture}"
 
 
-def model_picker(prefix: str, *, label: str = "Model", container: Any = None) -> str:
-    """Selectbox of :func:`cellcount.list_models` under key ``<prefix>_model``; returns the name."""
-    return pick_one(
+def model_picker(prefix: str, *, label: str = "Model", container: Any = None, shared: bool = True) -> str:
+    """Selectbox of :func:`cellcount.list_models` under key ``<prefix>_model``; returns the name.
+
+    ``shared``: the choice is the session's current model (:mod:`pages._settings`), the same on every page,
+    so settings tuned with a model on one page are used with it on the next.
+    """
+    names = cc.list_models()
+    key = f"{prefix}_model"
+    if shared:
+        current = settings.current_model()
+        if current in names:
+            st.session_state[key] = current
+    name = pick_one(
         label,
-        cc.list_models(),
-        f"{prefix}_model",
+        names,
+        key,
         container=container,
         format_func=model_label,
+        on_change=(lambda: settings.set_current_model(st.session_state[key])) if shared else None,
         help="Trained networks from weights/ plus the classical Otsu baseline. Mask models segment "
-        "objects; density models estimate the count as the integral of a density map.",
+        "objects; density models estimate the count as the integral of a density map. Each model keeps "
+        "its own settings for this session.",
     )
+    if shared:
+        settings.set_current_model(name)
+    return name
 
 
 def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.CountModel]:
-    """:func:`model_picker` + the loaded model with its widgets seeded; a load error stops the page."""
+    """:func:`model_picker` + the loaded model; a load error stops the page. A model change is announced
+    with what happens to the settings."""
     name = model_picker(prefix, container=container)
     try:
         model = get_model(name)
     except cc.CellcountError as err:
         show_error(err)
         st.stop()
-    seed_params(model, prefix)
+    shown_key = f"{prefix}__shown_model"
+    shown = st.session_state.get(shown_key)
+    if shown is not None and shown != name:
+        if settings.known(name) and settings.origin(model)[0] != "card":
+            what = f"your settings for {name} ({settings.ORIGINS[settings.origin(model)[0]]}) are kept"
+        else:
+            what = "its settings come from its model card"
+        st.session_state[f"{prefix}__msg"] = (
+            "info",
+            f"Model changed from {shown} to {name}: {what}. Image settings (channel, invert, nucleus size, "
+            "pixel size) stay as they were.",
+        )
+    st.session_state[shown_key] = name
+    settings.values(model)  # creates its entry from the card when new
     return name, model
 
 
@@ -332,7 +377,9 @@ def _input_params(input_key: tuple) -> cc.CountParams:
     return cc.CountParams(**dict(zip(INPUT_FIELDS, input_key, strict=True)))
 
 
-@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+# cache_resource, not cache_data: a hit returns the same object instead of unpickling 10+ MB of maps on every
+# slider move; callers treat predictions as read-only (postprocess never modifies its input)
+@st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
 def predict_cached(
     digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray
 ) -> cc.Prediction:
@@ -420,6 +467,8 @@ def labelled_uploads(
 # --------------------------------------------------------------------------------------------------
 INVERT_OPTIONS = {"auto": None, "on": True, "off": False}
 ALL_CHANNELS = -1  # widget value for channel=None (mean of the channels)
+UNCERTAIN_SHARE = 0.02
+"""Below this share of foreground pixels between 0.1 and 0.9, the threshold barely acts: it goes under Advanced."""
 
 
 def _to_widget(name: str, value: Any) -> Any:
@@ -460,86 +509,75 @@ def _key(prefix: str, name: str) -> str:
     return f"{prefix}_{name}"
 
 
-def set_widgets(prefix: str, values: dict[str, Any]) -> None:
-    """Put parameter values into the widget keys (call before the widgets are drawn, or in a callback)."""
-    for name, value in values.items():
-        if name in PARAM_NAMES:
-            st.session_state[_key(prefix, name)] = _to_widget(name, value)
+# Widgets are views of the settings store (pages/_settings.py). Each run draws them with the store's value
+# (``value=`` and, when it differs, the widget key), and their on_change callback writes the store. So a
+# widget that Streamlit drops or remounts at its default (e.g. while an upload is replaced) comes back
+# with the store's value instead of 0 / off, and no page reads a value that only lives in widget state.
+# A prefix with a local scope (Compare's variant B) binds to its own dict instead of the store.
+def _local(prefix: str) -> dict[str, Any] | None:
+    return st.session_state.get(f"{prefix}__local")
 
 
-def seed_params(model: cc.models.CountModel, prefix: str) -> None:
-    """Prepare the widget state of ``prefix`` for ``model`` (call at the top of the page, before widgets).
-
-    A new model resets the widgets to its card defaults (``resolve_params``: CountParams defaults <
-    card.postprocess); missing keys are filled the same way; pending values (settings applied from
-    another page) go on top. The input fields (channel, invert, percentiles) survive a model change.
-    """
-    ss = st.session_state
-    defaults = cc.resolve_params(model).to_dict()
-    owner_key = f"{prefix}__model"
-    reset = ss.get(owner_key) != model.name
-    for name in PARAM_NAMES:
-        key = _key(prefix, name)
-        if key not in ss or (reset and name not in KEEP_ON_MODEL_CHANGE):
-            ss[key] = _to_widget(name, defaults[name])
-    ss[owner_key] = model.name
-    pending = ss.pop(f"{prefix}__pending", None)
-    if pending:
-        set_widgets(prefix, pending)
+def _stored(prefix: str, model: cc.models.CountModel, name: str) -> Any:
+    local = _local(prefix)
+    if local is not None and name in local:
+        return local[name]
+    return settings.values(model)[name]
 
 
-def reset_params(prefix: str, model_name: str) -> None:
-    """Callback: back to the model card's defaults (input fields included)."""
-    set_widgets(prefix, cc.resolve_params(get_model(model_name)).to_dict())
-    st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the defaults of {model_name}.")
+def _on_edit(prefix: str, name: str, model_name: str) -> None:
+    value = _from_widget(name, st.session_state[_key(prefix, name)])
+    local = _local(prefix)
+    if local is not None:
+        local[name] = value
+    else:
+        settings.edit(get_model(model_name), name, value)
 
 
-def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
-    """The "Reset to model defaults" button (:func:`reset_params`)."""
-    st.button(
-        "Reset to model defaults", key=f"{prefix}_reset", on_click=reset_params, args=(prefix, model_name), **kwargs
-    )
-
-
-def queue_params(prefix: str, values: dict[str, Any], *, model_name: str | None = None) -> None:
-    """Apply ``values`` to another page's widgets the next time it is shown (e.g. tuned settings)."""
-    if model_name is not None:
-        st.session_state[f"{prefix}_model"] = model_name
-        st.session_state[f"{prefix}__model"] = model_name  # the values belong to this model: no reset
-    st.session_state[f"{prefix}__pending"] = dict(values)
-
-
-def _clamp(prefix: str, name: str, lo: float, hi: float) -> None:
+def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None) -> dict[str, Any]:
+    """Widget kwargs bound to the stored value of ``name`` (clamped into [lo, hi] for display)."""
+    value = _to_widget(name, _stored(prefix, model, name))
+    if lo is not None and hi is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = type(value)(min(max(value, lo), hi))
     key = _key(prefix, name)
-    value = st.session_state.get(key)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not lo <= value <= hi:
-        st.session_state[key] = type(value)(min(max(value, lo), hi))
+    if st.session_state.get(key) != value:
+        st.session_state[key] = value
+    return {"key": key, "on_change": _on_edit, "args": (prefix, name, model.name), "help": HELP[name]}
 
 
-def _slider(c: Any, prefix: str, name: str, label: str, lo: float, hi: float, **kwargs: Any) -> Any:
-    """Slider for parameter ``name`` (stored value clamped into [lo, hi] first)."""
-    _clamp(prefix, name, lo, hi)
-    return c.slider(label, lo, hi, persist_state=PERSIST, key=_key(prefix, name), help=HELP[name], **kwargs)
+def _slider(c: Any, prefix: str, model: Any, name: str, label: str, lo: float, hi: float, **kwargs: Any) -> Any:
+    b = _bind(prefix, model, name, lo, hi)
+    return c.slider(label, lo, hi, value=st.session_state[b["key"]], **b, **kwargs)
 
 
-def _number(c: Any, prefix: str, name: str, label: str, **kwargs: Any) -> Any:
-    """Number input for parameter ``name``; a stored value outside min_value/max_value is clamped first."""
-    if "max_value" in kwargs:
-        _clamp(prefix, name, kwargs["min_value"], kwargs["max_value"])
-    return c.number_input(label, persist_state=PERSIST, key=_key(prefix, name), help=HELP[name], **kwargs)
+def _number(c: Any, prefix: str, model: Any, name: str, label: str, **kwargs: Any) -> Any:
+    b = _bind(prefix, model, name, kwargs.get("min_value"), kwargs.get("max_value"))
+    return c.number_input(label, value=st.session_state[b["key"]], **b, **kwargs)
 
 
-def _toggle(c: Any, prefix: str, name: str, label: str) -> bool:
-    return c.toggle(label, persist_state=PERSIST, key=_key(prefix, name), help=HELP[name])
+def _toggle(c: Any, prefix: str, model: Any, name: str, label: str) -> bool:
+    b = _bind(prefix, model, name)
+    return c.toggle(label, value=bool(st.session_state[b["key"]]), **b)
 
 
-def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = None) -> dict[str, Any]:
+def _choice(c: Any, prefix: str, model: Any, name: str, label: str, options: list, *, radio: bool = False,
+            **kwargs: Any) -> Any:
+    b = _bind(prefix, model, name)
+    if st.session_state[b["key"]] not in options:
+        st.session_state[b["key"]] = options[0]
+    index = options.index(st.session_state[b["key"]])
+    if radio:
+        return c.radio(label, options, index=index, horizontal=True, **b, **kwargs)
+    return c.selectbox(label, options, index=index, **b, **kwargs)
+
+
+def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None = None, *,
+             container: Any = None) -> dict[str, Any]:
     """Channel (multichannel images), invert, test-time flips and percentile widgets; these change the model
     input."""
     c = container or st
     n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
     out: dict[str, Any] = {}
-    ch_key = _key(prefix, "channel")
     if image is None or n_channels > 1:
         options = [ALL_CHANNELS, *range(n_channels if image is not None else 4)]
         names = ["red", "green", "blue"] if n_channels == 3 else []
@@ -549,89 +587,146 @@ def input_ui(prefix: str, image: np.ndarray | None = None, *, container: Any = N
                 return "all channels (mean)"
             return f"channel {v} ({names[v]})" if v < len(names) else f"channel {v}"
 
-        out["channel"] = _from_widget(
-            "channel",
-            pick_one("Channel", options, ch_key, container=c, format_func=fmt, help=HELP["channel"]),
-        )
+        out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", "Channel", options, format_func=fmt))
     else:
-        st.session_state[ch_key] = ALL_CHANNELS
-        out["channel"] = None
+        out["channel"] = _stored(prefix, model, "channel")  # unused for a single channel; kept as stored
     out["invert"] = _from_widget(
         "invert",
-        pick_one(
-            "Invert (dark objects on a bright background)",
-            list(INVERT_OPTIONS),
-            _key(prefix, "invert"),
-            radio=True,
-            container=c,
-            help=HELP["invert"],
-        ),
+        _choice(c, prefix, model, "invert", "Invert (dark objects on a bright background)", list(INVERT_OPTIONS),
+                radio=True),
     )
-    out["test_time_flips"] = bool(
-        _toggle(c, prefix, "test_time_flips", "Test-time flips (4x slower)")
-    )
-    out["auto_nucleus_size"] = bool(_toggle(c, prefix, "auto_nucleus_size", "Estimate nucleus size"))
+    out["test_time_flips"] = bool(_toggle(c, prefix, model, "test_time_flips", "Test-time flips (4x slower)"))
+    out["auto_nucleus_size"] = bool(_toggle(c, prefix, model, "auto_nucleus_size", "Estimate nucleus size"))
     out["nucleus_diameter_px"] = _from_widget(
         "nucleus_diameter_px",
-        _number(c, prefix, "nucleus_diameter_px", "Nucleus diameter (px, 0 = as is)", min_value=0.0,
+        _number(c, prefix, model, "nucleus_diameter_px", "Nucleus diameter (px, 0 = as is)", min_value=0.0,
                 max_value=1000.0, step=1.0, format="%.0f"),
     )
     with c.expander("Intensity normalisation"):
-        out["low_pct"] = _number(st, prefix, "low_pct", "Low percentile", min_value=0.0, max_value=50.0, step=0.1)
-        out["high_pct"] = _number(
-            st, prefix, "high_pct", "High percentile", min_value=50.0, max_value=100.0, step=0.1
-        )
+        out["low_pct"] = _number(st, prefix, model, "low_pct", "Low percentile", min_value=0.0, max_value=50.0,
+                                 step=0.1)
+        out["high_pct"] = _number(st, prefix, model, "high_pct", "High percentile", min_value=50.0,
+                                  max_value=100.0, step=0.1)
     return out
 
 
-def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = None) -> dict[str, Any]:
-    """Postprocessing widgets for ``model`` (mask or density); returns overrides for ``resolve_params``.
+def probability_stats(probability: np.ndarray) -> tuple[np.ndarray, float]:
+    """(pixel shares per probability bin, share between 0.1 and 0.9) of a foreground map (library calls)."""
+    from cellcount.postprocess import probability_histogram, uncertain_share
 
-    Call :func:`seed_params` earlier in the run. Values come from session state (card defaults first).
+    return probability_histogram(probability)[0], uncertain_share(probability)
+
+
+def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, float] | None) -> float:
+    value = _slider(c, prefix, model, "threshold", "Probability threshold", 0.0, 1.0, step=0.01, format="%.2f")
+    if stats is not None:
+        from cellcount import viz
+
+        c.image(viz.encode_png(viz.histogram_strip(stats[0], threshold=value)), width="stretch")
+        c.caption(f"Pixels per foreground probability, 0 to 1 (log scale; red: the threshold). "
+                  f"{100 * stats[1]:.1f}% lie between 0.1 and 0.9, the only ones the threshold can move.")
+    return value
+
+
+def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = None,
+              probability_stats: tuple[np.ndarray, float] | None = None) -> dict[str, Any]:
+    """Postprocessing widgets for ``model`` (mask or density), drawn from and writing to the settings store;
+    returns the values in use (only the knobs that act in the chosen split mode are shown).
+
+    ``probability_stats``: :func:`probability_stats` of the image on screen (Count page); the histogram is
+    drawn under the threshold, which stays in the main panel only when a useful share of pixels is uncertain.
     """
     c = container or st
     p = key_prefix
-    ss = st.session_state
     out: dict[str, Any] = {}
     if model.output_kind == "density":
-        out["peak_min_distance_px"] = _slider(c, p, "peak_min_distance_px", "Peak min. distance (px)", 1, 30)
+        c.caption("The count is the integral (sum) of the density map: no setting here changes it.")
+        out["peak_min_distance_px"] = _slider(c, p, model, "peak_min_distance_px",
+                                              "Approximate centres: min. distance (px)", 1, 30)
     else:
-        out["threshold"] = _slider(c, p, "threshold", "Probability threshold", 0.0, 1.0, step=0.01, format="%.2f")
-        out["opening_radius_px"] = _slider(c, p, "opening_radius_px", "Opening radius (px)", 0, 10)
-        out["closing_radius_px"] = _slider(c, p, "closing_radius_px", "Closing radius (px)", 0, 10)
-        out["fill_holes"] = _toggle(c, p, "fill_holes", "Fill holes")
-        out["watershed"] = _toggle(c, p, "watershed", "Watershed split")
-        out["min_distance_px"] = _slider(
-            c, p, "min_distance_px", "Min. distance between centres (px)", 1, 50, disabled=not out["watershed"]
-        )
+        modes = [m for m in SPLIT_LABELS if has_border_channel(model) or m not in ("borders", "both")]
+        out["split_mode"] = _choice(c, p, model, "split_mode", "Split touching nuclei", modes,
+                                    format_func=SPLIT_LABELS.get)
+        if out["split_mode"] in ("distance", "both"):
+            out["min_distance_px"] = _slider(c, p, model, "min_distance_px", "Min. distance between centres (px)",
+                                             1, 50)
         a, b = c.columns(2)
-        out["min_area_px"] = _number(a, p, "min_area_px", "Min. area (px)", min_value=0, step=1)
+        out["min_area_px"] = _number(a, p, model, "min_area_px", "Min. area (px)", min_value=0, step=1)
         out["max_area_px"] = _from_widget(
-            "max_area_px", _number(b, p, "max_area_px", "Max. area (px, 0 = none)", min_value=0, step=10)
+            "max_area_px", _number(b, p, model, "max_area_px", "Max. area (px, 0 = none)", min_value=0, step=10)
         )
-        out["exclude_border"] = _toggle(c, p, "exclude_border", "Exclude border objects")
-        if int(model.card.kwargs.get("out_channels", 1)) > 1:
-            out["use_border_channel"] = _toggle(c, p, "use_border_channel", "Split at model borders")
-        else:
-            out["use_border_channel"] = bool(ss.get(_key(p, "use_border_channel"), True))
+        out["exclude_border"] = _toggle(c, p, model, "exclude_border", "Exclude objects on the image edge")
+        main_threshold = probability_stats is not None and probability_stats[1] >= UNCERTAIN_SHARE
+        if main_threshold:
+            out["threshold"] = _threshold_ui(c, p, model, probability_stats)
+        with c.expander("Advanced"):
+            if not main_threshold:
+                if probability_stats is not None:
+                    st.caption("Nearly every pixel's probability is close to 0 or 1 in this image, so the "
+                               "threshold changes the count very little.")
+                out["threshold"] = _threshold_ui(st, p, model, probability_stats)
+            out["opening_radius_px"] = _slider(st, p, model, "opening_radius_px", "Opening radius (px)", 0, 10)
+            out["closing_radius_px"] = _slider(st, p, model, "closing_radius_px", "Closing radius (px)", 0, 10)
+            out["fill_holes"] = _toggle(st, p, model, "fill_holes", "Fill holes")
     out["pixel_size_um"] = _from_widget(
         "pixel_size_um",
-        _number(c, p, "pixel_size_um", "Pixel size (µm, 0 = unknown)", min_value=0.0, step=0.01, format="%.4f"),
+        _number(c, p, model, "pixel_size_um", "Pixel size (µm, 0 = unknown)", min_value=0.0, step=0.01,
+                format="%.4f"),
     )
-    # the other kind's fields keep their current values so a settings file round-trips unchanged
-    for name in DENSITY_FIELDS if model.output_kind != "density" else MASK_FIELDS:
-        if _key(p, name) in ss:
-            out[name] = _from_widget(name, ss[_key(p, name)])
+    # fields without a widget here (the other model kind's, a split mode's unused knob) keep their stored
+    # value, so a settings file round-trips unchanged
+    for name in (*MASK_FIELDS, *DENSITY_FIELDS):
+        out.setdefault(name, _stored(p, model, name))
     return out
 
 
-def current_input(prefix: str) -> dict[str, Any]:
-    """The input fields as last set (for pages that draw the input widgets elsewhere)."""
-    return {
-        name: _from_widget(name, st.session_state.get(_key(prefix, name)))
-        for name in INPUT_FIELDS
-        if _key(prefix, name) in st.session_state
-    }
+def current_input(prefix: str, model: cc.models.CountModel) -> dict[str, Any]:
+    """The input fields in use (for pages that draw the input widgets elsewhere)."""
+    return {name: _stored(prefix, model, name) for name in INPUT_FIELDS}
+
+
+def use_local_settings(prefix: str, model: cc.models.CountModel) -> None:
+    """Bind ``prefix``'s widgets to a copy of the store's settings for ``model`` (Compare's variant B):
+    edits there do not change the settings the other pages use."""
+    ss = st.session_state
+    if ss.get(f"{prefix}__local_model") != model.name:
+        ss[f"{prefix}__local"] = settings.values(model)
+        ss[f"{prefix}__local_model"] = model.name
+
+
+def reset_params(prefix: str, model_name: str) -> None:
+    """Callback: back to the model card's settings (input fields included)."""
+    model = get_model(model_name)
+    if _local(prefix) is not None:
+        st.session_state[f"{prefix}__local"] = settings.card_values(model)
+    else:
+        settings.reset(model)
+    st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the model card of {model_name}.")
+
+
+def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
+    """The "Reset to the model card" button (:func:`reset_params`)."""
+    st.button(
+        "Reset to the model card", key=f"{prefix}_reset", on_click=reset_params, args=(prefix, model_name),
+        help="Every setting back to the values in this model's card (as shipped, or as tuned into the card).",
+        **kwargs,
+    )
+
+
+def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any = None) -> None:
+    """Which settings are in use and where they came from, with the one-click reset."""
+    c = container or st
+    row = c.container(horizontal=True, vertical_alignment="center")
+    row.caption(settings.describe(model) + " · shared by Count, Batch, Evaluate and Compare")
+    with row:
+        reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
+                     disabled=settings.origin(model)[0] == "card")
+
+
+def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, detail: str = "") -> None:
+    """Write ``values`` into the store for ``model_name`` and make it the current model (Apply, a file)."""
+    settings.put(get_model(model_name), values, origin=origin, detail=detail)
+    settings.set_current_model(model_name)
 
 
 def settings_json(model_name: str, params: cc.CountParams | dict[str, Any]) -> str:
@@ -652,13 +747,18 @@ def _apply_settings_file(prefix: str) -> None:
         return
     note = ""
     named = json.loads(data).get("model") if data.strip().startswith(b"{") else None
+    model_name = settings.current_model() or st.session_state.get(f"{prefix}_model")
     if isinstance(named, str) and named in cc.list_models():
-        st.session_state[f"{prefix}_model"] = named
-        st.session_state[f"{prefix}__model"] = named  # these values belong to it: no reset to its defaults
-        note = f" Model: {named}."
+        model_name, note = named, f" Model: {named}."
     elif named:
         note = f" The file names model {named!r}, which is not installed; the current model is kept."
-    set_widgets(prefix, overrides)
+    try:
+        cc.resolve_params(get_model(model_name), overrides)
+    except cc.CellcountError as err:
+        st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
+        return
+    apply_settings(model_name, overrides, origin="file", detail=uploaded.name)
+    st.session_state[f"{prefix}__shown_model"] = model_name  # announced here, not as a model change
     st.session_state[f"{prefix}__msg"] = (
         "success",
         f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}.{note}",
@@ -666,7 +766,7 @@ def _apply_settings_file(prefix: str) -> None:
 
 
 def settings_upload(prefix: str, *, container: Any = None) -> None:
-    """Uploader for a settings JSON (from this app or the CLI); applied to the widgets on upload."""
+    """Uploader for a settings JSON (from this app or the CLI); applied to the store on upload."""
     (container or st).file_uploader(
         "Load settings JSON",
         type=["json"],
@@ -680,12 +780,12 @@ def settings_upload(prefix: str, *, container: Any = None) -> None:
 def settings_panel(
     prefix: str, model_name: str, model: cc.models.CountModel
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Input, Postprocessing (with reset) and Settings file expanders -> (input values, overrides)."""
+    """Settings in use, Input, Postprocessing and Settings file expanders -> (input values, overrides)."""
+    settings_status(model, prefix)
     with st.expander("Input", expanded=False):
-        inputs = input_ui(prefix)
+        inputs = input_ui(prefix, model)
     with st.expander("Postprocessing", expanded=True):
         overrides = params_ui(model, prefix)
-        reset_button(prefix, model_name)
     with st.expander("Settings file"):
         settings_upload(prefix)
     return inputs, overrides

@@ -9,6 +9,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
+from pages import _settings as settings
 from pages import _shared as sh
 
 sh.require_entry_point("batch")
@@ -111,14 +112,14 @@ left, right = st.columns([1, 3], gap="medium")
 with left:
     model_name, model = sh.pick_model(P)
     sh.show_messages(P)
-    inputs, overrides = sh.settings_panel(P, model_name, model)
+    sh.settings_panel(P, model_name, model)
 
 with right:
     files = st.file_uploader(
         "Images or zip files", type=[*sh.IMAGE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files"
     )
     try:
-        params = sh.resolve(model, inputs, overrides)
+        params = settings.params(model)  # the session's settings: the ones tuned on Count or Evaluate
     except cc.CellcountError as err:
         sh.show_error(err)
         params = None

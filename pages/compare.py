@@ -8,6 +8,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
+from pages import _settings as settings
 from pages import _shared as sh
 
 sh.require_entry_point("compare")
@@ -61,21 +62,25 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             max_selections=MAX_CONFIGS,
             # bare names: with the kind and architecture added, the chips were cut off after the first one
         )
-        st.caption("Each model runs with the postprocessing defaults of its card.")
+        models = [sh.get_model(n) for n in picked]
+        st.caption("Each model runs with the settings in use for it this session (the same as on Count, "
+                   "Batch and Evaluate): " + "; ".join(settings.describe(m) for m in models) + ".")
         if len(names) < 2:
             st.info("Only one model is installed: compare two settings of it instead (switch above).")
-        return [(n, n, cc.resolve_params(sh.get_model(n))) for n in picked]
+        return [(m.name, m.name, settings.params(m)) for m in models]
     model_name = sh.model_picker(P)
     model = sh.get_model(model_name)
     configs = []
-    st.caption("Both start from the model card's defaults; change A or B to see the effect.")
+    st.caption("A is the session's settings for this model (shared with the other pages); B starts as a copy "
+               "of them and changes only here.")
+    sh.settings_status(model, f"{P}_a")
+    sh.use_local_settings(f"{P}_b", model)
     for label in ("A", "B"):
         prefix = f"{P}_{label.lower()}"
-        sh.seed_params(model, prefix)
         with st.expander(f"Settings {label}", expanded=label == "B"):
             overrides = sh.params_ui(model, prefix)
         configs.append(
-            (f"{label}: {model_name}", model_name, sh.resolve(model, sh.current_input(prefix), overrides))
+            (f"{label}: {model_name}", model_name, sh.resolve(model, sh.current_input(prefix, model), overrides))
         )
     return configs
 

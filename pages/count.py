@@ -1,4 +1,4 @@
-"""Count page: one image, one model, live postprocessing, outlines, objects, downloads."""
+"""Count page: one image, one model, live postprocessing, a readable viewer, objects, downloads."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.io import labels_to_tiff_bytes
+from cellcount.measure import likely_merges
 from cellcount.postprocess import REJECT_REASONS
+from pages import _settings as settings
 from pages import _shared as sh
 
 sh.require_entry_point("count")
 
 P = "count"
+ZOOMS = {"Fit": 0, "100% (full resolution)": 1, "200%": 2, "400%": 4}
+COLORS = {"Auto (contrast with the image)": "auto", "One colour per object": "per object",
+          **{name.capitalize(): rgb for name, rgb in viz.OUTLINE_CANDIDATES.items()}}
 
 
 def pick_source() -> sh.Source | None:
@@ -27,7 +32,8 @@ def pick_source() -> sh.Source | None:
         "Upload an image",
         type=sh.IMAGE_TYPES,
         key=f"{P}_upload",
-        help="PNG, JPEG, BMP or TIFF; 8/16-bit, grayscale, RGB or multichannel (choose the channel below).",
+        help="PNG, JPEG, BMP or TIFF; 8/16-bit, grayscale, RGB or multichannel (choose the channel below). "
+        "Replacing or removing the image never changes the settings.",
     )
     return sh.upload_source(up) if up is not None else None
 
@@ -43,64 +49,101 @@ def size_note(result: cc.CountResult) -> str:
             "size it was trained on; objects and areas are in the original pixels.")
 
 
-def show_overlay(image: np.ndarray, result: cc.CountResult) -> None:
-    bright = result.inverted
-    colors = viz.OUTLINE_COLORS_BRIGHT if bright else viz.OUTLINE_COLORS
+def view_ui() -> dict:
+    """Display options of the viewer (they never change the count)."""
+    with st.expander("Display", expanded=False):
+        a, b = st.columns(2)
+        color = a.selectbox("Outline colour", list(COLORS), key=f"{P}_view_color",
+                            help="Auto picks the colour that differs most from the image under the outlines.")
+        zoom = b.selectbox("Zoom", list(ZOOMS), key=f"{P}_view_zoom",
+                           help="100%: one image pixel per screen pixel; the position sliders choose the window.")
+        thickness = a.slider("Outline thickness (px)", 1, 5, 1, key=f"{P}_view_thickness")
+        opacity = b.slider("Outline opacity", 0.2, 1.0, 1.0, 0.1, key=f"{P}_view_opacity")
+        contrast = st.slider("Display contrast (percentiles of the image shown black and white)", 0.0, 100.0,
+                             (0.5, 99.5), 0.5, key=f"{P}_view_contrast",
+                             help="Only the picture; the model and the count use the image as it is.")
+        merges = st.toggle("Mark likely merges", True, key=f"{P}_view_merges",
+                           help="Red: objects over 2.5x the median area of their 8 nearest neighbours, often "
+                           "two or more nuclei counted as one.")
+        centre = (0.5, 0.5)
+        if ZOOMS[zoom]:
+            c1, c2 = st.columns(2)
+            centre = (c2.slider("Window: top → bottom", 0.0, 1.0, 0.5, 0.05, key=f"{P}_view_row"),
+                      c1.slider("Window: left → right", 0.0, 1.0, 0.5, 0.05, key=f"{P}_view_col"))
+    return {"color": COLORS[color], "zoom": ZOOMS[zoom], "thickness": thickness, "opacity": opacity,
+            "contrast": tuple(contrast), "merges": merges, "centre": centre}
+
+
+@st.cache_data(max_entries=8, ttl=sh.CACHE_TTL_S, show_spinner=False)
+def probability_stats_cached(digest: str, model_name: str, input_key: tuple, _prob: np.ndarray) -> tuple:
+    return sh.probability_stats(_prob)
+
+
+@st.cache_resource(max_entries=4, ttl=sh.CACHE_TTL_S, show_spinner=False)  # read-only: no copy per hit
+def display_cached(digest: str, contrast: tuple, _image: np.ndarray) -> np.ndarray:
+    return viz.display_image(_image, low_pct=contrast[0], high_pct=contrast[1])
+
+
+@st.cache_data(max_entries=16, ttl=sh.CACHE_TTL_S, show_spinner=False)
+def overlay_cached(
+    digest: str, model_name: str, params_json: str, view: tuple, _image: np.ndarray, _result: cc.CountResult
+) -> tuple[bytes, dict, int]:
+    """JPEG of the outlined picture for these plain keys (image, model, settings, display options)."""
+    v = dict(view)
+    base = display_cached(digest, v["contrast"], _image)
+    merges = likely_merges(_result.objects) if v["merges"] else []
+    rgb, legend = viz.render_outlines(
+        base, _result.labels, _result.rejected, color=v["color"], thickness=v["thickness"],
+        opacity=v["opacity"], merges=merges, rejected_colors=viz.OUTLINE_COLORS,
+    )
+    if v["zoom"]:
+        rgb = viz.zoom_view(rgb, zoom=v["zoom"], center=v["centre"])
+    return viz.encode_jpeg(rgb), legend, len(merges)
+
+
+def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, view: dict) -> None:
     if result.output_kind == "density":
-        fig = viz.density_figure(image, result.density, result.peaks, count_estimate=result.count_estimate)
+        peaks = result.peaks if st.toggle("Show approximate centres", False, key=f"{P}_show_peaks") else None
+        fig = viz.density_figure(image, result.density, peaks, count_estimate=result.count_estimate)
         st.plotly_chart(fig, key=f"{P}_density_fig")
         st.caption(
-            "Density map (cells per pixel) over the image; crosses are local maxima (approximate "
-            "centres). The count is the integral of the map, not the number of crosses."
+            "Density map (cells per pixel) over the image. The count is the integral (sum) of the map; the "
+            "crosses, when shown, are approximate centres (local maxima) and can be fewer or more than the count."
         )
         return
-    thick = 2 if max(image.shape[:2]) > 1200 else 1
-    rgb = viz.outline_overlay(image, result.labels, result.rejected, colors=colors, thickness=thick)
-    legend = viz.outline_legend(result.count, colors=colors, n_rejected=result.n_rejected)
-    fig = viz.overlay_figure(
-        rgb, legend=legend, objects=result.objects, pixel_size_um=result.params.pixel_size_um
+    if result.count == 0:
+        st.info("No objects with the current settings.")
+    key = tuple(sorted((k, v) for k, v in view.items()))
+    jpeg, legend, n_merges = overlay_cached(
+        source.digest, result.model_name, result.params.to_json(), key, image, result
     )
-    st.plotly_chart(fig, key=f"{P}_overlay_fig")
+    chips = " &nbsp; ".join(
+        f"<span style='display:inline-block;width:.8em;height:.8em;border:1px solid #666;"
+        f"background:rgb{tuple(c)}'></span> {name}" for name, c in legend.items()
+    )
+    st.markdown(chips, unsafe_allow_html=True)
+    st.container(key=f"{P}_overlay").image(jpeg, width="content" if view["zoom"] else "stretch")
     reasons = ", ".join(REJECT_REASONS.values())
     st.caption(
-        f"Kept objects are outlined; rejected objects ({reasons}) are tinted and outlined in their own "
-        "colour. Hover an object for its label and area; drag to zoom, double-click to reset."
+        f"{source.name}: kept objects are outlined; rejected objects ({reasons}) in their own colour. "
+        + (f"{n_merges} object(s) marked as likely merges. " if n_merges else "")
+        + "Display options (colour, thickness, contrast, zoom) never change the count."
     )
-    if st.toggle("Show probability map", key=f"{P}_show_prob"):
-        st.plotly_chart(
-            viz.probability_figure(result.probability, threshold=result.params.threshold), key=f"{P}_prob_fig"
-        )
 
 
 def downloads(source: sh.Source, result: cc.CountResult) -> None:
     s = sh.stem(source.name)
-    counts = pd.DataFrame([{"file": source.name, **result.summary_row()}])
-    objects = result.objects.assign(file=source.name)
     files = [
-        ("Counts CSV", sh.csv_bytes(counts), f"{s}_counts.csv", "text/csv", "counts", None),
-        ("Objects CSV", sh.csv_bytes(objects), f"{s}_objects.csv", "text/csv", "objects", None),
+        ("Counts CSV", lambda: sh.csv_bytes(pd.DataFrame([{"file": source.name, **result.summary_row()}])),
+         f"{s}_counts.csv", "text/csv", "counts", None),
+        ("Objects CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)), f"{s}_objects.csv",
+         "text/csv", "objects", None),
     ]
     if result.labels is not None:
-        files.append(
-            (
-                "Label image (TIFF)",
-                labels_to_tiff_bytes(result.labels),
-                f"{s}_labels.tif",
-                "image/tiff",
-                "labels",
-                "Kept objects 1..N; 16-bit when N < 65,536, else 32-bit.",
-            )
-        )
-    files.append(
-        (
-            "Settings JSON",
-            sh.settings_json(result.model_name, result.params),
-            f"{s}_settings.json",
-            "application/json",
-            "settings",
-            "Load it again here, or use it with the CLI: --settings FILE.",
-        )
-    )
+        files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels), f"{s}_labels.tif",
+                      "image/tiff", "labels", "Kept objects 1..N; 16-bit when N < 65,536, else 32-bit."))
+    files.append(("Settings JSON", sh.settings_json(result.model_name, result.params), f"{s}_settings.json",
+                  "application/json", "settings", "Load it again here, or use it with the CLI: --settings FILE."))
     row = st.container(horizontal=True)
     for label, data, name, mime, key, help_text in files:
         sh.download_button(label, data, name, mime, f"{P}_dl_{key}", container=row, help=help_text)
@@ -109,81 +152,88 @@ def downloads(source: sh.Source, result: cc.CountResult) -> None:
 def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) -> None:
     m = st.columns(4)
     delta = None if source.truth is None else f"{result.count - source.truth:+d} vs ground truth"
-    m[0].metric(
-        "Count",
-        result.count,
-        delta=delta,
-        delta_color="off",
-        help="Objects kept after postprocessing"
-        if result.output_kind == "mask"
-        else "Integral of the density map, rounded",
-    )
     if result.output_kind == "density":
-        m[1].metric("Integrated count", f"{result.count_estimate:.1f}")
-        m[2].metric("Peaks", len(result.peaks), help="Local maxima of the density map")
+        m[0].metric("Count", result.count, delta=delta, delta_color="off",
+                    help="The integral (sum) of the density map, rounded: the density model's count.")
+        m[1].metric("Integral of the density map", f"{result.count_estimate:.1f}")
     else:
+        m[0].metric("Count", result.count, delta=delta, delta_color="off",
+                    help="Objects kept after postprocessing")
         m[1].metric("Ground truth", "—" if source.truth is None else source.truth)
-        m[2].metric(
-            "Image inverted",
-            "yes" if result.inverted else "no",
-            help="Bright background detected (or forced): objects were made bright for the model",
-        )
-    if result.estimated_diameter_px is not None or result.model_scale != 1.0:
-        st.caption(size_note(result))
+    m[2].metric("Image inverted", "yes" if result.inverted else "no",
+                help="Bright background detected (or forced): objects were made bright for the model")
     m[3].metric(
         "Postprocess time",
         f"{1000 * (result.seconds.get('postprocess', 0) + result.seconds.get('measure', 0)):.0f} ms",
         help=f"What a slider move costs (postprocess + measure). The model ran once for this image "
         f"({1000 * result.seconds.get('model', 0):.0f} ms) and is cached; see the Timing tab.",
     )
-
-    tabs = st.tabs(["Image", "Objects", "Areas" if result.output_kind == "mask" else "Peaks", "Timing"])
-    with tabs[0]:
-        show_overlay(image, result)
-    with tabs[1]:
+    if result.estimated_diameter_px is not None or result.model_scale != 1.0:
+        st.caption(size_note(result))
+    view = view_ui()
+    # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
+    tab = st.segmented_control(
+        "Show", ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"],
+        default="Image", key=f"{P}_tab", label_visibility="collapsed",
+    ) or "Image"
+    if tab == "Image":
+        show_overlay(source, image, result, view)
+    elif tab == "Objects":
         if len(result.objects):
             floats = [c for c in result.objects.columns if result.objects[c].dtype.kind == "f"]
             sh.dataframe(result.objects, height=360, column_config=sh.number_formats(floats, "%.2f"))
         else:
             st.info("No objects with the current settings.")
-    with tabs[2]:
+    elif tab in ("Areas", "Centres"):
         if result.output_kind == "mask" and len(result.objects):
             p = result.params
             st.plotly_chart(
-                viz.area_histogram(
-                    result.objects,
-                    pixel_size_um=p.pixel_size_um,
-                    min_area_px=p.min_area_px,
-                    max_area_px=p.max_area_px,
-                ),
+                viz.area_histogram(result.objects, pixel_size_um=p.pixel_size_um, min_area_px=p.min_area_px,
+                                   max_area_px=p.max_area_px),
                 key=f"{P}_area_fig",
             )
         elif result.output_kind == "density":
-            st.caption("Density models do not segment objects; the table lists peak positions and values.")
+            st.caption("Density models do not segment objects; the table lists approximate centres (local "
+                       "maxima of the map), which are not the count.")
         else:
             st.info("No objects with the current settings.")
-    with tabs[3]:
+    else:
         st.plotly_chart(viz.stage_times_figure(result.seconds), key=f"{P}_time_fig")
-        st.caption(
-            "The model stage ran once for this image and these input settings; moving a slider only "
-            "reruns postprocess and measure."
-        )
+        st.caption("The model stage ran once for this image and these input settings; moving a slider only "
+                   "reruns postprocess and measure.")
     downloads(source, result)
 
 
 @st.fragment
-def results_panel(source: sh.Source, image: np.ndarray, model_name: str, inputs: dict) -> None:
-    """Sliders + results: a slider change reruns only this fragment (postprocessing, never the model)."""
+def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name: str) -> None:
+    """Sliders + results: a slider change reruns only this fragment (postprocessing, never the model).
+
+    The sliders are drawn whether or not an image is loaded, so replacing the upload never unmounts them.
+    """
     model = sh.get_model(model_name)
+    pred = params = error = None
+    if source is not None and image is not None:
+        try:
+            params = settings.params(model)
+            pred = sh.predict_source(source, image, model_name, params)
+        except cc.CellcountError as err:
+            error = err
     left, right = st.columns([1, 3], gap="medium")
     with left:
         st.subheader("Postprocessing")
-        overrides = sh.params_ui(model, P)
-        sh.reset_button(P, model_name, icon=":material/restart_alt:")
+        stats = None
+        if pred is not None and pred.output_kind == "mask":
+            stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
+        sh.params_ui(model, P, probability_stats=stats)
     with right:
+        if source is None or image is None:
+            st.info("Upload an image (PNG, JPEG, TIFF 8/16-bit, multichannel) or choose a sample.")
+            return
+        if error is not None:
+            sh.show_error(error)
+            return
         try:
-            params = sh.resolve(model, inputs, overrides)
-            pred = sh.predict_source(source, image, model_name, params)
+            params = settings.params(model)  # the store, with this run's widget edits
             result = cc.postprocess(pred, params, image=image)
         except cc.CellcountError as err:
             sh.show_error(err)
@@ -199,17 +249,16 @@ model_name, model = sh.pick_model(P, container=top[1])
 with top[2].expander("Settings file"):
     sh.settings_upload(P)
 sh.show_messages(P)
+sh.settings_status(model, P)
 
-if source is None:
-    st.info("Upload an image (PNG, JPEG, TIFF 8/16-bit, multichannel) or choose a sample.")
-    st.stop()
-try:
-    image = sh.read_image_cached(source.digest, source.data)
-except cc.CellcountError as err:
-    sh.show_error(err)
-    st.stop()
-
-st.markdown(sh.image_caption(source, image))
+image = None
+if source is not None:
+    try:
+        image = sh.read_image_cached(source.digest, source.data)
+    except cc.CellcountError as err:
+        sh.show_error(err)
+    else:
+        st.markdown(sh.image_caption(source, image))
 with top[2]:
-    inputs = sh.input_ui(P, image)
-results_panel(source, image, model_name, inputs)
+    sh.input_ui(P, model, image)
+results_panel(source, image, model_name)

@@ -120,10 +120,10 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             b.info(f"Ground truth is a count only ({gt.count}).")
 
 
-def _apply_tuned(best: dict, model_name: str) -> None:
-    sh.set_widgets(P, best)
-    sh.queue_params("count", best, model_name=model_name)
-    st.session_state[f"{P}__msg"] = ("success", "Tuned settings applied here and queued for the Count page.")
+def _apply_tuned(best: dict, model_name: str, n_images: int) -> None:
+    sh.apply_settings(model_name, best, origin="tuned", detail=f"Evaluate, {n_images} images")
+    st.session_state[f"{P}__msg"] = (
+        "success", f"Tuned settings of {model_name} applied: Count, Batch, Evaluate and Compare now use them.")
 
 
 def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str) -> None:
@@ -180,10 +180,10 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         )
     c = st.columns(2)
     c[0].button(
-        "Apply (here and on the Count page)",
+        "Apply (all pages)",
         key=f"{P}_apply",
         on_click=_apply_tuned,
-        args=(tuned["best"], tuned["model"]),
+        args=(tuned["best"], tuned["model"], len(pairs)),
         type="primary",
         icon=":material/check:",
     )

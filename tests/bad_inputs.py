@@ -53,7 +53,7 @@ GT_IMAGE_SHAPE = (64, 64)
 
 MANY_GRID = 325
 """The >65,535-object image has MANY_GRID**2 = 105,625 separate 2 x 2 dots."""
-MANY_PARAMS = {"min_area_px": 0, "opening_radius_px": 0, "watershed": False, "fill_holes": False}
+MANY_PARAMS = {"min_area_px": 0, "opening_radius_px": 0, "split_mode": "off", "fill_holes": False}
 """Count settings that keep 2 x 2 dots (the defaults drop objects below 15 px)."""
 
 SMALL_BYTE_CAP = 1000

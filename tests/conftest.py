@@ -75,3 +75,26 @@ def tiny_model() -> Callable[..., object]:
         return NetModel(net, card)
 
     return make
+
+
+@pytest.fixture
+def tiny_models(tmp_path, monkeypatch):
+    """Two untrained tiny networks (density; mask with a border channel) as the only shipped weights."""
+    torch = pytest.importorskip("torch")
+    from cellcount.models import ModelCard, create_model, loading, save_model
+
+    torch.manual_seed(0)
+    for name, kind, out in (("tiny-density", "density", 1), ("tiny-mask", "mask", 2)):
+        kwargs = {"base_width": 4, "depth": 2, "out_channels": out, "head": kind}
+        card = ModelCard(
+            name=name,
+            architecture="unet",
+            output_kind=kind,
+            kwargs=kwargs,
+            tile_size=128,
+            metrics={"validation": {"mae": 1.5, "f1": 0.9}},
+            training={"steps": 1},
+        )
+        save_model(create_model("unet", **kwargs), card, tmp_path / name)
+    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)
+    return tmp_path

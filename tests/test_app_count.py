@@ -44,28 +44,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def tiny_models(tmp_path, monkeypatch):
-    """Two untrained tiny networks (density; mask with a border channel) as the only shipped weights."""
-    torch = pytest.importorskip("torch")
-    from cellcount.models import ModelCard, create_model, loading, save_model
-
-    torch.manual_seed(0)
-    for name, kind, out in (("tiny-density", "density", 1), ("tiny-mask", "mask", 2)):
-        kwargs = {"base_width": 4, "depth": 2, "out_channels": out, "head": kind}
-        card = ModelCard(
-            name=name,
-            architecture="unet",
-            output_kind=kind,
-            kwargs=kwargs,
-            tile_size=128,
-            metrics={"validation": {"mae": 1.5, "f1": 0.9}},
-            training={"steps": 1},
-        )
-        save_model(create_model("unet", **kwargs), card, tmp_path / name)
-    monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)
-    return tmp_path
-
 
 def test_default_sample_counts_with_downloads():
     at = open_count()
@@ -138,7 +116,7 @@ def test_multichannel_tiff_upload_channel_choice():
 
 def test_settings_json_upload_applies_and_bad_json_is_an_error():
     at = open_count()
-    settings = {"threshold": 0.66, "min_area_px": 33, "watershed": False}
+    settings = {"threshold": 0.66, "min_area_px": 33, "split_mode": "off"}
     at.file_uploader(key="count_settings_file").set_value(
         ("s.json", json.dumps({"params": settings}).encode(), "application/json")
     )
@@ -146,7 +124,7 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert not at.exception
     assert at.slider(key="count_threshold").value == pytest.approx(0.66)
     assert at.number_input(key="count_min_area_px").value == 33
-    assert at.toggle(key="count_watershed").value is False
+    assert at.selectbox(key="count_split_mode").value == "off"
     assert any("Applied 3 setting(s)" in s.value for s in at.success)
     at.file_uploader(key="count_settings_file").set_value(("bad.json", b"{nope", "application/json"))
     at.run()
@@ -160,7 +138,7 @@ def test_settings_file_with_model_switches_model_and_round_trips():
     from cellcount.pipeline import params_from_json
     from pages import _shared as sh
 
-    params = CountParams(threshold=0.42, min_area_px=7, watershed=False)
+    params = CountParams(threshold=0.42, min_area_px=7, split_mode="off")
     text = sh.settings_json(BASELINE, params)  # what the Settings JSON button serves
     assert resolve_params(None, params_from_json(text)) == params  # what the CLI's --settings reads
     at = open_count()
@@ -170,7 +148,7 @@ def test_settings_file_with_model_switches_model_and_round_trips():
     assert any("Model: classical-otsu" in s.value for s in at.success)
     assert at.slider(key="count_threshold").value == pytest.approx(0.42)
     assert at.number_input(key="count_min_area_px").value == 7
-    assert at.toggle(key="count_watershed").value is False
+    assert at.selectbox(key="count_split_mode").value == "off"
 
 
 def test_invalid_area_bounds_show_an_error_not_a_traceback():
@@ -217,7 +195,7 @@ def test_home_gallery_opens_count_with_that_sample():
 def test_density_and_mask_networks(tiny_models):
     at = open_count(count_model="tiny-density")
     assert not at.exception
-    float(metric(at, "Integrated count"))
+    float(metric(at, "Integral of the density map"))
     count = metric(at, "Count")
     at.slider(key="count_peak_min_distance_px").set_value(9)
     at.run()
@@ -227,7 +205,7 @@ def test_density_and_mask_networks(tiny_models):
     at.selectbox(key="count_model").set_value("tiny-mask")
     at.run()
     assert not at.exception
-    assert at.toggle(key="count_use_border_channel")  # the model has a border channel
+    assert "Model borders" in at.selectbox(key="count_split_mode").options  # the model has a border channel
     assert "Label image (TIFF)" in {d.label for d in at.get("download_button")}
 
 
@@ -245,7 +223,7 @@ def test_test_time_flips_toggle_reruns_the_model():
     model = cc.load_model("unet-density")
     fixed = {"auto_nucleus_size": False}
     expected = cc.count_image(image, model, {**fixed, "test_time_flips": True}).count_estimate
-    assert float(metric(at, "Integrated count")) == pytest.approx(expected, abs=0.051)
+    assert float(metric(at, "Integral of the density map")) == pytest.approx(expected, abs=0.051)
     assert abs(expected - cc.count_image(image, model, fixed).count_estimate) > 0.2  # the flips made a difference
 
 

@@ -82,12 +82,12 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     at.button(key="eval_apply").click()
     at.run()
     assert not at.exception
-    assert at.session_state["count__pending"]["min_area_px"] == at.number_input(key="eval_min_area_px").value
+    tuned = at.number_input(key="eval_min_area_px").value
     at.switch_page("pages/count.py")
     at.run()
     assert not at.exception
     assert at.selectbox(key="count_model").value == "classical-otsu"
-    assert at.number_input(key="count_min_area_px").value == at.session_state["eval_min_area_px"]
+    assert at.number_input(key="count_min_area_px").value == tuned  # one store: Count uses the tuned settings
 
 
 def evaluate_zip(name: str, members: dict[str, bytes | str]) -> AppTest:

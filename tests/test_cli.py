@@ -113,7 +113,7 @@ def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
     assert (default["count"] > 0).all() and p0 == resolve_params(load_model(CLASSICAL_NAME)).to_dict()
     assert (huge_min["count"] == 0).all() and (p1["min_area_px"], p1["threshold"]) == (100000, 0.6)
     assert (flag_wins["count"] > 0).all()
-    assert (p2["min_area_px"], p2["threshold"], p2["watershed"]) == (0, 0.6, False)
+    assert (p2["min_area_px"], p2["threshold"], p2["split_mode"]) == (0, 0.6, "off")  # old flag still read
     assert json.loads(flag_wins.loc[0, "settings"])["min_area_px"] == 0
     flips, p3 = run("--test-time-flips")
     assert p3["test_time_flips"] is True and (flips["count"] == default["count"]).all()  # Otsu: pointwise

@@ -35,7 +35,7 @@ def specks_dataset(draw_disks, rng):
 
 def test_tuning_finds_the_minimum_area_that_drops_specks(specks_dataset):
     model = load_model(CLASSICAL_NAME)
-    params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "watershed": False})
+    params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "split_mode": "off"})
     calls = []
     pairs = predict_pairs(specks_dataset, model, params, progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (3, 3)
@@ -58,7 +58,7 @@ def test_tuning_finds_the_minimum_area_that_drops_specks(specks_dataset):
 def test_tuning_skips_grid_values_that_conflict_with_fixed_settings(specks_dataset):
     model = load_model(CLASSICAL_NAME)
     params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "max_area_px": 5000,
-                                    "watershed": False})
+                                    "split_mode": "off"})
     pairs = predict_pairs(specks_dataset, model, params)
     calls = []
     tuned = tune_params(pairs, params, grid={"min_area_px": [0, 5, 9000]}, progress=lambda d, t: calls.append(d))
@@ -77,7 +77,7 @@ def test_equal_count_error_is_broken_by_f1(draw_disks):
     pred = Prediction(model_name="p", output_kind="mask", maps=prob[None], image_norm=prob, inverted=False,
                       input_key=())
     pairs = [("a", pred, GroundTruth(kind="labels", count=2, labels=labels))]
-    start = CountParams(threshold=0.3, opening_radius_px=0, watershed=False, min_area_px=0)
+    start = CountParams(threshold=0.3, opening_radius_px=0, split_mode="off", min_area_px=0)
     tuned = tune_params(pairs, start, grid={"threshold": [0.3, 0.7]})
     assert tuned.after == tuned.before == 0.0
     assert tuned.best_params.threshold == 0.7, "same MAE, better outlines"
@@ -90,7 +90,7 @@ def test_equal_count_error_is_broken_by_f1(draw_disks):
 
 def test_default_grid_never_makes_things_worse(specks_dataset):
     model = load_model(CLASSICAL_NAME)
-    params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "watershed": False})
+    params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "split_mode": "off"})
     pairs = predict_pairs(specks_dataset, model, params)
     tuned = tune_params(pairs, params)
     assert tuned.after <= tuned.before and tuned.after == 0.0

@@ -95,7 +95,7 @@ def test_mask_model_counts_an_object_on_a_seam_once(draw_disks):
                      kwargs={"out_channels": 1, "depth": 2}, tile_size=32, tile_overlap=8,
                      extra={"fast_tile_size": 32})
     model = NetModel(LogitNet(), card)
-    params = {"min_area_px": 0, "opening_radius_px": 0, "watershed": True, "min_distance_px": 4}
+    params = {"min_area_px": 0, "opening_radius_px": 0, "split_mode": "distance", "min_distance_px": 4}
     for fast in (False, True):
         res = count_image(image, model, params, fast=fast)
         assert res.count == 3

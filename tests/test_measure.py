@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from cellcount.measure import OBJECT_COLUMNS, object_table, peaks_table
+from cellcount.measure import OBJECT_COLUMNS, likely_merges, object_table, peaks_table
 
 UM_COLUMNS = ["area_um2", "equivalent_diameter_um", "centroid_row_um", "centroid_col_um"]
 
@@ -95,3 +96,15 @@ def test_fast_table_matches_scipy_reference_on_random_labels():
     com = np.array(ndi.center_of_mass(np.ones_like(image), labels, ids))
     np.testing.assert_allclose(df[["centroid_row", "centroid_col"]].to_numpy(), com)
     np.testing.assert_array_equal(df["area_px"], ndi.sum(np.ones_like(image), labels, ids))
+
+
+def test_likely_merges_marks_objects_far_larger_than_their_neighbours():
+    rows = [{"label": i + 1, "area_px": 100, "centroid_row": 20 * (i // 5), "centroid_col": 20 * (i % 5)}
+            for i in range(25)]
+    rows[12]["area_px"] = 300  # a merge in the middle of the field
+    rows.append({"label": 26, "area_px": 1000, "centroid_row": 500, "centroid_col": 500})
+    rows += [{"label": 27 + i, "area_px": 900, "centroid_row": 500 + 20 * i, "centroid_col": 520} for i in range(8)]
+    merges = likely_merges(pd.DataFrame(rows))
+    # 300 > 2.5 x 100 is marked; 1000 among 900-px neighbours is not (large nuclei, not a merge)
+    assert merges.tolist() == [13]
+    assert likely_merges(pd.DataFrame(rows[:3])).size == 0

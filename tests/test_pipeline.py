@@ -65,7 +65,7 @@ def test_unknown_parameter_lists_valid_names():
         resolve_params(None, {"min_area": 5})
     msg = str(info.value)
     assert "min_area" in msg
-    for name in ("min_area_px", "threshold", "watershed", "pixel_size_um"):
+    for name in ("min_area_px", "threshold", "split_mode", "pixel_size_um"):
         assert name in msg
 
 
@@ -91,7 +91,7 @@ def test_replace_and_input_key():
 
 def test_settings_json_round_trip():
     params = resolve_params(None, {"min_area_px": 25, "max_area_px": 400, "threshold": 0.35, "invert": True,
-                                   "watershed": False, "pixel_size_um": 0.65})
+                                   "split_mode": "off", "pixel_size_um": 0.65})
     assert resolve_params(None, params_from_json(params.to_json())) == params
     # the CLI's settings file wraps the parameters with the model name
     wrapped = json.dumps({"model": CLASSICAL_NAME, "params": params.to_dict()})
@@ -204,7 +204,7 @@ class ThresholdModel(CountModel):
 
     def __init__(self, kind: str = "mask", extra: dict | None = None) -> None:
         self.card = ModelCard(name=f"threshold-{kind}", architecture="fixed", output_kind=kind, extra=extra or {},
-                              postprocess={"watershed": False, "opening_radius_px": 0, "min_area_px": 0})
+                              postprocess={"split_mode": "off", "opening_radius_px": 0, "min_area_px": 0})
         self.shapes: list[tuple[int, int]] = []
 
     def predict_maps(self, image, *, progress=None, fast=True, device=None):
@@ -394,3 +394,23 @@ def test_auto_nucleus_size_without_its_size_model_is_a_clear_error(monkeypatch, 
             count_image(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})
     finally:
         pl._size_model.cache_clear()
+
+
+def test_old_split_keys_map_onto_split_mode():
+    """Settings files and cards written before split_mode (watershed / use_border_channel) still load."""
+    from cellcount.pipeline import upgrade_split_keys
+
+    assert upgrade_split_keys({"watershed": False}) == {"split_mode": "off"}
+    assert upgrade_split_keys({"watershed": True}) == {"split_mode": "borders"}
+    assert upgrade_split_keys({"watershed": True}, borders_available=False) == {"split_mode": "distance"}
+    assert upgrade_split_keys({"use_border_channel": False, "min_area_px": 3}) == {
+        "split_mode": "distance", "min_area_px": 3}
+    assert upgrade_split_keys({"watershed": False, "split_mode": "both"}) == {"split_mode": "both"}  # new key wins
+    # an old settings file on a model without a border channel (classical baseline)
+    model = load_model(CLASSICAL_NAME)
+    old = params_from_json(json.dumps({"params": {"watershed": True, "use_border_channel": True}}))
+    assert resolve_params(model, old).split_mode == "distance"
+    assert resolve_params(model, {"watershed": False}).split_mode == "off"
+    assert "watershed" not in resolve_params(model).to_dict()
+    with pytest.raises(ParameterError, match="predicts borders"):
+        resolve_params(model, {"split_mode": "borders"})

@@ -18,9 +18,11 @@ from cellcount.postprocess import (
     filter_objects,
     label_components,
     open_close,
+    probability_histogram,
     relabel_sequential,
     segment,
     threshold,
+    uncertain_share,
     watershed_split,
 )
 
@@ -57,8 +59,10 @@ def test_touching_disks_merge_without_watershed_and_split_with_it(touching_disks
 
 def test_segment_split_switch(touching_disks):
     prob = touching_disks.astype(np.float32)
-    assert segment(prob, split=False).count == 1
-    assert segment(prob, split=True, min_distance_px=4).count == 2
+    assert segment(prob, split_mode="off").count == 1
+    assert segment(prob, split_mode="distance", min_distance_px=4).count == 2
+    # a larger min. distance splits less
+    assert segment(prob, split_mode="distance", min_distance_px=30).count == 1
 
 
 def test_border_channel_splits_touching_squares():
@@ -73,6 +77,30 @@ def test_border_channel_splits_touching_squares():
     assert len(np.unique(labels[8:20, 6:17])) == 1 and len(np.unique(labels[8:20, 19:30])) == 1
     assert labels[10, 10] != labels[10, 25]
     assert (labels[mask] > 0).all(), "the border pixels themselves still belong to an object"
+
+
+def test_split_modes_use_only_their_own_knobs(draw_disks):
+    """borders: the border band splits, min_distance_px does nothing; distance: min_distance_px acts;
+    both: border cores are split further at distance maxima; off: nothing splits."""
+    # two squares sharing an edge (split only by the border band) + two touching disks (no band)
+    prob = np.zeros((40, 100), np.float32)
+    prob[8:20, 6:18] = prob[8:20, 18:30] = 1.0
+    disks = draw_disks((40, 100), [(20, 55), (20, 72)], 9) > 0
+    prob[disks] = 1.0
+    border = np.zeros_like(prob)
+    border[8:20, 17:19] = 0.9
+
+    def count(mode, d):
+        return segment(prob, split_mode=mode, min_distance_px=d, border_prob=border).count
+
+    assert count("off", 4) == 2
+    assert count("borders", 4) == count("borders", 40) == 3  # squares split, disks not; distance unused
+    assert count("distance", 4) == 3 and count("distance", 40) == 2  # disks split, squares not
+    assert count("both", 4) == 4 and count("both", 40) == 3
+    with pytest.raises(ParameterError, match="border map"):
+        segment(prob, split_mode="borders")
+    with pytest.raises(ParameterError, match="split_mode must be one of"):
+        segment(prob, split_mode="watershed")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,7 +201,8 @@ def test_inputs_are_not_mutated(touching_disks, rng):
     watershed_split(touching_disks, border_prob=border)
     filter_objects(labels, min_area_px=5, exclude_border=True)
     relabel_sequential(labels, np.array([False, False]))
-    segment(prob, opening_radius_px=1, closing_radius_px=1, border_prob=border, exclude_border=True)
+    segment(prob, opening_radius_px=1, closing_radius_px=1, border_prob=border, exclude_border=True,
+            split_mode="both")
     density_peaks(density)
     count_in_region(density, density > 0.5)
     for before, after in zip(copies, (prob, border, touching_disks, labels, density)):
@@ -255,11 +284,11 @@ def test_more_than_65535_squares_through_segment():
     for dr in (0, 1):
         for dc in (0, 1):
             prob[dr::3, dc::3] = 1.0  # 2x2 squares on a 3-px pitch: 260 x 260 = 67,600 objects
-    res = segment(prob, split=False, fill=False, min_area_px=4, max_area_px=4)
+    res = segment(prob, split_mode="off", fill=False, min_area_px=4, max_area_px=4)
     assert res.count == 67_600
     assert res.labels.dtype == np.int32
     assert np.bincount(res.labels.ravel())[1:].tolist() == [4] * 67_600
-    assert segment(prob, split=False, fill=False, min_area_px=5).count == 0
+    assert segment(prob, split_mode="off", fill=False, min_area_px=5).count == 0
 
 
 def test_relabel_sequential_with_large_sparse_ids():
@@ -376,3 +405,15 @@ def test_filter_objects_counts_rejected_objects_per_reason():
     assert sum(res.n_rejected.values()) == len({1, 2, 4, 6})
     assert filter_objects(np.zeros((4, 4), np.int32)).n_rejected == {
         "too small": 0, "too large": 0, "touches border": 0}
+
+
+def test_probability_histogram_and_uncertain_share():
+    prob = np.zeros((10, 10), np.float32)
+    prob[:5] = 1.0
+    prob[5, :4] = 0.5
+    prob[6, 0] = np.nan
+    shares, edges = probability_histogram(prob, bins=10)
+    assert edges[0] == 0 and edges[-1] == 1 and shares.sum() == pytest.approx(1.0)
+    assert shares[0] == pytest.approx(45 / 99) and shares[-1] == pytest.approx(50 / 99)
+    assert uncertain_share(prob) == pytest.approx(4 / 99)
+    assert uncertain_share(np.full((4, 4), np.nan)) == 0.0

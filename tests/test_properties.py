@@ -238,7 +238,7 @@ def _check_labels(labels: np.ndarray, count: int) -> None:
     opening=st.integers(0, 3),
     closing=st.integers(0, 3),
     fill=st.booleans(),
-    split=st.booleans(),
+    split_mode=st.sampled_from(["borders", "distance", "both", "off"]),
     min_distance=st.integers(1, 8),
     min_area=st.integers(0, 40),
     extra_max=st.one_of(st.none(), st.integers(0, 400)),
@@ -246,14 +246,14 @@ def _check_labels(labels: np.ndarray, count: int) -> None:
     use_border=st.booleans(),
 )
 def test_segment_labels_are_consistent(
-    prob, threshold_level, opening, closing, fill, split, min_distance, min_area, extra_max, exclude_border,
+    prob, threshold_level, opening, closing, fill, split_mode, min_distance, min_area, extra_max, exclude_border,
     use_border,
 ) -> None:
     before = prob.copy()
-    border = np.flipud(np.nan_to_num(prob)) if use_border else None
+    border = np.flipud(np.nan_to_num(prob)) if use_border or split_mode in ("borders", "both") else None
     res = segment(
         prob, threshold_level=threshold_level, opening_radius_px=opening, closing_radius_px=closing, fill=fill,
-        split=split, min_distance_px=min_distance, min_area_px=min_area,
+        split_mode=split_mode, min_distance_px=min_distance, min_area_px=min_area,
         max_area_px=None if extra_max is None else min_area + extra_max, exclude_border=exclude_border,
         border_prob=border,
     )

@@ -194,3 +194,78 @@ def test_charts_build():
 def test_viz_does_not_import_streamlit():
     code = "import sys, cellcount.viz; assert 'streamlit' not in sys.modules, 'viz imported streamlit'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# the Count page's viewer
+
+
+def _two_squares() -> np.ndarray:
+    lab = np.zeros((60, 80), np.int32)
+    lab[10:30, 10:30] = 1
+    lab[35:50, 50:65] = 2
+    return lab
+
+
+def test_contrast_color_differs_from_the_background():
+    dark = np.zeros((40, 40, 3), np.uint8)
+    bright = np.full((40, 40, 3), 255, np.uint8)
+    purple = np.zeros((40, 40, 3), np.uint8)
+    purple[:] = (120, 60, 160)  # H&E-like
+    for img in (dark, bright, purple):
+        c = np.array(viz.contrast_color(img), float)
+        assert np.linalg.norm(c - img[0, 0]) > 150
+    assert viz.contrast_color(dark) in [viz.OUTLINE_CANDIDATES[n] for n in viz.AUTO_CANDIDATES]
+
+
+def test_render_outlines_colour_thickness_opacity_and_merges():
+    base = np.full((60, 80, 3), 40, np.uint8)
+    lab = _two_squares()
+    before = base.copy()
+    out, legend = viz.render_outlines(base, lab, color=(255, 0, 0), thickness=1, opacity=1.0)
+    np.testing.assert_array_equal(base, before)  # input not modified
+    assert tuple(out[9, 20]) == (255, 0, 0) and tuple(out[20, 20]) == (40, 40, 40)  # outer line, inside untouched
+    thick, _ = viz.render_outlines(base, lab, color=(255, 0, 0), thickness=3)
+    assert (thick == (255, 0, 0)).all(axis=2).sum() > (out == (255, 0, 0)).all(axis=2).sum()
+    half, _ = viz.render_outlines(base, lab, color=(240, 40, 40), opacity=0.5)
+    assert tuple(half[9, 20]) == (140, 40, 40)
+    per, legend = viz.render_outlines(base, lab, color="per object")
+    assert tuple(per[9, 20]) != tuple(per[34, 55]) and "kept (one colour each)" in legend
+    merged, legend = viz.render_outlines(base, lab, color=(0, 255, 0), merges=[1])
+    assert tuple(merged[9, 20]) == viz.MERGE_COLOR and tuple(merged[34, 55]) == (0, 255, 0)
+    assert any("merge" in k for k in legend)
+    with pytest.raises(ValueError):
+        viz.render_outlines(base, lab, opacity=1.5)
+
+
+def test_display_image_stretches_contrast_and_keeps_stain_hues():
+    img = np.linspace(100, 140, 50 * 50).reshape(50, 50).astype(np.uint16)
+    shown = viz.display_image(img, low_pct=0, high_pct=100)
+    assert shown.dtype == np.uint8 and shown.shape == (50, 50, 3) and shown.min() == 0 and shown.max() == 255
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[..., 0], rgb[..., 2] = 100, 150
+    rgb[0, 0] = (20, 10, 30)
+    out = viz.display_image(rgb, low_pct=0, high_pct=100)
+    assert out[5, 5, 2] > out[5, 5, 0]  # purple stays purple
+    with pytest.raises(ValueError):
+        viz.display_image(img, low_pct=60, high_pct=40)
+
+
+def test_zoom_view_full_resolution_and_magnified():
+    rgb = np.arange(100 * 120 * 3, dtype=np.uint8).reshape(100, 120, 3)
+    one = viz.zoom_view(rgb, zoom=1, center=(0.0, 0.0), max_side=50)
+    np.testing.assert_array_equal(one, rgb[:50, :50])  # one image pixel per screen pixel, top-left window
+    two = viz.zoom_view(rgb, zoom=2, center=(1.0, 1.0), max_side=50)
+    assert two.shape == (50, 50, 3)
+    np.testing.assert_array_equal(two[::2, ::2], rgb[75:, 95:])  # bottom-right window, pixels doubled
+
+
+def test_histogram_strip_and_encoders():
+    shares = np.zeros(20)
+    shares[0], shares[-1], shares[10] = 0.7, 0.29, 0.01
+    pic = viz.histogram_strip(shares, threshold=0.5, width=200, height=40)
+    assert pic.shape == (40, 200, 3)
+    assert (pic[:, 99:101] == (214, 39, 40)).all()  # the threshold line
+    assert (pic[20, 2:8] == (31, 111, 120)).all()  # the big bar at 0
+    jpg, png = viz.encode_jpeg(pic), viz.encode_png(pic)
+    assert jpg[:2] == b"\xff\xd8" and png[:4] == b"\x89PNG"

@@ -24,7 +24,7 @@ CLASSICAL_CARD = ModelCard(
         "opening_radius_px": 1,
         "closing_radius_px": 0,
         "fill_holes": True,
-        "watershed": True,
+        "split_mode": "distance",
         "min_distance_px": 5,
         "min_area_px": 15,
     },

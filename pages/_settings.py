@@ -1,0 +1,139 @@
+"""The session's one set of settings: resolved parameter values per model, read and written by every page.
+
+Lives under one plain ``st.session_state`` key, not in widget state, so Streamlit never drops it (widget
+state is dropped or reset when a widget is not drawn in a run, e.g. while an upload is being replaced).
+Widgets are views of it: they are drawn from it and write to it in their ``on_change`` callbacks.
+
+Per model: the model's own fields (threshold, split mode ...) and where they came from. Shared by all
+models: the fields that describe the image rather than the model (channel, invert, percentiles, nucleus
+diameter, pixel size), so they survive a model change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+import cellcount as cc
+from cellcount.pipeline import PARAM_NAMES
+
+STORE_KEY = "_settings"
+IMAGE_FIELDS = (
+    *(f for f in cc.CountParams.INPUT_FIELDS if f != "auto_nucleus_size"),  # a card says if it was tuned with it
+    "pixel_size_um",
+)
+ORIGINS = {
+    "card": "the model card",
+    "tuned": "tuned on your data",
+    "edited": "edited",
+    "file": "loaded from a file",
+}
+
+
+def _state() -> dict[str, Any]:
+    ss = st.session_state
+    if STORE_KEY not in ss:
+        ss[STORE_KEY] = {"models": {}, "image": {}, "model": None}
+    return ss[STORE_KEY]
+
+
+def card_values(model: cc.models.CountModel) -> dict[str, Any]:
+    """The model card's resolved settings (CountParams defaults < card.postprocess)."""
+    return cc.resolve_params(model).to_dict()
+
+
+def _entry(model: cc.models.CountModel) -> dict[str, Any]:
+    models = _state()["models"]
+    if model.name not in models:
+        card = card_values(model)
+        models[model.name] = {
+            "values": {k: v for k, v in card.items() if k not in IMAGE_FIELDS},
+            "origin": "card",
+            "detail": "",
+        }
+    return models[model.name]
+
+
+def known(model_name: str) -> bool:
+    """Whether this session already holds settings for ``model_name``."""
+    return model_name in _state()["models"]
+
+
+def values(model: cc.models.CountModel) -> dict[str, Any]:
+    """Every parameter's value for ``model`` (its own fields + the shared image fields)."""
+    image = _state()["image"]
+    card = None
+    out = dict(_entry(model)["values"])
+    for name in IMAGE_FIELDS:
+        if name in image:
+            out[name] = image[name]
+        else:
+            card = card or card_values(model)
+            out[name] = card[name]
+    return out
+
+
+def params(model: cc.models.CountModel) -> cc.CountParams:
+    """The settings in use for ``model`` as CountParams (raises ParameterError if they are invalid)."""
+    return cc.resolve_params(model, values(model))
+
+
+def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail: str = "") -> None:
+    """Set several values at once (tuned settings, a settings file, reset) and record where they came from.
+
+    Old split keys (``watershed``, ``use_border_channel``) are upgraded for this model first.
+    """
+    from cellcount.pipeline import has_border_channel, upgrade_split_keys
+
+    new = upgrade_split_keys(new, borders_available=has_border_channel(model))
+    entry = _entry(model)
+    for name, value in new.items():
+        if name in IMAGE_FIELDS:
+            _state()["image"][name] = value
+        elif name in PARAM_NAMES:
+            entry["values"][name] = value
+    entry["origin"], entry["detail"] = origin, detail
+
+
+def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
+    """One value changed by hand (a widget)."""
+    if name in IMAGE_FIELDS:
+        _state()["image"][name] = value
+        return
+    entry = _entry(model)
+    if entry["values"].get(name) == value:
+        return
+    entry["values"][name] = value
+    if entry["origin"] != "edited":
+        entry["detail"] = f"starting from {ORIGINS[entry['origin']]}"
+        entry["origin"] = "edited"
+
+
+def reset(model: cc.models.CountModel) -> None:
+    """Back to the model card (the image fields too)."""
+    _state()["models"].pop(model.name, None)
+    _state()["image"].clear()
+    _entry(model)
+
+
+def origin(model: cc.models.CountModel) -> tuple[str, str]:
+    """(origin key, detail) of ``model``'s settings."""
+    entry = _entry(model)
+    return entry["origin"], entry["detail"]
+
+
+def describe(model: cc.models.CountModel) -> str:
+    """One line: which settings are in use and where they came from."""
+    key, detail = origin(model)
+    text = f"Settings of **{model.name}**: {ORIGINS[key]}"
+    return f"{text} ({detail})" if detail else text
+
+
+def current_model(default: str | None = None) -> str | None:
+    """The model last chosen on any page (pages share it, so settings tuned on one are used on the next)."""
+    return _state()["model"] or default
+
+
+def set_current_model(name: str) -> None:
+    _state()["model"] = name

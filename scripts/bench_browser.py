@@ -1,0 +1,151 @@
+"""Slider release -> redrawn overlay and count, measured in Chromium on the Count page (not a test).
+
+    python scripts/bench_browser.py [--steps 20] [--size 1024] [--model attention-unet-mask] [--shot out.png]
+
+Starts ``streamlit run streamlit_app.py`` with the shipped weights, uploads a generated size x size image of
+touching disks, sets "Split touching nuclei" to the distance transform and moves "Min. distance between
+centres" one step at a time with the keyboard (a key press is a slider release). Each step is timed in the
+page from just before the key press until the new overlay picture is decoded (the overlay, the count and
+the rest of the result arrive in the same fragment update). Prints a table with the machine's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+OVERLAY = '.st-key-count_overlay [data-testid="stImage"] img'
+WAIT_NEW_PICTURE = """([old]) => {
+  const img = document.querySelector('.st-key-count_overlay [data-testid="stImage"] img');
+  if (!img || img.src === old || !img.complete || img.naturalWidth === 0) return false;
+  return performance.now();
+}"""
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def make_image(path: Path, size: int, seed: int = 0) -> None:
+    """Touching bright disks of radius 7-12 px on a dark noisy background."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size), np.float32)
+    for _ in range(size * size // 900):
+        cv2.circle(img, (int(rng.integers(0, size)), int(rng.integers(0, size))), int(rng.integers(7, 13)),
+                   float(rng.uniform(120, 230)), -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.5) + rng.normal(10, 4, img.shape)
+    cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--model", default="attention-unet-mask")
+    ap.add_argument("--shot", help="save a screenshot of the page here at the end")
+    args = ap.parse_args()
+    from playwright.sync_api import expect, sync_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_browser_"))
+    image = tmp / f"bench_{args.size}.png"
+    make_image(image, args.size)
+    port = free_port()
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    times: list[float] = []
+    unchanged = 0
+    try:
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(180_000)
+            expect.set_options(timeout=180_000)
+            page.goto(f"{url}/count")
+            expect(page.get_by_role("heading", name="Count", exact=True)).to_be_visible()
+            combo = page.get_by_role("combobox", name="Model")
+            combo.click()
+            combo.fill(args.model)
+            page.keyboard.press("Enter")
+            page.locator('[data-testid="stRadio"]').filter(has_text="Image").get_by_text("Upload", exact=True).click()
+            page.locator('[data-testid="stFileUploader"]').filter(has_text="Upload an image").locator(
+                "input[type=file]").set_input_files(str(image))
+            expect(page.get_by_text(f"{image.name}: kept objects are outlined", exact=False)).to_be_visible()
+            split = page.get_by_role("combobox", name="Split touching nuclei")
+            split.click()
+            page.get_by_role("option", name="Distance transform").click()
+            slider = page.locator('[data-testid="stSlider"]').filter(
+                has_text="Min. distance between centres").get_by_role("slider")
+            expect(slider).to_be_visible()
+            page.wait_for_timeout(3000)  # let the mode change settle
+            for _ in range(args.steps):
+                old = page.evaluate(f"() => document.querySelector('{OVERLAY}').src")
+                t0 = page.evaluate("() => performance.now()")
+                slider.press("ArrowRight")
+                try:
+                    handle = page.wait_for_function(WAIT_NEW_PICTURE, arg=[old], polling="raf", timeout=10_000)
+                    times.append(handle.json_value() - t0)
+                except Exception:  # noqa: BLE001 - the step left the objects unchanged: no new picture
+                    unchanged += 1
+                page.wait_for_timeout(300)  # idle between moves, as a user would be
+            if args.shot:
+                page.screenshot(path=args.shot)
+            browser.close()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        log.close()
+    if not times:
+        print("no step produced a new picture; see", tmp / "server.log")
+        return 1
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs")
+    print(f"image {args.size} x {args.size}, model {args.model}, slider 'Min. distance between centres', "
+          f"{len(times)} timed steps ({unchanged} without a new picture left out)")
+    print("| release -> redrawn overlay + count | median | min | max |")
+    print("|---|---|---|---|")
+    print(f"| ms | {statistics.median(times):.0f} | {min(times):.0f} | {max(times):.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

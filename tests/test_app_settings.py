@@ -1,0 +1,150 @@
+"""AppTest of the settings rules: one store shared by the pages, uploads never change settings, a model change
+says what happens, one click back to the card, Apply on Evaluate reaches Batch."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import cellcount as cc  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "classical-otsu"
+
+
+def open_page(page: str, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
+    for key, value in {"count_model": BASELINE, **state}.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def go(at: AppTest, page: str) -> None:
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+
+
+def captions(at: AppTest) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def disks_png(seed: int, size: int = 160) -> tuple[bytes, np.ndarray]:
+    """A never-seen image: 6-14 bright disks at random places, some touching."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(6, 15))):
+        cv2.circle(img, (int(rng.integers(12, size - 12)), int(rng.integers(12, size - 12))),
+                   int(rng.integers(5, 10)), int(rng.integers(150, 250)), -1)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue(), img
+
+
+def test_settings_set_on_count_are_the_ones_on_batch_and_evaluate():
+    at = open_page("count")
+    at.number_input(key="count_min_area_px").set_value(77)
+    at.selectbox(key="count_split_mode").set_value("off")
+    at.run()
+    assert "edited" in captions(at)
+    go(at, "batch")
+    assert at.selectbox(key="batch_model").value == BASELINE  # the model travels too
+    assert at.number_input(key="batch_min_area_px").value == 77
+    assert at.selectbox(key="batch_split_mode").value == "off"
+    assert "edited" in captions(at)
+    at.number_input(key="batch_min_area_px").set_value(12)  # and back the other way
+    at.run()
+    go(at, "evaluate")
+    assert at.number_input(key="eval_min_area_px").value == 12
+    go(at, "count")
+    assert at.number_input(key="count_min_area_px").value == 12
+
+
+def test_replacing_or_removing_the_upload_never_changes_settings():
+    at = open_page("count", count_source="Upload")
+    at.number_input(key="count_min_area_px").set_value(40)
+    at.selectbox(key="count_split_mode").set_value("distance")
+    at.slider(key="count_min_distance_px").set_value(9)
+    at.run()
+    model = cc.load_model(BASELINE)
+    params = cc.resolve_params(model, {"min_area_px": 40, "split_mode": "distance", "min_distance_px": 9})
+    for seed in range(4):
+        data, img = disks_png(seed)
+        at.file_uploader(key="count_upload").set_value((f"new{seed}.png", data, "image/png"))
+        at.run()
+        assert not at.exception
+        assert at.number_input(key="count_min_area_px").value == 40
+        assert at.selectbox(key="count_split_mode").value == "distance"
+        assert at.slider(key="count_min_distance_px").value == 9
+        assert int(metric(at, "Count")) == cc.count_image(img, model, params).count
+        if seed == 1:  # removing the file draws the panel without an image; nothing resets
+            at.file_uploader(key="count_upload").set_value(None)
+            at.run()
+            assert at.number_input(key="count_min_area_px").value == 40
+
+
+def test_model_change_says_what_happens_to_the_settings(tiny_models):
+    at = open_page("count", count_model="tiny-mask")
+    at.number_input(key="count_min_area_px").set_value(21)
+    at.run()
+    at.selectbox(key="count_model").set_value("tiny-density")
+    at.run()
+    assert any("Model changed from tiny-mask to tiny-density: its settings come from its model card" in i.value
+               for i in at.info)
+    at.selectbox(key="count_model").set_value("tiny-mask")
+    at.run()
+    assert any("your settings for tiny-mask (edited) are kept" in i.value for i in at.info)
+    assert at.number_input(key="count_min_area_px").value == 21
+    assert "Model borders" in at.selectbox(key="count_split_mode").options  # it predicts borders
+
+
+def test_reset_to_the_model_card_from_any_page():
+    at = open_page("batch", batch_model=BASELINE)
+    card = cc.resolve_params(cc.load_model(BASELINE))
+    at.number_input(key="batch_min_area_px").set_value(99)
+    at.run()
+    go(at, "count")
+    assert at.number_input(key="count_min_area_px").value == 99
+    at.button(key="count_reset").click()
+    at.run()
+    assert at.number_input(key="count_min_area_px").value == card.min_area_px
+    assert "the model card" in captions(at)
+    go(at, "batch")
+    assert at.number_input(key="batch_min_area_px").value == card.min_area_px
+
+
+def test_apply_after_optimise_on_evaluate_reaches_batch_and_count():
+    at = open_page("evaluate", count_model=BASELINE)
+    at.button(key="eval_run").click()
+    at.run()
+    at.button(key="eval_tune").click()
+    at.run()
+    assert not at.exception
+    best = at.session_state["eval__tune"]["best"]
+    at.button(key="eval_apply").click()
+    at.run()
+    assert any("now use them" in s.value for s in at.success)
+    go(at, "batch")
+    assert at.number_input(key="batch_min_area_px").value == best["min_area_px"]
+    assert at.slider(key="batch_threshold").value == pytest.approx(best["threshold"])
+    assert "tuned on your data" in captions(at)
+    go(at, "count")
+    assert at.number_input(key="count_min_area_px").value == best["min_area_px"]
+    assert "tuned on your data" in captions(at)
