@@ -111,7 +111,8 @@ def test_csv_stream_is_valid_after_every_append(tmp_path):
     ("max_area_px", 10**12),
     ("pixel_size_um", float("inf")),
     ("channel", -1),
-    ("watershed", "yes"),
+    ("fill_holes", "yes"),
+    ("split_mode", "sometimes"),
     ("low_pct", float("nan")),
 ])
 def test_count_params_refuse_out_of_range(field, value):
