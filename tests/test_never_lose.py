@@ -421,7 +421,9 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     (root / "a.png").write_bytes(png_bytes(blobs()))
     (root / "gone.png").symlink_to(root / "nothere.png")
     assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
-    assert "warning: skipped" in capsys.readouterr().err and "gone.png" in capsys.readouterr().err + str(root / "gone.png")
+    err = capsys.readouterr().err
+    assert f"warning: skipped {root / 'gone.png'}: dangling symbolic link" in err
+    assert pd.read_csv(tmp_path / "c.csv")["file"].tolist() == [str(root / "a.png")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,6 +438,7 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     ("out is a folder", ["--out", "{t}/in"], "is a folder"),
     ("labels-dir is a file", ["--labels-dir", "{t}/in/a.png"], "is a file"),
     ("labels-dir is the out file", ["--out", "{t}/r.csv", "--labels-dir", "{t}/r.csv"], "name the same path"),
+    ("out is not a regular file", ["--out", "/dev/null"], "not a regular file"),
 ])
 def test_outputs_refused_before_counting(tmp_path, capsys, case, extra, match):
     src = tmp_path / "in"
