@@ -199,6 +199,16 @@ def test_one_channel_decoded_and_full_decode_capped(tmp_path, rng, layout):
     assert np.array_equal(read_image(path, channel=4, max_pixels=40 * 30), stack[4])
 
 
+@pytest.mark.parametrize("kw", [{"photometric": "rgb"}, {"photometric": "ycbcr"}, {"photometric": "rgb", "tile": (16, 16)},
+                                {"photometric": "rgb", "rowsperstrip": 8}])
+def test_one_channel_of_a_jpeg_compressed_tiff(tmp_path, rng, kw):
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, rng.integers(0, 255, (40, 36, 3), dtype=np.uint8), compression="jpeg", **kw)
+    full = read_image(path)
+    for c in range(3):
+        assert np.array_equal(read_image(path, channel=c), full[..., c])
+
+
 def test_batch_reads_only_the_channel_it_counts(tmp_path):
     stack = np.zeros((8, 48, 48), np.uint8)
     stack[5] = blobs()
