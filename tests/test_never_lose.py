@@ -550,13 +550,14 @@ def test_sigint_leaves_the_finished_rows_and_resume_completes_them(resume_inputs
     pd.testing.assert_frame_equal(_rows(root / "part_objects.csv"), _rows(root / "full_objects.csv"))
 
 
-def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path):
-    root = resume_inputs
+def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path, capsys):
     out = tmp_path / "c.csv"
-    shutil.copy(root / "full.csv", out) if (root / "full.csv").exists() else None
-    argv = ["count", str(root / "in"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress",
-            "--threshold", "0.6", "--resume"]
+    argv = ["count", str(resume_inputs / "in"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
     assert main(argv) == 1
+    assert all(json.loads(s)["threshold"] == 0.5 for s in pd.read_csv(out)["settings"])
+    capsys.readouterr()
+    assert main([*argv, "--threshold", "0.6", "--resume"]) == 1
+    assert "already counted" not in capsys.readouterr().err
     df = pd.read_csv(out)
     assert len(df) == N_RESUME + 1
     assert all(json.loads(s)["threshold"] == 0.6 for s in df["settings"])
