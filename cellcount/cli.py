@@ -150,6 +150,8 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     for option, path in outputs.items():
         if path.is_dir():
             return f"{option} {path} is a folder; give a file name such as counts.csv"
+        if path.exists() and not path.is_file():  # /dev/stdout, a pipe: the file is replaced by a rename
+            return f"{option} {path} is not a regular file; give a file name such as counts.csv"
     names = list(outputs)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -312,7 +314,7 @@ def cmd_count(args: argparse.Namespace) -> int:
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
             # the counts row marks the image done for --resume, so the published counts never run ahead of
-            # the published objects: objects first, and counts held back while the objects' publish is
+            # the published objects: objects first, and counts held back while the objects' publish waits
             published = True
             if objects_out is not None:
                 published = objects_out.append(item_objects(item) if item.result is not None else [])

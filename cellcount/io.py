@@ -508,12 +508,14 @@ def _decode_sample(tif: tifffile.TiffFile, page: tifffile.TiffPage, sample: int,
         indices, pick = range(sample * per, (sample + 1) * per), 0
     else:
         indices, pick = range(n), sample
+    decode = page.decode  # built once, before reading: building it may move the file position
     fh = tif.filehandle
     for i in indices:
         if not page.databytecounts[i]:
             continue  # an empty segment reads as zeros
         fh.seek(page.dataoffsets[i])
-        seg, (_, _, y, x, _), _ = page.decode(fh.read(page.databytecounts[i]), i, jpegtables=page.jpegtables)
+        data = fh.read(page.databytecounts[i])
+        seg, (_, _, y, x, _), _ = decode(data, i, jpegtables=page.jpegtables)
         if seg is None:
             continue
         piece = seg[0, :, :, pick] if seg.ndim == 4 else seg.reshape(seg.shape[-3:])[..., pick]

@@ -200,6 +200,16 @@ def test_one_channel_decoded_and_full_decode_capped(tmp_path, rng, layout):
     assert np.array_equal(read_image(path, channel=4, max_pixels=40 * 30), stack[4])
 
 
+@pytest.mark.parametrize("kw", [{"photometric": "rgb"}, {"photometric": "ycbcr"}, {"photometric": "rgb", "tile": (16, 16)},
+                                {"photometric": "rgb", "rowsperstrip": 8}])
+def test_one_channel_of_a_jpeg_compressed_tiff(tmp_path, rng, kw):
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, rng.integers(0, 255, (40, 36, 3), dtype=np.uint8), compression="jpeg", **kw)
+    full = read_image(path)
+    for c in range(3):
+        assert np.array_equal(read_image(path, channel=c), full[..., c])
+
+
 def test_batch_reads_only_the_channel_it_counts(tmp_path):
     stack = np.zeros((8, 48, 48), np.uint8)
     stack[5] = blobs()
@@ -422,7 +432,9 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     (root / "a.png").write_bytes(png_bytes(blobs()))
     (root / "gone.png").symlink_to(root / "nothere.png")
     assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
-    assert "warning: skipped" in capsys.readouterr().err and "gone.png" in capsys.readouterr().err + str(root / "gone.png")
+    err = capsys.readouterr().err
+    assert f"warning: skipped {root / 'gone.png'}: dangling symbolic link" in err
+    assert pd.read_csv(tmp_path / "c.csv")["file"].tolist() == [str(root / "a.png")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,6 +449,7 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     ("out is a folder", ["--out", "{t}/in"], "is a folder"),
     ("labels-dir is a file", ["--labels-dir", "{t}/in/a.png"], "is a file"),
     ("labels-dir is the out file", ["--out", "{t}/r.csv", "--labels-dir", "{t}/r.csv"], "name the same path"),
+    ("out is not a regular file", ["--out", "/dev/null"], "not a regular file"),
 ])
 def test_outputs_refused_before_counting(tmp_path, capsys, case, extra, match):
     src = tmp_path / "in"
@@ -538,13 +551,14 @@ def test_sigint_leaves_the_finished_rows_and_resume_completes_them(resume_inputs
     pd.testing.assert_frame_equal(_rows(root / "part_objects.csv"), _rows(root / "full_objects.csv"))
 
 
-def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path):
-    root = resume_inputs
+def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path, capsys):
     out = tmp_path / "c.csv"
-    shutil.copy(root / "full.csv", out) if (root / "full.csv").exists() else None
-    argv = ["count", str(root / "in"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress",
-            "--threshold", "0.6", "--resume"]
+    argv = ["count", str(resume_inputs / "in"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
     assert main(argv) == 1
+    assert all(json.loads(s)["threshold"] == 0.5 for s in pd.read_csv(out)["settings"])
+    capsys.readouterr()
+    assert main([*argv, "--threshold", "0.6", "--resume"]) == 1
+    assert "already counted" not in capsys.readouterr().err
     df = pd.read_csv(out)
     assert len(df) == N_RESUME + 1
     assert all(json.loads(s)["threshold"] == 0.6 for s in df["settings"])

@@ -1,13 +1,14 @@
 """Models: architecture registry, model cards, loading/saving, and the runnable count models."""
 
 from .base import ClassicalModel, CountModel, NetModel
-from .card import ModelCard, read_card, write_card
+from .card import OUTPUT_KINDS, ModelCard, read_card, validate_card, write_card
 from .loading import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, list_models, load_model, model_card, save_model
 from .registry import create_model, list_architectures, register_model
 
 __all__ = [
     "CLASSICAL_NAME",
     "DEFAULT_WEIGHTS_DIR",
+    "OUTPUT_KINDS",
     "ClassicalModel",
     "CountModel",
     "ModelCard",
@@ -20,5 +21,6 @@ __all__ = [
     "read_card",
     "register_model",
     "save_model",
+    "validate_card",
     "write_card",
 ]
