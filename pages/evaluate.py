@@ -9,35 +9,24 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.evaluate import DEFAULT_GRID, tune_params
+from pages import _groundtruth as gt_ui
 from pages import _shared as sh
 
 sh.require_entry_point("evaluate")
 
 P = "eval"
-GT_HELP = (
-    "Upload images together with their ground truth, named after the image: `img_labels.tif` / "
-    "`img_mask.png` (label images or binary masks), `img_dots.png` (one dot per cell), `img_points.csv` "
-    "(x,y or row,col columns), or a `filename,count` CSV. A zip may hold the same, or the DSB 2018 layout "
-    "(`<id>/images/<id>.png` + `<id>/masks/*.png`, or `images/` + `labels/`)."
-)
 
 
-def pick_data() -> tuple[list, list]:
+def pick_data() -> list:
+    """(name, image bytes, GroundTruth) per labelled image: the shipped samples or the user's uploads."""
     kind = sh.pick_one("Data", ["Labelled samples", "Upload"], f"{P}_source", radio=True)
     if kind == "Labelled samples":
         st.caption("The 12 shipped samples with their exact label images.")
-        return sh.sample_pairs(), []
-    files = st.file_uploader(
-        "Images + ground truth (or a zip)",
-        type=[*sh.IMAGE_TYPES, "csv", "zip"],
-        accept_multiple_files=True,
-        key=f"{P}_files",
-        help=GT_HELP,
-    )
-    st.caption(GT_HELP)
-    if not files:
-        return [], []
-    return sh.labelled_uploads(files)
+        return sh.sample_pairs()
+    found = gt_ui.ground_truth_ui(P)
+    if found is not None and not found.items:
+        st.error("None of the uploaded images has ground truth that could be used (see above).")
+    return found.items if found is not None else []
 
 
 def show_summary(s: dict, iou_threshold: float) -> None:
@@ -222,17 +211,13 @@ with left:
 with right:
     sh.show_messages(P)
     try:
-        items, skipped = pick_data()
+        items = pick_data()
     except (cc.CellcountError, FileNotFoundError) as err:
         sh.show_error(err)
         st.stop()
-    for name, reason in skipped:
-        st.warning(f"`{name}`: {reason}")
     if not items:
-        st.info("Choose the labelled samples or upload images with ground truth.")
+        st.info("Choose the labelled samples, or upload images and their ground truth.")
         st.stop()
-    kinds = pd.Series([gt.kind for _, _, gt in items]).value_counts().to_dict()
-    st.caption(f"{len(items)} image(s) with ground truth: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
     try:
         params = sh.resolve(model, inputs, overrides)
     except cc.CellcountError as err:
