@@ -12,6 +12,10 @@ import cellcount as cc
 from pages import _shared as sh
 
 st.set_page_config(page_title="cellcount", page_icon=":material/biotech:", layout="wide")
+# .streamlit/config.toml turns the sidebar menu off so that a fresh server's first request, which Streamlit
+# runs in its legacy pages/ mode, shows no menu of the pages/ folder (helper modules such as _shared
+# included); the menu of st.navigation below is turned back on here.
+st.set_option("client.showSidebarNavigation", True)
 
 COUNT = st.Page("pages/count.py", title="Count", icon=":material/center_focus_strong:")
 BATCH = st.Page("pages/batch.py", title="Batch", icon=":material/stacks:")

@@ -60,7 +60,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             key=f"{P}_models",
             persist_state=sh.PERSIST,
             max_selections=MAX_CONFIGS,
-            # bare names: with the kind and architecture added, the chips were cut off after the first one
+            wrap=True,  # chips on several lines: one line cut the second name off
         )
         st.caption("Each model runs with the postprocessing defaults of its card.")
         if len(names) < 2:
@@ -94,6 +94,7 @@ def pick_images() -> list[sh.Source]:
             names,
             key=f"{P}_samples",
             persist_state=sh.PERSIST,
+            wrap=True,
             help="The samples have ground truth, so per-image errors are shown.",
         )
         return [sh.sample_source(n) for n in chosen]
