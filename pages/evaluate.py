@@ -15,6 +15,7 @@ from pages import _shared as sh
 sh.require_entry_point("evaluate")
 
 P = "eval"
+SORTS = {"error": "signed error", "abs_error": "largest error", "file": "file name", "true": "true count"}
 
 
 def pick_data() -> list:
@@ -77,6 +78,8 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             f"**{name}** — true {int(row['true'])}, predicted {row['pred']:.1f} (error {row['error']:+.1f})"
         )
         a, b = st.columns(2)
+        a.markdown("Prediction")  # headings as text: a figure title collided with the figure's legend
+        b.markdown("Ground truth")
         if res.output_kind == "density":
             a.plotly_chart(
                 viz.density_figure(
@@ -88,16 +91,13 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
             a.plotly_chart(
-                viz.overlay_figure(
-                    rgb, legend=viz.outline_legend(res.count, colors=colors), title="Prediction", height=380
-                ),
+                viz.overlay_figure(rgb, legend=viz.outline_legend(res.count, colors=colors), height=380),
                 key=f"{P}_worst_pred_{name}",
             )
         if gt.labels is not None:
             b.plotly_chart(
                 viz.image_figure(
                     viz.ground_truth_overlay(image, gt.labels),
-                    title="Ground truth",
                     legend={f"ground truth ({gt.count})": (0, 200, 255)},
                     height=380,
                 ),
@@ -264,7 +264,17 @@ with right:
     if tabs[1].open:
         tabs[1].plotly_chart(viz.pred_vs_true_scatter(per_image), key=f"{P}_scatter")
     if tabs[2].open:
-        tabs[2].plotly_chart(viz.error_histogram(per_image), key=f"{P}_errhist")
+        with tabs[2]:
+            order = st.segmented_control(
+                "Sort by",
+                list(SORTS),
+                format_func=SORTS.get,
+                default="error",
+                key=f"{P}_err_sort",
+                persist_state=sh.PERSIST,
+            )
+            st.plotly_chart(viz.error_bars(per_image, sort_by=order or "error"), key=f"{P}_errbars")
+            st.plotly_chart(viz.error_histogram(per_image), key=f"{P}_errhist")
     if tabs[3].open:
         with tabs[3]:
             show_worst(per_image, {n: (d, g) for n, d, g in items}, {n: p for n, p, _ in pairs}, params)

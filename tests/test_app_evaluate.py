@@ -185,6 +185,18 @@ def test_same_name_labels_in_a_second_uploader_and_duplicates_once():
     assert sorted(table["file"]) == [name for name, _, _, _ in data]
     assert dict(zip(table["file"], table["true"])) == {name: n for name, _, _, n in data}
     assert float(metric(at, "F1")) > 0.5  # the labels were read as instances of these very images
+    # signed error per image as sorted bars
+    at.session_state["eval_tabs"] = "Errors"
+    at.run()
+    assert not at.exception
+    import json
+
+    bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    errors = dict(zip(table["file"], table["error"]))
+    assert bars["y"] == sorted(errors, key=errors.get) and bars["orientation"] == "h"
+    at.session_state["eval_err_sort"] = "file"
+    at.run()
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["y"] == sorted(errors)
 
 
 def test_unmatched_and_broken_files_are_named_without_temporary_paths():
