@@ -90,7 +90,7 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
         "Images (or a zip)", type=GT_TYPES, accept_multiple_files=True, key=f"{prefix}_files", help=IMAGES_HELP
     )
     gt = b.file_uploader(
-        "Ground truth" + (" (optional)" if optional else "") + " (or a zip)",
+        "Ground truth (optional; or a zip)" if optional else "Ground truth (or a zip)",
         type=GT_TYPES,
         accept_multiple_files=True,
         key=f"{prefix}_gt_files",

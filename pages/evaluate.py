@@ -15,6 +15,16 @@ from pages import _shared as sh
 sh.require_entry_point("evaluate")
 
 P = "eval"
+PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "precision", "recall", "f1", "mean_iou")
+PER_IMAGE_CONFIG = {
+    "pred": st.column_config.NumberColumn("predicted", format="%.1f"),
+    "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true"),
+    "rel_error": st.column_config.NumberColumn("rel. error", format="percent", help="error / true count"),
+    "precision": st.column_config.NumberColumn(format="%.2f"),
+    "recall": st.column_config.NumberColumn(format="%.2f"),
+    "f1": st.column_config.NumberColumn("F1", format="%.2f"),
+    "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.2f"),
+}
 SORTS = {"error": "signed error", "abs_error": "largest error", "file": "file name", "true": "true count"}
 
 
@@ -52,7 +62,7 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         m[2].metric("F1", f"{s['f1']:.3f}", help=how)
         if np.isfinite(s.get("mean_iou", np.nan)):
             m[3].metric("Mean IoU", f"{s['mean_iou']:.3f}", help="Mean IoU of the matched pairs")
-        m[4].metric("False positives", int(s["fp"]), help="Predicted objects without a true match")
+        m[4].metric("False pos.", int(s["fp"]), help="False positives: predicted objects without a true match")
         m[5].metric("Missed", int(s["fn"]), help="True objects without a predicted match (false negatives)")
         st.caption(f"{int(s['tp'])} matched objects by {how}.")
     if "ms_per_megapixel" in s:
@@ -245,19 +255,10 @@ with right:
     )
     if tabs[0].open:
         with tabs[0]:
-            fmt = (
-                "pred",
-                "error",
-                "abs_error",
-                "rel_error",
-                "precision",
-                "recall",
-                "f1",
-                "mean_iou",
-                "model_seconds",
-                "megapixels",
-            )
-            sh.dataframe(per_image, column_config=sh.number_formats([c for c in fmt if c in per_image], "%.3f"))
+            # the columns that fit at 1400 px; the CSV holds them all (tp/fp/fn, timings, size estimate)
+            shown = [c for c in PER_IMAGE_COLUMNS if c in per_image]
+            sh.dataframe(per_image, column_order=shown, column_config=PER_IMAGE_CONFIG)
+            st.caption("More columns (matched / extra / missed objects, nucleus-size estimate, timings) in the CSV.")
             sh.download_button(
                 "Per-image CSV", sh.csv_bytes(per_image), "evaluation.csv", "text/csv", f"{P}_dl_table"
             )
