@@ -58,6 +58,8 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
             + ", ".join(f"{n} {k}" for k, n in kinds.items())
             + ")" + (f"; {len(found.unlabelled)} without" if optional and found.unlabelled else "")
             + "."
+            + (" Binary masks are split into objects where they do not touch: touching nuclei in a mask count "
+               "as one, so prefer instance label images." if "mask" in kinds else "")
         )
     if found.duplicates:
         st.info(
