@@ -183,9 +183,23 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 format="%+.2f", help="Mean of predicted - true: above 0 over-counts"),
         },
     )
+    # counts and errors as two tables of at most 1 + 1 + 4 columns, so that 4 long model names fit at
+    # 1400 px; the CSV holds both
+    counts = [c for c in table.columns if not c.startswith("error: ")]
     sh.dataframe(
-        table, column_config=sh.number_formats([c for c in table.columns if c not in ("file", "true")], "%.1f")
+        table,
+        column_order=counts,
+        column_config=sh.number_formats([c for c in counts if c not in ("file", "true")], "%.1f"),
     )
+    errors = [c for c in table.columns if c.startswith("error: ")]
+    if errors:
+        st.caption("Error per image (predicted − true; below 0 under-counts)")
+        sh.dataframe(
+            table,
+            column_order=["file", *errors],
+            column_config={c: st.column_config.NumberColumn(c.removeprefix("error: "), format="%+.1f")
+                           for c in errors},
+        )
     failed = long[long["status"] != "ok"]
     for _, r in failed.iterrows():
         st.warning(f"`{r['file']}` with {r['config']}: {r['status']}")
