@@ -406,15 +406,6 @@ def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
     return [(p.name, p.read_bytes(), gt) for p, gt in load_labelled_folder(SAMPLES_DIR)]
 
 
-def labelled_uploads(
-    files: Iterable[Any],
-) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
-    """Images + ground truth from uploads (loose files and/or zips): :func:`cellcount.batch.labelled_uploads`."""
-    from cellcount.batch import labelled_uploads as _labelled
-
-    return _labelled((f.name, f.getvalue()) for f in files)
-
-
 # --------------------------------------------------------------------------------------------------
 # parameters
 # --------------------------------------------------------------------------------------------------
