@@ -290,6 +290,7 @@ def labelled_set(
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
     counts: dict[str, tuple[int, str]] = {}
     pool: list[_File] = []
+    stray: list[str] = []
     for f in gt_files:
         if not f.name.lower().endswith(".csv") or any(b.casefold() in image_stems for b, _ in _gt_bases(f.name)):
             pool.append(f)
@@ -297,7 +298,11 @@ def labelled_set(
         try:
             table = read_counts_csv(f.buffer())
         except GroundTruthError as err:
-            out.skipped.append((f.name, str(err)))
+            try:  # a point table of an image that was not uploaded: unused, not broken
+                read_points_csv(f.buffer())
+                stray.append(f.name)
+            except GroundTruthError:
+                out.skipped.append((f.name, str(err)))
             continue
         for stem, n in table.items():
             counts.setdefault(stem.casefold(), (n, f.name))
@@ -331,5 +336,5 @@ def labelled_set(
             out.skipped.append((image.name, str(err)))
             continue
         out.items.append((image.name, image.data, gt))
-    out.unused = [n for n in by_name if n not in used]
+    out.unused = [n for n in by_name if n not in used] + stray
     return out

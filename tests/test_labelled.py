@@ -106,11 +106,12 @@ def test_unmatched_and_unreadable_files_name_the_users_file(samples):
     wrong_shape = labels_to_tiff_bytes(np.ones((10, 10), np.int32))
     out = labelled_set(
         [("a.png", img), ("b.png", samples[1][0]), ("c.png", samples[2][0]), ("broken.png", b"not a png")],
-        [("a_labels.tif", lab), ("b.tif", wrong_shape), ("zz_labels.tif", lab), ("broken.png", lab)],
+        [("a_labels.tif", lab), ("b.tif", wrong_shape), ("zz_labels.tif", lab), ("broken.png", lab),
+         ("zz_points.csv", b"x,y\n1,2\n")],
     )
     assert [n for n, _, _ in out.items] == ["a.png"]
     assert [n for n, _ in out.unlabelled] == ["c.png"]
-    assert out.unused == ["zz_labels.tif"]
+    assert out.unused == ["zz_labels.tif", "zz_points.csv"]
     reasons = dict(out.skipped)
     assert set(reasons) == {"b.png", "broken.png"}
     assert reasons["b.png"].startswith("b.tif:") and "does not match" in reasons["b.png"]
