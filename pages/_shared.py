@@ -193,7 +193,8 @@ def model_label(name: str) -> str:
         card = model_card(name)
     except (cc.CellcountError, OSError, ValueError):
         return name
-    return f"{name}  ·  {card.output_kind}, {card.architecture}"
+    # the architecture is in the name already; with it the label was cut off in the narrow settings column
+    return f"{name} ({card.output_kind})"
 
 
 def model_picker(prefix: str, *, label: str = "Model", container: Any = None) -> str:
