@@ -223,7 +223,9 @@ def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BinaryMaskWarning)
         labels = read_label_image(gt.buffer(), expected_shape=shape)
-    if labels.kind == "mask" and labels.count and np.bincount(labels.labels.ravel())[1:].max() <= MAX_DOT_AREA_PX:
+    same_name = ground_truth_suffix(gt.name) is None  # "_mask" / "_labels" say what the file is
+    if (same_name and labels.kind == "mask" and labels.count
+            and np.bincount(labels.labels.ravel())[1:].max() <= MAX_DOT_AREA_PX):
         return read_dot_image(gt.buffer(), expected_shape=shape)  # a same-name dot image: no object is a nucleus
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -276,15 +278,14 @@ def labelled_set(
     """
     out = LabelledSet()
     files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
-    if ground_truth is None:
-        gt_files = [f for f in files if _is_ground_truth(f.name) or f.name.lower().endswith(".csv")]
-        image_files = [f for f in files if f not in gt_files]
-    else:
-        extra = _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
-        # ground truth dropped among the images by its name (a_labels.tif, a counts CSV) still counts
-        gt_files = [f for f in files if _is_ground_truth(f.name) or f.name.lower().endswith(".csv")] + extra
-        image_files = [f for f in files if f not in gt_files]
-    image_files = [f for f in image_files if PurePosixPath(f.name).suffix.lower() in IMAGE_EXTENSIONS]
+    extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
+    # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
+    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") for f in files]
+    gt_files = [f for f, is_gt in zip(files, by_name_only, strict=True) if is_gt] + extra
+    image_files = [
+        f for f, is_gt in zip(files, by_name_only, strict=True)
+        if not is_gt and PurePosixPath(f.name).suffix.lower() in IMAGE_EXTENSIONS
+    ]
 
     # CSVs that share an image's stem are point tables; the others are tables of counts per image
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
