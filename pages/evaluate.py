@@ -37,6 +37,7 @@ def pick_data() -> list:
     found = gt_ui.ground_truth_ui(P)
     if found is not None and not found.items:
         st.error("None of the uploaded images has ground truth that could be used (see above).")
+        st.stop()
     return found.items if found is not None else []
 
 
