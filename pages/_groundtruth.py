@@ -78,7 +78,8 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
     if found.skipped:
         lines = "\n".join(f"- `{name}`: {reason}" for name, reason in found.skipped[:MAX_LISTED])
         more = f"\n- ... and {len(found.skipped) - MAX_LISTED} more" if len(found.skipped) > MAX_LISTED else ""
-        st.warning(f"{len(found.skipped)} file(s) could not be used:\n{lines}{more}")
+        # an error when nothing is left to evaluate: the reasons are then what the user must read
+        (st.warning if found.items else st.error)(f"{len(found.skipped)} file(s) could not be used:\n{lines}{more}")
 
 
 def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | None:
