@@ -12,6 +12,10 @@ import cellcount as cc
 from pages import _shared as sh
 
 st.set_page_config(page_title="cellcount", page_icon=":material/biotech:", layout="wide")
+# .streamlit/config.toml turns the sidebar menu off so that a fresh server's first request, which Streamlit
+# runs in its legacy pages/ mode, shows no menu of the pages/ folder (helper modules such as _shared
+# included); the menu of st.navigation below is turned back on here.
+st.set_option("client.showSidebarNavigation", True)
 
 COUNT = st.Page("pages/count.py", title="Count", icon=":material/center_focus_strong:")
 BATCH = st.Page("pages/batch.py", title="Batch", icon=":material/stacks:")
@@ -27,7 +31,7 @@ PAGE_BLURBS = [
     (BATCH, "Count many images or a zip in one go; bad files are listed and skipped."),
     (EVALUATE, "Measure accuracy against ground truth and optimise the postprocessing on it."),
     (COMPARE, "Run 2-4 models (or two settings) on the same images side by side."),
-    (MODELS, "Model cards: architecture, training, validation metrics, defaults, licence."),
+    (MODELS, "Which model for which images: each model's measured error, defaults and full card."),
 ]
 
 
@@ -57,6 +61,7 @@ def home() -> None:
     sh.dataframe(
         df,
         column_config=sh.models_frame_columns(),
+        column_order=[c for c in df.columns if c != "description"],  # long text: on the Models page
     )
     if names == [cc.models.CLASSICAL_NAME]:
         st.info("No trained weights found in weights/: only the classical baseline is available.")

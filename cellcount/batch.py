@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError, GroundTruthError, ImageReadError
+from .errors import CellcountError, ImageReadError
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, labels_to_tiff_bytes, read_image
 from .models.base import CountModel
@@ -149,56 +149,13 @@ def labelled_uploads(
 ) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
     """Images with ground truth from uploaded ``(name, bytes)`` files and zips -> (items, skipped).
 
-    Loose files are written under their base names into a private temporary folder, zip members (images
-    and CSV tables, see :func:`iter_zip_members`) under their checked relative paths, so every layout of
-    :func:`cellcount.groundtruth.load_labelled_folder` works, the DSB ones and ``counts.csv`` in a zip
-    included. A single top-level folder (a zipped folder) is stepped into. Returns ``(relative name,
-    image bytes, GroundTruth)`` per labelled image and ``(name, reason)`` per skipped upload or member;
-    a file that is not a readable zip is skipped with its reason, the rest carry on.
+    :func:`cellcount.labelled.labelled_set` with images and ground truth in one list (told apart by name);
+    images without ground truth are among the skipped.
     """
-    import tempfile
+    from .labelled import labelled_set
 
-    from .groundtruth import load_labelled_folder
-
-    skipped: list[tuple[str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="cellcount-labelled-") as tmp:
-        root = Path(tmp)
-        for raw_name, data in files:
-            name = Path(raw_name).name or "upload"
-            if not name.lower().endswith(".zip"):
-                try:
-                    (root / name).write_bytes(data)
-                except OSError as err:  # e.g. a file named like a zip's folder
-                    skipped.append((name, f"name collides with another upload: {err.strerror or err}"))
-                continue
-            try:
-                for member, content, reason in iter_zip_members(
-                    data, extensions=set(IMAGE_EXTENSIONS) | GROUND_TRUTH_TABLE_EXTENSIONS
-                ):
-                    if content is None:
-                        skipped.append((f"{name}/{member}", reason or "skipped"))
-                        continue
-                    target = root / Path(name).stem / member
-                    try:
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(content)
-                    except OSError as err:  # "d.png" and "d.png/e.png" in one zip: a file and a folder
-                        skipped.append((f"{name}/{member}",
-                                        f"name collides with another member of the zip: {err.strerror or err}"))
-            except ImageReadError as err:
-                skipped.append((name, str(err)))
-        base = root
-        while True:  # step into a single top-level folder (a zipped folder)
-            entries = list(base.iterdir())
-            if len(entries) != 1 or not entries[0].is_dir():
-                break
-            base = entries[0]
-        try:
-            pairs = load_labelled_folder(base)
-        except OSError as err:  # paths inside our own temporary folder: say what, not where
-            raise GroundTruthError(f"cannot read the uploads: {err.strerror or err}") from err
-        items = [(p.relative_to(base).as_posix(), p.read_bytes(), gt) for p, gt in pairs]
-    return items, skipped
+    found = labelled_set(files)
+    return found.items, found.skipped + [(name, "no ground truth") for name, _ in found.unlabelled]
 
 
 def count_many(

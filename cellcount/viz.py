@@ -37,6 +37,7 @@ __all__ = [
     "render_outlines",
     "zoom_view",
     "density_figure",
+    "error_bars",
     "error_histogram",
     "ground_truth_overlay",
     "image_figure",
@@ -931,4 +932,58 @@ def points_figure(
                 marker=dict(symbol="circle-open", size=9, color=_hex(_GT_COLOR)),
             )
         )
+    return fig
+
+
+ERROR_SORTS = ("error", "abs_error", "file", "true")
+"""Orders of :func:`error_bars`: signed error (most under-counted first), absolute error (largest first),
+file name, true count."""
+
+
+def error_bars(
+    df: pd.DataFrame,
+    *,
+    sort_by: str = "error",
+    col: str = "error",
+    name_col: str = "file",
+    true_col: str = "true",
+    pred_col: str = "pred",
+) -> go.Figure:
+    """Signed count error (predicted - true) per image as horizontal bars, one row per image.
+
+    Over-counts point right in orange, under-counts left in blue; rows are ordered by ``sort_by`` (one of
+    :data:`ERROR_SORTS`), the first at the top. Hover shows the file, true and predicted counts.
+    """
+    if sort_by not in ERROR_SORTS:
+        raise ValueError(f"sort_by must be one of {ERROR_SORTS}, got {sort_by!r}")
+    d = df[[c for c in (name_col, true_col, pred_col, col) if c in df]].copy()
+    d[col] = pd.to_numeric(d[col], errors="coerce")
+    d = d.dropna(subset=[col])
+    if sort_by == "abs_error":
+        d = d.assign(_key=d[col].abs()).sort_values("_key", ascending=False, kind="stable")
+    else:
+        key = {"error": col, "file": name_col, "true": true_col}[sort_by]
+        d = d.sort_values(key, kind="stable") if key in d else d
+    names = d[name_col].astype(str).tolist() if name_col in d else [str(i) for i in range(len(d))]
+    err = d[col].to_numpy(np.float64)
+    colors = np.where(err > 0, "#f58518", np.where(err < 0, "#4c78a8", "#999999"))
+    custom = np.stack([d[true_col] if true_col in d else np.full(len(d), np.nan),
+                       d[pred_col] if pred_col in d else np.full(len(d), np.nan)], axis=-1)
+    fig = go.Figure(
+        go.Bar(
+            x=err,
+            y=names,
+            orientation="h",
+            marker_color=colors.tolist(),
+            customdata=custom,
+            hovertemplate="%{y}<br>true %{customdata[0]:.0f}, predicted %{customdata[1]:.1f}"
+            "<br>error %{x:+.1f}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=0, line=dict(color="#444", width=1))
+    height = int(min(900, max(260, 22 * len(d) + 90)))
+    _chart_layout(fig, title=None, xtitle="count error (predicted - true): left under-counts, right over-counts",
+                  ytitle="", height=height)
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
+    fig.update_layout(bargap=0.25)
     return fig

@@ -209,7 +209,8 @@ def model_label(name: str) -> str:
         card = model_card(name)
     except (cc.CellcountError, OSError, ValueError):
         return name
-    return f"{name}  ·  {card.output_kind}, {card.architecture}"
+    # the architecture is in the name already; with it the label was cut off in the narrow settings column
+    return f"{name} ({card.output_kind})"
 
 
 def model_picker(prefix: str, *, label: str = "Model", container: Any = None, shared: bool = True) -> str:
@@ -451,15 +452,6 @@ def image_caption(source: Source, image: np.ndarray) -> str:
 def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
     """The shipped samples with their ground truth, as (name, image bytes, GroundTruth)."""
     return [(p.name, p.read_bytes(), gt) for p, gt in load_labelled_folder(SAMPLES_DIR)]
-
-
-def labelled_uploads(
-    files: Iterable[Any],
-) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
-    """Images + ground truth from uploads (loose files and/or zips): :func:`cellcount.batch.labelled_uploads`."""
-    from cellcount.batch import labelled_uploads as _labelled
-
-    return _labelled((f.name, f.getvalue()) for f in files)
 
 
 # --------------------------------------------------------------------------------------------------

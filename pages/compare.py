@@ -8,6 +8,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
+from pages import _groundtruth as gt_ui
 from pages import _settings as settings
 from pages import _shared as sh
 
@@ -60,7 +61,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             key=f"{P}_models",
             persist_state=sh.PERSIST,
             max_selections=MAX_CONFIGS,
-            # bare names: with the kind and architecture added, the chips were cut off after the first one
+            wrap=True,  # chips on several lines: one line cut the second name off
         )
         models = [sh.get_model(n) for n in picked]
         st.caption("Each model runs with the settings in use for it this session (the same as on Count, "
@@ -98,11 +99,15 @@ def pick_images() -> list[sh.Source]:
             names,
             key=f"{P}_samples",
             persist_state=sh.PERSIST,
+            wrap=True,
             help="The samples have ground truth, so per-image errors are shown.",
         )
         return [sh.sample_source(n) for n in chosen]
-    files = st.file_uploader("Images", type=sh.IMAGE_TYPES, accept_multiple_files=True, key=f"{P}_files")
-    return [sh.upload_source(f) for f in files or []]
+    found = gt_ui.ground_truth_ui(P, optional=True)
+    if found is None:
+        return []
+    labelled = [sh.Source(n, d, sh.digest_of(d), gt.count) for n, d, gt in found.items]
+    return labelled + [sh.Source(n, d, sh.digest_of(d)) for n, d in found.unlabelled]
 
 
 def run(configs, sources) -> pd.DataFrame:
@@ -147,7 +152,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     wide = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False)
     wide = wide[[c for c in labels if c in wide.columns]]
     truth = long.groupby("file", sort=False)["true"].first()
-    has_truth = truth.notna().all()
+    has_truth = truth.notna().any()  # errors over the images that have ground truth
     table = wide.copy()
     if has_truth:
         table.insert(0, "true", truth.reindex(table.index))
@@ -158,24 +163,48 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     per_config = []
     for c in wide.columns:
         t = long[long["config"] == c]
-        row = {
-            "config": c,
-            "mean time per image (ms)": 1000 * t["seconds"].mean(),
-            "total count": t["count"].sum(),
-        }
-        if has_truth:
-            s = count_metrics(t["true"].to_numpy(float), t["count_estimate"].to_numpy(float))
+        row = {"config": c}
+        if has_truth:  # the errors first: they are what a comparison is for
+            k = t.dropna(subset=["true", "count_estimate"])
+            s = count_metrics(k["true"].to_numpy(float), k["count_estimate"].to_numpy(float))
             row.update({"MAE": s["mae"], "MAE 95% CI": _interval(s["mae_ci_low"], s["mae_ci_high"]),
-                        "bias": s["bias"], "RMSE": s["rmse"]})
+                        "bias": s["bias"], "RMSE": s["rmse"], "images with ground truth": len(k)})
+        row.update({"mean time per image (ms)": 1000 * t["seconds"].mean(), "total count": t["count"].sum()})
         per_config.append(row)
     st.subheader("Counts")
+    if has_truth and not truth.notna().all():
+        st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
     sh.dataframe(
         pd.DataFrame(per_config),
-        column_config=sh.number_formats(("MAE", "bias", "RMSE", "mean time per image (ms)"), "%.2f"),
+        column_config={
+            "RMSE": st.column_config.NumberColumn(format="%.2f"),
+            "mean time per image (ms)": st.column_config.NumberColumn(format="%.0f"),
+            "MAE": st.column_config.NumberColumn(
+                "MAE", format="%.2f", help="Count error: mean of |predicted - true| cells per image"),
+            "MAE 95% CI": st.column_config.TextColumn(
+                help="95% bootstrap interval of the MAE over these images (needs at least "
+                f"{MIN_BOOTSTRAP_IMAGES})"),
+            "bias": st.column_config.NumberColumn(
+                format="%+.2f", help="Mean of predicted - true: above 0 over-counts"),
+        },
     )
+    # counts and errors as two tables of at most 1 + 1 + 4 columns, so that 4 long model names fit at
+    # 1400 px; the CSV holds both
+    counts = [c for c in table.columns if not c.startswith("error: ")]
     sh.dataframe(
-        table, column_config=sh.number_formats([c for c in table.columns if c not in ("file", "true")], "%.1f")
+        table,
+        column_order=counts,
+        column_config=sh.number_formats([c for c in counts if c not in ("file", "true")], "%.1f"),
     )
+    errors = [c for c in table.columns if c.startswith("error: ")]
+    if errors:
+        st.caption("Error per image (predicted − true; below 0 under-counts)")
+        sh.dataframe(
+            table,
+            column_order=["file", *errors],
+            column_config={c: st.column_config.NumberColumn(c.removeprefix("error: "), format="%+.1f")
+                           for c in errors},
+        )
     failed = long[long["status"] != "ok"]
     for _, r in failed.iterrows():
         st.warning(f"`{r['file']}` with {r['config']}: {r['status']}")
@@ -194,7 +223,9 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                     f"Mean |{y} − {x}| = {d['mae']:.2f} cells per image; mean difference {d['bias']:+.2f}."
                 )
                 if has_truth:
-                    st.caption(_paired_caption(x, y, truth.reindex(wide.index), wide[x], wide[y]))
+                    known = truth.reindex(wide.index).notna()
+                    st.caption(_paired_caption(x, y, truth.reindex(wide.index)[known], wide[x][known],
+                                               wide[y][known]))
     else:
         b = st.container()
     with b:

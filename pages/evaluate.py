@@ -9,35 +9,36 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.evaluate import DEFAULT_GRID, tune_params
+from pages import _groundtruth as gt_ui
 from pages import _shared as sh
 
 sh.require_entry_point("evaluate")
 
 P = "eval"
-GT_HELP = (
-    "Upload images together with their ground truth, named after the image: `img_labels.tif` / "
-    "`img_mask.png` (label images or binary masks), `img_dots.png` (one dot per cell), `img_points.csv` "
-    "(x,y or row,col columns), or a `filename,count` CSV. A zip may hold the same, or the DSB 2018 layout "
-    "(`<id>/images/<id>.png` + `<id>/masks/*.png`, or `images/` + `labels/`)."
-)
+PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "precision", "recall", "f1", "mean_iou")
+PER_IMAGE_CONFIG = {
+    "pred": st.column_config.NumberColumn("predicted", format="%.1f"),
+    "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true"),
+    "rel_error": st.column_config.NumberColumn("rel. error", format="percent", help="error / true count"),
+    "precision": st.column_config.NumberColumn(format="%.2f"),
+    "recall": st.column_config.NumberColumn(format="%.2f"),
+    "f1": st.column_config.NumberColumn("F1", format="%.2f"),
+    "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.2f"),
+}
+SORTS = {"error": "signed error", "abs_error": "largest error", "file": "file name", "true": "true count"}
 
 
-def pick_data() -> tuple[list, list]:
+def pick_data() -> list:
+    """(name, image bytes, GroundTruth) per labelled image: the shipped samples or the user's uploads."""
     kind = sh.pick_one("Data", ["Labelled samples", "Upload"], f"{P}_source", radio=True)
     if kind == "Labelled samples":
         st.caption("The 12 shipped samples with their exact label images.")
-        return sh.sample_pairs(), []
-    files = st.file_uploader(
-        "Images + ground truth (or a zip)",
-        type=[*sh.IMAGE_TYPES, "csv", "zip"],
-        accept_multiple_files=True,
-        key=f"{P}_files",
-        help=GT_HELP,
-    )
-    st.caption(GT_HELP)
-    if not files:
-        return [], []
-    return sh.labelled_uploads(files)
+        return sh.sample_pairs()
+    found = gt_ui.ground_truth_ui(P)
+    if found is not None and not found.items:
+        st.error("None of the uploaded images has ground truth that could be used (see above).")
+        st.stop()
+    return found.items if found is not None else []
 
 
 def show_summary(s: dict, iou_threshold: float) -> None:
@@ -62,7 +63,7 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         m[2].metric("F1", f"{s['f1']:.3f}", help=how)
         if np.isfinite(s.get("mean_iou", np.nan)):
             m[3].metric("Mean IoU", f"{s['mean_iou']:.3f}", help="Mean IoU of the matched pairs")
-        m[4].metric("False positives", int(s["fp"]), help="Predicted objects without a true match")
+        m[4].metric("False pos.", int(s["fp"]), help="False positives: predicted objects without a true match")
         m[5].metric("Missed", int(s["fn"]), help="True objects without a predicted match (false negatives)")
         st.caption(f"{int(s['tp'])} matched objects by {how}.")
     if "ms_per_megapixel" in s:
@@ -88,6 +89,8 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             f"**{name}** — true {int(row['true'])}, predicted {row['pred']:.1f} (error {row['error']:+.1f})"
         )
         a, b = st.columns(2)
+        a.markdown("Prediction")  # headings as text: a figure title collided with the figure's legend
+        b.markdown("Ground truth")
         if res.output_kind == "density":
             a.plotly_chart(
                 viz.density_figure(
@@ -99,16 +102,13 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
             a.plotly_chart(
-                viz.overlay_figure(
-                    rgb, legend=viz.outline_legend(res.count, colors=colors), title="Prediction", height=380
-                ),
+                viz.overlay_figure(rgb, legend=viz.outline_legend(res.count, colors=colors), height=380),
                 key=f"{P}_worst_pred_{name}",
             )
         if gt.labels is not None:
             b.plotly_chart(
                 viz.image_figure(
                     viz.ground_truth_overlay(image, gt.labels),
-                    title="Ground truth",
                     legend={f"ground truth ({gt.count})": (0, 200, 255)},
                     height=380,
                 ),
@@ -222,17 +222,13 @@ with left:
 with right:
     sh.show_messages(P)
     try:
-        items, skipped = pick_data()
+        items = pick_data()
     except (cc.CellcountError, FileNotFoundError) as err:
         sh.show_error(err)
         st.stop()
-    for name, reason in skipped:
-        st.warning(f"`{name}`: {reason}")
     if not items:
-        st.info("Choose the labelled samples or upload images with ground truth.")
+        st.info("Choose the labelled samples, or upload images and their ground truth.")
         st.stop()
-    kinds = pd.Series([gt.kind for _, _, gt in items]).value_counts().to_dict()
-    st.caption(f"{len(items)} image(s) with ground truth: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
     try:
         params = sh.resolve(model, inputs, overrides)
     except cc.CellcountError as err:
@@ -260,26 +256,27 @@ with right:
     )
     if tabs[0].open:
         with tabs[0]:
-            fmt = (
-                "pred",
-                "error",
-                "abs_error",
-                "rel_error",
-                "precision",
-                "recall",
-                "f1",
-                "mean_iou",
-                "model_seconds",
-                "megapixels",
-            )
-            sh.dataframe(per_image, column_config=sh.number_formats([c for c in fmt if c in per_image], "%.3f"))
+            # the columns that fit at 1400 px; the CSV holds them all (tp/fp/fn, timings, size estimate)
+            shown = [c for c in PER_IMAGE_COLUMNS if c in per_image]
+            sh.dataframe(per_image, column_order=shown, column_config=PER_IMAGE_CONFIG)
+            st.caption("More columns (matched / extra / missed objects, nucleus-size estimate, timings) in the CSV.")
             sh.download_button(
                 "Per-image CSV", sh.csv_bytes(per_image), "evaluation.csv", "text/csv", f"{P}_dl_table"
             )
     if tabs[1].open:
         tabs[1].plotly_chart(viz.pred_vs_true_scatter(per_image), key=f"{P}_scatter")
     if tabs[2].open:
-        tabs[2].plotly_chart(viz.error_histogram(per_image), key=f"{P}_errhist")
+        with tabs[2]:
+            order = st.segmented_control(
+                "Sort by",
+                list(SORTS),
+                format_func=SORTS.get,
+                default="error",
+                key=f"{P}_err_sort",
+                persist_state=sh.PERSIST,
+            )
+            st.plotly_chart(viz.error_bars(per_image, sort_by=order or "error"), key=f"{P}_errbars")
+            st.plotly_chart(viz.error_histogram(per_image), key=f"{P}_errhist")
     if tabs[3].open:
         with tabs[3]:
             show_worst(per_image, {n: (d, g) for n, d, g in items}, {n: p for n, p, _ in pairs}, params)

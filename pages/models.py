@@ -1,8 +1,6 @@
-"""Models page: every model card, rendered."""
+"""Models page: which model for which images, each model's measured error in plain words, its full card."""
 
 from __future__ import annotations
-
-import json
 
 import pandas as pd
 import streamlit as st
@@ -10,40 +8,82 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.models import model_card
+from cellcount.models.guide import ModelGuide, model_guide, strengths
 from pages import _shared as sh
 
 sh.require_entry_point("models")
 
-
-def _value(v) -> str:
-    if isinstance(v, list) and len(v) > 6:
-        return f"{len(v)} items"
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _table(d: dict, prefix: str = "") -> pd.DataFrame:
-    """Key/value rows; nested dicts are flattened (``split.n_val``), long lists summarised."""
-    rows = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            rows.extend(_table(v, f"{prefix}{k}.").to_dict("records"))
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            continue  # tables such as the training history are shown on their own
-        else:
-            rows.append({"key": f"{prefix}{k}", "value": _value(v)})
-    return pd.DataFrame(rows, columns=["key", "value"])
+# card metric key -> (plain label, format)
+METRIC_LABELS = {
+    "n": ("Images", "{:.0f}"),
+    "mae": ("Count error (MAE, nuclei per image)", "{:.2f}"),
+    "rmse": ("Root-mean-square count error", "{:.2f}"),
+    "bias": ("Bias (predicted − true; below 0 under-counts)", "{:+.2f}"),
+    "mape": ("Relative count error (%)", "{:.1f}"),
+    "r2": ("R² of predicted vs true counts", "{:.3f}"),
+    "precision": ("Precision (found nuclei that are real)", "{:.3f}"),
+    "recall": ("Recall (real nuclei that are found)", "{:.3f}"),
+    "f1": ("Outline match F1 (IoU ≥ 0.5)", "{:.3f}"),
+    "mean_iou": ("Mean IoU of matched outlines", "{:.3f}"),
+    "ms_per_megapixel": ("Time per megapixel (s, laptop CPU)", None),
+}
+SPLITS = {"validation": "with its default settings", "validation_fixed_size": "without the nucleus-size estimate"}
 
 
-def _metrics_frame(metrics: dict) -> pd.DataFrame | None:
-    """Metrics by split (validation / train / ...) as rows, or None when not nested by split."""
-    nested = {k: v for k, v in metrics.items() if isinstance(v, dict)}
-    if not nested:
-        return None
-    return pd.DataFrame([{"split": k, **v} for k, v in nested.items()])
+def mae_sentence(m: dict) -> str:
+    """'Count error (MAE) on 98 validation images: 3.30 (95% interval 2.27-4.63)'."""
+    if "mae" not in m:
+        return "No measured count error in its card."
+    n = f" on {int(m['n'])} validation images" if "n" in m else ""
+    ci = f" (95% interval {m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f})" if "mae_ci_low" in m else ""
+    return f"Count error (MAE){n}: **{m['mae']:.2f}** nuclei per image{ci}"
+
+
+def size_text(g: ModelGuide) -> str:
+    if g.size_px is None:
+        return "Any size (set the minimum and maximum area)"
+    lo, hi = g.size_px
+    how = "others are resized to it" if g.auto_size else "set Nucleus diameter for other sizes"
+    return f"{lo:.0f}–{hi:.0f} px across (trained at {g.trained_size_px:.0f} px; {how})"
+
+
+def short_error(m: dict) -> str:
+    """'MAE 3.30 (2.27–4.63) on 98 images; outlines F1 0.81' for the guide table."""
+    if "mae" not in m:
+        return "No measured count error in its card"
+    text = f"MAE {m['mae']:.2f}"
+    if "mae_ci_low" in m:
+        text += f" ({m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f})"
+    if "n" in m:
+        text += f" on {int(m['n'])} images"
+    return text + (f"; outlines F1 {m['f1']:.2f}" if "f1" in m else "")
+
+
+def guide_table(guides: list[ModelGuide]) -> str:
+    """Markdown table, one row per model: wraps long text instead of cutting it."""
+    best = strengths(guides)
+    rows = ["| Model | Choose it for | Images | Nucleus size | Measured error |", "|---|---|---|---|---|"]
+    for g in guides:
+        use = g.output + "".join(f"; **{s}**" for s in best.get(g.name, []))
+        rows.append(f"| **{g.name}** | {use} | {g.images} | {size_text(g)} | {short_error(g.validation)} |")
+    return "\n".join(rows)
+
+
+def metrics_frame(card: cc.models.ModelCard) -> pd.DataFrame:
+    """Rows: plain metric labels; columns: the card's validation runs; values formatted as text."""
+    cols = {}
+    for key, title in SPLITS.items():
+        m = card.metrics.get(key) if isinstance(card.metrics, dict) else None
+        if not isinstance(m, dict):
+            continue
+        values = {}
+        for k, (label, fmt) in METRIC_LABELS.items():
+            if k in m and m[k] is not None:
+                values[label] = f"{m[k] / 1000:.2f}" if fmt is None else fmt.format(m[k])
+            if k == "mae" and "mae_ci_low" in m:
+                values["95% interval of the MAE"] = f"{m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f}"
+        cols[title] = values
+    return pd.DataFrame(cols).rename_axis("measure") if cols else pd.DataFrame()
 
 
 def render_card(name: str) -> None:
@@ -52,79 +92,52 @@ def render_card(name: str) -> None:
     except (cc.CellcountError, OSError, ValueError) as err:
         sh.show_error(err)
         return
+    g = model_guide(card)
     if card.description:
         st.markdown(card.description)
-    m = st.columns(4)
-    m[0].metric(
-        "Output",
-        card.output_kind,
-        help="mask: per-pixel probability -> objects; density: the map integrates to the count",
+    st.markdown(
+        f"- **Gives:** {g.output}\n- **Images:** {g.images}\n- **Nucleus size:** {size_text(g)}\n"
+        f"- {mae_sentence(g.validation)}"
+        + (f"\n- Without the nucleus-size estimate: {short_error(g.validation_fixed_size)}"
+           if "mae" in g.validation_fixed_size else "")
+        + (f"\n- **Trained on:** {g.trained_on}" if g.trained_on else "")
     )
-    m[1].metric("Architecture", card.architecture)
-    val = sh.validation_metrics(card)
-    ci = (f" (95% bootstrap interval over its images: {val['mae_ci_low']:.2f}-{val['mae_ci_high']:.2f})"
-          if "mae_ci_low" in val else "")
-    m[2].metric(
-        "Val. MAE", f"{val['mae']:.2f}" if "mae" in val else "—", help=f"Count MAE on the validation split{ci}"
-    )
-    m[3].metric("Val. F1@0.5", f"{val['f1']:.3f}" if "f1" in val else "—", help="Instance F1 at IoU 0.5")
-
-    a, b = st.columns(2)
+    a, b = st.columns(2, gap="large")
     with a:
-        st.markdown("**Architecture arguments**")
-        st.dataframe(
-            _table(card.kwargs) if card.kwargs else pd.DataFrame({"key": ["(none)"]}), hide_index=True
-        )
-        st.markdown("**Input**")
-        inp = dict(card.normalization)
-        if name != cc.models.CLASSICAL_NAME:
-            inp.update(tile_size=card.tile_size, tile_overlap=card.tile_overlap)
-        if card.output_kind == "density":
-            inp["density_scale"] = card.density_scale
-        st.dataframe(_table(inp), hide_index=True)
-        st.markdown("**Postprocessing defaults**")
+        st.markdown("**Measured on validation images**")
+        mf = metrics_frame(card)
+        if len(mf):
+            st.table(mf)  # a static table: fits its column, nothing to scroll
+            note = card.metrics.get("validation_note") if isinstance(card.metrics, dict) else None
+            if note:
+                st.caption(note)
+        else:
+            st.caption("No metrics recorded.")
+        st.markdown("**Default settings**")
         defaults = cc.CountParams().to_dict()
         rows = [
-            {"setting": k, "card": str(v), "library default": str(defaults.get(k))}
+            {"setting": k, "this model": str(v), "library default": str(defaults.get(k))}
             for k, v in card.postprocess.items()
         ]
         if rows:
-            st.dataframe(pd.DataFrame(rows), hide_index=True)
+            st.table(pd.DataFrame(rows).set_index("setting"))
         else:
             st.caption("None: the library defaults apply.")
         st.caption(f"Tuned on: {card.postprocess_tuned_on or 'not stated'}")
     with b:
-        st.markdown("**Training**")
-        if card.training:
-            st.dataframe(_table(card.training), hide_index=True)
-            history = card.training.get("history")
-            if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
-                st.plotly_chart(viz.training_curve(pd.DataFrame(history)), key=f"models_history_{name}")
-        else:
+        history = card.training.get("history") if isinstance(card.training, dict) else None
+        if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
+            st.markdown("**Training**")
+            st.plotly_chart(viz.training_curve(pd.DataFrame(history)), key=f"models_history_{name}")
+        elif not card.training:
             st.caption("Not trained (no training record).")
-        st.markdown("**Metrics**")
-        mf = _metrics_frame(card.metrics) if isinstance(card.metrics, dict) else None
-        if mf is not None:
-            sh.dataframe(mf)
-        elif card.metrics:
-            st.dataframe(_table(card.metrics), hide_index=True)
-        else:
-            st.caption("No metrics recorded.")
-        flat = (
-            {k: v for k, v in card.metrics.items() if not isinstance(v, dict)}
-            if isinstance(card.metrics, dict)
-            else {}
-        )
-        if flat and mf is not None:
-            st.dataframe(_table(flat), hide_index=True)
-    st.markdown(f"**Licence:** {card.license}")
-    if card.sha256:
-        st.markdown("**Weights sha256** (checked on every load):")
-        st.code(f"{card.weights_file}  {card.sha256}", language=None)
-    elif name != cc.models.CLASSICAL_NAME:
-        st.warning("This card has no sha256: the weights will be refused.")
-    with st.expander("card.json"):
-        st.json(card.to_dict(), expanded=False)
+        st.markdown(f"**Licence:** {card.license}")
+        if card.sha256:
+            st.markdown(f"**Weights:** `{card.weights_file}`, sha256 `{card.sha256}` (checked on every load)")
+        elif name != cc.models.CLASSICAL_NAME:
+            st.warning("This card has no sha256: the weights will be refused.")
+    with st.expander("Full model card (card.json)"):
+        st.json(card.to_dict(), expanded=1)
 
 
 st.title("Models")
@@ -133,10 +146,19 @@ st.caption(
     f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "
     "`card.json`) and the classical baseline. Also on the command line: `python -m cellcount models`."
 )
-sh.dataframe(
-    sh.models_frame(names),
-    column_config=sh.models_frame_columns(),
+st.subheader("Which model for which images")
+guides = []
+for n in names:
+    try:
+        guides.append(model_guide(model_card(n)))
+    except (cc.CellcountError, OSError, ValueError) as err:
+        sh.show_error(err)
+st.markdown(guide_table(guides))
+st.caption(
+    "Measured error: count MAE on validation images never used for training or tuning (DSB 2018), with the "
+    "model's default settings; 95% bootstrap intervals in each model's section. Differences smaller than "
+    "the intervals are not meaningful. Check a model on your own images with Evaluate."
 )
-for tab, name in zip(st.tabs(names), names, strict=True):
-    with tab:
-        render_card(name)
+st.subheader("Each model")
+pick = st.segmented_control("Model", names, default=names[0], key="models_show", label_visibility="collapsed")
+render_card(pick or names[0])

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -108,3 +109,40 @@ def test_paired_interval_with_five_images():
     cap = next(c.value for c in at.caption if "paired bootstrap interval" in c.value)
     assert "MAE(B: classical-otsu) − MAE(A: classical-otsu)" in cap
     assert ("more accurate" in cap) or ("image-to-image luck" in cap)
+
+
+def test_settings_on_uploaded_images_with_same_name_labels():
+    """Compare on the user's labelled uploads: the error of each configuration over the labelled images."""
+    from cellcount.synthetic import make_synthetic
+
+    def png(arr) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+    truth = {}
+    images, labels = [], []
+    for k in range(3):
+        s = make_synthetic((96, 128), rng=20 + k, n_cells=6 + 5 * k, radius_px=(4.0, 7.0))
+        truth[f"f{k}.png"] = s.count
+        images.append((f"f{k}.png", png(s.image), "image/png"))
+        labels.append((f"f{k}.png", png(s.labels.astype(np.uint16)), "image/png"))
+    extra = ("no_truth.png", png(make_synthetic((64, 64), rng=5, n_cells=4).image), "image/png")
+    at = open_compare(compare_mode="Settings", compare_model="classical-otsu", compare_source="Upload")
+    at.file_uploader(key="compare_files").set_value([*images, extra, images[0]])  # f0 twice
+    at.file_uploader(key="compare_gt_files").set_value(labels)
+    at.slider(key="compare_b_threshold").set_value(0.8)
+    at.run()
+    assert not at.exception
+    assert any("used once" in i.value for i in at.info)
+    at.button(key="compare_run").click()
+    at.run()
+    assert not at.exception
+    per_config, table = at.dataframe[0].value, at.dataframe[1].value
+    assert list(per_config["images with ground truth"]) == [3, 3]
+    assert len(table) == 4 and table.set_index("file")["true"].drop("no_truth.png").to_dict() == truth
+    assert pd.isna(table.set_index("file").loc["no_truth.png", "true"])
+    err = table.set_index("file")["error: A: classical-otsu"].drop("no_truth.png")
+    mae = float(err.abs().mean())
+    assert per_config.loc[0, "MAE"] == pytest.approx(mae)
+    assert any("3 of 4 images that have ground truth" in c.value for c in at.caption)

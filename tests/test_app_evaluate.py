@@ -141,3 +141,101 @@ def test_zip_with_a_counts_table():
         "plate/counts.csv": "filename,count\na.png,28\nb.png,80\n",
     })
     assert metric(at, "Images") == "2"
+
+
+# --------------------------------------------------------------------------------------------------
+# images and ground truth through two uploaders
+# --------------------------------------------------------------------------------------------------
+def _synthetic_set(n: int = 3) -> list[tuple[str, bytes, bytes, int]]:
+    """(name, image PNG, same-name 16-bit label PNG, true count) from cellcount.synthetic."""
+    import numpy as np
+    from PIL import Image
+
+    from cellcount.synthetic import make_synthetic
+
+    def png(arr) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+    out = []
+    for k in range(n):
+        s = make_synthetic((96, 128), rng=10 + k, n_cells=8 + 4 * k, radius_px=(4.0, 7.0))
+        out.append((f"field_{k}.png", png(s.image), png(s.labels.astype(np.uint16)), s.count))
+    return out
+
+
+def test_same_name_labels_in_a_second_uploader_and_duplicates_once():
+    data = _synthetic_set()
+    at = open_eval(eval_source="Upload")
+    images = [(name, img, "image/png") for name, img, _, _ in data]
+    labels = [(name, lab, "image/png") for name, _, lab, _ in data]
+    # the same three images uploaded twice (as dropping them again onto the uploader does)
+    at.file_uploader(key="eval_files").set_value(images + images)
+    at.file_uploader(key="eval_gt_files").set_value(labels)
+    at.run()
+    assert not at.exception
+    assert any("uploaded more than once and are used once" in i.value for i in at.info)
+    assert any("3 image(s) with ground truth (3 labels)" in c.value for c in at.caption)
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "3"
+    table = at.dataframe[0].value
+    assert sorted(table["file"]) == [name for name, _, _, _ in data]
+    assert dict(zip(table["file"], table["true"])) == {name: n for name, _, _, n in data}
+    assert float(metric(at, "F1")) > 0.5  # the labels were read as instances of these very images
+    # signed error per image as sorted bars
+    at.session_state["eval_tabs"] = "Errors"
+    at.run()
+    assert not at.exception
+    import json
+
+    bars = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    errors = dict(zip(table["file"], table["error"]))
+    assert bars["y"] == sorted(errors, key=errors.get) and bars["orientation"] == "h"
+    at.session_state["eval_err_sort"] = "file"
+    at.run()
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["y"] == sorted(errors)
+
+
+def test_unmatched_and_broken_files_are_named_without_temporary_paths():
+    data = _synthetic_set(2)
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value(
+        [(data[0][0], data[0][1], "image/png"), (data[1][0], data[1][1], "image/png")]
+    )
+    at.file_uploader(key="eval_gt_files").set_value(
+        [(data[0][0], data[0][2], "image/png"), ("other_labels.png", data[1][2], "image/png"),
+         ("field_1.csv", b"X,Y\n5,5\n9999,5\n", "text/csv")]
+    )
+    at.run()
+    assert not at.exception
+    text = " ".join(w.value for w in at.warning)
+    assert "`other_labels.png`" in text  # matches no image
+    assert "`field_1.png`: field_1.csv:" in text and "outside" in text  # a point beyond the image
+    assert "/tmp" not in text and "cellcount-labelled" not in text and "<bytes>" not in text
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "1"
+
+
+def test_a_zip_of_images_and_a_zip_of_same_name_labels():
+    data = _synthetic_set()
+
+    def zipped(folder: str, which: int) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for item in data:
+                zf.writestr(f"{folder}/{item[0]}", item[which])
+        return buf.getvalue()
+
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([("images.zip", zipped("images", 1), "application/zip")])
+    at.file_uploader(key="eval_gt_files").set_value([("labels.zip", zipped("labels", 2), "application/zip")])
+    at.run()
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    assert metric(at, "Images") == "3"

@@ -71,9 +71,37 @@ def test_models_page_renders_a_trained_card(tiny_models):
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()
     at.switch_page("pages/models.py")
+    at.session_state["models_show"] = "tiny-mask"
     at.run()
     assert not at.exception
-    values = [(m.label, m.value) for m in at.metric]
-    assert ("Val. MAE", "1.25") in values and ("Val. F1@0.5", "0.875") in values
-    assert any("weights.safetensors" in c.value for c in at.code)
+    guide = next(m.value for m in at.markdown if m.value.startswith("| Model |"))
+    row = next(line for line in guide.splitlines() if "**tiny-mask**" in line)
+    assert "Outlines, areas" in row and "MAE 1.25" in row and "F1 0.88" in row
+    assert "**classical-otsu**" in guide and "No measured count error" in guide
+    assert any("Count error (MAE): **1.25** nuclei per image" in m.value for m in at.markdown)
+    measured = at.table[0].value["with its default settings"]
+    assert measured["Count error (MAE, nuclei per image)"] == "1.25"
+    assert measured["Outline match F1 (IoU ≥ 0.5)"] == "0.875"
+    assert any("`weights.safetensors`, sha256" in m.value for m in at.markdown)
     assert any("Tuned on: nothing (test)" in c.value for c in at.caption)
+
+
+def test_models_guide_from_the_shipped_cards():
+    """The plain sentence of the issue, from the residual U-Net's card: MAE with its interval, 2 decimals."""
+    import cellcount as cc
+    from cellcount.models.guide import model_guide
+
+    card = cc.models.model_card("residual-unet-mask")
+    g = model_guide(card)
+    m = card.metrics["validation"]
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/models.py")
+    at.session_state["models_show"] = "residual-unet-mask"
+    at.run()
+    assert not at.exception
+    want = (f"Count error (MAE) on {m['n']} validation images: **{m['mae']:.2f}** nuclei per image "
+            f"(95% interval {m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f})")
+    assert any(want in md.value for md in at.markdown)
+    assert g.size_px is not None and g.size_px[0] < g.trained_size_px < g.size_px[1]
+    assert "brightfield" in g.images

@@ -269,3 +269,18 @@ def test_histogram_strip_and_encoders():
     assert (pic[20, 2:8] == (31, 111, 120)).all()  # the big bar at 0
     jpg, png = viz.encode_jpeg(pic), viz.encode_png(pic)
     assert jpg[:2] == b"\xff\xd8" and png[:4] == b"\x89PNG"
+def test_error_bars_sorted_signed_and_coloured():
+    import pandas as pd
+
+    from cellcount.viz import error_bars
+
+    df = pd.DataFrame({"file": ["b.png", "a.png", "c.png"], "true": [10, 20, 5], "pred": [13.0, 12.0, 5.0],
+                       "error": [3.0, -8.0, 0.0]})
+    bars = error_bars(df).data[0]
+    assert list(bars.y) == ["a.png", "c.png", "b.png"] and list(bars.x) == [-8.0, 0.0, 3.0]
+    assert bars.marker.color[0] != bars.marker.color[2]  # under- and over-counts told apart
+    assert list(error_bars(df, sort_by="abs_error").data[0].y) == ["a.png", "b.png", "c.png"]
+    assert list(error_bars(df, sort_by="file").data[0].y) == ["a.png", "b.png", "c.png"]
+    assert list(error_bars(df, sort_by="true").data[0].y) == ["c.png", "b.png", "a.png"]
+    with pytest.raises(ValueError, match="sort_by must be one of"):
+        error_bars(df, sort_by="pred")

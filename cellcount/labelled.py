@@ -1,0 +1,341 @@
+"""Pair uploaded images with their ground truth by file name, in memory.
+
+Images and ground truth may arrive as two lists (two uploaders, so a label image may share its image's
+name) or as one list split by name convention (``img_labels.tif``, a ``labels/`` folder); zips are
+unpacked in both. Nothing is written to disk, so every message names the user's file (``a.png``,
+``set.zip/labels/a.png``), never a temporary path. The readers are those of :mod:`cellcount.groundtruth`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from .errors import CellcountError, GroundTruthError
+from .groundtruth import (
+    BinaryMaskWarning,
+    GroundTruth,
+    read_counts_csv,
+    read_dot_image,
+    read_label_image,
+    read_points_csv,
+)
+from .io import GROUND_TRUTH_DIRS, GROUND_TRUTH_SUFFIXES, IMAGE_EXTENSIONS, ground_truth_suffix, read_image
+
+__all__ = ["LabelledSet", "labelled_set", "pair_by_stem"]
+
+_DOT_DIRS = frozenset({"dots", "points"})  # a same-name file in such a folder is a dot image
+MAX_DOT_AREA_PX = 9
+"""A binary ground-truth image whose every blob is at most this many pixels (3 x 3) holds dots, not nuclei."""
+_SAME_STEM_RANK = len(GROUND_TRUTH_SUFFIXES)  # same-name ground truth ranks after the suffixed kinds
+
+
+@dataclass
+class LabelledSet:
+    """Uploaded images paired with their ground truth.
+
+    Attributes
+    ----------
+    items : list of (str, bytes, GroundTruth)
+        Image name, image bytes and its ground truth, in upload order.
+    unlabelled : list of (str, bytes)
+        Images without ground truth.
+    unused : list of str
+        Ground-truth files that belong to no image.
+    skipped : list of (str, str)
+        Files that could not be used, with the reason.
+    duplicates : list of str
+        Files uploaded more than once (same name and content), once per extra copy; each was used once.
+    """
+
+    items: list[tuple[str, bytes, GroundTruth]] = field(default_factory=list)
+    unlabelled: list[tuple[str, bytes]] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _File:
+    name: str  # what the user calls it: "a.png", or a zip member's path "labels/a.png"
+    data: bytes
+
+    def buffer(self) -> io.BytesIO:
+        """The bytes as a named file, so readers' messages say the user's file name."""
+        buf = io.BytesIO(self.data)
+        buf.name = self.name
+        return buf
+
+
+def _folder(name: str) -> tuple[str, ...]:
+    return PurePosixPath(name).parent.parts
+
+
+def _gt_bases(name: str) -> list[tuple[str, int]]:
+    """(image stem this ground truth may belong to, preference rank); lower ranks win."""
+    stem = PurePosixPath(name).stem
+    suffix = ground_truth_suffix(name)
+    bases = [(stem, _SAME_STEM_RANK)]
+    if suffix:
+        bases.insert(0, (stem[: -len(suffix)], GROUND_TRUTH_SUFFIXES.index(suffix)))
+    return bases
+
+
+def _shared_folders(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[dict[str, str], list[str], list[str]]:
+    """Pair image names with ground-truth names by file stem.
+
+    A ground-truth file belongs to an image when its stem is the image's stem (``a.png`` and ``a.tif``,
+    possible when they come through separate uploaders) or the stem plus one of
+    :data:`cellcount.io.GROUND_TRUTH_SUFFIXES` (``a_labels.tif``, ``a_mask.png``, ``a_points.csv`` ...).
+    Stems are compared exactly, then case-insensitively. Among several candidates the one sharing the
+    most folders with the image wins (``plate1/labels/a.png`` for ``plate1/images/a.png``), then the
+    suffix order (labels, masks, dots, points, same name). Each ground-truth file serves one image.
+
+    Parameters
+    ----------
+    images, ground_truth : sequence of str
+        File names, optionally with folders (``/``-separated).
+
+    Returns
+    -------
+    pairs : dict of str to str
+        Image name -> ground-truth name.
+    unmatched_images : list of str
+        Images without ground truth, in input order.
+    unused : list of str
+        Ground-truth names no image claimed, in input order.
+    """
+    exact: dict[str, list[tuple[int, str]]] = {}
+    folded: dict[str, list[tuple[int, str]]] = {}
+    for gt in ground_truth:
+        for base, rank in _gt_bases(gt):
+            exact.setdefault(base, []).append((rank, gt))
+            folded.setdefault(base.casefold(), []).append((rank, gt))
+    pairs: dict[str, str] = {}
+    taken: set[str] = set()
+    for image in images:
+        stem, where = PurePosixPath(image).stem, _folder(image)
+        for table, key in ((exact, stem), (folded, stem.casefold())):
+            cands = sorted(
+                (-_shared_folders(where, _folder(gt)), rank, gt)
+                for rank, gt in table.get(key, [])
+                if gt not in taken
+            )
+            if cands:
+                pairs[image] = cands[0][2]
+                taken.add(cands[0][2])
+                break
+    unmatched = [i for i in images if i not in pairs]
+    unused = [g for g in dict.fromkeys(ground_truth) if g not in taken]
+    return pairs, unmatched, unused
+
+
+def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]) -> list[_File]:
+    """Loose files as they are; zip members (images, CSV) under their paths in the zip, a single top folder
+    stripped (a zipped folder)."""
+    from .batch import GROUND_TRUTH_TABLE_EXTENSIONS, iter_zip_members  # batch imports groundtruth: no cycle
+
+    files: list[_File] = []
+    for raw_name, data in uploads:
+        name = PurePosixPath(str(raw_name).replace("\\", "/")).name or "upload"
+        if not name.lower().endswith(".zip"):
+            files.append(_File(name, bytes(data)))
+            continue
+        members: list[_File] = []
+        try:
+            for member, content, reason in iter_zip_members(
+                data, extensions=set(IMAGE_EXTENSIONS) | GROUND_TRUTH_TABLE_EXTENSIONS
+            ):
+                if content is None:
+                    skipped.append((f"{name}/{member}", reason or "skipped"))
+                else:
+                    members.append(_File(member, content))
+        except CellcountError as err:
+            skipped.append((name, str(err)))
+            continue
+        tops = {m.name.split("/", 1)[0] for m in members}
+        top = next(iter(tops), "")
+        dsb_id = any(m.name.startswith(f"{top}/images/{top}.") for m in members)  # keep <id>/images/<id>.png
+        meaningful = top.lower() in GROUND_TRUTH_DIRS | _DOT_DIRS  # labels/, dots/ tell what the files are
+        if len(tops) == 1 and all("/" in m.name for m in members) and not (dsb_id or meaningful):
+            members = [_File(m.name.split("/", 1)[1], m.data) for m in members]
+        files.extend(members)
+    return files
+
+
+def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, str]]) -> list[_File]:
+    """Drop files uploaded twice (same name and content); a second, different file under a name already
+    taken is skipped, since it could not be paired. (Equal content under two names is kept: two images may
+    share an empty mask, and a test may reuse one image.)"""
+    by_name: dict[str, str] = {}
+    kept: list[_File] = []
+    for f in files:
+        digest = hashlib.sha256(f.data).hexdigest()
+        if by_name.get(f.name) == digest:
+            duplicates.append(f.name)
+        elif f.name in by_name:
+            skipped.append((f.name, "another, different file with this name was uploaded too; rename one"))
+        else:
+            by_name[f.name] = digest
+            kept.append(f)
+    return kept
+
+
+def _is_ground_truth(name: str) -> bool:
+    folders = {p.lower() for p in _folder(name)}
+    return bool(ground_truth_suffix(name)) or bool(folders & (GROUND_TRUTH_DIRS | _DOT_DIRS))
+
+
+def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
+    if gt.points is not None and len(gt.points):
+        outside = (gt.points[:, 0] > shape[0]) | (gt.points[:, 1] > shape[1])
+        if outside.any():
+            raise GroundTruthError(
+                f"{gt.source}: {int(outside.sum())} point(s) lie outside the {shape[1]} x {shape[0]} px image "
+                "(W x H); are the coordinates in µm instead of pixels?"
+            )
+    return gt
+
+
+def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
+    """Ground truth of one image of ``shape``, the reader chosen by the file's name and folder."""
+    if gt.name.lower().endswith(".csv"):
+        return _check_points(read_points_csv(gt.buffer()), shape)
+    folders = {p.lower() for p in _folder(gt.name)}
+    if ground_truth_suffix(gt.name) in ("_dots", "_points") or folders & _DOT_DIRS:
+        return read_dot_image(gt.buffer(), expected_shape=shape)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BinaryMaskWarning)
+        labels = read_label_image(gt.buffer(), expected_shape=shape)
+    same_name = ground_truth_suffix(gt.name) is None  # "_mask" / "_labels" say what the file is
+    if (same_name and labels.kind == "mask" and labels.count
+            and np.bincount(labels.labels.ravel())[1:].max() <= MAX_DOT_AREA_PX):
+        return read_dot_image(gt.buffer(), expected_shape=shape)  # a same-name dot image: no object is a nucleus
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return labels
+
+
+def _dsb_masks(image: str, gt_names: Iterable[str]) -> list[str]:
+    """DSB 2018 nested layout: ``<id>/images/<id>.png`` owns every file in ``<id>/masks/``."""
+    parts = _folder(image)
+    if len(parts) < 2 or parts[-1].lower() != "images" or parts[-2] != PurePosixPath(image).stem:
+        return []
+    return [g for g in gt_names if _folder(g) == (*parts[:-1], "masks")]
+
+
+def _merge_masks(masks: list[_File], shape: tuple[int, ...]) -> np.ndarray:
+    """One-object-per-file masks -> int32 labels; a pixel claimed twice keeps the earlier mask."""
+    labels = np.zeros(shape[:2], np.int32)
+    for k, m in enumerate(sorted(masks, key=lambda f: f.name), start=1):
+        arr = read_image(m.buffer())
+        if arr.shape[:2] != labels.shape:
+            raise GroundTruthError(f"{m.name}: mask shape {arr.shape[:2]} (H, W) differs from its image's {labels.shape}")
+        on = arr.any(axis=2) if arr.ndim == 3 else arr != 0
+        labels[on & (labels == 0)] = k
+    return labels
+
+
+def labelled_set(
+    images: Iterable[tuple[str, bytes]], ground_truth: Iterable[tuple[str, bytes]] | None = None
+) -> LabelledSet:
+    """Pair uploaded images with their ground truth.
+
+    Parameters
+    ----------
+    images : iterable of (str, bytes)
+        Uploaded files (name, content): images, and zips of them. With ``ground_truth=None`` this one list
+        holds both, told apart by name (``a_labels.tif``, ``a_mask.png``, ``a_dots.png``,
+        ``a_points.csv``, files in ``labels/`` / ``masks/`` / ``dots/`` folders, the DSB 2018 layouts,
+        ``filename,count`` CSV tables).
+    ground_truth : iterable of (str, bytes), optional
+        Ground truth uploaded separately (files and zips): instance label images, binary masks, dot images
+        (``_dots`` / ``_points`` suffix or a ``dots/`` folder), point CSVs, counts CSVs. Here a file may
+        have its image's own name.
+
+    Returns
+    -------
+    LabelledSet
+        Pairs by :func:`pair_by_stem`; images without a ground-truth file take their count from a counts
+        table. Unreadable files, ground truth of the wrong shape and unmatched files are reported by the
+        user's file name; the same file uploaded twice is used once and listed in ``duplicates``.
+    """
+    out = LabelledSet()
+    files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
+    extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
+    # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
+    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") for f in files]
+    gt_files = [f for f, is_gt in zip(files, by_name_only, strict=True) if is_gt] + extra
+    image_files = [
+        f for f, is_gt in zip(files, by_name_only, strict=True)
+        if not is_gt and PurePosixPath(f.name).suffix.lower() in IMAGE_EXTENSIONS
+    ]
+
+    # CSVs that share an image's stem are point tables; the others are tables of counts per image
+    image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
+    counts: dict[str, tuple[int, str]] = {}
+    pool: list[_File] = []
+    stray: list[str] = []
+    for f in gt_files:
+        if not f.name.lower().endswith(".csv") or any(b.casefold() in image_stems for b, _ in _gt_bases(f.name)):
+            pool.append(f)
+            continue
+        try:
+            table = read_counts_csv(f.buffer())
+        except GroundTruthError as err:
+            try:  # a point table of an image that was not uploaded: unused, not broken
+                read_points_csv(f.buffer())
+                stray.append(f.name)
+            except GroundTruthError:
+                out.skipped.append((f.name, str(err)))
+            continue
+        for stem, n in table.items():
+            counts.setdefault(stem.casefold(), (n, f.name))
+
+    by_name = {f.name: f for f in pool}
+    used: set[str] = set()
+    dsb = {i.name: _dsb_masks(i.name, by_name) for i in image_files}
+    for names in dsb.values():
+        used.update(names)
+    pairs, _, _ = pair_by_stem([i.name for i in image_files if not dsb[i.name]],
+                               [n for n in by_name if n not in used])
+    used.update(pairs.values())
+    for image in image_files:
+        stem = PurePosixPath(image.name).stem.casefold()
+        if not dsb[image.name] and image.name not in pairs and stem not in counts:
+            out.unlabelled.append((image.name, image.data))
+            continue
+        try:
+            shape = read_image(image.buffer()).shape
+            if dsb[image.name]:
+                labels = _merge_masks([by_name[n] for n in dsb[image.name]], shape)
+                source = posixpath.dirname(dsb[image.name][0])
+                gt = GroundTruth(kind="labels", count=int(len(np.unique(labels[labels > 0]))), labels=labels,
+                                 source=source)
+            elif image.name in pairs:
+                gt = _read_pair(by_name[pairs[image.name]], shape)
+            else:
+                n, table = counts[stem]
+                gt = GroundTruth(kind="count", count=n, source=table)
+        except CellcountError as err:
+            out.skipped.append((image.name, str(err)))
+            continue
+        out.items.append((image.name, image.data, gt))
+    out.unused = [n for n in by_name if n not in used] + stray
+    return out

@@ -1,0 +1,113 @@
+"""Which model for which images: a plain summary of a model card, for people choosing a model.
+
+Everything comes from the card (output kind, normalisation, training data, validation metrics) and from
+the pipeline's size constants; nothing is measured here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .card import ModelCard
+
+__all__ = ["ModelGuide", "model_guide", "strengths"]
+
+
+@dataclass(frozen=True)
+class ModelGuide:
+    """What a model does, on which images, how well, as plain values.
+
+    Attributes
+    ----------
+    name : str
+        The model's name.
+    output : str
+        What it gives: outlines and areas (mask models) or a count only (density models).
+    images : str
+        The images it reads well, from its normalisation and training data.
+    size_px : tuple of float or None
+        (smallest, largest) nucleus diameter in px it handles with its default settings (nuclei outside its
+        training size are resized when ``auto_nucleus_size`` is on); None when it has no trained size.
+    trained_size_px : float or None
+        The nucleus diameter it was trained at.
+    auto_size : bool
+        Whether its default settings estimate the nucleus size and resize the image to its trained size.
+    validation : dict
+        The card's validation summary with its default settings (``n``, ``mae``, ``mae_ci_low`` ...), or {}.
+    validation_fixed_size : dict
+        The same with ``auto_nucleus_size`` off, or {}.
+    trained_on : str
+        The training data, as the card states it.
+    """
+
+    name: str
+    output: str
+    images: str
+    size_px: tuple[float, float] | None
+    trained_size_px: float | None
+    auto_size: bool
+    validation: dict[str, Any]
+    validation_fixed_size: dict[str, Any]
+    trained_on: str
+
+
+def _section(card: ModelCard, key: str) -> dict[str, Any]:
+    m = card.metrics.get(key) if isinstance(card.metrics, dict) else None
+    return dict(m) if isinstance(m, dict) else {}
+
+
+def model_guide(card: ModelCard) -> ModelGuide:
+    """Summarise ``card`` for the "which model for which images" guide (see :class:`ModelGuide`)."""
+    from ..pipeline import MAX_SCALE, MIN_SCALE, REFERENCE_DIAMETER_PX, RESCALE_TOLERANCE
+
+    trained = bool(card.training) or card.sha256 != ""
+    if card.output_kind == "density":
+        output = "Counts only (a density map's integral), no outlines"
+    else:
+        output = "Outlines, areas and counts"
+    if not trained:
+        output += "; a classical threshold (no training), a quick baseline"
+    norm = card.normalization if isinstance(card.normalization, dict) else {}
+    if norm.get("grayscale") == "stain":
+        images = "Fluorescence, brightfield and H&E (colour read by its stain)"
+    elif str(norm.get("invert", "auto")) == "auto":
+        images = "Fluorescence; bright backgrounds are inverted first (colour is averaged)"
+    else:
+        images = "Fluorescence (grey or averaged colour)"
+    reference = float(card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)) if trained else None
+    size: tuple[float, float] | None = None
+    auto = bool(card.postprocess.get("auto_nucleus_size"))
+    if reference is not None:
+        if auto:
+            size = (reference * MIN_SCALE, reference * MAX_SCALE)
+        else:
+            size = (reference / RESCALE_TOLERANCE, reference * RESCALE_TOLERANCE)
+    return ModelGuide(
+        name=card.name,
+        output=output,
+        images=images,
+        size_px=size,
+        trained_size_px=reference,
+        auto_size=auto,
+        validation=_section(card, "validation"),
+        validation_fixed_size=_section(card, "validation_fixed_size"),
+        trained_on=str(card.training.get("data", "")) if isinstance(card.training, dict) else "",
+    )
+
+
+def strengths(guides: list[ModelGuide]) -> dict[str, list[str]]:
+    """What sets each model apart among ``guides``, from their validation figures: the lowest count error,
+    the best outlines, the fastest. Models whose cards measured nothing get nothing."""
+    out: dict[str, list[str]] = {g.name: [] for g in guides}
+
+    def best(key: str, text: str, *, low: bool) -> None:
+        scored = [(g.validation[key], g.name) for g in guides if isinstance(g.validation.get(key), (int, float))]
+        if len(scored) >= 2:
+            value, name = min(scored) if low else max(scored)
+            out[name].append(text)
+
+    best("mae", "lowest count error", low=True)
+    best("f1", "best outlines", low=False)
+    best("ms_per_megapixel", "fastest", low=True)
+    return out

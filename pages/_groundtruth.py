@@ -1,0 +1,107 @@
+"""Ground-truth upload shared by Evaluate and Compare: images and ground truth through two uploaders.
+
+Not a page. Pairing and reading live in :func:`cellcount.labelled.labelled_set`; this module draws the
+uploaders, caches the pairing on the uploads' digests and says what was paired, skipped or uploaded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import streamlit as st
+
+from cellcount.labelled import LabelledSet, labelled_set
+from pages import _shared as sh
+
+GT_TYPES = [*sh.IMAGE_TYPES, "csv", "zip"]
+GT_HELP = (
+    "Instance label images or binary masks (PNG/TIFF), dot images (one dot per cell), point CSVs (x,y, "
+    "ImageJ's X,Y, or row,col) or a counts CSV (`filename,count`; comma or semicolon; UTF-8 or Excel's "
+    "UTF-16). A file belongs to the image with the same name (`img01.tif` for `img01.png`) or with a "
+    "suffix (`img01_labels.tif`, `img01_mask.png`, `img01_dots.png`, `img01_points.csv`). A zip may hold "
+    "folders such as `images/` + `labels/` (or `masks/`), or the DSB 2018 layout."
+)
+IMAGES_HELP = (
+    "Images, or a zip of them. Ground truth named by convention (`img01_labels.tif`, a `labels/` folder in "
+    "the zip, a counts CSV) may come through here too."
+)
+MAX_LISTED = 8
+
+
+def _digest(files: list[Any]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode("utf-8", "replace"))
+        h.update(hashlib.sha256(f.getvalue()).digest())
+    return h.hexdigest()
+
+
+@st.cache_data(max_entries=4, ttl=sh.CACHE_TTL_S, show_spinner="Reading ground truth ...")
+def _pair_cached(images_digest: str, gt_digest: str, _images: list[Any], _gt: list[Any]) -> LabelledSet:
+    return labelled_set([(f.name, f.getvalue()) for f in _images], [(f.name, f.getvalue()) for f in _gt])
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(f"`{n}`" for n in names[:MAX_LISTED])
+    return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+def show_report(found: LabelledSet, *, optional: bool) -> None:
+    """What was paired, and every file that was not used, by the user's file names."""
+    if found.items:
+        kinds: dict[str, int] = {}
+        for _, _, gt in found.items:
+            kinds[gt.kind] = kinds.get(gt.kind, 0) + 1
+        st.caption(
+            f"{len(found.items)} image(s) with ground truth ("
+            + ", ".join(f"{n} {k}" for k, n in kinds.items())
+            + ")" + (f"; {len(found.unlabelled)} without" if optional and found.unlabelled else "")
+            + "."
+            + (" Binary masks are split into objects where they do not touch: touching nuclei in a mask count "
+               "as one, so prefer instance label images." if "mask" in kinds else "")
+        )
+    if found.duplicates:
+        st.info(
+            f"{len(found.duplicates)} file(s) were uploaded more than once and are used once: "
+            f"{_names(sorted(set(found.duplicates)))}.",
+            icon=":material/content_copy:",
+        )
+    if found.unlabelled and not optional:
+        st.warning(
+            f"{len(found.unlabelled)} image(s) have no ground truth and are left out: "
+            f"{_names([n for n, _ in found.unlabelled])}. Upload a file of the same name (or `<name>_labels`, "
+            "`_mask`, `_dots`, `_points`) under Ground truth, or list them in a counts CSV."
+        )
+    if found.unused:
+        st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}.")
+    if found.skipped:
+        lines = "\n".join(f"- `{name}`: {reason}" for name, reason in found.skipped[:MAX_LISTED])
+        more = f"\n- ... and {len(found.skipped) - MAX_LISTED} more" if len(found.skipped) > MAX_LISTED else ""
+        # an error when nothing is left to evaluate: the reasons are then what the user must read
+        (st.warning if found.items else st.error)(f"{len(found.skipped)} file(s) could not be used:\n{lines}{more}")
+
+
+def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | None:
+    """Images and ground-truth uploaders (keys ``<prefix>_files``, ``<prefix>_gt_files``) -> the pairing.
+
+    None until something is uploaded. With ``optional``, ground truth is not required (Compare): images
+    without it are kept in ``unlabelled`` and not warned about.
+    """
+    a, b = st.columns(2)
+    images = a.file_uploader(
+        "Images (or a zip)", type=GT_TYPES, accept_multiple_files=True, key=f"{prefix}_files", help=IMAGES_HELP
+    )
+    gt = b.file_uploader(
+        "Ground truth (optional; or a zip)" if optional else "Ground truth (or a zip)",
+        type=GT_TYPES,
+        accept_multiple_files=True,
+        key=f"{prefix}_gt_files",
+        help=GT_HELP,
+    )
+    images, gt = list(images or []), list(gt or [])
+    if not images and not gt:
+        return None
+    found = _pair_cached(_digest(images), _digest(gt), images, gt)
+    show_report(found, optional=optional)
+    return found

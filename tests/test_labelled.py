@@ -1,0 +1,164 @@
+"""Tests of cellcount.labelled: pairing uploaded images with ground truth by name, in memory."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cellcount.io import labels_to_tiff_bytes
+from cellcount.labelled import labelled_set, pair_by_stem
+from cellcount.synthetic import make_synthetic
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """Three synthetic images with exact labels: (image PNG, labels TIFF, count)."""
+    out = []
+    for seed, n in ((1, 12), (2, 20), (3, 7)):
+        s = make_synthetic((96, 128), rng=seed, n_cells=n, radius_px=(4.0, 7.0))
+        out.append((_png(s.image), labels_to_tiff_bytes(s.labels), s.count, s))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# pair_by_stem: names only
+# --------------------------------------------------------------------------------------------------
+def test_same_stems_pair_across_lists():
+    pairs, unmatched, unused = pair_by_stem(["a.png", "b.tif"], ["b.tif", "a.png"])
+    assert pairs == {"a.png": "a.png", "b.tif": "b.tif"}
+    assert unmatched == [] and unused == []
+
+
+def test_suffixes_and_preference_order():
+    pairs, unmatched, unused = pair_by_stem(
+        ["a.png", "b.png", "c.png", "D.png"],
+        ["a_mask.png", "a_labels.tif", "b_points.csv", "c_dots.png", "d_Labels.TIF"],
+    )
+    assert pairs == {"a.png": "a_labels.tif", "b.png": "b_points.csv", "c.png": "c_dots.png",
+                     "D.png": "d_Labels.TIF"}  # labels before masks; case-insensitive as a fallback
+    assert unmatched == [] and unused == ["a_mask.png"]
+
+
+def test_unmatched_files_are_reported_in_order():
+    pairs, unmatched, unused = pair_by_stem(["x.png", "a.png", "y.png"], ["a_labels.tif", "z_labels.tif", "q.png"])
+    assert pairs == {"a.png": "a_labels.tif"}
+    assert unmatched == ["x.png", "y.png"] and unused == ["z_labels.tif", "q.png"]
+
+
+def test_folders_decide_between_same_stems():
+    pairs, _, unused = pair_by_stem(
+        ["p1/images/a.png", "p2/images/a.png"], ["p2/labels/a.png", "p1/labels/a.png"]
+    )
+    assert pairs == {"p1/images/a.png": "p1/labels/a.png", "p2/images/a.png": "p2/labels/a.png"}
+    assert unused == []
+
+
+# --------------------------------------------------------------------------------------------------
+# labelled_set: bytes in, GroundTruth out
+# --------------------------------------------------------------------------------------------------
+def test_same_name_labels_through_a_second_list(samples):
+    images = [(f"img{k}.png", img) for k, (img, _, _, _) in enumerate(samples)]
+    labels = [(f"img{k}.png", _png(s.labels.astype(np.uint16))) for k, (_, _, _, s) in enumerate(samples)]
+    out = labelled_set(images, labels)
+    assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [
+        (f"img{k}.png", "labels", c) for k, (_, _, c, _) in enumerate(samples)
+    ]
+    assert out.items[0][1] == samples[0][0]  # the image's own bytes
+    assert np.array_equal(out.items[1][2].labels, samples[1][3].labels)
+    assert not (out.unlabelled or out.unused or out.skipped or out.duplicates)
+
+
+def test_duplicates_are_counted_once_with_a_note(samples):
+    img, lab, count, _ = samples[0]
+    twice = [("a.png", img), ("a.png", img), ("a.png", img)]
+    out = labelled_set(twice, [("a_labels.tif", lab), ("a_labels.tif", lab)])
+    assert [(n, gt.count) for n, _, gt in out.items] == [("a.png", count)]
+    assert out.duplicates == ["a.png", "a.png", "a_labels.tif"]
+    # a zip uploaded twice: its members once each
+    zipped = _zip({"a.png": img, "a_labels.tif": lab})
+    again = labelled_set([("set.zip", zipped), ("set.zip", zipped)])
+    assert len(again.items) == 1 and again.duplicates == ["a.png", "a_labels.tif"]
+    # a different file under a name already taken cannot be paired: reported, not silently dropped
+    clash = labelled_set([("a.png", img), ("a.png", samples[1][0])], [("a.png", lab)])
+    assert len(clash.items) == 1 and clash.skipped[0][0] == "a.png" and "different file" in clash.skipped[0][1]
+
+
+def test_unmatched_and_unreadable_files_name_the_users_file(samples):
+    img, lab, _, _ = samples[0]
+    wrong_shape = labels_to_tiff_bytes(np.ones((10, 10), np.int32))
+    out = labelled_set(
+        [("a.png", img), ("b.png", samples[1][0]), ("c.png", samples[2][0]), ("broken.png", b"not a png")],
+        [("a_labels.tif", lab), ("b.tif", wrong_shape), ("zz_labels.tif", lab), ("broken.png", lab),
+         ("zz_points.csv", b"x,y\n1,2\n")],
+    )
+    assert [n for n, _, _ in out.items] == ["a.png"]
+    assert [n for n, _ in out.unlabelled] == ["c.png"]
+    assert out.unused == ["zz_labels.tif", "zz_points.csv"]
+    reasons = dict(out.skipped)
+    assert set(reasons) == {"b.png", "broken.png"}
+    assert reasons["b.png"].startswith("b.tif:") and "does not match" in reasons["b.png"]
+    assert "broken.png" in reasons["broken.png"]
+    assert not any("/tmp" in r or "<bytes>" in r for r in reasons.values())
+
+
+def test_points_csvs_dot_images_and_counts_tables(samples):
+    (img0, _, c0, s0), (img1, _, c1, s1), (img2, _, c2, _) = samples
+    xy = "X,Y\n" + "".join(f"{c:.1f},{r:.1f}\n" for r, c in s0.centroids)  # ImageJ's columns
+    dots = np.zeros(s1.labels.shape, np.uint8)
+    rc = np.round(s1.centroids).astype(int)
+    dots[rc[:, 0], rc[:, 1]] = 255
+    n_dots = len({tuple(p) for p in rc})
+    counts = b"\xef\xbb\xbffilename,count\r\nc.png,7\r\n"  # UTF-8 with BOM, Windows line ends
+    out = labelled_set(
+        [("a.png", img0), ("b.png", img1), ("c.png", img2)],
+        [("a.csv", xy.encode()), ("b.png", _png(dots)), ("counts.csv", counts)],
+    )
+    got = {n: (gt.kind, gt.count) for n, _, gt in out.items}
+    # a same-name image of one-pixel dots is read as dots, not as a mask of tiny nuclei
+    assert got == {"a.png": ("points", c0), "b.png": ("points", n_dots), "c.png": ("count", 7)}
+    assert np.allclose(out.items[0][2].points, s0.centroids, atol=0.06)
+    in_folder = labelled_set([("b.png", img1)], [("dots.zip", _zip({"dots/b.png": _png(dots)}))])
+    assert in_folder.items[0][2].kind == "points"
+
+
+def test_one_zip_with_images_and_labels_folders(samples):
+    members = {"set/images/a.png": samples[0][0], "set/labels/a.png": samples[0][1],
+               "set/images/b.png": samples[1][0], "set/masks/b.tif": samples[1][1], "set/notes.txt": b"x"}
+    out = labelled_set([("set.zip", _zip(members))])
+    assert [(n, gt.count) for n, _, gt in out.items] == [("images/a.png", samples[0][2]),
+                                                         ("images/b.png", samples[1][2])]
+    assert [n for n, _ in out.skipped] == ["set.zip/set/notes.txt"]
+
+
+def test_two_zips_with_same_name_labels(samples):
+    images = _zip({f"images/{k}.png": img for k, (img, _, _, _) in enumerate(samples)})
+    labels = _zip({f"labels/{k}.tif": lab for k, (_, lab, _, _) in enumerate(samples)})
+    out = labelled_set([("images.zip", images)], [("labels.zip", labels)])
+    assert [(n, gt.count) for n, _, gt in out.items] == [(f"{k}.png", c) for k, (_, _, c, _) in enumerate(samples)]
+
+
+def test_dsb_nested_layout_in_a_zip(samples):
+    _, _, count, s = samples[0]
+    members = {"abc/images/abc.png": samples[0][0]}
+    for k in range(1, count + 1):
+        members[f"abc/masks/m{k:03d}.png"] = _png(((s.labels == k) * 255).astype(np.uint8))
+    out = labelled_set([("one.zip", _zip(members))])
+    assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [("abc/images/abc.png", "labels", count)]
