@@ -17,6 +17,7 @@ BatchNorm left in a block raises ``ValueError``. The operators are PyTorch's pri
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -25,13 +26,21 @@ from torch.nn import functional as F
 from .unet import AttentionGate, ConvBlock, ResBlock, UNet
 
 
+@functools.lru_cache(maxsize=1)
 def fused_ops_available() -> bool:
-    """True when this PyTorch build has oneDNN's fused convolution operators."""
+    """True when this PyTorch build has oneDNN's fused convolution operators and this CPU runs them.
+
+    The build may ship the operators on a CPU whose instructions they need are missing (AVX2-only CPUs:
+    "bf16 path needs the cpu support avx_ne_convert or avx512bw..."), so one tiny convolution is run.
+    """
     try:
         mk = torch.ops.mkldnn
-        return torch.backends.mkldnn.is_available() and all(
-            hasattr(mk, op) for op in ("_convolution_pointwise", "_reorder_convolution_weight")
-        )
+        if not (torch.backends.mkldnn.is_available() and all(
+                hasattr(mk, op) for op in ("_convolution_pointwise", "_reorder_convolution_weight"))):
+            return False
+        conv = _FusedConv(nn.Conv2d(1, 1, 3, padding=1, bias=False), "relu")
+        conv(torch.zeros(1, 1, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last))
+        return True
     except (AttributeError, RuntimeError):
         return False
 
