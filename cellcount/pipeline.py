@@ -192,6 +192,8 @@ class CountResult:
     """Factor the image was resized by for the model (``nucleus_diameter_px`` or ``auto_nucleus_size``)."""
     estimated_diameter_px: float | None = None
     """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
+    density_count: float | None = None
+    """Multihead models: the integral of the density head, a second count beside the segmentation's."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
@@ -229,7 +231,7 @@ def predict(
             return flip_averaged_maps(model, view, progress=progress, fast=fast)
         return model.predict_maps(view, progress=progress, fast=fast)
 
-    density = model.output_kind == "density"
+    density = density_channels(model.output_kind)
 
     def run_at(scale: float) -> np.ndarray:
         """Maps of the image resized by ``scale``, back at full size."""
@@ -240,8 +242,8 @@ def predict(
     estimated = None
     if not p.nucleus_diameter_px and p.auto_nucleus_size:
         maps = run_at(1.0)  # the first pass; kept when the estimate is close to the training size
-        if density:
-            estimated, tolerance = density_nucleus_diameter(maps[0]), RESCALE_TOLERANCE
+        if density:  # the size is read off the model's own density map: no second network
+            estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
             estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], fast=fast), AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
@@ -402,16 +404,23 @@ def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool) -> np.ndarray:
+def density_channels(output_kind: str) -> tuple[int, ...]:
+    """Channels of a model's maps that are densities (count units): the rest are probabilities."""
+    return {"density": (0,), "multihead": (2,)}.get(output_kind, ())
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool | tuple[int, ...]) -> np.ndarray:
     """(C, h, w) maps back to (C, H, W) = ``shape``, bilinear. A density map keeps its total (the count):
-    each channel is rescaled to the sum it had before resizing."""
+    each density channel (``density``: True for all, or their indices) is rescaled to the sum it had
+    before resizing."""
     import cv2
 
     h, w = shape
+    dens = set(range(maps.shape[0])) if density is True else set(density or ())
     out = np.empty((maps.shape[0], h, w), np.float32)
     for c, m in enumerate(maps):
         out[c] = cv2.resize(np.ascontiguousarray(m, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        if density:
+        if c in dens:
             before, after = float(m.sum(dtype=np.float64)), float(out[c].sum(dtype=np.float64))
             if after > 0:
                 out[c] *= np.float32(before / after)
@@ -477,6 +486,8 @@ def postprocess(
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 and params.use_border_channel else None
+    # multihead: the density head's integral is a second, independent count of the same image
+    density_map = prediction.maps[2] if prediction.output_kind == "multihead" else None
     seg = pp.segment(
         prob,
         threshold_level=params.threshold,
@@ -499,11 +510,12 @@ def postprocess(
         peaks = np.zeros((0, 2))
     return CountResult(
         model_name=prediction.model_name, output_kind="mask", count=seg.count, count_estimate=float(seg.count),
-        labels=seg.labels, rejected=seg.rejected, probability=prob, density=None, peaks=peaks,
+        labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,
         objects=objects if objects is not None else pd.DataFrame(), params=params,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
+        density_count=None if density_map is None else pp.density_count(density_map),
     )
 
 
