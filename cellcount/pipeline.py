@@ -23,9 +23,16 @@ from .errors import ParameterError
 from .io import DEFAULT_MAX_PIXELS, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
+from .quality import Quality, QualityRule, judge, quality_signals
 from .training.targets import DENSITY_SIGMA_SCALE
 
 logger = logging.getLogger(__name__)
+
+
+REFERENCE_DIAMETER_PX = 18.4
+"""Median nucleus diameter of the DSB 2018 training images (median over the 424 training images of each
+image's median equivalent diameter; ``scripts/reference_diameter.py``): the size every shipped model was
+trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,10 @@ class Prediction:
     maps are at full size."""
     estimated_diameter_px: float | None = None
     """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
+    reference_diameter_px: float = REFERENCE_DIAMETER_PX
+    """The nucleus diameter the model was trained at (:data:`REFERENCE_DIAMETER_PX` or its card's)."""
+    quality_rule: QualityRule = field(default_factory=QualityRule)
+    """The model's limits for the quality flag (its card's, calibrated on validation images)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -194,13 +205,19 @@ class CountResult:
     """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
     density_count: float | None = None
     """Multihead models: the integral of the density head, a second count beside the segmentation's."""
+    quality: Quality | None = None
+    """Whether this count may be wrong ("check this image"), with the reasons (:mod:`cellcount.quality`)."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
+        q = self.quality.row() if self.quality is not None else {"check": None, "quality_score": None,
+                                                                   "check_reasons": ""}
         return {
             "model": self.model_name,
             "count": self.count,
             "count_estimate": round(self.count_estimate, 3),
+            "density_count": None if self.density_count is None else round(self.density_count, 2),
+            **q,
             "inverted": self.inverted,
             "model_scale": round(self.model_scale, 4),
             "estimated_diameter_px": None if self.estimated_diameter_px is None else round(self.estimated_diameter_px, 2),
@@ -263,13 +280,27 @@ def predict(
         seconds={"normalize": t1 - t0, "model": t2 - t1},
         model_scale=scale,
         estimated_diameter_px=estimated,
+        reference_diameter_px=float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)),
+        quality_rule=QualityRule.from_card(model.card),
     )
 
 
-REFERENCE_DIAMETER_PX = 18.4
-"""Median nucleus diameter of the DSB 2018 training images (median over the 424 training images of each
-image's median equivalent diameter; ``scripts/reference_diameter.py``): the size every shipped model was
-trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
+def assess(prediction: Prediction, params: CountParams, count: float, *, probability: np.ndarray | None = None,
+           density_count: float | None = None) -> Quality:
+    """The quality flag of one count (see :mod:`cellcount.quality`)."""
+    diameter = params.nucleus_diameter_px or prediction.estimated_diameter_px
+    at_limit = False
+    if diameter:
+        needed = prediction.reference_diameter_px / float(diameter)
+        # the resize the size called for, beyond the tolerance, was clamped by more than 25%
+        at_limit = not (1 / RESCALE_TOLERANCE <= needed <= RESCALE_TOLERANCE) and abs(
+            np.log(needed / prediction.model_scale)) > np.log(1.25)
+    signals = quality_signals(
+        count=count, density_count=density_count, probability=probability, image_norm=prediction.image_norm,
+        diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
+    )
+    return judge(signals, prediction.quality_rule)
+
 
 RESCALE_TOLERANCE = 1.25
 """Nuclei within this factor of the reference size are used as they are: training already showed every
@@ -483,11 +514,13 @@ def postprocess(
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px,
+            quality=assess(prediction, params, estimate),
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 and params.use_border_channel else None
     # multihead: the density head's integral is a second, independent count of the same image
     density_map = prediction.maps[2] if prediction.output_kind == "multihead" else None
+    density_total = None if density_map is None else pp.density_count(density_map)
     seg = pp.segment(
         prob,
         threshold_level=params.threshold,
@@ -515,7 +548,8 @@ def postprocess(
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
-        density_count=None if density_map is None else pp.density_count(density_map),
+        density_count=density_total,
+        quality=assess(prediction, params, seg.count, probability=prob, density_count=density_total),
     )
 
 
