@@ -75,3 +75,9 @@ def tiny_model() -> Callable[..., object]:
         return NetModel(net, card)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _user_models_in_tmp(tmp_path_factory, monkeypatch):
+    """Models a test fine-tunes go to a temporary user models folder, never the real one."""
+    monkeypatch.setenv("CELLCOUNT_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "user-models"))

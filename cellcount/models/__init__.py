@@ -2,17 +2,29 @@
 
 from .base import ClassicalModel, CountModel, NetModel
 from .card import ModelCard, read_card, write_card
-from .loading import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, list_models, load_model, model_card, save_model
+from .loading import (
+    CLASSICAL_NAME,
+    DEFAULT_MODEL,
+    DEFAULT_WEIGHTS_DIR,
+    default_model_name,
+    list_models,
+    load_model,
+    model_card,
+    save_model,
+    user_models_dir,
+)
 from .registry import create_model, list_architectures, register_model
 
 __all__ = [
     "CLASSICAL_NAME",
+    "DEFAULT_MODEL",
     "DEFAULT_WEIGHTS_DIR",
     "ClassicalModel",
     "CountModel",
     "ModelCard",
     "NetModel",
     "create_model",
+    "default_model_name",
     "list_architectures",
     "list_models",
     "load_model",
@@ -20,5 +32,6 @@ __all__ = [
     "read_card",
     "register_model",
     "save_model",
+    "user_models_dir",
     "write_card",
 ]
