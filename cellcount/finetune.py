@@ -297,8 +297,9 @@ def finetune(
 ) -> FinetuneResult:
     """Fine-tune ``base`` on the annotated images in ``data`` and save it as ``name``.
 
-    ``steps`` fixes the number of training steps; otherwise the run fits ``minutes`` of training (the
-    schedule is set after timing the first steps). ``holdout`` (a fraction or a number of images) is kept
+    ``steps`` fixes the number of training steps; otherwise the whole run (reading, training, tuning,
+    scoring) fits in ``minutes``: training gets what reading leaves, less an estimate of the rest, and its
+    schedule is set after timing the first steps. ``holdout`` (a fraction or a number of images) is kept
     out of training and tuning and scores the base and the new model. ``cancel`` (a threading.Event)
     stops the run between steps with :class:`Cancelled`; nothing is written then.
     """
@@ -347,16 +348,28 @@ def finetune(
     kind = model.output_kind
     density_scale = float(model.card.density_scale) if kind != "mask" else 1.0
     items = []
+    t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {paths[i].name}"))
         items.append(training_item(paths[i].name, images[i], gts[i], model, density_scale=density_scale))
+    per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
+    train_budget_s = None
+    if steps is None:
+        # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
+        # training image, then postprocessing only) and the held-out scoring (two passes per image) will take
+        reserve = per_image_s * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
+        train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
+        if train_budget_s < 10:
+            raise ParameterError(
+                f"a budget of {minutes:g} min leaves {max(train_budget_s, 0):.0f} s of training after reading "
+                f"and scoring {len(paths)} images; give more minutes, fewer images or a number of steps")
 
     net = copy.deepcopy(model.net).float().to(memory_format=torch.channels_last)
     for p in net.parameters():
         p.requires_grad_(True)
     loss_cfg = dict(DEFAULTS["loss"])
     n_steps, train_s, losses = _fit(
-        net, items, kind=kind, steps=steps, seconds=None if steps else 60.0 * float(minutes), batch_size=batch_size,
+        net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
@@ -376,7 +389,16 @@ def finetune(
         params = tr.best_params
         tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
                       f"{tr.before:.3f} -> {tr.after:.3f}")
-    card.postprocess = {**model.card.postprocess, **{k: params.to_dict()[k] for k in model.card.postprocess}}
+        if kind == "multihead":  # objects that overlap too much to outline are counted better by the density
+            dens = dataclasses.replace(params, count_source="density")
+            mae_seg = evaluate_predictions(train_pairs, params, keep_results=False).summary["mae"]
+            mae_dens = evaluate_predictions(train_pairs, dens, keep_results=False).summary["mae"]
+            if mae_dens < 0.9 * mae_seg:
+                params = dens
+            tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
+                           f"density {mae_dens:.3f})")
+    tuned_keys = set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
+    card.postprocess = {**model.card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys}}
     card.postprocess_tuned_on = tuned_note
 
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))

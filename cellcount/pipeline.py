@@ -35,6 +35,9 @@ image's median equivalent diameter; ``scripts/reference_diameter.py``): the size
 trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
 
 
+COUNT_SOURCES = ("segmentation", "density")
+
+
 @dataclass(frozen=True)
 class CountParams:
     """Every setting that changes a count. Units are in the names; area bounds are inclusive.
@@ -53,6 +56,9 @@ class CountParams:
     ``max_area_px`` (None or 0 = no upper bound; an object of exactly either bound is kept),
     ``exclude_border``, ``use_border_channel`` (split along predicted borders when the model has them).
     Density models: ``peak_min_distance_px`` for the approximate centroids.
+    Multihead models: ``count_source`` - ``segmentation`` counts the objects (the default), ``density`` reports
+    the density head's integral instead (better where objects overlap too much to outline; a fine-tune
+    picks it when it counts the user's training images better); the objects are outlined either way.
     """
 
     channel: int | None = None
@@ -74,6 +80,7 @@ class CountParams:
     test_time_flips: bool = False
     nucleus_diameter_px: float | None = None
     auto_nucleus_size: bool = False
+    count_source: str = "segmentation"
 
     INPUT_FIELDS = (
         "channel", "invert", "low_pct", "high_pct", "test_time_flips", "nucleus_diameter_px", "auto_nucleus_size",
@@ -101,6 +108,8 @@ class CountParams:
             raise ParameterError(
                 f"nucleus_diameter_px must be within [2, 1000] px (or None / 0 = unknown), got {self.nucleus_diameter_px}"
             )
+        if self.count_source not in COUNT_SOURCES:
+            raise ParameterError(f"count_source must be one of {', '.join(COUNT_SOURCES)}, got {self.count_source!r}")
         if self.pixel_size_um is not None and not self.pixel_size_um > 0:
             raise ParameterError(f"pixel_size_um must be > 0, got {self.pixel_size_um}")
 
@@ -541,8 +550,11 @@ def postprocess(
         peaks = objects[["centroid_row", "centroid_col"]].to_numpy()
     else:
         peaks = np.zeros((0, 2))
+    count, estimate = seg.count, float(seg.count)
+    if density_total is not None and params.count_source == "density":
+        count, estimate = int(round(density_total)), density_total
     return CountResult(
-        model_name=prediction.model_name, output_kind="mask", count=seg.count, count_estimate=float(seg.count),
+        model_name=prediction.model_name, output_kind="mask", count=count, count_estimate=estimate,
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,
         objects=objects if objects is not None else pd.DataFrame(), params=params,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},

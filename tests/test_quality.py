@@ -109,3 +109,15 @@ def test_two_heads_that_agree_or_disagree_flag_accordingly(draw_disks):
     assert agree.count == disagree.count == 4
     assert not agree.quality.flag
     assert disagree.quality.flag and "two counts" in disagree.quality.reasons[0]
+
+
+def test_count_source_density_reports_the_integral(draw_disks):
+    labels = draw_disks((64, 64), [(16, 16), (40, 40)], 6)
+    fg = (labels > 0).astype(np.float32)
+    params = resolve_params(None, {"min_area_px": 5, "opening_radius_px": 0, "count_source": "density"})
+    maps = np.stack([fg * 0.98, np.zeros_like(fg), fg * np.float32(5.0 / fg.sum())])
+    res = postprocess(Prediction("m", "multihead", maps, fg, False, params.input_key()), params)
+    assert res.count == 5 and res.count_estimate == pytest.approx(5.0, rel=1e-5)
+    assert res.labels.max() == 2, "the objects are still outlined"
+    with pytest.raises(cc.CellcountError, match="count_source"):
+        resolve_params(None, {"count_source": "peaks"})
