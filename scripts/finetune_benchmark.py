@@ -43,7 +43,7 @@ def dataset(root: Path, name: str) -> list[tuple[Path, np.ndarray, int]]:
             gt = read_dot_image(root / "dots" / img.name.replace("cell", "dots"))
         else:
             gt = read_points_csv(root / "dots" / f"{img.stem}.csv")
-        out.append((img, gt.points, int(counts.get(img.name, gt.count))))
+        out.append((img, gt.points, int(counts.get(img.stem, gt.count))))
     return out
 
 
