@@ -116,10 +116,13 @@ def _batch(items, rng, cfg, weights=None):
     imgs, tgts = [], []
     for _ in range(tr["batch_size"]):
         it = items[int(rng.choice(len(items), p=weights))]
+        # generated images already span nucleus sizes of 6-80 px: a wide scale jitter on top would make
+        # 1-2 px specks that real images never show
+        wide_p = 0.0 if it.name.startswith("synthetic_") else au.get("wide_scale_p", 0.0)
         img, tg = augment(
             it.image, it.targets, size=tr["crop"], rng=rng,
             scale_range=tuple(au["scale_range"]), elastic_p=au["elastic_p"], invert_p=au["invert_p"],
-            wide_scale_p=au.get("wide_scale_p", 0.0), wide_scale_range=tuple(au.get("wide_scale_range", (0.25, 4.0))),
+            wide_scale_p=wide_p, wide_scale_range=tuple(au.get("wide_scale_range", (0.25, 4.0))),
         )
         imgs.append(img)
         tgts.append(tg)
