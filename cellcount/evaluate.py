@@ -1,6 +1,6 @@
 """Evaluate a model against ground truth and tune postprocessing on it.
 
-CLI: ``python -m cellcount.evaluate --model NAME --data DIR [--split val|train|all] [--out per_image.csv]
+CLI: ``python -m cellcount.evaluate --model NAME --data DIR [--split train|val|test|heldout|all] [--out per_image.csv]
 [--tune [--write-card]]``. DIR holds images with label images, masks, dots, a counts CSV, or the DSB
 layout (see :func:`cellcount.groundtruth.load_labelled_folder`).
 """
@@ -114,6 +114,11 @@ def evaluate_predictions(
             matches.append(m)
             row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision, "recall": m.recall,
                         "f1": m.f1, "mean_iou": m.mean_matched_iou})
+        if res.density_count is not None:
+            row["density_count"] = res.density_count
+        if res.quality is not None:
+            row.update(res.quality.row())
+            row.update({f"q_{k}": v for k, v in res.quality.signals.items()})
         row["model_scale"] = pred.model_scale
         row["estimated_diameter_px"] = pred.estimated_diameter_px
         row["model_seconds"] = pred.seconds.get("model", float("nan"))
@@ -228,12 +233,15 @@ def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
 def _load_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int):
     from .groundtruth import load_labelled_folder
     from .io import read_image
-    from .training.data import is_validation
+    from .training.data import dsb_part
 
     pairs = load_labelled_folder(data)
     if split != "all":
-        want_val = split == "val"
-        pairs = [(p, gt) for p, gt in pairs if is_validation(p.name, val_fraction, split_seed) == want_val]
+        def part(name: str) -> str:
+            p = dsb_part(name, val_fraction, split_seed)
+            return "heldout" if split == "heldout" and p != "train" else p
+
+        pairs = [(p, gt) for p, gt in pairs if part(p.name) == split]
     if limit:
         pairs = pairs[:limit]
     for path, gt in pairs:
@@ -244,8 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cellcount.evaluate", description="Evaluate a model on labelled images.")
     p.add_argument("--model", required=True, help="model name (python -m cellcount models) or folder")
     p.add_argument("--data", required=True, help="folder with images + ground truth, or DSB layout")
-    p.add_argument("--split", choices=["all", "val", "train"], default="all",
-                   help="DSB-style deterministic split by file name (as used in training); default all")
+    p.add_argument("--split", choices=["all", "train", "val", "test", "heldout"], default="all",
+                   help="DSB-style deterministic split by file name (cellcount.training.data.dsb_part): 'val' "
+                   "chooses models and settings, 'test' is scored once, 'heldout' is both (the validation split "
+                   "of earlier rounds); default all")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
@@ -261,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store this evaluation's summary as the card's validation metrics")
     p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
+    p.add_argument("--calibrate-quality", action="store_true",
+                   help="fit the quality flag's limits on this data (at most 20%% flagged, most large errors "
+                   "held); with --write-card store them in the card")
     return p
 
 
@@ -358,6 +371,33 @@ def _run(args: argparse.Namespace) -> int:
         line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} F1@{args.iou}={s['f1']:.3f}"
     line += f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, {1000 * rep.per_image['model_seconds'].mean():.0f} ms/image"
     print(line)
+    if "check" in rep.per_image:
+        signals = [{k[2:]: float(v) for k, v in row.items() if k.startswith("q_")}
+                   for row in rep.per_image.to_dict("records")]
+        if args.calibrate_quality:
+            from .quality import QualityRule, calibrate_rule
+
+            rule, qrep = calibrate_rule(signals, rep.per_image["rel_error"].to_numpy(), base=QualityRule.from_card(model.card))
+            print(f"quality flag calibrated: {rule.to_dict()}")
+            if args.write_card and hasattr(model, "net"):
+                model.card.extra = {**model.card.extra, "quality": {
+                    "rule": rule.to_dict(), "calibration": qrep,
+                    "calibrated_on": f"{len(pairs)} images of {args.data} (split {args.split}) by "
+                                     "cellcount.evaluate --calibrate-quality"}}
+                write_card(model.card, _card_folder(args.model, model.name))
+                print("wrote the quality rule into the card")
+            model_rule = rule
+        else:
+            model_rule = None
+        from .quality import flag_report, judge
+
+        flags = ([judge(x, model_rule).flag for x in signals] if model_rule is not None
+                 else rep.per_image["check"].astype(bool).tolist())
+        q = flag_report(flags, rep.per_image["rel_error"].to_numpy())
+        s.update({"flagged_share": q["flagged_share"], "large_errors": q["large_errors"],
+                  "large_errors_flagged_share": q["large_errors_flagged_share"]})
+        print(f"quality flag: {q['flagged_share']:.0%} of {q['n']} images flagged; {q['large_errors']} large errors "
+              f"(> 15%), {q['large_errors_flagged_share']:.0%} of them flagged")
     if args.record_metrics and hasattr(model, "net"):
         folder = _card_folder(args.model, model.name)
         summary = {k: v for k, v in s.items() if k != "match"}

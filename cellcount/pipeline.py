@@ -24,6 +24,7 @@ from .errors import ParameterError
 from .io import DEFAULT_MAX_PIXELS, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
+from .quality import Quality, QualityRule, judge, quality_signals
 from .training.targets import DENSITY_SIGMA_SCALE
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,15 @@ OPTIONAL_PARAMS = frozenset({"channel", "invert", "max_area_px", "pixel_size_um"
 """Fields that may be None (auto / unknown / no limit)."""
 
 
+REFERENCE_DIAMETER_PX = 18.4
+"""Median nucleus diameter of the DSB 2018 training images (median over the 424 training images of each
+image's median equivalent diameter; ``scripts/reference_diameter.py``): the size every shipped model was
+trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
+
+
+COUNT_SOURCES = ("segmentation", "density")
+
+
 @dataclass(frozen=True)
 class CountParams:
     """Every setting that changes a count. Units are in the names; area bounds are inclusive.
@@ -81,6 +91,9 @@ class CountParams:
     no upper bound; an object of exactly either bound is kept), ``exclude_border``. Old settings keys
     ``watershed`` / ``use_border_channel`` are mapped onto ``split_mode`` by :func:`resolve_params`.
     Density models: ``peak_min_distance_px`` for the approximate centroids.
+    Multihead models: ``count_source`` - ``segmentation`` counts the objects (the default), ``density`` reports
+    the density head's integral instead (better where objects overlap too much to outline; a fine-tune
+    picks it when it counts the user's training images better); the objects are outlined either way.
     """
 
     channel: int | None = None
@@ -101,6 +114,7 @@ class CountParams:
     test_time_flips: bool = False
     nucleus_diameter_px: float | None = None
     auto_nucleus_size: bool = False
+    count_source: str = "segmentation"
 
     INPUT_FIELDS = (
         "channel", "invert", "low_pct", "high_pct", "test_time_flips", "nucleus_diameter_px", "auto_nucleus_size",
@@ -126,6 +140,8 @@ class CountParams:
             raise ParameterError(f"max_area_px ({self.max_area_px}) must be >= min_area_px ({self.min_area_px})")
         if not self.low_pct < self.high_pct:
             raise ParameterError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
+        if self.count_source not in COUNT_SOURCES:
+            raise ParameterError(f"count_source must be one of {', '.join(COUNT_SOURCES)}, got {self.count_source!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,7 +183,7 @@ LEGACY_SPLIT_KEYS = ("watershed", "use_border_channel")
 
 def has_border_channel(model: CountModel | None) -> bool:
     """Whether ``model`` predicts a touching-border map (``split_mode`` "borders" / "both" need it)."""
-    return model is not None and model.output_kind == "mask" and int(model.card.kwargs.get("out_channels", 1)) > 1
+    return model is not None and model.output_kind in ("mask", "multihead") and int(model.card.kwargs.get("out_channels", 1)) > 1
 
 
 def upgrade_split_keys(values: dict[str, Any], *, borders_available: bool = True) -> dict[str, Any]:
@@ -307,6 +323,10 @@ class Prediction:
     maps are at full size."""
     estimated_diameter_px: float | None = None
     """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
+    reference_diameter_px: float = REFERENCE_DIAMETER_PX
+    """The nucleus diameter the model was trained at (:data:`REFERENCE_DIAMETER_PX` or its card's)."""
+    quality_rule: QualityRule = field(default_factory=QualityRule)
+    """The model's limits for the quality flag (its card's, calibrated on validation images)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -336,13 +356,21 @@ class CountResult:
     """Factor the image was resized by for the model (``nucleus_diameter_px`` or ``auto_nucleus_size``)."""
     estimated_diameter_px: float | None = None
     """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
+    density_count: float | None = None
+    """Multihead models: the integral of the density head, a second count beside the segmentation's."""
+    quality: Quality | None = None
+    """Whether this count may be wrong ("check this image"), with the reasons (:mod:`cellcount.quality`)."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
+        q = self.quality.row() if self.quality is not None else {"check": None, "quality_score": None,
+                                                                   "check_reasons": ""}
         return {
             "model": self.model_name,
             "count": self.count,
             "count_estimate": round(self.count_estimate, 3),
+            "density_count": None if self.density_count is None else round(self.density_count, 2),
+            **q,
             "inverted": self.inverted,
             "model_scale": round(self.model_scale, 4),
             "estimated_diameter_px": None if self.estimated_diameter_px is None else round(self.estimated_diameter_px, 2),
@@ -373,7 +401,7 @@ def predict(
             return flip_averaged_maps(model, view, progress=progress, fast=fast)
         return model.predict_maps(view, progress=progress, fast=fast)
 
-    density = model.output_kind == "density"
+    density = density_channels(model.output_kind)
 
     def run_at(scale: float) -> np.ndarray:
         """Maps of the image resized by ``scale``, back at full size."""
@@ -384,8 +412,8 @@ def predict(
     estimated = None
     if not p.nucleus_diameter_px and p.auto_nucleus_size:
         maps = run_at(1.0)  # the first pass; kept when the estimate is close to the training size
-        if density:
-            estimated, tolerance = density_nucleus_diameter(maps[0]), RESCALE_TOLERANCE
+        if density:  # the size is read off the model's own density map: no second network
+            estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
             estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], fast=fast), AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
@@ -405,13 +433,27 @@ def predict(
         seconds={"normalize": t1 - t0, "model": t2 - t1},
         model_scale=scale,
         estimated_diameter_px=estimated,
+        reference_diameter_px=float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)),
+        quality_rule=QualityRule.from_card(model.card),
     )
 
 
-REFERENCE_DIAMETER_PX = 18.4
-"""Median nucleus diameter of the DSB 2018 training images (median over the 424 training images of each
-image's median equivalent diameter; ``scripts/reference_diameter.py``): the size every shipped model was
-trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
+def assess(prediction: Prediction, params: CountParams, count: float, *, probability: np.ndarray | None = None,
+           density_count: float | None = None) -> Quality:
+    """The quality flag of one count (see :mod:`cellcount.quality`)."""
+    diameter = params.nucleus_diameter_px or prediction.estimated_diameter_px
+    at_limit = False
+    if diameter:
+        needed = prediction.reference_diameter_px / float(diameter)
+        # the resize the size called for, beyond the tolerance, was clamped by more than 25%
+        at_limit = not (1 / RESCALE_TOLERANCE <= needed <= RESCALE_TOLERANCE) and abs(
+            np.log(needed / prediction.model_scale)) > np.log(1.25)
+    signals = quality_signals(
+        count=count, density_count=density_count, probability=probability, image_norm=prediction.image_norm,
+        diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
+    )
+    return judge(signals, prediction.quality_rule)
+
 
 RESCALE_TOLERANCE = 1.25
 """Nuclei within this factor of the reference size are used as they are: training already showed every
@@ -546,16 +588,23 @@ def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool) -> np.ndarray:
+def density_channels(output_kind: str) -> tuple[int, ...]:
+    """Channels of a model's maps that are densities (count units): the rest are probabilities."""
+    return {"density": (0,), "multihead": (2,)}.get(output_kind, ())
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool | tuple[int, ...]) -> np.ndarray:
     """(C, h, w) maps back to (C, H, W) = ``shape``, bilinear. A density map keeps its total (the count):
-    each channel is rescaled to the sum it had before resizing."""
+    each density channel (``density``: True for all, or their indices) is rescaled to the sum it had
+    before resizing."""
     import cv2
 
     h, w = shape
+    dens = set(range(maps.shape[0])) if density is True else set(density or ())
     out = np.empty((maps.shape[0], h, w), np.float32)
     for c, m in enumerate(maps):
         out[c] = cv2.resize(np.ascontiguousarray(m, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        if density:
+        if c in dens:
             before, after = float(m.sum(dtype=np.float64)), float(out[c].sum(dtype=np.float64))
             if after > 0:
                 out[c] *= np.float32(before / after)
@@ -618,9 +667,13 @@ def postprocess(
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px,
+            quality=assess(prediction, params, estimate),
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None
+    # multihead: the density head's integral is a second, independent count of the same image
+    density_map = prediction.maps[2] if prediction.output_kind == "multihead" else None
+    density_total = None if density_map is None else pp.density_count(density_map)
     seg = pp.segment(
         prob,
         threshold_level=params.threshold,
@@ -641,13 +694,18 @@ def postprocess(
         peaks = objects[["centroid_row", "centroid_col"]].to_numpy()
     else:
         peaks = np.zeros((0, 2))
+    count, estimate = seg.count, float(seg.count)
+    if density_total is not None and params.count_source == "density":
+        count, estimate = int(round(density_total)), density_total
     return CountResult(
-        model_name=prediction.model_name, output_kind="mask", count=seg.count, count_estimate=float(seg.count),
-        labels=seg.labels, rejected=seg.rejected, probability=prob, density=None, peaks=peaks,
+        model_name=prediction.model_name, output_kind="mask", count=count, count_estimate=estimate,
+        labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,
         objects=objects if objects is not None else pd.DataFrame(), params=params,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
+        density_count=density_total,
+        quality=assess(prediction, params, seg.count, probability=prob, density_count=density_total),
     )
 
 

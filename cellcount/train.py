@@ -32,6 +32,14 @@ DEFAULTS: dict[str, Any] = {
         "synthetic_images": 0,
         "bright_oversample": 1.0,
         "limit": None,
+        # hold the test half of the held-out split out of validation (training.data.dsb_part)
+        "hold_out_test": False,
+        # generated images from the wide range users bring (training.data.varied_synthetic)
+        "synthetic_varied": False,
+        # share of each batch drawn from the generated images (None: in proportion to their number)
+        "synthetic_share": None,
+        # stain-jittered copies of each colour training image (training.augment.hed_jitter)
+        "hed_variants": 0,
     },
     "train": {
         "steps": 1500,
@@ -51,8 +59,10 @@ DEFAULTS: dict[str, Any] = {
         # training here); losses and optimizer state stay fp32. "fp32": plain float32.
         "precision": "fp32",
     },
-    "loss": {"mask": "bce_dice", "border_weight": 0.5, "contact_weight": 0.0, "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
-    "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05},
+    "loss": {"mask": "bce_dice", "border_weight": 0.5, "contact_weight": 0.0, "density_weight": 1.0,
+             "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
+    "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05, "wide_scale_p": 0.0,
+                "wide_scale_range": [0.25, 4.0]},
     "inference": {"tile_size": 256, "tile_overlap": 32},
     "input": {"grayscale": "mean", "low_pct": 1.0, "high_pct": 99.8},
     "postprocess": {},
@@ -106,9 +116,13 @@ def _batch(items, rng, cfg, weights=None):
     imgs, tgts = [], []
     for _ in range(tr["batch_size"]):
         it = items[int(rng.choice(len(items), p=weights))]
+        # generated images already span nucleus sizes of 6-80 px: a wide scale jitter on top would make
+        # 1-2 px specks that real images never show
+        wide_p = 0.0 if it.name.startswith("synthetic_") else au.get("wide_scale_p", 0.0)
         img, tg = augment(
             it.image, it.targets, size=tr["crop"], rng=rng,
             scale_range=tuple(au["scale_range"]), elastic_p=au["elastic_p"], invert_p=au["invert_p"],
+            wide_scale_p=wide_p, wide_scale_range=tuple(au.get("wide_scale_range", (0.25, 4.0))),
         )
         imgs.append(img)
         tgts.append(tg)
@@ -144,7 +158,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
 
     from .models import ModelCard, create_model, save_model
     from .training.data import load_dsb_split, synthetic_items
-    from .training.losses import density_loss, mask_loss
+    from .training.losses import density_loss, mask_loss, multihead_loss
 
     tr = cfg["train"]
     if tr["select"] not in ("best", "last"):
@@ -156,24 +170,35 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     torch.manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
     kind = cfg["output_kind"]
-    scale = float(tr["density_scale"]) if kind == "density" else 1.0
+    if kind not in ("mask", "density", "multihead"):
+        raise ValueError(f"output_kind must be 'mask', 'density' or 'multihead', got {kind!r}")
+    scale = float(tr["density_scale"]) if kind in ("density", "multihead") else 1.0
     d = cfg["data"]
     t0 = time.time()
     train_items, val_items = load_dsb_split(
         d["root"], kind=kind, val_fraction=d["val_fraction"], seed=d["split_seed"], density_scale=scale,
-        limit=d.get("limit"), grayscale=cfg["input"]["grayscale"],
+        limit=d.get("limit"), grayscale=cfg["input"]["grayscale"], hold_out_test=bool(d.get("hold_out_test")),
+        hed_variants=int(d.get("hed_variants") or 0), rng=np.random.default_rng([tr["seed"], 7]),
     )
+    n_dsb = len(train_items)
     if d.get("synthetic_images"):
         train_items += synthetic_items(d["synthetic_images"], kind=kind, density_scale=scale, seed=tr["seed"],
-                                       grayscale=cfg["input"]["grayscale"])
+                                       grayscale=cfg["input"]["grayscale"], varied=bool(d.get("synthetic_varied")))
     logger.info("data ready in %.1fs: %d train items, %d val", time.time() - t0, len(train_items), len(val_items))
 
     # bright-background (stained/brightfield) images are a minority and the hardest: sample them more
     w = np.array([d.get("bright_oversample", 1.0) if it.inverted else 1.0 for it in train_items])
+    share = d.get("synthetic_share")
+    if share is not None and len(train_items) > n_dsb:
+        w[:n_dsb] *= (1 - share) / w[:n_dsb].sum()
+        w[n_dsb:] *= share / w[n_dsb:].sum()
     sample_p = w / w.sum()
-    model_kwargs = {"in_channels": 1, **cfg["model"], "head": kind}
+    # a multihead network's outputs are raw (logits, logits, density before its ReLU): the mask head form
+    model_kwargs = {"in_channels": 1, **cfg["model"], "head": "density" if kind == "density" else "mask"}
     if kind == "density":
         model_kwargs["out_channels"] = 1
+    if kind == "multihead":
+        model_kwargs["out_channels"] = 3
     net = create_model(cfg["architecture"], **model_kwargs).to(memory_format=torch.channels_last)
     init_info = None
     if (cfg.get("init") or {}).get("from"):
@@ -213,7 +238,13 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             out = net(xb)
         out = out.float()
-        if kind == "mask":
+        if kind == "multihead":
+            loss = multihead_loss(
+                out, {k: torch.from_numpy(v) for k, v in t.items()}, mask_kind=cfg["loss"]["mask"],
+                border_weight=cfg["loss"]["border_weight"], contact_weight=cfg["loss"]["contact_weight"],
+                density_weight=cfg["loss"].get("density_weight", 1.0), density_terms=cfg["loss"]["density"],
+            )
+        elif kind == "mask":
             loss = mask_loss(
                 out, torch.from_numpy(t["mask"]), torch.from_numpy(t["border"]),
                 kind=cfg["loss"]["mask"], border_weight=cfg["loss"]["border_weight"],
@@ -252,7 +283,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
                   "n_train": len(train_items), "n_val": len(val_items), "val_files": val_names},
         "steps": steps, "batch_size": tr["batch_size"], "crop_px": tr["crop"],
         "epochs_equivalent": round(steps * tr["batch_size"] / max(len(train_items), 1), 1),
-        "loss": cfg["loss"]["mask"] if kind == "mask" else cfg["loss"]["density"],
+        "loss": {"mask": cfg["loss"]["mask"], "density": cfg["loss"]["density"]} if kind == "multihead"
+        else cfg["loss"]["mask"] if kind == "mask" else cfg["loss"]["density"],
         "train_seconds": round(train_s, 1), "threads": tr["threads"], "precision": tr.get("precision", "fp32"),
         "history": history, "selected_step": best["step"] if best else steps,
         "config": cfg.get("config_path") or f"configs/{cfg['name']}.yaml",
@@ -275,13 +307,24 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
     from .models.loading import load_model_folder
 
     src = load_model_folder(folder)  # checks the sha256
-    if src.card.architecture != architecture or dict(src.card.kwargs) != dict(kwargs):
+    differs = {k for k in set(kwargs) | set(src.card.kwargs) if kwargs.get(k) != src.card.kwargs.get(k)}
+    if src.card.architecture != architecture or not differs <= {"out_channels", "head"}:
         raise ValueError(f"init.from {folder}: architecture/kwargs {src.card.architecture} {src.card.kwargs} "
                          f"differ from this config's {architecture} {kwargs}")
-    net.load_state_dict(src.net.state_dict())
-    logger.info("initialised from %s (sha256 %s)", folder, src.card.sha256[:12])
+    state, own = src.net.state_dict(), net.state_dict()
+    grown = []
+    for key, value in state.items():
+        if own[key].shape == value.shape:
+            own[key] = value
+        else:  # the output layer of a network with more heads: its first channels come from the source
+            n = value.shape[0]
+            own[key][:n] = value
+            grown.append(key)
+    net.load_state_dict(own)
+    logger.info("initialised from %s (sha256 %s)%s", folder, src.card.sha256[:12],
+                f"; output channels beyond the source's start fresh: {grown}" if grown else "")
     return {"folder": str(folder), "sha256": src.card.sha256, "steps": src.card.training.get("steps"),
-            "config": src.card.training.get("config")}
+            "config": src.card.training.get("config"), "output_channels_added": bool(grown)}
 
 
 def build_parser() -> argparse.ArgumentParser:

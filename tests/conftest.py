@@ -63,15 +63,15 @@ def tiny_model() -> Callable[..., object]:
 
     def make(architecture: str = "unet", kind: str = "mask", seed: int = 0) -> NetModel:
         torch.manual_seed(seed)
-        kwargs = {"in_channels": 1, "out_channels": 2 if kind == "mask" else 1, "base_width": 4, "depth": 2,
-                  "head": kind}
+        kwargs = {"in_channels": 1, "out_channels": {"mask": 2, "density": 1, "multihead": 3}[kind], "base_width": 4,
+                  "depth": 2, "head": "density" if kind == "density" else "mask"}
         net = create_model(architecture, **kwargs)
         net.train()
         with torch.no_grad():
             net(torch.rand(2, 1, 32, 32))  # updates the BatchNorm running statistics
         card = ModelCard(name=f"tiny-{architecture}-{kind}", architecture=architecture, output_kind=kind,
                          kwargs=kwargs, tile_size=32, tile_overlap=8,
-                         density_scale=100.0 if kind == "density" else 1.0, extra={"fast_tile_size": 32})
+                         density_scale=1.0 if kind == "mask" else 100.0, extra={"fast_tile_size": 32})
         return NetModel(net, card)
 
     return make
@@ -98,3 +98,10 @@ def tiny_models(tmp_path, monkeypatch):
         save_model(create_model("unet", **kwargs), card, tmp_path / name)
     monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _user_models_in_tmp(tmp_path_factory, monkeypatch):
+    """Models a test fine-tunes go to a temporary user models folder, never the real one (and never
+    into another test's model list)."""
+    monkeypatch.setenv("CELLCOUNT_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))

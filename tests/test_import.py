@@ -37,3 +37,12 @@ def test_no_module_imports_streamlit():
     offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if pattern.search(p.read_text())]
     assert not offenders, f"these library modules import streamlit: {offenders}"
     assert len(list(PACKAGE.rglob("*.py"))) > 10
+
+
+def test_import_cellcount_does_not_import_torch():
+    """torch (seconds to import) loads when a network is first built, not on ``import cellcount``."""
+    script = "import sys, cellcount; cellcount.list_models(); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=PACKAGE.parent, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

@@ -2,11 +2,22 @@
 
 from .base import ClassicalModel, CountModel, NetModel
 from .card import OUTPUT_KINDS, ModelCard, read_card, validate_card, write_card
-from .loading import CLASSICAL_NAME, DEFAULT_WEIGHTS_DIR, list_models, load_model, model_card, save_model
+from .loading import (
+    CLASSICAL_NAME,
+    DEFAULT_MODEL,
+    DEFAULT_WEIGHTS_DIR,
+    default_model_name,
+    list_models,
+    load_model,
+    model_card,
+    save_model,
+    user_models_dir,
+)
 from .registry import create_model, list_architectures, register_model
 
 __all__ = [
     "CLASSICAL_NAME",
+    "DEFAULT_MODEL",
     "DEFAULT_WEIGHTS_DIR",
     "OUTPUT_KINDS",
     "ClassicalModel",
@@ -14,6 +25,7 @@ __all__ = [
     "ModelCard",
     "NetModel",
     "create_model",
+    "default_model_name",
     "list_architectures",
     "list_models",
     "load_model",
@@ -22,5 +34,6 @@ __all__ = [
     "register_model",
     "save_model",
     "validate_card",
+    "user_models_dir",
     "write_card",
 ]

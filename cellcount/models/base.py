@@ -2,7 +2,8 @@
 
 ``predict_maps`` is the forward pass only: it returns per-pixel maps and never thresholds or counts.
 Mask models return probabilities (channel 0 foreground, channel 1 touching border when present);
-density models return one channel in count units (the map sums to the count).
+density models return one channel in count units (the map sums to the count); multihead models return
+all three from one network: foreground and border probabilities, then the density.
 """
 
 from __future__ import annotations
@@ -150,13 +151,17 @@ class NetModel(CountModel):
         full-size temporaries (a 4096 x 4096 two-channel map is 128 MB each).
         """
         out = np.asarray(raw, dtype=np.float32)
-        if self.output_kind == "mask":
-            np.negative(out, out=out)
-            np.exp(out, out=out)
-            out += np.float32(1.0)
-            return np.divide(np.float32(1.0), out, out=out)
-        np.maximum(out, np.float32(0.0), out=out)
-        out /= np.float32(self.card.density_scale)
+        kind = self.output_kind
+        probs = out if kind == "mask" else out[:2] if kind == "multihead" else out[:0]
+        dens = out[2:3] if kind == "multihead" else out if kind == "density" else out[:0]
+        if probs.size:
+            np.negative(probs, out=probs)
+            np.exp(probs, out=probs)
+            probs += np.float32(1.0)
+            np.divide(np.float32(1.0), probs, out=probs)
+        if dens.size:
+            np.maximum(dens, np.float32(0.0), out=dens)
+            dens /= np.float32(self.card.density_scale)
         return out
 
 

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
 
-OUTPUT_KINDS = ("mask", "density")
+OUTPUT_KINDS = ("mask", "density", "multihead")
 """Every ``output_kind`` a card may declare; the one list to extend when a new kind of head is added."""
 
 MAX_DEEPEST_WIDTH = 1024

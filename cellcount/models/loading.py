@@ -33,14 +33,54 @@ CLASSICAL_CARD = ModelCard(
 )
 
 
-def _model_dirs(weights_dir: Path) -> dict[str, Path]:
-    if not weights_dir.is_dir():
+DEFAULT_MODEL = "multihead-unet"
+"""The model used when none is named (CLI ``count`` without ``--model``, the app's preselection): one
+network whose three heads give the segmentation, a second count for the quality flag and the nucleus
+size in one pass."""
+
+
+def default_model_name(weights_dir: str | Path | None = None) -> str:
+    """:data:`DEFAULT_MODEL` when its weights are present; otherwise the first model listed."""
+    names = list_models(weights_dir)
+    return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+
+
+USER_MODELS_ENV = "CELLCOUNT_MODELS_DIR"
+
+
+def user_models_dir() -> Path:
+    """Where models the user trains (``cellcount.finetune``) live: ``$CELLCOUNT_MODELS_DIR``, else
+    ``$XDG_DATA_HOME/cellcount/models``, else ``~/.local/share/cellcount/models``. Read at each call, so
+    a changed environment takes effect without a restart."""
+    import os
+
+    env = os.environ.get(USER_MODELS_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cellcount" / "models"
+
+
+def _dirs_in(folder: Path) -> dict[str, Path]:
+    try:
+        if not folder.is_dir():
+            return {}
+        return {p.name: p for p in sorted(folder.iterdir()) if (p / CARD_FILE).is_file()}
+    except OSError as err:  # an unreadable user folder must not hide the shipped models
+        logger.warning("cannot list models in %s: %s", folder, err)
         return {}
-    return {p.name: p for p in sorted(weights_dir.iterdir()) if (p / CARD_FILE).is_file()}
+
+
+def _model_dirs(weights_dir: Path) -> dict[str, Path]:
+    """Shipped models, then the user's (a user model never shadows a shipped name)."""
+    shipped = _dirs_in(weights_dir)
+    user = {k: v for k, v in _dirs_in(user_models_dir()).items() if k not in shipped and k != CLASSICAL_NAME}
+    return {**shipped, **user}
 
 
 def list_models(weights_dir: str | Path | None = None) -> list[str]:
-    """Names accepted by :func:`load_model`: the shipped models in ``weights_dir`` and the baseline."""
+    """Names accepted by :func:`load_model`: the shipped models in ``weights_dir``, the user's models
+    (:func:`user_models_dir`) and the baseline."""
     wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
     return [*_model_dirs(wd), CLASSICAL_NAME]
 

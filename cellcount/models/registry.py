@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelNotFoundError
-from .unet import UNet
+
+if TYPE_CHECKING:  # torch is imported when a network is built, not when cellcount is imported
+    from torch import nn
+
+    from .unet import UNet
 
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -43,14 +45,20 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 @register_model("unet")
 def unet(**kwargs: Any) -> UNet:
+    from .unet import UNet
+
     return UNet(block="plain", attention=False, **kwargs)
 
 
 @register_model("attention_unet")
 def attention_unet(**kwargs: Any) -> UNet:
+    from .unet import UNet
+
     return UNet(block="plain", attention=True, **kwargs)
 
 
 @register_model("residual_unet")
 def residual_unet(**kwargs: Any) -> UNet:
+    from .unet import UNet
+
     return UNet(block="residual", attention=False, **kwargs)

@@ -108,6 +108,24 @@ def intensity(image: np.ndarray, *, rng: np.random.Generator, invert_p: float = 
     return img.astype(np.float32)
 
 
+def hed_jitter(rgb: np.ndarray, *, rng: np.random.Generator, sigma: float = 0.05, bias: float = 0.05) -> np.ndarray:
+    """Stain-space colour augmentation of an RGB brightfield image (Tellez et al. 2018).
+
+    Each haematoxylin / eosin / DAB optical-density channel is scaled by ``1 + N(0, sigma)`` and shifted
+    by ``U(-bias, bias)`` times its mean, so stain strength and hue vary as between labs and scanners.
+    Returns the same dtype as ``rgb``.
+    """
+    from skimage.color import hed2rgb, rgb2hed
+
+    dtype = rgb.dtype
+    top = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+    hed = rgb2hed(np.clip(rgb.astype(np.float32) / top, 0, 1))
+    alpha = 1.0 + rng.normal(0, sigma, 3)
+    beta = rng.uniform(-bias, bias, 3) * np.abs(hed.reshape(-1, 3).mean(0))
+    out = np.clip(hed2rgb(hed * alpha + beta), 0, 1) * top
+    return (np.rint(out) if np.issubdtype(dtype, np.integer) else out).astype(dtype)
+
+
 def augment(
     image: np.ndarray,
     targets: dict[str, np.ndarray],
@@ -117,8 +135,17 @@ def augment(
     scale_range: tuple[float, float] = (0.6, 1.6),
     elastic_p: float = 0.3,
     invert_p: float = 0.05,
+    wide_scale_p: float = 0.0,
+    wide_scale_range: tuple[float, float] = (0.25, 4.0),
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The full training augmentation: scaled crop, flips/rotations, elastic, intensity."""
+    """The full training augmentation: scaled crop, flips/rotations, elastic, intensity.
+
+    With probability ``wide_scale_p`` the scale is drawn from ``wide_scale_range`` instead: nuclei of
+    every size a user may bring, so a density head still reads their size off its map, while most crops
+    stay near the training size that inference resizes images to.
+    """
+    if rng.random() < wide_scale_p:
+        scale_range = wide_scale_range
     lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
     scale = float(np.exp(rng.uniform(lo, hi)))
     img, tg = random_crop_scaled(image, targets, size=size, scale=scale, rng=rng)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -28,10 +29,29 @@ class Item:
     inverted: bool = False
 
 
-def is_validation(name: str, val_fraction: float, seed: int = 0) -> bool:
+def is_validation(name: str, val_fraction: float, seed: int | str = 0) -> bool:
     """Deterministic split by a hash of the file name (stable when the folder grows)."""
     h = int(hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
     return (h % 10000) < val_fraction * 10000
+
+
+SPLITS = ("train", "val", "test")
+TEST_SEED = "test"
+
+
+def dsb_part(name: str, val_fraction: float = 0.2, seed: int = 0, *, hold_out_test: bool = True) -> str:
+    """``"train"``, ``"val"`` or ``"test"`` for a DSB file name.
+
+    The held-out fraction (``is_validation``) is the split every earlier model was trained without.
+    With ``hold_out_test`` it is halved again by a second hash: one half validates (choosing checkpoints,
+    settings and models), the other is the test part, scored once for the README. Images a shipped model
+    ever trained on thus never reach either half.
+    """
+    if not is_validation(name, val_fraction, seed):
+        return "train"
+    if not hold_out_test:
+        return "val"
+    return "test" if is_validation(name, 0.5, TEST_SEED) else "val"
 
 
 def prepare_item(
@@ -48,10 +68,10 @@ def prepare_item(
     norm, inverted = model_input(image, grayscale=grayscale)
     labels = np.asarray(labels, np.int32)
     targets: dict[str, np.ndarray] = {}
-    if kind == "mask":
+    if kind in ("mask", "multihead"):
         targets["mask"] = (labels > 0).astype(np.uint8)
         targets["border"] = border_target(labels, width=border_width)
-    else:
+    if kind in ("density", "multihead"):
         targets["density"] = density_from_labels(labels) * np.float32(density_scale)
     count = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
     return Item(name=name, image=norm, labels=labels, count=count, targets=targets, inverted=inverted)
@@ -66,23 +86,40 @@ def load_dsb_split(
     density_scale: float,
     limit: int | None = None,
     grayscale: str = "mean",
+    hold_out_test: bool = False,
+    hed_variants: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[list[Item], list[Item]]:
-    """Load every DSB image with its labels, split into (train, val)."""
+    """Load every DSB image with its labels, split into (train, val) by :func:`dsb_part`; test images
+    (``hold_out_test``) are never loaded. ``hed_variants`` adds that many stain-jittered copies of each
+    colour training image (:func:`~cellcount.training.augment.hed_jitter`, before the grayscale
+    conversion, which is where stain colour matters)."""
+    from .augment import hed_jitter
+
     pairs = load_dsb_folder(root)
     if limit:
         pairs = pairs[:limit]
+    rng = rng if rng is not None else np.random.default_rng(0)
     train, val = [], []
     for path, gt in pairs:
-        item = prepare_item(
-            path.name, read_image(path), gt.labels, kind=kind, density_scale=density_scale, grayscale=grayscale
-        )
-        (val if is_validation(path.name, val_fraction, seed) else train).append(item)
+        part = dsb_part(path.name, val_fraction, seed, hold_out_test=hold_out_test)
+        if part == "test":
+            continue
+        image = read_image(path)
+        item = prepare_item(path.name, image, gt.labels, kind=kind, density_scale=density_scale, grayscale=grayscale)
+        (val if part == "val" else train).append(item)
+        if part == "train" and hed_variants and item.inverted and image.ndim == 3 and image.shape[2] >= 3:
+            for k in range(hed_variants):
+                jittered = hed_jitter(image[..., :3], rng=rng)
+                train.append(prepare_item(f"{path.name}#hed{k}", jittered, gt.labels, kind=kind,
+                                          density_scale=density_scale, grayscale=grayscale))
     logger.info("DSB: %d train, %d validation images from %s", len(train), len(val), root)
     return train, val
 
 
 def synthetic_items(
-    n: int, *, kind: str, density_scale: float, seed: int, size: int = 256, grayscale: str = "mean"
+    n: int, *, kind: str, density_scale: float, seed: int, size: int = 256, grayscale: str = "mean",
+    varied: bool = False,
 ) -> list[Item]:
     """``n`` generated images across conditions (see :mod:`cellcount.synthetic`)."""
     from ..synthetic import make_synthetic
@@ -90,6 +127,11 @@ def synthetic_items(
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):
+        if varied:
+            s = varied_synthetic(size, rng=rng)
+            items.append(prepare_item(f"synthetic_{i:04d}", s.image, s.labels, kind=kind,
+                                      density_scale=density_scale, grayscale=grayscale))
+            continue
         s = make_synthetic(
             (size, size),
             rng=rng,
@@ -104,3 +146,44 @@ def synthetic_items(
         items.append(prepare_item(f"synthetic_{i:04d}", s.image, s.labels, kind=kind, density_scale=density_scale,
                                   grayscale=grayscale))
     return items
+
+
+def varied_synthetic(size: int, *, rng: np.random.Generator):
+    """One generated image from the wide range users bring (``data.synthetic_varied``).
+
+    Nuclei 6-80 px across (log-uniform), from sparse to dense overlapping clusters; fluorescence or
+    brightfield, H&E-like colour or gray; defocus blur, uneven illumination, low photon counts, and JPEG
+    compression artefacts on a third of them. DSB covers few of these conditions.
+    """
+    import cv2
+
+    from ..synthetic import make_synthetic
+
+    radius = float(np.exp(rng.uniform(np.log(3.0), np.log(40.0))))
+    spread = (max(2.5, radius * 0.75), radius * 1.25)
+    fill = float(rng.uniform(0.05, 0.6))  # share of the field covered by nuclei
+    n_cells = int(np.clip(fill * size * size / (np.pi * radius * radius), 1, 400))
+    bright = bool(rng.random() < 0.4)
+    dense = rng.random() < 0.3
+    s = make_synthetic(
+        (size, size), rng=rng, n_cells=n_cells, radius_px=spread,
+        shape_irregularity=float(rng.uniform(0.05, 0.5)),
+        cluster_fraction=float(rng.uniform(0.5, 0.95) if dense else rng.uniform(0, 0.5)),
+        overlap=float(rng.uniform(0.2, 0.5) if dense else rng.uniform(0, 0.2)),
+        texture=float(rng.uniform(0, 1.2)),
+        illumination=float(rng.uniform(0, 1.2)),
+        blur_sigma=float(rng.uniform(0.3, 1.5) if rng.random() < 0.7 else rng.uniform(1.5, 4.0)),
+        poisson_photons=float(np.exp(rng.uniform(np.log(20), np.log(1000)))),
+        bit_depth=int(rng.choice([8, 16])),
+        bright_background=bright,
+        background_level=float(rng.uniform(0, 0.6)),
+        color=bool(rng.random() < 0.8),
+    )
+    if s.image.dtype == np.uint8 and rng.random() < 0.33:
+        quality = int(rng.integers(25, 85))
+        ok, buf = cv2.imencode(".jpg", s.image[..., ::-1] if s.image.ndim == 3 else s.image,
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            return dataclasses.replace(s, image=dec[..., ::-1].copy() if dec.ndim == 3 else dec)
+    return s

@@ -91,3 +91,24 @@ def density_loss(pred: torch.Tensor, target: torch.Tensor, *, weights: dict[str,
         cp, ct = pred.sum((1, 2, 3)), target.sum((1, 2, 3))
         total = total + weights["count"] * (torch.abs(cp - ct) / (ct + 100.0)).mean()
     return total
+
+
+def multihead_loss(
+    out: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    *,
+    mask_kind: str,
+    border_weight: float,
+    contact_weight: float = 0.0,
+    density_weight: float = 1.0,
+    density_terms: dict[str, float],
+) -> torch.Tensor:
+    """Loss of a three-head network: (B, 3, H, W) = foreground logit, border logit, raw density.
+
+    The mask heads train exactly as a mask model's; the density head (ReLU, as the density models'
+    head) as a density model's, weighted by ``density_weight``. One trunk learns both, so the density
+    head's size estimate and count cost no second network at inference.
+    """
+    loss = mask_loss(out[:, :2], targets["mask"], targets["border"], kind=mask_kind, border_weight=border_weight,
+                     contact_weight=contact_weight)
+    return loss + density_weight * density_loss(F.relu(out[:, 2:3]), targets["density"], weights=density_terms)

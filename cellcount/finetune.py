@@ -1,0 +1,488 @@
+"""Teach a model the user's cells: fine-tune a shipped (or user) model on a few annotated images.
+
+``python -m cellcount.finetune --from MODEL --data DIR --name NEW [--minutes 5 | --steps N] [--holdout 0.25]``
+
+The data folder is anything :func:`cellcount.groundtruth.load_labelled_folder` reads: instance label
+images, binary masks, dot images or point CSVs. Dots alone are enough for every model kind: a density
+target comes straight from the dots, and segmentation targets are the base model's own segmentation
+corrected by the dots (:func:`labels_from_dots`). Part of the images is held out; the new model's card
+records the base model, a fingerprint of the data, the images used, steps and time, the postprocessing
+re-tuned on the training images, and count metrics on the held-out images before (base model) and after.
+The model is written to the user models folder (:func:`cellcount.models.user_models_dir`) and is usable
+by name everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CellcountError, GroundTruthError, ParameterError
+from .groundtruth import GroundTruth
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MINUTES = 5.0
+DEFAULT_HOLDOUT = 0.25
+MIN_TRAIN_IMAGES = 1
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """One report of a running fine-tune: ``stage`` is 'prepare', 'train', 'tune', 'evaluate' or 'done'."""
+
+    stage: str
+    step: int = 0
+    steps: int = 0
+    loss: float = math.nan
+    elapsed_s: float = 0.0
+    remaining_s: float = math.nan
+    message: str = ""
+
+
+@dataclass
+class FinetuneResult:
+    """Where the new model went and what it did on the held-out images."""
+
+    folder: Path
+    name: str
+    steps: int
+    seconds: float
+    before: dict[str, float]
+    after: dict[str, float]
+    paired: dict[str, float]
+    holdout_files: list[str] = field(default_factory=list)
+    train_files: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+
+class Cancelled(CellcountError):
+    """The fine-tune was cancelled before it finished."""
+
+
+# --------------------------------------------------------------------------------------------------
+# targets from dots
+# --------------------------------------------------------------------------------------------------
+def labels_from_dots(base_labels: np.ndarray, points: np.ndarray, *, diameter_px: float) -> np.ndarray:
+    """Instance labels for training a segmentation head from dot annotations alone.
+
+    The base model's segmentation ``base_labels`` (H, W) is corrected by the user's dots ``points``
+    (N, 2) (row, col): an object hit by one dot is kept; an object hit by several is split between them
+    (a watershed of its distance transform seeded at the dots); an object hit by none is dropped (the
+    user did not count it); a dot on background gets a disc of ``diameter_px`` (only on background
+    pixels). Returns int32 labels numbered 1..N (N = the number of dots inside the image).
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    base = np.asarray(base_labels)
+    h, w = base.shape
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    rc = np.rint(pts).astype(np.int64)
+    inside = (rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w)
+    rc = rc[inside]
+    out = np.zeros((h, w), np.int32)
+    hit = base[rc[:, 0], rc[:, 1]] if len(rc) else np.zeros(0, base.dtype)
+    next_id = 1
+    objects = ndi.find_objects(base.astype(np.int64)) if base.max(initial=0) > 0 else []
+    for obj in np.unique(hit[hit > 0]):
+        dots = rc[hit == obj]
+        sl = objects[int(obj) - 1]
+        region = base[sl] == obj
+        if len(dots) == 1:
+            out[sl][region] = next_id
+            next_id += 1
+            continue
+        markers = np.zeros(region.shape, np.int32)
+        for k, (r, c) in enumerate(dots):
+            markers[r - sl[0].start, c - sl[1].start] = k + 1
+        split = watershed(-ndi.distance_transform_edt(region), markers, mask=region)
+        view = out[sl]
+        view[region] = split[region] + next_id - 1
+        next_id += len(dots)
+    radius = max(1.0, diameter_px / 2.0)
+    yy, xx = np.ogrid[:h, :w]
+    for r, c in rc[hit == 0]:
+        r0, r1 = max(0, int(r - radius - 1)), min(h, int(r + radius + 2))
+        c0, c1 = max(0, int(c - radius - 1)), min(w, int(c + radius + 2))
+        disc = (yy[r0:r1] - r) ** 2 + (xx[:, c0:c1] - c) ** 2 <= radius * radius
+        view = out[r0:r1, c0:c1]
+        view[disc & (view == 0)] = next_id
+        view[r - r0, c - c0] = next_id  # the dot itself, even where a neighbour's disc got there first
+        next_id += 1
+    return out
+
+
+def _median_diameter(labels: np.ndarray) -> float | None:
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    return float(np.sqrt(4 * np.median(areas) / np.pi)) if len(ids) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices (train, held out). ``holdout`` is a fraction (0-1) or a number of images; at least one image
+    trains, and at least one is held out when there are two or more (none otherwise)."""
+    n = len(names)
+    if n == 0:
+        raise GroundTruthError("no annotated images to fine-tune on")
+    k = int(round(holdout * n)) if isinstance(holdout, float) and holdout < 1 else int(holdout)
+    if k < 0:
+        raise ParameterError(f"holdout must be >= 0, got {holdout}")
+    k = min(k, n - MIN_TRAIN_IMAGES)
+    if n >= 2 and holdout:
+        k = max(k, 1)
+    order = np.random.default_rng(seed).permutation(n)
+    held = sorted(int(i) for i in order[:k])
+    return [i for i in range(n) if i not in set(held)], held
+
+
+def data_fingerprint(paths: Sequence[Path], gts: Sequence[GroundTruth]) -> str:
+    """sha256 over each image's bytes and its annotation (so the card says exactly what it learnt from)."""
+    h = hashlib.sha256()
+    for path, gt in sorted(zip(paths, gts), key=lambda pg: pg[0].name):
+        h.update(path.name.encode())
+        h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        if gt.labels is not None:
+            h.update(np.ascontiguousarray(gt.labels, np.int32).tobytes())
+        if gt.points is not None:
+            h.update(np.ascontiguousarray(gt.points, np.float64).tobytes())
+        h.update(str(gt.count).encode())
+    return h.hexdigest()
+
+
+def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float):
+    """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
+    resized the way the base pipeline would resize it (so nuclei reach the model's training size)."""
+    from . import pipeline
+    from .training.data import Item
+    from .training.targets import border_target, density_from_labels, density_from_points
+
+    kind = base.output_kind
+    params = pipeline.resolve_params(base, None)
+    pred = pipeline.predict(image, base, params)
+    norm = pred.image_norm
+    if gt.labels is not None:
+        labels = np.asarray(gt.labels, np.int32)
+        diameter = _median_diameter(labels)
+    elif gt.points is not None:
+        base_res = pipeline.postprocess(pred, params, measure=False)
+        diameter = pred.estimated_diameter_px or _median_diameter(base_res.labels if base_res.labels is not None
+                                                                  else np.zeros((1, 1), np.int32))
+        diameter = diameter or pred.reference_diameter_px
+        labels = None
+        if kind != "density":
+            seg = base_res.labels if base_res.labels is not None else np.zeros(norm.shape, np.int32)
+            labels = labels_from_dots(seg, gt.points, diameter_px=diameter)
+    else:
+        raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
+                               "give label images, masks, dot images or point CSVs")
+    scale = pipeline.model_scale(base, diameter, norm.shape)
+    if scale != 1.0:
+        norm = pipeline.resize_image(norm, scale)
+    shape = norm.shape
+
+    def resized_labels(lab: np.ndarray) -> np.ndarray:
+        if scale == 1.0:
+            return lab
+        import cv2
+
+        return cv2.resize(lab.astype(np.int32).astype(np.float32), shape[::-1],
+                          interpolation=cv2.INTER_NEAREST).astype(np.int32)
+
+    targets: dict[str, np.ndarray] = {}
+    lab = resized_labels(labels) if labels is not None else None
+    if kind in ("mask", "multihead"):
+        assert lab is not None
+        targets["mask"] = (lab > 0).astype(np.uint8)
+        targets["border"] = border_target(lab)
+    if kind in ("density", "multihead"):
+        if gt.points is not None:
+            pts = np.asarray(gt.points, np.float64) * scale
+            sigma = max(1.0, 0.25 * diameter * scale)
+            targets["density"] = density_from_points(pts, shape, sigmas=sigma) * np.float32(density_scale)
+        else:
+            targets["density"] = density_from_labels(lab) * np.float32(density_scale)
+    count = gt.count
+    return Item(name=name, image=norm.astype(np.float32), labels=lab if lab is not None else np.zeros(shape, np.int32),
+                count=int(count), targets=targets, inverted=pred.inverted)
+
+
+# --------------------------------------------------------------------------------------------------
+# the fine-tune
+# --------------------------------------------------------------------------------------------------
+def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, batch_size: int, crop: int, lr: float,
+         rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
+         loss_cfg: dict[str, Any]) -> tuple[int, float, list[float]]:
+    """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
+    (estimated from the first steps). Returns (steps run, seconds, losses)."""
+    import torch
+
+    from .train import DEFAULTS, _batch
+    from .training.losses import density_loss, mask_loss, multihead_loss
+
+    cfg = {"train": {"batch_size": batch_size, "crop": crop},
+           "augment": {**DEFAULTS["augment"], "elastic_p": 0.3, "invert_p": 0.0}}
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+    total = steps or 10_000
+    warm = 10
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    net.train()
+    step = 0
+    while step < total:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("fine-tuning was cancelled")
+        frac = min(step / max(total, 1), 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * frac))
+        x, t = _batch(items, rng, cfg)
+        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        out = net(xb).float()
+        tt = {k: torch.from_numpy(v) for k, v in t.items()}
+        if kind == "multihead":
+            loss = multihead_loss(out, tt, mask_kind=loss_cfg["mask"], border_weight=loss_cfg["border_weight"],
+                                  density_weight=loss_cfg.get("density_weight", 0.3),
+                                  density_terms=loss_cfg["density"])
+        elif kind == "mask":
+            loss = mask_loss(out, tt["mask"], tt["border"], kind=loss_cfg["mask"],
+                             border_weight=loss_cfg["border_weight"])
+        else:
+            loss = density_loss(out, tt["density"], weights=loss_cfg["density"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        step += 1
+        elapsed = time.perf_counter() - t0
+        if steps is None and step == 3 and seconds:
+            total = max(step + 1, int(seconds / (elapsed / step)))  # the steps that fit in the budget
+        per_step = elapsed / step
+        report(FinetuneProgress("train", step, total, float(np.mean(losses[-10:])), elapsed,
+                                (total - step) * per_step))
+    net.eval()
+    return step, time.perf_counter() - t0, losses
+
+
+def finetune(
+    base: str | Path,
+    data: str | Path,
+    *,
+    name: str,
+    minutes: float | None = DEFAULT_MINUTES,
+    steps: int | None = None,
+    holdout: float | int = DEFAULT_HOLDOUT,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    crop: int = 128,
+    lr: float = 5e-4,
+    threads: int | None = None,
+    progress: Callable[[FinetuneProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    overwrite: bool = False,
+) -> FinetuneResult:
+    """Fine-tune ``base`` on the annotated images in ``data`` and save it as ``name``.
+
+    ``steps`` fixes the number of training steps; otherwise the whole run (reading, training, tuning,
+    scoring) fits in ``minutes``: training gets what reading leaves, less an estimate of the rest, and its
+    schedule is set after timing the first steps. ``holdout`` (a fraction or a number of images) is kept
+    out of training and tuning and scores the base and the new model. ``cancel`` (a threading.Event)
+    stops the run between steps with :class:`Cancelled`; nothing is written then.
+    """
+    import torch
+
+    from .evaluate import calibrate_density, evaluate_predictions, tune_params
+    from .groundtruth import load_labelled_folder
+    from .io import read_image
+    from .metrics import paired_mae_difference
+    from .models import load_model, save_model, user_models_dir
+    from .models.base import NetModel
+    from .pipeline import predict, resolve_params
+    from .train import DEFAULTS
+
+    report = progress or (lambda p: None)
+    if not name or any(c in name for c in "/\\:") or name.startswith("."):
+        raise ParameterError(f"model name {name!r} must be a plain folder name (no slashes)")
+    if minutes is None and steps is None:
+        raise ParameterError("give a time budget (minutes) or a number of steps")
+    if steps is not None and steps < 1:
+        raise ParameterError(f"steps must be >= 1, got {steps}")
+    if minutes is not None and not 0 < minutes <= 24 * 60:
+        raise ParameterError(f"minutes must be within (0, 1440], got {minutes}")
+    folder = Path(out_dir) if out_dir is not None else user_models_dir()
+    target = folder / name
+    if target.exists() and not overwrite:
+        raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name")
+    from .models import list_models
+
+    if name in list_models() and not target.exists():
+        raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
+    model = load_model(base)
+    if not isinstance(model, NetModel):
+        raise ParameterError(f"{model.name} is not a trained network and cannot be fine-tuned")
+    if threads:
+        torch.set_num_threads(int(threads))
+    t_start = time.perf_counter()
+    report(FinetuneProgress("prepare", message="reading the images and annotations"))
+    pairs = load_labelled_folder(data)
+    if not pairs:
+        raise GroundTruthError(f"no images with annotations found in {data}")
+    paths = [p for p, _ in pairs]
+    gts = [gt for _, gt in pairs]
+    train_idx, held_idx = split_holdout([p.name for p in paths], holdout, seed=seed)
+    images = {i: read_image(paths[i]) for i in range(len(paths))}
+    kind = model.output_kind
+    density_scale = float(model.card.density_scale) if kind != "mask" else 1.0
+    items = []
+    t_prep = time.perf_counter()
+    for k, i in enumerate(train_idx):
+        report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {paths[i].name}"))
+        items.append(training_item(paths[i].name, images[i], gts[i], model, density_scale=density_scale))
+    per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
+    train_budget_s = None
+    if steps is None:
+        # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
+        # training image, then postprocessing only) and the held-out scoring (two passes per image) will take
+        reserve = per_image_s * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
+        train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
+        if train_budget_s < 10:
+            raise ParameterError(
+                f"a budget of {minutes:g} min leaves {max(train_budget_s, 0):.0f} s of training after reading "
+                f"and scoring {len(paths)} images; give more minutes, fewer images or a number of steps")
+
+    net = copy.deepcopy(model.net).float().to(memory_format=torch.channels_last)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    loss_cfg = dict(DEFAULTS["loss"])
+    n_steps, train_s, losses = _fit(
+        net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
+        crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
+    )
+    card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
+    new = NetModel(net, card)
+
+    report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
+    base_params = resolve_params(model, None)
+    train_pairs = [(paths[i].name, predict(images[i], new, base_params), gts[i]) for i in train_idx]
+    if kind == "density":
+        k_gain, _, _ = calibrate_density(train_pairs)
+        card.density_scale = card.density_scale / k_gain
+        new = NetModel(net, card)
+        params = base_params
+        tuned_note = f"count gain {k_gain:.4f} fitted on the {len(train_idx)} training images"
+    else:
+        tr = tune_params(train_pairs, base_params)
+        params = tr.best_params
+        tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
+                      f"{tr.before:.3f} -> {tr.after:.3f}")
+        if kind == "multihead":  # objects that overlap too much to outline are counted better by the density
+            dens = dataclasses.replace(params, count_source="density")
+            mae_seg = evaluate_predictions(train_pairs, params, keep_results=False).summary["mae"]
+            mae_dens = evaluate_predictions(train_pairs, dens, keep_results=False).summary["mae"]
+            if mae_dens < 0.9 * mae_seg:
+                params = dens
+            tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
+                           f"density {mae_dens:.3f})")
+    tuned_keys = set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
+    card.postprocess = {**model.card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys}}
+    card.postprocess_tuned_on = tuned_note
+
+    report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
+    before, after, paired = {}, {}, {}
+    if held_idx:
+        held_items = [(paths[i].name, images[i], gts[i]) for i in held_idx]
+        rb = evaluate_predictions([(n, predict(im, model, base_params), g) for n, im, g in held_items], base_params,
+                                  keep_results=False)
+        ra = evaluate_predictions([(n, predict(im, new, params), g) for n, im, g in held_items], params,
+                                  keep_results=False)
+        keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
+        before = {k: float(v) for k, v in rb.summary.items() if k in keep}
+        after = {k: float(v) for k, v in ra.summary.items() if k in keep}
+        paired = paired_mae_difference(rb.per_image["true"].to_numpy(), rb.per_image["pred"].to_numpy(),
+                                       ra.per_image["pred"].to_numpy())
+    seconds = time.perf_counter() - t_start
+    annotation = sorted({gts[i].kind for i in train_idx})
+    card.description = f"{model.card.description} Fine-tuned from {model.name} on {len(train_idx)} user images."
+    card.training = {
+        "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
+        "data": {"folder": str(data), "fingerprint_sha256": data_fingerprint(paths, gts), "annotation": annotation,
+                 "train_files": [paths[i].name for i in train_idx], "holdout_files": [paths[i].name for i in held_idx]},
+        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "train_seconds": round(train_s, 1),
+        "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
+        "command": "cellcount.finetune",
+    }
+    card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
+                    "holdout_note": f"{len(held_idx)} held-out images of {data}: before = {model.name} with its card's "
+                                    "settings, after = this model with its re-tuned settings"}
+    card.license = f"{model.card.license}; fine-tuned on user data"
+    save_model(net, card, target)
+    report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
+                            message=f"saved {name} to {target}"))
+    return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before, after=after,
+                          paired=paired, holdout_files=[paths[i].name for i in held_idx],
+                          train_files=[paths[i].name for i in train_idx])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cellcount.finetune", description=__doc__.splitlines()[0])
+    p.add_argument("--from", dest="base", required=True, help="the model to start from (name or folder)")
+    p.add_argument("--data", required=True, help="folder of images with label images, masks, dot images or point CSVs")
+    p.add_argument("--name", required=True, help="name of the new model")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None,
+                        help=f"training time budget in minutes (default {DEFAULT_MINUTES:g})")
+    budget.add_argument("--steps", type=int, default=None, help="a fixed number of training steps instead")
+    p.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
+                   help="images held out for the before/after score: a fraction (< 1) or a number (default 0.25)")
+    p.add_argument("--out-dir", help="where the model folder goes (default: the user models folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    holdout: float | int = args.holdout if args.holdout < 1 else int(args.holdout)
+    last = [0.0]
+
+    def show(p: FinetuneProgress) -> None:
+        now = time.perf_counter()
+        if p.stage != "train" or now - last[0] > 5 or p.step == p.steps:
+            last[0] = now
+            extra = f" step {p.step}/{p.steps} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s left" if p.stage == "train" else ""
+            print(f"[{p.stage}]{extra} {p.message}".rstrip(), flush=True)
+
+    minutes = args.minutes if args.minutes is not None or args.steps is not None else DEFAULT_MINUTES
+    try:
+        res = finetune(args.base, args.data, name=args.name, minutes=minutes, steps=args.steps, holdout=holdout,
+                       out_dir=args.out_dir, seed=args.seed, threads=args.threads, progress=show,
+                       overwrite=args.overwrite)
+    except CellcountError as err:
+        print(f"error: {err}")
+        return 2
+    print(f"saved {res.name} to {res.folder} ({res.steps} steps, {res.seconds:.0f} s)")
+    if res.before:
+        print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f} "
+              f"(paired difference {res.paired['difference']:+.2f}, 95% interval {res.paired['low']:+.2f} to "
+              f"{res.paired['high']:+.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Fine-tuning against the published few-shot counting benchmarks (issue: "Teach cellcount your cells").
+
+    python scripts/finetune_benchmark.py --set vgg_cells --n 8 16 32 --draws 5 --minutes 5
+    python scripts/finetune_benchmark.py --set mbm --n 15 --draws 3 --minutes 5
+
+vgg_cells: train on N images drawn from 1-100, test on 101-200 (the published protocol); mbm: train on N
+images, test on the rest. Each draw fine-tunes the base model on the drawn images' dots alone (no hold-out:
+the test images score it), then counts the test images. Prints a markdown table: count MAE mean +- std
+over draws for the fine-tuned model, the base model on the same test images, and the time each
+fine-tune took; ``--json`` keeps every draw. The data are read from ../shared/datasets and never copied
+into the repository (the fine-tune folders are temporary links).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PUBLISHED = {
+    "vgg_cells": "N = 32: Count-ception 2.4 +- 0.4, FCRN-A 2.9 +- 0.2, Lempitsky & Zisserman 3.5 +- 0.2",
+    "mbm": "N = 15: Count-ception 8.8 +- 2.3 (as published by Cohen et al. 2017)",
+}
+
+
+def dataset(root: Path, name: str) -> list[tuple[Path, np.ndarray, int]]:
+    """(image path, (N, 2) row/col dots, count) for every image of the set, in file order."""
+    from cellcount.groundtruth import read_counts_csv, read_dot_image, read_points_csv
+
+    counts = read_counts_csv(root / "counts.csv")
+    out = []
+    for img in sorted((root / "images").glob("*.png")):
+        if name == "vgg_cells":
+            gt = read_dot_image(root / "dots" / img.name.replace("cell", "dots"))
+        else:
+            gt = read_points_csv(root / "dots" / f"{img.stem}.csv")
+        out.append((img, gt.points, int(counts.get(img.stem, gt.count))))
+    return out
+
+
+def split(name: str, n_images: int, n: int, draw: int) -> tuple[list[int], list[int]]:
+    rng = np.random.default_rng([2010, n, draw])
+    if name == "vgg_cells":  # the protocol: train from images 1-100, test on 101-200
+        return sorted(rng.choice(100, n, replace=False).tolist()), list(range(100, min(200, n_images)))
+    order = rng.permutation(n_images)
+    return sorted(order[:n].tolist()), sorted(order[n:].tolist())
+
+
+def link_folder(folder: Path, items: list[tuple[Path, np.ndarray, int]]) -> Path:
+    """Images linked into ``folder`` with ``<stem>_points.csv`` (x,y) beside each."""
+    folder.mkdir(parents=True)
+    for img, pts, _ in items:
+        (folder / img.name).symlink_to(img.resolve())
+        rows = "\n".join(f"{c:.2f},{r:.2f}" for r, c in pts)
+        (folder / f"{img.stem}_points.csv").write_text("x,y\n" + rows + "\n")
+    return folder
+
+
+def test_mae(model, items) -> float:
+    import cellcount as cc
+
+    errs = [abs(cc.count_image(cc.read_image(img), model).count_estimate - n) for img, _, n in items]
+    return float(np.mean(errs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--set", choices=["vgg_cells", "mbm"], required=True)
+    p.add_argument("--data-root", default=str(REPO.parent / "shared" / "datasets"))
+    p.add_argument("--base", default=None, help="model to fine-tune (default: the default model)")
+    p.add_argument("--n", type=int, nargs="+", default=[32])
+    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--json", help="write every draw here")
+    args = p.parse_args(argv)
+
+    import cellcount as cc
+    from cellcount.bench import cpu_model
+    from cellcount.finetune import finetune
+
+    base_name = args.base or cc.models.default_model_name()
+    base = cc.load_model(base_name)
+    data = dataset(Path(args.data_root) / args.set, args.set)
+    rows, draws = [], []
+    base_cache: dict[tuple[int, ...], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.n:
+            maes, bases, secs = [], [], []
+            for d in range(args.draws):
+                tr, te = split(args.set, len(data), n, d)
+                folder = link_folder(Path(tmp) / f"{n}-{d}", [data[i] for i in tr])
+                t0 = time.perf_counter()
+                res = finetune(base_name, folder, name=f"bench-{args.set}-{n}-{d}", minutes=args.minutes, holdout=0,
+                               out_dir=Path(tmp) / "models", seed=d)
+                secs.append(time.perf_counter() - t0)
+                model = cc.load_model(res.folder)
+                test_items = [data[i] for i in te]
+                maes.append(test_mae(model, test_items))
+                key = tuple(te)
+                if key not in base_cache:
+                    base_cache[key] = test_mae(base, test_items)
+                bases.append(base_cache[key])
+                draws.append({"n": n, "draw": d, "train": [data[i][0].name for i in tr], "test_images": len(te),
+                              "mae": maes[-1], "base_mae": bases[-1], "seconds": secs[-1], "steps": res.steps,
+                              "count_source": model.card.postprocess.get("count_source", "segmentation")})
+                print(f"N={n} draw {d}: MAE {maes[-1]:.2f} (base {bases[-1]:.2f}), {secs[-1]:.0f} s, {res.steps} steps",
+                      flush=True)
+            rows.append((n, np.mean(maes), np.std(maes), np.mean(bases), np.median(secs)))
+    machine = f"{cpu_model()}, {platform.machine()}"
+    print(f"\n{args.set}, base {base_name}, {args.draws} draws, budget {args.minutes:g} min, {machine}\n")
+    print("| N | fine-tuned MAE (mean +- std) | base model MAE | median fine-tune time |")
+    print("|---|---|---|---|")
+    for n, m, s, b, t in rows:
+        print(f"| {n} | {m:.2f} +- {s:.2f} | {b:.2f} | {t:.0f} s |")
+    print(f"\nPublished: {PUBLISHED[args.set]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"set": args.set, "base": base_name, "machine": machine,
+                                               "minutes": args.minutes, "draws": draws}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""Fine-tuning on a few annotated images: dots-only targets, the run, the card, cancellation, the CLI."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import cellcount as cc
+from cellcount.finetune import Cancelled, finetune, labels_from_dots, main, split_holdout
+from cellcount.models import list_models, load_model, save_model
+
+
+def test_labels_from_dots_keeps_splits_drops_and_adds(draw_disks):
+    base = draw_disks((60, 60), [(15, 15), (45, 45)], 6)        # two objects
+    merged = draw_disks((60, 60), [(15, 40), (15, 48)], 5)      # a merged pair, one object
+    base[merged > 0] = 3
+    dots = np.array([[15, 15],            # object 1: one dot -> kept
+                     [15, 38], [15, 50],  # object 3: two dots -> split in two
+                     [50, 10]])           # background -> a disc; object 2 (45, 45) has no dot -> dropped
+    out = labels_from_dots(base, dots, diameter_px=8)
+    assert out.max() == 4 and len(np.unique(out[out > 0])) == 4
+    assert out[45, 45] == 0, "an object the user did not dot is dropped"
+    assert out[15, 15] > 0 and np.count_nonzero(out == out[15, 15]) == np.count_nonzero(base == 1)
+    assert out[15, 38] != out[15, 50] and out[15, 38] > 0 and out[15, 50] > 0
+    assert np.count_nonzero(out == out[50, 10]) == pytest.approx(np.pi * 16, rel=0.3)
+
+
+def test_split_holdout_rules():
+    assert split_holdout(["a"], 0.25) == ([0], [])
+    tr, ho = split_holdout([str(i) for i in range(8)], 0.25, seed=1)
+    assert len(ho) == 2 and sorted(tr + ho) == list(range(8))
+    assert len(split_holdout([str(i) for i in range(8)], 3)[1]) == 3
+    assert split_holdout(["a", "b"], 0.1)[1] != [], "two or more images: one is held out"
+
+
+def _folder(tmp_path, draw_disks, kind: str, n: int = 4):
+    data = tmp_path / f"data-{kind}"
+    data.mkdir()
+    for i in range(n):
+        centres = [(12 + 18 * (k // 3), 12 + 18 * (k % 3)) for k in range(3 + i)]
+        labels = draw_disks((64, 64), centres, 6)
+        Image.fromarray(np.where(labels > 0, 200, 20).astype(np.uint8)).save(data / f"img{i}.png")
+        if kind == "labels":
+            tifffile.imwrite(data / f"img{i}_labels.tif", labels.astype(np.uint16))
+        else:
+            rows = "\n".join(f"{c},{r}" for r, c in centres)
+            (data / f"img{i}_points.csv").write_text("x,y\n" + rows + "\n")
+    return data
+
+
+@pytest.mark.parametrize("kind,annotation", [("mask", "labels"), ("mask", "points"), ("density", "points"),
+                                             ("multihead", "points")])
+def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_model, tmp_path, draw_disks):
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind=kind)
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, annotation)
+    seen = []
+    res = finetune(base_dir, data, name=f"mine-{kind}-{annotation}", steps=2, holdout=1, batch_size=2, crop=32,
+                   progress=seen.append)
+    assert res.steps == 2 and len(res.holdout_files) == 1 and len(res.train_files) == 3
+    assert {p.stage for p in seen} >= {"prepare", "train", "tune", "evaluate", "done"}
+    assert res.name in list_models(), "a fine-tuned model is found by name"
+    model = load_model(res.name)
+    card = model.card
+    assert card.training["finetuned_from"]["sha256"] == base.card.sha256 != ""
+    assert card.training["data"]["annotation"] == [annotation]
+    assert len(card.training["data"]["fingerprint_sha256"]) == 64
+    assert set(card.metrics["holdout_before"]) >= {"mae", "n"} and card.metrics["holdout_after"]["n"] == 1
+    result = cc.count_image(np.zeros((40, 40), np.float32), model)
+    assert result.count >= 0
+
+
+def test_finetune_refuses_counts_only_and_existing_names(tiny_model, tmp_path, draw_disks):
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, base_dir)
+    data = tmp_path / "counts"
+    data.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(data / "a.png")
+    (data / "counts.csv").write_text("filename,count\na.png,3\n")
+    with pytest.raises(cc.CellcountError, match="count alone"):
+        finetune(base_dir, data, name="x", steps=1, holdout=0)
+    with pytest.raises(cc.CellcountError, match="existing model"):
+        finetune(base_dir, data, name="unet-mask", steps=1)
+
+
+def test_cancel_stops_between_steps_and_writes_nothing(tiny_model, tmp_path, draw_disks):
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "labels")
+    stop = threading.Event()
+
+    def on_progress(p):
+        if p.stage == "train" and p.step >= 1:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        finetune(base_dir, data, name="cancelled", steps=50, batch_size=2, crop=32, progress=on_progress, cancel=stop)
+    assert "cancelled" not in list_models()
+
+
+def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "labels")
+    rc = main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "2", "--holdout", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "held-out images (1): count MAE" in out
+    assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
+    assert "already exists" in capsys.readouterr().out
