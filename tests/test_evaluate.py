@@ -106,7 +106,7 @@ def test_evaluation_cli_matches_its_csv(samples_dir, tmp_path, capsys):
     assert sorted(df["file"]) == sorted(manifest["filename"])
     assert dict(zip(df["file"], df["true"])) == dict(zip(manifest["filename"], manifest["count"]))
 
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    line = next(x for x in capsys.readouterr().out.splitlines() if "MAE=" in x)
     printed = dict(re.findall(r"(MAE|RMSE|bias)=([-+]?\d+\.\d+)", line))
     err = df["pred"] - df["true"]
     assert float(printed["MAE"]) == pytest.approx(err.abs().mean(), abs=0.005)
