@@ -445,9 +445,10 @@ def assess(prediction: Prediction, params: CountParams, count: float, *, probabi
     at_limit = False
     if diameter:
         needed = prediction.reference_diameter_px / float(diameter)
-        # the resize the size called for, beyond the tolerance, was clamped by more than 25%
-        at_limit = not (1 / RESCALE_TOLERANCE <= needed <= RESCALE_TOLERANCE) and abs(
-            np.log(needed / prediction.model_scale)) > np.log(1.25)
+        # the resize the size called for was clamped (MIN_SCALE / MAX_SCALE / the pixel cap) by more than 25%;
+        # a size left alone within the tolerance is not a limit
+        clamped = prediction.model_scale != 1.0 and abs(np.log(needed / prediction.model_scale)) > np.log(1.25)
+        at_limit = clamped or not (MIN_SCALE / 1.25 <= needed <= MAX_SCALE * 1.25)
     signals = quality_signals(
         count=count, density_count=density_count, probability=probability, image_norm=prediction.image_norm,
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,

@@ -19,6 +19,7 @@ are used otherwise.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -167,19 +168,17 @@ def calibrate_rule(
         qs = (0.05, 0.1, 0.2) if below else (0.8, 0.9, 0.95)
         grids[field] = [None] + ([round(float(np.quantile(vals, q)), 4) for q in qs] if len(vals) else [])
     best: tuple[QualityRule, dict[str, float]] | None = None
-    for d in grids["max_count_disagreement"]:
-        for s in grids["max_size_ratio"]:
-            for u in grids["max_uncertain_fraction"]:
-                for c in grids["min_contrast"]:
-                    rule = dataclasses.replace(base, max_count_disagreement=d, max_size_ratio=s,
-                                               max_uncertain_fraction=u, min_contrast=c)
-                    rep = flag_report([judge(x, rule).flag for x in signals], rel_errors, large=large)
-                    if rep["flagged_share"] > max_flagged:
-                        continue
-                    key = (np.nan_to_num(rep["large_errors_flagged_share"]), -rep["flagged_share"])
-                    if best is None or key > (np.nan_to_num(best[1]["large_errors_flagged_share"]),
-                                              -best[1]["flagged_share"]):
-                        best = (rule, rep)
+    for d, s, u, c, limit in itertools.product(grids["max_count_disagreement"], grids["max_size_ratio"],
+                                               grids["max_uncertain_fraction"], grids["min_contrast"], (True, False)):
+        rule = dataclasses.replace(base, max_count_disagreement=d, max_size_ratio=s,
+                                   max_uncertain_fraction=u, min_contrast=c, flag_size_at_limit=limit)
+        rep = flag_report([judge(x, rule).flag for x in signals], rel_errors, large=large)
+        if rep["flagged_share"] > max_flagged:
+            continue
+        key = (np.nan_to_num(rep["large_errors_flagged_share"]), -rep["flagged_share"])
+        if best is None or key > (np.nan_to_num(best[1]["large_errors_flagged_share"]),
+                                  -best[1]["flagged_share"]):
+            best = (rule, rep)
     if best is None:  # nothing flags few enough images: flag nothing but the size limit
         rule = QualityRule(None, None, None, None, base.flag_size_at_limit)
         best = (rule, flag_report([judge(x, rule).flag for x in signals], rel_errors, large=large))

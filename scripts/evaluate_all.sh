@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tune postprocessing on DSB *training-split* images, then evaluate on the validation split, for every
+# Tune postprocessing on DSB *training-split* images, then evaluate on the held-out split (--split heldout: the
+# 98 images called the validation split before it was halved into validation and test), for every
 # model (classical baseline included). Writes results/<model>.{json,csv,settings.json} and prints the
 # README table (scripts/results_table.py). The deep models are tuned and shipped with auto_nucleus_size
 # (the card default) and also evaluated without it, same settings otherwise (results/<model>+fixed-size.*).
@@ -26,11 +27,11 @@ for m in "${models[@]}"; do
     python scripts/make_golden.py "$m"  # the refitted gain (density_scale) scales the model's stored output
   fi
   echo "== $m: validation split"
-  python -m cellcount.evaluate --model "$m" --data "$DATA" --split val --settings "results/$m.settings.json" \
+  python -m cellcount.evaluate --model "$m" --data "$DATA" --split heldout --settings "results/$m.settings.json" \
       --out "results/$m.csv" --json "results/$m.json" --record-metrics
   if [ $deep = 1 ]; then
     echo "== $m: validation split without auto_nucleus_size (same tuned settings)"
-    python -m cellcount.evaluate --model "$m" --data "$DATA" --split val --settings "results/$m.settings.json" \
+    python -m cellcount.evaluate --model "$m" --data "$DATA" --split heldout --settings "results/$m.settings.json" \
         --set auto_nucleus_size=false --out "results/$m+fixed-size.csv" --json "results/$m+fixed-size.json" \
         --record-metrics
   fi

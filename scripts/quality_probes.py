@@ -47,7 +47,7 @@ def main() -> int:
     probes = set(args.probes.split(","))
     model, second = cc.load_model(args.model), cc.load_model(args.second)
     params, params2 = resolve_params(model), resolve_params(second)
-    val_items = list(_load_items(args.data, "val", None, 0.2, 0))  # read once, used for both models
+    val_items = list(_load_items(args.data, "heldout", None, 0.2, 0))  # read once, used for both models
     val = [(n, predict(img, model, params), gt) for n, img, gt in val_items]
     print(f"| {args.model} on {len(val)} validation images | count MAE | F1@0.5 |\n|---|---|---|")
     line("card settings", val, params)

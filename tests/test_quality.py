@@ -121,3 +121,19 @@ def test_count_source_density_reports_the_integral(draw_disks):
     assert res.labels.max() == 2, "the objects are still outlined"
     with pytest.raises(cc.CellcountError, match="count_source"):
         resolve_params(None, {"count_source": "peaks"})
+
+
+@pytest.mark.parametrize("diameter, scale, at_limit", [
+    (13.0, 1.0, False),   # 1.4x off, left alone within the estimate's tolerance: not a limit
+    (40.0, 0.46, False),  # resized as asked
+    (3.0, 4.0, True),     # asked for 6.1x, clamped to 4x
+    (300.0, 0.25, True),  # asked for 0.061x, clamped to 0.25x
+])
+def test_size_at_limit_means_a_clamped_resize(diameter, scale, at_limit):
+    params = resolve_params(None, {})
+    prob = np.zeros((16, 16), np.float32)
+    pred = Prediction("m", "mask", prob[None], prob, False, params.input_key(), model_scale=scale,
+                      estimated_diameter_px=diameter)
+    from cellcount.pipeline import assess
+
+    assert bool(assess(pred, params, 0).signals["size_at_limit"]) is at_limit
