@@ -702,6 +702,7 @@ def reset_params(prefix: str, model_name: str) -> None:
     else:
         settings.reset(model)
     st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the model card of {model_name}.")
+    st.rerun()  # the whole page, also from a fragment: the input widgets outside it change too
 
 
 def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
@@ -717,7 +718,7 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
     """Which settings are in use and where they came from, with the one-click reset."""
     c = container or st
     row = c.container(horizontal=True, vertical_alignment="center")
-    row.caption(settings.describe(model) + " · shared by Count, Batch, Evaluate and Compare")
+    row.caption(settings.describe(model) + " · the same on Count, Batch, Evaluate and Compare")
     with row:
         reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
                      disabled=settings.origin(model)[0] == "card")

@@ -221,6 +221,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
     left, right = st.columns([1, 3], gap="medium")
     with left:
         st.subheader("Postprocessing")
+        sh.settings_status(model, P)  # in the fragment: it follows every edit
         stats = None
         if pred is not None and pred.output_kind == "mask":
             stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
@@ -249,7 +250,6 @@ model_name, model = sh.pick_model(P, container=top[1])
 with top[2].expander("Settings file"):
     sh.settings_upload(P)
 sh.show_messages(P)
-sh.settings_status(model, P)
 
 image = None
 if source is not None:
