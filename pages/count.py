@@ -170,7 +170,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
     )
     if result.estimated_diameter_px is not None or result.model_scale != 1.0:
         st.caption(size_note(result))
-    view = view_ui()
+    view = view_ui() if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
     # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
     tab = st.segmented_control(
         "Show", ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"],
