@@ -157,7 +157,8 @@ def tune_params(
     progress: Callable[[int, int], None] | None = None,
     mae_tolerance: float = MAE_TOLERANCE,
 ) -> TuneResult:
-    """Coordinate descent on count MAE over ``grid`` (default :data:`DEFAULT_GRID`), from ``params``.
+    """Coordinate descent on count MAE over ``grid`` (default :data:`DEFAULT_GRID`), from ``params``;
+    ``min_distance_px`` is left out when ``params.split_mode`` does not use it.
 
     Only postprocessing is searched: the predictions are reused, the model never reruns. Density
     outputs have no tunable count parameters (the count is the integral) and return ``params`` as is.
@@ -166,6 +167,8 @@ def tune_params(
     or ground truth without objects (counts only) keeps the lowest MAE.
     """
     grid = DEFAULT_GRID if grid is None else grid
+    if params.split_mode not in ("distance", "both"):  # min_distance_px acts only in these split modes
+        grid = {k: v for k, v in grid.items() if k != "min_distance_px"}
     before = _mae(pairs, params)
     if not pairs or pairs[0][1].output_kind == "density":
         return TuneResult(params, before, before, pd.DataFrame([{**params.to_dict(), "mae": before}]))

@@ -84,10 +84,14 @@ HELP = {
     "The count is the integral (sum) of the density map and does not change with it.",
     "pixel_size_um": "Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown). "
     "Does not change the count.",
-    "invert": "Auto detects a bright background (brightfield, H&E) and inverts so objects are bright.",
-    "channel": "Which channel to count in; 'all' averages the channels.",
-    "low_pct": "Intensity percentile mapped to 0 before the model.",
-    "high_pct": "Intensity percentile mapped to 1 before the model.",
+    "invert": "Auto detects a bright background (brightfield, H&E) and inverts so nuclei are bright, as the "
+    "models expect. Set it by hand if the count is near zero or the outlines surround the background.",
+    "channel": "Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels. Counting in a channel "
+    "without nuclei gives a wrong, usually much lower, count.",
+    "low_pct": "Intensity percentile mapped to black before the model. Higher: faint background and faint nuclei "
+    "drop out (lower count).",
+    "high_pct": "Intensity percentile mapped to white before the model. Lower: faint nuclei become brighter "
+    "(often a higher count); bright nuclei saturate.",
     "nucleus_diameter_px": "Typical nucleus diameter in this image, if you know it (from the magnification: "
     "diameter in µm / pixel size in µm). The image is resized so that its nuclei match the size the model "
     "was trained on (about 18 px); large nuclei are then no longer cut into pieces. 0 = use the image as it is.",
@@ -97,7 +101,7 @@ HELP = {
     "images it resizes. On by default for the shipped models (their settings were tuned with it); lowers the "
     "count error on large nuclei (README).",
     "test_time_flips": "Run the model on the image and its three mirror images and average the maps: "
-    "4x the model time, slightly more accurate counts and outlines.",
+    "4x the model time, slightly more accurate counts and outlines; the count moves little either way.",
 }
 
 
@@ -694,6 +698,7 @@ def reset_params(prefix: str, model_name: str) -> None:
     else:
         settings.reset(model)
     st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the model card of {model_name}.")
+    st.rerun()  # the whole page, also from a fragment: the input widgets outside it change too
 
 
 def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
@@ -709,7 +714,7 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
     """Which settings are in use and where they came from, with the one-click reset."""
     c = container or st
     row = c.container(horizontal=True, vertical_alignment="center")
-    row.caption(settings.describe(model) + " · shared by Count, Batch, Evaluate and Compare")
+    row.caption(settings.describe(model) + " · the same on Count, Batch, Evaluate and Compare")
     with row:
         reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
                      disabled=settings.origin(model)[0] == "card")

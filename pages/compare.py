@@ -65,7 +65,8 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         )
         models = [sh.get_model(n) for n in picked]
         st.caption("Each model runs with the settings in use for it this session (the same as on Count, "
-                   "Batch and Evaluate): " + "; ".join(settings.describe(m) for m in models) + ".")
+                   "Batch and Evaluate): " + "; ".join(f"{m.name}: {settings.ORIGINS[settings.origin(m)[0]]}" for m in models)
+                   + ".")
         if len(names) < 2:
             st.info("Only one model is installed: compare two settings of it instead (switch above).")
         return [(m.name, m.name, settings.params(m)) for m in models]

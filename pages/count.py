@@ -170,7 +170,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
     )
     if result.estimated_diameter_px is not None or result.model_scale != 1.0:
         st.caption(size_note(result))
-    view = view_ui()
+    view = view_ui() if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
     # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
     tab = st.segmented_control(
         "Show", ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"],
@@ -221,6 +221,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
     left, right = st.columns([1, 3], gap="medium")
     with left:
         st.subheader("Postprocessing")
+        sh.settings_status(model, P)  # in the fragment: it follows every edit
         stats = None
         if pred is not None and pred.output_kind == "mask":
             stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
@@ -249,7 +250,6 @@ model_name, model = sh.pick_model(P, container=top[1])
 with top[2].expander("Settings file"):
     sh.settings_upload(P)
 sh.show_messages(P)
-sh.settings_status(model, P)
 
 image = None
 if source is not None:

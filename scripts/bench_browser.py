@@ -74,6 +74,7 @@ def main() -> int:
     args = ap.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="bench_browser_"))
     image = tmp / f"bench_{args.size}.png"
     make_image(image, args.size)
@@ -138,7 +139,8 @@ def main() -> int:
     if not times:
         print("no step produced a new picture; see", tmp / "server.log")
         return 1
-    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs; load average before / after: "
+          f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f} (1 min)")
     print(f"image {args.size} x {args.size}, model {args.model}, slider 'Min. distance between centres', "
           f"{len(times)} timed steps ({unchanged} without a new picture left out)")
     print("| release -> redrawn overlay + count | median | min | max |")

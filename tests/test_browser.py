@@ -10,6 +10,8 @@ Skipped, with the reason, only when Chromium or Playwright is missing.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -21,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
 CHROMIUM = "/usr/bin/chromium"
 BASELINE = "classical-otsu"
+SHIPPED = "unet-mask"
 
 pytestmark = pytest.mark.browser
 
@@ -44,21 +49,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def _streamlit(weights: Path | None, log_path: Path):
+    """``streamlit run streamlit_app.py`` on a free port (weights: that folder instead of weights/); yields the URL."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    weights = tmp_path_factory.mktemp("weights")  # empty: only the classical baseline, no torch in the server
     launcher = (
         "import sys, pathlib; import cellcount.models.loading as loading; "
-        "loading.DEFAULT_WEIGHTS_DIR = pathlib.Path(sys.argv.pop(1)); "
+        "w = sys.argv.pop(1); loading.DEFAULT_WEIGHTS_DIR = pathlib.Path(w) if w else loading.DEFAULT_WEIGHTS_DIR; "
         "from streamlit.web import cli; sys.argv[0] = 'streamlit'; cli.main()"
     )
     cmd = [
         sys.executable,
         "-c",
         launcher,
-        str(weights),
+        str(weights) if weights is not None else "",
         "run",
         "streamlit_app.py",
         "--server.headless",
@@ -97,6 +101,22 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    weights = tmp_path_factory.mktemp("weights")  # empty: only the classical baseline, no torch in the server
+    with _streamlit(weights, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server_shipped(tmp_path_factory):
+    """A server with the shipped weights: model runs take seconds, as for a user (the reset race needs them)."""
+    if not (ROOT / "weights" / SHIPPED / "card.json").is_file():
+        pytest.skip(f"weights/{SHIPPED} is not there")
+    with _streamlit(None, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(
@@ -122,15 +142,19 @@ def _open(page, url: str, title: str) -> None:
     sync_api.expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=90_000)
 
 
-def _choose_baseline(page) -> None:
+def _choose_model(page, name: str = BASELINE) -> None:
     combo = page.get_by_role("combobox", name="Model")
     sync_api.expect(combo).to_be_visible()
-    if BASELINE in combo.input_value():
+    if combo.input_value().startswith(f"{name} "):
         return
     combo.click()
-    combo.fill(BASELINE)  # type to filter the options, then take the match
-    page.keyboard.press("Enter")
-    sync_api.expect(combo).to_have_value(re.compile(BASELINE))
+    combo.fill(name)  # type to filter the options, then take the one that starts with the name
+    page.get_by_role("option", name=re.compile(rf"^{re.escape(name)}\s")).click()
+    sync_api.expect(combo).to_have_value(re.compile(rf"^{re.escape(name)}\s"))
+
+
+def _choose_baseline(page) -> None:
+    _choose_model(page, BASELINE)
 
 
 def _uploader(page, label: str):
@@ -162,6 +186,8 @@ def test_count_upload_and_slider(page, server):
         .filter(has_text="Probability threshold")
         .get_by_role("slider")
     )
+    if not slider.is_visible():  # a nearly binary map puts the threshold under Advanced
+        page.get_by_text("Advanced", exact=True).click()
     slider.focus()
     for _ in range(20):  # 0.50 -> 0.70 in steps of 0.01
         slider.press("ArrowRight")
@@ -195,3 +221,115 @@ def test_batch_with_a_broken_file_and_csv_download(page, server, tmp_path):
     assert bad["file"] == "broken.png" and "ImageReadError" in bad["reason"]
     assert (df.loc[df["status"] == "ok", "count"] > 0).all()
     assert set(df["model"].dropna()) == {BASELINE}
+
+
+def _status(page, text: str):
+    """The "Settings of <model>: <origin>" line (its model name is bold: text across elements)."""
+    return page.locator('[data-testid="stCaptionContainer"]').filter(has_text=text).first
+
+
+def _number(page, label: str):
+    return page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
+
+
+def _set_number(page, label: str, value: int) -> None:
+    box = _number(page, label)
+    box.fill(str(value))
+    box.press("Enter")
+    sync_api.expect(box).to_have_value(str(value))
+
+
+def _choose_split(page, mode: str) -> None:
+    page.get_by_role("combobox", name="Split touching nuclei").click()
+    page.get_by_role("option", name=mode).click()
+
+
+def _count_value(page) -> int:
+    value = page.locator('[data-testid="stMetric"]').filter(has_text="Count").locator('[data-testid="stMetricValue"]')
+    return int(value.first.inner_text())
+
+
+def _disks(path: Path, seed: int) -> np.ndarray:
+    """A never-seen image: 8-30 disks (some touching) of varying brightness on a noisy background."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(180, 280))
+    img = np.zeros((size, size), np.float32)
+    for _ in range(int(rng.integers(8, 31))):
+        cv2.circle(img, (int(rng.integers(10, size - 10)), int(rng.integers(10, size - 10))), int(rng.integers(6, 11)),
+                   float(rng.uniform(120, 240)), -1)
+    img = np.clip(cv2.GaussianBlur(img, (0, 0), 1.2) + rng.normal(12, 4, img.shape), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(path), img)
+    return img
+
+
+def test_replacing_the_upload_ten_times_keeps_settings_and_counts(page, server_shipped, tmp_path):
+    """Issue #15: replacing the upload reset every control to 0 / off in about half of the tries (with real
+    model runs). Settings edited once must stay, and each count must be the library's count with them."""
+    import cellcount as cc
+
+    _open(page, f"{server_shipped}/count", "Count")
+    # the first run (a sample) must finish: a choice made while a deep link is redirected is lost
+    sync_api.expect(page.get_by_text("kept objects are outlined", exact=False)).to_be_visible()
+    _choose_model(page, SHIPPED)
+    sync_api.expect(_status(page, f"Settings of {SHIPPED}:")).to_be_visible()
+    page.locator('[data-testid="stRadio"]').filter(has_text="Image").get_by_text("Upload", exact=True).click()
+    uploader = _uploader(page, "Upload an image")
+    first = tmp_path / "first.png"
+    _disks(first, 1000)
+    uploader.set_input_files(str(first))
+    sync_api.expect(page.get_by_text("first.png: kept objects are outlined", exact=False)).to_be_visible()
+    _set_number(page, "Min. area (px)", 30)
+    _choose_split(page, "Distance transform")
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Min. distance between centres").get_by_role(
+        "slider")
+    slider.focus()
+    for _ in range(3):  # 4 -> 7
+        slider.press("ArrowRight")
+    sync_api.expect(slider).to_have_value("7")
+    sync_api.expect(_status(page, f"Settings of {SHIPPED}: edited")).to_be_visible()
+
+    model = cc.load_model(SHIPPED)
+    params = cc.resolve_params(model, {"min_area_px": 30, "split_mode": "distance", "min_distance_px": 7})
+    for i in range(10):
+        path = tmp_path / f"never_seen_{i}.png"
+        img = _disks(path, 2000 + i)
+        uploader.set_input_files(str(path))
+        sync_api.expect(page.get_by_text(f"{path.name}: kept objects are outlined", exact=False)).to_be_visible()
+        assert _number(page, "Min. area (px)").input_value() == "30", f"upload {i}"
+        sync_api.expect(page.get_by_role("combobox", name="Split touching nuclei")).to_have_value(
+            re.compile("Distance transform"))
+        sync_api.expect(slider).to_have_value("7")
+        assert _count_value(page) == cc.count_image(img, model, params).count, f"upload {i}"
+
+
+def test_batch_uses_the_settings_tuned_on_count(page, server, tmp_path):
+    import cellcount as cc
+
+    _open(page, f"{server}/count", "Count")
+    _choose_baseline(page)
+    sync_api.expect(page.get_by_text("kept objects are outlined", exact=False)).to_be_visible()
+    _set_number(page, "Min. area (px)", 150)
+    _choose_split(page, "Off")
+    sync_api.expect(_status(page, f"Settings of {BASELINE}: edited")).to_be_visible()
+    page.get_by_test_id("stSidebarNav").get_by_text("Batch", exact=True).click()
+    sync_api.expect(page.get_by_role("heading", name="Batch", exact=True)).to_be_visible()
+    sync_api.expect(_number(page, "Min. area (px)")).to_have_value("150")
+    sync_api.expect(_status(page, f"Settings of {BASELINE}: edited")).to_be_visible()
+    names = ["s02_dense_clusters.png", "s04_uneven_illumination.png"]
+    _uploader(page, "Images or zip files").set_input_files([str(SAMPLES / n) for n in names])
+    run = page.get_by_role("button", name="Count 2 file(s)")
+    sync_api.expect(run).to_be_enabled()
+    run.click()
+    download_button = page.get_by_role("button", name="Per-image CSV")
+    sync_api.expect(download_button).to_be_visible(timeout=120_000)
+    with page.expect_download() as info:
+        download_button.click()
+    path = tmp_path / "counts.csv"
+    info.value.save_as(path)
+    df = pd.read_csv(path).set_index("file")
+    model = cc.load_model(BASELINE)
+    params = cc.resolve_params(model, {"min_area_px": 150, "split_mode": "off"})
+    for name in names:
+        assert df.loc[name, "count"] == cc.count_image(cc.read_image(SAMPLES / name), model, params).count
+        settings = json.loads(df.loc[name, "settings"])
+        assert (settings["min_area_px"], settings["split_mode"]) == (150, "off")

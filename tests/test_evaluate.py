@@ -88,6 +88,15 @@ def test_equal_count_error_is_broken_by_f1(draw_disks):
     assert tune_params(counts_only, start, grid={"threshold": [0.3, 0.7]}).best_params.threshold == 0.3
 
 
+def test_tuning_skips_min_distance_when_the_split_mode_ignores_it(specks_dataset):
+    model = load_model(CLASSICAL_NAME)
+    grid = {"min_distance_px": [2, 6], "min_area_px": [0, 5]}
+    for mode, searched in (("off", False), ("distance", True)):
+        params = resolve_params(model, {"opening_radius_px": 0, "split_mode": mode})
+        tuned = tune_params(predict_pairs(specks_dataset, model, params), params, grid=grid)
+        assert (tuned.table["min_distance_px"].nunique() > 1) == searched, mode
+
+
 def test_default_grid_never_makes_things_worse(specks_dataset):
     model = load_model(CLASSICAL_NAME)
     params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "split_mode": "off"})
