@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.2, 0.8
+STRIDE = 2
 LARGE_ERROR = 0.15
 """A count off by more than this fraction of the true count is a large error (the flag's target)."""
 
@@ -96,9 +97,11 @@ def quality_signals(
         if n:
             sig["uncertain_fraction"] = float(np.count_nonzero(maybe & (p < UNCERTAIN_HIGH))) / n
         if image_norm is not None and np.shape(image_norm) == p.shape:
-            fg = p > 0.5
+            # medians over every STRIDE-th pixel each way: the same to 4 decimals on the samples, without ~20 ms
+            # per slider move on a 1-megapixel image (the thin uncertain band needs every pixel; it is cheap)
+            fg = p[::STRIDE, ::STRIDE] > 0.5
             if fg.any() and (~fg).any():
-                img = np.asarray(image_norm)
+                img = np.asarray(image_norm)[::STRIDE, ::STRIDE]
                 sig["contrast"] = float(np.median(img[fg]) - np.median(img[~fg]))
     return sig
 
