@@ -459,7 +459,7 @@ def assess(prediction: Prediction, params: CountParams, count: float, *, probabi
 RESCALE_TOLERANCE = 1.25
 """Nuclei within this factor of the reference size are used as they are: training already showed every
 image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little. This value and the
-[MIN_SCALE, MAX_SCALE] clamp had the lowest count MAE on 120 DSB training-split images (README)."""
+[MIN_SCALE, MAX_SCALE] clamp had the lowest count MAE on 120 DSB training-split images (docs/RESULTS.md)."""
 
 MIN_SCALE, MAX_SCALE = 0.25, 4.0
 MAX_SCALED_PIXELS = DEFAULT_MAX_PIXELS
@@ -467,9 +467,8 @@ MAX_SCALED_PIXELS = DEFAULT_MAX_PIXELS
 
 
 AUTO_RESCALE_TOLERANCE = 1.5
-"""Estimated sizes (``auto_nucleus_size``, mask models) act only beyond this factor: the estimate is itself
-off by about 7% for the median image and 30% for the worst tenth (120 DSB training-split images, *scratch*),
-so a wider band than for a size the user states."""
+"""Estimated sizes (``auto_nucleus_size``, mask models) act only beyond this factor: an estimate is less
+certain than a size the user states, so its band is wider (the choice is in docs/RESULTS.md)."""
 
 SIZE_MODEL = "unet-density"
 """Counts nuclei for :func:`estimate_nucleus_diameter`: a density model integrates its map instead of
@@ -524,7 +523,7 @@ def estimate_nucleus_diameter(
     A mask model that learnt 18 px nuclei cuts 40-50 px textured nuclei into pieces, so its own
     objects understate their size; the foreground still covers them, and the density model still
     counts them about once. On 218 DSB images the whole-image estimate's log-correlation with the
-    true median nucleus area was 0.97 (README). The size model reads the mask model's normalised
+    true median nucleus area was 0.97 (docs/RESULTS.md). The size model reads the mask model's normalised
     image: every shipped card normalises alike. None when there is too little foreground or count.
     """
     fg = foreground_prob > 0.5
@@ -549,7 +548,7 @@ def density_nucleus_diameter(density: np.ndarray) -> float | None:
     the nucleus diameter. For N such Gaussians that do not overlap, sum(D) = N and sum(D^2) = N / (4 pi
     sigma^2), so sigma^2 = sum(D) / (4 pi sum(D^2)); overlap makes it an underestimate. Log-correlation
     with the true median diameter 0.94 on 120 DSB training-split images (*scratch*). Needs no second
-    model; with the stated-size tolerance (1.25x) it had the lower count MAE there (README). None when the
+    model; with the stated-size tolerance (1.25x) it had the lower count MAE there (docs/RESULTS.md). None when the
     map holds less than half a nucleus.
     """
     d = np.asarray(density, np.float64)
@@ -620,7 +619,7 @@ def flip_averaged_maps(model: CountModel, image_norm: np.ndarray, *, progress=No
     """Mean of ``model.predict_maps`` over the image and its three flips, each flipped back.
 
     A fully convolutional network is not exactly flip-equivariant, so the four views disagree a little
-    near the decision boundary; their mean is steadier (README: ``scripts/quality_probes.py`` measures
+    near the decision boundary; their mean is steadier (docs/RESULTS.md: ``scripts/quality_probes.py`` measures
     it on the DSB validation split). A density map stays a density map: the mean of four count maps.
     """
     acc: np.ndarray | None = None

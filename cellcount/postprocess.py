@@ -194,10 +194,9 @@ def _flood_packed(
 
     Each component's bounding box is copied into one mosaic (shelves sorted by height, 1 px of masked-out
     gap between crops so that nothing floods across), and a single scikit-image watershed floods them
-    all: its per-call setup (padding, neighbourhood offsets) cost about 0.5 ms per component, most of
-    the time when 40+ components need flooding. The objects are the same as with one call per component;
-    where two basins tie exactly, the shared priority queue may break the tie the other way (156 of 30
-    million pixels on 219 DSB prediction maps, *scratch* check).
+    all: its per-call setup (padding, neighbourhood offsets) would otherwise dominate when many
+    components need flooding. The objects are the same as with one call per component, except where two
+    basins tie exactly: the shared priority queue may then break the tie the other way.
     """
     boxes = stats[ids, :4].astype(np.int64)  # x, y, w, h
     order = np.argsort(-boxes[:, 3], kind="stable")

@@ -99,7 +99,7 @@ HELP = {
     "image when nuclei are far from the training size (mask models: foreground area / the density model's count, "
     "a density pass per image; density models: the spread of their own map, free). A second pass runs only on "
     "images it resizes. On by default for the shipped models (their settings were tuned with it); lowers the "
-    "count error on large nuclei (README).",
+    "count error on large nuclei (docs/RESULTS.md).",
     "test_time_flips": "Run the model on the image and its three mirror images and average the maps: "
     "4x the model time, slightly more accurate counts and outlines; the count moves little either way.",
 }

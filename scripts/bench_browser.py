@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -39,13 +38,11 @@ WAIT_NEW_PICTURE = """([old]) => {
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from cellcount.bench import cpu_model
+
+    return cpu_model()
 
 
 def make_image(path: Path, size: int, seed: int = 0) -> None:

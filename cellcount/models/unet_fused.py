@@ -3,10 +3,9 @@
 The traced bf16 network runs every ReLU, residual addition and attention-gate sum as a separate pass over
 the activations, and re-reads plain convolution weights on each call. Here each convolution carries its
 elementwise tail as a oneDNN post-op (conv + ReLU; conv + add + ReLU for the residual sum and the gate;
-conv + sigmoid for the gate's map) and its weights are reordered into oneDNN's blocked layout once. On the
-AMX/AVX512-BF16 CPU of BENCHMARKS.md this made one 368 px tile 1.27x faster for the residual U-Net,
-1.12x for the plain one and 1.05x for the attention U-Net (median of 15 alternating pairs, *scratch*;
-BENCHMARKS.md has the whole-image figures), with logits as close to fp32 as the traced path's.
+conv + sigmoid for the gate's map) and its weights are reordered into oneDNN's blocked layout once, so
+fewer passes touch the activations (BENCHMARKS.md has the measured gains), with logits as close to fp32 as
+the traced path's.
 
 Build it from a network whose BatchNorms are folded (:func:`cellcount.inference.fold_batchnorm`): a
 BatchNorm left in a block raises ``ValueError``. The operators are PyTorch's private
