@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("models", help="list the available models")
+    r = sub.add_parser("runs", help="list past runs (the history in the user's data folder) or export one")
+    r.add_argument("--limit", type=int, default=20, help="how many of the latest runs to list (default 20)")
+    r.add_argument("--show", type=int, metavar="ID", help="print one run's record (settings, inputs) as JSON")
+    r.add_argument("--export", type=int, metavar="ID", help="write one run's per-image rows as CSV to --out")
+    r.add_argument("--settings-out", metavar="FILE",
+                   help="with --export: also write the run's settings JSON here (for count --settings)")
+    r.add_argument("--out", default="-", help="with --export: the CSV file (default: standard output)")
     return p
 
 
@@ -303,6 +310,13 @@ def cmd_count(args: argparse.Namespace) -> int:
     written: set[str] = set()
     interrupted = False
     counts_out = objects_out = None
+    from .history import Recorder
+
+    record = Recorder(source="cli", model=model.name, model_sha256=model.card.sha256,
+                      settings={**settings, "resume": bool(args.resume)}, inputs=[str(f) for f in files],
+                      out_path=str(Path(args.out).resolve()))
+    if keep_counts is not None:
+        record.add(keep_counts.to_dict("records"))
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         # the outputs are replaced at once: a stale CSV from an earlier run never stays in place
@@ -318,7 +332,9 @@ def cmd_count(args: argparse.Namespace) -> int:
             published = True
             if objects_out is not None:
                 published = objects_out.append(item_objects(item) if item.result is not None else [])
-            counts_out.append(counts_frame([item]), publish=None if published else False)
+            row = counts_frame([item])
+            counts_out.append(row, publish=None if published else False)
+            record.add(row.to_dict("records"))
             if item.status == "ok":
                 n_ok += 1
                 total += int(item.result.count)
@@ -329,6 +345,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
     except OSError as err:
+        record.finish("failed")
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
@@ -338,6 +355,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
     n_rows = n_ok + n_err
+    record.finish("interrupted" if interrupted else "done")
     if interrupted:
         print(f"\ninterrupted: {n_rows} of {len(files)} images are in {args.out}; run the same command with "
               "--resume to count the rest", file=sys.stderr)
@@ -348,6 +366,45 @@ def cmd_count(args: argparse.Namespace) -> int:
         for name, reason in failed:
             print(f"  failed: {name}: {reason}", file=sys.stderr)
     return 1 if n_err else 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List the history of runs, or print / export one run."""
+    from .csvout import atomic_write_bytes
+    from .history import HistoryError, db_path, get_run, list_runs, run_rows
+
+    try:
+        if args.show is not None or args.export is not None:
+            run_id = args.show if args.show is not None else args.export
+            run = get_run(run_id)
+            if args.show is not None:
+                print(json.dumps(run, indent=2))
+                return 0
+            # rows were escaped when the CSV was first written: written again as they are
+            text = run_rows(run_id).to_csv(index=False, lineterminator="\n")
+            if args.settings_out:
+                settings = {k: run["settings"][k] for k in ("model", "model_sha256", "params") if k in run["settings"]}
+                atomic_write_bytes(args.settings_out, json.dumps(settings, indent=2).encode("utf-8"))
+            if args.out == "-":
+                sys.stdout.write(text)
+            else:
+                atomic_write_bytes(args.out, text.encode("utf-8"))
+            return 0
+        runs = list_runs(args.limit)
+    except KeyError as err:
+        print(f"error: {err.args[0]} ({db_path()}); see 'python -m cellcount runs'", file=sys.stderr)
+        return 2
+    except (HistoryError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not len(runs):
+        print(f"no runs recorded yet in {db_path()}")
+        return 0
+    shown = runs[["id", "started_at", "source", "host", "model", "status", "n_inputs", "n_ok", "n_failed",
+                  "total_count"]]
+    print(shown.to_string(index=False))
+    print(f"({len(runs)} latest of the history {db_path()}; 'runs --export ID --out x.csv' writes a run's CSV)")
+    return 0
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -367,4 +424,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(message)s")
     if args.command == "models":
         return cmd_models()
+    if args.command == "runs":
+        return cmd_runs(args)
     return cmd_count(args)

@@ -9,6 +9,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
+from cellcount.history import Recorder
 from pages import _settings as settings
 from pages import _shared as sh
 
@@ -40,15 +41,27 @@ def collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
 def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> None:
     items, bad = collect(files)
     done: list[BatchItem] = list(bad)
+    record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
+                      settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict()},
+                      inputs=[it.name for it in bad] + [name for name, _ in items])
     bar = st.progress(0.0, text=f"Counting {len(items)} image(s) ...")
     table = st.empty()
     if done:
         sh.dataframe(counts_frame(done), container=table)
-    for item in count_many(
-        items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)
-    ):
-        done.append(item)
-        sh.dataframe(counts_frame(done), container=table)
+        record.add(counts_frame(done).to_dict("records"))
+    try:
+        for item in count_many(
+            items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)
+        ):
+            done.append(item)
+            record.add(counts_frame([item]).to_dict("records"))
+            sh.dataframe(counts_frame(done), container=table)
+    except BaseException:  # Streamlit stops the script when the user leaves or presses Stop
+        record.finish("interrupted")
+        raise
+    record.finish("done")
+    if record.warning:
+        st.warning(f"This batch is not in the run history: {record.warning}")
     bar.empty()
     table.empty()
     ok = [it for it in done if it.status == "ok"]

@@ -105,3 +105,9 @@ def _user_models_in_tmp(tmp_path_factory, monkeypatch):
     """Models a test fine-tunes go to a temporary user models folder, never the real one (and never
     into another test's model list)."""
     monkeypatch.setenv("CELLCOUNT_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))
+
+
+@pytest.fixture(autouse=True)
+def _history_in_tmp(tmp_path_factory, monkeypatch):
+    """The run history goes to a temporary data folder, never the user's."""
+    monkeypatch.setenv("CELLCOUNT_DATA_DIR", str(tmp_path_factory.mktemp("data")))

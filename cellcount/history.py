@@ -1,0 +1,286 @@
+"""A local history of counting runs: one SQLite database in the user's data folder.
+
+Every batch (CLI or app) is a row of ``runs`` (when, host, where from, model and its card's sha256,
+settings, inputs, status) with its per-image rows in ``rows`` (the counts CSV's columns as JSON, so a
+run's CSV can be written again). Several app sessions and a CLI may write at once: the database is in
+WAL mode with a busy timeout, and every call opens its own connection for one short transaction.
+
+Recording never stops a count: a database that cannot be opened or written is reported with a warning
+(:data:`logging`) and the run goes on; a damaged file is renamed aside (``history.sqlite.damaged-<time>``)
+and a fresh database started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "CELLCOUNT_DATA_DIR"
+DB_NAME = "history.sqlite"
+BUSY_TIMEOUT_MS = 30_000
+"""How long a writer waits for another one's transaction (they last milliseconds)."""
+STATUSES = ("running", "done", "interrupted", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    host TEXT NOT NULL,
+    source TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_sha256 TEXT,
+    settings TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    n_inputs INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    out_path TEXT
+);
+CREATE TABLE IF NOT EXISTS rows (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    status TEXT NOT NULL,
+    count INTEGER,
+    row TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+def data_dir() -> Path:
+    """The user's cellcount data folder: ``$CELLCOUNT_DATA_DIR``, else ``$XDG_DATA_HOME/cellcount``, else
+    ``~/.local/share/cellcount``. Read at each call, so a changed environment takes effect at once."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cellcount"
+
+
+def db_path() -> Path:
+    """The history database file (in :func:`data_dir`)."""
+    return data_dir() / DB_NAME
+
+
+class HistoryError(Exception):
+    """The history database cannot be used (reported as a warning by the callers that record)."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _set_aside(path: Path, err: Exception) -> Path:
+    """Rename a damaged database (and its WAL files) out of the way; return the new name."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    k = 1
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{k}")
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    logger.warning("history database %s is damaged (%s); set aside as %s, a new one is started", path, err, target)
+    return target
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        con.execute("PRAGMA journal_mode = WAL")
+        con.execute("PRAGMA foreign_keys = ON")
+        con.executescript(_SCHEMA)
+        con.execute("SELECT id FROM runs LIMIT 1").fetchall()
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _damaged(err: sqlite3.DatabaseError) -> bool:
+    """Whether an error says the file is not a usable history (as opposed to busy or unreadable)."""
+    text = str(err).lower()
+    if any(s in text for s in ("not a database", "malformed", "corrupt", "no such column", "has no column")):
+        return True
+    return not isinstance(err, sqlite3.OperationalError)  # OperationalError: locked, read-only, disk I/O
+
+
+@contextlib.contextmanager
+def connect(path: str | os.PathLike | None = None) -> Iterator[sqlite3.Connection]:
+    """A connection to the history database (created when missing), closed on exit.
+
+    A damaged file is set aside and a fresh database opened instead. Raises :class:`HistoryError` when
+    the database cannot be opened at all (read-only folder, locked for longer than the busy timeout).
+    """
+    p = Path(path) if path is not None else db_path()
+    try:
+        try:
+            con = _open(p)
+        except sqlite3.DatabaseError as err:
+            if not _damaged(err) or not p.exists():
+                raise
+            _set_aside(p, err)
+            con = _open(p)
+    except (sqlite3.Error, OSError) as err:
+        raise HistoryError(f"cannot open the run history {p}: {err}") from err
+    try:
+        yield con
+    except sqlite3.Error as err:
+        raise HistoryError(f"run history {p}: {err}") from err
+    finally:
+        con.close()
+
+
+def _jsonable(value: Any) -> Any:
+    """Row values as plain JSON (numpy / pandas scalars, NaN and pandas' NA -> None)."""
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def start_run(
+    *,
+    source: str,
+    model: str,
+    model_sha256: str | None,
+    settings: dict[str, Any],
+    inputs: Sequence[str],
+    out_path: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> int:
+    """Record a new run (status ``running``); return its id."""
+    with connect(path) as con:
+        cur = con.execute(
+            "INSERT INTO runs (started_at, host, source, model, model_sha256, settings, inputs, n_inputs, status,"
+            " out_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            (_now(), socket.gethostname(), source, model, model_sha256, json.dumps(settings, sort_keys=True),
+             json.dumps(list(inputs)), len(inputs), out_path),
+        )
+        return int(cur.lastrowid)
+
+
+def add_rows(run_id: int, rows: Iterable[dict[str, Any]], *, path: str | os.PathLike | None = None) -> None:
+    """Append per-image rows (dicts with the counts CSV's columns) to a run, in one short transaction."""
+    rows = [{k: _jsonable(v) for k, v in r.items()} for r in rows]
+    if not rows:
+        return
+    with connect(path) as con:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            (seq,) = con.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM rows WHERE run_id = ?", (run_id,)).fetchone()
+            con.executemany(
+                "INSERT INTO rows (run_id, seq, file, status, count, row) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, seq + i, str(r.get("file", "")), str(r.get("status", "")),
+                  None if r.get("count") in (None, "") else int(float(r["count"])), json.dumps(r))
+                 for i, r in enumerate(rows)],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def finish_run(run_id: int, status: str, *, path: str | os.PathLike | None = None) -> None:
+    """Mark a run ``done``, ``interrupted`` or ``failed``."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    with connect(path) as con:
+        con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", (status, _now(), run_id))
+
+
+_LIST_SQL = """
+SELECT r.id, r.started_at, r.finished_at, r.host, r.source, r.model, r.model_sha256, r.n_inputs, r.status,
+       COUNT(x.seq) AS n_rows, SUM(x.status = 'ok') AS n_ok, SUM(x.status != 'ok') AS n_failed,
+       SUM(x.count) AS total_count, r.out_path, r.settings
+FROM runs r LEFT JOIN rows x ON x.run_id = r.id
+GROUP BY r.id ORDER BY r.id DESC LIMIT ?
+"""
+RUN_COLUMNS = ("id", "started_at", "finished_at", "host", "source", "model", "model_sha256", "n_inputs", "status",
+               "n_rows", "n_ok", "n_failed", "total_count", "out_path", "settings")
+"""Columns of :func:`list_runs`."""
+
+
+def list_runs(limit: int = 100, *, path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The latest ``limit`` runs, newest first, with their row counts (:data:`RUN_COLUMNS`)."""
+    with connect(path) as con:
+        rows = con.execute(_LIST_SQL, (int(limit),)).fetchall()
+    df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    for col in ("n_ok", "n_failed", "total_count"):
+        df[col] = df[col].fillna(0).astype(int)
+    return df
+
+
+def get_run(run_id: int, *, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """One run's record (settings and inputs decoded from JSON); KeyError when there is no such run."""
+    with connect(path) as con:
+        con.row_factory = sqlite3.Row
+        row = con.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+    if row is None:
+        raise KeyError(f"no run {run_id} in the history")
+    run = dict(row)
+    run["settings"] = json.loads(run["settings"])
+    run["inputs"] = json.loads(run["inputs"])
+    return run
+
+
+def run_rows(run_id: int, *, path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """A run's per-image rows as the counts table (the columns they were recorded with, in order)."""
+    with connect(path) as con:
+        rows = con.execute("SELECT row FROM rows WHERE run_id = ? ORDER BY seq", (int(run_id),)).fetchall()
+    return pd.DataFrame([json.loads(r[0]) for r in rows])
+
+
+class Recorder:
+    """Records one run, never raising: a history that cannot be written is reported once and skipped.
+
+    ``warning`` holds the message for a UI to show (None while all is well).
+    """
+
+    def __init__(self, *, source: str, model: str, model_sha256: str | None, settings: dict[str, Any],
+                 inputs: Sequence[str], out_path: str | None = None, path: str | os.PathLike | None = None) -> None:
+        self.path = path
+        self.warning: str | None = None
+        self.run_id: int | None = None
+        self._try(lambda: setattr(self, "run_id", start_run(
+            source=source, model=model, model_sha256=model_sha256, settings=settings, inputs=inputs,
+            out_path=out_path, path=path)))
+
+    def _try(self, action) -> None:
+        try:
+            action()
+        except (HistoryError, sqlite3.Error, OSError) as err:
+            if self.warning is None:
+                self.warning = f"the run is not recorded in the history: {err}"
+                logger.warning("%s", self.warning)
+            self.run_id = None
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        if self.run_id is not None:
+            rows = list(rows)
+            self._try(lambda: add_rows(self.run_id, rows, path=self.path))
+
+    def finish(self, status: str) -> None:
+        if self.run_id is not None:
+            run_id = self.run_id
+            self._try(lambda: finish_run(run_id, status, path=self.path))

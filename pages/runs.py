@@ -1,0 +1,93 @@
+"""Runs page: the history of batches (CLI and app), their CSVs again, their settings back on Count or Batch."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+import cellcount as cc
+from cellcount import history
+from pages import _settings as settings
+from pages import _shared as sh
+
+sh.require_entry_point("runs")
+
+P = "runs"
+LIST_COLUMNS = ["id", "started_at", "source", "host", "model", "status", "n_inputs", "n_ok", "n_failed",
+                "total_count"]
+
+
+def run_label(runs, run_id: int) -> str:
+    r = runs[runs["id"] == run_id].iloc[0]
+    return f"#{r['id']} · {r['started_at']} · {r['source']} · {r['model']} · {r['n_rows']} image(s) · {r['status']}"
+
+
+def open_on(page: str, run: dict) -> None:
+    """Make the run's model and settings the session's, then go to ``page``."""
+    params = run["settings"].get("params", {})
+    try:
+        model = sh.get_model(run["model"])
+        cc.resolve_params(model, params)  # refuse settings this version cannot use, before storing them
+    except cc.CellcountError as err:
+        st.session_state[f"{P}__msg"] = ("error", f"Cannot open run #{run['id']}'s settings: {err}")
+        return
+    settings.set_current_model(model.name)
+    settings.put(model, params, origin="file", detail=f"run #{run['id']} of {run['started_at']}")
+    st.switch_page(f"pages/{page}.py")
+
+
+st.title("Runs")
+st.caption(
+    "Every batch counted here or with `python -m cellcount count` is recorded on this computer: when, "
+    "which model and settings, which images, and every per-image row. Download a run's CSV again or "
+    "reuse its settings. The command line lists the same runs: `python -m cellcount runs`."
+)
+sh.show_messages(P)
+try:
+    runs = history.list_runs(500)
+except history.HistoryError as err:
+    sh.show_error(err)
+    st.stop()
+if not len(runs):
+    st.info(f"No runs recorded yet. Count images on the Batch page or with the CLI. (History: {history.db_path()})")
+    st.stop()
+
+sh.dataframe(runs[LIST_COLUMNS], key=f"{P}_table")
+st.caption(f"{len(runs)} latest run(s) in {history.db_path()}")
+run_id = st.selectbox("Run", list(runs["id"]), key=f"{P}_run", format_func=lambda i: run_label(runs, i))
+try:
+    run = history.get_run(int(run_id))
+    rows = history.run_rows(int(run_id))
+except (KeyError, history.HistoryError) as err:
+    sh.show_error(err if isinstance(err, history.HistoryError) else LookupError(err.args[0]))
+    st.stop()
+
+m = st.columns(4)
+m[0].metric("Images", len(rows))
+ok = rows[rows["status"] == "ok"] if len(rows) else rows
+m[1].metric("Counted", len(ok))
+m[2].metric("Total count", int(ok["count"].astype(float).sum()) if len(ok) else 0)
+m[3].metric("Status", run["status"])
+st.markdown(
+    f"**{run['model']}** (weights sha256 `{(run['model_sha256'] or 'none')[:16]}`) · {run['source']} on "
+    f"{run['host']} · started {run['started_at']}, finished {run['finished_at'] or '—'}"
+)
+if len(rows):
+    sh.dataframe(rows, key=f"{P}_rows")
+with st.expander("Settings and inputs"):
+    st.json(run["settings"])
+    st.write(run["inputs"])
+row = st.container(horizontal=True)
+settings_file = json.dumps({k: run["settings"][k] for k in ("model", "model_sha256", "params") if k in run["settings"]},
+                           indent=2)
+# the rows were made formula-safe when they were first written; they are written again as they are
+csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8")
+sh.download_button("Per-image CSV", csv, f"run-{run['id']}-counts.csv", "text/csv", f"{P}_dl_csv", container=row)
+sh.download_button("Settings JSON", settings_file, f"run-{run['id']}-settings.json", "application/json",
+                   f"{P}_dl_settings", container=row)
+if row.button("Open settings on Count", key=f"{P}_to_count", icon=":material/center_focus_strong:"):
+    open_on("count", run)
+if row.button("Open settings on Batch", key=f"{P}_to_batch", icon=":material/stacks:"):
+    open_on("batch", run)
+sh.show_messages(P)

@@ -1,0 +1,66 @@
+"""AppTest of the Runs page: CLI and app batches listed, CSV again, settings opened on Count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from cellcount import history  # noqa: E402
+from cellcount.cli import main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+
+
+def open_page(path: str, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    at.switch_page(path)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_empty_history_says_so():
+    at = open_page("pages/runs.py")
+    assert any("No runs recorded yet" in i.value for i in at.info)
+
+
+def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path):
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu", "--min-area-px", "33",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0
+    at = open_page("pages/batch.py", batch_model="classical-otsu")
+    at.file_uploader(key="batch_files").set_value(
+        [("s01_sparse_small.png", (SAMPLES / "s01_sparse_small.png").read_bytes(), "image/png")])
+    at.run()
+    at.button(key="batch_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    runs = history.list_runs()
+    assert list(runs["source"]) == ["app", "cli"]  # newest first
+    assert list(runs["status"]) == ["done", "done"]
+
+    at.switch_page("pages/runs.py")
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["source"]) == ["app", "cli"]
+    cli_id = int(runs.loc[runs["source"] == "cli", "id"].iloc[0])
+    at.selectbox(key="runs_run").set_value(cli_id)
+    at.run()
+    rows = at.dataframe[1].value
+    assert list(rows["file"]) == [str(SAMPLES / "s01_sparse_small.png")]
+    assert any("33" in str(j.value) for j in at.json)
+    at.button(key="runs_to_count").click()
+    at.run()
+    assert not at.exception, at.exception
+    store = at.session_state["_settings"]
+    assert store["model"] == "classical-otsu"
+    assert store["models"]["classical-otsu"]["values"]["min_area_px"] == 33
+    assert f"run #{cli_id}" in store["models"]["classical-otsu"]["detail"]

@@ -1,0 +1,123 @@
+"""The run history: records from the CLI, listing and export, concurrent writers, a damaged database."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cellcount import history
+from cellcount.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+
+
+def _record(path: str, source: str, n_rows: int) -> int:
+    run_id = history.start_run(source=source, model="m", model_sha256="abc", settings={"params": {"x": 1}},
+                               inputs=[f"{source}-{i}.png" for i in range(n_rows)], path=path)
+    for i in range(n_rows):  # one short transaction per row, as a batch does
+        history.add_rows(run_id, [{"file": f"{source}-{i}.png", "status": "ok", "count": i}], path=path)
+    history.finish_run(run_id, "done", path=path)
+    return run_id
+
+
+def test_data_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLCOUNT_DATA_DIR", str(tmp_path / "d"))
+    assert history.db_path() == tmp_path / "d" / "history.sqlite"
+    monkeypatch.delenv("CELLCOUNT_DATA_DIR")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "x"))
+    assert history.db_path() == tmp_path / "x" / "cellcount" / "history.sqlite"
+
+
+def test_a_cli_batch_is_recorded_and_exported_identically(tmp_path, capsys):
+    out = tmp_path / "counts.csv"
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), str(SAMPLES / "s05_16bit.tif"),
+                 "--model", "classical-otsu", "--out", str(out), "--no-progress", "-q"]) == 0
+    runs = history.list_runs()
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert (run["source"], run["model"], run["status"], run["n_ok"], run["n_failed"]) == ("cli", "classical-otsu",
+                                                                                        "done", 2, 0)
+    assert run["total_count"] == int(pd.read_csv(out)["count"].sum())
+    detail = history.get_run(int(run["id"]))
+    assert detail["settings"]["params"] == json.loads(pd.read_csv(out)["settings"].iloc[0])
+    assert len(detail["inputs"]) == 2
+    capsys.readouterr()
+    exported = tmp_path / "again.csv"
+    settings_out = tmp_path / "again.settings.json"
+    assert main(["runs", "--export", str(run["id"]), "--out", str(exported), "--settings-out", str(settings_out)]) == 0
+    assert exported.read_bytes() == out.read_bytes()
+    # the exported settings count the same again
+    out2 = tmp_path / "c2.csv"
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu", "--settings",
+                 str(settings_out), "--out", str(out2), "--no-progress", "-q"]) == 0
+    assert pd.read_csv(out2)["count"].iloc[0] == pd.read_csv(out)["count"].iloc[0]
+    assert main(["runs"]) == 0
+    listing = capsys.readouterr().out
+    assert "classical-otsu" in listing and "cli" in listing
+    assert main(["runs", "--show", "999"]) == 2
+    assert "no run 999" in capsys.readouterr().err
+
+
+def test_a_failed_image_is_recorded_with_its_reason(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    assert main(["count", str(bad), str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 1
+    run = history.list_runs().iloc[0]
+    assert (run["n_ok"], run["n_failed"]) == (1, 1)
+    rows = history.run_rows(int(run["id"]))
+    assert rows.loc[rows["file"] == str(bad), "reason"].iloc[0].startswith("ImageReadError")
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    """Four processes (two 'app sessions', two 'CLIs') record runs at once into one database."""
+    path = str(tmp_path / "h.sqlite")
+    history.list_runs(path=path)  # created once, as a first use would
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        ids = pool.starmap(_record, [(path, src, 25) for src in ("app-a", "app-b", "cli-a", "cli-b")])
+    assert len(set(ids)) == 4
+    runs = history.list_runs(path=path)
+    assert sorted(runs["n_rows"]) == [25, 25, 25, 25]
+    assert set(runs["status"]) == {"done"}
+    for run_id in ids:
+        rows = history.run_rows(run_id, path=path)
+        assert list(rows["count"]) == list(range(25))
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_damaged_database_is_set_aside_not_fatal(tmp_path, capsys, caplog):
+    db = history.db_path()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(b"this is not a database at all" * 100)
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0
+    aside = list(db.parent.glob("history.sqlite.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
+    assert "damaged" in caplog.text
+    assert len(history.list_runs()) == 1  # the fresh database holds this run
+
+
+def test_an_unwritable_history_does_not_stop_a_count(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("CELLCOUNT_DATA_DIR", str(blocker / "sub"))  # a folder below a file: cannot exist
+    out = tmp_path / "c.csv"
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu", "--out", str(out),
+                 "--no-progress", "-q"]) == 0
+    assert len(pd.read_csv(out)) == 1
+    assert "not recorded in the history" in caplog.text
+    assert main(["runs"]) == 2
+
+
+def test_finish_refuses_an_unknown_status(tmp_path):
+    run_id = _record(str(tmp_path / "h.sqlite"), "x", 1)
+    with pytest.raises(ValueError, match="done"):
+        history.finish_run(run_id, "finished", path=tmp_path / "h.sqlite")
