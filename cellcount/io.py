@@ -702,6 +702,15 @@ def _usable_range(lo: float, hi: float) -> bool:
     return hi > lo and (hi - lo) * float(np.finfo(np.float32).max) >= 255.0
 
 
+def _percentile_limits(g: np.ndarray, low_pct: float, high_pct: float) -> tuple[float, float]:
+    """The values :func:`normalize_image` maps to 0 and 1: the percentiles, or the full range of a nearly
+    flat image (a constant image gives an unusable range, normalised to zeros)."""
+    lo, hi = (float(v) for v in np.percentile(g, [low_pct, high_pct]))
+    if not _usable_range(lo, hi):
+        lo, hi = float(g.min()), float(g.max())
+    return lo, hi
+
+
 def normalize_image(
     image: np.ndarray,
     *,
@@ -709,6 +718,7 @@ def normalize_image(
     high_pct: float = 99.8,
     invert: bool | None = None,
     channel: int | None = None,
+    limits: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Percentile-normalise an image to float32 (H, W) with objects bright on a dark background.
 
@@ -726,6 +736,9 @@ def normalize_image(
         :func:`is_bright_background` says the image has a bright background.
     channel : int, optional
         Use only this channel.
+    limits : (float, float), optional
+        The values mapped to 0 and 1 instead of this image's percentiles: one block of a huge image is
+        normalised like the whole (see :func:`normalization_limits`).
 
     Returns
     -------
@@ -744,12 +757,9 @@ def normalize_image(
     if invert not in (None, True, False):
         raise ParameterError(f"invert must be True, False or None (auto), got {invert!r}")
     g = to_gray(image, channel=channel)
-    lo, hi = (float(v) for v in np.percentile(g, [low_pct, high_pct]))
+    lo, hi = _percentile_limits(g, low_pct, high_pct) if limits is None else (float(limits[0]), float(limits[1]))
     if not _usable_range(lo, hi):
-        # nearly flat: fall back to the full range, and to zeros for a constant image
-        lo, hi = float(g.min()), float(g.max())
-        if not _usable_range(lo, hi):
-            return np.zeros(g.shape, dtype=np.float32)
+        return np.zeros(g.shape, dtype=np.float32)
     if invert is None:
         invert = is_bright_background(g)
     scale = np.float32(1.0 / (hi - lo))
@@ -1037,6 +1047,7 @@ def model_input(
     low_pct: float = 1.0,
     high_pct: float = 99.8,
     grayscale: str = "mean",
+    limits: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, bool]:
     """The one conversion from any image to a model's input: float32 (H, W), objects bright.
 
@@ -1046,15 +1057,42 @@ def model_input(
         How colour becomes one channel. ``mean`` averages channels (then bright backgrounds are
         inverted); ``stain`` uses the hematoxylin optical density for colour bright-background images
         (H&E and similar) and behaves like ``mean`` otherwise. Set by each model's card.
+    limits : (float, float), optional
+        Normalisation values from :func:`normalization_limits` of the whole image (for one block of it).
 
     Returns
     -------
     (normalised image, treated_as_bright_background)
     """
+    gray, bright, stain = _model_gray(image, channel=channel, invert=invert, grayscale=grayscale)
+    return normalize_image(gray, low_pct=low_pct, high_pct=high_pct, invert=bright and not stain, limits=limits), bright
+
+
+def _model_gray(image: np.ndarray, *, channel: int | None, invert: bool | None, grayscale: str
+                ) -> tuple[np.ndarray, bool, bool]:
+    """(the gray image :func:`model_input` normalises, bright background, hematoxylin used)."""
     if grayscale not in GRAYSCALE_MODES:
         raise ParameterError(f"grayscale must be one of {GRAYSCALE_MODES}, got {grayscale!r}")
     gray = to_gray(image, channel=channel)
     bright = is_bright_background(gray) if invert is None else bool(invert)
     if grayscale == "stain" and channel is None and bright and is_colour(image):
-        return normalize_image(hematoxylin(image), low_pct=low_pct, high_pct=high_pct, invert=False), True
-    return normalize_image(gray, low_pct=low_pct, high_pct=high_pct, invert=bright), bright
+        return to_gray(hematoxylin(image)), True, True
+    return gray, bright, False
+
+
+def normalization_limits(
+    sample: np.ndarray,
+    *,
+    channel: int | None = None,
+    invert: bool | None = None,
+    low_pct: float = 1.0,
+    high_pct: float = 99.8,
+    grayscale: str = "mean",
+) -> tuple[tuple[float, float], bool]:
+    """((lo, hi), bright background) that :func:`model_input` uses for ``sample``.
+
+    Computed once on the whole of a huge image (or a spread sample of it) and passed to every block as
+    ``limits`` and ``invert``, so that all blocks are normalised alike.
+    """
+    gray, bright, _ = _model_gray(sample, channel=channel, invert=invert, grayscale=grayscale)
+    return _percentile_limits(gray, low_pct, high_pct), bright

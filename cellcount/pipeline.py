@@ -386,13 +386,18 @@ def predict(
     *,
     progress=None,
     fast: bool = True,
+    limits: tuple[float, float] | None = None,
 ) -> Prediction:
-    """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass."""
+    """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass.
+
+    ``limits``: normalise with these values instead of the image's percentiles (a block of a huge image,
+    see :mod:`cellcount.blocks`).
+    """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     t0 = time.perf_counter()
     norm, inverted = model_input(
         np.asarray(image), channel=p.channel, invert=p.invert, low_pct=p.low_pct, high_pct=p.high_pct,
-        grayscale=model.card.normalization.get("grayscale", "mean"),
+        grayscale=model.card.normalization.get("grayscale", "mean"), limits=limits,
     )
     t1 = time.perf_counter()
 

@@ -1,0 +1,428 @@
+"""Count an image too large for memory block by block, each object once, the density integral kept.
+
+The image (a tiled or pyramidal TIFF, an OME-Zarr) is opened lazily (:func:`open_lazy`): only the pixels
+of one block are ever decoded. Its plane is cut into a grid of *cores* that tile it without overlap; a
+*block* is its core grown by ``overlap_px`` on every side (clipped at the image border), so the model and
+the postprocessing see every object near a seam whole. Each block is counted like a whole image, with the
+whole image's normalisation and nucleus size (:func:`plan_blocks`), and keeps only what its core owns:
+
+* objects (mask models) and density peaks whose centroid lies in the core;
+* the integral of the density map over the core (density models, and multihead ``count_source="density"``).
+
+Cores partition the image, so each object is counted in exactly one block and the integrals add up to the
+whole map's. Objects must be smaller than the overlap for this to hold (an object wider than
+``overlap_px`` can be cut by a block edge): the default, 128 px, is about 7 nucleus diameters at the
+models' training size.
+
+Memory per block task, float32 maps: about ``(block_px + 2 overlap_px)^2 x 40`` bytes with a mask model
+(the image, its normalised copy, 2-3 maps, labels and the postprocessing's temporaries), i.e. about
+0.8 GB for the default 2048-px blocks, whatever the size of the image.
+
+:func:`count_blocks` runs the blocks one after another in this process; :mod:`cellcount.distributed` runs
+:func:`count_block` on a Dask cluster's workers. Both end in :func:`combine_blocks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .postprocess import density_count as map_integral
+from .errors import ImageReadError, ParameterError
+from .io import normalization_limits
+from .models.base import CountModel
+from .pipeline import CountParams, CountResult, postprocess, predict, resolve_params
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_PX = 2048
+DEFAULT_OVERLAP_PX = 128
+SAMPLE_PIXELS = 16 * 1024 * 1024
+"""Pixels read to compute the whole image's normalisation: all of an image this small, else evenly spread
+windows of :data:`SAMPLE_WINDOW_PX`."""
+SAMPLE_WINDOW_PX = 512
+ZARR_SUFFIXES = (".zarr",)
+ALIGN_PX = 32
+"""Block origins are multiples of this (the networks' largest pooling stride), so a block's pixels meet the
+network's pooling grid as they do in the whole image: counts then match the in-memory ones more closely."""
+
+Box = tuple[int, int, int, int]
+"""(row0, col0, row1, col1), end-exclusive, in image pixels."""
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a Zarr / OME-Zarr folder (``*.zarr``, ``*.ome.zarr``)."""
+    p = Path(path)
+    return p.suffix.lower() in ZARR_SUFFIXES and p.is_dir()
+
+
+class LazyPlane:
+    """One 2-D plane of a lazily read image: ``shape`` is (H, W) or (H, W, C); ``plane[r0:r1, c0:c1]``
+    decodes only the chunks (TIFF tiles or strips, Zarr chunks) of that window."""
+
+    def __init__(self, array: Any, index: tuple, shape: tuple[int, ...], move_channel: int | None) -> None:
+        self._array = array
+        self._index = index  # leading indices (t, z ...) then the Y, X (and C) slices are appended
+        self.shape = shape
+        self._move = move_channel  # position of a channel axis before Y, X within the selected array
+        self.dtype = array.dtype
+
+    def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
+        rs, cs = window
+        if self._move is None:
+            out = np.asarray(self._array[(*self._index, rs, cs)])
+        else:
+            out = np.moveaxis(np.asarray(self._array[(*self._index, slice(None), rs, cs)]), 0, -1)
+        return out
+
+
+@contextlib.contextmanager
+def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
+    """Open the first 2-D plane of a TIFF (full resolution of a pyramid) or an OME-Zarr lazily.
+
+    Raises ImageReadError for anything else or an unsupported layout.
+    """
+    import zarr
+
+    path = Path(source)
+    name = os.fspath(source)
+    if is_zarr(path):
+        try:
+            group = zarr.open_group(str(path), mode="r")
+            attrs = dict(group.attrs)
+            ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+            if ms:
+                array = group[ms[0]["datasets"][0]["path"]]
+                axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0] for a in ms[0].get("axes", []))
+            else:
+                raise ImageReadError(f"{name}: Zarr group without OME multiscales metadata")
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise ImageReadError(f"{name}: cannot open as OME-Zarr: {err}") from err
+        except zarr.errors.ContainsArrayError:
+            array, axes = zarr.open_array(str(path), mode="r"), ""
+        yield _plane(array, axes.lower() or ("yx" if len(array.shape) == 2 else "yxc"), name)
+        return
+    import tifffile
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise ImageReadError(f"{name}: cannot open: {err}") from err
+    if head not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        raise ImageReadError(f"{name}: block-wise counting reads TIFF files and OME-Zarr folders only")
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, OSError, ValueError) as err:
+        raise ImageReadError(f"{name}: cannot read TIFF: {err}") from err
+    try:
+        series = tif.series[0]
+        store = series.aszarr(level=0)
+        array = zarr.open(store, mode="r")
+        yield _plane(array, series.axes.lower().replace("s", "c"), name)
+    finally:
+        tif.close()
+
+
+def _plane(array: Any, axes: str, name: str) -> LazyPlane:
+    """The first Y/X plane of an array with ``axes`` (letters; extra axes of size > 1 other than one
+    channel axis are taken at index 0)."""
+    if len(axes) != len(array.shape) or "y" not in axes or "x" not in axes:
+        raise ImageReadError(f"{name}: unsupported layout (axes {axes!r}, shape {tuple(array.shape)})")
+    shape = dict(zip(axes, array.shape))
+    iy, ix = axes.index("y"), axes.index("x")
+    if ix != iy + 1:
+        raise ImageReadError(f"{name}: unsupported layout (axes {axes!r}): Y and X must be adjacent")
+    ic = axes.find("c")
+    lead = [0] * iy
+    h, w = int(shape["y"]), int(shape["x"])
+    if ic == -1 or shape["c"] == 1:
+        if ic == len(axes) - 1:  # Y X C(1)
+            return _SqueezedPlane(array, tuple(lead), (h, w))
+        if ic != -1:
+            lead[ic] = 0
+        return LazyPlane(array, tuple(lead), (h, w), None)
+    if ic == len(axes) - 1:  # Y X C: channels last, as read_image returns them
+        return LazyPlane(array, tuple(lead), (h, w, int(shape["c"])), None)
+    if ic == iy - 1:  # C Y X (OME order): the channel axis is moved last per block
+        return LazyPlane(array, tuple(lead[:ic]), (h, w, int(shape["c"])), ic)
+    raise ImageReadError(f"{name}: unsupported layout (axes {axes!r}): channels must be next to Y, X")
+
+
+class _SqueezedPlane(LazyPlane):
+    def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
+        return np.asarray(self._array[(*self._index, window[0], window[1], 0)])
+
+
+def lazy_shape(source: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of a lazily readable image (header only)."""
+    with open_lazy(source) as plane:
+        return plane.shape[0], plane.shape[1]
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How one huge image is counted: its blocks, and the normalisation and size shared by all of them."""
+
+    source: str
+    shape: tuple[int, int]
+    cores: tuple[Box, ...]
+    blocks: tuple[Box, ...]
+    limits: tuple[float, float]
+    bright: bool
+    nucleus_diameter_px: float | None
+    block_px: int
+    overlap_px: int
+    regions: tuple[tuple[str, int, int, int, int], ...] = ()
+
+
+@dataclass
+class BlockPart:
+    """What one block contributes: only what its core owns, in whole-image coordinates."""
+
+    index: int
+    count: int
+    count_estimate: float
+    density_count: float | None
+    objects: pd.DataFrame
+    regions: dict[str, float]
+    seconds: float
+    model_scale: float = 1.0
+    n_rejected: dict[str, int] = field(default_factory=dict)
+
+
+def grid(shape: tuple[int, int], block_px: int, overlap_px: int) -> tuple[tuple[Box, ...], tuple[Box, ...]]:
+    """(cores, blocks): cores tile ``shape`` in near-equal parts of at most ``block_px``; each block is its
+    core grown by ``overlap_px``, clipped at the border."""
+    h, w = shape
+    rows = _cuts(h, block_px, ALIGN_PX)
+    cols = _cuts(w, block_px, ALIGN_PX)
+    overlap_px = ALIGN_PX * math.ceil(overlap_px / ALIGN_PX)
+    cores, blocks = [], []
+    for r0, r1 in rows:
+        for c0, c1 in cols:
+            cores.append((r0, c0, r1, c1))
+            blocks.append((max(0, r0 - overlap_px), max(0, c0 - overlap_px), min(h, r1 + overlap_px),
+                           min(w, c1 + overlap_px)))
+    return tuple(cores), tuple(blocks)
+
+
+def _cuts(length: int, block_px: int, align: int = 1) -> list[tuple[int, int]]:
+    n = max(1, math.ceil(length / block_px))
+    edges = [min(length, align * round(i * length / n / align)) for i in range(n)] + [length]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def region_grid(shape: tuple[int, int], rows: int, cols: int) -> list[tuple[str, int, int, int, int]]:
+    """A ``rows`` x ``cols`` grid of regions named ``r<i>c<j>`` covering the image."""
+    if rows < 1 or cols < 1:
+        raise ParameterError(f"a region grid needs at least 1 x 1 cells, got {rows} x {cols}")
+    return [(f"r{i}c{j}", r0, c0, r1, c1) for i, (r0, r1) in enumerate(_cuts(shape[0], math.ceil(shape[0] / rows)))
+            for j, (c0, c1) in enumerate(_cuts(shape[1], math.ceil(shape[1] / cols)))]
+
+
+def read_regions(path: str | os.PathLike) -> list[tuple[str, int, int, int, int]]:
+    """User boxes from a CSV with columns ``name,row0,col0,row1,col1`` (end-exclusive pixels)."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise ParameterError(f"cannot read regions {path}: {err}") from err
+    need = ["name", "row0", "col0", "row1", "col1"]
+    if [c for c in need if c not in df.columns]:
+        raise ParameterError(f"regions {path} needs the columns {need}, found {list(df.columns)}")
+    out = []
+    for r in df.itertuples(index=False):
+        box = (str(r.name), int(r.row0), int(r.col0), int(r.row1), int(r.col1))
+        if not (box[3] > box[1] and box[4] > box[2]):
+            raise ParameterError(f"region {box[0]!r} in {path} is empty (row1 <= row0 or col1 <= col0)")
+        out.append(box)
+    return out
+
+
+def _sample(plane: LazyPlane, budget: int) -> np.ndarray:
+    """The whole plane when it has at most ``budget`` pixels, else evenly spread windows stacked in rows."""
+    h, w = plane.shape[:2]
+    if h * w <= budget:
+        return plane[0:h, 0:w]
+    win = SAMPLE_WINDOW_PX
+    n = max(1, budget // (win * win))
+    side = max(1, math.isqrt(n))
+    rs = np.linspace(0, max(0, h - win), side).astype(int)
+    cs = np.linspace(0, max(0, w - win), side).astype(int)
+    return np.concatenate([plane[r:r + win, c:c + win] for r in rs for c in cs], axis=0)
+
+
+def plan_blocks(
+    source: str | os.PathLike,
+    model: CountModel,
+    params: CountParams | dict[str, Any] | None = None,
+    *,
+    block_px: int = DEFAULT_BLOCK_PX,
+    overlap_px: int = DEFAULT_OVERLAP_PX,
+    regions: Sequence[tuple[str, int, int, int, int]] = (),
+    sample_pixels: int = SAMPLE_PIXELS,
+) -> BlockPlan:
+    """Open ``source`` lazily and decide its blocks, normalisation and nucleus size.
+
+    The normalisation (percentiles, bright background) is computed once on the whole image or a spread
+    sample of it. With ``auto_nucleus_size`` (and no ``nucleus_diameter_px``), the size is estimated once
+    on the centre block and applied to every block.
+    """
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    if block_px < 64 or overlap_px < 0:
+        raise ParameterError(f"need block_px >= 64 and overlap_px >= 0, got {block_px}, {overlap_px}")
+    grayscale = model.card.normalization.get("grayscale", "mean")
+    with open_lazy(source) as plane:
+        shape = (int(plane.shape[0]), int(plane.shape[1]))
+        sample = _sample(plane, sample_pixels)
+        limits, bright = normalization_limits(sample, channel=p.channel, invert=p.invert, low_pct=p.low_pct,
+                                              high_pct=p.high_pct, grayscale=grayscale)
+        del sample
+        cores, blocks = grid(shape, block_px, overlap_px)
+        diameter = p.nucleus_diameter_px or None
+        if diameter is None and p.auto_nucleus_size:
+            mid = blocks[len(blocks) // 2]
+            centre = plane[mid[0]:mid[2], mid[1]:mid[3]]
+            pred = predict(centre, model, p.replace(invert=bright), limits=limits)
+            if pred.model_scale != 1.0 and pred.estimated_diameter_px:
+                diameter = float(np.clip(pred.estimated_diameter_px, 2.0, 1000.0))
+            del centre, pred
+    return BlockPlan(source=os.fspath(source), shape=shape, cores=cores, blocks=blocks, limits=limits, bright=bright,
+                     nucleus_diameter_px=diameter, block_px=block_px, overlap_px=overlap_px,
+                     regions=tuple(tuple(r) for r in regions))
+
+
+def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
+    """The settings every block is counted with: the plan's inversion and size; border objects are
+    judged on the whole image, not the block."""
+    return params.replace(invert=plan.bright, auto_nucleus_size=False, nucleus_diameter_px=plan.nucleus_diameter_px,
+                          exclude_border=False)
+
+
+def _inside(rows: np.ndarray, cols: np.ndarray, box: Box) -> np.ndarray:
+    return (rows >= box[0]) & (rows < box[2]) & (cols >= box[1]) & (cols < box[3])
+
+
+def count_block(plan: BlockPlan, index: int, model: CountModel, params: CountParams) -> BlockPart:
+    """Count block ``index`` of ``plan`` and keep what its core owns (see the module notes)."""
+    t0 = time.perf_counter()
+    core, box = plan.cores[index], plan.blocks[index]
+    with open_lazy(plan.source) as plane:
+        image = plane[box[0]:box[2], box[1]:box[3]]
+    bp = block_params(plan, params)
+    pred = predict(image, model, bp, limits=plan.limits)
+    result = postprocess(pred, bp, image=image)
+    del pred
+    h, w = plan.shape
+    objects = result.objects
+    if len(objects):
+        objects = objects.assign(centroid_row=objects["centroid_row"] + box[0],
+                                 centroid_col=objects["centroid_col"] + box[1])
+        for col, off in (("bbox_row0", box[0]), ("bbox_row1", box[0]), ("bbox_col0", box[1]), ("bbox_col1", box[1])):
+            if col in objects.columns:
+                objects[col] = objects[col] + off
+        keep = _inside(objects["centroid_row"].to_numpy(), objects["centroid_col"].to_numpy(), core)
+        if params.exclude_border and "bbox_row0" in objects.columns:
+            keep &= ~((objects["bbox_row0"] == 0) | (objects["bbox_col0"] == 0) | (objects["bbox_row1"] == h)
+                      | (objects["bbox_col1"] == w)).to_numpy()
+        objects = objects[keep].reset_index(drop=True)
+    local = (slice(core[0] - box[0], core[2] - box[0]), slice(core[1] - box[1], core[3] - box[1]))
+    density = result.density
+    density_count = None if density is None else map_integral(density[local])
+    by_density = result.output_kind == "density" or (density_count is not None and params.count_source == "density")
+    estimate = density_count if by_density else float(len(objects))
+    regions: dict[str, float] = {}
+    for name, r0, c0, r1, c1 in plan.regions:
+        inter = (max(r0, core[0]), max(c0, core[1]), min(r1, core[2]), min(c1, core[3]))
+        if inter[2] <= inter[0] or inter[3] <= inter[1]:
+            continue
+        if by_density:
+            regions[name] = map_integral(density[inter[0] - box[0]:inter[2] - box[0],
+                                                     inter[1] - box[1]:inter[3] - box[1]])
+        elif len(objects):
+            regions[name] = float(_inside(objects["centroid_row"].to_numpy(), objects["centroid_col"].to_numpy(),
+                                          inter).sum())
+        else:
+            regions[name] = 0.0
+    return BlockPart(index=index, count=len(objects), count_estimate=float(estimate), density_count=density_count,
+                     objects=objects, regions=regions, seconds=time.perf_counter() - t0,
+                     model_scale=result.model_scale, n_rejected=dict(result.n_rejected))
+
+
+def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountModel | str, output_kind: str,
+                   params: CountParams) -> tuple[CountResult, pd.DataFrame]:
+    """The whole image's result from its blocks' parts, and its region counts (file-less table:
+    region, row0, col0, row1, col1, count)."""
+    parts = sorted(parts, key=lambda part: part.index)
+    if [part.index for part in parts] != list(range(len(plan.blocks))):
+        raise ValueError("combine_blocks needs exactly one part per block")
+    frames = [part.objects for part in parts if len(part.objects)]
+    objects = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["label"])
+    objects["label"] = np.arange(1, len(objects) + 1)
+    estimate = float(sum(part.count_estimate for part in parts))
+    densities = [part.density_count for part in parts]
+    density_total = None if any(d is None for d in densities) else float(sum(densities))
+    kind = "density" if output_kind == "density" else "mask"
+    by_density = kind == "density" or (density_total is not None and params.count_source == "density")
+    count = int(round(estimate)) if by_density else int(sum(part.count for part in parts))
+    rejected: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.n_rejected.items():
+            rejected[k] = rejected.get(k, 0) + v
+    peaks = objects[["centroid_row", "centroid_col"]].to_numpy() if len(objects) else np.zeros((0, 2))
+    result = CountResult(
+        model_name=model if isinstance(model, str) else model.name, output_kind=kind, count=count,
+        count_estimate=estimate if by_density else float(count), labels=None, rejected=None, probability=None,
+        density=None, peaks=peaks, objects=objects, params=params,
+        seconds={"blocks": float(sum(part.seconds for part in parts))}, inverted=plan.bright,
+        n_rejected=rejected, model_scale=parts[0].model_scale if parts else 1.0,
+        estimated_diameter_px=plan.nucleus_diameter_px if params.auto_nucleus_size else None,
+        density_count=density_total if output_kind == "multihead" else None,
+    )
+    rows = []
+    for name, r0, c0, r1, c1 in plan.regions:
+        value = sum(part.regions.get(name, 0.0) for part in parts)
+        rows.append({"region": name, "row0": r0, "col0": c0, "row1": r1, "col1": c1,
+                     "count": round(value, 3) if by_density else int(value)})
+    return result, pd.DataFrame(rows, columns=["region", "row0", "col0", "row1", "col1", "count"])
+
+
+def count_blocks(
+    source: str | os.PathLike,
+    model: CountModel,
+    params: CountParams | dict[str, Any] | None = None,
+    *,
+    block_px: int = DEFAULT_BLOCK_PX,
+    overlap_px: int = DEFAULT_OVERLAP_PX,
+    regions: Sequence[tuple[str, int, int, int, int]] = (),
+    progress=None,
+) -> tuple[CountResult, pd.DataFrame]:
+    """Count a huge image block by block in this process: (result without label image, region counts).
+
+    ``progress(done, total)`` is called after each block.
+    """
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    plan = plan_blocks(source, model, p, block_px=block_px, overlap_px=overlap_px, regions=regions)
+    parts = []
+    for i in range(len(plan.blocks)):
+        parts.append(count_block(plan, i, model, p))
+        if progress is not None:
+            progress(i + 1, len(plan.blocks))
+    return combine_blocks(plan, parts, model, model.output_kind, p)
+
+
+def plan_summary(plan: BlockPlan) -> str:
+    """One line for logs: size, blocks, normalisation."""
+    return json.dumps({"shape": plan.shape, "blocks": len(plan.blocks), "block_px": plan.block_px,
+                       "overlap_px": plan.overlap_px, "limits": plan.limits, "bright": plan.bright})
