@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .postprocess import density_count as map_integral
 from .errors import ImageReadError, ParameterError
 from .io import normalization_limits
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, postprocess, predict, resolve_params
+from .postprocess import density_count as map_integral
 
 logger = logging.getLogger(__name__)
 
