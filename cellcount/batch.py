@@ -43,6 +43,9 @@ class BatchItem:
     """Model name for a failed item (a successful one takes it from its result)."""
     settings: str = ""
     """Settings JSON for a failed item, as in :meth:`CountResult.summary_row`."""
+    regions: pd.DataFrame | None = None
+    """Counts per region (file, region, row0, col0, row1, col1, count) of an image counted by blocks with
+    regions asked for (:mod:`cellcount.blocks`)."""
 
     def row(self) -> dict[str, Any]:
         s = self.result.summary_row() if self.result else {"model": self.model, "settings": self.settings}

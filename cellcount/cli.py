@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
                         "model and settings, count only the other images")
+    d = c.add_argument_group("many images and huge images (Dask; docs/SCALING.md)")
+    d.add_argument("--workers", type=int, metavar="N",
+                   help="count on N local worker processes (a Dask cluster on this machine; the model is loaded "
+                        "once per worker; workers x threads = cores). Images above the pixel cap that are TIFF or "
+                        "OME-Zarr are counted by blocks")
+    d.add_argument("--scheduler", metavar="ADDRESS", help="count on a running Dask cluster (tcp://host:8786)")
+    d.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="largest image counted whole, H x W pixels (default 8192 x 8192); larger ones are refused "
+                        "in-process and counted by blocks with --workers / --scheduler")
+    d.add_argument("--block-px", type=int, default=2048, help="block side for huge images, px (default 2048)")
+    d.add_argument("--overlap-px", type=int, default=128,
+                   help="block overlap, px: more than the largest object's diameter (default 128)")
+    d.add_argument("--region-grid", metavar="ROWSxCOLS", help="huge images: also count per cell of this grid")
+    d.add_argument("--regions", metavar="CSV", help="huge images: also count per box (name,row0,col0,row1,col1)")
+    d.add_argument("--regions-out", help="CSV of the region counts (default: <out>.regions.csv)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("models", help="list the available models")
@@ -108,17 +123,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Progress:
-    """A minimal progress bar on stderr (no dependency)."""
+    """A minimal progress bar on stderr (no dependency); ``eta``: with the time left."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, eta: bool = False) -> None:
+        import time
+
         self.enabled = enabled
+        self.eta = eta
+        self._clock = time.monotonic
+        self._t0 = time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
             return
         width = 30
         fill = int(width * done / max(total, 1))
-        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+        left = ""
+        if self.eta and 0 < done < total:
+            seconds = (self._clock() - self._t0) / done * (total - done)
+            left = f", {int(seconds // 60)} min {int(seconds % 60):02d} s left"
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}{left}   ")
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -152,6 +176,8 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     from .csvout import check_writable
 
     outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out)}
+    if getattr(args, "region_grid", None) or getattr(args, "regions", None):
+        outputs["--regions-out"] = _regions_path(args)
     if args.objects:
         outputs["--objects"] = Path(args.objects)
     for option, path in outputs.items():
@@ -193,6 +219,10 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
 
 def _settings_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".settings.json")
+
+
+def _regions_path(args: argparse.Namespace) -> Path:
+    return Path(args.regions_out) if args.regions_out else Path(args.out).with_suffix(".regions.csv")
 
 
 def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
@@ -274,7 +304,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
         return 2
-    problem = _check_outputs(args, files)
+    problem = _check_cluster_options(args) or _check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -309,7 +339,13 @@ def cmd_count(args: argparse.Namespace) -> int:
         total = int(sum(int(float(c)) for c in keep_counts["count"] if c != ""))
     written: set[str] = set()
     interrupted = False
-    counts_out = objects_out = None
+    counts_out = objects_out = regions_out = None
+    cluster = None
+    if args.workers or args.scheduler:
+        cluster = _start_cluster(args)
+        if isinstance(cluster, str):
+            print(f"error: {cluster}", file=sys.stderr)
+            return 2
     from .history import Recorder
 
     record = Recorder(source="cli", model=model.name, model_sha256=model.card.sha256,
@@ -323,8 +359,23 @@ def cmd_count(args: argparse.Namespace) -> int:
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
-        progress = _Progress(not args.no_progress)
-        for item in count_many([(str(f), f) for f in todo], model, params, progress=progress):
+        from .io import DEFAULT_MAX_PIXELS
+
+        max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+        if cluster is not None:
+            from .distributed import count_on_cluster
+
+            regions_out = CsvStream(_regions_path(args), empty_columns=("file", "region", "row0", "col0", "row1",
+                                                                        "col1", "count")) if _region_spec(args) else None
+            items = count_on_cluster([(str(f), f) for f in todo], model, params, cluster, model_ref=args.model,
+                                     progress=_Progress(not args.no_progress, eta=True), max_pixels=max_pixels,
+                                     block_px=args.block_px, overlap_px=args.overlap_px, regions=_region_spec(args))
+        else:
+            items = count_many([(str(f), f) for f in todo], model, params, progress=_Progress(not args.no_progress),
+                               max_pixels=max_pixels)
+        for item in items:
+            if regions_out is not None and item.regions is not None:
+                regions_out.append(item.regions)
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
             # the counts row marks the image done for --resume, so the published counts never run ahead of
@@ -349,9 +400,13 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
-        for sink in (objects_out, counts_out):  # objects first, as above
+        for sink in (regions_out, objects_out, counts_out):  # objects first, as above
             if sink is not None:
                 sink.close()
+        if cluster is not None:
+            from .distributed import close
+
+            close(cluster)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
     n_rows = n_ok + n_err
@@ -366,6 +421,69 @@ def cmd_count(args: argparse.Namespace) -> int:
         for name, reason in failed:
             print(f"  failed: {name}: {reason}", file=sys.stderr)
     return 1 if n_err else 0
+
+
+def _region_spec(args: argparse.Namespace):
+    from .blocks import read_regions
+
+    if args.region_grid:
+        rows, cols = (int(v) for v in args.region_grid.lower().split("x"))
+        return ("grid", (rows, cols))
+    if args.regions:
+        return ("boxes", read_regions(args.regions))
+    return None
+
+
+def _check_cluster_options(args: argparse.Namespace) -> str | None:
+    """A message when the Dask / block options cannot be used; None when all is well."""
+    from .errors import ParameterError
+
+    if args.workers is not None and args.scheduler:
+        return "give --workers (a cluster on this machine) or --scheduler (a running one), not both"
+    if args.workers is not None and args.workers < 1:
+        return f"--workers must be at least 1, got {args.workers}"
+    if (args.region_grid or args.regions) and not (args.workers or args.scheduler):
+        return "--region-grid / --regions count huge images by blocks, which runs with --workers or --scheduler"
+    if args.region_grid and args.regions:
+        return "give --region-grid or --regions, not both"
+    if args.max_pixels is not None and args.max_pixels < 1:
+        return f"--max-pixels must be at least 1, got {args.max_pixels}"
+    if args.block_px < 64 or args.overlap_px < 0:
+        return f"need --block-px >= 64 and --overlap-px >= 0, got {args.block_px} and {args.overlap_px}"
+    try:
+        _region_spec(args)
+    except ValueError as err:
+        if isinstance(err, ParameterError):
+            return str(err)
+        return f"--region-grid must look like 4x4 (rows x columns), got {args.region_grid!r}"
+    return None
+
+
+def _start_cluster(args: argparse.Namespace):
+    """A Dask client (local workers or a running scheduler), or a message saying why not."""
+    import os
+
+    # worker restarts and slow shutdowns are handled, not news: Dask logs errors only (workers read it too)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    try:
+        from .distributed import connect, local_cluster
+    except ImportError as err:
+        return f"--workers / --scheduler need Dask: pip install 'dask[distributed]' ({err})"
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        if args.workers:
+            client = local_cluster(args.workers)
+            client.wait_for_workers(args.workers, timeout=120)
+        else:
+            client = connect(args.scheduler)
+    except (OSError, TimeoutError, ValueError) as err:
+        return f"cannot start or reach the Dask cluster: {err}"
+    if not args.quiet:
+        how = f"{args.workers} local worker(s)" if args.workers else f"the cluster at {args.scheduler}"
+        print(f"note: counting on {how}", file=sys.stderr)
+    return client
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -1,0 +1,210 @@
+"""Count many images, and huge ones by blocks, on a Dask distributed cluster.
+
+:func:`local_cluster` starts worker processes on this machine (one image at a time each, ``cores // n``
+math threads each, so workers x threads = cores); :func:`connect` joins a running scheduler (SLURM,
+Kubernetes: docs/SCALING.md). :func:`count_on_cluster` then yields the same :class:`BatchItem` rows as
+:func:`cellcount.batch.count_many` does in-process (which it runs, one image per task), as they finish.
+
+The model is loaded once per worker process and kept (:func:`worker_model`, checked against the client's
+weights sha256). An image above the pixel cap that can be read lazily (TIFF, OME-Zarr) becomes one task per
+block (:mod:`cellcount.blocks`) and a combine task, on the same workers.
+
+Each task's result is received once. When a worker dies, the scheduler reruns its tasks on the others (up
+to ``distributed.scheduler.allowed-failures`` times, 3 by default), so nothing is lost and nothing is
+counted twice; an image that kills workers more often than that gets an error row, like any bad image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .batch import BatchItem, count_many
+from .blocks import BlockPart, BlockPlan, combine_blocks, count_block, is_zarr, lazy_shape, plan_blocks, region_grid
+from .errors import CellcountError, WeightsIntegrityError
+from .io import DEFAULT_MAX_PIXELS, image_shape
+from .models.base import CountModel
+from .pipeline import CountParams
+
+logger = logging.getLogger(__name__)
+
+THREADS_ENV = "CELLCOUNT_THREADS"
+"""Math threads (PyTorch, OpenMP) of each worker process, set by :func:`local_cluster`."""
+
+RegionSpec = tuple[str, Any] | None
+"""``("grid", (rows, cols))`` or ``("boxes", [(name, row0, col0, row1, col1), ...])`` or None."""
+
+
+def local_cluster(n_workers: int, *, cores: int | None = None, memory_limit: str = "auto"):
+    """A :class:`distributed.Client` on ``n_workers`` local worker processes (closed with ``client.close()``,
+    which also stops the cluster). Each worker runs one task at a time with ``cores // n_workers`` threads."""
+    from distributed import Client, LocalCluster
+
+    if n_workers < 1:
+        raise ValueError(f"need at least 1 worker, got {n_workers}")
+    cores = cores or os.cpu_count() or 1
+    threads = max(1, cores // n_workers)
+    env = {THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           memory_limit=memory_limit, env=env)
+    client = Client(cluster)
+    client._cellcount_owns_cluster = True  # noqa: SLF001 - close() below also stops it
+    return client
+
+
+def connect(address: str):
+    """A :class:`distributed.Client` on a running scheduler (``tcp://host:8786``)."""
+    from distributed import Client
+
+    return Client(address)
+
+
+def close(client) -> None:
+    """Close ``client`` and, when :func:`local_cluster` started it, its cluster."""
+    cluster = client.cluster if getattr(client, "_cellcount_owns_cluster", False) else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+_MODELS: dict[tuple[str, str], CountModel] = {}
+
+
+def worker_model(ref: str, sha256: str) -> CountModel:
+    """The model ``ref`` (a name or folder), loaded once per process; refused when its weights differ from
+    the client's (a worker with another copy of the weights would count differently)."""
+    key = (ref, sha256)
+    if key not in _MODELS:
+        from .models import load_model
+
+        threads = os.environ.get(THREADS_ENV)
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        model = load_model(ref)
+        if (model.card.sha256 or "") != (sha256 or ""):
+            raise WeightsIntegrityError(f"model {ref} on this worker has weights sha256 {model.card.sha256[:12]}, the client's "
+                             f"{sha256[:12]}: give every worker the same weights")
+        _MODELS[key] = model
+    return _MODELS[key]
+
+
+def _regions(spec: RegionSpec, shape: tuple[int, int]) -> list[tuple[str, int, int, int, int]]:
+    if spec is None:
+        return []
+    kind, value = spec
+    return region_grid(shape, *value) if kind == "grid" else list(value)
+
+
+def _needs_blocks(src: Any, max_pixels: int) -> tuple[int, int] | None:
+    """(H, W) of a file that is above the cap and can be read lazily; None otherwise."""
+    if not isinstance(src, (str, os.PathLike)):
+        return None
+    try:
+        if is_zarr(src):
+            return lazy_shape(src)
+        h, w = image_shape(src)
+        with open(src, "rb") as fh:
+            tiff = fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    except (CellcountError, OSError):
+        return None  # count_many reports the problem
+    return (h, w) if tiff and h * w > max_pixels else None
+
+
+def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, max_pixels: int,
+               block_px: int, overlap_px: int, regions: RegionSpec) -> BatchItem | BlockPlan:
+    """One image on a worker: its row, or the block plan of an image above the cap."""
+    model = worker_model(ref, sha256)
+    shape = _needs_blocks(src, max_pixels)
+    if shape is not None:
+        try:
+            return plan_blocks(src, model, params, block_px=block_px, overlap_px=overlap_px,
+                               regions=_regions(regions, shape))
+        except (CellcountError, OSError) as err:
+            return _error_item(name, f"{type(err).__name__}: {err}", model.name, params)
+    return next(iter(count_many([(name, src)], model, params, max_pixels=max_pixels)))
+
+
+def block_task(plan: BlockPlan, index: int, ref: str, sha256: str, params: CountParams) -> BlockPart:
+    return count_block(plan, index, worker_model(ref, sha256), params)
+
+
+def combine_task(name: str, plan: BlockPlan, ref: str, sha256: str, params: CountParams, started: float,
+                 *parts: BlockPart) -> BatchItem:
+    model = worker_model(ref, sha256)
+    result, regions = combine_blocks(plan, parts, model, model.output_kind, params)
+    item = BatchItem(name, "ok", "", result, time.time() - started)
+    item.regions = regions.assign(file=name)[["file", *regions.columns]] if len(regions) else None
+    return item
+
+
+def _error_item(name: str, reason: str, model_name: str, params: CountParams) -> BatchItem:
+    return BatchItem(name, "error", " ".join(reason.split()), None, model=model_name,
+                     settings=json.dumps(params.to_dict(), sort_keys=True))
+
+
+def count_on_cluster(
+    items: Iterable[tuple[str, str | os.PathLike]],
+    model: CountModel,
+    params: CountParams,
+    client,
+    *,
+    model_ref: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    block_px: int = 2048,
+    overlap_px: int = 128,
+    regions: RegionSpec = None,
+) -> Iterator[BatchItem]:
+    """Count ``(name, path)`` items on ``client``'s workers; yield each row as it finishes (any order).
+
+    ``model_ref`` is what the workers load (a name or folder; default ``model.name``). Per-image failures
+    become error rows as in :func:`cellcount.batch.count_many`; so do images whose tasks failed on the
+    cluster (a worker killed too often, an exception outside the counting).
+    """
+    from distributed import as_completed
+
+    ref = model_ref or model.name
+    sha = model.card.sha256 or ""
+    items = [(name, os.fspath(src) if isinstance(src, Path) else src) for name, src in items]
+    total = len(items)
+    futures = {}
+    for name, src in items:
+        fut = client.submit(count_task, name, src, ref, sha, params, max_pixels, block_px, overlap_px, regions,
+                            pure=False)
+        futures[fut] = name
+    pending = as_completed(list(futures))
+    done = 0
+    try:
+        for fut in pending:
+            name = futures.pop(fut)
+            try:
+                out = fut.result()
+            except Exception as err:  # noqa: BLE001 - a task lost on the cluster is one image's error row
+                out = _error_item(name, f"{type(err).__name__}: {err}", model.name, params)
+            fut.release()
+            if isinstance(out, BlockPlan):
+                logger.info("%s: counting %d blocks", name, len(out.blocks))
+                parts = [client.submit(block_task, out, i, ref, sha, params, pure=False) for i in range(len(out.blocks))]
+                combine = client.submit(combine_task, name, out, ref, sha, params, time.time(), *parts, pure=False)
+                futures[combine] = name
+                pending.add(combine)
+                continue
+            done += 1
+            yield out
+            if progress is not None:
+                progress(done, total)
+    finally:
+        if futures:  # interrupted: the tasks still queued are dropped
+            client.cancel(list(futures))
+
+
+def n_workers(client) -> int:
+    """How many workers the scheduler knows now."""
+    return len(client.scheduler_info().get("workers", {}))
