@@ -1,0 +1,111 @@
+"""Block-wise counting of images too large for memory: lazy reading, seams, density integral, regions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+import cellcount as cc
+from cellcount import blocks
+from cellcount.errors import ImageReadError, ParameterError
+from cellcount.synthetic_large import write_large_tiff
+
+
+@pytest.mark.parametrize("shape,block,overlap", [((1000, 777), 300, 40), ((64, 64), 2048, 128), ((513, 2049), 512, 0)])
+def test_cores_partition_the_image_and_blocks_hold_their_core(shape, block, overlap):
+    cores, boxes = blocks.grid(shape, block, overlap)
+    cover = np.zeros(shape, np.int32)
+    for (r0, c0, r1, c1), (b0, d0, b1, d1) in zip(cores, boxes):
+        cover[r0:r1, c0:c1] += 1
+        assert b0 <= r0 < r1 <= b1 and d0 <= c0 < c1 <= d1
+        assert b0 % blocks.ALIGN_PX == 0 and d0 % blocks.ALIGN_PX == 0
+        assert r1 - r0 <= block + blocks.ALIGN_PX and (r0 - b0 >= min(overlap, r0))
+    assert (cover == 1).all()
+
+
+def test_region_grid_and_boxes(tmp_path):
+    cells = blocks.region_grid((100, 90), 2, 3)
+    assert [c[0] for c in cells] == ["r0c0", "r0c1", "r0c2", "r1c0", "r1c1", "r1c2"]
+    area = np.zeros((100, 90), int)
+    for _, r0, c0, r1, c1 in cells:
+        area[r0:r1, c0:c1] += 1
+    assert (area == 1).all()
+    good = tmp_path / "boxes.csv"
+    good.write_text("name,row0,col0,row1,col1\nwell A1,0,0,10,20\n")
+    assert blocks.read_regions(good) == [("well A1", 0, 0, 10, 20)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,row0,col0,row1,col1\nempty,5,5,5,9\n")
+    with pytest.raises(ParameterError, match="empty"):
+        blocks.read_regions(bad)
+    with pytest.raises(ParameterError, match="columns"):
+        blocks.read_regions(_write(tmp_path / "x.csv", "a,b\n1,2\n"))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_lazy_tiff_and_ome_zarr_read_only_a_window(tmp_path, rng):
+    image = rng.integers(0, 60000, (300, 400, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "rgb.tif", image, tile=(128, 128), photometric="rgb")
+    with blocks.open_lazy(tmp_path / "rgb.tif") as plane:
+        assert plane.shape == (300, 400, 3)
+        np.testing.assert_array_equal(plane[10:200, 250:390], image[10:200, 250:390])
+    zarr = pytest.importorskip("zarr")
+    root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w")
+    cyx = np.moveaxis(image, -1, 0)[None]  # (t, c, y, x)
+    root.create_array("0", data=cyx, chunks=(1, 1, 128, 128))
+    root.attrs["multiscales"] = [{"axes": [{"name": "t"}, {"name": "c"}, {"name": "y"}, {"name": "x"}],
+                                  "datasets": [{"path": "0"}]}]
+    assert blocks.is_zarr(tmp_path / "img.ome.zarr")
+    with blocks.open_lazy(tmp_path / "img.ome.zarr") as plane:
+        assert plane.shape == (300, 400, 3)
+        np.testing.assert_array_equal(plane[5:100, 7:300], image[5:100, 7:300])
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ImageReadError, match="TIFF files and OME-Zarr"):
+        blocks.lazy_shape(tmp_path / "x.png")
+
+
+def test_objects_on_block_seams_are_counted_once(tmp_path, draw_disks):
+    """Disks astride the seams of 4 x 4 blocks (cores cut at 160, 288 and 448 px): each counted once."""
+    shape = (600, 600)
+    assert [c[1] for c in blocks.grid(shape, 150, 32)[0][:4]] == [0, 160, 288, 448]
+    centres = [(r, c) for r in (40, 158, 290, 447, 560) for c in (40, 158, 290, 447, 560)]
+    labels = draw_disks(shape, centres, 9)
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "disks.tif", image, tile=(128, 128))
+    model = cc.load_model("classical-otsu")
+    result, regions = blocks.count_blocks(tmp_path / "disks.tif", model, {"min_area_px": 10}, block_px=150,
+                                          overlap_px=32, regions=blocks.region_grid(shape, 2, 2))
+    assert result.count == len(centres) == len(result.objects)
+    assert sorted(result.objects["label"]) == list(range(1, len(centres) + 1))
+    assert int(regions["count"].sum()) == len(centres)
+    assert list(regions["count"]) == [9, 6, 6, 4]
+
+
+def test_large_generated_tiff_has_its_count(tmp_path):
+    n = write_large_tiff(tmp_path / "big.tif", (1024, 512), seed=3, cells_per_tile=30)
+    meta = json.loads((tmp_path / "big.json").read_text())
+    assert meta["count"] == n and 0 < n <= 60
+    with tifffile.TiffFile(tmp_path / "big.tif") as tif:
+        assert tif.pages[0].is_tiled and tif.pages[0].shape == (1024, 512)
+    with pytest.raises(ParameterError, match="multiples"):
+        write_large_tiff(tmp_path / "odd.tif", (1000, 512))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["unet-mask", "unet-density"])
+def test_block_count_within_half_a_percent_of_the_in_memory_count(tmp_path, model_name):
+    """A 1024 x 1024 generated image (about 480 nuclei) counted whole and in 9 blocks of about 340 px."""
+    write_large_tiff(tmp_path / "big.tif", (1024, 1024), seed=0)
+    image = tifffile.imread(tmp_path / "big.tif")
+    model = cc.load_model(model_name)
+    params = cc.resolve_params(model, {"auto_nucleus_size": False})
+    whole = cc.count_image(image, model, params)
+    by_blocks, _ = blocks.count_blocks(tmp_path / "big.tif", model, params, block_px=340, overlap_px=64)
+    assert whole.count > 300
+    assert abs(by_blocks.count_estimate - whole.count_estimate) <= 0.005 * whole.count_estimate

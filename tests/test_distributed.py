@@ -1,0 +1,84 @@
+"""Counting on a real local Dask cluster (no mocks): same rows as in-process, a worker killed mid-run,
+a huge image by blocks with region counts. Each test starts worker processes: marked slow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("distributed")
+
+import cellcount as cc  # noqa: E402
+from cellcount import blocks, history  # noqa: E402
+from cellcount.batch import count_many  # noqa: E402
+from cellcount.cli import main  # noqa: E402
+from cellcount.distributed import close, count_on_cluster, local_cluster  # noqa: E402
+from cellcount.synthetic_large import write_large_tiff  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+pytestmark = pytest.mark.slow
+
+
+def _rows(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path).sort_values("file").reset_index(drop=True)
+    return df.drop(columns=["seconds"])
+
+
+def test_workers_give_the_in_process_rows_and_count_a_huge_image_by_blocks(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("s01_sparse_small.png", "s02_dense_clusters.png", "s05_16bit.tif"):
+        shutil.copy(SAMPLES / name, folder / name)
+    write_large_tiff(folder / "big.tif", (1024, 512), seed=1, cells_per_tile=40)
+    (folder / "big.json").unlink()
+    common = ["--model", "classical-otsu", "--max-pixels", "300000", "--no-progress", "-q"]
+    assert main(["count", str(folder), "--out", str(tmp_path / "inproc.csv"), *common]) == 1  # big.tif: too large
+    assert main(["count", str(folder), "--out", str(tmp_path / "w2.csv"), "--workers", "2", "--block-px", "300",
+                 "--overlap-px", "32", "--region-grid", "2x1", *common]) == 0
+    inproc, w2 = _rows(tmp_path / "inproc.csv"), _rows(tmp_path / "w2.csv")
+    big = str(folder / "big.tif")
+    assert inproc.loc[inproc["file"] == big, "reason"].iloc[0].startswith("ImageTooLargeError")
+    pd.testing.assert_frame_equal(inproc[inproc["file"] != big], w2[w2["file"] != big], check_dtype=False)
+    # the huge image: by blocks on the workers, the same as by blocks in this process
+    model = cc.load_model("classical-otsu")
+    local, regions = blocks.count_blocks(big, model, cc.resolve_params(model), block_px=300, overlap_px=32,
+                                         regions=blocks.region_grid((1024, 512), 2, 1))
+    row = w2[w2["file"] == big].iloc[0]
+    assert row["status"] == "ok" and row["count"] == local.count > 0
+    on_cluster = pd.read_csv(tmp_path / "w2.regions.csv")
+    assert list(on_cluster["region"]) == ["r0c0", "r1c0"]
+    assert list(on_cluster["count"]) == list(regions["count"]) and on_cluster["count"].sum() == local.count
+    assert list(history.list_runs()["status"]) == ["done", "done"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    client = local_cluster(2, cores=2)
+    client.wait_for_workers(2, timeout=120)
+    yield client
+    close(client)
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster):
+    files = [f for f in sorted(SAMPLES.glob("s*.png")) if not f.stem.endswith("_labels")][:4]
+    model = cc.load_model("unet-mask")
+    params = cc.resolve_params(model, {"auto_nucleus_size": False})
+    expected = {it.name: it.result.count for it in count_many([(str(f), f) for f in files], model, params)}
+    pids = cluster.run(os.getpid)
+    got, victim = [], None
+    for item in count_on_cluster([(str(f), f) for f in files], model, params, cluster):
+        got.append(item)
+        if victim is None:  # both workers are busy with the next images: kill one of them outright
+            victim = next(iter(pids.values()))
+            os.kill(victim, signal.SIGKILL)
+    assert sorted(it.name for it in got) == sorted(expected)  # each image exactly once
+    assert all(it.status == "ok" for it in got), [it.reason for it in got]
+    assert {it.name: it.result.count for it in got} == expected
+    cluster.wait_for_workers(2, timeout=120)
+    assert victim not in cluster.run(os.getpid).values()  # the nanny started a fresh worker
