@@ -99,18 +99,18 @@ def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
     name = os.fspath(source)
     if is_zarr(path):
         try:
-            group = zarr.open_group(str(path), mode="r")
-            attrs = dict(group.attrs)
-            ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-            if ms:
-                array = group[ms[0]["datasets"][0]["path"]]
-                axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0] for a in ms[0].get("axes", []))
+            node = zarr.open(str(path), mode="r")
+            if isinstance(node, zarr.Array):
+                array, axes = node, ""
             else:
-                raise ImageReadError(f"{name}: Zarr group without OME multiscales metadata")
-        except (OSError, KeyError, ValueError, TypeError) as err:
+                attrs = dict(node.attrs)
+                ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+                if not ms:
+                    raise ImageReadError(f"{name}: Zarr group without OME multiscales metadata")
+                array = node[ms[0]["datasets"][0]["path"]]  # the full resolution comes first
+                axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0] for a in ms[0].get("axes", []))
+        except (OSError, KeyError, IndexError, ValueError, TypeError) as err:
             raise ImageReadError(f"{name}: cannot open as OME-Zarr: {err}") from err
-        except zarr.errors.ContainsArrayError:
-            array, axes = zarr.open_array(str(path), mode="r"), ""
         yield _plane(array, axes.lower() or ("yx" if len(array.shape) == 2 else "yxc"), name)
         return
     import tifffile

@@ -103,11 +103,11 @@ def _regions(spec: RegionSpec, shape: tuple[int, int]) -> list[tuple[str, int, i
 
 
 def _needs_blocks(src: Any, max_pixels: int) -> tuple[int, int] | None:
-    """(H, W) of a file that is above the cap and can be read lazily; None otherwise."""
+    """(H, W) of an image to count by blocks (a TIFF above the cap, any OME-Zarr); None otherwise."""
     if not isinstance(src, (str, os.PathLike)):
         return None
     try:
-        if is_zarr(src):
+        if is_zarr(src):  # read only by blocks, whatever its size
             return lazy_shape(src)
         h, w = image_shape(src)
         with open(src, "rb") as fh:

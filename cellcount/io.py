@@ -834,6 +834,11 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _is_zarr_dir(path: Path) -> bool:
+    """An OME-Zarr folder (``*.zarr``): one image, counted by blocks (:mod:`cellcount.blocks`)."""
+    return path.suffix.lower() == ".zarr" and path.is_dir()
+
+
 def _has_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
@@ -880,6 +885,9 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        zarrs = [d for d in dirnames if _is_zarr_dir(Path(dirpath, d))]
+        dirnames[:] = [d for d in dirnames if d not in zarrs]  # an OME-Zarr is one image, not a folder
+        yield from (Path(dirpath, d) for d in zarrs)
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
@@ -925,7 +933,7 @@ def list_image_files(
     for item in paths:
         text = os.fspath(item)
         path = Path(text)
-        if path.is_file():
+        if path.is_file() or _is_zarr_dir(path):
             candidates: Iterable[Path] = [path]
         elif path.is_dir():
             candidates = _walk_folder(path, skip)
@@ -942,7 +950,7 @@ def list_image_files(
             broken = _broken_link_reason(path)
             raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
         for cand in candidates:
-            if _is_image_file(cand):
+            if _is_image_file(cand) or _is_zarr_dir(cand):
                 found.setdefault(cand.resolve(), cand)
             elif path.is_file():
                 logger.info("skipping %s: extension not one of %s", cand, sorted(IMAGE_EXTENSIONS))

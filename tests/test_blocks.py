@@ -58,13 +58,18 @@ def test_lazy_tiff_and_ome_zarr_read_only_a_window(tmp_path, rng):
     zarr = pytest.importorskip("zarr")
     root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w")
     cyx = np.moveaxis(image, -1, 0)[None]  # (t, c, y, x)
-    root.create_array("0", data=cyx, chunks=(1, 1, 128, 128))
+    level = zarr.open_array(str(tmp_path / "img.ome.zarr" / "0"), mode="w", shape=cyx.shape, chunks=(1, 1, 128, 128),
+                            dtype=cyx.dtype)
+    level[:] = cyx
     root.attrs["multiscales"] = [{"axes": [{"name": "t"}, {"name": "c"}, {"name": "y"}, {"name": "x"}],
                                   "datasets": [{"path": "0"}]}]
     assert blocks.is_zarr(tmp_path / "img.ome.zarr")
     with blocks.open_lazy(tmp_path / "img.ome.zarr") as plane:
         assert plane.shape == (300, 400, 3)
         np.testing.assert_array_equal(plane[5:100, 7:300], image[5:100, 7:300])
+    plain = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=(70, 90), chunks=(32, 32), dtype="u1")
+    plain[:] = image[:70, :90, 0] // 256
+    assert blocks.lazy_shape(tmp_path / "plain.zarr") == (70, 90)
     (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(ImageReadError, match="TIFF files and OME-Zarr"):
         blocks.lazy_shape(tmp_path / "x.png")

@@ -37,14 +37,25 @@ def test_workers_give_the_in_process_rows_and_count_a_huge_image_by_blocks(tmp_p
         shutil.copy(SAMPLES / name, folder / name)
     write_large_tiff(folder / "big.tif", (1024, 512), seed=1, cells_per_tile=40)
     (folder / "big.json").unlink()
+    zarr = pytest.importorskip("zarr")
+    small = cc.read_image(SAMPLES / "s01_sparse_small.png")  # as an OME-Zarr: one block, counted the same
+    level = zarr.open_array(str(folder / "s01.ome.zarr" / "0"), mode="w", shape=small.shape, chunks=(64, 64),
+                            dtype=small.dtype)
+    level[:] = small
+    zarr.open_group(str(folder / "s01.ome.zarr"), mode="a").attrs["multiscales"] = [
+        {"axes": [{"name": "y"}, {"name": "x"}], "datasets": [{"path": "0"}]}]
     common = ["--model", "classical-otsu", "--max-pixels", "300000", "--no-progress", "-q"]
     assert main(["count", str(folder), "--out", str(tmp_path / "inproc.csv"), *common]) == 1  # big.tif: too large
     assert main(["count", str(folder), "--out", str(tmp_path / "w2.csv"), "--workers", "2", "--block-px", "300",
                  "--overlap-px", "32", "--region-grid", "2x1", *common]) == 0
     inproc, w2 = _rows(tmp_path / "inproc.csv"), _rows(tmp_path / "w2.csv")
-    big = str(folder / "big.tif")
+    big, ome = str(folder / "big.tif"), str(folder / "s01.ome.zarr")
     assert inproc.loc[inproc["file"] == big, "reason"].iloc[0].startswith("ImageTooLargeError")
-    pd.testing.assert_frame_equal(inproc[inproc["file"] != big], w2[w2["file"] != big], check_dtype=False)
+    assert inproc.loc[inproc["file"] == ome, "status"].iloc[0] == "error"  # Zarr: read by blocks only
+    whole = ~inproc["file"].isin([big, ome])
+    pd.testing.assert_frame_equal(inproc[whole], w2[whole], check_dtype=False)
+    assert w2.loc[w2["file"] == ome, "count"].iloc[0] == w2.loc[w2["file"].str.endswith("s01_sparse_small.png"),
+                                                                "count"].iloc[0]
     # the huge image: by blocks on the workers, the same as by blocks in this process
     model = cc.load_model("classical-otsu")
     local, regions = blocks.count_blocks(big, model, cc.resolve_params(model), block_px=300, overlap_px=32,
@@ -52,6 +63,8 @@ def test_workers_give_the_in_process_rows_and_count_a_huge_image_by_blocks(tmp_p
     row = w2[w2["file"] == big].iloc[0]
     assert row["status"] == "ok" and row["count"] == local.count > 0
     on_cluster = pd.read_csv(tmp_path / "w2.regions.csv")
+    assert set(on_cluster["file"]) == {big, ome}  # every image counted by blocks
+    on_cluster = on_cluster[on_cluster["file"] == big]
     assert list(on_cluster["region"]) == ["r0c0", "r1c0"]
     assert list(on_cluster["count"]) == list(regions["count"]) and on_cluster["count"].sum() == local.count
     assert list(history.list_runs()["status"]) == ["done", "done"]
