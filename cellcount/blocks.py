@@ -14,9 +14,9 @@ whole map's. Objects must be smaller than the overlap for this to hold (an objec
 ``overlap_px`` can be cut by a block edge): the default, 128 px, is about 7 nucleus diameters at the
 models' training size.
 
-Memory per block task, float32 maps: about ``(block_px + 2 overlap_px)^2 x 40`` bytes with a mask model
-(the image, its normalised copy, 2-3 maps, labels and the postprocessing's temporaries), i.e. about
-0.8 GB for the default 2048-px blocks, whatever the size of the image.
+Memory per worker is bounded by the block size, not the image: a worker process counting one 2304 x 2304
+block (the default 2048 px + 2 x 128 px overlap) with unet-mask peaked at 0.8 GB resident, Python, PyTorch
+and the model included (``scripts/bench_workers.py``, docs/SCALING.md).
 
 :func:`count_blocks` runs the blocks one after another in this process; :mod:`cellcount.distributed` runs
 :func:`count_block` on a Dask cluster's workers. Both end in :func:`combine_blocks`.

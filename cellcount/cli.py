@@ -488,6 +488,8 @@ def _start_cluster(args: argparse.Namespace):
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the history of runs, or print / export one run."""
+    import pandas as pd
+
     from .csvout import atomic_write_bytes
     from .history import HistoryError, db_path, get_run, list_runs, run_rows
 
@@ -499,7 +501,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 print(json.dumps(run, indent=2))
                 return 0
             # rows were escaped when the CSV was first written: written again as they are
-            text = run_rows(run_id).to_csv(index=False, lineterminator="\n")
+            rows = run_rows(run_id)
+            if not len(rows.columns):  # a run stopped before its first image: the header alone
+                from .batch import COUNT_COLUMNS
+
+                rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
+            text = rows.to_csv(index=False, lineterminator="\n")
             if args.settings_out:
                 settings = {k: run["settings"][k] for k in ("model", "model_sha256", "params") if k in run["settings"]}
                 atomic_write_bytes(args.settings_out, json.dumps(settings, indent=2).encode("utf-8"))

@@ -95,6 +95,15 @@ def worker_model(ref: str, sha256: str) -> CountModel:
     return _MODELS[key]
 
 
+def load_on_workers(client, ref: str, sha256: str) -> None:
+    """Load the model on every worker now (otherwise each loads it with its first task)."""
+    client.run(_load_only, ref, sha256)
+
+
+def _load_only(ref: str, sha256: str) -> str:
+    return worker_model(ref, sha256).name  # the model itself stays on the worker
+
+
 def _regions(spec: RegionSpec, shape: tuple[int, int]) -> list[tuple[str, int, int, int, int]]:
     if spec is None:
         return []

@@ -28,6 +28,7 @@ ORIGINS = {
     "tuned": "tuned on your data",
     "edited": "edited",
     "file": "loaded from a file",
+    "run": "a past run",
 }
 
 

@@ -33,7 +33,7 @@ def open_on(page: str, run: dict) -> None:
         st.session_state[f"{P}__msg"] = ("error", f"Cannot open run #{run['id']}'s settings: {err}")
         return
     settings.set_current_model(model.name)
-    settings.put(model, params, origin="file", detail=f"run #{run['id']} of {run['started_at']}")
+    settings.put(model, params, origin="run", detail=f"run #{run['id']} of {run['started_at']}")
     st.switch_page(f"pages/{page}.py")
 
 

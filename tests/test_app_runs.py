@@ -64,3 +64,4 @@ def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path):
     assert store["model"] == "classical-otsu"
     assert store["models"]["classical-otsu"]["values"]["min_area_px"] == 33
     assert f"run #{cli_id}" in store["models"]["classical-otsu"]["detail"]
+    assert store["models"]["classical-otsu"]["origin"] == "run"

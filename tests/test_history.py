@@ -121,3 +121,10 @@ def test_finish_refuses_an_unknown_status(tmp_path):
     run_id = _record(str(tmp_path / "h.sqlite"), "x", 1)
     with pytest.raises(ValueError, match="done"):
         history.finish_run(run_id, "finished", path=tmp_path / "h.sqlite")
+
+
+def test_a_run_without_rows_exports_the_header(tmp_path):
+    run_id = history.start_run(source="cli", model="m", model_sha256="", settings={}, inputs=["a.png"])
+    history.finish_run(run_id, "interrupted")
+    assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "e.csv")]) == 0
+    assert (tmp_path / "e.csv").read_text().startswith("file,model,count,")
