@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from .batch import BatchItem, count_many
-from .blocks import BlockPart, BlockPlan, combine_blocks, count_block, is_zarr, lazy_shape, plan_blocks, region_grid
+from .blocks import (
+    BlockPart,
+    BlockPlan,
+    combine_blocks,
+    count_block,
+    is_zarr,
+    lazy_shape,
+    plan_blocks,
+    plan_summary,
+    region_grid,
+)
 from .errors import CellcountError, WeightsIntegrityError
 from .io import DEFAULT_MAX_PIXELS, image_shape
 from .models.base import CountModel
@@ -199,7 +209,7 @@ def count_on_cluster(
                 out = _error_item(name, f"{type(err).__name__}: {err}", model.name, params)
             fut.release()
             if isinstance(out, BlockPlan):
-                logger.info("%s: counting %d blocks", name, len(out.blocks))
+                logger.info("%s: counting by blocks %s", name, plan_summary(out))
                 parts = [client.submit(block_task, out, i, ref, sha, params, pure=False) for i in range(len(out.blocks))]
                 combine = client.submit(combine_task, name, out, ref, sha, params, time.time(), *parts, pure=False)
                 futures[combine] = name
@@ -212,8 +222,3 @@ def count_on_cluster(
     finally:
         if futures:  # interrupted: the tasks still queued are dropped
             client.cancel(list(futures))
-
-
-def n_workers(client) -> int:
-    """How many workers the scheduler knows now."""
-    return len(client.scheduler_info().get("workers", {}))
