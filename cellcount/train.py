@@ -204,8 +204,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     model_kwargs = {"in_channels": 1, **cfg["model"], "head": "density" if kind == "density" else "mask"}
     if kind == "density":
         model_kwargs["out_channels"] = 1
-    if kind == "multihead":
-        model_kwargs["out_channels"] = 3
+    if kind == "multihead":  # fg, border and density: three output channels, or two plus a density branch
+        model_kwargs["out_channels"] = 2 if model_kwargs.get("density_branch") else 3
     net = create_model(cfg["architecture"], **model_kwargs).to(memory_format=torch.channels_last)
     init_info = None
     if (cfg.get("init") or {}).get("from"):
@@ -316,20 +316,24 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
 
 
 def _freeze_all_but_new_outputs(net, init_info: dict[str, Any] | None) -> bool:
-    """Train only the output channels beyond the source model's: the new head learns from features the
-    source trained, and the source's own outputs stay bit-identical (its measured quality carries over)."""
-    if not init_info or not init_info.get("output_channels_added"):
-        raise ValueError("train.trainable: new_outputs needs init.from a model with fewer output channels")
+    """Train only what init.from did not provide (a new branch, the added rows of a grown output layer):
+    the new head learns from features the source trained, and the source's own outputs stay bit-identical
+    (its measured quality carries over)."""
     import torch
 
-    n_src = int(init_info["output_channels_src"])
-    for p in net.parameters():
-        p.requires_grad_(False)
-    for p in (net.out.weight, net.out.bias):
-        p.requires_grad_(True)
-        keep = torch.zeros_like(p)
-        keep[n_src:] = 1.0
-        p.register_hook(lambda g, keep=keep: g * keep)
+    info = init_info or {}
+    fresh = set(info.get("fresh_parameters") or ())
+    if not fresh and not info.get("output_channels_added"):
+        raise ValueError("train.trainable: new_outputs needs init.from a model with fewer outputs than this one")
+    for key, p in net.named_parameters():
+        p.requires_grad_(key in fresh)
+    if info.get("output_channels_added"):  # a grown output layer: only its new rows learn
+        n_src = int(info["output_channels_src"])
+        for p in (net.out.weight, net.out.bias):
+            p.requires_grad_(True)
+            keep = torch.zeros_like(p)
+            keep[n_src:] = 1.0
+            p.register_hook(lambda g, keep=keep: g * keep)
     return True
 
 
@@ -340,7 +344,8 @@ def _train_mode(net, frozen: bool) -> None:
     net.train()
     if frozen:
         for m in net.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in m.parameters()):
                 m.eval()
 
 
@@ -350,7 +355,7 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
 
     src = load_model_folder(folder)  # checks the sha256
     differs = {k for k in set(kwargs) | set(src.card.kwargs) if kwargs.get(k) != src.card.kwargs.get(k)}
-    if src.card.architecture != architecture or not differs <= {"out_channels", "head"}:
+    if src.card.architecture != architecture or not differs <= {"out_channels", "head", "density_branch"}:
         raise ValueError(f"init.from {folder}: architecture/kwargs {src.card.architecture} {src.card.kwargs} "
                          f"differ from this config's {architecture} {kwargs}")
     state, own = src.net.state_dict(), net.state_dict()
@@ -364,10 +369,13 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
             grown.append(key)
             n_src = n
     net.load_state_dict(own)
-    logger.info("initialised from %s (sha256 %s)%s", folder, src.card.sha256[:12],
-                f"; output channels beyond the source's start fresh: {grown}" if grown else "")
+    fresh = [k for k in own if k not in state]
+    logger.info("initialised from %s (sha256 %s)%s%s", folder, src.card.sha256[:12],
+                f"; output channels beyond the source's start fresh: {grown}" if grown else "",
+                f"; {len(fresh)} tensors not in the source start fresh" if fresh else "")
     return {"folder": str(folder), "sha256": src.card.sha256, "steps": src.card.training.get("steps"),
-            "config": src.card.training.get("config"), "output_channels_added": bool(grown), "output_channels_src": n_src}
+            "config": src.card.training.get("config"), "output_channels_added": bool(grown), "output_channels_src": n_src,
+            "fresh_parameters": sorted(k for k, _ in net.named_parameters() if k not in state)}
 
 
 def build_parser() -> argparse.ArgumentParser:
