@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import tifffile
 
-import cellcount as cc
-from cellcount import blocks
-from cellcount.errors import ImageReadError, ParameterError
-from cellcount.synthetic_large import write_large_tiff
+pytest.importorskip("zarr")  # the lazy reader of TIFF and OME-Zarr
+
+import cellcount as cc  # noqa: E402
+from cellcount import blocks  # noqa: E402
+from cellcount.errors import ImageReadError, ParameterError  # noqa: E402
+from cellcount.synthetic_large import write_large_tiff  # noqa: E402
 
 
 @pytest.mark.parametrize("shape,block,overlap", [((1000, 777), 300, 40), ((64, 64), 2048, 128), ((513, 2049), 512, 0)])
