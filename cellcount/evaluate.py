@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .cliparams import add_param_options, normalize_argv, param_overrides
 from .errors import ParameterError
 from .groundtruth import GroundTruth
 from .metrics import aggregate_matches, count_metrics, match_instances, match_points
 from .models.base import CountModel
+from .params import TUNED_FIELDS
 from .pipeline import CountParams, CountResult, Prediction, postprocess, predict, resolve_params
 
 logger = logging.getLogger(__name__)
@@ -262,8 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--settings", help="settings JSON with postprocessing overrides")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
     p.add_argument("--iou", type=float, default=0.5)
     p.add_argument("--out", help="per-image CSV path")
     p.add_argument("--json", help="write the summary as JSON here")
@@ -277,22 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate-quality", action="store_true",
                    help="fit the quality flag's limits on this data (at most 20%% flagged, most large errors "
                    "held); with --write-card store them in the card")
+    add_param_options(p, legacy_set=True)
     return p
-
-
-def _overrides(args) -> dict[str, Any]:
-    from .pipeline import params_from_file
-
-    ov: dict[str, Any] = {}
-    if args.settings:
-        ov.update(params_from_file(args.settings))
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        try:
-            ov[k] = json.loads(v) if v not in ("", "None") else None
-        except ValueError as err:
-            raise ParameterError(f"--set {kv}: the value must be a JSON number, true/false or null ({err})") from err
-    return ov
 
 
 def _card_folder(ref: str, name: str) -> Path:
@@ -305,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     an unwritable output), with a one-line reason on stderr; 130 interrupted."""
     from .errors import run_cli
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return run_cli(lambda: _run(args))
 
@@ -316,7 +302,7 @@ def _run(args: argparse.Namespace) -> int:
     from .models.card import write_card
 
     model = load_model(args.model)
-    params = resolve_params(model, _overrides(args))
+    params = resolve_params(model, param_overrides(args))
     t0 = time.perf_counter()
     items = list(_load_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed))
     if not items:
@@ -350,10 +336,7 @@ def _run(args: argparse.Namespace) -> int:
         params = tr.best_params
         if args.write_card and hasattr(model, "net"):
             card = model.card
-            # auto_nucleus_size too: the settings were tuned on its predictions, so they belong together
-            keys = ["threshold", "opening_radius_px", "closing_radius_px", "fill_holes", "split_mode",
-                    "min_distance_px", "min_area_px", "max_area_px", "peak_min_distance_px", "auto_nucleus_size"]
-            card.postprocess = {k: params.to_dict()[k] for k in keys}
+            card.postprocess = {k: params.to_dict()[k] for k in TUNED_FIELDS}
             card.postprocess_tuned_on = (
                 f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
                 f"count MAE {tr.before:.3f} -> {tr.after:.3f} by cellcount.evaluate --tune"

@@ -27,7 +27,8 @@ import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
 from cellcount.models import CLASSICAL_NAME, ModelCard, model_card
 from cellcount.models import loading as _loading
-from cellcount.pipeline import has_border_channel, params_from_json
+from cellcount.params import BORDER_SPLIT_MODES, DENSITY_FIELDS, INPUT_FIELDS, MASK_FIELDS, SCHEMA, has_border_channel
+from cellcount.settingsfile import params_from_json
 from pages import _settings as settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,75 +36,6 @@ SAMPLES_DIR = ROOT / "data" / "samples"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
 CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
-
-INPUT_FIELDS = tuple(cc.CountParams.INPUT_FIELDS)
-MASK_FIELDS = (
-    "threshold",
-    "opening_radius_px",
-    "closing_radius_px",
-    "fill_holes",
-    "split_mode",
-    "min_distance_px",
-    "min_area_px",
-    "max_area_px",
-    "exclude_border",
-)
-DENSITY_FIELDS = ("peak_min_distance_px",)
-SPLIT_LABELS = {
-    "borders": "Model borders",
-    "distance": "Distance transform",
-    "both": "Both",
-    "off": "Off",
-}
-
-HELP = {
-    "threshold": "Pixels whose foreground probability is above this value are nucleus. Lower: objects grow "
-    "and may merge; higher: they shrink and faint ones vanish. The histogram below shows how many pixels lie "
-    "at each probability: when nearly all are at 0 or 1 (the shipped models), the threshold barely moves the "
-    "count, which is why it sits under Advanced for such images.",
-    "opening_radius_px": "Removes specks and thin bridges narrower than about twice this radius before "
-    "counting (0 = off). Larger: fewer tiny objects and more clumps separated; too large erodes small nuclei "
-    "away (lower count).",
-    "closing_radius_px": "Closes gaps and notches narrower than about twice this radius (0 = off). Larger: "
-    "broken nuclei become whole (lower count), but close neighbours can merge (also lower).",
-    "fill_holes": "Fills background holes inside an object (hollow-looking nuclei). Changes areas, rarely the "
-    "count.",
-    "split_mode": "How nuclei that touch are separated. Model borders: along the thin border the model "
-    "predicts between touching nuclei (the shipped models' default). Distance transform: at the centres of "
-    "round shapes, at least 'Min. distance' apart. Both: border split first, then the distance transform on "
-    "what is still joined. Off: touching nuclei count as one (lowest count).",
-    "min_distance_px": "Two centres closer than this are one nucleus. Larger: fewer splits, lower count; "
-    "smaller: more splits, higher count (too small cuts elongated nuclei in pieces).",
-    "min_area_px": "Objects smaller than this many pixels are not counted (an object of exactly this area is "
-    "counted). Larger: lower count (debris dropped).",
-    "max_area_px": "Objects larger than this many pixels are not counted (0 = no limit). Smaller: lower count "
-    "(clumps and debris dropped).",
-    "exclude_border": "Does not count objects that touch the image edge (they are cut, so their areas are "
-    "wrong). On: lower count.",
-    "peak_min_distance_px": "Only for the markers: two approximate centres closer than this are one marker. "
-    "The count is the integral (sum) of the density map and does not change with it.",
-    "pixel_size_um": "Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown). "
-    "Does not change the count.",
-    "invert": "Auto detects a bright background (brightfield, H&E) and inverts so nuclei are bright, as the "
-    "models expect. Set it by hand if the count is near zero or the outlines surround the background.",
-    "channel": "Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels. Counting in a channel "
-    "without nuclei gives a wrong, usually much lower, count.",
-    "low_pct": "Intensity percentile mapped to black before the model. Higher: faint background and faint nuclei "
-    "drop out (lower count).",
-    "high_pct": "Intensity percentile mapped to white before the model. Lower: faint nuclei become brighter "
-    "(often a higher count); bright nuclei saturate.",
-    "nucleus_diameter_px": "Typical nucleus diameter in this image, if you know it (from the magnification: "
-    "diameter in µm / pixel size in µm). The image is resized so that its nuclei match the size the model "
-    "was trained on (about 18 px); large nuclei are then no longer cut into pieces. 0 = use the image as it is.",
-    "auto_nucleus_size": "When no diameter is given: estimate the nucleus size from a first pass and resize the "
-    "image when nuclei are far from the training size (mask models: foreground area / the density model's count, "
-    "a density pass per image; density models: the spread of their own map, free). A second pass runs only on "
-    "images it resizes. On by default for the shipped models (their settings were tuned with it); lowers the "
-    "count error on large nuclei (docs/RESULTS.md).",
-    "test_time_flips": "Run the model on the image and its three mirror images and average the maps: "
-    "4x the model time, slightly more accurate counts and outlines; the count moves little either way.",
-}
-
 
 # --------------------------------------------------------------------------------------------------
 # entry point
@@ -468,36 +400,26 @@ UNCERTAIN_SHARE = 0.02
 
 
 def _to_widget(name: str, value: Any) -> Any:
+    """A parameter value as its widget shows it (None as "auto", "all channels" or 0)."""
+    spec = SCHEMA[name]
     if name == "invert":
         return {None: "auto", True: "on", False: "off"}.get(value, "auto")
     if name == "channel":
         return ALL_CHANNELS if value is None else int(value)
-    if name in ("max_area_px",):
-        return int(value or 0)
-    if name in ("pixel_size_um", "nucleus_diameter_px"):
-        return float(value or 0.0)
-    if name in ("low_pct", "high_pct", "threshold"):
-        return float(value)
-    if name in (
-        "opening_radius_px",
-        "closing_radius_px",
-        "min_distance_px",
-        "min_area_px",
-        "peak_min_distance_px",
-    ):
-        return int(value)
+    if spec.kind in (int, float):
+        return spec.kind(value or 0)
     return value
 
 
 def _from_widget(name: str, value: Any) -> Any:
+    """A widget's value as the parameter value (the inverse of :func:`_to_widget`)."""
+    spec = SCHEMA[name]
     if name == "invert":
         return INVERT_OPTIONS.get(value)
     if name == "channel":
         return None if value is None or value == ALL_CHANNELS else int(value)
-    if name == "max_area_px":
-        return int(value) or None
-    if name in ("pixel_size_um", "nucleus_diameter_px"):
-        return float(value) or None
+    if spec.optional and spec.kind in (int, float):
+        return spec.kind(value) or None
     return value
 
 
@@ -538,33 +460,44 @@ def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, h
     key = _key(prefix, name)
     if st.session_state.get(key) != value:
         st.session_state[key] = value
-    return {"key": key, "on_change": _on_edit, "args": (prefix, name, model.name), "help": HELP[name]}
+    return {"key": key, "on_change": _on_edit, "args": (prefix, name, model.name), "help": SCHEMA[name].explain}
 
 
-def _slider(c: Any, prefix: str, model: Any, name: str, label: str, lo: float, hi: float, **kwargs: Any) -> Any:
+# The widgets take label, range, step, format and help from the parameter schema (cellcount.params)
+def _slider(c: Any, prefix: str, model: Any, name: str) -> Any:
+    spec = SCHEMA[name]
+    lo, hi = spec.ui_range
     b = _bind(prefix, model, name, lo, hi)
-    return c.slider(label, lo, hi, value=st.session_state[b["key"]], **b, **kwargs)
+    return c.slider(spec.label, lo, hi, value=st.session_state[b["key"]], step=spec.step, format=spec.fmt, **b)
 
 
-def _number(c: Any, prefix: str, model: Any, name: str, label: str, **kwargs: Any) -> Any:
-    b = _bind(prefix, model, name, kwargs.get("min_value"), kwargs.get("max_value"))
-    return c.number_input(label, value=st.session_state[b["key"]], **b, **kwargs)
+def _number(c: Any, prefix: str, model: Any, name: str) -> Any:
+    spec = SCHEMA[name]
+    lo, hi = spec.ui_range or (spec.kind(0 if spec.optional else spec.lo), None)
+    b = _bind(prefix, model, name, lo, hi)
+    return c.number_input(spec.label, value=st.session_state[b["key"]], min_value=lo, max_value=hi,
+                          step=spec.step, format=spec.fmt, **b)
 
 
-def _toggle(c: Any, prefix: str, model: Any, name: str, label: str) -> bool:
+def _toggle(c: Any, prefix: str, model: Any, name: str) -> bool:
     b = _bind(prefix, model, name)
-    return c.toggle(label, value=bool(st.session_state[b["key"]]), **b)
+    return c.toggle(SCHEMA[name].label, value=bool(st.session_state[b["key"]]), **b)
 
 
-def _choice(c: Any, prefix: str, model: Any, name: str, label: str, options: list, *, radio: bool = False,
+def _choice(c: Any, prefix: str, model: Any, name: str, options: list | None = None, *, radio: bool = False,
             **kwargs: Any) -> Any:
+    """Selectbox (or radio) of ``options``, by default the schema's choices shown by their labels."""
+    spec = SCHEMA[name]
+    if options is None:
+        options = list(spec.choices)
+        kwargs.setdefault("format_func", dict(zip(spec.choices, spec.choice_labels, strict=True)).get)
     b = _bind(prefix, model, name)
     if st.session_state[b["key"]] not in options:
         st.session_state[b["key"]] = options[0]
     index = options.index(st.session_state[b["key"]])
     if radio:
-        return c.radio(label, options, index=index, horizontal=True, **b, **kwargs)
-    return c.selectbox(label, options, index=index, **b, **kwargs)
+        return c.radio(spec.label, options, index=index, horizontal=True, **b, **kwargs)
+    return c.selectbox(spec.label, options, index=index, **b, **kwargs)
 
 
 def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None = None, *,
@@ -583,26 +516,19 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
                 return "all channels (mean)"
             return f"channel {v} ({names[v]})" if v < len(names) else f"channel {v}"
 
-        out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", "Channel", options, format_func=fmt))
+        out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt))
     else:
         out["channel"] = _stored(prefix, model, "channel")  # unused for a single channel; kept as stored
     out["invert"] = _from_widget(
         "invert",
-        _choice(c, prefix, model, "invert", "Invert (dark objects on a bright background)", list(INVERT_OPTIONS),
-                radio=True),
+        _choice(c, prefix, model, "invert", list(INVERT_OPTIONS), radio=True),
     )
-    out["test_time_flips"] = bool(_toggle(c, prefix, model, "test_time_flips", "Test-time flips (4x slower)"))
-    out["auto_nucleus_size"] = bool(_toggle(c, prefix, model, "auto_nucleus_size", "Estimate nucleus size"))
-    out["nucleus_diameter_px"] = _from_widget(
-        "nucleus_diameter_px",
-        _number(c, prefix, model, "nucleus_diameter_px", "Nucleus diameter (px, 0 = as is)", min_value=0.0,
-                max_value=1000.0, step=1.0, format="%.0f"),
-    )
+    out["test_time_flips"] = bool(_toggle(c, prefix, model, "test_time_flips"))
+    out["auto_nucleus_size"] = bool(_toggle(c, prefix, model, "auto_nucleus_size"))
+    out["nucleus_diameter_px"] = _from_widget("nucleus_diameter_px", _number(c, prefix, model, "nucleus_diameter_px"))
     with c.expander("Intensity normalisation"):
-        out["low_pct"] = _number(st, prefix, model, "low_pct", "Low percentile", min_value=0.0, max_value=50.0,
-                                 step=0.1)
-        out["high_pct"] = _number(st, prefix, model, "high_pct", "High percentile", min_value=50.0,
-                                  max_value=100.0, step=0.1)
+        out["low_pct"] = _number(st, prefix, model, "low_pct")
+        out["high_pct"] = _number(st, prefix, model, "high_pct")
     return out
 
 
@@ -614,7 +540,7 @@ def probability_stats(probability: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, float] | None) -> float:
-    value = _slider(c, prefix, model, "threshold", "Probability threshold", 0.0, 1.0, step=0.01, format="%.2f")
+    value = _slider(c, prefix, model, "threshold")
     if stats is not None:
         from cellcount import viz
 
@@ -637,21 +563,18 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
     out: dict[str, Any] = {}
     if model.output_kind == "density":
         c.caption("The count is the integral (sum) of the density map: no setting here changes it.")
-        out["peak_min_distance_px"] = _slider(c, p, model, "peak_min_distance_px",
-                                              "Approximate centres: min. distance (px)", 1, 30)
+        out["peak_min_distance_px"] = _slider(c, p, model, "peak_min_distance_px")
     else:
-        modes = [m for m in SPLIT_LABELS if has_border_channel(model) or m not in ("borders", "both")]
-        out["split_mode"] = _choice(c, p, model, "split_mode", "Split touching nuclei", modes,
-                                    format_func=SPLIT_LABELS.get)
+        spec = SCHEMA["split_mode"]
+        modes = [m for m in spec.choices if has_border_channel(model) or m not in BORDER_SPLIT_MODES]
+        out["split_mode"] = _choice(c, p, model, "split_mode", modes,
+                                    format_func=dict(zip(spec.choices, spec.choice_labels, strict=True)).get)
         if out["split_mode"] in ("distance", "both"):
-            out["min_distance_px"] = _slider(c, p, model, "min_distance_px", "Min. distance between centres (px)",
-                                             1, 50)
+            out["min_distance_px"] = _slider(c, p, model, "min_distance_px")
         a, b = c.columns(2)
-        out["min_area_px"] = _number(a, p, model, "min_area_px", "Min. area (px)", min_value=0, step=1)
-        out["max_area_px"] = _from_widget(
-            "max_area_px", _number(b, p, model, "max_area_px", "Max. area (px, 0 = none)", min_value=0, step=10)
-        )
-        out["exclude_border"] = _toggle(c, p, model, "exclude_border", "Exclude objects on the image edge")
+        out["min_area_px"] = _number(a, p, model, "min_area_px")
+        out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))
+        out["exclude_border"] = _toggle(c, p, model, "exclude_border")
         main_threshold = probability_stats is not None and probability_stats[1] >= UNCERTAIN_SHARE
         if main_threshold:
             out["threshold"] = _threshold_ui(c, p, model, probability_stats)
@@ -661,14 +584,10 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
                     st.caption("Nearly every pixel's probability is close to 0 or 1 in this image, so the "
                                "threshold changes the count very little.")
                 out["threshold"] = _threshold_ui(st, p, model, probability_stats)
-            out["opening_radius_px"] = _slider(st, p, model, "opening_radius_px", "Opening radius (px)", 0, 10)
-            out["closing_radius_px"] = _slider(st, p, model, "closing_radius_px", "Closing radius (px)", 0, 10)
-            out["fill_holes"] = _toggle(st, p, model, "fill_holes", "Fill holes")
-    out["pixel_size_um"] = _from_widget(
-        "pixel_size_um",
-        _number(c, p, model, "pixel_size_um", "Pixel size (µm, 0 = unknown)", min_value=0.0, step=0.01,
-                format="%.4f"),
-    )
+            out["opening_radius_px"] = _slider(st, p, model, "opening_radius_px")
+            out["closing_radius_px"] = _slider(st, p, model, "closing_radius_px")
+            out["fill_holes"] = _toggle(st, p, model, "fill_holes")
+    out["pixel_size_um"] = _from_widget("pixel_size_um", _number(c, p, model, "pixel_size_um"))
     # fields without a widget here (the other model kind's, a split mode's unused knob) keep their stored
     # value, so a settings file round-trips unchanged
     for name in (*MASK_FIELDS, *DENSITY_FIELDS):

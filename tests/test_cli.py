@@ -119,14 +119,3 @@ def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
     assert p3["test_time_flips"] is True and (flips["count"] == default["count"]).all()  # Otsu: pointwise
     _, p4 = run("--nucleus-diameter-px", "40", "--auto-nucleus-size")
     assert p4["nucleus_diameter_px"] == 40.0 and p4["auto_nucleus_size"] is True
-
-
-def test_every_on_off_option_is_explained(capsys):
-    from cellcount.cli import BOOL_OPTIONS
-
-    with pytest.raises(SystemExit):
-        main(["count", "--help"])
-    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
-    for name, hlp in BOOL_OPTIONS:
-        assert f"--no-{name.replace('_', '-')}" in text
-        assert " ".join(hlp.split()) in text

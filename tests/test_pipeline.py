@@ -11,7 +11,6 @@ from cellcount.errors import ParameterError
 from cellcount.io import read_image
 from cellcount.models import CLASSICAL_NAME, CountModel, ModelCard, load_model
 from cellcount.pipeline import (
-    PARAM_NAMES,
     CountParams,
     CountResult,
     count_image,
@@ -158,10 +157,6 @@ def test_count_image_on_a_sample_with_the_classical_model(samples_dir):
     assert res.labels.shape == image.shape[:2]
     assert res.params == resolve_params(model)  # the card's defaults travel with the result
     assert set(res.seconds) >= {"normalize", "model", "postprocess"}
-
-
-def test_param_names_match_dataclass_fields():
-    assert set(PARAM_NAMES) == set(CountParams().to_dict())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,7 +393,7 @@ def test_auto_nucleus_size_without_its_size_model_is_a_clear_error(monkeypatch, 
 
 def test_old_split_keys_map_onto_split_mode():
     """Settings files and cards written before split_mode (watershed / use_border_channel) still load."""
-    from cellcount.pipeline import upgrade_split_keys
+    from cellcount.params import upgrade_keys as upgrade_split_keys
 
     assert upgrade_split_keys({"watershed": False}) == {"split_mode": "off"}
     assert upgrade_split_keys({"watershed": True}) == {"split_mode": "borders"}

@@ -252,7 +252,7 @@ def test_segment_labels_are_consistent(
     before = prob.copy()
     border = np.flipud(np.nan_to_num(prob)) if use_border or split_mode in ("borders", "both") else None
     res = segment(
-        prob, threshold_level=threshold_level, opening_radius_px=opening, closing_radius_px=closing, fill=fill,
+        prob, threshold=threshold_level, opening_radius_px=opening, closing_radius_px=closing, fill_holes=fill,
         split_mode=split_mode, min_distance_px=min_distance, min_area_px=min_area,
         max_area_px=None if extra_max is None else min_area + extra_max, exclude_border=exclude_border,
         border_prob=border,
