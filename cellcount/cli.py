@@ -194,7 +194,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
-    from .models import load_model
+    from .models import load_model, size_model_for
     from .pipeline import resolve_params
 
     def warn(path: Path, reason: str) -> None:
@@ -203,6 +203,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model)
         params = resolve_params(model, param_overrides(args))
+        size_model = size_model_for(model, params)  # loaded once for the whole run
         files = list_image_files(args.paths, on_skip=warn)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
@@ -250,7 +251,8 @@ def cmd_count(args: argparse.Namespace) -> int:
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
         progress = _Progress(not args.no_progress)
-        for item in count_many([(str(f), f) for f in todo], model, params, progress=progress):
+        for item in count_many([(str(f), f) for f in todo], model, params, progress=progress,
+                               size_model=size_model):
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
             # the counts row marks the image done for --resume, so the published counts never run ahead of

@@ -24,6 +24,7 @@ from .cliparams import add_param_options, normalize_argv, param_overrides
 from .errors import ParameterError
 from .groundtruth import GroundTruth
 from .metrics import aggregate_matches, count_metrics, match_instances, match_points
+from .models import size_model_for
 from .models.base import CountModel
 from .params import TUNED_FIELDS
 from .pipeline import CountParams, CountResult, Prediction, postprocess, predict, resolve_params
@@ -72,11 +73,17 @@ def predict_pairs(
     params: CountParams,
     *,
     progress: Callable[[int, int], None] | None = None,
+    size_model: CountModel | None = None,
+    fast: bool = True,
 ) -> list[Pair]:
-    """Run the model once per image (the slow part), keeping predictions for evaluation and tuning."""
+    """Run the model once per image (the slow part), keeping predictions for evaluation and tuning.
+
+    ``size_model``: see :func:`cellcount.pipeline.predict`; loaded once here when the settings need one."""
+    if size_model is None:
+        size_model = size_model_for(model, params)
     out = []
     for i, (name, image, gt) in enumerate(items):
-        out.append((name, predict(image, model, params), gt))
+        out.append((name, predict(image, model, params, fast=fast, size_model=size_model), gt))
         if progress:
             progress(i + 1, len(items))
     return out
@@ -309,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
     logger.info("%d images with ground truth from %s (split %s)", len(items), args.data, args.split)
-    pairs = [(n, predict(img, model, params, fast=not args.exact), gt) for n, img, gt in items]
+    pairs = predict_pairs(items, model, params, fast=not args.exact)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)

@@ -164,16 +164,17 @@ def data_fingerprint(paths: Sequence[Path], gts: Sequence[GroundTruth]) -> str:
     return h.hexdigest()
 
 
-def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float):
+def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float, size_model=None):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
-    resized the way the base pipeline would resize it (so nuclei reach the model's training size)."""
+    resized the way the base pipeline would resize it (so nuclei reach the model's training size).
+    ``size_model``: see :func:`cellcount.pipeline.predict`."""
     from . import pipeline
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
 
     kind = base.output_kind
     params = pipeline.resolve_params(base, None)
-    pred = pipeline.predict(image, base, params)
+    pred = pipeline.predict(image, base, params, size_model=size_model)
     norm = pred.image_norm
     if gt.labels is not None:
         labels = np.asarray(gt.labels, np.int32)
@@ -305,11 +306,11 @@ def finetune(
     """
     import torch
 
-    from .evaluate import calibrate_density, evaluate_predictions, tune_params
+    from .evaluate import calibrate_density, evaluate_predictions, predict_pairs, tune_params
     from .groundtruth import load_labelled_folder
     from .io import read_image
     from .metrics import paired_mae_difference
-    from .models import load_model, save_model, user_models_dir
+    from .models import load_model, save_model, size_model_for, user_models_dir
     from .models.base import NetModel
     from .pipeline import predict, resolve_params
     from .train import DEFAULTS
@@ -347,11 +348,14 @@ def finetune(
     images = {i: read_image(paths[i]) for i in range(len(paths))}
     kind = model.output_kind
     density_scale = float(model.card.density_scale) if kind != "mask" else 1.0
+    base_params = resolve_params(model, None)
+    size_model = size_model_for(model, base_params)  # the fine-tuned model keeps the base's card settings
     items = []
     t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {paths[i].name}"))
-        items.append(training_item(paths[i].name, images[i], gts[i], model, density_scale=density_scale))
+        items.append(training_item(paths[i].name, images[i], gts[i], model, density_scale=density_scale,
+                                   size_model=size_model))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
     if steps is None:
@@ -376,8 +380,8 @@ def finetune(
     new = NetModel(net, card)
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
-    base_params = resolve_params(model, None)
-    train_pairs = [(paths[i].name, predict(images[i], new, base_params), gts[i]) for i in train_idx]
+    train_pairs = [(paths[i].name, predict(images[i], new, base_params, size_model=size_model), gts[i])
+                   for i in train_idx]
     if kind == "density":
         k_gain, _, _ = calibrate_density(train_pairs)
         card.density_scale = card.density_scale / k_gain
@@ -405,9 +409,9 @@ def finetune(
     before, after, paired = {}, {}, {}
     if held_idx:
         held_items = [(paths[i].name, images[i], gts[i]) for i in held_idx]
-        rb = evaluate_predictions([(n, predict(im, model, base_params), g) for n, im, g in held_items], base_params,
-                                  keep_results=False)
-        ra = evaluate_predictions([(n, predict(im, new, params), g) for n, im, g in held_items], params,
+        rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model),
+                                  base_params, keep_results=False)
+        ra = evaluate_predictions(predict_pairs(held_items, new, params, size_model=size_model), params,
                                   keep_results=False)
         keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
         before = {k: float(v) for k, v in rb.summary.items() if k in keep}

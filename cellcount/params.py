@@ -17,15 +17,13 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import ParameterError
 from .io import DEFAULT_MAX_PIXELS
-
-if TYPE_CHECKING:  # the models layer sits above this one: only its interface is named here
-    from .models.base import CountModel
+from .protocols import ModelLike as CountModel
 
 MAX_RADIUS_PX = 100
 """Largest opening / closing radius: a disk of radius r costs (2r + 1)^2 per pixel in OpenCV, and a radius

@@ -7,7 +7,6 @@ Parameter precedence: :class:`CountParams` defaults < the model card's ``postpro
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -19,21 +18,29 @@ import pandas as pd
 
 from . import postprocess as pp
 from .errors import ParameterError
-from .io import DEFAULT_MAX_PIXELS, model_input
+from .flips import flip_averaged_maps
+from .io import model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
 from .quality import Quality, QualityRule, judge, quality_signals
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
-from .training.targets import DENSITY_SIGMA_SCALE
+from .sizing import (
+    AUTO_RESCALE_TOLERANCE,
+    MAX_SCALE,
+    MIN_SCALE,
+    REFERENCE_DIAMETER_PX,
+    RESCALE_TOLERANCE,
+    density_channels,
+    density_nucleus_diameter,
+    estimate_nucleus_diameter,
+    model_scale,
+    needs_size_model,
+    resize_image,
+    resize_maps,
+)
 
 logger = logging.getLogger(__name__)
-
-
-REFERENCE_DIAMETER_PX = 18.4
-"""Median nucleus diameter of the DSB 2018 training images (median over the 424 training images of each
-image's median equivalent diameter; ``scripts/reference_diameter.py``): the size every shipped model was
-trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
 
 
 @dataclass
@@ -119,9 +126,18 @@ def predict(
     *,
     progress=None,
     fast: bool = True,
+    size_model: CountModel | None = None,
 ) -> Prediction:
-    """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass."""
+    """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass.
+
+    ``size_model``: the density model that estimates nucleus sizes for a mask model with
+    ``auto_nucleus_size`` on and no ``nucleus_diameter_px`` (:func:`cellcount.models.size_model_for` loads
+    the one its card names); other models and settings need none. Passed in, so the caller loads it once.
+    """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    if needs_size_model(model, p) and size_model is None:
+        raise ParameterError(f"auto_nucleus_size on the mask model {model.name} needs a size model: pass "
+                             "size_model=cellcount.models.size_model_for(model, params)")
     t0 = time.perf_counter()
     norm, inverted = model_input(
         np.asarray(image), channel=p.channel, invert=p.invert, low_pct=p.low_pct, high_pct=p.high_pct,
@@ -148,7 +164,7 @@ def predict(
         if density:  # the size is read off the model's own density map: no second network
             estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
-            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], fast=fast), AUTO_RESCALE_TOLERANCE
+            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], size_model, fast=fast), AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
         if scale != 1.0:
             maps = run_at(scale)
@@ -187,187 +203,6 @@ def assess(prediction: Prediction, params: CountParams, count: float, *, probabi
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
     )
     return judge(signals, prediction.quality_rule)
-
-
-RESCALE_TOLERANCE = 1.25
-"""Nuclei within this factor of the reference size are used as they are: training already showed every
-image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little. This value and the
-[MIN_SCALE, MAX_SCALE] clamp had the lowest count MAE on 120 DSB training-split images (docs/RESULTS.md)."""
-
-MIN_SCALE, MAX_SCALE = 0.25, 4.0
-MAX_SCALED_PIXELS = DEFAULT_MAX_PIXELS
-"""An upscaled model input never exceeds the pixel cap of an image read (the scale is capped instead)."""
-
-
-AUTO_RESCALE_TOLERANCE = 1.5
-"""Estimated sizes (``auto_nucleus_size``, mask models) act only beyond this factor: an estimate is less
-certain than a size the user states, so its band is wider (the choice is in docs/RESULTS.md)."""
-
-SIZE_MODEL = "unet-density"
-"""Counts nuclei for :func:`estimate_nucleus_diameter`: a density model integrates its map instead of
-cutting objects, so oversized textured nuclei are still counted about once each."""
-
-
-@functools.lru_cache(maxsize=2)
-def _size_model(name: str) -> CountModel:
-    from .errors import CellcountError
-    from .models import load_model
-
-    try:
-        return load_model(name)
-    except CellcountError as err:
-        raise ParameterError(f"auto_nucleus_size needs the size model {name!r}, which did not load: {err}") from err
-
-
-SIZE_WINDOW_PX = 1024
-"""The size model reads at most this square of an image (the one with the most foreground) plus a
-:data:`SIZE_WINDOW_MARGIN_PX` margin of context, so its cost stops growing with the image: a 1024 px
-square holds hundreds of nuclei even at 40-50 px, and nearly every DSB image fits in it whole. (A
-256 px window, 0.4x the size model's time on 512 x 512 images, flipped the rescaling decision on 4 of
-120 training-split images and raised their count MAE 4.49 -> 4.60 in a scratch probe.)"""
-SIZE_WINDOW_MARGIN_PX = 32
-
-
-def size_window(foreground: np.ndarray, window: int | None = None) -> tuple[slice, slice]:
-    """Rows and columns of the ``window`` x ``window`` region (default :data:`SIZE_WINDOW_PX`, clipped
-    to the image) holding the most ``foreground`` pixels; the whole image when it fits in the window
-    plus its margins."""
-    window = SIZE_WINDOW_PX if window is None else window
-    h, w = foreground.shape
-    if max(h, w) <= window + 2 * SIZE_WINDOW_MARGIN_PX:
-        return slice(0, h), slice(0, w)
-    import cv2
-
-    wh, ww = min(window, h), min(window, w)
-    # box sums anchored at the top-left corner: sums[y, x] = foreground pixels of the window at (y, x)
-    sums = cv2.boxFilter(foreground.astype(np.float32), -1, (ww, wh), normalize=False, anchor=(0, 0),
-                         borderType=cv2.BORDER_CONSTANT)[: h - wh + 1, : w - ww + 1]
-    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return slice(int(y), int(y) + wh), slice(int(x), int(x) + ww)
-
-
-def estimate_nucleus_diameter(
-    image_norm: np.ndarray, foreground_prob: np.ndarray, *, fast: bool = True
-) -> float | None:
-    """Typical nucleus diameter (px) of a normalised image: foreground area of the mask model's first
-    pass divided by the :data:`SIZE_MODEL`'s count, as the diameter of a disc of that area, both taken
-    in the :func:`size_window` (the density mass of nuclei cut by its edge is cut like their area).
-
-    A mask model that learnt 18 px nuclei cuts 40-50 px textured nuclei into pieces, so its own
-    objects understate their size; the foreground still covers them, and the density model still
-    counts them about once. On 218 DSB images the whole-image estimate's log-correlation with the
-    true median nucleus area was 0.97 (docs/RESULTS.md). The size model reads the mask model's normalised
-    image: every shipped card normalises alike. None when there is too little foreground or count.
-    """
-    fg = foreground_prob > 0.5
-    rows, cols = size_window(fg)
-    m = SIZE_WINDOW_MARGIN_PX
-    ctx_rows = slice(max(0, rows.start - m), min(fg.shape[0], rows.stop + m))
-    ctx_cols = slice(max(0, cols.start - m), min(fg.shape[1], cols.stop + m))
-    density = _size_model(SIZE_MODEL).predict_maps(np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast)[0]
-    inner = density[rows.start - ctx_rows.start: rows.stop - ctx_rows.start,
-                    cols.start - ctx_cols.start: cols.stop - ctx_cols.start]
-    count = float(inner.sum(dtype=np.float64))
-    area = float(np.count_nonzero(fg[rows, cols]))
-    if count < 0.5 or area < 4:
-        return None
-    return float(np.sqrt(4 * area / (np.pi * max(count, 1.0))))
-
-
-def density_nucleus_diameter(density: np.ndarray) -> float | None:
-    """Typical nucleus diameter (px) from a density model's own map, for ``auto_nucleus_size``.
-
-    The model learnt a unit-mass Gaussian per nucleus whose sigma is :data:`DENSITY_SIGMA_SCALE` times
-    the nucleus diameter. For N such Gaussians that do not overlap, sum(D) = N and sum(D^2) = N / (4 pi
-    sigma^2), so sigma^2 = sum(D) / (4 pi sum(D^2)); overlap makes it an underestimate. Log-correlation
-    with the true median diameter 0.94 on 120 DSB training-split images (*scratch*). Needs no second
-    model; with the stated-size tolerance (1.25x) it had the lower count MAE there (docs/RESULTS.md). None when the
-    map holds less than half a nucleus.
-    """
-    d = np.asarray(density, np.float64)
-    total, energy = float(d.sum()), float(np.square(d).sum())
-    if total < 0.5 or energy <= 0:
-        return None
-    return float(np.sqrt(total / (4 * np.pi * energy)) / DENSITY_SIGMA_SCALE)
-
-
-def model_scale(
-    model: CountModel, nucleus_diameter_px: float | None, shape: tuple[int, int], *,
-    tolerance: float = RESCALE_TOLERANCE,
-) -> float:
-    """Factor to resize an image by so that nuclei of ``nucleus_diameter_px`` reach the model's
-    reference diameter (1.0 = leave it: unknown size, or within :data:`RESCALE_TOLERANCE`).
-
-    Large nuclei (high magnification, H&E at 40x) are otherwise cut into pieces by a model that learnt
-    nuclei of about 18 px, and very small ones merge. Clamped to [0.25, 4] and to
-    :data:`MAX_SCALED_PIXELS`.
-    """
-    if not nucleus_diameter_px:
-        return 1.0
-    ref = float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
-    scale = ref / float(nucleus_diameter_px)
-    if 1 / tolerance <= scale <= tolerance:
-        return 1.0
-    cap = float(np.sqrt(MAX_SCALED_PIXELS / max(1, shape[0] * shape[1])))
-    return float(np.clip(scale, MIN_SCALE, max(1.0, min(MAX_SCALE, cap))))
-
-
-def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
-    """(H, W) float32 image resized by ``scale`` (area averaging down, bilinear up), at least 1 px."""
-    import cv2
-
-    h, w = image.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-
-
-def density_channels(output_kind: str) -> tuple[int, ...]:
-    """Channels of a model's maps that are densities (count units): the rest are probabilities."""
-    return {"density": (0,), "multihead": (2,)}.get(output_kind, ())
-
-
-def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool | tuple[int, ...]) -> np.ndarray:
-    """(C, h, w) maps back to (C, H, W) = ``shape``, bilinear. A density map keeps its total (the count):
-    each density channel (``density``: True for all, or their indices) is rescaled to the sum it had
-    before resizing."""
-    import cv2
-
-    h, w = shape
-    dens = set(range(maps.shape[0])) if density is True else set(density or ())
-    out = np.empty((maps.shape[0], h, w), np.float32)
-    for c, m in enumerate(maps):
-        out[c] = cv2.resize(np.ascontiguousarray(m, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        if c in dens:
-            before, after = float(m.sum(dtype=np.float64)), float(out[c].sum(dtype=np.float64))
-            if after > 0:
-                out[c] *= np.float32(before / after)
-    return out
-
-
-FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
-"""Test-time flips: identity, left-right, up-down, both (axes of the (H, W) image)."""
-
-
-def flip_averaged_maps(model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True) -> np.ndarray:
-    """Mean of ``model.predict_maps`` over the image and its three flips, each flipped back.
-
-    A fully convolutional network is not exactly flip-equivariant, so the four views disagree a little
-    near the decision boundary; their mean is steadier (docs/RESULTS.md: ``scripts/quality_probes.py`` measures
-    it on the DSB validation split). A density map stays a density map: the mean of four count maps.
-    """
-    acc: np.ndarray | None = None
-    for k, axes in enumerate(FLIPS):
-        view = np.ascontiguousarray(np.flip(image_norm, axes)) if axes else image_norm
-        step = None if progress is None else (lambda d, t, k=k: progress(k * t + d, len(FLIPS) * t))
-        maps = model.predict_maps(view, progress=step, fast=fast)
-        maps = np.flip(maps, tuple(a + 1 for a in axes)) if axes else maps
-        if acc is None:
-            acc = np.array(maps, dtype=np.float32, copy=True)
-        else:
-            acc += maps
-    assert acc is not None
-    acc /= np.float32(len(FLIPS))
-    return acc
 
 
 def postprocess(
@@ -438,8 +273,17 @@ def count_image(
     progress=None,
     fast: bool = True,
     measure: bool = True,
+    size_model: CountModel | None = None,
 ) -> CountResult:
-    """Count objects in one image: :func:`predict` then :func:`postprocess`."""
+    """Count objects in one image: :func:`predict` then :func:`postprocess`.
+
+    A one-image convenience: it loads the size model the card names when the settings need one and none
+    is given. To count many images, load it once (:func:`cellcount.models.size_model_for`) and pass it.
+    """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
-    pred = predict(image, model, p, progress=progress, fast=fast)
+    if size_model is None and needs_size_model(model, p):
+        from .models import size_model_for
+
+        size_model = size_model_for(model, p)
+    pred = predict(image, model, p, progress=progress, fast=fast, size_model=size_model)
     return postprocess(pred, p, image=image, measure=measure)

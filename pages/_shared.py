@@ -25,7 +25,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
-from cellcount.models import CLASSICAL_NAME, ModelCard, model_card
+from cellcount.models import CLASSICAL_NAME, ModelCard, model_card, size_model_name
 from cellcount.models import loading as _loading
 from cellcount.params import BORDER_SPLIT_MODES, DENSITY_FIELDS, INPUT_FIELDS, MASK_FIELDS, SCHEMA, has_border_channel
 from cellcount.settingsfile import params_from_json
@@ -138,6 +138,12 @@ def _load_model(name: str, version: str) -> cc.models.CountModel:
 def get_model(name: str) -> cc.models.CountModel:
     """The model, loaded once per process and shared (read-only) by every session."""
     return _load_model(name, model_version(name))
+
+
+def get_size_model(model: cc.models.CountModel, params: cc.CountParams) -> cc.models.CountModel | None:
+    """The size model ``params`` need with ``model`` (None when none), from the same shared cache."""
+    name = size_model_name(model, params)
+    return None if name is None else get_model(name)
 
 
 def model_label(name: str) -> str:
@@ -321,9 +327,10 @@ def predict_cached(
     digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray
 ) -> cc.Prediction:
     """Model output for one image; the progress bar lives inside so a cache hit replays it empty."""
-    model = get_model(model_name)
+    model, params = get_model(model_name), _input_params(input_key)
+    size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")
-    pred = cc.predict(_image, model, _input_params(input_key), progress=progress_callback(bar, "tiles"))
+    pred = cc.predict(_image, model, params, progress=progress_callback(bar, "tiles"), size_model=size_model)
     bar.empty()
     return pred
 
@@ -345,10 +352,11 @@ def predict_set_cached(
     """Model output for a whole labelled set (evaluation and tuning reuse it for any postprocessing)."""
     from cellcount.evaluate import predict_pairs
 
-    model = get_model(model_name)
+    model, params = get_model(model_name), _input_params(input_key)
+    size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")
     images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
-    pairs = predict_pairs(images, model, _input_params(input_key), progress=progress_callback(bar, "images"))
+    pairs = predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model)
     bar.empty()
     return pairs
 

@@ -41,10 +41,10 @@ from bad_inputs import (
 )
 
 import cellcount as cc
-from cellcount.batch import count_many, counts_frame, iter_zip_images
+from cellcount.batch import count_many, counts_frame
 from cellcount.errors import CellcountError, GroundTruthError, ImageTooLargeError
 from cellcount.groundtruth import load_labelled_folder, read_ground_truth
-from cellcount.io import DEFAULT_MAX_BYTES, read_image
+from cellcount.io import DEFAULT_MAX_BYTES, iter_zip_images, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"

@@ -45,6 +45,36 @@ def default_model_name(weights_dir: str | Path | None = None) -> str:
     return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
 
 
+DEFAULT_SIZE_MODEL = "unet-density"
+"""The size model of a mask model whose card names none (``extra.size_model``): a density model integrates
+its map instead of cutting objects, so oversized textured nuclei are still counted about once each."""
+
+
+def size_model_name(model: CountModel, params=None) -> str | None:
+    """The name of the density model that estimates nucleus sizes for ``model`` (its card's
+    ``extra.size_model``, else :data:`DEFAULT_SIZE_MODEL`); None when ``params`` (a CountParams) need none
+    (:func:`cellcount.sizing.needs_size_model`)."""
+    from ..sizing import needs_size_model
+
+    if model.output_kind != "mask" or (params is not None and not needs_size_model(model, params)):
+        return None
+    return str(model.card.extra.get("size_model", DEFAULT_SIZE_MODEL))
+
+
+def size_model_for(model: CountModel, params=None) -> CountModel | None:
+    """Load the size model :func:`size_model_name` names (None when none is needed), for
+    :func:`cellcount.pipeline.predict`'s ``size_model``; callers load it once per run."""
+    from ..errors import CellcountError, ParameterError
+
+    name = size_model_name(model, params)
+    if name is None:
+        return None
+    try:
+        return load_model(name)
+    except CellcountError as err:
+        raise ParameterError(f"auto_nucleus_size needs the size model {name!r}, which did not load: {err}") from err
+
+
 USER_MODELS_ENV = "CELLCOUNT_MODELS_DIR"
 
 
