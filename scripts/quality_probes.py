@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from reference_diameter import median_diameter  # noqa: E402
 
 import cellcount as cc  # noqa: E402
-from cellcount.evaluate import _load_items, evaluate_predictions, tune_params  # noqa: E402
+from cellcount.evaluate import evaluate_predictions, labelled_items, tune_params  # noqa: E402
 from cellcount.pipeline import predict, resolve_params  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main() -> int:
     model, second = cc.load_model(args.model), cc.load_model(args.second)
     params, params2 = resolve_params(model), resolve_params(second)
     sizer, sizer2 = cc.models.size_model_for(model), cc.models.size_model_for(second)  # loaded once
-    val_items = list(_load_items(args.data, "heldout", None, 0.2, 0))  # read once, used for both models
+    val_items = list(labelled_items(args.data, "heldout", None, 0.2, 0))  # read once, used for both models
     val = [(n, predict(img, model, params, size_model=sizer), gt) for n, img, gt in val_items]
     print(f"| {args.model} on {len(val)} validation images | count MAE | F1@0.5 |\n|---|---|---|")
     line("card settings", val, params)
@@ -67,7 +67,7 @@ def main() -> int:
     if "per-kind" not in probes:
         return 0
     train = [(n, predict(img, model, params, size_model=sizer), gt)
-             for n, img, gt in _load_items(args.data, "train", args.tune_n, 0.2, 0)]
+             for n, img, gt in labelled_items(args.data, "train", args.tune_n, 0.2, 0)]
     per_kind = []
     for inverted in (True, False):
         tuned = tune_params([t for t in train if t[1].inverted == inverted], params).best_params

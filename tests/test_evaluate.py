@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellcount.evaluate import evaluate_predictions, main, predict_pairs, tune_params
+from cellcount.evaluate import evaluate_predictions, predict_pairs, tune_params
+from cellcount.evaluate.cli import main
 from cellcount.groundtruth import GroundTruth
 from cellcount.models import CLASSICAL_NAME, load_model
 from cellcount.pipeline import resolve_params

@@ -370,7 +370,7 @@ def test_train_cli_bad_config_one_line(tmp_path, capsys, config, match):
 
 
 def test_evaluate_reads_semicolon_counts(tmp_path, capsys):
-    from cellcount.evaluate import main as evaluate_main
+    from cellcount.evaluate.cli import main as evaluate_main
 
     data = tmp_path / "data"
     data.mkdir()

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from cellcount import evaluate
 from cellcount.cli import build_parser
 from cellcount.cliparams import normalize_argv, param_overrides
 from cellcount.errors import ModelCardError, ParameterError
+from cellcount.evaluate import cli as evaluate
 from cellcount.models import ModelCard, validate_card
 from cellcount.params import PARAMS, CountParams, resolve_params, seed_area_px, upgrade_keys
 from cellcount.postprocess import segment
