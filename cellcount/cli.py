@@ -40,21 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Progress:
-    """A minimal progress bar on stderr (no dependency)."""
+def _progress_bar(enabled: bool):
+    """``progress(done, total)`` for :func:`cellcount.batch.count_many`, drawn by tqdm on stderr (rate, ETA)."""
+    from tqdm import tqdm
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    bar = None
 
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if not enabled:
             return
-        width = 30
-        fill = int(width * done / max(total, 1))
-        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+        if bar is None:
+            bar = tqdm(total=total, unit="image", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()
+
+    return update
 
 
 def cmd_models() -> int:
@@ -250,7 +252,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
-        progress = _Progress(not args.no_progress)
+        progress = _progress_bar(not args.no_progress)
         for item in count_many([(str(f), f) for f in todo], model, params, progress=progress,
                                size_model=size_model):
             if args.labels_dir and item.result is not None and item.result.labels is not None:

@@ -97,6 +97,7 @@ FORMATS = ["png", "tiff-photometric", "tiff-plain", "tiff-axes"]
 
 @SETTINGS
 @given(arr=images(), fmt=st.sampled_from(FORMATS))
+@pytest.mark.slow
 def test_read_image_round_trip(arr: np.ndarray, fmt: str) -> None:
     encoded = _encode(arr, fmt)
     assume(encoded is not None)
@@ -182,6 +183,7 @@ float_arrays = hnp.arrays(
     invert=st.sampled_from([None, True, False]),
     pcts=st.floats(0.0, 99.5).flatmap(lambda lo: st.tuples(st.just(lo), st.floats(lo + 0.01, 100.0))),
 )
+@pytest.mark.slow
 def test_normalize_image_output_is_finite_and_bounded(arr: np.ndarray, invert, pcts) -> None:
     before = arr.copy()
     out = normalize_image(arr, low_pct=pcts[0], high_pct=pcts[1], invert=invert)
@@ -245,6 +247,7 @@ def _check_labels(labels: np.ndarray, count: int) -> None:
     exclude_border=st.booleans(),
     use_border=st.booleans(),
 )
+@pytest.mark.slow
 def test_segment_labels_are_consistent(
     prob, threshold_level, opening, closing, fill, split_mode, min_distance, min_area, extra_max, exclude_border,
     use_border,

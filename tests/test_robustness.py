@@ -352,6 +352,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_bad_files_in_one_folder(tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -509,8 +510,6 @@ COUNT_PAGE = ROOT / "pages" / "count.py"
 
 def _app(page: Path, monkeypatch, **state):
     """The app opened on ``page`` through streamlit_app.py (as the app tests do), baseline model selected."""
-    if not page.is_file() or not APP_ENTRY.is_file():
-        pytest.skip(f"{page.relative_to(ROOT)} does not exist yet: app column of issue #6 not tested")
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.syspath_prepend(str(ROOT))  # the pages import `pages._shared`
@@ -524,16 +523,14 @@ def _app(page: Path, monkeypatch, **state):
 
 
 def _widget(elements, key: str):
-    try:
-        return elements(key=key)
-    except KeyError:
-        pytest.skip(f"the app has no widget with key {key!r} any more; update this test")
+    return elements(key=key)  # a KeyError here: the page lost the widget this test drives
 
 
 def _upload(case: BadInput) -> tuple[str, bytes, str]:
     return case.filename, case.make(), "application/octet-stream"
 
 
+@pytest.mark.slow
 def test_app_batch_page_lists_bad_uploads_and_counts_the_rest(monkeypatch) -> None:
     at = _app(BATCH_PAGE, monkeypatch, batch_model=cc.models.CLASSICAL_NAME)
     files = [_upload(c) for c in IMAGE_CASES if c.cli and c.id != "more-than-65535-objects"]
@@ -570,6 +567,7 @@ def test_app_batch_page_lists_bad_uploads_and_counts_the_rest(monkeypatch) -> No
     assert at.dataframe[0].value["status"].tolist() == ["ok"]
 
 
+@pytest.mark.slow
 def test_app_count_page_shows_errors_and_keeps_working(monkeypatch, otsu) -> None:
     at = _app(COUNT_PAGE, monkeypatch, count_model=cc.models.CLASSICAL_NAME)
     _widget(at.radio, "count_source").set_value("Upload").run()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from pathlib import Path
 
 from ..errors import ModelCardError, ModelNotFoundError, WeightsIntegrityError
@@ -61,18 +63,32 @@ def size_model_name(model: CountModel, params=None) -> str | None:
     return str(model.card.extra.get("size_model", DEFAULT_SIZE_MODEL))
 
 
+_SIZE_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SIZE_MODELS_LOCK = threading.Lock()
+
+
 def size_model_for(model: CountModel, params=None) -> CountModel | None:
-    """Load the size model :func:`size_model_name` names (None when none is needed), for
-    :func:`cellcount.pipeline.predict`'s ``size_model``; callers load it once per run."""
+    """The size model :func:`size_model_name` names (None when none is needed), for
+    :func:`cellcount.pipeline.predict`'s ``size_model``.
+
+    Loaded once per ``model`` object and kept with it (it goes when the model goes), so a loop of
+    ``count_image`` calls, or threads sharing one model, share one size model and its fast path.
+    """
     from ..errors import CellcountError, ParameterError
 
     name = size_model_name(model, params)
     if name is None:
         return None
-    try:
-        return load_model(name)
-    except CellcountError as err:
-        raise ParameterError(f"auto_nucleus_size needs the size model {name!r}, which did not load: {err}") from err
+    with _SIZE_MODELS_LOCK:
+        held = _SIZE_MODELS.get(model)
+        if held is not None and held.name == name:
+            return held
+        try:
+            sized = load_model(name)
+        except CellcountError as err:
+            raise ParameterError(f"auto_nucleus_size needs the size model {name!r}, which did not load: {err}") from err
+        _SIZE_MODELS[model] = sized
+        return sized
 
 
 USER_MODELS_ENV = "CELLCOUNT_MODELS_DIR"
