@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _card_folder(ref: str, name: str) -> Path:
     """The weights folder whose card.json ``--write-card`` / ``--record-metrics`` update."""
-    return Path(ref) if (Path(ref) / "card.json").is_file() else Path(__file__).resolve().parents[2] / "weights" / name
+    from ..models.loading import _model_folder
+
+    return Path(ref) if (Path(ref) / "card.json").is_file() else _model_folder(name, None)
 
 
 def main(argv: list[str] | None = None) -> int:
