@@ -118,6 +118,7 @@ def test_read_image_round_trip(arr: np.ndarray, fmt: str) -> None:
     cut=st.floats(0.0, 1.0),
     flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=4),
 )
+@pytest.mark.slow
 def test_read_image_on_corrupted_bytes_raises_only_cellcount_errors(arr, fmt, cut, flips) -> None:
     encoded = _encode(arr, fmt)
     assume(encoded is not None)

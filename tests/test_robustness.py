@@ -455,7 +455,6 @@ USAGE_ERRORS = {
     "labels-dir-is-a-file": (None, ["--model", "classical-otsu", "--labels-dir", "{bad_json}"], "not a folder"),
     "out-under-a-file": (None, ["--model", "classical-otsu", "--out", "{bad_json}/c.csv"], "output folder"),
     "card-not-json": (None, ["--model", "{broken_card}"], "expecting"),
-    "no-model": (None, ["--threshold", "0.5"], "--model"),
     "threshold-not-a-number": (None, ["--model", "classical-otsu", "--threshold", "high"], "invalid float"),
 }
 
@@ -588,6 +587,7 @@ def test_app_count_page_shows_errors_and_keeps_working(monkeypatch, otsu) -> Non
 EVALUATE_PAGE = ROOT / "pages" / "evaluate.py"
 
 
+@pytest.mark.slow
 def test_app_evaluate_page_reports_bad_ground_truth(monkeypatch) -> None:
     """Ground truth of the wrong shape or a broken label file: a message, and the page still works."""
     from bad_inputs import tiff_bytes
