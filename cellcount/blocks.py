@@ -40,6 +40,7 @@ import pandas as pd
 
 from .errors import ImageReadError, ParameterError
 from .io import normalization_limits
+from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, postprocess, predict, resolve_params
 from .postprocess import density_count as map_integral
@@ -294,7 +295,7 @@ def plan_blocks(
         if diameter is None and p.auto_nucleus_size:
             mid = blocks[len(blocks) // 2]
             centre = plane[mid[0]:mid[2], mid[1]:mid[3]]
-            pred = predict(centre, model, p.replace(invert=bright), limits=limits)
+            pred = predict(centre, model, p.replace(invert=bright), limits=limits, size_model=size_model_for(model, p))
             if pred.model_scale != 1.0 and pred.estimated_diameter_px:
                 diameter = float(np.clip(pred.estimated_diameter_px, 2.0, 1000.0))
             del centre, pred

@@ -8,8 +8,9 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.batch import BatchItem, count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
+from cellcount.batch import BatchItem, count_many, counts_frame, labels_zip, objects_frame
 from cellcount.history import Recorder
+from cellcount.io import iter_zip_images
 from pages import _settings as settings
 from pages import _shared as sh
 
@@ -51,7 +52,8 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> Non
         record.add(counts_frame(done).to_dict("records"))
     try:
         for item in count_many(
-            items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)
+            items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items),
+            size_model=sh.get_size_model(model, params),
         ):
             done.append(item)
             record.add(counts_frame([item]).to_dict("records"))
