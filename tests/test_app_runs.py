@@ -32,6 +32,7 @@ def test_empty_history_says_so():
     assert any("No runs recorded yet" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path):
     assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu", "--min-area-px", "33",
                  "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0

@@ -75,6 +75,7 @@ def test_a_failed_image_is_recorded_with_its_reason(tmp_path):
     assert rows.loc[rows["file"] == str(bad), "reason"].iloc[0].startswith("ImageReadError")
 
 
+@pytest.mark.slow
 def test_concurrent_writers_lose_nothing(tmp_path):
     """Four processes (two 'app sessions', two 'CLIs') record runs at once into one database."""
     path = str(tmp_path / "h.sqlite")
