@@ -67,6 +67,7 @@ def model_picker(prefix: str, *, label: str = "Model", container: Any = None, sh
         label,
         names,
         key,
+        default=cc.models.default_model_name() if names else None,  # preselected on a first visit
         container=container,
         format_func=model_label,
         on_change=(lambda: settings.set_current_model(st.session_state[key])) if shared else None,
