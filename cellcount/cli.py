@@ -1,4 +1,5 @@
-"""Command line: ``python -m cellcount count PATHS... --model NAME --out counts.csv`` and ``... models``.
+"""Command line: ``python -m cellcount count PATHS... --model NAME --out counts.csv``, ``... models`` and
+``... finetune --from MODEL --data DIR --name NEW`` (:mod:`cellcount.finetune`'s options).
 
 Exit codes: 0 all files counted; 1 some files failed (their rows say why); 2 usage error or nothing
 to count (unknown model or bad card, no images found, bad settings, an unusable output path);
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("models", help="list the available models")
+    # listed for --help only: main() hands everything after "finetune" to cellcount.finetune's own parser
+    sub.add_parser("finetune", add_help=False,
+                   help="fine-tune a model on your annotated images (options: 'finetune --help')")
     return p
 
 
@@ -362,6 +366,11 @@ def _main_thread() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["finetune"]:
+        from .finetune import main as finetune_main
+
+        return finetune_main(argv[1:], prog="python -m cellcount finetune")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="%(levelname)s %(message)s")

@@ -130,3 +130,24 @@ def test_every_on_off_option_is_explained(capsys):
     for name, hlp in BOOL_OPTIONS:
         assert f"--no-{name.replace('_', '-')}" in text
         assert " ".join(hlp.split()) in text
+
+
+def test_finetune_subcommand_delegates_to_cellcount_finetune(tiny_model, tmp_path, draw_disks, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from cellcount.models import list_models, save_model
+
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, tmp_path / "base")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        labels = draw_disks((40, 40), [(10, 10), (28, 20 + i)], 5)
+        Image.fromarray(np.where(labels > 0, 200, 20).astype(np.uint8)).save(data / f"a{i}.png")
+        tifffile.imwrite(data / f"a{i}_labels.tif", labels.astype(np.uint16))
+    rc = main(["finetune", "--from", str(tmp_path / "base"), "--data", str(data), "--name", "via-cli", "--steps", "1"])
+    assert rc == 0 and "saved via-cli" in capsys.readouterr().out and "via-cli" in list_models()
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "python -m cellcount finetune" in capsys.readouterr().out
