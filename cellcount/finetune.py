@@ -387,6 +387,8 @@ def finetune(
     items = []
     t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("fine-tuning was cancelled")
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets

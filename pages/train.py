@@ -288,14 +288,20 @@ st.markdown(
 )
 board = job_board()
 me = owner()
-job_panel(board, me)
+
+
+def job_and_stop() -> None:
+    """The page ends here (no data yet): this session's fine-tune, if any, is still shown."""
+    job_panel(board, me)
+    st.stop()
+
 
 st.subheader("1. Images and annotations")
 found = gt_ui.ground_truth_ui(P, optional=True)
 if found is None:
     st.caption("Upload images with label images, masks, dot images or point CSVs (as on Evaluate), or images "
                "alone and dot the cells below.")
-    st.stop()
+    job_and_stop()
 
 candidates = [(n, d, gt.points) for n, d, gt in found.items if gt.kind == "points"]
 candidates += [(n, d, None) for n, d in found.unlabelled]
@@ -315,7 +321,7 @@ if counts_only:
 st.subheader("3. Fine-tune")
 if not items:
     st.info("No image has annotations yet.")
-    st.stop()
+    job_and_stop()
 st.caption(f"{len(items)} annotated image(s).")
 mine = board.get(me)
 saved = mine.snapshot() if mine is not None else None
@@ -333,4 +339,5 @@ if st.button("Start fine-tuning", key=f"{P}_start", type="primary", icon=":mater
     except cc.CellcountError as err:
         sh.show_error(err)
     else:
-        st.rerun()
+        st.rerun()  # the button greys out while the job runs
+job_panel(board, me)  # under the button that started it
