@@ -308,7 +308,8 @@ candidates += [(n, d, None) for n, d in found.unlabelled]
 if candidates:
     st.subheader("2. Dot the cells")
     st.caption("Click on each cell to put a dot on it; click a dot to remove it. Images without annotation files "
-               "are used once they have dots; dots on an image that came with a points CSV replace the file's.")
+               "are used once they have dots; dots on an image that came with a points CSV replace the file's. "
+               "Dots are kept for the session: after another page, upload the same images again to see them.")
     annotate_ui(candidates)
 
 items = training_set(found)

@@ -126,6 +126,10 @@ def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     at = start(open_train(images, csvs), name="never-saved", steps=100_000)
     at = wait_until(at, lambda a: any(b.key == "train_cancel" for b in a.button))
     assert at.get("progress"), "a progress bar while it runs"
+    # a second browser session on the same app sees it and cannot start another
+    other = open_train(images, csvs)
+    assert any("Another fine-tune (never-saved) is running" in i.value for i in other.info)
+    assert other.button(key="train_start").disabled
     at.button(key="train_cancel").click().run()
     at = wait_until(at, lambda a: any("was cancelled" in i.value for i in a.info))
     assert "never-saved" not in list_models()
