@@ -150,4 +150,4 @@ def test_finetune_subcommand_delegates_to_cellcount_finetune(tiny_model, tmp_pat
     assert rc == 0 and "saved via-cli" in capsys.readouterr().out and "via-cli" in list_models()
     with pytest.raises(SystemExit):
         main(["finetune", "--help"])
-    assert "python -m cellcount finetune" in capsys.readouterr().out
+    assert "--from" in capsys.readouterr().out
