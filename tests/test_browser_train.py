@@ -84,7 +84,9 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
     combo.click()
     page.get_by_role("option", name="field_2.png").click()
     sync_api.expect(_dotted(page)).to_have_text("0")
-    picture = page.frame_locator('iframe[title*="streamlit_image_coordinates"]').locator("#image")
+    frames = page.locator('iframe[title*="streamlit_image_coordinates"]')
+    sync_api.expect(frames).to_have_count(1)  # the first image's component leaves when field_2's arrives
+    picture = frames.content_frame.locator("#image")
     sync_api.expect(picture).to_be_visible()
     for n, (row, col) in enumerate([(10, 12), (40, 30), (52, 50)], start=1):
         _ready(picture)
