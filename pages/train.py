@@ -113,8 +113,9 @@ def show_result(s: JobSnapshot) -> None:
         st.caption(
             f"Paired over the same images: MAE difference (after − before) {pm['difference']:+.2f}, 95% bootstrap "
             f"interval {pm['low']:+.2f} to {pm['high']:+.2f}"
-            + (" — the interval excludes 0." if pm["high"] < 0 or pm["low"] > 0 else
-               " — the interval includes 0: no clear difference on these images.")
+            + (": the new model counts these images better." if pm["high"] < 0 else
+               ": the new model counts these images worse." if pm["low"] > 0 else
+               ": it includes 0, so no clear difference on these images (more held-out images narrow it).")
         )
     sh.dataframe(per, column_config=sh.number_formats(["true", "before", "after", "error before", "error after"],
                                                        "%.1f"))

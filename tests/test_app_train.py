@@ -117,6 +117,9 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     # back on Train the outcome is still there until cleared
     at.switch_page("pages/train.py").run()
     assert "**my-cells** is saved" in at.success[0].value
+    at.button(key="train_use").click().run()
+    assert not at.exception and at.selectbox(key="count_model").value == "my-cells", "Count with the new model"
+    at.switch_page("pages/train.py").run()
     at.button(key="train_clear").click().run()
     assert not at.success
 
