@@ -37,7 +37,7 @@ STAGES = {"prepare": "Reading images and making targets", "train": "Training", "
           "evaluate": "Scoring the held-out images", "done": "Saving"}
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=1)
 def job_board() -> JobBoard:
     """One board per app process, shared by the sessions: one fine-tune runs at a time."""
     return JobBoard()
