@@ -52,8 +52,8 @@ EXTRA_NUMBERS: dict[str, tuple[type, float, float]] = {
 class ModelCard:
     """Description of a model on disk (``weights/<name>/card.json``).
 
-    ``postprocess`` holds default postprocessing parameters (field names of
-    :class:`cellcount.pipeline.CountParams`); ``postprocess_tuned_on`` says which data they were tuned on.
+    ``postprocess`` holds default postprocessing parameters (names from the schema
+    :data:`cellcount.params.PARAMS`); ``postprocess_tuned_on`` says which data they were tuned on.
     """
 
     name: str
@@ -174,7 +174,7 @@ def _validate(card: ModelCard, folder: str | Path | None) -> None:
                          f"({card.extra['fast_tile_size']})")
     _validate_normalization(card.normalization)
     from ..errors import ParameterError
-    from ..pipeline import resolve_params
+    from ..params import resolve_params
 
     try:
         resolve_params(None, card.postprocess)

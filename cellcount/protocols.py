@@ -1,0 +1,20 @@
+"""What the lower layers read of a model, so they need not import :mod:`cellcount.models`, which sits above
+them (:class:`cellcount.models.CountModel` satisfies it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class ModelLike(Protocol):
+    """A count model as parameters, sizing and flips use it: name, output kind, card and forward pass."""
+
+    name: str
+    output_kind: str
+    card: Any
+
+    def predict_maps(self, image: np.ndarray, *, progress: Callable[[int, int], None] | None = None,
+                     fast: bool = True) -> np.ndarray: ...
