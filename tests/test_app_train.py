@@ -87,6 +87,7 @@ def texts(at: AppTest) -> str:
                     for e in getattr(at, kind))
 
 
+@pytest.mark.slow
 def test_upload_train_result_and_new_model_everywhere(tiny_models):
     images, csvs, points = _set(4)
     at = open_train(images, csvs)
@@ -124,6 +125,7 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     assert not at.success
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     images, csvs, _ = _set(3)
     at = start(open_train(images, csvs), name="never-saved", steps=100_000)
@@ -139,6 +141,7 @@ def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     assert not at.button(key="train_start").disabled
 
 
+@pytest.mark.slow
 def test_dots_made_in_the_app_are_the_annotations(tiny_models):
     """Images without annotation files: the dots clicked (here put in session state as the click handler does)
     are counted, downloadable as a points CSV and used for training."""
