@@ -243,7 +243,7 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
 
 def settings_ui(n_images: int, just_saved: str | None = None) -> dict | None:
     """Base model, new name, time budget and held-out images -> the job's arguments (None: not ready).
-    ``just_saved``: the model this session's last run saved (its name is taken now, and that is no error)."""
+    ``just_saved``: the model this session's run saves or saved (its name is taken, and that is no error)."""
     nets = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
     if not nets:
         st.info("No trained network to start from: weights/ holds none (the classical baseline cannot learn).")
@@ -270,7 +270,7 @@ def settings_ui(n_images: int, just_saved: str | None = None) -> dict | None:
         check_new_name(name)
     except cc.CellcountError as err:
         if name == just_saved:
-            st.caption(f"{name} is saved; give a new name to train another model.")
+            st.caption(f"{name} is the model of your fine-tune above; give a new name to train another one.")
         else:
             sh.show_error(err)
         return None
@@ -327,7 +327,7 @@ if not items:
 st.caption(f"{len(items)} annotated image(s).")
 mine = board.get(me)
 saved = mine.snapshot() if mine is not None else None
-job_args = settings_ui(len(items), saved.name if saved is not None and saved.status == "done" else None)
+job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None)
 busy = board.running()
 if busy is not None and busy is not board.get(me):
     s = busy.snapshot()
