@@ -31,6 +31,7 @@ ARCHITECTURE_KWARGS: dict[str, tuple] = {
     "depth": (int, 1, 8),
     "head": (str, None),  # its values are checked by the architecture's constructor
     "density_act": (str, ("softplus", "relu")),
+    "density_branch": (bool,),
 }
 """Arguments a card's ``kwargs`` may pass to the U-Net family (every registered architecture)."""
 
@@ -151,7 +152,10 @@ def _validate(card: ModelCard, folder: str | Path | None) -> None:
         raise ValueError(f"unknown kwargs {unknown}; valid: {', '.join(ARCHITECTURE_KWARGS)}")
     for key, value in card.kwargs.items():
         spec = ARCHITECTURE_KWARGS[key]
-        if spec[0] is str:
+        if spec[0] is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"kwargs.{key} must be true or false, got {value!r}")
+        elif spec[0] is str:
             if not isinstance(value, str) or (spec[1] is not None and value not in spec[1]):
                 allowed = "text" if spec[1] is None else " or ".join(spec[1])
                 raise ValueError(f"kwargs.{key} must be {allowed}, got {value!r}")
