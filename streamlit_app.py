@@ -22,6 +22,7 @@ BATCH = st.Page("pages/batch.py", title="Batch", icon=":material/stacks:")
 EVALUATE = st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:")
 COMPARE = st.Page("pages/compare.py", title="Compare", icon=":material/compare:")
 MODELS = st.Page("pages/models.py", title="Models", icon=":material/model_training:")
+TRAIN = st.Page("pages/train.py", title="Train", icon=":material/school:")
 RUNS = st.Page("pages/runs.py", title="Runs", icon=":material/history:")
 
 PAGE_BLURBS = [
@@ -33,6 +34,7 @@ PAGE_BLURBS = [
     (EVALUATE, "Measure accuracy against ground truth and optimise the postprocessing on it."),
     (COMPARE, "Run 2-4 models (or two settings) on the same images side by side."),
     (MODELS, "Which model for which images: each model's measured error, defaults and full card."),
+    (TRAIN, "Teach a model your cells: fine-tune it on a few images you annotated (dots are enough)."),
     (RUNS, "Past batches from the app and the CLI: their CSVs again, their settings back on Count or Batch."),
 ]
 
@@ -103,10 +105,12 @@ nav = st.navigation(
         EVALUATE,
         COMPARE,
         MODELS,
+        TRAIN,
         RUNS,
     ]
 )
-PAGES = {"count": COUNT, "batch": BATCH, "evaluate": EVALUATE, "compare": COMPARE, "models": MODELS, "runs": RUNS}
+PAGES = {"count": COUNT, "batch": BATCH, "evaluate": EVALUATE, "compare": COMPARE, "models": MODELS, "train": TRAIN,
+         "runs": RUNS}
 goto = st.session_state.pop(sh.GOTO_KEY, None)
 if goto in PAGES:
     st.switch_page(PAGES[goto])  # back to the page a deep link asked for

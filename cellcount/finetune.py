@@ -66,6 +66,8 @@ class FinetuneResult:
     holdout_files: list[str] = field(default_factory=list)
     train_files: list[str] = field(default_factory=list)
     cancelled: bool = False
+    holdout_counts: list[dict[str, Any]] = field(default_factory=list)
+    """Per held-out image: ``file``, ``true``, ``before`` (base model's count), ``after`` (the new model's)."""
 
 
 class Cancelled(CellcountError):
@@ -150,18 +152,42 @@ def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) 
     return [i for i in range(n) if i not in set(held)], held
 
 
-def data_fingerprint(paths: Sequence[Path], gts: Sequence[GroundTruth]) -> str:
-    """sha256 over each image's bytes and its annotation (so the card says exactly what it learnt from)."""
+def data_fingerprint(items: Sequence[tuple[str, bytes, GroundTruth]]) -> str:
+    """sha256 over each image's name, bytes and annotation (so the card says exactly what it learnt from)."""
     h = hashlib.sha256()
-    for path, gt in sorted(zip(paths, gts), key=lambda pg: pg[0].name):
-        h.update(path.name.encode())
-        h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    for name, data, gt in sorted(items, key=lambda item: item[0]):
+        h.update(name.encode())
+        h.update(hashlib.sha256(data).digest())
         if gt.labels is not None:
             h.update(np.ascontiguousarray(gt.labels, np.int32).tobytes())
         if gt.points is not None:
             h.update(np.ascontiguousarray(gt.points, np.float64).tobytes())
         h.update(str(gt.count).encode())
     return h.hexdigest()
+
+
+LabelledItems = Sequence[tuple[str, bytes, GroundTruth]]
+"""(image name, encoded image bytes, annotation) per image, as :func:`cellcount.labelled.labelled_set` pairs
+uploads in memory."""
+
+
+def _labelled_items(data: str | Path | LabelledItems) -> tuple[list[tuple[str, bytes, GroundTruth]], str]:
+    """The annotated images of a folder (read from disk) or of in-memory items, and a description of where
+    they came from for the card."""
+    from .groundtruth import load_labelled_folder
+
+    if isinstance(data, (str, Path)):
+        pairs = load_labelled_folder(data)
+        if not pairs:
+            raise GroundTruthError(f"no images with annotations found in {data}")
+        return [(p.name, Path(p).read_bytes(), gt) for p, gt in pairs], str(data)
+    items = [(str(n), bytes(b), gt) for n, b, gt in data]
+    if not items:
+        raise GroundTruthError("no annotated images to fine-tune on")
+    names = [n for n, _, _ in items]
+    if len(set(names)) != len(names):
+        raise GroundTruthError("two annotated images have the same name; rename one")
+    return items, f"{len(items)} uploaded images"
 
 
 def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=None) -> float | None:
@@ -298,9 +324,26 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     return step, time.perf_counter() - t0, losses
 
 
+def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+    """The folder a new model ``name`` goes to; ParameterError when the name is not a plain folder name, is a
+    shipped model's (or the baseline's), or is taken in ``out_dir`` (default: the user models folder) and
+    ``overwrite`` is off."""
+    from .models import list_models, user_models_dir
+
+    if not name or not name.strip() or any(c in name for c in "/\\:") or name.startswith(".") or name != name.strip():
+        raise ParameterError(f"model name {name!r} must be a plain folder name (no slashes, no leading dot or spaces)")
+    folder = Path(out_dir) if out_dir is not None else user_models_dir()
+    target = folder / name
+    if target.exists() and not overwrite:
+        raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name")
+    if name in list_models() and not target.exists():
+        raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
+    return target
+
+
 def finetune(
     base: str | Path,
-    data: str | Path,
+    data: str | Path | LabelledItems,
     *,
     name: str,
     minutes: float | None = DEFAULT_MINUTES,
@@ -316,7 +359,8 @@ def finetune(
     cancel: threading.Event | None = None,
     overwrite: bool = False,
 ) -> FinetuneResult:
-    """Fine-tune ``base`` on the annotated images in ``data`` and save it as ``name``.
+    """Fine-tune ``base`` on the annotated images in ``data`` (a folder, or in-memory
+    :data:`LabelledItems`) and save it as ``name``.
 
     ``steps`` fixes the number of training steps; otherwise the whole run (reading, training, tuning,
     scoring) fits in ``minutes``: training gets what reading leaves, less an estimate of the rest, and its
@@ -327,31 +371,21 @@ def finetune(
     import torch
 
     from .evaluate import calibrate_density, evaluate_predictions, predict_pairs, tune_params
-    from .groundtruth import load_labelled_folder
     from .io import read_image
     from .metrics import paired_mae_difference
-    from .models import load_model, save_model, size_model_for, user_models_dir
+    from .models import load_model, save_model, size_model_for
     from .models.base import NetModel
     from .pipeline import predict, resolve_params
     from .train import DEFAULTS
 
     report = progress or (lambda p: None)
-    if not name or any(c in name for c in "/\\:") or name.startswith("."):
-        raise ParameterError(f"model name {name!r} must be a plain folder name (no slashes)")
     if minutes is None and steps is None:
         raise ParameterError("give a time budget (minutes) or a number of steps")
     if steps is not None and steps < 1:
         raise ParameterError(f"steps must be >= 1, got {steps}")
     if minutes is not None and not 0 < minutes <= 24 * 60:
         raise ParameterError(f"minutes must be within (0, 1440], got {minutes}")
-    folder = Path(out_dir) if out_dir is not None else user_models_dir()
-    target = folder / name
-    if target.exists() and not overwrite:
-        raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name")
-    from .models import list_models
-
-    if name in list_models() and not target.exists():
-        raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
+    target = check_new_name(name, out_dir=out_dir, overwrite=overwrite)
     model = load_model(base)
     if not isinstance(model, NetModel):
         raise ParameterError(f"{model.name} is not a trained network and cannot be fine-tuned")
@@ -359,13 +393,16 @@ def finetune(
         torch.set_num_threads(int(threads))
     t_start = time.perf_counter()
     report(FinetuneProgress("prepare", message="reading the images and annotations"))
-    pairs = load_labelled_folder(data)
-    if not pairs:
-        raise GroundTruthError(f"no images with annotations found in {data}")
-    paths = [p for p, _ in pairs]
-    gts = [gt for _, gt in pairs]
-    train_idx, held_idx = split_holdout([p.name for p in paths], holdout, seed=seed)
-    images = {i: read_image(paths[i]) for i in range(len(paths))}
+    labelled, source = _labelled_items(data)
+    names = [n for n, _, _ in labelled]
+    gts = [gt for _, _, gt in labelled]
+    train_idx, held_idx = split_holdout(names, holdout, seed=seed)
+    images = {}
+    for i, (n, raw, _) in enumerate(labelled):
+        try:
+            images[i] = read_image(raw)
+        except CellcountError as err:
+            raise GroundTruthError(f"{n}: {err}") from err
     kind = model.output_kind
     density_scale = float(model.card.density_scale) if kind != "mask" else 1.0
     base_params = resolve_params(model, None)
@@ -376,8 +413,10 @@ def finetune(
     # size for the whole set (the median, fixed in the new card) did worse on vgg_cells (N = 32, one draw,
     # unet-density, 420 steps: test MAE 38.88 against 20.85; docs/finetuning.md).
     for k, i in enumerate(train_idx):
-        report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {paths[i].name}"))
-        items.append(training_item(paths[i].name, images[i], gts[i], model, density_scale=density_scale,
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("fine-tuning was cancelled")
+        report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
+        items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
                                    size_model=size_model))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
@@ -389,7 +428,7 @@ def finetune(
         if train_budget_s < 10:
             raise ParameterError(
                 f"a budget of {minutes:g} min leaves {max(train_budget_s, 0):.0f} s of training after reading "
-                f"and scoring {len(paths)} images; give more minutes, fewer images or a number of steps")
+                f"and scoring {len(names)} images; give more minutes, fewer images or a number of steps")
 
     net = copy.deepcopy(model.net).float().to(memory_format=torch.channels_last)
     for p in net.parameters():
@@ -404,7 +443,7 @@ def finetune(
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
     new_params = resolve_params(new, None)
-    train_pairs = [(paths[i].name, predict(images[i], new, new_params, size_model=size_model), gts[i])
+    train_pairs = [(names[i], predict(images[i], new, new_params, size_model=size_model), gts[i])
                    for i in train_idx]
     if kind == "density":
         k_gain, _, _ = calibrate_density(train_pairs)
@@ -431,8 +470,9 @@ def finetune(
 
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
     before, after, paired = {}, {}, {}
+    counts: list[dict[str, Any]] = []
     if held_idx:
-        held_items = [(paths[i].name, images[i], gts[i]) for i in held_idx]
+        held_items = [(names[i], images[i], gts[i]) for i in held_idx]
         rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model),
                                   base_params, keep_results=False)
         ra = evaluate_predictions(predict_pairs(held_items, new, params, size_model=size_model), params,
@@ -442,27 +482,30 @@ def finetune(
         after = {k: float(v) for k, v in ra.summary.items() if k in keep}
         paired = paired_mae_difference(rb.per_image["true"].to_numpy(), rb.per_image["pred"].to_numpy(),
                                        ra.per_image["pred"].to_numpy())
+        counts = [{"file": str(f), "true": float(t), "before": float(b), "after": float(a)}
+                  for f, t, b, a in zip(rb.per_image["file"], rb.per_image["true"], rb.per_image["pred"],
+                                        ra.per_image["pred"])]
     seconds = time.perf_counter() - t_start
     annotation = sorted({gts[i].kind for i in train_idx})
     card.description = f"{model.card.description} Fine-tuned from {model.name} on {len(train_idx)} user images."
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
-        "data": {"folder": str(data), "fingerprint_sha256": data_fingerprint(paths, gts), "annotation": annotation,
-                 "train_files": [paths[i].name for i in train_idx], "holdout_files": [paths[i].name for i in held_idx]},
+        "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
+                 "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
         "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
     }
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
-                    "holdout_note": f"{len(held_idx)} held-out images of {data}: before = {model.name} with its card's "
+                    "holdout_note": f"{len(held_idx)} held-out images of {source}: before = {model.name} with its card's "
                                     "settings, after = this model with its re-tuned settings"}
     card.license = f"{model.card.license}; fine-tuned on user data"
     save_model(net, card, target)
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
                             message=f"saved {name} to {target}"))
     return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before, after=after,
-                          paired=paired, holdout_files=[paths[i].name for i in held_idx],
-                          train_files=[paths[i].name for i in train_idx])
+                          paired=paired, holdout_files=[names[i] for i in held_idx],
+                          train_files=[names[i] for i in train_idx], holdout_counts=counts)
 
 
 def build_parser() -> argparse.ArgumentParser:

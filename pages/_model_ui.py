@@ -18,9 +18,11 @@ from pages._ui import pick_one, show_error
 
 
 def model_version(name: str) -> str:
-    """Changes when a model's card is rewritten (retrained weights), so caches pick up the new model."""
-    card = _loading.DEFAULT_WEIGHTS_DIR / name / "card.json"
-    if name == CLASSICAL_NAME or not card.is_file():
+    """Changes when a model's card is rewritten (retrained or re-fine-tuned weights), so caches pick up the
+    new model. Shipped models first, then the user's, as :func:`cellcount.load_model` looks them up."""
+    card = next((d / name / "card.json" for d in (_loading.DEFAULT_WEIGHTS_DIR, _loading.user_models_dir())
+                 if (d / name / "card.json").is_file()), None)
+    if name == CLASSICAL_NAME or card is None:
         return "builtin"
     stat = card.stat()
     return f"{stat.st_mtime_ns}-{stat.st_size}"
@@ -67,6 +69,7 @@ def model_picker(prefix: str, *, label: str = "Model", container: Any = None, sh
         label,
         names,
         key,
+        default=cc.models.default_model_name() if names else None,  # preselected on a first visit
         container=container,
         format_func=model_label,
         on_change=(lambda: settings.set_current_model(st.session_state[key])) if shared else None,

@@ -27,7 +27,8 @@ METRIC_LABELS = {
     "mean_iou": ("Mean IoU of matched outlines", "{:.3f}"),
     "ms_per_megapixel": ("Time per megapixel (s, laptop CPU)", None),
 }
-SPLITS = {"validation": "with its default settings", "validation_fixed_size": "without the nucleus-size estimate"}
+SPLITS = {"validation": "with its default settings", "validation_fixed_size": "without the nucleus-size estimate",
+          "holdout_before": "held-out images: the base model", "holdout_after": "held-out images: this model"}
 
 
 def mae_sentence(m: dict) -> str:
@@ -86,6 +87,19 @@ def metrics_frame(card: cc.models.ModelCard) -> pd.DataFrame:
     return pd.DataFrame(cols).rename_axis("measure") if cols else pd.DataFrame()
 
 
+def finetuned(card: cc.models.ModelCard) -> None:
+    """What a fine-tuned model (Train page, ``cellcount.finetune``) learnt from."""
+    t = card.training if isinstance(card.training, dict) else {}
+    base, data = t.get("finetuned_from"), t.get("data")
+    if not isinstance(base, dict) or not isinstance(data, dict):
+        return
+    st.markdown(
+        f"**Fine-tuned** from {base.get('name')} on {len(data.get('train_files', []))} of your images "
+        f"({', '.join(data.get('annotation', []))}): {t.get('steps')} steps, {t.get('total_seconds')} s; "
+        f"{len(data.get('holdout_files', []))} image(s) held out for the scores."
+    )
+
+
 def render_card(name: str) -> None:
     try:
         card = model_card(name)
@@ -108,9 +122,10 @@ def render_card(name: str) -> None:
         mf = metrics_frame(card)
         if len(mf):
             st.table(mf)  # a static table: fits its column, nothing to scroll
-            note = card.metrics.get("validation_note") if isinstance(card.metrics, dict) else None
-            if note:
-                st.caption(note)
+            for key in ("validation_note", "holdout_note"):
+                note = card.metrics.get(key) if isinstance(card.metrics, dict) else None
+                if note:
+                    st.caption(note)
         else:
             st.caption("No metrics recorded.")
         st.markdown("**Default settings**")
@@ -125,6 +140,7 @@ def render_card(name: str) -> None:
             st.caption("None: the library defaults apply.")
         st.caption(f"Tuned on: {card.postprocess_tuned_on or 'not stated'}")
     with b:
+        finetuned(card)
         history = card.training.get("history") if isinstance(card.training, dict) else None
         if isinstance(history, list) and history and all(isinstance(h, dict) for h in history):
             st.markdown("**Training**")
@@ -144,7 +160,8 @@ st.title("Models")
 names = cc.list_models()
 st.caption(
     f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "
-    "`card.json`) and the classical baseline. Also on the command line: `python -m cellcount models`."
+    f"`card.json`), the models you trained on the Train page (in `{cc.models.user_models_dir()}`) and the "
+    "classical baseline. Also on the command line: `python -m cellcount models`."
 )
 st.subheader("Which model for which images")
 guides = []

@@ -25,7 +25,7 @@ PACKAGES = ("cellcount.io", "cellcount.viz", "cellcount.models", "cellcount.trai
 LAYERS: list[tuple[str, list[str]]] = [
     ("app", ["streamlit_app", "pages"]),
     ("commands", ["cellcount.cli", "cellcount.evaluate.cli", "cellcount.train", "cellcount.finetune",
-                  "cellcount.bench", "cellcount.__main__", "cellcount.evaluate.__main__",
+                  "cellcount.jobs", "cellcount.bench", "cellcount.__main__", "cellcount.evaluate.__main__",
                   "cellcount.synthetic.__main__"]),
     ("workflows", ["cellcount", "cellcount.batch", "cellcount.evaluate", "cellcount.cliparams", "cellcount.blocks",
                    "cellcount.distributed"]),
@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                              "cellcount.labelled"]),
     ("array functions", ["cellcount.postprocess", "cellcount.sizing", "cellcount.flips", "cellcount.settingsfile",
                          "cellcount.groundtruth", "cellcount.synthetic", "cellcount.quality", "cellcount.measure",
-                         "cellcount.metrics", "cellcount.synthetic_large"]),
+                         "cellcount.metrics", "cellcount.annotate", "cellcount.synthetic_large"]),
     ("parameters", ["cellcount.params"]),
     ("input/output", ["cellcount.io", "cellcount.csvout", "cellcount.history"]),
     ("foundations", ["cellcount.errors", "cellcount.protocols"]),

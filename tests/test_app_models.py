@@ -50,7 +50,7 @@ def test_home_lists_models_samples_and_pages():
     assert row["val MAE"] == pytest.approx(card.metrics["validation"]["mae"])
     assert row["val MAE, no size estimate"] == pytest.approx(card.metrics["validation_fixed_size"]["mae"])
     assert len([b for b in at.button if b.key and b.key.startswith("home_count_")]) == 12
-    assert len(at.get("page_link")) == 6  # Count, Batch, Evaluate, Compare, Models, Runs
+    assert len(at.get("page_link")) == 7  # Count, Batch, Evaluate, Compare, Models, Train, Runs
 
 
 def test_models_page_baseline_only(monkeypatch, tmp_path):

@@ -122,6 +122,27 @@ def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
     assert p4["nucleus_diameter_px"] == 40.0 and p4["auto_nucleus_size"] is True
 
 
+def test_finetune_subcommand_delegates_to_cellcount_finetune(tiny_model, tmp_path, draw_disks, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from cellcount.models import list_models, save_model
+
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, tmp_path / "base")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        labels = draw_disks((40, 40), [(10, 10), (28, 20 + i)], 5)
+        Image.fromarray(np.where(labels > 0, 200, 20).astype(np.uint8)).save(data / f"a{i}.png")
+        tifffile.imwrite(data / f"a{i}_labels.tif", labels.astype(np.uint16))
+    rc = main(["finetune", "--from", str(tmp_path / "base"), "--data", str(data), "--name", "via-cli", "--steps", "1"])
+    assert rc == 0 and "saved via-cli" in capsys.readouterr().out and "via-cli" in list_models()
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "--from" in capsys.readouterr().out
+
+
 def test_progress_bar_on_stderr(small_folder, tmp_path, capsys):
     n = len(list(small_folder.glob("*.png")))
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv")]) == 0

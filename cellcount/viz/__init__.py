@@ -48,6 +48,7 @@ from .viewer import (
     encode_png,
     histogram_strip,
     object_colors,
+    points_overlay,
     render_outlines,
     zoom_view,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "outline_overlay",
     "overlay_figure",
     "points_figure",
+    "points_overlay",
     "pred_vs_true_scatter",
     "probability_figure",
     "probability_histogram_figure",

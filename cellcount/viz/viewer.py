@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..io import image_to_display_rgb
-from .arrays import _REASON_CODES, OUTLINE_COLORS, RGB, boundaries
+from .arrays import _GT_COLOR, _REASON_CODES, OUTLINE_COLORS, RGB, boundaries
 
 OUTLINE_CANDIDATES: dict[str, RGB] = {
     "yellow": (255, 221, 0),
@@ -221,3 +221,26 @@ def encode_jpeg(rgb: np.ndarray, *, quality: int = 92) -> bytes:
     if not ok:
         raise ValueError("could not encode the picture as JPEG")
     return buf.tobytes()
+
+
+def points_overlay(image: np.ndarray, points: np.ndarray | None, *, zoom: int = 1, radius_px: float = 4.0,
+                   color: RGB = _GT_COLOR) -> np.ndarray:
+    """uint8 (H * zoom, W * zoom, 3) picture of ``image`` (contrast-stretched, enlarged ``zoom`` times without
+    smoothing) with each point (row, col) drawn as an open circle of ``radius_px`` image pixels and a centre
+    dot, for annotating by clicking."""
+    import cv2
+
+    if zoom < 1:
+        raise ValueError(f"zoom must be >= 1, got {zoom}")
+    rgb = display_image(image)
+    if zoom > 1:
+        rgb = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
+    out = np.ascontiguousarray(rgb, np.uint8).copy()
+    if points is None:
+        return out
+    r = max(int(round(radius_px * zoom)), 3)
+    for row, col in np.asarray(points, np.float64).reshape(-1, 2):
+        centre = (int((col + 0.5) * zoom), int((row + 0.5) * zoom))
+        cv2.circle(out, centre, r, color, thickness=max(1, zoom // 2), lineType=cv2.LINE_AA)
+        cv2.circle(out, centre, max(1, zoom // 2), color, thickness=-1)
+    return out

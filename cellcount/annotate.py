@@ -1,0 +1,62 @@
+"""Point annotations made by clicking: add or remove a dot, write them as a points CSV.
+
+Points are (row, col) pixel coordinates, float64 (N, 2), as in :class:`cellcount.groundtruth.GroundTruth`;
+the CSV has ``x,y`` columns (x = column), which :func:`cellcount.groundtruth.read_points_csv` reads back.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from .errors import ParameterError
+from .groundtruth import GroundTruth
+
+DEFAULT_REMOVE_RADIUS_PX = 5.0
+
+
+def toggle_point(points: np.ndarray, row: float, col: float, *, shape: tuple[int, int],
+                 remove_radius_px: float = DEFAULT_REMOVE_RADIUS_PX) -> np.ndarray:
+    """``points`` with the dot nearest to (row, col) removed when it lies within ``remove_radius_px``, else
+    with (row, col) added. A click outside the image (``shape`` = (H, W)) changes nothing. Returns a new
+    float64 (N ± 1, 2) array; ``points`` is not modified."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    h, w = shape
+    if not (0 <= row < h and 0 <= col < w):
+        return pts.copy()
+    if len(pts):
+        d2 = (pts[:, 0] - row) ** 2 + (pts[:, 1] - col) ** 2
+        nearest = int(np.argmin(d2))
+        if d2[nearest] <= remove_radius_px**2:
+            return np.delete(pts, nearest, axis=0)
+    return np.vstack([pts, [[float(row), float(col)]]])
+
+
+def display_to_image(x: float, y: float, *, display_size: tuple[float, float], shape: tuple[int, int]
+                     ) -> tuple[float, float]:
+    """A click at (x, y) on the image shown at ``display_size`` = (width, height) -> (row, col) in the image
+    of ``shape`` = (H, W), at the centre of the pixel clicked."""
+    dw, dh = display_size
+    if dw <= 0 or dh <= 0:
+        raise ParameterError(f"display size must be positive, got {display_size}")
+    h, w = shape
+    col = min(int(x * w / dw), w - 1)
+    row = min(int(y * h / dh), h - 1)
+    return float(max(row, 0)), float(max(col, 0))
+
+
+def points_csv(points: np.ndarray) -> str:
+    """The points as CSV text with an ``x,y`` header (x = column, y = row), one row per cell."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    out = io.StringIO()
+    out.write("x,y\n")
+    for r, c in pts:
+        out.write(f"{c:g},{r:g}\n")
+    return out.getvalue()
+
+
+def points_ground_truth(points: np.ndarray, *, source: str = "") -> GroundTruth:
+    """Clicked points as ground truth of kind 'points' (count = number of points)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2).copy()
+    return GroundTruth(kind="points", count=len(pts), points=pts, source=source)

@@ -1,0 +1,165 @@
+"""A fine-tune in a background thread: start, watch its progress, cancel, read its result or error.
+
+A UI (the app's Train page) or a notebook starts a :class:`FinetuneJob` and polls :meth:`FinetuneJob.snapshot`;
+the work itself is :func:`cellcount.finetune.finetune`, which reports progress through a callback and stops
+between steps when the job's cancel event is set. :class:`JobBoard` keeps one job per owner (a session)
+and lets one run at a time, since a laptop CPU has no room for two trainings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CellcountError
+from .finetune import Cancelled, FinetuneProgress, FinetuneResult, finetune
+
+logger = logging.getLogger(__name__)
+
+MAX_LOSSES = 2000
+"""Loss history kept for a plot: enough for a long run; older points are thinned out."""
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's state at one moment. ``status``: 'running', 'done', 'cancelled' or 'failed'."""
+
+    status: str
+    name: str
+    base: str
+    progress: FinetuneProgress | None
+    losses: tuple[tuple[int, float], ...]
+    started_s: float
+    elapsed_s: float
+    result: FinetuneResult | None = None
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def fraction(self) -> float:
+        """0-1 for a progress bar: the training steps done (reading and scoring take the ends)."""
+        p = self.progress
+        if self.status != "running":
+            return 1.0
+        if p is None or p.stage == "prepare":
+            return 0.0
+        if p.stage == "train" and p.steps:
+            return min(0.05 + 0.85 * p.step / p.steps, 0.9)
+        return 0.95
+
+
+@dataclass
+class FinetuneJob:
+    """:func:`cellcount.finetune.finetune` (``base``, ``data``, ``name`` and ``options``) in a daemon thread."""
+
+    base: str
+    data: Any
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status = "running"
+        self._progress: FinetuneProgress | None = None
+        self._losses: list[tuple[int, float]] = []
+        self._result: FinetuneResult | None = None
+        self._error: str | None = None
+        self._t0 = time.time()
+        self._t_end: float | None = None
+
+    def start(self) -> FinetuneJob:
+        self._t0 = time.time()
+        self._thread = threading.Thread(target=self._run, name=f"finetune-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _report(self, p: FinetuneProgress) -> None:
+        with self._lock:
+            self._progress = p
+            if p.stage == "train" and math.isfinite(p.loss):
+                self._losses.append((p.step, p.loss))
+                if len(self._losses) > MAX_LOSSES:
+                    self._losses = self._losses[::2]
+
+    def _run(self) -> None:
+        status, result, error = "failed", None, None
+        try:
+            result = finetune(self.base, self.data, name=self.name, progress=self._report, cancel=self._cancel,
+                              **self.options)
+            status = "done"
+        except Cancelled:
+            status = "cancelled"
+        except CellcountError as err:
+            error = str(err)
+        except Exception as err:  # noqa: BLE001 - a worker thread must report, never die silently
+            logger.exception("fine-tune %s failed", self.name)
+            error = f"unexpected error ({type(err).__name__}): {err}"
+        finally:
+            self.data = None  # the images are not needed any more
+        with self._lock:
+            self._status, self._result, self._error = status, result, error
+            self._t_end = time.time()
+
+    def cancel(self) -> None:
+        """Ask the run to stop; it stops before its next training step and writes nothing."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True once it has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.snapshot().status != "running"
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            end = self._t_end if self._t_end is not None else time.time()
+            return JobSnapshot(status=self._status, name=self.name, base=str(self.base), progress=self._progress,
+                               losses=tuple(self._losses), started_s=self._t0, elapsed_s=end - self._t0,
+                               result=self._result, error=self._error)
+
+
+class JobBoard:
+    """At most one job per owner and one running job in all; a finished job stays until its owner clears it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, FinetuneJob] = {}
+
+    def get(self, owner: str) -> FinetuneJob | None:
+        with self._lock:
+            return self._jobs.get(owner)
+
+    def running(self) -> FinetuneJob | None:
+        """The job running now, whoever started it."""
+        with self._lock:
+            return next((j for j in self._jobs.values() if j.snapshot().running), None)
+
+    def start(self, owner: str, job: FinetuneJob) -> FinetuneJob:
+        """Start ``job`` for ``owner``; CellcountError when a job is already running (this owner's or another's)."""
+        with self._lock:
+            busy = next((j for j in self._jobs.values() if j.snapshot().running), None)
+            if busy is not None:
+                raise CellcountError(f"a fine-tune ({busy.name}) is already running in this app; "
+                                     "wait for it or cancel it first")
+            self._jobs[owner] = job
+            return job.start()
+
+    def clear(self, owner: str) -> None:
+        """Forget the owner's finished job (a running one is kept)."""
+        with self._lock:
+            job = self._jobs.get(owner)
+            if job is not None and not job.snapshot().running:
+                del self._jobs[owner]

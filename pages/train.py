@@ -1,0 +1,345 @@
+"""Train page: teach a model your cells from a few annotated images (a fine-tune in a background job).
+
+Annotations come through the Evaluate page's uploaders (label images, masks, dot images, point CSVs, a zip),
+or by clicking on the images in the app. The fine-tune itself is :class:`cellcount.jobs.FinetuneJob`: it runs
+in a thread of the app process, so it keeps running while the user looks at other pages, and this page shows
+its progress again on return.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit_image_coordinates import streamlit_image_coordinates
+
+import cellcount as cc
+from cellcount import annotate, viz
+from cellcount.finetune import DEFAULT_HOLDOUT, DEFAULT_MINUTES, check_new_name
+from cellcount.groundtruth import GroundTruth
+from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
+from cellcount.labelled import LabelledSet
+from pages import _groundtruth as gt_ui
+from pages import _settings as settings
+from pages import _shared as sh
+
+sh.require_entry_point("train")
+
+P = "train"
+POINTS = f"{P}__points"  # image key -> float64 (N, 2) clicked points (row, col)
+UNDO = f"{P}__undo"  # image key -> earlier point arrays
+DISPLAY_SIDE_PX = 640  # small images are enlarged (without smoothing) to about this size for clicking
+POLL_S = 1.0
+STAGES = {"prepare": "Reading images and making targets", "train": "Training", "tune": "Re-tuning postprocessing",
+          "evaluate": "Scoring the held-out images", "done": "Saving"}
+
+
+@st.cache_resource(max_entries=1)
+def job_board() -> JobBoard:
+    """One board per app process, shared by the sessions: one fine-tune runs at a time."""
+    return JobBoard()
+
+
+def owner() -> str:
+    """This browser session's id on the board (kept in session state, so page switches keep it)."""
+    return st.session_state.setdefault(f"{P}__owner", uuid.uuid4().hex)
+
+
+def clock(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "—"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+# --------------------------------------------------------------------------------------------------
+# the job
+# --------------------------------------------------------------------------------------------------
+def progress_text(s: JobSnapshot) -> str:
+    p = s.progress
+    if p is None:
+        return "Starting ..."
+    text = STAGES.get(p.stage, p.stage)
+    if p.stage == "train":
+        text += f": step {p.step}/{p.steps} · loss {p.loss:.4f} · about {clock(p.remaining_s)} left"
+    elif p.message:
+        text += f": {p.message}"
+    return text + f" · {clock(s.elapsed_s)} elapsed"
+
+
+def holdout_frames(res) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary: measure x before/after, per image: file, true, before, after and their errors)."""
+    rows = []
+    for key, label in (("mae", "count MAE"), ("rmse", "RMSE"), ("bias", "bias (predicted − true)"),
+                       ("mape", "relative error (%)"), ("f1", "F1"), ("precision", "precision"),
+                       ("recall", "recall")):
+        if key in res.before and key in res.after:
+            rows.append({"measure": label, "before (base model)": res.before[key], "after (new model)": res.after[key]})
+    per = pd.DataFrame(res.holdout_counts)
+    if len(per):
+        per["error before"] = per["before"] - per["true"]
+        per["error after"] = per["after"] - per["true"]
+    return pd.DataFrame(rows), per
+
+
+def show_result(s: JobSnapshot) -> None:
+    if s.status == "failed":
+        st.error(f"The fine-tune of {s.name} failed: {s.error}", icon=":material/error:")
+        return
+    if s.status == "cancelled":
+        st.info(f"The fine-tune of {s.name} was cancelled after {clock(s.elapsed_s)}; nothing was saved.")
+        return
+    res = s.result
+    st.success(
+        f"**{res.name}** is saved in `{res.folder}` ({res.steps} steps, {clock(res.seconds)}). It is in the model "
+        "list of every page (Count, Batch, Evaluate, Compare); its card, with these figures, is on the Models page.",
+        icon=":material/check_circle:",
+    )
+    if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):
+        settings.set_current_model(res.name)
+        st.switch_page("pages/count.py")
+    if not res.before:
+        st.caption("No image was held out, so there is no before/after score.")
+        return
+    st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or tuning): "
+                f"{s.base} before, {res.name} after")
+    summary, per = holdout_frames(res)
+    sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
+    pm = res.paired
+    if pm:
+        st.caption(
+            f"Paired over the same images: MAE difference (after − before) {pm['difference']:+.2f}, 95% bootstrap "
+            f"interval {pm['low']:+.2f} to {pm['high']:+.2f}"
+            + (": the new model counts these images better." if pm["high"] < 0 else
+               ": the new model counts these images worse." if pm["low"] > 0 else
+               ": it includes 0, so no clear difference on these images (more held-out images narrow it).")
+        )
+    sh.dataframe(per, column_config=sh.number_formats(["true", "before", "after", "error before", "error after"],
+                                                       "%.1f"))
+
+
+def job_panel(board: JobBoard, me: str) -> None:
+    """Progress while the job runs (redrawn every second without rerunning the page), then its outcome."""
+    job = board.get(me)
+    if job is None:
+        return
+    st.subheader(f"Fine-tune: {job.name}")
+    was_running = job.snapshot().running
+
+    @st.fragment(run_every=POLL_S if was_running else None)
+    def panel() -> None:
+        s = job.snapshot()
+        if s.running:
+            st.progress(s.fraction, text=progress_text(s))
+            if len(s.losses) > 1:
+                st.plotly_chart(viz.training_curve(pd.DataFrame(s.losses, columns=["step", "loss"])),
+                                key=f"{P}_loss")
+            if job.cancel_requested:
+                st.info("Cancelling: the run stops after the current step.")
+            else:
+                st.button("Cancel", key=f"{P}_cancel", on_click=job.cancel, icon=":material/cancel:")
+            st.caption("It keeps running if you open other pages; come back here to follow it.")
+            return
+        if was_running:
+            st.rerun()  # the whole page: the new model goes into the model lists, the form comes back
+        show_result(s)
+
+    panel()
+    if not was_running:
+        st.button("Clear", key=f"{P}_clear", on_click=board.clear, args=(me,), icon=":material/close:",
+                  help="Hide this result (the model stays saved).")
+
+
+# --------------------------------------------------------------------------------------------------
+# annotating by clicking
+# --------------------------------------------------------------------------------------------------
+def image_key(name: str, data: bytes) -> str:
+    return f"{name}#{sh.digest_of(data)[:12]}"
+
+
+def points_of(key: str, initial: np.ndarray | None = None) -> np.ndarray:
+    store = st.session_state.setdefault(POINTS, {})
+    if key not in store:
+        store[key] = np.zeros((0, 2)) if initial is None else np.asarray(initial, np.float64).reshape(-1, 2)
+    return store[key]
+
+
+def set_points(key: str, pts: np.ndarray) -> None:
+    st.session_state.setdefault(UNDO, {}).setdefault(key, []).append(points_of(key))
+    st.session_state[POINTS][key] = pts
+
+
+def undo(key: str) -> None:
+    history = st.session_state.get(UNDO, {}).get(key)
+    if history:
+        st.session_state[POINTS][key] = history.pop()
+
+
+def on_click(key: str, widget: str, shape: tuple[int, int], radius_px: float) -> None:
+    """The click component's value -> a point added, or the nearest one removed."""
+    value = st.session_state.get(widget)
+    if not isinstance(value, dict) or "x" not in value:
+        return
+    row, col = annotate.display_to_image(value["x"], value["y"], display_size=(value["width"], value["height"]),
+                                         shape=shape)
+    set_points(key, annotate.toggle_point(points_of(key), row, col, shape=shape, remove_radius_px=radius_px))
+
+
+def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
+    """Click to add a dot on each cell; click a dot to remove it."""
+    names = [n for n, _, _ in candidates]
+    pick = sh.pick_one("Image to annotate", names, f"{P}_annotate_image")
+    name, data, initial = candidates[names.index(pick)]
+    key = image_key(name, data)
+    try:
+        image = sh.read_image_cached(sh.digest_of(data), data)
+    except cc.CellcountError as err:
+        sh.show_error(err)
+        return
+    h, w = image.shape[:2]
+    zoom = max(1, min(8, DISPLAY_SIDE_PX // max(h, w)))
+    radius = st.slider("Dot size (px)", 2, 20, 4, key=f"{P}_dot_px",
+                       help="Radius of the circles drawn, in image pixels; a click this close to a dot removes it.")
+    pts = points_of(key, initial)
+    left, right = st.columns([3, 1])
+    with left:
+        streamlit_image_coordinates(
+            viz.points_overlay(image, pts, zoom=zoom, radius_px=radius),
+            width=min(w * zoom, 900), key=f"{P}_click_{key}", cursor="crosshair",
+            on_click=functools.partial(on_click, key, f"{P}_click_{key}", (h, w), float(radius)),
+        )
+    with right:
+        st.metric("Cells dotted", len(pts))
+        st.button("Undo", key=f"{P}_undo", on_click=undo, args=(key,), icon=":material/undo:",
+                  disabled=not st.session_state.get(UNDO, {}).get(key))
+        st.button("Clear dots", key=f"{P}_clear_dots", on_click=set_points, args=(key, np.zeros((0, 2))),
+                  icon=":material/delete:", disabled=not len(pts))
+        sh.download_button("Points CSV", annotate.points_csv(pts), f"{sh.stem(name)}_points.csv", "text/csv",
+                           key=f"{P}_points_csv", help="x,y per dot: reads back as this image's ground truth "
+                           "here, on Evaluate and in `python -m cellcount.finetune`.")
+        st.caption(f"{w} × {h} px, shown {zoom}× enlarged." if zoom > 1 else f"{w} × {h} px.")
+
+
+# --------------------------------------------------------------------------------------------------
+# the training set
+# --------------------------------------------------------------------------------------------------
+def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
+    """Uploaded annotations, with clicked dots in place of a file's points, plus images dotted here."""
+    clicked = st.session_state.get(POINTS, {})
+    items = []
+    for name, data, gt in found.items:
+        pts = clicked.get(image_key(name, data))
+        items.append((name, data, annotate.points_ground_truth(pts, source=name)
+                      if pts is not None and gt.kind == "points" else gt))
+    for name, data in found.unlabelled:
+        pts = clicked.get(image_key(name, data))
+        if pts is not None and len(pts):
+            items.append((name, data, annotate.points_ground_truth(pts, source=name)))
+    return items
+
+
+def settings_ui(n_images: int, just_saved: str | None = None) -> dict | None:
+    """Base model, new name, time budget and held-out images -> the job's arguments (None: not ready).
+    ``just_saved``: the model this session's run saves or saved (its name is taken, and that is no error)."""
+    nets = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
+    if not nets:
+        st.info("No trained network to start from: weights/ holds none (the classical baseline cannot learn).")
+        return None
+    a, b = st.columns(2)
+    current = settings.current_model()
+    base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
+                       container=a, format_func=sh.model_label,
+                       help="The model to fine-tune: a shipped model or one you trained before.")
+    name = b.text_input("Name of the new model", value=f"{base}-mine", key=f"{P}_name", max_chars=80,
+                        help="A plain folder name; shipped models' names are taken.").strip()
+    c, d = st.columns(2)
+    minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes",
+                             help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
+                             "enough for 32 images of 256 × 256 px on a laptop CPU.")
+    default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
+    held = d.number_input("Held-out images", 0, max(n_images - 1, 0), default_held, key=f"{P}_holdout",
+                          help="Kept out of training and tuning; they score the base and the new model.")
+    with st.expander("Advanced"):
+        steps = st.number_input("Fixed number of training steps (0: use the time budget)", 0, 100_000, 0,
+                                key=f"{P}_steps")
+        seed = st.number_input("Seed (held-out draw, batches)", 0, 2**31 - 1, 0, key=f"{P}_seed")
+    try:
+        check_new_name(name)
+    except cc.CellcountError as err:
+        if name == just_saved:
+            st.caption(f"{name} is the model of your fine-tune above; give a new name to train another one.")
+        else:
+            sh.show_error(err)
+        return None
+    budget = {"steps": int(steps), "minutes": None} if steps else {"minutes": float(minutes), "steps": None}
+    return {"base": base, "name": name, "options": {**budget, "holdout": int(held), "seed": int(seed)}}
+
+
+# --------------------------------------------------------------------------------------------------
+# the page
+# --------------------------------------------------------------------------------------------------
+st.title("Train")
+st.markdown(
+    "Teach a model your cells: fine-tune it on a few of your images with their annotations. Dots on the cells "
+    "are enough. Part of the images is held out to show the count error before and after; the new model is "
+    "saved with a card and appears in every page's model list."
+)
+board = job_board()
+me = owner()
+
+
+def job_and_stop() -> None:
+    """The page ends here (no data yet): this session's fine-tune, if any, is still shown."""
+    job_panel(board, me)
+    st.stop()
+
+
+st.subheader("1. Images and annotations")
+found = gt_ui.ground_truth_ui(P, optional=True)
+if found is None:
+    st.caption("Upload images with label images, masks, dot images or point CSVs (as on Evaluate), or images "
+               "alone and dot the cells below.")
+    job_and_stop()
+
+candidates = [(n, d, gt.points) for n, d, gt in found.items if gt.kind == "points"]
+candidates += [(n, d, None) for n, d in found.unlabelled]
+if candidates:
+    st.subheader("2. Dot the cells")
+    st.caption("Click on each cell to put a dot on it; click a dot to remove it. Images without annotation files "
+               "are used once they have dots; dots on an image that came with a points CSV replace the file's. "
+               "Dots are kept for the session: after another page, upload the same images again to see them.")
+    annotate_ui(candidates)
+
+items = training_set(found)
+counts_only = [n for n, _, gt in items if gt.kind == "count"]
+if counts_only:
+    st.warning(f"{len(counts_only)} image(s) have a count only, which cannot show a model where the cells are; "
+               f"they are left out: {', '.join(counts_only[:8])}. Dot them above instead.")
+    items = [it for it in items if it[2].kind != "count"]
+
+st.subheader("3. Fine-tune")
+if not items:
+    st.info("No image has annotations yet.")
+    job_and_stop()
+st.caption(f"{len(items)} annotated image(s).")
+mine = board.get(me)
+saved = mine.snapshot() if mine is not None else None
+job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None)
+busy = board.running()
+if busy is not None and busy is not board.get(me):
+    s = busy.snapshot()
+    st.info(f"Another fine-tune ({s.name}) is running in this app: {progress_text(s)}. One runs at a time on a "
+            "laptop CPU; start yours when it has finished.")
+if st.button("Start fine-tuning", key=f"{P}_start", type="primary", icon=":material/model_training:",
+             disabled=job_args is None or busy is not None):
+    try:
+        board.clear(me)
+        board.start(me, FinetuneJob(job_args["base"], items, job_args["name"], job_args["options"]))
+    except cc.CellcountError as err:
+        sh.show_error(err)
+    else:
+        st.rerun()  # the button greys out while the job runs
+job_panel(board, me)  # under the button that started it

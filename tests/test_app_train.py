@@ -1,0 +1,180 @@
+"""AppTest of the Train page: upload, dots made in the app, start, progress, cancel, result, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from cellcount.models import list_models, load_model  # noqa: E402
+from cellcount.synthetic import make_synthetic  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_board():
+    """The job board is an app-wide resource: each test starts with an empty one."""
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _set(n: int = 4) -> tuple[list, list, dict[str, np.ndarray]]:
+    """n synthetic 64 x 64 images with x,y point CSVs at the true centres; returns (images, csvs, points)."""
+    images, csvs, points = [], [], {}
+    for k in range(n):
+        s = make_synthetic((64, 64), rng=10 + k, n_cells=4 + k, radius_px=(4.0, 6.0))
+        name = f"cells_{k}.png"
+        pts = np.array([[r, c] for r, c in s.centroids], np.float64)
+        images.append((name, _png(s.image), "image/png"))
+        rows = "".join(f"{c:.1f},{r:.1f}\n" for r, c in pts)
+        csvs.append((f"cells_{k}_points.csv", ("x,y\n" + rows).encode(), "text/csv"))
+        points[name] = pts
+    return images, csvs, points
+
+
+def open_train(images, gt=()) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    at.file_uploader(key="train_files").set_value(list(images))
+    if gt:
+        at.file_uploader(key="train_gt_files").set_value(list(gt))
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def start(at: AppTest, *, name: str, steps: int) -> AppTest:
+    at.selectbox(key="train_base").set_value("tiny-mask")
+    at.text_input(key="train_name").set_value(name)
+    at.number_input(key="train_steps").set_value(steps)
+    at.run()
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wait_until(at: AppTest, done, timeout_s: float = 120) -> AppTest:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        at.run()
+        if done(at):
+            return at
+        time.sleep(0.3)
+    raise AssertionError(f"timed out; page says {[m.value for m in at.markdown][:5]}")
+
+
+def texts(at: AppTest) -> str:
+    return " ".join(str(e.value) for kind in ("success", "info", "error", "warning", "caption", "markdown")
+                    for e in getattr(at, kind))
+
+
+@pytest.mark.slow
+def test_upload_train_result_and_new_model_everywhere(tiny_models):
+    images, csvs, points = _set(4)
+    at = open_train(images, csvs)
+    assert any("4 image(s) with ground truth (4 points)" in c.value for c in at.caption)
+    assert at.number_input(key="train_holdout").value == 1
+    start(at, name="my-cells", steps=2)
+    assert at.button(key="train_start").disabled, "one fine-tune at a time"
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    assert not at.error, [e.value for e in at.error]
+    assert "**my-cells** is saved" in at.success[0].value
+    summary, per = at.dataframe[-2].value, at.dataframe[-1].value
+    assert list(summary["measure"])[0] == "count MAE"
+    assert len(per) == 1 and set(per.columns) >= {"file", "true", "before", "after", "error after"}
+    assert per["true"].iloc[0] == len(points[per["file"].iloc[0]]), "true counts are the held-out image's dots"
+    assert "my-cells" in list_models()
+    card = load_model("my-cells").card
+    assert card.training["finetuned_from"]["name"] == "tiny-mask" and card.training["steps"] == 2
+    assert card.training["data"]["source"] == "4 uploaded images"
+    # the new model is offered on the other pages, and its card shows on the Models page
+    at.switch_page("pages/count.py").run()
+    assert "my-cells (mask)" in at.selectbox(key="count_model").options
+    at.switch_page("pages/models.py").run()
+    at.session_state["models_show"] = "my-cells"
+    at.run()
+    assert not at.exception
+    assert any("**Fine-tuned** from tiny-mask on 3 of your images (points): 2 steps" in m.value for m in at.markdown)
+    assert "held-out images: this model" in at.table[0].value.columns
+    # back on Train the outcome is still there until cleared
+    at.switch_page("pages/train.py").run()
+    assert "**my-cells** is saved" in at.success[0].value
+    at.button(key="train_use").click().run()
+    assert not at.exception and at.selectbox(key="count_model").value == "my-cells", "Count with the new model"
+    at.switch_page("pages/train.py").run()
+    at.button(key="train_clear").click().run()
+    assert not at.success
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
+    images, csvs, _ = _set(3)
+    at = start(open_train(images, csvs), name="never-saved", steps=100_000)
+    at = wait_until(at, lambda a: any(b.key == "train_cancel" for b in a.button))
+    assert at.get("progress"), "a progress bar while it runs"
+    # a second browser session on the same app sees it and cannot start another
+    other = open_train(images, csvs)
+    assert any("Another fine-tune (never-saved) is running" in i.value for i in other.info)
+    assert other.button(key="train_start").disabled
+    at.button(key="train_cancel").click().run()
+    at = wait_until(at, lambda a: any("was cancelled" in i.value for i in a.info))
+    assert "never-saved" not in list_models()
+    assert not at.button(key="train_start").disabled
+
+
+@pytest.mark.slow
+def test_dots_made_in_the_app_are_the_annotations(tiny_models):
+    """Images without annotation files: the dots clicked (here put in session state as the click handler does)
+    are counted, downloadable as a points CSV and used for training."""
+    images, _, points = _set(2)
+    at = open_train(images)
+    assert any("Image to annotate" == s.label for s in at.selectbox)
+    assert at.metric[0].value == "0"
+    assert any("No image has annotations yet" in i.value for i in at.info)
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    at.session_state["train__points"] = {keys[n]: points[n] for n in points}
+    at.run()
+    assert at.metric[0].value == str(len(points["cells_0.png"]))
+    assert any("2 annotated image(s)" in c.value for c in at.caption)
+    start(at, name="from-clicks", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    assert not at.error, [e.value for e in at.error]
+    assert load_model("from-clicks").card.training["data"]["annotation"] == ["points"]
+
+
+def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
+    images, csvs, _ = _set(2)
+    at = open_train(images, csvs)
+    at.text_input(key="train_name").set_value("tiny-mask").run()
+    assert any("name of an existing model" in e.value for e in at.error)
+    assert at.button(key="train_start").disabled
+
+    import cellcount.jobs as jobs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(jobs, "finetune", broken)
+    at = start(at, name="doomed", steps=1)
+    at = wait_until(at, lambda a: len(a.error) > 0)
+    assert "failed: unexpected error (RuntimeError): disk on fire" in at.error[0].value
+    assert not at.exception and not at.button(key="train_start").disabled
