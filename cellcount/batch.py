@@ -167,6 +167,7 @@ def count_many(
     total: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     keep_maps: bool = False,
+    backend: str | None = None,
 ) -> Iterator[BatchItem]:
     """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
 
@@ -174,7 +175,8 @@ def count_many(
     :class:`CellcountError` and OS errors with their message, MemoryError as "ran out of memory", and
     anything else (an OpenCV or PyTorch error, a bug) with its type and message (the traceback is logged
     at debug level). ``keep_maps=False`` drops the probability/density maps from results to keep memory
-    bounded on long batches. Only the image's own channel (``params.channel``) is decoded.
+    bounded on long batches. Only the image's own channel (``params.channel``) is decoded. ``backend``:
+    see :func:`cellcount.predict`.
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     settings = json.dumps(p.to_dict(), sort_keys=True)
@@ -186,7 +188,8 @@ def count_many(
         try:
             image = read_image(src, channel=p.channel, max_pixels=max_pixels)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
-            result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p)
+            result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
+                                 backend=backend)
             result.params = p
             if not keep_maps:
                 result.probability = None

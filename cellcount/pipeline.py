@@ -386,8 +386,12 @@ def predict(
     *,
     progress=None,
     fast: bool = True,
+    backend: str | None = None,
 ) -> Prediction:
-    """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass."""
+    """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass.
+
+    ``backend`` runs the fast path (None: the one measured fastest on this machine; see
+    :meth:`cellcount.models.NetModel.predict_maps`)."""
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     t0 = time.perf_counter()
     norm, inverted = model_input(
@@ -398,8 +402,8 @@ def predict(
 
     def run(view: np.ndarray) -> np.ndarray:
         if p.test_time_flips:
-            return flip_averaged_maps(model, view, progress=progress, fast=fast)
-        return model.predict_maps(view, progress=progress, fast=fast)
+            return flip_averaged_maps(model, view, progress=progress, fast=fast, backend=backend)
+        return model.predict_maps(view, progress=progress, fast=fast, backend=backend)
 
     density = density_channels(model.output_kind)
 
@@ -415,7 +419,7 @@ def predict(
         if density:  # the size is read off the model's own density map: no second network
             estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
-            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], fast=fast), AUTO_RESCALE_TOLERANCE
+            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], fast=fast, backend=backend), AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
         if scale != 1.0:
             maps = run_at(scale)
@@ -514,7 +518,7 @@ def size_window(foreground: np.ndarray, window: int | None = None) -> tuple[slic
 
 
 def estimate_nucleus_diameter(
-    image_norm: np.ndarray, foreground_prob: np.ndarray, *, fast: bool = True
+    image_norm: np.ndarray, foreground_prob: np.ndarray, *, fast: bool = True, backend: str | None = None
 ) -> float | None:
     """Typical nucleus diameter (px) of a normalised image: foreground area of the mask model's first
     pass divided by the :data:`SIZE_MODEL`'s count, as the diameter of a disc of that area, both taken
@@ -531,7 +535,8 @@ def estimate_nucleus_diameter(
     m = SIZE_WINDOW_MARGIN_PX
     ctx_rows = slice(max(0, rows.start - m), min(fg.shape[0], rows.stop + m))
     ctx_cols = slice(max(0, cols.start - m), min(fg.shape[1], cols.stop + m))
-    density = _size_model(SIZE_MODEL).predict_maps(np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast)[0]
+    density = _size_model(SIZE_MODEL).predict_maps(
+        np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast, backend=backend)[0]
     inner = density[rows.start - ctx_rows.start: rows.stop - ctx_rows.start,
                     cols.start - ctx_cols.start: cols.stop - ctx_cols.start]
     count = float(inner.sum(dtype=np.float64))
@@ -615,7 +620,9 @@ FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
 """Test-time flips: identity, left-right, up-down, both (axes of the (H, W) image)."""
 
 
-def flip_averaged_maps(model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True) -> np.ndarray:
+def flip_averaged_maps(
+    model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True, backend: str | None = None
+) -> np.ndarray:
     """Mean of ``model.predict_maps`` over the image and its three flips, each flipped back.
 
     A fully convolutional network is not exactly flip-equivariant, so the four views disagree a little
@@ -626,7 +633,7 @@ def flip_averaged_maps(model: CountModel, image_norm: np.ndarray, *, progress=No
     for k, axes in enumerate(FLIPS):
         view = np.ascontiguousarray(np.flip(image_norm, axes)) if axes else image_norm
         step = None if progress is None else (lambda d, t, k=k: progress(k * t + d, len(FLIPS) * t))
-        maps = model.predict_maps(view, progress=step, fast=fast)
+        maps = model.predict_maps(view, progress=step, fast=fast, backend=backend)
         maps = np.flip(maps, tuple(a + 1 for a in axes)) if axes else maps
         if acc is None:
             acc = np.array(maps, dtype=np.float32, copy=True)
@@ -717,8 +724,9 @@ def count_image(
     progress=None,
     fast: bool = True,
     measure: bool = True,
+    backend: str | None = None,
 ) -> CountResult:
     """Count objects in one image: :func:`predict` then :func:`postprocess`."""
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
-    pred = predict(image, model, p, progress=progress, fast=fast)
+    pred = predict(image, model, p, progress=progress, fast=fast, backend=backend)
     return postprocess(pred, p, image=image, measure=measure)

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import cellcount as cc
-    from cellcount.bench import cpu_model
+    from cellcount.models.autotune import cpu_model
     from cellcount.finetune import finetune
 
     base_name = args.base or cc.models.default_model_name()
