@@ -119,15 +119,16 @@ class BackendChoice:
     measure_s: float = 0.0
     cache_file: str | None = None
 
-    def describe(self) -> str:
-        """One line for the CLI's verbose output and the app: backend, reason, timings."""
+    def why(self) -> str:
+        """The reason and the timings behind it, e.g. ``measured; s/Mpx on a 256 px tile: onnxruntime 0.41,
+        torch 0.62; timing took 0.45 s``."""
         times = ", ".join(f"{k} {v:.3f}" for k, v in sorted(self.timings_s_per_mpx.items(), key=lambda kv: kv[1]))
-        what = f"{self.backend} ({self.reason}"
-        if times:
-            what += f"; s/Mpx on a {self.tile_px} px tile: {times}"
-        if self.reason == "measured":
-            what += f"; timing took {self.measure_s:.2f} s"
-        return what + ")"
+        what = self.reason + (f"; s/Mpx on a {self.tile_px} px tile: {times}" if times else "")
+        return what + (f"; timing took {self.measure_s:.2f} s" if self.reason == "measured" else "")
+
+    def describe(self) -> str:
+        """One line for the CLI's verbose output: the backend and :meth:`why`."""
+        return f"{self.backend} ({self.why()})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "reason": self.reason, "timings_s_per_mpx": dict(self.timings_s_per_mpx),
