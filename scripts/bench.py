@@ -222,7 +222,7 @@ def untrained_model(config_path: Path) -> NetModel:
         description=cfg.get("description", ""),
         density_scale=float(cfg.get("train", {}).get("density_scale", 100.0)) if kind == "density" else 1.0,
         postprocess=dict(cfg.get("postprocess") or {}),
-        postprocess_tuned_on="untrained stand-in built by cellcount.bench",
+        postprocess_tuned_on="untrained stand-in built by scripts/bench.py",
     )
     return NetModel(net, card)
 
@@ -703,15 +703,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsb-dir", type=Path, default=DSB_DIR,
                    help=f"DSB 2018 folder (default $CELLCOUNT_DSB_DIR, else {DSB_DIR})")
     p.add_argument("--skip-cli", action="store_true", help="skip the CLI throughput and memory subprocesses")
+    p.add_argument("--repeats", type=int, help="alternating repeats of the network timings (default 9, quick 1)")
     return p
 
 
 def cli_model(models: Sequence[BenchModel]) -> BenchModel | None:
     """The model of the CLI rows: the default model (what ``count`` users get), else the best mask model."""
-    from cellcount.models import default_model_name
+    from cellcount.models import CLASSICAL_NAME, NetModel, default_model_name, load_model
 
     name = default_model_name()
-    return next((bm for bm in models if bm.name == name), None) or best_model(models, "mask")
+    found = next((bm for bm in models if bm.name == name), None)
+    if found is None and name != CLASSICAL_NAME:
+        model = load_model(name)
+        found = BenchModel(model, trained=True) if isinstance(model, NetModel) else None
+    return found or best_model(models, "mask")
 
 
 def run(args: argparse.Namespace, command: str) -> BenchResults:
@@ -719,6 +724,8 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
     from cellcount.models.backends import available_backends
 
     cfg = BenchConfig.make(args.quick)
+    if args.repeats:
+        cfg = dataclasses.replace(cfg, infer_repeats=args.repeats)
     t0 = time.perf_counter()
     res = BenchResults(config=dataclasses.asdict(cfg), machine=machine_info(), command=command,
                        backends=available_backends())
