@@ -46,11 +46,12 @@ BOOL_OPTIONS: list[tuple[str, str]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cellcount", description="Count cells and nuclei in microscopy images.")
+    p = argparse.ArgumentParser(prog="cellcount", description="Count cells and nuclei in microscopy images.")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("count", help="count objects in images, folders or globs")
     c.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    c.add_argument("--model", required=True, help="model name (see 'python -m cellcount models') or folder")
+    c.add_argument("--model", default=None,
+                   help="model name (see 'cellcount models') or folder (default: the default model)")
     c.add_argument("--out", default="counts.csv", help="per-image CSV (default counts.csv)")
     c.add_argument("--objects", help="also write a per-object CSV here")
     c.add_argument("--labels-dir", help="also write <stem>_labels.tif label images here (mask models)")
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true")
     c.add_argument("-v", "--verbose", action="store_true", help="also say which inference backend runs, and why")
     sub.add_parser("models", help="list the available models")
+    for name, (_, hlp) in MODULE_COMMANDS.items():  # listed in --help; main() hands them their own argv
+        sub.add_parser(name, help=f"{hlp} (see 'cellcount {name} --help')", add_help=False)
     return p
 
 
@@ -123,11 +126,12 @@ class _Progress:
 
 def cmd_models() -> int:
     from .errors import CellcountError
-    from .models import list_models, load_model
+    from .models import default_model_name, list_models, load_model
 
+    default = default_model_name()
     for name in list_models():
         try:
-            print(load_model(name).card.summary())
+            print(("[default] " if name == default else "") + load_model(name).card.summary())
         except CellcountError as err:
             print(f"{name}: cannot load ({err})")
     return 0
@@ -258,7 +262,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
-    from .models import NetModel, load_model
+    from .models import NetModel, default_model_name, load_model
     from .models.autotune import requested_backend
     from .pipeline import resolve_params
 
@@ -266,7 +270,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
     try:
-        model = load_model(args.model)
+        model = load_model(args.model or default_model_name())
         params = resolve_params(model, _overrides(args))
         backend = requested_backend(args.backend)
         files = list_image_files(args.paths, on_skip=warn)
@@ -370,7 +374,21 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+# Commands with their own parser in their own module: `cellcount evaluate ...` = `python -m cellcount.evaluate ...`
+MODULE_COMMANDS = {
+    "evaluate": ("cellcount.evaluate", "score a model against ground truth, tune its settings"),
+    "train": ("cellcount.train", "train a model from a config"),
+    "finetune": ("cellcount.finetune", "fine-tune a model on your own annotated images"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in MODULE_COMMANDS:
+        return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="%(levelname)s %(message)s")

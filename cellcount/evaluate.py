@@ -297,7 +297,9 @@ def _overrides(args) -> dict[str, Any]:
 
 def _card_folder(ref: str, name: str) -> Path:
     """The weights folder whose card.json ``--write-card`` / ``--record-metrics`` update."""
-    return Path(ref) if (Path(ref) / "card.json").is_file() else Path(__file__).resolve().parents[1] / "weights" / name
+    from .models.loading import _model_folder
+
+    return Path(ref) if (Path(ref) / "card.json").is_file() else _model_folder(name, None)
 
 
 def main(argv: list[str] | None = None) -> int:

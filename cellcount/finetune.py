@@ -164,32 +164,52 @@ def data_fingerprint(paths: Sequence[Path], gts: Sequence[GroundTruth]) -> str:
     return h.hexdigest()
 
 
-def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float):
+def annotated_diameter(image: np.ndarray, gt: GroundTruth, base) -> float | None:
+    """Typical nucleus diameter (px) in one annotated image: from its label image when it has one, else
+    the base model's size estimate (or the median of its objects) on the image."""
+    from . import pipeline
+
+    if gt.labels is not None:
+        return _median_diameter(np.asarray(gt.labels, np.int32))
+    params = pipeline.resolve_params(base, None)
+    pred = pipeline.predict(image, base, params)
+    if pred.estimated_diameter_px:
+        return float(pred.estimated_diameter_px)
+    res = pipeline.postprocess(pred, params, measure=False)
+    return _median_diameter(res.labels) if res.labels is not None else None
+
+
+def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
+                  diameter_px: float | None = None):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
-    resized the way the base pipeline would resize it (so nuclei reach the model's training size)."""
+    resized so that nuclei of ``diameter_px`` (default: this image's own, :func:`annotated_diameter`)
+    reach the model's training size."""
     from . import pipeline
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
 
     kind = base.output_kind
+    # the base run at the scale the fine-tune trains at: its segmentation is what the dots correct
     params = pipeline.resolve_params(base, None)
+    if diameter_px:
+        params = dataclasses.replace(params, auto_nucleus_size=False, nucleus_diameter_px=float(diameter_px))
     pred = pipeline.predict(image, base, params)
     norm = pred.image_norm
+    own = None
     if gt.labels is not None:
         labels = np.asarray(gt.labels, np.int32)
-        diameter = _median_diameter(labels)
+        own = _median_diameter(labels)
     elif gt.points is not None:
-        base_res = pipeline.postprocess(pred, params, measure=False)
-        diameter = pred.estimated_diameter_px or _median_diameter(base_res.labels if base_res.labels is not None
-                                                                  else np.zeros((1, 1), np.int32))
-        diameter = diameter or pred.reference_diameter_px
         labels = None
         if kind != "density":
+            base_res = pipeline.postprocess(pred, params, measure=False)
             seg = base_res.labels if base_res.labels is not None else np.zeros(norm.shape, np.int32)
-            labels = labels_from_dots(seg, gt.points, diameter_px=diameter)
+            own = diameter_px or pred.estimated_diameter_px or _median_diameter(seg)
+            labels = labels_from_dots(seg, gt.points, diameter_px=own or pred.reference_diameter_px)
     else:
         raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
                                "give label images, masks, dot images or point CSVs")
+    diameter = diameter_px or own or annotated_diameter(image, gt, base) or pred.reference_diameter_px
     scale = pipeline.model_scale(base, diameter, norm.shape)
     if scale != 1.0:
         norm = pipeline.resize_image(norm, scale)
@@ -349,9 +369,15 @@ def finetune(
     density_scale = float(model.card.density_scale) if kind != "mask" else 1.0
     items = []
     t_prep = time.perf_counter()
+    # One nucleus size for the whole set, trained at and written into the new card: a user's images share
+    # a magnification, and a size re-estimated per image by the changing network would not match training.
+    sizes = [annotated_diameter(images[i], gts[i], model) for i in train_idx]
+    sizes = [d for d in sizes if d]
+    diameter = float(np.median(sizes)) if sizes else None
     for k, i in enumerate(train_idx):
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {paths[i].name}"))
-        items.append(training_item(paths[i].name, images[i], gts[i], model, density_scale=density_scale))
+        items.append(training_item(paths[i].name, images[i], gts[i], model, density_scale=density_scale,
+                                   diameter_px=diameter))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
     if steps is None:
@@ -377,15 +403,19 @@ def finetune(
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
     base_params = resolve_params(model, None)
-    train_pairs = [(paths[i].name, predict(images[i], new, base_params), gts[i]) for i in train_idx]
+    if diameter:  # the new model sees every image at the scale it trained at
+        card.postprocess = {**card.postprocess, "auto_nucleus_size": False, "nucleus_diameter_px": round(diameter, 2)}
+        new = NetModel(net, card)
+    new_params = resolve_params(new, None)
+    train_pairs = [(paths[i].name, predict(images[i], new, new_params), gts[i]) for i in train_idx]
     if kind == "density":
         k_gain, _, _ = calibrate_density(train_pairs)
         card.density_scale = card.density_scale / k_gain
         new = NetModel(net, card)
-        params = base_params
+        params = new_params
         tuned_note = f"count gain {k_gain:.4f} fitted on the {len(train_idx)} training images"
     else:
-        tr = tune_params(train_pairs, base_params)
+        tr = tune_params(train_pairs, new_params)
         params = tr.best_params
         tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
                       f"{tr.before:.3f} -> {tr.after:.3f}")
@@ -398,7 +428,7 @@ def finetune(
             tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
                            f"density {mae_dens:.3f})")
     tuned_keys = set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
-    card.postprocess = {**model.card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys}}
+    card.postprocess = {**card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys if k in params.to_dict()}}
     card.postprocess_tuned_on = tuned_note
 
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))

@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
         # "bf16": autocast the forward pass to bfloat16 on CPUs with AVX512-BF16/AMX (about 2x faster
         # training here); losses and optimizer state stay fp32. "fp32": plain float32.
         "precision": "fp32",
+        # "all": every weight trains; "new_outputs": only the output channels that init.from added (the
+        # trunk, its BatchNorm statistics and the source's output channels stay exactly as trained).
+        "trainable": "all",
     },
     "loss": {"mask": "bce_dice", "border_weight": 0.5, "contact_weight": 0.0, "density_weight": 1.0,
              "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
@@ -140,7 +143,7 @@ def validate(net, items, cfg, card) -> dict[str, float]:
     was_training = net.training
     model = NetModel(copy.deepcopy(net), card)
     params: CountParams = resolve_params(model, None)
-    true, pred = [], []
+    true, pred, dens = [], [], []
     for it in items:
         maps = model.predict_maps(it.image, fast=True)
         res = postprocess(
@@ -148,8 +151,12 @@ def validate(net, items, cfg, card) -> dict[str, float]:
         )
         true.append(it.count)
         pred.append(res.count_estimate)
+        dens.append(res.density_count)
     net.train(was_training)
-    return count_metrics(np.array(true), np.array(pred))
+    out = count_metrics(np.array(true), np.array(pred))
+    if card.output_kind == "multihead":  # the density head's own count, which the quality flag compares
+        out["density_mae"] = float(np.mean(np.abs(np.array(dens, float) - np.array(true))))
+    return out
 
 
 def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
@@ -197,13 +204,16 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     model_kwargs = {"in_channels": 1, **cfg["model"], "head": "density" if kind == "density" else "mask"}
     if kind == "density":
         model_kwargs["out_channels"] = 1
-    if kind == "multihead":
-        model_kwargs["out_channels"] = 3
+    if kind == "multihead":  # fg, border and density: three output channels, or two plus a density branch
+        model_kwargs["out_channels"] = 2 if model_kwargs.get("density_branch") else 3
     net = create_model(cfg["architecture"], **model_kwargs).to(memory_format=torch.channels_last)
     init_info = None
     if (cfg.get("init") or {}).get("from"):
         init_info = _init_from(net, cfg["init"]["from"], cfg["architecture"], model_kwargs)
-    opt = torch.optim.AdamW(net.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
+    frozen = _freeze_all_but_new_outputs(net, init_info) if tr.get("trainable", "all") == "new_outputs" else False
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=tr["lr"],
+                            # decoupled decay would shrink the frozen output channels too
+                            weight_decay=0.0 if frozen else tr["weight_decay"])
     steps, warm = int(tr["steps"]), int(tr["warmup_steps"])
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(warm, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
@@ -230,7 +240,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         rng = np.random.default_rng([tr["seed"], start])
         logger.info("resumed from %s at step %d", ckpt_path, start)
     best_state = None
-    net.train()
+    _train_mode(net, frozen)
     t_start, running = time.time(), []
     for step in range(start, steps):
         x, t = _batch(train_items, rng, cfg, sample_p)
@@ -263,11 +273,14 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         if (step + 1) % tr["val_every"] == 0 or step + 1 == steps:
             net.eval()
             m = validate(net, val_items, cfg, card)
-            net.train()
+            _train_mode(net, frozen)
             history.append({"step": step + 1, "loss": float(np.mean(running[-50:])), **m})
             logger.info("validation at step %d: MAE %.2f RMSE %.2f bias %+.2f", step + 1, m["mae"], m["rmse"],
                         m["bias"])
-            if best is None or m["mae"] <= best["mae"] or (tr["select"] == "last" and step + 1 == steps):
+            # a frozen trunk keeps the segmentation count fixed: choose by what trains
+            key = "density_mae" if frozen else "mae"
+            logger.info("validation %s %.2f", key, m[key])
+            if best is None or m[key] <= best[key] or (tr["select"] == "last" and step + 1 == steps):
                 best = {"step": step + 1, **m}
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -302,17 +315,51 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     return out
 
 
+def _freeze_all_but_new_outputs(net, init_info: dict[str, Any] | None) -> bool:
+    """Train only what init.from did not provide (a new branch, the added rows of a grown output layer):
+    the new head learns from features the source trained, and the source's own outputs stay bit-identical
+    (its measured quality carries over)."""
+    import torch
+
+    info = init_info or {}
+    fresh = set(info.get("fresh_parameters") or ())
+    if not fresh and not info.get("output_channels_added"):
+        raise ValueError("train.trainable: new_outputs needs init.from a model with fewer outputs than this one")
+    for key, p in net.named_parameters():
+        p.requires_grad_(key in fresh)
+    if info.get("output_channels_added"):  # a grown output layer: only its new rows learn
+        n_src = int(info["output_channels_src"])
+        for p in (net.out.weight, net.out.bias):
+            p.requires_grad_(True)
+            keep = torch.zeros_like(p)
+            keep[n_src:] = 1.0
+            p.register_hook(lambda g, keep=keep: g * keep)
+    return True
+
+
+def _train_mode(net, frozen: bool) -> None:
+    """Training mode, except frozen BatchNorm layers keep their running statistics."""
+    import torch
+
+    net.train()
+    if frozen:
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in m.parameters()):
+                m.eval()
+
+
 def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Load the weights of a trained model folder into ``net`` (same architecture and kwargs)."""
     from .models.loading import load_model_folder
 
     src = load_model_folder(folder)  # checks the sha256
     differs = {k for k in set(kwargs) | set(src.card.kwargs) if kwargs.get(k) != src.card.kwargs.get(k)}
-    if src.card.architecture != architecture or not differs <= {"out_channels", "head"}:
+    if src.card.architecture != architecture or not differs <= {"out_channels", "head", "density_branch"}:
         raise ValueError(f"init.from {folder}: architecture/kwargs {src.card.architecture} {src.card.kwargs} "
                          f"differ from this config's {architecture} {kwargs}")
     state, own = src.net.state_dict(), net.state_dict()
-    grown = []
+    grown, n_src = [], None
     for key, value in state.items():
         if own[key].shape == value.shape:
             own[key] = value
@@ -320,11 +367,15 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
             n = value.shape[0]
             own[key][:n] = value
             grown.append(key)
+            n_src = n
     net.load_state_dict(own)
-    logger.info("initialised from %s (sha256 %s)%s", folder, src.card.sha256[:12],
-                f"; output channels beyond the source's start fresh: {grown}" if grown else "")
+    fresh = [k for k in own if k not in state]
+    logger.info("initialised from %s (sha256 %s)%s%s", folder, src.card.sha256[:12],
+                f"; output channels beyond the source's start fresh: {grown}" if grown else "",
+                f"; {len(fresh)} tensors not in the source start fresh" if fresh else "")
     return {"folder": str(folder), "sha256": src.card.sha256, "steps": src.card.training.get("steps"),
-            "config": src.card.training.get("config"), "output_channels_added": bool(grown)}
+            "config": src.card.training.get("config"), "output_channels_added": bool(grown), "output_channels_src": n_src,
+            "fresh_parameters": sorted(k for k, _ in net.named_parameters() if k not in state)}
 
 
 def build_parser() -> argparse.ArgumentParser:

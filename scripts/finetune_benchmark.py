@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, nargs="+", default=[32])
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of the time budget")
     p.add_argument("--json", help="write every draw here")
     args = p.parse_args(argv)
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 tr, te = split(args.set, len(data), n, d)
                 folder = link_folder(Path(tmp) / f"{n}-{d}", [data[i] for i in tr])
                 t0 = time.perf_counter()
-                res = finetune(base_name, folder, name=f"bench-{args.set}-{n}-{d}", minutes=args.minutes, holdout=0,
+                res = finetune(base_name, folder, name=f"bench-{args.set}-{n}-{d}", minutes=args.minutes, steps=args.steps, holdout=0,
                                out_dir=Path(tmp) / "models", seed=d)
                 secs.append(time.perf_counter() - t0)
                 model = cc.load_model(res.folder)

@@ -113,7 +113,8 @@ class NetModel(CountModel):
 
     @property
     def out_channels(self) -> int:
-        return int(self.card.kwargs.get("out_channels", 1))
+        extra = 1 if self.card.kwargs.get("density_branch") else 0  # the density branch adds the last channel
+        return int(self.card.kwargs.get("out_channels", 1)) + extra
 
     def predict_maps(
         self,

@@ -11,7 +11,15 @@ from .card import CARD_FILE, ModelCard, read_card, sha256_file, write_card
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+def _shipped_weights_dir() -> Path:
+    """The shipped model folders: inside the installed package (setup.py maps the checkout's weights/ to
+    cellcount/_weights), else the checkout's weights/ (running from the source tree)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_weights"
+    return installed if installed.is_dir() else package.parent / "weights"
+
+
+DEFAULT_WEIGHTS_DIR = _shipped_weights_dir()
 CLASSICAL_NAME = "classical-otsu"
 
 CLASSICAL_CARD = ModelCard(
@@ -37,12 +45,14 @@ DEFAULT_MODEL = "multihead-unet"
 """The model used when none is named (CLI ``count`` without ``--model``, the app's preselection): one
 network whose three heads give the segmentation, a second count for the quality flag and the nucleus
 size in one pass."""
+FALLBACK_MODEL = "unet-mask"
 
 
 def default_model_name(weights_dir: str | Path | None = None) -> str:
-    """:data:`DEFAULT_MODEL` when its weights are present; otherwise the first model listed."""
+    """:data:`DEFAULT_MODEL` when its weights are present, else :data:`FALLBACK_MODEL` (the mask model with
+    a calibrated quality flag), else the first model listed."""
     names = list_models(weights_dir)
-    return DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+    return next((n for n in (DEFAULT_MODEL, FALLBACK_MODEL) if n in names), names[0])
 
 
 USER_MODELS_ENV = "CELLCOUNT_MODELS_DIR"

@@ -86,6 +86,10 @@ class UNet(nn.Module):
     density_act : {"softplus", "relu"}
         Activation of the density head. ReLU can output exact zeros; softplus leaks a small positive
         value at every background pixel, which sums to a count bias that grows with image area.
+    density_branch : bool
+        Mask head with one more output: a density channel from its own conv block on the last decoder
+        features (returned last, raw). The mask channels then stay those of a mask network with the same
+        trunk, so a trained mask model can gain the density head without changing what it segments.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class UNet(nn.Module):
         attention: bool = False,
         head: str = "mask",
         density_act: str = "softplus",
+        density_branch: bool = False,
     ) -> None:
         super().__init__()
         if block not in ("plain", "residual"):
@@ -126,6 +131,11 @@ class UNet(nn.Module):
         self.attention = attention
         self.dec = nn.ModuleList(Block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
         self.out = nn.Conv2d(widths[0], out_channels, 1)
+        if density_branch and head != "mask":
+            raise ValueError("density_branch adds a density output to a mask head")
+        self.density_out = (
+            nn.Sequential(Block(widths[0], widths[0]), nn.Conv2d(widths[0], 1, 1)) if density_branch else None
+        )
 
     @property
     def divisor(self) -> int:
@@ -142,6 +152,8 @@ class UNet(nn.Module):
             if self.attention:
                 skip = gate(skip, y)
             y = dec(torch.cat([skip, y], dim=1))
+        if self.density_out is not None:
+            return torch.cat([self.out(y), self.density_out(y)], dim=1)
         y = self.out(y)
         if self.head == "density":
             y = F.relu(y) if self.density_act == "relu" else F.softplus(y)

@@ -138,6 +138,12 @@ class FusedUNet(nn.Module):
         self.out_weight = net.out.weight.detach().float().contiguous(memory_format=torch.channels_last)
         self.out_bias = None if net.out.bias is None else net.out.bias.detach().float()
         self.head, self.density_act = net.head, net.density_act
+        self.density_block = self.density_w = self.density_b = None
+        if net.density_out is not None:  # the multihead's density branch: its block fused, its 1x1 in fp32
+            block, conv = net.density_out
+            self.density_block = _FusedBlock(block, dtype)
+            self.density_w = conv.weight.detach().float().contiguous(memory_format=torch.channels_last)
+            self.density_b = None if conv.bias is None else conv.bias.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -152,6 +158,9 @@ class FusedUNet(nn.Module):
                 if self.gates is not None:
                     skip = self.gates[i](skip, y)
                 y = dec(torch.cat([skip, y], dim=1))
+            if self.density_block is not None:
+                d = F.conv2d(self.density_block(y).float(), self.density_w, self.density_b)
+                return torch.cat([F.conv2d(y.float(), self.out_weight, self.out_bias), d], dim=1)
             y = F.conv2d(y.float(), self.out_weight, self.out_bias)
             if self.head == "density":
                 y = F.relu(y) if self.density_act == "relu" else F.softplus(y)
