@@ -703,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsb-dir", type=Path, default=DSB_DIR,
                    help=f"DSB 2018 folder (default $CELLCOUNT_DSB_DIR, else {DSB_DIR})")
     p.add_argument("--skip-cli", action="store_true", help="skip the CLI throughput and memory subprocesses")
+    p.add_argument("--cli-only", action="store_true", help="only the CLI throughput and memory subprocesses")
     p.add_argument("--repeats", type=int, help="alternating repeats of the network timings (default 9, quick 1)")
     return p
 
@@ -732,8 +733,8 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
     logger.info("matrix-multiply peak")
     for prec in sorted({precision(b) for b in res.backends}, reverse=True):  # fp32 first
         res.matmul_gflops[prec] = matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype=prec)
-    models = bench_models(args.models)
-    images = count_images(cfg, args.dsb_dir)
+    models = [] if args.cli_only else bench_models(args.models)
+    images = [] if args.cli_only else count_images(cfg, args.dsb_dir)
     for bm in models:
         logger.info("inference: %s", bm.label)
         choice = bm.model.backend_choice("auto").to_dict()  # first: its timing runs on a fresh process
