@@ -403,7 +403,7 @@ def predict(
     def run(view: np.ndarray) -> np.ndarray:
         if p.test_time_flips:
             return flip_averaged_maps(model, view, progress=progress, fast=fast, backend=backend)
-        return model.predict_maps(view, progress=progress, fast=fast, backend=backend)
+        return model.predict_maps(view, progress=progress, fast=fast, **_backend_kw(backend))
 
     density = density_channels(model.output_kind)
 
@@ -536,7 +536,7 @@ def estimate_nucleus_diameter(
     ctx_rows = slice(max(0, rows.start - m), min(fg.shape[0], rows.stop + m))
     ctx_cols = slice(max(0, cols.start - m), min(fg.shape[1], cols.stop + m))
     density = _size_model(SIZE_MODEL).predict_maps(
-        np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast, backend=backend)[0]
+        np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast, **_backend_kw(backend))[0]
     inner = density[rows.start - ctx_rows.start: rows.stop - ctx_rows.start,
                     cols.start - ctx_cols.start: cols.stop - ctx_cols.start]
     count = float(inner.sum(dtype=np.float64))
@@ -616,6 +616,11 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool | tup
     return out
 
 
+def _backend_kw(backend: str | None) -> dict[str, str]:
+    """``backend=`` only when one is asked for: a model class written before backends keeps working."""
+    return {} if backend is None else {"backend": backend}
+
+
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
 """Test-time flips: identity, left-right, up-down, both (axes of the (H, W) image)."""
 
@@ -633,7 +638,7 @@ def flip_averaged_maps(
     for k, axes in enumerate(FLIPS):
         view = np.ascontiguousarray(np.flip(image_norm, axes)) if axes else image_norm
         step = None if progress is None else (lambda d, t, k=k: progress(k * t + d, len(FLIPS) * t))
-        maps = model.predict_maps(view, progress=step, fast=fast, backend=backend)
+        maps = model.predict_maps(view, progress=step, fast=fast, **_backend_kw(backend))
         maps = np.flip(maps, tuple(a + 1 for a in axes)) if axes else maps
         if acc is None:
             acc = np.array(maps, dtype=np.float32, copy=True)
