@@ -1,6 +1,6 @@
 """Count many images: one bad file is reported and skipped, the rest carry on.
 
-Also safe zip handling for uploads: nested folders are fine, non-images and unsafe names are reported.
+Zip uploads are read by :mod:`cellcount.io.archive`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import posixpath
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -18,16 +17,15 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError, ImageReadError
+from .errors import CellcountError
 from .groundtruth import GroundTruth
-from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, labels_to_tiff_bytes, read_image
+from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image
+from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, count_image, resolve_params
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ZIP_MAX_FILES = 5000
-DEFAULT_ZIP_MAX_BYTES = 2 << 30  # total uncompressed bytes accepted from one zip
 
 
 @dataclass
@@ -61,89 +59,6 @@ class BatchItem:
         }
 
 
-def _safe_member_name(name: str) -> str | None:
-    """Normalised member path, or None when it escapes the archive (absolute, '..', drive letters)."""
-    n = name.replace("\\", "/")
-    if n.startswith("/") or (len(n) > 1 and n[1] == ":"):
-        return None
-    norm = posixpath.normpath(n)
-    if norm.startswith("../") or norm == ".." or "/../" in f"/{norm}/":
-        return None
-    return norm
-
-
-GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv"})
-"""Extensions of ground-truth tables (point tables, ``filename,count`` tables) accepted in labelled zips."""
-
-
-def iter_zip_images(
-    data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES, max_bytes: int = DEFAULT_ZIP_MAX_BYTES
-) -> Iterator[tuple[str, bytes | None, str | None]]:
-    """Yield ``(name, image_bytes, None)`` for images in a zip and ``(name, None, reason)`` for skipped members.
-
-    Nested folders are walked; folders, macOS resource forks, non-image files, path-traversal names and
-    members beyond the file/byte budget are reported with a reason. A corrupt zip raises ImageReadError.
-    """
-    return iter_zip_members(data, extensions=IMAGE_EXTENSIONS, max_files=max_files, max_bytes=max_bytes)
-
-
-def iter_zip_members(
-    data: bytes,
-    *,
-    extensions: Iterable[str],
-    max_files: int = DEFAULT_ZIP_MAX_FILES,
-    max_bytes: int = DEFAULT_ZIP_MAX_BYTES,
-) -> Iterator[tuple[str, bytes | None, str | None]]:
-    """:func:`iter_zip_images` for members with any of ``extensions`` (lower case, with the dot).
-
-    Ground-truth zips need images and CSV tables: ``extensions=IMAGE_EXTENSIONS | {".csv"}``. The same
-    safety checks apply; ``max_files`` counts every accepted member.
-    """
-    wanted = {e.lower() for e in extensions}
-    kind = "an image file" if wanted <= set(IMAGE_EXTENSIONS) else "a supported file"
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise ImageReadError(f"not a readable zip file: {err}") from err
-    total = 0
-    n = 0
-    with zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            name = info.filename
-            safe = _safe_member_name(name)
-            if safe is None:
-                yield name, None, "unsafe path in zip (absolute or '..'): skipped"
-                continue
-            base = posixpath.basename(safe)
-            if base.startswith("._") or "__MACOSX/" in safe:
-                continue  # macOS metadata, not user files
-            if Path(base).suffix.lower() not in wanted:
-                yield safe, None, f"not {kind} (extension {Path(base).suffix or 'none'}): skipped"
-                continue
-            n += 1
-            total += info.file_size
-            if n > max_files:
-                what = "images" if kind == "an image file" else "files"
-                yield safe, None, f"zip holds more than {max_files} {what}: skipped"
-                continue
-            if total > max_bytes:
-                yield safe, None, f"zip expands beyond the cap of {max_bytes:,} bytes (max_bytes): skipped"
-                continue
-            try:
-                # a bounded read: zf.read() inflates the whole stream at once, so a member whose header
-                # claims a few bytes could still inflate to gigabytes in memory; the CRC check catches it
-                with zf.open(info) as fh:
-                    content = fh.read(info.file_size + 1)
-                    if len(content) > info.file_size or fh.read(1):
-                        raise zipfile.BadZipFile("member is larger than its header says")
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as err:
-                yield safe, None, f"cannot extract from zip: {err}"
-            else:
-                yield safe, content, None
-
-
 def labelled_uploads(
     files: Iterable[tuple[str, bytes]],
 ) -> tuple[list[tuple[str, bytes, GroundTruth]], list[tuple[str, str]]]:
@@ -168,6 +83,7 @@ def count_many(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     keep_maps: bool = False,
     backend: str | None = None,
+    size_model: CountModel | None = None,
 ) -> Iterator[BatchItem]:
     """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
 
@@ -175,10 +91,13 @@ def count_many(
     :class:`CellcountError` and OS errors with their message, MemoryError as "ran out of memory", and
     anything else (an OpenCV or PyTorch error, a bug) with its type and message (the traceback is logged
     at debug level). ``keep_maps=False`` drops the probability/density maps from results to keep memory
-    bounded on long batches. Only the image's own channel (``params.channel``) is decoded. ``backend``:
-    see :func:`cellcount.predict`.
+    bounded on long batches. Only the image's own channel (``params.channel``) is decoded. The size
+    model (``auto_nucleus_size`` on a mask model) is loaded once here unless ``size_model`` is given.
+    ``backend``: see :func:`cellcount.predict`.
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    if size_model is None:
+        size_model = size_model_for(model, p)
     settings = json.dumps(p.to_dict(), sort_keys=True)
     items = list(items) if total is None else items
     n_total = total if total is not None else len(items)  # type: ignore[arg-type]
@@ -189,7 +108,7 @@ def count_many(
             image = read_image(src, channel=p.channel, max_pixels=max_pixels)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
             result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
-                                 backend=backend)
+                                 size_model=size_model, backend=backend)
             result.params = p
             if not keep_maps:
                 result.probability = None

@@ -13,36 +13,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
-from .pipeline import LEGACY_SPLIT_KEYS
-from .postprocess import SPLIT_MODES
+from .cliparams import add_param_options, normalize_argv, param_overrides
 
 logger = logging.getLogger(__name__)
-
-POSTPROCESS_OPTIONS: list[tuple[str, type, str]] = [
-    ("threshold", float, "foreground probability threshold (mask models), 0-1"),
-    ("opening_radius_px", int, "binary opening radius, px (0 = off)"),
-    ("closing_radius_px", int, "binary closing radius, px (0 = off)"),
-    ("split_mode", str, "how touching objects are split (mask models): borders = along the model's predicted "
-     "borders, distance = at distance-transform maxima, both, off (default: the model card's)"),
-    ("min_distance_px", int, "split modes 'distance' and 'both': minimum distance between object centres, px; "
-     "larger = fewer splits, lower count"),
-    ("min_area_px", int, "drop objects smaller than this (an object of exactly this area is kept)"),
-    ("max_area_px", int, "drop objects larger than this (0 = no limit; exactly this area is kept)"),
-    ("peak_min_distance_px", int, "density models: minimum distance between peaks, px"),
-    ("pixel_size_um", float, "pixel size in micrometres (adds um columns to objects.csv)"),
-    ("nucleus_diameter_px", float, "typical nucleus diameter, px: images are resized so that nuclei match the "
-     "model's training size (about 18 px; default: images as they are)"),
-    ("channel", int, "channel index of multichannel images (default: mean of channels)"),
-]
-BOOL_OPTIONS: list[tuple[str, str]] = [
-    ("fill_holes", "fill holes inside objects (mask models)"),
-    ("exclude_border", "drop objects that touch the image border"),
-    ("test_time_flips", "average the model over the image and its three flips (4x the model time)"),
-    ("auto_nucleus_size", "estimate the nucleus size from a first pass and rerun resized when it is far from the "
-     "training size (on in the shipped models' cards; mask models: about 2x the model time)"),
-]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,20 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="counts.csv", help="per-image CSV (default counts.csv)")
     c.add_argument("--objects", help="also write a per-object CSV here")
     c.add_argument("--labels-dir", help="also write <stem>_labels.tif label images here (mask models)")
-    c.add_argument("--settings", help="settings JSON (as downloaded from the app) with parameter values")
     c.add_argument("--include-ground-truth", action="store_true",
                    help="also count files that look like ground truth (*_labels, *_mask, ...)")
-    for name, typ, hlp in POSTPROCESS_OPTIONS:
-        choices = list(SPLIT_MODES) if name == "split_mode" else None
-        c.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=hlp, choices=choices)
-    for name in LEGACY_SPLIT_KEYS:  # old flags, still read: mapped onto --split-mode by resolve_params
-        c.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
-                       help=argparse.SUPPRESS)
-    for name, hlp in BOOL_OPTIONS:
-        c.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
-                       help=f"{hlp} (default: the model card's setting)")
-    c.add_argument("--invert", choices=["auto", "yes", "no"], default=None,
-                   help="invert bright-background images (default: auto-detect)")
+    add_param_options(c)
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
                         "model and settings, count only the other images")
@@ -84,44 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from .pipeline import params_from_file
+def _progress_bar(enabled: bool):
+    """``progress(done, total)`` for :func:`cellcount.batch.count_many`, drawn by tqdm on stderr (rate, ETA)."""
+    from tqdm import tqdm
 
-    ov: dict[str, Any] = {}
-    if args.settings:
-        ov.update(params_from_file(args.settings))
-    for name, _, _ in POSTPROCESS_OPTIONS:
-        v = getattr(args, name)
-        if v is not None:
-            ov[name] = v
-    for name, _ in BOOL_OPTIONS:
-        v = getattr(args, name)
-        if v is not None:
-            ov[name] = v
-    legacy = {name: getattr(args, name) for name in LEGACY_SPLIT_KEYS if getattr(args, name) is not None}
-    if legacy and args.split_mode is None:  # an old flag overrides the settings file's split_mode
-        ov.pop("split_mode", None)
-        ov.update(legacy)
-    if args.invert is not None:
-        ov["invert"] = {"auto": None, "yes": True, "no": False}[args.invert]
-    return ov
+    bar = None
 
-
-class _Progress:
-    """A minimal progress bar on stderr (no dependency)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if not enabled:
             return
-        width = 30
-        fill = int(width * done / max(total, 1))
-        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+        if bar is None:
+            bar = tqdm(total=total, unit="image", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()
+
+    return update
 
 
 def cmd_models() -> int:
@@ -262,7 +204,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
-    from .models import NetModel, default_model_name, load_model
+    from .models import NetModel, default_model_name, load_model, size_model_for
     from .models.autotune import requested_backend
     from .pipeline import resolve_params
 
@@ -271,7 +213,8 @@ def cmd_count(args: argparse.Namespace) -> int:
 
     try:
         model = load_model(args.model or default_model_name())
-        params = resolve_params(model, _overrides(args))
+        params = resolve_params(model, param_overrides(args))
+        size_model = size_model_for(model, params)  # loaded once for the whole run
         backend = requested_backend(args.backend)
         files = list_image_files(args.paths, on_skip=warn)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
@@ -321,9 +264,9 @@ def cmd_count(args: argparse.Namespace) -> int:
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
-        progress = _Progress(not args.no_progress)
+        progress = _progress_bar(not args.no_progress)
         for item in count_many([(str(f), f) for f in todo], model, params, progress=progress,
-                               backend=backend):
+                               size_model=size_model, backend=backend):
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
             # the counts row marks the image done for --resume, so the published counts never run ahead of
@@ -376,7 +319,7 @@ def _main_thread() -> bool:
 
 # Commands with their own parser in their own module: `cellcount evaluate ...` = `python -m cellcount.evaluate ...`
 MODULE_COMMANDS = {
-    "evaluate": ("cellcount.evaluate", "score a model against ground truth, tune its settings"),
+    "evaluate": ("cellcount.evaluate.cli", "score a model against ground truth, tune its settings"),
     "train": ("cellcount.train", "train a model from a config"),
     "finetune": ("cellcount.finetune", "fine-tune a model on your own annotated images"),
 }
@@ -384,12 +327,11 @@ MODULE_COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     import importlib
-    import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in MODULE_COMMANDS:
         return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="%(levelname)s %(message)s")
     if args.command == "models":

@@ -149,7 +149,7 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[di
 def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]) -> list[_File]:
     """Loose files as they are; zip members (images, CSV) under their paths in the zip, a single top folder
     stripped (a zipped folder)."""
-    from .batch import GROUND_TRUTH_TABLE_EXTENSIONS, iter_zip_members  # batch imports groundtruth: no cycle
+    from .io import GROUND_TRUTH_TABLE_EXTENSIONS, iter_zip_members
 
     files: list[_File] = []
     for raw_name, data in uploads:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
@@ -29,12 +30,14 @@ MIN_BOOTSTRAP_IMAGES = 5
 """Fewer images give no interval: a percentile bootstrap of 2-4 values claims more certainty than it has."""
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Means of ``values`` (N,) or of each row of ``values`` (K, N) over ``n_boot`` resamples of the N
-    images with replacement (the same resamples for every row: a paired bootstrap). Shape (K, n_boot)."""
-    v = np.atleast_2d(np.asarray(values, np.float64))
-    idx = np.random.default_rng(seed).integers(0, v.shape[1], size=(n_boot, v.shape[1]))
-    return v[:, idx].mean(axis=2)
+def _percentile_interval(data: tuple[np.ndarray, ...], statistic, *, paired: bool, level: float, n_boot: int,
+                         seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over images (scipy's resampler, a fixed seed).
+
+    ``paired``: the images are resampled together across the arrays of ``data``, keeping what they share."""
+    res = stats.bootstrap(data, statistic, n_resamples=n_boot, confidence_level=level, method="percentile",
+                          paired=paired, vectorized=True, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def mae_confidence_interval(
@@ -48,9 +51,7 @@ def mae_confidence_interval(
     a = np.asarray(abs_errors, np.float64)
     if a.size < MIN_BOOTSTRAP_IMAGES:
         return float("nan"), float("nan")
-    means = _bootstrap_means(a, n_boot, seed)[0]
-    q = (1 - level) / 2
-    return float(np.quantile(means, q)), float(np.quantile(means, 1 - q))
+    return _percentile_interval((a,), np.mean, paired=False, level=level, n_boot=n_boot, seed=seed)
 
 
 def paired_mae_difference(
@@ -68,10 +69,8 @@ def paired_mae_difference(
     diff = float(eb.mean() - ea.mean()) if ea.size else float("nan")
     if ea.size < MIN_BOOTSTRAP_IMAGES:
         return {"difference": diff, "low": float("nan"), "high": float("nan"), "significant": 0.0}
-    means = _bootstrap_means(np.stack([ea, eb]), n_boot, seed)
-    d = means[1] - means[0]
-    q = (1 - level) / 2
-    lo, hi = float(np.quantile(d, q)), float(np.quantile(d, 1 - q))
+    lo, hi = _percentile_interval((ea, eb), lambda a, b, axis: b.mean(axis) - a.mean(axis), paired=True,
+                                  level=level, n_boot=n_boot, seed=seed)
     return {"difference": diff, "low": lo, "high": hi, "significant": float(lo > 0 or hi < 0)}
 
 

@@ -15,19 +15,12 @@ import numpy as np
 from skimage.segmentation import watershed
 
 from .errors import ParameterError
+from .params import BORDER_SPLIT_MODES, SPLIT_MODES, seed_area_px
 
 # Reasons stored in SegmentResult.rejected (uint8 per pixel)
 KEPT, TOO_SMALL, TOO_LARGE, ON_BORDER = 0, 1, 2, 3
 REJECT_REASONS = {TOO_SMALL: "too small", TOO_LARGE: "too large", ON_BORDER: "touches border"}
 
-SPLIT_MODES = {
-    "borders": "seeds are the cores left after removing the model's predicted border band",
-    "distance": "seeds are distance-transform maxima at least min_distance_px apart",
-    "both": "border cores, each split further at distance-transform maxima min_distance_px apart",
-    "off": "no splitting: touching objects stay one object",
-}
-"""How :func:`segment` splits touching objects (``split_mode``); the first two need / ignore a border map."""
-BORDER_SPLIT_MODES = ("borders", "both")
 
 
 def _check_map(arr: np.ndarray, name: str = "map") -> np.ndarray:
@@ -38,7 +31,7 @@ def _check_map(arr: np.ndarray, name: str = "map") -> np.ndarray:
 
 
 def threshold(prob: np.ndarray, level: float) -> np.ndarray:
-    """Boolean mask ``prob > level``; NaN counts as background."""
+    """Boolean mask ``prob > level``; NaN counts as background. (:func:`segment` passes its ``threshold``.)"""
     prob = _check_map(prob, "probability map")
     if not np.isfinite(level):
         raise ParameterError(f"threshold must be a finite number, got {level}")
@@ -306,10 +299,10 @@ def filter_objects(
 def segment(
     prob: np.ndarray,
     *,
-    threshold_level: float = 0.5,
+    threshold: float = 0.5,
     opening_radius_px: int = 0,
     closing_radius_px: int = 0,
-    fill: bool = True,
+    fill_holes: bool = True,
     split_mode: str = "distance",
     min_distance_px: int = 4,
     min_area_px: int = 0,
@@ -321,7 +314,9 @@ def segment(
 
     ``split_mode`` is one of :data:`SPLIT_MODES`; "borders" and "both" need ``border_prob`` (mask models
     with a border channel), "distance" and "off" ignore it. ``min_distance_px`` acts in "distance" and
-    "both" only.
+    "both" only. The keywords are :class:`cellcount.params.CountParams` fields of group "mask", so the
+    pipeline passes ``**params.values("mask")``; split seeds smaller than
+    :func:`~cellcount.params.seed_area_px` of ``min_area_px`` are ignored. ``max_area_px`` None or 0: no bound.
     """
     if split_mode not in SPLIT_MODES:
         raise ParameterError(f"split_mode must be one of {', '.join(SPLIT_MODES)}; got {split_mode!r}")
@@ -329,19 +324,24 @@ def segment(
         raise ParameterError(
             f"split_mode {split_mode!r} needs the model's border map; this model has none: use 'distance' or 'off'"
         )
-    mask = threshold(prob, threshold_level)
+    mask = _threshold(prob, threshold)
     mask = open_close(mask, opening_radius_px=opening_radius_px, closing_radius_px=closing_radius_px)
-    if fill:
-        mask = fill_holes(mask)
+    if fill_holes:
+        mask = _fill_holes(mask)
     if split_mode == "off":
         labels = label_components(mask)
     else:
         labels = watershed_split(
             mask, min_distance_px=min_distance_px,
             border_prob=border_prob if split_mode in BORDER_SPLIT_MODES else None,
-            min_seed_area_px=max(4, min_area_px // 2), split_cores=split_mode == "both",
+            min_seed_area_px=seed_area_px(min_area_px), split_cores=split_mode == "both",
         )
-    return filter_objects(labels, min_area_px=min_area_px, max_area_px=max_area_px, exclude_border=exclude_border)
+    return filter_objects(labels, min_area_px=min_area_px, max_area_px=max_area_px or None,
+                          exclude_border=exclude_border)
+
+
+# segment's keywords are named like the parameters, which hides these two functions inside it
+_threshold, _fill_holes = threshold, fill_holes
 
 
 def density_count(density: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 import cellcount as cc
-from cellcount.pipeline import PARAM_NAMES
+from cellcount.params import PARAM_NAMES, has_border_channel, upgrade_keys
 
 STORE_KEY = "_settings"
 IMAGE_FIELDS = (
@@ -82,11 +82,9 @@ def params(model: cc.models.CountModel) -> cc.CountParams:
 def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail: str = "") -> None:
     """Set several values at once (tuned settings, a settings file, reset) and record where they came from.
 
-    Old split keys (``watershed``, ``use_border_channel``) are upgraded for this model first.
+    Old keys (``watershed``, ``use_border_channel``) are upgraded for this model first.
     """
-    from cellcount.pipeline import has_border_channel, upgrade_split_keys
-
-    new = upgrade_split_keys(new, borders_available=has_border_channel(model))
+    new = upgrade_keys(new, borders_available=has_border_channel(model))
     entry = _entry(model)
     for name, value in new.items():
         if name in IMAGE_FIELDS:

@@ -8,7 +8,8 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.batch import BatchItem, count_many, counts_frame, iter_zip_images, labels_zip, objects_frame
+from cellcount.batch import BatchItem, count_many, counts_frame, labels_zip, objects_frame
+from cellcount.io import iter_zip_images
 from pages import _settings as settings
 from pages import _shared as sh
 
@@ -45,7 +46,8 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> Non
     if done:
         sh.dataframe(counts_frame(done), container=table)
     for item in count_many(
-        items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items)
+        items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items),
+        size_model=sh.get_size_model(model, params),
     ):
         done.append(item)
         sh.dataframe(counts_frame(done), container=table)

@@ -449,6 +449,7 @@ def postprocess_cases(
     models: Sequence[BenchModel], cfg: BenchConfig
 ) -> list[tuple[str, str, Prediction, CountParams, np.ndarray]]:
     """(row label, map source, cached prediction, params, original image) for the slider-path rows."""
+    from cellcount.models import size_model_for
     from cellcount.pipeline import predict, resolve_params
 
     sample = synthetic_image(cfg.pp_px, seed=2)
@@ -459,7 +460,8 @@ def postprocess_cases(
             continue
         params = resolve_params(bm.model)
         if bm.trained:
-            pred, source = predict(sample.image, bm.model, params, fast=True), f"{bm.name} prediction"
+            pred = predict(sample.image, bm.model, params, fast=True, size_model=size_model_for(bm.model, params))
+            source = f"{bm.name} prediction"
         else:
             pred, source = ground_truth_prediction(sample, kind, params), "synthetic ground-truth map"
         if kind == "mask":

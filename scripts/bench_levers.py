@@ -165,14 +165,16 @@ def watershed_alternatives(model, images: list[np.ndarray]) -> dict[str, object]
     import cv2
     from skimage.segmentation import watershed
 
+    from cellcount.models import size_model_for
     from cellcount.pipeline import predict, resolve_params
 
     pp = importlib.import_module("cellcount.postprocess")  # the package re-exports a function of that name
 
     params = resolve_params(model)
+    size_model = size_model_for(model, params)
     n = same_percomp = same_cv2 = same_count_cv2 = 0
     for img in images:
-        prob = predict(img, model, params).maps
+        prob = predict(img, model, params, size_model=size_model).maps
         mask = pp.fill_holes(pp.open_close(pp.threshold(prob[0], params.threshold),
                                            opening_radius_px=params.opening_radius_px))
         dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)

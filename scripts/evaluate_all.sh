@@ -19,7 +19,7 @@ mkdir -p results
 for m in "${models[@]}"; do
   extra=()
   deep=0
-  [ "$m" != classical-otsu ] && deep=1 && extra=(--write-card --set auto_nucleus_size=true)
+  [ "$m" != classical-otsu ] && deep=1 && extra=(--write-card --auto-nucleus-size)
   echo "== $m: tune on $TUNE_N training-split images"
   python -m cellcount.evaluate --model "$m" --data "$DATA" --split train --limit "$TUNE_N" --tune \
       "${extra[@]}" --save-settings "results/$m.settings.json"
@@ -32,7 +32,7 @@ for m in "${models[@]}"; do
   if [ $deep = 1 ]; then
     echo "== $m: validation split without auto_nucleus_size (same tuned settings)"
     python -m cellcount.evaluate --model "$m" --data "$DATA" --split heldout --settings "results/$m.settings.json" \
-        --set auto_nucleus_size=false --out "results/$m+fixed-size.csv" --json "results/$m+fixed-size.json" \
+        --no-auto-nucleus-size --out "results/$m+fixed-size.csv" --json "results/$m+fixed-size.json" \
         --record-metrics
   fi
 done

@@ -68,7 +68,9 @@ def link_folder(folder: Path, items: list[tuple[Path, np.ndarray, int]]) -> Path
 def test_mae(model, items) -> float:
     import cellcount as cc
 
-    errs = [abs(cc.count_image(cc.read_image(img), model).count_estimate - n) for img, _, n in items]
+    size_model = cc.models.size_model_for(model, cc.resolve_params(model))  # loaded once for all images
+    errs = [abs(cc.count_image(cc.read_image(img), model, size_model=size_model).count_estimate - n)
+            for img, _, n in items]
     return float(np.mean(errs))
 
 

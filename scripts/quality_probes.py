@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from reference_diameter import median_diameter  # noqa: E402
 
 import cellcount as cc  # noqa: E402
-from cellcount.evaluate import _load_items, evaluate_predictions, tune_params  # noqa: E402
+from cellcount.evaluate import evaluate_predictions, labelled_items, tune_params  # noqa: E402
 from cellcount.pipeline import predict, resolve_params  # noqa: E402
 
 
@@ -47,16 +47,17 @@ def main() -> int:
     probes = set(args.probes.split(","))
     model, second = cc.load_model(args.model), cc.load_model(args.second)
     params, params2 = resolve_params(model), resolve_params(second)
-    val_items = list(_load_items(args.data, "heldout", None, 0.2, 0))  # read once, used for both models
-    val = [(n, predict(img, model, params), gt) for n, img, gt in val_items]
+    sizer, sizer2 = cc.models.size_model_for(model), cc.models.size_model_for(second)  # loaded once
+    val_items = list(labelled_items(args.data, "heldout", None, 0.2, 0))  # read once, used for both models
+    val = [(n, predict(img, model, params, size_model=sizer), gt) for n, img, gt in val_items]
     print(f"| {args.model} on {len(val)} validation images | count MAE | F1@0.5 |\n|---|---|---|")
     line("card settings", val, params)
     if "flips" in probes:
         flipped = params.replace(test_time_flips=True)  # at the estimated size too, with auto_nucleus_size
-        line("test-time flips (4 maps averaged)", [(n, predict(img, model, flipped), gt) for n, img, gt in val_items],
+        line("test-time flips (4 maps averaged)", [(n, predict(img, model, flipped, size_model=sizer), gt) for n, img, gt in val_items],
              params)
     if "average" in probes:
-        second_maps = {n: predict(img, second, params2).maps for n, img, _ in val_items}
+        second_maps = {n: predict(img, second, params2, size_model=sizer2).maps for n, img, _ in val_items}
         line(f"averaged with {args.second}",
              [(n, dataclasses.replace(pr, maps=(pr.maps + second_maps[n]) / 2), gt) for n, pr, gt in val], params)
     if "known-size" in probes:
@@ -65,8 +66,8 @@ def main() -> int:
         line("nucleus size given (median ground-truth diameter per image)", sized, params)
     if "per-kind" not in probes:
         return 0
-    train = [(n, predict(img, model, params), gt)
-             for n, img, gt in _load_items(args.data, "train", args.tune_n, 0.2, 0)]
+    train = [(n, predict(img, model, params, size_model=sizer), gt)
+             for n, img, gt in labelled_items(args.data, "train", args.tune_n, 0.2, 0)]
     per_kind = []
     for inverted in (True, False):
         tuned = tune_params([t for t in train if t[1].inverted == inverted], params).best_params

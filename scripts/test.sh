@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: install dev requirements, lint, run every test (browser tests included when
-# Debian's chromium is installed; .ci/run installs it).
+# The whole test suite: install dev requirements, lint, run every test: -m "" lifts the default selection
+# (pyproject addopts), so slow and browser tests run too (browser tests need Debian's chromium; .ci/run
+# installs it). Plain `python -m pytest` is the fast loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements-dev.txt
 python -m ruff check .
-python -m pytest -q "$@"
+python -m pytest -q -m "" "$@"

@@ -10,7 +10,7 @@ folder / zip / upload, and what must happen:
 
 ``target`` says which reader the input is for: ``"image"`` (``read_image`` + ``count_image``),
 ``"ground_truth"`` (``read_ground_truth`` against an image of shape :data:`GT_IMAGE_SHAPE`),
-``"zip"`` (``cellcount.batch.iter_zip_images``) or ``"weights"`` (a model folder for ``load_model``;
+``"zip"`` (``cellcount.io.iter_zip_images``) or ``"weights"`` (a model folder for ``load_model``;
 ``card_sha`` says which sha256 the card holds).
 
 Everything is built in memory from geometry (no downloads), in a few milliseconds per case, except the

@@ -43,6 +43,7 @@ def tiny_models(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_one_model_two_settings():
     at = open_compare(
         compare_mode="Settings",
@@ -69,6 +70,7 @@ def test_one_model_two_settings():
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_models_mode_and_upload(tiny_models):
     at = open_compare(
         compare_mode="Models", compare_models=["tiny-density", "classical-otsu"], compare_source="Upload"

@@ -55,6 +55,7 @@ def test_default_sample_counts_with_downloads():
     assert any("s01_sparse_small.png" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_other_sample_16bit():
     at = open_count()
     at.selectbox(key="count_sample").set_value("s05_16bit.tif")
@@ -64,6 +65,7 @@ def test_other_sample_16bit():
     assert any("uint16" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_threshold_slider_changes_count_without_rerunning_the_model():
     at = open_count()
     before = int(metric(at, "Count"))
@@ -78,6 +80,7 @@ def test_threshold_slider_changes_count_without_rerunning_the_model():
     assert any("No objects" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_upload_png_and_broken_file():
     at = open_count(count_source="Upload")
     assert any("Upload an image" in i.value for i in at.info)
@@ -94,6 +97,7 @@ def test_upload_png_and_broken_file():
     assert at.error and "not an image" in at.error[0].value
 
 
+@pytest.mark.slow
 def test_multichannel_tiff_upload_channel_choice():
     at = open_count(count_source="Upload")
     img = np.zeros((64, 64, 2), np.uint16)
@@ -160,6 +164,7 @@ def test_invalid_area_bounds_show_an_error_not_a_traceback():
     assert at.error and "max_area_px" in at.error[0].value
 
 
+@pytest.mark.slow
 def test_reset_restores_card_defaults():
     at = open_count()
     at.slider(key="count_threshold").set_value(0.9)
@@ -169,6 +174,7 @@ def test_reset_restores_card_defaults():
     assert at.slider(key="count_threshold").value == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_settings_survive_a_visit_to_another_page():
     at = open_count()
     at.slider(key="count_threshold").set_value(0.61)
@@ -181,6 +187,7 @@ def test_settings_survive_a_visit_to_another_page():
     assert at.slider(key="count_threshold").value == pytest.approx(0.61)
 
 
+@pytest.mark.slow
 def test_home_gallery_opens_count_with_that_sample():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.session_state["count_model"] = BASELINE
@@ -192,6 +199,7 @@ def test_home_gallery_opens_count_with_that_sample():
     assert metric(at, "Image inverted") == "yes"
 
 
+@pytest.mark.slow
 def test_density_and_mask_networks(tiny_models):
     at = open_count(count_model="tiny-density")
     assert not at.exception
@@ -209,6 +217,7 @@ def test_density_and_mask_networks(tiny_models):
     assert "Label image (TIFF)" in {d.label for d in at.get("download_button")}
 
 
+@pytest.mark.slow
 def test_test_time_flips_toggle_reruns_the_model():
     """The toggle is an input parameter: the shipped density model runs again on the mirror images."""
     import cellcount as cc
@@ -227,6 +236,7 @@ def test_test_time_flips_toggle_reruns_the_model():
     assert abs(expected - cc.count_image(image, model, fixed).count_estimate) > 0.2  # the flips made a difference
 
 
+@pytest.mark.slow
 def test_nucleus_diameter_resizes_the_model_input_and_says_so():
     at = open_count()
     before = int(metric(at, "Count"))
@@ -246,6 +256,7 @@ def test_nucleus_diameter_resizes_the_model_input_and_says_so():
     assert not at.exception and any("nucleus_diameter_px" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_size_estimate_follows_the_models_card():
     """The shipped mask models were tuned with auto_nucleus_size: picking one turns the toggle on (and the
     caption reports the estimate); the classical baseline's card leaves it off."""

@@ -35,6 +35,7 @@ def upload(name: str) -> tuple[str, bytes, str]:
     return (name, (SAMPLES / name).read_bytes(), "application/octet-stream")
 
 
+@pytest.mark.slow
 def test_samples_evaluate_and_slider_reevaluates():
     at = open_eval()
     assert any("Press Evaluate" in i.value for i in at.info)
@@ -57,6 +58,7 @@ def test_samples_evaluate_and_slider_reevaluates():
     assert len(worst) == 3 and len(at.get("plotly_chart")) == 6
 
 
+@pytest.mark.slow
 def test_uploaded_labels_tune_and_apply_to_count_page():
     at = open_eval(eval_source="Upload")
     assert any("Choose the labelled samples" in i.value for i in at.info)
@@ -105,6 +107,7 @@ def evaluate_zip(name: str, members: dict[str, bytes | str]) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_counts_csv_and_dsb_zip():
     at = evaluate_zip("dsb.zip", {
         "dsb/images/a.png": (SAMPLES / "s01_sparse_small.png").read_bytes(),
@@ -165,6 +168,7 @@ def _synthetic_set(n: int = 3) -> list[tuple[str, bytes, bytes, int]]:
     return out
 
 
+@pytest.mark.slow
 def test_same_name_labels_in_a_second_uploader_and_duplicates_once():
     data = _synthetic_set()
     at = open_eval(eval_source="Upload")
@@ -199,6 +203,7 @@ def test_same_name_labels_in_a_second_uploader_and_duplicates_once():
     assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["y"] == sorted(errors)
 
 
+@pytest.mark.slow
 def test_unmatched_and_broken_files_are_named_without_temporary_paths():
     data = _synthetic_set(2)
     at = open_eval(eval_source="Upload")
@@ -221,6 +226,7 @@ def test_unmatched_and_broken_files_are_named_without_temporary_paths():
     assert metric(at, "Images") == "1"
 
 
+@pytest.mark.slow
 def test_a_zip_of_images_and_a_zip_of_same_name_labels():
     data = _synthetic_set()
 

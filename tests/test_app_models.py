@@ -86,6 +86,7 @@ def test_models_page_renders_a_trained_card(tiny_models):
     assert any("Tuned on: nothing (test)" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_models_guide_from_the_shipped_cards():
     """The plain sentence of the issue, from the residual U-Net's card: MAE with its interval, 2 decimals."""
     import cellcount as cc

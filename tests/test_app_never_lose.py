@@ -31,6 +31,7 @@ def open_page(page: str, **state) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_batch_downloads_escape_formula_names():
     names = ["=HYPERLINK(1).png", "+1+1.png", "@SUM(A1).png", "-2.png", "plain.png"]
     at = open_page("batch", batch_model="classical-otsu")
@@ -68,6 +69,7 @@ def _zip(members: dict[str, bytes | str]) -> bytes:
     ("semicolon UTF-16 counts", {"a.png": SAMPLE, "counts.csv": "filename;count\r\na.png;20\r\n".encode("utf-16")},
      ("metric", "1")),
 ])
+@pytest.mark.slow
 def test_evaluate_page_survives_hostile_zips(case, members, expect):
     at = open_page("evaluate", eval_model="classical-otsu", eval_source="Upload")
     at.file_uploader(key="eval_files").set_value([("set.zip", _zip(members), "application/zip")])
@@ -91,6 +93,7 @@ def test_evaluate_page_survives_hostile_zips(case, members, expect):
     ("out of range", b'{"opening_radius_px": 100000}', "opening_radius_px"),
     ("absurd number", b'{"threshold": 1e300}', "threshold"),
 ])
+@pytest.mark.slow
 def test_count_page_settings_file_errors(case, data, text):
     at = open_page("count", count_model="classical-otsu")
     at.file_uploader(key="count_settings_file").set_value(("s.json", data, "application/json"))

@@ -58,6 +58,7 @@ def disks_png(seed: int, size: int = 160) -> tuple[bytes, np.ndarray]:
     return buf.getvalue(), img
 
 
+@pytest.mark.slow
 def test_settings_set_on_count_are_the_ones_on_batch_and_evaluate():
     at = open_page("count")
     at.number_input(key="count_min_area_px").set_value(77)
@@ -77,6 +78,7 @@ def test_settings_set_on_count_are_the_ones_on_batch_and_evaluate():
     assert at.number_input(key="count_min_area_px").value == 12
 
 
+@pytest.mark.slow
 def test_replacing_or_removing_the_upload_never_changes_settings():
     at = open_page("count", count_source="Upload")
     at.number_input(key="count_min_area_px").set_value(40)
@@ -100,6 +102,7 @@ def test_replacing_or_removing_the_upload_never_changes_settings():
             assert at.number_input(key="count_min_area_px").value == 40
 
 
+@pytest.mark.slow
 def test_model_change_says_what_happens_to_the_settings(tiny_models):
     at = open_page("count", count_model="tiny-mask")
     at.number_input(key="count_min_area_px").set_value(21)
@@ -115,6 +118,7 @@ def test_model_change_says_what_happens_to_the_settings(tiny_models):
     assert "Model borders" in at.selectbox(key="count_split_mode").options  # it predicts borders
 
 
+@pytest.mark.slow
 def test_reset_to_the_model_card_from_any_page():
     at = open_page("batch", batch_model=BASELINE)
     card = cc.resolve_params(cc.load_model(BASELINE))
@@ -130,6 +134,7 @@ def test_reset_to_the_model_card_from_any_page():
     assert at.number_input(key="batch_min_area_px").value == card.min_area_px
 
 
+@pytest.mark.slow
 def test_apply_after_optimise_on_evaluate_reaches_batch_and_count():
     at = open_page("evaluate", count_model=BASELINE)
     at.button(key="eval_run").click()

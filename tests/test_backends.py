@@ -27,6 +27,7 @@ def _tiny_net_with_stats(arch: str, head: str) -> nn.Module:
 
 
 @pytest.mark.parametrize("arch,head", [("residual_unet", "mask"), ("attention_unet", "mask"), ("unet", "density")])
+@pytest.mark.slow
 def test_onnxruntime_fast_path_matches_torch(arch, head):
     """The ONNX Runtime backend computes the same maps as PyTorch's folded NHWC network."""
     if not backends.onnxruntime_available():
@@ -55,6 +56,7 @@ def test_unknown_backend_is_refused_with_the_valid_names(tiny_model):
 
 @pytest.mark.parametrize("arch,head", [("unet", "mask"), ("residual_unet", "mask"), ("attention_unet", "mask"),
                                        ("unet", "density"), ("residual_unet", "density")])
+@pytest.mark.slow
 def test_bf16_backend_close_to_fp32(arch, head):
     """Each bf16 variant (fused oneDNN U-Net, traced, eager autocast) keeps float32 in/out and stays within
     bf16 rounding of the fp32 network."""

@@ -12,13 +12,12 @@ import tifffile
 from cellcount.batch import (
     count_many,
     counts_frame,
-    iter_zip_images,
-    iter_zip_members,
     labelled_uploads,
     labels_zip,
     objects_frame,
 )
 from cellcount.errors import ImageReadError
+from cellcount.io import iter_zip_images, iter_zip_members
 from cellcount.models import CLASSICAL_NAME, load_model
 
 HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"

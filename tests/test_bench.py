@@ -88,6 +88,7 @@ def test_naive_loop_equals_a_whole_image_pass_for_a_pointwise_net(rng):
     np.testing.assert_allclose(out, ref, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_flops_per_pixel_counts_the_convolutions():
     net = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
     assert bench.flops_per_pixel(net, size=32) == pytest.approx(2 * 4 * 9)

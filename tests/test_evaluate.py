@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellcount.evaluate import evaluate_predictions, main, predict_pairs, tune_params
+from cellcount.evaluate import evaluate_predictions, predict_pairs, tune_params
+from cellcount.evaluate.cli import main
 from cellcount.groundtruth import GroundTruth
 from cellcount.models import CLASSICAL_NAME, load_model
 from cellcount.pipeline import resolve_params
@@ -154,6 +155,7 @@ def test_density_calibration_fits_the_mae_minimising_gain():
     assert calibrate_density([_density_pair("e", 0, 3)])[0] == 1.0  # nothing predicted: no gain
 
 
+@pytest.mark.slow
 def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_path, capsys):
     import torch
 
@@ -179,6 +181,7 @@ def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_p
     assert mae == pytest.approx(after, abs=0.02)
 
 
+@pytest.mark.slow
 def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, capsys):
     import torch
 
@@ -195,16 +198,16 @@ def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, c
         return float(re.search(r"MAE=(\d+\.\d+)", capsys.readouterr().out).group(1))
 
     default_mae = mae_of("--record-metrics")
-    auto_mae = mae_of("--record-metrics", "--set", "auto_nucleus_size=true")
+    auto_mae = mae_of("--record-metrics", "--auto-nucleus-size")
     metrics = read_card(folder).metrics
     assert metrics["validation"]["mae"] == pytest.approx(default_mae, abs=0.005)  # not overwritten
     assert metrics["validation_auto_nucleus_size"]["mae"] == pytest.approx(auto_mae, abs=0.005)
     assert "validation_note" in metrics
     # tuned with the size estimate, the card makes it the default; the run without it is the one kept apart
-    mae_of("--tune", "--write-card", "--set", "auto_nucleus_size=true")
+    mae_of("--tune", "--write-card", "--auto-nucleus-size")
     assert read_card(folder).postprocess["auto_nucleus_size"] is True
     tuned_mae = mae_of("--record-metrics")
-    fixed_mae = mae_of("--record-metrics", "--set", "auto_nucleus_size=false")
+    fixed_mae = mae_of("--record-metrics", "--no-auto-nucleus-size")
     metrics = read_card(folder).metrics
     assert metrics["validation"]["mae"] == pytest.approx(tuned_mae, abs=0.005)
     assert metrics["validation_fixed_size"]["mae"] == pytest.approx(fixed_mae, abs=0.005)

@@ -54,6 +54,7 @@ def _folder(tmp_path, draw_disks, kind: str, n: int = 4):
 
 @pytest.mark.parametrize("kind,annotation", [("mask", "labels"), ("mask", "points"), ("density", "points"),
                                              ("multihead", "points")])
+@pytest.mark.slow
 def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind=kind)
@@ -105,6 +106,7 @@ def test_cancel_stops_between_steps_and_writes_nothing(tiny_model, tmp_path, dra
     assert "cancelled" not in list_models()
 
 
+@pytest.mark.slow
 def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="mask")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "cellcount"
 
 # Block streamlit, then import every module of the package (except __main__, which runs the CLI).
@@ -23,6 +25,7 @@ print(" ".join(names))
 """
 
 
+@pytest.mark.slow
 def test_every_module_imports_without_streamlit():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=PACKAGE.parent, capture_output=True, text=True,
                           timeout=120)
@@ -39,6 +42,7 @@ def test_no_module_imports_streamlit():
     assert len(list(PACKAGE.rglob("*.py"))) > 10
 
 
+@pytest.mark.slow
 def test_import_cellcount_does_not_import_torch():
     """torch (seconds to import) loads when a network is first built, not on ``import cellcount``."""
     script = "import sys, cellcount; cellcount.list_models(); print('torch' in sys.modules)"

@@ -344,6 +344,7 @@ def _eval_folder(root: Path, case: str) -> Path:
 
 @pytest.mark.parametrize("case", ["wrong shape", "negative labels", "non-numeric", "negative", "non-finite",
                                   "absurd"])
+@pytest.mark.slow
 def test_evaluate_cli_bad_ground_truth_one_line(tmp_path, case):
     data = _eval_folder(tmp_path / "data", case)
     proc = subprocess.run([sys.executable, "-m", "cellcount.evaluate", "--model", CLASSICAL_NAME, "--data", str(data)],
@@ -370,7 +371,7 @@ def test_train_cli_bad_config_one_line(tmp_path, capsys, config, match):
 
 
 def test_evaluate_reads_semicolon_counts(tmp_path, capsys):
-    from cellcount.evaluate import main as evaluate_main
+    from cellcount.evaluate.cli import main as evaluate_main
 
     data = tmp_path / "data"
     data.mkdir()
@@ -514,6 +515,7 @@ def _rows(path: Path) -> pd.DataFrame:
     return df.sort_values(list(df.columns)).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_sigint_leaves_the_finished_rows_and_resume_completes_them(resume_inputs):
     root = resume_inputs
     full = subprocess.run(_cli(root, "full"), capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -552,6 +554,7 @@ def test_sigint_leaves_the_finished_rows_and_resume_completes_them(resume_inputs
     pd.testing.assert_frame_equal(_rows(root / "part_objects.csv"), _rows(root / "full_objects.csv"))
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path, capsys):
     out = tmp_path / "c.csv"
     argv = ["count", str(resume_inputs / "in"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]

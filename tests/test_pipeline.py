@@ -11,7 +11,6 @@ from cellcount.errors import ParameterError
 from cellcount.io import read_image
 from cellcount.models import CLASSICAL_NAME, CountModel, ModelCard, load_model
 from cellcount.pipeline import (
-    PARAM_NAMES,
     CountParams,
     CountResult,
     count_image,
@@ -160,10 +159,6 @@ def test_count_image_on_a_sample_with_the_classical_model(samples_dir):
     assert set(res.seconds) >= {"normalize", "model", "postprocess"}
 
 
-def test_param_names_match_dataclass_fields():
-    assert set(PARAM_NAMES) == set(CountParams().to_dict())
-
-
 # --------------------------------------------------------------------------------------------------
 # test-time flips
 
@@ -282,25 +277,23 @@ class ForegroundDensityModel(CountModel):
 
 def _stub_size_model(monkeypatch, area_per_nucleus: float) -> ForegroundDensityModel:
     """The size model replaced by a :class:`ForegroundDensityModel`."""
-    import cellcount.pipeline as pl
-
     stub = ForegroundDensityModel(area_per_nucleus)
-    monkeypatch.setattr(pl, "_size_model", lambda name: stub)
+    monkeypatch.setattr("cellcount.models.size_model_for", lambda *a: pytest.fail("the size model is passed in"))
     return stub
 
 
 def test_estimated_diameter_is_foreground_area_over_the_size_models_count(monkeypatch):
-    from cellcount.pipeline import estimate_nucleus_diameter
+    from cellcount.sizing import estimate_nucleus_diameter
 
-    _stub_size_model(monkeypatch, 100.0)
+    stub = _stub_size_model(monkeypatch, 100.0)
     fg = np.zeros((50, 60), np.float32)
     fg[:20, :20] = 0.9  # 400 px of foreground; the size model counts 100 px per nucleus
-    assert estimate_nucleus_diameter(fg, fg) == pytest.approx(np.sqrt(4 * 100 / np.pi))
-    assert estimate_nucleus_diameter(fg * 0, fg * 0) is None  # no foreground
+    assert estimate_nucleus_diameter(fg, fg, stub) == pytest.approx(np.sqrt(4 * 100 / np.pi))
+    assert estimate_nucleus_diameter(fg * 0, fg * 0, stub) is None  # no foreground
 
 
 def test_size_window_is_the_square_with_most_foreground():
-    from cellcount.pipeline import SIZE_WINDOW_MARGIN_PX, size_window
+    from cellcount.sizing import SIZE_WINDOW_MARGIN_PX, size_window
 
     fg = np.zeros((900, 700), bool)
     fg[600:700, 450:650] = True  # the dense corner
@@ -314,15 +307,15 @@ def test_size_window_is_the_square_with_most_foreground():
 
 
 def test_size_estimate_reads_only_the_window_and_its_margin(monkeypatch, draw_disks):
-    import cellcount.pipeline as pl
-    from cellcount.pipeline import SIZE_WINDOW_MARGIN_PX, estimate_nucleus_diameter
+    import cellcount.sizing as sz
+    from cellcount.sizing import SIZE_WINDOW_MARGIN_PX, estimate_nucleus_diameter
 
-    monkeypatch.setattr(pl, "SIZE_WINDOW_PX", 256)
+    monkeypatch.setattr(sz, "SIZE_WINDOW_PX", 256)
 
     labels = draw_disks((800, 800), [(500 + 40 * i, 500 + 40 * j) for i in range(4) for j in range(4)], [9] * 16)
     fg = (labels > 0).astype(np.float32)
     stub = _stub_size_model(monkeypatch, float((labels == 1).sum()))  # one disc's area per nucleus
-    d = estimate_nucleus_diameter(fg, fg)
+    d = estimate_nucleus_diameter(fg, fg, stub)
     assert d == pytest.approx(np.sqrt(4 * (labels == 1).sum() / np.pi), rel=1e-4)
     assert stub.shapes == [(256 + 2 * SIZE_WINDOW_MARGIN_PX,) * 2]
 
@@ -332,9 +325,9 @@ def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, 
 
     labels = draw_disks((120, 160), [(30, 40), (30, 110), (85, 75)], [18, 18, 18])
     image = (labels > 0).astype(np.float32)
-    _stub_size_model(monkeypatch, float((labels == 1).sum()))  # one nucleus per disc
+    stub = _stub_size_model(monkeypatch, float((labels == 1).sum()))  # one nucleus per disc
     model = ThresholdModel()
-    res = count_image(image, model, {"auto_nucleus_size": True})
+    res = count_image(image, model, {"auto_nucleus_size": True}, size_model=stub)
     assert res.estimated_diameter_px == pytest.approx(36.0, rel=0.03)  # three discs of radius 18
     assert res.model_scale == pytest.approx(REFERENCE_DIAMETER_PX / res.estimated_diameter_px)
     assert model.shapes[0] == (120, 160) and model.shapes[1][0] < 70  # first pass, then at about half size
@@ -346,14 +339,14 @@ def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, 
     model.shapes.clear()
     given = count_image(image, model, {"auto_nucleus_size": True, "nucleus_diameter_px": REFERENCE_DIAMETER_PX})
     assert given.estimated_diameter_px is None and given.model_scale == 1.0 and len(model.shapes) == 1
-    _stub_size_model(monkeypatch, float((labels == 1).sum()) / 4)  # four per disc: 18 px, the training size
+    stub = _stub_size_model(monkeypatch, float((labels == 1).sum()) / 4)  # four per disc: 18 px, the training size
     model.shapes.clear()
-    near = count_image(image, model, {"auto_nucleus_size": True})
+    near = count_image(image, model, {"auto_nucleus_size": True}, size_model=stub)
     assert near.model_scale == 1.0 and len(model.shapes) == 1
 
 
 def test_density_nucleus_diameter_from_the_maps_own_spread():
-    from cellcount.pipeline import density_nucleus_diameter
+    from cellcount.sizing import density_nucleus_diameter
     from cellcount.training.targets import density_from_labels
 
     for radius in (5, 9, 20):
@@ -370,7 +363,7 @@ def test_auto_nucleus_size_rescales_density_models_by_their_own_map(monkeypatch,
     import cellcount.pipeline as pl
     from cellcount.pipeline import REFERENCE_DIAMETER_PX
 
-    monkeypatch.setattr(pl, "_size_model", lambda name: pytest.fail("density models need no size model"))
+    monkeypatch.setattr("cellcount.models.size_model_for", lambda *a: pytest.fail("density models need no size model"))
     labels = draw_disks((120, 160), [(30, 40)], [18])
     model = ThresholdModel("density")
     monkeypatch.setattr(pl, "density_nucleus_diameter", lambda d: 2 * REFERENCE_DIAMETER_PX)
@@ -388,17 +381,18 @@ def test_auto_nucleus_size_without_its_size_model_is_a_clear_error(monkeypatch, 
     from cellcount.models import loading
 
     monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)  # no shipped weights at all
-    pl._size_model.cache_clear()
-    try:
-        with pytest.raises(ParameterError, match="auto_nucleus_size needs the size model 'unet-density'"):
-            count_image(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})
-    finally:
-        pl._size_model.cache_clear()
+    with pytest.raises(ParameterError, match="auto_nucleus_size needs the size model 'unet-density'"):
+        count_image(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})
+    with pytest.raises(ParameterError, match="needs a size model: pass size_model="):
+        pl.predict(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})
+    named = ThresholdModel(extra={"size_model": "my-density"})  # a card names its own size model
+    with pytest.raises(ParameterError, match="size model 'my-density'"):
+        count_image(np.ones((32, 32), np.float32), named, {"auto_nucleus_size": True})
 
 
 def test_old_split_keys_map_onto_split_mode():
     """Settings files and cards written before split_mode (watershed / use_border_channel) still load."""
-    from cellcount.pipeline import upgrade_split_keys
+    from cellcount.params import upgrade_keys as upgrade_split_keys
 
     assert upgrade_split_keys({"watershed": False}) == {"split_mode": "off"}
     assert upgrade_split_keys({"watershed": True}) == {"split_mode": "borders"}

@@ -284,11 +284,11 @@ def test_more_than_65535_squares_through_segment():
     for dr in (0, 1):
         for dc in (0, 1):
             prob[dr::3, dc::3] = 1.0  # 2x2 squares on a 3-px pitch: 260 x 260 = 67,600 objects
-    res = segment(prob, split_mode="off", fill=False, min_area_px=4, max_area_px=4)
+    res = segment(prob, split_mode="off", fill_holes=False, min_area_px=4, max_area_px=4)
     assert res.count == 67_600
     assert res.labels.dtype == np.int32
     assert np.bincount(res.labels.ravel())[1:].tolist() == [4] * 67_600
-    assert segment(prob, split_mode="off", fill=False, min_area_px=5).count == 0
+    assert segment(prob, split_mode="off", fill_holes=False, min_area_px=5).count == 0
 
 
 def test_relabel_sequential_with_large_sparse_ids():

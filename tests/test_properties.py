@@ -97,6 +97,7 @@ FORMATS = ["png", "tiff-photometric", "tiff-plain", "tiff-axes"]
 
 @SETTINGS
 @given(arr=images(), fmt=st.sampled_from(FORMATS))
+@pytest.mark.slow
 def test_read_image_round_trip(arr: np.ndarray, fmt: str) -> None:
     encoded = _encode(arr, fmt)
     assume(encoded is not None)
@@ -117,6 +118,7 @@ def test_read_image_round_trip(arr: np.ndarray, fmt: str) -> None:
     cut=st.floats(0.0, 1.0),
     flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=4),
 )
+@pytest.mark.slow
 def test_read_image_on_corrupted_bytes_raises_only_cellcount_errors(arr, fmt, cut, flips) -> None:
     encoded = _encode(arr, fmt)
     assume(encoded is not None)
@@ -182,6 +184,7 @@ float_arrays = hnp.arrays(
     invert=st.sampled_from([None, True, False]),
     pcts=st.floats(0.0, 99.5).flatmap(lambda lo: st.tuples(st.just(lo), st.floats(lo + 0.01, 100.0))),
 )
+@pytest.mark.slow
 def test_normalize_image_output_is_finite_and_bounded(arr: np.ndarray, invert, pcts) -> None:
     before = arr.copy()
     out = normalize_image(arr, low_pct=pcts[0], high_pct=pcts[1], invert=invert)
@@ -245,6 +248,7 @@ def _check_labels(labels: np.ndarray, count: int) -> None:
     exclude_border=st.booleans(),
     use_border=st.booleans(),
 )
+@pytest.mark.slow
 def test_segment_labels_are_consistent(
     prob, threshold_level, opening, closing, fill, split_mode, min_distance, min_area, extra_max, exclude_border,
     use_border,
@@ -252,7 +256,7 @@ def test_segment_labels_are_consistent(
     before = prob.copy()
     border = np.flipud(np.nan_to_num(prob)) if use_border or split_mode in ("borders", "both") else None
     res = segment(
-        prob, threshold_level=threshold_level, opening_radius_px=opening, closing_radius_px=closing, fill=fill,
+        prob, threshold=threshold_level, opening_radius_px=opening, closing_radius_px=closing, fill_holes=fill,
         split_mode=split_mode, min_distance_px=min_distance, min_area_px=min_area,
         max_area_px=None if extra_max is None else min_area + extra_max, exclude_border=exclude_border,
         border_prob=border,

@@ -59,6 +59,7 @@ def test_flag_report_counts_large_errors_held():
     assert rep == {"n": 4, "flagged_share": 0.5, "large_errors": 2, "large_errors_flagged_share": 0.5}
 
 
+@pytest.mark.slow
 def test_calibration_respects_the_flag_budget_and_finds_the_signal():
     rng = np.random.default_rng(0)
     n = 60

@@ -41,10 +41,10 @@ from bad_inputs import (
 )
 
 import cellcount as cc
-from cellcount.batch import count_many, counts_frame, iter_zip_images
+from cellcount.batch import count_many, counts_frame
 from cellcount.errors import CellcountError, GroundTruthError, ImageTooLargeError
 from cellcount.groundtruth import load_labelled_folder, read_ground_truth
-from cellcount.io import DEFAULT_MAX_BYTES, read_image
+from cellcount.io import DEFAULT_MAX_BYTES, iter_zip_images, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
@@ -352,6 +352,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_bad_files_in_one_folder(tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -454,7 +455,6 @@ USAGE_ERRORS = {
     "labels-dir-is-a-file": (None, ["--model", "classical-otsu", "--labels-dir", "{bad_json}"], "not a folder"),
     "out-under-a-file": (None, ["--model", "classical-otsu", "--out", "{bad_json}/c.csv"], "output folder"),
     "card-not-json": (None, ["--model", "{broken_card}"], "expecting"),
-    "no-model": (None, ["--threshold", "0.5"], "--model"),
     "threshold-not-a-number": (None, ["--model", "classical-otsu", "--threshold", "high"], "invalid float"),
 }
 
@@ -509,8 +509,6 @@ COUNT_PAGE = ROOT / "pages" / "count.py"
 
 def _app(page: Path, monkeypatch, **state):
     """The app opened on ``page`` through streamlit_app.py (as the app tests do), baseline model selected."""
-    if not page.is_file() or not APP_ENTRY.is_file():
-        pytest.skip(f"{page.relative_to(ROOT)} does not exist yet: app column of issue #6 not tested")
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.syspath_prepend(str(ROOT))  # the pages import `pages._shared`
@@ -524,16 +522,14 @@ def _app(page: Path, monkeypatch, **state):
 
 
 def _widget(elements, key: str):
-    try:
-        return elements(key=key)
-    except KeyError:
-        pytest.skip(f"the app has no widget with key {key!r} any more; update this test")
+    return elements(key=key)  # a KeyError here: the page lost the widget this test drives
 
 
 def _upload(case: BadInput) -> tuple[str, bytes, str]:
     return case.filename, case.make(), "application/octet-stream"
 
 
+@pytest.mark.slow
 def test_app_batch_page_lists_bad_uploads_and_counts_the_rest(monkeypatch) -> None:
     at = _app(BATCH_PAGE, monkeypatch, batch_model=cc.models.CLASSICAL_NAME)
     files = [_upload(c) for c in IMAGE_CASES if c.cli and c.id != "more-than-65535-objects"]
@@ -570,6 +566,7 @@ def test_app_batch_page_lists_bad_uploads_and_counts_the_rest(monkeypatch) -> No
     assert at.dataframe[0].value["status"].tolist() == ["ok"]
 
 
+@pytest.mark.slow
 def test_app_count_page_shows_errors_and_keeps_working(monkeypatch, otsu) -> None:
     at = _app(COUNT_PAGE, monkeypatch, count_model=cc.models.CLASSICAL_NAME)
     _widget(at.radio, "count_source").set_value("Upload").run()
@@ -590,6 +587,7 @@ def test_app_count_page_shows_errors_and_keeps_working(monkeypatch, otsu) -> Non
 EVALUATE_PAGE = ROOT / "pages" / "evaluate.py"
 
 
+@pytest.mark.slow
 def test_app_evaluate_page_reports_bad_ground_truth(monkeypatch) -> None:
     """Ground truth of the wrong shape or a broken label file: a message, and the page still works."""
     from bad_inputs import tiff_bytes

@@ -155,7 +155,7 @@ def test_write_samples_is_deterministic(tmp_path):
 
 
 def test_main_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(synthetic, "SAMPLE_SPECS", _SMALL_SPECS[:1])
+    monkeypatch.setattr(synthetic.samples, "SAMPLE_SPECS", _SMALL_SPECS[:1])
     assert synthetic.main(["--out", str(tmp_path), "--seed-offset", "5"]) == 0
     manifest = pd.read_csv(tmp_path / "manifest.csv")
     assert manifest["seed"].tolist() == [6]

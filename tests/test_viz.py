@@ -191,6 +191,7 @@ def test_charts_build():
     assert np.allclose(viz.model_times_figure(times).data[0].y, [200.0, 500.0])
 
 
+@pytest.mark.slow
 def test_viz_does_not_import_streamlit():
     code = "import sys, cellcount.viz; assert 'streamlit' not in sys.modules, 'viz imported streamlit'"
     subprocess.run([sys.executable, "-c", code], check=True)

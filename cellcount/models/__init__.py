@@ -11,6 +11,8 @@ from .loading import (
     load_model,
     model_card,
     save_model,
+    size_model_for,
+    size_model_name,
     user_models_dir,
 )
 from .registry import create_model, list_architectures, register_model
@@ -33,6 +35,8 @@ __all__ = [
     "read_card",
     "register_model",
     "save_model",
+    "size_model_for",
+    "size_model_name",
     "validate_card",
     "user_models_dir",
     "write_card",

@@ -31,6 +31,7 @@ ARCHITECTURE_KWARGS: dict[str, tuple] = {
     "depth": (int, 1, 8),
     "head": (str, None),  # its values are checked by the architecture's constructor
     "density_act": (str, ("softplus", "relu")),
+    "density_branch": (bool,),
 }
 """Arguments a card's ``kwargs`` may pass to the U-Net family (every registered architecture)."""
 
@@ -52,8 +53,8 @@ EXTRA_NUMBERS: dict[str, tuple[type, float, float]] = {
 class ModelCard:
     """Description of a model on disk (``weights/<name>/card.json``).
 
-    ``postprocess`` holds default postprocessing parameters (field names of
-    :class:`cellcount.pipeline.CountParams`); ``postprocess_tuned_on`` says which data they were tuned on.
+    ``postprocess`` holds default postprocessing parameters (names from the schema
+    :data:`cellcount.params.PARAMS`); ``postprocess_tuned_on`` says which data they were tuned on.
     """
 
     name: str
@@ -151,7 +152,10 @@ def _validate(card: ModelCard, folder: str | Path | None) -> None:
         raise ValueError(f"unknown kwargs {unknown}; valid: {', '.join(ARCHITECTURE_KWARGS)}")
     for key, value in card.kwargs.items():
         spec = ARCHITECTURE_KWARGS[key]
-        if spec[0] is str:
+        if spec[0] is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"kwargs.{key} must be true or false, got {value!r}")
+        elif spec[0] is str:
             if not isinstance(value, str) or (spec[1] is not None and value not in spec[1]):
                 allowed = "text" if spec[1] is None else " or ".join(spec[1])
                 raise ValueError(f"kwargs.{key} must be {allowed}, got {value!r}")
@@ -174,7 +178,7 @@ def _validate(card: ModelCard, folder: str | Path | None) -> None:
                          f"({card.extra['fast_tile_size']})")
     _validate_normalization(card.normalization)
     from ..errors import ParameterError
-    from ..pipeline import resolve_params
+    from ..params import resolve_params
 
     try:
         resolve_params(None, card.postprocess)

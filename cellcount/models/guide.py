@@ -59,7 +59,7 @@ def _section(card: ModelCard, key: str) -> dict[str, Any]:
 
 def model_guide(card: ModelCard) -> ModelGuide:
     """Summarise ``card`` for the "which model for which images" guide (see :class:`ModelGuide`)."""
-    from ..pipeline import MAX_SCALE, MIN_SCALE, REFERENCE_DIAMETER_PX, RESCALE_TOLERANCE
+    from ..sizing import MAX_SCALE, MIN_SCALE, REFERENCE_DIAMETER_PX, RESCALE_TOLERANCE
 
     trained = bool(card.training) or card.sha256 != ""
     if card.output_kind == "density":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from pathlib import Path
 
 from ..errors import ModelCardError, ModelNotFoundError, WeightsIntegrityError
@@ -53,6 +55,50 @@ def default_model_name(weights_dir: str | Path | None = None) -> str:
     a calibrated quality flag), else the first model listed."""
     names = list_models(weights_dir)
     return next((n for n in (DEFAULT_MODEL, FALLBACK_MODEL) if n in names), names[0])
+
+
+DEFAULT_SIZE_MODEL = "unet-density"
+"""The size model of a mask model whose card names none (``extra.size_model``): a density model integrates
+its map instead of cutting objects, so oversized textured nuclei are still counted about once each."""
+
+
+def size_model_name(model: CountModel, params=None) -> str | None:
+    """The name of the density model that estimates nucleus sizes for ``model`` (its card's
+    ``extra.size_model``, else :data:`DEFAULT_SIZE_MODEL`); None when ``params`` (a CountParams) need none
+    (:func:`cellcount.sizing.needs_size_model`)."""
+    from ..sizing import needs_size_model
+
+    if model.output_kind != "mask" or (params is not None and not needs_size_model(model, params)):
+        return None
+    return str(model.card.extra.get("size_model", DEFAULT_SIZE_MODEL))
+
+
+_SIZE_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SIZE_MODELS_LOCK = threading.Lock()
+
+
+def size_model_for(model: CountModel, params=None) -> CountModel | None:
+    """The size model :func:`size_model_name` names (None when none is needed), for
+    :func:`cellcount.pipeline.predict`'s ``size_model``.
+
+    Loaded once per ``model`` object and kept with it (it goes when the model goes), so a loop of
+    ``count_image`` calls, or threads sharing one model, share one size model and its fast path.
+    """
+    from ..errors import CellcountError, ParameterError
+
+    name = size_model_name(model, params)
+    if name is None:
+        return None
+    with _SIZE_MODELS_LOCK:
+        held = _SIZE_MODELS.get(model)
+        if held is not None and held.name == name:
+            return held
+        try:
+            sized = load_model(name)
+        except CellcountError as err:
+            raise ParameterError(f"auto_nucleus_size needs the size model {name!r}, which did not load: {err}") from err
+        _SIZE_MODELS[model] = sized
+        return sized
 
 
 USER_MODELS_ENV = "CELLCOUNT_MODELS_DIR"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-DENSITY_SIGMA_SCALE = 0.25
-"""Gaussian sigma of a nucleus in a density target, as a fraction of its equivalent diameter."""
+from ..sizing import DENSITY_SIGMA_SCALE  # the inference side reads nucleus sizes back with the same value
 
 
 def density_from_labels(

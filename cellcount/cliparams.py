@@ -1,0 +1,87 @@
+"""Command-line options generated from the parameter schema, shared by every command that counts.
+
+One form for every parameter in every command: ``--<name> VALUE`` with the schema name, dashes or
+underscores (``--min-area-px 20`` = ``--min_area_px 20``); on/off settings are ``--<name>`` /
+``--no-<name>``; ``--invert`` takes ``auto``, ``yes`` or ``no``. A settings JSON (``--settings``) is read
+first, options override it. ``evaluate``'s older ``--set KEY=VALUE`` is still read, as a deprecated alias.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .errors import ParameterError
+from .params import LEGACY_KEYS, PARAMS, SCHEMA
+
+INVERT_CHOICES = {"auto": None, "yes": True, "no": False}
+
+
+def add_param_options(parser: argparse.ArgumentParser, *, legacy_set: bool = False) -> None:
+    """Add ``--settings`` and one option per :data:`~cellcount.params.PARAMS` entry to ``parser``.
+
+    Every option defaults to None (= not given), so the model card's value stays unless overridden.
+    ``legacy_set``: also read ``--set KEY=VALUE`` (evaluate's old form; hidden from the help).
+    """
+    parser.add_argument("--settings", help="settings JSON (as downloaded from the app or written next to a "
+                        "counts CSV) with parameter values; options given here override it")
+    group = parser.add_argument_group("parameters (default: the model card's; see cellcount.params)")
+    for spec in PARAMS:
+        unit = f" [{spec.unit}]" if spec.unit and spec.unit not in spec.help else ""
+        text = f"{spec.help}{unit}".replace("%", "%%")  # argparse formats help with %
+        if spec.name == "invert":
+            group.add_argument(spec.option, dest=spec.name, choices=list(INVERT_CHOICES), default=None,
+                               help=text)
+        elif spec.kind is bool:
+            group.add_argument(spec.option, dest=spec.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=text)
+        else:
+            group.add_argument(spec.option, dest=spec.name, type=spec.kind, default=None,
+                               choices=list(spec.choices) or None, metavar=None if spec.choices else "N",
+                               help=text)
+    for name in LEGACY_KEYS:  # old on/off flags, read as split_mode by cellcount.params.upgrade_keys
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction,
+                            default=None, help=argparse.SUPPRESS)
+    if legacy_set:
+        parser.add_argument("--set", dest="legacy_set", action="append", default=[], metavar="KEY=VALUE",
+                            help=argparse.SUPPRESS)
+
+
+def normalize_argv(argv: list[str] | None) -> list[str]:
+    """``argv`` with ``--min_area_px`` spelt ``--min-area-px``: the field name works as an option too."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    names = {"--" + n for n in (*SCHEMA, *LEGACY_KEYS)} | {"--no-" + n for n in (*SCHEMA, *LEGACY_KEYS)}
+    out = []
+    for arg in args:
+        head, eq, tail = arg.partition("=")
+        if head in names:
+            arg = head.replace("_", "-") + eq + tail
+        out.append(arg)
+    return out
+
+
+def param_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameter overrides of a parsed command line: the settings file, then the options given."""
+    from .settingsfile import params_from_file
+
+    ov: dict[str, Any] = {}
+    if getattr(args, "settings", None):
+        ov.update(params_from_file(args.settings))
+    for kv in getattr(args, "legacy_set", None) or []:
+        key, _, value = kv.partition("=")
+        print(f"note: --set {kv} is deprecated; use --{key.replace('_', '-')} {value}", file=sys.stderr)
+        try:
+            ov[key] = json.loads(value) if value not in ("", "None") else None
+        except ValueError as err:
+            raise ParameterError(f"--set {kv}: the value must be a JSON number, true/false or null ({err})") from err
+    for spec in PARAMS:
+        value = getattr(args, spec.name, None)
+        if value is not None:
+            ov[spec.name] = INVERT_CHOICES[value] if spec.name == "invert" else value
+    legacy = {name: getattr(args, name) for name in LEGACY_KEYS if getattr(args, name, None) is not None}
+    if legacy and getattr(args, "split_mode", None) is None:  # an old flag overrides the settings file's split_mode
+        ov.pop("split_mode", None)
+        ov.update(legacy)
+    return ov

@@ -1,0 +1,180 @@
+"""Command line: ``python -m cellcount.evaluate --model NAME --data DIR [--split train|val|test|heldout|all]
+[--out per_image.csv] [--tune [--write-card]]`` plus every parameter option (:mod:`cellcount.cliparams`).
+
+Exit codes: 0 done; 2 bad input (model, card, data, ground truth, settings, an unwritable output), with a
+one-line reason on stderr; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..cliparams import add_param_options, normalize_argv, param_overrides
+from ..errors import ParameterError
+from ..params import TUNED_FIELDS
+from ..pipeline import resolve_params
+from . import calibrate_density, evaluate_predictions, labelled_items, predict_pairs, tune_params
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cellcount.evaluate", description="Evaluate a model on labelled images.")
+    p.add_argument("--model", required=True, help="model name (python -m cellcount models) or folder")
+    p.add_argument("--data", required=True, help="folder with images + ground truth, or DSB layout")
+    p.add_argument("--split", choices=["all", "train", "val", "test", "heldout"], default="all",
+                   help="DSB-style deterministic split by file name (cellcount.training.data.dsb_part): 'val' "
+                   "chooses models and settings, 'test' is scored once, 'heldout' is both (the validation split "
+                   "of earlier rounds); default all")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--out", help="per-image CSV path")
+    p.add_argument("--json", help="write the summary as JSON here")
+    p.add_argument("--tune", action="store_true",
+                   help="search postprocessing settings on this data (density models: fit the count gain)")
+    p.add_argument("--write-card", action="store_true", help="with --tune: store the best settings in the card")
+    p.add_argument("--record-metrics", action="store_true",
+                   help="store this evaluation's summary as the card's validation metrics")
+    p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
+    p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
+    p.add_argument("--calibrate-quality", action="store_true",
+                   help="fit the quality flag's limits on this data (at most 20%% flagged, most large errors "
+                   "held); with --write-card store them in the card")
+    add_param_options(p, legacy_set=True)
+    return p
+
+
+def _card_folder(ref: str, name: str) -> Path:
+    """The weights folder whose card.json ``--write-card`` / ``--record-metrics`` update."""
+    from ..models.loading import _model_folder
+
+    return Path(ref) if (Path(ref) / "card.json").is_file() else _model_folder(name, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation CLI. Exit codes: 0 done; 2 bad input (model, card, data, ground truth, settings,
+    an unwritable output), with a one-line reason on stderr; 130 interrupted."""
+    from ..errors import run_cli
+
+    args = build_parser().parse_args(normalize_argv(argv))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_cli(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..csvout import atomic_write_bytes, write_csv
+    from ..models import load_model
+    from ..models.card import write_card
+
+    model = load_model(args.model)
+    params = resolve_params(model, param_overrides(args))
+    t0 = time.perf_counter()
+    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed))
+    if not items:
+        raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
+                             + (f" and --limit {args.limit}" if args.limit is not None else ""))
+    logger.info("%d images with ground truth from %s (split %s)", len(items), args.data, args.split)
+    pairs = predict_pairs(items, model, params, fast=not args.exact)
+    logger.info("predicted in %.1fs", time.perf_counter() - t0)
+    if args.tune and model.output_kind == "density":
+        k, before, after = calibrate_density(pairs)
+        print(f"density calibration: count gain {k:.4f}; MAE {before:.3f} -> {after:.3f}")
+        pairs = [(n, dataclasses.replace(p, maps=p.maps * np.float32(k)), gt) for n, p, gt in pairs]
+        if args.write_card and hasattr(model, "net"):
+            card = model.card
+            old_scale = card.density_scale
+            card.density_scale = old_scale / k
+            # the gain was fitted on predictions with this size mode: it becomes the card's default too
+            card.postprocess = {**card.postprocess, "auto_nucleus_size": params.auto_nucleus_size}
+            card.postprocess_tuned_on = (
+                f"count gain {k:.4f} (density_scale {old_scale:g} -> {card.density_scale:.4f}) fitted on "
+                f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
+                f"count MAE {before:.3f} -> {after:.3f} by cellcount.evaluate --tune"
+            )
+            folder = _card_folder(args.model, model.name)
+            write_card(card, folder)
+            print(f"wrote the calibrated density scale into {folder / 'card.json'}")
+    elif args.tune:
+        tr = tune_params(pairs, params)
+        changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
+        print(f"tuning: MAE {tr.before:.3f} -> {tr.after:.3f}; changed {changed or 'nothing'}")
+        params = tr.best_params
+        if args.write_card and hasattr(model, "net"):
+            card = model.card
+            card.postprocess = {k: params.to_dict()[k] for k in TUNED_FIELDS}
+            card.postprocess_tuned_on = (
+                f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
+                f"count MAE {tr.before:.3f} -> {tr.after:.3f} by cellcount.evaluate --tune"
+            )
+            folder = _card_folder(args.model, model.name)
+            write_card(card, folder)
+            print(f"wrote tuned settings into {folder / 'card.json'}")
+    if args.save_settings:
+        atomic_write_bytes(args.save_settings,
+                           json.dumps({"model": model.name, "params": params.to_dict()}, indent=2).encode())
+    rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
+    if args.out:
+        write_csv(rep.per_image, args.out)
+    s = rep.summary
+    line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} (95% CI {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
+            f"MAPE={s['mape']:.1f}% R2={s['r2']:.3f}")
+    if "f1" in s:
+        line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} F1@{args.iou}={s['f1']:.3f}"
+    line += f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, {1000 * rep.per_image['model_seconds'].mean():.0f} ms/image"
+    print(line)
+    if "check" in rep.per_image:
+        signals = [{k[2:]: float(v) for k, v in row.items() if k.startswith("q_")}
+                   for row in rep.per_image.to_dict("records")]
+        if args.calibrate_quality:
+            from ..quality import QualityRule, calibrate_rule
+
+            rule, qrep = calibrate_rule(signals, rep.per_image["rel_error"].to_numpy(), base=QualityRule.from_card(model.card))
+            print(f"quality flag calibrated: {rule.to_dict()}")
+            if args.write_card and hasattr(model, "net"):
+                model.card.extra = {**model.card.extra, "quality": {
+                    "rule": rule.to_dict(), "calibration": qrep,
+                    "calibrated_on": f"{len(pairs)} images of {args.data} (split {args.split}) by "
+                                     "cellcount.evaluate --calibrate-quality"}}
+                write_card(model.card, _card_folder(args.model, model.name))
+                print("wrote the quality rule into the card")
+            model_rule = rule
+        else:
+            model_rule = None
+        from ..quality import flag_report, judge
+
+        flags = ([judge(x, model_rule).flag for x in signals] if model_rule is not None
+                 else rep.per_image["check"].astype(bool).tolist())
+        q = flag_report(flags, rep.per_image["rel_error"].to_numpy())
+        s.update({"flagged_share": q["flagged_share"], "large_errors": q["large_errors"],
+                  "large_errors_flagged_share": q["large_errors_flagged_share"]})
+        print(f"quality flag: {q['flagged_share']:.0%} of {q['n']} images flagged; {q['large_errors']} large errors "
+              f"(> 15%), {q['large_errors_flagged_share']:.0%} of them flagged")
+    if args.record_metrics and hasattr(model, "net"):
+        folder = _card_folder(args.model, model.name)
+        summary = {k: v for k, v in s.items() if k != "match"}
+        default_auto = bool(model.card.postprocess.get("auto_nucleus_size", False))
+        if params.auto_nucleus_size != default_auto:  # the card's other size mode: kept beside its defaults
+            key = "validation_auto_nucleus_size" if params.auto_nucleus_size else "validation_fixed_size"
+            model.card.metrics = {**model.card.metrics, key: summary}
+        else:
+            model.card.metrics = {
+                "validation": summary,
+                "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
+                                    f"({s['n']} images, never used for training or tuning); "
+                                    f"count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
+            }
+        write_card(model.card, folder)
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps({"model": model.name, "data": args.data, "split": args.split,
+                                                  "params": params.to_dict(), **s}, indent=2, default=float).encode())
+    return 0
+

@@ -1,0 +1,80 @@
+"""Image input/output, one module per concern; every public name is importable from ``cellcount.io``.
+
+* :mod:`~cellcount.io.read`: bytes, paths or file-likes -> arrays in their native dtype, caps checked first;
+* :mod:`~cellcount.io.normalize`: any image -> the models' float32 (H, W) input (:func:`model_input`);
+* :mod:`~cellcount.io.display`: any image -> a uint8 RGB picture;
+* :mod:`~cellcount.io.files`: image files in folders and globs, ground-truth file names;
+* :mod:`~cellcount.io.archive`: zip uploads, read safely within budgets;
+* :mod:`~cellcount.io.export`: label images as TIFF.
+
+Arrays are (row, col) = (H, W) or (H, W, C) with the channel last. Every error a user can trigger is one
+of :mod:`cellcount.errors`.
+"""
+
+from .archive import (
+    DEFAULT_ZIP_MAX_BYTES,
+    DEFAULT_ZIP_MAX_FILES,
+    GROUND_TRUTH_TABLE_EXTENSIONS,
+    iter_zip_images,
+    iter_zip_members,
+)
+from .display import image_to_display_rgb
+from .export import labels_to_tiff_bytes
+from .files import (
+    GROUND_TRUTH_DIRS,
+    GROUND_TRUTH_SUFFIXES,
+    IMAGE_EXTENSIONS,
+    ground_truth_suffix,
+    list_image_files,
+    split_ground_truth_files,
+)
+from .normalize import (
+    BRIGHT_BACKGROUND_POSITION,
+    GRAYSCALE_MODES,
+    NORMALIZED_RANGE,
+    hematoxylin,
+    is_bright_background,
+    is_colour,
+    model_input,
+    normalize_image,
+    to_gray,
+)
+from .read import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    MAX_SAMPLES_PER_PIXEL,
+    ImageSource,
+    image_shape,
+    read_image,
+)
+
+__all__ = [
+    "BRIGHT_BACKGROUND_POSITION",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_ZIP_MAX_BYTES",
+    "DEFAULT_ZIP_MAX_FILES",
+    "GRAYSCALE_MODES",
+    "GROUND_TRUTH_DIRS",
+    "GROUND_TRUTH_SUFFIXES",
+    "GROUND_TRUTH_TABLE_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "MAX_SAMPLES_PER_PIXEL",
+    "NORMALIZED_RANGE",
+    "ImageSource",
+    "ground_truth_suffix",
+    "hematoxylin",
+    "image_shape",
+    "image_to_display_rgb",
+    "is_bright_background",
+    "is_colour",
+    "iter_zip_images",
+    "iter_zip_members",
+    "labels_to_tiff_bytes",
+    "list_image_files",
+    "model_input",
+    "normalize_image",
+    "read_image",
+    "split_ground_truth_files",
+    "to_gray",
+]

@@ -1,0 +1,99 @@
+"""Reading zip archives of uploads safely: members by extension, within file and byte budgets."""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from cellcount.errors import ImageReadError
+
+from .files import IMAGE_EXTENSIONS
+
+DEFAULT_ZIP_MAX_FILES = 5000
+DEFAULT_ZIP_MAX_BYTES = 2 << 30  # total uncompressed bytes accepted from one zip
+
+
+def _safe_member_name(name: str) -> str | None:
+    """Normalised member path, or None when it escapes the archive (absolute, '..', drive letters)."""
+    n = name.replace("\\", "/")
+    if n.startswith("/") or (len(n) > 1 and n[1] == ":"):
+        return None
+    norm = posixpath.normpath(n)
+    if norm.startswith("../") or norm == ".." or "/../" in f"/{norm}/":
+        return None
+    return norm
+
+
+GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv"})
+"""Extensions of ground-truth tables (point tables, ``filename,count`` tables) accepted in labelled zips."""
+
+
+def iter_zip_images(
+    data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES, max_bytes: int = DEFAULT_ZIP_MAX_BYTES
+) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Yield ``(name, image_bytes, None)`` for images in a zip and ``(name, None, reason)`` for skipped members.
+
+    Nested folders are walked; folders, macOS resource forks, non-image files, path-traversal names and
+    members beyond the file/byte budget are reported with a reason. A corrupt zip raises ImageReadError.
+    """
+    return iter_zip_members(data, extensions=IMAGE_EXTENSIONS, max_files=max_files, max_bytes=max_bytes)
+
+
+def iter_zip_members(
+    data: bytes,
+    *,
+    extensions: Iterable[str],
+    max_files: int = DEFAULT_ZIP_MAX_FILES,
+    max_bytes: int = DEFAULT_ZIP_MAX_BYTES,
+) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """:func:`iter_zip_images` for members with any of ``extensions`` (lower case, with the dot).
+
+    Ground-truth zips need images and CSV tables: ``extensions=IMAGE_EXTENSIONS | {".csv"}``. The same
+    safety checks apply; ``max_files`` counts every accepted member.
+    """
+    wanted = {e.lower() for e in extensions}
+    kind = "an image file" if wanted <= set(IMAGE_EXTENSIONS) else "a supported file"
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ImageReadError(f"not a readable zip file: {err}") from err
+    total = 0
+    n = 0
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            name = info.filename
+            safe = _safe_member_name(name)
+            if safe is None:
+                yield name, None, "unsafe path in zip (absolute or '..'): skipped"
+                continue
+            base = posixpath.basename(safe)
+            if base.startswith("._") or "__MACOSX/" in safe:
+                continue  # macOS metadata, not user files
+            if Path(base).suffix.lower() not in wanted:
+                yield safe, None, f"not {kind} (extension {Path(base).suffix or 'none'}): skipped"
+                continue
+            n += 1
+            total += info.file_size
+            if n > max_files:
+                what = "images" if kind == "an image file" else "files"
+                yield safe, None, f"zip holds more than {max_files} {what}: skipped"
+                continue
+            if total > max_bytes:
+                yield safe, None, f"zip expands beyond the cap of {max_bytes:,} bytes (max_bytes): skipped"
+                continue
+            try:
+                # a bounded read: zf.read() inflates the whole stream at once, so a member whose header
+                # claims a few bytes could still inflate to gigabytes in memory; the CRC check catches it
+                with zf.open(info) as fh:
+                    content = fh.read(info.file_size + 1)
+                    if len(content) > info.file_size or fh.read(1):
+                        raise zipfile.BadZipFile("member is larger than its header says")
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as err:
+                yield safe, None, f"cannot extract from zip: {err}"
+            else:
+                yield safe, content, None

@@ -1,0 +1,172 @@
+"""Finding image files (files, folders, globs) and telling ground-truth files apart by their names."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+"""File extensions (lower case) that :func:`list_image_files` keeps."""
+
+GROUND_TRUTH_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_dots", "_points")
+"""Stem suffixes that mark a ground-truth file (``img01_labels.tif``), in order of preference."""
+
+GROUND_TRUTH_DIRS = frozenset({"labels", "label", "masks", "mask", "gt", "ground_truth", "groundtruth"})
+"""Folder names whose files :func:`split_ground_truth_files` treats as ground truth."""
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _has_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+SkipFn = Callable[[Path, str], None]
+"""Called as ``on_skip(path, reason)`` for each entry :func:`list_image_files` cannot list."""
+
+
+def _log_skip(path: Path, reason: str) -> None:
+    logger.warning("skipped %s: %s", path, reason)
+
+
+def _broken_link_reason(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (dangling or a loop), or None when it can (or is no link)."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"dangling symbolic link (target {os.readlink(path)} does not exist)"
+    return None
+
+
+def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
+    """Image-named files under ``root`` (symbolic links followed, hidden entries skipped); every folder
+    that cannot be read, link loop and dangling link is reported through ``on_skip``."""
+    seen: set[tuple[int, int]] = set()
+
+    def onerror(err: OSError) -> None:
+        on_skip(Path(err.filename or root), f"cannot read folder: {err.strerror or err}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError as err:
+            on_skip(Path(dirpath), f"cannot read folder: {err.strerror or err}")
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            on_skip(Path(dirpath), "folder already listed through another path (symbolic link loop?)")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            path = Path(dirpath, fname)
+            broken = _broken_link_reason(path)
+            if broken:
+                on_skip(path, broken)
+            elif _is_image_file(path) and path.is_file():
+                yield path
+
+
+def list_image_files(
+    paths: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None
+) -> list[Path]:
+    """List the image files named by files, folders and glob patterns.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        Each item is a file (kept when its extension is in :data:`IMAGE_EXTENSIONS`), a folder
+        (searched recursively, following symbolic links; hidden files and folders are skipped) or a glob
+        pattern (``**`` allowed).
+    on_skip : callable, optional
+        Called as ``on_skip(path, reason)`` for every folder that cannot be read, symbolic-link loop and
+        dangling link met on the way, so nothing is skipped in silence. Default: a logged warning.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Image files with a case-insensitive extension in :data:`IMAGE_EXTENSIONS`, sorted and
+        de-duplicated (by resolved path). Ground-truth files are included; see
+        :func:`split_ground_truth_files`.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist, or a glob pattern that matches nothing.
+    """
+    skip = on_skip or _log_skip
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: dict[Path, Path] = {}
+    for item in paths:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_file():
+            candidates: Iterable[Path] = [path]
+        elif path.is_dir():
+            candidates = _walk_folder(path, skip)
+        elif _has_glob(text):
+            matches = [Path(m) for m in glob.glob(text, recursive=True)]
+            if not matches:
+                raise FileNotFoundError(f"no file matches the pattern: {text}")
+            for m in matches:
+                broken = _broken_link_reason(m)
+                if broken:
+                    skip(m, broken)
+            candidates = [m for m in matches if m.is_file()]
+        else:
+            broken = _broken_link_reason(path)
+            raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
+        for cand in candidates:
+            if _is_image_file(cand):
+                found.setdefault(cand.resolve(), cand)
+            elif path.is_file():
+                logger.info("skipping %s: extension not one of %s", cand, sorted(IMAGE_EXTENSIONS))
+    return sorted(found.values(), key=lambda p: (str(p.parent), p.name))
+
+
+def ground_truth_suffix(path: str | os.PathLike) -> str | None:
+    """Return the ground-truth suffix (one of :data:`GROUND_TRUTH_SUFFIXES`) that ends the stem, or None."""
+    stem = Path(path).stem.lower()
+    for suffix in GROUND_TRUTH_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return suffix
+    return None
+
+
+def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """Split file paths into (images, ground truth) by name convention.
+
+    A file is ground truth when its stem ends with one of :data:`GROUND_TRUTH_SUFFIXES`
+    (case-insensitive: ``a_labels.tif``, ``a_mask.png``, ``a_dots.png``, ``a_points.csv`` ...) or when it
+    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...).
+
+    Returns
+    -------
+    images, ground_truth : list of pathlib.Path
+        Both in input order.
+    """
+    images: list[Path] = []
+    gt: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS:
+            gt.append(path)
+        else:
+            images.append(path)
+    return images, gt

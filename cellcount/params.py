@@ -1,0 +1,388 @@
+"""The parameter schema: every setting that changes a count, declared once.
+
+Each :class:`Param` carries the name, type, accepted range, default, unit, group and help of one setting.
+Everything else is generated from :data:`PARAMS`: the :class:`CountParams` dataclass and its validation,
+the command-line options (:mod:`cellcount.cliparams`), the app's widgets and their help
+(``pages/_widgets.py``), and the keys a model card's ``postprocess`` may hold. The name is the same all
+the way down: field = card key = ``--option`` (with dashes) = widget key suffix = keyword of
+:func:`cellcount.postprocess.segment`.
+
+Precedence when resolving: :class:`CountParams` defaults < the model card's ``postprocess`` < overrides
+(:func:`resolve_params`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ParameterError
+from .io import DEFAULT_MAX_PIXELS
+from .protocols import ModelLike as CountModel
+
+MAX_RADIUS_PX = 100
+"""Largest opening / closing radius: a disk of radius r costs (2r + 1)^2 per pixel in OpenCV, and a radius
+far above a nucleus size removes every object anyway (radius 100000 would allocate 40 GB)."""
+MAX_DISTANCE_PX = 1000
+"""Largest watershed / peak distance (as large as the largest nucleus diameter accepted)."""
+
+SPLIT_MODES = {
+    "borders": "seeds are the cores left after removing the model's predicted border band",
+    "distance": "seeds are distance-transform maxima at least min_distance_px apart",
+    "both": "border cores, each split further at distance-transform maxima min_distance_px apart",
+    "off": "no splitting: touching objects stay one object",
+}
+"""How touching objects are split (``split_mode``); "borders" and "both" need a model with a border map."""
+BORDER_SPLIT_MODES = ("borders", "both")
+COUNT_SOURCES = ("segmentation", "density")
+
+GROUPS = {
+    "input": "changes the model input, so the model reruns",
+    "mask": "postprocessing of mask models' probability maps",
+    "density": "postprocessing of density models' maps",
+    "multihead": "multihead models (a mask and a density head)",
+    "measure": "measurements only; never changes the count",
+}
+"""What a parameter's ``group`` means; ``input`` fields key the cached prediction."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One setting: its value's type and range, its default, and how it is shown.
+
+    ``off`` is a value (besides None) that means "off / unknown / no limit" and skips the range check;
+    ``optional`` allows None. ``help`` is one line (CLI ``--help``, docs); ``explain`` says how the setting
+    moves the count (the app's tooltip). ``label``, ``ui_range``, ``step`` and ``fmt`` describe the widget;
+    ``ui_range`` may be narrower than the accepted range where larger values are never useful on screen;
+    ``choice_labels`` name the ``choices`` on screen. An optional number's widget shows None as 0.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    group: str
+    help: str
+    explain: str
+    label: str
+    unit: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    off: Any = None
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    choice_labels: tuple[str, ...] = ()
+    ui_range: tuple[float, float] | None = None
+    step: float | None = None
+    fmt: str | None = None
+
+    @property
+    def option(self) -> str:
+        """The command-line option: the name with dashes (``--min-area-px``)."""
+        return "--" + self.name.replace("_", "-")
+
+
+PARAMS: tuple[Param, ...] = (
+    # ---------------------------------------------------------------------------------------- input
+    Param(
+        "channel", int, None, "input", lo=0, hi=65535, optional=True, label="Channel",
+        help="channel index of multichannel images (default: mean of the channels)",
+        explain="Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels. Counting in a channel "
+        "without nuclei gives a wrong, usually much lower, count.",
+    ),
+    Param(
+        "invert", bool, None, "input", optional=True, label="Invert (dark objects on a bright background)",
+        help="invert bright-background images (default: auto-detect)",
+        explain="Auto detects a bright background (brightfield, H&E) and inverts so nuclei are bright, as the "
+        "models expect. Set it by hand if the count is near zero or the outlines surround the background.",
+    ),
+    Param(
+        "low_pct", float, 1.0, "input", unit="%", lo=0.0, hi=100.0, ui_range=(0.0, 50.0), step=0.1,
+        label="Low percentile",
+        help="intensity percentile mapped to black before the model",
+        explain="Intensity percentile mapped to black before the model. Higher: faint background and faint "
+        "nuclei drop out (lower count).",
+    ),
+    Param(
+        "high_pct", float, 99.8, "input", unit="%", lo=0.0, hi=100.0, ui_range=(50.0, 100.0), step=0.1,
+        label="High percentile",
+        help="intensity percentile mapped to white before the model (above low_pct)",
+        explain="Intensity percentile mapped to white before the model. Lower: faint nuclei become brighter "
+        "(often a higher count); bright nuclei saturate.",
+    ),
+    Param(
+        "test_time_flips", bool, False, "input", label="Test-time flips (4x slower)",
+        help="average the model over the image and its three flips (4x the model time)",
+        explain="Run the model on the image and its three mirror images and average the maps: 4x the model "
+        "time, slightly more accurate counts and outlines; the count moves little either way.",
+    ),
+    Param(
+        "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, optional=True,
+        ui_range=(0.0, 1000.0), step=1.0, fmt="%.0f", label="Nucleus diameter (px, 0 = as is)",
+        help="typical nucleus diameter, px: images are resized so that nuclei match the model's training size "
+        "(about 18 px; 0 or unset: images as they are)",
+        explain="Typical nucleus diameter in this image, if you know it (from the magnification: diameter in µm "
+        "/ pixel size in µm). The image is resized so that its nuclei match the size the model was trained on "
+        "(about 18 px); large nuclei are then no longer cut into pieces. 0 = use the image as it is.",
+    ),
+    Param(
+        "auto_nucleus_size", bool, False, "input", label="Estimate nucleus size",
+        help="when no diameter is given: estimate the nucleus size from a first pass and rerun resized when it "
+        "is far from the training size (mask models: about 2x the model time)",
+        explain="When no diameter is given: estimate the nucleus size from a first pass and resize the image "
+        "when nuclei are far from the training size (mask models: foreground area / the size model's count, a "
+        "density pass per image; density models: the spread of their own map, free). A second pass runs only "
+        "on images it resizes. On by default for the shipped models (their settings were tuned with it); "
+        "lowers the count error on large nuclei (docs/RESULTS.md).",
+    ),
+    # ----------------------------------------------------------------------------------------- mask
+    Param(
+        "threshold", float, 0.5, "mask", lo=0.0, hi=1.0, ui_range=(0.0, 1.0), step=0.01, fmt="%.2f",
+        label="Probability threshold",
+        help="foreground probability threshold (mask models), 0-1: pixels above it are foreground",
+        explain="Pixels whose foreground probability is above this value are nucleus. Lower: objects grow and "
+        "may merge; higher: they shrink and faint ones vanish. The histogram below shows how many pixels lie "
+        "at each probability: when nearly all are at 0 or 1 (the shipped models), the threshold barely moves "
+        "the count, which is why it sits under Advanced for such images.",
+    ),
+    Param(
+        "opening_radius_px", int, 1, "mask", unit="px", lo=0, hi=MAX_RADIUS_PX, ui_range=(0, 10),
+        label="Opening radius (px)",
+        help="binary opening radius, px (0 = off)",
+        explain="Removes specks and thin bridges narrower than about twice this radius before counting (0 = "
+        "off). Larger: fewer tiny objects and more clumps separated; too large erodes small nuclei away (lower "
+        "count).",
+    ),
+    Param(
+        "closing_radius_px", int, 0, "mask", unit="px", lo=0, hi=MAX_RADIUS_PX, ui_range=(0, 10),
+        label="Closing radius (px)",
+        help="binary closing radius, px (0 = off)",
+        explain="Closes gaps and notches narrower than about twice this radius (0 = off). Larger: broken nuclei "
+        "become whole (lower count), but close neighbours can merge (also lower).",
+    ),
+    Param(
+        "fill_holes", bool, True, "mask", label="Fill holes",
+        help="fill holes inside objects (mask models)",
+        explain="Fills background holes inside an object (hollow-looking nuclei). Changes areas, rarely the "
+        "count.",
+    ),
+    Param(
+        "split_mode", str, "distance", "mask", choices=tuple(SPLIT_MODES), label="Split touching nuclei",
+        choice_labels=("Model borders", "Distance transform", "Both", "Off"),
+        help="how touching objects are split (mask models): borders = along the model's predicted borders, "
+        "distance = at distance-transform maxima, both, off",
+        explain="How nuclei that touch are separated. Model borders: along the thin border the model predicts "
+        "between touching nuclei (the shipped models' default). Distance transform: at the centres of round "
+        "shapes, at least 'Min. distance' apart. Both: border split first, then the distance transform on what "
+        "is still joined. Off: touching nuclei count as one (lowest count).",
+    ),
+    Param(
+        "min_distance_px", int, 4, "mask", unit="px", lo=1, hi=MAX_DISTANCE_PX, ui_range=(1, 50),
+        label="Min. distance between centres (px)",
+        help="split modes 'distance' and 'both': minimum distance between object centres, px; larger = fewer "
+        "splits, lower count",
+        explain="Two centres closer than this are one nucleus. Larger: fewer splits, lower count; smaller: more "
+        "splits, higher count (too small cuts elongated nuclei in pieces).",
+    ),
+    Param(
+        "min_area_px", int, 10, "mask", unit="px", lo=0, hi=DEFAULT_MAX_PIXELS, step=1, label="Min. area (px)",
+        help="drop objects smaller than this, px (an object of exactly this area is kept); also sets the split "
+        "seeds' minimum area, max(4, min_area_px // 2)",
+        explain="Objects smaller than this many pixels are not counted (an object of exactly this area is "
+        "counted). Larger: lower count (debris dropped). Split seeds smaller than half of it are ignored too.",
+    ),
+    Param(
+        "max_area_px", int, None, "mask", unit="px", lo=1, hi=DEFAULT_MAX_PIXELS, off=0, optional=True, step=10,
+        label="Max. area (px, 0 = none)",
+        help="drop objects larger than this, px (0 or unset = no limit; exactly this area is kept)",
+        explain="Objects larger than this many pixels are not counted (0 = no limit). Smaller: lower count "
+        "(clumps and debris dropped).",
+    ),
+    Param(
+        "exclude_border", bool, False, "mask", label="Exclude objects on the image edge",
+        help="drop objects that touch the image border",
+        explain="Does not count objects that touch the image edge (they are cut, so their areas are wrong). "
+        "On: lower count.",
+    ),
+    # -------------------------------------------------------------------------------------- density
+    Param(
+        "peak_min_distance_px", int, 3, "density", unit="px", lo=1, hi=MAX_DISTANCE_PX, ui_range=(1, 30),
+        label="Approximate centres: min. distance (px)",
+        help="density models: minimum distance between the approximate centres (peaks), px",
+        explain="Only for the markers: two approximate centres closer than this are one marker. The count is "
+        "the integral (sum) of the density map and does not change with it.",
+    ),
+    # ------------------------------------------------------------------------------------ multihead
+    Param(
+        "count_source", str, "segmentation", "multihead", choices=COUNT_SOURCES, label="Count from",
+        choice_labels=("Segmentation", "Density"),
+        help="multihead models: 'segmentation' counts the objects, 'density' reports the density head's "
+        "integral (objects are outlined either way)",
+        explain="Segmentation counts the outlined objects; density reports the density head's integral, "
+        "better where nuclei overlap too much to outline.",
+    ),
+    # -------------------------------------------------------------------------------------- measure
+    Param(
+        "pixel_size_um", float, None, "measure", unit="µm", lo=1e-6, hi=1e6, optional=True, step=0.01,
+        fmt="%.4f", label="Pixel size (µm, 0 = unknown)",
+        help="pixel size in micrometres (adds µm columns to the object table)",
+        explain="Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown). Does not "
+        "change the count.",
+    ),
+)
+"""Every parameter, in the order the CLI help and settings files list them."""
+
+SCHEMA: dict[str, Param] = {p.name: p for p in PARAMS}
+PARAM_NAMES = tuple(SCHEMA)
+INPUT_FIELDS = tuple(p.name for p in PARAMS if p.group == "input")
+MASK_FIELDS = tuple(p.name for p in PARAMS if p.group == "mask")
+DENSITY_FIELDS = tuple(p.name for p in PARAMS if p.group == "density")
+TUNED_FIELDS = (*MASK_FIELDS, *DENSITY_FIELDS, "auto_nucleus_size")
+"""What ``cellcount.evaluate --tune --write-card`` stores in a card: the postprocessing it searched, and
+the size mode its predictions were made with (the tuned values belong to it)."""
+
+
+def seed_area_px(min_area_px: int) -> int:
+    """Smallest watershed seed kept when splitting: derived from ``min_area_px``, not a parameter of its own.
+
+    A seed much smaller than the smallest object kept would only split off pieces that the area filter then
+    drops (or count a speck twice), so seeds follow the area bound at half its size, at least 4 px.
+    """
+    return max(4, int(min_area_px) // 2)
+
+
+LEGACY_KEYS = ("watershed", "use_border_channel")
+"""Settings keys from before ``split_mode`` (cards, settings files, CLI flags); :func:`upgrade_keys` maps them."""
+
+
+def upgrade_keys(values: Mapping[str, Any], *, borders_available: bool = True) -> dict[str, Any]:
+    """``values`` with old keys replaced by today's: the one place where old settings are read.
+
+    ``watershed`` off = ``split_mode`` "off"; on = "borders" when ``use_border_channel`` (default on) and
+    the model has borders, else "distance". A ``split_mode`` given alongside them wins (it is the newer key).
+    """
+    if not any(k in values for k in LEGACY_KEYS):
+        return dict(values)
+    out = {k: v for k, v in values.items() if k not in LEGACY_KEYS}
+    if "split_mode" not in out:
+        if not values.get("watershed", True):
+            out["split_mode"] = "off"
+        elif values.get("use_border_channel", True) and borders_available:
+            out["split_mode"] = "borders"
+        else:
+            out["split_mode"] = "distance"
+    return out
+
+
+def _check(spec: Param, value: Any) -> None:
+    """Raise ParameterError unless ``value`` suits ``spec`` (type, range or choices)."""
+    if value is None:
+        if not spec.optional:
+            raise ParameterError(f"{spec.name} must be set, got None")
+        return
+    if spec.choices:
+        if value not in spec.choices:
+            raise ParameterError(f"{spec.name} must be one of {', '.join(spec.choices)}; got {value!r}")
+        return
+    if spec.kind is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ParameterError(f"{spec.name} must be true or false, got {value!r}")
+        return
+    if spec.off is not None and not isinstance(value, (bool, np.bool_)) and value == spec.off:
+        return
+    extra = "" if spec.off is None else f" (or {spec.off} = off)"
+    lo_s, hi_s = (f"{int(v):,}" if float(v).is_integer() else f"{v:g}" for v in (spec.lo, spec.hi))
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    is_num = is_int or isinstance(value, (float, np.floating))
+    if not is_num or (spec.kind is int and not is_int and not float(value).is_integer()):
+        what = "a whole number" if spec.kind is int else "a number"
+        raise ParameterError(f"{spec.name} must be {what} within [{lo_s}, {hi_s}]{extra}, got {value!r}")
+    if not (np.isfinite(float(value)) and spec.lo <= value <= spec.hi):
+        raise ParameterError(f"{spec.name} must be within [{lo_s}, {hi_s}]{extra}, got {value!r}")
+
+
+class _CountParamsBase:
+    """Methods of :class:`CountParams`; its fields come from :data:`PARAMS`."""
+
+    INPUT_FIELDS = INPUT_FIELDS
+
+    def __post_init__(self) -> None:
+        try:
+            for spec in PARAMS:
+                _check(spec, getattr(self, spec.name))
+        except TypeError as err:  # e.g. "0.5" (a string) from a hand-edited settings file
+            raise ParameterError(f"a parameter has the wrong type ({err}); numbers must not be quoted") from err
+        if self.max_area_px and self.max_area_px < self.min_area_px:
+            raise ParameterError(f"max_area_px ({self.max_area_px}) must be >= min_area_px ({self.min_area_px})")
+        if not self.low_pct < self.high_pct:
+            raise ParameterError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def replace(self, **changes: Any) -> CountParams:
+        return resolve_params(None, {**self.to_dict(), **changes})
+
+    def values(self, group: str) -> dict[str, Any]:
+        """The fields of one :data:`GROUPS` entry, by name (``segment(prob, **p.values("mask"))``)."""
+        return {p.name: getattr(self, p.name) for p in PARAMS if p.group == group}
+
+    def input_key(self) -> tuple:
+        """The fields that change the model input (and so the cached prediction)."""
+        return tuple(getattr(self, f) for f in INPUT_FIELDS)
+
+
+def _docstring() -> str:
+    lines = ["Every setting that changes a count, generated from :data:`cellcount.params.PARAMS`.", "",
+             "Units are in the names; area bounds are inclusive. Fields:", ""]
+    lines += [f"* ``{p.name}`` ({p.group}): {p.help}." for p in PARAMS]
+    return "\n".join(lines)
+
+
+CountParams = dataclasses.make_dataclass(
+    "CountParams",
+    [(p.name, p.kind | None if p.optional else p.kind, dataclasses.field(default=p.default)) for p in PARAMS],
+    bases=(_CountParamsBase,),
+    frozen=True,
+    namespace={"__doc__": _docstring()},
+)
+CountParams.__module__ = __name__  # pickled by reference (Streamlit caches, worker processes)
+
+
+def has_border_channel(model: CountModel | None) -> bool:
+    """Whether ``model`` predicts a touching-border map (``split_mode`` "borders" / "both" need it)."""
+    return (model is not None and model.output_kind in ("mask", "multihead")
+            and int(model.card.kwargs.get("out_channels", 1)) > 1)
+
+
+def resolve_params(model: CountModel | None, overrides: CountParams | Mapping[str, Any] | None = None) -> CountParams:
+    """Defaults < ``model.card.postprocess`` < ``overrides``; unknown keys raise ParameterError.
+
+    Old keys are upgraded per layer (:func:`upgrade_keys`), so an old ``watershed: false`` override still
+    turns off a card's ``split_mode``. A mode needing borders on a model without them raises.
+    """
+    borders = model is None or has_border_channel(model)
+    merged: dict[str, Any] = {}
+    if model is not None:
+        merged.update(upgrade_keys(model.card.postprocess, borders_available=borders))
+    if isinstance(overrides, CountParams):
+        overrides = overrides.to_dict()
+    if overrides:
+        merged.update(upgrade_keys(overrides, borders_available=borders))
+    unknown = sorted(set(merged) - set(PARAM_NAMES))
+    if unknown:
+        raise ParameterError(f"unknown parameters {unknown}; valid: {', '.join(PARAM_NAMES)}")
+    params = CountParams(**merged)
+    if model is not None and model.output_kind == "mask" and not borders and params.split_mode in BORDER_SPLIT_MODES:
+        raise ParameterError(
+            f"split_mode {params.split_mode!r} needs a model that predicts borders; {model.name} does not: "
+            "use 'distance' or 'off'"
+        )
+    return params

@@ -1,0 +1,84 @@
+"""Settings files: the JSON the app downloads and the CLI writes next to its outputs, read back as overrides.
+
+The format is ``{"model": NAME, "params": {...}}`` (a bare object of parameters is read too); the values
+are checked against :mod:`cellcount.params` before anything is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .errors import ParameterError
+from .params import resolve_params
+
+MAX_SETTINGS_JSON_DEPTH = 16
+"""Deepest nesting of objects / arrays accepted in a settings JSON (ours is 2 deep); deeper input would
+otherwise reach Python's recursion limit inside the JSON parser."""
+MAX_SETTINGS_JSON_BYTES = 1 << 20
+"""Largest settings JSON accepted (ours is under 2 kB)."""
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[`` / ``{`` in JSON text, brackets inside strings ignored (no parsing)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def params_from_json(text: str | bytes) -> dict[str, Any]:
+    """Parse a settings JSON (as downloaded from the app or written by the CLI) into overrides.
+
+    Raises
+    ------
+    ParameterError
+        Not JSON, larger than :data:`MAX_SETTINGS_JSON_BYTES`, nested deeper than
+        :data:`MAX_SETTINGS_JSON_DEPTH`, not an object, or a parameter that is unknown or out of range.
+    """
+    if len(text) > MAX_SETTINGS_JSON_BYTES:
+        raise ParameterError(
+            f"settings file is {len(text):,} bytes, above the limit of {MAX_SETTINGS_JSON_BYTES:,}; "
+            "is it a settings JSON?"
+        )
+    try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8-sig")
+        if _json_depth(text) > MAX_SETTINGS_JSON_DEPTH:
+            raise ParameterError(
+                f"settings JSON is nested more than {MAX_SETTINGS_JSON_DEPTH} levels deep; "
+                "expected an object of parameter names to values"
+            )
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ParameterError(f"settings file is not valid JSON: {err}") from err
+    except RecursionError as err:  # a guard behind the depth check
+        raise ParameterError("settings JSON is nested too deeply") from err
+    if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
+        data = data["params"]
+    if not isinstance(data, dict):
+        raise ParameterError("settings JSON must be an object of parameter names to values")
+    resolve_params(None, data)  # validate now, with a clear message
+    return data
+
+
+def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`params_from_json` of a file, reading no more than the size limit (a wrong file given as
+    settings may be gigabytes)."""
+    with open(path, "rb") as fh:
+        return params_from_json(fh.read(MAX_SETTINGS_JSON_BYTES + 1))

@@ -1,0 +1,207 @@
+"""Images and model output in the app: samples, uploads, and ``st.cache_data`` / ``st.cache_resource`` caches
+keyed on the sha256 of the image bytes, the model name and ``CountParams.input_key()``, so slider changes
+only rerun ``cellcount.postprocess``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import cellcount as cc
+from cellcount.groundtruth import GroundTruth, load_labelled_folder
+from cellcount.params import INPUT_FIELDS
+from pages._model_ui import get_model, get_size_model, model_version
+from pages._ui import CACHE_TTL_S, SAMPLES_DIR, progress_callback, show_error
+
+
+@dataclass(frozen=True)
+class Source:
+    """An image to count: display name, encoded bytes and their sha256, true count when known."""
+
+    name: str
+    data: bytes
+    digest: str
+    truth: int | None = None
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)
+def sample_frame() -> pd.DataFrame:
+    """``data/samples/manifest.csv``: filename, count, height, width, dtype, conditions ..."""
+    path = SAMPLES_DIR / "manifest.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=["filename", "count", "conditions"])
+    return pd.read_csv(path)
+
+
+def sample_names() -> list[str]:
+    return sample_frame()["filename"].astype(str).tolist()
+
+
+def sample_label(filename: str) -> str:
+    df = sample_frame()
+    row = df[df["filename"] == filename]
+    if not len(row):
+        return filename
+    r = row.iloc[0]
+    return f"{filename} — {r['conditions']} ({int(r['count'])} cells)"
+
+
+def sample_source(filename: str) -> Source:
+    path = SAMPLES_DIR / Path(filename).name
+    data = path.read_bytes()
+    df = sample_frame()
+    row = df[df["filename"] == filename]
+    truth = int(row.iloc[0]["count"]) if len(row) else None
+    return Source(filename, data, digest_of(data), truth)
+
+
+def upload_source(uploaded) -> Source:
+    data = uploaded.getvalue()
+    return Source(uploaded.name, data, digest_of(data))
+
+
+@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+def read_image_cached(digest: str, _data: bytes) -> np.ndarray:
+    """Decoded image (native dtype) for the bytes with this sha256."""
+    return cc.read_image(_data)
+
+
+@st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)
+def thumbnail_cached(digest: str, _data: bytes, max_side: int = 200) -> np.ndarray:
+    from cellcount import viz
+
+    return viz.thumbnail(cc.read_image(_data), max_side=max_side)
+
+
+def _input_params(input_key: tuple) -> cc.CountParams:
+    return cc.CountParams(**dict(zip(INPUT_FIELDS, input_key, strict=True)))
+
+
+# cache_resource, not cache_data: a hit returns the same object instead of unpickling 10+ MB of maps on every
+# slider move; callers treat predictions as read-only (postprocess never modifies its input)
+@st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+def predict_cached(
+    digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray, backend: str = "auto"
+) -> cc.Prediction:
+    """Model output for one image; the progress bar lives inside so a cache hit replays it empty."""
+    model, params = get_model(model_name), _input_params(input_key)
+    size_model = get_size_model(model, params)
+    bar = st.progress(0.0, text=f"Running {model_name} ...")
+    pred = cc.predict(_image, model, params, progress=progress_callback(bar, "tiles"), size_model=size_model,
+                      backend=backend)
+    bar.empty()
+    return pred
+
+
+def predict_source(
+    source: Source, image: np.ndarray, model_name: str, params: cc.CountParams
+) -> cc.Prediction:
+    return predict_cached(source.digest, model_name, model_version(model_name), params.input_key(), image,
+                          requested_backend())
+
+
+BACKEND_KEY = "inference_backend"  # not a widget key: the choice survives the Timing tab being hidden
+
+
+def requested_backend() -> str:
+    """The session's inference backend: its Timing-tab setting, else ``$CELLCOUNT_BACKEND``, else auto."""
+    from cellcount.models.autotune import requested_backend as from_user
+
+    try:
+        return from_user(st.session_state.get(BACKEND_KEY))
+    except cc.CellcountError as err:  # a bad environment variable: say so, count with auto
+        st.warning(str(err))
+        return "auto"
+
+
+def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
+    """The inference backend setting and what it runs with, and why (timings measured on first use)."""
+    from cellcount.models.autotune import CHOICES
+    from cellcount.models.backends import available_backends
+
+    if not isinstance(model, cc.models.NetModel):
+        st.caption("The classical baseline runs no network: no inference backend.")
+        return
+    current = requested_backend()
+    options = [c for c in CHOICES if c == "auto" or c in available_backends() or c == current]
+    key = f"{prefix}_backend"
+    st.session_state[key] = current
+    st.selectbox(
+        "Inference backend", options, key=key,
+        on_change=lambda: st.session_state.__setitem__(BACKEND_KEY, st.session_state[key]),
+        help="auto: the backend measured fastest for this model on this machine (timed once, remembered in the "
+        "cache folder). The others force one: onnxruntime and torch compute in fp32, bf16 in bfloat16 (counts "
+        "within 0.5%). The CELLCOUNT_BACKEND environment variable sets the default.",
+    )
+    try:
+        choice = model.backend_choice(current)
+    except cc.CellcountError as err:
+        show_error(err)
+        return
+    st.caption(f"{model.name} runs with **{choice.backend}**: {choice.why()}.")
+
+
+@st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)
+def predict_set_cached(
+    set_digest: str,
+    model_name: str,
+    version: str,
+    input_key: tuple,
+    _items: list[tuple[str, bytes, GroundTruth]],
+) -> list[tuple[str, cc.Prediction, GroundTruth]]:
+    """Model output for a whole labelled set (evaluation and tuning reuse it for any postprocessing)."""
+    from cellcount.evaluate import predict_pairs
+
+    model, params = get_model(model_name), _input_params(input_key)
+    size_model = get_size_model(model, params)
+    bar = st.progress(0.0, text=f"Running {model_name} ...")
+    images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
+    pairs = predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model)
+    bar.empty()
+    return pairs
+
+
+@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Evaluating ...")
+def evaluate_cached(
+    sig: str, params_json: str, iou_threshold: float, _pairs: list, _params: cc.CountParams
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-image table and summary for predictions ``sig`` postprocessed with these settings."""
+    from cellcount.evaluate import evaluate_predictions
+
+    report = evaluate_predictions(_pairs, _params, iou_threshold=iou_threshold, keep_results=False)
+    return report.per_image, report.summary
+
+
+def set_digest(items: Iterable[tuple[str, bytes, Any]]) -> str:
+    h = hashlib.sha256()
+    for name, data, _ in items:
+        h.update(name.encode("utf-8", "replace"))
+        h.update(digest_of(data).encode())
+    return h.hexdigest()
+
+
+def image_caption(source: Source, image: np.ndarray) -> str:
+    h, w = image.shape[:2]
+    ch = 1 if image.ndim == 2 else image.shape[2]
+    text = f"**{source.name}** · {w} × {h} px (W × H) · {image.dtype} · {ch} channel{'s' if ch > 1 else ''}"
+    if source.truth is not None:
+        text += f" · ground truth {source.truth} cells"
+    return text
+
+
+@st.cache_data(max_entries=1, ttl=CACHE_TTL_S, show_spinner="Loading labelled samples ...")
+def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
+    """The shipped samples with their ground truth, as (name, image bytes, GroundTruth)."""
+    return [(p.name, p.read_bytes(), gt) for p, gt in load_labelled_folder(SAMPLES_DIR)]

@@ -1,0 +1,146 @@
+"""Models in the app: loaded once per process with ``st.cache_resource`` keyed on (name, card version),
+shared read-only by every session; the model picker and the models table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+import cellcount as cc
+from cellcount.models import CLASSICAL_NAME, ModelCard, model_card, size_model_name
+from cellcount.models import loading as _loading
+from pages import _settings as settings
+from pages._ui import pick_one, show_error
+
+
+def model_version(name: str) -> str:
+    """Changes when a model's card is rewritten (retrained weights), so caches pick up the new model."""
+    card = _loading.DEFAULT_WEIGHTS_DIR / name / "card.json"
+    if name == CLASSICAL_NAME or not card.is_file():
+        return "builtin"
+    stat = card.stat()
+    return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading model ...")
+def _load_model(name: str, version: str) -> cc.models.CountModel:
+    return cc.load_model(name)
+
+
+def get_model(name: str) -> cc.models.CountModel:
+    """The model, loaded once per process and shared (read-only) by every session."""
+    return _load_model(name, model_version(name))
+
+
+def get_size_model(model: cc.models.CountModel, params: cc.CountParams) -> cc.models.CountModel | None:
+    """The size model ``params`` need with ``model`` (None when none), from the same shared cache."""
+    name = size_model_name(model, params)
+    return None if name is None else get_model(name)
+
+
+def model_label(name: str) -> str:
+    try:
+        card = model_card(name)
+    except (cc.CellcountError, OSError, ValueError):
+        return name
+    # the architecture is in the name already; with it the label was cut off in the narrow settings column
+    return f"{name} ({card.output_kind})"
+
+
+def model_picker(prefix: str, *, label: str = "Model", container: Any = None, shared: bool = True) -> str:
+    """Selectbox of :func:`cellcount.list_models` under key ``<prefix>_model``; returns the name.
+
+    ``shared``: the choice is the session's current model (:mod:`pages._settings`), the same on every page,
+    so settings tuned with a model on one page are used with it on the next.
+    """
+    names = cc.list_models()
+    key = f"{prefix}_model"
+    if shared:
+        current = settings.current_model()
+        if current in names:
+            st.session_state[key] = current
+    name = pick_one(
+        label,
+        names,
+        key,
+        container=container,
+        format_func=model_label,
+        on_change=(lambda: settings.set_current_model(st.session_state[key])) if shared else None,
+        help="Trained networks from weights/ plus the classical Otsu baseline. Mask models segment "
+        "objects; density models estimate the count as the integral of a density map. Each model keeps "
+        "its own settings for this session.",
+    )
+    if shared:
+        settings.set_current_model(name)
+    return name
+
+
+def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.CountModel]:
+    """:func:`model_picker` + the loaded model; a load error stops the page. A model change is announced
+    with what happens to the settings."""
+    name = model_picker(prefix, container=container)
+    try:
+        model = get_model(name)
+    except cc.CellcountError as err:
+        show_error(err)
+        st.stop()
+    shown_key = f"{prefix}__shown_model"
+    shown = st.session_state.get(shown_key)
+    if shown is not None and shown != name:
+        if settings.known(name) and settings.origin(model)[0] != "card":
+            what = f"your settings for {name} ({settings.ORIGINS[settings.origin(model)[0]]}) are kept"
+        else:
+            what = "its settings come from its model card"
+        st.session_state[f"{prefix}__msg"] = (
+            "info",
+            f"Model changed from {shown} to {name}: {what}. Image settings (channel, invert, nucleus size, "
+            "pixel size) stay as they were.",
+        )
+    st.session_state[shown_key] = name
+    settings.values(model)  # creates its entry from the card when new
+    return name, model
+
+
+def validation_metrics(card: ModelCard, key: str = "validation") -> dict[str, Any]:
+    """The card's validation summary with its default settings (``key="validation_fixed_size"``: with
+    ``auto_nucleus_size`` off, for a model whose default has it on)."""
+    m = card.metrics.get(key, {}) if isinstance(card.metrics, dict) else {}
+    return m if isinstance(m, dict) else {}
+
+
+def models_frame_columns() -> dict[str, Any]:
+    """``column_config`` for :func:`models_frame` (formats and help)."""
+    return {
+        "val MAE": st.column_config.NumberColumn(format="%.2f", help="Count MAE on the validation split, card defaults"),
+        "val MAE, no size estimate": st.column_config.NumberColumn(
+            format="%.2f", help="The same with auto_nucleus_size off (models whose default has it on)"),
+        "val F1@0.5": st.column_config.NumberColumn(format="%.3f", help="Instance F1 at IoU 0.5"),
+    }
+
+
+def models_frame(names: Iterable[str]) -> pd.DataFrame:
+    """One row per model from its card: kind, architecture, validation MAE / F1."""
+    rows = []
+    for name in names:
+        try:
+            card = model_card(name)
+        except (cc.CellcountError, OSError, ValueError) as err:
+            rows.append({"model": name, "kind": "?", "architecture": f"card unreadable: {err}"})
+            continue
+        m = validation_metrics(card)
+        rows.append(
+            {
+                "model": name,
+                "kind": card.output_kind,
+                "architecture": card.architecture,
+                "val MAE": m.get("mae"),
+                "val MAE, no size estimate": validation_metrics(card, "validation_fixed_size").get("mae"),
+                "val F1@0.5": m.get("f1"),
+                "description": card.description,
+            }
+        )
+    return pd.DataFrame(rows)

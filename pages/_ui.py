@@ -1,0 +1,108 @@
+"""Page basics shared by every page: paths, the entry point, errors, progress, tables and downloads.
+
+Not a page (``st.navigation`` lists the pages explicitly); compute stays in :mod:`cellcount`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = ROOT / "data" / "samples"
+IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
+CACHE_TTL_S = 3600
+PERSIST = "session"  # widget values survive visits to other pages
+
+ENTRY_FLAG = "_app_entry"
+GOTO_KEY = "_app_goto"
+
+
+def require_entry_point(page: str) -> None:
+    """Send a deep link through ``streamlit_app.py`` (call first thing in each page).
+
+    When the very first request to a fresh server is a deep link (``/count``), Streamlit runs the page in
+    its legacy ``pages/`` mode, without ``streamlit_app.py`` (no navigation, no page config). The page
+    then redirects to the entry point, which remembers the target and switches back to it.
+    """
+    if not st.session_state.get(ENTRY_FLAG):
+        st.session_state[GOTO_KEY] = page
+        st.switch_page(str(ROOT / "streamlit_app.py"))
+
+
+def show_error(err: BaseException, where: Any = None) -> None:
+    """Show a library error as a message (no traceback)."""
+    (where or st).error(str(err), icon=":material/error:")
+
+
+def progress_callback(bar, label: str) -> Callable[[int, int], None]:
+    """``progress(done, total)`` for the library, drawing on an ``st.progress`` element."""
+
+    def update(done: int, total: int) -> None:
+        frac = min(max(done / total, 0.0), 1.0) if total else 1.0
+        bar.progress(frac, text=f"{label}: {done} / {total}")
+
+    return update
+
+
+def pick_one(
+    label: str,
+    options: list,
+    key: str,
+    *,
+    default: Any = None,
+    radio: bool = False,
+    container: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Persistent selectbox (or horizontal radio) under ``key``.
+
+    A stored value that is not an option (or none yet) becomes ``default``, the first option when None.
+    """
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = options[0] if default is None else default
+    c = container or st
+    if radio:
+        return c.radio(label, options, key=key, persist_state=PERSIST, horizontal=True, **kwargs)
+    return c.selectbox(label, options, key=key, persist_state=PERSIST, **kwargs)
+
+
+def dataframe(df: pd.DataFrame, *, container: Any = None, **kwargs: Any) -> Any:
+    """``st.dataframe`` without the index, missing values shown as a dash."""
+    return (container or st).dataframe(df, hide_index=True, placeholder="—", **kwargs)
+
+
+def download_button(
+    label: str, data: Any, file_name: str, mime: str, key: str, *, container: Any = None, **kwargs: Any
+) -> None:
+    """Download button that does not rerun the page."""
+    (container or st).download_button(
+        label, data, file_name, mime, key=key, on_click="ignore", icon=":material/download:", **kwargs
+    )
+
+
+def number_formats(columns: Iterable[str], fmt: str) -> dict[str, Any]:
+    """``column_config`` giving these columns the printf-style format ``fmt``."""
+    return {c: st.column_config.NumberColumn(format=fmt) for c in columns}
+
+
+def show_messages(prefix: str, container: Any = None) -> None:
+    msg = st.session_state.pop(f"{prefix}__msg", None)
+    if msg:
+        kind, text = msg
+        getattr(container or st, kind)(text)
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """Formula-safe CSV bytes for a download: :func:`cellcount.csvout.csv_bytes`."""
+    from cellcount.csvout import csv_bytes as _csv_bytes
+
+    return _csv_bytes(df)
+
+
+def stem(name: str) -> str:
+    return Path(name).stem or "image"

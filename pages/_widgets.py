@@ -1,0 +1,340 @@
+"""Parameter widgets, generated from the schema (:data:`cellcount.params.PARAMS`: label, range, step,
+format, help), bound to the settings store (:mod:`pages._settings`); settings files and reset.
+
+Widget keys are ``<prefix>_<CountParams field>`` (``count_threshold``, ``batch_min_area_px`` ...).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+import cellcount as cc
+from cellcount.params import BORDER_SPLIT_MODES, DENSITY_FIELDS, INPUT_FIELDS, MASK_FIELDS, SCHEMA, has_border_channel
+from cellcount.settingsfile import params_from_json
+from pages import _settings as settings
+from pages._model_ui import get_model
+
+INVERT_OPTIONS = {"auto": None, "on": True, "off": False}
+ALL_CHANNELS = -1  # widget value for channel=None (mean of the channels)
+UNCERTAIN_SHARE = 0.02
+"""Below this share of foreground pixels between 0.1 and 0.9, the threshold barely acts: it goes under Advanced."""
+
+
+def _to_widget(name: str, value: Any) -> Any:
+    """A parameter value as its widget shows it (None as "auto", "all channels" or 0)."""
+    spec = SCHEMA[name]
+    if name == "invert":
+        return {None: "auto", True: "on", False: "off"}.get(value, "auto")
+    if name == "channel":
+        return ALL_CHANNELS if value is None else int(value)
+    if spec.kind in (int, float):
+        return spec.kind(value or 0)
+    return value
+
+
+def _from_widget(name: str, value: Any) -> Any:
+    """A widget's value as the parameter value (the inverse of :func:`_to_widget`)."""
+    spec = SCHEMA[name]
+    if name == "invert":
+        return INVERT_OPTIONS.get(value)
+    if name == "channel":
+        return None if value is None or value == ALL_CHANNELS else int(value)
+    if spec.optional and spec.kind in (int, float):
+        return spec.kind(value) or None
+    return value
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}_{name}"
+
+
+# Widgets are views of the settings store (pages/_settings.py). Each run draws them with the store's value
+# (``value=`` and, when it differs, the widget key), and their on_change callback writes the store. So a
+# widget that Streamlit drops or remounts at its default (e.g. while an upload is replaced) comes back
+# with the store's value instead of 0 / off, and no page reads a value that only lives in widget state.
+# A prefix with a local scope (Compare's variant B) binds to its own dict instead of the store.
+def _local(prefix: str) -> dict[str, Any] | None:
+    return st.session_state.get(f"{prefix}__local")
+
+
+def _stored(prefix: str, model: cc.models.CountModel, name: str) -> Any:
+    local = _local(prefix)
+    if local is not None and name in local:
+        return local[name]
+    return settings.values(model)[name]
+
+
+def _on_edit(prefix: str, name: str, model_name: str) -> None:
+    value = _from_widget(name, st.session_state[_key(prefix, name)])
+    local = _local(prefix)
+    if local is not None:
+        local[name] = value
+    else:
+        settings.edit(get_model(model_name), name, value)
+
+
+def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None) -> dict[str, Any]:
+    """Widget kwargs bound to the stored value of ``name`` (clamped into [lo, hi] for display)."""
+    value = _to_widget(name, _stored(prefix, model, name))
+    if lo is not None and hi is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = type(value)(min(max(value, lo), hi))
+    key = _key(prefix, name)
+    if st.session_state.get(key) != value:
+        st.session_state[key] = value
+    return {"key": key, "on_change": _on_edit, "args": (prefix, name, model.name), "help": SCHEMA[name].explain}
+
+
+# The widgets take label, range, step, format and help from the parameter schema (cellcount.params)
+def _slider(c: Any, prefix: str, model: Any, name: str) -> Any:
+    spec = SCHEMA[name]
+    lo, hi = spec.ui_range
+    b = _bind(prefix, model, name, lo, hi)
+    return c.slider(spec.label, lo, hi, value=st.session_state[b["key"]], step=spec.step, format=spec.fmt, **b)
+
+
+def _number(c: Any, prefix: str, model: Any, name: str) -> Any:
+    spec = SCHEMA[name]
+    lo, hi = spec.ui_range or (spec.kind(0 if spec.optional else spec.lo), None)
+    b = _bind(prefix, model, name, lo, hi)
+    return c.number_input(spec.label, value=st.session_state[b["key"]], min_value=lo, max_value=hi,
+                          step=spec.step, format=spec.fmt, **b)
+
+
+def _toggle(c: Any, prefix: str, model: Any, name: str) -> bool:
+    b = _bind(prefix, model, name)
+    return c.toggle(SCHEMA[name].label, value=bool(st.session_state[b["key"]]), **b)
+
+
+def _choice(c: Any, prefix: str, model: Any, name: str, options: list | None = None, *, radio: bool = False,
+            **kwargs: Any) -> Any:
+    """Selectbox (or radio) of ``options``, by default the schema's choices shown by their labels."""
+    spec = SCHEMA[name]
+    if options is None:
+        options = list(spec.choices)
+        kwargs.setdefault("format_func", dict(zip(spec.choices, spec.choice_labels, strict=True)).get)
+    b = _bind(prefix, model, name)
+    if st.session_state[b["key"]] not in options:
+        st.session_state[b["key"]] = options[0]
+    index = options.index(st.session_state[b["key"]])
+    if radio:
+        return c.radio(spec.label, options, index=index, horizontal=True, **b, **kwargs)
+    return c.selectbox(spec.label, options, index=index, **b, **kwargs)
+
+
+def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None = None, *,
+             container: Any = None) -> dict[str, Any]:
+    """Channel (multichannel images), invert, test-time flips and percentile widgets; these change the model
+    input."""
+    c = container or st
+    n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
+    out: dict[str, Any] = {}
+    if image is None or n_channels > 1:
+        options = [ALL_CHANNELS, *range(n_channels if image is not None else 4)]
+        names = ["red", "green", "blue"] if n_channels == 3 else []
+
+        def fmt(v: int) -> str:
+            if v == ALL_CHANNELS:
+                return "all channels (mean)"
+            return f"channel {v} ({names[v]})" if v < len(names) else f"channel {v}"
+
+        out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt))
+    else:
+        out["channel"] = _stored(prefix, model, "channel")  # unused for a single channel; kept as stored
+    out["invert"] = _from_widget(
+        "invert",
+        _choice(c, prefix, model, "invert", list(INVERT_OPTIONS), radio=True),
+    )
+    out["test_time_flips"] = bool(_toggle(c, prefix, model, "test_time_flips"))
+    out["auto_nucleus_size"] = bool(_toggle(c, prefix, model, "auto_nucleus_size"))
+    out["nucleus_diameter_px"] = _from_widget("nucleus_diameter_px", _number(c, prefix, model, "nucleus_diameter_px"))
+    with c.expander("Intensity normalisation"):
+        out["low_pct"] = _number(st, prefix, model, "low_pct")
+        out["high_pct"] = _number(st, prefix, model, "high_pct")
+    return out
+
+
+def probability_stats(probability: np.ndarray) -> tuple[np.ndarray, float]:
+    """(pixel shares per probability bin, share between 0.1 and 0.9) of a foreground map (library calls)."""
+    from cellcount.postprocess import probability_histogram, uncertain_share
+
+    return probability_histogram(probability)[0], uncertain_share(probability)
+
+
+def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, float] | None) -> float:
+    value = _slider(c, prefix, model, "threshold")
+    if stats is not None:
+        from cellcount import viz
+
+        c.image(viz.encode_png(viz.histogram_strip(stats[0], threshold=value)), width="stretch")
+        c.caption(f"Pixels per foreground probability, 0 to 1 (log scale; red: the threshold). "
+                  f"{100 * stats[1]:.1f}% lie between 0.1 and 0.9, the only ones the threshold can move.")
+    return value
+
+
+def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = None,
+              probability_stats: tuple[np.ndarray, float] | None = None) -> dict[str, Any]:
+    """Postprocessing widgets for ``model`` (mask or density), drawn from and writing to the settings store;
+    returns the values in use (only the knobs that act in the chosen split mode are shown).
+
+    ``probability_stats``: :func:`probability_stats` of the image on screen (Count page); the histogram is
+    drawn under the threshold, which stays in the main panel only when a useful share of pixels is uncertain.
+    """
+    c = container or st
+    p = key_prefix
+    out: dict[str, Any] = {}
+    if model.output_kind == "density":
+        c.caption("The count is the integral (sum) of the density map: no setting here changes it.")
+        out["peak_min_distance_px"] = _slider(c, p, model, "peak_min_distance_px")
+    else:
+        spec = SCHEMA["split_mode"]
+        modes = [m for m in spec.choices if has_border_channel(model) or m not in BORDER_SPLIT_MODES]
+        out["split_mode"] = _choice(c, p, model, "split_mode", modes,
+                                    format_func=dict(zip(spec.choices, spec.choice_labels, strict=True)).get)
+        if out["split_mode"] in ("distance", "both"):
+            out["min_distance_px"] = _slider(c, p, model, "min_distance_px")
+        a, b = c.columns(2)
+        out["min_area_px"] = _number(a, p, model, "min_area_px")
+        out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))
+        out["exclude_border"] = _toggle(c, p, model, "exclude_border")
+        main_threshold = probability_stats is not None and probability_stats[1] >= UNCERTAIN_SHARE
+        if main_threshold:
+            out["threshold"] = _threshold_ui(c, p, model, probability_stats)
+        with c.expander("Advanced"):
+            if not main_threshold:
+                if probability_stats is not None:
+                    st.caption("Nearly every pixel's probability is close to 0 or 1 in this image, so the "
+                               "threshold changes the count very little.")
+                out["threshold"] = _threshold_ui(st, p, model, probability_stats)
+            out["opening_radius_px"] = _slider(st, p, model, "opening_radius_px")
+            out["closing_radius_px"] = _slider(st, p, model, "closing_radius_px")
+            out["fill_holes"] = _toggle(st, p, model, "fill_holes")
+    out["pixel_size_um"] = _from_widget("pixel_size_um", _number(c, p, model, "pixel_size_um"))
+    # fields without a widget here (the other model kind's, a split mode's unused knob) keep their stored
+    # value, so a settings file round-trips unchanged
+    for name in (*MASK_FIELDS, *DENSITY_FIELDS):
+        out.setdefault(name, _stored(p, model, name))
+    return out
+
+
+def current_input(prefix: str, model: cc.models.CountModel) -> dict[str, Any]:
+    """The input fields in use (for pages that draw the input widgets elsewhere)."""
+    return {name: _stored(prefix, model, name) for name in INPUT_FIELDS}
+
+
+def use_local_settings(prefix: str, model: cc.models.CountModel) -> None:
+    """Bind ``prefix``'s widgets to a copy of the store's settings for ``model`` (Compare's variant B):
+    edits there do not change the settings the other pages use."""
+    ss = st.session_state
+    if ss.get(f"{prefix}__local_model") != model.name:
+        ss[f"{prefix}__local"] = settings.values(model)
+        ss[f"{prefix}__local_model"] = model.name
+
+
+def reset_params(prefix: str, model_name: str) -> None:
+    """Callback: back to the model card's settings (input fields included)."""
+    model = get_model(model_name)
+    if _local(prefix) is not None:
+        st.session_state[f"{prefix}__local"] = settings.card_values(model)
+    else:
+        settings.reset(model)
+    st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the model card of {model_name}.")
+    st.rerun()  # the whole page, also from a fragment: the input widgets outside it change too
+
+
+def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
+    """The "Reset to the model card" button (:func:`reset_params`)."""
+    st.button(
+        "Reset to the model card", key=f"{prefix}_reset", on_click=reset_params, args=(prefix, model_name),
+        help="Every setting back to the values in this model's card (as shipped, or as tuned into the card).",
+        **kwargs,
+    )
+
+
+def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any = None) -> None:
+    """Which settings are in use and where they came from, with the one-click reset."""
+    c = container or st
+    row = c.container(horizontal=True, vertical_alignment="center")
+    row.caption(settings.describe(model) + " · the same on Count, Batch, Evaluate and Compare")
+    with row:
+        reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
+                     disabled=settings.origin(model)[0] == "card")
+
+
+def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, detail: str = "") -> None:
+    """Write ``values`` into the store for ``model_name`` and make it the current model (Apply, a file)."""
+    settings.put(get_model(model_name), values, origin=origin, detail=detail)
+    settings.set_current_model(model_name)
+
+
+def settings_json(model_name: str, params: cc.CountParams | dict[str, Any]) -> str:
+    """Settings file: ``{"model": ..., "params": {...}}``, the format the CLI writes and reads (--settings)."""
+    values = params.to_dict() if isinstance(params, cc.CountParams) else dict(params)
+    return json.dumps({"model": model_name, "params": values}, indent=2)
+
+
+def _apply_settings_file(prefix: str) -> None:
+    uploaded = st.session_state.get(f"{prefix}_settings_file")
+    if uploaded is None:
+        return
+    data = uploaded.getvalue()
+    try:
+        overrides = params_from_json(data)
+    except cc.CellcountError as err:
+        st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
+        return
+    note = ""
+    named = json.loads(data).get("model") if data.strip().startswith(b"{") else None
+    model_name = settings.current_model() or st.session_state.get(f"{prefix}_model")
+    if isinstance(named, str) and named in cc.list_models():
+        model_name, note = named, f" Model: {named}."
+    elif named:
+        note = f" The file names model {named!r}, which is not installed; the current model is kept."
+    try:
+        cc.resolve_params(get_model(model_name), overrides)
+    except cc.CellcountError as err:
+        st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
+        return
+    apply_settings(model_name, overrides, origin="file", detail=uploaded.name)
+    st.session_state[f"{prefix}__shown_model"] = model_name  # announced here, not as a model change
+    st.session_state[f"{prefix}__msg"] = (
+        "success",
+        f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}.{note}",
+    )
+
+
+def settings_upload(prefix: str, *, container: Any = None) -> None:
+    """Uploader for a settings JSON (from this app or the CLI); applied to the store on upload."""
+    (container or st).file_uploader(
+        "Load settings JSON",
+        type=["json"],
+        key=f"{prefix}_settings_file",
+        on_change=_apply_settings_file,
+        args=(prefix,),
+        help="A settings file downloaded from this app (or used with the CLI's --settings).",
+    )
+
+
+def settings_panel(
+    prefix: str, model_name: str, model: cc.models.CountModel
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Settings in use, Input, Postprocessing and Settings file expanders -> (input values, overrides)."""
+    settings_status(model, prefix)
+    with st.expander("Input", expanded=False):
+        inputs = input_ui(prefix, model)
+    with st.expander("Postprocessing", expanded=True):
+        overrides = params_ui(model, prefix)
+    with st.expander("Settings file"):
+        settings_upload(prefix)
+    return inputs, overrides
+
+
+def resolve(model: cc.models.CountModel, *parts: dict[str, Any]) -> cc.CountParams:
+    """``resolve_params(model, overrides)`` with the parts merged left to right."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return cc.resolve_params(model, merged)
