@@ -35,8 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
                         "model and settings, count only the other images")
+    c.add_argument("--backend", choices=["auto", "bf16", "onnxruntime", "torch"], default=None,
+                   help="inference backend (default: $CELLCOUNT_BACKEND, else auto = the one measured fastest on "
+                        "this machine at first use; -v shows the timings)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("-v", "--verbose", action="store_true", help="also say which inference backend runs, and why")
     sub.add_parser("models", help="list the available models")
     for name, (_, hlp) in MODULE_COMMANDS.items():  # listed in --help; main() hands them their own argv
         sub.add_parser(name, help=f"{hlp} (see 'cellcount {name} --help')", add_help=False)
@@ -200,7 +204,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
-    from .models import default_model_name, load_model, size_model_for
+    from .models import NetModel, default_model_name, load_model, size_model_for
+    from .models.autotune import requested_backend
     from .pipeline import resolve_params
 
     def warn(path: Path, reason: str) -> None:
@@ -210,6 +215,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         model = load_model(args.model or default_model_name())
         params = resolve_params(model, param_overrides(args))
         size_model = size_model_for(model, params)  # loaded once for the whole run
+        backend = requested_backend(args.backend)
         files = list_image_files(args.paths, on_skip=warn)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
@@ -241,6 +247,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     if done and not args.quiet:
         print(f"note: --resume: {len(done)} image(s) already counted with these settings, {len(todo)} to go",
               file=sys.stderr)
+    if isinstance(model, NetModel) and not args.quiet and args.verbose:
+        print(f"backend: {model.backend_choice(backend).describe()}", file=sys.stderr)
     settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict()}
     n_ok = n_err = total = 0
     failed: list[tuple[str, str]] = []
@@ -258,7 +266,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
         progress = _progress_bar(not args.no_progress)
         for item in count_many([(str(f), f) for f in todo], model, params, progress=progress,
-                               size_model=size_model):
+                               size_model=size_model, backend=backend):
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
             # the counts row marks the image done for --resume, so the published counts never run ahead of
