@@ -85,6 +85,7 @@ def count_many(
     total: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     keep_maps: bool = False,
+    backend: str | None = None,
     size_model: CountModel | None = None,
 ) -> Iterator[BatchItem]:
     """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
@@ -95,6 +96,7 @@ def count_many(
     at debug level). ``keep_maps=False`` drops the probability/density maps from results to keep memory
     bounded on long batches. Only the image's own channel (``params.channel``) is decoded. The size
     model (``auto_nucleus_size`` on a mask model) is loaded once here unless ``size_model`` is given.
+    ``backend``: see :func:`cellcount.predict`.
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if size_model is None:
@@ -109,7 +111,7 @@ def count_many(
             image = read_image(src, channel=p.channel, max_pixels=max_pixels)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
             result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
-                                 size_model=size_model)
+                                 size_model=size_model, backend=backend)
             result.params = p
             if not keep_maps:
                 result.probability = None

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
                         "model and settings, count only the other images")
+    c.add_argument("--backend", choices=["auto", "bf16", "onnxruntime", "torch"], default=None,
+                   help="inference backend (default: $CELLCOUNT_BACKEND, else auto = the one measured fastest on "
+                        "this machine at first use; -v shows the timings)")
     d = c.add_argument_group("many images and huge images (Dask; docs/SCALING.md)")
     d.add_argument("--workers", type=int, metavar="N",
                    help="count on N local worker processes (a Dask cluster on this machine; the model is loaded "
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--regions-out", help="CSV of the region counts (default: <out>.regions.csv)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("-v", "--verbose", action="store_true", help="also say which inference backend runs, and why")
     sub.add_parser("models", help="list the available models")
     r = sub.add_parser("runs", help="list past runs (the history in the user's data folder) or export one")
     r.add_argument("--limit", type=int, default=20, help="how many of the latest runs to list (default 20)")
@@ -228,7 +232,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
-    from .models import default_model_name, load_model, size_model_for
+    from .models import NetModel, default_model_name, load_model, size_model_for
+    from .models.autotune import requested_backend
     from .pipeline import resolve_params
 
     def warn(path: Path, reason: str) -> None:
@@ -238,6 +243,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         model = load_model(args.model or default_model_name())
         params = resolve_params(model, param_overrides(args))
         size_model = size_model_for(model, params)  # loaded once for the whole run
+        backend = requested_backend(args.backend)
         files = list_image_files(args.paths, on_skip=warn)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
@@ -269,6 +275,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     if done and not args.quiet:
         print(f"note: --resume: {len(done)} image(s) already counted with these settings, {len(todo)} to go",
               file=sys.stderr)
+    if isinstance(model, NetModel) and not args.quiet and args.verbose:
+        print(f"backend: {model.backend_choice(backend).describe()}", file=sys.stderr)
     settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict()}
     n_ok = n_err = total = 0
     failed: list[tuple[str, str]] = []
@@ -311,7 +319,7 @@ def cmd_count(args: argparse.Namespace) -> int:
                                      overlap_px=args.overlap_px, regions=_region_spec(args))
         else:
             items = count_many([(str(f), f) for f in todo], model, params, progress=progress, size_model=size_model,
-                               max_pixels=max_pixels)
+                               backend=backend, max_pixels=max_pixels)
         for item in items:
             if regions_out is not None and item.regions is not None:
                 regions_out.append(item.regions)

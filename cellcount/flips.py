@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from .protocols import ModelLike as CountModel
+from .protocols import backend_kw
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
 """Test-time flips: identity, left-right, up-down, both (axes of the (H, W) image)."""
 
 
-def flip_averaged_maps(model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True) -> np.ndarray:
+def flip_averaged_maps(
+    model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True, backend: str | None = None
+) -> np.ndarray:
     """Mean of ``model.predict_maps`` over the image and its three flips, each flipped back.
 
     A fully convolutional network is not exactly flip-equivariant, so the four views disagree a little
@@ -21,7 +24,7 @@ def flip_averaged_maps(model: CountModel, image_norm: np.ndarray, *, progress=No
     for k, axes in enumerate(FLIPS):
         view = np.ascontiguousarray(np.flip(image_norm, axes)) if axes else image_norm
         step = None if progress is None else (lambda d, t, k=k: progress(k * t + d, len(FLIPS) * t))
-        maps = model.predict_maps(view, progress=step, fast=fast)
+        maps = model.predict_maps(view, progress=step, fast=fast, **backend_kw(backend))
         maps = np.flip(maps, tuple(a + 1 for a in axes)) if axes else maps
         if acc is None:
             acc = np.array(maps, dtype=np.float32, copy=True)

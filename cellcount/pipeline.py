@@ -23,6 +23,7 @@ from .io import model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
+from .protocols import backend_kw
 from .quality import Quality, QualityRule, judge, quality_signals
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
 from .sizing import (
@@ -127,6 +128,7 @@ def predict(
     progress=None,
     fast: bool = True,
     size_model: CountModel | None = None,
+    backend: str | None = None,
     limits: tuple[float, float] | None = None,
 ) -> Prediction:
     """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass.
@@ -134,6 +136,8 @@ def predict(
     ``size_model``: the density model that estimates nucleus sizes for a mask model with
     ``auto_nucleus_size`` on and no ``nucleus_diameter_px`` (:func:`cellcount.models.size_model_for` loads
     the one its card names); other models and settings need none. Passed in, so the caller loads it once.
+    ``backend`` runs the fast path (None: the one measured fastest on this machine; see
+    :meth:`cellcount.models.NetModel.predict_maps`).
     ``limits``: normalise with these values instead of the image's percentiles (a block of a huge image,
     see :mod:`cellcount.blocks`).
     """
@@ -150,8 +154,8 @@ def predict(
 
     def run(view: np.ndarray) -> np.ndarray:
         if p.test_time_flips:
-            return flip_averaged_maps(model, view, progress=progress, fast=fast)
-        return model.predict_maps(view, progress=progress, fast=fast)
+            return flip_averaged_maps(model, view, progress=progress, fast=fast, backend=backend)
+        return model.predict_maps(view, progress=progress, fast=fast, **backend_kw(backend))
 
     density = density_channels(model.output_kind)
 
@@ -167,7 +171,7 @@ def predict(
         if density:  # the size is read off the model's own density map: no second network
             estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
-            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], size_model, fast=fast), AUTO_RESCALE_TOLERANCE
+            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], size_model, fast=fast, backend=backend), AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
         if scale != 1.0:
             maps = run_at(scale)
@@ -277,6 +281,7 @@ def count_image(
     fast: bool = True,
     measure: bool = True,
     size_model: CountModel | None = None,
+    backend: str | None = None,
 ) -> CountResult:
     """Count objects in one image: :func:`predict` then :func:`postprocess`.
 
@@ -288,5 +293,5 @@ def count_image(
         from .models import size_model_for
 
         size_model = size_model_for(model, p)
-    pred = predict(image, model, p, progress=progress, fast=fast, size_model=size_model)
+    pred = predict(image, model, p, progress=progress, fast=fast, size_model=size_model, backend=backend)
     return postprocess(pred, p, image=image, measure=measure)

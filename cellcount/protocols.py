@@ -18,3 +18,9 @@ class ModelLike(Protocol):
 
     def predict_maps(self, image: np.ndarray, *, progress: Callable[[int, int], None] | None = None,
                      fast: bool = True) -> np.ndarray: ...
+
+
+def backend_kw(backend: str | None) -> dict[str, str]:
+    """``backend=`` for ``predict_maps`` only when one is asked for: a model class without the argument
+    (written before inference backends) keeps working."""
+    return {} if backend is None else {"backend": backend}

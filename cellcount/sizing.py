@@ -15,6 +15,7 @@ import numpy as np
 
 from .io import DEFAULT_MAX_PIXELS
 from .protocols import ModelLike as CountModel
+from .protocols import backend_kw
 
 if TYPE_CHECKING:
     from .params import CountParams
@@ -72,7 +73,8 @@ def size_window(foreground: np.ndarray, window: int | None = None) -> tuple[slic
 
 
 def estimate_nucleus_diameter(
-    image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True
+    image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
+    backend: str | None = None,
 ) -> float | None:
     """Typical nucleus diameter (px) of a normalised image: foreground area of the mask model's first
     pass divided by ``size_model``'s count (a density model: the caller passes the one the mask model's
@@ -90,7 +92,8 @@ def estimate_nucleus_diameter(
     m = SIZE_WINDOW_MARGIN_PX
     ctx_rows = slice(max(0, rows.start - m), min(fg.shape[0], rows.stop + m))
     ctx_cols = slice(max(0, cols.start - m), min(fg.shape[1], cols.stop + m))
-    density = size_model.predict_maps(np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast)[0]
+    density = size_model.predict_maps(np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast,
+                                      **backend_kw(backend))[0]
     inner = density[rows.start - ctx_rows.start: rows.stop - ctx_rows.start,
                     cols.start - ctx_cols.start: cols.stop - ctx_cols.start]
     count = float(inner.sum(dtype=np.float64))

@@ -19,7 +19,7 @@ import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
 from cellcount.params import INPUT_FIELDS
 from pages._model_ui import get_model, get_size_model, model_version
-from pages._ui import CACHE_TTL_S, SAMPLES_DIR, progress_callback
+from pages._ui import CACHE_TTL_S, SAMPLES_DIR, progress_callback, show_error
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,14 @@ def _input_params(input_key: tuple) -> cc.CountParams:
 # slider move; callers treat predictions as read-only (postprocess never modifies its input)
 @st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
 def predict_cached(
-    digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray
+    digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray, backend: str = "auto"
 ) -> cc.Prediction:
     """Model output for one image; the progress bar lives inside so a cache hit replays it empty."""
     model, params = get_model(model_name), _input_params(input_key)
     size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")
-    pred = cc.predict(_image, model, params, progress=progress_callback(bar, "tiles"), size_model=size_model)
+    pred = cc.predict(_image, model, params, progress=progress_callback(bar, "tiles"), size_model=size_model,
+                      backend=backend)
     bar.empty()
     return pred
 
@@ -107,7 +108,49 @@ def predict_cached(
 def predict_source(
     source: Source, image: np.ndarray, model_name: str, params: cc.CountParams
 ) -> cc.Prediction:
-    return predict_cached(source.digest, model_name, model_version(model_name), params.input_key(), image)
+    return predict_cached(source.digest, model_name, model_version(model_name), params.input_key(), image,
+                          requested_backend())
+
+
+BACKEND_KEY = "inference_backend"  # not a widget key: the choice survives the Timing tab being hidden
+
+
+def requested_backend() -> str:
+    """The session's inference backend: its Timing-tab setting, else ``$CELLCOUNT_BACKEND``, else auto."""
+    from cellcount.models.autotune import requested_backend as from_user
+
+    try:
+        return from_user(st.session_state.get(BACKEND_KEY))
+    except cc.CellcountError as err:  # a bad environment variable: say so, count with auto
+        st.warning(str(err))
+        return "auto"
+
+
+def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
+    """The inference backend setting and what it runs with, and why (timings measured on first use)."""
+    from cellcount.models.autotune import CHOICES
+    from cellcount.models.backends import available_backends
+
+    if not isinstance(model, cc.models.NetModel):
+        st.caption("The classical baseline runs no network: no inference backend.")
+        return
+    current = requested_backend()
+    options = [c for c in CHOICES if c == "auto" or c in available_backends() or c == current]
+    key = f"{prefix}_backend"
+    st.session_state[key] = current
+    st.selectbox(
+        "Inference backend", options, key=key,
+        on_change=lambda: st.session_state.__setitem__(BACKEND_KEY, st.session_state[key]),
+        help="auto: the backend measured fastest for this model on this machine (timed once, remembered in the "
+        "cache folder). The others force one: onnxruntime and torch compute in fp32, bf16 in bfloat16 (counts "
+        "within 0.5%). The CELLCOUNT_BACKEND environment variable sets the default.",
+    )
+    try:
+        choice = model.backend_choice(current)
+    except cc.CellcountError as err:
+        show_error(err)
+        return
+    st.caption(f"{model.name} runs with **{choice.backend}**: {choice.why()}.")
 
 
 @st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)

@@ -12,6 +12,7 @@ Not a page (``st.navigation`` lists the pages explicitly). Compute stays in :mod
 
 from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     Source,
+    backend_ui,
     digest_of,
     evaluate_cached,
     image_caption,

@@ -201,6 +201,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
         st.plotly_chart(viz.stage_times_figure(result.seconds), key=f"{P}_time_fig")
         st.caption("The model stage ran once for this image and these input settings; moving a slider only "
                    "reruns postprocess and measure.")
+        sh.backend_ui(P, sh.get_model(result.model_name))
     downloads(source, result)
 
 

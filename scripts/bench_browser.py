@@ -40,7 +40,7 @@ WAIT_NEW_PICTURE = """([old]) => {
 def cpu_name() -> str:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from cellcount.bench import cpu_model
+    from cellcount.models.autotune import cpu_model
 
     return cpu_model()
 

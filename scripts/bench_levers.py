@@ -24,10 +24,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cellcount import bench  # noqa: E402
-from cellcount.inference import Bf16Net, cpu_has_bf16, fold_batchnorm, optimize_for_inference, predict_tiled  # noqa: E402
+import bench  # noqa: E402
+
+from cellcount.inference import predict_tiled  # noqa: E402
 from cellcount.models import load_model  # noqa: E402
+from cellcount.models.backends import Bf16Net, build_backend, cpu_has_bf16, fold_batchnorm  # noqa: E402
 
 
 def timed(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
@@ -41,7 +44,7 @@ def inference_levers(model, image: np.ndarray, repeats: int, *, bf16_only: bool 
     depth = 2 ** int(model.card.kwargs.get("depth", 4))
     c, ov = model.out_channels, model.card.tile_overlap
     nchw = bench.contiguous_copy(model.net)
-    bf16_net = optimize_for_inference(model.net, backend="bf16") if cpu_has_bf16() else None
+    bf16_net = build_backend(model.net, "bf16") if cpu_has_bf16() else None
     bf16_traced = Bf16Net(fold_batchnorm(model.net), fuse=False) if cpu_has_bf16() else None
     bf16_eager = Bf16Net(fold_batchnorm(model.net), jit=False, fuse=False) if cpu_has_bf16() else None
 
@@ -63,8 +66,8 @@ def inference_levers(model, image: np.ndarray, repeats: int, *, bf16_only: bool 
     } if bf16_net is not None else {}
     if bf16_only:
         return timed({**naive, **bf16}, repeats)
-    folded = optimize_for_inference(model.net, backend="torch")
-    ort_net = optimize_for_inference(model.net, backend="onnxruntime")
+    folded = build_backend(model.net, "torch")
+    ort_net = build_backend(model.net, "onnxruntime")
     return timed({
         **naive,
         "naive tiling + NHWC (channels_last)": tiled(model.net, 256, 1, overlap=0),
@@ -84,7 +87,7 @@ def inference_levers(model, image: np.ndarray, repeats: int, *, bf16_only: bool 
 def tile_sweep(model, repeats: int) -> dict[int, tuple[float, float]]:
     """Seconds per megapixel of one forward pass of the fast-path network (this machine's backend), by
     square tile size."""
-    net = model.fast_net()
+    net = model.fast_net(model.backend_choice().backend)
     out = {}
     with torch.inference_mode():
         for t in (128, 192, 256, 320, 384, 512, 768, 1024):
@@ -147,7 +150,7 @@ def int8_probe(model, image: np.ndarray, calib: list[np.ndarray], repeats: int) 
             prepared(torch.from_numpy(c)[None, None])
     qnet = convert_fx(prepared)
     calib_s = time.perf_counter() - t0
-    folded = optimize_for_inference(model.net, backend="torch")
+    folded = build_backend(model.net, "torch")
     x = torch.from_numpy(image)[None, None].contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         t = timed({"fp32 folded": lambda: folded(x), "int8": lambda: qnet(x)}, repeats)
@@ -245,9 +248,7 @@ def main() -> int:
     if args.bf16_only:
         return 0
     fpp = bench.flops_per_pixel(bench.contiguous_copy(model.net))
-    from cellcount.inference import resolve_backend
-
-    backend = resolve_backend()
+    backend = model.backend_choice().backend
     peak = bench.matmul_peak_gflops(dtype="bf16" if backend == "bf16" else "fp32")
     print(f"# tile sweep (one forward pass, fast-path net, {backend}); matmul peak {peak:.1f} GFLOP/s")
     for t, (med, mn) in tile_sweep(model, args.repeats).items():

@@ -119,7 +119,7 @@ def block_memory(model_name: str, block_px: int, overlap_px: int, folder: Path) 
 
 
 def main() -> int:
-    from cellcount.bench import cpu_model
+    from cellcount.models.autotune import cpu_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=12)

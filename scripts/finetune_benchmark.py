@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import cellcount as cc
-    from cellcount.bench import cpu_model
     from cellcount.finetune import finetune
+    from cellcount.models.autotune import cpu_model
 
     base_name = args.base or cc.models.default_model_name()
     base = cc.load_model(base_name)

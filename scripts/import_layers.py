@@ -25,7 +25,7 @@ PACKAGES = ("cellcount.io", "cellcount.viz", "cellcount.models", "cellcount.trai
 LAYERS: list[tuple[str, list[str]]] = [
     ("app", ["streamlit_app", "pages"]),
     ("commands", ["cellcount.cli", "cellcount.evaluate.cli", "cellcount.train", "cellcount.finetune",
-                  "cellcount.jobs", "cellcount.bench", "cellcount.__main__", "cellcount.evaluate.__main__",
+                  "cellcount.jobs", "cellcount.__main__", "cellcount.evaluate.__main__",
                   "cellcount.synthetic.__main__"]),
     ("workflows", ["cellcount", "cellcount.batch", "cellcount.evaluate", "cellcount.cliparams", "cellcount.blocks",
                    "cellcount.distributed"]),

@@ -107,6 +107,19 @@ def _user_models_in_tmp(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CELLCOUNT_MODELS_DIR", str(tmp_path_factory.mktemp("user-models")))
 
 
+@pytest.fixture(scope="session")
+def _backend_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture(autouse=True)
+def _backend_cache_in_tmp(_backend_cache_dir, monkeypatch):
+    """The measured backend choice goes to one temporary cache folder for the session (each model is
+    timed once), never the user's; a ``CELLCOUNT_BACKEND`` of the shell does not steer the tests."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_backend_cache_dir))
+    monkeypatch.delenv("CELLCOUNT_BACKEND", raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _history_in_tmp(tmp_path_factory, monkeypatch):
     """The run history goes to a temporary data folder, never the user's."""

@@ -273,3 +273,31 @@ def test_size_estimate_follows_the_models_card():
     at.selectbox(key="count_model").set_value(BASELINE)
     at.run()
     assert at.toggle(key="count_auto_nucleus_size").value is False
+
+
+def test_timing_tab_shows_and_sets_the_inference_backend(tiny_models):
+    """The Timing tab names the backend the model ran with and why; forcing one reruns the model with it,
+    and the choice outlives switching to another view."""
+    at = open_count(count_model="tiny-mask", count_tab="Timing")
+    box = at.selectbox(key="count_backend")
+    assert box.value == "auto" and "torch" in box.options
+    assert any("tiny-mask runs with **" in c.value for c in at.caption)
+    box.set_value("torch")
+    at.run()
+    assert not at.exception
+    assert any("runs with **torch**: requested" in c.value for c in at.caption)
+    at.session_state["count_tab"] = "Image"
+    at.run()
+    at.session_state["count_tab"] = "Timing"
+    at.run()
+    assert at.selectbox(key="count_backend").value == "torch"
+
+
+def test_backend_environment_variable_is_the_apps_default(tiny_models, monkeypatch):
+    monkeypatch.setenv("CELLCOUNT_BACKEND", "torch")
+    at = open_count(count_model="tiny-mask", count_tab="Timing")
+    assert at.selectbox(key="count_backend").value == "torch"
+    monkeypatch.setenv("CELLCOUNT_BACKEND", "nonsense")
+    at = open_count(count_model="tiny-mask", count_tab="Timing")
+    assert any("CELLCOUNT_BACKEND must be one of" in w.value for w in at.warning)
+    assert not at.exception

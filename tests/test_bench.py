@@ -1,22 +1,25 @@
-"""Smoke test of the benchmark command (no timed assertions) and checks of the speed levers it measures."""
+"""Smoke test of the benchmark script (no timed assertions) and checks of the speed levers it measures."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cellcount import bench
-from cellcount.inference import balanced_tile, fold_batchnorm, predict_tiled, tile_starts
+from cellcount.inference import balanced_tile, predict_tiled, tile_starts
 from cellcount.models import create_model
+from cellcount.models.backends import available_backends, fold_batchnorm
 from cellcount.postprocess import filter_objects, object_areas, relabel_sequential
 
-INFERENCE_COLUMNS = ["model", "kind", "naive s/Mpx", "fp32 s/Mpx", "fast s/Mpx", "fast vs naive",
-                     "per repeat: median (min-max)", "fast vs fp32",
-                     "fast GFLOP/s (% of its precision's mm peak)", "total count diff", "sum of per-image diffs", "max diff / image",
-                     "images differing"]
+_spec = importlib.util.spec_from_file_location("bench_script", Path(__file__).resolve().parents[1] / "scripts" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_script"] = bench  # dataclasses look their module up there
+_spec.loader.exec_module(bench)
 
 
 def _table_rows(text: str, header_start: str) -> tuple[list[str], list[list[str]]]:
@@ -40,11 +43,17 @@ def test_quick_benchmark_writes_every_table(tmp_path, capsys):
     assert text in capsys.readouterr().out  # the printed table is the written one
     assert "Machine:" in text and "Matrix-multiply peak" in text
 
-    header, rows = _table_rows(text, "model |")
-    assert header == INFERENCE_COLUMNS
     expected = [bm.label for bm in bench.bench_models()]
-    assert [r[0] for r in rows] == expected and len(expected) >= 1
-    assert all(len(r) == len(INFERENCE_COLUMNS) for r in rows)
+    assert len(expected) >= 1
+    header, rows = _table_rows(text, "model | backend | why")
+    assert [r[0] for r in rows] == expected
+
+    header, rows = _table_rows(text, "model | backend | fast")
+    assert header == bench.INFERENCE_COLUMNS
+    variants = ["naive loop (fp32)", "plain fp32 path", *available_backends()]
+    assert [r[0] for r in rows] == [label for label in expected for _ in variants]
+    assert all(len(r) == len(bench.INFERENCE_COLUMNS) for r in rows)
+    assert sum(r[1].endswith("(chosen)") for r in rows) == len(expected)  # one chosen backend per model
 
     header, rows = _table_rows(text, "case |")
     assert header == ["case", "map", "size", "objects", "median ms", "min ms"]
@@ -52,16 +61,19 @@ def test_quick_benchmark_writes_every_table(tmp_path, capsys):
 
     header, rows = _table_rows(text, "check |")
     assert len(rows) == 2 and all(r[-1] == "exit 0" for r in rows)
+    assert rows[0][2].split(" ")[0] in available_backends()  # the CLI row names the backend it ran with
 
     header, rows = _table_rows(text, "target |")
     assert header == ["target", "value", "met"] and rows and all(r[2] == "n/a (quick)" for r in rows)
 
     data = json.loads(js.read_text())
-    assert data["config"]["quick"] is True and data["matmul_gflops"] > 0 and data["matmul_gflops_fast"] > 0
-    assert data["machine"]["fast_backend"] in ("bf16", "onnxruntime", "torch")
+    assert data["config"]["quick"] is True and data["matmul_gflops"]["fp32"] > 0
+    assert data["backends"] == available_backends()
     assert {m["label"] for m in data["models"]} == set(expected)
     for m in data["models"]:
-        assert set(m["inference"]["s_per_mpx"]) == {"naive", "fp32", "fast"}
+        assert m["choice"]["backend"] in data["backends"]
+        assert set(m["inference"]["backends"]) == set(data["backends"]) == set(m["counts"]["backends"])
+        assert all(b["pct_of_peak"] > 0 for b in m["inference"]["backends"].values())
         assert m["counts"]["n_images"] >= 1
     assert data["cli"]["images"] == 10 and data["memory"]["image_px"] == [1024, 1024]
     assert data["memory"]["peak_rss_mib"] > 0

@@ -20,17 +20,10 @@ if TYPE_CHECKING:
     import torch
 
     from ..inference import ProgressFn
+    from .autotune import BackendChoice
 
 logger = logging.getLogger(__name__)
 
-FAST_TILE_PX = 384
-"""Largest tile of the fp32 fast path; balanced tiling shrinks it so that tiles share the image evenly.
-
-Measured on a 2-core AVX2 CPU (BENCHMARKS.md): 256-384 px tiles run the fp32 U-Net at the highest
-GFLOP/s, larger tiles spill the caches, smaller ones repeat more overlap."""
-FAST_TILE_PX_BF16 = 512
-"""Largest tile of the bf16 fast path: AMX convolutions keep their speed on larger tiles, and a 512 px
-image then runs in one pass with no overlap work (BENCHMARKS.md)."""
 FAST_BATCH_PX = 1 << 16
 """Pixels per forward pass in the fast path: one tile of 256 x 256 or larger per pass (batching larger
 tiles was slower on CPU), several for tiny tiles."""
@@ -56,8 +49,13 @@ class CountModel:
         progress: ProgressFn | None = None,
         fast: bool = True,
         device: str | None = None,
+        backend: str | None = None,
     ) -> np.ndarray:
-        """(H, W) normalised float32 image -> (C, H, W) float32 maps."""
+        """(H, W) normalised float32 image -> (C, H, W) float32 maps.
+
+        ``fast``: the fast path (see :meth:`NetModel.predict_maps`); ``backend``: which backend runs it
+        (None or ``"auto"``: the one measured fastest on this machine).
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -78,25 +76,40 @@ class NetModel(CountModel):
             p.requires_grad_(False)
         self._fast_nets: dict[str, torch.nn.Module] = {}
         self._fast_lock = threading.Lock()
+        self._choices: dict[str, BackendChoice] = {}
+        self._choice_lock = threading.Lock()
 
-    def fast_net(self, backend: str | None = None) -> torch.nn.Module:
-        """The network of the fast path, built on first use and then shared (read-only).
+    def fast_net(self, backend: str) -> torch.nn.Module:
+        """The network of the fast path run by ``backend`` (see :mod:`cellcount.models.backends`), built on
+        first use and then shared (read-only)."""
+        from .backends import build_backend
 
-        A copy of :attr:`net` with every BatchNorm folded into the convolution before it, run in bf16
-        (fused oneDNN convolutions) on CPUs with native bf16, else by ONNX Runtime when installed, else by PyTorch in NHWC
-        (see :func:`cellcount.inference.optimize_for_inference`). ``backend`` (default: the
-        ``CELLCOUNT_BACKEND`` environment variable, else ``"auto"``) picks one explicitly:
-        ``bf16``, ``onnxruntime`` or ``torch``.
-        """
-        import os
-
-        from ..inference import optimize_for_inference
-
-        backend = backend or os.environ.get("CELLCOUNT_BACKEND", "auto")
         with self._fast_lock:
             if backend not in self._fast_nets:
-                self._fast_nets[backend] = optimize_for_inference(self.net, backend=backend)
+                self._fast_nets[backend] = build_backend(self.net, backend)
             return self._fast_nets[backend]
+
+    def weights_digest(self) -> str:
+        """The card's sha256 of the weights file; for a network not loaded from disk, a hash of its weights."""
+        if self.card.sha256:
+            return self.card.sha256
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, t in sorted(self.net.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def backend_choice(self, requested: str = "auto") -> BackendChoice:
+        """The backend the fast path uses for ``requested`` (``"auto"``: measured on first use, see
+        :func:`cellcount.models.autotune.choose_backend`); remembered for the life of this model."""
+        from .autotune import choose_backend
+
+        with self._choice_lock:
+            if requested not in self._choices:
+                self._choices[requested] = choose_backend(self.weights_digest(), self.fast_net, requested=requested)
+            return self._choices[requested]
 
     @property
     def out_channels(self) -> int:
@@ -110,20 +123,22 @@ class NetModel(CountModel):
         progress: ProgressFn | None = None,
         fast: bool = True,
         device: str | None = None,
+        backend: str | None = None,
         tile: int | None = None,
         overlap: int | None = None,
         batch_size: int | None = None,
     ) -> np.ndarray:
+        """Tiled forward pass. ``fast=False``: the network as trained (fp32, the card's tiles, batch 1).
+        ``fast=True``: BatchNorm folded, run by ``backend`` (None / ``"auto"``: :meth:`backend_choice`; on
+        a GPU always ``torch``) on balanced tiles of at most that backend's ``FAST_TILE_PX``."""
         from ..inference import default_device, predict_tiled
+        from .backends import FAST_TILE_PX
 
         dev = default_device() if device is None else device
         if fast:
-            # folded BatchNorm, NHWC, balanced tiles of at most FAST_TILE_PX(_BF16), FAST_BATCH_PX per pass
-            from ..inference import Bf16Net
-
-            net = self.fast_net() if str(dev) == "cpu" else self.fast_net("torch")
-            largest = FAST_TILE_PX_BF16 if isinstance(net, Bf16Net) else FAST_TILE_PX
-            tile = tile or int(self.card.extra.get("fast_tile_size", largest))
+            name = "torch" if str(dev) != "cpu" else self.backend_choice(backend or "auto").backend
+            net = self.fast_net(name)
+            tile = tile or int(self.card.extra.get("fast_tile_size", FAST_TILE_PX[name]))
             batch_size = batch_size or max(1, FAST_BATCH_PX // (tile * tile))
         else:
             net = self.net
@@ -183,6 +198,7 @@ class ClassicalModel(CountModel):
         progress: ProgressFn | None = None,
         fast: bool = True,
         device: str | None = None,
+        backend: str | None = None,
     ) -> np.ndarray:
         from skimage.filters import threshold_otsu
 

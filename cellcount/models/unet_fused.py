@@ -7,7 +7,7 @@ conv + sigmoid for the gate's map) and its weights are reordered into oneDNN's b
 fewer passes touch the activations (BENCHMARKS.md has the measured gains), with logits as close to fp32 as
 the traced path's.
 
-Build it from a network whose BatchNorms are folded (:func:`cellcount.inference.fold_batchnorm`): a
+Build it from a network whose BatchNorms are folded (:func:`cellcount.models.backends.fold_batchnorm`): a
 BatchNorm left in a block raises ``ValueError``. The operators are PyTorch's private
 ``torch.ops.mkldnn._convolution_pointwise`` (the ones ``torch.compile`` emits on CPU);
 :func:`fused_ops_available` says whether this build has them, and callers fall back to tracing if not.
@@ -45,15 +45,15 @@ def fused_ops_available() -> bool:
 
 
 class _FusedConv:
-    """A bf16 ``Conv2d`` with pre-packed weights and an optional unary post-op ("relu", "sigmoid")."""
+    """A ``Conv2d`` in ``dtype`` with pre-packed weights and an optional unary post-op ("relu", "sigmoid")."""
 
-    def __init__(self, conv: nn.Conv2d, unary: str = "none") -> None:
+    def __init__(self, conv: nn.Conv2d, unary: str = "none", dtype: torch.dtype = torch.bfloat16) -> None:
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"expected a Conv2d, got {type(conv).__name__}")
         self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-        w = conv.weight.detach().to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        w = conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
         self.weight = torch.ops.mkldnn._reorder_convolution_weight(w, *self.args, None)
-        self.bias = None if conv.bias is None else conv.bias.detach().to(torch.bfloat16)
+        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype)
         self.unary = unary
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,24 +70,24 @@ def _convs(seq: nn.Module) -> list[nn.Conv2d]:
     """The convolutions of a folded block body, refusing an unfolded BatchNorm."""
     mods = list(seq.children()) if isinstance(seq, nn.Sequential) else [seq]
     if any(isinstance(m, nn.BatchNorm2d) for m in mods):
-        raise ValueError("fold the BatchNorms first (cellcount.inference.fold_batchnorm)")
+        raise ValueError("fold the BatchNorms first (cellcount.models.backends.fold_batchnorm)")
     return [m for m in mods if isinstance(m, nn.Conv2d)]
 
 
 class _FusedBlock:
     """ConvBlock: (conv + ReLU) x 2. ResBlock: conv + ReLU, then conv + shortcut + ReLU in one pass."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
         if not isinstance(block, (ConvBlock, ResBlock)):
             raise ValueError(f"unsupported block {type(block).__name__}")
         c1, c2 = _convs(block.body)
         self.residual = isinstance(block, ResBlock)
-        self.c1 = _FusedConv(c1, "relu")
-        self.c2 = _FusedConv(c2, "none" if self.residual else "relu")
+        self.c1 = _FusedConv(c1, "relu", dtype)
+        self.c2 = _FusedConv(c2, "none" if self.residual else "relu", dtype)
         self.skip = None
         if self.residual and not isinstance(block.skip, nn.Identity):
             (proj,) = _convs(block.skip)
-            self.skip = _FusedConv(proj)
+            self.skip = _FusedConv(proj, dtype=dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c1(x)
@@ -99,9 +99,9 @@ class _FusedBlock:
 class _FusedGate:
     """AttentionGate: ReLU(W_g g + W_s s) in one pass, sigmoid fused into psi."""
 
-    def __init__(self, gate: AttentionGate) -> None:
-        self.w_skip, self.w_gate = _FusedConv(gate.w_skip), _FusedConv(gate.w_gate)
-        self.psi = _FusedConv(gate.psi, "sigmoid")
+    def __init__(self, gate: AttentionGate, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.w_skip, self.w_gate = _FusedConv(gate.w_skip, dtype=dtype), _FusedConv(gate.w_gate, dtype=dtype)
+        self.psi = _FusedConv(gate.psi, "sigmoid", dtype)
 
     def __call__(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         psi = self.psi(self.w_gate.add(gate, self.w_skip(skip), "relu"))
@@ -111,27 +111,29 @@ class _FusedGate:
 
 
 class FusedUNet(nn.Module):
-    """A folded :class:`UNet` run in bf16 NHWC with fused oneDNN convolutions; float32 in and out.
+    """A folded :class:`UNet` run in NHWC with fused oneDNN convolutions in ``dtype`` (bf16: the ``bf16``
+    backend; fp32: a measured lever, BENCHMARKS.md); float32 in and out.
 
     Same computation as ``UNet.forward``; read-only after construction, so one instance can serve
     several threads.
     """
 
-    def __init__(self, net: UNet) -> None:
+    def __init__(self, net: UNet, *, dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
         if not isinstance(net, UNet):
             raise ValueError(f"FusedUNet needs a UNet, got {type(net).__name__}")
         net = net.eval()
-        self.stem = _FusedBlock(net.stem)
-        self.down = [_FusedBlock(b) for b in net.down]
-        # transposed convolutions have no fused form; they run as plain bf16 NHWC modules
+        self.dtype = dtype
+        self.stem = _FusedBlock(net.stem, dtype)
+        self.down = [_FusedBlock(b, dtype) for b in net.down]
+        # transposed convolutions have no fused form; they run as plain NHWC modules
         self.up = nn.ModuleList(
-            copy.deepcopy(u).to(torch.bfloat16).to(memory_format=torch.channels_last) for u in net.up
+            copy.deepcopy(u).to(dtype).to(memory_format=torch.channels_last) for u in net.up
         )
-        self.gates = [_FusedGate(g) for g in net.gates] if net.attention else None
-        self.dec = [_FusedBlock(b) for b in net.dec]
+        self.gates = [_FusedGate(g, dtype) for g in net.gates] if net.attention else None
+        self.dec = [_FusedBlock(b, dtype) for b in net.dec]
         # the 1x1 output convolution runs in fp32 (a negligible cost): bf16 logits would be rounded to 8 bits
-        # right where the threshold cuts them (`python -m cellcount.bench`, unet-mask: count difference to
+        # right where the threshold cuts them (`scripts/bench.py`, unet-mask: count difference to
         # the fp32 path 0.54% with a bf16 head, 0.39% with this one)
         self.out_weight = net.out.weight.detach().float().contiguous(memory_format=torch.channels_last)
         self.out_bias = None if net.out.bias is None else net.out.bias.detach().float()
@@ -139,13 +141,13 @@ class FusedUNet(nn.Module):
         self.density_block = self.density_w = self.density_b = None
         if net.density_out is not None:  # the multihead's density branch: its block fused, its 1x1 in fp32
             block, conv = net.density_out
-            self.density_block = _FusedBlock(block)
+            self.density_block = _FusedBlock(block, dtype)
             self.density_w = conv.weight.detach().float().contiguous(memory_format=torch.channels_last)
             self.density_b = None if conv.bias is None else conv.bias.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
             skips = [self.stem(x)]
             for down in self.down:
                 skips.append(down(F.max_pool2d(skips[-1], 2)))

@@ -1,0 +1,242 @@
+"""Choose the inference backend by timing it on this machine, once, and remember the choice.
+
+Which backend runs a network fastest depends on the CPU far more than on the network: bf16 is about
+3x fp32 on a CPU with AMX, half of it on one with AVX512-BF16 only, and emulated (many times slower)
+without either; ONNX Runtime's fp32 kernels beat PyTorch's on some CPUs and not on others. So on first
+use the available backends (:func:`~cellcount.models.backends.available_backends`) each run a few
+forward passes of one representative tile, the fastest wins, and the timings are kept in a small JSON
+file in the user's cache folder (:func:`cache_file`) under a key of the CPU (model name and flags), the
+torch and ONNX Runtime versions, the thread count and the weights' sha256. A later process with the
+same key reads the choice instead of timing again; anything in the key changing times again.
+
+The user overrides the choice with ``--backend`` (CLI), the app's Timing tab, or the
+``CELLCOUNT_BACKEND`` environment variable, all read by :func:`requested_backend`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from .backends import BACKENDS, available_backends, check_backend, cpu_flags
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+BACKEND_ENV = "CELLCOUNT_BACKEND"
+CHOICES = ("auto", *BACKENDS)
+"""What the user may ask for: ``auto`` (the measured choice) or one backend by name."""
+CACHE_FILE_NAME = "backends.json"
+MEASURE_TILE_PX = 256
+"""Side of the tile timed at first use: about the balanced tile of a 512 px image (272 px)."""
+MEASURE_BUDGET_S = 0.12
+"""Timed calls per backend stop after this long (at least two calls; the first, untimed, warms up)."""
+
+
+def requested_backend(option: str | None = None, *, environ: Mapping[str, str] | None = None) -> str:
+    """The backend the user asked for: ``option`` (CLI / app) if given, else ``$CELLCOUNT_BACKEND``, else
+    ``"auto"``. Raises ParameterError naming the valid values."""
+    env = os.environ if environ is None else environ
+    value = (option or env.get(BACKEND_ENV) or "auto").strip().lower()
+    if value not in CHOICES:
+        source = "backend" if option else BACKEND_ENV
+        raise ParameterError(f"{source} must be one of {', '.join(map(repr, CHOICES))}, got {value!r}")
+    return value
+
+
+def cache_file() -> Path:
+    """``$XDG_CACHE_HOME/cellcount/backends.json``, else ``~/.cache/cellcount/backends.json``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cellcount" / CACHE_FILE_NAME
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo, else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What decides which backend is fastest, apart from the network: CPU, its flags, library versions,
+    threads."""
+    import torch
+
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
+    return {
+        "cpu": cpu_model(),
+        "flags_sha": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def cache_key(weights_digest: str, fingerprint: Mapping[str, Any] | None = None) -> str:
+    """Key of one (machine, network) pair in the cache file."""
+    fp = machine_fingerprint() if fingerprint is None else fingerprint
+    text = json.dumps({**fp, "weights": weights_digest}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend a model runs with, and why.
+
+    ``reason``: ``"measured"`` (timed just now), ``"cached"`` (timed by an earlier process on this machine),
+    ``"requested"`` (the user's override) or ``"only one available"``. ``timings_s_per_mpx``: seconds per
+    megapixel of each backend timed on a ``tile_px`` tile (empty when nothing was timed), ``measure_s``:
+    how long the timing took (calls only, building the backends not included).
+    """
+
+    backend: str
+    reason: str
+    timings_s_per_mpx: dict[str, float] = field(default_factory=dict)
+    tile_px: int = MEASURE_TILE_PX
+    measure_s: float = 0.0
+    cache_file: str | None = None
+
+    def why(self) -> str:
+        """The reason and the timings behind it, e.g. ``measured; s/Mpx on a 256 px tile: onnxruntime 0.41,
+        torch 0.62; timing took 0.45 s``."""
+        times = ", ".join(f"{k} {v:.3f}" for k, v in sorted(self.timings_s_per_mpx.items(), key=lambda kv: kv[1]))
+        what = self.reason + (f"; s/Mpx on a {self.tile_px} px tile: {times}" if times else "")
+        return what + (f"; timing took {self.measure_s:.2f} s" if self.reason == "measured" else "")
+
+    def describe(self) -> str:
+        """One line for the CLI's verbose output: the backend and :meth:`why`."""
+        return f"{self.backend} ({self.why()})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "reason": self.reason, "timings_s_per_mpx": dict(self.timings_s_per_mpx),
+                "tile_px": self.tile_px, "measure_s": self.measure_s}
+
+
+def time_backends(
+    nets: Mapping[str, Callable[[Any], Any]], *, tile_px: int = MEASURE_TILE_PX, budget_s: float = MEASURE_BUDGET_S
+) -> dict[str, float]:
+    """Seconds per megapixel of each network on one ``tile_px`` tile: the fastest of at least two calls
+    after one warm-up call, calls stopping after ``budget_s``."""
+    import torch
+
+    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 1, (1, 1, tile_px, tile_px)).astype(np.float32))
+    x = x.contiguous(memory_format=torch.channels_last)
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, net in nets.items():
+            net(x)
+            best, spent, calls = float("inf"), 0.0, 0
+            while calls < 2 or (spent < budget_s and calls < 8):
+                t0 = time.perf_counter()
+                net(x)
+                dt = time.perf_counter() - t0
+                best, spent, calls = min(best, dt), spent + dt, calls + 1
+            out[name] = best / (tile_px * tile_px) * 1e6
+    return out
+
+
+def read_cache(path: Path) -> dict[str, Any]:
+    """The cache file's entries; an unreadable or malformed file is ignored with a warning."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        logger.warning("ignoring the backend cache %s (%s); the backends will be timed again", path, err)
+        return {}
+    if not isinstance(data, dict):
+        logger.warning("ignoring the backend cache %s (not a JSON object); the backends will be timed again", path)
+        return {}
+    return data
+
+
+def write_cache(path: Path, entries: Mapping[str, Any]) -> None:
+    """Replace the cache file at once (a reader never sees half a file); a failure only warns."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        logger.warning("cannot write the backend cache %s (%s); the choice holds for this process only", path, err)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _valid_entry(entry: Any, candidates: Sequence[str]) -> bool:
+    return (isinstance(entry, dict) and entry.get("backend") in candidates
+            and isinstance(entry.get("timings_s_per_mpx"), dict))
+
+
+def choose_backend(
+    weights_digest: str,
+    build: Callable[[str], torch.nn.Module],
+    *,
+    requested: str = "auto",
+    candidates: Sequence[str] | None = None,
+    path: Path | None = None,
+    measure: Callable[[dict[str, Any]], dict[str, float]] = time_backends,
+    fingerprint: Mapping[str, Any] | None = None,
+) -> BackendChoice:
+    """The backend to run the network with hash ``weights_digest`` on this machine.
+
+    ``requested`` other than ``"auto"`` is returned as it is (the user's override; the cached timings,
+    if any, come with it so the UI can still show them). ``"auto"``: the cached choice for this machine
+    and network, else each of ``candidates`` (default :func:`available_backends`) is built with
+    ``build(name)`` and timed with ``measure({name: net})``, the fastest wins and is written to ``path``
+    (default :func:`cache_file`).
+    """
+    if requested not in CHOICES:
+        raise ParameterError(f"backend must be one of {', '.join(map(repr, CHOICES))}, got {requested!r}")
+    cands = list(available_backends() if candidates is None else candidates)
+    path = cache_file() if path is None else path
+    key = cache_key(weights_digest, fingerprint)
+    entries = read_cache(path)
+    entry = entries.get(key)
+    cached = entry if _valid_entry(entry, cands) else None
+    if requested != "auto":
+        timings = dict(cached["timings_s_per_mpx"]) if cached else {}
+        return BackendChoice(check_backend(requested), "requested", timings, cache_file=str(path))
+    if len(cands) == 1:
+        return BackendChoice(cands[0], "only one available")
+    if cached is not None:
+        return BackendChoice(cached["backend"], "cached", dict(cached["timings_s_per_mpx"]),
+                             int(cached.get("tile_px", MEASURE_TILE_PX)), float(cached.get("measure_s", 0.0)),
+                             str(path))
+    nets = {name: build(name) for name in cands}
+    t0 = time.perf_counter()
+    timings = {k: float(v) for k, v in measure(nets).items()}
+    measure_s = time.perf_counter() - t0
+    best = min(timings, key=timings.__getitem__)
+    choice = BackendChoice(best, "measured", timings, MEASURE_TILE_PX, measure_s, str(path))
+    entries[key] = {**choice.to_dict(), "fingerprint": dict(fingerprint or machine_fingerprint()),
+                    "weights": weights_digest, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    entries[key].pop("reason")
+    write_cache(path, entries)
+    logger.info("inference backend: %s", choice.describe())
+    return choice

@@ -1,0 +1,202 @@
+"""Inference backends of the fast path: the same network, run by different kernels.
+
+Each backend starts from the network with its BatchNorms folded into the convolutions
+(:func:`fold_batchnorm`):
+
+* ``torch``: PyTorch fp32 with NHWC (channels-last) weights;
+* ``onnxruntime``: the network exported to ONNX in memory and run by ONNX Runtime's fp32 CPU kernels;
+* ``bf16``: bfloat16 weights and activations, U-Nets as fused oneDNN convolutions
+  (:class:`~cellcount.models.unet_fused.FusedUNet`), only offered on CPUs with native bf16.
+
+Which one is fastest depends on the CPU, so :mod:`cellcount.models.autotune` times them on first use;
+:func:`build_backend` only builds the one it is asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import io
+import logging
+import warnings
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("bf16", "onnxruntime", "torch")
+"""Every backend :func:`build_backend` knows; :func:`available_backends` lists this machine's."""
+
+FAST_TILE_PX = {"bf16": 512, "onnxruntime": 384, "torch": 384}
+"""Largest tile per backend; balanced tiling shrinks it so that tiles share the image evenly.
+
+fp32 runs fastest per pixel on 256-384 px tiles (larger ones spill the caches, smaller ones repeat more
+overlap); bf16 with AMX keeps its speed on larger tiles, and a 512 px image then runs in one pass."""
+
+
+def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """Copy of ``net`` (eval mode) with each ``Conv2d -> BatchNorm2d`` pair of an ``nn.Sequential`` folded.
+
+    The convolution takes the BatchNorm's scale and shift into its weights and bias; the BatchNorm
+    becomes ``nn.Identity``. Outputs are unchanged up to float rounding (about 1e-6 on logits), and a
+    full pass over the activations per BatchNorm is saved. ``net`` itself is not modified.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(net).eval()
+    n = 0
+    for module in folded.modules():
+        if not isinstance(module, torch.nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                module._modules[second] = torch.nn.Identity()
+                n += 1
+    logger.debug("folded %d BatchNorm layers", n)
+    return folded
+
+
+def onnxruntime_available() -> bool:
+    """True when ONNX Runtime (and the ``onnx`` package the exporter needs) can be imported."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``); empty where unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX-BF16, Linux flags).
+
+    Without it PyTorch emulates bf16 at a fraction of the fp32 speed, so the backend is not offered;
+    unknown platforms answer False.
+    """
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def available_backends() -> list[str]:
+    """The backends worth timing on this machine, in :data:`BACKENDS` order."""
+    out = ["bf16"] if cpu_has_bf16() else []
+    if onnxruntime_available():
+        out.append("onnxruntime")
+    return [*out, "torch"]
+
+
+class OnnxRuntimeNet(torch.nn.Module):
+    """A network exported to ONNX and run by ONNX Runtime's CPU kernels, behind the ``nn.Module`` call.
+
+    Same fp32 arithmetic as PyTorch (outputs within 1e-5). The export happens in memory (about half a
+    second for the shipped U-Nets); nothing is written to disk. ``run`` is thread-safe, so one instance
+    serves every app session.
+    """
+
+    def __init__(self, net: torch.nn.Module, *, threads: int | None = None) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        buf = io.BytesIO()
+        dims = {0: "batch", 2: "height", 3: "width"}
+        with warnings.catch_warnings():  # the TorchScript-based exporter warns that it is legacy
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net.eval(), torch.zeros(1, 1, 64, 64), buf, input_names=["x"], output_names=["y"],
+                dynamic_axes={"x": dims, "y": dims}, opset_version=17, dynamo=False,
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(y)
+
+
+class Bf16Net(torch.nn.Module):
+    """A (BatchNorm-folded) network run in bfloat16 on the CPU, NHWC; float32 in and out.
+
+    U-Nets run as :class:`~cellcount.models.unet_fused.FusedUNet`: bf16 weights pre-packed for oneDNN
+    and each convolution fused with its ReLU, residual addition or gate sum. That operator is private to
+    PyTorch, so other networks, a build without it or a failure building it (``fuse=False`` forces this)
+    take a TorchScript trace, frozen so that oneDNN pre-packs the weights; should tracing fail too, the
+    network runs eagerly under bf16 autocast. The traced graph has no shape-dependent code (a U-Net on
+    inputs divisible by ``2**depth``), so one trace serves every tile size. bf16 keeps 8 mantissa bits,
+    so logits move by up to about 0.1-0.2 and a few objects per thousand near the threshold can flip
+    (``scripts/bench.py`` checks that counts stay within 0.5% of fp32).
+    """
+
+    def __init__(self, net: torch.nn.Module, *, jit: bool = True, fuse: bool = True) -> None:
+        super().__init__()
+        from .unet import UNet
+        from .unet_fused import FusedUNet, fused_ops_available
+
+        self.net = net.eval().to(memory_format=torch.channels_last)
+        self.fused = self.traced = None
+        if fuse and isinstance(net, UNet) and fused_ops_available():
+            try:
+                self.fused = FusedUNet(self.net)
+            except Exception as exc:  # noqa: BLE001 - a private oneDNN API: fall back to tracing
+                logger.warning("fused bf16 U-Net unavailable (%s); tracing instead", exc)
+        if jit and self.fused is None:
+            try:
+                pure = copy.deepcopy(self.net).to(torch.bfloat16)
+                probe = torch.zeros(1, 1, 64, 64, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+                with warnings.catch_warnings(), torch.inference_mode():
+                    warnings.simplefilter("ignore")  # TorchScript's deprecation notices
+                    self.traced = torch.jit.freeze(torch.jit.trace(pure, probe))
+            except Exception as exc:  # noqa: BLE001 - any tracing failure: the eager path still works
+                logger.warning("TorchScript tracing failed (%s); running bf16 autocast eagerly", exc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.fused is not None:
+            return self.fused(x)
+        if self.traced is not None:
+            return self.traced(x.to(torch.bfloat16)).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.net(x).float()
+
+
+def check_backend(name: str) -> str:
+    """``name`` if it is a known backend that this machine can build; ParameterError otherwise."""
+    if name not in BACKENDS:
+        raise ParameterError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    if name == "onnxruntime" and not onnxruntime_available():
+        raise ParameterError("backend 'onnxruntime' needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
+    return name
+
+
+def build_backend(net: torch.nn.Module, name: str) -> torch.nn.Module:
+    """The fast-path network of backend ``name``: ``net`` with BatchNorm folded, run by that backend.
+
+    The fp32 backends match ``net`` within float rounding; bf16 within about 0.1-0.2 on the logits.
+    ``net`` is not modified. ``bf16`` builds on any CPU, but without native bf16 it is many times slower
+    than fp32, which is why :func:`available_backends` leaves it out there.
+    """
+    check_backend(name)
+    folded = fold_batchnorm(net)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    if name == "bf16":
+        return Bf16Net(folded)
+    if name == "onnxruntime":
+        return OnnxRuntimeNet(folded)
+    return folded.to(memory_format=torch.channels_last)

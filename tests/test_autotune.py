@@ -1,0 +1,180 @@
+"""Tests of cellcount.models.autotune: the measured backend choice, its cache and the user's overrides,
+with fake timing tables (no real timing)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from cellcount.cli import build_parser, main
+from cellcount.errors import ParameterError
+from cellcount.models import autotune
+from cellcount.models.autotune import BACKEND_ENV, CHOICES, choose_backend, requested_backend
+
+MACHINE = {"cpu": "Test CPU 9000", "flags_sha": "abc", "machine": "x86_64", "torch": "2.13.0", "onnxruntime": "1.0",
+           "threads": 2}
+
+
+class FakeTimer:
+    """A measure function returning a fixed timing table (s/Mpx) and recording what it was asked to time."""
+
+    def __init__(self, table: dict[str, float]) -> None:
+        self.table, self.calls = table, []
+
+    def __call__(self, nets: dict) -> dict[str, float]:
+        self.calls.append(sorted(nets))
+        return {k: self.table[k] for k in nets}
+
+
+def choose(path, timer, *, digest="w1", machine=MACHINE, candidates=("onnxruntime", "torch"), requested="auto"):
+    built = []
+
+    def build(name: str) -> str:
+        built.append(name)
+        return name
+
+    choice = choose_backend(digest, build, requested=requested, candidates=candidates, path=path, measure=timer,
+                            fingerprint=machine)
+    return choice, built
+
+
+def test_the_fastest_backend_wins_and_is_written_then_read(tmp_path):
+    path = tmp_path / "cellcount" / "backends.json"
+    timer = FakeTimer({"bf16": 3.0, "onnxruntime": 0.4, "torch": 0.6})
+    choice, built = choose(path, timer, candidates=("bf16", "onnxruntime", "torch"))
+    assert (choice.backend, choice.reason) == ("onnxruntime", "measured")
+    assert built == ["bf16", "onnxruntime", "torch"] and timer.calls == [["bf16", "onnxruntime", "torch"]]
+    entry = next(iter(json.loads(path.read_text()).values()))
+    assert entry["backend"] == "onnxruntime" and entry["timings_s_per_mpx"]["torch"] == 0.6
+    assert entry["fingerprint"]["cpu"] == "Test CPU 9000" and entry["weights"] == "w1"
+    # a second process on the same machine: read, nothing built or timed
+    again, built = choose(path, timer, candidates=("bf16", "onnxruntime", "torch"))
+    assert (again.backend, again.reason) == ("onnxruntime", "cached") and built == [] and len(timer.calls) == 1
+    assert again.timings_s_per_mpx == choice.timings_s_per_mpx
+    assert "onnxruntime 0.400, torch 0.600, bf16 3.000" in again.describe()
+
+
+@pytest.mark.parametrize("change", [
+    {"digest": "w2"},  # other weights
+    {"machine": {**MACHINE, "cpu": "Other CPU"}},
+    {"machine": {**MACHINE, "flags_sha": "def"}},
+    {"machine": {**MACHINE, "torch": "2.14.0"}},
+    {"machine": {**MACHINE, "onnxruntime": None}},
+])
+def test_a_changed_key_times_again_and_keeps_the_other_entries(tmp_path, change):
+    path = tmp_path / "backends.json"
+    choose(path, FakeTimer({"onnxruntime": 0.4, "torch": 0.6}))
+    timer = FakeTimer({"onnxruntime": 0.9, "torch": 0.5})
+    choice, built = choose(path, timer, **change)
+    assert (choice.backend, choice.reason) == ("torch", "measured") and built == ["onnxruntime", "torch"]
+    assert len(json.loads(path.read_text())) == 2
+    assert autotune.cache_key("w1", MACHINE) != autotune.cache_key(change.get("digest", "w1"),
+                                                                   change.get("machine", MACHINE))
+
+
+def test_a_cached_backend_no_longer_available_is_timed_again(tmp_path):
+    path = tmp_path / "backends.json"
+    choose(path, FakeTimer({"onnxruntime": 0.4, "torch": 0.6}))
+    choice, _ = choose(path, FakeTimer({"bf16": 0.1, "torch": 0.6}), candidates=("bf16", "torch"))
+    assert (choice.backend, choice.reason) == ("bf16", "measured")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "\x00\x01"])
+def test_a_broken_cache_file_is_ignored_with_a_warning_and_replaced(tmp_path, caplog, content):
+    path = tmp_path / "backends.json"
+    path.write_text(content)
+    with caplog.at_level(logging.WARNING, logger="cellcount.models.autotune"):
+        choice, _ = choose(path, FakeTimer({"onnxruntime": 0.7, "torch": 0.6}))
+    assert (choice.backend, choice.reason) == ("torch", "measured")
+    assert any("ignoring the backend cache" in r.getMessage() for r in caplog.records)
+    assert next(iter(json.loads(path.read_text()).values()))["backend"] == "torch"
+
+
+def test_an_unwritable_cache_only_warns(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="cellcount.models.autotune"):
+        choice, _ = choose(blocker / "backends.json", FakeTimer({"onnxruntime": 0.4, "torch": 0.6}))
+    assert choice.backend == "onnxruntime"
+    assert any("cannot write the backend cache" in r.getMessage() for r in caplog.records)
+
+
+def test_a_requested_backend_wins_over_the_measurement_and_keeps_the_timings(tmp_path):
+    path = tmp_path / "backends.json"
+    choose(path, FakeTimer({"onnxruntime": 0.4, "torch": 0.6}))
+    timer = FakeTimer({})
+    choice, built = choose(path, timer, requested="torch")
+    assert (choice.backend, choice.reason) == ("torch", "requested") and built == [] and timer.calls == []
+    assert choice.timings_s_per_mpx == {"onnxruntime": 0.4, "torch": 0.6}
+    with pytest.raises(ParameterError, match="'auto', 'bf16', 'onnxruntime', 'torch'"):
+        choose(path, timer, requested="tensorrt")
+
+
+def test_one_candidate_is_not_timed(tmp_path):
+    timer = FakeTimer({"torch": 1.0})
+    choice, built = choose(tmp_path / "b.json", timer, candidates=("torch",))
+    assert (choice.backend, choice.reason) == ("torch", "only one available") and timer.calls == [] and built == []
+
+
+def test_requested_backend_option_then_environment_then_auto():
+    assert requested_backend(None, environ={}) == "auto"
+    assert requested_backend(None, environ={BACKEND_ENV: "torch"}) == "torch"
+    assert requested_backend("onnxruntime", environ={BACKEND_ENV: "torch"}) == "onnxruntime"
+    assert requested_backend(None, environ={BACKEND_ENV: " ONNXRuntime "}) == "onnxruntime"
+    with pytest.raises(ParameterError, match=BACKEND_ENV):
+        requested_backend(None, environ={BACKEND_ENV: "gpu"})
+    with pytest.raises(ParameterError, match="backend must be one of"):
+        requested_backend("gpu", environ={})
+
+
+def test_cache_file_follows_xdg_cache_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert autotune.cache_file() == tmp_path / "cellcount" / "backends.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert autotune.cache_file().parts[-3:] == (".cache", "cellcount", "backends.json")
+
+
+def test_real_timing_of_two_networks_returns_seconds_per_megapixel():
+    import torch
+
+    slow = torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, 3, padding=1) for _ in range(8)]).eval()
+    fast = torch.nn.Conv2d(1, 1, 1).eval()
+    t = autotune.time_backends({"slow": slow, "fast": fast}, tile_px=64, budget_s=0.01)
+    assert set(t) == {"slow", "fast"} and all(v > 0 for v in t.values())
+
+
+def test_net_model_measures_once_and_passes_an_explicit_backend(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = tiny_model(seed=11)
+    image = np.random.default_rng(0).uniform(0, 1, (40, 40)).astype(np.float32)
+    auto = model.predict_maps(image, fast=True)
+    choice = model.backend_choice()
+    assert choice.reason in ("measured", "only one available") and choice.backend in CHOICES
+    assert model.backend_choice() is choice  # remembered for the model's life
+    torch_maps = model.predict_maps(image, fast=True, backend="torch")
+    np.testing.assert_allclose(auto, torch_maps, atol=1e-4)  # both fp32 on this machine, or bf16 within rounding
+    if choice.reason == "measured":
+        assert (tmp_path / "cellcount" / "backends.json").is_file()
+        assert tiny_model(seed=11).backend_choice().reason == "cached"  # same weights: a new process reads it
+
+
+def test_cli_backend_option_and_environment_variable(tiny_model, tmp_path, monkeypatch, capsys, samples_dir):
+    from cellcount.models import save_model
+
+    assert build_parser()._subparsers._group_actions[0].choices["count"]._option_string_actions[
+        "--backend"].choices == list(CHOICES)
+    model = tiny_model(seed=12)
+    folder = save_model(model.net, model.card, tmp_path / "tiny")
+    img = samples_dir / "s01_sparse_small.png"
+    argv = ["count", str(img), "--model", str(folder), "--out", str(tmp_path / "c.csv"), "--no-progress", "-v"]
+    assert main([*argv, "--backend", "torch"]) == 0
+    assert "backend: torch (requested" in capsys.readouterr().err
+    monkeypatch.setenv(BACKEND_ENV, "torch")
+    assert main(argv) == 0
+    assert "backend: torch (requested" in capsys.readouterr().err
+    monkeypatch.setenv(BACKEND_ENV, "tpu")
+    assert main(argv) == 2
+    assert "CELLCOUNT_BACKEND must be one of" in capsys.readouterr().err
