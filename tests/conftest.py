@@ -100,6 +100,19 @@ def tiny_models(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_folders_in_tmp_for_the_session(tmp_path_factory):
+    """The user's folders (models, run history, backend cache) point to temporary ones before anything else
+    starts, so that servers started by module-scoped fixtures (the browser tests' app) inherit them too and
+    never write into the real ones; the function-scoped fixtures below give each test its own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CELLCOUNT_MODELS_DIR", str(tmp_path_factory.mktemp("session-user-models")))
+        mp.setenv("CELLCOUNT_DATA_DIR", str(tmp_path_factory.mktemp("session-data")))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session-xdg-cache")))
+        mp.delenv("CELLCOUNT_BACKEND", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _user_models_in_tmp(tmp_path_factory, monkeypatch):
     """Models a test fine-tunes go to a temporary user models folder, never the real one (and never
