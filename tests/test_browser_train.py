@@ -81,13 +81,22 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
 
     # the third image, which has no annotation file, gets three dots by clicking; clicking one removes it
     combo = page.get_by_role("combobox", name="Image to annotate")
-    combo.click()
-    page.get_by_role("option", name="field_2.png").click()
-    sync_api.expect(_dotted(page)).to_have_text("0")
     frames = page.locator('iframe[title*="streamlit_image_coordinates"]')
-    sync_api.expect(frames).to_have_count(1)  # the first image's component leaves when field_2's arrives
     picture = frames.content_frame.locator("#image")
-    sync_api.expect(picture).to_be_visible()
+    for attempt in range(3):  # a component iframe that never loads (seen ~1 in 10 runs on a loaded machine)
+        combo.click()      # is replaced by choosing another image and this one again
+        page.get_by_role("option", name="field_1.png" if attempt else "field_2.png").click()
+        if attempt:
+            combo.click()
+            page.get_by_role("option", name="field_2.png").click()
+        sync_api.expect(_dotted(page)).to_have_text("0")
+        sync_api.expect(frames).to_have_count(1)  # the first image's component leaves when field_2's arrives
+        try:
+            sync_api.expect(picture).to_be_visible(timeout=40_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     for n, (row, col) in enumerate([(10, 12), (40, 30), (52, 50)], start=1):
         _ready(picture)
         picture.click(position={"x": col * ZOOM + 4, "y": row * ZOOM + 4})
