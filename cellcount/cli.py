@@ -507,8 +507,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="%(levelname)s %(message)s")
-    if args.command == "models":
-        return cmd_models()
-    if args.command == "runs":
-        return cmd_runs(args)
-    return cmd_count(args)
+    try:
+        if args.command == "models":
+            return cmd_models()
+        if args.command == "runs":
+            return cmd_runs(args)
+        return cmd_count(args)
+    except BrokenPipeError:  # `cellcount runs | head`: the reader left; nothing is lost, say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cells-per-tile", type=int, default=120, help="nuclei drawn per 512 x 512 tile")
     args = ap.parse_args(argv)
+    if args.size < 512 or args.size % 512:
+        ap.error(f"--size must be a positive multiple of 512, got {args.size}")
     n = write_large_tiff(args.out, (args.size, args.size), seed=args.seed, cells_per_tile=args.cells_per_tile)
     print(f"wrote {args.out}: {args.size} x {args.size} px, {n} nuclei")
     return 0
