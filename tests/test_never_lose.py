@@ -522,7 +522,10 @@ def test_sigint_leaves_the_finished_rows_and_resume_completes_them(resume_inputs
     assert full.returncode == 1, full.stderr  # the broken file
     part = root / "part.csv"
     part.write_text("file,count\nstale.png,99\n")  # an old result that must not survive looking current
-    proc = subprocess.Popen(_cli(root, "part"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    # a shell's background job inherits SIGINT ignored (and Python then keeps it so): the child gets the
+    # default back, as a batch started in a terminal has it
+    proc = subprocess.Popen(_cli(root, "part"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     n_seen = 0
     while time.monotonic() < deadline and proc.poll() is None:
