@@ -48,9 +48,8 @@ certain than a size the user states, so its band is wider (the choice is in docs
 SIZE_WINDOW_PX = 1024
 """The size model reads at most this square of an image (the one with the most foreground) plus a
 :data:`SIZE_WINDOW_MARGIN_PX` margin of context, so its cost stops growing with the image: a 1024 px
-square holds hundreds of nuclei even at 40-50 px, and nearly every DSB image fits in it whole. (A
-256 px window, 0.4x the size model's time on 512 x 512 images, flipped the rescaling decision on 4 of
-120 training-split images and raised their count MAE 4.49 -> 4.60 in a scratch probe.)"""
+square holds hundreds of nuclei even at 40-50 px, and nearly every DSB image fits in it whole; a much
+smaller window sees too few nuclei to size them reliably."""
 SIZE_WINDOW_MARGIN_PX = 32
 
 
@@ -108,10 +107,8 @@ def density_nucleus_diameter(density: np.ndarray) -> float | None:
 
     The model learnt a unit-mass Gaussian per nucleus whose sigma is :data:`DENSITY_SIGMA_SCALE` times
     the nucleus diameter. For N such Gaussians that do not overlap, sum(D) = N and sum(D^2) = N / (4 pi
-    sigma^2), so sigma^2 = sum(D) / (4 pi sum(D^2)); overlap makes it an underestimate. Log-correlation
-    with the true median diameter 0.94 on 120 DSB training-split images (*scratch*). Needs no second
-    model; with the stated-size tolerance (1.25x) it had the lower count MAE there (docs/RESULTS.md). None when the
-    map holds less than half a nucleus.
+    sigma^2), so sigma^2 = sum(D) / (4 pi sum(D^2)); overlap makes it an underestimate. It needs no second
+    model. None when the map holds less than half a nucleus.
     """
     d = np.asarray(density, np.float64)
     total, energy = float(d.sum()), float(np.square(d).sum())
