@@ -34,7 +34,7 @@ from .sizing import (
     RESCALE_TOLERANCE,
     density_channels,
     density_nucleus_diameter,
-    estimate_nucleus_diameter,
+    estimate_nucleus_size,
     model_scale,
     needs_size_model,
     resize_image,
@@ -68,6 +68,10 @@ class Prediction:
     """The nucleus diameter the model was trained at (:data:`REFERENCE_DIAMETER_PX` or its card's)."""
     quality_rule: QualityRule = field(default_factory=QualityRule)
     """The model's limits for the quality flag (its card's, calibrated on validation images)."""
+    size_count: float | None = None
+    """Mask models sized by a size model: that density model's count over ``size_window`` (the region it
+    read), a second count made by an independent network, which the quality flag compares."""
+    size_window: tuple[slice, slice] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -165,13 +169,14 @@ def predict(
             return run(norm)
         return resize_maps(run(resize_image(norm, scale)), norm.shape, density=density)
 
-    estimated = None
+    estimated = size = None
     if not p.nucleus_diameter_px and p.auto_nucleus_size:
         maps = run_at(1.0)  # the first pass; kept when the estimate is close to the training size
         if density:  # the size is read off the model's own density map: no second network
             estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
-            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], size_model, fast=fast, backend=backend), AUTO_RESCALE_TOLERANCE
+            size = estimate_nucleus_size(norm, maps[0], size_model, fast=fast, backend=backend)
+            estimated, tolerance = size.diameter, AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
         if scale != 1.0:
             maps = run_at(scale)
@@ -191,11 +196,13 @@ def predict(
         estimated_diameter_px=estimated,
         reference_diameter_px=float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)),
         quality_rule=QualityRule.from_card(model.card),
+        size_count=None if size is None else size.count,
+        size_window=None if size is None else size.window,
     )
 
 
-def assess(prediction: Prediction, params: CountParams, count: float, *, probability: np.ndarray | None = None,
-           density_count: float | None = None) -> Quality:
+def assess(prediction: Prediction, params: CountParams, count: float, second_count: float | None = None, *,
+           probability: np.ndarray | None = None, labels: np.ndarray | None = None) -> Quality:
     """The quality flag of one count (see :mod:`cellcount.quality`)."""
     diameter = params.nucleus_diameter_px or prediction.estimated_diameter_px
     at_limit = False
@@ -206,10 +213,23 @@ def assess(prediction: Prediction, params: CountParams, count: float, *, probabi
         clamped = prediction.model_scale != 1.0 and abs(np.log(needed / prediction.model_scale)) > np.log(1.25)
         at_limit = clamped or not (MIN_SCALE / 1.25 <= needed <= MAX_SCALE * 1.25)
     signals = quality_signals(
-        count=count, density_count=density_count, probability=probability, image_norm=prediction.image_norm,
+        count=count, second_count=second_count, probability=probability, image_norm=prediction.image_norm,
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
+        labels=labels,
     )
     return judge(signals, prediction.quality_rule)
+
+
+def _two_counts(prediction: Prediction, labels: np.ndarray, count: int,
+                density_total: float | None) -> tuple[float, float | None]:
+    """The segmentation's count and an independent one of the same region, for the quality flag: the
+    density head's (multihead), else the size model's over the region it read (objects reaching into it)."""
+    if density_total is not None or prediction.size_count is None or prediction.size_window is None:
+        return float(count), density_total
+    rows, cols = prediction.size_window
+    if (rows.stop - rows.start, cols.stop - cols.start) == labels.shape:
+        return float(count), prediction.size_count
+    return float(np.count_nonzero(np.unique(labels[rows, cols]))), prediction.size_count
 
 
 def postprocess(
@@ -242,7 +262,7 @@ def postprocess(
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px,
-            quality=assess(prediction, params, estimate),
+            quality=assess(prediction, params, estimate, float(len(peaks))),
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None
@@ -268,7 +288,8 @@ def postprocess(
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
         density_count=density_total,
-        quality=assess(prediction, params, seg.count, probability=prob, density_count=density_total),
+        quality=assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
+                       probability=prob, labels=seg.labels),
     )
 
 

@@ -3,13 +3,20 @@
 Each signal is measured on what the pipeline already has (maps, labels, the size estimate), so it costs
 no extra model pass:
 
-* ``count_disagreement``: multihead models count twice, by segmentation and by the density integral;
-  two independent routes that disagree mean at least one is wrong (merges, fragments, unseen objects).
+* ``count_disagreement``: two independent counts of the same image that disagree mean at least one is
+  wrong (merges, fragments, unseen objects). Mask models: the segmentation against the size model's
+  density integral (the density network that sizes nuclei runs on every image anyway); multihead models:
+  against their density head; density models: the integral against the number of peaks.
 * ``size_ratio``: how far the nucleus size (estimated or stated) is from the model's training size, and
   ``size_at_limit``: the resize factor hit its clamp, so nuclei stay off-size for the model.
 * ``uncertain_fraction``: share of the possibly-foreground pixels the model is unsure about
   (probability between 0.2 and 0.8): blur, low contrast and unfamiliar image types all raise it.
 * ``contrast``: median normalised intensity of the foreground minus that of the background.
+* ``large_object_share``: share of the segmented area in objects over :data:`LARGE_OBJECT_FACTOR` times
+  the median object area (merged clumps hide nuclei), and ``touching_share``: share of objects that touch
+  another (crowding, where splits go wrong). Mask models only.
+* ``focus``: mean absolute Laplacian of the normalised image over its foreground, relative to the
+  foreground-background contrast; blur lowers it.
 
 :class:`QualityRule` turns signals into a flag with plain reasons. Its limits are calibrated on
 validation images by :func:`calibrate_rule` (stored in the model card under ``quality``); the defaults
@@ -31,6 +38,12 @@ UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.2, 0.8
 STRIDE = 2
 LARGE_ERROR = 0.15
 """A count off by more than this fraction of the true count is a large error (the flag's target)."""
+LARGE_OBJECT_FACTOR = 4.0
+"""An object over this many times the median object area is likely several nuclei merged."""
+MIN_OBJECTS = 5
+"""Object-shape signals need at least this many objects (a median of fewer says little)."""
+SIGNALS = ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast", "large_object_share",
+           "touching_share", "focus")
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,9 @@ class QualityRule:
     max_uncertain_fraction: float | None = 0.35
     min_contrast: float | None = 0.15
     flag_size_at_limit: bool = True
+    max_large_object_share: float | None = None
+    max_touching_share: float | None = None
+    min_focus: float | None = None
 
     @classmethod
     def from_card(cls, card: Any) -> QualityRule:
@@ -72,21 +88,23 @@ class Quality:
 def quality_signals(
     *,
     count: float,
-    density_count: float | None,
+    second_count: float | None,
     probability: np.ndarray | None,
     image_norm: np.ndarray | None,
     diameter_px: float | None,
     reference_diameter_px: float,
     size_at_limit: bool,
+    labels: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Raw signals for one image (NaN where one does not apply). ``probability`` is the (H, W)
-    foreground probability, ``image_norm`` the model's normalised input, ``diameter_px`` the nucleus
-    size used (estimated or stated)."""
-    sig = {k: math.nan for k in ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast")}
+    """Raw signals for one image (NaN where one does not apply). ``second_count`` is an independent
+    count of the same image (see the module docstring), ``probability`` the (H, W) foreground
+    probability, ``image_norm`` the model's normalised input, ``diameter_px`` the nucleus size used
+    (estimated or stated), ``labels`` the (H, W) integer objects of a mask model."""
+    sig = {k: math.nan for k in SIGNALS}
     sig["size_at_limit"] = float(bool(size_at_limit))
-    if density_count is not None:
+    if second_count is not None:
         # relative to the larger count, with 2 nuclei of slack so 1 vs 2 on a near-empty field is no alarm
-        sig["count_disagreement"] = abs(count - density_count) / (max(count, density_count) + 2.0)
+        sig["count_disagreement"] = abs(count - second_count) / (max(count, second_count) + 2.0)
     if diameter_px:
         r = float(diameter_px) / reference_diameter_px
         sig["size_ratio"] = max(r, 1.0 / r)
@@ -97,40 +115,105 @@ def quality_signals(
         if n:
             sig["uncertain_fraction"] = float(np.count_nonzero(maybe & (p < UNCERTAIN_HIGH))) / n
         if image_norm is not None and np.shape(image_norm) == p.shape:
-            # medians over every STRIDE-th pixel each way: the same to 4 decimals on the samples, without ~20 ms
-            # per slider move on a 1-megapixel image (the thin uncertain band needs every pixel; it is cheap)
-            fg = p[::STRIDE, ::STRIDE] > 0.5
-            if fg.any() and (~fg).any():
-                img = np.asarray(image_norm)[::STRIDE, ::STRIDE]
-                sig["contrast"] = float(np.median(img[fg]) - np.median(img[~fg]))
+            sig.update(_intensity_signals(np.asarray(image_norm, np.float32), p))
+    if labels is not None:
+        sig.update(_object_signals(np.asarray(labels)))
     return sig
+
+
+def _intensity_signals(image: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """``contrast`` and ``focus`` of a normalised image given its foreground probability."""
+    out: dict[str, float] = {}
+    # medians over every STRIDE-th pixel each way: the same to 4 decimals on the samples, without ~20 ms
+    # per slider move on a 1-megapixel image (the thin uncertain band needs every pixel; it is cheap)
+    fg = p[::STRIDE, ::STRIDE] > 0.5
+    if not (fg.any() and (~fg).any()):
+        return out
+    img = image[::STRIDE, ::STRIDE]
+    contrast = float(np.median(img[fg]) - np.median(img[~fg]))
+    out["contrast"] = contrast
+    # the steepest intensity change across a nucleus's outline, per unit of contrast: about 1 / (2.5 x the
+    # blur's sigma in px) whatever the contrast or the number of nuclei (a Laplacian's variance depends on both)
+    import cv2
+
+    full = p > 0.5
+    edge = full & ~cv2.erode(full.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if edge.any() and abs(contrast) > 1e-3:
+        gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        out["focus"] = float(np.median(np.hypot(gx[edge], gy[edge])) / abs(contrast))
+    return out
+
+
+def _object_signals(labels: np.ndarray) -> dict[str, float]:
+    """``large_object_share`` and ``touching_share`` of a label image (NaN under :data:`MIN_OBJECTS`)."""
+    areas = np.bincount(labels.ravel().astype(np.int64))[1:]
+    ids = np.flatnonzero(areas) + 1
+    areas = areas[areas > 0]
+    if len(areas) < MIN_OBJECTS:
+        return {}
+    big = areas > LARGE_OBJECT_FACTOR * np.median(areas)
+    touching: list[np.ndarray] = []
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+        meet = (a > 0) & (b > 0) & (a != b)
+        touching += [a[meet], b[meet]]
+    n_touching = np.isin(ids, np.concatenate(touching)).sum()
+    return {"large_object_share": float(areas[big].sum() / areas.sum()),
+            "touching_share": float(n_touching / len(ids))}
+
+
+LIMITS: tuple[tuple[str, str, bool], ...] = (
+    ("max_count_disagreement", "count_disagreement", False),
+    ("max_size_ratio", "size_ratio", False),
+    ("max_uncertain_fraction", "uncertain_fraction", False),
+    ("min_contrast", "contrast", True),
+    ("max_large_object_share", "large_object_share", False),
+    ("max_touching_share", "touching_share", False),
+    ("min_focus", "focus", True),
+)
+"""(rule field, signal, whether the limit is a minimum) for every limit of :class:`QualityRule`."""
+
+
+def _reason(signal: str, v: float) -> str:
+    return {
+        "count_disagreement": f"two independent counts of this image differ by {v:.0%}",
+        "size_ratio": f"nuclei are {v:.1f}x off the size the model was trained on",
+        "uncertain_fraction": f"the model is unsure about {v:.0%} of the foreground (blur, low contrast or an "
+                              "unfamiliar image type)",
+        "contrast": f"low contrast between nuclei and background ({v:.2f})",
+        "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
+                              "median size (likely merged nuclei)",
+        "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",
+        "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
+    }[signal]
 
 
 def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
     """Apply ``rule`` to ``signals``."""
     reasons, ratios = [], [0.0]
-
-    def over(value: float, limit: float | None, reason: str, *, below: bool = False) -> None:
+    for field, key, below in LIMITS:
+        limit, value = getattr(rule, field), signals.get(key, math.nan)
         if limit is None or not np.isfinite(value):
-            return
+            continue
         ratio = (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
         ratios.append(ratio)
         if ratio >= 1.0:
-            reasons.append(reason)
-
-    d = signals.get("count_disagreement", math.nan)
-    over(d, rule.max_count_disagreement, f"the two counts (segmentation, density) differ by {d:.0%}")
-    s = signals.get("size_ratio", math.nan)
-    over(s, rule.max_size_ratio, f"nuclei are {s:.1f}x off the size the model was trained on")
-    u = signals.get("uncertain_fraction", math.nan)
-    over(u, rule.max_uncertain_fraction, f"the model is unsure about {u:.0%} of the foreground (blur, low "
-         "contrast or an unfamiliar image type)")
-    c = signals.get("contrast", math.nan)
-    over(c, rule.min_contrast, f"low contrast between nuclei and background ({c:.2f})", below=True)
+            reasons.append(_reason(key, value))
     if rule.flag_size_at_limit and signals.get("size_at_limit", 0.0) >= 1.0:
         reasons.append("the nucleus size is beyond what resizing can correct")
         ratios.append(1.0)
     return Quality(flag=bool(reasons), score=float(max(ratios)), reasons=tuple(reasons), signals=dict(signals))
+
+
+def signals_from_table(rows: Any) -> list[dict[str, float]]:
+    """Per-image signals from an evaluation's per-image table (its ``q_*`` columns; a DataFrame or the
+    CSV ``python -m cellcount.evaluate --out`` wrote, read back)."""
+    return [{k[2:]: float(v) for k, v in row.items() if k.startswith("q_")} for row in rows.to_dict("records")]
+
+
+def card_entry(rule: QualityRule, report: dict[str, float], calibrated_on: str) -> dict[str, Any]:
+    """The model card's ``extra["quality"]``: the rule, what it did on the calibration images, and which."""
+    return {"rule": rule.to_dict(), "calibration": report, "calibrated_on": calibrated_on}
 
 
 def flag_report(flags: Sequence[bool], rel_errors: Sequence[float], *, large: float = LARGE_ERROR) -> dict[str, float]:
@@ -153,36 +236,45 @@ def calibrate_rule(
     *,
     max_flagged: float = 0.2,
     large: float = LARGE_ERROR,
-    base: QualityRule | None = None,
+    max_limits: int = 3,
 ) -> tuple[QualityRule, dict[str, float]]:
     """Limits that flag at most ``max_flagged`` of the images while holding as many large errors as possible.
 
-    A coarse grid over each limit (quantiles of the signal on these images), ties broken by fewer flags:
-    a grid this coarse cannot fit each image of a small validation set one by one.
+    Each limit is off or one of three quantiles of its signal on these images (the 80th, 90th, 95th
+    percentile; 20th, 10th, 5th for minimums), at most ``max_limits`` of them on, plus the size clamp on or
+    off; ties go to fewer flags, then fewer limits. A grid this coarse cannot fit the images of a small
+    validation set one by one.
     """
-    base = base or QualityRule()
-    grids: dict[str, list[float | None]] = {}
-    for field, key, below in (("max_count_disagreement", "count_disagreement", False),
-                              ("max_size_ratio", "size_ratio", False),
-                              ("max_uncertain_fraction", "uncertain_fraction", False),
-                              ("min_contrast", "contrast", True)):
+    options: list[list[tuple[str, float | None, np.ndarray]]] = []
+    n = len(signals)
+    for field, key, below in LIMITS:
         vals = np.array([s.get(key, math.nan) for s in signals], np.float64)
-        vals = vals[np.isfinite(vals)]
-        qs = (0.05, 0.1, 0.2) if below else (0.8, 0.9, 0.95)
-        grids[field] = [None] + ([round(float(np.quantile(vals, q)), 4) for q in qs] if len(vals) else [])
-    best: tuple[QualityRule, dict[str, float]] | None = None
-    for d, s, u, c, limit in itertools.product(grids["max_count_disagreement"], grids["max_size_ratio"],
-                                               grids["max_uncertain_fraction"], grids["min_contrast"], (True, False)):
-        rule = dataclasses.replace(base, max_count_disagreement=d, max_size_ratio=s,
-                                   max_uncertain_fraction=u, min_contrast=c, flag_size_at_limit=limit)
-        rep = flag_report([judge(x, rule).flag for x in signals], rel_errors, large=large)
-        if rep["flagged_share"] > max_flagged:
-            continue
-        key = (np.nan_to_num(rep["large_errors_flagged_share"]), -rep["flagged_share"])
-        if best is None or key > (np.nan_to_num(best[1]["large_errors_flagged_share"]),
-                                  -best[1]["flagged_share"]):
-            best = (rule, rep)
-    if best is None:  # nothing flags few enough images: flag nothing but the size limit
-        rule = QualityRule(None, None, None, None, base.flag_size_at_limit)
-        best = (rule, flag_report([judge(x, rule).flag for x in signals], rel_errors, large=large))
-    return best
+        finite = vals[np.isfinite(vals)]
+        opts = []
+        for q in ((0.2, 0.1, 0.05) if below else (0.8, 0.9, 0.95)) if len(finite) else ():
+            limit = round(float(np.quantile(finite, q)), 4)
+            rule = QualityRule(**{**{f: None for f, _, _ in LIMITS}, field: limit}, flag_size_at_limit=False)
+            opts.append((field, limit, np.array([judge(x, rule).flag for x in signals], bool)))
+        options.append(opts)
+    at_limit = np.array([x.get("size_at_limit", 0.0) >= 1.0 for x in signals], bool)
+    e = np.asarray(rel_errors, np.float64)
+    big = np.isfinite(e) & (e > large)
+    best_key, best = None, None
+    for k in range(max_limits + 1):
+        for chosen in itertools.combinations(range(len(LIMITS)), k):
+            for picks in itertools.product(*(options[i] for i in chosen)):
+                base = np.zeros(n, bool)
+                for _, _, f in picks:
+                    base |= f
+                for size_flag in (False, True):
+                    flags = base | at_limit if size_flag else base
+                    share = flags.mean() if n else 0.0
+                    if share > max_flagged:
+                        continue
+                    key = (int((flags & big).sum()), -int(flags.sum()), -(k + size_flag))
+                    if best_key is None or key > best_key:
+                        best_key, best = key, (picks, size_flag, flags)
+    limits = {f: None for f, _, _ in LIMITS}
+    picks, size_flag, flags = best if best is not None else ((), False, np.zeros(n, bool))
+    limits.update({field: limit for field, limit, _ in picks})
+    return QualityRule(**limits, flag_size_at_limit=size_flag), flag_report(flags, e, large=large)

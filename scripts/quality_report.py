@@ -1,0 +1,75 @@
+"""Calibrate each shipped model's quality flag on the DSB validation split and score it on the scoring sets.
+
+    python scripts/quality_report.py [--write-card] [MODEL ...]
+
+For every model and set it runs ``python -m cellcount.evaluate --out results/quality/<model>.<set>.csv``
+(skipped when that CSV exists: the per-image signals do not depend on the rule, so calibrating again is
+instant), fits the rule on the validation CSV with :func:`cellcount.quality.calibrate_rule` (the same fit as
+``--calibrate-quality``), stores it in the card with ``--write-card``, and prints a Markdown table: per model
+and set, the images, the large errors (> 15% of the true count), the share of images flagged and the share
+of the large errors that fall in flagged images. The scoring sets (DSB test split, vgg_cells, mbm) are
+never used to fit anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cellcount.evaluate.cli import _card_folder  # noqa: E402
+from cellcount.models import load_model  # noqa: E402
+from cellcount.models.card import write_card  # noqa: E402
+from cellcount.quality import calibrate_rule, card_entry, flag_report, judge, signals_from_table  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets"
+MODELS = ("unet-mask", "attention-unet-mask", "residual-unet-mask", "unet-density")
+SETS = (("dsb2018", "val"), ("dsb2018", "test"), ("vgg_cells", "all"), ("mbm", "all"))
+OUT = ROOT / "results" / "quality"
+
+
+def per_image(model: str, data: str, split: str) -> pd.DataFrame:
+    csv = OUT / f"{model}.{data}.{split}.csv"
+    if not csv.is_file():
+        OUT.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "cellcount.evaluate", "--model", model, "--data", f"../shared/datasets/{data}",
+               "--split", split, "--out", str(csv.relative_to(ROOT))]
+        print("$", " ".join(cmd[1:]), file=sys.stderr)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    return pd.read_csv(csv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", default=list(MODELS))
+    ap.add_argument("--write-card", action="store_true", help="store each calibrated rule in its model's card")
+    args = ap.parse_args(argv)
+    print("| model | set | images | large errors | flagged | large errors flagged | rule |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        val = per_image(name, "dsb2018", "val")
+        rule, rep = calibrate_rule(signals_from_table(val), val["rel_error"].to_numpy())
+        if args.write_card:
+            model = load_model(name)
+            model.card.extra = {**model.card.extra, "quality": card_entry(
+                rule, rep, f"{rep['n']} images of ../shared/datasets/dsb2018 (split val) by scripts/quality_report.py")}
+            write_card(model.card, _card_folder(name, name))
+        limits = ", ".join(f"{k} {v:g}" for k, v in rule.to_dict().items() if v is not None and not isinstance(v, bool))
+        limits += ", size clamp" if rule.flag_size_at_limit else ""
+        for data, split in SETS:
+            df = val if (data, split) == ("dsb2018", "val") else per_image(name, data, split)
+            q = flag_report([judge(s, rule).flag for s in signals_from_table(df)], df["rel_error"].to_numpy())
+            held = q["large_errors_flagged_share"]
+            print(f"| {name} | {data} {split} | {q['n']} | {q['large_errors']} | {q['flagged_share']:.0%} | "
+                  f"{'-' if held != held else f'{held:.0%}'} | {limits if split == 'val' else ''} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
