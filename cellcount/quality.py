@@ -205,6 +205,18 @@ def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
     return Quality(flag=bool(reasons), score=float(max(ratios)), reasons=tuple(reasons), signals=dict(signals))
 
 
+def combine(parts: Sequence[Quality | None]) -> Quality | None:
+    """One verdict for an image counted in blocks (:mod:`cellcount.blocks`): flagged when any block is,
+    with that block's reasons; the score is the largest; the signals are the worst block's."""
+    known = [(i, q) for i, q in enumerate(parts) if q is not None]
+    if not known:
+        return None
+    worst = max(known, key=lambda iq: iq[1].score)[1]
+    reasons = tuple(f"block {i + 1}: {r}" for i, q in known for r in q.reasons)
+    return Quality(flag=any(q.flag for _, q in known), score=worst.score, reasons=reasons,
+                   signals=dict(worst.signals))
+
+
 def signals_from_table(rows: Any) -> list[dict[str, float]]:
     """Per-image signals from an evaluation's per-image table (its ``q_*`` columns; a DataFrame or the
     CSV ``python -m cellcount.evaluate --out`` wrote, read back)."""
