@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import postprocess as pp
 from .errors import ParameterError
-from .flips import flip_averaged_maps
+from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
 from .io import model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
@@ -72,6 +72,8 @@ class Prediction:
     """Mask models sized by a size model: that density model's count over ``size_window`` (the region it
     read), a second count made by an independent network, which the quality flag compares."""
     size_window: tuple[slice, slice] | None = None
+    flip_disagreement: float | None = None
+    """With ``test_time_flips``: how much the four views disagree (:func:`cellcount.flips.flip_maps`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -156,9 +158,13 @@ def predict(
     )
     t1 = time.perf_counter()
 
+    flips: list[float] = []
+
     def run(view: np.ndarray) -> np.ndarray:
         if p.test_time_flips:
-            return flip_averaged_maps(model, view, progress=progress, fast=fast, backend=backend)
+            maps, disagreement = flip_maps(model, view, progress=progress, fast=fast, backend=backend)
+            flips.append(disagreement)  # the last pass's (at the model's scale) is the one counted
+            return maps
         return model.predict_maps(view, progress=progress, fast=fast, **backend_kw(backend))
 
     density = density_channels(model.output_kind)
@@ -198,6 +204,7 @@ def predict(
         quality_rule=QualityRule.from_card(model.card),
         size_count=None if size is None else size.count,
         size_window=None if size is None else size.window,
+        flip_disagreement=flips[-1] if flips else None,
     )
 
 
@@ -215,7 +222,7 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
     signals = quality_signals(
         count=count, second_count=second_count, probability=probability, image_norm=prediction.image_norm,
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
-        labels=labels,
+        labels=labels, flip_disagreement=prediction.flip_disagreement,
     )
     return judge(signals, prediction.quality_rule)
 

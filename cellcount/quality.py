@@ -15,8 +15,9 @@ no extra model pass:
 * ``large_object_share``: share of the segmented area in objects over :data:`LARGE_OBJECT_FACTOR` times
   the median object area (merged clumps hide nuclei), and ``touching_share``: share of objects that touch
   another (crowding, where splits go wrong). Mask models only.
-* ``focus``: mean absolute Laplacian of the normalised image over its foreground, relative to the
-  foreground-background contrast; blur lowers it.
+* ``focus``: the median intensity gradient across the foreground's outline per unit of contrast (about
+  1 / (2.5 x the blur's sigma in px)); blur lowers it, contrast and the number of nuclei do not.
+* ``flip_disagreement`` (with test-time flips on): how much the model's four flipped views disagree.
 
 :class:`QualityRule` turns signals into a flag with plain reasons. Its limits are calibrated on
 validation images by :func:`calibrate_rule` (stored in the model card under ``quality``); the defaults
@@ -43,7 +44,7 @@ LARGE_OBJECT_FACTOR = 4.0
 MIN_OBJECTS = 5
 """Object-shape signals need at least this many objects (a median of fewer says little)."""
 SIGNALS = ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast", "large_object_share",
-           "touching_share", "focus")
+           "touching_share", "focus", "flip_disagreement")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class QualityRule:
     max_large_object_share: float | None = None
     max_touching_share: float | None = None
     min_focus: float | None = None
+    max_flip_disagreement: float | None = None
 
     @classmethod
     def from_card(cls, card: Any) -> QualityRule:
@@ -95,11 +97,13 @@ def quality_signals(
     reference_diameter_px: float,
     size_at_limit: bool,
     labels: np.ndarray | None = None,
+    flip_disagreement: float | None = None,
 ) -> dict[str, float]:
     """Raw signals for one image (NaN where one does not apply). ``second_count`` is an independent
     count of the same image (see the module docstring), ``probability`` the (H, W) foreground
     probability, ``image_norm`` the model's normalised input, ``diameter_px`` the nucleus size used
-    (estimated or stated), ``labels`` the (H, W) integer objects of a mask model."""
+    (estimated or stated), ``labels`` the (H, W) integer objects of a mask model, ``flip_disagreement``
+    how much test-time flips disagree (when on)."""
     sig = {k: math.nan for k in SIGNALS}
     sig["size_at_limit"] = float(bool(size_at_limit))
     if second_count is not None:
@@ -118,6 +122,8 @@ def quality_signals(
             sig.update(_intensity_signals(np.asarray(image_norm, np.float32), p))
     if labels is not None:
         sig.update(_object_signals(np.asarray(labels)))
+    if flip_disagreement is not None:
+        sig["flip_disagreement"] = float(flip_disagreement)
     return sig
 
 
@@ -170,6 +176,7 @@ LIMITS: tuple[tuple[str, str, bool], ...] = (
     ("max_large_object_share", "large_object_share", False),
     ("max_touching_share", "touching_share", False),
     ("min_focus", "focus", True),
+    ("max_flip_disagreement", "flip_disagreement", False),
 )
 """(rule field, signal, whether the limit is a minimum) for every limit of :class:`QualityRule`."""
 
@@ -185,6 +192,7 @@ def _reason(signal: str, v: float) -> str:
                               "median size (likely merged nuclei)",
         "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",
         "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
+        "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
     }[signal]
 
 

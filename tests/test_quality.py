@@ -224,3 +224,29 @@ def test_calibration_uses_few_limits_and_prefers_fewer_flags():
     assert on == ["max_touching_share"], "one limit holds them all: no other is switched on"
     assert rep["flagged_share"] == pytest.approx(0.1), "the 90th percentile flags the fewest images that hold them"
     assert QualityRule.from_card(type("Card", (), {"extra": {"quality": {"rule": rule.to_dict()}}})()) == rule
+
+
+def test_flip_disagreement_is_measured_when_flips_are_on(tiny_model, rng):
+    from cellcount.flips import flip_maps
+
+    class Stub:
+        output_kind = "mask"
+
+        def __init__(self, lopsided):
+            self.lopsided = lopsided
+
+        def predict_maps(self, view, progress=None, fast=True, **kw):
+            fg = np.zeros_like(view)
+            fg[:, : view.shape[1] // 2] = 1.0  # always the left half of what it is shown: not flip-equivariant
+            return (fg if self.lopsided else (view > 0.5).astype(np.float32))[None]
+
+    image = rng.random((40, 56)).astype(np.float32)
+    assert flip_maps(Stub(False), image)[1] == 0.0, "a pointwise model agrees with itself"
+    assert flip_maps(Stub(True), image)[1] == 1.0, "every foreground pixel is missed by the flipped views"
+    model = tiny_model("unet", "mask")
+    off = cc.count_image(image, model, {"test_time_flips": False})
+    on = cc.count_image(image, model, {"test_time_flips": True})
+    assert math.isnan(off.quality.signals["flip_disagreement"])
+    assert on.quality.signals["flip_disagreement"] == flip_maps(model, image)[1]
+    flagged = judge({"flip_disagreement": 0.3}, QualityRule(max_flip_disagreement=0.2))
+    assert flagged.flag and any("flipped" in r for r in flagged.reasons)
