@@ -60,16 +60,22 @@ class QualityRule:
     max_touching_share: float | None = None
     min_focus: float | None = None
     max_flip_disagreement: float | None = None
+    joint_limits: tuple[tuple[str, float], ...] = ()
+    """(signal, limit) pairs that flag only together: every signal named (a :data:`SIGNALS` name) past its
+    limit, in the direction of its single limit (a dict in the card). Several moderately unusual signals at once mark an image unlike the
+    validation images, where no one of them would be unusual enough alone."""
 
     @classmethod
     def from_card(cls, card: Any) -> QualityRule:
         """The rule stored in a model card's ``extra["quality"]["rule"]``, else the defaults."""
         stored = ((getattr(card, "extra", None) or {}).get("quality") or {}).get("rule") or {}
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in stored.items() if k in known})
+        kw = {k: v for k, v in stored.items() if k in known}
+        kw["joint_limits"] = tuple((str(k), float(v)) for k, v in (kw.get("joint_limits") or {}).items())
+        return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "joint_limits": dict(self.joint_limits)}
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,17 @@ LIMITS: tuple[tuple[str, str, bool], ...] = (
 """(rule field, signal, whether the limit is a minimum) for every limit of :class:`QualityRule`."""
 
 
+BELOW = {key: below for _, key, below in LIMITS}
+JOINT_SIGNALS = ("count_disagreement", "uncertain_fraction")
+"""The signals of the calibrated joint limit: the two that measure the model's own trouble (two counts
+that disagree, a foreground it is unsure about) rather than a property of the image."""
+
+
+def _ratio(value: float, limit: float, below: bool) -> float:
+    """How far ``value`` is towards ``limit`` (>= 1: past it)."""
+    return (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
+
+
 def _reason(signal: str, v: float) -> str:
     return {
         "count_disagreement": f"two independent counts of this image differ by {v:.0%}",
@@ -203,10 +220,17 @@ def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
         limit, value = getattr(rule, field), signals.get(key, math.nan)
         if limit is None or not np.isfinite(value):
             continue
-        ratio = (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
+        ratio = _ratio(value, limit, below)
         ratios.append(ratio)
         if ratio >= 1.0:
             reasons.append(_reason(key, value))
+    if rule.joint_limits:
+        values = {k: signals.get(k, math.nan) for k, _ in rule.joint_limits}
+        if all(np.isfinite(v) for v in values.values()):
+            r = [_ratio(values[k], limit, BELOW[k]) for k, limit in rule.joint_limits]
+            ratios.append(min(r))
+            if min(r) >= 1.0:
+                reasons.append("unusual together for this model: " + "; ".join(_reason(k, v) for k, v in values.items()))
     if rule.flag_size_at_limit and signals.get("size_at_limit", 0.0) >= 1.0:
         reasons.append("the nucleus size is beyond what resizing can correct")
         ratios.append(1.0)
@@ -260,41 +284,58 @@ def calibrate_rule(
 ) -> tuple[QualityRule, dict[str, float]]:
     """Limits that flag at most ``max_flagged`` of the images while holding as many large errors as possible.
 
-    Each limit is off or one of three quantiles of its signal on these images (the 80th, 90th, 95th
-    percentile; 20th, 10th, 5th for minimums), at most ``max_limits`` of them on, plus the size clamp on or
-    off; ties go to fewer flags, then fewer limits. A grid this coarse cannot fit the images of a small
+    Each single limit is off or one of three quantiles of its signal on these images (the 80th, 90th, 95th
+    percentile; 20th, 10th, 5th for minimums); the joint limit on :data:`JOINT_SIGNALS` is off or the same
+    quantile of each (70th to 85th); at most ``max_limits`` limits are on, plus the size clamp on or off.
+    Ties go to fewer flags, then fewer limits. A grid this coarse cannot fit the images of a small
     validation set one by one.
     """
-    options: list[list[tuple[str, float | None, np.ndarray]]] = []
     n = len(signals)
-    for field, key, below in LIMITS:
-        vals = np.array([s.get(key, math.nan) for s in signals], np.float64)
-        finite = vals[np.isfinite(vals)]
+    values = {key: np.array([s.get(key, math.nan) for s in signals], np.float64) for _, key, _ in LIMITS}
+
+    def quantile(key: str, q: float) -> float | None:
+        finite = values[key][np.isfinite(values[key])]
+        return round(float(np.quantile(finite, 1 - q if BELOW[key] else q)), 4) if len(finite) else None
+
+    def flags_of(rule: QualityRule) -> np.ndarray:
+        return np.array([judge(x, rule).flag for x in signals], bool)
+
+    off = {f: None for f, _, _ in LIMITS}
+    options: list[list[tuple[dict[str, Any], np.ndarray]]] = []  # per limit: (rule fields, flags) when on
+    for field, key, _ in LIMITS:
         opts = []
-        for q in ((0.2, 0.1, 0.05) if below else (0.8, 0.9, 0.95)) if len(finite) else ():
-            limit = round(float(np.quantile(finite, q)), 4)
-            rule = QualityRule(**{**{f: None for f, _, _ in LIMITS}, field: limit}, flag_size_at_limit=False)
-            opts.append((field, limit, np.array([judge(x, rule).flag for x in signals], bool)))
+        for q in (0.8, 0.9, 0.95):
+            limit = quantile(key, q)
+            if limit is not None:
+                opts.append(({field: limit}, flags_of(QualityRule(**{**off, field: limit}, flag_size_at_limit=False))))
         options.append(opts)
+    joint = []
+    for q in (0.7, 0.75, 0.8, 0.85):
+        limits = tuple((key, quantile(key, q)) for key in JOINT_SIGNALS)
+        if all(v is not None for _, v in limits):
+            fields = {"joint_limits": limits}
+            joint.append((fields, flags_of(QualityRule(**off, flag_size_at_limit=False, **fields))))
+    if joint:
+        options.append(joint)
     at_limit = np.array([x.get("size_at_limit", 0.0) >= 1.0 for x in signals], bool)
     e = np.asarray(rel_errors, np.float64)
     big = np.isfinite(e) & (e > large)
     best_key, best = None, None
     for k in range(max_limits + 1):
-        for chosen in itertools.combinations(range(len(LIMITS)), k):
+        for chosen in itertools.combinations(range(len(options)), k):
             for picks in itertools.product(*(options[i] for i in chosen)):
                 base = np.zeros(n, bool)
-                for _, _, f in picks:
+                for _, f in picks:
                     base |= f
                 for size_flag in (False, True):
                     flags = base | at_limit if size_flag else base
-                    share = flags.mean() if n else 0.0
-                    if share > max_flagged:
+                    if n and flags.mean() > max_flagged:
                         continue
                     key = (int((flags & big).sum()), -int(flags.sum()), -(k + size_flag))
                     if best_key is None or key > best_key:
                         best_key, best = key, (picks, size_flag, flags)
-    limits = {f: None for f, _, _ in LIMITS}
     picks, size_flag, flags = best if best is not None else ((), False, np.zeros(n, bool))
-    limits.update({field: limit for field, limit, _ in picks})
-    return QualityRule(**limits, flag_size_at_limit=size_flag), flag_report(flags, e, large=large)
+    fields: dict[str, Any] = dict(off)
+    for f, _ in picks:
+        fields.update(f)
+    return QualityRule(**fields, flag_size_at_limit=size_flag), flag_report(flags, e, large=large)

@@ -67,8 +67,8 @@ def test_calibration_respects_the_flag_budget_and_finds_the_signal():
     bad = rng.choice(n, 8, replace=False)
     disagreement[bad] = rng.uniform(0.3, 0.6, 8)   # the large errors are the ones whose counts disagree
     errors[bad] = rng.uniform(0.2, 0.5, 8)
-    signals = [{"count_disagreement": d, "size_ratio": 1.0, "uncertain_fraction": 0.1, "contrast": 0.5,
-                "size_at_limit": 0.0} for d in disagreement]
+    signals = [{"count_disagreement": d, "size_ratio": 1.0, "uncertain_fraction": u, "contrast": 0.5,
+                "size_at_limit": 0.0} for d, u in zip(disagreement, rng.uniform(0.1, 0.3, n))]
     rule, rep = calibrate_rule(signals, errors, max_flagged=0.2)
     assert rep["flagged_share"] <= 0.2
     assert rep["large_errors_flagged_share"] == 1.0
@@ -250,3 +250,29 @@ def test_flip_disagreement_is_measured_when_flips_are_on(tiny_model, rng):
     assert on.quality.signals["flip_disagreement"] == flip_maps(model, image)[1]
     flagged = judge({"flip_disagreement": 0.3}, QualityRule(max_flip_disagreement=0.2))
     assert flagged.flag and any("flipped" in r for r in flagged.reasons)
+
+
+def test_joint_limits_flag_only_together_and_round_trip_through_the_card():
+    rule = QualityRule(max_count_disagreement=None, max_uncertain_fraction=None, min_contrast=None,
+                       joint_limits=(("count_disagreement", 0.2), ("uncertain_fraction", 0.25)))
+    both = {"count_disagreement": 0.3, "uncertain_fraction": 0.3, "contrast": 0.5}
+    assert judge(both, rule).flag and "unusual together" in judge(both, rule).reasons[0]
+    assert not judge({**both, "uncertain_fraction": 0.2}, rule).flag, "one signal alone is not enough"
+    assert not judge({**both, "uncertain_fraction": math.nan}, rule).flag
+    card = type("Card", (), {"extra": {"quality": {"rule": rule.to_dict()}}})()
+    assert rule.to_dict()["joint_limits"] == {"count_disagreement": 0.2, "uncertain_fraction": 0.25}
+    assert QualityRule.from_card(card) == rule
+
+
+def test_calibration_finds_errors_that_only_two_signals_together_mark():
+    rng = np.random.default_rng(5)
+    n = 60
+    d, u = rng.uniform(0, 0.2, n), rng.uniform(0.1, 0.3, n)
+    errors = rng.uniform(0, 0.1, n)
+    bad = np.arange(8)
+    d[bad], u[bad] = 0.17, 0.27          # each within the top 25% but below the highest single values
+    d[8:14], u[14:20] = 0.2, 0.3         # high on one signal only: fine images
+    errors[bad] = 0.3
+    signals = [{"count_disagreement": a, "uncertain_fraction": b} for a, b in zip(d, u)]
+    rule, rep = calibrate_rule(signals, errors, max_flagged=0.2)
+    assert rule.joint_limits and rep["large_errors_flagged_share"] == 1.0 and rep["flagged_share"] <= 0.2
