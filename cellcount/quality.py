@@ -281,14 +281,17 @@ def calibrate_rule(
     max_flagged: float = 0.2,
     large: float = LARGE_ERROR,
     max_limits: int = 3,
+    range_margin: float | None = 1.1,
 ) -> tuple[QualityRule, dict[str, float]]:
     """Limits that flag at most ``max_flagged`` of the images while holding as many large errors as possible.
 
     Each single limit is off or one of three quantiles of its signal on these images (the 80th, 90th, 95th
     percentile; 20th, 10th, 5th for minimums); the joint limit on :data:`JOINT_SIGNALS` is off or the same
     quantile of each (70th to 85th); at most ``max_limits`` limits are on, plus the size clamp on or off.
-    Ties go to fewer flags, then fewer limits. A grid this coarse cannot fit the images of a small
-    validation set one by one.
+    Ties go to fewer flags, then fewer limits, then the size clamp on. A grid this coarse cannot fit the
+    images of a small validation set one by one. Every single limit left off is then set just outside what
+    these images showed (``range_margin`` times their largest value, or their smallest divided by it; None:
+    left off): no image here reaches it, and an image beyond it is unlike all of them.
     """
     n = len(signals)
     values = {key: np.array([s.get(key, math.nan) for s in signals], np.float64) for _, key, _ in LIMITS}
@@ -331,11 +334,19 @@ def calibrate_rule(
                     flags = base | at_limit if size_flag else base
                     if n and flags.mean() > max_flagged:
                         continue
-                    key = (int((flags & big).sum()), -int(flags.sum()), -(k + size_flag))
+                    # the size clamp stays on when it costs no flags here: it is a safety for images the
+                    # validation set may not have (a resize clamped by more than 25%)
+                    key = (int((flags & big).sum()), -int(flags.sum()), -k, size_flag)
                     if best_key is None or key > best_key:
                         best_key, best = key, (picks, size_flag, flags)
-    picks, size_flag, flags = best if best is not None else ((), False, np.zeros(n, bool))
+    picks, size_flag, _ = best if best is not None else ((), False, None)
     fields: dict[str, Any] = dict(off)
     for f, _ in picks:
         fields.update(f)
-    return QualityRule(**fields, flag_size_at_limit=size_flag), flag_report(flags, e, large=large)
+    for field, key, below in LIMITS:
+        finite = values[key][np.isfinite(values[key])]
+        edge = (finite.min() if below else finite.max()) if len(finite) else 0.0
+        if fields[field] is None and range_margin and edge > 0:  # (a signal that was 0 throughout: left off)
+            fields[field] = round(float(edge / range_margin if below else edge * range_margin), 4)
+    rule = QualityRule(**fields, flag_size_at_limit=size_flag)
+    return rule, flag_report(flags_of(rule), e, large=large)

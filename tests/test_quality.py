@@ -217,7 +217,7 @@ def test_calibration_uses_few_limits_and_prefers_fewer_flags():
     errors = np.full(n, 0.05)
     worst = np.argsort([s["touching_share"] for s in signals])[-5:]
     errors[worst] = 0.4  # the large errors are the most crowded images
-    rule, rep = calibrate_rule(signals, errors, max_flagged=0.2, max_limits=2)
+    rule, rep = calibrate_rule(signals, errors, max_flagged=0.2, max_limits=2, range_margin=None)
     assert rep["large_errors_flagged_share"] == 1.0 and rep["flagged_share"] <= 0.2
     assert rule.max_touching_share is not None
     on = [f for f, _, _ in LIMITS if getattr(rule, f) is not None]
@@ -276,3 +276,18 @@ def test_calibration_finds_errors_that_only_two_signals_together_mark():
     signals = [{"count_disagreement": a, "uncertain_fraction": b} for a, b in zip(d, u)]
     rule, rep = calibrate_rule(signals, errors, max_flagged=0.2)
     assert rule.joint_limits and rep["large_errors_flagged_share"] == 1.0 and rep["flagged_share"] <= 0.2
+
+
+def test_limits_left_off_sit_just_outside_the_validation_range():
+    rng = np.random.default_rng(7)
+    signals = [{"count_disagreement": float(a), "contrast": float(c), "large_object_share": 0.0}
+               for a, c in zip(rng.uniform(0, 0.3, 40), rng.uniform(0.2, 0.6, 40))]
+    errors = np.full(40, 0.05)  # no large errors: nothing to fit, every limit is a range limit
+    rule, rep = calibrate_rule(signals, errors)
+    top = max(s["count_disagreement"] for s in signals)
+    low = min(s["contrast"] for s in signals)
+    assert rule.max_count_disagreement == pytest.approx(1.1 * top, abs=1e-4)
+    assert rule.min_contrast == pytest.approx(low / 1.1, abs=1e-4)
+    assert rule.max_large_object_share is None, "a signal that was 0 on every image gives no range"
+    assert rep["flagged_share"] == 0.0
+    assert judge({"count_disagreement": 1.2 * top, "contrast": 0.4}, rule).flag
