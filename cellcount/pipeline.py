@@ -24,7 +24,7 @@ from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
 from .protocols import backend_kw
-from .quality import Quality, QualityRule, judge, quality_signals
+from .quality import Quality, QualityRule, density_foreground, judge, quality_signals
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
 from .sizing import (
     AUTO_RESCALE_TOLERANCE,
@@ -227,6 +227,12 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
     return judge(signals, prediction.quality_rule)
 
 
+def _density_probability(prediction: Prediction, params: CountParams, density: np.ndarray) -> np.ndarray | None:
+    """A density model's foreground for the quality signals (:func:`cellcount.quality.density_foreground`)."""
+    diameter = params.nucleus_diameter_px or prediction.estimated_diameter_px or density_nucleus_diameter(density)
+    return density_foreground(density, diameter) if diameter else None
+
+
 def _two_counts(prediction: Prediction, labels: np.ndarray, count: int,
                 density_total: float | None) -> tuple[float, float | None]:
     """The segmentation's count and an independent one of the same region, for the quality flag: the
@@ -269,7 +275,8 @@ def postprocess(
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px,
-            quality=assess(prediction, params, estimate, float(len(peaks))),
+            quality=assess(prediction, params, estimate, float(len(peaks)),
+                           probability=_density_probability(prediction, params, density)),
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None

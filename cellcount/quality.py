@@ -19,6 +19,8 @@ no extra model pass:
   1 / (2.5 x the blur's sigma in px)); blur lowers it, contrast and the number of nuclei do not.
 * ``flip_disagreement`` (with test-time flips on): how much the model's four flipped views disagree.
 
+Density models have no probability map: :func:`density_foreground` reads one off the density map.
+
 :class:`QualityRule` turns signals into a flag with plain reasons. Its limits are calibrated on
 validation images by :func:`calibrate_rule` (stored in the model card under ``quality``); the defaults
 are used otherwise.
@@ -131,6 +133,20 @@ def quality_signals(
     if flip_disagreement is not None:
         sig["flip_disagreement"] = float(flip_disagreement)
     return sig
+
+
+def density_foreground(density: np.ndarray, diameter_px: float) -> np.ndarray:
+    """(H, W) float32 in [0, 1] from a density map: 0.5 on the outline of a lone nucleus of ``diameter_px``,
+    so that density models get the image signals (contrast, focus, uncertainty) of mask models.
+
+    A density model learnt one unit-mass Gaussian per nucleus with sigma = :data:`DENSITY_SIGMA_SCALE` x
+    its diameter; at the outline (radius = diameter / 2 = 2 sigma) that is exp(-2) / (2 pi sigma^2).
+    """
+    from .sizing import DENSITY_SIGMA_SCALE
+
+    sigma = DENSITY_SIGMA_SCALE * float(diameter_px)
+    edge = math.exp(-2.0) / (2 * math.pi * sigma * sigma)
+    return np.clip(np.asarray(density, np.float32) / np.float32(2 * edge), 0.0, 1.0)
 
 
 def _intensity_signals(image: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -349,4 +365,5 @@ def calibrate_rule(
         if fields[field] is None and range_margin and edge > 0:  # (a signal that was 0 throughout: left off)
             fields[field] = round(float(edge / range_margin if below else edge * range_margin), 4)
     rule = QualityRule(**fields, flag_size_at_limit=size_flag)
-    return rule, flag_report(flags_of(rule), e, large=large)
+    fitted = [name for f, _ in picks for name in f]
+    return rule, {**flag_report(flags_of(rule), e, large=large), "fitted_limits": fitted}

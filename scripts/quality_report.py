@@ -60,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             model.card.extra = {**model.card.extra, "quality": card_entry(
                 rule, rep, f"{rep['n']} images of ../shared/datasets/dsb2018 (split val) by scripts/quality_report.py")}
             write_card(model.card, _card_folder(name, name))
-        limits = ", ".join([f"{k} {v:g}" for k, v in rule.to_dict().items() if isinstance(v, float)]
+        fitted = rep["fitted_limits"]
+        limits = ", ".join([f"{k} {getattr(rule, k):g}" for k in fitted if k != "joint_limits"]
                            + [" and ".join(f"{k} {v:g}" for k, v in rule.joint_limits) + " together"] * bool(rule.joint_limits)
-                           + ["size clamp"] * rule.flag_size_at_limit)
+                           + ["size clamp"] * rule.flag_size_at_limit + ["range limits on the rest"])
         for data, split in SETS:
             df = val if (data, split) == ("dsb2018", "val") else per_image(name, data, split)
             q = flag_report([judge(s, rule).flag for s in signals_from_table(df)], df["rel_error"].to_numpy())

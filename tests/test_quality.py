@@ -9,7 +9,15 @@ import pytest
 
 import cellcount as cc
 from cellcount.pipeline import Prediction, postprocess, resize_maps, resolve_params
-from cellcount.quality import LIMITS, QualityRule, calibrate_rule, flag_report, judge, quality_signals
+from cellcount.quality import (
+    LIMITS,
+    QualityRule,
+    calibrate_rule,
+    density_foreground,
+    flag_report,
+    judge,
+    quality_signals,
+)
 
 
 def _signals(**kw):
@@ -291,3 +299,20 @@ def test_limits_left_off_sit_just_outside_the_validation_range():
     assert rule.max_large_object_share is None, "a signal that was 0 on every image gives no range"
     assert rep["flagged_share"] == 0.0
     assert judge({"count_disagreement": 1.2 * top, "contrast": 0.4}, rule).flag
+
+
+def test_density_models_get_image_signals_from_their_map(draw_disks):
+    from cellcount.training.targets import density_from_labels
+
+    labels = draw_disks((120, 120), [(30, 30), (30, 90), (90, 30), (90, 90)], 9)
+    density = density_from_labels(labels)
+    fg = density_foreground(density, 19.0)
+    assert abs(int((fg > 0.5).sum()) - int((labels > 0).sum())) < 0.15 * (labels > 0).sum(), "about the discs"
+    image = np.where(labels > 0, 0.8, 0.1).astype(np.float32)
+    params = resolve_params(None, {})
+    res = postprocess(Prediction("d", "density", density[None], image, False, params.input_key()), params)
+    assert res.quality.signals["contrast"] == pytest.approx(0.7, abs=0.05)
+    assert np.isfinite(res.quality.signals["focus"]) and np.isfinite(res.quality.signals["uncertain_fraction"])
+    faint = postprocess(Prediction("d", "density", density[None], 0.1 + 0.05 * (image > 0.5), False,
+                                   params.input_key()), params)
+    assert judge(faint.quality.signals, QualityRule()).flag, "low contrast is flagged for density models too"
