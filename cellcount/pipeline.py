@@ -68,6 +68,8 @@ class Prediction:
     """The nucleus diameter the model was trained at (:data:`REFERENCE_DIAMETER_PX` or its card's)."""
     quality_rule: QualityRule = field(default_factory=QualityRule)
     """The model's limits for the quality flag (its card's, calibrated on validation images)."""
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    """Postprocessing's last intermediate stages for these maps (:func:`cellcount.postprocess.segment`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -249,7 +251,7 @@ def postprocess(
     # multihead: the density head's integral is a second, independent count of the same image
     density_map = prediction.maps[2] if prediction.output_kind == "multihead" else None
     density_total = None if density_map is None else pp.density_count(density_map)
-    seg = pp.segment(prob, **params.values("mask"), border_prob=border)
+    seg = pp.segment(prob, **params.values("mask"), border_prob=border, memo=prediction.memo)
     t1 = time.perf_counter()
     objects = object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None
     t2 = time.perf_counter()
