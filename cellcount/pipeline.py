@@ -24,7 +24,7 @@ from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
 from .protocols import backend_kw
-from .quality import Quality, QualityRule, density_foreground, judge, quality_signals
+from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
 from .sizing import (
     AUTO_RESCALE_TOLERANCE,
@@ -74,6 +74,8 @@ class Prediction:
     size_window: tuple[slice, slice] | None = None
     flip_disagreement: float | None = None
     """With ``test_time_flips``: how much the four views disagree (:func:`cellcount.flips.flip_maps`)."""
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    """Postprocessing's last intermediate stages for these maps (:func:`cellcount.postprocess.segment`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -219,10 +221,20 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
         # a size left alone within the tolerance is not a limit
         clamped = prediction.model_scale != 1.0 and abs(np.log(needed / prediction.model_scale)) > np.log(1.25)
         at_limit = clamped or not (MIN_SCALE / 1.25 <= needed <= MAX_SCALE * 1.25)
+    image_sig = None
+    if probability is not None:
+        # the image signals do not change with the settings: kept per prediction (a slider move skips them)
+        key = ("quality", diameter if prediction.output_kind == "density" else None)
+        kept = prediction.memo.get("quality")
+        if kept is not None and kept[0] == key:
+            image_sig = kept[1]
+        else:
+            image_sig = image_signals(probability, prediction.image_norm)
+            prediction.memo["quality"] = (key, image_sig)
     signals = quality_signals(
         count=count, second_count=second_count, probability=probability, image_norm=prediction.image_norm,
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
-        labels=labels, flip_disagreement=prediction.flip_disagreement,
+        labels=labels, flip_disagreement=prediction.flip_disagreement, image_sig=image_sig,
     )
     return judge(signals, prediction.quality_rule)
 
@@ -283,7 +295,7 @@ def postprocess(
     # multihead: the density head's integral is a second, independent count of the same image
     density_map = prediction.maps[2] if prediction.output_kind == "multihead" else None
     density_total = None if density_map is None else pp.density_count(density_map)
-    seg = pp.segment(prob, **params.values("mask"), border_prob=border)
+    seg = pp.segment(prob, **params.values("mask"), border_prob=border, memo=prediction.memo)
     t1 = time.perf_counter()
     objects = object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None
     t2 = time.perf_counter()

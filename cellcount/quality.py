@@ -106,12 +106,14 @@ def quality_signals(
     size_at_limit: bool,
     labels: np.ndarray | None = None,
     flip_disagreement: float | None = None,
+    image_sig: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Raw signals for one image (NaN where one does not apply). ``second_count`` is an independent
     count of the same image (see the module docstring), ``probability`` the (H, W) foreground
     probability, ``image_norm`` the model's normalised input, ``diameter_px`` the nucleus size used
     (estimated or stated), ``labels`` the (H, W) integer objects of a mask model, ``flip_disagreement``
-    how much test-time flips disagree (when on)."""
+    how much test-time flips disagree (when on), ``image_sig`` :func:`image_signals` of ``probability``
+    when the caller kept them."""
     sig = {k: math.nan for k in SIGNALS}
     sig["size_at_limit"] = float(bool(size_at_limit))
     if second_count is not None:
@@ -120,14 +122,10 @@ def quality_signals(
     if diameter_px:
         r = float(diameter_px) / reference_diameter_px
         sig["size_ratio"] = max(r, 1.0 / r)
-    if probability is not None:
-        p = np.asarray(probability)
-        maybe = p > UNCERTAIN_LOW
-        n = int(np.count_nonzero(maybe))
-        if n:
-            sig["uncertain_fraction"] = float(np.count_nonzero(maybe & (p < UNCERTAIN_HIGH))) / n
-        if image_norm is not None and np.shape(image_norm) == p.shape:
-            sig.update(_intensity_signals(np.asarray(image_norm, np.float32), p))
+    if image_sig is not None:
+        sig.update(image_sig)
+    elif probability is not None:
+        sig.update(image_signals(probability, image_norm))
     if labels is not None:
         sig.update(_object_signals(np.asarray(labels)))
     if flip_disagreement is not None:
@@ -147,6 +145,20 @@ def density_foreground(density: np.ndarray, diameter_px: float) -> np.ndarray:
     sigma = DENSITY_SIGMA_SCALE * float(diameter_px)
     edge = math.exp(-2.0) / (2 * math.pi * sigma * sigma)
     return np.clip(np.asarray(density, np.float32) / np.float32(2 * edge), 0.0, 1.0)
+
+
+def image_signals(probability: np.ndarray, image_norm: np.ndarray | None) -> dict[str, float]:
+    """``uncertain_fraction``, ``contrast`` and ``focus``: they depend on the maps and the image only, not on
+    the postprocessing settings, so a caller may keep them per prediction."""
+    p = np.asarray(probability)
+    out: dict[str, float] = {}
+    maybe = p > UNCERTAIN_LOW
+    n = int(np.count_nonzero(maybe))
+    if n:
+        out["uncertain_fraction"] = float(np.count_nonzero(maybe & (p < UNCERTAIN_HIGH))) / n
+    if image_norm is not None and np.shape(image_norm) == p.shape:
+        out.update(_intensity_signals(np.asarray(image_norm, np.float32), p))
+    return out
 
 
 def _intensity_signals(image: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -175,17 +187,24 @@ def _intensity_signals(image: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def _object_signals(labels: np.ndarray) -> dict[str, float]:
     """``large_object_share`` and ``touching_share`` of a label image (NaN under :data:`MIN_OBJECTS`)."""
-    areas = np.bincount(labels.ravel().astype(np.int64))[1:]
+    flat = np.ascontiguousarray(labels).ravel()
+    areas = np.bincount(flat)[1:]
     ids = np.flatnonzero(areas) + 1
     areas = areas[areas > 0]
     if len(areas) < MIN_OBJECTS:
         return {}
     big = areas > LARGE_OBJECT_FACTOR * np.median(areas)
-    touching: list[np.ndarray] = []
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
-        meet = (a > 0) & (b > 0) & (a != b)
-        touching += [a[meet], b[meet]]
-    n_touching = np.isin(ids, np.concatenate(touching)).sum()
+    touching = np.zeros(int(ids[-1]) + 1, bool)
+    width = labels.shape[1]
+    for step in (1, width):  # right and lower neighbours, on the flat array (no copies of the image)
+        changes = np.flatnonzero(flat[:-step] != flat[step:])  # outlines only: the rest runs on few pixels
+        if step == 1:
+            changes = changes[changes % width != width - 1]  # not the last pixel of a row with the next row's first
+        va, vb = flat[changes], flat[changes + step]
+        meet = (va > 0) & (vb > 0)
+        touching[va[meet]] = True
+        touching[vb[meet]] = True
+    n_touching = int(touching[ids].sum())
     return {"large_object_share": float(areas[big].sum() / areas.sum()),
             "touching_share": float(n_touching / len(ids))}
 
