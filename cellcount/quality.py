@@ -309,6 +309,15 @@ def flag_report(flags: Sequence[bool], rel_errors: Sequence[float], *, large: fl
     }
 
 
+def range_limit(values: Sequence[float], *, below: bool, margin: float = 1.1) -> float | None:
+    """A limit ``margin`` beyond the largest of ``values`` (``below``: under the smallest), which none of them
+    reaches; None without a positive finite edge (a signal that was 0 on every image says nothing)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    edge = (v.min() if below else v.max()) if len(v) else 0.0
+    return round(float(edge / margin if below else edge * margin), 4) if edge > 0 else None
+
+
 def calibrate_rule(
     signals: Sequence[dict[str, float]],
     rel_errors: Sequence[float],
@@ -379,10 +388,8 @@ def calibrate_rule(
     for f, _ in picks:
         fields.update(f)
     for field, key, below in LIMITS:
-        finite = values[key][np.isfinite(values[key])]
-        edge = (finite.min() if below else finite.max()) if len(finite) else 0.0
-        if fields[field] is None and range_margin and edge > 0:  # (a signal that was 0 throughout: left off)
-            fields[field] = round(float(edge / range_margin if below else edge * range_margin), 4)
+        if fields[field] is None and range_margin:
+            fields[field] = range_limit(values[key], below=below, margin=range_margin)
     rule = QualityRule(**fields, flag_size_at_limit=size_flag)
     fitted = [name for f, _ in picks for name in f]
     return rule, {**flag_report(flags_of(rule), e, large=large), "fitted_limits": fitted}
