@@ -23,7 +23,7 @@ Density models have no probability map: :func:`density_foreground` reads one off
 
 :class:`QualityRule` turns signals into a flag with plain reasons. Its limits are calibrated on
 validation images by :func:`calibrate_rule` (stored in the model card under ``quality``); the defaults
-are used otherwise.
+are used otherwise. docs/quality.md has the rules of the shipped models and what they catch.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class QualityRule:
     max_flip_disagreement: float | None = None
     joint_limits: tuple[tuple[str, float], ...] = ()
     """(signal, limit) pairs that flag only together: every signal named (a :data:`SIGNALS` name) past its
-    limit, in the direction of its single limit (a dict in the card). Several moderately unusual signals at once mark an image unlike the
-    validation images, where no one of them would be unusual enough alone."""
+    limit, in the direction of its single limit (a dict in the card). Several moderately unusual signals at
+    once mark an image unlike the validation images, where no one of them is unusual enough alone."""
 
     @classmethod
     def from_card(cls, card: Any) -> QualityRule:
@@ -332,8 +332,9 @@ def calibrate_rule(
     Each single limit is off or one of three quantiles of its signal on these images (the 80th, 90th, 95th
     percentile; 20th, 10th, 5th for minimums); the joint limit on :data:`JOINT_SIGNALS` is off or the same
     quantile of each (70th to 85th); at most ``max_limits`` limits are on, plus the size clamp on or off.
-    Ties go to fewer flags, then fewer limits, then the size clamp on. A grid this coarse cannot fit the
-    images of a small validation set one by one. Every single limit left off is then set just outside what
+    Ties go to fewer flags, then fewer limits, then the size clamp on; when the joint limit is not among
+    them, it is added at the loosest quantile the flag budget still allows (if any). A grid this coarse
+    cannot fit the images of a small validation set one by one. Every single limit left off is then set just outside what
     these images showed (``range_margin`` times their largest value, or their smallest divided by it; None:
     left off): no image here reaches it, and an image beyond it is unlike all of them.
     """
@@ -383,7 +384,14 @@ def calibrate_rule(
                     key = (int((flags & big).sum()), -int(flags.sum()), -k, size_flag)
                     if best_key is None or key > best_key:
                         best_key, best = key, (picks, size_flag, flags)
-    picks, size_flag, _ = best if best is not None else ((), False, None)
+    picks, size_flag, chosen_flags = best if best is not None else ((), False, np.zeros(n, bool))
+    if joint and not any("joint_limits" in f for f, _ in picks):
+        # the budget the fitted limits left goes to the joint limit, loosest first: it is what flags images
+        # unlike these (another stain, another kind of cell), which a validation set cannot show
+        for fields_, f in joint:
+            if n and (chosen_flags | f).mean() <= max_flagged:
+                picks = (*picks, (fields_, f))
+                break
     fields: dict[str, Any] = dict(off)
     for f, _ in picks:
         fields.update(f)

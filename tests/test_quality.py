@@ -230,7 +230,10 @@ def test_calibration_uses_few_limits_and_prefers_fewer_flags():
     assert rule.max_touching_share is not None
     on = [f for f, _, _ in LIMITS if getattr(rule, f) is not None]
     assert on == ["max_touching_share"], "one limit holds them all: no other is switched on"
-    assert rep["flagged_share"] == pytest.approx(0.1), "the 90th percentile flags the fewest images that hold them"
+    assert rule.max_touching_share == pytest.approx(np.quantile([s["touching_share"] for s in signals], 0.9), abs=1e-4), \
+        "the 90th percentile flags the fewest images that hold them"
+    assert rule.joint_limits, "the budget left goes to the joint limit"
+    assert rep["flagged_share"] == pytest.approx(0.2), "... at the loosest quantile that fits in it"
     assert QualityRule.from_card(type("Card", (), {"extra": {"quality": {"rule": rule.to_dict()}}})()) == rule
 
 
