@@ -18,6 +18,8 @@ no extra model pass:
 * ``focus``: the median intensity gradient across the foreground's outline per unit of contrast (about
   1 / (2.5 x the blur's sigma in px)); blur lowers it, contrast and the number of nuclei do not.
 * ``flip_disagreement`` (with test-time flips on): how much the model's four flipped views disagree.
+* ``foreground_share``: share of the image the model calls foreground; a model that sees nuclei everywhere
+  is crowded beyond its training or reading an unfamiliar image (a saturated density map reads alike).
 
 Density models have no probability map: :func:`density_foreground` reads one off the density map.
 
@@ -46,7 +48,7 @@ LARGE_OBJECT_FACTOR = 4.0
 MIN_OBJECTS = 5
 """Object-shape signals need at least this many objects (a median of fewer says little)."""
 SIGNALS = ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast", "large_object_share",
-           "touching_share", "focus", "flip_disagreement")
+           "touching_share", "focus", "flip_disagreement", "foreground_share")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class QualityRule:
     max_touching_share: float | None = None
     min_focus: float | None = None
     max_flip_disagreement: float | None = None
+    max_foreground_share: float | None = None
     joint_limits: tuple[tuple[str, float], ...] = ()
     """(signal, limit) pairs that flag only together: every signal named (a :data:`SIGNALS` name) past its
     limit, in the direction of its single limit (a dict in the card). Several moderately unusual signals at
@@ -156,6 +159,8 @@ def image_signals(probability: np.ndarray, image_norm: np.ndarray | None) -> dic
     n = int(np.count_nonzero(maybe))
     if n:
         out["uncertain_fraction"] = float(np.count_nonzero(maybe & (p < UNCERTAIN_HIGH))) / n
+    if p.size:
+        out["foreground_share"] = float(np.count_nonzero(p > 0.5)) / p.size
     if image_norm is not None and np.shape(image_norm) == p.shape:
         out.update(_intensity_signals(np.asarray(image_norm, np.float32), p))
     return out
@@ -218,6 +223,7 @@ LIMITS: tuple[tuple[str, str, bool], ...] = (
     ("max_touching_share", "touching_share", False),
     ("min_focus", "focus", True),
     ("max_flip_disagreement", "flip_disagreement", False),
+    ("max_foreground_share", "foreground_share", False),
 )
 """(rule field, signal, whether the limit is a minimum) for every limit of :class:`QualityRule`."""
 
@@ -245,6 +251,7 @@ def _reason(signal: str, v: float) -> str:
         "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",
         "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
         "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
+        "foreground_share": f"{v:.0%} of the image is foreground (crowded or unfamiliar: little background)",
     }[signal]
 
 

@@ -55,6 +55,9 @@ def test_uncertainty_and_contrast_come_from_the_maps():
     img = np.where(prob > 0.5, 0.9, 0.1).astype(np.float32)
     sure = _signals(probability=prob, image_norm=img)
     assert sure["uncertain_fraction"] == 0.0 and sure["contrast"] == pytest.approx(0.8)
+    assert sure["foreground_share"] == pytest.approx(100 / 400)
+    crowded = judge(_signals(probability=np.full((20, 20), 0.9, np.float32)), QualityRule(max_foreground_share=0.6))
+    assert crowded.flag and "foreground" in crowded.reasons[0]
     unsure = _signals(probability=np.where(prob > 0, 0.55, 0.0).astype(np.float32), image_norm=img * 0.1)
     assert unsure["uncertain_fraction"] == 1.0 and unsure["contrast"] == pytest.approx(0.08)
     q = judge(unsure, QualityRule())
