@@ -6,10 +6,11 @@ For every model and set it runs ``python -m cellcount.evaluate --out results/qua
 (skipped when that CSV exists: the per-image signals do not depend on the rule, so calibrating again is
 instant), fits the rule on the validation CSV with :func:`cellcount.quality.calibrate_rule` (the same fit as
 ``--calibrate-quality``), stores it in the card with ``--write-card``, and prints a Markdown table: per model
-and set, the images, the median count error (relative), the large errors (> 15% of the true count), the share of images flagged and the share
-of the large errors that fall in flagged images, and that share for errors over 50%. The scoring sets (DSB test split, vgg_cells, mbm) are
-never used to fit anything. Test-time flips are off by default, so the flips' limit comes from a second
-validation run with them on (``--flips``): just outside the largest disagreement it showed.
+and set, the images, the median relative count error, the large errors (> 15% of the true count), the share
+of images flagged, the share of the large errors in flagged images and that share for errors over 50%. The
+scoring sets (DSB test split, vgg_cells, mbm) are never used to fit anything. Test-time flips are off by
+default, so the flips' limit comes from a second validation run with them on (``--flips``): just outside
+the largest disagreement it showed.
 """
 
 from __future__ import annotations
