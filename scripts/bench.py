@@ -644,7 +644,8 @@ def render_markdown(res: BenchResults) -> str:
            f"{m['date_utc']} UTC; run took {res.seconds:.0f} s.",
            "",
            f"Backends available here: {', '.join(res.backends)}. Matrix-multiply peak ({res.config['mm_n']} x "
-           f"{res.config['mm_n']}, best of {res.config['mm_repeats']}; fp32: the faster library, "
+           f"{res.config['mm_n']}, best of {res.config['mm_repeats']} before and after the networks; fp32: the faster "
+           "library, "
            + ", ".join(f"{k} {v:.1f}" for k, v in res.matmul_by_library.items()) + f"): {peaks}.",
            "", "### Backend chosen at first use", ""]
     out += _table(["model", "backend", "why"], [
@@ -791,6 +792,16 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
                            "choice": choice,
                            "inference": bench_inference(bm, cfg, res.backends, res.matmul_gflops),
                            "counts": bench_counts(bm, images, res.backends)})
+    if models:  # the peak again, after the networks: the best of both stands (a slow spell lowers one)
+        again = fp32_peaks(cfg.mm_n, cfg.mm_repeats, res.backends)
+        res.matmul_by_library = {k: max(v, res.matmul_by_library[k]) for k, v in again.items()}
+        res.matmul_gflops["fp32"] = max(res.matmul_by_library.values())
+        if "bf16" in res.backends:
+            res.matmul_gflops["bf16"] = max(res.matmul_gflops["bf16"],
+                                            matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype="bf16"))
+        for r in res.models:
+            for row in r["inference"]["backends"].values():
+                row["pct_of_peak"] = 100.0 * row["gflops"] / res.matmul_gflops[row["precision"]]
     logger.info("postprocessing")
     res.postprocess = bench_postprocess(models, cfg)
     cli_bm = cli_model(models)
