@@ -44,7 +44,7 @@ def per_image(model: str, data: str, split: str, *extra: str) -> pd.DataFrame:
         cmd = [sys.executable, "-m", "cellcount.evaluate", "--model", model, "--data", f"../shared/datasets/{data}",
                "--split", split, *extra, "--out", str(csv.relative_to(ROOT))]
         print("$", " ".join(cmd[1:]), file=sys.stderr)
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=sys.stderr)  # the table alone on stdout
     return pd.read_csv(csv)
 
 
