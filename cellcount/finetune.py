@@ -206,6 +206,32 @@ def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=N
     return _median_diameter(res.labels) if res.labels is not None else None
 
 
+def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
+    """Median distance (px) from each dot to its nearest neighbour over a set of images' dots ``points``
+    (each (N, 2)). Touching objects sit one diameter apart, so it bounds the object diameter from above:
+    the user's own annotation says how large the objects can be. None with fewer than two dots anywhere."""
+    from scipy.spatial import cKDTree
+
+    gaps = [cKDTree(p).query(p, k=2)[0][:, 1] for p in (np.asarray(q, np.float64).reshape(-1, 2) for q in points)
+            if len(p) >= 2]
+    return float(np.median(np.concatenate(gaps))) if gaps else None
+
+
+def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base, *, size_model=None) -> float | None:
+    """One object diameter (px) for a whole annotated set: the median of :func:`annotated_diameter` over its
+    images (label areas, or the base model's estimate), at most the dots' :func:`dot_spacing`.
+
+    A fine-tune learns the user's objects at one magnification; training and counting every image at this
+    one size keeps a per-image estimate that wanders (dense, overlapping objects) from resizing each image
+    differently, which moves its count."""
+    sizes = [d for d in (annotated_diameter(im, gt, base, size_model=size_model) for im, gt in zip(images, gts)) if d]
+    diameter = float(np.median(sizes)) if sizes else None
+    spacing = dot_spacing([gt.points for gt in gts if gt.points is not None and gt.labels is None])
+    if spacing and (diameter is None or spacing < diameter):
+        diameter = spacing
+    return diameter
+
+
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
                   diameter_px: float | None = None, size_model=None):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
@@ -273,7 +299,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
 # --------------------------------------------------------------------------------------------------
 def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, batch_size: int, crop: int, lr: float,
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
-         loss_cfg: dict[str, Any]) -> tuple[int, float, list[float]]:
+         loss_cfg: dict[str, Any], scale_range: tuple[float, float]) -> tuple[int, float, list[float]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
     (estimated from the first steps). Returns (steps run, seconds, losses)."""
     import torch
@@ -282,7 +308,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     from .training.losses import density_loss, mask_loss, multihead_loss
 
     cfg = {"train": {"batch_size": batch_size, "crop": crop},
-           "augment": {**DEFAULTS["augment"], "elastic_p": 0.3, "invert_p": 0.0}}
+           "augment": {**DEFAULTS["augment"], "elastic_p": 0.3, "invert_p": 0.0,
+                       "scale_range": list(scale_range)}}
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     total = steps or 10_000
     warm = 10
@@ -354,6 +381,8 @@ def finetune(
     batch_size: int = 8,
     crop: int = 128,
     lr: float = 5e-4,
+    size: str = "set",
+    scale_range: tuple[float, float] = (0.6, 1.6),
     threads: int | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -366,7 +395,10 @@ def finetune(
     scoring) fits in ``minutes``: training gets what reading leaves, less an estimate of the rest, and its
     schedule is set after timing the first steps. ``holdout`` (a fraction or a number of images) is kept
     out of training and tuning and scores the base and the new model. ``cancel`` (a threading.Event)
-    stops the run between steps with :class:`Cancelled`; nothing is written then.
+    stops the run between steps with :class:`Cancelled`; nothing is written then. ``size``: "set" trains
+    and counts every image at one object size for the whole set (:func:`set_diameter`, fixed in the new
+    card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it.
+    ``scale_range``: the scale jitter of the training crops.
     """
     import torch
 
@@ -389,6 +421,8 @@ def finetune(
     model = load_model(base)
     if not isinstance(model, NetModel):
         raise ParameterError(f"{model.name} is not a trained network and cannot be fine-tuned")
+    if size not in ("set", "image"):
+        raise ParameterError(f"size must be 'set' or 'image', got {size!r}")
     if threads:
         torch.set_num_threads(int(threads))
     t_start = time.perf_counter()
@@ -409,15 +443,17 @@ def finetune(
     size_model = size_model_for(model, base_params)  # the fine-tuned model keeps the base's card settings
     items = []
     t_prep = time.perf_counter()
-    # Each image trains at its own estimated nucleus size, as the card's size estimate will see it. One
-    # size for the whole set (the median, fixed in the new card) did worse on vgg_cells (N = 32, one draw,
-    # unet-density, 420 steps: test MAE 38.88 against 20.85; docs/finetuning.md).
+    diameter = None
+    if size == "set":
+        report(FinetuneProgress("prepare", message="measuring the objects' size"))
+        diameter = set_diameter([images[i] for i in train_idx], [gts[i] for i in train_idx], model,
+                                size_model=size_model)
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
-                                   size_model=size_model))
+                                   diameter_px=diameter, size_model=size_model))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
     if steps is None:
@@ -437,8 +473,11 @@ def finetune(
     n_steps, train_s, losses = _fit(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
+        scale_range=scale_range,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
+    if diameter:
+        card.postprocess = {**card.postprocess, "nucleus_diameter_px": round(diameter, 2), "auto_nucleus_size": False}
     new = NetModel(net, card)
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
@@ -492,7 +531,8 @@ def finetune(
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
-        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "train_seconds": round(train_s, 1),
+        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size,
+        "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range), "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
     }

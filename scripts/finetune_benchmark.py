@@ -47,10 +47,19 @@ def dataset(root: Path, name: str) -> list[tuple[Path, np.ndarray, int]]:
     return out
 
 
-def split(name: str, n_images: int, n: int, draw: int) -> tuple[list[int], list[int]]:
+def split(name: str, n_images: int, n: int, draw: int, *, validation: bool = False) -> tuple[list[int], list[int]]:
+    """(train, test) indices of one draw. ``validation``: choosing settings never looks at the test images:
+    vgg_cells trains from images 1-50 and scores 51-100; mbm trains from its first 22 images (in a fixed
+    shuffled order) and scores the other training-half images."""
     rng = np.random.default_rng([2010, n, draw])
     if name == "vgg_cells":  # the protocol: train from images 1-100, test on 101-200
+        if validation:
+            return sorted(rng.choice(50, n, replace=False).tolist()), list(range(50, 100))
         return sorted(rng.choice(100, n, replace=False).tolist()), list(range(100, min(200, n_images)))
+    if validation:
+        half = np.random.default_rng(2010).permutation(n_images)[: n_images // 2]
+        order = half[rng.permutation(len(half))]
+        return sorted(order[:n].tolist()), sorted(order[n:].tolist())
     order = rng.permutation(n_images)
     return sorted(order[:n].tolist()), sorted(order[n:].tolist())
 
@@ -84,12 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of the time budget")
     p.add_argument("--json", help="write every draw here")
+    p.add_argument("--validation", action="store_true",
+                   help="research split: train and score within images 1-100 (vgg_cells) or half the set (mbm)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a keyword of cellcount.finetune.finetune (YAML value), e.g. lr=0.001; repeatable")
     args = p.parse_args(argv)
+
+    import yaml
 
     import cellcount as cc
     from cellcount.finetune import finetune
     from cellcount.models.autotune import cpu_model
 
+    options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
     base_name = args.base or cc.models.default_model_name()
     base = cc.load_model(base_name)
     data = dataset(Path(args.data_root) / args.set, args.set)
@@ -99,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.n:
             maes, bases, secs = [], [], []
             for d in range(args.draws):
-                tr, te = split(args.set, len(data), n, d)
+                tr, te = split(args.set, len(data), n, d, validation=args.validation)
                 folder = link_folder(Path(tmp) / f"{n}-{d}", [data[i] for i in tr])
                 t0 = time.perf_counter()
                 res = finetune(base_name, folder, name=f"bench-{args.set}-{n}-{d}", minutes=args.minutes, steps=args.steps, holdout=0,
-                               out_dir=Path(tmp) / "models", seed=d)
+                               out_dir=Path(tmp) / "models", seed=d, **options)
                 secs.append(time.perf_counter() - t0)
                 model = cc.load_model(res.folder)
                 test_items = [data[i] for i in te]
@@ -114,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
                 bases.append(base_cache[key])
                 draws.append({"n": n, "draw": d, "train": [data[i][0].name for i in tr], "test_images": len(te),
                               "mae": maes[-1], "base_mae": bases[-1], "seconds": secs[-1], "steps": res.steps,
-                              "count_source": model.card.postprocess.get("count_source", "segmentation")})
+                              "postprocess": model.card.postprocess})
                 print(f"N={n} draw {d}: MAE {maes[-1]:.2f} (base {bases[-1]:.2f}), {secs[-1]:.0f} s, {res.steps} steps",
                       flush=True)
             rows.append((n, np.mean(maes), np.std(maes), np.mean(bases), np.median(secs)))
     machine = f"{cpu_model()}, {platform.machine()}"
-    print(f"\n{args.set}, base {base_name}, {args.draws} draws, budget {args.minutes:g} min, {machine}\n")
+    split_name = "validation split" if args.validation else "published split"
+    budget = f"{args.steps} steps" if args.steps else f"budget {args.minutes:g} min"
+    print(f"\n{args.set} ({split_name}), base {base_name}, {args.draws} draws, {budget}, options {options}, {machine}\n")
     print("| N | fine-tuned MAE (mean +- std) | base model MAE | median fine-tune time |")
     print("|---|---|---|---|")
     for n, m, s, b, t in rows:
@@ -127,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nPublished: {PUBLISHED[args.set]}")
     if args.json:
         Path(args.json).write_text(json.dumps({"set": args.set, "base": base_name, "machine": machine,
-                                               "minutes": args.minutes, "draws": draws}, indent=2))
+                                               "minutes": args.minutes, "steps": args.steps,
+                                               "validation": args.validation, "options": options, "draws": draws}, indent=2))
     return 0
 
 

@@ -10,7 +10,8 @@ import tifffile
 from PIL import Image
 
 import cellcount as cc
-from cellcount.finetune import Cancelled, finetune, labels_from_dots, main, split_holdout
+from cellcount.finetune import Cancelled, dot_spacing, finetune, labels_from_dots, main, set_diameter, split_holdout
+from cellcount.groundtruth import GroundTruth
 from cellcount.models import list_models, load_model, save_model
 
 
@@ -27,6 +28,23 @@ def test_labels_from_dots_keeps_splits_drops_and_adds(draw_disks):
     assert out[15, 15] > 0 and np.count_nonzero(out == out[15, 15]) == np.count_nonzero(base == 1)
     assert out[15, 38] != out[15, 50] and out[15, 38] > 0 and out[15, 50] > 0
     assert np.count_nonzero(out == out[50, 10]) == pytest.approx(np.pi * 16, rel=0.3)
+
+
+def test_dot_spacing_is_the_median_nearest_neighbour_gap():
+    grid = np.array([(r, c) for r in range(0, 50, 10) for c in range(0, 50, 10)], float)  # 10 px apart
+    assert dot_spacing([grid, grid[:2] * 2.0]) == pytest.approx(10.0)
+    assert dot_spacing([grid[:1], np.zeros((0, 2))]) is None, "one dot has no neighbour"
+
+
+def test_set_diameter_uses_label_areas_and_caps_by_dot_spacing(tiny_model, draw_disks):
+    base = tiny_model(kind="density")
+    labels = draw_disks((64, 64), [(16, 16), (16, 44), (44, 30)], 5)  # discs of radius 5 -> ~10 px across
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    by_labels = set_diameter([image], [GroundTruth(kind="labels", labels=labels, count=3)], base)
+    assert by_labels == pytest.approx(10.0, rel=0.15)
+    dots = np.array([(10.0, 10.0), (10.0, 14.0), (40.0, 40.0), (40.0, 44.0)])  # pairs 4 px apart
+    gt = GroundTruth(kind="points", points=dots, count=4)
+    assert set_diameter([image], [gt], base) <= 4.0 + 1e-9, "objects cannot be wider than the dots' spacing"
 
 
 def test_split_holdout_rules():
@@ -72,6 +90,8 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.training["data"]["annotation"] == [annotation]
     assert len(card.training["data"]["fingerprint_sha256"]) == 64
     assert set(card.metrics["holdout_before"]) >= {"mae", "n"} and card.metrics["holdout_after"]["n"] == 1
+    assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"
+    assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
     assert result.count >= 0
 
