@@ -190,15 +190,26 @@ def _labelled_items(data: str | Path | LabelledItems) -> tuple[list[tuple[str, b
     return items, f"{len(items)} uploaded images"
 
 
-def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=None) -> float | None:
+def set_background(images: Sequence[np.ndarray], *, channel: int | None = None) -> bool:
+    """Whether a set of images has a bright background (brightfield, H&E: invert), by majority over its
+    images. One decision for the set: the per-image test reads a dense fluorescence image (objects covering
+    most of it) as a bright background, and then inverts it and takes a stain's optical density."""
+    from .io.normalize import is_bright_background, to_gray
+
+    votes = [is_bright_background(to_gray(np.asarray(im), channel=channel)) for im in images]
+    return 2 * sum(votes) > len(votes)
+
+
+def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=None,
+                       overrides: dict[str, Any] | None = None) -> float | None:
     """Typical nucleus diameter (px) in one annotated image: from its label image when it has one, else
     the base model's size estimate (or the median of its objects) on the image. ``size_model``: see
-    :func:`cellcount.pipeline.predict`."""
+    :func:`cellcount.pipeline.predict`; ``overrides``: settings over the base card's (e.g. ``invert``)."""
     from . import pipeline
 
     if gt.labels is not None:
         return _median_diameter(np.asarray(gt.labels, np.int32))
-    params = pipeline.resolve_params(base, None)
+    params = pipeline.resolve_params(base, overrides)
     pred = pipeline.predict(image, base, params, size_model=size_model)
     if pred.estimated_diameter_px:
         return float(pred.estimated_diameter_px)
@@ -217,14 +228,16 @@ def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
     return float(np.median(np.concatenate(gaps))) if gaps else None
 
 
-def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base, *, size_model=None) -> float | None:
+def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base, *, size_model=None,
+                 overrides: dict[str, Any] | None = None) -> float | None:
     """One object diameter (px) for a whole annotated set: the median of :func:`annotated_diameter` over its
     images (label areas, or the base model's estimate), at most the dots' :func:`dot_spacing`.
 
     A fine-tune learns the user's objects at one magnification; training and counting every image at this
     one size keeps a per-image estimate that wanders (dense, overlapping objects) from resizing each image
     differently, which moves its count."""
-    sizes = [d for d in (annotated_diameter(im, gt, base, size_model=size_model) for im, gt in zip(images, gts)) if d]
+    sizes = [d for d in (annotated_diameter(im, gt, base, size_model=size_model, overrides=overrides)
+                         for im, gt in zip(images, gts)) if d]
     diameter = float(np.median(sizes)) if sizes else None
     spacing = dot_spacing([gt.points for gt in gts if gt.points is not None and gt.labels is None])
     if spacing and (diameter is None or spacing < diameter):
@@ -233,17 +246,18 @@ def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base,
 
 
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
-                  diameter_px: float | None = None, size_model=None):
+                  diameter_px: float | None = None, size_model=None, overrides: dict[str, Any] | None = None):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
     resized so that nuclei of ``diameter_px`` (default: this image's own, :func:`annotated_diameter`)
-    reach the model's training size. ``size_model``: see :func:`cellcount.pipeline.predict`."""
+    reach the model's training size. ``size_model``: see :func:`cellcount.pipeline.predict`; ``overrides``:
+    settings over the base card's (e.g. the set's ``invert``)."""
     from . import pipeline
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
 
     kind = base.output_kind
     # the base run at the scale the fine-tune trains at: its segmentation is what the dots correct
-    params = pipeline.resolve_params(base, None)
+    params = pipeline.resolve_params(base, overrides)
     if diameter_px:
         params = dataclasses.replace(params, auto_nucleus_size=False, nucleus_diameter_px=float(diameter_px))
     pred = pipeline.predict(image, base, params, size_model=size_model)
@@ -262,7 +276,8 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
     else:
         raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
                                "give label images, masks, dot images or point CSVs")
-    diameter = diameter_px or own or annotated_diameter(image, gt, base, size_model=size_model) or pred.reference_diameter_px
+    diameter = (diameter_px or own or annotated_diameter(image, gt, base, size_model=size_model, overrides=overrides)
+                or pred.reference_diameter_px)
     scale = pipeline.model_scale(base, diameter, norm.shape)
     if scale != 1.0:
         norm = pipeline.resize_image(norm, scale)
@@ -397,7 +412,8 @@ def finetune(
     out of training and tuning and scores the base and the new model. ``cancel`` (a threading.Event)
     stops the run between steps with :class:`Cancelled`; nothing is written then. ``size``: "set" trains
     and counts every image at one object size for the whole set (:func:`set_diameter`, fixed in the new
-    card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it.
+    card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it. Whether
+    the images have a bright background is decided once for the set (:func:`set_background`), likewise.
     ``scale_range``: the scale jitter of the training crops.
     """
     import torch
@@ -444,16 +460,19 @@ def finetune(
     items = []
     t_prep = time.perf_counter()
     diameter = None
+    fixed: dict[str, Any] = {}  # settings decided once for the user's set, kept in the new card
+    if base_params.invert is None:
+        fixed["invert"] = set_background([images[i] for i in train_idx], channel=base_params.channel)
     if size == "set":
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
         diameter = set_diameter([images[i] for i in train_idx], [gts[i] for i in train_idx], model,
-                                size_model=size_model)
+                                size_model=size_model, overrides=fixed)
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
-                                   diameter_px=diameter, size_model=size_model))
+                                   diameter_px=diameter, size_model=size_model, overrides=fixed))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
     if steps is None:
@@ -476,6 +495,7 @@ def finetune(
         scale_range=scale_range,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
+    card.postprocess = {**card.postprocess, **fixed}
     if diameter:
         card.postprocess = {**card.postprocess, "nucleus_diameter_px": round(diameter, 2), "auto_nucleus_size": False}
     new = NetModel(net, card)

@@ -10,7 +10,16 @@ import tifffile
 from PIL import Image
 
 import cellcount as cc
-from cellcount.finetune import Cancelled, dot_spacing, finetune, labels_from_dots, main, set_diameter, split_holdout
+from cellcount.finetune import (
+    Cancelled,
+    dot_spacing,
+    finetune,
+    labels_from_dots,
+    main,
+    set_background,
+    set_diameter,
+    split_holdout,
+)
 from cellcount.groundtruth import GroundTruth
 from cellcount.models import list_models, load_model, save_model
 
@@ -45,6 +54,15 @@ def test_set_diameter_uses_label_areas_and_caps_by_dot_spacing(tiny_model, draw_
     dots = np.array([(10.0, 10.0), (10.0, 14.0), (40.0, 40.0), (40.0, 44.0)])  # pairs 4 px apart
     gt = GroundTruth(kind="points", points=dots, count=4)
     assert set_diameter([image], [gt], base) <= 4.0 + 1e-9, "objects cannot be wider than the dots' spacing"
+
+
+def test_set_background_is_one_decision_for_the_set(draw_disks):
+    sparse = np.where(draw_disks((64, 64), [(16, 16), (44, 44)], 6) > 0, 220, 10).astype(np.uint8)
+    dense = np.where(draw_disks((64, 64), [(r, c) for r in range(6, 64, 10) for c in range(6, 64, 10)], 6) > 0,
+                     220, 10).astype(np.uint8)  # objects cover most of it: alone it reads as a bright background
+    brightfield = 255 - sparse
+    assert set_background([sparse, sparse, dense]) is False
+    assert set_background([brightfield, brightfield, dense]) is True
 
 
 def test_split_holdout_rules():
