@@ -7,7 +7,9 @@ vgg_cells: train on N images drawn from 1-100, test on 101-200 (the published pr
 images, test on the rest. Each draw fine-tunes the base model on the drawn images' dots alone (no hold-out:
 the test images score it), then counts the test images. Prints a markdown table: count MAE mean +- std
 over draws for the fine-tuned model, the base model on the same test images, and the time each
-fine-tune took; ``--json`` keeps every draw. The data are read from ../shared/datasets and never copied
+fine-tune took; ``--json`` keeps every draw (with each test image's count). ``--validation`` trains and
+scores within the training half (for choosing settings without looking at the test images); ``--option``
+passes a keyword to :func:`cellcount.finetune.finetune`. The data are read from ../shared/datasets and never copied
 into the repository (the fine-tune folders are temporary links).
 """
 
@@ -74,13 +76,16 @@ def link_folder(folder: Path, items: list[tuple[Path, np.ndarray, int]]) -> Path
     return folder
 
 
-def test_mae(model, items) -> float:
+def test_counts(model, items) -> list[float]:
+    """The model's count of each test image, with its card's settings."""
     import cellcount as cc
 
     size_model = cc.models.size_model_for(model, cc.resolve_params(model))  # loaded once for all images
-    errs = [abs(cc.count_image(cc.read_image(img), model, size_model=size_model).count_estimate - n)
-            for img, _, n in items]
-    return float(np.mean(errs))
+    return [float(cc.count_image(cc.read_image(img), model, size_model=size_model).count_estimate) for img, _, _ in items]
+
+
+def mae(counts: list[float], items) -> float:
+    return float(np.mean([abs(c - n) for c, (_, _, n) in zip(counts, items)]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     base = cc.load_model(base_name)
     data = dataset(Path(args.data_root) / args.set, args.set)
     rows, draws = [], []
-    base_cache: dict[tuple[int, ...], float] = {}
+    base_cache: dict[tuple[int, ...], float] = {}  # the base model's test MAE per test set
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.n:
             maes, bases, secs = [], [], []
@@ -123,14 +128,17 @@ def main(argv: list[str] | None = None) -> int:
                 secs.append(time.perf_counter() - t0)
                 model = cc.load_model(res.folder)
                 test_items = [data[i] for i in te]
-                maes.append(test_mae(model, test_items))
+                counts = test_counts(model, test_items)
+                maes.append(mae(counts, test_items))
                 key = tuple(te)
                 if key not in base_cache:
-                    base_cache[key] = test_mae(base, test_items)
+                    base_cache[key] = mae(test_counts(base, test_items), test_items)
                 bases.append(base_cache[key])
                 draws.append({"n": n, "draw": d, "train": [data[i][0].name for i in tr], "test_images": len(te),
                               "mae": maes[-1], "base_mae": bases[-1], "seconds": secs[-1], "steps": res.steps,
-                              "postprocess": model.card.postprocess})
+                              "postprocess": model.card.postprocess,
+                              "test_counts": [{"file": data[i][0].name, "true": data[i][2], "pred": round(c, 2)}
+                                              for i, c in zip(te, counts)]})
                 print(f"N={n} draw {d}: MAE {maes[-1]:.2f} (base {bases[-1]:.2f}), {secs[-1]:.0f} s, {res.steps} steps",
                       flush=True)
             rows.append((n, np.mean(maes), np.std(maes), np.mean(bases), np.median(secs)))
