@@ -458,7 +458,6 @@ def finetune(
     base_params = resolve_params(model, None)
     size_model = size_model_for(model, base_params)  # the fine-tuned model keeps the base's card settings
     items = []
-    t_prep = time.perf_counter()
     diameter = None
     fixed: dict[str, Any] = {}  # settings decided once for the user's set, kept in the new card
     if base_params.invert is None:
@@ -467,6 +466,7 @@ def finetune(
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
         diameter = set_diameter([images[i] for i in train_idx], [gts[i] for i in train_idx], model,
                                 size_model=size_model, overrides=fixed)
+    t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
