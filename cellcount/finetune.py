@@ -5,7 +5,9 @@
 The data folder is anything :func:`cellcount.groundtruth.load_labelled_folder` reads: instance label
 images, binary masks, dot images or point CSVs. Dots alone are enough for every model kind: a density
 target comes straight from the dots, and segmentation targets are the base model's own segmentation
-corrected by the dots (:func:`labels_from_dots`). Part of the images is held out; the new model's card
+corrected by the dots (:func:`labels_from_dots`). The input is decided once for the set and kept in
+the new card: its background (:func:`set_background`) and one object size (:func:`set_diameter`). Part of
+the images is held out; the new model's card
 records the base model, a fingerprint of the data, the images used, steps and time, the postprocessing
 re-tuned on the training images, and count metrics on the held-out images before (base model) and after.
 The model is written to the user models folder (:func:`cellcount.models.user_models_dir`) and is usable
