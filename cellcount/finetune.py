@@ -7,10 +7,9 @@ images, binary masks, dot images or point CSVs. Dots alone are enough for every 
 target comes straight from the dots, and segmentation targets are the base model's own segmentation
 corrected by the dots (:func:`labels_from_dots`). The input is decided once for the set and kept in
 the new card: its background (:func:`set_background`) and one object size (:func:`set_diameter`). Part of
-the images is held out; the new model's card
-records the base model, a fingerprint of the data, the images used, steps and time, the postprocessing
-re-tuned on the training images, and count metrics on the held-out images before (base model) and after.
-The model is written to the user models folder (:func:`cellcount.models.user_models_dir`) and is usable
+the images is held out; the new model's card records the base model, a fingerprint of the data, the images
+used, steps and time, the postprocessing re-tuned on the training images, and count metrics on the held-out
+images before (base model) and after. The model is written to the user models folder (:func:`cellcount.models.user_models_dir`) and is usable
 by name everywhere.
 """
 
