@@ -68,6 +68,8 @@ class Prediction:
     """The nucleus diameter the model was trained at (:data:`REFERENCE_DIAMETER_PX` or its card's)."""
     quality_rule: QualityRule = field(default_factory=QualityRule)
     """The model's limits for the quality flag (its card's, calibrated on validation images)."""
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    """Postprocessing's last intermediate stages for these maps (:func:`cellcount.postprocess.segment`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -212,6 +214,20 @@ def assess(prediction: Prediction, params: CountParams, count: float, *, probabi
     return judge(signals, prediction.quality_rule)
 
 
+def _channel_mean(image: np.ndarray, memo: dict) -> np.ndarray:
+    """A colour image's channel mean (what the object table measures intensities on), kept in ``memo`` for
+    the same image object: a slider move does not average 3 x 1 Mpx again."""
+    arr = np.asarray(image)
+    if arr.ndim != 3:
+        return arr
+    hit = memo.get("channel_mean")
+    if hit is not None and hit[0] is image:
+        return hit[1]
+    mean = arr.mean(axis=2)
+    memo["channel_mean"] = (image, mean)
+    return mean
+
+
 def postprocess(
     prediction: Prediction,
     params: CountParams,
@@ -228,6 +244,7 @@ def postprocess(
     intensity_src = image if image is not None else prediction.image_norm
     if intensity_src is not None and np.asarray(intensity_src).shape[:2] != prediction.shape:
         intensity_src = prediction.image_norm
+    intensity_src = _channel_mean(intensity_src, prediction.memo)
     if prediction.output_kind == "density":
         density = prediction.maps[0]
         estimate = pp.density_count(density)
@@ -249,7 +266,7 @@ def postprocess(
     # multihead: the density head's integral is a second, independent count of the same image
     density_map = prediction.maps[2] if prediction.output_kind == "multihead" else None
     density_total = None if density_map is None else pp.density_count(density_map)
-    seg = pp.segment(prob, **params.values("mask"), border_prob=border)
+    seg = pp.segment(prob, **params.values("mask"), border_prob=border, memo=prediction.memo)
     t1 = time.perf_counter()
     objects = object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None
     t2 = time.perf_counter()

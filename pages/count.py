@@ -18,6 +18,7 @@ sh.require_entry_point("count")
 
 P = "count"
 ZOOMS = {"Fit": 0, "100% (full resolution)": 1, "200%": 2, "400%": 4}
+BOX_COLUMNS = ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]
 COLORS = {"Auto (contrast with the image)": "auto", "One colour per object": "per object",
           **{name.capitalize(): rgb for name, rgb in viz.OUTLINE_CANDIDATES.items()}}
 
@@ -92,9 +93,10 @@ def overlay_cached(
     v = dict(view)
     base = display_cached(digest, v["contrast"], _image)
     merges = likely_merges(_result.objects) if v["merges"] else []
+    boxes = _result.objects.set_index("label").loc[merges, BOX_COLUMNS].to_numpy() if len(merges) else None
     rgb, legend = viz.render_outlines(
         base, _result.labels, _result.rejected, color=v["color"], thickness=v["thickness"],
-        opacity=v["opacity"], merges=merges, rejected_colors=viz.OUTLINE_COLORS,
+        opacity=v["opacity"], merges=merges, merge_boxes=boxes, rejected_colors=viz.OUTLINE_COLORS,
     )
     if v["zoom"]:
         rgb = viz.zoom_view(rgb, zoom=v["zoom"], center=v["centre"])

@@ -189,11 +189,9 @@ def test_concurrent_reads_leave_the_warning_filters_alone() -> None:
 # --------------------------------------------------------------------------------------------------
 # app sessions
 # --------------------------------------------------------------------------------------------------
-COUNT_PAGE = ROOT / "pages" / "count.py"
 APP_FILES = [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py"))]
 
 
-@pytest.mark.skipif(not COUNT_PAGE.is_file(), reason="pages/count.py does not exist yet: app sessions not tested")
 @pytest.mark.slow
 def test_app_sessions_in_threads_each_get_their_own_count(monkeypatch) -> None:
     from streamlit.testing.v1 import AppTest
@@ -234,7 +232,6 @@ def _cache_decorators(path: Path) -> list[tuple[str, int, set[str]]]:
     return found
 
 
-@pytest.mark.skipif(not any(p.is_file() for p in APP_FILES), reason="the Streamlit app does not exist yet")
 def test_app_caches_are_bounded() -> None:
     """Every st.cache_data / st.cache_resource in the app sets max_entries (memory bounded)."""
     decorators = [(p.name, *d) for p in APP_FILES if p.is_file() for d in _cache_decorators(p)]

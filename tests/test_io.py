@@ -396,6 +396,35 @@ def test_is_bright_background() -> None:
     assert is_bright_background(np.repeat(_disc_image(True)[..., None], 3, axis=2))
 
 
+def _crowded(bright_background: bool, seed: int = 0) -> np.ndarray:
+    """Blurred blobs of varied brightness covering most of the field: the median lies inside the objects."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((256, 256), np.float32)
+    for _ in range(950):  # overlapping cells add up, with log-normal brightness, as stained cells do
+        disc = np.zeros_like(img)
+        cv2.circle(disc, tuple(int(v) for v in rng.integers(0, 256, 2)), int(rng.integers(6, 11)),
+                   float(rng.lognormal(3.5, 0.5)), -1)
+        img += disc
+    img = cv2.GaussianBlur(img, (0, 0), 2.0) + rng.normal(12, 3, img.shape)
+    img = np.clip(img, 0, 255)
+    return (255 - img).astype(np.uint8) if bright_background else img.astype(np.uint8)
+
+
+def test_crowded_fluorescence_is_not_read_as_brightfield() -> None:
+    """Nuclei filling the field lift the median of a fluorescence image; its bright tail still says dark
+    background (the median alone inverted dense fluorescence), and the same field in brightfield stays bright."""
+    from cellcount.io.normalize import BRIGHT_BACKGROUND_POSITION
+
+    for seed in range(3):
+        fluo = _crowded(False, seed)
+        lo, mid, hi = np.percentile(fluo, [0.1, 50, 99.9])
+        assert (mid - lo) / (hi - lo) > BRIGHT_BACKGROUND_POSITION  # the fixture is the hard case
+        assert not is_bright_background(fluo)
+        assert is_bright_background(_crowded(True, seed))
+
+
 def test_normalize_constant_image_gives_zeros() -> None:
     out = normalize_image(np.full((5, 6), 42, np.uint16))
     assert out.dtype == np.float32 and out.shape == (5, 6) and not out.any()

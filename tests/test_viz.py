@@ -239,6 +239,21 @@ def test_render_outlines_colour_thickness_opacity_and_merges():
         viz.render_outlines(base, lab, opacity=1.5)
 
 
+def test_merges_drawn_within_their_boxes_match_the_whole_picture():
+    from cellcount.measure import object_table
+
+    base = np.full((60, 80, 3), 40, np.uint8)
+    lab = _two_squares()
+    table = object_table(lab).set_index("label")
+    for merges in ([1], [2], [1, 2]):
+        boxes = table.loc[merges, ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]].to_numpy()
+        for thickness in (1, 3):
+            whole, _ = viz.render_outlines(base, lab, color=(0, 255, 0), merges=merges, thickness=thickness)
+            boxed, _ = viz.render_outlines(base, lab, color=(0, 255, 0), merges=merges, merge_boxes=boxes,
+                                           thickness=thickness)
+            np.testing.assert_array_equal(boxed, whole)
+
+
 def test_display_image_stretches_contrast_and_keeps_stain_hues():
     img = np.linspace(100, 140, 50 * 50).reshape(50, 50).astype(np.uint16)
     shown = viz.display_image(img, low_pct=0, high_pct=100)

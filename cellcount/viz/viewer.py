@@ -86,6 +86,7 @@ def render_outlines(
     thickness: int = 1,
     opacity: float = 1.0,
     merges: Sequence[int] = (),
+    merge_boxes: np.ndarray | None = None,
     rejected_colors: Mapping[str, RGB] | None = None,
 ) -> tuple[np.ndarray, dict[str, RGB]]:
     """Outlines of kept objects (and rejected ones, tinted) blended onto a display picture.
@@ -98,6 +99,9 @@ def render_outlines(
         ``"per object"`` (one colour per object, :func:`object_colors`).
     thickness : line width, px. opacity : 0-1, how much the lines cover the image.
     merges : labels of likely merged objects (``cellcount.measure.likely_merges``), drawn thicker in red.
+    merge_boxes : optional (len(merges), 4) bounding boxes of those objects (row0, col0, row1, col1,
+        end-exclusive, as in the object table): each is then drawn within its box (10x faster than over the
+        whole picture, on the path of every slider move).
 
     Returns
     -------
@@ -142,10 +146,17 @@ def render_outlines(
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
         if len(merges):
-            flag = np.zeros(int(lab.max()) + 1, bool)
-            flag[np.asarray(merges, np.int64)] = True
-            merged = np.take(flag, lab)
-            _paint(out, boundaries(merged.astype(np.int32), thickness=thickness + 1), MERGE_COLOR, 1.0)
+            if merge_boxes is None:
+                flag = np.zeros(int(lab.max()) + 1, bool)
+                flag[np.asarray(merges, np.int64)] = True
+                merged = np.take(flag, lab).astype(np.uint8)
+                _paint(out, boundaries(merged, thickness=thickness + 1), MERGE_COLOR, 1.0)
+            else:
+                pad = thickness + 2  # room for the outer line, grown by thickness + 1
+                for label, (r0, c0, r1, c1) in zip(merges, np.asarray(merge_boxes, np.int64), strict=True):
+                    r0, c0, r1, c1 = max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, h), min(c1 + pad, w)
+                    crop = (lab[r0:r1, c0:c1] == label).astype(np.uint8)
+                    _paint(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), MERGE_COLOR, 1.0)
             legend["likely merge (far larger than its neighbours)"] = MERGE_COLOR
     return out, legend
 
