@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write every draw here")
     p.add_argument("--validation", action="store_true",
                    help="research split: train and score within images 1-100 (vgg_cells) or half the set (mbm)")
+    p.add_argument("--base-only", action="store_true", help="only the base model's MAE on the test images")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a keyword of cellcount.finetune.finetune (YAML value), e.g. lr=0.001; repeatable")
     args = p.parse_args(argv)
@@ -114,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     base_name = args.base or cc.models.default_model_name()
     base = cc.load_model(base_name)
     data = dataset(Path(args.data_root) / args.set, args.set)
+    if args.base_only:
+        for n in args.n:
+            te = [data[i] for i in split(args.set, len(data), n, 0, validation=args.validation)[1]]
+            print(f"{args.set} N={n}: {base_name} MAE {mae(test_counts(base, te), te):.2f} on {len(te)} test images "
+                  "(draw 0's)")
+        return 0
     rows, draws = [], []
     base_cache: dict[tuple[int, ...], float] = {}  # the base model's test MAE per test set
     with tempfile.TemporaryDirectory() as tmp:
