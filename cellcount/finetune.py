@@ -317,7 +317,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
          loss_cfg: dict[str, Any], scale_range: tuple[float, float]) -> tuple[int, float, list[float]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
-    (estimated from the first steps). Returns (steps run, seconds, losses)."""
+    (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent).
+    Returns (steps run, seconds, losses)."""
     import torch
 
     from .train import DEFAULTS, _batch
@@ -333,6 +334,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     losses: list[float] = []
     net.train()
     step = 0
+    step_times = [0.0]  # elapsed seconds after each step
     while step < total:
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
@@ -358,8 +360,12 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
         losses.append(float(loss.item()))
         step += 1
         elapsed = time.perf_counter() - t0
-        if steps is None and step == 3 and seconds:
-            total = max(step + 1, int(seconds / (elapsed / step)))  # the steps that fit in the budget
+        if steps is None and seconds and step >= 3 and (step == 3 or step % 10 == 0 or elapsed >= seconds):
+            # the steps that fit in what is left of the budget, re-planned as the run goes: a shared
+            # machine's speed changes within minutes, and the budget is a limit, not a target
+            recent = (elapsed - step_times[-min(10, step)]) / min(10, step)
+            total = step if elapsed >= seconds else max(step + 1, step + int((seconds - elapsed) / recent))
+        step_times.append(elapsed)
         per_step = elapsed / step
         report(FinetuneProgress("train", step, total, float(np.mean(losses[-10:])), elapsed,
                                 (total - step) * per_step))

@@ -155,3 +155,35 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     assert rc == 0 and "held-out images (1): count MAE" in out
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().out
+
+
+def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
+    import time
+
+    from cellcount.finetune import _fit, training_item
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    centres = [(16, 16), (16, 44), (44, 30)]
+    image = np.where(draw_disks((64, 64), centres, 5) > 0, 200, 20).astype(np.uint8)
+    gt = GroundTruth(kind="points", points=np.array(centres, float), count=3)
+    items = [training_item("a", image, gt, base, density_scale=100.0, diameter_px=18.4)]
+
+    def slow_after_three(p):  # the first steps are fast, then the machine gets busy
+        if p.step >= 3:
+            time.sleep(0.1)
+
+    steps, seconds, _ = _fit(copy_net(base), items, kind="density", steps=None, seconds=1.0, batch_size=2, crop=32,
+                             lr=1e-3, rng=np.random.default_rng(0), report=slow_after_three, cancel=None,
+                             loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.8, 1.25))
+    assert seconds < 1.6, "the plan made from the first, fast steps is revised when steps slow down"
+    assert 5 <= steps <= 16
+
+
+def copy_net(model):
+    import copy
+
+    net = copy.deepcopy(model.net).float()
+    for par in net.parameters():
+        par.requires_grad_(True)
+    return net
