@@ -54,6 +54,10 @@ class BatchItem:
             "count_estimate": s.get("count_estimate"),
             "status": self.status,
             "reason": self.reason,
+            # the quality flag: whether this count may be wrong, and why (cellcount.quality)
+            "check": s.get("check"),
+            "quality_score": s.get("quality_score"),
+            "check_reasons": s.get("check_reasons", ""),
             # what the nucleus size did: the factor the model input was resized by, the estimated diameter
             "model_scale": s.get("model_scale"),
             "estimated_diameter_px": s.get("estimated_diameter_px"),
@@ -136,8 +140,8 @@ def count_many(
             progress(i + 1, n_total)
 
 
-COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "model_scale",
-                 "estimated_diameter_px", "seconds", "settings")
+COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "check", "quality_score",
+                 "check_reasons", "model_scale", "estimated_diameter_px", "seconds", "settings")
 """Columns of :func:`counts_frame` (the per-image CSV)."""
 
 

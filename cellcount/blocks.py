@@ -44,6 +44,8 @@ from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, postprocess, predict, resolve_params
 from .postprocess import density_count as map_integral
+from .quality import Quality
+from .quality import combine as combine_quality
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +203,8 @@ class BlockPart:
     seconds: float
     model_scale: float = 1.0
     n_rejected: dict[str, int] = field(default_factory=dict)
+    quality: Quality | None = None
+    """The block's quality verdict (:mod:`cellcount.quality`); the image's combines them."""
 
 
 def grid(shape: tuple[int, int], block_px: int, overlap_px: int) -> tuple[tuple[Box, ...], tuple[Box, ...]]:
@@ -358,7 +362,7 @@ def count_block(plan: BlockPlan, index: int, model: CountModel, params: CountPar
             regions[name] = 0.0
     return BlockPart(index=index, count=len(objects), count_estimate=float(estimate), density_count=density_count,
                      objects=objects, regions=regions, seconds=time.perf_counter() - t0,
-                     model_scale=result.model_scale, n_rejected=dict(result.n_rejected))
+                     model_scale=result.model_scale, n_rejected=dict(result.n_rejected), quality=result.quality)
 
 
 def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountModel | str, output_kind: str,
@@ -390,6 +394,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         n_rejected=rejected, model_scale=parts[0].model_scale if parts else 1.0,
         estimated_diameter_px=plan.nucleus_diameter_px if params.auto_nucleus_size else None,
         density_count=density_total if output_kind == "multihead" else None,
+        quality=combine_quality([part.quality for part in parts]),
     )
     rows = []
     for name, r0, c0, r1, c1 in plan.regions:

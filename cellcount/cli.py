@@ -184,6 +184,9 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
         old = pd.read_csv(out, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:
         return f"--resume: cannot read {out}: {err}"
+    for c in ("check", "quality_score", "check_reasons"):  # a counts CSV written before the quality flag had them
+        if c not in old.columns:
+            old[c] = ""
     missing = [c for c in COUNT_COLUMNS if c not in old.columns]
     if missing:
         return f"--resume: {out} is not a counts CSV of this program (no columns {missing})"
@@ -278,11 +281,12 @@ def cmd_count(args: argparse.Namespace) -> int:
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print(f"backend: {model.backend_choice(backend).describe()}", file=sys.stderr)
     settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict()}
-    n_ok = n_err = total = 0
+    n_ok = n_err = total = n_check = 0
     failed: list[tuple[str, str]] = []
     if keep_counts is not None:
         n_ok = len(keep_counts)
         total = int(sum(int(float(c)) for c in keep_counts["count"] if c != ""))
+        n_check = int((keep_counts["check"] == "True").sum())
     written: set[str] = set()
     interrupted = False
     counts_out = objects_out = regions_out = None
@@ -336,6 +340,7 @@ def cmd_count(args: argparse.Namespace) -> int:
             if item.status == "ok":
                 n_ok += 1
                 total += int(item.result.count)
+                n_check += bool(item.result.quality is not None and item.result.quality.flag)
             else:
                 n_err += 1
                 failed.append((item.name, item.reason))
@@ -364,6 +369,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         return 130
     if not args.quiet:
         print(f"counted {n_ok}/{n_rows} images with {model.name}: total {total} objects -> {args.out}"
+              + (f"; {n_check} flagged 'check this image' (columns check, check_reasons)" if n_check else "")
               + (f"; {n_err} failed (see the 'reason' column)" if n_err else ""))
         for name, reason in failed:
             print(f"  failed: {name}: {reason}", file=sys.stderr)

@@ -18,13 +18,13 @@ import pandas as pd
 
 from . import postprocess as pp
 from .errors import ParameterError
-from .flips import flip_averaged_maps
+from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
 from .io import model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
 from .protocols import backend_kw
-from .quality import Quality, QualityRule, judge, quality_signals
+from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
 from .sizing import (
     AUTO_RESCALE_TOLERANCE,
@@ -34,7 +34,7 @@ from .sizing import (
     RESCALE_TOLERANCE,
     density_channels,
     density_nucleus_diameter,
-    estimate_nucleus_diameter,
+    estimate_nucleus_size,
     model_scale,
     needs_size_model,
     resize_image,
@@ -68,6 +68,12 @@ class Prediction:
     """The nucleus diameter the model was trained at (:data:`REFERENCE_DIAMETER_PX` or its card's)."""
     quality_rule: QualityRule = field(default_factory=QualityRule)
     """The model's limits for the quality flag (its card's, calibrated on validation images)."""
+    size_count: float | None = None
+    """Mask models sized by a size model: that density model's count over ``size_window`` (the region it
+    read), a second count made by an independent network, which the quality flag compares."""
+    size_window: tuple[slice, slice] | None = None
+    flip_disagreement: float | None = None
+    """With ``test_time_flips``: how much the four views disagree (:func:`cellcount.flips.flip_maps`)."""
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     """Postprocessing's last intermediate stages for these maps (:func:`cellcount.postprocess.segment`)."""
 
@@ -154,9 +160,13 @@ def predict(
     )
     t1 = time.perf_counter()
 
+    flips: list[float] = []
+
     def run(view: np.ndarray) -> np.ndarray:
         if p.test_time_flips:
-            return flip_averaged_maps(model, view, progress=progress, fast=fast, backend=backend)
+            maps, disagreement = flip_maps(model, view, progress=progress, fast=fast, backend=backend)
+            flips.append(disagreement)  # the last pass's (at the model's scale) is the one counted
+            return maps
         return model.predict_maps(view, progress=progress, fast=fast, **backend_kw(backend))
 
     density = density_channels(model.output_kind)
@@ -167,13 +177,14 @@ def predict(
             return run(norm)
         return resize_maps(run(resize_image(norm, scale)), norm.shape, density=density)
 
-    estimated = None
+    estimated = size = None
     if not p.nucleus_diameter_px and p.auto_nucleus_size:
         maps = run_at(1.0)  # the first pass; kept when the estimate is close to the training size
         if density:  # the size is read off the model's own density map: no second network
             estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
-            estimated, tolerance = estimate_nucleus_diameter(norm, maps[0], size_model, fast=fast, backend=backend), AUTO_RESCALE_TOLERANCE
+            size = estimate_nucleus_size(norm, maps[0], size_model, fast=fast, backend=backend)
+            estimated, tolerance = size.diameter, AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
         if scale != 1.0:
             maps = run_at(scale)
@@ -193,11 +204,14 @@ def predict(
         estimated_diameter_px=estimated,
         reference_diameter_px=float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)),
         quality_rule=QualityRule.from_card(model.card),
+        size_count=None if size is None else size.count,
+        size_window=None if size is None else size.window,
+        flip_disagreement=flips[-1] if flips else None,
     )
 
 
-def assess(prediction: Prediction, params: CountParams, count: float, *, probability: np.ndarray | None = None,
-           density_count: float | None = None) -> Quality:
+def assess(prediction: Prediction, params: CountParams, count: float, second_count: float | None = None, *,
+           probability: np.ndarray | None = None, labels: np.ndarray | None = None) -> Quality:
     """The quality flag of one count (see :mod:`cellcount.quality`)."""
     diameter = params.nucleus_diameter_px or prediction.estimated_diameter_px
     at_limit = False
@@ -207,11 +221,40 @@ def assess(prediction: Prediction, params: CountParams, count: float, *, probabi
         # a size left alone within the tolerance is not a limit
         clamped = prediction.model_scale != 1.0 and abs(np.log(needed / prediction.model_scale)) > np.log(1.25)
         at_limit = clamped or not (MIN_SCALE / 1.25 <= needed <= MAX_SCALE * 1.25)
+    image_sig = None
+    if probability is not None:
+        # the image signals do not change with the settings: kept per prediction (a slider move skips them)
+        key = ("quality", diameter if prediction.output_kind == "density" else None)
+        kept = prediction.memo.get("quality")
+        if kept is not None and kept[0] == key:
+            image_sig = kept[1]
+        else:
+            image_sig = image_signals(probability, prediction.image_norm)
+            prediction.memo["quality"] = (key, image_sig)
     signals = quality_signals(
-        count=count, density_count=density_count, probability=probability, image_norm=prediction.image_norm,
+        count=count, second_count=second_count, probability=probability, image_norm=prediction.image_norm,
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
+        labels=labels, flip_disagreement=prediction.flip_disagreement, image_sig=image_sig,
     )
     return judge(signals, prediction.quality_rule)
+
+
+def _density_probability(prediction: Prediction, params: CountParams, density: np.ndarray) -> np.ndarray | None:
+    """A density model's foreground for the quality signals (:func:`cellcount.quality.density_foreground`)."""
+    diameter = params.nucleus_diameter_px or prediction.estimated_diameter_px or density_nucleus_diameter(density)
+    return density_foreground(density, diameter) if diameter else None
+
+
+def _two_counts(prediction: Prediction, labels: np.ndarray, count: int,
+                density_total: float | None) -> tuple[float, float | None]:
+    """The segmentation's count and an independent one of the same region, for the quality flag: the
+    density head's (multihead), else the size model's over the region it read (objects reaching into it)."""
+    if density_total is not None or prediction.size_count is None or prediction.size_window is None:
+        return float(count), density_total
+    rows, cols = prediction.size_window
+    if (rows.stop - rows.start, cols.stop - cols.start) == labels.shape:
+        return float(count), prediction.size_count
+    return float(np.count_nonzero(np.unique(labels[rows, cols]))), prediction.size_count
 
 
 def _channel_mean(image: np.ndarray, memo: dict) -> np.ndarray:
@@ -259,7 +302,8 @@ def postprocess(
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px,
-            quality=assess(prediction, params, estimate),
+            quality=assess(prediction, params, estimate, float(len(peaks)),
+                           probability=_density_probability(prediction, params, density)),
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None
@@ -285,7 +329,8 @@ def postprocess(
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
         density_count=density_total,
-        quality=assess(prediction, params, seg.count, probability=prob, density_count=density_total),
+        quality=assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
+                       probability=prob, labels=seg.labels),
     )
 
 

@@ -3,17 +3,29 @@
 Each signal is measured on what the pipeline already has (maps, labels, the size estimate), so it costs
 no extra model pass:
 
-* ``count_disagreement``: multihead models count twice, by segmentation and by the density integral;
-  two independent routes that disagree mean at least one is wrong (merges, fragments, unseen objects).
+* ``count_disagreement``: two independent counts of the same image that disagree mean at least one is
+  wrong (merges, fragments, unseen objects). Mask models: the segmentation against the size model's
+  density integral (the density network that sizes nuclei runs on every image anyway); multihead models:
+  against their density head; density models: the integral against the number of peaks.
 * ``size_ratio``: how far the nucleus size (estimated or stated) is from the model's training size, and
   ``size_at_limit``: the resize factor hit its clamp, so nuclei stay off-size for the model.
 * ``uncertain_fraction``: share of the possibly-foreground pixels the model is unsure about
   (probability between 0.2 and 0.8): blur, low contrast and unfamiliar image types all raise it.
 * ``contrast``: median normalised intensity of the foreground minus that of the background.
+* ``large_object_share``: share of the segmented area in objects over :data:`LARGE_OBJECT_FACTOR` times
+  the median object area (merged clumps hide nuclei), and ``touching_share``: share of objects that touch
+  another (crowding, where splits go wrong). Mask models only.
+* ``focus``: the median intensity gradient across the foreground's outline per unit of contrast (about
+  1 / (2.5 x the blur's sigma in px)); blur lowers it, contrast and the number of nuclei do not.
+* ``flip_disagreement`` (with test-time flips on): how much the model's four flipped views disagree.
+* ``foreground_share``: share of the image the model calls foreground; a model that sees nuclei everywhere
+  is crowded beyond its training or reading an unfamiliar image (a saturated density map reads alike).
+
+Density models have no probability map: :func:`density_foreground` reads one off the density map.
 
 :class:`QualityRule` turns signals into a flag with plain reasons. Its limits are calibrated on
 validation images by :func:`calibrate_rule` (stored in the model card under ``quality``); the defaults
-are used otherwise.
+are used otherwise. docs/quality.md has the rules of the shipped models and what they catch.
 """
 
 from __future__ import annotations
@@ -31,6 +43,12 @@ UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.2, 0.8
 STRIDE = 2
 LARGE_ERROR = 0.15
 """A count off by more than this fraction of the true count is a large error (the flag's target)."""
+LARGE_OBJECT_FACTOR = 4.0
+"""An object over this many times the median object area is likely several nuclei merged."""
+MIN_OBJECTS = 5
+"""Object-shape signals need at least this many objects (a median of fewer says little)."""
+SIGNALS = ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast", "large_object_share",
+           "touching_share", "focus", "flip_disagreement", "foreground_share")
 
 
 @dataclass(frozen=True)
@@ -42,16 +60,27 @@ class QualityRule:
     max_uncertain_fraction: float | None = 0.35
     min_contrast: float | None = 0.15
     flag_size_at_limit: bool = True
+    max_large_object_share: float | None = None
+    max_touching_share: float | None = None
+    min_focus: float | None = None
+    max_flip_disagreement: float | None = None
+    max_foreground_share: float | None = None
+    joint_limits: tuple[tuple[str, float], ...] = ()
+    """(signal, limit) pairs that flag only together: every signal named (a :data:`SIGNALS` name) past its
+    limit, in the direction of its single limit (a dict in the card). Several moderately unusual signals at
+    once mark an image unlike the validation images, where no one of them is unusual enough alone."""
 
     @classmethod
     def from_card(cls, card: Any) -> QualityRule:
         """The rule stored in a model card's ``extra["quality"]["rule"]``, else the defaults."""
         stored = ((getattr(card, "extra", None) or {}).get("quality") or {}).get("rule") or {}
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in stored.items() if k in known})
+        kw = {k: v for k, v in stored.items() if k in known}
+        kw["joint_limits"] = tuple((str(k), float(v)) for k, v in (kw.get("joint_limits") or {}).items())
+        return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "joint_limits": dict(self.joint_limits)}
 
 
 @dataclass(frozen=True)
@@ -72,65 +101,205 @@ class Quality:
 def quality_signals(
     *,
     count: float,
-    density_count: float | None,
+    second_count: float | None,
     probability: np.ndarray | None,
     image_norm: np.ndarray | None,
     diameter_px: float | None,
     reference_diameter_px: float,
     size_at_limit: bool,
+    labels: np.ndarray | None = None,
+    flip_disagreement: float | None = None,
+    image_sig: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Raw signals for one image (NaN where one does not apply). ``probability`` is the (H, W)
-    foreground probability, ``image_norm`` the model's normalised input, ``diameter_px`` the nucleus
-    size used (estimated or stated)."""
-    sig = {k: math.nan for k in ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast")}
+    """Raw signals for one image (NaN where one does not apply). ``second_count`` is an independent
+    count of the same image (see the module docstring), ``probability`` the (H, W) foreground
+    probability, ``image_norm`` the model's normalised input, ``diameter_px`` the nucleus size used
+    (estimated or stated), ``labels`` the (H, W) integer objects of a mask model, ``flip_disagreement``
+    how much test-time flips disagree (when on), ``image_sig`` :func:`image_signals` of ``probability``
+    when the caller kept them."""
+    sig = {k: math.nan for k in SIGNALS}
     sig["size_at_limit"] = float(bool(size_at_limit))
-    if density_count is not None:
+    if second_count is not None:
         # relative to the larger count, with 2 nuclei of slack so 1 vs 2 on a near-empty field is no alarm
-        sig["count_disagreement"] = abs(count - density_count) / (max(count, density_count) + 2.0)
+        sig["count_disagreement"] = abs(count - second_count) / (max(count, second_count) + 2.0)
     if diameter_px:
         r = float(diameter_px) / reference_diameter_px
         sig["size_ratio"] = max(r, 1.0 / r)
-    if probability is not None:
-        p = np.asarray(probability)
-        maybe = p > UNCERTAIN_LOW
-        n = int(np.count_nonzero(maybe))
-        if n:
-            sig["uncertain_fraction"] = float(np.count_nonzero(maybe & (p < UNCERTAIN_HIGH))) / n
-        if image_norm is not None and np.shape(image_norm) == p.shape:
-            # medians over every STRIDE-th pixel each way: the same to 4 decimals on the samples, without ~20 ms
-            # per slider move on a 1-megapixel image (the thin uncertain band needs every pixel; it is cheap)
-            fg = p[::STRIDE, ::STRIDE] > 0.5
-            if fg.any() and (~fg).any():
-                img = np.asarray(image_norm)[::STRIDE, ::STRIDE]
-                sig["contrast"] = float(np.median(img[fg]) - np.median(img[~fg]))
+    if image_sig is not None:
+        sig.update(image_sig)
+    elif probability is not None:
+        sig.update(image_signals(probability, image_norm))
+    if labels is not None:
+        sig.update(_object_signals(np.asarray(labels)))
+    if flip_disagreement is not None:
+        sig["flip_disagreement"] = float(flip_disagreement)
     return sig
+
+
+def density_foreground(density: np.ndarray, diameter_px: float) -> np.ndarray:
+    """(H, W) float32 in [0, 1] from a density map: 0.5 on the outline of a lone nucleus of ``diameter_px``,
+    so that density models get the image signals (contrast, focus, uncertainty) of mask models.
+
+    A density model learnt one unit-mass Gaussian per nucleus with sigma = :data:`DENSITY_SIGMA_SCALE` x
+    its diameter; at the outline (radius = diameter / 2 = 2 sigma) that is exp(-2) / (2 pi sigma^2).
+    """
+    from .sizing import DENSITY_SIGMA_SCALE
+
+    sigma = DENSITY_SIGMA_SCALE * float(diameter_px)
+    edge = math.exp(-2.0) / (2 * math.pi * sigma * sigma)
+    return np.clip(np.asarray(density, np.float32) / np.float32(2 * edge), 0.0, 1.0)
+
+
+def image_signals(probability: np.ndarray, image_norm: np.ndarray | None) -> dict[str, float]:
+    """``uncertain_fraction``, ``contrast`` and ``focus``: they depend on the maps and the image only, not on
+    the postprocessing settings, so a caller may keep them per prediction."""
+    p = np.asarray(probability)
+    out: dict[str, float] = {}
+    maybe = p > UNCERTAIN_LOW
+    n = int(np.count_nonzero(maybe))
+    if n:
+        out["uncertain_fraction"] = float(np.count_nonzero(maybe & (p < UNCERTAIN_HIGH))) / n
+    if p.size:
+        out["foreground_share"] = float(np.count_nonzero(p > 0.5)) / p.size
+    if image_norm is not None and np.shape(image_norm) == p.shape:
+        out.update(_intensity_signals(np.asarray(image_norm, np.float32), p))
+    return out
+
+
+def _intensity_signals(image: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """``contrast`` and ``focus`` of a normalised image given its foreground probability."""
+    out: dict[str, float] = {}
+    # medians over every STRIDE-th pixel each way: the same to 4 decimals on the samples, without ~20 ms
+    # per slider move on a 1-megapixel image (the thin uncertain band needs every pixel; it is cheap)
+    fg = p[::STRIDE, ::STRIDE] > 0.5
+    if not (fg.any() and (~fg).any()):
+        return out
+    img = image[::STRIDE, ::STRIDE]
+    contrast = float(np.median(img[fg]) - np.median(img[~fg]))
+    out["contrast"] = contrast
+    # the steepest intensity change across a nucleus's outline, per unit of contrast: about 1 / (2.5 x the
+    # blur's sigma in px) whatever the contrast or the number of nuclei (a Laplacian's variance depends on both)
+    import cv2
+
+    full = p > 0.5
+    edge = full & ~cv2.erode(full.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if edge.any() and abs(contrast) > 1e-3:
+        gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        out["focus"] = float(np.median(np.hypot(gx[edge], gy[edge])) / abs(contrast))
+    return out
+
+
+def _object_signals(labels: np.ndarray) -> dict[str, float]:
+    """``large_object_share`` and ``touching_share`` of a label image (NaN under :data:`MIN_OBJECTS`)."""
+    flat = np.ascontiguousarray(labels).ravel()
+    areas = np.bincount(flat)[1:]
+    ids = np.flatnonzero(areas) + 1
+    areas = areas[areas > 0]
+    if len(areas) < MIN_OBJECTS:
+        return {}
+    big = areas > LARGE_OBJECT_FACTOR * np.median(areas)
+    touching = np.zeros(int(ids[-1]) + 1, bool)
+    width = labels.shape[1]
+    for step in (1, width):  # right and lower neighbours, on the flat array (no copies of the image)
+        changes = np.flatnonzero(flat[:-step] != flat[step:])  # outlines only: the rest runs on few pixels
+        if step == 1:
+            changes = changes[changes % width != width - 1]  # not the last pixel of a row with the next row's first
+        va, vb = flat[changes], flat[changes + step]
+        meet = (va > 0) & (vb > 0)
+        touching[va[meet]] = True
+        touching[vb[meet]] = True
+    n_touching = int(touching[ids].sum())
+    return {"large_object_share": float(areas[big].sum() / areas.sum()),
+            "touching_share": float(n_touching / len(ids))}
+
+
+LIMITS: tuple[tuple[str, str, bool], ...] = (
+    ("max_count_disagreement", "count_disagreement", False),
+    ("max_size_ratio", "size_ratio", False),
+    ("max_uncertain_fraction", "uncertain_fraction", False),
+    ("min_contrast", "contrast", True),
+    ("max_large_object_share", "large_object_share", False),
+    ("max_touching_share", "touching_share", False),
+    ("min_focus", "focus", True),
+    ("max_flip_disagreement", "flip_disagreement", False),
+    ("max_foreground_share", "foreground_share", False),
+)
+"""(rule field, signal, whether the limit is a minimum) for every limit of :class:`QualityRule`."""
+
+
+BELOW = {key: below for _, key, below in LIMITS}
+JOINT_SIGNALS = ("count_disagreement", "uncertain_fraction")
+"""The signals of the calibrated joint limit: the two that measure the model's own trouble (two counts
+that disagree, a foreground it is unsure about) rather than a property of the image."""
+
+
+def _ratio(value: float, limit: float, below: bool) -> float:
+    """How far ``value`` is towards ``limit`` (>= 1: past it)."""
+    return (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
+
+
+def _reason(signal: str, v: float) -> str:
+    return {
+        "count_disagreement": f"two independent counts of this image differ by {v:.0%}",
+        "size_ratio": f"nuclei are {v:.1f}x off the size the model was trained on",
+        "uncertain_fraction": f"the model is unsure about {v:.0%} of the foreground (blur, low contrast or an "
+                              "unfamiliar image type)",
+        "contrast": f"low contrast between nuclei and background ({v:.2f})",
+        "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
+                              "median size (likely merged nuclei)",
+        "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",
+        "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
+        "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
+        "foreground_share": f"{v:.0%} of the image is foreground (crowded or unfamiliar: little background)",
+    }[signal]
 
 
 def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
     """Apply ``rule`` to ``signals``."""
     reasons, ratios = [], [0.0]
-
-    def over(value: float, limit: float | None, reason: str, *, below: bool = False) -> None:
+    for field, key, below in LIMITS:
+        limit, value = getattr(rule, field), signals.get(key, math.nan)
         if limit is None or not np.isfinite(value):
-            return
-        ratio = (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
+            continue
+        ratio = _ratio(value, limit, below)
         ratios.append(ratio)
         if ratio >= 1.0:
-            reasons.append(reason)
-
-    d = signals.get("count_disagreement", math.nan)
-    over(d, rule.max_count_disagreement, f"the two counts (segmentation, density) differ by {d:.0%}")
-    s = signals.get("size_ratio", math.nan)
-    over(s, rule.max_size_ratio, f"nuclei are {s:.1f}x off the size the model was trained on")
-    u = signals.get("uncertain_fraction", math.nan)
-    over(u, rule.max_uncertain_fraction, f"the model is unsure about {u:.0%} of the foreground (blur, low "
-         "contrast or an unfamiliar image type)")
-    c = signals.get("contrast", math.nan)
-    over(c, rule.min_contrast, f"low contrast between nuclei and background ({c:.2f})", below=True)
+            reasons.append(_reason(key, value))
+    if rule.joint_limits:
+        values = {k: signals.get(k, math.nan) for k, _ in rule.joint_limits}
+        if all(np.isfinite(v) for v in values.values()):
+            r = [_ratio(values[k], limit, BELOW[k]) for k, limit in rule.joint_limits]
+            ratios.append(min(r))
+            if min(r) >= 1.0:
+                reasons.append("unusual together for this model: " + "; ".join(_reason(k, v) for k, v in values.items()))
     if rule.flag_size_at_limit and signals.get("size_at_limit", 0.0) >= 1.0:
         reasons.append("the nucleus size is beyond what resizing can correct")
         ratios.append(1.0)
     return Quality(flag=bool(reasons), score=float(max(ratios)), reasons=tuple(reasons), signals=dict(signals))
+
+
+def combine(parts: Sequence[Quality | None]) -> Quality | None:
+    """One verdict for an image counted in blocks (:mod:`cellcount.blocks`): flagged when any block is,
+    with that block's reasons; the score is the largest; the signals are the worst block's."""
+    known = [(i, q) for i, q in enumerate(parts) if q is not None]
+    if not known:
+        return None
+    worst = max(known, key=lambda iq: iq[1].score)[1]
+    reasons = tuple(f"block {i + 1}: {r}" for i, q in known for r in q.reasons)
+    return Quality(flag=any(q.flag for _, q in known), score=worst.score, reasons=reasons,
+                   signals=dict(worst.signals))
+
+
+def signals_from_table(rows: Any) -> list[dict[str, float]]:
+    """Per-image signals from an evaluation's per-image table (its ``q_*`` columns; a DataFrame or the
+    CSV ``python -m cellcount.evaluate --out`` wrote, read back)."""
+    return [{k[2:]: float(v) for k, v in row.items() if k.startswith("q_")} for row in rows.to_dict("records")]
+
+
+def card_entry(rule: QualityRule, report: dict[str, float], calibrated_on: str) -> dict[str, Any]:
+    """The model card's ``extra["quality"]``: the rule, what it did on the calibration images, and which."""
+    return {"rule": rule.to_dict(), "calibration": report, "calibrated_on": calibrated_on}
 
 
 def flag_report(flags: Sequence[bool], rel_errors: Sequence[float], *, large: float = LARGE_ERROR) -> dict[str, float]:
@@ -147,42 +316,95 @@ def flag_report(flags: Sequence[bool], rel_errors: Sequence[float], *, large: fl
     }
 
 
+def range_limit(values: Sequence[float], *, below: bool, margin: float = 1.1) -> float | None:
+    """A limit ``margin`` beyond the largest of ``values`` (``below``: under the smallest), which none of them
+    reaches; None without a positive finite edge (a signal that was 0 on every image says nothing)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    edge = (v.min() if below else v.max()) if len(v) else 0.0
+    return round(float(edge / margin if below else edge * margin), 4) if edge > 0 else None
+
+
 def calibrate_rule(
     signals: Sequence[dict[str, float]],
     rel_errors: Sequence[float],
     *,
     max_flagged: float = 0.2,
     large: float = LARGE_ERROR,
-    base: QualityRule | None = None,
+    max_limits: int = 3,
+    range_margin: float | None = 1.1,
 ) -> tuple[QualityRule, dict[str, float]]:
     """Limits that flag at most ``max_flagged`` of the images while holding as many large errors as possible.
 
-    A coarse grid over each limit (quantiles of the signal on these images), ties broken by fewer flags:
-    a grid this coarse cannot fit each image of a small validation set one by one.
+    Each single limit is off or one of three quantiles of its signal on these images (the 80th, 90th, 95th
+    percentile; 20th, 10th, 5th for minimums); the joint limit on :data:`JOINT_SIGNALS` is off or the same
+    quantile of each (70th to 85th); at most ``max_limits`` limits are on, plus the size clamp on or off.
+    Ties go to fewer flags, then fewer limits, then the size clamp on; when the joint limit is not among
+    them, it is added at the loosest quantile the flag budget still allows (if any). A grid this coarse
+    cannot fit the images of a small validation set one by one. Every single limit left off is then set just outside what
+    these images showed (``range_margin`` times their largest value, or their smallest divided by it; None:
+    left off): no image here reaches it, and an image beyond it is unlike all of them.
     """
-    base = base or QualityRule()
-    grids: dict[str, list[float | None]] = {}
-    for field, key, below in (("max_count_disagreement", "count_disagreement", False),
-                              ("max_size_ratio", "size_ratio", False),
-                              ("max_uncertain_fraction", "uncertain_fraction", False),
-                              ("min_contrast", "contrast", True)):
-        vals = np.array([s.get(key, math.nan) for s in signals], np.float64)
-        vals = vals[np.isfinite(vals)]
-        qs = (0.05, 0.1, 0.2) if below else (0.8, 0.9, 0.95)
-        grids[field] = [None] + ([round(float(np.quantile(vals, q)), 4) for q in qs] if len(vals) else [])
-    best: tuple[QualityRule, dict[str, float]] | None = None
-    for d, s, u, c, limit in itertools.product(grids["max_count_disagreement"], grids["max_size_ratio"],
-                                               grids["max_uncertain_fraction"], grids["min_contrast"], (True, False)):
-        rule = dataclasses.replace(base, max_count_disagreement=d, max_size_ratio=s,
-                                   max_uncertain_fraction=u, min_contrast=c, flag_size_at_limit=limit)
-        rep = flag_report([judge(x, rule).flag for x in signals], rel_errors, large=large)
-        if rep["flagged_share"] > max_flagged:
-            continue
-        key = (np.nan_to_num(rep["large_errors_flagged_share"]), -rep["flagged_share"])
-        if best is None or key > (np.nan_to_num(best[1]["large_errors_flagged_share"]),
-                                  -best[1]["flagged_share"]):
-            best = (rule, rep)
-    if best is None:  # nothing flags few enough images: flag nothing but the size limit
-        rule = QualityRule(None, None, None, None, base.flag_size_at_limit)
-        best = (rule, flag_report([judge(x, rule).flag for x in signals], rel_errors, large=large))
-    return best
+    n = len(signals)
+    values = {key: np.array([s.get(key, math.nan) for s in signals], np.float64) for _, key, _ in LIMITS}
+
+    def quantile(key: str, q: float) -> float | None:
+        finite = values[key][np.isfinite(values[key])]
+        return round(float(np.quantile(finite, 1 - q if BELOW[key] else q)), 4) if len(finite) else None
+
+    def flags_of(rule: QualityRule) -> np.ndarray:
+        return np.array([judge(x, rule).flag for x in signals], bool)
+
+    off = {f: None for f, _, _ in LIMITS}
+    options: list[list[tuple[dict[str, Any], np.ndarray]]] = []  # per limit: (rule fields, flags) when on
+    for field, key, _ in LIMITS:
+        opts = []
+        for q in (0.8, 0.9, 0.95):
+            limit = quantile(key, q)
+            if limit is not None:
+                opts.append(({field: limit}, flags_of(QualityRule(**{**off, field: limit}, flag_size_at_limit=False))))
+        options.append(opts)
+    joint = []
+    for q in (0.7, 0.75, 0.8, 0.85):
+        limits = tuple((key, quantile(key, q)) for key in JOINT_SIGNALS)
+        if all(v is not None for _, v in limits):
+            fields = {"joint_limits": limits}
+            joint.append((fields, flags_of(QualityRule(**off, flag_size_at_limit=False, **fields))))
+    if joint:
+        options.append(joint)
+    at_limit = np.array([x.get("size_at_limit", 0.0) >= 1.0 for x in signals], bool)
+    e = np.asarray(rel_errors, np.float64)
+    big = np.isfinite(e) & (e > large)
+    best_key, best = None, None
+    for k in range(max_limits + 1):
+        for chosen in itertools.combinations(range(len(options)), k):
+            for picks in itertools.product(*(options[i] for i in chosen)):
+                base = np.zeros(n, bool)
+                for _, f in picks:
+                    base |= f
+                for size_flag in (False, True):
+                    flags = base | at_limit if size_flag else base
+                    if n and flags.mean() > max_flagged:
+                        continue
+                    # the size clamp stays on when it costs no flags here: it is a safety for images the
+                    # validation set may not have (a resize clamped by more than 25%)
+                    key = (int((flags & big).sum()), -int(flags.sum()), -k, size_flag)
+                    if best_key is None or key > best_key:
+                        best_key, best = key, (picks, size_flag, flags)
+    picks, size_flag, chosen_flags = best if best is not None else ((), False, np.zeros(n, bool))
+    if joint and not any("joint_limits" in f for f, _ in picks):
+        # the budget the fitted limits left goes to the joint limit, loosest first: it is what flags images
+        # unlike these (another stain, another kind of cell), which a validation set cannot show
+        for fields_, f in joint:
+            if n and (chosen_flags | f).mean() <= max_flagged:
+                picks = (*picks, (fields_, f))
+                break
+    fields: dict[str, Any] = dict(off)
+    for f, _ in picks:
+        fields.update(f)
+    for field, key, below in LIMITS:
+        if fields[field] is None and range_margin:
+            fields[field] = range_limit(values[key], below=below, margin=range_margin)
+    rule = QualityRule(**fields, flag_size_at_limit=size_flag)
+    fitted = [name for f, _ in picks for name in f]
+    return rule, {**flag_report(flags_of(rule), e, large=large), "fitted_limits": fitted}

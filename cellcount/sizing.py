@@ -9,6 +9,7 @@ second (density) model for mask models, which the caller passes in.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,6 +76,24 @@ def estimate_nucleus_diameter(
     image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
     backend: str | None = None,
 ) -> float | None:
+    """Typical nucleus diameter (px): :func:`estimate_nucleus_size`'s ``diameter``."""
+    return estimate_nucleus_size(image_norm, foreground_prob, size_model, fast=fast, backend=backend).diameter
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What the size model saw: the ``diameter`` (px, None when too little foreground or count), its
+    ``count`` (the density integral, an independent second count) over the ``window`` it read."""
+
+    diameter: float | None
+    count: float
+    window: tuple[slice, slice]
+
+
+def estimate_nucleus_size(
+    image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
+    backend: str | None = None,
+) -> SizeEstimate:
     """Typical nucleus diameter (px) of a normalised image: foreground area of the mask model's first
     pass divided by ``size_model``'s count (a density model: the caller passes the one the mask model's
     card names, :func:`cellcount.models.size_model_for`), as the diameter of a disc of that area, both
@@ -97,9 +116,8 @@ def estimate_nucleus_diameter(
                     cols.start - ctx_cols.start: cols.stop - ctx_cols.start]
     count = float(inner.sum(dtype=np.float64))
     area = float(np.count_nonzero(fg[rows, cols]))
-    if count < 0.5 or area < 4:
-        return None
-    return float(np.sqrt(4 * area / (np.pi * max(count, 1.0))))
+    diameter = None if count < 0.5 or area < 4 else float(np.sqrt(4 * area / (np.pi * max(count, 1.0))))
+    return SizeEstimate(diameter, count, (rows, cols))
 
 
 def density_nucleus_diameter(density: np.ndarray) -> float | None:

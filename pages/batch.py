@@ -13,6 +13,7 @@ from cellcount.history import Recorder
 from cellcount.io import iter_zip_images
 from pages import _settings as settings
 from pages import _shared as sh
+from pages._quality import CHECK_HELP
 
 sh.require_entry_point("batch")
 
@@ -85,6 +86,10 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
     m[1].metric("Failed / skipped", len(bad))
     m[2].metric("Total count", int(ok["count"].sum()) if len(ok) else 0)
     m[3].metric("Time", f"{df['seconds'].sum():.1f} s")
+    flagged = int(ok["check"].fillna(False).astype(bool).sum()) if "check" in ok else 0
+    if flagged:
+        st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column check, "
+                   "reasons in check_reasons).")
     if current is not None and json.loads(res["settings"])["params"] != current.to_dict():
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
     if len(bad):
@@ -102,6 +107,7 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
             "estimated_diameter_px": st.column_config.NumberColumn(
                 format="%.1f", help="Nucleus diameter estimated from a first pass (Estimate nucleus size)"),
             "seconds": st.column_config.NumberColumn(format="%.3f"),
+            "check": st.column_config.CheckboxColumn("check this image", help=CHECK_HELP),
         },
     )
     if len(ok):

@@ -301,3 +301,13 @@ def test_backend_environment_variable_is_the_apps_default(tiny_models, monkeypat
     at = open_count(count_model="tiny-mask", count_tab="Timing")
     assert any("CELLCOUNT_BACKEND must be one of" in w.value for w in at.warning)
     assert not at.exception
+
+
+def test_count_carries_the_quality_badge():
+    at = open_count()
+    badges = [m.value for m in at.markdown if "badge[" in m.value]
+    assert len(badges) == 1 and ("Check this image" in badges[0] or "No quality warning" in badges[0])
+    at.session_state["count_threshold"] = 0.02  # nearly the whole image is foreground: one merged blob
+    at.run()
+    assert any("Check this image" in m.value for m in at.markdown if "badge[" in m.value), \
+        [m.value for m in at.markdown]

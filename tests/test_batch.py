@@ -21,8 +21,8 @@ from cellcount.io import iter_zip_images, iter_zip_members
 from cellcount.models import CLASSICAL_NAME, load_model
 
 HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"
-COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason", "model_scale",
-                  "estimated_diameter_px", "seconds", "settings"]
+COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason", "check", "quality_score",
+                  "check_reasons", "model_scale", "estimated_diameter_px", "seconds", "settings"]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,7 @@ def test_counts_frame_columns(mixed_items):
     assert df.loc[0, "count"] == mixed_items[0].result.count
     assert df["status"].tolist() == ["ok", "error", "error"]
     assert (df.loc[1:, "reason"].str.len() > 0).all()
+    assert df.loc[0, "check"] == mixed_items[0].result.quality.flag, "the quality flag is in every counts CSV"
 
 
 def test_objects_frame(mixed_items):

@@ -92,6 +92,18 @@ def test_objects_on_block_seams_are_counted_once(tmp_path, draw_disks):
     assert sorted(result.objects["label"]) == list(range(1, len(centres) + 1))
     assert int(regions["count"].sum()) == len(centres)
     assert list(regions["count"]) == [9, 6, 6, 4]
+    assert result.quality is not None and result.summary_row()["check"] is not None, "blocks carry the flag"
+
+
+def test_an_image_in_blocks_is_flagged_when_one_block_is():
+    from cellcount.quality import Quality, combine
+
+    calm = Quality(False, 0.4, (), {"contrast": 0.5})
+    alarm = Quality(True, 1.7, ("low contrast between nuclei and background (0.05)",), {"contrast": 0.05})
+    q = combine([calm, None, alarm])
+    assert q.flag and q.score == 1.7 and q.reasons == ("block 3: low contrast between nuclei and background (0.05)",)
+    assert q.signals == {"contrast": 0.05}
+    assert not combine([calm, calm]).flag and combine([None]) is None
 
 
 def test_large_generated_tiff_has_its_count(tmp_path):

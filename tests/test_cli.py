@@ -75,6 +75,8 @@ def test_broken_file_gives_exit_code_1_and_an_error_row(small_folder, tmp_path, 
     assert pd.isna(rows.loc["broken.png", "count"])
     assert (rows.loc[["a.png", "b.png"], "status"] == "ok").all()
     assert (rows.loc[["a.png", "b.png"], "count"] > 0).all()
+    assert rows.loc[["a.png", "b.png"], "check"].isin([True, False]).all(), "the quality flag is in the CSV"
+    assert pd.isna(rows.loc["broken.png", "check"])
     captured = capsys.readouterr()
     assert "1 failed" in captured.out and "broken.png" in captured.err
 

@@ -9,11 +9,19 @@ import pytest
 
 import cellcount as cc
 from cellcount.pipeline import Prediction, postprocess, resize_maps, resolve_params
-from cellcount.quality import QualityRule, calibrate_rule, flag_report, judge, quality_signals
+from cellcount.quality import (
+    LIMITS,
+    QualityRule,
+    calibrate_rule,
+    density_foreground,
+    flag_report,
+    judge,
+    quality_signals,
+)
 
 
 def _signals(**kw):
-    base = {"count": 50.0, "density_count": 50.0, "probability": None, "image_norm": None, "diameter_px": 18.4,
+    base = {"count": 50.0, "second_count": 50.0, "probability": None, "image_norm": None, "diameter_px": 18.4,
             "reference_diameter_px": 18.4, "size_at_limit": False}
     return quality_signals(**{**base, **kw})
 
@@ -22,9 +30,9 @@ def _signals(**kw):
     "kw, flagged, reason",
     [
         ({}, False, None),
-        ({"density_count": 80.0}, True, "two counts"),          # 30 / 82 = 0.37 > 0.15
-        ({"density_count": 55.0}, False, None),                 # 5 / 57 = 0.09
-        ({"count": 1.0, "density_count": 2.0}, False, None),    # near-empty field: 1 / 4 = 0.25 ... see rule below
+        ({"second_count": 80.0}, True, "two independent counts"),  # 30 / 82 = 0.37 > 0.15
+        ({"second_count": 55.0}, False, None),                 # 5 / 57 = 0.09
+        ({"count": 1.0, "second_count": 2.0}, False, None),    # near-empty field: 1 / 4 = 0.25 ... see rule below
         ({"diameter_px": 60.0}, True, "off the size"),
         ({"diameter_px": 6.0}, True, "off the size"),
         ({"size_at_limit": True}, True, "beyond what resizing"),
@@ -47,11 +55,14 @@ def test_uncertainty_and_contrast_come_from_the_maps():
     img = np.where(prob > 0.5, 0.9, 0.1).astype(np.float32)
     sure = _signals(probability=prob, image_norm=img)
     assert sure["uncertain_fraction"] == 0.0 and sure["contrast"] == pytest.approx(0.8)
+    assert sure["foreground_share"] == pytest.approx(100 / 400)
+    crowded = judge(_signals(probability=np.full((20, 20), 0.9, np.float32)), QualityRule(max_foreground_share=0.6))
+    assert crowded.flag and "foreground" in crowded.reasons[0]
     unsure = _signals(probability=np.where(prob > 0, 0.55, 0.0).astype(np.float32), image_norm=img * 0.1)
     assert unsure["uncertain_fraction"] == 1.0 and unsure["contrast"] == pytest.approx(0.08)
     q = judge(unsure, QualityRule())
     assert q.flag and len(q.reasons) == 2
-    assert math.isnan(_signals(density_count=None)["count_disagreement"])
+    assert math.isnan(_signals(second_count=None)["count_disagreement"])
 
 
 def test_flag_report_counts_large_errors_held():
@@ -59,7 +70,6 @@ def test_flag_report_counts_large_errors_held():
     assert rep == {"n": 4, "flagged_share": 0.5, "large_errors": 2, "large_errors_flagged_share": 0.5}
 
 
-@pytest.mark.slow
 def test_calibration_respects_the_flag_budget_and_finds_the_signal():
     rng = np.random.default_rng(0)
     n = 60
@@ -68,8 +78,8 @@ def test_calibration_respects_the_flag_budget_and_finds_the_signal():
     bad = rng.choice(n, 8, replace=False)
     disagreement[bad] = rng.uniform(0.3, 0.6, 8)   # the large errors are the ones whose counts disagree
     errors[bad] = rng.uniform(0.2, 0.5, 8)
-    signals = [{"count_disagreement": d, "size_ratio": 1.0, "uncertain_fraction": 0.1, "contrast": 0.5,
-                "size_at_limit": 0.0} for d in disagreement]
+    signals = [{"count_disagreement": d, "size_ratio": 1.0, "uncertain_fraction": u, "contrast": 0.5,
+                "size_at_limit": 0.0} for d, u in zip(disagreement, rng.uniform(0.1, 0.3, n))]
     rule, rep = calibrate_rule(signals, errors, max_flagged=0.2)
     assert rep["flagged_share"] <= 0.2
     assert rep["large_errors_flagged_share"] == 1.0
@@ -109,7 +119,7 @@ def test_two_heads_that_agree_or_disagree_flag_accordingly(draw_disks):
     agree, disagree = result(4.0), result(12.0)
     assert agree.count == disagree.count == 4
     assert not agree.quality.flag
-    assert disagree.quality.flag and "two counts" in disagree.quality.reasons[0]
+    assert disagree.quality.flag and "two independent counts" in disagree.quality.reasons[0]
 
 
 def test_count_source_density_reports_the_integral(draw_disks):
@@ -138,3 +148,177 @@ def test_size_at_limit_means_a_clamped_resize(diameter, scale, at_limit):
     from cellcount.pipeline import assess
 
     assert bool(assess(pred, params, 0).signals["size_at_limit"]) is at_limit
+
+
+def test_object_signals_see_merged_and_touching_objects(draw_disks):
+    centres = [(10 + 20 * i, 10) for i in range(6)]
+    separate = draw_disks((130, 60), centres, 5)
+    sig = _signals(labels=separate)
+    assert sig["large_object_share"] == 0.0 and sig["touching_share"] == 0.0
+    merged = separate.copy()
+    merged[100:130, 30:60] = 7  # a clump of 900 px, over 4x the ~80 px of a disc
+    merged[20, 16] = 8          # a one-pixel object touching disc 2 (id 2 spans columns 5-15 on row 30)
+    merged[30, 16] = 8
+    sig = _signals(labels=merged)
+    areas = np.bincount(merged.ravel())[1:]
+    assert sig["large_object_share"] == pytest.approx(900 / areas.sum())
+    assert sig["touching_share"] == pytest.approx(2 / 8)  # disc 2 and object 8 touch
+    few = _signals(labels=draw_disks((40, 40), [(10, 10), (30, 30)], 5))
+    assert math.isnan(few["large_object_share"]) and math.isnan(few["touching_share"])  # too few to judge
+    q = judge(_signals(labels=merged), QualityRule(max_large_object_share=0.5, max_touching_share=0.2))
+    assert q.flag and any("merged" in r for r in q.reasons) and any("touch" in r for r in q.reasons)
+
+
+def test_focus_falls_with_blur_but_not_with_contrast(draw_disks):
+    import cv2
+
+    fg = draw_disks((96, 96), [(24, 24), (24, 72), (72, 24), (72, 72)], 10) > 0
+    prob = fg.astype(np.float32)
+    sharp = np.where(fg, 0.9, 0.1).astype(np.float32)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    f_sharp = _signals(probability=prob, image_norm=sharp)["focus"]
+    f_faint = _signals(probability=prob, image_norm=0.4 + 0.25 * sharp)["focus"]
+    f_blur = _signals(probability=prob, image_norm=blurred)["focus"]
+    assert f_blur < 0.5 * f_sharp
+    assert f_faint == pytest.approx(f_sharp, rel=1e-3), "focus is per unit of contrast"
+    assert judge(_signals(probability=prob, image_norm=blurred), QualityRule(min_focus=0.5 * f_sharp)).flag
+
+
+def test_mask_model_compares_its_count_with_the_size_models(draw_disks):
+    labels = draw_disks((64, 64), [(16, 16), (16, 40), (40, 16), (40, 40)], 6)
+    fg = (labels > 0).astype(np.float32)
+    params = resolve_params(None, {"min_area_px": 5, "opening_radius_px": 0})
+    whole = (slice(0, 64), slice(0, 64))
+
+    def quality(size_count, window=whole):
+        pred = Prediction("m", "mask", fg[None] * 0.98, fg, False, params.input_key(), size_count=size_count,
+                          size_window=window)
+        return postprocess(pred, params).quality
+
+    assert quality(4.0).signals["count_disagreement"] == 0.0 and not quality(4.0).flag
+    assert quality(12.0).flag and "two independent counts" in quality(12.0).reasons[0]
+    # the size model read the top half only: its 2 nuclei against the 2 objects reaching into that half
+    assert quality(2.0, (slice(0, 28), slice(0, 64))).signals["count_disagreement"] == 0.0
+    assert math.isnan(quality(None).signals["count_disagreement"])  # no size model ran
+
+
+def test_density_model_compares_its_integral_with_its_peaks(draw_disks):
+    import cv2
+
+    points = np.zeros((64, 64), np.float32)
+    for r, c in [(16, 16), (16, 48), (48, 16), (48, 48)]:
+        points[r, c] = 1.0
+    density = cv2.GaussianBlur(points, (0, 0), 2.0)
+    params = resolve_params(None, {})
+
+    def quality(scale):
+        pred = Prediction("d", "density", (density * np.float32(scale))[None], density, False, params.input_key())
+        return postprocess(pred, params).quality
+
+    assert quality(1.0).signals["count_disagreement"] == pytest.approx(0.0, abs=0.01)
+    assert quality(3.0).signals["count_disagreement"] == pytest.approx(8 / 14, abs=0.01)  # 12 vs 4 peaks
+
+
+def test_calibration_uses_few_limits_and_prefers_fewer_flags():
+    rng = np.random.default_rng(3)
+    n = 50
+    signals = [{k: float(rng.uniform()) for k in ("count_disagreement", "uncertain_fraction", "large_object_share",
+                                                  "touching_share")} | {"contrast": 0.5, "focus": 0.3}
+               for _ in range(n)]
+    errors = np.full(n, 0.05)
+    worst = np.argsort([s["touching_share"] for s in signals])[-5:]
+    errors[worst] = 0.4  # the large errors are the most crowded images
+    rule, rep = calibrate_rule(signals, errors, max_flagged=0.2, max_limits=2, range_margin=None)
+    assert rep["large_errors_flagged_share"] == 1.0 and rep["flagged_share"] <= 0.2
+    assert rule.max_touching_share is not None
+    on = [f for f, _, _ in LIMITS if getattr(rule, f) is not None]
+    assert on == ["max_touching_share"], "one limit holds them all: no other is switched on"
+    assert rule.max_touching_share == pytest.approx(np.quantile([s["touching_share"] for s in signals], 0.9), abs=1e-4), \
+        "the 90th percentile flags the fewest images that hold them"
+    assert rule.joint_limits, "the budget left goes to the joint limit"
+    assert rep["flagged_share"] == pytest.approx(0.2), "... at the loosest quantile that fits in it"
+    assert QualityRule.from_card(type("Card", (), {"extra": {"quality": {"rule": rule.to_dict()}}})()) == rule
+
+
+def test_flip_disagreement_is_measured_when_flips_are_on(tiny_model, rng):
+    from cellcount.flips import flip_maps
+
+    class Stub:
+        output_kind = "mask"
+
+        def __init__(self, lopsided):
+            self.lopsided = lopsided
+
+        def predict_maps(self, view, progress=None, fast=True, **kw):
+            fg = np.zeros_like(view)
+            fg[:, : view.shape[1] // 2] = 1.0  # always the left half of what it is shown: not flip-equivariant
+            return (fg if self.lopsided else (view > 0.5).astype(np.float32))[None]
+
+    image = rng.random((40, 56)).astype(np.float32)
+    assert flip_maps(Stub(False), image)[1] == 0.0, "a pointwise model agrees with itself"
+    assert flip_maps(Stub(True), image)[1] == 1.0, "every foreground pixel is missed by the flipped views"
+    model = tiny_model("unet", "mask")
+    off = cc.count_image(image, model, {"test_time_flips": False})
+    on = cc.count_image(image, model, {"test_time_flips": True})
+    assert math.isnan(off.quality.signals["flip_disagreement"])
+    assert on.quality.signals["flip_disagreement"] == flip_maps(model, image)[1]
+    flagged = judge({"flip_disagreement": 0.3}, QualityRule(max_flip_disagreement=0.2))
+    assert flagged.flag and any("flipped" in r for r in flagged.reasons)
+
+
+def test_joint_limits_flag_only_together_and_round_trip_through_the_card():
+    rule = QualityRule(max_count_disagreement=None, max_uncertain_fraction=None, min_contrast=None,
+                       joint_limits=(("count_disagreement", 0.2), ("uncertain_fraction", 0.25)))
+    both = {"count_disagreement": 0.3, "uncertain_fraction": 0.3, "contrast": 0.5}
+    assert judge(both, rule).flag and "unusual together" in judge(both, rule).reasons[0]
+    assert not judge({**both, "uncertain_fraction": 0.2}, rule).flag, "one signal alone is not enough"
+    assert not judge({**both, "uncertain_fraction": math.nan}, rule).flag
+    card = type("Card", (), {"extra": {"quality": {"rule": rule.to_dict()}}})()
+    assert rule.to_dict()["joint_limits"] == {"count_disagreement": 0.2, "uncertain_fraction": 0.25}
+    assert QualityRule.from_card(card) == rule
+
+
+def test_calibration_finds_errors_that_only_two_signals_together_mark():
+    rng = np.random.default_rng(5)
+    n = 60
+    d, u = rng.uniform(0, 0.2, n), rng.uniform(0.1, 0.3, n)
+    errors = rng.uniform(0, 0.1, n)
+    bad = np.arange(8)
+    d[bad], u[bad] = 0.17, 0.27          # each within the top 25% but below the highest single values
+    d[8:14], u[14:20] = 0.2, 0.3         # high on one signal only: fine images
+    errors[bad] = 0.3
+    signals = [{"count_disagreement": a, "uncertain_fraction": b} for a, b in zip(d, u)]
+    rule, rep = calibrate_rule(signals, errors, max_flagged=0.2)
+    assert rule.joint_limits and rep["large_errors_flagged_share"] == 1.0 and rep["flagged_share"] <= 0.2
+
+
+def test_limits_left_off_sit_just_outside_the_validation_range():
+    rng = np.random.default_rng(7)
+    signals = [{"count_disagreement": float(a), "contrast": float(c), "large_object_share": 0.0}
+               for a, c in zip(rng.uniform(0, 0.3, 40), rng.uniform(0.2, 0.6, 40))]
+    errors = np.full(40, 0.05)  # no large errors: nothing to fit, every limit is a range limit
+    rule, rep = calibrate_rule(signals, errors)
+    top = max(s["count_disagreement"] for s in signals)
+    low = min(s["contrast"] for s in signals)
+    assert rule.max_count_disagreement == pytest.approx(1.1 * top, abs=1e-4)
+    assert rule.min_contrast == pytest.approx(low / 1.1, abs=1e-4)
+    assert rule.max_large_object_share is None, "a signal that was 0 on every image gives no range"
+    assert rep["flagged_share"] == 0.0
+    assert judge({"count_disagreement": 1.2 * top, "contrast": 0.4}, rule).flag
+
+
+def test_density_models_get_image_signals_from_their_map(draw_disks):
+    from cellcount.training.targets import density_from_labels
+
+    labels = draw_disks((120, 120), [(30, 30), (30, 90), (90, 30), (90, 90)], 9)
+    density = density_from_labels(labels)
+    fg = density_foreground(density, 19.0)
+    assert abs(int((fg > 0.5).sum()) - int((labels > 0).sum())) < 0.15 * (labels > 0).sum(), "about the discs"
+    image = np.where(labels > 0, 0.8, 0.1).astype(np.float32)
+    params = resolve_params(None, {})
+    res = postprocess(Prediction("d", "density", density[None], image, False, params.input_key()), params)
+    assert res.quality.signals["contrast"] == pytest.approx(0.7, abs=0.05)
+    assert np.isfinite(res.quality.signals["focus"]) and np.isfinite(res.quality.signals["uncertain_fraction"])
+    faint = postprocess(Prediction("d", "density", density[None], 0.1 + 0.05 * (image > 0.5), False,
+                                   params.input_key()), params)
+    assert judge(faint.quality.signals, QualityRule()).flag, "low contrast is flagged for density models too"

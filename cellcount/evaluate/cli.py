@@ -132,18 +132,18 @@ def _run(args: argparse.Namespace) -> int:
     line += f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, {1000 * rep.per_image['model_seconds'].mean():.0f} ms/image"
     print(line)
     if "check" in rep.per_image:
-        signals = [{k[2:]: float(v) for k, v in row.items() if k.startswith("q_")}
-                   for row in rep.per_image.to_dict("records")]
-        if args.calibrate_quality:
-            from ..quality import QualityRule, calibrate_rule
+        from ..quality import signals_from_table
 
-            rule, qrep = calibrate_rule(signals, rep.per_image["rel_error"].to_numpy(), base=QualityRule.from_card(model.card))
+        signals = signals_from_table(rep.per_image)
+        if args.calibrate_quality:
+            from ..quality import calibrate_rule, card_entry
+
+            rule, qrep = calibrate_rule(signals, rep.per_image["rel_error"].to_numpy())
             print(f"quality flag calibrated: {rule.to_dict()}")
             if args.write_card and hasattr(model, "net"):
-                model.card.extra = {**model.card.extra, "quality": {
-                    "rule": rule.to_dict(), "calibration": qrep,
-                    "calibrated_on": f"{len(pairs)} images of {args.data} (split {args.split}) by "
-                                     "cellcount.evaluate --calibrate-quality"}}
+                model.card.extra = {**model.card.extra, "quality": card_entry(
+                    rule, qrep, f"{len(pairs)} images of {args.data} (split {args.split}) by "
+                                "cellcount.evaluate --calibrate-quality")}
                 write_card(model.card, _card_folder(args.model, model.name))
                 print("wrote the quality rule into the card")
             model_rule = rule

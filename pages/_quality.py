@@ -1,0 +1,23 @@
+"""The quality badge: whether a count may be wrong ("check this image"), and why (:mod:`cellcount.quality`)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import cellcount as cc
+
+CHECK_HELP = ("Check this image: a signal measured on the model's maps says the count may be wrong (limits "
+              "calibrated on validation images; see the count page for the reasons).")
+
+
+def quality_badge(result: cc.CountResult) -> None:
+    """A badge under the count: "Check this image" with its reasons, or no warning."""
+    q = result.quality
+    if q is None:
+        return
+    if q.flag:
+        st.badge("Check this image", icon=":material/warning:", color="orange")
+        st.caption("This count may be wrong: " + "; ".join(q.reasons) + ". Look at the outlines before using it.")
+    else:
+        st.badge("No quality warning", icon=":material/check:", color="green",
+                 help="None of the quality signals passed its limit; this does not prove the count right.")
