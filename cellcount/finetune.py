@@ -5,10 +5,11 @@
 The data folder is anything :func:`cellcount.groundtruth.load_labelled_folder` reads: instance label
 images, binary masks, dot images or point CSVs. Dots alone are enough for every model kind: a density
 target comes straight from the dots, and segmentation targets are the base model's own segmentation
-corrected by the dots (:func:`labels_from_dots`). Part of the images is held out; the new model's card
-records the base model, a fingerprint of the data, the images used, steps and time, the postprocessing
-re-tuned on the training images, and count metrics on the held-out images before (base model) and after.
-The model is written to the user models folder (:func:`cellcount.models.user_models_dir`) and is usable
+corrected by the dots (:func:`labels_from_dots`). The input is decided once for the set and kept in
+the new card: its background (:func:`set_background`) and one object size (:func:`set_diameter`). Part of
+the images is held out; the new model's card records the base model, a fingerprint of the data, the images
+used, steps and time, the postprocessing re-tuned on the training images, and count metrics on the held-out
+images before (base model) and after. The model is written to the user models folder (:func:`cellcount.models.user_models_dir`) and is usable
 by name everywhere.
 """
 
@@ -190,15 +191,26 @@ def _labelled_items(data: str | Path | LabelledItems) -> tuple[list[tuple[str, b
     return items, f"{len(items)} uploaded images"
 
 
-def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=None) -> float | None:
+def set_background(images: Sequence[np.ndarray], *, channel: int | None = None) -> bool:
+    """Whether a set of images has a bright background (brightfield, H&E: invert), by majority over its
+    images. One decision for the set: the per-image test reads a dense fluorescence image (objects covering
+    most of it) as a bright background, and then inverts it and takes a stain's optical density."""
+    from .io.normalize import is_bright_background, to_gray
+
+    votes = [is_bright_background(to_gray(np.asarray(im), channel=channel)) for im in images]
+    return 2 * sum(votes) > len(votes)
+
+
+def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=None,
+                       overrides: dict[str, Any] | None = None) -> float | None:
     """Typical nucleus diameter (px) in one annotated image: from its label image when it has one, else
     the base model's size estimate (or the median of its objects) on the image. ``size_model``: see
-    :func:`cellcount.pipeline.predict`."""
+    :func:`cellcount.pipeline.predict`; ``overrides``: settings over the base card's (e.g. ``invert``)."""
     from . import pipeline
 
     if gt.labels is not None:
         return _median_diameter(np.asarray(gt.labels, np.int32))
-    params = pipeline.resolve_params(base, None)
+    params = pipeline.resolve_params(base, overrides)
     pred = pipeline.predict(image, base, params, size_model=size_model)
     if pred.estimated_diameter_px:
         return float(pred.estimated_diameter_px)
@@ -206,18 +218,47 @@ def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=N
     return _median_diameter(res.labels) if res.labels is not None else None
 
 
+def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
+    """Median distance (px) from each dot to its nearest neighbour over a set of images' dots ``points``
+    (each (N, 2)). Touching objects sit one diameter apart, so it bounds the object diameter from above:
+    the user's own annotation says how large the objects can be. None with fewer than two dots anywhere."""
+    from scipy.spatial import cKDTree
+
+    gaps = [cKDTree(p).query(p, k=2)[0][:, 1] for p in (np.asarray(q, np.float64).reshape(-1, 2) for q in points)
+            if len(p) >= 2]
+    return float(np.median(np.concatenate(gaps))) if gaps else None
+
+
+def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base, *, size_model=None,
+                 overrides: dict[str, Any] | None = None) -> float | None:
+    """One object diameter (px) for a whole annotated set: the median of :func:`annotated_diameter` over its
+    images (label areas, or the base model's estimate), at most the dots' :func:`dot_spacing`.
+
+    A fine-tune learns the user's objects at one magnification; training and counting every image at this
+    one size keeps a per-image estimate that wanders (dense, overlapping objects) from resizing each image
+    differently, which moves its count."""
+    sizes = [d for d in (annotated_diameter(im, gt, base, size_model=size_model, overrides=overrides)
+                         for im, gt in zip(images, gts)) if d]
+    diameter = float(np.median(sizes)) if sizes else None
+    spacing = dot_spacing([gt.points for gt in gts if gt.points is not None and gt.labels is None])
+    if spacing and (diameter is None or spacing < diameter):
+        diameter = spacing
+    return diameter
+
+
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
-                  diameter_px: float | None = None, size_model=None):
+                  diameter_px: float | None = None, size_model=None, overrides: dict[str, Any] | None = None):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
     resized so that nuclei of ``diameter_px`` (default: this image's own, :func:`annotated_diameter`)
-    reach the model's training size. ``size_model``: see :func:`cellcount.pipeline.predict`."""
+    reach the model's training size. ``size_model``: see :func:`cellcount.pipeline.predict`; ``overrides``:
+    settings over the base card's (e.g. the set's ``invert``)."""
     from . import pipeline
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
 
     kind = base.output_kind
     # the base run at the scale the fine-tune trains at: its segmentation is what the dots correct
-    params = pipeline.resolve_params(base, None)
+    params = pipeline.resolve_params(base, overrides)
     if diameter_px:
         params = dataclasses.replace(params, auto_nucleus_size=False, nucleus_diameter_px=float(diameter_px))
     pred = pipeline.predict(image, base, params, size_model=size_model)
@@ -236,7 +277,8 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
     else:
         raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
                                "give label images, masks, dot images or point CSVs")
-    diameter = diameter_px or own or annotated_diameter(image, gt, base, size_model=size_model) or pred.reference_diameter_px
+    diameter = (diameter_px or own or annotated_diameter(image, gt, base, size_model=size_model, overrides=overrides)
+                or pred.reference_diameter_px)
     scale = pipeline.model_scale(base, diameter, norm.shape)
     if scale != 1.0:
         norm = pipeline.resize_image(norm, scale)
@@ -273,16 +315,18 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
 # --------------------------------------------------------------------------------------------------
 def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, batch_size: int, crop: int, lr: float,
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
-         loss_cfg: dict[str, Any]) -> tuple[int, float, list[float]]:
+         loss_cfg: dict[str, Any], scale_range: tuple[float, float]) -> tuple[int, float, list[float]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
-    (estimated from the first steps). Returns (steps run, seconds, losses)."""
+    (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent).
+    Returns (steps run, seconds, losses)."""
     import torch
 
     from .train import DEFAULTS, _batch
     from .training.losses import density_loss, mask_loss, multihead_loss
 
     cfg = {"train": {"batch_size": batch_size, "crop": crop},
-           "augment": {**DEFAULTS["augment"], "elastic_p": 0.3, "invert_p": 0.0}}
+           "augment": {**DEFAULTS["augment"], "elastic_p": 0.3, "invert_p": 0.0,
+                       "scale_range": list(scale_range)}}
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     total = steps or 10_000
     warm = 10
@@ -290,6 +334,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     losses: list[float] = []
     net.train()
     step = 0
+    step_times = [0.0]  # elapsed seconds after each step
     while step < total:
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
@@ -315,8 +360,12 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
         losses.append(float(loss.item()))
         step += 1
         elapsed = time.perf_counter() - t0
-        if steps is None and step == 3 and seconds:
-            total = max(step + 1, int(seconds / (elapsed / step)))  # the steps that fit in the budget
+        if steps is None and seconds and step >= 3 and (step == 3 or step % 10 == 0 or elapsed >= seconds):
+            # the steps that fit in what is left of the budget, re-planned as the run goes: a shared
+            # machine's speed changes within minutes, and the budget is a limit, not a target
+            recent = (elapsed - step_times[-min(10, step)]) / min(10, step)
+            total = step if elapsed >= seconds else max(step + 1, step + int((seconds - elapsed) / recent))
+        step_times.append(elapsed)
         per_step = elapsed / step
         report(FinetuneProgress("train", step, total, float(np.mean(losses[-10:])), elapsed,
                                 (total - step) * per_step))
@@ -354,6 +403,8 @@ def finetune(
     batch_size: int = 8,
     crop: int = 128,
     lr: float = 5e-4,
+    size: str = "set",
+    scale_range: tuple[float, float] = (0.6, 1.6),
     threads: int | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -366,7 +417,11 @@ def finetune(
     scoring) fits in ``minutes``: training gets what reading leaves, less an estimate of the rest, and its
     schedule is set after timing the first steps. ``holdout`` (a fraction or a number of images) is kept
     out of training and tuning and scores the base and the new model. ``cancel`` (a threading.Event)
-    stops the run between steps with :class:`Cancelled`; nothing is written then.
+    stops the run between steps with :class:`Cancelled`; nothing is written then. ``size``: "set" trains
+    and counts every image at one object size for the whole set (:func:`set_diameter`, fixed in the new
+    card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it. Whether
+    the images have a bright background is decided once for the set (:func:`set_background`), likewise.
+    ``scale_range``: the scale jitter of the training crops.
     """
     import torch
 
@@ -389,6 +444,8 @@ def finetune(
     model = load_model(base)
     if not isinstance(model, NetModel):
         raise ParameterError(f"{model.name} is not a trained network and cannot be fine-tuned")
+    if size not in ("set", "image"):
+        raise ParameterError(f"size must be 'set' or 'image', got {size!r}")
     if threads:
         torch.set_num_threads(int(threads))
     t_start = time.perf_counter()
@@ -408,16 +465,21 @@ def finetune(
     base_params = resolve_params(model, None)
     size_model = size_model_for(model, base_params)  # the fine-tuned model keeps the base's card settings
     items = []
+    diameter = None
+    fixed: dict[str, Any] = {}  # settings decided once for the user's set, kept in the new card
+    if base_params.invert is None:
+        fixed["invert"] = set_background([images[i] for i in train_idx], channel=base_params.channel)
+    if size == "set":
+        report(FinetuneProgress("prepare", message="measuring the objects' size"))
+        diameter = set_diameter([images[i] for i in train_idx], [gts[i] for i in train_idx], model,
+                                size_model=size_model, overrides=fixed)
     t_prep = time.perf_counter()
-    # Each image trains at its own estimated nucleus size, as the card's size estimate will see it. One
-    # size for the whole set (the median, fixed in the new card) did worse on vgg_cells (N = 32, one draw,
-    # unet-density, 420 steps: test MAE 38.88 against 20.85; docs/finetuning.md).
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
-                                   size_model=size_model))
+                                   diameter_px=diameter, size_model=size_model, overrides=fixed))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
     if steps is None:
@@ -437,8 +499,12 @@ def finetune(
     n_steps, train_s, losses = _fit(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
+        scale_range=scale_range,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
+    card.postprocess = {**card.postprocess, **fixed}
+    if diameter:
+        card.postprocess = {**card.postprocess, "nucleus_diameter_px": round(diameter, 2), "auto_nucleus_size": False}
     new = NetModel(net, card)
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
@@ -492,7 +558,8 @@ def finetune(
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
-        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "train_seconds": round(train_s, 1),
+        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size,
+        "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range), "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
     }

@@ -7,7 +7,9 @@ vgg_cells: train on N images drawn from 1-100, test on 101-200 (the published pr
 images, test on the rest. Each draw fine-tunes the base model on the drawn images' dots alone (no hold-out:
 the test images score it), then counts the test images. Prints a markdown table: count MAE mean +- std
 over draws for the fine-tuned model, the base model on the same test images, and the time each
-fine-tune took; ``--json`` keeps every draw. The data are read from ../shared/datasets and never copied
+fine-tune took; ``--json`` keeps every draw (with each test image's count). ``--validation`` trains and
+scores within the training half (for choosing settings without looking at the test images); ``--option``
+passes a keyword to :func:`cellcount.finetune.finetune`. The data are read from ../shared/datasets and never copied
 into the repository (the fine-tune folders are temporary links).
 """
 
@@ -47,10 +49,19 @@ def dataset(root: Path, name: str) -> list[tuple[Path, np.ndarray, int]]:
     return out
 
 
-def split(name: str, n_images: int, n: int, draw: int) -> tuple[list[int], list[int]]:
+def split(name: str, n_images: int, n: int, draw: int, *, validation: bool = False) -> tuple[list[int], list[int]]:
+    """(train, test) indices of one draw. ``validation``: choosing settings never looks at the test images:
+    vgg_cells trains from images 1-50 and scores 51-100; mbm trains from its first 22 images (in a fixed
+    shuffled order) and scores the other training-half images."""
     rng = np.random.default_rng([2010, n, draw])
     if name == "vgg_cells":  # the protocol: train from images 1-100, test on 101-200
+        if validation:
+            return sorted(rng.choice(50, n, replace=False).tolist()), list(range(50, 100))
         return sorted(rng.choice(100, n, replace=False).tolist()), list(range(100, min(200, n_images)))
+    if validation:
+        half = np.random.default_rng(2010).permutation(n_images)[: n_images // 2]
+        order = half[rng.permutation(len(half))]
+        return sorted(order[:n].tolist()), sorted(order[n:].tolist())
     order = rng.permutation(n_images)
     return sorted(order[:n].tolist()), sorted(order[n:].tolist())
 
@@ -65,13 +76,16 @@ def link_folder(folder: Path, items: list[tuple[Path, np.ndarray, int]]) -> Path
     return folder
 
 
-def test_mae(model, items) -> float:
+def test_counts(model, items) -> list[float]:
+    """The model's count of each test image, with its card's settings."""
     import cellcount as cc
 
     size_model = cc.models.size_model_for(model, cc.resolve_params(model))  # loaded once for all images
-    errs = [abs(cc.count_image(cc.read_image(img), model, size_model=size_model).count_estimate - n)
-            for img, _, n in items]
-    return float(np.mean(errs))
+    return [float(cc.count_image(cc.read_image(img), model, size_model=size_model).count_estimate) for img, _, _ in items]
+
+
+def mae(counts: list[float], items) -> float:
+    return float(np.mean([abs(c - n) for c, (_, _, n) in zip(counts, items)]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,42 +98,61 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of the time budget")
     p.add_argument("--json", help="write every draw here")
+    p.add_argument("--validation", action="store_true",
+                   help="research split: train and score within images 1-100 (vgg_cells) or half the set (mbm)")
+    p.add_argument("--base-only", action="store_true", help="only the base model's MAE on the test images")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a keyword of cellcount.finetune.finetune (YAML value), e.g. lr=0.001; repeatable")
     args = p.parse_args(argv)
+
+    import yaml
 
     import cellcount as cc
     from cellcount.finetune import finetune
     from cellcount.models.autotune import cpu_model
 
+    options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
     base_name = args.base or cc.models.default_model_name()
     base = cc.load_model(base_name)
     data = dataset(Path(args.data_root) / args.set, args.set)
+    if args.base_only:
+        for n in args.n:
+            te = [data[i] for i in split(args.set, len(data), n, 0, validation=args.validation)[1]]
+            print(f"{args.set} N={n}: {base_name} MAE {mae(test_counts(base, te), te):.2f} on {len(te)} test images "
+                  "(draw 0's)")
+        return 0
     rows, draws = [], []
-    base_cache: dict[tuple[int, ...], float] = {}
+    base_cache: dict[tuple[int, ...], float] = {}  # the base model's test MAE per test set
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.n:
             maes, bases, secs = [], [], []
             for d in range(args.draws):
-                tr, te = split(args.set, len(data), n, d)
+                tr, te = split(args.set, len(data), n, d, validation=args.validation)
                 folder = link_folder(Path(tmp) / f"{n}-{d}", [data[i] for i in tr])
                 t0 = time.perf_counter()
                 res = finetune(base_name, folder, name=f"bench-{args.set}-{n}-{d}", minutes=args.minutes, steps=args.steps, holdout=0,
-                               out_dir=Path(tmp) / "models", seed=d)
+                               out_dir=Path(tmp) / "models", seed=d, **options)
                 secs.append(time.perf_counter() - t0)
                 model = cc.load_model(res.folder)
                 test_items = [data[i] for i in te]
-                maes.append(test_mae(model, test_items))
+                counts = test_counts(model, test_items)
+                maes.append(mae(counts, test_items))
                 key = tuple(te)
                 if key not in base_cache:
-                    base_cache[key] = test_mae(base, test_items)
+                    base_cache[key] = mae(test_counts(base, test_items), test_items)
                 bases.append(base_cache[key])
                 draws.append({"n": n, "draw": d, "train": [data[i][0].name for i in tr], "test_images": len(te),
                               "mae": maes[-1], "base_mae": bases[-1], "seconds": secs[-1], "steps": res.steps,
-                              "count_source": model.card.postprocess.get("count_source", "segmentation")})
+                              "postprocess": model.card.postprocess,
+                              "test_counts": [{"file": data[i][0].name, "true": data[i][2], "pred": round(c, 2)}
+                                              for i, c in zip(te, counts)]})
                 print(f"N={n} draw {d}: MAE {maes[-1]:.2f} (base {bases[-1]:.2f}), {secs[-1]:.0f} s, {res.steps} steps",
                       flush=True)
             rows.append((n, np.mean(maes), np.std(maes), np.mean(bases), np.median(secs)))
     machine = f"{cpu_model()}, {platform.machine()}"
-    print(f"\n{args.set}, base {base_name}, {args.draws} draws, budget {args.minutes:g} min, {machine}\n")
+    split_name = "validation split" if args.validation else "published split"
+    budget = f"{args.steps} steps" if args.steps else f"budget {args.minutes:g} min"
+    print(f"\n{args.set} ({split_name}), base {base_name}, {args.draws} draws, {budget}, options {options}, {machine}\n")
     print("| N | fine-tuned MAE (mean +- std) | base model MAE | median fine-tune time |")
     print("|---|---|---|---|")
     for n, m, s, b, t in rows:
@@ -127,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nPublished: {PUBLISHED[args.set]}")
     if args.json:
         Path(args.json).write_text(json.dumps({"set": args.set, "base": base_name, "machine": machine,
-                                               "minutes": args.minutes, "draws": draws}, indent=2))
+                                               "minutes": args.minutes, "steps": args.steps,
+                                               "validation": args.validation, "options": options, "draws": draws}, indent=2))
     return 0
 
 

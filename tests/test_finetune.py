@@ -10,7 +10,17 @@ import tifffile
 from PIL import Image
 
 import cellcount as cc
-from cellcount.finetune import Cancelled, finetune, labels_from_dots, main, split_holdout
+from cellcount.finetune import (
+    Cancelled,
+    dot_spacing,
+    finetune,
+    labels_from_dots,
+    main,
+    set_background,
+    set_diameter,
+    split_holdout,
+)
+from cellcount.groundtruth import GroundTruth
 from cellcount.models import list_models, load_model, save_model
 
 
@@ -27,6 +37,32 @@ def test_labels_from_dots_keeps_splits_drops_and_adds(draw_disks):
     assert out[15, 15] > 0 and np.count_nonzero(out == out[15, 15]) == np.count_nonzero(base == 1)
     assert out[15, 38] != out[15, 50] and out[15, 38] > 0 and out[15, 50] > 0
     assert np.count_nonzero(out == out[50, 10]) == pytest.approx(np.pi * 16, rel=0.3)
+
+
+def test_dot_spacing_is_the_median_nearest_neighbour_gap():
+    grid = np.array([(r, c) for r in range(0, 50, 10) for c in range(0, 50, 10)], float)  # 10 px apart
+    assert dot_spacing([grid, grid[:2] * 2.0]) == pytest.approx(10.0)
+    assert dot_spacing([grid[:1], np.zeros((0, 2))]) is None, "one dot has no neighbour"
+
+
+def test_set_diameter_uses_label_areas_and_caps_by_dot_spacing(tiny_model, draw_disks):
+    base = tiny_model(kind="density")
+    labels = draw_disks((64, 64), [(16, 16), (16, 44), (44, 30)], 5)  # discs of radius 5 -> ~10 px across
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    by_labels = set_diameter([image], [GroundTruth(kind="labels", labels=labels, count=3)], base)
+    assert by_labels == pytest.approx(10.0, rel=0.15)
+    dots = np.array([(10.0, 10.0), (10.0, 14.0), (40.0, 40.0), (40.0, 44.0)])  # pairs 4 px apart
+    gt = GroundTruth(kind="points", points=dots, count=4)
+    assert set_diameter([image], [gt], base) <= 4.0 + 1e-9, "objects cannot be wider than the dots' spacing"
+
+
+def test_set_background_is_one_decision_for_the_set(draw_disks):
+    sparse = np.where(draw_disks((64, 64), [(16, 16), (44, 44)], 6) > 0, 220, 10).astype(np.uint8)
+    dense = np.where(draw_disks((64, 64), [(r, c) for r in range(6, 64, 10) for c in range(6, 64, 10)], 6) > 0,
+                     220, 10).astype(np.uint8)  # objects cover most of it: alone it reads as a bright background
+    brightfield = 255 - sparse
+    assert set_background([sparse, sparse, dense]) is False
+    assert set_background([brightfield, brightfield, dense]) is True
 
 
 def test_split_holdout_rules():
@@ -72,6 +108,8 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.training["data"]["annotation"] == [annotation]
     assert len(card.training["data"]["fingerprint_sha256"]) == 64
     assert set(card.metrics["holdout_before"]) >= {"mae", "n"} and card.metrics["holdout_after"]["n"] == 1
+    assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"
+    assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
     assert result.count >= 0
 
@@ -117,3 +155,35 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     assert rc == 0 and "held-out images (1): count MAE" in out
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().out
+
+
+def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
+    import time
+
+    from cellcount.finetune import _fit, training_item
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    centres = [(16, 16), (16, 44), (44, 30)]
+    image = np.where(draw_disks((64, 64), centres, 5) > 0, 200, 20).astype(np.uint8)
+    gt = GroundTruth(kind="points", points=np.array(centres, float), count=3)
+    items = [training_item("a", image, gt, base, density_scale=100.0, diameter_px=18.4)]
+
+    def slow_after_three(p):  # the first steps are fast, then the machine gets busy
+        if p.step >= 3:
+            time.sleep(0.1)
+
+    steps, seconds, _ = _fit(copy_net(base), items, kind="density", steps=None, seconds=1.0, batch_size=2, crop=32,
+                             lr=1e-3, rng=np.random.default_rng(0), report=slow_after_three, cancel=None,
+                             loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.8, 1.25))
+    assert seconds < 1.6, "the plan made from the first, fast steps is revised when steps slow down"
+    assert 5 <= steps <= 16
+
+
+def copy_net(model):
+    import copy
+
+    net = copy.deepcopy(model.net).float()
+    for par in net.parameters():
+        par.requires_grad_(True)
+    return net
