@@ -333,3 +333,36 @@ def test_batch_uses_the_settings_tuned_on_count(page, server, tmp_path):
         assert df.loc[name, "count"] == cc.count_image(cc.read_image(SAMPLES / name), model, params).count
         settings = json.loads(df.loc[name, "settings"])
         assert (settings["min_area_px"], settings["split_mode"]) == (150, "off")
+
+
+def test_sessions_at_once_each_get_their_own_count(browser, server_shipped):
+    """Several users count different images on one server at the same time: they share the cached model
+    (st.cache_resource), and each must see the library's count of their own image, not a neighbour's."""
+    import cellcount as cc
+
+    names = ["s01_sparse_small.png", "s02_dense_clusters.png", "s04_uneven_illumination.png"]
+    contexts, pages = [], []
+    sync_api.expect.set_options(timeout=120_000)  # three model runs at once on a loaded CI machine
+    try:
+        for _ in names:
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            pg = ctx.new_page()
+            pg.set_default_timeout(120_000)
+            contexts.append(ctx)
+            pages.append(pg)
+            _open(pg, f"{server_shipped}/count", "Count")
+            sync_api.expect(pg.get_by_text("kept objects are outlined", exact=False)).to_be_visible()
+            _choose_model(pg, SHIPPED)
+            pg.locator('[data-testid="stRadio"]').filter(has_text="Image").get_by_text("Upload", exact=True).click()
+        for pg, name in zip(pages, names):  # all uploads first: the model runs overlap on the server
+            _uploader(pg, "Upload an image").set_input_files(str(SAMPLES / name))
+        model = cc.load_model(SHIPPED)
+        counts = []
+        for pg, name in zip(pages, names):
+            sync_api.expect(pg.get_by_text(f"{name}: kept objects are outlined", exact=False)).to_be_visible()
+            counts.append(_count_value(pg))
+            assert counts[-1] == cc.count_image(cc.read_image(SAMPLES / name), model).count, name
+        assert len(set(counts)) > 1  # different images, different counts: no cross-talk
+    finally:
+        for ctx in contexts:
+            ctx.close()
