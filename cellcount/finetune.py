@@ -247,11 +247,13 @@ def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base,
 
 
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
-                  diameter_px: float | None = None, size_model=None, overrides: dict[str, Any] | None = None):
+                  diameter_px: float | None = None, size_model=None, overrides: dict[str, Any] | None = None,
+                  reference_px: float | None = None, density_sigma: float = 0.25):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
     resized so that nuclei of ``diameter_px`` (default: this image's own, :func:`annotated_diameter`)
-    reach the model's training size. ``size_model``: see :func:`cellcount.pipeline.predict`; ``overrides``:
-    settings over the base card's (e.g. the set's ``invert``)."""
+    reach the model's training size (``reference_px``, default the base card's). ``size_model``: see
+    :func:`cellcount.pipeline.predict`; ``overrides``: settings over the base card's (e.g. the set's
+    ``invert``). Dots become Gaussians of sigma ``density_sigma`` x the diameter."""
     from . import pipeline
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
@@ -279,7 +281,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
                                "give label images, masks, dot images or point CSVs")
     diameter = (diameter_px or own or annotated_diameter(image, gt, base, size_model=size_model, overrides=overrides)
                 or pred.reference_diameter_px)
-    scale = pipeline.model_scale(base, diameter, norm.shape)
+    scale = pipeline.model_scale(base, diameter, norm.shape, reference_px=reference_px)
     if scale != 1.0:
         norm = pipeline.resize_image(norm, scale)
     shape = norm.shape
@@ -301,7 +303,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
     if kind in ("density", "multihead"):
         if gt.points is not None:
             pts = np.asarray(gt.points, np.float64) * scale
-            sigma = max(1.0, 0.25 * diameter * scale)
+            sigma = max(1.0, density_sigma * diameter * scale)
             targets["density"] = density_from_points(pts, shape, sigmas=sigma) * np.float32(density_scale)
         else:
             targets["density"] = density_from_labels(lab) * np.float32(density_scale)
@@ -315,7 +317,8 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
 # --------------------------------------------------------------------------------------------------
 def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, batch_size: int, crop: int, lr: float,
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
-         loss_cfg: dict[str, Any], scale_range: tuple[float, float]) -> tuple[int, float, list[float]]:
+         loss_cfg: dict[str, Any], scale_range: tuple[float, float],
+         elastic_p: float = 0.3) -> tuple[int, float, list[float]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
     (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent).
     Returns (steps run, seconds, losses)."""
@@ -325,7 +328,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     from .training.losses import density_loss, mask_loss, multihead_loss
 
     cfg = {"train": {"batch_size": batch_size, "crop": crop},
-           "augment": {**DEFAULTS["augment"], "elastic_p": 0.3, "invert_p": 0.0,
+           "augment": {**DEFAULTS["augment"], "elastic_p": elastic_p, "invert_p": 0.0,
                        "scale_range": list(scale_range)}}
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     total = steps or 10_000
@@ -405,6 +408,9 @@ def finetune(
     lr: float = 5e-4,
     size: str = "set",
     scale_range: tuple[float, float] = (0.6, 1.6),
+    elastic_p: float = 0.3,
+    reference_px: float | None = None,
+    density_sigma: float = 0.25,
     threads: int | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -421,7 +427,9 @@ def finetune(
     and counts every image at one object size for the whole set (:func:`set_diameter`, fixed in the new
     card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it. Whether
     the images have a bright background is decided once for the set (:func:`set_background`), likewise.
-    ``scale_range``: the scale jitter of the training crops.
+    ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped.
+    ``reference_px``: the object diameter the new model trains and counts at (default: the base's); a
+    density target's Gaussians have sigma ``density_sigma`` x the object diameter.
     """
     import torch
 
@@ -479,7 +487,8 @@ def finetune(
             raise Cancelled("fine-tuning was cancelled")
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
-                                   diameter_px=diameter, size_model=size_model, overrides=fixed))
+                                   diameter_px=diameter, size_model=size_model, overrides=fixed,
+                                   reference_px=reference_px, density_sigma=density_sigma))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
     if steps is None:
@@ -499,10 +508,12 @@ def finetune(
     n_steps, train_s, losses = _fit(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
-        scale_range=scale_range,
+        scale_range=scale_range, elastic_p=elastic_p,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
     card.postprocess = {**card.postprocess, **fixed}
+    if reference_px:
+        card.extra = {**card.extra, "reference_diameter_px": float(reference_px)}
     if diameter:
         card.postprocess = {**card.postprocess, "nucleus_diameter_px": round(diameter, 2), "auto_nucleus_size": False}
     new = NetModel(net, card)
@@ -559,7 +570,9 @@ def finetune(
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
         "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size,
-        "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range), "train_seconds": round(train_s, 1),
+        "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
+        "elastic_p": elastic_p, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
+        "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
     }

@@ -137,18 +137,18 @@ def density_nucleus_diameter(density: np.ndarray) -> float | None:
 
 def model_scale(
     model: CountModel, nucleus_diameter_px: float | None, shape: tuple[int, int], *,
-    tolerance: float = RESCALE_TOLERANCE,
+    tolerance: float = RESCALE_TOLERANCE, reference_px: float | None = None,
 ) -> float:
     """Factor to resize an image by so that nuclei of ``nucleus_diameter_px`` reach the model's
     reference diameter (1.0 = leave it: unknown size, or within :data:`RESCALE_TOLERANCE`).
 
     Large nuclei (high magnification, H&E at 40x) are otherwise cut into pieces by a model that learnt
     nuclei of about 18 px, and very small ones merge. Clamped to [0.25, 4] and to
-    :data:`MAX_SCALED_PIXELS`.
+    :data:`MAX_SCALED_PIXELS`. ``reference_px``: a reference diameter other than the model card's.
     """
     if not nucleus_diameter_px:
         return 1.0
-    ref = float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
+    ref = float(reference_px or model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
     scale = ref / float(nucleus_diameter_px)
     if 1 / tolerance <= scale <= tolerance:
         return 1.0

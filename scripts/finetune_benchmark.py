@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -76,12 +77,14 @@ def link_folder(folder: Path, items: list[tuple[Path, np.ndarray, int]]) -> Path
     return folder
 
 
-def test_counts(model, items) -> list[float]:
-    """The model's count of each test image, with its card's settings."""
+def test_counts(model, items, overrides: dict | None = None) -> list[float]:
+    """The model's count of each test image, with its card's settings (and ``overrides`` over them)."""
     import cellcount as cc
 
-    size_model = cc.models.size_model_for(model, cc.resolve_params(model))  # loaded once for all images
-    return [float(cc.count_image(cc.read_image(img), model, size_model=size_model).count_estimate) for img, _, _ in items]
+    params = cc.resolve_params(model, overrides)
+    size_model = cc.models.size_model_for(model, params)  # loaded once for all images
+    return [float(cc.count_image(cc.read_image(img), model, params, size_model=size_model).count_estimate)
+            for img, _, _ in items]
 
 
 def mae(counts: list[float], items) -> float:
@@ -100,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write every draw here")
     p.add_argument("--validation", action="store_true",
                    help="research split: train and score within images 1-100 (vgg_cells) or half the set (mbm)")
+    p.add_argument("--keep-models", help="copy each draw's fine-tuned model into this folder (to score it again)")
+    p.add_argument("--score-models", metavar="DIR",
+                   help="no training: score the models --keep-models kept in DIR on their draws' test images")
+    p.add_argument("--count-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a counting setting over the models' cards (YAML value), e.g. test_time_flips=true")
     p.add_argument("--base-only", action="store_true", help="only the base model's MAE on the test images")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a keyword of cellcount.finetune.finetune (YAML value), e.g. lr=0.001; repeatable")
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from cellcount.models.autotune import cpu_model
 
     options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
+    count_options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.count_option)} or None
     base_name = args.base or cc.models.default_model_name()
     base = cc.load_model(base_name)
     data = dataset(Path(args.data_root) / args.set, args.set)
@@ -120,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             te = [data[i] for i in split(args.set, len(data), n, 0, validation=args.validation)[1]]
             print(f"{args.set} N={n}: {base_name} MAE {mae(test_counts(base, te), te):.2f} on {len(te)} test images "
                   "(draw 0's)")
+        return 0
+    if args.score_models:
+        for folder in sorted(Path(args.score_models).glob(f"bench-{args.set}-*-*")):
+            n, d = (int(x) for x in folder.name.rsplit("-", 2)[1:])
+            te = [data[i] for i in split(args.set, len(data), n, d, validation=args.validation)[1]]
+            print(f"{folder.name}: MAE {mae(test_counts(cc.load_model(folder), te, count_options), te):.2f} "
+                  f"on {len(te)} test images, settings over the card {count_options}", flush=True)
         return 0
     rows, draws = [], []
     base_cache: dict[tuple[int, ...], float] = {}  # the base model's test MAE per test set
@@ -133,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                 res = finetune(base_name, folder, name=f"bench-{args.set}-{n}-{d}", minutes=args.minutes, steps=args.steps, holdout=0,
                                out_dir=Path(tmp) / "models", seed=d, **options)
                 secs.append(time.perf_counter() - t0)
+                if args.keep_models:
+                    shutil.copytree(res.folder, Path(args.keep_models) / res.folder.name, dirs_exist_ok=True)
                 model = cc.load_model(res.folder)
                 test_items = [data[i] for i in te]
-                counts = test_counts(model, test_items)
+                counts = test_counts(model, test_items, count_options)
                 maes.append(mae(counts, test_items))
                 key = tuple(te)
                 if key not in base_cache:
@@ -161,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"set": args.set, "base": base_name, "machine": machine,
                                                "minutes": args.minutes, "steps": args.steps,
-                                               "validation": args.validation, "options": options, "draws": draws}, indent=2))
+                                               "validation": args.validation, "options": options, "count_options": count_options, "draws": draws}, indent=2))
     return 0
 
 

@@ -187,3 +187,22 @@ def copy_net(model):
     for par in net.parameters():
         par.requires_grad_(True)
     return net
+
+
+def test_training_item_scale_and_density_target_follow_their_settings(tiny_model, draw_disks):
+    from cellcount.finetune import training_item
+
+    base = tiny_model(kind="density")  # its card has no reference: the shipped 18.4 px
+    centres = [(16, 16), (16, 44), (44, 30)]
+    image = np.where(draw_disks((64, 64), centres, 5) > 0, 200, 20).astype(np.uint8)
+    gt = GroundTruth(kind="points", points=np.array(centres, float), count=3)
+    upscaled = training_item("a", image, gt, base, density_scale=1.0, diameter_px=9.2)
+    native = training_item("a", image, gt, base, density_scale=1.0, diameter_px=9.2, reference_px=9.2)
+    wide = training_item("a", image, gt, base, density_scale=1.0, diameter_px=9.2, reference_px=9.2,
+                         density_sigma=0.5)
+    assert upscaled.image.shape == (128, 128), "9.2 px objects are resized 2x to the base's 18.4 px"
+    assert native.image.shape == (64, 64), "objects already at the reference diameter stay as they are"
+    for item in (upscaled, native, wide):
+        assert item.targets["density"].sum() == pytest.approx(3.0, rel=1e-4), "one unit of mass per dot"
+    assert wide.targets["density"].max() < 0.5 * native.targets["density"].max(), "twice the sigma: a lower peak"
+    assert native.targets["density"][16, 16] == native.targets["density"].max()
