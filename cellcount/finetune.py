@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MINUTES = 5.0
 DEFAULT_HOLDOUT = 0.25
 MIN_TRAIN_IMAGES = 1
+SCALE_RANGE = (0.8, 1.25)
+"""Scale jitter of the training crops. The new model counts the user's images at one magnification (the set's
+one object size is fixed in its card), so the crops need only the objects' own spread of sizes, not the
+0.6-1.6 a base model learns for every magnification (vgg_cells validation: count MAE 6.83 -> 5.00)."""
 
 
 @dataclass(frozen=True)
@@ -407,7 +411,7 @@ def finetune(
     crop: int = 128,
     lr: float = 5e-4,
     size: str = "set",
-    scale_range: tuple[float, float] = (0.6, 1.6),
+    scale_range: tuple[float, float] = SCALE_RANGE,
     elastic_p: float = 0.3,
     reference_px: float | None = None,
     density_sigma: float = 0.25,
