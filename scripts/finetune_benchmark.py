@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default=None, help="model to fine-tune (default: the default model)")
     p.add_argument("--n", type=int, nargs="+", default=[32])
     p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--first-draw", type=int, default=0, help="run draws first-draw .. first-draw + draws - 1")
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of the time budget")
     p.add_argument("--json", help="write every draw here")
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.n:
             maes, bases, secs = [], [], []
-            for d in range(args.draws):
+            for d in range(args.first_draw, args.first_draw + args.draws):
                 tr, te = split(args.set, len(data), n, d, validation=args.validation)
                 folder = link_folder(Path(tmp) / f"{n}-{d}", [data[i] for i in tr])
                 t0 = time.perf_counter()

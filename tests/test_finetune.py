@@ -114,6 +114,20 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert result.count >= 0
 
 
+def test_a_model_fine_tuned_at_another_reference_counts_at_it(tiny_model, tmp_path, draw_disks):
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    res = finetune(base_dir, _folder(tmp_path, draw_disks, "points"), name="native", steps=1, holdout=0,
+                   batch_size=2, crop=32, reference_px=6.0)
+    model = load_model(res.name)
+    diameter = model.card.postprocess["nucleus_diameter_px"]
+    assert model.card.extra["reference_diameter_px"] == 6.0 == model.card.training["reference_diameter_px"]
+    pred = cc.predict(np.zeros((64, 64), np.uint8), model)
+    assert pred.model_scale == pytest.approx(cc.sizing.model_scale(model, diameter, (64, 64)))
+    assert pred.model_scale == pytest.approx(1.0 if 6.0 / 1.25 <= diameter <= 6.0 * 1.25 else 6.0 / diameter)
+
+
 def test_finetune_refuses_counts_only_and_existing_names(tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="mask")
