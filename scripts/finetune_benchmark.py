@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 bases.append(base_cache[key])
                 draws.append({"n": n, "draw": d, "train": [data[i][0].name for i in tr], "test_images": len(te),
                               "mae": maes[-1], "base_mae": bases[-1], "seconds": secs[-1], "steps": res.steps,
-                              "postprocess": model.card.postprocess,
+                              "postprocess": model.card.postprocess, "tuned_on": model.card.postprocess_tuned_on,
                               "test_counts": [{"file": data[i][0].name, "true": data[i][2], "pred": round(c, 2)}
                                               for i, c in zip(te, counts)]})
                 print(f"N={n} draw {d}: MAE {maes[-1]:.2f} (base {bases[-1]:.2f}), {secs[-1]:.0f} s, {res.steps} steps",
