@@ -131,6 +131,8 @@ def main() -> int:
     ap.add_argument("--key", default="ArrowRight", help="key pressed on the slider at each step")
     ap.add_argument("--shot", help="save a screenshot of the page here at the end")
     ap.add_argument("--floor", action="store_true", help="a bare Streamlit page instead of the Count page")
+    ap.add_argument("--post-script-gc", action="store_true",
+                    help="with --floor: Streamlit's default full garbage collection after every run (the app turns it off)")
     args = ap.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
@@ -139,7 +141,10 @@ def main() -> int:
     app, cwd = "streamlit_app.py", ROOT
     if args.floor:
         (tmp / ".streamlit").mkdir()
-        (tmp / ".streamlit" / "config.toml").write_text((ROOT / ".streamlit" / "config.toml").read_text())
+        config = (ROOT / ".streamlit" / "config.toml").read_text()
+        if args.post_script_gc:
+            config = config.replace("postScriptGC = false", "postScriptGC = true")
+        (tmp / ".streamlit" / "config.toml").write_text(config)
         (tmp / "floor_app.py").write_text(f"SIZE = {args.size}\n" + FLOOR_APP)
         app, cwd, args.slider = "floor_app.py", tmp, "Probability threshold"
     if args.image:
