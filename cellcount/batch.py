@@ -19,10 +19,11 @@ import pandas as pd
 
 from .errors import CellcountError
 from .groundtruth import GroundTruth
-from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image
+from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, count_image, resolve_params
+from .quality import with_note
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,14 @@ def count_many(
         t0 = time.perf_counter()
         reason = ""
         try:
-            image = read_image(src, channel=p.channel, max_pixels=max_pixels)
+            image, note = read_image_and_note(src, channel=p.channel, max_pixels=max_pixels)
+            note = "; ".join(n for n in (note, _blank_note(image, p.channel)) if n)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
             result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
                                  size_model=size_model, backend=backend)
             result.params = p
+            if note:  # one plane of a z-stack, a blank channel: the count is flagged with the reason
+                result.quality = with_note(result.quality, note.replace("<bytes>", name))
             if not keep_maps:
                 result.probability = None
                 result.density = None
@@ -138,6 +142,16 @@ def count_many(
         yield item
         if progress is not None:
             progress(i + 1, n_total)
+
+
+def _blank_note(image, channel: int | None) -> str | None:
+    """Why a blank image (every pixel alike) counts 0, or None: a camera never gives one, so it is a wrong
+    channel (an empty channel of an RGB export) or a failed export, not an empty field."""
+    if not image.min() == image.max():  # NaN compares unequal: not blank
+        return None
+    what = "the image is" if channel is None else f"channel {channel} is"
+    hint = "; channels are numbered from 0: is this the nuclei's channel?" if channel is not None else ""
+    return f"{what} blank (every pixel is {image.flat[0]}), so nothing in it can be counted{hint}"
 
 
 COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "check", "quality_score",

@@ -14,7 +14,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellcount.errors import ImageReadError, ImageTooLargeError, ParameterError
+from cellcount.errors import ImageReadError, ImageReadWarning, ImageTooLargeError, ParameterError
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     NORMALIZED_RANGE,
@@ -25,6 +25,7 @@ from cellcount.io import (
     list_image_files,
     normalize_image,
     read_image,
+    read_image_and_note,
     split_ground_truth_files,
     to_gray,
 )
@@ -212,12 +213,35 @@ def test_float_tiff_with_nan_inf_gives_finite_gray() -> None:
 def test_multipage_tiff_page_choice() -> None:
     stack = np.stack([np.full((6, 8), k, np.uint16) for k in range(5)])
     data = _tiff_bytes(stack)
-    assert read_image(data).shape == (6, 8)
+    with pytest.warns(ImageReadWarning):
+        assert read_image(data).shape == (6, 8)
     assert (read_image(data, page=3) == 3).all()
     with pytest.raises(ParameterError, match="0..4"):
         read_image(data, page=5)
     ij = _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"})
     assert (read_image(ij, page=4) == 4).all()
+
+
+def test_stack_read_without_page_warns_that_one_plane_was_read() -> None:
+    """A z-stack, a time series or a multi-frame GIF read without ``page`` is counted from its first plane:
+    that is said (ImageReadWarning, and the note that batch CSVs and the app show), never left silent."""
+    stack = np.stack([np.full((6, 8), k, np.uint8) for k in range(5)])
+    gif = io.BytesIO()
+    Image.fromarray(stack[0]).save(gif, "GIF", save_all=True, append_images=[Image.fromarray(stack[1])])
+    cases = {"5 z-planes": _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"}),
+             "5 time points": _tiff_bytes(stack, imagej=True, metadata={"axes": "TYX"}),
+             "5 planes": _tiff_bytes(stack), "2 frames": gif.getvalue()}
+    for what, data in cases.items():
+        with pytest.warns(ImageReadWarning, match=f"holds {what}.*only the first was read"):
+            assert read_image(data).shape[:2] == (6, 8)
+        image, note = read_image_and_note(data)
+        assert what in note and image.shape[:2] == (6, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a chosen plane, one plane, or channels: no warning
+        assert (read_image(cases["5 z-planes"], page=0) == 0).all()
+        assert read_image_and_note(_tiff_bytes(stack[0]))[1] is None
+        channels = _tiff_bytes(stack[:3], imagej=True, metadata={"axes": "CYX"})
+        assert read_image_and_note(channels)[1] is None and read_image(channels).shape == (6, 8, 3)
 
 
 @pytest.mark.parametrize("layout", ["CYX-shaped", "CYX-imagej", "SYX-planar", "YXC-contig", "YXC-rgb"])

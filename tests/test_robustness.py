@@ -584,6 +584,22 @@ def test_app_count_page_shows_errors_and_keeps_working(monkeypatch, otsu) -> Non
     assert int(metrics["Count"]) == expected.count
 
 
+@pytest.mark.slow
+def test_app_count_page_says_a_stack_is_counted_from_one_plane(monkeypatch) -> None:
+    """A z-stack uploaded to the Count page: a warning says only its first plane is counted."""
+    import tifffile
+
+    stack = np.zeros((3, 32, 32), np.uint8)
+    stack[:, 8:14, 8:14] = 200
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, imagej=True, metadata={"axes": "ZYX"})
+    at = _app(COUNT_PAGE, monkeypatch, count_model=cc.models.CLASSICAL_NAME)
+    _widget(at.radio, "count_source").set_value("Upload").run()
+    _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
+    assert not at.exception and not at.error
+    assert any("3 z-planes; only the first was read" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 EVALUATE_PAGE = ROOT / "pages" / "evaluate.py"
 
 

@@ -47,6 +47,7 @@ from .read import (
     ImageSource,
     image_shape,
     read_image,
+    read_image_and_note,
 )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "normalization_limits",
     "normalize_image",
     "read_image",
+    "read_image_and_note",
     "split_ground_truth_files",
     "to_gray",
 ]
