@@ -102,6 +102,24 @@ def test_count_many_flags_a_blank_channel(classical):
     assert blue["count"] == 1 and "blank" not in str(blue["check_reasons"])
 
 
+def test_count_many_flags_a_merge_of_stains_averaged(classical, rng):
+    """An RGB merge (nuclei in blue, cell bodies in green) counted from the mean of its channels: the row
+    says the stains were mixed; the nuclei's channel is counted without that note."""
+    yy, xx = np.mgrid[:64, :64]
+    rgb = np.zeros((64, 64, 3), np.float32)
+    for cy, cx in ((16, 16), (16, 48), (48, 16), (48, 48)):
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        rgb[..., 1] += 120 * (d2 <= 10**2)
+        rgb[..., 2] += 200 * (d2 <= 3**2) * (cy == 16)
+    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+    data = io.BytesIO()
+    tifffile.imwrite(data, rgb, photometric="rgb")
+    items = [("merge.tif", data.getvalue())]
+    mean, blue = (counts_frame(count_many(items, classical, params)).iloc[0] for params in (None, {"channel": 2}))
+    assert bool(mean["check"]) and "channels show different stains" in mean["check_reasons"]
+    assert blue["count"] == 2 and "stains" not in str(blue["check_reasons"])
+
+
 def test_objects_frame(mixed_items):
     df = objects_frame(mixed_items)
     assert df.columns[0] == "file"

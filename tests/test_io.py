@@ -18,6 +18,7 @@ from cellcount.errors import ImageReadError, ImageReadWarning, ImageTooLargeErro
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     NORMALIZED_RANGE,
+    channels_differ,
     image_shape,
     image_to_display_rgb,
     is_bright_background,
@@ -242,6 +243,29 @@ def test_stack_read_without_page_warns_that_one_plane_was_read() -> None:
         assert read_image_and_note(_tiff_bytes(stack[0]))[1] is None
         channels = _tiff_bytes(stack[:3], imagej=True, metadata={"axes": "CYX"})
         assert read_image_and_note(channels)[1] is None and read_image(channels).shape == (6, 8, 3)
+
+
+def _merge(rng: np.random.Generator) -> np.ndarray:
+    """A dark-field RGB merge: cell bodies in green, nuclei in blue for 5 of the 9 cells."""
+    yy, xx = np.mgrid[:96, :96]
+    rgb = np.zeros((96, 96, 3), np.float32)
+    for k in range(9):
+        d2 = (yy - 16 - 32 * (k // 3)) ** 2 + (xx - 16 - 32 * (k % 3)) ** 2
+        rgb[..., 1] += 120 * (d2 <= 12**2)
+        rgb[..., 2] += 200 * (d2 <= 4**2) * (k < 5)
+    return np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+
+
+def test_channels_differ_only_for_a_merge_of_stains(rng) -> None:
+    merge = _merge(rng)
+    assert channels_differ(merge)
+    assert not channels_differ(merge[..., 2]), "one channel"
+    assert not channels_differ(np.repeat(merge[..., 2:], 3, axis=2)), "gray stored as RGB"
+    blue_only = merge.copy()
+    blue_only[..., :2] = rng.integers(0, 3, blue_only.shape[:2] + (2,))  # one stain, noise elsewhere
+    assert not channels_differ(blue_only)
+    he = 255 - merge  # bright-field colour: averaged (or deconvolved) on purpose
+    assert not channels_differ(he)
 
 
 @pytest.mark.parametrize("layout", ["CYX-shaped", "CYX-imagej", "SYX-planar", "YXC-contig", "YXC-rgb"])
