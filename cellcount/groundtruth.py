@@ -318,10 +318,12 @@ def read_label_image(source: object, *, expected_shape: Sequence[int] | None = N
 def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
     """Read a dot-annotation image: one point per cell.
 
-    Every 8-connected blob of non-zero pixels (any channel) is one point at the blob's centroid, so a
-    single-pixel dot and a small painted disc both count once (two dots that touch count once). When
-    more than half the image is non-zero, the dots are taken to be the zero pixels (dark dots on a white
-    image). For JPEG, pixels above half the maximum count as "on", to ignore compression noise.
+    Every 8-connected blob of pixels that differ from the background (any channel) is one point at the
+    blob's centroid, so a single-pixel dot and a small painted disc both count once (two dots that touch
+    count once). The
+    background is the most common value (per channel), so dots may be bright on black, dark on white or
+    coloured on any canvas. For JPEG, only pixels more than half the largest difference away from the
+    background count, to ignore compression noise.
 
     Parameters
     ----------
@@ -343,14 +345,15 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
     name = _name(source)
     image = _read_gt_image(source)
     _check_shape(name or "dot image", image.shape, expected_shape)
-    values = image.max(axis=2) if image.ndim == 3 else image
-    values = np.nan_to_num(values.astype(np.float64))
+    values = np.nan_to_num(image.astype(np.float64)).reshape(image.shape[0], image.shape[1], -1)
+    # the background is the most common value of each channel, not 0: dots on a near-black (1, 10) or a
+    # white canvas, or red dots on white, are then found where a 'non-zero' test saw dots everywhere
+    background = [np.unique(values[..., c], return_counts=True) for c in range(values.shape[2])]
+    away = np.abs(values - np.array([v[np.argmax(n)] for v, n in background])).max(axis=2)
     if Path(name).suffix.lower() in (".jpg", ".jpeg"):
-        on = values > 0.5 * float(values.max())
+        on = away > 0.5 * float(away.max())  # ignore compression noise
     else:
-        on = values != 0
-    if on.mean() > 0.5:
-        on = ~on
+        on = away != 0
     blobs, n = ndi.label(on, structure=_STRUCTURE_8)
     if n:
         points = np.asarray(ndi.center_of_mass(on, blobs, np.arange(1, n + 1)), dtype=np.float64)

@@ -165,6 +165,20 @@ def test_read_dot_image(tmp_path: Path) -> None:
         read_dot_image(path, expected_shape=(10, 10))
 
 
+def test_read_dot_image_on_a_canvas_that_is_not_black(tmp_path: Path) -> None:
+    """Dots on a near-black canvas (background 1, e.g. after a colour-profile conversion) and red dots on
+    white were read as 0 dots (every pixel 'non-zero', then inverted): the background is the commonest value."""
+    where = [(2, 3), (10, 15), (16, 4)]
+    gray = np.ones((20, 20), np.uint8)
+    red = np.full((20, 20, 3), 255, np.uint8)
+    for r, c in where:
+        gray[r, c] = 255
+        red[r, c] = (255, 0, 0)
+    for name, image in (("g_dots.png", gray), ("r_dots.png", red)):
+        gt = read_dot_image(_save_png(tmp_path / name, image))
+        assert gt.count == 3 and {tuple(p) for p in gt.points} == {(float(r), float(c)) for r, c in where}, name
+
+
 # --------------------------------------------------------------------------------------------------
 # CSV
 # --------------------------------------------------------------------------------------------------
