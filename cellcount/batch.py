@@ -19,7 +19,7 @@ import pandas as pd
 
 from .errors import CellcountError
 from .groundtruth import GroundTruth
-from .io import DEFAULT_MAX_PIXELS, channels_differ, labels_to_tiff_bytes, read_image_and_note
+from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, count_image, resolve_params
@@ -114,12 +114,11 @@ def count_many(
         reason = ""
         try:
             image, note = read_image_and_note(src, channel=p.channel, max_pixels=max_pixels)
-            note = "; ".join(n for n in (note, _image_note(image, p.channel)) if n)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
             result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
                                  size_model=size_model, backend=backend)
             result.params = p
-            if note:  # one plane of a z-stack, a blank channel: the count is flagged with the reason
+            if note:  # one plane of a z-stack: the count is flagged with the reason
                 result.quality = with_note(result.quality, note.replace("<bytes>", name))
             if not keep_maps:
                 result.probability = None
@@ -142,23 +141,6 @@ def count_many(
         yield item
         if progress is not None:
             progress(i + 1, n_total)
-
-
-def _image_note(image, channel: int | None) -> str | None:
-    """Why the count of this image (``channel`` already selected) may not be what the user meant, or None.
-
-    A blank image (every pixel alike) counts 0: a camera never gives one, so it is a wrong channel (an
-    empty channel of an RGB export) or a failed export, not an empty field. A merge of stains (nuclei in
-    blue, cytoplasm in green) is averaged: the count mixes the stains.
-    """
-    if image.min() == image.max():  # NaN compares unequal: not blank
-        what = "the image is" if channel is None else f"channel {channel} is"
-        hint = "; channels are numbered from 0: is this the nuclei's channel?" if channel is not None else ""
-        return f"{what} blank (every pixel is {image.flat[0]}), so nothing in it can be counted{hint}"
-    if channel is None and channels_differ(image):
-        return (f"its {image.shape[2]} channels show different stains and were averaged, so the count mixes "
-                "them; if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
-    return None
 
 
 COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "check", "quality_score",

@@ -21,6 +21,7 @@ from cellcount.io import (
     channels_differ,
     image_shape,
     image_to_display_rgb,
+    input_note,
     is_bright_background,
     labels_to_tiff_bytes,
     list_image_files,
@@ -266,6 +267,11 @@ def test_channels_differ_only_for_a_merge_of_stains(rng) -> None:
     assert not channels_differ(blue_only)
     he = 255 - merge  # bright-field colour: averaged (or deconvolved) on purpose
     assert not channels_differ(he)
+    assert "show different stains" in input_note(merge)
+    assert input_note(merge, channel=2) is None and input_note(merge[..., 2]) is None
+    assert "channel 0 is blank (every pixel is 0)" in input_note(blue_only * 0, channel=0)
+    assert "the image is blank (every pixel is 7)" in input_note(np.full((4, 4), 7, np.uint16))
+    assert input_note(np.full((4, 4), np.nan, np.float32)) is None  # NaN: not a value, left to to_gray
 
 
 @pytest.mark.parametrize("layout", ["CYX-shaped", "CYX-imagej", "SYX-planar", "YXC-contig", "YXC-rgb"])

@@ -234,6 +234,25 @@ def channels_differ(image: np.ndarray) -> bool:
     return bool(corr.min() < MIXED_CHANNEL_CORRELATION)
 
 
+def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
+    """Why a count of ``image`` (its ``channel``) may not be what the user meant, or None.
+
+    A blank image (every pixel alike) counts 0, but a camera never gives one: it is a wrong channel (an
+    empty channel of an RGB export) or a failed export, not an empty field. A merge of stains
+    (:func:`channels_differ`) counted from the mean of its channels counts whatever any stain shows.
+    """
+    arr = np.asarray(image)
+    plane = _select_channel(arr, channel) if channel is not None else arr
+    if plane.size and plane.min() == plane.max():  # NaN compares unequal: not blank
+        what = "the image is" if channel is None else f"channel {channel} is"
+        return (f"{what} blank (every pixel is {plane.flat[0]}), so nothing in it can be counted: a wrong "
+                "channel (they are numbered from 0) or a failed export?")
+    if channel is None and channels_differ(arr):
+        return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
+                "them; if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
+    return None
+
+
 def hematoxylin(image: np.ndarray) -> np.ndarray:
     """Hematoxylin optical density of an RGB brightfield image (colour deconvolution), float32 (H, W).
 
