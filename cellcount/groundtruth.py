@@ -148,16 +148,18 @@ def _colours_to_ids(rgb: np.ndarray) -> tuple[np.ndarray, int]:
     if np.issubdtype(rgb.dtype, np.integer) and rgb.min() >= 0 and rgb.max() <= 0xFFFF:
         v = flat.astype(np.int64)
         keys = (v[:, 0] << 32) | (v[:, 1] << 16) | v[:, 2]
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         has_black = bool(uniq[0] == 0)
     else:
-        uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+        uniq, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
         has_black = bool(np.all(uniq[0] == 0))
     ids = inverse.reshape(rgb.shape[:2]).astype(np.int64)
-    if not has_black:
-        logger.warning("colour label image has no black background; every colour is taken as an object")
-        ids += 1
-    n_colours = len(uniq) - (1 if has_black else 0)
+    if not has_black:  # e.g. a white canvas: taken as an object, it added one to the count
+        background = int(np.argmax(counts))
+        logger.warning("colour label image has no black background; its commonest colour %s is taken as "
+                       "the background", tuple(int(c) for c in flat[np.argmax(inverse.ravel() == background)]))
+        ids = np.where(ids == background, 0, ids + 1)
+    n_colours = len(uniq) - 1
     return cc_label(ids, background=0, connectivity=2).astype(np.int64), n_colours
 
 
@@ -177,8 +179,8 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     ----------
     arr : numpy.ndarray
         (H, W) integer, bool or integral-valued float labels (0 = background), or (H, W, 3|4) colour-coded
-        instances (black = background, alpha ignored; each colour's 8-connected regions become one id
-        each). An (H, W, C) image whose channels are equal is taken as (H, W).
+        instances (black = background, or the commonest colour when no pixel is black; alpha ignored;
+        each colour's 8-connected regions become one id each). An (H, W, C) image whose channels are equal is taken as (H, W).
     source : str
         Recorded in the result, used in messages.
 

@@ -132,6 +132,20 @@ def test_colour_coded_instances() -> None:
     assert gt.kind == "mask" and gt.count == 2
 
 
+def test_colour_coded_instances_on_a_white_canvas() -> None:
+    """Colour labels on white (no black pixel): the white canvas was counted as one more object."""
+    rgb = np.full((10, 10, 3), 255, np.uint8)
+    rgb[0:3, 0:3] = (255, 0, 0)
+    rgb[0:3, 3:6] = (0, 255, 0)
+    rgb[6:9, 6:9] = (0, 0, 255)
+    gt = labels_from_array(rgb)
+    assert gt.kind == "labels" and gt.count == 3 and gt.labels[5, 5] == 0
+    red = np.full((10, 12, 3), 255, np.uint8)
+    red[_two_blobs() > 0] = (200, 0, 0)  # one colour on white: a binary mask, as on black
+    with pytest.warns(BinaryMaskWarning, match="one colour"):
+        assert labels_from_array(red).count == 2
+
+
 def test_read_label_image_png_and_shape_check(tmp_path: Path) -> None:
     labels = np.zeros((8, 9), np.uint16)
     labels[1:3, 1:3] = 1
