@@ -543,6 +543,18 @@ def test_list_image_files(tmp_path: Path) -> None:
         list_image_files([str(tmp_path / "*.gif")])
 
 
+def test_list_image_files_reports_microscope_files(tmp_path: Path) -> None:
+    """A folder of Zeiss / Nikon raw files next to exported TIFFs: the raw files are reported as skipped,
+    so a counts table without them is not taken for the whole folder; notes and tables pass quietly."""
+    for rel in ["a.tif", "plate1.CZI", "well.nd2", "notes.txt", "results.csv"]:
+        (tmp_path / rel).write_bytes(b"x")
+    skipped = []
+    found = list_image_files(tmp_path, on_skip=lambda path, reason: skipped.append((path.name, reason)))
+    assert [p.name for p in found] == ["a.tif"]
+    assert [name for name, _ in skipped] == ["plate1.CZI", "well.nd2"]
+    assert all("export it as TIFF" in reason for _, reason in skipped)
+
+
 def test_split_ground_truth_files() -> None:
     paths = [
         Path("d/img1.png"),
