@@ -212,6 +212,22 @@ def test_float_tiff_with_nan_inf_gives_finite_gray() -> None:
     np.testing.assert_array_equal(to_gray(np.full((2, 2), np.nan, np.float32)), np.zeros((2, 2)))
 
 
+def test_stack_array_is_refused_not_read_as_channels() -> None:
+    """tifffile.imread of a z-stack gives (Z, H, W); read as (H, W, C) it was counted as a Z x H image."""
+    import cellcount as cc
+    from cellcount.models import CLASSICAL_NAME, load_model
+
+    stack = np.zeros((5, 64, 64), np.uint8)
+    stack[:, 10:20, 10:20] = 200
+    for arr in (stack, np.zeros((3, 40, 40), np.uint8)):  # a z-stack, channels-first RGB
+        with pytest.raises(ImageReadError, match=r"looks like a stack or a channels-first"):
+            to_gray(arr)
+    with pytest.raises(ImageReadError, match=r"image\[0\]"):
+        cc.count_image(stack, load_model(CLASSICAL_NAME))
+    assert to_gray(np.zeros((8, 6, 16), np.uint8)).shape == (8, 6)  # 16 channels: still channels last
+    assert to_gray(np.zeros((40, 40, 30), np.uint8)).shape == (40, 40)  # more rows than channels
+
+
 def test_multipage_tiff_page_choice() -> None:
     stack = np.stack([np.full((6, 8), k, np.uint16) for k in range(5)])
     data = _tiff_bytes(stack)

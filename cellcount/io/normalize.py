@@ -17,6 +17,10 @@ FLUORESCENCE_SKEW = 0.3
 """Skewness of the intensities above which an image is read as fluorescence (a long bright tail) whatever its
 median: nuclei filling most of the field lift the median of a fluorescence image into the upper range."""
 
+MAX_CHANNELS_LAST = 16
+"""An (A, B, C) array with C above this and above A is refused by :func:`to_gray` as a stack / channels-first
+array (no image has more channels than rows)."""
+
 NORMALIZED_RANGE = (-0.5, 1.5)
 """:func:`normalize_image` clips its output to this range (percentiles map to 0 and 1)."""
 
@@ -58,7 +62,8 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     Raises
     ------
     ImageReadError
-        The array is not (H, W) or (H, W, C), or is complex / non-numeric.
+        The array is not (H, W) or (H, W, C), looks like (Z, H, W) or (C, H, W) (more than
+        :data:`MAX_CHANNELS_LAST` channels and more channels than rows), or is complex / non-numeric.
     ParameterError
         ``channel`` out of range.
     """
@@ -67,6 +72,12 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
         raise ImageReadError(f"expected an image of shape (H, W) or (H, W, C), got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise ImageReadError(f"expected a real-valued image, got dtype {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] > max(MAX_CHANNELS_LAST, arr.shape[0]):
+        # tifffile.imread of a z-stack gives (Z, H, W): read as (H, W, C) it would be counted as a Z x H image
+        raise ImageReadError(
+            f"an image of shape {arr.shape} looks like a stack or a channels-first (C, H, W) array: pass one "
+            "plane (H, W), e.g. image[0] or image.max(axis=0), or channels last, np.moveaxis(image, 0, -1)"
+        )
     if channel is not None:
         arr = _select_channel(arr, channel)
     if arr.ndim == 2:
