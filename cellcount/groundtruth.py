@@ -342,7 +342,8 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
     Raises
     ------
     GroundTruthError
-        Unreadable file or shape mismatch.
+        Unreadable file, shape mismatch, or no plain canvas (more than half the pixels differ from the
+        commonest value: dots drawn over the picture).
     """
     name = _name(source)
     image = _read_gt_image(source)
@@ -356,6 +357,11 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
         on = away > 0.5 * float(away.max())  # ignore compression noise
     else:
         on = away != 0
+    if on.mean() > 0.5:  # no plain canvas: dots drawn over the picture itself cannot be told from it
+        raise GroundTruthError(
+            f"{name or 'dot image'}: {on.mean():.0%} of the pixels differ from the commonest value, so this is "
+            "not dots on a plain canvas; save the dots alone (on black or white) or as a points CSV"
+        )
     blobs, n = ndi.label(on, structure=_STRUCTURE_8)
     if n:
         points = np.asarray(ndi.center_of_mass(on, blobs, np.arange(1, n + 1)), dtype=np.float64)

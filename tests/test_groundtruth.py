@@ -191,6 +191,10 @@ def test_read_dot_image_on_a_canvas_that_is_not_black(tmp_path: Path) -> None:
     for name, image in (("g_dots.png", gray), ("r_dots.png", red)):
         gt = read_dot_image(_save_png(tmp_path / name, image))
         assert gt.count == 3 and {tuple(p) for p in gt.points} == {(float(r), float(c)) for r, c in where}, name
+    picture = np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)
+    picture[2, 3] = (255, 0, 0)  # a dot drawn over the microscopy picture: refused, not counted as noise
+    with pytest.raises(GroundTruthError, match="not dots on a plain canvas"):
+        read_dot_image(_save_png(tmp_path / "p_dots.png", picture))
 
 
 # --------------------------------------------------------------------------------------------------
