@@ -19,10 +19,11 @@ import pandas as pd
 
 from .errors import CellcountError
 from .groundtruth import GroundTruth
-from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image
+from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, count_image, resolve_params
+from .quality import with_note
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +113,13 @@ def count_many(
         t0 = time.perf_counter()
         reason = ""
         try:
-            image = read_image(src, channel=p.channel, max_pixels=max_pixels)
+            image, note = read_image_and_note(src, channel=p.channel, max_pixels=max_pixels)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
             result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
                                  size_model=size_model, backend=backend)
             result.params = p
+            if note:  # one plane of a z-stack: the count is flagged with the reason
+                result.quality = with_note(result.quality, note.replace("<bytes>", name))
             if not keep_maps:
                 result.probability = None
                 result.density = None

@@ -42,6 +42,11 @@ class ParameterError(CellcountError, ValueError):
     """A postprocessing or inference parameter is out of range; the message names the allowed values."""
 
 
+class ImageReadWarning(UserWarning):
+    """The image was read, but its count may not be what the user meant: only one plane of a stack (z-planes,
+    time points, pages, frames) was read."""
+
+
 def run_cli(body: Callable[[], int], *, also: tuple[type[BaseException], ...] = ()) -> int:
     """Run a command-line body so that bad input ends in one line, never a traceback.
 

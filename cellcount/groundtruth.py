@@ -148,16 +148,18 @@ def _colours_to_ids(rgb: np.ndarray) -> tuple[np.ndarray, int]:
     if np.issubdtype(rgb.dtype, np.integer) and rgb.min() >= 0 and rgb.max() <= 0xFFFF:
         v = flat.astype(np.int64)
         keys = (v[:, 0] << 32) | (v[:, 1] << 16) | v[:, 2]
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
         has_black = bool(uniq[0] == 0)
     else:
-        uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+        uniq, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
         has_black = bool(np.all(uniq[0] == 0))
     ids = inverse.reshape(rgb.shape[:2]).astype(np.int64)
-    if not has_black:
-        logger.warning("colour label image has no black background; every colour is taken as an object")
-        ids += 1
-    n_colours = len(uniq) - (1 if has_black else 0)
+    if not has_black:  # e.g. a white canvas: taken as an object, it added one to the count
+        background = int(np.argmax(counts))
+        logger.warning("colour label image has no black background; its commonest colour %s is taken as "
+                       "the background", tuple(int(c) for c in flat[np.argmax(inverse.ravel() == background)]))
+        ids = np.where(ids == background, 0, ids + 1)
+    n_colours = len(uniq) - 1
     return cc_label(ids, background=0, connectivity=2).astype(np.int64), n_colours
 
 
@@ -177,8 +179,8 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     ----------
     arr : numpy.ndarray
         (H, W) integer, bool or integral-valued float labels (0 = background), or (H, W, 3|4) colour-coded
-        instances (black = background, alpha ignored; each colour's 8-connected regions become one id
-        each). An (H, W, C) image whose channels are equal is taken as (H, W).
+        instances (black = background, or the commonest colour when no pixel is black; alpha ignored;
+        each colour's 8-connected regions become one id each). An (H, W, C) image whose channels are equal is taken as (H, W).
     source : str
         Recorded in the result, used in messages.
 
@@ -318,10 +320,12 @@ def read_label_image(source: object, *, expected_shape: Sequence[int] | None = N
 def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
     """Read a dot-annotation image: one point per cell.
 
-    Every 8-connected blob of non-zero pixels (any channel) is one point at the blob's centroid, so a
-    single-pixel dot and a small painted disc both count once (two dots that touch count once). When
-    more than half the image is non-zero, the dots are taken to be the zero pixels (dark dots on a white
-    image). For JPEG, pixels above half the maximum count as "on", to ignore compression noise.
+    Every 8-connected blob of pixels that differ from the background (any channel) is one point at the
+    blob's centroid, so a single-pixel dot and a small painted disc both count once (two dots that touch
+    count once). The
+    background is the most common value (per channel), so dots may be bright on black, dark on white or
+    coloured on any canvas. For JPEG, only pixels more than half the largest difference away from the
+    background count, to ignore compression noise.
 
     Parameters
     ----------
@@ -338,19 +342,26 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
     Raises
     ------
     GroundTruthError
-        Unreadable file or shape mismatch.
+        Unreadable file, shape mismatch, or no plain canvas (more than half the pixels differ from the
+        commonest value: dots drawn over the picture).
     """
     name = _name(source)
     image = _read_gt_image(source)
     _check_shape(name or "dot image", image.shape, expected_shape)
-    values = image.max(axis=2) if image.ndim == 3 else image
-    values = np.nan_to_num(values.astype(np.float64))
+    values = np.nan_to_num(image.astype(np.float64)).reshape(image.shape[0], image.shape[1], -1)
+    # the background is the most common value of each channel, not 0: dots on a near-black (1, 10) or a
+    # white canvas, or red dots on white, are then found where a 'non-zero' test saw dots everywhere
+    background = [np.unique(values[..., c], return_counts=True) for c in range(values.shape[2])]
+    away = np.abs(values - np.array([v[np.argmax(n)] for v, n in background])).max(axis=2)
     if Path(name).suffix.lower() in (".jpg", ".jpeg"):
-        on = values > 0.5 * float(values.max())
+        on = away > 0.5 * float(away.max())  # ignore compression noise
     else:
-        on = values != 0
-    if on.mean() > 0.5:
-        on = ~on
+        on = away != 0
+    if on.mean() > 0.5:  # no plain canvas: dots drawn over the picture itself cannot be told from it
+        raise GroundTruthError(
+            f"{name or 'dot image'}: {on.mean():.0%} of the pixels differ from the commonest value, so this is "
+            "not dots on a plain canvas; save the dots alone (on black or white) or as a points CSV"
+        )
     blobs, n = ndi.label(on, structure=_STRUCTURE_8)
     if n:
         points = np.asarray(ndi.center_of_mass(on, blobs, np.arange(1, n + 1)), dtype=np.float64)

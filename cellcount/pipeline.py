@@ -19,12 +19,12 @@ import pandas as pd
 from . import postprocess as pp
 from .errors import ParameterError
 from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
-from .io import model_input
+from .io import input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
 from .protocols import backend_kw
-from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals
+from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals, with_note
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
 from .sizing import (
     AUTO_RESCALE_TOLERANCE,
@@ -74,6 +74,9 @@ class Prediction:
     size_window: tuple[slice, slice] | None = None
     flip_disagreement: float | None = None
     """With ``test_time_flips``: how much the four views disagree (:func:`cellcount.flips.flip_maps`)."""
+    input_note: str | None = None
+    """Why a count of this input may not be what the user meant (a blank channel, a merge of stains averaged;
+    :func:`cellcount.io.input_note`): added to every count's quality flag."""
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     """Postprocessing's last intermediate stages for these maps (:func:`cellcount.postprocess.segment`)."""
 
@@ -207,6 +210,7 @@ def predict(
         size_count=None if size is None else size.count,
         size_window=None if size is None else size.window,
         flip_disagreement=flips[-1] if flips else None,
+        input_note=None if limits is not None else input_note(image, channel=p.channel),  # blocks: the whole's
     )
 
 
@@ -236,7 +240,8 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
         labels=labels, flip_disagreement=prediction.flip_disagreement, image_sig=image_sig,
     )
-    return judge(signals, prediction.quality_rule)
+    quality = judge(signals, prediction.quality_rule)
+    return with_note(quality, prediction.input_note) if prediction.input_note else quality
 
 
 def _density_probability(prediction: Prediction, params: CountParams, density: np.ndarray) -> np.ndarray | None:

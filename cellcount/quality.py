@@ -291,6 +291,14 @@ def combine(parts: Sequence[Quality | None]) -> Quality | None:
                    signals=dict(worst.signals))
 
 
+def with_note(quality: Quality | None, note: str) -> Quality:
+    """``quality`` flagged with one more reason found outside the model (e.g. only one plane of a stack was
+    read), so the note reaches every table and page that shows the flag."""
+    if quality is None:
+        return Quality(flag=True, score=1.0, reasons=(note,), signals={})
+    return dataclasses.replace(quality, flag=True, score=max(quality.score, 1.0), reasons=(*quality.reasons, note))
+
+
 def signals_from_table(rows: Any) -> list[dict[str, float]]:
     """Per-image signals from an evaluation's per-image table (its ``q_*`` columns; a DataFrame or the
     CSV ``python -m cellcount.evaluate --out`` wrote, read back)."""

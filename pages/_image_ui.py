@@ -74,8 +74,12 @@ def upload_source(uploaded) -> Source:
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
 def read_image_cached(digest: str, _data: bytes) -> np.ndarray:
-    """Decoded image (native dtype) for the bytes with this sha256."""
-    return cc.read_image(_data)
+    """Decoded image (native dtype) for the bytes with this sha256; a note such as "only the first of 5 z-planes
+    was read" is shown above it (Streamlit replays it on cache hits)."""
+    image, note = cc.io.read_image_and_note(_data)
+    if note:
+        st.warning(note.replace("<bytes>: ", ""), icon="⚠️")
+    return image
 
 
 @st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)

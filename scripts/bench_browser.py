@@ -2,7 +2,7 @@
 
     python scripts/bench_browser.py [--steps 20] [--size 1024 | --image FILE] [--model attention-unet-mask]
         [--split "Model borders (default)"|"Distance transform"|...] [--slider "Probability threshold"]
-        [--shot out.png]
+        [--shot out.png] [--floor]
 
 Starts ``streamlit run streamlit_app.py`` with the shipped weights, uploads an image (by default a generated
 size x size image of touching disks), optionally sets "Split touching nuclei", and moves one slider (by
@@ -10,7 +10,10 @@ default "Min. distance between centres" in distance-transform mode, or the thres
 with the keyboard: a key press is a slider release. Each step is timed in the page, from the key-down event
 until the new overlay picture is decoded (the overlay, the count and the rest of the result arrive in the
 same fragment update), and the page's "Postprocess time" metric gives the server's postprocess + measure
-share of it. Prints a table with the machine's CPU.
+share of it, and the CPU time the browser and the server spent per step (on a 2-core machine they take
+turns). ``--floor``: the same measurement on a bare Streamlit page (one fragment: the slider, a metric and a
+pre-encoded 1 MP JPEG that changes with it): what any Streamlit page costs before our page and science.
+Prints a table with the machine's CPU.
 """
 
 from __future__ import annotations
@@ -49,6 +52,48 @@ POSTPROCESS_METRIC = """() => {
 }"""
 
 
+FLOOR_APP = """
+import cv2, numpy as np, streamlit as st
+st.set_page_config(layout="wide")
+
+@st.cache_resource
+def pictures(size):
+    rng = np.random.default_rng(0)
+    base = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+    for _ in range(size * size // 900):
+        c = (int(rng.integers(0, size)), int(rng.integers(0, size)))
+        cv2.circle(base, c, int(rng.integers(7, 13)), (200, 200, 200), -1)
+    return [cv2.imencode(".jpg", cv2.circle(base.copy(), (40 + 8 * k, 40), 20, (0, 255, 0), 2))[1].tobytes()
+            for k in range(101)]
+
+st.title("Count")
+
+@st.fragment
+def panel():
+    left, right = st.columns([1, 3])
+    v = left.slider("Probability threshold", 0.0, 1.0, 0.5, 0.01)
+    right.metric("Postprocess time", "0 ms")
+    right.container(key="count_overlay").image(pictures(SIZE)[round(v * 100)], width="stretch")
+
+panel()
+"""
+
+
+def cpu_seconds(pids: set[int] | None = None, names: tuple[str, ...] = ()) -> float:
+    """User + system CPU seconds of the processes in ``pids`` (and their children) or named ``names``."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, rest = text[text.index("(") + 1: text.rindex(")")], text[text.rindex(")") + 2:].split()
+        pid, ppid = int(stat.parent.name), int(rest[1])
+        if (pids and (pid in pids or ppid in pids)) or any(n in comm for n in names):
+            total += int(rest[11]) + int(rest[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_name() -> str:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -85,11 +130,23 @@ def main() -> int:
     ap.add_argument("--slider", default="Min. distance between centres", help="label of the slider to move")
     ap.add_argument("--key", default="ArrowRight", help="key pressed on the slider at each step")
     ap.add_argument("--shot", help="save a screenshot of the page here at the end")
+    ap.add_argument("--floor", action="store_true", help="a bare Streamlit page instead of the Count page")
+    ap.add_argument("--post-script-gc", action="store_true",
+                    help="with --floor: Streamlit's default full garbage collection after every run (the app turns it off)")
     args = ap.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="bench_browser_"))
+    app, cwd = "streamlit_app.py", ROOT
+    if args.floor:
+        (tmp / ".streamlit").mkdir()
+        config = (ROOT / ".streamlit" / "config.toml").read_text()
+        if args.post_script_gc:
+            config = config.replace("postScriptGC = false", "postScriptGC = true")
+        (tmp / ".streamlit" / "config.toml").write_text(config)
+        (tmp / "floor_app.py").write_text(f"SIZE = {args.size}\n" + FLOOR_APP)
+        app, cwd, args.slider = "floor_app.py", tmp, "Probability threshold"
     if args.image:
         image = args.image.resolve()
     else:
@@ -98,13 +155,14 @@ def main() -> int:
     port = free_port()
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", app, "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     times: list[float] = []
     server: list[float] = []  # the page's "Postprocess time" metric after each step, ms
+    browser_cpu = server_cpu = 0.0
     unchanged = 0
     try:
         for _ in range(180):
@@ -119,24 +177,15 @@ def main() -> int:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(180_000)
             expect.set_options(timeout=180_000)
-            page.goto(f"{url}/count")
+            page.goto(url if args.floor else f"{url}/count")
             expect(page.get_by_role("heading", name="Count", exact=True)).to_be_visible()
-            combo = page.get_by_role("combobox", name="Model")
-            combo.click()
-            combo.fill(args.model)
-            page.keyboard.press("Enter")
-            page.locator('[data-testid="stRadio"]').filter(has_text="Image").get_by_text("Upload", exact=True).click()
-            page.locator('[data-testid="stFileUploader"]').filter(has_text="Upload an image").locator(
-                "input[type=file]").set_input_files(str(image))
-            expect(page.get_by_text(f"{image.name}: kept objects are outlined", exact=False)).to_be_visible()
-            if args.split:
-                split = page.get_by_role("combobox", name="Split touching nuclei")
-                split.click()
-                page.get_by_role("option", name=args.split).click()
+            if not args.floor:
+                open_count_page(page, expect, args, image)
             slider = page.locator('[data-testid="stSlider"]').filter(has_text=args.slider).get_by_role("slider")
             expect(slider).to_be_visible()
             page.wait_for_timeout(3000)  # let the mode change settle
             page.evaluate(RECORD_KEYDOWN)
+            cpu0 = cpu_seconds(names=("chrom",)), cpu_seconds({proc.pid})
             for _ in range(args.steps):
                 old = page.evaluate(f"() => document.querySelector('{OVERLAY}').src")
                 slider.press(args.key)
@@ -147,6 +196,8 @@ def main() -> int:
                 except Exception:  # noqa: BLE001 - the step left the objects unchanged: no new picture
                     unchanged += 1
                 page.wait_for_timeout(300)  # idle between moves, as a user would be
+            browser_cpu = (cpu_seconds(names=("chrom",)) - cpu0[0]) / args.steps
+            server_cpu = (cpu_seconds({proc.pid}) - cpu0[1]) / args.steps
             if args.shot:
                 page.screenshot(path=args.shot)
             browser.close()
@@ -162,16 +213,35 @@ def main() -> int:
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs; load average before / after: "
           f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f} (1 min)")
     shape = cv2.imread(str(image), cv2.IMREAD_UNCHANGED).shape[:2]
-    print(f"image {image.name} ({shape[1]} x {shape[0]}), model {args.model}, split "
-          f"{args.split or 'as the card says'!r}, slider {args.slider!r} ({args.key}), "
-          f"{len(times)} timed steps ({unchanged} without a new picture left out)")
+    what = (f"bare Streamlit page, {args.size} x {args.size} JPEG" if args.floor else
+            f"image {image.name} ({shape[1]} x {shape[0]}), model {args.model}, split "
+            f"{args.split or 'as the card says'!r}")
+    print(f"{what}, slider {args.slider!r} ({args.key}), {len(times)} timed steps "
+          f"({unchanged} without a new picture left out)")
     print("| ms | median | min | max |")
     print("|---|---|---|---|")
     print(f"| key release -> redrawn overlay + count | {statistics.median(times):.0f} | {min(times):.0f} | "
           f"{max(times):.0f} |")
     print(f"| of which postprocess + measure (server) | {statistics.median(server):.0f} | {min(server):.0f} | "
           f"{max(server):.0f} |")
+    print(f"CPU per step (mean, incl. the 300 ms pause): browser {1000 * browser_cpu:.0f} ms, "
+          f"server {1000 * server_cpu:.0f} ms")
     return 0
+
+
+def open_count_page(page, expect, args, image: Path) -> None:
+    """Choose the model, upload the image, wait for its count and choose the split mode."""
+    combo = page.get_by_role("combobox", name="Model")
+    combo.click()
+    combo.fill(args.model)
+    page.keyboard.press("Enter")
+    page.locator('[data-testid="stRadio"]').filter(has_text="Image").get_by_text("Upload", exact=True).click()
+    page.locator('[data-testid="stFileUploader"]').filter(has_text="Upload an image").locator(
+        "input[type=file]").set_input_files(str(image))
+    expect(page.get_by_text(f"{image.name}: kept objects are outlined", exact=False)).to_be_visible()
+    if args.split:
+        page.get_by_role("combobox", name="Split touching nuclei").click()
+        page.get_by_role("option", name=args.split).click()
 
 
 if __name__ == "__main__":

@@ -74,6 +74,52 @@ def test_counts_frame_columns(mixed_items):
     assert df.loc[0, "check"] == mixed_items[0].result.quality.flag, "the quality flag is in every counts CSV"
 
 
+def test_count_many_flags_a_stack_counted_from_one_plane(classical):
+    """A z-stack in a batch: its count is of the first plane only, so the row says so (check, reason)."""
+    stack = np.zeros((3, 32, 32), np.uint8)
+    stack[:, 8:14, 8:14] = 200
+    data = io.BytesIO()
+    tifffile.imwrite(data, stack, imagej=True, metadata={"axes": "ZYX"})
+    plane = io.BytesIO()
+    tifffile.imwrite(plane, stack[0])
+    items = list(count_many([("stack.tif", data.getvalue()), ("plane.tif", plane.getvalue())], classical))
+    df = counts_frame(items)
+    assert df["status"].tolist() == ["ok", "ok"] and df["count"].tolist() == [1, 1]
+    assert bool(df.loc[0, "check"]) and "stack.tif: the file holds 3 z-planes" in df.loc[0, "check_reasons"]
+    assert "z-planes" not in str(df.loc[1, "check_reasons"])
+
+
+def test_count_many_flags_a_blank_channel(classical):
+    """Nuclei in the blue channel of an RGB export, counted with channel=0 (red, empty): 0 cells, and the row
+    says the channel is blank instead of passing the 0 off as a count."""
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[8:14, 8:14, 2] = 200
+    data = io.BytesIO()
+    tifffile.imwrite(data, rgb, photometric="rgb")
+    items = [("rgb.tif", data.getvalue())]
+    red, blue = (counts_frame(count_many(items, classical, {"channel": c})).iloc[0] for c in (0, 2))
+    assert red["count"] == 0 and bool(red["check"]) and "blank (every pixel is 0)" in red["check_reasons"]
+    assert blue["count"] == 1 and "blank" not in str(blue["check_reasons"])
+
+
+def test_count_many_flags_a_merge_of_stains_averaged(classical, rng):
+    """An RGB merge (nuclei in blue, cell bodies in green) counted from the mean of its channels: the row
+    says the stains were mixed; the nuclei's channel is counted without that note."""
+    yy, xx = np.mgrid[:64, :64]
+    rgb = np.zeros((64, 64, 3), np.float32)
+    for cy, cx in ((16, 16), (16, 48), (48, 16), (48, 48)):
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        rgb[..., 1] += 120 * (d2 <= 10**2)
+        rgb[..., 2] += 200 * (d2 <= 3**2) * (cy == 16)
+    rgb = np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+    data = io.BytesIO()
+    tifffile.imwrite(data, rgb, photometric="rgb")
+    items = [("merge.tif", data.getvalue())]
+    mean, blue = (counts_frame(count_many(items, classical, params)).iloc[0] for params in (None, {"channel": 2}))
+    assert bool(mean["check"]) and "channels show different stains" in mean["check_reasons"]
+    assert blue["count"] == 2 and "stains" not in str(blue["check_reasons"])
+
+
 def test_objects_frame(mixed_items):
     df = objects_frame(mixed_items)
     assert df.columns[0] == "file"

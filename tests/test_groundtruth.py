@@ -132,6 +132,20 @@ def test_colour_coded_instances() -> None:
     assert gt.kind == "mask" and gt.count == 2
 
 
+def test_colour_coded_instances_on_a_white_canvas() -> None:
+    """Colour labels on white (no black pixel): the white canvas was counted as one more object."""
+    rgb = np.full((10, 10, 3), 255, np.uint8)
+    rgb[0:3, 0:3] = (255, 0, 0)
+    rgb[0:3, 3:6] = (0, 255, 0)
+    rgb[6:9, 6:9] = (0, 0, 255)
+    gt = labels_from_array(rgb)
+    assert gt.kind == "labels" and gt.count == 3 and gt.labels[5, 5] == 0
+    red = np.full((10, 12, 3), 255, np.uint8)
+    red[_two_blobs() > 0] = (200, 0, 0)  # one colour on white: a binary mask, as on black
+    with pytest.warns(BinaryMaskWarning, match="one colour"):
+        assert labels_from_array(red).count == 2
+
+
 def test_read_label_image_png_and_shape_check(tmp_path: Path) -> None:
     labels = np.zeros((8, 9), np.uint16)
     labels[1:3, 1:3] = 1
@@ -163,6 +177,24 @@ def test_read_dot_image(tmp_path: Path) -> None:
     assert read_dot_image(white).count == 3  # dark dots on white
     with pytest.raises(GroundTruthError, match="does not match"):
         read_dot_image(path, expected_shape=(10, 10))
+
+
+def test_read_dot_image_on_a_canvas_that_is_not_black(tmp_path: Path) -> None:
+    """Dots on a near-black canvas (background 1, e.g. after a colour-profile conversion) and red dots on
+    white were read as 0 dots (every pixel 'non-zero', then inverted): the background is the commonest value."""
+    where = [(2, 3), (10, 15), (16, 4)]
+    gray = np.ones((20, 20), np.uint8)
+    red = np.full((20, 20, 3), 255, np.uint8)
+    for r, c in where:
+        gray[r, c] = 255
+        red[r, c] = (255, 0, 0)
+    for name, image in (("g_dots.png", gray), ("r_dots.png", red)):
+        gt = read_dot_image(_save_png(tmp_path / name, image))
+        assert gt.count == 3 and {tuple(p) for p in gt.points} == {(float(r), float(c)) for r, c in where}, name
+    picture = np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)
+    picture[2, 3] = (255, 0, 0)  # a dot drawn over the microscopy picture: refused, not counted as noise
+    with pytest.raises(GroundTruthError, match="not dots on a plain canvas"):
+        read_dot_image(_save_png(tmp_path / "p_dots.png", picture))
 
 
 # --------------------------------------------------------------------------------------------------

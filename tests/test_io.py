@@ -14,17 +14,20 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellcount.errors import ImageReadError, ImageTooLargeError, ParameterError
+from cellcount.errors import ImageReadError, ImageReadWarning, ImageTooLargeError, ParameterError
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     NORMALIZED_RANGE,
+    channels_differ,
     image_shape,
     image_to_display_rgb,
+    input_note,
     is_bright_background,
     labels_to_tiff_bytes,
     list_image_files,
     normalize_image,
     read_image,
+    read_image_and_note,
     split_ground_truth_files,
     to_gray,
 )
@@ -209,15 +212,82 @@ def test_float_tiff_with_nan_inf_gives_finite_gray() -> None:
     np.testing.assert_array_equal(to_gray(np.full((2, 2), np.nan, np.float32)), np.zeros((2, 2)))
 
 
+def test_stack_array_is_refused_not_read_as_channels() -> None:
+    """tifffile.imread of a z-stack gives (Z, H, W); read as (H, W, C) it was counted as a Z x H image."""
+    import cellcount as cc
+    from cellcount.models import CLASSICAL_NAME, load_model
+
+    stack = np.zeros((5, 64, 64), np.uint8)
+    stack[:, 10:20, 10:20] = 200
+    for arr in (stack, np.zeros((3, 40, 40), np.uint8)):  # a z-stack, channels-first RGB
+        with pytest.raises(ImageReadError, match=r"looks like a stack or a channels-first"):
+            to_gray(arr)
+    with pytest.raises(ImageReadError, match=r"image\[0\]"):
+        cc.count_image(stack, load_model(CLASSICAL_NAME))
+    assert to_gray(np.zeros((8, 6, 16), np.uint8)).shape == (8, 6)  # 16 channels: still channels last
+    assert to_gray(np.zeros((40, 40, 30), np.uint8)).shape == (40, 40)  # more rows than channels
+
+
 def test_multipage_tiff_page_choice() -> None:
     stack = np.stack([np.full((6, 8), k, np.uint16) for k in range(5)])
     data = _tiff_bytes(stack)
-    assert read_image(data).shape == (6, 8)
+    with pytest.warns(ImageReadWarning):
+        assert read_image(data).shape == (6, 8)
     assert (read_image(data, page=3) == 3).all()
     with pytest.raises(ParameterError, match="0..4"):
         read_image(data, page=5)
     ij = _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"})
     assert (read_image(ij, page=4) == 4).all()
+
+
+def test_stack_read_without_page_warns_that_one_plane_was_read() -> None:
+    """A z-stack, a time series or a multi-frame GIF read without ``page`` is counted from its first plane:
+    that is said (ImageReadWarning, and the note that batch CSVs and the app show), never left silent."""
+    stack = np.stack([np.full((6, 8), k, np.uint8) for k in range(5)])
+    gif = io.BytesIO()
+    Image.fromarray(stack[0]).save(gif, "GIF", save_all=True, append_images=[Image.fromarray(stack[1])])
+    cases = {"5 z-planes": _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"}),
+             "5 time points": _tiff_bytes(stack, imagej=True, metadata={"axes": "TYX"}),
+             "5 planes": _tiff_bytes(stack), "2 frames": gif.getvalue()}
+    for what, data in cases.items():
+        with pytest.warns(ImageReadWarning, match=f"holds {what}.*only the first was read"):
+            assert read_image(data).shape[:2] == (6, 8)
+        image, note = read_image_and_note(data)
+        assert what in note and image.shape[:2] == (6, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a chosen plane, one plane, or channels: no warning
+        assert (read_image(cases["5 z-planes"], page=0) == 0).all()
+        assert read_image_and_note(_tiff_bytes(stack[0]))[1] is None
+        channels = _tiff_bytes(stack[:3], imagej=True, metadata={"axes": "CYX"})
+        assert read_image_and_note(channels)[1] is None and read_image(channels).shape == (6, 8, 3)
+
+
+def _merge(rng: np.random.Generator) -> np.ndarray:
+    """A dark-field RGB merge: cell bodies in green, nuclei in blue for 5 of the 9 cells."""
+    yy, xx = np.mgrid[:96, :96]
+    rgb = np.zeros((96, 96, 3), np.float32)
+    for k in range(9):
+        d2 = (yy - 16 - 32 * (k // 3)) ** 2 + (xx - 16 - 32 * (k % 3)) ** 2
+        rgb[..., 1] += 120 * (d2 <= 12**2)
+        rgb[..., 2] += 200 * (d2 <= 4**2) * (k < 5)
+    return np.clip(rgb + rng.normal(0, 4, rgb.shape), 0, 255).astype(np.uint8)
+
+
+def test_channels_differ_only_for_a_merge_of_stains(rng) -> None:
+    merge = _merge(rng)
+    assert channels_differ(merge)
+    assert not channels_differ(merge[..., 2]), "one channel"
+    assert not channels_differ(np.repeat(merge[..., 2:], 3, axis=2)), "gray stored as RGB"
+    blue_only = merge.copy()
+    blue_only[..., :2] = rng.integers(0, 3, blue_only.shape[:2] + (2,))  # one stain, noise elsewhere
+    assert not channels_differ(blue_only)
+    he = 255 - merge  # bright-field colour: averaged (or deconvolved) on purpose
+    assert not channels_differ(he)
+    assert "show different stains" in input_note(merge)
+    assert input_note(merge, channel=2) is None and input_note(merge[..., 2]) is None
+    assert "channel 0 is blank (every pixel is 0)" in input_note(blue_only * 0, channel=0)
+    assert "the image is blank (every pixel is 7)" in input_note(np.full((4, 4), 7, np.uint16))
+    assert input_note(np.full((4, 4), np.nan, np.float32)) is None  # NaN: not a value, left to to_gray
 
 
 @pytest.mark.parametrize("layout", ["CYX-shaped", "CYX-imagej", "SYX-planar", "YXC-contig", "YXC-rgb"])
@@ -487,6 +557,18 @@ def test_list_image_files(tmp_path: Path) -> None:
         list_image_files([tmp_path / "missing"])
     with pytest.raises(FileNotFoundError):
         list_image_files([str(tmp_path / "*.gif")])
+
+
+def test_list_image_files_reports_microscope_files(tmp_path: Path) -> None:
+    """A folder of Zeiss / Nikon raw files next to exported TIFFs: the raw files are reported as skipped,
+    so a counts table without them is not taken for the whole folder; notes and tables pass quietly."""
+    for rel in ["a.tif", "plate1.CZI", "well.nd2", "notes.txt", "results.csv"]:
+        (tmp_path / rel).write_bytes(b"x")
+    skipped = []
+    found = list_image_files(tmp_path, on_skip=lambda path, reason: skipped.append((path.name, reason)))
+    assert [p.name for p in found] == ["a.tif"]
+    assert [name for name, _ in skipped] == ["plate1.CZI", "well.nd2"]
+    assert all("export it as TIFF" in reason for _, reason in skipped)
 
 
 def test_split_ground_truth_files() -> None:

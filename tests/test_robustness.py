@@ -584,6 +584,43 @@ def test_app_count_page_shows_errors_and_keeps_working(monkeypatch, otsu) -> Non
     assert int(metrics["Count"]) == expected.count
 
 
+@pytest.mark.slow
+def test_app_count_page_says_a_stack_is_counted_from_one_plane(monkeypatch) -> None:
+    """A z-stack uploaded to the Count page: a warning says only its first plane is counted."""
+    import tifffile
+
+    stack = np.zeros((3, 32, 32), np.uint8)
+    stack[:, 8:14, 8:14] = 200
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, imagej=True, metadata={"axes": "ZYX"})
+    at = _app(COUNT_PAGE, monkeypatch, count_model=cc.models.CLASSICAL_NAME)
+    _widget(at.radio, "count_source").set_value("Upload").run()
+    _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
+    assert not at.exception and not at.error
+    assert any("3 z-planes; only the first was read" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+@pytest.mark.slow
+def test_app_count_page_says_a_merge_of_stains_was_averaged(monkeypatch) -> None:
+    """An RGB merge (nuclei in blue, cell bodies in green) counted with the default "all channels": the
+    quality caption says the stains were mixed and to choose the nuclei's channel."""
+    import tifffile
+
+    yy, xx = np.mgrid[:64, :64]
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    for cy, cx in ((16, 16), (16, 48), (48, 16), (48, 48)):
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        rgb[..., 1] += np.uint8(120) * (d2 <= 10**2)
+        rgb[..., 2] += np.uint8(200) * (d2 <= 3**2)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgb, photometric="rgb")
+    at = _app(COUNT_PAGE, monkeypatch, count_model=cc.models.CLASSICAL_NAME)
+    _widget(at.radio, "count_source").set_value("Upload").run()
+    _widget(at.file_uploader, "count_upload").set_value(("merge.tif", buf.getvalue(), "image/tiff")).run()
+    assert not at.exception and not at.error
+    assert any("channels show different stains" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
 EVALUATE_PAGE = ROOT / "pages" / "evaluate.py"
 
 

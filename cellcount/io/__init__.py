@@ -32,7 +32,9 @@ from .normalize import (
     BRIGHT_BACKGROUND_POSITION,
     GRAYSCALE_MODES,
     NORMALIZED_RANGE,
+    channels_differ,
     hematoxylin,
+    input_note,
     is_bright_background,
     is_colour,
     model_input,
@@ -47,6 +49,7 @@ from .read import (
     ImageSource,
     image_shape,
     read_image,
+    read_image_and_note,
 )
 
 __all__ = [
@@ -67,7 +70,9 @@ __all__ = [
     "hematoxylin",
     "image_shape",
     "image_to_display_rgb",
+    "input_note",
     "is_bright_background",
+    "channels_differ",
     "is_colour",
     "iter_zip_images",
     "iter_zip_members",
@@ -77,6 +82,7 @@ __all__ = [
     "normalization_limits",
     "normalize_image",
     "read_image",
+    "read_image_and_note",
     "split_ground_truth_files",
     "to_gray",
 ]

@@ -14,6 +14,11 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 """File extensions (lower case) that :func:`list_image_files` keeps."""
 
+MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".lof", ".vsi", ".oib", ".oif", ".oir", ".ims", ".dv",
+                                   ".lsm", ".stk", ".zvi", ".sld", ".ndpi", ".svs", ".scn", ".mrxs"})
+"""Microscope vendors' formats that :func:`list_image_files` cannot count: a folder walk reports each one as
+skipped (export it as TIFF), so a folder of raw files does not give a table that silently lacks them."""
+
 GROUND_TRUTH_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_dots", "_points")
 """Stem suffixes that mark a ground-truth file (``img01_labels.tif``), in order of preference."""
 
@@ -88,6 +93,8 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
                 on_skip(path, broken)
             elif _is_image_file(path) and path.is_file():
                 yield path
+            elif path.suffix.lower() in MICROSCOPE_EXTENSIONS:
+                on_skip(path, f"{path.suffix} is a microscope format this reader does not take; export it as TIFF")
 
 
 def list_image_files(
@@ -100,7 +107,8 @@ def list_image_files(
     paths : path or iterable of paths
         Each item is a file (kept when its extension is in :data:`IMAGE_EXTENSIONS`), a folder
         (searched recursively, following symbolic links; hidden files and folders are skipped) or a glob
-        pattern (``**`` allowed).
+        pattern (``**`` allowed). In folders, files of :data:`MICROSCOPE_EXTENSIONS` are reported to
+        ``on_skip``; other non-image files (tables, notes) are passed over.
     on_skip : callable, optional
         Called as ``on_skip(path, reason)`` for every folder that cannot be read, symbolic-link loop and
         dangling link met on the way, so nothing is skipped in silence. Default: a logged warning.

@@ -17,6 +17,10 @@ FLUORESCENCE_SKEW = 0.3
 """Skewness of the intensities above which an image is read as fluorescence (a long bright tail) whatever its
 median: nuclei filling most of the field lift the median of a fluorescence image into the upper range."""
 
+MAX_CHANNELS_LAST = 16
+"""An (A, B, C) array with C above this and above A is refused by :func:`to_gray` as a stack / channels-first
+array (no image has more channels than rows)."""
+
 NORMALIZED_RANGE = (-0.5, 1.5)
 """:func:`normalize_image` clips its output to this range (percentiles map to 0 and 1)."""
 
@@ -58,7 +62,8 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     Raises
     ------
     ImageReadError
-        The array is not (H, W) or (H, W, C), or is complex / non-numeric.
+        The array is not (H, W) or (H, W, C), looks like (Z, H, W) or (C, H, W) (more than
+        :data:`MAX_CHANNELS_LAST` channels and more channels than rows), or is complex / non-numeric.
     ParameterError
         ``channel`` out of range.
     """
@@ -67,6 +72,12 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
         raise ImageReadError(f"expected an image of shape (H, W) or (H, W, C), got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise ImageReadError(f"expected a real-valued image, got dtype {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] > max(MAX_CHANNELS_LAST, arr.shape[0]):
+        # tifffile.imread of a z-stack gives (Z, H, W): read as (H, W, C) it would be counted as a Z x H image
+        raise ImageReadError(
+            f"an image of shape {arr.shape} looks like a stack or a channels-first (C, H, W) array: pass one "
+            "plane (H, W), e.g. image[0] or image.max(axis=0), or channels last, np.moveaxis(image, 0, -1)"
+        )
     if channel is not None:
         arr = _select_channel(arr, channel)
     if arr.ndim == 2:
@@ -205,6 +216,52 @@ def is_colour(image: np.ndarray) -> bool:
         return False
     sub = arr[:: max(arr.shape[0] // 256, 1), :: max(arr.shape[1] // 256, 1), :3]
     return bool(np.any(sub[..., 0] != sub[..., 1]) or np.any(sub[..., 1] != sub[..., 2]))
+
+
+MIXED_CHANNEL_CORRELATION = 0.8
+"""Channels whose pixel correlation is below this show different structures (:func:`channels_differ`)."""
+
+
+def channels_differ(image: np.ndarray) -> bool:
+    """True for a dark-background (H, W, C) image in which two or more channels hold signal and show
+    different structures (nuclei in blue, cytoplasm in green): their mean, the default model input, mixes
+    stains, so the count is of whatever any stain shows.
+
+    A channel holds signal when its 0.1-99.9 percentile range is over a tenth of the widest channel's;
+    two such channels differ when their pixel correlation is below :data:`MIXED_CHANNEL_CORRELATION`.
+    Gray stored as RGB (channels equal), one stain in one channel, and bright-field colour (H&E) say False:
+    none of the 766 images of DSB 2018, vgg_cells and mbm says True (``scripts/check_channels.py``).
+    """
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] < 2:
+        return False
+    sub = _finite_float32(arr[:: max(arr.shape[0] // 256, 1), :: max(arr.shape[1] // 256, 1)])
+    lo, hi = np.percentile(sub.reshape(-1, sub.shape[2]), [0.1, 99.9], axis=0)
+    spans = hi - lo
+    live = [k for k in range(sub.shape[2]) if spans[k] > 0.1 * spans.max() > 0]
+    if len(live) < 2 or is_bright_background(sub):
+        return False
+    corr = np.corrcoef(sub[:, :, live].reshape(-1, len(live)), rowvar=False)
+    return bool(corr.min() < MIXED_CHANNEL_CORRELATION)
+
+
+def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
+    """Why a count of ``image`` (its ``channel``) may not be what the user meant, or None.
+
+    A blank image (every pixel alike) counts 0, but a camera never gives one: it is a wrong channel (an
+    empty channel of an RGB export) or a failed export, not an empty field. A merge of stains
+    (:func:`channels_differ`) counted from the mean of its channels counts whatever any stain shows.
+    """
+    arr = np.asarray(image)
+    plane = _select_channel(arr, channel) if channel is not None else arr
+    if plane.size and plane.min() == plane.max():  # NaN compares unequal: not blank
+        what = "the image is" if channel is None else f"channel {channel} is"
+        return (f"{what} blank (every pixel is {plane.flat[0]}), so nothing in it can be counted: a wrong "
+                "channel (they are numbered from 0) or a failed export?")
+    if channel is None and channels_differ(arr):
+        return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
+                "them; if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
+    return None
 
 
 def hematoxylin(image: np.ndarray) -> np.ndarray:

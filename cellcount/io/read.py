@@ -18,7 +18,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cellcount.errors import CellcountError, ImageReadError, ImageTooLargeError, ParameterError
+from cellcount.errors import CellcountError, ImageReadError, ImageReadWarning, ImageTooLargeError, ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def read_image(
     source: ImageSource,
     *,
     channel: int | None = None,
-    page: int = 0,
+    page: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
@@ -138,9 +138,10 @@ def read_image(
         read from its start (an upload that was read before still works).
     channel : int, optional
         If given and the image has channels, return only that channel as (H, W).
-    page : int
+    page : int, optional
         TIFF: index along the page-like axis (Z, T, generic pages) of the first series; other formats:
-        the frame of a multi-frame file.
+        the frame of a multi-frame file. None: the first, with a :class:`~cellcount.errors.ImageReadWarning`
+        when the file holds more than one (a z-stack counted from its first plane is silently wrong).
     max_pixels : int
         Cap on H * W, checked from the header before decoding.
     max_bytes : int
@@ -164,19 +165,44 @@ def read_image(
         More than ``max_pixels`` pixels or ``max_bytes`` bytes (also Pillow's decompression-bomb guard).
     ParameterError
         ``channel`` or ``page`` out of range.
+
+    Warns
+    -----
+    ImageReadWarning
+        The file holds several planes and only the first was read (``page`` not given).
     """
+    image, note = read_image_and_note(source, channel=channel, page=page, max_pixels=max_pixels,
+                                      max_bytes=max_bytes)
+    if note:
+        warnings.warn(note, ImageReadWarning, stacklevel=2)
+    return image
+
+
+def read_image_and_note(
+    source: ImageSource,
+    *,
+    channel: int | None = None,
+    page: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> tuple[np.ndarray, str | None]:
+    """:func:`read_image`, returning its :class:`~cellcount.errors.ImageReadWarning` message (or None) instead
+    of issuing it: batch and app code puts it beside the count without swapping the process-wide warning
+    filters, which concurrent sessions would race on."""
     _check_int("max_pixels", max_pixels, minimum=1)
     _check_int("max_bytes", max_bytes, minimum=1)
+    warn_planes = page is None
+    page = 0 if page is None else page
     _check_int("page", page, minimum=0)
     name, src, head = _open_source(source, max_bytes)
     try:
         if head[:4] in _TIFF_MAGICS:
-            image = _read_tiff(src, name=name, page=page, channel=channel, max_pixels=max_pixels)
+            image, planes = _read_tiff(src, name=name, page=page, channel=channel, max_pixels=max_pixels)
             channel = None  # selected while decoding: only that channel's data were read
         elif head[:8] == _PNG_MAGIC and len(head) >= 26 and head[24] == 16 and head[25] in (2, 4, 6):
-            image = _read_png16_colour(src, head, name=name, page=page, max_pixels=max_pixels)
+            image, planes = _read_png16_colour(src, head, name=name, page=page, max_pixels=max_pixels), None
         else:
-            image = _read_pillow(src, name=name, page=page, max_pixels=max_pixels)
+            image, planes = _read_pillow(src, name=name, page=page, max_pixels=max_pixels)
     except CellcountError:
         raise
     except MemoryError as err:
@@ -191,7 +217,11 @@ def read_image(
         image = image.astype(image.dtype.newbyteorder("="))
     if channel is not None:
         image = _select_channel(image, channel)
-    return image
+    note = None
+    if warn_planes and planes is not None:
+        note = (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Save the "
+                "plane you want (or a maximum projection) as its own image, or choose one with read_image(page=N)")
+    return image, note
 
 
 def _check_decoded(name: str, height: int, width: int, n_channels: int, max_pixels: int) -> None:
@@ -252,7 +282,10 @@ def _select_channel(image: np.ndarray, channel: int) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, channel])
 
 
-def _read_pillow(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int) -> np.ndarray:
+def _read_pillow(
+    src: str | io.BytesIO, *, name: str, page: int, max_pixels: int
+) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """The frame ``page`` as an array, and (number of frames, "frames") for a multi-frame file."""
     # Our cap is checked from the header right after open. Pillow's own decompression-bomb guard runs
     # inside Image.open (and in some plugins' seek): when our cap is at most Pillow's, anything it warns
     # about is above our cap too, so the warning is turned into an error; when the caller raised our cap
@@ -269,8 +302,8 @@ def _read_pillow(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int
             try:
                 width, height = img.size
                 _check_pixels(name, height, width, max_pixels)
+                n_frames = getattr(img, "n_frames", 1)
                 if page:
-                    n_frames = getattr(img, "n_frames", 1)
                     if page >= n_frames:
                         raise ParameterError(
                             f"page {page} is out of range: {name} has {n_frames} frame(s), valid: 0..{n_frames - 1}"
@@ -283,7 +316,7 @@ def _read_pillow(src: str | io.BytesIO, *, name: str, page: int, max_pixels: int
             img.load()
             if img.getexif().get(0x0112, 1) != 1:
                 img = ImageOps.exif_transpose(img)
-            return _pillow_to_array(img)
+            return _pillow_to_array(img), ((n_frames, "frames") if n_frames > 1 else None)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         if pil_cap is not None and max_pixels > 2 * pil_cap:
             cap = f"Pillow's hard limit of {2 * pil_cap:,} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS)"
@@ -338,8 +371,9 @@ def _read_png16_colour(
 
 def _read_tiff(
     src: str | io.BytesIO, *, name: str, page: int, channel: int | None, max_pixels: int
-) -> np.ndarray:
-    """One 2-D TIFF plane (page ``page``), all channels as (H, W, C) or only ``channel`` as (H, W).
+) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """One 2-D TIFF plane (page ``page``), all channels as (H, W, C) or only ``channel`` as (H, W), and
+    (number of planes, what they are) when the file holds more than one plane to choose from.
 
     Only the data of what is returned are decoded: one page of a stack, one channel page of a planar
     file, one sample's strips / tiles of a page with many samples (decoded segment by segment).
@@ -357,8 +391,10 @@ def _read_tiff(
         outer_axes, outer_shape = axes[:n_outer], shape[:n_outer]
         n_pages = len(series.pages)
         if page_axes == "YX" and len(axes) >= 3 and axes[-3:-1] == "YX" and axes[-1] in _CHANNEL_AXES:
+            stack = [(a, n) for a, n in zip(axes[:-3], shape[:-3]) if n > 1]
+            planes = _planes(*stack[0]) if len(stack) == 1 else None
             return _read_tiff_yxc(tif, axes, shape, tuple(key.shape), name=name, page=page, channel=channel,
-                                  max_pixels=max_pixels)
+                                  max_pixels=max_pixels), planes
         if n_outer < 0 or int(np.prod(outer_shape, dtype=np.int64)) != n_pages:
             raise ImageReadError(
                 f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}); save one 2-D image, "
@@ -382,7 +418,9 @@ def _read_tiff(
             data = data.reshape(n_pages, height, width)
             if page:
                 raise ParameterError(f"page {page} is out of range: {name} has 1 page, valid: 0")
-            return data if channel is None else np.ascontiguousarray(data[:, :, _channel_index(name, channel, width)])
+            if channel is not None:
+                data = np.ascontiguousarray(data[:, :, _channel_index(name, channel, width)])
+            return data, None
 
         live = [(i, a, n) for i, (a, n) in enumerate(zip(outer_axes, outer_shape)) if n > 1]
         channel_dims = [d for d in live if d[1] in _CHANNEL_AXES]
@@ -394,12 +432,16 @@ def _read_tiff(
                 "(page=...). Export a single plane or a maximum projection first."
             )
         n_select = page_dims[0][2] if page_dims else 1
+        if page_dims:
+            planes = _planes(page_dims[0][1], n_select)
+        else:  # pages of other shapes, reachable with page=N (below)
+            planes = (len(tif.pages), "images (TIFF pages)") if len(tif.series) > 1 else None
         if page >= n_select:
             if not page_dims and len(tif.pages) > page and len(tif.series) > 1:
                 # pages of different shapes land in separate series: index the raw pages
                 single = tif.pages[page]
                 _check_pixels(name, int(single.imagelength), int(single.imagewidth), max_pixels)
-                return _page_plane(tif, single, name, channel, max_pixels)
+                return _page_plane(tif, single, name, channel, max_pixels), planes
             raise ParameterError(
                 f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}"
             )
@@ -415,7 +457,7 @@ def _read_tiff(
             if channel is not None:  # one channel page
                 index[c_dim] = _channel_index(name, channel, n_channels)
                 k = int(np.ravel_multi_index(index, outer_shape))
-                return _page_to_hwc(tif.asarray(key=k, series=0).reshape(key.shape), page_axes, name)
+                return _page_to_hwc(tif.asarray(key=k, series=0).reshape(key.shape), page_axes, name), planes
             _check_decoded(name, height, width, n_channels, max_pixels)
             keys = []
             for c in range(n_channels):
@@ -424,9 +466,14 @@ def _read_tiff(
             out = np.empty((height, width, n_channels), dtype=key.dtype)
             for c, k in enumerate(keys):  # page by page into the output: no stacked copy
                 out[:, :, c] = tif.asarray(key=k, series=0).reshape(height, width)
-            return out
+            return out, planes
         k = int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0
-        return _page_plane(tif, series.pages[k], name, channel, max_pixels)
+        return _page_plane(tif, series.pages[k], name, channel, max_pixels), planes
+
+
+def _planes(axis: str, n: int) -> tuple[int, str]:
+    """(n, what the planes of a tifffile axis letter are), for the :class:`ImageReadWarning` message."""
+    return n, {"Z": "z-planes", "T": "time points"}.get(axis, "planes (TIFF pages)")
 
 
 def _page_plane(
