@@ -73,13 +73,23 @@ def upload_source(uploaded) -> Source:
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+def _read_cached(digest: str, _data: bytes) -> tuple[np.ndarray, str | None]:
+    image, note = cc.io.read_image_and_note(_data)
+    return image, (note.replace("<bytes>: ", "") if note else None)
+
+
 def read_image_cached(digest: str, _data: bytes) -> np.ndarray:
     """Decoded image (native dtype) for the bytes with this sha256; a note such as "only the first of 5 z-planes
-    was read" is shown above it (Streamlit replays it on cache hits)."""
-    image, note = cc.io.read_image_and_note(_data)
+    was read" is shown above it (:func:`image_note`)."""
+    image, note = _read_cached(digest, _data)
     if note:
-        st.warning(note.replace("<bytes>: ", ""), icon="⚠️")
+        st.warning(note, icon="⚠️")
     return image
+
+
+def image_note(digest: str, _data: bytes) -> str | None:
+    """Why the file's count may not be what the user meant (e.g. one plane of a z-stack), or None."""
+    return _read_cached(digest, _data)[1]
 
 
 @st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)

@@ -16,6 +16,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     digest_of,
     evaluate_cached,
     image_caption,
+    image_note,
     predict_set_cached,
     predict_source,
     read_image_cached,

@@ -171,7 +171,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
         help=f"What a slider move costs (postprocess + measure). The model ran once for this image "
         f"({1000 * result.seconds.get('model', 0):.0f} ms) and is cached; see the Timing tab.",
     )
-    quality_badge(result)
+    quality_badge(result, sh.image_note(source.digest, source.data))
     if result.estimated_diameter_px is not None or result.model_scale != 1.0:
         st.caption(size_note(result))
     view = view_ui() if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines

@@ -220,7 +220,7 @@ def read_image_and_note(
     note = None
     if warn_planes and planes is not None:
         note = (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Save the "
-                "plane you want (or a maximum projection) as its own image, or choose one with read_image(page=N)")
+                "plane you want (or a maximum projection) as its own image, or in Python, read_image(page=N) reads plane N")
     return image, note
 
 
