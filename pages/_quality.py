@@ -10,16 +10,14 @@ CHECK_HELP = ("Check this image: a signal measured on the model's maps says the 
               "calibrated on validation images; see the count page for the reasons).")
 
 
-def quality_badge(result: cc.CountResult, file_note: str | None = None) -> None:
-    """A badge under the count: "Check this image" with its reasons, or no warning. ``file_note``: a reason
-    found while reading the file (one plane of a z-stack read), which flags the count whatever its model."""
+def quality_badge(result: cc.CountResult) -> None:
+    """A badge under the count: "Check this image" with its reasons, or no warning."""
     q = result.quality
-    reasons = [*(q.reasons if q is not None and q.flag else ()), *([file_note] if file_note else [])]
-    if q is None and not reasons:
+    if q is None:
         return
-    if reasons:
+    if q.flag:
         st.badge("Check this image", icon=":material/warning:", color="orange")
-        st.caption("This count may be wrong: " + "; ".join(reasons) + ". Look at the outlines before using it.")
+        st.caption("This count may be wrong: " + "; ".join(q.reasons) + ". Look at the outlines before using it.")
     else:
         st.badge("No quality warning", icon=":material/check:", color="green",
                  help="None of the quality signals passed its limit; this does not prove the count right.")

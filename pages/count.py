@@ -171,7 +171,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
         help=f"What a slider move costs (postprocess + measure). The model ran once for this image "
         f"({1000 * result.seconds.get('model', 0):.0f} ms) and is cached; see the Timing tab.",
     )
-    quality_badge(result, sh.image_note(source.digest, source.data))
+    quality_badge(result)
     if result.estimated_diameter_px is not None or result.model_scale != 1.0:
         st.caption(size_note(result))
     view = view_ui() if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
@@ -241,6 +241,9 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         try:
             params = settings.params(model)  # the store, with this run's widget edits
             result = cc.postprocess(pred, params, image=image)
+            note = sh.image_note(source.digest, source.data)
+            if note:  # one plane of a z-stack read: flagged like a batch row, so the badge and the CSV say it
+                result.quality = cc.quality.with_note(result.quality, note)
         except cc.CellcountError as err:
             sh.show_error(err)
             return
