@@ -270,6 +270,9 @@ class Recorder:
         try:
             action()
         except (HistoryError, sqlite3.Error, OSError) as err:
+            if isinstance(err.__context__, KeyboardInterrupt):
+                # Ctrl-C during a write: sqlite's rollback then fails and would hide the interrupt
+                raise err.__context__ from None
             if self.warning is None:
                 self.warning = f"the run is not recorded in the history: {err}"
                 logger.warning("%s", self.warning)

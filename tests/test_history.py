@@ -129,3 +129,21 @@ def test_a_run_without_rows_exports_the_header(tmp_path):
     history.finish_run(run_id, "interrupted")
     assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "e.csv")]) == 0
     assert (tmp_path / "e.csv").read_text().startswith("file,model,count,")
+
+
+def test_ctrl_c_during_a_history_write_is_not_swallowed(tmp_path) -> None:
+    """Ctrl-C inside sqlite's transaction makes its rollback fail; the recorder must let the interrupt through
+    (the batch then exits 130 with its finished rows kept), not turn it into a "not recorded" warning."""
+    recorder = history.Recorder(source="cli", model="m", model_sha256=None, settings={}, inputs=[],
+                                   path=tmp_path / "history.sqlite")
+
+    def interrupted_write():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise sqlite3.OperationalError("cannot rollback - no transaction is active")  # noqa: B904
+
+    with pytest.raises(KeyboardInterrupt):
+        recorder._try(interrupted_write)
+    recorder._try(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+    assert recorder.warning and "disk I/O error" in recorder.warning
