@@ -32,6 +32,7 @@ from .sizing import (
     MIN_SCALE,
     REFERENCE_DIAMETER_PX,
     RESCALE_TOLERANCE,
+    area_count_size,
     density_channels,
     density_nucleus_diameter,
     estimate_nucleus_size,
@@ -183,7 +184,9 @@ def predict(
     estimated = size = None
     if not p.nucleus_diameter_px and p.auto_nucleus_size:
         maps = run_at(1.0)  # the first pass; kept when the estimate is close to the training size
-        if density:  # the size is read off the model's own density map: no second network
+        if model.output_kind == "multihead":  # foreground area over density count, both from this one pass
+            estimated, tolerance = area_count_size(maps[0], maps[2]).diameter, AUTO_RESCALE_TOLERANCE
+        elif density:  # the size is read off the density model's own map
             estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
             size = estimate_nucleus_size(norm, maps[0], size_model, fast=fast, backend=backend)

@@ -94,16 +94,16 @@ def estimate_nucleus_size(
     image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
     backend: str | None = None,
 ) -> SizeEstimate:
-    """Typical nucleus diameter (px) of a normalised image: foreground area of the mask model's first
-    pass divided by ``size_model``'s count (a density model: the caller passes the one the mask model's
-    card names, :func:`cellcount.models.size_model_for`), as the diameter of a disc of that area, both
-    taken in the :func:`size_window` (the density mass of nuclei cut by its edge is cut like their area).
+    """Typical nucleus diameter (px) of a normalised image: :func:`area_count_size` of the mask model's
+    first-pass foreground and ``size_model``'s density (a density model: the caller passes the one the mask
+    model's card names, :func:`cellcount.models.size_model_for`), which reads only the :func:`size_window`
+    and its margin of context.
 
     A mask model that learnt 18 px nuclei cuts 40-50 px textured nuclei into pieces, so its own
     objects understate their size; the foreground still covers them, and the density model still
     counts them about once. On 218 DSB images the whole-image estimate's log-correlation with the
     true median nucleus area was 0.97 (docs/RESULTS.md). The size model reads the mask model's normalised
-    image: every shipped card normalises alike. None when there is too little foreground or count.
+    image: every shipped card normalises alike.
     """
     fg = foreground_prob > 0.5
     rows, cols = size_window(fg)
@@ -114,10 +114,27 @@ def estimate_nucleus_size(
                                       **backend_kw(backend))[0]
     inner = density[rows.start - ctx_rows.start: rows.stop - ctx_rows.start,
                     cols.start - ctx_cols.start: cols.stop - ctx_cols.start]
-    count = float(inner.sum(dtype=np.float64))
-    area = float(np.count_nonzero(fg[rows, cols]))
+    return _disc_size(fg[rows, cols], inner, (rows, cols))
+
+
+def area_count_size(
+    foreground_prob: np.ndarray, density: np.ndarray, *, window: tuple[slice, slice] | None = None,
+) -> SizeEstimate:
+    """Typical nucleus diameter (px): the foreground area (probability > 0.5) divided by the density's count,
+    as the diameter of a disc of that area, both taken in the :func:`size_window` (the density mass of nuclei
+    cut by its edge is cut like their area). A multihead network has both maps from one pass; a mask model
+    borrows the density from a second model (:func:`estimate_nucleus_size`). The diameter is None when there
+    is too little foreground or count."""
+    fg = foreground_prob > 0.5
+    rows, cols = window if window is not None else size_window(fg)
+    return _disc_size(fg[rows, cols], density[rows, cols], (rows, cols))
+
+
+def _disc_size(fg: np.ndarray, density: np.ndarray, window: tuple[slice, slice]) -> SizeEstimate:
+    count = float(density.sum(dtype=np.float64))
+    area = float(np.count_nonzero(fg))
     diameter = None if count < 0.5 or area < 4 else float(np.sqrt(4 * area / (np.pi * max(count, 1.0))))
-    return SizeEstimate(diameter, count, (rows, cols))
+    return SizeEstimate(diameter, count, window)
 
 
 def density_nucleus_diameter(density: np.ndarray) -> float | None:

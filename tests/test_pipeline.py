@@ -376,6 +376,47 @@ def test_auto_nucleus_size_rescales_density_models_by_their_own_map(monkeypatch,
     assert near.model_scale == 1.0 and len(model.shapes) == 1
 
 
+class DiskMultihead(ThresholdModel):
+    """Multihead 'model': foreground = input > 0.5, no borders, density = one unit per connected disc
+    (spread over its pixels), at whatever size it gets; records the sizes."""
+
+    def __init__(self) -> None:
+        super().__init__("multihead")
+
+    def predict_maps(self, image, *, progress=None, fast=True, device=None):
+        from scipy import ndimage as ndi
+
+        self.shapes.append(image.shape)
+        fg = (image > 0.5).astype(np.float32)
+        labels, n = ndi.label(fg)
+        area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float32)
+        density = np.where(labels > 0, 1.0 / np.maximum(area[labels], 1), 0).astype(np.float32)
+        return np.stack([fg, np.zeros_like(fg), density])
+
+
+def test_multihead_size_is_its_own_foreground_area_over_its_own_count(monkeypatch, draw_disks):
+    """One pass gives both: no size model, and nuclei of twice the training size are resized by about 0.5."""
+    from cellcount.pipeline import REFERENCE_DIAMETER_PX
+    from cellcount.sizing import area_count_size
+
+    monkeypatch.setattr("cellcount.models.size_model_for", lambda *a: pytest.fail("multihead models need no size model"))
+    d = 2 * REFERENCE_DIAMETER_PX
+    centres = [(50 + 80 * i, 50 + 80 * j) for i in range(3) for j in range(3)]
+    labels = draw_disks((260, 260), centres, [d / 2] * len(centres))
+    model = DiskMultihead()
+    maps = model.predict_maps((labels > 0).astype(np.float32))
+    assert area_count_size(maps[0], maps[2]).diameter == pytest.approx(d, rel=0.05)
+    model.shapes.clear()
+    res = count_image((labels > 0).astype(np.float32), model, {"auto_nucleus_size": True})
+    assert res.estimated_diameter_px == pytest.approx(d, rel=0.05)
+    assert res.model_scale == pytest.approx(0.5, rel=0.05) and len(model.shapes) == 2
+    assert res.count == 9 and res.density.shape == (260, 260)
+    model.shapes.clear()  # within the estimate's 1.5x band: the first pass is kept
+    near = draw_disks((260, 260), centres, [0.65 * REFERENCE_DIAMETER_PX] * len(centres))
+    assert count_image((near > 0).astype(np.float32), model, {"auto_nucleus_size": True}).model_scale == 1.0
+    assert len(model.shapes) == 1
+
+
 def test_auto_nucleus_size_without_its_size_model_is_a_clear_error(monkeypatch, tmp_path):
     import cellcount.pipeline as pl
     from cellcount.models import loading
