@@ -46,6 +46,45 @@ def test_onnxruntime_fast_path_matches_torch(arch, head):
                                atol=1e-4)
 
 
+def test_onnx_export_is_kept_per_network_and_read_back(monkeypatch, tmp_path):
+    """The second build of the same network reads its graph from the cache folder (no export); other weights
+    get their own file; an empty (interrupted) cache file or an unwritable cache folder only means exporting."""
+    if not backends.onnxruntime_available():
+        pytest.skip("onnxruntime not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    net = _tiny_net_with_stats("unet", "mask")
+    x = torch.from_numpy(np.random.default_rng(2).uniform(0, 1, (1, 1, 32, 48)).astype(np.float32))
+    want = net(x).detach().numpy()
+    exports = []
+    real_export = backends._export_onnx
+    monkeypatch.setattr(backends, "_export_onnx", lambda n: exports.append(1) or real_export(n))
+    first = build_backend(net, "onnxruntime", cache=True)
+    path = backends.onnx_cache_file(fold_batchnorm(net))
+    assert path.is_file() and path.parent == tmp_path / "cellcount" / "onnx" and len(exports) == 1
+    again = build_backend(net, "onnxruntime", cache=True)
+    assert len(exports) == 1  # read back, not exported
+    np.testing.assert_allclose(again(x).numpy(), want, atol=1e-4)
+    np.testing.assert_allclose(first(x).numpy(), want, atol=1e-4)
+
+    other = _tiny_net_with_stats("unet", "mask")
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)  # new weights: a new file, and their own outputs
+    assert backends.onnx_cache_file(fold_batchnorm(other)) != path
+    np.testing.assert_allclose(build_backend(other, "onnxruntime", cache=True)(x).numpy(),
+                               other(x).detach().numpy(), atol=1e-4)
+    assert len(exports) == 2
+
+    path.write_bytes(b"")  # a file cut short: exported again, and rewritten
+    np.testing.assert_allclose(build_backend(net, "onnxruntime", cache=True)(x).numpy(), want, atol=1e-4)
+    assert len(exports) == 3 and path.stat().st_size > 0
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    np.testing.assert_allclose(build_backend(net, "onnxruntime", cache=True)(x).numpy(), want, atol=1e-4)
+    assert len(exports) == 4
+
+
 def test_unknown_backend_is_refused_with_the_valid_names(tiny_model):
     net = _tiny_net_with_stats("unet", "mask")
     with pytest.raises(ParameterError, match="'bf16', 'onnxruntime', 'torch'"):

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import importlib.util
 import io
 import logging
+import os
+import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -98,32 +102,81 @@ def available_backends() -> list[str]:
     return [*out, "torch"]
 
 
+ONNX_OPSET = 17
+
+
+def onnx_cache_file(net: torch.nn.Module) -> Path:
+    """Where the ONNX export of ``net`` is kept: beside the backend choices (``$XDG_CACHE_HOME/cellcount/onnx/``),
+    named by a hash of everything the graph depends on: every weight, the source of the module that defines
+    the network's class, torch's version and the opset. New weights, new code or a new torch export again."""
+    import sys
+
+    from .autotune import cache_file
+
+    h = hashlib.sha256(f"torch {torch.__version__}|opset {ONNX_OPSET}|{type(net).__qualname__}".encode())
+    source = getattr(sys.modules.get(type(net).__module__), "__file__", None)
+    if source:
+        h.update(Path(source).read_bytes())
+    for key, t in net.state_dict().items():
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return cache_file().parent / "onnx" / f"{h.hexdigest()[:32]}.onnx"
+
+
+def _export_onnx(net: torch.nn.Module) -> bytes:
+    buf = io.BytesIO()
+    dims = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():  # the TorchScript-based exporter warns that it is legacy
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.eval(), torch.zeros(1, 1, 64, 64), buf, input_names=["x"], output_names=["y"],
+            dynamic_axes={"x": dims, "y": dims}, opset_version=ONNX_OPSET, dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def _cached_onnx(net: torch.nn.Module) -> bytes:
+    """``net`` as an ONNX graph: read from the cache when it is there, else exported and kept there (written
+    to a temporary name and renamed, so a reader never sees half a file)."""
+    path = onnx_cache_file(net)
+    try:
+        data = path.read_bytes()
+        if data:
+            return data
+    except OSError:
+        pass
+    data = _export_onnx(net)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        logger.debug("could not keep the ONNX export in %s: %s", path, err)
+    return data
+
+
 class OnnxRuntimeNet(torch.nn.Module):
     """A network exported to ONNX and run by ONNX Runtime's CPU kernels, behind the ``nn.Module`` call.
 
-    Same fp32 arithmetic as PyTorch (outputs within 1e-5). The export happens in memory (about half a
-    second for the shipped U-Nets); nothing is written to disk. ``run`` is thread-safe, so one instance
-    serves every app session.
+    Same fp32 arithmetic as PyTorch (outputs within 1e-5). ``run`` is thread-safe, so one instance
+    serves every app session. The export takes 0.5-1 s, most of a short command-line run's start, so with
+    ``cache`` the exported graph is kept in the user's cache folder under a hash of the network
+    (:func:`onnx_cache_file`) and read back next time; an unreadable or unwritable cache only means
+    exporting again.
     """
 
-    def __init__(self, net: torch.nn.Module, *, threads: int | None = None) -> None:
+    def __init__(self, net: torch.nn.Module, *, threads: int | None = None, cache: bool = False) -> None:
         super().__init__()
         import onnxruntime as ort
 
-        buf = io.BytesIO()
-        dims = {0: "batch", 2: "height", 3: "width"}
-        with warnings.catch_warnings():  # the TorchScript-based exporter warns that it is legacy
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net.eval(), torch.zeros(1, 1, 64, 64), buf, input_names=["x"], output_names=["y"],
-                dynamic_axes={"x": dims, "y": dims}, opset_version=17, dynamo=False,
-            )
+        graph = _cached_onnx(net) if cache else _export_onnx(net)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
@@ -184,12 +237,13 @@ def check_backend(name: str) -> str:
     return name
 
 
-def build_backend(net: torch.nn.Module, name: str) -> torch.nn.Module:
+def build_backend(net: torch.nn.Module, name: str, *, cache: bool = False) -> torch.nn.Module:
     """The fast-path network of backend ``name``: ``net`` with BatchNorm folded, run by that backend.
 
     The fp32 backends match ``net`` within float rounding; bf16 within about 0.1-0.2 on the logits.
     ``net`` is not modified. ``bf16`` builds on any CPU, but without native bf16 it is many times slower
-    than fp32, which is why :func:`available_backends` leaves it out there.
+    than fp32, which is why :func:`available_backends` leaves it out there. ``cache``: ``onnxruntime``
+    keeps its export in the user's cache folder (:class:`OnnxRuntimeNet`).
     """
     check_backend(name)
     folded = fold_batchnorm(net)
@@ -198,5 +252,5 @@ def build_backend(net: torch.nn.Module, name: str) -> torch.nn.Module:
     if name == "bf16":
         return Bf16Net(folded)
     if name == "onnxruntime":
-        return OnnxRuntimeNet(folded)
+        return OnnxRuntimeNet(folded, cache=cache)
     return folded.to(memory_format=torch.channels_last)

@@ -86,7 +86,7 @@ class NetModel(CountModel):
 
         with self._fast_lock:
             if backend not in self._fast_nets:
-                self._fast_nets[backend] = build_backend(self.net, backend)
+                self._fast_nets[backend] = build_backend(self.net, backend, cache=True)
             return self._fast_nets[backend]
 
     def weights_digest(self) -> str:
