@@ -92,6 +92,7 @@ def count_many(
     keep_maps: bool = False,
     backend: str | None = None,
     size_model: CountModel | None = None,
+    page: int | str | None = None,
 ) -> Iterator[BatchItem]:
     """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
 
@@ -101,7 +102,9 @@ def count_many(
     at debug level). ``keep_maps=False`` drops the probability/density maps from results to keep memory
     bounded on long batches. Only the image's own channel (``params.channel``) is decoded. The size
     model (``auto_nucleus_size`` on a mask model) is loaded once here unless ``size_model`` is given.
-    ``backend``: see :func:`cellcount.predict`.
+    ``backend``: see :func:`cellcount.predict`. ``page``: the plane of z-stacks and other multi-plane files,
+    or ``"max"`` for their maximum projection (:func:`cellcount.io.read_image`); None counts the first plane
+    and flags the row.
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if size_model is None:
@@ -113,7 +116,7 @@ def count_many(
         t0 = time.perf_counter()
         reason = ""
         try:
-            image, note = read_image_and_note(src, channel=p.channel, max_pixels=max_pixels)
+            image, note = read_image_and_note(src, channel=p.channel, page=page, max_pixels=max_pixels)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
             result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
                                  size_model=size_model, backend=backend)

@@ -19,6 +19,19 @@ from .cliparams import add_param_options, normalize_argv, param_overrides
 logger = logging.getLogger(__name__)
 
 
+def _plane(text: str) -> int | str:
+    """``--plane``: a plane index >= 0 or 'max'."""
+    if text.strip().lower() == "max":
+        return "max"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a plane number >= 0 or 'max', got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellcount", description="Count cells and nuclei in microscopy images.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -31,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--labels-dir", help="also write <stem>_labels.tif label images here (mask models)")
     c.add_argument("--include-ground-truth", action="store_true",
                    help="also count files that look like ground truth (*_labels, *_mask, ...)")
+    c.add_argument("--plane", type=_plane, default=None, metavar="N|max",
+                   help="z-stacks, time series and other multi-plane files: count plane N (0 = the first) or "
+                        "'max', their maximum-intensity projection (default: the first plane, and the row is flagged)")
     add_param_options(c)
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
@@ -198,6 +214,9 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
         print(f"note: --resume: the weights of {model.name} changed since {out} was written; counting all "
               "images again", file=sys.stderr)
         return None, None, set()
+    if isinstance(previous, dict) and previous.get("plane") != args.plane:
+        print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
+        return None, None, set()
     settings = escape_cell(json.dumps(params.to_dict(), sort_keys=True))
     names = {escape_cell(str(f)) for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
@@ -280,7 +299,8 @@ def cmd_count(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print(f"backend: {model.backend_choice(backend).describe()}", file=sys.stderr)
-    settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict()}
+    settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
+                **({"plane": args.plane} if args.plane is not None else {})}
     n_ok = n_err = total = n_check = 0
     failed: list[tuple[str, str]] = []
     if keep_counts is not None:
@@ -320,10 +340,10 @@ def cmd_count(args: argparse.Namespace) -> int:
                                                                         "col1", "count")) if _region_spec(args) else None
             items = count_on_cluster([(str(f), f) for f in todo], model, params, cluster, model_ref=args.model,
                                      progress=progress, max_pixels=max_pixels, block_px=args.block_px,
-                                     overlap_px=args.overlap_px, regions=_region_spec(args))
+                                     overlap_px=args.overlap_px, regions=_region_spec(args), page=args.plane)
         else:
             items = count_many([(str(f), f) for f in todo], model, params, progress=progress, size_model=size_model,
-                               backend=backend, max_pixels=max_pixels)
+                               backend=backend, max_pixels=max_pixels, page=args.plane)
         for item in items:
             if regions_out is not None and item.regions is not None:
                 regions_out.append(item.regions)

@@ -137,17 +137,21 @@ def _needs_blocks(src: Any, max_pixels: int) -> tuple[int, int] | None:
 
 
 def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, max_pixels: int,
-               block_px: int, overlap_px: int, regions: RegionSpec) -> BatchItem | BlockPlan:
+               block_px: int, overlap_px: int, regions: RegionSpec, page: int | str | None = None,
+               ) -> BatchItem | BlockPlan:
     """One image on a worker: its row, or the block plan of an image above the cap."""
     model = worker_model(ref, sha256)
     shape = _needs_blocks(src, max_pixels)
     if shape is not None:
+        if page is not None:
+            return _error_item(name, "ParameterError: a plane choice (--plane) is not supported for an image counted "
+                               "by blocks; save the plane or its projection as its own TIFF", model.name, params)
         try:
             return plan_blocks(src, model, params, block_px=block_px, overlap_px=overlap_px,
                                regions=_regions(regions, shape))
         except (CellcountError, OSError) as err:
             return _error_item(name, f"{type(err).__name__}: {err}", model.name, params)
-    return next(iter(count_many([(name, src)], model, params, max_pixels=max_pixels)))
+    return next(iter(count_many([(name, src)], model, params, max_pixels=max_pixels, page=page)))
 
 
 def block_task(plan: BlockPlan, index: int, ref: str, sha256: str, params: CountParams) -> BlockPart:
@@ -180,6 +184,7 @@ def count_on_cluster(
     block_px: int = 2048,
     overlap_px: int = 128,
     regions: RegionSpec = None,
+    page: int | str | None = None,
 ) -> Iterator[BatchItem]:
     """Count ``(name, path)`` items on ``client``'s workers; yield each row as it finishes (any order).
 
@@ -196,7 +201,7 @@ def count_on_cluster(
     futures = {}
     for name, src in items:
         fut = client.submit(count_task, name, src, ref, sha, params, max_pixels, block_px, overlap_px, regions,
-                            pure=False)
+                            page, pure=False)
         futures[fut] = name
     pending = as_completed(list(futures))
     done = 0

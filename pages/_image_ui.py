@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,23 +73,51 @@ def upload_source(uploaded) -> Source:
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
-def _read_cached(digest: str, _data: bytes) -> tuple[np.ndarray, str | None]:
-    image, note = cc.io.read_image_and_note(_data)
-    return image, (note.replace("<bytes>: ", "") if note else None)
+def _read_cached(digest: str, page: int | str | None, _data: bytes) -> tuple[np.ndarray, str | None, tuple | None]:
+    image, planes = cc.io.read_image_planes(_data, page=page)
+    note = cc.io.planes_note("", planes).removeprefix(": ") if page is None and planes else None
+    return image, note, planes
 
 
-def read_image_cached(digest: str, _data: bytes) -> np.ndarray:
-    """Decoded image (native dtype) for the bytes with this sha256; a note such as "only the first of 5 z-planes
-    was read" is shown above it (:func:`image_note`)."""
-    image, note = _read_cached(digest, _data)
+def read_image_cached(digest: str, _data: bytes, page: int | str | None = None) -> np.ndarray:
+    """Decoded image (native dtype) for the bytes with this sha256 (``page``: the plane of a z-stack, or
+    "max"); a note such as "only the first of 5 z-planes was read" is shown above it (:func:`image_note`)."""
+    image, note, _ = _read_cached(digest, page, _data)
     if note:
         st.warning(note, icon="⚠️")
     return image
 
 
-def image_note(digest: str, _data: bytes) -> str | None:
+def image_note(digest: str, _data: bytes, page: int | str | None = None) -> str | None:
     """Why the file's count may not be what the user meant (e.g. one plane of a z-stack), or None."""
-    return _read_cached(digest, _data)[1]
+    return _read_cached(digest, page, _data)[1]
+
+
+def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
+    """For a z-stack, time series or multi-frame file: which plane to count, or their maximum projection.
+
+    Returns the source to count (its digest names the plane, so every cache keyed by it tells planes apart)
+    and the ``page`` to read. Files with one plane: the source as it is and None.
+    """
+    planes = _read_cached(source.digest, None, source.data)[2]
+    if not planes:
+        return source, None
+    n, what = planes
+    options: list[int | str | None] = [None, "max", *range(n)]
+    key = f"{prefix}_plane"
+    if st.session_state.get(key, None) not in options:  # a file with fewer planes than the last one
+        st.session_state[key] = None
+    labels = {None: f"First of {n} {what}, not chosen (the count is flagged)",
+              "max": f"Maximum projection of all {n} {what}"}
+    page = st.selectbox(
+        "Plane", options, key=key, format_func=lambda o: labels.get(o) or f"Plane {o} (0 = the first)",
+        help="Which plane of the file to count, or their maximum-intensity projection (each pixel's brightest "
+        "value over all planes: every nucleus appears, whichever plane it is in focus on; the usual way to "
+        "count a z-stack). The count, the outlines and the downloads are of what you choose here.",
+    )
+    if page is None:
+        return source, None
+    return replace(source, digest=f"{source.digest}:plane={page}"), page
 
 
 @st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)

@@ -17,6 +17,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     evaluate_cached,
     image_caption,
     image_note,
+    plane_ui,
     predict_set_cached,
     predict_source,
     read_image_cached,

@@ -40,11 +40,12 @@ def collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
     return items, bad
 
 
-def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> None:
+def run_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: str | None) -> None:
     items, bad = collect(files)
     done: list[BatchItem] = list(bad)
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
-                      settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict()},
+                      settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
+                                **({"plane": page} if page is not None else {})},
                       inputs=[it.name for it in bad] + [name for name, _ in items])
     bar = st.progress(0.0, text=f"Counting {len(items)} image(s) ...")
     table = st.empty()
@@ -54,7 +55,7 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams) -> Non
     try:
         for item in count_many(
             items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items),
-            size_model=sh.get_size_model(model, params),
+            size_model=sh.get_size_model(model, params), page=page,
         ):
             done.append(item)
             record.add(counts_frame([item]).to_dict("records"))
@@ -144,6 +145,12 @@ with right:
     except cc.CellcountError as err:
         sh.show_error(err)
         params = None
+    page = st.selectbox(
+        "Z-stacks and other files with several planes", [None, "max"], key=f"{P}_plane",
+        format_func={None: "Count the first plane (the row is flagged)", "max": "Count their maximum projection"}.get,
+        help="Maximum-intensity projection: each pixel's brightest value over all planes, so every nucleus appears "
+        "whichever plane it is in focus on. Files with one plane are counted as they are either way.",
+    )
     run = st.button(
         f"Count {len(files or [])} file(s)",
         key=f"{P}_run",
@@ -152,7 +159,7 @@ with right:
         icon=":material/play_arrow:",
     )
     if run and params is not None:
-        run_batch(files, model, params)
+        run_batch(files, model, params, page)
     result = st.session_state.get(f"{P}__result")
     if result is not None:
         show_result(result, params)

@@ -210,7 +210,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
 
 
 @st.fragment
-def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name: str) -> None:
+def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name: str, note: str | None) -> None:
     """Sliders + results: a slider change reruns only this fragment (postprocessing, never the model).
 
     The sliders are drawn whether or not an image is loaded, so replacing the upload never unmounts them.
@@ -241,7 +241,6 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         try:
             params = settings.params(model)  # the store, with this run's widget edits
             result = cc.postprocess(pred, params, image=image)
-            note = sh.image_note(source.digest, source.data)
             if note:  # one plane of a z-stack read: flagged like a batch row, so the badge and the CSV say it
                 result.quality = cc.quality.with_note(result.quality, note)
         except cc.CellcountError as err:
@@ -259,14 +258,18 @@ with top[2].expander("Settings file"):
     sh.settings_upload(P)
 sh.show_messages(P)
 
-image = None
+image = note = None
 if source is not None:
     try:
-        image = sh.read_image_cached(source.digest, source.data)
+        with top[0]:
+            source, page = sh.plane_ui(P, source)  # z-stacks: a plane or the maximum projection
+        image = sh.read_image_cached(source.digest, source.data, page)
+        note = sh.image_note(source.digest, source.data, page)
     except cc.CellcountError as err:
         sh.show_error(err)
+        image = None
     else:
         st.markdown(sh.image_caption(source, image))
 with top[2]:
     sh.input_ui(P, model, image)
-results_panel(source, image, model_name)
+results_panel(source, image, model_name, note)

@@ -87,3 +87,33 @@ def test_zip_with_nested_folder_non_image_and_traversal():
     reasons = " ".join(df["reason"].astype(str))
     assert "not an image file" in reasons and "unsafe path" in reasons and "zip" in reasons
     assert len(df) == 4
+
+
+def test_z_stacks_counted_from_their_maximum_projection():
+    """A z-stack with one nucleus in focus per plane: counted from its first plane (flagged) by default, from
+    the maximum projection of all planes (not flagged) when chosen; a one-plane file is the same either way."""
+    import numpy as np
+    import tifffile
+
+    stack = np.zeros((3, 48, 48), np.uint8)
+    for z, (y, x) in enumerate([(6, 6), (6, 30), (30, 6)]):
+        stack[z, y:y + 10, x:x + 10] = 200
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, imagej=True, metadata={"axes": "ZYX"})
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value(
+        [("stack.tif", buf.getvalue(), "image/tiff"),
+         ("s01_sparse_small.png", sample("s01_sparse_small.png"), "image/png")])
+    at.run()
+    counts = {}
+    for page in (None, "max"):
+        at.selectbox(key="batch_plane").set_value(page)
+        at.run()
+        at.button(key="batch_run").click()
+        at.run()
+        assert not at.exception
+        counts[page] = at.dataframe[0].value.set_index("file")
+    assert counts[None].loc["stack.tif", "count"] == 1 and bool(counts[None].loc["stack.tif", "check"])
+    assert counts["max"].loc["stack.tif", "count"] == 3 and not bool(counts["max"].loc["stack.tif", "check"])
+    png = "s01_sparse_small.png"
+    assert counts[None].loc[png, "count"] == counts["max"].loc[png, "count"]

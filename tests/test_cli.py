@@ -150,3 +150,36 @@ def test_progress_bar_on_stderr(small_folder, tmp_path, capsys):
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv")]) == 0
     err = capsys.readouterr().err
     assert f"{n}/{n}" in err and "image" in err  # tqdm: done/total and the unit
+
+
+def test_plane_option_counts_a_plane_or_the_projection_of_a_stack(tmp_path, capsys):
+    """--plane N counts that plane, --plane max their maximum projection, neither flagged; the choice is in the
+    settings file, and --resume does not keep rows counted with another plane."""
+    import numpy as np
+
+    stack = np.zeros((3, 48, 48), np.uint8)
+    for z, (y, x) in enumerate([(6, 6), (6, 30), (30, 6)]):
+        stack[z, y:y + 10, x:x + 10] = 200  # one nucleus in focus per plane
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    tifffile.imwrite(folder / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "counts.csv"
+    base = ["count", str(folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    rows = {}
+    for plane in (None, "max", "2"):
+        assert main(base + ([] if plane is None else ["--plane", plane])) == 0
+        rows[plane] = pd.read_csv(out).iloc[0]
+    assert rows[None]["count"] == 1 and bool(rows[None]["check"]) and "--plane" in rows[None]["check_reasons"]
+    assert rows["max"]["count"] == 3 and not bool(rows["max"]["check"])
+    assert rows["2"]["count"] == 1 and not bool(rows["2"]["check"])
+    assert json.loads(out.with_name("counts.settings.json").read_text())["plane"] == 2
+    capsys.readouterr()
+    assert main(base + ["--plane", "max", "--resume"]) == 0  # rows of plane 2 are not kept for max
+    assert "another --plane" in capsys.readouterr().err and pd.read_csv(out).iloc[0]["count"] == 3
+    for bad in ("-1", "mean"):
+        with pytest.raises(SystemExit) as exc:
+            main(base + ["--plane", bad])
+        assert exc.value.code == 2
+    assert "a plane number >= 0 or 'max'" in capsys.readouterr().err
+    assert main(base + ["--plane", "7"]) == 1  # out of range for this file: an error row, the batch goes on
+    assert "out of range" in pd.read_csv(out).iloc[0]["reason"]

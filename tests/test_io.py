@@ -262,6 +262,32 @@ def test_stack_read_without_page_warns_that_one_plane_was_read() -> None:
         assert read_image_and_note(channels)[1] is None and read_image(channels).shape == (6, 8, 3)
 
 
+def test_maximum_projection_of_a_stack() -> None:
+    """page="max": the brightest value of each pixel over all planes (nuclei in focus on different planes all
+    appear), read plane by plane; a single-plane file comes back as it is; bad values are clear errors."""
+    stack = np.zeros((4, 6, 8), np.uint16)
+    for k in range(4):
+        stack[k, k, :] = 100 * (k + 1)  # a bright row per plane
+    expect = stack.max(axis=0)
+    gif = io.BytesIO()
+    frames = [Image.fromarray((stack[k] // 4).astype(np.uint8)) for k in range(4)]
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    stacks = (_tiff_bytes(stack, photometric="minisblack"), _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"}))
+    zc = np.stack([stack, stack // 2], axis=1)  # (Z, C, Y, X): one channel, projected over Z
+    one = _tiff_bytes(zc, imagej=True, metadata={"axes": "ZCYX"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the projection is what was asked for: no warning
+        for data in stacks:
+            image, note = read_image_and_note(data, page="max")
+            assert note is None and image.dtype == np.uint16
+            np.testing.assert_array_equal(image, expect)
+        np.testing.assert_array_equal(read_image(gif.getvalue(), page="MAX")[..., 0], (stack // 4).max(axis=0))  # GIF: RGB
+        np.testing.assert_array_equal(read_image(_tiff_bytes(stack[1]), page="max"), stack[1])
+        np.testing.assert_array_equal(read_image(one, page="max", channel=1), (stack // 2).max(axis=0))
+    with pytest.raises(ParameterError, match="'max'"):
+        read_image(stacks[0], page="mean")
+
+
 def _merge(rng: np.random.Generator) -> np.ndarray:
     """A dark-field RGB merge: cell bodies in green, nuclei in blue for 5 of the 9 cells."""
     yy, xx = np.mgrid[:96, :96]

@@ -525,6 +525,10 @@ def _widget(elements, key: str):
     return elements(key=key)  # a KeyError here: the page lost the widget this test drives
 
 
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
 def _upload(case: BadInput) -> tuple[str, bytes, str]:
     return case.filename, case.make(), "application/octet-stream"
 
@@ -602,6 +606,36 @@ def test_app_count_page_says_a_stack_is_counted_from_one_plane(monkeypatch) -> N
     badges = [m.value for m in at.markdown if "badge[" in m.value]
     assert len(badges) == 1 and "Check this image" in badges[0], badges
     assert any("3 z-planes" in c.value for c in at.caption if "This count may be wrong" in c.value)
+
+
+@pytest.mark.slow
+def test_app_count_page_counts_the_plane_or_projection_chosen(monkeypatch) -> None:
+    """A z-stack whose nuclei are in focus on different planes: the 'Plane' choice counts one plane or the
+    maximum projection (all of them), without the one-plane flag; a file with one plane offers no choice."""
+    import tifffile
+
+    stack = np.zeros((3, 48, 48), np.uint8)
+    for z, (y, x) in enumerate([(6, 6), (6, 30), (30, 6)]):
+        stack[z, y:y + 10, x:x + 10] = 200  # one nucleus per plane
+    stack[2, 30:40, 30:40] = 200  # and a second on the last
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, imagej=True, metadata={"axes": "ZYX"})
+    at = _app(COUNT_PAGE, monkeypatch, count_model=cc.models.CLASSICAL_NAME)
+    _widget(at.radio, "count_source").set_value("Upload").run()
+    _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
+    plane = _widget(at.selectbox, "count_plane")
+    assert plane.value is None and int(_metric(at, "Count")) == 1  # the first plane, flagged
+    plane.set_value("max").run()
+    assert not at.exception and not at.error
+    assert int(_metric(at, "Count")) == 4 and not at.warning
+    badges = [m.value for m in at.markdown if "badge[" in m.value]
+    assert len(badges) == 1 and "Check this image" not in badges[0], badges
+    _widget(at.selectbox, "count_plane").set_value(2).run()
+    assert int(_metric(at, "Count")) == 2 and not at.warning
+    one = io.BytesIO()
+    tifffile.imwrite(one, stack[0])
+    _widget(at.file_uploader, "count_upload").set_value(("one.tif", one.getvalue(), "image/tiff")).run()
+    assert not any(s.key == "count_plane" for s in at.selectbox) and int(_metric(at, "Count")) == 1
 
 
 @pytest.mark.slow

@@ -48,8 +48,10 @@ from .read import (
     MAX_SAMPLES_PER_PIXEL,
     ImageSource,
     image_shape,
+    planes_note,
     read_image,
     read_image_and_note,
+    read_image_planes,
 )
 
 __all__ = [
@@ -83,6 +85,8 @@ __all__ = [
     "normalize_image",
     "read_image",
     "read_image_and_note",
+    "planes_note",
+    "read_image_planes",
     "split_ground_truth_files",
     "to_gray",
 ]

@@ -124,7 +124,7 @@ def read_image(
     source: ImageSource,
     *,
     channel: int | None = None,
-    page: int | None = None,
+    page: int | str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
@@ -138,10 +138,12 @@ def read_image(
         read from its start (an upload that was read before still works).
     channel : int, optional
         If given and the image has channels, return only that channel as (H, W).
-    page : int, optional
+    page : int or "max", optional
         TIFF: index along the page-like axis (Z, T, generic pages) of the first series; other formats:
-        the frame of a multi-frame file. None: the first, with a :class:`~cellcount.errors.ImageReadWarning`
-        when the file holds more than one (a z-stack counted from its first plane is silently wrong).
+        the frame of a multi-frame file. ``"max"``: the maximum-intensity projection of all of them (the
+        usual way to count the nuclei of a z-stack; a single-plane file is returned as it is). None: the
+        first, with a :class:`~cellcount.errors.ImageReadWarning` when the file holds more than one (a
+        z-stack counted from its first plane is silently wrong).
     max_pixels : int
         Cap on H * W, checked from the header before decoding.
     max_bytes : int
@@ -182,27 +184,61 @@ def read_image_and_note(
     source: ImageSource,
     *,
     channel: int | None = None,
-    page: int | None = None,
+    page: int | str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> tuple[np.ndarray, str | None]:
     """:func:`read_image`, returning its :class:`~cellcount.errors.ImageReadWarning` message (or None) instead
     of issuing it: batch and app code puts it beside the count without swapping the process-wide warning
     filters, which concurrent sessions would race on."""
+    image, planes = read_image_planes(source, channel=channel, page=page, max_pixels=max_pixels, max_bytes=max_bytes)
+    return image, (planes_note(_source_name(source), planes) if page is None and planes is not None else None)
+
+
+def planes_note(name: str, planes: tuple[int, str]) -> str:
+    """What to tell the user when only the first of ``planes`` (:func:`read_image_planes`) was read."""
+    return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
+            "plane or their maximum projection (command line: --plane N or --plane max; Python: "
+            "read_image(page=N) or page='max'; Count page: 'Plane')")
+
+
+def read_image_planes(
+    source: ImageSource,
+    *,
+    channel: int | None = None,
+    page: int | str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """:func:`read_image` (without its warning), and what the file holds besides: (number of planes, what
+    they are, e.g. (5, "z-planes")) for a z-stack, time series or multi-frame file, else None."""
     _check_int("max_pixels", max_pixels, minimum=1)
     _check_int("max_bytes", max_bytes, minimum=1)
-    warn_planes = page is None
-    page = 0 if page is None else page
-    _check_int("page", page, minimum=0)
+    project = isinstance(page, str) and page.strip().lower() == "max"
+    page = 0 if page is None or project else page
+    _check_page(page)
     name, src, head = _open_source(source, max_bytes)
-    try:
+
+    def read_plane(index: int) -> tuple[np.ndarray, tuple[int, str] | None]:
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
         if head[:4] in _TIFF_MAGICS:
-            image, planes = _read_tiff(src, name=name, page=page, channel=channel, max_pixels=max_pixels)
+            return _read_tiff(src, name=name, page=index, channel=channel, max_pixels=max_pixels)
+        if head[:8] == _PNG_MAGIC and len(head) >= 26 and head[24] == 16 and head[25] in (2, 4, 6):
+            return _read_png16_colour(src, head, name=name, page=index, max_pixels=max_pixels), None
+        return _read_pillow(src, name=name, page=index, max_pixels=max_pixels)
+
+    try:
+        image, planes = read_plane(page)
+        if project and planes is not None:  # one plane at a time: a few planes in memory, never the stack
+            for index in range(1, planes[0]):
+                plane = read_plane(index)[0]
+                if plane.shape != image.shape:
+                    raise ImageReadError(f"{name}: plane {index} is {plane.shape}, plane 0 {image.shape}: "
+                                         "the planes differ in size, so there is no projection of them")
+                image = np.maximum(image, plane)
+        if head[:4] in _TIFF_MAGICS:
             channel = None  # selected while decoding: only that channel's data were read
-        elif head[:8] == _PNG_MAGIC and len(head) >= 26 and head[24] == 16 and head[25] in (2, 4, 6):
-            image, planes = _read_png16_colour(src, head, name=name, page=page, max_pixels=max_pixels), None
-        else:
-            image, planes = _read_pillow(src, name=name, page=page, max_pixels=max_pixels)
     except CellcountError:
         raise
     except MemoryError as err:
@@ -217,11 +253,14 @@ def read_image_and_note(
         image = image.astype(image.dtype.newbyteorder("="))
     if channel is not None:
         image = _select_channel(image, channel)
-    note = None
-    if warn_planes and planes is not None:
-        note = (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Save the "
-                "plane you want (or a maximum projection) as its own image, or in Python, read_image(page=N) reads plane N")
-    return image, note
+    return image, planes
+
+
+def _check_page(page: object) -> None:
+    """``page``: an index >= 0 (or "max", handled before): a clear error for anything else."""
+    if isinstance(page, str):
+        raise ParameterError(f"page must be a plane index >= 0 or 'max' (the maximum projection), got {page!r}")
+    _check_int("page", page, minimum=0)
 
 
 def _check_decoded(name: str, height: int, width: int, n_channels: int, max_pixels: int) -> None:
