@@ -234,10 +234,12 @@ def set_digest(items: Iterable[tuple[str, bytes, Any]]) -> str:
     return h.hexdigest()
 
 
-def image_caption(source: Source, image: np.ndarray) -> str:
+def image_caption(source: Source, image: np.ndarray, page: int | str | None = None) -> str:
     h, w = image.shape[:2]
     ch = 1 if image.ndim == 2 else image.shape[2]
     text = f"**{source.name}** · {w} × {h} px (W × H) · {image.dtype} · {ch} channel{'s' if ch > 1 else ''}"
+    if page is not None:
+        text += " · maximum projection of its planes" if page == "max" else f" · plane {page}"
     if source.truth is not None:
         text += f" · ground truth {source.truth} cells"
     return text

@@ -269,7 +269,7 @@ if source is not None:
         sh.show_error(err)
         image = None
     else:
-        st.markdown(sh.image_caption(source, image))
+        st.markdown(sh.image_caption(source, image, page))
 with top[2]:
     sh.input_ui(P, model, image)
 results_panel(source, image, model_name, note)

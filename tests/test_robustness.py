@@ -628,6 +628,7 @@ def test_app_count_page_counts_the_plane_or_projection_chosen(monkeypatch) -> No
     plane.set_value("max").run()
     assert not at.exception and not at.error
     assert int(_metric(at, "Count")) == 4 and not at.warning
+    assert any("stack.tif" in m.value and "maximum projection" in m.value for m in at.markdown)
     badges = [m.value for m in at.markdown if "badge[" in m.value]
     assert len(badges) == 1 and "Check this image" not in badges[0], badges
     _widget(at.selectbox, "count_plane").set_value(2).run()
