@@ -241,9 +241,10 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     return items
 
 
-def settings_ui(n_images: int, just_saved: str | None = None) -> dict | None:
+def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool = False) -> dict | None:
     """Base model, new name, time budget and held-out images -> the job's arguments (None: not ready).
-    ``just_saved``: the model this session's run saves or saved (its name is taken, and that is no error)."""
+    ``just_saved``: the model this session's run saves or saved (its name is taken, and that is no error).
+    ``dots_only``: every annotation is dots, which a density model learns from directly."""
     nets = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
     if not nets:
         st.info("No trained network to start from: weights/ holds none (the classical baseline cannot learn).")
@@ -255,6 +256,12 @@ def settings_ui(n_images: int, just_saved: str | None = None) -> dict | None:
                        help="The model to fine-tune: a shipped model or one you trained before.")
     name = b.text_input("Name of the new model", value=f"{base}-mine", key=f"{P}_name", max_chars=80,
                         help="A plain folder name; shipped models' names are taken.").strip()
+    density = [n for n in nets if sh.get_model(n).output_kind == "density"]
+    if dots_only and density and sh.get_model(base).output_kind == "mask":
+        st.info(f"Your annotations are dots. A segmentation model such as {base} learns from its own outlines "
+                f"corrected by your dots, which works where cells are separate; where they touch or overlap, a "
+                f"density model ({', '.join(density)}) learns from the dots directly and usually counts better "
+                "(docs/finetuning.md). Label images or masks teach a segmentation model the outlines too.")
     c, d = st.columns(2)
     minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes",
                              help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
@@ -327,7 +334,8 @@ if not items:
 st.caption(f"{len(items)} annotated image(s).")
 mine = board.get(me)
 saved = mine.snapshot() if mine is not None else None
-job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None)
+job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None,
+                       dots_only=all(gt.kind == "points" for _, _, gt in items))
 busy = board.running()
 if busy is not None and busy is not board.get(me):
     s = busy.snapshot()

@@ -178,3 +178,23 @@ def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     at = wait_until(at, lambda a: len(a.error) > 0)
     assert "failed: unexpected error (RuntimeError): disk on fire" in at.error[0].value
     assert not at.exception and not at.button(key="train_start").disabled
+
+
+def test_dots_only_on_a_segmentation_base_says_a_density_base_learns_from_dots(tiny_models):
+    """All annotations are dots: starting from a segmentation model shows why a density model may count
+    touching cells better; a density base, or label images, show no such note."""
+    images, csvs, _ = _set(2)
+    at = open_train(images, csvs)
+    at.selectbox(key="train_base").set_value("tiny-mask").run()
+    notes = [i.value for i in at.info if "Your annotations are dots" in i.value]
+    assert len(notes) == 1 and "tiny-density" in notes[0], [i.value for i in at.info]
+    at.selectbox(key="train_base").set_value("tiny-density").run()
+    assert not any("Your annotations are dots" in i.value for i in at.info)
+    labels = []
+    for name, data, _ in images:
+        arr = np.array(Image.open(io.BytesIO(data)).convert("L"))
+        labels.append((name.replace(".png", "_labels.png"), _png((arr > arr.mean()).astype(np.uint8) * 255),
+                       "image/png"))
+    at = open_train(images, labels)
+    at.selectbox(key="train_base").set_value("tiny-mask").run()
+    assert not at.exception and not any("Your annotations are dots" in i.value for i in at.info)
