@@ -103,19 +103,22 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
     if not planes:
         return source, None
     n, what = planes
-    options: list[int | str | None] = [None, "max", *range(n)]
+    # option values and labels that do not depend on the file, so that a choice survives the next upload
+    # (the browser answers with the label; "first", not None, which a selectbox takes for "nothing chosen")
+    options: list[int | str] = ["first", "max", *range(n)]
     key = f"{prefix}_plane"
-    if st.session_state.get(key, None) not in options:  # a file with fewer planes than the last one
-        st.session_state[key] = None
-    labels = {None: f"First of {n} {what}, not chosen (the count is flagged)",
-              "max": f"Maximum projection of all {n} {what}"}
+    if st.session_state.get(key, "first") not in options:  # a plane this file does not have
+        st.session_state[key] = "first"
+    labels = {"first": "The first plane only, not chosen (the count is flagged)",
+              "max": "Maximum projection of all planes"}
     page = st.selectbox(
         "Plane", options, key=key, format_func=lambda o: labels.get(o) or f"Plane {o} (0 = the first)",
         help="Which plane of the file to count, or their maximum-intensity projection (each pixel's brightest "
         "value over all planes: every nucleus appears, whichever plane it is in focus on; the usual way to "
-        "count a z-stack). The count, the outlines and the downloads are of what you choose here.",
+        f"count a z-stack). This file holds {n} {what}. The count, the outlines and the downloads are of "
+        "what you choose here.",
     )
-    if page is None:
+    if page not in options or page == "first":
         return source, None
     return replace(source, digest=f"{source.digest}:plane={page}"), page
 

@@ -145,12 +145,13 @@ with right:
     except cc.CellcountError as err:
         sh.show_error(err)
         params = None
-    page = st.selectbox(
-        "Z-stacks and other files with several planes", [None, "max"], key=f"{P}_plane",
-        format_func={None: "Count the first plane (the row is flagged)", "max": "Count their maximum projection"}.get,
+    plane = st.selectbox(
+        "Z-stacks and other files with several planes", ["first", "max"], key=f"{P}_plane",
+        format_func={"first": "Count the first plane (the row is flagged)", "max": "Count their maximum projection"}.get,
         help="Maximum-intensity projection: each pixel's brightest value over all planes, so every nucleus appears "
         "whichever plane it is in focus on. Files with one plane are counted as they are either way.",
     )
+    page = "max" if plane == "max" else None
     run = st.button(
         f"Count {len(files or [])} file(s)",
         key=f"{P}_run",

@@ -241,6 +241,14 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     return items
 
 
+def _kind(name: str) -> str | None:
+    """A model's output kind from its card (no weights loaded); None when the card cannot be read."""
+    try:
+        return cc.models.model_card(name).output_kind
+    except (cc.CellcountError, OSError, ValueError):
+        return None
+
+
 def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool = False) -> dict | None:
     """Base model, new name, time budget and held-out images -> the job's arguments (None: not ready).
     ``just_saved``: the model this session's run saves or saved (its name is taken, and that is no error).
@@ -256,8 +264,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                        help="The model to fine-tune: a shipped model or one you trained before.")
     name = b.text_input("Name of the new model", value=f"{base}-mine", key=f"{P}_name", max_chars=80,
                         help="A plain folder name; shipped models' names are taken.").strip()
-    density = [n for n in nets if sh.get_model(n).output_kind == "density"]
-    if dots_only and density and sh.get_model(base).output_kind == "mask":
+    density = [n for n in nets if _kind(n) == "density"] if dots_only else []
+    if density and _kind(base) == "mask":
         st.info(f"Your annotations are dots. A segmentation model such as {base} learns from its own outlines "
                 f"corrected by your dots, which works where cells are separate; where they touch or overlap, a "
                 f"density model ({', '.join(density)}) learns from the dots directly and usually counts better "

@@ -78,11 +78,18 @@ def test_onnx_export_is_kept_per_network_and_read_back(monkeypatch, tmp_path):
     np.testing.assert_allclose(build_backend(net, "onnxruntime", cache=True)(x).numpy(), want, atol=1e-4)
     assert len(exports) == 3 and path.stat().st_size > 0
 
+    path.write_bytes(b"not an ONNX graph")  # damaged: exported again and replaced
+    np.testing.assert_allclose(build_backend(net, "onnxruntime", cache=True)(x).numpy(), want, atol=1e-4)
+    assert len(exports) == 4 and path.read_bytes() != b"not an ONNX graph"
+    net.head = "density"  # a card-chosen attribute changes the graph without changing a weight
+    assert backends.onnx_cache_file(fold_batchnorm(net)) != path
+    net.head = "mask"
+
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     np.testing.assert_allclose(build_backend(net, "onnxruntime", cache=True)(x).numpy(), want, atol=1e-4)
-    assert len(exports) == 4
+    assert len(exports) == 5
 
 
 def test_unknown_backend_is_refused_with_the_valid_names(tiny_model):

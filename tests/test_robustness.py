@@ -624,7 +624,7 @@ def test_app_count_page_counts_the_plane_or_projection_chosen(monkeypatch) -> No
     _widget(at.radio, "count_source").set_value("Upload").run()
     _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
     plane = _widget(at.selectbox, "count_plane")
-    assert plane.value is None and int(_metric(at, "Count")) == 1  # the first plane, flagged
+    assert plane.value == "first" and int(_metric(at, "Count")) == 1  # the first plane, flagged
     plane.set_value("max").run()
     assert not at.exception and not at.error
     assert int(_metric(at, "Count")) == 4 and not at.warning
@@ -633,6 +633,16 @@ def test_app_count_page_counts_the_plane_or_projection_chosen(monkeypatch) -> No
     assert len(badges) == 1 and "Check this image" not in badges[0], badges
     _widget(at.selectbox, "count_plane").set_value(2).run()
     assert int(_metric(at, "Count")) == 2 and not at.warning
+    # another stack with more planes: the projection chosen for the last one stays chosen
+    _widget(at.selectbox, "count_plane").set_value("max").run()
+    deeper = io.BytesIO()
+    tifffile.imwrite(deeper, np.concatenate([stack, stack[:2]]), imagej=True, metadata={"axes": "ZYX"})
+    _widget(at.file_uploader, "count_upload").set_value(("deeper.tif", deeper.getvalue(), "image/tiff")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert _widget(at.selectbox, "count_plane").value == "max" and int(_metric(at, "Count")) == 4
+    _widget(at.selectbox, "count_plane").set_value(4).run()  # a plane the next file does not have
+    _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
+    assert not at.exception and not at.error and _widget(at.selectbox, "count_plane").value == "first"
     one = io.BytesIO()
     tifffile.imwrite(one, stack[0])
     _widget(at.file_uploader, "count_upload").set_value(("one.tif", one.getvalue(), "image/tiff")).run()

@@ -236,7 +236,7 @@ def read_image_planes(
                 if plane.shape != image.shape:
                     raise ImageReadError(f"{name}: plane {index} is {plane.shape}, plane 0 {image.shape}: "
                                          "the planes differ in size, so there is no projection of them")
-                image = np.maximum(image, plane)
+                image = np.fmax(image, plane)  # a NaN (float stacks) in one plane does not win
         if head[:4] in _TIFF_MAGICS:
             channel = None  # selected while decoding: only that channel's data were read
     except CellcountError:

@@ -14,6 +14,7 @@ Which one is fastest depends on the CPU, so :mod:`cellcount.models.autotune` tim
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -107,19 +108,26 @@ ONNX_OPSET = 17
 
 def onnx_cache_file(net: torch.nn.Module) -> Path:
     """Where the ONNX export of ``net`` is kept: beside the backend choices (``$XDG_CACHE_HOME/cellcount/onnx/``),
-    named by a hash of everything the graph depends on: every weight, the source of the module that defines
-    the network's class, torch's version and the opset. New weights, new code or a new torch export again."""
+    named by a hash of everything the graph depends on: every tensor (name, shape, dtype, values), every
+    module's class and plain attributes (a head's kind, an activation chosen by the card), the source of the
+    modules that define them and of this exporter, torch's version and the opset."""
     import sys
 
     from .autotune import cache_file
 
-    h = hashlib.sha256(f"torch {torch.__version__}|opset {ONNX_OPSET}|{type(net).__qualname__}".encode())
-    source = getattr(sys.modules.get(type(net).__module__), "__file__", None)
-    if source:
+    h = hashlib.sha256(f"torch {torch.__version__}|opset {ONNX_OPSET}".encode())
+    sources = {__file__}
+    for name, module in net.named_modules():
+        sources.add(getattr(sys.modules.get(type(module).__module__), "__file__", None) or "")
+        plain = {k: v for k, v in sorted(vars(module).items())
+                 if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple, type(None)))}
+        h.update(f"{name}|{type(module).__module__}.{type(module).__qualname__}|{plain!r}".encode())
+    for source in sorted(filter(None, sources)):
         h.update(Path(source).read_bytes())
     for key, t in net.state_dict().items():
-        h.update(key.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
     return cache_file().parent / "onnx" / f"{h.hexdigest()[:32]}.onnx"
 
 
@@ -135,25 +143,35 @@ def _export_onnx(net: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def _cached_onnx(net: torch.nn.Module) -> bytes:
-    """``net`` as an ONNX graph: read from the cache when it is there, else exported and kept there (written
-    to a temporary name and renamed, so a reader never sees half a file)."""
-    path = onnx_cache_file(net)
+def _cached_onnx(net: torch.nn.Module) -> tuple[bytes, Path | None]:
+    """``net`` as an ONNX graph, and the cache file when it was read from one: read from the cache when it is
+    there, else exported and kept there (written to a temporary name and renamed, so a reader never sees half
+    a file). Any trouble with the cache (no home folder, a file that cannot be read or written) means
+    exporting."""
     try:
-        data = path.read_bytes()
-        if data:
-            return data
-    except OSError:
-        pass
+        path: Path | None = onnx_cache_file(net)
+    except (OSError, RuntimeError) as err:  # RuntimeError: no home folder to put a cache in
+        logger.debug("no ONNX cache: %s", err)
+        path = None
+    if path is not None:
+        try:
+            data = path.read_bytes()
+            if data:
+                return data, path
+        except OSError:
+            pass
     data = _export_onnx(net)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        logger.debug("could not keep the ONNX export in %s: %s", path, err)
-    return data
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as err:
+            logger.debug("could not keep the ONNX export in %s: %s", path, err)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    return data, None
 
 
 class OnnxRuntimeNet(torch.nn.Module):
@@ -170,13 +188,21 @@ class OnnxRuntimeNet(torch.nn.Module):
         super().__init__()
         import onnxruntime as ort
 
-        graph = _cached_onnx(net) if cache else _export_onnx(net)
+        graph, cached = _cached_onnx(net) if cache else (_export_onnx(net), None)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - ONNX Runtime raises its own types for a damaged graph
+            if cached is None:
+                raise
+            logger.debug("cached ONNX graph %s is damaged: exporting again", cached, exc_info=True)
+            cached.unlink(missing_ok=True)
+            graph, _ = _cached_onnx(net)
+            self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
