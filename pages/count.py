@@ -134,10 +134,11 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
     )
 
 
-def downloads(source: sh.Source, result: cc.CountResult) -> None:
+def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None = None) -> None:
     s = sh.stem(source.name)
+    plane = {} if page is None else {"plane": page}  # what was counted of a z-stack
     files = [
-        ("Counts CSV", lambda: sh.csv_bytes(pd.DataFrame([{"file": source.name, **result.summary_row()}])),
+        ("Counts CSV", lambda: sh.csv_bytes(pd.DataFrame([{"file": source.name, **plane, **result.summary_row()}])),
          f"{s}_counts.csv", "text/csv", "counts", None),
         ("Objects CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)), f"{s}_objects.csv",
          "text/csv", "objects", None),
@@ -152,7 +153,7 @@ def downloads(source: sh.Source, result: cc.CountResult) -> None:
         sh.download_button(label, data, name, mime, f"{P}_dl_{key}", container=row, help=help_text)
 
 
-def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) -> None:
+def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, page: int | str | None = None) -> None:
     m = st.columns(4)
     delta = None if source.truth is None else f"{result.count - source.truth:+d} vs ground truth"
     if result.output_kind == "density":
@@ -206,11 +207,12 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult) ->
         st.caption("The model stage ran once for this image and these input settings; moving a slider only "
                    "reruns postprocess and measure.")
         sh.backend_ui(P, sh.get_model(result.model_name))
-    downloads(source, result)
+    downloads(source, result, page)
 
 
 @st.fragment
-def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name: str, note: str | None) -> None:
+def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name: str, note: str | None,
+                  page: int | str | None = None) -> None:
     """Sliders + results: a slider change reruns only this fragment (postprocessing, never the model).
 
     The sliders are drawn whether or not an image is loaded, so replacing the upload never unmounts them.
@@ -246,7 +248,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         except cc.CellcountError as err:
             sh.show_error(err)
             return
-        show_result(source, image, result)
+        show_result(source, image, result, page)
 
 
 st.title("Count")
@@ -258,7 +260,7 @@ with top[2].expander("Settings file"):
     sh.settings_upload(P)
 sh.show_messages(P)
 
-image = note = None
+image = note = page = None
 if source is not None:
     try:
         with top[0]:
@@ -272,4 +274,4 @@ if source is not None:
         st.markdown(sh.image_caption(source, image, page))
 with top[2]:
     sh.input_ui(P, model, image)
-results_panel(source, image, model_name, note)
+results_panel(source, image, model_name, note, page)
