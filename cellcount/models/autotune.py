@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ParameterError
-from .backends import BACKENDS, available_backends, check_backend, cpu_flags
+from .backends import BACKENDS, available_backends, cache_dir, check_backend, cpu_flags
 
 if TYPE_CHECKING:
     import torch
@@ -59,8 +59,7 @@ def requested_backend(option: str | None = None, *, environ: Mapping[str, str] |
 
 def cache_file() -> Path:
     """``$XDG_CACHE_HOME/cellcount/backends.json``, else ``~/.cache/cellcount/backends.json``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cellcount" / CACHE_FILE_NAME
+    return cache_dir() / CACHE_FILE_NAME
 
 
 def cpu_model() -> str:

@@ -106,14 +106,18 @@ def available_backends() -> list[str]:
 ONNX_OPSET = 17
 
 
+def cache_dir() -> Path:
+    """The user's cellcount cache folder: ``$XDG_CACHE_HOME/cellcount``, else ``~/.cache/cellcount`` (the
+    backend choices of :mod:`cellcount.models.autotune` and the ONNX exports live there)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "cellcount"
+
+
 def onnx_cache_file(net: torch.nn.Module) -> Path:
     """Where the ONNX export of ``net`` is kept: beside the backend choices (``$XDG_CACHE_HOME/cellcount/onnx/``),
     named by a hash of everything the graph depends on: every tensor (name, shape, dtype, values), every
     module's class and plain attributes (a head's kind, an activation chosen by the card), the source of the
     modules that define them and of this exporter, torch's version and the opset."""
     import sys
-
-    from .autotune import cache_file
 
     h = hashlib.sha256(f"torch {torch.__version__}|opset {ONNX_OPSET}".encode())
     sources = {__file__}
@@ -128,7 +132,7 @@ def onnx_cache_file(net: torch.nn.Module) -> Path:
         t = t.detach().cpu().contiguous()
         h.update(f"{key}|{tuple(t.shape)}|{t.dtype}".encode())
         h.update(t.numpy().tobytes())
-    return cache_file().parent / "onnx" / f"{h.hexdigest()[:32]}.onnx"
+    return cache_dir() / "onnx" / f"{h.hexdigest()[:32]}.onnx"
 
 
 def _export_onnx(net: torch.nn.Module) -> bytes:
@@ -178,7 +182,7 @@ class OnnxRuntimeNet(torch.nn.Module):
     """A network exported to ONNX and run by ONNX Runtime's CPU kernels, behind the ``nn.Module`` call.
 
     Same fp32 arithmetic as PyTorch (outputs within 1e-5). ``run`` is thread-safe, so one instance
-    serves every app session. The export takes 0.5-1 s, most of a short command-line run's start, so with
+    serves every app session. The export is a large part of a short command-line run's start, so with
     ``cache`` the exported graph is kept in the user's cache folder under a hash of the network
     (:func:`onnx_cache_file`) and read back next time; an unreadable or unwritable cache only means
     exporting again.
