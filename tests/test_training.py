@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cellcount.models import NetModel, load_model, read_card
+from cellcount.models.backends import available_backends
 from cellcount.train import load_config, train
 from cellcount.training.augment import augment, elastic, flip_rotate, random_crop_scaled
 from cellcount.training.data import is_validation, prepare_item
@@ -256,6 +257,43 @@ def test_init_from_a_mask_model_grows_the_output_layer_for_a_multihead(tmp_path,
     a, b = load_model(first).net.state_dict(), load_model(tmp_path / "stage2" / cfg["name"]).net.state_dict()
     assert torch.equal(a["out.weight"], b["out.weight"][:2]), "the mask heads keep the source's weights"
     assert torch.equal(a["stem.body.0.weight"], b["stem.body.0.weight"]), "the trunk too"
+
+
+@pytest.mark.parametrize("branch", [True, "decoder"])
+def test_a_density_branch_learns_beside_a_frozen_mask_model(branch, tmp_path, synthetic_split):
+    import torch
+
+    first = train(_tiny_config(tmp_path, "mask", steps=2))
+    cfg = _tiny_config(tmp_path, "multihead", steps=2)
+    cfg["model"].update(out_channels=2, density_branch=branch)
+    cfg["init"] = {"from": str(first)}
+    cfg["train"]["trainable"] = "new_outputs"
+    cfg["out_dir"] = str(tmp_path / "stage2")
+    card = read_card(train(cfg))
+    assert card.kwargs["density_branch"] == branch
+    fresh = card.training["init_from"]["fresh_parameters"]
+    assert fresh and all(k.startswith("density_dec." if branch == "decoder" else "density_out.") for k in fresh)
+    model = load_model(tmp_path / "stage2" / cfg["name"])
+    a, b = load_model(first).net.state_dict(), model.net.state_dict()
+    assert all(torch.equal(v, b[k]) for k, v in a.items()), "the mask network stays bit-identical"
+    image = np.random.default_rng(0).uniform(0, 1, (40, 56)).astype(np.float32)
+    slow = model.predict_maps(image, fast=False)
+    assert slow.shape == (3, 40, 56) and (slow[2] >= 0).all()
+    np.testing.assert_allclose(slow[:2], load_model(first).predict_maps(image, fast=False), atol=1e-6)
+    for backend in available_backends():  # every inference path runs the branch as the network does
+        np.testing.assert_allclose(model.predict_maps(image, fast=True, backend=backend), slow, atol=2e-2 if
+                                   backend == "bf16" else 1e-3, err_msg=backend)
+
+
+def test_density_branch_kinds_are_checked():
+    from cellcount.models import create_model
+
+    with pytest.raises(ValueError, match="density_branch"):
+        create_model("unet", head="mask", density_branch="wide")
+    with pytest.raises(ValueError, match="density_branch"):
+        create_model("unet", head="density", density_branch="decoder")
+    with pytest.raises(ValueError, match="depth >= 2"):
+        create_model("unet", head="mask", depth=1, density_branch="decoder")
 
 
 def test_train_resumes_from_the_checkpoint(tmp_path, synthetic_split):

@@ -23,7 +23,7 @@ MAX_DEEPEST_WIDTH = 1024
 """Largest channel count at the bottom of a U-Net (``base_width * 2**depth``): about 40 M parameters.
 A card asking for more (``base_width: 2048`` or ``depth: 40``) would allocate tens of GB before any check."""
 
-# name: (type, lowest, highest) or (str, allowed values or None for any text)
+# name: (type, lowest, highest), (str, allowed values or None for any text) or ("choice", allowed values)
 ARCHITECTURE_KWARGS: dict[str, tuple] = {
     "in_channels": (int, 1, 16),
     "out_channels": (int, 1, 16),
@@ -31,7 +31,7 @@ ARCHITECTURE_KWARGS: dict[str, tuple] = {
     "depth": (int, 1, 8),
     "head": (str, None),  # its values are checked by the architecture's constructor
     "density_act": (str, ("softplus", "relu")),
-    "density_branch": (bool,),
+    "density_branch": ("choice", (False, True, "block", "decoder")),  # unet.DENSITY_BRANCHES
 }
 """Arguments a card's ``kwargs`` may pass to the U-Net family (every registered architecture)."""
 
@@ -152,7 +152,10 @@ def _validate(card: ModelCard, folder: str | Path | None) -> None:
         raise ValueError(f"unknown kwargs {unknown}; valid: {', '.join(ARCHITECTURE_KWARGS)}")
     for key, value in card.kwargs.items():
         spec = ARCHITECTURE_KWARGS[key]
-        if spec[0] is bool:
+        if spec[0] == "choice":
+            if not isinstance(value, (bool, str)) or value not in spec[1]:
+                raise ValueError(f"kwargs.{key} must be one of {', '.join(map(str, spec[1]))}, got {value!r}")
+        elif spec[0] is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"kwargs.{key} must be true or false, got {value!r}")
         elif spec[0] is str:

@@ -138,7 +138,12 @@ class FusedUNet(nn.Module):
         self.out_weight = net.out.weight.detach().float().contiguous(memory_format=torch.channels_last)
         self.out_bias = None if net.out.bias is None else net.out.bias.detach().float()
         self.head, self.density_act = net.head, net.density_act
-        self.density_block = self.density_w = self.density_b = None
+        self.density_block = self.density_w = self.density_b = self.density_dec = None
+        if net.density_dec is not None:  # the light density decoder: blocks fused, its 1x1 in fp32
+            dec = net.density_dec
+            self.density_dec = [_FusedBlock(b, dtype) for b in dec.blocks]
+            self.density_w = dec.out.weight.detach().float().contiguous(memory_format=torch.channels_last)
+            self.density_b = None if dec.out.bias is None else dec.out.bias.detach().float()
         if net.density_out is not None:  # the multihead's density branch: its block fused, its 1x1 in fp32
             block, conv = net.density_out
             self.density_block = _FusedBlock(block, dtype)
@@ -152,12 +157,17 @@ class FusedUNet(nn.Module):
             for down in self.down:
                 skips.append(down(F.max_pool2d(skips[-1], 2)))
             y = skips.pop()
+            levels = []
             for i, (up, dec) in enumerate(zip(self.up, self.dec)):
                 y = up(y)
                 skip = skips.pop()
                 if self.gates is not None:
                     skip = self.gates[i](skip, y)
                 y = dec(torch.cat([skip, y], dim=1))
+                levels.append(y)
+            if self.density_dec is not None:
+                return torch.cat([F.conv2d(y.float(), self.out_weight, self.out_bias),
+                                  self._density_decoder(levels[:-1])], dim=1)
             if self.density_block is not None:
                 d = F.conv2d(self.density_block(y).float(), self.density_w, self.density_b)
                 return torch.cat([F.conv2d(y.float(), self.out_weight, self.out_bias), d], dim=1)
@@ -165,3 +175,13 @@ class FusedUNet(nn.Module):
             if self.head == "density":
                 y = F.relu(y) if self.density_act == "relu" else F.softplus(y)
             return y
+
+    def _density_decoder(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """``DensityDecoder.forward`` with fused blocks (interpolation in ``dtype``, the 1x1 in fp32)."""
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+        d = self.density_dec[0](feats[0])
+        for blk, f in zip(self.density_dec[1:], feats[1:], strict=True):
+            d = blk(torch.cat([up(d).contiguous(memory_format=torch.channels_last), f], dim=1))
+        return up(F.conv2d(d.float(), self.density_w, self.density_b))
