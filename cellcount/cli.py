@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also count files that look like ground truth (*_labels, *_mask, ...)")
     c.add_argument("--plane", type=_plane, default=None, metavar="N|max",
                    help="z-stacks, time series and other multi-plane files: count plane N (0 = the first) or "
-                        "'max', their maximum-intensity projection (default: the first plane, and the row is flagged)")
+                        "'max', their maximum-intensity projection (default: the plane --settings names, else the first "
+                        "plane, and the row is flagged)")
     add_param_options(c)
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
@@ -264,6 +265,10 @@ def cmd_count(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model or default_model_name())
         params = resolve_params(model, param_overrides(args))
+        if args.plane is None and args.settings:  # a settings file saved for z-stacks names its plane
+            from .settingsfile import plane_from_file
+
+            args.plane = plane_from_file(args.settings)
         size_model = size_model_for(model, params)  # loaded once for the whole run
         backend = requested_backend(args.backend)
         files = list_image_files(args.paths, on_skip=warn)
@@ -481,7 +486,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
             text = rows.to_csv(index=False, lineterminator="\n")
             if args.settings_out:
-                settings = {k: run["settings"][k] for k in ("model", "model_sha256", "params") if k in run["settings"]}
+                settings = {k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane")
+                            if k in run["settings"]}
                 atomic_write_bytes(args.settings_out, json.dumps(settings, indent=2).encode("utf-8"))
             if args.out == "-":
                 sys.stdout.write(text)

@@ -51,6 +51,35 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
         Not JSON, larger than :data:`MAX_SETTINGS_JSON_BYTES`, nested deeper than
         :data:`MAX_SETTINGS_JSON_DEPTH`, not an object, or a parameter that is unknown or out of range.
     """
+    data = _load(text)
+    if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
+        data = data["params"]
+    if not isinstance(data, dict):
+        raise ParameterError("settings JSON must be an object of parameter names to values")
+    resolve_params(None, data)  # validate now, with a clear message
+    return data
+
+
+def plane_from_json(text: str | bytes) -> int | str | None:
+    """The plane of z-stacks a settings file names (``"plane": N``, 0 = the first, or ``"max"``, the
+    maximum-intensity projection; the app and the CLI write it when one was chosen), None when it names none.
+    The plane is not a postprocessing parameter: it chooses what is read, so it sits beside ``params``."""
+    data = _load(text)
+    plane = data.get("plane") if isinstance(data, dict) else None
+    return None if plane is None else check_plane(plane)
+
+
+def check_plane(plane: Any) -> int | str:
+    """A plane choice as the readers take it: an int >= 0 or "max" (ParameterError otherwise)."""
+    if isinstance(plane, str) and plane.strip().lower() == "max":
+        return "max"
+    if isinstance(plane, int) and not isinstance(plane, bool) and plane >= 0:
+        return plane
+    raise ParameterError(f"plane must be a plane number >= 0 or 'max', got {plane!r}")
+
+
+def _load(text: str | bytes) -> Any:
+    """The JSON value of a settings file, within the size and depth limits."""
     if len(text) > MAX_SETTINGS_JSON_BYTES:
         raise ParameterError(
             f"settings file is {len(text):,} bytes, above the limit of {MAX_SETTINGS_JSON_BYTES:,}; "
@@ -69,16 +98,20 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
         raise ParameterError(f"settings file is not valid JSON: {err}") from err
     except RecursionError as err:  # a guard behind the depth check
         raise ParameterError("settings JSON is nested too deeply") from err
-    if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
-        data = data["params"]
-    if not isinstance(data, dict):
-        raise ParameterError("settings JSON must be an object of parameter names to values")
-    resolve_params(None, data)  # validate now, with a clear message
     return data
 
 
 def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
     """:func:`params_from_json` of a file, reading no more than the size limit (a wrong file given as
     settings may be gigabytes)."""
+    return params_from_json(_read(path))
+
+
+def plane_from_file(path: str | os.PathLike) -> int | str | None:
+    """:func:`plane_from_json` of a file."""
+    return plane_from_json(_read(path))
+
+
+def _read(path: str | os.PathLike) -> bytes:
     with open(path, "rb") as fh:
-        return params_from_json(fh.read(MAX_SETTINGS_JSON_BYTES + 1))
+        return fh.read(MAX_SETTINGS_JSON_BYTES + 1)

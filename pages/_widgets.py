@@ -14,7 +14,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount.params import BORDER_SPLIT_MODES, DENSITY_FIELDS, INPUT_FIELDS, MASK_FIELDS, SCHEMA, has_border_channel
-from cellcount.settingsfile import params_from_json
+from cellcount.settingsfile import params_from_json, plane_from_json
 from pages import _settings as settings
 from pages._model_ui import get_model
 
@@ -270,10 +270,17 @@ def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, deta
     settings.set_current_model(model_name)
 
 
-def settings_json(model_name: str, params: cc.CountParams | dict[str, Any]) -> str:
-    """Settings file: ``{"model": ..., "params": {...}}``, the format the CLI writes and reads (--settings)."""
+def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plane: int | str | None = None) -> str:
+    """Settings file: ``{"model": ..., "params": {...}}``, the format the CLI writes and reads (--settings),
+    with the ``plane`` of z-stacks when one was chosen (a number or "max")."""
     values = params.to_dict() if isinstance(params, cc.CountParams) else dict(params)
-    return json.dumps({"model": model_name, "params": values}, indent=2)
+    return json.dumps({"model": model_name, "params": values, **({} if plane is None else {"plane": plane})},
+                      indent=2)
+
+
+PLANE_KEYS = {"count_plane": lambda p: p, "batch_plane": lambda p: "max" if p == "max" else "first"}
+"""The pages' plane choices (widget keys) and what a settings file's plane sets them to (Batch offers only
+the first plane or the projection)."""
 
 
 def _apply_settings_file(prefix: str) -> None:
@@ -283,6 +290,7 @@ def _apply_settings_file(prefix: str) -> None:
     data = uploaded.getvalue()
     try:
         overrides = params_from_json(data)
+        plane = plane_from_json(data)
     except cc.CellcountError as err:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
@@ -299,6 +307,10 @@ def _apply_settings_file(prefix: str) -> None:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
     apply_settings(model_name, overrides, origin="file", detail=uploaded.name)
+    if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
+        for key, value in PLANE_KEYS.items():
+            st.session_state[key] = value(plane)
+        note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
     st.session_state[f"{prefix}__shown_model"] = model_name  # announced here, not as a model change
     st.session_state[f"{prefix}__msg"] = (
         "success",

@@ -73,7 +73,7 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: 
         "counts": counts_frame(done),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
         "labels_zip": labels_zip(ok) if model.output_kind == "mask" else None,
-        "settings": sh.settings_json(model.name, params),
+        "settings": sh.settings_json(model.name, params, page),
         "model": model.name,
     }
 

@@ -146,7 +146,7 @@ def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None 
     if result.labels is not None:
         files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels), f"{s}_labels.tif",
                       "image/tiff", "labels", "Kept objects 1..N; 16-bit when N < 65,536, else 32-bit."))
-    files.append(("Settings JSON", sh.settings_json(result.model_name, result.params), f"{s}_settings.json",
+    files.append(("Settings JSON", sh.settings_json(result.model_name, result.params, page), f"{s}_settings.json",
                   "application/json", "settings", "Load it again here, or use it with the CLI: --settings FILE."))
     row = st.container(horizontal=True)
     for label, data, name, mime, key, help_text in files:

@@ -10,6 +10,7 @@ import pytest
 import tifffile
 
 from cellcount.cli import main
+from cellcount.history import list_runs
 from cellcount.models import CLASSICAL_NAME, load_model
 from cellcount.pipeline import resolve_params
 
@@ -183,3 +184,33 @@ def test_plane_option_counts_a_plane_or_the_projection_of_a_stack(tmp_path, caps
     assert "a plane number >= 0 or 'max'" in capsys.readouterr().err
     assert main(base + ["--plane", "7"]) == 1  # out of range for this file: an error row, the batch goes on
     assert "out of range" in pd.read_csv(out).iloc[0]["reason"]
+
+
+def test_a_settings_file_carries_the_plane_to_count_and_from_runs_export(tmp_path, capsys):
+    """The plane saved with the settings (the app's Settings JSON, the run's settings file, runs --export
+    --settings-out) is counted again by count --settings; --plane given on the command line wins."""
+    import numpy as np
+
+    stack = np.zeros((3, 48, 48), np.uint8)
+    for z, (y, x) in enumerate([(6, 6), (6, 30), (30, 6)]):
+        stack[z, y:y + 10, x:x + 10] = 200
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    tifffile.imwrite(folder / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {}, "plane": "max"}))
+    out = tmp_path / "counts.csv"
+    base = ["count", str(folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(base + ["--settings", str(settings)]) == 0
+    assert pd.read_csv(out).iloc[0]["count"] == 3, "the file's plane: the projection"
+    assert json.loads(out.with_name("counts.settings.json").read_text())["plane"] == "max"
+    assert main(base + ["--settings", str(settings), "--plane", "1"]) == 0
+    assert pd.read_csv(out).iloc[0]["count"] == 1, "--plane wins over the file"
+    settings.write_text(json.dumps({"params": {}, "plane": -2}))
+    assert main(base + ["--settings", str(settings)]) == 2
+    assert "plane must be a plane number >= 0 or 'max'" in capsys.readouterr().err
+    exported = tmp_path / "exported.settings.json"
+    run_id = int(list_runs()["id"].max())
+    assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "x.csv"), "--settings-out",
+                 str(exported)]) == 0
+    assert json.loads(exported.read_text())["plane"] == 1

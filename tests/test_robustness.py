@@ -633,6 +633,14 @@ def test_app_count_page_counts_the_plane_or_projection_chosen(monkeypatch) -> No
     assert len(badges) == 1 and "Check this image" not in badges[0], badges
     _widget(at.selectbox, "count_plane").set_value(2).run()
     assert int(_metric(at, "Count")) == 2 and not at.warning
+    # a settings file saved with the projection (the Settings JSON download, the CLI's) chooses it again
+    from pages._widgets import settings_json
+
+    saved = settings_json(cc.models.CLASSICAL_NAME, {}, "max").encode()
+    assert json.loads(saved)["plane"] == "max" and "plane" not in json.loads(settings_json("m", {}))
+    _widget(at.file_uploader, "count_settings_file").set_value(("s.json", saved, "application/json")).run()
+    assert _widget(at.selectbox, "count_plane").value == "max" and int(_metric(at, "Count")) == 4
+    assert any("maximum projection" in m.value for m in at.success), [m.value for m in at.success]
     # another stack with more planes: the projection chosen for the last one stays chosen
     _widget(at.selectbox, "count_plane").set_value("max").run()
     deeper = io.BytesIO()
