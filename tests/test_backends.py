@@ -3,6 +3,8 @@ precision, and counts within 0.5% of the fp32 path."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -44,6 +46,27 @@ def test_onnxruntime_fast_path_matches_torch(arch, head):
     x = torch.from_numpy(image[None, None, :64, :32].copy())
     np.testing.assert_allclose(build_backend(net, "onnxruntime")(x).numpy(), net.eval()(x).detach().numpy(),
                                atol=1e-4)
+
+
+def test_onnx_cache_keeps_only_the_most_recently_used_exports(monkeypatch, tmp_path):
+    """Every new network adds an export; beyond ONNX_CACHE_KEEP the least recently used (read or written)
+    are deleted, and so are temporary files of writes that died long ago."""
+    if not backends.onnxruntime_available():
+        pytest.skip("onnxruntime not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "cellcount" / "onnx"
+    folder.mkdir(parents=True)
+    old = [folder / f"{i:032x}.onnx" for i in range(backends.ONNX_CACHE_KEEP + 3)]
+    for i, f in enumerate(old):
+        f.write_bytes(b"x")
+        os.utime(f, (1000.0 + i, 1000.0 + i))  # old[0] least recently used
+    dead = folder / "abc.onnx.1.2.tmp"
+    dead.write_bytes(b"half")
+    os.utime(dead, (1000.0, 1000.0))
+    build_backend(_tiny_net_with_stats("unet", "mask"), "onnxruntime", cache=True)
+    kept = sorted(folder.iterdir())
+    assert len(kept) == backends.ONNX_CACHE_KEEP and not dead.exists()
+    assert not any(f.exists() for f in old[:4]) and all(f.exists() for f in old[4:])
 
 
 def test_onnx_export_is_kept_per_network_and_read_back(monkeypatch, tmp_path):

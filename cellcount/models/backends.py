@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -147,6 +148,29 @@ def _export_onnx(net: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
+ONNX_CACHE_KEEP = 16
+"""ONNX exports kept in the cache (the most recently used; about 2-8 MB each for the shipped networks): every
+fine-tuned model and every new version of cellcount or torch adds one, so older ones are deleted."""
+
+
+def _prune_onnx_cache(folder: Path, keep: int = ONNX_CACHE_KEEP) -> None:
+    """Delete all but the ``keep`` most recently used exports in ``folder``, and temporary files of writes
+    that died over an hour ago. Best effort: another process may be pruning or reading at the same time."""
+    now = time.time()
+    entries = []
+    for f in folder.glob("*.onnx*"):
+        with contextlib.suppress(OSError):
+            mtime = f.stat().st_mtime
+            if f.suffix == ".tmp":
+                if now - mtime > 3600:
+                    f.unlink(missing_ok=True)
+            elif f.suffix == ".onnx":
+                entries.append((mtime, f))
+    for _, f in sorted(entries, reverse=True)[keep:]:
+        with contextlib.suppress(OSError):
+            f.unlink(missing_ok=True)
+
+
 def _cached_onnx(net: torch.nn.Module) -> tuple[bytes, Path | None]:
     """``net`` as an ONNX graph, and the cache file when it was read from one: read from the cache when it is
     there, else exported and kept there (written to a temporary name and renamed, so a reader never sees half
@@ -161,6 +185,8 @@ def _cached_onnx(net: torch.nn.Module) -> tuple[bytes, Path | None]:
         try:
             data = path.read_bytes()
             if data:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # used now: pruning keeps the most recently used
                 return data, path
         except OSError:
             pass
@@ -171,6 +197,7 @@ def _cached_onnx(net: torch.nn.Module) -> tuple[bytes, Path | None]:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
             os.replace(tmp, path)
+            _prune_onnx_cache(path.parent)
         except OSError as err:
             logger.debug("could not keep the ONNX export in %s: %s", path, err)
             with contextlib.suppress(OSError):
