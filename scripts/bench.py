@@ -129,6 +129,7 @@ class BenchResults:
     models: list[dict[str, Any]] = field(default_factory=list)
     postprocess: list[dict[str, Any]] = field(default_factory=list)
     cli: dict[str, Any] = field(default_factory=dict)
+    cli_compared: list[dict[str, Any]] = field(default_factory=list)  # --cli-compare: other models, same images
     memory: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -586,10 +587,11 @@ def run_measured(cmd: list[str]) -> tuple[int, float, float, str]:
 def bench_cli(model_ref: str, label: str, cfg: BenchConfig, tmp: Path) -> dict[str, Any]:
     """Wall time of ``python -m cellcount count DIR`` on generated images (interpreter start included)."""
     folder = tmp / "cli_images"
-    folder.mkdir()
-    for i in range(cfg.cli_images):
-        sample = synthetic_image(cfg.cli_px, seed=100 + i, bright_background=(i % 4 == 3))
-        write_image(folder / f"img_{i:03d}.png", sample.image)
+    if not folder.is_dir():  # the same images for every model of the run
+        folder.mkdir()
+        for i in range(cfg.cli_images):
+            sample = synthetic_image(cfg.cli_px, seed=100 + i, bright_background=(i % 4 == 3))
+            write_image(folder / f"img_{i:03d}.png", sample.image)
     rc, seconds, rss, err = run_measured(count_command([folder], model_ref, tmp / "cli_counts.csv"))
     return {"model": label, "images": cfg.cli_images, "image_px": [cfg.cli_px, cfg.cli_px], "exit_code": rc,
             "seconds": seconds, "images_per_s": cfg.cli_images / seconds, "peak_rss_mib": rss,
@@ -690,6 +692,11 @@ def render_markdown(res: BenchResults) -> str:
         rows.append([f"`count` on {cli['images']} images of {cli['image_px'][0]} x {cli['image_px'][1]}",
                      cli["model"], cli.get("backend") or "-",
                      f"**{cli['seconds']:.1f} s** ({cli['images_per_s']:.1f} images/s)", f"exit {cli['exit_code']}"])
+    for other in res.cli_compared:
+        ratio = f"; the default model {other['seconds'] / cli['seconds']:.2f}x faster" if cli else ""
+        rows.append(["`count` on the same images (`--cli-compare`)", other["model"], other.get("backend") or "-",
+                     f"{other['seconds']:.1f} s ({other['images_per_s']:.1f} images/s{ratio})",
+                     f"exit {other['exit_code']}"])
     if mem:
         rows.append([f"peak RSS, `count` on one {mem['image_px'][0]} x {mem['image_px'][1]} image", mem["model"], "",
                      f"**{mem['peak_rss_mib']:.0f} MiB** ({mem['seconds']:.1f} s)", f"exit {mem['exit_code']}"])
@@ -750,6 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"DSB 2018 folder (default $CELLCOUNT_DSB_DIR, else {DSB_DIR})")
     p.add_argument("--skip-cli", action="store_true", help="skip the CLI throughput and memory subprocesses")
     p.add_argument("--cli-only", action="store_true", help="only the CLI throughput and memory subprocesses")
+    p.add_argument("--cli-compare", nargs="+", metavar="MODEL",
+                   help="also time the CLI with these models on the same images, after the default model")
     p.add_argument("--repeats", type=int, help="alternating repeats of the network timings (default 9, quick 1)")
     return p
 
@@ -810,6 +819,9 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
             ref = cli_model_ref(cli_bm, Path(tmp) / "models")
             logger.info("CLI throughput (%s)", ref)
             res.cli = bench_cli(ref, cli_bm.label, cfg, Path(tmp))
+            for name in args.cli_compare or ():
+                logger.info("CLI throughput (%s, compared)", name)
+                res.cli_compared.append(bench_cli(name, name, cfg, Path(tmp)))
             logger.info("peak memory")
             res.memory = bench_memory(ref, cli_bm.label, cfg, Path(tmp))
     res.machine["load_avg_1min_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None

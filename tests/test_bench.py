@@ -140,3 +140,15 @@ def test_filter_objects_renumbers_like_relabel_sequential(draw_disks, rng):
     keep = (areas >= 20) & (areas <= 90)
     keep[edge] = False
     np.testing.assert_array_equal(res.labels, relabel_sequential(labels, keep))
+
+
+@pytest.mark.slow
+def test_cli_compare_times_other_models_on_the_same_images(tmp_path, capsys):
+    """--cli-compare: a CLI row per named model after the default model's, with the ratio between them."""
+    from cellcount.models import CLASSICAL_NAME
+
+    md = tmp_path / "table.md"
+    assert bench.main(["--quick", "--cli-only", "--cli-compare", CLASSICAL_NAME, "--markdown", str(md)]) == 0
+    header, rows = _table_rows(md.read_text(), "check |")
+    assert [r[0].startswith("`count` on the same images") for r in rows] == [False, True, False]
+    assert rows[1][1] == CLASSICAL_NAME and "faster" in rows[1][3] and rows[1][4] == "exit 0"
