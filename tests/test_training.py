@@ -13,7 +13,7 @@ from cellcount.models.backends import available_backends
 from cellcount.train import load_config, train
 from cellcount.training.augment import augment, elastic, flip_rotate, random_crop_scaled
 from cellcount.training.data import is_validation, prepare_item
-from cellcount.training.losses import MASK_LOSSES, density_loss, mask_loss
+from cellcount.training.losses import MASK_LOSSES, density_loss, mask_loss, multihead_loss
 from cellcount.training.targets import CONTACT, border_target, boundary_band, density_from_labels, touching_border
 
 # --------------------------------------------------------------------------------------------------
@@ -400,3 +400,22 @@ def test_committed_configs_load_and_match_the_shipped_weights():
         card = read_card(root / "weights" / cfg["name"])
         assert cfg["architecture"] == card.architecture, path.name
         assert {k: card.kwargs[k] for k in cfg["model"]} == cfg["model"], path.name
+
+
+def test_multihead_density_learns_where_its_raw_output_is_negative():
+    """The density head counts with a ReLU, but a blob that starts out negative must still get a gradient
+    (a plain ReLU would leave it at zero forever); background already at zero gets none."""
+    out = torch.zeros(1, 3, 8, 8)
+    out[:, 2] = -1.0
+    out.requires_grad_(True)
+    density = torch.zeros(1, 1, 8, 8)
+    density[..., 2:4, 2:4] = 5.0
+    targets = {"mask": torch.zeros(1, 1, 8, 8), "border": torch.zeros(1, 1, 8, 8), "density": density}
+    loss = multihead_loss(out, targets, mask_kind="bce", border_weight=0.5, density_terms={"pixel": 1.0})
+    loss.backward()
+    grad = out.grad[0, 2]
+    assert (grad[2:4, 2:4] < 0).all(), "descending the loss raises the negative output under the blob"
+    assert (grad[5:, 5:] == 0).all(), "background predicted at 0 (ReLU of a negative) is already right"
+    assert float(loss.detach()) == pytest.approx(float(mask_loss(out[:, :2].detach(), targets["mask"], targets["border"],
+                                                        kind="bce", border_weight=0.5))
+                                        + float((density ** 2).mean()), rel=1e-5), "the forward value is the ReLU's"
