@@ -12,16 +12,20 @@ from torch.nn import functional as F
 
 
 class ConvBlock(nn.Module):
-    """Two 3x3 conv + BatchNorm + ReLU layers."""
+    """Two 3x3 conv + BatchNorm + ReLU layers (``norm=False``: convolutions with a bias, no BatchNorm)."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, *, norm: bool = True) -> None:
         super().__init__()
+
+        def bn() -> nn.Module:
+            return nn.BatchNorm2d(c_out) if norm else nn.Identity()
+
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=not norm),
+            bn(),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=not norm),
+            bn(),
             nn.ReLU(inplace=True),
         )
 
@@ -72,17 +76,19 @@ class DensityDecoder(nn.Module):
     context reaches far beyond the last level's few pixels, which a nucleus centre needs) and ends at half
     resolution: unit-mass blobs of sigma = a quarter of the nucleus diameter are smooth, so the map is
     upsampled bilinearly instead of paying a full-resolution block (about a tenth of a base-16 U-Net's
-    arithmetic per pixel in all).
+    arithmetic per pixel in all). Its blocks have no BatchNorm: trained over a frozen trunk on crops of
+    widely varying scale, BatchNorm's running statistics did not match its batch statistics, and the
+    evaluated counts fell 3-10x below the training ones (docs/multihead_training.md, run 6).
     """
 
-    def __init__(self, widths: list[int], block: type[nn.Module]) -> None:
+    def __init__(self, widths: list[int]) -> None:
         super().__init__()
         levels = list(reversed(range(1, len(widths) - 1)))  # decoder levels used, coarse to fine
         if not levels:
             raise ValueError("density_branch 'decoder' needs depth >= 2")
         chans = [widths[1] if k >= 2 else widths[0] for k in levels]
         self.blocks = nn.ModuleList(
-            block(widths[k] + (chans[i - 1] if i else 0), chans[i]) for i, k in enumerate(levels)
+            ConvBlock(widths[k] + (chans[i - 1] if i else 0), chans[i], norm=False) for i, k in enumerate(levels)
         )
         self.out = nn.Conv2d(chans[-1], 1, 1)
 
@@ -170,7 +176,7 @@ class UNet(nn.Module):
             raise ValueError("density_branch adds a density output to a mask head")
         self.density_out = self.density_dec = None
         if density_branch == "decoder":
-            self.density_dec = DensityDecoder(widths, Block)
+            self.density_dec = DensityDecoder(widths)
         elif density_branch:
             self.density_out = nn.Sequential(Block(widths[0], widths[0]), nn.Conv2d(widths[0], 1, 1))
 
