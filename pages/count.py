@@ -56,7 +56,8 @@ def view_ui() -> dict:
     with st.expander("Display", expanded=False):
         a, b = st.columns(2)
         color = a.selectbox("Outline colour", list(COLORS), key=f"{P}_view_color",
-                            help="Auto picks the colour that differs most from the image under the outlines.")
+                            help="Auto picks green, yellow or blue: the first that stands out from both the objects "
+                            "and the background around the outlines.")
         zoom = b.selectbox("Zoom", list(ZOOMS), key=f"{P}_view_zoom",
                            help="100%: one image pixel per screen pixel; the position sliders choose the window.")
         thickness = a.slider("Outline thickness (px)", 1, 5, 1, key=f"{P}_view_thickness")

@@ -219,6 +219,18 @@ def test_contrast_color_differs_from_the_background():
     assert viz.contrast_color(dark) in [viz.OUTLINE_CANDIDATES[n] for n in viz.AUTO_CANDIDATES]
 
 
+def test_auto_outlines_stand_out_from_bright_nuclei_and_their_dark_background():
+    """Outlines of white nuclei on black: the automatic colour must differ from both sides of the line (white
+    or black would vanish into one of them)."""
+    img = np.zeros((60, 80, 3), np.uint8)
+    lab = _two_squares()
+    img[lab > 0] = 255
+    _, legend = viz.render_outlines(img, lab, None, color="auto")
+    c = np.array(legend["kept"], float)
+    assert legend["kept"] not in ((255, 255, 255), (0, 0, 0))
+    assert np.linalg.norm(c - 255) > 150 and np.linalg.norm(c) > 150
+
+
 def test_render_outlines_colour_thickness_opacity_and_merges():
     base = np.full((60, 80, 3), 40, np.uint8)
     lab = _two_squares()

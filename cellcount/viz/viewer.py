@@ -20,9 +20,14 @@ OUTLINE_CANDIDATES: dict[str, RGB] = {
     "black": (0, 0, 0),
 }
 """Outline colours a user can pick."""
-AUTO_CANDIDATES = ("yellow", "green", "blue", "white", "black")
-"""Colours :func:`contrast_color` chooses from: not those of rejected objects (cyan, magenta, orange) or of
-likely merges (red), so the kinds stay apart."""
+AUTO_CANDIDATES = ("green", "yellow", "blue")
+"""Colours :func:`contrast_color` chooses from, in order of preference: saturated ones only (white or black
+lie on the grey axis of a fluorescence image, so they vanish into the bright nuclei or the dark background on
+one side of every outline), and not those of rejected objects (cyan, magenta, orange) or of likely merges
+(red), so the kinds stay apart."""
+GOOD_CONTRAST = 80.0
+"""CIELAB distance (10th percentile over the pixels around the outlines) at which a colour counts as clearly
+visible: the first of :data:`AUTO_CANDIDATES` that reaches it is taken, else the farthest."""
 MERGE_COLOR: RGB = (255, 0, 0)
 
 
@@ -42,18 +47,29 @@ def display_image(image: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 
     return image_to_display_rgb(arr, low_pct=low_pct, high_pct=high_pct)
 
 
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 RGB -> (N, 3) CIELAB (L 0-100, a and b centred on 0)."""
+    import cv2
+
+    lab = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    return lab.astype(np.float32) * np.float32([100 / 255, 1, 1]) - np.float32([0, 128, 128])
+
+
 def contrast_color(rgb: np.ndarray, where: np.ndarray | None = None) -> RGB:
-    """The :data:`AUTO_CANDIDATES` colour farthest (RGB distance, 10th percentile over pixels) from the
-    image under ``where`` (bool (H, W); the whole image when None or empty): outlines stay visible on dark
+    """An :data:`AUTO_CANDIDATES` colour that stands out (CIELAB distance, 10th percentile over pixels) from the
+    image under ``where`` (bool (H, W), e.g. a band on both sides of the outlines; the whole image when None or
+    empty): the first that reaches :data:`GOOD_CONTRAST`, else the farthest. Outlines stay visible on dark
     fluorescence, bright nuclei and purple H&E alike."""
     flat = np.asarray(rgb).reshape(-1, 3)
     idx = np.flatnonzero(where) if where is not None else np.arange(len(flat))
     if idx.size == 0:
         idx = np.arange(len(flat))
-    pix = flat[idx[:: max(idx.size // 4000, 1)]].astype(np.float32)  # a regular subsample is enough
-    best, best_d = (255, 221, 0), -1.0
+    pix = _lab(flat[idx[:: max(idx.size // 4000, 1)]])  # a regular subsample is enough
+    best, best_d = OUTLINE_CANDIDATES[AUTO_CANDIDATES[0]], -1.0
     for color in (OUTLINE_CANDIDATES[name] for name in AUTO_CANDIDATES):
-        d = float(np.percentile(np.linalg.norm(pix - np.array(color, np.float32), axis=1), 10))
+        d = float(np.percentile(np.linalg.norm(pix - _lab(np.array([color])), axis=1), 10))
+        if d >= GOOD_CONTRAST:
+            return color
         if d > best_d:
             best, best_d = color, d
     return best
@@ -130,9 +146,9 @@ def render_outlines(
         if lab.shape != (h, w):
             raise ValueError(f"labels shape {lab.shape} differs from the picture's {(h, w)}")
         line = boundaries(lab, thickness=thickness)
-        if isinstance(color, str) and color == "per object":
-            import cv2
+        import cv2
 
+        if isinstance(color, str) and color == "per object":
             n = int(lab.max()) if lab.size else 0
             # outer lines lie on background pixels: colour them by the neighbouring object
             owner = cv2.dilate(lab.astype(np.float32), np.ones((2 * thickness + 1,) * 2, np.uint8)).astype(np.int64)
@@ -142,7 +158,10 @@ def render_outlines(
             _paint(out, line, layer, opacity)
             legend["kept (one colour each)"] = (200, 200, 200)
         else:
-            rgb = contrast_color(out, line) if isinstance(color, str) else tuple(int(c) for c in color)
+            if isinstance(color, str):  # judged against both sides: the background under them, the objects inside
+                rgb = contrast_color(out, cv2.dilate(line.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+            else:
+                rgb = tuple(int(c) for c in color)
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
         if len(merges):
