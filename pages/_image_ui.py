@@ -93,6 +93,24 @@ def image_note(digest: str, _data: bytes, page: int | str | None = None) -> str 
     return _read_cached(digest, page, _data)[1]
 
 
+PLANE_CHOICE = "plane_choice"
+"""The session's choice for z-stacks ("first", "max" or a plane number), not a widget key: widget state is
+dropped when its page is left, and Count and Batch share this one (a settings file sets it too)."""
+
+
+def shared_plane_widget(key: str, choices: list[int | str], to_widget=lambda v: v) -> None:
+    """Before a plane widget is drawn: start it from the session's choice (mapped by ``to_widget``) when it has
+    no state of its own (first draw, or back from another page)."""
+    if key not in st.session_state:
+        value = to_widget(st.session_state.get(PLANE_CHOICE, "first"))
+        st.session_state[key] = value if value in choices else "first"
+
+
+def remember_plane(key: str) -> None:
+    """on_change of a plane widget: its value becomes the session's choice."""
+    st.session_state[PLANE_CHOICE] = st.session_state[key]
+
+
 def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
     """For a z-stack, time series or multi-frame file: which plane to count, or their maximum projection.
 
@@ -107,6 +125,7 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
     # (the browser answers with the label; "first", not None, which a selectbox takes for "nothing chosen")
     options: list[int | str] = ["first", "max", *range(n)]
     key = f"{prefix}_plane"
+    shared_plane_widget(key, options)
     if st.session_state.get(key, "first") not in options:  # a plane this file does not have
         st.session_state[key] = "first"
     labels = {"first": "The first plane only, not chosen (the count is flagged)",
@@ -116,7 +135,8 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
         help="Which plane of the file to count, or their maximum-intensity projection (each pixel's brightest "
         "value over all planes: every nucleus appears, whichever plane it is in focus on; the usual way to "
         f"count a z-stack). This file holds {n} {what}. The count, the outlines and the downloads are of "
-        "what you choose here.",
+        "what you choose here; Batch starts from the same choice.",
+        on_change=remember_plane, args=(key,),
     )
     if page not in options or page == "first":
         return source, None

@@ -145,8 +145,10 @@ with right:
     except cc.CellcountError as err:
         sh.show_error(err)
         params = None
+    sh.shared_plane_widget(f"{P}_plane", ["first", "max"], lambda v: "max" if v == "max" else "first")
     plane = st.selectbox(
         "Z-stacks and other files with several planes", ["first", "max"], key=f"{P}_plane",
+        on_change=sh.remember_plane, args=(f"{P}_plane",),
         format_func={"first": "Count the first plane (the row is flagged)", "max": "Count their maximum projection"}.get,
         help="Maximum-intensity projection: each pixel's brightest value over all planes, so every nucleus appears "
         "whichever plane it is in focus on. Files with one plane are counted as they are either way.",

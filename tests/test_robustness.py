@@ -641,6 +641,20 @@ def test_app_count_page_counts_the_plane_or_projection_chosen(monkeypatch) -> No
     _widget(at.file_uploader, "count_settings_file").set_value(("s.json", saved, "application/json")).run()
     assert _widget(at.selectbox, "count_plane").value == "max" and int(_metric(at, "Count")) == 4
     assert any("maximum projection" in m.value for m in at.success), [m.value for m in at.success]
+    # the choice is the session's: Batch starts from it, and Count has it again after a visit to Batch
+    at.switch_page("pages/batch.py").run()
+    assert _widget(at.selectbox, "batch_plane").value == "max"
+    _widget(at.selectbox, "batch_plane").set_value("first").run()
+    at.switch_page("pages/count.py").run()
+    _widget(at.radio, "count_source").set_value("Upload").run()
+    _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
+    assert _widget(at.selectbox, "count_plane").value == "first" and int(_metric(at, "Count")) == 1
+    _widget(at.selectbox, "count_plane").set_value("max").run()
+    at.switch_page("pages/batch.py").run()
+    at.switch_page("pages/count.py").run()
+    _widget(at.radio, "count_source").set_value("Upload").run()
+    _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
+    assert _widget(at.selectbox, "count_plane").value == "max" and int(_metric(at, "Count")) == 4
     # another stack with more planes: the projection chosen for the last one stays chosen
     _widget(at.selectbox, "count_plane").set_value("max").run()
     deeper = io.BytesIO()
