@@ -53,11 +53,13 @@ def home() -> None:
         "Every count comes with outlines, a per-object table and the exact settings that produced it, "
         "so results can be checked, reproduced with the CLI and evaluated against ground truth."
     )
-    cols = st.columns(len(PAGE_BLURBS))
-    for col, (page, blurb) in zip(cols, PAGE_BLURBS, strict=True):
-        with col.container(border=True):
-            st.page_link(page, label=page.title, icon=page.icon)
-            st.caption(blurb)
+    per_row = 4  # seven cards in one row cut the page names short on a laptop screen
+    for start in range(0, len(PAGE_BLURBS), per_row):
+        cols = st.columns(per_row)
+        for col, (page, blurb) in zip(cols, PAGE_BLURBS[start: start + per_row], strict=False):
+            with col.container(border=True):
+                st.page_link(page, label=page.title, icon=page.icon)
+                st.caption(blurb)
 
     st.subheader("Models available")
     names = cc.list_models()

@@ -203,7 +203,7 @@ PARAMS: tuple[Param, ...] = (
         "(clumps and debris dropped).",
     ),
     Param(
-        "exclude_border", bool, False, "mask", label="Exclude objects on the image edge",
+        "exclude_border", bool, False, "mask", label="Exclude edge objects",
         help="drop objects that touch the image border",
         explain="Does not count objects that touch the image edge (they are cut, so their areas are wrong). "
         "On: lower count.",

@@ -75,21 +75,23 @@ def upload_source(uploaded) -> Source:
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
 def _read_cached(digest: str, page: int | str | None, _data: bytes) -> tuple[np.ndarray, str | None, tuple | None]:
     image, planes = cc.io.read_image_planes(_data, page=page)
-    note = cc.io.planes_note("", planes).removeprefix(": ") if page is None and planes else None
+    note = f"only the first of its {planes[0]} {planes[1]} was counted" if page is None and planes else None
     return image, note, planes
 
 
 def read_image_cached(digest: str, _data: bytes, page: int | str | None = None) -> np.ndarray:
     """Decoded image (native dtype) for the bytes with this sha256 (``page``: the plane of a z-stack, or
-    "max"); a note such as "only the first of 5 z-planes was read" is shown above it (:func:`image_note`)."""
-    image, note, _ = _read_cached(digest, page, _data)
+    "max"); when only the first of several planes was read, a warning above it says how to choose."""
+    image, note, planes = _read_cached(digest, page, _data)
     if note:
-        st.warning(note, icon="⚠️")
+        st.warning(f"This file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a plane "
+                   "or their maximum projection under **Plane**.", icon="⚠️")
     return image
 
 
 def image_note(digest: str, _data: bytes, page: int | str | None = None) -> str | None:
-    """Why the file's count may not be what the user meant (e.g. one plane of a z-stack), or None."""
+    """Why the file's count may not be what the user meant (e.g. only one plane of a z-stack), or None: a
+    reason for the quality badge."""
     return _read_cached(digest, page, _data)[1]
 
 

@@ -99,7 +99,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
         else:
             what = "its settings come from its model card"
         st.session_state[f"{prefix}__msg"] = (
-            "info",
+            "toast",
             f"Model changed from {shown} to {name}: {what}. Image settings (channel, invert, nucleus size, "
             "pixel size) stay as they were.",
         )

@@ -94,7 +94,10 @@ def show_messages(prefix: str, container: Any = None) -> None:
     msg = st.session_state.pop(f"{prefix}__msg", None)
     if msg:
         kind, text = msg
-        getattr(container or st, kind)(text)
+        if kind == "toast":  # a passing notice: a message in the page would stay through later slider moves
+            st.toast(text, icon=":material/info:", duration="long")
+        else:
+            getattr(container or st, kind)(text)
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:

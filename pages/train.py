@@ -321,8 +321,10 @@ if found is None:
 
 candidates = [(n, d, gt.points) for n, d, gt in found.items if gt.kind == "points"]
 candidates += [(n, d, None) for n, d in found.unlabelled]
+step = 2  # the sections are numbered as they appear
 if candidates:
-    st.subheader("2. Dot the cells")
+    st.subheader(f"{step}. Dot the cells")
+    step += 1
     st.caption("Click on each cell to put a dot on it; click a dot to remove it. Images without annotation files "
                "are used once they have dots; dots on an image that came with a points CSV replace the file's. "
                "Dots are kept for the session: after another page, upload the same images again to see them.")
@@ -335,7 +337,7 @@ if counts_only:
                f"they are left out: {', '.join(counts_only[:8])}. Dot them above instead.")
     items = [it for it in items if it[2].kind != "count"]
 
-st.subheader("3. Fine-tune")
+st.subheader(f"{step}. Fine-tune")
 if not items:
     st.info("No image has annotations yet.")
     job_and_stop()

@@ -128,9 +128,15 @@ def test_counts_csv_and_dsb_zip():
     assert "F1" not in {m.label for m in at.metric}  # counts only: no matching
 
 
-def test_image_without_ground_truth_is_an_error_message():
+def test_images_first_then_ground_truth_that_matches_none_is_an_error_message():
+    """Images uploaded before their labels: the next step, not an error; labels that match no image: an error."""
     at = open_eval(eval_source="Upload")
     at.file_uploader(key="eval_files").set_value([upload("s01_sparse_small.png")])
+    at.run()
+    assert not at.exception and not at.error and not at.warning
+    assert any("Now add their ground truth" in i.value for i in at.info), [i.value for i in at.info]
+    labels = (SAMPLES / "s01_sparse_small_labels.tif").read_bytes()
+    at.file_uploader(key="eval_gt_files").set_value([("other_labels.tif", labels, "image/tiff")])
     at.run()
     assert not at.exception
     assert at.error and "ground truth" in at.error[0].value

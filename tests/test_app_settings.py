@@ -110,10 +110,10 @@ def test_model_change_says_what_happens_to_the_settings(tiny_models):
     at.selectbox(key="count_model").set_value("tiny-density")
     at.run()
     assert any("Model changed from tiny-mask to tiny-density: its settings come from its model card" in i.value
-               for i in at.info)
+               for i in at.toast)
     at.selectbox(key="count_model").set_value("tiny-mask")
     at.run()
-    assert any("your settings for tiny-mask (edited) are kept" in i.value for i in at.info)
+    assert any("your settings for tiny-mask (edited) are kept" in i.value for i in at.toast)
     assert at.number_input(key="count_min_area_px").value == 21
     assert "Model borders" in at.selectbox(key="count_split_mode").options  # it predicts borders
 
