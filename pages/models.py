@@ -87,6 +87,30 @@ def metrics_frame(card: cc.models.ModelCard) -> pd.DataFrame:
     return pd.DataFrame(cols).rename_axis("measure") if cols else pd.DataFrame()
 
 
+def setting_label(name: str) -> str:
+    """A setting as the Count page names it."""
+    from cellcount.params import SCHEMA
+
+    spec = SCHEMA.get(name)
+    return spec.label if spec is not None and spec.label else name
+
+
+def setting_text(name: str, value: object) -> str:
+    """A setting's value as the Count page shows it: on/off, the choice's label, "none" for unset."""
+    from cellcount.params import SCHEMA
+
+    spec = SCHEMA.get(name)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if spec is not None and spec.choices and value in spec.choices and spec.choice_labels:
+        return dict(zip(spec.choices, spec.choice_labels, strict=True))[value]
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def finetuned(card: cc.models.ModelCard) -> None:
     """What a fine-tuned model (Train page, ``cellcount.finetune``) learnt from."""
     t = card.training if isinstance(card.training, dict) else {}
@@ -131,7 +155,8 @@ def render_card(name: str) -> None:
         st.markdown("**Default settings**")
         defaults = cc.CountParams().to_dict()
         rows = [
-            {"setting": k, "this model": str(v), "library default": str(defaults.get(k))}
+            {"setting": setting_label(k), "this model": setting_text(k, v),
+             "library default": setting_text(k, defaults.get(k))}
             for k, v in card.postprocess.items()
         ]
         if rows:

@@ -82,6 +82,10 @@ def test_models_page_renders_a_trained_card(tiny_models):
     measured = at.table[0].value["with its default settings"]
     assert measured["Count error (MAE, nuclei per image)"] == "1.25"
     assert measured["Outline match F1 (IoU ≥ 0.5)"] == "0.875"
+    settings = at.table[1].value  # the Count page's names and values, not the parameters'
+    assert "Probability threshold" in settings.index and "threshold" not in settings.index
+    shown = set(settings["this model"]) | set(settings["library default"])
+    assert not shown & {"True", "False", "None"} and "on" in shown, shown
     assert any("`weights.safetensors`, sha256" in m.value for m in at.markdown)
     assert any("Tuned on: nothing (test)" in c.value for c in at.caption)
 
