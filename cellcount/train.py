@@ -239,7 +239,10 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         start, history = int(ck["step"]), json.loads(ck["history"])
         rng = np.random.default_rng([tr["seed"], start])
         logger.info("resumed from %s at step %d", ckpt_path, start)
-    best_state = None
+    # the best validation so far travels in the checkpoint: a resumed run still chooses among every step
+    best_state = ck.get("best_net") if resume and ckpt_path.exists() else None
+    if best_state is not None:
+        best = json.loads(ck["best"])
     _train_mode(net, frozen)
     t_start, running = time.time(), []
     for step in range(start, steps):
@@ -284,7 +287,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
                 best = {"step": step + 1, **m}
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step + 1, "history": json.dumps(history)}, ckpt_path)
+                        "step": step + 1, "history": json.dumps(history), "best": json.dumps(best),
+                        "best_net": best_state}, ckpt_path)
     if best_state is not None:
         net.load_state_dict(best_state)
     train_s = time.time() - t_start

@@ -303,6 +303,12 @@ def test_train_resumes_from_the_checkpoint(tmp_path, synthetic_split):
     assert [h["step"] for h in history] == [2, 4]
     assert history[0] == first.training["history"][0], "the first run's history is carried over"
     assert resumed.training["steps"] == 4 and resumed.training["selected_step"] in (2, 4)
+    # the choice is among every validation, those before the resume too (ties go to the later step)
+    lowest = min(h["mae"] for h in history)
+    assert resumed.training["selected_step"] == max(h["step"] for h in history if h["mae"] == lowest)
+    # stopping early: a resume with steps = the last checkpoint's ends at once and ships the best so far
+    again = read_card(train(_tiny_config(tmp_path, "mask", steps=4), resume=True))
+    assert again.training["selected_step"] == resumed.training["selected_step"]
 
 
 def test_select_last_ships_the_final_weights(tmp_path, synthetic_split):
@@ -416,6 +422,10 @@ def test_multihead_density_learns_where_its_raw_output_is_negative():
     grad = out.grad[0, 2]
     assert (grad[2:4, 2:4] < 0).all(), "descending the loss raises the negative output under the blob"
     assert (grad[5:, 5:] == 0).all(), "background predicted at 0 (ReLU of a negative) is already right"
+    count = multihead_loss(out, targets, mask_kind="bce", border_weight=0.5, density_terms={"count": 1.0})
+    out.grad = None
+    count.backward()
+    assert (out.grad[0, 2, 5:, 5:] == 0).all(), "no term pushes negative background further down"
     assert float(loss.detach()) == pytest.approx(float(mask_loss(out[:, :2].detach(), targets["mask"], targets["border"],
                                                         kind="bce", border_weight=0.5))
                                         + float((density ** 2).mean()), rel=1e-5), "the forward value is the ReLU's"

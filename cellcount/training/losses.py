@@ -111,12 +111,16 @@ def multihead_loss(
     """
     loss = mask_loss(out[:, :2], targets["mask"], targets["border"], kind=mask_kind, border_weight=border_weight,
                      contact_weight=contact_weight)
-    return loss + density_weight * density_loss(relu_straight_through(out[:, 2:3]), targets["density"],
+    raw = out[:, 2:3]
+    return loss + density_weight * density_loss(relu_under_blobs(raw, targets["density"] > 0), targets["density"],
                                                 weights=density_terms)
 
 
-def relu_straight_through(x: torch.Tensor) -> torch.Tensor:
-    """ReLU forward, identity backward. A plain ReLU passes no gradient where the raw density is negative,
-    so a nucleus whose blob starts out negative never learns to appear (run 6 of docs/multihead_training.md
-    undercounted whole images, 29 nuclei -> 2); where the target is 0 the loss is already 0 there."""
-    return x + (F.relu(x) - x).detach()
+def relu_under_blobs(x: torch.Tensor, blobs: torch.Tensor) -> torch.Tensor:
+    """ReLU forward; backward, the identity under the target's blobs (``blobs``) and the ReLU's own gradient
+    elsewhere. A plain ReLU passes no gradient where the raw density is negative, so a nucleus whose blob
+    starts out negative never learns to appear (run 6 of docs/multihead_training.md undercounted whole
+    images, 29 nuclei -> 2); passing it everywhere lets the count terms push the background ever more
+    negative (raw values of -20,000 after 500 steps, and counts that swung from step to step)."""
+    r = F.relu(x)
+    return torch.where(blobs, x + (r - x).detach(), r)
