@@ -14,7 +14,8 @@ no extra model pass:
 * ``contrast``: median normalised intensity of the foreground minus that of the background.
 * ``large_object_share``: share of the segmented area in objects over :data:`LARGE_OBJECT_FACTOR` times
   the median object area (merged clumps hide nuclei), and ``touching_share``: share of objects that touch
-  another (crowding, where splits go wrong). Mask models only.
+  another (crowding, where splits go wrong), and ``merge_share``: share of objects far larger than their
+  nearest neighbours (likely merges, as the viewer marks them). Mask models only.
 * ``focus``: the median intensity gradient across the foreground's outline per unit of contrast (about
   1 / (2.5 x the blur's sigma in px)); blur lowers it, contrast and the number of nuclei do not.
 * ``flip_disagreement`` (with test-time flips on): how much the model's four flipped views disagree.
@@ -48,7 +49,10 @@ LARGE_OBJECT_FACTOR = 4.0
 MIN_OBJECTS = 5
 """Object-shape signals need at least this many objects (a median of fewer says little)."""
 SIGNALS = ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast", "large_object_share",
-           "touching_share", "focus", "flip_disagreement", "foreground_share")
+           "touching_share", "merge_share", "focus", "flip_disagreement", "foreground_share")
+MERGE_FACTOR, MERGE_NEIGHBOURS = 2.5, 8
+"""An object over this many times the median area of its nearest neighbours is a likely merge (the viewer
+marks the same ones: :func:`cellcount.measure.likely_merges`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class QualityRule:
     flag_size_at_limit: bool = True
     max_large_object_share: float | None = None
     max_touching_share: float | None = None
+    max_merge_share: float | None = None
     min_focus: float | None = None
     max_flip_disagreement: float | None = None
     max_foreground_share: float | None = None
@@ -211,7 +216,30 @@ def _object_signals(labels: np.ndarray) -> dict[str, float]:
         touching[vb[meet]] = True
     n_touching = int(touching[ids].sum())
     return {"large_object_share": float(areas[big].sum() / areas.sum()),
-            "touching_share": float(n_touching / len(ids))}
+            "touching_share": float(n_touching / len(ids)),
+            "merge_share": _merge_share(labels)}
+
+
+def _merge_share(labels: np.ndarray) -> float:
+    """Share of the objects far larger than their neighbours (likely merges), read on every other pixel of
+    every other row (areas and centroids need no more); NaN under :data:`MIN_OBJECTS`. Unlike
+    ``large_object_share`` it compares each object with those around it, so two nuclei merged among single
+    ones count wherever the image's sizes vary, and it does not depend on the split mode's crowding."""
+    from scipy.spatial import cKDTree
+
+    sub = np.ascontiguousarray(labels[::STRIDE, ::STRIDE])
+    flat = sub.ravel()
+    areas = np.bincount(flat)
+    ids = np.flatnonzero(areas[1:]) + 1
+    if len(ids) < MIN_OBJECTS:
+        return math.nan
+    idx = np.arange(flat.size, dtype=np.float64)
+    rows = np.bincount(flat, weights=np.floor(idx / sub.shape[1]))[ids] / areas[ids]
+    cols = np.bincount(flat, weights=idx % sub.shape[1])[ids] / areas[ids]
+    a = areas[ids].astype(np.float64)
+    k = min(MERGE_NEIGHBOURS, len(ids) - 1)
+    _, near = cKDTree(np.column_stack([rows, cols])).query(np.column_stack([rows, cols]), k=k + 1)
+    return float(np.mean(a > MERGE_FACTOR * np.median(a[near[:, 1:]], axis=1)))
 
 
 LIMITS: tuple[tuple[str, str, bool], ...] = (
@@ -221,6 +249,7 @@ LIMITS: tuple[tuple[str, str, bool], ...] = (
     ("min_contrast", "contrast", True),
     ("max_large_object_share", "large_object_share", False),
     ("max_touching_share", "touching_share", False),
+    ("max_merge_share", "merge_share", False),
     ("min_focus", "focus", True),
     ("max_flip_disagreement", "flip_disagreement", False),
     ("max_foreground_share", "foreground_share", False),
@@ -249,6 +278,7 @@ def _reason(signal: str, v: float) -> str:
         "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
                               "median size (likely merged nuclei)",
         "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",
+        "merge_share": f"{v:.0%} of the objects are far larger than their neighbours (likely merged nuclei)",
         "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
         "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
         "foreground_share": f"{v:.0%} of the image is foreground (crowded or unfamiliar: little background)",

@@ -169,6 +169,25 @@ def test_object_signals_see_merged_and_touching_objects(draw_disks):
     assert q.flag and any("merged" in r for r in q.reasons) and any("touch" in r for r in q.reasons)
 
 
+def test_merge_share_counts_objects_far_larger_than_their_neighbours(draw_disks):
+    """Three nuclei merged into one isolated object among single ones: a likely merge by its neighbours, which
+    neither the touching share (it touches nothing) nor the large-object share (under 4x) sees."""
+    centres = [(12 + 24 * r, 12 + 24 * c) for r in range(4) for c in range(4)]
+    labels = draw_disks((100, 100), centres, 6)
+    assert _signals(labels=labels)["merge_share"] == 0.0
+    pair = draw_disks((100, 100), [(36, 28), (36, 36), (36, 44)], 6) > 0  # overlapping discs: one object, ~3x
+    labels[20:52, 20:58][labels[20:52, 20:58] > 0] = 0
+    labels[pair] = 99
+    sig = _signals(labels=labels)
+    n = len(np.unique(labels)) - 1
+    assert sig["merge_share"] == pytest.approx(1 / n) and sig["touching_share"] == 0.0
+    assert sig["large_object_share"] == 0.0
+    q = judge(sig, QualityRule(max_merge_share=0.05))
+    assert q.flag and any("larger than their neighbours" in r for r in q.reasons)
+    assert not any("larger than their neighbours" in r for r in judge(sig, QualityRule()).reasons), \
+        "off unless a card's rule sets it"
+
+
 def test_focus_falls_with_blur_but_not_with_contrast(draw_disks):
     import cv2
 
