@@ -62,7 +62,9 @@ DEFAULTS: dict[str, Any] = {
         # trunk, its BatchNorm statistics and the source's output channels stay exactly as trained).
         "trainable": "all",
     },
+    # background_margin (multihead): raw density pushed below -margin wherever the target is 0 (0 = off)
     "loss": {"mask": "bce_dice", "border_weight": 0.5, "contact_weight": 0.0, "density_weight": 1.0,
+             "background_margin": 0.0,
              "density": {"pixel": 1.0, "multiscale": 1.0, "count": 0.1}},
     "augment": {"scale_range": [0.6, 1.6], "elastic_p": 0.3, "invert_p": 0.05, "wide_scale_p": 0.0,
                 "wide_scale_range": [0.25, 4.0]},
@@ -256,6 +258,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
                 out, {k: torch.from_numpy(v) for k, v in t.items()}, mask_kind=cfg["loss"]["mask"],
                 border_weight=cfg["loss"]["border_weight"], contact_weight=cfg["loss"]["contact_weight"],
                 density_weight=cfg["loss"].get("density_weight", 1.0), density_terms=cfg["loss"]["density"],
+                background_margin=cfg["loss"].get("background_margin", 0.0),
             )
         elif kind == "mask":
             loss = mask_loss(
@@ -300,7 +303,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
                   "n_train": len(train_items), "n_val": len(val_items), "val_files": val_names},
         "steps": steps, "batch_size": tr["batch_size"], "crop_px": tr["crop"],
         "epochs_equivalent": round(steps * tr["batch_size"] / max(len(train_items), 1), 1),
-        "loss": {"mask": cfg["loss"]["mask"], "density": cfg["loss"]["density"]} if kind == "multihead"
+        "loss": {"mask": cfg["loss"]["mask"], "density": cfg["loss"]["density"],
+                 "background_margin": cfg["loss"].get("background_margin", 0.0)} if kind == "multihead"
         else cfg["loss"]["mask"] if kind == "mask" else cfg["loss"]["density"],
         "train_seconds": round(train_s, 1), "threads": tr["threads"], "precision": tr.get("precision", "fp32"),
         "history": history, "selected_step": best["step"] if best else steps,

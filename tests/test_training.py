@@ -429,3 +429,22 @@ def test_multihead_density_learns_where_its_raw_output_is_negative():
     assert float(loss.detach()) == pytest.approx(float(mask_loss(out[:, :2].detach(), targets["mask"], targets["border"],
                                                         kind="bce", border_weight=0.5))
                                         + float((density ** 2).mean()), rel=1e-5), "the forward value is the ReLU's"
+
+
+def test_background_margin_pushes_the_background_below_zero_only():
+    """With background_margin, background pixels whose raw density is above -margin are pushed down; the
+    blobs and a background already below -margin are left alone."""
+    out = torch.zeros(1, 3, 8, 8)
+    out[0, 2, 6:, 6:] = -2.0  # already below the margin
+    out.requires_grad_(True)
+    density = torch.zeros(1, 1, 8, 8)
+    density[..., 2:4, 2:4] = 5.0
+    targets = {"mask": torch.zeros(1, 1, 8, 8), "border": torch.zeros(1, 1, 8, 8), "density": density}
+    plain = multihead_loss(out, targets, mask_kind="bce", border_weight=0.5, density_terms={"pixel": 0.0})
+    margin = multihead_loss(out, targets, mask_kind="bce", border_weight=0.5, density_terms={"pixel": 0.0},
+                            background_margin=1.0)
+    margin.backward()
+    grad = out.grad[0, 2]
+    assert float(margin.detach()) > float(plain.detach())
+    assert (grad[0, :] > 0).all(), "background at 0: descending lowers it"
+    assert (grad[2:4, 2:4] == 0).all() and (grad[6:, 6:] == 0).all()
