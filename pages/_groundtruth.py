@@ -103,7 +103,7 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
     if not images and not gt:
         return None
     found = _pair_cached(_digest(images), _digest(gt), images, gt)
-    if not optional and not gt and not found.items:  # the usual first step, not an error
+    if not optional and not gt and not (found.items or found.skipped or found.unused):  # the usual first step
         st.info(f"{len(found.unlabelled)} image(s) uploaded. Now add their ground truth on the right: label "
                 "images or masks named like the images (or `<name>_labels`, `_mask`, `_dots`, `_points`), point "
                 "CSVs, or a counts CSV.", icon=":material/arrow_forward:")
