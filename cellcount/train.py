@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
         # "all": every weight trains; "new_outputs": only the output channels that init.from added (the
         # trunk, its BatchNorm statistics and the source's output channels stay exactly as trained).
         "trainable": "all",
+        # multihead: a density model folder whose maps on each training crop replace the label-drawn density
+        # targets (distillation: the density head learns to count as that model does); None = the labels
+        "distill_density": None,
     },
     # background_margin (multihead): raw density pushed below -margin wherever the target is 0 (0 = off)
     "loss": {"mask": "bce_dice", "border_weight": 0.5, "contact_weight": 0.0, "density_weight": 1.0,
@@ -245,11 +248,14 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     best_state = ck.get("best_net") if resume and ckpt_path.exists() else None
     if best_state is not None:
         best = json.loads(ck["best"])
+    teacher = _density_teacher(tr.get("distill_density"), scale) if kind == "multihead" else None
     _train_mode(net, frozen)
     t_start, running = time.time(), []
     for step in range(start, steps):
         x, t = _batch(train_items, rng, cfg, sample_p)
         xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        if teacher is not None:
+            t["density"] = teacher(xb)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             out = net(xb)
         out = out.float()
@@ -321,6 +327,29 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     logger.info("saved %s (%.0fs training, best val MAE %.2f at step %s)", out, train_s,
                 best["mae"] if best else float("nan"), best["step"] if best else "-")
     return out
+
+
+def _density_teacher(folder: str | None, scale: float):
+    """``train.distill_density``: a function from a batch of crops to the density model's maps in this
+    training's density scale (numpy, (B, 1, H, W)), or None. The teacher sees the same normalised crops."""
+    if not folder:
+        return None
+    import torch
+
+    from .models.loading import load_model_folder
+
+    teacher = load_model_folder(folder)
+    if teacher.output_kind != "density":
+        raise ValueError(f"train.distill_density: {folder} is a {teacher.output_kind} model, not a density model")
+    net = teacher.net.eval()
+    factor = scale / float(teacher.card.density_scale)
+    logger.info("density targets distilled from %s (sha256 %s)", folder, teacher.card.sha256[:12])
+
+    def maps(xb):
+        with torch.no_grad():
+            return (torch.relu(net(xb.float())) * factor).numpy().astype(np.float32)
+
+    return maps
 
 
 def _freeze_all_but_new_outputs(net, init_info: dict[str, Any] | None) -> bool:

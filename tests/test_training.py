@@ -448,3 +448,30 @@ def test_background_margin_pushes_the_background_below_zero_only():
     assert float(margin.detach()) > float(plain.detach())
     assert (grad[0, :] > 0).all(), "background at 0: descending lowers it"
     assert (grad[2:4, 2:4] == 0).all() and (grad[6:, 6:] == 0).all()
+
+
+def test_multihead_density_targets_distilled_from_a_density_model(tmp_path, synthetic_split, monkeypatch):
+    """train.distill_density: the density head's targets are the density model's maps on the same crops (in
+    this training's density scale), not the label-drawn ones."""
+    import cellcount.train as train_mod
+    import cellcount.training.losses as losses
+
+    teacher_folder = train(_tiny_config(tmp_path, "density", steps=2))
+    teacher = load_model(teacher_folder)
+    x = np.random.default_rng(3).uniform(0, 1, (2, 1, 32, 32)).astype(np.float32)
+    fixed = {"mask": np.zeros_like(x), "border": np.zeros_like(x), "density": np.zeros_like(x)}
+    monkeypatch.setattr(train_mod, "_batch", lambda *a, **k: (x.copy(), {k2: v.copy() for k2, v in fixed.items()}))
+    seen = []
+    real = losses.multihead_loss
+    monkeypatch.setattr(losses, "multihead_loss", lambda out, targets, **kw: seen.append(targets) or real(out, targets, **kw))
+    cfg = _tiny_config(tmp_path, "multihead", steps=2)
+    cfg["train"]["distill_density"] = str(teacher_folder)
+    train(cfg)
+    with torch.no_grad():
+        want = torch.relu(teacher.net.eval()(torch.from_numpy(x))).numpy()
+    want *= cfg["train"]["density_scale"] / teacher.card.density_scale
+    assert seen and want.max() > 0
+    np.testing.assert_allclose(seen[0]["density"].numpy(), want, rtol=1e-4, atol=1e-6)
+    cfg["train"]["distill_density"] = str(tmp_path / "weights" / "tiny-multihead")  # not a density model
+    with pytest.raises(ValueError, match="not a density model"):
+        train(cfg)
