@@ -9,6 +9,7 @@ same folder and renamed into place, so a reader (or an interrupted run) never se
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -187,6 +188,9 @@ class CsvStream:
         finally:
             self._fh.close()
             self._part.unlink(missing_ok=True)
+            # a Ctrl-C can land between creating a publish's temporary file and the try that removes it
+            for tmp in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> CsvStream:
         return self

@@ -96,6 +96,19 @@ def test_csv_stream_is_valid_after_every_append(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"], "no working or temporary file left"
 
 
+def test_csv_stream_close_removes_a_publish_left_half_done(tmp_path):
+    """A Ctrl-C between a publish creating its temporary file and the try that removes it: close() (which runs
+    on the way out of the interrupted batch) removes it."""
+    path = tmp_path / "c[1].csv"  # a name with glob characters
+    stream = CsvStream(path, columns=["file", "count"])
+    stream.append([{"file": "a.png", "count": 1}])
+    (tmp_path / f".{path.name}.abc123.tmp").write_text("half")
+    other = tmp_path / ".other.csv.abc123.tmp"  # another output's: not ours to remove
+    other.write_text("x")
+    stream.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.csv.abc123.tmp", "c[1].csv"]
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. options validated up front; no image can abort the batch
 # --------------------------------------------------------------------------------------------------
