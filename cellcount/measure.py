@@ -113,11 +113,19 @@ def likely_merges(objects: pd.DataFrame, *, factor: float = 2.5, neighbours: int
     """
     if len(objects) < 4 or not {"label", "area_px", "centroid_row", "centroid_col"} <= set(objects.columns):
         return np.zeros(0, np.int64)
+    far = larger_than_neighbours(objects["area_px"].to_numpy(np.float64),
+                                 objects[["centroid_row", "centroid_col"]].to_numpy(np.float64),
+                                 factor=factor, neighbours=neighbours)
+    return objects["label"].to_numpy(np.int64)[far]
+
+
+def larger_than_neighbours(area: np.ndarray, xy: np.ndarray, *, factor: float = 2.5,
+                           neighbours: int = 8) -> np.ndarray:
+    """Per object (``area``, centroids ``xy`` (N, 2)), whether its area is above ``factor`` x the median area
+    of its ``neighbours`` nearest objects: the rule of :func:`likely_merges` and of the quality flag's
+    ``merge_share``. Needs at least 2 objects."""
     from scipy.spatial import cKDTree
 
-    area = objects["area_px"].to_numpy(np.float64)
-    xy = objects[["centroid_row", "centroid_col"]].to_numpy(np.float64)
-    k = min(neighbours, len(objects) - 1)
+    k = min(neighbours, len(area) - 1)
     _, idx = cKDTree(xy).query(xy, k=k + 1)  # the first neighbour is the object itself
-    ref = np.median(area[idx[:, 1:]], axis=1)
-    return objects["label"].to_numpy(np.int64)[area > factor * ref]
+    return area > factor * np.median(area[idx[:, 1:]], axis=1)

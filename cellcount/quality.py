@@ -50,9 +50,6 @@ MIN_OBJECTS = 5
 """Object-shape signals need at least this many objects (a median of fewer says little)."""
 SIGNALS = ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast", "large_object_share",
            "touching_share", "merge_share", "focus", "flip_disagreement", "foreground_share")
-MERGE_FACTOR, MERGE_NEIGHBOURS = 2.5, 8
-"""An object over this many times the median area of its nearest neighbours is a likely merge (the viewer
-marks the same ones: :func:`cellcount.measure.likely_merges`)."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +222,7 @@ def _merge_share(labels: np.ndarray) -> float:
     every other row (areas and centroids need no more); NaN under :data:`MIN_OBJECTS`. Unlike
     ``large_object_share`` it compares each object with those around it, so two nuclei merged among single
     ones count wherever the image's sizes vary, and it does not depend on the split mode's crowding."""
-    from scipy.spatial import cKDTree
+    from .measure import larger_than_neighbours  # the viewer's likely-merge rule
 
     sub = np.ascontiguousarray(labels[::STRIDE, ::STRIDE])
     flat = sub.ravel()
@@ -236,10 +233,7 @@ def _merge_share(labels: np.ndarray) -> float:
     idx = np.arange(flat.size, dtype=np.float64)
     rows = np.bincount(flat, weights=np.floor(idx / sub.shape[1]))[ids] / areas[ids]
     cols = np.bincount(flat, weights=idx % sub.shape[1])[ids] / areas[ids]
-    a = areas[ids].astype(np.float64)
-    k = min(MERGE_NEIGHBOURS, len(ids) - 1)
-    _, near = cKDTree(np.column_stack([rows, cols])).query(np.column_stack([rows, cols]), k=k + 1)
-    return float(np.mean(a > MERGE_FACTOR * np.median(a[near[:, 1:]], axis=1)))
+    return float(np.mean(larger_than_neighbours(areas[ids].astype(np.float64), np.column_stack([rows, cols]))))
 
 
 LIMITS: tuple[tuple[str, str, bool], ...] = (

@@ -279,10 +279,6 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
                       indent=2)
 
 
-PLANE_KEYS = {"count_plane": lambda p: p, "batch_plane": lambda p: "max" if p == "max" else "first"}
-"""The pages' plane choices (widget keys) and what a settings file's plane sets them to (Batch offers only
-the first plane or the projection)."""
-
 
 def _apply_settings_file(prefix: str) -> None:
     uploaded = st.session_state.get(f"{prefix}_settings_file")
@@ -310,8 +306,8 @@ def _apply_settings_file(prefix: str) -> None:
     apply_settings(model_name, overrides, origin="file", detail=uploaded.name)
     if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
         st.session_state[PLANE_CHOICE] = plane
-        for key, value in PLANE_KEYS.items():
-            st.session_state[key] = value(plane)
+        for key in ("count_plane", "batch_plane"):  # each page's widget starts again from the session's choice
+            st.session_state.pop(key, None)
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
     st.session_state[f"{prefix}__shown_model"] = model_name  # announced here, not as a model change
     st.session_state[f"{prefix}__msg"] = (
