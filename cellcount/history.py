@@ -197,7 +197,8 @@ def add_rows(run_id: int, rows: Iterable[dict[str, Any]], *, path: str | os.Path
             )
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # an interrupt can land after COMMIT ended the transaction
+                con.execute("ROLLBACK")
             raise
 
 
@@ -251,6 +252,17 @@ def run_rows(run_id: int, *, path: str | os.PathLike | None = None) -> pd.DataFr
     return pd.DataFrame([json.loads(r[0]) for r in rows])
 
 
+def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt somewhere in ``err``'s chain of causes and contexts, if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class Recorder:
     """Records one run, never raising: a history that cannot be written is reported once and skipped.
 
@@ -270,9 +282,10 @@ class Recorder:
         try:
             action()
         except (HistoryError, sqlite3.Error, OSError) as err:
-            if isinstance(err.__context__, KeyboardInterrupt):
-                # Ctrl-C during a write: sqlite's rollback then fails and would hide the interrupt
-                raise err.__context__ from None
+            interrupt = _interrupt_behind(err)
+            if interrupt is not None:
+                # Ctrl-C during a write: an error on the way out (a failed rollback) must not hide it
+                raise interrupt from None
             if self.warning is None:
                 self.warning = f"the run is not recorded in the history: {err}"
                 logger.warning("%s", self.warning)

@@ -142,15 +142,35 @@ def _open(page, url: str, title: str) -> None:
     sync_api.expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=90_000)
 
 
+def _idle(page) -> None:
+    """Wait for the script run to finish: a dropdown opened during a rerun is closed by the redraw."""
+    sync_api.expect(page.locator('[data-testid="stStatusWidget"]').filter(has_text="Running")).to_have_count(0)
+
+
+def _pick(page, combo, option, value, fill: str | None = None) -> None:
+    """Open ``combo`` and click ``option``; a rerun that redraws the page closes an open list, so retry."""
+    for attempt in range(5):
+        _idle(page)
+        combo.click()
+        if fill is not None:
+            combo.fill(fill)  # type to filter the options
+        try:
+            option.click(timeout=10_000)
+            break
+        except sync_api.TimeoutError:
+            if attempt == 4:
+                raise
+            page.keyboard.press("Escape")
+    sync_api.expect(combo).to_have_value(value)
+
+
 def _choose_model(page, name: str = BASELINE) -> None:
     combo = page.get_by_role("combobox", name="Model")
     sync_api.expect(combo).to_be_visible()
     if combo.input_value().startswith(f"{name} "):
         return
-    combo.click()
-    combo.fill(name)  # type to filter the options, then take the one that starts with the name
-    page.get_by_role("option", name=re.compile(rf"^{re.escape(name)}\s")).click()
-    sync_api.expect(combo).to_have_value(re.compile(rf"^{re.escape(name)}\s"))
+    starts = re.compile(rf"^{re.escape(name)}\s")
+    _pick(page, combo, page.get_by_role("option", name=starts), starts, fill=name)
 
 
 def _choose_baseline(page) -> None:
@@ -240,8 +260,8 @@ def _set_number(page, label: str, value: int) -> None:
 
 
 def _choose_split(page, mode: str) -> None:
-    page.get_by_role("combobox", name="Split touching nuclei").click()
-    page.get_by_role("option", name=mode).click()
+    _pick(page, page.get_by_role("combobox", name="Split touching nuclei"),
+          page.get_by_role("option", name=mode, exact=True), re.compile(re.escape(mode)))
 
 
 def _count_value(page) -> int:

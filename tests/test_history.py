@@ -143,7 +143,15 @@ def test_ctrl_c_during_a_history_write_is_not_swallowed(tmp_path) -> None:
         except KeyboardInterrupt:
             raise sqlite3.OperationalError("cannot rollback - no transaction is active")  # noqa: B904
 
-    with pytest.raises(KeyboardInterrupt):
-        recorder._try(interrupted_write)
+    def interrupted_after_commit():  # the same through connect(), which wraps sqlite's error in HistoryError
+        with history.connect(tmp_path / "history.sqlite") as con:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                con.execute("ROLLBACK")  # sqlite: cannot rollback - no transaction is active
+
+    for write in (interrupted_write, interrupted_after_commit):
+        with pytest.raises(KeyboardInterrupt):
+            recorder._try(write)
     recorder._try(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
     assert recorder.warning and "disk I/O error" in recorder.warning
