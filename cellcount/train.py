@@ -289,10 +289,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
             history.append({"step": step + 1, "loss": float(np.mean(running[-50:])), **m})
             logger.info("validation at step %d: MAE %.2f RMSE %.2f bias %+.2f", step + 1, m["mae"], m["rmse"],
                         m["bias"])
-            # a frozen trunk keeps the segmentation count fixed: choose by what trains
-            key = "density_mae" if frozen else "mae"
-            logger.info("validation %s %.2f", key, m[key])
-            if best is None or m[key] <= best[key] or (tr["select"] == "last" and step + 1 == steps):
+            if "density_mae" in m:
+                logger.info("validation density_mae %.2f", m["density_mae"])
+            if best is None or _rank(m) <= _rank(best) or (tr["select"] == "last" and step + 1 == steps):
                 best = {"step": step + 1, **m}
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -319,7 +318,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     if init_info:
         card.training["init_from"] = init_info
     card.metrics = {"validation": {k: v for k, v in (best or {}).items() if k != "step"},
-                    "validation_note": "full DSB validation images, untuned postprocessing; "
+                    "validation_note": "full DSB validation images, the config's postprocessing (not tuned); "
                     + ("final weights" if tr["select"] == "last" else "checkpoint chosen by validation MAE")}
     out = Path(cfg["out_dir"]) / cfg["name"]
     save_model(net, card, out)
@@ -372,6 +371,12 @@ def _freeze_all_but_new_outputs(net, init_info: dict[str, Any] | None) -> bool:
             keep[n_src:] = 1.0
             p.register_hook(lambda g, keep=keep: g * keep)
     return True
+
+
+def _rank(m: dict[str, float]) -> tuple[float, float]:
+    """Checkpoints are chosen by count MAE; ties (a frozen trunk whose segmentation does not change while the
+    density head trains, under settings that do not read its size estimate) go to the better density count."""
+    return m["mae"], m.get("density_mae", 0.0)
 
 
 def _train_mode(net, frozen: bool) -> None:

@@ -475,3 +475,13 @@ def test_multihead_density_targets_distilled_from_a_density_model(tmp_path, synt
     cfg["train"]["distill_density"] = str(tmp_path / "weights" / "tiny-multihead")  # not a density model
     with pytest.raises(ValueError, match="not a density model"):
         train(cfg)
+
+
+def test_checkpoints_are_ranked_by_count_error_then_by_the_density_heads_count():
+    from cellcount.train import _rank
+
+    # a frozen trunk: the same segmentation count at every step, so the density head decides
+    assert _rank({"mae": 4.6, "density_mae": 9.3}) < _rank({"mae": 4.6, "density_mae": 9.9})
+    # the count the user gets comes first, even against a better density head
+    assert _rank({"mae": 4.6, "density_mae": 9.9}) < _rank({"mae": 4.9, "density_mae": 8.3})
+    assert _rank({"mae": 3.0}) < _rank({"mae": 3.1})
