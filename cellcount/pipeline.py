@@ -142,6 +142,7 @@ def predict(
     size_model: CountModel | None = None,
     backend: str | None = None,
     limits: tuple[float, float] | None = None,
+    normalized: bool = False,
 ) -> Prediction:
     """Normalise ``image`` (any dtype, (H, W) or (H, W, C)) and run the model's forward pass.
 
@@ -152,16 +153,20 @@ def predict(
     :meth:`cellcount.models.NetModel.predict_maps`).
     ``limits``: normalise with these values instead of the image's percentiles (a block of a huge image,
     see :mod:`cellcount.blocks`).
+    ``normalized``: ``image`` is already the model's input (2-D float, as training items hold it).
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if needs_size_model(model, p) and size_model is None:
         raise ParameterError(f"auto_nucleus_size on the mask model {model.name} needs a size model: pass "
                              "size_model=cellcount.models.size_model_for(model, params)")
     t0 = time.perf_counter()
-    norm, inverted = model_input(
-        np.asarray(image), channel=p.channel, invert=p.invert, low_pct=p.low_pct, high_pct=p.high_pct,
-        grayscale=model.card.normalization.get("grayscale", "mean"), limits=limits,
-    )
+    if normalized:
+        norm, inverted = np.asarray(image, np.float32), False
+    else:
+        norm, inverted = model_input(
+            np.asarray(image), channel=p.channel, invert=p.invert, low_pct=p.low_pct, high_pct=p.high_pct,
+            grayscale=model.card.normalization.get("grayscale", "mean"), limits=limits,
+        )
     t1 = time.perf_counter()
 
     flips: list[float] = []

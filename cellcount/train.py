@@ -140,20 +140,21 @@ def _batch(items, rng, cfg, weights=None):
 
 
 def validate(net, items, cfg, card) -> dict[str, float]:
-    """Full-image validation: count MAE etc. with the card's postprocessing (fp32, tiled)."""
+    """Full-image validation: count MAE etc. with the card's postprocessing (fp32, tiled), rescaled by the
+    model's own nucleus size estimate where it has one, as counting does."""
     from .metrics import count_metrics
     from .models.base import NetModel
-    from .pipeline import CountParams, Prediction, postprocess, resolve_params
+    from .pipeline import CountParams, needs_size_model, postprocess, predict, resolve_params
 
     was_training = net.training
     model = NetModel(copy.deepcopy(net), card)
     params: CountParams = resolve_params(model, None)
+    if needs_size_model(model, params):  # its size estimate is another network's: count at the training scale
+        params = resolve_params(model, {"auto_nucleus_size": False})
     true, pred, dens = [], [], []
     for it in items:
-        maps = model.predict_maps(it.image, fast=True)
-        res = postprocess(
-            Prediction(card.name, card.output_kind, maps, it.image, False, params.input_key()), params, measure=False
-        )
+        # the count a user gets, incl. a rescale by the model's own size estimate (multihead, density)
+        res = postprocess(predict(it.image, model, params, fast=True, normalized=True), params, measure=False)
         true.append(it.count)
         pred.append(res.count_estimate)
         dens.append(res.density_count)

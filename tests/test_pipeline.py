@@ -449,3 +449,21 @@ def test_old_split_keys_map_onto_split_mode():
     assert "watershed" not in resolve_params(model).to_dict()
     with pytest.raises(ParameterError, match="predicts borders"):
         resolve_params(model, {"split_mode": "borders"})
+
+
+def test_predict_on_an_already_normalised_image_skips_normalisation(tiny_model, rng):
+    """Training validates on items normalised once at load: predict must not stretch them a second time."""
+    from cellcount.io.normalize import model_input
+
+    model = tiny_model("unet", "multihead")
+    raw = (rng.random((48, 40)) * 900 + 50).astype(np.uint16)
+    norm, _ = model_input(raw, grayscale=model.card.normalization.get("grayscale", "mean"))
+    params = {"auto_nucleus_size": False}
+    from_raw = predict(raw, model, params)
+    from_norm = predict(norm, model, params, normalized=True)
+    np.testing.assert_allclose(from_norm.maps, from_raw.maps, atol=1e-6)
+    np.testing.assert_array_equal(from_norm.image_norm, norm)
+    # a dimmed input is taken as it is (a second percentile stretch would brighten it back)
+    dim = predict(norm * 0.5, model, params, normalized=True)
+    np.testing.assert_array_equal(dim.image_norm, norm * 0.5)
+    assert not np.allclose(dim.maps, from_raw.maps, atol=1e-4)
