@@ -693,7 +693,7 @@ def render_markdown(res: BenchResults) -> str:
                      cli["model"], cli.get("backend") or "-",
                      f"**{cli['seconds']:.1f} s** ({cli['images_per_s']:.1f} images/s)", f"exit {cli['exit_code']}"])
     for other in res.cli_compared:
-        ratio = f"; the default model {other['seconds'] / cli['seconds']:.2f}x faster" if cli else ""
+        ratio = f"; {cli['seconds'] / other['seconds']:.2f}x the default model's speed" if cli else ""
         rows.append(["`count` on the same images (`--cli-compare`)", other["model"], other.get("backend") or "-",
                      f"{other['seconds']:.1f} s ({other['images_per_s']:.1f} images/s{ratio})",
                      f"exit {other['exit_code']}"])

@@ -166,11 +166,13 @@ def _run(args: argparse.Namespace) -> int:
             key = "validation_auto_nucleus_size" if params.auto_nucleus_size else "validation_fixed_size"
             model.card.metrics = {**model.card.metrics, key: summary}
         else:
+            tuned_here = f"of {args.data} (split {args.split}," in (model.card.postprocess_tuned_on or "")
             model.card.metrics = {
                 "validation": summary,
                 "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
-                                    f"({s['n']} images, never used for training or tuning); "
-                                    f"count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
+                                    f"({s['n']} images, never used for training"
+                                    + ("; the postprocessing was tuned on them" if tuned_here else " or tuning")
+                                    + f"); count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
             }
         write_card(model.card, folder)
     if args.json:

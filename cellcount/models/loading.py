@@ -43,16 +43,16 @@ CLASSICAL_CARD = ModelCard(
 )
 
 
-DEFAULT_MODEL = "multihead-unet"
-"""The model used when none is named (CLI ``count`` without ``--model``, the app's preselection): one
-network whose three heads give the segmentation, a second count for the quality flag and the nucleus
-size in one pass."""
-FALLBACK_MODEL = "unet-mask"
+DEFAULT_MODEL = "unet-mask"
+"""The model used when none is named (CLI ``count`` without ``--model``, the app's preselection). Not the
+faster ``multihead-unet``: its density head reads the same features as its segmentation, so on unfamiliar
+images the two counts agree even when both are wrong and the quality flag stays silent (docs/quality.md)."""
+FALLBACK_MODEL = "multihead-unet"
 
 
 def default_model_name(weights_dir: str | Path | None = None) -> str:
-    """:data:`DEFAULT_MODEL` when its weights are present, else :data:`FALLBACK_MODEL` (the mask model with
-    a calibrated quality flag), else the first model listed."""
+    """:data:`DEFAULT_MODEL` when its weights are present, else :data:`FALLBACK_MODEL`, else the first
+    model listed."""
     names = list_models(weights_dir)
     return next((n for n in (DEFAULT_MODEL, FALLBACK_MODEL) if n in names), names[0])
 
