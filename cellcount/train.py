@@ -139,6 +139,17 @@ def _batch(items, rng, cfg, weights=None):
     return x, t
 
 
+def network_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The network's constructor arguments for a training config (its ``model`` section and output kind)."""
+    kind = cfg["output_kind"]
+    kwargs = {"in_channels": 1, **cfg["model"], "head": "density" if kind == "density" else "mask"}
+    if kind == "density":
+        kwargs["out_channels"] = 1
+    if kind == "multihead":  # fg, border and density: three output channels, or two plus a density branch
+        kwargs["out_channels"] = 2 if kwargs.get("density_branch") else 3
+    return kwargs
+
+
 def validate(net, items, cfg, card) -> dict[str, float]:
     """Full-image validation: count MAE etc. with the card's postprocessing (fp32, tiled), rescaled by the
     model's own nucleus size estimate where it has one, as counting does."""
@@ -207,11 +218,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         w[n_dsb:] *= share / w[n_dsb:].sum()
     sample_p = w / w.sum()
     # a multihead network's outputs are raw (logits, logits, density before its ReLU): the mask head form
-    model_kwargs = {"in_channels": 1, **cfg["model"], "head": "density" if kind == "density" else "mask"}
-    if kind == "density":
-        model_kwargs["out_channels"] = 1
-    if kind == "multihead":  # fg, border and density: three output channels, or two plus a density branch
-        model_kwargs["out_channels"] = 2 if model_kwargs.get("density_branch") else 3
+    model_kwargs = network_kwargs(cfg)
     net = create_model(cfg["architecture"], **model_kwargs).to(memory_format=torch.channels_last)
     init_info = None
     if (cfg.get("init") or {}).get("from"):

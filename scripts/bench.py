@@ -252,12 +252,11 @@ def untrained_model(config_path: Path) -> NetModel:
     import yaml
 
     from cellcount.models import ModelCard, NetModel, create_model
+    from cellcount.train import network_kwargs
 
     cfg = yaml.safe_load(config_path.read_text())
     kind = cfg["output_kind"]
-    kwargs = {"in_channels": 1, **cfg["model"], "head": kind}
-    if kind == "density":
-        kwargs["out_channels"] = 1
+    kwargs = network_kwargs(cfg)
     torch.manual_seed(0)
     net = create_model(cfg["architecture"], **kwargs)
     card = ModelCard(
@@ -272,6 +271,8 @@ def untrained_model(config_path: Path) -> NetModel:
 
 def bench_models(names: Sequence[str] | None = None, *, config_dir: Path = CONFIG_DIR) -> list[BenchModel]:
     """Shipped models (classical baseline excluded) and untrained stand-ins for configs without weights."""
+    import yaml
+
     from cellcount.models import CLASSICAL_NAME, NetModel, list_models, load_model
 
     out: list[BenchModel] = []
@@ -283,9 +284,8 @@ def bench_models(names: Sequence[str] | None = None, *, config_dir: Path = CONFI
             out.append(BenchModel(model, trained=True))
     shipped = {bm.name for bm in out}
     for path in sorted(config_dir.glob("*.yaml")):
-        model = untrained_model(path)
-        if model.name not in shipped:
-            out.append(BenchModel(model, trained=False))
+        if yaml.safe_load(path.read_text()).get("name") not in shipped:
+            out.append(BenchModel(untrained_model(path), trained=False))
     if names:
         out = [bm for bm in out if bm.name in set(names)]
     return out

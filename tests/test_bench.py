@@ -151,4 +151,4 @@ def test_cli_compare_times_other_models_on_the_same_images(tmp_path, capsys):
     assert bench.main(["--quick", "--cli-only", "--cli-compare", CLASSICAL_NAME, "--markdown", str(md)]) == 0
     header, rows = _table_rows(md.read_text(), "check |")
     assert [r[0].startswith("`count` on the same images") for r in rows] == [False, True, False]
-    assert rows[1][1] == CLASSICAL_NAME and "faster" in rows[1][3] and rows[1][4] == "exit 0"
+    assert rows[1][1] == CLASSICAL_NAME and "the default model's speed" in rows[1][3] and rows[1][4] == "exit 0"
