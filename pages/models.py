@@ -60,13 +60,14 @@ def short_error(m: dict) -> str:
     return text + (f"; outlines F1 {m['f1']:.2f}" if "f1" in m else "")
 
 
-def guide_table(guides: list[ModelGuide]) -> str:
+def guide_table(guides: list[ModelGuide], default: str | None = None) -> str:
     """Markdown table, one row per model: wraps long text instead of cutting it."""
     best = strengths(guides)
     rows = ["| Model | Choose it for | Images | Nucleus size | Measured error |", "|---|---|---|---|---|"]
     for g in guides:
-        use = g.output + "".join(f"; **{s}**" for s in best.get(g.name, []))
-        rows.append(f"| **{g.name}** | {use} | {g.images} | {size_text(g)} | {short_error(g.validation)} |")
+        use = g.output + "".join(f"; **{s}**" for s in best.get(g.name, [])) + (f"; {g.note}" if g.note else "")
+        name = f"**{g.name}**" + (" (default)" if g.name == default else "")
+        rows.append(f"| {name} | {use} | {g.images} | {size_text(g)} | {short_error(g.validation)} |")
     return "\n".join(rows)
 
 
@@ -195,11 +196,12 @@ for n in names:
         guides.append(model_guide(model_card(n)))
     except (cc.CellcountError, OSError, ValueError) as err:
         sh.show_error(err)
-st.markdown(guide_table(guides))
+st.markdown(guide_table(guides, cc.models.default_model_name()))
 st.caption(
-    "Measured error: count MAE on validation images never used for training or tuning (DSB 2018), with the "
-    "model's default settings; 95% bootstrap intervals in each model's section. Differences smaller than "
-    "the intervals are not meaningful. Check a model on your own images with Evaluate."
+    "Measured error: count MAE on DSB 2018 validation images that no model trained on, with the model's "
+    "default settings; 95% bootstrap intervals and how the settings were chosen in each model's section. "
+    "Only models measured on the same images are ranked; differences smaller than the intervals are not "
+    "meaningful. Check a model on your own images with Evaluate."
 )
 st.subheader("Each model")
 pick = st.segmented_control("Model", names, default=names[0], key="models_show", label_visibility="collapsed")

@@ -39,6 +39,8 @@ class ModelGuide:
         The same with ``auto_nucleus_size`` off, or {}.
     trained_on : str
         The training data, as the card states it.
+    note : str
+        What else to know when choosing it (the card's ``extra["guide_note"]``), or "".
     """
 
     name: str
@@ -50,6 +52,7 @@ class ModelGuide:
     validation: dict[str, Any]
     validation_fixed_size: dict[str, Any]
     trained_on: str
+    note: str = ""
 
 
 def _section(card: ModelCard, key: str) -> dict[str, Any]:
@@ -93,21 +96,28 @@ def model_guide(card: ModelCard) -> ModelGuide:
         validation=_section(card, "validation"),
         validation_fixed_size=_section(card, "validation_fixed_size"),
         trained_on=str(card.training.get("data", "")) if isinstance(card.training, dict) else "",
+        note=str(card.extra.get("guide_note", "")),
     )
 
 
 def strengths(guides: list[ModelGuide]) -> dict[str, list[str]]:
     """What sets each model apart among ``guides``, from their validation figures: the lowest count error,
-    the best outlines, the fastest. Models whose cards measured nothing get nothing."""
+    the best outlines, the fastest. Only figures measured on the same number of images (the set most cards
+    share) are compared; "fastest" only when no card timed its model on other images."""
     out: dict[str, list[str]] = {g.name: [] for g in guides}
+    sizes = [g.validation.get("n") for g in guides if g.validation.get("n")]
+    common = max(set(sizes), key=sizes.count) if sizes else None
+    peers = [g for g in guides if g.validation.get("n") == common]
 
-    def best(key: str, text: str, *, low: bool) -> None:
-        scored = [(g.validation[key], g.name) for g in guides if isinstance(g.validation.get(key), (int, float))]
+    def best(key: str, text: str, *, low: bool, among_all: bool = False) -> None:
+        if among_all and any(isinstance(g.validation.get(key), (int, float)) for g in guides if g not in peers):
+            return  # a claim about every model (fastest) that a model timed elsewhere could contradict
+        scored = [(g.validation[key], g.name) for g in peers if isinstance(g.validation.get(key), (int, float))]
         if len(scored) >= 2:
             value, name = min(scored) if low else max(scored)
             out[name].append(text)
 
     best("mae", "lowest count error", low=True)
     best("f1", "best outlines", low=False)
-    best("ms_per_megapixel", "fastest", low=True)
+    best("ms_per_megapixel", "fastest", low=True, among_all=True)
     return out
