@@ -32,7 +32,7 @@ from cellcount.models.card import write_card  # noqa: E402
 from cellcount.quality import calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
-MODELS = ("unet-mask", "attention-unet-mask", "residual-unet-mask", "unet-density")
+MODELS = ("unet-mask", "attention-unet-mask", "residual-unet-mask", "unet-density", "multihead-unet")
 SETS = (("dsb2018", "val"), ("dsb2018", "test"), ("vgg_cells", "all"), ("mbm", "all"))
 OUT = ROOT / "results" / "quality"
 
