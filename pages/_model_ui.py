@@ -104,6 +104,9 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
             "pixel size) stay as they were.",
         )
     st.session_state[shown_key] = name
+    note = model.card.extra.get("guide_note") if isinstance(model.card.extra, dict) else None
+    if note:  # what to know before trusting its counts (the Models page's guide shows the same)
+        (container or st).caption(f"{name}: {note}.")
     settings.values(model)  # creates its entry from the card when new
     return name, model
 

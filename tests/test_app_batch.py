@@ -117,3 +117,20 @@ def test_z_stacks_counted_from_their_maximum_projection():
     assert counts["max"].loc["stack.tif", "count"] == 3 and not bool(counts["max"].loc["stack.tif", "check"])
     png = "s01_sparse_small.png"
     assert counts["first"].loc[png, "count"] == counts["max"].loc[png, "count"]
+
+
+def test_a_models_caveat_shows_under_the_picker():
+    """multihead-unet's card says its flag misses most errors on unfamiliar images: the user sees it where they
+    choose the model, not only on the Models page."""
+    import cellcount as cc
+
+    if "multihead-unet" not in cc.list_models():
+        pytest.skip("weights/multihead-unet is not there")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["batch_model"] = "multihead-unet"
+    at.run()
+    at.switch_page("pages/batch.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("multihead-unet:") and "quality flag misses" in c.value for c in at.caption)
+    assert not any("quality flag misses" in c.value for c in open_batch().caption)
