@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
 
 
-def open_batch() -> AppTest:
+def open_batch(model: str = "classical-otsu") -> AppTest:
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
-    at.session_state["batch_model"] = "classical-otsu"
+    at.session_state["batch_model"] = model
     at.run()
     at.switch_page("pages/batch.py")
     at.run()
@@ -126,11 +126,6 @@ def test_a_models_caveat_shows_under_the_picker():
 
     if "multihead-unet" not in cc.list_models():
         pytest.skip("weights/multihead-unet is not there")
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
-    at.session_state["batch_model"] = "multihead-unet"
-    at.run()
-    at.switch_page("pages/batch.py")
-    at.run()
-    assert not at.exception, at.exception
+    at = open_batch("multihead-unet")
     assert any(c.value.startswith("multihead-unet:") and "quality flag misses" in c.value for c in at.caption)
     assert not any("quality flag misses" in c.value for c in open_batch().caption)
