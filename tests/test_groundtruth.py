@@ -165,18 +165,39 @@ def test_read_label_image_png_and_shape_check(tmp_path: Path) -> None:
 
 def test_read_dot_image(tmp_path: Path) -> None:
     dots = np.zeros((20, 20), np.uint8)
-    dots[2, 3] = 255
-    dots[10, 15] = 1
-    dots[5:7, 8:10] = 200  # a painted 2x2 dot -> one point at its centre
+    dots[2:4, 3:5] = 255
+    dots[10:12, 15:17] = 1
+    dots[5:7, 8:10] = 200  # painted 2x2 dots -> one point each, at its centre
     path = _save_png(tmp_path / "a_dots.png", dots)
     gt = read_dot_image(path, expected_shape=(20, 20))
     assert gt.kind == "points" and gt.count == 3 and gt.labels is None
     assert gt.points.dtype == np.float64 and gt.points.shape == (3, 2)
-    assert {tuple(p) for p in gt.points} == {(2.0, 3.0), (5.5, 8.5), (10.0, 15.0)}
+    assert {tuple(p) for p in gt.points} == {(2.5, 3.5), (5.5, 8.5), (10.5, 15.5)}
     white = _save_png(tmp_path / "w_dots.png", np.where(dots > 0, 0, 255).astype(np.uint8))
     assert read_dot_image(white).count == 3  # dark dots on white
     with pytest.raises(GroundTruthError, match="does not match"):
         read_dot_image(path, expected_shape=(10, 10))
+
+
+def test_dots_that_touch_stay_apart(tmp_path: Path) -> None:
+    """Dense single-pixel annotations touch (VGG cells: 2.3 of 176 cells per image were lost when each
+    8-connected blob was one dot); painted discs that touch are split into as many points."""
+    single = np.zeros((20, 20), np.uint8)
+    # a diagonal chain of 3, a pair, and (as in a real annotation) mostly dots alone
+    where = [(2, 3), (2, 4), (3, 5), (15, 2), (15, 3), (10, 10), (6, 16), (18, 18), (12, 5)]
+    for r, c in where:
+        single[r, c] = 255
+    gt = read_dot_image(_save_png(tmp_path / "s_dots.png", single))
+    assert gt.count == 9 and {tuple(p) for p in gt.points} == {(float(r), float(c)) for r, c in where}
+
+    discs = np.zeros((30, 30), np.uint8)
+    for r, c in ((5, 5), (20, 20), (5, 22), (14, 5)):
+        discs[r - 1:r + 2, c - 1:c + 2] = 255  # 3x3 discs, two of them alone
+    discs[13:16, 7:10] = 255  # a disc touching the one at (14, 5): one blob of 18 px = 2 dots
+    gt = read_dot_image(_save_png(tmp_path / "d_dots.png", discs))
+    assert gt.count == 5
+    pair = sorted(tuple(p) for p in gt.points if 12 <= p[0] <= 16)
+    np.testing.assert_allclose(pair, [(14.0, 5.0), (14.0, 8.0)], atol=0.01)
 
 
 def test_read_dot_image_on_a_canvas_that_is_not_black(tmp_path: Path) -> None:
