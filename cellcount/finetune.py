@@ -42,6 +42,9 @@ SCALE_RANGE = (0.8, 1.25)
 """Scale jitter of the training crops. The new model counts the user's images at one magnification (the set's
 one object size is fixed in its card), so the crops need only the objects' own spread of sizes, not the
 0.6-1.6 a base model learns for every magnification (vgg_cells validation: count MAE 6.83 -> 5.00)."""
+INTENSITY_JITTER = 1.0
+"""Strength of the training crops' brightness / contrast / gamma jitter (see
+:func:`cellcount.training.augment.intensity`)."""
 
 
 @dataclass(frozen=True)
@@ -322,7 +325,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
 def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, batch_size: int, crop: int, lr: float,
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
          loss_cfg: dict[str, Any], scale_range: tuple[float, float],
-         elastic_p: float = 0.3) -> tuple[int, float, list[float]]:
+         elastic_p: float = 0.3, intensity_jitter: float = 1.0) -> tuple[int, float, list[float]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
     (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent).
     Returns (steps run, seconds, losses)."""
@@ -333,7 +336,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
 
     cfg = {"train": {"batch_size": batch_size, "crop": crop},
            "augment": {**DEFAULTS["augment"], "elastic_p": elastic_p, "invert_p": 0.0,
-                       "scale_range": list(scale_range)}}
+                       "scale_range": list(scale_range), "intensity_strength": intensity_jitter}}
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     total = steps or 10_000
     warm = 10
@@ -413,6 +416,7 @@ def finetune(
     size: str = "set",
     scale_range: tuple[float, float] = SCALE_RANGE,
     elastic_p: float = 0.3,
+    intensity_jitter: float = INTENSITY_JITTER,
     reference_px: float | None = None,
     density_sigma: float = 0.25,
     threads: int | None = None,
@@ -431,7 +435,8 @@ def finetune(
     and counts every image at one object size for the whole set (:func:`set_diameter`, fixed in the new
     card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it. Whether
     the images have a bright background is decided once for the set (:func:`set_background`), likewise.
-    ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped.
+    ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped;
+    ``intensity_jitter``: the strength of their brightness / contrast / gamma jitter (1 as for a base model).
     ``reference_px``: the object diameter the new model trains and counts at (default: the base's); a
     density target's Gaussians have sigma ``density_sigma`` x the object diameter.
     """
@@ -512,7 +517,7 @@ def finetune(
     n_steps, train_s, losses = _fit(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
-        scale_range=scale_range, elastic_p=elastic_p,
+        scale_range=scale_range, elastic_p=elastic_p, intensity_jitter=intensity_jitter,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
     card.postprocess = {**card.postprocess, **fixed}
@@ -575,7 +580,7 @@ def finetune(
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
         "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
-        "elastic_p": elastic_p, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
+        "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
         "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",

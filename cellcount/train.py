@@ -131,6 +131,7 @@ def _batch(items, rng, cfg, weights=None):
             it.image, it.targets, size=tr["crop"], rng=rng,
             scale_range=tuple(au["scale_range"]), elastic_p=au["elastic_p"], invert_p=au["invert_p"],
             wide_scale_p=wide_p, wide_scale_range=tuple(au.get("wide_scale_range", (0.25, 4.0))),
+            intensity_strength=au.get("intensity_strength", 1.0),
         )
         imgs.append(img)
         tgts.append(tg)

@@ -11,7 +11,7 @@ import torch
 from cellcount.models import NetModel, load_model, read_card
 from cellcount.models.backends import available_backends
 from cellcount.train import load_config, train
-from cellcount.training.augment import augment, elastic, flip_rotate, random_crop_scaled
+from cellcount.training.augment import augment, elastic, flip_rotate, intensity, random_crop_scaled
 from cellcount.training.data import is_validation, prepare_item
 from cellcount.training.losses import MASK_LOSSES, density_loss, mask_loss, multihead_loss
 from cellcount.training.targets import CONTACT, border_target, boundary_band, density_from_labels, touching_border
@@ -126,6 +126,16 @@ def test_augment_output(draw_disks):
     img, out = augment(image, targets, size=32, rng=np.random.default_rng(0), elastic_p=1.0)
     assert img.shape == (32, 32) and img.dtype == np.float32
     assert out["density"].dtype == np.float32 and out["mask"].shape == (32, 32)
+
+
+def test_intensity_strength_scales_the_brightness_jitter():
+    """A fine-tune on one set may keep brightness: at strength 0 only blur and noise remain (the mean of a flat
+    image stays put); at 1 its brightness moves from crop to crop."""
+    flat = np.full((32, 32), 0.5, np.float32)
+    means = {s: np.array([intensity(flat, rng=np.random.default_rng(k), invert_p=0.0, strength=s).mean()
+                          for k in range(40)]) for s in (0.0, 1.0)}
+    assert np.abs(means[0.0] - 0.5).max() < 0.01
+    assert means[1.0].std() > 0.05
 
 
 # --------------------------------------------------------------------------------------------------

@@ -94,13 +94,19 @@ def elastic(
     return img, out
 
 
-def intensity(image: np.ndarray, *, rng: np.random.Generator, invert_p: float = 0.05) -> np.ndarray:
-    """Brightness/contrast/gamma jitter, occasional blur, Gaussian noise and contrast inversion."""
+def intensity(image: np.ndarray, *, rng: np.random.Generator, invert_p: float = 0.05,
+              strength: float = 1.0) -> np.ndarray:
+    """Brightness/contrast/gamma jitter, occasional blur, Gaussian noise and contrast inversion.
+
+    ``strength`` scales the gamma, contrast and brightness ranges (1: gamma exp(+-0.4), contrast x0.7-1.3,
+    offset +-0.1; 0: none), so that a fine-tune on one set, imaged one way, can keep what brightness says
+    (overlapping fluorescent cells add up)."""
     img = image.astype(np.float32)
     if rng.random() < invert_p:
         img = 1.0 - img
-    img = np.clip(img, 0, None) ** float(np.exp(rng.uniform(-0.4, 0.4)))
-    img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1)
+    g, c, b = 0.4 * strength, 0.3 * strength, 0.1 * strength
+    img = np.clip(img, 0, None) ** float(np.exp(rng.uniform(-g, g)))
+    img = img * rng.uniform(1 - c, 1 + c) + rng.uniform(-b, b)
     if rng.random() < 0.2:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.5, 1.5)))
     if rng.random() < 0.5:
@@ -137,8 +143,10 @@ def augment(
     invert_p: float = 0.05,
     wide_scale_p: float = 0.0,
     wide_scale_range: tuple[float, float] = (0.25, 4.0),
+    intensity_strength: float = 1.0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The full training augmentation: scaled crop, flips/rotations, elastic, intensity.
+    """The full training augmentation: scaled crop, flips/rotations, elastic, intensity (its ranges scaled by
+    ``intensity_strength``, see :func:`intensity`).
 
     With probability ``wide_scale_p`` the scale is drawn from ``wide_scale_range`` instead: nuclei of
     every size a user may bring, so a density head still reads their size off its map, while most crops
@@ -152,4 +160,4 @@ def augment(
     img, tg = flip_rotate(img, tg, rng=rng)
     if rng.random() < elastic_p:
         img, tg = elastic(img, tg, rng=rng)
-    return intensity(img, rng=rng, invert_p=invert_p), tg
+    return intensity(img, rng=rng, invert_p=invert_p, strength=intensity_strength), tg
