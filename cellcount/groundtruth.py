@@ -253,6 +253,15 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
 
 
+def _one_round_blob(blob: np.ndarray) -> bool:
+    """Whether a painted blob is one round dot: about as wide as long and convex (dots that touch make a
+    peanut or a chain)."""
+    from skimage.measure import regionprops
+
+    props = regionprops(blob.astype(np.uint8))[0]
+    return props.axis_minor_length >= props.axis_major_length / 1.5 and props.solidity >= 0.9
+
+
 def _name(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
@@ -372,7 +381,8 @@ def _dots_from_mask(on: np.ndarray) -> np.ndarray:
 
     A dot's size is the median blob area. A blob about k times that size is k dots that touch: with
     single-pixel dots (the commonest export; dense annotations touch often) every marked pixel is a dot,
-    and a blob of k painted discs is split into k points by k-means on its pixels. Reading each blob as one
+    and a blob of k painted discs is split into k points by k-means on its pixels, if its shape says so
+    (elongated or not convex: a round blob is one dot painted with a larger brush). Reading each blob as one
     dot lost 2.3 of 176 cells per image on VGG cells (up to 8) and taught fine-tunes to undercount."""
     blobs, n = ndi.label(on, structure=_STRUCTURE_8)
     if not n:
@@ -392,6 +402,8 @@ def _dots_from_mask(on: np.ndarray) -> np.ndarray:
         pix = np.argwhere(blobs[sl] == i + 1).astype(np.float64) + [sl[0].start, sl[1].start]
         if dots[i] >= len(pix):  # single-pixel dots: each pixel is one
             out.append(pix)
+        elif _one_round_blob(blobs[sl] == i + 1):
+            out.append(points[i:i + 1])
         else:
             centres, _ = kmeans2(pix, int(dots[i]), minit="++", seed=0)
             out.append(centres)

@@ -198,6 +198,9 @@ def test_dots_that_touch_stay_apart(tmp_path: Path) -> None:
     assert gt.count == 5
     pair = sorted(tuple(p) for p in gt.points if 12 <= p[0] <= 16)
     np.testing.assert_allclose(pair, [(14.0, 5.0), (14.0, 8.0)], atol=0.01)
+    discs[20:26, 3:9] = 255  # a round 6x6 dot (a larger brush) alone: one dot, not four
+    gt = read_dot_image(_save_png(tmp_path / "b_dots.png", discs))
+    assert gt.count == 6 and any(np.allclose(p, (22.5, 5.5)) for p in gt.points)
 
 
 def test_read_dot_image_on_a_canvas_that_is_not_black(tmp_path: Path) -> None:
