@@ -253,15 +253,6 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
 
 
-def _one_round_blob(blob: np.ndarray) -> bool:
-    """Whether a painted blob is one round dot: about as wide as long and convex (dots that touch make a
-    peanut or a chain)."""
-    from skimage.measure import regionprops
-
-    props = regionprops(blob.astype(np.uint8))[0]
-    return props.axis_minor_length >= props.axis_major_length / 1.5 and props.solidity >= 0.9
-
-
 def _name(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
@@ -408,6 +399,15 @@ def _dots_from_mask(on: np.ndarray) -> np.ndarray:
             centres, _ = kmeans2(pix, int(dots[i]), minit="++", seed=0)
             out.append(centres)
     return np.concatenate(out).reshape(-1, 2)
+
+
+def _one_round_blob(blob: np.ndarray) -> bool:
+    """Whether a painted blob is one round dot: about as wide as long and convex (dots that touch make a
+    peanut or a chain)."""
+    from skimage.measure import regionprops
+
+    props = regionprops(blob.astype(np.uint8))[0]
+    return props.axis_minor_length >= props.axis_major_length / 1.5 and props.solidity >= 0.9
 
 
 # --------------------------------------------------------------------------------------------------
