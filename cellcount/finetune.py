@@ -327,9 +327,12 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
 def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, batch_size: int, crop: int, lr: float,
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
          loss_cfg: dict[str, Any], scale_range: tuple[float, float],
-         elastic_p: float = 0.3, intensity_jitter: float = 1.0) -> tuple[int, float, list[float]]:
+         elastic_p: float = 0.3, intensity_jitter: float = 1.0,
+         average_last: float = 0.0) -> tuple[int, float, list[float]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
     (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent).
+    ``average_last`` > 0: the net ends with the mean of its weights after each of the last ``average_last``
+    share of the steps (BatchNorm statistics included), not the last step's alone.
     Returns (steps run, seconds, losses)."""
     import torch
 
@@ -347,6 +350,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     net.train()
     step = 0
     step_times = [0.0]  # elapsed seconds after each step
+    avg: dict[str, torch.Tensor] | None = None
+    n_avg = 0
     while step < total:
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
@@ -378,9 +383,19 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
             recent = (elapsed - step_times[-min(10, step)]) / min(10, step)
             total = step if elapsed >= seconds else max(step + 1, step + int((seconds - elapsed) / recent))
         step_times.append(elapsed)
+        if average_last > 0 and step >= (1.0 - average_last) * total:
+            state = {k: v.detach().float() for k, v in net.state_dict().items() if v.is_floating_point()}
+            if avg is None:
+                avg, n_avg = {k: v.clone() for k, v in state.items()}, 1
+            else:
+                n_avg += 1
+                for k, v in state.items():
+                    avg[k] += (v - avg[k]) / n_avg
         per_step = elapsed / step
         report(FinetuneProgress("train", step, total, float(np.mean(losses[-10:])), elapsed,
                                 (total - step) * per_step))
+    if avg is not None and n_avg > 1:
+        net.load_state_dict({**net.state_dict(), **avg})
     net.eval()
     return step, time.perf_counter() - t0, losses
 
@@ -421,6 +436,8 @@ def finetune(
     intensity_jitter: float = INTENSITY_JITTER,
     reference_px: float | None = None,
     density_sigma: float = 0.25,
+    count_weight: float | None = None,
+    average_last: float = 0.0,
     threads: int | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -440,7 +457,9 @@ def finetune(
     ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped;
     ``intensity_jitter``: the strength of their brightness / contrast / gamma jitter (1 as for a base model).
     ``reference_px``: the object diameter the new model trains and counts at (default: the base's); a
-    density target's Gaussians have sigma ``density_sigma`` x the object diameter.
+    density target's Gaussians have sigma ``density_sigma`` x the object diameter. ``count_weight``: the
+    weight of the density loss's per-crop count term (default: a base model's); ``average_last``: see
+    :func:`_fit`.
     """
     import torch
 
@@ -515,11 +534,14 @@ def finetune(
     net = copy.deepcopy(model.net).float().to(memory_format=torch.channels_last)
     for p in net.parameters():
         p.requires_grad_(True)
-    loss_cfg = dict(DEFAULTS["loss"])
+    loss_cfg = copy.deepcopy(DEFAULTS["loss"])
+    if count_weight is not None:
+        loss_cfg["density"]["count"] = float(count_weight)
     n_steps, train_s, losses = _fit(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
         scale_range=scale_range, elastic_p=elastic_p, intensity_jitter=intensity_jitter,
+        average_last=average_last,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
     card.postprocess = {**card.postprocess, **fixed}
@@ -583,6 +605,7 @@ def finetune(
         "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
+        "density_loss": loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,
         "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",

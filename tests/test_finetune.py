@@ -220,3 +220,28 @@ def test_training_item_scale_and_density_target_follow_their_settings(tiny_model
         assert item.targets["density"].sum() == pytest.approx(3.0, rel=1e-4), "one unit of mass per dot"
     assert wide.targets["density"].max() < 0.5 * native.targets["density"].max(), "twice the sigma: a lower peak"
     assert native.targets["density"][16, 16] == native.targets["density"].max()
+
+
+def test_average_last_ends_with_the_mean_of_the_last_steps_weights(tiny_model, draw_disks):
+    from cellcount.finetune import _fit, training_item
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    centres = [(16, 16), (16, 44), (44, 30)]
+    image = np.where(draw_disks((64, 64), centres, 5) > 0, 200, 20).astype(np.uint8)
+    gt = GroundTruth(kind="points", points=np.array(centres, float), count=3)
+    items = [training_item("a", image, gt, base, density_scale=100.0, diameter_px=18.4)]
+    net = copy_net(base)
+    seen = {}
+
+    def snapshot(p):  # the weights after each step
+        seen[p.step] = {k: v.detach().clone() for k, v in net.state_dict().items() if v.is_floating_point()}
+
+    _fit(net, items, kind="density", steps=4, seconds=None, batch_size=2, crop=32, lr=1e-2,
+         rng=np.random.default_rng(0), report=snapshot, cancel=None, loss_cfg=dict(DEFAULTS["loss"]),
+         scale_range=(0.9, 1.11), average_last=0.5)
+    final = net.state_dict()
+    name = next(k for k in seen[4] if k.endswith("weight"))
+    assert not np.allclose(seen[2][name].numpy(), seen[4][name].numpy()), "the weights moved"
+    mean = sum(seen[s][name] for s in (2, 3, 4)) / 3  # the last half of 4 steps: after steps 2, 3 and 4
+    np.testing.assert_allclose(final[name].numpy(), mean.numpy(), rtol=1e-5, atol=1e-7)
