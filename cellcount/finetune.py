@@ -45,6 +45,11 @@ one object size is fixed in its card), so the crops need only the objects' own s
 6.83 at 0.6-1.6, 4.98 / 4.89 at 0.8-1.25, 3.62 / 3.29 at 0.9-1.11, 4.22 / 3.67 with none; mbm 5.99 at
 0.8-1.25, 5.60 at 0.9-1.11)."""
 INTENSITY_JITTER = 1.0
+# a set-wide decision (background, object size) needs this share of the training images to agree
+SET_AGREEMENT = 0.8
+# label images whose median object diameters spread wider than this (90th / 10th percentile over the
+# images) come from several magnifications: each image is then sized on its own
+SIZE_SPREAD = 1.5
 """Strength of the training crops' brightness / contrast / gamma jitter (see
 :func:`cellcount.training.augment.intensity`)."""
 
@@ -200,14 +205,22 @@ def _labelled_items(data: str | Path | LabelledItems) -> tuple[list[tuple[str, b
     return items, f"{len(items)} uploaded images"
 
 
-def set_background(images: Sequence[np.ndarray], *, channel: int | None = None) -> bool:
-    """Whether a set of images has a bright background (brightfield, H&E: invert), by majority over its
-    images. One decision for the set: the per-image test reads a dense fluorescence image (objects covering
-    most of it) as a bright background, and then inverts it and takes a stain's optical density."""
+def set_background(images: Sequence[np.ndarray], *, channel: int | None = None,
+                   agreement: float = SET_AGREEMENT) -> bool | None:
+    """Whether a set of images has a bright background (brightfield, H&E: invert), decided once for the set
+    by majority when at least ``agreement`` of its images agree; None (each image decides for itself)
+    when the set is mixed, as fluorescence and brightfield images gathered together are. One decision
+    guards the set against an image the per-image test misreads (a dense fluorescence image whose objects
+    cover most of it); a mixed set read as one kind would invert every image of the other."""
     from .io.normalize import is_bright_background, to_gray
 
     votes = [is_bright_background(to_gray(np.asarray(im), channel=channel)) for im in images]
-    return 2 * sum(votes) > len(votes)
+    if not votes:
+        return None
+    share = sum(votes) / len(votes)
+    if max(share, 1 - share) < agreement or share == 0.5:
+        return None
+    return share > 0.5
 
 
 def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=None,
@@ -253,6 +266,19 @@ def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base,
     if spacing and (diameter is None or spacing < diameter):
         diameter = spacing
     return diameter
+
+
+def one_magnification(gts: Sequence[GroundTruth]) -> bool:
+    """Whether a set's label images show objects of one size (one magnification): the 90th / 10th
+    percentile of the images' median object diameters within :data:`SIZE_SPREAD`. Dots cannot tell (their
+    spacing follows the density as much as the size), so a set with fewer than two label images counts as
+    one magnification."""
+    sizes = [d for d in (_median_diameter(np.asarray(gt.labels, np.int32)) for gt in gts if gt.labels is not None)
+             if d]
+    if len(sizes) < 2:
+        return True
+    low, high = np.percentile(sizes, [10, 90])
+    return bool(high <= SIZE_SPREAD * low)
 
 
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
@@ -430,7 +456,8 @@ def finetune(
     batch_size: int = 8,
     crop: int = 128,
     lr: float = 5e-4,
-    size: str = "set",
+    size: str = "auto",
+    background: str = "auto",
     scale_range: tuple[float, float] = SCALE_RANGE,
     elastic_p: float = 0.3,
     intensity_jitter: float = INTENSITY_JITTER,
@@ -452,8 +479,11 @@ def finetune(
     out of training and tuning and scores the base and the new model. ``cancel`` (a threading.Event)
     stops the run between steps with :class:`Cancelled`; nothing is written then. ``size``: "set" trains
     and counts every image at one object size for the whole set (:func:`set_diameter`, fixed in the new
-    card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it. Whether
-    the images have a bright background is decided once for the set (:func:`set_background`), likewise.
+    card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it; "auto":
+    "set" unless the label images show several magnifications (:func:`one_magnification`). Whether the
+    images have a bright background is decided once for the set when the set agrees
+    (:func:`set_background`), else per image as the base does (``background``: "auto"; "set": by
+    majority whatever the share; "image": always per image).
     ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped;
     ``intensity_jitter``: the strength of their brightness / contrast / gamma jitter (1 as for a base model).
     ``reference_px``: the object diameter the new model trains and counts at (default: the base's); a
@@ -482,8 +512,9 @@ def finetune(
     model = load_model(base)
     if not isinstance(model, NetModel):
         raise ParameterError(f"{model.name} is not a trained network and cannot be fine-tuned")
-    if size not in ("set", "image"):
-        raise ParameterError(f"size must be 'set' or 'image', got {size!r}")
+    for what, value in (("size", size), ("background", background)):
+        if value not in ("auto", "set", "image"):
+            raise ParameterError(f"{what} must be 'auto', 'set' or 'image', got {value!r}")
     if threads:
         torch.set_num_threads(int(threads))
     t_start = time.perf_counter()
@@ -505,8 +536,16 @@ def finetune(
     items = []
     diameter = None
     fixed: dict[str, Any] = {}  # settings decided once for the user's set, kept in the new card
-    if base_params.invert is None:
-        fixed["invert"] = set_background([images[i] for i in train_idx], channel=base_params.channel)
+    if base_params.invert is None and background != "image":
+        bright = set_background([images[i] for i in train_idx], channel=base_params.channel,
+                                agreement=SET_AGREEMENT if background == "auto" else 0.0)
+        background = "image" if bright is None else "set"
+        if bright is not None:
+            fixed["invert"] = bright
+    elif background == "auto":
+        background = "image" if base_params.invert is None else "card"
+    if size == "auto":
+        size = "set" if one_magnification([gts[i] for i in train_idx]) else "image"
     if size == "set":
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
         diameter = set_diameter([images[i] for i in train_idx], [gts[i] for i in train_idx], model,
@@ -602,7 +641,7 @@ def finetune(
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
-        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size,
+        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size, "background": background,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
         "density_loss": loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,
@@ -634,6 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
                    help="images held out for the before/after score: a fraction (< 1) or a number (default 0.25)")
     p.add_argument("--out-dir", help="where the model folder goes (default: the user models folder)")
+    p.add_argument("--size", choices=["auto", "set", "image"], default="auto",
+                   help="object size: one for the whole set, each image's own, or auto (one unless the label "
+                   "images show several magnifications)")
+    p.add_argument("--background", choices=["auto", "set", "image"], default="auto",
+                   help="bright or dark background: decided once for the set, per image, or auto (once when at "
+                   f"least {SET_AGREEMENT:.0%} of the training images agree)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")
@@ -657,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = finetune(args.base, args.data, name=args.name, minutes=minutes, steps=args.steps, holdout=holdout,
                        out_dir=args.out_dir, seed=args.seed, threads=args.threads, progress=show,
+                       size=args.size, background=args.background,
                        overwrite=args.overwrite)
     except CellcountError as err:
         print(f"error: {err}")

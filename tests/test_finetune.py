@@ -61,8 +61,21 @@ def test_set_background_is_one_decision_for_the_set(draw_disks):
     dense = np.where(draw_disks((64, 64), [(r, c) for r in range(6, 64, 10) for c in range(6, 64, 10)], 6) > 0,
                      220, 10).astype(np.uint8)  # objects cover most of it: alone it reads as a bright background
     brightfield = 255 - sparse
-    assert set_background([sparse, sparse, dense]) is False
-    assert set_background([brightfield, brightfield, dense]) is True
+    assert set_background([sparse] * 4 + [dense]) is False
+    assert set_background([brightfield] * 4 + [dense]) is True
+    assert set_background([sparse, sparse, brightfield, brightfield]) is None, "a mixed set: each image decides"
+
+
+def test_one_magnification_from_the_label_images_sizes(draw_disks):
+    from cellcount.finetune import one_magnification
+
+    def labels(radius):
+        return GroundTruth(kind="labels", labels=draw_disks((96, 96), [(24, 24), (24, 70), (70, 48)], radius), count=3)
+
+    assert one_magnification([labels(5), labels(6), labels(5)])
+    assert not one_magnification([labels(4), labels(12), labels(4), labels(12)]), "two magnifications"
+    dots = GroundTruth(kind="points", points=np.array([(10.0, 10.0), (40.0, 40.0)]), count=2)
+    assert one_magnification([labels(4), dots]), "dots cannot tell"
 
 
 def test_split_holdout_rules():
@@ -112,6 +125,27 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
     assert result.count >= 0
+
+
+def test_a_mixed_set_keeps_per_image_background_and_size(tiny_model, tmp_path, draw_disks):
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, base_dir)
+    data = tmp_path / "mixed"
+    data.mkdir()
+    for i, (radius, bright) in enumerate([(4, False), (4, True), (11, False), (11, True)]):
+        labels = draw_disks((96, 96), [(24, 24), (24, 70), (70, 48)], radius)
+        image = np.where(labels > 0, 200, 20).astype(np.uint8)
+        Image.fromarray(255 - image if bright else image).save(data / f"img{i}.png")
+        tifffile.imwrite(data / f"img{i}_labels.tif", labels.astype(np.uint16))
+    card = load_model(finetune(base_dir, data, name="mixed", steps=1, holdout=0, batch_size=2, crop=32).folder).card
+    assert card.training["size"] == "image" and card.training["background"] == "image"
+    assert card.postprocess.get("invert") is None, "each image is read as the base reads it"
+    assert card.postprocess.get("auto_nucleus_size", True) is not False, "each image is sized on its own"
+    forced = load_model(finetune(base_dir, data, name="forced", steps=1, holdout=0, batch_size=2, crop=32,
+                                 size="set", background="set").folder).card
+    assert forced.training["size"] == "set" and forced.postprocess["auto_nucleus_size"] is False
+    assert forced.training["background"] == "image", "a 2 : 2 tie has no majority"
 
 
 def test_a_model_fine_tuned_at_another_reference_counts_at_it(tiny_model, tmp_path, draw_disks):
