@@ -678,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "images show several magnifications)")
     p.add_argument("--background", choices=["auto", "set", "image"], default="auto",
                    help="bright or dark background: decided once for the set, per image, or auto (once when at "
-                   f"least {SET_AGREEMENT:.0%} of the training images agree)")
+                   f"least {100 * SET_AGREEMENT:.0f}%% of the training images agree)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")

@@ -205,6 +205,14 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     assert "already exists" in capsys.readouterr().out
 
 
+def test_cli_help_lists_the_set_decisions(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--size {auto,set,image}" in out and "80% of the training images agree" in out
+
+
 def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
     import time
 
