@@ -83,6 +83,23 @@ class FinetuneResult:
     cancelled: bool = False
     holdout_counts: list[dict[str, Any]] = field(default_factory=list)
     """Per held-out image: ``file``, ``true``, ``before`` (base model's count), ``after`` (the new model's)."""
+    reading: str = ""
+    """How the new model reads images, in words: the background and object size, fixed for the set or per image."""
+
+
+def reading_note(*, background: str, invert: bool | None, size: str, diameter_px: float | None) -> str:
+    """The set decisions of a fine-tune in plain words (CLI and Train page)."""
+    if background == "set":
+        bg = f"{'bright (brightfield, stained)' if invert else 'dark (fluorescence)'} background, decided once for the set"
+    elif background == "card":
+        bg = "background as the base model's card fixes it"
+    else:
+        bg = "background (bright or dark) read per image, as the base model does"
+    if size == "set" and diameter_px:
+        sz = f"objects {diameter_px:.1f} px across in every image (one size for the set, kept in the card)"
+    else:
+        sz = "each image's object size estimated on its own, as the base model does"
+    return f"{bg[0].upper()}{bg[1:]}; {sz}."
 
 
 class Cancelled(CellcountError):
@@ -658,7 +675,9 @@ def finetune(
                             message=f"saved {name} to {target}"))
     return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before, after=after,
                           paired=paired, holdout_files=[names[i] for i in held_idx],
-                          train_files=[names[i] for i in train_idx], holdout_counts=counts)
+                          train_files=[names[i] for i in train_idx], holdout_counts=counts,
+                          reading=reading_note(background=background, invert=fixed.get("invert"), size=size,
+                                               diameter_px=diameter))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -708,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}")
         return 2
     print(f"saved {res.name} to {res.folder} ({res.steps} steps, {res.seconds:.0f} s)")
+    print(res.reading)
     if res.before:
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f} "
               f"(paired difference {res.paired['difference']:+.2f}, 95% interval {res.paired['low']:+.2f} to "

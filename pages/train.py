@@ -98,6 +98,8 @@ def show_result(s: JobSnapshot) -> None:
         "list of every page (Count, Batch, Evaluate, Compare); its card, with these figures, is on the Models page.",
         icon=":material/check_circle:",
     )
+    if res.reading:
+        st.caption(f"How {res.name} reads images: {res.reading}")
     if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):
         settings.set_current_model(res.name)
         st.switch_page("pages/count.py")

@@ -98,6 +98,7 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
     assert not at.error, [e.value for e in at.error]
     assert "**my-cells** is saved" in at.success[0].value
+    assert any(c.value.startswith("How my-cells reads images: ") and "background" in c.value for c in at.caption)
     summary, per = at.dataframe[-2].value, at.dataframe[-1].value
     assert list(summary["measure"])[0] == "count MAE"
     assert len(per) == 1 and set(per.columns) >= {"file", "true", "before", "after", "error after"}

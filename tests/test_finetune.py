@@ -138,7 +138,9 @@ def test_a_mixed_set_keeps_per_image_background_and_size(tiny_model, tmp_path, d
         image = np.where(labels > 0, 200, 20).astype(np.uint8)
         Image.fromarray(255 - image if bright else image).save(data / f"img{i}.png")
         tifffile.imwrite(data / f"img{i}_labels.tif", labels.astype(np.uint16))
-    card = load_model(finetune(base_dir, data, name="mixed", steps=1, holdout=0, batch_size=2, crop=32).folder).card
+    res = finetune(base_dir, data, name="mixed", steps=1, holdout=0, batch_size=2, crop=32)
+    assert "read per image" in res.reading and "estimated on its own" in res.reading
+    card = load_model(res.folder).card
     assert card.training["size"] == "image" and card.training["background"] == "image"
     assert card.postprocess.get("invert") is None, "each image is read as the base reads it"
     assert card.postprocess.get("auto_nucleus_size", True) is not False, "each image is sized on its own"
@@ -201,6 +203,7 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     rc = main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "2", "--holdout", "1"])
     out = capsys.readouterr().out
     assert rc == 0 and "held-out images (1): count MAE" in out
+    assert "Dark (fluorescence) background, decided once for the set; objects 12." in out, "the set decisions, said"
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().out
 
