@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"base": args.base, "n": len(r.train_files), "held_out": len(r.holdout_files), "kind": args.kind,
            "draw": args.draw, "steps": r.steps, "options": options,
            "size": card["training"]["size"], "background": card["training"].get("background"),
+           "tuned": card.get("postprocess_tuned_on"),
            "before": {k: round(r.before[k], 3) for k in keep if k in r.before},
            "after": {k: round(r.after[k], 3) for k in keep if k in r.after},
            "paired_mae_difference": r.paired, "seconds": round(time.time() - t0),
