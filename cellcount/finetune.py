@@ -50,6 +50,8 @@ SET_AGREEMENT = 0.8
 # label images whose median object diameters spread wider than this (90th / 10th percentile over the
 # images) come from several magnifications: each image is then sized on its own
 SIZE_SPREAD = 1.5
+# training images needed to fit a fine-tuned model's own quality flag (fewer: the base's rule, widened)
+MIN_FLAG_IMAGES = 8
 """Strength of the training crops' brightness / contrast / gamma jitter (see
 :func:`cellcount.training.augment.intensity`)."""
 
@@ -443,6 +445,36 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     return step, time.perf_counter() - t0, losses
 
 
+def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
+    """The new card's quality rule (``extra["quality"]``), from the new model's signals on its training images.
+
+    The base's rule was fitted on the base's validation images: after a fine-tune it would flag whatever
+    makes the user's images unlike those (a vgg_cells fine-tune, counting at 3-4 cells off, had every image
+    flagged for a nucleus size 2.2x off the base's, the size the fine-tune trained at). Fitted on the
+    training images, the flag marks images unlike the ones the model learnt. With fewer than
+    :data:`MIN_FLAG_IMAGES` images the base's rule stays, its size limits widened to the training images'."""
+    from .evaluate import evaluate_predictions
+    from .quality import QualityRule, calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table
+
+    rep = evaluate_predictions(pairs, params, keep_results=False)
+    signals = signals_from_table(rep.per_image) if len(rep.per_image) else []
+    rel = rep.per_image["rel_error"].to_numpy() if len(rep.per_image) else np.zeros(0)
+    if len(signals) >= MIN_FLAG_IMAGES:
+        rule, qrep = calibrate_rule(signals, rel)
+        note = (f"the {len(signals)} training images of the fine-tune (the new model's signals on the images it "
+                "learnt: the flag marks images unlike them)")
+    else:
+        rule = QualityRule.from_card(base_card)
+        ratio = range_limit([x.get("size_ratio", math.nan) for x in signals], below=False)
+        rule = dataclasses.replace(
+            rule, max_size_ratio=max(v for v in (rule.max_size_ratio, ratio, 1.0) if v is not None),
+            flag_size_at_limit=rule.flag_size_at_limit and not any(x.get("size_at_limit", 0) >= 1 for x in signals))
+        qrep = flag_report([judge(x, rule).flag for x in signals], rel)
+        note = (f"the base model's rule, its size limits widened to the {len(signals)} training images of the fine-tune "
+                f"(fewer than {MIN_FLAG_IMAGES} images to fit one)")
+    return card_entry(rule, qrep, calibrated_on=note)
+
+
 def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """The folder a new model ``name`` goes to; ParameterError when the name is not a plain folder name, is a
     shipped model's (or the baseline's), or is taken in ``out_dir`` (default: the user models folder) and
@@ -633,6 +665,8 @@ def finetune(
     tuned_keys = set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
     card.postprocess = {**card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys if k in params.to_dict()}}
     card.postprocess_tuned_on = tuned_note
+    report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
+    card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card)}
 
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
     before, after, paired = {}, {}, {}

@@ -123,6 +123,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert set(card.metrics["holdout_before"]) >= {"mae", "n"} and card.metrics["holdout_after"]["n"] == 1
     assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
+    assert "3 training images of the fine-tune" in card.extra["quality"]["calibrated_on"], "its own flag"
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
     assert result.count >= 0
 
@@ -290,3 +291,30 @@ def test_average_last_ends_with_the_mean_of_the_last_steps_weights(tiny_model, d
     assert not np.allclose(seen[2][name].numpy(), seen[4][name].numpy()), "the weights moved"
     mean = sum(seen[s][name] for s in (2, 3, 4)) / 3  # the last half of 4 steps: after steps 2, 3 and 4
     np.testing.assert_allclose(final[name].numpy(), mean.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_images", [8, 3])
+def test_the_flag_is_fitted_on_the_training_images(tiny_model, draw_disks, n_images):
+    """Objects 6 px across, counted at that one size (the fine-tune's set size): 3x off the base's 18.4 px,
+    which the base's rule flags on every image; the new rule does not flag the images the model learnt."""
+    from cellcount.finetune import MIN_FLAG_IMAGES, calibrate_flag
+    from cellcount.quality import QualityRule, judge
+
+    model = tiny_model(kind="density")
+    params = cc.resolve_params(model, {"nucleus_diameter_px": 6.0, "auto_nucleus_size": False})
+    pairs = []
+    for i in range(n_images):
+        centres = [(10 + 9 * (k % 5), 10 + 9 * (k // 5)) for k in range(5 + i)]
+        image = np.where(draw_disks((56, 56), centres, 3) > 0, 200, 20).astype(np.uint8)
+        gt = GroundTruth(kind="points", points=np.array(centres, float), count=len(centres))
+        pairs.append((f"img{i}", cc.predict(image, model, params), gt))
+    signals = [cc.postprocess(pred, params).quality.signals for _, pred, _ in pairs]
+    assert all(judge(x, QualityRule()).flag for x in signals), "the base's rule: 3x off its size, every image"
+    entry = calibrate_flag(pairs, params, model.card)
+    rule = QualityRule(**{**entry["rule"], "joint_limits": tuple(entry["rule"]["joint_limits"].items())})
+    assert not any("size" in r for x in signals for r in judge(x, rule).reasons)
+    assert rule.max_size_ratio >= max(x["size_ratio"] for x in signals)
+    assert entry["calibration"]["n"] == n_images
+    fitted = n_images >= MIN_FLAG_IMAGES
+    assert ("training images of the fine-tune (the new model's" in entry["calibrated_on"]) == fitted
+    assert ("the base model's rule" in entry["calibrated_on"]) == (not fitted)
