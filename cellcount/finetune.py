@@ -451,7 +451,8 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
     The base's rule was fitted on the base's validation images: after a fine-tune it would flag whatever
     makes the user's images unlike those (a vgg_cells fine-tune, counting at 3-4 cells off, had every image
     flagged for a nucleus size 2.2x off the base's, the size the fine-tune trained at). Fitted on the
-    training images, the flag marks images unlike the ones the model learnt. With fewer than
+    training images (range limits only: its errors there say nothing), the flag marks images unlike the
+    ones the model learnt. With fewer than
     :data:`MIN_FLAG_IMAGES` images the base's rule stays, its size limits widened to the training images'."""
     from .evaluate import evaluate_predictions
     from .quality import QualityRule, calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table
@@ -460,9 +461,11 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
     signals = signals_from_table(rep.per_image) if len(rep.per_image) else []
     rel = rep.per_image["rel_error"].to_numpy() if len(rep.per_image) else np.zeros(0)
     if len(signals) >= MIN_FLAG_IMAGES:
-        rule, qrep = calibrate_rule(signals, rel)
-        note = (f"the {len(signals)} training images of the fine-tune (the new model's signals on the images it "
-                "learnt: the flag marks images unlike them)")
+        # its errors on the images it learnt say nothing about its errors elsewhere: no limit is fitted to
+        # them; the range limits flag an image beyond every training image
+        rule, qrep = calibrate_rule(signals, rel, max_limits=0, joint_limit=False)
+        note = (f"the {len(signals)} training images of the fine-tune (range limits on the new model's signals on "
+                "the images it learnt: the flag marks images unlike them)")
     else:
         rule = QualityRule.from_card(base_card)
         ratio = range_limit([x.get("size_ratio", math.nan) for x in signals], below=False)

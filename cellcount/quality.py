@@ -365,6 +365,7 @@ def calibrate_rule(
     large: float = LARGE_ERROR,
     max_limits: int = 3,
     range_margin: float | None = 1.1,
+    joint_limit: bool = True,
 ) -> tuple[QualityRule, dict[str, float]]:
     """Limits that flag at most ``max_flagged`` of the images while holding as many large errors as possible.
 
@@ -375,7 +376,9 @@ def calibrate_rule(
     them, it is added at the loosest quantile the flag budget still allows (if any). A grid this coarse
     cannot fit the images of a small validation set one by one. Every single limit left off is then set just outside what
     these images showed (``range_margin`` times their largest value, or their smallest divided by it; None:
-    left off): no image here reaches it, and an image beyond it is unlike all of them.
+    left off): no image here reaches it, and an image beyond it is unlike all of them. ``joint_limit=False``
+    and ``max_limits=0``: range limits (and the size clamp) only, for images whose errors say nothing (a model's
+    own training images).
     """
     n = len(signals)
     values = {key: np.array([s.get(key, math.nan) for s in signals], np.float64) for _, key, _ in LIMITS}
@@ -397,7 +400,7 @@ def calibrate_rule(
                 opts.append(({field: limit}, flags_of(QualityRule(**{**off, field: limit}, flag_size_at_limit=False))))
         options.append(opts)
     joint = []
-    for q in (0.7, 0.75, 0.8, 0.85):
+    for q in (0.7, 0.75, 0.8, 0.85) if joint_limit else ():
         limits = tuple((key, quantile(key, q)) for key in JOINT_SIGNALS)
         if all(v is not None for _, v in limits):
             fields = {"joint_limits": limits}

@@ -316,5 +316,8 @@ def test_the_flag_is_fitted_on_the_training_images(tiny_model, draw_disks, n_ima
     assert rule.max_size_ratio >= max(x["size_ratio"] for x in signals)
     assert entry["calibration"]["n"] == n_images
     fitted = n_images >= MIN_FLAG_IMAGES
-    assert ("training images of the fine-tune (the new model's" in entry["calibrated_on"]) == fitted
+    if fitted:
+        assert not rule.joint_limits and entry["calibration"]["fitted_limits"] == [], "no limit fitted to its errors"
+        assert not any(judge(x, rule).flag for x in signals), "range limits: no training image reaches them"
+    assert ("training images of the fine-tune (range limits" in entry["calibrated_on"]) == fitted
     assert ("the base model's rule" in entry["calibrated_on"]) == (not fitted)
