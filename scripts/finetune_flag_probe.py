@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--draw", type=int, default=0)
+    p.add_argument("--other", choices=["vgg_cells", "mbm"],
+                   help="also count this other set's first 20 images: unlike the ones the model learnt, they should be flagged")
     args = p.parse_args(argv)
     data = dataset(Path(args.data_root) / args.set, args.set)
     tr, te = split(args.set, len(data), args.n, args.draw, validation=True)
@@ -55,12 +57,21 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(r.count_estimate - data[i][2])
             big.append(abs(errors[-1]) > 0.15 * data[i][2])
             reasons.update(r.quality.reasons)
+        other = []
+        if args.other:
+            for img, _, true in dataset(Path(args.data_root) / args.other, args.other)[:20]:
+                r = cc.count_image(cc.read_image(img), model, params, size_model=size_model)
+                other.append((r.quality.flag, abs(r.count_estimate - true) > 0.15 * true))
     flags, big = np.array(flags), np.array(big)
     print(f"{args.set}, {args.base} fine-tuned on {len(tr)} images ({args.steps} steps, draw {args.draw}), "
           f"{len(te)} unseen images, {cpu_model()}")
     print(f"flagged {flags.mean():.0%}; large errors {big.sum()}, of them flagged "
           f"{(flags & big).sum()}; MAE {np.mean(np.abs(errors)):.2f}")
     print("reasons:", reasons.most_common(6))
+    if other:
+        o = np.array(other)
+        print(f"{args.other} (another kind of image), first {len(o)}: flagged {o[:, 0].mean():.0%}; large errors "
+              f"{o[:, 1].sum()}, of them flagged {(o[:, 0] & o[:, 1]).sum()}")
     print("rule from:", (model.card.extra.get("quality") or {}).get("calibrated_on", "the defaults"))
     return 0
 
