@@ -588,14 +588,14 @@ def finetune(
     items = []
     diameter = None
     fixed: dict[str, Any] = {}  # settings decided once for the user's set, kept in the new card
-    if base_params.invert is None and background != "image":
+    if base_params.invert is not None:  # the base's card fixes it; the fine-tune keeps that
+        background = "card"
+    elif background != "image":
         bright = set_background([images[i] for i in train_idx], channel=base_params.channel,
                                 agreement=SET_AGREEMENT if background == "auto" else 0.0)
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
-    elif background == "auto":
-        background = "image" if base_params.invert is None else "card"
     if size == "auto":
         size = "set" if one_magnification([gts[i] for i in train_idx]) else "image"
     if size == "set":

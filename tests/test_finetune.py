@@ -220,14 +220,11 @@ def test_cli_help_lists_the_set_decisions(capsys):
 def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
     import time
 
-    from cellcount.finetune import _fit, training_item
+    from cellcount.finetune import _fit
     from cellcount.train import DEFAULTS
 
     base = tiny_model(kind="density")
-    centres = [(16, 16), (16, 44), (44, 30)]
-    image = np.where(draw_disks((64, 64), centres, 5) > 0, 200, 20).astype(np.uint8)
-    gt = GroundTruth(kind="points", points=np.array(centres, float), count=3)
-    items = [training_item("a", image, gt, base, density_scale=100.0, diameter_px=18.4)]
+    items = [three_dots_item(base, draw_disks)]
 
     def slow_after_three(p):  # the first steps are fast, then the machine gets busy
         if p.step >= 3:
@@ -238,6 +235,16 @@ def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
                              loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.8, 1.25))
     assert seconds < 1.6, "the plan made from the first, fast steps is revised when steps slow down"
     assert 5 <= steps <= 16
+
+
+def three_dots_item(base, draw_disks):
+    """One 64 x 64 training item of three discs, dotted, at the base's own size."""
+    from cellcount.finetune import training_item
+
+    centres = [(16, 16), (16, 44), (44, 30)]
+    image = np.where(draw_disks((64, 64), centres, 5) > 0, 200, 20).astype(np.uint8)
+    gt = GroundTruth(kind="points", points=np.array(centres, float), count=3)
+    return training_item("a", image, gt, base, density_scale=100.0, diameter_px=18.4)
 
 
 def copy_net(model):
@@ -269,14 +276,11 @@ def test_training_item_scale_and_density_target_follow_their_settings(tiny_model
 
 
 def test_average_last_ends_with_the_mean_of_the_last_steps_weights(tiny_model, draw_disks):
-    from cellcount.finetune import _fit, training_item
+    from cellcount.finetune import _fit
     from cellcount.train import DEFAULTS
 
     base = tiny_model(kind="density")
-    centres = [(16, 16), (16, 44), (44, 30)]
-    image = np.where(draw_disks((64, 64), centres, 5) > 0, 200, 20).astype(np.uint8)
-    gt = GroundTruth(kind="points", points=np.array(centres, float), count=3)
-    items = [training_item("a", image, gt, base, density_scale=100.0, diameter_px=18.4)]
+    items = [three_dots_item(base, draw_disks)]
     net = copy_net(base)
     seen = {}
 
