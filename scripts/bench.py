@@ -562,26 +562,38 @@ def backend_line(stderr: str) -> str:
     return next((line.split(":", 1)[1].strip() for line in stderr.splitlines() if line.startswith("backend:")), "")
 
 
+_LAUNCHER = """
+import os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(proc.pid, 0)
+print(f"\\n__measured__ {os.waitstatus_to_exitcode(status)} {time.perf_counter() - t0} {usage.ru_maxrss}",
+      file=sys.stderr)
+"""
+"""Runs a command and reports its exit code, wall seconds and peak RSS (KiB on Linux). Started from a
+small interpreter because Linux carries the parent's high-water RSS into a forked child's ``ru_maxrss``:
+started from this benchmark, which holds every model, a child's peak would read as the benchmark's."""
+
+
 def run_measured(cmd: list[str]) -> tuple[int, float, float, str]:
     """Run ``cmd``; return (exit code, wall seconds, peak RSS in MiB of that child, its stderr).
 
-    ``os.wait4`` returns the child's own ``resource`` usage (``ru_maxrss``, as
-    ``getrusage(RUSAGE_CHILDREN)`` would report for a single child).
+    The child is started by :data:`_LAUNCHER` (a bare interpreter of about 10 MiB), whose ``os.wait4``
+    gives the child's own ``ru_maxrss``; the wall time is the child's alone.
     """
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if hasattr(os, "wait4"):
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        rss_kib = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
-    else:  # no wait4 (Windows): no RSS figure
-        _, err = proc.communicate()
-        seconds, stderr, rss_kib = time.perf_counter() - t0, err.decode(errors="replace"), float("nan")
-    if proc.returncode != 0:
-        logger.warning("%s exited with %s: %s", " ".join(cmd[:4]), proc.returncode, stderr.strip()[-500:])
-    return proc.returncode, seconds, rss_kib / 1024, stderr
+    if not hasattr(os, "wait4"):  # Windows: wall time only
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return proc.returncode, time.perf_counter() - t0, float("nan"), proc.stderr.decode(errors="replace")
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], env=cli_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    stderr = proc.stderr.decode(errors="replace")
+    stderr, _, measured = stderr.rpartition("\n__measured__ ")
+    code, seconds, rss_kib = measured.split()
+    rc = int(code)
+    if rc != 0:
+        logger.warning("%s exited with %s: %s", " ".join(cmd[:4]), rc, stderr.strip()[-500:])
+    return rc, float(seconds), float(rss_kib) / (1024 if sys.platform == "darwin" else 1) / 1024, stderr
 
 
 def bench_cli(model_ref: str, label: str, cfg: BenchConfig, tmp: Path) -> dict[str, Any]:
