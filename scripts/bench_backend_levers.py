@@ -8,6 +8,10 @@ measured in the same run. Variants: PyTorch fp32 NHWC with and without BatchNorm
 fused convolutions (``FusedUNet``) in fp32; ONNX Runtime with all or basic graph optimisations and with 1 or
 all threads; ONNX Runtime and PyTorch at other tile sizes; ``--compile``: ``torch.compile`` (Inductor) of the
 folded network, with its compile time; bf16 variants where the CPU has native bf16.
+
+``--breakdown BACKEND``: instead, where one whole-image pass (1024 x 1024, the benchmark's tiling) spends its
+time, operator by operator (``torch.profiler``; PyTorch backends only), the pixels the overlapping tiles add,
+and the GFLOP/s of the convolutions alone against the whole pass.
 """
 
 from __future__ import annotations
@@ -55,14 +59,81 @@ def ort_variant(net: torch.nn.Module, *, threads: int | None = None, level: str 
     return wrapped
 
 
+def breakdown(model, backend: str, repeats: int) -> int:
+    """Print where one tiled pass of a 1024 x 1024 image spends its time (see the module docstring)."""
+    if backend not in ("torch", "bf16"):
+        raise SystemExit(f"--breakdown profiles PyTorch operators: use torch or bf16, not {backend}")
+    from torch.profiler import ProfilerActivity, profile
+
+    import cellcount.inference as inference
+
+    image = bench.normalised(bench.synthetic_image(1024, seed=1).image)
+    tiles: list[tuple[int, ...]] = []
+    net = model.fast_net(backend)
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        tiles.append(tuple(x.shape))
+        return net(x)
+
+    model.predict_maps(image, backend=backend)  # warm up, and the tiling the fast path picks
+    calls: list[dict] = []
+    real = inference.predict_tiled
+
+    def spy(n, img, **kw):  # the keyword arguments predict_maps passes: tile, overlap, batch size ...
+        calls.append(kw)
+        return real(n, img, **kw)
+
+    inference.predict_tiled = spy
+    try:
+        model.predict_maps(image, backend=backend)
+    finally:
+        inference.predict_tiled = real
+    kw = calls[-1]
+    real(counting, image, **kw)  # the same tiling, tiles recorded
+    tile_px = sum(b * h * w for b, _, h, w in tiles)
+    fpp = bench.flops_per_pixel(bench.contiguous_copy(model.net))
+    peak = bench.matmul_peak_gflops(2048, 5, dtype="bf16" if backend == "bf16" else "fp32")
+    best = None
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            model.predict_maps(image, backend=backend)
+            wall = time.perf_counter() - t0
+        if best is None or wall < best[0]:
+            best = (wall, prof)
+    wall, prof = best
+    rows = sorted(((e.key, e.self_cpu_time_total / 1e6, e.count)  # wall time on the calling thread
+                   for e in prof.key_averages()), key=lambda r: -r[1])
+    conv_s = sum(t for k, t, _ in rows if "convolution" in k or "conv_transpose" in k or k == "aten::mkldnn_convolution")
+    print(f"# {model.card.name}, backend {backend}, 1024 x 1024, tiles {len(tiles)} x {tiles[0][1:]} "
+          f"(tile pixels {tile_px / 1024 ** 2:.2f}x the image's), fastest of {repeats}: {wall:.3f} s; "
+          f"{torch.get_num_threads()} threads; {precision_name(backend)} mm peak {peak:.1f} GFLOP/s")
+    print(f"# convolutions: {conv_s:.3f} s, {fpp * tile_px / conv_s / 1e9:.0f} GFLOP/s "
+          f"({100 * fpp * tile_px / conv_s / 1e9 / peak:.0f}% of peak) over the tiles' pixels; whole pass "
+          f"{fpp * 1024 ** 2 / wall / 1e9:.0f} GFLOP/s ({100 * fpp * 1024 ** 2 / wall / 1e9 / peak:.0f}%) over the "
+          "image's")
+    print("| operator | calls | s (self) | share of the pass |")
+    print("|---|---|---|---|")
+    for key, secs, count in rows[:12]:
+        print(f"| {key} | {count} | {secs:.4f} | {100 * secs / wall:.0f}% |")
+    return 0
+
+
+def precision_name(backend: str) -> str:
+    return "bf16" if backend == "bf16" else "fp32"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="unet-mask")
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
+    p.add_argument("--breakdown", metavar="BACKEND", help="profile one 1024 x 1024 pass with this backend instead")
     args = p.parse_args(argv)
     model = load_model(args.model)
+    if args.breakdown:
+        return breakdown(model, args.breakdown, args.repeats)
     folded = fold_batchnorm(model.net)
     t = args.tile
     x = torch.rand(1, 1, t, t).contiguous(memory_format=torch.channels_last)
