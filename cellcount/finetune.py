@@ -97,7 +97,9 @@ def reading_note(*, background: str, invert: bool | None, size: str, diameter_px
         bg = "background as the base model's card fixes it"
     else:
         bg = "background (bright or dark) read per image, as the base model does"
-    if size == "set" and diameter_px:
+    if size == "given" and diameter_px:
+        sz = f"objects {diameter_px:.1f} px across in every image (the size you gave, kept in the card)"
+    elif size == "set" and diameter_px:
         sz = f"objects {diameter_px:.1f} px across in every image (one size for the set, kept in the card)"
     else:
         sz = "each image's object size estimated on its own, as the base model does"
@@ -510,6 +512,7 @@ def finetune(
     lr: float = 5e-4,
     size: str = "auto",
     background: str = "auto",
+    diameter_px: float | None = None,
     scale_range: tuple[float, float] = SCALE_RANGE,
     elastic_p: float = 0.3,
     intensity_jitter: float = INTENSITY_JITTER,
@@ -537,6 +540,9 @@ def finetune(
     (:func:`set_background`), else per image as the base does (``background``: "auto"; "set": by
     majority whatever the share; "image": always per image).
     ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped;
+    ``diameter_px``: the objects' diameter in pixels when the user knows it (as Cellpose asks for it): one size
+    for the whole set, used instead of measuring it. Objects far from the nuclei a base model knows (fat cells,
+    large cells seen at high magnification) mislead the measurement; dots alone say little about size.
     ``intensity_jitter``: the strength of their brightness / contrast / gamma jitter (1 as for a base model).
     ``reference_px``: the object diameter the new model trains and counts at (default: the base's); a
     density target's Gaussians have sigma ``density_sigma`` x the object diameter. ``count_weight``: the
@@ -567,6 +573,11 @@ def finetune(
     for what, value in (("size", size), ("background", background)):
         if value not in ("auto", "set", "image"):
             raise ParameterError(f"{what} must be 'auto', 'set' or 'image', got {value!r}")
+    if diameter_px is not None:
+        if not (isinstance(diameter_px, (int, float)) and math.isfinite(diameter_px) and 2 <= diameter_px <= 1000):
+            raise ParameterError(f"diameter_px must be a number of pixels within [2, 1000], got {diameter_px!r}")
+        if size == "image":
+            raise ParameterError("a stated diameter_px is one size for the whole set: it needs size 'auto' or 'set'")
     if threads:
         torch.set_num_threads(int(threads))
     t_start = time.perf_counter()
@@ -596,7 +607,9 @@ def finetune(
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
-    if size == "auto":
+    if diameter_px is not None:
+        size, diameter = "given", float(diameter_px)
+    elif size == "auto":
         size = "set" if one_magnification([gts[i] for i in train_idx]) else "image"
     if size == "set":
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
@@ -732,6 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=["auto", "set", "image"], default="auto",
                    help="object size: one for the whole set, each image's own, or auto (one unless the label "
                    "images show several magnifications)")
+    p.add_argument("--diameter", type=float, default=None, metavar="PX",
+                   help="the objects' diameter in pixels, if you know it: one size for the whole set instead of "
+                   "measuring it (helps with objects unlike nuclei, e.g. fat cells, annotated with dots)")
     p.add_argument("--background", choices=["auto", "set", "image"], default="auto",
                    help="bright or dark background: decided once for the set, per image, or auto (once when at "
                    f"least {100 * SET_AGREEMENT:.0f}%% of the training images agree)")
@@ -758,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = finetune(args.base, args.data, name=args.name, minutes=minutes, steps=args.steps, holdout=holdout,
                        out_dir=args.out_dir, seed=args.seed, threads=args.threads, progress=show,
-                       size=args.size, background=args.background,
+                       size=args.size, background=args.background, diameter_px=args.diameter,
                        overwrite=args.overwrite)
     except CellcountError as err:
         print(f"error: {err}")

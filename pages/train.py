@@ -272,13 +272,18 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                 f"corrected by your dots, which works where cells are separate; where they touch or overlap, a "
                 f"density model ({', '.join(density)}) learns from the dots directly and usually counts better "
                 "(docs/finetuning.md). Label images or masks teach a segmentation model the outlines too.")
-    c, d = st.columns(2)
+    c, d, e = st.columns(3)
     minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes",
                              help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
                              "enough for 32 images of 256 × 256 px on a laptop CPU.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
     held = d.number_input("Held-out images", 0, max(n_images - 1, 0), default_held, key=f"{P}_holdout",
                           help="Kept out of training and tuning; they score the base and the new model.")
+    diameter = e.number_input("Object diameter (px, 0: measure it)", 0.0, 1000.0, 0.0, 1.0, key=f"{P}_diameter",
+                              help="If you know how large your objects are, say so: the new model then learns and "
+                              "counts them at that size. Otherwise it is measured from your label images, or by "
+                              "the base model when you have only dots, which can go wrong for objects unlike "
+                              "nuclei (fat cells, large cells at high magnification).")
     with st.expander("Advanced"):
         steps = st.number_input("Fixed number of training steps (0: use the time budget)", 0, 100_000, 0,
                                 key=f"{P}_steps")
@@ -292,7 +297,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
             sh.show_error(err)
         return None
     budget = {"steps": int(steps), "minutes": None} if steps else {"minutes": float(minutes), "steps": None}
-    return {"base": base, "name": name, "options": {**budget, "holdout": int(held), "seed": int(seed)}}
+    size = {"diameter_px": float(diameter)} if diameter > 0 else {}
+    return {"base": base, "name": name, "options": {**budget, "holdout": int(held), "seed": int(seed), **size}}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -127,6 +127,20 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
 
 
 @pytest.mark.slow
+def test_a_stated_object_diameter_reaches_the_new_model(tiny_models):
+    images, csvs, _ = _set(3)
+    at = open_train(images, csvs)
+    assert at.number_input(key="train_diameter").value == 0, "measured unless the user says"
+    at.number_input(key="train_diameter").set_value(22.0)
+    start(at, name="sized-cells", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    assert not at.error, [e.value for e in at.error]
+    assert any("objects 22.0 px across in every image (the size you gave" in c.value for c in at.caption)
+    card = load_model("sized-cells").card
+    assert card.training["size"] == "given" and card.postprocess["nucleus_diameter_px"] == 22.0
+
+
+@pytest.mark.slow
 def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     images, csvs, _ = _set(3)
     at = start(open_train(images, csvs), name="never-saved", steps=100_000)

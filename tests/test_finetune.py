@@ -165,6 +165,29 @@ def test_a_model_fine_tuned_at_another_reference_counts_at_it(tiny_model, tmp_pa
     assert pred.model_scale == pytest.approx(1.0 if 6.0 / 1.25 <= diameter <= 6.0 * 1.25 else 6.0 / diameter)
 
 
+def test_a_stated_diameter_is_the_sets_one_size(tiny_model, tmp_path, draw_disks, capsys):
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points")  # dots: otherwise sized by the base model and dot spacing
+    res = finetune(base_dir, data, name="sized", steps=1, holdout=0, batch_size=2, crop=32, diameter_px=30.0)
+    card = load_model(res.folder).card
+    assert card.training["size"] == "given" and card.training["object_diameter_px"] == 30.0
+    assert card.postprocess["nucleus_diameter_px"] == 30.0 and card.postprocess["auto_nucleus_size"] is False
+    assert "objects 30.0 px across in every image (the size you gave" in res.reading
+    measured = load_model(finetune(base_dir, data, name="measured", steps=1, holdout=0, batch_size=2,
+                                   crop=32).folder).card
+    assert measured.training["size"] == "set" and measured.training["object_diameter_px"] != 30.0
+    for bad in (0.5, float("nan"), 5000.0):
+        with pytest.raises(cc.ParameterError, match="diameter_px"):
+            finetune(base_dir, data, name="bad", steps=1, holdout=0, diameter_px=bad)
+    with pytest.raises(cc.ParameterError, match="one size for the whole set"):
+        finetune(base_dir, data, name="bad", steps=1, holdout=0, diameter_px=20.0, size="image")
+    assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-sized", "--steps", "1",
+                 "--holdout", "0", "--diameter", "24"]) == 0
+    assert "objects 24.0 px across in every image (the size you gave" in capsys.readouterr().out
+
+
 def test_finetune_refuses_counts_only_and_existing_names(tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="mask")
