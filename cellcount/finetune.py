@@ -47,6 +47,11 @@ one object size is fixed in its card), so the crops need only the objects' own s
 INTENSITY_JITTER = 1.0
 # a set-wide decision (background, object size) needs this share of the training images to agree
 SET_AGREEMENT = 0.8
+SPACING_WARN = 3.0
+"""Dots lying more than this many measured diameters apart (median nearest-neighbour gap) make the measured size
+suspect: touching objects sit one diameter apart, and a base model that reads the user's objects as something
+smaller (fat cells as the nuclei on their membranes) measures a fraction of their size."""
+
 # label images whose median object diameters spread wider than this (90th / 10th percentile over the
 # images) come from several magnifications: each image is then sized on its own
 SIZE_SPREAD = 1.5
@@ -87,6 +92,8 @@ class FinetuneResult:
     """Per held-out image: ``file``, ``true``, ``before`` (base model's count), ``after`` (the new model's)."""
     reading: str = ""
     """How the new model reads images, in words: the background and object size, fixed for the set or per image."""
+    size_note: str = ""
+    """Why the measured object size may be wrong and what to do (empty when nothing suggests it)."""
 
 
 def reading_note(*, background: str, invert: bool | None, size: str, diameter_px: float | None) -> str:
@@ -287,6 +294,19 @@ def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base,
     if spacing and (diameter is None or spacing < diameter):
         diameter = spacing
     return diameter
+
+
+def spacing_note(diameter: float | None, gts: Sequence[GroundTruth]) -> str:
+    """A warning when a set's measured object ``diameter`` is far below its dots' spacing (see
+    :data:`SPACING_WARN`): only the user knows whether the objects are sparse or larger than measured."""
+    dots = [gt.points for gt in gts if gt.points is not None and gt.labels is None]
+    spacing = dot_spacing(dots) if len(dots) == len(gts) else None  # label images measure the size themselves
+    if not (diameter and spacing and spacing > SPACING_WARN * diameter):
+        return ""
+    return (f"Objects were measured {diameter:.1f} px across, but your dots lie a median {spacing:.0f} px apart. "
+            "If your objects touch each other, they are larger than measured (the base model may read them as "
+            "something smaller): give their diameter (--diameter, or 'Object diameter' on the Train page) and "
+            "fine-tune again.")
 
 
 def one_magnification(gts: Sequence[GroundTruth]) -> bool:
@@ -611,10 +631,12 @@ def finetune(
         size, diameter = "given", float(diameter_px)
     elif size == "auto":
         size = "set" if one_magnification([gts[i] for i in train_idx]) else "image"
+    size_note = ""
     if size == "set":
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
         diameter = set_diameter([images[i] for i in train_idx], [gts[i] for i in train_idx], model,
                                 size_model=size_model, overrides=fixed)
+        size_note = spacing_note(diameter, [gts[i] for i in train_idx])
     t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():
@@ -727,7 +749,7 @@ def finetune(
                           paired=paired, holdout_files=[names[i] for i in held_idx],
                           train_files=[names[i] for i in train_idx], holdout_counts=counts,
                           reading=reading_note(background=background, invert=fixed.get("invert"), size=size,
-                                               diameter_px=diameter))
+                                               diameter_px=diameter), size_note=size_note)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -781,6 +803,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"saved {res.name} to {res.folder} ({res.steps} steps, {res.seconds:.0f} s)")
     print(res.reading)
+    if res.size_note:
+        print(f"note: {res.size_note}")
     if res.before:
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f} "
               f"(paired difference {res.paired['difference']:+.2f}, 95% interval {res.paired['low']:+.2f} to "

@@ -100,6 +100,8 @@ def show_result(s: JobSnapshot) -> None:
     )
     if res.reading:
         st.caption(f"How {res.name} reads images: {res.reading}")
+    if res.size_note:
+        st.warning(res.size_note, icon=":material/straighten:")
     if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):
         settings.set_current_model(res.name)
         st.switch_page("pages/count.py")

@@ -18,6 +18,7 @@ from cellcount.finetune import (
     main,
     set_background,
     set_diameter,
+    spacing_note,
     split_holdout,
 )
 from cellcount.groundtruth import GroundTruth
@@ -64,6 +65,17 @@ def test_set_background_is_one_decision_for_the_set(draw_disks):
     assert set_background([sparse] * 4 + [dense]) is False
     assert set_background([brightfield] * 4 + [dense]) is True
     assert set_background([sparse, sparse, brightfield, brightfield]) is None, "a mixed set: each image decides"
+
+
+def test_spacing_note_when_dots_lie_far_beyond_the_measured_size():
+    grid = np.array([(r, c) for r in range(0, 300, 60) for c in range(0, 300, 60)], float)  # 60 px apart
+    dots = [GroundTruth("points", len(grid), points=grid)] * 2
+    note = spacing_note(8.0, dots)
+    assert "measured 8.0 px across" in note and "60 px apart" in note and "--diameter" in note
+    assert spacing_note(25.0, dots) == "", "60 px apart at 25 px across: sparse objects, nothing suspect"
+    labelled = dots[:1] + [GroundTruth("labels", 1, labels=np.ones((4, 4), np.int32))]
+    assert spacing_note(8.0, labelled) == "", "label images measure the size themselves"
+    assert spacing_note(None, dots) == ""
 
 
 def test_one_magnification_from_the_label_images_sizes(draw_disks):
