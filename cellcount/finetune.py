@@ -47,6 +47,10 @@ one object size is fixed in its card), so the crops need only the objects' own s
 INTENSITY_JITTER = 1.0
 # a set-wide decision (background, object size) needs this share of the training images to agree
 SET_AGREEMENT = 0.8
+DOT_DISC = 1.0
+"""Segmentation targets from dots: a dot the base model segmented nothing under becomes a disc this fraction
+of the object diameter across."""
+
 SPACING_WARN = 3.0
 """Dots lying more than this many measured diameters apart (median nearest-neighbour gap) make the measured size
 suspect: touching objects sit one diameter apart, and a base model that reads the user's objects as something
@@ -324,12 +328,13 @@ def one_magnification(gts: Sequence[GroundTruth]) -> bool:
 
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
                   diameter_px: float | None = None, size_model=None, overrides: dict[str, Any] | None = None,
-                  reference_px: float | None = None, density_sigma: float = 0.25):
+                  reference_px: float | None = None, density_sigma: float = 0.25, dot_disc: float = DOT_DISC):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
     resized so that nuclei of ``diameter_px`` (default: this image's own, :func:`annotated_diameter`)
     reach the model's training size (``reference_px``, default the base card's). ``size_model``: see
     :func:`cellcount.pipeline.predict`; ``overrides``: settings over the base card's (e.g. the set's
-    ``invert``). Dots become Gaussians of sigma ``density_sigma`` x the diameter."""
+    ``invert``). Dots become Gaussians of sigma ``density_sigma`` x the diameter; for a segmentation head, a dot
+    the base segmented nothing under becomes a disc ``dot_disc`` x the diameter across."""
     from . import pipeline
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
@@ -351,7 +356,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
             base_res = pipeline.postprocess(pred, params, measure=False)
             seg = base_res.labels if base_res.labels is not None else np.zeros(norm.shape, np.int32)
             own = diameter_px or pred.estimated_diameter_px or _median_diameter(seg)
-            labels = labels_from_dots(seg, gt.points, diameter_px=own or pred.reference_diameter_px)
+            labels = labels_from_dots(seg, gt.points, diameter_px=dot_disc * (own or pred.reference_diameter_px))
     else:
         raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
                                "give label images, masks, dot images or point CSVs")
@@ -540,6 +545,7 @@ def finetune(
     density_sigma: float = 0.25,
     count_weight: float | None = None,
     average_last: float = 0.0,
+    dot_disc: float = DOT_DISC,
     threads: int | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -644,7 +650,7 @@ def finetune(
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
                                    diameter_px=diameter, size_model=size_model, overrides=fixed,
-                                   reference_px=reference_px, density_sigma=density_sigma))
+                                   reference_px=reference_px, density_sigma=density_sigma, dot_disc=dot_disc))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
     train_budget_s = None
     if steps is None:
@@ -734,6 +740,7 @@ def finetune(
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
         "density_loss": loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,
+        "dot_disc": dot_disc if kind != "density" else None,
         "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
@@ -809,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f} "
               f"(paired difference {res.paired['difference']:+.2f}, 95% interval {res.paired['low']:+.2f} to "
               f"{res.paired['high']:+.2f})")
+        if res.paired["low"] > 0:
+            print(f"warning: {res.name} counts the held-out images worse than {args.base}: keep {args.base}, or try "
+                  "again with more images, a density base for dots, or --diameter")
     return 0
 
 

@@ -114,13 +114,16 @@ def show_result(s: JobSnapshot) -> None:
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
     pm = res.paired
     if pm:
-        st.caption(
-            f"Paired over the same images: MAE difference (after − before) {pm['difference']:+.2f}, 95% bootstrap "
-            f"interval {pm['low']:+.2f} to {pm['high']:+.2f}"
-            + (": the new model counts these images better." if pm["high"] < 0 else
-               ": the new model counts these images worse." if pm["low"] > 0 else
-               ": it includes 0, so no clear difference on these images (more held-out images narrow it).")
-        )
+        paired = (f"Paired over the same images: MAE difference (after − before) {pm['difference']:+.2f}, 95% "
+                  f"bootstrap interval {pm['low']:+.2f} to {pm['high']:+.2f}")
+        if pm["low"] > 0:  # a model worse than its base must not pass as an improvement
+            st.warning(f"{paired}: **{res.name} counts these images worse than {s.base}.** Keep counting with "
+                       f"{s.base}, or try again: more annotated images, a density model as the base when your "
+                       "annotations are dots, or the objects' diameter stated.", icon=":material/warning:")
+        else:
+            st.caption(paired + (": the new model counts these images better." if pm["high"] < 0 else
+                                 ": it includes 0, so no clear difference on these images (more held-out images "
+                                 "narrow it)."))
     sh.dataframe(per, column_config=sh.number_formats(["true", "before", "after", "error before", "error after"],
                                                        "%.1f"))
 

@@ -1,7 +1,7 @@
 """A fine-tune on objects unlike nuclei, annotated with dots: the measured object size against a stated one.
 
     python scripts/finetune_size_probe.py --base unet-density [--diameter 65] [--n 16] [--holdout 6]
-        [--steps 200] [--px 384] [--json FILE]
+        [--steps 200] [--px 384] [--first-seed 100] [--option KEY=VALUE] [--json FILE]
 
 Generated adipocyte-like images (large polygonal cells about 65 px across with white interiors and thin pink
 membranes, a few small dark nuclei on the membranes, uneven light, noise; a dot at each cell's centroid) are
@@ -70,11 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", type=int, default=6)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--px", type=int, default=384)
+    p.add_argument("--first-seed", type=int, default=100, help="the images are seeds first-seed ... first-seed + n - 1")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a keyword of cellcount.finetune.finetune (YAML value), e.g. dot_disc=0.6")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    import yaml
+
+    options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
     items = []
-    for seed in range(100, 100 + args.n):
+    for seed in range(args.first_seed, args.first_seed + args.n):
         image, dots = fat_cell_image(seed, args.px)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
@@ -82,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         res = finetune(args.base, items, name="size-probe", steps=args.steps, holdout=args.holdout, out_dir=out,
-                       threads=args.threads, seed=0, diameter_px=args.diameter)
+                       threads=args.threads, seed=0, diameter_px=args.diameter, **options)
     row = {"command": " ".join(["python", *sys.argv]), "machine": cpu_model(), "base": args.base,
-           "diameter": args.diameter, "steps": res.steps, "reading": res.reading, "size_note": res.size_note,
+           "diameter": args.diameter, "options": options, "steps": res.steps, "reading": res.reading, "size_note": res.size_note,
            "mae_before": round(res.before["mae"], 2), "mae_after": round(res.after["mae"], 2),
            "mape_after": round(res.after["mape"], 1), "mean_true": float(np.mean([c["true"] for c in res.holdout_counts])),
            "counts": [(c["true"], round(c["before"], 1), round(c["after"], 1)) for c in res.holdout_counts],

@@ -195,6 +195,39 @@ def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     assert not at.exception and not at.button(key="train_start").disabled
 
 
+def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, tmp_path):
+    import cellcount.jobs as jobs
+    from cellcount.finetune import FinetuneResult
+
+    def worse(base, data, *, name, **kwargs):
+        return FinetuneResult(
+            folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={"mae": 2.0, "n": 2},
+            after={"mae": 9.0, "n": 2}, paired={"difference": 7.0, "low": 5.0, "high": 9.0},
+            holdout_files=["a.png", "b.png"], holdout_counts=[{"file": "a.png", "true": 10, "before": 9, "after": 1},
+                                                              {"file": "b.png", "true": 10, "before": 11, "after": 19}],
+            reading="Dark (fluorescence) background, decided once for the set; objects 8.0 px across.",
+            size_note="Objects were measured 8.0 px across, but your dots lie a median 60 px apart.")
+
+    monkeypatch.setattr(jobs, "finetune", worse)
+    images, csvs, _ = _set(2)
+    at = start(open_train(images, csvs), name="worse-model", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    warnings = [w.value for w in at.warning]
+    assert any("**worse-model counts these images worse than tiny-mask.**" in w and "+7.00" in w for w in warnings)
+    assert any("your dots lie a median 60 px apart" in w for w in warnings), "the size note is shown"
+
+
+def test_cli_warns_when_the_new_model_is_worse(monkeypatch, capsys, tmp_path):
+    import cellcount.finetune as ft
+
+    monkeypatch.setattr(ft, "finetune", lambda *a, **k: ft.FinetuneResult(
+        folder=tmp_path, name="new", steps=1, seconds=1.0, before={"mae": 2.0}, after={"mae": 9.0},
+        paired={"difference": 7.0, "low": 5.0, "high": 9.0}, size_note="dots far apart"))
+    assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "new", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: new counts the held-out images worse than unet-mask" in out and "note: dots far apart" in out
+
+
 def test_dots_only_on_a_segmentation_base_says_a_density_base_learns_from_dots(tiny_models):
     """All annotations are dots: starting from a segmentation model shows why a density model may count
     touching cells better; a density base, or label images, show no such note."""
