@@ -284,16 +284,19 @@ def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
 
 
 def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base, *, size_model=None,
-                 overrides: dict[str, Any] | None = None) -> float | None:
+                 overrides: dict[str, Any] | None = None, sizes: Sequence[float | None] | None = None) -> float | None:
     """One object diameter (px) for a whole annotated set: the median of :func:`annotated_diameter` over its
-    images (label areas, or the base model's estimate), at most the dots' :func:`dot_spacing`.
+    images (label areas, or the base model's estimate; ``sizes``: those already measured), at most the dots'
+    :func:`dot_spacing`.
 
     A fine-tune learns the user's objects at one magnification; training and counting every image at this
     one size keeps a per-image estimate that wanders (dense, overlapping objects) from resizing each image
     differently, which moves its count."""
-    sizes = [d for d in (annotated_diameter(im, gt, base, size_model=size_model, overrides=overrides)
-                         for im, gt in zip(images, gts)) if d]
-    diameter = float(np.median(sizes)) if sizes else None
+    if sizes is None:
+        sizes = [annotated_diameter(im, gt, base, size_model=size_model, overrides=overrides)
+                 for im, gt in zip(images, gts)]
+    known = [d for d in sizes if d]
+    diameter = float(np.median(known)) if known else None
     spacing = dot_spacing([gt.points for gt in gts if gt.points is not None and gt.labels is None])
     if spacing and (diameter is None or spacing < diameter):
         diameter = spacing
@@ -313,16 +316,19 @@ def spacing_note(diameter: float | None, gts: Sequence[GroundTruth]) -> str:
             "fine-tune again.")
 
 
-def one_magnification(gts: Sequence[GroundTruth]) -> bool:
-    """Whether a set's label images show objects of one size (one magnification): the 90th / 10th
-    percentile of the images' median object diameters within :data:`SIZE_SPREAD`. Dots cannot tell (their
-    spacing follows the density as much as the size), so a set with fewer than two label images counts as
-    one magnification."""
-    sizes = [d for d in (_median_diameter(np.asarray(gt.labels, np.int32)) for gt in gts if gt.labels is not None)
+def one_magnification(gts: Sequence[GroundTruth], sizes: Sequence[float | None] | None = None) -> bool:
+    """Whether a set shows its objects at one size (one magnification): the 90th / 10th percentile of the
+    images' median object diameters within :data:`SIZE_SPREAD`. Read from the label images when there are
+    two or more; otherwise from ``sizes``, the base model's per-image estimates (:func:`annotated_diameter`),
+    since dots cannot tell (their spacing follows the density as much as the size). Fewer than two sizes
+    count as one magnification."""
+    found = [d for d in (_median_diameter(np.asarray(gt.labels, np.int32)) for gt in gts if gt.labels is not None)
              if d]
-    if len(sizes) < 2:
+    if len(found) < 2:
+        found = [d for d in (sizes or []) if d]
+    if len(found) < 2:
         return True
-    low, high = np.percentile(sizes, [10, 90])
+    low, high = np.percentile(found, [10, 90])
     return bool(high <= SIZE_SPREAD * low)
 
 
@@ -561,7 +567,7 @@ def finetune(
     stops the run between steps with :class:`Cancelled`; nothing is written then. ``size``: "set" trains
     and counts every image at one object size for the whole set (:func:`set_diameter`, fixed in the new
     card); "image" at each image's own estimate, as the base card's ``auto_nucleus_size`` sees it; "auto":
-    "set" unless the label images show several magnifications (:func:`one_magnification`). Whether the
+    "set" unless the images show several magnifications (:func:`one_magnification`). Whether the
     images have a bright background is decided once for the set when the set agrees
     (:func:`set_background`), else per image as the base does (``background``: "auto"; "set": by
     majority whatever the share; "image": always per image).
@@ -633,16 +639,19 @@ def finetune(
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
+    size_note = ""
+    train_gts = [gts[i] for i in train_idx]
     if diameter_px is not None:
         size, diameter = "given", float(diameter_px)
-    elif size == "auto":
-        size = "set" if one_magnification([gts[i] for i in train_idx]) else "image"
-    size_note = ""
-    if size == "set":
+    elif size in ("auto", "set"):
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
-        diameter = set_diameter([images[i] for i in train_idx], [gts[i] for i in train_idx], model,
-                                size_model=size_model, overrides=fixed)
-        size_note = spacing_note(diameter, [gts[i] for i in train_idx])
+        sizes = [annotated_diameter(images[i], gts[i], model, size_model=size_model, overrides=fixed)
+                 for i in train_idx]
+        if size == "auto":
+            size = "set" if one_magnification(train_gts, sizes) else "image"
+        if size == "set":
+            diameter = set_diameter([], train_gts, model, sizes=sizes)
+            size_note = spacing_note(diameter, train_gts)
     t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():

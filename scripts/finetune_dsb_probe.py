@@ -2,7 +2,7 @@
 (label images), scored against the base on the rest of that split (not a test, not a benchmark).
 
     python scripts/finetune_dsb_probe.py --base unet-mask --n 16 --steps 300 [--kind all|bright|dark]
-        [--option KEY=VALUE] [--json FILE]
+        [--annotation labels|points] [--option KEY=VALUE] [--json FILE]
 
 DSB's validation split mixes fluorescence and brightfield images and nuclei from about 10 to 55 px across,
 as images gathered from several sources are: a check that a fine-tune on such a set does not leave the base
@@ -27,6 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def dots_of(gt):
+    """A label image's nuclei as dots at their centroids."""
+    from scipy import ndimage as ndi
+
+    from cellcount.groundtruth import GroundTruth
+
+    ids = np.unique(gt.labels[gt.labels > 0])
+    centres = np.array(ndi.center_of_mass(np.ones_like(gt.labels), gt.labels, ids)).reshape(-1, 2)
+    return GroundTruth("points", len(centres), points=centres, source=gt.source)
+
+
 def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import yaml
@@ -43,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--draw", type=int, default=0)
     p.add_argument("--kind", choices=["all", "bright", "dark"], default="all", help="background of the images used")
+    p.add_argument("--annotation", choices=["labels", "points"], default="labels",
+                   help="train from the label images, or from a dot at each labelled nucleus's centroid")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a keyword of cellcount.finetune.finetune (YAML value), e.g. size=set")
     p.add_argument("--json")
@@ -58,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     order = np.random.default_rng([7, args.draw]).permutation(len(names))
     chosen = [names[i] for i in order]
     items = [(x, (root / "images" / x).read_bytes(), read_label_image(root / "labels" / x)) for x in chosen]
+    if args.annotation == "points":  # the same nuclei as dots (the held-out images are scored by their count)
+        items = [(x, b, dots_of(gt)) for x, b, gt in items]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
         r = finetune(args.base, items, name="dsb-probe", steps=args.steps, holdout=len(names) - args.n,
                      out_dir=Path(tmp) / "models", **options)
         card = json.loads((r.folder / "card.json").read_text())
     keep = ("mae", "f1", "bias", "mape")
-    out = {"base": args.base, "n": len(r.train_files), "held_out": len(r.holdout_files), "kind": args.kind,
+    out = {"base": args.base, "annotation": args.annotation, "n": len(r.train_files), "held_out": len(r.holdout_files), "kind": args.kind,
            "draw": args.draw, "steps": r.steps, "options": options,
            "size": card["training"]["size"], "background": card["training"].get("background"),
            "tuned": card.get("postprocess_tuned_on"),

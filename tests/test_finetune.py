@@ -78,7 +78,7 @@ def test_spacing_note_when_dots_lie_far_beyond_the_measured_size():
     assert spacing_note(None, dots) == ""
 
 
-def test_one_magnification_from_the_label_images_sizes(draw_disks):
+def test_one_magnification_from_label_images_or_the_bases_estimates(draw_disks):
     from cellcount.finetune import one_magnification
 
     def labels(radius):
@@ -88,6 +88,11 @@ def test_one_magnification_from_the_label_images_sizes(draw_disks):
     assert not one_magnification([labels(4), labels(12), labels(4), labels(12)]), "two magnifications"
     dots = GroundTruth(kind="points", points=np.array([(10.0, 10.0), (40.0, 40.0)]), count=2)
     assert one_magnification([labels(4), dots]), "dots cannot tell"
+    # dots only: the base model's per-image size estimates decide
+    assert one_magnification([dots] * 4, [10.5, 11.0, 10.8, 11.6]), "vgg_cells-like: one size"
+    assert not one_magnification([dots] * 4, [13.0, 48.0, 24.0, 52.0]), "DSB-like mixed magnifications"
+    assert one_magnification([labels(5), labels(6), dots], [13.0, 48.0, 24.0]), "two label images outrank estimates"
+    assert one_magnification([dots, dots], [12.0, None]), "one known size"
 
 
 def test_split_holdout_rules():
