@@ -260,16 +260,39 @@ def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=N
     """Typical nucleus diameter (px) in one annotated image: from its label image when it has one, else
     the base model's size estimate (or the median of its objects) on the image. ``size_model``: see
     :func:`cellcount.pipeline.predict`; ``overrides``: settings over the base card's (e.g. ``invert``)."""
+    return measure_annotated(image, gt, base, size_model=size_model, overrides=overrides)[0]
+
+
+def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=None,
+                      overrides: dict[str, Any] | None = None) -> tuple[float | None, float | None]:
+    """(:func:`annotated_diameter`, the share of the image's dots that lie on what the base model calls
+    foreground, or None without dots). A base that sees no object under most of the user's dots is not
+    measuring the user's objects (fat cells: it sizes the nuclei on their membranes)."""
     from . import pipeline
+    from .quality import density_foreground
+    from .sizing import density_nucleus_diameter
 
     if gt.labels is not None:
-        return _median_diameter(np.asarray(gt.labels, np.int32))
+        return _median_diameter(np.asarray(gt.labels, np.int32)), None
     params = pipeline.resolve_params(base, overrides)
     pred = pipeline.predict(image, base, params, size_model=size_model)
-    if pred.estimated_diameter_px:
-        return float(pred.estimated_diameter_px)
-    res = pipeline.postprocess(pred, params, measure=False)
-    return _median_diameter(res.labels) if res.labels is not None else None
+    diameter = float(pred.estimated_diameter_px) if pred.estimated_diameter_px else None
+    res = None
+    if diameter is None:
+        res = pipeline.postprocess(pred, params, measure=False)
+        diameter = _median_diameter(res.labels) if res.labels is not None else None
+    hits = None
+    if gt.points is not None and len(gt.points):
+        if base.output_kind == "density":
+            d = diameter or density_nucleus_diameter(pred.maps[0])
+            fg = density_foreground(pred.maps[0], d) if d else None
+        else:
+            fg = pred.maps[0]
+        if fg is not None:
+            rc = np.rint(np.asarray(gt.points, np.float64).reshape(-1, 2)).astype(np.int64)
+            rc = rc[(rc[:, 0] >= 0) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < fg.shape[1])]
+            hits = float(np.mean(fg[rc[:, 0], rc[:, 1]] > 0.5)) if len(rc) else None
+    return diameter, hits
 
 
 def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
@@ -284,30 +307,53 @@ def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
 
 
 def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base, *, size_model=None,
-                 overrides: dict[str, Any] | None = None, sizes: Sequence[float | None] | None = None) -> float | None:
+                 overrides: dict[str, Any] | None = None, sizes: Sequence[float | None] | None = None,
+                 hits: Sequence[float | None] | None = None) -> float | None:
     """One object diameter (px) for a whole annotated set: the median of :func:`annotated_diameter` over its
     images (label areas, or the base model's estimate; ``sizes``: those already measured), at most the dots'
-    :func:`dot_spacing`.
+    :func:`dot_spacing`. When the base sees no object under most dots (``hits``, from
+    :func:`measure_annotated`, below :data:`DOT_HIT_MIN`) and the dots lie over :data:`SPACING_WARN` of its
+    estimates apart, its estimate is of something else: the dots' spacing is the size (objects that touch).
 
     A fine-tune learns the user's objects at one magnification; training and counting every image at this
     one size keeps a per-image estimate that wanders (dense, overlapping objects) from resizing each image
     differently, which moves its count."""
     if sizes is None:
-        sizes = [annotated_diameter(im, gt, base, size_model=size_model, overrides=overrides)
-                 for im, gt in zip(images, gts)]
+        measured = [measure_annotated(im, gt, base, size_model=size_model, overrides=overrides)
+                    for im, gt in zip(images, gts)]
+        sizes, hits = [m[0] for m in measured], [m[1] for m in measured]
     known = [d for d in sizes if d]
     diameter = float(np.median(known)) if known else None
     spacing = dot_spacing([gt.points for gt in gts if gt.points is not None and gt.labels is None])
-    if spacing and (diameter is None or spacing < diameter):
+    if spacing and (diameter is None or spacing < diameter or base_misses_dots(diameter, spacing, hits)):
         diameter = spacing
     return diameter
 
 
-def spacing_note(diameter: float | None, gts: Sequence[GroundTruth]) -> str:
-    """A warning when a set's measured object ``diameter`` is far below its dots' spacing (see
-    :data:`SPACING_WARN`): only the user knows whether the objects are sparse or larger than measured."""
+DOT_HIT_MIN = 0.5
+"""A base model that calls less than this share of the user's dots foreground does not see their objects."""
+
+
+def base_misses_dots(diameter: float | None, spacing: float | None, hits: Sequence[float | None] | None) -> bool:
+    """Whether the base's size estimate ``diameter`` is of something other than the dotted objects: it sees
+    no object under most dots (median of ``hits`` below :data:`DOT_HIT_MIN`) and the dots lie over
+    :data:`SPACING_WARN` estimates apart."""
+    known = [h for h in (hits or []) if h is not None]
+    return bool(diameter and spacing and known and spacing > SPACING_WARN * diameter
+                and float(np.median(known)) < DOT_HIT_MIN)
+
+
+def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured: float | None = None) -> str:
+    """What the user should know about a dots-only set's size: a ``diameter`` far below the dots' spacing
+    (see :data:`SPACING_WARN`: only the user knows whether the objects are sparse or larger than measured), or
+    the size taken from the spacing because the base's estimate (``measured``) was of something else."""
     dots = [gt.points for gt in gts if gt.points is not None and gt.labels is None]
     spacing = dot_spacing(dots) if len(dots) == len(gts) else None  # label images measure the size themselves
+    if measured and diameter and spacing and diameter == spacing and measured < diameter / SPACING_WARN:
+        return (f"The base model sees no object under most of your dots and measured {measured:.1f} px, "
+                f"something other than your objects; they were sized from your dots' spacing instead "
+                f"({spacing:.0f} px, as objects that touch each other are). If your objects do not touch, give "
+                "their diameter (--diameter, or 'Object diameter' on the Train page) and fine-tune again.")
     if not (diameter and spacing and spacing > SPACING_WARN * diameter):
         return ""
     return (f"Objects were measured {diameter:.1f} px across, but your dots lie a median {spacing:.0f} px apart. "
@@ -645,13 +691,15 @@ def finetune(
         size, diameter = "given", float(diameter_px)
     elif size in ("auto", "set"):
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
-        sizes = [annotated_diameter(images[i], gts[i], model, size_model=size_model, overrides=fixed)
-                 for i in train_idx]
+        measured = [measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed)
+                    for i in train_idx]
+        sizes, hits = [m[0] for m in measured], [m[1] for m in measured]
         if size == "auto":
             size = "set" if one_magnification(train_gts, sizes) else "image"
         if size == "set":
-            diameter = set_diameter([], train_gts, model, sizes=sizes)
-            size_note = spacing_note(diameter, train_gts)
+            diameter = set_diameter([], train_gts, model, sizes=sizes, hits=hits)
+            known = [d for d in sizes if d]
+            size_note = spacing_note(diameter, train_gts, measured=float(np.median(known)) if known else None)
     t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():

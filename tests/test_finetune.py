@@ -12,6 +12,7 @@ from PIL import Image
 import cellcount as cc
 from cellcount.finetune import (
     Cancelled,
+    base_misses_dots,
     dot_spacing,
     finetune,
     labels_from_dots,
@@ -76,6 +77,19 @@ def test_spacing_note_when_dots_lie_far_beyond_the_measured_size():
     labelled = dots[:1] + [GroundTruth("labels", 1, labels=np.ones((4, 4), np.int32))]
     assert spacing_note(8.0, labelled) == "", "label images measure the size themselves"
     assert spacing_note(None, dots) == ""
+    replaced = spacing_note(60.0, dots, measured=8.0)
+    assert "sees no object under most of your dots and measured 8.0 px" in replaced and "(60 px" in replaced
+
+
+def test_the_dots_spacing_sizes_a_set_whose_dots_the_base_does_not_see():
+    assert base_misses_dots(8.0, 60.0, [0.1, 0.2, 0.0]), "dots on background, far apart: not the base's objects"
+    assert not base_misses_dots(8.0, 60.0, [0.9, 0.8, 0.7]), "sparse objects the base sees"
+    assert not base_misses_dots(8.0, 20.0, [0.1, 0.2]), "dots about the estimate apart"
+    assert not base_misses_dots(8.0, 60.0, [None, None]), "no dots: nothing to tell"
+    grid = np.array([(r, c) for r in range(0, 300, 60) for c in range(0, 300, 60)], float)
+    dots = [GroundTruth("points", len(grid), points=grid)] * 2
+    assert set_diameter([], dots, None, sizes=[8.0, 8.2], hits=[0.1, 0.0]) == pytest.approx(60.0)
+    assert set_diameter([], dots, None, sizes=[8.0, 8.2], hits=[0.9, 1.0]) == pytest.approx(8.1)
 
 
 def test_one_magnification_from_label_images_or_the_bases_estimates(draw_disks):
