@@ -295,6 +295,14 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
     return diameter, hits
 
 
+def free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3`` ...: the first not in ``taken`` (a default name for a new model)."""
+    k, out = 2, name
+    while out in taken:
+        out, k = f"{name}-{k}", k + 1
+    return out
+
+
 def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
     """Median distance (px) from each dot to its nearest neighbour over a set of images' dots ``points``
     (each (N, 2)). Touching objects sit one diameter apart, so it bounds the object diameter from above:
@@ -778,7 +786,9 @@ def finetune(
                                   base_params, keep_results=False)
         ra = evaluate_predictions(predict_pairs(held_items, new, params, size_model=size_model), params,
                                   keep_results=False)
-        keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
+        keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape")
+        if all(gts[i].labels is not None for i in held_idx):  # matching needs outlines: dots would score 0
+            keep += ("f1", "precision", "recall")
         before = {k: float(v) for k, v in rb.summary.items() if k in keep}
         after = {k: float(v) for k, v in ra.summary.items() if k in keep}
         paired = paired_mae_difference(rb.per_image["true"].to_numpy(), rb.per_image["pred"].to_numpy(),
@@ -870,12 +880,15 @@ def main(argv: list[str] | None = None) -> int:
     if res.size_note:
         print(f"note: {res.size_note}")
     if res.before:
+        pm = res.paired
+        interval = (f"95% interval {pm['low']:+.2f} to {pm['high']:+.2f}" if math.isfinite(pm["low"])
+                    else "too few images for an interval")
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f} "
-              f"(paired difference {res.paired['difference']:+.2f}, 95% interval {res.paired['low']:+.2f} to "
-              f"{res.paired['high']:+.2f})")
-        if res.paired["low"] > 0:
-            print(f"warning: {res.name} counts the held-out images worse than {args.base}: keep {args.base}, or try "
-                  "again with more images, a density base for dots, or --diameter")
+              f"(paired difference {pm['difference']:+.2f}, {interval})")
+        if pm["low"] > 0 or (not math.isfinite(pm["low"]) and pm["difference"] > 0):
+            sure = "" if math.isfinite(pm["low"]) else " (too few held-out images to be sure)"
+            print(f"warning: {res.name} counts the held-out images worse than {args.base}{sure}: keep {args.base}, "
+                  "or try again with more images, a density base for dots, or --diameter")
     return 0
 
 

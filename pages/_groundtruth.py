@@ -28,6 +28,9 @@ IMAGES_HELP = (
 )
 MAX_LISTED = 8
 
+KIND_WORDS = {"labels": "label images", "mask": "masks", "points": "dots", "count": "counts only"}
+"""How each ground-truth kind is named in the upload summary ("4 with dots", not "4 points")."""
+
 
 def _digest(files: list[Any]) -> str:
     h = hashlib.sha256()
@@ -55,7 +58,7 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
             kinds[gt.kind] = kinds.get(gt.kind, 0) + 1
         st.caption(
             f"{len(found.items)} image(s) with ground truth ("
-            + ", ".join(f"{n} {k}" for k, n in kinds.items())
+            + ", ".join(f"{n} with {KIND_WORDS.get(k, k)}" for k, n in kinds.items())
             + ")" + (f"; {len(found.unlabelled)} without" if optional and found.unlabelled else "")
             + "."
             + (" Binary masks are split into objects where they do not touch: touching nuclei in a mask count "

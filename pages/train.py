@@ -9,6 +9,7 @@ its progress again on return.
 from __future__ import annotations
 
 import functools
+import math
 import uuid
 
 import numpy as np
@@ -18,7 +19,7 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 import cellcount as cc
 from cellcount import annotate, viz
-from cellcount.finetune import DEFAULT_HOLDOUT, DEFAULT_MINUTES, check_new_name
+from cellcount.finetune import DEFAULT_HOLDOUT, DEFAULT_MINUTES, check_new_name, free_name
 from cellcount.groundtruth import GroundTruth
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
 from cellcount.labelled import LabelledSet
@@ -58,6 +59,12 @@ def clock(seconds: float) -> str:
 # --------------------------------------------------------------------------------------------------
 # the job
 # --------------------------------------------------------------------------------------------------
+def clear_result(board: JobBoard, me: str) -> None:
+    """Clear this session's finished run, and the name box with it: its name is now a saved model's."""
+    board.clear(me)
+    st.session_state.pop(f"{P}_name", None)
+
+
 def progress_text(s: JobSnapshot) -> str:
     p = s.progress
     if p is None:
@@ -113,7 +120,15 @@ def show_result(s: JobSnapshot) -> None:
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
     pm = res.paired
-    if pm:
+    if pm and not (math.isfinite(pm["low"]) and math.isfinite(pm["high"])):  # too few images for an interval
+        text = (f"Only {len(res.holdout_files)} held-out image(s): too few for an interval, so this says little "
+                f"either way. MAE difference (after − before): {pm['difference']:+.2f}")
+        if pm["difference"] > 0:
+            st.warning(f"{text}: **{res.name} counted {'it' if len(res.holdout_files) == 1 else 'them'} worse "
+                       f"than {s.base}.** Hold out more images to know.", icon=":material/warning:")
+        else:
+            st.caption(text + ". Hold out more images to know.")
+    elif pm:
         paired = (f"Paired over the same images: MAE difference (after − before) {pm['difference']:+.2f}, 95% "
                   f"bootstrap interval {pm['low']:+.2f} to {pm['high']:+.2f}")
         if pm["low"] > 0:  # a model worse than its base must not pass as an improvement
@@ -156,7 +171,7 @@ def job_panel(board: JobBoard, me: str) -> None:
 
     panel()
     if not was_running:
-        st.button("Clear", key=f"{P}_clear", on_click=board.clear, args=(me,), icon=":material/close:",
+        st.button("Clear", key=f"{P}_clear", on_click=clear_result, args=(board, me), icon=":material/close:",
                   help="Hide this result (the model stays saved).")
 
 
@@ -269,7 +284,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
                        container=a, format_func=sh.model_label,
                        help="The model to fine-tune: a shipped model or one you trained before.")
-    name = b.text_input("Name of the new model", value=f"{base}-mine", key=f"{P}_name", max_chars=80,
+    name = b.text_input("Name of the new model", value=free_name(f"{base}-mine", set(cc.list_models())),
+                        key=f"{P}_name", max_chars=80,
                         help="A plain folder name; shipped models' names are taken.").strip()
     density = [n for n in nets if _kind(n) == "density"] if dots_only else []
     if density and _kind(base) == "mask":

@@ -186,7 +186,7 @@ def test_same_name_labels_in_a_second_uploader_and_duplicates_once():
     at.run()
     assert not at.exception
     assert any("uploaded more than once and are used once" in i.value for i in at.info)
-    assert any("3 image(s) with ground truth (3 labels)" in c.value for c in at.caption)
+    assert any("3 image(s) with ground truth (3 with label images)" in c.value for c in at.caption)
     at.button(key="eval_run").click()
     at.run()
     assert not at.exception

@@ -91,7 +91,7 @@ def texts(at: AppTest) -> str:
 def test_upload_train_result_and_new_model_everywhere(tiny_models):
     images, csvs, points = _set(4)
     at = open_train(images, csvs)
-    assert any("4 image(s) with ground truth (4 points)" in c.value for c in at.caption)
+    assert any("4 image(s) with ground truth (4 with dots)" in c.value for c in at.caption)
     assert at.number_input(key="train_holdout").value == 1
     start(at, name="my-cells", steps=2)
     assert at.button(key="train_start").disabled, "one fine-tune at a time"
@@ -124,6 +124,12 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     at.switch_page("pages/train.py").run()
     at.button(key="train_clear").click().run()
     assert not at.success
+    at.file_uploader(key="train_files").set_value(list(images))
+    at.file_uploader(key="train_gt_files").set_value(list(csvs))
+    at.run()
+    at.selectbox(key="train_base").set_value("tiny-mask").run()
+    assert at.text_input(key="train_name").value not in list_models(), "a free name, not a saved model's"
+    assert not at.error
 
 
 @pytest.mark.slow
@@ -215,6 +221,43 @@ def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, 
     warnings = [w.value for w in at.warning]
     assert any("**worse-model counts these images worse than tiny-mask.**" in w and "+7.00" in w for w in warnings)
     assert any("your dots lie a median 60 px apart" in w for w in warnings), "the size note is shown"
+
+
+def test_one_held_out_image_says_too_few_and_a_worse_count_still_warns(tiny_models, monkeypatch, tmp_path):
+    import cellcount.jobs as jobs
+    from cellcount.finetune import FinetuneResult
+
+    monkeypatch.setattr(jobs, "finetune", lambda base, data, *, name, **kw: FinetuneResult(
+        folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={"mae": 3.0, "n": 1},
+        after={"mae": 9.0, "n": 1}, paired={"difference": 6.0, "low": float("nan"), "high": float("nan")},
+        holdout_files=["a.png"], holdout_counts=[{"file": "a.png", "true": 80, "before": 77, "after": 71}]))
+    images, csvs, _ = _set(2)
+    at = start(open_train(images, csvs), name="one-held", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    page = texts(at) + " ".join(w.value for w in at.warning)
+    assert "nan" not in page, "no 'nan' interval"
+    assert any("Only 1 held-out image(s): too few for an interval" in w.value and "counted it worse than tiny-mask"
+               in w.value for w in at.warning)
+    at.button(key="train_clear").click().run()
+    assert not at.warning and not at.exception
+
+
+@pytest.mark.slow
+def test_clear_after_a_run_offers_a_free_name(tiny_models):
+    images, csvs, _ = _set(2)
+    at = start(open_train(images, csvs), name="tiny-mask-mine", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    assert "tiny-mask-mine" in list_models()
+    at.button(key="train_clear").click().run()
+    assert at.text_input(key="train_name").value == "tiny-mask-mine-2", "not the name just saved"
+    assert not at.error and not at.button(key="train_start").disabled
+
+
+def test_the_name_box_offers_a_free_name():
+    from cellcount.finetune import free_name
+
+    assert free_name("unet-mask-mine", {"unet-mask"}) == "unet-mask-mine"
+    assert free_name("unet-mask-mine", {"unet-mask-mine", "unet-mask-mine-2"}) == "unet-mask-mine-3"
 
 
 def test_cli_warns_when_the_new_model_is_worse(monkeypatch, capsys, tmp_path):

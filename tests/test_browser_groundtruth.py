@@ -83,7 +83,7 @@ def _evaluate_upload(page, server) -> None:
 
 def _run_evaluate_and_check(page, counts: dict[str, int]) -> None:
     n = len(counts)
-    sync_api.expect(page.get_by_text(f"{n} image(s) with ground truth ({n} labels)")).to_be_visible()
+    sync_api.expect(page.get_by_text(f"{n} image(s) with ground truth ({n} with label images)")).to_be_visible()
     page.get_by_role("button", name="Evaluate", exact=True).click()
     sync_api.expect(_metric(page, "Images")).to_have_text(str(len(counts)), timeout=120_000)
     assert float(_metric(page, "F1").inner_text()) > 0.5  # labels read as the instances of these very images
@@ -120,7 +120,7 @@ def test_compare_on_uploaded_labelled_images(page, server, labelled):
     page.locator('[data-testid="stRadio"]').filter(has_text="Images").get_by_text("Upload", exact=True).click()
     _uploader(page, "Images (or a zip)").set_input_files(str(root / "images.zip"))
     _uploader(page, "Ground truth (optional; or a zip)").set_input_files(str(root / "labels.zip"))
-    sync_api.expect(page.get_by_text("3 image(s) with ground truth (3 labels)")).to_be_visible()
+    sync_api.expect(page.get_by_text("3 image(s) with ground truth (3 with label images)")).to_be_visible()
     run = page.get_by_role("button", name="Compare on 3 image(s)")
     sync_api.expect(run).to_be_enabled()
     run.click()

@@ -152,6 +152,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.training["data"]["annotation"] == [annotation]
     assert len(card.training["data"]["fingerprint_sha256"]) == 64
     assert set(card.metrics["holdout_before"]) >= {"mae", "n"} and card.metrics["holdout_after"]["n"] == 1
+    assert ("f1" in res.before) == (annotation == "labels"), "F1 matches outlines: dots have none"
     assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     assert "3 training images of the fine-tune" in card.extra["quality"]["calibrated_on"], "its own flag"
