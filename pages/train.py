@@ -183,15 +183,17 @@ def image_key(name: str, data: bytes) -> str:
 
 
 def points_of(key: str, initial: np.ndarray | None = None) -> np.ndarray:
+    """The dots of an image: the user's edits if any, else ``initial`` (its points file's), else none. Only
+    edits are stored, so a points file uploaded after its image still shows and is edited from."""
     store = st.session_state.setdefault(POINTS, {})
-    if key not in store:
-        store[key] = np.zeros((0, 2)) if initial is None else np.asarray(initial, np.float64).reshape(-1, 2)
-    return store[key]
+    if key in store:
+        return store[key]
+    return np.zeros((0, 2)) if initial is None else np.asarray(initial, np.float64).reshape(-1, 2)
 
 
-def set_points(key: str, pts: np.ndarray) -> None:
-    st.session_state.setdefault(UNDO, {}).setdefault(key, []).append(points_of(key))
-    st.session_state[POINTS][key] = pts
+def set_points(key: str, pts: np.ndarray, initial: np.ndarray | None = None) -> None:
+    st.session_state.setdefault(UNDO, {}).setdefault(key, []).append(points_of(key, initial))
+    st.session_state.setdefault(POINTS, {})[key] = pts
 
 
 def undo(key: str) -> None:
@@ -200,14 +202,16 @@ def undo(key: str) -> None:
         st.session_state[POINTS][key] = history.pop()
 
 
-def on_click(key: str, widget: str, shape: tuple[int, int], radius_px: float) -> None:
+def on_click(key: str, widget: str, shape: tuple[int, int], radius_px: float,
+             initial: np.ndarray | None = None) -> None:
     """The click component's value -> a point added, or the nearest one removed."""
     value = st.session_state.get(widget)
     if not isinstance(value, dict) or "x" not in value:
         return
     row, col = annotate.display_to_image(value["x"], value["y"], display_size=(value["width"], value["height"]),
                                          shape=shape)
-    set_points(key, annotate.toggle_point(points_of(key), row, col, shape=shape, remove_radius_px=radius_px))
+    set_points(key, annotate.toggle_point(points_of(key, initial), row, col, shape=shape,
+                                          remove_radius_px=radius_px), initial)
 
 
 def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
@@ -231,13 +235,13 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
         streamlit_image_coordinates(
             viz.points_overlay(image, pts, zoom=zoom, radius_px=radius),
             width=min(w * zoom, 900), key=f"{P}_click_{key}", cursor="crosshair",
-            on_click=functools.partial(on_click, key, f"{P}_click_{key}", (h, w), float(radius)),
+            on_click=functools.partial(on_click, key, f"{P}_click_{key}", (h, w), float(radius), initial),
         )
     with right:
         st.metric("Cells dotted", len(pts))
         st.button("Undo", key=f"{P}_undo", on_click=undo, args=(key,), icon=":material/undo:",
                   disabled=not st.session_state.get(UNDO, {}).get(key))
-        st.button("Clear dots", key=f"{P}_clear_dots", on_click=set_points, args=(key, np.zeros((0, 2))),
+        st.button("Clear dots", key=f"{P}_clear_dots", on_click=set_points, args=(key, np.zeros((0, 2)), initial),
                   icon=":material/delete:", disabled=not len(pts))
         sh.download_button("Points CSV", annotate.points_csv(pts), f"{sh.stem(name)}_points.csv", "text/csv",
                            key=f"{P}_points_csv", help="x,y per dot: reads back as this image's ground truth "
@@ -355,7 +359,8 @@ if candidates:
     st.subheader(f"{step}. Dot the cells")
     step += 1
     st.caption("Click on each cell to put a dot on it; click a dot to remove it. Images without annotation files "
-               "are used once they have dots; dots on an image that came with a points CSV replace the file's. "
+               "are used once they have dots; an image that came with a points CSV shows the file's dots, and your clicks "
+               "add to them or remove them. "
                "Dots are kept for the session: after another page, upload the same images again to see them.")
     annotate_ui(candidates)
 

@@ -182,6 +182,20 @@ def test_dots_made_in_the_app_are_the_annotations(tiny_models):
     assert load_model("from-clicks").card.training["data"]["annotation"] == ["points"]
 
 
+def test_a_points_file_uploaded_after_its_image_shows_its_dots(tiny_models):
+    """The image alone first (no dots), then its points CSV: the annotator shows the file's dots to edit, not
+    the empty set it showed before (which a click would have turned into the image's only dot)."""
+    images, csvs, points = _set(2)
+    at = open_train(images)
+    assert at.metric[0].value == "0"
+    at.file_uploader(key="train_gt_files").set_value(list(csvs))
+    at.run()
+    assert not at.exception
+    shown = at.selectbox(key="train_annotate_image").value
+    assert at.metric[0].value == str(len(points[shown])), "the file's dots, shown and counted"
+    assert any("2 image(s) with ground truth (2 with dots)" in c.value for c in at.caption)
+
+
 def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     images, csvs, _ = _set(2)
     at = open_train(images, csvs)
