@@ -370,6 +370,23 @@ def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured
             "fine-tune again.")
 
 
+def several_sizes_note(diameter: float, gts: Sequence[GroundTruth], sizes: Sequence[float | None]) -> str:
+    """A warning when a stated ``diameter`` is one size for images whose objects come in several
+    (:func:`one_magnification` false on their label images or the base's estimates ``sizes``)."""
+    if one_magnification(gts, sizes):
+        return ""
+    labelled = [d for d in (_median_diameter(np.asarray(gt.labels, np.int32)) for gt in gts
+                            if gt.labels is not None) if d]
+    found, source = (labelled, "your label images") if len(labelled) >= 2 else ([d for d in sizes if d],
+                                                                                  "the base model's estimates")
+    low, high = np.percentile(found, [10, 90])
+    return (f"You gave one object diameter ({diameter:g} px), but your training images show objects of about "
+            f"{low:.0f} to {high:.0f} px across ({source}): every image is resized alike, so some are learnt and "
+            "counted at the wrong size. Set the "
+            "diameter to 0 (leave out --diameter) to size each image on its own, or fine-tune one model per "
+            "magnification.")
+
+
 def one_magnification(gts: Sequence[GroundTruth], sizes: Sequence[float | None] | None = None) -> bool:
     """Whether a set shows its objects at one size (one magnification): the 90th / 10th percentile of the
     images' median object diameters within :data:`SIZE_SPREAD`. Read from the label images when there are
@@ -697,6 +714,10 @@ def finetune(
     train_gts = [gts[i] for i in train_idx]
     if diameter_px is not None:
         size, diameter = "given", float(diameter_px)
+        report(FinetuneProgress("prepare", message="checking the objects' sizes against the one you gave"))
+        sizes = [measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed)[0]
+                 for i in train_idx]
+        size_note = several_sizes_note(diameter, train_gts, sizes)
     elif size in ("auto", "set"):
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
         measured = [measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed)

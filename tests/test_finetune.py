@@ -19,6 +19,7 @@ from cellcount.finetune import (
     main,
     set_background,
     set_diameter,
+    several_sizes_note,
     spacing_note,
     split_holdout,
 )
@@ -79,6 +80,18 @@ def test_spacing_note_when_dots_lie_far_beyond_the_measured_size():
     assert spacing_note(None, dots) == ""
     replaced = spacing_note(60.0, dots, measured=8.0)
     assert "sees no object under most of your dots and measured 8.0 px" in replaced and "(60 px" in replaced
+
+
+def test_a_stated_diameter_for_several_magnifications_is_questioned(draw_disks):
+    dots = GroundTruth(kind="points", points=np.array([(10.0, 10.0), (40.0, 40.0)]), count=2)
+    note = several_sizes_note(20.0, [dots] * 4, [9.0, 41.0, 12.0, 38.0])
+    assert "one object diameter (20 px)" in note and "the base model's estimates" in note and "to 0" in note
+    assert several_sizes_note(20.0, [dots] * 3, [19.0, 21.0, 20.0]) == ""
+
+    def labels(radius):
+        return GroundTruth(kind="labels", labels=draw_disks((96, 96), [(24, 24), (24, 70), (70, 48)], radius), count=3)
+
+    assert "your label images" in several_sizes_note(20.0, [labels(4), labels(12), labels(4), labels(12)], [None] * 4)
 
 
 def test_the_dots_spacing_sizes_a_set_whose_dots_the_base_does_not_see():
