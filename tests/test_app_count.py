@@ -174,6 +174,27 @@ def test_reset_restores_card_defaults():
     assert at.slider(key="count_threshold").value == pytest.approx(0.5)
 
 
+def test_an_uploaded_image_is_still_there_after_another_page():
+    at = open_count(count_source="Upload")
+    img = np.zeros((64, 64), np.uint8)
+    img[10:20, 10:20] = 200
+    img[40:52, 30:44] = 220
+    at.file_uploader(key="count_upload").set_value(("two.png", png_bytes(img), "image/png"))
+    at.run()
+    assert metric(at, "Count") == "2"
+    at.switch_page("pages/models.py").run()
+    at.switch_page("pages/count.py").run()
+    assert not at.exception and metric(at, "Count") == "2", "the image uploaded before is counted again"
+    assert any("Showing **two.png**, uploaded before you left this page" in c.value for c in at.caption)
+    at.slider(key="count_threshold").set_value(0.61).run()
+    assert metric(at, "Count") == "2", "and stays through the next change"
+    at.button(key="count_forget_upload").click().run()
+    assert any("Upload an image" in i.value for i in at.info), "removed on request"
+    at.switch_page("pages/models.py").run()
+    at.switch_page("pages/count.py").run()
+    assert any("Upload an image" in i.value for i in at.info), "and not brought back"
+
+
 @pytest.mark.slow
 def test_settings_survive_a_visit_to_another_page():
     at = open_count()

@@ -177,6 +177,20 @@ def _choose_baseline(page) -> None:
     _choose_model(page, BASELINE)
 
 
+def _settled(page, locator, quiet_ms: int = 1500, timeout_s: float = 60) -> str:
+    """The locator's text once it has stopped changing for ``quiet_ms`` (reruns may still be arriving)."""
+    deadline = time.monotonic() + timeout_s
+    text = locator.inner_text()
+    while time.monotonic() < deadline:
+        _idle(page)
+        page.wait_for_timeout(quiet_ms)
+        now = locator.inner_text()
+        if now == text:
+            return now
+        text = now
+    raise AssertionError(f"{locator} kept changing: last {text!r}")
+
+
 def _uploader(page, label: str):
     return page.locator('[data-testid="stFileUploader"]').filter(has_text=label).locator("input[type=file]")
 
@@ -214,6 +228,14 @@ def test_count_upload_and_slider(page, server):
     sync_api.expect(slider).to_have_value("0.7")
     sync_api.expect(count).not_to_have_text(before, timeout=60_000)
     assert int(count.inner_text()) != int(before)
+    after = _settled(page, count)  # the key presses' reruns end with the last value's count
+
+    # another page and back: the uploaded image is still counted, with the same settings
+    nav.get_by_text("Models", exact=True).click()
+    sync_api.expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible(timeout=60_000)
+    nav.get_by_text("Count", exact=True).click()
+    sync_api.expect(page.get_by_text("uploaded before you left this page")).to_be_visible(timeout=60_000)
+    sync_api.expect(count).to_have_text(after, timeout=90_000)
 
 
 def test_batch_with_a_broken_file_and_csv_download(page, server, tmp_path):
