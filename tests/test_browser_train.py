@@ -126,7 +126,8 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
     assert "browser-cells is saved in" in outcome.inner_text(), outcome.inner_text()
     table = page.locator('[data-testid="stDataFrame"]').last
     sync_api.expect(table).to_be_visible()
-    sync_api.expect(page.get_by_text(re.compile("Paired over the same images"))).to_be_visible()
+    # one held-out image: no interval, said in words (not "nan")
+    sync_api.expect(page.get_by_text(re.compile("Only 1 held-out image\\(s\\): too few for an interval"))).to_be_visible()
 
     # it is on the Models page, with its card
     page.get_by_test_id("stSidebarNav").get_by_text("Models", exact=True).click()

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pytest
 import tifffile
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
@@ -179,6 +179,7 @@ float_arrays = hnp.arrays(
 
 
 @SETTINGS
+@example(arr=np.full((1, 1, 3), 1.1342746e38, np.float32), invert=None, pcts=(0.0, 1.0))  # a float32 sum overflowed
 @given(
     arr=float_arrays,
     invert=st.sampled_from([None, True, False]),

@@ -88,7 +88,8 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
         alpha = arr[:, :, 3]
         if alpha.min() == alpha.max():
             arr = arr[:, :, :3]
-    return _finite_float32(arr).mean(axis=2, dtype=np.float32)
+    # summed in float64: three float32 values near the type's maximum overflow a float32 sum to inf
+    return _finite_float32(arr).mean(axis=2, dtype=np.float64).astype(np.float32)
 
 
 def is_bright_background(gray: np.ndarray) -> bool:
