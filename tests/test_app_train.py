@@ -196,6 +196,21 @@ def test_a_points_file_uploaded_after_its_image_shows_its_dots(tiny_models):
     assert any("2 image(s) with ground truth (2 with dots)" in c.value for c in at.caption)
 
 
+def test_uploads_are_still_there_after_another_page(tiny_models):
+    images, csvs, _ = _set(3)
+    at = open_train(images, csvs)
+    assert any("3 image(s) with ground truth (3 with dots)" in c.value for c in at.caption)
+    at.switch_page("pages/models.py").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert any("Showing the 6 file(s) you uploaded before leaving this page" in c.value for c in at.caption)
+    assert any("3 image(s) with ground truth (3 with dots)" in c.value for c in at.caption), "paired again"
+    at.text_input(key="train_name").set_value("after-return").run()
+    assert any("3 image(s) with ground truth" in c.value for c in at.caption), "and kept through the next change"
+    at.button(key="train_forget_uploads").click().run()
+    assert not any("with ground truth" in c.value for c in at.caption), "removed on request"
+
+
 def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     images, csvs, _ = _set(2)
     at = open_train(images, csvs)
