@@ -276,22 +276,25 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
         return _median_diameter(np.asarray(gt.labels, np.int32)), None
     params = pipeline.resolve_params(base, overrides)
     pred = pipeline.predict(image, base, params, size_model=size_model)
-    diameter = float(pred.estimated_diameter_px) if pred.estimated_diameter_px else None
-    res = None
-    if diameter is None:
+    # the base's estimate; else the size its card fixes (a model fine-tuned before), else what its map shows
+    diameter = pred.estimated_diameter_px or params.nucleus_diameter_px
+    if not diameter and base.output_kind == "density":
+        diameter = density_nucleus_diameter(pred.maps[0])
+    elif not diameter:
         res = pipeline.postprocess(pred, params, measure=False)
         diameter = _median_diameter(res.labels) if res.labels is not None else None
+    diameter = float(diameter) if diameter else None
     hits = None
     if gt.points is not None and len(gt.points):
-        if base.output_kind == "density":
-            d = diameter or density_nucleus_diameter(pred.maps[0])
-            fg = density_foreground(pred.maps[0], d) if d else None
-        else:
-            fg = pred.maps[0]
-        if fg is not None:
-            rc = np.rint(np.asarray(gt.points, np.float64).reshape(-1, 2)).astype(np.int64)
-            rc = rc[(rc[:, 0] >= 0) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < fg.shape[1])]
-            hits = float(np.mean(fg[rc[:, 0], rc[:, 1]] > 0.5)) if len(rc) else None
+        rc = np.rint(np.asarray(gt.points, np.float64).reshape(-1, 2)).astype(np.int64)
+        h, w = pred.maps.shape[-2:]
+        rc = rc[(rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w)]
+        if len(rc):
+            if base.output_kind == "density":  # a map with no nucleus-like mass sees none of the dots
+                fg = density_foreground(pred.maps[0], diameter) if diameter else None
+            else:
+                fg = pred.maps[0]
+            hits = float(np.mean(fg[rc[:, 0], rc[:, 1]] > 0.5)) if fg is not None else 0.0
     return diameter, hits
 
 
@@ -333,7 +336,8 @@ def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base,
     known = [d for d in sizes if d]
     diameter = float(np.median(known)) if known else None
     spacing = dot_spacing([gt.points for gt in gts if gt.points is not None and gt.labels is None])
-    if spacing and (diameter is None or spacing < diameter or base_misses_dots(diameter, spacing, hits)):
+    dots_only = not any(gt.labels is not None for gt in gts)  # label images measure the objects themselves
+    if spacing and (diameter is None or spacing < diameter or (dots_only and base_misses_dots(diameter, spacing, hits))):
         diameter = spacing
     return diameter
 
@@ -351,10 +355,12 @@ def base_misses_dots(diameter: float | None, spacing: float | None, hits: Sequen
                 and float(np.median(known)) < DOT_HIT_MIN)
 
 
-def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured: float | None = None) -> str:
-    """What the user should know about a dots-only set's size: a ``diameter`` far below the dots' spacing
-    (see :data:`SPACING_WARN`: only the user knows whether the objects are sparse or larger than measured), or
-    the size taken from the spacing because the base's estimate (``measured``) was of something else."""
+def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured: float | None = None,
+                 hits: Sequence[float | None] | None = None) -> str:
+    """What the user should know about a dots-only set's size: the size taken from the dots' spacing because
+    the base's estimate (``measured``) was of something else; or, when it is not known whether the base sees
+    the dots (``hits``, :func:`measure_annotated`), a ``diameter`` far below the dots' spacing (see
+    :data:`SPACING_WARN`: only the user knows whether the objects are sparse or larger than measured)."""
     dots = [gt.points for gt in gts if gt.points is not None and gt.labels is None]
     spacing = dot_spacing(dots) if len(dots) == len(gts) else None  # label images measure the size themselves
     if measured and diameter and spacing and diameter == spacing and measured < diameter / SPACING_WARN:
@@ -362,8 +368,9 @@ def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured
                 f"something other than your objects; they were sized from your dots' spacing instead "
                 f"({spacing:.0f} px, as objects that touch each other are). If your objects do not touch, give "
                 "their diameter (--diameter, or 'Object diameter' on the Train page) and fine-tune again.")
-    if not (diameter and spacing and spacing > SPACING_WARN * diameter):
-        return ""
+    seen = [h for h in (hits or []) if h is not None]
+    if seen or not (diameter and spacing and spacing > SPACING_WARN * diameter):
+        return ""  # the base sees the dotted objects: its size is theirs, sparse as they are
     return (f"Objects were measured {diameter:.1f} px across, but your dots lie a median {spacing:.0f} px apart. "
             "If your objects touch each other, they are larger than measured (the base model may read them as "
             "something smaller): give their diameter (--diameter, or 'Object diameter' on the Train page) and "
@@ -723,12 +730,15 @@ def finetune(
         measured = [measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed)
                     for i in train_idx]
         sizes, hits = [m[0] for m in measured], [m[1] for m in measured]
-        if size == "auto":
-            size = "set" if one_magnification(train_gts, sizes) else "image"
+        known = [d for d in sizes if d]
+        estimate = float(np.median(known)) if known else None
+        if size == "auto":  # a base that misses the dots sizes something else: its spread says nothing
+            misses = not any(gt.labels is not None for gt in train_gts) and base_misses_dots(
+                estimate, dot_spacing([gt.points for gt in train_gts if gt.points is not None]), hits)
+            size = "set" if misses or one_magnification(train_gts, sizes) else "image"
         if size == "set":
             diameter = set_diameter([], train_gts, model, sizes=sizes, hits=hits)
-            known = [d for d in sizes if d]
-            size_note = spacing_note(diameter, train_gts, measured=float(np.median(known)) if known else None)
+            size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
     t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():
@@ -808,7 +818,8 @@ def finetune(
         ra = evaluate_predictions(predict_pairs(held_items, new, params, size_model=size_model), params,
                                   keep_results=False)
         keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape")
-        if all(gts[i].labels is not None for i in held_idx):  # matching needs outlines: dots would score 0
+        # matching needs outlines, or a density model's peaks for dots: a mask model's dots would score 0
+        if kind == "density" or all(gts[i].labels is not None for i in held_idx):
             keep += ("f1", "precision", "recall")
         before = {k: float(v) for k, v in rb.summary.items() if k in keep}
         after = {k: float(v) for k, v in ra.summary.items() if k in keep}

@@ -122,22 +122,27 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
     )
     images, gt = list(images or []), list(gt or [])
     if images or gt:
-        size = sum(len(f.getvalue()) for f in images + gt)
-        st.session_state[kept_key] = ([_Kept(f.name, f.getvalue()) for f in images],
-                                      [_Kept(f.name, f.getvalue()) for f in gt]) if size <= MAX_KEPT_BYTES else None
+        digest = (_digest(images), _digest(gt))
+        if st.session_state.get(f"{kept_key}_digest") != digest:  # copied once per new set of uploads
+            size = sum(f.size for f in images + gt)
+            st.session_state[kept_key] = ([_Kept(f.name, f.getvalue()) for f in images],
+                                          [_Kept(f.name, f.getvalue()) for f in gt]) if size <= MAX_KEPT_BYTES else None
+            st.session_state[f"{kept_key}_digest"] = digest
         st.session_state[restored_key] = False
     else:
         if returning and st.session_state.get(kept_key):
             st.session_state[restored_key] = True  # until the user uploads again or removes them
         if not (st.session_state.get(restored_key) and st.session_state.get(kept_key)):
             st.session_state.pop(kept_key, None)
+            st.session_state.pop(f"{kept_key}_digest", None)
             return None
         images, gt = st.session_state[kept_key]
         c, d = st.columns([4, 1])
-        c.caption(f"Showing the {len(images) + len(gt)} file(s) you uploaded before leaving this page; upload "
-                  "again to replace them.")
+        c.caption(f"Showing the {len(images) + len(gt)} file(s) you uploaded earlier; upload again to replace "
+                  "them.")
         if d.button("Remove them", key=f"{prefix}_forget_uploads", icon=":material/close:"):
             st.session_state.pop(kept_key, None)
+            st.session_state.pop(f"{kept_key}_digest", None)
             st.session_state[restored_key] = False
             st.rerun()
     found = _pair_cached(_digest(images), _digest(gt), images, gt)

@@ -52,7 +52,7 @@ def pick_source() -> sh.Source | None:
     if kept is None:  # nothing uploaded yet, or the user removed the file from the uploader
         st.session_state.pop(KEPT_UPLOAD, None)
         return None
-    st.caption(f"Showing **{kept.name}**, uploaded before you left this page; upload another image to replace it.")
+    st.caption(f"Showing **{kept.name}**, which you uploaded earlier; upload another image to replace it.")
     if st.button("Remove it", key=f"{P}_forget_upload", icon=":material/close:"):
         st.session_state.pop(KEPT_UPLOAD, None)
         st.session_state[RESTORED] = False

@@ -313,6 +313,9 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
         steps = st.number_input("Fixed number of training steps (0: use the time budget)", 0, 100_000, 0,
                                 key=f"{P}_steps")
         seed = st.number_input("Seed (held-out draw, batches)", 0, 2**31 - 1, 0, key=f"{P}_seed")
+    if 0 < diameter < 2:
+        st.error("An object diameter under 2 px cannot be learnt: give at least 2, or 0 to measure it.")
+        return None
     try:
         check_new_name(name)
     except cc.CellcountError as err:
@@ -361,7 +364,7 @@ if candidates:
     st.caption("Click on each cell to put a dot on it; click a dot to remove it. Images without annotation files "
                "are used once they have dots; an image that came with a points CSV shows the file's dots, and your clicks "
                "add to them or remove them. "
-               "Dots are kept for the session: after another page, upload the same images again to see them.")
+               "Dots and uploads are kept for the session, also when you visit another page.")
     annotate_ui(candidates)
 
 items = training_set(found)

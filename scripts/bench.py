@@ -588,7 +588,12 @@ def run_measured(cmd: list[str]) -> tuple[int, float, float, str]:
     proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], env=cli_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     stderr = proc.stderr.decode(errors="replace")
-    stderr, _, measured = stderr.rpartition("\n__measured__ ")
+    head, sep, measured = stderr.rpartition("\n__measured__ ")
+    if not sep:  # the launcher itself failed (command not found, killed): no figures, its error kept
+        logger.warning("%s could not be measured (launcher exit %s): %s", " ".join(cmd[:4]), proc.returncode,
+                       stderr.strip()[-500:])
+        return proc.returncode or 1, float("nan"), float("nan"), stderr
+    stderr = head
     code, seconds, rss_kib = measured.split()
     rc = int(code)
     if rc != 0:

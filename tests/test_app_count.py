@@ -185,7 +185,7 @@ def test_an_uploaded_image_is_still_there_after_another_page():
     at.switch_page("pages/models.py").run()
     at.switch_page("pages/count.py").run()
     assert not at.exception and metric(at, "Count") == "2", "the image uploaded before is counted again"
-    assert any("Showing **two.png**, uploaded before you left this page" in c.value for c in at.caption)
+    assert any("Showing **two.png**, which you uploaded earlier" in c.value for c in at.caption)
     at.slider(key="count_threshold").set_value(0.61).run()
     assert metric(at, "Count") == "2", "and stays through the next change"
     at.button(key="count_forget_upload").click().run()

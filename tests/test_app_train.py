@@ -203,7 +203,7 @@ def test_uploads_are_still_there_after_another_page(tiny_models):
     at.switch_page("pages/models.py").run()
     at.switch_page("pages/train.py").run()
     assert not at.exception
-    assert any("Showing the 6 file(s) you uploaded before leaving this page" in c.value for c in at.caption)
+    assert any("Showing the 6 file(s) you uploaded earlier" in c.value for c in at.caption)
     assert any("3 image(s) with ground truth (3 with dots)" in c.value for c in at.caption), "paired again"
     at.text_input(key="train_name").set_value("after-return").run()
     assert any("3 image(s) with ground truth" in c.value for c in at.caption), "and kept through the next change"

@@ -234,7 +234,7 @@ def test_count_upload_and_slider(page, server):
     nav.get_by_text("Models", exact=True).click()
     sync_api.expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible(timeout=60_000)
     nav.get_by_text("Count", exact=True).click()
-    sync_api.expect(page.get_by_text("uploaded before you left this page")).to_be_visible(timeout=60_000)
+    sync_api.expect(page.get_by_text("which you uploaded earlier")).to_be_visible(timeout=60_000)
     sync_api.expect(count).to_have_text(after, timeout=90_000)
 
 
