@@ -201,7 +201,13 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
         out["min_area_px"] = _number(a, p, model, "min_area_px")
         out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))
         out["exclude_border"] = _toggle(c, p, model, "exclude_border")
-        main_threshold = probability_stats is not None and probability_stats[1] >= UNCERTAIN_SHARE
+        # once an image showed it in the main panel, it stays there for this model: it does not jump back
+        # into Advanced when the next image happens to be nearly binary
+        shown_key = f"{p}_threshold_in_main::{model.name}"
+        main_threshold = probability_stats is not None and (probability_stats[1] >= UNCERTAIN_SHARE
+                                                            or st.session_state.get(shown_key, False))
+        if main_threshold:
+            st.session_state[shown_key] = True
         if main_threshold:
             out["threshold"] = _threshold_ui(c, p, model, probability_stats)
         with c.expander("Advanced"):

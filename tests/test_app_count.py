@@ -195,6 +195,28 @@ def test_an_uploaded_image_is_still_there_after_another_page():
     assert any("Upload an image" in i.value for i in at.info), "and not brought back"
 
 
+def test_the_threshold_stays_in_the_main_panel_once_shown_there():
+    """An image where the threshold matters puts it in the main panel; a nearly binary image after it does
+    not move it back into Advanced (a control that jumps between places on each new image confuses)."""
+    binary = np.zeros((64, 64), np.uint8)
+    binary[10:20, 10:20] = 255
+    binary[40:52, 30:44] = 255
+    yy, xx = np.mgrid[:64, :64]
+    graded = (120 + 100 * np.sin(xx / 6.0) * np.cos(yy / 7.0)).astype(np.uint8)  # many uncertain pixels
+    nearly_binary = "Nearly every pixel's probability is close to 0 or 1"
+
+    at = open_count(count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("binary.png", png_bytes(binary), "image/png")).run()
+    assert any(nearly_binary in c.value for c in at.caption), "alone, a binary image keeps it in Advanced"
+
+    at = open_count(count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("graded.png", png_bytes(graded), "image/png")).run()
+    assert not any(nearly_binary in c.value for c in at.caption), "in the main panel"
+    at.file_uploader(key="count_upload").set_value(("binary.png", png_bytes(binary), "image/png")).run()
+    assert not at.exception
+    assert not any(nearly_binary in c.value for c in at.caption), "and it stays there for the next image"
+
+
 @pytest.mark.slow
 def test_settings_survive_a_visit_to_another_page():
     at = open_count()
