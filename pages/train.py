@@ -139,8 +139,9 @@ def show_result(s: JobSnapshot) -> None:
             st.caption(paired + (": the new model counts these images better." if pm["high"] < 0 else
                                  ": it includes 0, so no clear difference on these images (more held-out images "
                                  "narrow it)."))
-    sh.dataframe(per, column_config=sh.number_formats(["true", "before", "after", "error before", "error after"],
-                                                       "%.1f"))
+    counts = ["true", "before", "after", "error before", "error after"]
+    whole = len(per) and all(float(v).is_integer() for c in counts for v in per[c])  # objects, not a density's sum
+    sh.dataframe(per, column_config=sh.number_formats(counts, "%d" if whole else "%.1f"))
 
 
 def job_panel(board: JobBoard, me: str) -> None:
