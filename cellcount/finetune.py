@@ -336,8 +336,7 @@ def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base,
     known = [d for d in sizes if d]
     diameter = float(np.median(known)) if known else None
     spacing = dot_spacing([gt.points for gt in gts if gt.points is not None and gt.labels is None])
-    dots_only = not any(gt.labels is not None for gt in gts)  # label images measure the objects themselves
-    if spacing and (diameter is None or spacing < diameter or (dots_only and base_misses_dots(diameter, spacing, hits))):
+    if spacing and (diameter is None or spacing < diameter or set_misses_dots(gts, sizes, hits)):
         diameter = spacing
     return diameter
 
@@ -353,6 +352,17 @@ def base_misses_dots(diameter: float | None, spacing: float | None, hits: Sequen
     known = [h for h in (hits or []) if h is not None]
     return bool(diameter and spacing and known and spacing > SPACING_WARN * diameter
                 and float(np.median(known)) < DOT_HIT_MIN)
+
+
+def set_misses_dots(gts: Sequence[GroundTruth], sizes: Sequence[float | None],
+                    hits: Sequence[float | None] | None) -> bool:
+    """:func:`base_misses_dots` for a set: its median size estimate and its dots' spacing. Never for a set with
+    label images, which measure the objects themselves."""
+    if any(gt.labels is not None for gt in gts):
+        return False
+    known = [d for d in sizes if d]
+    spacing = dot_spacing([gt.points for gt in gts if gt.points is not None])
+    return base_misses_dots(float(np.median(known)) if known else None, spacing, hits)
 
 
 def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured: float | None = None,
@@ -733,8 +743,7 @@ def finetune(
         known = [d for d in sizes if d]
         estimate = float(np.median(known)) if known else None
         if size == "auto":  # a base that misses the dots sizes something else: its spread says nothing
-            misses = not any(gt.labels is not None for gt in train_gts) and base_misses_dots(
-                estimate, dot_spacing([gt.points for gt in train_gts if gt.points is not None]), hits)
+            misses = set_misses_dots(train_gts, sizes, hits)
             size = "set" if misses or one_magnification(train_gts, sizes) else "image"
         if size == "set":
             diameter = set_diameter([], train_gts, model, sizes=sizes, hits=hits)

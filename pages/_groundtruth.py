@@ -32,20 +32,6 @@ KIND_WORDS = {"labels": "label images", "mask": "masks", "points": "dots", "coun
 """How each ground-truth kind is named in the upload summary ("4 with dots", not "4 points")."""
 
 
-MAX_KEPT_BYTES = 200 * 1024 * 1024
-"""Uploads up to this size are kept for the session, to show again after a visit to another page."""
-
-
-class _Kept:
-    """An uploaded file kept in the session: what the pairing reads of one (its name and bytes)."""
-
-    def __init__(self, name: str, data: bytes) -> None:
-        self.name, self._data = name, data
-
-    def getvalue(self) -> bytes:
-        return self._data
-
-
 def _digest(files: list[Any]) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -105,10 +91,7 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
     None until something is uploaded. With ``optional``, ground truth is not required (Compare): images
     without it are kept in ``unlabelled`` and not warned about.
     """
-    kept_key, restored_key = f"{prefix}_kept_uploads", f"{prefix}_uploads_restored"
-    # Streamlit forgets an uploader's files when its page is left: keep the last uploads, so that coming back
-    # shows them again. Uploader states that exist but are empty mean the user removed the files.
-    returning = f"{prefix}_files" not in st.session_state and f"{prefix}_gt_files" not in st.session_state
+    returning = sh.uploaders_empty(f"{prefix}_files", f"{prefix}_gt_files")
     a, b = st.columns(2)
     images = a.file_uploader(
         "Images (or a zip)", type=GT_TYPES, accept_multiple_files=True, key=f"{prefix}_files", help=IMAGES_HELP
@@ -120,31 +103,12 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
         key=f"{prefix}_gt_files",
         help=GT_HELP,
     )
-    images, gt = list(images or []), list(gt or [])
-    if images or gt:
-        digest = (_digest(images), _digest(gt))
-        if st.session_state.get(f"{kept_key}_digest") != digest:  # copied once per new set of uploads
-            size = sum(f.size for f in images + gt)
-            st.session_state[kept_key] = ([_Kept(f.name, f.getvalue()) for f in images],
-                                          [_Kept(f.name, f.getvalue()) for f in gt]) if size <= MAX_KEPT_BYTES else None
-            st.session_state[f"{kept_key}_digest"] = digest
-        st.session_state[restored_key] = False
-    else:
-        if returning and st.session_state.get(kept_key):
-            st.session_state[restored_key] = True  # until the user uploads again or removes them
-        if not (st.session_state.get(restored_key) and st.session_state.get(kept_key)):
-            st.session_state.pop(kept_key, None)
-            st.session_state.pop(f"{kept_key}_digest", None)
-            return None
-        images, gt = st.session_state[kept_key]
-        c, d = st.columns([4, 1])
-        c.caption(f"Showing the {len(images) + len(gt)} file(s) you uploaded earlier; upload again to replace "
-                  "them.")
-        if d.button("Remove them", key=f"{prefix}_forget_uploads", icon=":material/close:"):
-            st.session_state.pop(kept_key, None)
-            st.session_state.pop(f"{kept_key}_digest", None)
-            st.session_state[restored_key] = False
-            st.rerun()
+    files = sh.kept_uploads(f"{prefix}_uploads", [list(images or []), list(gt or [])], returning=returning,
+                            note=lambda kept: f"Showing the {sum(map(len, kept))} file(s) you uploaded earlier; "
+                            "upload again to replace them.", remove_key=f"{prefix}_forget_uploads")
+    if files is None:
+        return None
+    images, gt = files
     found = _pair_cached(_digest(images), _digest(gt), images, gt)
     if not optional and not gt and not (found.items or found.skipped or found.unused):  # the usual first step
         st.info(f"{len(found.unlabelled)} image(s) uploaded. Now add their ground truth on the right: label "

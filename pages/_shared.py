@@ -51,6 +51,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     csv_bytes,
     dataframe,
     download_button,
+    kept_uploads,
     number_formats,
     pick_one,
     progress_callback,
@@ -58,6 +59,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     show_error,
     show_messages,
     stem,
+    uploaders_empty,
 )
 from pages._widgets import (  # noqa: F401  (re-exported for the pages)
     apply_settings,

@@ -109,3 +109,58 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
 
 def stem(name: str) -> str:
     return Path(name).stem or "image"
+
+
+# ------------------------------------------------------------------------------- uploads kept on return
+MAX_KEPT_BYTES = 200 * 1024 * 1024
+"""Uploads up to this size are kept for the session, to show again after a visit to another page."""
+
+
+class KeptFile:
+    """An uploaded file kept in the session: what the pages read of one (its name, size and bytes)."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self._data, self.size = name, data, len(data)
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def uploaders_empty(*keys: str) -> bool:
+    """Call before drawing the uploaders ``keys``: True when none has state, as after a visit to another page
+    (Streamlit forgets an uploader's files then); an uploader whose state exists but is empty was cleared by
+    the user."""
+    return all(k not in st.session_state for k in keys)
+
+
+def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Callable[[list[list[Any]]], str],
+                 remove_key: str, remove_label: str = "Remove them") -> list[list[Any]] | None:
+    """The files to use, one list per uploader: ``groups`` when any were uploaded (kept for later; copied
+    once per new set), else those kept from before the user left the page (``returning``: see
+    :func:`uploaders_empty`), shown with ``note(kept)`` and a button to remove them, until the user uploads
+    again or removes them; None when there is nothing."""
+    kept_key, restored_key, id_key = f"{key}_kept", f"{key}_restored", f"{key}_kept_id"
+    if any(groups):
+        ids = tuple((f.name, f.size, getattr(f, "file_id", None)) for g in groups for f in g)
+        if st.session_state.get(id_key) != ids:
+            size = sum(f.size for g in groups for f in g)
+            st.session_state[kept_key] = ([[KeptFile(f.name, f.getvalue()) for f in g] for g in groups]
+                                          if size <= MAX_KEPT_BYTES else None)
+            st.session_state[id_key] = ids
+        st.session_state[restored_key] = False
+        return groups
+    if returning and st.session_state.get(kept_key):
+        st.session_state[restored_key] = True  # until the user uploads again or removes them
+    if not (st.session_state.get(restored_key) and st.session_state.get(kept_key)):
+        for k in (kept_key, id_key):
+            st.session_state.pop(k, None)
+        return None
+    kept = st.session_state[kept_key]
+    c, d = st.columns([4, 1])
+    c.caption(note(kept))
+    if d.button(remove_label, key=remove_key, icon=":material/close:"):
+        for k in (kept_key, id_key):
+            st.session_state.pop(k, None)
+        st.session_state[restored_key] = False
+        st.rerun()
+    return kept

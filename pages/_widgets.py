@@ -208,7 +208,6 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
                                                             or st.session_state.get(shown_key, False))
         if main_threshold:
             st.session_state[shown_key] = True
-        if main_threshold:
             out["threshold"] = _threshold_ui(c, p, model, probability_stats)
         with c.expander("Advanced"):
             if not main_threshold:

@@ -18,7 +18,6 @@ from pages._quality import quality_badge
 sh.require_entry_point("count")
 
 P = "count"
-KEPT_UPLOAD, RESTORED = f"{P}_kept_upload", f"{P}_upload_restored"
 ZOOMS = {"Fit": 0, "100% (full resolution)": 1, "200%": 2, "400%": 4}
 BOX_COLUMNS = ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]
 COLORS = {"Auto (contrast with the image)": "auto", "One colour per object": "per object",
@@ -31,9 +30,7 @@ def pick_source() -> sh.Source | None:
     if kind == "Sample":
         name = sh.pick_one("Sample image", sh.sample_names(), f"{P}_sample", format_func=sh.sample_label)
         return sh.sample_source(name)
-    # Streamlit forgets an uploader's file when its page is left: keep the last upload, so that coming back
-    # shows it again. An uploader state that exists but is empty means the user removed the file.
-    returning = f"{P}_upload" not in st.session_state
+    returning = sh.uploaders_empty(f"{P}_upload")
     up = st.file_uploader(
         "Upload an image",
         type=sh.IMAGE_TYPES,
@@ -41,23 +38,10 @@ def pick_source() -> sh.Source | None:
         help="PNG, JPEG, BMP or TIFF; 8/16-bit, grayscale, RGB or multichannel (choose the channel below). "
         "Replacing or removing the image never changes the settings.",
     )
-    if up is not None:
-        source = sh.upload_source(up)
-        st.session_state[KEPT_UPLOAD] = source
-        st.session_state[RESTORED] = False
-        return source
-    if returning and st.session_state.get(KEPT_UPLOAD) is not None:
-        st.session_state[RESTORED] = True  # until the user uploads another image or removes this one
-    kept = st.session_state.get(KEPT_UPLOAD) if st.session_state.get(RESTORED) else None
-    if kept is None:  # nothing uploaded yet, or the user removed the file from the uploader
-        st.session_state.pop(KEPT_UPLOAD, None)
-        return None
-    st.caption(f"Showing **{kept.name}**, which you uploaded earlier; upload another image to replace it.")
-    if st.button("Remove it", key=f"{P}_forget_upload", icon=":material/close:"):
-        st.session_state.pop(KEPT_UPLOAD, None)
-        st.session_state[RESTORED] = False
-        st.rerun()
-    return kept
+    files = sh.kept_uploads(f"{P}_upload", [[up] if up is not None else []], returning=returning,
+                            note=lambda kept: f"Showing **{kept[0][0].name}**, which you uploaded earlier; upload "
+                            "another image to replace it.", remove_key=f"{P}_forget_upload", remove_label="Remove it")
+    return sh.upload_source(files[0][0]) if files else None
 
 
 def size_note(result: cc.CountResult) -> str:
