@@ -331,9 +331,24 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
                     + ("final weights" if tr["select"] == "last" else "checkpoint chosen by validation MAE")}
     out = Path(cfg["out_dir"]) / cfg["name"]
     save_model(net, card, out)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (out / "config.yaml").write_text(yaml.safe_dump(portable_config(cfg), sort_keys=False))
     logger.info("saved %s (%.0fs training, best val MAE %.2f at step %s)", out, train_s,
                 best["mae"] if best else float("nan"), best["step"] if best else "-")
+    return out
+
+
+def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` as saved beside the weights: folders outside the working directory (a scratch disk, another
+    machine's home) become the defaults, so the saved config reruns anywhere."""
+    out = dict(cfg)
+    for key in ("out_dir", "run_dir"):
+        path = Path(str(cfg.get(key, DEFAULTS[key])))
+        if path.is_absolute():
+            try:
+                path = path.resolve().relative_to(Path.cwd().resolve())
+            except ValueError:
+                path = Path(DEFAULTS[key])
+        out[key] = path.as_posix()
     return out
 
 

@@ -140,15 +140,34 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
     :func:`uploaders_empty`), shown with ``note(kept)`` and a button to remove them, until the user uploads
     again or removes them; None when there is nothing."""
     kept_key, restored_key, id_key = f"{key}_kept", f"{key}_restored", f"{key}_kept_id"
+    fill_key = f"{key}_fill"
     if any(groups):
+        if st.session_state.get(restored_key) and st.session_state.get(kept_key) and len(groups) > 1:
+            # a new upload into one uploader replaces that one's files; the others' kept files stay (new
+            # ground truth for the images kept from before, or the reverse), as the page said they were there
+            earlier = st.session_state[kept_key]
+            st.session_state[fill_key] = {i: earlier[i] for i, g in enumerate(groups) if not g and earlier[i]}
+        st.session_state[restored_key] = False
+        fill = {i: f for i, f in (st.session_state.get(fill_key) or {}).items() if not groups[i]}
+        st.session_state[fill_key] = fill
+        if fill:
+            groups = [g or list(fill.get(i, [])) for i, g in enumerate(groups)]
+            c, d = st.columns([4, 1])
+            c.caption(f"Using {sum(map(len, fill.values()))} file(s) you uploaded earlier beside your new upload.")
+            if d.button("Remove those", key=f"{remove_key}_fill", icon=":material/close:"):
+                st.session_state.pop(fill_key, None)
+                st.rerun()
         ids = tuple((f.name, f.size, getattr(f, "file_id", None)) for g in groups for f in g)
         if st.session_state.get(id_key) != ids:
             size = sum(f.size for g in groups for f in g)
             st.session_state[kept_key] = ([[KeptFile(f.name, f.getvalue()) for f in g] for g in groups]
                                           if size <= MAX_KEPT_BYTES else None)
             st.session_state[id_key] = ids
-        st.session_state[restored_key] = False
+        if st.session_state.get(kept_key) is None:
+            st.caption(f"These files are larger than {MAX_KEPT_BYTES // 2**20} MB together, so they are not kept "
+                       "for the session: after a visit to another page, upload them again.")
         return groups
+    st.session_state.pop(fill_key, None)
     if returning and st.session_state.get(kept_key):
         st.session_state[restored_key] = True  # until the user uploads again or removes them
     if not (st.session_state.get(restored_key) and st.session_state.get(kept_key)):

@@ -118,9 +118,10 @@ def finetuned(card: cc.models.ModelCard) -> None:
     base, data = t.get("finetuned_from"), t.get("data")
     if not isinstance(base, dict) or not isinstance(data, dict):
         return
+    precision = f" in {t['precision']}" if t.get("precision") else ""
     st.markdown(
         f"**Fine-tuned** from {base.get('name')} on {len(data.get('train_files', []))} of your images "
-        f"({', '.join(data.get('annotation', []))}): {t.get('steps')} steps, {t.get('total_seconds')} s; "
+        f"({', '.join(data.get('annotation', []))}): {t.get('steps')} steps{precision}, {t.get('total_seconds')} s; "
         f"{len(data.get('holdout_files', []))} image(s) held out for the scores."
     )
 

@@ -101,7 +101,7 @@ def show_result(s: JobSnapshot) -> None:
         return
     res = s.result
     st.success(
-        f"**{res.name}** is saved in `{res.folder}` ({res.steps} steps, {clock(res.seconds)}). It is in the model "
+        f"**{res.name}** is saved in `{res.folder}` ({res.steps} steps in {res.precision}, {clock(res.seconds)}). It is in the model "
         "list of every page (Count, Batch, Evaluate, Compare); its card, with these figures, is on the Models page.",
         icon=":material/check_circle:",
     )

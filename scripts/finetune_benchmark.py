@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     import cellcount as cc
     from cellcount.finetune import finetune
     from cellcount.models.autotune import cpu_model
+    from cellcount.models.backends import cpu_flags, cpu_has_bf16
 
     options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
     count_options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.count_option)} or None
@@ -162,13 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                 bases.append(base_cache[key])
                 draws.append({"n": n, "draw": d, "train": [data[i][0].name for i in tr], "test_images": len(te),
                               "mae": maes[-1], "base_mae": bases[-1], "seconds": secs[-1], "steps": res.steps,
+                              "precision": res.precision, "precision_why": res.precision_why,
                               "postprocess": model.card.postprocess, "tuned_on": model.card.postprocess_tuned_on,
                               "test_counts": [{"file": data[i][0].name, "true": data[i][2], "pred": round(c, 2)}
                                               for i, c in zip(te, counts)]})
-                print(f"N={n} draw {d}: MAE {maes[-1]:.2f} (base {bases[-1]:.2f}), {secs[-1]:.0f} s, {res.steps} steps",
+                print(f"N={n} draw {d}: MAE {maes[-1]:.2f} (base {bases[-1]:.2f}), {secs[-1]:.0f} s, {res.steps} steps in {res.precision}",
                       flush=True)
             rows.append((n, np.mean(maes), np.std(maes), np.mean(bases), np.median(secs)))
-    machine = f"{cpu_model()}, {platform.machine()}"
+    machine = (f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, "
+               f"{'native' if cpu_has_bf16() else 'no native'} bf16 ({', '.join(sorted(cpu_flags() & {'avx512_bf16', 'amx_bf16'})) or '-'})")
     split_name = "validation split" if args.validation else "published split"
     budget = f"{args.steps} steps" if args.steps else f"budget {args.minutes:g} min"
     print(f"\n{args.set} ({split_name}), base {base_name}, {args.draws} draws, {budget}, options {options}, {machine}\n")

@@ -211,6 +211,28 @@ def test_uploads_are_still_there_after_another_page(tiny_models):
     assert not any("with ground truth" in c.value for c in at.caption), "removed on request"
 
 
+def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_models):
+    """Back on the page with the earlier files shown, the user brings corrected ground truth only: the kept
+    images stay beside it (they were shown as there), until removed; the uploader that got files replaces its own."""
+    images, csvs, points = _set(3)
+    at = open_train(images, csvs)
+    at.switch_page("pages/models.py").run()
+    at.switch_page("pages/train.py").run()
+    assert any("Showing the 6 file(s) you uploaded earlier" in c.value for c in at.caption)
+    fewer = [(name, b"x,y\n" + data.split(b"\n", 2)[2], kind) for name, data, kind in csvs]  # one dot less each
+    at.file_uploader(key="train_gt_files").set_value(fewer)
+    at.run()
+    assert not at.exception
+    assert any("Using 3 file(s) you uploaded earlier beside your new upload" in c.value for c in at.caption)
+    assert any("3 image(s) with ground truth (3 with dots)" in c.value for c in at.caption), "kept images, new dots"
+    shown = at.selectbox(key="train_annotate_image").value
+    assert at.metric[0].value == str(len(points[shown]) - 1), "the new file's dots, not the earlier ones"
+    at.text_input(key="train_name").set_value("next-change").run()
+    assert any("3 image(s) with ground truth" in c.value for c in at.caption), "still paired on the next change"
+    at.button(key="train_forget_uploads_fill").click().run()
+    assert not any("image(s) with ground truth" in c.value for c in at.caption), "the earlier images removed"
+
+
 def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     images, csvs, _ = _set(2)
     at = open_train(images, csvs)

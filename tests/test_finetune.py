@@ -10,6 +10,7 @@ import tifffile
 from PIL import Image
 
 import cellcount as cc
+from cellcount.errors import ParameterError
 from cellcount.finetune import (
     Cancelled,
     base_misses_dots,
@@ -174,6 +175,8 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     assert "3 training images of the fine-tune" in card.extra["quality"]["calibrated_on"], "its own flag"
+    assert card.training["precision"] == res.precision == "fp32", "two steps are too few to time bf16"
+    assert card.training["precision_why"] == res.precision_why != ""
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
     assert result.count >= 0
 
@@ -303,7 +306,7 @@ def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
         if p.step >= 3:
             time.sleep(0.1)
 
-    steps, seconds, _ = _fit(copy_net(base), items, kind="density", steps=None, seconds=1.0, batch_size=2, crop=32,
+    steps, seconds, _, _ = _fit(copy_net(base), items, kind="density", steps=None, seconds=1.0, batch_size=2, crop=32,
                              lr=1e-3, rng=np.random.default_rng(0), report=slow_after_three, cancel=None,
                              loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.8, 1.25))
     assert seconds < 1.6, "the plan made from the first, fast steps is revised when steps slow down"
@@ -398,3 +401,50 @@ def test_the_flag_is_fitted_on_the_training_images(tiny_model, draw_disks, n_ima
         assert not any(judge(x, rule).flag for x in signals), "range limits: no training image reaches them"
     assert ("training images of the fine-tune (range limits" in entry["calibrated_on"]) == fitted
     assert ("the base model's rule" in entry["calibrated_on"]) == (not fitted)
+
+
+def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, monkeypatch):
+    from cellcount import finetune as ft
+    from cellcount.models import backends
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    items = [three_dots_item(base, draw_disks)]
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
+    seen = []
+    steps, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=8, seconds=None, batch_size=2,
+                                crop=32, lr=1e-3, rng=np.random.default_rng(0), report=seen.append, cancel=None,
+                                loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
+    assert steps == 8 and used["precision"] in ("fp32", "bf16")
+    assert set(used["s_per_step"]) == {"fp32", "bf16"}, "two timed steps of each after a warm-up"
+    assert [p.message for p in seen if p.message] == [used["why"]], "said once, when chosen"
+    assert seen[len(ft._AUTO_PLAN) - 1].message == used["why"]
+
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
+    _, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=2, seconds=None, batch_size=2, crop=32,
+                            lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
+                            loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
+    assert used["precision"] == "fp32" and "no native bf16" in used["why"], "emulated bf16 is never timed"
+
+
+def test_precision_choice_needs_a_clear_gain():
+    from cellcount.finetune import BF16_MIN_GAIN, _choose_precision
+
+    assert _choose_precision({"fp32": [0.50, 0.52], "bf16": [0.15, 0.17]})["precision"] == "bf16"
+    assert _choose_precision({"fp32": [0.50], "bf16": [0.50 / (BF16_MIN_GAIN - 0.05)]})["precision"] == "fp32"
+    slow = _choose_precision({"fp32": [0.3, 0.3], "bf16": [0.6, 0.6]})
+    assert slow["precision"] == "fp32" and "0.60 s in bf16 and 0.30 s in fp32" in slow["why"]
+
+
+def test_a_forced_precision_is_used_and_a_bad_one_refused(tiny_model, draw_disks, tmp_path):
+    from cellcount.finetune import _fit
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    items = [three_dots_item(base, draw_disks)]
+    _, _, losses, used = _fit(copy_net(base), items, kind="density", steps=2, seconds=None, batch_size=2, crop=32,
+                              lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
+                              loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="bf16")
+    assert used["precision"] == "bf16" and all(np.isfinite(losses))
+    with pytest.raises(ParameterError, match="precision must be one of auto, fp32, bf16"):
+        finetune("unet-density", tmp_path, name="x", steps=1, precision="fp16", out_dir=tmp_path / "out")

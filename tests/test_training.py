@@ -495,3 +495,24 @@ def test_checkpoints_are_ranked_by_count_error_then_by_the_density_heads_count()
     # the count the user gets comes first, even against a better density head
     assert _rank({"mae": 4.6, "density_mae": 9.9}) < _rank({"mae": 4.9, "density_mae": 8.3})
     assert _rank({"mae": 3.0}) < _rank({"mae": 3.1})
+
+
+def test_saved_configs_hold_no_machine_specific_folders(tmp_path, monkeypatch):
+    """The config beside the weights reruns on another machine: folders outside the working directory become
+    the defaults, ones inside it relative; every shipped config already is."""
+    from pathlib import Path
+
+    import yaml
+
+    from cellcount.train import portable_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {"name": "x", "out_dir": "/scratch/elsewhere/model", "run_dir": str(tmp_path / "runs" / "r1")}
+    out = portable_config(cfg)
+    assert out["out_dir"] == "weights" and out["run_dir"] == "runs/r1"
+    assert cfg["out_dir"] == "/scratch/elsewhere/model", "the running config is left alone"
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "weights").glob("*/config.yaml")):
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for key in ("out_dir", "run_dir"):
+            assert not Path(str(saved.get(key, ""))).is_absolute(), f"{path}: {key} {saved[key]}"
