@@ -530,6 +530,9 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     chosen = {"precision": precision, "why": "as asked", "s_per_step": {}}
     if precision == "auto" and not plan:
         chosen = {"precision": "fp32", "why": "this CPU has no native bf16", "s_per_step": {}}
+    elif plan and steps is not None and steps < 4 * len(plan):  # timing would be most of the run
+        plan = ()
+        chosen = {"precision": "fp32", "why": f"{steps} steps: too few to time bf16", "s_per_step": {}}
     while step < total:
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
@@ -583,8 +586,10 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     if avg is not None and n_avg > 1:
         net.load_state_dict({**net.state_dict(), **avg})
     net.eval()
-    if step < len(plan):  # too few steps to time both: the run was fp32 after its first
-        chosen = {"precision": "fp32", "why": f"{step} steps: too few to time bf16", "s_per_step": {}}
+    if step < len(plan):  # a budget too short to time both
+        mixed = sum(p == "bf16" for p in plan[:step])
+        chosen = {"precision": "fp32", "why": f"{step} steps in a short budget, {mixed} of them bf16: too few to "
+                  "time bf16", "s_per_step": {}}
     return step, time.perf_counter() - t0, losses, chosen
 
 

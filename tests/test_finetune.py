@@ -176,6 +176,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     assert "3 training images of the fine-tune" in card.extra["quality"]["calibrated_on"], "its own flag"
     assert card.training["precision"] == res.precision == "fp32", "two steps are too few to time bf16"
+    assert "too few to time bf16" in res.precision_why or "no native bf16" in res.precision_why
     assert card.training["precision_why"] == res.precision_why != ""
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
     assert result.count >= 0
@@ -412,13 +413,18 @@ def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, 
     items = [three_dots_item(base, draw_disks)]
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
     seen = []
-    steps, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=8, seconds=None, batch_size=2,
+    steps, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=24, seconds=None, batch_size=2,
                                 crop=32, lr=1e-3, rng=np.random.default_rng(0), report=seen.append, cancel=None,
                                 loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
-    assert steps == 8 and used["precision"] in ("fp32", "bf16")
+    assert steps == 24 and used["precision"] in ("fp32", "bf16")
     assert set(used["s_per_step"]) == {"fp32", "bf16"}, "two timed steps of each after a warm-up"
     assert [p.message for p in seen if p.message] == [used["why"]], "said once, when chosen"
     assert seen[len(ft._AUTO_PLAN) - 1].message == used["why"]
+
+    _, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=5, seconds=None, batch_size=2, crop=32,
+                            lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
+                            loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
+    assert used == {"precision": "fp32", "why": "5 steps: too few to time bf16", "s_per_step": {}}
 
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
     _, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=2, seconds=None, batch_size=2, crop=32,
