@@ -36,6 +36,9 @@ from .groundtruth import GroundTruth
 logger = logging.getLogger(__name__)
 
 DEFAULT_MINUTES = 5.0
+# the most steps a time budget buys: on vgg_cells and mbm (validation splits) 300-1000 steps counted as well as
+# 3000 (docs/finetuning.md, "Training precision"), so a fast CPU finishes early instead of spending the budget
+DEFAULT_MAX_STEPS = 1500
 # the training precision: "auto" times both on CPUs with native bf16 and keeps the faster
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_HOLDOUT = 0.25
@@ -499,9 +502,11 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
          loss_cfg: dict[str, Any], scale_range: tuple[float, float],
          elastic_p: float = 0.3, intensity_jitter: float = 1.0,
-         average_last: float = 0.0, precision: str = "fp32") -> tuple[int, float, list[float], dict[str, Any]]:
+         average_last: float = 0.0, precision: str = "fp32",
+         max_steps: int | None = None) -> tuple[int, float, list[float], dict[str, Any]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
-    (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent).
+    (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent), at most
+    ``max_steps`` of them.
     ``average_last`` > 0: the net ends with the mean of its weights after each of the last ``average_last``
     share of the steps (BatchNorm statistics included), not the last step's alone.
     ``precision``: "fp32", "bf16" (the forward pass autocast to bfloat16) or "auto": the first steps are
@@ -516,7 +521,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
            "augment": {**DEFAULTS["augment"], "elastic_p": elastic_p, "invert_p": 0.0,
                        "scale_range": list(scale_range), "intensity_strength": intensity_jitter}}
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
-    total = steps or 10_000
+    cap = int(max_steps) if max_steps else 1_000_000
+    total = steps or min(cap, 10_000)
     warm = 10
     t0 = time.perf_counter()
     losses: list[float] = []
@@ -570,7 +576,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
             # the steps that fit in what is left of the budget, re-planned as the run goes: a shared
             # machine's speed changes within minutes, and the budget is a limit, not a target
             recent = (elapsed - step_times[-min(10, step)]) / min(10, step)
-            total = step if elapsed >= seconds else max(step + 1, step + int((seconds - elapsed) / recent))
+            total = step if elapsed >= seconds else min(cap, max(step + 1, step + int((seconds - elapsed) / recent)))
         step_times.append(elapsed)
         if average_last > 0 and step >= (1.0 - average_last) * total:
             state = {k: v.detach().float() for k, v in net.state_dict().items() if v.is_floating_point()}
@@ -695,6 +701,7 @@ def finetune(
     average_last: float = 0.0,
     dot_disc: float = DOT_DISC,
     precision: str = "auto",
+    max_steps: int | None = DEFAULT_MAX_STEPS,
     threads: int | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -723,6 +730,7 @@ def finetune(
     density target's Gaussians have sigma ``density_sigma`` x the object diameter. ``count_weight``: the
     weight of the density loss's per-crop count term (default: a base model's); ``average_last``: see
     :func:`_fit`. ``precision``: "auto" (bf16 where timed faster on this CPU), "fp32" or "bf16".
+    ``max_steps``: the most training steps ``minutes`` may buy (None: no limit); ignored with ``steps``.
     """
     import torch
 
@@ -742,6 +750,8 @@ def finetune(
     if minutes is not None and not 0 < minutes <= 24 * 60:
         raise ParameterError(f"minutes must be within (0, 1440], got {minutes}")
     _precision_plan(precision)  # a bad value fails before any work
+    if max_steps is not None and max_steps < 1:
+        raise ParameterError(f"max_steps must be >= 1 (or None: no limit), got {max_steps}")
     target = check_new_name(name, out_dir=out_dir, overwrite=overwrite)
     model = load_model(base)
     if not isinstance(model, NetModel):
@@ -834,7 +844,7 @@ def finetune(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
         scale_range=scale_range, elastic_p=elastic_p, intensity_jitter=intensity_jitter,
-        average_last=average_last, precision=precision,
+        average_last=average_last, precision=precision, max_steps=max_steps,
     )
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
     card.postprocess = {**card.postprocess, **fixed}
@@ -900,7 +910,7 @@ def finetune(
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
-        "steps": n_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size, "background": background,
+        "steps": n_steps, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size, "background": background,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
         "density_loss": loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,
@@ -934,6 +944,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, default=None,
                         help=f"training time budget in minutes (default {DEFAULT_MINUTES:g})")
     budget.add_argument("--steps", type=int, default=None, help="a fixed number of training steps instead")
+    p.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS,
+                   help=f"the most steps the time budget may buy (default {DEFAULT_MAX_STEPS}; 0: no limit): on a "
+                   "fast CPU more steps did not count better, so the run ends early")
     p.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
                    help="images held out for the before/after score: a fraction (< 1) or a number (default 0.25)")
     p.add_argument("--out-dir", help="where the model folder goes (default: the user models folder)")
@@ -972,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
         res = finetune(args.base, args.data, name=args.name, minutes=minutes, steps=args.steps, holdout=holdout,
                        out_dir=args.out_dir, seed=args.seed, threads=args.threads, progress=show,
                        size=args.size, background=args.background, diameter_px=args.diameter,
-                       precision=args.precision, overwrite=args.overwrite)
+                       precision=args.precision, max_steps=args.max_steps or None, overwrite=args.overwrite)
     except CellcountError as err:
         print(f"error: {err}")
         return 2

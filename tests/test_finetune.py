@@ -454,3 +454,17 @@ def test_a_forced_precision_is_used_and_a_bad_one_refused(tiny_model, draw_disks
     assert used["precision"] == "bf16" and all(np.isfinite(losses))
     with pytest.raises(ParameterError, match="precision must be one of auto, fp32, bf16"):
         finetune("unet-density", tmp_path, name="x", steps=1, precision="fp16", out_dir=tmp_path / "out")
+
+
+def test_a_time_budget_buys_at_most_max_steps(tiny_model, draw_disks):
+    from cellcount.finetune import _fit
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    items = [three_dots_item(base, draw_disks)]
+    steps, seconds, _, _ = _fit(copy_net(base), items, kind="density", steps=None, seconds=60.0, batch_size=2,
+                                crop=32, lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
+                                loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), max_steps=7)
+    assert steps == 7 and seconds < 30, "the cap ends the run long before the minute it could have used"
+    with pytest.raises(ParameterError, match="max_steps must be >= 1"):
+        finetune("unet-density", "missing", name="x", max_steps=0)
