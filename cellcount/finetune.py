@@ -39,6 +39,10 @@ DEFAULT_MINUTES = 5.0
 # the most steps a time budget buys: on vgg_cells and mbm (validation splits) 300-1000 steps counted as well as
 # 3000 (docs/finetuning.md, "Training precision"), so a fast CPU finishes early instead of spending the budget
 DEFAULT_MAX_STEPS = 1500
+DOTS_ON_MASK_NOTE = (
+    "your annotations are dots: a segmentation model such as {base} learns its own outlines corrected by them, "
+    "which works where cells are separate; where they touch or overlap, a density model (unet-density) learns "
+    "from dots directly and usually counts better")
 # the training precision: "auto" times both on CPUs with native bf16 and keeps the faster
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_HOLDOUT = 0.25
@@ -796,6 +800,8 @@ def finetune(
             fixed["invert"] = bright
     size_note = ""
     train_gts = [gts[i] for i in train_idx]
+    if kind == "mask" and train_gts and all(gt.kind == "points" for gt in train_gts):
+        report(FinetuneProgress("prepare", message=DOTS_ON_MASK_NOTE.format(base=model.name)))
     if diameter_px is not None:
         size, diameter = "given", float(diameter_px)
         report(FinetuneProgress("prepare", message="checking the objects' sizes against the one you gave"))

@@ -19,7 +19,7 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 import cellcount as cc
 from cellcount import annotate, viz
-from cellcount.finetune import DEFAULT_HOLDOUT, DEFAULT_MINUTES, check_new_name, free_name
+from cellcount.finetune import DEFAULT_HOLDOUT, DEFAULT_MAX_STEPS, DEFAULT_MINUTES, check_new_name, free_name
 from cellcount.groundtruth import GroundTruth
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
 from cellcount.labelled import LabelledSet
@@ -301,7 +301,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     c, d, e = st.columns(3)
     minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes",
                              help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
-                             "enough for 32 images of 256 × 256 px on a laptop CPU.")
+                             f"enough for 32 images of 256 × 256 px on a laptop CPU. A faster CPU stops after "
+                             f"{DEFAULT_MAX_STEPS} training steps: more did not count better.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
     held = d.number_input("Held-out images", 0, max(n_images - 1, 0), default_held, key=f"{P}_holdout",
                           help="Kept out of training and tuning; they score the base and the new model.")

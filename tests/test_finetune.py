@@ -176,6 +176,8 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     assert "3 training images of the fine-tune" in card.extra["quality"]["calibrated_on"], "its own flag"
     assert card.training["precision"] == res.precision == "fp32", "two steps are too few to time bf16"
+    dots_advice = any("density model (unet-density) learns from dots directly" in p.message for p in seen)
+    assert dots_advice == (kind == "mask" and annotation == "points"), "said for dots on a segmentation base only"
     assert "too few to time bf16" in res.precision_why or "no native bf16" in res.precision_why
     assert card.training["precision_why"] == res.precision_why != ""
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
