@@ -537,12 +537,12 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     n_avg = 0
     plan = _precision_plan(precision)
     timed: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    chosen = {"precision": precision, "why": "as asked", "s_per_step": {}}
+    chosen = {"precision": precision, "why": f"{precision}, as asked", "s_per_step": {}}
     if precision == "auto" and not plan:
-        chosen = {"precision": "fp32", "why": "this CPU has no native bf16", "s_per_step": {}}
-    elif plan and steps is not None and steps < 4 * len(plan):  # timing would be most of the run
+        chosen = {"precision": "fp32", "why": "fp32: this CPU has no native bf16", "s_per_step": {}}
+    elif plan and (steps or max_steps) and (steps or max_steps) < 4 * len(plan):  # timing: most of the run
+        chosen = {"precision": "fp32", "why": f"fp32: {steps or max_steps} steps are too few to time bf16", "s_per_step": {}}
         plan = ()
-        chosen = {"precision": "fp32", "why": f"{steps} steps: too few to time bf16", "s_per_step": {}}
     while step < total:
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
@@ -596,16 +596,17 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     if avg is not None and n_avg > 1:
         net.load_state_dict({**net.state_dict(), **avg})
     net.eval()
-    if step < len(plan):  # a budget too short to time both
+    if step < len(plan):  # a time budget too short to time both
         mixed = sum(p == "bf16" for p in plan[:step])
-        chosen = {"precision": "fp32", "why": f"{step} steps in a short budget, {mixed} of them bf16: too few to "
-                  "time bf16", "s_per_step": {}}
+        chosen = {"precision": "fp32", "why": f"fp32: {step} steps in a short time budget ({mixed} of them bf16) are "
+                  "too few to time bf16", "s_per_step": {}}
     return step, time.perf_counter() - t0, losses, chosen
 
 
-# "auto" precision: steps 0-2 in fp32, 3-5 in bf16; the first of each is a warm-up (memory, kernels)
-_AUTO_PLAN = ("fp32", "fp32", "fp32", "bf16", "bf16", "bf16")
-_WARMUP_STEPS = (0, 3)
+# "auto" precision: a warm-up step of each (memory, kernels), then two timed steps of each, alternating so
+# that a change in the machine's load weighs on both alike
+_AUTO_PLAN = ("fp32", "bf16", "fp32", "bf16", "fp32", "bf16")
+_WARMUP_STEPS = (0, 1)
 # bf16 is kept only when clearly faster: its rounding costs a little accuracy for nothing otherwise
 BF16_MIN_GAIN = 1.15
 
@@ -627,7 +628,7 @@ def _choose_precision(timed: dict[str, list[float]]) -> dict[str, Any]:
     per = {k: float(np.median(v)) for k, v in timed.items() if v}
     fp32, bf16 = per.get("fp32", math.inf), per.get("bf16", math.inf)
     use = "bf16" if bf16 * BF16_MIN_GAIN <= fp32 else "fp32"
-    why = (f"training in {use}: a step took {bf16:.2f} s in bf16 and {fp32:.2f} s in fp32 on this CPU")
+    why = f"{use}: a training step took {bf16:.2f} s in bf16 and {fp32:.2f} s in fp32 on this CPU"
     return {"precision": use, "why": why, "s_per_step": {k: round(v, 4) for k, v in per.items()}}
 
 
@@ -755,8 +756,9 @@ def finetune(
     if minutes is not None and not 0 < minutes <= 24 * 60:
         raise ParameterError(f"minutes must be within (0, 1440], got {minutes}")
     _precision_plan(precision)  # a bad value fails before any work
-    if max_steps is not None and max_steps < 1:
-        raise ParameterError(f"max_steps must be >= 1 (or None: no limit), got {max_steps}")
+    if steps is None and max_steps is not None and (
+            isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+        raise ParameterError(f"max_steps must be a whole number of steps >= 1 (or none: no limit), got {max_steps!r}")
     target = check_new_name(name, out_dir=out_dir, overwrite=overwrite)
     model = load_model(base)
     if not isinstance(model, NetModel):
@@ -951,7 +953,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, default=None,
                         help=f"training time budget in minutes (default {DEFAULT_MINUTES:g})")
     budget.add_argument("--steps", type=int, default=None, help="a fixed number of training steps instead")
-    p.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS,
+    p.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, metavar="N",
                    help=f"the most steps the time budget may buy (default {DEFAULT_MAX_STEPS}; 0: no limit): on a "
                    "fast CPU more steps did not count better, so the run ends early")
     p.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
@@ -992,11 +994,13 @@ def main(argv: list[str] | None = None) -> int:
         res = finetune(args.base, args.data, name=args.name, minutes=minutes, steps=args.steps, holdout=holdout,
                        out_dir=args.out_dir, seed=args.seed, threads=args.threads, progress=show,
                        size=args.size, background=args.background, diameter_px=args.diameter,
-                       precision=args.precision, max_steps=args.max_steps or None, overwrite=args.overwrite)
+                       precision=args.precision, max_steps=args.max_steps if args.max_steps > 0 else None,
+                       overwrite=args.overwrite)
     except CellcountError as err:
         print(f"error: {err}")
         return 2
     print(f"saved {res.name} to {res.folder} ({res.steps} steps in {res.precision}, {res.seconds:.0f} s)")
+    print(f"training precision: {res.precision_why}")
     print(res.reading)
     if res.size_note:
         print(f"note: {res.size_note}")

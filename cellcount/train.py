@@ -338,16 +338,19 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
 
 
 def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` as saved beside the weights: folders outside the working directory (a scratch disk, another
-    machine's home) become the defaults, so the saved config reruns anywhere."""
+    """``cfg`` as saved beside the weights: the output folders and the config's own path, when absolute, become
+    relative to the working directory, or (outside it: a scratch disk, another machine's home) the defaults,
+    so the saved config does not point into the training machine."""
     out = dict(cfg)
-    for key in ("out_dir", "run_dir"):
-        path = Path(str(cfg.get(key, DEFAULTS[key])))
+    for key in ("out_dir", "run_dir", "config_path"):
+        if cfg.get(key) is None and key == "config_path":
+            continue
+        path = Path(str(cfg.get(key, DEFAULTS.get(key))))
         if path.is_absolute():
             try:
                 path = path.resolve().relative_to(Path.cwd().resolve())
             except ValueError:
-                path = Path(DEFAULTS[key])
+                path = Path(DEFAULTS[key]) if key in DEFAULTS else Path(path.name)
         out[key] = path.as_posix()
     return out
 

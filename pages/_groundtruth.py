@@ -105,7 +105,8 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
     )
     files = sh.kept_uploads(f"{prefix}_uploads", [list(images or []), list(gt or [])], returning=returning,
                             note=lambda kept: f"Showing the {sum(map(len, kept))} file(s) you uploaded earlier; "
-                            "upload again to replace them.", remove_key=f"{prefix}_forget_uploads")
+                            "new images replace them all, new ground truth only the ground truth.",
+                            remove_key=f"{prefix}_forget_uploads", keep_beside={0: "image(s)"})
     if files is None:
         return None
     images, gt = files

@@ -134,26 +134,31 @@ def uploaders_empty(*keys: str) -> bool:
 
 
 def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Callable[[list[list[Any]]], str],
-                 remove_key: str, remove_label: str = "Remove them") -> list[list[Any]] | None:
+                 remove_key: str, remove_label: str = "Remove them", keep_beside: dict[int, str] | None = None,
+                 ) -> list[list[Any]] | None:
     """The files to use, one list per uploader: ``groups`` when any were uploaded (kept for later; copied
     once per new set), else those kept from before the user left the page (``returning``: see
     :func:`uploaders_empty`), shown with ``note(kept)`` and a button to remove them, until the user uploads
-    again or removes them; None when there is nothing."""
+    again or removes them; None when there is nothing. ``keep_beside`` {uploader index: what its files are}:
+    the uploaders whose kept files stay when the user, back on the page, uploads into another one only (the
+    images kept beside corrected ground truth; not old ground truth beside new images, which file names
+    could pair wrongly)."""
     kept_key, restored_key, id_key = f"{key}_kept", f"{key}_restored", f"{key}_kept_id"
     fill_key = f"{key}_fill"
     if any(groups):
-        if st.session_state.get(restored_key) and st.session_state.get(kept_key) and len(groups) > 1:
-            # a new upload into one uploader replaces that one's files; the others' kept files stay (new
-            # ground truth for the images kept from before, or the reverse), as the page said they were there
+        if st.session_state.get(restored_key) and st.session_state.get(kept_key) and keep_beside:
+            # a new upload into one uploader replaces that one's files; ``keep_beside``'s kept files stay, as
+            # the page said they were there
             earlier = st.session_state[kept_key]
-            st.session_state[fill_key] = {i: earlier[i] for i, g in enumerate(groups) if not g and earlier[i]}
+            st.session_state[fill_key] = {i: earlier[i] for i in keep_beside if not groups[i] and earlier[i]}
         st.session_state[restored_key] = False
         fill = {i: f for i, f in (st.session_state.get(fill_key) or {}).items() if not groups[i]}
         st.session_state[fill_key] = fill
         if fill:
             groups = [g or list(fill.get(i, [])) for i, g in enumerate(groups)]
             c, d = st.columns([4, 1])
-            c.caption(f"Using {sum(map(len, fill.values()))} file(s) you uploaded earlier beside your new upload.")
+            what = " and ".join(f"{len(f)} {keep_beside[i]}" for i, f in fill.items())
+            c.caption(f"Using the {what} you uploaded earlier beside your new upload.")
             if d.button("Remove those", key=f"{remove_key}_fill", icon=":material/close:"):
                 st.session_state.pop(fill_key, None)
                 st.rerun()

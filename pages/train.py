@@ -101,12 +101,15 @@ def show_result(s: JobSnapshot) -> None:
         return
     res = s.result
     st.success(
-        f"**{res.name}** is saved in `{res.folder}` ({res.steps} steps in {res.precision}, {clock(res.seconds)}). It is in the model "
-        "list of every page (Count, Batch, Evaluate, Compare); its card, with these figures, is on the Models page.",
+        f"**{res.name}** is saved in `{res.folder}` ({res.steps} steps in {res.precision}, {clock(res.seconds)}). It "
+        "is in the model list of every page (Count, Batch, Evaluate, Compare); its card, with these figures, is on "
+        "the Models page.",
         icon=":material/check_circle:",
     )
     if res.reading:
         st.caption(f"How {res.name} reads images: {res.reading}")
+    if res.precision_why:
+        st.caption(f"Precision: {res.precision_why}.")
     if res.size_note:
         st.warning(res.size_note, icon=":material/straighten:")
     if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):

@@ -134,11 +134,18 @@ def main(argv: list[str] | None = None) -> int:
                   "(draw 0's)")
         return 0
     if args.score_models:
+        scored = []
         for folder in sorted(Path(args.score_models).glob(f"bench-{args.set}-*-*")):
             n, d = (int(x) for x in folder.name.rsplit("-", 2)[1:])
             te = [data[i] for i in split(args.set, len(data), n, d, validation=args.validation)[1]]
-            print(f"{folder.name}: MAE {mae(test_counts(cc.load_model(folder), te, count_options), te):.2f} "
-                  f"on {len(te)} test images, settings over the card {count_options}", flush=True)
+            scored.append({"model": folder.name, "n": n, "draw": d, "test_images": len(te),
+                           "mae": mae(test_counts(cc.load_model(folder), te, count_options), te)})
+            print(f"{folder.name}: MAE {scored[-1]['mae']:.2f} on {len(te)} test images, settings over the card "
+                  f"{count_options}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"set": args.set, "scored_models": args.score_models,
+                                                   "validation": args.validation, "count_options": count_options,
+                                                   "draws": scored}, indent=2))
         return 0
     rows, draws = [], []
     base_cache: dict[tuple[int, ...], float] = {}  # the base model's test MAE per test set

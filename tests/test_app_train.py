@@ -180,6 +180,7 @@ def test_dots_made_in_the_app_are_the_annotations(tiny_models):
     at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
     assert not at.error, [e.value for e in at.error]
     assert load_model("from-clicks").card.training["data"]["annotation"] == ["points"]
+    assert any(c.value.startswith("Precision: fp32") for c in at.caption), "which precision ran, and why"
 
 
 def test_a_points_file_uploaded_after_its_image_shows_its_dots(tiny_models):
@@ -223,7 +224,7 @@ def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_mod
     at.file_uploader(key="train_gt_files").set_value(fewer)
     at.run()
     assert not at.exception
-    assert any("Using 3 file(s) you uploaded earlier beside your new upload" in c.value for c in at.caption)
+    assert any("Using the 3 image(s) you uploaded earlier beside your new upload" in c.value for c in at.caption)
     assert any("3 image(s) with ground truth (3 with dots)" in c.value for c in at.caption), "kept images, new dots"
     shown = at.selectbox(key="train_annotate_image").value
     assert at.metric[0].value == str(len(points[shown]) - 1), "the new file's dots, not the earlier ones"
@@ -231,6 +232,11 @@ def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_mod
     assert any("3 image(s) with ground truth" in c.value for c in at.caption), "still paired on the next change"
     at.button(key="train_forget_uploads_fill").click().run()
     assert not any("image(s) with ground truth" in c.value for c in at.caption), "the earlier images removed"
+
+    at.switch_page("pages/models.py").run()  # back again: new images do not keep the earlier ground truth
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="train_files").set_value(list(images)).run()
+    assert not any("you uploaded earlier beside" in c.value for c in at.caption)
 
 
 def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):

@@ -426,7 +426,7 @@ def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, 
     _, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=5, seconds=None, batch_size=2, crop=32,
                             lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
                             loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
-    assert used == {"precision": "fp32", "why": "5 steps: too few to time bf16", "s_per_step": {}}
+    assert used == {"precision": "fp32", "why": "fp32: 5 steps are too few to time bf16", "s_per_step": {}}
 
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
     _, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=2, seconds=None, batch_size=2, crop=32,
@@ -468,5 +468,5 @@ def test_a_time_budget_buys_at_most_max_steps(tiny_model, draw_disks):
                                 crop=32, lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
                                 loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), max_steps=7)
     assert steps == 7 and seconds < 30, "the cap ends the run long before the minute it could have used"
-    with pytest.raises(ParameterError, match="max_steps must be >= 1"):
+    with pytest.raises(ParameterError, match="max_steps must be a whole number of steps >= 1"):
         finetune("unet-density", "missing", name="x", max_steps=0)

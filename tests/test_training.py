@@ -507,12 +507,13 @@ def test_saved_configs_hold_no_machine_specific_folders(tmp_path, monkeypatch):
     from cellcount.train import portable_config
 
     monkeypatch.chdir(tmp_path)
-    cfg = {"name": "x", "out_dir": "/scratch/elsewhere/model", "run_dir": str(tmp_path / "runs" / "r1")}
+    cfg = {"name": "x", "out_dir": "/scratch/elsewhere/model", "run_dir": str(tmp_path / "runs" / "r1"),
+           "config_path": "/home/someone/cfg/x.yaml"}
     out = portable_config(cfg)
-    assert out["out_dir"] == "weights" and out["run_dir"] == "runs/r1"
+    assert out["out_dir"] == "weights" and out["run_dir"] == "runs/r1" and out["config_path"] == "x.yaml"
     assert cfg["out_dir"] == "/scratch/elsewhere/model", "the running config is left alone"
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "weights").glob("*/config.yaml")):
         saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-        for key in ("out_dir", "run_dir"):
+        for key in ("out_dir", "run_dir", "config_path"):
             assert not Path(str(saved.get(key, ""))).is_absolute(), f"{path}: {key} {saved[key]}"
