@@ -11,6 +11,13 @@ OBJECT_COLUMNS = [
 ]
 
 
+BOX_COLUMNS = ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]
+MERGE_MAX_SOLIDITY = 0.95
+"""A likely merge has a waist: solidity below this (two touching round nuclei: about 0.88; chosen on DSB
+validation images with scripts/merge_marks_probe.py)."""
+"""An object's bounding box in :func:`object_table`, end-exclusive."""
+
+
 def object_table(
     labels: np.ndarray, image: np.ndarray | None = None, *, pixel_size_um: float | None = None
 ) -> pd.DataFrame:
@@ -105,9 +112,12 @@ def peaks_table(peaks: np.ndarray, density: np.ndarray, *, pixel_size_um: float 
     return df
 
 
-def likely_merges(objects: pd.DataFrame, *, factor: float = 2.5, neighbours: int = 8) -> np.ndarray:
+def likely_merges(objects: pd.DataFrame, *, factor: float = 2.5, neighbours: int = 8,
+                  labels: np.ndarray | None = None, max_solidity: float = MERGE_MAX_SOLIDITY) -> np.ndarray:
     """Labels of objects far larger than their neighbours: area above ``factor`` x the median area of their
     ``neighbours`` nearest objects (by centroid). Two or three nuclei counted as one look like this.
+    With ``labels`` (the label image of ``objects``), only those of them with a waist (:func:`solidity`
+    below ``max_solidity``): one large round nucleus among small ones is not marked.
 
     ``objects`` is an :func:`object_table`; fewer than 4 objects give none.
     """
@@ -116,7 +126,29 @@ def likely_merges(objects: pd.DataFrame, *, factor: float = 2.5, neighbours: int
     far = larger_than_neighbours(objects["area_px"].to_numpy(np.float64),
                                  objects[["centroid_row", "centroid_col"]].to_numpy(np.float64),
                                  factor=factor, neighbours=neighbours)
+    if labels is not None and far.any():
+        far[np.flatnonzero(far)] = solidity(labels, objects[far]) < max_solidity
     return objects["label"].to_numpy(np.int64)[far]
+
+
+def solidity(labels: np.ndarray, objects: pd.DataFrame) -> np.ndarray:
+    """Area / convex hull area of each object in ``objects`` (an :func:`object_table`, or some of its rows),
+    read in its bounding box. A merged pair of round nuclei has a waist (two touching discs: 0.88); one
+    nucleus, however large, is nearly convex."""
+    import cv2
+
+    table = objects if "label" in objects.columns else objects.reset_index()
+    out = np.ones(len(table))
+    for i, (lab, r0, c0, r1, c1) in enumerate(table[["label", *BOX_COLUMNS]].itertuples(index=False)):
+        crop = (labels[r0:r1, c0:c1] == lab).astype(np.uint8)
+        contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            continue
+        hull = cv2.convexHull(np.vstack(contours))
+        filled = np.zeros_like(crop)
+        cv2.fillPoly(filled, [hull], 1)  # pixels against pixels: a filled disc or square reads 1
+        out[i] = float(crop.sum()) / max(float(np.count_nonzero(filled | crop)), 1.0)
+    return out
 
 
 def larger_than_neighbours(area: np.ndarray, xy: np.ndarray, *, factor: float = 2.5,

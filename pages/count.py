@@ -9,7 +9,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.io import labels_to_tiff_bytes
-from cellcount.measure import likely_merges
+from cellcount.measure import BOX_COLUMNS, likely_merges
 from cellcount.postprocess import REJECT_REASONS
 from pages import _settings as settings
 from pages import _shared as sh
@@ -19,7 +19,6 @@ sh.require_entry_point("count")
 
 P = "count"
 ZOOMS = {"Fit": 0, "100% (full resolution)": 1, "200%": 2, "400%": 4}
-BOX_COLUMNS = ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]
 COLORS = {"Auto (contrast with the image)": "auto", "One colour per object": "per object",
           **{name.capitalize(): rgb for name, rgb in viz.OUTLINE_CANDIDATES.items()}}
 
@@ -70,8 +69,9 @@ def view_ui() -> dict:
                              (0.5, 99.5), 0.5, key=f"{P}_view_contrast",
                              help="Only the picture; the model and the count use the image as it is.")
         merges = st.toggle("Mark likely merges", True, key=f"{P}_view_merges",
-                           help="Red: objects over 2.5x the median area of their 8 nearest neighbours, often "
-                           "two or more nuclei counted as one.")
+                           help="Red: objects over 2.5x the median area of their 8 nearest neighbours and with a "
+                           "waist (not convex), often two or more nuclei counted as one. One large round "
+                           "nucleus is not marked.")
         centre = (0.5, 0.5)
         if ZOOMS[zoom]:
             c1, c2 = st.columns(2)
@@ -98,7 +98,7 @@ def overlay_cached(
     """JPEG of the outlined picture for these plain keys (image, model, settings, display options)."""
     v = dict(view)
     base = display_cached(digest, v["contrast"], _image)
-    merges = likely_merges(_result.objects) if v["merges"] else []
+    merges = likely_merges(_result.objects, labels=_result.labels) if v["merges"] else []
     boxes = _result.objects.set_index("label").loc[merges, BOX_COLUMNS].to_numpy() if len(merges) else None
     rgb, legend = viz.render_outlines(
         base, _result.labels, _result.rejected, color=v["color"], thickness=v["thickness"],

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellcount.measure import OBJECT_COLUMNS, likely_merges, object_table, peaks_table
+from cellcount.measure import OBJECT_COLUMNS, likely_merges, object_table, peaks_table, solidity
 
 UM_COLUMNS = ["area_um2", "equivalent_diameter_um", "centroid_row_um", "centroid_col_um"]
 
@@ -108,3 +108,38 @@ def test_likely_merges_marks_objects_far_larger_than_their_neighbours():
     # 300 > 2.5 x 100 is marked; 1000 among 900-px neighbours is not (large nuclei, not a merge)
     assert merges.tolist() == [13]
     assert likely_merges(pd.DataFrame(rows[:3])).size == 0
+
+
+def _field_with_a_merge_and_a_large_nucleus():
+    """Small round nuclei on a grid, one large round nucleus and one merged pair of nuclei (a waist)."""
+    import cv2
+
+    lab = np.zeros((200, 200), np.int32)
+    k = 1
+    for r in range(20, 200, 40):
+        for c in range(20, 120, 40):
+            cv2.circle(lab, (c, r), 6, k, -1)
+            k += 1
+    cv2.circle(lab, (150, 40), 14, k, -1)  # one large nucleus
+    cv2.circle(lab, (140, 120), 9, k + 1, -1)  # two touching nuclei counted as one
+    cv2.circle(lab, (158, 120), 9, k + 1, -1)
+    return lab, k, k + 1
+
+
+def test_solidity_reads_a_waist():
+    lab, large, merged = _field_with_a_merge_and_a_large_nucleus()
+    table = object_table(lab)
+    sol = dict(zip(table["label"], solidity(lab, table)))
+    assert sol[large] > 0.95 and sol[1] > 0.9, "round objects are (nearly) convex"
+    assert 0.8 < sol[merged] < 0.92, "two touching discs: about 0.88"
+    square = np.zeros((20, 20), np.int32)
+    square[5:15, 5:15] = 1
+    assert solidity(square, object_table(square)) == pytest.approx([1.0])
+    assert solidity(lab, table.set_index("label").loc[[merged]]) == pytest.approx([sol[merged]]), "label index"
+
+
+def test_likely_merges_with_labels_leaves_a_large_round_nucleus_unmarked():
+    lab, large, merged = _field_with_a_merge_and_a_large_nucleus()
+    table = object_table(lab)
+    assert set(likely_merges(table)) == {large, merged}, "by area alone both are far larger than their neighbours"
+    assert likely_merges(table, labels=lab).tolist() == [merged], "only the one with a waist"
