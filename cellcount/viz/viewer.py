@@ -176,7 +176,7 @@ def render_outlines(
                     r0, c0, r1, c1 = max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, h), min(c1 + pad, w)
                     crop = (lab[r0:r1, c0:c1] == label).astype(np.uint8)
                     _paint(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), MERGE_COLOR, 1.0)
-            legend["likely merge (far larger than its neighbours)"] = MERGE_COLOR
+            legend["likely merge (far larger than its neighbours, with a waist)"] = MERGE_COLOR
     return out, legend
 
 
