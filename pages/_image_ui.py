@@ -252,10 +252,25 @@ def evaluate_cached(
 
 
 def set_digest(items: Iterable[tuple[str, bytes, Any]]) -> str:
+    """The images of a labelled set (names and bytes): what the model's output depends on."""
     h = hashlib.sha256()
     for name, data, _ in items:
         h.update(name.encode("utf-8", "replace"))
         h.update(digest_of(data).encode())
+    return h.hexdigest()
+
+
+def truth_digest(items: Iterable[tuple[str, bytes, GroundTruth]]) -> str:
+    """The ground truth of a labelled set (kind, count, labels, points): what the scores depend on besides
+    the predictions. New ground truth for the same images must be scored again."""
+    h = hashlib.sha256()
+    for name, _, gt in items:
+        h.update(f"{name}|{gt.kind}|{gt.count}|".encode("utf-8", "replace"))
+        for arr in (gt.labels, gt.points):
+            if arr is not None:
+                a = np.ascontiguousarray(arr)
+                h.update(f"{a.dtype}{a.shape}".encode())
+                h.update(a.tobytes())
     return h.hexdigest()
 
 

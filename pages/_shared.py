@@ -30,6 +30,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     set_digest,
     shared_plane_widget,
     thumbnail_cached,
+    truth_digest,
     upload_source,
 )
 from pages._model_ui import (  # noqa: F401  (re-exported for the pages)

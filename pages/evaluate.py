@@ -235,7 +235,7 @@ with right:
         sh.show_error(err)
         st.stop()
     data_sig = sh.set_digest(items)
-    sig = f"{data_sig}|{model_name}|{sh.model_version(model_name)}|{params.input_key()}"
+    sig = f"{data_sig}|{sh.truth_digest(items)}|{model_name}|{sh.model_version(model_name)}|{params.input_key()}"
     if st.button("Evaluate", key=f"{P}_run", type="primary", icon=":material/play_arrow:"):
         st.session_state[f"{P}__active"] = sig
     if st.session_state.get(f"{P}__active") != sig:
@@ -245,6 +245,8 @@ with right:
         pairs = sh.predict_set_cached(
             data_sig, model_name, sh.model_version(model_name), params.input_key(), items
         )
+        # the predictions depend on the images only; the ground truth is this run's (it may be new)
+        pairs = [(name, pred, gt) for (name, pred, _), (_, _, gt) in zip(pairs, items, strict=True)]
         per_image, summary = sh.evaluate_cached(sig, params.to_json(), iou, pairs, params)
     except cc.CellcountError as err:
         sh.show_error(err)

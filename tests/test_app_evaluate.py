@@ -251,3 +251,26 @@ def test_a_zip_of_images_and_a_zip_of_same_name_labels():
     at.run()
     assert not at.exception
     assert metric(at, "Images") == "3"
+
+
+def test_new_ground_truth_for_the_same_images_is_scored_anew():
+    """The predictions depend on the images only, the scores on the ground truth too: replacing the labels
+    with points CSVs (one dot fewer each) must not show the scores against the earlier labels."""
+    names = ["s01_sparse_small", "s03_large_nuclei"]
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([upload(f"{n}.png") for n in names])
+    at.file_uploader(key="eval_gt_files").set_value([upload(f"{n}_labels.tif") for n in names])
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception
+    truth_labels = at.dataframe[0].value["true"].tolist()
+    fewer = []
+    for n in names:
+        head, first, rest = (SAMPLES / f"{n}_points.csv").read_bytes().split(b"\n", 2)
+        fewer.append((f"{n}_points.csv", head + b"\n" + rest, "text/csv"))
+    at.file_uploader(key="eval_gt_files").set_value(fewer)
+    at.run()
+    assert not at.exception
+    assert any("Press Evaluate" in i.value for i in at.info), "new ground truth: the old scores are not shown"
+    at.button(key="eval_run").click().run()
+    assert at.dataframe[0].value["true"].tolist() == [t - 1 for t in truth_labels], "scored against the new dots"
