@@ -901,10 +901,8 @@ def finetune(
                                   base_params, keep_results=False)
         ra = evaluate_predictions(predict_pairs(held_items, new, params, size_model=size_model), params,
                                   keep_results=False)
-        keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape")
-        # matching needs outlines, or a density model's peaks for dots: a mask model's dots would score 0
-        if kind == "density" or all(gts[i].labels is not None for i in held_idx):
-            keep += ("f1", "precision", "recall")
+        # F1 & co.: outlines matched by IoU, dots by the objects holding them (or a density model's peaks)
+        keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
         before = {k: float(v) for k, v in rb.summary.items() if k in keep}
         after = {k: float(v) for k, v in ra.summary.items() if k in keep}
         paired = paired_mae_difference(rb.per_image["true"].to_numpy(), rb.per_image["pred"].to_numpy(),

@@ -186,6 +186,22 @@ def match_points(true_points: np.ndarray, pred_points: np.ndarray, *, radius_px:
     return MatchResult(tp=tp, fp=len(pp_) - tp, fn=len(tp_) - tp)
 
 
+def match_points_in_objects(true_points: np.ndarray, labels: np.ndarray) -> MatchResult:
+    """Dots against segmented objects: an object holding one or more dots matches one of them (the others are
+    missed: a merge), an object holding none is a false positive. The way to score a segmentation against dots,
+    whatever the objects' size (a fixed radius around centroids misses large nuclei)."""
+    pts = np.asarray(true_points, np.float64).reshape(-1, 2)
+    lab = np.asarray(labels)
+    n_objects = int(np.count_nonzero(np.bincount(lab.ravel())[1:])) if lab.size else 0
+    if len(pts) == 0:
+        return MatchResult(tp=0, fp=n_objects, fn=0)
+    r = np.clip(np.round(pts[:, 0]).astype(np.int64), 0, lab.shape[0] - 1)
+    c = np.clip(np.round(pts[:, 1]).astype(np.int64), 0, lab.shape[1] - 1)
+    hit = np.unique(lab[r, c])
+    tp = int(np.count_nonzero(hit))
+    return MatchResult(tp=tp, fp=n_objects - tp, fn=len(pts) - tp)
+
+
 def aggregate_matches(results: list[MatchResult]) -> MatchResult:
     """Sum tp/fp/fn over images (micro-average); mean matched IoU weighted by tp."""
     tp = sum(r.tp for r in results)

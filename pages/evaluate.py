@@ -52,11 +52,12 @@ def show_summary(s: dict, iou_threshold: float) -> None:
     m[4].metric("MAPE", f"{s['mape']:.1f} %", help="Mean absolute error relative to the true count")
     m[5].metric("R²", f"{s['r2']:.3f}" if np.isfinite(s.get("r2", np.nan)) else "—")
     if "f1" in s:
-        how = (
-            f"IoU matching (IoU ≥ {iou_threshold:.2f})"
-            if s.get("match") == "iou"
-            else "point matching (within 5 px)"
-        )
+        how = {
+            "iou": f"IoU matching (IoU ≥ {iou_threshold:.2f})",
+            "objects": "dots inside the objects (one dot per object; more in one object: a merge)",
+            "points": "point matching (within 5 px of the density peaks)",
+        }.get(s.get("match"), f"IoU matching (IoU ≥ {iou_threshold:.2f}) for label images, dots inside the "
+                              "objects for dots")
         m = st.columns(6)
         m[0].metric("Precision", f"{s['precision']:.3f}", help=how)
         m[1].metric("Recall", f"{s['recall']:.3f}", help=how)

@@ -213,3 +213,34 @@ def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, c
     assert metrics["validation_fixed_size"]["mae"] == pytest.approx(fixed_mae, abs=0.005)
     # the same images chose the settings: the note says so instead of calling them unseen
     assert "the postprocessing was tuned on them" in metrics["validation_note"]
+
+
+def test_a_segmentation_is_scored_against_dots_by_the_objects_holding_them():
+    """Dots inside objects match them one per object; an object with two dots is a merge (one missed), an
+    object with none a false positive. A segmentation's dots scored 0 before (it has no peaks)."""
+    from cellcount.metrics import match_points_in_objects
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:12, 2:12] = 1  # one dot
+    labels[20:30, 2:30] = 2  # two dots: a merge
+    labels[2:12, 25:35] = 3  # no dot: a false positive
+    dots = np.array([[6.0, 6.0], [25.0, 8.0], [25.0, 24.0], [36.0, 36.0]])  # the last on the background: missed
+    m = match_points_in_objects(dots, labels)
+    assert (m.tp, m.fp, m.fn) == (2, 1, 2)
+    assert match_points_in_objects(np.zeros((0, 2)), labels).fp == 3
+
+
+def test_evaluating_a_segmentation_on_a_dots_sample_reports_object_matches():
+    from pathlib import Path
+
+    from cellcount.groundtruth import read_points_csv
+    from cellcount.io import read_image
+
+    samples = Path(__file__).resolve().parents[1] / "data" / "samples"
+    image = read_image(samples / "s01_sparse_small.png")
+    gt = read_points_csv(samples / "s01_sparse_small_points.csv")
+    model = load_model(CLASSICAL_NAME)
+    params = resolve_params(model, None)
+    rep = evaluate_predictions(predict_pairs([("s01", image, gt)], model, params), params)
+    assert rep.summary["match"] == "objects"
+    assert rep.summary["f1"] > 0.8, rep.summary

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 from ..groundtruth import GroundTruth
-from ..metrics import aggregate_matches, count_metrics, match_instances, match_points
+from ..metrics import aggregate_matches, count_metrics, match_instances, match_points, match_points_in_objects
 from ..models import size_model_for
 from ..models.base import CountModel
 from ..pipeline import CountParams, CountResult, Prediction, postprocess, predict
@@ -95,12 +95,15 @@ def evaluate_predictions(
     """Postprocess each prediction with ``params`` and compare with its ground truth.
 
     Instance metrics (tp/fp/fn, precision, recall, F1 at ``iou_threshold``) are computed for mask
-    outputs against label ground truth; point metrics (within ``point_radius_px``) against dots.
+    outputs against label ground truth; against dots, a mask output's objects match the dots inside them
+    (one per object) and a density output's peaks the dots within ``point_radius_px``. The summary's
+    ``match`` says which: "iou", "objects", "points" or "mixed".
     Ground truth whose shape differs from the image raises GroundTruthError naming the file.
     """
     from ..errors import GroundTruthError
 
     rows, matches, results = [], [], {}
+    kinds = set()  # how objects were matched: "iou", "objects" (dots inside objects), "points" (near peaks)
     for name, pred, gt in pairs:
         res = postprocess(pred, params, measure=measure)
         row: dict[str, Any] = {"file": name, "true": gt.count, "pred": res.count_estimate}
@@ -110,11 +113,14 @@ def evaluate_predictions(
                 raise GroundTruthError(
                     f"ground truth for {name} has shape {gt.labels.shape}, the image {res.labels.shape}"
                 )
-            m = match_instances(gt.labels, res.labels, iou_threshold=iou_threshold)
+            m, kind = match_instances(gt.labels, res.labels, iou_threshold=iou_threshold), "iou"
+        elif gt.points is not None and res.labels is not None:  # a segmentation: dots inside its objects
+            m, kind = match_points_in_objects(gt.points, res.labels), "objects"
         elif gt.points is not None and len(res.peaks) + len(gt.points) > 0:
-            m = match_points(gt.points, res.peaks, radius_px=point_radius_px)
+            m, kind = match_points(gt.points, res.peaks, radius_px=point_radius_px), "points"
         if m is not None:
             matches.append(m)
+            kinds.add(kind)
             row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision, "recall": m.recall,
                         "f1": m.f1, "mean_iou": m.mean_matched_iou})
         if res.density_count is not None:
@@ -139,7 +145,7 @@ def evaluate_predictions(
         agg = aggregate_matches(matches)
         summary.update({"tp": agg.tp, "fp": agg.fp, "fn": agg.fn, "precision": agg.precision,
                         "recall": agg.recall, "f1": agg.f1, "mean_iou": agg.mean_matched_iou,
-                        "match": "iou" if any(gt.labels is not None for _, _, gt in pairs) else "points"})
+                        "match": kinds.pop() if len(kinds) == 1 else "mixed"})
     if len(df):
         summary["ms_per_megapixel"] = float(1000 * df["model_seconds"].sum() / df["megapixels"].sum())
     return EvaluationReport(per_image=df, summary=summary, results=results)
