@@ -289,11 +289,17 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
         return None
     a, b = st.columns(2)
     current = settings.current_model()
+    if current not in nets:
+        current = cc.models.default_model_name()
     base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
                        container=a, format_func=sh.model_label,
                        help="The model to fine-tune: a shipped model or one you trained before.")
-    name = b.text_input("Name of the new model", value=free_name(f"{base}-mine", set(cc.list_models())),
-                        key=f"{P}_name", max_chars=80,
+    # the proposed name follows the base until the user types their own
+    proposal = free_name(f"{base}-mine", set(cc.list_models()))
+    if st.session_state.get(f"{P}_name") in (None, st.session_state.get(f"{P}_name_proposed")):
+        st.session_state[f"{P}_name"] = proposal
+    st.session_state[f"{P}_name_proposed"] = proposal
+    name = b.text_input("Name of the new model", key=f"{P}_name", max_chars=80,
                         help="A plain folder name; shipped models' names are taken.").strip()
     density = [n for n in nets if _kind(n) == "density"] if dots_only else []
     if density and _kind(base) == "mask":

@@ -239,6 +239,18 @@ def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_mod
     assert not any("you uploaded earlier beside" in c.value for c in at.caption)
 
 
+def test_the_proposed_name_follows_the_base_until_the_user_types_one(tiny_models):
+    images, csvs, _ = _set(2)
+    at = open_train(images, csvs)
+    at.selectbox(key="train_base").set_value("tiny-mask").run()
+    assert at.text_input(key="train_name").value == "tiny-mask-mine"
+    at.selectbox(key="train_base").set_value("tiny-density").run()
+    assert at.text_input(key="train_name").value == "tiny-density-mine", "the proposal follows the base"
+    at.text_input(key="train_name").set_value("my-nuclei").run()
+    at.selectbox(key="train_base").set_value("tiny-mask").run()
+    assert at.text_input(key="train_name").value == "my-nuclei", "a name the user typed stays"
+
+
 def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     images, csvs, _ = _set(2)
     at = open_train(images, csvs)
