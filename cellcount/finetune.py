@@ -998,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}")
         return 2
     print(f"saved {res.name} to {res.folder} ({res.steps} steps in {res.precision}, {res.seconds:.0f} s)")
-    print(f"training precision: {res.precision_why}")
+    print(f"trained in {res.precision_why}")
     print(res.reading)
     if res.size_note:
         print(f"note: {res.size_note}")

@@ -156,7 +156,7 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
         st.session_state[fill_key] = fill
         if fill:
             groups = [g or list(fill.get(i, [])) for i, g in enumerate(groups)]
-            c, d = st.columns([4, 1])
+            c, d = st.columns([3, 1])
             what = " and ".join(f"{len(f)} {keep_beside[i]}" for i, f in fill.items())
             c.caption(f"Using the {what} you uploaded earlier beside your new upload.")
             if d.button("Remove those", key=f"{remove_key}_fill", icon=":material/close:"):
@@ -180,7 +180,7 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
             st.session_state.pop(k, None)
         return None
     kept = st.session_state[kept_key]
-    c, d = st.columns([4, 1])
+    c, d = st.columns([3, 1])
     c.caption(note(kept))
     if d.button(remove_label, key=remove_key, icon=":material/close:"):
         for k in (kept_key, id_key):

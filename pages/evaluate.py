@@ -35,8 +35,13 @@ def pick_data() -> list:
         st.caption("The 12 shipped samples with their exact label images.")
         return sh.sample_pairs()
     found = gt_ui.ground_truth_ui(P)
+    if found is None and st.session_state.get(f"{P}_files"):
+        st.stop()  # images without ground truth yet: the uploaders said what to add
     if found is not None and not found.items:
-        st.error("None of the uploaded images has ground truth that could be used (see above).")
+        if not found.unlabelled and not found.skipped:  # ground truth files and no images
+            st.info("Now add the images this ground truth belongs to, in the Images uploader.")
+        else:
+            st.error("None of the uploaded images has ground truth that could be used (see above).")
         st.stop()
     return found.items if found is not None else []
 

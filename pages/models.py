@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import streamlit as st
 
@@ -23,7 +25,7 @@ METRIC_LABELS = {
     "r2": ("R² of predicted vs true counts", "{:.3f}"),
     "precision": ("Precision (found nuclei that are real)", "{:.3f}"),
     "recall": ("Recall (real nuclei that are found)", "{:.3f}"),
-    "f1": ("Outline match F1 (IoU ≥ 0.5)", "{:.3f}"),
+    "f1": ("Object match F1 (outlines: IoU ≥ 0.5; dots: one per object or peak)", "{:.3f}"),
     "mean_iou": ("Mean IoU of matched outlines", "{:.3f}"),
     "ms_per_megapixel": ("Time per megapixel (s, laptop CPU)", None),
 }
@@ -31,13 +33,25 @@ SPLITS = {"validation": "with its default settings", "validation_fixed_size": "w
           "holdout_before": "held-out images: the base model", "holdout_after": "held-out images: this model"}
 
 
-def mae_sentence(m: dict) -> str:
-    """'Count error (MAE) on 98 validation images: 3.30 (95% interval 2.27-4.63)'."""
+def _interval(m: dict) -> str:
+    """' (95% interval 2.27–4.63)', or '' when the card has none (too few images for one)."""
+    lo, hi = m.get("mae_ci_low"), m.get("mae_ci_high")
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f" (95% interval {lo:.2f}–{hi:.2f})"
+
+
+def mae_sentence(g: ModelGuide) -> str:
+    """'Count error (MAE) on 98 validation images: 3.30 (95% interval 2.27-4.63)', or a fine-tuned model's
+    error on the user's held-out images beside its base's."""
+    m, where = (g.validation, "validation images") if "mae" in g.validation else (g.holdout, "of your held-out images")
     if "mae" not in m:
         return "No measured count error in its card."
-    n = f" on {int(m['n'])} validation images" if "n" in m else ""
-    ci = f" (95% interval {m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f})" if "mae_ci_low" in m else ""
-    return f"Count error (MAE){n}: **{m['mae']:.2f}** nuclei per image{ci}"
+    n = f" on {int(m['n'])} {where}" if "n" in m else ""
+    text = f"Count error (MAE){n}: **{m['mae']:.2f}** nuclei per image{_interval(m)}"
+    if m is g.holdout and "mae" in g.holdout_before:
+        text += f"; the base model on the same images: {g.holdout_before['mae']:.2f}"
+    return text
 
 
 def size_text(g: ModelGuide) -> str:
@@ -48,16 +62,17 @@ def size_text(g: ModelGuide) -> str:
     return f"{lo:.0f}–{hi:.0f} px across (trained at {g.trained_size_px:.0f} px; {how})"
 
 
-def short_error(m: dict) -> str:
-    """'MAE 3.30 (2.27–4.63) on 98 images; outlines F1 0.81' for the guide table."""
+def short_error(m: dict, where: str = "images") -> str:
+    """'MAE 3.30 (2.27–4.63) on 98 images; F1 0.81' for the guide table."""
     if "mae" not in m:
         return "No measured count error in its card"
     text = f"MAE {m['mae']:.2f}"
-    if "mae_ci_low" in m:
+    interval = _interval(m)
+    if interval:
         text += f" ({m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f})"
     if "n" in m:
-        text += f" on {int(m['n'])} images"
-    return text + (f"; outlines F1 {m['f1']:.2f}" if "f1" in m else "")
+        text += f" on {int(m['n'])} {where}"
+    return text + (f"; F1 {m['f1']:.2f}" if "f1" in m and math.isfinite(m["f1"]) else "")
 
 
 def guide_table(guides: list[ModelGuide], default: str | None = None) -> str:
@@ -67,7 +82,9 @@ def guide_table(guides: list[ModelGuide], default: str | None = None) -> str:
     for g in guides:
         use = g.output + "".join(f"; **{s}**" for s in best.get(g.name, [])) + (f"; {g.note}" if g.note else "")
         name = f"**{g.name}**" + (" (default)" if g.name == default else "")
-        rows.append(f"| {name} | {use} | {g.images} | {size_text(g)} | {short_error(g.validation)} |")
+        error = (short_error(g.validation) if "mae" in g.validation or not g.holdout
+                 else short_error(g.holdout, "of your held-out images"))
+        rows.append(f"| {name} | {use} | {g.images} | {size_text(g)} | {error} |")
     return "\n".join(rows)
 
 
@@ -80,9 +97,9 @@ def metrics_frame(card: cc.models.ModelCard) -> pd.DataFrame:
             continue
         values = {}
         for k, (label, fmt) in METRIC_LABELS.items():
-            if k in m and m[k] is not None:
+            if k in m and m[k] is not None and not (isinstance(m[k], float) and math.isnan(m[k])):
                 values[label] = f"{m[k] / 1000:.2f}" if fmt is None else fmt.format(m[k])
-            if k == "mae" and "mae_ci_low" in m:
+            if k == "mae" and _interval(m):
                 values["95% interval of the MAE"] = f"{m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f}"
         cols[title] = values
     return pd.DataFrame(cols).rename_axis("measure") if cols else pd.DataFrame()
@@ -137,14 +154,14 @@ def render_card(name: str) -> None:
         st.markdown(card.description)
     st.markdown(
         f"- **Gives:** {g.output}\n- **Images:** {g.images}\n- **Nucleus size:** {size_text(g)}\n"
-        f"- {mae_sentence(g.validation)}"
+        f"- {mae_sentence(g)}"
         + (f"\n- Without the nucleus-size estimate: {short_error(g.validation_fixed_size)}"
            if "mae" in g.validation_fixed_size else "")
         + (f"\n- **Trained on:** {g.trained_on}" if g.trained_on else "")
     )
     a, b = st.columns(2, gap="large")
     with a:
-        st.markdown("**Measured on validation images**")
+        st.markdown("**Measured**")
         mf = metrics_frame(card)
         if len(mf):
             st.table(mf)  # a static table: fits its column, nothing to scroll

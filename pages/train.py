@@ -109,7 +109,7 @@ def show_result(s: JobSnapshot) -> None:
     if res.reading:
         st.caption(f"How {res.name} reads images: {res.reading}")
     if res.precision_why:
-        st.caption(f"Precision: {res.precision_why}.")
+        st.caption(f"Trained in {res.precision_why}.")
     if res.size_note:
         st.warning(res.size_note, icon=":material/straighten:")
     if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):

@@ -81,7 +81,7 @@ def test_models_page_renders_a_trained_card(tiny_models):
     assert any("Count error (MAE): **1.25** nuclei per image" in m.value for m in at.markdown)
     measured = at.table[0].value["with its default settings"]
     assert measured["Count error (MAE, nuclei per image)"] == "1.25"
-    assert measured["Outline match F1 (IoU ≥ 0.5)"] == "0.875"
+    assert measured["Object match F1 (outlines: IoU ≥ 0.5; dots: one per object or peak)"] == "0.875"
     settings = at.table[1].value  # the Count page's names and values, not the parameters'
     assert "Probability threshold" in settings.index and "threshold" not in settings.index
     shown = set(settings["this model"]) | set(settings["library default"])

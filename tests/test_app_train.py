@@ -116,6 +116,10 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     assert not at.exception
     assert any("**Fine-tuned** from tiny-mask on 3 of your images (points): 2 steps" in m.value for m in at.markdown)
     assert "held-out images: this model" in at.table[0].value.columns
+    card_text = " ".join(m.value for m in at.markdown)
+    assert "on 1 of your held-out images" in card_text and "the base model on the same images" in card_text
+    assert "**Trained on:** 4 uploaded images: 3 trained on, 1 held out (annotations: points)" in card_text
+    assert "nan" not in card_text + " ".join(str(v) for v in at.table[0].value.to_numpy().ravel())
     # back on Train the outcome is still there until cleared
     at.switch_page("pages/train.py").run()
     assert "**my-cells** is saved" in at.success[0].value
@@ -180,7 +184,7 @@ def test_dots_made_in_the_app_are_the_annotations(tiny_models):
     at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
     assert not at.error, [e.value for e in at.error]
     assert load_model("from-clicks").card.training["data"]["annotation"] == ["points"]
-    assert any(c.value.startswith("Precision: fp32") for c in at.caption), "which precision ran, and why"
+    assert any(c.value.startswith("Trained in fp32") for c in at.caption), "which precision ran, and why"
 
 
 def test_a_points_file_uploaded_after_its_image_shows_its_dots(tiny_models):

@@ -6,7 +6,7 @@ the pipeline's size constants; nothing is measured here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .card import ModelCard
@@ -41,6 +41,10 @@ class ModelGuide:
         The training data, as the card states it.
     note : str
         What else to know when choosing it (the card's ``extra["guide_note"]``), or "".
+    holdout : dict
+        A fine-tuned model's scores on the user's held-out images (``holdout_after``), or {}.
+    holdout_before : dict
+        Its base model's scores on the same images (``holdout_before``), or {}.
     """
 
     name: str
@@ -53,6 +57,8 @@ class ModelGuide:
     validation_fixed_size: dict[str, Any]
     trained_on: str
     note: str = ""
+    holdout: dict[str, Any] = field(default_factory=dict)
+    holdout_before: dict[str, Any] = field(default_factory=dict)
 
 
 def _section(card: ModelCard, key: str) -> dict[str, Any]:
@@ -95,9 +101,22 @@ def model_guide(card: ModelCard) -> ModelGuide:
         auto_size=auto,
         validation=_section(card, "validation"),
         validation_fixed_size=_section(card, "validation_fixed_size"),
-        trained_on=str(card.training.get("data", "")) if isinstance(card.training, dict) else "",
+        trained_on=_trained_on(card),
         note=str(card.extra.get("guide_note", "")),
+        holdout=_section(card, "holdout_after"),
+        holdout_before=_section(card, "holdout_before"),
     )
+
+
+def _trained_on(card: ModelCard) -> str:
+    """The card's training data in words: as stated, or a fine-tune's data record summarised."""
+    data = card.training.get("data", "") if isinstance(card.training, dict) else ""
+    if not isinstance(data, dict):
+        return str(data)
+    n_train, n_held = len(data.get("train_files") or []), len(data.get("holdout_files") or [])
+    kinds = ", ".join(str(k) for k in data.get("annotation") or [])
+    text = f"{data.get('source', 'your images')}: {n_train} trained on, {n_held} held out"
+    return text + (f" (annotations: {kinds})" if kinds else "")
 
 
 def strengths(guides: list[ModelGuide]) -> dict[str, list[str]]:
