@@ -148,3 +148,16 @@ def test_settings_on_uploaded_images_with_same_name_labels():
     mae = float(err.abs().mean())
     assert per_config.loc[0, "MAE"] == pytest.approx(mae)
     assert any("3 of 4 images that have ground truth" in c.value for c in at.caption)
+
+    # corrected ground truth for the same images: the earlier table is not shown as if it were scored on it
+    fewer = []
+    for name, data, kind in labels:
+        lab = np.array(Image.open(io.BytesIO(data)))
+        lab[lab == lab.max()] = 0  # one nucleus fewer in each
+        fewer.append((name, png(lab.astype(np.uint16)), kind))
+    at.file_uploader(key="compare_gt_files").set_value(fewer)
+    at.run()
+    assert any("Press Compare" in i.value for i in at.info), "new ground truth: compare again"
+    at.button(key="compare_run").click().run()
+    table = at.dataframe[1].value
+    assert table.set_index("file")["true"].drop("no_truth.png").to_dict() == {k: v - 1 for k, v in truth.items()}
