@@ -291,6 +291,9 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     current = settings.current_model()
     if current not in nets:
         current = cc.models.default_model_name()
+    density = [n for n in nets if _kind(n) == "density"] if dots_only else []
+    if density and _kind(current) == "mask":  # dots only: a density base learnt them best in every probe
+        current = "unet-density" if "unet-density" in density else density[0]
     base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
                        container=a, format_func=sh.model_label,
                        help="The model to fine-tune: a shipped model or one you trained before.")
@@ -301,7 +304,6 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     st.session_state[f"{P}_name_proposed"] = proposal
     name = b.text_input("Name of the new model", key=f"{P}_name", max_chars=80,
                         help="A plain folder name; shipped models' names are taken.").strip()
-    density = [n for n in nets if _kind(n) == "density"] if dots_only else []
     if density and _kind(base) == "mask":
         st.info(f"Your annotations are dots. A segmentation model such as {base} learns from its own outlines "
                 f"corrected by your dots, which works where cells are separate; where they touch or overlap, a "

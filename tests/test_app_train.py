@@ -255,6 +255,14 @@ def test_the_proposed_name_follows_the_base_until_the_user_types_one(tiny_models
     assert at.text_input(key="train_name").value == "my-nuclei", "a name the user typed stays"
 
 
+def test_dots_only_preselect_a_density_base(tiny_models):
+    images, csvs, _ = _set(2)
+    at = open_train(images, csvs)
+    assert at.selectbox(key="train_base").value == "tiny-density", "dots only: a density base by default"
+    assert at.text_input(key="train_name").value == "tiny-density-mine"
+    assert not any("Your annotations are dots" in i.value for i in at.info), "no advice needed for its choice"
+
+
 def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     images, csvs, _ = _set(2)
     at = open_train(images, csvs)
