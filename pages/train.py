@@ -292,7 +292,7 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     if current not in nets:
         current = cc.models.default_model_name()
     density = [n for n in nets if _kind(n) == "density"] if dots_only else []
-    if density and _kind(current) == "mask":  # dots only: a density base learnt them best in every probe
+    if density and _kind(current) == "mask":  # dots only: a density base learns them directly (docs/finetuning.md)
         current = "unet-density" if "unet-density" in density else density[0]
     base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
                        container=a, format_func=sh.model_label,
