@@ -217,11 +217,7 @@ def data_fingerprint(items: Sequence[tuple[str, bytes, GroundTruth]]) -> str:
     for name, data, gt in sorted(items, key=lambda item: item[0]):
         h.update(name.encode())
         h.update(hashlib.sha256(data).digest())
-        if gt.labels is not None:
-            h.update(np.ascontiguousarray(gt.labels, np.int32).tobytes())
-        if gt.points is not None:
-            h.update(np.ascontiguousarray(gt.points, np.float64).tobytes())
-        h.update(str(gt.count).encode())
+        h.update(gt.content_bytes())
     return h.hexdigest()
 
 

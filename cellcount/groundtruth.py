@@ -121,6 +121,17 @@ class GroundTruth:
             raise GroundTruthError(f"kind must be one of {GROUND_TRUTH_KINDS}, got {self.kind!r}")
         _check_count(self.count, self.source or "ground truth")
 
+    def content_bytes(self) -> bytes:
+        """What the annotation says (labels, points, count) as bytes, for fingerprints: two annotations
+        that score a count alike give the same bytes, wherever they were read from."""
+        parts = []
+        if self.labels is not None:
+            parts.append(np.ascontiguousarray(self.labels, np.int32).tobytes())
+        if self.points is not None:
+            parts.append(np.ascontiguousarray(self.points, np.float64).tobytes())
+        parts.append(str(self.count).encode())
+        return b"".join(parts)
+
 
 # --------------------------------------------------------------------------------------------------
 # arrays

@@ -338,14 +338,14 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
 
 
 def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` as saved beside the weights: the output folders and the config's own path, when absolute, become
-    relative to the working directory, or (outside it: a scratch disk, another machine's home) the defaults,
-    so the saved config does not point into the training machine."""
+    """``cfg`` as saved beside the weights, with no path that only exists on the training machine: absolute
+    output folders and config path become relative to the working directory, or the defaults (the config's
+    own file name) when they lie outside it."""
     out = dict(cfg)
     for key in ("out_dir", "run_dir", "config_path"):
-        if cfg.get(key) is None and key == "config_path":
+        if cfg.get(key) is None:
             continue
-        path = Path(str(cfg.get(key, DEFAULTS.get(key))))
+        path = Path(str(cfg[key]))
         if path.is_absolute():
             try:
                 path = path.resolve().relative_to(Path.cwd().resolve())

@@ -34,11 +34,11 @@ SPLITS = {"validation": "with its default settings", "validation_fixed_size": "w
 
 
 def _interval(m: dict) -> str:
-    """' (95% interval 2.27–4.63)', or '' when the card has none (too few images for one)."""
+    """'2.27–4.63', the MAE's 95% interval, or '' when the card has none (too few images for one)."""
     lo, hi = m.get("mae_ci_low"), m.get("mae_ci_high")
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
         return ""
-    return f" (95% interval {lo:.2f}–{hi:.2f})"
+    return f"{lo:.2f}–{hi:.2f}"
 
 
 def mae_sentence(g: ModelGuide) -> str:
@@ -48,7 +48,8 @@ def mae_sentence(g: ModelGuide) -> str:
     if "mae" not in m:
         return "No measured count error in its card."
     n = f" on {int(m['n'])} {where}" if "n" in m else ""
-    text = f"Count error (MAE){n}: **{m['mae']:.2f}** nuclei per image{_interval(m)}"
+    interval = _interval(m)
+    text = f"Count error (MAE){n}: **{m['mae']:.2f}** nuclei per image" + (f" (95% interval {interval})" if interval else "")
     if m is g.holdout and "mae" in g.holdout_before:
         text += f"; the base model on the same images: {g.holdout_before['mae']:.2f}"
     return text
@@ -67,9 +68,8 @@ def short_error(m: dict, where: str = "images") -> str:
     if "mae" not in m:
         return "No measured count error in its card"
     text = f"MAE {m['mae']:.2f}"
-    interval = _interval(m)
-    if interval:
-        text += f" ({m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f})"
+    if _interval(m):
+        text += f" ({_interval(m)})"
     if "n" in m:
         text += f" on {int(m['n'])} {where}"
     return text + (f"; F1 {m['f1']:.2f}" if "f1" in m and math.isfinite(m["f1"]) else "")
@@ -100,7 +100,7 @@ def metrics_frame(card: cc.models.ModelCard) -> pd.DataFrame:
             if k in m and m[k] is not None and not (isinstance(m[k], float) and math.isnan(m[k])):
                 values[label] = f"{m[k] / 1000:.2f}" if fmt is None else fmt.format(m[k])
             if k == "mae" and _interval(m):
-                values["95% interval of the MAE"] = f"{m['mae_ci_low']:.2f}–{m['mae_ci_high']:.2f}"
+                values["95% interval of the MAE"] = _interval(m)
         cols[title] = values
     return pd.DataFrame(cols).rename_axis("measure") if cols else pd.DataFrame()
 
