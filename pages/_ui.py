@@ -142,15 +142,18 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
     again or removes them; None when there is nothing. ``keep_beside`` {uploader index: what its files are}:
     the uploaders whose kept files stay when the user, back on the page, uploads into another one only (the
     images kept beside corrected ground truth; not old ground truth beside new images, which file names
-    could pair wrongly)."""
+    could pair wrongly). Clearing every uploader again (x) after such an upload brings back the files shown
+    before it, as an undo: the user loses nothing by trying a file."""
     kept_key, restored_key, id_key = f"{key}_kept", f"{key}_restored", f"{key}_kept_id"
-    fill_key = f"{key}_fill"
+    fill_key, before_key = f"{key}_fill", f"{key}_before"
     if any(groups):
-        if st.session_state.get(restored_key) and st.session_state.get(kept_key) and keep_beside:
-            # a new upload into one uploader replaces that one's files; ``keep_beside``'s kept files stay, as
-            # the page said they were there
+        if st.session_state.get(restored_key) and st.session_state.get(kept_key):
             earlier = st.session_state[kept_key]
-            st.session_state[fill_key] = {i: earlier[i] for i in keep_beside if not groups[i] and earlier[i]}
+            st.session_state[before_key] = (earlier, st.session_state.get(id_key))
+            if keep_beside:
+                # a new upload into one uploader replaces that one's files; ``keep_beside``'s kept files stay, as
+                # the page said they were there
+                st.session_state[fill_key] = {i: earlier[i] for i in keep_beside if not groups[i] and earlier[i]}
         st.session_state[restored_key] = False
         fill = {i: f for i, f in (st.session_state.get(fill_key) or {}).items() if not groups[i]}
         st.session_state[fill_key] = fill
@@ -161,6 +164,7 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
             c.caption(f"Using the {what} you uploaded earlier beside your new upload.")
             if d.button("Remove those", key=f"{remove_key}_fill", icon=":material/close:"):
                 st.session_state.pop(fill_key, None)
+                st.session_state.pop(before_key, None)
                 st.rerun()
         ids = tuple((f.name, f.size, getattr(f, "file_id", None)) for g in groups for f in g)
         if st.session_state.get(id_key) != ids:
@@ -173,6 +177,10 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
                        "for the session: after a visit to another page, upload them again.")
         return groups
     st.session_state.pop(fill_key, None)
+    before = st.session_state.pop(before_key, None)
+    if before is not None and not returning:  # the new upload was cleared (x): back to what was shown before it
+        st.session_state[kept_key], st.session_state[id_key] = before
+        st.session_state[restored_key] = True
     if returning and st.session_state.get(kept_key):
         st.session_state[restored_key] = True  # until the user uploads again or removes them
     if not (st.session_state.get(restored_key) and st.session_state.get(kept_key)):
@@ -183,7 +191,7 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
     c, d = st.columns([3, 1])
     c.caption(note(kept))
     if d.button(remove_label, key=remove_key, icon=":material/close:"):
-        for k in (kept_key, id_key):
+        for k in (kept_key, id_key, before_key):
             st.session_state.pop(k, None)
         st.session_state[restored_key] = False
         st.rerun()

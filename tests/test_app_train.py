@@ -243,6 +243,23 @@ def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_mod
     assert not any("you uploaded earlier beside" in c.value for c in at.caption)
 
 
+def test_clearing_a_new_upload_brings_back_the_files_shown_before_it(tiny_models):
+    """Back on the page, the user tries other ground truth, then clears it with x: the images and the ground
+    truth shown before come back (nothing lost by trying a file)."""
+    images, csvs, points = _set(3)
+    at = open_train(images, csvs)
+    at.switch_page("pages/models.py").run()
+    at.switch_page("pages/train.py").run()
+    fewer = [(name, b"x,y\n" + data.split(b"\n", 2)[2], kind) for name, data, kind in csvs]
+    at.file_uploader(key="train_gt_files").set_value(fewer).run()
+    assert any("you uploaded earlier beside your new upload" in c.value for c in at.caption)
+    at.file_uploader(key="train_gt_files").set_value([]).run()
+    assert not at.exception
+    assert any("Showing the 6 file(s) you uploaded earlier" in c.value for c in at.caption), "the earlier set back"
+    shown = at.selectbox(key="train_annotate_image").value
+    assert at.metric[0].value == str(len(points[shown])), "with the earlier dots, not the cleared ones"
+
+
 def test_the_proposed_name_follows_the_base_until_the_user_types_one(tiny_models):
     images, csvs, _ = _set(2)
     at = open_train(images, csvs)
