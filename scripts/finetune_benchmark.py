@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-draw", type=int, default=0, help="run draws first-draw .. first-draw + draws - 1")
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead of the time budget")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="the fine-tune's seed is this plus the draw number (default: the draw number)")
     p.add_argument("--json", help="write every draw here")
     p.add_argument("--validation", action="store_true",
                    help="research split: train and score within images 1-100 (vgg_cells) or half the set (mbm)")
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder = link_folder(Path(tmp) / f"{n}-{d}", [data[i] for i in tr])
                 t0 = time.perf_counter()
                 res = finetune(base_name, folder, name=f"bench-{args.set}-{n}-{d}", minutes=args.minutes, steps=args.steps, holdout=0,
-                               out_dir=Path(tmp) / "models", seed=d, **options)
+                               out_dir=Path(tmp) / "models", seed=d + (args.train_seed or 0), **options)
                 secs.append(time.perf_counter() - t0)
                 if args.keep_models:
                     shutil.copytree(res.folder, Path(args.keep_models) / res.folder.name, dirs_exist_ok=True)
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"set": args.set, "base": base_name, "machine": machine,
                                                "minutes": args.minutes, "steps": args.steps,
-                                               "validation": args.validation, "options": options, "count_options": count_options, "draws": draws}, indent=2))
+                                               "train_seed": args.train_seed, "validation": args.validation, "options": options, "count_options": count_options, "draws": draws}, indent=2))
     return 0
 
 

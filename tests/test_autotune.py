@@ -178,3 +178,16 @@ def test_cli_backend_option_and_environment_variable(tiny_model, tmp_path, monke
     monkeypatch.setenv(BACKEND_ENV, "tpu")
     assert main(argv) == 2
     assert "CELLCOUNT_BACKEND must be one of" in capsys.readouterr().err
+
+
+def test_a_model_not_yet_saved_keeps_its_backend_choice_once_saved(tiny_model, tmp_path, monkeypatch):
+    """A fine-tune scores its held-out images before the model is saved: the backend chosen then must be the
+    saved model's too, or the card's figures come from another backend than the user's counts."""
+    from cellcount.models import load_model, save_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = tiny_model(seed=13)
+    model.card.sha256 = ""  # as a fine-tune's model before saving
+    unsaved = model.weights_digest()
+    saved = load_model(save_model(model.net, model.card, tmp_path / "tiny"))
+    assert saved.card.sha256 == unsaved == saved.weights_digest()

@@ -90,16 +90,16 @@ class NetModel(CountModel):
             return self._fast_nets[backend]
 
     def weights_digest(self) -> str:
-        """The card's sha256 of the weights file; for a network not loaded from disk, a hash of its weights."""
+        """The card's sha256 of the weights file; for a network not loaded from disk (a fine-tune before it is
+        saved), the sha256 its weights file will have, so that the backend chosen for it stays the saved
+        model's choice (the same counts before and after saving)."""
         if self.card.sha256:
             return self.card.sha256
         import hashlib
 
-        h = hashlib.sha256()
-        for name, t in sorted(self.net.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        from .loading import weights_bytes
+
+        return hashlib.sha256(weights_bytes(self.net)).hexdigest()
 
     def backend_choice(self, requested: str = "auto") -> BackendChoice:
         """The backend the fast path uses for ``requested`` (``"auto"``: measured on first use, see

@@ -217,15 +217,19 @@ def load_model_folder(folder: str | Path) -> NetModel:
     return NetModel(net, card)
 
 
+def weights_bytes(net) -> bytes:
+    """``net``'s weights as the bytes of its ``weights.safetensors``."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+
+
 def save_model(net, card: ModelCard, folder: str | Path) -> Path:
     """Write ``weights.safetensors`` + ``card.json`` (with the weights' sha256) into ``folder``."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wpath = folder / card.weights_file
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(wpath))
+    wpath.write_bytes(weights_bytes(net))
     card.sha256 = sha256_file(wpath)
     write_card(card, folder)
     return folder
