@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .cliparams import add_param_options, normalize_argv, param_overrides
+from .cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
-    from .models import NetModel, default_model_name, load_model, size_model_for
+    from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .pipeline import resolve_params
 
@@ -263,7 +263,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
     try:
-        model = load_model(args.model or default_model_name())
+        model = load_cli_model(args, default_model_name())
         params = resolve_params(model, param_overrides(args))
         if args.plane is None and args.settings:  # a settings file saved for z-stacks names its plane
             from .settingsfile import plane_from_file

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from .errors import ParameterError
+from .errors import ModelNotFoundError, ParameterError
 from .params import LEGACY_KEYS, PARAMS, SCHEMA
 
 INVERT_CHOICES = {"auto": None, "yes": True, "no": False}
@@ -60,6 +60,32 @@ def normalize_argv(argv: list[str] | None) -> list[str]:
             arg = head.replace("_", "-") + eq + tail
         out.append(arg)
     return out
+
+
+def load_cli_model(args: argparse.Namespace, default: str | None = None):
+    """The model a command counts with: ``--model``, else the model its ``--settings`` file was saved for
+    (settings tuned for one model change another's counts), else ``default``. With ``--model`` naming another
+    model than the settings file, the settings still apply, with a note on stderr saying so."""
+    from .models import load_model
+    from .settingsfile import model_from_file
+
+    saved_for = model_from_file(args.settings) if getattr(args, "settings", None) else None
+    name = getattr(args, "model", None) or saved_for or default
+    if name is None:
+        raise ParameterError("no model given")
+    try:
+        model = load_model(name)
+    except ModelNotFoundError as err:
+        if getattr(args, "model", None) or not saved_for:
+            raise
+        raise ModelNotFoundError(f"{args.settings} was saved for the model {saved_for!r}, which is not installed "
+                                 f"here ({err}); pass --model to apply these settings to another model") from err
+    if saved_for and getattr(args, "model", None) and saved_for != model.name:
+        print(f"note: {args.settings} was saved for {saved_for}; its settings are applied to {model.name} as asked "
+              "(they may not suit it)", file=sys.stderr)
+    elif saved_for and not getattr(args, "model", None):
+        print(f"note: counting with {model.name}, the model {args.settings} was saved for", file=sys.stderr)
+    return model
 
 
 def param_overrides(args: argparse.Namespace) -> dict[str, Any]:

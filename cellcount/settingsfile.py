@@ -60,6 +60,13 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     return data
 
 
+def model_from_json(text: str | bytes) -> str | None:
+    """The model a settings file was saved for (``"model"``), None when it names none."""
+    data = _load(text)
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) and model.strip() else None
+
+
 def plane_from_json(text: str | bytes) -> int | str | None:
     """The plane of z-stacks a settings file names (``"plane": N``, 0 = the first, or ``"max"``, the
     maximum-intensity projection; the app and the CLI write it when one was chosen), None when it names none.
@@ -105,6 +112,11 @@ def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
     """:func:`params_from_json` of a file, reading no more than the size limit (a wrong file given as
     settings may be gigabytes)."""
     return params_from_json(_read(path))
+
+
+def model_from_file(path: str | os.PathLike) -> str | None:
+    """:func:`model_from_json` of a file."""
+    return model_from_json(_read(path))
 
 
 def plane_from_file(path: str | os.PathLike) -> int | str | None:

@@ -101,6 +101,24 @@ def test_models_subcommand_lists_the_baseline(capsys):
     assert CLASSICAL_NAME in capsys.readouterr().out
 
 
+def test_a_settings_file_counts_with_the_model_it_was_saved_for(small_folder, tmp_path, capsys):
+    """Settings tuned for one model changed another's counts silently: without --model the file's model is
+    used; with another --model the settings apply as asked, with a note; a model not installed is an error."""
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {"min_area_px": 100000}}))
+    out = tmp_path / "c.csv"
+    assert main(["count", str(small_folder), "--settings", str(settings), "--out", str(out), "--no-progress"]) == 0
+    assert f"counting with {CLASSICAL_NAME}, the model" in capsys.readouterr().err
+    counted = pd.read_csv(out)
+    assert (counted["model"] == CLASSICAL_NAME).all() and (counted["count"] == 0).all()
+    settings.write_text(json.dumps({"model": "someone-elses-model", "params": {"min_area_px": 100000}}))
+    assert main(["count", str(small_folder), "--settings", str(settings), "--out", str(out), "--no-progress"]) == 2
+    assert "was saved for the model 'someone-elses-model', which is not installed" in capsys.readouterr().err
+    assert main(["count", str(small_folder), "--settings", str(settings), "--model", CLASSICAL_NAME,
+                 "--out", str(out), "--no-progress"]) == 0
+    assert f"saved for someone-elses-model; its settings are applied to {CLASSICAL_NAME}" in capsys.readouterr().err
+
+
 def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {"min_area_px": 100000, "threshold": 0.6}}))

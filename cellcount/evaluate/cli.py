@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cliparams import add_param_options, normalize_argv, param_overrides
+from ..cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides
 from ..errors import ParameterError
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
@@ -72,10 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..csvout import atomic_write_bytes, write_csv
-    from ..models import load_model
     from ..models.card import write_card
 
-    model = load_model(args.model)
+    model = load_cli_model(args)
     params = resolve_params(model, param_overrides(args))
     t0 = time.perf_counter()
     items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed))
