@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,8 @@ DOTS_ON_MASK_NOTE = (
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_HOLDOUT = 0.25
 MIN_TRAIN_IMAGES = 1
+FEW_TRAIN_IMAGES = 3
+"""Fewer training images than this get a note: a fine-tune learns little from one or two."""
 SCALE_RANGE = (0.9, 1.11)
 """Scale jitter of the training crops. The new model counts the user's images at one magnification (the set's
 one object size is fixed in its card), so the crops need only the objects' own spread of sizes, not the
@@ -107,6 +110,8 @@ class FinetuneResult:
     """How the new model reads images, in words: the background and object size, fixed for the set or per image."""
     size_note: str = ""
     """Why the measured object size may be wrong and what to do (empty when nothing suggests it)."""
+    notes: list[str] = field(default_factory=list)
+    """What else the user should know about the run: held-out images capped, few training images, empty dots."""
     precision: str = "fp32"
     precision_why: str = ""
     """The training precision used and why (timed on this CPU, or as asked)."""
@@ -194,13 +199,18 @@ def _median_diameter(labels: np.ndarray) -> float | None:
 # --------------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------------
+def holdout_asked(holdout: float | int, n: int) -> int:
+    """How many of ``n`` images ``holdout`` (a fraction below 1, or a number) asks to hold out."""
+    return int(round(holdout * n)) if isinstance(holdout, float) and holdout < 1 else int(holdout)
+
+
 def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) -> tuple[list[int], list[int]]:
     """Indices (train, held out). ``holdout`` is a fraction (0-1) or a number of images; at least one image
     trains, and at least one is held out when there are two or more (none otherwise)."""
     n = len(names)
     if n == 0:
         raise GroundTruthError("no annotated images to fine-tune on")
-    k = int(round(holdout * n)) if isinstance(holdout, float) and holdout < 1 else int(holdout)
+    k = holdout_asked(holdout, n)
     if k < 0:
         raise ParameterError(f"holdout must be >= 0, got {holdout}")
     k = min(k, n - MIN_TRAIN_IMAGES)
@@ -775,6 +785,22 @@ def finetune(
     names = [n for n, _, _ in labelled]
     gts = [gt for _, _, gt in labelled]
     train_idx, held_idx = split_holdout(names, holdout, seed=seed)
+    notes: list[str] = []  # for the user at the end (CLI, Train page), not only in passing
+
+    def note(text: str) -> None:
+        notes.append(text)
+        report(FinetuneProgress("prepare", message=f"note: {text}"))
+
+    if holdout_asked(holdout, len(names)) > len(held_idx):
+        note(f"{holdout_asked(holdout, len(names))} image(s) asked to be held out, but only {len(held_idx)} can be: "
+             f"at least {MIN_TRAIN_IMAGES} of the {len(names)} must train")
+    if len(train_idx) < FEW_TRAIN_IMAGES:
+        note(f"only {len(train_idx)} image(s) to train on: the new model may learn little from so few (hold out "
+             "fewer, or annotate more)")
+    for i in train_idx:
+        if gts[i].kind == "points" and gts[i].count == 0:
+            note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
+                 "no cells; if it has cells, its export failed")
     images = {}
     for i, (n, raw, _) in enumerate(labelled):
         try:
@@ -934,8 +960,35 @@ def finetune(
                           paired=paired, holdout_files=[names[i] for i in held_idx],
                           train_files=[names[i] for i in train_idx], holdout_counts=counts,
                           reading=reading_note(background=background, invert=fixed.get("invert"), size=size,
-                                               diameter_px=diameter), size_note=size_note,
+                                               diameter_px=diameter), size_note=size_note, notes=notes,
                           precision=used["precision"], precision_why=used["why"])
+
+
+def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str) -> tuple[bool, str]:
+    """(warn, text): what the paired before/after comparison on ``n_held`` held-out images says, in words
+    (the CLI and the Train page). A new model that counted them worse on average is never passed as an
+    improvement, whether or not the interval excludes 0."""
+    d, low, high = paired["difference"], paired["low"], paired["high"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        text = (f"Only {n_held} held-out image(s): too few for an interval, so this says little either way. "
+                f"MAE difference (after - before): {d:+.2f}")
+        if d > 0:
+            return True, (text + f": {name} counted {'it' if n_held == 1 else 'them'} worse than {base}. "
+                          "Hold out more images to know.")
+        return False, text + ". Hold out more images to know."
+    text = (f"Paired over the same {n_held} images: MAE difference (after - before) {d:+.2f}, 95% bootstrap "
+            f"interval {low:+.2f} to {high:+.2f}")
+    if low > 0:
+        return True, (text + f": {name} counts these images worse than {base}. Keep counting with {base}, or try "
+                      "again: more annotated images, a density model as the base when your annotations are dots, "
+                      "or the objects' diameter stated.")
+    if d > 0:
+        return True, (text + f": {name} counted these images worse than {base} on average. The interval includes "
+                      f"0, so it may be chance, but it is no improvement: keep {base} unless more held-out images "
+                      "say otherwise.")
+    if high < 0:
+        return False, text + ": the new model counts these images better."
+    return False, text + ": it includes 0, so no clear difference on these images (more held-out images narrow it)."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -991,23 +1044,20 @@ def main(argv: list[str] | None = None) -> int:
                        precision=args.precision, max_steps=args.max_steps if args.max_steps > 0 else None,
                        overwrite=args.overwrite)
     except CellcountError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the fine-tune stopped and nothing was saved", file=sys.stderr)
+        return 130
     print(f"saved {res.name} to {res.folder} ({res.steps} steps in {res.precision}, {res.seconds:.0f} s)")
     print(f"trained in {res.precision_why}")
     print(res.reading)
-    if res.size_note:
-        print(f"note: {res.size_note}")
+    for text in [*res.notes, *([res.size_note] if res.size_note else [])]:
+        print(f"note: {text}")
     if res.before:
-        pm = res.paired
-        interval = (f"95% interval {pm['low']:+.2f} to {pm['high']:+.2f}" if math.isfinite(pm["low"])
-                    else "too few images for an interval")
-        print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f} "
-              f"(paired difference {pm['difference']:+.2f}, {interval})")
-        if pm["low"] > 0 or (not math.isfinite(pm["low"]) and pm["difference"] > 0):
-            sure = "" if math.isfinite(pm["low"]) else " (too few held-out images to be sure)"
-            print(f"warning: {res.name} counts the held-out images worse than {args.base}{sure}: keep {args.base}, "
-                  "or try again with more images, a density base for dots, or --diameter")
+        print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f}")
+        warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=res.name, base=args.base)
+        print(("warning: " if warn else "") + text)
     return 0
 
 

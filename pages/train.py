@@ -9,7 +9,6 @@ its progress again on return.
 from __future__ import annotations
 
 import functools
-import math
 import uuid
 
 import numpy as np
@@ -19,7 +18,14 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 import cellcount as cc
 from cellcount import annotate, viz
-from cellcount.finetune import DEFAULT_HOLDOUT, DEFAULT_MAX_STEPS, DEFAULT_MINUTES, check_new_name, free_name
+from cellcount.finetune import (
+    DEFAULT_HOLDOUT,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_MINUTES,
+    check_new_name,
+    free_name,
+    holdout_verdict,
+)
 from cellcount.groundtruth import GroundTruth
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
 from cellcount.labelled import LabelledSet
@@ -112,6 +118,8 @@ def show_result(s: JobSnapshot) -> None:
         st.caption(f"Trained in {res.precision_why}.")
     if res.size_note:
         st.warning(res.size_note, icon=":material/straighten:")
+    for text in res.notes:
+        st.warning(text[0].upper() + text[1:], icon=":material/info:")
     if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):
         settings.set_current_model(res.name)
         st.switch_page("pages/count.py")
@@ -122,26 +130,12 @@ def show_result(s: JobSnapshot) -> None:
                 f"{s.base} before, {res.name} after")
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
-    pm = res.paired
-    if pm and not (math.isfinite(pm["low"]) and math.isfinite(pm["high"])):  # too few images for an interval
-        text = (f"Only {len(res.holdout_files)} held-out image(s): too few for an interval, so this says little "
-                f"either way. MAE difference (after − before): {pm['difference']:+.2f}")
-        if pm["difference"] > 0:
-            st.warning(f"{text}: **{res.name} counted {'it' if len(res.holdout_files) == 1 else 'them'} worse "
-                       f"than {s.base}.** Hold out more images to know.", icon=":material/warning:")
+    if res.paired:
+        warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=res.name, base=s.base)
+        if warn:
+            st.warning(text, icon=":material/warning:")
         else:
-            st.caption(text + ". Hold out more images to know.")
-    elif pm:
-        paired = (f"Paired over the same images: MAE difference (after − before) {pm['difference']:+.2f}, 95% "
-                  f"bootstrap interval {pm['low']:+.2f} to {pm['high']:+.2f}")
-        if pm["low"] > 0:  # a model worse than its base must not pass as an improvement
-            st.warning(f"{paired}: **{res.name} counts these images worse than {s.base}.** Keep counting with "
-                       f"{s.base}, or try again: more annotated images, a density model as the base when your "
-                       "annotations are dots, or the objects' diameter stated.", icon=":material/warning:")
-        else:
-            st.caption(paired + (": the new model counts these images better." if pm["high"] < 0 else
-                                 ": it includes 0, so no clear difference on these images (more held-out images "
-                                 "narrow it)."))
+            st.caption(text)
     counts = ["true", "before", "after", "error before", "error after"]
     whole = len(per) and all(float(v).is_integer() for c in counts for v in per[c])  # objects, not a density's sum
     sh.dataframe(per, column_config=sh.number_formats(counts, "%d" if whole else "%.1f"))

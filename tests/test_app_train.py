@@ -317,7 +317,7 @@ def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, 
     at = start(open_train(images, csvs), name="worse-model", steps=1)
     at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
     warnings = [w.value for w in at.warning]
-    assert any("**worse-model counts these images worse than tiny-mask.**" in w and "+7.00" in w for w in warnings)
+    assert any("worse-model counts these images worse than tiny-mask." in w and "+7.00" in w for w in warnings)
     assert any("your dots lie a median 60 px apart" in w for w in warnings), "the size note is shown"
 
 
@@ -363,10 +363,23 @@ def test_cli_warns_when_the_new_model_is_worse(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(ft, "finetune", lambda *a, **k: ft.FinetuneResult(
         folder=tmp_path, name="new", steps=1, seconds=1.0, before={"mae": 2.0}, after={"mae": 9.0},
-        paired={"difference": 7.0, "low": 5.0, "high": 9.0}, size_note="dots far apart"))
+        paired={"difference": 7.0, "low": 5.0, "high": 9.0}, size_note="dots far apart", holdout_files=["a", "b"]))
     assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "new", "--steps", "1"]) == 0
     out = capsys.readouterr().out
-    assert "warning: new counts the held-out images worse than unet-mask" in out and "note: dots far apart" in out
+    assert "warning: Paired over the same 2 images" in out and "new counts these images worse than unet-mask" in out and "note: dots far apart" in out
+
+
+def test_a_worse_mean_is_a_warning_even_when_the_interval_includes_0():
+    """11 held-out images, +7.38 MAE: the interval included 0 and nothing warned (a helper's run)."""
+    from cellcount.finetune import holdout_verdict
+
+    warn, text = holdout_verdict({"difference": 7.38, "low": -8.01, "high": 18.11}, 11, name="x4", base="b")
+    assert warn and "x4 counted these images worse than b on average" in text and "may be chance" in text
+    warn, text = holdout_verdict({"difference": -1.0, "low": -3.0, "high": 0.5}, 11, name="x4", base="b")
+    assert not warn and "no clear difference" in text
+    warn, text = holdout_verdict({"difference": -2.0, "low": -3.0, "high": -0.5}, 11, name="x4", base="b")
+    assert not warn and "counts these images better" in text
+    assert holdout_verdict({"difference": 0.5, "low": float("nan"), "high": float("nan")}, 2, name="x", base="b")[0]
 
 
 def test_dots_only_on_a_segmentation_base_says_a_density_base_learns_from_dots(tiny_models):

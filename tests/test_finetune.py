@@ -284,7 +284,7 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     assert rc == 0 and "held-out images (1): count MAE" in out
     assert "Dark (fluorescence) background, decided once for the set; objects 12." in out, "the set decisions, said"
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
-    assert "already exists" in capsys.readouterr().out
+    assert "already exists" in capsys.readouterr().err
 
 
 def test_cli_help_lists_the_set_decisions(capsys):
@@ -469,3 +469,33 @@ def test_a_time_budget_buys_at_most_max_steps(tiny_model, draw_disks):
     assert steps == 7 and seconds < 30, "the cap ends the run long before the minute it could have used"
     with pytest.raises(ParameterError, match="max_steps must be a whole number of steps >= 1"):
         finetune("unet-density", "missing", name="x", max_steps=0)
+
+
+def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(tiny_model, tmp_path, draw_disks):
+    """A held-out request capped to leave one training image, and a header-only points CSV (a failed export),
+    ran without a word; now each is a note in the result (printed by the CLI, shown by the Train page)."""
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points", n=3)
+    res = finetune(base_dir, data, name="capped", steps=1, holdout=3, batch_size=2, crop=32)
+    assert len(res.train_files) == 1 and len(res.holdout_files) == 2
+    assert any("3 image(s) asked to be held out, but only 2 can be" in n for n in res.notes)
+    assert any("only 1 image(s) to train on" in n for n in res.notes)
+    (data / "img0_points.csv").write_text("x,y\n")
+    res = finetune(base_dir, data, name="empty-dots", steps=1, holdout=0, batch_size=2, crop=32)
+    assert [n for n in res.notes if "holds no dots" in n] == [
+        n for n in res.notes if n.startswith("img0.png's annotation")], "named, once"
+    assert any("holds no dots" in n for n in res.notes)
+    assert not any("to train on" in n for n in res.notes), "three training images: no note"
+
+
+def test_cli_ctrl_c_says_nothing_was_saved(monkeypatch, capsys, tmp_path):
+    import cellcount.finetune as ft
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "finetune", interrupted)
+    assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "n", "--steps", "1"]) == 130
+    assert "interrupted: the fine-tune stopped and nothing was saved" in capsys.readouterr().err
