@@ -25,6 +25,7 @@ from scipy import ndimage as ndi
 from cellcount.errors import GroundTruthError, ImageReadError
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
+    DOT_DIRS,
     GROUND_TRUTH_SUFFIXES,
     IMAGE_EXTENSIONS,
     ground_truth_suffix,
@@ -616,6 +617,15 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------
 # pairing files
 # --------------------------------------------------------------------------------------------------
+def _is_point_table(path: Path) -> bool:
+    """Whether a CSV has coordinate columns (x,y / X,Y / row,col ...); False when unreadable."""
+    try:
+        name, text = _read_csv_text(path)
+        return _point_columns(_csv_rows(name, text)[0]) is not None
+    except (GroundTruthError, OSError, UnicodeError):
+        return False
+
+
 def _gt_base(path: Path) -> tuple[str, int]:
     """(image stem this ground truth belongs to, preference rank of its suffix)."""
     suffix = ground_truth_suffix(path)
@@ -655,8 +665,8 @@ def match_ground_truth(
             if gt == image or gt.resolve() == image.resolve():
                 continue
             same_dir = gt.parent.resolve() == image.parent.resolve()
-            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir:
-                continue  # identical stem must live in another folder
+            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() != ".csv":
+                continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
             elif gt.parent.parent.resolve() == image.parent.parent.resolve():
@@ -726,7 +736,7 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
         raise GroundTruthError(
             f"{p}: CSV has no coordinate columns (x,y / row,col / axis-0,axis-1): {header}"
         )
-    if ground_truth_suffix(p) in ("_dots", "_points"):
+    if ground_truth_suffix(p) in ("_dots", "_points") or p.parent.name.lower() in DOT_DIRS:
         return read_dot_image(p, expected_shape=expected_shape)
     return read_label_image(p, expected_shape=expected_shape)
 
@@ -893,8 +903,10 @@ def load_labelled_folder(
     1. DSB 2018 nested (``<id>/images`` + ``<id>/masks``): :func:`load_dsb_folder`.
     2. Anything else, searched recursively: images paired by :func:`match_ground_truth` with
        ``<stem>_labels.*``, ``_label``, ``_mask(s)``, ``_gt`` (label images or binary masks),
-       ``<stem>_dots.*`` (dot images), ``<stem>_points.csv`` (point tables), same-stem files in a
-       ``labels/`` or ``masks/`` folder (so the flat DSB layout ``images/`` + ``labels/`` works), and
+       ``<stem>_dots.*`` (dot images), ``<stem>_points.csv`` or ``<stem>.csv`` (point tables), same-stem
+       files in a ``labels/`` or ``masks/`` folder (so the flat DSB layout ``images/`` + ``labels/`` works)
+       or a ``dots/`` / ``points/`` folder (dot images or point tables: the ``images/`` + ``dots/`` layout
+       of the counting benchmarks), and
        any CSV with ``filename,count`` columns (e.g. ``counts.csv``) for images without other ground
        truth.
 
@@ -933,9 +945,13 @@ def load_labelled_folder(
         and p.suffix.lower() == ".csv"
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
-    point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None]
+    image_stems = {(p.parent, p.stem) for p in files}
+    # point tables: named as ground truth (a_points.csv, dots/a.csv), or named like an image beside it (a.csv)
+    point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None or p.parent.name.lower() in DOT_DIRS
+                    or ((p.parent, p.stem) in image_stems and _is_point_table(p))]
     counts, counts_where = _count_tables([p for p in csv_files if p not in point_tables])
-    images, gt_files = split_ground_truth_files(files + point_tables)
+    images, gt_files = split_ground_truth_files(files)
+    gt_files += point_tables
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
     matches = match_ground_truth(images, gt_files)
@@ -954,9 +970,20 @@ def load_labelled_folder(
         else:
             missing.append(image)
     if not out:
+        unmatched = sorted({p.name for p in gt_files} - {p.name for p in matches.values()})
+        hint = (f"; ground truth that matches no image: {', '.join(unmatched[:3])}{' ...' if len(unmatched) > 3 else ''}"
+                if unmatched else "")
+        words = tuple(x.strip("_") for x in GROUND_TRUTH_SUFFIXES)
+        lookalikes = [p.name for p in images if p.stem.lower().endswith(words)]  # 001dots.png beside 001cell.png
+        if lookalikes:
+            hint += (f"; read as images but named like ground truth: {', '.join(lookalikes[:3])}"
+                     f"{' ...' if len(lookalikes) > 3 else ''} (name each like its image with a suffix, "
+                     "001cell_dots.png for 001cell.png, or put them in a dots/ or labels/ folder under their images' "
+                     "names)")
         raise GroundTruthError(
             f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
-            f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, a labels/ folder, or a filename,count CSV"
+            f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
+            f"images in a labels/, masks/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing)
     return out

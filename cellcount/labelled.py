@@ -27,11 +27,10 @@ from .groundtruth import (
     read_label_image,
     read_points_csv,
 )
-from .io import GROUND_TRUTH_DIRS, GROUND_TRUTH_SUFFIXES, IMAGE_EXTENSIONS, ground_truth_suffix, read_image
+from .io import DOT_DIRS, GROUND_TRUTH_DIRS, GROUND_TRUTH_SUFFIXES, IMAGE_EXTENSIONS, ground_truth_suffix, read_image
 
 __all__ = ["LabelledSet", "labelled_set", "pair_by_stem"]
 
-_DOT_DIRS = frozenset({"dots", "points"})  # a same-name file in such a folder is a dot image
 MAX_DOT_AREA_PX = 9
 """A binary ground-truth image whose every blob is at most this many pixels (3 x 3) holds dots, not nuclei."""
 _SAME_STEM_RANK = len(GROUND_TRUTH_SUFFIXES)  # same-name ground truth ranks after the suffixed kinds
@@ -172,7 +171,7 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
         tops = {m.name.split("/", 1)[0] for m in members}
         top = next(iter(tops), "")
         dsb_id = any(m.name.startswith(f"{top}/images/{top}.") for m in members)  # keep <id>/images/<id>.png
-        meaningful = top.lower() in GROUND_TRUTH_DIRS | _DOT_DIRS  # labels/, dots/ tell what the files are
+        meaningful = top.lower() in GROUND_TRUTH_DIRS  # labels/, dots/ tell what the files are
         if len(tops) == 1 and all("/" in m.name for m in members) and not (dsb_id or meaningful):
             members = [_File(m.name.split("/", 1)[1], m.data) for m in members]
         files.extend(members)
@@ -199,7 +198,7 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
 
 def _is_ground_truth(name: str) -> bool:
     folders = {p.lower() for p in _folder(name)}
-    return bool(ground_truth_suffix(name)) or bool(folders & (GROUND_TRUTH_DIRS | _DOT_DIRS))
+    return bool(ground_truth_suffix(name)) or bool(folders & (GROUND_TRUTH_DIRS))
 
 
 def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
@@ -218,7 +217,7 @@ def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
     if gt.name.lower().endswith(".csv"):
         return _check_points(read_points_csv(gt.buffer()), shape)
     folders = {p.lower() for p in _folder(gt.name)}
-    if ground_truth_suffix(gt.name) in ("_dots", "_points") or folders & _DOT_DIRS:
+    if ground_truth_suffix(gt.name) in ("_dots", "_points") or folders & DOT_DIRS:
         return read_dot_image(gt.buffer(), expected_shape=shape)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BinaryMaskWarning)

@@ -388,6 +388,30 @@ def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert "e.png" in caplog.text and "without ground truth" in caplog.text
 
 
+def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp_path: Path) -> None:
+    """The counting benchmarks' images/ + dots/ layout, and ImageJ's a.csv beside a.png, were read as images
+    without ground truth by the command line (the app paired them)."""
+    img = np.zeros((10, 12), np.uint8)
+    dots = img.copy()
+    dots[2, 3] = dots[6, 8] = 255
+    (tmp_path / "images").mkdir()
+    (tmp_path / "dots").mkdir()
+    _save_png(tmp_path / "images" / "001cell.png", img)
+    _save_png(tmp_path / "dots" / "001cell.png", dots)
+    _save_png(tmp_path / "b.png", img)
+    (tmp_path / "b.csv").write_text(" ,X,Y\n1,1,1\n2,2,2\n3,3,3\n")
+    (tmp_path / "c.png").write_bytes((tmp_path / "b.png").read_bytes())
+    (tmp_path / "c.csv").write_text("filename,count\nc.png,5\n")  # named like an image, but a counts table
+    got = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"001cell.png": ("points", 2), "b.png": ("points", 3), "c.png": ("count", 5)}
+    other = tmp_path / "vgg-names"
+    other.mkdir()
+    _save_png(other / "001cell.png", img)
+    _save_png(other / "001dots.png", dots)
+    with pytest.raises(GroundTruthError, match="read as images but named like ground truth: 001dots.png"):
+        load_labelled_folder(other)
+
+
 def test_load_labelled_folder_errors(tmp_path: Path) -> None:
     _save_png(tmp_path / "a.png", np.zeros((10, 12), np.uint8))
     with pytest.raises(GroundTruthError, match="none of the 1 image"):

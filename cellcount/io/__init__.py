@@ -21,6 +21,7 @@ from .archive import (
 from .display import image_to_display_rgb
 from .export import labels_to_tiff_bytes
 from .files import (
+    DOT_DIRS,
     GROUND_TRUTH_DIRS,
     GROUND_TRUTH_SUFFIXES,
     IMAGE_EXTENSIONS,
@@ -61,6 +62,7 @@ __all__ = [
     "DEFAULT_ZIP_MAX_BYTES",
     "DEFAULT_ZIP_MAX_FILES",
     "GRAYSCALE_MODES",
+    "DOT_DIRS",
     "GROUND_TRUTH_DIRS",
     "GROUND_TRUTH_SUFFIXES",
     "GROUND_TRUTH_TABLE_EXTENSIONS",
