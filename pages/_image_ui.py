@@ -108,6 +108,17 @@ def shared_plane_widget(key: str, choices: list[int | str], to_widget=lambda v: 
         st.session_state[key] = value if value in choices else "first"
 
 
+PLANE_WIDGETS = ("count_plane", "batch_plane")
+
+
+def set_plane_choice(plane: int | str) -> None:
+    """Make ``plane`` (a plane number, "max" or "first") the session's choice for z-stacks, as a settings file or a
+    reopened run names it; each page's plane widget starts again from it."""
+    st.session_state[PLANE_CHOICE] = plane
+    for key in PLANE_WIDGETS:
+        st.session_state.pop(key, None)
+
+
 def remember_plane(key: str) -> None:
     """on_change of a plane widget: its value becomes the session's choice."""
     st.session_state[PLANE_CHOICE] = st.session_state[key]

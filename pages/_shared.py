@@ -28,6 +28,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     sample_pairs,
     sample_source,
     set_digest,
+    set_plane_choice,
     shared_plane_widget,
     thumbnail_cached,
     truth_digest,

@@ -16,7 +16,7 @@ import cellcount as cc
 from cellcount.params import BORDER_SPLIT_MODES, DENSITY_FIELDS, INPUT_FIELDS, MASK_FIELDS, SCHEMA, has_border_channel
 from cellcount.settingsfile import params_from_json, plane_from_json
 from pages import _settings as settings
-from pages._image_ui import PLANE_CHOICE
+from pages._image_ui import set_plane_choice
 from pages._model_ui import get_model
 
 INVERT_OPTIONS = {"auto": None, "on": True, "off": False}
@@ -310,9 +310,7 @@ def _apply_settings_file(prefix: str) -> None:
         return
     apply_settings(model_name, overrides, origin="file", detail=uploaded.name)
     if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
-        st.session_state[PLANE_CHOICE] = plane
-        for key in ("count_plane", "batch_plane"):  # each page's widget starts again from the session's choice
-            st.session_state.pop(key, None)
+        set_plane_choice(plane)
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
     st.session_state[f"{prefix}__shown_model"] = model_name  # announced here, not as a model change
     st.session_state[f"{prefix}__msg"] = (

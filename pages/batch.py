@@ -78,7 +78,7 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: 
     }
 
 
-def show_result(res: dict, current: cc.CountParams | None) -> None:
+def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> None:
     df = res["counts"]
     ok = df[df["status"] == "ok"]
     bad = df[df["status"] != "ok"]
@@ -91,7 +91,8 @@ def show_result(res: dict, current: cc.CountParams | None) -> None:
     if flagged:
         st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column check, "
                    "reasons in check_reasons).")
-    if current is not None and json.loads(res["settings"])["params"] != current.to_dict():
+    ran = json.loads(res["settings"])
+    if current is not None and (ran["params"] != current.to_dict() or ran.get("plane") != page):
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
     if len(bad):
         with st.container(border=True):
@@ -165,6 +166,6 @@ with right:
         run_batch(files, model, params, page)
     result = st.session_state.get(f"{P}__result")
     if result is not None:
-        show_result(result, params)
+        show_result(result, params, page)
     elif not files:
         st.info("Upload images (PNG, JPEG, TIFF 8/16-bit) or a zip of them, then press Count.")

@@ -34,6 +34,7 @@ def open_on(page: str, run: dict) -> None:
         return
     settings.set_current_model(model.name)
     settings.put(model, params, origin="run", detail=f"run #{run['id']} of {run['started_at']}")
+    sh.set_plane_choice(run["settings"].get("plane", "first"))  # the run counted z-stacks this way
     st.switch_page(f"pages/{page}.py")
 
 
@@ -79,7 +80,8 @@ with st.expander("Settings and inputs"):
     st.json(run["settings"])
     st.write(run["inputs"])
 row = st.container(horizontal=True)
-settings_file = json.dumps({k: run["settings"][k] for k in ("model", "model_sha256", "params") if k in run["settings"]},
+settings_file = json.dumps({k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane")
+                            if k in run["settings"]},
                            indent=2)
 # the rows were made formula-safe when they were first written; they are written again as they are
 csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8")

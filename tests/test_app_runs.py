@@ -66,3 +66,16 @@ def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path):
     assert store["models"]["classical-otsu"]["values"]["min_area_px"] == 33
     assert f"run #{cli_id}" in store["models"]["classical-otsu"]["detail"]
     assert store["models"]["classical-otsu"]["origin"] == "run"
+
+
+def test_a_run_counted_as_maximum_projections_reopens_with_that_plane_choice(tmp_path):
+    """Reopening a batch counted with "maximum projection" showed "first plane" and kept the old table without
+    a warning; the run's settings file had no plane either."""
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu", "--plane", "max",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0
+    at = open_page("pages/runs.py")
+    at.button(key="runs_to_batch").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["plane_choice"] == "max"
+    assert at.selectbox(key="batch_plane").value == "max"
