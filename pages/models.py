@@ -55,14 +55,6 @@ def mae_sentence(g: ModelGuide) -> str:
     return text
 
 
-def size_text(g: ModelGuide) -> str:
-    if g.size_px is None:
-        return "Any size (set the minimum and maximum area)"
-    lo, hi = g.size_px
-    how = "others are resized to it" if g.auto_size else "set Nucleus diameter for other sizes"
-    return f"{lo:.0f}–{hi:.0f} px across (trained at {g.trained_size_px:.0f} px; {how})"
-
-
 def short_error(m: dict, where: str = "images") -> str:
     """'MAE 3.30 (2.27–4.63) on 98 images; F1 0.81' for the guide table."""
     if "mae" not in m:
@@ -84,7 +76,7 @@ def guide_table(guides: list[ModelGuide], default: str | None = None) -> str:
         name = f"**{g.name}**" + (" (default)" if g.name == default else "")
         error = (short_error(g.validation) if "mae" in g.validation or not g.holdout
                  else short_error(g.holdout, "of your held-out images"))
-        rows.append(f"| {name} | {use} | {g.images} | {size_text(g)} | {error} |")
+        rows.append(f"| {name} | {use} | {g.images} | {g.size_text()} | {error} |")
     return "\n".join(rows)
 
 
@@ -153,7 +145,7 @@ def render_card(name: str) -> None:
     if card.description:
         st.markdown(card.description)
     st.markdown(
-        f"- **Gives:** {g.output}\n- **Images:** {g.images}\n- **Nucleus size:** {size_text(g)}\n"
+        f"- **Gives:** {g.output}\n- **Images:** {g.images}\n- **Nucleus size:** {g.size_text()}\n"
         f"- {mae_sentence(g)}"
         + (f"\n- Without the nucleus-size estimate: {short_error(g.validation_fixed_size)}"
            if "mae" in g.validation_fixed_size else "")
@@ -216,7 +208,8 @@ for n in names:
         sh.show_error(err)
 st.markdown(guide_table(guides, cc.models.default_model_name()))
 st.caption(
-    "Measured error: count MAE on DSB 2018 validation images that no model trained on, with the model's "
+    "Measured error: count MAE on DSB 2018 validation images that no model trained on (for models you "
+    "fine-tuned: on your held-out images, beside the base model's), with the model's "
     "default settings; 95% bootstrap intervals and how the settings were chosen in each model's section. "
     "Only models measured on the same images are ranked; differences smaller than the intervals are not "
     "meaningful. Check a model on your own images with Evaluate."

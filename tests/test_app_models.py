@@ -141,3 +141,23 @@ def test_the_models_guide_marks_the_default_and_the_one_pass_models_caveat():
     if "multihead-unet" in cc.list_models():
         row = next(line for line in guide.splitlines() if "**multihead-unet**" in line)
         assert "quality flag misses most errors" in row
+
+
+def test_a_fine_tuned_card_is_described_by_its_own_set():
+    """A fine-tune on dark 9.4 px objects was described as a model for 15-23 px nuclei on fluorescence,
+    brightfield and H&E: the base's description, not the model's."""
+    import dataclasses
+
+    import cellcount as cc
+    from cellcount.models.guide import model_guide
+
+    base = cc.models.model_card("unet-density")
+    card = dataclasses.replace(base, postprocess={**base.postprocess, "nucleus_diameter_px": 9.43,
+                                                  "auto_nucleus_size": False, "invert": False})
+    g = model_guide(card)
+    assert g.set_size_px == 9.43 and g.size_px[0] < 9.43 < g.size_px[1]
+    assert g.images.startswith("Dark-background images") and "fine-tuned on" in g.images
+    assert "fine-tuned on objects 9.4 px across" in g.size_text()
+    assert model_guide(dataclasses.replace(card, postprocess={**card.postprocess, "invert": True})).images.startswith(
+        "Bright-background")
+    assert model_guide(base).set_size_px is None and "H&E" in model_guide(base).images

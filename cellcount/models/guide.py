@@ -31,6 +31,9 @@ class ModelGuide:
         training size are resized when ``auto_nucleus_size`` is on); None when it has no trained size.
     trained_size_px : float or None
         The nucleus diameter it was trained at.
+    set_size_px : float or None
+        A fine-tuned model's one object size for the user's set (its card's fixed ``nucleus_diameter_px``):
+        it reads images at that magnification; None for models that take any size.
     auto_size : bool
         Whether its default settings estimate the nucleus size and resize the image to its trained size.
     validation : dict
@@ -59,6 +62,18 @@ class ModelGuide:
     note: str = ""
     holdout: dict[str, Any] = field(default_factory=dict)
     holdout_before: dict[str, Any] = field(default_factory=dict)
+    set_size_px: float | None = None
+
+    def size_text(self) -> str:
+        """The object sizes it reads, in words (the guide's "Nucleus size" column)."""
+        if self.size_px is None:
+            return "Any size (set the minimum and maximum area)"
+        lo, hi = self.size_px
+        if self.set_size_px is not None:
+            return (f"{lo:.0f}–{hi:.0f} px across (fine-tuned on objects {self.set_size_px:.1f} px across; set "
+                    "Nucleus diameter for images at another magnification)")
+        how = "others are resized to it" if self.auto_size else "set Nucleus diameter for other sizes"
+        return f"{lo:.0f}–{hi:.0f} px across (trained at {self.trained_size_px:.0f} px; {how})"
 
 
 def _section(card: ModelCard, key: str) -> dict[str, Any]:
@@ -84,10 +99,18 @@ def model_guide(card: ModelCard) -> ModelGuide:
         images = "Fluorescence; bright backgrounds are inverted first (colour is averaged)"
     else:
         images = "Fluorescence (grey or averaged colour)"
+    invert = card.postprocess.get("invert")
+    if isinstance(invert, bool):  # a fine-tune decided the background once for the user's set
+        images = ("Bright-background images (brightfield, H&E) like the set it was fine-tuned on" if invert else
+                  "Dark-background images (fluorescence) like the set it was fine-tuned on")
     reference = float(card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)) if trained else None
     size: tuple[float, float] | None = None
     auto = bool(card.postprocess.get("auto_nucleus_size"))
-    if reference is not None:
+    fixed = card.postprocess.get("nucleus_diameter_px")
+    set_size = float(fixed) if isinstance(fixed, (int, float)) and fixed > 0 and not auto else None
+    if set_size is not None:  # images at another magnification need their own nucleus_diameter_px
+        size = (set_size / RESCALE_TOLERANCE, set_size * RESCALE_TOLERANCE)
+    elif reference is not None:
         if auto:
             size = (reference * MIN_SCALE, reference * MAX_SCALE)
         else:
@@ -105,6 +128,7 @@ def model_guide(card: ModelCard) -> ModelGuide:
         note=str(card.extra.get("guide_note", "")),
         holdout=_section(card, "holdout_after"),
         holdout_before=_section(card, "holdout_before"),
+        set_size_px=set_size,
     )
 
 
