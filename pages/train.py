@@ -225,7 +225,7 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
         return
     h, w = image.shape[:2]
     zoom = max(1, min(8, DISPLAY_SIDE_PX // max(h, w)))
-    radius = st.slider("Dot size (px)", 2, 20, 4, key=f"{P}_dot_px",
+    radius = st.slider("Dot size (px)", 2, 20, 4, key=f"{P}_dot_px", persist_state=sh.PERSIST,
                        help="Radius of the circles drawn, in image pixels; a click this close to a dot removes it.")
     pts = points_of(key, initial)
     left, right = st.columns([3, 1])
@@ -296,7 +296,7 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     if st.session_state.get(f"{P}_name") in (None, st.session_state.get(f"{P}_name_proposed")):
         st.session_state[f"{P}_name"] = proposal
     st.session_state[f"{P}_name_proposed"] = proposal
-    name = b.text_input("Name of the new model", key=f"{P}_name", max_chars=80,
+    name = b.text_input("Name of the new model", key=f"{P}_name", persist_state=sh.PERSIST, max_chars=80,
                         help="A plain folder name; shipped models' names are taken.").strip()
     if density and _kind(base) == "mask":
         st.info(f"Your annotations are dots. A segmentation model such as {base} learns from its own outlines "
@@ -304,22 +304,24 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                 f"density model ({', '.join(density)}) learns from the dots directly and usually counts better "
                 "(docs/finetuning.md). Label images or masks teach a segmentation model the outlines too.")
     c, d, e = st.columns(3)
-    minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes",
+    minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes", persist_state=sh.PERSIST,
                              help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
                              f"enough for 32 images of 256 × 256 px on a laptop CPU. A faster CPU stops after "
                              f"{DEFAULT_MAX_STEPS} training steps: more did not count better.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
-    held = d.number_input("Held-out images", 0, max(n_images - 1, 0), default_held, key=f"{P}_holdout",
+    if (st.session_state.get(f"{P}_holdout") or 0) > max(n_images - 1, 0):  # kept from a set with more images
+        st.session_state[f"{P}_holdout"] = max(n_images - 1, 0)
+    held = d.number_input("Held-out images", 0, max(n_images - 1, 0), default_held, key=f"{P}_holdout", persist_state=sh.PERSIST,
                           help="Kept out of training and tuning; they score the base and the new model.")
-    diameter = e.number_input("Object diameter (px, 0: measure it)", 0.0, 1000.0, 0.0, 1.0, key=f"{P}_diameter",
+    diameter = e.number_input("Object diameter (px, 0: measure it)", 0.0, 1000.0, 0.0, 1.0, key=f"{P}_diameter", persist_state=sh.PERSIST,
                               help="If you know how large your objects are, say so: the new model then learns and "
                               "counts them at that size. Otherwise it is measured from your label images, or by "
                               "the base model when you have only dots, which can go wrong for objects unlike "
                               "nuclei (fat cells, large cells at high magnification).")
     with st.expander("Advanced"):
         steps = st.number_input("Fixed number of training steps (0: use the time budget)", 0, 100_000, 0,
-                                key=f"{P}_steps")
-        seed = st.number_input("Seed (held-out draw, batches)", 0, 2**31 - 1, 0, key=f"{P}_seed")
+                                key=f"{P}_steps", persist_state=sh.PERSIST)
+        seed = st.number_input("Seed (held-out draw, batches)", 0, 2**31 - 1, 0, key=f"{P}_seed", persist_state=sh.PERSIST)
     if 0 < diameter < 2:
         st.error("An object diameter under 2 px cannot be learnt: give at least 2, or 0 to measure it.")
         return None

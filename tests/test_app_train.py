@@ -243,6 +243,19 @@ def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_mod
     assert not any("you uploaded earlier beside" in c.value for c in at.caption)
 
 
+def test_the_form_keeps_its_values_through_a_visit_to_another_page(tiny_models):
+    """Name and budget went back to their defaults after a visit to Count, also while a run was going."""
+    images, csvs, _ = _set(3)
+    at = open_train(images, csvs)
+    at.text_input(key="train_name").set_value("my-dots-model").run()
+    at.number_input(key="train_minutes").set_value(2.0).run()
+    at.switch_page("pages/models.py").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert at.text_input(key="train_name").value == "my-dots-model"
+    assert at.number_input(key="train_minutes").value == 2.0
+
+
 def test_clearing_a_new_upload_brings_back_the_files_shown_before_it(tiny_models):
     """Back on the page, the user tries other ground truth, then clears it with x: the images and the ground
     truth shown before come back (nothing lost by trying a file)."""
