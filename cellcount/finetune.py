@@ -88,6 +88,8 @@ class FinetuneProgress:
     elapsed_s: float = 0.0
     remaining_s: float = math.nan
     message: str = ""
+    estimated: bool = False
+    """``steps`` is what the time budget is expected to buy (re-estimated as the run goes), not a fixed number."""
 
 
 @dataclass
@@ -598,14 +600,18 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
                     avg[k] += (v - avg[k]) / n_avg
         per_step = elapsed / step
         report(FinetuneProgress("train", step, total, float(np.mean(losses[-10:])), elapsed,
-                                (total - step) * per_step, message=chosen["why"] if step == len(plan) else ""))
+                                (total - step) * per_step, message=chosen["why"] if step == len(plan) else "",
+                                estimated=not steps))
     if avg is not None and n_avg > 1:
         net.load_state_dict({**net.state_dict(), **avg})
     net.eval()
     if step < len(plan):  # a time budget too short to time both
         mixed = sum(p == "bf16" for p in plan[:step])
-        chosen = {"precision": "fp32", "why": f"fp32: {step} steps in a short time budget ({mixed} of them bf16) are "
-                  "too few to time bf16", "s_per_step": {}}
+        chosen = {"precision": "fp32" if not mixed else "fp32/bf16",
+                  "why": (f"fp32 and bf16 in turn: the time budget ended after {step} steps ({mixed} in bf16), while "
+                          "the two were still being timed" if mixed else
+                          f"fp32: the time budget ended after {step} step(s), before bf16 could be timed"),
+                  "s_per_step": {}}
     return step, time.perf_counter() - t0, losses, chosen
 
 
@@ -1033,7 +1039,8 @@ def main(argv: list[str] | None = None) -> int:
         now = time.perf_counter()
         if p.stage != "train" or now - last[0] > 5 or p.step == p.steps or p.message:
             last[0] = now
-            extra = f" step {p.step}/{p.steps} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s left" if p.stage == "train" else ""
+            extra = (f" step {p.step}/{'~' if p.estimated else ''}{p.steps} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s left"
+                     if p.stage == "train" else "")
             print(f"[{p.stage}]{extra} {p.message}".rstrip(), flush=True)
 
     minutes = args.minutes if args.minutes is not None or args.steps is not None else DEFAULT_MINUTES

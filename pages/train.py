@@ -77,7 +77,8 @@ def progress_text(s: JobSnapshot) -> str:
         return "Starting ..."
     text = STAGES.get(p.stage, p.stage)
     if p.stage == "train":
-        text += f": step {p.step}/{p.steps} · loss {p.loss:.4f} · about {clock(p.remaining_s)} left"
+        of = f"of about {p.steps} (as many as the time budget buys)" if p.estimated else f"of {p.steps}"
+        text += f": step {p.step} {of} · loss {p.loss:.4f} · about {clock(p.remaining_s)} left"
     elif p.message:
         text += f": {p.message}"
     return text + f" · {clock(s.elapsed_s)} elapsed"

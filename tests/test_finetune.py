@@ -304,7 +304,10 @@ def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
     base = tiny_model(kind="density")
     items = [three_dots_item(base, draw_disks)]
 
+    seen = []
+
     def slow_after_three(p):  # the first steps are fast, then the machine gets busy
+        seen.append(p.estimated)
         if p.step >= 3:
             time.sleep(0.1)
 
@@ -313,6 +316,7 @@ def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
                              loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.8, 1.25))
     assert seconds < 1.6, "the plan made from the first, fast steps is revised when steps slow down"
     assert 5 <= steps <= 16
+    assert seen and all(seen), "a time budget's step total is an estimate, and says so"
 
 
 def three_dots_item(base, draw_disks):
