@@ -52,6 +52,9 @@ class LabelledSet:
         Files that could not be used, with the reason.
     duplicates : list of str
         Files uploaded more than once (same name and content), once per extra copy; each was used once.
+    notes : list of str
+        What else the user should know: a counts table set aside because its images have label images,
+        masks or dots (used instead), and counts that disagree with them.
     """
 
     items: list[tuple[str, bytes, GroundTruth]] = field(default_factory=list)
@@ -59,6 +62,7 @@ class LabelledSet:
     unused: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -337,4 +341,26 @@ def labelled_set(
             continue
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
+    _note_counts_tables(out, counts)
     return out
+
+
+def _note_counts_tables(out: LabelledSet, counts: dict[str, tuple[int, str]]) -> None:
+    """Notes on counts tables whose rows were not used (their images have other ground truth, which wins)
+    and on counts that disagree with that ground truth: otherwise a table beside label images is silently
+    ignored."""
+    superseded: dict[str, int] = {}
+    disagree: list[str] = []
+    for name, _, gt in out.items:
+        row = counts.get(PurePosixPath(name).stem.casefold())
+        if row is None or gt.kind == "count":
+            continue
+        superseded[row[1]] = superseded.get(row[1], 0) + 1
+        if row[0] != gt.count:
+            disagree.append(f"{name} ({row[0]} in {row[1]}, {gt.count} in its {gt.kind})")
+    for table, n in superseded.items():
+        out.notes.append(f"{table}: {n} image(s) it lists have label images, masks or dots, which are used "
+                         "instead of its counts.")
+    if disagree:
+        shown = ", ".join(disagree[:3]) + (f" and {len(disagree) - 3} more" if len(disagree) > 3 else "")
+        out.notes.append(f"The counts table and the other ground truth disagree for {len(disagree)} image(s): {shown}.")

@@ -76,6 +76,8 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
             f"{_names([n for n, _ in found.unlabelled])}. Upload a file of the same name (or `<name>_labels`, "
             "`_mask`, `_dots`, `_points`) under Ground truth, or list them in a counts CSV."
         )
+    for note in found.notes:
+        st.info(note, icon=":material/info:")
     if found.unused:
         st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}.")
     if found.skipped:

@@ -86,6 +86,18 @@ def test_same_name_labels_through_a_second_list(samples):
     assert not (out.unlabelled or out.unused or out.skipped or out.duplicates)
 
 
+def test_a_counts_table_beside_label_images_is_said_to_be_set_aside(samples):
+    """A counts CSV uploaded with label images was silently ignored, even where its counts disagreed."""
+    images = [(f"img{k}.png", img) for k, (img, _, _, _) in enumerate(samples)]
+    labels = [(f"img{k}.png", _png(s.labels.astype(np.uint16))) for k, (_, _, _, s) in enumerate(samples)]
+    table = "filename,count\n" + "".join(f"img{k}.png,{c + (k == 1)}\n" for k, (_, _, c, _) in enumerate(samples))
+    out = labelled_set(images, [*labels, ("counts.csv", table.encode())])
+    assert [gt.kind for _, _, gt in out.items] == ["labels"] * 3, "label images win"
+    assert any(n.startswith("counts.csv: 3 image(s) it lists have label images") for n in out.notes)
+    assert any("disagree for 1 image(s): img1.png" in n for n in out.notes)
+    assert not labelled_set(images, labels).notes
+
+
 def test_duplicates_are_counted_once_with_a_note(samples):
     img, lab, count, _ = samples[0]
     twice = [("a.png", img), ("a.png", img), ("a.png", img)]
