@@ -211,6 +211,10 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
         previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         previous = {}
+    if isinstance(previous, dict) and previous.get("model", model.name) != model.name:
+        print(f"note: --resume: {out} was counted with {previous.get('model')}, not {model.name}; counting all "
+              "images again", file=sys.stderr)
+        return None, None, set()
     if isinstance(previous, dict) and previous.get("model_sha256", model.card.sha256) != model.card.sha256:
         print(f"note: --resume: the weights of {model.name} changed since {out} was written; counting all "
               "images again", file=sys.stderr)
@@ -222,6 +226,10 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     names = {escape_cell(str(f)) for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
                & old["file"].isin(names)].drop_duplicates("file", keep="last")
+    other = old[(old["status"] == "ok") & old["file"].isin(names) & (old["settings"] != settings)]
+    if len(other) and not set(other["file"]) <= set(keep["file"]):
+        print(f"note: --resume: {other['file'].nunique()} image(s) in {out} were counted with other settings; "
+              "they are counted again with these", file=sys.stderr)
     objects = None
     if args.objects and len(keep):
         try:

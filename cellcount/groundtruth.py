@@ -696,7 +696,7 @@ def _check_points_inside(gt: GroundTruth, expected_shape: Sequence[int] | None) 
         k = int(np.argmax(outside))
         raise GroundTruthError(
             f"{gt.source}: {int(outside.sum())} point(s) lie outside the image of shape {expected} (H, W), "
-            f"first at (row, col) = {tuple(gt.points[k])}; are the coordinates calibrated (um) instead of pixels?"
+            f"first at (row, col) = ({gt.points[k][0]:g}, {gt.points[k][1]:g}); are the coordinates calibrated (um) instead of pixels?"
         )
 
 

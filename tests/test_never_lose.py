@@ -578,7 +578,19 @@ def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path, capsys
     assert all(json.loads(s)["threshold"] == 0.5 for s in pd.read_csv(out)["settings"])
     capsys.readouterr()
     assert main([*argv, "--threshold", "0.6", "--resume"]) == 1
-    assert "already counted" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already counted" not in err
+    assert f"{N_RESUME} image(s) in {out} were counted with other settings; they are counted again" in err
     df = pd.read_csv(out)
     assert len(df) == N_RESUME + 1
     assert all(json.loads(s)["threshold"] == 0.6 for s in df["settings"])
+
+
+def test_resume_with_another_model_says_the_model_changed(resume_inputs, tmp_path, capsys, tiny_models):
+    out = tmp_path / "c.csv"
+    argv = ["count", str(resume_inputs / "in"), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--model", CLASSICAL_NAME]) == 1
+    capsys.readouterr()
+    main([*argv, "--model", "tiny-density", "--resume"])
+    err = capsys.readouterr().err
+    assert f"was counted with {CLASSICAL_NAME}, not tiny-density" in err and "weights of" not in err
