@@ -64,7 +64,8 @@ def short_error(m: dict, where: str = "images") -> str:
         text += f" ({_interval(m)})"
     if "n" in m:
         text += f" on {int(m['n'])} {where}"
-    return text + (f"; F1 {m['f1']:.2f}" if "f1" in m and math.isfinite(m["f1"]) else "")
+    f1 = m.get("f1")
+    return text + (f"; F1 {f1:.2f}" if isinstance(f1, (int, float)) and math.isfinite(f1) else "")
 
 
 def guide_table(guides: list[ModelGuide], default: str | None = None) -> str:

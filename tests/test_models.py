@@ -259,3 +259,20 @@ def test_make_golden_round_trip(saved_model):
     np.savez(path, input=golden["input"], output=golden["output"], weights_sha256=model.card.sha256)
     with pytest.raises(AssertionError, match="output changed"):
         _check_golden(folder)
+
+
+def test_a_card_is_strict_json_even_with_undefined_figures(tmp_path):
+    """The interval of one held-out image is NaN; card.json held a bare NaN, which strict readers refuse."""
+    from cellcount.models import ModelCard
+    from cellcount.models.card import read_card, write_card
+
+    card = ModelCard(name="c", architecture="unet", output_kind="mask",
+                     metrics={"holdout_after": {"mae": 2.0, "mae_ci_low": float("nan"), "mae_ci_high": float("inf")}})
+    path = write_card(card, tmp_path)
+
+    def refuse(token):
+        raise ValueError(token)
+
+    strict = json.loads(path.read_text(), parse_constant=refuse)
+    assert strict["metrics"]["holdout_after"] == {"mae": 2.0, "mae_ci_low": None, "mae_ci_high": None}
+    assert read_card(tmp_path).metrics["holdout_after"]["mae_ci_low"] is None

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..csvout import atomic_write_bytes, write_csv
-    from ..models.card import write_card
+    from ..models.card import finite_json, write_card
 
     model = load_cli_model(args)
     params = resolve_params(model, param_overrides(args))
@@ -124,7 +124,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         write_csv(rep.per_image, args.out)
     s = rep.summary
-    line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} (95% CI {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
+    ci = (f"95% CI {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}" if np.isfinite([s['mae_ci_low'], s['mae_ci_high']]).all()
+          else "too few images for a 95% CI")
+    line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} ({ci}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
             f"MAPE={s['mape']:.1f}% R2={s['r2']:.3f}")
     if "f1" in s:
         line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} F1@{args.iou}={s['f1']:.3f}"
@@ -155,8 +157,9 @@ def _run(args: argparse.Namespace) -> int:
         q = flag_report(flags, rep.per_image["rel_error"].to_numpy())
         s.update({"flagged_share": q["flagged_share"], "large_errors": q["large_errors"],
                   "large_errors_flagged_share": q["large_errors_flagged_share"]})
+        caught = (f", {q['large_errors_flagged_share']:.0%} of them flagged" if q["large_errors"] else "")
         print(f"quality flag: {q['flagged_share']:.0%} of {q['n']} images flagged; {q['large_errors']} large errors "
-              f"(> 15%), {q['large_errors_flagged_share']:.0%} of them flagged")
+              f"(> 15%){caught}")
     if args.record_metrics and hasattr(model, "net"):
         folder = _card_folder(args.model, model.name)
         summary = {k: v for k, v in s.items() if k != "match"}
@@ -175,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
             }
         write_card(model.card, folder)
     if args.json:
-        atomic_write_bytes(args.json, json.dumps({"model": model.name, "data": args.data, "split": args.split,
-                                                  "params": params.to_dict(), **s}, indent=2, default=float).encode())
+        atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "data": args.data, "split": args.split,
+                                                              "params": params.to_dict(), **s}), indent=2,
+                                                 default=float).encode())
     return 0
 

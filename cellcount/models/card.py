@@ -249,7 +249,20 @@ def read_card(folder: str | Path) -> ModelCard:
     return card
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None: a card is strict JSON (an interval of one
+    held-out image is undefined, and ``NaN`` is no JSON value for other readers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def write_card(card: ModelCard, folder: str | Path) -> Path:
     path = Path(folder) / CARD_FILE
-    path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(finite_json(card.to_dict()), indent=2, sort_keys=False, allow_nan=False) + "\n",
+                    encoding="utf-8")
     return path
