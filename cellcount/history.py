@@ -249,7 +249,14 @@ def run_rows(run_id: int, *, path: str | os.PathLike | None = None) -> pd.DataFr
     """A run's per-image rows as the counts table (the columns they were recorded with, in order)."""
     with connect(path) as con:
         rows = con.execute("SELECT row FROM rows WHERE run_id = ? ORDER BY seq", (int(run_id),)).fetchall()
-    return pd.DataFrame([json.loads(r[0]) for r in rows])
+    records = [json.loads(r[0]) for r in rows]
+    frame = pd.DataFrame(records)
+    for col in frame.columns:  # whole numbers stay whole where a failed row's empty cell made the column float
+        values = [r[col] for r in records if r.get(col) is not None]
+        if values and frame[col].dtype.kind == "f" and all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in values):
+            frame[col] = frame[col].astype("Int64")
+    return frame
 
 
 def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:

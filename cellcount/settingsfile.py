@@ -54,6 +54,8 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     data = _load(text)
     if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
         data = data["params"]
+    elif isinstance(data, dict):  # a bare object of parameters may name its model and plane beside them too
+        data = {k: v for k, v in data.items() if k not in ("model", "model_sha256", "plane")}
     if not isinstance(data, dict):
         raise ParameterError("settings JSON must be an object of parameter names to values")
     resolve_params(None, data)  # validate now, with a clear message

@@ -145,6 +145,13 @@ def test_settings_json_bad_input(text, match):
         params_from_json(text)
 
 
+def test_a_bare_settings_object_may_name_its_model_and_plane():
+    """``{"min_area_px": 40, "plane": 0}`` was refused as an unknown parameter 'plane'."""
+    assert params_from_json('{"min_area_px": 40, "plane": 0, "model": "unet-mask"}') == {"min_area_px": 40}
+    with pytest.raises(ParameterError, match="junk"):
+        params_from_json('{"min_area_px": 40, "junk": 1}')
+
+
 class _Exploding:
     """A model stand-in whose forward pass raises what the test asks for on chosen images."""
 
