@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides
+from .cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides, plain_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +277,10 @@ def cmd_count(args: argparse.Namespace) -> int:
             from .settingsfile import plane_from_file
 
             args.plane = plane_from_file(args.settings)
+        if args.labels_dir and model.output_kind == "density":
+            print(f"note: {model.name} counts from a density map and draws no outlines: --labels-dir writes nothing",
+                  file=sys.stderr)
+            args.labels_dir = None
         size_model = size_model_for(model, params)  # loaded once for the whole run
         backend = requested_backend(args.backend)
         files = list_image_files(args.paths, on_skip=warn)
@@ -544,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in MODULE_COMMANDS:
         return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
+    plain_warnings()
     args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="%(levelname)s %(message)s")

@@ -62,6 +62,17 @@ def normalize_argv(argv: list[str] | None) -> list[str]:
     return out
 
 
+def plain_warnings() -> None:
+    """Show Python warnings (a binary mask read as label image, ...) as one 'warning: ...' line on stderr, not
+    with the source file and line that raised them: the command line's users are not its programmers."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def load_cli_model(args: argparse.Namespace, default: str | None = None):
     """The model a command counts with: ``--model``, else the model its ``--settings`` file was saved for
     (settings tuned for one model change another's counts), else ``default``. With ``--model`` naming another

@@ -1030,6 +1030,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cliparams import plain_warnings
+
+    plain_warnings()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     holdout: float | int = args.holdout if args.holdout < 1 else int(args.holdout)

@@ -232,3 +232,24 @@ def test_a_settings_file_carries_the_plane_to_count_and_from_runs_export(tmp_pat
     assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "x.csv"), "--settings-out",
                  str(exported)]) == 0
     assert json.loads(exported.read_text())["plane"] == 1
+
+
+def test_warnings_read_as_one_plain_line(capsys):
+    """A BinaryMaskWarning printed the source file and line that raised it; users see one line."""
+    import warnings
+
+    from cellcount.cliparams import plain_warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        plain_warnings()
+        warnings.warn("a.png is a binary mask", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == "warning: a.png is a binary mask\n"
+
+
+def test_labels_dir_with_a_density_model_says_it_writes_nothing(tiny_models, samples_dir, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    assert main(["count", str(samples_dir / "s01_sparse_small.png"), "--model", "tiny-density", "--labels-dir",
+                 str(labels), "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    assert "draws no outlines: --labels-dir writes nothing" in capsys.readouterr().err
+    assert not labels.exists()

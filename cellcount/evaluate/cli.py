@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides
+from ..cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides, plain_warnings
 from ..errors import ParameterError
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     an unwritable output), with a one-line reason on stderr; 130 interrupted."""
     from ..errors import run_cli
 
+    plain_warnings()
     args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return run_cli(lambda: _run(args))
