@@ -50,6 +50,20 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
+GT_WORDS = ("dots", "points", "labels", "label", "mask", "masks", "gt")
+"""File names ending in these words (``001dots.png``) are likely ground truth, whatever their separator."""
+
+
+def lookalikes_note(found: LabelledSet) -> None:
+    """A hint when images are named like ground truth (``001dots.png`` beside ``001cell.png``)."""
+    lookalikes = [n for n, _ in found.unlabelled if sh.stem(n).lower().endswith(GT_WORDS)]
+    if lookalikes:
+        many = len(lookalikes) > 1
+        st.info(f"{_names(lookalikes)} {'look' if many else 'looks'} like ground truth but "
+                f"{'were' if many else 'was'} read as image(s): ground truth goes under Ground truth, named like "
+                "its image (`001cell_dots.png` for `001cell.png`).", icon=":material/help:")
+
+
 def show_report(found: LabelledSet, *, optional: bool) -> None:
     """What was paired, and every file that was not used, by the user's file names."""
     if found.items:
@@ -79,7 +93,10 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
     for note in found.notes:
         st.info(note, icon=":material/info:")
     if found.unused:
-        st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}.")
+        st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}. Name each like "
+                   "its image, alone or with a suffix: `001cell.png`, `001cell_dots.png` or `001cell_labels.tif` "
+                   "for `001cell.png`.")
+    lookalikes_note(found)
     if found.skipped:
         lines = "\n".join(f"- `{name}`: {reason}" for name, reason in found.skipped[:MAX_LISTED])
         more = f"\n- ... and {len(found.skipped) - MAX_LISTED} more" if len(found.skipped) > MAX_LISTED else ""
@@ -117,6 +134,7 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
         st.info(f"{len(found.unlabelled)} image(s) uploaded. Now add their ground truth on the right: label "
                 "images or masks named like the images (or `<name>_labels`, `_mask`, `_dots`, `_points`), point "
                 "CSVs, or a counts CSV.", icon=":material/arrow_forward:")
+        lookalikes_note(found)
         return None
     show_report(found, optional=optional)
     return found

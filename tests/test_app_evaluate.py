@@ -142,6 +142,20 @@ def test_images_first_then_ground_truth_that_matches_none_is_an_error_message():
     assert at.error and "ground truth" in at.error[0].value
 
 
+def test_ground_truth_named_like_an_image_gets_a_hint():
+    """vgg_cells' own names (001cell.png, 001dots.png) in the images uploader: the dots were silently taken
+    for an image."""
+    at = open_eval(eval_source="Upload")
+    image = (SAMPLES / "s01_sparse_small.png").read_bytes()
+    at.file_uploader(key="eval_files").set_value([("001cell.png", image, "image/png"),
+                                                   ("001dots.png", image, "image/png")])
+    at.run()
+    assert not at.exception
+    assert any("001dots.png" in i.value and "looks like ground truth" in i.value for i in at.info)
+    hint = next(i.value for i in at.info if "looks like ground truth" in i.value)
+    assert "001cell.png" not in hint.split("looks like")[0], "the image itself is not listed"
+
+
 def test_zip_with_a_counts_table():
     """A zipped folder of images + counts.csv: the table inside the zip is the ground truth."""
     at = evaluate_zip("plate.zip", {
