@@ -20,6 +20,28 @@ sh.require_entry_point("batch")
 P = "batch"
 
 
+def button_label(files) -> str:
+    """'Count 12 image(s)', counting the images inside zips (by name; unreadable ones are reported when
+    counted), not the zips as one file each."""
+    import zipfile
+    from pathlib import PurePosixPath
+
+    n, zips = 0, 0
+    for f in files or []:
+        if f.name.lower().endswith(".zip"):
+            zips += 1
+            try:
+                with zipfile.ZipFile(f) as zf:
+                    n += sum(1 for m in zf.namelist() if not m.endswith("/") and
+                             PurePosixPath(m).suffix.lower() in cc.io.IMAGE_EXTENSIONS)
+            except (zipfile.BadZipFile, OSError):
+                n += 1  # reported as a broken file when counted
+            f.seek(0)
+        else:
+            n += 1
+    return f"Count {n} image(s)" + (f" ({zips} zip file(s) opened)" if zips else "")
+
+
 def collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
     """Uploads -> (name, bytes) to count, plus error items for what cannot be counted (zip members)."""
     items: list[tuple[str, bytes]] = []
@@ -156,7 +178,7 @@ with right:
     )
     page = "max" if plane == "max" else None
     run = st.button(
-        f"Count {len(files or [])} file(s)",
+        button_label(files),
         key=f"{P}_run",
         type="primary",
         disabled=not files or params is None,

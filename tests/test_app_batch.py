@@ -78,6 +78,7 @@ def test_zip_with_nested_folder_non_image_and_traversal():
         [("images.zip", buf.getvalue(), "application/zip"), ("bad.zip", b"PK not really", "application/zip")]
     )
     at.run()
+    assert at.button(key="batch_run").label == "Count 3 image(s) (2 zip file(s) opened)", "images, not zips"
     at.button(key="batch_run").click()
     at.run()
     assert not at.exception

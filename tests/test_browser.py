@@ -246,7 +246,7 @@ def test_batch_with_a_broken_file_and_csv_download(page, server, tmp_path):
     _uploader(page, "Images or zip files").set_input_files(
         [str(SAMPLES / "s01_sparse_small.png"), str(broken), str(SAMPLES / "s05_16bit.tif")]
     )
-    run = page.get_by_role("button", name="Count 3 file(s)")
+    run = page.get_by_role("button", name="Count 3 image(s)")
     sync_api.expect(run).to_be_enabled(timeout=60_000)
     run.click()
     download_button = page.get_by_role("button", name="Per-image CSV")
@@ -359,7 +359,7 @@ def test_batch_uses_the_settings_tuned_on_count(page, server, tmp_path):
     sync_api.expect(_status(page, f"Settings of {BASELINE}: edited")).to_be_visible()
     names = ["s02_dense_clusters.png", "s04_uneven_illumination.png"]
     _uploader(page, "Images or zip files").set_input_files([str(SAMPLES / n) for n in names])
-    run = page.get_by_role("button", name="Count 2 file(s)")
+    run = page.get_by_role("button", name="Count 2 image(s)")
     sync_api.expect(run).to_be_enabled()
     run.click()
     download_button = page.get_by_role("button", name="Per-image CSV")
