@@ -941,6 +941,7 @@ def finetune(
     seconds = time.perf_counter() - t_start
     annotation = sorted({gts[i].kind for i in train_idx})
     card.description = f"{model.card.description} Fine-tuned from {model.name} on {len(train_idx)} user images."
+    card.extra.pop("guide_note", None)  # the base's caveats (its flag on unfamiliar images) are not the new model's
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,

@@ -480,9 +480,12 @@ def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(t
     ran without a word; now each is a note in the result (printed by the CLI, shown by the Train page)."""
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")
+    base.card.extra = {**base.card.extra, "guide_note": "its quality flag misses errors"}
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, "points", n=3)
     res = finetune(base_dir, data, name="capped", steps=1, holdout=3, batch_size=2, crop=32)
+    assert "guide_note" not in load_model(res.folder).card.extra, "the base's caveat is not the new model's"
+    assert "its quality flag misses errors" in load_model(base_dir).card.summary()
     assert len(res.train_files) == 1 and len(res.holdout_files) == 2
     assert any("3 image(s) asked to be held out, but only 2 can be" in n for n in res.notes)
     assert any("only 1 image(s) to train on" in n for n in res.notes)

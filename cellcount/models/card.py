@@ -102,6 +102,9 @@ class ModelCard:
             parts.append(f"F1@0.5 {m['f1']:.3f}")
         if self.description:
             parts.append(self.description)
+        note = self.extra.get("guide_note") if isinstance(self.extra, dict) else None
+        if note and "quality flag" not in (self.description or ""):  # its caveat, unless the description has it
+            parts.append(str(note).replace("**", ""))
         return " - ".join(parts)
 
 
