@@ -151,6 +151,9 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
         "what you choose here; Batch starts from the same choice.",
         on_change=remember_plane, args=(key,),
     )
+    if page == "max" and "channels" in what:  # a projection of channels mixes e.g. nuclei with cytoplasm
+        st.caption(f"If these {n} planes are channels (nuclei in one, other stains in the others), a maximum "
+                   "projection mixes them: choose the plane that holds your nuclei instead.")
     if page not in options or page == "first":
         return source, None
     return replace(source, digest=f"{source.digest}:plane={page}"), page

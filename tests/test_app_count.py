@@ -118,6 +118,26 @@ def test_multichannel_tiff_upload_channel_choice():
     assert metric(at, "Count") == "1"
 
 
+def test_unnamed_planes_projected_say_they_may_be_channels():
+    """A (3, H, W) TIFF without axes: its pages may be channels; a projection then mixes nuclei with other
+    stains (a tester's nuclei + cytoplasm file counted 1 instead of 15), so the page says so."""
+    stack = np.zeros((3, 48, 48), np.uint8)
+    stack[0, 5:15, 5:15] = 200
+    stack[1] = 120
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, photometric="minisblack")
+    at = open_count(count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("three.tif", buf.getvalue(), "image/tiff"))
+    at.run()
+    at.selectbox(key="count_plane").set_value("max")
+    at.run()
+    assert not at.exception
+    assert any("If these 3 planes are channels" in c.value for c in at.caption)
+    at.selectbox(key="count_plane").set_value(0)
+    at.run()
+    assert not any("If these 3 planes are channels" in c.value for c in at.caption)
+
+
 def test_settings_json_upload_applies_and_bad_json_is_an_error():
     at = open_count()
     settings = {"threshold": 0.66, "min_area_px": 33, "split_mode": "off"}

@@ -512,7 +512,8 @@ def _read_tiff(
 
 def _planes(axis: str, n: int) -> tuple[int, str]:
     """(n, what the planes of a tifffile axis letter are), for the :class:`ImageReadWarning` message."""
-    return n, {"Z": "z-planes", "T": "time points"}.get(axis, "planes (TIFF pages)")
+    return n, {"Z": "z-planes", "T": "time points", "C": "channels"}.get(
+        axis, "planes (TIFF pages that the file does not name: z-planes, time points or channels)")
 
 
 def _page_plane(
