@@ -148,7 +148,7 @@ def predict(
 
     ``size_model``: the density model that estimates nucleus sizes for a mask model with
     ``auto_nucleus_size`` on and no ``nucleus_diameter_px`` (:func:`cellcount.models.size_model_for` loads
-    the one its card names); other models and settings need none. Passed in, so the caller loads it once.
+    the one its card names; loaded here when not given, once per model object); other models and settings need none.
     ``backend`` runs the fast path (None: the one measured fastest on this machine; see
     :meth:`cellcount.models.NetModel.predict_maps`).
     ``limits``: normalise with these values instead of the image's percentiles (a block of a huge image,
@@ -156,9 +156,10 @@ def predict(
     ``normalized``: ``image`` is already the model's input (2-D float, as training items hold it).
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
-    if needs_size_model(model, p) and size_model is None:
-        raise ParameterError(f"auto_nucleus_size on the mask model {model.name} needs a size model: pass "
-                             "size_model=cellcount.models.size_model_for(model, params)")
+    if needs_size_model(model, p) and size_model is None:  # loaded once per model object and kept with it
+        from .models import size_model_for
+
+        size_model = size_model_for(model, p)
     t0 = time.perf_counter()
     if normalized:
         norm, inverted = np.asarray(image, np.float32), False
@@ -296,6 +297,13 @@ def postprocess(
     ``image`` (the original, any dtype) is used for intensity measurements; the normalised image
     otherwise. ``measure=False`` skips the object table (faster for parameter searches).
     """
+    if prediction.input_key and params.input_key() != prediction.input_key:  # the model saw other input
+        from .params import INPUT_FIELDS
+
+        changed = [f for f, a, b in zip(INPUT_FIELDS, params.input_key(), prediction.input_key, strict=True) if a != b]
+        raise ParameterError(
+            f"{', '.join(changed)} change{'s' if len(changed) == 1 else ''} what the model sees, and this prediction "
+            "was made with other values: run predict() again with these settings")
     t0 = time.perf_counter()
     intensity_src = image if image is not None else prediction.image_norm
     if intensity_src is not None and np.asarray(intensity_src).shape[:2] != prediction.shape:
@@ -347,6 +355,23 @@ def postprocess(
     )
 
 
+def _warn_card_defaults_lost(model: CountModel, params: CountParams) -> None:
+    """Warn when ``params`` holds the library defaults where ``model``'s card tuned other values: a
+    ``CountParams(...)`` built by hand is complete settings, not overrides of the card (a dict is)."""
+    card = getattr(getattr(model, "card", None), "postprocess", None) or {}
+    defaults, tuned = CountParams(), resolve_params(model, None)
+    lost = [k for k in card if hasattr(params, k) and getattr(params, k) == getattr(defaults, k)
+            != getattr(tuned, k)]
+    if lost:
+        import warnings
+
+        warnings.warn(
+            f"these settings leave {', '.join(lost)} at the library defaults, not {model.name}'s tuned values "
+            f"({', '.join(f'{k}={getattr(tuned, k)!r}' for k in lost)}): a CountParams is the whole set of settings; "
+            "pass a dict of the settings to change, or cellcount.resolve_params(model, {...})", UserWarning,
+            stacklevel=3)
+
+
 def count_image(
     image: np.ndarray,
     model: CountModel,
@@ -363,7 +388,25 @@ def count_image(
     A one-image convenience: it loads the size model the card names when the settings need one and none
     is given. To count many images, load it once (:func:`cellcount.models.size_model_for`) and pass it.
     """
-    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    if isinstance(params, CountParams):
+        _warn_card_defaults_lost(model, params)
+    return count_resolved(image, model, params if isinstance(params, CountParams) else resolve_params(model, params),
+                          progress=progress, fast=fast, measure=measure, size_model=size_model, backend=backend)
+
+
+def count_resolved(
+    image: np.ndarray,
+    model: CountModel,
+    p: CountParams,
+    *,
+    progress=None,
+    fast: bool = True,
+    measure: bool = True,
+    size_model: CountModel | None = None,
+    backend: str | None = None,
+) -> CountResult:
+    """:func:`count_image` with settings already resolved for ``model`` (the batch's, the app's): no check
+    that they kept the card's values, since a user may have set them to anything."""
     if size_model is None and needs_size_model(model, p):
         from .models import size_model_for
 

@@ -313,7 +313,6 @@ def test_channels_differ_only_for_a_merge_of_stains(rng) -> None:
     assert input_note(merge, channel=2) is None and input_note(merge[..., 2]) is None
     assert "channel 0 is blank (every pixel is 0)" in input_note(blue_only * 0, channel=0)
     assert "the image is blank (every pixel is 7)" in input_note(np.full((4, 4), 7, np.uint16))
-    assert input_note(np.full((4, 4), np.nan, np.float32)) is None  # NaN: not a value, left to to_gray
 
 
 @pytest.mark.parametrize("layout", ["CYX-shaped", "CYX-imagej", "SYX-planar", "YXC-contig", "YXC-rgb"])
@@ -646,3 +645,14 @@ def test_real_dsb_images() -> None:
         labels = read_image(DSB / "labels" / name)
         assert labels.dtype == np.uint16 and labels.shape == img.shape[:2]
         assert len(np.unique(labels[labels > 0])) == int(row["count"])
+
+
+def test_nan_images_are_named_in_the_input_note():
+    """An all-NaN float image counted 0 without a flag (a constant one was flagged as blank); a NaN band
+    silently lost its nuclei."""
+    assert "every pixel is NaN" in input_note(np.full((16, 16), np.nan, np.float32))
+    band = np.random.default_rng(0).random((100, 16)).astype(np.float32)
+    band[:40] = np.nan
+    assert "40% of the image's pixels are not numbers" in input_note(band)
+    band[:40] = 0.5
+    assert input_note(band) is None

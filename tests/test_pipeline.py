@@ -424,8 +424,8 @@ def test_auto_nucleus_size_without_its_size_model_is_a_clear_error(monkeypatch, 
     monkeypatch.setattr(loading, "DEFAULT_WEIGHTS_DIR", tmp_path)  # no shipped weights at all
     with pytest.raises(ParameterError, match="auto_nucleus_size needs the size model 'unet-density'"):
         count_image(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})
-    with pytest.raises(ParameterError, match="needs a size model: pass size_model="):
-        pl.predict(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})
+    with pytest.raises(ParameterError, match="auto_nucleus_size needs the size model 'unet-density'"):
+        pl.predict(np.ones((32, 32), np.float32), ThresholdModel(), {"auto_nucleus_size": True})  # loads it too
     named = ThresholdModel(extra={"size_model": "my-density"})  # a card names its own size model
     with pytest.raises(ParameterError, match="size model 'my-density'"):
         count_image(np.ones((32, 32), np.float32), named, {"auto_nucleus_size": True})
@@ -467,3 +467,34 @@ def test_predict_on_an_already_normalised_image_skips_normalisation(tiny_model, 
     dim = predict(norm * 0.5, model, params, normalized=True)
     np.testing.assert_array_equal(dim.image_norm, norm * 0.5)
     assert not np.allclose(dim.maps, from_raw.maps, atol=1e-4)
+
+
+def test_a_hand_made_countparams_warns_that_the_cards_settings_are_not_applied(tiny_model):
+    """cc.CountParams(peak_min_distance_px=3) dropped the card's tuned threshold and split mode without a word
+    (a dict of overrides keeps them)."""
+    import warnings
+
+    import cellcount as cc
+
+    model = tiny_model(kind="mask")
+    model.card.postprocess = {"threshold": 0.7, "min_area_px": 5}
+    image = np.zeros((32, 32), np.float32)
+    with pytest.warns(UserWarning, match=r"leave threshold, min_area_px at the library defaults"):
+        cc.count_image(image, model, cc.CountParams())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cc.count_image(image, model, {"min_area_px": 9})  # overrides of the card: no warning
+        cc.count_image(image, model, cc.resolve_params(model, {"threshold": 0.6}))
+
+
+def test_postprocess_refuses_settings_the_prediction_was_not_made_with(tiny_model):
+    """invert / nucleus size / flips change the model's input: postprocess used to ignore them and still
+    report them in result.params."""
+    import cellcount as cc
+
+    model = tiny_model(kind="mask")
+    params = cc.resolve_params(model, {"auto_nucleus_size": False})
+    pred = cc.predict(np.zeros((32, 32), np.float32), model, params)
+    cc.postprocess(pred, params.replace(threshold=0.3))  # postprocessing settings: fine
+    with pytest.raises(cc.ParameterError, match="invert changes what the model sees"):
+        cc.postprocess(pred, params.replace(invert=not params.invert if isinstance(params.invert, bool) else True))

@@ -255,10 +255,19 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     """
     arr = np.asarray(image)
     plane = _select_channel(arr, channel) if channel is not None else arr
-    if plane.size and plane.min() == plane.max():  # NaN compares unequal: not blank
+    if plane.size and plane.dtype.kind == "f" and np.isnan(plane).all():
+        what = "the image is" if channel is None else f"channel {channel} is"
+        return (f"{what} blank (every pixel is NaN, not a number), so nothing in it can be counted: a failed "
+                "export or computation?")
+    if plane.size and plane.min() == plane.max():  # NaN compares unequal: a partly NaN image is not blank
         what = "the image is" if channel is None else f"channel {channel} is"
         return (f"{what} blank (every pixel is {plane.flat[0]}), so nothing in it can be counted: a wrong "
                 "channel (they are numbered from 0) or a failed export?")
+    if plane.dtype.kind == "f" and plane.size:
+        share = float(np.mean(~np.isfinite(plane)))
+        if share > 0.01:  # read as 0 (NaN) or the extremes (Inf): that part of the image shows nothing real
+            return (f"{share:.0%} of the image's pixels are not numbers (NaN or infinite) and were read as "
+                    "blank there: counts in that part are missing")
     if channel is None and channels_differ(arr):
         return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
                 "them; if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
