@@ -17,6 +17,9 @@ def count_errors(true: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
     p = np.asarray(pred, np.float64)
     if t.shape != p.shape:
         raise ValueError(f"true and pred differ in shape: {t.shape} vs {p.shape}")
+    missing = int(np.count_nonzero(~np.isfinite(t) | ~np.isfinite(p)))
+    if missing:  # dropped by pandas' means, a failed count would read as a perfect one
+        raise ValueError(f"{missing} of {t.size} count(s) are missing (NaN or infinite): score only images counted")
     err = p - t
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(t > 0, np.abs(err) / t, np.nan)
@@ -192,6 +195,12 @@ def match_points_in_objects(true_points: np.ndarray, labels: np.ndarray) -> Matc
     whatever the objects' size (a fixed radius around centroids misses large nuclei)."""
     pts = np.asarray(true_points, np.float64).reshape(-1, 2)
     lab = np.asarray(labels)
+    if lab.dtype.kind not in "iub" or (lab.size and lab.min() < 0):
+        raise ValueError(f"labels must be non-negative integers, got {lab.dtype}"
+                         + (f" with minimum {lab.min()}" if lab.size and lab.dtype.kind in "iuf" else ""))
+    outside = (pts[:, 0] < -0.5) | (pts[:, 1] < -0.5) | (pts[:, 0] > lab.shape[0] - 0.5) | (pts[:, 1] > lab.shape[1] - 0.5)
+    if len(pts) and outside.any():  # clipped onto the edge, they would score as hits
+        raise ValueError(f"{int(outside.sum())} point(s) lie outside the {lab.shape[1]} x {lab.shape[0]} px labels")
     n_objects = int(np.count_nonzero(np.bincount(lab.ravel())[1:])) if lab.size else 0
     if len(pts) == 0:
         return MatchResult(tp=0, fp=n_objects, fn=0)
