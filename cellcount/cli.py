@@ -226,10 +226,11 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     names = {escape_cell(str(f)) for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
                & old["file"].isin(names)].drop_duplicates("file", keep="last")
-    other = old[(old["status"] == "ok") & old["file"].isin(names) & (old["settings"] != settings)]
-    if len(other) and not set(other["file"]) <= set(keep["file"]):
-        print(f"note: --resume: {other['file'].nunique()} image(s) in {out} were counted with other settings; "
-              "they are counted again with these", file=sys.stderr)
+    other = set(old.loc[(old["status"] == "ok") & old["file"].isin(names) & (old["settings"] != settings), "file"])
+    again = other - set(keep["file"])
+    if again and not args.quiet:
+        print(f"note: --resume: {len(again)} image(s) in {out} were counted with other settings; they are counted "
+              "again with these", file=sys.stderr)
     objects = None
     if args.objects and len(keep):
         try:
@@ -277,9 +278,10 @@ def cmd_count(args: argparse.Namespace) -> int:
             from .settingsfile import plane_from_file
 
             args.plane = plane_from_file(args.settings)
-        if args.labels_dir and model.output_kind == "density":
+        if args.labels_dir and model.output_kind == "density" and not args.quiet:
             print(f"note: {model.name} counts from a density map and draws no outlines: --labels-dir writes nothing",
                   file=sys.stderr)
+        if model.output_kind == "density":
             args.labels_dir = None
         size_model = size_model_for(model, params)  # loaded once for the whole run
         backend = requested_backend(args.backend)
@@ -543,12 +545,16 @@ MODULE_COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    with plain_warnings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     import importlib
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in MODULE_COMMANDS:
         return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
-    plain_warnings()
     args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="%(levelname)s %(message)s")

@@ -9,6 +9,7 @@ first, options override it. ``evaluate``'s older ``--set KEY=VALUE`` is still re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -62,15 +63,19 @@ def normalize_argv(argv: list[str] | None) -> list[str]:
     return out
 
 
-def plain_warnings() -> None:
-    """Show Python warnings (a binary mask read as label image, ...) as one 'warning: ...' line on stderr, not
-    with the source file and line that raised them: the command line's users are not its programmers."""
+@contextlib.contextmanager
+def plain_warnings():
+    """Within it, Python warnings (a binary mask read as label image, ...) show as one 'warning: ...' line on
+    stderr, not with the source file and line that raised them: the command line's users are not its
+    programmers. Restored on exit, so a script that calls a command's main() keeps its own warnings."""
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=file or sys.stderr)
 
-    warnings.showwarning = show
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def load_cli_model(args: argparse.Namespace, default: str | None = None):
@@ -91,6 +96,8 @@ def load_cli_model(args: argparse.Namespace, default: str | None = None):
             raise
         raise ModelNotFoundError(f"{args.settings} was saved for the model {saved_for!r}, which is not installed "
                                  f"here ({err}); pass --model to apply these settings to another model") from err
+    if getattr(args, "quiet", False):
+        return model
     if saved_for and getattr(args, "model", None) and saved_for != model.name:
         print(f"note: {args.settings} was saved for {saved_for}; its settings are applied to {model.name} as asked "
               "(they may not suit it)", file=sys.stderr)

@@ -1033,7 +1033,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .cliparams import plain_warnings
 
-    plain_warnings()
+    with plain_warnings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     holdout: float | int = args.holdout if args.holdout < 1 else int(args.holdout)
@@ -1041,6 +1045,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(p: FinetuneProgress) -> None:
         now = time.perf_counter()
+        if p.message.startswith("note: "):
+            return  # printed once, at the end, with the result
         if p.stage != "train" or now - last[0] > 5 or p.step == p.steps or p.message:
             last[0] = now
             extra = (f" step {p.step}/{'~' if p.estimated else ''}{p.steps} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s left"

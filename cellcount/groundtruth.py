@@ -947,11 +947,12 @@ def load_labelled_folder(
     )
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv), or named like an image beside it (a.csv)
-    point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None or p.parent.name.lower() in DOT_DIRS
-                    or ((p.parent, p.stem) in image_stems and _is_point_table(p))]
+    point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
+                    or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems) and _is_point_table(p))]
     counts, counts_where = _count_tables([p for p in csv_files if p not in point_tables])
-    images, gt_files = split_ground_truth_files(files)
-    gt_files += point_tables
+    in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
+    images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
+    gt_files += in_dot_dirs + point_tables
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
     matches = match_ground_truth(images, gt_files)

@@ -175,7 +175,7 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
         tops = {m.name.split("/", 1)[0] for m in members}
         top = next(iter(tops), "")
         dsb_id = any(m.name.startswith(f"{top}/images/{top}.") for m in members)  # keep <id>/images/<id>.png
-        meaningful = top.lower() in GROUND_TRUTH_DIRS  # labels/, dots/ tell what the files are
+        meaningful = top.lower() in GROUND_TRUTH_DIRS | DOT_DIRS  # labels/, dots/ tell what the files are
         if len(tops) == 1 and all("/" in m.name for m in members) and not (dsb_id or meaningful):
             members = [_File(m.name.split("/", 1)[1], m.data) for m in members]
         files.extend(members)
@@ -202,7 +202,7 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
 
 def _is_ground_truth(name: str) -> bool:
     folders = {p.lower() for p in _folder(name)}
-    return bool(ground_truth_suffix(name)) or bool(folders & (GROUND_TRUTH_DIRS))
+    return bool(ground_truth_suffix(name)) or bool(folders & (GROUND_TRUTH_DIRS | DOT_DIRS))
 
 
 def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:

@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from cellcount.io import GROUND_TRUTH_SUFFIXES
 from cellcount.labelled import LabelledSet, labelled_set
 from pages import _shared as sh
 
@@ -50,7 +51,7 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-GT_WORDS = ("dots", "points", "labels", "label", "mask", "masks", "gt")
+GT_WORDS = tuple(x.strip("_") for x in GROUND_TRUTH_SUFFIXES)
 """File names ending in these words (``001dots.png``) are likely ground truth, whatever their separator."""
 
 

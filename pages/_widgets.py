@@ -14,7 +14,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount.params import BORDER_SPLIT_MODES, DENSITY_FIELDS, INPUT_FIELDS, MASK_FIELDS, SCHEMA, has_border_channel
-from cellcount.settingsfile import params_from_json, plane_from_json
+from cellcount.settingsfile import model_from_json, params_from_json, plane_from_json
 from pages import _settings as settings
 from pages._image_ui import set_plane_choice
 from pages._model_ui import get_model
@@ -293,11 +293,11 @@ def _apply_settings_file(prefix: str) -> None:
     try:
         overrides = params_from_json(data)
         plane = plane_from_json(data)
+        named = model_from_json(data)
     except cc.CellcountError as err:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
     note = ""
-    named = json.loads(data).get("model") if data.strip().startswith(b"{") else None
     model_name = settings.current_model() or st.session_state.get(f"{prefix}_model")
     if isinstance(named, str) and named in cc.list_models():
         model_name, note = named, f" Model: {named}."

@@ -10,7 +10,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, count_many, counts_frame, labels_zip, objects_frame
 from cellcount.history import Recorder
-from cellcount.io import iter_zip_images
+from cellcount.io import count_zip_images, iter_zip_images
 from pages import _settings as settings
 from pages import _shared as sh
 from pages._quality import CHECK_HELP
@@ -21,22 +21,13 @@ P = "batch"
 
 
 def button_label(files) -> str:
-    """'Count 12 image(s)', counting the images inside zips (by name; unreadable ones are reported when
-    counted), not the zips as one file each."""
-    import zipfile
-    from pathlib import PurePosixPath
-
+    """'Count 12 image(s)', counting the images inside zips as the batch will read them (a broken zip as one
+    file, reported when counted), not the zips as one file each."""
     n, zips = 0, 0
     for f in files or []:
         if f.name.lower().endswith(".zip"):
             zips += 1
-            try:
-                with zipfile.ZipFile(f) as zf:
-                    n += sum(1 for m in zf.namelist() if not m.endswith("/") and
-                             PurePosixPath(m).suffix.lower() in cc.io.IMAGE_EXTENSIONS)
-            except (zipfile.BadZipFile, OSError):
-                n += 1  # reported as a broken file when counted
-            f.seek(0)
+            n += count_zip_images(f.getvalue()) or 1
         else:
             n += 1
     return f"Count {n} image(s)" + (f" ({zips} zip file(s) opened)" if zips else "")

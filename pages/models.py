@@ -210,7 +210,8 @@ for n in names:
 st.markdown(guide_table(guides, cc.models.default_model_name()))
 st.caption(
     "Measured error: count MAE on DSB 2018 validation images that no model trained on (for models you "
-    "fine-tuned: on your held-out images, beside the base model's), with the model's "
+    "fine-tuned: on your held-out images; the base model's on the same images is in the model's section), "
+    "with the model's "
     "default settings; 95% bootstrap intervals and how the settings were chosen in each model's section. "
     "Only models measured on the same images are ranked; differences smaller than the intervals are not "
     "meaningful. Check a model on your own images with Evaluate."

@@ -120,7 +120,7 @@ def show_result(s: JobSnapshot) -> None:
     if res.size_note:
         st.warning(res.size_note, icon=":material/straighten:")
     for text in res.notes:
-        st.warning(text[0].upper() + text[1:], icon=":material/info:")
+        st.warning(f"Note: {text}", icon=":material/info:")
     if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):
         settings.set_current_model(res.name)
         st.switch_page("pages/count.py")

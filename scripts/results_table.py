@@ -21,12 +21,14 @@ def main(paths: list[str]) -> None:
     # the file name names the row: results/<model>+auto-size.json is the model with auto_nucleus_size
     rows = [{**r, "model": Path(p).name.removesuffix(".json")} for p in paths
             for r in [json.load(open(p))] if "mae" in r]  # skip *.settings.json
-    rows.sort(key=lambda r: r["mae"])
+    rows.sort(key=lambda r: (r["mae"] is None, r["mae"] or 0.0))  # undefined (null: no images) last
     print("| model | images | count MAE | MAE 95% CI | RMSE | bias | MAPE % | F1@0.5 | precision | recall | ms / Mpx |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ci = f"{r['mae_ci_low']:.2f}-{r['mae_ci_high']:.2f}" if "mae_ci_low" in r else "-"
-        print(f"| {r['model']} | {r['n']} | {r['mae']:.2f} | {ci} | {r['rmse']:.2f} | {r['bias']:+.2f} | {r['mape']:.1f} | "
+        ci = (f"{r['mae_ci_low']:.2f}-{r['mae_ci_high']:.2f}" if r.get("mae_ci_low") is not None
+              and r.get("mae_ci_high") is not None else "-")
+        print(f"| {r['model']} | {r['n']} | {fmt(r['mae'], '.2f')} | {ci} | {fmt(r['rmse'], '.2f')} | "
+              f"{fmt(r['bias'], '+.2f')} | {fmt(r['mape'], '.1f')} | "
               f"{fmt(r.get('f1'), '.3f')} | {fmt(r.get('precision'), '.3f')} | {fmt(r.get('recall'), '.3f')} | "
               f"{r.get('ms_per_megapixel', float('nan')):.0f} |")
 

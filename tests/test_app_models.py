@@ -153,7 +153,8 @@ def test_a_fine_tuned_card_is_described_by_its_own_set():
 
     base = cc.models.model_card("unet-density")
     card = dataclasses.replace(base, postprocess={**base.postprocess, "nucleus_diameter_px": 9.43,
-                                                  "auto_nucleus_size": False, "invert": False})
+                                                  "auto_nucleus_size": False, "invert": False},
+                               training={"finetuned_from": {"name": "unet-density"}})
     g = model_guide(card)
     assert g.set_size_px == 9.43 and g.size_px[0] < 9.43 < g.size_px[1]
     assert g.images.startswith("Dark-background images") and "fine-tuned on" in g.images
@@ -161,3 +162,5 @@ def test_a_fine_tuned_card_is_described_by_its_own_set():
     assert model_guide(dataclasses.replace(card, postprocess={**card.postprocess, "invert": True})).images.startswith(
         "Bright-background")
     assert model_guide(base).set_size_px is None and "H&E" in model_guide(base).images
+    stated = dataclasses.replace(base, postprocess=card.postprocess)  # a size in a card that no fine-tune wrote
+    assert model_guide(stated).set_size_px is None and "fine-tuned" not in model_guide(stated).images

@@ -240,11 +240,12 @@ def test_warnings_read_as_one_plain_line(capsys):
 
     from cellcount.cliparams import plain_warnings
 
-    with warnings.catch_warnings():
+    before = warnings.showwarning
+    with plain_warnings():
         warnings.simplefilter("always")
-        plain_warnings()
         warnings.warn("a.png is a binary mask", UserWarning, stacklevel=1)
     assert capsys.readouterr().err == "warning: a.png is a binary mask\n"
+    assert warnings.showwarning is before, "a script calling main() keeps its own warnings"
 
 
 def test_labels_dir_with_a_density_model_says_it_writes_nothing(tiny_models, samples_dir, tmp_path, capsys):
@@ -253,3 +254,13 @@ def test_labels_dir_with_a_density_model_says_it_writes_nothing(tiny_models, sam
                  str(labels), "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
     assert "draws no outlines: --labels-dir writes nothing" in capsys.readouterr().err
     assert not labels.exists()
+
+
+def test_a_folder_named_points_is_counted(samples_dir, tmp_path):
+    """dots/ and points/ hold ground truth only beside images in a labelled set; count counts them."""
+    folder = tmp_path / "points"
+    folder.mkdir()
+    shutil.copy(samples_dir / "s01_sparse_small.png", folder / "s1.png")
+    assert main(["count", str(folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--no-progress"]) == 0
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 1

@@ -404,6 +404,8 @@ def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp
     (tmp_path / "c.csv").write_text("filename,count\nc.png,5\n")  # named like an image, but a counts table
     got = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(tmp_path)}
     assert got == {"001cell.png": ("points", 2), "b.png": ("points", 3), "c.png": ("count", 5)}
+    (tmp_path / "dots" / "counts.csv").write_text("filename,count\n")  # a counts table in dots/ stays one
+    assert {p.name for p, _ in load_labelled_folder(tmp_path)} == set(got)
     other = tmp_path / "vgg-names"
     other.mkdir()
     _save_png(other / "001cell.png", img)

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cellcount.evaluate", description="Evaluate a model on labelled images.")
-    p.add_argument("--model", required=True, help="model name (python -m cellcount models) or folder")
+    p.add_argument("--model", default=None, help="model name (python -m cellcount models) or folder (default: the "
+                   "model --settings was saved for, else the default model)")
     p.add_argument("--data", required=True, help="folder with images + ground truth, or DSB layout")
     p.add_argument("--split", choices=["all", "train", "val", "test", "heldout"], default="all",
                    help="DSB-style deterministic split by file name (cellcount.training.data.dsb_part): 'val' "
@@ -65,17 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     an unwritable output), with a one-line reason on stderr; 130 interrupted."""
     from ..errors import run_cli
 
-    plain_warnings()
     args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_cli(lambda: _run(args))
+    with plain_warnings():
+        return run_cli(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..csvout import atomic_write_bytes, write_csv
+    from ..models import default_model_name
     from ..models.card import finite_json, write_card
 
-    model = load_cli_model(args)
+    model = load_cli_model(args, default_model_name())
     params = resolve_params(model, param_overrides(args))
     t0 = time.perf_counter()
     items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed))

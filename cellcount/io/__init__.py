@@ -15,6 +15,7 @@ from .archive import (
     DEFAULT_ZIP_MAX_BYTES,
     DEFAULT_ZIP_MAX_FILES,
     GROUND_TRUTH_TABLE_EXTENSIONS,
+    count_zip_images,
     iter_zip_images,
     iter_zip_members,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "is_bright_background",
     "channels_differ",
     "is_colour",
+    "count_zip_images",
     "iter_zip_images",
     "iter_zip_members",
     "labels_to_tiff_bytes",

@@ -31,6 +31,47 @@ GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv"})
 """Extensions of ground-truth tables (point tables, ``filename,count`` tables) accepted in labelled zips."""
 
 
+def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_bytes: int):
+    """``(info, name, reason)`` per member the readers consider: reason None for members to read, else why it is
+    skipped; folders and macOS metadata are left out silently. One walk for reading and for counting."""
+    wanted = {e.lower() for e in extensions}
+    kind = "an image file" if wanted <= set(IMAGE_EXTENSIONS) else "a supported file"
+    total = n = 0
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        safe = _safe_member_name(info.filename)
+        if safe is None:
+            yield info, info.filename, "unsafe path in zip (absolute or '..'): skipped"
+            continue
+        base = posixpath.basename(safe)
+        if base.startswith("._") or "__MACOSX/" in safe:
+            continue  # macOS metadata, not user files
+        if Path(base).suffix.lower() not in wanted:
+            yield info, safe, f"not {kind} (extension {Path(base).suffix or 'none'}): skipped"
+            continue
+        n += 1
+        total += info.file_size
+        if n > max_files:
+            what = "images" if kind == "an image file" else "files"
+            yield info, safe, f"zip holds more than {max_files} {what}: skipped"
+        elif total > max_bytes:
+            yield info, safe, f"zip expands beyond the cap of {max_bytes:,} bytes (max_bytes): skipped"
+        else:
+            yield info, safe, None
+
+
+def count_zip_images(data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES,
+                     max_bytes: int = DEFAULT_ZIP_MAX_BYTES) -> int | None:
+    """How many images :func:`iter_zip_images` would read from ``data`` (from the directory, nothing
+    inflated), or None when it is no readable zip."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return sum(reason is None for _, _, reason in _walk(zf, IMAGE_EXTENSIONS, max_files, max_bytes))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+
+
 def iter_zip_images(
     data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES, max_bytes: int = DEFAULT_ZIP_MAX_BYTES
 ) -> Iterator[tuple[str, bytes | None, str | None]]:
@@ -54,37 +95,14 @@ def iter_zip_members(
     Ground-truth zips need images and CSV tables: ``extensions=IMAGE_EXTENSIONS | {".csv"}``. The same
     safety checks apply; ``max_files`` counts every accepted member.
     """
-    wanted = {e.lower() for e in extensions}
-    kind = "an image file" if wanted <= set(IMAGE_EXTENSIONS) else "a supported file"
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise ImageReadError(f"not a readable zip file: {err}") from err
-    total = 0
-    n = 0
     with zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            name = info.filename
-            safe = _safe_member_name(name)
-            if safe is None:
-                yield name, None, "unsafe path in zip (absolute or '..'): skipped"
-                continue
-            base = posixpath.basename(safe)
-            if base.startswith("._") or "__MACOSX/" in safe:
-                continue  # macOS metadata, not user files
-            if Path(base).suffix.lower() not in wanted:
-                yield safe, None, f"not {kind} (extension {Path(base).suffix or 'none'}): skipped"
-                continue
-            n += 1
-            total += info.file_size
-            if n > max_files:
-                what = "images" if kind == "an image file" else "files"
-                yield safe, None, f"zip holds more than {max_files} {what}: skipped"
-                continue
-            if total > max_bytes:
-                yield safe, None, f"zip expands beyond the cap of {max_bytes:,} bytes (max_bytes): skipped"
+        for info, safe, reason in _walk(zf, extensions, max_files, max_bytes):
+            if reason is not None:
+                yield safe, None, reason
                 continue
             try:
                 # a bounded read: zf.read() inflates the whole stream at once, so a member whose header

@@ -25,8 +25,9 @@ GROUND_TRUTH_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_dots",
 DOT_DIRS = frozenset({"dots", "points"})
 """Folder names whose files are dot annotations (``dots/img01.png`` for ``images/img01.png``)."""
 
-GROUND_TRUTH_DIRS = frozenset({"labels", "label", "masks", "mask", "gt", "ground_truth", "groundtruth"}) | DOT_DIRS
-"""Folder names whose files :func:`split_ground_truth_files` treats as ground truth."""
+GROUND_TRUTH_DIRS = frozenset({"labels", "label", "masks", "mask", "gt", "ground_truth", "groundtruth"})
+"""Folder names whose files :func:`split_ground_truth_files` treats as ground truth (not :data:`DOT_DIRS`:
+``count`` counts a folder named ``points/``; beside images, readers of labelled sets add them)."""
 
 
 def _is_image_file(path: Path) -> bool:
@@ -173,7 +174,7 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
 
     A file is ground truth when its stem ends with one of :data:`GROUND_TRUTH_SUFFIXES`
     (case-insensitive: ``a_labels.tif``, ``a_mask.png``, ``a_dots.png``, ``a_points.csv`` ...) or when it
-    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/``, ``dots/`` ...).
+    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...).
 
     Returns
     -------

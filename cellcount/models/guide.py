@@ -100,14 +100,16 @@ def model_guide(card: ModelCard) -> ModelGuide:
     else:
         images = "Fluorescence (grey or averaged colour)"
     invert = card.postprocess.get("invert")
-    if isinstance(invert, bool):  # a fine-tune decided the background once for the user's set
+    if isinstance(invert, bool) and isinstance(card.training, dict) and card.training.get("finetuned_from"):
+        # a fine-tune decided the background once for the user's set
         images = ("Bright-background images (brightfield, H&E) like the set it was fine-tuned on" if invert else
                   "Dark-background images (fluorescence) like the set it was fine-tuned on")
     reference = float(card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)) if trained else None
     size: tuple[float, float] | None = None
     auto = bool(card.postprocess.get("auto_nucleus_size"))
     fixed = card.postprocess.get("nucleus_diameter_px")
-    set_size = float(fixed) if isinstance(fixed, (int, float)) and fixed > 0 and not auto else None
+    finetuned = isinstance(card.training, dict) and bool(card.training.get("finetuned_from"))
+    set_size = float(fixed) if finetuned and isinstance(fixed, (int, float)) and fixed > 0 and not auto else None
     if set_size is not None:  # images at another magnification need their own nucleus_diameter_px
         size = (set_size / RESCALE_TOLERANCE, set_size * RESCALE_TOLERANCE)
     elif reference is not None:
