@@ -946,7 +946,7 @@ def finetune(
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
-        "steps": n_steps, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size, "background": background,
+        "steps": n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "size": size, "background": background,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
         "density_loss": loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,

@@ -19,7 +19,7 @@ import pandas as pd
 from . import postprocess as pp
 from .errors import ParameterError
 from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
-from .io import input_note, model_input
+from .io import check_pixels, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
@@ -155,6 +155,7 @@ def predict(
     see :mod:`cellcount.blocks`).
     ``normalized``: ``image`` is already the model's input (2-D float, as training items hold it).
     """
+    check_pixels(image)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if needs_size_model(model, p) and size_model is None:  # loaded once per model object and kept with it
         from .models import size_model_for
@@ -388,6 +389,9 @@ def count_image(
     A one-image convenience: it loads the size model the card names when the settings need one and none
     is given. To count many images, load it once (:func:`cellcount.models.size_model_for`) and pass it.
     """
+    if isinstance(model, str):
+        raise ParameterError(f"model must be a loaded model, got the name {model!r}: "
+                             f"cellcount.load_model({model!r})")
     if isinstance(params, CountParams):
         _warn_card_defaults_lost(model, params)
     return count_resolved(image, model, params if isinstance(params, CountParams) else resolve_params(model, params),

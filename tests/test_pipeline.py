@@ -498,3 +498,14 @@ def test_postprocess_refuses_settings_the_prediction_was_not_made_with(tiny_mode
     cc.postprocess(pred, params.replace(threshold=0.3))  # postprocessing settings: fine
     with pytest.raises(cc.ParameterError, match="invert changes what the model sees"):
         cc.postprocess(pred, params.replace(invert=not params.invert if isinstance(params.invert, bool) else True))
+
+
+def test_a_file_or_a_model_name_where_pixels_or_a_model_go_is_a_clear_error():
+    import cellcount as cc
+
+    model = cc.load_model(cc.models.CLASSICAL_NAME)
+    for wrong in ("a.png", b"\x89PNG"):
+        with pytest.raises(cc.ImageReadError, match="read the file first with cellcount.read_image"):
+            cc.count_image(wrong, model)
+    with pytest.raises(cc.ParameterError, match=r"cellcount.load_model\('unet-mask'\)"):
+        cc.count_image(np.zeros((8, 8)), "unet-mask")

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from cellcount.errors import ImageReadError, ParameterError
@@ -67,6 +69,7 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     ParameterError
         ``channel`` out of range.
     """
+    check_pixels(image)
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or 0 in arr.shape:
         raise ImageReadError(f"expected an image of shape (H, W) or (H, W, C), got shape {arr.shape}")
@@ -244,6 +247,13 @@ def channels_differ(image: np.ndarray) -> bool:
         return False
     corr = np.corrcoef(sub[:, :, live].reshape(-1, len(live)), rowvar=False)
     return bool(corr.min() < MIXED_CHANNEL_CORRELATION)
+
+
+def check_pixels(image) -> None:
+    """Refuse a file name or file bytes where pixels are expected, saying what to do."""
+    if isinstance(image, (str, bytes, bytearray, os.PathLike)):
+        raise ImageReadError(f"expected the image's pixels, got a {type(image).__name__}: read the file first "
+                             "with cellcount.read_image(...)")
 
 
 def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
