@@ -407,7 +407,9 @@ def cmd_count(args: argparse.Namespace) -> int:
               "--resume to count the rest", file=sys.stderr)
         return 130
     if not args.quiet:
-        print(f"counted {n_ok}/{n_rows} images with {model.name}: total {total} objects -> {args.out}"
+        what = ("(density integrals; the objects CSV lists its peaks, approximate centres)"
+                if model.output_kind == "density" else "objects")
+        print(f"counted {n_ok}/{n_rows} images with {model.name}: total {total} {what} -> {args.out}"
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons)" if n_check else "")
               + (f"; {n_err} failed (see the 'reason' column)" if n_err else ""))
         for name, reason in failed:
