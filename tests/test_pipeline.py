@@ -509,3 +509,18 @@ def test_a_file_or_a_model_name_where_pixels_or_a_model_go_is_a_clear_error():
             cc.count_image(wrong, model)
     with pytest.raises(cc.ParameterError, match=r"cellcount.load_model\('unet-mask'\)"):
         cc.count_image(np.zeros((8, 8)), "unet-mask")
+
+
+def test_filters_that_drop_a_quarter_of_the_objects_flag_the_count(draw_disks):
+    """Min. area 200 / Max. area 600 / edge exclusion kept 152 of ~300 nuclei under a green badge."""
+    import cellcount as cc
+
+    centres = [(12 + 24 * (k // 8), 12 + 24 * (k % 8)) for k in range(64)]
+    radii = [3 if k % 2 else 8 for k in range(64)]  # half of them small
+    image = (draw_disks((200, 200), centres, radii) > 0).astype(np.float32)
+    model = cc.load_model(cc.models.CLASSICAL_NAME)
+    kept = cc.count_image(image, model, {"min_area_px": 5})
+    assert not any("filters dropped" in r for r in kept.quality.reasons)
+    dropped = cc.count_image(image, model, {"min_area_px": 100})
+    assert dropped.quality.flag and any("filters dropped 32 of 64 objects (32 too small" in r
+                                        for r in dropped.quality.reasons)
