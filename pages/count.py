@@ -145,9 +145,14 @@ def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None 
     files = [
         ("Counts CSV", lambda: sh.csv_bytes(pd.DataFrame([{"file": source.name, **plane, **result.summary_row()}])),
          f"{s}_counts.csv", "text/csv", "counts", None),
-        ("Objects CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)), f"{s}_objects.csv",
-         "text/csv", "objects", None),
     ]
+    if result.output_kind == "density":  # its rows are peaks, not the counted objects
+        files.append(("Centres CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)), f"{s}_centres.csv",
+                      "text/csv", "objects", f"Approximate centres (local maxima of the density map): "
+                      f"{len(result.objects)} rows, not the count ({result.count}, the map's integral)."))
+    else:
+        files.append(("Objects CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)),
+                      f"{s}_objects.csv", "text/csv", "objects", None))
     if result.labels is not None:
         files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels), f"{s}_labels.tif",
                       "image/tiff", "labels", "Kept objects 1..N; 16-bit when N < 65,536, else 32-bit."))
@@ -189,9 +194,14 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pa
     if tab == "Image":
         show_overlay(source, image, result, view)
     elif tab == "Objects":
+        if result.output_kind == "density":
+            st.caption(f"A density model counts by the integral of its map ({result.count}); these "
+                       f"{len(result.objects)} rows are approximate centres (local maxima), not the counted objects.")
         if len(result.objects):
             floats = [c for c in result.objects.columns if result.objects[c].dtype.kind == "f"]
-            sh.dataframe(result.objects, height=360, column_config=sh.number_formats(floats, "%.2f"))
+            fmt = {**sh.number_formats(floats, "%.2f"), **({"density": st.column_config.NumberColumn(format="%.4f")}
+                                                           if "density" in result.objects else {})}
+            sh.dataframe(result.objects, height=360, column_config=fmt)
         else:
             st.info("No objects with the current settings.")
     elif tab in ("Areas", "Centres"):

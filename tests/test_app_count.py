@@ -272,7 +272,12 @@ def test_density_and_mask_networks(tiny_models):
     at.run()
     assert not at.exception
     assert metric(at, "Count") == count  # peaks do not change a density count
-    assert "Label image (TIFF)" not in {d.label for d in at.get("download_button")}
+    downloads = {d.label for d in at.get("download_button")}
+    assert "Label image (TIFF)" not in downloads
+    assert "Centres CSV" in downloads and "Objects CSV" not in downloads, "peaks are not the counted objects"
+    at.segmented_control(key="count_tab").set_value("Objects").run()
+    assert any("these" in c.value and "approximate centres" in c.value for c in at.caption)
+    at.segmented_control(key="count_tab").set_value("Image").run()
     at.selectbox(key="count_model").set_value("tiny-mask")
     at.run()
     assert not at.exception
