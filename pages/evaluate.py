@@ -180,17 +180,21 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         )
     else:
         st.info("The current settings are already the best on this grid.")
-    if params.to_dict() != tuned["start"]:
+    applied = params.to_dict() == tuned["best"]
+    if applied and changed:
+        st.caption("The tuned settings are in use on every page.")
+    elif not applied and params.to_dict() != tuned["start"]:
         st.caption(
             "The settings were changed after tuning; the table refers to the settings tuning started from."
         )
     c = st.columns(2)
     c[0].button(
-        "Apply (all pages)",
+        "Applied (all pages)" if applied and changed else "Apply (all pages)",
         key=f"{P}_apply",
         on_click=_apply_tuned,
         args=(tuned["best"], tuned["model"], len(pairs)),
-        type="primary",
+        type="secondary" if applied else "primary",
+        disabled=applied,
         icon=":material/check:",
     )
     sh.download_button(

@@ -81,9 +81,13 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     before, after = float(metric(at, "MAE before")), float(metric(at, "MAE after"))
     assert after <= before
     assert "Tuned settings JSON" in {d.label for d in at.get("download_button")}
+    changed = int(metric(at, "Settings changed"))
     at.button(key="eval_apply").click()
     at.run()
     assert not at.exception
+    assert not any("changed after tuning" in c.value for c in at.caption), "applying is not a change after tuning"
+    assert changed > 0, "this set's tuning changes settings"
+    assert at.button(key="eval_apply").disabled and at.button(key="eval_apply").label == "Applied (all pages)"
     tuned = at.number_input(key="eval_min_area_px").value
     at.switch_page("pages/count.py")
     at.run()
