@@ -161,3 +161,21 @@ def test_settings_on_uploaded_images_with_same_name_labels():
     at.button(key="compare_run").click().run()
     table = at.dataframe[1].value
     assert table.set_index("file")["true"].drop("no_truth.png").to_dict() == {k: v - 1 for k, v in truth.items()}
+
+
+def test_the_model_in_use_is_among_the_preselected_models(tiny_models):
+    """Compare preselected the first two models, not the one the user had tuned or loaded settings for."""
+    import shutil
+
+    import cellcount as cc
+
+    shutil.copytree(tiny_models / "tiny-density", tiny_models / "tiny-density-2")  # three models to choose from
+    assert len(cc.list_models()) == 3
+    last = cc.list_models()[-1]
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.session_state["count_model"] = last
+    at.run()
+    at.switch_page("pages/count.py").run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert last in at.multiselect(key="compare_models").value

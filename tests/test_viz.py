@@ -247,6 +247,9 @@ def test_render_outlines_colour_thickness_opacity_and_merges():
     merged, legend = viz.render_outlines(base, lab, color=(0, 255, 0), merges=[1])
     assert tuple(merged[9, 20]) == viz.MERGE_COLOR and tuple(merged[34, 55]) == (0, 255, 0)
     assert any("merge" in k for k in legend)
+    red, legend = viz.render_outlines(base, lab, color=viz.MERGE_COLOR, merges=[1])  # the user's outlines red
+    kinds = {k: v for k, v in legend.items() if k == "kept" or "merge" in k}
+    assert len(set(kinds.values())) == 2, "likely merges stay apart from red outlines"
     with pytest.raises(ValueError):
         viz.render_outlines(base, lab, opacity=1.5)
 

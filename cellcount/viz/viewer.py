@@ -29,6 +29,8 @@ GOOD_CONTRAST = 80.0
 """CIELAB distance (10th percentile over the pixels around the outlines) at which a colour counts as clearly
 visible: the first of :data:`AUTO_CANDIDATES` that reaches it is taken, else the farthest."""
 MERGE_COLOR: RGB = (255, 0, 0)
+MERGE_COLOR_ON_RED: RGB = (255, 255, 0)
+"""The likely-merge colour when the user's outline colour is red itself (so the two kinds stay apart)."""
 
 
 def display_image(image: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
@@ -164,19 +166,20 @@ def render_outlines(
                 rgb = tuple(int(c) for c in color)
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
+        merge_rgb = MERGE_COLOR if legend.get("kept") != MERGE_COLOR else MERGE_COLOR_ON_RED
         if len(merges):
             if merge_boxes is None:
                 flag = np.zeros(int(lab.max()) + 1, bool)
                 flag[np.asarray(merges, np.int64)] = True
                 merged = np.take(flag, lab).astype(np.uint8)
-                _paint(out, boundaries(merged, thickness=thickness + 1), MERGE_COLOR, 1.0)
+                _paint(out, boundaries(merged, thickness=thickness + 1), merge_rgb, 1.0)
             else:
                 pad = thickness + 2  # room for the outer line, grown by thickness + 1
                 for label, (r0, c0, r1, c1) in zip(merges, np.asarray(merge_boxes, np.int64), strict=True):
                     r0, c0, r1, c1 = max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, h), min(c1 + pad, w)
                     crop = (lab[r0:r1, c0:c1] == label).astype(np.uint8)
-                    _paint(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), MERGE_COLOR, 1.0)
-            legend["likely merge (far larger than its neighbours, with a waist)"] = MERGE_COLOR
+                    _paint(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), merge_rgb, 1.0)
+            legend["likely merge (far larger than its neighbours, with a waist)"] = merge_rgb
     return out, legend
 
 
