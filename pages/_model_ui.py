@@ -125,6 +125,9 @@ def models_frame_columns() -> dict[str, Any]:
         "val MAE, no size estimate": st.column_config.NumberColumn(
             format="%.2f", help="The same with auto_nucleus_size off (models whose default has it on)"),
         "val F1@0.5": st.column_config.NumberColumn(format="%.3f", help="Instance F1 at IoU 0.5"),
+        "val images": st.column_config.NumberColumn(
+            format="%d", help="How many validation images the figures come from: compare only figures on the same "
+            "number (the same images)"),
     }
 
 
@@ -146,6 +149,7 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
                 "val MAE": m.get("mae"),
                 "val MAE, no size estimate": validation_metrics(card, "validation_fixed_size").get("mae"),
                 "val F1@0.5": m.get("f1"),
+                "val images": m.get("n"),
                 "description": card.description,
             }
         )

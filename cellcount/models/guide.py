@@ -162,7 +162,7 @@ def strengths(guides: list[ModelGuide]) -> dict[str, list[str]]:
             value, name = min(scored) if low else max(scored)
             out[name].append(text)
 
-    best("mae", "lowest count error", low=True)
+    best("mae", "lowest measured count error", low=True)
     best("f1", "best outlines", low=False)
     best("ms_per_megapixel", "fastest", low=True, among_all=True)
     return out
