@@ -38,6 +38,10 @@ def _paired_caption(x: str, y: str, truth: pd.Series, px: pd.Series, py: pd.Seri
     )
 
 
+FILE_COLUMN = st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)")
+"""A fixed width for file names: long ones (DSB's are 64 characters) pushed the models' columns off the page."""
+
+
 def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     """(label, model name, params) per configuration."""
     ss = st.session_state
@@ -197,7 +201,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     sh.dataframe(
         table,
         column_order=counts,
-        column_config=sh.number_formats([c for c in counts if c not in ("file", "true")], "%.1f"),
+        column_config={**sh.number_formats([c for c in counts if c not in ("file", "true")], "%.1f"),
+                       "file": FILE_COLUMN},
     )
     errors = [c for c in table.columns if c.startswith("error: ")]
     if errors:
@@ -205,8 +210,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         sh.dataframe(
             table,
             column_order=["file", *errors],
-            column_config={c: st.column_config.NumberColumn(c.removeprefix("error: "), format="%+.1f")
-                           for c in errors},
+            column_config={**{c: st.column_config.NumberColumn(c.removeprefix("error: "), format="%+.1f")
+                              for c in errors}, "file": FILE_COLUMN},
         )
     failed = long[long["status"] != "ok"]
     for _, r in failed.iterrows():

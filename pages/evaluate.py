@@ -17,6 +17,7 @@ sh.require_entry_point("evaluate")
 P = "eval"
 PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "precision", "recall", "f1", "mean_iou")
 PER_IMAGE_CONFIG = {
+    "file": st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)"),
     "pred": st.column_config.NumberColumn("predicted", format="%.1f"),
     "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true"),
     "rel_error": st.column_config.NumberColumn("rel. error", format="percent", help="error / true count"),
