@@ -328,7 +328,9 @@ class _CountParamsBase:
         return json.dumps(self.to_dict(), indent=2)
 
     def replace(self, **changes: Any) -> CountParams:
-        return resolve_params(None, {**self.to_dict(), **changes})
+        new = resolve_params(None, {**self.to_dict(), **changes})
+        object.__setattr__(new, "_resolved", getattr(self, "_resolved", False))  # still from the same card
+        return new
 
     def values(self, group: str) -> dict[str, Any]:
         """The fields of one :data:`GROUPS` entry, by name (``segment(prob, **p.values("mask"))``)."""
@@ -385,4 +387,6 @@ def resolve_params(model: CountModel | None, overrides: CountParams | Mapping[st
             f"split_mode {params.split_mode!r} needs a model that predicts borders; {model.name} does not: "
             "use 'distance' or 'off'"
         )
+    # resolved from a card (or from other resolved settings): cellcount.count_image trusts these as they are
+    object.__setattr__(params, "_resolved", model is not None)
     return params

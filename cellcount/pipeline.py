@@ -377,6 +377,8 @@ def _filters_note(quality: Quality, n_rejected: dict[str, int], kept: int) -> Qu
 def _warn_card_defaults_lost(model: CountModel, params: CountParams) -> None:
     """Warn when ``params`` holds the library defaults where ``model``'s card tuned other values: a
     ``CountParams(...)`` built by hand is complete settings, not overrides of the card (a dict is)."""
+    if getattr(params, "_resolved", False):  # from resolve_params(model, ...): the user's choices, as they are
+        return
     card = getattr(getattr(model, "card", None), "postprocess", None) or {}
     defaults, tuned = CountParams(), resolve_params(model, None)
     lost = [k for k in card if hasattr(params, k) and getattr(params, k) == getattr(defaults, k)

@@ -485,6 +485,10 @@ def test_a_hand_made_countparams_warns_that_the_cards_settings_are_not_applied(t
         warnings.simplefilter("error")
         cc.count_image(image, model, {"min_area_px": 9})  # overrides of the card: no warning
         cc.count_image(image, model, cc.resolve_params(model, {"threshold": 0.6}))
+        cc.count_image(image, model, cc.resolve_params(model, {"threshold": 0.5, "min_area_px": 0}))  # defaults, chosen
+        cc.count_image(image, model, cc.resolve_params(model, {}).replace(threshold=0.5))
+    with pytest.warns(UserWarning, match="leave threshold"):
+        cc.count_image(image, model, cc.CountParams().replace(min_area_px=5))
 
 
 def test_postprocess_refuses_settings_the_prediction_was_not_made_with(tiny_model):
