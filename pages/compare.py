@@ -57,7 +57,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     if mode == "Models":
         chosen = [n for n in ss.get(f"{P}_models", []) if n in names]
         if not chosen:  # start from the model in use on the other pages, beside another
-            current = settings.current_model()
+            current = settings.current_model() or cc.models.default_model_name()
             chosen = ([current] if current in names else []) + [n for n in names if n != current]
             chosen = chosen[:2]
         ss[f"{P}_models"] = chosen
