@@ -766,10 +766,18 @@ def _labels_from_mask_files(image: Path, mask_files: list[Path]) -> np.ndarray:
     return labels if labels is not None else np.zeros(shape, dtype=np.int32)
 
 
-def _skip_warning(root: Path, missing: list[Path]) -> None:
+def _names(paths: list[Path], most: int = 8) -> str:
+    """File names for a message: all of them up to ``most``, else the first ones and how many more."""
+    names = [p.name for p in paths]
+    return ", ".join(names) if len(names) <= most else ", ".join(names[:most]) + f" and {len(names) - most} more"
+
+
+def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = None) -> None:
     if missing:
-        shown = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), shown)
+        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), _names(missing))
+    if unused:
+        logger.warning("%s: %d ground-truth file(s) match no image: %s (name each like its image)", root,
+                       len(unused), _names(unused))
 
 
 def _check_against_counts(gt: GroundTruth, counts: dict[str, int], stem: str) -> None:
@@ -986,5 +994,5 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    _skip_warning(root, missing)
+    _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())))
     return out

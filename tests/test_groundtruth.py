@@ -386,6 +386,11 @@ def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFix
         "d.png": ("count", 4),
     }
     assert "e.png" in caplog.text and "without ground truth" in caplog.text
+    (tmp_path / "zz_points.csv").write_text("x,y\n1,1\n")  # named like no image (a typo)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.warns(BinaryMaskWarning):
+        load_labelled_folder(tmp_path)
+    assert "1 ground-truth file(s) match no image: zz_points.csv" in caplog.text
 
 
 def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp_path: Path) -> None:
