@@ -245,8 +245,40 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     return keep, objects, set(keep["file"])
 
 
-def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path]) -> None:
-    """``<stem>_labels.tif`` in ``labels_dir`` (numbered when taken, never over an input file)."""
+LABELS_INDEX = "labels_index.csv"
+"""In ``--labels-dir``: which label image belongs to which input (``a/img.png`` and ``b/img.png`` give
+``img_labels.tif`` and ``img_2_labels.tif``)."""
+
+
+def _labels_index(args: argparse.Namespace, done: set[str]):
+    """The index of ``--labels-dir`` as a growing CSV, keeping the rows of images already counted (resume),
+    and the label files those rows name."""
+    import pandas as pd
+
+    from .csvout import CsvStream
+
+    path = Path(args.labels_dir) / LABELS_INDEX
+    keep = None
+    if done and path.is_file():
+        try:
+            old = pd.read_csv(path, dtype=str, keep_default_na=False)
+            keep = old[old["file"].isin(done)] if "file" in old.columns else None
+        except (OSError, ValueError, pd.errors.ParserError):
+            keep = None
+    stream = CsvStream(path, columns=("file", "labels_file"), keep=keep, empty_columns=("file", "labels_file"))
+    return stream, ([] if keep is None else list(keep["labels_file"]))
+
+
+def _index_row(name: str, labels_file: str):
+    import pandas as pd
+
+    from .csvout import escape_cell
+
+    return pd.DataFrame([{"file": escape_cell(name), "labels_file": labels_file}])
+
+
+def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path]) -> str:
+    """``<stem>_labels.tif`` in ``labels_dir`` (numbered when taken, never over an input file); its name."""
     from .csvout import atomic_write_bytes
     from .io import labels_to_tiff_bytes
 
@@ -257,6 +289,7 @@ def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs
         out_name = f"{stem}_{k}_labels.tif"
     written.add(out_name)
     atomic_write_bytes(labels_dir / out_name, labels_to_tiff_bytes(labels))
+    return out_name
 
 
 def cmd_count(args: argparse.Namespace) -> int:
@@ -328,7 +361,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         n_check = int((keep_counts["check"] == "True").sum())
     written: set[str] = set()
     interrupted = False
-    counts_out = objects_out = regions_out = None
+    counts_out = objects_out = regions_out = index_out = None
     cluster = None
     if args.workers or args.scheduler:
         cluster = _start_cluster(args)
@@ -348,6 +381,9 @@ def cmd_count(args: argparse.Namespace) -> int:
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
+        if args.labels_dir:
+            index_out, earlier = _labels_index(args, done)
+            written.update(earlier)  # resumed: never reuse an earlier image's label file name
         from .io import DEFAULT_MAX_PIXELS
 
         max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
@@ -367,7 +403,8 @@ def cmd_count(args: argparse.Namespace) -> int:
             if regions_out is not None and item.regions is not None:
                 regions_out.append(item.regions)
             if args.labels_dir and item.result is not None and item.result.labels is not None:
-                _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
+                written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
+                index_out.append(_index_row(item.name, written_as))
             # the counts row marks the image done for --resume, so the published counts never run ahead of
             # the published objects: objects first, and counts held back while the objects' publish waits
             published = True
@@ -391,7 +428,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
-        for sink in (regions_out, objects_out, counts_out):  # objects first, as above
+        for sink in (index_out, regions_out, objects_out, counts_out):  # objects first, as above
             if sink is not None:
                 sink.close()
         if cluster is not None:

@@ -264,3 +264,17 @@ def test_a_folder_named_points_is_counted(samples_dir, tmp_path):
     assert main(["count", str(folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
                  "--no-progress"]) == 0
     assert len(pd.read_csv(tmp_path / "c.csv")) == 1
+
+
+def test_labels_dir_has_an_index_of_which_label_image_is_whose(samples_dir, tmp_path):
+    """a/img.png and b/img.png gave img_labels.tif and img_2_labels.tif with no record of which was which."""
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(samples_dir / "s01_sparse_small.png", tmp_path / "in" / sub / "img.png")
+    labels = tmp_path / "labels"
+    assert main(["count", str(tmp_path / "in"), "--model", CLASSICAL_NAME, "--labels-dir", str(labels),
+                 "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    index = pd.read_csv(labels / "labels_index.csv")
+    assert sorted(index["labels_file"]) == ["img_2_labels.tif", "img_labels.tif"]
+    assert set(index["file"]) == set(pd.read_csv(tmp_path / "c.csv")["file"])
+    assert all((labels / f).is_file() for f in index["labels_file"])
