@@ -53,6 +53,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     csv_bytes,
     dataframe,
     download_button,
+    fixed,
     kept_uploads,
     number_formats,
     pick_one,

@@ -50,11 +50,11 @@ def pick_data() -> list:
 def show_summary(s: dict, iou_threshold: float) -> None:
     m = st.columns(6)
     m[0].metric("Images", int(s.get("n", 0)))
-    ci = (f"; 95% bootstrap interval over these images {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}"
+    ci = (f"; 95% bootstrap interval over these images {sh.fixed(s['mae_ci_low'])}-{sh.fixed(s['mae_ci_high'])}"
           if np.isfinite(s.get("mae_ci_low", np.nan)) else "")
-    m[1].metric("MAE", f"{s['mae']:.2f}", help=f"Mean absolute count error (cells per image){ci}")
-    m[2].metric("RMSE", f"{s['rmse']:.2f}")
-    m[3].metric("Bias", f"{s['bias']:+.2f}", help="Mean of predicted - true: > 0 over-counts")
+    m[1].metric("MAE", sh.fixed(s["mae"]), help=f"Mean absolute count error (cells per image){ci}")
+    m[2].metric("RMSE", sh.fixed(s["rmse"]))
+    m[3].metric("Bias", sh.fixed(s["bias"], sign=True), help="Mean of predicted - true: > 0 over-counts")
     m[4].metric("MAPE", f"{s['mape']:.1f} %", help="Mean absolute error relative to the true count")
     m[5].metric("R²", f"{s['r2']:.3f}" if np.isfinite(s.get("r2", np.nan)) else "—")
     if "f1" in s:

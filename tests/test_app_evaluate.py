@@ -292,3 +292,11 @@ def test_new_ground_truth_for_the_same_images_is_scored_anew():
     assert any("Press Evaluate" in i.value for i in at.info), "new ground truth: the old scores are not shown"
     at.button(key="eval_run").click().run()
     assert at.dataframe[0].value["true"].tolist() == [t - 1 for t in truth_labels], "scored against the new dots"
+
+
+def test_figures_round_as_the_tables_do():
+    """Evaluate showed MAE 4.12 where Compare's table showed 4.13 for the same 4.125."""
+    from pages._ui import fixed
+
+    assert fixed(33 / 8) == "4.13" and fixed(-11 / 8, sign=True) == "-1.38" and fixed(1.0, sign=True) == "+1.00"
+    assert fixed(float("nan")) == "—"
