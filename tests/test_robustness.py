@@ -482,9 +482,10 @@ def test_cli_labels_of_same_named_images_are_all_kept(tmp_path: Path, capsys) ->
     code, err = _main(["count", str(folder), "--model", "classical-otsu", "--out", str(tmp_path / "c.csv"),
                        "--labels-dir", str(tmp_path / "labels"), "--no-progress", "-q"], capsys)
     assert code == 0, err
-    written = sorted(p.name for p in (tmp_path / "labels").iterdir())
+    written = sorted(p.name for p in (tmp_path / "labels").glob("*.tif"))
     assert written == ["a_2_labels.tif", "a_3_labels.tif", "a_labels.tif"]
-    for path in (tmp_path / "labels").iterdir():
+    assert sorted((tmp_path / "labels").glob("*.csv")) == [tmp_path / "labels" / "labels_index.csv"]
+    for path in (tmp_path / "labels").glob("*.tif"):
         assert read_image(path).max() == N_BLOBS
 
 
