@@ -48,6 +48,8 @@ DOTS_ON_MASK_NOTE = (
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_HOLDOUT = 0.25
 MIN_TRAIN_IMAGES = 1
+FEW_STEPS = 100
+"""A time budget that buys fewer steps gets a note (vgg_cells' fine-tunes gained most within the first 300)."""
 FEW_TRAIN_IMAGES = 3
 """Fewer training images than this get a note: a fine-tune learns little from one or two."""
 SCALE_RANGE = (0.9, 1.11)
@@ -883,6 +885,9 @@ def finetune(
         scale_range=scale_range, elastic_p=elastic_p, intensity_jitter=intensity_jitter,
         average_last=average_last, precision=precision, max_steps=max_steps,
     )
+    if steps is None and n_steps < min(FEW_STEPS, max_steps or FEW_STEPS):  # the budget, not a cap, stopped it
+        note(f"the time budget bought only {n_steps} training step(s): the new model may have learnt little "
+             f"(the benchmarks' fine-tunes ran 300-1500); give it more time")
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
     card.postprocess = {**card.postprocess, **fixed}
     if reference_px:

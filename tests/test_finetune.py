@@ -506,3 +506,18 @@ def test_cli_ctrl_c_says_nothing_was_saved(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(ft, "finetune", interrupted)
     assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "n", "--steps", "1"]) == 130
     assert "interrupted: the fine-tune stopped and nothing was saved" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_budget_that_buys_few_steps_says_so(tiny_model, tmp_path, draw_disks, monkeypatch):
+    import cellcount.finetune as ft
+
+    monkeypatch.setattr(ft, "FEW_STEPS", 10**6)  # a tiny network buys many steps in any budget
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points", n=3)
+    res = finetune(base_dir, data, name="short", minutes=0.3, holdout=0, batch_size=2, crop=32, max_steps=None)
+    assert any(f"bought only {res.steps} training step(s)" in n for n in res.notes)
+    fixed = finetune(base_dir, data, name="fixed", steps=2, holdout=0, batch_size=2, crop=32)
+    assert not any("bought only" in n for n in fixed.notes), "a fixed number of steps is the user's choice"
