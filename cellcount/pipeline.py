@@ -406,8 +406,8 @@ def count_image(
 ) -> CountResult:
     """Count objects in one image: :func:`predict` then :func:`postprocess`.
 
-    A one-image convenience: it loads the size model the card names when the settings need one and none
-    is given. To count many images, load it once (:func:`cellcount.models.size_model_for`) and pass it.
+    A one-image convenience: :func:`predict` loads the size model the card names when the settings need one
+    and none is given (once per model object).
     """
     if isinstance(model, str):
         raise ParameterError(f"model must be a loaded model, got the name {model!r}: "
@@ -431,9 +431,5 @@ def count_resolved(
 ) -> CountResult:
     """:func:`count_image` with settings already resolved for ``model`` (the batch's, the app's): no check
     that they kept the card's values, since a user may have set them to anything."""
-    if size_model is None and needs_size_model(model, p):
-        from .models import size_model_for
-
-        size_model = size_model_for(model, p)
     pred = predict(image, model, p, progress=progress, fast=fast, size_model=size_model, backend=backend)
     return postprocess(pred, p, image=image, measure=measure)
