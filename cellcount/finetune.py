@@ -601,9 +601,12 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
                 for k, v in state.items():
                     avg[k] += (v - avg[k]) / n_avg
         per_step = elapsed / step
-        report(FinetuneProgress("train", step, total, float(np.mean(losses[-10:])), elapsed,
-                                (total - step) * per_step, message=chosen["why"] if step == len(plan) else "",
-                                estimated=not steps))
+        shown, remaining = total, (total - step) * per_step
+        if steps is None and seconds:  # before the plan is made (step 3), the budget still bounds what is shown
+            left = max(seconds - elapsed, 0.0)
+            shown, remaining = min(total, step + int(left / per_step)), min(remaining, left)
+        report(FinetuneProgress("train", step, shown, float(np.mean(losses[-10:])), elapsed, remaining,
+                                message=chosen["why"] if step == len(plan) else "", estimated=not steps))
     if avg is not None and n_avg > 1:
         net.load_state_dict({**net.state_dict(), **avg})
     net.eval()
@@ -984,9 +987,11 @@ def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: s
     if not (math.isfinite(low) and math.isfinite(high)):
         text = (f"Only {n_held} held-out image(s): too few for an interval, so this says little either way. "
                 f"MAE difference (after - before): {d:+.2f}")
+        it = "it" if n_held == 1 else "them"
         if d > 0:
-            return True, (text + f": {name} counted {'it' if n_held == 1 else 'them'} worse than {base}. "
-                          "Hold out more images to know.")
+            return True, (text + f": {name} counted {it} worse than {base}. Hold out more images to know.")
+        if d < 0:
+            return False, text + f": {name} counted {it} better than {base}. Hold out more images to know."
         return False, text + ". Hold out more images to know."
     text = (f"Paired over the same {n_held} images: MAE difference (after - before) {d:+.2f}, 95% bootstrap "
             f"interval {low:+.2f} to {high:+.2f}")

@@ -55,6 +55,27 @@ GT_WORDS = tuple(x.strip("_") for x in GROUND_TRUTH_SUFFIXES)
 """File names ending in these words (``001dots.png``) are likely ground truth, whatever their separator."""
 
 
+def rename_hints(unused: list[str], unlabelled: list[str]) -> list[tuple[str, str]]:
+    """(ground-truth file, the name that would pair it) for unmatched files that end in a ground-truth word and
+    share the start of their name with one image left without ground truth (``009dots.png`` beside
+    ``009cell.png``: ``009cell_dots.png``)."""
+    import os.path
+    from pathlib import PurePosixPath
+
+    out = []
+    for name in unused:
+        path = PurePosixPath(name)
+        word = next((w for w in GT_WORDS if path.stem.lower().endswith(w)), None)
+        if word is None:
+            continue
+        head = path.stem[: -len(word)].rstrip("_-. ")
+        images = [i for i in unlabelled if head and PurePosixPath(i).stem.startswith(head)
+                  and len(os.path.commonprefix([PurePosixPath(i).stem, path.stem])) >= len(head)]
+        if len(images) == 1:
+            out.append((name, f"{PurePosixPath(images[0]).stem}_{word}{path.suffix}"))
+    return out
+
+
 def lookalikes_note(found: LabelledSet) -> None:
     """A hint when images are named like ground truth (``001dots.png`` beside ``001cell.png``)."""
     lookalikes = [n for n, _ in found.unlabelled if sh.stem(n).lower().endswith(GT_WORDS)]
@@ -94,9 +115,11 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
     for note in found.notes:
         st.info(note, icon=":material/info:")
     if found.unused:
-        st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}. Name each like "
-                   "its image, alone or with a suffix: `001cell.png`, `001cell_dots.png` or `001cell_labels.tif` "
-                   "for `001cell.png`.")
+        renames = rename_hints(found.unused, [n for n, _ in found.unlabelled])
+        how = ("Rename " + ", ".join(f"`{a}` to `{b}`" for a, b in renames) + "." if renames else
+               "Name each like its image, or like its image with a suffix (`001cell_dots.png` or "
+               "`001cell_labels.tif` for `001cell.png`).")
+        st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}. {how}")
     lookalikes_note(found)
     if found.skipped:
         lines = "\n".join(f"- `{name}`: {reason}" for name, reason in found.skipped[:MAX_LISTED])

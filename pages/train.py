@@ -139,7 +139,10 @@ def show_result(s: JobSnapshot) -> None:
             st.caption(text)
     counts = ["true", "before", "after", "error before", "error after"]
     whole = len(per) and all(float(v).is_integer() for c in counts for v in per[c])  # objects, not a density's sum
-    sh.dataframe(per, column_config=sh.number_formats(counts, "%d" if whole else "%.1f"))
+    formats = sh.number_formats(counts, "%d" if whole else "%.1f")
+    if len(per) and all(float(v).is_integer() for v in per["true"]):  # annotations count whole objects
+        formats.update(sh.number_formats(["true"], "%d"))
+    sh.dataframe(per, column_config=formats)
 
 
 def job_panel(board: JobBoard, me: str) -> None:

@@ -393,6 +393,17 @@ def test_a_worse_mean_is_a_warning_even_when_the_interval_includes_0():
     warn, text = holdout_verdict({"difference": -2.0, "low": -3.0, "high": -0.5}, 11, name="x4", base="b")
     assert not warn and "counts these images better" in text
     assert holdout_verdict({"difference": 0.5, "low": float("nan"), "high": float("nan")}, 2, name="x", base="b")[0]
+    warn, text = holdout_verdict({"difference": -5.3, "low": float("nan"), "high": float("nan")}, 2, name="x", base="b")
+    assert not warn and "x counted them better than b" in text and "Hold out more" in text
+
+
+def test_ground_truth_named_the_datasets_way_gets_its_new_name():
+    """009dots.png beside 009cell.png (vgg_cells' own names): the hint names the file to rename it to."""
+    from pages._groundtruth import rename_hints
+
+    assert rename_hints(["009dots.png", "x.png"], ["009cell.png", "001cell.png"]) == [("009dots.png",
+                                                                                      "009cell_dots.png")]
+    assert rename_hints(["009dots.png"], ["009cell.png", "009other.png"]) == [], "two candidates: no guess"
 
 
 def test_dots_only_on_a_segmentation_base_says_a_density_base_learns_from_dots(tiny_models):

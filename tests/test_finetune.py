@@ -308,6 +308,7 @@ def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
 
     def slow_after_three(p):  # the first steps are fast, then the machine gets busy
         seen.append(p.estimated)
+        assert p.remaining_s <= max(1.0 - p.elapsed_s, 0.0) + 1e-6, "never more time left than the budget has"
         if p.step >= 3:
             time.sleep(0.1)
 
