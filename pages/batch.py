@@ -88,6 +88,7 @@ def run_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: 
         "labels_zip": labels_zip(ok) if model.output_kind == "mask" else None,
         "settings": sh.settings_json(model.name, params, page),
         "model": model.name,
+        "density": model.output_kind == "density",
     }
 
 
@@ -129,6 +130,8 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> 
         st.plotly_chart(viz.count_histogram(ok["count"]), key=f"{P}_hist")
     files = [
         ("Per-image CSV", sh.csv_bytes(df), "counts.csv", "text/csv", "counts"),
+        # a density model's rows are its peaks (approximate centres), not the counted objects
+        ("Centres CSV", res["objects_csv"], "centres.csv", "text/csv", "objects") if res.get("density") else
         ("Objects CSV", res["objects_csv"], "objects.csv", "text/csv", "objects"),
     ]
     if res["labels_zip"] is not None:

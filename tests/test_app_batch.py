@@ -131,3 +131,15 @@ def test_a_models_caveat_shows_under_the_picker():
     at = open_batch("multihead-unet")
     assert any(c.value.startswith("multihead-unet:") and "quality flag misses" in c.value for c in at.caption)
     assert not any("quality flag misses" in c.value for c in open_batch().caption)
+
+
+def test_a_density_models_peaks_download_as_centres(tiny_models):
+    """Its objects CSV listed peaks (119 for a count of 56) under the name 'Objects CSV'."""
+    at = open_batch("tiny-density")
+    at.file_uploader(key="batch_files").set_value([("s01.png", sample("s01_sparse_small.png"), "image/png")])
+    at.run()
+    at.button(key="batch_run").click()
+    at.run()
+    assert not at.exception
+    labels = {d.label for d in at.get("download_button")}
+    assert "Centres CSV" in labels and "Objects CSV" not in labels
