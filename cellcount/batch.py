@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError
+from .errors import CellcountError, ParameterError
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
@@ -112,7 +112,11 @@ def count_many(
     settings = json.dumps(p.to_dict(), sort_keys=True)
     items = list(items) if total is None else items
     n_total = total if total is not None else len(items)  # type: ignore[arg-type]
-    for i, (name, src) in enumerate(items):
+    for i, item in enumerate(items):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):  # a bare path unpacks into characters
+            raise ParameterError("count_many takes (name, source) pairs, e.g. [(p.name, p) for p in paths]; got "
+                                 f"{type(item).__name__} {str(item)[:80]!r}")
+        name, src = item
         t0 = time.perf_counter()
         reason = ""
         try:

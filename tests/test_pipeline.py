@@ -528,3 +528,16 @@ def test_filters_that_drop_a_quarter_of_the_objects_flag_the_count(draw_disks):
     dropped = cc.count_image(image, model, {"min_area_px": 100})
     assert dropped.quality.flag and any("filters dropped 32 of 64 objects (32 too small" in r
                                         for r in dropped.quality.reasons)
+
+
+def test_wrong_arguments_to_load_model_and_count_many_say_what_to_pass(samples_dir):
+    import cellcount as cc
+    from cellcount.batch import count_many
+
+    with pytest.raises(cc.ModelNotFoundError, match="named by a string or a folder path"):
+        cc.load_model(None)
+    model = cc.load_model(cc.models.CLASSICAL_NAME)
+    with pytest.raises(cc.ParameterError, match=r"\(name, source\) pairs"):
+        list(count_many([samples_dir / "s01_sparse_small.png"], model))
+    pairs = [("s01", samples_dir / "s01_sparse_small.png")]
+    assert [it.status for it in count_many(pairs, model)] == ["ok"]

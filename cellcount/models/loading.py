@@ -171,6 +171,9 @@ def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
     WeightsIntegrityError
         Missing weights, sha256 mismatch, or a file that is not a safetensors archive.
     """
+    if not isinstance(name_or_path, (str, Path)):
+        raise ModelNotFoundError(f"a model is named by a string or a folder path, got {name_or_path!r}; "
+                                 f"available: {', '.join(list_models())}")
     if str(name_or_path) == CLASSICAL_NAME:
         return ClassicalModel(CLASSICAL_CARD)
     return load_model_folder(_model_folder(name_or_path, weights_dir))
