@@ -126,6 +126,8 @@ def stem(name: str) -> str:
 # ------------------------------------------------------------------------------- uploads kept on return
 MAX_KEPT_BYTES = 200 * 1024 * 1024
 """Uploads up to this size are kept for the session, to show again after a visit to another page."""
+MAX_UNDO_BYTES = 50 * 1024 * 1024
+"""Kept files up to this size also stay while a new upload is shown, so that clearing it brings them back."""
 
 
 class KeptFile:
@@ -155,13 +157,14 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
     the uploaders whose kept files stay when the user, back on the page, uploads into another one only (the
     images kept beside corrected ground truth; not old ground truth beside new images, which file names
     could pair wrongly). Clearing every uploader again (x) after such an upload brings back the files shown
-    before it, as an undo: the user loses nothing by trying a file."""
+    before it (up to :data:`MAX_UNDO_BYTES`), as an undo: the user loses nothing by trying a file."""
     kept_key, restored_key, id_key = f"{key}_kept", f"{key}_restored", f"{key}_kept_id"
     fill_key, before_key = f"{key}_fill", f"{key}_before"
     if any(groups):
         if st.session_state.get(restored_key) and st.session_state.get(kept_key):
             earlier = st.session_state[kept_key]
-            st.session_state[before_key] = (earlier, st.session_state.get(id_key))
+            if sum(f.size for g in earlier for f in g) <= MAX_UNDO_BYTES:  # an undo need not double a large set
+                st.session_state[before_key] = (earlier, st.session_state.get(id_key))
             if keep_beside:
                 # a new upload into one uploader replaces that one's files; ``keep_beside``'s kept files stay, as
                 # the page said they were there
