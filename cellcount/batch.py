@@ -22,7 +22,7 @@ from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
 from .models.base import CountModel
-from .pipeline import CountParams, CountResult, count_resolved, resolve_params
+from .pipeline import CountParams, CountResult, count_image, resolve_params
 from .quality import with_note
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def count_many(
         try:
             image, note = read_image_and_note(src, channel=p.channel, page=page, max_pixels=max_pixels)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
-            result = count_resolved(image, model, p.replace(channel=None) if p.channel is not None else p,
+            result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
                                  size_model=size_model, backend=backend)
             result.params = p
             if note:  # one plane of a z-stack: the count is flagged with the reason

@@ -359,7 +359,7 @@ def postprocess(
 
 MAX_REJECTED_SHARE = 0.25
 """Objects the settings' area / edge filters may drop before the count is flagged: a share, of at least
-:data:`MIN_REJECTED` objects. With the shipped cards' settings no DSB validation image loses more than 4%; a
+:data:`MIN_REJECTED` objects. The shipped cards' settings drop only specks; a
 user's filters that drop a quarter of the objects change what is counted more than any model error."""
 MIN_REJECTED = 5
 
@@ -414,22 +414,6 @@ def count_image(
                              f"cellcount.load_model({model!r})")
     if isinstance(params, CountParams):
         _warn_card_defaults_lost(model, params)
-    return count_resolved(image, model, params if isinstance(params, CountParams) else resolve_params(model, params),
-                          progress=progress, fast=fast, measure=measure, size_model=size_model, backend=backend)
-
-
-def count_resolved(
-    image: np.ndarray,
-    model: CountModel,
-    p: CountParams,
-    *,
-    progress=None,
-    fast: bool = True,
-    measure: bool = True,
-    size_model: CountModel | None = None,
-    backend: str | None = None,
-) -> CountResult:
-    """:func:`count_image` with settings already resolved for ``model`` (the batch's, the app's): no check
-    that they kept the card's values, since a user may have set them to anything."""
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
     pred = predict(image, model, p, progress=progress, fast=fast, size_model=size_model, backend=backend)
     return postprocess(pred, p, image=image, measure=measure)

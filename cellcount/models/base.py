@@ -97,8 +97,6 @@ class NetModel(CountModel):
             return self.card.sha256
         import hashlib
 
-        from .loading import weights_bytes
-
         return hashlib.sha256(weights_bytes(self.net)).hexdigest()
 
     def backend_choice(self, requested: str = "auto") -> BackendChoice:
@@ -212,3 +210,10 @@ class ClassicalModel(CountModel):
         if progress is not None:
             progress(1, 1)
         return out[None].astype(np.float32)
+
+
+def weights_bytes(net) -> bytes:
+    """``net``'s weights as the bytes of its ``weights.safetensors``."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})

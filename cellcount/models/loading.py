@@ -8,7 +8,7 @@ import weakref
 from pathlib import Path
 
 from ..errors import ModelCardError, ModelNotFoundError, WeightsIntegrityError
-from .base import ClassicalModel, CountModel, NetModel
+from .base import ClassicalModel, CountModel, NetModel, weights_bytes
 from .card import CARD_FILE, ModelCard, read_card, sha256_file, write_card
 
 logger = logging.getLogger(__name__)
@@ -218,13 +218,6 @@ def load_model_folder(folder: str | Path) -> NetModel:
     except RuntimeError as err:
         raise WeightsIntegrityError(f"weights in {wpath} do not fit architecture {card.architecture}: {err}") from err
     return NetModel(net, card)
-
-
-def weights_bytes(net) -> bytes:
-    """``net``'s weights as the bytes of its ``weights.safetensors``."""
-    from safetensors.torch import save
-
-    return save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
 
 
 def save_model(net, card: ModelCard, folder: str | Path) -> Path:
