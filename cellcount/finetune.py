@@ -892,6 +892,7 @@ def finetune(
         note(f"the time budget bought only {n_steps} training step(s): the new model may have learnt little "
              f"(the benchmarks' fine-tunes ran 300-1500); give it more time")
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
+    card.extra.pop("novelty", None)  # the base's training images' encoder features: the fine-tune moved the encoder
     card.postprocess = {**card.postprocess, **fixed}
     if reference_px:
         card.extra = {**card.extra, "reference_diameter_px": float(reference_px)}

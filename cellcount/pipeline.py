@@ -22,6 +22,7 @@ from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_m
 from .io import check_pixels, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
+from .novelty import has_encoder, image_novelty
 from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
 from .protocols import backend_kw
 from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals, with_note
@@ -75,6 +76,9 @@ class Prediction:
     size_window: tuple[slice, slice] | None = None
     flip_disagreement: float | None = None
     """With ``test_time_flips``: how much the four views disagree (:func:`cellcount.flips.flip_maps`)."""
+    novelty: float | None = None
+    """How unlike the model's training images this image looks to its encoder (:mod:`cellcount.novelty`);
+    None for a model without a novelty reference."""
     input_note: str | None = None
     """Why a count of this input may not be what the user meant (a blank channel, a merge of stains averaged;
     :func:`cellcount.io.input_note`): added to every count's quality flag."""
@@ -204,6 +208,7 @@ def predict(
     else:
         scale = model_scale(model, p.nucleus_diameter_px, norm.shape)
         maps = run_at(scale)
+    novelty = _novelty(model, norm, maps, scale)
     t2 = time.perf_counter()
     return Prediction(
         model_name=model.name,
@@ -220,8 +225,18 @@ def predict(
         size_count=None if size is None else size.count,
         size_window=None if size is None else size.window,
         flip_disagreement=flips[-1] if flips else None,
+        novelty=novelty,
         input_note=None if limits is not None else input_note(image, channel=p.channel),  # blocks: the whole's
     )
+
+
+def _novelty(model: CountModel, norm: np.ndarray, maps: np.ndarray, scale: float) -> float | None:
+    """The image's novelty for the quality flag, where the model has a reference (one small fp32 encoder
+    pass over the window with the most foreground; docs/quality.md has its cost)."""
+    reference, net = getattr(model, "novelty", None), getattr(model, "net", None)
+    if reference is None or net is None or not has_encoder(net):
+        return None
+    return image_novelty(net, reference, norm, maps[0], scale)
 
 
 def assess(prediction: Prediction, params: CountParams, count: float, second_count: float | None = None, *,
@@ -249,6 +264,7 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
         count=count, second_count=second_count, probability=probability, image_norm=prediction.image_norm,
         diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
         labels=labels, flip_disagreement=prediction.flip_disagreement, image_sig=image_sig,
+        novelty=prediction.novelty,
     )
     quality = judge(signals, prediction.quality_rule)
     return with_note(quality, prediction.input_note) if prediction.input_note else quality

@@ -21,6 +21,9 @@ no extra model pass:
 * ``flip_disagreement`` (with test-time flips on): how much the model's four flipped views disagree.
 * ``foreground_share``: share of the image the model calls foreground; a model that sees nuclei everywhere
   is crowded beyond its training or reading an unfamiliar image (a saturated density map reads alike).
+* ``novelty``: how unlike the model's training images the image looks to the network's own encoder
+  (:mod:`cellcount.novelty`; models whose folder has a novelty reference). Its limit is not fitted to the
+  errors: it is a fixed quantile of the validation images (:data:`NOVELTY_QUANTILE`), set before the others.
 
 Density models have no probability map: :func:`density_foreground` reads one off the density map.
 
@@ -49,7 +52,11 @@ LARGE_OBJECT_FACTOR = 4.0
 MIN_OBJECTS = 5
 """Object-shape signals need at least this many objects (a median of fewer says little)."""
 SIGNALS = ("count_disagreement", "size_ratio", "uncertain_fraction", "contrast", "large_object_share",
-           "touching_share", "merge_share", "focus", "flip_disagreement", "foreground_share")
+           "touching_share", "merge_share", "focus", "flip_disagreement", "foreground_share", "novelty")
+NOVELTY_QUANTILE = 0.95
+"""The novelty limit flags this share of the calibration images' tail: images unlike the training images as
+the least familiar twentieth of the validation images are. Chosen knowing the images of other sets it
+catches (docs/quality.md), so those figures are not blind."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class QualityRule:
     min_focus: float | None = None
     max_flip_disagreement: float | None = None
     max_foreground_share: float | None = None
+    max_novelty: float | None = None
     joint_limits: tuple[tuple[str, float], ...] = ()
     """(signal, limit) pairs that flag only together: every signal named (a :data:`SIGNALS` name) past its
     limit, in the direction of its single limit (a dict in the card). Several moderately unusual signals at
@@ -112,6 +120,7 @@ def quality_signals(
     labels: np.ndarray | None = None,
     flip_disagreement: float | None = None,
     image_sig: dict[str, float] | None = None,
+    novelty: float | None = None,
 ) -> dict[str, float]:
     """Raw signals for one image (NaN where one does not apply). ``second_count`` is an independent
     count of the same image (see the module docstring), ``probability`` the (H, W) foreground
@@ -135,6 +144,8 @@ def quality_signals(
         sig.update(_object_signals(np.asarray(labels)))
     if flip_disagreement is not None:
         sig["flip_disagreement"] = float(flip_disagreement)
+    if novelty is not None:
+        sig["novelty"] = float(novelty)
     return sig
 
 
@@ -247,6 +258,7 @@ LIMITS: tuple[tuple[str, str, bool], ...] = (
     ("min_focus", "focus", True),
     ("max_flip_disagreement", "flip_disagreement", False),
     ("max_foreground_share", "foreground_share", False),
+    ("max_novelty", "novelty", False),
 )
 """(rule field, signal, whether the limit is a minimum) for every limit of :class:`QualityRule`."""
 
@@ -276,6 +288,8 @@ def _reason(signal: str, v: float) -> str:
         "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
         "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
         "foreground_share": f"{v:.0%} of the image is foreground (crowded or unfamiliar: little background)",
+        "novelty": f"the image looks unlike the images the model was trained on (novelty {v:.1f}; about 1 for "
+                   "images like them)",
     }[signal]
 
 
@@ -366,6 +380,7 @@ def calibrate_rule(
     max_limits: int = 3,
     range_margin: float | None = 1.1,
     joint_limit: bool = True,
+    novelty_quantile: float | None = NOVELTY_QUANTILE,
 ) -> tuple[QualityRule, dict[str, float]]:
     """Limits that flag at most ``max_flagged`` of the images while holding as many large errors as possible.
 
@@ -379,6 +394,10 @@ def calibrate_rule(
     left off): no image here reaches it, and an image beyond it is unlike all of them. ``joint_limit=False``
     and ``max_limits=0``: range limits (and the size clamp) only, for images whose errors say nothing (a model's
     own training images).
+
+    The novelty limit, where these images have the signal, is set first, at ``novelty_quantile`` of them, and
+    the other limits share what is left of the flag budget: it marks images unlike the training images,
+    which says nothing about the errors of images like them, so it is not chosen by those errors.
     """
     n = len(signals)
     values = {key: np.array([s.get(key, math.nan) for s in signals], np.float64) for _, key, _ in LIMITS}
@@ -391,8 +410,12 @@ def calibrate_rule(
         return np.array([judge(x, rule).flag for x in signals], bool)
 
     off = {f: None for f, _, _ in LIMITS}
+    novelty = quantile("novelty", novelty_quantile) if novelty_quantile else None
+    fixed = flags_of(QualityRule(**{**off, "max_novelty": novelty}, flag_size_at_limit=False)) if novelty else np.zeros(n, bool)
     options: list[list[tuple[dict[str, Any], np.ndarray]]] = []  # per limit: (rule fields, flags) when on
     for field, key, _ in LIMITS:
+        if field == "max_novelty":
+            continue
         opts = []
         for q in (0.8, 0.9, 0.95):
             limit = quantile(key, q)
@@ -414,7 +437,7 @@ def calibrate_rule(
     for k in range(max_limits + 1):
         for chosen in itertools.combinations(range(len(options)), k):
             for picks in itertools.product(*(options[i] for i in chosen)):
-                base = np.zeros(n, bool)
+                base = fixed.copy()
                 for _, f in picks:
                     base |= f
                 for size_flag in (False, True):
@@ -426,7 +449,7 @@ def calibrate_rule(
                     key = (int((flags & big).sum()), -int(flags.sum()), -k, size_flag)
                     if best_key is None or key > best_key:
                         best_key, best = key, (picks, size_flag, flags)
-    picks, size_flag, chosen_flags = best if best is not None else ((), False, np.zeros(n, bool))
+    picks, size_flag, chosen_flags = best if best is not None else ((), False, fixed)
     if joint and not any("joint_limits" in f for f, _ in picks):
         # the budget the fitted limits left goes to the joint limit, loosest first: it is what flags images
         # unlike these (another stain, another kind of cell), which a validation set cannot show
@@ -434,12 +457,12 @@ def calibrate_rule(
             if n and (chosen_flags | f).mean() <= max_flagged:
                 picks = (*picks, (fields_, f))
                 break
-    fields: dict[str, Any] = dict(off)
+    fields: dict[str, Any] = {**off, "max_novelty": novelty}
     for f, _ in picks:
         fields.update(f)
     for field, key, below in LIMITS:
-        if fields[field] is None and range_margin:
+        if fields[field] is None and range_margin and field != "max_novelty":
             fields[field] = range_limit(values[key], below=below, margin=range_margin)
     rule = QualityRule(**fields, flag_size_at_limit=size_flag)
-    fitted = [name for f, _ in picks for name in f]
+    fitted = (["max_novelty"] if novelty else []) + [name for f, _ in picks for name in f]
     return rule, {**flag_report(flags_of(rule), e, large=large), "fitted_limits": fitted}

@@ -26,6 +26,7 @@ from cellcount.finetune import (
 )
 from cellcount.groundtruth import GroundTruth
 from cellcount.models import list_models, load_model, save_model
+from cellcount.novelty import NOVELTY_FILE, NoveltyReference
 
 
 def test_labels_from_dots_keeps_splits_drops_and_adds(draw_disks):
@@ -156,6 +157,10 @@ def _folder(tmp_path, draw_disks, kind: str, n: int = 4):
 def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind=kind)
+    # the base's novelty reference (its training images' encoder features) is not the fine-tune's
+    base_dir.mkdir()
+    sha = NoveltyReference.fit(np.random.default_rng(0).normal(size=(8, 16))).save(base_dir / NOVELTY_FILE)
+    base.card.extra = {**base.card.extra, "novelty": {"file": NOVELTY_FILE, "sha256": sha}}
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, annotation)
     seen = []
@@ -174,6 +179,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
     assert "3 training images of the fine-tune" in card.extra["quality"]["calibrated_on"], "its own flag"
+    assert "novelty" not in card.extra and model.novelty is None and load_model(base_dir).novelty is not None
     assert card.training["precision"] == res.precision == "fp32", "two steps are too few to time bf16"
     dots_advice = any("density model (unet-density) learns from dots directly" in p.message for p in seen)
     assert dots_advice == (kind == "mask" and annotation == "points"), "said for dots on a segmentation base only"

@@ -78,6 +78,9 @@ class NetModel(CountModel):
         self._fast_lock = threading.Lock()
         self._choices: dict[str, BackendChoice] = {}
         self._choice_lock = threading.Lock()
+        self.novelty = None
+        """The training images' encoder features (:class:`cellcount.novelty.NoveltyReference`) where the
+        model folder has them: the quality flag's ``novelty`` signal."""
 
     def fast_net(self, backend: str) -> torch.nn.Module:
         """The network of the fast path run by ``backend`` (see :mod:`cellcount.models.backends`), built on

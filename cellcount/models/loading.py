@@ -217,7 +217,15 @@ def load_model_folder(folder: str | Path) -> NetModel:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise WeightsIntegrityError(f"weights in {wpath} do not fit architecture {card.architecture}: {err}") from err
-    return NetModel(net, card)
+    model = NetModel(net, card)
+    entry = card.extra.get("novelty")
+    if entry:
+        from ..novelty import NoveltyReference
+
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or Path(entry["file"]).name != entry["file"]:
+            raise ModelCardError(f"model card of {card.name!r}: extra.novelty must name a file in the model folder")
+        model.novelty = NoveltyReference.load(folder / entry["file"], entry.get("sha256"))
+    return model
 
 
 def save_model(net, card: ModelCard, folder: str | Path) -> Path:

@@ -1,0 +1,139 @@
+"""How unlike the model's training images an image looks, read from the network's own encoder.
+
+The quality flag's other signals compare a model with itself (two counts, uncertain pixels); where a model
+has never seen a kind of image, its segmentation and its density head can miss the same cells alike and
+agree (docs/multihead_training.md, run 8). This signal asks the network's encoder instead: the mean of
+each channel at its three coarsest levels, over one window of the image at the scale the model counts at,
+is compared with the same features of the model's training images; the distance to the nearest ``k`` of
+them (each feature in units of its spread over the training images) is the image's ``novelty``, scaled so
+that a new image like the training images reads about 1.
+
+The training images' features live beside the weights (``novelty.safetensors``, named and checksummed in
+the card's ``extra["novelty"]``), written by ``python scripts/novelty_reference.py``; a model without them
+has no novelty signal. The limit that flags it is part of the card's quality rule (``max_novelty``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NOVELTY_FILE = "novelty.safetensors"
+WINDOW_PX = 256
+"""Side of the window read (at the model's scale): the one with the most foreground, as the size estimate
+picks its window. 256 px hold a few dozen nuclei of the training size and cost one small encoder pass."""
+FIRST_LEVEL = 2
+"""Encoder levels from this one down to the bottleneck are pooled: the finer ones mostly see texture."""
+K = 3
+
+
+def encoder_features(net: Any, image: np.ndarray) -> np.ndarray:
+    """The per-channel means of ``net``'s encoder levels :data:`FIRST_LEVEL` and below for one normalised
+    (H, W) image at the model's scale, fp32 (the reference was computed so on every machine)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = np.asarray(image, np.float32)
+    d = int(getattr(net, "divisor", 1))
+    pad_h, pad_w = (-x.shape[0]) % d, (-x.shape[1]) % d
+    if pad_h or pad_w:
+        x = np.pad(x, ((0, pad_h), (0, pad_w)), mode="symmetric")
+    t = torch.from_numpy(np.ascontiguousarray(x))[None, None].contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        levels = [net.stem(t)]
+        for down in net.down:
+            levels.append(down(F.max_pool2d(levels[-1], 2)))
+    return np.concatenate([lv.float().mean(dim=(0, 2, 3)).numpy() for lv in levels[FIRST_LEVEL:]]).astype(np.float32)
+
+
+def has_encoder(net: Any) -> bool:
+    return hasattr(net, "stem") and hasattr(net, "down") and len(getattr(net, "down", ())) >= FIRST_LEVEL
+
+
+@dataclass(frozen=True)
+class NoveltyReference:
+    """The training images' encoder features and how to measure a new image against them."""
+
+    features: np.ndarray  # (N, F) float32
+    mean: np.ndarray  # (F,)
+    std: np.ndarray  # (F,)
+    scale: float  # the median leave-one-out distance of the training images: novelty 1
+    k: int = K
+
+    @classmethod
+    def fit(cls, features: np.ndarray, k: int = K) -> NoveltyReference:
+        f = np.asarray(features, np.float32)
+        if f.ndim != 2 or len(f) <= k:
+            raise ValueError(f"a novelty reference needs more than {k} images' features, got {len(f)}")
+        mean, std = f.mean(0), f.std(0) + 1e-6
+        ref = cls(f, mean, std, 1.0, k)
+        z = ref._z(f)
+        d = np.sqrt(((z[:, None, :] - z[None]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        loo = np.sort(d, axis=1)[:, :k].mean(1)
+        return cls(f, mean, std, float(np.median(loo)), k)
+
+    def _z(self, f: np.ndarray) -> np.ndarray:
+        return (np.asarray(f, np.float32) - self.mean) / self.std
+
+    def score(self, features: np.ndarray) -> float:
+        """Mean distance to the nearest ``k`` training images, in units of the training images' own."""
+        z, ref = self._z(features)[None], self._z(self.features)
+        d = np.sqrt(((ref - z) ** 2).sum(-1))
+        return float(np.sort(d)[: self.k].mean() / self.scale)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"features": self.features, "mean": self.mean, "std": self.std,
+                "scale": np.array([self.scale], np.float32), "k": np.array([self.k], np.int64)}
+
+    def save(self, path: str | Path) -> str:
+        """Write the reference; returns its sha256 (the card keeps it)."""
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors().items()}, str(path))
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | Path, sha256: str | None = None) -> NoveltyReference:
+        from safetensors.numpy import load_file
+
+        from .errors import WeightsIntegrityError
+
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsIntegrityError(f"{path} is missing (the card names it as the model's novelty reference)")
+        if sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            raise WeightsIntegrityError(f"{path} does not match the sha256 its card records: corrupt or replaced")
+        t = load_file(str(path))
+        return cls(t["features"], t["mean"], t["std"], float(t["scale"][0]), int(t["k"][0]))
+
+
+def novelty_window(weight: np.ndarray, scale: float) -> tuple[slice, slice]:
+    """The window of an image at its own size whose resize by ``scale`` is :data:`WINDOW_PX` across, where
+    ``weight`` (foreground probability or density, same size) is largest."""
+    from .sizing import size_window
+
+    side = max(int(round(WINDOW_PX / max(scale, 1e-6))), 1)
+    return size_window(np.asarray(weight, np.float32), window=side)
+
+
+def image_features(net: Any, image_norm: np.ndarray, weight: np.ndarray, scale: float) -> np.ndarray:
+    """:func:`encoder_features` of one normalised image (at its own size) over its :func:`novelty_window`,
+    resized by ``scale`` as the model counts it; ``weight`` (the model's first map) chooses the window."""
+    from .sizing import resize_image
+
+    rows, cols = novelty_window(weight, scale)
+    crop = np.asarray(image_norm, np.float32)[rows, cols]
+    if scale != 1.0:
+        crop = resize_image(crop, scale)
+    return encoder_features(net, crop)
+
+
+def image_novelty(net: Any, reference: NoveltyReference, image_norm: np.ndarray, weight: np.ndarray,
+                  scale: float) -> float:
+    """The novelty of one normalised image (see :func:`image_features`)."""
+    return reference.score(image_features(net, image_norm, weight, scale))

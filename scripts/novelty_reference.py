@@ -1,0 +1,68 @@
+"""Write a model's novelty reference: its encoder features on the DSB training split (cellcount.novelty).
+
+    python scripts/novelty_reference.py [MODEL ...]      # default: every shipped network
+
+For each model, every DSB training-split image (``dsb_part == "train"``: the images the shipped models
+trained on; validation and test images are never read) is counted as the pipeline counts it (the card's
+settings, its size estimate), the encoder features of its novelty window are kept, and
+``weights/<model>/novelty.safetensors`` plus the card's ``extra["novelty"]`` entry are written. The quality
+rule's ``max_novelty`` limit is then fitted with the rest of the rule on the validation split by
+``python scripts/quality_report.py --write-card`` (run it after this script: the per-image signals change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cellcount.io import read_image  # noqa: E402
+from cellcount.models import load_model  # noqa: E402
+from cellcount.models.card import write_card  # noqa: E402
+from cellcount.novelty import FIRST_LEVEL, K, NOVELTY_FILE, WINDOW_PX, NoveltyReference, image_features  # noqa: E402
+from cellcount.pipeline import predict  # noqa: E402
+from cellcount.training.data import dsb_part  # noqa: E402
+
+DSB = ROOT.parent / "shared" / "datasets" / "dsb2018"
+MODELS = ("unet-mask", "attention-unet-mask", "residual-unet-mask", "unet-density", "multihead-unet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", default=list(MODELS))
+    ap.add_argument("--data", default=str(DSB), help="DSB folder (images/ inside)")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (a quick check)")
+    args = ap.parse_args(argv)
+    files = sorted(p for p in (Path(args.data) / "images").iterdir() if dsb_part(p.name) == "train")
+    if args.limit:
+        files = files[: args.limit]
+    for name in args.models:
+        model = load_model(name)
+        model.novelty = None  # features only; an older reference is replaced
+        t0 = time.perf_counter()
+        feats = []
+        for path in files:
+            p = predict(read_image(path), model)
+            feats.append(image_features(model.net, p.image_norm, p.maps[0], p.model_scale))
+        ref = NoveltyReference.fit(np.stack(feats))
+        folder = ROOT / "weights" / name
+        sha = ref.save(folder / NOVELTY_FILE)
+        model.card.extra["novelty"] = {
+            "file": NOVELTY_FILE, "sha256": sha, "images": len(files), "k": K, "window_px": WINDOW_PX,
+            "first_level": FIRST_LEVEL, "features": int(ref.features.shape[1]),
+            "fitted_on": "dsb2018 training split (scripts/novelty_reference.py)",
+        }
+        write_card(model.card, folder)
+        print(f"{name}: {len(files)} images, {ref.features.shape[1]} features, scale {ref.scale:.3f}, "
+              f"{time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
