@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from cellcount.io import read_image  # noqa: E402
 from cellcount.models import load_model  # noqa: E402
 from cellcount.models.card import write_card  # noqa: E402
-from cellcount.novelty import FIRST_LEVEL, K, NOVELTY_FILE, WINDOW_PX, NoveltyReference, image_features  # noqa: E402
+from cellcount.novelty import FIRST_LEVEL, NOVELTY_FILE, WINDOW_PX, K, NoveltyReference, image_features  # noqa: E402
 from cellcount.pipeline import predict  # noqa: E402
 from cellcount.training.data import dsb_part  # noqa: E402
 
