@@ -31,9 +31,12 @@ FIRST_LEVEL = 2
 K = 3
 
 
-def encoder_features(net: Any, image: np.ndarray) -> np.ndarray:
+def encoder_features(net: Any, image: np.ndarray, *, bf16: bool = False) -> np.ndarray:
     """The per-channel means of ``net``'s encoder levels :data:`FIRST_LEVEL` and below for one normalised
-    (H, W) image at the model's scale, fp32 (the reference was computed so on every machine)."""
+    (H, W) image at the model's scale, in fp32 (the reference's precision) or, with ``bf16``, under bf16
+    autocast (where the CPU runs it natively: about half the time, the novelty within 0.5%)."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -43,7 +46,8 @@ def encoder_features(net: Any, image: np.ndarray) -> np.ndarray:
     if pad_h or pad_w:
         x = np.pad(x, ((0, pad_h), (0, pad_w)), mode="symmetric")
     t = torch.from_numpy(np.ascontiguousarray(x))[None, None].contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), amp:
         levels = [net.stem(t)]
         for down in net.down:
             levels.append(down(F.max_pool2d(levels[-1], 2)))
@@ -121,7 +125,8 @@ def novelty_window(weight: np.ndarray, scale: float) -> tuple[slice, slice]:
     return size_window(np.asarray(weight, np.float32), window=side)
 
 
-def image_features(net: Any, image_norm: np.ndarray, weight: np.ndarray, scale: float) -> np.ndarray:
+def image_features(net: Any, image_norm: np.ndarray, weight: np.ndarray, scale: float, *,
+                   bf16: bool = False) -> np.ndarray:
     """:func:`encoder_features` of one normalised image (at its own size) over its :func:`novelty_window`,
     resized by ``scale`` as the model counts it; ``weight`` (the model's first map) chooses the window."""
     from .sizing import resize_image
@@ -130,10 +135,10 @@ def image_features(net: Any, image_norm: np.ndarray, weight: np.ndarray, scale: 
     crop = np.asarray(image_norm, np.float32)[rows, cols]
     if scale != 1.0:
         crop = resize_image(crop, scale)
-    return encoder_features(net, crop)
+    return encoder_features(net, crop, bf16=bf16)
 
 
 def image_novelty(net: Any, reference: NoveltyReference, image_norm: np.ndarray, weight: np.ndarray,
-                  scale: float) -> float:
+                  scale: float, *, bf16: bool = False) -> float:
     """The novelty of one normalised image (see :func:`image_features`)."""
-    return reference.score(image_features(net, image_norm, weight, scale))
+    return reference.score(image_features(net, image_norm, weight, scale, bf16=bf16))

@@ -112,3 +112,23 @@ def test_calibration_sets_the_novelty_limit_first_and_fits_the_rest_in_what_is_l
     rule2, _ = calibrate_rule([{k: v for k, v in s.items() if k != "novelty"} for s in signals], errors)
     assert rule2.max_novelty is None
     assert QualityRule.from_card(type("C", (), {"extra": {"quality": {"rule": rule.to_dict()}}})()) == rule
+
+
+def test_bf16_features_stay_close_to_fp32_and_follow_the_fast_paths_precision(tiny_model, rng, monkeypatch):
+    from cellcount import pipeline
+    from cellcount.models.autotune import BackendChoice
+
+    model = tiny_model()
+    img = rng.random((64, 64), dtype=np.float32)
+    a, b = encoder_features(model.net, img), encoder_features(model.net, img, bf16=True)
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+    model.novelty = NoveltyReference.fit(rng.normal(size=(8, 16)))
+    seen = []
+    monkeypatch.setattr(pipeline, "image_novelty", lambda *a, bf16, **k: seen.append(bf16) or 1.0)
+    monkeypatch.setattr(model, "backend_choice", lambda requested="auto": BackendChoice(requested, "requested"))
+    # the maps themselves do not matter here (and a CPU without bf16 could not build that backend)
+    monkeypatch.setattr(model, "predict_maps", lambda view, **kw: np.zeros((2, *view.shape), np.float32))
+    pipeline.predict(img, model, backend="bf16")
+    pipeline.predict(img, model, backend="torch")
+    pipeline.predict(img, model, fast=False)
+    assert seen == [True, False, False], "bf16 only where the fast path runs in bf16"
