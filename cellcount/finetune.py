@@ -675,6 +675,7 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
         ratio = range_limit([x.get("size_ratio", math.nan) for x in signals], below=False)
         rule = dataclasses.replace(
             rule, max_size_ratio=max(v for v in (rule.max_size_ratio, ratio, 1.0) if v is not None),
+            max_novelty=None,  # the new model has no novelty reference (its encoder moved)
             flag_size_at_limit=rule.flag_size_at_limit and not any(x.get("size_at_limit", 0) >= 1 for x in signals))
         qrep = flag_report([judge(x, rule).flag for x in signals], rel)
         note = (f"the base model's rule, its size limits widened to the {len(signals)} training images of the fine-tune "

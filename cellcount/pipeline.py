@@ -233,13 +233,15 @@ def predict(
 def _novelty(model: CountModel, norm: np.ndarray, maps: np.ndarray, scale: float, *, fast: bool,
              backend: str | None) -> float | None:
     """The image's novelty for the quality flag, where the model has a reference: one small encoder pass
-    over the window with the most foreground, in bf16 where the fast path runs in bf16 (novelty within 0.5%
-    of fp32's on DSB and mbm images) and in fp32 otherwise."""
+    over the window with the most foreground, in bf16 where the CPU fast path runs in bf16 and in fp32
+    otherwise; None where there is nothing to judge (:func:`cellcount.novelty.image_features`)."""
     reference, net = getattr(model, "novelty", None), getattr(model, "net", None)
     if reference is None or net is None or not has_encoder(net):
         return None
-    bf16 = fast and hasattr(model, "backend_choice") and model.backend_choice(backend or "auto").backend == "bf16"
-    return image_novelty(net, reference, norm, maps[0], scale, bf16=bf16)
+    on_cpu = all(p.device.type == "cpu" for p in net.parameters())
+    bf16 = (fast and on_cpu and hasattr(model, "backend_choice")
+            and model.backend_choice(backend or "auto").backend == "bf16")
+    return image_novelty(net, reference, norm, maps[0], scale, bf16=bf16, density=model.output_kind == "density")
 
 
 def assess(prediction: Prediction, params: CountParams, count: float, second_count: float | None = None, *,

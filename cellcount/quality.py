@@ -102,6 +102,8 @@ class Quality:
     score: float
     reasons: tuple[str, ...]
     signals: dict[str, float]
+    nearest: str = ""
+    """For an unflagged count whose score is at least :data:`NEAR_LIMIT`: the signal closest to its limit."""
 
     def row(self) -> dict[str, Any]:
         """Columns for a counts table."""
@@ -274,10 +276,16 @@ def _ratio(value: float, limit: float, below: bool) -> float:
     return (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
 
 
-def _reason(signal: str, v: float) -> str:
+def _reason(signal: str, v: float, limit: float | None = None) -> str:
+    if signal == "novelty":  # no "; " inside: tables join the reasons with it
+        return ("the image looks unlike the images this model was trained on (DSB 2018 nuclei), so its count is "
+                "less certain: check a few objects by eye, check the nucleus size setting, or fine-tune the model "
+                f"on your images (novelty {v:.2f}, limit {limit:.2f})" if limit is not None else
+                f"the image looks unlike the images this model was trained on (novelty {v:.2f})")
     return {
         "count_disagreement": f"two independent counts of this image differ by {v:.0%}",
-        "size_ratio": f"nuclei are {v:.1f}x off the size the model was trained on",
+        "size_ratio": f"the nucleus size used is {v:.1f}x off the size the model was trained on (the image is resized "
+                      "to match: so large a resize, or a wrong size setting, makes the count less certain)",
         "uncertain_fraction": f"the model is unsure about {v:.0%} of the foreground (blur, low contrast or an "
                               "unfamiliar image type)",
         "contrast": f"low contrast between nuclei and background ({v:.2f})",
@@ -288,33 +296,42 @@ def _reason(signal: str, v: float) -> str:
         "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
         "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
         "foreground_share": f"{v:.0%} of the image is foreground (crowded or unfamiliar: little background)",
-        "novelty": f"the image looks unlike the images the model was trained on (novelty {v:.1f}; about 1 for "
-                   "images like them)",
     }[signal]
+
+
+NEAR_LIMIT = 0.9
+"""An unflagged count whose score reaches this share of a limit is "near a limit" (the app says which)."""
 
 
 def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
     """Apply ``rule`` to ``signals``."""
-    reasons, ratios = [], [0.0]
+    reasons, ratios, fired = [], [0.0], set()
+    nearest: tuple[float, str] = (0.0, "")
     for field, key, below in LIMITS:
         limit, value = getattr(rule, field), signals.get(key, math.nan)
         if limit is None or not np.isfinite(value):
             continue
         ratio = _ratio(value, limit, below)
         ratios.append(ratio)
+        nearest = max(nearest, (ratio, _reason(key, value, limit)))
         if ratio >= 1.0:
-            reasons.append(_reason(key, value))
+            reasons.append(_reason(key, value, limit))
+            fired.add(key)
     if rule.joint_limits:
         values = {k: signals.get(k, math.nan) for k, _ in rule.joint_limits}
         if all(np.isfinite(v) for v in values.values()):
             r = [_ratio(values[k], limit, BELOW[k]) for k, limit in rule.joint_limits]
             ratios.append(min(r))
-            if min(r) >= 1.0:
-                reasons.append("unusual together for this model: " + "; ".join(_reason(k, v) for k, v in values.items()))
+            text = (" and ".join(_reason(k, v) for k, v in values.items())
+                    + ": unusual together for this model, though each is within its own limit")
+            nearest = max(nearest, (min(r), text))
+            if min(r) >= 1.0 and not fired & set(values):  # said already where one of them is past its own limit
+                reasons.append(text)
     if rule.flag_size_at_limit and signals.get("size_at_limit", 0.0) >= 1.0:
         reasons.append("the nucleus size is beyond what resizing can correct")
         ratios.append(1.0)
-    return Quality(flag=bool(reasons), score=float(max(ratios)), reasons=tuple(reasons), signals=dict(signals))
+    return Quality(flag=bool(reasons), score=float(max(ratios)), reasons=tuple(reasons), signals=dict(signals),
+                   nearest="" if reasons or nearest[0] < NEAR_LIMIT else nearest[1])
 
 
 def combine(parts: Sequence[Quality | None]) -> Quality | None:
@@ -343,6 +360,32 @@ def signals_from_table(rows: Any) -> list[dict[str, float]]:
     return [{k[2:]: float(v) for k, v in row.items() if k.startswith("q_")} for row in rows.to_dict("records")]
 
 
+def quality_summary(card: Any) -> list[str]:
+    """Plain sentences on a model card's quality flag: what it was calibrated on, what it caught there, and
+    its novelty reference (for the Models page and ``cellcount models``)."""
+    extra = getattr(card, "extra", None) or {}
+    q = extra.get("quality") or {}
+    out = []
+    cal, on = q.get("calibration") or {}, q.get("calibrated_on")
+    if on:
+        out.append(f"Limits calibrated on {on}.")
+    n, share, big, held = (cal.get(k) for k in ("n", "flagged_share", "large_errors", "large_errors_flagged_share"))
+    if isinstance(n, (int, float)) and isinstance(share, (int, float)) and math.isfinite(share):
+        caught = (f", holding {held:.0%} of the {big} counts off by more than {LARGE_ERROR:.0%}"
+                  if isinstance(big, (int, float)) and big and isinstance(held, (int, float)) and math.isfinite(held)
+                  else "")
+        out.append(f"There it flagged {share:.0%} of {int(n)} images{caught}.")
+    elif not q:
+        out.append("No calibrated limits: the library's default limits apply.")
+    nov, limit = extra.get("novelty"), (q.get("rule") or {}).get("max_novelty")
+    if isinstance(nov, dict) and limit is not None:
+        out.append(f"Novelty: each image is compared with {nov.get('images', 'its')} training images as the model's "
+                   f"encoder sees them; flagged above {float(limit):.2f} (about 1 for images like them).")
+    else:
+        out.append("No novelty reference: images unlike the training images are caught only by the other signals.")
+    return out
+
+
 def card_entry(rule: QualityRule, report: dict[str, float], calibrated_on: str) -> dict[str, Any]:
     """The model card's ``extra["quality"]``: the rule, what it did on the calibration images, and which."""
     return {"rule": rule.to_dict(), "calibration": report, "calibrated_on": calibrated_on}
@@ -369,6 +412,27 @@ def range_limit(values: Sequence[float], *, below: bool, margin: float = 1.1) ->
     v = v[np.isfinite(v)]
     edge = (v.min() if below else v.max()) if len(v) else 0.0
     return round(float(edge / margin if below else edge * margin), 4) if edge > 0 else None
+
+
+MIN_NOVELTY_IMAGES = 20
+"""Fewer calibration images than this: the novelty limit sits just outside the largest value (a range limit)
+instead of at a quantile, which a handful of images cannot place."""
+
+
+def _novelty_limit(values: np.ndarray, quantile: float, max_flagged: float) -> float | None:
+    """The novelty limit: at ``quantile`` of the calibration images (no tighter than the flag budget allows),
+    strictly above the values it is to leave alone; a range limit for few images."""
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return None
+    if len(v) < MIN_NOVELTY_IMAGES:
+        return range_limit(v, below=False)
+    q = min(max(quantile, 1.0 - max_flagged), 1.0)
+    limit = float(np.quantile(v, q))
+    above = v[v > limit]
+    # judge flags value >= limit: between the last value kept and the next, so ties are not flagged
+    limit = (limit + above.min()) / 2 if len(above) else limit * 1.1
+    return round(limit, 4) if limit > 0 else None
 
 
 def calibrate_rule(
@@ -410,8 +474,9 @@ def calibrate_rule(
         return np.array([judge(x, rule).flag for x in signals], bool)
 
     off = {f: None for f, _, _ in LIMITS}
-    novelty = quantile("novelty", novelty_quantile) if novelty_quantile else None
-    fixed = flags_of(QualityRule(**{**off, "max_novelty": novelty}, flag_size_at_limit=False)) if novelty else np.zeros(n, bool)
+    novelty = _novelty_limit(values["novelty"], novelty_quantile, max_flagged) if novelty_quantile else None
+    fixed = (flags_of(QualityRule(**{**off, "max_novelty": novelty}, flag_size_at_limit=False)) if novelty is not None
+             else np.zeros(n, bool))
     options: list[list[tuple[dict[str, Any], np.ndarray]]] = []  # per limit: (rule fields, flags) when on
     for field, key, _ in LIMITS:
         if field == "max_novelty":
@@ -464,5 +529,5 @@ def calibrate_rule(
         if fields[field] is None and range_margin and field != "max_novelty":
             fields[field] = range_limit(values[key], below=below, margin=range_margin)
     rule = QualityRule(**fields, flag_size_at_limit=size_flag)
-    fitted = (["max_novelty"] if novelty else []) + [name for f, _ in picks for name in f]
+    fitted = (["max_novelty"] if novelty is not None else []) + [name for f, _ in picks for name in f]
     return rule, {**flag_report(flags_of(rule), e, large=large), "fitted_limits": fitted}

@@ -6,8 +6,9 @@ import streamlit as st
 
 import cellcount as cc
 
-CHECK_HELP = ("Check this image: a signal measured on the model's maps says the count may be wrong (limits "
-              "calibrated on validation images; see the count page for the reasons).")
+CHECK_HELP = ("Check this image: a signal measured on the model's maps, or how unlike its training images the image "
+              "looks to the model, says the count may be wrong (limits calibrated on validation images; see the "
+              "count page for the reasons).")
 
 
 def quality_badge(result: cc.CountResult) -> None:
@@ -17,7 +18,13 @@ def quality_badge(result: cc.CountResult) -> None:
         return
     if q.flag:
         st.badge("Check this image", icon=":material/warning:", color="orange")
-        st.caption("This count may be wrong: " + "; ".join(q.reasons) + ". Look at the outlines before using it.")
+        look = ("Compare the density map with the image" if result.output_kind == "density"
+                else "Look at the outlines")
+        st.caption("This count may be wrong: " + "; ".join(q.reasons) + f". {look} before using it.")
+    elif q.nearest:
+        st.badge("Near a quality limit", icon=":material/info:", color="gray",
+                 help="No quality signal passed its limit, but one came within 10% of it.")
+        st.caption(f"Not flagged, but close ({q.score:.0%} of a limit): {q.nearest}.")
     else:
         st.badge("No quality warning", icon=":material/check:", color="green",
                  help="None of the quality signals passed its limit; this does not prove the count right.")

@@ -103,8 +103,14 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> 
     m[3].metric("Time", f"{df['seconds'].sum():.1f} s")
     flagged = int(ok["check"].fillna(False).astype(bool).sum()) if "check" in ok else 0
     if flagged:
-        st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column check, "
-                   "reasons in check_reasons).")
+        st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column \"check "
+                   "this image\", reasons beside it and below).")
+        with st.expander(f"Why these {flagged} image(s) are flagged"):
+            rows = ok[ok["check"].fillna(False).astype(bool)]
+            for _, row in rows.head(50).iterrows():
+                st.markdown(f"- `{row['file']}` ({row['count']:g}): {row.get('check_reasons', '')}")
+            if len(rows) > 50:
+                st.caption(f"... and {len(rows) - 50} more: the per-image CSV has every reason.")
     ran = json.loads(res["settings"])
     if current is not None and (ran["params"] != current.to_dict() or ran.get("plane") != page):
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
@@ -113,8 +119,9 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> 
             st.markdown(f"**{len(bad)} file(s) could not be counted** (the batch went on):")
             for _, row in bad.iterrows():
                 st.markdown(f"- `{row['file']}` — {row['reason']}")
+    first = [c for c in ("file", "status", "count", "check", "check_reasons", "quality_score") if c in df]
     sh.dataframe(
-        df,
+        df[first + [c for c in df.columns if c not in first]],  # the verdict beside the count (the CSV keeps its order)
         column_config={
             "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
             "count_estimate": st.column_config.NumberColumn(format="%.2f"),
@@ -124,6 +131,12 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> 
                 format="%.1f", help="Nucleus diameter estimated from a first pass (Estimate nucleus size)"),
             "seconds": st.column_config.NumberColumn(format="%.3f"),
             "check": st.column_config.CheckboxColumn("check this image", help=CHECK_HELP),
+            "check_reasons": st.column_config.TextColumn("why", width="large",
+                                                         help="Why the count may be wrong (empty: no warning)"),
+            "quality_score": st.column_config.NumberColumn(
+                "quality score", format="%.2f",
+                help="How close the count came to a quality limit: the signal furthest toward its limit, as a share "
+                     "of it (1 or more: flagged; 0.9-1: near a limit)"),
         },
     )
     if len(ok):

@@ -15,12 +15,14 @@ from pages import _shared as sh
 sh.require_entry_point("evaluate")
 
 P = "eval"
-PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "precision", "recall", "f1", "mean_iou")
+PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "check", "precision", "recall", "f1", "mean_iou")
 PER_IMAGE_CONFIG = {
     "file": st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)"),
     "pred": st.column_config.NumberColumn("predicted", format="%.1f"),
     "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true"),
     "rel_error": st.column_config.NumberColumn("rel. error", format="percent", help="error / true count"),
+    "check": st.column_config.CheckboxColumn("check", help="The quality flag: this count may be wrong (the reasons are "
+                                                           "in the CSV's check_reasons)"),
     "precision": st.column_config.NumberColumn(format="%.2f"),
     "recall": st.column_config.NumberColumn(format="%.2f"),
     "f1": st.column_config.NumberColumn("F1", format="%.2f"),
@@ -78,6 +80,19 @@ def show_summary(s: dict, iou_threshold: float) -> None:
             f"Model speed: {s['ms_per_megapixel']:.0f} ms per megapixel (cached predictions keep the "
             "time of their first run)."
         )
+
+
+def flag_caption(per_image: pd.DataFrame) -> None:
+    """How the quality flag did on these images: how many it flagged, and how many of the large errors."""
+    if "check" not in per_image or not len(per_image):
+        return
+    from cellcount.quality import LARGE_ERROR, flag_report
+
+    rep = flag_report(per_image["check"].fillna(False).astype(bool), per_image["rel_error"].abs())
+    held = (f"{round(rep['large_errors_flagged_share'] * rep['large_errors'])} of them in flagged images"
+            if rep["large_errors"] else "none to catch")
+    st.caption(f"Quality flag: {round(rep['flagged_share'] * rep['n'])} of {rep['n']} images flagged \"check this "
+               f"image\"; {rep['large_errors']} counts off by more than {LARGE_ERROR:.0%} of the true count, {held}.")
 
 
 def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.CountParams, k: int = 3) -> None:
@@ -264,6 +279,7 @@ with right:
         st.stop()
 
     show_summary(summary, iou)
+    flag_caption(per_image)
     tabs = st.tabs(
         ["Per image", "Predicted vs true", "Errors", "Worst images"], key=f"{P}_tabs", on_change="rerun"
     )

@@ -11,6 +11,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.models import model_card
 from cellcount.models.guide import ModelGuide, model_guide, strengths
+from cellcount.quality import quality_summary
 from pages import _shared as sh
 
 sh.require_entry_point("models")
@@ -184,6 +185,9 @@ def render_card(name: str) -> None:
             st.plotly_chart(viz.training_curve(pd.DataFrame(history)), key=f"models_history_{name}")
         elif not card.training:
             st.caption("Not trained (no training record).")
+        if name != cc.models.CLASSICAL_NAME:
+            st.markdown("**Quality flag** (\"check this image\")")
+            st.caption(" ".join(quality_summary(card)))
         st.markdown(f"**Licence:** {card.license}")
         if card.sha256:
             st.markdown(f"**Weights:** `{card.weights_file}`, sha256 `{card.sha256}` (checked on every load)")

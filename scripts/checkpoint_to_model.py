@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     net.load_state_dict(ck["model"] if "model" in ck else ck["net"])
     card = dataclasses.replace(copy.deepcopy(base.card), name=args.name, sha256="",
                                density_scale=args.density_scale if base.output_kind != "mask" else 1.0)
-    card.extra = {k: v for k, v in card.extra.items() if k != "quality"}  # the base's rule is not this model's
+    card.extra = {k: v for k, v in card.extra.items() if k not in ("quality", "novelty")}  # the base's rule and encoder features are not this model's
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)

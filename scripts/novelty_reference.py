@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cellcount.io import read_image  # noqa: E402
-from cellcount.models import load_model  # noqa: E402
 from cellcount.models.card import write_card  # noqa: E402
-from cellcount.novelty import FIRST_LEVEL, NOVELTY_FILE, WINDOW_PX, K, NoveltyReference, image_features  # noqa: E402
+from cellcount.models.loading import load_model_folder  # noqa: E402
+from cellcount.novelty import NOVELTY_FILE, SETTINGS, NoveltyReference, image_features  # noqa: E402
 from cellcount.pipeline import predict  # noqa: E402
 from cellcount.training.data import dsb_part  # noqa: E402
 
@@ -43,23 +43,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         files = files[: args.limit]
     for name in args.models:
-        model = load_model(name)
-        model.novelty = None  # features only; an older reference is replaced
+        folder = ROOT / "weights" / name
+        model = load_model_folder(folder, with_novelty=False)  # features only; an older reference is replaced
         t0 = time.perf_counter()
         feats = []
         for path in files:
             p = predict(read_image(path), model)
-            feats.append(image_features(model.net, p.image_norm, p.maps[0], p.model_scale))
+            # in fp32, as encoder_features' docstring says the reference is; None: too small or empty to judge
+            f = image_features(model.net, p.image_norm, p.maps[0], p.model_scale, density=model.output_kind == "density")
+            if f is not None:
+                feats.append(f)
         ref = NoveltyReference.fit(np.stack(feats))
-        folder = ROOT / "weights" / name
         sha = ref.save(folder / NOVELTY_FILE)
         model.card.extra["novelty"] = {
-            "file": NOVELTY_FILE, "sha256": sha, "images": len(files), "k": K, "window_px": WINDOW_PX,
-            "first_level": FIRST_LEVEL, "features": int(ref.features.shape[1]),
-            "fitted_on": "dsb2018 training split (scripts/novelty_reference.py)",
+            "file": NOVELTY_FILE, "sha256": sha, "images": len(feats), **SETTINGS,
+            "features": int(ref.features.shape[1]),
+            "fitted_on": f"dsb2018 training split, {len(feats)} of {len(files)} images (the others too small or "
+                         "empty at the model's scale to judge; scripts/novelty_reference.py)",
         }
         write_card(model.card, folder)
-        print(f"{name}: {len(files)} images, {ref.features.shape[1]} features, scale {ref.scale:.3f}, "
+        print(f"{name}: {len(feats)} of {len(files)} images, {ref.features.shape[1]} features, scale {ref.scale:.3f}, "
               f"{time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -46,6 +46,9 @@ def test_samples_evaluate_and_slider_reevaluates():
     mae = float(metric(at, "MAE"))
     float(metric(at, "F1"))
     assert len(at.dataframe[0].value) == 12
+    assert "check" in at.dataframe[0].value.columns, "the quality flag beside each image's error"
+    flag = next(c.value for c in at.caption if c.value.startswith("Quality flag:"))
+    assert "of 12 images flagged" in flag and "off by more than 15% of the true count" in flag
     assert "Per-image CSV" in {d.label for d in at.get("download_button")}
     at.slider(key="eval_threshold").set_value(0.75)
     at.run()

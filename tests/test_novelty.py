@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from cellcount.errors import ModelCardError, WeightsIntegrityError
 from cellcount.novelty import NOVELTY_FILE, NoveltyReference, encoder_features, image_features
 from cellcount.quality import NOVELTY_QUANTILE, QualityRule, calibrate_rule
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
 def _cluster(rng, n=40, f=16, centre=0.0):
@@ -56,25 +59,73 @@ def test_encoder_features_pool_the_coarse_levels_of_any_image_size(tiny_model, r
     assert np.allclose(image_features(net, img, weight, 1.0), encoder_features(net, img[304:560, 324:580]), atol=1e-5)
 
 
-def test_count_carries_novelty_and_flags_an_image_past_the_limit(tiny_model, rng, draw_disks):
+def test_count_carries_novelty_and_flags_an_image_past_the_limit(tiny_model, rng, draw_disks, monkeypatch):
     import dataclasses
 
+    from cellcount import pipeline
     from cellcount.pipeline import count_image
 
     model = tiny_model()
-    image = (draw_disks((96, 96), [(30, 30), (60, 60)], 8) > 0).astype(np.float32)
+    centres = [(y, x) for y in range(20, 240, 40) for x in range(20, 240, 40)]
+    image = (draw_disks((256, 256), centres, 8) > 0).astype(np.float32)
     feats = [image_features(model.net, np.roll(image, s, axis=1), image, 1.0) for s in range(0, 40, 4)]
     model.novelty = NoveltyReference.fit(np.stack(feats))
+    # the untrained network's maps need not show nuclei: the window is judged on the image's own disks here
+    monkeypatch.setattr(model, "predict_maps", lambda view, **kw: np.stack([view, np.zeros_like(view)]))
     result = count_image(image, model)
     value = result.quality.signals["novelty"]
     assert np.isfinite(value) and value > 0
     model.card = dataclasses.replace(model.card, extra={"quality": {"rule": {"max_novelty": value / 2}}})
     flagged = count_image(image, model)
     assert flagged.quality.flag
-    assert any("unlike the images the model was trained on" in r for r in flagged.quality.reasons)
+    reason = next(r for r in flagged.quality.reasons if "unlike the images this model was trained on" in r)
+    assert "check the nucleus size setting" in reason and f"limit {value / 2:.2f}" in reason and "; " not in reason
+    calls = []
+    monkeypatch.setattr(pipeline, "image_novelty", lambda *a, **k: calls.append(1) or 1.0)
+    params = pipeline.resolve_params(model, None)
+    pred = pipeline.predict(image, model, params)
+    for threshold in (0.3, 0.5, 0.7):  # a slider move reruns postprocessing, never the encoder
+        pipeline.postprocess(pred, params.replace(threshold=threshold))
+    assert len(calls) == 1
     model.novelty = None
-    assert "novelty" not in count_image(image, model).quality.signals or np.isnan(
-        count_image(image, model).quality.signals["novelty"])
+    assert np.isnan(count_image(image, model).quality.signals["novelty"])
+
+
+def test_nothing_to_judge_in_an_empty_or_small_window(tiny_model, rng):
+    net = tiny_model().net
+    img = rng.random((400, 400), dtype=np.float32)
+    weight = np.zeros_like(img)
+    assert image_features(net, img, weight, 1.0) is None, "no nucleus in the window (an empty block of a mosaic)"
+    assert image_features(net, img, weight, 1.0, density=True) is None
+    weight[100:150, 100:150] = 1.0
+    assert image_features(net, img, weight, 1.0) is not None
+    assert image_features(net, img[:150, :150], weight[:150, :150], 1.0) is None, "150 px: too small to judge"
+    assert image_features(net, img[:150, :150], weight[:150, :150], 1.5) is not None, "225 px at the model's scale"
+
+
+def test_the_window_is_resized_by_the_models_scale(tiny_model, rng):
+    from cellcount.sizing import resize_image
+
+    net = tiny_model().net
+    img = rng.random((600, 600), dtype=np.float32)
+    weight = np.zeros_like(img)
+    weight[300:500, 300:500] = 1.0
+    got = image_features(net, img, weight, 2.0)  # 128 px at the image's size -> 256 at the model's
+    rows, cols = __import__("cellcount.novelty", fromlist=["novelty_window"]).novelty_window(weight, 2.0)
+    assert rows.stop - rows.start == 128
+    assert np.allclose(got, encoder_features(net, resize_image(img[rows, cols], 2.0)), atol=1e-5)
+
+
+def test_score_uses_k_neighbours_in_units_of_each_features_spread():
+    train = np.zeros((6, 2), np.float32)
+    train[:, 0] = [0, 1, 2, 3, 4, 5]  # feature 0 spreads widely, feature 1 not at all (std ~ 1e-6)
+    train[:, 1] = [0, 0, 0, 0, 0, 1e-3]
+    ref = NoveltyReference.fit(train, k=2)
+    one = NoveltyReference(ref.features, ref.mean, ref.std, ref.scale, k=1)
+    x = np.array([0.0, 0.0], np.float32)
+    assert ref.score(x) > one.score(x), "the mean of 2 neighbours is further than the nearest"
+    moved = ref.score(np.array([0.0, 2e-3], np.float32))
+    assert moved > 5 * ref.score(x), "a small change in a feature that never varies is a large one"
 
 
 def test_model_folder_loads_its_reference_and_refuses_a_path_outside_it(tiny_model, tmp_path, rng):
@@ -92,6 +143,44 @@ def test_model_folder_loads_its_reference_and_refuses_a_path_outside_it(tiny_mod
     (folder / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelCardError, match="novelty"):
         load_model_folder(folder)
+    card["extra"]["novelty"] = {"file": NOVELTY_FILE}  # no sha256
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsIntegrityError, match="without its sha256"):
+        load_model_folder(folder)
+    assert load_model_folder(folder, with_novelty=False).novelty is None, "how a new reference is written"
+    wrong = NoveltyReference.fit(_cluster(rng, f=7)).save(folder / NOVELTY_FILE)  # another encoder's features
+    card["extra"]["novelty"] = {"file": NOVELTY_FILE, "sha256": wrong}
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsIntegrityError, match="other settings"):
+        load_model_folder(folder)
+    card["extra"]["novelty"] = {"file": NOVELTY_FILE, "sha256": sha, "window_px": 128}
+    NoveltyReference.fit(_cluster(rng)).save(folder / NOVELTY_FILE)
+    card["extra"]["novelty"]["sha256"] = __import__("hashlib").sha256((folder / NOVELTY_FILE).read_bytes()).hexdigest()
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsIntegrityError, match="rerun"):
+        load_model_folder(folder)
+    (folder / NOVELTY_FILE).write_bytes(b"not a safetensors file")
+    card["extra"]["novelty"] = {"file": NOVELTY_FILE,
+                                "sha256": __import__("hashlib").sha256(b"not a safetensors file").hexdigest()}
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsIntegrityError, match="not a novelty reference"):
+        load_model_folder(folder)
+
+
+def test_a_card_copied_to_another_folder_drops_the_reference(tiny_model, tmp_path, rng):
+    import copy
+
+    from cellcount.models import save_model
+    from cellcount.models.loading import load_model_folder
+
+    model = tiny_model()
+    folder = save_model(model.net, model.card, tmp_path / "a")
+    sha = NoveltyReference.fit(_cluster(rng)).save(folder / NOVELTY_FILE)
+    model.card.extra = {**model.card.extra, "novelty": {"file": NOVELTY_FILE, "sha256": sha}}
+    save_model(model.net, model.card, folder)
+    assert load_model_folder(folder).novelty is not None
+    other = save_model(model.net, copy.deepcopy(model.card), tmp_path / "b")
+    assert load_model_folder(other).novelty is None
 
 
 def test_calibration_sets_the_novelty_limit_first_and_fits_the_rest_in_what_is_left():
@@ -105,24 +194,35 @@ def test_calibration_sets_the_novelty_limit_first_and_fits_the_rest_in_what_is_l
     errors[bad] = rng.uniform(0.2, 0.5, 10)
     signals = [{"count_disagreement": d, "novelty": v, "size_at_limit": 0.0} for d, v in zip(disagreement, novelty)]
     rule, rep = calibrate_rule(signals, errors, max_flagged=0.2)
-    assert rule.max_novelty == pytest.approx(np.quantile(novelty, NOVELTY_QUANTILE), abs=1e-4)
+    assert (novelty >= rule.max_novelty).sum() == round(n * (1 - NOVELTY_QUANTILE)), "the least familiar twentieth"
     assert "max_novelty" in rep["fitted_limits"]
     assert rep["flagged_share"] <= 0.2 and rep["large_errors_flagged_share"] == 1.0
     # no reference, no limit: a fine-tune's training images carry no novelty
     rule2, _ = calibrate_rule([{k: v for k, v in s.items() if k != "novelty"} for s in signals], errors)
     assert rule2.max_novelty is None
     assert QualityRule.from_card(type("C", (), {"extra": {"quality": {"rule": rule.to_dict()}}})()) == rule
+    # the budget holds with the novelty limit on; few or equal values get a range limit, never a flag each
+    assert calibrate_rule(signals, errors, max_flagged=0.02)[1]["flagged_share"] <= 0.02
+    assert calibrate_rule(signals, errors, max_flagged=0.0)[1]["flagged_share"] == 0.0
+    assert calibrate_rule([{"novelty": 1.0}] * 30, np.zeros(30))[1]["flagged_share"] == 0.0
+    assert calibrate_rule(signals[:5], errors[:5])[0].max_novelty > novelty[:5].max()
 
 
-def test_bf16_features_stay_close_to_fp32_and_follow_the_fast_paths_precision(tiny_model, rng, monkeypatch):
+def test_bf16_novelty_stays_close_to_fp32_and_follows_the_fast_paths_precision(tiny_model, rng, monkeypatch):
+    import cellcount as cc
     from cellcount import pipeline
+    from cellcount.io import read_image
     from cellcount.models.autotune import BackendChoice
 
+    shipped = cc.load_model("unet-mask")
+    p = pipeline.predict(read_image(SAMPLES / "s01_sparse_small.png"), shipped)
+    a, b = (shipped.novelty.score(image_features(shipped.net, p.image_norm, p.maps[0], p.model_scale, bf16=x))
+            for x in (False, True))
+    assert b == pytest.approx(a, rel=0.05)
+
     model = tiny_model()
-    img = rng.random((64, 64), dtype=np.float32)
-    a, b = encoder_features(model.net, img), encoder_features(model.net, img, bf16=True)
-    assert np.corrcoef(a, b)[0, 1] > 0.99
     model.novelty = NoveltyReference.fit(rng.normal(size=(8, 16)))
+    img = rng.random((256, 256), dtype=np.float32)
     seen = []
     monkeypatch.setattr(pipeline, "image_novelty", lambda *a, bf16, **k: seen.append(bf16) or 1.0)
     monkeypatch.setattr(model, "backend_choice", lambda requested="auto": BackendChoice(requested, "requested"))
@@ -132,3 +232,17 @@ def test_bf16_features_stay_close_to_fp32_and_follow_the_fast_paths_precision(ti
     pipeline.predict(img, model, backend="torch")
     pipeline.predict(img, model, fast=False)
     assert seen == [True, False, False], "bf16 only where the fast path runs in bf16"
+
+
+def test_shipped_references_fit_their_encoders_and_read_a_sample_as_familiar():
+    import cellcount as cc
+    from cellcount.io import read_image
+    from cellcount.novelty import feature_count
+
+    for name in ("unet-mask", "multihead-unet", "unet-density"):
+        model = cc.load_model(name)
+        assert model.novelty is not None and model.novelty.features.shape[1] == feature_count(model.net) == 448
+        result = cc.count_image(read_image(SAMPLES / "s01_sparse_small.png"), model)
+        assert 0 < result.quality.signals["novelty"] < model.card.extra["quality"]["rule"]["max_novelty"] * 3
+        assert np.isnan(cc.count_image(np.zeros((300, 300), np.float32), model).quality.signals["novelty"]), \
+            "a blank image shows nothing to judge"

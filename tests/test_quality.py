@@ -341,3 +341,16 @@ def test_density_models_get_image_signals_from_their_map(draw_disks):
     faint = postprocess(Prediction("d", "density", density[None], 0.1 + 0.05 * (image > 0.5), False,
                                    params.input_key()), params)
     assert judge(faint.quality.signals, QualityRule()).flag, "low contrast is flagged for density models too"
+
+
+def test_a_count_near_a_limit_says_which_and_a_joint_reason_is_not_said_twice():
+    rule = QualityRule(max_count_disagreement=0.2, max_uncertain_fraction=None, min_contrast=None, max_size_ratio=None,
+                       joint_limits=(("count_disagreement", 0.1), ("uncertain_fraction", 0.2)))
+    near = judge({"count_disagreement": 0.19, "uncertain_fraction": 0.1}, rule)
+    assert not near.flag and near.score == pytest.approx(0.95) and "differ by 19%" in near.nearest
+    assert judge({"count_disagreement": 0.05, "uncertain_fraction": 0.1}, rule).nearest == ""
+    both = judge({"count_disagreement": 0.3, "uncertain_fraction": 0.3}, rule)
+    assert len(both.reasons) == 1 and "differ by 30%" in both.reasons[0], "the joint limit adds nothing new here"
+    joint = judge({"count_disagreement": 0.15, "uncertain_fraction": 0.3}, rule)
+    assert joint.flag and "unusual together" in joint.reasons[0] and "; " not in joint.reasons[0]
+    assert judge({"count_disagreement": 0.3}, rule).nearest == "", "flagged counts are not 'near'"

@@ -179,8 +179,9 @@ def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
     return load_model_folder(_model_folder(name_or_path, weights_dir))
 
 
-def load_model_folder(folder: str | Path) -> NetModel:
-    """Rebuild the network from the card's architecture + kwargs and load verified weights."""
+def load_model_folder(folder: str | Path, *, with_novelty: bool = True) -> NetModel:
+    """Rebuild the network from the card's architecture + kwargs and load verified weights (and, with
+    ``with_novelty``, the novelty reference the card names; off to write a new one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -218,20 +219,39 @@ def load_model_folder(folder: str | Path) -> NetModel:
     except RuntimeError as err:
         raise WeightsIntegrityError(f"weights in {wpath} do not fit architecture {card.architecture}: {err}") from err
     model = NetModel(net, card)
-    entry = card.extra.get("novelty")
-    if entry:
-        from ..novelty import NoveltyReference
-
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or Path(entry["file"]).name != entry["file"]:
-            raise ModelCardError(f"model card of {card.name!r}: extra.novelty must name a file in the model folder")
-        model.novelty = NoveltyReference.load(folder / entry["file"], entry.get("sha256"))
+    if with_novelty:
+        model.novelty = _novelty_reference(folder, card, net)
     return model
+
+
+def _novelty_reference(folder: Path, card: ModelCard, net):
+    """The model's novelty reference (:mod:`cellcount.novelty`) when its card names one, checked against
+    the card's sha256, the way its features were taken and the network's encoder."""
+    from ..novelty import SETTINGS, NoveltyReference, feature_count
+
+    entry = card.extra.get("novelty")
+    if not entry:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or Path(entry["file"]).name != entry["file"]:
+        raise ModelCardError(f"model card of {card.name!r}: extra.novelty must name a file in the model folder")
+    ref = NoveltyReference.load(folder / entry["file"], entry.get("sha256"))
+    stale = {k: entry[k] for k, v in SETTINGS.items() if k in entry and entry[k] != v}
+    n = feature_count(net)
+    if stale or ref.features.shape[1] != n:
+        raise WeightsIntegrityError(
+            f"the novelty reference of {card.name!r} was taken with other settings ({stale or ref.features.shape[1]} "
+            f"features, this code: {SETTINGS}, {n} features): rerun `python scripts/novelty_reference.py`")
+    return ref
 
 
 def save_model(net, card: ModelCard, folder: str | Path) -> Path:
     """Write ``weights.safetensors`` + ``card.json`` (with the weights' sha256) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    novelty = card.extra.get("novelty") if isinstance(card.extra, dict) else None
+    if novelty and not (isinstance(novelty, dict) and (folder / str(novelty.get("file", ""))).is_file()):
+        # a card copied from another folder: its reference describes that folder's network, not this one
+        card.extra = {k: v for k, v in card.extra.items() if k != "novelty"}
     wpath = folder / card.weights_file
     wpath.write_bytes(weights_bytes(net))
     card.sha256 = sha256_file(wpath)
