@@ -35,9 +35,11 @@ def require_entry_point(page: str) -> None:
         st.switch_page(str(ROOT / "streamlit_app.py"))
 
 
-def show_error(err: BaseException, where: Any = None) -> None:
-    """Show a library error as a message (no traceback)."""
-    (where or st).error(str(err), icon=":material/error:")
+def show_error(err: BaseException, where: Any = None, *, name: str | None = None) -> None:
+    """Show a library error as a message (no traceback); ``name``: the uploaded file's name, for errors about
+    bytes read from memory (which the library can only call ``<bytes>``)."""
+    text = str(err).replace("<bytes>", name) if name else str(err)
+    (where or st).error(text, icon=":material/error:")
 
 
 def progress_callback(bar, label: str) -> Callable[[int, int], None]:

@@ -137,6 +137,8 @@ def run(configs, sources) -> pd.DataFrame:
                 "count": None,
                 "count_estimate": None,
                 "seconds": None,
+                "check": None,
+                "check_reasons": "",
                 "status": "ok",
             }
             try:
@@ -145,6 +147,8 @@ def run(configs, sources) -> pd.DataFrame:
                 row.update(
                     count=res.count, count_estimate=res.count_estimate, seconds=sum(res.seconds.values())
                 )
+                if res.quality is not None:
+                    row.update(check=bool(res.quality.flag), check_reasons="; ".join(res.quality.reasons))
             except cc.CellcountError as err:
                 row["status"] = f"{type(err).__name__}: {err}"
             rows.append(row)
@@ -176,7 +180,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
             s = count_metrics(k["true"].to_numpy(float), k["count_estimate"].to_numpy(float))
             row.update({"MAE": s["mae"], "MAE 95% CI": _interval(s["mae_ci_low"], s["mae_ci_high"]),
                         "bias": s["bias"], "RMSE": s["rmse"], "images with ground truth": len(k)})
-        row.update({"mean time per image (ms)": 1000 * t["seconds"].mean(), "total count": t["count"].sum()})
+        row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
+                    "mean time per image (ms)": 1000 * t["seconds"].mean(), "total count": t["count"].sum()})
         per_config.append(row)
     st.subheader("Counts")
     if has_truth and not truth.notna().all():
@@ -193,8 +198,17 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 f"{MIN_BOOTSTRAP_IMAGES})"),
             "bias": st.column_config.NumberColumn(
                 format="%+.2f", help="Mean of predicted - true: above 0 over-counts"),
+            "images flagged": st.column_config.NumberColumn(
+                help="Images whose count this model's quality flag marks \"check this image\""),
         },
     )
+    flagged = long[long["check"].fillna(False).astype(bool)]
+    if len(flagged):
+        st.warning(f"{flagged['file'].nunique()} of {len(truth)} image(s) flagged \"check this image\" by at least "
+                   "one model: models that agree there may be wrong alike (they learnt from the same kind of images).")
+        with st.expander("Why they are flagged"):
+            for _, r in flagged.head(50).iterrows():
+                st.markdown(f"- `{r['file']}`, {r['config']}: {r['check_reasons']}")
     # counts and errors as two tables of at most 1 + 1 + 4 columns, so that 4 long model names fit at
     # 1400 px; the CSV holds both
     counts = [c for c in table.columns if not c.startswith("error: ")]

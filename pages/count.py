@@ -249,8 +249,10 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
             stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
         sh.params_ui(model, P, probability_stats=stats)
     with right:
-        if source is None or image is None:
+        if source is None:
             st.info("Upload an image (PNG, JPEG, TIFF 8/16-bit, multichannel) or choose a sample.")
+            return
+        if image is None:  # the file could not be read: the error above says why
             return
         if error is not None:
             sh.show_error(error)
@@ -283,7 +285,7 @@ if source is not None:
         image = sh.read_image_cached(source.digest, source.data, page)
         note = sh.image_note(source.digest, source.data, page)
     except cc.CellcountError as err:
-        sh.show_error(err)
+        sh.show_error(err, name=source.name)
         image = None
     else:
         st.markdown(sh.image_caption(source, image, page))

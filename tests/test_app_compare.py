@@ -59,8 +59,10 @@ def test_one_model_two_settings():
     assert not at.exception
     per_config, table = at.dataframe[0].value, at.dataframe[1].value
     assert list(per_config["config"]) == ["A: classical-otsu", "B: classical-otsu"]
-    assert {"MAE", "MAE 95% CI", "bias"} <= set(per_config.columns)
+    assert {"MAE", "MAE 95% CI", "bias", "images flagged"} <= set(per_config.columns)
     assert list(table["true"]) == [28, 167]
+    if per_config["images flagged"].sum():  # agreement is not correctness: a flag is said, with its reasons
+        assert any("by at least one model" in w.value for w in at.warning)
     # with ground truth on only two images, no interval on the MAE difference is claimed
     assert any("needs at least 5 images" in c.value for c in at.caption)
     assert (table["A: classical-otsu"] != table["B: classical-otsu"]).any()

@@ -95,6 +95,8 @@ def test_upload_png_and_broken_file():
     at.run()
     assert not at.exception
     assert at.error and "not an image" in at.error[0].value
+    assert "broken.png" in at.error[0].value and "<bytes>" not in at.error[0].value, "the file's own name"
+    assert not any("Upload an image" in i.value for i in at.info), "one was uploaded: the error says what is wrong"
 
 
 @pytest.mark.slow
