@@ -276,7 +276,10 @@ def _ratio(value: float, limit: float, below: bool) -> float:
     return (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
 
 
-def _reason(signal: str, v: float, limit: float | None = None) -> str:
+def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = False) -> str:
+    if signal == "novelty" and near:
+        return (f"the image looks less like the images this model was trained on than most (novelty {v:.2f}, "
+                f"flagged from {limit:.2f})")
     if signal == "novelty":  # no "; " inside: tables join the reasons with it
         return ("the image looks unlike the images this model was trained on (DSB 2018 nuclei), so its count is "
                 "less certain: check a few objects by eye, check the nucleus size setting, or fine-tune the model "
@@ -313,7 +316,7 @@ def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
             continue
         ratio = _ratio(value, limit, below)
         ratios.append(ratio)
-        nearest = max(nearest, (ratio, _reason(key, value, limit)))
+        nearest = max(nearest, (ratio, _reason(key, value, limit, near=True)))
         if ratio >= 1.0:
             reasons.append(_reason(key, value, limit))
             fired.add(key)
