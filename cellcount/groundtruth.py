@@ -27,12 +27,15 @@ from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     DOT_DIRS,
     GROUND_TRUTH_SUFFIXES,
+    GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
+    IMAGE_WORDS,
     ground_truth_suffix,
     image_shape,
     list_image_files,
     read_image,
     split_ground_truth_files,
+    word_base,
 )
 
 logger = logging.getLogger(__name__)
@@ -643,7 +646,8 @@ def match_ground_truth(
     :data:`cellcount.io.GROUND_TRUTH_SUFFIXES` (``img01_labels.tif``, ``img01_mask.png``,
     ``img01_dots.png``, ``img01_points.csv`` ...), or is the same stem in another folder
     (``labels/img01.png`` for ``images/img01.png``). Stems are compared exactly first, then
-    case-insensitively. Among several candidates the one in the image's folder wins, then one in a
+    case-insensitively; last, an image and a ground-truth file whose stems differ only in a trailing role word
+    (``001cell.png`` and ``dots/001dots.png``, the VGG cells layout: :func:`cellcount.io.word_base`). Among several candidates the one in the image's folder wins, then one in a
     sibling folder, then the suffix order of ``GROUND_TRUTH_SUFFIXES`` (labels before masks before dots).
 
     Returns
@@ -653,6 +657,7 @@ def match_ground_truth(
     """
     exact: dict[str, list[tuple[int, Path]]] = {}
     folded: dict[str, list[tuple[int, Path]]] = {}
+    gt_paths = list(gt_paths)
     for item in gt_paths:
         gt = Path(item)
         base, rank = _gt_base(gt)
@@ -676,12 +681,22 @@ def match_ground_truth(
             out.append((proximity, rank, str(gt), gt))
         return sorted(out, key=lambda t: t[:3])
 
+    # the VGG cells layout: 001cell.png and dots/001dots.png share "001" (after every other pairing)
+    worded: dict[str, list[tuple[int, Path]]] = {}
+    for item in gt_paths:
+        base = word_base(Path(item).stem, GROUND_TRUTH_WORDS)
+        if base:
+            worded.setdefault(base.lower(), []).append((len(GROUND_TRUTH_SUFFIXES) + 1, Path(item)))
+
     result: dict[Path, Path] = {}
     for item in image_paths:
         image = Path(item)
         cands = usable(image, exact.get(image.stem, []))
         if not cands:
             cands = usable(image, folded.get(image.stem.lower(), []))
+        base = word_base(image.stem, IMAGE_WORDS)
+        if not cands and base:
+            cands = [c for c in usable(image, worded.get(base.lower(), [])) if c[3] not in result.values()]
         if cands:
             result[image] = cands[0][3]
     return result

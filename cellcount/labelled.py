@@ -27,7 +27,17 @@ from .groundtruth import (
     read_label_image,
     read_points_csv,
 )
-from .io import DOT_DIRS, GROUND_TRUTH_DIRS, GROUND_TRUTH_SUFFIXES, IMAGE_EXTENSIONS, ground_truth_suffix, read_image
+from .io import (
+    DOT_DIRS,
+    GROUND_TRUTH_DIRS,
+    GROUND_TRUTH_SUFFIXES,
+    GROUND_TRUTH_WORDS,
+    IMAGE_EXTENSIONS,
+    IMAGE_WORDS,
+    ground_truth_suffix,
+    read_image,
+    word_base,
+)
 
 __all__ = ["LabelledSet", "labelled_set", "pair_by_stem"]
 
@@ -108,7 +118,9 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[di
     :data:`cellcount.io.GROUND_TRUTH_SUFFIXES` (``a_labels.tif``, ``a_mask.png``, ``a_points.csv`` ...).
     Stems are compared exactly, then case-insensitively. Among several candidates the one sharing the
     most folders with the image wins (``plate1/labels/a.png`` for ``plate1/images/a.png``), then the
-    suffix order (labels, masks, dots, points, same name). Each ground-truth file serves one image.
+    suffix order (labels, masks, dots, points, same name). Each ground-truth file serves one image. Last, an
+    image and a ground-truth file whose stems differ only in a trailing role word pair (``001cell.png`` and
+    ``001dots.png``, the VGG cells layout; :func:`cellcount.io.word_base`).
 
     Parameters
     ----------
@@ -144,6 +156,21 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[di
                 pairs[image] = cands[0][2]
                 taken.add(cands[0][2])
                 break
+    # last, the VGG cells layout: 001cell.png and 001dots.png share "001"
+    worded: dict[str, list[str]] = {}
+    for gt in ground_truth:
+        base = word_base(PurePosixPath(gt).stem, GROUND_TRUTH_WORDS)
+        if base and gt not in taken:
+            worded.setdefault(base.casefold(), []).append(gt)
+    for image in images:
+        base = word_base(PurePosixPath(image).stem, IMAGE_WORDS)
+        if image in pairs or not base:
+            continue
+        where = _folder(image)
+        cands = sorted((-_shared_folders(where, _folder(gt)), gt) for gt in worded.get(base.casefold(), []) if gt not in taken)
+        if cands:
+            pairs[image] = cands[0][1]
+            taken.add(cands[0][1])
     unmatched = [i for i in images if i not in pairs]
     unused = [g for g in dict.fromkeys(ground_truth) if g not in taken]
     return pairs, unmatched, unused

@@ -417,6 +417,16 @@ def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp
     _save_png(other / "001dots.png", dots)
     with pytest.raises(GroundTruthError, match="read as images but named like ground truth: 001dots.png"):
         load_labelled_folder(other)
+    vgg = tmp_path / "vgg-layout"  # the VGG cells benchmark: images/001cell.png with dots/001dots.png
+    (vgg / "images").mkdir(parents=True)
+    (vgg / "dots").mkdir()
+    _save_png(vgg / "images" / "001cell.png", img)
+    _save_png(vgg / "dots" / "001dots.png", dots)
+    _save_png(vgg / "images" / "002cell.png", img)
+    _save_png(vgg / "dots" / "003dots.png", dots)  # no image of its own: not taken by 002cell
+    (vgg / "counts.csv").write_text("filename,count\n002cell.png,4\n")
+    got = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(vgg)}
+    assert got == {"001cell.png": ("points", 2), "002cell.png": ("count", 4)}
 
 
 def test_load_labelled_folder_errors(tmp_path: Path) -> None:

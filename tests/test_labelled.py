@@ -149,6 +149,8 @@ def test_points_csvs_dot_images_and_counts_tables(samples):
     assert np.allclose(out.items[0][2].points, s0.centroids, atol=0.06)
     in_folder = labelled_set([("b.png", img1)], [("dots.zip", _zip({"dots/b.png": _png(dots)}))])
     assert in_folder.items[0][2].kind == "points"
+    vgg = labelled_set([("001cell.png", img1), ("002cell.png", img1)], [("001dots.png", _png(dots))])
+    assert [(n, gt.kind) for n, _, gt in vgg.items] == [("001cell.png", "points")], "the VGG cells naming"
 
 
 def test_one_zip_with_images_and_labels_folders(samples):

@@ -169,6 +169,23 @@ def ground_truth_suffix(path: str | os.PathLike) -> str | None:
     return None
 
 
+IMAGE_WORDS = ("cells", "cell", "images", "image", "img", "raw")
+GROUND_TRUTH_WORDS = ("labels", "label", "masks", "mask", "dots", "dot", "points", "gt")
+"""Trailing words that name a file's role in the ``001cell.png`` / ``dots/001dots.png`` layout of the VGG cells
+benchmark: an image and its ground truth share what comes before them."""
+
+
+def word_base(stem: str, words: tuple[str, ...]) -> str | None:
+    """``stem`` without a trailing word of ``words`` and the separators before it (``001cell`` -> ``001``,
+    ``img-03_dots`` -> ``img-03``), or None when it ends in none of them (or nothing is left)."""
+    low = stem.lower()
+    for word in words:
+        if low.endswith(word) and len(low) > len(word):
+            base = stem[: -len(word)].rstrip("_-. ")
+            return base or None
+    return None
+
+
 def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
     """Split file paths into (images, ground truth) by name convention.
 
