@@ -119,6 +119,9 @@ class FinetuneResult:
     precision: str = "fp32"
     precision_why: str = ""
     """The training precision used and why (timed on this CPU, or as asked)."""
+    kept_base: bool = False
+    """The fine-tuned weights counted the held-out images worse (``after``), so the saved model keeps the
+    base's weights and settings (it counts them as ``before``)."""
 
 
 def reading_note(*, background: str, invert: bool | None, size: str, diameter_px: float | None) -> str:
@@ -730,6 +733,7 @@ def finetune(
     progress: Callable[[FinetuneProgress], None] | None = None,
     cancel: threading.Event | None = None,
     overwrite: bool = False,
+    keep_worse: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``base`` on the annotated images in ``data`` (a folder, or in-memory
     :data:`LabelledItems`) and save it as ``name``.
@@ -755,6 +759,9 @@ def finetune(
     weight of the density loss's per-crop count term (default: a base model's); ``average_last``: see
     :func:`_fit`. ``precision``: "auto" (bf16 where timed faster on this CPU), "fp32" or "bf16".
     ``max_steps``: the most training steps ``minutes`` may buy (None: no limit); ignored with ``steps``.
+    When the fine-tuned weights count the held-out images worse than the base (a higher MAE), the new model
+    keeps the base's weights and settings (it counts as the base does; the card and the result say so and
+    keep both figures) unless ``keep_worse``: a fine-tune should do no harm on the user's own images.
     """
     import torch
 
@@ -948,9 +955,29 @@ def finetune(
         counts = [{"file": str(f), "true": float(t), "before": float(b), "after": float(a)}
                   for f, t, b, a in zip(rb.per_image["file"], rb.per_image["true"], rb.per_image["pred"],
                                         ra.per_image["pred"])]
+    kept_base = not keep_worse and worse_than_base(before, after)
+    rejected: dict[str, float] = {}
+    if kept_base:  # no harm: the new model counts as the base does; both figures stay on record
+        note(f"the fine-tuned weights counted the {len(held_idx)} held-out image(s) worse than {model.name} (MAE "
+             f"{after['mae']:.2f} against {before['mae']:.2f}), so {name} keeps {model.name}'s weights and settings "
+             f"and counts as it does; to save the fine-tuned weights anyway, run again with --keep-worse (Train "
+             "page: 'Keep the fine-tuned weights even if worse'), or bring more annotated images")
+        rejected, net = after, copy.deepcopy(model.net).float()
+        card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
+        card.extra.pop("novelty", None)
+        if getattr(model, "novelty", None) is not None:  # the base's encoder, so the base's reference holds
+            from .novelty import NOVELTY_FILE
+
+            target.mkdir(parents=True, exist_ok=True)
+            entry = dict(model.card.extra.get("novelty") or {})
+            card.extra["novelty"] = {**entry, "file": NOVELTY_FILE,
+                                     "sha256": model.novelty.save(target / NOVELTY_FILE)}
+        after = before
     seconds = time.perf_counter() - t_start
     annotation = sorted({gts[i].kind for i in train_idx})
-    card.description = f"{model.card.description} Fine-tuned from {model.name} on {len(train_idx)} user images."
+    card.description = (f"{model.card.description} Fine-tuned from {model.name} on {len(train_idx)} user images"
+                        + (f"; the fine-tuned weights counted the held-out images worse, so it keeps {model.name}'s."
+                           if kept_base else "."))
     card.extra.pop("guide_note", None)  # the base's caveats (its flag on unfamiliar images) are not the new model's
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
@@ -965,20 +992,32 @@ def finetune(
         "train_seconds": round(train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
+        "kept_base_weights": kept_base,
     }
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     "holdout_note": f"{len(held_idx)} held-out images of {source}: before = {model.name} with its card's "
                                     "settings, after = this model with its re-tuned settings"}
+    if kept_base:
+        card.metrics.update(holdout_finetuned_weights=rejected, holdout_note=(
+            f"{len(held_idx)} held-out images of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
+            f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
     card.license = f"{model.card.license}; fine-tuned on user data"
     save_model(net, card, target)
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
                             message=f"saved {name} to {target}"))
-    return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before, after=after,
-                          paired=paired, holdout_files=[names[i] for i in held_idx],
+    return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before,
+                          after=rejected or after, paired=paired, kept_base=kept_base, holdout_files=[names[i] for i in held_idx],
                           train_files=[names[i] for i in train_idx], holdout_counts=counts,
                           reading=reading_note(background=background, invert=fixed.get("invert"), size=size,
                                                diameter_px=diameter), size_note=size_note, notes=notes,
                           precision=used["precision"], precision_why=used["why"])
+
+
+def worse_than_base(before: dict[str, float], after: dict[str, float]) -> bool:
+    """Whether the fine-tuned weights counted the held-out images worse than the base (a higher count MAE);
+    False without held-out figures."""
+    a, b = after.get("mae", math.nan), before.get("mae", math.nan)
+    return math.isfinite(a) and math.isfinite(b) and a > b
 
 
 def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str) -> tuple[bool, str]:
@@ -1039,6 +1078,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")
+    p.add_argument("--keep-worse", action="store_true",
+                   help="save the fine-tuned weights even when they count the held-out images worse than the base "
+                   "(by default the new model then keeps the base's weights and settings)")
     return p
 
 
@@ -1071,7 +1113,7 @@ def _main(argv: list[str] | None) -> int:
                        out_dir=args.out_dir, seed=args.seed, threads=args.threads, progress=show,
                        size=args.size, background=args.background, diameter_px=args.diameter,
                        precision=args.precision, max_steps=args.max_steps if args.max_steps > 0 else None,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, keep_worse=args.keep_worse)
     except CellcountError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -1084,7 +1126,9 @@ def _main(argv: list[str] | None) -> int:
     for text in [*res.notes, *([res.size_note] if res.size_note else [])]:
         print(f"note: {text}")
     if res.before:
-        print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> {res.after['mae']:.2f}")
+        which = " (the fine-tuned weights, not saved: see the note above)" if res.kept_base else ""
+        print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
+              f"{res.after['mae']:.2f}{which}")
         warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=res.name, base=args.base)
         print(("warning: " if warn else "") + text)
     return 0

@@ -127,8 +127,9 @@ def show_result(s: JobSnapshot) -> None:
     if not res.before:
         st.caption("No image was held out, so there is no before/after score.")
         return
+    after = "the fine-tuned weights (not saved: it keeps the base's)" if getattr(res, "kept_base", False) else res.name
     st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or tuning): "
-                f"{s.base} before, {res.name} after")
+                f"{s.base} before, {after} after")
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
     if res.paired:
@@ -326,6 +327,11 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
         steps = st.number_input("Fixed number of training steps (0: use the time budget)", 0, 100_000, 0,
                                 key=f"{P}_steps", persist_state=sh.PERSIST)
         seed = st.number_input("Seed (held-out draw, batches)", 0, 2**31 - 1, 0, key=f"{P}_seed", persist_state=sh.PERSIST)
+        keep_worse = st.checkbox("Keep the fine-tuned weights even if worse", False, key=f"{P}_keep_worse",
+                                 persist_state=sh.PERSIST,
+                                 help="By default, when the fine-tuned weights count the held-out images worse than "
+                                 "the base, the new model keeps the base's weights and settings (it counts as the "
+                                 "base does) and says so. Tick this to save the fine-tuned weights anyway.")
     if 0 < diameter < 2:
         st.error("An object diameter under 2 px cannot be learnt: give at least 2, or 0 to measure it.")
         return None
@@ -339,7 +345,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
         return None
     budget = {"steps": int(steps), "minutes": None} if steps else {"minutes": float(minutes), "steps": None}
     size = {"diameter_px": float(diameter)} if diameter > 0 else {}
-    return {"base": base, "name": name, "options": {**budget, "holdout": int(held), "seed": int(seed), **size}}
+    return {"base": base, "name": name, "options": {**budget, "holdout": int(held), "seed": int(seed), **size,
+                                                    **({"keep_worse": True} if keep_worse else {})}}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from cellcount.finetune import (
     several_sizes_note,
     spacing_note,
     split_holdout,
+    worse_than_base,
 )
 from cellcount.groundtruth import GroundTruth
 from cellcount.models import list_models, load_model, save_model
@@ -165,7 +166,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     data = _folder(tmp_path, draw_disks, annotation)
     seen = []
     res = finetune(base_dir, data, name=f"mine-{kind}-{annotation}", steps=2, holdout=1, batch_size=2, crop=32,
-                   progress=seen.append)
+                   progress=seen.append, keep_worse=True)
     assert res.steps == 2 and len(res.holdout_files) == 1 and len(res.train_files) == 3
     assert {p.stage for p in seen} >= {"prepare", "train", "tune", "evaluate", "done"}
     assert res.name in list_models(), "a fine-tuned model is found by name"
@@ -528,3 +529,39 @@ def test_a_budget_that_buys_few_steps_says_so(tiny_model, tmp_path, draw_disks, 
     assert any(f"bought only {res.steps} training step(s)" in n for n in res.notes)
     fixed = finetune(base_dir, data, name="fixed", steps=2, holdout=0, batch_size=2, crop=32)
     assert not any("bought only" in n for n in fixed.notes), "a fixed number of steps is the user's choice"
+
+
+def test_worse_than_base_needs_both_figures():
+    assert worse_than_base({"mae": 2.0}, {"mae": 2.5})
+    assert not worse_than_base({"mae": 2.0}, {"mae": 2.0}), "as good is no harm"
+    assert not worse_than_base({}, {}), "no held-out images, nothing to compare"
+    assert not worse_than_base({"mae": float("nan")}, {"mae": 3.0})
+
+
+@pytest.mark.slow
+def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, tmp_path, draw_disks, monkeypatch):
+    """A fine-tune on a set the base already knows can do harm (docs/finetuning.md: +0.5 to +1.0 MAE on DSB
+    from dots): the new model then keeps the base's weights and settings, and says so."""
+    import cellcount.finetune as ft
+    from cellcount.models.card import sha256_file
+
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    base_dir.mkdir()
+    sha = NoveltyReference.fit(np.random.default_rng(0).normal(size=(8, 16))).save(base_dir / NOVELTY_FILE)
+    base.card.extra = {**base.card.extra, "novelty": {"file": NOVELTY_FILE, "sha256": sha}}
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points")
+    monkeypatch.setattr(ft, "worse_than_base", lambda before, after: True)
+    res = finetune(base_dir, data, name="mine-kept", steps=2, holdout=1, batch_size=2, crop=32)
+    assert res.kept_base and any("keeps" in n and "--keep-worse" in n for n in res.notes)
+    model = load_model(res.name)
+    assert sha256_file(res.folder / model.card.weights_file) == base.card.sha256, "the base's weights, byte for byte"
+    assert model.card.postprocess == load_model(base_dir).card.postprocess
+    assert model.card.training["kept_base_weights"] is True
+    assert model.card.metrics["holdout_after"] == model.card.metrics["holdout_before"]
+    assert model.card.metrics["holdout_after"]["mae"] == res.before["mae"]
+    assert model.card.metrics["holdout_finetuned_weights"]["mae"] == res.after["mae"]
+    assert model.novelty is not None, "the base's encoder, so the base's novelty reference"
+    kept = finetune(base_dir, data, name="mine-forced", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
+    assert not kept.kept_base and load_model("mine-forced").card.training["kept_base_weights"] is False
