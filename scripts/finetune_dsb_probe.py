@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
            "before": {k: round(r.before[k], 3) for k in keep if k in r.before},
            "after": {k: round(r.after[k], 3) for k in keep if k in r.after},
            "paired_mae_difference": r.paired, "seconds": round(time.time() - t0),
+           "kept_base_weights": r.kept_base,  # "after" is the fine-tuned weights' figure either way
            "machine": f"{cpu_model()}, {os.cpu_count()} cores",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(out))
