@@ -371,7 +371,9 @@ def quality_summary(card: Any) -> list[str]:
     out = []
     cal, on = q.get("calibration") or {}, q.get("calibrated_on")
     if on:
-        out.append(f"Limits calibrated on {on}.")
+        from .io import readable_paths
+
+        out.append(f"Limits calibrated on {readable_paths(on)}.")
     n, share, big, held = (cal.get(k) for k in ("n", "flagged_share", "large_errors", "large_errors_flagged_share"))
     if isinstance(n, (int, float)) and isinstance(share, (int, float)) and math.isfinite(share):
         caught = (f", holding {held:.0%} of the {big} counts off by more than {LARGE_ERROR:.0%}"

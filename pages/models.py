@@ -9,6 +9,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
+from cellcount.io import readable_paths
 from cellcount.models import model_card
 from cellcount.models.guide import ModelGuide, model_guide, strengths
 from cellcount.quality import quality_summary
@@ -176,7 +177,7 @@ def render_card(name: str) -> None:
             st.table(pd.DataFrame(rows).set_index("setting"))
         else:
             st.caption("None: the library defaults apply.")
-        st.caption(f"Tuned on: {card.postprocess_tuned_on or 'not stated'}")
+        st.caption(f"Tuned on: {readable_paths(card.postprocess_tuned_on or 'not stated')}")
     with b:
         finetuned(card)
         history = card.training.get("history") if isinstance(card.training, dict) else None

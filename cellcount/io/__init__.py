@@ -30,6 +30,7 @@ from .files import (
     IMAGE_WORDS,
     ground_truth_suffix,
     list_image_files,
+    readable_paths,
     split_ground_truth_files,
     word_base,
 )
@@ -78,6 +79,8 @@ __all__ = [
     "NORMALIZED_RANGE",
     "ImageSource",
     "ground_truth_suffix",
+    "readable_paths",
+    "readable_paths",
     "word_base",
     "hematoxylin",
     "image_shape",

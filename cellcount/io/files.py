@@ -169,6 +169,14 @@ def ground_truth_suffix(path: str | os.PathLike) -> str | None:
     return None
 
 
+def readable_paths(text: object) -> str:
+    """A record of where data came from, for people: the development checkout's relative data paths
+    (``../shared/datasets/dsb2018``) named by the data set alone (``dsb2018``)."""
+    import re
+
+    return re.sub(r"(?:\.\./)+shared/datasets/", "", str(text))
+
+
 IMAGE_WORDS = ("cells", "cell", "images", "image", "img", "raw")
 GROUND_TRUTH_WORDS = ("labels", "label", "masks", "mask", "dots", "dot", "points", "gt")
 """Trailing words that name a file's role in the ``001cell.png`` / ``dots/001dots.png`` layout of the VGG cells

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..io import readable_paths
 from .card import ModelCard
 
 __all__ = ["ModelGuide", "model_guide", "strengths"]
@@ -138,7 +139,7 @@ def _trained_on(card: ModelCard) -> str:
     """The card's training data in words: as stated, or a fine-tune's data record summarised."""
     data = card.training.get("data", "") if isinstance(card.training, dict) else ""
     if not isinstance(data, dict):
-        return str(data)
+        return readable_paths(data)
     n_train, n_held = len(data.get("train_files") or []), len(data.get("holdout_files") or [])
     kinds = ", ".join(str(k) for k in data.get("annotation") or [])
     text = f"{data.get('source', 'your images')}: {n_train} trained on, {n_held} held out"
