@@ -80,7 +80,6 @@ __all__ = [
     "ImageSource",
     "ground_truth_suffix",
     "readable_paths",
-    "readable_paths",
     "word_base",
     "hematoxylin",
     "image_shape",
