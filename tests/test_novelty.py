@@ -246,3 +246,15 @@ def test_shipped_references_fit_their_encoders_and_read_a_sample_as_familiar():
         assert 0 < result.quality.signals["novelty"] < model.card.extra["quality"]["rule"]["max_novelty"] * 3
         assert np.isnan(cc.count_image(np.zeros((300, 300), np.float32), model).quality.signals["novelty"]), \
             "a blank image shows nothing to judge"
+
+
+def test_flag_summary_explains_the_rule_in_words():
+    import cellcount as cc
+    from cellcount.io import readable_paths
+    from cellcount.quality import quality_summary
+
+    assert readable_paths("53 images of ../shared/datasets/dsb2018 (split val)") == "53 images of dsb2018 (split val)"
+    text = " ".join(quality_summary(cc.models.model_card("unet-mask")))
+    assert "calibrated on 53 images of dsb2018" in text and "../" not in text
+    assert "training images as the model's encoder sees them" in text
+    assert "No novelty reference" in " ".join(quality_summary(cc.models.model_card("classical-otsu")))
