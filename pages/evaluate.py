@@ -20,7 +20,7 @@ PER_IMAGE_CONFIG = {
     "file": st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)"),
     "pred": st.column_config.NumberColumn("predicted", format="%.1f"),
     "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true"),
-    "rel_error": st.column_config.NumberColumn("rel. error", format="percent", help="error / true count"),
+    "rel_error": st.column_config.NumberColumn("rel. error", format="%.1f%%", help="error / true count, in %"),
     "check": st.column_config.CheckboxColumn("check", help="The quality flag: this count may be wrong (the reasons are "
                                                            "in the CSV's check_reasons)"),
     "precision": st.column_config.NumberColumn(format="%.2f"),
@@ -287,7 +287,9 @@ with right:
         with tabs[0]:
             # the columns that fit at 1400 px; the CSV holds them all (tp/fp/fn, timings, size estimate)
             shown = [c for c in PER_IMAGE_COLUMNS if c in per_image]
-            sh.dataframe(per_image, column_order=shown, column_config=PER_IMAGE_CONFIG)
+            # one decimal for every relative error (Streamlit's "percent" drops them where they are 0)
+            sh.dataframe(per_image.assign(rel_error=100 * per_image["rel_error"]), column_order=shown,
+                         column_config=PER_IMAGE_CONFIG)
             st.caption("More columns (matched / extra / missed objects, nucleus-size estimate, timings) in the CSV.")
             sh.download_button(
                 "Per-image CSV", sh.csv_bytes(per_image), "evaluation.csv", "text/csv", f"{P}_dl_table"
