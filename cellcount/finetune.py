@@ -120,8 +120,8 @@ class FinetuneResult:
     precision_why: str = ""
     """The training precision used and why (timed on this CPU, or as asked)."""
     kept_base: bool = False
-    """The fine-tuned weights counted the held-out images worse (``after``), so the saved model keeps the
-    base's weights and settings (it counts them as ``before``)."""
+    """The fine-tuned weights counted the held-out images clearly worse (``after``: always the fine-tuned
+    weights' figures), so the saved model keeps the base's weights and settings (it counts them as ``before``)."""
 
 
 def reading_note(*, background: str, invert: bool | None, size: str, diameter_px: float | None) -> str:
@@ -960,8 +960,10 @@ def finetune(
     if kept_base:  # no harm: the new model counts as the base does; both figures stay on record
         note(f"the fine-tuned weights counted the {len(held_idx)} held-out image(s) worse than {model.name} (MAE "
              f"{after['mae']:.2f} against {before['mae']:.2f}), so {name} keeps {model.name}'s weights and settings "
-             f"and counts as it does; to save the fine-tuned weights anyway, run again with --keep-worse (Train "
-             "page: 'Keep the fine-tuned weights even if worse'), or bring more annotated images")
+             f"and counts as it does. To save fine-tuned weights anyway, run again keeping them (command line: "
+             f"--keep-worse --steps {n_steps} --precision {used['precision']}, the same training as this run; Train "
+             "page: 'Keep the fine-tuned weights even if worse' and a fixed number of steps under Advanced), or "
+             "bring more annotated images")
         rejected, net = after, copy.deepcopy(model.net).float()
         card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
         card.extra.pop("novelty", None)
@@ -993,6 +995,7 @@ def finetune(
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
         "kept_base_weights": kept_base,
+        "keep_worse": keep_worse,
     }
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     "holdout_note": f"{len(held_idx)} held-out images of {source}: before = {model.name} with its card's "
@@ -1008,16 +1011,29 @@ def finetune(
     return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before,
                           after=rejected or after, paired=paired, kept_base=kept_base, holdout_files=[names[i] for i in held_idx],
                           train_files=[names[i] for i in train_idx], holdout_counts=counts,
-                          reading=reading_note(background=background, invert=fixed.get("invert"), size=size,
-                                               diameter_px=diameter), size_note=size_note, notes=notes,
+                          reading=(f"as {model.name} reads them (its weights and settings were kept)" if kept_base
+                                   else reading_note(background=background, invert=fixed.get("invert"), size=size,
+                                                     diameter_px=diameter)),
+                          size_note=size_note, notes=notes,
                           precision=used["precision"], precision_why=used["why"])
 
 
+WORSE_SHARE = 0.05
+"""The fine-tuned weights must count the held-out images worse by more than this share of the base's MAE..."""
+WORSE_OBJECTS = 2.0
+"""... and by at least this many objects over all of them, before the base's weights are kept: one nucleus
+on one of two images is no evidence (a fine-tune whose F1 rose was discarded for it in a user pass)."""
+
+
 def worse_than_base(before: dict[str, float], after: dict[str, float]) -> bool:
-    """Whether the fine-tuned weights counted the held-out images worse than the base (a higher count MAE);
-    False without held-out figures."""
-    a, b = after.get("mae", math.nan), before.get("mae", math.nan)
-    return math.isfinite(a) and math.isfinite(b) and a > b
+    """Whether the fine-tuned weights counted the held-out images clearly worse than the base: a count MAE
+    more than :data:`WORSE_SHARE` higher and at least :data:`WORSE_OBJECTS` objects more error in all; False
+    without held-out figures."""
+    a, b, n = after.get("mae", math.nan), before.get("mae", math.nan), before.get("n", math.nan)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    extra = (a - b) * (n if math.isfinite(n) and n > 0 else 1.0)
+    return a > b * (1 + WORSE_SHARE) and extra >= WORSE_OBJECTS
 
 
 def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str) -> tuple[bool, str]:
@@ -1129,7 +1145,10 @@ def _main(argv: list[str] | None) -> int:
         which = " (the fine-tuned weights, not saved: see the note above)" if res.kept_base else ""
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
               f"{res.after['mae']:.2f}{which}")
-        warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=res.name, base=args.base)
+        who = "the fine-tuned model (not kept)" if res.kept_base else res.name
+        warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=who, base=args.base)
+        if res.kept_base:
+            text += f" So {res.name} keeps {args.base}'s weights: it counts these images as {args.base} does."
         print(("warning: " if warn else "") + text)
     return 0
 

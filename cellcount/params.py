@@ -122,7 +122,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, optional=True,
-        ui_range=(0.0, 1000.0), step=1.0, fmt="%.0f", label="Nucleus diameter (px, 0 = as is)",
+        ui_range=(0.0, 1000.0), step=0.5, fmt="%.1f", label="Nucleus diameter (px, 0 = as is)",
         help="typical nucleus diameter, px: images are resized so that nuclei match the model's training size "
         "(about 18 px; 0 or unset: images as they are)",
         explain="Typical nucleus diameter in this image, if you know it (from the magnification: diameter in µm "

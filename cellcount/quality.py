@@ -271,9 +271,13 @@ JOINT_SIGNALS = ("count_disagreement", "uncertain_fraction")
 that disagree, a foreground it is unsure about) rather than a property of the image."""
 
 
+MAX_RATIO = 100.0
+"""A score caps here: a contrast of 0 or below is past its minimum, not 400,000 times past it."""
+
+
 def _ratio(value: float, limit: float, below: bool) -> float:
-    """How far ``value`` is towards ``limit`` (>= 1: past it)."""
-    return (limit / max(value, 1e-6)) if below else value / max(limit, 1e-9)
+    """How far ``value`` is towards ``limit`` (>= 1: past it), at most :data:`MAX_RATIO`."""
+    return min((limit / max(value, 1e-6)) if below else value / max(limit, 1e-9), MAX_RATIO)
 
 
 def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = False) -> str:
@@ -302,8 +306,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
     }[signal]
 
 
-NEAR_LIMIT = 0.9
-"""An unflagged count whose score reaches this share of a limit is "near a limit" (the app says which)."""
+NEAR_LIMIT = 0.95
+"""An unflagged count whose score reaches this share of a limit is "near a limit" (the app says which). Above
+1 / 1.1 of the range margin: an image like the furthest calibration image (0.91 of a range limit) is not near."""
 
 
 def judge(signals: dict[str, float], rule: QualityRule) -> Quality:

@@ -23,7 +23,7 @@ def quality_badge(result: cc.CountResult) -> None:
         st.caption("This count may be wrong: " + "; ".join(q.reasons) + f". {look} before using it.")
     elif q.nearest:
         st.badge("Near a quality limit", icon=":material/info:", color="gray",
-                 help="No quality signal passed its limit, but one came within 10% of it.")
+                 help="No quality signal passed its limit, but one came within 5% of it.")
         st.caption(f"Not flagged, but close ({q.score:.0%} of a limit): {q.nearest}.")
     else:
         st.badge("No quality warning", icon=":material/check:", color="green",

@@ -136,7 +136,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> 
             "quality_score": st.column_config.NumberColumn(
                 "quality score", format="%.2f",
                 help="How close the count came to a quality limit: the signal furthest toward its limit, as a share "
-                     "of it (1 or more: flagged; 0.9-1: near a limit)"),
+                     "of it (1 or more: flagged; 0.95-1: near a limit)"),
         },
     )
     if len(ok):

@@ -32,7 +32,8 @@ METRIC_LABELS = {
     "ms_per_megapixel": ("Time per megapixel (s, laptop CPU)", None),
 }
 SPLITS = {"validation": "with its default settings", "validation_fixed_size": "without the nucleus-size estimate",
-          "holdout_before": "held-out images: the base model", "holdout_after": "held-out images: this model"}
+          "holdout_before": "held-out images: the base model", "holdout_after": "held-out images: this model",
+          "holdout_finetuned_weights": "held-out images: the fine-tuned weights (not kept)"}
 
 
 def _interval(m: dict) -> str:
@@ -135,6 +136,8 @@ def finetuned(card: cc.models.ModelCard) -> None:
         f"**Fine-tuned** from {base.get('name')} on {len(data.get('train_files', []))} of your images "
         f"({', '.join(data.get('annotation', []))}): {t.get('steps')} steps{precision}, {t.get('total_seconds')} s; "
         f"{len(data.get('holdout_files', []))} image(s) held out for the scores."
+        + (f" The fine-tuned weights counted the held-out images worse, so this model keeps {base.get('name')}'s "
+           "weights and settings." if t.get("kept_base_weights") else "")
     )
 
 

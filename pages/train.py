@@ -91,11 +91,14 @@ def holdout_frames(res) -> tuple[pd.DataFrame, pd.DataFrame]:
                        ("mape", "relative error (%)"), ("f1", "F1"), ("precision", "precision"),
                        ("recall", "recall")):
         if key in res.before and key in res.after:
-            rows.append({"measure": label, "before (base model)": res.before[key], "after (new model)": res.after[key]})
+            after = "fine-tuned weights (not kept)" if getattr(res, "kept_base", False) else "after (new model)"
+            rows.append({"measure": label, "before (base model)": res.before[key], after: res.after[key]})
     per = pd.DataFrame(res.holdout_counts)
     if len(per):
         per["error before"] = per["before"] - per["true"]
         per["error after"] = per["after"] - per["true"]
+        if getattr(res, "kept_base", False):  # the saved model counts as "before"
+            per = per.rename(columns={"after": "fine-tuned (not kept)", "error after": "error fine-tuned"})
     return pd.DataFrame(rows), per
 
 
@@ -127,18 +130,22 @@ def show_result(s: JobSnapshot) -> None:
     if not res.before:
         st.caption("No image was held out, so there is no before/after score.")
         return
-    after = "the fine-tuned weights (not saved: it keeps the base's)" if getattr(res, "kept_base", False) else res.name
+    kept = getattr(res, "kept_base", False)
+    after = "the fine-tuned weights (not kept)" if kept else res.name
     st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or tuning): "
-                f"{s.base} before, {after} after")
+                f"{s.base} before, {after} after" + (f"; {res.name} counts them as {s.base} does" if kept else ""))
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
     if res.paired:
-        warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=res.name, base=s.base)
+        warn, text = holdout_verdict(res.paired, len(res.holdout_files),
+                                     name="the fine-tuned model (not kept)" if kept else res.name, base=s.base)
+        if kept:
+            text += f" So {res.name} keeps {s.base}'s weights and settings."
         if warn:
             st.warning(text, icon=":material/warning:")
         else:
             st.caption(text)
-    counts = ["true", "before", "after", "error before", "error after"]
+    counts = [c for c in per.columns if c != "file"]
     whole = len(per) and all(float(v).is_integer() for c in counts for v in per[c])  # objects, not a density's sum
     formats = sh.number_formats(counts, "%d" if whole else "%.1f")
     if len(per) and all(float(v).is_integer() for v in per["true"]):  # annotations count whole objects

@@ -423,3 +423,28 @@ def test_dots_only_on_a_segmentation_base_says_a_density_base_learns_from_dots(t
     at = open_train(images, labels)
     at.selectbox(key="train_base").set_value("tiny-mask").run()
     assert not at.exception and not any("Your annotations are dots" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_kept_base_weights_are_reported_as_such(tiny_models, monkeypatch, tmp_path):
+    """A user pass: when the base's weights were kept, the page called the discarded weights 'after (new model)'
+    and the verdict named the new model, which counts as the base does."""
+    import cellcount.jobs as jobs
+    from cellcount.finetune import FinetuneResult
+
+    monkeypatch.setattr(jobs, "finetune", lambda base, data, *, name, **kw: FinetuneResult(
+        folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={"mae": 2.0, "n": 2},
+        after={"mae": 9.0, "n": 2}, paired={"difference": 7.0, "low": 5.0, "high": 9.0}, kept_base=True,
+        holdout_files=["a.png", "b.png"], holdout_counts=[{"file": "a.png", "true": 10, "before": 9, "after": 1},
+                                                          {"file": "b.png", "true": 10, "before": 11, "after": 19}],
+        reading="as tiny-mask reads them (its weights and settings were kept)"))
+    images, csvs, _ = _set(2)
+    at = start(open_train(images, csvs), name="kept-model", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    summary, per = at.dataframe[-2].value, at.dataframe[-1].value
+    assert "fine-tuned weights (not kept)" in summary.columns and "after (new model)" not in summary.columns
+    assert "fine-tuned (not kept)" in per.columns and "after" not in per.columns
+    verdict = " ".join(w.value for w in at.warning)
+    assert "the fine-tuned model (not kept) counts these images worse than tiny-mask" in verdict
+    assert "kept-model keeps tiny-mask's weights and settings" in verdict
+    assert any("counts them as tiny-mask does" in m.value for m in at.markdown)

@@ -531,9 +531,11 @@ def test_a_budget_that_buys_few_steps_says_so(tiny_model, tmp_path, draw_disks, 
     assert not any("bought only" in n for n in fixed.notes), "a fixed number of steps is the user's choice"
 
 
-def test_worse_than_base_needs_both_figures():
-    assert worse_than_base({"mae": 2.0}, {"mae": 2.5})
-    assert not worse_than_base({"mae": 2.0}, {"mae": 2.0}), "as good is no harm"
+def test_worse_than_base_needs_clear_evidence():
+    assert worse_than_base({"mae": 2.0, "n": 10}, {"mae": 2.5, "n": 10}), "5 objects and 25% worse"
+    assert not worse_than_base({"mae": 4.0, "n": 2}, {"mae": 4.5, "n": 2}), "one nucleus on one of two images"
+    assert not worse_than_base({"mae": 10.0, "n": 40}, {"mae": 10.4, "n": 40}), "within 5% of the base"
+    assert not worse_than_base({"mae": 2.0, "n": 10}, {"mae": 2.0, "n": 10}), "as good is no harm"
     assert not worse_than_base({}, {}), "no held-out images, nothing to compare"
     assert not worse_than_base({"mae": float("nan")}, {"mae": 3.0})
 
@@ -554,7 +556,8 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     data = _folder(tmp_path, draw_disks, "points")
     monkeypatch.setattr(ft, "worse_than_base", lambda before, after: True)
     res = finetune(base_dir, data, name="mine-kept", steps=2, holdout=1, batch_size=2, crop=32)
-    assert res.kept_base and any("keeps" in n and "--keep-worse" in n for n in res.notes)
+    assert res.kept_base and any("keeps" in n and f"--keep-worse --steps {res.steps}" in n for n in res.notes)
+    assert res.reading.startswith("as ") and "were kept" in res.reading
     model = load_model(res.name)
     assert sha256_file(res.folder / model.card.weights_file) == base.card.sha256, "the base's weights, byte for byte"
     assert model.card.postprocess == load_model(base_dir).card.postprocess
@@ -562,6 +565,8 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     assert model.card.metrics["holdout_after"] == model.card.metrics["holdout_before"]
     assert model.card.metrics["holdout_after"]["mae"] == res.before["mae"]
     assert model.card.metrics["holdout_finetuned_weights"]["mae"] == res.after["mae"]
+    assert "fine-tuned weights" in model.card.summary() and "not kept" in model.card.summary()
     assert model.novelty is not None, "the base's encoder, so the base's novelty reference"
     kept = finetune(base_dir, data, name="mine-forced", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
-    assert not kept.kept_base and load_model("mine-forced").card.training["kept_base_weights"] is False
+    forced = load_model("mine-forced").card.training
+    assert not kept.kept_base and forced["kept_base_weights"] is False and forced["keep_worse"] is True

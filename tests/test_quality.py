@@ -346,8 +346,11 @@ def test_density_models_get_image_signals_from_their_map(draw_disks):
 def test_a_count_near_a_limit_says_which_and_a_joint_reason_is_not_said_twice():
     rule = QualityRule(max_count_disagreement=0.2, max_uncertain_fraction=None, min_contrast=None, max_size_ratio=None,
                        joint_limits=(("count_disagreement", 0.1), ("uncertain_fraction", 0.2)))
-    near = judge({"count_disagreement": 0.19, "uncertain_fraction": 0.1}, rule)
-    assert not near.flag and near.score == pytest.approx(0.95) and "differ by 19%" in near.nearest
+    near = judge({"count_disagreement": 0.196, "uncertain_fraction": 0.1}, rule)
+    assert not near.flag and near.score == pytest.approx(0.98) and "differ by 20%" in near.nearest
+    assert judge({"count_disagreement": 0.182, "uncertain_fraction": 0.1}, rule).nearest == "", \
+        "the furthest calibration image sits at 1 / 1.1 of a range limit: not 'near'"
+    assert judge({"contrast": -0.5}, QualityRule(min_contrast=0.2)).score == 100.0, "capped, not 400,000"
     assert judge({"count_disagreement": 0.05, "uncertain_fraction": 0.1}, rule).nearest == ""
     both = judge({"count_disagreement": 0.3, "uncertain_fraction": 0.3}, rule)
     assert len(both.reasons) == 1 and "differ by 30%" in both.reasons[0], "the joint limit adds nothing new here"

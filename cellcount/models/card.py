@@ -100,6 +100,13 @@ class ModelCard:
             parts.append(f"val MAE {m['mae']:.2f}")
         if "f1" in m:
             parts.append(f"F1@0.5 {m['f1']:.3f}")
+        held = {k: (self.metrics.get(k) or {}) for k in ("holdout_before", "holdout_after", "holdout_finetuned_weights")
+                } if isinstance(self.metrics, dict) else {}
+        b, a, f = (held.get(k, {}).get("mae") for k in ("holdout_before", "holdout_after", "holdout_finetuned_weights"))
+        if isinstance(b, (int, float)) and isinstance(a, (int, float)):
+            n = held["holdout_before"].get("n")
+            parts.append(f"held-out MAE {b:.2f} (base) -> {a:.2f}" + (f" on {int(n)} images" if n else "")
+                         + (f"; fine-tuned weights {f:.2f}, not kept" if isinstance(f, (int, float)) else ""))
         if self.description:
             parts.append(self.description)
         note = self.extra.get("guide_note") if isinstance(self.extra, dict) else None
