@@ -570,3 +570,16 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     kept = finetune(base_dir, data, name="mine-forced", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
     forced = load_model("mine-forced").card.training
     assert not kept.kept_base and forced["kept_base_weights"] is False and forced["keep_worse"] is True
+
+
+def test_a_fine_tunes_object_share_limits_are_never_tighter_than_its_bases():
+    from cellcount.finetune import _no_tighter_than
+    from cellcount.quality import QualityRule
+
+    mine = QualityRule(max_merge_share=0.033, max_touching_share=None, max_large_object_share=0.9,
+                       max_size_ratio=2.35, max_uncertain_fraction=0.2)
+    base = QualityRule(max_merge_share=0.38, max_touching_share=0.66, max_large_object_share=0.5,
+                       max_size_ratio=2.9, max_uncertain_fraction=0.7)
+    got = _no_tighter_than(mine, base)
+    assert (got.max_merge_share, got.max_touching_share, got.max_large_object_share) == (0.38, 0.66, 0.9)
+    assert got.max_size_ratio == 2.35 and got.max_uncertain_fraction == 0.2, "the other limits stay its own"
