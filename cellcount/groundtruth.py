@@ -751,7 +751,8 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
         raise GroundTruthError(
             f"{p}: CSV has no coordinate columns (x,y / row,col / axis-0,axis-1): {header}"
         )
-    if ground_truth_suffix(p) in ("_dots", "_points") or p.parent.name.lower() in DOT_DIRS:
+    dotted = word_base(p.stem, ("dots", "dot", "points")) is not None  # 001dots.png (the VGG cells naming)
+    if ground_truth_suffix(p) in ("_dots", "_points") or p.parent.name.lower() in DOT_DIRS or dotted:
         return read_dot_image(p, expected_shape=expected_shape)
     return read_label_image(p, expected_shape=expected_shape)
 
@@ -975,7 +976,11 @@ def load_labelled_folder(
     counts, counts_where = _count_tables([p for p in csv_files if p not in point_tables])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
-    gt_files += in_dot_dirs + point_tables
+    # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
+    partners = {(p.parent, b.lower()) for p in images if (b := word_base(p.stem, IMAGE_WORDS))}
+    flat = [p for p in images if (b := word_base(p.stem, GROUND_TRUTH_WORDS)) and (p.parent, b.lower()) in partners]
+    images = [p for p in images if p not in flat]
+    gt_files += in_dot_dirs + point_tables + flat
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
     matches = match_ground_truth(images, gt_files)

@@ -311,6 +311,11 @@ def labelled_set(
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
     by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") for f in files]
+    # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
+    partners = {(_folder(f.name), b.casefold()) for f in files if (b := word_base(PurePosixPath(f.name).stem, IMAGE_WORDS))}
+    by_name_only = [is_gt or ((b := word_base(PurePosixPath(f.name).stem, GROUND_TRUTH_WORDS)) is not None
+                              and (_folder(f.name), b.casefold()) in partners)
+                    for f, is_gt in zip(files, by_name_only, strict=True)]
     gt_files = [f for f, is_gt in zip(files, by_name_only, strict=True) if is_gt] + extra
     image_files = [
         f for f, is_gt in zip(files, by_name_only, strict=True)

@@ -415,7 +415,11 @@ def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp
     other.mkdir()
     _save_png(other / "001cell.png", img)
     _save_png(other / "001dots.png", dots)
-    with pytest.raises(GroundTruthError, match="read as images but named like ground truth: 001dots.png"):
+    flat = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(other)}
+    assert flat == {"001cell.png": ("points", 2)}, "001dots.png beside 001cell.png: the VGG cells naming, in one folder"
+    _save_png(other / "009dots.png", dots)  # named like ground truth, no partner image: still an image, with a hint
+    (other / "001dots.png").unlink()
+    with pytest.raises(GroundTruthError, match="read as images but named like ground truth"):
         load_labelled_folder(other)
     vgg = tmp_path / "vgg-layout"  # the VGG cells benchmark: images/001cell.png with dots/001dots.png
     (vgg / "images").mkdir(parents=True)

@@ -151,6 +151,8 @@ def test_points_csvs_dot_images_and_counts_tables(samples):
     assert in_folder.items[0][2].kind == "points"
     vgg = labelled_set([("001cell.png", img1), ("002cell.png", img1)], [("001dots.png", _png(dots))])
     assert [(n, gt.kind) for n, _, gt in vgg.items] == [("001cell.png", "points")], "the VGG cells naming"
+    one_box = labelled_set([("001cell.png", img1), ("001dots.png", _png(dots)), ("002cell.png", img1)])
+    assert [(n, gt.kind) for n, _, gt in one_box.items] == [("001cell.png", "points")], "both in one uploader"
 
 
 def test_one_zip_with_images_and_labels_folders(samples):
