@@ -151,14 +151,29 @@ def test_images_first_then_ground_truth_that_matches_none_is_an_error_message():
 
 def test_ground_truth_named_like_an_image_gets_a_hint():
     """vgg_cells' own names (001cell.png, 001dots.png) in the images uploader: the dots were silently taken
-    for an image."""
+    for an image. Now such a pair is ground truth; a lookalike without its image gets a hint."""
+    import numpy as np
+    from PIL import Image
+
+    def png_bytes(array):
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG")
+        return buf.getvalue()
+
     at = open_eval(eval_source="Upload")
     image = (SAMPLES / "s01_sparse_small.png").read_bytes()
+    dots = np.zeros((256, 256), np.uint8)
+    dots[[20, 60, 100], [30, 90, 150]] = 255
     at.file_uploader(key="eval_files").set_value([("001cell.png", image, "image/png"),
-                                                   ("001dots.png", image, "image/png")])
+                                                   ("001dots.png", png_bytes(dots), "image/png")])
     at.run()
     assert not at.exception
-    assert any("001dots.png" in i.value and "looks like ground truth" in i.value for i in at.info)
+    assert any("1 image(s) with ground truth" in c.value for c in at.caption), "paired as the benchmark names them"
+    at.file_uploader(key="eval_files").set_value([("001cell.png", image, "image/png"),
+                                                   ("009dots.png", image, "image/png")])
+    at.run()
+    assert not at.exception
+    assert any("009dots.png" in i.value and "looks like ground truth" in i.value for i in at.info)
     hint = next(i.value for i in at.info if "looks like ground truth" in i.value)
     assert "001cell.png" not in hint.split("looks like")[0], "the image itself is not listed"
 
