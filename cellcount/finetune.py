@@ -718,7 +718,8 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
     folder = Path(out_dir) if out_dir is not None else user_models_dir()
     target = folder / name
     if target.exists() and not overwrite:
-        raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name")
+        raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name (command line: "
+                             "--overwrite replaces it)")
     if name in list_models() and not target.exists():
         raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
     return target
