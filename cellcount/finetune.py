@@ -1143,7 +1143,9 @@ def _main(argv: list[str] | None) -> int:
             last[0] = now
             extra = (f" step {p.step}/{'~' if p.estimated else ''}{p.steps} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s left"
                      if p.stage == "train" else "")
-            print(f"[{p.stage}]{extra} {p.message}".rstrip(), flush=True)
+            # a message during training (the precision chosen) gets its own line, not the step's tail
+            sep = "\n[train] " if extra and p.message else " "
+            print(f"[{p.stage}]{extra}{sep}{p.message}".rstrip(), flush=True)
 
     minutes = args.minutes if args.minutes is not None or args.steps is not None else DEFAULT_MINUTES
     try:
