@@ -674,7 +674,7 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
         rule = _no_tighter_than(rule, QualityRule.from_card(base_card))
         qrep = {**flag_report([judge(x, rule).flag for x in signals], rel), "fitted_limits": fit["fitted_limits"]}
         note = (f"the {len(signals)} training images of the fine-tune (range limits on the new model's signals on "
-                "the images it learnt, object shares never tighter than the base's: the flag marks images unlike them)")
+                "the images it learnt, object shares no tighter than the base's limits: the flag marks images unlike them)")
     else:
         rule = QualityRule.from_card(base_card)
         ratio = range_limit([x.get("size_ratio", math.nan) for x in signals], below=False)
@@ -781,8 +781,8 @@ def finetune(
     weight of the density loss's per-crop count term (default: a base model's); ``average_last``: see
     :func:`_fit`. ``precision``: "auto" (bf16 where timed faster on this CPU), "fp32" or "bf16".
     ``max_steps``: the most training steps ``minutes`` may buy (None: no limit); ignored with ``steps``.
-    When the fine-tuned weights count the held-out images worse than the base (a higher MAE), the new model
-    keeps the base's weights and settings (it counts as the base does; the card and the result say so and
+    When the fine-tuned weights count the held-out images clearly worse than the base (:func:`worse_than_base`),
+    the new model keeps the base's weights and settings (it counts as the base does; the card and the result say so and
     keep both figures) unless ``keep_worse``: a fine-tune should do no harm on the user's own images.
     """
     import torch
@@ -978,14 +978,19 @@ def finetune(
                   for f, t, b, a in zip(rb.per_image["file"], rb.per_image["true"], rb.per_image["pred"],
                                         ra.per_image["pred"])]
     kept_base = not keep_worse and worse_than_base(before, after)
+    precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
+    if not kept_base and not keep_worse and after.get("mae", 0) > before.get("mae", math.inf):
+        note(f"the fine-tuned weights counted the held-out images a little worse than {model.name} (MAE "
+             f"{after['mae']:.2f} against {before['mae']:.2f}): within the tolerance (over {WORSE_SHARE:.0%} and "
+             f"{WORSE_OBJECTS:g} objects more error keeps the base's weights), so they are saved")
     rejected: dict[str, float] = {}
     if kept_base:  # no harm: the new model counts as the base does; both figures stay on record
         note(f"the fine-tuned weights counted the {len(held_idx)} held-out image(s) worse than {model.name} (MAE "
              f"{after['mae']:.2f} against {before['mae']:.2f}), so {name} keeps {model.name}'s weights and settings "
              f"and counts as it does. To save fine-tuned weights anyway, run again keeping them (command line: "
-             f"--keep-worse --steps {n_steps} --precision {used['precision']}, the same training as this run; Train "
-             "page: 'Keep the fine-tuned weights even if worse' and a fixed number of steps under Advanced), or "
-             "bring more annotated images")
+             f"--keep-worse --steps {n_steps}{precision_hint}, about the same training as this run; Train page: "
+             "'Keep the fine-tuned weights even if worse' and a fixed number of steps under Advanced), or bring "
+             "more annotated images")
         rejected, net = after, copy.deepcopy(model.net).float()
         card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
         card.extra.pop("novelty", None)
@@ -1002,7 +1007,8 @@ def finetune(
     card.description = (f"{model.card.description} Fine-tuned from {model.name} on {len(train_idx)} user images"
                         + (f"; the fine-tuned weights counted the held-out images worse, so it keeps {model.name}'s."
                            if kept_base else "."))
-    card.extra.pop("guide_note", None)  # the base's caveats (its flag on unfamiliar images) are not the new model's
+    if not kept_base:
+        card.extra.pop("guide_note", None)  # the base's caveats (its flag on unfamiliar images) are not the new model's
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
@@ -1022,7 +1028,9 @@ def finetune(
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     "holdout_note": f"{len(held_idx)} held-out images of {source}: before = {model.name} with its card's "
                                     "settings, after = this model with its re-tuned settings"}
-    if kept_base:
+    if kept_base:  # the base's own figures still hold for its weights; the paired difference is the discarded ones'
+        card.metrics = {**{k: v for k, v in model.card.metrics.items() if not k.startswith("holdout")}, **card.metrics}
+        card.metrics["holdout_paired_mae_difference_finetuned"] = card.metrics.pop("holdout_paired_mae_difference")
         card.metrics.update(holdout_finetuned_weights=rejected, holdout_note=(
             f"{len(held_idx)} held-out images of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
@@ -1036,7 +1044,7 @@ def finetune(
                           reading=(f"as {model.name} reads them (its weights and settings were kept)" if kept_base
                                    else reading_note(background=background, invert=fixed.get("invert"), size=size,
                                                      diameter_px=diameter)),
-                          size_note=size_note, notes=notes,
+                          size_note="" if kept_base else size_note, notes=notes,
                           precision=used["precision"], precision_why=used["why"])
 
 
@@ -1117,8 +1125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")
     p.add_argument("--keep-worse", action="store_true",
-                   help="save the fine-tuned weights even when they count the held-out images worse than the base "
-                   "(by default the new model then keeps the base's weights and settings)")
+                   help="save the fine-tuned weights even when they count the held-out images clearly worse than the "
+                   f"base (MAE over {WORSE_SHARE:.0%} and at least {WORSE_OBJECTS:g} objects higher; by default the "
+                   "new model then keeps the base's weights and settings)")
     return p
 
 

@@ -26,6 +26,7 @@ from cellcount.errors import GroundTruthError, ImageReadError
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     DOT_DIRS,
+    GROUND_TRUTH_DIRS,
     GROUND_TRUTH_SUFFIXES,
     GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
@@ -689,16 +690,24 @@ def match_ground_truth(
             worded.setdefault(base.lower(), []).append((len(GROUND_TRUTH_SUFFIXES) + 1, Path(item)))
 
     result: dict[Path, Path] = {}
-    for item in image_paths:
-        image = Path(item)
+    images = [Path(item) for item in image_paths]
+    for image in images:
         cands = usable(image, exact.get(image.stem, []))
         if not cands:
             cands = usable(image, folded.get(image.stem.lower(), []))
-        base = word_base(image.stem, IMAGE_WORDS)
-        if not cands and base:
-            cands = [c for c in usable(image, worded.get(base.lower(), [])) if c[3] not in result.values()]
         if cands:
             result[image] = cands[0][3]
+    # after every other pairing, and only files no image took: the closest folder first, across all images
+    used = set(result.values())
+    offers = sorted(
+        (c[:3], image, c[3])
+        for image in images if image not in result and (base := word_base(image.stem, IMAGE_WORDS))
+        for c in usable(image, worded.get(base.lower(), []))
+    )
+    for _, image, gt in offers:
+        if image not in result and gt not in used:
+            result[image] = gt
+            used.add(gt)
     return result
 
 
@@ -751,7 +760,8 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
         raise GroundTruthError(
             f"{p}: CSV has no coordinate columns (x,y / row,col / axis-0,axis-1): {header}"
         )
-    dotted = word_base(p.stem, ("dots", "dot", "points")) is not None  # 001dots.png (the VGG cells naming)
+    # 001dots.png (the VGG cells naming); never in a labels/ or masks/ folder, whose files are label images
+    dotted = word_base(p.stem, ("dots", "dot", "points")) is not None and p.parent.name.lower() not in GROUND_TRUTH_DIRS
     if ground_truth_suffix(p) in ("_dots", "_points") or p.parent.name.lower() in DOT_DIRS or dotted:
         return read_dot_image(p, expected_shape=expected_shape)
     return read_label_image(p, expected_shape=expected_shape)

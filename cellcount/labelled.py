@@ -162,15 +162,15 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[di
         base = word_base(PurePosixPath(gt).stem, GROUND_TRUTH_WORDS)
         if base and gt not in taken:
             worded.setdefault(base.casefold(), []).append(gt)
-    for image in images:
-        base = word_base(PurePosixPath(image).stem, IMAGE_WORDS)
-        if image in pairs or not base:
-            continue
-        where = _folder(image)
-        cands = sorted((-_shared_folders(where, _folder(gt)), gt) for gt in worded.get(base.casefold(), []) if gt not in taken)
-        if cands:
-            pairs[image] = cands[0][1]
-            taken.add(cands[0][1])
+    offers = sorted(  # the closest folders first, across all images
+        (-_shared_folders(_folder(image), _folder(gt)), image, gt)
+        for image in images if image not in pairs and (base := word_base(PurePosixPath(image).stem, IMAGE_WORDS))
+        for gt in worded.get(base.casefold(), [])
+    )
+    for _, image, gt in offers:
+        if image not in pairs and gt not in taken:
+            pairs[image] = gt
+            taken.add(gt)
     unmatched = [i for i in images if i not in pairs]
     unused = [g for g in dict.fromkeys(ground_truth) if g not in taken]
     return pairs, unmatched, unused

@@ -350,8 +350,9 @@ def combine(parts: Sequence[Quality | None]) -> Quality | None:
         return None
     worst = max(known, key=lambda iq: iq[1].score)[1]
     reasons = tuple(f"block {i + 1}: {r}" for i, q in known for r in q.reasons)
-    return Quality(flag=any(q.flag for _, q in known), score=worst.score, reasons=reasons,
-                   signals=dict(worst.signals))
+    flag = any(q.flag for _, q in known)
+    return Quality(flag=flag, score=worst.score, reasons=reasons, signals=dict(worst.signals),
+                   nearest="" if flag else worst.nearest)
 
 
 def with_note(quality: Quality | None, note: str) -> Quality:

@@ -205,7 +205,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     flagged = long[long["check"].fillna(False).astype(bool)]
     if len(flagged):
         st.warning(f"{flagged['file'].nunique()} of {len(truth)} image(s) flagged \"check this image\" by at least "
-                   "one model: models that agree there may be wrong alike (they learnt from the same kind of images).")
+                   "one model or setting: agreement is not correctness (models that learnt from the same kind of "
+                   "images can be wrong alike).")
         with st.expander("Why they are flagged"):
             for _, r in flagged.head(50).iterrows():
                 st.markdown(f"- `{r['file']}`, {r['config']}: {r['check_reasons']}")

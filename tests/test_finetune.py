@@ -30,6 +30,16 @@ from cellcount.models import list_models, load_model, save_model
 from cellcount.novelty import NOVELTY_FILE, NoveltyReference
 
 
+@pytest.fixture(autouse=True)
+def _fine_tunes_keep_their_weights(monkeypatch):
+    """Tiny untrained networks' held-out scores are noise: whether the base's weights are kept is tested on its
+    own (``worse_than_base`` forced), not left to chance in the tests of everything else."""
+    import cellcount.finetune as ft
+
+    monkeypatch.setattr(ft, "worse_than_base", lambda before, after: False)
+
+
+
 def test_labels_from_dots_keeps_splits_drops_and_adds(draw_disks):
     base = draw_disks((60, 60), [(15, 15), (45, 45)], 6)        # two objects
     merged = draw_disks((60, 60), [(15, 40), (15, 48)], 5)      # a merged pair, one object
@@ -567,6 +577,12 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     assert model.card.metrics["holdout_finetuned_weights"]["mae"] == res.after["mae"]
     assert "fine-tuned weights" in model.card.summary() and "not kept" in model.card.summary()
     assert model.novelty is not None, "the base's encoder, so the base's novelty reference"
+    b = load_model(base_dir)
+    assert model.card.density_scale == b.card.density_scale and model.card.extra.get("quality") == b.card.extra.get("quality")
+    assert model.card.extra["novelty"]["sha256"] == sha and model.card.normalization == b.card.normalization
+    img = draw_disks((64, 64), [(20, 20), (44, 40)], 6).astype(np.float32)
+    assert cc.count_image(img, model).count_estimate == cc.count_image(img, b).count_estimate, "counts as the base"
+    assert "holdout_paired_mae_difference_finetuned" in model.card.metrics and not res.size_note
     kept = finetune(base_dir, data, name="mine-forced", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
     forced = load_model("mine-forced").card.training
     assert not kept.kept_base and forced["kept_base_weights"] is False and forced["keep_worse"] is True
@@ -583,3 +599,16 @@ def test_a_fine_tunes_object_share_limits_are_never_tighter_than_its_bases():
     got = _no_tighter_than(mine, base)
     assert (got.max_merge_share, got.max_touching_share, got.max_large_object_share) == (0.38, 0.66, 0.9)
     assert got.max_size_ratio == 2.35 and got.max_uncertain_fraction == 0.2, "the other limits stay its own"
+
+
+def test_cli_says_when_the_bases_weights_were_kept(monkeypatch, capsys, tmp_path):
+    import cellcount.finetune as ft
+
+    monkeypatch.setattr(ft, "finetune", lambda *a, **k: ft.FinetuneResult(
+        folder=tmp_path, name="new", steps=1, seconds=1.0, before={"mae": 2.0}, after={"mae": 9.0}, kept_base=True,
+        paired={"difference": 7.0, "low": 5.0, "high": 9.0}, holdout_files=["a", "b"],
+        notes=["the fine-tuned weights counted the 2 held-out image(s) worse than unet-mask"]))
+    assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "new", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "count MAE 2.00 -> 9.00 (the fine-tuned weights, not saved" in out
+    assert "the fine-tuned model (not kept) counts these images worse" in out and "new keeps unet-mask's weights" in out

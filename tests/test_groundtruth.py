@@ -460,3 +460,21 @@ def test_real_dsb_subset(tmp_path: Path) -> None:
     assert len(items) == 3
     for path, gt in items:
         assert gt.kind == "labels" and gt.count == counts[path.stem]
+
+
+def test_role_words_pair_only_after_a_digit_or_separator_and_never_take_anothers_file(tmp_path: Path) -> None:
+    """A review: 'labels/hela_qdot.tif' was read as dots; a word-paired image could take a file an exact name
+    claims, and the first image in order won over the one in the file's own folder."""
+    from cellcount.io import word_base
+
+    assert word_base("hela_qdot", ("dot",)) is None and word_base("timepoints", ("points",)) is None
+    assert word_base("001dots", ("dots",)) == "001" and word_base("img_cell", ("cell",)) == "img"
+    labels = np.zeros((10, 12), np.uint16)
+    labels[1:5, 1:5], labels[5:9, 5:10] = 1, 2
+    (tmp_path / "labels").mkdir()
+    _save_png(tmp_path / "labels" / "hela_qdot.png", labels)
+    assert read_ground_truth(tmp_path / "labels" / "hela_qdot.png").kind == "labels"
+    assert match_ground_truth(["plateA/x_cell.png", "plateB/x.png"], ["plateB/x_mask.png"]) == {
+        Path("plateB/x.png"): Path("plateB/x_mask.png")}
+    assert match_ground_truth(["p1/images/001cell.png", "p2/images/001cell.png"], ["p2/dots/001dots.png"]) == {
+        Path("p2/images/001cell.png"): Path("p2/dots/001dots.png")}

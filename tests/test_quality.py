@@ -351,6 +351,10 @@ def test_a_count_near_a_limit_says_which_and_a_joint_reason_is_not_said_twice():
     assert judge({"count_disagreement": 0.182, "uncertain_fraction": 0.1}, rule).nearest == "", \
         "the furthest calibration image sits at 1 / 1.1 of a range limit: not 'near'"
     assert judge({"contrast": -0.5}, QualityRule(min_contrast=0.2)).score == 100.0, "capped, not 400,000"
+    from cellcount.quality import combine
+    blocks = combine([judge({"count_disagreement": 0.196, "uncertain_fraction": 0.1}, rule),
+                      judge({"count_disagreement": 0.01, "uncertain_fraction": 0.1}, rule)])
+    assert not blocks.flag and "differ by 20%" in blocks.nearest, "an image counted in blocks is near a limit too"
     assert judge({"count_disagreement": 0.05, "uncertain_fraction": 0.1}, rule).nearest == ""
     both = judge({"count_disagreement": 0.3, "uncertain_fraction": 0.3}, rule)
     assert len(both.reasons) == 1 and "differ by 30%" in both.reasons[0], "the joint limit adds nothing new here"

@@ -185,10 +185,12 @@ benchmark: an image and its ground truth share what comes before them."""
 
 def word_base(stem: str, words: tuple[str, ...]) -> str | None:
     """``stem`` without a trailing word of ``words`` and the separators before it (``001cell`` -> ``001``,
-    ``img-03_dots`` -> ``img-03``), or None when it ends in none of them (or nothing is left)."""
+    ``img-03_dots`` -> ``img-03``), or None when it ends in none of them after a digit or a separator (a letter
+    before it makes another word: ``hela_qdot``, ``timepoints``) or nothing is left."""
     low = stem.lower()
     for word in words:
-        if low.endswith(word) and len(low) > len(word):
+        # a digit or a separator before the word: "001dots", "img_cell", not "hela_qdot" or "timepoints"
+        if low.endswith(word) and len(low) > len(word) and not low[-len(word) - 1].isalpha():
             base = stem[: -len(word)].rstrip("_-. ")
             return base or None
     return None
