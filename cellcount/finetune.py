@@ -695,10 +695,9 @@ OBJECT_SHARE_LIMITS = ("max_large_object_share", "max_touching_share", "max_merg
 def _no_tighter_than(rule, base_rule):
     """``rule`` with its object-share limits (:data:`OBJECT_SHARE_LIMITS`) at least as loose as ``base_rule``'s (one
     the training images left unset takes the base's). A few training images put such range limits just past
-    themselves: a fine-tune on 8 DSB images flagged 14 of 40 unseen DSB images, mostly for merged or touching
-    objects, where its base flagged 1 (a user pass, by hand). The other limits stay the fine-tune's own: with
-    the base's looser ones a vgg_cells fine-tune flagged 45% of mbm's images instead of all
-    (scripts/finetune_flag_probe.py, by hand)."""
+    themselves: a fine-tune on 8 DSB images flagged many unseen DSB images its base did not, mostly for merged
+    or touching objects (a user pass, by hand). The other limits stay the fine-tune's own: with the base's
+    looser ones a vgg_cells fine-tune flagged far fewer of mbm's images (tried by hand)."""
     looser = {}
     for limit in OBJECT_SHARE_LIMITS:
         mine, theirs = getattr(rule, limit), getattr(base_rule, limit)

@@ -28,11 +28,11 @@ WINDOW_PX = 256
 picks its window. 256 px hold a few dozen nuclei of the training size and cost one small encoder pass."""
 MIN_WINDOW_PX = 192
 """A window whose shorter side is under this at the model's scale is too small to judge: the pooled features
-drift with the size itself (centred crops of DSB validation images read as novel in 31% of 96 px crops, 13% of
-128 px and none of 192 px, checked by a reviewer by hand), so such images get no novelty."""
+drift with the size itself (small centred crops of DSB validation images read as novel, a reviewer's check by
+hand, where 192 px crops did not), so such images get no novelty."""
 MIN_CONTENT_PX = 20
 """A window with fewer pixels than this above p = 0.5 (mask models; density: less than half a nucleus of
-mass) shows the model nothing to judge: an empty block of a stitched mosaic read as 'unlike' (6.5)."""
+mass) shows the model nothing to judge: an empty block of a stitched mosaic read as far 'unlike'."""
 FIRST_LEVEL = 2
 """Encoder levels from this one down to the bottleneck are pooled: the finer ones mostly see texture."""
 K = 3
