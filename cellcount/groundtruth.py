@@ -41,6 +41,9 @@ from cellcount.io import (
 
 logger = logging.getLogger(__name__)
 
+MAX_DOT_AREA_PX = 9
+"""A binary ground-truth image whose every blob is at most this many pixels (3 x 3) holds dots, not nuclei."""
+
 __all__ = [
     "GROUND_TRUTH_KINDS",
     "BinaryMaskWarning",
@@ -764,7 +767,16 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
     dotted = word_base(p.stem, ("dots", "dot", "points")) is not None and p.parent.name.lower() not in GROUND_TRUTH_DIRS
     if ground_truth_suffix(p) in ("_dots", "_points") or p.parent.name.lower() in DOT_DIRS or dotted:
         return read_dot_image(p, expected_shape=expected_shape)
-    return read_label_image(p, expected_shape=expected_shape)
+    if ground_truth_suffix(p) is not None:  # "_mask" / "_labels" say what the file is
+        return read_label_image(p, expected_shape=expected_shape)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BinaryMaskWarning)
+        gt = read_label_image(p, expected_shape=expected_shape)
+    if gt.kind == "mask" and gt.count and np.bincount(gt.labels.ravel())[1:].max() <= MAX_DOT_AREA_PX:
+        return read_dot_image(p, expected_shape=expected_shape)  # a dot image by another name (labels/a.png, 001gt.png)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return gt
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
+    MAX_DOT_AREA_PX,
     BinaryMaskWarning,
     GroundTruth,
     read_counts_csv,
@@ -41,8 +42,6 @@ from .io import (
 
 __all__ = ["LabelledSet", "labelled_set", "pair_by_stem"]
 
-MAX_DOT_AREA_PX = 9
-"""A binary ground-truth image whose every blob is at most this many pixels (3 x 3) holds dots, not nuclei."""
 _SAME_STEM_RANK = len(GROUND_TRUTH_SUFFIXES)  # same-name ground truth ranks after the suffixed kinds
 
 

@@ -478,3 +478,20 @@ def test_role_words_pair_only_after_a_digit_or_separator_and_never_take_anothers
         Path("plateB/x.png"): Path("plateB/x_mask.png")}
     assert match_ground_truth(["p1/images/001cell.png", "p2/images/001cell.png"], ["p2/dots/001dots.png"]) == {
         Path("p2/images/001cell.png"): Path("p2/dots/001dots.png")}
+
+
+def test_a_dot_image_by_another_name_is_read_as_dots_in_folders_as_in_uploads(tmp_path: Path) -> None:
+    """A review: 001gt.png (dots) beside 001cell.png was dots when uploaded but a mask of 1-px objects from a
+    folder, which would teach a segmentation model specks."""
+    img = np.zeros((20, 20), np.uint8)
+    img[5:9, 5:9] = 200
+    dots = np.zeros((20, 20), np.uint8)
+    dots[3, 4] = dots[10, 12] = dots[15, 3] = 255
+    _save_png(tmp_path / "001cell.png", img)
+    _save_png(tmp_path / "001gt.png", dots)
+    assert [(p.name, g.kind, g.count) for p, g in load_labelled_folder(tmp_path)] == [("001cell.png", "points", 3)]
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:8, 2:8] = 255  # a nucleus-sized blob stays a mask
+    _save_png(tmp_path / "masks" / "a.png", mask)
+    with pytest.warns(BinaryMaskWarning):  # touching nuclei in a binary mask merge: said once, as before
+        assert read_ground_truth(tmp_path / "masks" / "a.png").kind == "mask"
