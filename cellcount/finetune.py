@@ -688,6 +688,27 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
     return card_entry(rule, qrep, calibrated_on=note)
 
 
+def own_novelty(model, pairs: Sequence, *, density: bool):
+    """(reference, limit): the fine-tuned network's encoder features of its training images and a limit just
+    past what they read against each other (leave one out, :func:`cellcount.quality.range_limit`), so the new
+    model's flag marks images unlike the ones it learnt in its own encoder's terms; None with fewer than
+    :data:`MIN_FLAG_IMAGES` images to judge (each at least :data:`cellcount.novelty.MIN_WINDOW_PX` at the
+    model's scale)."""
+    from .novelty import K, NoveltyReference, has_encoder, image_features
+    from .quality import range_limit
+
+    net = getattr(model, "net", None)
+    if net is None or not has_encoder(net) or len(pairs) < MIN_FLAG_IMAGES:
+        return None
+    feats = [f for _, p, _ in pairs
+             if (f := image_features(net, p.image_norm, p.maps[0], p.model_scale, density=density)) is not None]
+    if len(feats) < max(MIN_FLAG_IMAGES, K + 1):
+        return None
+    ref = NoveltyReference.fit(np.stack(feats))
+    limit = range_limit(ref.self_scores(), below=False)
+    return (ref, limit) if limit else None
+
+
 OBJECT_SHARE_LIMITS = ("max_large_object_share", "max_touching_share", "max_merge_share")
 """Limits on shares of objects, which a few training images put far too tight."""
 
@@ -957,6 +978,10 @@ def finetune(
     card.postprocess_tuned_on = tuned_note
     report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
     card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card)}
+    own = own_novelty(new, train_pairs, density=kind == "density")
+    if own is not None:  # "unlike the images it learnt", in the new encoder's own terms
+        new.novelty = own[0]
+        card.extra["quality"]["rule"]["max_novelty"] = own[1]
 
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
     before, after, paired = {}, {}, {}
@@ -1034,6 +1059,13 @@ def finetune(
             f"{len(held_idx)} held-out images of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
     card.license = f"{model.card.license}; fine-tuned on user data"
+    if own is not None and not kept_base:
+        from .novelty import NOVELTY_FILE, SETTINGS
+
+        target.mkdir(parents=True, exist_ok=True)
+        card.extra["novelty"] = {"file": NOVELTY_FILE, "sha256": own[0].save(target / NOVELTY_FILE),
+                                 "images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
+                                 "fitted_on": f"the training images of the fine-tune ({source})"}
     save_model(net, card, target)
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
                             message=f"saved {name} to {target}"))

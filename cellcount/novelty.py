@@ -98,6 +98,13 @@ class NoveltyReference:
         loo = np.sort(d, axis=1)[:, :k].mean(1)
         return cls(f, mean, std, float(np.median(loo)), k)
 
+    def self_scores(self) -> np.ndarray:
+        """Each reference image's novelty against the others (leave one out): what images like them read."""
+        z = self._z(self.features)
+        d = np.sqrt(((z[:, None, :] - z[None]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        return np.sort(d, axis=1)[:, : self.k].mean(1) / self.scale
+
     def _z(self, f: np.ndarray) -> np.ndarray:
         return (np.asarray(f, np.float32) - self.mean) / self.std
 

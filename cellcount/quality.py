@@ -285,9 +285,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         return (f"the image looks less like the images this model was trained on than most (novelty {v:.2f}, "
                 f"flagged from {limit:.2f})")
     if signal == "novelty":  # no "; " inside: tables join the reasons with it
-        return ("the image looks unlike the images this model was trained on (DSB 2018 nuclei), so its count is "
-                "less certain: check a few objects by eye, check the nucleus size setting, or fine-tune the model "
-                f"on your images (novelty {v:.2f}, limit {limit:.2f})" if limit is not None else
+        return ("the image looks unlike the images this model was trained on, so its count is less certain: "
+                "check a few objects by eye, check the nucleus size setting, or fine-tune a model on images like "
+                f"this one (novelty {v:.2f}, limit {limit:.2f})" if limit is not None else
                 f"the image looks unlike the images this model was trained on (novelty {v:.2f})")
     return {
         "count_disagreement": f"two independent counts of this image differ by {v:.0%}",

@@ -612,3 +612,36 @@ def test_cli_says_when_the_bases_weights_were_kept(monkeypatch, capsys, tmp_path
     out = capsys.readouterr().out
     assert "count MAE 2.00 -> 9.00 (the fine-tuned weights, not saved" in out
     assert "the fine-tuned model (not kept) counts these images worse" in out and "new keeps unet-mask's weights" in out
+
+
+def test_own_novelty_reads_the_training_images_in_the_new_encoders_terms(tiny_model, draw_disks, monkeypatch):
+    from cellcount import pipeline
+    from cellcount.finetune import own_novelty
+
+    model = tiny_model()
+    monkeypatch.setattr(model, "predict_maps", lambda view, **kw: np.stack([view, np.zeros_like(view)]))
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(9):
+        centres = [tuple(c) for c in rng.uniform(20, 236, (12, 2))]
+        img = (draw_disks((256, 256), centres, 7) > 0).astype(np.float32)
+        pairs.append((f"{i}.png", pipeline.predict(img, model), None))
+    ref, limit = own_novelty(model, pairs, density=False)
+    assert len(ref.features) == 9 and limit > ref.self_scores().max()
+    assert own_novelty(model, pairs[:5], density=False) is None, "too few images to fit a limit"
+
+
+@pytest.mark.slow
+def test_a_fine_tune_keeps_its_own_novelty_reference(tiny_model, tmp_path, draw_disks, monkeypatch):
+    import cellcount.finetune as ft
+
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points")
+    ref = NoveltyReference.fit(np.random.default_rng(1).normal(size=(10, 16)))
+    monkeypatch.setattr(ft, "own_novelty", lambda model, pairs, *, density: (ref, 1.5))
+    res = finetune(base_dir, data, name="mine-novel", steps=2, holdout=1, batch_size=2, crop=32)
+    model = load_model(res.name)
+    assert model.novelty is not None and model.card.extra["quality"]["rule"]["max_novelty"] == 1.5
+    assert model.card.extra["novelty"]["fitted_on"].startswith("the training images of the fine-tune")
