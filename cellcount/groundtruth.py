@@ -35,6 +35,7 @@ from cellcount.io import (
     image_shape,
     list_image_files,
     read_image,
+    role_word_ground_truth,
     split_ground_truth_files,
     word_base,
 )
@@ -43,6 +44,12 @@ logger = logging.getLogger(__name__)
 
 MAX_DOT_AREA_PX = 9
 """A binary ground-truth image whose every blob is at most this many pixels (3 x 3) holds dots, not nuclei."""
+
+
+def holds_only_specks(gt: GroundTruth) -> bool:
+    """Whether ground truth read as a binary mask is a dot image: every blob at most :data:`MAX_DOT_AREA_PX`."""
+    return (gt.kind == "mask" and bool(gt.count) and gt.labels is not None
+            and int(np.bincount(gt.labels.ravel())[1:].max()) <= MAX_DOT_AREA_PX)
 
 __all__ = [
     "GROUND_TRUTH_KINDS",
@@ -772,7 +779,7 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BinaryMaskWarning)
         gt = read_label_image(p, expected_shape=expected_shape)
-    if gt.kind == "mask" and gt.count and np.bincount(gt.labels.ravel())[1:].max() <= MAX_DOT_AREA_PX:
+    if holds_only_specks(gt):
         return read_dot_image(p, expected_shape=expected_shape)  # a dot image by another name (labels/a.png, 001gt.png)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -999,8 +1006,7 @@ def load_labelled_folder(
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
-    partners = {(p.parent, b.lower()) for p in images if (b := word_base(p.stem, IMAGE_WORDS))}
-    flat = [p for p in images if (b := word_base(p.stem, GROUND_TRUTH_WORDS)) and (p.parent, b.lower()) in partners]
+    flat = [p for p, gt in zip(images, role_word_ground_truth([(p.parent, p.stem) for p in images])) if gt]
     images = [p for p in images if p not in flat]
     gt_files += in_dot_dirs + point_tables + flat
     if not images:

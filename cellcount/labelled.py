@@ -20,9 +20,9 @@ import numpy as np
 
 from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
-    MAX_DOT_AREA_PX,
     BinaryMaskWarning,
     GroundTruth,
+    holds_only_specks,
     read_counts_csv,
     read_dot_image,
     read_label_image,
@@ -37,6 +37,7 @@ from .io import (
     IMAGE_WORDS,
     ground_truth_suffix,
     read_image,
+    role_word_ground_truth,
     word_base,
 )
 
@@ -253,8 +254,7 @@ def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
         warnings.simplefilter("always", BinaryMaskWarning)
         labels = read_label_image(gt.buffer(), expected_shape=shape)
     same_name = ground_truth_suffix(gt.name) is None  # "_mask" / "_labels" say what the file is
-    if (same_name and labels.kind == "mask" and labels.count
-            and np.bincount(labels.labels.ravel())[1:].max() <= MAX_DOT_AREA_PX):
+    if same_name and holds_only_specks(labels):
         return read_dot_image(gt.buffer(), expected_shape=shape)  # a same-name dot image: no object is a nucleus
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -311,10 +311,8 @@ def labelled_set(
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
     by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
-    partners = {(_folder(f.name), b.casefold()) for f in files if (b := word_base(PurePosixPath(f.name).stem, IMAGE_WORDS))}
-    by_name_only = [is_gt or ((b := word_base(PurePosixPath(f.name).stem, GROUND_TRUTH_WORDS)) is not None
-                              and (_folder(f.name), b.casefold()) in partners)
-                    for f, is_gt in zip(files, by_name_only, strict=True)]
+    worded = role_word_ground_truth([(_folder(f.name), PurePosixPath(f.name).stem) for f in files])
+    by_name_only = [a or b for a, b in zip(by_name_only, worded, strict=True)]
     gt_files = [f for f, is_gt in zip(files, by_name_only, strict=True) if is_gt] + extra
     image_files = [
         f for f, is_gt in zip(files, by_name_only, strict=True)

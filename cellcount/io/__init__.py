@@ -31,6 +31,7 @@ from .files import (
     ground_truth_suffix,
     list_image_files,
     readable_paths,
+    role_word_ground_truth,
     split_ground_truth_files,
     word_base,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "ImageSource",
     "ground_truth_suffix",
     "readable_paths",
+    "role_word_ground_truth",
     "word_base",
     "hematoxylin",
     "image_shape",

@@ -6,7 +6,7 @@ import errno
 import glob
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,14 @@ def word_base(stem: str, words: tuple[str, ...]) -> str | None:
             base = stem[: -len(word)].rstrip("_-. ")
             return base or None
     return None
+
+
+def role_word_ground_truth(files: Sequence[tuple[object, str]]) -> list[bool]:
+    """For (folder, stem) pairs: which name ground truth by the VGG cells naming, ``001dots`` beside an image
+    ``001cell`` in the same folder (:func:`word_base`)."""
+    partners = {(folder, b.casefold()) for folder, stem in files if (b := word_base(stem, IMAGE_WORDS))}
+    return [(b := word_base(stem, GROUND_TRUTH_WORDS)) is not None and (folder, b.casefold()) in partners
+            for folder, stem in files]
 
 
 def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
