@@ -23,7 +23,7 @@ from .io import check_pixels, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
-from .params import CountParams, has_border_channel, resolve_params  # noqa: F401  (has_border_channel: re-exported)
+from .params import AUTO_DISTANCE_FRACTION, CountParams, has_border_channel, resolve_params  # noqa: F401
 from .protocols import backend_kw
 from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals, with_note
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
@@ -117,6 +117,8 @@ class CountResult:
     """Multihead models: the integral of the density head, a second count beside the segmentation's."""
     quality: Quality | None = None
     """Whether this count may be wrong ("check this image"), with the reasons (:mod:`cellcount.quality`)."""
+    min_distance_px: int | None = None
+    """Mask models: the split distance used (``params.min_distance_px``, or what 0 = auto made of it)."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
@@ -353,7 +355,9 @@ def postprocess(
     # multihead: the density head's integral is a second, independent count of the same image
     density_map = prediction.maps[2] if prediction.output_kind == "multihead" else None
     density_total = None if density_map is None else pp.density_count(density_map)
-    seg = pp.segment(prob, **params.values("mask"), border_prob=border, memo=prediction.memo)
+    mask_params = params.values("mask")
+    mask_params["min_distance_px"] = split_distance_px(prediction, params)
+    seg = pp.segment(prob, **mask_params, border_prob=border, memo=prediction.memo)
     t1 = time.perf_counter()
     objects = object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None
     t2 = time.perf_counter()
@@ -371,11 +375,22 @@ def postprocess(
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
-        density_count=density_total,
+        density_count=density_total, min_distance_px=mask_params["min_distance_px"],
         quality=_filters_note(assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count,
                                                                       density_total),
                                      probability=prob, labels=seg.labels), seg.n_rejected, seg.count),
     )
+
+
+def split_distance_px(prediction: Prediction, params: CountParams) -> int:
+    """The watershed's minimum distance between centres for this image, px: ``params.min_distance_px``, or
+    for 0 (auto) :data:`~cellcount.params.AUTO_DISTANCE_FRACTION` of the nucleus diameter (given, else
+    estimated, else the model's training size at the scale the model ran), at least 2 px."""
+    if params.min_distance_px:
+        return int(params.min_distance_px)
+    diameter = (params.nucleus_diameter_px or prediction.estimated_diameter_px
+                or prediction.reference_diameter_px / prediction.model_scale)
+    return max(2, int(round(AUTO_DISTANCE_FRACTION * float(diameter))))
 
 
 MAX_REJECTED_SHARE = 0.25

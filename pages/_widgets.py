@@ -13,7 +13,15 @@ import numpy as np
 import streamlit as st
 
 import cellcount as cc
-from cellcount.params import BORDER_SPLIT_MODES, DENSITY_FIELDS, INPUT_FIELDS, MASK_FIELDS, SCHEMA, has_border_channel
+from cellcount.params import (
+    AUTO_DISTANCE_FRACTION,
+    BORDER_SPLIT_MODES,
+    DENSITY_FIELDS,
+    INPUT_FIELDS,
+    MASK_FIELDS,
+    SCHEMA,
+    has_border_channel,
+)
 from cellcount.settingsfile import model_from_json, params_from_json, plane_from_json
 from pages import _settings as settings
 from pages._image_ui import set_plane_choice
@@ -197,6 +205,9 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
                                     format_func=dict(zip(spec.choices, spec.choice_labels, strict=True)).get)
         if out["split_mode"] in ("distance", "both"):
             out["min_distance_px"] = _slider(c, p, model, "min_distance_px")
+            if out["min_distance_px"] == 0:
+                c.caption(f"Auto: {AUTO_DISTANCE_FRACTION:g} x each image's nucleus diameter ('Nucleus diameter' "
+                          "when set, else the estimated one).")
         a, b = c.columns(2)
         out["min_area_px"] = _number(a, p, model, "min_area_px")
         out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))

@@ -3,6 +3,9 @@ the split modes change (issue #18: F1 >= 0.85 wanted).
 
     python scripts/f1_breakdown.py --model unet-mask --split val [--flips]
 
+A "fraction" row sets the split distance to that fraction of each image's nucleus diameter (``min_distance_px``
+0 = auto, whose fraction is :data:`cellcount.params.AUTO_DISTANCE_FRACTION`).
+
 The model runs once per image; every variant below only re-runs the postprocessing. A true nucleus without
 a match at IoU >= 0.5 is *merged* when the object covering most of it also covers most of another true
 nucleus, *missed* when no object touches it, else *poorly outlined*; an extra object is *split* when the
@@ -15,9 +18,12 @@ import argparse
 import dataclasses
 import platform
 
+import cv2
 import numpy as np
 
+import cellcount.pipeline
 from cellcount.evaluate import evaluate_predictions, labelled_items, predict_pairs
+from cellcount.groundtruth import GroundTruth
 from cellcount.metrics import iou_matrix
 from cellcount.models import load_model
 from cellcount.params import resolve_params
@@ -29,6 +35,13 @@ VARIANTS = [
     {"split_mode": "distance", "min_distance_px": 6},
     {"split_mode": "both", "min_distance_px": 6},
     {"split_mode": "both", "min_distance_px": 8},
+    {"split_mode": "both", "min_distance_px": 10},
+    {"split_mode": "both", "min_distance_px": 12},
+    # 0 = auto: a fraction of each image's nucleus diameter (cellcount.params.AUTO_DISTANCE_FRACTION)
+    {"split_mode": "both", "min_distance_px": 0, "fraction": 0.3},
+    {"split_mode": "both", "min_distance_px": 0, "fraction": 0.4},
+    {"split_mode": "both", "min_distance_px": 0, "fraction": 0.5},
+    {"split_mode": "both", "min_distance_px": 0, "fraction": 0.6},
 ]
 
 
@@ -65,24 +78,41 @@ def causes(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     return out
 
 
+def zoomed(item: tuple, zoom: float) -> tuple:
+    """``(name, image, ground truth)`` resized by ``zoom``: the image linearly, the labels by nearest pixel."""
+    if zoom == 1.0:
+        return item
+    name, image, gt = item
+    size = (max(1, round(image.shape[1] * zoom)), max(1, round(image.shape[0] * zoom)))
+    labels = cv2.resize(gt.labels.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+    count = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+    return name, cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), GroundTruth(
+        kind="labels", count=count, labels=labels, source=gt.source)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="unet-mask")
     ap.add_argument("--data", default="../shared/datasets/dsb2018")
     ap.add_argument("--split", default="val")
     ap.add_argument("--flips", action="store_true", help="count with test-time flips")
+    ap.add_argument("--zoom", type=float, default=1.0,
+                    help="resize every image and its labels by this factor first (another magnification)")
     args = ap.parse_args()
     model = load_model(args.model)
     base = resolve_params(model, {"test_time_flips": True} if args.flips else {})
-    items = list(labelled_items(args.data, args.split, None, 0.2, 0))
+    items = [zoomed(item, args.zoom) for item in labelled_items(args.data, args.split, None, 0.2, 0)]
     pairs = predict_pairs(items, model, base)
-    print(f"{model.name} on {len(items)} images of {args.data} (split {args.split}); flips {args.flips}; "
+    print(f"{model.name} on {len(items)} images of {args.data} (split {args.split}, zoom {args.zoom:g}); "
+          f"flips {args.flips}; "
           f"{platform.processor() or platform.machine()}")
     print("| settings | count MAE | bias | precision | recall | F1@0.5 | missed | merged | poorly outlined | "
           "spurious | split | poorly outlined (extra) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kw in VARIANTS:
-        params = dataclasses.replace(base, **kw)
+        settings = {k: v for k, v in kw.items() if k != "fraction"}
+        params = dataclasses.replace(base, **settings)
+        cellcount.pipeline.AUTO_DISTANCE_FRACTION = kw.get("fraction", 0.4)
         s = evaluate_predictions(pairs, params, keep_results=False).summary
         total = dict.fromkeys(["missed", "merged", "poor_fn", "spurious", "split", "poor_fp"], 0)
         for _, pred, gt in pairs:

@@ -55,6 +55,22 @@ def test_default_sample_counts_with_downloads():
     assert any("s01_sparse_small.png" in m.value for m in at.markdown)
 
 
+def test_split_distance_zero_is_auto_and_says_so():
+    import cellcount as cc
+
+    at = open_count()
+    at.selectbox(key="count_split_mode").set_value("distance")
+    at.slider(key="count_min_distance_px").set_value(0)
+    at.run()
+    assert not at.exception
+    assert any(c.value.startswith("Auto: 0.4 x each image's nucleus diameter") for c in at.caption)
+    model = cc.load_model(BASELINE)
+    image = cc.read_image(ROOT / "data" / "samples" / "s01_sparse_small.png")
+    expected = cc.count_image(image, model, cc.resolve_params(model, {"split_mode": "distance", "min_distance_px": 0}))
+    assert int(metric(at, "Count")) == expected.count
+    assert expected.min_distance_px == 7, "no size estimate: 0.4 x the 18.4 px training size"
+
+
 @pytest.mark.slow
 def test_other_sample_16bit():
     at = open_count()

@@ -244,3 +244,43 @@ def test_evaluating_a_segmentation_on_a_dots_sample_reports_object_matches():
     rep = evaluate_predictions(predict_pairs([("s01", image, gt)], model, params), params)
     assert rep.summary["match"] == "objects"
     assert rep.summary["f1"] > 0.8, rep.summary
+
+
+def _touching_pairs(draw_disks, *, borders: bool):
+    """Two images, each of two radius-8 disks 14 px apart that the foreground map joins; the border map
+    (when ``borders``) marks nothing, as a model that missed the band between them."""
+    from cellcount.pipeline import Prediction
+
+    pairs = []
+    for i, shift in enumerate((0, 6)):
+        labels = draw_disks((48, 64), [(24, 18 + shift), (24, 32 + shift)], 8)
+        prob = (labels > 0).astype(np.float32)
+        maps = np.stack([prob, np.zeros_like(prob)]) if borders else prob[None]
+        pred = Prediction(model_name="p", output_kind="mask", maps=maps, image_norm=prob, inverted=False,
+                          input_key=(), estimated_diameter_px=16.0)
+        pairs.append((f"im{i}", pred, GroundTruth(kind="labels", count=2, labels=labels)))
+    return pairs
+
+
+def test_tuning_tries_each_distance_split_mode_with_every_distance(draw_disks):
+    """Borders alone leave the joined disks as one; 'both' splits them only at a distance below 14 px, so
+    the tuner must try it with other distances than the starting one (20) to find it."""
+    from cellcount.pipeline import CountParams
+
+    pairs = _touching_pairs(draw_disks, borders=True)
+    start = CountParams(threshold=0.5, opening_radius_px=0, split_mode="borders", min_distance_px=20, min_area_px=0)
+    tuned = tune_params(pairs, start, grid={"split_mode": ["borders", "both"], "min_distance_px": [0, 20]})
+    assert tuned.before == 1.0 and tuned.after == 0.0
+    assert (tuned.best_params.split_mode, tuned.best_params.min_distance_px) == ("both", 0), "0 = auto: 6 px"
+    both = tuned.table[tuned.table["split_mode"] == "both"]
+    assert set(both["min_distance_px"]) == {0, 20}
+
+
+def test_tuning_never_tries_border_modes_without_a_border_map(draw_disks):
+    from cellcount.pipeline import CountParams
+
+    pairs = _touching_pairs(draw_disks, borders=False)
+    start = CountParams(threshold=0.5, opening_radius_px=0, split_mode="distance", min_distance_px=20, min_area_px=0)
+    tuned = tune_params(pairs, start, grid={"split_mode": ["borders", "both", "distance"], "min_distance_px": [0, 20]})
+    assert set(tuned.table["split_mode"]) == {"distance"} and set(tuned.table["min_distance_px"]) == {0, 20}
+    assert tuned.after == 0.0

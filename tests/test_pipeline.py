@@ -68,7 +68,7 @@ def test_unknown_parameter_lists_valid_names():
         assert name in msg
 
 
-@pytest.mark.parametrize("bad", [{"threshold": 1.5}, {"min_area_px": -1}, {"min_distance_px": 0},
+@pytest.mark.parametrize("bad", [{"threshold": 1.5}, {"min_area_px": -1}, {"min_distance_px": -1},
                                  {"min_area_px": 20, "max_area_px": 10}, {"low_pct": 50, "high_pct": 40},
                                  {"pixel_size_um": 0}])
 def test_invalid_parameter_values_raise(bad):
@@ -541,3 +541,36 @@ def test_wrong_arguments_to_load_model_and_count_many_say_what_to_pass(samples_d
         list(count_many([samples_dir / "s01_sparse_small.png"], model))
     pairs = [("s01", samples_dir / "s01_sparse_small.png")]
     assert [it.status for it in count_many(pairs, model)] == ["ok"]
+
+
+def test_auto_split_distance_follows_the_nucleus_diameter(draw_disks):
+    """min_distance_px 0: 0.4 x the diameter given, else estimated, else the training size at the scale run;
+    two joined disks (radius 8 and 7) 14 px apart split at 6 px (diameter 16) but not at 20 px (diameter 50)."""
+    from cellcount.params import AUTO_DISTANCE_FRACTION
+    from cellcount.pipeline import Prediction, split_distance_px
+
+    assert AUTO_DISTANCE_FRACTION == 0.4
+    prob = (draw_disks((48, 64), [(24, 18), (24, 32)], [8, 7]) > 0).astype(np.float32)
+    params = CountParams(opening_radius_px=0, min_area_px=0, split_mode="distance", min_distance_px=0)
+
+    def result(**kw):
+        pred = Prediction("m", "mask", prob[None], prob, False, params.input_key(), **kw)
+        return postprocess(pred, params), split_distance_px(pred, params)
+
+    res, used = result(estimated_diameter_px=16.0)
+    assert used == res.min_distance_px == 6 and res.count == 2
+    res, used = result(estimated_diameter_px=50.0)
+    assert used == 20 and res.count == 1
+    assert result(reference_diameter_px=18.4, model_scale=0.5)[1] == 15, "no estimate: 18.4 px at half scale"
+    assert result(estimated_diameter_px=2.0)[1] == 2, "never below 2 px"
+    given = params.replace(nucleus_diameter_px=30.0)
+    assert split_distance_px(Prediction("m", "mask", prob[None], prob, False, given.input_key(),
+                                        estimated_diameter_px=16.0), given) == 12
+    fixed = params.replace(min_distance_px=5)
+    assert split_distance_px(Prediction("m", "mask", prob[None], prob, False, (), estimated_diameter_px=50.0),
+                             fixed) == 5
+
+
+def test_a_negative_split_distance_names_the_auto_value():
+    with pytest.raises(ParameterError, match=r"0 = auto"):
+        CountParams(min_distance_px=-1)

@@ -21,6 +21,7 @@ from ..groundtruth import GroundTruth
 from ..metrics import aggregate_matches, count_metrics, match_instances, match_points, match_points_in_objects
 from ..models import size_model_for
 from ..models.base import CountModel
+from ..params import BORDER_SPLIT_MODES
 from ..pipeline import CountParams, CountResult, Prediction, postprocess, predict
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,12 @@ Pair = tuple[str, Prediction, GroundTruth]
 DEFAULT_GRID: dict[str, list[Any]] = {
     "threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
     "opening_radius_px": [0, 1, 2],
-    "min_distance_px": [2, 3, 4, 5, 6, 8, 10],
+    "split_mode": ["borders", "both", "distance"],
+    "min_distance_px": [0, 2, 3, 4, 5, 6, 8, 10],
     "min_area_px": [0, 5, 10, 20, 30, 50],
 }
+DISTANCE_SPLIT_MODES = ("distance", "both")
+"""Split modes in which ``min_distance_px`` acts."""
 
 
 @dataclass
@@ -167,7 +171,8 @@ def tune_params(
     mae_tolerance: float = MAE_TOLERANCE,
 ) -> TuneResult:
     """Coordinate descent on count MAE over ``grid`` (default :data:`DEFAULT_GRID`), from ``params``;
-    ``min_distance_px`` is left out when ``params.split_mode`` does not use it.
+    ``min_distance_px`` is tried only in the split modes that use it, and those modes with every grid
+    distance (:func:`_candidates`); border split modes only for models with a border map.
 
     Only postprocessing is searched: the predictions are reused, the model never reruns. Density
     outputs have no tunable count parameters (the count is the integral) and return ``params`` as is.
@@ -176,22 +181,24 @@ def tune_params(
     or ground truth without objects (counts only) keeps the lowest MAE.
     """
     grid = DEFAULT_GRID if grid is None else grid
-    if params.split_mode not in ("distance", "both"):  # min_distance_px acts only in these split modes
-        grid = {k: v for k, v in grid.items() if k != "min_distance_px"}
     before = _mae(pairs, params)
     if not pairs or pairs[0][1].output_kind == "density":
         return TuneResult(params, before, before, pd.DataFrame([{**params.to_dict(), "mae": before}]))
+    if "split_mode" in grid:  # only the modes this model can run
+        borders = pairs[0][1].maps.shape[0] > 1
+        grid = {**grid, "split_mode": [m for m in grid["split_mode"] if borders or m not in BORDER_SPLIT_MODES]}
     best, best_mae = params, before
     tried: dict[tuple, float] = {tuple(sorted(params.to_dict().items(), key=str)): before}
-    total = rounds * sum(len(v) for v in grid.values())
+    total = rounds * sum(len(grid[key]) if key == "min_distance_px" else len(_candidates(grid, key, params))
+                         for key in grid)  # an upper bound: the distance is tried only in some modes
     done = 0
     for _ in range(rounds):
         improved = False
-        for key, values in grid.items():
-            for v in values:
+        for key in grid:
+            for change in _candidates(grid, key, best):
                 done += 1
                 try:
-                    cand = dataclasses.replace(best, **{key: v})
+                    cand = dataclasses.replace(best, **change)
                 except ParameterError:  # conflicts with a fixed setting (e.g. min area above max area): skip
                     if progress:
                         progress(done, total)
@@ -219,6 +226,21 @@ def tune_params(
             best, best_mae = CountParams(**dict(ranked[0])), tried[ranked[0]]
     table = pd.DataFrame([{**dict(sig), "mae": mae, "f1": f1.get(sig, np.nan)} for sig, mae in scored])
     return TuneResult(best, before, best_mae, table)
+
+
+def _candidates(grid: dict[str, list[Any]], key: str, current: CountParams) -> list[dict[str, Any]]:
+    """The changes one step of :func:`tune_params` tries for ``key``.
+
+    ``min_distance_px`` acts only in :data:`DISTANCE_SPLIT_MODES`, so it is tried only there, and a split
+    mode that uses it is tried with each grid distance: a mode judged at one distance (the card's) alone
+    would lose to another mode that its own best distance beats.
+    """
+    if key == "min_distance_px":
+        return [{key: v} for v in grid[key]] if current.split_mode in DISTANCE_SPLIT_MODES else []
+    if key == "split_mode" and "min_distance_px" in grid:
+        return [{key: m, "min_distance_px": d} if m in DISTANCE_SPLIT_MODES else {key: m}
+                for m in grid[key] for d in (grid["min_distance_px"] if m in DISTANCE_SPLIT_MODES else [None])]
+    return [{key: v} for v in grid[key]]
 
 
 def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
