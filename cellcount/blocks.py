@@ -42,6 +42,7 @@ from .errors import ImageReadError, ParameterError
 from .io import normalization_limits
 from .models import size_model_for
 from .models.base import CountModel
+from .params import auto_distance_px
 from .pipeline import CountParams, CountResult, postprocess, predict, resolve_params
 from .postprocess import density_count as map_integral
 from .quality import Quality
@@ -188,6 +189,9 @@ class BlockPlan:
     block_px: int
     overlap_px: int
     regions: tuple[tuple[str, int, int, int, int], ...] = ()
+    estimated_diameter_px: float | None = None
+    """The centre block's estimated nucleus diameter, also when it was close enough to the training size
+    not to resize (``nucleus_diameter_px`` None): the auto split distance of every block follows it."""
 
 
 @dataclass
@@ -295,24 +299,29 @@ def plan_blocks(
                                               high_pct=p.high_pct, grayscale=grayscale)
         del sample
         cores, blocks = grid(shape, block_px, overlap_px)
-        diameter = p.nucleus_diameter_px or None
+        diameter = estimated = p.nucleus_diameter_px or None
         if diameter is None and p.auto_nucleus_size:
             mid = blocks[len(blocks) // 2]
             centre = plane[mid[0]:mid[2], mid[1]:mid[3]]
             pred = predict(centre, model, p.replace(invert=bright), limits=limits, size_model=size_model_for(model, p))
-            if pred.model_scale != 1.0 and pred.estimated_diameter_px:
-                diameter = float(np.clip(pred.estimated_diameter_px, 2.0, 1000.0))
+            if pred.estimated_diameter_px:
+                estimated = float(np.clip(pred.estimated_diameter_px, 2.0, 1000.0))
+                diameter = estimated if pred.model_scale != 1.0 else None
             del centre, pred
     return BlockPlan(source=os.fspath(source), shape=shape, cores=cores, blocks=blocks, limits=limits, bright=bright,
                      nucleus_diameter_px=diameter, block_px=block_px, overlap_px=overlap_px,
-                     regions=tuple(tuple(r) for r in regions))
+                     regions=tuple(tuple(r) for r in regions), estimated_diameter_px=estimated)
 
 
 def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
-    """The settings every block is counted with: the plan's inversion and size; border objects are
+    """The settings every block is counted with: the plan's inversion and size, and the auto split distance
+    (``min_distance_px`` 0) made from the plan's nucleus diameter, as for the whole image; border objects are
     judged on the whole image, not the block."""
+    distance = params.min_distance_px
+    if not distance and plan.estimated_diameter_px:
+        distance = auto_distance_px(plan.estimated_diameter_px)
     return params.replace(invert=plan.bright, auto_nucleus_size=False, nucleus_diameter_px=plan.nucleus_diameter_px,
-                          exclude_border=False)
+                          exclude_border=False, min_distance_px=distance)
 
 
 def _inside(rows: np.ndarray, cols: np.ndarray, box: Box) -> np.ndarray:
@@ -394,6 +403,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         n_rejected=rejected, model_scale=parts[0].model_scale if parts else 1.0,
         estimated_diameter_px=plan.nucleus_diameter_px if params.auto_nucleus_size else None,
         density_count=density_total if output_kind == "multihead" else None,
+        min_distance_px=None if kind == "density" else block_params(plan, params).min_distance_px or None,
         quality=combine_quality([part.quality for part in parts]),
     )
     rows = []

@@ -690,22 +690,21 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
 
 def own_novelty(model, pairs: Sequence, *, density: bool):
     """(reference, limit): the fine-tuned network's encoder features of its training images and a limit just
-    past what they read against each other (leave one out, :func:`cellcount.quality.range_limit`), so the new
-    model's flag marks images unlike the ones it learnt in its own encoder's terms; None with fewer than
-    :data:`MIN_FLAG_IMAGES` images to judge (each at least :data:`cellcount.novelty.MIN_WINDOW_PX` at the
-    model's scale)."""
-    from .novelty import K, NoveltyReference, has_encoder, image_features
+    past what they read against each other (leave one out, :func:`cellcount.quality.range_limit`, over both
+    windows' references), so the new model's flag marks images unlike the ones it learnt in its own encoder's
+    terms; None with fewer than :data:`MIN_FLAG_IMAGES` images to judge (each at least
+    :data:`cellcount.novelty.MIN_WINDOW_PX` at the model's scale; :func:`cellcount.novelty.fit_reference`)."""
+    from .novelty import fit_reference, has_encoder
     from .quality import range_limit
 
     net = getattr(model, "net", None)
     if net is None or not has_encoder(net) or len(pairs) < MIN_FLAG_IMAGES:
         return None
-    feats = [f for _, p, _ in pairs
-             if (f := image_features(net, p.image_norm, p.maps[0], p.model_scale, density=density)) is not None]
-    if len(feats) < max(MIN_FLAG_IMAGES, K + 1):
+    fitted = fit_reference(net, ((p.image_norm, p.maps[0], p.model_scale) for _, p, _ in pairs), density=density)
+    if fitted is None or fitted[1] < MIN_FLAG_IMAGES:
         return None
-    ref = NoveltyReference.fit(np.stack(feats))
-    limit = range_limit(ref.self_scores(), below=False)
+    ref = fitted[0]
+    limit = range_limit(np.concatenate([r.self_scores() for r in (ref, ref.small) if r is not None]), below=False)
     return (ref, limit) if limit else None
 
 
@@ -807,7 +806,7 @@ def finetune(
     """
     import torch
 
-    from .evaluate import calibrate_density, evaluate_predictions, predict_pairs, tune_params
+    from .evaluate import DEFAULT_GRID, calibrate_density, evaluate_predictions, predict_pairs, tune_params
     from .io import read_image
     from .metrics import paired_mae_difference
     from .models import load_model, save_model, size_model_for
@@ -973,7 +972,9 @@ def finetune(
                 params = dens
             tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
                            f"density {mae_dens:.3f})")
-    tuned_keys = set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
+    # every setting the tuner searched, also where the base card left it to the defaults
+    tuned_keys = (set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
+                  | (set(DEFAULT_GRID) if kind != "density" else set()))
     card.postprocess = {**card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys if k in params.to_dict()}}
     card.postprocess_tuned_on = tuned_note
     report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
@@ -1065,6 +1066,7 @@ def finetune(
         target.mkdir(parents=True, exist_ok=True)
         card.extra["novelty"] = {"file": NOVELTY_FILE, "sha256": own[0].save(target / NOVELTY_FILE),
                                  "images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
+                                 "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
                                  "fitted_on": f"the training images of the fine-tune ({source})"}
     save_model(net, card, target)
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,

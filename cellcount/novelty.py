@@ -15,6 +15,7 @@ has no novelty signal. The limit that flags it is part of the card's quality rul
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +28,23 @@ WINDOW_PX = 256
 """Side of the window read (at the model's scale): the one with the most foreground, as the size estimate
 picks its window. 256 px hold a few dozen nuclei of the training size and cost one small encoder pass."""
 MIN_WINDOW_PX = 192
-"""A window whose shorter side is under this at the model's scale is too small to judge: the pooled features
-drift with the size itself (small centred crops of DSB validation images read as novel, a reviewer's check by
-hand, where 192 px crops did not), so such images get no novelty."""
+"""A window whose shorter side is under this at the model's scale is too small to judge against the
+:data:`WINDOW_PX` reference: the pooled features drift with the size itself (small centred crops of DSB
+validation images read as novel, a reviewer's check by hand, where 192 px crops did not)."""
+SMALL_WINDOW_PX = 128
+"""Images too small for :data:`WINDOW_PX` (a quarter of DSB's images once their large nuclei are brought to
+the training size) are judged over a window this size against a second reference of the training images'
+windows of the same size, so that like is compared with like."""
+MIN_SMALL_WINDOW_PX = 96
+"""The smallest window judged against the small reference (the same 3/4 of its side as :data:`MIN_WINDOW_PX`);
+smaller images get no novelty."""
 MIN_CONTENT_PX = 20
 """A window with fewer pixels than this above p = 0.5 (mask models; density: less than half a nucleus of
 mass) shows the model nothing to judge: an empty block of a stitched mosaic read as far 'unlike'."""
 FIRST_LEVEL = 2
 """Encoder levels from this one down to the bottleneck are pooled: the finer ones mostly see texture."""
 K = 3
-SETTINGS = {"window_px": WINDOW_PX, "first_level": FIRST_LEVEL, "k": K}
+SETTINGS = {"window_px": WINDOW_PX, "small_window_px": SMALL_WINDOW_PX, "first_level": FIRST_LEVEL, "k": K}
 """How a reference's features were taken (recorded in the card's ``extra.novelty``; checked on load)."""
 
 
@@ -84,6 +92,9 @@ class NoveltyReference:
     std: np.ndarray  # (F,)
     scale: float  # the median leave-one-out distance of the training images: novelty 1
     k: int = K
+    small: NoveltyReference | None = None
+    """The same for :data:`SMALL_WINDOW_PX` windows (images too small for the main one); None: such images
+    get no novelty (a reference written before it existed, or too few images to fit one)."""
 
     @classmethod
     def fit(cls, features: np.ndarray, k: int = K) -> NoveltyReference:
@@ -115,8 +126,11 @@ class NoveltyReference:
         return float(np.sort(d)[: self.k].mean() / self.scale)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"features": self.features, "mean": self.mean, "std": self.std,
-                "scale": np.array([self.scale], np.float32), "k": np.array([self.k], np.int64)}
+        out = {"features": self.features, "mean": self.mean, "std": self.std,
+               "scale": np.array([self.scale], np.float32), "k": np.array([self.k], np.int64)}
+        if self.small is not None:
+            out.update({f"{SMALL_PREFIX}{k}": v for k, v in self.small.tensors().items()})
+        return out
 
     def save(self, path: str | Path) -> str:
         """Write the reference; returns its sha256 (the card keeps it)."""
@@ -143,47 +157,87 @@ class NoveltyReference:
             raise WeightsIntegrityError(f"{path} does not match the sha256 its card records: corrupt or replaced{again}")
         try:
             t = load_file(str(path))
-            ref = cls(t["features"], t["mean"], t["std"], float(t["scale"][0]), int(t["k"][0]))
+            small = (cls(*(t[SMALL_PREFIX + k] for k in ("features", "mean", "std")), float(t[SMALL_PREFIX + "scale"][0]),
+                         int(t[SMALL_PREFIX + "k"][0])) if SMALL_PREFIX + "features" in t else None)
+            ref = cls(t["features"], t["mean"], t["std"], float(t["scale"][0]), int(t["k"][0]), small)
         except (SafetensorError, OSError, KeyError, IndexError, ValueError) as err:
             raise WeightsIntegrityError(f"{path} is not a novelty reference: {err}{again}") from err
         n = ref.features.shape[-1] if ref.features.ndim == 2 else -1
-        if n < 1 or ref.mean.shape != (n,) or ref.std.shape != (n,) or len(ref.features) <= ref.k or not ref.scale > 0:
-            raise WeightsIntegrityError(f"{path} is not a usable novelty reference (shapes {ref.features.shape}, "
-                                        f"{ref.mean.shape}, {ref.std.shape}; k {ref.k}){again}")
+        for r in (ref, small):
+            if r is not None and (n < 1 or r.features.ndim != 2 or r.features.shape[1] != n or r.mean.shape != (n,)
+                                  or r.std.shape != (n,) or len(r.features) <= r.k or not r.scale > 0):
+                raise WeightsIntegrityError(f"{path} is not a usable novelty reference (shapes {r.features.shape}, "
+                                            f"{r.mean.shape}, {r.std.shape}; k {r.k}){again}")
         return ref
 
 
-def novelty_window(weight: np.ndarray, scale: float) -> tuple[slice, slice]:
-    """The window of an image at its own size whose resize by ``scale`` is :data:`WINDOW_PX` across, where
+SMALL_PREFIX = "small."
+"""Key prefix of the small-window reference's tensors in the same file."""
+MIN_SIDE = {WINDOW_PX: MIN_WINDOW_PX, SMALL_WINDOW_PX: MIN_SMALL_WINDOW_PX}
+
+
+def novelty_window(weight: np.ndarray, scale: float, window_px: int = WINDOW_PX) -> tuple[slice, slice]:
+    """The window of an image at its own size whose resize by ``scale`` is ``window_px`` across, where
     ``weight`` (foreground probability or density, same size) is largest."""
     from .sizing import size_window
 
-    side = max(int(round(WINDOW_PX / max(scale, 1e-6))), 1)
+    side = max(int(round(window_px / max(scale, 1e-6))), 1)
     return size_window(np.asarray(weight, np.float32), window=side)
 
 
 def image_features(net: Any, image_norm: np.ndarray, weight: np.ndarray, scale: float, *,
-                   bf16: bool = False, density: bool = False) -> np.ndarray | None:
-    """:func:`encoder_features` of one normalised image (at its own size) over its :func:`novelty_window`,
-    resized by ``scale`` as the model counts it; ``weight`` (the model's first map: foreground probability,
-    or a density map with ``density``) chooses the window. None where the window is too small
-    (:data:`MIN_WINDOW_PX`) or shows no nucleus (:data:`MIN_CONTENT_PX`): nothing to judge."""
+                   bf16: bool = False, density: bool = False, window_px: int = WINDOW_PX) -> np.ndarray | None:
+    """:func:`encoder_features` of one normalised image (at its own size) over its :func:`novelty_window`
+    of ``window_px`` (:data:`WINDOW_PX` or :data:`SMALL_WINDOW_PX`), resized by ``scale`` as the model counts
+    it; ``weight`` (the model's first map: foreground probability, or a density map with ``density``)
+    chooses the window. None where the window is too small (:data:`MIN_SIDE`) or shows no nucleus
+    (:data:`MIN_CONTENT_PX`): nothing to judge."""
     from .sizing import resize_image
 
-    rows, cols = novelty_window(weight, scale)
+    rows, cols = novelty_window(weight, scale, window_px)
     seen = np.asarray(weight)[rows, cols]
     if (float(seen.sum()) < 0.5) if density else (int(np.count_nonzero(seen > 0.5)) < MIN_CONTENT_PX):
         return None
     crop = np.asarray(image_norm, np.float32)[rows, cols]
     if scale != 1.0:
         crop = resize_image(crop, scale)
-    if min(crop.shape) < MIN_WINDOW_PX:
+    if min(crop.shape) < MIN_SIDE[window_px]:
         return None
     return encoder_features(net, crop, bf16=bf16)
 
 
+def window_for(image_shape: tuple[int, ...], scale: float) -> int | None:
+    """The window an image of ``image_shape`` (at its own size) is judged over at ``scale``: :data:`WINDOW_PX`
+    when it is large enough, else :data:`SMALL_WINDOW_PX`, else None (too small to judge)."""
+    side = min(image_shape[:2]) * scale
+    return next((w for w in (WINDOW_PX, SMALL_WINDOW_PX) if round(side) >= MIN_SIDE[w]), None)
+
+
 def image_novelty(net: Any, reference: NoveltyReference, image_norm: np.ndarray, weight: np.ndarray,
                   scale: float, *, bf16: bool = False, density: bool = False) -> float | None:
-    """The novelty of one normalised image (see :func:`image_features`; None: nothing to judge)."""
-    features = image_features(net, image_norm, weight, scale, bf16=bf16, density=density)
-    return None if features is None else reference.score(features)
+    """The novelty of one normalised image (see :func:`image_features`; None: nothing to judge), over the
+    window its size allows (:func:`window_for`) against the reference of that window."""
+    window = window_for(np.shape(image_norm), scale)
+    ref = reference if window == WINDOW_PX else reference.small if window == SMALL_WINDOW_PX else None
+    if ref is None:
+        return None
+    features = image_features(net, image_norm, weight, scale, bf16=bf16, density=density, window_px=window)
+    return None if features is None else ref.score(features)
+
+
+def fit_reference(net: Any, views: Any, *, density: bool = False) -> tuple[NoveltyReference, int, int] | None:
+    """A reference from the training images ``views`` (``(image_norm, weight, scale)`` of each, as
+    :func:`image_features` takes them): every image large enough for :data:`WINDOW_PX` in the main reference,
+    every image large enough for :data:`SMALL_WINDOW_PX` (the large ones too, over their small window) in
+    the small one. Returns (reference, images in the main one, in the small one); None when fewer than
+    ``K + 1`` images could be judged at the main window; the small reference is left out below that."""
+    big, small = [], []
+    for norm, weight, scale in views:
+        for window, into in ((WINDOW_PX, big), (SMALL_WINDOW_PX, small)):
+            f = image_features(net, norm, weight, scale, density=density, window_px=window)
+            if f is not None:
+                into.append(f)
+    if len(big) <= K:
+        return None
+    small_ref = NoveltyReference.fit(np.stack(small)) if len(small) > K else None
+    return dataclasses.replace(NoveltyReference.fit(np.stack(big)), small=small_ref), len(big), len(small)

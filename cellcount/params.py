@@ -36,6 +36,14 @@ AUTO_DISTANCE_FRACTION = 0.4
 splits large nuclei in pieces and leaves clumps of small ones whole; 0.3-0.5 gave the same F1 on DSB's
 validation half with unet-mask in split mode "both" (docs/RESULTS.md, "Splitting by nucleus size")."""
 
+
+
+def auto_distance_px(diameter_px: float) -> int:
+    """The split distance ``min_distance_px`` 0 (auto) stands for, for nuclei ``diameter_px`` across:
+    :data:`AUTO_DISTANCE_FRACTION` of it, at least 2 px."""
+    return max(2, int(round(AUTO_DISTANCE_FRACTION * float(diameter_px))))
+
+
 SPLIT_MODES = {
     "borders": "seeds are the cores left after removing the model's predicted border band",
     "distance": "seeds are distance-transform maxima at least min_distance_px apart",
@@ -183,19 +191,20 @@ PARAMS: tuple[Param, ...] = (
         help="how touching objects are split (mask models): borders = along the model's predicted borders, "
         "distance = at distance-transform maxima, both, off",
         explain="How nuclei that touch are separated. Model borders: along the thin border the model predicts "
-        "between touching nuclei (the shipped models' default). Distance transform: at the centres of round "
-        "shapes, at least 'Min. distance' apart. Both: border split first, then the distance transform on what "
-        "is still joined. Off: touching nuclei count as one (lowest count).",
+        "between touching nuclei. Distance transform: at the centres of round shapes, at least 'Min. distance' "
+        "apart. Both: border split first, then the distance transform on what is still joined (the shipped mask "
+        "models' default). Off: touching nuclei count as one (lowest count).",
     ),
     Param(
         "min_distance_px", int, 4, "mask", unit="px", lo=1, hi=MAX_DISTANCE_PX, off=0, off_means="auto",
         ui_range=(0, 50), label="Min. distance between centres (px, 0 = auto)",
         help="split modes 'distance' and 'both': minimum distance between object centres, px; larger = fewer "
-        f"splits, lower count; 0 = auto: {AUTO_DISTANCE_FRACTION:g} x the nucleus diameter (given or estimated)",
+        f"splits, lower count; 0 = auto: {AUTO_DISTANCE_FRACTION:g} x the nucleus diameter (given, else estimated, "
+        "else the model's training size)",
         explain="Two centres closer than this are one nucleus. Larger: fewer splits, lower count; smaller: more "
         "splits, higher count (too small cuts elongated nuclei in pieces). 0 = auto: "
         f"{AUTO_DISTANCE_FRACTION:g} x the nucleus diameter of each image (the one you give, else the "
-        "estimated one), so large and small nuclei are split alike.",
+        "estimated one, else the size the model was trained on), so large and small nuclei are split alike.",
     ),
     Param(
         "min_area_px", int, 10, "mask", unit="px", lo=0, hi=DEFAULT_MAX_PIXELS, step=1, label="Min. area (px)",

@@ -23,7 +23,7 @@ from .io import check_pixels, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
-from .params import AUTO_DISTANCE_FRACTION, CountParams, has_border_channel, resolve_params  # noqa: F401
+from .params import CountParams, auto_distance_px, has_border_channel, resolve_params  # noqa: F401
 from .protocols import backend_kw
 from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals, with_note
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
@@ -384,13 +384,12 @@ def postprocess(
 
 def split_distance_px(prediction: Prediction, params: CountParams) -> int:
     """The watershed's minimum distance between centres for this image, px: ``params.min_distance_px``, or
-    for 0 (auto) :data:`~cellcount.params.AUTO_DISTANCE_FRACTION` of the nucleus diameter (given, else
-    estimated, else the model's training size at the scale the model ran), at least 2 px."""
+    for 0 (auto) :func:`~cellcount.params.auto_distance_px` of the nucleus diameter (given, else estimated,
+    else the model's training size at the scale the model ran)."""
     if params.min_distance_px:
         return int(params.min_distance_px)
-    diameter = (params.nucleus_diameter_px or prediction.estimated_diameter_px
-                or prediction.reference_diameter_px / prediction.model_scale)
-    return max(2, int(round(AUTO_DISTANCE_FRACTION * float(diameter))))
+    return auto_distance_px(params.nucleus_diameter_px or prediction.estimated_diameter_px
+                            or prediction.reference_diameter_px / prediction.model_scale)
 
 
 MAX_REJECTED_SHARE = 0.25

@@ -15,7 +15,7 @@ import numpy as np
 from skimage.segmentation import watershed
 
 from .errors import ParameterError
-from .params import BORDER_SPLIT_MODES, SPLIT_MODES, seed_area_px
+from .params import BORDER_SPLIT_MODES, SPLIT_MODES, auto_distance_px, seed_area_px
 
 # Reasons stored in SegmentResult.rejected (uint8 per pixel)
 KEPT, TOO_SMALL, TOO_LARGE, ON_BORDER = 0, 1, 2, 3
@@ -320,13 +320,16 @@ def segment(
     exclude_border: bool = False,
     border_prob: np.ndarray | None = None,
     memo: dict | None = None,
+    diameter_px: float | None = None,
 ) -> SegmentResult:
     """The mask chain: threshold -> open/close -> fill holes -> split (``split_mode``) -> filters.
 
     ``split_mode`` is one of :data:`SPLIT_MODES`; "borders" and "both" need ``border_prob`` (mask models
     with a border channel), "distance" and "off" ignore it. ``min_distance_px`` acts in "distance" and
-    "both" only. The keywords are :class:`cellcount.params.CountParams` fields of group "mask", so the
-    pipeline passes ``**params.values("mask")``; split seeds smaller than
+    "both" only; 0 means auto: :func:`~cellcount.params.auto_distance_px` of ``diameter_px`` (the nucleus
+    diameter in this map's pixels; None: the models' training size). The keywords are
+    :class:`cellcount.params.CountParams` fields of group "mask", so the pipeline passes
+    ``**params.values("mask")``; split seeds smaller than
     :func:`~cellcount.params.seed_area_px` of ``min_area_px`` are ignored. ``max_area_px`` None or 0: no bound.
 
     ``memo``: a dict owned by the caller for this one ``prob`` / ``border_prob`` pair (``Prediction.memo``). It
@@ -339,6 +342,10 @@ def segment(
         raise ParameterError(
             f"split_mode {split_mode!r} needs the model's border map; this model has none: use 'distance' or 'off'"
         )
+    if min_distance_px == 0:
+        if diameter_px is None:
+            from .sizing import REFERENCE_DIAMETER_PX as diameter_px
+        min_distance_px = auto_distance_px(diameter_px)
     memo = {} if memo is None else memo
     mask_key = (float(threshold), int(opening_radius_px), int(closing_radius_px), bool(fill_holes))
     split_key = (*mask_key, split_mode, int(min_distance_px), seed_area_px(min_area_px))

@@ -207,7 +207,7 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
             out["min_distance_px"] = _slider(c, p, model, "min_distance_px")
             if out["min_distance_px"] == 0:
                 c.caption(f"Auto: {AUTO_DISTANCE_FRACTION:g} x each image's nucleus diameter ('Nucleus diameter' "
-                          "when set, else the estimated one).")
+                          "when set, else the estimated one, else the model's training size).")
         a, b = c.columns(2)
         out["min_area_px"] = _number(a, p, model, "min_area_px")
         out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))

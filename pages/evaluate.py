@@ -9,6 +9,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.evaluate import DEFAULT_GRID, tune_params
+from cellcount.params import BORDER_SPLIT_MODES, has_border_channel
 from pages import _groundtruth as gt_ui
 from pages import _shared as sh
 
@@ -153,7 +154,9 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     if model.output_kind == "density":
         st.info("Density models count by integrating the map: there is no count parameter to tune.")
         return
-    grid = ", ".join(f"{k} ∈ {v}" for k, v in DEFAULT_GRID.items())
+    modes = [m for m in DEFAULT_GRID["split_mode"] if has_border_channel(model) or m not in BORDER_SPLIT_MODES]
+    shown = {**DEFAULT_GRID, "split_mode": modes}
+    grid = ", ".join(f"{k} ∈ {v}" for k, v in shown.items()) + " (min_distance_px 0 = auto; only where the split mode uses it)"
     st.caption(
         f"Coordinate descent on count MAE over {grid}, starting from the current settings; among "
         "settings within 1% of the best MAE, the best F1 (outlines) wins. The model does not rerun. "
@@ -222,7 +225,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         container=c[1],
     )
     with st.expander("All settings tried"):
-        cols = [*DEFAULT_GRID, "mae"]
+        cols = [*DEFAULT_GRID, "mae", "f1"]
         st.dataframe(tuned["table"][[c for c in cols if c in tuned["table"]]], hide_index=True)
 
 

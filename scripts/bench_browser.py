@@ -1,7 +1,7 @@
 """Slider release -> redrawn overlay and count, measured in Chromium on the Count page (not a test).
 
     python scripts/bench_browser.py [--steps 20] [--size 1024 | --image FILE] [--model attention-unet-mask]
-        [--split "Model borders (default)"|"Distance transform"|...] [--slider "Probability threshold"]
+        [--split "Model borders"|"Distance transform"|"Both"|...] [--slider "Probability threshold"]
         [--shot out.png] [--floor]
 
 Starts ``streamlit run streamlit_app.py`` with the shipped weights, uploads an image (by default a generated

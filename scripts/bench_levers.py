@@ -100,22 +100,25 @@ def tile_sweep(model, repeats: int) -> dict[int, tuple[float, float]]:
 def postprocess_breakdown(repeats: int) -> dict[str, float]:
     """Median ms of each stage of the mask slider path on the benchmark's 1024 x 1024 map."""
     from cellcount.measure import object_table
-    from cellcount.pipeline import postprocess
+    from cellcount.pipeline import postprocess, split_distance_px
 
     pp = importlib.import_module("cellcount.postprocess")
     models = bench.bench_models(["unet-mask"])
     label, _, pred, params, image = bench.postprocess_cases(models, bench.BenchConfig.make(False))[0]
     prob, border = pred.maps[0], pred.maps[1]
+    distance = split_distance_px(pred, params)  # the card's 0 = auto, made from the image's nucleus size
+    cores = params.split_mode == "both"
     mask = pp.fill_holes(pp.open_close(pp.threshold(prob, params.threshold),
                                        opening_radius_px=params.opening_radius_px))
-    labels = pp.watershed_split(mask, min_distance_px=params.min_distance_px, border_prob=border,
-                                min_seed_area_px=max(4, params.min_area_px // 2))
+    labels = pp.watershed_split(mask, min_distance_px=distance, border_prob=border,
+                                min_seed_area_px=max(4, params.min_area_px // 2), split_cores=cores)
     kept = pp.filter_objects(labels, min_area_px=params.min_area_px).labels
     stages = {
         "threshold + opening + fill holes": lambda: pp.fill_holes(pp.open_close(
             pp.threshold(prob, params.threshold), opening_radius_px=params.opening_radius_px)),
-        "watershed_split": lambda: pp.watershed_split(mask, min_distance_px=params.min_distance_px,
-                                                      border_prob=border, min_seed_area_px=max(4, params.min_area_px // 2)),
+        "watershed_split": lambda: pp.watershed_split(mask, min_distance_px=distance, border_prob=border,
+                                                      min_seed_area_px=max(4, params.min_area_px // 2),
+                                                      split_cores=cores),
         "filter_objects": lambda: pp.filter_objects(labels, min_area_px=params.min_area_px),
         "measure.object_table": lambda: object_table(kept, image),
         "total: cellcount.postprocess": lambda: postprocess(pred, params, image=image),

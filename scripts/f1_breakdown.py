@@ -21,7 +21,7 @@ import platform
 import cv2
 import numpy as np
 
-import cellcount.pipeline
+import cellcount.params
 from cellcount.evaluate import evaluate_predictions, labelled_items, predict_pairs
 from cellcount.groundtruth import GroundTruth
 from cellcount.metrics import iou_matrix
@@ -112,7 +112,7 @@ def main() -> None:
     for kw in VARIANTS:
         settings = {k: v for k, v in kw.items() if k != "fraction"}
         params = dataclasses.replace(base, **settings)
-        cellcount.pipeline.AUTO_DISTANCE_FRACTION = kw.get("fraction", 0.4)
+        cellcount.params.AUTO_DISTANCE_FRACTION = kw.get("fraction", 0.4)
         s = evaluate_predictions(pairs, params, keep_results=False).summary
         total = dict.fromkeys(["missed", "merged", "poor_fn", "spurious", "split", "poor_fp"], 0)
         for _, pred, gt in pairs:

@@ -4,7 +4,8 @@
 
 For each model, every DSB training-split image (``dsb_part == "train"``: the images the shipped models
 trained on; validation and test images are never read) is counted as the pipeline counts it (the card's
-settings, its size estimate), the encoder features of its novelty window are kept, and
+settings, its size estimate), the encoder features of its novelty windows (256 px, and 128 px for images
+too small for that, :mod:`cellcount.novelty`) are kept, and
 ``weights/<model>/novelty.safetensors`` plus the card's ``extra["novelty"]`` entry are written. The quality
 rule's ``max_novelty`` limit is then fitted with the rest of the rule on the validation split by
 ``python scripts/quality_report.py --write-card`` (run it after this script: the per-image signals change).
@@ -17,15 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cellcount.io import read_image  # noqa: E402
 from cellcount.models.card import write_card  # noqa: E402
 from cellcount.models.loading import load_model_folder  # noqa: E402
-from cellcount.novelty import NOVELTY_FILE, SETTINGS, NoveltyReference, image_features  # noqa: E402
+from cellcount.novelty import NOVELTY_FILE, SETTINGS, SMALL_WINDOW_PX, WINDOW_PX, fit_reference  # noqa: E402
 from cellcount.pipeline import predict  # noqa: E402
 from cellcount.training.data import dsb_part  # noqa: E402
 
@@ -46,23 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         folder = ROOT / "weights" / name
         model = load_model_folder(folder, with_novelty=False)  # features only; an older reference is replaced
         t0 = time.perf_counter()
-        feats = []
-        for path in files:
-            p = predict(read_image(path), model)
-            # in fp32, as encoder_features' docstring says the reference is; None: too small or empty to judge
-            f = image_features(model.net, p.image_norm, p.maps[0], p.model_scale, density=model.output_kind == "density")
-            if f is not None:
-                feats.append(f)
-        ref = NoveltyReference.fit(np.stack(feats))
+        # in fp32, as encoder_features' docstring says the reference is
+        views = ((p.image_norm, p.maps[0], p.model_scale) for p in (predict(read_image(f), model) for f in files))
+        ref, n_big, n_small = fit_reference(model.net, views, density=model.output_kind == "density")
         sha = ref.save(folder / NOVELTY_FILE)
         model.card.extra["novelty"] = {
-            "file": NOVELTY_FILE, "sha256": sha, "images": len(feats), **SETTINGS,
+            "file": NOVELTY_FILE, "sha256": sha, "images": n_big, "small_window_images": n_small, **SETTINGS,
             "features": int(ref.features.shape[1]),
-            "fitted_on": f"dsb2018 training split, {len(feats)} of {len(files)} images (the others too small or "
-                         "empty at the model's scale to judge; scripts/novelty_reference.py)",
+            "fitted_on": f"dsb2018 training split: {n_big} of {len(files)} images over {WINDOW_PX} px windows, "
+                         f"{n_small} over {SMALL_WINDOW_PX} px windows (the others too small or empty at the model's "
+                         "scale to judge; scripts/novelty_reference.py)",
         }
         write_card(model.card, folder)
-        print(f"{name}: {len(feats)} of {len(files)} images, {ref.features.shape[1]} features, scale {ref.scale:.3f}, "
+        print(f"{name}: {n_big} + {n_small} (small windows) of {len(files)} images, {ref.features.shape[1]} features, "
+              f"scale {ref.scale:.3f} / {ref.small.scale if ref.small else float('nan'):.3f}, "
               f"{time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -104,6 +105,19 @@ def test_an_image_in_blocks_is_flagged_when_one_block_is():
     assert q.flag and q.score == 1.7 and q.reasons == ("block 3: low contrast between nuclei and background (0.05)",)
     assert q.signals == {"contrast": 0.05}
     assert not combine([calm, calm]).flag and combine([None]) is None
+
+
+def test_blocks_split_at_the_auto_distance_of_the_estimated_size_even_when_nothing_was_resized():
+    """An estimate close to the training size resizes nothing (no diameter for the blocks), but the auto split
+    distance must still follow it, as it does for the whole image; a distance set by hand stays."""
+    plan = blocks.BlockPlan(source="x.tif", shape=(800, 800), cores=(), blocks=(), limits=(0.0, 1.0), bright=False,
+                            nucleus_diameter_px=None, block_px=400, overlap_px=32, estimated_diameter_px=26.9)
+    params = cc.CountParams(split_mode="both", min_distance_px=0, auto_nucleus_size=True)
+    got = blocks.block_params(plan, params)
+    assert (got.min_distance_px, got.auto_nucleus_size, got.nucleus_diameter_px) == (11, False, None)
+    assert blocks.block_params(plan, params.replace(min_distance_px=5)).min_distance_px == 5
+    unknown = dataclasses.replace(plan, estimated_diameter_px=None)
+    assert blocks.block_params(unknown, params).min_distance_px == 0, "no estimate: the blocks' own fallback"
 
 
 def test_large_generated_tiff_has_its_count(tmp_path):

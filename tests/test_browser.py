@@ -325,7 +325,7 @@ def test_replacing_the_upload_ten_times_keeps_settings_and_counts(page, server_s
     slider = page.locator('[data-testid="stSlider"]').filter(has_text="Min. distance between centres").get_by_role(
         "slider")
     slider.focus()
-    for _ in range(3):  # 4 -> 7
+    for _ in range(7):  # 0 (the card's: auto) -> 7
         slider.press("ArrowRight")
     sync_api.expect(slider).to_have_value("7")
     sync_api.expect(_status(page, f"Settings of {SHIPPED}: edited")).to_be_visible()

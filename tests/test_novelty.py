@@ -103,6 +103,46 @@ def test_nothing_to_judge_in_an_empty_or_small_window(tiny_model, rng):
     assert image_features(net, img[:150, :150], weight[:150, :150], 1.5) is not None, "225 px at the model's scale"
 
 
+def test_an_image_too_small_for_the_main_window_is_judged_against_the_small_windows_reference(tiny_model, rng):
+    from cellcount.novelty import SMALL_WINDOW_PX, fit_reference, image_novelty, window_for
+
+    assert [window_for((h, w), 1.0) for h, w in ((400, 300), (191, 500), (150, 150), (95, 400))] == \
+        [256, SMALL_WINDOW_PX, SMALL_WINDOW_PX, None]
+    assert window_for((150, 150), 1.5) == 256, "225 px at the model's scale"
+    net = tiny_model().net
+    views = []
+    for i in range(12):  # six large training images and six small ones, nuclei everywhere
+        side = 300 if i % 2 else 150
+        img = rng.random((side, side), dtype=np.float32)
+        views.append((img, np.ones_like(img), 1.0))
+    ref, n_big, n_small = fit_reference(net, views)
+    assert (n_big, n_small) == (6, 12), "every image has a small window; only the large ones a main one"
+    assert ref.small is not None and len(ref.small.features) == 12 and len(ref.features) == 6
+    small = rng.random((140, 140), dtype=np.float32)
+    got = image_novelty(net, ref, small, np.ones_like(small), 1.0)
+    want = ref.small.score(image_features(net, small, np.ones_like(small), 1.0, window_px=SMALL_WINDOW_PX))
+    assert got == pytest.approx(want) and 0 < got < 3, "like the training images' small windows"
+    import dataclasses
+
+    assert image_novelty(net, dataclasses.replace(ref, small=None), small, np.ones_like(small), 1.0) is None, \
+        "a reference without the small window (written before it existed) judges no small image"
+    assert image_novelty(net, ref, small[:90, :90], np.ones((90, 90), np.float32), 1.0) is None, "under 96 px"
+
+
+def test_the_small_reference_round_trips_and_an_old_file_without_it_still_loads(tmp_path, rng):
+    import dataclasses
+
+    ref = dataclasses.replace(NoveltyReference.fit(_cluster(rng)), small=NoveltyReference.fit(_cluster(rng, 20, centre=2.0)))
+    back = NoveltyReference.load(tmp_path / NOVELTY_FILE, ref.save(tmp_path / NOVELTY_FILE))
+    x = _cluster(rng, 1, centre=2.0)[0]
+    assert back.small is not None and back.small.score(x) == pytest.approx(ref.small.score(x))
+    old = NoveltyReference.fit(_cluster(rng))
+    assert NoveltyReference.load(tmp_path / "old.safetensors", old.save(tmp_path / "old.safetensors")).small is None
+    bad = dataclasses.replace(ref, small=NoveltyReference.fit(_cluster(rng, f=8)))
+    with pytest.raises(WeightsIntegrityError, match="not a usable"):
+        NoveltyReference.load(tmp_path / "bad.safetensors", bad.save(tmp_path / "bad.safetensors"))
+
+
 def test_the_window_is_resized_by_the_models_scale(tiny_model, rng):
     from cellcount.sizing import resize_image
 

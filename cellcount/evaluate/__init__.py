@@ -21,7 +21,7 @@ from ..groundtruth import GroundTruth
 from ..metrics import aggregate_matches, count_metrics, match_instances, match_points, match_points_in_objects
 from ..models import size_model_for
 from ..models.base import CountModel
-from ..params import BORDER_SPLIT_MODES
+from ..params import BORDER_SPLIT_MODES, SCHEMA
 from ..pipeline import CountParams, CountResult, Prediction, postprocess, predict
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def tune_params(
         borders = pairs[0][1].maps.shape[0] > 1
         grid = {**grid, "split_mode": [m for m in grid["split_mode"] if borders or m not in BORDER_SPLIT_MODES]}
     best, best_mae = params, before
-    tried: dict[tuple, float] = {tuple(sorted(params.to_dict().items(), key=str)): before}
+    tried: dict[tuple, float] = {_signature(params): before}
     total = rounds * sum(len(grid[key]) if key == "min_distance_px" else len(_candidates(grid, key, params))
                          for key in grid)  # an upper bound: the distance is tried only in some modes
     done = 0
@@ -203,7 +203,7 @@ def tune_params(
                     if progress:
                         progress(done, total)
                     continue
-                sig = tuple(sorted(cand.to_dict().items(), key=str))
+                sig = _signature(cand)
                 if sig not in tried:
                     tried[sig] = _mae(pairs, cand)
                 if tried[sig] < best_mae - 1e-9:
@@ -226,6 +226,15 @@ def tune_params(
             best, best_mae = CountParams(**dict(ranked[0])), tried[ranked[0]]
     table = pd.DataFrame([{**dict(sig), "mae": mae, "f1": f1.get(sig, np.nan)} for sig, mae in scored])
     return TuneResult(best, before, best_mae, table)
+
+
+def _signature(params: CountParams) -> tuple:
+    """A setting's identity for the tuner: in split modes that ignore ``min_distance_px`` its value is
+    replaced by the schema default, so "borders at 0" and "borders at 4" are tried once."""
+    d = params.to_dict()
+    if d["split_mode"] not in DISTANCE_SPLIT_MODES:
+        d["min_distance_px"] = SCHEMA["min_distance_px"].default
+    return tuple(sorted(d.items(), key=str))
 
 
 def _candidates(grid: dict[str, list[Any]], key: str, current: CountParams) -> list[dict[str, Any]]:
