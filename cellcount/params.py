@@ -137,12 +137,13 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, optional=True,
-        ui_range=(0.0, 1000.0), step=0.5, fmt="%.1f", label="Nucleus diameter (px, 0 = as is)",
+        ui_range=(0.0, 1000.0), step=0.5, fmt="%.1f", label="Nucleus diameter (px, 0 = not given)",
         help="typical nucleus diameter, px: images are resized so that nuclei match the model's training size "
         "(about 18 px; 0 or unset: images as they are)",
         explain="Typical nucleus diameter in this image, if you know it (from the magnification: diameter in µm "
         "/ pixel size in µm). The image is resized so that its nuclei match the size the model was trained on "
-        "(about 18 px); large nuclei are then no longer cut into pieces. 0 = use the image as it is.",
+        "(about 18 px); large nuclei are then no longer cut into pieces. 0 = not given: the image is used as it "
+        "is, or resized by the estimate when 'Estimate nucleus size' is on.",
     ),
     Param(
         "auto_nucleus_size", bool, False, "input", label="Estimate nucleus size",
@@ -262,6 +263,29 @@ DENSITY_FIELDS = tuple(p.name for p in PARAMS if p.group == "density")
 TUNED_FIELDS = (*MASK_FIELDS, *DENSITY_FIELDS, "auto_nucleus_size")
 """What ``cellcount.evaluate --tune --write-card`` stores in a card: the postprocessing it searched, and
 the size mode its predictions were made with (the tuned values belong to it)."""
+
+
+def setting_label(name: str) -> str:
+    """A setting as the app names it (its widget's label), or the name itself for unknown keys."""
+    spec = SCHEMA.get(name)
+    return spec.label if spec is not None and spec.label else name
+
+
+def setting_text(name: str, value: Any) -> str:
+    """A setting's value as the app shows it: on/off, the choice's label, "none" for unset, and the
+    ``off`` value with what it means ("0 (auto)")."""
+    spec = SCHEMA.get(name)
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return "on" if value else "off"
+    if spec is not None and spec.choices and value in spec.choices and spec.choice_labels:
+        return dict(zip(spec.choices, spec.choice_labels, strict=True))[value]
+    if spec is not None and spec.off is not None and value == spec.off:
+        return f"{value} ({spec.off_means})"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def seed_area_px(min_area_px: int) -> int:

@@ -185,12 +185,14 @@ def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, floa
 
 
 def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = None,
-              probability_stats: tuple[np.ndarray, float] | None = None) -> dict[str, Any]:
+              probability_stats: tuple[np.ndarray, float] | None = None,
+              auto_distance_px: int | None = None) -> dict[str, Any]:
     """Postprocessing widgets for ``model`` (mask or density), drawn from and writing to the settings store;
     returns the values in use (only the knobs that act in the chosen split mode are shown).
 
     ``probability_stats``: :func:`probability_stats` of the image on screen (Count page); the histogram is
     drawn under the threshold, which stays in the main panel only when a useful share of pixels is uncertain.
+    ``auto_distance_px``: what the split distance 0 (auto) makes for that image, said under the slider.
     """
     c = container or st
     p = key_prefix
@@ -206,8 +208,9 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
         if out["split_mode"] in ("distance", "both"):
             out["min_distance_px"] = _slider(c, p, model, "min_distance_px")
             if out["min_distance_px"] == 0:
-                c.caption(f"Auto: {AUTO_DISTANCE_FRACTION:g} x each image's nucleus diameter ('Nucleus diameter' "
-                          "when set, else the estimated one, else the model's training size).")
+                here = f"{auto_distance_px} px on this image: " if auto_distance_px else ""
+                c.caption(f"Auto: {here}{AUTO_DISTANCE_FRACTION:g} x each image's nucleus diameter ('Nucleus "
+                          "diameter' when set, else the estimated one, else the model's training size).")
         a, b = c.columns(2)
         out["min_area_px"] = _number(a, p, model, "min_area_px")
         out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))

@@ -104,7 +104,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> 
     flagged = int(ok["check"].fillna(False).astype(bool).sum()) if "check" in ok else 0
     if flagged:
         st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column \"check "
-                   "this image\", reasons beside it and below).")
+                   "this image\", reasons beside it and below; in the CSV: check, check_reasons).")
         with st.expander(f"Why these {flagged} image(s) are flagged"):
             rows = ok[ok["check"].fillna(False).astype(bool)]
             for _, row in rows.head(50).iterrows():

@@ -10,6 +10,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.io import labels_to_tiff_bytes
 from cellcount.measure import BOX_COLUMNS, likely_merges
+from cellcount.pipeline import split_distance_px
 from cellcount.postprocess import REJECT_REASONS
 from pages import _settings as settings
 from pages import _shared as sh
@@ -247,7 +248,9 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         stats = None
         if pred is not None and pred.output_kind == "mask":
             stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
-        sh.params_ui(model, P, probability_stats=stats)
+        auto = (split_distance_px(pred, cc.CountParams(min_distance_px=0))
+                if pred is not None and pred.output_kind != "density" else None)
+        sh.params_ui(model, P, probability_stats=stats, auto_distance_px=auto)
     with right:
         if source is None:
             st.info("Upload an image (PNG, JPEG, TIFF 8/16-bit, multichannel) or choose a sample.")

@@ -12,6 +12,7 @@ from cellcount import viz
 from cellcount.io import readable_paths
 from cellcount.models import model_card
 from cellcount.models.guide import ModelGuide, model_guide, strengths
+from cellcount.params import setting_label, setting_text
 from cellcount.quality import quality_summary
 from pages import _shared as sh
 
@@ -99,30 +100,6 @@ def metrics_frame(card: cc.models.ModelCard) -> pd.DataFrame:
                 values["95% interval of the MAE"] = _interval(m)
         cols[title] = values
     return pd.DataFrame(cols).rename_axis("measure") if cols else pd.DataFrame()
-
-
-def setting_label(name: str) -> str:
-    """A setting as the Count page names it."""
-    from cellcount.params import SCHEMA
-
-    spec = SCHEMA.get(name)
-    return spec.label if spec is not None and spec.label else name
-
-
-def setting_text(name: str, value: object) -> str:
-    """A setting's value as the Count page shows it: on/off, the choice's label, "none" for unset."""
-    from cellcount.params import SCHEMA
-
-    spec = SCHEMA.get(name)
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if spec is not None and spec.choices and value in spec.choices and spec.choice_labels:
-        return dict(zip(spec.choices, spec.choice_labels, strict=True))[value]
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def finetuned(card: cc.models.ModelCard) -> None:

@@ -63,7 +63,8 @@ def test_split_distance_zero_is_auto_and_says_so():
     at.slider(key="count_min_distance_px").set_value(0)
     at.run()
     assert not at.exception
-    assert any(c.value.startswith("Auto: 0.4 x each image's nucleus diameter") for c in at.caption)
+    assert any(c.value.startswith("Auto: 7 px on this image: 0.4 x each image's nucleus diameter")
+               for c in at.caption), [c.value for c in at.caption]
     model = cc.load_model(BASELINE)
     image = cc.read_image(ROOT / "data" / "samples" / "s01_sparse_small.png")
     expected = cc.count_image(image, model, cc.resolve_params(model, {"split_mode": "distance", "min_distance_px": 0}))

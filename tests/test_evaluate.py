@@ -284,3 +284,21 @@ def test_tuning_never_tries_border_modes_without_a_border_map(draw_disks):
     tuned = tune_params(pairs, start, grid={"split_mode": ["borders", "both", "distance"], "min_distance_px": [0, 20]})
     assert set(tuned.table["split_mode"]) == {"distance"} and set(tuned.table["min_distance_px"]) == {0, 20}
     assert tuned.after == 0.0
+
+
+def test_worse_images_lists_the_images_a_tuned_setting_counts_further_off(draw_disks):
+    """A lower threshold joins a faint halo to one image's disks (count right either way) and brings back
+    the other image's faint disk: the set improves, no image gets worse; the reverse change lists that image."""
+    from cellcount.evaluate import worse_images
+    from cellcount.pipeline import CountParams, Prediction
+
+    labels = draw_disks((48, 48), [(12, 12), (34, 34)], 6)
+    faint = np.where(labels == 2, 0.4, np.where(labels > 0, 0.9, 0.0)).astype(np.float32)
+    pred = Prediction(model_name="p", output_kind="mask", maps=faint[None], image_norm=faint, inverted=False,
+                      input_key=())
+    pairs = [("faint.png", pred, GroundTruth(kind="labels", count=2, labels=labels))]
+    high = CountParams(threshold=0.7, opening_radius_px=0, split_mode="off", min_area_px=0)
+    low = high.replace(threshold=0.3)
+    assert worse_images(pairs, high, low).empty
+    got = worse_images(pairs, low, high)
+    assert list(got["file"]) == ["faint.png"] and (got["before"][0], got["after"][0], got["true"][0]) == (2, 1, 2)

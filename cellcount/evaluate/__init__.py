@@ -252,6 +252,20 @@ def _candidates(grid: dict[str, list[Any]], key: str, current: CountParams) -> l
     return [{key: v} for v in grid[key]]
 
 
+def worse_images(pairs: Sequence[Pair], before: CountParams, after: CountParams) -> pd.DataFrame:
+    """The images whose count is further from the truth with ``after`` than with ``before`` (settings tuned on
+    a set fit the set as a whole, not every image in it): file, true count, both counts, worst first."""
+    rows = []
+    for name, pred, gt in pairs:
+        a = postprocess(pred, before, measure=False).count_estimate
+        b = postprocess(pred, after, measure=False).count_estimate
+        if abs(b - gt.count) > abs(a - gt.count) + 1e-9:
+            rows.append({"file": name, "true": gt.count, "before": a, "after": b,
+                         "worse_by": abs(b - gt.count) - abs(a - gt.count)})
+    df = pd.DataFrame(rows, columns=["file", "true", "before", "after", "worse_by"])
+    return df.sort_values("worse_by", ascending=False, ignore_index=True)
+
+
 def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
     """Count gain ``k`` for a density model: the ``k`` minimising the MAE of ``k x integral`` on ``pairs``.
 
