@@ -8,7 +8,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.evaluate import DEFAULT_GRID, tune_params, worse_images
+from cellcount.evaluate import DEFAULT_GRID, cross_check, tune_params, worse_images
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
 from pages import _shared as sh
@@ -163,13 +163,15 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "keeps what lowers the count error (MAE) on these images; among settings within 1% of the best MAE, the "
         "one whose outlines match best (F1) wins. The model does not rerun. "
         f"Values tried: {grid} (the distance only in the split modes that use it). Settings tuned on a few "
-        "images fit those images: check on other images, and keep the distance at 0 (auto) when your images "
-        "differ in magnification."
+        "images fit those images, so the tuning is also checked on images it did not see (each quarter of your "
+        "images counted with settings tuned on the other three quarters)."
     )
     if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
         bar = st.progress(0.0, text="Trying settings ...")
         try:
             tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
+            bar.progress(1.0, text="Checking the tuning on images it did not see ...")
+            check = cross_check(pairs, params) if len(pairs) >= 2 else None
         except cc.CellcountError as err:
             sh.show_error(err)
             return
@@ -177,6 +179,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             bar.empty()
         worse = worse_images(pairs, params, tr.best_params)
         st.session_state[f"{P}__tune"] = {
+            "check": check,
             "worse": worse,
             "sig": sig,
             "before": tr.before,
@@ -214,6 +217,16 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             )
     else:
         st.info("The current settings are already the best on this grid.")
+    check = tuned.get("check")
+    helps = check is None or check[1] < check[0]
+    if changed and check is not None:
+        text = (f"On images the tuning did not see, the current settings count at MAE {check[0]:.2f} and tuned ones "
+                f"at {check[1]:.2f}")
+        if helps:
+            st.success(f"{text}: tuning helps on images like these.")
+        else:
+            st.warning(f"{text}: the tuned settings fit these {len(pairs)} images but count new ones no better. "
+                       "Keep the current settings (or bring more images); apply only if you will count no others.")
     applied = params.to_dict() == tuned["best"]
     if applied and changed:
         st.caption("The tuned settings are in use on every page.")
@@ -227,7 +240,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         key=f"{P}_apply",
         on_click=_apply_tuned,
         args=(tuned["best"], tuned["model"], len(pairs)),
-        type="secondary" if applied else "primary",
+        type="secondary" if applied or not helps else "primary",
         disabled=applied,
         icon=":material/check:",
     )

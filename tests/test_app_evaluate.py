@@ -85,6 +85,7 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     assert after <= before
     assert "Tuned settings JSON" in {d.label for d in at.get("download_button")}
     changed = int(metric(at, "Settings changed"))
+    assert any("images the tuning did not see" in m.value for m in [*at.success, *at.warning]), "checked held out"
     table = next(df.value for df in at.dataframe if "setting" in df.value.columns)
     assert len(table) == changed and not any("_" in name for name in table["setting"]), "named as on the Count page"
     at.button(key="eval_apply").click()

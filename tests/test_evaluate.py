@@ -302,3 +302,33 @@ def test_worse_images_lists_the_images_a_tuned_setting_counts_further_off(draw_d
     assert worse_images(pairs, high, low).empty
     got = worse_images(pairs, low, high)
     assert list(got["file"]) == ["faint.png"] and (got["before"][0], got["after"][0], got["true"][0]) == (2, 1, 2)
+
+
+def test_cross_check_scores_every_image_once_by_settings_tuned_without_it(draw_disks, monkeypatch):
+    """Four images whose faint second disk only a lower threshold keeps: tuned on any three, the fourth is
+    counted right too, so the check says tuning helps; each image is held out exactly once."""
+    import cellcount.evaluate as ev
+    from cellcount.pipeline import CountParams, Prediction
+
+    pairs = []
+    for i in range(4):
+        labels = draw_disks((48, 48), [(12, 12 + i), (34, 34)], 6)
+        prob = np.where(labels == 2, 0.4, np.where(labels > 0, 0.9, 0.0)).astype(np.float32)
+        pred = Prediction(model_name="p", output_kind="mask", maps=prob[None], image_norm=prob, inverted=False,
+                          input_key=())
+        pairs.append((f"im{i}", pred, GroundTruth(kind="labels", count=2, labels=labels)))
+    start = CountParams(threshold=0.7, opening_radius_px=0, split_mode="off", min_area_px=0)
+    seen: list[set[str]] = []
+    real = ev.tune_params
+
+    def spy(train, params, **kw):
+        seen.append({name for name, _, _ in train})
+        return real(train, params, **kw)
+
+    monkeypatch.setattr(ev, "tune_params", spy)
+    before, after = ev.cross_check(pairs, start, grid={"threshold": [0.3, 0.7]})
+    assert (before, after) == (1.0, 0.0)
+    held_out = [{"im0", "im1", "im2", "im3"} - names for names in seen]
+    assert sorted(n for h in held_out for n in h) == ["im0", "im1", "im2", "im3"] and all(len(h) == 1 for h in held_out)
+    with pytest.raises(ev.ParameterError, match="at least 2"):
+        ev.cross_check(pairs[:1], start)
