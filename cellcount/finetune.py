@@ -708,6 +708,11 @@ def own_novelty(model, pairs: Sequence, *, density: bool):
     return (ref, limit) if limit else None
 
 
+MIN_CROSS_CHECK = 4
+"""With at least this many training images the re-tuned postprocessing is checked on the ones each tuning did
+not see (:func:`cellcount.evaluate.cross_check`), and the base's settings are kept when it does not help."""
+
+
 OBJECT_SHARE_LIMITS = ("max_large_object_share", "max_touching_share", "max_merge_share")
 """Limits on shares of objects, which a few training images put far too tight."""
 
@@ -806,7 +811,7 @@ def finetune(
     """
     import torch
 
-    from .evaluate import DEFAULT_GRID, calibrate_density, evaluate_predictions, predict_pairs, tune_params
+    from .evaluate import DEFAULT_GRID, calibrate_density, cross_check, evaluate_predictions, predict_pairs, tune_params
     from .io import read_image
     from .metrics import paired_mae_difference
     from .models import load_model, save_model, size_model_for
@@ -964,6 +969,16 @@ def finetune(
         params = tr.best_params
         tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
                       f"{tr.before:.3f} -> {tr.after:.3f}")
+        if params != new_params and len(train_pairs) >= MIN_CROSS_CHECK:
+            # settings tuned on a few images can fit those images only (docs/RESULTS.md, "Tuning on a few images")
+            kept, tuned_cv = cross_check(train_pairs, new_params)
+            if tuned_cv >= kept:
+                params = new_params
+                tuned_note = (f"the base's settings kept: tuned on {len(train_idx)} training images, settings counted "
+                              f"the ones each tuning did not see no better (4-fold: MAE {tuned_cv:.3f} against "
+                              f"{kept:.3f})")
+            else:
+                tuned_note += f"; checked on training images each tuning did not see (4-fold MAE {kept:.3f} -> {tuned_cv:.3f})"
         if kind == "multihead":  # objects that overlap too much to outline are counted better by the density
             dens = dataclasses.replace(params, count_source="density")
             mae_seg = evaluate_predictions(train_pairs, params, keep_results=False).summary["mae"]

@@ -645,3 +645,31 @@ def test_a_fine_tune_keeps_its_own_novelty_reference(tiny_model, tmp_path, draw_
     model = load_model(res.name)
     assert model.novelty is not None and model.card.extra["quality"]["rule"]["max_novelty"] == 1.5
     assert model.card.extra["novelty"]["fitted_on"].startswith("the training images of the fine-tune")
+
+
+@pytest.mark.parametrize("helps", [False, True])
+def test_re_tuned_settings_are_kept_only_where_they_count_unseen_training_images_better(
+        helps, tiny_model, tmp_path, draw_disks, monkeypatch):
+    """Settings tuned on a few images can fit only those: the 4-fold check decides (here forced both ways)."""
+    import cellcount.evaluate as ev
+    import cellcount.finetune as ft
+
+    assert ft.MIN_CROSS_CHECK == 4
+    monkeypatch.setattr(ev, "tune_params", lambda pairs, params, **kw: ev.TuneResult(
+        params.replace(threshold=0.35), 2.0, 1.0, None))
+    monkeypatch.setattr(ev, "cross_check", lambda pairs, params, **kw: (2.0, 1.0) if helps else (1.0, 2.0))
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "labels", n=5)
+    res = finetune(base_dir, data, name=f"checked-{helps}", steps=1, holdout=1, batch_size=2, crop=32)
+    card = load_model(res.name).card
+    if helps:
+        assert card.postprocess["threshold"] == 0.35 and "checked on training images" in card.postprocess_tuned_on
+    else:
+        assert card.postprocess["threshold"] == resolve_base_threshold(base) and "the base's settings kept" in \
+            card.postprocess_tuned_on
+
+
+def resolve_base_threshold(base) -> float:
+    return cc.resolve_params(base, None).threshold

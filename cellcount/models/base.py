@@ -173,7 +173,8 @@ class NetModel(CountModel):
         dens = out[2:3] if kind == "multihead" else out if kind == "density" else out[:0]
         if probs.size:
             np.negative(probs, out=probs)
-            np.exp(probs, out=probs)
+            with np.errstate(over="ignore"):  # exp(> 88) is inf in float32, and 1 / (1 + inf) the right 0
+                np.exp(probs, out=probs)
             probs += np.float32(1.0)
             np.divide(np.float32(1.0), probs, out=probs)
         if dens.size:
