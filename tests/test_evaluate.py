@@ -332,3 +332,28 @@ def test_cross_check_scores_every_image_once_by_settings_tuned_without_it(draw_d
     assert sorted(n for h in held_out for n in h) == ["im0", "im1", "im2", "im3"] and all(len(h) == 1 for h in held_out)
     with pytest.raises(ev.ParameterError, match="at least 2"):
         ev.cross_check(pairs[:1], start)
+
+
+def test_cli_tuning_says_whether_it_helps_on_images_it_did_not_see(specks_dataset, tmp_path, capsys):
+    from PIL import Image
+
+    for name, image, gt in specks_dataset:
+        Image.fromarray(image).save(tmp_path / name)
+        (tmp_path / name.replace(".png", "_labels.tif")).write_bytes(_tiff(gt.labels))
+    assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--tune", "--opening-radius-px", "0",
+                 "--min-area-px", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "checked on images each tuning did not see (4-fold)" in out
+    assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--tune", "--opening-radius-px", "0",
+                 "--min-area-px", "0", "--no-cross-check"]) == 0
+    assert "4-fold" not in capsys.readouterr().out
+
+
+def _tiff(labels: np.ndarray) -> bytes:
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, labels.astype(np.uint16))
+    return buf.getvalue()
