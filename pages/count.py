@@ -248,8 +248,8 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         stats = None
         if pred is not None and pred.output_kind == "mask":
             stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
-        auto = (split_distance_px(pred, cc.CountParams(min_distance_px=0))
-                if pred is not None and pred.output_kind != "density" else None)
+        auto = (split_distance_px(pred, params.replace(min_distance_px=0))  # the diameter typed in counts too
+                if pred is not None and params is not None and pred.output_kind != "density" else None)
         sh.params_ui(model, P, probability_stats=stats, auto_distance_px=auto)
     with right:
         if source is None:

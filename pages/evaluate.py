@@ -149,6 +149,15 @@ def _apply_tuned(best: dict, model_name: str, n_images: int) -> None:
         "success", f"Tuned settings of {model_name} applied: Count, Batch, Evaluate and Compare now use them.")
 
 
+def tried_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The tuner's table of settings tried, named and shown as on the Count page (MAE, and F1 where scored)."""
+    shown = pd.DataFrame({setting_label(k): [setting_text(k, v) for v in table[k]] for k in DEFAULT_GRID if k in table})
+    shown["count MAE"] = table["mae"].round(3).to_numpy()
+    if "f1" in table:
+        shown["F1 (scored near the best MAE)"] = table["f1"].round(3).to_numpy()
+    return shown
+
+
 def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str) -> None:
     st.subheader("Optimise postprocessing on this ground truth")
     if model.output_kind == "density":
@@ -192,33 +201,20 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     tuned = st.session_state.get(f"{P}__tune")
     if not tuned or tuned["sig"] != sig:
         return
-    m = st.columns(3)
-    m[0].metric("MAE before", f"{tuned['before']:.2f}")
-    m[1].metric(
-        "MAE after",
-        f"{tuned['after']:.2f}",
-        delta=f"{tuned['after'] - tuned['before']:+.2f}",
-        delta_color="inverse",
-    )
     changed = {k: (tuned["start"][k], v) for k, v in tuned["best"].items() if tuned["start"][k] != v}
-    m[2].metric("Settings changed", len(changed))
-    if changed:
-        sh.dataframe(
-            pd.DataFrame([{"setting": setting_label(k), "before": setting_text(k, a), "tuned": setting_text(k, b)}
-                          for k, (a, b) in changed.items()])
-        )
-        worse = tuned.get("worse")
-        if worse is not None and len(worse):
-            st.warning(
-                f"{len(worse)} of {len(pairs)} image(s) count further from their ground truth with the tuned "
-                "settings (the set as a whole improves): "
-                + ", ".join(f"{r.file} ({r.before:g} -> {r.after:g}, true {r.true})" for r in worse.head(5).itertuples())
-                + (" ..." if len(worse) > 5 else "") + ". Check that these images are not the kind you count most."
-            )
-    else:
-        st.info("The current settings are already the best on this grid.")
     check = tuned.get("check")
     helps = check is None or check[1] < check[0]
+    m = st.columns(3)
+    m[0].metric("MAE before", f"{tuned['before']:.2f}", help="On these images, with the settings tuning started from.")
+    m[1].metric(
+        "MAE after (these images)",
+        f"{tuned['after']:.2f}",
+        delta=f"{tuned['after'] - tuned['before']:+.2f}",
+        delta_color="inverse" if helps else "off",
+        help="On the same images the settings were tuned on: always at most 'before'. Whether tuning helps on "
+        "other images is the check below.",
+    )
+    m[2].metric("Settings changed", len(changed))
     if changed and check is not None:
         text = (f"On images the tuning did not see, the current settings count at MAE {check[0]:.2f} and tuned ones "
                 f"at {check[1]:.2f}")
@@ -227,6 +223,21 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         else:
             st.warning(f"{text}: the tuned settings fit these {len(pairs)} images but count new ones no better. "
                        "Keep the current settings (or bring more images); apply only if you will count no others.")
+    if changed:
+        sh.dataframe(
+            pd.DataFrame([{"setting": setting_label(k), "before": setting_text(k, a), "tuned": setting_text(k, b)}
+                          for k, (a, b) in changed.items()])
+        )
+        worse = tuned.get("worse")
+        if worse is not None and len(worse):
+            st.caption(
+                f"{len(worse)} of {len(pairs)} image(s) count further from their ground truth with the tuned "
+                "settings: "
+                + ", ".join(f"{r.file} ({r.before:g} -> {r.after:g}, true {r.true})" for r in worse.head(5).itertuples())
+                + (" ..." if len(worse) > 5 else "") + ". Check that these images are not the kind you count most."
+            )
+    else:
+        st.info("The current settings are already the best on this grid.")
     applied = params.to_dict() == tuned["best"]
     if applied and changed:
         st.caption("The tuned settings are in use on every page.")
@@ -253,8 +264,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         container=c[1],
     )
     with st.expander("All settings tried"):
-        cols = [*DEFAULT_GRID, "mae", "f1"]
-        st.dataframe(tuned["table"][[c for c in cols if c in tuned["table"]]], hide_index=True)
+        st.dataframe(tried_table(tuned["table"]), hide_index=True)
 
 
 st.title("Evaluate")

@@ -70,6 +70,9 @@ def test_split_distance_zero_is_auto_and_says_so():
     expected = cc.count_image(image, model, cc.resolve_params(model, {"split_mode": "distance", "min_distance_px": 0}))
     assert int(metric(at, "Count")) == expected.count
     assert expected.min_distance_px == 7, "no size estimate: 0.4 x the 18.4 px training size"
+    at.number_input(key="count_nucleus_diameter_px").set_value(20.0)
+    at.run()
+    assert any(c.value.startswith("Auto: 8 px on this image") for c in at.caption), "the diameter typed in"
 
 
 @pytest.mark.slow
