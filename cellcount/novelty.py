@@ -27,17 +27,18 @@ NOVELTY_FILE = "novelty.safetensors"
 WINDOW_PX = 256
 """Side of the window read (at the model's scale): the one with the most foreground, as the size estimate
 picks its window. 256 px hold a few dozen nuclei of the training size and cost one small encoder pass."""
-MIN_WINDOW_PX = 192
+MIN_WINDOW_PX = 240
 """A window whose shorter side is under this at the model's scale is too small to judge against the
-:data:`WINDOW_PX` reference: the pooled features drift with the size itself (small centred crops of DSB
-validation images read as novel, a reviewer's check by hand, where 192 px crops did not)."""
+:data:`WINDOW_PX` reference: the pooled features drift with the size itself (smaller crops of the same
+image read as more novel, reviewers' checks by hand), so windows are compared like with like: exact
+:data:`WINDOW_PX` crops, and images too small for one go to :data:`SMALL_WINDOW_PX`."""
 SMALL_WINDOW_PX = 128
 """Images too small for :data:`WINDOW_PX` (a quarter of DSB's images once their large nuclei are brought to
 the training size) are judged over a window this size against a second reference of the training images'
 windows of the same size, so that like is compared with like."""
-MIN_SMALL_WINDOW_PX = 96
-"""The smallest window judged against the small reference (the same 3/4 of its side as :data:`MIN_WINDOW_PX`);
-smaller images get no novelty."""
+MIN_SMALL_WINDOW_PX = 120
+"""The smallest window judged against the small reference (the same 15/16 of its side as
+:data:`MIN_WINDOW_PX`); smaller images get no novelty."""
 MIN_CONTENT_PX = 20
 """A window with fewer pixels than this above p = 0.5 (mask models; density: less than half a nucleus of
 mass) shows the model nothing to judge: an empty block of a stitched mosaic read as far 'unlike'."""
@@ -182,7 +183,7 @@ def novelty_window(weight: np.ndarray, scale: float, window_px: int = WINDOW_PX)
     from .sizing import size_window
 
     side = max(int(round(window_px / max(scale, 1e-6))), 1)
-    return size_window(np.asarray(weight, np.float32), window=side)
+    return size_window(np.asarray(weight, np.float32), window=side, margin=0)  # exact: like with like
 
 
 def image_features(net: Any, image_norm: np.ndarray, weight: np.ndarray, scale: float, *,

@@ -136,7 +136,8 @@ PARAMS: tuple[Param, ...] = (
         "time, slightly more accurate counts and outlines; the count moves little either way.",
     ),
     Param(
-        "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, optional=True,
+        "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, off_means="not given",
+        optional=True,
         ui_range=(0.0, 1000.0), step=0.5, fmt="%.1f", label="Nucleus diameter (px, 0 = not given)",
         help="typical nucleus diameter, px: images are resized so that nuclei match the model's training size "
         "(about 18 px; 0 or unset: images as they are)",

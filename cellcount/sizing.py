@@ -54,13 +54,14 @@ smaller window sees too few nuclei to size them reliably."""
 SIZE_WINDOW_MARGIN_PX = 32
 
 
-def size_window(foreground: np.ndarray, window: int | None = None) -> tuple[slice, slice]:
+def size_window(foreground: np.ndarray, window: int | None = None, *,
+                margin: int = SIZE_WINDOW_MARGIN_PX) -> tuple[slice, slice]:
     """Rows and columns of the ``window`` x ``window`` region (default :data:`SIZE_WINDOW_PX`, clipped
     to the image) holding the most ``foreground`` pixels; the whole image when it fits in the window
-    plus its margins."""
+    plus its ``margin`` on each side (0: a window of exactly that size wherever the image is larger)."""
     window = SIZE_WINDOW_PX if window is None else window
     h, w = foreground.shape
-    if max(h, w) <= window + 2 * SIZE_WINDOW_MARGIN_PX:
+    if max(h, w) <= window + 2 * margin:
         return slice(0, h), slice(0, w)
     import cv2
 

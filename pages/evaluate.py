@@ -180,7 +180,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         try:
             tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
             bar.progress(1.0, text="Checking the tuning on images it did not see ...")
-            check = cross_check(pairs, params) if len(pairs) >= 2 else None
+            check = cross_check(pairs, params) if len(pairs) >= 2 and tr.best_params != params else None
         except cc.CellcountError as err:
             sh.show_error(err)
             return

@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         # in fp32, as encoder_features' docstring says the reference is
         views = ((p.image_norm, p.maps[0], p.model_scale) for p in (predict(read_image(f), model) for f in files))
-        ref, n_big, n_small = fit_reference(model.net, views, density=model.output_kind == "density")
+        fitted = fit_reference(model.net, views, density=model.output_kind == "density")
+        if fitted is None:
+            raise SystemExit(f"{name}: too few training images large enough to judge; no reference written")
+        ref, n_big, n_small = fitted
         sha = ref.save(folder / NOVELTY_FILE)
         model.card.extra["novelty"] = {
             "file": NOVELTY_FILE, "sha256": sha, "images": n_big, "small_window_images": n_small, **SETTINGS,

@@ -357,3 +357,16 @@ def _tiff(labels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, labels.astype(np.uint16))
     return buf.getvalue()
+
+
+def test_tuning_from_a_border_mode_keeps_the_users_unused_distance(draw_disks):
+    """Nothing to gain: the tuner returns the settings it started from, distance included (0 = auto), not a
+    stand-in value from its bookkeeping."""
+    from cellcount.pipeline import CountParams
+
+    pairs = _touching_pairs(draw_disks, borders=True)
+    for distance in (0, 6):
+        start = CountParams(threshold=0.5, opening_radius_px=0, split_mode="borders", min_distance_px=distance,
+                            min_area_px=0)
+        tuned = tune_params(pairs, start, grid={"threshold": [0.5, 0.6]})
+        assert tuned.best_params == start, distance

@@ -100,15 +100,15 @@ def test_nothing_to_judge_in_an_empty_or_small_window(tiny_model, rng):
     weight[100:150, 100:150] = 1.0
     assert image_features(net, img, weight, 1.0) is not None
     assert image_features(net, img[:150, :150], weight[:150, :150], 1.0) is None, "150 px: too small to judge"
-    assert image_features(net, img[:150, :150], weight[:150, :150], 1.5) is not None, "225 px at the model's scale"
+    assert image_features(net, img[:150, :150], weight[:150, :150], 1.7) is not None, "255 px at the model's scale"
 
 
 def test_an_image_too_small_for_the_main_window_is_judged_against_the_small_windows_reference(tiny_model, rng):
     from cellcount.novelty import SMALL_WINDOW_PX, fit_reference, image_novelty, window_for
 
-    assert [window_for((h, w), 1.0) for h, w in ((400, 300), (191, 500), (150, 150), (95, 400))] == \
+    assert [window_for((h, w), 1.0) for h, w in ((400, 300), (239, 500), (150, 150), (119, 400))] == \
         [256, SMALL_WINDOW_PX, SMALL_WINDOW_PX, None]
-    assert window_for((150, 150), 1.5) == 256, "225 px at the model's scale"
+    assert window_for((150, 150), 1.7) == 256, "255 px at the model's scale"
     net = tiny_model().net
     views = []
     for i in range(12):  # six large training images and six small ones, nuclei everywhere
@@ -126,7 +126,7 @@ def test_an_image_too_small_for_the_main_window_is_judged_against_the_small_wind
 
     assert image_novelty(net, dataclasses.replace(ref, small=None), small, np.ones_like(small), 1.0) is None, \
         "a reference without the small window (written before it existed) judges no small image"
-    assert image_novelty(net, ref, small[:90, :90], np.ones((90, 90), np.float32), 1.0) is None, "under 96 px"
+    assert image_novelty(net, ref, small[:110, :110], np.ones((110, 110), np.float32), 1.0) is None, "under 120 px"
 
 
 def test_the_small_reference_round_trips_and_an_old_file_without_it_still_loads(tmp_path, rng):
@@ -298,3 +298,16 @@ def test_flag_summary_explains_the_rule_in_words():
     assert "calibrated on 53 images of dsb2018" in text and "../" not in text
     assert "training images as the model's encoder sees them" in text
     assert "No novelty reference" in " ".join(quality_summary(cc.models.model_card("classical-otsu")))
+
+
+def test_the_window_is_exactly_its_size_wherever_the_image_is_larger():
+    """Like with like: a 300 px image is read over a 256 px window, not whole (the size estimate's margin)."""
+    from cellcount.novelty import novelty_window
+
+    weight = np.zeros((300, 310), np.float32)
+    weight[200:280, 220:300] = 1.0
+    rows, cols = novelty_window(weight, 1.0)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (256, 256)
+    assert rows.stop >= 280 and cols.stop >= 300, "placed over the foreground"
+    rows, cols = novelty_window(weight[:200, :200], 1.0)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (200, 200), "smaller images: all of it"

@@ -191,6 +191,7 @@ def tune_params(
         grid = {**grid, "split_mode": [m for m in grid["split_mode"] if borders or m not in BORDER_SPLIT_MODES]}
     best, best_mae = params, before
     tried: dict[tuple, float] = {_signature(params): before}
+    settings: dict[tuple, CountParams] = {_signature(params): params}  # the first setting of each identity
     total = rounds * sum(len(grid[key]) if key == "min_distance_px" else len(_candidates(grid, key, params))
                          for key in grid)  # an upper bound: the distance is tried only in some modes
     done = 0
@@ -207,7 +208,7 @@ def tune_params(
                     continue
                 sig = _signature(cand)
                 if sig not in tried:
-                    tried[sig] = _mae(pairs, cand)
+                    tried[sig], settings[sig] = _mae(pairs, cand), cand
                 if tried[sig] < best_mae * (1 - min_gain) - 1e-9:
                     best, best_mae, improved = cand, tried[sig], True
                 if progress:
@@ -221,12 +222,13 @@ def tune_params(
         for sig, mae in scored:
             if mae > best_mae * (1 + mae_tolerance) + 1e-9:
                 break
-            f1[sig] = float(evaluate_predictions(pairs, CountParams(**dict(sig)), keep_results=False)
-                            .summary.get("f1", np.nan))
+            f1[sig] = float(evaluate_predictions(pairs, settings[sig], keep_results=False).summary.get("f1", np.nan))
         ranked = sorted((sig for sig in f1 if np.isfinite(f1[sig])), key=lambda sig: (-f1[sig], tried[sig]))
         if ranked:
-            best, best_mae = CountParams(**dict(ranked[0])), tried[ranked[0]]
-    table = pd.DataFrame([{**dict(sig), "mae": mae, "f1": f1.get(sig, np.nan)} for sig, mae in scored])
+            best, best_mae = settings[ranked[0]], tried[ranked[0]]
+    table = pd.DataFrame([{**settings[sig].to_dict(), "mae": mae, "f1": f1.get(sig, np.nan)} for sig, mae in scored])
+    unused = ~table["split_mode"].isin(DISTANCE_SPLIT_MODES)
+    table["min_distance_px"] = table["min_distance_px"].astype(object).where(~unused, None)  # shown as "none"
     return TuneResult(best, before, best_mae, table)
 
 
@@ -252,7 +254,8 @@ def cross_check(pairs: Sequence[Pair], params: CountParams, *, folds: int = 4, s
 
 def _signature(params: CountParams) -> tuple:
     """A setting's identity for the tuner: in split modes that ignore ``min_distance_px`` its value is
-    replaced by the schema default, so "borders at 0" and "borders at 4" are tried once."""
+    replaced by the schema default, so "borders at 0" and "borders at 4" are tried once (the tuner keeps and
+    returns the setting itself, whose distance is the user's)."""
     d = params.to_dict()
     if d["split_mode"] not in DISTANCE_SPLIT_MODES:
         d["min_distance_px"] = SCHEMA["min_distance_px"].default
