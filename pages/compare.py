@@ -158,6 +158,12 @@ def run(configs, sources) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _whole(values: pd.Series) -> bool:
+    """Whole numbers only (objects counted), shown without decimals; a density model's integral keeps one."""
+    v = values.dropna()
+    return bool(len(v)) and bool((v % 1 == 0).all())
+
+
 def show(long: pd.DataFrame, configs, sources) -> None:
     labels = [c[0] for c in configs]
     wide = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False)
@@ -216,8 +222,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     sh.dataframe(
         table,
         column_order=counts,
-        column_config={**sh.number_formats([c for c in counts if c not in ("file", "true")], "%.1f"),
-                       "file": FILE_COLUMN},
+        column_config={**{c: st.column_config.NumberColumn(format="%d" if _whole(table[c]) else "%.1f")
+                          for c in counts if c not in ("file", "true")}, "file": FILE_COLUMN},
     )
     errors = [c for c in table.columns if c.startswith("error: ")]
     if errors:
@@ -225,7 +231,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         sh.dataframe(
             table,
             column_order=["file", *errors],
-            column_config={**{c: st.column_config.NumberColumn(c.removeprefix("error: "), format="%+.1f")
+            column_config={**{c: st.column_config.NumberColumn(c.removeprefix("error: "),
+                                                                 format="%+d" if _whole(table[c]) else "%+.1f")
                               for c in errors}, "file": FILE_COLUMN},
         )
     failed = long[long["status"] != "ok"]
