@@ -701,7 +701,7 @@ def own_novelty(model, pairs: Sequence, *, density: bool):
     if net is None or not has_encoder(net) or len(pairs) < MIN_FLAG_IMAGES:
         return None
     fitted = fit_reference(net, ((p.image_norm, p.maps[0], p.model_scale) for _, p, _ in pairs), density=density)
-    if fitted is None or fitted[1] < MIN_FLAG_IMAGES:
+    if fitted is None or max(fitted[1], fitted[2]) < MIN_FLAG_IMAGES:
         return None
     ref = fitted[0]
     limit = range_limit(np.concatenate([r.self_scores() for r in (ref, ref.small) if r is not None]), below=False)

@@ -96,6 +96,9 @@ class NoveltyReference:
     small: NoveltyReference | None = None
     """The same for :data:`SMALL_WINDOW_PX` windows (images too small for the main one); None: such images
     get no novelty (a reference written before it existed, or too few images to fit one)."""
+    window_px: int = WINDOW_PX
+    """The window the features were taken over: :data:`SMALL_WINDOW_PX` for a reference of small training
+    images only (a fine-tune on small crops), which then judges every image over that window."""
 
     @classmethod
     def fit(cls, features: np.ndarray, k: int = K) -> NoveltyReference:
@@ -131,6 +134,8 @@ class NoveltyReference:
                "scale": np.array([self.scale], np.float32), "k": np.array([self.k], np.int64)}
         if self.small is not None:
             out.update({f"{SMALL_PREFIX}{k}": v for k, v in self.small.tensors().items()})
+        if self.window_px != WINDOW_PX:
+            out["window_px"] = np.array([self.window_px], np.int64)
         return out
 
     def save(self, path: str | Path) -> str:
@@ -160,7 +165,10 @@ class NoveltyReference:
             t = load_file(str(path))
             small = (cls(*(t[SMALL_PREFIX + k] for k in ("features", "mean", "std")), float(t[SMALL_PREFIX + "scale"][0]),
                          int(t[SMALL_PREFIX + "k"][0])) if SMALL_PREFIX + "features" in t else None)
-            ref = cls(t["features"], t["mean"], t["std"], float(t["scale"][0]), int(t["k"][0]), small)
+            window = int(t["window_px"][0]) if "window_px" in t else WINDOW_PX
+            if window not in (WINDOW_PX, SMALL_WINDOW_PX):
+                raise ValueError(f"window {window} px")
+            ref = cls(t["features"], t["mean"], t["std"], float(t["scale"][0]), int(t["k"][0]), small, window)
         except (SafetensorError, OSError, KeyError, IndexError, ValueError) as err:
             raise WeightsIntegrityError(f"{path} is not a novelty reference: {err}{again}") from err
         n = ref.features.shape[-1] if ref.features.ndim == 2 else -1
@@ -219,7 +227,11 @@ def image_novelty(net: Any, reference: NoveltyReference, image_norm: np.ndarray,
     """The novelty of one normalised image (see :func:`image_features`; None: nothing to judge), over the
     window its size allows (:func:`window_for`) against the reference of that window."""
     window = window_for(np.shape(image_norm), scale)
-    ref = reference if window == WINDOW_PX else reference.small if window == SMALL_WINDOW_PX else None
+    if reference.window_px == SMALL_WINDOW_PX:  # small training images only: every image over that window
+        window = SMALL_WINDOW_PX if window is not None else None
+        ref = reference if window else None
+    else:
+        ref = reference if window == WINDOW_PX else reference.small if window == SMALL_WINDOW_PX else None
     if ref is None:
         return None
     features = image_features(net, image_norm, weight, scale, bf16=bf16, density=density, window_px=window)
@@ -230,15 +242,18 @@ def fit_reference(net: Any, views: Any, *, density: bool = False) -> tuple[Novel
     """A reference from the training images ``views`` (``(image_norm, weight, scale)`` of each, as
     :func:`image_features` takes them): every image large enough for :data:`WINDOW_PX` in the main reference,
     every image large enough for :data:`SMALL_WINDOW_PX` (the large ones too, over their small window) in
-    the small one. Returns (reference, images in the main one, in the small one); None when fewer than
-    ``K + 1`` images could be judged at the main window; the small reference is left out below that."""
+    the small one. Returns (reference, images in the main one, in the small one). With ``K`` or fewer images at
+    the main window (training images all small: a fine-tune on crops) the reference is the small one alone
+    (``window_px`` :data:`SMALL_WINDOW_PX`); None when neither has more than ``K``."""
     big, small = [], []
     for norm, weight, scale in views:
         for window, into in ((WINDOW_PX, big), (SMALL_WINDOW_PX, small)):
             f = image_features(net, norm, weight, scale, density=density, window_px=window)
             if f is not None:
                 into.append(f)
-    if len(big) <= K:
-        return None
     small_ref = NoveltyReference.fit(np.stack(small)) if len(small) > K else None
+    if len(big) <= K:
+        if small_ref is None:
+            return None
+        return dataclasses.replace(small_ref, window_px=SMALL_WINDOW_PX), 0, len(small)
     return dataclasses.replace(NoveltyReference.fit(np.stack(big)), small=small_ref), len(big), len(small)

@@ -311,3 +311,21 @@ def test_the_window_is_exactly_its_size_wherever_the_image_is_larger():
     assert rows.stop >= 280 and cols.stop >= 300, "placed over the foreground"
     rows, cols = novelty_window(weight[:200, :200], 1.0)
     assert (rows.stop - rows.start, cols.stop - cols.start) == (200, 200), "smaller images: all of it"
+
+
+def test_a_reference_of_small_images_only_judges_every_image_over_the_small_window(tiny_model, rng, tmp_path):
+    """A fine-tune on small crops has no image for the main window: its reference is the small one alone, and
+    a large unseen image is judged over a 128 px window against it (like with like), not left unjudged."""
+    from cellcount.novelty import SMALL_WINDOW_PX, fit_reference, image_novelty
+
+    net = tiny_model().net
+    views = [(img, np.ones_like(img), 1.0) for img in (rng.random((150, 150), dtype=np.float32) for _ in range(6))]
+    ref, n_big, n_small = fit_reference(net, views)
+    assert (n_big, n_small, ref.window_px, ref.small) == (0, 6, SMALL_WINDOW_PX, None)
+    large = rng.random((400, 400), dtype=np.float32)
+    got = image_novelty(net, ref, large, np.ones_like(large), 1.0)
+    want = ref.score(image_features(net, large, np.ones_like(large), 1.0, window_px=SMALL_WINDOW_PX))
+    assert got == pytest.approx(want)
+    back = NoveltyReference.load(tmp_path / NOVELTY_FILE, ref.save(tmp_path / NOVELTY_FILE))
+    assert back.window_px == SMALL_WINDOW_PX and back.score(ref.features[0]) == pytest.approx(ref.score(ref.features[0]))
+    assert fit_reference(net, views[:3]) is None, "three images: too few for either window"
