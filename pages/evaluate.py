@@ -179,8 +179,11 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         bar = st.progress(0.0, text="Trying settings ...")
         try:
             tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
-            bar.progress(1.0, text="Checking the tuning on images it did not see ...")
-            check = cross_check(pairs, params) if len(pairs) >= 2 and tr.best_params != params else None
+            check = None
+            if len(pairs) >= 2 and tr.best_params != params:
+                bar.progress(0.0, text="Checking the tuning on images it did not see ...")
+                check = cross_check(pairs, params, progress=sh.progress_callback(
+                    bar, "parts checked (each counted with settings tuned on the others)"))
         except cc.CellcountError as err:
             sh.show_error(err)
             return

@@ -326,8 +326,11 @@ def test_cross_check_scores_every_image_once_by_settings_tuned_without_it(draw_d
         return real(train, params, **kw)
 
     monkeypatch.setattr(ev, "tune_params", spy)
-    before, after = ev.cross_check(pairs, start, grid={"threshold": [0.3, 0.7]})
+    steps = []
+    before, after = ev.cross_check(pairs, start, grid={"threshold": [0.3, 0.7]},
+                                   progress=lambda done, total: steps.append((done, total)))
     assert (before, after) == (1.0, 0.0)
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     held_out = [{"im0", "im1", "im2", "im3"} - names for names in seen]
     assert sorted(n for h in held_out for n in h) == ["im0", "im1", "im2", "im3"] and all(len(h) == 1 for h in held_out)
     with pytest.raises(ev.ParameterError, match="at least 2"):

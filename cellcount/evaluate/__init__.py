@@ -233,22 +233,26 @@ def tune_params(
 
 
 def cross_check(pairs: Sequence[Pair], params: CountParams, *, folds: int = 4, seed: int = 0,
-                **tune_kw: Any) -> tuple[float, float]:
+                progress: Callable[[int, int], None] | None = None, **tune_kw: Any) -> tuple[float, float]:
     """(MAE of ``params``, MAE of tuned settings) on images the tuning did not see: the images are split into
     ``folds`` parts, each part counted with settings tuned (:func:`tune_params`, ``tune_kw``) on the others,
-    so every image is scored once by settings that never saw it. Whether tuning on a set this size helps."""
+    so every image is scored once by settings that never saw it. Whether tuning on a set this size helps.
+    ``progress(parts done, parts)`` after each part."""
     n = len(pairs)
     if n < 2:
         raise ParameterError("cross-checking the tuning needs at least 2 images")
     order = np.random.default_rng(seed).permutation(n)
     start_err, tuned_err = [], []
-    for part in np.array_split(order, min(folds, n)):
+    parts = np.array_split(order, min(folds, n))
+    for done, part in enumerate(parts, 1):
         held = set(part.tolist())
         train = [pairs[i] for i in range(n) if i not in held]
         test = [pairs[i] for i in part]
         tuned = tune_params(train, params, **tune_kw).best_params
         for p, errs in ((params, start_err), (tuned, tuned_err)):
             errs += [abs(postprocess(pred, p, measure=False).count_estimate - gt.count) for _, pred, gt in test]
+        if progress:
+            progress(done, len(parts))
     return float(np.mean(start_err)), float(np.mean(tuned_err))
 
 
