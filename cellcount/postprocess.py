@@ -119,7 +119,8 @@ def watershed_split(
     if border_prob is not None:
         core = mask & ~(np.asarray(border_prob) > 0.5)
         if split_cores:
-            markers = _labels_min_area(watershed_split(core, min_distance_px=min_distance_px), min_seed_area_px)
+            pieces = watershed_split(core, min_distance_px=min_distance_px)
+            markers = relabel_sequential(pieces, object_areas(pieces) >= min_seed_area_px)
         else:
             markers = _components_min_area(core, min_seed_area_px)
     else:
@@ -149,17 +150,6 @@ def _components_min_area(mask: np.ndarray, min_area_px: int) -> np.ndarray:
     lut = np.zeros(n, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return np.take(lut, comps)  # np.take: 1.5x faster than fancy indexing on a 1024 x 1024 map
-
-
-def _labels_min_area(labels: np.ndarray, min_area_px: int) -> np.ndarray:
-    """``labels`` without objects under ``min_area_px`` pixels, renumbered 1..N (int32): what
-    ``filter_objects(labels, min_area_px=...).labels`` gives, without its reasons and edge checks."""
-    areas = np.bincount(labels.ravel(), minlength=1)
-    keep = areas >= min_area_px
-    keep[0] = False
-    lut = np.zeros(areas.size, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return np.take(lut, labels)
 
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
@@ -254,7 +244,7 @@ def relabel_sequential(labels: np.ndarray, keep: np.ndarray | None = None) -> np
         ids &= keep[: n + 1]
     lut = np.zeros(n + 1, np.int32)
     lut[ids] = np.arange(1, int(ids.sum()) + 1, dtype=np.int32)
-    return lut[labels]
+    return np.take(lut, labels)  # 1.5x faster than fancy indexing on a 1024 x 1024 map
 
 
 def object_areas(labels: np.ndarray) -> np.ndarray:
