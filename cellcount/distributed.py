@@ -39,12 +39,11 @@ from .blocks import (
 from .errors import CellcountError, WeightsIntegrityError
 from .io import DEFAULT_MAX_PIXELS, image_shape
 from .models.base import CountModel
+from .parallel import THREADS_ENV  # math threads (PyTorch, OpenMP, postprocessing) of each worker process
 from .pipeline import CountParams
 
 logger = logging.getLogger(__name__)
 
-THREADS_ENV = "CELLCOUNT_THREADS"
-"""Math threads (PyTorch, OpenMP) of each worker process, set by :func:`local_cluster`."""
 
 RegionSpec = tuple[str, Any] | None
 """``("grid", (rows, cols))`` or ``("boxes", [(name, row0, col0, row1, col1), ...])`` or None."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import parallel
 from . import postprocess as pp
 from .errors import ParameterError
 from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
@@ -359,7 +360,12 @@ def postprocess(
     mask_params["min_distance_px"] = split_distance_px(prediction, params)
     seg = pp.segment(prob, **mask_params, border_prob=border, memo=prediction.memo)
     t1 = time.perf_counter()
-    objects = object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None
+    # the object table and the quality flag read the same labels: one on a second core
+    objects, quality = parallel.pair(
+        lambda: object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None,
+        lambda: _filters_note(assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
+                                     probability=prob, labels=seg.labels), seg.n_rejected, seg.count),
+        pixels=seg.labels.size)
     t2 = time.perf_counter()
     if objects is not None and len(objects):
         peaks = objects[["centroid_row", "centroid_col"]].to_numpy()
@@ -375,10 +381,7 @@ def postprocess(
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
-        density_count=density_total, min_distance_px=mask_params["min_distance_px"],
-        quality=_filters_note(assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count,
-                                                                      density_total),
-                                     probability=prob, labels=seg.labels), seg.n_rejected, seg.count),
+        density_count=density_total, min_distance_px=mask_params["min_distance_px"], quality=quality,
     )
 
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
+from . import parallel
 from .errors import ParameterError
 from .params import BORDER_SPLIT_MODES, SPLIT_MODES, auto_distance_px, seed_area_px
 
@@ -120,7 +121,8 @@ def watershed_split(
         core = mask & ~(np.asarray(border_prob) > 0.5)
         if split_cores:
             pieces = watershed_split(core, min_distance_px=min_distance_px)
-            markers = relabel_sequential(pieces, object_areas(pieces) >= min_seed_area_px)
+            areas = object_areas(pieces)
+            markers = relabel_sequential(pieces, areas >= min_seed_area_px, areas=areas)
         else:
             markers = _components_min_area(core, min_seed_area_px)
     else:
@@ -183,7 +185,16 @@ def _flood_components(dist: np.ndarray, markers: np.ndarray, mask: np.ndarray) -
         # heap a fraction of the size
         settled = (has | ~mask).astype(np.uint8)
         inner = has & (cv2.erode(settled, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0)
-        _flood_packed(labels, -dist, markers, comp, stats, multi, inner)
+        surface = -dist
+        # two mosaics, one per core (each component's pixels are written by one of them only)
+        sizes = stats[multi, cv2.CC_STAT_AREA]
+        half = int(np.searchsorted(np.cumsum(sizes), sizes.sum() / 2)) + 1
+        if half >= multi.size:
+            _flood_packed(labels, surface, markers, comp, stats, multi, inner)
+        else:
+            parallel.pair(lambda: _flood_packed(labels, surface, markers, comp, stats, multi[:half], inner),
+                          lambda: _flood_packed(labels, surface, markers, comp, stats, multi[half:], inner),
+                          pixels=int(sizes.sum()))
     return labels
 
 
@@ -232,13 +243,15 @@ def _flood_packed(
         labels[src][sub] = np.where(flood, flooded[dst], markers[src])[sub]
 
 
-def relabel_sequential(labels: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """Renumber labels 1..N (optionally only those with ``keep[label]`` True) as int32."""
+def relabel_sequential(labels: np.ndarray, keep: np.ndarray | None = None, *,
+                       areas: np.ndarray | None = None) -> np.ndarray:
+    """Renumber labels 1..N (optionally only those with ``keep[label]`` True) as int32. ``areas``: the
+    labels' :func:`object_areas`, when the caller has them (one pass over the image less)."""
     labels = np.asarray(labels)
     n = int(labels.max()) if labels.size else 0
     ids = np.zeros(n + 1, bool)
-    present = np.bincount(labels.ravel(), minlength=n + 1) > 0
-    ids[:] = present
+    present = (object_areas(labels) if areas is None else areas)[: n + 1] > 0
+    ids[: present.size] = present
     ids[0] = False
     if keep is not None:
         ids &= keep[: n + 1]

@@ -462,3 +462,13 @@ def test_segment_memo_reuses_stages_and_never_returns_a_stale_result():
         np.testing.assert_array_equal(again.rejected, fresh.rejected)
         assert again.count == fresh.count
     assert {"mask", "split"} <= set(memo)
+
+
+def test_relabel_sequential_with_the_callers_areas_gives_the_same_labels():
+    from cellcount.postprocess import object_areas
+
+    labels = np.array([[0, 3, 3, 7], [9, 9, 0, 7], [0, 0, 0, 7]], np.int64)
+    areas = object_areas(labels)
+    for keep in (None, areas >= 2):
+        np.testing.assert_array_equal(relabel_sequential(labels, keep, areas=areas), relabel_sequential(labels, keep))
+    np.testing.assert_array_equal(relabel_sequential(labels, areas >= 3, areas=areas), (labels == 7).astype(np.int32))
