@@ -24,6 +24,7 @@ comparable with the targets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -522,13 +523,38 @@ def bench_postprocess(models: Sequence[BenchModel], cfg: BenchConfig) -> list[di
     rows = []
     for label, source, pred, params, image in postprocess_cases(models, cfg):
         result = postprocess(pred, params, image=image)
-        times = [time_once(lambda p=pred, q=params, i=image: postprocess(p, q, image=i))
-                 for _ in range(cfg.pp_repeats)]
+        times, serial = [], []
+
+        def call(p=pred, q=params, i=image):
+            # what a threshold move costs: the kept mask and split are dropped (the image's quality signals stay)
+            p.memo.pop("mask", None)
+            p.memo.pop("split", None)
+            return postprocess(p, q, image=i)
+
+        for _ in range(cfg.pp_repeats):  # alternating: as the app runs it, and on one thread (cellcount.parallel)
+            times.append(time_once(call))
+            with one_thread():
+                serial.append(time_once(call))
         rows.append({
             "case": label, "map": source, "map_px": list(pred.shape), "count": result.count,
             "median_ms": 1e3 * median(times), "min_ms": 1e3 * min(times), "repeats": cfg.pp_repeats,
+            "one_thread_median_ms": 1e3 * median(serial),
         })
     return rows
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Postprocessing without its helper thread (``CELLCOUNT_POSTPROCESS_THREADS=1``) inside the block."""
+    old = os.environ.get("CELLCOUNT_POSTPROCESS_THREADS")
+    os.environ["CELLCOUNT_POSTPROCESS_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["CELLCOUNT_POSTPROCESS_THREADS"]
+        else:
+            os.environ["CELLCOUNT_POSTPROCESS_THREADS"] = old
 
 
 # ------------------------------------------------------------------------------------ CLI and memory
@@ -650,6 +676,19 @@ INFERENCE_COLUMNS = ["model", "backend", "fast s/Mpx", "fast vs naive", "per rep
                      "sum of per-image diffs", "images differing"]
 
 
+
+def postprocess_section(res: BenchResults) -> list[str]:
+    """The postprocessing table and its note (Markdown lines)."""
+    out = ["### Postprocessing (slider path, object table included)", ""]
+    out += _table(["case", "map", "size", "objects", "median ms", "min ms", "median ms, one thread"], [
+        [r["case"], r["map"], f"{r['map_px'][0]} x {r['map_px'][1]}", r["count"], f"**{r['median_ms']:.1f}**",
+         f"{r['min_ms']:.1f}", f"{r['one_thread_median_ms']:.1f}"] for r in res.postprocess])
+    out += ["", f"`cellcount.postprocess(prediction, params, image=image)` on a cached prediction (split as the "
+            f"card says; the whole chain from the threshold, as a threshold move runs it), median of "
+            f"{res.config['pp_repeats']} calls; \"one thread\": the same calls alternated with these, "
+            "`CELLCOUNT_POSTPROCESS_THREADS=1` (no helper thread, `cellcount.parallel`)."]
+    return out
+
 def render_markdown(res: BenchResults) -> str:
     """The benchmark tables as Markdown (what ``--markdown`` writes and the command prints)."""
     m, quick = res.machine, res.config["quick"]
@@ -697,12 +736,8 @@ def render_markdown(res: BenchResults) -> str:
             f"`count_image` (card defaults) against the plain fp32 path, on {res.models[0]['counts']['n_images'] if res.models else 0} "
             "images (shipped samples + DSB 2018; count estimates for density models): total count diff = "
             "(sum fast - sum fp32) / sum fp32 (the target); sum of per-image diffs = sum |fast - fp32| / sum fp32.",
-            "", "### Postprocessing (slider path, object table included)", ""]
-    out += _table(["case", "map", "size", "objects", "median ms", "min ms"], [
-        [r["case"], r["map"], f"{r['map_px'][0]} x {r['map_px'][1]}", r["count"], f"**{r['median_ms']:.1f}**",
-         f"{r['min_ms']:.1f}"] for r in res.postprocess])
-    out += ["", f"`cellcount.postprocess(prediction, params, image=image)` on a cached prediction, median of "
-            f"{res.config['pp_repeats']} calls.", "", "### CLI and memory", ""]
+            ""]
+    out += postprocess_section(res) + ["", "### CLI and memory", ""]
     cli, mem = res.cli, res.memory
     rows = []
     if cli:
@@ -774,6 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"DSB 2018 folder (default $CELLCOUNT_DSB_DIR, else {DSB_DIR})")
     p.add_argument("--skip-cli", action="store_true", help="skip the CLI throughput and memory subprocesses")
     p.add_argument("--cli-only", action="store_true", help="only the CLI throughput and memory subprocesses")
+    p.add_argument("--postprocess-only", action="store_true",
+                   help="only the postprocessing (slider path) timings, with and without the helper thread")
     p.add_argument("--cli-compare", nargs="+", metavar="MODEL",
                    help="also time the CLI with these models on the same images, after the default model")
     p.add_argument("--repeats", type=int, help="alternating repeats of the network timings (default 9, quick 1)")
@@ -802,6 +839,11 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
     t0 = time.perf_counter()
     res = BenchResults(config=dataclasses.asdict(cfg), machine=machine_info(), command=command,
                        backends=available_backends())
+    if args.postprocess_only:
+        logger.info("postprocessing")
+        res.postprocess = bench_postprocess(bench_models(args.models), cfg)
+        res.seconds = time.perf_counter() - t0
+        return res
     logger.info("matrix-multiply peak")
     # the fp32 peak is the best of the libraries' GEMMs: a backend is judged against the fastest product
     # this machine can do in its precision, not against one library's kernel
@@ -853,7 +895,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         res = run(args, command.strip())
-        text = render_markdown(res)
+        if args.postprocess_only:
+            m = res.machine
+            text = "\n".join([f"Command: `{res.command}`", "", f"Machine: {m['cpu']}, {m['logical_cores']} logical cores; "
+                              f"load average {m['load_avg_1min_start']} at start; {m['date_utc']} UTC.", "",
+                              *postprocess_section(res)]) + "\n"
+        else:
+            text = render_markdown(res)
         print(text)
         if args.markdown:
             args.markdown.write_text(text, encoding="utf-8")

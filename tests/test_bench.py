@@ -56,7 +56,7 @@ def test_quick_benchmark_writes_every_table(tmp_path, capsys):
     assert sum(r[1].endswith("(chosen)") for r in rows) == len(expected)  # one chosen backend per model
 
     header, rows = _table_rows(text, "case |")
-    assert header == ["case", "map", "size", "objects", "median ms", "min ms"]
+    assert header == ["case", "map", "size", "objects", "median ms", "min ms", "median ms, one thread"]
     assert [r[0] for r in rows] == ["mask + watershed", "mask, no watershed", "density peaks"]
 
     header, rows = _table_rows(text, "check |")
@@ -77,6 +77,17 @@ def test_quick_benchmark_writes_every_table(tmp_path, capsys):
         assert m["counts"]["n_images"] >= 1
     assert data["cli"]["images"] == 10 and data["memory"]["image_px"] == [1024, 1024]
     assert data["memory"]["peak_rss_mib"] > 0
+
+
+@pytest.mark.slow
+def test_postprocess_only_times_the_slider_path_with_and_without_the_helper_thread(capsys):
+    assert bench.main(["--quick", "--postprocess-only"]) == 0
+    text = capsys.readouterr().out
+    assert "Machine:" in text and "### CLI and memory" not in text and "Matrix-multiply" not in text
+    header, rows = _table_rows(text, "case |")
+    assert header[-1] == "median ms, one thread"
+    assert [r[0] for r in rows] == ["mask + watershed", "mask, no watershed", "density peaks"]
+    assert all(float(r[-1]) > 0 and float(r[4].strip("*")) > 0 for r in rows)
 
 
 def test_naive_loop_equals_a_whole_image_pass_for_a_pointwise_net(rng):
