@@ -3,7 +3,7 @@
 Postprocessing is single-threaded numpy / OpenCV / scikit-image work, while the machines we aim at have at
 least two cores and the network's threads are idle by then. The heavy parts (the watershed's flood, bincounts
 and ufuncs over the label image, OpenCV) release the GIL, so running two independent halves in two threads
-gives most of a second core (``python scripts/bench_postprocess.py``). Below :data:`MIN_PARALLEL_PX` pixels
+gives part of a second core (``python scripts/bench.py --postprocess-only``). Below :data:`MIN_PARALLEL_PX` pixels
 the halves are too small for the hand-off to pay.
 """
 

@@ -180,7 +180,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pa
     m[3].metric(
         "Postprocess time",
         f"{1000 * (result.seconds.get('postprocess', 0) + result.seconds.get('measure', 0)):.0f} ms",
-        help=f"What a slider move costs (postprocess + measure). The model ran once for this image "
+        help=f"What a slider move costs here: postprocessing, the object table and the quality flag. The model ran once for this image "
         f"({1000 * result.seconds.get('model', 0):.0f} ms) and is cached; see the Timing tab.",
     )
     quality_badge(result)

@@ -9,8 +9,8 @@ size x size image of touching disks), optionally sets "Split touching nuclei", a
 default "Min. distance between centres" in distance-transform mode, or the threshold) one step at a time
 with the keyboard: a key press is a slider release. Each step is timed in the page, from the key-down event
 until the new overlay picture is decoded (the overlay, the count and the rest of the result arrive in the
-same fragment update), and the page's "Postprocess time" metric gives the server's postprocess + measure
-share of it, and the CPU time the browser and the server spent per step (on a 2-core machine they take
+same fragment update), and the page's "Postprocess time" metric gives the server's share of it (postprocessing,
+object table and quality flag), and the CPU time the browser and the server spent per step (on a 2-core machine they take
 turns). ``--floor``: the same measurement on a bare Streamlit page (one fragment: the slider, a metric and a
 pre-encoded 1 MP JPEG that changes with it): what any Streamlit page costs before our page and science.
 Prints a table with the machine's CPU.
@@ -222,7 +222,7 @@ def main() -> int:
     print("|---|---|---|---|")
     print(f"| key release -> redrawn overlay + count | {statistics.median(times):.0f} | {min(times):.0f} | "
           f"{max(times):.0f} |")
-    print(f"| of which postprocess + measure (server) | {statistics.median(server):.0f} | {min(server):.0f} | "
+    print(f"| of which postprocessing, object table, quality flag (server) | {statistics.median(server):.0f} | {min(server):.0f} | "
           f"{max(server):.0f} |")
     print(f"CPU per step (mean, incl. the 300 ms pause): browser {1000 * browser_cpu:.0f} ms, "
           f"server {1000 * server_cpu:.0f} ms")
