@@ -38,6 +38,16 @@ def enabled() -> bool:
             and os.environ.get("CELLCOUNT_POSTPROCESS_THREADS", "") != "1")
 
 
+def _forget_helpers() -> None:
+    """In a forked child: the parent's helper threads do not exist there, so start afresh."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
+
+
 def _helper() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:

@@ -3,6 +3,8 @@ the second thread."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import numpy as np
@@ -73,6 +75,27 @@ def test_nested_pairs_on_a_helper_run_inline_instead_of_waiting_for_another(monk
 
     (a, b), _ = parallel.pair(inner, lambda: None, pixels=big)
     assert a == b  # both halves of the nested pair ran on the same helper thread
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_helpers_of_its_own(monkeypatch):
+    """A user's multiprocessing pool may fork after a count: the child must not wait on the parent's threads."""
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("CELLCOUNT_POSTPROCESS_THREADS", raising=False)
+    monkeypatch.delenv(parallel.THREADS_ENV, raising=False)
+    big = parallel.MIN_PARALLEL_PX
+    assert parallel.pair(lambda: 1, lambda: 2, pixels=big) == (1, 2)  # the parent's helper exists now
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when its own helper ran the first function
+        code = 1
+        try:
+            signal.alarm(20)
+            code = 0 if parallel.pair(lambda: threading.current_thread().name, lambda: 2, pixels=big)[0].startswith(
+                "cellcount-post") else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_segment_gives_the_same_objects_with_and_without_the_second_thread(monkeypatch, draw_disks):
