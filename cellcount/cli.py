@@ -223,9 +223,18 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
         print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
         return None, None, set()
     settings = escape_cell(json.dumps(params.to_dict(), sort_keys=True))
-    names = {escape_cell(str(f)) for f in files}
+    by_name = {escape_cell(str(f)): f for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
-               & old["file"].isin(names)].drop_duplicates("file", keep="last")
+               & old["file"].isin(set(by_name))].drop_duplicates("file", keep="last")
+    # an image replaced or edited since the earlier run started is counted again (its sidecar is written first)
+    started = (_settings_path(out) if _settings_path(out).is_file() else out).stat().st_mtime
+    changed = {name for name in keep["file"] if _modified_since(by_name[name], started)}
+    if changed:
+        keep = keep[~keep["file"].isin(changed)]
+        if not args.quiet:
+            print(f"note: --resume: {len(changed)} image(s) changed since {out} was counted; they are counted again",
+                  file=sys.stderr)
+    names = set(by_name)
     other = set(old.loc[(old["status"] == "ok") & old["file"].isin(names) & (old["settings"] != settings), "file"])
     again = other - set(keep["file"])
     if again and not args.quiet:
@@ -243,6 +252,14 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
             return f"--resume: {args.objects} is not an objects CSV of this program (no 'file' column)"
         objects = objects[objects["file"].isin(set(keep["file"]))]
     return keep, objects, set(keep["file"])
+
+
+def _modified_since(path: Path, when: float) -> bool:
+    """The file was written after ``when`` (a timestamp), or cannot be read now."""
+    try:
+        return path.stat().st_mtime > when
+    except OSError:
+        return True
 
 
 LABELS_INDEX = "labels_index.csv"
@@ -301,7 +318,10 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .models.autotune import requested_backend
     from .pipeline import resolve_params
 
+    skipped: list[Path] = []
+
     def warn(path: Path, reason: str) -> None:
+        skipped.append(path)
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
     try:
@@ -448,10 +468,11 @@ def cmd_count(args: argparse.Namespace) -> int:
                 if model.output_kind == "density" else "objects")
         print(f"counted {n_ok}/{n_rows} images with {model.name}: total {total} {what} -> {args.out}"
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons)" if n_check else "")
-              + (f"; {n_err} failed (see the 'reason' column)" if n_err else ""))
+              + (f"; {n_err} failed (see the 'reason' column)" if n_err else "")
+              + (f"; {len(skipped)} skipped (see the warnings)" if skipped else ""))
         for name, reason in failed:
             print(f"  failed: {name}: {reason}", file=sys.stderr)
-    return 1 if n_err else 0
+    return 1 if n_err or skipped else 0
 
 
 def _region_spec(args: argparse.Namespace):

@@ -82,6 +82,42 @@ def test_broken_file_gives_exit_code_1_and_an_error_row(small_folder, tmp_path, 
     assert "1 failed" in captured.out and "broken.png" in captured.err
 
 
+def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_path, capsys):
+    (small_folder / "c.gif").write_bytes((small_folder / "a.png").read_bytes())
+    (small_folder / "notes.csv").write_text("x\n")
+    rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.gif"), str(small_folder / "notes.csv"),
+               "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"])
+    assert rc == 1  # not every file asked for was counted
+    captured = capsys.readouterr()
+    assert "warning: skipped" in captured.err and "c.gif" in captured.err and "notes.csv" in captured.err
+    assert "extension .gif" in captured.err and "2 skipped" in captured.out
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 1
+    # in a folder, notes and tables are passed over as before: only images are the folder's content
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "d.csv"),
+                 "--no-progress"]) == 0
+
+
+def test_resume_counts_again_an_image_replaced_since_the_earlier_run(small_folder, tmp_path, capsys):
+    import os
+    import time
+
+    out = tmp_path / "c.csv"
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    before = pd.read_csv(out).set_index("file")["count"]
+    a, b = small_folder / "a.png", small_folder / "b.png"
+    a.write_bytes(b.read_bytes())  # a.png is now another image
+    later = time.time() + 5
+    os.utime(a, (later, later))
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) changed since" in err and "1 image(s) already counted" in err
+    after = pd.read_csv(out).set_index("file")["count"]
+    assert after[str(a)] == before[str(b)] != before[str(a)]  # counted again, as the image it is now
+    assert after[str(b)] == before[str(b)]
+
+
 def test_unknown_model_exits_2_with_valid_names(small_folder, tmp_path, capsys):
     rc = main(["count", str(small_folder), "--model", "no-such-model", "--out", str(tmp_path / "c.csv")])
     assert rc == 2

@@ -115,7 +115,8 @@ def list_image_files(
         ``on_skip``; other non-image files (tables, notes) are passed over.
     on_skip : callable, optional
         Called as ``on_skip(path, reason)`` for every folder that cannot be read, symbolic-link loop and
-        dangling link met on the way, so nothing is skipped in silence. Default: a logged warning.
+        dangling link met on the way, and every file named on its own that is not an image of
+        :data:`IMAGE_EXTENSIONS`, so nothing is skipped in silence. Default: a logged warning.
 
     Returns
     -------
@@ -155,8 +156,10 @@ def list_image_files(
         for cand in candidates:
             if _is_image_file(cand) or _is_zarr_dir(cand):
                 found.setdefault(cand.resolve(), cand)
-            elif path.is_file():
-                logger.info("skipping %s: extension not one of %s", cand, sorted(IMAGE_EXTENSIONS))
+            elif path.is_file():  # named on its own: the user meant it, so say why it is left out
+                skip(cand, f"not an image file this program reads (extension {cand.suffix.lower() or 'none'}; it reads "
+                     f"{', '.join(sorted(IMAGE_EXTENSIONS))}" + (": export it as TIFF)" if cand.suffix.lower()
+                                                                in MICROSCOPE_EXTENSIONS else ")"))
     return sorted(found.values(), key=lambda p: (str(p.parent), p.name))
 
 
