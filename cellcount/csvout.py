@@ -62,6 +62,32 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
     return csv_text(df).encode("utf-8")
 
 
+def _read_umask() -> int:
+    try:  # Linux says it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere reading the umask means setting it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _give_mode(tmp: str, target: Path) -> None:
+    """Permissions for a temporary file about to replace ``target``: the old file's, else what a plain
+    ``open()`` would give (0666 less the umask), instead of mkstemp's owner-only 0600, so colleagues who
+    could read a counts CSV in a shared folder still can after a rerun."""
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_UMASK
+    os.chmod(tmp, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path`` and rename it into place.
 
@@ -73,6 +99,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        _give_mode(tmp, target)
         os.replace(tmp, target)
     except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
         Path(tmp).unlink(missing_ok=True)
@@ -166,6 +193,7 @@ class CsvStream:
         os.close(fd)
         try:
             shutil.copyfile(self._part, tmp)
+            _give_mode(tmp, self.path)
             os.replace(tmp, self.path)
         except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
             Path(tmp).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -107,6 +108,23 @@ def test_csv_stream_close_removes_a_publish_left_half_done(tmp_path):
     other.write_text("x")
     stream.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.csv.abc123.tmp", "c[1].csv"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_outputs_get_the_usual_permissions_not_owner_only(tmp_path):
+    """mkstemp makes 0600 files: renamed into place they would lock colleagues out of a shared results folder."""
+    from cellcount.csvout import _UMASK, atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "a.json", b"{}")
+    with CsvStream(tmp_path / "c.csv", columns=["file"]) as stream:
+        stream.append([{"file": "a.png"}])
+    usual = 0o666 & ~_UMASK
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == usual
+    assert stat.S_IMODE((tmp_path / "c.csv").stat().st_mode) == usual
+    os.chmod(tmp_path / "c.csv", 0o640)  # a mode the user chose is kept by a rerun
+    with CsvStream(tmp_path / "c.csv", columns=["file"]) as stream:
+        stream.append([{"file": "b.png"}])
+    assert stat.S_IMODE((tmp_path / "c.csv").stat().st_mode) == 0o640
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,7 +471,8 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     root.mkdir()
     (root / "a.png").write_bytes(png_bytes(blobs()))
     (root / "gone.png").symlink_to(root / "nothere.png")
-    assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    # exit 1: an input was not counted (the warning says which and why)
+    assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"warning: skipped {root / 'gone.png'}: dangling symbolic link" in err
     assert pd.read_csv(tmp_path / "c.csv")["file"].tolist() == [str(root / "a.png")]
