@@ -746,7 +746,22 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
                              "--overwrite replaces it)")
     if name in list_models() and not target.exists():
         raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
+    _check_model_folder(folder)
     return target
+
+
+def _check_model_folder(folder: Path) -> None:
+    """ParameterError unless a model folder can be written in ``folder`` (created when missing): checked
+    before training, so that minutes of training are not lost to a folder that cannot take the result."""
+    from .csvout import check_writable
+
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(f"the models folder {folder} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        check_writable(folder / "model")
+    except OSError as err:
+        raise ParameterError(f"cannot write a model in {folder}: {err.strerror or err}") from None
 
 
 def finetune(
@@ -1177,7 +1192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")
     p.add_argument("--keep-worse", action="store_true",
                    help="save the fine-tuned weights even when they count the held-out images clearly worse than the "
-                   f"base (MAE over {WORSE_SHARE:.0%} and at least {WORSE_OBJECTS:g} objects higher; by default the "
+                   f"base (MAE over {100 * WORSE_SHARE:.0f}%% and at least {WORSE_OBJECTS:g} objects higher; by default the "
                    "new model then keeps the base's weights and settings)")
     return p
 
@@ -1192,6 +1207,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not (0 < args.holdout < 1 or (args.holdout >= 1 and float(args.holdout).is_integer())):
+        print(f"error: --holdout {args.holdout:g}: give a fraction between 0 and 1 (0.25) or a whole number of "
+              "images (8)", file=sys.stderr)
+        return 2
     holdout: float | int = args.holdout if args.holdout < 1 else int(args.holdout)
     last = [0.0]
 
@@ -1215,6 +1234,9 @@ def _main(argv: list[str] | None) -> int:
                        precision=args.precision, max_steps=args.max_steps if args.max_steps > 0 else None,
                        overwrite=args.overwrite, keep_worse=args.keep_worse)
     except CellcountError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:  # --data or --from that does not exist
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

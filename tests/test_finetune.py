@@ -310,6 +310,29 @@ def test_cli_help_lists_the_set_decisions(capsys):
     assert exit_.value.code == 0
     out = " ".join(capsys.readouterr().out.split())  # the help is wrapped to the terminal's width
     assert "--size {auto,set,image}" in out and "80% of the training images agree" in out
+    assert "(MAE over 5% and at least 2 objects higher;" in out  # a literal %, not argparse's internals
+
+
+@pytest.mark.parametrize("case, match", [
+    ("out-dir is a file", "is a file"),
+    ("out-dir cannot be created", "cannot write a model"),
+    ("holdout 1.5", "whole number of images"),
+    ("data missing", "folder not found"),
+])
+def test_cli_refuses_bad_options_before_training(tmp_path, capsys, case, match):
+    """Checked first, in one line: a folder that cannot take the model would lose the minutes of training."""
+    (tmp_path / "afile").write_text("x")
+    data = tmp_path / "data"
+    data.mkdir()
+    argv = ["--from", "unet-mask", "--data", str(data), "--name", "new-one", "--steps", "1",
+            "--out-dir", str(tmp_path / "models")]
+    extra = {"out-dir is a file": ["--out-dir", str(tmp_path / "afile")],
+             "out-dir cannot be created": ["--out-dir", str(tmp_path / "afile" / "sub")],
+             "holdout 1.5": ["--holdout", "1.5"],
+             "data missing": ["--data", str(tmp_path / "nothere")]}[case]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
