@@ -1207,9 +1207,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not (0 < args.holdout < 1 or (args.holdout >= 1 and float(args.holdout).is_integer())):
-        print(f"error: --holdout {args.holdout:g}: give a fraction between 0 and 1 (0.25) or a whole number of "
-              "images (8)", file=sys.stderr)
+    if not (0 <= args.holdout < 1 or (args.holdout >= 1 and float(args.holdout).is_integer())):
+        print(f"error: --holdout {args.holdout:g}: give a fraction from 0 to below 1 (0.25; 0: none) or a whole "
+              "number of images (8)", file=sys.stderr)
         return 2
     holdout: float | int = args.holdout if args.holdout < 1 else int(args.holdout)
     last = [0.0]
