@@ -1,9 +1,11 @@
-"""A fine-tune in a background thread: start, watch its progress, cancel, read its result or error.
+"""Long work in a background thread: start, watch its progress, cancel, read its result or error.
 
-A UI (the app's Train page) or a notebook starts a :class:`FinetuneJob` and polls :meth:`FinetuneJob.snapshot`;
-the work itself is :func:`cellcount.finetune.finetune`, which reports progress through a callback and stops
-between steps when the job's cancel event is set. :class:`JobBoard` keeps one job per owner (a session)
-and lets one run at a time, since a laptop CPU has no room for two trainings.
+A UI (the app's Train and Batch pages) or a notebook starts a job and polls its ``snapshot()``, so the work
+goes on while the user looks at other pages. :class:`FinetuneJob` runs :func:`cellcount.finetune.finetune`,
+which reports progress through a callback and stops between steps when the job's cancel event is set;
+:class:`JobBoard` keeps one fine-tune per owner (a session) and lets one run at a time, since a laptop CPU
+has no room for two trainings. :class:`BatchJob` runs :func:`cellcount.batch.count_many` and keeps every
+finished image, so a batch stopped half-way still has its rows.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .batch import BatchItem, count_many, counts_frame
 from .errors import CellcountError
 from .finetune import Cancelled, FinetuneProgress, FinetuneResult, finetune
+from .history import Recorder
+from .models.base import CountModel
+from .params import CountParams
 
 logger = logging.getLogger(__name__)
 
@@ -163,3 +169,101 @@ class JobBoard:
             job = self._jobs.get(owner)
             if job is not None and not job.snapshot().running:
                 del self._jobs[owner]
+
+
+@dataclass(frozen=True)
+class BatchSnapshot:
+    """A batch's state at one moment. ``status``: 'running', 'done', 'cancelled' or 'failed' (``error`` says
+    why; the images finished before it are in ``done`` all the same)."""
+
+    status: str
+    done: tuple[BatchItem, ...]
+    total: int
+    elapsed_s: float
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass
+class BatchJob:
+    """:func:`cellcount.batch.count_many` over ``items`` ((name, bytes or path) pairs) in a daemon thread.
+
+    ``failed``: items already known to fail (unreadable zip members), reported first. ``record``: the run's
+    history entry, given the rows as they finish and closed as done, interrupted (cancelled) or failed.
+    ``options``: more keywords of ``count_many`` (``size_model``, ``page`` ...).
+    """
+
+    items: list[tuple[str, Any]]
+    model: CountModel
+    params: CountParams
+    failed: list[BatchItem] = field(default_factory=list)
+    record: Recorder | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status = "running"
+        self._done: list[BatchItem] = list(self.failed)
+        self._error: str | None = None
+        self._t0 = time.time()
+        self._t_end: float | None = None
+        self.total = len(self.failed) + len(self.items)
+
+    def start(self) -> BatchJob:
+        self._t0 = time.time()
+        if self.record is not None and self.failed:
+            self.record.add(counts_frame(self.failed).to_dict("records"))
+        self._thread = threading.Thread(target=self._run, name="batch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        status, error = "failed", None
+        try:
+            for item in count_many(self.items, self.model, self.params, total=len(self.items), **self.options):
+                with self._lock:
+                    self._done.append(item)
+                if self.record is not None:
+                    self.record.add(counts_frame([item]).to_dict("records"))
+                if self._cancel.is_set():
+                    status = "cancelled"
+                    break
+            else:
+                status = "cancelled" if self._cancel.is_set() else "done"
+        except CellcountError as err:
+            error = str(err)
+        except Exception as err:  # noqa: BLE001 - a worker thread must report, never die silently
+            logger.exception("batch failed")
+            error = f"unexpected error ({type(err).__name__}): {err}"
+        finally:
+            self.items = []  # the uploaded bytes are not needed any more
+            if self.record is not None:
+                self.record.finish({"done": "done", "cancelled": "interrupted"}.get(status, "failed"))
+        with self._lock:
+            self._status, self._error = status, error
+            self._t_end = time.time()
+
+    def cancel(self) -> None:
+        """Ask the batch to stop after the image it is counting; the finished ones stay."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True once it has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.snapshot().status != "running"
+
+    def snapshot(self) -> BatchSnapshot:
+        with self._lock:
+            end = self._t_end if self._t_end is not None else time.time()
+            return BatchSnapshot(status=self._status, done=tuple(self._done), total=self.total,
+                                 elapsed_s=end - self._t0, error=self._error)

@@ -8,9 +8,10 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.batch import BatchItem, count_many, counts_frame, labels_zip, objects_frame
+from cellcount.batch import BatchItem, counts_frame, labels_zip, objects_frame
 from cellcount.history import Recorder
 from cellcount.io import count_zip_images, iter_zip_images
+from cellcount.jobs import BatchJob
 from pages import _settings as settings
 from pages import _shared as sh
 from pages._quality import CHECK_HELP
@@ -18,6 +19,8 @@ from pages._quality import CHECK_HELP
 sh.require_entry_point("batch")
 
 P = "batch"
+JOB = f"{P}__job"
+POLL_S = 1.0
 
 
 def button_label(files) -> str:
@@ -53,49 +56,73 @@ def collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
     return items, bad
 
 
-def run_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: str | None) -> None:
+def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: str | None) -> None:
+    """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
+    pages, and the images finished before a stop are kept."""
     items, bad = collect(files)
-    done: list[BatchItem] = list(bad)
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
                                 **({"plane": page} if page is not None else {})},
                       inputs=[it.name for it in bad] + [name for name, _ in items])
-    bar = st.progress(0.0, text=f"Counting {len(items)} image(s) ...")
-    table = st.empty()
-    if done:
-        sh.dataframe(counts_frame(done), container=table)
-        record.add(counts_frame(done).to_dict("records"))
-    try:
-        for item in count_many(
-            items, model, params, progress=sh.progress_callback(bar, "images"), total=len(items),
-            size_model=sh.get_size_model(model, params), page=page,
-        ):
-            done.append(item)
-            record.add(counts_frame([item]).to_dict("records"))
-            sh.dataframe(counts_frame(done), container=table)
-    except BaseException:  # Streamlit stops the script when the user leaves or presses Stop
-        record.finish("interrupted")
-        raise
-    record.finish("done")
-    if record.warning:
-        st.warning(f"This batch is not in the run history: {record.warning}")
-    bar.empty()
-    table.empty()
-    ok = [it for it in done if it.status == "ok"]
+    st.session_state.pop(f"{P}__result", None)  # never shown beside a new batch as if it were its result
+    st.session_state[JOB] = BatchJob(items, model, params, failed=bad, record=record,
+                                     options={"size_model": sh.get_size_model(model, params), "page": page}).start()
+    st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page)
+
+
+def finish_batch(job: BatchJob) -> None:
+    """The finished (or stopped) job's rows -> the page's result; the job is forgotten."""
+    s = job.snapshot()
+    ok = [it for it in s.done if it.status == "ok"]
+    note = None
+    if s.status == "cancelled":
+        note = f"Stopped after {len(s.done)} of {s.total} image(s): these are the ones counted."
+    elif s.status == "failed":
+        note = f"The batch stopped after {len(s.done)} of {s.total} image(s): {s.error}"
+    if job.record is not None and job.record.warning:
+        note = (note + " " if note else "") + f"This batch is not in the run history: {job.record.warning}"
     st.session_state[f"{P}__result"] = {
-        "counts": counts_frame(done),
+        "counts": counts_frame(s.done),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
-        "labels_zip": labels_zip(ok) if model.output_kind == "mask" else None,
-        "settings": sh.settings_json(model.name, params, page),
-        "model": model.name,
-        "density": model.output_kind == "density",
+        "labels_zip": labels_zip(ok) if job.model.output_kind == "mask" else None,
+        "settings": st.session_state.pop(f"{JOB}_settings", sh.settings_json(job.model.name, job.params, None)),
+        "model": job.model.name,
+        "density": job.model.output_kind == "density",
+        "note": note,
     }
+    st.session_state.pop(JOB, None)
+
+
+def job_panel(job: BatchJob) -> None:
+    """Progress and the rows so far while the batch runs (redrawn every second without rerunning the page)."""
+    was_running = job.snapshot().running
+
+    @st.fragment(run_every=POLL_S if was_running else None)
+    def panel() -> None:
+        s = job.snapshot()
+        if s.running:
+            st.progress(len(s.done) / max(s.total, 1), text=f"Counting: {len(s.done)} / {s.total} image(s)")
+            if s.done:
+                sh.dataframe(counts_frame(s.done))
+            if job.cancel_requested:
+                st.info("Stopping after the image being counted ...")
+            else:
+                st.button("Stop", key=f"{P}_stop", on_click=job.cancel, icon=":material/stop:",
+                          help="Stop after the image being counted; the images counted so far are kept.")
+            st.caption("It keeps counting if you open other pages; come back here for the results.")
+            return
+        finish_batch(job)
+        st.rerun()  # the whole page: the result, and the Count button back
+
+    panel()
 
 
 def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> None:
     df = res["counts"]
     ok = df[df["status"] == "ok"]
     bad = df[df["status"] != "ok"]
+    if res.get("note"):
+        st.warning(res["note"])
     m = st.columns(4)
     m[0].metric("Images counted", len(ok))
     m[1].metric("Failed / skipped", len(bad))
@@ -167,9 +194,14 @@ with left:
     sh.settings_panel(P, model_name, model)
 
 with right:
-    files = st.file_uploader(
+    returning = sh.uploaders_empty(f"{P}_files")
+    up = st.file_uploader(
         "Images or zip files", type=[*sh.IMAGE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files"
     )
+    kept = sh.kept_uploads(f"{P}_uploads", [list(up or [])], returning=returning,
+                           note=lambda k: f"Showing the {len(k[0])} file(s) you uploaded earlier; upload again to "
+                           "replace them.", remove_key=f"{P}_forget_uploads")
+    files = kept[0] if kept else []
     try:
         params = settings.params(model)  # the session's settings: the ones tuned on Count or Evaluate
     except cc.CellcountError as err:
@@ -184,17 +216,23 @@ with right:
         "whichever plane it is in focus on. Files with one plane are counted as they are either way.",
     )
     page = "max" if plane == "max" else None
+    job = st.session_state.get(JOB)
     run = st.button(
         button_label(files),
         key=f"{P}_run",
         type="primary",
-        disabled=not files or params is None,
+        disabled=not files or params is None or job is not None,
         icon=":material/play_arrow:",
+        help="A batch is counting: wait for it or stop it" if job is not None else None,
     )
-    if run and params is not None:
-        run_batch(files, model, params, page)
-    result = st.session_state.get(f"{P}__result")
-    if result is not None:
-        show_result(result, params, page)
-    elif not files:
-        st.info("Upload images (PNG, JPEG, TIFF 8/16-bit) or a zip of them, then press Count.")
+    if run and params is not None and job is None:
+        start_batch(files, model, params, page)
+        job = st.session_state[JOB]
+    if job is not None:
+        job_panel(job)
+    else:
+        result = st.session_state.get(f"{P}__result")
+        if result is not None:
+            show_result(result, params, page)
+        elif not files:
+            st.info("Upload images (PNG, JPEG, TIFF 8/16-bit) or a zip of them, then press Count.")

@@ -137,3 +137,20 @@ def _backend_cache_in_tmp(_backend_cache_dir, monkeypatch):
 def _history_in_tmp(tmp_path_factory, monkeypatch):
     """The run history goes to a temporary data folder, never the user's."""
     monkeypatch.setenv("CELLCOUNT_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture
+def count_batch() -> Callable[..., object]:
+    """``count_batch(at)``: press the Batch page's Count (AppTest), wait for its background job
+    (:class:`cellcount.jobs.BatchJob`) and run the page again, which then shows the result."""
+
+    def run(at, timeout: float = 180):
+        at.button(key="batch_run").click()
+        at.run()
+        job = at.session_state["batch__job"] if "batch__job" in at.session_state else None
+        if job is not None:
+            assert job.join(timeout), "the batch did not finish"
+            at.run()
+        return at
+
+    return run

@@ -40,7 +40,7 @@ def test_empty_state():
     assert at.button(key="batch_run").disabled
 
 
-def test_three_files_one_broken():
+def test_three_files_one_broken(count_batch):
     at = open_batch()
     at.file_uploader(key="batch_files").set_value(
         [
@@ -50,8 +50,7 @@ def test_three_files_one_broken():
         ]
     )
     at.run()
-    at.button(key="batch_run").click()
-    at.run()
+    count_batch(at)
     assert not at.exception
     assert metric(at, "Images counted") == "2"
     assert metric(at, "Failed / skipped") == "1"
@@ -67,7 +66,7 @@ def test_three_files_one_broken():
     assert any("settings changed" in w.value for w in at.warning)
 
 
-def test_zip_with_nested_folder_non_image_and_traversal():
+def test_zip_with_nested_folder_non_image_and_traversal(count_batch):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("set/a/s01.png", sample("s01_sparse_small.png"))
@@ -80,8 +79,7 @@ def test_zip_with_nested_folder_non_image_and_traversal():
     )
     at.run()
     assert at.button(key="batch_run").label == "Count 2 image(s) (2 zip file(s) opened)", "as the batch reads them"
-    at.button(key="batch_run").click()
-    at.run()
+    count_batch(at)
     assert not at.exception
     df: pd.DataFrame = at.dataframe[0].value
     assert (df["status"] == "ok").sum() == 1
@@ -91,7 +89,7 @@ def test_zip_with_nested_folder_non_image_and_traversal():
     assert len(df) == 4
 
 
-def test_z_stacks_counted_from_their_maximum_projection():
+def test_z_stacks_counted_from_their_maximum_projection(count_batch):
     """A z-stack with one nucleus in focus per plane: counted from its first plane (flagged) by default, from
     the maximum projection of all planes (not flagged) when chosen; a one-plane file is the same either way."""
     import numpy as np
@@ -111,8 +109,7 @@ def test_z_stacks_counted_from_their_maximum_projection():
     for page in ("first", "max"):
         at.selectbox(key="batch_plane").set_value(page)
         at.run()
-        at.button(key="batch_run").click()
-        at.run()
+        count_batch(at)
         assert not at.exception
         counts[page] = at.dataframe[0].value.set_index("file")
     assert counts["first"].loc["stack.tif", "count"] == 1 and bool(counts["first"].loc["stack.tif", "check"])
@@ -133,13 +130,60 @@ def test_a_models_caveat_shows_under_the_picker():
     assert not any("a little less well" in c.value for c in open_batch().caption)
 
 
-def test_a_density_models_peaks_download_as_centres(tiny_models):
+def test_a_density_models_peaks_download_as_centres(tiny_models, count_batch):
     """Its objects CSV listed peaks (119 for a count of 56) under the name 'Objects CSV'."""
     at = open_batch("tiny-density")
     at.file_uploader(key="batch_files").set_value([("s01.png", sample("s01_sparse_small.png"), "image/png")])
     at.run()
-    at.button(key="batch_run").click()
-    at.run()
+    count_batch(at)
     assert not at.exception
     labels = {d.label for d in at.get("download_button")}
     assert "Centres CSV" in labels and "Objects CSV" not in labels
+
+
+def test_a_new_batch_never_shows_the_last_one_and_survives_a_page_switch(count_batch):
+    """A tester left the page mid-batch and came back to the previous batch's results, shown as current."""
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value([("first.png", sample("s01_sparse_small.png"), "image/png")])
+    at.run()
+    count_batch(at)
+    assert list(at.dataframe[0].value["file"]) == ["first.png"]
+    names = [f"second_{k}.png" for k in range(4)]
+    at.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names])
+    at.run()
+    at.button(key="batch_run").click()
+    at.run()
+    assert "batch__result" not in at.session_state, "the old result is gone as soon as the new batch starts"
+    job = at.session_state["batch__job"]
+    at.switch_page("pages/count.py")
+    at.run()
+    at.switch_page("pages/batch.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert job.join(120)
+    at.run()
+    assert list(at.dataframe[0].value["file"]) == names, "the new batch's rows, counted while the user was away"
+    assert "Showing the 4 file(s) you uploaded earlier" in " ".join([*(c.value for c in at.caption), *(m.value for m in at.markdown)])
+
+
+def test_stop_keeps_the_images_counted_so_far():
+    at = open_batch("unet-mask")  # slow enough to be stopped half-way
+    names = [f"img_{k}.png" for k in range(20)]
+    at.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names])
+    at.run()
+    at.button(key="batch_run").click()
+    at.run()
+    job = at.session_state["batch__job"]
+    if job.snapshot().running:
+        at.button(key="batch_stop").click()
+        at.run()
+    assert job.join(120)
+    at.run()
+    df = at.dataframe[0].value
+    s = job.snapshot()
+    assert list(df["file"]) == [it.name for it in s.done]
+    assert s.status == "cancelled", "the batch ended before Stop could be pressed"
+    if s.status == "cancelled":  # stopped before the end: it says so beside the rows it kept
+        assert len(df) < len(names)
+        assert any(f"Stopped after {len(df)} of 20 image(s)" in w.value for w in at.warning)
+    assert not at.button(key="batch_run").disabled, "the Count button is back"

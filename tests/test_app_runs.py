@@ -33,15 +33,14 @@ def test_empty_history_says_so():
 
 
 @pytest.mark.slow
-def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path):
+def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path, count_batch):
     assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu", "--min-area-px", "33",
                  "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0
     at = open_page("pages/batch.py", batch_model="classical-otsu")
     at.file_uploader(key="batch_files").set_value(
         [("s01_sparse_small.png", (SAMPLES / "s01_sparse_small.png").read_bytes(), "image/png")])
     at.run()
-    at.button(key="batch_run").click()
-    at.run()
+    count_batch(at)
     assert not at.exception, at.exception
     runs = history.list_runs()
     assert list(runs["source"]) == ["app", "cli"]  # newest first

@@ -63,3 +63,51 @@ def test_errors_become_the_jobs_message(base_and_data):
     s = job.snapshot()
     assert s.status == "failed" and "count alone cannot teach" in s.error and s.result is None
     assert "nothing" not in list_models()
+
+
+# --------------------------------------------------------------------------------------------------
+# BatchJob: a batch in the background, its rows kept as they finish
+# --------------------------------------------------------------------------------------------------
+def _png(draw_disks, n: int) -> bytes:
+    import io
+
+    img = (draw_disks((64, 64), [(12 + 20 * (k % 3), 12 + 20 * (k // 3)) for k in range(n)], 6) > 0) * 200
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_batch_job_counts_in_the_background_and_records_the_run(draw_disks, tmp_path):
+    from cellcount.batch import BatchItem
+    from cellcount.history import Recorder, list_runs
+    from cellcount.jobs import BatchJob
+    from cellcount.models import CLASSICAL_NAME, load_model
+    from cellcount.pipeline import resolve_params
+
+    model = load_model(CLASSICAL_NAME)
+    items = [("a.png", _png(draw_disks, 2)), ("broken.png", b"not an image"), ("b.png", _png(draw_disks, 5))]
+    pre = [BatchItem("z.zip/x.png", "error", "unreadable zip member", None)]
+    record = Recorder(source="app", model=model.name, model_sha256=None, settings={}, inputs=["z", "a", "b", "c"],
+                      path=tmp_path / "h.sqlite")
+    job = BatchJob(items, model, resolve_params(model), failed=pre, record=record).start()
+    assert job.join(120)
+    s = job.snapshot()
+    assert s.status == "done" and s.total == 4 and not s.running
+    assert [it.name for it in s.done] == ["z.zip/x.png", "a.png", "broken.png", "b.png"]
+    assert [it.status for it in s.done] == ["error", "ok", "error", "ok"]
+    assert [it.result.count for it in s.done if it.status == "ok"] == [2, 5]
+    run = list_runs(path=tmp_path / "h.sqlite").iloc[0]
+    assert run["status"] == "done" and (run["n_ok"], run["n_failed"]) == (2, 2)
+
+
+def test_a_stopped_batch_keeps_what_it_counted(draw_disks):
+    from cellcount.jobs import BatchJob
+    from cellcount.models import CLASSICAL_NAME, load_model
+    from cellcount.pipeline import resolve_params
+
+    model = load_model(CLASSICAL_NAME)
+    job = BatchJob([(f"{k}.png", _png(draw_disks, 3)) for k in range(6)], model, resolve_params(model))
+    job.cancel()  # before it starts: it stops after its first image
+    assert job.start().join(120)
+    s = job.snapshot()
+    assert s.status == "cancelled" and [it.name for it in s.done] == ["0.png"] and s.total == 6
