@@ -26,5 +26,22 @@ def quality_badge(result: cc.CountResult) -> None:
                  help="No quality signal passed its limit, but one came within 5% of it.")
         st.caption(f"Not flagged, but close ({q.score:.0%} of a limit): {q.nearest}.")
     else:
-        st.badge("No quality warning", icon=":material/check:", color="green",
-                 help="None of the quality signals passed its limit; this does not prove the count right.")
+        # grey, not a green tick: no warning sign is not a proof (a tester read a green tick on counts 18% low)
+        st.badge("No warning sign", icon=":material/remove:", color="gray",
+                 help="None of the quality signals passed its limit. This does not prove the count right: "
+                 + caught_text(result.model_name))
+
+
+def caught_text(model_name: str) -> str:
+    """How many of its large errors the model's flag caught where it was scored (its card), in words."""
+    from pages import _shared as sh
+
+    try:
+        scored = sh.get_model(model_name).card.metrics.get("validation") or {}
+    except cc.CellcountError:
+        scored = {}
+    n, share = scored.get("large_errors"), scored.get("large_errors_flagged_share")
+    if not n or share is None:
+        return "check a few counts by eye on a new kind of image."
+    return (f"on {scored.get('n', '?')} DSB images it never saw, this model's flag caught {round(share * n)} of its "
+            f"{n} counts off by more than 15%. Check a few counts by eye on a new kind of image.")

@@ -164,6 +164,13 @@ def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None 
         sh.download_button(label, data, name, mime, f"{P}_dl_{key}", container=row, help=help_text)
 
 
+def _keep_a_view(key: str) -> None:
+    """Callback of the view selector: a click on the selected view (which clears it) keeps the last one."""
+    if st.session_state.get(key) is None:
+        st.session_state[key] = st.session_state.get(f"{key}_last", "Image")
+    st.session_state[f"{key}_last"] = st.session_state[key]
+
+
 def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, page: int | str | None = None) -> None:
     m = st.columns(4)
     delta = None if source.truth is None else f"{result.count - source.truth:+d} vs ground truth"
@@ -188,10 +195,15 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pa
         st.caption(size_note(result))
     view = view_ui() if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
     # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
-    tab = st.segmented_control(
-        "Show", ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"],
-        default="Image", key=f"{P}_tab", label_visibility="collapsed",
-    ) or "Image"
+    views = ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"]
+    key = f"{P}_tab"
+    if st.session_state.get(key) not in views:  # first visit, or a density model's view name on a mask model
+        st.session_state[key] = st.session_state.get(f"{key}_last") if st.session_state.get(f"{key}_last") in views \
+            else "Image"
+    # the view comes from the session state, so what is highlighted is what is shown; clicking the view on
+    # screen again keeps it (a segmented control would otherwise clear it and show nothing highlighted)
+    tab = st.segmented_control("Show", views, key=key, label_visibility="collapsed",
+                               on_change=_keep_a_view, args=(key,))
     if tab == "Image":
         show_overlay(source, image, result, view)
     elif tab == "Objects":

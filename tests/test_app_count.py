@@ -396,8 +396,29 @@ def test_backend_environment_variable_is_the_apps_default(tiny_models, monkeypat
 def test_count_carries_the_quality_badge():
     at = open_count()
     badges = [m.value for m in at.markdown if "badge[" in m.value]
-    assert len(badges) == 1 and ("Check this image" in badges[0] or "No quality warning" in badges[0])
+    assert len(badges) == 1 and any(b in badges[0] for b in ("Check this image", "Near a quality limit",
+                                                              "No warning sign"))
+    assert "green" not in badges[0], "no green tick: no warning sign is not a proof"
     at.session_state["count_threshold"] = 0.02  # nearly the whole image is foreground: one merged blob
     at.run()
     assert any("Check this image" in m.value for m in at.markdown if "badge[" in m.value), \
         [m.value for m in at.markdown]
+
+
+def test_no_warning_sign_says_how_often_the_flag_caught_large_errors():
+    from pages._quality import caught_text
+
+    text = caught_text("unet-mask")  # its card holds the held-out images' figures
+    assert "this model's flag caught" in text and "counts off by more than 15%" in text
+    assert caught_text("classical-otsu").startswith("check a few counts by eye")  # no scored flag: no figure
+
+
+def test_clicking_the_view_on_screen_again_keeps_it():
+    """A segmented control clears its value when its selected option is clicked: the page keeps the view,
+    so what is highlighted is always what is shown."""
+    at = open_count()
+    at.segmented_control(key="count_tab").set_value("Objects").run()
+    assert at.segmented_control(key="count_tab").value == "Objects" and len(at.dataframe) == 1
+    at.segmented_control(key="count_tab").set_value(None).run()  # the same button clicked again
+    assert not at.exception
+    assert at.segmented_control(key="count_tab").value == "Objects" and len(at.dataframe) == 1

@@ -603,7 +603,7 @@ def test_app_count_page_says_a_stack_is_counted_from_one_plane(monkeypatch) -> N
     _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
     assert not at.exception and not at.error
     assert any("3 z-planes; only the first was read" in w.value for w in at.warning), [w.value for w in at.warning]
-    # the badge beside the count agrees with the warning (never "No quality warning" next to it)
+    # the badge beside the count agrees with the warning (never "No warning sign" next to it)
     badges = [m.value for m in at.markdown if "badge[" in m.value]
     assert len(badges) == 1 and "Check this image" in badges[0], badges
     assert any("3 z-planes" in c.value for c in at.caption if "This count may be wrong" in c.value)
