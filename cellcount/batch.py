@@ -179,9 +179,18 @@ def objects_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+LABELS_INDEX = "labels_index.csv"
+"""Beside label images written for many inputs: which label image belongs to which input (``a/img.png``
+and ``b/img.png`` give ``img_labels.tif`` and ``img_2_labels.tif``)."""
+
+
 def labels_zip(items: Iterable[BatchItem]) -> bytes:
-    """Zip of ``<stem>_labels.tif`` (16/32-bit) for every successful mask-model item."""
+    """Zip of ``<stem>_labels.tif`` (16/32-bit) for every successful mask-model item, and
+    :data:`LABELS_INDEX` naming each one's image (two images may share a stem)."""
+    from .csvout import csv_bytes
+
     buf = io.BytesIO()
+    index: list[dict[str, str]] = []
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         seen: set[str] = set()
         for it in items:
@@ -195,6 +204,9 @@ def labels_zip(items: Iterable[BatchItem]) -> bytes:
                 out = f"{stem}_{k}_labels.tif"
             seen.add(out)
             zf.writestr(out, labels_to_tiff_bytes(it.result.labels))
+            index.append({"file": it.name, "labels_file": out})
+        if index:
+            zf.writestr(LABELS_INDEX, csv_bytes(pd.DataFrame(index)))
     return buf.getvalue()
 
 

@@ -262,9 +262,6 @@ def _modified_since(path: Path, when: float) -> bool:
         return True
 
 
-LABELS_INDEX = "labels_index.csv"
-"""In ``--labels-dir``: which label image belongs to which input (``a/img.png`` and ``b/img.png`` give
-``img_labels.tif`` and ``img_2_labels.tif``)."""
 
 
 def _labels_index(args: argparse.Namespace, done: set[str]):
@@ -272,6 +269,7 @@ def _labels_index(args: argparse.Namespace, done: set[str]):
     and the label files those rows name."""
     import pandas as pd
 
+    from .batch import LABELS_INDEX
     from .csvout import CsvStream
 
     path = Path(args.labels_dir) / LABELS_INDEX

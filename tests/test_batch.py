@@ -6,6 +6,7 @@ import io
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -200,7 +201,11 @@ def test_labels_zip_content(png_bytes, classical):
                             classical))
     with zipfile.ZipFile(io.BytesIO(labels_zip(items))) as zf:
         names = zf.namelist()
-        assert names == ["cells_labels.tif", "cells_2_labels.tif"]  # same stems do not overwrite each other
+        assert names == ["cells_labels.tif", "cells_2_labels.tif", "labels_index.csv"]  # same stems kept apart
+        index = pd.read_csv(io.BytesIO(zf.read("labels_index.csv")))
+        assert index.to_dict("list") == {"file": ["x/cells.png", "y/cells.png"],
+                                         "labels_file": ["cells_labels.tif", "cells_2_labels.tif"]}
+        names = names[:2]
         for name, item in zip(names, items):
             arr = tifffile.imread(io.BytesIO(zf.read(name)))
             assert arr.dtype == np.uint16
