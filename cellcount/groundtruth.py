@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -22,7 +22,7 @@ from typing import IO
 import numpy as np
 from scipy import ndimage as ndi
 
-from cellcount.errors import GroundTruthError, ImageReadError
+from cellcount.errors import CellcountError, GroundTruthError, ImageReadError
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     DOT_DIRS,
@@ -947,7 +947,8 @@ def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str]
 
 
 def load_labelled_folder(
-    root: str | os.PathLike, *, counts_only: bool = False
+    root: str | os.PathLike, *, counts_only: bool = False,
+    on_error: Callable[[Path, str], None] | None = None,
 ) -> list[tuple[Path, GroundTruth]]:
     """Load every image of a folder that has ground truth.
 
@@ -971,6 +972,10 @@ def load_labelled_folder(
         The folder.
     counts_only : bool
         Prefer counts tables and return ``kind='count'`` ground truth without label arrays.
+    on_error : callable, optional
+        ``on_error(image, reason)`` for an image whose ground truth cannot be used (unreadable, another
+        shape than the image, at odds with a counts table) or whose file cannot be read: it is reported and
+        left out, and the others are loaded. Without it the first such image raises.
 
     Returns
     -------
@@ -1019,13 +1024,21 @@ def load_labelled_folder(
         if stem in counts and (counts_only or image not in matches):
             out.append((image, GroundTruth(kind="count", count=counts[stem], source=counts_where[stem])))
         elif image in matches:
-            gt = read_ground_truth(matches[image], expected_shape=image_shape(image))
-            _check_against_counts(gt, counts, stem)
+            try:
+                gt = read_ground_truth(matches[image], expected_shape=image_shape(image))
+                _check_against_counts(gt, counts, stem)
+            except CellcountError as err:
+                if on_error is None:
+                    raise
+                on_error(image, str(err))
+                continue
             if counts_only:
                 gt = GroundTruth(kind="count", count=gt.count, source=gt.source)
             out.append((image, gt))
         else:
             missing.append(image)
+    if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
+        raise GroundTruthError(f"{root}: no image with usable ground truth (each was reported above)")
     if not out:
         unmatched = sorted({p.name for p in gt_files} - {p.name for p in matches.values()})
         hint = (f"; ground truth that matches no image: {', '.join(unmatched[:3])}{' ...' if len(unmatched) > 3 else ''}"

@@ -393,6 +393,42 @@ def test_evaluate_cli_bad_ground_truth_one_line(tmp_path, case):
     assert len(lines) == 1 and "a" in lines[0]
 
 
+def test_evaluate_cli_leaves_out_a_bad_pair_and_scores_the_rest(tmp_path, capsys):
+    from cellcount.evaluate.cli import main as evaluate_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b", "c"):
+        img = blobs()
+        Image.fromarray(img).save(data / f"{name}.png")
+        labels = (img > 0).astype(np.uint16)
+        tifffile.imwrite(data / f"{name}_labels.tif", labels if name != "b" else labels[:30, :30])
+    (data / "d.png").write_bytes(b"<html>not an image</html>")
+    tifffile.imwrite(data / "d_labels.tif", np.zeros((48, 48), np.uint16))
+    out = tmp_path / "new" / "folder" / "per_image.csv"  # created, as count does
+    rc = evaluate_main(["--model", CLASSICAL_NAME, "--data", str(data), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.err
+    assert "skipped" in captured.err and "b.png" in captured.err and "d.png" in captured.err
+    assert "n=2 " in captured.out
+    assert sorted(pd.read_csv(out)["file"]) == ["a.png", "c.png"]
+
+
+@pytest.mark.parametrize("option, match", [
+    (["--limit", "-3"], "--limit"), (["--iou", "5"], "--iou"), (["--val-fraction", "2"], "--val-fraction"),
+    (["--out", "{tmp}"], "is a folder"), (["--json", "{tmp}/afile/x.json"], "cannot write"),
+])
+def test_evaluate_cli_checks_options_and_outputs_before_counting(tmp_path, capsys, option, match):
+    from cellcount.evaluate.cli import main as evaluate_main
+
+    (tmp_path / "afile").write_text("x")
+    data = _eval_folder(tmp_path / "data", "wrong shape")
+    option = [o.replace("{tmp}", str(tmp_path)) for o in option]
+    assert evaluate_main(["--model", CLASSICAL_NAME, "--data", str(data), *option]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and "skipped" not in err  # refused before reading any image
+
+
 @pytest.mark.parametrize("config, match", [
     (None, "No such file"),
     ("a: [\n", "while parsing"),

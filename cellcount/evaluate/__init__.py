@@ -316,12 +316,17 @@ def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
     return k, before, float(np.mean(np.abs(k * pred - true)))
 
 
-def labelled_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int):
+def labelled_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int, *,
+                   on_error=None):
+    """(name, image, ground truth) of the labelled images of ``data`` in ``split`` (the first ``limit``).
+    ``on_error(path, reason)``: an image or ground truth that cannot be used is reported there and left out
+    (:func:`cellcount.groundtruth.load_labelled_folder`); without it the first one raises."""
+    from ..errors import CellcountError
     from ..groundtruth import load_labelled_folder
     from ..io import read_image
     from ..training.data import dsb_part
 
-    pairs = load_labelled_folder(data)
+    pairs = load_labelled_folder(data, on_error=on_error)
     if split != "all":
         def part(name: str) -> str:
             p = dsb_part(name, val_fraction, split_seed)
@@ -331,4 +336,11 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
     if limit:
         pairs = pairs[:limit]
     for path, gt in pairs:
-        yield path.name, read_image(path), gt
+        try:
+            image = read_image(path)
+        except CellcountError as err:
+            if on_error is None:
+                raise
+            on_error(path, str(err))
+            continue
+        yield path.name, image, gt

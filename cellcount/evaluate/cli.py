@@ -1,8 +1,9 @@
 """Command line: ``python -m cellcount.evaluate --model NAME --data DIR [--split train|val|test|heldout|all]
 [--out per_image.csv] [--tune [--write-card]]`` plus every parameter option (:mod:`cellcount.cliparams`).
 
-Exit codes: 0 done; 2 bad input (model, card, data, ground truth, settings, an unwritable output), with a
-one-line reason on stderr; 130 interrupted.
+Exit codes: 0 done; 1 done, but some images or their ground truth could not be used (each named on stderr
+and left out); 2 bad input (model, card, data, ground truth, settings, an option out of range, an unwritable
+output), with a one-line reason on stderr, checked before any image is counted; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -65,8 +66,7 @@ def _card_folder(ref: str, name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation CLI. Exit codes: 0 done; 2 bad input (model, card, data, ground truth, settings,
-    an unwritable output), with a one-line reason on stderr; 130 interrupted."""
+    """Run the evaluation CLI; the exit codes are the module's."""
     from ..errors import run_cli
 
     args = build_parser().parse_args(normalize_argv(argv))
@@ -75,15 +75,49 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _run(args))
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """ParameterError for an option out of range or an output that cannot be written, before any counting
+    (output folders are created)."""
+    from ..csvout import check_writable
+
+    if args.limit is not None and args.limit < 1:
+        raise ParameterError(f"--limit {args.limit}: give the number of images to use, at least 1")
+    if not 0 < args.iou <= 1:
+        raise ParameterError(f"--iou {args.iou:g}: an IoU threshold lies in (0, 1], e.g. 0.5")
+    if not 0 < args.val_fraction < 1:
+        raise ParameterError(f"--val-fraction {args.val_fraction:g}: a fraction between 0 and 1, e.g. 0.2")
+    for option in ("out", "json", "save_settings"):
+        value = getattr(args, option)
+        if not value:
+            continue
+        path, flag = Path(value), "--" + option.replace("_", "-")
+        if path.is_dir():
+            raise ParameterError(f"{flag} {path} is a folder; give a file name")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            check_writable(path)
+        except OSError as err:
+            raise ParameterError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    import sys
+
     from ..csvout import atomic_write_bytes, write_csv
     from ..models import default_model_name
     from ..models.card import finite_json, write_card
 
+    _check_options(args)
     model = load_cli_model(args, default_model_name())
     params = resolve_params(model, param_overrides(args))
     t0 = time.perf_counter()
-    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed))
+    skipped: list[str] = []
+
+    def skip(path, reason: str) -> None:
+        skipped.append(str(path))
+        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+
+    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip))
     if not items:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
@@ -194,5 +228,9 @@ def _run(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "data": args.data, "split": args.split,
                                                               "params": params.to_dict(), **s}), indent=2,
                                                  default=float).encode())
+    if skipped:
+        print(f"{len(skipped)} image(s) left out (see the warnings above); the figures are for the other {s['n']}",
+              file=sys.stderr)
+        return 1
     return 0
 
