@@ -165,13 +165,12 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         return f"cannot create an output folder: {err}"
-    try:
-        for path in outputs.values():
+    checks = [*outputs.values(), *([Path(args.labels_dir) / "x_labels.tif"] if args.labels_dir else [])]
+    for path in checks:
+        try:
             check_writable(path)
-        if args.labels_dir:
-            check_writable(Path(args.labels_dir) / "x_labels.tif")
-    except OSError as err:
-        return f"cannot write in the output folder: {err}"
+        except OSError as err:  # named by its folder: the test file's own name means nothing to the user
+            return f"cannot write in the output folder {path.parent or Path('.')}: {err.strerror or err}"
     return None
 
 
@@ -405,7 +404,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         from .io import DEFAULT_MAX_PIXELS
 
         max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
-        progress = _progress_bar(not args.no_progress)
+        progress = _progress_bar(not (args.no_progress or args.quiet))
         if cluster is not None:
             from .distributed import count_on_cluster
 

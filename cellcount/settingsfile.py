@@ -127,5 +127,10 @@ def plane_from_file(path: str | os.PathLike) -> int | str | None:
 
 
 def _read(path: str | os.PathLike) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(MAX_SETTINGS_JSON_BYTES + 1)
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_SETTINGS_JSON_BYTES + 1)
+    except IsADirectoryError:
+        raise ParameterError(f"settings file {path} is a folder; give the .json file") from None
+    except OSError as err:
+        raise ParameterError(f"cannot read the settings file {path}: {err.strerror or err}") from None

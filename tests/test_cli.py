@@ -118,6 +118,26 @@ def test_resume_counts_again_an_image_replaced_since_the_earlier_run(small_folde
     assert after[str(b)] == before[str(b)]
 
 
+@pytest.mark.parametrize("case, match", [
+    ("folder that is not a model", "is a folder without card.json"),
+    ("settings file missing", "cannot read the settings file"),
+    ("settings file is a folder", "is a folder; give the .json file"),
+])
+def test_bad_model_folder_and_settings_path_say_what_is_wrong(small_folder, tmp_path, capsys, case, match):
+    extra = {"folder that is not a model": ["--model", str(small_folder)],
+             "settings file missing": ["--model", CLASSICAL_NAME, "--settings", str(tmp_path / "no.json")],
+             "settings file is a folder": ["--model", CLASSICAL_NAME, "--settings", str(tmp_path)]}[case]
+    assert main(["count", str(small_folder), "--out", str(tmp_path / "c.csv"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Errno" not in err and err.count("\n") == 1
+
+
+def test_quiet_draws_no_progress_bar(small_folder, tmp_path, capsys):
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
 def test_unknown_model_exits_2_with_valid_names(small_folder, tmp_path, capsys):
     rc = main(["count", str(small_folder), "--model", "no-such-model", "--out", str(tmp_path / "c.csv")])
     assert rc == 2

@@ -155,6 +155,11 @@ def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> P
     if not (folder / CARD_FILE).is_file():
         folder = _model_dirs(wd).get(str(name_or_path), Path("/nonexistent"))
     if not (folder / CARD_FILE).is_file():
+        given = Path(name_or_path)
+        if given.is_dir() and str(name_or_path) not in _model_dirs(wd):  # a folder, but not a model's
+            raise ModelNotFoundError(f"{given} is a folder without {CARD_FILE}: not a model folder (a model folder "
+                                     f"holds {CARD_FILE} and its weights); valid model names: "
+                                     f"{', '.join(list_models(wd))}")
         raise ModelNotFoundError(
             f"unknown model {str(name_or_path)!r}; valid models: {', '.join(list_models(wd))}"
         )
