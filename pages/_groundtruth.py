@@ -128,11 +128,12 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         (st.warning if found.items else st.error)(f"{len(found.skipped)} file(s) could not be used:\n{lines}{more}")
 
 
-def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | None:
+def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None = None) -> LabelledSet | None:
     """Images and ground-truth uploaders (keys ``<prefix>_files``, ``<prefix>_gt_files``) -> the pairing.
 
     None until something is uploaded. With ``optional``, ground truth is not required (Compare): images
-    without it are kept in ``unlabelled`` and not warned about.
+    without it are kept in ``unlabelled`` and not warned about. ``gt_label``: the second uploader's label
+    (default: what ground truth is there).
     """
     returning = sh.uploaders_empty(f"{prefix}_files", f"{prefix}_gt_files")
     a, b = st.columns(2)
@@ -140,7 +141,7 @@ def ground_truth_ui(prefix: str, *, optional: bool = False) -> LabelledSet | Non
         "Images (or a zip)", type=GT_TYPES, accept_multiple_files=True, key=f"{prefix}_files", help=IMAGES_HELP
     )
     gt = b.file_uploader(
-        "Ground truth (optional; or a zip)" if optional else "Ground truth (or a zip)",
+        gt_label or ("Ground truth (optional; or a zip)" if optional else "Ground truth (or a zip)"),
         type=GT_TYPES,
         accept_multiple_files=True,
         key=f"{prefix}_gt_files",

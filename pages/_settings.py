@@ -30,6 +30,13 @@ ORIGINS = {
     "file": "loaded from a file",
     "run": "a past run",
 }
+STARTED_FROM = {  # "edited (starting from ...)"
+    "card": "the model card",
+    "tuned": "the settings tuned on your data",
+    "edited": "your edits",
+    "file": "a settings file",
+    "run": "a past run's settings",
+}
 
 
 def _state() -> dict[str, Any]:
@@ -105,7 +112,7 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
         return
     entry["values"][name] = value
     if entry["origin"] != "edited":
-        entry["detail"] = f"starting from {ORIGINS[entry['origin']]}"
+        entry["detail"] = f"starting from {STARTED_FROM[entry['origin']]}"
         entry["origin"] = "edited"
 
 

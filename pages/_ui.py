@@ -205,9 +205,9 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
             st.session_state.pop(k, None)
         return None
     kept = st.session_state[kept_key]
-    c, d = st.columns([3, 1])
-    c.caption(note(kept))
-    if d.button(remove_label, key=remove_key, icon=":material/close:"):
+    st.caption(note(kept))
+    # below the note, at its own width: in a narrow column a side column cut the label to "Rem..."
+    if st.button(remove_label, key=remove_key, icon=":material/close:"):
         for k in (kept_key, id_key, before_key):
             st.session_state.pop(k, None)
         st.session_state[restored_key] = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -126,7 +128,12 @@ def run(configs, sources) -> pd.DataFrame:
         try:
             image = sh.read_image_cached(src.digest, src.data)
         except cc.CellcountError as err:
-            st.warning(f"`{src.name}`: {err}")
+            reason = str(err).replace("<bytes>", src.name)
+            # a row per setting all the same, so the per-row CSV lists the file with why it has no count
+            rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name,
+                      "settings": json.dumps(params.to_dict(), sort_keys=True), "count": None, "count_estimate": None,
+                      "seconds": None, "check": None, "check_reasons": "", "status": f"{type(err).__name__}: {reason}"}
+                     for label, model_name, params in configs]
             step += len(configs)
             continue
         for label, model_name, params in configs:
@@ -134,6 +141,8 @@ def run(configs, sources) -> pd.DataFrame:
                 "file": src.name,
                 "true": src.truth,
                 "config": label,
+                "model": model_name,
+                "settings": json.dumps(params.to_dict(), sort_keys=True),
                 "count": None,
                 "count_estimate": None,
                 "seconds": None,
@@ -150,7 +159,7 @@ def run(configs, sources) -> pd.DataFrame:
                 if res.quality is not None:
                     row.update(check=bool(res.quality.flag), check_reasons="; ".join(res.quality.reasons))
             except cc.CellcountError as err:
-                row["status"] = f"{type(err).__name__}: {err}"
+                row["status"] = f"{type(err).__name__}: " + str(err).replace("<bytes>", src.name)
             rows.append(row)
             step += 1
             bar.progress(step / total, text=f"{step} / {total}")
@@ -236,9 +245,20 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                               for c in errors}, "file": FILE_COLUMN},
         )
     failed = long[long["status"] != "ok"]
-    for _, r in failed.iterrows():
-        st.warning(f"`{r['file']}` with {r['config']}: {r['status']}")
-    sh.download_button("Comparison CSV", sh.csv_bytes(table), "comparison.csv", "text/csv", f"{P}_dl")
+    for file, rows in failed.groupby("file", sort=False):  # an unreadable file once, not once per setting
+        reasons = rows["status"].unique()
+        if len(reasons) == 1 and len(rows) == len(labels):
+            st.warning(f"`{file}`: {reasons[0]}")
+        else:
+            for _, r in rows.iterrows():
+                st.warning(f"`{file}` with {r['config']}: {r['status']}")
+    row = st.container(horizontal=True)
+    sh.download_button("Comparison CSV", sh.csv_bytes(table), "comparison.csv", "text/csv", f"{P}_dl", container=row,
+                       help="One row per image: the counts side by side (and the errors, with ground truth).")
+    per_row = long.assign(error=long["count_estimate"] - long["true"])
+    sh.download_button("Every count CSV", sh.csv_bytes(per_row), "comparison_rows.csv", "text/csv", f"{P}_dl_rows",
+                       container=row, help="One row per image and model or setting: the model, its settings (JSON), "
+                       "the count, the quality flag and why, and why a file could not be counted.")
 
     if len(wide.columns) >= 2:
         a, b = st.columns(2)
@@ -269,7 +289,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     try:
         image = sh.read_image_cached(src.digest, src.data)
     except cc.CellcountError as err:
-        sh.show_error(err)
+        sh.show_error(err, name=src.name)
         return
     cols = st.columns(len(configs))
     for col, (label, model_name, params) in zip(cols, configs, strict=True):
@@ -278,7 +298,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, image=image)
             except cc.CellcountError as err:
-                sh.show_error(err)
+                sh.show_error(err, name=src.name)
                 continue
             title = f"{label}: {res.count}" + (f" (true {src.truth})" if src.truth is not None else "")
             if res.output_kind == "density":

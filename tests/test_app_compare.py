@@ -91,10 +91,17 @@ def test_models_mode_and_upload(tiny_models):
     at.button(key="compare_run").click()
     at.run()
     assert not at.exception
-    assert any("bad.png" in w.value for w in at.warning)
+    bad = [w.value for w in at.warning if "bad.png" in w.value]
+    assert len(bad) == 1 and "<bytes>" not in bad[0], "once for the file, named, not once per model"
     table = at.dataframe[1].value
     assert list(table["file"]) == ["one.png"] and "true" not in table
     assert table.loc[0, "classical-otsu"] == 1
+    # every count with its model, settings and flag, and the file that could not be read, in one CSV
+    assert "Every count CSV" in {d.label for d in at.get("download_button")}
+    long = at.session_state["compare__result"]["table"]  # what that CSV holds (with an error column)
+    assert {"model", "settings", "check", "check_reasons", "status"} <= set(long.columns)
+    assert set(long["file"]) == {"one.png", "bad.png"}
+    assert long.loc[long["file"] == "bad.png", "status"].str.startswith("ImageReadError: bad.png").all()
 
 
 def test_paired_interval_with_five_images():

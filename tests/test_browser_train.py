@@ -76,7 +76,7 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
     pictures, csvs = images
     _open(page, f"{server}/train", "Train")
     _uploader(page, "Images (or a zip)").set_input_files(pictures)
-    _uploader(page, "Ground truth").set_input_files(csvs)
+    _uploader(page, "Annotations").set_input_files(csvs)
     sync_api.expect(page.get_by_text("2 image(s) with ground truth (2 with dots); 1 without.")).to_be_visible()
 
     # the third image, which has no annotation file, gets three dots by clicking; clicking one removes it
