@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     inputs TEXT NOT NULL,
     n_inputs INTEGER NOT NULL,
     status TEXT NOT NULL,
-    out_path TEXT
+    out_path TEXT,
+    pid INTEGER
 );
 CREATE TABLE IF NOT EXISTS rows (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -107,6 +108,8 @@ def _open(path: Path) -> sqlite3.Connection:
         con.execute("PRAGMA journal_mode = WAL")
         con.execute("PRAGMA foreign_keys = ON")
         con.executescript(_SCHEMA)
+        if "pid" not in {row[1] for row in con.execute("PRAGMA table_info(runs)")}:  # a history from before pids
+            con.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
         con.execute("SELECT id FROM runs LIMIT 1").fetchall()
     except BaseException:
         con.close()
@@ -173,9 +176,9 @@ def start_run(
     with connect(path) as con:
         cur = con.execute(
             "INSERT INTO runs (started_at, host, source, model, model_sha256, settings, inputs, n_inputs, status,"
-            " out_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            " out_path, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
             (_now(), socket.gethostname(), source, model, model_sha256, json.dumps(settings, sort_keys=True),
-             json.dumps(list(inputs)), len(inputs), out_path),
+             json.dumps(list(inputs)), len(inputs), out_path, os.getpid()),
         )
         return int(cur.lastrowid)
 
@@ -213,23 +216,49 @@ def finish_run(run_id: int, status: str, *, path: str | os.PathLike | None = Non
 _LIST_SQL = """
 SELECT r.id, r.started_at, r.finished_at, r.host, r.source, r.model, r.model_sha256, r.n_inputs, r.status,
        COUNT(x.seq) AS n_rows, SUM(x.status = 'ok') AS n_ok, SUM(x.status != 'ok') AS n_failed,
-       SUM(x.count) AS total_count, r.out_path, r.settings
+       SUM(x.count) AS total_count, r.out_path, r.settings, r.pid
 FROM runs r LEFT JOIN rows x ON x.run_id = r.id
 GROUP BY r.id ORDER BY r.id DESC LIMIT ?
 """
 RUN_COLUMNS = ("id", "started_at", "finished_at", "host", "source", "model", "model_sha256", "n_inputs", "status",
-               "n_rows", "n_ok", "n_failed", "total_count", "out_path", "settings")
+               "n_rows", "n_ok", "n_failed", "total_count", "out_path", "settings", "pid")
 """Columns of :func:`list_runs`."""
+
+ENDED = "ended"
+"""The status :func:`list_runs` shows for a run recorded as running whose process is gone (killed, or the
+machine went down): it will never finish, and its rows are what it counted."""
 
 
 def list_runs(limit: int = 100, *, path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The latest ``limit`` runs, newest first, with their row counts (:data:`RUN_COLUMNS`)."""
+    """The latest ``limit`` runs, newest first, with their row counts (:data:`RUN_COLUMNS`). A run still
+    marked running by a process of this host that no longer exists shows as :data:`ENDED`."""
     with connect(path) as con:
         rows = con.execute(_LIST_SQL, (int(limit),)).fetchall()
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     for col in ("n_ok", "n_failed", "total_count"):
         df[col] = df[col].fillna(0).astype(int)
+    gone = [_ended(s, h, pid) for s, h, pid in zip(df["status"], df["host"], df["pid"], strict=True)]
+    df.loc[gone, "status"] = ENDED
     return df
+
+
+def _ended(status: str, host: str, pid: Any) -> bool:
+    """A run recorded as running by a process of this machine that no longer exists."""
+    return (status == "running" and host == socket.gethostname() and pid is not None and not pd.isna(pid)
+            and not _alive(int(pid)))
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (True where that cannot be told)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
 
 
 def get_run(run_id: int, *, path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -242,6 +271,8 @@ def get_run(run_id: int, *, path: str | os.PathLike | None = None) -> dict[str, 
     run = dict(row)
     run["settings"] = json.loads(run["settings"])
     run["inputs"] = json.loads(run["inputs"])
+    if _ended(run["status"], run["host"], run.get("pid")):
+        run["status"] = ENDED
     return run
 
 

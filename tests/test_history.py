@@ -158,3 +158,37 @@ def test_ctrl_c_during_a_history_write_is_not_swallowed(tmp_path) -> None:
             recorder._try(write)
     recorder._try(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
     assert recorder.warning and "disk I/O error" in recorder.warning
+
+
+def test_a_run_whose_process_is_gone_shows_as_ended(tmp_path):
+    """A batch killed outright (SIGKILL, a crash) never marks its run finished: the listing says it ended
+    instead of showing it as running for ever; a run of a live process stays running."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "h.sqlite"
+    code = (f"from cellcount import history; history.start_run(source='cli', model='m', model_sha256='', "
+            f"settings={{}}, inputs=['a.png'], path={str(db)!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)  # exits without finishing
+    mine = history.start_run(source="app", model="m", model_sha256="", settings={}, inputs=["b.png"], path=db)
+    runs = history.list_runs(path=db).set_index("id")
+    assert runs.loc[mine, "status"] == "running"
+    gone = [i for i in runs.index if i != mine]
+    assert len(gone) == 1 and runs.loc[gone[0], "status"] == history.ENDED
+    assert history.get_run(gone[0], path=db)["status"] == history.ENDED
+
+
+def test_a_history_from_before_pids_is_read_and_extended(tmp_path):
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    old_schema = history._SCHEMA.replace(",\n    pid INTEGER", "")
+    assert "pid" not in old_schema
+    con.executescript(old_schema)
+    con.execute("INSERT INTO runs (started_at, host, source, model, settings, inputs, n_inputs, status) "
+                "VALUES ('t', 'elsewhere', 'cli', 'm', '{}', '[]', 0, 'running')")
+    con.commit()
+    con.close()
+    runs = history.list_runs(path=db)
+    assert list(runs["status"]) == ["running"] and runs["pid"].isna().all()  # nothing known: shown as recorded
+    history.start_run(source="cli", model="m", model_sha256="", settings={}, inputs=[], path=db)
+    assert history.list_runs(path=db)["pid"].notna().sum() == 1
