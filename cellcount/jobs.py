@@ -61,8 +61,45 @@ class JobSnapshot:
         return 0.95
 
 
+class _Threaded:
+    """What both jobs share: a daemon thread running ``self._run``, a cancel event, waiting for the end."""
+
+    _thread_name = "job"
+
+    def _init_thread(self) -> None:
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status = "running"
+        self._t0 = time.time()
+        self._t_end: float | None = None
+
+    def _start_thread(self) -> None:
+        self._t0 = time.time()
+        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Ask the work to stop at its next stopping point (see the job's class)."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True once it has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._lock:
+            return self._status != "running"
+
+
 @dataclass
-class FinetuneJob:
+class FinetuneJob(_Threaded):
     """:func:`cellcount.finetune.finetune` (``base``, ``data``, ``name`` and ``options``) in a daemon thread."""
 
     base: str
@@ -71,21 +108,16 @@ class FinetuneJob:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._status = "running"
+        self._init_thread()
+        self._thread_name = f"finetune-{self.name}"
         self._progress: FinetuneProgress | None = None
         self._losses: list[tuple[int, float]] = []
         self._result: FinetuneResult | None = None
         self._error: str | None = None
-        self._t0 = time.time()
-        self._t_end: float | None = None
 
     def start(self) -> FinetuneJob:
-        self._t0 = time.time()
-        self._thread = threading.Thread(target=self._run, name=f"finetune-{self.name}", daemon=True)
-        self._thread.start()
+        """Start the fine-tune; :meth:`cancel` stops it before its next training step, writing nothing."""
+        self._start_thread()
         return self
 
     def _report(self, p: FinetuneProgress) -> None:
@@ -114,20 +146,6 @@ class FinetuneJob:
         with self._lock:
             self._status, self._result, self._error = status, result, error
             self._t_end = time.time()
-
-    def cancel(self) -> None:
-        """Ask the run to stop; it stops before its next training step and writes nothing."""
-        self._cancel.set()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True once it has finished."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.snapshot().status != "running"
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:
@@ -188,7 +206,7 @@ class BatchSnapshot:
 
 
 @dataclass
-class BatchJob:
+class BatchJob(_Threaded):
     """:func:`cellcount.batch.count_many` over ``items`` ((name, bytes or path) pairs) in a daemon thread.
 
     ``failed``: items already known to fail (unreadable zip members), reported first. ``record``: the run's
@@ -203,23 +221,19 @@ class BatchJob:
     record: Recorder | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    _thread_name = "batch"
+
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._status = "running"
+        self._init_thread()
         self._done: list[BatchItem] = list(self.failed)
         self._error: str | None = None
-        self._t0 = time.time()
-        self._t_end: float | None = None
         self.total = len(self.failed) + len(self.items)
 
     def start(self) -> BatchJob:
-        self._t0 = time.time()
+        """Start counting; :meth:`cancel` stops it after the image being counted, keeping the finished ones."""
         if self.record is not None and self.failed:
             self.record.add(counts_frame(self.failed).to_dict("records"))
-        self._thread = threading.Thread(target=self._run, name="batch", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
 
     def _run(self) -> None:
@@ -247,20 +261,6 @@ class BatchJob:
         with self._lock:
             self._status, self._error = status, error
             self._t_end = time.time()
-
-    def cancel(self) -> None:
-        """Ask the batch to stop after the image it is counting; the finished ones stay."""
-        self._cancel.set()
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self._cancel.is_set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread; True once it has finished."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.snapshot().status != "running"
 
     def snapshot(self) -> BatchSnapshot:
         with self._lock:
