@@ -227,7 +227,7 @@ with right:
     )
     if run and params is not None and job is None:
         start_batch(files, model, params, page)
-        job = st.session_state[JOB]
+        st.rerun()  # drawn again with the job: the Count button disabled while it counts
     if job is not None:
         job_panel(job)
     else:
