@@ -34,7 +34,7 @@ class BatchItem:
     """Outcome for one file of a batch."""
 
     name: str
-    status: str  # "ok" | "error"
+    status: str  # "ok" | "error" | "skipped" (an input a stopped batch never reached)
     reason: str
     result: CountResult | None
     seconds: float = 0.0

@@ -228,6 +228,7 @@ class BatchJob(_Threaded):
         self._done: list[BatchItem] = list(self.failed)
         self._error: str | None = None
         self.total = len(self.failed) + len(self.items)
+        self.names = [name for name, _ in self.items]  # the items' bytes are let go at the end; their names stay
 
     def start(self) -> BatchJob:
         """Start counting; :meth:`cancel` stops it after the image being counted, keeping the finished ones."""
@@ -267,3 +268,12 @@ class BatchJob(_Threaded):
             end = self._t_end if self._t_end is not None else time.time()
             return BatchSnapshot(status=self._status, done=tuple(self._done), total=self.total,
                                  elapsed_s=end - self._t0, error=self._error)
+
+    def not_counted(self) -> list[BatchItem]:
+        """A row for each input the batch did not reach (stopped or failed before it), so that a table of
+        the batch lists every input it was given."""
+        with self._lock:
+            seen = {it.name for it in self._done}
+            why = ("not counted: the batch was stopped before this image" if self._status == "cancelled" else
+                   "not counted: the batch ended before this image")
+        return [BatchItem(name, "skipped", why, None, model=self.model.name) for name in self.names if name not in seen]

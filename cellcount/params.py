@@ -363,10 +363,10 @@ class _CountParamsBase:
         if self.max_area_px and self.max_area_px < self.min_area_px:
             raise ParameterError(f"Max. area ({self.max_area_px} px) is below Min. area ({self.min_area_px} px): "
                                  "no object could be kept; raise Max. area or set it to 0 (no limit) "
-                                 "(max_area_px, min_area_px)")
+                                 "(in a settings file: max_area_px, min_area_px)")
         if not self.low_pct < self.high_pct:
             raise ParameterError(f"the Low percentile ({self.low_pct:g}) must be below the High percentile "
-                                 f"({self.high_pct:g}) (low_pct, high_pct)")
+                                 f"({self.high_pct:g}) (in a settings file: low_pct, high_pct)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -68,12 +68,19 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
     st.session_state[JOB] = BatchJob(items, model, params, failed=bad, record=record,
                                      options={"size_model": sh.get_size_model(model, params), "page": page}).start()
     st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page)
+    st.session_state[f"{JOB}_uploads"] = upload_ids(files)
+
+
+def upload_ids(files) -> list[tuple[str, int]]:
+    """What identifies a set of uploads: each file's name and size."""
+    return [(f.name, f.size) for f in files or []]
 
 
 def finish_batch(job: BatchJob) -> None:
     """The finished (or stopped) job's rows -> the page's result; the job is forgotten."""
     s = job.snapshot()
     ok = [it for it in s.done if it.status == "ok"]
+    rows = [*s.done, *job.not_counted()]  # every input has a row, those never reached too
     note = None
     if s.status == "cancelled":
         note = f"Stopped after {len(s.done)} of {s.total} image(s): these are the ones counted."
@@ -82,7 +89,8 @@ def finish_batch(job: BatchJob) -> None:
     if job.record is not None and job.record.warning:
         note = (note + " " if note else "") + f"This batch is not in the run history: {job.record.warning}"
     st.session_state[f"{P}__result"] = {
-        "counts": counts_frame(s.done),
+        "counts": counts_frame(rows),
+        "uploads": st.session_state.pop(f"{JOB}_uploads", None),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
         "labels_zip": labels_zip(ok) if job.model.output_kind == "mask" else None,
         "settings": st.session_state.pop(f"{JOB}_settings", sh.settings_json(job.model.name, job.params, None)),
@@ -117,10 +125,13 @@ def job_panel(job: BatchJob) -> None:
     panel()
 
 
-def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> None:
+def show_result(res: dict, current: cc.CountParams | None, page: str | None, files=None) -> None:
     df = res["counts"]
     ok = df[df["status"] == "ok"]
     bad = df[df["status"] != "ok"]
+    if files and res.get("uploads") is not None and upload_ids(files) != res["uploads"]:
+        st.warning(f"These results are of the batch counted earlier ({len(res['uploads'])} file(s)), not of the "
+                   "files above: press Count to count these.")
     if res.get("note"):
         st.warning(res["note"])
     m = st.columns(4)
@@ -141,10 +152,11 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None) -> 
     ran = json.loads(res["settings"])
     if current is not None and (ran["params"] != current.to_dict() or ran.get("plane") != page):
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
-    if len(bad):
+    failed = bad[bad["status"] == "error"]
+    if len(failed):
         with st.container(border=True):
-            st.markdown(f"**{len(bad)} file(s) could not be counted** (the batch went on):")
-            for _, row in bad.iterrows():
+            st.markdown(f"**{len(failed)} file(s) could not be counted** (the batch went on):")
+            for _, row in failed.iterrows():
                 st.markdown(f"- `{row['file']}` — {row['reason']}")
     first = [c for c in ("file", "status", "count", "check", "check_reasons", "quality_score") if c in df]
     sh.dataframe(
@@ -233,6 +245,6 @@ with right:
     else:
         result = st.session_state.get(f"{P}__result")
         if result is not None:
-            show_result(result, params, page)
+            show_result(result, params, page, files)
         elif not files:
             st.info("Upload images (PNG, JPEG, TIFF 8/16-bit) or a zip of them, then press Count.")

@@ -175,15 +175,17 @@ def _whole(values: pd.Series) -> bool:
 
 def show(long: pd.DataFrame, configs, sources) -> None:
     labels = [c[0] for c in configs]
-    wide = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False)
-    wide = wide[[c for c in labels if c in wide.columns]]
+    # a file with no count (unreadable) keeps its row, empty, in the table and its CSV; the figures use the rest
+    wide_all = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False, dropna=False)
+    wide_all = wide_all[[c for c in labels if c in wide_all.columns]]
+    wide = wide_all.dropna(how="all")
     truth = long.groupby("file", sort=False)["true"].first()
     has_truth = truth.notna().any()  # errors over the images that have ground truth
-    table = wide.copy()
+    table = wide_all.copy()
     if has_truth:
         table.insert(0, "true", truth.reindex(table.index))
-        for c in wide.columns:
-            table[f"error: {c}"] = wide[c] - table["true"]
+        for c in wide_all.columns:
+            table[f"error: {c}"] = wide_all[c] - table["true"]
     table = table.reset_index()
 
     per_config = []
@@ -247,8 +249,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     failed = long[long["status"] != "ok"]
     for file, rows in failed.groupby("file", sort=False):  # an unreadable file once, not once per setting
         reasons = rows["status"].unique()
-        if len(reasons) == 1 and len(rows) == len(labels):
-            st.warning(f"`{file}`: {reasons[0]}")
+        if len(reasons) == 1 and len(rows) == len(labels):  # the reason names the file already
+            st.warning(reasons[0] if file in reasons[0] else f"`{file}`: {reasons[0]}")
         else:
             for _, r in rows.iterrows():
                 st.warning(f"`{file}` with {r['config']}: {r['status']}")

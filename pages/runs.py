@@ -20,7 +20,8 @@ LIST_COLUMNS = ["id", "started_at", "source", "host", "model", "status", "n_inpu
 
 def run_label(runs, run_id: int) -> str:
     r = runs[runs["id"] == run_id].iloc[0]
-    return f"#{r['id']} · {r['started_at']} · {r['source']} · {r['model']} · {r['n_rows']} image(s) · {r['status']}"
+    done = f"{r['n_rows']} image(s)" if r["n_rows"] == r["n_inputs"] else f"{r['n_rows']} of {r['n_inputs']} image(s)"
+    return f"#{r['id']} · {r['started_at']} · {r['source']} · {r['model']} · {done} · {r['status']}"
 
 
 def open_on(page: str, run: dict) -> None:
@@ -65,7 +66,8 @@ except (KeyError, history.HistoryError) as err:
     st.stop()
 
 m = st.columns(4)
-m[0].metric("Images", len(rows))
+m[0].metric("Images", len(rows) if len(rows) == run["n_inputs"] else f"{len(rows)} of {run['n_inputs']}",
+            help="Images with a row (counted or failed) of the inputs the run was given")
 ok = rows[rows["status"] == "ok"] if len(rows) else rows
 m[1].metric("Counted", len(ok))
 m[2].metric("Total count", int(ok["count"].astype(float).sum()) if len(ok) else 0)

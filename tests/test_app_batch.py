@@ -151,6 +151,9 @@ def test_a_new_batch_never_shows_the_last_one_and_survives_a_page_switch(count_b
     names = [f"second_{k}.png" for k in range(4)]
     at.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names])
     at.run()
+    # other files uploaded, not yet counted: the earlier result says whose it is
+    assert any("results are of the batch counted earlier (1 file(s)), not of the files above" in w.value
+               for w in at.warning)
     at.button(key="batch_run").click()
     at.run()
     assert "batch__result" not in at.session_state, "the old result is gone as soon as the new batch starts"
@@ -181,9 +184,12 @@ def test_stop_keeps_the_images_counted_so_far():
     at.run()
     df = at.dataframe[0].value
     s = job.snapshot()
-    assert list(df["file"]) == [it.name for it in s.done]
+    # the rows counted, then a row for each image the stopped batch never reached: every input is listed
+    assert list(df["file"])[: len(s.done)] == [it.name for it in s.done] and set(df["file"]) == set(names)
+    rest = df.iloc[len(s.done):]
+    assert (rest["status"] == "skipped").all() and rest["reason"].str.contains("stopped before this image").all()
     assert s.status == "cancelled", "the batch ended before Stop could be pressed"
-    if s.status == "cancelled":  # stopped before the end: it says so beside the rows it kept
-        assert len(df) < len(names)
-        assert any(f"Stopped after {len(df)} of 20 image(s)" in w.value for w in at.warning)
+    assert metric(at, "Images counted") == str(len(s.done))
+    assert len(s.done) < len(names) and len(rest) == len(names) - len(s.done)
+    assert any(f"Stopped after {len(s.done)} of 20 image(s)" in w.value for w in at.warning)
     assert not at.button(key="batch_run").disabled, "the Count button is back"

@@ -78,3 +78,14 @@ def test_a_run_counted_as_maximum_projections_reopens_with_that_plane_choice(tmp
     assert not at.exception, at.exception
     assert at.session_state["plane_choice"] == "max"
     assert at.selectbox(key="batch_plane").value == "max"
+
+
+def test_a_run_that_stopped_early_says_how_many_of_its_images_it_has():
+    run_id = history.start_run(source="app", model="classical-otsu", model_sha256="", settings={},
+                               inputs=["a.png", "b.png", "c.png"])
+    history.add_rows(run_id, [{"file": "a.png", "status": "ok", "count": 4}])
+    history.finish_run(run_id, "interrupted")
+    at = open_page("pages/runs.py")
+    label = at.selectbox(key="runs_run").format_func(run_id)
+    assert "1 of 3 image(s)" in label and "interrupted" in label
+    assert next(m.value for m in at.metric if m.label == "Images") == "1 of 3"
