@@ -85,7 +85,10 @@ def _give_mode(tmp: str, target: Path) -> None:
         mode = target.stat().st_mode & 0o7777
     except OSError:
         mode = 0o666 & ~_UMASK
-    os.chmod(tmp, mode)
+    try:
+        os.chmod(tmp, mode)
+    except OSError:  # a share that refuses chmod (CIFS, FUSE) still takes the file, with its own modes
+        pass
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

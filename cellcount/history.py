@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     n_inputs INTEGER NOT NULL,
     status TEXT NOT NULL,
     out_path TEXT,
-    pid INTEGER
+    pid INTEGER,
+    proc TEXT
 );
 CREATE TABLE IF NOT EXISTS rows (
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -108,13 +109,35 @@ def _open(path: Path) -> sqlite3.Connection:
         con.execute("PRAGMA journal_mode = WAL")
         con.execute("PRAGMA foreign_keys = ON")
         con.executescript(_SCHEMA)
-        if "pid" not in {row[1] for row in con.execute("PRAGMA table_info(runs)")}:  # a history from before pids
-            con.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+        _add_columns(con)
         con.execute("SELECT id FROM runs LIMIT 1").fetchall()
     except BaseException:
         con.close()
         raise
     return con
+
+
+_ADDED_COLUMNS = (("pid", "INTEGER"), ("proc", "TEXT"))
+"""Columns newer than the first histories: added to an old file when it is opened."""
+
+
+def _add_columns(con: sqlite3.Connection) -> None:
+    have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name in have:
+            continue
+        try:
+            con.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as err:
+            # another process added it a moment ago, or a read-only history (read as it is: see _run_columns)
+            if "duplicate column" not in str(err).lower() and "readonly" not in str(err).lower().replace("-", ""):
+                raise
+
+
+def _run_columns(con: sqlite3.Connection) -> str:
+    """``r.pid, r.proc``, or NULLs for a read-only history from before those columns."""
+    have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+    return ", ".join(f"r.{name}" if name in have else f"NULL AS {name}" for name, _ in _ADDED_COLUMNS)
 
 
 def _damaged(err: sqlite3.DatabaseError) -> bool:
@@ -176,9 +199,9 @@ def start_run(
     with connect(path) as con:
         cur = con.execute(
             "INSERT INTO runs (started_at, host, source, model, model_sha256, settings, inputs, n_inputs, status,"
-            " out_path, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+            " out_path, pid, proc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
             (_now(), socket.gethostname(), source, model, model_sha256, json.dumps(settings, sort_keys=True),
-             json.dumps(list(inputs)), len(inputs), out_path, os.getpid()),
+             json.dumps(list(inputs)), len(inputs), out_path, os.getpid(), _proc_token(os.getpid())),
         )
         return int(cur.lastrowid)
 
@@ -216,12 +239,12 @@ def finish_run(run_id: int, status: str, *, path: str | os.PathLike | None = Non
 _LIST_SQL = """
 SELECT r.id, r.started_at, r.finished_at, r.host, r.source, r.model, r.model_sha256, r.n_inputs, r.status,
        COUNT(x.seq) AS n_rows, SUM(x.status = 'ok') AS n_ok, SUM(x.status != 'ok') AS n_failed,
-       SUM(x.count) AS total_count, r.out_path, r.settings, r.pid
+       SUM(x.count) AS total_count, r.out_path, r.settings, {process}
 FROM runs r LEFT JOIN rows x ON x.run_id = r.id
 GROUP BY r.id ORDER BY r.id DESC LIMIT ?
 """
 RUN_COLUMNS = ("id", "started_at", "finished_at", "host", "source", "model", "model_sha256", "n_inputs", "status",
-               "n_rows", "n_ok", "n_failed", "total_count", "out_path", "settings", "pid")
+               "n_rows", "n_ok", "n_failed", "total_count", "out_path", "settings", "pid", "proc")
 """Columns of :func:`list_runs`."""
 
 ENDED = "ended"
@@ -233,19 +256,38 @@ def list_runs(limit: int = 100, *, path: str | os.PathLike | None = None) -> pd.
     """The latest ``limit`` runs, newest first, with their row counts (:data:`RUN_COLUMNS`). A run still
     marked running by a process of this host that no longer exists shows as :data:`ENDED`."""
     with connect(path) as con:
-        rows = con.execute(_LIST_SQL, (int(limit),)).fetchall()
+        rows = con.execute(_LIST_SQL.format(process=_run_columns(con)), (int(limit),)).fetchall()
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     for col in ("n_ok", "n_failed", "total_count"):
         df[col] = df[col].fillna(0).astype(int)
-    gone = [_ended(s, h, pid) for s, h, pid in zip(df["status"], df["host"], df["pid"], strict=True)]
+    gone = [_ended(s, h, pid, proc) for s, h, pid, proc in zip(df["status"], df["host"], df["pid"], df["proc"],
+                                                                  strict=True)]
     df.loc[gone, "status"] = ENDED
     return df
 
 
-def _ended(status: str, host: str, pid: Any) -> bool:
+def _ended(status: str, host: str, pid: Any, proc: Any = None) -> bool:
     """A run recorded as running by a process of this machine that no longer exists."""
-    return (status == "running" and host == socket.gethostname() and pid is not None and not pd.isna(pid)
-            and not _alive(int(pid)))
+    if status != "running" or host != socket.gethostname() or pid is None or pd.isna(pid):
+        return False
+    if isinstance(proc, str) and proc:
+        mine = _proc_token(os.getpid())
+        if mine is None or mine.split(":")[0] != proc.split(":")[0]:
+            return False  # another pid namespace (a container sharing the host name): not ours to judge
+        return _proc_token(int(pid)) != proc  # gone, or the pid now belongs to a later process
+    return not _alive(int(pid))
+
+
+def _proc_token(pid: int) -> str | None:
+    """``<pid namespace>:<start time>`` of a process (Linux), so that a reused pid is not taken for the
+    process that recorded a run; None where it cannot be read (the process is gone, or not Linux)."""
+    try:
+        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = stat[stat.rindex(")") + 2:].split()[19]  # field 22: start time, in clock ticks after boot
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{namespace}:{start}"
 
 
 def _alive(pid: int) -> bool:
@@ -271,7 +313,7 @@ def get_run(run_id: int, *, path: str | os.PathLike | None = None) -> dict[str, 
     run = dict(row)
     run["settings"] = json.loads(run["settings"])
     run["inputs"] = json.loads(run["inputs"])
-    if _ended(run["status"], run["host"], run.get("pid")):
+    if _ended(run["status"], run["host"], run.get("pid"), run.get("proc")):
         run["status"] = ENDED
     return run
 

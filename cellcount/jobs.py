@@ -229,6 +229,7 @@ class BatchJob(_Threaded):
         self._error: str | None = None
         self.total = len(self.failed) + len(self.items)
         self.names = [name for name, _ in self.items]  # the items' bytes are let go at the end; their names stay
+        self._reached = 0  # items count_many has yielded, in order (names may repeat: a/img.png, b/img.png)
 
     def start(self) -> BatchJob:
         """Start counting; :meth:`cancel` stops it after the image being counted, keeping the finished ones."""
@@ -243,13 +244,13 @@ class BatchJob(_Threaded):
             for item in count_many(self.items, self.model, self.params, total=len(self.items), **self.options):
                 with self._lock:
                     self._done.append(item)
+                    self._reached += 1
                 if self.record is not None:
                     self.record.add(counts_frame([item]).to_dict("records"))
                 if self._cancel.is_set():
-                    status = "cancelled"
                     break
-            else:
-                status = "cancelled" if self._cancel.is_set() else "done"
+            # a Stop pressed during the last image stopped nothing
+            status = "done" if self._reached == len(self.names) else "cancelled"
         except CellcountError as err:
             error = str(err)
         except Exception as err:  # noqa: BLE001 - a worker thread must report, never die silently
@@ -273,7 +274,7 @@ class BatchJob(_Threaded):
         """A row for each input the batch did not reach (stopped or failed before it), so that a table of
         the batch lists every input it was given."""
         with self._lock:
-            seen = {it.name for it in self._done}
+            rest = self.names[self._reached:]
             why = ("not counted: the batch was stopped before this image" if self._status == "cancelled" else
                    "not counted: the batch ended before this image")
-        return [BatchItem(name, "skipped", why, None, model=self.model.name) for name in self.names if name not in seen]
+        return [BatchItem(name, "skipped", why, None, model=self.model.name) for name in rest]

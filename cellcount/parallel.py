@@ -63,7 +63,10 @@ def pair(first: Callable[[], A], second: Callable[[], B], *, pixels: int) -> tup
     for another: no deadlock when many callers share the helpers)."""
     if pixels < MIN_PARALLEL_PX or not enabled() or threading.current_thread().name.startswith(_PREFIX):
         return first(), second()
-    future = _helper().submit(first)
+    try:
+        future = _helper().submit(first)
+    except RuntimeError:  # the interpreter is shutting down (a batch thread still finishing): no new threads
+        return first(), second()
     try:
         b = second()
     except BaseException:

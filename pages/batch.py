@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
 import streamlit as st
 
@@ -56,17 +58,41 @@ def collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
     return items, bad
 
 
+@st.cache_resource(max_entries=1)
+def running_batches() -> dict[str, BatchJob]:
+    """The batches counting in this app process, by session: a batch goes on when its tab is closed or
+    reloaded, so a new session must see it (one batch at a time: a laptop CPU has no room for two)."""
+    return {}
+
+
+def owner() -> str:
+    """This browser session's id (kept in session state, so page switches keep it)."""
+    return st.session_state.setdefault(f"{P}__owner", uuid.uuid4().hex)
+
+
+def others_batch() -> BatchJob | None:
+    """A batch of another session (or of this browser before a reload) still counting; finished ones are
+    dropped from the board (their own session keeps its reference)."""
+    board, me = running_batches(), owner()
+    for who, job in list(board.items()):
+        if not job.snapshot().running:
+            board.pop(who, None)
+    return next((job for who, job in board.items() if who != me), None)
+
+
 def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: str | None) -> None:
     """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
     pages, and the images finished before a stop are kept."""
     items, bad = collect(files)
+    size_model = sh.get_size_model(model, params)  # before the record: a failure here leaves no run "running"
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
                                 **({"plane": page} if page is not None else {})},
                       inputs=[it.name for it in bad] + [name for name, _ in items])
     st.session_state.pop(f"{P}__result", None)  # never shown beside a new batch as if it were its result
     st.session_state[JOB] = BatchJob(items, model, params, failed=bad, record=record,
-                                     options={"size_model": sh.get_size_model(model, params), "page": page}).start()
+                                     options={"size_model": size_model, "page": page}).start()
+    running_batches()[owner()] = st.session_state[JOB]
     st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page)
     st.session_state[f"{JOB}_uploads"] = upload_ids(files)
 
@@ -77,7 +103,9 @@ def upload_ids(files) -> list[tuple[str, int]]:
 
 
 def finish_batch(job: BatchJob) -> None:
-    """The finished (or stopped) job's rows -> the page's result; the job is forgotten."""
+    """The finished (or stopped) job's rows -> the page's result; the job is forgotten first, so that an
+    error here (out of memory for the label zip) does not leave the page waiting on it for ever."""
+    st.session_state.pop(JOB, None)
     s = job.snapshot()
     ok = [it for it in s.done if it.status == "ok"]
     rows = [*s.done, *job.not_counted()]  # every input has a row, those never reached too
@@ -98,7 +126,6 @@ def finish_batch(job: BatchJob) -> None:
         "density": job.model.output_kind == "density",
         "note": note,
     }
-    st.session_state.pop(JOB, None)
 
 
 def job_panel(job: BatchJob) -> None:
@@ -229,15 +256,24 @@ with right:
     )
     page = "max" if plane == "max" else None
     job = st.session_state.get(JOB)
+    other = others_batch() if job is None else None
+    if other is not None:
+        s = other.snapshot()
+        c = st.container(border=True)
+        c.info(f"Another batch is counting in this app ({len(s.done)} of {s.total} image(s) so far, started "
+               f"{time.strftime('%H:%M', time.localtime(time.time() - s.elapsed_s))}; perhaps from this browser before "
+               "a reload). Its results will be on the Runs page. Count is back when it ends (one batch at a time).")
+        c.button("Stop that batch", key=f"{P}_stop_other", on_click=other.cancel, icon=":material/stop:",
+                 help="It stops after the image being counted; the images counted so far are kept on the Runs page.")
     run = st.button(
         button_label(files),
         key=f"{P}_run",
         type="primary",
-        disabled=not files or params is None or job is not None,
+        disabled=not files or params is None or job is not None or other is not None,
         icon=":material/play_arrow:",
-        help="A batch is counting: wait for it or stop it" if job is not None else None,
+        help="A batch is counting: wait for it or stop it" if job is not None or other is not None else None,
     )
-    if run and params is not None and job is None:
+    if run and params is not None and job is None and other is None:
         start_batch(files, model, params, page)
         st.rerun()  # drawn again with the job: the Count button disabled while it counts
     if job is not None:

@@ -193,3 +193,28 @@ def test_stop_keeps_the_images_counted_so_far():
     assert len(s.done) < len(names) and len(rest) == len(names) - len(s.done)
     assert any(f"Stopped after {len(s.done)} of 20 image(s)" in w.value for w in at.warning)
     assert not at.button(key="batch_run").disabled, "the Count button is back"
+
+
+def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
+    """A batch goes on when its tab is reloaded or closed: the new session sees it, waits for it (one batch at
+    a time) or stops it, instead of starting a second one beside it."""
+    first = open_batch("unet-mask")
+    names = [f"img_{k}.png" for k in range(20)]
+    first.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names])
+    first.run()
+    first.button(key="batch_run").click()
+    first.run()
+    job = first.session_state["batch__job"]
+    second = open_batch("unet-mask")  # another session: a reload of the same browser tab looks like this
+    second.file_uploader(key="batch_files").set_value([("a.png", sample("s01_sparse_small.png"), "image/png")])
+    second.run()
+    assert job.snapshot().running, "the first batch ended before the second session looked"
+    assert any("Another batch is counting in this app" in i.value for i in second.info)
+    assert second.button(key="batch_run").disabled
+    second.button(key="batch_stop_other").click()
+    second.run()
+    assert job.join(120) and job.snapshot().status == "cancelled"
+    second.run()
+    assert not second.button(key="batch_run").disabled, "Count is back once the other batch has ended"
+    first.run()
+    assert any("Stopped after" in w.value for w in first.warning)  # its own session is told

@@ -181,7 +181,7 @@ def test_a_run_whose_process_is_gone_shows_as_ended(tmp_path):
 def test_a_history_from_before_pids_is_read_and_extended(tmp_path):
     db = tmp_path / "old.sqlite"
     con = sqlite3.connect(db)
-    old_schema = history._SCHEMA.replace(",\n    pid INTEGER", "")
+    old_schema = history._SCHEMA.replace(",\n    pid INTEGER,\n    proc TEXT", "")
     assert "pid" not in old_schema
     con.executescript(old_schema)
     con.execute("INSERT INTO runs (started_at, host, source, model, settings, inputs, n_inputs, status) "
@@ -192,3 +192,34 @@ def test_a_history_from_before_pids_is_read_and_extended(tmp_path):
     assert list(runs["status"]) == ["running"] and runs["pid"].isna().all()  # nothing known: shown as recorded
     history.start_run(source="cli", model="m", model_sha256="", settings={}, inputs=[], path=db)
     assert history.list_runs(path=db)["pid"].notna().sum() == 1
+
+
+def test_a_reused_pid_is_not_taken_for_the_run_that_recorded_it(tmp_path):
+    import os
+
+    db = tmp_path / "h.sqlite"
+    run_id = history.start_run(source="cli", model="m", model_sha256="", settings={}, inputs=[], path=db)
+    assert history.get_run(run_id, path=db)["status"] == "running"  # this process: alive
+    namespace = history._proc_token(os.getpid()).split(":")[0]
+    with sqlite3.connect(db) as con:  # as if an earlier process with this pid had recorded it
+        con.execute("UPDATE runs SET proc = ? WHERE id = ?", (f"{namespace}:1", run_id))
+    assert history.get_run(run_id, path=db)["status"] == history.ENDED
+    with sqlite3.connect(db) as con:  # recorded in another pid namespace (a container with this host name)
+        con.execute("UPDATE runs SET proc = ?, pid = ? WHERE id = ?", ("1:1", 2**22 + 7, run_id))
+    assert history.get_run(run_id, path=db)["status"] == "running", "not ours to judge"
+
+
+def test_two_processes_adding_the_new_columns_at_once_both_go_on(tmp_path):
+    db = tmp_path / "h.sqlite"
+    history.list_runs(path=db)  # a history with every column
+
+    class SeesNoColumns:  # the other process added them between this one's look and its ALTER
+        def __init__(self, con):
+            self.con = con
+
+        def execute(self, sql, *args):
+            return [] if sql.startswith("PRAGMA table_info") else self.con.execute(sql, *args)
+
+    con = sqlite3.connect(db)
+    history._add_columns(SeesNoColumns(con))  # "duplicate column name": no error
+    con.close()

@@ -111,3 +111,20 @@ def test_a_stopped_batch_keeps_what_it_counted(draw_disks):
     assert job.start().join(120)
     s = job.snapshot()
     assert s.status == "cancelled" and [it.name for it in s.done] == ["0.png"] and s.total == 6
+
+
+def test_inputs_with_one_name_each_get_their_row_and_a_stop_at_the_end_is_no_stop(draw_disks):
+    from cellcount.jobs import BatchJob
+    from cellcount.models import CLASSICAL_NAME, load_model
+    from cellcount.pipeline import resolve_params
+
+    model = load_model(CLASSICAL_NAME)
+    items = [("img.png", _png(draw_disks, 2)), ("img.png", _png(draw_disks, 3)), ("x.png", _png(draw_disks, 4))]
+    job = BatchJob(items, model, resolve_params(model))
+    job.cancel()  # it stops after the first image
+    assert job.start().join(120)
+    assert [it.name for it in job.not_counted()] == ["img.png", "x.png"]  # the second img.png too
+    one = BatchJob(items[:1], model, resolve_params(model))
+    one.cancel()  # pressed while its only image was being counted
+    assert one.start().join(120)
+    assert one.snapshot().status == "done" and one.not_counted() == []
