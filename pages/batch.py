@@ -80,6 +80,29 @@ def others_batch() -> BatchJob | None:
     return next((job for who, job in board.items() if who != me), None)
 
 
+def other_panel(other: BatchJob) -> None:
+    """Another session's batch: its progress, redrawn every second, and a Stop; the page is drawn again when
+    it ends, so that Count comes back."""
+
+    @st.fragment(run_every=POLL_S)
+    def panel() -> None:
+        s = other.snapshot()
+        if not s.running:
+            st.rerun()
+        c = st.container(border=True)
+        c.info(f"Another batch is counting in this app ({len(s.done)} of {s.total} image(s) so far, started "
+               f"{time.strftime('%H:%M', time.localtime(time.time() - s.elapsed_s))}; perhaps from this browser before "
+               "a reload). Its results will be on the Runs page. Count is back when it ends (one batch at a time).")
+        if other.cancel_requested:
+            c.caption("Stopping after the image being counted ...")
+        else:
+            c.button("Stop that batch", key=f"{P}_stop_other", on_click=other.cancel, icon=":material/stop:",
+                     help="It stops after the image being counted; the images counted so far are kept on the Runs "
+                     "page.")
+
+    panel()
+
+
 def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: str | None) -> None:
     """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
     pages, and the images finished before a stop are kept."""
@@ -258,13 +281,7 @@ with right:
     job = st.session_state.get(JOB)
     other = others_batch() if job is None else None
     if other is not None:
-        s = other.snapshot()
-        c = st.container(border=True)
-        c.info(f"Another batch is counting in this app ({len(s.done)} of {s.total} image(s) so far, started "
-               f"{time.strftime('%H:%M', time.localtime(time.time() - s.elapsed_s))}; perhaps from this browser before "
-               "a reload). Its results will be on the Runs page. Count is back when it ends (one batch at a time).")
-        c.button("Stop that batch", key=f"{P}_stop_other", on_click=other.cancel, icon=":material/stop:",
-                 help="It stops after the image being counted; the images counted so far are kept on the Runs page.")
+        other_panel(other)
     run = st.button(
         button_label(files),
         key=f"{P}_run",
