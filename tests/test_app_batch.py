@@ -169,14 +169,19 @@ def test_a_new_batch_never_shows_the_last_one_and_survives_a_page_switch(count_b
     assert "Showing the 4 file(s) you uploaded earlier" in " ".join([*(c.value for c in at.caption), *(m.value for m in at.markdown)])
 
 
-def test_stop_keeps_the_images_counted_so_far():
-    at = open_batch("unet-mask")  # slow enough to be stopped half-way
-    names = [f"img_{k}.png" for k in range(20)]
+def start_long_batch(n: int = 20):
+    """A Batch page counting ``n`` images with a network (slow enough to act on mid-run): (page, job, names)."""
+    at = open_batch("unet-mask")
+    names = [f"img_{k}.png" for k in range(n)]
     at.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names])
     at.run()
     at.button(key="batch_run").click()
     at.run()
-    job = at.session_state["batch__job"]
+    return at, at.session_state["batch__job"], names
+
+
+def test_stop_keeps_the_images_counted_so_far():
+    at, job, names = start_long_batch()
     if job.snapshot().running:
         at.button(key="batch_stop").click()
         at.run()
@@ -198,13 +203,7 @@ def test_stop_keeps_the_images_counted_so_far():
 def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     """A batch goes on when its tab is reloaded or closed: the new session sees it, waits for it (one batch at
     a time) or stops it, instead of starting a second one beside it."""
-    first = open_batch("unet-mask")
-    names = [f"img_{k}.png" for k in range(20)]
-    first.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names])
-    first.run()
-    first.button(key="batch_run").click()
-    first.run()
-    job = first.session_state["batch__job"]
+    first, job, _ = start_long_batch()
     second = open_batch("unet-mask")  # another session: a reload of the same browser tab looks like this
     second.file_uploader(key="batch_files").set_value([("a.png", sample("s01_sparse_small.png"), "image/png")])
     second.run()
