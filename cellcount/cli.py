@@ -133,7 +133,7 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     """
     from .csvout import check_writable
 
-    outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out)}
+    outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out), "inputs file": _inputs_path(args.out)}
     if getattr(args, "region_grid", None) or getattr(args, "regions", None):
         outputs["--regions-out"] = _regions_path(args)
     if args.objects:
@@ -176,6 +176,34 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
 
 def _settings_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".settings.json")
+
+
+def _inputs_path(out: str | Path) -> Path:
+    """Beside ``--out``: each input's size and modification time when the run started, for ``--resume``."""
+    return Path(out).with_suffix(".inputs.json")
+
+
+def _fingerprint(path: Path) -> list[int] | None:
+    """[size, modification time in ns] of a file, None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _changed_inputs(out: Path, kept: list[str], by_name: dict[str, Path]) -> set[str]:
+    """Of the ``kept`` rows' files, those changed since the earlier run started: another size or modification
+    time than the inputs file recorded (a copy that keeps the source's time, ``cp -p`` or ``rsync -a``, still
+    differs from the file it replaced), or, for a run from before that file, written after it started."""
+    try:
+        recorded = json.loads(_inputs_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict):
+        return {name for name in kept if recorded.get(str(by_name[name])) != _fingerprint(by_name[name])}
+    started = (_settings_path(out) if _settings_path(out).is_file() else out).stat().st_mtime
+    return {name for name in kept if _modified_since(by_name[name], started)}
 
 
 def _regions_path(args: argparse.Namespace) -> Path:
@@ -225,9 +253,8 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     by_name = {escape_cell(str(f)): f for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
                & old["file"].isin(set(by_name))].drop_duplicates("file", keep="last")
-    # an image replaced or edited since the earlier run started is counted again (its sidecar is written first)
-    started = (_settings_path(out) if _settings_path(out).is_file() else out).stat().st_mtime
-    changed = {name for name in keep["file"] if _modified_since(by_name[name], started)}
+    # an image replaced or edited since the earlier run started is counted again
+    changed = _changed_inputs(out, list(keep["file"]), by_name)
     if changed:
         keep = keep[~keep["file"].isin(changed)]
         if not args.quiet:
@@ -396,6 +423,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     try:
         # the outputs are replaced at once: a stale CSV from an earlier run never stays in place
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
+        atomic_write_bytes(_inputs_path(args.out), json.dumps({str(f): _fingerprint(f) for f in files}).encode("utf-8"))
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
         if args.labels_dir:

@@ -99,16 +99,15 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
 
 def test_resume_counts_again_an_image_replaced_since_the_earlier_run(small_folder, tmp_path, capsys):
     import os
-    import time
 
     out = tmp_path / "c.csv"
     argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     before = pd.read_csv(out).set_index("file")["count"]
     a, b = small_folder / "a.png", small_folder / "b.png"
-    a.write_bytes(b.read_bytes())  # a.png is now another image
-    later = time.time() + 5
-    os.utime(a, (later, later))
+    a.write_bytes(b.read_bytes())  # a.png is now another image, copied with its source's old time (rsync -a)
+    os.utime(a, (1_000_000_000, 1_000_000_000))
+    assert json.loads((tmp_path / "c.inputs.json").read_text())[str(a)][1] != a.stat().st_mtime_ns
     capsys.readouterr()
     assert main([*argv, "--resume"]) == 0
     err = capsys.readouterr().err
@@ -334,3 +333,19 @@ def test_labels_dir_has_an_index_of_which_label_image_is_whose(samples_dir, tmp_
     assert sorted(index["labels_file"]) == ["img_2_labels.tif", "img_labels.tif"]
     assert set(index["file"]) == set(pd.read_csv(tmp_path / "c.csv")["file"])
     assert all((labels / f).is_file() for f in index["labels_file"])
+
+
+def test_resume_after_a_run_without_an_inputs_file_goes_by_the_time(small_folder, tmp_path, capsys):
+    """A counts CSV written before the inputs file existed: a file written after that run started is counted again."""
+    import os
+    import time
+
+    out = tmp_path / "c.csv"
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    (tmp_path / "c.inputs.json").unlink()
+    later = time.time() + 5
+    os.utime(small_folder / "a.png", (later, later))
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "1 image(s) changed since" in capsys.readouterr().err
