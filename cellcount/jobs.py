@@ -229,7 +229,6 @@ class BatchJob(_Threaded):
         self._error: str | None = None
         self.total = len(self.failed) + len(self.items)
         self.names = [name for name, _ in self.items]  # the items' bytes are let go at the end; their names stay
-        self._reached = 0  # items count_many has yielded, in order (names may repeat: a/img.png, b/img.png)
 
     def start(self) -> BatchJob:
         """Start counting; :meth:`cancel` stops it after the image being counted, keeping the finished ones."""
@@ -244,13 +243,12 @@ class BatchJob(_Threaded):
             for item in count_many(self.items, self.model, self.params, total=len(self.items), **self.options):
                 with self._lock:
                     self._done.append(item)
-                    self._reached += 1
                 if self.record is not None:
                     self.record.add(counts_frame([item]).to_dict("records"))
                 if self._cancel.is_set():
                     break
             # a Stop pressed during the last image stopped nothing
-            status = "done" if self._reached == len(self.names) else "cancelled"
+            status = "done" if self._reached() == len(self.names) else "cancelled"
         except CellcountError as err:
             error = str(err)
         except Exception as err:  # noqa: BLE001 - a worker thread must report, never die silently
@@ -270,11 +268,15 @@ class BatchJob(_Threaded):
             return BatchSnapshot(status=self._status, done=tuple(self._done), total=self.total,
                                  elapsed_s=end - self._t0, error=self._error)
 
+    def _reached(self) -> int:
+        """Items count_many has yielded, in order (by position: names may repeat, a/img.png and b/img.png)."""
+        return len(self._done) - len(self.failed)
+
     def not_counted(self) -> list[BatchItem]:
         """A row for each input the batch did not reach (stopped or failed before it), so that a table of
         the batch lists every input it was given."""
         with self._lock:
-            rest = self.names[self._reached:]
+            rest = self.names[self._reached():]
             why = ("not counted: the batch was stopped before this image" if self._status == "cancelled" else
                    "not counted: the batch ended before this image")
         return [BatchItem(name, "skipped", why, None, model=self.model.name) for name in rest]
