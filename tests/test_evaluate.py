@@ -373,3 +373,25 @@ def test_tuning_from_a_border_mode_keeps_the_users_unused_distance(draw_disks):
                             min_area_px=0)
         tuned = tune_params(pairs, start, grid={"threshold": [0.5, 0.6]})
         assert tuned.best_params == start, distance
+
+
+@pytest.mark.slow
+def test_a_card_tuned_on_a_folder_with_an_unreadable_image_says_so(samples_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from cellcount.models import ModelCard, create_model, read_card, save_model
+
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "base_width": 4, "depth": 2, "out_channels": 2, "head": "mask"}
+    card = ModelCard(name="tiny-mask", architecture="unet", output_kind="mask", kwargs=kwargs)
+    folder = save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-mask")
+    data = tmp_path / "data"
+    shutil.copytree(samples_dir, data)
+    (data / "zz_broken.png").write_bytes(b"not a png")
+    shutil.copy(data / "s01_sparse_small_labels.tif", data / "zz_broken_labels.tif")
+    assert main(["--model", str(folder), "--data", str(data), "--tune", "--write-card", "--no-cross-check"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: skipped" in err and "zz_broken.png" in err
+    assert "1 unreadable image(s) left out" in read_card(folder).postprocess_tuned_on

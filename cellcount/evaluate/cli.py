@@ -117,6 +117,9 @@ def _run(args: argparse.Namespace) -> int:
         skipped.append(str(path))
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
+    def left_out() -> str:  # a card written from a run that skipped images says so
+        return f"; {len(skipped)} unreadable image(s) left out" if skipped else ""
+
     items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip))
     if not items:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
@@ -137,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
             card.postprocess_tuned_on = (
                 f"count gain {k:.4f} (density_scale {old_scale:g} -> {card.density_scale:.4f}) fitted on "
                 f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
-                f"count MAE {before:.3f} -> {after:.3f} by cellcount.evaluate --tune"
+                f"count MAE {before:.3f} -> {after:.3f} by cellcount.evaluate --tune{left_out()}"
             )
             folder = _card_folder(args.model, model.name)
             write_card(card, folder)
@@ -159,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
             card.postprocess = {k: params.to_dict()[k] for k in TUNED_FIELDS}
             card.postprocess_tuned_on = (
                 f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
-                f"count MAE {tr.before:.3f} -> {tr.after:.3f} by cellcount.evaluate --tune"
+                f"count MAE {tr.before:.3f} -> {tr.after:.3f} by cellcount.evaluate --tune{left_out()}"
             )
             folder = _card_folder(args.model, model.name)
             write_card(card, folder)
@@ -191,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.write_card and hasattr(model, "net"):
                 model.card.extra = {**model.card.extra, "quality": card_entry(
                     rule, qrep, f"{len(pairs)} images of {args.data} (split {args.split}) by "
-                                "cellcount.evaluate --calibrate-quality")}
+                                f"cellcount.evaluate --calibrate-quality{left_out()}")}
                 write_card(model.card, _card_folder(args.model, model.name))
                 print("wrote the quality rule into the card")
             model_rule = rule
@@ -221,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
                 "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
                                     f"({s['n']} images, never used for training"
                                     + ("; the postprocessing was tuned on them" if tuned_here else " or tuning")
-                                    + f"); count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
+                                    + f"){left_out()}; count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
             }
         write_card(model.card, folder)
     if args.json:
