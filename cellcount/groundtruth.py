@@ -927,14 +927,17 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
     return out
 
 
-def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str]]:
-    """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path)."""
+def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str], dict[str, list[str]]]:
+    """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path, and the header of
+    each CSV that has no such columns: named when nothing else gives ground truth)."""
     counts: dict[str, int] = {}
     where: dict[str, str] = {}
+    other: dict[str, list[str]] = {}
     for path in csv_files:
         name, text = _read_csv_text(path)
         header, _ = _csv_rows(name, text)
         if _count_columns(header) is None:
+            other[path.name] = list(header)
             continue
         for stem, n in read_counts_csv(path).items():
             if stem in counts and counts[stem] != n:
@@ -943,7 +946,7 @@ def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str]
                 )
             counts[stem] = n
             where[stem] = str(path)
-    return counts, where
+    return counts, where, other
 
 
 def load_labelled_folder(
@@ -1007,7 +1010,7 @@ def load_labelled_folder(
     # point tables: named as ground truth (a_points.csv, dots/a.csv), or named like an image beside it (a.csv)
     point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
                     or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems) and _is_point_table(p))]
-    counts, counts_where = _count_tables([p for p in csv_files if p not in point_tables])
+    counts, counts_where, other_tables = _count_tables([p for p in csv_files if p not in point_tables])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
@@ -1050,6 +1053,10 @@ def load_labelled_folder(
                      f"{' ...' if len(lookalikes) > 3 else ''} (name each like its image with a suffix, "
                      "001cell_dots.png for 001cell.png, or put them in a dots/ or labels/ folder under their images' "
                      "names)")
+        if other_tables:
+            name, header = next(iter(other_tables.items()))
+            hint += (f"; {name} has columns {', '.join(map(repr, header)) or 'none'}: a counts table needs a file-name "
+                     "column ('filename', 'image' or 'name') and a 'count' column")
         raise GroundTruthError(
             f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "

@@ -421,6 +421,10 @@ def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp
     (other / "001dots.png").unlink()
     with pytest.raises(GroundTruthError, match="read as images but named like ground truth"):
         load_labelled_folder(other)
+    (other / "009dots.png").unlink()
+    (other / "counts.csv").write_text("name,n\n001cell.png,2\n")  # a counts table without a count column
+    with pytest.raises(GroundTruthError, match=r"counts.csv has columns 'name', 'n': a counts table needs"):
+        load_labelled_folder(other)
     vgg = tmp_path / "vgg-layout"  # the VGG cells benchmark: images/001cell.png with dots/001dots.png
     (vgg / "images").mkdir(parents=True)
     (vgg / "dots").mkdir()
