@@ -61,7 +61,8 @@ class LabelledSet:
     skipped : list of (str, str)
         Files that could not be used, with the reason.
     duplicates : list of str
-        Files uploaded more than once (same name and content), once per extra copy; each was used once.
+        Files uploaded more than once (same name and content), once per extra copy, and images uploaded again
+        under another name or path ("b.png (the same image as a.png)"); each was used once.
     notes : list of str
         What else the user should know: a counts table set aside because its images have label images,
         masks or dots (used instead), and counts that disagree with them.
@@ -370,8 +371,27 @@ def labelled_set(
             continue
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
+    _drop_same_images(out)
     _note_counts_tables(out, counts)
     return out
+
+
+def _drop_same_images(out: LabelledSet) -> None:
+    """An image uploaded again under another path (a zip's ``images/a.png`` beside a loose ``a.png``) is one
+    image: kept once (its first copy, with that copy's ground truth), so that a fine-tune cannot train on one
+    copy and hold out the other, nor an evaluation count it twice. The others go to ``duplicates``."""
+    seen: dict[str, str] = {}
+
+    def first(name: str, data: bytes) -> bool:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in seen:
+            out.duplicates.append(f"{name} (the same image as {seen[digest]})")
+            return False
+        seen[digest] = name
+        return True
+
+    out.items = [item for item in out.items if first(item[0], item[1])]
+    out.unlabelled = [item for item in out.unlabelled if first(item[0], item[1])]
 
 
 def _note_counts_tables(out: LabelledSet, counts: dict[str, tuple[int, str]]) -> None:

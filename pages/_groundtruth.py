@@ -102,7 +102,8 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         )
     if found.duplicates:
         st.info(
-            f"{len(found.duplicates)} file(s) were uploaded more than once and are used once: "
+            f"{len(found.duplicates)} file(s) were uploaded more than once (the same file, or the same image "
+            "under another name) and each is used once: "
             f"{_names(sorted(set(found.duplicates)))}.",
             icon=":material/content_copy:",
         )

@@ -224,8 +224,17 @@ def test_same_name_labels_in_a_second_uploader_and_duplicates_once():
     at.file_uploader(key="eval_gt_files").set_value(labels)
     at.run()
     assert not at.exception
-    assert any("uploaded more than once and are used once" in i.value for i in at.info)
+    assert any("uploaded more than once (the same file" in i.value for i in at.info)
     assert any("3 image(s) with ground truth (3 with label images)" in c.value for c in at.caption)
+    # and once more inside a zip, under other names: the same images, not three more
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, img, _ in images:
+            zf.writestr(f"copy_{name}", img)
+    at.file_uploader(key="eval_files").set_value(images + [("again.zip", buf.getvalue(), "application/zip")])
+    at.run()
+    assert any("3 image(s) with ground truth (3 with label images)" in c.value for c in at.caption)
+    assert any("the same image as" in i.value for i in at.info)
     at.button(key="eval_run").click()
     at.run()
     assert not at.exception

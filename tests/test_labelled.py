@@ -108,6 +108,12 @@ def test_duplicates_are_counted_once_with_a_note(samples):
     zipped = _zip({"a.png": img, "a_labels.tif": lab})
     again = labelled_set([("set.zip", zipped), ("set.zip", zipped)])
     assert len(again.items) == 1 and again.duplicates == ["a.png", "a_labels.tif"]
+    # the same image again under another path (a zip's images/a.png beside a loose a.png): one image, so a
+    # fine-tune cannot train on one copy and hold out the other
+    both = labelled_set([("set.zip", _zip({"images/a.png": img, "labels/a.png": lab})), ("a.png", img),
+                         ("b.png", samples[1][0])], [("a_labels.tif", lab), ("b_labels.tif", samples[1][1])])
+    assert sorted(n for n, _, _ in both.items) == ["b.png", "images/a.png"]
+    assert both.duplicates == ["a.png (the same image as images/a.png)"]
     # a different file under a name already taken cannot be paired: reported, not silently dropped
     clash = labelled_set([("a.png", img), ("a.png", samples[1][0])], [("a.png", lab)])
     assert len(clash.items) == 1 and clash.skipped[0][0] == "a.png" and "different file" in clash.skipped[0][1]
