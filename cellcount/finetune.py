@@ -59,6 +59,8 @@ one object size is fixed in its card), so the crops need only the objects' own s
 6.83 at 0.6-1.6, 4.98 / 4.89 at 0.8-1.25, 3.62 / 3.29 at 0.9-1.11, 4.22 / 3.67 with none; mbm 5.99 at
 0.8-1.25, 5.60 at 0.9-1.11)."""
 INTENSITY_JITTER = 1.0
+"""Strength of the training crops' brightness / contrast / gamma jitter (see
+:func:`cellcount.training.augment.intensity`)."""
 # a set-wide decision (background, object size) needs this share of the training images to agree
 SET_AGREEMENT = 0.8
 DOT_DISC = 1.0
@@ -73,10 +75,13 @@ smaller (fat cells as the nuclei on their membranes) measures a fraction of thei
 # label images whose median object diameters spread wider than this (90th / 10th percentile over the
 # images) come from several magnifications: each image is then sized on its own
 SIZE_SPREAD = 1.5
-# training images needed to fit a fine-tuned model's own quality flag (fewer: the base's rule, widened)
 MIN_FLAG_IMAGES = 8
-"""Strength of the training crops' brightness / contrast / gamma jitter (see
-:func:`cellcount.training.augment.intensity`)."""
+"""Training images needed to fit a fine-tuned model's own quality rule (fewer: the base's rule, widened)."""
+MIN_NOVELTY_IMAGES = 4
+"""Images (training and held-out) needed for the fine-tuned model's own novelty reference: more than its
+``k`` nearest neighbours. A small set's reference is rough, but without one a model taught on a few images
+never flags an image unlike them (a tester's fine-tune on 6 fluorescence images counted an H&E image 1275
+against 167, unflagged)."""
 
 
 @dataclass(frozen=True)
@@ -692,16 +697,16 @@ def own_novelty(model, pairs: Sequence, *, density: bool):
     """(reference, limit): the fine-tuned network's encoder features of its training images and a limit just
     past what they read against each other (leave one out, :func:`cellcount.quality.range_limit`, over both
     windows' references), so the new model's flag marks images unlike the ones it learnt in its own encoder's
-    terms; None with fewer than :data:`MIN_FLAG_IMAGES` images to judge (each at least
+    terms; None with fewer than :data:`MIN_NOVELTY_IMAGES` images to judge (each at least
     :data:`cellcount.novelty.MIN_WINDOW_PX` at the model's scale; :func:`cellcount.novelty.fit_reference`)."""
     from .novelty import fit_reference, has_encoder
     from .quality import range_limit
 
     net = getattr(model, "net", None)
-    if net is None or not has_encoder(net) or len(pairs) < MIN_FLAG_IMAGES:
+    if net is None or not has_encoder(net) or len(pairs) < MIN_NOVELTY_IMAGES:
         return None
     fitted = fit_reference(net, ((p.image_norm, p.maps[0], p.model_scale) for _, p, _ in pairs), density=density)
-    if fitted is None or max(fitted[1], fitted[2]) < MIN_FLAG_IMAGES:
+    if fitted is None or max(fitted[1], fitted[2]) < MIN_NOVELTY_IMAGES:
         return None
     ref = fitted[0]
     limit = range_limit(np.concatenate([r.self_scores() for r in (ref, ref.small) if r is not None]), below=False)
@@ -937,8 +942,8 @@ def finetune(
     train_budget_s = None
     if steps is None:
         # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
-        # training image, then postprocessing only) and the held-out scoring (two passes per image) will take
-        reserve = per_image_s * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
+        # training image, then postprocessing only) and the held-out images (a pass for the novelty reference, two for scoring) will take
+        reserve = per_image_s * (1.5 * len(train_idx) + 3 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
         train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
         if train_budget_s < 10:
             raise ParameterError(
@@ -1012,7 +1017,11 @@ def finetune(
     card.postprocess_tuned_on = tuned_note
     report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
     card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card)}
-    own = own_novelty(new, train_pairs, density=kind == "density")
+    # the held-out images are the user's images too: they widen the reference of what the model may count
+    # (they choose nothing about the counts, and are scored below as before)
+    held_pairs = (predict_pairs([(names[i], images[i], gts[i]) for i in held_idx], new, params, size_model=size_model)
+                  if held_idx else [])
+    own = own_novelty(new, list(train_pairs) + held_pairs, density=kind == "density")
     if own is not None:  # "unlike the images it learnt", in the new encoder's own terms
         new.novelty = own[0]
         card.extra["quality"]["rule"]["max_novelty"] = own[1]
@@ -1093,6 +1102,12 @@ def finetune(
             f"{len(held_idx)} held-out images of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
     card.license = f"{model.card.license}; fine-tuned on user data"
+    if own is None and not kept_base:
+        from .novelty import MIN_SMALL_WINDOW_PX
+
+        note(f"too few images large enough to judge ({MIN_NOVELTY_IMAGES} needed, each at least "
+             f"{MIN_SMALL_WINDOW_PX} px across at the model's scale): {name}'s quality flag cannot tell an image "
+             "unlike yours, so check its counts by eye on images of another kind")
     if own is not None and not kept_base:
         from .novelty import NOVELTY_FILE, SETTINGS
 
@@ -1100,7 +1115,7 @@ def finetune(
         card.extra["novelty"] = {"file": NOVELTY_FILE, "sha256": own[0].save(target / NOVELTY_FILE),
                                  "images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
                                  "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
-                                 "fitted_on": f"the training images of the fine-tune ({source})"}
+                                 "fitted_on": f"the training and held-out images of the fine-tune ({source})"}
     save_model(net, card, target)
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
                             message=f"saved {name} to {target}"))

@@ -386,6 +386,7 @@ if found is None:
 
 candidates = [(n, d, gt.points) for n, d, gt in found.items if gt.kind == "points"]
 candidates += [(n, d, None) for n, d in found.unlabelled]
+candidates.sort(key=lambda c: c[0].casefold())  # by name, as a file browser lists them (a zip keeps any order)
 step = 2  # the sections are numbered as they appear
 if candidates:
     st.subheader(f"{step}. Dot the cells")

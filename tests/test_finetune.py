@@ -651,7 +651,9 @@ def test_own_novelty_reads_the_training_images_in_the_new_encoders_terms(tiny_mo
         pairs.append((f"{i}.png", pipeline.predict(img, model), None))
     ref, limit = own_novelty(model, pairs, density=False)
     assert len(ref.features) == 9 and limit > ref.self_scores().max()
-    assert own_novelty(model, pairs[:5], density=False) is None, "too few images to fit a limit"
+    small, _ = own_novelty(model, pairs[:4], density=False)
+    assert len(small.features) == 4, "a few images give a (rough) reference: without one nothing is ever unlike them"
+    assert own_novelty(model, pairs[:3], density=False) is None, "no more than its k nearest: nothing to fit"
 
 
 @pytest.mark.slow
@@ -663,11 +665,18 @@ def test_a_fine_tune_keeps_its_own_novelty_reference(tiny_model, tmp_path, draw_
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, "points")
     ref = NoveltyReference.fit(np.random.default_rng(1).normal(size=(10, 16)))
-    monkeypatch.setattr(ft, "own_novelty", lambda model, pairs, *, density: (ref, 1.5))
+    judged = []
+
+    def own(model, pairs, *, density):
+        judged.extend(name for name, _, _ in pairs)
+        return ref, 1.5
+
+    monkeypatch.setattr(ft, "own_novelty", own)
     res = finetune(base_dir, data, name="mine-novel", steps=2, holdout=1, batch_size=2, crop=32)
     model = load_model(res.name)
     assert model.novelty is not None and model.card.extra["quality"]["rule"]["max_novelty"] == 1.5
-    assert model.card.extra["novelty"]["fitted_on"].startswith("the training images of the fine-tune")
+    assert model.card.extra["novelty"]["fitted_on"].startswith("the training and held-out images of the fine-tune")
+    assert sorted(judged) == sorted(res.train_files + res.holdout_files), "the user's held-out images widen it"
 
 
 @pytest.mark.parametrize("helps", [False, True])
