@@ -181,6 +181,18 @@ class JobBoard:
             self._jobs[owner] = job
             return job.start()
 
+    def follow(self, owner: str) -> FinetuneJob | None:
+        """Show the running job to ``owner`` too, unless its own job runs: a session cannot tell its tab's
+        earlier self (before a reload) from another user, and either wants to see the run that holds the CPU,
+        stop it, and read its outcome. Returns ``owner``'s job after that."""
+        with self._lock:
+            mine = self._jobs.get(owner)
+            if mine is None or not mine.snapshot().running:
+                busy = next((j for j in self._jobs.values() if j.snapshot().running), None)
+                if busy is not None:
+                    self._jobs[owner] = mine = busy
+            return mine
+
     def clear(self, owner: str) -> None:
         """Forget the owner's finished job (a running one is kept)."""
         with self._lock:

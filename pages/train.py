@@ -159,6 +159,8 @@ def job_panel(board: JobBoard, me: str) -> None:
     if job is None:
         return
     st.subheader(f"Fine-tune: {job.name}")
+    if st.session_state.get(f"{P}__started") != id(job):
+        st.caption("Started in another tab of this app, or in this one before it was reloaded.")
     was_running = job.snapshot().running
 
     @st.fragment(run_every=POLL_S if was_running else None)
@@ -368,6 +370,7 @@ st.markdown(
 )
 board = job_board()
 me = owner()
+board.follow(me)  # a fine-tune started before a reload (or in another tab) is shown here, with its Cancel
 
 
 def job_and_stop() -> None:
@@ -414,15 +417,14 @@ saved = mine.snapshot() if mine is not None else None
 job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None,
                        dots_only=all(gt.kind == "points" for _, _, gt in items))
 busy = board.running()
-if busy is not None and busy is not board.get(me):
-    s = busy.snapshot()
-    st.info(f"Another fine-tune ({s.name}) is running in this app: {progress_text(s)}. One runs at a time on a "
-            "laptop CPU; start yours when it has finished.")
+if busy is not None:
+    st.caption(f"One fine-tune runs at a time on a laptop CPU: Start is back when {busy.name} (below) has finished.")
 if st.button("Start fine-tuning", key=f"{P}_start", type="primary", icon=":material/model_training:",
              disabled=job_args is None or busy is not None):
     try:
         board.clear(me)
-        board.start(me, FinetuneJob(job_args["base"], items, job_args["name"], job_args["options"]))
+        job = board.start(me, FinetuneJob(job_args["base"], items, job_args["name"], job_args["options"]))
+        st.session_state[f"{P}__started"] = id(job)
     except cc.CellcountError as err:
         sh.show_error(err)
     else:

@@ -165,12 +165,20 @@ def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     at = start(open_train(images, csvs), name="never-saved", steps=100_000)
     at = wait_until(at, lambda a: any(b.key == "train_cancel" for b in a.button))
     assert at.get("progress"), "a progress bar while it runs"
-    # a second browser session on the same app sees it and cannot start another
+    assert not any("another tab" in c.value for c in at.caption), "its own run"
+    # a second browser session (another tab, or this one reloaded: no uploads) sees the run, its progress and
+    # its Cancel, and cannot start another
     other = open_train(images, csvs)
-    assert any("Another fine-tune (never-saved) is running" in i.value for i in other.info)
     assert other.button(key="train_start").disabled
-    at.button(key="train_cancel").click().run()
+    reloaded = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    reloaded.switch_page("pages/train.py").run()
+    for view in (other, reloaded):
+        assert any("Started in another tab of this app, or in this one before it was reloaded" in c.value
+                   for c in view.caption)
+        assert view.get("progress") and any(b.key == "train_cancel" for b in view.button)
+    reloaded.button(key="train_cancel").click().run()
     at = wait_until(at, lambda a: any("was cancelled" in i.value for i in a.info))
+    reloaded = wait_until(reloaded, lambda a: any("was cancelled" in i.value for i in a.info))
     assert "never-saved" not in list_models()
     assert not at.button(key="train_start").disabled
 
