@@ -67,6 +67,10 @@ def show_summary(s: dict, iou_threshold: float) -> None:
             "points": "point matching (within 5 px of the density peaks)",
         }.get(s.get("match"), f"IoU matching (IoU ≥ {iou_threshold:.2f}) for label images, dots inside the "
                               "objects for dots")
+        if s.get("match") == "points":  # a density model: the peaks are a by-product, the count is the integral
+            st.caption("A density model counts by the map's integral (the figures above). Below: how well its peaks, "
+                       "approximate centres, fall within 5 px of your dots; cells in clumps share a peak, so these "
+                       "can show misses where the count is right.")
         m = st.columns(6)
         m[0].metric("Precision", f"{s['precision']:.3f}", help=how)
         m[1].metric("Recall", f"{s['recall']:.3f}", help=how)
@@ -286,7 +290,10 @@ with left:
         0.5,
         0.05,
         key=f"{P}_iou",
-        help="A predicted object matches a true one when their IoU is at least this (F1@0.5 by default).",
+        help="A predicted object matches a true one when their IoU is at least this (F1@0.5 by default). Used "
+        "with label images and masks; dots are matched by the objects holding them (by a density model's peaks "
+        "within 5 px).",
+        disabled=model.output_kind == "density",
     )
 
 with right:

@@ -67,7 +67,7 @@ def short_error(m: dict, where: str = "images") -> str:
     if _interval(m):
         text += f" ({_interval(m)})"
     if "n" in m:
-        text += f" on {int(m['n'])} {where}"
+        text += f" on {int(m['n'])} {where}" + ("" if _interval(m) else " (too few for an interval: says little)")
     f1 = m.get("f1")
     return text + (f"; F1 {f1:.2f}" if isinstance(f1, (int, float)) and math.isfinite(f1) else "")
 

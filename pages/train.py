@@ -136,6 +136,10 @@ def show_result(s: JobSnapshot) -> None:
                 f"{s.base} before, {after} after" + (f"; {res.name} counts them as {s.base} does" if kept else ""))
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
+    if "f1" in res.before and _kind(s.base) == "density":
+        st.caption("A density model counts by its map's integral; F1, precision and recall check its peaks "
+                   "(approximate centres) against your dots within 5 px, so they can show misses where the count is "
+                   "right.")
     if res.paired:
         warn, text = holdout_verdict(res.paired, len(res.holdout_files),
                                      name="the fine-tuned model (not kept)" if kept else res.name, base=s.base)

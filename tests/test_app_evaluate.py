@@ -173,7 +173,7 @@ def test_ground_truth_named_like_an_image_gets_a_hint():
     assert not at.exception
     assert any("1 image(s) with ground truth" in c.value for c in at.caption), "paired as the benchmark names them"
     at.file_uploader(key="eval_files").set_value([("001cell.png", image, "image/png"),
-                                                   ("009dots.png", image, "image/png")])
+                                                   ("009dots.png", png_bytes(dots), "image/png")])
     at.run()
     assert not at.exception
     assert any("009dots.png" in i.value and "looks like ground truth" in i.value for i in at.info)
