@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c.add_argument("-q", "--quiet", action="store_true")
     c.add_argument("-v", "--verbose", action="store_true", help="also say which inference backend runs, and why")
-    sub.add_parser("models", help="list the available models")
+    m = sub.add_parser("models", help="list the available models, or remove one you trained")
+    m.add_argument("--remove", metavar="NAME", help="delete a model you trained (its folder in the user models "
+                   "folder); shipped models cannot be removed")
     r = sub.add_parser("runs", help="list past runs (the history in the user's data folder) or export one")
     r.add_argument("--limit", type=int, default=20, help="how many of the latest runs to list (default 20)")
     r.add_argument("--show", type=int, metavar="ID", help="print one run's record (settings, inputs) as JSON")
@@ -105,9 +107,18 @@ def _progress_bar(enabled: bool):
     return update
 
 
-def cmd_models() -> int:
+def cmd_models(remove: str | None = None) -> int:
     from .errors import CellcountError
-    from .models import default_model_name, list_models, load_model
+    from .models import default_model_name, list_models, load_model, remove_user_model
+
+    if remove is not None:
+        try:
+            folder = remove_user_model(remove)
+        except (CellcountError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"removed {remove} ({folder})")
+        return 0
 
     default = default_model_name()
     for name in list_models():
@@ -645,7 +656,7 @@ def _main(argv: list[str] | None) -> int:
                         format="%(levelname)s %(message)s")
     try:
         if args.command == "models":
-            return cmd_models()
+            return cmd_models(args.remove)
         if args.command == "runs":
             return cmd_runs(args)
         return cmd_count(args)

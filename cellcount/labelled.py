@@ -380,17 +380,20 @@ def _drop_same_images(out: LabelledSet) -> None:
     """An image uploaded again under another path (a zip's ``images/a.png`` beside a loose ``a.png``) is one
     image: kept once (its first copy, with that copy's ground truth), so that a fine-tune cannot train on one
     copy and hold out the other, nor an evaluation count it twice. The others go to ``duplicates``."""
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, int | None]] = {}
 
-    def first(name: str, data: bytes) -> bool:
+    def first(name: str, data: bytes, count: int | None = None) -> bool:
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen:
-            out.duplicates.append(f"{name} (the same image as {seen[digest]})")
+            other, other_count = seen[digest]
+            differs = (f"; its annotation, {count} objects against {other_count}, is not used"
+                       if None not in (count, other_count) and count != other_count else "")
+            out.duplicates.append(f"{name} (the same image as {other}{differs})")
             return False
-        seen[digest] = name
+        seen[digest] = (name, count)
         return True
 
-    out.items = [item for item in out.items if first(item[0], item[1])]
+    out.items = [item for item in out.items if first(item[0], item[1], item[2].count)]
     out.unlabelled = [item for item in out.unlabelled if first(item[0], item[1])]
 
 

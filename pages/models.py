@@ -176,9 +176,28 @@ def render_card(name: str) -> None:
             st.warning("This card has no sha256: the weights will be refused.")
     with st.expander("Full model card (card.json)"):
         st.json(card.to_dict(), expanded=1)
+    if cc.models.is_user_model(name):
+        with st.popover("Delete this model", icon=":material/delete:"):
+            st.caption(f"Deletes `{name}` (weights and card) from `{cc.models.user_models_dir()}`. Counts and "
+                       "runs made with it stay in their CSVs and on the Runs page.")
+            st.button(f"Delete {name}", key="models_delete", type="primary", on_click=delete_model, args=(name,))
+
+
+def delete_model(name: str) -> None:
+    """Remove a model the user trained; the page then shows another one, and says what happened."""
+    try:
+        folder = cc.models.remove_user_model(name)
+    except (cc.CellcountError, OSError) as err:
+        st.session_state["models__msg"] = ("error", f"{name} could not be deleted: {err}")
+        return
+    st.session_state.pop("models_show", None)
+    st.session_state["models__msg"] = ("success", f"Deleted {name} ({folder}).")
 
 
 st.title("Models")
+msg = st.session_state.pop("models__msg", None)
+if msg is not None:
+    (st.error if msg[0] == "error" else st.success)(msg[1])
 names = cc.list_models()
 st.caption(
     f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "

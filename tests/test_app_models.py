@@ -164,3 +164,41 @@ def test_a_fine_tuned_card_is_described_by_its_own_set():
     assert model_guide(base).set_size_px is None and "H&E" in model_guide(base).images
     stated = dataclasses.replace(base, postprocess=card.postprocess)  # a size in a card that no fine-tune wrote
     assert model_guide(stated).set_size_px is None and "fine-tuned" not in model_guide(stated).images
+
+
+def test_a_model_you_trained_can_be_deleted_and_a_shipped_one_cannot(tiny_models):
+    import cellcount as cc
+    from cellcount.models import load_model, save_model, user_models_dir
+
+    shipped = load_model("tiny-mask")
+    save_model(shipped.net, cc.models.ModelCard(**{**shipped.card.to_dict(), "name": "my-try"}),
+               user_models_dir() / "my-try")
+    assert cc.models.is_user_model("my-try") and not cc.models.is_user_model("tiny-mask")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    at.switch_page("pages/models.py").run()
+    at.session_state["models_show"] = "tiny-mask"
+    at.run()
+    assert not any(b.key == "models_delete" for b in at.button), "no delete for a shipped model"
+    at.session_state["models_show"] = "my-try"
+    at.run()
+    at.button(key="models_delete").click().run()
+    assert not at.exception
+    assert any("Deleted my-try" in s.value for s in at.success)
+    assert "my-try" not in cc.list_models() and not (user_models_dir() / "my-try").exists()
+
+
+def test_models_remove_on_the_command_line(tiny_models, capsys):
+    import cellcount as cc
+    from cellcount.cli import main
+    from cellcount.models import load_model, save_model, user_models_dir
+
+    shipped = load_model("tiny-mask")
+    save_model(shipped.net, cc.models.ModelCard(**{**shipped.card.to_dict(), "name": "cli-try"}),
+               user_models_dir() / "cli-try")
+    assert main(["models", "--remove", "tiny-mask"]) == 2
+    assert "shipped model" in capsys.readouterr().err and "tiny-mask" in cc.list_models()
+    assert main(["models", "--remove", "no-such-model"]) == 2
+    assert "is not one of your models" in capsys.readouterr().err
+    assert main(["models", "--remove", "../tiny-mask"]) == 2 and "tiny-mask" in cc.list_models()
+    assert main(["models", "--remove", "cli-try"]) == 0
+    assert "removed cli-try" in capsys.readouterr().out and "cli-try" not in cc.list_models()

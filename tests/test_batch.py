@@ -177,11 +177,11 @@ def test_iter_zip_members_accepts_the_given_extensions(png_bytes):
     assert "not a supported file" in out["notes.txt"]
 
 
-def test_labelled_uploads_reads_counts_tables_inside_zips(png_bytes):
+def test_labelled_uploads_reads_counts_tables_inside_zips(png_bytes, samples_dir):
     """A zipped folder of images + counts.csv (the request from the app), loose files, and a broken zip."""
     zipped = _zip({
         "plate/a.png": png_bytes,
-        "plate/b.png": png_bytes,
+        "plate/b.png": (samples_dir / "s02_dense_clusters.png").read_bytes(),
         "plate/counts.csv": b"filename,count\na.png,7\nb.png,9\n",
         "plate/readme.txt": b"hello",
     })

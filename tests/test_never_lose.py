@@ -459,8 +459,8 @@ def test_evaluate_reads_semicolon_counts(tmp_path, capsys):
 def test_zip_with_colliding_names(order):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name in order:
-            zf.writestr(name, png_bytes(blobs()))
+        for name in order:  # two images (of one size: the same pixels would be one image)
+            zf.writestr(name, png_bytes(blobs(48 if name == "d.png" else 50)))
         zf.writestr("counts.csv", "filename,count\nd.png,3\ne.png,3\n")
     items, skipped = labelled_uploads([("x.zip", buf.getvalue())])
     # uploads are paired in memory (cellcount.labelled): a file and a folder of one name are both usable

@@ -117,6 +117,29 @@ def user_models_dir() -> Path:
     return Path(base) / "cellcount" / "models"
 
 
+def is_user_model(name: str) -> bool:
+    """Whether ``name`` is one of the user's models (:func:`user_models_dir`), not a shipped one."""
+    return name in _model_dirs(DEFAULT_WEIGHTS_DIR) and name not in _dirs_in(DEFAULT_WEIGHTS_DIR)
+
+
+def remove_user_model(name: str) -> Path:
+    """Delete the user's model ``name``: its folder in :func:`user_models_dir` (weights, card and all).
+    Returns the folder removed. ParameterError for a shipped model, the baseline or a name that is no user
+    model (nothing else is ever deleted)."""
+    import shutil
+
+    from ..errors import ParameterError
+
+    if name == CLASSICAL_NAME or name in _dirs_in(DEFAULT_WEIGHTS_DIR):
+        raise ParameterError(f"{name} is a shipped model: only models you trained can be removed")
+    folder = _dirs_in(user_models_dir()).get(name)
+    if folder is None or folder.parent.resolve() != user_models_dir().resolve() or folder.is_symlink():
+        raise ParameterError(f"{name} is not one of your models (in {user_models_dir()}); "
+                             "`python -m cellcount models` lists them")
+    shutil.rmtree(folder)
+    return folder
+
+
 def _dirs_in(folder: Path) -> dict[str, Path]:
     try:
         if not folder.is_dir():
