@@ -78,7 +78,8 @@ def labelled_uploads(
     from .labelled import labelled_set
 
     found = labelled_set(files)
-    return found.items, found.skipped + [(name, "no ground truth") for name, _ in found.unlabelled]
+    return found.items, (found.skipped + [(name, "no ground truth") for name, _ in found.unlabelled]
+                         + [(text, "uploaded more than once: used once") for text in found.duplicates])
 
 
 def count_many(

@@ -694,8 +694,8 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
 
 
 def own_novelty(model, pairs: Sequence, *, density: bool):
-    """(reference, limit): the fine-tuned network's encoder features of its training images and a limit just
-    past what they read against each other (leave one out, :func:`cellcount.quality.range_limit`, over both
+    """(reference, limit): the fine-tuned network's encoder features of the user's images (``pairs``: the
+    training and held-out ones) and a limit just past what they read against each other (leave one out, :func:`cellcount.quality.range_limit`, over both
     windows' references), so the new model's flag marks images unlike the ones it learnt in its own encoder's
     terms; None with fewer than :data:`MIN_NOVELTY_IMAGES` images to judge (each at least
     :data:`cellcount.novelty.MIN_WINDOW_PX` at the model's scale; :func:`cellcount.novelty.fit_reference`)."""
@@ -942,8 +942,8 @@ def finetune(
     train_budget_s = None
     if steps is None:
         # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
-        # training image, then postprocessing only) and the held-out images (a pass for the novelty reference, two for scoring) will take
-        reserve = per_image_s * (1.5 * len(train_idx) + 3 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
+        # training image, then postprocessing only) and the held-out scoring (two passes per image) will take
+        reserve = per_image_s * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
         train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
         if train_budget_s < 10:
             raise ParameterError(
@@ -1018,7 +1018,8 @@ def finetune(
     report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
     card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card)}
     # the held-out images are the user's images too: they widen the reference of what the model may count
-    # (they choose nothing about the counts, and are scored below as before)
+    # (they choose nothing about the counts; the same predictions are scored below)
+    report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))
     held_pairs = (predict_pairs([(names[i], images[i], gts[i]) for i in held_idx], new, params, size_model=size_model)
                   if held_idx else [])
     own = own_novelty(new, list(train_pairs) + held_pairs, density=kind == "density")
@@ -1033,8 +1034,7 @@ def finetune(
         held_items = [(names[i], images[i], gts[i]) for i in held_idx]
         rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model),
                                   base_params, keep_results=False)
-        ra = evaluate_predictions(predict_pairs(held_items, new, params, size_model=size_model), params,
-                                  keep_results=False)
+        ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
         # F1 & co.: outlines matched by IoU, dots by the objects holding them (or a density model's peaks)
         keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
         before = {k: float(v) for k, v in rb.summary.items() if k in keep}
@@ -1115,7 +1115,8 @@ def finetune(
         card.extra["novelty"] = {"file": NOVELTY_FILE, "sha256": own[0].save(target / NOVELTY_FILE),
                                  "images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
                                  "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
-                                 "fitted_on": f"the training and held-out images of the fine-tune ({source})"}
+                                 "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if held_idx
+                                               else f"the training images of the fine-tune ({source})")}
     save_model(net, card, target)
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
                             message=f"saved {name} to {target}"))

@@ -927,6 +927,26 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
     return out
 
 
+def one_per_image(entries: Sequence, digests: Sequence[str], truths: Sequence[GroundTruth | None]) -> tuple[list, list]:
+    """Entries whose images have the same content (``digests``) are one image: one of them is kept, the one
+    with the richest ground truth (label images, then masks, then dots, then a count; none last), else the
+    first. Returns (kept entries in their order, (dropped entry, the kept entry it repeats) pairs).
+
+    An image uploaded or stored twice under two names would otherwise be counted twice by an evaluation,
+    and a fine-tune could train on one copy and hold out the other."""
+    def rank(i: int) -> tuple[int, int]:
+        gt = truths[i]
+        return (GROUND_TRUTH_KINDS.index(gt.kind) if gt is not None else len(GROUND_TRUTH_KINDS), i)
+
+    best: dict[str, int] = {}
+    for i, digest in enumerate(digests):
+        if digest not in best or rank(i) < rank(best[digest]):
+            best[digest] = i
+    kept = [e for i, e in enumerate(entries) if best[digests[i]] == i]
+    dropped = [(e, entries[best[digests[i]]]) for i, e in enumerate(entries) if best[digests[i]] != i]
+    return kept, dropped
+
+
 def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str], dict[str, list[str]]]:
     """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path, and the header of
     each CSV that has no such columns: named when nothing else gives ground truth)."""
@@ -1053,14 +1073,37 @@ def load_labelled_folder(
                      f"{' ...' if len(lookalikes) > 3 else ''} (name each like its image with a suffix, "
                      "001cell_dots.png for 001cell.png, or put them in a dots/ or labels/ folder under their images' "
                      "names)")
+        for name, header in list(other_tables.items())[:3]:
+            shown = ", ".join(map(repr, header[:8])) + (" ..." if len(header) > 8 else "")
+            hint += f"; {name} has columns {shown or 'none'}"
         if other_tables:
-            name, header = next(iter(other_tables.items()))
-            hint += (f"; {name} has columns {', '.join(map(repr, header)) or 'none'}: a counts table needs a file-name "
-                     "column ('filename', 'image' or 'name') and a 'count' column")
+            hint += (f": a counts table needs a file-name column ({', '.join(_FILENAME_COLUMNS)}) and a count "
+                     f"column ({', '.join(_COUNT_COLUMNS)})")
         raise GroundTruthError(
             f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())))
-    return out
+    return _one_per_image_file(out, on_error)
+
+
+def _one_per_image_file(pairs: list[tuple[Path, GroundTruth]],
+                        on_error: Callable[[Path, str], None] | None) -> list[tuple[Path, GroundTruth]]:
+    """:func:`one_per_image` over image files (by their bytes); the copies left out are reported."""
+    import hashlib
+
+    digests = []
+    for path, _ in pairs:
+        try:
+            digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        except OSError:
+            digests.append(str(path))  # unreadable here: reported when it is read for counting
+    kept, dropped = one_per_image(pairs, digests, [gt for _, gt in pairs])
+    for (path, _), (other, _) in dropped:
+        reason = f"the same image as {other}: used once"
+        if on_error is None:
+            logger.warning("%s: %s", path, reason)
+        else:
+            on_error(path, reason)
+    return kept

@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,7 @@ class FinetuneJob(_Threaded):
 
     def __post_init__(self) -> None:
         self._init_thread()
+        self.job_id = uuid.uuid4().hex  # which session started it (an object's id() can be reused)
         self._thread_name = f"finetune-{self.name}"
         self._progress: FinetuneProgress | None = None
         self._losses: list[tuple[int, float]] = []
@@ -182,15 +184,15 @@ class JobBoard:
             return job.start()
 
     def follow(self, owner: str) -> FinetuneJob | None:
-        """Show the running job to ``owner`` too, unless its own job runs: a session cannot tell its tab's
-        earlier self (before a reload) from another user, and either wants to see the run that holds the CPU,
-        stop it, and read its outcome. Returns ``owner``'s job after that."""
+        """Show the running job to ``owner`` too when ``owner`` has none (running or finished and not cleared):
+        a session cannot tell its tab's earlier self (before a reload) from another tab, and either wants to
+        see the run that holds the CPU, stop it, and read its outcome. Returns ``owner``'s job after that."""
         with self._lock:
             mine = self._jobs.get(owner)
-            if mine is None or not mine.snapshot().running:
-                busy = next((j for j in self._jobs.values() if j.snapshot().running), None)
-                if busy is not None:
-                    self._jobs[owner] = mine = busy
+            if mine is None:
+                mine = next((j for j in self._jobs.values() if j.snapshot().running), None)
+                if mine is not None:
+                    self._jobs[owner] = mine
             return mine
 
     def clear(self, owner: str) -> None:

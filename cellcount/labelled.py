@@ -23,6 +23,7 @@ from .groundtruth import (
     BinaryMaskWarning,
     GroundTruth,
     holds_only_specks,
+    one_per_image,
     read_counts_csv,
     read_dot_image,
     read_label_image,
@@ -378,23 +379,19 @@ def labelled_set(
 
 def _drop_same_images(out: LabelledSet) -> None:
     """An image uploaded again under another path (a zip's ``images/a.png`` beside a loose ``a.png``) is one
-    image: kept once (its first copy, with that copy's ground truth), so that a fine-tune cannot train on one
-    copy and hold out the other, nor an evaluation count it twice. The others go to ``duplicates``."""
-    seen: dict[str, tuple[str, int | None]] = {}
-
-    def first(name: str, data: bytes, count: int | None = None) -> bool:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in seen:
-            other, other_count = seen[digest]
-            differs = (f"; its annotation, {count} objects against {other_count}, is not used"
-                       if None not in (count, other_count) and count != other_count else "")
-            out.duplicates.append(f"{name} (the same image as {other}{differs})")
-            return False
-        seen[digest] = (name, count)
-        return True
-
-    out.items = [item for item in out.items if first(item[0], item[1], item[2].count)]
-    out.unlabelled = [item for item in out.unlabelled if first(item[0], item[1])]
+    image (:func:`cellcount.groundtruth.one_per_image`: the copy with the richest annotation is kept), so that a
+    fine-tune cannot train on one copy and hold out the other, nor an evaluation count it twice. The others
+    go to ``duplicates``."""
+    entries = [(name, data, gt) for name, data, gt in out.items] + [(name, data, None) for name, data in out.unlabelled]
+    kept, dropped = one_per_image(entries, [hashlib.sha256(data).hexdigest() for _, data, _ in entries],
+                                  [gt for _, _, gt in entries])
+    for (name, _, gt), (other, _, other_gt) in dropped:
+        differs = gt is not None and other_gt is not None and (gt.kind, gt.count) != (other_gt.kind, other_gt.count)
+        unused = (f"; its annotation ({gt.kind}, {gt.count} objects) is not used: {other}'s ({other_gt.kind}, "
+                  f"{other_gt.count}) is" if differs else "")
+        out.duplicates.append(f"{name} (the same image as {other}{unused})")
+    out.items = [(n, d, gt) for n, d, gt in kept if gt is not None]
+    out.unlabelled = [(n, d) for n, d, gt in kept if gt is None]
 
 
 def _note_counts_tables(out: LabelledSet, counts: dict[str, tuple[int, str]]) -> None:

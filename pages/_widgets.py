@@ -83,7 +83,10 @@ def _on_edit(prefix: str, name: str, model_name: str) -> None:
     if local is not None:
         local[name] = value
     else:
-        settings.edit(get_model(model_name), name, value)
+        try:
+            settings.edit(get_model(model_name), name, value)
+        except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the rerun picks another model
+            pass
 
 
 def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None) -> dict[str, Any]:

@@ -245,7 +245,10 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
 
     The sliders are drawn whether or not an image is loaded, so replacing the upload never unmounts them.
     """
-    model = sh.get_model(model_name)
+    try:
+        model = sh.get_model(model_name)
+    except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the whole page picks another
+        st.rerun(scope="app")
     pred = params = error = None
     if source is not None and image is not None:
         try:

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import cellcount as cc
+from cellcount.metrics import MIN_BOOTSTRAP_IMAGES
 from cellcount import viz
 from cellcount.io import readable_paths
 from cellcount.models import model_card
@@ -67,7 +68,8 @@ def short_error(m: dict, where: str = "images") -> str:
     if _interval(m):
         text += f" ({_interval(m)})"
     if "n" in m:
-        text += f" on {int(m['n'])} {where}" + ("" if _interval(m) else " (too few for an interval: says little)")
+        few = int(m["n"]) < MIN_BOOTSTRAP_IMAGES
+        text += f" on {int(m['n'])} {where}" + (" (too few for an interval: says little)" if few else "")
     f1 = m.get("f1")
     return text + (f"; F1 {f1:.2f}" if isinstance(f1, (int, float)) and math.isfinite(f1) else "")
 

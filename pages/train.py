@@ -132,7 +132,7 @@ def show_result(s: JobSnapshot) -> None:
         return
     kept = getattr(res, "kept_base", False)
     after = "the fine-tuned weights (not kept)" if kept else res.name
-    st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or tuning): "
+    st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or to choose settings; they only help the quality flag know your images): "
                 f"{s.base} before, {after} after" + (f"; {res.name} counts them as {s.base} does" if kept else ""))
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
@@ -157,13 +157,19 @@ def show_result(s: JobSnapshot) -> None:
     sh.dataframe(per, column_config=formats)
 
 
+def started_here(job) -> bool:
+    """Whether this session started ``job`` (not followed it from another tab or before a reload)."""
+    return st.session_state.get(f"{P}__started") == job.job_id
+
+
 def job_panel(board: JobBoard, me: str) -> None:
     """Progress while the job runs (redrawn every second without rerunning the page), then its outcome."""
     job = board.get(me)
     if job is None:
         return
     st.subheader(f"Fine-tune: {job.name}")
-    if st.session_state.get(f"{P}__started") != id(job):
+    elsewhere = not started_here(job)
+    if elsewhere:
         st.caption("Started in another tab of this app, or in this one before it was reloaded.")
     was_running = job.snapshot().running
 
@@ -178,7 +184,8 @@ def job_panel(board: JobBoard, me: str) -> None:
             if job.cancel_requested:
                 st.info("Cancelling: the run stops after the current step.")
             else:
-                st.button("Cancel", key=f"{P}_cancel", on_click=job.cancel, icon=":material/cancel:")
+                st.button("Cancel" if not elsewhere else "Cancel this run (started elsewhere)", key=f"{P}_cancel",
+                          on_click=job.cancel, icon=":material/cancel:")
             st.caption("It keeps running if you open other pages; come back here to follow it.")
             return
         if was_running:
@@ -417,7 +424,7 @@ if not items:
     job_and_stop()
 st.caption(f"{len(items)} annotated image(s).")
 mine = board.get(me)
-saved = mine.snapshot() if mine is not None else None
+saved = mine.snapshot() if mine is not None and started_here(mine) else None  # a followed run's name is not ours
 job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None,
                        dots_only=all(gt.kind == "points" for _, _, gt in items))
 busy = board.running()
@@ -428,7 +435,7 @@ if st.button("Start fine-tuning", key=f"{P}_start", type="primary", icon=":mater
     try:
         board.clear(me)
         job = board.start(me, FinetuneJob(job_args["base"], items, job_args["name"], job_args["options"]))
-        st.session_state[f"{P}__started"] = id(job)
+        st.session_state[f"{P}__started"] = job.job_id
     except cc.CellcountError as err:
         sh.show_error(err)
     else:

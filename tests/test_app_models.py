@@ -202,3 +202,21 @@ def test_models_remove_on_the_command_line(tiny_models, capsys):
     assert main(["models", "--remove", "../tiny-mask"]) == 2 and "tiny-mask" in cc.list_models()
     assert main(["models", "--remove", "cli-try"]) == 0
     assert "removed cli-try" in capsys.readouterr().out and "cli-try" not in cc.list_models()
+
+
+def test_a_linked_model_folder_is_not_deleted_through_the_link(tiny_models, tmp_path_factory):
+    import cellcount as cc
+    from cellcount.models import load_model, save_model, user_models_dir
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "linked"
+    shipped = load_model("tiny-mask")
+    save_model(shipped.net, cc.models.ModelCard(**{**shipped.card.to_dict(), "name": "linked"}), elsewhere)
+    user_models_dir().mkdir(parents=True, exist_ok=True)
+    (user_models_dir() / "linked").symlink_to(elsewhere, target_is_directory=True)
+    try:
+        assert "linked" in cc.list_models() and not cc.models.is_user_model("linked"), "no Delete button for it"
+        with pytest.raises(cc.CellcountError, match="is a link"):
+            cc.models.remove_user_model("linked")
+        assert (elsewhere / "card.json").is_file()
+    finally:
+        (user_models_dir() / "linked").unlink()

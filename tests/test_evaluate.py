@@ -394,4 +394,4 @@ def test_a_card_tuned_on_a_folder_with_an_unreadable_image_says_so(samples_dir, 
     assert main(["--model", str(folder), "--data", str(data), "--tune", "--write-card", "--no-cross-check"]) == 1
     err = capsys.readouterr().err
     assert "warning: skipped" in err and "zz_broken.png" in err
-    assert "1 unreadable image(s) left out" in read_card(folder).postprocess_tuned_on
+    assert "1 image(s) of the folder left out (unreadable" in read_card(folder).postprocess_tuned_on

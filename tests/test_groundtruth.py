@@ -347,13 +347,13 @@ def test_load_dsb_nested(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
 
 
 def test_load_dsb_flat(tmp_path: Path) -> None:
-    for name, n in [("a", 2), ("b", 1)]:
-        _save_png(tmp_path / "images" / f"{name}.png", np.zeros((8, 8, 3), np.uint8))
+    for name, n in [("a", 2), ("b", 1)]:  # three images (the same pixels twice would be one image)
+        _save_png(tmp_path / "images" / f"{name}.png", np.full((8, 8, 3), n, np.uint8))
         labels = np.zeros((8, 8), np.uint16)
         for i in range(n):
             labels[i * 3, 0:2] = i + 1
         _save_png(tmp_path / "labels" / f"{name}.png", labels)
-    _save_png(tmp_path / "images" / "c.png", np.zeros((8, 8, 3), np.uint8))
+    _save_png(tmp_path / "images" / "c.png", np.full((8, 8, 3), 5, np.uint8))
     (tmp_path / "counts.csv").write_text("filename,count\na.png,2\nb.png,1\nc.png,5\n")
     items = load_dsb_folder(tmp_path)
     assert [(p.name, gt.kind, gt.count) for p, gt in items] == [
@@ -370,8 +370,8 @@ def test_load_dsb_flat(tmp_path: Path) -> None:
 
 def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     img = np.zeros((10, 12), np.uint8)
-    for name in ["a", "b", "c", "d", "e"]:
-        _save_png(tmp_path / f"{name}.png", img)
+    for k, name in enumerate(["a", "b", "c", "d", "e"]):  # five images: one pixel tells them apart
+        _save_png(tmp_path / f"{name}.png", img + np.uint8(k))
     tifffile.imwrite(tmp_path / "a_labels.tif", (_two_blobs(0) + np.eye(10, 12, dtype=np.uint8) * 9))
     _save_png(tmp_path / "b_mask.png", _two_blobs())
     (tmp_path / "c_points.csv").write_text("x,y\n1,1\n2,2\n3,3\n")
@@ -403,9 +403,9 @@ def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp
     (tmp_path / "dots").mkdir()
     _save_png(tmp_path / "images" / "001cell.png", img)
     _save_png(tmp_path / "dots" / "001cell.png", dots)
-    _save_png(tmp_path / "b.png", img)
+    _save_png(tmp_path / "b.png", img + 1)
     (tmp_path / "b.csv").write_text(" ,X,Y\n1,1,1\n2,2,2\n3,3,3\n")
-    (tmp_path / "c.png").write_bytes((tmp_path / "b.png").read_bytes())
+    _save_png(tmp_path / "c.png", img + 2)
     (tmp_path / "c.csv").write_text("filename,count\nc.png,5\n")  # named like an image, but a counts table
     got = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(tmp_path)}
     assert got == {"001cell.png": ("points", 2), "b.png": ("points", 3), "c.png": ("count", 5)}
@@ -423,18 +423,34 @@ def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp
         load_labelled_folder(other)
     (other / "009dots.png").unlink()
     (other / "counts.csv").write_text("name,n\n001cell.png,2\n")  # a counts table without a count column
-    with pytest.raises(GroundTruthError, match=r"counts.csv has columns 'name', 'n': a counts table needs"):
+    with pytest.raises(GroundTruthError, match=r"counts.csv has columns 'name', 'n': a counts table needs a file-name column \(filename, .*name\) and a count column \(count, "):
         load_labelled_folder(other)
     vgg = tmp_path / "vgg-layout"  # the VGG cells benchmark: images/001cell.png with dots/001dots.png
     (vgg / "images").mkdir(parents=True)
     (vgg / "dots").mkdir()
     _save_png(vgg / "images" / "001cell.png", img)
     _save_png(vgg / "dots" / "001dots.png", dots)
-    _save_png(vgg / "images" / "002cell.png", img)
+    _save_png(vgg / "images" / "002cell.png", img + 1)
     _save_png(vgg / "dots" / "003dots.png", dots)  # no image of its own: not taken by 002cell
     (vgg / "counts.csv").write_text("filename,count\n002cell.png,4\n")
     got = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(vgg)}
     assert got == {"001cell.png": ("points", 2), "002cell.png": ("count", 4)}
+
+
+def test_the_same_image_twice_in_a_folder_is_one_image_with_the_richer_annotation(tmp_path: Path) -> None:
+    img = np.zeros((10, 12), np.uint8)
+    img[2:5, 2:5] = 200
+    _save_png(tmp_path / "a.png", img)
+    _save_png(tmp_path / "copy_of_a.png", img)
+    (tmp_path / "copy_of_a_points.csv").write_text("x,y\n3,3\n")
+    (tmp_path / "counts.csv").write_text("filename,count\na.png,1\n")
+    _save_png(tmp_path / "b.png", img + 1)
+    (tmp_path / "b_points.csv").write_text("x,y\n3,3\n")
+    reported = []
+    got = load_labelled_folder(tmp_path, on_error=lambda path, why: reported.append((path.name, why)))
+    assert [(p.name, gt.kind) for p, gt in got] == [("b.png", "points"), ("copy_of_a.png", "points")], \
+        "the copy with dots wins over the one with a count"
+    assert reported == [("a.png", f"the same image as {tmp_path / 'copy_of_a.png'}: used once")]
 
 
 def test_load_labelled_folder_errors(tmp_path: Path) -> None:

@@ -128,3 +128,21 @@ def test_inputs_with_one_name_each_get_their_row_and_a_stop_at_the_end_is_no_sto
     one.cancel()  # pressed while its only image was being counted
     assert one.start().join(120)
     assert one.snapshot().status == "done" and one.not_counted() == []
+
+
+def test_following_the_running_job_never_replaces_a_sessions_own_outcome():
+    """A reloaded tab (no job of its own) follows the run that holds the CPU; a session whose finished result
+    is still on screen keeps it when another session starts a run."""
+    from types import SimpleNamespace
+
+    def job(running: bool):
+        return SimpleNamespace(snapshot=lambda: SimpleNamespace(running=running))
+
+    board = JobBoard()
+    finished, running = job(False), job(True)
+    board._jobs.update({"b": finished, "a": running})
+    assert board.follow("b") is finished, "b's own result is not swapped for a's run"
+    assert board.follow("new-tab") is running and board.get("new-tab") is running
+    board.clear("new-tab")
+    assert board.get("new-tab") is running, "a running job is not cleared"
+    assert board.get("a") is running

@@ -114,6 +114,12 @@ def test_duplicates_are_counted_once_with_a_note(samples):
                          ("b.png", samples[1][0])], [("a_labels.tif", lab), ("b_labels.tif", samples[1][1])])
     assert sorted(n for n, _, _ in both.items) == ["b.png", "images/a.png"]
     assert both.duplicates == ["a.png (the same image as images/a.png)"]
+    # of two copies the one with the richer annotation is kept (dots over a count), and the other's is named
+    table = b"filename,count\na.png,5\n"
+    richer = labelled_set([("a.png", img), ("counts.csv", table), ("copy.png", img)], [("copy_labels.tif", lab)])
+    assert [(n, gt.kind) for n, _, gt in richer.items] == [("copy.png", "labels")]
+    assert richer.duplicates == [f"a.png (the same image as copy.png; its annotation (count, 5 objects) is not used: "
+                                 f"copy.png's (labels, {count}) is)"]
     # a different file under a name already taken cannot be paired: reported, not silently dropped
     clash = labelled_set([("a.png", img), ("a.png", samples[1][0])], [("a.png", lab)])
     assert len(clash.items) == 1 and clash.skipped[0][0] == "a.png" and "different file" in clash.skipped[0][1]

@@ -398,8 +398,8 @@ def test_evaluate_cli_leaves_out_a_bad_pair_and_scores_the_rest(tmp_path, capsys
 
     data = tmp_path / "data"
     data.mkdir()
-    for name in ("a", "b", "c"):
-        img = blobs()
+    for n, name in enumerate(("a", "b", "c")):
+        img = blobs(n=3 + n)  # three images, not one image three times
         Image.fromarray(img).save(data / f"{name}.png")
         labels = (img > 0).astype(np.uint16)
         tifffile.imwrite(data / f"{name}_labels.tif", labels if name != "b" else labels[:30, :30])
@@ -466,6 +466,15 @@ def test_zip_with_colliding_names(order):
     # uploads are paired in memory (cellcount.labelled): a file and a folder of one name are both usable
     assert sorted(name for name, _, _ in items) == ["d.png", "d.png/e.png"]
     assert [gt.count for _, _, gt in items] == [3, 3] and skipped == []
+    # the same image twice under two names is one image, and the copy left out is said
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("d.png", png_bytes(blobs()))
+        zf.writestr("e.png", png_bytes(blobs()))
+        zf.writestr("counts.csv", "filename,count\nd.png,3\ne.png,3\n")
+    items, skipped = labelled_uploads([("x.zip", buf.getvalue())])
+    assert [name for name, _, _ in items] == ["d.png"]
+    assert skipped == [("e.png (the same image as d.png)", "uploaded more than once: used once")]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
     def left_out() -> str:  # a card written from a run that skipped images says so
-        return f"; {len(skipped)} unreadable image(s) left out" if skipped else ""
+        return (f"; {len(skipped)} image(s) of the folder left out (unreadable, unusable ground truth or a copy of "
+                "another)" if skipped else "")
 
     items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip))
     if not items:

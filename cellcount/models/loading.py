@@ -118,14 +118,18 @@ def user_models_dir() -> Path:
 
 
 def is_user_model(name: str) -> bool:
-    """Whether ``name`` is one of the user's models (:func:`user_models_dir`), not a shipped one."""
-    return name in _model_dirs(DEFAULT_WEIGHTS_DIR) and name not in _dirs_in(DEFAULT_WEIGHTS_DIR)
+    """Whether ``name`` is one of the user's models (a folder in :func:`user_models_dir`, not a link to one
+    elsewhere), not a shipped one: what :func:`remove_user_model` deletes."""
+    folder = _dirs_in(user_models_dir()).get(name)
+    return (folder is not None and not folder.is_symlink() and name != CLASSICAL_NAME
+            and name not in _dirs_in(DEFAULT_WEIGHTS_DIR))
 
 
 def remove_user_model(name: str) -> Path:
     """Delete the user's model ``name``: its folder in :func:`user_models_dir` (weights, card and all).
     Returns the folder removed. ParameterError for a shipped model, the baseline or a name that is no user
     model (nothing else is ever deleted)."""
+    import os
     import shutil
 
     from ..errors import ParameterError
@@ -133,10 +137,15 @@ def remove_user_model(name: str) -> Path:
     if name == CLASSICAL_NAME or name in _dirs_in(DEFAULT_WEIGHTS_DIR):
         raise ParameterError(f"{name} is a shipped model: only models you trained can be removed")
     folder = _dirs_in(user_models_dir()).get(name)
-    if folder is None or folder.parent.resolve() != user_models_dir().resolve() or folder.is_symlink():
+    if folder is not None and folder.is_symlink():
+        raise ParameterError(f"{folder} is a link to a folder elsewhere: remove the link yourself if you mean to")
+    if folder is None:
         raise ParameterError(f"{name} is not one of your models (in {user_models_dir()}); "
                              "`python -m cellcount models` lists them")
-    shutil.rmtree(folder)
+    # out of the list at once (a hidden name), then deleted: a failure halfway leaves no half model listed
+    gone = folder.with_name(f".{name}.removed-{os.getpid()}")
+    folder.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
     return folder
 
 
