@@ -8,6 +8,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
+from cellcount.batch import BatchItem, counts_frame
 from cellcount.io import labels_to_tiff_bytes
 from cellcount.measure import BOX_COLUMNS, likely_merges
 from cellcount.pipeline import split_distance_px
@@ -140,12 +141,21 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
     )
 
 
+def counts_row(name: str, result: cc.CountResult, plane: dict) -> pd.DataFrame:
+    """The one image's row in the counts CSV's columns (``cellcount.batch.COUNT_COLUMNS``: the Batch page's and
+    the CLI's), with the z-stack plane after the file name when one was chosen."""
+    row = counts_frame([BatchItem(name, "ok", "", result, seconds=sum(result.seconds.values()))])
+    if plane:
+        row.insert(1, "plane", plane["plane"])
+    return row
+
+
 def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None = None) -> None:
     s = sh.stem(source.name)
     plane = {} if page is None else {"plane": page}  # what was counted of a z-stack
     files = [
-        ("Counts CSV", lambda: sh.csv_bytes(pd.DataFrame([{"file": source.name, **plane, **result.summary_row()}])),
-         f"{s}_counts.csv", "text/csv", "counts", None),
+        ("Counts CSV", lambda: sh.csv_bytes(counts_row(source.name, result, plane)), f"{s}_counts.csv", "text/csv",
+         "counts", "The columns of the Batch page's and the command line's counts CSV."),
     ]
     if result.output_kind == "density":  # its rows are peaks, not the counted objects
         files.append(("Centres CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)), f"{s}_centres.csv",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -56,6 +58,10 @@ def show_summary(s: dict, iou_threshold: float) -> None:
     ci = (f"; 95% bootstrap interval over these images {sh.fixed(s['mae_ci_low'])}-{sh.fixed(s['mae_ci_high'])}"
           if np.isfinite(s.get("mae_ci_low", np.nan)) else "")
     m[1].metric("MAE", sh.fixed(s["mae"]), help=f"Mean absolute count error (cells per image){ci}")
+    if ci:
+        st.caption(f"MAE {sh.fixed(s['mae'])}: 95% bootstrap interval over these images "
+                   f"{sh.fixed(s['mae_ci_low'])}–{sh.fixed(s['mae_ci_high'])} (another set of images like these "
+                   "could give any value in it).")
     m[2].metric("RMSE", sh.fixed(s["rmse"]))
     m[3].metric("Bias", sh.fixed(s["bias"], sign=True), help="Mean of predicted - true: > 0 over-counts")
     m[4].metric("MAPE", f"{s['mape']:.1f} %", help="Mean absolute error relative to the true count")
@@ -222,14 +228,18 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "other images is the check below.",
     )
     m[2].metric("Settings changed", len(changed))
+    # the settings in use may have moved since: the comparison is with those tuning started from
+    moved = params.to_dict() not in (tuned["start"], tuned["best"])
+    start_words = "the settings tuning started from" if moved else "the current settings"
     if changed and check is not None:
-        text = (f"On images the tuning did not see, the current settings count at MAE {check[0]:.2f} and tuned ones "
+        text = (f"On images the tuning did not see, {start_words} count at MAE {check[0]:.2f} and tuned ones "
                 f"at {check[1]:.2f}")
         if helps:
             st.success(f"{text}: tuning helps on images like these.")
         else:
             st.warning(f"{text}: the tuned settings fit these {len(pairs)} images but count new ones no better. "
-                       "Keep the current settings (or bring more images); apply only if you will count no others.")
+                       f"Keep {'those' if moved else 'the current'} settings (or bring more images); apply only if "
+                       "you will count no others.")
     if changed:
         sh.dataframe(
             pd.DataFrame([{"setting": setting_label(k), "before": setting_text(k, a), "tuned": setting_text(k, b)}
@@ -248,9 +258,10 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     applied = params.to_dict() == tuned["best"]
     if applied and changed:
         st.caption("The tuned settings are in use on every page.")
-    elif not applied and params.to_dict() != tuned["start"]:
+    elif moved:
         st.caption(
-            "The settings were changed after tuning; the table refers to the settings tuning started from."
+            "The settings were changed after tuning: 'before' and the check above refer to the settings tuning "
+            "started from, not to those in use now (the figures at the top). Run Optimise again to compare with them."
         )
     c = st.columns(2)
     c[0].button(
@@ -342,8 +353,11 @@ with right:
             sh.dataframe(per_image.assign(rel_error=100 * per_image["rel_error"]), column_order=shown,
                          column_config=PER_IMAGE_CONFIG)
             st.caption("More columns (matched / extra / missed objects, nucleus-size estimate, timings) in the CSV.")
+            # which model and settings made these counts: the file alone says (as the Batch and Compare CSVs do)
+            recorded = per_image.assign(model=model.name, settings=json.dumps(params.to_dict(), sort_keys=True))
             sh.download_button(
-                "Per-image CSV", sh.csv_bytes(per_image), "evaluation.csv", "text/csv", f"{P}_dl_table"
+                "Per-image CSV", sh.csv_bytes(recorded), "evaluation.csv", "text/csv", f"{P}_dl_table",
+                help="Every column, with the model and its settings (JSON) on each row.",
             )
     if tabs[1].open:
         tabs[1].plotly_chart(viz.pred_vs_true_scatter(per_image), key=f"{P}_scatter")

@@ -88,6 +88,13 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     assert any("images the tuning did not see" in m.value for m in [*at.success, *at.warning]), "checked held out"
     table = next(df.value for df in at.dataframe if "setting" in df.value.columns)
     assert len(table) == changed and not any("_" in name for name in table["setting"]), "named as on the Count page"
+    # a setting moved after tuning: the check compares with the settings tuning started from, and says so
+    area = at.number_input(key="eval_min_area_px")
+    area.set_value(area.value + 7).run()
+    assert any("changed after tuning" in c.value for c in at.caption)
+    assert any("the settings tuning started from count at MAE" in m.value for m in [*at.success, *at.warning])
+    area.set_value(area.value - 7).run()
+    assert any("the current settings count at MAE" in m.value for m in [*at.success, *at.warning])
     at.button(key="eval_apply").click()
     at.run()
     assert not at.exception

@@ -353,6 +353,16 @@ def test_batch_uses_the_settings_tuned_on_count(page, server, tmp_path):
     _set_number(page, "Min. area (px)", 150)
     _choose_split(page, "Off")
     sync_api.expect(_status(page, f"Settings of {BASELINE}: edited")).to_be_visible()
+    # the Count page's counts CSV has the Batch page's and the CLI's columns, and this image's count
+    from cellcount.batch import COUNT_COLUMNS
+
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Counts CSV").click()
+    one = pd.read_csv(info.value.path())
+    assert list(one.columns) == list(COUNT_COLUMNS) and len(one) == 1
+    shown = cc.count_image(cc.read_image(SAMPLES / one["file"][0]), cc.load_model(BASELINE),
+                           cc.resolve_params(cc.load_model(BASELINE), {"min_area_px": 150, "split_mode": "off"}))
+    assert one["count"][0] == shown.count and one["status"][0] == "ok"
     page.get_by_test_id("stSidebarNav").get_by_text("Batch", exact=True).click()
     sync_api.expect(page.get_by_role("heading", name="Batch", exact=True)).to_be_visible()
     sync_api.expect(_number(page, "Min. area (px)")).to_have_value("150")
