@@ -181,16 +181,23 @@ def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_p
     assert mae == pytest.approx(after, abs=0.02)
 
 
-@pytest.mark.slow
-def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, capsys):
+def _tiny_mask_folder(tmp_path):
+    """An untrained tiny mask model (with a border channel) saved as a model folder."""
     import torch
 
-    from cellcount.models import ModelCard, create_model, read_card, save_model
+    from cellcount.models import ModelCard, create_model, save_model
 
     torch.manual_seed(0)
     kwargs = {"in_channels": 1, "base_width": 4, "depth": 2, "out_channels": 2, "head": "mask"}
     card = ModelCard(name="tiny-mask", architecture="unet", output_kind="mask", kwargs=kwargs)
-    folder = save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-mask")
+    return save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-mask")
+
+
+@pytest.mark.slow
+def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, capsys):
+    from cellcount.models import read_card
+
+    folder = _tiny_mask_folder(tmp_path)
 
     def mae_of(*extra: str) -> float:
         """Run the evaluation CLI on the samples with ``extra`` arguments; the MAE it printed."""
@@ -379,14 +386,9 @@ def test_tuning_from_a_border_mode_keeps_the_users_unused_distance(draw_disks):
 def test_a_card_tuned_on_a_folder_with_an_unreadable_image_says_so(samples_dir, tmp_path, capsys):
     import shutil
 
-    import torch
+    from cellcount.models import read_card
 
-    from cellcount.models import ModelCard, create_model, read_card, save_model
-
-    torch.manual_seed(0)
-    kwargs = {"in_channels": 1, "base_width": 4, "depth": 2, "out_channels": 2, "head": "mask"}
-    card = ModelCard(name="tiny-mask", architecture="unet", output_kind="mask", kwargs=kwargs)
-    folder = save_model(create_model("unet", **kwargs), card, tmp_path / "tiny-mask")
+    folder = _tiny_mask_folder(tmp_path)
     data = tmp_path / "data"
     shutil.copytree(samples_dir, data)
     (data / "zz_broken.png").write_bytes(b"not a png")
