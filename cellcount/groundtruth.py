@@ -560,6 +560,9 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
     header, rows = _csv_rows(name, text)
     decimal_comma = _delimiter(text) == ";"
     cols = _point_columns(header)
+    if cols is None and header and all(_is_number(c) for c in header):
+        raise GroundTruthError(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
+                               "columns, e.g. x,y (x is the column, y the row)")
     if cols is None:
         raise GroundTruthError(
             f"{name}: no coordinate columns found in header {header}; expected x,y or row,col or "
@@ -631,6 +634,14 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------
 # pairing files
 # --------------------------------------------------------------------------------------------------
+def _is_number(text: str) -> bool:
+    try:
+        float(text.strip().replace(",", "."))
+    except ValueError:
+        return False
+    return True
+
+
 def _is_point_table(path: Path) -> bool:
     """Whether a CSV has coordinate columns (x,y / X,Y / row,col ...); False when unreadable."""
     try:
@@ -947,7 +958,7 @@ def one_per_image(entries: Sequence, digests: Sequence[str], truths: Sequence[Gr
     return kept, dropped
 
 
-def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str], dict[str, list[str]]]:
+def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]]]:
     """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path, and the header of
     each CSV that has no such columns: named when nothing else gives ground truth)."""
     counts: dict[str, int] = {}
@@ -957,7 +968,7 @@ def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str]
         name, text = _read_csv_text(path)
         header, _ = _csv_rows(name, text)
         if _count_columns(header) is None:
-            other[path.name] = list(header)
+            other[path] = list(header)
             continue
         for stem, n in read_counts_csv(path).items():
             if stem in counts and counts[stem] != n:
@@ -1059,7 +1070,17 @@ def load_labelled_folder(
                 gt = GroundTruth(kind="count", count=gt.count, source=gt.source)
             out.append((image, gt))
         else:
-            missing.append(image)
+            table = _own_unreadable_table(image, other_tables)
+            if table is None:
+                missing.append(image)
+                continue
+            # a CSV named as this image's, neither points nor counts: its own reason, not "no ground truth"
+            try:
+                read_points_csv(table)
+            except GroundTruthError as err:
+                if on_error is None:
+                    raise
+                on_error(image, str(err))
     if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
         raise GroundTruthError(f"{root}: no image with usable ground truth (each was reported above)")
     if not out:
@@ -1073,9 +1094,9 @@ def load_labelled_folder(
                      f"{' ...' if len(lookalikes) > 3 else ''} (name each like its image with a suffix, "
                      "001cell_dots.png for 001cell.png, or put them in a dots/ or labels/ folder under their images' "
                      "names)")
-        for name, header in list(other_tables.items())[:3]:
+        for table, header in list(other_tables.items())[:3]:
             shown = ", ".join(map(repr, header[:8])) + (" ..." if len(header) > 8 else "")
-            hint += f"; {name} has columns {shown or 'none'}"
+            hint += f"; {table.name} has columns {shown or 'none'}"
         if other_tables:
             hint += (f": a counts table needs a file-name column ({', '.join(_FILENAME_COLUMNS)}) and a count "
                      f"column ({', '.join(_COUNT_COLUMNS)})")
@@ -1086,6 +1107,13 @@ def load_labelled_folder(
         )
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())))
     return _one_per_image_file(out, on_error)
+
+
+def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | None:
+    """The CSV among ``tables`` (neither points nor counts) named as ``image``'s: ``a.csv`` beside ``a.png``,
+    or in a ``dots/`` / ``points/`` folder beside the image's folder."""
+    places = [image.with_suffix(".csv")] + [image.parent.parent / d / f"{image.stem}.csv" for d in DOT_DIRS]
+    return next((p for p in places if p in tables), None)
 
 
 def _one_per_image_file(pairs: list[tuple[Path, GroundTruth]],

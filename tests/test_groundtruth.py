@@ -453,6 +453,24 @@ def test_the_same_image_twice_in_a_folder_is_one_image_with_the_richer_annotatio
     assert reported == [("a.png", f"the same image as {tmp_path / 'copy_of_a.png'}: used once")]
 
 
+def test_a_csv_named_as_an_image_that_reads_as_nothing_says_why(tmp_path: Path) -> None:
+    """A points CSV with a header the reader does not know was reported as an image without ground truth."""
+    img = np.zeros((10, 12), np.uint8)
+    _save_png(tmp_path / "a.png", img)
+    (tmp_path / "a.csv").write_text("pos_col,pos_row\n3,4\n")
+    _save_png(tmp_path / "b.png", img + 1)
+    (tmp_path / "b.csv").write_text("3,4\n5,6\n")
+    _save_png(tmp_path / "c.png", img + 2)
+    (tmp_path / "c.csv").write_text("x,y\n3,4\n")
+    reported = {}
+    got = load_labelled_folder(tmp_path, on_error=lambda path, why: reported.setdefault(path.name, why))
+    assert [p.name for p, _ in got] == ["c.png"]
+    assert "no coordinate columns found in header ['pos_col', 'pos_row']" in reported["a.png"]
+    assert "no header line" in reported["b.png"]
+    with pytest.raises(GroundTruthError, match="pos_col"):
+        load_labelled_folder(tmp_path)
+
+
 def test_load_labelled_folder_errors(tmp_path: Path) -> None:
     _save_png(tmp_path / "a.png", np.zeros((10, 12), np.uint8))
     with pytest.raises(GroundTruthError, match="none of the 1 image"):
