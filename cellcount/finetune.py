@@ -129,7 +129,8 @@ class FinetuneResult:
     weights' figures), so the saved model keeps the base's weights and settings (it counts them as ``before``)."""
 
 
-def reading_note(*, background: str, invert: bool | None, size: str, diameter_px: float | None) -> str:
+def reading_note(*, background: str, invert: bool | None, size: str, diameter_px: float | None,
+                 spread: tuple[float, float] | None = None) -> str:
     """The set decisions of a fine-tune in plain words (CLI and Train page)."""
     if background == "set":
         bg = f"{'bright (brightfield, stained)' if invert else 'dark (fluorescence)'} background, decided once for the set"
@@ -143,6 +144,9 @@ def reading_note(*, background: str, invert: bool | None, size: str, diameter_px
         sz = f"objects {diameter_px:.1f} px across in every image (one size for the set, kept in the card)"
     else:
         sz = "each image's object size estimated on its own, as the base model does"
+        if spread is not None and spread[1] > SIZE_SPREAD * spread[0]:
+            sz += (f" (the images' objects measure {spread[0]:.0f} to {spread[1]:.0f} px across, more than "
+                   f"{SIZE_SPREAD:g}x apart: several magnifications, not one size)")
     return f"{bg[0].upper()}{bg[1:]}; {sz}."
 
 
@@ -440,14 +444,21 @@ def one_magnification(gts: Sequence[GroundTruth], sizes: Sequence[float | None] 
     two or more; otherwise from ``sizes``, the base model's per-image estimates (:func:`annotated_diameter`),
     since dots cannot tell (their spacing follows the density as much as the size). Fewer than two sizes
     count as one magnification."""
+    spread = size_spread(gts, sizes)
+    return spread is None or bool(spread[1] <= SIZE_SPREAD * spread[0])
+
+
+def size_spread(gts: Sequence[GroundTruth], sizes: Sequence[float | None] | None = None) -> tuple[float, float] | None:
+    """(10th, 90th percentile) of the images' median object diameters, px, as :func:`one_magnification` reads
+    them (label images, else ``sizes``); None with fewer than two."""
     found = [d for d in (_median_diameter(np.asarray(gt.labels, np.int32)) for gt in gts if gt.labels is not None)
              if d]
     if len(found) < 2:
         found = [d for d in (sizes or []) if d]
     if len(found) < 2:
-        return True
+        return None
     low, high = np.percentile(found, [10, 90])
-    return bool(high <= SIZE_SPREAD * low)
+    return float(low), float(high)
 
 
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
@@ -743,7 +754,8 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
     from .models import list_models, user_models_dir
 
     if not name or not name.strip() or any(c in name for c in "/\\:") or name.startswith(".") or name != name.strip():
-        raise ParameterError(f"model name {name!r} must be a plain folder name (no slashes, no leading dot or spaces)")
+        raise ParameterError(f"model name {name!r} must be a plain folder name (no slashes or colons, no leading dot, "
+                             "no spaces at either end)")
     folder = Path(out_dir) if out_dir is not None else user_models_dir()
     target = folder / name
     if target.exists() and not overwrite:
@@ -751,6 +763,11 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
                              "--overwrite replaces it)")
     if name in list_models() and not target.exists():
         raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
+    # UNET-MASK beside unet-mask: one folder on macOS and Windows, and two models a reader cannot tell apart
+    alike = [m for m in list_models() if m.casefold() == name.casefold() and m != name]
+    if alike:
+        raise ParameterError(f"{name!r} differs from the existing model {alike[0]!r} only in upper / lower case; "
+                             "choose another name")
     _check_model_folder(folder)
     return target
 
@@ -869,6 +886,12 @@ def finetune(
     labelled, source = _labelled_items(data)
     names = [n for n, _, _ in labelled]
     gts = [gt for _, _, gt in labelled]
+    asked = holdout_asked(holdout, len(names))
+    if asked > len(names) - MIN_TRAIN_IMAGES:  # nothing trained yet: say so rather than train on what is left
+        raise ParameterError(
+            f"holdout {holdout:g} asks to hold out {asked} of the {len(names)} annotated image(s); at most "
+            f"{max(len(names) - MIN_TRAIN_IMAGES, 0)} can be (at least {MIN_TRAIN_IMAGES} must train): hold out "
+            "fewer, or annotate more images")
     train_idx, held_idx = split_holdout(names, holdout, seed=seed)
     notes: list[str] = []  # for the user at the end (CLI, Train page), not only in passing
 
@@ -876,9 +899,6 @@ def finetune(
         notes.append(text)
         report(FinetuneProgress("prepare", message=f"note: {text}"))
 
-    if holdout_asked(holdout, len(names)) > len(held_idx):
-        note(f"{holdout_asked(holdout, len(names))} image(s) asked to be held out, but only {len(held_idx)} can be: "
-             f"at least {MIN_TRAIN_IMAGES} of the {len(names)} must train")
     if len(train_idx) < FEW_TRAIN_IMAGES:
         note(f"only {len(train_idx)} image(s) to train on: the new model may learn little from so few (hold out "
              "fewer, or annotate more)")
@@ -907,7 +927,7 @@ def finetune(
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
-    size_note = ""
+    size_note, spread = "", None
     train_gts = [gts[i] for i in train_idx]
     if kind == "mask" and train_gts and all(gt.kind == "points" for gt in train_gts):
         report(FinetuneProgress("prepare", message=DOTS_ON_MASK_NOTE.format(base=model.name)))
@@ -927,6 +947,7 @@ def finetune(
         if size == "auto":  # a base that misses the dots sizes something else: its spread says nothing
             misses = set_misses_dots(train_gts, sizes, hits)
             size = "set" if misses or one_magnification(train_gts, sizes) else "image"
+            spread = size_spread(train_gts, sizes)
         if size == "set":
             diameter = set_diameter([], train_gts, model, sizes=sizes, hits=hits)
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
@@ -1093,8 +1114,10 @@ def finetune(
         "keep_worse": keep_worse,
     }
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
-                    "holdout_note": f"{len(held_idx)} held-out images of {source}: before = {model.name} with its card's "
-                                    "settings, after = this model with its re-tuned settings"}
+                    "holdout_note": f"{len(held_idx)} held-out image(s) of {source}: before = {model.name} with its "
+                                    "card's settings, after = this model with "
+                                    + ("the base's settings (re-tuning did not help)"
+                                       if tuned_note.startswith("the base's settings kept") else "its re-tuned settings")}
     if kept_base:  # the base's own figures still hold for its weights; the paired difference is the discarded ones'
         card.metrics = {**{k: v for k, v in model.card.metrics.items() if not k.startswith("holdout")}, **card.metrics}
         card.metrics["holdout_paired_mae_difference_finetuned"] = card.metrics.pop("holdout_paired_mae_difference")
@@ -1125,7 +1148,7 @@ def finetune(
                           train_files=[names[i] for i in train_idx], holdout_counts=counts,
                           reading=(f"as {model.name} reads them (its weights and settings were kept)" if kept_base
                                    else reading_note(background=background, invert=fixed.get("invert"), size=size,
-                                                     diameter_px=diameter)),
+                                                     diameter_px=diameter, spread=spread)),
                           size_note="" if kept_base else size_note, notes=notes,
                           precision=used["precision"], precision_why=used["why"])
 
@@ -1184,13 +1207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="name of the new model")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None,
-                        help=f"training time budget in minutes (default {DEFAULT_MINUTES:g})")
+                        help=f"time budget of the whole run in minutes: reading, training and scoring (default "
+                        f"{DEFAULT_MINUTES:g}); training gets what reading and scoring leave")
     budget.add_argument("--steps", type=int, default=None, help="a fixed number of training steps instead")
     p.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, metavar="N",
                    help=f"the most steps the time budget may buy (default {DEFAULT_MAX_STEPS}; 0: no limit): on a "
                    "fast CPU more steps did not count better, so the run ends early")
     p.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
-                   help="images held out for the before/after score: a fraction (< 1) or a number (default 0.25)")
+                   help="images held out for the before/after score: a fraction below 1 (default 0.25) or a "
+                   "whole number of images (1 means one image)")
     p.add_argument("--out-dir", help="where the model folder goes (default: the user models folder)")
     p.add_argument("--size", choices=["auto", "set", "image"], default="auto",
                    help="object size: one for the whole set, each image's own, or auto (one unless the label "

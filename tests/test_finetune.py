@@ -213,6 +213,7 @@ def test_a_mixed_set_keeps_per_image_background_and_size(tiny_model, tmp_path, d
         tifffile.imwrite(data / f"img{i}_labels.tif", labels.astype(np.uint16))
     res = finetune(base_dir, data, name="mixed", steps=1, holdout=0, batch_size=2, crop=32)
     assert "read per image" in res.reading and "estimated on its own" in res.reading
+    assert "more than 1.5x apart: several magnifications" in res.reading, "why each image is sized on its own"
     card = load_model(res.folder).card
     assert card.training["size"] == "image" and card.training["background"] == "image"
     assert card.postprocess.get("invert") is None, "each image is read as the base reads it"
@@ -272,6 +273,8 @@ def test_finetune_refuses_counts_only_and_existing_names(tiny_model, tmp_path, d
         finetune(base_dir, data, name="x", steps=1, holdout=0)
     with pytest.raises(cc.CellcountError, match="existing model"):
         finetune(base_dir, data, name="unet-mask", steps=1)
+    with pytest.raises(cc.CellcountError, match="differs from the existing model 'unet-mask' only in upper / lower"):
+        finetune(base_dir, data, name="UNET-Mask", steps=1)
 
 
 def test_cancel_stops_between_steps_and_writes_nothing(tiny_model, tmp_path, draw_disks):
@@ -524,11 +527,13 @@ def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(t
     base.card.extra = {**base.card.extra, "guide_note": "its quality flag misses errors"}
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, "points", n=3)
-    res = finetune(base_dir, data, name="capped", steps=1, holdout=3, batch_size=2, crop=32)
+    with pytest.raises(ParameterError, match="asks to hold out 3 of the 3 annotated image.s.; at most 2 can be"):
+        finetune(base_dir, data, name="capped", steps=1, holdout=3, batch_size=2, crop=32)
+    assert "capped" not in list_models(), "nothing trained, nothing saved"
+    res = finetune(base_dir, data, name="capped", steps=1, holdout=2, batch_size=2, crop=32)
     assert "guide_note" not in load_model(res.folder).card.extra, "the base's caveat is not the new model's"
     assert "its quality flag misses errors" in load_model(base_dir).card.summary()
     assert len(res.train_files) == 1 and len(res.holdout_files) == 2
-    assert any("3 image(s) asked to be held out, but only 2 can be" in n for n in res.notes)
     assert any("only 1 image(s) to train on" in n for n in res.notes)
     (data / "img0_points.csv").write_text("x,y\n")
     res = finetune(base_dir, data, name="empty-dots", steps=1, holdout=0, batch_size=2, crop=32)
