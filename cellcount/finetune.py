@@ -77,6 +77,12 @@ smaller (fat cells as the nuclei on their membranes) measures a fraction of thei
 SIZE_SPREAD = 1.5
 MIN_FLAG_IMAGES = 8
 """Training images needed to fit a fine-tuned model's own quality rule (fewer: the base's rule, widened)."""
+MIN_NOVELTY_LIMIT = 2.0
+"""The fine-tuned model's novelty limit is at least this (twice as far from the user's images as they lie from
+each other): a few images' leave-one-out distances understate how far the next image of the same kind may lie.
+On the validation splits (`scripts/finetune_flag_probe.py`, docs/finetuning.md) unseen images of the same kind
+read 0.65-2.49 against 2.26-8.26 for the other set's, and the range limit alone (1.47-1.75) flagged 14-25% of
+the same kind."""
 MIN_NOVELTY_IMAGES = 4
 """Images (training and held-out) needed for the fine-tuned model's own novelty reference: more than its
 ``k`` nearest neighbours. A small set's reference is rough, but without one a model taught on a few images
@@ -721,7 +727,7 @@ def own_novelty(model, pairs: Sequence, *, density: bool):
         return None
     ref = fitted[0]
     limit = range_limit(np.concatenate([r.self_scores() for r in (ref, ref.small) if r is not None]), below=False)
-    return (ref, limit) if limit else None
+    return (ref, max(limit, MIN_NOVELTY_LIMIT)) if limit else None
 
 
 MIN_CROSS_CHECK = 4

@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         model = cc.load_model(res.folder)
         params = cc.resolve_params(model, None)
         size_model = cc.models.size_model_for(model, params)
-        flags, big, errors, reasons = [], [], [], collections.Counter()
+        flags, big, errors, reasons, novelty = [], [], [], collections.Counter(), {"same": [], "other": []}
         for i in te:
             r = cc.count_image(cc.read_image(data[i][0]), model, params, size_model=size_model)
             flags.append(r.quality.flag)
+            novelty["same"].append(r.quality.signals.get("novelty"))
             errors.append(r.count_estimate - data[i][2])
             big.append(abs(errors[-1]) > 0.15 * data[i][2])
             reasons.update(r.quality.reasons)
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.other:
             for img, _, true in dataset(Path(args.data_root) / args.other, args.other)[:20]:
                 r = cc.count_image(cc.read_image(img), model, params, size_model=size_model)
+                novelty["other"].append(r.quality.signals.get("novelty"))
                 other.append((r.quality.flag, abs(r.count_estimate - true) > 0.15 * true))
     flags, big = np.array(flags), np.array(big)
     print(f"{args.set}, {args.base} fine-tuned on {len(tr)} images ({args.steps} steps, draw {args.draw}), "
@@ -72,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         o = np.array(other)
         print(f"{args.other} (another kind of image), first {len(o)}: flagged {o[:, 0].mean():.0%}; large errors "
               f"{o[:, 1].sum()}, of them flagged {(o[:, 0] & o[:, 1]).sum()}")
+    limit = ((model.card.extra.get("quality") or {}).get("rule") or {}).get("max_novelty")
+    for which, values in novelty.items():
+        v = np.array([x for x in values if x is not None], float)
+        if len(v):
+            print(f"novelty, {which} kind: min {v.min():.2f}, median {np.median(v):.2f}, 90th percentile "
+                  f"{np.percentile(v, 90):.2f}, max {v.max():.2f} (limit {limit if limit is None else round(limit, 2)})")
     print("rule from:", (model.card.extra.get("quality") or {}).get("calibrated_on", "the defaults"))
     return 0
 

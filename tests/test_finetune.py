@@ -654,8 +654,10 @@ def test_own_novelty_reads_the_training_images_in_the_new_encoders_terms(tiny_mo
         centres = [tuple(c) for c in rng.uniform(20, 236, (12, 2))]
         img = (draw_disks((256, 256), centres, 7) > 0).astype(np.float32)
         pairs.append((f"{i}.png", pipeline.predict(img, model), None))
+    from cellcount.finetune import MIN_NOVELTY_LIMIT
+
     ref, limit = own_novelty(model, pairs, density=False)
-    assert len(ref.features) == 9 and limit > ref.self_scores().max()
+    assert len(ref.features) == 9 and limit > ref.self_scores().max() and limit >= MIN_NOVELTY_LIMIT
     small, _ = own_novelty(model, pairs[:4], density=False)
     assert len(small.features) == 4, "a few images give a (rough) reference: without one nothing is ever unlike them"
     assert own_novelty(model, pairs[:3], density=False) is None, "no more than its k nearest: nothing to fit"
