@@ -8,9 +8,9 @@ import pandas as pd
 import streamlit as st
 
 import cellcount as cc
-from cellcount.metrics import MIN_BOOTSTRAP_IMAGES
 from cellcount import viz
 from cellcount.io import readable_paths
+from cellcount.metrics import MIN_BOOTSTRAP_IMAGES
 from cellcount.models import model_card
 from cellcount.models.guide import ModelGuide, model_guide, strengths
 from cellcount.params import setting_label, setting_text
