@@ -221,6 +221,11 @@ def _median_diameter(labels: np.ndarray) -> float | None:
 # --------------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------------
+def _images(n: int, kind: str = "") -> str:
+    """'1 training image', '3 training images'."""
+    return f"{n} {kind + ' ' if kind else ''}image{'' if n == 1 else 's'}"
+
+
 def holdout_asked(holdout: float | int, n: int) -> int:
     """How many of ``n`` images ``holdout`` (a fraction below 1, or a number) asks to hold out."""
     return int(round(holdout * n)) if isinstance(holdout, float) and holdout < 1 else int(holdout)
@@ -1010,7 +1015,7 @@ def finetune(
         card.density_scale = card.density_scale / k_gain
         new = NetModel(net, card)
         params = new_params
-        tuned_note = f"count gain {k_gain:.4f} fitted on the {len(train_idx)} training images"
+        tuned_note = f"count gain {k_gain:.4f} fitted on the {_images(len(train_idx), 'training')}"
     else:
         tr = tune_params(train_pairs, new_params)
         params = tr.best_params
@@ -1098,7 +1103,7 @@ def finetune(
         after = before
     seconds = time.perf_counter() - t_start
     annotation = sorted({gts[i].kind for i in train_idx})
-    card.description = (f"{model.card.description} Fine-tuned from {model.name} on {len(train_idx)} user images"
+    card.description = (f"{model.card.description} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}"
                         + (f"; the fine-tuned weights counted the held-out images worse, so it keeps {model.name}'s."
                            if kept_base else "."))
     if not kept_base:
@@ -1128,7 +1133,7 @@ def finetune(
         card.metrics = {**{k: v for k, v in model.card.metrics.items() if not k.startswith("holdout")}, **card.metrics}
         card.metrics["holdout_paired_mae_difference_finetuned"] = card.metrics.pop("holdout_paired_mae_difference")
         card.metrics.update(holdout_finetuned_weights=rejected, holdout_note=(
-            f"{len(held_idx)} held-out images of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
+            f"{_images(len(held_idx), 'held-out')} of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
     card.license = f"{model.card.license}; fine-tuned on user data"
     if own is None and not kept_base:
@@ -1191,7 +1196,7 @@ def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: s
         if d < 0:
             return False, text + f": {name} counted {it} better than {base}. Hold out more images to know."
         return False, text + ". Hold out more images to know."
-    text = (f"Paired over the same {n_held} images: MAE difference (after - before) {d:+.2f}, 95% bootstrap "
+    text = (f"Paired over the same {_images(n_held)}: MAE difference (after - before) {d:+.2f}, 95% bootstrap "
             f"interval {low:+.2f} to {high:+.2f}")
     if low > 0:
         return True, (text + f": {name} counts these images worse than {base}. Keep counting with {base}, or try "
