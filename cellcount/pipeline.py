@@ -20,7 +20,7 @@ from . import parallel
 from . import postprocess as pp
 from .errors import ParameterError
 from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
-from .io import check_pixels, input_note, model_input
+from .io import background_note, check_pixels, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
@@ -229,8 +229,15 @@ def predict(
         size_window=None if size is None else size.window,
         flip_disagreement=flips[-1] if flips else None,
         novelty=novelty,
-        input_note=None if limits is not None else input_note(image, channel=p.channel),  # blocks: the whole's
+        input_note=None if limits is not None else _notes(input_note(image, channel=p.channel),  # blocks: the whole's
+                                                           background_note(image, channel=p.channel, invert=p.invert)),
     )
+
+
+def _notes(*notes: str | None) -> str | None:
+    """The notes that apply, as one (the quality flag's reason), or None."""
+    found = [n for n in notes if n]
+    return "; ".join(found) if found else None
 
 
 def _novelty(model: CountModel, norm: np.ndarray, maps: np.ndarray, scale: float, *, fast: bool,

@@ -118,6 +118,10 @@ def finetuned(card: cc.models.ModelCard) -> None:
         + (f" The fine-tuned weights counted the held-out images worse, so this model keeps {base.get('name')}'s "
            "weights and settings." if t.get("kept_base_weights") else "")
     )
+    held = [str(n) for n in data.get("holdout_files", [])]
+    if held:  # the images to leave out when checking this model later: it never trained on them
+        st.caption("Held out (never trained on): " + ", ".join(f"`{n}`" for n in held[:12])
+                   + (f" and {len(held) - 12} more" if len(held) > 12 else ""))
 
 
 def render_card(name: str) -> None:

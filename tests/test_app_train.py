@@ -128,6 +128,8 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     card_text = " ".join(m.value for m in at.markdown)
     assert "on 1 of your held-out images" in card_text and "the base model on the same images" in card_text
     assert "**Trained on:** 4 uploaded images: 3 trained on, 1 held out (annotations: points)" in card_text
+    held = load_model("my-cells").card.training["data"]["holdout_files"]
+    assert any(c.value == f"Held out (never trained on): `{held[0]}`" for c in at.caption)
     assert "nan" not in card_text + " ".join(str(v) for v in at.table[0].value.to_numpy().ravel())
     # back on Train the outcome is still there until cleared
     at.switch_page("pages/train.py").run()

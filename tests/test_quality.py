@@ -361,3 +361,18 @@ def test_a_count_near_a_limit_says_which_and_a_joint_reason_is_not_said_twice():
     joint = judge({"count_disagreement": 0.15, "uncertain_fraction": 0.3}, rule)
     assert joint.flag and "unusual together" in joint.reasons[0] and "; " not in joint.reasons[0]
     assert judge({"count_disagreement": 0.3}, rule).nearest == "", "flagged counts are not 'near'"
+
+
+def test_a_fixed_background_that_the_image_contradicts_is_a_reason_to_check(tiny_model, draw_disks):
+    """A model fine-tuned on fluorescence (Invert off in its card) counted an H&E image about 10x over without
+    saying it had read the image the wrong way round."""
+    import cellcount as cc
+
+    model = tiny_model()
+    bright = np.where(draw_disks((96, 96), [(30, 30), (60, 60)], 8) > 0, 40, 220).astype(np.uint8)
+    fixed = cc.count_image(bright, model, {"invert": False, "auto_nucleus_size": False})
+    assert fixed.quality.flag and any("looks like a bright-background image" in r for r in fixed.quality.reasons)
+    auto = cc.count_image(bright, model, {"invert": None, "auto_nucleus_size": False})
+    assert not any("background image" in r for r in auto.quality.reasons)
+    agrees = cc.count_image(bright, model, {"invert": True, "auto_nucleus_size": False})
+    assert not any("background image" in r for r in agrees.quality.reasons)

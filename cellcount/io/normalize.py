@@ -256,6 +256,24 @@ def check_pixels(image) -> None:
                              "with cellcount.read_image(...)")
 
 
+def background_note(image: np.ndarray, *, channel: int | None = None, invert: bool | None = None) -> str | None:
+    """Why a count may be wrong when the background is fixed (``invert`` True or False: a fine-tuned model's
+    card, or the user) and ``image`` reads as the other kind (:func:`is_bright_background`); None otherwise.
+    A model fine-tuned on fluorescence counted an H&E image about 10x over, read the wrong way round."""
+    if invert is None:
+        return None
+    arr = np.asarray(image)
+    if arr.size == 0 or (arr.dtype.kind == "f" and not np.isfinite(arr).any()):
+        return None
+    bright = is_bright_background(to_gray(arr, channel=channel))
+    if bright == bool(invert):
+        return None
+    looks, read = ("bright", "dark") if bright else ("dark", "bright")
+    return (f"the image looks like a {looks}-background image, but the settings read every image as {read}-background "
+            f"(Invert {'on' if invert else 'off'}: a model fine-tuned on {read}-background images fixes it in its card), "
+            "so it was read the wrong way round: count it with a model for images like it, or set Invert to auto")
+
+
 def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     """Why a count of ``image`` (its ``channel``) may not be what the user meant, or None.
 
