@@ -1007,6 +1007,7 @@ def finetune(
     new = NetModel(net, card)
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
+    settings_kept = False  # re-tuned settings that counted unseen training images no better: the base's stay
     new_params = resolve_params(new, None)
     train_pairs = [(names[i], predict(images[i], new, new_params, size_model=size_model), gts[i])
                    for i in train_idx]
@@ -1026,6 +1027,7 @@ def finetune(
             kept, tuned_cv = cross_check(train_pairs, new_params)
             if tuned_cv >= kept:
                 params = new_params
+                settings_kept = True
                 tuned_note = (f"the base's settings kept: tuned on {len(train_idx)} training images, settings counted "
                               f"the ones each tuning did not see no better (4-fold: MAE {tuned_cv:.3f} against "
                               f"{kept:.3f})")
@@ -1052,8 +1054,8 @@ def finetune(
     # the held-out images are the user's images too: they widen the reference of what the model may count
     # (they choose nothing about the counts; the same predictions are scored below)
     report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))
-    held_pairs = (predict_pairs([(names[i], images[i], gts[i]) for i in held_idx], new, params, size_model=size_model)
-                  if held_idx else [])
+    held_items = [(names[i], images[i], gts[i]) for i in held_idx]
+    held_pairs = predict_pairs(held_items, new, params, size_model=size_model) if held_idx else []
     own = own_novelty(new, list(train_pairs) + held_pairs, density=kind == "density")
     if own is not None:  # "unlike the images it learnt", in the new encoder's own terms
         new.novelty = own[0]
@@ -1063,7 +1065,6 @@ def finetune(
     before, after, paired = {}, {}, {}
     counts: list[dict[str, Any]] = []
     if held_idx:
-        held_items = [(names[i], images[i], gts[i]) for i in held_idx]
         rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model),
                                   base_params, keep_results=False)
         ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
@@ -1127,8 +1128,8 @@ def finetune(
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     "holdout_note": f"{len(held_idx)} held-out image(s) of {source}: before = {model.name} with its "
                                     "card's settings, after = this model with "
-                                    + ("the base's settings (re-tuning did not help)"
-                                       if tuned_note.startswith("the base's settings kept") else "its re-tuned settings")}
+                                    + ("the base's settings (re-tuning did not help)" if settings_kept
+                                       else "its re-tuned settings")}
     if kept_base:  # the base's own figures still hold for its weights; the paired difference is the discarded ones'
         card.metrics = {**{k: v for k, v in model.card.metrics.items() if not k.startswith("holdout")}, **card.metrics}
         card.metrics["holdout_paired_mae_difference_finetuned"] = card.metrics.pop("holdout_paired_mae_difference")

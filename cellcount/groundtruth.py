@@ -560,7 +560,7 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
     header, rows = _csv_rows(name, text)
     decimal_comma = _delimiter(text) == ";"
     cols = _point_columns(header)
-    if cols is None and header and all(_is_number(c) for c in header):
+    if cols is None and header and all(np.isfinite(_number(c.strip(), decimal_comma=decimal_comma)) for c in header):
         raise GroundTruthError(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
                                "columns, e.g. x,y (x is the column, y the row)")
     if cols is None:
@@ -634,14 +634,6 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------
 # pairing files
 # --------------------------------------------------------------------------------------------------
-def _is_number(text: str) -> bool:
-    try:
-        float(text.strip().replace(",", "."))
-    except ValueError:
-        return False
-    return True
-
-
 def _is_point_table(path: Path) -> bool:
     """Whether a CSV has coordinate columns (x,y / X,Y / row,col ...); False when unreadable."""
     try:
@@ -963,7 +955,7 @@ def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str]
     each CSV that has no such columns: named when nothing else gives ground truth)."""
     counts: dict[str, int] = {}
     where: dict[str, str] = {}
-    other: dict[str, list[str]] = {}
+    other: dict[Path, list[str]] = {}
     for path in csv_files:
         name, text = _read_csv_text(path)
         header, _ = _csv_rows(name, text)
@@ -1118,15 +1110,25 @@ def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | 
 
 def _one_per_image_file(pairs: list[tuple[Path, GroundTruth]],
                         on_error: Callable[[Path, str], None] | None) -> list[tuple[Path, GroundTruth]]:
-    """:func:`one_per_image` over image files (by their bytes); the copies left out are reported."""
+    """:func:`one_per_image` over image files (by their bytes); the copies left out are reported. Only files of
+    one size are read and hashed: a folder of distinct images costs a stat per file."""
     import hashlib
+    from collections import Counter
 
-    digests = []
-    for path, _ in pairs:
+    def size(path: Path) -> int | None:
         try:
-            digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+            return path.stat().st_size
         except OSError:
-            digests.append(str(path))  # unreadable here: reported when it is read for counting
+            return None  # unreadable here: reported when it is read for counting
+
+    sizes = [size(path) for path, _ in pairs]
+    shared = {n for n, k in Counter(sizes).items() if k > 1 and n is not None}
+    digests = []
+    for (path, _), n in zip(pairs, sizes, strict=True):
+        try:
+            digests.append(hashlib.sha256(path.read_bytes()).hexdigest() if n in shared else str(path))
+        except OSError:
+            digests.append(str(path))
     kept, dropped = one_per_image(pairs, digests, [gt for _, gt in pairs])
     for (path, _), (other, _) in dropped:
         reason = f"the same image as {other}: used once"

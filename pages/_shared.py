@@ -46,6 +46,7 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
 )
 from pages._ui import (  # noqa: F401  (re-exported for the pages)
     CACHE_TTL_S,
+    DENSITY_PEAKS_NOTE,
     ENTRY_FLAG,
     GOTO_KEY,
     IMAGE_TYPES,

@@ -79,6 +79,13 @@ def dataframe(df: pd.DataFrame, *, container: Any = None, **kwargs: Any) -> Any:
     return (container or st).dataframe(df, hide_index=True, placeholder="—", **kwargs)
 
 
+DENSITY_PEAKS_NOTE = (
+    "A density model counts by its map's integral; F1, precision and recall check its peaks (approximate centres) "
+    "against your dots within 5 px: cells in clumps share a peak, so these can show misses where the count is right."
+)
+"""Under a density model's object-match figures (Evaluate, Train)."""
+
+
 def download_button(
     label: str, data: Any, file_name: str, mime: str, key: str, *, container: Any = None, **kwargs: Any
 ) -> None:

@@ -74,9 +74,7 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         }.get(s.get("match"), f"IoU matching (IoU ≥ {iou_threshold:.2f}) for label images, dots inside the "
                               "objects for dots")
         if s.get("match") == "points":  # a density model: the peaks are a by-product, the count is the integral
-            st.caption("A density model counts by the map's integral (the figures above). Below: how well its peaks, "
-                       "approximate centres, fall within 5 px of your dots; cells in clumps share a peak, so these "
-                       "can show misses where the count is right.")
+            st.caption(sh.DENSITY_PEAKS_NOTE)
         m = st.columns(6)
         m[0].metric("Precision", f"{s['precision']:.3f}", help=how)
         m[1].metric("Recall", f"{s['recall']:.3f}", help=how)

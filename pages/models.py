@@ -201,9 +201,7 @@ def delete_model(name: str) -> None:
 
 
 st.title("Models")
-msg = st.session_state.pop("models__msg", None)
-if msg is not None:
-    (st.error if msg[0] == "error" else st.success)(msg[1])
+sh.show_messages("models")  # what a Delete did
 names = cc.list_models()
 st.caption(
     f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "

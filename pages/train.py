@@ -137,9 +137,7 @@ def show_result(s: JobSnapshot) -> None:
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
     if "f1" in res.before and _kind(s.base) == "density":
-        st.caption("A density model counts by its map's integral; F1, precision and recall check its peaks "
-                   "(approximate centres) against your dots within 5 px, so they can show misses where the count is "
-                   "right.")
+        st.caption(sh.DENSITY_PEAKS_NOTE)
     if res.paired:
         warn, text = holdout_verdict(res.paired, len(res.holdout_files),
                                      name="the fine-tuned model (not kept)" if kept else res.name, base=s.base)
