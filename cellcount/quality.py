@@ -75,6 +75,8 @@ class QualityRule:
     max_flip_disagreement: float | None = None
     max_foreground_share: float | None = None
     max_novelty: float | None = None
+    always: str | None = None
+    """A reason given with every count (a model without a calibrated rule, such as the classical baseline)."""
     joint_limits: tuple[tuple[str, float], ...] = ()
     """(signal, limit) pairs that flag only together: every signal named (a :data:`SIGNALS` name) past its
     limit, in the direction of its single limit (a dict in the card). Several moderately unusual signals at
@@ -338,6 +340,9 @@ def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
     if rule.flag_size_at_limit and signals.get("size_at_limit", 0.0) >= 1.0:
         reasons.append("the nucleus size is beyond what resizing can correct")
         ratios.append(1.0)
+    if rule.always:
+        reasons.append(rule.always)
+        ratios.append(1.0)
     return Quality(flag=bool(reasons), score=float(max(ratios)), reasons=tuple(reasons), signals=dict(signals),
                    nearest="" if reasons or nearest[0] < NEAR_LIMIT else nearest[1])
 
@@ -386,8 +391,10 @@ def quality_summary(card: Any) -> list[str]:
                   if isinstance(big, (int, float)) and big and isinstance(held, (int, float)) and math.isfinite(held)
                   else "")
         out.append(f"There it flagged {share:.0%} of {int(n)} images{caught}.")
-    elif not q:
+    elif not cal:
         out.append("No calibrated limits: the library's default limits apply.")
+    if (q.get("rule") or {}).get("always"):
+        out.append(f"Every count is flagged: {q['rule']['always']}.")
     nov, limit = extra.get("novelty"), (q.get("rule") or {}).get("max_novelty")
     if isinstance(nov, dict) and limit is not None:
         out.append(f"Novelty: each image is compared with {nov.get('images', 'its')} training images as the model's "

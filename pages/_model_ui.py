@@ -44,6 +44,11 @@ def get_size_model(model: cc.models.CountModel, params: cc.CountParams) -> cc.mo
     return None if name is None else get_model(name)
 
 
+# the model last shown on a page sharing the current model: one key for them all, so a change made on one
+# page is announced there and not again on the next page visited
+SHOWN_MODEL_KEY = "_shared__shown_model"
+
+
 def model_label(name: str) -> str:
     try:
         card = model_card(name)
@@ -91,7 +96,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
     except cc.CellcountError as err:
         show_error(err)
         st.stop()
-    shown_key = f"{prefix}__shown_model"
+    shown_key = SHOWN_MODEL_KEY
     shown = st.session_state.get(shown_key)
     if shown is not None and shown != name:
         if settings.known(name) and settings.origin(model)[0] != "card":

@@ -25,7 +25,7 @@ from cellcount.params import (
 from cellcount.settingsfile import model_from_json, params_from_json, plane_from_json
 from pages import _settings as settings
 from pages._image_ui import set_plane_choice
-from pages._model_ui import get_model
+from pages._model_ui import SHOWN_MODEL_KEY, get_model
 
 INVERT_OPTIONS = {"auto": None, "on": True, "off": False}
 ALL_CHANNELS = -1  # widget value for channel=None (mean of the channels)
@@ -329,7 +329,7 @@ def _apply_settings_file(prefix: str) -> None:
     if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
         set_plane_choice(plane)
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
-    st.session_state[f"{prefix}__shown_model"] = model_name  # announced here, not as a model change
+    st.session_state[SHOWN_MODEL_KEY] = model_name  # announced here, not as a model change
     st.session_state[f"{prefix}__msg"] = (
         "success",
         f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}.{note}",

@@ -116,6 +116,17 @@ def test_model_change_says_what_happens_to_the_settings(tiny_models):
     assert any("your settings for tiny-mask (edited) are kept" in i.value for i in at.toast)
     assert at.number_input(key="count_min_area_px").value == 21
     assert "Model borders" in at.selectbox(key="count_split_mode").options  # it predicts borders
+    # announced on the page where it changed, not again on the next page visited (it was, on each page
+    # visited before the change)
+    at.switch_page("pages/batch.py").run()
+    at.switch_page("pages/count.py").run()
+    at.selectbox(key="count_model").set_value("tiny-density")
+    at.run()
+    at.switch_page("pages/batch.py").run()
+    assert at.selectbox(key="batch_model").value == "tiny-density"
+    assert not [i.value for i in at.toast if "Model changed" in i.value]
+    at.switch_page("pages/evaluate.py").run()
+    assert not [i.value for i in at.toast if "Model changed" in i.value]
 
 
 @pytest.mark.slow

@@ -376,3 +376,19 @@ def test_a_fixed_background_that_the_image_contradicts_is_a_reason_to_check(tiny
     assert not any("background image" in r for r in auto.quality.reasons)
     agrees = cc.count_image(bright, model, {"invert": True, "auto_nucleus_size": False})
     assert not any("background image" in r for r in agrees.quality.reasons)
+
+
+def test_the_classical_baseline_says_it_has_no_calibrated_flag():
+    """Its 'probability' is rescaled intensity: every image read as 85-99% uncertain, and the badge said
+    "the model is unsure"; it now says what is true of every count it makes."""
+    from cellcount.models.loading import BASELINE_CHECK
+
+    yy, xx = np.mgrid[:96, :96]
+    img = np.zeros((96, 96), np.float32)
+    for cy, cx in ((25, 25), (25, 70), (70, 40)):
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = 1.0
+    r = cc.count_image(img, cc.load_model("classical-otsu"))
+    assert r.count == 3
+    assert r.quality.flag and BASELINE_CHECK in r.quality.reasons
+    assert not any("unsure" in reason for reason in r.quality.reasons)
+    assert judge(_signals(), QualityRule(always="no rule")).reasons == ("no rule",)

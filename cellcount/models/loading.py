@@ -24,6 +24,9 @@ def _shipped_weights_dir() -> Path:
 DEFAULT_WEIGHTS_DIR = _shipped_weights_dir()
 CLASSICAL_NAME = "classical-otsu"
 
+BASELINE_CHECK = ("a classical threshold baseline with no calibrated quality flag: check its count by eye, or use a "
+                  "trained model")
+
 CLASSICAL_CARD = ModelCard(
     name=CLASSICAL_NAME,
     architecture="otsu",
@@ -40,6 +43,11 @@ CLASSICAL_CARD = ModelCard(
     },
     postprocess_tuned_on="defaults chosen by hand (not tuned)",
     license="MIT",
+    # its "probability" is the image's intensity rescaled around Otsu's level, not a confidence (the
+    # uncertain-pixels signal called every image uncertain), and no rule was calibrated for it: every count
+    # says so, with the other signals' reasons beside it
+    extra={"quality": {"rule": {"max_uncertain_fraction": None, "always": BASELINE_CHECK}},
+           "guide_note": "a threshold with no learned confidence and no calibrated quality flag: check its counts"},
 )
 
 
