@@ -263,6 +263,18 @@ def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
     return labels
 
 
+def _read_pair_named(gt: _File, shape: tuple[int, ...], image: str) -> GroundTruth:
+    """:func:`_read_pair`; an error about a file named as its image is said once ("a.png: its ground-truth
+    file of the same name: ...", not "a.png: a.png: ...")."""
+    try:
+        return _read_pair(gt, shape)
+    except CellcountError as err:
+        text = str(err)
+        if gt.name != image or not text.startswith(f"{gt.name}: "):
+            raise
+        raise type(err)("its ground-truth file of the same name: " + text[len(gt.name) + 2:]) from err
+
+
 def _dsb_masks(image: str, gt_names: Iterable[str]) -> list[str]:
     """DSB 2018 nested layout: ``<id>/images/<id>.png`` owns every file in ``<id>/masks/``."""
     parts = _folder(image)
@@ -310,6 +322,15 @@ def labelled_set(
     out = LabelledSet()
     files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
+    if any(_is_ground_truth(f.name) for f in extra):
+        # a zip here whose ground truth sits in its own folder (labels/): images in its other folders (images/)
+        # are the images uploaded again (one zip dropped into both boxes), not labels of themselves; loose
+        # files here stay ground truth, whatever their names
+        again = [f for f in extra if _folder(f.name) and not _is_ground_truth(f.name)
+                 and PurePosixPath(f.name).suffix.lower() in IMAGE_EXTENSIONS]
+        if again:
+            extra = [f for f in extra if f not in again]
+            files = _dedupe(files + again, out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
     by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
@@ -363,7 +384,10 @@ def labelled_set(
                 gt = GroundTruth(kind="labels", count=int(len(np.unique(labels[labels > 0]))), labels=labels,
                                  source=source)
             elif image.name in pairs:
-                gt = _read_pair(by_name[pairs[image.name]], shape)
+                if by_name[pairs[image.name]].data == image.data:
+                    raise GroundTruthError(f"its ground truth {pairs[image.name]} is the image itself (the same file "
+                                           "in both boxes?): upload its labels, mask, dots or points instead")
+                gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
             else:
                 n, table = counts[stem]
                 gt = GroundTruth(kind="count", count=n, source=table)
@@ -373,6 +397,9 @@ def labelled_set(
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
     _drop_same_images(out)
+    # in file-name order, whatever the order of the upload or the zip: the table reads as a folder listing,
+    # and the bootstrap interval over the images is the command line's for the same folder
+    out.items.sort(key=lambda item: (PurePosixPath(item[0]).name, item[0]))
     _note_counts_tables(out, counts)
     return out
 

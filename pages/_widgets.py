@@ -281,7 +281,8 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
     """Which settings are in use and where they came from, with the one-click reset."""
     c = container or st
     row = c.container(horizontal=True, vertical_alignment="center")
-    row.caption(settings.describe(model) + " · the same on Count, Batch, Evaluate and Compare")
+    row.caption(settings.describe(model) + " · the same on Count, Batch, Evaluate and Compare, for this browser "
+                "session (keep them with a settings file)")
     with row:
         reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
                      disabled=settings.origin(model)[0] == "card")
@@ -330,9 +331,13 @@ def _apply_settings_file(prefix: str) -> None:
         set_plane_choice(plane)
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
     st.session_state[SHOWN_MODEL_KEY] = model_name  # announced here, not as a model change
+    card = settings.card_values(get_model(model_name))
+    differ = [f"{k} {overrides[k]}" for k in sorted(overrides) if overrides[k] != card.get(k)]
+    shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
     st.session_state[f"{prefix}__msg"] = (
         "success",
-        f"Applied {len(overrides)} setting(s) from {uploaded.name}: {', '.join(sorted(overrides))}.{note}",
+        f"Applied {len(overrides)} setting(s) from {uploaded.name}: "
+        + (f"{len(differ)} differ from the model card ({shown})." if differ else "all as on the model card.") + note,
     )
 
 

@@ -302,10 +302,12 @@ def show(long: pd.DataFrame, configs, sources) -> None:
             except cc.CellcountError as err:
                 sh.show_error(err, name=src.name)
                 continue
-            title = f"{label}: {res.count}" + (f" (true {src.truth})" if src.truth is not None else "")
+            truth = f" (true {src.truth})" if src.truth is not None else ""
+            title = f"{label}: {res.count}{truth}"
             if res.output_kind == "density":
-                fig = viz.density_figure(image, res.density, res.peaks, height=360)
-                fig.update_layout(title=f"{label}: {res.count_estimate:.1f}")
+                # the integral is the count; its peaks (approximate centres) stay off, as on the Count page
+                fig = viz.density_figure(image, res.density, None, height=360)
+                fig.update_layout(title=f"{label}: {res.count_estimate:.1f}{truth}")
             else:
                 colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
                 rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)

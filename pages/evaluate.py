@@ -154,7 +154,9 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
 def _apply_tuned(best: dict, model_name: str, n_images: int) -> None:
     sh.apply_settings(model_name, best, origin="tuned", detail=f"Evaluate, {n_images} images")
     st.session_state[f"{P}__msg"] = (
-        "success", f"Tuned settings of {model_name} applied: Count, Batch, Evaluate and Compare now use them.")
+        "success", f"Tuned settings of {model_name} applied: Count, Batch, Evaluate and Compare now use them, in "
+        "this browser session (a reload or a new tab starts from the model card): download them (Tuned settings "
+        "JSON) to keep them, and load the file on any page or with the command line's --settings.")
 
 
 def tried_table(table: pd.DataFrame) -> pd.DataFrame:

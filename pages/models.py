@@ -31,7 +31,9 @@ METRIC_LABELS = {
     "recall": ("Recall (real nuclei that are found)", "{:.3f}"),
     "f1": ("Object match F1 (outlines: IoU ≥ 0.5; dots: one per object or peak)", "{:.3f}"),
     "mean_iou": ("Mean IoU of matched outlines", "{:.3f}"),
-    "ms_per_megapixel": ("Time per megapixel (s, laptop CPU)", None),
+    # measured when the card was written, on that machine: per megapixel of the evaluation's images, which
+    # small images (fixed costs per image) and a busy or slower CPU raise many times over
+    "ms_per_megapixel": ("Time per megapixel (s, as measured on a 2-core CPU; small images take longer)", None),
 }
 SPLITS = {"validation": "with its default settings", "validation_fixed_size": "without the nucleus-size estimate",
           "holdout_before": "held-out images: the base model", "holdout_after": "held-out images: this model",

@@ -2,7 +2,7 @@
 
     python scripts/bench_browser.py [--steps 20] [--size 1024 | --image FILE] [--model attention-unet-mask]
         [--split "Model borders"|"Distance transform"|"Both"|...] [--slider "Probability threshold"]
-        [--shot out.png] [--floor]
+        [--shot out.png] [--floor [--floor-widgets N]]
 
 Starts ``streamlit run streamlit_app.py`` with the shipped weights, uploads an image (by default a generated
 size x size image of touching disks), optionally sets "Split touching nuclei", and moves one slider (by
@@ -72,6 +72,11 @@ st.title("Count")
 def panel():
     left, right = st.columns([1, 3])
     v = left.slider("Probability threshold", 0.0, 1.0, 0.5, 0.01)
+    for k in range(WIDGETS):  # --floor-widgets: unchanged controls re-sent on every step, as a settings panel's
+        if k % 4 == 3:
+            left.caption("a caption that stays the same at every step")
+        else:
+            [left.slider, left.number_input, left.toggle][k % 4](f"control {k}", key=f"w{k}")
     right.metric("Postprocess time", "0 ms")
     right.container(key="count_overlay").image(pictures(SIZE)[round(v * 100)], width="stretch")
 
@@ -131,6 +136,9 @@ def main() -> int:
     ap.add_argument("--key", default="ArrowRight", help="key pressed on the slider at each step")
     ap.add_argument("--shot", help="save a screenshot of the page here at the end")
     ap.add_argument("--floor", action="store_true", help="a bare Streamlit page instead of the Count page")
+    ap.add_argument("--floor-widgets", type=int, default=0,
+                    help="with --floor: this many unchanged controls (sliders, number inputs, toggles, captions) "
+                         "beside the slider in its fragment: what each element re-sent on a step costs the page")
     ap.add_argument("--post-script-gc", action="store_true",
                     help="with --floor: Streamlit's default full garbage collection after every run (the app turns it off)")
     args = ap.parse_args()
@@ -145,7 +153,7 @@ def main() -> int:
         if args.post_script_gc:
             config = config.replace("postScriptGC = false", "postScriptGC = true")
         (tmp / ".streamlit" / "config.toml").write_text(config)
-        (tmp / "floor_app.py").write_text(f"SIZE = {args.size}\n" + FLOOR_APP)
+        (tmp / "floor_app.py").write_text(f"SIZE = {args.size}\nWIDGETS = {args.floor_widgets}\n" + FLOOR_APP)
         app, cwd, args.slider = "floor_app.py", tmp, "Probability threshold"
     if args.image:
         image = args.image.resolve()
@@ -163,7 +171,7 @@ def main() -> int:
     times: list[float] = []
     server: list[float] = []  # the page's "Postprocess time" metric after each step, ms
     browser_cpu = server_cpu = 0.0
-    unchanged = 0
+    unchanged = n_elements = 0
     try:
         for _ in range(180):
             try:
@@ -196,6 +204,7 @@ def main() -> int:
                 except Exception:  # noqa: BLE001 - the step left the objects unchanged: no new picture
                     unchanged += 1
                 page.wait_for_timeout(300)  # idle between moves, as a user would be
+            n_elements = page.evaluate("() => document.querySelectorAll('[data-testid=stElementContainer]').length")
             browser_cpu = (cpu_seconds(names=("chrom",)) - cpu0[0]) / args.steps
             server_cpu = (cpu_seconds({proc.pid}) - cpu0[1]) / args.steps
             if args.shot:
@@ -213,11 +222,12 @@ def main() -> int:
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs; load average before / after: "
           f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f} (1 min)")
     shape = cv2.imread(str(image), cv2.IMREAD_UNCHANGED).shape[:2]
-    what = (f"bare Streamlit page, {args.size} x {args.size} JPEG" if args.floor else
+    what = (f"bare Streamlit page, {args.size} x {args.size} JPEG"
+            + (f", {args.floor_widgets} more controls in the fragment" if args.floor_widgets else "") if args.floor else
             f"image {image.name} ({shape[1]} x {shape[0]}), model {args.model}, split "
             f"{args.split or 'as the card says'!r}")
     print(f"{what}, slider {args.slider!r} ({args.key}), {len(times)} timed steps "
-          f"({unchanged} without a new picture left out)")
+          f"({unchanged} without a new picture left out); {n_elements} elements on the page")
     print("| ms | median | min | max |")
     print("|---|---|---|---|")
     print(f"| key release -> redrawn overlay + count | {statistics.median(times):.0f} | {min(times):.0f} | "

@@ -171,7 +171,8 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert at.slider(key="count_threshold").value == pytest.approx(0.66)
     assert at.number_input(key="count_min_area_px").value == 33
     assert at.selectbox(key="count_split_mode").value == "off"
-    assert any("Applied 3 setting(s)" in s.value for s in at.success)
+    assert any("Applied 3 setting(s) from s.json: 3 differ from the model card (min_area_px 33, split_mode off, "
+               "threshold 0.66)" in s.value for s in at.success)
     at.file_uploader(key="count_settings_file").set_value(("bad.json", b"{nope", "application/json"))
     at.run()
     assert not at.exception

@@ -183,6 +183,25 @@ def test_two_zips_with_same_name_labels(samples):
     assert [(n, gt.count) for n, _, gt in out.items] == [(f"{k}.png", c) for k, (_, _, c, _) in enumerate(samples)]
 
 
+def test_one_zip_of_images_and_labels_in_both_boxes(samples):
+    """A tester dropped the same zip into the images box and the ground-truth box: each image was paired with
+    its own copy as "labels" (81,399 objects on an RGB image, MAE 20,112) and the real labels were unused."""
+    both = _zip({**{f"lab/images/{k}.png": img for k, (img, _, _, _) in enumerate(samples)},
+                 **{f"lab/labels/{k}.png": lab for k, (_, lab, _, _) in enumerate(samples)}})
+    out = labelled_set([("lab.zip", both)], [("lab.zip", both)])
+    assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [
+        (f"images/{k}.png", "labels", c) for k, (_, _, c, _) in enumerate(samples)]
+    assert not out.unused and sorted(out.duplicates) == [f"images/{k}.png" for k in range(3)]
+
+
+def test_an_image_as_its_own_ground_truth_is_refused(samples):
+    out = labelled_set([("a.png", samples[0][0]), ("b.png", samples[1][0])],
+                       [("a.png", samples[0][0]), ("b.png", samples[1][1])])
+    assert [n for n, _, _ in out.items] == ["b.png"]
+    assert out.skipped == [("a.png", "its ground truth a.png is the image itself (the same file in both boxes?): "
+                                     "upload its labels, mask, dots or points instead")]
+
+
 def test_dsb_nested_layout_in_a_zip(samples):
     _, _, count, s = samples[0]
     members = {"abc/images/abc.png": samples[0][0]}
@@ -190,3 +209,22 @@ def test_dsb_nested_layout_in_a_zip(samples):
         members[f"abc/masks/m{k:03d}.png"] = _png(((s.labels == k) * 255).astype(np.uint8))
     out = labelled_set([("one.zip", _zip(members))])
     assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [("abc/images/abc.png", "labels", count)]
+
+
+def test_images_come_in_file_name_order_whatever_the_upload_order(samples):
+    """The app's per-image table and its bootstrap interval (which resamples by position) were those of the
+    zip's member order: another interval than the command line's for the same images."""
+    members = {f"images/{k}.png": samples[k][0] for k in (2, 0, 1)}
+    members.update({f"labels/{k}.png": samples[k][1] for k in (1, 2, 0)})
+    out = labelled_set([("set.zip", _zip(members))])
+    assert [n for n, _, _ in out.items] == ["images/0.png", "images/1.png", "images/2.png"]
+    loose = labelled_set([(f"{k}.png", samples[k][0]) for k in (1, 2, 0)],
+                         [(f"{k}.png", samples[k][1]) for k in (2, 1, 0)])
+    assert [n for n, _, _ in loose.items] == ["0.png", "1.png", "2.png"]
+
+
+def test_a_same_name_ground_truth_error_names_the_file_once(samples):
+    wrong_shape = labels_to_tiff_bytes(np.ones((10, 10), np.int32))
+    out = labelled_set([("a.tif", samples[0][0])], [("a.tif", wrong_shape)])
+    (name, reason), = out.skipped
+    assert name == "a.tif" and reason.startswith("its ground-truth file of the same name: ") and "a.tif" not in reason

@@ -180,7 +180,10 @@ def _run(args: argparse.Namespace) -> int:
     line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} ({ci}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
             f"MAPE={s['mape']:.1f}% R2={s['r2']:.3f}")
     if "f1" in s:
-        line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} F1@{args.iou}={s['f1']:.3f}"
+        # the F1's name says how objects were matched: by IoU only against label images
+        how = {"objects": "F1(dots in objects)", "points": "F1(points within 5 px)"}.get(
+            s.get("match"), f"F1@{args.iou}" if s.get("match") == "iou" else f"F1(IoU {args.iou} / dots in objects)")
+        line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} {how}={s['f1']:.3f}"
     line += f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, {1000 * rep.per_image['model_seconds'].mean():.0f} ms/image"
     print(line)
     if "check" in rep.per_image:
