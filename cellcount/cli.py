@@ -245,6 +245,12 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     missing = [c for c in COUNT_COLUMNS if c not in old.columns]
     if missing:
         return f"--resume: {out} is not a counts CSV of this program (no columns {missing})"
+    # rows of images not given this time would be dropped from the rewritten CSV: refuse rather than lose them
+    others = sorted(set(old["file"]) - {escape_cell(str(f)) for f in files})
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return (f"--resume: {out} holds {len(others)} image(s) that are not among these inputs ({shown}); their rows "
+                "would be lost: resume with the same paths as before, or write to a new --out")
     try:
         previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
     except (OSError, ValueError):

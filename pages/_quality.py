@@ -19,8 +19,10 @@ def quality_badge(result: cc.CountResult) -> None:
     if q.flag:
         st.badge("Check this image", icon=":material/warning:", color="orange")
         look = ("Compare the density map with the image" if result.output_kind == "density"
-                else "Look at the outlines")
-        st.caption("This count may be wrong: " + "; ".join(q.reasons) + f". {look} before using it.")
+                else "Look at the outlines" if result.count else "Look at the image")
+        text = "; ".join(q.reasons)
+        st.caption("This count may be wrong: " + text + ("" if text.endswith(("?", ".", "!")) else ".")
+                   + f" {look} before using it.")
     elif q.nearest:
         st.badge("Near a quality limit", icon=":material/info:", color="gray",
                  help="No quality signal passed its limit, but one came within 5% of it.")

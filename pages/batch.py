@@ -12,7 +12,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, counts_frame, labels_zip, objects_frame
 from cellcount.history import Recorder
-from cellcount.io import count_zip_images, iter_zip_images
+from cellcount.io import count_zip_images, iter_zip_images, split_ground_truth_files
 from cellcount.jobs import BatchJob
 from pages import _settings as settings
 from pages import _shared as sh
@@ -38,8 +38,24 @@ def button_label(files) -> str:
     return f"Count {n} image(s)" + (f" ({zips} zip file(s) opened)" if zips else "")
 
 
-def collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
-    """Uploads -> (name, bytes) to count, plus error items for what cannot be counted (zip members)."""
+GT_NAMED = ("named like ground truth: not counted (as on the command line; turn on \"Count files named like "
+            "ground truth\" to count it)")
+
+
+def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
+    """Uploads -> (name, bytes) to count, plus items for what is not counted: unreadable zip members (errors)
+    and files named like ground truth (``a_mask.png``, ``labels/a.png``: skipped, as the command line skips
+    them, unless ``include_ground_truth``), so a folder of images and their labels counts the images only."""
+    items, bad = _collect(files)
+    if include_ground_truth:
+        return items, bad
+    _, named = split_ground_truth_files([name for name, _ in items])
+    skip = {str(path) for path in named}
+    bad += [BatchItem(name, "skipped", GT_NAMED, None) for name, _ in items if name in skip]
+    return [(name, data) for name, data in items if name not in skip], bad
+
+
+def _collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
     items: list[tuple[str, bytes]] = []
     bad: list[BatchItem] = []
     for f in files:
@@ -103,10 +119,11 @@ def other_panel(other: BatchJob) -> None:
     panel()
 
 
-def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: str | None) -> None:
+def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: str | None,
+                include_ground_truth: bool = False) -> None:
     """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
     pages, and the images finished before a stop are kept."""
-    items, bad = collect(files)
+    items, bad = collect(files, include_ground_truth=include_ground_truth)
     size_model = sh.get_size_model(model, params)  # before the record: a failure here leaves no run "running"
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
@@ -184,11 +201,20 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
                    "files above: press Count to count these.")
     if res.get("note"):
         st.warning(res["note"])
-    m = st.columns(4)
+    failed = bad[bad["status"] == "error"]
+    skipped = bad[bad["status"] != "error"]  # never reached (a stopped batch) or named like ground truth
+    m = st.columns(5)
     m[0].metric("Images counted", len(ok))
-    m[1].metric("Failed / skipped", len(bad))
-    m[2].metric("Total count", int(ok["count"].sum()) if len(ok) else 0)
-    m[3].metric("Time", f"{df['seconds'].sum():.1f} s")
+    m[1].metric("Failed", len(failed), help="Files that could not be read or counted (listed below)")
+    m[2].metric("Not counted", len(skipped), help="Files named like ground truth, and files a stopped batch never "
+                "reached (the 'reason' column says which)")
+    m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0)
+    m[4].metric("Time", f"{df['seconds'].sum():.1f} s")
+    gt_named = skipped[skipped["reason"] == GT_NAMED]
+    if len(gt_named):
+        shown = ", ".join(f"`{f}`" for f in gt_named["file"].head(5)) + (" ..." if len(gt_named) > 5 else "")
+        st.info(f"{len(gt_named)} file(s) named like ground truth were not counted: {shown}. Turn on \"Count files "
+                "named like ground truth\" and count again if they are images.")
     flagged = int(ok["check"].fillna(False).astype(bool).sum()) if "check" in ok else 0
     if flagged:
         st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column \"check "
@@ -202,7 +228,6 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
     ran = json.loads(res["settings"])
     if current is not None and (ran["params"] != current.to_dict() or ran.get("plane") != page):
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
-    failed = bad[bad["status"] == "error"]
     if len(failed):
         with st.container(border=True):
             st.markdown(f"**{len(failed)} file(s) could not be counted** (the batch went on):")
@@ -278,6 +303,11 @@ with right:
         "whichever plane it is in focus on. Files with one plane are counted as they are either way.",
     )
     page = "max" if plane == "max" else None
+    include_gt = st.toggle(
+        "Count files named like ground truth", False, key=f"{P}_include_gt",
+        help="Off: files named like annotations (a_labels.tif, a_mask.png, a_dots.png, files in labels/ or masks/ "
+        "folders) are listed but not counted, as the command line does (--include-ground-truth), so a folder of "
+        "images with their labels counts the images only. On: every image file is counted.")
     job = st.session_state.get(JOB)
     other = others_batch() if job is None else None
     if other is not None:
@@ -291,7 +321,7 @@ with right:
         help="A batch is counting: wait for it or stop it" if job is not None or other is not None else None,
     )
     if run and params is not None and job is None and other is None:
-        start_batch(files, model, params, page)
+        start_batch(files, model, params, page, include_gt)
         st.rerun()  # drawn again with the job: the Count button disabled while it counts
     if job is not None:
         job_panel(job)

@@ -53,7 +53,7 @@ def test_three_files_one_broken(count_batch):
     count_batch(at)
     assert not at.exception
     assert metric(at, "Images counted") == "2"
-    assert metric(at, "Failed / skipped") == "1"
+    assert metric(at, "Failed") == "1" and metric(at, "Not counted") == "0"
     df = at.dataframe[0].value
     assert list(df["file"]) == ["s01_sparse_small.png", "broken.png", "s05_16bit.tif"]
     assert list(df["status"]) == ["ok", "error", "ok"]
@@ -64,6 +64,25 @@ def test_three_files_one_broken(count_batch):
     at.slider(key="batch_threshold").set_value(0.7)
     at.run()
     assert any("settings changed" in w.value for w in at.warning)
+
+
+def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_line(count_batch):
+    """A tester's folder counted 5 images on this page and 3 with the command line, which skips label files."""
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value(
+        [("s01_sparse_small.png", sample("s01_sparse_small.png"), "image/png"),
+         ("s01_sparse_small_labels.tif", sample("s01_sparse_small_labels.tif"), "image/tiff")])
+    at.run()
+    count_batch(at)
+    assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "1" and metric(at, "Failed") == "0"
+    df = at.dataframe[0].value.set_index("file")
+    assert df.loc["s01_sparse_small_labels.tif", "status"] == "skipped"
+    assert "named like ground truth" in df.loc["s01_sparse_small_labels.tif", "reason"]
+    assert any("1 file(s) named like ground truth were not counted" in i.value for i in at.info)
+    at.toggle(key="batch_include_gt").set_value(True)
+    at.run()
+    count_batch(at)
+    assert metric(at, "Images counted") == "2" and metric(at, "Not counted") == "0"
 
 
 def test_zip_with_nested_folder_non_image_and_traversal(count_batch):

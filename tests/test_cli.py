@@ -117,6 +117,21 @@ def test_resume_counts_again_an_image_replaced_since_the_earlier_run(small_folde
     assert after[str(b)] == before[str(b)]
 
 
+def test_resume_with_fewer_inputs_keeps_every_earlier_row(small_folder, tmp_path, capsys):
+    """A tester resumed a 29-image CSV with two of its files: 27 rows were dropped in silence."""
+    out = tmp_path / "c.csv"
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    for extra in ([], ["--split-mode", "off"]):
+        rc = main(["count", str(small_folder / "a.png"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress",
+                   "--resume", *extra])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert f"holds 1 image(s) that are not among these inputs ({small_folder / 'b.png'})" in err
+        assert out.read_bytes() == before
+
+
 @pytest.mark.parametrize("case, match", [
     ("folder that is not a model", "is a folder without card.json"),
     ("settings file missing", "cannot read the settings file"),
