@@ -530,6 +530,31 @@ def test_filters_that_drop_a_quarter_of_the_objects_flag_the_count(draw_disks):
                                         for r in dropped.quality.reasons)
 
 
+def test_settings_that_move_the_count_far_from_the_cards_flag_it(draw_disks, monkeypatch):
+    """A tester turned the split off: 327 -> 191 objects under "No warning sign". The card settings' count is made
+    once per prediction, with the stages a slider move reuses left as they were."""
+    import cellcount as cc
+    from cellcount import pipeline
+
+    # 16 pairs of touching disks: split, 32 objects; not split, 16
+    centres = [(c[0], c[1] + dx) for c in [(20 + 40 * (k // 4), 20 + 40 * (k % 4)) for k in range(16)] for dx in (0, 13)]
+    image = (draw_disks((170, 190), centres, 7) > 0).astype(np.float32)
+    model = cc.load_model(cc.models.CLASSICAL_NAME)
+    pred = cc.predict(image, model, cc.resolve_params(model))
+    card = cc.postprocess(pred, cc.resolve_params(model))
+    assert card.count == 32 and not any("model card's" in r for r in card.quality.reasons)
+    merged = cc.postprocess(pred, cc.resolve_params(model, {"split_mode": "off"}))
+    assert merged.count == 16
+    assert ("settings other than the model card's (Split touching nuclei) count 16 fewer objects than the card's "
+            "would (16 against 32): check that the change is wanted") in merged.quality.reasons
+    calls, real = [], pipeline.pp.segment
+    monkeypatch.setattr(pipeline.pp, "segment", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = cc.postprocess(pred, cc.resolve_params(model, {"split_mode": "off", "min_area_px": 16}))
+    assert len(calls) == 1 and any("model card's" in r for r in again.quality.reasons)  # its own segment only
+    small = cc.postprocess(pred, cc.resolve_params(model, {"min_area_px": 16}))  # a change that moves no count
+    assert small.count == 32 and not any("model card's" in r for r in small.quality.reasons)
+
+
 def test_wrong_arguments_to_load_model_and_count_many_say_what_to_pass(samples_dir):
     import cellcount as cc
     from cellcount.batch import count_many
