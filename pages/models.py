@@ -81,7 +81,9 @@ def guide_table(guides: list[ModelGuide], default: str | None = None) -> str:
     best = strengths(guides)
     rows = ["| Model | Choose it for | Images | Nucleus size | Measured error |", "|---|---|---|---|---|"]
     for g in guides:
-        use = g.output + "".join(f"; **{s}**" for s in best.get(g.name, [])) + (f"; {g.note}" if g.note else "")
+        claims = [s.split(", ", 1) for s in best.get(g.name, [])]  # the claim in bold, its caveat plain
+        use = (g.output + "".join(f"; **{c[0]}**" + (f", {c[1]}" if len(c) > 1 else "") for c in claims)
+               + (f"; {g.note}" if g.note else ""))
         name = f"**{g.name}**" + (" (default)" if g.name == default else "")
         error = (short_error(g.validation) if "mae" in g.validation or not g.holdout
                  else short_error(g.holdout, "of your held-out images"))
