@@ -648,7 +648,11 @@ MODULE_COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     with plain_warnings():
-        return _main(argv)
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (loading a model, reading a folder)
+            print("\ninterrupted", file=sys.stderr)
+            return 130
 
 
 def _main(argv: list[str] | None) -> int:

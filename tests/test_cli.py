@@ -365,3 +365,14 @@ def test_resume_after_a_run_without_an_inputs_file_goes_by_the_time(small_folder
     capsys.readouterr()
     assert main([*argv, "--resume"]) == 0
     assert "1 image(s) changed since" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_loading_is_an_exit_code_not_a_traceback(small_folder, tmp_path, capsys, monkeypatch):
+    import cellcount.cli as cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_count", interrupted)
+    assert main(["count", str(small_folder), "--out", str(tmp_path / "c.csv")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
