@@ -246,11 +246,21 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if missing:
         return f"--resume: {out} is not a counts CSV of this program (no columns {missing})"
     # rows of images not given this time would be dropped from the rewritten CSV: refuse rather than lose them
-    others = sorted(set(old["file"]) - {escape_cell(str(f)) for f in files})
+    # (the same file by another path, ./a.png or /abs/a.png, is given; a file deleted since cannot be)
+    from .io import split_ground_truth_files
+
+    given = {escape_cell(str(f)) for f in files} | {str(f.resolve()) for f in files}
+    absent = sorted(name for name in set(old["file"]) if name not in given and str(Path(name).resolve()) not in given)
+    others = [name for name in absent if Path(name).is_file()]
+    gone = len(absent) - len(others)
+    if gone and not others and not args.quiet:
+        print(f"note: --resume: {gone} image(s) in {out} no longer exist; their rows are left out", file=sys.stderr)
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        return (f"--resume: {out} holds {len(others)} image(s) that are not among these inputs ({shown}); their rows "
-                "would be lost: resume with the same paths as before, or write to a new --out")
+        hint = (" (files named like ground truth: the earlier run had --include-ground-truth?)"
+                if not args.include_ground_truth and split_ground_truth_files(others)[1] else "")
+        return (f"--resume: {out} holds {len(others)} image(s) that are not among these inputs ({shown}){hint}; "
+                "their rows would be lost: resume with the same paths as before, or write to a new --out")
     try:
         previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -54,7 +54,7 @@ class LabelledSet:
     Attributes
     ----------
     items : list of (str, bytes, GroundTruth)
-        Image name, image bytes and its ground truth, in upload order.
+        Image name (its path in a zip), image bytes and its ground truth, in path order.
     unlabelled : list of (str, bytes)
         Images without ground truth.
     unused : list of str
@@ -322,15 +322,6 @@ def labelled_set(
     out = LabelledSet()
     files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
-    if any(_is_ground_truth(f.name) for f in extra):
-        # a zip here whose ground truth sits in its own folder (labels/): images in its other folders (images/)
-        # are the images uploaded again (one zip dropped into both boxes), not labels of themselves; loose
-        # files here stay ground truth, whatever their names
-        again = [f for f in extra if _folder(f.name) and not _is_ground_truth(f.name)
-                 and PurePosixPath(f.name).suffix.lower() in IMAGE_EXTENSIONS]
-        if again:
-            extra = [f for f in extra if f not in again]
-            files = _dedupe(files + again, out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
     by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
@@ -341,6 +332,15 @@ def labelled_set(
         f for f, is_gt in zip(files, by_name_only, strict=True)
         if not is_gt and PurePosixPath(f.name).suffix.lower() in IMAGE_EXTENSIONS
     ]
+
+    # a ground-truth file with an image's very bytes is that image uploaded again (one zip of images/ and labels/
+    # dropped into both boxes), never its labels: it paired each image with itself (81,399 "objects")
+    image_digests = {hashlib.sha256(f.data).hexdigest(): f.name for f in image_files}
+    copies = {id(f): image_digests.get(hashlib.sha256(f.data).hexdigest()) for f in gt_files}
+    for f in gt_files:
+        if copies[id(f)]:
+            out.duplicates.append(f"{f.name} (the same file as the image {copies[id(f)]}: not used as ground truth)")
+    gt_files = [f for f in gt_files if not copies[id(f)]]
 
     # CSVs that share an image's stem are point tables; the others are tables of counts per image
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
@@ -384,9 +384,6 @@ def labelled_set(
                 gt = GroundTruth(kind="labels", count=int(len(np.unique(labels[labels > 0]))), labels=labels,
                                  source=source)
             elif image.name in pairs:
-                if by_name[pairs[image.name]].data == image.data:
-                    raise GroundTruthError(f"its ground truth {pairs[image.name]} is the image itself (the same file "
-                                           "in both boxes?): upload its labels, mask, dots or points instead")
                 gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
             else:
                 n, table = counts[stem]
@@ -397,9 +394,10 @@ def labelled_set(
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
     _drop_same_images(out)
-    # in file-name order, whatever the order of the upload or the zip: the table reads as a folder listing,
-    # and the bootstrap interval over the images is the command line's for the same folder
-    out.items.sort(key=lambda item: (PurePosixPath(item[0]).name, item[0]))
+    # in path order, whatever the order of the upload or the zip, as the command line lists a folder: the same
+    # table, and the same bootstrap interval over the images
+    out.items.sort(key=lambda item: item[0])
+    out.unlabelled.sort(key=lambda item: item[0])
     _note_counts_tables(out, counts)
     return out
 

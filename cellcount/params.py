@@ -52,6 +52,8 @@ SPLIT_MODES = {
 }
 """How touching objects are split (``split_mode``); "borders" and "both" need a model with a border map."""
 BORDER_SPLIT_MODES = ("borders", "both")
+DISTANCE_SPLIT_MODES = frozenset({"distance", "both"})
+"""Split modes that use ``min_distance_px``."""
 COUNT_SOURCES = ("segmentation", "density")
 
 GROUPS = {

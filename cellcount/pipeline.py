@@ -24,7 +24,7 @@ from .io import background_note, check_pixels, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
-from .params import PARAMS, CountParams, auto_distance_px, has_border_channel, resolve_params  # noqa: F401
+from .params import DISTANCE_SPLIT_MODES, SCHEMA, CountParams, auto_distance_px, has_border_channel, resolve_params  # noqa: F401
 from .protocols import backend_kw
 from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals, with_note
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
@@ -373,8 +373,8 @@ def postprocess(
     # the object table and the quality flag read the same labels: one on a second core
     objects, quality = parallel.pair(
         lambda: object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None,
-        lambda: _filters_note(assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
-                                     probability=prob, labels=seg.labels), seg.n_rejected, seg.count),
+        lambda: assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
+                       probability=prob, labels=seg.labels),
         pixels=seg.labels.size)
     t2 = time.perf_counter()
     if objects is not None and len(objects):
@@ -384,10 +384,12 @@ def postprocess(
     count, estimate = seg.count, float(seg.count)
     if density_total is not None and params.count_source == "density":
         count, estimate = int(round(density_total)), density_total
-    elif not any(r.startswith(FILTERS_NOTE) for r in quality.reasons):  # a filter's large drop is said already
-        shift = card_shift_note(prediction, params, seg.count)
-        if shift:
-            quality = with_note(quality, shift)
+    # the user's settings: a large share dropped by the filters, else a count far from the card settings'
+    note = (_filters_reason(seg.n_rejected, seg.count)
+            or (card_shift_note(prediction, params, seg.count, mask_params["min_distance_px"])
+                if count == seg.count else None))
+    if note:
+        quality = with_note(quality, note)
     return CountResult(
         model_name=prediction.model_name, output_kind="mask", count=count, count_estimate=estimate,
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,
@@ -416,17 +418,14 @@ user's filters that drop a quarter of the objects change what is counted more th
 MIN_REJECTED = 5
 
 
-FILTERS_NOTE = "the settings' filters dropped"
-
-
-def _filters_note(quality: Quality, n_rejected: dict[str, int], kept: int) -> Quality:
-    """``quality`` flagged with a reason when the filters dropped a large share of the objects."""
+def _filters_reason(n_rejected: dict[str, int], kept: int) -> str | None:
+    """A reason to check the count when the filters dropped a large share of the objects, or None."""
     dropped = sum(n_rejected.values())
     if dropped >= MIN_REJECTED and dropped > MAX_REJECTED_SHARE * (dropped + kept):
         why = ", ".join(f"{n} {reason}" for reason, n in n_rejected.items() if n)
-        return with_note(quality, f"{FILTERS_NOTE} {dropped} of {dropped + kept} objects ({why}): "
-                         "check Min. area, Max. area and Exclude edge objects")
-    return quality
+        return (f"the settings' filters dropped {dropped} of {dropped + kept} objects ({why}): "
+                "check Min. area, Max. area and Exclude edge objects")
+    return None
 
 
 MAX_CARD_SHIFT = 0.25
@@ -437,27 +436,33 @@ the split off: 327 -> 191 objects, with no warning sign."""
 MIN_CARD_SHIFT = 5
 
 
-def card_shift_note(prediction: Prediction, params: CountParams, count: int) -> str | None:
+def card_shift_note(prediction: Prediction, params: CountParams, count: int, min_distance_px: int) -> str | None:
     """Why the count may be wrong when settings other than the card's move it far from what the card's settings
-    count on the same prediction, or None. The card settings' count is made once per prediction (kept in its
-    memo, without touching the stages a slider move reuses)."""
+    count on the same prediction, or None. ``count`` was made with ``params`` at the split distance
+    ``min_distance_px`` (:func:`split_distance_px`). Settings compare as they act: the auto distance and the
+    number it stands for are the same setting, and the distance does not count in a mode that does not use it.
+    The card settings' count is kept in the prediction's memo (a count made with them is stored as it is), so it
+    is made at most once per prediction object, without touching the stages a slider move reuses."""
     card = prediction.card_mask_settings
-    mine = params.values("mask")
-    changed = [name for name in mine if card is not None and name in card and mine[name] != card[name]]
+    if card is None:
+        return None
+    mine = {**params.values("mask"), "min_distance_px": min_distance_px}
+    theirs = {**card, "min_distance_px": split_distance_px(prediction, params.replace(**card))}
+    if not {mine["split_mode"], theirs["split_mode"]} & DISTANCE_SPLIT_MODES:
+        del mine["min_distance_px"], theirs["min_distance_px"]
+    changed = [name for name in mine if name in theirs and mine[name] != theirs[name]]
     if not changed:
+        prediction.memo.setdefault("card_count", count)
         return None
     kept = prediction.memo.get("card_count")
     if kept is None:
-        theirs = dict(card)
-        theirs["min_distance_px"] = split_distance_px(prediction, params.replace(**card))
         border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None
         kept = pp.segment(prediction.maps[0], **theirs, border_prob=border).count
         prediction.memo["card_count"] = kept
     diff = count - kept
     if abs(diff) < max(MAX_CARD_SHIFT * kept, MIN_CARD_SHIFT):
         return None
-    label = {p.name: p.label for p in PARAMS}
-    labels = ", ".join(label.get(name, name) for name in changed)
+    labels = ", ".join(SCHEMA[name].label if name in SCHEMA else name for name in changed)
     return (f"settings other than the model card's ({labels}) count {abs(diff)} {'more' if diff > 0 else 'fewer'} "
             f"objects than the card's would ({count} against {kept}): check that the change is wanted")
 

@@ -191,15 +191,27 @@ def test_one_zip_of_images_and_labels_in_both_boxes(samples):
     out = labelled_set([("lab.zip", both)], [("lab.zip", both)])
     assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [
         (f"images/{k}.png", "labels", c) for k, (_, _, c, _) in enumerate(samples)]
-    assert not out.unused and sorted(out.duplicates) == [f"images/{k}.png" for k in range(3)]
+    assert not out.unused and sorted(out.duplicates) == [
+        f"images/{k}.png (the same file as the image images/{k}.png: not used as ground truth)" for k in range(3)]
 
 
-def test_an_image_as_its_own_ground_truth_is_refused(samples):
+def test_an_image_is_never_its_own_ground_truth(samples):
     out = labelled_set([("a.png", samples[0][0]), ("b.png", samples[1][0])],
                        [("a.png", samples[0][0]), ("b.png", samples[1][1])])
-    assert [n for n, _, _ in out.items] == ["b.png"]
-    assert out.skipped == [("a.png", "its ground truth a.png is the image itself (the same file in both boxes?): "
-                                     "upload its labels, mask, dots or points instead")]
+    assert [n for n, _, _ in out.items] == ["b.png"] and [n for n, _ in out.unlabelled] == ["a.png"]
+    assert out.duplicates == ["a.png (the same file as the image a.png: not used as ground truth)"]
+    # a zip with its images at the top and labels/ beside them, in both boxes: the labels are used
+    both = _zip({"a.png": samples[0][0], "b.png": samples[1][0], "labels/a.tif": samples[0][1],
+                 "labels/b.tif": samples[1][1]})
+    out = labelled_set([("set.zip", both)], [("set.zip", both)])
+    assert [(n, gt.count) for n, _, gt in out.items] == [("a.png", samples[0][2]), ("b.png", samples[1][2])]
+
+
+def test_ground_truth_in_folders_of_any_name_beside_a_labels_folder_stays_ground_truth(samples):
+    """A reviewer's case for a rule since dropped: one file in labels/ made every image in annotations/ an image."""
+    gt = _zip({"masks/0.png": samples[0][1], "annotations/1.png": samples[1][1], "annotations/2.png": samples[2][1]})
+    out = labelled_set([(f"{k}.png", samples[k][0]) for k in range(3)], [("gt.zip", gt)])
+    assert [(n, gt.count) for n, _, gt in out.items] == [(f"{k}.png", samples[k][2]) for k in range(3)]
 
 
 def test_dsb_nested_layout_in_a_zip(samples):
@@ -221,6 +233,9 @@ def test_images_come_in_file_name_order_whatever_the_upload_order(samples):
     loose = labelled_set([(f"{k}.png", samples[k][0]) for k in (1, 2, 0)],
                          [(f"{k}.png", samples[k][1]) for k in (2, 1, 0)])
     assert [n for n, _, _ in loose.items] == ["0.png", "1.png", "2.png"]
+    nested = labelled_set([("set.zip", _zip({"plate2/images/a.png": samples[0][0], "plate1/images/b.png": samples[1][0],
+                                              "plate2/labels/a.png": samples[0][1], "plate1/labels/b.png": samples[1][1]}))])
+    assert [n for n, _, _ in nested.items] == ["plate1/images/b.png", "plate2/images/a.png"]  # as a folder's paths
 
 
 def test_a_same_name_ground_truth_error_names_the_file_once(samples):

@@ -543,14 +543,22 @@ def test_settings_that_move_the_count_far_from_the_cards_flag_it(draw_disks, mon
     pred = cc.predict(image, model, cc.resolve_params(model))
     card = cc.postprocess(pred, cc.resolve_params(model))
     assert card.count == 32 and not any("model card's" in r for r in card.quality.reasons)
-    merged = cc.postprocess(pred, cc.resolve_params(model, {"split_mode": "off"}))
-    assert merged.count == 16
-    assert ("settings other than the model card's (Split touching nuclei) count 16 fewer objects than the card's "
-            "would (16 against 32): check that the change is wanted") in merged.quality.reasons
     calls, real = [], pipeline.pp.segment
     monkeypatch.setattr(pipeline.pp, "segment", lambda *a, **k: calls.append(1) or real(*a, **k))
+    merged = cc.postprocess(pred, cc.resolve_params(model, {"split_mode": "off"}))
+    assert merged.count == 16 and len(calls) == 1  # the card settings' count was kept from the count above
+    assert ("settings other than the model card's (Split touching nuclei) count 16 fewer objects than the card's "
+            "would (16 against 32): check that the change is wanted") in merged.quality.reasons
     again = cc.postprocess(pred, cc.resolve_params(model, {"split_mode": "off", "min_area_px": 16}))
-    assert len(calls) == 1 and any("model card's" in r for r in again.quality.reasons)  # its own segment only
+    assert len(calls) == 2 and any("model card's" in r for r in again.quality.reasons)  # its own segment only
+    # the auto distance given as the number it stands for is the card's setting (blocks of a large image do that)
+    unet = cc.load_model("unet-mask")
+    assert cc.resolve_params(unet).min_distance_px == 0 and cc.resolve_params(unet).split_mode == "both"
+    fresh = cc.predict(image, unet, cc.resolve_params(unet))
+    auto = pipeline.split_distance_px(fresh, cc.resolve_params(unet))
+    calls.clear()
+    same = cc.postprocess(fresh, cc.resolve_params(unet, {"min_distance_px": auto}))
+    assert len(calls) == 1 and fresh.memo["card_count"] == same.count
     small = cc.postprocess(pred, cc.resolve_params(model, {"min_area_px": 16}))  # a change that moves no count
     assert small.count == 32 and not any("model card's" in r for r in small.quality.reasons)
 
