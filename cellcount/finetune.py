@@ -687,7 +687,8 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
     flagged for a nucleus size 2.2x off the base's, the size the fine-tune trained at). Fitted on the
     training images (range limits only: its errors there say nothing), the flag marks images unlike the
     ones the model learnt. With fewer than
-    :data:`MIN_FLAG_IMAGES` images the base's rule stays, its size limits widened to the training images'."""
+    :data:`MIN_FLAG_IMAGES` images the base's rule stays, each limit widened to take in the training images
+    (:func:`_widened_to`)."""
     from .evaluate import evaluate_predictions
     from .quality import QualityRule, calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table
 
@@ -703,16 +704,34 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
         note = (f"the {len(signals)} training images of the fine-tune (range limits on the new model's signals on "
                 "the images it learnt, object shares no tighter than the base's limits: the flag marks images unlike them)")
     else:
-        rule = QualityRule.from_card(base_card)
+        rule = _widened_to(QualityRule.from_card(base_card), signals)
         ratio = range_limit([x.get("size_ratio", math.nan) for x in signals], below=False)
         rule = dataclasses.replace(
             rule, max_size_ratio=max(v for v in (rule.max_size_ratio, ratio, 1.0) if v is not None),
             max_novelty=None,  # the new model has no novelty reference (its encoder moved)
             flag_size_at_limit=rule.flag_size_at_limit and not any(x.get("size_at_limit", 0) >= 1 for x in signals))
         qrep = flag_report([judge(x, rule).flag for x in signals], rel)
-        note = (f"the base model's rule, its size limits widened to the {len(signals)} training images of the fine-tune "
-                f"(fewer than {MIN_FLAG_IMAGES} images to fit one)")
+        note = (f"the base model's rule, each limit widened to take in the {len(signals)} training images of the "
+                f"fine-tune (fewer than {MIN_FLAG_IMAGES} images to fit one)")
     return card_entry(rule, qrep, calibrated_on=note)
+
+
+def _widened_to(rule, signals: Sequence[dict[str, float]]):
+    """``rule`` with each limit (joint ones too) moved, where needed, just past what the fine-tune's own training
+    images show (:func:`cellcount.quality.range_limit`): the base's limits were fitted on the base's images, and
+    a fine-tune on H&E flagged 5 of its 6 training images and most unseen ones of their kind, counted right, as
+    "unsure" by the base's fluorescence limit. Never tighter than the base's."""
+    from .quality import BELOW, LIMITS, range_limit
+
+    def widen(limit: float | None, key: str, below: bool) -> float | None:
+        edge = range_limit([x.get(key, math.nan) for x in signals], below=below)
+        if limit is None or edge is None:
+            return limit
+        return min(limit, edge) if below else max(limit, edge)
+
+    changes = {field: widen(getattr(rule, field), key, below) for field, key, below in LIMITS if field != "max_novelty"}
+    joint = tuple((key, widen(limit, key, BELOW[key])) for key, limit in rule.joint_limits)
+    return dataclasses.replace(rule, **changes, joint_limits=joint)
 
 
 def own_novelty(model, pairs: Sequence, *, density: bool):
@@ -1183,10 +1202,29 @@ def worse_than_base(before: dict[str, float], after: dict[str, float]) -> bool:
     return a > b * (1 + WORSE_SHARE) and extra >= WORSE_OBJECTS
 
 
-def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str) -> tuple[bool, str]:
+OUTLINE_DROP = 0.05
+"""A fall in held-out F1 (outlines matched to label images or dots) that the verdict names beside the count error:
+a tester's fine-tune counted 2 held-out images better while its F1 fell from 0.816 to 0.688, unmentioned."""
+
+
+def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str,
+                    before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+                    segmentation: bool = False) -> tuple[bool, str]:
     """(warn, text): what the paired before/after comparison on ``n_held`` held-out images says, in words
     (the CLI and the Train page). A new model that counted them worse on average is never passed as an
-    improvement, whether or not the interval excludes 0."""
+    improvement, whether or not the interval excludes 0; for a ``segmentation`` (a base that outlines objects),
+    an F1 in the held-out summaries ``before`` and ``after`` that fell by :data:`OUTLINE_DROP` or more is said
+    (and warned of) too."""
+    warn, text = _count_verdict(paired, n_held, name=name, base=base)
+    b, a = (before or {}).get("f1"), (after or {}).get("f1")
+    if segmentation and isinstance(a, float) and isinstance(b, float) and a <= b - OUTLINE_DROP:
+        text += (f" But its objects match the held-out annotations less well (F1 {b:.3f} -> {a:.3f}): if you "
+                 f"measure areas or shapes, check its outlines, or keep {base} for them.")
+        warn = True
+    return warn, text
+
+
+def _count_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str) -> tuple[bool, str]:
     d, low, high = paired["difference"], paired["low"], paired["high"]
     if not (math.isfinite(low) and math.isfinite(high)):
         text = (f"Only {n_held} held-out image(s): too few for an interval, so this says little either way. "
@@ -1210,6 +1248,16 @@ def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: s
     if high < 0:
         return False, text + ": the new model counts these images better."
     return False, text + ": it includes 0, so no clear difference on these images (more held-out images narrow it)."
+
+
+def _base_kind(base: str) -> str | None:
+    """The output kind of the base model ``base`` (a name or folder) from its card, or None."""
+    from .models import model_card
+
+    try:
+        return model_card(base).output_kind
+    except (CellcountError, OSError, ValueError):
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1305,7 +1353,9 @@ def _main(argv: list[str] | None) -> int:
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
               f"{res.after['mae']:.2f}{which}")
         who = "the fine-tuned model (not kept)" if res.kept_base else res.name
-        warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=who, base=args.base)
+        warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=who, base=args.base,
+                                     before=res.before, after=res.after,
+                                     segmentation=_base_kind(args.base) != "density")
         if res.kept_base:
             text += f" So {res.name} keeps {args.base}'s weights: it counts these images as {args.base} does."
         print(("warning: " if warn else "") + text)

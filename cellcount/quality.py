@@ -295,7 +295,8 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         "count_disagreement": f"two independent counts of this image differ by {v:.0%}",
         "size_ratio": f"the nucleus size used is {v:.1f}x off the size the model was trained on (the image is resized "
                       "to match: so large a resize, or a wrong size setting, makes the count less certain)",
-        "uncertain_fraction": f"the model is unsure about {v:.0%} of the foreground (blur, low contrast or an "
+        "uncertain_fraction": f"the model is unsure (probability {UNCERTAIN_LOW:g}-{UNCERTAIN_HIGH:g}) about {v:.0%} "
+                              "of the pixels it may call foreground (blur, low contrast or an "
                               "unfamiliar image type)",
         "contrast": f"low contrast between nuclei and background ({v:.2f})",
         "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "

@@ -192,7 +192,8 @@ def job_panel(job: BatchJob) -> None:
     panel()
 
 
-def show_result(res: dict, current: cc.CountParams | None, page: str | None, files=None) -> None:
+def show_result(res: dict, current: cc.CountParams | None, page: str | None, files=None,
+                model_name: str | None = None) -> None:
     df = res["counts"]
     ok = df[df["status"] == "ok"]
     bad = df[df["status"] != "ok"]
@@ -226,7 +227,10 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
             if len(rows) > 50:
                 st.caption(f"... and {len(rows) - 50} more: the per-image CSV has every reason.")
     ran = json.loads(res["settings"])
-    if current is not None and (ran["params"] != current.to_dict() or ran.get("plane") != page):
+    if model_name is not None and ran.get("model") != model_name:
+        st.warning(f"These results were counted with {ran.get('model')}, not {model_name} (the model chosen now): "
+                   "press Count to count with it.")
+    elif current is not None and (ran["params"] != current.to_dict() or ran.get("plane") != page):
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
     if len(failed):
         with st.container(border=True):
@@ -328,6 +332,6 @@ with right:
     else:
         result = st.session_state.get(f"{P}__result")
         if result is not None:
-            show_result(result, params, page, files)
+            show_result(result, params, page, files, model_name)
         elif not files:
             st.info("Upload images (PNG, JPEG, TIFF 8/16-bit) or a zip of them, then press Count.")

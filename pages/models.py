@@ -15,7 +15,9 @@ from cellcount.models import model_card
 from cellcount.models.guide import ModelGuide, model_guide, strengths
 from cellcount.params import setting_label, setting_text
 from cellcount.quality import quality_summary
+from pages import _settings as settings
 from pages import _shared as sh
+from pages._model_ui import SHOWN_MODEL_KEY
 
 sh.require_entry_point("models")
 
@@ -201,7 +203,13 @@ def delete_model(name: str) -> None:
         st.session_state["models__msg"] = ("error", f"{name} could not be deleted: {err}")
         return
     st.session_state.pop("models_show", None)
-    st.session_state["models__msg"] = ("success", f"Deleted {name} ({folder}).")
+    then = ""
+    if settings.current_model() == name:  # the other pages used it: they go back to the default, and say so once
+        default = cc.models.default_model_name()
+        settings.set_current_model(default)
+        st.session_state[SHOWN_MODEL_KEY] = default
+        then = f" Count, Batch, Evaluate and Compare now use {default}, the default model."
+    st.session_state["models__msg"] = ("success", f"Deleted {name} ({folder}).{then}")
 
 
 st.title("Models")

@@ -140,7 +140,8 @@ def show_result(s: JobSnapshot) -> None:
         st.caption(sh.DENSITY_PEAKS_NOTE)
     if res.paired:
         warn, text = holdout_verdict(res.paired, len(res.holdout_files),
-                                     name="the fine-tuned model (not kept)" if kept else res.name, base=s.base)
+                                     name="the fine-tuned model (not kept)" if kept else res.name, base=s.base,
+                                     before=res.before, after=res.after, segmentation=_kind(s.base) != "density")
         if kept:
             text += f" So {res.name} keeps {s.base}'s weights and settings."
         if warn:
@@ -406,7 +407,9 @@ if candidates:
     st.caption("Click on each cell to put a dot on it; click a dot to remove it. Images without annotation files "
                "are used once they have dots; an image that came with a points CSV shows the file's dots, and your clicks "
                "add to them or remove them. "
-               "Dots and uploads are kept for the session, also when you visit another page.")
+               "Dots and uploads are kept while you visit other pages, but **not through a reload or in a new tab**: "
+               "download each image's points CSV (beside the image) to keep your dots, and upload it again with the "
+               "image. Dot every cell of an image: a cell without a dot is taught as background.")
     annotate_ui(candidates)
 
 items = training_set(found)

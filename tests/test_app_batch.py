@@ -64,6 +64,9 @@ def test_three_files_one_broken(count_batch):
     at.slider(key="batch_threshold").set_value(0.7)
     at.run()
     assert any("settings changed" in w.value for w in at.warning)
+    # another model chosen: the table says whose counts it holds (a tester's stayed after its model was deleted)
+    at.selectbox(key="batch_model").set_value("unet-mask").run()
+    assert any("counted with classical-otsu, not unet-mask" in w.value for w in at.warning)
 
 
 def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_line(count_batch):

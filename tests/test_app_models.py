@@ -181,6 +181,8 @@ def test_a_model_you_trained_can_be_deleted_and_a_shipped_one_cannot(tiny_models
                user_models_dir() / "my-try")
     assert cc.models.is_user_model("my-try") and not cc.models.is_user_model("tiny-mask")
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    at.switch_page("pages/count.py").run()
+    at.selectbox(key="count_model").set_value("my-try").run()  # in use on the other pages when deleted
     at.switch_page("pages/models.py").run()
     at.session_state["models_show"] = "tiny-mask"
     at.run()
@@ -189,8 +191,13 @@ def test_a_model_you_trained_can_be_deleted_and_a_shipped_one_cannot(tiny_models
     at.run()
     at.button(key="models_delete").click().run()
     assert not at.exception
-    assert any("Deleted my-try" in s.value for s in at.success)
+    default = cc.models.default_model_name()
+    assert any("Deleted my-try" in s.value and f"now use {default}, the default model" in s.value for s in at.success)
     assert "my-try" not in cc.list_models() and not (user_models_dir() / "my-try").exists()
+    # the pages went back to the default (a tester's went to another fine-tune), said once, on the Models page
+    at.switch_page("pages/count.py").run()
+    assert at.selectbox(key="count_model").value == default
+    assert not [t.value for t in at.toast if "Model changed" in t.value]
 
 
 def test_models_remove_on_the_command_line(tiny_models, capsys):

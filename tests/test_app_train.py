@@ -414,6 +414,14 @@ def test_a_worse_mean_is_a_warning_even_when_the_interval_includes_0():
     assert holdout_verdict({"difference": 0.5, "low": float("nan"), "high": float("nan")}, 2, name="x", base="b")[0]
     warn, text = holdout_verdict({"difference": -5.3, "low": float("nan"), "high": float("nan")}, 2, name="x", base="b")
     assert not warn and "x counted them better than b" in text and "Hold out more" in text
+    # counted better, outlined worse: said and warned of for a segmentation (a tester's 0.816 -> 0.688, unsaid)
+    few = {"difference": -1.5, "low": float("nan"), "high": float("nan")}
+    warn, text = holdout_verdict(few, 2, name="x", base="b", before={"f1": 0.816}, after={"f1": 0.688},
+                                 segmentation=True)
+    assert warn and "x counted them better than b" in text and "F1 0.816 -> 0.688" in text
+    assert not holdout_verdict(few, 2, name="x", base="b", before={"f1": 0.816}, after={"f1": 0.79},
+                               segmentation=True)[0]
+    assert not holdout_verdict(few, 2, name="x", base="b", before={"f1": 0.816}, after={"f1": 0.688})[0]
 
 
 def test_ground_truth_named_the_datasets_way_gets_its_new_name():

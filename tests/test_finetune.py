@@ -448,9 +448,27 @@ def test_the_flag_is_fitted_on_the_training_images(tiny_model, draw_disks, n_ima
     fitted = n_images >= MIN_FLAG_IMAGES
     if fitted:
         assert not rule.joint_limits and entry["calibration"]["fitted_limits"] == [], "no limit fitted to its errors"
-        assert not any(judge(x, rule).flag for x in signals), "range limits: no training image reaches them"
+    assert not any(judge(x, rule).flag for x in signals), "no training image reaches a limit (fitted or widened)"
     assert ("training images of the fine-tune (range limits" in entry["calibrated_on"]) == fitted
     assert ("the base model's rule" in entry["calibrated_on"]) == (not fitted)
+
+
+def test_too_few_images_widen_the_base_rule_to_take_them_in():
+    """A fine-tune on 6 H&E images kept the base's fluorescence limits: 5 of 6 training images and most unseen
+    ones of their kind flagged "unsure", counted right."""
+    from cellcount.finetune import _widened_to
+    from cellcount.quality import QualityRule
+
+    base = QualityRule(max_uncertain_fraction=0.25, min_contrast=0.15, max_merge_share=None,
+                       joint_limits=(("uncertain_fraction", 0.2), ("contrast", 0.3)))
+    signals = [{"uncertain_fraction": 0.33, "contrast": 0.1, "merge_share": 0.4},
+               {"uncertain_fraction": 0.1, "contrast": 0.5, "merge_share": 0.1}]
+    rule = _widened_to(base, signals)
+    assert rule.max_uncertain_fraction == pytest.approx(0.363) and rule.min_contrast == pytest.approx(0.1 / 1.1, abs=1e-4)
+    assert rule.max_merge_share is None, "no limit where the base had none"
+    assert dict(rule.joint_limits) == pytest.approx({"uncertain_fraction": 0.363, "contrast": 0.1 / 1.1}, abs=1e-4)
+    calm = [{"uncertain_fraction": 0.05, "contrast": 0.9}]
+    assert _widened_to(base, calm) == base, "never tighter than the base's"
 
 
 def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, monkeypatch):
