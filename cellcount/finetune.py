@@ -619,7 +619,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
         if steps is None and seconds and step >= 3 and (step == 3 or step % 10 == 0 or elapsed >= seconds):
             # the steps that fit in what is left of the budget, re-planned as the run goes: a shared
             # machine's speed changes within minutes, and the budget is a limit, not a target
-            recent = (elapsed - step_times[-min(10, step)]) / min(10, step)
+            # over the last 50 steps: 10 swung the plan (and the steps shown) by 2x on a shared machine
+            recent = (elapsed - step_times[-min(50, step)]) / min(50, step)
             total = step if elapsed >= seconds else min(cap, max(step + 1, step + int((seconds - elapsed) / recent)))
         step_times.append(elapsed)
         if average_last > 0 and step >= (1.0 - average_last) * total:
@@ -632,9 +633,10 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
                     avg[k] += (v - avg[k]) / n_avg
         per_step = elapsed / step
         shown, remaining = total, (total - step) * per_step
-        if steps is None and seconds:  # before the plan is made (step 3), the budget still bounds what is shown
+        if steps is None and seconds:  # a time budget: the time left is the budget's, whatever the speed
             left = max(seconds - elapsed, 0.0)
-            shown, remaining = min(total, step + int(left / per_step)), min(remaining, left)
+            # (unless the step cap ends the run first)
+            shown, remaining = min(total, step + int(left / per_step)), left if total < cap else min(remaining, left)
         report(FinetuneProgress("train", step, shown, float(np.mean(losses[-10:])), elapsed, remaining,
                                 message=chosen["why"] if step == len(plan) else "", estimated=not steps))
     if avg is not None and n_avg > 1:
@@ -1215,7 +1217,7 @@ def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: s
     improvement, whether or not the interval excludes 0; for a ``segmentation`` (a base that outlines objects),
     an F1 in the held-out summaries ``before`` and ``after`` that fell by :data:`OUTLINE_DROP` or more is said
     (and warned of) too."""
-    warn, text = _count_verdict(paired, n_held, name=name, base=base)
+    warn, text = _count_verdict(paired, n_held, name=name, base=base, before_mae=(before or {}).get("mae"))
     b, a = (before or {}).get("f1"), (after or {}).get("f1")
     if segmentation and isinstance(a, float) and isinstance(b, float) and a <= b - OUTLINE_DROP:
         text += (f" But its objects match the held-out annotations less well (F1 {b:.3f} -> {a:.3f}): if you "
@@ -1224,17 +1226,23 @@ def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: s
     return warn, text
 
 
-def _count_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str) -> tuple[bool, str]:
+def _count_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str,
+                   before_mae: float | None = None) -> tuple[bool, str]:
     d, low, high = paired["difference"], paired["low"], paired["high"]
     if not (math.isfinite(low) and math.isfinite(high)):
-        text = (f"Only {n_held} held-out image(s): too few for an interval, so this says little either way. "
+        # too few images for an interval; a difference of half the base's error or more is still worth its name
+        large = isinstance(before_mae, float) and abs(d) >= max(0.5 * before_mae, 5.0)
+        how = (f"but a difference this large (MAE {before_mae:.2f} -> {before_mae + d:.2f}) is unlikely to be chance "
+               "alone" if large else "so this says little either way")
+        text = (f"Only {n_held} held-out image(s): too few for an interval, {how}. "
                 f"MAE difference (after - before): {d:+.2f}")
         it = "it" if n_held == 1 else "them"
+        more = "Hold out more images to know by how much." if large else "Hold out more images to know."
         if d > 0:
-            return True, (text + f": {name} counted {it} worse than {base}. Hold out more images to know.")
+            return True, (text + f": {name} counted {it} worse than {base}. {more}")
         if d < 0:
-            return False, text + f": {name} counted {it} better than {base}. Hold out more images to know."
-        return False, text + ". Hold out more images to know."
+            return False, text + f": {name} counted {it} better than {base}. {more}"
+        return False, text + f". {more}"
     text = (f"Paired over the same {_images(n_held)}: MAE difference (after - before) {d:+.2f}, 95% bootstrap "
             f"interval {low:+.2f} to {high:+.2f}")
     if low > 0:

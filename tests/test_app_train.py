@@ -422,6 +422,11 @@ def test_a_worse_mean_is_a_warning_even_when_the_interval_includes_0():
     assert not holdout_verdict(few, 2, name="x", base="b", before={"f1": 0.816}, after={"f1": 0.79},
                                segmentation=True)[0]
     assert not holdout_verdict(few, 2, name="x", base="b", before={"f1": 0.816}, after={"f1": 0.688})[0]
+    # too few for an interval, but 116.57 -> 1.06 is not "little either way" (a tester's run)
+    text = holdout_verdict({"difference": -115.51, "low": float("nan"), "high": float("nan")}, 2, name="x", base="b",
+                           before={"mae": 116.57}, after={"mae": 1.06})[1]
+    assert "unlikely to be chance alone" in text and "says little" not in text
+    assert "says little either way" in holdout_verdict(few, 2, name="x", base="b", before={"mae": 6.0})[1]
 
 
 def test_ground_truth_named_the_datasets_way_gets_its_new_name():
