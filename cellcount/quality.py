@@ -398,7 +398,10 @@ def quality_summary(card: Any) -> list[str]:
         out.append(f"Every count is flagged: {q['rule']['always']}.")
     nov, limit = extra.get("novelty"), (q.get("rule") or {}).get("max_novelty")
     if isinstance(nov, dict) and limit is not None:
-        out.append(f"Novelty: each image is compared with {nov.get('images', 'its')} training images as the model's "
+        fitted = nov.get("fitted_on", "")  # a fine-tune's: its training and held-out images
+        which = ("of your images (those it was fine-tuned on and those held out)" if "held-out" in fitted
+                 else "training images")
+        out.append(f"Novelty: each image is compared with {nov.get('images', 'its')} {which} as the model's "
                    f"encoder sees them; flagged above {float(limit):.2f} (about 1 for images like them).")
     else:
         out.append("No novelty reference: images unlike the training images are caught only by the other signals.")

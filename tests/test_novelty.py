@@ -298,6 +298,12 @@ def test_flag_summary_explains_the_rule_in_words():
     assert "calibrated on 53 images of dsb2018" in text and "../" not in text
     assert "training images as the model's encoder sees them" in text
     assert "No novelty reference" in " ".join(quality_summary(cc.models.model_card("classical-otsu")))
+    # a fine-tune's reference holds its held-out images too: not called "training images" (a tester counted 8 of 6)
+    card = cc.models.model_card("unet-mask")
+    card.extra = {**card.extra, "novelty": {**card.extra["novelty"], "images": 8,
+                                            "fitted_on": "the training and held-out images of the fine-tune (x)"}}
+    assert "compared with 8 of your images (those it was fine-tuned on and those held out)" in " ".join(
+        quality_summary(card))
 
 
 def test_the_window_is_exactly_its_size_wherever_the_image_is_larger():

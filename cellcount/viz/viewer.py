@@ -272,8 +272,12 @@ def points_overlay(image: np.ndarray, points: np.ndarray | None, *, zoom: int = 
     if points is None:
         return out
     r = max(int(round(radius_px * zoom)), 3)
+    width = max(1, zoom // 2)
     for row, col in np.asarray(points, np.float64).reshape(-1, 2):
         centre = (int((col + 0.5) * zoom), int((row + 0.5) * zoom))
-        cv2.circle(out, centre, r, color, thickness=max(1, zoom // 2), lineType=cv2.LINE_AA)
-        cv2.circle(out, centre, max(1, zoom // 2), color, thickness=-1)
+        # a dark rim under the colour: the light dots alone were hard to see on pink H&E
+        cv2.circle(out, centre, r, (0, 0, 0), thickness=width + 2, lineType=cv2.LINE_AA)
+        cv2.circle(out, centre, r, color, thickness=width, lineType=cv2.LINE_AA)
+        cv2.circle(out, centre, width + 1, (0, 0, 0), thickness=-1)
+        cv2.circle(out, centre, width, color, thickness=-1)
     return out
