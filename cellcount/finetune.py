@@ -1052,9 +1052,10 @@ def finetune(
                 tuned_note = (f"the base's settings kept: tuned on {len(train_idx)} training images, settings counted "
                               f"the ones each tuning did not see no better (4-fold: MAE {tuned_cv:.3f} against "
                               f"{kept:.3f})")
-                note(f"postprocessing tuned on the training images counted the ones it was not tuned on no better "
-                     f"(MAE {tuned_cv:.2f} against {kept:.2f} with {model.name}'s settings), so {name} keeps "
-                     f"{model.name}'s settings")
+                note(f"{name} keeps {model.name}'s postprocessing settings: settings re-tuned on parts of the "
+                     f"{len(train_idx)} training images counted the other parts no better (4-fold check on the training "
+                     f"images, not the held-out ones: MAE {tuned_cv:.2f} against {kept:.2f} with {model.name}'s "
+                     "settings)")
             else:
                 tuned_note += f"; checked on training images each tuning did not see (4-fold MAE {kept:.3f} -> {tuned_cv:.3f})"
         if kind == "multihead":  # objects that overlap too much to outline are counted better by the density
