@@ -252,9 +252,11 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     given = {escape_cell(str(f)) for f in files} | {str(f.resolve()) for f in files}
     absent = sorted(name for name in set(old["file"]) if name not in given and str(Path(name).resolve()) not in given)
     others = [name for name in absent if Path(name).is_file()]
-    gone = len(absent) - len(others)
-    if gone and not others and not args.quiet:
-        print(f"note: --resume: {gone} image(s) in {out} no longer exist; their rows are left out", file=sys.stderr)
+    # a file gone since (a drive unmounted, a file moved away) keeps its counted row as it was
+    gone = old[old["file"].isin(set(absent) - set(others)) & (old["status"] == "ok")].drop_duplicates("file", keep="last")
+    if len(gone) and not others and not args.quiet:
+        print(f"note: --resume: {len(gone)} image(s) in {out} no longer exist; their rows are kept as they were",
+              file=sys.stderr)
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         hint = (" (files named like ground truth: the earlier run had --include-ground-truth?)"
@@ -293,6 +295,7 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if again and not args.quiet:
         print(f"note: --resume: {len(again)} image(s) in {out} were counted with other settings; they are counted "
               "again with these", file=sys.stderr)
+    keep = pd.concat([keep, gone]) if len(gone) else keep
     objects = None
     if args.objects and len(keep):
         try:

@@ -1095,7 +1095,7 @@ def load_labelled_folder(
         raise GroundTruthError(
             f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
-            f"images in a labels/, masks/ or dots/ folder, or a filename,count CSV{hint}"
+            f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())))
     return _one_per_image_file(out, on_error)

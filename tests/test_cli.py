@@ -136,10 +136,20 @@ def test_resume_with_fewer_inputs_keeps_every_earlier_row(small_folder, tmp_path
     assert main(rel) == 0
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", "r.csv", "--no-progress",
                  "--resume"]) == 0
-    (small_folder / "b.png").unlink()
+    assert main(rel) == 0  # the names as given here, relative
+    moved = tmp_path / "b.png"
+    (small_folder / "b.png").rename(moved)  # a drive unmounted, a file moved away for a while
+    before = pd.read_csv(tmp_path / "r.csv").set_index("file")
     capsys.readouterr()
     assert main([*rel, "--resume"]) == 0
-    assert "1 image(s) in r.csv no longer exist" in capsys.readouterr().err
+    assert "1 image(s) in r.csv no longer exist; their rows are kept as they were" in capsys.readouterr().err
+    after = pd.read_csv(tmp_path / "r.csv").set_index("file")
+    b_row = [f for f in before.index if f.endswith("b.png")]
+    assert len(after) == 2 and after.loc[b_row, "count"].tolist() == before.loc[b_row, "count"].tolist()
+    moved.rename(small_folder / "b.png")  # back: counted again (its size and time were not recorded meanwhile)
+    assert main([*rel, "--resume"]) == 0
+    back = pd.read_csv(tmp_path / "r.csv").set_index("file")
+    assert len(back) == 2 and back.loc[b_row, "count"].tolist() == before.loc[b_row, "count"].tolist()
 
 
 @pytest.mark.parametrize("case, match", [

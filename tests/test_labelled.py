@@ -207,6 +207,15 @@ def test_an_image_is_never_its_own_ground_truth(samples):
     assert [(n, gt.count) for n, _, gt in out.items] == [("a.png", samples[0][2]), ("b.png", samples[1][2])]
 
 
+def test_an_annotations_folder_holds_ground_truth(samples):
+    """A tester's zip of images/ + annotations/ read the annotations as 12 more images: nothing to evaluate."""
+    both = _zip({**{f"set/images/{k}.png": samples[k][0] for k in range(3)},
+                 **{f"set/annotations/{k}.png": samples[k][1] for k in range(3)}})
+    for out in (labelled_set([("set.zip", both)]), labelled_set([("set.zip", both)], [("set.zip", both)])):
+        assert [(n, gt.count) for n, _, gt in out.items] == [(f"images/{k}.png", samples[k][2]) for k in range(3)]
+        assert not out.unlabelled
+
+
 def test_ground_truth_in_folders_of_any_name_beside_a_labels_folder_stays_ground_truth(samples):
     """A reviewer's case for a rule since dropped: one file in labels/ made every image in annotations/ an image."""
     gt = _zip({"masks/0.png": samples[0][1], "annotations/1.png": samples[1][1], "annotations/2.png": samples[2][1]})
