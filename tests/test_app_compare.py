@@ -95,8 +95,9 @@ def test_models_mode_and_upload(tiny_models):
     assert len(bad) == 1 and "<bytes>" not in bad[0], "once for the file, named, not once per model"
     table = at.dataframe[1].value
     # the unreadable file keeps its row, empty, so the comparison CSV lists every image given
-    assert list(table["file"]) == ["one.png", "bad.png"] and "true" not in table
-    assert table.loc[0, "classical-otsu"] == 1 and table.iloc[1, 1:].isna().all()
+    # in file-name order, as every labelled set (the command line's folder order)
+    assert list(table["file"]) == ["bad.png", "one.png"] and "true" not in table
+    assert table.loc[1, "classical-otsu"] == 1 and table.iloc[0, 1:].isna().all()
     # every count with its model, settings and flag, and the file that could not be read, in one CSV
     assert "Every count CSV" in {d.label for d in at.get("download_button")}
     long = at.session_state["compare__result"]["table"]  # what that CSV holds (with an error column)

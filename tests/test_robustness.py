@@ -626,12 +626,15 @@ def test_app_count_page_counts_the_plane_or_projection_chosen(monkeypatch) -> No
     _widget(at.file_uploader, "count_upload").set_value(("stack.tif", buf.getvalue(), "image/tiff")).run()
     plane = _widget(at.selectbox, "count_plane")
     assert plane.value == "first" and int(_metric(at, "Count")) == 1  # the first plane, flagged
+    assert any("z-plane" in c.value for c in at.caption)
     plane.set_value("max").run()
     assert not at.exception and not at.error
     assert int(_metric(at, "Count")) == 4 and not at.warning
     assert any("stack.tif" in m.value and "maximum projection" in m.value for m in at.markdown)
     badges = [m.value for m in at.markdown if "badge[" in m.value]
-    assert len(badges) == 1 and "Check this image" not in badges[0], badges
+    # flagged only as the baseline flags every count (no calibrated rule), no longer for the plane
+    assert len(badges) == 1 and not any("z-plane" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("no calibrated quality flag" in c.value for c in at.caption)
     _widget(at.selectbox, "count_plane").set_value(2).run()
     assert int(_metric(at, "Count")) == 2 and not at.warning
     # a settings file saved with the projection (the Settings JSON download, the CLI's) chooses it again
