@@ -12,7 +12,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, counts_frame, labels_zip, objects_frame
 from cellcount.history import Recorder
-from cellcount.io import count_zip_images, iter_zip_images, split_ground_truth_files
+from cellcount.io import iter_zip_images, split_ground_truth_files, zip_image_names
 from cellcount.jobs import BatchJob
 from pages import _settings as settings
 from pages import _shared as sh
@@ -25,17 +25,22 @@ JOB = f"{P}__job"
 POLL_S = 1.0
 
 
-def button_label(files) -> str:
+def button_label(files, include_ground_truth: bool = False) -> str:
     """'Count 12 image(s)', counting the images inside zips as the batch will read them (a broken zip as one
-    file, reported when counted), not the zips as one file each."""
-    n, zips = 0, 0
+    file, reported when counted), not the zips as one file each, and not the files named like ground truth
+    that :func:`collect` leaves out."""
+    names, zips = [], 0
     for f in files or []:
         if f.name.lower().endswith(".zip"):
             zips += 1
-            n += count_zip_images(f.getvalue()) or 1
+            members = zip_image_names(f.getvalue())
+            names += [f"{f.name}/{m}" for m in members] if members else [f.name]
         else:
-            n += 1
-    return f"Count {n} image(s)" + (f" ({zips} zip file(s) opened)" if zips else "")
+            names.append(f.name)
+    left_out = 0 if include_ground_truth else len(split_ground_truth_files(names)[1])
+    return (f"Count {len(names) - left_out} image(s)"
+            + (f" ({zips} zip file(s) opened)" if zips else "")
+            + (f", {left_out} named like ground truth left out" if left_out else ""))
 
 
 GT_NAMED = ("named like ground truth: not counted (as on the command line; turn on \"Count files named like "
@@ -317,7 +322,7 @@ with right:
     if other is not None:
         other_panel(other)
     run = st.button(
-        button_label(files),
+        button_label(files, include_gt),
         key=f"{P}_run",
         type="primary",
         disabled=not files or params is None or job is not None or other is not None,

@@ -76,6 +76,7 @@ def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_
         [("s01_sparse_small.png", sample("s01_sparse_small.png"), "image/png"),
          ("s01_sparse_small_labels.tif", sample("s01_sparse_small_labels.tif"), "image/tiff")])
     at.run()
+    assert at.button(key="batch_run").label == "Count 1 image(s), 1 named like ground truth left out"
     count_batch(at)
     assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "1" and metric(at, "Failed") == "0"
     df = at.dataframe[0].value.set_index("file")
@@ -84,6 +85,7 @@ def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_
     assert any("1 file(s) named like ground truth were not counted" in i.value for i in at.info)
     at.toggle(key="batch_include_gt").set_value(True)
     at.run()
+    assert at.button(key="batch_run").label == "Count 2 image(s)"
     count_batch(at)
     assert metric(at, "Images counted") == "2" and metric(at, "Not counted") == "0"
 

@@ -18,6 +18,7 @@ from .archive import (
     count_zip_images,
     iter_zip_images,
     iter_zip_members,
+    zip_image_names,
 )
 from .display import image_to_display_rgb
 from .export import labels_to_tiff_bytes
@@ -94,6 +95,7 @@ __all__ = [
     "channels_differ",
     "is_colour",
     "count_zip_images",
+    "zip_image_names",
     "iter_zip_images",
     "iter_zip_members",
     "labels_to_tiff_bytes",

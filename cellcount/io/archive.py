@@ -61,15 +61,23 @@ def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_by
             yield info, safe, None
 
 
-def count_zip_images(data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES,
-                     max_bytes: int = DEFAULT_ZIP_MAX_BYTES) -> int | None:
-    """How many images :func:`iter_zip_images` would read from ``data`` (from the directory, nothing
-    inflated), or None when it is no readable zip."""
+def zip_image_names(data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES,
+                    max_bytes: int = DEFAULT_ZIP_MAX_BYTES) -> list[str] | None:
+    """The member names of the images :func:`iter_zip_images` would read from ``data`` (from the directory,
+    nothing inflated), or None when it is no readable zip."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            return sum(reason is None for _, _, reason in _walk(zf, IMAGE_EXTENSIONS, max_files, max_bytes))
+            return [name for _, name, reason in _walk(zf, IMAGE_EXTENSIONS, max_files, max_bytes) if reason is None]
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
+
+
+def count_zip_images(data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES,
+                     max_bytes: int = DEFAULT_ZIP_MAX_BYTES) -> int | None:
+    """How many images :func:`iter_zip_images` would read from ``data`` (:func:`zip_image_names`), or None
+    when it is no readable zip."""
+    names = zip_image_names(data, max_files=max_files, max_bytes=max_bytes)
+    return None if names is None else len(names)
 
 
 def iter_zip_images(
