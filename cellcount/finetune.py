@@ -1131,6 +1131,9 @@ def finetune(
                            if kept_base else "."))
     if not kept_base:
         card.extra.pop("guide_note", None)  # the base's caveats (its flag on unfamiliar images) are not the new model's
+        worse_outlines = outline_note(kind, before, after, model.name)
+        if worse_outlines:
+            card.extra["guide_note"] = worse_outlines
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
@@ -1208,6 +1211,16 @@ def worse_than_base(before: dict[str, float], after: dict[str, float]) -> bool:
 OUTLINE_DROP = 0.05
 """A fall in held-out F1 (outlines matched to label images or dots) that the verdict names beside the count error:
 a tester's fine-tune counted 2 held-out images better while its F1 fell from 0.816 to 0.688, unmentioned."""
+
+
+def outline_note(kind: str, before: dict[str, Any], after: dict[str, Any], base: str) -> str | None:
+    """The new model's guide note (Models page) when its held-out F1 fell by :data:`OUTLINE_DROP` or more from
+    the base's, for a model that outlines objects; None otherwise. A tester's guide still offered such a model
+    for "outlines, areas and counts" after its verdict had said to keep the base for them."""
+    b, a = before.get("f1"), after.get("f1")
+    if kind == "density" or b is None or a is None or a > b - OUTLINE_DROP:
+        return None
+    return f"its objects matched your held-out annotations less well than {base}'s (F1 {b:.3f} -> {a:.3f}): keep {base} for areas and shapes"
 
 
 def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str,

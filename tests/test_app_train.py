@@ -422,6 +422,13 @@ def test_a_worse_mean_is_a_warning_even_when_the_interval_includes_0():
     assert not holdout_verdict(few, 2, name="x", base="b", before={"f1": 0.816}, after={"f1": 0.79},
                                segmentation=True)[0]
     assert not holdout_verdict(few, 2, name="x", base="b", before={"f1": 0.816}, after={"f1": 0.688})[0]
+    from cellcount.finetune import outline_note
+
+    assert outline_note("mask", {"f1": 0.919}, {"f1": 0.865}, "b") == (
+        "its objects matched your held-out annotations less well than b's (F1 0.919 -> 0.865): keep b for areas and "
+        "shapes")
+    assert outline_note("mask", {"f1": 0.919}, {"f1": 0.9}, "b") is None
+    assert outline_note("density", {"f1": 0.919}, {"f1": 0.5}, "b") is None and outline_note("mask", {}, {}, "b") is None
     # too few for an interval, but 116.57 -> 1.06 is not "little either way" (a tester's run)
     text = holdout_verdict({"difference": -115.51, "low": float("nan"), "high": float("nan")}, 2, name="x", base="b",
                            before={"mae": 116.57}, after={"mae": 1.06})[1]
