@@ -394,6 +394,16 @@ def labelled_set(
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
     _drop_same_images(out)
+    # a second annotation of an image that has one (labels/a.png and masks/a.png) matches an image: it is not
+    # used, and saying it "matches no image" sent a tester renaming files that were named right
+    paired = {PurePosixPath(name).stem.casefold() for name, _, _ in out.items}
+    second = [n for n in out.unused if any(b.casefold() in paired for b, _ in _gt_bases(n))]
+    if second:
+        out.unused = [n for n in out.unused if n not in second]
+        shown = ", ".join(second[:5]) + (f" and {len(second) - 5} more" if len(second) > 5 else "")
+        out.notes.append(f"{len(second)} ground-truth file(s) are second annotations of images that have one "
+                         f"already, and are not used: {shown} (the one used is the nearest to its image by folder, "
+                         "then by suffix: _labels, _mask, _dots, _points, then the first by name).")
     # in path order, whatever the order of the upload or the zip, as the command line lists a folder: the same
     # table, and the same bootstrap interval over the images
     out.items.sort(key=lambda item: item[0])

@@ -216,6 +216,17 @@ def test_an_annotations_folder_holds_ground_truth(samples):
         assert not out.unlabelled
 
 
+def test_a_second_annotation_of_an_image_is_said_to_be_unused_not_unmatched(samples):
+    """labels/ and masks/ with the same images' annotations: the copies were said to "match no image"."""
+    members = {**{f"images/{k}.png": samples[k][0] for k in range(2)},
+               **{f"labels/{k}.png": samples[k][1] for k in range(2)},
+               **{f"masks/{k}.png": samples[k][1] for k in range(2)}}
+    out = labelled_set([("set.zip", _zip(members))])
+    assert [(n, gt.count) for n, _, gt in out.items] == [(f"images/{k}.png", samples[k][2]) for k in range(2)]
+    assert not out.unused
+    assert any("2 ground-truth file(s) are second annotations" in n and "masks/0.png" in n for n in out.notes)
+
+
 def test_ground_truth_in_folders_of_any_name_beside_a_labels_folder_stays_ground_truth(samples):
     """A reviewer's case for a rule since dropped: one file in labels/ made every image in annotations/ an image."""
     gt = _zip({"masks/0.png": samples[0][1], "annotations/1.png": samples[1][1], "annotations/2.png": samples[2][1]})
