@@ -1213,14 +1213,21 @@ OUTLINE_DROP = 0.05
 a tester's fine-tune counted 2 held-out images better while its F1 fell from 0.816 to 0.688, unmentioned."""
 
 
+def _f1_fell(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(before, after) held-out F1 when it fell by :data:`OUTLINE_DROP` or more, else None."""
+    b, a = (before or {}).get("f1"), (after or {}).get("f1")
+    return (b, a) if b is not None and a is not None and a <= b - OUTLINE_DROP else None
+
+
 def outline_note(kind: str, before: dict[str, Any], after: dict[str, Any], base: str) -> str | None:
     """The new model's guide note (Models page) when its held-out F1 fell by :data:`OUTLINE_DROP` or more from
     the base's, for a model that outlines objects; None otherwise. A tester's guide still offered such a model
     for "outlines, areas and counts" after its verdict had said to keep the base for them."""
-    b, a = before.get("f1"), after.get("f1")
-    if kind == "density" or b is None or a is None or a > b - OUTLINE_DROP:
+    fell = _f1_fell(before, after) if kind != "density" else None
+    if fell is None:
         return None
-    return f"its objects matched your held-out annotations less well than {base}'s (F1 {b:.3f} -> {a:.3f}): keep {base} for areas and shapes"
+    return (f"its objects matched your held-out annotations less well than {base}'s (F1 {fell[0]:.3f} -> "
+            f"{fell[1]:.3f}): keep {base} for areas and shapes")
 
 
 def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: str,
@@ -1232,10 +1239,10 @@ def holdout_verdict(paired: dict[str, float], n_held: int, *, name: str, base: s
     an F1 in the held-out summaries ``before`` and ``after`` that fell by :data:`OUTLINE_DROP` or more is said
     (and warned of) too."""
     warn, text = _count_verdict(paired, n_held, name=name, base=base, before_mae=(before or {}).get("mae"))
-    b, a = (before or {}).get("f1"), (after or {}).get("f1")
-    if segmentation and isinstance(a, float) and isinstance(b, float) and a <= b - OUTLINE_DROP:
-        text += (f" But its objects match the held-out annotations less well (F1 {b:.3f} -> {a:.3f}): if you "
-                 f"measure areas or shapes, check its outlines, or keep {base} for them.")
+    fell = _f1_fell(before, after) if segmentation else None
+    if fell is not None:
+        text += (f" But its objects match the held-out annotations less well (F1 {fell[0]:.3f} -> {fell[1]:.3f}): if "
+                 f"you measure areas or shapes, check its outlines, or keep {base} for them.")
         warn = True
     return warn, text
 
@@ -1272,12 +1279,13 @@ def _count_verdict(paired: dict[str, float], n_held: int, *, name: str, base: st
     return False, text + ": it includes 0, so no clear difference on these images (more held-out images narrow it)."
 
 
-def _base_kind(base: str) -> str | None:
-    """The output kind of the base model ``base`` (a name or folder) from its card, or None."""
+def model_kind(name: str) -> str | None:
+    """A model's output kind (``name``: a name or folder) from its card, no weights loaded; None when the card
+    cannot be read."""
     from .models import model_card
 
     try:
-        return model_card(base).output_kind
+        return model_card(name).output_kind
     except (CellcountError, OSError, ValueError):
         return None
 
@@ -1377,7 +1385,7 @@ def _main(argv: list[str] | None) -> int:
         who = "the fine-tuned model (not kept)" if res.kept_base else res.name
         warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=who, base=args.base,
                                      before=res.before, after=res.after,
-                                     segmentation=_base_kind(args.base) != "density")
+                                     segmentation=model_kind(args.base) != "density")
         if res.kept_base:
             text += f" So {res.name} keeps {args.base}'s weights: it counts these images as {args.base} does."
         print(("warning: " if warn else "") + text)

@@ -52,8 +52,8 @@ SPLIT_MODES = {
 }
 """How touching objects are split (``split_mode``); "borders" and "both" need a model with a border map."""
 BORDER_SPLIT_MODES = ("borders", "both")
-DISTANCE_SPLIT_MODES = frozenset({"distance", "both"})
-"""Split modes that use ``min_distance_px``."""
+DISTANCE_SPLIT_MODES = ("distance", "both")
+"""Split modes in which ``min_distance_px`` acts."""
 COUNT_SOURCES = ("segmentation", "density")
 
 GROUPS = {

@@ -448,7 +448,7 @@ def card_shift_note(prediction: Prediction, params: CountParams, count: int, min
         return None
     mine = {**params.values("mask"), "min_distance_px": min_distance_px}
     theirs = {**card, "min_distance_px": split_distance_px(prediction, params.replace(**card))}
-    if not {mine["split_mode"], theirs["split_mode"]} & DISTANCE_SPLIT_MODES:
+    if not {mine["split_mode"], theirs["split_mode"]} & set(DISTANCE_SPLIT_MODES):
         del mine["min_distance_px"], theirs["min_distance_px"]
     changed = [name for name in mine if name in theirs and mine[name] != theirs[name]]
     if not changed:

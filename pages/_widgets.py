@@ -17,6 +17,7 @@ from cellcount.params import (
     AUTO_DISTANCE_FRACTION,
     BORDER_SPLIT_MODES,
     DENSITY_FIELDS,
+    DISTANCE_SPLIT_MODES,
     INPUT_FIELDS,
     MASK_FIELDS,
     SCHEMA,
@@ -208,7 +209,7 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
         modes = [m for m in spec.choices if has_border_channel(model) or m not in BORDER_SPLIT_MODES]
         out["split_mode"] = _choice(c, p, model, "split_mode", modes,
                                     format_func=dict(zip(spec.choices, spec.choice_labels, strict=True)).get)
-        if out["split_mode"] in ("distance", "both"):
+        if out["split_mode"] in DISTANCE_SPLIT_MODES:
             out["min_distance_px"] = _slider(c, p, model, "min_distance_px")
             if out["min_distance_px"] == 0:
                 here = f"{auto_distance_px} px on this image: " if auto_distance_px else ""

@@ -25,6 +25,7 @@ from cellcount.finetune import (
     check_new_name,
     free_name,
     holdout_verdict,
+    model_kind,
 )
 from cellcount.groundtruth import GroundTruth
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
@@ -136,12 +137,12 @@ def show_result(s: JobSnapshot) -> None:
                 f"{s.base} before, {after} after" + (f"; {res.name} counts them as {s.base} does" if kept else ""))
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
-    if "f1" in res.before and _kind(s.base) == "density":
+    if "f1" in res.before and model_kind(s.base) == "density":
         st.caption(sh.DENSITY_PEAKS_NOTE)
     if res.paired:
         warn, text = holdout_verdict(res.paired, len(res.holdout_files),
                                      name="the fine-tuned model (not kept)" if kept else res.name, base=s.base,
-                                     before=res.before, after=res.after, segmentation=_kind(s.base) != "density")
+                                     before=res.before, after=res.after, segmentation=model_kind(s.base) != "density")
         if kept:
             text += f" So {res.name} keeps {s.base}'s weights and settings."
         if warn:
@@ -289,14 +290,6 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     return items
 
 
-def _kind(name: str) -> str | None:
-    """A model's output kind from its card (no weights loaded); None when the card cannot be read."""
-    try:
-        return cc.models.model_card(name).output_kind
-    except (cc.CellcountError, OSError, ValueError):
-        return None
-
-
 def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool = False) -> dict | None:
     """Base model, new name, time budget and held-out images -> the job's arguments (None: not ready).
     ``just_saved``: the model this session's run saves or saved (its name is taken, and that is no error).
@@ -309,8 +302,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     current = settings.current_model()
     if current not in nets:
         current = cc.models.default_model_name()
-    density = [n for n in nets if _kind(n) == "density"] if dots_only else []
-    if density and _kind(current) == "mask":  # dots only: a density base learns them directly (docs/finetuning.md)
+    density = [n for n in nets if model_kind(n) == "density"] if dots_only else []
+    if density and model_kind(current) == "mask":  # dots only: a density base learns them directly (docs/finetuning.md)
         current = "unet-density" if "unet-density" in density else density[0]
     base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
                        container=a, format_func=sh.model_label,
@@ -322,7 +315,7 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     st.session_state[f"{P}_name_proposed"] = proposal
     name = b.text_input("Name of the new model", key=f"{P}_name", persist_state=sh.PERSIST, max_chars=80,
                         help="A plain folder name; shipped models' names are taken.").strip()
-    if density and _kind(base) == "mask":
+    if density and model_kind(base) == "mask":
         st.info(f"Your annotations are dots. A segmentation model such as {base} learns from its own outlines "
                 f"corrected by your dots, which works where cells are separate; where they touch or overlap, a "
                 f"density model ({', '.join(density)}) learns from the dots directly and usually counts better "

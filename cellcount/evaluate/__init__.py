@@ -21,7 +21,7 @@ from ..groundtruth import GroundTruth
 from ..metrics import aggregate_matches, count_metrics, match_instances, match_points, match_points_in_objects
 from ..models import size_model_for
 from ..models.base import CountModel
-from ..params import BORDER_SPLIT_MODES, SCHEMA
+from ..params import BORDER_SPLIT_MODES, DISTANCE_SPLIT_MODES, SCHEMA
 from ..pipeline import CountParams, CountResult, Prediction, postprocess, predict
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "min_distance_px": [0, 2, 3, 4, 5, 6, 8, 10],
     "min_area_px": [0, 5, 10, 20, 30, 50],
 }
-DISTANCE_SPLIT_MODES = ("distance", "both")
-"""Split modes in which ``min_distance_px`` acts."""
 
 
 @dataclass
