@@ -547,7 +547,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
          loss_cfg: dict[str, Any], scale_range: tuple[float, float],
          elastic_p: float = 0.3, intensity_jitter: float = 1.0,
          average_last: float = 0.0, precision: str = "fp32",
-         max_steps: int | None = None) -> tuple[int, float, list[float], dict[str, Any]]:
+         max_steps: int | None = None, grad_under_blobs: bool = False) -> tuple[int, float, list[float], dict[str, Any]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
     (estimated from the recent steps' pace, every 10 steps; it stops when ``seconds`` are spent), at most
     ``max_steps`` of them.
@@ -559,8 +559,12 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     import torch
 
     from .train import DEFAULTS, _batch
-    from .training.losses import density_loss, mask_loss, multihead_loss
+    from .training.losses import density_loss, mask_loss, multihead_loss, relu_under_blobs
 
+    # a ReLU density head passes no gradient where the base draws nothing, so cells it misses stay missed
+    raw = grad_under_blobs and kind == "density" and getattr(net, "density_act", None) == "relu"
+    if raw:
+        net.raw_head = True
     cfg = {"train": {"batch_size": batch_size, "crop": crop},
            "augment": {**DEFAULTS["augment"], "elastic_p": elastic_p, "invert_p": 0.0,
                        "scale_range": list(scale_range), "intensity_strength": intensity_jitter}}
@@ -605,6 +609,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
             loss = mask_loss(out, tt["mask"], tt["border"], kind=loss_cfg["mask"],
                              border_weight=loss_cfg["border_weight"])
         else:
+            if raw:
+                out = relu_under_blobs(out, tt["density"] > 0)
             loss = density_loss(out, tt["density"], weights=loss_cfg["density"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -641,6 +647,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
                                 message=chosen["why"] if step == len(plan) else "", estimated=not steps))
     if avg is not None and n_avg > 1:
         net.load_state_dict({**net.state_dict(), **avg})
+    if raw:
+        net.raw_head = False
     net.eval()
     if step < len(plan):  # a time budget too short to time both
         mixed = sum(p == "bf16" for p in plan[:step])
@@ -841,6 +849,7 @@ def finetune(
     density_sigma: float = 0.25,
     count_weight: float | None = None,
     average_last: float = 0.0,
+    grad_under_blobs: bool = False,
     dot_disc: float = DOT_DISC,
     precision: str = "auto",
     max_steps: int | None = DEFAULT_MAX_STEPS,
@@ -1013,7 +1022,7 @@ def finetune(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
         scale_range=scale_range, elastic_p=elastic_p, intensity_jitter=intensity_jitter,
-        average_last=average_last, precision=precision, max_steps=max_steps,
+        average_last=average_last, precision=precision, max_steps=max_steps, grad_under_blobs=grad_under_blobs,
     )
     if steps is None and n_steps < min(FEW_STEPS, max_steps or FEW_STEPS):  # the budget, not a cap, stopped it
         note(f"the time budget bought only {n_steps} training step(s): the new model may have learnt little "

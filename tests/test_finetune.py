@@ -734,3 +734,27 @@ def test_re_tuned_settings_are_kept_only_where_they_count_unseen_training_images
 
 def resolve_base_threshold(base) -> float:
     return cc.resolve_params(base, None).threshold
+
+
+@pytest.mark.parametrize("under_blobs", [False, True])
+def test_grad_under_blobs_lets_a_relu_head_learn_cells_it_draws_none_of(tiny_model, draw_disks, under_blobs):
+    import torch
+
+    from cellcount.finetune import _fit
+    from cellcount.models import create_model
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    net = create_model("unet", **{**base.card.kwargs, "density_act": "relu"}).float()
+    with torch.no_grad():
+        net.out.bias.fill_(-100.0)  # the base draws nothing anywhere: a plain ReLU passes no gradient
+    before = float(net.out.bias)
+    _fit(net, [three_dots_item(base, draw_disks)], kind="density", steps=1, seconds=None, batch_size=2, crop=32,
+         lr=1e-2, rng=np.random.default_rng(0), report=lambda p: None, cancel=None, loss_cfg=dict(DEFAULTS["loss"]),
+         scale_range=(1.0, 1.0), grad_under_blobs=under_blobs)
+    moved = float(net.out.bias) - before
+    if under_blobs:
+        assert moved > 5e-4, "(a warm-up step of lr / 10) the cells' blobs pull the head's output up"
+    else:
+        assert abs(moved) < 1e-4, "only the weight decay moves it"
+    assert net.raw_head is False, "the trained network counts with its ReLU again"

@@ -157,6 +157,7 @@ class UNet(nn.Module):
         self.depth = depth
         self.head = head
         self.density_act = density_act
+        self.raw_head = False  # training only: the density head's map before its activation
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.stem = Block(in_channels, widths[0])
         self.down = nn.ModuleList(Block(widths[i], widths[i + 1]) for i in range(depth))
@@ -202,6 +203,6 @@ class UNet(nn.Module):
         if self.density_out is not None:
             return torch.cat([self.out(y), self.density_out(y)], dim=1)
         y = self.out(y)
-        if self.head == "density":
+        if self.head == "density" and not self.raw_head:
             y = F.relu(y) if self.density_act == "relu" else F.softplus(y)
         return y
