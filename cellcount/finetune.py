@@ -52,15 +52,23 @@ FEW_STEPS = 100
 """A time budget that buys fewer steps gets a note (vgg_cells' fine-tunes gained most within the first 300)."""
 FEW_TRAIN_IMAGES = 3
 """Fewer training images than this get a note: a fine-tune learns little from one or two."""
-SCALE_RANGE = (0.9, 1.11)
-"""Scale jitter of the training crops. The new model counts the user's images at one magnification (the set's
-one object size is fixed in its card), so the crops need only the objects' own spread of sizes, not the
-0.6-1.6 a base model learns for every magnification (validation count MAE, docs/finetuning.md: vgg_cells
-6.83 at 0.6-1.6, 4.98 / 4.89 at 0.8-1.25, 3.62 / 3.29 at 0.9-1.11, 4.22 / 3.67 with none; mbm 5.99 at
-0.8-1.25, 5.60 at 0.9-1.11)."""
-INTENSITY_JITTER = 1.0
+# The training crops are flipped and rotated (and sometimes blurred or noised), but not rescaled, warped or
+# re-lit: the user's set is imaged one way and counted at its own object size (fixed in the new card), and each
+# of those jitters cost count accuracy on every validation check (docs/finetuning.md, "Augmentation"):
+# validation count MAE 2.76 without them against 3.71 with the earlier jitter (scale 0.9-1.11, a third of the
+# crops warped, a base model's lighting jitter) on vgg_cells (1500 steps, two draws), mbm 5.41 against 5.90
+# (three draws), DSB's mixed validation split on unet-mask from label images 3.46 against 3.84.
+SCALE_RANGE = (1.0, 1.0)
+"""Scale jitter of the training crops (none: resampling blurs the crops as the counted images are not)."""
+ELASTIC_P = 0.0
+"""Share of the training crops elastically warped."""
+DOTS_SCALE_RANGE, DOTS_ELASTIC_P = (0.9, 1.11), 0.3
+"""The same for segmentation heads taught by dots: their targets are the base's own outlines corrected by the
+dots, errors included, and the geometric jitter keeps the new model from learning those exactly (DSB's mixed
+validation split, dots on unet-mask: MAE 4.57 with it, 6.46 without; docs/finetuning.md)."""
+INTENSITY_JITTER = 0.0
 """Strength of the training crops' brightness / contrast / gamma jitter (see
-:func:`cellcount.training.augment.intensity`)."""
+:func:`cellcount.training.augment.intensity`; 1 as for a base model)."""
 # a set-wide decision (background, object size) needs this share of the training images to agree
 SET_AGREEMENT = 0.8
 DOT_DISC = 1.0
@@ -545,7 +553,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
 def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, batch_size: int, crop: int, lr: float,
          rng: np.random.Generator, report: Callable[[FinetuneProgress], None], cancel: threading.Event | None,
          loss_cfg: dict[str, Any], scale_range: tuple[float, float],
-         elastic_p: float = 0.3, intensity_jitter: float = 1.0,
+         elastic_p: float = ELASTIC_P, intensity_jitter: float = INTENSITY_JITTER,
          average_last: float = 0.0, precision: str = "fp32",
          max_steps: int | None = None, grad_under_blobs: bool = False) -> tuple[int, float, list[float], dict[str, Any]]:
     """The training loop: cosine schedule over ``steps``, or over the steps that fit in ``seconds``
@@ -842,8 +850,8 @@ def finetune(
     size: str = "auto",
     background: str = "auto",
     diameter_px: float | None = None,
-    scale_range: tuple[float, float] = SCALE_RANGE,
-    elastic_p: float = 0.3,
+    scale_range: tuple[float, float] | None = None,
+    elastic_p: float | None = None,
     intensity_jitter: float = INTENSITY_JITTER,
     reference_px: float | None = None,
     density_sigma: float = 0.25,
@@ -873,7 +881,8 @@ def finetune(
     images have a bright background is decided once for the set when the set agrees
     (:func:`set_background`), else per image as the base does (``background``: "auto"; "set": by
     majority whatever the share; "image": always per image).
-    ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped;
+    ``scale_range``, ``elastic_p``: the scale jitter of the training crops and how often they are warped
+    (None: none, or :data:`DOTS_SCALE_RANGE` and :data:`DOTS_ELASTIC_P` for segmentation heads taught by dots);
     ``diameter_px``: the objects' diameter in pixels when the user knows it (as Cellpose asks for it): one size
     for the whole set, used instead of measuring it. Objects far from the nuclei a base model knows (fat cells,
     large cells seen at high magnification) mislead the measurement; dots alone say little about size.
@@ -1018,6 +1027,11 @@ def finetune(
     loss_cfg = copy.deepcopy(DEFAULTS["loss"])
     if count_weight is not None:
         loss_cfg["density"]["count"] = float(count_weight)
+    from_dots = kind != "density" and any(gt.kind == "points" for gt in train_gts)
+    if scale_range is None:
+        scale_range = DOTS_SCALE_RANGE if from_dots else SCALE_RANGE
+    if elastic_p is None:
+        elastic_p = DOTS_ELASTIC_P if from_dots else ELASTIC_P
     n_steps, train_s, losses, used = _fit(
         net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
         crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,

@@ -196,6 +196,10 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert dots_advice == (kind == "mask" and annotation == "points"), "said for dots on a segmentation base only"
     assert "too few to time bf16" in res.precision_why or "no native bf16" in res.precision_why
     assert card.training["precision_why"] == res.precision_why != ""
+    jitter = (card.training["scale_range"], card.training["elastic_p"], card.training["intensity_jitter"])
+    taught_by_dots = kind != "density" and annotation == "points"
+    assert jitter == ([0.9, 1.11], 0.3, 0.0) if taught_by_dots else ([1.0, 1.0], 0.0, 0.0), \
+        "geometric jitter only for segmentation targets built from dots"
     result = cc.count_image(np.zeros((40, 40), np.float32), model)
     assert result.count >= 0
 
