@@ -37,9 +37,10 @@ from .groundtruth import GroundTruth
 logger = logging.getLogger(__name__)
 
 DEFAULT_MINUTES = 5.0
-# the most steps a time budget buys: on vgg_cells and mbm (validation splits) 300-1000 steps counted as well as
-# 3000 (docs/finetuning.md, "Training precision"), so a fast CPU finishes early instead of spending the budget
-DEFAULT_MAX_STEPS = 1500
+# the most steps a time budget buys, so that a fast CPU finishes early instead of spending the whole budget:
+# without the crops' jitter, vgg_cells' two validation draws counted 2.96 / 3.38 at 300 steps, 2.98 / 2.53 at
+# 1500 and 2.78 / 2.33 at 3000 (docs/finetuning.md, "Augmentation"); more were not tried
+DEFAULT_MAX_STEPS = 3000
 DOTS_ON_MASK_NOTE = (
     "your annotations are dots: a segmentation model such as {base} learns its own outlines corrected by them, "
     "which works where cells are separate; where they touch or overlap, a density model (unet-density) learns "
@@ -1040,7 +1041,7 @@ def finetune(
     )
     if steps is None and n_steps < min(FEW_STEPS, max_steps or FEW_STEPS):  # the budget, not a cap, stopped it
         note(f"the time budget bought only {n_steps} training step(s): the new model may have learnt little "
-             f"(the benchmarks' fine-tunes ran 300-1500); give it more time")
+             f"(the benchmarks' fine-tunes ran 1500-3000); give it more time")
     card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
     card.extra.pop("novelty", None)  # the base's training images' encoder features: the fine-tune moved the encoder
     card.postprocess = {**card.postprocess, **fixed}
@@ -1324,8 +1325,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_MINUTES:g}); training gets what reading and scoring leave")
     budget.add_argument("--steps", type=int, default=None, help="a fixed number of training steps instead")
     p.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, metavar="N",
-                   help=f"the most steps the time budget may buy (default {DEFAULT_MAX_STEPS}; 0: no limit): on a "
-                   "fast CPU more steps did not count better, so the run ends early")
+                   help=f"the most steps the time budget may buy (default {DEFAULT_MAX_STEPS}; 0: no limit), so that "
+                   "a fast CPU ends the run early")
     p.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT,
                    help="images held out for the before/after score: a fraction below 1 (default 0.25) or a "
                    "whole number of images (1 means one image)")

@@ -324,7 +324,7 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes", persist_state=sh.PERSIST,
                              help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
                              f"enough for 32 images of 256 × 256 px on a laptop CPU. A faster CPU stops after "
-                             f"{DEFAULT_MAX_STEPS} training steps: more did not count better.")
+                             f"{DEFAULT_MAX_STEPS} training steps.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
     if (st.session_state.get(f"{P}_holdout") or 0) > max(n_images - 1, 0):  # kept from a set with more images
         st.session_state[f"{P}_holdout"] = max(n_images - 1, 0)
