@@ -752,11 +752,11 @@ def test_grad_under_blobs_lets_a_relu_head_learn_cells_it_draws_none_of(tiny_mod
     net = create_model("unet", **{**base.card.kwargs, "density_act": "relu"}).float()
     with torch.no_grad():
         net.out.bias.fill_(-100.0)  # the base draws nothing anywhere: a plain ReLU passes no gradient
-    before = float(net.out.bias)
+    before = float(net.out.bias.detach())
     _fit(net, [three_dots_item(base, draw_disks)], kind="density", steps=1, seconds=None, batch_size=2, crop=32,
          lr=1e-2, rng=np.random.default_rng(0), report=lambda p: None, cancel=None, loss_cfg=dict(DEFAULTS["loss"]),
          scale_range=(1.0, 1.0), grad_under_blobs=under_blobs)
-    moved = float(net.out.bias) - before
+    moved = float(net.out.bias.detach()) - before
     if under_blobs:
         assert moved > 5e-4, "(a warm-up step of lr / 10) the cells' blobs pull the head's output up"
     else:
