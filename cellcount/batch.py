@@ -6,7 +6,6 @@ Zip uploads are read by :mod:`cellcount.io.archive`.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 import zipfile
@@ -110,7 +109,7 @@ def count_many(
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if size_model is None:
         size_model = size_model_for(model, p)
-    settings = json.dumps(p.to_dict(), sort_keys=True)
+    settings = p.settings_json(model.output_kind)
     items = list(items) if total is None else items
     n_total = total if total is not None else len(items)  # type: ignore[arg-type]
     for i, item in enumerate(items):

@@ -278,7 +278,7 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if isinstance(previous, dict) and previous.get("plane") != args.plane:
         print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
         return None, None, set()
-    settings = escape_cell(json.dumps(params.to_dict(), sort_keys=True))
+    settings = escape_cell(params.settings_json(model.output_kind))
     by_name = {escape_cell(str(f)): f for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
                & old["file"].isin(set(by_name))].drop_duplicates("file", keep="last")

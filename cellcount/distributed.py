@@ -16,7 +16,6 @@ counted twice; an image that kills workers more often than that gets an error ro
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -144,12 +143,12 @@ def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, 
     if shape is not None:
         if page is not None:
             return _error_item(name, "ParameterError: a plane choice (--plane) is not supported for an image counted "
-                               "by blocks; save the plane or its projection as its own TIFF", model.name, params)
+                               "by blocks; save the plane or its projection as its own TIFF", model, params)
         try:
             return plan_blocks(src, model, params, block_px=block_px, overlap_px=overlap_px,
                                regions=_regions(regions, shape))
         except (CellcountError, OSError) as err:
-            return _error_item(name, f"{type(err).__name__}: {err}", model.name, params)
+            return _error_item(name, f"{type(err).__name__}: {err}", model, params)
     return next(iter(count_many([(name, src)], model, params, max_pixels=max_pixels, page=page)))
 
 
@@ -166,9 +165,9 @@ def combine_task(name: str, plan: BlockPlan, ref: str, sha256: str, params: Coun
     return item
 
 
-def _error_item(name: str, reason: str, model_name: str, params: CountParams) -> BatchItem:
-    return BatchItem(name, "error", " ".join(reason.split()), None, model=model_name,
-                     settings=json.dumps(params.to_dict(), sort_keys=True))
+def _error_item(name: str, reason: str, model: CountModel, params: CountParams) -> BatchItem:
+    return BatchItem(name, "error", " ".join(reason.split()), None, model=model.name,
+                     settings=params.settings_json(model.output_kind))
 
 
 def count_on_cluster(
@@ -210,7 +209,7 @@ def count_on_cluster(
             try:
                 out = fut.result()
             except Exception as err:  # noqa: BLE001 - a task lost on the cluster is one image's error row
-                out = _error_item(name, f"{type(err).__name__}: {err}", model.name, params)
+                out = _error_item(name, f"{type(err).__name__}: {err}", model, params)
             fut.release()
             if isinstance(out, BlockPlan):
                 logger.info("%s: counting by blocks %s", name, plan_summary(out))

@@ -264,6 +264,9 @@ INPUT_FIELDS = tuple(p.name for p in PARAMS if p.group == "input")
 MASK_FIELDS = tuple(p.name for p in PARAMS if p.group == "mask")
 DENSITY_FIELDS = tuple(p.name for p in PARAMS if p.group == "density")
 TUNED_FIELDS = (*MASK_FIELDS, *DENSITY_FIELDS, "auto_nucleus_size")
+KIND_GROUPS: dict[str, tuple[str, ...]] = {"mask": ("mask",), "density": ("density",),
+                                           "multihead": ("mask", "multihead")}
+"""The postprocessing groups that act for each model output kind (besides ``input`` and ``measure``)."""
 """What ``cellcount.evaluate --tune --write-card`` stores in a card: the postprocessing it searched, and
 the size mode its predictions were made with (the tuned values belong to it)."""
 
@@ -384,6 +387,22 @@ class _CountParamsBase:
     def values(self, group: str) -> dict[str, Any]:
         """The fields of one :data:`GROUPS` entry, by name (``segment(prob, **p.values("mask"))``)."""
         return {p.name: getattr(self, p.name) for p in PARAMS if p.group == group}
+
+    def acting(self, output_kind: str) -> dict[str, Any]:
+        """The fields that act for this kind of model: a density model's count ignores the mask
+        postprocessing, and a split mode without the distance transform ignores ``min_distance_px``. What a
+        results table lists, so it names no setting that did nothing (an unknown kind keeps every field)."""
+        groups = KIND_GROUPS.get(output_kind)
+        if groups is None:
+            return self.to_dict()
+        out = {p.name: getattr(self, p.name) for p in PARAMS if p.group in ("input", "measure", *groups)}
+        if "split_mode" in out and out["split_mode"] not in DISTANCE_SPLIT_MODES:
+            del out["min_distance_px"]
+        return out
+
+    def settings_json(self, output_kind: str) -> str:
+        """:meth:`acting` as one JSON string: the ``settings`` column of every counts table."""
+        return json.dumps(self.acting(output_kind), sort_keys=True)
 
     def input_key(self) -> tuple:
         """The fields that change the model input (and so the cached prediction)."""

@@ -7,7 +7,6 @@ Parameter precedence: :class:`CountParams` defaults < the model card's ``postpro
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -137,7 +136,7 @@ class CountResult:
             "model_scale": round(self.model_scale, 4),
             "estimated_diameter_px": None if self.estimated_diameter_px is None else round(self.estimated_diameter_px, 2),
             "seconds": round(sum(self.seconds.values()), 4),
-            "settings": json.dumps(self.params.to_dict(), sort_keys=True),
+            "settings": self.params.settings_json("multihead" if self.density_count is not None else self.output_kind),
         }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import streamlit as st
 
@@ -131,7 +129,7 @@ def run(configs, sources) -> pd.DataFrame:
             reason = str(err).replace("<bytes>", src.name)
             # a row per setting all the same, so the per-row CSV lists the file with why it has no count
             rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name,
-                      "settings": json.dumps(params.to_dict(), sort_keys=True), "count": None, "count_estimate": None,
+                      "settings": params.settings_json(sh.get_model(model_name).output_kind), "count": None, "count_estimate": None,
                       "seconds": None, "check": None, "check_reasons": "", "status": f"{type(err).__name__}: {reason}"}
                      for label, model_name, params in configs]
             step += len(configs)
@@ -142,7 +140,7 @@ def run(configs, sources) -> pd.DataFrame:
                 "true": src.truth,
                 "config": label,
                 "model": model_name,
-                "settings": json.dumps(params.to_dict(), sort_keys=True),
+                "settings": params.settings_json(sh.get_model(model_name).output_kind),
                 "count": None,
                 "count_estimate": None,
                 "seconds": None,

@@ -118,3 +118,17 @@ def test_a_settings_file_round_trips_through_the_schema(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"model": "m", "params": p.to_dict()}))
     assert resolve_params(None, params_from_file(path)) == p
+
+
+def test_a_results_table_lists_only_the_settings_that_act():
+    p = CountParams(split_mode="borders", min_distance_px=7, pixel_size_um=0.5)
+    mask, density, multihead = p.acting("mask"), p.acting("density"), p.acting("multihead")
+    # a density model's count ignores the mask postprocessing; the border split ignores the split distance
+    assert "threshold" not in density and density["peak_min_distance_px"] == p.peak_min_distance_px
+    assert "min_distance_px" not in mask and mask["threshold"] == p.threshold and "count_source" not in mask
+    assert multihead == {**mask, "count_source": p.count_source}
+    assert p.replace(split_mode="both").acting("mask")["min_distance_px"] == 7
+    for acting in (mask, density, multihead):  # input and measurement settings act for every kind
+        assert acting["low_pct"] == p.low_pct and acting["pixel_size_um"] == 0.5
+    assert json.loads(p.settings_json("density")) == density
+    assert p.acting("something new") == p.to_dict()
