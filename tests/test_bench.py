@@ -155,11 +155,18 @@ def test_filter_objects_renumbers_like_relabel_sequential(draw_disks, rng):
 
 @pytest.mark.slow
 def test_cli_compare_times_other_models_on_the_same_images(tmp_path, capsys):
-    """--cli-compare: a CLI row per named model after the default model's, with the ratio between them."""
+    """--cli-compare: a CLI row per named model after the default model's, with the ratio between them;
+    --cli-repeats: each check run that many times in turn, the median reported with every run."""
     from cellcount.models import CLASSICAL_NAME
 
-    md = tmp_path / "table.md"
-    assert bench.main(["--quick", "--cli-only", "--cli-compare", CLASSICAL_NAME, "--markdown", str(md)]) == 0
+    md, js = tmp_path / "table.md", tmp_path / "bench.json"
+    assert bench.main(["--quick", "--cli-only", "--cli-compare", CLASSICAL_NAME, "--cli-repeats", "2",
+                       "--markdown", str(md), "--json", str(js)]) == 0
     header, rows = _table_rows(md.read_text(), "check |")
     assert [r[0].startswith("`count` on the same images") for r in rows] == [False, True, False]
     assert rows[1][1] == CLASSICAL_NAME and "the default model's speed" in rows[1][3] and rows[1][4] == "exit 0"
+    data = json.loads(js.read_text())
+    for cli, row in ((data["cli"], rows[0]), (data["cli_compared"][0], rows[1])):
+        runs = cli["seconds_runs"]
+        assert len(runs) == 2 and cli["seconds"] == pytest.approx(sorted(runs)[0] / 2 + sorted(runs)[1] / 2)
+        assert "median of 2 runs: " + ", ".join(f"{x:.1f}" for x in runs) in row[3]
