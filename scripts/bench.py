@@ -708,19 +708,11 @@ def postprocess_section(res: BenchResults) -> list[str]:
             "`CELLCOUNT_POSTPROCESS_THREADS=1` (no helper thread, `cellcount.parallel`)."]
     return out
 
-def render_markdown(res: BenchResults) -> str:
-    """The benchmark tables as Markdown (what ``--markdown`` writes and the command prints)."""
-    m, quick = res.machine, res.config["quick"]
+
+def network_sections(res: BenchResults) -> list[str]:
+    """The backend choice and network inference tables (Markdown lines)."""
     peaks = ", ".join(f"**{v:.1f} GFLOP/s** {k}" for k, v in res.matmul_gflops.items())
-    out = [f"Command: `{res.command}`" + ("  (quick: small sizes, not comparable with the targets)" if quick else ""),
-           "",
-           f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['cpu_capability']}, native bf16: "
-           f"{'yes' if m['cpu_bf16'] else 'no'}; torch {m['torch']} ({m['torch_threads']} threads), "
-           f"ONNX Runtime {m.get('onnxruntime')}, numpy {m['numpy']}, OpenCV {m['opencv']}, Python {m['python']}; "
-           f"load average {m['load_avg_1min_start']} at start, {m.get('load_avg_1min_end')} at end; "
-           f"{m['date_utc']} UTC; run took {res.seconds:.0f} s.",
-           "",
-           f"Backends available here: {', '.join(res.backends)}. Matrix-multiply peak ({res.config['mm_n']} x "
+    out = [f"Backends available here: {', '.join(res.backends)}. Matrix-multiply peak ({res.config['mm_n']} x "
            f"{res.config['mm_n']}, best of {res.config['mm_repeats']} before and after the networks; fp32: the faster "
            "library, "
            + ", ".join(f"{k} {v:.1f}" for k, v in res.matmul_by_library.items()) + f"): {peaks}.",
@@ -744,7 +736,7 @@ def render_markdown(res: BenchResults) -> str:
                 f"{row['gflops']:.1f} ({row['pct_of_peak']:.0f}% of {row['precision']})",
                 f"{c['total_diff_pct']:+.2f}%", f"{c['abs_diff_pct']:.2f}%", f"{c['images_differing']}/{cnt['n_images']}",
             ])
-    px = res.models[0]["inference"]["image_px"] if res.models else ["?", "?"]
+    px = res.models[0]["inference"]["image_px"]
     out += _table(INFERENCE_COLUMNS, rows)
     out += ["", f"Times: median of {res.config['infer_repeats']} alternating repeats on a {px[0]} x {px[1]} "
             "synthetic image, network + tiling + stitching; fast vs naive = ratio of the medians (the target), "
@@ -752,11 +744,29 @@ def render_markdown(res: BenchResults) -> str:
             f"{NAIVE_TILE_PX} px tiles, NCHW; plain fp32 = `predict_maps(fast=False)`; backend rows = "
             "`predict_maps(fast=True, backend=...)` (BatchNorm folded, balanced tiles). GFLOP/s = network FLOPs for "
             "the image area / time, against the matrix-multiply peak of the backend's precision. Counts through "
-            f"`count_image` (card defaults) against the plain fp32 path, on {res.models[0]['counts']['n_images'] if res.models else 0} "
+            f"`count_image` (card defaults) against the plain fp32 path, on {res.models[0]['counts']['n_images']} "
             "images (shipped samples + DSB 2018; count estimates for density models): total count diff = "
             "(sum fast - sum fp32) / sum fp32 (the target); sum of per-image diffs = sum |fast - fp32| / sum fp32.",
             ""]
-    out += postprocess_section(res) + ["", "### CLI and memory", ""]
+    return out
+
+
+def render_markdown(res: BenchResults) -> str:
+    """The benchmark tables as Markdown (what ``--markdown`` writes and the command prints)."""
+    m, quick = res.machine, res.config["quick"]
+    out = [f"Command: `{res.command}`" + ("  (quick: small sizes, not comparable with the targets)" if quick else ""),
+           "",
+           f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['cpu_capability']}, native bf16: "
+           f"{'yes' if m['cpu_bf16'] else 'no'}; torch {m['torch']} ({m['torch_threads']} threads), "
+           f"ONNX Runtime {m.get('onnxruntime')}, numpy {m['numpy']}, OpenCV {m['opencv']}, Python {m['python']}; "
+           f"load average {m['load_avg_1min_start']} at start, {m.get('load_avg_1min_end')} at end; "
+           f"{m['date_utc']} UTC; run took {res.seconds:.0f} s.",
+           ""]
+    if res.models:  # --cli-only and --postprocess-only runs time no network
+        out += network_sections(res)
+    if res.postprocess:
+        out += postprocess_section(res) + [""]
+    out += ["### CLI and memory", ""]
     cli, mem = res.cli, res.memory
     rows = []
     if cli:
