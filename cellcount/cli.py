@@ -13,6 +13,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides, plain_warnings
 
@@ -203,6 +207,19 @@ def _fingerprint(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _same_settings(cells: pd.Series, acting: dict) -> pd.Series:
+    """Which rows' ``settings`` cells hold ``acting`` (:meth:`CountParams.acting`): a row lists the settings
+    that act on its model, and a CSV from before that listed every setting, so the rest are not compared."""
+    def same(cell) -> bool:
+        try:
+            values = json.loads(cell)
+        except (TypeError, ValueError):
+            return False
+        return isinstance(values, dict) and all(k in values and values[k] == v for k, v in acting.items())
+
+    return cells.map(same).astype(bool)
+
+
 def _changed_inputs(out: Path, kept: list[str], by_name: dict[str, Path]) -> set[str]:
     """Of the ``kept`` rows' files, those changed since the earlier run started: another size or modification
     time than the inputs file recorded (a copy that keeps the source's time, ``cp -p`` or ``rsync -a``, still
@@ -278,9 +295,9 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if isinstance(previous, dict) and previous.get("plane") != args.plane:
         print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
         return None, None, set()
-    settings = escape_cell(params.settings_json(model.output_kind))
+    same = _same_settings(old["settings"], params.acting(model.output_kind))
     by_name = {escape_cell(str(f)): f for f in files}
-    keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & (old["settings"] == settings)
+    keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & same
                & old["file"].isin(set(by_name))].drop_duplicates("file", keep="last")
     # an image replaced or edited since the earlier run started is counted again
     changed = _changed_inputs(out, list(keep["file"]), by_name)
@@ -290,7 +307,7 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
             print(f"note: --resume: {len(changed)} image(s) changed since {out} was counted; they are counted again",
                   file=sys.stderr)
     names = set(by_name)
-    other = set(old.loc[(old["status"] == "ok") & old["file"].isin(names) & (old["settings"] != settings), "file"])
+    other = set(old.loc[(old["status"] == "ok") & old["file"].isin(names) & ~same, "file"])
     again = other - set(keep["file"])
     if again and not args.quiet:
         print(f"note: --resume: {len(again)} image(s) in {out} were counted with other settings; they are counted "

@@ -264,11 +264,11 @@ INPUT_FIELDS = tuple(p.name for p in PARAMS if p.group == "input")
 MASK_FIELDS = tuple(p.name for p in PARAMS if p.group == "mask")
 DENSITY_FIELDS = tuple(p.name for p in PARAMS if p.group == "density")
 TUNED_FIELDS = (*MASK_FIELDS, *DENSITY_FIELDS, "auto_nucleus_size")
+"""What ``cellcount.evaluate --tune --write-card`` stores in a card: the postprocessing it searched, and
+the size mode its predictions were made with (the tuned values belong to it)."""
 KIND_GROUPS: dict[str, tuple[str, ...]] = {"mask": ("mask",), "density": ("density",),
                                            "multihead": ("mask", "multihead")}
 """The postprocessing groups that act for each model output kind (besides ``input`` and ``measure``)."""
-"""What ``cellcount.evaluate --tune --write-card`` stores in a card: the postprocessing it searched, and
-the size mode its predictions were made with (the tuned values belong to it)."""
 
 
 def setting_label(name: str) -> str:

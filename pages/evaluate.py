@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -354,7 +352,7 @@ with right:
                          column_config=PER_IMAGE_CONFIG)
             st.caption("More columns (matched / extra / missed objects, nucleus-size estimate, timings) in the CSV.")
             # which model and settings made these counts: the file alone says (as the Batch and Compare CSVs do)
-            recorded = per_image.assign(model=model.name, settings=json.dumps(params.to_dict(), sort_keys=True))
+            recorded = per_image.assign(model=model.name, settings=params.settings_json(model.output_kind))
             sh.download_button(
                 "Per-image CSV", sh.csv_bytes(recorded), "evaluation.csv", "text/csv", f"{P}_dl_table",
                 help="Every column, with the model and its settings (JSON) on each row.",

@@ -657,6 +657,40 @@ def test_resume_with_other_settings_counts_again(resume_inputs, tmp_path, capsys
     assert all(json.loads(s)["threshold"] == 0.6 for s in df["settings"])
 
 
+def _few_images(folder: Path, n: int = 3) -> Path:
+    folder.mkdir()
+    for k in range(n):
+        (folder / f"img{k}.png").write_bytes(png_bytes(blobs(64, n=k + 1)))
+    return folder
+
+
+def test_resume_keeps_rows_of_a_csv_that_listed_every_setting(tmp_path, capsys):
+    """A CSV written before the settings column listed only the settings that act keeps its rows."""
+    out = tmp_path / "c.csv"
+    argv = ["count", str(_few_images(tmp_path / "in")), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    every = json.dumps(json.loads(out.with_suffix(".settings.json").read_text())["params"], sort_keys=True)
+    df = pd.read_csv(out)
+    assert len(json.loads(df["settings"][0])) < len(json.loads(every))  # the column lists fewer now
+    df.assign(settings=every).to_csv(out, index=False)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "3 image(s) already counted" in err and "other settings" not in err
+
+
+def test_resume_of_a_density_model_ignores_mask_settings(tmp_path, capsys, tiny_models):
+    out = tmp_path / "c.csv"
+    argv = ["count", str(_few_images(tmp_path / "in")), "--model", "tiny-density", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "threshold" not in json.loads(pd.read_csv(out)["settings"][0])
+    capsys.readouterr()
+    assert main([*argv, "--threshold", "0.9", "--resume"]) == 0  # does nothing to a density model's count
+    assert "3 image(s) already counted" in capsys.readouterr().err
+    assert main([*argv, "--low-pct", "2", "--resume"]) == 0  # changes its input: counted again
+    assert "3 image(s) in" in capsys.readouterr().err
+
+
 def test_resume_with_another_model_says_the_model_changed(resume_inputs, tmp_path, capsys, tiny_models):
     out = tmp_path / "c.csv"
     argv = ["count", str(resume_inputs / "in"), "--out", str(out), "--no-progress"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -132,6 +133,11 @@ def test_mask_result_is_consistent(disks_of_three_sizes):
     assert res.params.pixel_size_um == 0.5
     row = res.summary_row()
     assert row["count"] == 3 and json.loads(row["settings"])["pixel_size_um"] == 0.5
+    # the settings column names what acts on the model: a multihead result (it has a density count, though
+    # its kind reads "mask") also lists the count source; no mask result lists the density peaks' distance
+    assert "count_source" not in json.loads(row["settings"]) and "peak_min_distance_px" not in row["settings"]
+    multihead = json.loads(dataclasses.replace(res, density_count=3.2).summary_row()["settings"])
+    assert multihead["count_source"] == res.params.count_source and multihead["threshold"] == res.params.threshold
 
 
 def test_density_result_uses_the_integral():
