@@ -225,3 +225,27 @@ def test_two_processes_adding_the_new_columns_at_once_both_go_on(tmp_path):
     con = sqlite3.connect(db)
     history._add_columns(SeesNoColumns(con))  # "duplicate column name": no error
     con.close()
+
+
+def test_a_recorder_writes_its_rows_on_one_connection_from_any_thread(tmp_path, monkeypatch):
+    """The app's batch records its first rows from the page and the rest from a background job: both go on
+    the one connection the recorder opened (opening one per image cost most of the writing), closed by finish."""
+    import threading
+
+    path = tmp_path / "h.sqlite"
+    opened = []
+    real_open = history._open
+    monkeypatch.setattr(history, "_open", lambda p, **kw: opened.append(kw) or real_open(p, **kw))
+    recorder = history.Recorder(source="app", model="m", model_sha256=None, settings={}, inputs=["a", "b", "c"],
+                                path=path)
+    recorder.add([{"file": "a", "status": "ok", "count": 1}])
+    worker = threading.Thread(target=lambda: [recorder.add([{"file": f, "status": "ok", "count": n}])
+                                              for f, n in (("b", 2), ("c", 3))])
+    worker.start()
+    worker.join()
+    rows_opened = len(opened) - 1  # the first open is start_run's own
+    recorder.finish("done")
+    assert recorder.warning is None and rows_opened == 1 and opened[1] == {"shared": True}
+    assert recorder._con is None  # closed by finish
+    assert list(history.run_rows(recorder.run_id, path=path)["count"]) == [1, 2, 3]
+    assert history.list_runs(path=path)["status"].tolist() == ["done"]

@@ -7,6 +7,7 @@ import numpy as np
 from cellcount.errors import ImageReadError
 
 from .normalize import _finite_float32, _usable_range
+from .percentile import percentiles
 
 
 def image_to_display_rgb(image: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
@@ -52,7 +53,7 @@ def image_to_display_rgb(image: np.ndarray, *, low_pct: float = 0.5, high_pct: f
         key = id(ch) if arr.ndim == 2 else c
         if key not in stretched:
             g = _finite_float32(ch)
-            lo, hi = (float(v) for v in np.percentile(g, [low_pct, high_pct]))
+            lo, hi = (float(v) for v in percentiles(g, [low_pct, high_pct]))
             if not _usable_range(lo, hi):
                 lo, hi = float(g.min()), float(g.max())
             if _usable_range(lo, hi):

@@ -11,6 +11,7 @@ import numpy as np
 
 from cellcount.errors import ImageReadError, ParameterError
 
+from .percentile import percentiles
 from .read import _select_channel
 
 BRIGHT_BACKGROUND_POSITION = 1.0 / 3.0
@@ -121,7 +122,7 @@ def is_bright_background(gray: np.ndarray) -> bool:
         True for a bright background; False for a dark one (fluorescence) or a constant image.
     """
     g = to_gray(gray)
-    p_lo, p50, p_hi = np.percentile(g, [0.1, 50.0, 99.9])
+    p_lo, p50, p_hi = percentiles(g, [0.1, 50.0, 99.9])
     if not p_hi > p_lo or (p50 - p_lo) / (p_hi - p_lo) <= BRIGHT_BACKGROUND_POSITION:
         return False
     return _skewness(np.clip(g, p_lo, p_hi)) < FLUORESCENCE_SKEW
@@ -143,7 +144,7 @@ def _usable_range(lo: float, hi: float) -> bool:
 def _percentile_limits(g: np.ndarray, low_pct: float, high_pct: float) -> tuple[float, float]:
     """The values :func:`normalize_image` maps to 0 and 1: the percentiles, or the full range of a nearly
     flat image (a constant image gives an unusable range, normalised to zeros)."""
-    lo, hi = (float(v) for v in np.percentile(g, [low_pct, high_pct]))
+    lo, hi = (float(v) for v in percentiles(g, [low_pct, high_pct]))
     if not _usable_range(lo, hi):
         lo, hi = float(g.min()), float(g.max())
     return lo, hi

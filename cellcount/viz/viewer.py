@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..io import image_to_display_rgb
+from ..io.percentile import percentiles
 from .arrays import _GT_COLOR, _REASON_CODES, OUTLINE_COLORS, RGB, boundaries
 
 OUTLINE_CANDIDATES: dict[str, RGB] = {
@@ -41,7 +42,7 @@ def display_image(image: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 
         raise ValueError(f"need 0 <= low_pct < high_pct <= 100, got {low_pct}, {high_pct}")
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
-        lo, hi = np.percentile(arr, [low_pct, high_pct])
+        lo, hi = percentiles(arr, [low_pct, high_pct])
         if hi <= lo:
             return arr.copy()
         lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
