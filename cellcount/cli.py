@@ -678,10 +678,13 @@ MODULE_COMMANDS = {
 
 def run() -> None:
     """The process entry point (``cellcount`` and ``python -m cellcount``): :func:`main`, then exit without
-    the interpreter's final garbage collection, which walks every object torch's import made (about 0.5 s of
-    every command; ``scripts/bench.py``'s CLI check includes it). Files and streams are closed as usual."""
+    the interpreter's final garbage collection, which walks every object torch's import made (a noticeable
+    part of a short command's time). Files and streams are closed as usual."""
     import gc
 
+    from .memory import keep_freed_memory
+
+    keep_freed_memory()  # each image's tensors reuse the last one's pages instead of faulting in new ones
     code = main()
     gc.freeze()  # frozen objects are skipped by the collection at exit; nothing is left unwritten by it
     raise SystemExit(code)
