@@ -10,6 +10,8 @@ finished image, so a batch stopped half-way still has its rows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import threading
@@ -239,6 +241,12 @@ class BatchJob(_Threaded):
 
     def __post_init__(self) -> None:
         self._init_thread()
+        # rows the page made before the model was known (unreadable zip members, files named like ground truth)
+        # carry the batch's model and settings like every other row of its CSV
+        self._settings = self.params.settings_json(self.model.output_kind)
+        self.failed = [it if it.result is not None else
+                       dataclasses.replace(it, model=it.model or self.model.name, settings=it.settings or self._settings)
+                       for it in self.failed]
         self._done: list[BatchItem] = list(self.failed)
         self._error: str | None = None
         self.total = len(self.failed) + len(self.items)
@@ -293,4 +301,4 @@ class BatchJob(_Threaded):
             rest = self.names[self._reached():]
             why = ("not counted: the batch was stopped before this image" if self._status == "cancelled" else
                    "not counted: the batch ended before this image")
-        return [BatchItem(name, "skipped", why, None, model=self.model.name) for name in rest]
+        return [BatchItem(name, "skipped", why, None, model=self.model.name, settings=self._settings) for name in rest]

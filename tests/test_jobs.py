@@ -98,6 +98,8 @@ def test_batch_job_counts_in_the_background_and_records_the_run(draw_disks, tmp_
     assert [it.result.count for it in s.done if it.status == "ok"] == [2, 5]
     run = list_runs(path=tmp_path / "h.sqlite").iloc[0]
     assert run["status"] == "done" and (run["n_ok"], run["n_failed"]) == (2, 2)
+    rows = [it.row() for it in s.done]  # the page's own failed row names the batch's model and settings too
+    assert {r["model"] for r in rows} == {model.name} and len({r["settings"] for r in rows}) == 1
 
 
 def test_a_stopped_batch_keeps_what_it_counted(draw_disks):
@@ -124,6 +126,7 @@ def test_inputs_with_one_name_each_get_their_row_and_a_stop_at_the_end_is_no_sto
     job.cancel()  # it stops after the first image
     assert job.start().join(120)
     assert [it.name for it in job.not_counted()] == ["img.png", "x.png"]  # the second img.png too
+    assert {it.row()["settings"] for it in job.not_counted()} == {it.row()["settings"] for it in job.snapshot().done}
     one = BatchJob(items[:1], model, resolve_params(model))
     one.cancel()  # pressed while its only image was being counted
     assert one.start().join(120)
