@@ -11,7 +11,6 @@ finished image, so a batch stopped half-way still has its rows.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import math
 import threading

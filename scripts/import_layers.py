@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                          "cellcount.novelty"]),
     ("parameters", ["cellcount.params"]),
     ("input/output", ["cellcount.io", "cellcount.csvout", "cellcount.history"]),
-    ("foundations", ["cellcount.errors", "cellcount.protocols", "cellcount.parallel"]),
+    ("foundations", ["cellcount.errors", "cellcount.protocols", "cellcount.parallel", "cellcount.memory"]),
 ]
 """Top to bottom: a unit may import units of its own layer or of layers below it, never above."""
 
