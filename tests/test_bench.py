@@ -119,6 +119,16 @@ def test_balanced_tiles_cover_with_no_more_tiles_and_no_more_pixels(length, tile
     assert len(starts) <= len(plain_starts) and len(starts) * t <= len(plain_starts) * plain
 
 
+@pytest.mark.parametrize(("length", "tiles"), [(512, 1), (520, 1), (696, 2), (1024, 2), (2048, 5)])
+def test_bf16_tiles_cover_common_camera_sizes_with_few_tiles(length, tiles):
+    """1024 px (and DSB's 520 px side) in two tiles a side (one) with the cards' 32 px overlap: a largest
+    tile of 512 needed three (two), 1.16x the pixels of a 1024 x 1024 image against 1.06x."""
+    from cellcount.models.backends import FAST_TILE_PX
+
+    t = balanced_tile(length, FAST_TILE_PX["bf16"], 32, 16)
+    assert len(tile_starts(length, t, t - 32)) == tiles
+
+
 @pytest.mark.parametrize("architecture", ["unet", "attention_unet", "residual_unet"])
 def test_folded_batchnorm_gives_the_same_output(architecture):
     torch.manual_seed(0)
