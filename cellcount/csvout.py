@@ -122,20 +122,14 @@ def check_writable(path: str | os.PathLike) -> None:
     os.unlink(tmp)
 
 
-MIN_PUBLISH_INTERVAL_S = 0.5
-""":class:`CsvStream` publishes at most this often: a publish (temporary file, copy, rename) took 3 ms, a
-fifth of the writing per image of a fast batch (``scripts/bench.py``'s CLI check: 100 images in 15-17 s)."""
-
-
 class CsvStream:
     """A CSV file that grows row by row and is valid after every :meth:`append`.
 
     Rows accumulate in a hidden working file next to ``path`` (``.<name>.part``); after each append the
-    working file is copied to a temporary file and renamed over ``path``. An interrupt leaves ``path``
-    holding the header and every row appended so far (:meth:`close` always publishes); a process killed
-    outright loses at most the rows of the last :data:`MIN_PUBLISH_INTERVAL_S`. Copying a large file after
-    every image would make a long batch quadratic, so a publish is also skipped while the last one took
-    more than a fifth of the time since it ended.
+    working file is copied to a temporary file and renamed over ``path``. An interrupt or crash leaves
+    ``path`` holding the header and every row appended so far. Copying a large file after every image
+    would make a long batch quadratic, so a publish is skipped while the last one took more than a fifth
+    of the time since it ended; :meth:`close` always publishes.
 
     Parameters
     ----------
@@ -190,8 +184,7 @@ class CsvStream:
             self.n_rows += len(frame)
             self._dirty = True
         if publish is None:
-            since = time.perf_counter() - self._last_publish
-            publish = since >= max(5 * self._publish_seconds, MIN_PUBLISH_INTERVAL_S)
+            publish = time.perf_counter() - self._last_publish >= 5 * self._publish_seconds
         if publish:
             self._publish()
         return publish

@@ -2,10 +2,11 @@
 
 Every forward pass allocates and frees tens of MB of activations. glibc's malloc serves blocks above its
 (adaptive) threshold with fresh ``mmap`` pages and returns freed heap memory to the system once a few MB sit
-free at its top, so the next image's tensors can be page-faulted and zeroed again, in system time: with the
-multihead model, ``count`` on the bench's 100 images took ten times the page faults without the limits
-below (BENCHMARKS.md has the figures). The peak memory is unchanged: only what was already in use stays
-reserved for the next image. ``CELLCOUNT_KEEP_FREED_MEMORY=0`` leaves the allocator as it is.
+free at its top, so the next image's tensors can be page-faulted and zeroed again, in system time (with the
+multihead model, ``count`` on the bench's 100 images spent several times the system time without the limits
+below: BENCHMARKS.md). The peak grows little: what was in use stays reserved for the next image (the bench's
+4096 x 4096 image: 1326 MiB before, 1356-1362 MiB with it). ``CELLCOUNT_KEEP_FREED_MEMORY=0`` leaves the
+allocator as it is; so does a preloaded allocator (jemalloc, tcmalloc, mimalloc), which has its own rules.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ ENV = "CELLCOUNT_KEEP_FREED_MEMORY"
 @functools.lru_cache(maxsize=1)
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep freed blocks for reuse (once per process); False where the C library is
-    not glibc (macOS, Windows, musl) or refuses, or :data:`ENV` is ``0``, and nothing changes."""
+    not glibc (macOS, Windows, musl) or refuses, another allocator is preloaded, or :data:`ENV` is ``0``, and
+    nothing changes."""
     if os.environ.get(ENV, "1") == "0":
         return False
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
+    if any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        return False  # glibc's mallopt would still say yes, for an allocator nobody calls
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -28,16 +28,18 @@ glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc
                            reason="the limits are glibc's")
 
 
-def _faults(mode: str, **env: str) -> int:
-    out = subprocess.run([sys.executable, "-c", _ROUNDS, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env})
+def _faults(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    env["CELLCOUNT_KEEP_FREED_MEMORY"] = "1"  # a user's own setting must not decide the test
+    out = subprocess.run([sys.executable, "-c", _ROUNDS, mode], capture_output=True, text=True, check=True, env=env)
     return int(out.stdout.strip())
 
 
 @glibc
 def test_freed_blocks_are_reused_not_faulted_in_again():
     default, kept = _faults("default"), _faults("keep")
-    assert default > 20_000, f"glibc kept the memory by itself here ({default} faults): the test says nothing"
+    if default < 20_000:  # huge pages always on, or a glibc that keeps such blocks by itself: nothing to show
+        pytest.skip(f"this system's malloc faulted only {default} pages without the limits")
     assert kept < default / 10, (kept, default)
 
 
@@ -49,3 +51,14 @@ def test_the_environment_can_leave_the_allocator_alone():
               "from cellcount.memory import keep_freed_memory\nprint(keep_freed_memory())")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False" and memory.ENV == "CELLCOUNT_KEEP_FREED_MEMORY"
+
+
+def test_a_preloaded_allocator_is_left_alone(monkeypatch):
+    from cellcount import memory
+
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    memory.keep_freed_memory.cache_clear()
+    try:
+        assert memory.keep_freed_memory() is False
+    finally:
+        memory.keep_freed_memory.cache_clear()

@@ -700,19 +700,3 @@ def test_resume_with_another_model_says_the_model_changed(resume_inputs, tmp_pat
     err = capsys.readouterr().err
     assert f"was counted with {CLASSICAL_NAME}, not tiny-density" in err and "weights of" not in err
 
-
-def test_csv_stream_publishes_at_most_every_half_second_and_always_on_close(tmp_path, monkeypatch):
-    """A fast batch appends a row every few ms: publishing each one cost a fifth of the writing. Rows wait
-    at most MIN_PUBLISH_INTERVAL_S (a killed process loses no more); close() publishes the rest."""
-    from cellcount import csvout
-
-    now = [1000.0]
-    monkeypatch.setattr(csvout.time, "perf_counter", lambda: now[0])
-    path = tmp_path / "c.csv"
-    stream = CsvStream(path, columns=["file", "count"])  # publishes the header at once
-    assert stream.append([{"file": "a.png", "count": 1}]) is False and len(pd.read_csv(path)) == 0
-    now[0] += csvout.MIN_PUBLISH_INTERVAL_S
-    assert stream.append([{"file": "b.png", "count": 2}]) is True and len(pd.read_csv(path)) == 2
-    assert stream.append([{"file": "c.png", "count": 3}]) is False
-    stream.close()
-    assert pd.read_csv(path)["count"].tolist() == [1, 2, 3]

@@ -34,7 +34,8 @@ def test_the_same_numbers_as_numpy_for_integer_pixels():
     np.array([[0, 70000]], np.uint32),  # wider than the histogram's span
     np.array([[0.0, np.nan, 3.0]], np.float32),  # NaN: numpy's own answer
     np.arange(12, dtype=np.float64).reshape(3, 4),  # float64 is left to numpy
-], ids=["fractions", "wide-span", "nan", "float64"])
+    np.array([[0, 2**63 + 5, 2**64 - 1]], np.uint64),  # 64-bit extremes too
+], ids=["fractions", "wide-span", "nan", "float64", "uint64"])
 def test_other_images_go_to_numpy(image, monkeypatch):
     calls = []
     real = np.percentile

@@ -22,7 +22,7 @@ _EXACT_FLOAT32 = float(1 << 24)
 def percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
     """``np.percentile(values, q)`` over all of ``values`` (float64, one per ``q``), the same numbers.
 
-    Integer-valued pixels (an integer array, or float32 holding integers) spanning at most
+    Integer-valued pixels (an integer array of up to 32 bits, or float32 holding integers) spanning at most
     :data:`HISTOGRAM_SPAN` levels are counted in a histogram; anything else is passed to ``np.percentile``.
     """
     arr = np.asarray(values)
@@ -52,7 +52,8 @@ def percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
 
 def _histogram(arr: np.ndarray) -> tuple[int, np.ndarray] | None:
     """(lowest value, cumulative counts per level from it) for integer pixels within the span, else None."""
-    if arr.size == 0 or not (arr.dtype.kind in "iu" or arr.dtype == np.float32):
+    # 64-bit integers go to numpy: their extremes do not fit the int64 offsets below
+    if arr.size == 0 or not ((arr.dtype.kind in "iu" and arr.dtype.itemsize <= 4) or arr.dtype == np.float32):
         return None
     flat = arr.reshape(-1)
     lo, hi = flat.min(), flat.max()
