@@ -28,7 +28,7 @@ def test_wheel_carries_weights_and_console_script(tmp_path):
         assert f"cellcount/_weights/{name}/card.json" in names
         assert f"cellcount/_weights/{name}/weights.safetensors" in names
     assert "cellcount/cli.py" in names
-    assert "cellcount = cellcount.cli:main" in entry_points
+    assert "cellcount = cellcount.cli:run" in entry_points
 
 
 @pytest.mark.parametrize("command", ["evaluate", "train", "finetune"])
