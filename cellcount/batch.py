@@ -93,6 +93,7 @@ def count_many(
     backend: str | None = None,
     size_model: CountModel | None = None,
     page: int | str | None = None,
+    measure: bool = True,
 ) -> Iterator[BatchItem]:
     """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
 
@@ -104,7 +105,8 @@ def count_many(
     model (``auto_nucleus_size`` on a mask model) is loaded once here unless ``size_model`` is given.
     ``backend``: see :func:`cellcount.predict`. ``page``: the plane of z-stacks and other multi-plane files,
     or ``"max"`` for their maximum projection (:func:`cellcount.io.read_image`); None counts the first plane
-    and flags the row.
+    and flags the row. ``measure=False`` skips each result's object table (``objects`` is empty; counts and
+    quality flags are the same) for a caller that writes no objects.
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if size_model is None:
@@ -123,7 +125,7 @@ def count_many(
             image, note = read_image_and_note(src, channel=p.channel, page=page, max_pixels=max_pixels)
             # the channel is already selected: counting the (H, W) plane with channel=None is the same
             result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
-                                 size_model=size_model, backend=backend)
+                                 size_model=size_model, backend=backend, measure=measure)
             result.params = p
             if note:  # one plane of a z-stack: the count is flagged with the reason
                 result.quality = with_note(result.quality, note.replace("<bytes>", name))

@@ -490,7 +490,8 @@ def cmd_count(args: argparse.Namespace) -> int:
                                      overlap_px=args.overlap_px, regions=_region_spec(args), page=args.plane)
         else:
             items = count_many([(str(f), f) for f in todo], model, params, progress=progress, size_model=size_model,
-                               backend=backend, max_pixels=max_pixels, page=args.plane)
+                               backend=backend, max_pixels=max_pixels, page=args.plane,
+                               measure=objects_out is not None)  # the object table only where it is written
         for item in items:
             if regions_out is not None and item.regions is not None:
                 regions_out.append(item.regions)

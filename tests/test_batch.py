@@ -64,6 +64,15 @@ def test_count_many_progress_and_missing_path(png_bytes, classical, tmp_path):
     assert items[1].status == "error" and items[1].reason.startswith("FileNotFoundError")
 
 
+
+def test_count_many_without_the_object_table_counts_and_flags_alike(samples_dir, classical):
+    """The CLI skips the object table when it writes no objects CSV: the counts rows are the same."""
+    items = [(n, (samples_dir / n).read_bytes()) for n in ("s01_sparse_small.png", "s02_dense_clusters.png")]
+    full, bare = list(count_many(items, classical)), list(count_many(items, classical, measure=False))
+    assert all(len(it.result.objects) for it in full) and not any(len(it.result.objects) for it in bare)
+    drop = ["seconds"]
+    assert counts_frame(bare).drop(columns=drop).equals(counts_frame(full).drop(columns=drop))
+
 def test_counts_frame_columns(mixed_items):
     df = counts_frame(mixed_items)
     assert list(df.columns) == COUNTS_COLUMNS
