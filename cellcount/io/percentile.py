@@ -1,8 +1,7 @@
 """``np.percentile`` of image intensities, from a histogram where the pixels are integers.
 
 Normalising an image takes two percentile calls (the background test and the limits); on a 512 x 512
-image each sorts a quarter of a million floats (about 3.5 ms), more than everything else the
-normalisation does. Pixels read from 8- and 16-bit files are integers, whose order statistics a histogram
+image each sorts a quarter of a million floats, more than everything else the normalisation does. Pixels read from 8- and 16-bit files are integers, whose order statistics a histogram
 gives in a fraction of that. The values returned are ``np.percentile``'s (its default ``linear`` method,
 the same float operations), so nothing downstream changes; other images go to ``np.percentile`` itself.
 """
@@ -60,7 +59,7 @@ def _histogram(arr: np.ndarray) -> tuple[int, np.ndarray] | None:
     if arr.dtype.kind == "f":
         if not (np.isfinite(lo) and np.isfinite(hi) and -_EXACT_FLOAT32 <= lo and hi <= _EXACT_FLOAT32):
             return None
-        if lo != np.floor(lo) or not np.array_equal(flat, np.floor(flat)):
+        if not np.array_equal(flat, np.floor(flat)):
             return None
     lo, hi = int(lo), int(hi)
     if hi - lo >= HISTOGRAM_SPAN:
