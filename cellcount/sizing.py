@@ -37,6 +37,13 @@ RESCALE_TOLERANCE = 1.25
 image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little. This value and the
 [MIN_SCALE, MAX_SCALE] clamp had the lowest count MAE on 120 DSB training-split images (docs/RESULTS.md)."""
 
+SCALE_STEPS_PER_OCTAVE = 8
+"""Resize factors are rounded to this many steps per doubling (2^(1/8): about 9% apart, at most 4.5% off the
+exact factor, well inside the 0.6-1.6x scale jitter the models trained with). A size estimate moves by a
+percent or so with the backend and the tiling (bf16 or fp32, one tile or two), and a resize that moves with
+it changed the count of a quarter to two fifths of the rescaled DSB training images between backends; on the
+grid, a tenth to a fifth, at the same count MAE (docs/RESULTS.md#resize-factors-on-a-grid)."""
+
 MIN_SCALE, MAX_SCALE = 0.25, 4.0
 MAX_SCALED_PIXELS = DEFAULT_MAX_PIXELS
 """An upscaled model input never exceeds the pixel cap of an image read (the scale is capped instead)."""
@@ -161,8 +168,8 @@ def model_scale(
     reference diameter (1.0 = leave it: unknown size, or within :data:`RESCALE_TOLERANCE`).
 
     Large nuclei (high magnification, H&E at 40x) are otherwise cut into pieces by a model that learnt
-    nuclei of about 18 px, and very small ones merge. Clamped to [0.25, 4] and to
-    :data:`MAX_SCALED_PIXELS`. ``reference_px``: a reference diameter other than the model card's.
+    nuclei of about 18 px, and very small ones merge. On the grid of :data:`SCALE_STEPS_PER_OCTAVE`, then
+    clamped to [0.25, 4] and to :data:`MAX_SCALED_PIXELS`. ``reference_px``: a reference diameter other than the model card's.
     """
     if not nucleus_diameter_px:
         return 1.0
@@ -170,6 +177,8 @@ def model_scale(
     scale = ref / float(nucleus_diameter_px)
     if 1 / tolerance <= scale <= tolerance:
         return 1.0
+    if SCALE_STEPS_PER_OCTAVE:  # 0: exact factors (scripts/resize_counts.py compares both)
+        scale = float(2.0 ** (np.round(np.log2(scale) * SCALE_STEPS_PER_OCTAVE) / SCALE_STEPS_PER_OCTAVE))
     cap = float(np.sqrt(MAX_SCALED_PIXELS / max(1, shape[0] * shape[1])))
     return float(np.clip(scale, MIN_SCALE, max(1.0, min(MAX_SCALE, cap))))
 

@@ -239,7 +239,8 @@ def test_a_model_fine_tuned_at_another_reference_counts_at_it(tiny_model, tmp_pa
     assert model.card.extra["reference_diameter_px"] == 6.0 == model.card.training["reference_diameter_px"]
     pred = cc.predict(np.zeros((64, 64), np.uint8), model)
     assert pred.model_scale == pytest.approx(cc.sizing.model_scale(model, diameter, (64, 64)))
-    assert pred.model_scale == pytest.approx(1.0 if 6.0 / 1.25 <= diameter <= 6.0 * 1.25 else 6.0 / diameter)
+    assert pred.model_scale == pytest.approx(1.0 if 6.0 / 1.25 <= diameter <= 6.0 * 1.25 else 6.0 / diameter,
+                                             rel=0.045)  # on the resize grid
 
 
 def test_a_stated_diameter_is_the_sets_one_size(tiny_model, tmp_path, draw_disks, capsys):

@@ -230,6 +230,26 @@ def test_model_scale_tolerance_clamps_and_card_reference():
     assert model_scale(ThresholdModel(extra={"reference_diameter_px": 30.0}), 60, (100, 100)) == pytest.approx(0.5)
 
 
+def test_model_scale_is_on_a_grid_so_a_slightly_different_estimate_resizes_alike():
+    from cellcount.sizing import REFERENCE_DIAMETER_PX, SCALE_STEPS_PER_OCTAVE, model_scale
+
+    m = ThresholdModel()
+    step = 2 ** (1 / SCALE_STEPS_PER_OCTAVE)
+    # estimates 1% apart (what bf16 against fp32, or other tiles, move one by) resize alike, except across a
+    # grid line: 2^(1/8) is 12.5% of an octave, 1% is 1.4% of one, so about 11% of such pairs straddle a line
+    sizes = np.geomspace(REFERENCE_DIAMETER_PX * 1.6, REFERENCE_DIAMETER_PX * 3.5, 400)
+    same = np.mean([model_scale(m, d, (100, 100)) == model_scale(m, 1.01 * d, (100, 100)) for d in sizes])
+    assert 0.85 <= same < 1.0
+    for diameter in np.geomspace(REFERENCE_DIAMETER_PX / 3.9, REFERENCE_DIAMETER_PX * 3.9, 200):
+        scale, exact = model_scale(m, diameter, (100, 100)), REFERENCE_DIAMETER_PX / diameter
+        if scale == 1.0:  # inside the tolerance band: left as it is
+            assert 1 / 1.25 <= exact <= 1.25
+            continue
+        assert np.log2(scale) * SCALE_STEPS_PER_OCTAVE == pytest.approx(round(np.log2(scale) * SCALE_STEPS_PER_OCTAVE))
+        assert 1 / np.sqrt(step) - 1e-9 <= scale / exact <= np.sqrt(step) + 1e-9  # the nearest grid point
+        assert not 1 / 1.25 <= scale <= 1.25, "an exact factor outside the band never lands inside it"
+
+
 def test_nucleus_diameter_validation():
     for bad in (1, -5, 5000):
         with pytest.raises(ParameterError, match="nucleus_diameter_px"):
@@ -335,7 +355,8 @@ def test_auto_nucleus_size_reruns_the_model_at_the_estimated_scale(monkeypatch, 
     model = ThresholdModel()
     res = count_image(image, model, {"auto_nucleus_size": True}, size_model=stub)
     assert res.estimated_diameter_px == pytest.approx(36.0, rel=0.03)  # three discs of radius 18
-    assert res.model_scale == pytest.approx(REFERENCE_DIAMETER_PX / res.estimated_diameter_px)
+    exact = REFERENCE_DIAMETER_PX / res.estimated_diameter_px
+    assert res.model_scale == pytest.approx(exact, rel=0.045)  # on the resize grid: within half a step
     assert model.shapes[0] == (120, 160) and model.shapes[1][0] < 70  # first pass, then at about half size
     assert res.count == 3 and res.labels.shape == (120, 160)
     row = res.summary_row()  # the counts table says what happened
