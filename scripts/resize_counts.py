@@ -31,11 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="only the first N images of the split (a quick look)")
     args = ap.parse_args(argv)
 
-    import platform
-
     from cellcount import sizing
     from cellcount.io import read_image
     from cellcount.models import load_model, size_model_for
+    from cellcount.models.autotune import cpu_model
     from cellcount.models.backends import available_backends
     from cellcount.pipeline import count_image, predict, resolve_params
     from cellcount.training.data import dsb_part
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     images = [read_image(f) for f in files]
     backends = available_backends()
     grid = sizing.SCALE_STEPS_PER_OCTAVE
-    print(f"{len(files)} images of the DSB {args.split} split; {platform.processor() or platform.machine()}, "
+    print(f"{len(files)} images of the DSB {args.split} split; {cpu_model()}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; backends {', '.join(backends)}")
     print("| model | resize factors | images resized | backend | total diff vs plain fp32 | sum of per-image diffs "
           "| images counted differently |")
