@@ -42,7 +42,7 @@ SCALE_STEPS_PER_OCTAVE = 8
 exact factor, well inside the 0.6-1.6x scale jitter the models trained with). A size estimate moves by a
 percent or so with the backend and the tiling (bf16 or fp32, one tile or two), and a resize that moves with
 it changed the count of a quarter to two fifths of the rescaled DSB training images between backends; on the
-grid, a tenth to a fifth, at the same count MAE (docs/RESULTS.md#resize-factors-on-a-grid)."""
+grid, a tenth to a quarter, at the same count MAE (docs/RESULTS.md#resize-factors-on-a-grid)."""
 
 MIN_SCALE, MAX_SCALE = 0.25, 4.0
 MAX_SCALED_PIXELS = DEFAULT_MAX_PIXELS

@@ -1,4 +1,4 @@
-"""Measure each speed lever of the fast path on its own, in one run (the before/after table of BENCHMARKS.md).
+"""Measure each speed lever of the fast path on its own, in one run (the before/after table of docs/benchmark_history.md).
 
     python scripts/bench_levers.py [--model unet-mask] [--px 1024] [--repeats 5] [--skip-int8] [--bf16-only]
 

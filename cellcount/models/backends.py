@@ -43,7 +43,7 @@ FAST_TILE_PX = {"bf16": 528, "onnxruntime": 384, "torch": 384}
 fp32 runs fastest per pixel on 256-384 px tiles (larger ones spill the caches, smaller ones repeat more
 overlap); bf16 keeps its speed on larger tiles: a 512 px image runs in one pass, and 528 px (not 512) lets
 two tiles with the cards' 32 px overlap cover 1024 px, where 512 needed three a side (9 tiles of 368 px, 1.16x
-the image's pixels, against 4 of 528 px, 1.06x; BENCHMARKS.md has the timing)."""
+the image's pixels, against 4 of 528 px, 1.06x; docs/benchmark_history.md has the timing)."""
 
 
 def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:

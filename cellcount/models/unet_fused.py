@@ -4,7 +4,7 @@ The traced bf16 network runs every ReLU, residual addition and attention-gate su
 the activations, and re-reads plain convolution weights on each call. Here each convolution carries its
 elementwise tail as a oneDNN post-op (conv + ReLU; conv + add + ReLU for the residual sum and the gate;
 conv + sigmoid for the gate's map) and its weights are reordered into oneDNN's blocked layout once, so
-fewer passes touch the activations (BENCHMARKS.md has the measured gains), with logits as close to fp32 as
+fewer passes touch the activations (docs/benchmark_history.md has the measured gains), with logits as close to fp32 as
 the traced path's.
 
 Build it from a network whose BatchNorms are folded (:func:`cellcount.models.backends.fold_batchnorm`): a
@@ -112,7 +112,7 @@ class _FusedGate:
 
 class FusedUNet(nn.Module):
     """A folded :class:`UNet` run in NHWC with fused oneDNN convolutions in ``dtype`` (bf16: the ``bf16``
-    backend; fp32: a measured lever, BENCHMARKS.md); float32 in and out.
+    backend; fp32: a measured lever, docs/benchmark_history.md); float32 in and out.
 
     Same computation as ``UNet.forward``; read-only after construction, so one instance can serve
     several threads.
