@@ -335,7 +335,7 @@ def test_nucleus_diameter_resizes_the_model_input_and_says_so():
     at.number_input(key="count_nucleus_diameter_px").set_value(60.0)
     at.run()
     assert not at.exception and not at.error
-    assert any("resized 0.31x" in c.value for c in at.caption)  # 18.4 px / 60 px
+    assert any("resized 0.30x" in c.value for c in at.caption)  # 18.4 px / 60 px = 0.307, on the grid 2^(-14/8)
     assert int(metric(at, "Count")) != before or before == 0
     at.number_input(key="count_nucleus_diameter_px").set_value(0.0)
     at.toggle(key="count_auto_nucleus_size").set_value(True)
