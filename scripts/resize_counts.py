@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from cellcount.models import load_model, size_model_for
     from cellcount.models.autotune import cpu_model
     from cellcount.models.backends import available_backends
-    from cellcount.pipeline import count_image, predict, resolve_params
+    from cellcount.pipeline import count_image, resolve_params
     from cellcount.training.data import dsb_part
 
     files = sorted(p for p in (args.data / "images").glob("*.png")
@@ -55,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             params = resolve_params(model)
             size_model = size_model_for(model, params)
             sizing.SCALE_STEPS_PER_OCTAVE = 0
-            resized = [im for im in images
-                       if predict(im, model, params, fast=False, size_model=size_model).model_scale != 1.0]
+            plain = [count_image(im, model, params, fast=False, size_model=size_model) for im in images]
+            resized = [im for im, r in zip(images, plain, strict=True) if r.model_scale != 1.0]
+            exact_ref = [r.count for r in plain if r.model_scale != 1.0]  # the exact rows' reference, counted once
             for steps in (0, grid):
                 sizing.SCALE_STEPS_PER_OCTAVE = steps
-                ref = [count_image(im, model, params, fast=False, size_model=size_model).count for im in resized]
+                ref = exact_ref if not steps else [
+                    count_image(im, model, params, fast=False, size_model=size_model).count for im in resized]
                 label = f"grid, {steps} steps per doubling" if steps else "exact"
                 for b in backends:
                     fast = [count_image(im, model, params, fast=True, backend=b, size_model=size_model).count
