@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -56,31 +58,49 @@ def size_note(result: cc.CountResult) -> str:
             "size it was trained on; objects and areas are in the original pixels.")
 
 
+VIEW_KEY = f"{P}_view"  # the display options, kept here while the Display panel is closed
+VIEW_DEFAULTS = {"color": next(iter(COLORS)), "zoom": next(iter(ZOOMS)), "thickness": 1, "opacity": 1.0,
+                 "contrast": (0.5, 99.5), "merges": True, "row": 0.5, "col": 0.5}
+
+
+def _view_widget(name: str, widget: Any, *args: Any, **kwargs: Any) -> Any:
+    """One display control, starting from the kept option (its widget state is dropped while hidden)."""
+    key = f"{VIEW_KEY}_{name}"
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state[VIEW_KEY][name]
+    value = widget(*args, key=key, **kwargs)
+    st.session_state[VIEW_KEY][name] = value
+    return value
+
+
 def view_ui() -> dict:
-    """Display options of the viewer (they never change the count)."""
-    with st.expander("Display", expanded=False):
-        a, b = st.columns(2)
-        color = a.selectbox("Outline colour", list(COLORS), key=f"{P}_view_color",
-                            help="Auto picks green, yellow or blue: the first that stands out from both the objects "
-                            "and the background around the outlines.")
-        zoom = b.selectbox("Zoom", list(ZOOMS), key=f"{P}_view_zoom",
-                           help="100%: one image pixel per screen pixel; the position sliders choose the window.")
-        thickness = a.slider("Outline thickness (px)", 1, 5, 1, key=f"{P}_view_thickness")
-        opacity = b.slider("Outline opacity", 0.2, 1.0, 1.0, 0.1, key=f"{P}_view_opacity")
-        contrast = st.slider("Display contrast (percentiles of the image shown black and white)", 0.0, 100.0,
-                             (0.5, 99.5), 0.5, key=f"{P}_view_contrast",
-                             help="Only the picture; the model and the count use the image as it is.")
-        merges = st.toggle("Mark likely merges", True, key=f"{P}_view_merges",
-                           help="Red: objects over 2.5x the median area of their 8 nearest neighbours and with a "
-                           "waist (not convex), often two or more nuclei counted as one. One large round "
-                           "nucleus is not marked.")
-        centre = (0.5, 0.5)
-        if ZOOMS[zoom]:
-            c1, c2 = st.columns(2)
-            centre = (c2.slider("Window: top → bottom", 0.0, 1.0, 0.5, 0.05, key=f"{P}_view_row"),
-                      c1.slider("Window: left → right", 0.0, 1.0, 0.5, 0.05, key=f"{P}_view_col"))
-    return {"color": COLORS[color], "zoom": ZOOMS[zoom], "thickness": thickness, "opacity": opacity,
-            "contrast": tuple(contrast), "merges": merges, "centre": centre}
+    """Display options of the viewer (they never change the count). Their controls are drawn only while the
+    panel is open: closed, a slider move re-sends six controls fewer to the browser (scripts/bench_browser.py)."""
+    v = st.session_state.setdefault(VIEW_KEY, dict(VIEW_DEFAULTS))
+    panel = st.expander("Display", key=f"{VIEW_KEY}_open", on_change="rerun")
+    if panel.open:
+        with panel:
+            a, b = st.columns(2)
+            _view_widget("color", a.selectbox, "Outline colour", list(COLORS),
+                         help="Auto picks green, yellow or blue: the first that stands out from both the objects "
+                         "and the background around the outlines.")
+            _view_widget("zoom", b.selectbox, "Zoom", list(ZOOMS),
+                         help="100%: one image pixel per screen pixel; the position sliders choose the window.")
+            _view_widget("thickness", a.slider, "Outline thickness (px)", 1, 5)
+            _view_widget("opacity", b.slider, "Outline opacity", 0.2, 1.0, step=0.1)
+            _view_widget("contrast", st.slider, "Display contrast (percentiles of the image shown black and white)",
+                         0.0, 100.0, step=0.5, help="Only the picture; the model and the count use the image as it is.")
+            _view_widget("merges", st.toggle, "Mark likely merges",
+                         help="Red: objects over 2.5x the median area of their 8 nearest neighbours and with a "
+                         "waist (not convex), often two or more nuclei counted as one. One large round "
+                         "nucleus is not marked.")
+            if ZOOMS[v["zoom"]]:
+                c1, c2 = st.columns(2)
+                _view_widget("row", c2.slider, "Window: top → bottom", 0.0, 1.0, step=0.05)
+                _view_widget("col", c1.slider, "Window: left → right", 0.0, 1.0, step=0.05)
+    return {"color": COLORS[v["color"]], "zoom": ZOOMS[v["zoom"]], "thickness": v["thickness"],
+            "opacity": v["opacity"], "contrast": tuple(v["contrast"]), "merges": v["merges"],
+            "centre": (v["row"], v["col"]) if ZOOMS[v["zoom"]] else (0.5, 0.5)}
 
 
 @st.cache_data(max_entries=8, ttl=sh.CACHE_TTL_S, show_spinner=False)

@@ -423,3 +423,24 @@ def test_clicking_the_view_on_screen_again_keeps_it():
     at.segmented_control(key="count_tab").set_value(None).run()  # the same button clicked again
     assert not at.exception
     assert at.segmented_control(key="count_tab").value == "Objects" and len(at.dataframe) == 1
+
+
+def test_display_options_are_kept_while_the_panel_is_closed():
+    """The Display controls are drawn only while their panel is open (fewer elements per slider move); what
+    the user chose there stays in use, and on screen when the panel opens again."""
+    at = open_count()
+    assert not [s for s in at.slider if s.key == "count_view_thickness"], "closed: not drawn"
+    at.session_state["count_view_open"] = True  # the user opens the panel
+    at.run()
+    at.slider(key="count_view_thickness").set_value(3).run()
+    at.toggle(key="count_view_merges").set_value(False).run()
+    assert not at.exception
+    at.session_state["count_view_open"] = False
+    at.run()
+    assert not [s for s in at.slider if s.key == "count_view_thickness"]
+    assert at.session_state["count_view"]["thickness"] == 3 and at.session_state["count_view"]["merges"] is False
+    at.slider(key="count_threshold").set_value(0.55).run()  # a slider move with the panel closed keeps them
+    at.session_state["count_view_open"] = True
+    at.run()
+    assert not at.exception
+    assert at.slider(key="count_view_thickness").value == 3 and at.toggle(key="count_view_merges").value is False
