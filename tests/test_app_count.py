@@ -428,19 +428,32 @@ def test_clicking_the_view_on_screen_again_keeps_it():
 def test_display_options_are_kept_while_the_panel_is_closed():
     """The Display controls are drawn only while their panel is open (fewer elements per slider move); what
     the user chose there stays in use, and on screen when the panel opens again."""
+    def merges_marked(at: AppTest) -> bool:
+        return any("marked as likely merges" in c.value for c in at.caption)
+
     at = open_count()
     assert not [s for s in at.slider if s.key == "count_view_thickness"], "closed: not drawn"
+    view = at.session_state["count_view"]
+    assert (view["zoom"], view["thickness"], view["opacity"], tuple(view["contrast"]), view["merges"]) == \
+        ("Fit", 1, 1.0, (0.5, 99.5), True) and view["color"].startswith("Auto")
+    assert merges_marked(at), "this sample has a likely merge, marked by default"
     at.session_state["count_view_open"] = True  # the user opens the panel
     at.run()
     at.slider(key="count_view_thickness").set_value(3).run()
     at.toggle(key="count_view_merges").set_value(False).run()
+    at.selectbox(key="count_view_zoom").set_value("200%").run()
+    at.slider(key="count_view_row").set_value(0.25).run()
     assert not at.exception
     at.session_state["count_view_open"] = False
     at.run()
-    assert not [s for s in at.slider if s.key == "count_view_thickness"]
-    assert at.session_state["count_view"]["thickness"] == 3 and at.session_state["count_view"]["merges"] is False
-    at.slider(key="count_threshold").set_value(0.55).run()  # a slider move with the panel closed keeps them
+    assert not [s for s in at.slider if s.key in ("count_view_thickness", "count_view_row")]
+    assert at.session_state["count_view"]["thickness"] == 3 and at.session_state["count_view"]["row"] == 0.25
+    at.slider(key="count_threshold").set_value(0.55).run()  # a slider move with the panel closed
+    assert not merges_marked(at), "the options chosen stay in use while the panel is closed"
     at.session_state["count_view_open"] = True
     at.run()
     assert not at.exception
     assert at.slider(key="count_view_thickness").value == 3 and at.toggle(key="count_view_merges").value is False
+    assert at.selectbox(key="count_view_zoom").value == "200%" and at.slider(key="count_view_row").value == 0.25
+    at.selectbox(key="count_view_zoom").set_value("Fit").run()
+    assert not [s for s in at.slider if s.key == "count_view_row"], "no window to place at Fit"
