@@ -230,6 +230,20 @@ def test_count_upload_and_slider(page, server):
     assert int(count.inner_text()) != int(before)
     after = _settled(page, count)  # the key presses' reruns end with the last value's count
 
+    # the Display panel draws its controls only while open; what was chosen there stays when it is closed
+    display = page.get_by_text("Display", exact=True)
+    display.click()
+    thickness = page.locator('[data-testid="stSlider"]').filter(has_text="Outline thickness").get_by_role("slider")
+    thickness.focus()
+    thickness.press("ArrowRight")
+    thickness.press("ArrowRight")
+    sync_api.expect(thickness).to_have_value("3")
+    display.click()
+    sync_api.expect(thickness).to_have_count(0)
+    display.click()
+    sync_api.expect(thickness).to_have_value("3")
+    sync_api.expect(count).to_have_text(after)
+
     # another page and back: the uploaded image is still counted, with the same settings
     nav.get_by_text("Models", exact=True).click()
     sync_api.expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible(timeout=60_000)
