@@ -220,6 +220,10 @@ def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, c
     assert metrics["validation_fixed_size"]["mae"] == pytest.approx(fixed_mae, abs=0.005)
     # the same images chose the settings: the note says so instead of calling them unseen
     assert "the postprocessing was tuned on them" in metrics["validation_note"]
+    assert "validation_auto_nucleus_size" not in metrics, "made when the size estimate was not the default"
+    # the default recorded again (the code changed, say): the other size mode's figures stay beside it
+    assert mae_of("--record-metrics") == pytest.approx(tuned_mae, abs=0.005)
+    assert read_card(folder).metrics["validation_fixed_size"]["mae"] == pytest.approx(fixed_mae, abs=0.005)
 
 
 def test_a_segmentation_is_scored_against_dots_by_the_objects_holding_them():

@@ -223,7 +223,11 @@ def _run(args: argparse.Namespace) -> int:
             model.card.metrics = {**model.card.metrics, key: summary}
         else:
             tuned_here = f"of {args.data} (split {args.split}," in (model.card.postprocess_tuned_on or "")
+            # the card's other size mode, recorded beside it, stays (a block of the mode that is now the default
+            # does not: its figures were made under other defaults)
+            other = "validation_fixed_size" if default_auto else "validation_auto_nucleus_size"
             model.card.metrics = {
+                **({other: model.card.metrics[other]} if other in model.card.metrics else {}),
                 "validation": summary,
                 "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
                                     f"({s['n']} images, never used for training"
