@@ -226,13 +226,14 @@ def _run(args: argparse.Namespace) -> int:
             # the card's other size mode, recorded beside it, stays (a block of the mode that is now the default
             # does not: its figures were made under other defaults)
             other = "validation_fixed_size" if default_auto else "validation_auto_nucleus_size"
+            kept = {other: model.card.metrics[other]} if other in model.card.metrics else {}
             model.card.metrics = {
-                **({other: model.card.metrics[other]} if other in model.card.metrics else {}),
                 "validation": summary,
                 "validation_note": (f"python -m cellcount.evaluate on {args.data} split {args.split} "
                                     f"({s['n']} images, never used for training"
                                     + ("; the postprocessing was tuned on them" if tuned_here else " or tuning")
                                     + f"){left_out()}; count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
+                **kept,
             }
         write_card(model.card, folder)
     if args.json:
