@@ -2,7 +2,7 @@
 
     python scripts/bench_browser.py [--steps 20] [--size 1024 | --image FILE] [--model attention-unet-mask]
         [--split "Model borders"|"Distance transform"|"Both"|...] [--slider "Probability threshold"]
-        [--shot out.png] [--floor [--floor-widgets N]]
+        [--shot out.png] [--floor [--floor-widgets N]] [--trace trace.json]
 
 Starts ``streamlit run streamlit_app.py`` with the shipped weights, uploads an image (by default a generated
 size x size image of touching disks), optionally sets "Split touching nuclei", and moves one slider (by
@@ -141,6 +141,9 @@ def main() -> int:
                          "beside the slider in its fragment: what each element re-sent on a step costs the page")
     ap.add_argument("--post-script-gc", action="store_true",
                     help="with --floor: Streamlit's default full garbage collection after every run (the app turns it off)")
+    ap.add_argument("--trace", metavar="FILE",
+                    help="record a Chrome trace of the timed steps into FILE and print where the browser's time went "
+                         "(tracing slows the page: read the timings of a run without it)")
     args = ap.parse_args()
     from playwright.sync_api import expect, sync_playwright
 
@@ -193,6 +196,9 @@ def main() -> int:
             expect(slider).to_be_visible()
             page.wait_for_timeout(3000)  # let the mode change settle
             page.evaluate(RECORD_KEYDOWN)
+            if args.trace:
+                browser.start_tracing(page=page, path=args.trace, categories=[
+                    "devtools.timeline", "disabled-by-default-devtools.timeline", "v8.execute", "blink", "cc"])
             cpu0 = cpu_seconds(names=("chrom",)), cpu_seconds({proc.pid})
             for _ in range(args.steps):
                 old = page.evaluate(f"() => document.querySelector('{OVERLAY}').src")
@@ -206,6 +212,8 @@ def main() -> int:
                 page.wait_for_timeout(300)  # idle between moves, as a user would be
             n_elements = page.evaluate("() => document.querySelectorAll('[data-testid=stElementContainer]').length")
             browser_cpu = (cpu_seconds(names=("chrom",)) - cpu0[0]) / args.steps
+            if args.trace:
+                browser.stop_tracing()
             server_cpu = (cpu_seconds({proc.pid}) - cpu0[1]) / args.steps
             if args.shot:
                 page.screenshot(path=args.shot)
@@ -236,7 +244,36 @@ def main() -> int:
           f"{max(server):.0f} |")
     print(f"CPU per step (mean, incl. the 300 ms pause): browser {1000 * browser_cpu:.0f} ms, "
           f"server {1000 * server_cpu:.0f} ms")
+    if args.trace:
+        print_trace_summary(Path(args.trace), args.steps)
     return 0
+
+
+def print_trace_summary(path: Path, steps: int, top: int = 8) -> None:
+    """Per step: each browser thread's busy time, the page's main-thread tasks, and its JavaScript by script."""
+    import collections
+    import json
+
+    events = json.loads(path.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    threads, main, scripts = collections.Counter(), collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        thread = names.get((e["pid"], e["tid"]), "?")
+        if e["name"] in ("RunTask", "ThreadControllerImpl::RunTask"):  # top-level tasks: busy time, not nested
+            threads[thread] += e["dur"]
+        if thread == "CrRendererMain":
+            main[e["name"]] += e["dur"]
+            if e["name"] == "FunctionCall":
+                url = (e.get("args", {}).get("data", {}).get("url") or "?").rsplit("/", 1)[-1]
+                scripts[url] += e["dur"]
+    print(f"\nChrome trace ({path}), ms per step (tracing adds overhead; events nest, so rows overlap):")
+    print("busy threads (top-level tasks):", ", ".join(f"{k} {v / 1000 / steps:.0f}" for k, v in threads.most_common(5)))
+    print("page main thread:", ", ".join(f"{k} {v / 1000 / steps:.0f}" for k, v in main.most_common(top)))
+    print("JavaScript by script:", ", ".join(f"{k} {v / 1000 / steps:.0f}" for k, v in scripts.most_common(5)))
 
 
 def open_count_page(page, expect, args, image: Path) -> None:
