@@ -52,6 +52,8 @@ POSTPROCESS_METRIC = """() => {
 }"""
 
 
+FLOOR_KINDS = ("mix", "slider", "number", "selectbox", "segmented", "expander", "metric", "markdown", "caption",
+               "columns", "download")
 FLOOR_APP = """
 import cv2, numpy as np, streamlit as st
 st.set_page_config(layout="wide")
@@ -72,11 +74,35 @@ st.title("Count")
 def panel():
     left, right = st.columns([1, 3])
     v = left.slider("Probability threshold", 0.0, 1.0, 0.5, 0.01)
-    for k in range(WIDGETS):  # --floor-widgets: unchanged controls re-sent on every step, as a settings panel's
-        if k % 4 == 3:
-            left.caption("a caption that stays the same at every step")
-        else:
-            [left.slider, left.number_input, left.toggle][k % 4](f"control {k}", key=f"w{k}")
+    for k in range(WIDGETS):  # --floor-widgets: unchanged elements re-sent on every step, as a settings panel's
+        if KIND == "mix":
+            if k % 4 == 3:
+                left.caption("a caption that stays the same at every step")
+            else:
+                [left.slider, left.number_input, left.toggle][k % 4](f"control {k}", key=f"w{k}")
+        elif KIND == "slider":
+            left.slider(f"slider {k}", 0, 10, 1, key=f"w{k}", help="help")
+        elif KIND == "number":
+            left.number_input(f"number {k}", key=f"w{k}", help="help")
+        elif KIND == "selectbox":
+            left.selectbox(f"select {k}", ["a", "b", "c"], key=f"w{k}", help="help")
+        elif KIND == "segmented":
+            left.segmented_control(f"view {k}", ["Image", "Objects", "Areas"], default="Image", key=f"w{k}")
+        elif KIND == "expander":
+            with left.expander(f"panel {k}"):
+                st.caption("a caption inside")
+        elif KIND == "metric":
+            right.metric(f"metric {k}", "12 ms", help="help")
+        elif KIND == "markdown":
+            right.markdown(f"<span style='background:rgb(0,200,255)'>&nbsp;&nbsp;</span> chip {k}", unsafe_allow_html=True)
+        elif KIND == "caption":
+            left.caption(f"a caption {k}")
+        elif KIND == "columns":
+            a, b = left.columns(2)
+            a.caption(f"left {k}")
+            b.caption(f"right {k}")
+        elif KIND == "download":
+            right.download_button(f"file {k}", lambda: b"x", f"f{k}.csv", on_click="ignore", key=f"w{k}")
     right.metric("Postprocess time", "0 ms")
     right.container(key="count_overlay").image(pictures(SIZE)[round(v * 100)], width="stretch")
 
@@ -139,6 +165,8 @@ def main() -> int:
     ap.add_argument("--floor-widgets", type=int, default=0,
                     help="with --floor: this many unchanged controls (sliders, number inputs, toggles, captions) "
                          "beside the slider in its fragment: what each element re-sent on a step costs the page")
+    ap.add_argument("--floor-kind", default="mix", choices=FLOOR_KINDS,
+                    help="with --floor-widgets: which kind of element (mix: sliders, number inputs, toggles, captions)")
     ap.add_argument("--post-script-gc", action="store_true",
                     help="with --floor: Streamlit's default full garbage collection after every run (the app turns it off)")
     ap.add_argument("--trace", metavar="FILE",
@@ -156,7 +184,8 @@ def main() -> int:
         if args.post_script_gc:
             config = config.replace("postScriptGC = false", "postScriptGC = true")
         (tmp / ".streamlit" / "config.toml").write_text(config)
-        (tmp / "floor_app.py").write_text(f"SIZE = {args.size}\nWIDGETS = {args.floor_widgets}\n" + FLOOR_APP)
+        (tmp / "floor_app.py").write_text(f"SIZE = {args.size}\nWIDGETS = {args.floor_widgets}\n"
+                                           f"KIND = {args.floor_kind!r}\n" + FLOOR_APP)
         app, cwd, args.slider = "floor_app.py", tmp, "Probability threshold"
     if args.image:
         image = args.image.resolve()
@@ -231,7 +260,8 @@ def main() -> int:
           f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f} (1 min)")
     shape = cv2.imread(str(image), cv2.IMREAD_UNCHANGED).shape[:2]
     what = (f"bare Streamlit page, {args.size} x {args.size} JPEG"
-            + (f", {args.floor_widgets} more controls in the fragment" if args.floor_widgets else "") if args.floor else
+            + (f", {args.floor_widgets} more elements ({args.floor_kind}) in the fragment" if args.floor_widgets else "")
+            if args.floor else
             f"image {image.name} ({shape[1]} x {shape[0]}), model {args.model}, split "
             f"{args.split or 'as the card says'!r}")
     print(f"{what}, slider {args.slider!r} ({args.key}), {len(times)} timed steps "
