@@ -279,19 +279,21 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         model = sh.get_model(model_name)
     except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the whole page picks another
         st.rerun(scope="app")
-    pred = params = error = result = None
+    pred = params = error = result = crash = None
     if source is not None and image is not None:
         try:
             # the widgets write the store in their callbacks, before this run: these are the settings drawn below
             params = settings.params(model)
             pred = sh.predict_source(source, image, model_name, params)
             # counted before anything is drawn: the sliders re-sent first kept the browser busy on the second
-            # core while this ran (scripts/bench_browser.py: the server's share fell by a fifth)
+            # core while this ran (scripts/bench_browser.py: the server's share fell by about a quarter)
             result = cc.postprocess(pred, params, image=image)
             if note:  # one plane of a z-stack read: flagged like a batch row, so the badge and the CSV say it
                 result.quality = cc.quality.with_note(result.quality, note)
         except cc.CellcountError as err:
             error = err
+        except Exception as err:  # noqa: BLE001 - raised below, once the controls that may undo it are drawn
+            crash = err
     left, right = st.columns([1, 3], gap="medium")
     with left:
         st.subheader("Postprocessing")
@@ -311,6 +313,8 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         if error is not None:
             sh.show_error(error)
             return
+        if crash is not None:
+            raise crash
         show_result(source, image, result, page)
 
 

@@ -457,3 +457,24 @@ def test_display_options_are_kept_while_the_panel_is_closed():
     assert at.selectbox(key="count_view_zoom").value == "200%" and at.slider(key="count_view_row").value == 0.25
     at.selectbox(key="count_view_zoom").set_value("Fit").run()
     assert not [s for s in at.slider if s.key == "count_view_row"], "no window to place at Fit"
+
+
+def test_an_unexpected_postprocessing_error_leaves_the_controls_to_undo_it(monkeypatch):
+    """The count is made before the fragment draws anything; a crash in it is raised only after the
+    Postprocessing controls (and their reset) are on screen, as before."""
+    import cellcount as cc
+
+    at = open_count()
+    real = cc.postprocess
+
+    def crash(pred, params, **kw):
+        if params.threshold > 0.9:
+            raise RuntimeError("boom")
+        return real(pred, params, **kw)
+
+    monkeypatch.setattr(cc, "postprocess", crash)
+    at.slider(key="count_threshold").set_value(0.95).run()
+    assert len(at.exception) == 1, "shown (its details redacted, as the app's config says)"
+    assert at.slider(key="count_threshold").value == pytest.approx(0.95)
+    at.slider(key="count_threshold").set_value(0.5).run()
+    assert not at.exception and int(metric(at, "Count")) > 0
