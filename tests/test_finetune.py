@@ -428,6 +428,28 @@ def test_average_last_ends_with_the_mean_of_the_last_steps_weights(tiny_model, d
     np.testing.assert_allclose(final[name].numpy(), mean.numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_a_frozen_encoder_keeps_the_bases_weights_and_statistics(tiny_model, draw_disks):
+    import torch
+
+    from cellcount.finetune import _fit
+    from cellcount.train import DEFAULTS
+
+    base = tiny_model(kind="density")
+    items = [three_dots_item(base, draw_disks)]
+    net = copy_net(base)
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    _fit(net, items, kind="density", steps=3, seconds=None, batch_size=2, crop=32, lr=1e-2,
+         rng=np.random.default_rng(0), report=lambda p: None, cancel=None, loss_cfg=dict(DEFAULTS["loss"]),
+         scale_range=(0.9, 1.11), freeze_encoder=True)
+    after = net.state_dict()
+    encoder = [k for k in after if k.startswith(("stem.", "down."))]
+    decoder = [k for k in after if k.startswith(("dec.", "up.", "out.")) and after[k].is_floating_point()]
+    assert encoder and decoder
+    # weights and BatchNorm running statistics alike: the crops do not move the base's encoder
+    assert all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder), "the decoder learnt"
+
+
 @pytest.mark.parametrize("n_images", [8, 3])
 def test_the_flag_is_fitted_on_the_training_images(tiny_model, draw_disks, n_images):
     """Objects 6 px across, counted at that one size (the fine-tune's set size): 3x off the base's 18.4 px,

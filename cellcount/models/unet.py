@@ -185,6 +185,10 @@ class UNet(nn.Module):
     def divisor(self) -> int:
         return 2**self.depth
 
+    def encoder(self) -> list[nn.Module]:
+        """The contracting path (stem and down blocks): the part a short fine-tune may keep as it is."""
+        return [self.stem, *self.down]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]
         for down in self.down:
