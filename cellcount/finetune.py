@@ -490,7 +490,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
     :func:`cellcount.pipeline.predict`; ``overrides``: settings over the base card's (e.g. the set's
     ``invert``). Dots become Gaussians of sigma ``density_sigma`` x the diameter; for a segmentation head, a dot
     the base segmented nothing under becomes a disc ``dot_disc`` x the diameter across."""
-    from . import pipeline
+    from . import pipeline, sizing
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
 
@@ -499,8 +499,11 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
     params = pipeline.resolve_params(base, overrides)
     if diameter_px:
         params = dataclasses.replace(params, auto_nucleus_size=False, nucleus_diameter_px=float(diameter_px))
-    pred = pipeline.predict(image, base, params, size_model=size_model)
-    norm = pred.image_norm
+    # the base's maps correct dots for a segmentation head; otherwise only its input is needed (no network pass)
+    pred = (pipeline.predict(image, base, params, size_model=size_model)
+            if gt.labels is None and gt.points is not None and kind != "density" else None)
+    norm, inverted = (pred.image_norm, pred.inverted) if pred is not None else pipeline.normalize(image, base, params)
+    reference_diameter = sizing.reference_diameter(base.card)
     own = None
     if gt.labels is not None:
         labels = np.asarray(gt.labels, np.int32)
@@ -511,12 +514,12 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
             base_res = pipeline.postprocess(pred, params, measure=False)
             seg = base_res.labels if base_res.labels is not None else np.zeros(norm.shape, np.int32)
             own = diameter_px or pred.estimated_diameter_px or _median_diameter(seg)
-            labels = labels_from_dots(seg, gt.points, diameter_px=dot_disc * (own or pred.reference_diameter_px))
+            labels = labels_from_dots(seg, gt.points, diameter_px=dot_disc * (own or reference_diameter))
     else:
         raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
                                "give label images, masks, dot images or point CSVs")
     diameter = (diameter_px or own or annotated_diameter(image, gt, base, size_model=size_model, overrides=overrides)
-                or pred.reference_diameter_px)
+                or reference_diameter)
     scale = pipeline.model_scale(base, diameter, norm.shape, reference_px=reference_px)
     if scale != 1.0:
         norm = pipeline.resize_image(norm, scale)
@@ -545,7 +548,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
             targets["density"] = density_from_labels(lab) * np.float32(density_scale)
     count = gt.count
     return Item(name=name, image=norm.astype(np.float32), labels=lab if lab is not None else np.zeros(shape, np.int32),
-                count=int(count), targets=targets, inverted=pred.inverted)
+                count=int(count), targets=targets, inverted=inverted)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1021,12 +1024,19 @@ def finetune(
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
                                    diameter_px=diameter, size_model=size_model, overrides=fixed,
                                    reference_px=reference_px, density_sigma=density_sigma, dot_disc=dot_disc))
-    per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # one base pass + targets
+    per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # targets (and a base pass for dots)
     train_budget_s = None
     if steps is None:
         # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
-        # training image, then postprocessing only) and the held-out scoring (two passes per image) will take
-        reserve = per_image_s * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
+        # training image, then postprocessing only) and the held-out scoring (two passes per image) will
+        # take, from one timed pass of the base (the targets need none unless dots correct its segmentation)
+        t_pass = time.perf_counter()
+        pass_params = resolve_params(model, fixed)
+        if diameter:
+            pass_params = dataclasses.replace(pass_params, auto_nucleus_size=False, nucleus_diameter_px=float(diameter))
+        predict(images[train_idx[0]], model, pass_params, size_model=size_model)
+        pass_s = time.perf_counter() - t_pass
+        reserve = max(pass_s, per_image_s) * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
         train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
         if train_budget_s < 10:
             raise ParameterError(

@@ -39,6 +39,7 @@ from .sizing import (
     estimate_nucleus_size,
     model_scale,
     needs_size_model,
+    reference_diameter,
     resize_image,
     resize_maps,
 )
@@ -141,6 +142,16 @@ class CountResult:
         }
 
 
+def normalize(image: np.ndarray, model: CountModel, params: CountParams, *,
+              limits: tuple[float, float] | None = None) -> tuple[np.ndarray, bool]:
+    """``image`` as ``model``'s input with ``params`` (what :func:`predict` runs the network on), and whether
+    it was read as a bright background (inverted)."""
+    return model_input(
+        np.asarray(image), channel=params.channel, invert=params.invert, low_pct=params.low_pct,
+        high_pct=params.high_pct, grayscale=model.card.normalization.get("grayscale", "mean"), limits=limits,
+    )
+
+
 def predict(
     image: np.ndarray,
     model: CountModel,
@@ -171,13 +182,7 @@ def predict(
 
         size_model = size_model_for(model, p)
     t0 = time.perf_counter()
-    if normalized:
-        norm, inverted = np.asarray(image, np.float32), False
-    else:
-        norm, inverted = model_input(
-            np.asarray(image), channel=p.channel, invert=p.invert, low_pct=p.low_pct, high_pct=p.high_pct,
-            grayscale=model.card.normalization.get("grayscale", "mean"), limits=limits,
-        )
+    norm, inverted = (np.asarray(image, np.float32), False) if normalized else normalize(image, model, p, limits=limits)
     t1 = time.perf_counter()
 
     flips: list[float] = []
@@ -225,7 +230,7 @@ def predict(
         seconds={"normalize": t1 - t0, "model": t2 - t1},
         model_scale=scale,
         estimated_diameter_px=estimated,
-        reference_diameter_px=float(model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)),
+        reference_diameter_px=reference_diameter(model.card),
         quality_rule=QualityRule.from_card(model.card),
         card_mask_settings=resolve_params(model).values("mask") if model.output_kind != "density" else None,
         size_count=None if size is None else size.count,

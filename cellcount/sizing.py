@@ -32,6 +32,12 @@ image's median equivalent diameter; ``scripts/reference_diameter.py``): the size
 trained at. A card may state its own as ``extra["reference_diameter_px"]``."""
 
 
+def reference_diameter(card) -> float:
+    """The nucleus diameter (px) a model card says its model was trained at (:data:`REFERENCE_DIAMETER_PX`
+    unless it states its own)."""
+    return float(card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
+
+
 RESCALE_TOLERANCE = 1.25
 """Nuclei within this factor of the reference size are used as they are: training already showed every
 image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little. This value and the
@@ -173,7 +179,7 @@ def model_scale(
     """
     if not nucleus_diameter_px:
         return 1.0
-    ref = float(reference_px or model.card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
+    ref = float(reference_px or reference_diameter(model.card))
     scale = ref / float(nucleus_diameter_px)
     if 1 / tolerance <= scale <= tolerance:
         return 1.0

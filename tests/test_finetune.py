@@ -387,6 +387,30 @@ def copy_net(model):
     return net
 
 
+def test_training_targets_run_the_base_only_where_dots_correct_its_segmentation(tiny_model, draw_disks, monkeypatch):
+    """Dots for a density head and label images need only the base's input, not its maps: preparing a set
+    then costs no network pass per image. Dots for a segmentation head correct the base's segmentation."""
+    from cellcount import pipeline
+    from cellcount.finetune import training_item
+
+    passes = []
+    real = pipeline.predict
+    monkeypatch.setattr(pipeline, "predict", lambda *a, **k: passes.append(1) or real(*a, **k))
+    density, mask = tiny_model(kind="density"), tiny_model(kind="mask")
+    item = three_dots_item(density, draw_disks)
+    assert item.targets["density"].sum() == pytest.approx(300.0, rel=1e-4) and passes == []
+    labels = draw_disks((64, 64), [(16, 16), (44, 30)], 5).astype(np.int32)
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    labelled = training_item("b", image, GroundTruth(kind="labels", labels=labels, count=2), mask,
+                             density_scale=1.0, diameter_px=18.4)
+    assert passes == [] and labelled.targets["mask"].sum() == (labels > 0).sum()
+    expected_input, _ = pipeline.normalize(image, mask, cc.resolve_params(mask, {"nucleus_diameter_px": 18.4}))
+    np.testing.assert_array_equal(labelled.image, expected_input)
+    training_item("c", image, GroundTruth(kind="points", points=np.array([[16.0, 16.0]]), count=1), mask,
+                  density_scale=1.0, diameter_px=18.4)
+    assert passes == [1]
+
+
 def test_training_item_scale_and_density_target_follow_their_settings(tiny_model, draw_disks):
     from cellcount.finetune import training_item
 

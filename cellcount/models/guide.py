@@ -84,7 +84,7 @@ def _section(card: ModelCard, key: str) -> dict[str, Any]:
 
 def model_guide(card: ModelCard) -> ModelGuide:
     """Summarise ``card`` for the "which model for which images" guide (see :class:`ModelGuide`)."""
-    from ..sizing import MAX_SCALE, MIN_SCALE, REFERENCE_DIAMETER_PX, RESCALE_TOLERANCE
+    from ..sizing import MAX_SCALE, MIN_SCALE, RESCALE_TOLERANCE, reference_diameter
 
     trained = bool(card.training) or card.sha256 != ""
     if card.output_kind == "density":
@@ -105,7 +105,7 @@ def model_guide(card: ModelCard) -> ModelGuide:
         # a fine-tune decided the background once for the user's set
         images = ("Bright-background images (brightfield, H&E) like the set it was fine-tuned on" if invert else
                   "Dark-background images (fluorescence) like the set it was fine-tuned on")
-    reference = float(card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX)) if trained else None
+    reference = reference_diameter(card) if trained else None
     size: tuple[float, float] | None = None
     auto = bool(card.postprocess.get("auto_nucleus_size"))
     fixed = card.postprocess.get("nucleus_diameter_px")
