@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 import cellcount as cc
-from cellcount.params import PARAM_NAMES, has_border_channel, upgrade_keys
+from cellcount.params import PARAM_NAMES, SCHEMA, has_border_channel, upgrade_keys
 
 STORE_KEY = "_settings"
 IMAGE_FIELDS = (
@@ -42,7 +42,8 @@ STARTED_FROM = {  # "edited (starting from ...)"
 def _state() -> dict[str, Any]:
     ss = st.session_state
     if STORE_KEY not in ss:
-        ss[STORE_KEY] = {"models": {}, "image": {}, "model": None}
+        # "edited_image": the image fields changed by hand since the last reset / applied settings
+        ss[STORE_KEY] = {"models": {}, "image": {}, "edited_image": [], "model": None}
     return ss[STORE_KEY]
 
 
@@ -97,6 +98,8 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
     for name, value in new.items():
         if name in IMAGE_FIELDS:
             _state()["image"][name] = value
+            if name in _edited_image():
+                _edited_image().remove(name)  # now from ``origin``
         elif name in PARAM_NAMES:
             entry["values"][name] = value
     entry["origin"], entry["detail"] = origin, detail
@@ -104,8 +107,13 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
 
 def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
     """One value changed by hand (a widget)."""
-    if name in IMAGE_FIELDS:
-        _state()["image"][name] = value
+    if name in IMAGE_FIELDS:  # shared by every model: each model's settings now read as edited
+        image = _state()["image"]
+        if name in image and image[name] == value:
+            return
+        image[name] = value
+        if name not in _edited_image():
+            _edited_image().append(name)
         return
     entry = _entry(model)
     if entry["values"].get(name) == value:
@@ -120,19 +128,30 @@ def reset(model: cc.models.CountModel) -> None:
     """Back to the model card (the image fields too)."""
     _state()["models"].pop(model.name, None)
     _state()["image"].clear()
+    _edited_image().clear()
     _entry(model)
 
 
+def _edited_image() -> list[str]:
+    return _state().setdefault("edited_image", [])
+
+
 def origin(model: cc.models.CountModel) -> tuple[str, str]:
-    """(origin key, detail) of ``model``'s settings."""
+    """(origin key, detail) of ``model``'s settings: "edited" too when an image field (channel, invert,
+    nucleus diameter ...) was changed by hand, as those apply to every model."""
     entry = _entry(model)
+    if _edited_image() and entry["origin"] != "edited":
+        return "edited", f"starting from {STARTED_FROM[entry['origin']]}"
     return entry["origin"], entry["detail"]
 
 
 def describe(model: cc.models.CountModel) -> str:
-    """One line: which settings are in use and where they came from."""
+    """One line: which settings are in use and where they came from (naming the image settings changed by hand)."""
     key, detail = origin(model)
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
+    if _edited_image():
+        changed = ", ".join(SCHEMA[name].label.split(" (")[0] for name in _edited_image())
+        detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"
     return f"{text} ({detail})" if detail else text
 
 

@@ -54,8 +54,11 @@ def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[st
     items, bad = _collect(files)
     if include_ground_truth:
         return items, bad
-    _, named = split_ground_truth_files([name for name, _ in items])
+    members = [b.name for b in bad if b.status == "error" and "/" in b.name]  # zip members ("a.zip/b.csv")
+    _, named = split_ground_truth_files([name for name, _ in items] + members)
     skip = {str(path) for path in named}
+    # a zip's annotation tables (``a_points.csv``) are left out like the label images beside them, not failures
+    bad = [BatchItem(b.name, "skipped", GT_NAMED, None) if b.name in skip else b for b in bad]
     bad += [BatchItem(name, "skipped", GT_NAMED, None) for name, _ in items if name in skip]
     return [(name, data) for name, data in items if name not in skip], bad
 

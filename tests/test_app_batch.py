@@ -90,6 +90,25 @@ def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_
     assert metric(at, "Images counted") == "2" and metric(at, "Not counted") == "0"
 
 
+def test_annotation_tables_in_a_zip_are_left_out_like_the_label_images_not_failed(count_batch):
+    """A tester's zip of images with their label images and points CSVs: the CSV was listed under Failed."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("s01_sparse_small.png", sample("s01_sparse_small.png"))
+        zf.writestr("s01_sparse_small_labels.tif", sample("s01_sparse_small_labels.tif"))
+        zf.writestr("s01_sparse_small_points.csv", "x,y\n10,12\n")
+        zf.writestr("notes.csv", "not an annotation")
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value([("set.zip", buf.getvalue(), "application/zip")])
+    at.run()
+    count_batch(at)
+    df = at.dataframe[0].value.set_index("file")
+    assert df.loc["set.zip/s01_sparse_small_points.csv", "status"] == "skipped"
+    assert "named like ground truth" in df.loc["set.zip/s01_sparse_small_points.csv", "reason"]
+    assert df.loc["set.zip/notes.csv", "status"] == "error", "a table not named like ground truth still fails"
+    assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "2" and metric(at, "Failed") == "1"
+
+
 def test_zip_with_nested_folder_non_image_and_traversal(count_batch):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

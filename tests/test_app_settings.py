@@ -164,3 +164,25 @@ def test_apply_after_optimise_on_evaluate_reaches_batch_and_count():
     go(at, "count")
     assert at.number_input(key="count_min_area_px").value == best["min_area_px"]
     assert "tuned on your data" in captions(at)
+
+
+@pytest.mark.slow
+def test_input_settings_changed_by_hand_read_as_edited_on_every_page():
+    """Channel, invert, percentiles and the nucleus diameter describe the image and are shared by all models:
+    changed by hand they change the count, so no page may still say "the model card" (a tester's diameter
+    80 moved a count from 47 to 21 under that caption, with Reset greyed out)."""
+    at = open_page("count")
+    assert "the model card" in captions(at) and "edited" not in captions(at)
+    assert at.button(key="count_reset").disabled
+    at.number_input(key="count_nucleus_diameter_px").set_value(30.0)
+    at.run()
+    assert "edited (starting from the model card; Input changed: Nucleus diameter)" in captions(at)
+    assert not at.button(key="count_reset").disabled
+    go(at, "batch")
+    assert "Input changed: Nucleus diameter" in captions(at)
+    assert at.number_input(key="batch_nucleus_diameter_px").value == 30.0
+    at.button(key="batch_reset").click()
+    at.run()
+    assert "edited" not in captions(at) and "the model card" in captions(at)
+    card = cc.resolve_params(cc.load_model(BASELINE))
+    assert at.number_input(key="batch_nucleus_diameter_px").value == (card.nucleus_diameter_px or 0.0)
