@@ -820,9 +820,24 @@ def _names(paths: list[Path], most: int = 8) -> str:
     return ", ".join(names) if len(names) <= most else ", ".join(names[:most]) + f" and {len(names) - most} more"
 
 
-def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = None) -> None:
+def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = None,
+                  paired: Iterable[Path] = ()) -> None:
+    """Log the images left without ground truth and the ground truth left unused; an unused file named like an
+    image of ``paired`` (``a_points.csv`` beside the ``a_labels.tif`` used for ``a.png``) is a second
+    annotation, not one that "matches no image" (which would send the user renaming files named right)."""
     if missing:
         logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), _names(missing))
+    stems = {p.stem.casefold() for p in paired}
+
+    def base(gt: Path) -> str:
+        suffix = ground_truth_suffix(gt)
+        return (gt.stem[: -len(suffix)] if suffix else gt.stem).casefold()
+
+    second = [gt for gt in unused or [] if base(gt) in stems]
+    unused = [gt for gt in unused or [] if gt not in second]
+    if second:
+        logger.warning("%s: %d ground-truth file(s) are second annotations of images that have one already, and "
+                       "are not used: %s", root, len(second), _names(second))
     if unused:
         logger.warning("%s: %d ground-truth file(s) match no image: %s (name each like its image)", root,
                        len(unused), _names(unused))
@@ -1097,7 +1112,7 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())))
+    _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
     return _one_per_image_file(out, on_error)
 
 

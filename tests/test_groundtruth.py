@@ -391,6 +391,15 @@ def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING), pytest.warns(BinaryMaskWarning):
         load_labelled_folder(tmp_path)
     assert "1 ground-truth file(s) match no image: zz_points.csv" in caplog.text
+    # a second annotation of an image that has one is said to be one (the shipped samples' _points.csv beside
+    # their _labels.tif were logged as matching no image)
+    (tmp_path / "a_points.csv").write_text("x,y\n1,1\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.warns(BinaryMaskWarning):
+        load_labelled_folder(tmp_path)
+    assert "1 ground-truth file(s) are second annotations of images that have one already, and are not used: " \
+           "a_points.csv" in caplog.text
+    assert "1 ground-truth file(s) match no image: zz_points.csv" in caplog.text
 
 
 def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp_path: Path) -> None:
