@@ -101,9 +101,11 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
                "as one, so prefer instance label images." if "mask" in kinds else "")
         )
     if found.duplicates:
+        # one entry per extra copy; an image and its same-name labels both uploaded twice share a name
+        extra = len(found.duplicates)
         st.info(
-            f"{len(found.duplicates)} file(s) were uploaded more than once (the same file, or the same image "
-            "under another name) and each is used once: "
+            f"{extra} extra cop{'y' if extra == 1 else 'ies'} of files uploaded more than once (the same file, or "
+            "the same image under another name) left out; each file is used once: "
             f"{_names(sorted(set(found.duplicates)))}.",
             icon=":material/content_copy:",
         )

@@ -315,3 +315,17 @@ def test_error_bars_sorted_signed_and_coloured():
     assert list(error_bars(df, sort_by="true").data[0].y) == ["c.png", "b.png", "a.png"]
     with pytest.raises(ValueError, match="sort_by must be one of"):
         error_bars(df, sort_by="pred")
+
+
+def test_count_histograms_bin_whole_numbers_with_whole_number_ticks():
+    """A tester's batch of counts 27-29 showed ticks at 27, 27.5, 28 and bins straddling the counts."""
+    from cellcount.viz.charts import count_histogram
+
+    bars = count_histogram([27, 28, 28, 29]).data[0]
+    assert list(bars.x) == [27, 28, 29] and list(bars.y) == [1, 2, 1] and list(bars.customdata) == ["27", "28", "29"]
+    assert count_histogram([27, 28, 28, 29]).layout.xaxis.dtick == 1
+    wide = count_histogram(list(range(0, 301, 3))).data[0]
+    assert sum(wide.y) == 101 and all(w == int(w) for w in wide.width)
+    assert all(e % 1 == 0.5 for e in np.asarray(wide.x) - np.asarray(wide.width) / 2)  # edges between counts
+    floats = count_histogram([1.5, 2.25, 3.0]).data[0]  # density estimates: plain bins
+    assert sum(floats.y) == 3 and "–" in floats.customdata[0]

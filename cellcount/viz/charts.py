@@ -53,11 +53,22 @@ def _histogram_bars(
     if nbins is None:
         nbins = int(min(40, max(5, round(2 * math.sqrt(v.size)))))
     lo, hi = float(v.min()), float(v.max())
-    if hi == lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(v, bins=nbins, range=(lo, hi))
+    whole = bool(np.all(v == np.round(v)))  # counts: bins of whole numbers, centred on them, whole-number ticks
+    if whole:
+        width = max(1, math.ceil((hi - lo + 1) / nbins))
+        edges = np.arange(lo - 0.5, hi + 0.5 + width, width)
+        edges = edges[: int(np.searchsorted(edges, hi + 0.5)) + 1]
+        counts, edges = np.histogram(v, bins=edges)
+    else:
+        if hi == lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np.histogram(v, bins=nbins, range=(lo, hi))
     centres = (edges[:-1] + edges[1:]) / 2
-    text = [f"{a:.4g}–{b:.4g}{unit}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    if whole:  # the whole numbers each bar holds
+        spans = [(math.ceil(a), math.floor(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        text = [f"{a:g}{unit}" if a == b else f"{a:g}–{b:g}{unit}" for a, b in spans]
+    else:
+        text = [f"{a:.4g}–{b:.4g}{unit}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     fig = go.Figure(
         go.Bar(
             x=centres,
@@ -70,6 +81,8 @@ def _histogram_bars(
     )
     top = int(counts.max())
     fig.update_yaxes(rangemode="tozero", dtick=max(1, math.ceil(top / 6)) if top <= 60 else None)
+    if whole and edges[-1] - edges[0] <= 24:  # plotly would tick a short range at halves (27, 27.5, 28)
+        fig.update_xaxes(dtick=max(1, math.ceil((edges[-1] - edges[0]) / 8)))
     return fig
 
 
