@@ -20,9 +20,13 @@ def quality_badge(result: cc.CountResult) -> None:
         st.badge("Check this image", icon=":material/warning:", color="orange")
         look = ("Compare the density map with the image" if result.output_kind == "density"
                 else "Look at the outlines" if result.count else "Look at the image")
-        text = "; ".join(q.reasons)
-        st.caption("This count may be wrong: " + text + ("" if text.endswith(("?", ".", "!")) else ".")
-                   + f" {look} before using it.")
+        if len(q.reasons) == 1:
+            text = q.reasons[0]
+            st.caption("This count may be wrong: " + text + ("" if text.endswith(("?", ".", "!")) else ".")
+                       + f" {look} before using it.")
+        else:  # one line each: a tester met nine reasons run together in one block
+            st.caption("This count may be wrong:\n" + "\n".join(f"- {r}" for r in q.reasons)
+                       + f"\n\n{look} before using it.")
     elif q.nearest:
         st.badge("Near a quality limit", icon=":material/info:", color="gray",
                  help="No quality signal passed its limit, but one came within 5% of it.")

@@ -406,6 +406,27 @@ def test_count_carries_the_quality_badge():
         [m.value for m in at.markdown]
 
 
+def test_several_reasons_to_check_are_listed_one_per_line():
+    """A tester met nine reasons run together in one block under the badge."""
+    script = f"""
+import sys, types
+sys.path.insert(0, {str(ROOT)!r})
+from cellcount.quality import Quality
+from pages._quality import quality_badge
+for reasons in (("low contrast between nuclei and background (0.00)",),
+                ("low contrast between nuclei and background (0.00)", "the nucleus size is beyond what resizing can correct")):
+    q = Quality(flag=True, score=2.0, reasons=reasons, signals={{}})
+    quality_badge(types.SimpleNamespace(quality=q, output_kind="mask", count=3, model_name="unet-mask"))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    one, two = [c.value for c in at.caption]
+    assert one == ("This count may be wrong: low contrast between nuclei and background (0.00). Look at the "
+                   "outlines before using it.")
+    assert two == ("This count may be wrong:\n- low contrast between nuclei and background (0.00)\n- the nucleus "
+                   "size is beyond what resizing can correct\n\nLook at the outlines before using it.")
+
+
 def test_no_warning_sign_says_how_often_the_flag_caught_large_errors():
     from pages._quality import caught_text
 
