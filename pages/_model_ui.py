@@ -99,8 +99,9 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
     shown_key = SHOWN_MODEL_KEY
     shown = st.session_state.get(shown_key)
     if shown is not None and shown != name:
-        if settings.known(name) and settings.origin(model)[0] != "card":
-            what = f"your settings for {name} ({settings.ORIGINS[settings.origin(model)[0]]}) are kept"
+        own = settings.origin(model, image=False)[0]  # the image settings are said apart below
+        if settings.known(name) and own != "card":
+            what = f"your settings for {name} ({settings.ORIGINS[own]}) are kept"
         else:
             what = "its settings come from its model card"
         st.session_state[f"{prefix}__msg"] = (

@@ -136,11 +136,12 @@ def _edited_image() -> list[str]:
     return _state().setdefault("edited_image", [])
 
 
-def origin(model: cc.models.CountModel) -> tuple[str, str]:
+def origin(model: cc.models.CountModel, *, image: bool = True) -> tuple[str, str]:
     """(origin key, detail) of ``model``'s settings: "edited" too when an image field (channel, invert,
-    nucleus diameter ...) was changed by hand, as those apply to every model."""
+    nucleus diameter ...) was changed by hand, as those apply to every model (``image=False``: its own
+    fields' origin only)."""
     entry = _entry(model)
-    if _edited_image() and entry["origin"] != "edited":
+    if image and _edited_image() and entry["origin"] != "edited":
         return "edited", f"starting from {STARTED_FROM[entry['origin']]}"
     return entry["origin"], entry["detail"]
 
