@@ -35,11 +35,14 @@ def _image_layout(fig: go.Figure, h: int, w: int, *, height: int | None, title: 
     if height is None:
         height = int(min(720, max(320, 640 * h / max(w, 1))))
     has_legend = any(t.type == "scatter" and t.showlegend is not False for t in fig.data)
-    top = (28 if title else 0) + (48 if has_legend else 10)  # room for the title and a 2-row legend
+    # the title below the row the plot's toolbar takes on hover (it covered a side-by-side title's end), and a
+    # 2-row legend below the title
+    toolbar = 26 if title else 0
+    top = (toolbar + 28 if title else 0) + (48 if has_legend else 10)
     fig.update_layout(
         height=height + top,
         margin=dict(l=0, r=0, t=top, b=0),
-        title=dict(text=title, x=0, xanchor="left", y=0.995, yref="container", yanchor="top")
+        title=dict(text=title, x=0, xanchor="left", y=1 - toolbar / (height + top), yref="container", yanchor="top")
         if title
         else None,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0),
