@@ -483,13 +483,15 @@ def size_spread(gts: Sequence[GroundTruth], sizes: Sequence[float | None] | None
 
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
                   diameter_px: float | None = None, size_model=None, overrides: dict[str, Any] | None = None,
-                  reference_px: float | None = None, density_sigma: float = 0.25, dot_disc: float = DOT_DISC):
+                  reference_px: float | None = None, density_sigma: float = 0.25, dot_disc: float = DOT_DISC,
+                  measured_px: float | None = None):
     """One image + annotation -> a training :class:`~cellcount.training.data.Item` for ``base``'s kind,
     resized so that nuclei of ``diameter_px`` (default: this image's own, :func:`annotated_diameter`)
     reach the model's training size (``reference_px``, default the base card's). ``size_model``: see
     :func:`cellcount.pipeline.predict`; ``overrides``: settings over the base card's (e.g. the set's
     ``invert``). Dots become Gaussians of sigma ``density_sigma`` x the diameter; for a segmentation head, a dot
-    the base segmented nothing under becomes a disc ``dot_disc`` x the diameter across."""
+    the base segmented nothing under becomes a disc ``dot_disc`` x the diameter across. ``measured_px``: this
+    image's :func:`annotated_diameter`, when the caller measured it already (one base pass less)."""
     from . import pipeline, sizing
     from .training.data import Item
     from .training.targets import border_target, density_from_labels, density_from_points
@@ -518,8 +520,8 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
     else:
         raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
                                "give label images, masks, dot images or point CSVs")
-    diameter = (diameter_px or own or annotated_diameter(image, gt, base, size_model=size_model, overrides=overrides)
-                or reference_diameter)
+    diameter = (diameter_px or own or measured_px
+                or annotated_diameter(image, gt, base, size_model=size_model, overrides=overrides) or reference_diameter)
     scale = pipeline.model_scale(base, diameter, norm.shape, reference_px=reference_px)
     if scale != 1.0:
         norm = pipeline.resize_image(norm, scale)
@@ -992,7 +994,7 @@ def finetune(
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
-    size_note, spread = "", None
+    size_note, spread, sizes = "", None, None
     train_gts = [gts[i] for i in train_idx]
     if kind == "mask" and train_gts and all(gt.kind == "points" for gt in train_gts):
         report(FinetuneProgress("prepare", message=DOTS_ON_MASK_NOTE.format(base=model.name)))
@@ -1016,6 +1018,8 @@ def finetune(
         if size == "set":
             diameter = set_diameter([], train_gts, model, sizes=sizes, hits=hits)
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
+    # each image's own size, when measured above (size "image"): its targets need not measure it again
+    own_sizes = dict(zip(train_idx, sizes, strict=True)) if diameter is None and sizes is not None else {}
     t_prep = time.perf_counter()
     for k, i in enumerate(train_idx):
         if cancel is not None and cancel.is_set():
@@ -1023,7 +1027,8 @@ def finetune(
         report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
         items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
                                    diameter_px=diameter, size_model=size_model, overrides=fixed,
-                                   reference_px=reference_px, density_sigma=density_sigma, dot_disc=dot_disc))
+                                   reference_px=reference_px, density_sigma=density_sigma, dot_disc=dot_disc,
+                                   measured_px=own_sizes.get(i)))
     per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # targets (and a base pass for dots)
     train_budget_s = None
     if steps is None:
