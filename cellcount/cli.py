@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--regions", metavar="CSV", help="huge images: also count per box (name,row0,col0,row1,col1)")
     d.add_argument("--regions-out", help="CSV of the region counts (default: <out>.regions.csv)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress, notes or summary; files that failed are still listed on stderr")
     c.add_argument("-v", "--verbose", action="store_true", help="also say which inference backend runs, and why")
     m = sub.add_parser("models", help="list the available models, or remove one you trained")
     m.add_argument("--remove", metavar="NAME", help="delete a model you trained (its folder in the user models "
@@ -381,7 +382,7 @@ def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from .batch import COUNT_COLUMNS, count_many, counts_frame, item_objects
+    from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
@@ -389,10 +390,10 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .models.autotune import requested_backend
     from .pipeline import resolve_params
 
-    skipped: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
 
     def warn(path: Path, reason: str) -> None:
-        skipped.append(path)
+        skipped.append((path, reason))
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
     try:
@@ -429,7 +430,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         return 2
     keep_counts, keep_objects, done = None, None, set()
     if args.resume:
-        resumed = _resume_rows(args, model, params, files)
+        resumed = _resume_rows(args, model, params, files + [path for path, _ in skipped])  # their rows are rewritten
         if isinstance(resumed, str):
             print(f"error: {resumed}", file=sys.stderr)
             return 2
@@ -472,6 +473,10 @@ def cmd_count(args: argparse.Namespace) -> int:
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
         atomic_write_bytes(_inputs_path(args.out), json.dumps({str(f): _fingerprint(f) for f in files}).encode("utf-8"))
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
+        for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
+            row = counts_frame([BatchItem(str(path), "error", f"skipped: {reason}", None)])
+            counts_out.append(row)
+            record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
         if args.labels_dir:
             index_out, earlier = _labels_index(args, done)
@@ -542,9 +547,9 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"counted {n_ok}/{n_rows} images with {model.name}: total {total} {what} -> {args.out}"
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons)" if n_check else "")
               + (f"; {n_err} failed (see the 'reason' column)" if n_err else "")
-              + (f"; {len(skipped)} skipped (see the warnings)" if skipped else ""))
-        for name, reason in failed:
-            print(f"  failed: {name}: {reason}", file=sys.stderr)
+              + (f"; {len(skipped)} skipped (rows with status=error, and the warnings)" if skipped else ""))
+    for name, reason in failed:  # with --quiet too: an exit status of 1 alone does not say which
+        print(f"  failed: {name}: {reason}", file=sys.stderr)
     return 1 if n_err or skipped else 0
 
 

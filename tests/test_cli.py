@@ -91,7 +91,16 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
     captured = capsys.readouterr()
     assert "warning: skipped" in captured.err and "c.gif" in captured.err and "notes.csv" in captured.err
     assert "extension .gif" in captured.err and "2 skipped" in captured.out
-    assert len(pd.read_csv(tmp_path / "c.csv")) == 1
+    # and in the CSV, as every file that cannot be counted (a tester's named notes.txt had no row)
+    df = pd.read_csv(tmp_path / "c.csv").set_index("file")
+    assert len(df) == 3 and df.loc[str(small_folder / "a.png"), "status"] == "ok"
+    for name in ("c.gif", "notes.csv"):
+        row = df.loc[str(small_folder / name)]
+        assert row["status"] == "error" and row["reason"].startswith("skipped: not an image file") and pd.isna(row["count"])
+    # a resumed run counts nothing again and writes those rows once
+    rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.gif"), str(small_folder / "notes.csv"),
+               "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress", "--resume"])
+    assert rc == 1 and len(pd.read_csv(tmp_path / "c.csv")) == 3
     # in a folder, notes and tables are passed over as before: only images are the folder's content
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "d.csv"),
                  "--no-progress"]) == 0
@@ -170,6 +179,11 @@ def test_quiet_draws_no_progress_bar(small_folder, tmp_path, capsys):
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "-q"]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+    # but a file that failed is still named (a tester's -q run printed nothing and exited 1)
+    (small_folder / "broken.png").write_bytes(b"not an image")
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "failed: " in captured.err and "broken.png" in captured.err
 
 
 def test_unknown_model_exits_2_with_valid_names(small_folder, tmp_path, capsys):
