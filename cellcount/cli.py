@@ -637,6 +637,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
                 rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
             text = rows.to_csv(index=False, lineterminator="\n")
+            for target in (args.settings_out, None if args.out == "-" else args.out):
+                if target:  # as count does: the folder is made (else the error named a temporary file in it)
+                    Path(target).parent.mkdir(parents=True, exist_ok=True)
             if args.settings_out:
                 settings = {k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane")
                             if k in run["settings"]}

@@ -339,6 +339,11 @@ def test_a_settings_file_carries_the_plane_to_count_and_from_runs_export(tmp_pat
     assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "x.csv"), "--settings-out",
                  str(exported)]) == 0
     assert json.loads(exported.read_text())["plane"] == 1
+    # into folders not made yet, as count writes (a tester's export named a temporary file in the error)
+    assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "new" / "x.csv"), "--settings-out",
+                 str(tmp_path / "new2" / "s.json")]) == 0
+    assert (tmp_path / "new" / "x.csv").read_text() == (tmp_path / "x.csv").read_text()
+    assert json.loads((tmp_path / "new2" / "s.json").read_text())["plane"] == 1
 
 
 def test_warnings_read_as_one_plain_line(capsys):
