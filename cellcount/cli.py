@@ -141,6 +141,9 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
+
+
 def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     """A message when an output cannot be used, checked before any counting; None when all is well.
 
@@ -157,6 +160,9 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     for option, path in outputs.items():
         if path.is_dir():
             return f"{option} {path} is a folder; give a file name such as counts.csv"
+        if path.suffix.lower() in SPREADSHEET_SUFFIXES:  # a CSV under that name: Excel refuses to open it
+            return (f"{option} {path}: the tables are written as CSV, which Excel and LibreOffice open; "
+                    f"name it {path.with_suffix('.csv').name}")
         if path.exists() and not path.is_file():  # /dev/stdout, a pipe: the file is replaced by a rename
             return f"{option} {path} is not a regular file; give a file name such as counts.csv"
     names = list(outputs)

@@ -417,3 +417,13 @@ def test_ctrl_c_while_loading_is_an_exit_code_not_a_traceback(small_folder, tmp_
     monkeypatch.setattr(cli, "cmd_count", interrupted)
     assert main(["count", str(small_folder), "--out", str(tmp_path / "c.csv")]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_a_spreadsheet_name_for_the_csv_is_refused_before_counting(small_folder, tmp_path, capsys):
+    """A tester's --out c.xlsx held CSV text, which Excel refused to open."""
+    rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.xlsx"), "--no-progress"])
+    assert rc == 2 and "name it c.csv" in capsys.readouterr().err
+    assert not list(tmp_path.glob("c.*"))
+    rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+               "--objects", str(tmp_path / "o.XLSX"), "--no-progress"])
+    assert rc == 2 and "--objects" in capsys.readouterr().err
