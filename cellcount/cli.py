@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-from .cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides, plain_warnings
+from .cliparams import (
+    add_param_options,
+    inert_options_note,
+    load_cli_model,
+    normalize_argv,
+    param_overrides,
+    plain_warnings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -409,6 +416,9 @@ def cmd_count(args: argparse.Namespace) -> int:
             from .settingsfile import plane_from_file
 
             args.plane = plane_from_file(args.settings)
+        inert = inert_options_note(args, params, model)
+        if inert and not args.quiet:
+            print(inert, file=sys.stderr)
         if args.labels_dir and model.output_kind == "density" and not args.quiet:
             print(f"note: {model.name} counts from a density map and draws no outlines: --labels-dir writes nothing",
                   file=sys.stderr)

@@ -129,3 +129,27 @@ def param_overrides(args: argparse.Namespace) -> dict[str, Any]:
         ov.pop("split_mode", None)
         ov.update(legacy)
     return ov
+
+
+KIND_WORDS = {"density": "a density model: its count is the map's integral",
+              "mask": "a segmentation model", "multihead": "a three-head model"}
+
+
+def inert_options_note(args: argparse.Namespace, params, model) -> str | None:
+    """A note naming the setting options given on the command line that do nothing with ``model`` (a mask
+    model's threshold for a density model, the split distance outside the distance modes, test-time flips
+    for a model without a network), or None: such an option was accepted in silence."""
+    given = [spec for spec in PARAMS if getattr(args, spec.name, None) is not None]
+    acting = params.acting(model.output_kind)
+    inert = [spec for spec in given if spec.name not in acting]
+    if params.test_time_flips and not hasattr(model, "net") and any(s.name == "test_time_flips" for s in given):
+        inert.append(SCHEMA["test_time_flips"])
+    if not inert:
+        return None
+    why = KIND_WORDS.get(model.output_kind, model.output_kind)
+    if any(s.name == "min_distance_px" for s in inert) and "split_mode" in acting:
+        why += f"; split mode {params.split_mode!r} uses no distance between centres"
+    if any(s.name == "test_time_flips" for s in inert):
+        why += "; test-time flips act on a network's maps"
+    opts = ", ".join("--" + s.name.replace("_", "-") for s in inert)
+    return f"note: {opts} {'does' if len(inert) == 1 else 'do'} nothing with {model.name} ({why})"

@@ -427,3 +427,19 @@ def test_a_spreadsheet_name_for_the_csv_is_refused_before_counting(small_folder,
     rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
                "--objects", str(tmp_path / "o.XLSX"), "--no-progress"])
     assert rc == 2 and "--objects" in capsys.readouterr().err
+
+
+def test_options_that_do_nothing_with_the_model_are_named(small_folder, tmp_path, capsys):
+    """A tester's --min-area-px 500 with a density model, --count-source with a mask model and --test-time-flips
+    with the classical baseline were accepted in silence, the counts unchanged."""
+    out = ["--out", str(tmp_path / "c.csv"), "--no-progress"]
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--test-time-flips",
+                 "--peak-min-distance-px", "9", "--min-area-px", "3", *out]) == 0
+    err = capsys.readouterr().err
+    assert "note: --peak-min-distance-px, --test-time-flips do nothing with " + CLASSICAL_NAME in err
+    assert "--min-area-px" not in err, "a mask setting acts for a mask model"
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--split-mode", "off", "--min-distance-px", "5",
+                 *out]) == 0
+    assert "--min-distance-px does nothing" in capsys.readouterr().err
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--min-area-px", "3", *out, "-q"]) == 0
+    assert capsys.readouterr().err == ""
