@@ -366,6 +366,13 @@ def test_labels_dir_with_a_density_model_says_it_writes_nothing(tiny_models, sam
                  str(labels), "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
     assert "draws no outlines: --labels-dir writes nothing" in capsys.readouterr().err
     assert not labels.exists()
+    # the backend that ran is recorded with the settings (bf16 and fp32 may differ by an object)
+    from cellcount.models.backends import BACKENDS
+
+    assert json.loads((tmp_path / "c.settings.json").read_text())["backend"] in BACKENDS  # measured on this machine
+    assert main(["count", str(samples_dir / "s01_sparse_small.png"), "--model", "tiny-density", "--backend", "torch",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "c.settings.json").read_text())["backend"] == "torch"
 
 
 def test_a_folder_named_points_is_counted(samples_dir, tmp_path):
