@@ -1369,7 +1369,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"least {100 * SET_AGREEMENT:.0f}%% of the training images agree)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="training precision: auto (bf16 where timed faster on this CPU), fp32 or bf16")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the held-out choice and of the training crops (default 0): the same seed and data "
+                   "repeat a run's choices")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")
     p.add_argument("--keep-worse", action="store_true",

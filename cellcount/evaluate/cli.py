@@ -35,10 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DSB-style deterministic split by file name (cellcount.training.data.dsb_part): 'val' "
                    "chooses models and settings, 'test' is scored once, 'heldout' is both (the validation split "
                    "of earlier rounds); default all")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="with --split: the share of images in the validation part (default 0.2)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="with --split: the seed of the split by file name (default 0, the shipped models' split)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--iou", type=float, default=0.5,
+                   help="overlap (intersection over union) at which a predicted object matches a true one, for "
+                   "precision, recall and F1 (default 0.5)")
     p.add_argument("--out", help="per-image CSV path")
     p.add_argument("--json", help="write the summary as JSON here")
     p.add_argument("--tune", action="store_true",
