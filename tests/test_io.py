@@ -387,7 +387,7 @@ def test_zero_bytes(tmp_path: Path) -> None:
 def test_truncated_png(tmp_path: Path, rng: np.random.Generator) -> None:
     data = _png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)))
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ImageReadError, match=r"cut\.png"):
+    with pytest.raises(ImageReadError, match=r"cut\.png: cannot decode the image: the file is probably truncated"):
         read_image(tmp_path / "cut.png")
 
 
@@ -395,6 +395,10 @@ def test_truncated_tiff() -> None:
     data = _tiff_bytes(np.ones((64, 64), np.uint16), compression="zlib")
     with pytest.raises(ImageReadError):
         read_image(data[:60])
+    data = _tiff_bytes(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), compression="zlib")
+    # the likely cause before the decoder's words (a tester read "LIBDEFLATE_BAD_DATA (DeflateError)")
+    with pytest.raises(ImageReadError, match="probably truncated or damaged.*the decoder said"):
+        read_image(data[: len(data) - 40])
 
 
 def test_html_renamed_png(tmp_path: Path) -> None:

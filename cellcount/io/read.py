@@ -247,7 +247,13 @@ def read_image_planes(
     except UnidentifiedImageError as err:
         raise ImageReadError(f"{name}: not an image in a format we can read ({_describe_head(head)})") from err
     except _DECODE_ERRORS as err:
-        raise ImageReadError(f"{name}: cannot read image: {err} ({type(err).__name__})") from err
+        # the decoder's own words (kept: they help a bug report) say little to a user; the likely cause first
+        said = str(err)
+        why = ("it uses a compression this program cannot decode (save it as an uncompressed or LZW TIFF)"
+               if "imagecodecs" in said or "compression" in said.lower() else
+               "the file is probably truncated or damaged (an interrupted copy or download)")
+        raise ImageReadError(f"{name}: cannot decode the image: {why}; the decoder said: {said} "
+                             f"({type(err).__name__})") from err
     if image.ndim not in (2, 3) or 0 in image.shape:
         raise ImageReadError(f"{name}: decoded image has an unusable shape {image.shape}")
     if image.dtype.byteorder not in ("=", "|"):
