@@ -387,7 +387,7 @@ def test_zero_bytes(tmp_path: Path) -> None:
 def test_truncated_png(tmp_path: Path, rng: np.random.Generator) -> None:
     data = _png_bytes(Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)))
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ImageReadError, match=r"cut\.png: cannot decode the image: the file is probably truncated"):
+    with pytest.raises(ImageReadError, match=r"cut\.png: cannot read image: the file is probably truncated"):
         read_image(tmp_path / "cut.png")
 
 

@@ -252,7 +252,7 @@ def read_image_planes(
         why = ("it uses a compression this program cannot decode (save it as an uncompressed or LZW TIFF)"
                if "imagecodecs" in said or "compression" in said.lower() else
                "the file is probably truncated or damaged (an interrupted copy or download)")
-        raise ImageReadError(f"{name}: cannot decode the image: {why}; the decoder said: {said} "
+        raise ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said} "
                              f"({type(err).__name__})") from err
     if image.ndim not in (2, 3) or 0 in image.shape:
         raise ImageReadError(f"{name}: decoded image has an unusable shape {image.shape}")
