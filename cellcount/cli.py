@@ -282,7 +282,8 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
 
     given = {escape_cell(str(f)) for f in files} | {str(f.resolve()) for f in files}
     absent = sorted(name for name in set(old["file"]) if name not in given and str(Path(name).resolve()) not in given)
-    others = [name for name in absent if Path(name).is_file()]
+    counted = set(old.loc[old["status"] == "ok", "file"])  # an error row of a file not given now is dropped
+    others = [name for name in absent if name in counted and Path(name).is_file()]
     # a file gone since (a drive unmounted, a file moved away) keeps its counted row as it was
     gone = old[old["file"].isin(set(absent) - set(others)) & (old["status"] == "ok")].drop_duplicates("file", keep="last")
     if len(gone) and not others and not args.quiet:
@@ -437,6 +438,11 @@ def cmd_count(args: argparse.Namespace) -> int:
     all_inputs = {f.resolve() for f in files}
     if not args.include_ground_truth:
         files, gt_files = split_ground_truth_files(files)
+        # annotation tables named on the command line (``count folder/*`` names a_points.csv) are left out like
+        # the label images beside them, as the app does: no error row
+        tables = set(split_ground_truth_files([path for path, _ in skipped])[1])
+        gt_files += sorted(tables)
+        skipped = [(path, why) for path, why in skipped if path not in tables]
         if gt_files and not args.quiet:
             shown = ", ".join(p.name for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
             print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
@@ -446,7 +452,8 @@ def cmd_count(args: argparse.Namespace) -> int:
         return 2
     keep_counts, keep_objects, done = None, None, set()
     if args.resume:
-        resumed = _resume_rows(args, model, params, files + [path for path, _ in skipped])  # their rows are rewritten
+        # the skipped files still there get their rows again; one gone since (a dangling link) keeps a counted row
+        resumed = _resume_rows(args, model, params, files + [path for path, _ in skipped if path.exists()])
         if isinstance(resumed, str):
             print(f"error: {resumed}", file=sys.stderr)
             return 2
@@ -493,6 +500,8 @@ def cmd_count(args: argparse.Namespace) -> int:
         atomic_write_bytes(_inputs_path(args.out), json.dumps({str(f): _fingerprint(f) for f in files}).encode("utf-8"))
         counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
+            if escape_cell(str(path)) in done:  # counted before it went (kept, as a file gone since is)
+                continue
             row = counts_frame([BatchItem(str(path), "error", f"skipped: {reason}", None)])
             counts_out.append(row)
             record.add(row.to_dict("records"))

@@ -131,25 +131,29 @@ def param_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return ov
 
 
-KIND_WORDS = {"density": "a density model: its count is the map's integral",
-              "mask": "a segmentation model", "multihead": "a three-head model"}
+KIND_WORDS = {"density": "a density model counts the integral of its map",
+              "mask": "a segmentation model has no density map", "multihead": "a three-head model"}
 
 
 def inert_options_note(args: argparse.Namespace, params, model) -> str | None:
-    """A note naming the setting options given on the command line that do nothing with ``model`` (a mask
-    model's threshold for a density model, the split distance outside the distance modes, test-time flips
-    for a model without a network), or None: such an option was accepted in silence."""
-    given = [spec for spec in PARAMS if getattr(args, spec.name, None) is not None]
+    """A note naming the setting options given on the command line that do nothing with ``model``, each
+    with why (a mask setting for a density model, the split distance outside the distance modes, test-time
+    flips for a model without a network, a size estimate when a diameter is given), or None: such an option
+    was accepted in silence."""
+    given = {spec.name for spec in PARAMS if getattr(args, spec.name, None) is not None}
     acting = params.acting(model.output_kind)
-    inert = [spec for spec in given if spec.name not in acting]
-    if params.test_time_flips and not hasattr(model, "net") and any(s.name == "test_time_flips" for s in given):
-        inert.append(SCHEMA["test_time_flips"])
-    if not inert:
+    why: dict[str, list[str]] = {}
+    for name in sorted(given - set(acting), key=list(SCHEMA).index):
+        if name == "min_distance_px" and "split_mode" in acting:
+            reason = f"split mode {params.split_mode!r} uses no distance between centres"
+        else:
+            reason = f"{model.name}: {KIND_WORDS.get(model.output_kind, model.output_kind)}"
+        why.setdefault(reason, []).append(name)
+    if "test_time_flips" in given and params.test_time_flips and not hasattr(model, "net"):
+        why.setdefault(f"{model.name} has no network whose maps flips could average", []).append("test_time_flips")
+    if "auto_nucleus_size" in given and params.auto_nucleus_size and params.nucleus_diameter_px:
+        why.setdefault("the nucleus diameter given is used instead of an estimate", []).append("auto_nucleus_size")
+    if not why:
         return None
-    why = KIND_WORDS.get(model.output_kind, model.output_kind)
-    if any(s.name == "min_distance_px" for s in inert) and "split_mode" in acting:
-        why += f"; split mode {params.split_mode!r} uses no distance between centres"
-    if any(s.name == "test_time_flips" for s in inert):
-        why += "; test-time flips act on a network's maps"
-    opts = ", ".join("--" + s.name.replace("_", "-") for s in inert)
-    return f"note: {opts} {'does' if len(inert) == 1 else 'do'} nothing with {model.name} ({why})"
+    parts = [", ".join("--" + n.replace("_", "-") for n in names) + f" ({reason})" for reason, names in why.items()]
+    return "note: these options do nothing here: " + "; ".join(parts)

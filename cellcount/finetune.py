@@ -1034,13 +1034,18 @@ def finetune(
     if steps is None:
         # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
         # training image, then postprocessing only) and the held-out scoring (two passes per image) will
-        # take, from one timed pass of the base (the targets need none unless dots correct its segmentation)
-        t_pass = time.perf_counter()
+        # take, from a timed pass of the base (the targets need none unless dots correct its segmentation)
         pass_params = resolve_params(model, fixed)
         if diameter:
             pass_params = dataclasses.replace(pass_params, auto_nucleus_size=False, nucleus_diameter_px=float(diameter))
-        predict(images[train_idx[0]], model, pass_params, size_model=size_model)
-        pass_s = time.perf_counter() - t_pass
+        first = images[train_idx[0]]
+        for _ in range(2):  # the second timed: the first may build the fast network or time the backends
+            t_pass = time.perf_counter()
+            predict(first, model, pass_params, size_model=size_model)
+        # per image of the set's mean size, not the first image's
+        scored = [images[i] for i in (*train_idx, *held_idx)]
+        pass_s = (time.perf_counter() - t_pass) * float(np.mean([im.shape[0] * im.shape[1] for im in scored])) / (
+            first.shape[0] * first.shape[1])
         reserve = max(pass_s, per_image_s) * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
         train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
         if train_budget_s < 10:

@@ -99,8 +99,9 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
     shown_key = SHOWN_MODEL_KEY
     shown = st.session_state.get(shown_key)
     if shown is not None and shown != name:
-        own = settings.origin(model, image=False)[0]  # the image settings are said apart below
-        if settings.known(name) and own != "card":
+        # known first: origin() makes the model's entry; the image settings are said apart below
+        own = settings.origin(model, image=False)[0] if settings.known(name) else "card"
+        if own != "card":
             what = f"your settings for {name} ({settings.ORIGINS[own]}) are kept"
         else:
             what = "its settings come from its model card"

@@ -136,12 +136,24 @@ def _edited_image() -> list[str]:
     return _state().setdefault("edited_image", [])
 
 
+def _image_changes(model: cc.models.CountModel) -> list[str]:
+    """The image fields that make ``model``'s settings read as edited: those changed by hand, and, while its
+    own settings are its card's, those that settings applied for another model set off this card's values
+    (the image fields are shared)."""
+    changed = list(_edited_image())
+    image = _state()["image"]
+    if image and _entry(model)["origin"] == "card":
+        card = card_values(model)
+        changed += [n for n in IMAGE_FIELDS if n in image and image[n] != card[n] and n not in changed]
+    return changed
+
+
 def origin(model: cc.models.CountModel, *, image: bool = True) -> tuple[str, str]:
     """(origin key, detail) of ``model``'s settings: "edited" too when an image field (channel, invert,
-    nucleus diameter ...) was changed by hand, as those apply to every model (``image=False``: its own
-    fields' origin only)."""
+    nucleus diameter ...) differs (:func:`_image_changes`), as those apply to every model (``image=False``:
+    its own fields' origin only)."""
     entry = _entry(model)
-    if image and _edited_image() and entry["origin"] != "edited":
+    if image and _image_changes(model) and entry["origin"] != "edited":
         return "edited", f"starting from {STARTED_FROM[entry['origin']]}"
     return entry["origin"], entry["detail"]
 
@@ -150,8 +162,8 @@ def describe(model: cc.models.CountModel) -> str:
     """One line: which settings are in use and where they came from (naming the image settings changed by hand)."""
     key, detail = origin(model)
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
-    if _edited_image():
-        changed = ", ".join(SCHEMA[name].label.split(" (")[0] for name in _edited_image())
+    if fields := _image_changes(model):
+        changed = ", ".join(SCHEMA[name].label.split(" (")[0] for name in fields)
         detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"
     return f"{text} ({detail})" if detail else text
 

@@ -186,3 +186,28 @@ def test_input_settings_changed_by_hand_read_as_edited_on_every_page():
     assert "edited" not in captions(at) and "the model card" in captions(at)
     card = cc.resolve_params(cc.load_model(BASELINE))
     assert at.number_input(key="batch_nucleus_diameter_px").value == (card.nucleus_diameter_px or 0.0)
+
+
+def test_image_settings_applied_for_one_model_read_as_changed_for_another():
+    """The image fields are shared: a settings file for one model that sets the nucleus diameter applies to the
+    next model too, whose settings must not still read "the model card" (review finding)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+a, b = cc.load_model("classical-otsu"), cc.load_model("unet-density")
+settings.put(a, {{"nucleus_diameter_px": 30.0}}, origin="file", detail="s.json")
+st.text(settings.describe(a))
+st.text(settings.describe(b))
+settings.reset(b)
+st.text(settings.describe(b))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    a, b, after = [t.value for t in at.text]
+    assert a == "Settings of **classical-otsu**: loaded from a file (s.json)"
+    assert b == ("Settings of **unet-density**: edited (starting from the model card; Input changed: Nucleus "
+                 "diameter)")
+    assert after == "Settings of **unet-density**: the model card"

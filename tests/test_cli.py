@@ -443,10 +443,32 @@ def test_options_that_do_nothing_with_the_model_are_named(small_folder, tmp_path
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--test-time-flips",
                  "--peak-min-distance-px", "9", "--min-area-px", "3", *out]) == 0
     err = capsys.readouterr().err
-    assert "note: --peak-min-distance-px, --test-time-flips do nothing with " + CLASSICAL_NAME in err
+    assert ("note: these options do nothing here: --peak-min-distance-px (classical-otsu: a segmentation model has "
+            "no density map); --test-time-flips (classical-otsu has no network") in err
     assert "--min-area-px" not in err, "a mask setting acts for a mask model"
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--split-mode", "off", "--min-distance-px", "5",
                  *out]) == 0
-    assert "--min-distance-px does nothing" in capsys.readouterr().err
+    assert "--min-distance-px (split mode 'off' uses no distance between centres)" in capsys.readouterr().err
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--min-area-px", "3", *out, "-q"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_annotation_tables_named_on_the_command_line_are_left_out_like_label_images(samples_dir, tmp_path, capsys):
+    """`count folder/*` names the folder's _points.csv too: left out as ground truth (as the app does), not
+    failed rows that make the exit status 1."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif", "s01_sparse_small_points.csv"):
+        shutil.copy(samples_dir / name, folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    named = [str(p) for p in sorted(folder.iterdir())]
+    assert main(["count", *named, "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 1
+    rows = pd.read_csv(tmp_path / "c.csv").set_index("file")
+    assert sorted(rows.index) == [str(folder / "notes.txt"), str(folder / "s01_sparse_small.png")]
+    assert "2 file(s) named like ground truth" in capsys.readouterr().err
+    (folder / "notes.txt").unlink()
+    named = [str(p) for p in sorted(folder.iterdir())]
+    # resumed without notes.txt: its error row is dropped, not a reason to refuse the resume
+    assert main(["count", *named, "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress",
+                 "--resume"]) == 0
+    assert pd.read_csv(tmp_path / "c.csv")["file"].tolist() == [str(folder / "s01_sparse_small.png")]

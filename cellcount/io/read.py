@@ -249,8 +249,8 @@ def read_image_planes(
     except _DECODE_ERRORS as err:
         # the decoder's own words (kept: they help a bug report) say little to a user; the likely cause first
         said = str(err)
-        why = ("it uses a compression this program cannot decode (save it as an uncompressed or LZW TIFF)"
-               if "imagecodecs" in said or "compression" in said.lower() else
+        why = ("it uses a compression or feature this program cannot decode (save it as an uncompressed or LZW TIFF)"
+               if any(w in said.lower() for w in ("imagecodecs", "compression", "not available", "unsupported")) else
                "the file is probably truncated or damaged (an interrupted copy or download)")
         raise ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said} "
                              f"({type(err).__name__})") from err

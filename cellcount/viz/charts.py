@@ -66,7 +66,7 @@ def _histogram_bars(
     centres = (edges[:-1] + edges[1:]) / 2
     if whole:  # the whole numbers each bar holds
         spans = [(math.ceil(a), math.floor(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        text = [f"{a:g}{unit}" if a == b else f"{a:g}–{b:g}{unit}" for a, b in spans]
+        text = [f"{a:,}{unit}" if a == b else f"{a:,}–{b:,}{unit}" for a, b in spans]
     else:
         text = [f"{a:.4g}–{b:.4g}{unit}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     fig = go.Figure(
