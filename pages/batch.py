@@ -54,7 +54,8 @@ def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[st
     items, bad = _collect(files)
     if include_ground_truth:
         return items, bad
-    members = [b.name for b in bad if b.status == "error" and "/" in b.name]  # zip members ("a.zip/b.csv")
+    # zip members ("a.zip/b.csv"), but not one refused for its path ("../labels/x.png"): that reason stays
+    members = [b.name for b in bad if b.status == "error" and "/" in b.name and not b.reason.startswith("unsafe path")]
     _, named = split_ground_truth_files([name for name, _ in items] + members)
     skip = {str(path) for path in named}
     # a zip's annotation tables (``a_points.csv``) are left out like the label images beside them, not failures
