@@ -571,7 +571,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     ``precision``: "fp32", "bf16" (the forward pass autocast to bfloat16) or "auto": the first steps are
     timed in both on a CPU with native bf16 and the rest run in the faster (see :func:`_precision_plan`).
     ``freeze_encoder``: the contracting path keeps the base's weights and BatchNorm statistics; a step then
-    back-propagates through the decoder only (about 1.45x the steps on a 2-core AMD EPYC Zen 3).
+    back-propagates through the decoder only: more steps in a time budget, but it counted worse on vgg_cells
+    (docs/finetuning.md).
     Returns (steps run, seconds, losses, the precision used: ``{"precision", "why", "s_per_step"}``)."""
     import torch
 

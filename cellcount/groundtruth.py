@@ -828,12 +828,7 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
     if missing:
         logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), _names(missing))
     stems = {p.stem.casefold() for p in paired}
-
-    def base(gt: Path) -> str:
-        suffix = ground_truth_suffix(gt)
-        return (gt.stem[: -len(suffix)] if suffix else gt.stem).casefold()
-
-    second = [gt for gt in unused or [] if base(gt) in stems]
+    second = [gt for gt in unused or [] if _gt_base(gt)[0].casefold() in stems]
     unused = [gt for gt in unused or [] if gt not in second]
     if second:
         logger.warning("%s: %d ground-truth file(s) are second annotations of images that have one already, and "

@@ -404,7 +404,8 @@ def test_training_targets_run_the_base_only_where_dots_correct_its_segmentation(
     labelled = training_item("b", image, GroundTruth(kind="labels", labels=labels, count=2), mask,
                              density_scale=1.0, diameter_px=18.4)
     assert passes == [] and labelled.targets["mask"].sum() == (labels > 0).sum()
-    expected_input, _ = pipeline.normalize(image, mask, cc.resolve_params(mask, {"nucleus_diameter_px": 18.4}))
+    # the input the base's full pass normalises (its own path, not the helper the item now calls)
+    expected_input = real(image, mask, cc.resolve_params(mask, {"nucleus_diameter_px": 18.4})).image_norm
     np.testing.assert_array_equal(labelled.image, expected_input)
     training_item("c", image, GroundTruth(kind="points", points=np.array([[16.0, 16.0]]), count=1), mask,
                   density_scale=1.0, diameter_px=18.4)
