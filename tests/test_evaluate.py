@@ -98,6 +98,18 @@ def test_tuning_skips_min_distance_when_the_split_mode_ignores_it(specks_dataset
         assert (tuned.table["min_distance_px"].nunique() > 1) == searched, mode
 
 
+def test_evaluating_one_image_says_r2_needs_more_images_instead_of_nan(samples_dir, tmp_path, capsys):
+    import shutil
+
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif"):
+        shutil.copy(samples_dir / name, tmp_path / name)
+    assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "MAE=" in x)
+    assert "n=1 " in line and "R2 n/a" in line and "nan" not in line
+    assert "of 1 image flagged" in out
+
+
 def test_default_grid_never_makes_things_worse(specks_dataset):
     model = load_model(CLASSICAL_NAME)
     params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "split_mode": "off"})

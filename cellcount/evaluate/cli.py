@@ -129,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
     if not items:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
-    logger.info("%d images with ground truth from %s (split %s)", len(items), args.data, args.split)
+    logger.info("%d image%s with ground truth from %s (split %s)", len(items), "" if len(items) == 1 else "s",
+                args.data, args.split)
     pairs = predict_pairs(items, model, params, fast=not args.exact)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":
@@ -182,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
     ci = (f"95% CI {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}" if np.isfinite([s['mae_ci_low'], s['mae_ci_high']]).all()
           else "too few images for a 95% CI")
     line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} ({ci}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
-            f"MAPE={s['mape']:.1f}% R2={s['r2']:.3f}")
+            f"MAPE={s['mape']:.1f}% "
+            + (f"R2={s['r2']:.3f}" if np.isfinite(s["r2"]) else "R2 n/a (needs 2+ images with different counts)"))
     if "f1" in s:
         # the F1's name says how objects were matched: by IoU only against label images
         how = {"objects": "F1(dots in objects)", "points": "F1(points within 5 px)"}.get(
@@ -216,8 +218,8 @@ def _run(args: argparse.Namespace) -> int:
         s.update({"flagged_share": q["flagged_share"], "large_errors": q["large_errors"],
                   "large_errors_flagged_share": q["large_errors_flagged_share"]})
         caught = (f", {q['large_errors_flagged_share']:.0%} of them flagged" if q["large_errors"] else "")
-        print(f"quality flag: {q['flagged_share']:.0%} of {q['n']} images flagged; {q['large_errors']} large errors "
-              f"(> 15%){caught}")
+        print(f"quality flag: {q['flagged_share']:.0%} of {q['n']} image{'' if q['n'] == 1 else 's'} flagged; "
+              f"{q['large_errors']} large error{'' if q['large_errors'] == 1 else 's'} (> 15%){caught}")
     if args.record_metrics and hasattr(model, "net"):
         folder = _card_folder(args.model, model.name)
         summary = {k: v for k, v in s.items() if k != "match"}

@@ -105,7 +105,7 @@ class ModelCard:
         b, a, f = (held.get(k, {}).get("mae") for k in ("holdout_before", "holdout_after", "holdout_finetuned_weights"))
         if isinstance(b, (int, float)) and isinstance(a, (int, float)):
             n = held["holdout_before"].get("n")
-            parts.append(f"held-out MAE {b:.2f} (base) -> {a:.2f}" + (f" on {int(n)} images" if n else "")
+            parts.append(f"held-out MAE {b:.2f} (base) -> {a:.2f}" + (f" on {int(n)} image{'s' if int(n) != 1 else ''}" if n else "")
                          + (f"; fine-tuned weights {f:.2f}, not kept" if isinstance(f, (int, float)) else ""))
         if self.description:
             parts.append(self.description)
