@@ -465,12 +465,12 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"note: --resume: {len(done)} image(s) already counted with these settings, {len(todo)} to go",
               file=sys.stderr)
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
-        print(f"backend: {model.backend_choice(backend).describe()}", file=sys.stderr)
+        print("backend: {} ({})".format(*model.backend_in_use(backend)), file=sys.stderr)
     settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
                 **({"plane": args.plane} if args.plane is not None else {})}
     if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # workers choose on their machines
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
-        settings["backend"] = model.backend_choice(backend).backend
+        settings["backend"] = model.backend_in_use(backend)[0]
     n_ok = n_err = total = n_check = 0
     failed: list[tuple[str, str]] = []
     if keep_counts is not None:

@@ -227,11 +227,11 @@ def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
         "within 0.5%). The CELLCOUNT_BACKEND environment variable sets the default.",
     )
     try:
-        choice = model.backend_choice(current)
+        name, why = model.backend_in_use(current)
     except cc.CellcountError as err:
         show_error(err)
         return
-    st.caption(f"{model.name} runs with **{choice.backend}**: {choice.why()}.")
+    st.caption(f"{model.name} runs with **{name}**: {why}.")
 
 
 @st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)

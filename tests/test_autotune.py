@@ -191,3 +191,17 @@ def test_a_model_not_yet_saved_keeps_its_backend_choice_once_saved(tiny_model, t
     unsaved = model.weights_digest()
     saved = load_model(save_model(model.net, model.card, tmp_path / "tiny"))
     assert saved.card.sha256 == unsaved == saved.weights_digest()
+
+
+def test_on_a_gpu_the_backend_said_and_recorded_is_torch_on_it(tiny_model, monkeypatch):
+    """A GPU always runs PyTorch (``predict_maps``): the CLI's record and the Timing tab must not name the CPU's
+    choice there, nor time the CPU backends for nothing."""
+    import torch
+
+    import cellcount.inference as inference
+
+    model = tiny_model(seed=13)
+    monkeypatch.setattr(inference, "default_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(type(model), "backend_choice", lambda *a, **k: pytest.fail("timed the CPU backends on a GPU"))
+    name, why = model.backend_in_use("auto")
+    assert name == "torch (cuda)" and "GPU" in why

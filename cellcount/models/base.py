@@ -112,6 +112,17 @@ class NetModel(CountModel):
                 self._choices[requested] = choose_backend(self.weights_digest(), self.fast_net, requested=requested)
             return self._choices[requested]
 
+    def backend_in_use(self, requested: str = "auto") -> tuple[str, str]:
+        """(name, why) of what the fast path runs on this machine: on a GPU always ``torch`` on it (the CPU
+        backends are neither timed nor used there), else :meth:`backend_choice` and its ``why()``."""
+        from ..inference import default_device
+
+        dev = default_device()
+        if str(dev) != "cpu":
+            return f"torch ({dev.type})", "a GPU runs the network in PyTorch, whatever the CPU backend's choice"
+        choice = self.backend_choice(requested)
+        return choice.backend, choice.why()
+
     @property
     def out_channels(self) -> int:
         extra = 1 if self.card.kwargs.get("density_branch") else 0  # the density branch adds the last channel
