@@ -252,6 +252,18 @@ def _regions_path(args: argparse.Namespace) -> Path:
     return Path(args.regions_out) if args.regions_out else Path(args.out).with_suffix(".regions.csv")
 
 
+def _previous_backends(out: str | Path) -> list[str]:
+    """The backends an earlier run into ``out`` recorded for its rows (with those of the runs it resumed)."""
+    try:
+        previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(previous, dict):
+        return []
+    names = [previous.get("backend"), *previous.get("backends_of_resumed_rows", [])]
+    return sorted({str(n) for n in names if n})
+
+
 def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     """Rows of an interrupted run to keep: (counts rows, objects rows, done file names) or a message.
 
@@ -471,6 +483,13 @@ def cmd_count(args: argparse.Namespace) -> int:
     if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # workers choose on their machines
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
         settings["backend"] = model.backend_in_use(backend)[0]
+        before = _previous_backends(args.out) if done else []
+        if set(before) - {settings["backend"]}:  # kept rows ran with another: the record names every one
+            settings["backends_of_resumed_rows"] = before
+            if not args.quiet:
+                others = " and ".join(b for b in before if b != settings["backend"])
+                print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
+                      f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
     n_ok = n_err = total = n_check = 0
     failed: list[tuple[str, str]] = []
     if keep_counts is not None:

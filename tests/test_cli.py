@@ -472,3 +472,28 @@ def test_annotation_tables_named_on_the_command_line_are_left_out_like_label_ima
     assert main(["count", *named, "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress",
                  "--resume"]) == 0
     assert pd.read_csv(tmp_path / "c.csv")["file"].tolist() == [str(folder / "s01_sparse_small.png")]
+
+
+def test_resume_with_another_backend_says_so_and_records_both(tiny_models, small_folder, tmp_path, capsys):
+    """bf16 and fp32 may differ by an object: a resumed CSV whose rows ran with two backends must say so."""
+    from cellcount.models.backends import available_backends
+
+    other = next((b for b in available_backends() if b != "torch"), None)
+    if other is None:
+        pytest.skip("only the torch backend here")
+    out = tmp_path / "c.csv"
+    base = ["count", "--model", "tiny-density", "--out", str(out), "--no-progress"]
+    assert main([*base[:1], str(small_folder / "a.png"), *base[1:], "--backend", "torch"]) == 0
+    capsys.readouterr()
+    assert main([*base[:1], str(small_folder), *base[1:], "--backend", other, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"include rows counted with the torch backend, the rest are counted with {other}" in err
+    settings = json.loads((tmp_path / "c.settings.json").read_text())
+    assert settings["backend"] == other and settings["backends_of_resumed_rows"] == ["torch"]
+    # back to torch: b.png's kept row ran with the other backend, and the record still says so
+    assert main([*base[:1], str(small_folder), *base[1:], "--backend", "torch", "--resume"]) == 0
+    assert f"include rows counted with the {other} backend" in capsys.readouterr().err
+    assert json.loads((tmp_path / "c.settings.json").read_text())["backends_of_resumed_rows"] == sorted(["torch", other])
+    # a run that resumes nothing records one backend
+    assert main([*base[:1], str(small_folder), *base[1:], "--backend", "torch"]) == 0
+    assert "backends_of_resumed_rows" not in json.loads((tmp_path / "c.settings.json").read_text())
