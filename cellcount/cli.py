@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from .cliparams import (
     add_param_options,
+    as_command,
     inert_options_note,
     load_cli_model,
     normalize_argv,
@@ -760,7 +761,8 @@ def _main(argv: list[str] | None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in MODULE_COMMANDS:
-        return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
+        with as_command(argv[0]):
+            return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(normalize_argv(argv))
     logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
                         format="%(levelname)s %(message)s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import json
 import sys
 from typing import Any
@@ -18,6 +19,25 @@ from .errors import ModelNotFoundError, ParameterError
 from .params import LEGACY_KEYS, PARAMS, SCHEMA
 
 INVERT_CHOICES = {"auto": None, "yes": True, "no": False}
+
+
+_PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("cellcount_prog", default=None)
+
+
+def prog_name(module: str) -> str:
+    """How a sub-command's help and errors name it: ``cellcount evaluate`` when it came through the ``cellcount``
+    command (:func:`as_command`), else ``python -m cellcount.evaluate``."""
+    return _PROG.get() or f"python -m {module}"
+
+
+@contextlib.contextmanager
+def as_command(name: str):
+    """Within this block, :func:`prog_name` says ``cellcount NAME``."""
+    token = _PROG.set(f"cellcount {name}")
+    try:
+        yield
+    finally:
+        _PROG.reset(token)
 
 
 def add_param_options(parser: argparse.ArgumentParser, *, legacy_set: bool = False) -> None:

@@ -1348,7 +1348,9 @@ def model_kind(name: str) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cellcount.finetune", description=__doc__.splitlines()[0])
+    from .cliparams import prog_name
+
+    p = argparse.ArgumentParser(prog=prog_name("cellcount.finetune"), description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="base", required=True, help="the model to start from (name or folder)")
     p.add_argument("--data", required=True, help="folder of images with label images, masks, dot images or point CSVs")
     p.add_argument("--name", required=True, help="name of the new model")

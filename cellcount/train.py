@@ -448,7 +448,9 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cellcount.train", description=__doc__.splitlines()[0])
+    from .cliparams import prog_name
+
+    p = argparse.ArgumentParser(prog=prog_name("cellcount.train"), description=__doc__.splitlines()[0])
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
     return p

@@ -497,3 +497,18 @@ def test_resume_with_another_backend_says_so_and_records_both(tiny_models, small
     # a run that resumes nothing records one backend
     assert main([*base[:1], str(small_folder), *base[1:], "--backend", "torch"]) == 0
     assert "backends_of_resumed_rows" not in json.loads((tmp_path / "c.settings.json").read_text())
+
+
+@pytest.mark.parametrize("command", ["evaluate", "finetune", "train"])
+def test_sub_commands_name_themselves_as_typed(command, capsys):
+    """``cellcount evaluate --help`` said "usage: python -m cellcount.evaluate"; the module form keeps its own."""
+    import importlib
+
+    from cellcount.cli import MODULE_COMMANDS
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert capsys.readouterr().out.startswith(f"usage: cellcount {command} ")
+    with pytest.raises(SystemExit):
+        importlib.import_module(MODULE_COMMANDS[command][0]).main(["--help"])
+    assert capsys.readouterr().out.startswith(f"usage: python -m cellcount.{command} ")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides, plain_warnings
+from ..cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides, plain_warnings, prog_name
 from ..errors import ParameterError
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cellcount.evaluate", description="Evaluate a model on labelled images.")
+    p = argparse.ArgumentParser(prog=prog_name("cellcount.evaluate"), description="Evaluate a model on labelled images.")
     p.add_argument("--model", default=None, help="model name (python -m cellcount models) or folder (default: the "
                    "model --settings was saved for, else the default model)")
     p.add_argument("--data", required=True, help="folder with images + ground truth, or DSB layout")
