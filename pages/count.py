@@ -63,12 +63,17 @@ VIEW_DEFAULTS = {"color": next(iter(COLORS)), "zoom": next(iter(ZOOMS)), "thickn
                  "contrast": (0.5, 99.5), "merges": True, "row": 0.5, "col": 0.5}
 
 
-def _view_widget(name: str, widget: Any, *args: Any, **kwargs: Any) -> Any:
-    """One display control, starting from the kept option (its widget state is dropped while hidden)."""
+def _view_widget(name: str, widget: Any, *args: Any, options: list | None = None, **kwargs: Any) -> Any:
+    """One display control, starting from its current value: the widget's own state, or the option kept while
+    it was not drawn. The value is passed to the widget each run: a control the browser mounts afresh (replacing
+    the image inserts a progress bar above it) would otherwise show its default while the server kept the
+    option, and the next touch would send those defaults back."""
     key = f"{VIEW_KEY}_{name}"
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state[VIEW_KEY][name]
-    value = widget(*args, key=key, **kwargs)
+    current = st.session_state[key] if key in st.session_state else st.session_state[VIEW_KEY][name]
+    if options is not None:  # a selectbox
+        value = widget(*args, options, index=options.index(current), key=key, **kwargs)
+    else:
+        value = widget(*args, value=current, key=key, **kwargs)
     st.session_state[VIEW_KEY][name] = value
     return value
 
@@ -77,14 +82,16 @@ def view_ui() -> dict:
     """Display options of the viewer (they never change the count). Their controls are drawn only while the
     panel is open: closed, a slider move re-sends six controls fewer to the browser (scripts/bench_browser.py)."""
     v = st.session_state.setdefault(VIEW_KEY, dict(VIEW_DEFAULTS))
-    panel = st.expander("Display", key=f"{VIEW_KEY}_open", on_change="rerun")
+    # open or closed as it was left, also after a run that did not draw it (an image being replaced)
+    panel = st.expander("Display", expanded=bool(v.get("open")), key=f"{VIEW_KEY}_open", on_change="rerun")
+    v["open"] = bool(panel.open)
     if panel.open:
         with panel:
             a, b = st.columns(2)
-            _view_widget("color", a.selectbox, "Outline colour", list(COLORS),
+            _view_widget("color", a.selectbox, "Outline colour", options=list(COLORS),
                          help="Auto picks green, yellow or blue: the first that stands out from both the objects "
                          "and the background around the outlines.")
-            _view_widget("zoom", b.selectbox, "Zoom", list(ZOOMS),
+            _view_widget("zoom", b.selectbox, "Zoom", options=list(ZOOMS),
                          help="100%: one image pixel per screen pixel; the position sliders choose the window.")
             _view_widget("thickness", a.slider, "Outline thickness (px)", 1, 5)
             _view_widget("opacity", b.slider, "Outline opacity", 0.2, 1.0, step=0.1)

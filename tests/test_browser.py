@@ -343,6 +343,15 @@ def test_replacing_the_upload_ten_times_keeps_settings_and_counts(page, server_s
         slider.press("ArrowRight")
     sync_api.expect(slider).to_have_value("7")
     sync_api.expect(_status(page, f"Settings of {SHIPPED}: edited")).to_be_visible()
+    # display options too: a tester's panel showed its defaults after a replace, and the next touch applied them
+    page.get_by_text("Display", exact=True).click()
+    colour = page.get_by_role("combobox", name="Outline colour")
+    _pick(page, colour, page.get_by_role("option", name="Yellow", exact=True), "Yellow")
+    thickness = page.locator('[data-testid="stSlider"]').filter(has_text="Outline thickness").get_by_role("slider")
+    thickness.focus()
+    for _ in range(2):
+        thickness.press("ArrowRight")
+    sync_api.expect(thickness).to_have_value("3")
 
     model = cc.load_model(SHIPPED)
     params = cc.resolve_params(model, {"min_area_px": 30, "split_mode": "distance", "min_distance_px": 7})
@@ -356,6 +365,8 @@ def test_replacing_the_upload_ten_times_keeps_settings_and_counts(page, server_s
             re.compile("Distance transform"))
         sync_api.expect(slider).to_have_value("7")
         assert _count_value(page) == cc.count_image(img, model, params).count, f"upload {i}"
+        sync_api.expect(colour).to_have_value("Yellow")  # the panel stays open, with the options chosen
+        sync_api.expect(thickness).to_have_value("3")
 
 
 def test_batch_uses_the_settings_tuned_on_count(page, server, tmp_path):
