@@ -55,12 +55,12 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         format_func={"Models": "2-4 models", "Settings": "one model, two settings"}.get,
     )
     if mode == "Models":
-        chosen = [n for n in ss.get(f"{P}_models", []) if n in names]
-        if not chosen:  # start from the model in use on the other pages, beside another
+        if f"{P}_models" not in ss:  # first visit: the model in use on the other pages, beside another
             current = settings.current_model() or cc.models.default_model_name()
             chosen = ([current] if current in names else []) + [n for n in names if n != current]
-            chosen = chosen[:2]
-        ss[f"{P}_models"] = chosen
+            ss[f"{P}_models"] = chosen[:2]
+        # a model deleted meanwhile drops out; a list the user emptied stays empty (no models put back unasked)
+        ss[f"{P}_models"] = [n for n in ss[f"{P}_models"] if n in names]
         picked = st.multiselect(
             "Models",
             names,
@@ -68,6 +68,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             persist_state=sh.PERSIST,
             max_selections=MAX_CONFIGS,
             wrap=True,  # chips on several lines: one line cut the second name off
+            help=f"Up to {MAX_CONFIGS} at a time (\"Select all\" takes the first {MAX_CONFIGS}).",
         )
         models = [sh.get_model(n) for n in picked]
         st.caption("Each model runs with the settings in use for it this session (the same as on Count, "

@@ -191,3 +191,15 @@ def test_the_model_in_use_is_among_the_preselected_models(tiny_models):
     at.switch_page("pages/compare.py").run()
     assert not at.exception
     assert last in at.multiselect(key="compare_models").value
+
+
+def test_a_model_list_emptied_by_the_user_stays_empty(tiny_models):
+    """Removing the last chip brought the two default models back, so a later pick hit the 4-model limit."""
+    at = open_compare(compare_mode="Models")
+    assert len(at.multiselect(key="compare_models").value) == 2  # first visit: two models to start from
+    at.multiselect(key="compare_models").set_value([]).run()
+    assert not at.exception
+    assert at.multiselect(key="compare_models").value == []
+    assert any("Choose at least one model" in i.value for i in at.info)
+    at.run()  # any later run keeps the user's empty choice
+    assert at.multiselect(key="compare_models").value == []
