@@ -34,6 +34,28 @@ MERGE_COLOR_ON_RED: RGB = (255, 255, 0)
 """The likely-merge colour when the user's outline colour is red itself (so the two kinds stay apart)."""
 
 
+SPARE_COLORS: tuple[RGB, ...] = ((255, 255, 255), (150, 90, 255), (255, 140, 0), (0, 0, 0))
+"""Colours a rejected kind takes instead of its own when the kept outlines' colour is like it."""
+ALIKE = 40.0
+"""CIELAB distance under which two outline colours read as the same (cyan 0,230,255 against 0,200,255: about 12)."""
+
+
+def _alike(a: RGB, b: RGB) -> bool:
+    return float(np.linalg.norm(_lab(np.array([a])) - _lab(np.array([b])))) < ALIKE
+
+
+def _apart(palette: dict[str, RGB], kept: RGB) -> dict[str, RGB]:
+    """``palette`` with every rejected kind whose colour is like ``kept`` given a spare colour unlike the others
+    and unlike the likely-merge red (a user's cyan outlines matched the "too small" ones)."""
+    out = dict(palette)
+    for name, rgb in palette.items():
+        if name == "kept" or not _alike(rgb, kept):
+            continue
+        taken = [kept, MERGE_COLOR, *(c for n, c in out.items() if n not in ("kept", name))]
+        out[name] = next((c for c in SPARE_COLORS if not any(_alike(c, t) for t in taken)), rgb)
+    return out
+
+
 def display_image(image: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
     """uint8 (H, W, 3) picture with the display contrast stretched between two percentiles (the data are not
     changed; only what is shown). Colour uint8 RGB (stains) is stretched too, with one range for all channels
@@ -133,6 +155,8 @@ def render_outlines(
     legend: dict[str, RGB] = {}
     palette = dict(OUTLINE_COLORS)
     palette.update(rejected_colors or {})
+    if labels is not None and not isinstance(color, str):  # a colour the user chose: no kind may share it
+        palette = _apart(palette, tuple(int(c) for c in color))
     if rejected is not None and np.any(rejected):
         rej = np.asarray(rejected)
         lut = np.zeros((256, 3), np.uint8)
@@ -167,7 +191,8 @@ def render_outlines(
                 rgb = tuple(int(c) for c in color)
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
-        merge_rgb = MERGE_COLOR if legend.get("kept") != MERGE_COLOR else MERGE_COLOR_ON_RED
+        kept_rgb = legend.get("kept")
+        merge_rgb = MERGE_COLOR if kept_rgb is None or not _alike(kept_rgb, MERGE_COLOR) else MERGE_COLOR_ON_RED
         if len(merges):
             if merge_boxes is None:
                 flag = np.zeros(int(lab.max()) + 1, bool)
