@@ -1194,7 +1194,9 @@ def finetune(
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
-                 "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx]},
+                 "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx],
+                 # by content too: a training image met again under another name (Evaluate, Compare) is recognised
+                 "train_sha256": [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx]},
         "steps": n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": size, "background": background,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,

@@ -161,3 +161,14 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def trained_on_note(model: cc.models.CountModel, images: Iterable[tuple[str, bytes]]) -> str | None:
+    """A warning when some of ``images`` are ones ``model`` was fine-tuned on (its error there is optimistic)."""
+    images = list(images)
+    seen = model.card.trained_on(images)
+    if not seen:
+        return None
+    shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+    return (f"{len(seen)} of these {len(images)} images were among {model.name}'s training images ({shown}): its "
+            "error on them is better than on images it has not seen. Leave them out to judge it.")

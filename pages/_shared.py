@@ -43,6 +43,7 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     models_frame,
     models_frame_columns,
     pick_model,
+    trained_on_note,
 )
 from pages._ui import (  # noqa: F401  (re-exported for the pages)
     CACHE_TTL_S,

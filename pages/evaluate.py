@@ -338,6 +338,9 @@ with right:
         sh.show_error(err)
         st.stop()
 
+    seen = sh.trained_on_note(model, ((name, data) for name, data, _ in items))
+    if seen:
+        st.warning(seen, icon=":material/school:")
     show_summary(summary, iou)
     flag_caption(per_image)
     tabs = st.tabs(

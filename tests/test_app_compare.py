@@ -203,3 +203,14 @@ def test_a_model_list_emptied_by_the_user_stays_empty(tiny_models):
     assert any("Choose at least one model" in i.value for i in at.info)
     at.run()  # any later run keeps the user's empty choice
     assert at.multiselect(key="compare_models").value == []
+
+
+def test_a_models_own_training_images_are_named(tiny_models, monkeypatch):
+    from cellcount.models.card import ModelCard
+
+    monkeypatch.setattr(ModelCard, "trained_on", lambda self, images: (
+        [n for n, _ in images if n.startswith("s01")] if self.name == "tiny-density" else []))
+    at = open_compare(compare_mode="Models", compare_models=["tiny-density", "classical-otsu"],
+                      compare_source="Samples")
+    note = [w.value for w in at.warning if "training images" in w.value]
+    assert len(note) == 1 and "tiny-density's training images (s01_sparse_small.png)" in note[0]

@@ -337,3 +337,18 @@ def test_figures_round_as_the_tables_do():
 
     assert fixed(33 / 8) == "4.13" and fixed(-11 / 8, sign=True) == "-1.38" and fixed(1.0, sign=True) == "+1.00"
     assert fixed(float("nan")) == "—"
+
+
+def test_a_models_own_training_images_are_named_before_its_error(monkeypatch):
+    """A tester's fine-tuned model scored 6.45 on four images, two of them its training images, unsaid."""
+    from cellcount.models.card import ModelCard
+
+    monkeypatch.setattr(ModelCard, "trained_on",
+                        lambda self, images: [n for n, _ in images if n.startswith(("s01", "s02"))])
+    at = open_eval()
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    note = [w.value for w in at.warning if "training images" in w.value]
+    assert len(note) == 1 and note[0].startswith("2 of these 12 images were among classical-otsu's training images")
+    assert "s01_sparse_small.png" in note[0]

@@ -185,6 +185,11 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.training["finetuned_from"]["sha256"] == base.card.sha256 != ""
     assert card.training["data"]["annotation"] == [annotation]
     assert len(card.training["data"]["fingerprint_sha256"]) == 64
+    # its own training images are recognised by content, under any name; its held-out ones are not
+    train_bytes = [(data / f).read_bytes() for f in res.train_files]
+    assert card.trained_on([(f"renamed_{i}.png", b) for i, b in enumerate(train_bytes)]) == [
+        f"renamed_{i}.png" for i in range(len(train_bytes))]
+    assert card.trained_on([(f, (data / f).read_bytes()) for f in res.holdout_files]) == []
     assert set(card.metrics["holdout_before"]) >= {"mae", "n"} and card.metrics["holdout_after"]["n"] == 1
     assert "f1" in res.before and "f1" in res.after, "outlines by IoU, dots by the objects or peaks near them"
     assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"

@@ -276,3 +276,17 @@ def test_a_card_is_strict_json_even_with_undefined_figures(tmp_path):
     strict = json.loads(path.read_text(), parse_constant=refuse)
     assert strict["metrics"]["holdout_after"] == {"mae": 2.0, "mae_ci_low": None, "mae_ci_high": None}
     assert read_card(tmp_path).metrics["holdout_after"]["mae_ci_low"] is None
+
+
+def test_a_card_recognises_its_training_images_by_content_or_by_name():
+    from cellcount.models.card import ModelCard
+
+    a, b = b"image a bytes", b"image b bytes"
+    card = ModelCard(name="mine", architecture="unet", output_kind="density", training={
+        "data": {"train_files": ["images/a.png"], "train_sha256": [hashlib.sha256(a).hexdigest()]}})
+    assert card.trained_on([("copy_of_a.png", a), ("b.png", b), ("a.png", b)]) == ["copy_of_a.png"]
+    assert card.trained_on([("A.PNG", None), ("b.png", None)]) == ["A.PNG"], "no bytes: by file name"
+    older = ModelCard(name="old", architecture="unet", output_kind="density",
+                      training={"data": {"train_files": ["a.png"]}})
+    assert older.trained_on([("x/a.png", b), ("b.png", a)]) == ["x/a.png"], "a card without hashes: by name"
+    assert ModelCard(name="s", architecture="unet", output_kind="mask").trained_on([("a.png", a)]) == []

@@ -131,6 +131,11 @@ def _run(args: argparse.Namespace) -> int:
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
     logger.info("%d image%s with ground truth from %s (split %s)", len(items), "" if len(items) == 1 else "s",
                 args.data, args.split)
+    seen = model.card.trained_on([(name, None) for name, _, _ in items]) if hasattr(model, "card") else []
+    if seen:  # by file name: a fine-tuned model's own training images flatter its error
+        shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+        print(f"warning: {len(seen)} of these {len(items)} images were among {model.name}'s training images "
+              f"({shown}): its error on them is better than on images it has not seen", file=sys.stderr)
     pairs = predict_pairs(items, model, params, fast=not args.exact)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,17 @@ class ModelCard:
             raise TypeError(f"extra must be an object, got {type(kept['extra']).__name__}")
         kept.setdefault("extra", {}).update(extra)
         return cls(**kept)
+
+    def trained_on(self, images: Sequence[tuple[str, bytes | None]]) -> list[str]:
+        """Names of ``images`` ((name, encoded bytes or None) pairs) that this model was fine-tuned on: by content
+        where the card lists its training images' sha256 and the bytes are given, else by file name. A model's
+        error on its own training images says little about new ones. Empty for a model trained from scratch."""
+        data = (self.training or {}).get("data") or {} if isinstance(self.training, dict) else {}
+        digests = set(data.get("train_sha256") or [])
+        files = {Path(str(f)).name.lower() for f in data.get("train_files") or []}
+        return [name for name, raw in images
+                if (hashlib.sha256(raw).hexdigest() in digests if digests and raw is not None
+                    else Path(name).name.lower() in files)]
 
     def summary(self) -> str:
         """One line: name, kind, architecture, headline validation metrics."""
