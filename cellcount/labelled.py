@@ -393,6 +393,16 @@ def labelled_set(
             continue
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
+    # rows of a counts table that name no uploaded image: said, so a typo in a name does not pass unseen
+    by_table: dict[str, list[str]] = {}
+    for stem, (_, table) in counts.items():
+        if stem not in image_stems:
+            by_table.setdefault(table, []).append(stem)
+    for table, stems in by_table.items():
+        shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
+        out.notes.append(f"{len(stems)} row{'s' if len(stems) != 1 else ''} of {table} match{'' if len(stems) != 1 else 'es'} "
+                         f"no uploaded image ({shown}): {'their counts are' if len(stems) != 1 else 'its count is'} "
+                         "not used.")
     _drop_same_images(out)
     # a second annotation of an image that has one (labels/a.png and masks/a.png) matches an image: it is not
     # used, and saying it "matches no image" sent a tester renaming files that were named right
