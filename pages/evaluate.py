@@ -351,8 +351,12 @@ with right:
             # the columns that fit at 1400 px; the CSV holds them all (tp/fp/fn, timings, size estimate)
             shown = [c for c in PER_IMAGE_COLUMNS if c in per_image]
             # one decimal for every relative error (Streamlit's "percent" drops them where they are 0)
+            config = dict(PER_IMAGE_CONFIG)
+            if (per_image["pred"].dropna() % 1 == 0).all():  # whole counts (segmentation): no ".0" after each
+                config["pred"] = st.column_config.NumberColumn("predicted", format="%d")
+                config["error"] = st.column_config.NumberColumn("error", format="%+d", help="predicted - true")
             sh.dataframe(per_image.assign(rel_error=100 * per_image["rel_error"]), column_order=shown,
-                         column_config=PER_IMAGE_CONFIG)
+                         column_config=config)
             st.caption("More columns (matched / extra / missed objects, nucleus-size estimate, timings) in the CSV.")
             # which model and settings made these counts: the file alone says (as the Batch and Compare CSVs do)
             recorded = per_image.assign(model=model.name, settings=params.settings_json(model.output_kind))

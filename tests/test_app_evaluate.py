@@ -352,3 +352,8 @@ def test_a_models_own_training_images_are_named_before_its_error(monkeypatch):
     note = [w.value for w in at.warning if "training images" in w.value]
     assert len(note) == 1 and note[0].startswith("2 of these 12 images were among classical-otsu's training images")
     assert "s01_sparse_small.png" in note[0]
+    # a segmentation's counts are whole: shown without ".0" (a tester read "predicted 23.0, error +0.0")
+    import json
+
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert columns["pred"]["type_config"]["format"] == "%d" and columns["error"]["type_config"]["format"] == "%+d"
