@@ -305,8 +305,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
             title = f"{label}: {res.count}{truth}"
             if res.output_kind == "density":
                 # the integral is the count; its peaks (approximate centres) stay off, as on the Count page
-                fig = viz.density_figure(image, res.density, None, height=360)
-                fig.update_layout(title=f"{label}: {res.count_estimate:.1f}{truth}")
+                fig = viz.density_figure(image, res.density, None, height=360,
+                                         title=f"{label}: {res.count_estimate:.1f}{truth}")
             else:
                 colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
                 rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)

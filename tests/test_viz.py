@@ -348,3 +348,19 @@ def test_count_histograms_bin_whole_numbers_with_whole_number_ticks():
     assert all(e % 1 == 0.5 for e in np.asarray(wide.x) - np.asarray(wide.width) / 2)  # edges between counts
     floats = count_histogram([1.5, 2.25, 3.0]).data[0]  # density estimates: plain bins
     assert sum(floats.y) == 3 and "–" in floats.customdata[0]
+
+
+def test_a_titled_density_panel_lines_up_with_an_outlined_one():
+    """Compare set a density panel's title after layout: cut off at the top, and the panel sat higher."""
+    from cellcount.measure import object_table
+
+    img = np.zeros((100, 100), np.uint8)
+    density = np.zeros((100, 100), np.float32)
+    density[50, 50] = 1.0
+    lab = np.zeros((100, 100), np.int32)
+    lab[10:20, 10:20] = 1
+    dens = viz.density_figure(img, density, None, height=360, title="unet-density: 28.4 (true 28)")
+    mask = viz.overlay_figure(viz.outline_overlay(img, lab, None), objects=object_table(lab), title="unet-mask: 27",
+                              height=360)
+    assert dens.layout.title.text == "unet-density: 28.4 (true 28)"
+    assert (dens.layout.margin.t, dens.layout.height) == (mask.layout.margin.t, mask.layout.height)

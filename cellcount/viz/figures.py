@@ -169,11 +169,13 @@ def density_figure(
     *,
     count_estimate: float | None = None,
     height: int | None = None,
+    title: str | None = None,
 ) -> go.Figure:
     """Density map as a translucent heat map over the image, with peak markers (approximate centres).
 
     The colour bar is in cells per pixel (the map integrates to the count); block-averaged for display
-    when larger than 400 pixels a side. ``count_estimate`` goes in the title.
+    when larger than 400 pixels a side. ``count_estimate`` goes in the title, unless ``title`` is given
+    (laid out with room for it: a title set afterwards is cut off at the top).
     """
     d = np.asarray(density, np.float32)
     h, w = d.shape
@@ -209,7 +211,8 @@ def density_figure(
                 hovertemplate="peak at row %{y:.0f}, col %{x:.0f}<extra></extra>",
             )
         )
-    title = None if count_estimate is None else f"Integrated count: {count_estimate:.1f}"
+    if title is None and count_estimate is not None:
+        title = f"Integrated count: {count_estimate:.1f}"
     return _image_layout(fig, h, w, height=height, title=title)
 
 
