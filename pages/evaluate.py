@@ -8,7 +8,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.evaluate import DEFAULT_GRID, cross_check, tune_params, worse_images
+from cellcount.evaluate import DEFAULT_GRID, TuningCheck, cross_check_errors, tune_params, worse_images
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
 from pages import _shared as sh
@@ -190,8 +190,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             check = None
             if len(pairs) >= 2 and tr.best_params != params:
                 bar.progress(0.0, text="Checking the tuning on images it did not see ...")
-                check = cross_check(pairs, params, progress=sh.progress_callback(
-                    bar, "parts checked (each counted with settings tuned on the others)"))
+                check = TuningCheck.of(*cross_check_errors(pairs, params, progress=sh.progress_callback(
+                    bar, "parts checked (each counted with settings tuned on the others)")))
         except cc.CellcountError as err:
             sh.show_error(err)
             return
@@ -214,7 +214,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         return
     changed = {k: (tuned["start"][k], v) for k, v in tuned["best"].items() if tuned["start"][k] != v}
     check = tuned.get("check")
-    helps = check is None or check[1] < check[0]
+    helps = check is None or check.verdict == "helps"
     m = st.columns(3)
     m[0].metric("MAE before", f"{tuned['before']:.2f}", help="On these images, with the settings tuning started from.")
     m[1].metric(
@@ -230,10 +230,13 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     moved = params.to_dict() not in (tuned["start"], tuned["best"])
     start_words = "the settings tuning started from" if moved else "the current settings"
     if changed and check is not None:
-        text = (f"On images the tuning did not see, {start_words} count at MAE {check[0]:.2f} and tuned ones "
-                f"at {check[1]:.2f}")
-        if helps:
+        text = (f"On images the tuning did not see, {start_words} count at MAE {check.kept:.2f} and tuned ones "
+                f"at {check.tuned:.2f} ({check.interval_text()})")
+        if check.verdict == "helps":
             st.success(f"{text}: tuning helps on images like these.")
+        elif check.verdict == "unsure":
+            st.info(f"{text}: a gain these {len(pairs)} images cannot tell from chance. Bring more images to be "
+                    "sure; the tuned settings are no worse on them.", icon=":material/help:")
         else:
             st.warning(f"{text}: the tuned settings fit these {len(pairs)} images but count new ones no better. "
                        f"Keep {'those' if moved else 'the current'} settings (or bring more images); apply only if "

@@ -413,3 +413,16 @@ def test_a_card_tuned_on_a_folder_with_an_unreadable_image_says_so(samples_dir, 
     err = capsys.readouterr().err
     assert "warning: skipped" in err and "zz_broken.png" in err
     assert "1 image(s) of the folder left out (unreadable" in read_card(folder).postprocess_tuned_on
+
+
+def test_a_tuning_gain_is_called_help_only_when_the_paired_interval_excludes_none():
+    from cellcount.evaluate import TuningCheck
+
+    kept = np.array([5.0, 6, 4, 7, 5, 6, 5, 4])
+    clear = TuningCheck.of(kept, kept - 2.0)  # better on every image
+    assert clear.verdict == "helps" and clear.high < 0 and "95% interval" in clear.interval_text()
+    mixed = TuningCheck.of(kept, kept + np.array([-4.0, 3, -4, 3, -4, 3, 0, 0]))  # lower on average, by chance
+    assert mixed.tuned < mixed.kept and mixed.verdict == "unsure"
+    few = TuningCheck.of(np.array([5.0, 5.0]), np.array([4.0, 4.0]))  # two images: no interval, no claim
+    assert few.verdict == "unsure" and few.interval_text() == "too few images for an interval"
+    assert TuningCheck.of(kept, kept + 1).verdict == "no gain"

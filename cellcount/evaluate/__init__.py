@@ -235,23 +235,66 @@ def cross_check(pairs: Sequence[Pair], params: CountParams, *, folds: int = 4, s
     """(MAE of ``params``, MAE of tuned settings) on images the tuning did not see: the images are split into
     ``folds`` parts, each part counted with settings tuned (:func:`tune_params`, ``tune_kw``) on the others,
     so every image is scored once by settings that never saw it. Whether tuning on a set this size helps.
-    ``progress(parts done, parts)`` after each part."""
+    ``progress(parts done, parts)`` after each part. Per image, with how sure the difference is:
+    :func:`cross_check_errors`."""
+    start_err, tuned_err = cross_check_errors(pairs, params, folds=folds, seed=seed, progress=progress, **tune_kw)
+    return float(np.mean(start_err)), float(np.mean(tuned_err))
+
+
+def cross_check_errors(pairs: Sequence[Pair], params: CountParams, *, folds: int = 4, seed: int = 0,
+                       progress: Callable[[int, int], None] | None = None,
+                       **tune_kw: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cross_check`'s absolute count errors per image (in ``pairs`` order): with ``params``, and with
+    settings tuned on the other parts. :func:`cellcount.metrics.paired_difference` of the two says whether
+    the gain is more than these images' chance."""
     n = len(pairs)
     if n < 2:
         raise ParameterError("cross-checking the tuning needs at least 2 images")
     order = np.random.default_rng(seed).permutation(n)
-    start_err, tuned_err = [], []
+    start_err, tuned_err = np.zeros(n), np.zeros(n)
     parts = np.array_split(order, min(folds, n))
     for done, part in enumerate(parts, 1):
         held = set(part.tolist())
         train = [pairs[i] for i in range(n) if i not in held]
-        test = [pairs[i] for i in part]
         tuned = tune_params(train, params, **tune_kw).best_params
         for p, errs in ((params, start_err), (tuned, tuned_err)):
-            errs += [abs(postprocess(pred, p, measure=False).count_estimate - gt.count) for _, pred, gt in test]
+            for i in part:
+                _, pred, gt = pairs[i]
+                errs[i] = abs(postprocess(pred, p, measure=False).count_estimate - gt.count)
         if progress:
             progress(done, len(parts))
-    return float(np.mean(start_err)), float(np.mean(tuned_err))
+    return start_err, tuned_err
+
+
+@dataclass(frozen=True)
+class TuningCheck:
+    """What :func:`cross_check_errors` says about tuning on a set: the MAE on images each tuning did not see
+    with the settings it started from (``kept``) and tuned (``tuned``), and the paired 95% interval of
+    ``tuned - kept`` (NaN under :data:`cellcount.metrics.MIN_BOOTSTRAP_IMAGES` images)."""
+
+    kept: float
+    tuned: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, start_err: np.ndarray, tuned_err: np.ndarray) -> TuningCheck:
+        from ..metrics import paired_difference
+
+        d = paired_difference(start_err, tuned_err)
+        return cls(float(np.mean(start_err)), float(np.mean(tuned_err)), d["low"], d["high"])
+
+    @property
+    def verdict(self) -> str:
+        """"helps" (lower, and the interval excludes no gain), "unsure" (lower, within chance) or "no gain"."""
+        if self.tuned >= self.kept:
+            return "no gain"
+        return "helps" if self.high < 0 else "unsure"
+
+    def interval_text(self) -> str:
+        if not np.isfinite([self.low, self.high]).all():
+            return "too few images for an interval"
+        return f"95% interval of the change {self.low:+.2f} to {self.high:+.2f}"
 
 
 def _signature(params: CountParams) -> tuple:

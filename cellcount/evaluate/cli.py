@@ -21,7 +21,15 @@ from ..cliparams import add_param_options, load_cli_model, normalize_argv, param
 from ..errors import ParameterError
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
-from . import calibrate_density, cross_check, evaluate_predictions, labelled_items, predict_pairs, tune_params
+from . import (
+    TuningCheck,
+    calibrate_density,
+    cross_check_errors,
+    evaluate_predictions,
+    labelled_items,
+    predict_pairs,
+    tune_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +169,13 @@ def _run(args: argparse.Namespace) -> int:
         changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
         print(f"tuning: MAE {tr.before:.3f} -> {tr.after:.3f}; changed {changed or 'nothing'}")
         if changed and len(pairs) >= 2 and not args.no_cross_check:
-            kept, tuned = cross_check(pairs, params)
-            verdict = ("tuning helps on images like these" if tuned < kept else
-                       "the tuned settings fit these images but count new ones no better: keep the current ones "
-                       "unless you will count no others")
-            print(f"checked on images each tuning did not see (4-fold): MAE {kept:.3f} with the current settings, "
-                  f"{tuned:.3f} tuned: {verdict}")
+            check = TuningCheck.of(*cross_check_errors(pairs, params))
+            verdict = {"helps": "tuning helps on images like these",
+                       "unsure": f"a gain these {len(pairs)} images cannot tell from chance (bring more to be sure)",
+                       }.get(check.verdict, "the tuned settings fit these images but count new ones no better: keep "
+                                            "the current ones unless you will count no others")
+            print(f"checked on images each tuning did not see (4-fold): MAE {check.kept:.3f} with the current "
+                  f"settings, {check.tuned:.3f} tuned ({check.interval_text()}): {verdict}")
         params = tr.best_params
         if args.write_card and hasattr(model, "net"):
             card = model.card
