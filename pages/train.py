@@ -136,7 +136,7 @@ def show_result(s: JobSnapshot) -> None:
     st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or to choose settings; they only help the quality flag know your images): "
                 f"{s.base} before, {after} after" + (f"; {res.name} counts them as {s.base} does" if kept else ""))
     summary, per = holdout_frames(res)
-    sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.3f"))
+    sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.2f"))
     if "f1" in res.before and model_kind(s.base) == "density":
         st.caption(sh.DENSITY_PEAKS_NOTE)
     if res.paired:
