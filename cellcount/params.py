@@ -75,7 +75,8 @@ class Param:
     ``optional`` allows None. ``help`` is one line (CLI ``--help``, docs); ``explain`` says how the setting
     moves the count (the app's tooltip). ``label``, ``ui_range``, ``step`` and ``fmt`` describe the widget;
     ``ui_range`` may be narrower than the accepted range where larger values are never useful on screen;
-    ``choice_labels`` name the ``choices`` on screen. An optional number's widget shows None as 0.
+    ``choice_labels`` name the ``choices`` on screen. An optional number's widget shows None as 0;
+    ``none_means`` says what None does ("auto").
     """
 
     name: str
@@ -91,6 +92,7 @@ class Param:
     off: Any = None
     off_means: str = "off"
     optional: bool = False
+    none_means: str = "none"
     choices: tuple[str, ...] = ()
     choice_labels: tuple[str, ...] = ()
     ui_range: tuple[float, float] | None = None
@@ -106,13 +108,15 @@ class Param:
 PARAMS: tuple[Param, ...] = (
     # ---------------------------------------------------------------------------------------- input
     Param(
-        "channel", int, None, "input", lo=0, hi=65535, optional=True, label="Channel",
+        "channel", int, None, "input", lo=0, hi=65535, optional=True, none_means="mean of the channels",
+        label="Channel",
         help="channel index of multichannel images (default: mean of the channels)",
         explain="Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels. Counting in a channel "
         "without nuclei gives a wrong, usually much lower, count.",
     ),
     Param(
-        "invert", bool, None, "input", optional=True, label="Invert (dark objects on a bright background)",
+        "invert", bool, None, "input", optional=True, none_means="auto",
+        label="Invert (dark objects on a bright background)",
         help="invert bright-background images (default: auto-detect)",
         explain="Auto detects a bright background (brightfield, H&E) and inverts so nuclei are bright, as the "
         "models expect. Set it by hand if the count is near zero or the outlines surround the background.",
@@ -139,7 +143,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, off_means="not given",
-        optional=True,
+        optional=True, none_means="not given",
         ui_range=(0.0, 1000.0), step=0.5, fmt="%.1f", label="Nucleus diameter (px, 0 = not given)",
         help="typical nucleus diameter, px: images are resized so that nuclei match the model's training size "
         "(about 18 px; 0 or unset: images as they are)",
@@ -218,7 +222,8 @@ PARAMS: tuple[Param, ...] = (
         "counted). Larger: lower count (debris dropped). Split seeds smaller than half of it are ignored too.",
     ),
     Param(
-        "max_area_px", int, None, "mask", unit="px", lo=1, hi=DEFAULT_MAX_PIXELS, off=0, optional=True, step=10,
+        "max_area_px", int, None, "mask", unit="px", lo=1, hi=DEFAULT_MAX_PIXELS, off=0, off_means="no limit",
+        optional=True, step=10, none_means="no limit",
         label="Max. area (px, 0 = none)",
         help="drop objects larger than this, px (0 or unset = no limit; exactly this area is kept)",
         explain="Objects larger than this many pixels are not counted (0 = no limit). Smaller: lower count "
@@ -250,6 +255,7 @@ PARAMS: tuple[Param, ...] = (
     # -------------------------------------------------------------------------------------- measure
     Param(
         "pixel_size_um", float, None, "measure", unit="µm", lo=1e-6, hi=1e6, optional=True, step=0.01,
+        none_means="not given",
         fmt="%.4f", label="Pixel size (µm, 0 = unknown)",
         help="pixel size in micrometres (adds µm columns to the object table)",
         explain="Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown). Does not "
@@ -282,7 +288,7 @@ def setting_text(name: str, value: Any) -> str:
     ``off`` value with what it means ("0 (auto)")."""
     spec = SCHEMA.get(name)
     if value is None:
-        return "none"
+        return spec.none_means if spec is not None else "none"
     if isinstance(value, (bool, np.bool_)):
         return "on" if value else "off"
     if spec is not None and spec.choices and value in spec.choices and spec.choice_labels:

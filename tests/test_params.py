@@ -132,3 +132,12 @@ def test_a_results_table_lists_only_the_settings_that_act():
         assert acting["low_pct"] == p.low_pct and acting["pixel_size_um"] == 0.5
     assert json.loads(p.settings_json("density")) == density
     assert p.acting("something new") == p.to_dict()
+
+
+def test_an_unset_setting_reads_as_what_it_does():
+    """The Models page showed Invert's library default as "none", where the app offers auto / on / off."""
+    from cellcount.params import setting_text
+
+    assert setting_text("invert", None) == "auto" and setting_text("max_area_px", None) == "no limit"
+    assert setting_text("channel", None) == "mean of the channels"
+    assert setting_text("invert", True) == "on" and setting_text("max_area_px", 0) == "0 (no limit)"
