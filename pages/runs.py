@@ -4,24 +4,57 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import streamlit as st
 
 import cellcount as cc
 from cellcount import history
+from cellcount.params import setting_label, setting_text
 from pages import _settings as settings
 from pages import _shared as sh
 
 sh.require_entry_point("runs")
 
 P = "runs"
-LIST_COLUMNS = ["id", "started_at", "source", "host", "model", "status", "n_inputs", "n_ok", "n_failed",
-                "total_count"]
+LIST_COLUMNS = {"id": "run", "started_at": "started", "source": "from", "host": "computer", "model": "model",
+                "status": "status", "n_inputs": "images", "n_ok": "counted", "n_failed": "failed",
+                "total_count": "total count"}
+ROW_COLUMNS = {"file": "file", "count": "count", "status": "status", "reason": "why it failed", "check": "check",
+               "check_reasons": "why to check it"}
+"""The per-image columns shown here, by the names the app uses; the CSV keeps every column."""
+
+
+def when(stamp: str | None) -> str:
+    """A run's time as people write it: 2026-12-03 15:21 UTC (the record keeps ISO 8601 to the second)."""
+    if not stamp:
+        return "—"
+    try:
+        t = pd.Timestamp(stamp)
+    except ValueError:
+        return str(stamp)
+    return t.tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC") if t.tzinfo else t.strftime("%Y-%m-%d %H:%M")
 
 
 def run_label(runs, run_id: int) -> str:
     r = runs[runs["id"] == run_id].iloc[0]
     done = f"{r['n_rows']} image(s)" if r["n_rows"] == r["n_inputs"] else f"{r['n_rows']} of {r['n_inputs']} image(s)"
-    return f"#{r['id']} · {r['started_at']} · {r['source']} · {r['model']} · {done} · {r['status']}"
+    return f"#{r['id']} · {when(r['started_at'])} · {r['source']} · {r['model']} · {done} · {r['status']}"
+
+
+def settings_table(run: dict) -> pd.DataFrame:
+    """The run's settings by the names and values the app shows (those that act for its model's kind)."""
+    values = run["settings"].get("params", {}) or {}
+    try:
+        kind = sh.get_model(run["model"]).output_kind
+        acting = set(cc.CountParams(**{k: v for k, v in values.items() if k in cc.CountParams().to_dict()})
+                     .acting(kind))
+    except (cc.CellcountError, TypeError, ValueError):  # a model deleted since, or settings of another version
+        acting = set(values)
+    rows = [{"setting": setting_label(k), "value": setting_text(k, v)} for k, v in values.items() if k in acting]
+    for key, label in (("plane", "Z-stack plane"), ("backend", "inference backend")):
+        if run["settings"].get(key) is not None:
+            rows.append({"setting": label, "value": str(run["settings"][key])})
+    return pd.DataFrame(rows, columns=["setting", "value"])
 
 
 def open_on(page: str, run: dict) -> None:
@@ -55,7 +88,8 @@ if not len(runs):
     st.info(f"No runs recorded yet. Count images on the Batch page or with the CLI. (History: {history.db_path()})")
     st.stop()
 
-sh.dataframe(runs[LIST_COLUMNS], key=f"{P}_table")
+sh.dataframe(runs[list(LIST_COLUMNS)].assign(started_at=runs["started_at"].map(when)), key=f"{P}_table",
+             column_config={k: st.column_config.Column(v) for k, v in LIST_COLUMNS.items()})
 st.caption(f"{len(runs)} latest run(s) in {history.db_path()}")
 run_id = st.selectbox("Run", list(runs["id"]), key=f"{P}_run", format_func=lambda i: run_label(runs, i))
 try:
@@ -73,14 +107,22 @@ m[1].metric("Counted", len(ok))
 m[2].metric("Total count", int(ok["count"].astype(float).sum()) if len(ok) else 0)
 m[3].metric("Status", run["status"])
 st.markdown(
-    f"**{run['model']}** (weights sha256 `{(run['model_sha256'] or 'none')[:16]}`) · {run['source']} on "
-    f"{run['host']} · started {run['started_at']}, finished {run['finished_at'] or '—'}"
+    f"**{run['model']}** · {run['source']} on {run['host']} · started {when(run['started_at'])}, finished "
+    f"{when(run['finished_at'])}",
+    help=f"The model's weights: sha256 {run['model_sha256'] or 'not recorded'} (a model retrained since under "
+    "the same name has other weights).",
 )
 if len(rows):
-    sh.dataframe(rows, key=f"{P}_rows")
+    shown = [c for c in ROW_COLUMNS if c in rows.columns]
+    sh.dataframe(rows, key=f"{P}_rows", column_order=shown,
+                 column_config={c: st.column_config.Column(ROW_COLUMNS[c]) for c in shown})
+    st.caption("Every column (count estimate, quality score, nucleus size, timings, settings) is in the per-image CSV.")
 with st.expander("Settings and inputs"):
-    st.json(run["settings"])
-    st.write(run["inputs"])
+    sh.dataframe(settings_table(run), key=f"{P}_settings")
+    st.caption(f"{len(run['inputs'])} input(s):")
+    st.code("\n".join(map(str, run["inputs"])) or "—", language=None)
+    if st.toggle("Show the settings as recorded (JSON)", key=f"{P}_raw"):
+        st.json(run["settings"])
 row = st.container(horizontal=True)
 settings_file = json.dumps({k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane")
                             if k in run["settings"]},

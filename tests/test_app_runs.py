@@ -56,7 +56,13 @@ def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path, count_
     at.run()
     rows = at.dataframe[1].value
     assert list(rows["file"]) == [str(SAMPLES / "s01_sparse_small.png")]
+    # settings by the app's names and values, the raw record behind a toggle
+    shown = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    assert dict(zip(shown["setting"], shown["value"]))["Min. area (px)"] == "33"
+    assert "min_area_px" not in set(shown["setting"]) and not at.json
+    at.toggle(key="runs_raw").set_value(True).run()
     assert any("33" in str(j.value) for j in at.json)
+    assert " UTC" in at.selectbox(key="runs_run").format_func(cli_id) and table["started_at"].iloc[0].endswith(" UTC")
     at.button(key="runs_to_count").click()
     at.run()
     assert not at.exception, at.exception
