@@ -36,7 +36,7 @@ def test_module_commands_dispatch(command, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main([command, "--help"])
     assert exc.value.code == 0
-    assert capsys.readouterr().out.startswith(f"usage: python -m cellcount.{command} ")
+    assert capsys.readouterr().out.startswith(f"usage: cellcount {command} ")  # named as typed
 
 
 def test_count_without_model_uses_the_default(tmp_path):
