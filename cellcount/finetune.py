@@ -816,9 +816,11 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
     ``overwrite`` is off."""
     from .models import list_models, user_models_dir
 
-    if not name or not name.strip() or any(c in name for c in "/\\:") or name.startswith(".") or name != name.strip():
-        raise ParameterError(f"model name {name!r} must be a plain folder name (no slashes or colons, no leading dot, "
-                             "no spaces at either end)")
+    # the characters no folder may hold on Windows either: a model is a folder a user may copy to another computer
+    if (not name or not name.strip() or any(c in name for c in '/\\:<>"|?*') or name.startswith(".")
+            or name != name.strip() or any(ord(c) < 32 for c in name)):
+        raise ParameterError(f"model name {name!r} must be a plain folder name (none of / \\ : < > \" | ? *, no "
+                             "leading dot, no spaces at either end)")
     folder = Path(out_dir) if out_dir is not None else user_models_dir()
     target = folder / name
     if target.exists() and not overwrite:

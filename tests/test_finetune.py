@@ -815,3 +815,12 @@ def test_grad_under_blobs_lets_a_relu_head_learn_cells_it_draws_none_of(tiny_mod
     else:
         assert abs(moved) < 1e-4, "only the weight decay moves it"
     assert net.raw_head is False, "the trained network counts with its ReLU again"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a\\b", "a:b", "x<y", "a|b", 'say "hi"', "what?", "all*", ".hidden", " pad"])
+def test_a_new_model_name_must_be_a_folder_name_on_any_system(bad, tmp_path):
+    from cellcount.finetune import check_new_name
+
+    with pytest.raises(ParameterError, match="plain folder name"):
+        check_new_name(bad, out_dir=tmp_path)
+    assert check_new_name("marrow test #1", out_dir=tmp_path) == tmp_path / "marrow test #1"
