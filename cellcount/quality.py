@@ -292,7 +292,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
                 f"this one (novelty {v:.2f}, limit {limit:.2f})" if limit is not None else
                 f"the image looks unlike the images this model was trained on (novelty {v:.2f})")
     return {
-        "count_disagreement": f"two independent counts of this image differ by {v:.0%}",
+        "count_disagreement": f"two independent counts of this image differ by {v:.0%} (the objects found against a "
+                              "density map's estimate of the same area, or a density model's integral against its "
+                              "peaks)",
         "size_ratio": f"the nucleus size used is {v:.1f}x off the size the model was trained on (the image is resized "
                       "to match: so large a resize, or a wrong size setting, makes the count less certain)",
         "uncertain_fraction": f"the model is unsure (probability {UNCERTAIN_LOW:g}-{UNCERTAIN_HIGH:g}) about {v:.0%} "
