@@ -97,7 +97,9 @@ class ModelCard:
         """Names of ``images`` ((name, encoded bytes or None) pairs) that this model was fine-tuned on: by content
         where the card lists its training images' sha256 and the bytes are given, else by file name. A model's
         error on its own training images says little about new ones. Empty for a model trained from scratch."""
-        data = (self.training or {}).get("data") or {} if isinstance(self.training, dict) else {}
+        data = self.training.get("data") if isinstance(self.training, dict) else None
+        if not isinstance(data, dict):  # a model trained from scratch describes its data in words
+            return []
         digests = set(data.get("train_sha256") or [])
         files = {Path(str(f)).name.lower() for f in data.get("train_files") or []}
         return [name for name, raw in images
