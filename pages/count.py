@@ -82,8 +82,12 @@ def view_ui() -> dict:
     """Display options of the viewer (they never change the count). Their controls are drawn only while the
     panel is open: closed, a slider move re-sends six controls fewer to the browser (scripts/bench_browser.py)."""
     v = st.session_state.setdefault(VIEW_KEY, dict(VIEW_DEFAULTS))
-    # open or closed as it was left, also after a run that did not draw it (an image being replaced)
-    panel = st.expander("Display", expanded=bool(v.get("open")), key=f"{VIEW_KEY}_open", on_change="rerun")
+    # open or closed as it was left, also after a run that did not draw it (an image being replaced); through
+    # the state, not ``expanded``: that is part of the widget's identity, so a changing value loses clicks
+    key = f"{VIEW_KEY}_open"
+    if key not in st.session_state:
+        st.session_state[key] = bool(v.get("open"))
+    panel = st.expander("Display", key=key, on_change="rerun")
     v["open"] = bool(panel.open)
     if panel.open:
         with panel:

@@ -344,8 +344,11 @@ def test_replacing_the_upload_ten_times_keeps_settings_and_counts(page, server_s
     sync_api.expect(slider).to_have_value("7")
     sync_api.expect(_status(page, f"Settings of {SHIPPED}: edited")).to_be_visible()
     # display options too: a tester's panel showed its defaults after a replace, and the next touch applied them
-    page.get_by_text("Display", exact=True).click()
     colour = page.get_by_role("combobox", name="Outline colour")
+    for shown in (True, False, True):  # each click opens or closes the panel (none is lost)
+        page.get_by_text("Display", exact=True).click()
+        _idle(page)
+        sync_api.expect(colour).to_have_count(1 if shown else 0)
     _pick(page, colour, page.get_by_role("option", name="Yellow", exact=True), "Yellow")
     thickness = page.locator('[data-testid="stSlider"]').filter(has_text="Outline thickness").get_by_role("slider")
     thickness.focus()
