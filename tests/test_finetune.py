@@ -190,6 +190,16 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.trained_on([(f"renamed_{i}.png", b) for i, b in enumerate(train_bytes)]) == [
         f"renamed_{i}.png" for i in range(len(train_bytes))]
     assert card.trained_on([(f, (data / f).read_bytes()) for f in res.holdout_files]) == []
+    if kind == "density":  # the evaluate command names them too (once is enough: it reads the same card)
+        import contextlib
+        import io
+
+        from cellcount.evaluate.cli import main as evaluate_main
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert evaluate_main(["--model", res.name, "--data", str(data)]) == 0
+        assert f"3 of these 4 images were among {res.name}'s training images" in err.getvalue()
     assert set(card.metrics["holdout_before"]) >= {"mae", "n"} and card.metrics["holdout_after"]["n"] == 1
     assert "f1" in res.before and "f1" in res.after, "outlines by IoU, dots by the objects or peaks near them"
     assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"

@@ -77,6 +77,25 @@ def _card_folder(ref: str, name: str) -> Path:
     return Path(ref) if (Path(ref) / "card.json").is_file() else _model_folder(name, None)
 
 
+def _encoded(data: str, names: list[str]) -> list[tuple[str, bytes | None]]:
+    """(name, file bytes) of the labelled images ``names`` of folder ``data`` (None where unreadable), so that a
+    fine-tuned model's training images are recognised by content (:meth:`cellcount.models.ModelCard.trained_on`)."""
+    from ..groundtruth import load_labelled_folder
+
+    logging.disable(logging.WARNING)  # the folder was read once already: its notes are not said twice
+    try:
+        paths = {p.name: p for p, _ in load_labelled_folder(data, on_error=lambda *_: None)}
+    finally:
+        logging.disable(logging.NOTSET)
+    out = []
+    for name in names:
+        try:
+            out.append((name, paths[name].read_bytes()))
+        except (KeyError, OSError):
+            out.append((name, None))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation CLI; the exit codes are the module's."""
     from ..errors import run_cli
@@ -139,8 +158,14 @@ def _run(args: argparse.Namespace) -> int:
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
     logger.info("%d image%s with ground truth from %s (split %s)", len(items), "" if len(items) == 1 else "s",
                 args.data, args.split)
-    seen = model.card.trained_on([(name, None) for name, _, _ in items]) if hasattr(model, "card") else []
-    if seen:  # by file name: a fine-tuned model's own training images flatter its error
+    card = getattr(model, "card", None)
+    trained = card.training.get("data") if card is not None and isinstance(card.training, dict) else None
+    seen = []
+    if isinstance(trained, dict):  # a fine-tuned model: by content where its card has the hashes
+        names = [name for name, _, _ in items]
+        seen = card.trained_on(_encoded(args.data, names) if trained.get("train_sha256") else
+                               [(name, None) for name in names])
+    if seen:  # a fine-tuned model's own training images flatter its error
         shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
         print(f"warning: {len(seen)} of these {len(items)} images were among {model.name}'s training images "
               f"({shown}): its error on them is better than on images it has not seen", file=sys.stderr)
