@@ -261,7 +261,8 @@ def _previous_backends(out: str | Path) -> list[str]:
         return []
     if not isinstance(previous, dict):
         return []
-    names = [previous.get("backend"), *previous.get("backends_of_resumed_rows", [])]
+    resumed = previous.get("backends_of_resumed_rows")
+    names = [previous.get("backend"), *(resumed if isinstance(resumed, list) else [])]
     return sorted({str(n) for n in names if n})
 
 

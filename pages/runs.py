@@ -50,10 +50,15 @@ def settings_table(run: dict) -> pd.DataFrame:
                      .acting(kind))
     except (cc.CellcountError, TypeError, ValueError):  # a model deleted since, or settings of another version
         acting = set(values)
-    rows = [{"setting": setting_label(k), "value": setting_text(k, v)} for k, v in values.items() if k in acting]
-    for key, label in (("plane", "Z-stack plane"), ("backend", "inference backend")):
-        if run["settings"].get(key) is not None:
-            rows.append({"setting": label, "value": str(run["settings"][key])})
+    known = cc.CountParams().to_dict()
+    # a setting of another version (not a field now) keeps its recorded name: nothing recorded is hidden
+    rows = [{"setting": setting_label(k), "value": setting_text(k, v)} for k, v in values.items()
+            if k in acting or k not in known]
+    for key, label in (("plane", "Z-stack plane"), ("backend", "inference backend"),
+                       ("backends_of_resumed_rows", "backends of rows kept from an earlier run")):
+        value = run["settings"].get(key)
+        if value is not None:
+            rows.append({"setting": label, "value": ", ".join(map(str, value)) if isinstance(value, list) else str(value)})
     return pd.DataFrame(rows, columns=["setting", "value"])
 
 
