@@ -810,6 +810,11 @@ def _no_tighter_than(rule, base_rule):
     return dataclasses.replace(rule, **looser)
 
 
+WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                              *(f"LPT{i}" for i in range(1, 10))})
+"""Folder names Windows refuses whatever follows the dot."""
+
+
 def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """The folder a new model ``name`` goes to; ParameterError when the name is not a plain folder name, is a
     shipped model's (or the baseline's), or is taken in ``out_dir`` (default: the user models folder) and
@@ -817,10 +822,13 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
     from .models import list_models, user_models_dir
 
     # the characters no folder may hold on Windows either: a model is a folder a user may copy to another computer
+    reserved = name.split(".")[0].strip().upper() in WINDOWS_RESERVED
     if (not name or not name.strip() or any(c in name for c in '/\\:<>"|?*') or name.startswith(".")
-            or name != name.strip() or any(ord(c) < 32 for c in name)):
+            or name.endswith(".") or name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or reserved):
         raise ParameterError(f"model name {name!r} must be a plain folder name (none of / \\ : < > \" | ? *, no "
-                             "leading dot, no spaces at either end)")
+                             "dot at either end, no spaces at either end, not a name Windows reserves such as CON "
+                             "or COM1)")
     folder = Path(out_dir) if out_dir is not None else user_models_dir()
     target = folder / name
     if target.exists() and not overwrite:

@@ -345,6 +345,7 @@ def labelled_set(
     # CSVs that share an image's stem are point tables; the others are tables of counts per image
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
     counts: dict[str, tuple[int, str]] = {}
+    spelled: dict[str, str] = {}  # a row's name as the table spells it
     pool: list[_File] = []
     stray: list[str] = []
     for f in gt_files:
@@ -362,6 +363,7 @@ def labelled_set(
             continue
         for stem, n in table.items():
             counts.setdefault(stem.casefold(), (n, f.name))
+            spelled.setdefault(stem.casefold(), stem)
 
     by_name = {f.name: f for f in pool}
     used: set[str] = set()
@@ -397,7 +399,7 @@ def labelled_set(
     by_table: dict[str, list[str]] = {}
     for stem, (_, table) in counts.items():
         if stem not in image_stems:
-            by_table.setdefault(table, []).append(stem)
+            by_table.setdefault(table, []).append(spelled.get(stem, stem))
     for table, stems in by_table.items():
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
         out.notes.append(f"{len(stems)} row{'s' if len(stems) != 1 else ''} of {table} match{'' if len(stems) != 1 else 'es'} "

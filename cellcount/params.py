@@ -224,7 +224,7 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "max_area_px", int, None, "mask", unit="px", lo=1, hi=DEFAULT_MAX_PIXELS, off=0, off_means="no limit",
         optional=True, step=10, none_means="no limit",
-        label="Max. area (px, 0 = none)",
+        label="Max. area (px, 0 = no limit)",
         help="drop objects larger than this, px (0 or unset = no limit; exactly this area is kept)",
         explain="Objects larger than this many pixels are not counted (0 = no limit). Smaller: lower count "
         "(clumps and debris dropped).",
@@ -284,7 +284,7 @@ def setting_label(name: str) -> str:
 
 
 def setting_text(name: str, value: Any) -> str:
-    """A setting's value as the app shows it: on/off, the choice's label, "none" for unset, and the
+    """A setting's value as the app shows it: on/off, the choice's label, what unset does (``none_means``), and the
     ``off`` value with what it means ("0 (auto)")."""
     spec = SCHEMA.get(name)
     if value is None:

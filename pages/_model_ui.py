@@ -170,5 +170,6 @@ def trained_on_note(model: cc.models.CountModel, images: Iterable[tuple[str, byt
     if not seen:
         return None
     shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
-    return (f"{len(seen)} of these {len(images)} images were among {model.name}'s training images ({shown}): its "
-            "error on them is better than on images it has not seen. Leave them out to judge it.")
+    which = f"{len(seen)} of these {len(images)} images were" if len(images) > 1 else "This image was"
+    return (f"{which} among {model.name}'s training images ({shown}): its error on them is better than on images "
+            "it has not seen. Leave them out to judge it.")

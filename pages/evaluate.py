@@ -102,6 +102,12 @@ def flag_caption(per_image: pd.DataFrame) -> None:
                f"image\"; {rep['large_errors']} counts off by more than {LARGE_ERROR:.0%} of the true count, {held}.")
 
 
+def _count_text(value: float, *, sign: bool = False) -> str:
+    """A count as the tables show it: whole counts without decimals (a segmentation), else one decimal."""
+    fmt = ("+" if sign else "") + ("d" if float(value).is_integer() else ".1f")
+    return format(int(value) if float(value).is_integer() else float(value), fmt)
+
+
 def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.CountParams, k: int = 3) -> None:
     """The k images with the largest absolute error: prediction beside ground truth."""
     worst = per_image.sort_values("abs_error", ascending=False).head(k)
@@ -115,7 +121,8 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             sh.show_error(err)
             continue
         st.markdown(
-            f"**{name}** — true {int(row['true'])}, predicted {row['pred']:.1f} (error {row['error']:+.1f})"
+            f"**{name}** — true {int(row['true'])}, predicted {_count_text(row['pred'])} "
+            f"(error {_count_text(row['error'], sign=True)})"
         )
         a, b = st.columns(2)
         a.markdown("Prediction")  # headings as text: a figure title collided with the figure's legend

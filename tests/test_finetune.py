@@ -827,7 +827,8 @@ def test_grad_under_blobs_lets_a_relu_head_learn_cells_it_draws_none_of(tiny_mod
     assert net.raw_head is False, "the trained network counts with its ReLU again"
 
 
-@pytest.mark.parametrize("bad", ["a/b", "a\\b", "a:b", "x<y", "a|b", 'say "hi"', "what?", "all*", ".hidden", " pad"])
+@pytest.mark.parametrize("bad", ["a/b", "a\\b", "a:b", "x<y", "a|b", 'say "hi"', "what?", "all*", ".hidden", " pad",
+                                 "trailing.", "CON", "com1.model", "del\x7f"])
 def test_a_new_model_name_must_be_a_folder_name_on_any_system(bad, tmp_path):
     from cellcount.finetune import check_new_name
 

@@ -268,10 +268,10 @@ def test_a_same_name_ground_truth_error_names_the_file_once(samples):
 def test_rows_of_a_counts_table_that_name_no_uploaded_image_are_said(samples):
     """A tester's 'other_image;12' row was left out without a word (a typo in a name would pass unseen)."""
     (img0, _, _, _), (img1, _, _, _) = samples[:2]
-    table = "\ufeffImage;Cells\r\na;12\r\nb.png;7\r\nother_image;12\r\n".encode()
+    table = "\ufeffImage;Cells\r\na;12\r\nb.png;7\r\nOther_Image;12\r\n".encode()
     out = labelled_set([("a.png", img0), ("b.png", img1)], [("counts_partial.csv", table)])
     assert {n: gt.count for n, _, gt in out.items} == {"a.png": 12, "b.png": 7}
     assert [n for n in out.notes if "counts_partial.csv" in n] == [
-        "1 row of counts_partial.csv matches no uploaded image (other_image): its count is not used."]
+        "1 row of counts_partial.csv matches no uploaded image (Other_Image): its count is not used."]
     every = labelled_set([("a.png", img0)], [("c.csv", b"filename,count\na.png,3\n")])
     assert not any("matches no uploaded image" in n or "match no uploaded image" in n for n in every.notes)

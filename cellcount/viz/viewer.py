@@ -44,14 +44,19 @@ def _alike(a: RGB, b: RGB) -> bool:
     return float(np.linalg.norm(_lab(np.array([a])) - _lab(np.array([b])))) < ALIKE
 
 
-def _apart(palette: dict[str, RGB], kept: RGB) -> dict[str, RGB]:
+def _merge_color(kept: RGB | None) -> RGB:
+    """The likely merges' colour beside kept outlines of colour ``kept``: red, or yellow beside red ones."""
+    return MERGE_COLOR if kept is None or not _alike(kept, MERGE_COLOR) else MERGE_COLOR_ON_RED
+
+
+def _apart(palette: dict[str, RGB], kept: RGB, merge: RGB = MERGE_COLOR) -> dict[str, RGB]:
     """``palette`` with every rejected kind whose colour is like ``kept`` given a spare colour unlike the others
-    and unlike the likely-merge red (a user's cyan outlines matched the "too small" ones)."""
+    and unlike the likely merges' ``merge`` (a user's cyan outlines matched the "too small" ones)."""
     out = dict(palette)
     for name, rgb in palette.items():
         if name == "kept" or not _alike(rgb, kept):
             continue
-        taken = [kept, MERGE_COLOR, *(c for n, c in out.items() if n not in ("kept", name))]
+        taken = [kept, merge, *(c for n, c in out.items() if n not in ("kept", name))]
         out[name] = next((c for c in SPARE_COLORS if not any(_alike(c, t) for t in taken)), rgb)
     return out
 
@@ -156,7 +161,7 @@ def render_outlines(
     palette = dict(OUTLINE_COLORS)
     palette.update(rejected_colors or {})
     if labels is not None and not isinstance(color, str):  # a colour the user chose: no kind may share it
-        palette = _apart(palette, tuple(int(c) for c in color))
+        palette = _apart(palette, tuple(int(c) for c in color), _merge_color(tuple(int(c) for c in color)))
     if rejected is not None and np.any(rejected):
         rej = np.asarray(rejected)
         lut = np.zeros((256, 3), np.uint8)
@@ -191,8 +196,7 @@ def render_outlines(
                 rgb = tuple(int(c) for c in color)
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
-        kept_rgb = legend.get("kept")
-        merge_rgb = MERGE_COLOR if kept_rgb is None or not _alike(kept_rgb, MERGE_COLOR) else MERGE_COLOR_ON_RED
+        merge_rgb = _merge_color(legend.get("kept"))
         if len(merges):
             if merge_boxes is None:
                 flag = np.zeros(int(lab.max()) + 1, bool)
