@@ -243,7 +243,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             st.success(f"{text}: tuning helps on images like these.")
         elif check.verdict == "unsure":
             st.info(f"{text}: a gain these {len(pairs)} images cannot tell from chance. Bring more images to be "
-                    "sure; the tuned settings are no worse on them.", icon=":material/help:")
+                    "sure before counting new ones with the tuned settings.", icon=":material/help:")
         else:
             st.warning(f"{text}: the tuned settings fit these {len(pairs)} images but count new ones no better. "
                        f"Keep {'those' if moved else 'the current'} settings (or bring more images); apply only if "
