@@ -810,6 +810,10 @@ def _no_tighter_than(rule, base_rule):
     return dataclasses.replace(rule, **looser)
 
 
+GAIN_NOTE = 1.2
+"""A density fine-tune whose fitted count gain is further from 1 than this (either way) says so: the network's own
+change may then be small next to the scale."""
+
 WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                               *(f"LPT{i}" for i in range(1, 10))})
 """Folder names Windows refuses whatever follows the dot."""
@@ -1104,7 +1108,12 @@ def finetune(
         card.density_scale = card.density_scale / k_gain
         new = NetModel(net, card)
         params = new_params
-        tuned_note = f"count gain {k_gain:.4f} fitted on the {_images(len(train_idx), 'training')}"
+        tuned_note = (f"counts scaled by {k_gain:.2f} (the count gain fitted on the "
+                      f"{_images(len(train_idx), 'training')})")
+        if abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
+            note(f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
+                 "training steps its map alone counted them that far off, so much of the change may be this one "
+                 "factor. The held-out figures show whether it holds on images it did not see.")
     else:
         tr = tune_params(train_pairs, new_params)
         params = tr.best_params

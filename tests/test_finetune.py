@@ -190,6 +190,13 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.trained_on([(f"renamed_{i}.png", b) for i, b in enumerate(train_bytes)]) == [
         f"renamed_{i}.png" for i in range(len(train_bytes))]
     assert card.trained_on([(f, (data / f).read_bytes()) for f in res.holdout_files]) == []
+    if kind == "density":  # the count gain is said in plain words, and said loudly when it is large
+        from cellcount.finetune import GAIN_NOTE
+
+        gain = base.card.density_scale / card.density_scale
+        assert card.postprocess_tuned_on.startswith(f"counts scaled by {gain:.2f}")
+        loud = any("much of the change may be this one factor" in p.message for p in seen)
+        assert loud == (abs(np.log(gain)) > np.log(GAIN_NOTE))
     if kind == "density":  # the evaluate command names them too (once is enough: it reads the same card)
         import contextlib
         import io
