@@ -14,7 +14,7 @@ import cellcount as cc
 from cellcount.models import CLASSICAL_NAME, ModelCard, model_card, size_model_name
 from cellcount.models import loading as _loading
 from pages import _settings as settings
-from pages._ui import pick_one, show_error
+from pages._ui import CACHE_TTL_S, pick_one, show_error
 
 
 def model_version(name: str) -> str:
@@ -163,13 +163,14 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def trained_on_note(model: cc.models.CountModel, images: Iterable[tuple[str, bytes]]) -> str | None:
-    """A warning when some of ``images`` are ones ``model`` was fine-tuned on (its error there is optimistic)."""
+@st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+def _trained_on(name: str, version: str, set_key: str, _images: list[tuple[str, bytes]]) -> list[str]:
+    return get_model(name).card.trained_on(_images)
+
+
+def trained_on_note(model: cc.models.CountModel, images: Iterable[tuple[str, bytes]], set_key: str) -> str | None:
+    """A warning when some of ``images`` are ones ``model`` was fine-tuned on (its error there is optimistic);
+    checked once per image set (``set_key``: its digest) and model version, not on every slider move."""
     images = list(images)
-    seen = model.card.trained_on(images)
-    if not seen:
-        return None
-    shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
-    which = f"{len(seen)} of these {len(images)} images were" if len(images) > 1 else "This image was"
-    return (f"{which} among {model.name}'s training images ({shown}): its error on them is better than on images "
-            "it has not seen. Leave them out to judge it.")
+    seen = _trained_on(model.name, model_version(model.name), set_key, images)
+    return model.card.trained_on_note(seen, len(images))

@@ -334,7 +334,8 @@ with right:
         st.warning("Two configurations are identical: change a setting or a model to see a difference.")
     if ready:  # a fine-tuned model's own training images flatter it beside the others
         for name in dict.fromkeys(m for _, m, _ in configs):
-            seen = sh.trained_on_note(sh.get_model(name), ((s.name, s.data) for s in sources))
+            seen = sh.trained_on_note(sh.get_model(name), ((s.name, s.data) for s in sources),
+                                      "|".join(s.digest for s in sources))
             if seen:
                 st.warning(seen, icon=":material/school:")
     run_now = st.button(

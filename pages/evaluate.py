@@ -348,7 +348,7 @@ with right:
         sh.show_error(err)
         st.stop()
 
-    seen = sh.trained_on_note(model, ((name, data) for name, data, _ in items))
+    seen = sh.trained_on_note(model, ((name, data) for name, data, _ in items), data_sig)
     if seen:
         st.warning(seen, icon=":material/school:")
     show_summary(summary, iou)

@@ -166,9 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         seen = card.trained_on(_encoded(args.data, names) if trained.get("train_sha256") else
                                [(name, None) for name in names])
     if seen:  # a fine-tuned model's own training images flatter its error
-        shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
-        print(f"warning: {len(seen)} of these {len(items)} images were among {model.name}'s training images "
-              f"({shown}): its error on them is better than on images it has not seen", file=sys.stderr)
+        print(f"warning: {card.trained_on_note(seen, len(items))}", file=sys.stderr)
     pairs = predict_pairs(items, model, params, fast=not args.exact)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":

@@ -96,15 +96,24 @@ class ModelCard:
     def trained_on(self, images: Sequence[tuple[str, bytes | None]]) -> list[str]:
         """Names of ``images`` ((name, encoded bytes or None) pairs) that this model was fine-tuned on: by content
         where the card lists its training images' sha256 and the bytes are given, else by file name. A model's
-        error on its own training images says little about new ones. Empty for a model trained from scratch."""
+        error on its own training images says little about new ones. Empty when the card lists no training files."""
         data = self.training.get("data") if isinstance(self.training, dict) else None
-        if not isinstance(data, dict):  # a model trained from scratch describes its data in words
+        if not isinstance(data, dict):  # a sentence describing the data (the shipped cards): no files to match
             return []
         digests = set(data.get("train_sha256") or [])
         files = {Path(str(f)).name.lower() for f in data.get("train_files") or []}
         return [name for name, raw in images
                 if (hashlib.sha256(raw).hexdigest() in digests if digests and raw is not None
                     else Path(name).name.lower() in files)]
+
+    def trained_on_note(self, seen: Sequence[str], n_images: int) -> str | None:
+        """The warning for :meth:`trained_on`'s ``seen`` among ``n_images`` scored (None when there are none)."""
+        if not seen:
+            return None
+        shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+        which = f"{len(seen)} of these {n_images} images were" if n_images > 1 else "This image was"
+        return (f"{which} among {self.name}'s training images ({shown}): its error on them is better than on "
+                "images it has not seen. Leave them out to judge it.")
 
     def summary(self) -> str:
         """One line: name, kind, architecture, headline validation metrics."""
