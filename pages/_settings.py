@@ -95,9 +95,17 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
     """
     new = upgrade_keys(new, borders_available=has_border_channel(model))
     entry = _entry(model)
+    card = card_values(model)
     for name, value in new.items():
         if name in IMAGE_FIELDS:
-            _state()["image"][name] = value
+            # shared only where it departs from this model's card: the card's own reading of the image (a
+            # fine-tuned card's fixed invert and diameter, say) is not a decision about the image that every
+            # other model must follow (a tester's Apply of unet-density's tuned settings made a fine-tune
+            # count 75 cells at another model's diameter instead of 117 at its own)
+            if value == card[name]:
+                _state()["image"].pop(name, None)
+            else:
+                _state()["image"][name] = value
             if name in _edited_image():
                 _edited_image().remove(name)  # now from ``origin``
         elif name in PARAM_NAMES:

@@ -211,3 +211,41 @@ st.text(settings.describe(b))
     assert b == ("Settings of **unet-density**: edited (starting from the model card; Input changed: Nucleus "
                  "diameter)")
     assert after == "Settings of **unet-density**: the model card"
+
+
+def test_applied_settings_leave_another_models_card_reading_of_the_image(tmp_path):
+    """Apply after Optimise writes every field, the image fields included, as the tuned model's card has them:
+    those are that card's reading of the image, not the user's, so a fine-tuned model whose card fixes invert
+    and the nucleus diameter keeps them (a tester's fine-tune counted 75 cells at the other model's auto
+    diameter on Count and 117 on Evaluate). Values that depart from the card are still shared."""
+    import os
+
+    from cellcount.models import ModelCard, create_model, save_model
+
+    kwargs = {"base_width": 4, "depth": 2, "out_channels": 1, "head": "density"}
+    card = ModelCard(name="fixed-reading", architecture="unet", output_kind="density", kwargs=kwargs, tile_size=128,
+                     postprocess={"invert": True, "nucleus_diameter_px": 13.7, "auto_nucleus_size": False})
+    save_model(create_model("unet", **kwargs), card, Path(os.environ["CELLCOUNT_MODELS_DIR"]) / "fixed-reading")
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+a, b = cc.load_model("unet-density"), cc.load_model("fixed-reading")
+tuned = {{**settings.card_values(a), "threshold": 0.3}}
+settings.put(a, tuned, origin="tuned", detail="Evaluate, 4 images")
+v = settings.values(b)
+st.text(f"{{v['invert']}} {{v['nucleus_diameter_px']}}")
+st.text(settings.describe(b))
+settings.put(a, {{**tuned, "nucleus_diameter_px": 30.0}}, origin="file", detail="s.json")
+st.text(f"{{settings.values(b)['nucleus_diameter_px']}}")
+st.text(settings.describe(b))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    reading, said, diameter, said_after = [t.value for t in at.text]
+    assert reading == "True 13.7", "the fine-tuned card's own invert and diameter"
+    assert said == "Settings of **fixed-reading**: the model card"
+    assert diameter == "30.0", "a diameter the applied settings set apart from their card's is the image's"
+    assert "Input changed: Nucleus diameter" in said_after
