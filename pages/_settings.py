@@ -156,6 +156,36 @@ def _image_changes(model: cc.models.CountModel) -> list[str]:
     return changed
 
 
+def card_reading_overridden(model: cc.models.CountModel) -> list[tuple[str, Any, Any]]:
+    """(field, the card's value, the value in use) for each image field the model's card sets itself (a fine-tune
+    fixes its set's invert and nucleus diameter) that the shared image settings override: the count is then not
+    the one the card was made for."""
+    own = model.card.postprocess if isinstance(model.card.postprocess, dict) else {}
+    image = _state()["image"]
+    card = None
+    out = []
+    for name in IMAGE_FIELDS:
+        if name in own and name in image:
+            card = card or card_values(model)
+            if image[name] != card[name]:
+                out.append((name, card[name], image[name]))
+    return out
+
+
+def overridden_note(model: cc.models.CountModel) -> str | None:
+    """A warning, in words, when :func:`card_reading_overridden` finds anything, else None."""
+    from cellcount.params import setting_text
+
+    found = card_reading_overridden(model)
+    if not found:
+        return None
+    label = lambda n: SCHEMA[n].label.split(" (")[0]  # noqa: E731
+    card = ", ".join(f"{label(n)} {setting_text(n, c)}" for n, c, _ in found)
+    used = ", ".join(f"{label(n)} {setting_text(n, u)}" for n, _, u in found)
+    return (f"{model.name}'s card reads images with {card}, and the settings in use say {used} (changed here or "
+            "applied for another model): its counts may be far off. Reset to the model card to count as it was made to.")
+
+
 def origin(model: cc.models.CountModel, *, image: bool = True) -> tuple[str, str]:
     """(origin key, detail) of ``model``'s settings: "edited" too when an image field (channel, invert,
     nucleus diameter ...) differs (:func:`_image_changes`), as those apply to every model (``image=False``:

@@ -287,6 +287,8 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
     with row:
         reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
                      disabled=settings.origin(model)[0] == "card")
+    if note := settings.overridden_note(model):
+        c.warning(note, icon=":material/warning:")
 
 
 def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, detail: str = "") -> None:

@@ -213,11 +213,8 @@ st.text(settings.describe(b))
     assert after == "Settings of **unet-density**: the model card"
 
 
-def test_applied_settings_leave_another_models_card_reading_of_the_image(tmp_path):
-    """Apply after Optimise writes every field, the image fields included, as the tuned model's card has them:
-    those are that card's reading of the image, not the user's, so a fine-tuned model whose card fixes invert
-    and the nucleus diameter keeps them (a tester's fine-tune counted 75 cells at the other model's auto
-    diameter on Count and 117 on Evaluate). Values that depart from the card are still shared."""
+def save_fixed_reading_model() -> None:
+    """A user model whose card fixes invert and the nucleus diameter, as a fine-tune's does."""
     import os
 
     from cellcount.models import ModelCard, create_model, save_model
@@ -226,6 +223,29 @@ def test_applied_settings_leave_another_models_card_reading_of_the_image(tmp_pat
     card = ModelCard(name="fixed-reading", architecture="unet", output_kind="density", kwargs=kwargs, tile_size=128,
                      postprocess={"invert": True, "nucleus_diameter_px": 13.7, "auto_nucleus_size": False})
     save_model(create_model("unet", **kwargs), card, Path(os.environ["CELLCOUNT_MODELS_DIR"]) / "fixed-reading")
+
+
+@pytest.mark.slow
+def test_a_cards_own_reading_overridden_by_hand_is_warned_on_the_page():
+    save_fixed_reading_model()
+    at = open_page("count", count_model="fixed-reading")
+    assert not [w for w in at.warning if "card reads images with" in w.value]
+    at.number_input(key="count_nucleus_diameter_px").set_value(30.0)
+    at.run()
+    warned = [w.value for w in at.warning if "card reads images with" in w.value]
+    assert warned and "Nucleus diameter 13.7" in warned[0] and "Nucleus diameter 30" in warned[0]
+    at.button(key="count_reset").click()
+    at.run()
+    assert not [w for w in at.warning if "card reads images with" in w.value]
+    assert at.number_input(key="count_nucleus_diameter_px").value == 13.7
+
+
+def test_applied_settings_leave_another_models_card_reading_of_the_image():
+    """Apply after Optimise writes every field, the image fields included, as the tuned model's card has them:
+    those are that card's reading of the image, not the user's, so a fine-tuned model whose card fixes invert
+    and the nucleus diameter keeps them (a tester's fine-tune counted 75 cells at the other model's auto
+    diameter on Count and 117 on Evaluate). Values that depart from the card are still shared."""
+    save_fixed_reading_model()
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
@@ -241,11 +261,14 @@ st.text(settings.describe(b))
 settings.put(a, {{**tuned, "nucleus_diameter_px": 30.0}}, origin="file", detail="s.json")
 st.text(f"{{settings.values(b)['nucleus_diameter_px']}}")
 st.text(settings.describe(b))
+st.text(settings.overridden_note(b))
 """
     at = AppTest.from_string(script).run()
     assert not at.exception, at.exception
-    reading, said, diameter, said_after = [t.value for t in at.text]
+    reading, said, diameter, said_after, warned = [t.value for t in at.text]
     assert reading == "True 13.7", "the fine-tuned card's own invert and diameter"
+    assert warned.startswith("fixed-reading's card reads images with Nucleus diameter 13.7, and the settings in "
+                             "use say Nucleus diameter 30")
     assert said == "Settings of **fixed-reading**: the model card"
     assert diameter == "30.0", "a diameter the applied settings set apart from their card's is the image's"
     assert "Input changed: Nucleus diameter" in said_after
