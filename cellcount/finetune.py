@@ -1061,7 +1061,10 @@ def finetune(
         scored = [images[i] for i in (*train_idx, *held_idx)]
         pass_s = (time.perf_counter() - t_pass) * float(np.mean([im.shape[0] * im.shape[1] for im in scored])) / (
             first.shape[0] * first.shape[1])
-        reserve = max(pass_s, per_image_s) * (1.5 * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
+        # a density model reads its training images twice (before and after its count gain), others once, then
+        # tune postprocessing (about half a pass)
+        per_train = 2.0 if kind == "density" else 1.5
+        reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
         train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
         if train_budget_s < 10:
             raise ParameterError(
@@ -1108,6 +1111,10 @@ def finetune(
         card.density_scale = card.density_scale / k_gain
         new = NetModel(net, card)
         params = new_params
+        # read again with the gain: the flag below is fitted on what the saved model counts (the gain moves the
+        # counts, and with them the signals and errors; a size estimate from the map moves too)
+        train_pairs = [(names[i], predict(images[i], new, new_params, size_model=size_model), gts[i])
+                       for i in train_idx]
         tuned_note = (f"counts scaled by {k_gain:.2f} (the count gain fitted on the "
                       f"{_images(len(train_idx), 'training')})")
         if abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
