@@ -28,12 +28,48 @@ logger = logging.getLogger(__name__)
 
 
 
+def distinct_names(items: Iterable[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], list[str], dict[str, str]]:
+    """Files uploaded without their folders, as a browser sends them, made one row per image: the same file
+    (name and content) uploaded again is counted once, and a different file under a name already taken gets
+    the name a file manager gives a copy (``A01 (2).tif``), so that no two rows, objects or label images share
+    a name (two plates' ``A01.tif`` had been two rows "A01.tif" and one object table mixing both).
+
+    Returns (the items to count, in order; the names of the copies left out; ``{new name: name uploaded}``)."""
+    import hashlib
+
+    pending = list(items)
+    taken = {name for name, _ in pending}
+    by_name: dict[str, set[str]] = {}  # name uploaded -> the contents seen under it
+    kept: list[tuple[str, bytes]] = []
+    copies: list[str] = []
+    renamed: dict[str, str] = {}
+    for name, data in pending:
+        digest = hashlib.sha256(data).hexdigest()
+        if name not in by_name:
+            by_name[name] = {digest}
+            kept.append((name, data))
+        elif digest in by_name[name]:
+            copies.append(name)
+        else:
+            by_name[name].add(digest)
+            base = Path(name).name
+            folder, stem, suffix = name[: len(name) - len(base)], Path(base).stem, Path(base).suffix
+            k = 2
+            while f"{folder}{stem} ({k}){suffix}" in taken:
+                k += 1
+            new = f"{folder}{stem} ({k}){suffix}"
+            taken.add(new)
+            renamed[new] = name
+            kept.append((new, data))
+    return kept, copies, renamed
+
+
 @dataclass
 class BatchItem:
     """Outcome for one file of a batch."""
 
     name: str
-    status: str  # "ok" | "error" | "skipped" (an input a stopped batch never reached)
+    status: str  # "ok" | "error" | "skipped" (left out on purpose, or an input a stopped batch never reached)
     reason: str
     result: CountResult | None
     seconds: float = 0.0

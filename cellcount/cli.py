@@ -709,7 +709,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs recorded yet in {db_path()}")
         return 0
     shown = runs[["id", "started_at", "source", "host", "model", "status", "n_inputs", "n_ok", "n_failed",
-                  "total_count"]]
+                  "n_skipped", "total_count"]]
     print(shown.to_string(index=False))
     print(f"({len(runs)} latest of the history {db_path()}; 'runs --export ID --out x.csv' writes a run's CSV)")
     return 0

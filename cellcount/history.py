@@ -249,14 +249,16 @@ def finish_run(run_id: int, status: str, *, path: str | os.PathLike | None = Non
 
 _LIST_SQL = """
 SELECT r.id, r.started_at, r.finished_at, r.host, r.source, r.model, r.model_sha256, r.n_inputs, r.status,
-       COUNT(x.seq) AS n_rows, SUM(x.status = 'ok') AS n_ok, SUM(x.status != 'ok') AS n_failed,
+       COUNT(x.seq) AS n_rows, SUM(x.status = 'ok') AS n_ok, SUM(x.status = 'error') AS n_failed,
+       SUM(x.status = 'skipped') AS n_skipped,
        SUM(x.count) AS total_count, r.out_path, r.settings, {process}
 FROM runs r LEFT JOIN rows x ON x.run_id = r.id
 GROUP BY r.id ORDER BY r.id DESC LIMIT ?
 """
 RUN_COLUMNS = ("id", "started_at", "finished_at", "host", "source", "model", "model_sha256", "n_inputs", "status",
-               "n_rows", "n_ok", "n_failed", "total_count", "out_path", "settings", "pid", "proc")
-"""Columns of :func:`list_runs`."""
+               "n_rows", "n_ok", "n_failed", "n_skipped", "total_count", "out_path", "settings", "pid", "proc")
+"""Columns of :func:`list_runs`: ``n_failed`` the rows that could not be read or counted, ``n_skipped`` those left
+out on purpose (named like ground truth, not an image, never reached by a stopped batch)."""
 
 ENDED = "ended"
 """The status :func:`list_runs` shows for a run recorded as running whose process is gone (killed, or the
@@ -269,7 +271,7 @@ def list_runs(limit: int = 100, *, path: str | os.PathLike | None = None) -> pd.
     with connect(path) as con:
         rows = con.execute(_LIST_SQL.format(process=_run_columns(con)), (int(limit),)).fetchall()
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-    for col in ("n_ok", "n_failed", "total_count"):
+    for col in ("n_ok", "n_failed", "n_skipped", "total_count"):
         df[col] = df[col].fillna(0).astype(int)
     gone = [_ended(s, h, pid, proc) for s, h, pid, proc in zip(df["status"], df["host"], df["pid"], df["proc"],
                                                                   strict=True)]

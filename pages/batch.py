@@ -10,9 +10,9 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.batch import BatchItem, counts_frame, labels_zip, objects_frame
+from cellcount.batch import BatchItem, counts_frame, distinct_names, labels_zip, objects_frame
 from cellcount.history import Recorder
-from cellcount.io import iter_zip_images, split_ground_truth_files, zip_image_names
+from cellcount.io import iter_zip_images, left_out, split_ground_truth_files, zip_image_names
 from cellcount.jobs import BatchJob
 from pages import _settings as settings
 from pages import _shared as sh
@@ -47,15 +47,31 @@ GT_NAMED = ("named like ground truth: not counted (as on the command line; turn 
             "ground truth\" to count it)")
 
 
-def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
-    """Uploads -> (name, bytes) to count, plus items for what is not counted: unreadable zip members (errors)
-    and files named like ground truth (``a_mask.png``, ``labels/a.png``: skipped, as the command line skips
-    them, unless ``include_ground_truth``), so a folder of images and their labels counts the images only."""
+def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[str, bytes]], list[BatchItem], list[str]]:
+    """Uploads -> (name, bytes) to count, plus items for what is not counted: unreadable zip members (errors),
+    a zip's files that are not images, and files named like ground truth (``a_mask.png``, ``labels/a.png``:
+    skipped, as the command line skips them, unless ``include_ground_truth``), so a folder of images and their
+    labels counts the images only; and notes on names: one row per image (:func:`cellcount.batch.distinct_names`)."""
     items, bad = _collect(files)
-    if include_ground_truth:
-        return items, bad
+    if not include_ground_truth:
+        items, bad = _without_ground_truth(items, bad)
+    items, copies, renamed = distinct_names(items)
+    notes = []
+    if copies:
+        notes.append(f"{len(copies)} file(s) uploaded twice (same name, same content) counted once: "
+                     + ", ".join(f"`{n}`" for n in sorted(set(copies))[:5]) + (" ..." if len(set(copies)) > 5 else ""))
+    if renamed:
+        shown = "; ".join(f"`{old}` as `{new}`" for new, old in list(renamed.items())[:5])
+        notes.append(f"{len(renamed)} different file(s) shared a name already taken (a browser sends no folders), so "
+                     f"each has a row of its own, in upload order: {shown}" + (" ..." if len(renamed) > 5 else "")
+                     + ". Rename them (by plate or well) or upload a zip of their folders to keep the names apart.")
+    return items, bad, notes
+
+
+def _without_ground_truth(items: list[tuple[str, bytes]],
+                          bad: list[BatchItem]) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
     # zip members ("a.zip/b.csv"), but not one refused for its path ("../labels/x.png"): that reason stays
-    members = [b.name for b in bad if b.status == "error" and "/" in b.name and not b.reason.startswith("unsafe path")]
+    members = [b.name for b in bad if "/" in b.name and not b.reason.startswith("unsafe path")]
     _, named = split_ground_truth_files([name for name, _ in items] + members)
     skip = {str(path) for path in named}
     # a zip's annotation tables (``a_points.csv``) are left out like the label images beside them, not failures
@@ -72,8 +88,9 @@ def _collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
         if f.name.lower().endswith(".zip"):
             try:
                 for member, content, reason in iter_zip_images(data):
-                    if content is None:
-                        bad.append(BatchItem(f"{f.name}/{member}", "error", reason or "skipped", None))
+                    if content is None:  # a readme in the zip is left out as a folder's would be, not failed
+                        bad.append(BatchItem(f"{f.name}/{member}", "skipped" if left_out(reason) else "error",
+                                             reason or "skipped", None))
                     else:
                         items.append((f"{f.name}/{member}", content))
             except cc.CellcountError as err:
@@ -132,7 +149,7 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
                 include_ground_truth: bool = False) -> None:
     """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
     pages, and the images finished before a stop are kept."""
-    items, bad = collect(files, include_ground_truth=include_ground_truth)
+    items, bad, notes = collect(files, include_ground_truth=include_ground_truth)
     size_model = sh.get_size_model(model, params)  # before the record: a failure here leaves no run "running"
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
@@ -144,6 +161,7 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
     running_batches()[owner()] = st.session_state[JOB]
     st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page)
     st.session_state[f"{JOB}_uploads"] = upload_ids(files)
+    st.session_state[f"{JOB}_notes"] = notes
 
 
 def upload_ids(files) -> list[tuple[str, int]]:
@@ -174,6 +192,7 @@ def finish_batch(job: BatchJob) -> None:
         "model": job.model.name,
         "density": job.model.output_kind == "density",
         "note": note,
+        "name_notes": st.session_state.pop(f"{JOB}_notes", []),
     }
 
 
@@ -211,13 +230,15 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
                    "files above: press Count to count these.")
     if res.get("note"):
         st.warning(res["note"])
+    for text in res.get("name_notes", []):
+        st.info(text, icon=":material/content_copy:")
     failed = bad[bad["status"] == "error"]
     skipped = bad[bad["status"] != "error"]  # never reached (a stopped batch) or named like ground truth
     m = st.columns(5)
     m[0].metric("Images counted", len(ok))
     m[1].metric("Failed", len(failed), help="Files that could not be read or counted (listed below)")
-    m[2].metric("Not counted", len(skipped), help="Files named like ground truth, and files a stopped batch never "
-                "reached (the 'reason' column says which)")
+    m[2].metric("Not counted", len(skipped), help="Files named like ground truth, files in a zip that are not "
+                "images, and files a stopped batch never reached (the 'reason' column says which)")
     m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0)
     m[4].metric("Time", f"{df['seconds'].sum():.1f} s")
     gt_named = skipped[skipped["reason"] == GT_NAMED]

@@ -18,6 +18,7 @@ sh.require_entry_point("runs")
 P = "runs"
 LIST_COLUMNS = {"id": "run", "started_at": "started", "source": "from", "host": "computer", "model": "model",
                 "status": "status", "n_inputs": "images", "n_ok": "counted", "n_failed": "failed",
+                "n_skipped": "not counted",
                 "total_count": "total count"}
 ROW_COLUMNS = {"file": "file", "count": "count", "status": "status", "reason": "why it failed", "check": "check",
                "check_reasons": "why to check it"}

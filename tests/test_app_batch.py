@@ -91,7 +91,9 @@ def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_
 
 
 def test_annotation_tables_in_a_zip_are_left_out_like_the_label_images_not_failed(count_batch):
-    """A tester's zip of images with their label images and points CSVs: the CSV was listed under Failed."""
+    """A tester's zip of images with their label images and points CSVs: the CSV was listed under Failed; and
+    another's readme.txt and Thumbs.db were failures on this page and in the run history, while the command line
+    leaves a folder's other files out: in a zip they are listed, not failed."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("s01_sparse_small.png", sample("s01_sparse_small.png"))
@@ -106,10 +108,11 @@ def test_annotation_tables_in_a_zip_are_left_out_like_the_label_images_not_faile
     df = at.dataframe[0].value.set_index("file")
     assert df.loc["set.zip/s01_sparse_small_points.csv", "status"] == "skipped"
     assert "named like ground truth" in df.loc["set.zip/s01_sparse_small_points.csv", "reason"]
-    assert df.loc["set.zip/notes.csv", "status"] == "error", "a table not named like ground truth still fails"
+    assert df.loc["set.zip/notes.csv", "status"] == "skipped", "not an image: left out, listed, not failed"
+    assert df.loc["set.zip/notes.csv", "reason"].startswith("not an image file (extension .csv)")
     unsafe = df.loc[[f for f in df.index if "evil" in f][0]]
     assert unsafe["status"] == "error" and "unsafe path" in unsafe["reason"], "named like ground truth, still refused"
-    assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "2" and metric(at, "Failed") == "2"
+    assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "3" and metric(at, "Failed") == "1"
 
 
 def test_zip_with_nested_folder_non_image_and_traversal(count_batch):
@@ -133,6 +136,27 @@ def test_zip_with_nested_folder_non_image_and_traversal(count_batch):
     reasons = " ".join(df["reason"].astype(str))
     assert "not an image file" in reasons and "unsafe path" in reasons and "zip" in reasons
     assert len(df) == 4
+    status = dict(zip(df["file"], df["status"], strict=True))
+    assert status["images.zip/set/notes.txt"] == "skipped" and status["bad.zip"] == "error"
+
+
+def test_files_sharing_a_name_get_a_row_each_and_a_copy_counts_once(count_batch):
+    """Two plates' A01.tif (a browser sends no folders) were two rows "A01.tif", and their objects one table
+    mixing both; the same file uploaded twice was counted twice."""
+    a, b = sample("s01_sparse_small.png"), sample("s02_dense_clusters.png")
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value(
+        [("A01.png", a, "image/png"), ("A01.png", b, "image/png"), ("A01.png", a, "image/png")])
+    at.run()
+    count_batch(at)
+    df = at.dataframe[0].value
+    assert list(df["file"]) == ["A01.png", "A01 (2).png"] and list(df["status"]) == ["ok", "ok"]
+    infos = " ".join(i.value for i in at.info)
+    assert "1 file(s) uploaded twice (same name, same content) counted once: `A01.png`" in infos
+    assert "`A01.png` as `A01 (2).png`" in infos
+    objects = at.session_state["batch__result"]["objects_csv"].decode("utf-8-sig")
+    files = pd.read_csv(io.StringIO(objects))["file"]
+    assert set(files) == {"A01.png", "A01 (2).png"}, "each image's objects under its own name"
 
 
 def test_z_stacks_counted_from_their_maximum_projection(count_batch):

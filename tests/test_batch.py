@@ -13,12 +13,13 @@ import tifffile
 from cellcount.batch import (
     count_many,
     counts_frame,
+    distinct_names,
     labelled_uploads,
     labels_zip,
     objects_frame,
 )
 from cellcount.errors import ImageReadError
-from cellcount.io import iter_zip_images, iter_zip_members
+from cellcount.io import iter_zip_images, iter_zip_members, left_out
 from cellcount.models import CLASSICAL_NAME, load_model
 
 HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"
@@ -166,6 +167,20 @@ def test_iter_zip_images(png_bytes):
     for evil in ("../evil.png", "/abs/evil.png"):
         assert out[evil][0] is None and "unsafe" in out[evil][1]
     assert out["notes.txt"][0] is None and "not an image" in out["notes.txt"][1]
+    assert left_out(out["notes.txt"][1]), "a readme is left out for its kind"
+    assert not any(left_out(out[evil][1]) for evil in ("../evil.png", "/abs/evil.png")), "a refused path is a problem"
+    assert not left_out(None)
+
+
+def test_distinct_names_one_row_per_image():
+    items = [("A01.tif", b"a"), ("A01.tif", b"b"), ("A01.tif", b"a"), ("A01 (2).tif", b"c"), ("A01.tif", b"d"),
+             ("z.zip/p/A01.tif", b"e"), ("A01.tif", b"b"), ("z.zip/q/A01.tif", b"f")]
+    kept, copies, renamed = distinct_names(items)
+    assert kept == [("A01.tif", b"a"), ("A01 (3).tif", b"b"), ("A01 (2).tif", b"c"), ("A01 (4).tif", b"d"),
+                    ("z.zip/p/A01.tif", b"e"), ("z.zip/q/A01.tif", b"f")], "never a name uploaded, folders kept"
+    assert copies == ["A01.tif", "A01.tif"], "the same bytes again, under a name already counted"
+    assert renamed == {"A01 (3).tif": "A01.tif", "A01 (4).tif": "A01.tif"}
+    assert distinct_names([("z.zip/p/x.png", b"1"), ("z.zip/p/x.png", b"2")])[0][1][0] == "z.zip/p/x (2).png"
 
 
 def test_iter_zip_limits_and_corrupt_zip(png_bytes):

@@ -249,3 +249,18 @@ def test_a_recorder_writes_its_rows_on_one_connection_from_any_thread(tmp_path, 
     assert recorder._con is None  # closed by finish
     assert list(history.run_rows(recorder.run_id, path=path)["count"]) == [1, 2, 3]
     assert history.list_runs(path=path)["status"].tolist() == ["done"]
+
+
+def test_rows_left_out_on_purpose_are_not_failures(tmp_path):
+    """A zip's readme and a label image named like ground truth are listed, not failed: the run list kept them
+    apart from the images that could not be read (a tester's batch of 2 broken images read "5 failed")."""
+    path = str(tmp_path / "h.sqlite")
+    run_id = history.start_run(source="app", model="m", model_sha256=None, settings={}, inputs=["a", "b", "c", "d"],
+                               path=path)
+    history.add_rows(run_id, [{"file": "a.png", "status": "ok", "count": 3},
+                              {"file": "b.png", "status": "error", "count": None},
+                              {"file": "z.zip/readme.txt", "status": "skipped", "count": None},
+                              {"file": "a_labels.tif", "status": "skipped", "count": None}], path=path)
+    history.finish_run(run_id, "done", path=path)
+    run = history.list_runs(path=path).iloc[0]
+    assert (run["n_ok"], run["n_failed"], run["n_skipped"], run["total_count"]) == (1, 1, 2, 3)

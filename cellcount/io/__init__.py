@@ -18,6 +18,7 @@ from .archive import (
     count_zip_images,
     iter_zip_images,
     iter_zip_members,
+    left_out,
     zip_image_names,
 )
 from .display import image_to_display_rgb
@@ -98,6 +99,7 @@ __all__ = [
     "zip_image_names",
     "iter_zip_images",
     "iter_zip_members",
+    "left_out",
     "labels_to_tiff_bytes",
     "list_image_files",
     "model_input",

@@ -27,6 +27,17 @@ def _safe_member_name(name: str) -> str | None:
     return norm
 
 
+NOT_WANTED = "not "
+"""How the reason of a member left out for its kind starts ("not an image file (extension .txt): skipped"): a
+readme or a thumbnail database in a zip of images is not a failure (:func:`left_out`)."""
+
+
+def left_out(reason: str | None) -> bool:
+    """Whether a zip member's ``reason`` says it was left out for its kind (not an image, not a supported file),
+    as a folder's other files are, rather than for a problem (unsafe path, a cap, a damaged member)."""
+    return reason is not None and reason.startswith(NOT_WANTED)
+
+
 GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv"})
 """Extensions of ground-truth tables (point tables, ``filename,count`` tables) accepted in labelled zips."""
 
@@ -48,7 +59,7 @@ def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_by
         if base.startswith("._") or "__MACOSX/" in safe:
             continue  # macOS metadata, not user files
         if Path(base).suffix.lower() not in wanted:
-            yield info, safe, f"not {kind} (extension {Path(base).suffix or 'none'}): skipped"
+            yield info, safe, f"{NOT_WANTED}{kind} (extension {Path(base).suffix or 'none'}): skipped"
             continue
         n += 1
         total += info.file_size
