@@ -67,9 +67,13 @@ def clock(seconds: float) -> str:
 # the job
 # --------------------------------------------------------------------------------------------------
 def clear_result(board: JobBoard, me: str) -> None:
-    """Clear this session's finished run, and the name box with it: its name is now a saved model's."""
+    """Clear this session's finished run; after a saved model, the name box too (its name is now taken). A run
+    that failed or was cancelled saved nothing: the name typed for it stays for the next try."""
+    job = board.get(me)
+    saved = job is not None and job.snapshot().status == "done"
     board.clear(me)
-    st.session_state.pop(f"{P}_name", None)
+    if saved:
+        st.session_state.pop(f"{P}_name", None)
 
 
 def progress_text(s: JobSnapshot) -> str:

@@ -183,6 +183,10 @@ def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     reloaded = wait_until(reloaded, lambda a: any("was cancelled" in i.value for i in a.info))
     assert "never-saved" not in list_models()
     assert not at.button(key="train_start").disabled
+    # nothing was saved under it: Clear keeps the name typed for the next try (a tester's next run was saved
+    # under the proposed name instead)
+    at.button(key="train_clear").click().run()
+    assert at.text_input(key="train_name").value == "never-saved"
 
 
 @pytest.mark.slow
