@@ -819,6 +819,23 @@ WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in r
 """Folder names Windows refuses whatever follows the dot."""
 
 
+MIN_TRAIN_S = 10.0
+"""The least training time a budget must leave (else the run is refused before training)."""
+
+
+def _check_budget(minutes: float, spent_s: float, rest_s: float, n_images: int) -> float:
+    """The seconds ``minutes`` leave for training after ``spent_s`` so far and ``rest_s`` still to come (reading,
+    scoring); a :class:`ParameterError` that says the budget needed when they are under :data:`MIN_TRAIN_S`."""
+    left = 60.0 * float(minutes) - spent_s - rest_s
+    if left < MIN_TRAIN_S:
+        need = math.ceil(2 * (spent_s + rest_s + 60.0) / 60.0) / 2  # a minute of training, in half minutes
+        raise ParameterError(
+            f"a budget of {minutes:g} min leaves {max(left, 0):.0f} s of training after reading and scoring "
+            f"{n_images} images on this computer; give about {need:g} min or more (a minute of training), fewer "
+            "images, or a number of steps")
+    return left
+
+
 def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """The folder a new model ``name`` goes to; ParameterError when the name is not a plain folder name, is a
     shipped model's (or the baseline's), or is taken in ``out_dir`` (default: the user models folder) and
@@ -1013,16 +1030,29 @@ def finetune(
     train_gts = [gts[i] for i in train_idx]
     if kind == "mask" and train_gts and all(gt.kind == "points" for gt in train_gts):
         report(FinetuneProgress("prepare", message=DOTS_ON_MASK_NOTE.format(base=model.name)))
+    per_train = 2.0 if kind == "density" else 1.5  # base passes per training image after training (below)
+
+    def measure_all() -> list:
+        """:func:`measure_annotated` of every training image (one base pass each); a time budget too short for
+        the whole run is refused after the first, not after all of them."""
+        out = []
+        for k, i in enumerate(train_idx):
+            t_one = time.perf_counter()
+            out.append(measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed))
+            if k == 0 and steps is None:
+                one = time.perf_counter() - t_one
+                rest = one * (len(train_idx) - 1 + per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
+                _check_budget(minutes, time.perf_counter() - t_start, rest, len(names))
+        return out
+
     if diameter_px is not None:
         size, diameter = "given", float(diameter_px)
         report(FinetuneProgress("prepare", message="checking the objects' sizes against the one you gave"))
-        sizes = [measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed)[0]
-                 for i in train_idx]
+        sizes = [m[0] for m in measure_all()]
         size_note = several_sizes_note(diameter, train_gts, sizes)
     elif size in ("auto", "set"):
         report(FinetuneProgress("prepare", message="measuring the objects' size"))
-        measured = [measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed)
-                    for i in train_idx]
+        measured = measure_all()
         sizes, hits = [m[0] for m in measured], [m[1] for m in measured]
         known = [d for d in sizes if d]
         estimate = float(np.median(known)) if known else None
@@ -1063,13 +1093,8 @@ def finetune(
             first.shape[0] * first.shape[1])
         # a density model reads its training images twice (before and after its count gain), others once, then
         # tune postprocessing (about half a pass)
-        per_train = 2.0 if kind == "density" else 1.5
         reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
-        train_budget_s = 60.0 * float(minutes) - (time.perf_counter() - t_start) - reserve
-        if train_budget_s < 10:
-            raise ParameterError(
-                f"a budget of {minutes:g} min leaves {max(train_budget_s, 0):.0f} s of training after reading "
-                f"and scoring {len(names)} images; give more minutes, fewer images or a number of steps")
+        train_budget_s = _check_budget(minutes, time.perf_counter() - t_start, reserve, len(names))
 
     net = copy.deepcopy(model.net).float().to(memory_format=torch.channels_last)
     for p in net.parameters():
