@@ -180,7 +180,7 @@ def count_many(
         if reason:
             item = BatchItem(name, "error", " ".join(reason.split()), None, seconds, model=model.name,
                              settings=settings)
-            logger.warning("skipped %s: %s", name, item.reason)
+            logger.warning("failed %s: %s (the rest go on)", name, item.reason)
         else:
             item = BatchItem(name, "ok", "", result, seconds)
         yield item

@@ -368,6 +368,18 @@ def test_load_dsb_flat(tmp_path: Path) -> None:
         load_dsb_folder(tmp_path / "labels")
 
 
+def test_a_ground_truth_folder_named_as_people_write_it(tmp_path: Path) -> None:
+    """A tester's images/ beside "ground truth/" read as 16 images, none with ground truth."""
+    labels = _two_blobs(1, np.uint16)
+    labels[6:9, 7:11] = 2
+    (tmp_path / "Ground Truth").mkdir()
+    for k in range(2):
+        _save_png(tmp_path / "images" / f"w{k}.png", np.full((10, 12), k, np.uint8))
+        tifffile.imwrite(tmp_path / "Ground Truth" / f"w{k}.tif", labels)
+    items = load_labelled_folder(tmp_path)
+    assert sorted((p.name, gt.count) for p, gt in items) == [("w0.png", 2), ("w1.png", 2)]
+
+
 def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     img = np.zeros((10, 12), np.uint8)
     for k, name in enumerate(["a", "b", "c", "d", "e"]):  # five images: one pixel tells them apart

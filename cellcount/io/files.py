@@ -26,7 +26,7 @@ DOT_DIRS = frozenset({"dots", "points"})
 """Folder names whose files are dot annotations (``dots/img01.png`` for ``images/img01.png``)."""
 
 GROUND_TRUTH_DIRS = frozenset({"labels", "label", "masks", "mask", "gt", "ground_truth", "groundtruth", "ground-truth",
-                               "annotations", "annotation"})
+                               "ground truth", "annotations", "annotation"})
 """Folder names whose files :func:`split_ground_truth_files` treats as ground truth (not :data:`DOT_DIRS`:
 ``count`` counts a folder named ``points/``; beside images, readers of labelled sets add them)."""
 
