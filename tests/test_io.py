@@ -660,3 +660,10 @@ def test_nan_images_are_named_in_the_input_note():
     assert "40% of the image's pixels are not numbers" in input_note(band)
     band[:40] = 0.5
     assert input_note(band) is None
+
+
+def test_a_zip_named_on_the_command_line_says_how_to_count_it(tmp_path: Path) -> None:
+    (tmp_path / "plate.zip").write_bytes(b"PK")
+    skipped = []
+    assert list_image_files([tmp_path / "plate.zip"], on_skip=lambda path, reason: skipped.append(reason)) == []
+    assert len(skipped) == 1 and "unzip it and name the folder, or count the zip on the app's Batch page" in skipped[0]

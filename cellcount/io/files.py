@@ -160,7 +160,10 @@ def list_image_files(
             elif path.is_file():  # named on its own: the user meant it, so say why it is left out
                 skip(cand, f"not an image file this program reads (extension {cand.suffix.lower() or 'none'}; it reads "
                      f"{', '.join(sorted(IMAGE_EXTENSIONS))}" + (": export it as TIFF)" if cand.suffix.lower()
-                                                                in MICROSCOPE_EXTENSIONS else ")"))
+                                                                in MICROSCOPE_EXTENSIONS else
+                                                                "; unzip it and name the folder, or count the zip on "
+                                                                "the app's Batch page)" if cand.suffix.lower() == ".zip"
+                                                                else ")"))
     return sorted(found.values(), key=lambda p: (str(p.parent), p.name))
 
 
