@@ -1033,15 +1033,17 @@ def finetune(
     per_train = 2.0 if kind == "density" else 1.5  # base passes per training image after training (below)
 
     def measure_all() -> list:
-        """:func:`measure_annotated` of every training image (one base pass each); a time budget too short for
-        the whole run is refused after the first, not after all of them."""
+        """:func:`measure_annotated` of every training image (a base pass each, for dots); a time budget too short
+        for the whole run is refused after the second, not after all of them (the first pass may time the backends
+        or build the fast network: the second is the one timed, per pixel of the set's mean image)."""
         out = []
+        mean_px = float(np.mean([images[i].shape[0] * images[i].shape[1] for i in (*train_idx, *held_idx)]))
         for k, i in enumerate(train_idx):
             t_one = time.perf_counter()
             out.append(measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed))
-            if k == 0 and steps is None:
-                one = time.perf_counter() - t_one
-                rest = one * (len(train_idx) - 1 + per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
+            if k == 1 and steps is None:
+                one = (time.perf_counter() - t_one) * mean_px / (images[i].shape[0] * images[i].shape[1])
+                rest = one * (len(train_idx) - 2 + per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
                 _check_budget(minutes, time.perf_counter() - t_start, rest, len(names))
         return out
 

@@ -257,8 +257,10 @@ GROUP BY r.id ORDER BY r.id DESC LIMIT ?
 """
 RUN_COLUMNS = ("id", "started_at", "finished_at", "host", "source", "model", "model_sha256", "n_inputs", "status",
                "n_rows", "n_ok", "n_failed", "n_skipped", "total_count", "out_path", "settings", "pid", "proc")
-"""Columns of :func:`list_runs`: ``n_failed`` the rows that could not be read or counted, ``n_skipped`` those left
-out on purpose (named like ground truth, not an image, never reached by a stopped batch)."""
+"""Columns of :func:`list_runs`: ``n_failed`` the rows that could not be read or counted (status ``error``),
+``n_skipped`` those left out on purpose (status ``skipped``: in the app, files named like ground truth, a zip's
+files that are not images, images a stopped batch never reached; the command line writes no row for the files it
+leaves out, and an error row for a file named on it that it cannot read)."""
 
 ENDED = "ended"
 """The status :func:`list_runs` shows for a run recorded as running whose process is gone (killed, or the

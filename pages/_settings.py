@@ -165,7 +165,8 @@ def card_reading_overridden(model: cc.models.CountModel) -> list[tuple[str, Any,
     card = None
     out = []
     for name in IMAGE_FIELDS:
-        if name in own and name in image:
+        # a value the card states, not one that means "not set" (invert None is auto, diameter 0 is not given)
+        if own.get(name) is not None and own.get(name) != SCHEMA[name].off and name in image:
             card = card or card_values(model)
             if image[name] != card[name]:
                 out.append((name, card[name], image[name]))

@@ -29,13 +29,14 @@ def button_label(files, include_ground_truth: bool = False) -> str:
     """'Count 12 image(s)', counting the images inside zips as the batch will read them (a broken zip as one
     file, reported when counted), not the zips as one file each, and not the files named like ground truth
     that :func:`collect` leaves out."""
-    names, zips = [], 0
+    names, zips, loose = [], 0, set()
     for f in files or []:
         if f.name.lower().endswith(".zip"):
             zips += 1
             members = zip_image_names(f.getvalue())
             names += [f"{f.name}/{m}" for m in members] if members else [f.name]
-        else:
+        elif (f.name, f.size) not in loose:  # a copy uploaded again counts once (by name and size here: no hashing
+            loose.add((f.name, f.size))      # on every rerun; the batch compares the bytes)
             names.append(f.name)
     left_out = 0 if include_ground_truth else len(split_ground_truth_files(names)[1])
     return (f"Count {len(names) - left_out} image(s)"

@@ -20,7 +20,7 @@ LIST_COLUMNS = {"id": "run", "started_at": "started", "source": "from", "host": 
                 "status": "status", "n_inputs": "images", "n_ok": "counted", "n_failed": "failed",
                 "n_skipped": "not counted",
                 "total_count": "total count"}
-ROW_COLUMNS = {"file": "file", "count": "count", "status": "status", "reason": "why it failed", "check": "check",
+ROW_COLUMNS = {"file": "file", "count": "count", "status": "status", "reason": "why not counted", "check": "check",
                "check_reasons": "why to check it"}
 """The per-image columns shown here, by the names the app uses; the CSV keeps every column."""
 
@@ -107,7 +107,7 @@ except (KeyError, history.HistoryError) as err:
 
 m = st.columns(4)
 m[0].metric("Images", len(rows) if len(rows) == run["n_inputs"] else f"{len(rows)} of {run['n_inputs']}",
-            help="Images with a row (counted or failed) of the inputs the run was given")
+            help="Files with a row (counted, failed or not counted) of the inputs the run was given")
 ok = rows[rows["status"] == "ok"] if len(rows) else rows
 m[1].metric("Counted", len(ok))
 m[2].metric("Total count", int(ok["count"].astype(float).sum()) if len(ok) else 0)

@@ -318,8 +318,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
         st.session_state[f"{P}_name"] = proposal
     st.session_state[f"{P}_name_proposed"] = proposal
     name = b.text_input("Name of the new model", key=f"{P}_name", persist_state=sh.PERSIST, max_chars=80,
-                        help="A folder name: letters, digits, spaces, - and _ (not / \\ : * ? \" < > |); shipped models' names "
-                        "are taken. With spaces, quote it on the command line: --model \"my cells\".").strip()
+                        help="A folder name: letters, digits, spaces, dots, - and _ (not / \\ : * ? \" < > |, nor a dot or space "
+                        "at either end); shipped models' names are taken. With spaces, quote it on the command line: --model \"my cells\".").strip()
     if density and model_kind(base) == "mask":
         st.info(f"Your annotations are dots. A segmentation model such as {base} learns from its own outlines "
                 f"corrected by your dots, which works where cells are separate; where they touch or overlap, a "

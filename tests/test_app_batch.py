@@ -148,6 +148,7 @@ def test_files_sharing_a_name_get_a_row_each_and_a_copy_counts_once(count_batch)
     at.file_uploader(key="batch_files").set_value(
         [("A01.png", a, "image/png"), ("A01.png", b, "image/png"), ("A01.png", a, "image/png")])
     at.run()
+    assert at.button(key="batch_run").label == "Count 2 image(s)", "the copy is not announced as an image to count"
     count_batch(at)
     df = at.dataframe[0].value
     assert list(df["file"]) == ["A01.png", "A01 (2).png"] and list(df["status"]) == ["ok", "ok"]

@@ -158,10 +158,12 @@ def test_iter_zip_images(png_bytes):
         "../evil.png": png_bytes,
         "/abs/evil.png": png_bytes,
         "notes.txt": b"hello",
+        "raw/scan.czi": b"vendor format",
         "__MACOSX/plate1/._cells.png": b"junk",
     })
     out = {name: (blob, reason) for name, blob, reason in iter_zip_images(data)}
-    assert set(out) == {"top.png", "plate1/well_a/cells.PNG", "../evil.png", "/abs/evil.png", "notes.txt"}
+    assert set(out) == {"top.png", "plate1/well_a/cells.PNG", "../evil.png", "/abs/evil.png", "notes.txt",
+                        "raw/scan.czi"}
     assert out["top.png"] == (png_bytes, None)
     assert out["plate1/well_a/cells.PNG"] == (png_bytes, None)
     for evil in ("../evil.png", "/abs/evil.png"):
@@ -170,6 +172,8 @@ def test_iter_zip_images(png_bytes):
     assert left_out(out["notes.txt"][1]), "a readme is left out for its kind"
     assert not any(left_out(out[evil][1]) for evil in ("../evil.png", "/abs/evil.png")), "a refused path is a problem"
     assert not left_out(None)
+    assert "export it as TIFF" in out["raw/scan.czi"][1] and not left_out(out["raw/scan.czi"][1]), \
+        "the images the user meant, in a vendor's format: a failure to act on, as on the command line"
 
 
 def test_distinct_names_one_row_per_image():
