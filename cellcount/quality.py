@@ -307,7 +307,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         "merge_share": f"{v:.0%} of the objects are far larger than their neighbours (likely merged nuclei)",
         "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
         "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
-        "foreground_share": f"{v:.0%} of the image is foreground (crowded or unfamiliar: little background)",
+        "foreground_share": (f"{v:.0%} of the image is foreground, more than the model was calibrated on"
+                             + (f" ({limit:.0%} at most)" if limit is not None else "")
+                             + ": crowded, or read otherwise than the model expects (check the nucleus size and invert)"),
     }[signal]
 
 

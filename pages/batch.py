@@ -247,6 +247,10 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
         shown = ", ".join(f"`{f}`" for f in gt_named["file"].head(5)) + (" ..." if len(gt_named) > 5 else "")
         st.info(f"{len(gt_named)} file(s) named like ground truth were not counted: {shown}. Turn on \"Count files "
                 "named like ground truth\" and count again if they are images.")
+    others = skipped[skipped["reason"] != GT_NAMED]
+    if len(others):  # a zip's readme, images a stopped batch never reached: why, without scrolling the table
+        shown = "; ".join(f"`{f}`: {r}" for f, r in zip(others["file"].head(5), others["reason"].head(5), strict=True))
+        st.info(f"{len(others)} file(s) not counted: {shown}" + (" ..." if len(others) > 5 else ""))
     flagged = int(ok["check"].fillna(False).astype(bool).sum()) if "check" in ok else 0
     if flagged:
         st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column \"check "

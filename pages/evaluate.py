@@ -50,20 +50,26 @@ def pick_data() -> list:
     return found.items if found is not None else []
 
 
+def _digits(value: float) -> int:
+    """Decimals for a count error in a metric tile: fewer for large values, so six tiles fit a row (a tester's
+    "+141.50" and "-84.921" were cut to "+14…" and "-84.…" at 1400 px)."""
+    return 2 if not np.isfinite(value) or abs(value) < 100 else 1 if abs(value) < 1000 else 0
+
+
 def show_summary(s: dict, iou_threshold: float) -> None:
     m = st.columns(6)
     m[0].metric("Images", int(s.get("n", 0)))
     ci = (f"; 95% bootstrap interval over these images {sh.fixed(s['mae_ci_low'])}-{sh.fixed(s['mae_ci_high'])}"
           if np.isfinite(s.get("mae_ci_low", np.nan)) else "")
-    m[1].metric("MAE", sh.fixed(s["mae"]), help=f"Mean absolute count error (cells per image){ci}")
+    m[1].metric("MAE", sh.fixed(s["mae"], _digits(s["mae"])), help=f"Mean absolute count error (cells per image){ci}")
     if ci:
         st.caption(f"MAE {sh.fixed(s['mae'])}: 95% bootstrap interval over these images "
                    f"{sh.fixed(s['mae_ci_low'])}–{sh.fixed(s['mae_ci_high'])} (another set of images like these "
                    "could give any value in it).")
-    m[2].metric("RMSE", sh.fixed(s["rmse"]))
-    m[3].metric("Bias", sh.fixed(s["bias"], sign=True), help="Mean of predicted - true: > 0 over-counts")
+    m[2].metric("RMSE", sh.fixed(s["rmse"], _digits(s["rmse"])))
+    m[3].metric("Bias", sh.fixed(s["bias"], _digits(s["bias"]), sign=True), help="Mean of predicted - true: > 0 over-counts")
     m[4].metric("MAPE", f"{s['mape']:.1f} %", help="Mean absolute error relative to the true count")
-    m[5].metric("R²", f"{s['r2']:.3f}" if np.isfinite(s.get("r2", np.nan)) else "—")
+    m[5].metric("R²", sh.fixed(s["r2"], 3 if abs(s["r2"]) < 10 else 1) if np.isfinite(s.get("r2", np.nan)) else "—")
     if "f1" in s:
         how = {
             "iou": f"IoU matching (IoU ≥ {iou_threshold:.2f})",

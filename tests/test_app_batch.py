@@ -138,6 +138,8 @@ def test_zip_with_nested_folder_non_image_and_traversal(count_batch):
     assert len(df) == 4
     status = dict(zip(df["file"], df["status"], strict=True))
     assert status["images.zip/set/notes.txt"] == "skipped" and status["bad.zip"] == "error"
+    assert any("1 file(s) not counted: `images.zip/set/notes.txt`: not an image file (extension .txt)" in i.value
+               for i in at.info), "the reason said above the table, not only in its last column"
 
 
 def test_files_sharing_a_name_get_a_row_each_and_a_copy_counts_once(count_batch):
