@@ -39,6 +39,11 @@ STARTED_FROM = {  # "edited (starting from ...)"
 }
 
 
+def _label(name: str) -> str:
+    """A setting's label without its unit note ("Nucleus diameter", not "Nucleus diameter (px, 0 = not given)")."""
+    return SCHEMA[name].label.split(" (")[0]
+
+
 def _state() -> dict[str, Any]:
     ss = st.session_state
     if STORE_KEY not in ss:
@@ -180,9 +185,8 @@ def overridden_note(model: cc.models.CountModel) -> str | None:
     found = card_reading_overridden(model)
     if not found:
         return None
-    label = lambda n: SCHEMA[n].label.split(" (")[0]  # noqa: E731
-    card = ", ".join(f"{label(n)} {setting_text(n, c)}" for n, c, _ in found)
-    used = ", ".join(f"{label(n)} {setting_text(n, u)}" for n, _, u in found)
+    card = ", ".join(f"{_label(n)} {setting_text(n, c)}" for n, c, _ in found)
+    used = ", ".join(f"{_label(n)} {setting_text(n, u)}" for n, _, u in found)
     return (f"{model.name}'s card reads images with {card}, and the settings in use say {used} (changed here or "
             "applied for another model): its counts may be far off. Reset to the model card to count as it was made to.")
 
@@ -202,7 +206,7 @@ def describe(model: cc.models.CountModel) -> str:
     key, detail = origin(model)
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
     if fields := _image_changes(model):
-        changed = ", ".join(SCHEMA[name].label.split(" (")[0] for name in fields)
+        changed = ", ".join(_label(name) for name in fields)
         detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"
     return f"{text} ({detail})" if detail else text
 
