@@ -956,6 +956,7 @@ def finetune(
     from .train import DEFAULTS
 
     report = progress or (lambda p: None)
+    t_start = time.perf_counter()  # the budget includes loading the base model
     if minutes is None and steps is None:
         raise ParameterError("give a time budget (minutes) or a number of steps")
     if steps is not None and steps < 1:
@@ -980,7 +981,6 @@ def finetune(
             raise ParameterError("a stated diameter_px is one size for the whole set: it needs size 'auto' or 'set'")
     if threads:
         torch.set_num_threads(int(threads))
-    t_start = time.perf_counter()
     report(FinetuneProgress("prepare", message="reading the images and annotations"))
     labelled, source = _labelled_items(data)
     names = [n for n, _, _ in labelled]
