@@ -18,7 +18,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
 from cellcount.params import INPUT_FIELDS
-from pages._model_ui import get_model, get_size_model, model_version
+from pages._model_ui import get_model, get_size_model, prediction_version
 from pages._ui import CACHE_TTL_S, SAMPLES_DIR, progress_callback, show_error
 
 
@@ -186,11 +186,19 @@ def predict_cached(
     return pred
 
 
+def prediction_key(source: Source, model_name: str, params: cc.CountParams) -> str:
+    """What a prediction of ``source`` depends on (image, model and size-model versions, input settings,
+    backend): the key of :func:`predict_source` and of every cache built on its prediction (the overlay),
+    so none of them outlives a replaced model or a backend change."""
+    return "|".join(map(str, (source.digest, model_name, prediction_version(model_name, params),
+                              params.input_key(), requested_backend())))
+
+
 def predict_source(
     source: Source, image: np.ndarray, model_name: str, params: cc.CountParams
 ) -> cc.Prediction:
-    return predict_cached(source.digest, model_name, model_version(model_name), params.input_key(), image,
-                          requested_backend())
+    return predict_cached(source.digest, model_name, prediction_version(model_name, params), params.input_key(),
+                          image, requested_backend())
 
 
 BACKEND_KEY = "inference_backend"  # not a widget key: the choice survives the Timing tab being hidden
@@ -241,6 +249,7 @@ def predict_set_cached(
     version: str,
     input_key: tuple,
     _items: list[tuple[str, bytes, GroundTruth]],
+    backend: str = "auto",
 ) -> list[tuple[str, cc.Prediction, GroundTruth]]:
     """Model output for a whole labelled set (evaluation and tuning reuse it for any postprocessing)."""
     from cellcount.evaluate import predict_pairs
@@ -249,7 +258,8 @@ def predict_set_cached(
     size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")
     images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
-    pairs = predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model)
+    pairs = predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model,
+                          backend=backend)
     bar.empty()
     return pairs
 

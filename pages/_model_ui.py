@@ -38,6 +38,14 @@ def get_model(name: str) -> cc.models.CountModel:
     return _load_model(name, model_version(name))
 
 
+def prediction_version(name: str, params: cc.CountParams) -> str:
+    """:func:`model_version` of the model and of the size model ``params`` need with it: a mask model's maps
+    depend on the size model's estimate too (a user's size model may be replaced under its name)."""
+    version = model_version(name)
+    size = size_model_name(get_model(name), params)
+    return version if size is None else f"{version}+{size}:{model_version(size)}"
+
+
 def get_size_model(model: cc.models.CountModel, params: cc.CountParams) -> cc.models.CountModel | None:
     """The size model ``params`` need with ``model`` (None when none), from the same shared cache."""
     name = size_model_name(model, params)

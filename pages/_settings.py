@@ -11,6 +11,7 @@ diameter, pixel size), so they survive a model change.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import streamlit as st
@@ -57,14 +58,27 @@ def card_values(model: cc.models.CountModel) -> dict[str, Any]:
     return cc.resolve_params(model).to_dict()
 
 
+def _card_identity(model: cc.models.CountModel) -> str:
+    """Changes when a model is replaced under its name (deleted and trained again, its card rewritten)."""
+    card = getattr(model, "card", None)
+    if card is None:
+        return ""
+    return f"{card.sha256}|{json.dumps(card.postprocess, sort_keys=True, default=str)}"
+
+
 def _entry(model: cc.models.CountModel) -> dict[str, Any]:
     models = _state()["models"]
-    if model.name not in models:
+    identity = _card_identity(model)
+    replaced = model.name in models and models[model.name].get("card") != identity
+    if model.name not in models or replaced:
+        # settings tuned, loaded or edited for the weights that had this name would count the new ones silently
         card = card_values(model)
         models[model.name] = {
             "values": {k: v for k, v in card.items() if k not in IMAGE_FIELDS},
             "origin": "card",
-            "detail": "",
+            "detail": ("the model was replaced under this name since its earlier settings were set: these are "
+                       "the new card's" if replaced else ""),
+            "card": identity,
         }
     return models[model.name]
 

@@ -20,8 +20,10 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     plane_ui,
     predict_set_cached,
     predict_source,
+    prediction_key,
     read_image_cached,
     remember_plane,
+    requested_backend,
     sample_frame,
     sample_label,
     sample_names,
@@ -43,6 +45,7 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     models_frame,
     models_frame_columns,
     pick_model,
+    prediction_version,
     trained_on_note,
 )
 from pages._ui import (  # noqa: F401  (re-exported for the pages)

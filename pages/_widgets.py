@@ -16,10 +16,9 @@ import cellcount as cc
 from cellcount.params import (
     AUTO_DISTANCE_FRACTION,
     BORDER_SPLIT_MODES,
-    DENSITY_FIELDS,
     DISTANCE_SPLIT_MODES,
     INPUT_FIELDS,
-    MASK_FIELDS,
+    PARAM_NAMES,
     SCHEMA,
     has_border_channel,
 )
@@ -237,10 +236,11 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
             out["closing_radius_px"] = _slider(st, p, model, "closing_radius_px")
             out["fill_holes"] = _toggle(st, p, model, "fill_holes")
     out["pixel_size_um"] = _from_widget("pixel_size_um", _number(c, p, model, "pixel_size_um"))
-    # fields without a widget here (the other model kind's, a split mode's unused knob) keep their stored
-    # value, so a settings file round-trips unchanged
-    for name in (*MASK_FIELDS, *DENSITY_FIELDS):
-        out.setdefault(name, _stored(p, model, name))
+    # fields without a widget here (the other model kind's, a split mode's unused knob, a multihead model's
+    # count source) keep their stored value, so a settings file round-trips unchanged and every page counts alike
+    for name in PARAM_NAMES:
+        if name not in INPUT_FIELDS:
+            out.setdefault(name, _stored(p, model, name))
     return out
 
 

@@ -348,7 +348,8 @@ with right:
 if not ready:
     st.stop()
 sig = repr(
-    [(lab, m, sh.model_version(m), p.to_json()) for lab, m, p in configs] + [(s.digest, s.truth) for s in sources]
+    [(lab, m, sh.prediction_version(m, p), p.to_json()) for lab, m, p in configs] + [(s.digest, s.truth) for s in sources]
+    + [sh.requested_backend()]
 )
 if run_now:
     st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources)}

@@ -115,7 +115,7 @@ def view_ui() -> dict:
 
 
 @st.cache_data(max_entries=8, ttl=sh.CACHE_TTL_S, show_spinner=False)
-def probability_stats_cached(digest: str, model_name: str, input_key: tuple, _prob: np.ndarray) -> tuple:
+def probability_stats_cached(prediction_key: str, _prob: np.ndarray) -> tuple:
     return sh.probability_stats(_prob)
 
 
@@ -126,9 +126,9 @@ def display_cached(digest: str, contrast: tuple, _image: np.ndarray) -> np.ndarr
 
 @st.cache_data(max_entries=16, ttl=sh.CACHE_TTL_S, show_spinner=False)
 def overlay_cached(
-    digest: str, model_name: str, params_json: str, view: tuple, _image: np.ndarray, _result: cc.CountResult
+    digest: str, prediction_key: str, params_json: str, view: tuple, _image: np.ndarray, _result: cc.CountResult
 ) -> tuple[bytes, dict, int]:
-    """JPEG of the outlined picture for these plain keys (image, model, settings, display options)."""
+    """JPEG of the outlined picture for these plain keys (image, prediction, settings, display options)."""
     v = dict(view)
     base = display_cached(digest, v["contrast"], _image)
     merges = likely_merges(_result.objects, labels=_result.labels) if v["merges"] else []
@@ -142,7 +142,7 @@ def overlay_cached(
     return viz.encode_jpeg(rgb), legend, len(merges)
 
 
-def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, view: dict) -> None:
+def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, view: dict, prediction_key: str) -> None:
     if result.output_kind == "density":
         peaks = result.peaks if st.toggle("Show approximate centres", False, key=f"{P}_show_peaks") else None
         fig = viz.density_figure(image, result.density, peaks, count_estimate=result.count_estimate)
@@ -156,7 +156,7 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         st.info("No objects with the current settings.")
     key = tuple(sorted((k, v) for k, v in view.items()))
     jpeg, legend, n_merges = overlay_cached(
-        source.digest, result.model_name, result.params.to_json(), key, image, result
+        source.digest, prediction_key, result.params.to_json(), key, image, result
     )
     chips = " &nbsp; ".join(
         f"<span style='display:inline-block;width:.8em;height:.8em;border:1px solid #666;"
@@ -212,7 +212,8 @@ def _keep_a_view(key: str) -> None:
     st.session_state[f"{key}_last"] = st.session_state[key]
 
 
-def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, page: int | str | None = None) -> None:
+def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, prediction_key: str,
+                page: int | str | None = None) -> None:
     m = st.columns(4)
     delta = None if source.truth is None else f"{result.count - source.truth:+d} vs ground truth"
     if result.output_kind == "density":
@@ -246,7 +247,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pa
     tab = st.segmented_control("Show", views, key=key, label_visibility="collapsed",
                                on_change=_keep_a_view, args=(key,))
     if tab == "Image":
-        show_overlay(source, image, result, view)
+        show_overlay(source, image, result, view, prediction_key)
     elif tab == "Objects":
         if result.output_kind == "density":
             st.caption(f"A density model counts by the integral of its map ({result.count}); these "
@@ -290,12 +291,13 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         model = sh.get_model(model_name)
     except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the whole page picks another
         st.rerun(scope="app")
-    pred = params = error = result = crash = None
+    pred = params = error = result = crash = pred_key = None
     if source is not None and image is not None:
         try:
             # the widgets write the store in their callbacks, before this run: these are the settings drawn below
             params = settings.params(model)
             pred = sh.predict_source(source, image, model_name, params)
+            pred_key = sh.prediction_key(source, model_name, params)  # the caches built on this prediction
             # counted before anything is drawn: the sliders re-sent first kept the browser busy on the second
             # core while this ran (scripts/bench_browser.py: the server's share fell by about a quarter)
             result = cc.postprocess(pred, params, image=image)
@@ -311,7 +313,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
         sh.settings_status(model, P)  # in the fragment: it follows every edit
         stats = None
         if pred is not None and pred.output_kind == "mask":
-            stats = probability_stats_cached(source.digest, model_name, pred.input_key, pred.maps[0])
+            stats = probability_stats_cached(pred_key, pred.maps[0])
         auto = (split_distance_px(pred, params.replace(min_distance_px=0))  # the diameter typed in counts too
                 if pred is not None and params is not None and pred.output_kind != "density" else None)
         sh.params_ui(model, P, probability_stats=stats, auto_distance_px=auto)
@@ -326,7 +328,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
             return
         if crash is not None:
             raise crash
-        show_result(source, image, result, page)
+        show_result(source, image, result, pred_key, page)
 
 
 st.title("Count")

@@ -337,7 +337,8 @@ with right:
         sh.show_error(err)
         st.stop()
     data_sig = sh.set_digest(items)
-    sig = f"{data_sig}|{sh.truth_digest(items)}|{model_name}|{sh.model_version(model_name)}|{params.input_key()}"
+    version, backend = sh.prediction_version(model_name, params), sh.requested_backend()
+    sig = f"{data_sig}|{sh.truth_digest(items)}|{model_name}|{version}|{params.input_key()}|{backend}"
     if st.button("Evaluate", key=f"{P}_run", type="primary", icon=":material/play_arrow:"):
         st.session_state[f"{P}__active"] = sig
     if st.session_state.get(f"{P}__active") != sig:
@@ -345,7 +346,7 @@ with right:
         st.stop()
     try:
         pairs = sh.predict_set_cached(
-            data_sig, model_name, sh.model_version(model_name), params.input_key(), items
+            data_sig, model_name, version, params.input_key(), items, backend
         )
         # the predictions depend on the images only; the ground truth is this run's (it may be new)
         pairs = [(name, pred, gt) for (name, pred, _), (_, _, gt) in zip(pairs, items, strict=True)]

@@ -272,3 +272,99 @@ st.text(settings.overridden_note(b))
     assert said == "Settings of **fixed-reading**: the model card"
     assert diameter == "30.0", "a diameter the applied settings set apart from their card's is the image's"
     assert "Input changed: Nucleus diameter" in said_after
+
+
+def test_a_model_replaced_under_its_name_gets_its_new_cards_settings():
+    """Settings edited for a user model are not carried over to other weights saved under the same name (a
+    user deleted unet-mask-mine and fine-tuned again under the proposed name: the first model's threshold and
+    areas counted the new one, under "the model card"). The status line says the model was replaced."""
+    import os
+
+    save_fixed_reading_model()
+    folder = Path(os.environ["CELLCOUNT_MODELS_DIR"]) / "fixed-reading"
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import json
+from pathlib import Path
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+m = cc.load_model("fixed-reading")
+settings.edit(m, "peak_min_distance_px", 9)
+st.text(settings.describe(m))
+card = Path({str(folder / "card.json")!r})
+data = json.loads(card.read_text())
+data["postprocess"]["peak_min_distance_px"] = 5
+card.write_text(json.dumps(data))
+again = cc.load_model("fixed-reading")
+st.text(str(settings.values(again)["peak_min_distance_px"]))
+st.text(settings.describe(again))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    before, value, after = [t.value for t in at.text]
+    assert before.startswith("Settings of **fixed-reading**: edited")
+    assert value == "5", "the new card's value, not the edit made for the weights replaced"
+    assert after == ("Settings of **fixed-reading**: the model card (the model was replaced under this name since "
+                     "its earlier settings were set: these are the new card's)")
+
+
+def test_a_predictions_key_follows_the_size_model_and_the_backend():
+    """The Count page's overlay and threshold histogram are cached on the prediction's key: it must change when
+    the size model a mask model reads sizes with is replaced, or the backend is changed on the Timing tab (the
+    count moved while the cached outlines stayed)."""
+    import os
+
+    from cellcount.models import ModelCard, create_model, save_model
+
+    users = Path(os.environ["CELLCOUNT_MODELS_DIR"])
+    for name, head, kind, out in (("tiny-sizer", "density", "density", 1), ("tiny-mask", "mask", "mask", 2)):
+        kwargs = {"base_width": 4, "depth": 2, "out_channels": out, "head": head}
+        card = ModelCard(name=name, architecture="unet", output_kind=kind, kwargs=kwargs, tile_size=128,
+                         extra={"size_model": "tiny-sizer"} if kind == "mask" else {},
+                         postprocess={"auto_nucleus_size": True} if kind == "mask" else {})
+        save_model(create_model("unet", **kwargs), card, users / name)
+    script = f"""
+import sys, os
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+import streamlit as st
+import cellcount as cc
+from pages import _shared as sh
+from pages._image_ui import BACKEND_KEY
+src = sh.Source("a.png", b"x", "d1")
+params = cc.resolve_params(cc.load_model("tiny-mask"))
+st.text(sh.prediction_key(src, "tiny-mask", params))
+card = Path({str(users / "tiny-sizer" / "card.json")!r})
+card.write_text(card.read_text() + " ")
+st.text(sh.prediction_key(src, "tiny-mask", params))
+st.session_state[BACKEND_KEY] = "torch"
+st.text(sh.prediction_key(src, "tiny-mask", params))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    first, sizer_replaced, other_backend = [t.value for t in at.text]
+    assert "tiny-sizer" in first
+    assert len({first, sizer_replaced, other_backend}) == 3
+
+
+def test_settings_without_a_widget_reach_every_page():
+    """A multihead model's count source (density or segmentation) has no widget: loaded from a settings file it
+    must still reach Evaluate and Compare, which resolve their settings from the drawn controls (Count and Batch
+    counted the density integral while Evaluate scored the segmentation, under "loaded from a file")."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+from pages import _shared as sh
+m = cc.load_model("multihead-unet")
+settings.put(m, {{"count_source": "density"}}, origin="file", detail="s.json")
+out = sh.params_ui(m, "evaluate")
+st.text(sh.resolve(m, out).count_source)
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == "density"

@@ -71,15 +71,17 @@ def predict_pairs(
     progress: Callable[[int, int], None] | None = None,
     size_model: CountModel | None = None,
     fast: bool = True,
+    backend: str | None = None,
 ) -> list[Pair]:
     """Run the model once per image (the slow part), keeping predictions for evaluation and tuning.
 
-    ``size_model``: see :func:`cellcount.pipeline.predict`; loaded once here when the settings need one."""
+    ``size_model``, ``backend``: see :func:`cellcount.pipeline.predict`; the size model is loaded once here when
+    the settings need one."""
     if size_model is None:
         size_model = size_model_for(model, params)
     out = []
     for i, (name, image, gt) in enumerate(items):
-        out.append((name, predict(image, model, params, fast=fast, size_model=size_model), gt))
+        out.append((name, predict(image, model, params, fast=fast, size_model=size_model, backend=backend), gt))
         if progress:
             progress(i + 1, len(items))
     return out
