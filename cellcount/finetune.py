@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -866,6 +867,25 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
     return target
 
 
+def _publish(stage: Path, target: Path, card, *, overwrite: bool) -> Path:
+    """Move the finished model folder ``stage`` to ``target``, or, when a model took that name while this one
+    trained and ``overwrite`` is off, to the first free ``name-2``, ``name-3`` ... (its card renamed too)."""
+    import shutil
+
+    from .models import write_card
+
+    if target.exists():
+        if overwrite:
+            shutil.rmtree(target)
+        else:
+            taken = {p.name for p in target.parent.iterdir()}
+            target = target.with_name(free_name(target.name, taken))
+            card.name = target.name
+            write_card(card, stage)
+    stage.rename(target)
+    return target
+
+
 def _check_model_folder(folder: Path) -> None:
     """ParameterError unless a model folder can be written in ``folder`` (created when missing): checked
     before training, so that minutes of training are not lost to a folder that cannot take the result."""
@@ -1216,6 +1236,9 @@ def finetune(
              f"{after['mae']:.2f} against {before['mae']:.2f}): within the tolerance (over {WORSE_SHARE:.0%} and "
              f"{WORSE_OBJECTS:g} objects more error keeps the base's weights), so they are saved")
     rejected: dict[str, float] = {}
+    # written whole into a hidden folder beside the target, then moved into place: nothing loads a half-written
+    # model, and a model saved under this name meanwhile (another fine-tune, another app) is not overwritten
+    stage = target.parent / f".{name}.saving-{os.getpid()}-{threading.get_ident()}"
     if kept_base:  # no harm: the new model counts as the base does; both figures stay on record
         note(f"the fine-tuned weights counted the {len(held_idx)} held-out image(s) worse than {model.name} (MAE "
              f"{after['mae']:.2f} against {before['mae']:.2f}), so {name} keeps {model.name}'s weights and settings "
@@ -1229,10 +1252,10 @@ def finetune(
         if getattr(model, "novelty", None) is not None:  # the base's encoder, so the base's reference holds
             from .novelty import NOVELTY_FILE
 
-            target.mkdir(parents=True, exist_ok=True)
+            stage.mkdir(parents=True, exist_ok=True)
             entry = dict(model.card.extra.get("novelty") or {})
             card.extra["novelty"] = {**entry, "file": NOVELTY_FILE,
-                                     "sha256": model.novelty.save(target / NOVELTY_FILE)}
+                                     "sha256": model.novelty.save(stage / NOVELTY_FILE)}
         after = before
     seconds = time.perf_counter() - t_start
     annotation = sorted({gts[i].kind for i in train_idx})
@@ -1283,13 +1306,23 @@ def finetune(
     if own is not None and not kept_base:
         from .novelty import NOVELTY_FILE, SETTINGS
 
-        target.mkdir(parents=True, exist_ok=True)
-        card.extra["novelty"] = {"file": NOVELTY_FILE, "sha256": own[0].save(target / NOVELTY_FILE),
+        stage.mkdir(parents=True, exist_ok=True)
+        card.extra["novelty"] = {"file": NOVELTY_FILE, "sha256": own[0].save(stage / NOVELTY_FILE),
                                  "images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
                                  "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
                                  "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if held_idx
                                                else f"the training images of the fine-tune ({source})")}
-    save_model(net, card, target)
+    try:
+        save_model(net, card, stage)
+        target = _publish(stage, target, card, overwrite=overwrite)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)  # a half-written model is never left behind
+        raise
+    if target.name != name:
+        note(f"a model named {name} was saved by another run while this one trained: this one is saved as {target.name}")
+        name = target.name
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
                             message=f"saved {name} to {target}"))
     return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before,

@@ -345,6 +345,7 @@ def labelled_set(
     # CSVs that share an image's stem are point tables; the others are tables of counts per image
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
     counts: dict[str, tuple[int, str]] = {}
+    disagree: dict[str, list[str]] = {}  # an image two tables give different counts: "10 (a.csv)", "99 (b.csv)"
     spelled: dict[str, str] = {}  # a row's name as the table spells it
     pool: list[_File] = []
     stray: list[str] = []
@@ -362,7 +363,9 @@ def labelled_set(
                 out.skipped.append((f.name, str(err)))
             continue
         for stem, n in table.items():
-            counts.setdefault(stem.casefold(), (n, f.name))
+            first = counts.setdefault(stem.casefold(), (n, f.name))
+            if first[0] != n:
+                disagree.setdefault(stem.casefold(), [f"{first[0]} ({first[1]})"]).append(f"{n} ({f.name})")
             spelled.setdefault(stem.casefold(), stem)
 
     by_name = {f.name: f for f in pool}
@@ -387,6 +390,9 @@ def labelled_set(
                                  source=source)
             elif image.name in pairs:
                 gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
+            elif stem in disagree:  # which one is right is the user's to say, not the upload order's
+                raise GroundTruthError(f"the counts tables disagree: {' and '.join(disagree[stem])}; "
+                                       "remove the wrong row or table")
             else:
                 n, table = counts[stem]
                 gt = GroundTruth(kind="count", count=n, source=table)

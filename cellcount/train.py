@@ -114,6 +114,12 @@ def load_config(path: str | Path | None, overrides: list[str]) -> dict[str, Any]
         if not k.startswith("--"):
             raise SystemExit(f"override keys start with '--', got {k!r}")
         _set_dotted(cfg, k[2:], v)
+    # the card records these as the model's reading of images, and counting reads every image with the
+    # CountParams defaults: a config asking for other percentiles would train on one reading and count with another
+    pct = (cfg["input"].get("low_pct"), cfg["input"].get("high_pct"))
+    if pct != (DEFAULTS["input"]["low_pct"], DEFAULTS["input"]["high_pct"]):
+        raise SystemExit(f"input.low_pct / input.high_pct {pct} are not supported: models are trained and counted "
+                         f"with the percentiles {DEFAULTS['input']['low_pct']} / {DEFAULTS['input']['high_pct']}")
     return cfg
 
 

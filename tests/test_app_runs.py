@@ -95,3 +95,21 @@ def test_a_run_that_stopped_early_says_how_many_of_its_images_it_has():
     label = at.selectbox(key="runs_run").format_func(run_id)
     assert "1 of 3 image(s)" in label and "interrupted" in label
     assert next(m.value for m in at.metric if m.label == "Images") == "1 of 3"
+
+
+def test_a_runs_settings_opened_for_a_model_replaced_since_say_so(tmp_path):
+    """A run made with weights that another model has replaced under the same name: its settings still open, and
+    the settings line on the page opened says the run counted with other weights."""
+    import sqlite3
+
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "unet-density",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0
+    with sqlite3.connect(history.db_path()) as db:  # as if the model had been trained again since
+        db.execute("UPDATE runs SET model_sha256 = 'feedface'")
+    at = open_page("pages/runs.py")
+    at.button(key="runs_to_count").click()
+    at.run()
+    assert not at.exception, at.exception
+    detail = at.session_state["_settings"]["models"]["unet-density"]["detail"]
+    assert "counted with other weights named unet-density (replaced since)" in detail
+    assert any("replaced since" in c.value for c in [*at.caption, *at.markdown])

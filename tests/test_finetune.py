@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -370,6 +371,28 @@ def test_cancel_stops_between_steps_and_writes_nothing(tiny_model, tmp_path, dra
     with pytest.raises(Cancelled):
         finetune(base_dir, data, name="cancelled", steps=50, batch_size=2, crop=32, progress=on_progress, cancel=stop)
     assert "cancelled" not in list_models()
+
+
+def test_a_name_taken_while_training_is_not_overwritten(tiny_model, tmp_path, draw_disks):
+    """Another run (a CLI fine-tune, a second app) saved a model under the same name while this one trained: it
+    was silently overwritten. This one is saved under the next free name, said in a note; nothing half-written
+    is ever listed."""
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "labels")
+    out = tmp_path / "models"
+
+    def on_progress(p):
+        if p.stage == "train" and not (out / "mine").exists():
+            save_model(base.net, dataclasses.replace(base.card, name="mine"), out / "mine")
+
+    res = finetune(base_dir, data, name="mine", steps=2, batch_size=2, crop=32, out_dir=out, progress=on_progress)
+    assert res.name == "mine-2" and res.folder == out / "mine-2"
+    assert cc.models.model_card(out / "mine-2").name == "mine-2"
+    assert (out / "mine" / "card.json").is_file()
+    assert any("saved as mine-2" in n for n in res.notes)
+    assert sorted(p.name for p in out.iterdir()) == ["mine", "mine-2"]
 
 
 @pytest.mark.slow

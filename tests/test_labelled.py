@@ -275,3 +275,15 @@ def test_rows_of_a_counts_table_that_name_no_uploaded_image_are_said(samples):
         "1 row of counts_partial.csv matches no uploaded image (Other_Image): its count is not used."]
     every = labelled_set([("a.png", img0)], [("c.csv", b"filename,count\na.png,3\n")])
     assert not any("matches no uploaded image" in n or "match no uploaded image" in n for n in every.notes)
+
+
+def test_two_counts_tables_that_disagree_on_an_image_leave_it_out_saying_why(samples):
+    """Two tables with different counts for one image: the first uploaded won, silently (10 or 99 by upload
+    order). Tables that agree, or list other images, still count."""
+    img0, img1 = samples[0][0], samples[1][0]
+    a = b"filename,count\na.png,10\nb.png,4\n"
+    b = b"filename,count\na.png,99\nb.png,4\n"
+    out = labelled_set([("a.png", img0), ("b.png", img1)], [("countsA.csv", a), ("countsB.csv", b)])
+    assert [(n, gt.count) for n, _, gt in out.items] == [("b.png", 4)]
+    assert out.skipped == [("a.png", "the counts tables disagree: 10 (countsA.csv) and 99 (countsB.csv); "
+                                     "remove the wrong row or table")]

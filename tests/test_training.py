@@ -517,3 +517,15 @@ def test_saved_configs_hold_no_machine_specific_folders(tmp_path, monkeypatch):
         saved = yaml.safe_load(path.read_text(encoding="utf-8"))
         for key in ("out_dir", "run_dir", "config_path"):
             assert not Path(str(saved.get(key, ""))).is_absolute(), f"{path}: {key} {saved[key]}"
+
+
+def test_a_config_cannot_ask_for_percentiles_that_counting_would_not_use():
+    """The card records input.low_pct / high_pct as the model's reading of images, but counting reads every
+    image with CountParams' defaults: other values would train one way and count another."""
+    from cellcount.params import CountParams
+    from cellcount.train import load_config
+
+    cfg = load_config(None, [])
+    assert (cfg["input"]["low_pct"], cfg["input"]["high_pct"]) == (CountParams().low_pct, CountParams().high_pct)
+    with pytest.raises(SystemExit, match="not supported"):
+        load_config(None, ["--input.low_pct", "2"])

@@ -161,7 +161,8 @@ def _dirs_in(folder: Path) -> dict[str, Path]:
     try:
         if not folder.is_dir():
             return {}
-        return {p.name: p for p in sorted(folder.iterdir()) if (p / CARD_FILE).is_file()}
+        # hidden folders are models still being written (cellcount.finetune saves into one, then renames it)
+        return {p.name: p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and (p / CARD_FILE).is_file()}
     except OSError as err:  # an unreadable user folder must not hide the shipped models
         logger.warning("cannot list models in %s: %s", folder, err)
         return {}
