@@ -78,7 +78,12 @@ def _stored(prefix: str, model: cc.models.CountModel, name: str) -> Any:
 
 
 def _on_edit(prefix: str, name: str, model_name: str) -> None:
-    value = _from_widget(name, st.session_state[_key(prefix, name)])
+    raw = st.session_state[_key(prefix, name)]
+    if name == "channel" and isinstance(raw, str):
+        # Streamlit sends a selectbox's old option label ("channel 2 (blue)") when its options changed with the
+        # image (a 3-channel file replaced by another): not a choice the user made, and no channel number
+        return
+    value = _from_widget(name, raw)
     local = _local(prefix)
     if local is not None:
         local[name] = value

@@ -368,3 +368,25 @@ st.text(sh.resolve(m, out).count_source)
     at = AppTest.from_string(script).run()
     assert not at.exception, at.exception
     assert at.text[0].value == "density"
+
+
+def test_a_stale_channel_label_from_the_browser_is_not_a_choice():
+    """After a channel was chosen on a 3-channel image, uploading another image made Streamlit send the old option's
+    label ("channel 2 (blue)") to the widget's callback, which crashed the Count page (int('channel 2 (blue)'))
+    and left no uploader to go on with. The stale label changes nothing; the choice made stays."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+from pages import _widgets as w
+m = cc.load_model("classical-otsu")
+settings.edit(m, "channel", 2)
+st.session_state["count_channel"] = "channel 2 (blue)"
+w._on_edit("count", "channel", m.name)
+st.text(str(settings.values(m)["channel"]))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == "2"

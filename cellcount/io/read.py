@@ -436,6 +436,17 @@ def _read_tiff(
         n_outer = len(axes) - len(page_axes)
         outer_axes, outer_shape = axes[:n_outer], shape[:n_outer]
         n_pages = len(series.pages)
+        if n_outer == 0 and page_axes == "SYX" and axes[0] in "ZT":
+            # tifffile writes a stack of up to 4 planes (imwrite(f, stack, metadata={'axes': 'TYX'})) as one page
+            # whose samples are the planes: the series' axes say time points or z-planes, not channels to average
+            n_planes = shape[0]
+            if page >= n_planes:
+                raise ParameterError(f"page {page} is out of range: {name} has {n_planes} page(s), "
+                                     f"valid: 0..{n_planes - 1}")
+            one = series.pages[0]
+            one = one.aspage() if isinstance(one, tifffile.TiffFrame) else one
+            plane = _decode_sample(tif, one, page, n_planes)
+            return (plane if channel is None else _select_channel(plane, channel)), _planes(axes[0], n_planes)
         if page_axes == "YX" and len(axes) >= 3 and axes[-3:-1] == "YX" and axes[-1] in _CHANNEL_AXES:
             stack = [(a, n) for a, n in zip(axes[:-3], shape[:-3]) if n > 1]
             planes = _planes(*stack[0]) if len(stack) == 1 else None
