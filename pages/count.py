@@ -102,7 +102,7 @@ def view_ui() -> dict:
             _view_widget("contrast", st.slider, "Display contrast (percentiles of the image shown black and white)",
                          0.0, 100.0, step=0.5, help="Only the picture; the model and the count use the image as it is.")
             _view_widget("merges", st.toggle, "Mark likely merges",
-                         help="Red: objects over 2.5x the median area of their 8 nearest neighbours and with a "
+                         help="Red (black or white beside one colour per object; rejected objects are then grey): objects over 2.5x the median area of their 8 nearest neighbours and with a "
                          "waist (not convex), often two or more nuclei counted as one. One large round "
                          "nucleus is not marked.")
             if ZOOMS[v["zoom"]]:

@@ -236,6 +236,13 @@ st.caption(
     "Only models measured on the same images are ranked; differences smaller than the intervals are not "
     "meaningful. Check a model on your own images with Evaluate."
 )
+st.info(
+    "**Images unlike DSB 2018's nuclei** (H&E tissue, bone marrow, cells rather than nuclei): the shipped models "
+    "learnt DSB, and every one of them miscounts H&E bone marrow by more than half (a median 66-91% on the public "
+    "mbm set, docs/quality.md; every image flagged). There, check counts by eye against a few of yours with Evaluate, "
+    "or teach a model your cells on the Train page: a few annotated images are enough.",
+    icon=":material/science:",
+)
 st.subheader("Each model")
 pick = st.segmented_control("Model", names, default=names[0], key="models_show", label_visibility="collapsed")
 render_card(pick or names[0])

@@ -364,3 +364,24 @@ def test_a_titled_density_panel_lines_up_with_an_outlined_one():
                               height=360)
     assert dens.layout.title.text == "unet-density: 28.4 (true 28)"
     assert (dens.layout.margin.t, dens.layout.height) == (mask.layout.margin.t, mask.layout.height)
+
+
+def test_one_colour_per_object_keeps_rejected_objects_and_merges_in_colours_no_object_gets():
+    """With one colour per object every saturated hue is an object's, so the rejected kinds' cyan and magenta and the
+    merges' red were drawn on kept objects too (a tester could not tell which outlines were left out of the count)."""
+    from cellcount.postprocess import TOO_SMALL
+
+    base = np.full((60, 80, 3), 40, np.uint8)
+    lab = _two_squares()
+    rejected = np.zeros(lab.shape, np.uint8)
+    rejected[50:56, 5:11] = TOO_SMALL
+    out, legend = viz.render_outlines(base, lab, rejected, color="per object", merges=[1])
+    grey, white = viz.viewer.REJECTED_GREY, (255, 255, 255)
+    assert legend["rejected (not counted)"] == grey and "rejected: too small" not in legend
+    assert legend["likely merge (far larger than its neighbours, with a waist)"] == white
+    assert tuple(out[50, 5]) == grey and tuple(out[9, 20]) == white
+    objects = viz.viewer.object_colors(100)[1:].astype(int)
+    for rgb in (grey, white):  # no object's colour is like them
+        assert np.abs(objects - np.array(rgb)).max(axis=1).min() > 60
+    _, on_bright = viz.render_outlines(np.full((60, 80, 3), 230, np.uint8), lab, color="per object", merges=[1])
+    assert on_bright["likely merge (far larger than its neighbours, with a waist)"] == (0, 0, 0)

@@ -105,6 +105,10 @@ def contrast_color(rgb: np.ndarray, where: np.ndarray | None = None) -> RGB:
     return best
 
 
+REJECTED_GREY: RGB = (150, 150, 150)
+"""Rejected objects' outlines beside one colour per object (:func:`object_colors` are all saturated)."""
+
+
 def object_colors(n: int) -> np.ndarray:
     """(n + 1, 3) uint8 lookup table of well separated saturated colours, row 0 unused (background)."""
     hues = (np.arange(n + 1) * 0.618033988749895) % 1.0
@@ -160,6 +164,11 @@ def render_outlines(
     legend: dict[str, RGB] = {}
     palette = dict(OUTLINE_COLORS)
     palette.update(rejected_colors or {})
+    per_object = isinstance(color, str) and color == "per object"
+    if per_object:
+        # one colour per object takes every saturated hue, so no rejected kind or merge mark may have one: rejected
+        # objects are grey and merges black or white (by the picture's brightness), colours no object gets
+        palette.update({name: REJECTED_GREY for name in _REASON_CODES})
     if labels is not None and not isinstance(color, str):  # a colour the user chose: no kind may share it
         palette = _apart(palette, tuple(int(c) for c in color), _merge_color(tuple(int(c) for c in color)))
     if rejected is not None and np.any(rejected):
@@ -168,7 +177,7 @@ def render_outlines(
         for name, code in _REASON_CODES.items():
             lut[code] = palette[name]
             if np.any(rej == code):
-                legend[f"rejected: {name}"] = palette[name]
+                legend["rejected (not counted)" if per_object else f"rejected: {name}"] = palette[name]
         line = boundaries(rej, mode="inner", thickness=thickness)  # inside the region: its code gives the colour
         layer = np.zeros_like(out)
         layer[line] = lut[rej[line]]
@@ -180,7 +189,7 @@ def render_outlines(
         line = boundaries(lab, thickness=thickness)
         import cv2
 
-        if isinstance(color, str) and color == "per object":
+        if per_object:
             n = int(lab.max()) if lab.size else 0
             # outer lines lie on background pixels: colour them by the neighbouring object
             owner = cv2.dilate(lab.astype(np.float32), np.ones((2 * thickness + 1,) * 2, np.uint8)).astype(np.int64)
@@ -196,7 +205,8 @@ def render_outlines(
                 rgb = tuple(int(c) for c in color)
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
-        merge_rgb = _merge_color(legend.get("kept"))
+        merge_rgb = (((0, 0, 0) if float(np.mean(base)) > 127 else (255, 255, 255)) if per_object
+                     else _merge_color(legend.get("kept")))
         if len(merges):
             if merge_boxes is None:
                 flag = np.zeros(int(lab.max()) + 1, bool)
