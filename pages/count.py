@@ -233,7 +233,8 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
         f"({1000 * result.seconds.get('model', 0):.0f} ms) and is cached; see the Timing tab.",
     )
     quality_badge(result)
-    if result.estimated_diameter_px is not None or result.model_scale != 1.0:
+    # a diameter typed near the training size changes nothing: said, so it does not look ignored
+    if result.estimated_diameter_px is not None or result.model_scale != 1.0 or result.params.nucleus_diameter_px:
         st.caption(size_note(result))
     view = view_ui() if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
     # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
