@@ -175,6 +175,18 @@ def _image_changes(model: cc.models.CountModel) -> list[str]:
     return changed
 
 
+def _own_changes(model: cc.models.CountModel, most: int = 4) -> str:
+    """"Probability threshold: 0.5, Split touching nuclei: Model borders": the model's own settings (not the image
+    fields) that differ from its card, as the app shows them; "" when none."""
+    from cellcount.params import setting_text
+
+    card, own = card_values(model), _entry(model)["values"]
+    changed = [f"{_label(n)}: {setting_text(n, v)}" for n, v in own.items() if n in card and card[n] != v]
+    if len(changed) > most:
+        changed = [*changed[:most], f"{len(changed) - most} more"]
+    return ", ".join(changed)
+
+
 def card_reading_overridden(model: cc.models.CountModel) -> list[tuple[str, Any, Any]]:
     """(field, the card's value, the value in use) for each image field the model's card sets itself (a fine-tune
     fixes its set's invert and nucleus diameter) that the shared image settings override: the count is then not
@@ -219,6 +231,8 @@ def describe(model: cc.models.CountModel) -> str:
     """One line: which settings are in use and where they came from (naming the image settings changed by hand)."""
     key, detail = origin(model)
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
+    if key == "edited" and (own := _own_changes(model)):  # what was edited, also where its control is folded away
+        detail = f"{detail}; {own}" if detail else own
     if fields := _image_changes(model):
         changed = ", ".join(_label(name) for name in fields)
         detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"

@@ -390,3 +390,23 @@ st.text(str(settings.values(m)["channel"]))
     at = AppTest.from_string(script).run()
     assert not at.exception, at.exception
     assert at.text[0].value == "2"
+
+
+def test_the_settings_line_names_the_edited_settings():
+    """On Batch and Evaluate the threshold sits in a folded panel: "edited (starting from the model card)" did not
+    say that a threshold of 0.5 and the borders split were in use (a tester's pass)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+m = cc.load_model("unet-mask")
+settings.edit(m, "threshold", 0.5)
+settings.edit(m, "split_mode", "borders")
+st.text(settings.describe(m))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == ("Settings of **unet-mask**: edited (starting from the model card; Probability "
+                                "threshold: 0.5, Split touching nuclei: Model borders)")
