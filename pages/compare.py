@@ -308,8 +308,9 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 fig = viz.density_figure(image, res.density, None, height=360,
                                          title=f"{label}: {res.count_estimate:.1f}{truth}")
             else:
-                colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
-                rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
+                # drawn as on the Count page: a colour chosen against the image (fixed green vanished on purple H&E)
+                rgb, _ = viz.render_outlines(viz.display_image(image), res.labels, res.rejected, color="auto",
+                                             rejected_colors=viz.OUTLINE_COLORS)
                 fig = viz.overlay_figure(
                     rgb, objects=res.objects, title=title, height=360, pixel_size_um=params.pixel_size_um
                 )
