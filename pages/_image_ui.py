@@ -180,10 +180,20 @@ def predict_cached(
     model, params = get_model(model_name), _input_params(input_key)
     size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")
-    pred = cc.predict(_image, model, params, progress=progress_callback(bar, "tiles"), size_model=size_model,
-                      backend=backend)
-    bar.empty()
-    return pred
+    try:
+        return cc.predict(_image, model, params, progress=progress_callback(bar, "tiles"), size_model=size_model,
+                          backend=backend)
+    finally:  # also when it fails: a bar left at "Running ..." reads as still working beside the error
+        bar.empty()
+
+
+def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
+    """``params`` as they apply to ``image``: a channel chosen for a multichannel image means nothing for a
+    one-channel image, whose page hides the control (a tester's next upload, a DAPI-only file, failed with
+    "channel 2 is out of range" and no control left to change it)."""
+    if params.channel is not None and (image.ndim == 2 or image.shape[2] == 1):
+        return params.replace(channel=None)
+    return params
 
 
 def prediction_key(source: Source, model_name: str, params: cc.CountParams) -> str:
@@ -257,11 +267,12 @@ def predict_set_cached(
     model, params = get_model(model_name), _input_params(input_key)
     size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")
-    images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
-    pairs = predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model,
-                          backend=backend)
-    bar.empty()
-    return pairs
+    try:
+        images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
+        return predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model,
+                             backend=backend)
+    finally:
+        bar.empty()
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner="Evaluating ...")

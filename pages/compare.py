@@ -150,6 +150,7 @@ def run(configs, sources) -> pd.DataFrame:
                 "status": "ok",
             }
             try:
+                params = sh.for_image(params, image)
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, measure=False)
                 row.update(
@@ -296,6 +297,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     for col, (label, model_name, params) in zip(cols, configs, strict=True):
         with col:
             try:
+                params = sh.for_image(params, image)
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, image=image)
             except cc.CellcountError as err:

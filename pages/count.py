@@ -296,7 +296,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
     if source is not None and image is not None:
         try:
             # the widgets write the store in their callbacks, before this run: these are the settings drawn below
-            params = settings.params(model)
+            params = sh.for_image(settings.params(model), image)
             pred = sh.predict_source(source, image, model_name, params)
             pred_key = sh.prediction_key(source, model_name, params)  # the caches built on this prediction
             # counted before anything is drawn: the sliders re-sent first kept the browser busy on the second

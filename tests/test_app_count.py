@@ -499,3 +499,28 @@ def test_an_unexpected_postprocessing_error_leaves_the_controls_to_undo_it(monke
     assert at.slider(key="count_threshold").value == pytest.approx(0.95)
     at.slider(key="count_threshold").set_value(0.5).run()
     assert not at.exception and int(metric(at, "Count")) > 0
+
+
+@pytest.mark.slow
+def test_a_channel_chosen_for_a_composite_does_not_fail_the_next_one_channel_image():
+    """Channel 2 chosen for a 3-channel TIFF, then a DAPI-only file uploaded: "channel 2 is out of range" with no
+    channel control left to change it (it is hidden for one channel) and a progress bar stuck at "Running"."""
+    img = np.zeros((64, 64, 3), np.uint16)
+    img[10:20, 10:20, 0] = 3000  # one object in channel 0
+    img[30:40, 30:40, 2] = 3000  # two in channel 2
+    img[45:55, 5:15, 2] = 3000
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.moveaxis(img, -1, 0), metadata={"axes": "CYX"})
+    at = open_count(count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("comp.tif", buf.getvalue(), "image/tiff"))
+    at.run()
+    at.selectbox(key="count_channel").set_value(2)
+    at.run()
+    assert not at.exception and metric(at, "Count") == "2"
+    dapi = np.zeros((64, 64), np.uint8)
+    dapi[10:20, 10:20] = 200
+    at.file_uploader(key="count_upload").set_value(("dapi.png", png_bytes(dapi), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert metric(at, "Count") == "1"
