@@ -22,6 +22,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -874,15 +875,26 @@ def _publish(stage: Path, target: Path, card, *, overwrite: bool) -> Path:
 
     from .models import write_card
 
+    old = None
     if target.exists():
-        if overwrite:
-            shutil.rmtree(target)
+        if overwrite:  # moved aside until the new one is in place: a failed rename loses neither
+            old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+            target.rename(old)
         else:
-            taken = {p.name for p in target.parent.iterdir()}
-            target = target.with_name(free_name(target.name, taken))
+            taken = {p.name.casefold() for p in target.parent.iterdir()}  # one folder on macOS and Windows
+            k, base = 2, target.name
+            while target.name.casefold() in taken:
+                target, k = target.with_name(f"{base}-{k}"), k + 1
             card.name = target.name
             write_card(card, stage)
-    stage.rename(target)
+    try:
+        stage.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -1313,14 +1325,19 @@ def finetune(
                                  "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if held_idx
                                                else f"the training images of the fine-tune ({source})")}
     try:
+        if cancel is not None and cancel.is_set():  # cancelled while scoring: nothing is saved, as promised
+            raise Cancelled("fine-tuning was cancelled")
         save_model(net, card, stage)
         target = _publish(stage, target, card, overwrite=overwrite)
     except BaseException:
         import shutil
 
-        shutil.rmtree(stage, ignore_errors=True)  # a half-written model is never left behind
+        shutil.rmtree(stage, ignore_errors=True)  # a half-written model is not left behind
         raise
     if target.name != name:
+        # the notes so far name the model as asked: they are about this one, now saved under another name
+        own = re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w-])")
+        notes[:] = [own.sub(target.name, n) for n in notes]
         note(f"a model named {name} was saved by another run while this one trained: this one is saved as {target.name}")
         name = target.name
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,

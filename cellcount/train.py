@@ -114,13 +114,17 @@ def load_config(path: str | Path | None, overrides: list[str]) -> dict[str, Any]
         if not k.startswith("--"):
             raise SystemExit(f"override keys start with '--', got {k!r}")
         _set_dotted(cfg, k[2:], v)
-    # the card records these as the model's reading of images, and counting reads every image with the
-    # CountParams defaults: a config asking for other percentiles would train on one reading and count with another
+    _check_input(cfg)
+    return cfg
+
+
+def _check_input(cfg: dict[str, Any]) -> None:
+    """The card records input.low_pct / high_pct as the model's reading of images, and counting reads every image
+    with the CountParams defaults: a config asking for other percentiles would train one way and count another."""
     pct = (cfg["input"].get("low_pct"), cfg["input"].get("high_pct"))
     if pct != (DEFAULTS["input"]["low_pct"], DEFAULTS["input"]["high_pct"]):
         raise SystemExit(f"input.low_pct / input.high_pct {pct} are not supported: models are trained and counted "
                          f"with the percentiles {DEFAULTS['input']['low_pct']} / {DEFAULTS['input']['high_pct']}")
-    return cfg
 
 
 def _batch(items, rng, cfg, weights=None):
@@ -191,6 +195,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     from .training.data import load_dsb_split, synthetic_items
     from .training.losses import density_loss, mask_loss, multihead_loss
 
+    _check_input(cfg)
     tr = cfg["train"]
     if tr["select"] not in ("best", "last"):
         raise ValueError(f"train.select must be 'best' or 'last', got {tr['select']!r}")

@@ -188,11 +188,12 @@ def predict_cached(
 
 
 def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
-    """``params`` as they apply to ``image``: a channel chosen for a multichannel image means nothing for a
-    one-channel image, whose page hides the control (a tester's next upload, a DAPI-only file, failed with
+    """``params`` as they apply to ``image``: a channel chosen for another image means nothing for a one-channel
+    image, whose page hides the control, nor for one without that channel, whose control shows "all channels" (a tester's next upload, a DAPI-only file, failed with
     "channel 2 is out of range" and no control left to change it)."""
-    if params.channel is not None and (image.ndim == 2 or image.shape[2] == 1):
-        return params.replace(channel=None)
+    n_channels = 1 if image.ndim == 2 else image.shape[2]
+    if params.channel is not None and (n_channels == 1 or params.channel >= n_channels):
+        return params.replace(channel=None)  # the channel control shows "all channels" for it too
     return params
 
 

@@ -69,15 +69,18 @@ def _card_identity(model: cc.models.CountModel) -> str:
 def _entry(model: cc.models.CountModel) -> dict[str, Any]:
     models = _state()["models"]
     identity = _card_identity(model)
-    replaced = model.name in models and models[model.name].get("card") != identity
+    before = models[model.name].get("card", "") if model.name in models else identity
+    replaced = before != identity
     if model.name not in models or replaced:
         # settings tuned, loaded or edited for the weights that had this name would count the new ones silently
         card = card_values(model)
         models[model.name] = {
             "values": {k: v for k, v in card.items() if k not in IMAGE_FIELDS},
             "origin": "card",
-            "detail": ("the model was replaced under this name since its earlier settings were set: these are "
-                       "the new card's" if replaced else ""),
+            "detail": ("" if not replaced else
+                       "the model was replaced under this name since its earlier settings were set: these are the "
+                       "new card's" if before.split("|")[0] != identity.split("|")[0] else
+                       "its card's settings were rewritten since the earlier settings were set: these are the new card's"),
             "card": identity,
         }
     return models[model.name]
@@ -231,7 +234,7 @@ def describe(model: cc.models.CountModel) -> str:
     """One line: which settings are in use and where they came from (naming the image settings changed by hand)."""
     key, detail = origin(model)
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
-    if key == "edited" and (own := _own_changes(model)):  # what was edited, also where its control is folded away
+    if origin(model, image=False)[0] == "edited" and (own := _own_changes(model)):  # what was edited, also where its control is folded away
         detail = f"{detail}; {own}" if detail else own
     if fields := _image_changes(model):
         changed = ", ".join(_label(name) for name in fields)

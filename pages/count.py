@@ -53,7 +53,8 @@ def size_note(result: cc.CountResult) -> str:
     what = (f"Nucleus diameter {given:g} px" if given else
             f"Estimated nucleus diameter {result.estimated_diameter_px:.0f} px")
     if result.model_scale == 1.0:
-        return f"{what}: close enough to the size the model was trained on; the image was used as it is."
+        made_for = "its settings assume" if result.model_name == cc.models.CLASSICAL_NAME else "the model was trained on"
+        return f"{what}: close enough to the size {made_for}; the image was used as it is."
     return (f"{what}: the model saw this image resized {result.model_scale:.2f}x, so that its nuclei match the "
             "size it was trained on; objects and areas are in the original pixels.")
 

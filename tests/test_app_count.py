@@ -524,3 +524,9 @@ def test_a_channel_chosen_for_a_composite_does_not_fail_the_next_one_channel_ima
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert metric(at, "Count") == "1"
+    two = io.BytesIO()  # nor one without that channel: counted from all of them, as its control shows
+    tifffile.imwrite(two, np.moveaxis(img[:, :, :2], -1, 0), metadata={"axes": "CYX"})
+    at.file_uploader(key="count_upload").set_value([("two.tif", two.getvalue(), "image/tiff")])
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert metric(at, "Count") == "1"

@@ -306,8 +306,8 @@ st.text(settings.describe(again))
     before, value, after = [t.value for t in at.text]
     assert before.startswith("Settings of **fixed-reading**: edited")
     assert value == "5", "the new card's value, not the edit made for the weights replaced"
-    assert after == ("Settings of **fixed-reading**: the model card (the model was replaced under this name since "
-                     "its earlier settings were set: these are the new card's)")
+    assert after == ("Settings of **fixed-reading**: the model card (its card's settings were rewritten since the "
+                     "earlier settings were set: these are the new card's)")
 
 
 def test_a_predictions_key_follows_the_size_model_and_the_backend():

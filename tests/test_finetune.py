@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 
 import numpy as np
@@ -392,6 +393,8 @@ def test_a_name_taken_while_training_is_not_overwritten(tiny_model, tmp_path, dr
     assert cc.models.model_card(out / "mine-2").name == "mine-2"
     assert (out / "mine" / "card.json").is_file()
     assert any("saved as mine-2" in n for n in res.notes)
+    before = [n for n in res.notes if "saved as mine-2" not in n]
+    assert not any(re.search(r"(?<![\w.-])mine(?![\w-])", n) for n in before), "earlier notes name mine-2"
     assert sorted(p.name for p in out.iterdir()) == ["mine", "mine-2"]
 
 

@@ -95,7 +95,7 @@ def model_guide(card: ModelCard) -> ModelGuide:
         output += "; a classical threshold (no training), a quick baseline"
     norm = card.normalization if isinstance(card.normalization, dict) else {}
     if norm.get("grayscale") == "stain":
-        images = "Reads fluorescence, brightfield and H&E (colour read by its stain); learnt DSB 2018's nuclei"
+        images = "Fluorescence, brightfield and H&E (colour read by its stain)"
     elif str(norm.get("invert", "auto")) == "auto":
         images = "Fluorescence; bright backgrounds are inverted first (colour is averaged)"
     else:

@@ -197,7 +197,7 @@ def render_outlines(
             layer = np.zeros_like(out)
             layer[line] = object_colors(n)[np.clip(owner[line], 0, n)]
             _paint(out, line, layer, opacity)
-            legend["kept (one colour each)"] = (200, 200, 200)
+            legend["kept (one colour each)"] = tuple(int(c) for c in object_colors(1)[1])  # not the rejected grey
         else:
             if isinstance(color, str):  # judged against both sides: the background under them, the objects inside
                 rgb = contrast_color(out, cv2.dilate(line.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
