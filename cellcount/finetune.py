@@ -355,9 +355,11 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
 
 
 def free_name(name: str, taken: set[str]) -> str:
-    """``name``, or ``name-2``, ``name-3`` ...: the first not in ``taken`` (a default name for a new model)."""
+    """``name``, or ``name-2``, ``name-3`` ...: the first not in ``taken``, whatever the case (one folder on macOS
+    and Windows; a default name for a new model)."""
+    taken = {t.casefold() for t in taken}
     k, out = 2, name
-    while out in taken:
+    while out.casefold() in taken:
         out, k = f"{name}-{k}", k + 1
     return out
 
@@ -881,10 +883,7 @@ def _publish(stage: Path, target: Path, card, *, overwrite: bool) -> Path:
             old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
             target.rename(old)
         else:
-            taken = {p.name.casefold() for p in target.parent.iterdir()}  # one folder on macOS and Windows
-            k, base = 2, target.name
-            while target.name.casefold() in taken:
-                target, k = target.with_name(f"{base}-{k}"), k + 1
+            target = target.with_name(free_name(target.name, {p.name for p in target.parent.iterdir()}))
             card.name = target.name
             write_card(card, stage)
     try:

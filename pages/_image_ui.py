@@ -189,8 +189,8 @@ def predict_cached(
 
 def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
     """``params`` as they apply to ``image``: a channel chosen for another image means nothing for a one-channel
-    image, whose page hides the control, nor for one without that channel, whose control shows "all channels" (a tester's next upload, a DAPI-only file, failed with
-    "channel 2 is out of range" and no control left to change it)."""
+    image, whose page hides the control, nor for one without that channel, whose control shows "all channels" (a
+    tester's DAPI-only file failed "channel 2 is out of range" with no control left to change it)."""
     n_channels = 1 if image.ndim == 2 else image.shape[2]
     if params.channel is not None and (n_channels == 1 or params.channel >= n_channels):
         return params.replace(channel=None)  # the channel control shows "all channels" for it too
