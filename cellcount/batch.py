@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError, ParameterError
+from .errors import CellcountError, ChannelError, ParameterError
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
@@ -158,10 +158,17 @@ def count_many(
         t0 = time.perf_counter()
         reason = ""
         try:
-            image, note = read_image_and_note(src, channel=p.channel, page=page, max_pixels=max_pixels)
-            # the channel is already selected: counting the (H, W) plane with channel=None is the same
-            result = count_image(image, model, p.replace(channel=None) if p.channel is not None else p,
-                                 size_model=size_model, backend=backend, measure=measure)
+            try:
+                image, note = read_image_and_note(src, channel=p.channel, page=page, max_pixels=max_pixels)
+                # the channel is already selected: counting the (H, W) plane with channel=None is the same
+                image_params = p.replace(channel=None) if p.channel is not None else p
+            except ChannelError as err:
+                if err.n_channels != 1:
+                    raise
+                # a one-channel file among composites: counted as it is, the note says so (channel_for_image)
+                image, note = read_image_and_note(src, page=page, max_pixels=max_pixels)
+                image_params = p
+            result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
             result.params = p
             if note:  # one plane of a z-stack: the count is flagged with the reason
                 result.quality = with_note(result.quality, note.replace("<bytes>", name))

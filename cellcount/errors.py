@@ -42,6 +42,15 @@ class ParameterError(CellcountError, ValueError):
     """A postprocessing or inference parameter is out of range; the message names the allowed values."""
 
 
+class ChannelError(ParameterError):
+    """The chosen channel is not in the image; ``n_channels`` says how many it has (a batch counts a one-channel
+    image as it is instead: :func:`cellcount.params.channel_for_image`)."""
+
+    def __init__(self, message: str, n_channels: int) -> None:
+        super().__init__(message)
+        self.n_channels = n_channels
+
+
 class ImageReadWarning(UserWarning):
     """The image was read, but its count may not be what the user meant: only one plane of a stack (z-planes,
     time points, pages, frames) was read."""

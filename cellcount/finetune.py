@@ -1247,6 +1247,7 @@ def finetune(
              f"{after['mae']:.2f} against {before['mae']:.2f}): within the tolerance (over {WORSE_SHARE:.0%} and "
              f"{WORSE_OBJECTS:g} objects more error keeps the base's weights), so they are saved")
     rejected: dict[str, float] = {}
+    novelty: tuple[Any, dict[str, Any]] | None = None  # the novelty reference to save with the model, its card entry
     # written whole into a hidden folder beside the target, then moved into place: nothing loads a half-written
     # model, and a model saved under this name meanwhile (another fine-tune, another app) is not overwritten
     stage = target.parent / f".{name}.saving-{os.getpid()}-{threading.get_ident()}"
@@ -1261,12 +1262,7 @@ def finetune(
         card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
         card.extra.pop("novelty", None)
         if getattr(model, "novelty", None) is not None:  # the base's encoder, so the base's reference holds
-            from .novelty import NOVELTY_FILE
-
-            stage.mkdir(parents=True, exist_ok=True)
-            entry = dict(model.card.extra.get("novelty") or {})
-            card.extra["novelty"] = {**entry, "file": NOVELTY_FILE,
-                                     "sha256": model.novelty.save(stage / NOVELTY_FILE)}
+            novelty = (model.novelty, dict(model.card.extra.get("novelty") or {}))
         after = before
     seconds = time.perf_counter() - t_start
     annotation = sorted({gts[i].kind for i in train_idx})
@@ -1315,17 +1311,20 @@ def finetune(
              f"{MIN_SMALL_WINDOW_PX} px across at the model's scale): {name}'s quality flag cannot tell an image "
              "unlike yours, so check its counts by eye on images of another kind")
     if own is not None and not kept_base:
-        from .novelty import NOVELTY_FILE, SETTINGS
+        from .novelty import SETTINGS
 
-        stage.mkdir(parents=True, exist_ok=True)
-        card.extra["novelty"] = {"file": NOVELTY_FILE, "sha256": own[0].save(stage / NOVELTY_FILE),
-                                 "images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
-                                 "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
-                                 "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if held_idx
-                                               else f"the training images of the fine-tune ({source})")}
-    try:
+        novelty = (own[0], {"images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
+                            "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
+                            "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if held_idx
+                                          else f"the training images of the fine-tune ({source})")})
+    try:  # every file of the stage is written in here, so a failure leaves no hidden folder behind
         if cancel is not None and cancel.is_set():  # cancelled while scoring: nothing is saved, as promised
             raise Cancelled("fine-tuning was cancelled")
+        if novelty is not None:
+            from .novelty import NOVELTY_FILE
+
+            stage.mkdir(parents=True, exist_ok=True)
+            card.extra["novelty"] = {**novelty[1], "file": NOVELTY_FILE, "sha256": novelty[0].save(stage / NOVELTY_FILE)}
         save_model(net, card, stage)
         target = _publish(stage, target, card, overwrite=overwrite)
     except BaseException:

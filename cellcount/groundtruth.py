@@ -960,12 +960,22 @@ def one_per_image(entries: Sequence, digests: Sequence[str], truths: Sequence[Gr
     return kept, dropped
 
 
-def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]]]:
-    """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path, and the header of
-    each CSV that has no such columns: named when nothing else gives ground truth)."""
+def counts_disagree(values: list[str]) -> str:
+    """Why an image two counts tables give different counts is left out: ``values`` like "10 (a.csv)". Which
+    one is right is the user's to say, not the file order's."""
+    return f"the counts tables disagree: {' and '.join(values)}; remove the wrong row or table"
+
+
+def _count_tables(
+    csv_files: list[Path],
+) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]], dict[str, list[str]]]:
+    """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path, the header of
+    each CSV that has no such columns: named when nothing else gives ground truth, and the stems two tables
+    count differently, with each value: left out of the counts)."""
     counts: dict[str, int] = {}
     where: dict[str, str] = {}
     other: dict[Path, list[str]] = {}
+    disagree: dict[str, list[str]] = {}
     for path in csv_files:
         name, text = _read_csv_text(path)
         header, _ = _csv_rows(name, text)
@@ -974,12 +984,12 @@ def _count_tables(csv_files: list[Path]) -> tuple[dict[str, int], dict[str, str]
             continue
         for stem, n in read_counts_csv(path).items():
             if stem in counts and counts[stem] != n:
-                raise GroundTruthError(
-                    f"{path}: {stem!r} has count {n} here but {counts[stem]} in {where[stem]}"
-                )
-            counts[stem] = n
-            where[stem] = str(path)
-    return counts, where, other
+                disagree.setdefault(stem, [f"{counts[stem]} ({where[stem]})"]).append(f"{n} ({path})")
+            counts.setdefault(stem, n)
+            where.setdefault(stem, str(path))
+    for stem in disagree:
+        del counts[stem], where[stem]
+    return counts, where, other, disagree
 
 
 def load_labelled_folder(
@@ -1043,7 +1053,7 @@ def load_labelled_folder(
     # point tables: named as ground truth (a_points.csv, dots/a.csv), or named like an image beside it (a.csv)
     point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
                     or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems) and _is_point_table(p))]
-    counts, counts_where, other_tables = _count_tables([p for p in csv_files if p not in point_tables])
+    counts, counts_where, other_tables, disagree = _count_tables([p for p in csv_files if p not in point_tables])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
@@ -1057,7 +1067,11 @@ def load_labelled_folder(
     missing: list[Path] = []
     for image in sorted(images):
         stem = image.stem
-        if stem in counts and (counts_only or image not in matches):
+        if stem in disagree and (counts_only or image not in matches):
+            if on_error is None:
+                raise GroundTruthError(f"{image}: {counts_disagree(disagree[stem])}")
+            on_error(image, counts_disagree(disagree[stem]))
+        elif stem in counts and (counts_only or image not in matches):
             out.append((image, GroundTruth(kind="count", count=counts[stem], source=counts_where[stem])))
         elif image in matches:
             try:

@@ -22,6 +22,7 @@ from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
     BinaryMaskWarning,
     GroundTruth,
+    counts_disagree,
     holds_only_specks,
     one_per_image,
     read_counts_csv,
@@ -391,8 +392,7 @@ def labelled_set(
             elif image.name in pairs:
                 gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
             elif stem in disagree:  # which one is right is the user's to say, not the upload order's
-                raise GroundTruthError(f"the counts tables disagree: {' and '.join(disagree[stem])}; "
-                                       "remove the wrong row or table")
+                raise GroundTruthError(counts_disagree(disagree[stem]))
             else:
                 n, table = counts[stem]
                 gt = GroundTruth(kind="count", count=n, source=table)

@@ -432,6 +432,16 @@ CountParams = dataclasses.make_dataclass(
 CountParams.__module__ = __name__  # pickled by reference (Streamlit caches, worker processes)
 
 
+def channel_for_image(params: CountParams, n_channels: int) -> tuple[CountParams, str | None]:
+    """``params`` as they apply to an image of ``n_channels`` channels, and a note when that differs: a channel
+    chosen for multi-channel images does not apply to a one-channel image (a DAPI-only file in a folder of
+    composites, or after a composite on the Count page), which is counted as it is, with the note."""
+    if params.channel is None or n_channels != 1 or params.channel == 0:
+        return params, None
+    return params.replace(channel=None), (f"channel {params.channel} was chosen, but this image has only one "
+                                          "channel: it was counted as it is")
+
+
 def has_border_channel(model: CountModel | None) -> bool:
     """Whether ``model`` predicts a touching-border map (``split_mode`` "borders" / "both" need it)."""
     return (model is not None and model.output_kind in ("mask", "multihead")

@@ -23,7 +23,15 @@ from .io import background_note, check_pixels, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
-from .params import DISTANCE_SPLIT_MODES, SCHEMA, CountParams, auto_distance_px, has_border_channel, resolve_params  # noqa: F401
+from .params import (  # noqa: F401
+    DISTANCE_SPLIT_MODES,
+    SCHEMA,
+    CountParams,
+    auto_distance_px,
+    channel_for_image,
+    has_border_channel,
+    resolve_params,
+)
 from .protocols import backend_kw
 from .quality import Quality, QualityRule, density_foreground, image_signals, judge, quality_signals, with_note
 from .settingsfile import params_from_file, params_from_json  # noqa: F401  (re-exported)
@@ -177,6 +185,10 @@ def predict(
     """
     check_pixels(image)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    key, channel_note = p.input_key(), None  # keyed on what was asked: postprocess() checks it against its params
+    if not normalized:
+        shape = np.shape(image)
+        p, channel_note = channel_for_image(p, 1 if len(shape) == 2 else shape[2])
     if needs_size_model(model, p) and size_model is None:  # loaded once per model object and kept with it
         from .models import size_model_for
 
@@ -226,7 +238,7 @@ def predict(
         maps=maps,
         image_norm=norm,
         inverted=inverted,
-        input_key=p.input_key(),
+        input_key=key,
         seconds={"normalize": t1 - t0, "model": t2 - t1},
         model_scale=scale,
         estimated_diameter_px=estimated,
@@ -237,7 +249,7 @@ def predict(
         size_window=None if size is None else size.window,
         flip_disagreement=flips[-1] if flips else None,
         novelty=novelty,
-        input_note=None if limits is not None else _notes(input_note(image, channel=p.channel),  # blocks: the whole's
+        input_note=None if limits is not None else _notes(channel_note, input_note(image, channel=p.channel),  # blocks: the whole's
                                                            background_note(image, channel=p.channel, invert=p.invert)),
     )
 

@@ -113,6 +113,26 @@ def test_count_many_flags_a_blank_channel(classical):
     assert blue["count"] == 1 and "blank" not in str(blue["check_reasons"])
 
 
+def test_a_channel_for_composites_counts_a_one_channel_file_as_it_is(classical):
+    """A folder of composites with a DAPI-only file among them, counted with channel 2: the one-channel file
+    is counted as it is and its row says why; a composite lacking the channel still fails, naming it."""
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[8:14, 8:14, 2] = 200
+    gray = rgb[..., 2].copy()
+    two = np.zeros((32, 32, 2), np.uint8)
+    files = []
+    for name, arr, kw in (("rgb.tif", rgb, {"photometric": "rgb"}), ("dapi.tif", gray, {}),
+                          ("two.tif", two, {"photometric": "minisblack", "planarconfig": "contig"})):
+        data = io.BytesIO()
+        tifffile.imwrite(data, arr, **kw)
+        files.append((name, data.getvalue()))
+    df = counts_frame(count_many(files, classical, {"channel": 2}))
+    assert df["status"].tolist() == ["ok", "ok", "error"] and df["count"].tolist()[:2] == [1, 1]
+    assert "only one channel: it was counted as it is" in df.loc[1, "check_reasons"] and bool(df.loc[1, "check"])
+    assert "only one channel" not in str(df.loc[0, "check_reasons"])
+    assert "channel 2 is out of range: two.tif has 2 channel(s)" in df.loc[2, "reason"]
+
+
 def test_count_many_flags_a_merge_of_stains_averaged(classical, rng):
     """An RGB merge (nuclei in blue, cell bodies in green) counted from the mean of its channels: the row
     says the stains were mixed; the nuclei's channel is counted without that note."""

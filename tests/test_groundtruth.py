@@ -380,6 +380,22 @@ def test_a_ground_truth_folder_named_as_people_write_it(tmp_path: Path) -> None:
     assert sorted((p.name, gt.count) for p, gt in items) == [("w0.png", 2), ("w1.png", 2)]
 
 
+def test_counts_tables_that_disagree_leave_out_that_image_only(tmp_path: Path) -> None:
+    """Two tables giving a.png 10 and 99: a.png is reported and left out (which is right is the user's to say),
+    b.png counted; without on_error the first such image raises, naming both values."""
+    for k, name in enumerate(["a", "b"]):
+        _save_png(tmp_path / f"{name}.png", np.full((8, 8), k, np.uint8))
+    (tmp_path / "countsA.csv").write_text("filename,count\na.png,10\nb.png,3\n")
+    (tmp_path / "countsB.csv").write_text("filename,count\na.png,99\n")
+    errors: list[tuple[str, str]] = []
+    items = load_labelled_folder(tmp_path, on_error=lambda p, why: errors.append((p.name, why)))
+    assert [(p.name, gt.count) for p, gt in items] == [("b.png", 3)]
+    assert errors == [("a.png", f"the counts tables disagree: 10 ({tmp_path / 'countsA.csv'}) and 99 "
+                                f"({tmp_path / 'countsB.csv'}); remove the wrong row or table")]
+    with pytest.raises(GroundTruthError, match=r"a.png: the counts tables disagree: 10 .* and 99 "):
+        load_labelled_folder(tmp_path)
+
+
 def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     img = np.zeros((10, 12), np.uint8)
     for k, name in enumerate(["a", "b", "c", "d", "e"]):  # five images: one pixel tells them apart

@@ -638,3 +638,19 @@ def test_auto_split_distance_follows_the_nucleus_diameter(draw_disks):
 def test_a_negative_split_distance_names_the_auto_value():
     with pytest.raises(ParameterError, match=r"0 = auto"):
         CountParams(min_distance_px=-1)
+
+
+def test_a_channel_does_not_apply_to_a_one_channel_image():
+    """channel=2 (chosen for composites) on a grayscale image: counted as it is, the flag says so, and the
+    prediction postprocesses with the settings it was asked with; a 3-channel image lacking channel 5 fails."""
+    model = load_model(CLASSICAL_NAME)
+    gray = np.zeros((32, 32), np.uint8)
+    gray[8:14, 8:14] = 200
+    res = count_image(gray, model, {"channel": 2})
+    assert res.count == count_image(gray, model).count == 1
+    assert res.quality.flag and any("only one channel" in r for r in res.quality.reasons)
+    pred = predict(gray, model, resolve_params(model, {"channel": 2}))
+    assert postprocess(pred, resolve_params(model, {"channel": 2})).count == 1
+    assert not any("only one channel" in r for r in count_image(gray, model, {"channel": 0}).quality.reasons)
+    with pytest.raises(ParameterError, match="channel 5 is out of range"):
+        count_image(np.dstack([gray] * 3), model, {"channel": 5})

@@ -18,7 +18,14 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cellcount.errors import CellcountError, ImageReadError, ImageReadWarning, ImageTooLargeError, ParameterError
+from cellcount.errors import (
+    CellcountError,
+    ChannelError,
+    ImageReadError,
+    ImageReadWarning,
+    ImageTooLargeError,
+    ParameterError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -288,9 +295,8 @@ def _channel_index(name: str, channel: int, n_channels: int) -> int:
         raise ParameterError(f"channel must be an integer in 0..{n_channels - 1}, got {channel!r}")
     if not 0 <= channel < n_channels:
         valid = ", ".join(str(i) for i in range(min(n_channels, 16))) + (" ..." if n_channels > 16 else "")
-        raise ParameterError(
-            f"channel {channel} is out of range: {name} has {n_channels} channel(s), valid: {valid}"
-        )
+        raise ChannelError(f"channel {channel} is out of range: {name} has {n_channels} channel(s), valid: {valid}",
+                           n_channels)
     return int(channel)
 
 
@@ -320,9 +326,7 @@ def _select_channel(image: np.ndarray, channel: int) -> np.ndarray:
         raise ParameterError(f"channel must be an integer in 0..{n - 1}, got {channel!r}")
     if not 0 <= channel < n:
         valid = ", ".join(str(i) for i in range(n))
-        raise ParameterError(
-            f"channel {channel} is out of range: the image has {n} channel(s), valid: {valid}"
-        )
+        raise ChannelError(f"channel {channel} is out of range: the image has {n} channel(s), valid: {valid}", n)
     if image.ndim == 2:
         return image
     return np.ascontiguousarray(image[:, :, channel])
