@@ -1050,9 +1050,12 @@ def load_labelled_folder(
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     image_stems = {(p.parent, p.stem) for p in files}
-    # point tables: named as ground truth (a_points.csv, dots/a.csv), or named like an image beside it (a.csv)
+    # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
+    # named like an image beside it (a.csv)
+    stems = {p.stem for p in files}
     point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
-                    or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems) and _is_point_table(p))]
+                    or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
+                         or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
     counts, counts_where, other_tables, disagree = _count_tables([p for p in csv_files if p not in point_tables])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])

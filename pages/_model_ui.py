@@ -115,8 +115,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
             what = "its settings come from its model card"
         st.session_state[f"{prefix}__msg"] = (
             "toast",
-            f"Model changed from {shown} to {name}: {what}. Image settings (channel, invert, nucleus size, "
-            "pixel size) stay as they were.",
+            f"Model changed from {shown} to {name}: {what}. {settings.image_settings_note(name)}",
         )
     st.session_state[shown_key] = name
     note = model.card.extra.get("guide_note") if isinstance(model.card.extra, dict) else None

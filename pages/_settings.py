@@ -190,6 +190,19 @@ def _own_changes(model: cc.models.CountModel, most: int = 4) -> str:
     return ", ".join(changed)
 
 
+def image_settings_note(model_name: str) -> str:
+    """What a change to ``model_name`` does to the image settings, in words: those set by hand apply to every
+    model and are named; the others follow the new model's card (a tester was told they all "stay as they were"
+    while invert and the nucleus size changed to the new card's)."""
+    from cellcount.params import setting_text
+
+    image = _state()["image"]
+    if not image:
+        return f"Image settings (invert, nucleus size ...) follow {model_name}'s card."
+    kept = ", ".join(f"{_label(n)} {setting_text(n, v)}" for n, v in image.items())
+    return f"The image settings you set ({kept}) stay as they were; the others follow {model_name}'s card."
+
+
 def card_reading_overridden(model: cc.models.CountModel) -> list[tuple[str, Any, Any]]:
     """(field, the card's value, the value in use) for each image field the model's card sets itself (a fine-tune
     fixes its set's invert and nucleus diameter) that the shared image settings override: the count is then not

@@ -114,7 +114,17 @@ def test_model_change_says_what_happens_to_the_settings(tiny_models):
     at.selectbox(key="count_model").set_value("tiny-mask")
     at.run()
     assert any("your settings for tiny-mask (edited) are kept" in i.value for i in at.toast)
+    assert any("Image settings (invert, nucleus size ...) follow tiny-mask's card" in i.value for i in at.toast)
     assert at.number_input(key="count_min_area_px").value == 21
+    # an image setting set by hand is named as kept, the others said to follow the card (not "all stay")
+    at.number_input(key="count_nucleus_diameter_px").set_value(14.0)
+    at.run()
+    at.selectbox(key="count_model").set_value("tiny-density")
+    at.run()
+    assert any("The image settings you set (Nucleus diameter 14) stay as they were; the others follow "
+               "tiny-density's card" in i.value for i in at.toast), [i.value for i in at.toast]
+    at.selectbox(key="count_model").set_value("tiny-mask")
+    at.run()
     assert "Model borders" in at.selectbox(key="count_split_mode").options  # it predicts borders
     # announced on the page where it changed, not again on the next page visited (it was, on each page
     # visited before the change)

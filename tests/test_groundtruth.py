@@ -570,3 +570,14 @@ def test_a_dot_image_by_another_name_is_read_as_dots_in_folders_as_in_uploads(tm
     _save_png(tmp_path / "masks" / "a.png", mask)
     with pytest.warns(BinaryMaskWarning):  # touching nuclei in a binary mask merge: said once, as before
         assert read_ground_truth(tmp_path / "masks" / "a.png").kind == "mask"
+
+
+def test_point_tables_in_a_labels_folder(tmp_path: Path) -> None:
+    """images/IMG_1.png with labels/IMG_1.csv holding ImageJ's X,Y columns: read as points (a tester's folder was
+    refused as 'no ground truth', its tables read as counts tables), as the README says."""
+    (tmp_path / "labels").mkdir()
+    for k in range(2):
+        _save_png(tmp_path / "images" / f"IMG_{k}.png", np.full((8, 8), k, np.uint8))
+        (tmp_path / "labels" / f"IMG_{k}.csv").write_text(" ,X,Y\n" + "".join(f"{i},{i + 1},2\n" for i in range(k + 2)))
+    items = load_labelled_folder(tmp_path)
+    assert [(p.name, gt.kind, gt.count) for p, gt in items] == [("IMG_0.png", "points", 2), ("IMG_1.png", "points", 3)]
