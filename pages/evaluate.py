@@ -241,7 +241,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     m[2].metric("Settings changed", len(changed))
     # the settings in use may have moved since: the comparison is with those tuning started from
     moved = params.to_dict() not in (tuned["start"], tuned["best"])
-    start_words = "the settings tuning started from" if moved else "the current settings"
+    # once applied, "the current settings" would be the tuned ones: name those tuning started from instead
+    start_words = "the settings tuning started from" if params.to_dict() != tuned["start"] else "the current settings"
     if changed and check is not None:
         text = (f"On images the tuning did not see, {start_words} count at MAE {check.kept:.2f} and tuned ones "
                 f"at {check.tuned:.2f} ({check.interval_text()})")
@@ -252,7 +253,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
                     "sure before counting new ones with the tuned settings.", icon=":material/help:")
         else:
             st.warning(f"{text}: the tuned settings fit these {len(pairs)} images but count new ones no better. "
-                       f"Keep {'those' if moved else 'the current'} settings (or bring more images); apply only if "
+                       f"Keep {'those' if params.to_dict() != tuned['start'] else 'the current'} settings (or bring "
+                       "more images); apply only if "
                        "you will count no others.")
     if changed:
         sh.dataframe(

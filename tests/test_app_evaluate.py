@@ -101,6 +101,8 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     at.run()
     assert not at.exception
     assert not any("changed after tuning" in c.value for c in at.caption), "applying is not a change after tuning"
+    # once applied, the tuned settings are the current ones: the check names those tuning started from
+    assert any("the settings tuning started from count at MAE" in m.value for m in [*at.success, *at.info, *at.warning])
     assert changed > 0, "this set's tuning changes settings"
     assert at.button(key="eval_apply").disabled and at.button(key="eval_apply").label == "Applied (all pages)"
     tuned = at.number_input(key="eval_min_area_px").value
