@@ -274,13 +274,17 @@ LabelledItems = Sequence[tuple[str, bytes, GroundTruth]]
 uploads in memory."""
 
 
-def _labelled_items(data: str | Path | LabelledItems) -> tuple[list[tuple[str, bytes, GroundTruth]], str]:
+def _labelled_items(
+    data: str | Path | LabelledItems, skipped: list[str] | None = None,
+) -> tuple[list[tuple[str, bytes, GroundTruth]], str]:
     """The annotated images of a folder (read from disk) or of in-memory items, and a description of where
-    they came from for the card."""
+    they came from for the card. A folder's image whose file or annotation cannot be used is left out and
+    named in ``skipped`` (as ``count`` and ``evaluate`` do) when a list is given."""
     from .groundtruth import load_labelled_folder
 
     if isinstance(data, (str, Path)):
-        pairs = load_labelled_folder(data)
+        on_error = None if skipped is None else (lambda path, why: skipped.append(f"{path.name}: {why}"))
+        pairs = load_labelled_folder(data, on_error=on_error)
         if not pairs:
             raise GroundTruthError(f"no images with annotations found in {data}")
         return [(p.name, Path(p).read_bytes(), gt) for p, gt in pairs], str(data)
@@ -979,7 +983,7 @@ def finetune(
     import torch
 
     from .evaluate import DEFAULT_GRID, calibrate_density, cross_check, evaluate_predictions, predict_pairs, tune_params
-    from .io import read_image
+    from .io import read_image_planes
     from .metrics import paired_mae_difference
     from .models import load_model, save_model, size_model_for
     from .models.base import NetModel
@@ -1013,7 +1017,17 @@ def finetune(
     if threads:
         torch.set_num_threads(int(threads))
     report(FinetuneProgress("prepare", message="reading the images and annotations"))
-    labelled, source = _labelled_items(data)
+    skipped: list[str] = []  # images left out: named in the notes
+    labelled, source = _labelled_items(data, skipped)
+    read: list[tuple[np.ndarray, tuple[int, str] | None]] = []
+    for n, raw, _ in list(labelled):
+        try:
+            read.append(read_image_planes(raw))
+        except (CellcountError, OSError) as err:  # a broken file is left out and named, the others train
+            skipped.append(f"{n}: {str(err).replace('<bytes>: ', '').replace('<bytes>', n)}")
+            labelled = [item for item in labelled if item[0] != n]
+    if not labelled:
+        raise GroundTruthError("none of the annotated images could be read: " + "; ".join(skipped))
     names = [n for n, _, _ in labelled]
     gts = [gt for _, _, gt in labelled]
     asked = holdout_asked(holdout, len(names))
@@ -1036,12 +1050,14 @@ def finetune(
         if gts[i].kind == "points" and gts[i].count == 0:
             note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
                  "no cells; if it has cells, its export failed")
+    for text in skipped:
+        note(f"left out: {text}")
     images = {}
-    for i, (n, raw, _) in enumerate(labelled):
-        try:
-            images[i] = read_image(raw)
-        except CellcountError as err:
-            raise GroundTruthError(f"{n}: {err}") from err
+    for i, (image, planes) in enumerate(read):
+        images[i] = image
+        if planes is not None:
+            note(f"{names[i]}: the file holds {planes[0]} {planes[1]}; only the first was used (save the plane you "
+                 "annotated as a file of its own to train on another)")
     kind = model.output_kind
     density_scale = float(model.card.density_scale) if kind != "mask" else 1.0
     base_params = resolve_params(model, None)

@@ -920,3 +920,23 @@ def test_a_new_model_name_must_be_a_folder_name_on_any_system(bad, tmp_path):
     with pytest.raises(ParameterError, match="plain folder name"):
         check_new_name(bad, out_dir=tmp_path)
     assert check_new_name("marrow test #1", out_dir=tmp_path) == tmp_path / "marrow test #1"
+
+
+@pytest.mark.slow
+def test_a_broken_image_is_left_out_and_a_stack_named(tiny_model, tmp_path, draw_disks):
+    """A truncated file among the annotated images is named and left out, the others train (the whole fine-tune
+    stopped at it); a 3-frame TIFF is named in the note (it said '<bytes>') and trains on its first frame."""
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points", n=5)
+    good = (data / "img0.png").read_bytes()
+    (data / "img0.png").write_bytes(good[: len(good) // 2])  # truncated: header fine, pixels cut
+    frame = np.asarray(Image.open(data / "img1.png"))
+    (data / "img1.png").unlink()
+    tifffile.imwrite(data / "img1.tif", np.stack([frame] * 3), photometric="minisblack", metadata={"axes": "TYX"})
+    res = finetune(base_dir, data, name="mine-broken", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
+    assert len(res.train_files) + len(res.holdout_files) == 4 and "img0.png" not in res.train_files + res.holdout_files
+    text = " | ".join(res.notes)
+    assert "left out: img0.png" in text and "<bytes>" not in text
+    assert "img1.tif: the file holds 3 time points; only the first was used" in text
