@@ -454,6 +454,9 @@ def resolve_params(model: CountModel | None, overrides: CountParams | Mapping[st
     Old keys are upgraded per layer (:func:`upgrade_keys`), so an old ``watershed: false`` override still
     turns off a card's ``split_mode``. A mode needing borders on a model without them raises.
     """
+    if isinstance(model, str):
+        raise ParameterError(f"resolve_params takes a loaded model, got the name {model!r}: "
+                             f"cellcount.load_model({model!r})")
     borders = model is None or has_border_channel(model)
     merged: dict[str, Any] = {}
     if model is not None:

@@ -188,7 +188,7 @@ def predict(
     key, channel_note = p.input_key(), None  # keyed on what was asked: postprocess() checks it against its params
     if not normalized:
         shape = np.shape(image)
-        p, channel_note = channel_for_image(p, 1 if len(shape) == 2 else shape[2])
+        p, channel_note = channel_for_image(p, shape[2] if len(shape) == 3 else 1)  # other shapes: refused below
     if needs_size_model(model, p) and size_model is None:  # loaded once per model object and kept with it
         from .models import size_model_for
 
@@ -349,6 +349,9 @@ def postprocess(
     ``image`` (the original, any dtype) is used for intensity measurements; the normalised image
     otherwise. ``measure=False`` skips the object table (faster for parameter searches).
     """
+    if not isinstance(params, CountParams):  # a dict or a model: it has no model card to resolve settings against
+        raise ParameterError(f"postprocess takes CountParams, got {type(params).__name__}: "
+                             "cellcount.resolve_params(model, {...}) makes them from a model and the settings to change")
     if prediction.input_key and params.input_key() != prediction.input_key:  # the model saw other input
         from .params import INPUT_FIELDS
 

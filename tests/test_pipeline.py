@@ -654,3 +654,18 @@ def test_a_channel_does_not_apply_to_a_one_channel_image():
     assert not any("only one channel" in r for r in count_image(gray, model, {"channel": 0}).quality.reasons)
     with pytest.raises(ParameterError, match="channel 5 is out of range"):
         count_image(np.dstack([gray] * 3), model, {"channel": 5})
+
+
+def test_plain_mistakes_get_messages_not_internals():
+    """A tester's slips: a 1-D array, a model name to resolve_params, a dict or a model to postprocess."""
+    from cellcount.errors import ImageReadError
+
+    model = load_model(CLASSICAL_NAME)
+    with pytest.raises(ImageReadError, match=r"shape \(H, W\) or \(H, W, C\), got shape \(100,\)"):
+        count_image(np.zeros(100), model)
+    with pytest.raises(ParameterError, match="takes a loaded model, got the name 'unet-mask'"):
+        resolve_params("unet-mask", {"threshold": 0.3})
+    pred = predict(np.zeros((20, 20)), model)
+    for wrong in ({"threshold": 0.3}, model):
+        with pytest.raises(ParameterError, match="postprocess takes CountParams"):
+            postprocess(pred, wrong)
