@@ -426,3 +426,27 @@ def test_a_tuning_gain_is_called_help_only_when_the_paired_interval_excludes_non
     few = TuningCheck.of(np.array([5.0, 5.0]), np.array([4.0, 4.0]))  # two images: no interval, no claim
     assert few.verdict == "unsure" and few.interval_text() == "too few images for an interval"
     assert TuningCheck.of(kept, kept + 1).verdict == "no gain"
+
+
+def test_a_stack_scored_on_its_first_plane_is_flagged_in_the_per_image_table(tmp_path, capsys):
+    """A 3-frame TIFF among labelled images: its row is flagged with the reason, as count flags it (the table
+    said check False, the warning only on stderr, naming a --plane evaluate does not have)."""
+    import tifffile
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    a = np.zeros((32, 32), np.uint8)
+    a[5:10, 5:10] = a[20:26, 20:26] = 200
+    tifffile.imwrite(tmp_path / "images" / "tl.tif", np.stack([a] * 3), photometric="minisblack",
+                     metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "images" / "b.tif", a[::-1].copy())
+    labels = (a > 0).astype(np.uint16)
+    labels[20:26, 20:26] = 2
+    tifffile.imwrite(tmp_path / "labels" / "tl.tif", labels)
+    tifffile.imwrite(tmp_path / "labels" / "b.tif", labels[::-1].copy())
+    out = tmp_path / "ev.csv"
+    assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--out", str(out)]) == 0
+    rows = pd.read_csv(out).set_index("file")
+    note = "tl.tif: the file holds 3 time points; only the first was read and scored"
+    assert note in rows.loc["tl.tif", "check_reasons"] and note not in rows.loc["b.tif", "check_reasons"]
+    assert note in capsys.readouterr().err and "--plane" not in rows.loc["tl.tif", "check_reasons"]

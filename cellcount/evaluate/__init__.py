@@ -360,13 +360,15 @@ def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
 
 
 def labelled_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int, *,
-                   on_error=None):
+                   on_error=None, notes: dict[str, str] | None = None):
     """(name, image, ground truth) of the labelled images of ``data`` in ``split`` (the first ``limit``).
     ``on_error(path, reason)``: an image or ground truth that cannot be used is reported there and left out
-    (:func:`cellcount.groundtruth.load_labelled_folder`); without it the first one raises."""
+    (:func:`cellcount.groundtruth.load_labelled_folder`); without it the first one raises. ``notes``: filled
+    with name -> why its score may not be what was meant (only the first plane of a stack was read), for
+    :func:`with_read_notes`."""
     from ..errors import CellcountError
     from ..groundtruth import load_labelled_folder
-    from ..io import read_image
+    from ..io import read_image_planes
     from ..training.data import dsb_part
 
     pairs = load_labelled_folder(data, on_error=on_error)
@@ -380,10 +382,22 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
         pairs = pairs[:limit]
     for path, gt in pairs:
         try:
-            image = read_image(path)
+            image, planes = read_image_planes(path)
         except CellcountError as err:
             if on_error is None:
                 raise
             on_error(path, str(err))
             continue
+        if planes is not None and notes is not None:
+            notes[path.name] = (f"{path.name}: the file holds {planes[0]} {planes[1]}; only the first was read and "
+                                "scored (save the plane that was annotated as a file of its own)")
         yield path.name, image, gt
+
+
+def with_read_notes(pairs: list[Pair], notes: dict[str, str]) -> list[Pair]:
+    """``pairs`` whose images have a note from :func:`labelled_items` carry it into their quality flag, as a
+    count of that file does."""
+    from ..pipeline import _notes
+
+    return [(n, dataclasses.replace(p, input_note=_notes(p.input_note, notes[n])) if n in notes else p, gt)
+            for n, p, gt in pairs]

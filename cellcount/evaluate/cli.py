@@ -29,6 +29,7 @@ from . import (
     labelled_items,
     predict_pairs,
     tune_params,
+    with_read_notes,
 )
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,11 @@ def _run(args: argparse.Namespace) -> int:
         return (f"; {len(skipped)} image(s) of the folder left out (unreadable, unusable ground truth or a copy of "
                 "another)" if skipped else "")
 
-    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip))
+    read_notes: dict[str, str] = {}
+    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip,
+                                notes=read_notes))
+    for text in read_notes.values():
+        print(f"warning: {text}", file=sys.stderr)
     if not items:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
@@ -167,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
                                [(name, None) for name in names])
     if seen:  # a fine-tuned model's own training images flatter its error
         print(f"warning: {card.trained_on_note(seen, len(items))}", file=sys.stderr)
-    pairs = predict_pairs(items, model, params, fast=not args.exact)
+    pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact), read_notes)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)
