@@ -143,8 +143,13 @@ csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8")
 sh.download_button("Per-image CSV", csv, f"run-{run['id']}-counts.csv", "text/csv", f"{P}_dl_csv", container=row)
 sh.download_button("Settings JSON", settings_file, f"run-{run['id']}-settings.json", "application/json",
                    f"{P}_dl_settings", container=row)
-if row.button("Open settings on Count", key=f"{P}_to_count", icon=":material/center_focus_strong:"):
+gone = run["model"] not in cc.list_models()  # deleted (a fine-tune) or renamed since: its settings have no model
+gone_help = f"{run['model']} is no longer installed (deleted or renamed since this run)" if gone else None
+if row.button("Open settings on Count", key=f"{P}_to_count", icon=":material/center_focus_strong:", disabled=gone,
+              help=gone_help):
     open_on("count", run)
-if row.button("Open settings on Batch", key=f"{P}_to_batch", icon=":material/stacks:"):
+if row.button("Open settings on Batch", key=f"{P}_to_batch", icon=":material/stacks:", disabled=gone, help=gone_help):
     open_on("batch", run)
+if gone:
+    st.caption(f"{gone_help}: its settings can be downloaded, not opened.")
 sh.show_messages(P)

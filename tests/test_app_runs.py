@@ -113,3 +113,18 @@ def test_a_runs_settings_opened_for_a_model_replaced_since_say_so(tmp_path):
     detail = at.session_state["_settings"]["models"]["unet-density"]["detail"]
     assert "counted with other weights named unet-density (replaced since)" in detail
     assert any("replaced since" in c.value for c in [*at.caption, *at.markdown])
+
+
+def test_a_run_of_a_model_deleted_since_offers_its_settings_for_download_only(tmp_path):
+    """A run counted with a model deleted since: the open buttons are disabled and the page says why (a tester's
+    click gave "unknown model 'vgg-try'; valid models: ...")."""
+    import sqlite3
+
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "unet-density",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0
+    with sqlite3.connect(history.db_path()) as db:  # as if it had been a fine-tune deleted since
+        db.execute("UPDATE runs SET model = 'vgg-try'")
+    at = open_page("pages/runs.py")
+    assert not at.exception, at.exception
+    assert at.button(key="runs_to_count").disabled and at.button(key="runs_to_batch").disabled
+    assert any("vgg-try is no longer installed" in c.value for c in at.caption)
