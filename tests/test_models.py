@@ -295,3 +295,14 @@ def test_a_card_recognises_its_training_images_by_content_or_by_name():
 
     for name in list_models():
         assert model_card(name).trained_on([("a.png", a)]) == [], name
+
+
+def test_a_model_name_in_other_case_is_suggested():
+    """Names are told apart case-insensitively when saved; one typed in other case gets the one meant."""
+    from cellcount.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'UNET-MASK' \(did you mean 'unet-mask'\?"):
+        load_model("UNET-MASK")
+    with pytest.raises(ModelNotFoundError) as err:
+        load_model("no-such-model")
+    assert "did you mean" not in str(err.value)

@@ -201,9 +201,11 @@ def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> P
             raise ModelNotFoundError(f"{given} is a folder without {CARD_FILE}: not a model folder (a model folder "
                                      f"holds {CARD_FILE} and its weights); valid model names: "
                                      f"{', '.join(list_models(wd))}")
-        raise ModelNotFoundError(
-            f"unknown model {str(name_or_path)!r}; valid models: {', '.join(list_models(wd))}"
-        )
+        names = list_models(wd)
+        # names are told apart case-insensitively when saved, so one spelt in other case is the one meant
+        same = [n for n in names if n.casefold() == str(name_or_path).casefold()]
+        hint = f" (did you mean {same[0]!r}? model names are case-sensitive)" if same else ""
+        raise ModelNotFoundError(f"unknown model {str(name_or_path)!r}{hint}; valid models: {', '.join(names)}")
     return folder
 
 
