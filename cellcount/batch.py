@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError, ChannelError, ParameterError
+from .errors import CellcountError, ChannelError, ParameterError, PlaneError
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
@@ -117,6 +117,34 @@ def labelled_uploads(
                          + [(text, "uploaded more than once: used once") for text in found.duplicates])
 
 
+def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
+                    max_pixels: int) -> tuple[Any, str | None, CountParams]:
+    """The image of one batch item (only ``p.channel`` decoded), its note, and the params to count it with. A
+    plane or channel chosen for the stacks or composites of a folder does not fail a file with only one: it is
+    counted as it is and its note says so (a tester's --plane 2 failed every 2-D image of a mixed folder)."""
+    notes: list[str] = []
+    channel = p.channel
+    for _ in range(3):  # at most: the plane dropped, then the channel
+        try:
+            image, note = read_image_and_note(src, channel=channel, page=page, max_pixels=max_pixels)
+        except PlaneError as err:
+            if err.n_planes != 1 or page is None:
+                raise
+            notes.append(f"plane {page} was chosen, but {name} has only one plane: it was counted as it is")
+            page = None
+            continue
+        except ChannelError as err:
+            if err.n_channels != 1 or channel is None:
+                raise
+            channel = None  # read whole; count_image notes the channel (channel_for_image)
+            continue
+        if note:
+            notes.append(note)
+        # a channel selected while reading is counted as the (H, W) plane it gave
+        return image, "; ".join(notes) or None, p.replace(channel=None) if channel is not None else p
+    raise AssertionError("unreachable")
+
+
 def count_many(
     items: Iterable[tuple[str, bytes | str | Path]],
     model: CountModel,
@@ -158,16 +186,7 @@ def count_many(
         t0 = time.perf_counter()
         reason = ""
         try:
-            try:
-                image, note = read_image_and_note(src, channel=p.channel, page=page, max_pixels=max_pixels)
-                # the channel is already selected: counting the (H, W) plane with channel=None is the same
-                image_params = p.replace(channel=None) if p.channel is not None else p
-            except ChannelError as err:
-                if err.n_channels != 1:
-                    raise
-                # a one-channel file among composites: counted as it is, the note says so (channel_for_image)
-                image, note = read_image_and_note(src, page=page, max_pixels=max_pixels)
-                image_params = p
+            image, note, image_params = _read_for_count(src, name, p, page, max_pixels)
             result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
             result.params = p
             if note:  # one plane of a z-stack: the count is flagged with the reason

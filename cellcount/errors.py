@@ -51,6 +51,15 @@ class ChannelError(ParameterError):
         self.n_channels = n_channels
 
 
+class PlaneError(ParameterError):
+    """The chosen plane (``page``) is not in the file; ``n_planes`` says how many it has (a batch counts a
+    one-plane image as it is instead)."""
+
+    def __init__(self, message: str, n_planes: int) -> None:
+        super().__init__(message)
+        self.n_planes = n_planes
+
+
 class ImageReadWarning(UserWarning):
     """The image was read, but its count may not be what the user meant: only one plane of a stack (z-planes,
     time points, pages, frames) was read."""

@@ -25,6 +25,7 @@ from cellcount.errors import (
     ImageReadWarning,
     ImageTooLargeError,
     ParameterError,
+    PlaneError,
 )
 
 logger = logging.getLogger(__name__)
@@ -355,9 +356,9 @@ def _read_pillow(
                 n_frames = getattr(img, "n_frames", 1)
                 if page:
                     if page >= n_frames:
-                        raise ParameterError(
-                            f"page {page} is out of range: {name} has {n_frames} frame(s), valid: 0..{n_frames - 1}"
-                        )
+                        raise PlaneError(
+                            f"page {page} is out of range: {name} has {n_frames} frame(s), valid: 0..{n_frames - 1}",
+                            n_frames)
                     img.seek(page)
             except BaseException:
                 img.close()
@@ -404,7 +405,7 @@ def _read_png16_colour(
     width, height = struct.unpack(">II", head[16:24])
     _check_pixels(name, height, width, max_pixels)
     if page:
-        raise ParameterError(f"page {page} is out of range: {name} has 1 page, valid: 0")
+        raise PlaneError(f"page {page} is out of range: {name} has 1 page, valid: 0", 1)
     if isinstance(src, io.BytesIO):
         buf = np.frombuffer(src.getbuffer(), dtype=np.uint8)
     else:
@@ -445,8 +446,8 @@ def _read_tiff(
             # whose samples are the planes: the series' axes say time points or z-planes, not channels to average
             n_planes = shape[0]
             if page >= n_planes:
-                raise ParameterError(f"page {page} is out of range: {name} has {n_planes} page(s), "
-                                     f"valid: 0..{n_planes - 1}")
+                raise PlaneError(f"page {page} is out of range: {name} has {n_planes} page(s), "
+                                 f"valid: 0..{n_planes - 1}", n_planes)
             one = series.pages[0]
             one = one.aspage() if isinstance(one, tifffile.TiffFrame) else one
             plane = _decode_sample(tif, one, page, n_planes)
@@ -478,7 +479,7 @@ def _read_tiff(
             logger.debug("%s: reading TIFF of shape %s as (H, W, C)", name, shape)
             data = data.reshape(n_pages, height, width)
             if page:
-                raise ParameterError(f"page {page} is out of range: {name} has 1 page, valid: 0")
+                raise PlaneError(f"page {page} is out of range: {name} has 1 page, valid: 0", 1)
             if channel is not None:
                 data = np.ascontiguousarray(data[:, :, _channel_index(name, channel, width)])
             return data, None
@@ -503,9 +504,8 @@ def _read_tiff(
                 single = tif.pages[page]
                 _check_pixels(name, int(single.imagelength), int(single.imagewidth), max_pixels)
                 return _page_plane(tif, single, name, channel, max_pixels), planes
-            raise ParameterError(
-                f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}"
-            )
+            raise PlaneError(
+                f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}", n_select)
         index = [0] * n_outer
         if page_dims:
             index[page_dims[0][0]] = page
@@ -603,7 +603,8 @@ def _read_tiff_yxc(
         )
     n_select = stack[0] if stack else 1
     if page >= n_select:
-        raise ParameterError(f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}")
+        raise PlaneError(f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}",
+                         n_select)
     if page_shape == (cols, n_channels):
         per_image = rows
     elif page_shape == (rows, cols) and n_channels == 1:
