@@ -1125,7 +1125,22 @@ def load_labelled_folder(
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
+    _stray_rows_warning(counts_where, {p.stem for p in images})
     return _one_per_image_file(out, on_error)
+
+
+def _stray_rows_warning(counts_where: dict[str, str], image_stems: set[str]) -> None:
+    """Log the rows of counts tables that name no image of the folder (as the app's notes say them), so a
+    typo in a name does not pass unseen."""
+    by_table: dict[str, list[str]] = {}
+    for stem, table in counts_where.items():
+        if stem not in image_stems:
+            by_table.setdefault(table, []).append(stem)
+    for table, stems in by_table.items():
+        shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
+        logger.warning("%d row%s of %s match%s no image in the folder (%s): %s not used", len(stems),
+                       "s" if len(stems) != 1 else "", table, "" if len(stems) != 1 else "es", shown,
+                       "their counts are" if len(stems) != 1 else "its count is")
 
 
 def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | None:

@@ -380,6 +380,22 @@ def test_a_ground_truth_folder_named_as_people_write_it(tmp_path: Path) -> None:
     assert sorted((p.name, gt.count) for p, gt in items) == [("w0.png", 2), ("w1.png", 2)]
 
 
+def test_counts_table_rows_naming_no_image_are_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A counts row whose image is not in the folder (a typo, a moved file) is named in a warning, as the app's
+    notes name it, instead of passing unseen; rows of present images are used."""
+    _save_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "counts.csv").write_text("filename,count\na.png,4\nA_typo.png,7\nmissing.tif,2\n")
+    with caplog.at_level(logging.WARNING):
+        items = load_labelled_folder(tmp_path)
+    assert [(p.name, gt.count) for p, gt in items] == [("a.png", 4)]
+    assert f"2 rows of {tmp_path / 'counts.csv'} match no image in the folder (A_typo, missing)" in caplog.text
+    caplog.clear()
+    (tmp_path / "counts.csv").write_text("filename,count\na.png,4\n")
+    with caplog.at_level(logging.WARNING):
+        load_labelled_folder(tmp_path)
+    assert "match" not in caplog.text
+
+
 def test_counts_tables_that_disagree_leave_out_that_image_only(tmp_path: Path) -> None:
     """Two tables giving a.png 10 and 99: a.png is reported and left out (which is right is the user's to say),
     b.png counted; without on_error the first such image raises, naming both values."""
