@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError, ChannelError, ParameterError, PlaneError
+from .errors import CellcountError, ChannelError, ParameterError, PlaneError, error_text
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .models import size_model_for
@@ -196,12 +196,12 @@ def count_many(
                 result.density = None
         except (CellcountError, OSError) as err:
             # name the file (uploads are read from bytes, which io calls "<bytes>")
-            reason = f"{type(err).__name__}: " + str(err).replace("<bytes>", name)
+            reason = error_text(err, name)
         except MemoryError:
-            reason = "ImageTooLargeError: ran out of memory on this image"
+            reason = "ran out of memory on this image"
         except Exception as err:  # noqa: BLE001 - one image must never end the batch, whatever it raises
             logger.debug("unexpected error on %s", name, exc_info=True)
-            reason = f"{type(err).__name__}: {str(err).strip() or 'unexpected error'}".replace("<bytes>", name)
+            reason = error_text(err, name)
         seconds = time.perf_counter() - t0
         if reason:
             item = BatchItem(name, "error", " ".join(reason.split()), None, seconds, model=model.name,

@@ -35,7 +35,7 @@ from .blocks import (
     plan_summary,
     region_grid,
 )
-from .errors import CellcountError, WeightsIntegrityError
+from .errors import CellcountError, WeightsIntegrityError, error_text
 from .io import DEFAULT_MAX_PIXELS, image_shape
 from .models.base import CountModel
 from .parallel import THREADS_ENV  # math threads (PyTorch, OpenMP, postprocessing) of each worker process
@@ -142,13 +142,13 @@ def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, 
     shape = _needs_blocks(src, max_pixels)
     if shape is not None:
         if page is not None:
-            return _error_item(name, "ParameterError: a plane choice (--plane) is not supported for an image counted "
+            return _error_item(name, "a plane choice (--plane) is not supported for an image counted "
                                "by blocks; save the plane or its projection as its own TIFF", model, params)
         try:
             return plan_blocks(src, model, params, block_px=block_px, overlap_px=overlap_px,
                                regions=_regions(regions, shape))
         except (CellcountError, OSError) as err:
-            return _error_item(name, f"{type(err).__name__}: {err}", model, params)
+            return _error_item(name, error_text(err, name), model, params)
     return next(iter(count_many([(name, src)], model, params, max_pixels=max_pixels, page=page)))
 
 

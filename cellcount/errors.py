@@ -60,6 +60,16 @@ class PlaneError(ParameterError):
         self.n_planes = n_planes
 
 
+def error_text(err: BaseException, name: str | None = None) -> str:
+    """What a table or page says of an image that failed: the message alone for bad input (a
+    :class:`CellcountError` or ``OSError``: the class name means nothing to a biologist), the class too for
+    anything else (a bug: it helps the report); ``<bytes>`` (an upload read from memory) becomes ``name``."""
+    text = " ".join(str(err).split())
+    if not isinstance(err, (CellcountError, OSError)):
+        text = f"{type(err).__name__}: {text or 'unexpected error'}"
+    return text.replace("<bytes>", name) if name else text
+
+
 class ImageReadWarning(UserWarning):
     """The image was read, but its count may not be what the user meant: only one plane of a stack (z-planes,
     time points, pages, frames) was read."""

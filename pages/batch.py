@@ -11,6 +11,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, counts_frame, distinct_names, labels_zip, objects_frame
+from cellcount.errors import error_text
 from cellcount.history import Recorder
 from cellcount.io import iter_zip_images, left_out, split_ground_truth_files, zip_image_names
 from cellcount.jobs import BatchJob
@@ -95,7 +96,7 @@ def _collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
                     else:
                         items.append((f"{f.name}/{member}", content))
             except cc.CellcountError as err:
-                bad.append(BatchItem(f.name, "error", f"{type(err).__name__}: {err}", None))
+                bad.append(BatchItem(f.name, "error", error_text(err, f.name), None))
         else:
             items.append((f.name, data))
     return items, bad

@@ -7,6 +7,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
+from cellcount.errors import error_text
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
 from pages import _groundtruth as gt_ui
 from pages import _settings as settings
@@ -131,7 +132,7 @@ def run(configs, sources) -> pd.DataFrame:
             # a row per setting all the same, so the per-row CSV lists the file with why it has no count
             rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name,
                       "settings": params.settings_json(sh.get_model(model_name).output_kind), "count": None, "count_estimate": None,
-                      "seconds": None, "check": None, "check_reasons": "", "status": f"{type(err).__name__}: {reason}"}
+                      "seconds": None, "check": None, "check_reasons": "", "status": reason}
                      for label, model_name, params in configs]
             step += len(configs)
             continue
@@ -159,7 +160,7 @@ def run(configs, sources) -> pd.DataFrame:
                 if res.quality is not None:
                     row.update(check=bool(res.quality.flag), check_reasons="; ".join(res.quality.reasons))
             except cc.CellcountError as err:
-                row["status"] = f"{type(err).__name__}: " + str(err).replace("<bytes>", src.name)
+                row["status"] = error_text(err, src.name)
             rows.append(row)
             step += 1
             bar.progress(step / total, text=f"{step} / {total}")

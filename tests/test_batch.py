@@ -51,7 +51,7 @@ def test_count_many_reports_bad_files_and_carries_on(mixed_items):
     assert good.result.probability is None, "maps are dropped unless keep_maps=True"
     for bad in (truncated, page):
         assert bad.result is None
-        assert bad.reason.startswith("ImageReadError:")
+        assert bad.reason.startswith(f"{bad.name}: ") and "Error" not in bad.reason, "the message, no class name"
     assert "truncated" in truncated.reason
     assert "<bytes>" not in page.reason and "page.png" in page.reason, "the reason names the uploaded file"
 

@@ -168,7 +168,8 @@ def test_library_batch_keeps_going(otsu) -> None:
                 assert item.result.count == case.expected_count
         else:
             assert item.status == "error" and item.result is None
-            assert item.reason.startswith(case.error.__name__), item.reason
+            # the message alone (its type is checked where the library raises it): a class name means nothing to a user
+            assert item.reason.startswith(f"{case.filename}: ") and case.error.__name__ not in item.reason, item.reason
             assert case.match.lower() in item.reason.lower()
     for name in GOOD_SAMPLES:
         direct = cc.count_image(read_image(SAMPLES / name), otsu)
@@ -273,7 +274,7 @@ def test_library_zip(case: BadInput, otsu) -> None:
     assert rows["top.png"].status == "ok" and rows["top.png"].result.count == N_BLOBS
     assert rows["plate1/well_a/deep/nested.png"].result.count == N_BLOBS
     assert rows["plate1/html_renamed.png"].status == "error"
-    assert "ImageReadError" in rows["plate1/html_renamed.png"].reason
+    assert "not an image" in rows["plate1/html_renamed.png"].reason
 
 
 def test_zip_file_and_byte_budgets() -> None:

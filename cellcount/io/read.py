@@ -260,8 +260,7 @@ def read_image_planes(
         why = ("it uses a compression or feature this program cannot decode (save it as an uncompressed or LZW TIFF)"
                if any(w in said.lower() for w in ("imagecodecs", "compression", "not available", "unsupported")) else
                "the file is probably truncated or damaged (an interrupted copy or download)")
-        raise ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said} "
-                             f"({type(err).__name__})") from err
+        raise ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said}") from err
     if image.ndim not in (2, 3) or 0 in image.shape:
         raise ImageReadError(f"{name}: decoded image has an unusable shape {image.shape}")
     if image.dtype.byteorder not in ("=", "|"):
