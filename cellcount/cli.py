@@ -480,7 +480,7 @@ def cmd_count(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print("backend: {} ({})".format(*model.backend_in_use(backend)), file=sys.stderr)
-    settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
+    settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.acting(model.output_kind),
                 **({"plane": args.plane} if args.plane is not None else {})}
     if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # workers choose on their machines
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
