@@ -1111,6 +1111,8 @@ def finetune(
             spread = size_spread(train_gts, sizes)
         if size == "set":
             diameter = set_diameter([], train_gts, model, sizes=sizes, hits=hits)
+            # to a tenth of a pixel, as every page shows it: trained, scored, stored and shown alike
+            diameter = round(diameter, 1) if diameter else diameter
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
     # each image's own size, when measured above (size "image"): its targets need not measure it again
     own_sizes = dict(zip(train_idx, sizes, strict=True)) if diameter is None and sizes is not None else {}

@@ -171,18 +171,6 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert at.slider(key="count_threshold").value == pytest.approx(0.66)
     assert at.number_input(key="count_min_area_px").value == 33
     assert at.selectbox(key="count_split_mode").value == "off"
-
-
-def test_settings_file_of_a_density_model_names_only_what_acts():
-    """A density model's Settings JSON named a threshold, a split mode and "count_source": "segmentation",
-    beside a page saying no setting changes its count: it lists what acts, as its counts CSV does."""
-    from cellcount import CountParams
-    from pages import _shared as sh
-
-    values = json.loads(sh.settings_json("unet-density", CountParams()))["params"]
-    assert values == CountParams().acting("density")
-    assert not {"threshold", "split_mode", "count_source", "min_area_px"} & set(values)
-    assert "peak_min_distance_px" in values and "nucleus_diameter_px" in values
     assert any("Applied 3 setting(s) from s.json: 3 differ from the model card (min_area_px 33, split_mode off, "
                "threshold 0.66)" in s.value for s in at.success)
     at.file_uploader(key="count_settings_file").set_value(("bad.json", b"{nope", "application/json"))

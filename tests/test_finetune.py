@@ -213,6 +213,8 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert "f1" in res.before and "f1" in res.after, "outlines by IoU, dots by the objects or peaks near them"
     assert card.postprocess["auto_nucleus_size"] is False, "the set's one size replaces per-image estimates"
     assert card.postprocess["nucleus_diameter_px"] == pytest.approx(card.training["object_diameter_px"])
+    d = card.postprocess["nucleus_diameter_px"]
+    assert d == round(d, 1), "measured to a tenth of a pixel, as every page shows it (14.15 read 14.1 and 14.2)"
     assert "3 training images of the fine-tune" in card.extra["quality"]["calibrated_on"], "its own flag"
     assert "novelty" not in card.extra and model.novelty is None and load_model(base_dir).novelty is not None
     assert card.training["precision"] == res.precision == "fp32", "two steps are too few to time bf16"
