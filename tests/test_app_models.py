@@ -168,6 +168,10 @@ def test_a_fine_tuned_card_is_described_by_its_own_set():
     assert model_guide(dataclasses.replace(card, postprocess={**card.postprocess, "invert": True})).images.startswith(
         "Bright-background")
     assert model_guide(base).set_size_px is None and "H&E" in model_guide(base).images
+    # read by its stain is not counted as well as fluorescence: every shipped model's row says so
+    assert "counted less reliably" in model_guide(base).images
+    mixed = dataclasses.replace(card, postprocess={**card.postprocess, "invert": None})
+    assert model_guide(mixed).images == "Images like the set it was fine-tuned on"
     stated = dataclasses.replace(base, postprocess=card.postprocess)  # a size in a card that no fine-tune wrote
     assert model_guide(stated).set_size_px is None and "fine-tuned" not in model_guide(stated).images
 

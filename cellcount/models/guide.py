@@ -95,16 +95,19 @@ def model_guide(card: ModelCard) -> ModelGuide:
         output += "; a classical threshold (no training), a quick baseline"
     norm = card.normalization if isinstance(card.normalization, dict) else {}
     if norm.get("grayscale") == "stain":
-        images = "Fluorescence, brightfield and H&E (colour read by its stain)"
+        # the stain is how colour is read, not a promise: the shipped models learnt DSB's mostly fluorescent nuclei
+        images = ("Fluorescence; brightfield and H&E are read by their stain but counted less reliably "
+                  "(check a few counts, or fine-tune)")
     elif str(norm.get("invert", "auto")) == "auto":
         images = "Fluorescence; bright backgrounds are inverted first (colour is averaged)"
     else:
         images = "Fluorescence (grey or averaged colour)"
     invert = card.postprocess.get("invert")
-    if isinstance(invert, bool) and isinstance(card.training, dict) and card.training.get("finetuned_from"):
-        # a fine-tune decided the background once for the user's set
-        images = ("Bright-background images (brightfield, H&E) like the set it was fine-tuned on" if invert else
-                  "Dark-background images (fluorescence) like the set it was fine-tuned on")
+    if isinstance(card.training, dict) and card.training.get("finetuned_from"):
+        # a fine-tune decided the background once for the user's set (or left it to each image of a mixed set)
+        images = ("Bright-background images (brightfield, H&E) like the set it was fine-tuned on" if invert is True
+                  else "Dark-background images (fluorescence) like the set it was fine-tuned on" if invert is False
+                  else "Images like the set it was fine-tuned on")
     reference = reference_diameter(card) if trained else None
     size: tuple[float, float] | None = None
     auto = bool(card.postprocess.get("auto_nucleus_size"))
