@@ -266,7 +266,8 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
     if model_name is not None and ran.get("model") != model_name:
         st.warning(f"These results were counted with {ran.get('model')}, not {model_name} (the model chosen now): "
                    "press Count to count with it.")
-    elif current is not None and (ran["params"] != current.to_dict() or ran.get("plane") != page):
+    elif current is not None and (any(current.to_dict().get(k, v) != v for k, v in ran["params"].items())
+                                  or ran.get("plane") != page):  # the settings that acted (the file lists those)
         st.warning("The settings changed since this batch ran; press Count again to apply them.")
     if len(failed):
         with st.container(border=True):
@@ -278,6 +279,10 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
         df[first + [c for c in df.columns if c not in first]],  # the verdict beside the count (the CSV keeps its order)
         column_config={
             "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
+            # "ok" beside a flagged count read as "the count is fine" to a tester
+            "status": st.column_config.TextColumn(
+                help="ok: the file was read and counted (whether to trust the count: 'check this image'); "
+                     "error: it could not be (the reason says why); skipped: not counted, on purpose"),
             "count_estimate": st.column_config.NumberColumn(format="%.2f"),
             "model_scale": st.column_config.NumberColumn(
                 format="%.2fx", help="Factor the image was resized by for the model (1 = as it is)"),
