@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from cellcount.io import GROUND_TRUTH_SUFFIXES
@@ -100,6 +101,11 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
             + (" Binary masks are split into objects where they do not touch: touching nuclei in a mask count "
                "as one, so prefer instance label images." if "mask" in kinds else "")
         )
+        # the uploaders cut long names to "BM_GRAZ...01_000.png": here each image and its annotation in full
+        with st.expander("Which annotation goes with which image"):
+            st.table(pd.DataFrame(
+                [{"image": name, "ground truth": str(gt.source or ""), "kind": KIND_WORDS.get(gt.kind, gt.kind),
+                  "objects": gt.count} for name, _, gt in found.items]).set_index("image"))
     if found.duplicates:
         # one entry per extra copy; an image and its same-name labels both uploaded twice share a name
         extra = len(found.duplicates)

@@ -237,6 +237,11 @@ def test_same_name_labels_in_a_second_uploader_and_duplicates_once():
     assert not at.exception
     assert any("3 extra copies of files uploaded more than once (the same file" in i.value for i in at.info)
     assert any("3 image(s) with ground truth (3 with label images)" in c.value for c in at.caption)
+    # each image with its annotation, by full name (the uploaders cut long names short)
+    pairs = at.table[0].value
+    assert list(pairs.index) == sorted(name for name, _, _, _ in data)
+    assert list(pairs["ground truth"]) == sorted(name for name, _, _, _ in data)
+    assert list(pairs["objects"]) == [n for _, _, _, n in sorted(data)]
     # and once more inside a zip, under other names: the same images, not three more
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
