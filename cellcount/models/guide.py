@@ -96,8 +96,7 @@ def model_guide(card: ModelCard) -> ModelGuide:
     norm = card.normalization if isinstance(card.normalization, dict) else {}
     if norm.get("grayscale") == "stain":
         # the stain is how colour is read, not a promise: the shipped models learnt DSB's mostly fluorescent nuclei
-        images = ("Fluorescence; brightfield and H&E are read by their stain but counted less reliably "
-                  "(check a few counts, or fine-tune)")
+        images = "Fluorescence; brightfield and H&E read by their stain, counted less reliably (check, or fine-tune)"
     elif str(norm.get("invert", "auto")) == "auto":
         images = "Fluorescence; bright backgrounds are inverted first (colour is averaged)"
     else:
