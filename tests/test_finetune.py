@@ -715,6 +715,30 @@ def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(t
     assert not any("to train on" in n for n in res.notes), "three training images: no note"
 
 
+def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model, tmp_path, draw_disks):
+    """Its own flag is fitted on the images it learnt, so it stayed quiet on images like them where a short
+    fine-tune was still far off (a 20-step one flagged none of its 27% undercounts): a held-out error of 15% or
+    more on average flags every count with that reason; a good one, or one held-out image, does not."""
+    from cellcount.finetune import heldout_flag_reason
+
+    assert heldout_flag_reason({"n": 2.0, "mape": 27.0}, "m").startswith("m counted its 2 held-out images 27% off")
+    assert heldout_flag_reason({"n": 2.0, "mape": 9.0}, "m") is None
+    assert heldout_flag_reason({"n": 1.0, "mape": 60.0}, "m") is None, "one image says little"
+    assert heldout_flag_reason({}, "m") is None, "nothing held out"
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    res = finetune(base_dir, _folder(tmp_path, draw_disks, "points", n=4), name="short", steps=1, holdout=2,
+                   batch_size=2, crop=32)
+    model = load_model(res.folder)
+    mape = model.card.metrics["holdout_after"]["mape"]
+    assert mape >= 15, "one step of an untrained tiny network: far off (the case under test)"
+    assert "held-out images" in model.card.extra["quality"]["rule"]["always"]
+    assert any("every count of it is flagged" in n for n in res.notes)
+    result = cc.count_image(np.full((64, 64), 20, np.uint8), model)
+    assert result.quality.flag and any("held-out images" in r for r in result.quality.reasons)
+
+
 def test_cli_ctrl_c_says_nothing_was_saved(monkeypatch, capsys, tmp_path):
     import cellcount.finetune as ft
 
