@@ -1302,9 +1302,15 @@ def finetune(
         if getattr(model, "novelty", None) is not None:  # the base's encoder, so the base's reference holds
             novelty = (model.novelty, dict(model.card.extra.get("novelty") or {}))
         after = before
+    # a base fine-tuned before may carry its own held-out verdict: this model gets its own (or none)
+    quality = copy.deepcopy(card.extra.get("quality") or {})
+    if isinstance(quality.get("rule"), dict):
+        quality["rule"].pop("always", None)
     if (reason := heldout_flag_reason(after, name)) is not None:
-        card.extra = {**card.extra, "quality": copy.deepcopy(card.extra.get("quality") or {})}
-        card.extra["quality"].setdefault("rule", {})["always"] = reason
+        quality.setdefault("rule", {})["always"] = reason
+    if quality:
+        card.extra = {**card.extra, "quality": quality}
+    if reason is not None:
         note(f"{name} counted the held-out images {after['mape']:.0f}% off on average: every count of it is flagged "
              "'check this image' with that reason")
     seconds = time.perf_counter() - t_start

@@ -737,6 +737,11 @@ def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model
     assert any("every count of it is flagged" in n for n in res.notes)
     result = cc.count_image(np.full((64, 64), 20, np.uint8), model)
     assert result.quality.flag and any("held-out images" in r for r in result.quality.reasons)
+    # fine-tuned again with nothing held out: no verdict of its own, and not its base's either
+    (tmp_path / "b").mkdir()
+    again = load_model(finetune(res.folder, _folder(tmp_path / "b", draw_disks, "points", n=4), name="again",
+                                steps=1, holdout=0, batch_size=2, crop=32).folder)
+    assert "always" not in again.card.extra["quality"]["rule"]
 
 
 def test_cli_ctrl_c_says_nothing_was_saved(monkeypatch, capsys, tmp_path):
