@@ -184,7 +184,7 @@ def count_many(
                                  f"{type(item).__name__} {str(item)[:80]!r}")
         name, src = item
         t0 = time.perf_counter()
-        reason = ""
+        reason, failed = "", True
         try:
             image, note, image_params = _read_for_count(src, name, p, page, max_pixels)
             result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
@@ -194,6 +194,7 @@ def count_many(
             if not keep_maps:
                 result.probability = None
                 result.density = None
+            failed = False
         except (CellcountError, OSError) as err:
             # name the file (uploads are read from bytes, which io calls "<bytes>")
             reason = error_text(err, name)
@@ -203,8 +204,8 @@ def count_many(
             logger.debug("unexpected error on %s", name, exc_info=True)
             reason = error_text(err, name)
         seconds = time.perf_counter() - t0
-        if reason:
-            item = BatchItem(name, "error", " ".join(reason.split()), None, seconds, model=model.name,
+        if failed:  # by the flag, not by the reason's text: an error without words is still an error
+            item = BatchItem(name, "error", " ".join(reason.split()) or "unexpected error", None, seconds, model=model.name,
                              settings=settings)
             logger.warning("failed %s: %s (the rest go on)", name, item.reason)
         else:

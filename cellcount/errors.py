@@ -67,6 +67,8 @@ def error_text(err: BaseException, name: str | None = None) -> str:
     text = " ".join(str(err).split())
     if not isinstance(err, (CellcountError, OSError)):
         text = f"{type(err).__name__}: {text or 'unexpected error'}"
+    elif not text:  # OSError() says nothing: never an empty reason (a batch row must read as failed)
+        text = f"{name + ': ' if name else ''}could not be read ({type(err).__name__}, no reason given)"
     return text.replace("<bytes>", name) if name else text
 
 

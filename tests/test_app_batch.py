@@ -57,7 +57,7 @@ def test_three_files_one_broken(count_batch):
     df = at.dataframe[0].value
     assert list(df["file"]) == ["s01_sparse_small.png", "broken.png", "s05_16bit.tif"]
     assert list(df["status"]) == ["ok", "error", "ok"]
-    assert df.loc[1, "reason"].startswith("broken.png: ") and "Error" not in df.loc[1, "reason"]
+    assert df.loc[1, "reason"].startswith("broken.png: ") and "ImageReadError" not in df.loc[1, "reason"]
     labels = {d.label for d in at.get("download_button")}
     assert {"Per-image CSV", "Objects CSV", "Label images (zip)", "Settings JSON"} <= labels
     # results stay after an unrelated rerun, and a settings change is flagged (not before it: the Settings JSON

@@ -43,6 +43,26 @@ def mixed_items(png_bytes, classical):
     return list(count_many(items, classical))
 
 
+def test_an_error_without_words_is_still_a_failed_row(monkeypatch, png_bytes, classical):
+    """OSError() has no message: the row read 'ok' with the previous image's count (the branch followed the
+    reason's text); it is an error row, saying what kind of error, and the next image counts."""
+    import cellcount.batch as batch
+
+    real = batch._read_for_count
+
+    def read(src, name, *args):
+        if name == "bad.png":
+            raise OSError()
+        return real(src, name, *args)
+
+    monkeypatch.setattr(batch, "_read_for_count", read)
+    items = [(name, png_bytes) for name in ("good.png", "bad.png", "next.png")]
+    out = list(count_many(items, classical, {}))
+    assert [it.status for it in out] == ["ok", "error", "ok"]
+    assert out[1].result is None and out[1].reason == "bad.png: could not be read (OSError, no reason given)"
+    assert out[2].result.count == out[0].result.count
+
+
 def test_count_many_reports_bad_files_and_carries_on(mixed_items):
     assert [it.name for it in mixed_items] == ["good.png", "truncated.png", "page.png"]
     assert [it.status for it in mixed_items] == ["ok", "error", "error"]
@@ -51,7 +71,7 @@ def test_count_many_reports_bad_files_and_carries_on(mixed_items):
     assert good.result.probability is None, "maps are dropped unless keep_maps=True"
     for bad in (truncated, page):
         assert bad.result is None
-        assert bad.reason.startswith(f"{bad.name}: ") and "Error" not in bad.reason, "the message, no class name"
+        assert bad.reason.startswith(f"{bad.name}: ") and "ImageReadError" not in bad.reason, "the message, no class"
     assert "truncated" in truncated.reason
     assert "<bytes>" not in page.reason and "page.png" in page.reason, "the reason names the uploaded file"
 
@@ -62,7 +82,7 @@ def test_count_many_progress_and_missing_path(png_bytes, classical, tmp_path):
                             {"min_area_px": 0}, progress=lambda d, t: calls.append((d, t)), keep_maps=True))
     assert calls == [(1, 2), (2, 2)]
     assert items[0].result.probability is not None and items[0].result.params.min_area_px == 0
-    assert items[1].status == "error" and items[1].reason.startswith("FileNotFoundError")
+    assert items[1].status == "error" and items[1].reason.startswith("image file not found: ") and items[1].reason.endswith("missing.png")
 
 
 

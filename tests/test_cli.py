@@ -73,7 +73,7 @@ def test_broken_file_gives_exit_code_1_and_an_error_row(small_folder, tmp_path, 
     rows = df.set_index(df["file"].map(lambda f: f.rsplit("/", 1)[-1]))
     assert len(rows) == 3
     assert rows.loc["broken.png", "status"] == "error"
-    assert "broken.png: " in rows.loc["broken.png", "reason"] and "Error" not in rows.loc["broken.png", "reason"] and "HTML" in rows.loc["broken.png", "reason"]
+    assert "broken.png: " in rows.loc["broken.png", "reason"] and "ImageReadError" not in rows.loc["broken.png", "reason"] and "HTML" in rows.loc["broken.png", "reason"]
     assert pd.isna(rows.loc["broken.png", "count"])
     assert (rows.loc[["a.png", "b.png"], "status"] == "ok").all()
     assert (rows.loc[["a.png", "b.png"], "count"] > 0).all()

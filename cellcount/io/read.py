@@ -260,6 +260,8 @@ def read_image_planes(
         why = ("it uses a compression or feature this program cannot decode (save it as an uncompressed or LZW TIFF)"
                if any(w in said.lower() for w in ("imagecodecs", "compression", "not available", "unsupported")) else
                "the file is probably truncated or damaged (an interrupted copy or download)")
+        # its class too where it is not an OSError: KeyError('273') or an LZW error says little without it
+        said = (said.strip() or "nothing") + ("" if isinstance(err, OSError) else f" ({type(err).__name__})")
         raise ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said}") from err
     if image.ndim not in (2, 3) or 0 in image.shape:
         raise ImageReadError(f"{name}: decoded image has an unusable shape {image.shape}")
