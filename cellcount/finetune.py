@@ -761,14 +761,15 @@ MIN_HELDOUT_FOR_FLAG = 2
 """Held-out images needed before their mean error flags every count of the new model (one image says little)."""
 
 
-def heldout_flag_reason(after: dict[str, float], name: str) -> str | None:
+def heldout_flag_reason(after: dict[str, float], name: str, scored: int | None = None) -> str | None:
     """A reason given with every count of ``name`` when it counted its held-out images (``after``: their summary)
     off by :data:`cellcount.quality.LARGE_ERROR` or more on average: its own flag is fitted on the images it
     learnt, so it stays quiet on images like them, where a short or unlucky fine-tune is still far off (a 20-step
-    fine-tune flagged none of its 27% undercounts). None when the held-out images were counted well, or too few."""
+    fine-tune flagged none of its 27% undercounts). None when the held-out images were counted well, or too few
+    (``scored``: those with objects, which the percentage averages over; default ``after["n"]``)."""
     from .quality import LARGE_ERROR
 
-    mape, n = after.get("mape", math.nan), after.get("n", 0)
+    mape, n = after.get("mape", math.nan), after.get("n", 0) if scored is None else scored
     if not (n >= MIN_HELDOUT_FOR_FLAG and math.isfinite(mape) and mape >= 100 * LARGE_ERROR):
         return None
     # no "; " inside: tables join the reasons with it
@@ -1317,7 +1318,10 @@ def finetune(
     quality = copy.deepcopy(card.extra.get("quality") or {})
     if isinstance(quality.get("rule"), dict):
         quality["rule"].pop("always", None)
-    if (reason := heldout_flag_reason(after, name)) is not None:
+    # the base's weights kept: it counts as the base does, and the note above says the fine-tune counted worse
+    scored = sum(1 for c in counts if c["true"] > 0)
+    reason = None if kept_base else heldout_flag_reason(after, name, scored)
+    if reason is not None:
         quality.setdefault("rule", {})["always"] = reason
     if quality:
         card.extra = {**card.extra, "quality": quality}

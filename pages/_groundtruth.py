@@ -7,6 +7,7 @@ uploaders, caches the pairing on the uploads' digests and says what was paired, 
 from __future__ import annotations
 
 import hashlib
+from pathlib import PurePath
 from typing import Any
 
 import pandas as pd
@@ -87,6 +88,17 @@ def lookalikes_note(found: LabelledSet) -> None:
                 "its image (`001cell_dots.png` for `001cell.png`).", icon=":material/help:")
 
 
+MAX_PAIRS_SHOWN = 100
+"""Pairs listed in the "which annotation" table (each row is drawn on every rerun)."""
+
+
+def _source_name(source: Any) -> str:
+    """A ground truth's file as the user knows it: an upload's own name (a zip member's path in the zip), a
+    file on this machine (the labelled samples) by its name, not the server's path."""
+    text = str(source or "")
+    return PurePath(text).name if PurePath(text).is_absolute() else text
+
+
 def show_report(found: LabelledSet, *, optional: bool) -> None:
     """What was paired, and every file that was not used, by the user's file names."""
     if found.items:
@@ -103,9 +115,11 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         )
         # the uploaders cut long names to "BM_GRAZ...01_000.png": here each image and its annotation in full
         with st.expander("Which annotation goes with which image"):
-            st.table(pd.DataFrame(
-                [{"image": name, "ground truth": str(gt.source or ""), "kind": KIND_WORDS.get(gt.kind, gt.kind),
-                  "objects": gt.count} for name, _, gt in found.items]).set_index("image"))
+            rows = [{"image": name, "ground truth": _source_name(gt.source), "kind": KIND_WORDS.get(gt.kind, gt.kind),
+                     "objects": gt.count} for name, _, gt in found.items[:MAX_PAIRS_SHOWN]]
+            st.table(pd.DataFrame(rows).set_index("image"))  # a static table: a few lines, no scrolling widget
+            if len(found.items) > MAX_PAIRS_SHOWN:
+                st.caption(f"... and {len(found.items) - MAX_PAIRS_SHOWN} more.")
     if found.duplicates:
         # one entry per extra copy; an image and its same-name labels both uploaded twice share a name
         extra = len(found.duplicates)

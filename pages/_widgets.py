@@ -302,14 +302,18 @@ def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, deta
     settings.set_current_model(model_name)
 
 
-def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plane: int | str | None = None) -> str:
+def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plane: int | str | None = None, *,
+                  output_kind: str | None = None) -> str:
     """Settings file: ``{"model": ..., "params": {...}}``, the format the CLI writes and reads (--settings),
     with the ``plane`` of z-stacks when one was chosen (a number or "max"). Only the settings that act for the
     model's kind, as the counts CSVs list them: a density model's file naming a threshold and a split mode
     contradicted the page that says nothing changes its count (a file is read back over the card, so the
-    others stay the card's)."""
-    values = (params.acting(get_model(model_name).output_kind) if isinstance(params, cc.CountParams)
-              else dict(params))
+    others keep their values). ``output_kind``: the model's, when the caller has the model (else it is loaded:
+    a model deleted meanwhile would fail)."""
+    if isinstance(params, cc.CountParams):
+        values = params.acting(output_kind or get_model(model_name).output_kind)
+    else:
+        values = dict(params)
     return json.dumps({"model": model_name, "params": values, **({} if plane is None else {"plane": plane})},
                       indent=2)
 

@@ -161,7 +161,7 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
     st.session_state[JOB] = BatchJob(items, model, params, failed=bad, record=record,
                                      options={"size_model": size_model, "page": page}).start()
     running_batches()[owner()] = st.session_state[JOB]
-    st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page)
+    st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page, output_kind=model.output_kind)
     st.session_state[f"{JOB}_uploads"] = upload_ids(files)
     st.session_state[f"{JOB}_notes"] = notes
 
@@ -190,7 +190,9 @@ def finish_batch(job: BatchJob) -> None:
         "uploads": st.session_state.pop(f"{JOB}_uploads", None),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
         "labels_zip": labels_zip(ok) if job.model.output_kind == "mask" else None,
-        "settings": st.session_state.pop(f"{JOB}_settings", sh.settings_json(job.model.name, job.params, None)),
+        # from the job's own model: the model may have been deleted on the Models page while the batch ran
+        "settings": (st.session_state.pop(f"{JOB}_settings", None)
+                     or sh.settings_json(job.model.name, job.params, None, output_kind=job.model.output_kind)),
         "model": job.model.name,
         "density": job.model.output_kind == "density",
         "note": note,

@@ -368,3 +368,12 @@ def test_a_models_own_training_images_are_named_before_its_error(monkeypatch):
 
     columns = json.loads(at.dataframe[0].proto.columns)
     assert columns["pred"]["type_config"]["format"] == "%d" and columns["error"]["type_config"]["format"] == "%+d"
+
+
+def test_pairs_name_ground_truth_as_the_user_knows_it():
+    """The labelled samples' ground truth read as the server's absolute paths in the pairs table."""
+    from pages._groundtruth import _source_name
+
+    assert _source_name("/srv/app/data/samples/s01_labels.tif") == "s01_labels.tif"
+    assert _source_name("labels/a.tif") == "labels/a.tif", "a zip member keeps its folder"
+    assert _source_name(None) == ""

@@ -725,6 +725,7 @@ def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model
     assert heldout_flag_reason({"n": 2.0, "mape": 9.0}, "m") is None
     assert heldout_flag_reason({"n": 1.0, "mape": 60.0}, "m") is None, "one image says little"
     assert heldout_flag_reason({}, "m") is None, "nothing held out"
+    assert heldout_flag_reason({"n": 2.0, "mape": 60.0}, "m", scored=1) is None, "one of the two had objects"
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")
     save_model(base.net, base.card, base_dir)
