@@ -128,7 +128,7 @@ def test_evaluation_cli_matches_its_csv(samples_dir, tmp_path, capsys):
     assert sorted(df["file"]) == sorted(manifest["filename"])
     assert dict(zip(df["file"], df["true"])) == dict(zip(manifest["filename"], manifest["count"]))
     # a segmentation's counts are whole numbers in the CSV (they read 105.0 beside a true 105)
-    assert df["pred"].dtype.kind == "i" and "27.0" not in out_csv.read_text().split("\n")[1]
+    assert df["pred"].dtype.kind == "i"
 
     line = next(x for x in capsys.readouterr().out.splitlines() if "MAE=" in x)
     printed = dict(re.findall(r"(MAE|RMSE|bias)=([-+]?\d+\.\d+)", line))
