@@ -359,7 +359,9 @@ def combine(parts: Sequence[Quality | None]) -> Quality | None:
     if not known:
         return None
     worst = max(known, key=lambda iq: iq[1].score)[1]
-    reasons = tuple(f"block {i + 1}: {r}" for i, q in known for r in q.reasons)
+    # a reason every block gives (the model's own, such as a fine-tune's held-out verdict) is said once
+    everywhere = [r for r in known[0][1].reasons if all(r in q.reasons for _, q in known[1:])] if len(known) > 1 else []
+    reasons = (*everywhere, *(f"block {i + 1}: {r}" for i, q in known for r in q.reasons if r not in everywhere))
     flag = any(q.flag for _, q in known)
     return Quality(flag=flag, score=worst.score, reasons=reasons, signals=dict(worst.signals),
                    nearest="" if flag else worst.nearest)

@@ -105,6 +105,10 @@ def test_an_image_in_blocks_is_flagged_when_one_block_is():
     assert q.flag and q.score == 1.7 and q.reasons == ("block 3: low contrast between nuclei and background (0.05)",)
     assert q.signals == {"contrast": 0.05}
     assert not combine([calm, calm]).flag and combine([None]) is None
+    # the model's own reason, given by every block (a fine-tune's held-out verdict), is said once, unnumbered
+    own = "m counted its 2 held-out images 27% off on average when it was fine-tuned"
+    q = combine([Quality(True, 1.0, (own,), {}), Quality(True, 1.7, (own, alarm.reasons[0]), {})])
+    assert q.reasons == (own, "block 2: low contrast between nuclei and background (0.05)")
 
 
 def test_blocks_split_at_the_auto_distance_of_the_estimated_size_even_when_nothing_was_resized():
