@@ -598,7 +598,8 @@ def cmd_count(args: argparse.Namespace) -> int:
               + (f"; {n_err} failed (see the 'reason' column)" if n_err else "")
               + (f"; {len(skipped)} skipped (rows with status=error, and the warnings)" if skipped else ""))
     for name, reason in failed:  # with --quiet too: an exit status of 1 alone does not say which
-        print(f"  failed: {name}: {reason}", file=sys.stderr)
+        # the reason names the file already where it was read from it
+        print(f"  failed: {reason if reason.startswith(f'{name}: ') else f'{name}: {reason}'}", file=sys.stderr)
     return 1 if n_err or skipped else 0
 
 

@@ -185,6 +185,7 @@ def test_quiet_draws_no_progress_bar(small_folder, tmp_path, capsys):
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "-q"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "failed: " in captured.err and "broken.png" in captured.err
+    assert captured.err.count("broken.png") == 1, "named once, not before a reason that names it too"
 
 
 def test_unknown_model_exits_2_with_valid_names(small_folder, tmp_path, capsys):

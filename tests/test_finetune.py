@@ -721,15 +721,15 @@ def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model
     more on average flags every count with that reason; a good one, or one held-out image, does not."""
     from cellcount.finetune import heldout_flag_reason
 
-    assert heldout_flag_reason({"n": 2.0, "mape": 27.0}, "m").startswith("m counted its 2 held-out images 27% off")
-    assert heldout_flag_reason({"n": 2.0, "mape": 9.0}, "m") is None
-    assert heldout_flag_reason({"n": 1.0, "mape": 60.0}, "m") is None, "one image says little"
+    assert heldout_flag_reason({"n": 4.0, "mape": 27.0}, "m").startswith("m counted its 4 held-out images 27% off")
+    assert heldout_flag_reason({"n": 4.0, "mape": 9.0}, "m") is None
+    assert heldout_flag_reason({"n": 2.0, "mape": 17.0}, "m") is None, "two images say little (3.8% off on ten new)"
     assert heldout_flag_reason({}, "m") is None, "nothing held out"
-    assert heldout_flag_reason({"n": 2.0, "mape": 60.0}, "m", scored=1) is None, "one of the two had objects"
+    assert heldout_flag_reason({"n": 4.0, "mape": 60.0}, "m", scored=3) is None, "one of the four had no objects"
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")
     save_model(base.net, base.card, base_dir)
-    res = finetune(base_dir, _folder(tmp_path, draw_disks, "points", n=4), name="short", steps=1, holdout=2,
+    res = finetune(base_dir, _folder(tmp_path, draw_disks, "points", n=6), name="short", steps=1, holdout=4,
                    batch_size=2, crop=32)
     model = load_model(res.folder)
     mape = model.card.metrics["holdout_after"]["mape"]
