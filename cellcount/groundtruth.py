@@ -1041,6 +1041,13 @@ def load_labelled_folder(
         raise FileNotFoundError(f"folder not found: {root}")
     if _is_dsb_nested(root):
         return load_dsb_folder(root, counts_only=counts_only)
+    reported: list[str] = []  # said again when nothing is left: a caller may report them only at its end
+    if on_error is not None:
+        tell = on_error
+
+        def on_error(image: Path, why: str) -> None:
+            reported.append(why if why.startswith(f"{image}") else f"{image.name}: {why}")
+            tell(image, why)
     files = list_image_files([root])
     csv_files = sorted(
         p
@@ -1101,7 +1108,8 @@ def load_labelled_folder(
                     raise
                 on_error(image, str(err))
     if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
-        raise GroundTruthError(f"{root}: no image with usable ground truth (each was reported above)")
+        shown = "; ".join(reported[:3]) + (f"; and {len(reported) - 3} more" if len(reported) > 3 else "")
+        raise GroundTruthError(f"{root}: no image with usable ground truth: {shown}")
     if not out:
         unmatched = sorted({p.name for p in gt_files} - {p.name for p in matches.values()})
         hint = (f"; ground truth that matches no image: {', '.join(unmatched[:3])}{' ...' if len(unmatched) > 3 else ''}"

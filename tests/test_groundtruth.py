@@ -396,6 +396,18 @@ def test_counts_table_rows_naming_no_image_are_said(tmp_path: Path, caplog: pyte
     assert "match" not in caplog.text
 
 
+def test_a_folder_whose_every_annotation_is_unusable_says_why_in_the_error(tmp_path: Path) -> None:
+    """The error said 'each was reported above' where the caller (a fine-tune) reports at its end: nothing
+    was above it. The reasons are in the error itself."""
+    for name in ("a", "b"):
+        _save_png(tmp_path / f"{name}.png", np.zeros((8, 8), np.uint8))
+        (tmp_path / f"{name}_points.csv").write_text("Index,PosX,PosY\n1,2,3\n")
+    seen: list[str] = []
+    with pytest.raises(GroundTruthError, match=r"no image with usable ground truth: a.png: .*a_points.csv: CSV has no coordinate") as err:
+        load_labelled_folder(tmp_path, on_error=lambda p, why: seen.append(why))
+    assert len(seen) == 2 and "reported above" not in str(err.value) and "b_points.csv" in str(err.value)
+
+
 def test_counts_tables_that_disagree_leave_out_that_image_only(tmp_path: Path) -> None:
     """Two tables giving a.png 10 and 99: a.png is reported and left out (which is right is the user's to say),
     b.png counted; without on_error the first such image raises, naming both values."""
