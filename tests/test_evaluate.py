@@ -452,3 +452,20 @@ def test_a_stack_scored_on_its_first_plane_is_flagged_in_the_per_image_table(tmp
     note = "tl.tif: the file holds 3 time points; only the first was read and scored"
     assert note in rows.loc["tl.tif", "check_reasons"] and note not in rows.loc["b.tif", "check_reasons"]
     assert note in capsys.readouterr().err and "--plane" not in rows.loc["tl.tif", "check_reasons"]
+
+
+def test_evaluate_says_which_options_do_nothing_and_saves_only_what_acts(samples_dir, tmp_path, capsys,
+                                                                         tiny_models):
+    """--threshold and --split-mode for a density model were accepted in silence and saved as if they acted
+    (count says so and leaves them out: a tester)."""
+    import shutil
+
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif"):
+        shutil.copy(samples_dir / name, tmp_path / name)
+    saved = tmp_path / "s.json"
+    assert main(["--model", "tiny-density", "--data", str(tmp_path), "--threshold", "0.9", "--split-mode", "off",
+                 "--save-settings", str(saved)]) == 0
+    err = capsys.readouterr().err
+    assert "note: these options do nothing here: --threshold, --split-mode" in err
+    params = json.loads(saved.read_text())["params"]
+    assert "threshold" not in params and "split_mode" not in params and "peak_min_distance_px" in params

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cliparams import add_param_options, load_cli_model, normalize_argv, param_overrides, plain_warnings, prog_name
+from ..cliparams import (
+    add_param_options,
+    inert_options_note,
+    load_cli_model,
+    normalize_argv,
+    param_overrides,
+    plain_warnings,
+    prog_name,
+)
 from ..errors import ParameterError
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
@@ -142,6 +150,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     model = load_cli_model(args, default_model_name())
     params = resolve_params(model, param_overrides(args))
+    inert = inert_options_note(args, params, model)  # as count says it: accepted in silence, they looked acted on
+    if inert:
+        print(inert, file=sys.stderr)
     t0 = time.perf_counter()
     skipped: list[str] = []
 
@@ -217,7 +228,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"wrote tuned settings into {folder / 'card.json'}")
     if args.save_settings:
         atomic_write_bytes(args.save_settings,
-                           json.dumps({"model": model.name, "params": params.to_dict()}, indent=2).encode())
+                           # the settings that act, as count's settings file lists them
+                           json.dumps({"model": model.name, "params": params.acting(model.output_kind)},
+                                      indent=2).encode())
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
     if args.out:
         write_csv(rep.per_image, args.out)
