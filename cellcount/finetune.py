@@ -1284,8 +1284,9 @@ def finetune(
         ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
         # F1 & co.: outlines matched by IoU, dots by the objects holding them (or a density model's peaks)
         keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
-        before = {k: float(v) for k, v in rb.summary.items() if k in keep}
-        after = {k: float(v) for k, v in ra.summary.items() if k in keep}
+        # counts of images as whole numbers (the card read "n": 2.0)
+        before = {k: int(v) if k == "n" else float(v) for k, v in rb.summary.items() if k in keep}
+        after = {k: int(v) if k == "n" else float(v) for k, v in ra.summary.items() if k in keep}
         paired = paired_mae_difference(rb.per_image["true"].to_numpy(), rb.per_image["pred"].to_numpy(),
                                        ra.per_image["pred"].to_numpy())
         counts = [{"file": str(f), "true": float(t), "before": float(b), "after": float(a)}

@@ -65,7 +65,7 @@ def paired_mae_difference(
 
     Resampling images (not each model separately) keeps what the two models share - the hard images -
     so the interval is much tighter than comparing two independent intervals. ``significant`` is 1.0
-    when the interval excludes 0.
+    when the interval excludes 0, 0.0 when it does not, NaN without an interval (too few images).
     """
     ea = count_errors(true, pred_a)["abs_error"].to_numpy()
     eb = count_errors(true, pred_b)["abs_error"].to_numpy()
@@ -80,7 +80,8 @@ def paired_difference(
     ea, eb = np.asarray(abs_a, np.float64), np.asarray(abs_b, np.float64)
     diff = float(eb.mean() - ea.mean()) if ea.size else float("nan")
     if ea.size < MIN_BOOTSTRAP_IMAGES:
-        return {"difference": diff, "low": float("nan"), "high": float("nan"), "significant": 0.0}
+        # unknown, not "no": a card read 0.0 beside a CLI verdict that a large difference is unlikely to be chance
+        return {"difference": diff, "low": float("nan"), "high": float("nan"), "significant": float("nan")}
     lo, hi = _percentile_interval((ea, eb), lambda a, b, axis: b.mean(axis) - a.mean(axis), paired=True,
                                   level=level, n_boot=n_boot, seed=seed)
     return {"difference": diff, "low": lo, "high": hi, "significant": float(lo > 0 or hi < 0)}

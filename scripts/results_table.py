@@ -69,7 +69,7 @@ def paired(csv_paths: list[str], ref_name: str | None = None) -> None:
         t = t.reindex(ref.index)
         d = paired_mae_difference(ref["true"].to_numpy(), ref["pred"].to_numpy(), t["pred"].to_numpy())
         print(f"| {name} | {d['difference']:+.2f} | {d['low']:+.2f} to {d['high']:+.2f} | "
-              f"{'yes' if d['significant'] else 'no'} |")
+              f"{'yes' if d['significant'] == 1 else 'no' if d['significant'] == 0 else 'n/a'} |")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ def test_paired_mae_difference():
     d = paired_mae_difference(true, a, c)
     assert d["low"] < 0 < d["high"] and d["significant"] == 0.0
     assert paired_mae_difference(true, c, a)["difference"] == pytest.approx(-d["difference"])
-    assert math.isnan(paired_mae_difference([1, 2, 3, 4], [2, 2, 3, 4], [3, 2, 3, 4])["low"])
+    few = paired_mae_difference([1, 2, 3, 4], [2, 2, 3, 4], [3, 2, 3, 4])
+    # no interval: unknown, not "not significant" (a card read 0.0 beside a verdict of "unlikely to be chance")
+    assert math.isnan(few["low"]) and math.isnan(few["significant"])
 
 
 def test_count_metrics_edge_cases():
