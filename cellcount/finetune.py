@@ -1604,6 +1604,12 @@ def _main(argv: list[str] | None) -> int:
         print("interrupted: the fine-tune stopped and nothing was saved", file=sys.stderr)
         return 130
     print(f"saved {res.name} to {res.folder} ({res.steps} steps in {res.precision}, {res.seconds:.0f} s)")
+    from .models.loading import user_models_dir
+
+    if args.out_dir and Path(args.out_dir).resolve() != user_models_dir().resolve():
+        # a tester's `count --model NAME` then failed with "unknown model"
+        print(f"note: {res.folder} is outside your models folder ({user_models_dir()}): use it by its folder "
+              f"(--model {res.folder}), or move it there to use it by name")
     print(f"trained in {res.precision_why}")
     print(res.reading)
     for text in [*res.notes, *([res.size_note] if res.size_note else [])]:

@@ -412,6 +412,11 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     assert "Dark (fluorescence) background, decided once for the set; objects 12." in out, "the set decisions, said"
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert "outside your models folder" not in out
+    # elsewhere than the models folder: not usable by name, and said so (a tester's count then failed)
+    assert main(["--from", str(base_dir), "--data", str(data), "--name", "away", "--steps", "1",
+                 "--out-dir", str(tmp_path / "elsewhere")]) == 0
+    assert f"use it by its folder (--model {tmp_path / 'elsewhere' / 'away'})" in capsys.readouterr().out
 
 
 def test_cli_help_lists_the_set_decisions(capsys):
