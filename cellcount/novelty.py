@@ -140,10 +140,12 @@ class NoveltyReference:
 
     def save(self, path: str | Path) -> str:
         """Write the reference; returns its sha256 (the card keeps it)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
-        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors().items()}, str(path))
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        # bytes written as any file is (safetensors' save_file creates it owner-only, 0600, unlike the weights)
+        data = save({k: np.ascontiguousarray(v) for k, v in self.tensors().items()})
+        Path(path).write_bytes(data)
+        return hashlib.sha256(data).hexdigest()
 
     @classmethod
     def load(cls, path: str | Path, sha256: str | None) -> NoveltyReference:
