@@ -1004,7 +1004,15 @@ def finetune(
     """
     import torch
 
-    from .evaluate import DEFAULT_GRID, calibrate_density, cross_check, evaluate_predictions, predict_pairs, tune_params
+    from .evaluate import (
+        DEFAULT_GRID,
+        at_grid_edge,
+        calibrate_density,
+        cross_check,
+        evaluate_predictions,
+        predict_pairs,
+        tune_params,
+    )
     from .io import read_image_planes
     from .metrics import paired_mae_difference
     from .models import load_model, save_model, size_model_for
@@ -1222,6 +1230,8 @@ def finetune(
     else:
         tr = tune_params(train_pairs, new_params)
         params = tr.best_params
+        if edge := at_grid_edge(params):
+            note(f"{name}'s postprocessing, re-tuned on its training images, is {edge}")
         tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
                       f"{tr.before:.3f} -> {tr.after:.3f}")
         if params != new_params and len(train_pairs) >= MIN_CROSS_CHECK:

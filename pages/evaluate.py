@@ -8,7 +8,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.evaluate import DEFAULT_GRID, TuningCheck, cross_check_errors, tune_params, worse_images
+from cellcount.evaluate import DEFAULT_GRID, TuningCheck, at_grid_edge, cross_check_errors, tune_params, worse_images
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
 from pages import _shared as sh
@@ -239,6 +239,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "other images is the check below.",
     )
     m[2].metric("Settings changed", len(changed))
+    if edge := at_grid_edge(cc.CountParams(**tuned["best"])):
+        st.caption(f"Tuned settings {edge}: set them by hand to see.")
     # the settings in use may have moved since: the comparison is with those tuning started from
     moved = params.to_dict() not in (tuned["start"], tuned["best"])
     # once applied, "the current settings" would be the tuned ones: name those tuning started from instead

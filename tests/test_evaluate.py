@@ -469,3 +469,36 @@ def test_evaluate_says_which_options_do_nothing_and_saves_only_what_acts(samples
     assert "note: these options do nothing here: --threshold, --split-mode" in err
     params = json.loads(saved.read_text())["params"]
     assert "threshold" not in params and "split_mode" not in params and "peak_min_distance_px" in params
+
+
+def test_tuned_settings_at_the_top_of_the_searched_range_are_named():
+    """A tester's tuning said 'changed nothing' with min_area_px at the grid's top (50) where 90 halved the
+    error of large nuclei: a best value at the top of its range is named, as one a larger value may beat."""
+    from cellcount import CountParams
+    from cellcount.evaluate import at_grid_edge
+
+    note = at_grid_edge(CountParams(min_area_px=50, threshold=0.7, split_mode="borders", min_distance_px=10))
+    assert note == ("at the top of the range searched (threshold 0.7, min_area_px 50): larger values were not "
+                    "tried and may count better"), "min_distance_px does not act in borders mode: not named"
+    assert at_grid_edge(CountParams(min_area_px=20, threshold=0.5)) is None
+    assert "min_distance_px 10" in at_grid_edge(CountParams(split_mode="distance", min_distance_px=10))
+
+
+def test_cli_tuning_names_a_setting_at_the_top_of_its_range(samples_dir, tmp_path, capsys, monkeypatch):
+    import dataclasses
+    import shutil
+
+    import cellcount.evaluate.cli as ecli
+
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif", "s03_large_nuclei.png",
+                 "s03_large_nuclei_labels.tif"):
+        shutil.copy(samples_dir / name, tmp_path / name)
+    real = ecli.tune_params
+
+    def tune_to_top(pairs, params, **kw):  # the search's best at the top of the min-area range
+        tr = real(pairs, params, **kw)
+        return dataclasses.replace(tr, best_params=dataclasses.replace(tr.best_params, min_area_px=50))
+
+    monkeypatch.setattr(ecli, "tune_params", tune_to_top)
+    assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--tune", "--no-cross-check"]) == 0
+    assert "note: tuned settings at the top of the range searched (min_area_px 50)" in capsys.readouterr().out

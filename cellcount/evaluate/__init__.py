@@ -234,6 +234,23 @@ def tune_params(
     return TuneResult(best, before, best_mae, table)
 
 
+EDGE_KEYS = ("threshold", "min_distance_px", "min_area_px")
+"""Numeric settings whose searched values are a range: a best value at its top may want a larger one."""
+
+
+def at_grid_edge(params: CountParams, grid: dict[str, list[Any]] | None = None) -> str | None:
+    """A sentence naming the settings of ``params`` at the top of their searched range (:data:`DEFAULT_GRID`),
+    where a larger value, which the search does not try, may count better; None when none is. A tester's tuning
+    said "changed nothing" with min_area_px at the top, 50, where 90 halved the error of large nuclei."""
+    grid = DEFAULT_GRID if grid is None else grid
+    top = [key for key in EDGE_KEYS if key in grid and len(grid[key]) > 1 and getattr(params, key) == max(grid[key])
+           and not (key == "min_distance_px" and params.split_mode not in DISTANCE_SPLIT_MODES)]
+    if not top:
+        return None
+    names = ", ".join(f"{key} {getattr(params, key):g}" for key in top)
+    return f"at the top of the range searched ({names}): larger values were not tried and may count better"
+
+
 def cross_check(pairs: Sequence[Pair], params: CountParams, *, folds: int = 4, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None, **tune_kw: Any) -> tuple[float, float]:
     """(MAE of ``params``, MAE of tuned settings) on images the tuning did not see: the images are split into
