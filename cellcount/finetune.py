@@ -1354,6 +1354,7 @@ def finetune(
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx],
+                 "left_out": list(skipped),  # annotated images that could not be used, with why
                  # by content too: a training image met again under another name (Evaluate, Compare) is recognised
                  "train_sha256": [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx]},
         "steps": n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": size, "background": background,
@@ -1587,8 +1588,10 @@ def _main(argv: list[str] | None) -> int:
 
     def show(p: FinetuneProgress) -> None:
         now = time.perf_counter()
+        if p.message.startswith("note: left out: "):  # now too: a user may stop the run and fix the file
+            print(f"[{p.stage}] {p.message}", flush=True)
         if p.message.startswith("note: "):
-            return  # printed once, at the end, with the result
+            return  # printed (again) at the end, with the result
         if p.stage != "train" or now - last[0] > 5 or p.step == p.steps or p.message:
             last[0] = now
             extra = (f" step {p.step}/{'~' if p.estimated else ''}{p.steps} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s left"

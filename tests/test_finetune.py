@@ -998,4 +998,6 @@ def test_a_broken_image_is_left_out_and_a_stack_named(tiny_model, tmp_path, draw
     assert len(res.train_files) + len(res.holdout_files) == 4 and "img0.png" not in res.train_files + res.holdout_files
     text = " | ".join(res.notes)
     assert "left out: img0.png" in text and "<bytes>" not in text
+    left = load_model(res.folder).card.training["data"]["left_out"]  # the card says what was not used, and why
+    assert len(left) == 1 and left[0].startswith("img0.png: ")
     assert "img1.tif: the file holds 3 time points; only the first was used" in text
