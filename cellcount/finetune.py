@@ -1006,7 +1006,6 @@ def finetune(
 
     from .evaluate import (
         DEFAULT_GRID,
-        at_grid_edge,
         calibrate_density,
         cross_check,
         evaluate_predictions,
@@ -1230,8 +1229,6 @@ def finetune(
     else:
         tr = tune_params(train_pairs, new_params)
         params = tr.best_params
-        if edge := at_grid_edge(params):
-            note(f"{name}'s postprocessing, re-tuned on its training images, is {edge}")
         tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
                       f"{tr.before:.3f} -> {tr.after:.3f}")
         if params != new_params and len(train_pairs) >= MIN_CROSS_CHECK:
@@ -1249,6 +1246,8 @@ def finetune(
                      "settings)")
             else:
                 tuned_note += f"; checked on training images each tuning did not see (4-fold MAE {kept:.3f} -> {tuned_cv:.3f})"
+        if params == tr.best_params and (edge := tr.edge_note()):
+            note(f"{name}'s postprocessing, re-tuned on its training images, is {edge}")
         if kind == "multihead":  # objects that overlap too much to outline are counted better by the density
             dens = dataclasses.replace(params, count_source="density")
             mae_seg = evaluate_predictions(train_pairs, params, keep_results=False).summary["mae"]

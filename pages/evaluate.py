@@ -8,7 +8,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.evaluate import DEFAULT_GRID, TuningCheck, at_grid_edge, cross_check_errors, tune_params, worse_images
+from cellcount.evaluate import DEFAULT_GRID, TuningCheck, cross_check_errors, tune_params, worse_images
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
 from pages import _shared as sh
@@ -218,6 +218,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             "before": tr.before,
             "after": tr.after,
             "best": tr.best_params.to_dict(),
+            "edge": tr.edge_note(),
             "start": params.to_dict(),
             "table": tr.table.head(200),
             "model": model.name,
@@ -239,7 +240,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "other images is the check below.",
     )
     m[2].metric("Settings changed", len(changed))
-    if edge := at_grid_edge(cc.CountParams(**tuned["best"])):
+    if edge := tuned.get("edge"):
         st.caption(f"Tuned settings {edge}: set them by hand to see.")
     # the settings in use may have moved since: the comparison is with those tuning started from
     moved = params.to_dict() not in (tuned["start"], tuned["best"])

@@ -56,6 +56,10 @@ class TuneResult:
     after: float
     table: pd.DataFrame
 
+    def edge_note(self) -> str | None:
+        """:func:`at_grid_edge` of the best setting against the values actually tried (the table)."""
+        return at_grid_edge(self.best_params, tried=self.table)
+
 
 MAE_TOLERANCE = 0.01
 """Settings whose count MAE is within this fraction of the best one count as equally good; among them the
@@ -217,6 +221,28 @@ def tune_params(
                     progress(done, total)
         if not improved:
             break
+    # a best value at the top of its grid: larger ones, a step at a time, until one counts worse
+    for key, step in EDGE_STEPS.items():
+        if key not in grid or len(grid[key]) < 2 or getattr(best, key) != max(grid[key]):
+            continue
+        if key == "min_distance_px" and best.split_mode not in DISTANCE_SPLIT_MODES:
+            continue
+        value = getattr(best, key)
+        for _ in range(MAX_EDGE_STEPS):
+            value = step(value)
+            try:
+                cand = dataclasses.replace(best, **{key: value}) if value is not None else None
+            except ParameterError:  # conflicts with a fixed setting (e.g. min area above max area)
+                cand = None
+            if cand is None:
+                break
+            sig = _signature(cand)
+            if sig not in tried:
+                tried[sig], settings[sig] = _mae(pairs, cand), cand
+            if tried[sig] > best_mae + 1e-9:  # worse: the range is passed; level: walk on (a plateau ends)
+                break
+            if tried[sig] < best_mae * (1 - min_gain) - 1e-9:
+                best, best_mae = cand, tried[sig]
     scored = sorted(tried.items(), key=lambda kv: kv[1])  # (signature, mae), best first
     f1: dict[tuple, float] = {}
     has_objects = any(gt.labels is not None or gt.points is not None for _, _, gt in pairs)
@@ -236,15 +262,31 @@ def tune_params(
 
 EDGE_KEYS = ("threshold", "min_distance_px", "min_area_px")
 """Numeric settings whose searched values are a range: a best value at its top may want a larger one."""
+EDGE_STEPS: dict[str, Callable[[Any], Any]] = {
+    "threshold": lambda v: round(v + 0.1, 2) if v < 0.85 else None,
+    "min_distance_px": lambda v: v + 2 if v < 30 else None,
+    "min_area_px": lambda v: int(round(max(1.5 * v, v + 10))),
+}
+"""The next larger value :func:`tune_params` tries for a setting whose best is at the top of its grid."""
+MAX_EDGE_STEPS = 6
+"""At most this many values beyond a grid's top (min_area_px: 50 -> 75 -> 112 -> ... -> 570)."""
 
 
-def at_grid_edge(params: CountParams, grid: dict[str, list[Any]] | None = None) -> str | None:
-    """A sentence naming the settings of ``params`` at the top of their searched range (:data:`DEFAULT_GRID`),
-    where a larger value, which the search does not try, may count better; None when none is. A tester's tuning
-    said "changed nothing" with min_area_px at the top, 50, where 90 halved the error of large nuclei."""
+def at_grid_edge(params: CountParams, grid: dict[str, list[Any]] | None = None, *,
+                 tried: pd.DataFrame | None = None) -> str | None:
+    """A sentence naming the settings of ``params`` at the largest value searched (``tried``: a tuning's table of
+    every setting scored; else the top of ``grid``, default :data:`DEFAULT_GRID`), where a larger value may count
+    better; None when none is. A tester's tuning said "changed nothing" with min_area_px at the grid's top, 50,
+    where 90 halved the error of large nuclei (the tuner now steps past a top that wins, :data:`EDGE_STEPS`)."""
     grid = DEFAULT_GRID if grid is None else grid
-    top = [key for key in EDGE_KEYS if key in grid and len(grid[key]) > 1 and getattr(params, key) == max(grid[key])
-           and not (key == "min_distance_px" and params.split_mode not in DISTANCE_SPLIT_MODES)]
+    top = []
+    for key in EDGE_KEYS:
+        if key == "min_distance_px" and params.split_mode not in DISTANCE_SPLIT_MODES:
+            continue
+        values = (pd.to_numeric(tried[key], errors="coerce").dropna().unique() if tried is not None and key in tried
+                  else grid.get(key, []))
+        if len(values) > 1 and getattr(params, key) == max(values):
+            top.append(key)
     if not top:
         return None
     names = ", ".join(f"{key} {getattr(params, key):g}" for key in top)

@@ -31,7 +31,6 @@ from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
 from . import (
     TuningCheck,
-    at_grid_edge,
     calibrate_density,
     cross_check_errors,
     evaluate_predictions,
@@ -208,8 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         tr = tune_params(pairs, params)
         changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
         print(f"tuning: MAE {tr.before:.3f} -> {tr.after:.3f}; changed {changed or 'nothing'}")
-        if edge := at_grid_edge(tr.best_params):
-            print(f"note: tuned settings {edge} (evaluate with them set, e.g. --min-area-px, to see)")
+        if edge := tr.edge_note():
+            print(f"note: tuned settings {edge} (evaluate with a larger value set to see)")
         if changed and len(pairs) >= 2 and not args.no_cross_check:
             check = TuningCheck.of(*cross_check_errors(pairs, params))
             verdict = {"helps": "tuning helps on images like these",
