@@ -1353,7 +1353,10 @@ def finetune(
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
                  "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx],
-                 "left_out": list(skipped),  # annotated images that could not be used, with why
+                 # annotated images that could not be used, with why; paths inside the data folder relative to it (a
+                 # card is shared: no local folders in it)
+                 "left_out": [t.replace(f"{Path(data)}{os.sep}", "") if isinstance(data, (str, Path)) else t
+                              for t in skipped],
                  # by content too: a training image met again under another name (Evaluate, Compare) is recognised
                  "train_sha256": [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx]},
         "steps": n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": size, "background": background,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -490,6 +491,9 @@ def test_tuning_steps_past_the_top_of_its_range_while_that_counts_better(draw_di
     assert tuned.best_params.min_area_px == 38 and tuned.after == 0.0, "5 -> 15, 25 (level) -> 38: all dropped"
     assert sorted(tuned.table["min_area_px"])[-1] == 129, "on until the disks went too (worse): stopped there"
     assert tuned.edge_note() is None, "larger values were tried"
+    # a start above the grid's top (a card tuned so before) walks on from there too
+    above = tune_params(pairs, dataclasses.replace(params, min_area_px=15), grid={"min_area_px": [0, 5]})
+    assert above.best_params.min_area_px == 38 and above.edge_note() is None
     # where the largest value tried is the best, the note names it
     from cellcount import CountParams
     from cellcount.evaluate import at_grid_edge
@@ -518,4 +522,5 @@ def test_cli_tuning_names_a_setting_at_the_top_of_its_range(samples_dir, tmp_pat
 
     monkeypatch.setattr(ecli, "tune_params", tune_to_top)
     assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--tune", "--no-cross-check"]) == 0
-    assert "note: tuned settings at the top of the range searched (min_area_px " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: tuned settings at the top of the range searched (" in out and "min_area_px " in out

@@ -387,7 +387,8 @@ def test_cli_bad_files_in_one_folder(tmp_path: Path) -> None:
                 assert row["count"] == case.expected_count, row["name"]
         else:
             assert row["status"] == "error", row["name"]
-            assert row["reason"].startswith(case.error.__name__), row["reason"]
+            # the message alone (its type is checked where the library raises it)
+            assert case.error.__name__ not in row["reason"], row["reason"]
             assert case.match.lower() in row["reason"].lower(), row["reason"]
             assert row["name"] in proc.stderr  # listed as failed
     otsu = cc.load_model("classical-otsu")
@@ -556,7 +557,8 @@ def test_app_batch_page_lists_bad_uploads_and_counts_the_rest(monkeypatch, count
         if case.valid:
             assert row["status"] == "ok", row
         else:
-            assert row["status"] == "error" and case.error.__name__ in row["reason"], row
+            assert row["status"] == "error" and case.match.lower() in row["reason"].lower(), row
+            assert case.error.__name__ not in row["reason"], row
             assert f"`{case.filename}`" in shown  # listed on the page with its reason
     for name in GOOD_SAMPLES:
         assert rows[name]["status"] == "ok"

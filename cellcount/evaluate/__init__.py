@@ -223,8 +223,8 @@ def tune_params(
             break
     # a best value at the top of its grid: larger ones, a step at a time, until one counts worse
     for key, step in EDGE_STEPS.items():
-        if key not in grid or len(grid[key]) < 2 or getattr(best, key) != max(grid[key]):
-            continue
+        if key not in grid or len(grid[key]) < 2 or getattr(best, key) < max(grid[key]):
+            continue  # (a start above the grid's top, a card's earlier tuning, walks on from there too)
         if key == "min_distance_px" and best.split_mode not in DISTANCE_SPLIT_MODES:
             continue
         value = getattr(best, key)
@@ -269,7 +269,7 @@ EDGE_STEPS: dict[str, Callable[[Any], Any]] = {
 }
 """The next larger value :func:`tune_params` tries for a setting whose best is at the top of its grid."""
 MAX_EDGE_STEPS = 6
-"""At most this many values beyond a grid's top (min_area_px: 50 -> 75 -> 112 -> ... -> 570)."""
+"""At most this many values beyond a grid's top (min_area_px: 50 -> 75 -> 112 -> ... -> 567)."""
 
 
 def at_grid_edge(params: CountParams, grid: dict[str, list[Any]] | None = None, *,
