@@ -817,6 +817,10 @@ def own_novelty(model, pairs: Sequence, *, density: bool):
     return (ref, max(limit, MIN_NOVELTY_LIMIT)) if limit else None
 
 
+TUNE_PASSES, CROSS_CHECK_PASSES = 50, 155
+"""Postprocessing passes per training image of the settings search and of its 4-fold check (measured: 47 and
+154 on 8 samples with unet-mask); left out of the time budget, a 5-minute fine-tune of unet-mask from dots took
+313-338 s."""
 MIN_CROSS_CHECK = 4
 """With at least this many training images the re-tuned postprocessing is checked on the ones each tuning did
 not see (:func:`cellcount.evaluate.cross_check`), and the base's settings are kept when it does not help."""
@@ -1016,7 +1020,7 @@ def finetune(
     from .metrics import paired_mae_difference
     from .models import load_model, save_model, size_model_for
     from .models.base import NetModel
-    from .pipeline import predict, resolve_params
+    from .pipeline import postprocess, predict, resolve_params
     from .train import DEFAULTS
 
     report = progress or (lambda p: None)
@@ -1166,14 +1170,19 @@ def finetune(
         first = images[train_idx[0]]
         for _ in range(2):  # the second timed: the first may build the fast network or time the backends
             t_pass = time.perf_counter()
-            predict(first, model, pass_params, size_model=size_model)
+            first_pred = predict(first, model, pass_params, size_model=size_model)
         # per image of the set's mean size, not the first image's
         scored = [images[i] for i in (*train_idx, *held_idx)]
-        pass_s = (time.perf_counter() - t_pass) * float(np.mean([im.shape[0] * im.shape[1] for im in scored])) / (
-            first.shape[0] * first.shape[1])
-        # a density model reads its training images twice (before and after its count gain), others once, then
-        # tune postprocessing (about half a pass)
-        reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + 2 * len(held_idx)) + 0.1 * len(train_idx) + 5.0
+        size_ratio = float(np.mean([im.shape[0] * im.shape[1] for im in scored])) / (first.shape[0] * first.shape[1])
+        pass_s = (time.perf_counter() - t_pass) * size_ratio
+        # a density model reads its training images twice (before and after its count gain), others once
+        reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
+        if kind != "density":  # then the settings search: postprocessing only, but many settings on each image
+            for _ in range(2):  # the second timed: the first imports and warms up
+                t_pp = time.perf_counter()
+                postprocess(first_pred, pass_params, measure=False)
+            passes = TUNE_PASSES + (CROSS_CHECK_PASSES if len(train_idx) >= MIN_CROSS_CHECK else 0)
+            reserve += (time.perf_counter() - t_pp) * size_ratio * passes * len(train_idx)
         train_budget_s = _check_budget(minutes, time.perf_counter() - t_start, reserve, len(names))
 
     net = copy.deepcopy(model.net).float().to(memory_format=torch.channels_last)
