@@ -491,6 +491,10 @@ def test_tuning_steps_past_the_top_of_its_range_while_that_counts_better(draw_di
     assert tuned.best_params.min_area_px == 38 and tuned.after == 0.0, "5 -> 15, 25 (level) -> 38: all dropped"
     assert sorted(tuned.table["min_area_px"])[-1] == 129, "on until the disks went too (worse): stopped there"
     assert tuned.edge_note() is None, "larger values were tried"
+    # the other settings are searched again around the value the walk moved to
+    both = tune_params(pairs, params, grid={"min_area_px": [0, 5], "opening_radius_px": [0, 1]})
+    assert both.best_params.min_area_px == 38
+    assert ((both.table["min_area_px"] == 38) & (both.table["opening_radius_px"] == 1)).any()
     # a start above the grid's top (a card tuned so before) walks on from there too
     above = tune_params(pairs, dataclasses.replace(params, min_area_px=15), grid={"min_area_px": [0, 5]})
     assert above.best_params.min_area_px == 38 and above.edge_note() is None

@@ -201,48 +201,52 @@ def tune_params(
     total = rounds * sum(len(grid[key]) if key == "min_distance_px" else len(_candidates(grid, key, params))
                          for key in grid)  # an upper bound: the distance is tried only in some modes
     done = 0
-    for _ in range(rounds):
-        improved = False
-        for key in grid:
-            for change in _candidates(grid, key, best):
-                done += 1
-                try:
-                    cand = dataclasses.replace(best, **change)
-                except ParameterError:  # conflicts with a fixed setting (e.g. min area above max area): skip
+    for sweep in range(2):  # again, once, where the walk past a grid's top moved a setting: the others around it
+        for _ in range(rounds if sweep == 0 else 1):
+            improved = False
+            for key in grid:
+                for change in _candidates(grid, key, best):
+                    done += 1
+                    try:
+                        cand = dataclasses.replace(best, **change)
+                    except ParameterError:  # conflicts with a fixed setting (e.g. min area above max area): skip
+                        if progress:
+                            progress(min(done, total), total)
+                        continue
+                    sig = _signature(cand)
+                    if sig not in tried:
+                        tried[sig], settings[sig] = _mae(pairs, cand), cand
+                    if tried[sig] < best_mae * (1 - min_gain) - 1e-9:
+                        best, best_mae, improved = cand, tried[sig], True
                     if progress:
-                        progress(done, total)
-                    continue
+                        progress(min(done, total), total)
+            if not improved:
+                break
+        walked_from = best
+        # a best value at the top of its grid: larger ones, a step at a time, until one counts worse
+        for key, step in EDGE_STEPS.items():
+            if key not in grid or len(grid[key]) < 2 or getattr(best, key) < max(grid[key]):
+                continue  # (a start above the grid's top, a card's earlier tuning, walks on from there too)
+            if key == "min_distance_px" and best.split_mode not in DISTANCE_SPLIT_MODES:
+                continue
+            value = getattr(best, key)
+            for _ in range(MAX_EDGE_STEPS):
+                value = step(value)
+                try:
+                    cand = dataclasses.replace(best, **{key: value}) if value is not None else None
+                except ParameterError:  # conflicts with a fixed setting (e.g. min area above max area)
+                    cand = None
+                if cand is None:
+                    break
                 sig = _signature(cand)
                 if sig not in tried:
                     tried[sig], settings[sig] = _mae(pairs, cand), cand
+                if tried[sig] > best_mae + 1e-9:  # worse: the range is passed; level: walk on (a plateau ends)
+                    break
                 if tried[sig] < best_mae * (1 - min_gain) - 1e-9:
-                    best, best_mae, improved = cand, tried[sig], True
-                if progress:
-                    progress(done, total)
-        if not improved:
+                    best, best_mae = cand, tried[sig]
+        if best is walked_from:
             break
-    # a best value at the top of its grid: larger ones, a step at a time, until one counts worse
-    for key, step in EDGE_STEPS.items():
-        if key not in grid or len(grid[key]) < 2 or getattr(best, key) < max(grid[key]):
-            continue  # (a start above the grid's top, a card's earlier tuning, walks on from there too)
-        if key == "min_distance_px" and best.split_mode not in DISTANCE_SPLIT_MODES:
-            continue
-        value = getattr(best, key)
-        for _ in range(MAX_EDGE_STEPS):
-            value = step(value)
-            try:
-                cand = dataclasses.replace(best, **{key: value}) if value is not None else None
-            except ParameterError:  # conflicts with a fixed setting (e.g. min area above max area)
-                cand = None
-            if cand is None:
-                break
-            sig = _signature(cand)
-            if sig not in tried:
-                tried[sig], settings[sig] = _mae(pairs, cand), cand
-            if tried[sig] > best_mae + 1e-9:  # worse: the range is passed; level: walk on (a plateau ends)
-                break
-            if tried[sig] < best_mae * (1 - min_gain) - 1e-9:
-                best, best_mae = cand, tried[sig]
     scored = sorted(tried.items(), key=lambda kv: kv[1])  # (signature, mae), best first
     f1: dict[tuple, float] = {}
     has_objects = any(gt.labels is not None or gt.points is not None for _, _, gt in pairs)
