@@ -76,6 +76,9 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
     pictures, csvs = images
     _open(page, f"{server}/train", "Train")
     _uploader(page, "Images (or a zip)").set_input_files(pictures)
+    # taken, and its rerun over, before the next upload (one during that rerun was lost once, on a loaded CI run)
+    sync_api.expect(page.get_by_text(pictures[0].rsplit("/", 1)[-1], exact=True).first).to_be_visible()
+    tb._idle(page)
     _uploader(page, "Annotations").set_input_files(csvs)
     sync_api.expect(page.get_by_text("2 image(s) with ground truth (2 with dots); 1 without.")).to_be_visible()
 
