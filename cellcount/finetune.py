@@ -720,7 +720,7 @@ def _choose_precision(timed: dict[str, list[float]]) -> dict[str, Any]:
     return {"precision": use, "why": why, "s_per_step": {k: round(v, 4) for k, v in per.items()}}
 
 
-def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
+def calibrate_flag(pairs: Sequence, params, base_card, rep=None) -> dict[str, Any]:
     """The new card's quality rule (``extra["quality"]``), from the new model's signals on its training images.
 
     The base's rule was fitted on the base's validation images: after a fine-tune it would flag whatever
@@ -733,7 +733,7 @@ def calibrate_flag(pairs: Sequence, params, base_card) -> dict[str, Any]:
     from .evaluate import evaluate_predictions
     from .quality import QualityRule, calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table
 
-    rep = evaluate_predictions(pairs, params, keep_results=False)
+    rep = evaluate_predictions(pairs, params, keep_results=False) if rep is None else rep  # (the caller's, when made)
     signals = signals_from_table(rep.per_image) if len(rep.per_image) else []
     rel = rep.per_image["rel_error"].to_numpy() if len(rep.per_image) else np.zeros(0)
     if len(signals) >= MIN_FLAG_IMAGES:
@@ -1265,12 +1265,13 @@ def finetune(
                 params = dens
             tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
                            f"density {mae_dens:.3f})")
+    train_rep = evaluate_predictions(train_pairs, params, keep_results=False)  # for the flag below, and this check
     if kind == "mask" and all(gt.kind == "points" for gt in train_gts):
         # measured, not guessed: on vgg_cells (crowded cells) a unet-mask fine-tune from dots still counted its own
-        # training images ~20% off after 5 minutes (held-out MAE 46-49 against unet-density's ~3)
+        # training images ~20% off after 5 minutes (validation MAE 46-49 at N = 16; unet-density's 2.5-3.0 at N = 32)
         from .quality import LARGE_ERROR
 
-        own_mape = evaluate_predictions(train_pairs, params, keep_results=False).summary.get("mape", math.nan)
+        own_mape = train_rep.summary.get("mape", math.nan)
         if math.isfinite(own_mape) and own_mape >= 100 * LARGE_ERROR:
             note(f"{name} counts even the images it learnt {own_mape:.0f}% off on average: outlines learnt from "
                  "dots do not separate these objects (crowded, touching or overlapping). A density model learns from "
@@ -1282,7 +1283,7 @@ def finetune(
     card.postprocess = {**card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys if k in params.to_dict()}}
     card.postprocess_tuned_on = tuned_note
     report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
-    card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card)}
+    card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card, rep=train_rep)}
     # the held-out images are the user's images too: they widen the reference of what the model may count
     # (they choose nothing about the counts; the same predictions are scored below)
     report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))

@@ -241,9 +241,9 @@ def test_a_density_fine_tunes_flag_is_calibrated_on_the_counts_of_the_saved_mode
     seen = {}
     real = ft.calibrate_flag
 
-    def capture(pairs, params, base_card):
+    def capture(pairs, params, base_card, rep=None):
         seen["pairs"], seen["params"] = list(pairs), params
-        return real(pairs, params, base_card)
+        return real(pairs, params, base_card, rep=rep)
 
     monkeypatch.setattr(ft, "calibrate_flag", capture)
     base_dir = tmp_path / "base"
