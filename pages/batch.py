@@ -275,7 +275,9 @@ def show_result(res: dict, current: cc.CountParams | None, page: str | None, fil
         with st.container(border=True):
             st.markdown(f"**{len(failed)} file(s) could not be counted** (the batch went on):")
             for _, row in failed.iterrows():
-                st.markdown(f"- `{row['file']}` — {row['reason']}")
+                reason = str(row["reason"])  # it names the file already where it was read from it
+                reason = reason.removeprefix(f"{row['file']}: ").removeprefix(f"{row['file'].rsplit('/', 1)[-1]}: ")
+                st.markdown(f"- `{row['file']}` — {reason}")
     first = [c for c in ("file", "status", "count", "check", "check_reasons", "quality_score") if c in df]
     sh.dataframe(
         df[first + [c for c in df.columns if c not in first]],  # the verdict beside the count (the CSV keeps its order)

@@ -58,6 +58,8 @@ def test_three_files_one_broken(count_batch):
     assert list(df["file"]) == ["s01_sparse_small.png", "broken.png", "s05_16bit.tif"]
     assert list(df["status"]) == ["ok", "error", "ok"]
     assert df.loc[1, "reason"].startswith("broken.png: ") and "ImageReadError" not in df.loc[1, "reason"]
+    listed = [m.value for m in at.markdown if m.value.startswith("- `broken.png`")]
+    assert listed and "broken.png: " not in listed[0], "the file named once in the failed list"
     labels = {d.label for d in at.get("download_button")}
     assert {"Per-image CSV", "Objects CSV", "Label images (zip)", "Settings JSON"} <= labels
     # results stay after an unrelated rerun, and a settings change is flagged (not before it: the Settings JSON
