@@ -576,7 +576,7 @@ def test_cli_escapes_formula_file_names(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------
 # 1 + 8. a real CLI batch interrupted by SIGINT, then finished by --resume
 # --------------------------------------------------------------------------------------------------
-N_RESUME = 240  # enough work left after the first rows that the interrupt lands mid-run on a fast CPU
+N_RESUME = 600  # enough work left after the first rows that the interrupt lands mid-run on a fast CPU
 
 
 @pytest.fixture(scope="module")
