@@ -274,9 +274,11 @@ def _novelty(model: CountModel, norm: np.ndarray, maps: np.ndarray, scale: float
     return image_novelty(net, reference, norm, maps[0], scale, bf16=bf16, density=model.output_kind == "density")
 
 
-def assess(prediction: Prediction, params: CountParams, count: float, second_count: float | None = None, *,
-           probability: np.ndarray | None = None, labels: np.ndarray | None = None) -> Quality:
-    """The quality flag of one count (see :mod:`cellcount.quality`)."""
+def assess(prediction: Prediction, params: CountParams, count: float, second_count: float | None = None,
+           comparison: str | None = None, *, probability: np.ndarray | None = None,
+           labels: np.ndarray | None = None) -> Quality:
+    """The quality flag of one count (see :mod:`cellcount.quality`); ``comparison`` names what ``count`` and
+    ``second_count`` are (a :data:`cellcount.quality.COMPARISONS` key) for the flag's reason."""
     diameter = params.nucleus_diameter_px or prediction.estimated_diameter_px
     at_limit = False
     if diameter:
@@ -301,7 +303,8 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
         labels=labels, flip_disagreement=prediction.flip_disagreement, image_sig=image_sig,
         novelty=prediction.novelty,
     )
-    quality = judge(signals, prediction.quality_rule)
+    counts = None if second_count is None or comparison is None else (comparison, count, second_count)
+    quality = judge(signals, prediction.quality_rule, counts=counts)
     return with_note(quality, prediction.input_note) if prediction.input_note else quality
 
 
@@ -312,15 +315,18 @@ def _density_probability(prediction: Prediction, params: CountParams, density: n
 
 
 def _two_counts(prediction: Prediction, labels: np.ndarray, count: int,
-                density_total: float | None) -> tuple[float, float | None]:
+                density_total: float | None) -> tuple[float, float | None, str | None]:
     """The segmentation's count and an independent one of the same region, for the quality flag: the
-    density head's (multihead), else the size model's over the region it read (objects reaching into it)."""
-    if density_total is not None or prediction.size_count is None or prediction.size_window is None:
-        return float(count), density_total
+    density head's (multihead), else the size model's over the region it read (objects reaching into it);
+    with the comparison's name (:data:`cellcount.quality.COMPARISONS`)."""
+    if density_total is not None:
+        return float(count), density_total, "density_head"
+    if prediction.size_count is None or prediction.size_window is None:
+        return float(count), None, None
     rows, cols = prediction.size_window
     if (rows.stop - rows.start, cols.stop - cols.start) == labels.shape:
-        return float(count), prediction.size_count
-    return float(np.count_nonzero(np.unique(labels[rows, cols]))), prediction.size_count
+        return float(count), prediction.size_count, "size_model"
+    return float(np.count_nonzero(np.unique(labels[rows, cols]))), prediction.size_count, "size_window"
 
 
 def _channel_mean(image: np.ndarray, memo: dict) -> np.ndarray:
@@ -378,7 +384,7 @@ def postprocess(
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px,
-            quality=assess(prediction, params, estimate, float(len(peaks)),
+            quality=assess(prediction, params, estimate, float(len(peaks)), "peaks",
                            probability=_density_probability(prediction, params, density)),
         )
     prob = prediction.maps[0]

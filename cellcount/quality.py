@@ -282,7 +282,18 @@ def _ratio(value: float, limit: float, below: bool) -> float:
     return min((limit / max(value, 1e-6)) if below else value / max(limit, 1e-9), MAX_RATIO)
 
 
-def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = False) -> str:
+COMPARISONS = {
+    "density_head": "the {a:.0f} objects found against the density head's estimate of {b:.0f}",
+    "size_model": "the {a:.0f} objects found against the size model's density estimate of {b:.0f}",
+    "size_window": "the {a:.0f} objects found in the part of the image the size model read against its density "
+                   "estimate of {b:.0f} there",
+    "peaks": "the density map's integral ({a:.1f}) against its {b:.0f} peaks",
+}
+"""What the two counts of ``count_disagreement`` are, by the ``comparison`` given to :func:`judge`."""
+
+
+def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = False,
+            counts: tuple[str, float, float] | None = None) -> str:
     if signal == "novelty" and near:
         return (f"the image looks less like the images this model was trained on than most (novelty {v:.2f}, "
                 f"flagged from {limit:.2f})")
@@ -291,6 +302,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
                 "check a few objects by eye, check the nucleus size setting, or fine-tune a model on images like "
                 f"this one (novelty {v:.2f}, limit {limit:.2f})" if limit is not None else
                 f"the image looks unlike the images this model was trained on (novelty {v:.2f})")
+    if signal == "count_disagreement" and counts is not None:
+        which, a, b = counts
+        return f"two independent counts of this image differ by {v:.0%}: " + COMPARISONS[which].format(a=a, b=b)
     return {
         "count_disagreement": f"two independent counts of this image differ by {v:.0%} (the objects found against a "
                               "density map's estimate of the same area, or a density model's integral against its "
@@ -318,8 +332,10 @@ NEAR_LIMIT = 0.95
 1 / 1.1 of the range margin: an image like the furthest calibration image (0.91 of a range limit) is not near."""
 
 
-def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
-    """Apply ``rule`` to ``signals``."""
+def judge(signals: dict[str, float], rule: QualityRule, *,
+          counts: tuple[str, float, float] | None = None) -> Quality:
+    """Apply ``rule`` to ``signals``. ``counts``: (comparison, count, second count) behind
+    ``count_disagreement`` (a :data:`COMPARISONS` key), so that its reason names the two counts."""
     reasons, ratios, fired = [], [0.0], set()
     nearest: tuple[float, str] = (0.0, "")
     for field, key, below in LIMITS:
@@ -328,16 +344,16 @@ def judge(signals: dict[str, float], rule: QualityRule) -> Quality:
             continue
         ratio = _ratio(value, limit, below)
         ratios.append(ratio)
-        nearest = max(nearest, (ratio, _reason(key, value, limit, near=True)))
+        nearest = max(nearest, (ratio, _reason(key, value, limit, near=True, counts=counts)))
         if ratio >= 1.0:
-            reasons.append(_reason(key, value, limit))
+            reasons.append(_reason(key, value, limit, counts=counts))
             fired.add(key)
     if rule.joint_limits:
         values = {k: signals.get(k, math.nan) for k, _ in rule.joint_limits}
         if all(np.isfinite(v) for v in values.values()):
             r = [_ratio(values[k], limit, BELOW[k]) for k, limit in rule.joint_limits]
             ratios.append(min(r))
-            text = (" and ".join(_reason(k, v) for k, v in values.items())
+            text = (" and ".join(_reason(k, v, counts=counts) for k, v in values.items())
                     + ": unusual together for this model, though each is within its own limit")
             nearest = max(nearest, (min(r), text))
             if min(r) >= 1.0 and not fired & set(values):  # said already where one of them is past its own limit

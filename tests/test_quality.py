@@ -119,7 +119,8 @@ def test_two_heads_that_agree_or_disagree_flag_accordingly(draw_disks):
     agree, disagree = result(4.0), result(12.0)
     assert agree.count == disagree.count == 4
     assert not agree.quality.flag
-    assert disagree.quality.flag and "two independent counts" in disagree.quality.reasons[0]
+    assert disagree.quality.flag and disagree.quality.reasons[0].endswith(
+        "the 4 objects found against the density head's estimate of 12")
 
 
 def test_count_source_density_reports_the_integral(draw_disks):
@@ -215,7 +216,11 @@ def test_mask_model_compares_its_count_with_the_size_models(draw_disks):
         return postprocess(pred, params).quality
 
     assert quality(4.0).signals["count_disagreement"] == 0.0 and not quality(4.0).flag
-    assert quality(12.0).flag and "two independent counts" in quality(12.0).reasons[0]
+    assert quality(12.0).flag and quality(12.0).reasons[0] == (
+        "two independent counts of this image differ by 57%: the 4 objects found against the size model's "
+        "density estimate of 12")
+    # over part of the image only, the reason says so
+    assert "in the part of the image the size model read" in quality(12.0, (slice(0, 28), slice(0, 64))).reasons[0]
     # the size model read the top half only: its 2 nuclei against the 2 objects reaching into that half
     assert quality(2.0, (slice(0, 28), slice(0, 64))).signals["count_disagreement"] == 0.0
     assert math.isnan(quality(None).signals["count_disagreement"])  # no size model ran
@@ -236,6 +241,7 @@ def test_density_model_compares_its_integral_with_its_peaks(draw_disks):
 
     assert quality(1.0).signals["count_disagreement"] == pytest.approx(0.0, abs=0.01)
     assert quality(3.0).signals["count_disagreement"] == pytest.approx(8 / 14, abs=0.01)  # 12 vs 4 peaks
+    assert "the density map's integral (12.0) against its 4 peaks" in quality(3.0).reasons[0]
 
 
 def test_calibration_uses_few_limits_and_prefers_fewer_flags():
