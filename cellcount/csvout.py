@@ -68,8 +68,10 @@ def csv_text(df: pd.DataFrame, *, header: bool = True) -> str:
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
-    """``df`` as formula-safe UTF-8 CSV bytes (for downloads)."""
-    return csv_text(df).encode("utf-8")
+    """``df`` as formula-safe UTF-8 CSV bytes for downloads, with a byte-order mark: Excel reads a CSV without
+    one in the system's legacy code page, so a file named ``Kern_µm.tif`` would show as ``Kern_Âµm.tif``
+    (pandas and other CSV readers skip the mark)."""
+    return csv_text(df).encode("utf-8-sig")
 
 
 def _read_umask() -> int:

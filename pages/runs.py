@@ -139,7 +139,7 @@ settings_file = json.dumps({k: run["settings"][k] for k in ("model", "model_sha2
                             if k in run["settings"]},
                            indent=2)
 # the rows were made formula-safe when they were first written; they are written again as they are
-csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8")
+csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8-sig")  # with a BOM, as every download
 sh.download_button("Per-image CSV", csv, f"run-{run['id']}-counts.csv", "text/csv", f"{P}_dl_csv", container=row)
 sh.download_button("Settings JSON", settings_file, f"run-{run['id']}-settings.json", "application/json",
                    f"{P}_dl_settings", container=row)

@@ -74,7 +74,9 @@ def test_escape_cell(value, expected):
 def test_csv_bytes_escapes_text_and_keeps_numbers():
     df = pd.DataFrame({"file": ["=1+1.png", "@x.png", "ok.png"], "count": [-3, 4, 5], "x": [-0.5, 1.0, 2.0],
                        "reason": ["", "+bad", None]})
-    back = pd.read_csv(io.BytesIO(csv_bytes(df)))
+    data = csv_bytes(df)
+    assert data.startswith(b"\xef\xbb\xbf"), "a byte-order mark, so that Excel reads UTF-8"
+    back = pd.read_csv(io.BytesIO(data))
     assert list(back["file"]) == ["'=1+1.png", "'@x.png", "ok.png"]
     assert back["count"].tolist() == [-3, 4, 5] and back["count"].dtype.kind == "i"
     assert back["x"].tolist() == [-0.5, 1.0, 2.0]
