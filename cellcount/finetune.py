@@ -1636,7 +1636,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"note: {res.folder} is outside your models folder ({user_models_dir()}): use it by its folder "
               f"(--model {res.folder}), or move it there to use it by name")
     print(f"trained in {res.precision_why}")
-    print(res.reading)
+    print(f"how {res.name} reads images: {res.reading}")  # the Train page's words
     for text in [*res.notes, *([res.size_note] if res.size_note else [])]:
         print(f"note: {text}")
     if res.before:
