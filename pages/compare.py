@@ -39,6 +39,31 @@ def _paired_caption(x: str, y: str, truth: pd.Series, px: pd.Series, py: pd.Seri
     )
 
 
+def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) -> None:
+    """Each row's paired MAE difference from the lowest-MAE configuration ("vs lowest MAE"), on the images where
+    both have a count: with three or more, the scatter's pair alone left the others without a verdict."""
+    best = min(per_config, key=lambda r: r["MAE"] if pd.notna(r["MAE"]) else float("inf"))["config"]
+    t = truth.reindex(wide.index)
+    for i, row in enumerate(per_config):
+        c = row["config"]
+        known = t.notna() & wide[best].notna() & wide[c].notna()
+        if c == best:
+            text = "lowest"
+        elif not known.any():
+            text = "—"
+        else:
+            d = paired_mae_difference(t[known].to_numpy(float), wide[best][known].to_numpy(float),
+                                      wide[c][known].to_numpy(float))
+            if pd.isna(d["low"]):
+                text = f"{d['difference']:+.2f} (too few images for an interval)"
+            else:
+                verdict = "more error" if d["significant"] and d["difference"] > 0 else "within luck"
+                text = f"{d['difference']:+.2f} ({d['low']:+.2f} to {d['high']:+.2f}): {verdict}"
+        items = list(row.items())  # beside the MAE's own interval
+        at = [k for k, _ in items].index("MAE 95% CI") + 1
+        per_config[i] = dict([*items[:at], ("vs lowest MAE", text), *items[at:]])
+
+
 FILE_COLUMN = st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)")
 """A fixed width for file names: long ones (DSB's are 64 characters) pushed the models' columns off the page."""
 
@@ -201,6 +226,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
                     "mean time per image (ms)": 1000 * t["seconds"].mean(), "total count": t["count"].sum()})
         per_config.append(row)
+    if has_truth and len(per_config) >= 2:
+        _against_best(per_config, wide, truth)
     st.subheader("Counts")
     if has_truth and not truth.notna().all():
         st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
@@ -218,6 +245,10 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 format="%+.2f", help="Mean of predicted - true: above 0 over-counts"),
             "images flagged": st.column_config.NumberColumn(
                 help="Images whose count this model's quality flag marks \"check this image\""),
+            "vs lowest MAE": st.column_config.TextColumn(
+                help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
+                "paired bootstrap interval: 'more error' when the interval is above 0, else the difference is "
+                "within what image-to-image luck explains"),
         },
     )
     flagged = long[long["check"].fillna(False).astype(bool)]

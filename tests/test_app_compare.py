@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,12 @@ def test_paired_interval_with_five_images():
     assert not at.exception
     per_config = at.dataframe[0].value
     assert all("–" in v for v in per_config["MAE 95% CI"])  # an interval per configuration
+    # each configuration against the lowest MAE, paired, in the table (the scatter's caption names one pair only)
+    against = per_config["vs lowest MAE"].tolist()
+    best = per_config["MAE"].idxmin()
+    assert against[best] == "lowest" and list(per_config.columns).index("vs lowest MAE") == 3
+    other = against[1 - best]
+    assert re.fullmatch(r"\+\d+\.\d\d \(-?\+?\d+\.\d\d to [-+]\d+\.\d\d\): (more error|within luck)", other), other
     cap = next(c.value for c in at.caption if "paired bootstrap interval" in c.value)
     assert "MAE(B: classical-otsu) − MAE(A: classical-otsu)" in cap
     assert ("more accurate" in cap) or ("image-to-image luck" in cap)
