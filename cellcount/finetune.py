@@ -1079,6 +1079,12 @@ def finetune(
     if len(train_idx) < FEW_TRAIN_IMAGES:
         note(f"only {len(train_idx)} image(s) to train on: the new model may learn little from so few (hold out "
              "fewer, or annotate more)")
+    if all(gts[i].count == 0 for i in train_idx):  # nothing to learn but "no cells": an export gone wrong, mostly
+        which = "annotation" if len(train_idx) == len(names) else "training image's annotation"
+        raise GroundTruthError(
+            f"every {which} holds no objects (those of {', '.join(names[i] for i in train_idx[:3])}"
+            f"{', ...' if len(train_idx) > 3 else ''}): there is nothing to learn. Check that the dots or labels were "
+            "exported (a points CSV with only its header line, an all-black label image)")
     for i in train_idx:
         if gts[i].kind == "points" and gts[i].count == 0:
             note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
@@ -1222,6 +1228,10 @@ def finetune(
                    for i in train_idx]
     if kind == "density":
         k_gain, _, _ = calibrate_density(train_pairs)
+        if not k_gain > 0:  # most of the map's mass on images annotated as empty: no gain to fit
+            note("the count gain could not be fitted (most of what the new model reads is on training images "
+                 "annotated as empty): its counts are not rescaled")
+            k_gain = 1.0
         card.density_scale = card.density_scale / k_gain
         new = NetModel(net, card)
         params = new_params

@@ -110,6 +110,9 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
             + ", ".join(f"{n} with {KIND_WORDS.get(k, k)}" for k, n in kinds.items())
             + ")" + (f"; {len(found.unlabelled)} without" if optional and found.unlabelled else "")
             + "."
+            + (f" {empty} of them hold no objects: images without cells, or annotations whose export failed (a "
+               "points CSV with only its header line, an all-black label image)." if (
+                   empty := sum(gt.count == 0 for _, _, gt in found.items)) else "")
             + (" Binary masks are split into objects where they do not touch: touching nuclei in a mask count "
                "as one, so prefer instance label images." if "mask" in kinds else "")
         )

@@ -491,3 +491,13 @@ def test_kept_base_weights_are_reported_as_such(tiny_models, monkeypatch, tmp_pa
     assert "the fine-tuned model (not kept) counts these images worse than tiny-mask" in verdict
     assert "kept-model keeps tiny-mask's weights and settings" in verdict
     assert any("counts them as tiny-mask does" in m.value for m in at.markdown)
+
+
+def test_header_only_points_files_are_called_empty_before_training(tiny_models):
+    """"3 image(s) with ground truth (3 with dots)" for three header-only CSVs (a failed export) read as a set
+    ready to train; the fine-tune then failed after its whole budget."""
+    images, csvs, _ = _set(3)
+    empty = [(name, b"x,y\n", mime) for name, _, mime in csvs[:2]] + csvs[2:]
+    at = open_train(images, empty)
+    assert not at.exception
+    assert any("3 image(s) with ground truth (3 with dots). 2 of them hold no objects" in c.value for c in at.caption)

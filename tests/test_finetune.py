@@ -12,7 +12,7 @@ import tifffile
 from PIL import Image
 
 import cellcount as cc
-from cellcount.errors import ParameterError
+from cellcount.errors import GroundTruthError, ParameterError
 from cellcount.finetune import (
     Cancelled,
     base_misses_dots,
@@ -718,6 +718,13 @@ def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(t
         n for n in res.notes if n.startswith("img0.png's annotation")], "named, once"
     assert any("holds no dots" in n for n in res.notes)
     assert not any("to train on" in n for n in res.notes), "three training images: no note"
+    # every export failed: refused before training (a density fine-tune crashed dividing by its count gain of 0)
+    for i in (1, 2):
+        (data / f"img{i}_points.csv").write_text("x,y\n")
+    with pytest.raises(GroundTruthError, match=r"every annotation holds no objects \(those of img0.png, img1.png, "
+                                               r"img2.png\): there is nothing to learn"):
+        finetune(base_dir, data, name="no-dots", steps=1, holdout=0, batch_size=2, crop=32)
+    assert "no-dots" not in list_models()
 
 
 def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model, tmp_path, draw_disks):
