@@ -787,13 +787,20 @@ def _widened_to(rule, signals: Sequence[dict[str, float]]):
     from .quality import BELOW, LIMITS, range_limit
 
     def widen(limit: float | None, key: str, below: bool) -> float | None:
-        edge = range_limit([x.get(key, math.nan) for x in signals], below=below)
+        values = [v for x in signals if math.isfinite(v := x.get(key, math.nan))]
+        edge = range_limit(values, below=below)
+        if limit is not None and edge is None and below and values and min(values) <= 0:
+            # a lower limit that its own training images reach 0 or fall under (a fine-tune on fat cells, darker
+            # than their surroundings: contrast -0.01) has no place left: kept, it flagged every count
+            return None
         if limit is None or edge is None:
             return limit
         return min(limit, edge) if below else max(limit, edge)
 
     changes = {field: widen(getattr(rule, field), key, below) for field, key, below in LIMITS if field != "max_novelty"}
     joint = tuple((key, widen(limit, key, BELOW[key])) for key, limit in rule.joint_limits)
+    if any(limit is None for _, limit in joint):  # a joint limit needs all its parts
+        joint = ()
     return dataclasses.replace(rule, **changes, joint_limits=joint)
 
 
@@ -1294,6 +1301,10 @@ def finetune(
     card.postprocess_tuned_on = tuned_note
     report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
     card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card, rep=train_rep)}
+    flagged = card.extra["quality"].get("calibration", {}).get("flagged_share", 0.0)
+    if flagged >= 0.5:  # said, not left for the user to find in every count
+        note(f"{name}'s quality flag marks {flagged:.0%} of the images it learnt ('check this image'): expect it on "
+             "most images like them, and read its reasons before trusting or dismissing it")
     # the held-out images are the user's images too: they widen the reference of what the model may count
     # (they choose nothing about the counts; the same predictions are scored below)
     report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))

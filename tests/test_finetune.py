@@ -616,7 +616,7 @@ def test_too_few_images_widen_the_base_rule_to_take_them_in():
     """A fine-tune on 6 H&E images kept the base's fluorescence limits: 5 of 6 training images and most unseen
     ones of their kind flagged "unsure", counted right."""
     from cellcount.finetune import _widened_to
-    from cellcount.quality import QualityRule
+    from cellcount.quality import QualityRule, judge
 
     base = QualityRule(max_uncertain_fraction=0.25, min_contrast=0.15, max_merge_share=None,
                        joint_limits=(("uncertain_fraction", 0.2), ("contrast", 0.3)))
@@ -628,6 +628,12 @@ def test_too_few_images_widen_the_base_rule_to_take_them_in():
     assert dict(rule.joint_limits) == pytest.approx({"uncertain_fraction": 0.363, "contrast": 0.1 / 1.1}, abs=1e-4)
     calm = [{"uncertain_fraction": 0.05, "contrast": 0.9}]
     assert _widened_to(base, calm) == base, "never tighter than the base's"
+    # objects darker than their surroundings in the training images (fat cells): no lower contrast limit is left
+    # (the base's, kept, flagged every count of a fine-tune on them)
+    dark = [{"uncertain_fraction": 0.1, "contrast": -0.01}, {"uncertain_fraction": 0.1, "contrast": 0.2}]
+    rule = _widened_to(base, dark)
+    assert rule.min_contrast is None and rule.joint_limits == ()
+    assert not judge({"uncertain_fraction": 0.1, "contrast": -0.02}, rule).flag
 
 
 def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, monkeypatch):
@@ -1008,3 +1014,22 @@ def test_a_broken_image_is_left_out_and_a_stack_named(tiny_model, tmp_path, draw
     left = load_model(res.folder).card.training["data"]["left_out"]  # the card says what was not used, and why
     assert len(left) == 1 and left[0].startswith("img0.png: ")
     assert "img1.tif: the file holds 3 time points; only the first was used" in text
+
+
+def test_a_flag_that_marks_most_training_images_is_said(tiny_model, tmp_path, draw_disks, monkeypatch):
+    """A fine-tune whose flag marked all its training images said nothing: every count came out flagged."""
+    from cellcount import finetune as ft
+
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points", n=3)
+    real = ft.calibrate_flag
+
+    def marks_all(*args, **kwargs):
+        entry = real(*args, **kwargs)
+        return {**entry, "calibration": {**entry.get("calibration", {}), "flagged_share": 1.0}}
+
+    monkeypatch.setattr(ft, "calibrate_flag", marks_all)
+    res = finetune(base_dir, data, name="marks-all", steps=1, holdout=0, batch_size=2, crop=32)
+    assert any(n.startswith("marks-all's quality flag marks 100% of the images it learnt") for n in res.notes)
