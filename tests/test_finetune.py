@@ -330,6 +330,8 @@ def test_a_stated_diameter_is_the_sets_one_size(tiny_model, tmp_path, draw_disks
     card = load_model(res.folder).card
     assert card.training["size"] == "given" and card.training["object_diameter_px"] == 30.0
     assert card.postprocess["nucleus_diameter_px"] == 30.0 and card.postprocess["auto_nucleus_size"] is False
+    # its approximate centres a quarter of that size apart (3 px found ~40x too many on 100 px fat cells)
+    assert card.postprocess["peak_min_distance_px"] == 8
     assert "objects 30.0 px across in every image (the size you gave" in res.reading
     measured = load_model(finetune(base_dir, data, name="measured", steps=1, holdout=0, batch_size=2,
                                    crop=32).folder).card
