@@ -1426,8 +1426,11 @@ def finetune(
     if own is None and not kept_base:
         from .novelty import MIN_SMALL_WINDOW_PX
 
-        note(f"too few images large enough to judge ({MIN_NOVELTY_IMAGES} needed, each at least "
-             f"{MIN_SMALL_WINDOW_PX} px across at the model's scale): {name}'s quality flag cannot tell an image "
+        n_images = len(train_idx) + len(held_idx)
+        why = (f"{n_images} annotated image(s), {MIN_NOVELTY_IMAGES} needed" if n_images < MIN_NOVELTY_IMAGES else
+               f"fewer than {MIN_NOVELTY_IMAGES} of the {n_images} images are at least {MIN_SMALL_WINDOW_PX} px "
+               "across at the model's scale")
+        note(f"too few images to learn what yours look like ({why}): {name}'s quality flag cannot tell an image "
              "unlike yours, so check its counts by eye on images of another kind")
     if own is not None and not kept_base:
         from .novelty import SETTINGS

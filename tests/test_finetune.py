@@ -726,6 +726,8 @@ def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(t
         n for n in res.notes if n.startswith("img0.png's annotation")], "named, once"
     assert any("holds no dots" in n for n in res.notes)
     assert not any("to train on" in n for n in res.notes), "three training images: no note"
+    assert any(n.startswith("too few images to learn what yours look like (3 annotated image(s), 4 needed)")
+               for n in res.notes), res.notes
     # every export failed: refused before training (a density fine-tune crashed dividing by its count gain of 0)
     for i in (1, 2):
         (data / f"img{i}_points.csv").write_text("x,y\n")
