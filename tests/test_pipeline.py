@@ -559,6 +559,14 @@ def test_filters_that_drop_a_quarter_of_the_objects_flag_the_count(draw_disks):
     dropped = cc.count_image(image, model, {"min_area_px": 100})
     assert dropped.quality.flag and any("filters dropped 32 of 64 objects (32 too small" in r
                                         for r in dropped.quality.reasons)
+    # the card's own filters (a fine-tune's, tuned on the user's images) drop what they were tuned to drop
+    import dataclasses
+
+    params = cc.resolve_params(model, {"min_area_px": 100})
+    pred = cc.predict(image, model, params)
+    tuned = dataclasses.replace(pred, card_mask_settings=params.values("mask"))
+    assert not any("filters dropped" in r for r in cc.postprocess(tuned, params).quality.reasons)
+    assert any("filters dropped" in r for r in cc.postprocess(pred, params).quality.reasons), "the classical card's 5"
 
 
 def test_settings_that_move_the_count_far_from_the_cards_flag_it(draw_disks, monkeypatch):
