@@ -1283,11 +1283,12 @@ def finetune(
             if tuned_cv >= kept:
                 params = new_params
                 settings_kept = True
+                verdict = "worse" if tuned_cv > kept else "no better"
                 tuned_note = (f"the base's settings kept: tuned on {len(train_idx)} training images, settings counted "
-                              f"the ones each tuning did not see no better (4-fold: MAE {tuned_cv:.3f} against "
+                              f"the ones each tuning did not see {verdict} (4-fold: MAE {tuned_cv:.3f} against "
                               f"{kept:.3f})")
                 note(f"{name} keeps {model.name}'s postprocessing settings: settings re-tuned on parts of the "
-                     f"{len(train_idx)} training images counted the other parts no better (4-fold check on the training "
+                     f"{len(train_idx)} training images counted the other parts {verdict} (4-fold check on the training "
                      f"images, not the held-out ones: MAE {tuned_cv:.2f} against {kept:.2f} with {model.name}'s "
                      "settings)")
             else:
