@@ -143,6 +143,9 @@ class FinetuneResult:
     precision: str = "fp32"
     precision_why: str = ""
     """The training precision used and why (timed on this CPU, or as asked)."""
+    settings_only: dict[str, float] = field(default_factory=dict)
+    """The held-out figures of the base's weights with the new model's settings (empty where they are the base's
+    own, or for a density model): how much of the change the settings alone make."""
     kept_base: bool = False
     """The fine-tuned weights counted the held-out images clearly worse (``after``: always the fine-tuned
     weights' figures), so the saved model keeps the base's weights and settings (it counts them as ``before``)."""
@@ -1203,7 +1206,9 @@ def finetune(
         size_ratio = float(np.mean([im.shape[0] * im.shape[1] for im in scored])) / (first.shape[0] * first.shape[1])
         pass_s = (time.perf_counter() - t_pass) * size_ratio
         # a density model reads its training images twice (before and after its count gain), others once
-        reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
+        # the held-out images: the new model, the base, and (not density) the base with the new settings
+        held_passes = 2 if kind == "density" else 3
+        reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + held_passes * len(held_idx)) + 5.0
         if kind != "density":  # then the settings search: postprocessing only, but many settings on each image
             for _ in range(2):  # the second timed: the first imports and warms up
                 t_pp = time.perf_counter()
@@ -1337,7 +1342,7 @@ def finetune(
         card.extra["quality"]["rule"]["max_novelty"] = own[1]
 
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
-    before, after, paired = {}, {}, {}
+    before, after, paired, settings_only = {}, {}, {}, {}
     counts: list[dict[str, Any]] = []
     if held_idx:
         rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model),
@@ -1353,6 +1358,14 @@ def finetune(
         counts = [{"file": str(f), "true": float(t), "before": float(b), "after": float(a)}
                   for f, t, b, a in zip(rb.per_image["file"], rb.per_image["true"], rb.per_image["pred"],
                                         ra.per_image["pred"])]
+        if kind != "density" and params != base_params:
+            # the base's weights with the new settings (input and postprocessing): how much of the change the
+            # settings alone make (a tester's 11-step fine-tune went 129 -> 5, mostly its re-tuned min. area); a
+            # density fine-tune's one setting, its count gain, belongs to its new weights
+            report(FinetuneProgress("evaluate", message="scoring the base's weights with the new settings"))
+            rs = evaluate_predictions(predict_pairs(held_items, model, params, size_model=size_model), params,
+                                      keep_results=False)
+            settings_only = {k: int(v) if k == "n" else float(v) for k, v in rs.summary.items() if k in keep}
     kept_base = not keep_worse and worse_than_base(before, after)
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
     if not kept_base and not keep_worse and after.get("mae", 0) > before.get("mae", math.inf):
@@ -1424,6 +1437,7 @@ def finetune(
         "keep_worse": keep_worse,
     }
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
+                    **({"holdout_base_weights_new_settings": settings_only} if settings_only else {}),
                     "holdout_note": f"{len(held_idx)} held-out image(s) of {source}: before = {model.name} with its "
                                     "card's settings, after = this model with "
                                     + ("the base's settings (re-tuning did not help)" if settings_kept
@@ -1475,7 +1489,7 @@ def finetune(
     report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
                             message=f"saved {name} to {target}"))
     return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before,
-                          after=rejected or after, paired=paired, kept_base=kept_base, holdout_files=[names[i] for i in held_idx],
+                          after=rejected or after, paired=paired, kept_base=kept_base, settings_only=settings_only, holdout_files=[names[i] for i in held_idx],
                           train_files=[names[i] for i in train_idx], holdout_counts=counts,
                           reading=(f"as {model.name} reads them (its weights and settings were kept)" if kept_base
                                    else reading_note(background=background, invert=fixed.get("invert"), size=size,
@@ -1688,6 +1702,9 @@ def _main(argv: list[str] | None) -> int:
         which = " (the fine-tuned weights, not saved: see the note above)" if res.kept_base else ""
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
               f"{res.after['mae']:.2f}{which}")
+        if "mae" in res.settings_only:
+            print(f"  {args.base}'s weights with {res.name}'s settings (input and postprocessing): MAE "
+                  f"{res.settings_only['mae']:.2f}, what the settings alone do")
         who = "the fine-tuned model (not kept)" if res.kept_base else res.name
         warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=who, base=args.base,
                                      before=res.before, after=res.after,

@@ -39,7 +39,8 @@ METRIC_LABELS = {
 }
 SPLITS = {"validation": "with its default settings", "validation_fixed_size": "without the nucleus-size estimate",
           "holdout_before": "held-out images: the base model", "holdout_after": "held-out images: this model",
-          "holdout_finetuned_weights": "held-out images: the fine-tuned weights (not kept)"}
+          "holdout_finetuned_weights": "held-out images: the fine-tuned weights (not kept)",
+          "holdout_base_weights_new_settings": "held-out images: the base's weights with this model's settings"}
 
 
 def _interval(m: dict) -> str:

@@ -97,7 +97,10 @@ def holdout_frames(res) -> tuple[pd.DataFrame, pd.DataFrame]:
                        ("recall", "recall")):
         if key in res.before and key in res.after:
             after = "fine-tuned weights (not kept)" if getattr(res, "kept_base", False) else "after (new model)"
-            rows.append({"measure": label, "before (base model)": res.before[key], after: res.after[key]})
+            row = {"measure": label, "before (base model)": res.before[key], after: res.after[key]}
+            if key in getattr(res, "settings_only", {}):  # how much the settings alone change
+                row["base weights, new settings"] = res.settings_only[key]
+            rows.append(row)
     per = pd.DataFrame(res.holdout_counts)
     if len(per):
         per["error before"] = per["before"] - per["true"]

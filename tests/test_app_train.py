@@ -346,7 +346,8 @@ def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, 
             holdout_files=["a.png", "b.png"], holdout_counts=[{"file": "a.png", "true": 10, "before": 9, "after": 1},
                                                               {"file": "b.png", "true": 10, "before": 11, "after": 19}],
             reading="Dark (fluorescence) background, decided once for the set; objects 8.0 px across.",
-            size_note="Objects were measured 8.0 px across, but your dots lie a median 60 px apart.")
+            size_note="Objects were measured 8.0 px across, but your dots lie a median 60 px apart.",
+            settings_only={"mae": 4.0, "n": 2})
 
     monkeypatch.setattr(jobs, "finetune", worse)
     images, csvs, _ = _set(2)
@@ -355,6 +356,9 @@ def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, 
     warnings = [w.value for w in at.warning]
     assert any("worse-model counts these images worse than tiny-mask." in w and "+7.00" in w for w in warnings)
     assert any("your dots lie a median 60 px apart" in w for w in warnings), "the size note is shown"
+    summary = next(d.value for d in at.dataframe if "measure" in d.value.columns)
+    assert summary.set_index("measure").loc["count MAE", "base weights, new settings"] == 4.0, \
+        "what the settings alone do, beside before and after"
 
 
 def test_one_held_out_image_says_too_few_and_a_worse_count_still_warns(tiny_models, monkeypatch, tmp_path):

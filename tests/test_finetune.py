@@ -416,6 +416,10 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     rc = main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "2", "--holdout", "1"])
     out = capsys.readouterr().out
     assert rc == 0 and "held-out images (1): count MAE" in out
+    # the base's weights with the new settings (here its set's object size): what the settings alone do
+    assert re.search(r"weights with cli-model's settings \(input and postprocessing\): MAE \d+\.\d\d, what the settings "
+                     r"alone do", out), out
+    assert "mae" in load_model("cli-model").card.metrics["holdout_base_weights_new_settings"]
     assert "Dark (fluorescence) background, decided once for the set; objects 12." in out, "the set decisions, said"
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
