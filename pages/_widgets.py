@@ -312,8 +312,16 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
     a model deleted meanwhile would fail)."""
     if isinstance(params, cc.CountParams):
         values = params.acting(output_kind or get_model(model_name).output_kind)
-    else:
-        values = dict(params)
+    else:  # a dict (tuned settings kept in the session): its acting keys, as every other file lists them
+        values, kind = dict(params), output_kind
+        if kind is None and values:
+            try:
+                kind = get_model(model_name).output_kind
+            except cc.CellcountError:  # deleted meanwhile: every setting it had
+                kind = None
+        if kind is not None:
+            acting = cc.resolve_params(None, values).acting(kind)
+            values = {k: v for k, v in values.items() if k in acting}
     return json.dumps({"model": model_name, "params": values, **({} if plane is None else {"plane": plane})},
                       indent=2)
 

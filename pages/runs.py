@@ -135,9 +135,12 @@ with st.expander("Settings and inputs"):
     if st.toggle("Show the settings as recorded (JSON)", key=f"{P}_raw"):
         st.json(run["settings"])
 row = st.container(horizontal=True)
-settings_file = json.dumps({k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane")
-                            if k in run["settings"]},
-                           indent=2)
+record = {k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane") if k in run["settings"]}
+if isinstance(record.get("params"), dict) and run["model"] in cc.list_models():
+    # the settings that act on its model, as every other settings file lists them (a run records them all)
+    acting = cc.resolve_params(None, record["params"]).acting(sh.get_model(run["model"]).output_kind)
+    record["params"] = {k: v for k, v in record["params"].items() if k in acting}
+settings_file = json.dumps(record, indent=2)
 # the rows were made formula-safe when they were first written; they are written again as they are
 csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8-sig")  # with a BOM, as every download
 sh.download_button("Per-image CSV", csv, f"run-{run['id']}-counts.csv", "text/csv", f"{P}_dl_csv", container=row)

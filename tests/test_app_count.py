@@ -208,6 +208,10 @@ def test_settings_file_of_a_density_model_names_only_what_acts():
     assert values == CountParams().acting("density")
     assert not {"threshold", "split_mode", "count_source", "min_area_px"} & set(values)
     assert "peak_min_distance_px" in values and "nucleus_diameter_px" in values
+    # a dict of settings (Evaluate's tuned ones): the same rule, so files saved on two pages do not differ
+    every = CountParams().to_dict()
+    mask = json.loads(sh.settings_json("unet-mask", every))["params"]
+    assert mask == CountParams().acting("mask") and not {"peak_min_distance_px", "count_source"} & set(mask)
 
 
 def test_invalid_area_bounds_show_an_error_not_a_traceback():
