@@ -57,6 +57,19 @@ def mae_confidence_interval(
     return _percentile_interval((a,), np.mean, paired=False, level=level, n_boot=n_boot, seed=seed)
 
 
+def fixed(value: float, digits: int = 2, *, sign: bool = False) -> str:
+    """``value`` with ``digits`` decimals, halves rounded away from zero as the app's tables round them (Python's
+    format rounds an exact 8.125 to 8.12 and a table column shows 8.13: one figure, two readings); "—" when not
+    finite. Every place that writes a figure for people uses it: the app's pages and the CLI's summaries."""
+    import math
+    from decimal import ROUND_HALF_UP, Decimal
+
+    if not math.isfinite(value):
+        return "—"
+    q = Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    return f"{q:+}" if sign else f"{q}"
+
+
 def paired_mae_difference(
     true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, *, level: float = 0.95,
     n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0,

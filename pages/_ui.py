@@ -5,7 +5,6 @@ Not a page (``st.navigation`` lists the pages explicitly); compute stays in :mod
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -118,14 +117,10 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
 
 
 def fixed(value: float, digits: int = 2, *, sign: bool = False) -> str:
-    """``value`` with ``digits`` decimals, halves rounded away from zero as the tables in the browser round
-    them (Python's format rounds an exact 4.125 to 4.12, a table column shows 4.13: one figure, two readings)."""
-    from decimal import ROUND_HALF_UP, Decimal
+    """:func:`cellcount.metrics.fixed`: halves rounded away from zero, as the tables in the browser round them."""
+    from cellcount.metrics import fixed as _fixed
 
-    if not math.isfinite(value):
-        return "—"
-    q = Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
-    return f"{q:+}" if sign else f"{q}"
+    return _fixed(value, digits, sign=sign)
 
 
 def stem(name: str) -> str:

@@ -230,11 +230,11 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     check = tuned.get("check")
     helps = check is None or check.verdict == "helps"
     m = st.columns(3)
-    m[0].metric("MAE before", f"{tuned['before']:.2f}", help="On these images, with the settings tuning started from.")
+    m[0].metric("MAE before", sh.fixed(tuned['before']), help="On these images, with the settings tuning started from.")
     m[1].metric(
         "MAE after (these images)",
-        f"{tuned['after']:.2f}",
-        delta=f"{tuned['after'] - tuned['before']:+.2f}",
+        sh.fixed(tuned['after']),  # rounded as the MAE above shows the same figure once applied
+        delta=sh.fixed(tuned['after'] - tuned['before'], sign=True),
         delta_color="inverse" if helps else "off",
         help="On the same images the settings were tuned on: always at most 'before'. Whether tuning helps on "
         "other images is the check below.",
@@ -247,8 +247,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     # once applied, "the current settings" would be the tuned ones: name those tuning started from instead
     start_words = "the settings tuning started from" if params.to_dict() != tuned["start"] else "the current settings"
     if changed and check is not None:
-        text = (f"On images the tuning did not see, {start_words} count at MAE {check.kept:.2f} and tuned ones "
-                f"at {check.tuned:.2f} ({check.interval_text()})")
+        text = (f"On images the tuning did not see, {start_words} count at MAE {sh.fixed(check.kept)} and tuned ones "
+                f"at {sh.fixed(check.tuned)} ({check.interval_text()})")
         if check.verdict == "helps":
             st.success(f"{text}: tuning helps on images like these.")
         elif check.verdict == "unsure":

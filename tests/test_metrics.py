@@ -171,3 +171,11 @@ def test_aggregate_matches_micro_average():
     assert (agg.tp, agg.fp, agg.fn) == (3, 3, 3)
     assert agg.mean_matched_iou == pytest.approx((2 * 0.8 + 0.5) / 3)
     assert math.isnan(aggregate_matches([]).mean_matched_iou)
+
+
+def test_fixed_rounds_halves_away_from_zero_as_the_app_tables_do():
+    """Evaluate showed one MAE as 8.12 (Python's format) and 8.13 (a table column); the CLI printed 8.12."""
+    from cellcount.metrics import fixed
+
+    assert fixed(8.125) == "8.13" and fixed(-8.125, sign=True) == "-8.13" and fixed(0.5, 0) == "1"
+    assert fixed(float("nan")) == "—" and fixed(2.0, sign=True) == "+2.00"

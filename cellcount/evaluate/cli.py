@@ -27,6 +27,7 @@ from ..cliparams import (
     prog_name,
 )
 from ..errors import ParameterError
+from ..metrics import fixed
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
 from . import (
@@ -237,9 +238,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         write_csv(rep.per_image, args.out)
     s = rep.summary
-    ci = (f"95% CI {s['mae_ci_low']:.2f}-{s['mae_ci_high']:.2f}" if np.isfinite([s['mae_ci_low'], s['mae_ci_high']]).all()
-          else "too few images for a 95% CI")
-    line = (f"{model.name}: n={s['n']} MAE={s['mae']:.2f} ({ci}) RMSE={s['rmse']:.2f} bias={s['bias']:+.2f} "
+    ci = (f"95% CI {fixed(s['mae_ci_low'])}-{fixed(s['mae_ci_high'])}"
+          if np.isfinite([s['mae_ci_low'], s['mae_ci_high']]).all() else "too few images for a 95% CI")
+    # halves rounded away from zero, as the app shows the same figures
+    line = (f"{model.name}: n={s['n']} MAE={fixed(s['mae'])} ({ci}) RMSE={fixed(s['rmse'])} "
+            f"bias={fixed(s['bias'], sign=True)} "
             f"MAPE={s['mape']:.1f}% "
             + (f"R2={s['r2']:.3f}" if np.isfinite(s["r2"]) else "R2 n/a (needs 2+ images with different counts)"))
     if "f1" in s:
