@@ -287,7 +287,9 @@ def show(long: pd.DataFrame, configs, sources) -> None:
             for _, r in rows.iterrows():
                 st.warning(f"`{file}` with {r['config']}: {r['status']}")
     row = st.container(horizontal=True)
-    sh.download_button("Comparison CSV", sh.csv_bytes(table), "comparison.csv", "text/csv", f"{P}_dl", container=row,
+    # whole counts as whole numbers (17, not 17.0), as the other CSV writes them; an empty cell stays empty
+    as_written = table.astype({c: "Int64" for c in table.columns if c != "file" and _whole(table[c])})
+    sh.download_button("Comparison CSV", sh.csv_bytes(as_written), "comparison.csv", "text/csv", f"{P}_dl", container=row,
                        help="One row per image: the counts side by side (and the errors, with ground truth).")
     per_row = long.assign(error=long["count_estimate"] - long["true"])
     sh.download_button("Every count CSV", sh.csv_bytes(per_row), "comparison_rows.csv", "text/csv", f"{P}_dl_rows",

@@ -134,5 +134,6 @@ def test_compare_on_uploaded_labelled_images(page, server, labelled):
         download.click()
     table = pd.read_csv(info.value.path())
     assert _by_file_name(table) == counts
+    assert table["true"].dtype.kind == "i", "whole counts written as 17, not 17.0"
     errors = [c for c in table.columns if c.startswith("error: ")]
     assert errors and all(table[c].notna().all() for c in errors)  # each configuration's error per image
