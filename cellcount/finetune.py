@@ -841,10 +841,11 @@ def own_novelty(model, pairs: Sequence, *, density: bool):
     return (ref, max(limit, MIN_NOVELTY_LIMIT)) if limit else None
 
 
-TUNE_PASSES, CROSS_CHECK_PASSES = 50, 155
-"""Postprocessing passes per training image of the settings search and of its 4-fold check (measured: 47 and
-154 on 8 samples with unet-mask); left out of the time budget, a 5-minute fine-tune of unet-mask from dots took
-313-338 s."""
+TUNE_PASSES, CROSS_CHECK_PASSES = 100, 300
+"""Postprocessing passes per training image of the settings search and of its 4-fold check (each image is in
+three folds' tunings). Measured on 2026-12-04 (Intel Xeon) with unet-mask: 35-37 and 111 on 8 DSB images with
+label images, 91-98 and 291 on 8 mbm images from dots (the search walks past its grid's top there); with the
+earlier 50 and 155, a 1-minute fine-tune on those mbm images took 88 s, its settings search 43 s of it."""
 MIN_CROSS_CHECK = 4
 """With at least this many training images the re-tuned postprocessing is checked on the ones each tuning did
 not see (:func:`cellcount.evaluate.cross_check`), and the base's settings are kept when it does not help."""
@@ -1211,6 +1212,7 @@ def finetune(
         reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + held_passes * len(held_idx)) + 5.0
         if kind != "density":  # then the settings search: postprocessing only, but many settings on each image
             for _ in range(2):  # the second timed: the first imports and warms up
+                first_pred.memo.clear()  # else the second call reuses the first's mask and split (~0 s: 43 s unplanned)
                 t_pp = time.perf_counter()
                 postprocess(first_pred, pass_params, measure=False)
             passes = TUNE_PASSES + (CROSS_CHECK_PASSES if len(train_idx) >= MIN_CROSS_CHECK else 0)
