@@ -1047,3 +1047,16 @@ def test_a_flag_that_marks_most_training_images_is_said(tiny_model, tmp_path, dr
     monkeypatch.setattr(ft, "calibrate_flag", marks_all)
     res = finetune(base_dir, data, name="marks-all", steps=1, holdout=0, batch_size=2, crop=32)
     assert any(n.startswith("marks-all's quality flag marks 100% of the images it learnt") for n in res.notes)
+
+
+def test_a_gain_made_by_the_settings_alone_is_said():
+    """A 20-step fine-tune read MAE 129 -> 4.00, the base's weights with its settings 3.00, and the verdict credited
+    the fine-tune."""
+    from cellcount.finetune import settings_gain_note
+
+    text = settings_gain_note("unet-mask", "mbm1", {"mae": 4.0}, {"mae": 3.0})
+    assert text.startswith("unet-mask's own weights with mbm1's settings counted the held-out images better than "
+                           "the fine-tuned weights (MAE 3.00 against 4.00): the change is the settings'")
+    assert "as well as" in settings_gain_note("b", "n", {"mae": 2.0}, {"mae": 2.0})
+    assert settings_gain_note("b", "n", {"mae": 2.0}, {"mae": 9.0}) == "", "the training did the rest"
+    assert settings_gain_note("b", "n", {"mae": 2.0}, {}) == "", "no settings-only figure (density, same settings)"
