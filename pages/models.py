@@ -210,6 +210,9 @@ def delete_model(name: str) -> None:
         settings.set_current_model(default)
         st.session_state[SHOWN_MODEL_KEY] = default
         then = f" Count, Batch, Evaluate and Compare now use {default}, the default model."
+        for page in ("count", "batch", "eval"):  # said there too: the count changes under the user's eyes
+            st.session_state[f"{page}__msg"] = ("info", f"{name} was deleted (Models page): this page now uses "
+                                                        f"{default}, the default model.")
     st.session_state["models__msg"] = ("success", f"Deleted {name} ({folder}).{then}")
 
 

@@ -198,10 +198,15 @@ def test_a_model_you_trained_can_be_deleted_and_a_shipped_one_cannot(tiny_models
     default = cc.models.default_model_name()
     assert any("Deleted my-try" in s.value and f"now use {default}, the default model" in s.value for s in at.success)
     assert "my-try" not in cc.list_models() and not (user_models_dir() / "my-try").exists()
-    # the pages went back to the default (a tester's went to another fine-tune), said once, on the Models page
+    # the pages went back to the default (a tester's went to another fine-tune), said on the Models page and once
+    # on each page whose count it changes (a tester saw Count's count change with no word there)
     at.switch_page("pages/count.py").run()
     assert at.selectbox(key="count_model").value == default
     assert not [t.value for t in at.toast if "Model changed" in t.value]
+    said = f"my-try was deleted (Models page): this page now uses {default}, the default model."
+    assert [i.value for i in at.info if "was deleted" in i.value] == [said]
+    at.run()
+    assert not [i.value for i in at.info if "was deleted" in i.value], "said once"
 
 
 def test_models_remove_on_the_command_line(tiny_models, capsys):
