@@ -123,7 +123,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` as a formula-safe CSV, atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, csv_bytes(df))
+    atomic_write_bytes(path, csv_text(df).encode("utf-8"))  # a file for pipelines: no byte-order mark (CsvStream's)
 
 
 def check_writable(path: str | os.PathLike) -> None:

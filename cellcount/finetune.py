@@ -451,7 +451,7 @@ def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured
         # not enough to take the spacing as the size (sparse objects the base cannot see would come out too
         # large), but said: 100 px fat cells were measured 32 px and dotted 76 px apart, and given their size
         # a fine-tune counted its held-out images 0.96 off instead of 2.46 (a tester)
-        return (f"The base model sees no object under most of your dots (under {float(np.median(seen)):.0%} of them) "
+        return (f"The base model sees an object under only {float(np.median(seen)):.0%} of your dots (median over images) "
                 f"and measured {diameter:.1f} px, but your dots lie a median {spacing:.0f} px apart. If your objects "
                 f"touch each other, they are about {spacing:.0f} px across: give their diameter (--diameter, or "
                 "'Object diameter' on the Train page) and fine-tune again.")
@@ -1252,7 +1252,10 @@ def finetune(
             # quarter of the image's size and enlarged back (100 px fat cells), found 1038 "centres" for 28 cells
             # (25 px: 28; 3-12 px on 13 px mbm cells: 119-124 for 107)
             base_gap = int(card.postprocess.get("peak_min_distance_px", resolve_params(None, None).peak_min_distance_px))
-            card.postprocess["peak_min_distance_px"] = max(base_gap, round(PEAK_GAP_SHARE * diameter))
+            from .params import SCHEMA
+
+            top = int(SCHEMA["peak_min_distance_px"].ui_range[1])  # the Count page's slider reaches no further
+            card.postprocess["peak_min_distance_px"] = max(base_gap, min(round(PEAK_GAP_SHARE * diameter), top))
     new = NetModel(net, card)
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
@@ -1265,8 +1268,8 @@ def finetune(
         if not k_gain > 0:  # most of the map's mass on images annotated as empty: no gain to fit
             note("the count gain could not be fitted (most of what the new model reads is on training images "
                  "annotated as empty): its counts are not rescaled")
-            k_gain = 1.0
-        card.density_scale = card.density_scale / k_gain
+            k_gain = None
+        card.density_scale = card.density_scale / (k_gain or 1.0)
         new = NetModel(net, card)
         params = new_params
         # read again with the gain: the flag below is fitted on what the saved model counts (the gain moves the
@@ -1274,8 +1277,9 @@ def finetune(
         train_pairs = [(names[i], predict(images[i], new, new_params, size_model=size_model), gts[i])
                        for i in train_idx]
         tuned_note = (f"counts scaled by {k_gain:.2f} (the count gain fitted on the "
-                      f"{_images(len(train_idx), 'training')})")
-        if abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
+                      f"{_images(len(train_idx), 'training')})" if k_gain else
+                      "counts not rescaled (no count gain could be fitted on the training images)")
+        if k_gain and abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
             note(f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
                  "training steps its map alone counted them that far off, so much of the change may be this one "
                  "factor. The held-out figures show whether it holds on images it did not see.")
@@ -1369,6 +1373,8 @@ def finetune(
                                       keep_results=False)
             settings_only = {k: int(v) if k == "n" else float(v) for k, v in rs.summary.items() if k in keep}
     kept_base = not keep_worse and worse_than_base(before, after)
+    if kept_base:  # the new settings are not kept either: their figure would be labelled as this model's
+        settings_only = {}
     if not kept_base and (text := settings_gain_note(model.name, name, after, settings_only)):
         note(text)
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""

@@ -64,6 +64,7 @@ def fixed(value: float, digits: int = 2, *, sign: bool = False) -> str:
     import math
     from decimal import ROUND_HALF_UP, Decimal
 
+    value = float(value)  # NumPy scalars too
     if not math.isfinite(value):
         return "—"
     q = Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)

@@ -57,7 +57,9 @@ def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) 
             if pd.isna(d["low"]):
                 text = f"{d['difference']:+.2f} (too few images for an interval)"
             else:
-                verdict = "more error" if d["significant"] and d["difference"] > 0 else "within luck"
+                # on the images both counted, the other can even be the better one
+                verdict = ("within luck" if not d["significant"] else
+                           "more error" if d["difference"] > 0 else "less error on these images")
                 text = f"{d['difference']:+.2f} ({d['low']:+.2f} to {d['high']:+.2f}): {verdict}"
         items = list(row.items())  # beside the MAE's own interval
         at = [k for k, _ in items].index("MAE 95% CI") + 1

@@ -96,7 +96,7 @@ def test_spacing_note_when_dots_lie_far_beyond_the_measured_size():
     assert spacing_note(8.0, dots, hits=[1.0, 0.9]) == "", "the base sees the dots: sparse objects of its size"
     # 2.4 sizes apart over objects the base does not see (fat cells): said, though not taken as the size
     unseen = spacing_note(25.0, dots, measured=25.0, hits=[0.04, 0.0])
-    assert "sees no object under most of your dots (under 2% of them) and measured 25.0 px" in unseen
+    assert "sees an object under only 2% of your dots (median over images) and measured 25.0 px" in unseen
     assert "about 60 px across" in unseen and "--diameter" in unseen
     assert spacing_note(35.0, dots, measured=35.0, hits=[0.04, 0.0]) == "", "1.7 sizes apart: nothing suspect"
     replaced = spacing_note(60.0, dots, measured=8.0)

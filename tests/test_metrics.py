@@ -179,3 +179,4 @@ def test_fixed_rounds_halves_away_from_zero_as_the_app_tables_do():
 
     assert fixed(8.125) == "8.13" and fixed(-8.125, sign=True) == "-8.13" and fixed(0.5, 0) == "1"
     assert fixed(float("nan")) == "—" and fixed(2.0, sign=True) == "+2.00"
+    assert fixed(np.float32(0.5), 0) == "1" and fixed(np.int64(3)) == "3.00"
