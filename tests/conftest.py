@@ -101,14 +101,17 @@ def tiny_models(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _user_folders_in_tmp_for_the_session(tmp_path_factory):
+def _user_folders_in_tmp_for_the_session(tmp_path_factory, _backend_cache_dir):
     """The user's folders (models, run history, backend cache) point to temporary ones before anything else
     starts, so that servers started by module-scoped fixtures (the browser tests' app) inherit them too and
     never write into the real ones; the function-scoped fixtures below give each test its own."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CELLCOUNT_MODELS_DIR", str(tmp_path_factory.mktemp("session-user-models")))
         mp.setenv("CELLCOUNT_DATA_DIR", str(tmp_path_factory.mktemp("session-data")))
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session-xdg-cache")))
+        # the tests' own backend cache: a browser test's server and the test comparing its counts in-process
+        # then run the same measured backend (two caches timed apart on a loaded machine chose bf16 in one and
+        # ONNX Runtime in the other, and counts differed by an object or two)
+        mp.setenv("XDG_CACHE_HOME", str(_backend_cache_dir))
         mp.delenv("CELLCOUNT_BACKEND", raising=False)
         yield
 
