@@ -341,10 +341,19 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
 
 
 
+def _settings_file_key(prefix: str) -> str:
+    """The settings uploader's key: a new one after each file is read, so the box is empty again (a file left
+    listed after Reset or a model change looked in use, and choosing it again changed nothing)."""
+    n = st.session_state.get(f"{prefix}__settings_files_read", 0)
+    return f"{prefix}_settings_file" + (f"_{n}" if n else "")
+
+
 def _apply_settings_file(prefix: str) -> None:
-    uploaded = st.session_state.get(f"{prefix}_settings_file")
+    key = _settings_file_key(prefix)
+    uploaded = st.session_state.get(key)
     if uploaded is None:
         return
+    st.session_state[f"{prefix}__settings_files_read"] = st.session_state.get(f"{prefix}__settings_files_read", 0) + 1
     data = uploaded.getvalue()
     try:
         overrides = params_from_json(data)
@@ -384,7 +393,7 @@ def settings_upload(prefix: str, *, container: Any = None) -> None:
     (container or st).file_uploader(
         "Load settings JSON",
         type=["json"],
-        key=f"{prefix}_settings_file",
+        key=_settings_file_key(prefix),
         on_change=_apply_settings_file,
         args=(prefix,),
         help="A settings file downloaded from this app (or used with the CLI's --settings).",
