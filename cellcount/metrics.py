@@ -60,7 +60,8 @@ def mae_confidence_interval(
 def fixed(value: float, digits: int = 2, *, sign: bool = False) -> str:
     """``value`` with ``digits`` decimals, halves rounded away from zero as the app's tables round them (Python's
     format rounds an exact 8.125 to 8.12 and a table column shows 8.13: one figure, two readings); "—" when not
-    finite. Every place that writes a figure for people uses it: the app's pages and the CLI's summaries."""
+    finite. Used where the app shows an MAE beside a table's (Evaluate's metrics and Optimise panel) and in the evaluate
+    CLI's summary line."""
     import math
     from decimal import ROUND_HALF_UP, Decimal
 

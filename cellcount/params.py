@@ -477,3 +477,17 @@ def resolve_params(model: CountModel | None, overrides: CountParams | Mapping[st
     # resolved from a card (or from other resolved settings): cellcount.count_image trusts these as they are
     object.__setattr__(params, "_resolved", model is not None)
     return params
+
+
+def acting_settings(values: Mapping[str, Any], output_kind: str | None) -> dict[str, Any]:
+    """A dict of settings with only those that act for ``output_kind`` (:meth:`CountParams.acting`), old keys
+    upgraded first (:func:`upgrade_keys`); as it is when the kind is unknown or the settings do not resolve (a
+    record of another version: nothing recorded is dropped then). For settings files written from a dict."""
+    if output_kind is None or not values:
+        return dict(values)
+    try:
+        upgraded = upgrade_keys(values)
+        acting = resolve_params(None, upgraded).acting(output_kind)
+    except ParameterError:
+        return dict(values)
+    return {k: v for k, v in upgraded.items() if k in acting}

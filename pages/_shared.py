@@ -71,7 +71,6 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     uploaders_empty,
 )
 from pages._widgets import (  # noqa: F401  (re-exported for the pages)
-    acting_values,
     apply_settings,
     current_input,
     input_ui,

@@ -20,6 +20,7 @@ from cellcount.params import (
     INPUT_FIELDS,
     PARAM_NAMES,
     SCHEMA,
+    acting_settings,
     has_border_channel,
 )
 from cellcount.settingsfile import model_from_json, params_from_json, plane_from_json
@@ -302,22 +303,6 @@ def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, deta
     settings.set_current_model(model_name)
 
 
-def acting_values(values: dict[str, Any], output_kind: str | None) -> dict[str, Any]:
-    """A dict of settings with only those that act for ``output_kind`` (:meth:`cellcount.CountParams.acting`), old
-    keys upgraded first (``watershed`` -> ``split_mode``); as it is when the kind is unknown or the settings do not
-    resolve (a record of another version: nothing recorded is dropped then)."""
-    from cellcount.params import upgrade_keys
-
-    if output_kind is None or not values:
-        return dict(values)
-    try:
-        upgraded = upgrade_keys(values)
-        acting = cc.resolve_params(None, upgraded).acting(output_kind)
-    except cc.CellcountError:
-        return dict(values)
-    return {k: v for k, v in upgraded.items() if k in acting}
-
-
 def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plane: int | str | None = None, *,
                   output_kind: str | None = None) -> str:
     """Settings file: ``{"model": ..., "params": {...}}``, the format the CLI writes and reads (--settings),
@@ -335,7 +320,7 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
                 kind = get_model(model_name).output_kind
             except cc.CellcountError:  # deleted meanwhile: every setting it had
                 kind = None
-        values = acting_values(values, kind)
+        values = acting_settings(values, kind)
     return json.dumps({"model": model_name, "params": values, **({} if plane is None else {"plane": plane})},
                       indent=2)
 

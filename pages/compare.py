@@ -249,8 +249,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 help="Images whose count this model's quality flag marks \"check this image\""),
             "vs lowest MAE": st.column_config.TextColumn(
                 help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
-                "paired bootstrap interval: 'more error' when the interval is above 0, else the difference is "
-                "within what image-to-image luck explains"),
+                "paired bootstrap interval: 'more error' when the interval is above 0, 'less error on these images' "
+                "when below (on the images both counted), else 'within luck': image-to-image luck explains it"),
         },
     )
     flagged = long[long["check"].fillna(False).astype(bool)]

@@ -9,7 +9,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import history
-from cellcount.params import setting_label, setting_text
+from cellcount.params import acting_settings, setting_label, setting_text
 from pages import _settings as settings
 from pages import _shared as sh
 
@@ -138,7 +138,7 @@ row = st.container(horizontal=True)
 record = {k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane") if k in run["settings"]}
 if isinstance(record.get("params"), dict) and run["model"] in cc.list_models():
     # the settings that act on its model, as every other settings file lists them (a run records them all)
-    record["params"] = sh.acting_values(record["params"], sh.get_model(run["model"]).output_kind)
+    record["params"] = acting_settings(record["params"], sh.get_model(run["model"]).output_kind)
 settings_file = json.dumps(record, indent=2)
 # the rows were made formula-safe when they were first written; they are written again as they are
 csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8-sig")  # with a BOM, as every download

@@ -215,8 +215,10 @@ def test_settings_file_of_a_density_model_names_only_what_acts():
     mask = json.loads(sh.settings_json("unet-mask", every))["params"]
     assert mask == CountParams().acting("mask") and not {"peak_min_distance_px", "count_source"} & set(mask)
     # a run's record of an older version: old keys upgraded, not dropped; unknown ones keep the record whole
-    assert sh.acting_values({"watershed": False, "threshold": 0.4}, "mask") == {"split_mode": "off", "threshold": 0.4}
-    assert sh.acting_values({"no_such_key": 1, "threshold": 0.4}, "mask") == {"no_such_key": 1, "threshold": 0.4}
+    from cellcount.params import acting_settings
+
+    assert acting_settings({"watershed": False, "threshold": 0.4}, "mask") == {"split_mode": "off", "threshold": 0.4}
+    assert acting_settings({"no_such_key": 1, "threshold": 0.4}, "mask") == {"no_such_key": 1, "threshold": 0.4}
 
 
 def test_invalid_area_bounds_show_an_error_not_a_traceback():
