@@ -373,7 +373,8 @@ def postprocess(
     if prediction.output_kind == "density":
         density = prediction.maps[0]
         estimate = pp.density_count(density)
-        peaks = pp.density_peaks(density, min_distance_px=params.peak_min_distance_px)
+        peaks = pp.density_peaks(density, min_distance_px=params.peak_min_distance_px,
+                                 smooth_px=pp.PEAK_SMOOTH_SHARE * read_diameter_px(prediction))
         t1 = time.perf_counter()
         objects = peaks_table(peaks, density, pixel_size_um=params.pixel_size_um) if measure else pd.DataFrame()
         t2 = time.perf_counter()
@@ -434,7 +435,13 @@ def split_distance_px(prediction: Prediction, params: CountParams) -> int:
     if params.min_distance_px:
         return int(params.min_distance_px)
     return auto_distance_px(params.nucleus_diameter_px or prediction.estimated_diameter_px
-                            or prediction.reference_diameter_px / prediction.model_scale)
+                            or read_diameter_px(prediction))
+
+
+def read_diameter_px(prediction: Prediction) -> float:
+    """The nucleus diameter, in the image's pixels, at which the model read it: its training size undone by the
+    resize it ran at."""
+    return prediction.reference_diameter_px / prediction.model_scale
 
 
 MAX_REJECTED_SHARE = 0.25

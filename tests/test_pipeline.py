@@ -643,6 +643,30 @@ def test_auto_split_distance_follows_the_nucleus_diameter(draw_disks):
                              fixed) == 5
 
 
+def test_density_centres_are_blurred_by_the_size_the_model_read_at():
+    """A density map enlarged back from a quarter scale (nuclei 74 px across in the image): its rippled blob is one
+    approximate centre; read at 4x (nuclei 5 px across) the same ripples are barely blurred and stay several. The
+    count (the integral) does not depend on it."""
+    from cellcount.pipeline import Prediction
+    from cellcount.postprocess import PEAK_SMOOTH_SHARE
+
+    yy, xx = np.mgrid[:96, :96]
+    blob = np.exp(-((yy - 48) ** 2 + (xx - 48) ** 2) / (2 * 20.0 ** 2)) * (1 + 0.15 * np.sin(yy / 2.0) * np.sin(xx / 2.0))
+    density = (blob / blob.sum()).astype(np.float32)
+    params = CountParams(peak_min_distance_px=3)
+
+    def centres(scale):
+        pred = Prediction("d", "density", density[None], density, False, params.input_key(),
+                          reference_diameter_px=18.4, model_scale=scale)
+        return postprocess(pred, params)
+
+    assert PEAK_SMOOTH_SHARE * 18.4 / 0.25 > 12
+    quarter, full = centres(0.25), centres(4.0)
+    assert len(quarter.peaks) == 1 and quarter.count == 1
+    assert len(full.peaks) > 1, "read at 4x, the same blob is many small nuclei' worth: barely blurred"
+    assert quarter.count_estimate == pytest.approx(full.count_estimate)
+
+
 def test_a_negative_split_distance_names_the_auto_value():
     with pytest.raises(ParameterError, match=r"0 = auto"):
         CountParams(min_distance_px=-1)

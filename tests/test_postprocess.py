@@ -329,6 +329,22 @@ def test_density_peaks_finds_well_separated_gaussians():
     assert found == sorted(centres)
 
 
+def _rippled_blob(shape=(96, 96), centre=(48, 48), sigma=20.0):
+    """One nucleus's density enlarged from a model's scale: a wide blob with ripples (several local maxima)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    blob = _gaussian(shape, centre, sigma)
+    ripple = 1 + 0.15 * np.sin(yy / 2.0) * np.sin(xx / 2.0)
+    return (blob * ripple).astype(np.float32)
+
+
+def test_density_peaks_blur_makes_one_centre_of_an_enlarged_blob():
+    d = _rippled_blob()
+    assert len(density_peaks(d, min_distance_px=3)) > 3, "the unblurred ripples are several maxima"
+    peaks = density_peaks(d, min_distance_px=3, smooth_px=0.19 * 48)
+    assert len(peaks) == 1 and np.allclose(peaks[0], (48, 48), atol=2)
+    assert density_count(d) == pytest.approx(float(d.sum()))  # the count is the integral, never blurred
+
+
 def test_count_in_region_box_and_mask():
     d = (_gaussian((40, 60), (10, 10), 2.0) + _gaussian((40, 60), (30, 45), 2.0)).astype(np.float32)
     assert count_in_region(d, (0, 0, 20, 20)) == pytest.approx(1.0, abs=1e-3)
