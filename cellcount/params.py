@@ -110,7 +110,8 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "channel", int, None, "input", lo=0, hi=65535, optional=True, none_means="mean of the channels",
         label="Channel",
-        help="channel index of multichannel images (default: mean of the channels)",
+        help="channel index of multichannel images, numbered from 0 (Fiji's C=1 is channel 0; default: mean of "
+        "the channels)",
         explain="Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels. Counting in a channel "
         "without nuclei gives a wrong, usually much lower, count.",
     ),

@@ -157,7 +157,9 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
         def fmt(v: int) -> str:
             if v == ALL_CHANNELS:
                 return "all channels (mean)"
-            return f"channel {v} ({names[v]})" if v < len(names) else f"channel {v}"
+            # Fiji says C=1 for the first: numbered from 0 here, as in the CLI and the library
+            notes = [*(["the first"] if v == 0 else []), *([names[v]] if v < len(names) else [])]
+            return f"channel {v} ({', '.join(notes)})" if notes else f"channel {v}"
 
         out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt))
     else:

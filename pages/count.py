@@ -144,6 +144,9 @@ def overlay_cached(
 
 
 def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, view: dict, prediction_key: str) -> None:
+    digest, channel = source.digest, result.params.channel
+    if channel is not None and image.ndim == 3 and channel < image.shape[2]:  # what was counted, not the composite
+        image, digest = image[..., channel], f"{source.digest}:channel={channel}"
     if result.output_kind == "density":
         peaks = result.peaks if st.toggle("Show approximate centres", False, key=f"{P}_show_peaks") else None
         fig = viz.density_figure(image, result.density, peaks, count_estimate=result.count_estimate)
@@ -157,7 +160,7 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         st.info("No objects with the current settings.")
     key = tuple(sorted((k, v) for k, v in view.items()))
     jpeg, legend, n_merges = overlay_cached(
-        source.digest, prediction_key, result.params.to_json(), key, image, result
+        digest, prediction_key, result.params.to_json(), key, image, result
     )
     chips = " &nbsp; ".join(
         f"<span style='display:inline-block;width:.8em;height:.8em;border:1px solid #666;"
@@ -169,6 +172,7 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
     st.caption(
         f"{source.name}: kept objects are outlined; rejected objects ({reasons}) in their own colour. "
         + (f"{n_merges} object(s) marked as likely merges. " if n_merges else "")
+        + (f"Shown: channel {channel}, the one counted. " if digest != source.digest else "")
         + "Display options (colour, thickness, contrast, zoom) never change the count."
     )
 

@@ -198,6 +198,22 @@ def test_z_stacks_counted_from_their_maximum_projection(count_batch):
     assert counts["max"].loc["stack.tif", "check_reasons"] == BASELINE_CHECK
     png = "s01_sparse_small.png"
     assert counts["first"].loc[png, "count"] == counts["max"].loc[png, "count"]
+    # a plane number counts that plane of each stack (the one in focus); a one-plane file as it is; a stack without
+    # that plane is listed as failed with why, and the batch goes on
+    short = io.BytesIO()
+    tifffile.imwrite(short, stack[:2], imagej=True, metadata={"axes": "ZYX"})
+    at.file_uploader(key="batch_files").set_value(
+        [("stack.tif", buf.getvalue(), "image/tiff"), ("short.tif", short.getvalue(), "image/tiff"),
+         ("s01_sparse_small.png", sample("s01_sparse_small.png"), "image/png")])
+    at.selectbox(key="batch_plane").set_value(2)
+    at.run()
+    count_batch(at)
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("file")
+    assert table.loc["stack.tif", "count"] == 1 and "plane" not in str(table.loc["stack.tif", "check_reasons"])
+    assert table.loc[png, "count"] == counts["max"].loc[png, "count"]
+    failed = " ".join(m.value for m in at.markdown if "short.tif" in m.value)
+    assert "out of range" in failed and "0..1" in failed, failed
 
 
 def test_a_models_caveat_shows_under_the_picker():

@@ -131,10 +131,14 @@ def test_multichannel_tiff_upload_channel_choice():
     at.file_uploader(key="count_upload").set_value(("two_channels.tif", buf.getvalue(), "image/tiff"))
     at.run()
     assert not at.exception
+    # their mean was counted: the badge says so, and which way to go (a tester saw no word of the averaging)
+    assert any("were averaged" in c.value for c in at.caption), [c.value for c in at.caption]
     at.selectbox(key="count_channel").set_value(1)
     at.run()
     assert not at.exception
     assert metric(at, "Count") == "2"
+    assert not any("were averaged" in c.value for c in at.caption)
+    assert any("Shown: channel 1, the one counted" in c.value for c in at.caption)
     at.selectbox(key="count_channel").set_value(0)
     at.run()
     assert metric(at, "Count") == "1"

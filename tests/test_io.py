@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 import tifffile
 from PIL import Image
 
@@ -313,6 +314,20 @@ def test_channels_differ_only_for_a_merge_of_stains(rng) -> None:
     assert input_note(merge, channel=2) is None and input_note(merge[..., 2]) is None
     assert "channel 0 is blank (every pixel is 0)" in input_note(blue_only * 0, channel=0)
     assert "the image is blank (every pixel is 7)" in input_note(np.full((4, 4), 7, np.uint16))
+
+
+def test_a_two_channel_file_averaged_says_so_even_when_its_channels_look_alike(rng) -> None:
+    """A nuclear stain beside its own blurred bleed-through: too alike for channels_differ, but a file of 2 (or 5+)
+    channels is a microscope's channels, not a colour picture, and their mean was counted (a tester)."""
+    nuclei = _merge(rng)[..., 2].astype(np.uint16) * 200
+    haze = ndi.gaussian_filter(nuclei, 3)
+    two = np.stack([haze, nuclei], axis=2)
+    assert not channels_differ(two)
+    assert "its 2 channels were averaged" in input_note(two) and "numbered from 0" in input_note(two)
+    assert input_note(two, channel=1) is None
+    assert input_note(np.stack([nuclei, nuclei], axis=2)) is None, "gray stored twice"
+    assert input_note(np.repeat(nuclei[..., None], 3, axis=2)) is None, "3 and 4 channels: colour pictures"
+    assert "its 5 channels were averaged" in input_note(np.stack([nuclei, haze, nuclei, haze, haze], axis=2))
 
 
 @pytest.mark.parametrize("layout", ["CYX-shaped", "CYX-imagej", "SYX-planar", "YXC-contig", "YXC-rgb"])

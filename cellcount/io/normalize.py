@@ -300,7 +300,17 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     if channel is None and channels_differ(arr):
         return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
                 "them; if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
+    if channel is None and arr.ndim == 3 and arr.shape[2] not in (3, 4) and not _channels_equal(arr):
+        # not a colour picture: a microscope's channels, one stain each, even where they look alike (a nuclear
+        # stain beside its own bleed-through read as one stain, and the count moved with the other channel)
+        return (f"its {arr.shape[2]} channels were averaged (a file of {arr.shape[2]} channels usually holds one "
+                "stain in each); if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
     return None
+
+
+def _channels_equal(arr: np.ndarray) -> bool:
+    """Every channel of an (H, W, C) image the same (gray stored as several channels)."""
+    return bool(all(np.array_equal(arr[..., 0], arr[..., k]) for k in range(1, arr.shape[2])))
 
 
 def hematoxylin(image: np.ndarray) -> np.ndarray:

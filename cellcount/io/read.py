@@ -207,8 +207,7 @@ def planes_note(name: str, planes: tuple[int, str]) -> str:
     """What to tell the user when only the first of ``planes`` (:func:`read_image_planes`) was read."""
     return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
             "plane or their maximum projection (count command: --plane N or --plane max; Python: "
-            "read_image(page=N) or page='max'; Count page: 'Plane'; Batch page: 'Z-stacks', the maximum "
-            "projection)")
+            "read_image(page=N) or page='max'; Count page: 'Plane'; Batch page: 'Z-stacks')")
 
 
 def read_image_planes(
