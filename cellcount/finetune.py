@@ -771,6 +771,13 @@ def calibrate_flag(pairs: Sequence, params, base_card, rep=None) -> dict[str, An
     return card_entry(rule, qrep, calibrated_on=note)
 
 
+def told_apart(a: float, b: float) -> str:
+    """"A against B" with the decimals (2 to 4) that show two different figures as different: a verdict of
+    "worse" beside "3.00 against 3.00" reads as a mistake."""
+    digits = next((d for d in (2, 3, 4) if f"{a:.{d}f}" != f"{b:.{d}f}"), 2)
+    return f"{a:.{digits}f} against {b:.{digits}f}"
+
+
 PEAK_GAP_SHARE = 0.25
 """A density fine-tune with one object size for its set keeps its approximate centres this share of that size apart."""
 
@@ -1108,8 +1115,11 @@ def finetune(
         which = "annotation" if len(train_idx) == len(names) else "training image's annotation"
         raise GroundTruthError(
             f"every {which} holds no objects (those of {', '.join(names[i] for i in train_idx[:3])}"
-            f"{', ...' if len(train_idx) > 3 else ''}): there is nothing to learn. Check that the dots or labels were "
-            "exported (a points CSV with only its header line, an all-black label image)")
+            f"{', ...' if len(train_idx) > 3 else ''}): there is nothing to learn. "
+            + (f"The images with objects ({', '.join(names[i] for i in held_idx if gts[i].count)}) are all held out: "
+               "hold out fewer, or others" if any(gts[i].count for i in held_idx) else
+               "Check that the dots or labels were exported (a points CSV with only its header line, an all-black "
+               "label image)"))
     for i in train_idx:
         if gts[i].kind == "points" and gts[i].count == 0:
             note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
@@ -1300,7 +1310,7 @@ def finetune(
                               f"{kept:.3f})")
                 note(f"{name} keeps {model.name}'s postprocessing settings: settings re-tuned on parts of the "
                      f"{len(train_idx)} training images counted the other parts {verdict} (4-fold check on the training "
-                     f"images, not the held-out ones: MAE {tuned_cv:.2f} against {kept:.2f} with {model.name}'s "
+                     f"images, not the held-out ones: MAE {told_apart(tuned_cv, kept)} with {model.name}'s "
                      "settings)")
             else:
                 tuned_note += f"; checked on training images each tuning did not see (4-fold MAE {kept:.3f} -> {tuned_cv:.3f})"
@@ -1380,7 +1390,7 @@ def finetune(
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
     if not kept_base and not keep_worse and after.get("mae", 0) > before.get("mae", math.inf):
         note(f"the fine-tuned weights counted the held-out images a little worse than {model.name} (MAE "
-             f"{after['mae']:.2f} against {before['mae']:.2f}): within the tolerance (over {WORSE_SHARE:.0%} and "
+             f"{told_apart(after['mae'], before['mae'])}): within the tolerance (over {WORSE_SHARE:.0%} and "
              f"{WORSE_OBJECTS:g} objects more error keeps the base's weights), so they are saved")
     rejected: dict[str, float] = {}
     novelty: tuple[Any, dict[str, Any]] | None = None  # the novelty reference to save with the model, its card entry

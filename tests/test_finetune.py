@@ -744,6 +744,11 @@ def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(t
                                                r"img2.png\): there is nothing to learn"):
         finetune(base_dir, data, name="no-dots", steps=1, holdout=0, batch_size=2, crop=32)
     assert "no-dots" not in list_models()
+    # the only dots are in the held-out images: that is what to change, not the export
+    (data / "img2_points.csv").write_text("x,y\n12,12\n30,12\n")
+    with pytest.raises(GroundTruthError, match=r"The images with objects \(img2.png\) are all held out: hold out "
+                                               r"fewer, or others"):
+        finetune(base_dir, data, name="no-dots", steps=1, holdout=2, batch_size=2, crop=32)
 
 
 def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model, tmp_path, draw_disks):
@@ -968,6 +973,14 @@ def test_re_tuned_settings_are_kept_only_where_they_count_unseen_training_images
     else:
         assert card.postprocess["threshold"] == resolve_base_threshold(base) and "the base's settings kept" in \
             card.postprocess_tuned_on
+
+
+def test_told_apart_shows_two_different_figures_as_different():
+    from cellcount.finetune import told_apart
+
+    assert told_apart(3.001, 3.0) == "3.001 against 3.000", "'worse' beside 3.00 against 3.00 reads as a mistake"
+    assert told_apart(2.5, 1.25) == "2.50 against 1.25"
+    assert told_apart(1.0, 1.0) == "1.00 against 1.00"
 
 
 def resolve_base_threshold(base) -> float:

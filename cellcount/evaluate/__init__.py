@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 from ..groundtruth import GroundTruth
-from ..metrics import aggregate_matches, count_metrics, match_instances, match_points, match_points_in_objects
+from ..metrics import aggregate_matches, count_metrics, fixed, match_instances, match_points, match_points_in_objects
 from ..models import size_model_for
 from ..models.base import CountModel
 from ..params import BORDER_SPLIT_MODES, DISTANCE_SPLIT_MODES, SCHEMA
@@ -361,7 +361,7 @@ class TuningCheck:
     def interval_text(self) -> str:
         if not np.isfinite([self.low, self.high]).all():
             return "too few images for an interval"
-        return f"95% interval of the change {self.low:+.2f} to {self.high:+.2f}"
+        return f"95% interval of the change {fixed(self.low, sign=True)} to {fixed(self.high, sign=True)}"
 
 
 def _signature(params: CountParams) -> tuple:
