@@ -385,10 +385,11 @@ def combine(parts: Sequence[Quality | None]) -> Quality | None:
 
 def with_note(quality: Quality | None, note: str) -> Quality:
     """``quality`` flagged with one more reason found outside the model (e.g. only one plane of a stack was
-    read), so the note reaches every table and page that shows the flag."""
+    read), so the note reaches every table and page that shows the flag. It comes first: it says what to change
+    (a tester's "its 2 channels were averaged" came after seven signals that the averaging caused)."""
     if quality is None:
         return Quality(flag=True, score=1.0, reasons=(note,), signals={})
-    return dataclasses.replace(quality, flag=True, score=max(quality.score, 1.0), reasons=(*quality.reasons, note))
+    return dataclasses.replace(quality, flag=True, score=max(quality.score, 1.0), reasons=(note, *quality.reasons))
 
 
 def signals_from_table(rows: Any) -> list[dict[str, float]]:
