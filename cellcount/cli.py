@@ -510,7 +510,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .history import Recorder
 
     record = Recorder(source="cli", model=model.name, model_sha256=model.card.sha256,
-                      settings={**settings, "resume": bool(args.resume)}, inputs=[str(f) for f in files],
+                      settings={**settings, "resume": bool(args.resume)},
+                      inputs=[str(f) for f in files] + [str(path) for path, _ in skipped],  # each with its row
                       out_path=str(Path(args.out).resolve()))
     if keep_counts is not None:
         record.add(keep_counts.to_dict("records"))
@@ -593,14 +594,24 @@ def cmd_count(args: argparse.Namespace) -> int:
     if not args.quiet:
         what = ("(density integrals; the objects CSV lists its peaks, approximate centres)"
                 if model.output_kind == "density" else "objects")
-        print(f"counted {n_ok}/{n_rows} images with {model.name}: total {total} {what} -> {args.out}"
+        print(f"counted {n_ok}/{n_rows + len(skipped)} images with {model.name}: total {total} {what} -> {args.out}"
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons)" if n_check else "")
-              + (f"; {n_err} failed (see the 'reason' column)" if n_err else "")
-              + (f"; {len(skipped)} skipped (rows with status=error, and the warnings)" if skipped else ""))
+              + (f"; {n_err + len(skipped)} failed (see the 'reason' column"
+                 + (f"; {len(skipped)} of them could not be read at all, above" if skipped else "") + ")"
+                 if n_err or skipped else ""))
     for name, reason in failed:  # with --quiet too: an exit status of 1 alone does not say which
         # the reason names the file already where it was read from it
         print(f"  failed: {reason if reason.startswith(f'{name}: ') else f'{name}: {reason}'}", file=sys.stderr)
+    if not (args.workers or args.scheduler) and any(PIXEL_CAP_TEXT in reason for _, reason in failed):
+        print(f"note: {OVER_CAP_HINT}", file=sys.stderr)
     return 1 if n_err or skipped else 0
+
+
+PIXEL_CAP_TEXT = "pixels (max_pixels)"
+"""How the reader's refusal of an image above the pixel cap ends (:func:`cellcount.io.read._check_pixels`)."""
+OVER_CAP_HINT = ("images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N (pip "
+                 "install 'cellcount[cluster]'; docs/SCALING.md); other formats: export them as TIFF, or raise "
+                 "--max-pixels where memory allows (a few tens of bytes per pixel: docs/LIMITS.md)")
 
 
 def _region_spec(args: argparse.Namespace):

@@ -91,7 +91,14 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
     assert rc == 1  # not every file asked for was counted
     captured = capsys.readouterr()
     assert "warning: skipped" in captured.err and "c.gif" in captured.err and "notes.csv" in captured.err
-    assert "extension .gif" in captured.err and "2 skipped" in captured.out
+    assert "extension .gif" in captured.err
+    # one summary: they are failures among the files asked for, as in the history (a tester's run listed 17 inputs
+    # beside 14 ok and 5 failed)
+    assert "counted 1/3 images" in captured.out and "2 failed" in captured.out, captured.out
+    from cellcount.history import list_runs
+
+    run = list_runs().iloc[0]
+    assert (run["n_inputs"], run["n_ok"], run["n_failed"]) == (3, 1, 2)
     # and in the CSV, as every file that cannot be counted (a tester's named notes.txt had no row)
     df = pd.read_csv(tmp_path / "c.csv").set_index("file")
     assert len(df) == 3 and df.loc[str(small_folder / "a.png"), "status"] == "ok"
@@ -518,3 +525,14 @@ def test_sub_commands_name_themselves_as_typed(command, capsys):
     with pytest.raises(SystemExit):
         importlib.import_module(MODULE_COMMANDS[command][0]).main(["--help"])
     assert capsys.readouterr().out.startswith(f"usage: python -m cellcount.{command} ")
+
+
+def test_an_image_above_the_pixel_cap_says_how_to_count_it(small_folder, tmp_path, capsys):
+    """The refusal alone left a tester with no way forward: the CLI says that TIFF and OME-Zarr images are counted
+    by blocks with --workers, and what to do with other formats."""
+    rc = main(["count", str(small_folder / "a.png"), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+               "--no-progress", "--max-pixels", "100"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "above the cap of 100 pixels (max_pixels)" in err
+    assert "note: images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N" in err
