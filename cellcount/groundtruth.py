@@ -82,7 +82,14 @@ _POINT_COLUMN_PAIRS = (  # (row column, col column), lower-case
     ("centroid-0", "centroid-1"),
     ("centroid_row", "centroid_col"),
     ("ym", "xm"),
+    ("location_center_y", "location_center_x"),  # CellProfiler's objects table
+    ("centroid y px", "centroid x px"),  # QuPath's detections in pixels
+    ("centroid_y", "centroid_x"),
 )
+_IMAGE_COLUMNS = ("imagenumber", "image", "image_name", "filename", "file")
+"""Columns that name the image of each point in a table of many images' points."""
+_MICRON_MARKS = ("µm", "μm", "um", "micron")
+"""Header words of coordinates in calibrated units (QuPath's "Centroid X µm", a calibrated Fiji table)."""
 _DSB_GT_DIRS = ("labels", "masks", "label", "mask", "gt", "ground_truth")
 
 
@@ -535,10 +542,14 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
 def read_points_csv(source: CsvSource) -> GroundTruth:
     """Read point annotations (one row per cell) from a CSV.
 
-    Recognised columns (case-insensitive): ``row, col`` / ``y, x`` (Fiji, QuPath exports) /
+    Recognised columns (case-insensitive): ``row, col`` / ``y, x`` (Fiji) / ``YM, XM`` (Fiji's centre of mass) /
     ``axis-0, axis-1`` (napari; for 3-D points the last two axis columns) / ``centroid-0, centroid-1``
-    (scikit-image). Coordinates are pixels; ``x`` is the column and ``y`` the row. Fiji writes
-    calibrated units (um) unless the image is uncalibrated; convert those to pixels first.
+    (scikit-image) / ``Location_Center_Y, Location_Center_X`` (CellProfiler) / ``Centroid Y px, Centroid X px``
+    (QuPath). Coordinates are pixels; ``x`` is the column and ``y`` the row. Columns in microns (QuPath's
+    ``Centroid X µm``) are refused, saying how to export pixels; Fiji writes calibrated units without saying so
+    unless the image is uncalibrated: convert those to pixels first. A table of several images' objects (an
+    ``ImageNumber`` or ``Image`` column with more than one value: CellProfiler's, QuPath's project exports) is
+    refused: one table per image.
 
     Parameters
     ----------
@@ -564,10 +575,27 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
         raise GroundTruthError(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
                                "columns, e.g. x,y (x is the column, y the row)")
     if cols is None:
+        microns = [h for h in header if ("x" in h or "y" in h) and any(m in h.replace("(", " ").replace(")", " ").split()
+                                                                       or h.endswith(m) for m in _MICRON_MARKS)]
+        if microns:
+            raise GroundTruthError(
+                f"{name}: the coordinates are in microns ({', '.join(repr(h) for h in microns[:2])}), and ground truth "
+                "needs pixels: export them in pixels (QuPath: 'Centroid X px'; Fiji: Analyze > Set Scale > Click to "
+                "Remove Scale, then measure again), or divide by the pixel size into columns named x,y")
         raise GroundTruthError(
             f"{name}: no coordinate columns found in header {header}; expected x,y or row,col or "
-            "axis-0,axis-1"
+            "axis-0,axis-1 (also Location_Center_X,Location_Center_Y from CellProfiler, Centroid X px,Centroid Y px "
+            "from QuPath)"
         )
+    for column in _IMAGE_COLUMNS:  # one table for many images: every image would get all their objects
+        if column in header:
+            i = header.index(column)
+            values = sorted({row[i].strip() for row in rows if i < len(row)})
+            if len(values) > 1:
+                raise GroundTruthError(
+                    f"{name}: the points of {len(values)} images ({column!r} column: {', '.join(values[:3])}"
+                    f"{', ...' if len(values) > 3 else ''}): ground truth needs one table per image, named like it "
+                    "(img01_points.csv); split the table by that column")
     points = np.zeros((len(rows), 2), dtype=np.float64)
     for k, row in enumerate(rows):
         for j, col in enumerate(cols):
@@ -770,9 +798,8 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
             return gt
         if _count_columns(header) is not None:
             raise GroundTruthError(f"{p}: is a table of counts per image; read it with read_counts_csv")
-        raise GroundTruthError(
-            f"{p}: CSV has no coordinate columns (x,y / row,col / axis-0,axis-1): {header}"
-        )
+        read_points_csv(p)  # raises why: no coordinate columns, or coordinates in microns
+        raise GroundTruthError(f"{p}: CSV has no coordinate columns (x,y / row,col / axis-0,axis-1): {header}")
     # 001dots.png (the VGG cells naming); never in a labels/ or masks/ folder, whose files are label images
     dotted = word_base(p.stem, ("dots", "dot", "points")) is not None and p.parent.name.lower() not in GROUND_TRUTH_DIRS
     if ground_truth_suffix(p) in ("_dots", "_points") or p.parent.name.lower() in DOT_DIRS or dotted:

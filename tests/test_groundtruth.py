@@ -237,6 +237,29 @@ def test_read_points_csv_variants(tmp_path: Path) -> None:
     assert read_points_csv(b"x,y\n").count == 0
 
 
+def test_points_from_cellprofiler_and_qupath_and_their_refusals() -> None:
+    """The tables biologists already have: CellProfiler's objects (Location_Center_X/Y), QuPath's detections in
+    pixels; in microns, or one table of several images' objects, refused saying what to do."""
+    cp = read_points_csv(b"ImageNumber,ObjectNumber,Location_Center_X,Location_Center_Y\n1,1,10,20\n1,2,30,5\n")
+    assert cp.points.tolist() == [[20.0, 10.0], [5.0, 30.0]]
+    qp = read_points_csv(b"Image,Name,Class,Centroid X px,Centroid Y px\na.tif,n,Tumor,3,4\n")
+    assert qp.points.tolist() == [[4.0, 3.0]]
+    with pytest.raises(GroundTruthError, match=r"in microns \('centroid x µm', 'centroid y µm'\).*needs pixels"):
+        read_points_csv("Image,Name,Centroid X µm,Centroid Y µm\na.tif,n,3,4\n".encode())
+    with pytest.raises(GroundTruthError, match=r"in microns \('x \(um\)'"):
+        read_points_csv(b"X (um),Y (um)\n1,2\n")
+    with pytest.raises(GroundTruthError, match=r"the points of 2 images \('imagenumber' column: 1, 2\): .*one table "
+                                               r"per image"):
+        read_points_csv(b"ImageNumber,ObjectNumber,Location_Center_X,Location_Center_Y\n1,1,10,20\n2,2,30,5\n")
+
+
+def test_a_points_file_in_microns_says_so_by_its_name_too(tmp_path: Path) -> None:
+    path = tmp_path / "a_points.csv"
+    path.write_text("Centroid X µm,Centroid Y µm\n3,4\n", encoding="utf-8")
+    with pytest.raises(GroundTruthError, match="in microns"):
+        read_ground_truth(path)
+
+
 def test_read_points_csv_errors() -> None:
     with pytest.raises(GroundTruthError, match="no coordinate columns"):
         read_points_csv(b"a,b\n1,2\n")
@@ -403,7 +426,7 @@ def test_a_folder_whose_every_annotation_is_unusable_says_why_in_the_error(tmp_p
         _save_png(tmp_path / f"{name}.png", np.zeros((8, 8), np.uint8))
         (tmp_path / f"{name}_points.csv").write_text("Index,PosX,PosY\n1,2,3\n")
     seen: list[str] = []
-    with pytest.raises(GroundTruthError, match=r"no image with usable ground truth: a.png: .*a_points.csv: CSV has no coordinate") as err:
+    with pytest.raises(GroundTruthError, match=r"no image with usable ground truth: a.png: .*a_points.csv: no coordinate columns found") as err:
         load_labelled_folder(tmp_path, on_error=lambda p, why: seen.append(why))
     assert len(seen) == 2 and "reported above" not in str(err.value) and "b_points.csv" in str(err.value)
 
