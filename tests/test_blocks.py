@@ -146,3 +146,36 @@ def test_block_count_within_half_a_percent_of_the_in_memory_count(tmp_path, mode
     by_blocks, _ = blocks.count_blocks(tmp_path / "big.tif", model, params, block_px=340, overlap_px=64)
     assert whole.count > 300
     assert abs(by_blocks.count_estimate - whole.count_estimate) <= 0.005 * whole.count_estimate
+
+
+def _corner_nuclei(tmp_path, draw_disks, radius=6):
+    """A 900 x 900 image whose nuclei all lie in its top-left 300 px: the centre block is empty."""
+    shape = (900, 900)
+    centres = [(r, c) for r in range(30, 280, 4 * radius) for c in range(30, 280, 4 * radius)]
+    image = np.where(draw_disks(shape, centres, radius) > 0, 200, 20).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "corner.tif", image, tile=(128, 128))
+    return tmp_path / "corner.tif", len(centres)
+
+
+def test_the_size_is_estimated_on_the_block_with_the_most_foreground(tmp_path, draw_disks):
+    """The centre block of a slide can be empty: the block whose core holds the most foreground is sized instead;
+    in an even field the centre block, as before."""
+    path, _ = _corner_nuclei(tmp_path, draw_disks)
+    params = cc.CountParams()
+    cores, boxes = blocks.grid((900, 900), 300, 32)
+    with blocks.open_lazy(path) as plane:
+        assert blocks._sizing_block(plane, cores, boxes, params, (20.0, 200.0), False, "mean") == 0
+    even = np.where(draw_disks((900, 900), [(r, c) for r in range(30, 900, 60) for c in range(30, 900, 60)], 8) > 0,
+                    200, 20).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "even.tif", even, tile=(128, 128))
+    with blocks.open_lazy(tmp_path / "even.tif") as plane:
+        assert blocks._sizing_block(plane, cores, boxes, params, (20.0, 200.0), False, "mean") == len(boxes) // 2
+
+
+@pytest.mark.slow
+def test_a_slide_with_an_empty_centre_still_has_its_nucleus_size(tmp_path, draw_disks):
+    """Large nuclei (36 px) in one corner: sized on the centre block there was nothing to size, so they were counted
+    at the training size's scale; sized on the corner's block, the estimate is theirs."""
+    path, _ = _corner_nuclei(tmp_path, draw_disks, radius=18)
+    plan = blocks.plan_blocks(path, cc.load_model("unet-mask"), None, block_px=300, overlap_px=64)
+    assert plan.estimated_diameter_px is not None and 28 < plan.estimated_diameter_px < 46, plan.estimated_diameter_px
