@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                         ("all", dsb)):
         maes = [np.abs(part[c] - part["true"]).mean() for c in cols]
         print(f"| {label} | {len(part)} | " + " | ".join(f"{m:.2f}" for m in maes) + " |")
+    big = dsb[dsb.scale < 0.8]
+    print(f"\nresized below 0.8x: {int(big['true'].sum())} nuclei; centres: "
+          + ", ".join(f"{c} {int(big[c].sum())}" for c in cols[1:]))
     print("\nsamples: true count, integral and centres per sigma")
     print(df[df["image"].str.startswith("sample ")][["image", "true", "integral", *cols[1:]]]
           .round(1).to_string(index=False))
