@@ -539,6 +539,11 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
     return file_col, count_col
 
 
+class NoCoordinateColumns(GroundTruthError):
+    """A CSV read as points has no coordinate columns (nor coordinates in microns): not a table of points at all,
+    unlike one whose points cannot be used (in microns, of several images, a bad value)."""
+
+
 def read_points_csv(source: CsvSource) -> GroundTruth:
     """Read point annotations (one row per cell) from a CSV.
 
@@ -572,17 +577,19 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
     decimal_comma = _delimiter(text) == ";"
     cols = _point_columns(header)
     if cols is None and header and all(np.isfinite(_number(c.strip(), decimal_comma=decimal_comma)) for c in header):
-        raise GroundTruthError(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
+        raise NoCoordinateColumns(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
                                "columns, e.g. x,y (x is the column, y the row)")
     if cols is None:
-        microns = [h for h in header if ("x" in h or "y" in h) and any(m in h.replace("(", " ").replace(")", " ").split()
-                                                                       or h.endswith(m) for m in _MICRON_MARKS)]
+        raw = next(csv.reader(io.StringIO(text), delimiter=_delimiter(text)))  # the user's own spelling
+        microns = [r.strip().strip("\ufeff") for h, r in zip(header, raw, strict=False)
+                   if ("x" in h or "y" in h) and any(m in h.replace("(", " ").replace(")", " ").split() or h.endswith(m)
+                                                     for m in _MICRON_MARKS)]
         if microns:
             raise GroundTruthError(
                 f"{name}: the coordinates are in microns ({', '.join(repr(h) for h in microns[:2])}), and ground truth "
                 "needs pixels: export them in pixels (QuPath: 'Centroid X px'; Fiji: Analyze > Set Scale > Click to "
                 "Remove Scale, then measure again), or divide by the pixel size into columns named x,y")
-        raise GroundTruthError(
+        raise NoCoordinateColumns(
             f"{name}: no coordinate columns found in header {header}; expected x,y or row,col or "
             "axis-0,axis-1 (also Location_Center_X,Location_Center_Y from CellProfiler, Centroid X px,Centroid Y px "
             "from QuPath)"

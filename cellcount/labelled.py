@@ -22,6 +22,7 @@ from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
     BinaryMaskWarning,
     GroundTruth,
+    NoCoordinateColumns,
     counts_disagree,
     holds_only_specks,
     one_per_image,
@@ -360,8 +361,10 @@ def labelled_set(
             try:  # a point table of an image that was not uploaded: unused, not broken
                 read_points_csv(f.buffer())
                 stray.append(f.name)
-            except GroundTruthError:
+            except NoCoordinateColumns:  # neither kind of table: what a counts table needs
                 out.skipped.append((f.name, str(err)))
+            except GroundTruthError as points_err:  # points that cannot be used (microns, several images' objects)
+                out.skipped.append((f.name, str(points_err)))
             continue
         for stem, n in table.items():
             first = counts.setdefault(stem.casefold(), (n, f.name))

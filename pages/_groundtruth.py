@@ -148,10 +148,28 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}. {how}")
     lookalikes_note(found)
     if found.skipped:
-        lines = "\n".join(f"- `{name}`: {reason}" for name, reason in found.skipped[:MAX_LISTED])
-        more = f"\n- ... and {len(found.skipped) - MAX_LISTED} more" if len(found.skipped) > MAX_LISTED else ""
+        groups = skipped_by_reason(found.skipped)
+        lines = "\n".join(f"- {_few(names)}: {reason}" for reason, names in list(groups.items())[:MAX_LISTED])
+        more = f"\n- ... and {len(groups) - MAX_LISTED} more reasons" if len(groups) > MAX_LISTED else ""
         # an error when nothing is left to evaluate: the reasons are then what the user must read
         (st.warning if found.items else st.error)(f"{len(found.skipped)} file(s) could not be used:\n{lines}{more}")
+
+
+def skipped_by_reason(skipped: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The files that could not be used, by reason (each without its file name in front): eight QuPath tables in
+    microns gave one long paragraph eight times (a tester)."""
+    groups: dict[str, list[str]] = {}
+    for name, reason in skipped:
+        text = reason
+        for prefix in (name, PurePath(name).name, "<csv>"):
+            text = text.removeprefix(f"{prefix}: ")
+        groups.setdefault(text, []).append(name)
+    return groups
+
+
+def _few(names: list[str], shown: int = 3) -> str:
+    listed = ", ".join(f"`{n}`" for n in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None = None) -> LabelledSet | None:

@@ -377,3 +377,14 @@ def test_pairs_name_ground_truth_as_the_user_knows_it():
     assert _source_name("/srv/app/data/samples/s01_labels.tif") == "s01_labels.tif"
     assert _source_name("labels/a.tif") == "labels/a.tif", "a zip member keeps its folder"
     assert _source_name(None) == ""
+
+
+def test_files_refused_for_one_reason_are_listed_once():
+    """Eight QuPath tables in microns: one line naming the files, not the same paragraph eight times (a tester)."""
+    from pages._groundtruth import _few, skipped_by_reason
+
+    why = "the coordinates are in microns ('centroid x µm', 'centroid y µm'), and ground truth needs pixels"
+    skipped = [(f"s{i}_points.csv", f"s{i}_points.csv: {why}") for i in range(8)] + [("x.png", "x.png: not an image")]
+    groups = skipped_by_reason(skipped)
+    assert list(groups) == [why, "not an image"] and len(groups[why]) == 8
+    assert _few(groups[why]) == "`s0_points.csv`, `s1_points.csv`, `s2_points.csv` and 5 more"

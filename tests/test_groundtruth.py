@@ -244,9 +244,9 @@ def test_points_from_cellprofiler_and_qupath_and_their_refusals() -> None:
     assert cp.points.tolist() == [[20.0, 10.0], [5.0, 30.0]]
     qp = read_points_csv(b"Image,Name,Class,Centroid X px,Centroid Y px\na.tif,n,Tumor,3,4\n")
     assert qp.points.tolist() == [[4.0, 3.0]]
-    with pytest.raises(GroundTruthError, match=r"in microns \('centroid x µm', 'centroid y µm'\).*needs pixels"):
+    with pytest.raises(GroundTruthError, match=r"in microns \('Centroid X µm', 'Centroid Y µm'\).*needs pixels"):
         read_points_csv("Image,Name,Centroid X µm,Centroid Y µm\na.tif,n,3,4\n".encode())
-    with pytest.raises(GroundTruthError, match=r"in microns \('x \(um\)'"):
+    with pytest.raises(GroundTruthError, match=r"in microns \('X \(um\)'"):
         read_points_csv(b"X (um),Y (um)\n1,2\n")
     with pytest.raises(GroundTruthError, match=r"the points of 2 images \('imagenumber' column: 1, 2\): .*one table "
                                                r"per image"):

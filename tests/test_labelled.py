@@ -57,6 +57,27 @@ def test_suffixes_and_preference_order():
     assert unmatched == [] and unused == ["a_mask.png"]
 
 
+def test_cellpose_masks_pair_with_their_images():
+    """Cellpose saves <stem>_cp_masks.png: read as "_masks" the stem was <stem>_cp, and every file matched no image
+    (a tester)."""
+    pairs, unmatched, unused = pair_by_stem(["DAPI_s01.tif", "DAPI_s02.tif"],
+                                            ["DAPI_s01_cp_masks.png", "DAPI_s02_cp_masks.png"])
+    assert pairs == {"DAPI_s01.tif": "DAPI_s01_cp_masks.png", "DAPI_s02.tif": "DAPI_s02_cp_masks.png"}
+    assert unmatched == [] and unused == []
+
+
+def test_a_table_of_several_images_points_says_to_split_it(samples):
+    """CellProfiler's one objects table for a whole experiment, in the ground-truth box: the reason is the points'
+    (split it per image), not that a counts table needs 'filename' and 'count' columns (a tester)."""
+    img = samples[0][0]
+    table = b"ImageNumber,ObjectNumber,Location_Center_X,Location_Center_Y\n1,1,10,20\n2,1,30,5\n"
+    out = labelled_set([("a.png", img)], [("MyExpt_Nuclei.csv", table)])
+    assert [n for n, _ in out.skipped] == ["MyExpt_Nuclei.csv"]
+    assert "the points of 2 images" in out.skipped[0][1] and "one table per image" in out.skipped[0][1]
+    junk = labelled_set([("a.png", img)], [("notes.csv", b"a,b\n1,2\n")])
+    assert "expected columns 'filename'" in junk.skipped[0][1], "neither kind: what a counts table needs"
+
+
 def test_unmatched_files_are_reported_in_order():
     pairs, unmatched, unused = pair_by_stem(["x.png", "a.png", "y.png"], ["a_labels.tif", "z_labels.tif", "q.png"])
     assert pairs == {"a.png": "a_labels.tif"}

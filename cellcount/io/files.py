@@ -19,8 +19,9 @@ MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".lof", ".vsi", ".oib
 """Microscope vendors' formats that :func:`list_image_files` cannot count: a folder walk reports each one as
 skipped (export it as TIFF), so a folder of raw files does not give a table that silently lacks them."""
 
-GROUND_TRUTH_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_dots", "_points")
-"""Stem suffixes that mark a ground-truth file (``img01_labels.tif``), in order of preference."""
+GROUND_TRUTH_SUFFIXES = ("_labels", "_label", "_cp_masks", "_masks", "_mask", "_gt", "_dots", "_points")
+"""Stem suffixes that mark a ground-truth file (``img01_labels.tif``; ``img01_cp_masks.png``: Cellpose's label
+images), in order of preference."""
 
 DOT_DIRS = frozenset({"dots", "points"})
 """Folder names whose files are dot annotations (``dots/img01.png`` for ``images/img01.png``)."""
