@@ -142,7 +142,11 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         st.info(note, icon=":material/info:")
     if found.unused:
         renames = rename_hints(found.unused, [n for n, _ in found.unlabelled])
+        images_here = images_among(found.unused) if not (found.items or found.unlabelled) else []
         how = ("Rename " + ", ".join(f"`{a}` to `{b}`" for a, b in renames) + "." if renames else
+               f"Some of them are images ({_names(images_here[:3])}): put the images, or the zip holding images and "
+               "their ground truth, in the Images uploader; ground truth there is told apart by its folder "
+               "(labels/, masks/) or name (_labels, _mask, _points)." if images_here else
                "Name each like its image, or like its image with a suffix (`001cell_dots.png` or "
                "`001cell_labels.tif` for `001cell.png`).")
         st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}. {how}")
@@ -153,6 +157,18 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         more = f"\n- ... and {len(groups) - MAX_LISTED} more reasons" if len(groups) > MAX_LISTED else ""
         # an error when nothing is left to evaluate: the reasons are then what the user must read
         (st.warning if found.items else st.error)(f"{len(found.skipped)} file(s) could not be used:\n{lines}{more}")
+
+
+def images_among(names: list[str]) -> list[str]:
+    """The names that read as images beside others that read as ground truth (by extension, folder and suffix): a
+    zip of images/ and labels/ dropped into the ground-truth box alone (a tester). Empty when none reads as ground
+    truth: labels named exactly like their images, waiting for the images."""
+    from cellcount.io import IMAGE_EXTENSIONS, split_ground_truth_files
+
+    images, truth = split_ground_truth_files(names)
+    image_paths = {str(p) for p in images}
+    found = [n for n in names if str(PurePath(n)) in image_paths and PurePath(n).suffix.lower() in IMAGE_EXTENSIONS]
+    return found if truth else []
 
 
 def skipped_by_reason(skipped: list[tuple[str, str]]) -> dict[str, list[str]]:

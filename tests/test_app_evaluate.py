@@ -388,3 +388,23 @@ def test_files_refused_for_one_reason_are_listed_once():
     groups = skipped_by_reason(skipped)
     assert list(groups) == [why, "not an image"] and len(groups[why]) == 8
     assert _few(groups[why]) == "`s0_points.csv`, `s1_points.csv`, `s2_points.csv` and 5 more"
+
+
+def test_images_in_the_ground_truth_box_are_told_apart_from_labels_named_like_them():
+    """A zip of images/ and labels/ in the ground-truth box alone: say to put it in the Images box; labels named
+    exactly like their images, waiting for the images, are not called images."""
+    from pages._groundtruth import images_among
+
+    assert images_among(["images/DAPI_s01.tif", "labels/DAPI_s01.tif"]) == ["images/DAPI_s01.tif"]
+    assert images_among(["DAPI_s01.tif", "DAPI_s02.tif"]) == []
+    # on the page: the warning says where the zip goes
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("mydata/images/a.png", (SAMPLES / "s01_sparse_small.png").read_bytes())
+        zf.writestr("mydata/labels/a.tif", (SAMPLES / "s01_sparse_small_labels.tif").read_bytes())
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_gt_files").set_value([("mydata.zip", buf.getvalue(), "application/zip")])
+    at.run()
+    assert not at.exception
+    said = " ".join(w.value for w in at.warning)
+    assert "Some of them are images (`images/a.png`)" in said and "in the Images uploader" in said, said

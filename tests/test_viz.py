@@ -350,6 +350,18 @@ def test_count_histograms_bin_whole_numbers_with_whole_number_ticks():
     assert sum(floats.y) == 3 and "–" in floats.customdata[0]
 
 
+def test_an_error_histogram_over_a_short_span_has_a_bar_per_whole_number():
+    """Errors -7, -4, -2, 0, +1, +1, +2, +2 in bars two wide read as one flat block, 0 merged with -1 (a tester)."""
+    import pandas as pd
+
+    from cellcount.viz.charts import error_histogram
+
+    bars = error_histogram(pd.DataFrame({"error": [-7, -4, -2, 0, 1, 1, 2, 2]})).data[0]
+    assert list(bars.x) == list(range(-7, 3)) and set(bars.width) == {1}
+    assert dict(zip(bars.x, bars.y))[1] == 2 and dict(zip(bars.x, bars.y))[0] == 1
+    assert bars.marker.line.color == "white", "bars that touch are outlined apart"
+
+
 def test_a_titled_density_panel_lines_up_with_an_outlined_one():
     """Compare set a density panel's title after layout: cut off at the top, and the panel sat higher."""
     from cellcount.measure import object_table

@@ -42,6 +42,10 @@ def _chart_layout(
     return fig
 
 
+MAX_UNIT_BARS = 40
+"""Whole numbers spanning at most this many values get one bar each."""
+
+
 def _histogram_bars(
     values: np.ndarray, *, nbins: int | None, color: str, what: str, unit: str = ""
 ) -> go.Figure:
@@ -54,8 +58,8 @@ def _histogram_bars(
         nbins = int(min(40, max(5, round(2 * math.sqrt(v.size)))))
     lo, hi = float(v.min()), float(v.max())
     whole = bool(np.all(v == np.round(v)))  # counts: bins of whole numbers, centred on them, whole-number ticks
-    if whole:
-        width = max(1, math.ceil((hi - lo + 1) / nbins))
+    if whole:  # one bar per whole number over a short span (errors -7..+2 in bars of 2 merged 0 with -1)
+        width = 1 if hi - lo + 1 <= MAX_UNIT_BARS else max(1, math.ceil((hi - lo + 1) / nbins))
         edges = np.arange(lo - 0.5, hi + 0.5 + width, width)
         edges = edges[: int(np.searchsorted(edges, hi + 0.5)) + 1]
         counts, edges = np.histogram(v, bins=edges)
@@ -75,6 +79,7 @@ def _histogram_bars(
             y=counts,
             width=np.diff(edges),
             marker_color=color,
+            marker_line=dict(color="white", width=1),  # bars that touch still read as bars
             customdata=text,
             hovertemplate=f"%{{customdata}}<br>%{{y}} {what}<extra></extra>",
         )
