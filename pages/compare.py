@@ -340,11 +340,11 @@ def show(long: pd.DataFrame, configs, sources) -> None:
                 sh.show_error(err, name=src.name)
                 continue
             truth = f" (true {src.truth})" if src.truth is not None else ""
-            title = f"{label}: {res.count}{truth}"
+            title = f"{label}<br>{res.count}{truth}"  # on one line, four panels cut "(true 4..." off
             if res.output_kind == "density":
                 # the integral is the count; its peaks (approximate centres) stay off, as on the Count page
                 fig = viz.density_figure(image, res.density, None, height=360,
-                                         title=f"{label}: {res.count_estimate:.1f}{truth}")
+                                         title=f"{label}<br>{res.count_estimate:.1f}{truth}")
             else:
                 # drawn as on the Count page: a colour chosen against the image (fixed green vanished on purple H&E)
                 rgb, _ = viz.render_outlines(viz.display_image(image), res.labels, res.rejected, color="auto",

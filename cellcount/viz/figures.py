@@ -38,7 +38,8 @@ def _image_layout(fig: go.Figure, h: int, w: int, *, height: int | None, title: 
     # the title below the row the plot's toolbar takes on hover (it covered a side-by-side title's end), and a
     # 2-row legend below the title
     toolbar = 26 if title else 0
-    top = (toolbar + 28 if title else 0) + (48 if has_legend else 10)
+    lines = title.count("<br>") + 1 if title else 0  # a side-by-side panel's name on a line of its own
+    top = (toolbar + 28 + 20 * (lines - 1) if title else 0) + (48 if has_legend else 10)
     fig.update_layout(
         height=height + top,
         margin=dict(l=0, r=0, t=top, b=0),
