@@ -539,6 +539,56 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
     return file_col, count_col
 
 
+CELLCOUNTER_PREFIX = "cellcounter_"
+"""Fiji's Cell Counter names its saved markers ``CellCounter_<image>.xml``: the image's stem follows the prefix."""
+MAX_XML_BYTES = 64 * 1024 * 1024
+
+
+def read_cellcounter_xml(source: CsvSource) -> GroundTruth:
+    """Markers saved by Fiji's Cell Counter plugin (``CellCounter_<image>.xml``) as points.
+
+    Every marker type counts (a type is usually a class of cell: positive, negative); ``MarkerX``/``MarkerY`` are
+    pixels of the image (x the column).
+
+    Raises
+    ------
+    GroundTruthError
+        Not a Cell Counter file, not XML, a marker without numeric coordinates, or too large.
+    """
+    import xml.etree.ElementTree as ET
+
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        with open(source, "rb") as fh:
+            data = fh.read(MAX_XML_BYTES + 1)
+    elif isinstance(source, (bytes, bytearray)):
+        name, data = "<xml>", bytes(source)
+    else:
+        name = getattr(source, "name", "<xml>")
+        data = source.read(MAX_XML_BYTES + 1)
+        data = data.encode("utf-8") if isinstance(data, str) else data
+    if len(data) > MAX_XML_BYTES:
+        raise GroundTruthError(f"{name}: over {MAX_XML_BYTES >> 20} MB: not a Cell Counter file")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as err:
+        raise GroundTruthError(f"{name}: not readable XML ({err})") from err
+    if root.tag != "CellCounter_Marker_File":
+        raise GroundTruthError(f"{name}: XML, but not markers saved by Fiji's Cell Counter (root <{root.tag}>); "
+                               "export the points as a CSV with x,y columns instead")
+    points = []
+    for k, marker in enumerate(root.iter("Marker")):
+        try:
+            x, y = float(marker.findtext("MarkerX", "")), float(marker.findtext("MarkerY", ""))
+        except ValueError:
+            raise GroundTruthError(f"{name}: marker {k + 1} has no numeric MarkerX/MarkerY") from None
+        if not (0 <= x <= MAX_COORDINATE_PX and 0 <= y <= MAX_COORDINATE_PX):
+            raise GroundTruthError(f"{name}: marker {k + 1} at ({x:g}, {y:g}) is not inside an image")
+        points.append((y, x))
+    arr = np.asarray(points, np.float64).reshape(-1, 2)
+    return GroundTruth(kind="points", count=len(arr), points=arr, source=name)
+
+
 class NoCoordinateColumns(GroundTruthError):
     """A CSV read as points has no coordinate columns (nor coordinates in microns): not a table of points at all,
     unlike one whose points cannot be used (in microns, of several images, a bad value)."""
@@ -680,6 +730,8 @@ def _is_point_table(path: Path) -> bool:
 
 def _gt_base(path: Path) -> tuple[str, int]:
     """(image stem this ground truth belongs to, preference rank of its suffix)."""
+    if path.suffix.lower() == ".xml" and path.stem.lower().startswith(CELLCOUNTER_PREFIX):
+        return path.stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")
     suffix = ground_truth_suffix(path)
     if suffix:
         return path.stem[: -len(suffix)], GROUND_TRUTH_SUFFIXES.index(suffix)
@@ -719,7 +771,7 @@ def match_ground_truth(
             if gt == image or gt.resolve() == image.resolve():
                 continue
             same_dir = gt.parent.resolve() == image.parent.resolve()
-            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() != ".csv":
+            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() not in (".csv", ".xml"):
                 continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
@@ -796,6 +848,10 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"ground-truth file not found: {p}")
+    if p.suffix.lower() == ".xml":
+        gt = read_cellcounter_xml(p)
+        _check_points_inside(gt, expected_shape)
+        return gt
     if p.suffix.lower() == ".csv":
         name, text = _read_csv_text(p)
         header, _ = _csv_rows(name, text)
@@ -1083,13 +1139,15 @@ def load_labelled_folder(
             reported.append(why if why.startswith(f"{image}") else f"{image.name}: {why}")
             tell(image, why)
     files = list_image_files([root])
-    csv_files = sorted(
+    tables = sorted(
         p
         for p in root.rglob("*")
         if p.is_file()
-        and p.suffix.lower() == ".csv"
+        and p.suffix.lower() in (".csv", ".xml")
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+    csv_files = [p for p in tables if p.suffix.lower() == ".csv"]
+    cell_counter = [p for p in tables if p.suffix.lower() == ".xml"]  # Fiji's CellCounter_<image>.xml
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
     # named like an image beside it (a.csv)
@@ -1103,7 +1161,7 @@ def load_labelled_folder(
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
     flat = [p for p, gt in zip(images, role_word_ground_truth([(p.parent, p.stem) for p in images])) if gt]
     images = [p for p in images if p not in flat]
-    gt_files += in_dot_dirs + point_tables + flat
+    gt_files += in_dot_dirs + point_tables + flat + cell_counter
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
     matches = match_ground_truth(images, gt_files)

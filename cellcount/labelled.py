@@ -20,12 +20,14 @@ import numpy as np
 
 from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
+    CELLCOUNTER_PREFIX,
     BinaryMaskWarning,
     GroundTruth,
     NoCoordinateColumns,
     counts_disagree,
     holds_only_specks,
     one_per_image,
+    read_cellcounter_xml,
     read_counts_csv,
     read_dot_image,
     read_label_image,
@@ -98,6 +100,8 @@ def _folder(name: str) -> tuple[str, ...]:
 def _gt_bases(name: str) -> list[tuple[str, int]]:
     """(image stem this ground truth may belong to, preference rank); lower ranks win."""
     stem = PurePosixPath(name).stem
+    if name.lower().endswith(".xml") and stem.lower().startswith(CELLCOUNTER_PREFIX):  # Fiji's CellCounter_<image>
+        return [(stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")), (stem, _SAME_STEM_RANK)]
     suffix = ground_truth_suffix(name)
     bases = [(stem, _SAME_STEM_RANK)]
     if suffix:
@@ -251,6 +255,8 @@ def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
     """Ground truth of one image of ``shape``, the reader chosen by the file's name and folder."""
     if gt.name.lower().endswith(".csv"):
         return _check_points(read_points_csv(gt.buffer()), shape)
+    if gt.name.lower().endswith(".xml"):
+        return _check_points(read_cellcounter_xml(gt.buffer()), shape)
     folders = {p.lower() for p in _folder(gt.name)}
     if ground_truth_suffix(gt.name) in ("_dots", "_points") or folders & DOT_DIRS:
         return read_dot_image(gt.buffer(), expected_shape=shape)
@@ -325,7 +331,7 @@ def labelled_set(
     files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
-    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") for f in files]
+    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith((".csv", ".xml")) for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
     worded = role_word_ground_truth([(_folder(f.name), PurePosixPath(f.name).stem) for f in files])
     by_name_only = [a or b for a, b in zip(by_name_only, worded, strict=True)]

@@ -17,7 +17,7 @@ from cellcount.io import GROUND_TRUTH_SUFFIXES
 from cellcount.labelled import LabelledSet, labelled_set
 from pages import _shared as sh
 
-GT_TYPES = [*sh.IMAGE_TYPES, "csv", "zip"]
+GT_TYPES = [*sh.IMAGE_TYPES, "csv", "xml", "zip"]
 GT_HELP = (
     "Instance label images or binary masks (PNG/TIFF), dot images (one dot per cell), point CSVs (x,y, "
     "ImageJ's X,Y, or row,col) or a counts CSV (`filename,count`; comma or semicolon; UTF-8 or Excel's "

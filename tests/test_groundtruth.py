@@ -260,6 +260,45 @@ def test_a_points_file_in_microns_says_so_by_its_name_too(tmp_path: Path) -> Non
         read_ground_truth(path)
 
 
+CELL_COUNTER_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<CellCounter_Marker_File>
+ <Image_Properties><Image_Filename>a.png</Image_Filename></Image_Properties>
+ <Marker_Data><Current_Type>1</Current_Type>
+  <Marker_Type><Type>1</Type>
+   <Marker><MarkerX>10</MarkerX><MarkerY>20</MarkerY><MarkerZ>1</MarkerZ></Marker>
+   <Marker><MarkerX>30</MarkerX><MarkerY>5</MarkerY><MarkerZ>1</MarkerZ></Marker>
+  </Marker_Type>
+  <Marker_Type><Type>2</Type>
+   <Marker><MarkerX>40</MarkerX><MarkerY>40</MarkerY><MarkerZ>1</MarkerZ></Marker>
+  </Marker_Type>
+  <Marker_Type><Type>3</Type></Marker_Type>
+ </Marker_Data>
+</CellCounter_Marker_File>
+"""
+
+
+def test_fiji_cell_counter_markers_are_points_of_every_type(tmp_path: Path) -> None:
+    """Hand counts made with Fiji's Cell Counter: CellCounter_<image>.xml, every marker type counted."""
+    from cellcount.groundtruth import read_cellcounter_xml
+
+    gt = read_cellcounter_xml(CELL_COUNTER_XML.encode())
+    assert gt.kind == "points" and gt.count == 3 and gt.points.tolist() == [[20.0, 10.0], [5.0, 30.0], [40.0, 40.0]]
+    with pytest.raises(GroundTruthError, match="not markers saved by Fiji's Cell Counter"):
+        read_cellcounter_xml(b"<svg></svg>")
+    with pytest.raises(GroundTruthError, match="not readable XML"):
+        read_cellcounter_xml(b"<CellCounter_Marker_File>")
+    with pytest.raises(GroundTruthError, match="marker 1 has no numeric MarkerX/MarkerY"):
+        read_cellcounter_xml(b"<CellCounter_Marker_File><Marker><MarkerX>a</MarkerX></Marker></CellCounter_Marker_File>")
+    # in a folder: paired with its image by the name Cell Counter gives it
+    _save_png(tmp_path / "a.png", np.zeros((64, 64), np.uint8))
+    (tmp_path / "CellCounter_a.xml").write_text(CELL_COUNTER_XML)
+    [(image, truth)] = load_labelled_folder(tmp_path)
+    assert image.name == "a.png" and truth.count == 3 and truth.source.endswith("CellCounter_a.xml")
+    assert read_ground_truth(tmp_path / "CellCounter_a.xml", expected_shape=(64, 64)).count == 3
+    with pytest.raises(GroundTruthError, match="outside"):
+        read_ground_truth(tmp_path / "CellCounter_a.xml", expected_shape=(30, 30))
+
+
 def test_read_points_csv_errors() -> None:
     with pytest.raises(GroundTruthError, match="no coordinate columns"):
         read_points_csv(b"a,b\n1,2\n")

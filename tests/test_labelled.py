@@ -78,6 +78,16 @@ def test_a_table_of_several_images_points_says_to_split_it(samples):
     assert "expected columns 'filename'" in junk.skipped[0][1], "neither kind: what a counts table needs"
 
 
+def test_fiji_cell_counter_files_pair_by_the_name_cell_counter_gives_them(samples):
+    from test_groundtruth import CELL_COUNTER_XML
+
+    img = samples[0][0]
+    out = labelled_set([("a.png", img)], [("CellCounter_a.xml", CELL_COUNTER_XML.encode())])
+    assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [("a.png", "points", 3)]
+    zipped = labelled_set([("all.zip", _zip({"a.png": img, "CellCounter_a.xml": CELL_COUNTER_XML.encode()}))])
+    assert [(n, gt.count) for n, _, gt in zipped.items] == [("a.png", 3)], "in one zip with its image too"
+
+
 def test_unmatched_files_are_reported_in_order():
     pairs, unmatched, unused = pair_by_stem(["x.png", "a.png", "y.png"], ["a_labels.tif", "z_labels.tif", "q.png"])
     assert pairs == {"a.png": "a_labels.tif"}
