@@ -287,7 +287,7 @@ def test_fiji_cell_counter_markers_are_points_of_every_type(tmp_path: Path) -> N
         read_cellcounter_xml(b"<svg></svg>")
     with pytest.raises(GroundTruthError, match="not readable XML"):
         read_cellcounter_xml(b"<CellCounter_Marker_File>")
-    lol = "".join(f'<!ENTITY l{k + 1} "{("&l%d;" % k) * 10}">' for k in range(9))
+    lol = "".join(f'<!ENTITY l{k + 1} "{f"&l{k};" * 10}">' for k in range(9))
     bomb = f'<?xml version="1.0"?><!DOCTYPE b [<!ENTITY l0 "lol">{lol}]><CellCounter_Marker_File>&l9;</CellCounter_Marker_File>'
     with pytest.raises(GroundTruthError, match="not readable XML"):  # entity expansion refused, not a billion lols
         read_cellcounter_xml(bomb.encode())
