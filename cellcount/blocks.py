@@ -280,7 +280,8 @@ def _sizing_block(plane: LazyPlane, cores: Sequence[tuple[int, int, int, int]],
                   blocks: Sequence[tuple[int, int, int, int]], params: CountParams, limits: tuple[float, float],
                   bright: bool, grayscale: str) -> int:
     """Index of the block to estimate the nucleus size on: the one whose core holds the most foreground (the
-    model's normalised input over its midpoint, read every :data:`SIZING_STEP` pixels), as a whole-image count
+    model's normalised input over its midpoint, every :data:`SIZING_STEP`-th pixel kept; the reader still decodes
+    every tile or strip, so this costs about half a read of the image, next to minutes of counting), as a whole-image count
     sizes on its square with the most foreground; the centre block when it holds at least 80% of the most. The centre alone could be an
     empty part of a slide (no estimate: large nuclei counted in pieces) or a sparse one."""
     centre = len(blocks) // 2

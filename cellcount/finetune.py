@@ -771,10 +771,19 @@ def calibrate_flag(pairs: Sequence, params, base_card, rep=None) -> dict[str, An
     return card_entry(rule, qrep, calibrated_on=note)
 
 
+def _few_names(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def apart_digits(a: float, b: float) -> int:
+    """The decimals (2 to 4) that show two different figures as different."""
+    return next((d for d in (2, 3, 4) if f"{a:.{d}f}" != f"{b:.{d}f}"), 2)
+
+
 def told_apart(a: float, b: float) -> str:
-    """"A against B" with the decimals (2 to 4) that show two different figures as different: a verdict of
-    "worse" beside "3.00 against 3.00" reads as a mistake."""
-    digits = next((d for d in (2, 3, 4) if f"{a:.{d}f}" != f"{b:.{d}f}"), 2)
+    """"A against B" with :func:`apart_digits` decimals: a verdict of "worse" beside "3.00 against 3.00" reads as a
+    mistake."""
+    digits = apart_digits(a, b)
     return f"{a:.{digits}f} against {b:.{digits}f}"
 
 
@@ -1116,7 +1125,7 @@ def finetune(
         raise GroundTruthError(
             f"every {which} holds no objects (those of {', '.join(names[i] for i in train_idx[:3])}"
             f"{', ...' if len(train_idx) > 3 else ''}): there is nothing to learn. "
-            + (f"The images with objects ({', '.join(names[i] for i in held_idx if gts[i].count)}) are all held out: "
+            + (f"The images with objects ({_few_names([names[i] for i in held_idx if gts[i].count])}) are all held out: "
                "hold out fewer, or others" if any(gts[i].count for i in held_idx) else
                "Check that the dots or labels were exported (a points CSV with only its header line, an all-black "
                "label image)"))
@@ -1390,7 +1399,8 @@ def finetune(
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
     if not kept_base and not keep_worse and after.get("mae", 0) > before.get("mae", math.inf):
         note(f"the fine-tuned weights counted the held-out images a little worse than {model.name} (MAE "
-             f"{told_apart(after['mae'], before['mae'])}: {after['mae'] - before['mae']:.2f} objects per image more). "
+             f"{told_apart(after['mae'], before['mae'])}: "
+             f"{after['mae'] - before['mae']:.{apart_digits(after['mae'], before['mae'])}f} objects per image more). "
              f"They are saved all the same: {model.name}'s weights are kept instead only when the fine-tuned ones "
              f"are over {WORSE_SHARE:.0%} and over {WORSE_OBJECTS:g} objects per image worse. Count a few of your "
              f"images with both before relying on it")

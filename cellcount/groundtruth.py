@@ -13,6 +13,7 @@ import csv
 import io
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -544,6 +545,14 @@ CELLCOUNTER_PREFIX = "cellcounter_"
 MAX_XML_BYTES = 64 * 1024 * 1024
 
 
+def is_cell_counter_name(name: str | os.PathLike) -> bool:
+    """Whether a file is named as Fiji's Cell Counter saves its markers (``CellCounter_<image>.xml``): the only XML
+    read as ground truth (a microscope's ``MetaData/<image>.xml`` beside an image is not)."""
+    path = Path(os.fspath(name).replace("\\", "/"))
+    return path.suffix.lower() == ".xml" and path.stem.lower().startswith(CELLCOUNTER_PREFIX) and \
+        len(path.stem) > len(CELLCOUNTER_PREFIX)
+
+
 def read_cellcounter_xml(source: CsvSource) -> GroundTruth:
     """Markers saved by Fiji's Cell Counter plugin (``CellCounter_<image>.xml``) as points.
 
@@ -632,8 +641,7 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
     if cols is None:
         raw = next(csv.reader(io.StringIO(text), delimiter=_delimiter(text)))  # the user's own spelling
         microns = [r.strip().strip("\ufeff") for h, r in zip(header, raw, strict=False)
-                   if ("x" in h or "y" in h) and any(m in h.replace("(", " ").replace(")", " ").split() or h.endswith(m)
-                                                     for m in _MICRON_MARKS)]
+                   if ("x" in h or "y" in h) and set(re.split(r"[^a-z0-9µμ]+", h)) & set(_MICRON_MARKS)]
         if microns:
             raise GroundTruthError(
                 f"{name}: the coordinates are in microns ({', '.join(repr(h) for h in microns[:2])}), and ground truth "
@@ -730,7 +738,7 @@ def _is_point_table(path: Path) -> bool:
 
 def _gt_base(path: Path) -> tuple[str, int]:
     """(image stem this ground truth belongs to, preference rank of its suffix)."""
-    if path.suffix.lower() == ".xml" and path.stem.lower().startswith(CELLCOUNTER_PREFIX):
+    if is_cell_counter_name(path):
         return path.stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")
     suffix = ground_truth_suffix(path)
     if suffix:
@@ -771,7 +779,7 @@ def match_ground_truth(
             if gt == image or gt.resolve() == image.resolve():
                 continue
             same_dir = gt.parent.resolve() == image.parent.resolve()
-            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() not in (".csv", ".xml"):
+            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() != ".csv":
                 continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
@@ -1147,7 +1155,7 @@ def load_labelled_folder(
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     csv_files = [p for p in tables if p.suffix.lower() == ".csv"]
-    cell_counter = [p for p in tables if p.suffix.lower() == ".xml"]  # Fiji's CellCounter_<image>.xml
+    cell_counter = [p for p in tables if is_cell_counter_name(p)]  # not a microscope's MetaData/<image>.xml
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
     # named like an image beside it (a.csv)

@@ -26,6 +26,7 @@ from .groundtruth import (
     NoCoordinateColumns,
     counts_disagree,
     holds_only_specks,
+    is_cell_counter_name,
     one_per_image,
     read_cellcounter_xml,
     read_counts_csv,
@@ -100,7 +101,7 @@ def _folder(name: str) -> tuple[str, ...]:
 def _gt_bases(name: str) -> list[tuple[str, int]]:
     """(image stem this ground truth may belong to, preference rank); lower ranks win."""
     stem = PurePosixPath(name).stem
-    if name.lower().endswith(".xml") and stem.lower().startswith(CELLCOUNTER_PREFIX):  # Fiji's CellCounter_<image>
+    if is_cell_counter_name(name):  # Fiji's CellCounter_<image>.xml
         return [(stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")), (stem, _SAME_STEM_RANK)]
     suffix = ground_truth_suffix(name)
     bases = [(stem, _SAME_STEM_RANK)]
@@ -192,6 +193,10 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
     files: list[_File] = []
     for raw_name, data in uploads:
         name = PurePosixPath(str(raw_name).replace("\\", "/")).name or "upload"
+        if name.lower().endswith(".xml") and not is_cell_counter_name(name):
+            skipped.append((name, f"an XML file is read as ground truth only under the name Fiji's Cell Counter gives "
+                                  f"it, CellCounter_<image>.xml ({name} is not)"))
+            continue
         if not name.lower().endswith(".zip"):
             files.append(_File(name, bytes(data)))
             continue
@@ -202,7 +207,7 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
             ):
                 if content is None:
                     skipped.append((f"{name}/{member}", reason or "skipped"))
-                else:
+                elif not member.lower().endswith(".xml") or is_cell_counter_name(member):  # metadata XML: not ours
                     members.append(_File(member, content))
         except CellcountError as err:
             skipped.append((name, str(err)))
@@ -331,7 +336,8 @@ def labelled_set(
     files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
-    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith((".csv", ".xml")) for f in files]
+    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") or is_cell_counter_name(f.name)
+                    for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
     worded = role_word_ground_truth([(_folder(f.name), PurePosixPath(f.name).stem) for f in files])
     by_name_only = [a or b for a, b in zip(by_name_only, worded, strict=True)]

@@ -19,11 +19,13 @@ from pages import _shared as sh
 
 GT_TYPES = [*sh.IMAGE_TYPES, "csv", "xml", "zip"]
 GT_HELP = (
-    "Instance label images or binary masks (PNG/TIFF), dot images (one dot per cell), point CSVs (x,y, "
-    "ImageJ's X,Y, or row,col) or a counts CSV (`filename,count`; comma or semicolon; UTF-8 or Excel's "
-    "UTF-16). A file belongs to the image with the same name (`img01.tif` for `img01.png`) or with a "
-    "suffix (`img01_labels.tif`, `img01_mask.png`, `img01_dots.png`, `img01_points.csv`). A zip may hold "
-    "folders such as `images/` + `labels/` (or `masks/`), or the DSB 2018 layout."
+    "Instance label images or binary masks (PNG/TIFF; Cellpose's `_cp_masks.png`, StarDist's label TIFFs), dot "
+    "images (one dot per cell), point CSVs in pixels (x,y, ImageJ's X,Y, row,col, CellProfiler's "
+    "Location_Center_X/Y, QuPath's Centroid X/Y px), Fiji Cell Counter's `CellCounter_img01.xml`, or a counts "
+    "CSV (`filename,count`; comma or semicolon; UTF-8 or Excel's UTF-16). A file belongs to the image with the "
+    "same name (`img01.tif` for `img01.png`) or with a suffix (`img01_labels.tif`, `img01_mask.png`, "
+    "`img01_dots.png`, `img01_points.csv`). A zip may hold folders such as `images/` + `labels/` (or `masks/`), "
+    "or the DSB 2018 layout."
 )
 IMAGES_HELP = (
     "Images, or a zip of them. Ground truth named by convention (`img01_labels.tif`, a `labels/` folder in "
@@ -163,9 +165,11 @@ def images_among(names: list[str]) -> list[str]:
     """The names that read as images beside others that read as ground truth (by extension, folder and suffix): a
     zip of images/ and labels/ dropped into the ground-truth box alone (a tester). Empty when none reads as ground
     truth: labels named exactly like their images, waiting for the images."""
+    from cellcount.groundtruth import is_cell_counter_name
     from cellcount.io import IMAGE_EXTENSIONS, split_ground_truth_files
 
     images, truth = split_ground_truth_files(names)
+    truth = truth or [n for n in names if is_cell_counter_name(n)]
     image_paths = {str(p) for p in images}
     found = [n for n in names if str(PurePath(n)) in image_paths and PurePath(n).suffix.lower() in IMAGE_EXTENSIONS]
     return found if truth else []

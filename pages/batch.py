@@ -189,8 +189,11 @@ def finish_batch(job: BatchJob) -> None:
         note = f"The batch stopped after {len(s.done)} of {s.total} image(s): {s.error}"
     if job.record is not None and job.record.warning:
         note = (note + " " if note else "") + f"This batch is not in the run history: {job.record.warning}"
+    counts = counts_frame(rows)
+    if job.options.get("page") is not None:  # what was counted of the stacks, as Count's CSV says it
+        counts.insert(1, "plane", job.options["page"])
     st.session_state[f"{P}__result"] = {
-        "counts": counts_frame(rows),
+        "counts": counts,
         "uploads": st.session_state.pop(f"{JOB}_uploads", None),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
         "labels_zip": labels_zip(ok) if job.model.output_kind == "mask" else None,

@@ -397,6 +397,7 @@ def test_images_in_the_ground_truth_box_are_told_apart_from_labels_named_like_th
 
     assert images_among(["images/DAPI_s01.tif", "labels/DAPI_s01.tif"]) == ["images/DAPI_s01.tif"]
     assert images_among(["DAPI_s01.tif", "DAPI_s02.tif"]) == []
+    assert images_among(["g/images/a.png", "g/CellCounter_a.xml"]) == ["g/images/a.png"], "Cell Counter's too"
     # on the page: the warning says where the zip goes
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

@@ -303,6 +303,19 @@ def test_fiji_cell_counter_markers_are_points_of_every_type(tmp_path: Path) -> N
         read_ground_truth(tmp_path / "CellCounter_a.xml", expected_shape=(30, 30))
 
 
+def test_a_microscopes_metadata_xml_is_not_ground_truth(tmp_path: Path) -> None:
+    """Leica's MetaData/a.xml beside a.png took a.png's ground truth (and failed it, dropping the image) once any
+    XML named like an image was read: only CellCounter_<image>.xml is (a reviewer)."""
+    for k, name in enumerate(("a", "b")):
+        _save_png(tmp_path / f"{name}.png", np.full((16, 16), k, np.uint8))  # two images, not one twice
+    (tmp_path / "counts.csv").write_text("filename,count\na.png,3\nb.png,4\n")
+    (tmp_path / "MetaData").mkdir()
+    (tmp_path / "MetaData" / "a.xml").write_text("<Data><Image/></Data>")
+    (tmp_path / "b.xml").write_text("<Data/>")
+    got = {image.name: gt.count for image, gt in load_labelled_folder(tmp_path)}
+    assert got == {"a.png": 3, "b.png": 4}
+
+
 def test_read_points_csv_errors() -> None:
     with pytest.raises(GroundTruthError, match="no coordinate columns"):
         read_points_csv(b"a,b\n1,2\n")

@@ -88,6 +88,16 @@ def test_fiji_cell_counter_files_pair_by_the_name_cell_counter_gives_them(sample
     assert [(n, gt.count) for n, _, gt in zipped.items] == [("a.png", 3)], "in one zip with its image too"
 
 
+def test_metadata_xml_in_uploads_is_not_ground_truth(samples):
+    img = samples[0][0]
+    zipped = labelled_set([("all.zip", _zip({"a.png": img, "counts.csv": b"filename,count\na.png,3\n",
+                                             "MetaData/a.xml": b"<Data/>"}))])
+    assert [(n, gt.count) for n, _, gt in zipped.items] == [("a.png", 3)] and not zipped.skipped
+    loose = labelled_set([("a.png", img)], [("a.xml", b"<Data/>"), ("counts.csv", b"filename,count\na.png,3\n")])
+    assert [(n, gt.count) for n, _, gt in loose.items] == [("a.png", 3)]
+    assert loose.skipped and "CellCounter_<image>.xml" in loose.skipped[0][1]
+
+
 def test_unmatched_files_are_reported_in_order():
     pairs, unmatched, unused = pair_by_stem(["x.png", "a.png", "y.png"], ["a_labels.tif", "z_labels.tif", "q.png"])
     assert pairs == {"a.png": "a_labels.tif"}
