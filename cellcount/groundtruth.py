@@ -540,6 +540,8 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
     return file_col, count_col
 
 
+TABLE_EXTENSIONS = (".csv", ".tsv")
+"""Tables of points or counts: comma, semicolon or tab separated (QuPath saves its measurements as .tsv)."""
 CELLCOUNTER_PREFIX = "cellcounter_"
 """Fiji's Cell Counter names its saved markers ``CellCounter_<image>.xml``: the image's stem follows the prefix."""
 MAX_XML_BYTES = 64 * 1024 * 1024
@@ -779,7 +781,7 @@ def match_ground_truth(
             if gt == image or gt.resolve() == image.resolve():
                 continue
             same_dir = gt.parent.resolve() == image.parent.resolve()
-            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() != ".csv":
+            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() not in TABLE_EXTENSIONS:
                 continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
@@ -860,7 +862,7 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
         gt = read_cellcounter_xml(p)
         _check_points_inside(gt, expected_shape)
         return gt
-    if p.suffix.lower() == ".csv":
+    if p.suffix.lower() in TABLE_EXTENSIONS:
         name, text = _read_csv_text(p)
         header, _ = _csv_rows(name, text)
         if _point_columns(header) is not None:
@@ -1151,10 +1153,10 @@ def load_labelled_folder(
         p
         for p in root.rglob("*")
         if p.is_file()
-        and p.suffix.lower() in (".csv", ".xml")
+        and p.suffix.lower() in (*TABLE_EXTENSIONS, ".xml")
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
-    csv_files = [p for p in tables if p.suffix.lower() == ".csv"]
+    csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
     cell_counter = [p for p in tables if is_cell_counter_name(p)]  # not a microscope's MetaData/<image>.xml
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or

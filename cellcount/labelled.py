@@ -21,6 +21,7 @@ import numpy as np
 from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
     CELLCOUNTER_PREFIX,
+    TABLE_EXTENSIONS,
     BinaryMaskWarning,
     GroundTruth,
     NoCoordinateColumns,
@@ -258,7 +259,7 @@ def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
 
 def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
     """Ground truth of one image of ``shape``, the reader chosen by the file's name and folder."""
-    if gt.name.lower().endswith(".csv"):
+    if gt.name.lower().endswith(TABLE_EXTENSIONS):
         return _check_points(read_points_csv(gt.buffer()), shape)
     if gt.name.lower().endswith(".xml"):
         return _check_points(read_cellcounter_xml(gt.buffer()), shape)
@@ -336,7 +337,7 @@ def labelled_set(
     files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
-    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(".csv") or is_cell_counter_name(f.name)
+    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(TABLE_EXTENSIONS) or is_cell_counter_name(f.name)
                     for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
     worded = role_word_ground_truth([(_folder(f.name), PurePosixPath(f.name).stem) for f in files])
@@ -364,7 +365,7 @@ def labelled_set(
     pool: list[_File] = []
     stray: list[str] = []
     for f in gt_files:
-        if not f.name.lower().endswith(".csv") or any(b.casefold() in image_stems for b, _ in _gt_bases(f.name)):
+        if not f.name.lower().endswith(TABLE_EXTENSIONS) or any(b.casefold() in image_stems for b, _ in _gt_bases(f.name)):
             pool.append(f)
             continue
         try:

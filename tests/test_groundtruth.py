@@ -316,6 +316,16 @@ def test_a_microscopes_metadata_xml_is_not_ground_truth(tmp_path: Path) -> None:
     assert got == {"a.png": 3, "b.png": 4}
 
 
+def test_qupath_tab_separated_tables_pair_as_csv_does(tmp_path: Path) -> None:
+    """QuPath saves its measurements as .tsv: a_points.tsv and a counts table counts.tsv are read like CSVs."""
+    for k, name in enumerate(("a", "b")):
+        _save_png(tmp_path / f"{name}.png", np.full((32, 32), k, np.uint8))
+    (tmp_path / "a_points.tsv").write_text("Image\tName\tCentroid X px\tCentroid Y px\na.png\tn\t3\t4\na.png\tn\t9\t9\n")
+    (tmp_path / "counts.tsv").write_text("filename\tcount\nb.png\t7\n")
+    got = {image.name: (gt.kind, gt.count) for image, gt in load_labelled_folder(tmp_path)}
+    assert got == {"a.png": ("points", 2), "b.png": ("count", 7)}
+
+
 def test_read_points_csv_errors() -> None:
     with pytest.raises(GroundTruthError, match="no coordinate columns"):
         read_points_csv(b"a,b\n1,2\n")

@@ -98,6 +98,12 @@ def test_metadata_xml_in_uploads_is_not_ground_truth(samples):
     assert loose.skipped and "CellCounter_<image>.xml" in loose.skipped[0][1]
 
 
+def test_tab_separated_tables_in_uploads(samples):
+    img = samples[0][0]
+    out = labelled_set([("a.png", img)], [("a_points.tsv", b"Centroid X px\tCentroid Y px\n3\t4\n")])
+    assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [("a.png", "points", 1)]
+
+
 def test_unmatched_files_are_reported_in_order():
     pairs, unmatched, unused = pair_by_stem(["x.png", "a.png", "y.png"], ["a_labels.tif", "z_labels.tif", "q.png"])
     assert pairs == {"a.png": "a_labels.tif"}
