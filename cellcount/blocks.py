@@ -192,6 +192,9 @@ class BlockPlan:
     estimated_diameter_px: float | None = None
     """The sized block's estimated nucleus diameter, also when it was close enough to the training size
     not to resize (``nucleus_diameter_px`` None): the auto split distance of every block follows it."""
+    seconds: float = 0.0
+    """How long planning took (the normalisation sample and the size estimate's model passes): part of the image's
+    time, which a row's ``seconds`` reports."""
 
 
 @dataclass
@@ -311,6 +314,7 @@ def plan_blocks(
     sample of it. With ``auto_nucleus_size`` (and no ``nucleus_diameter_px``), the size is estimated once
     on the block with the most foreground (:func:`_sizing_block`) and applied to every block.
     """
+    t0 = time.perf_counter()
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if block_px < 64 or overlap_px < 0:
         raise ParameterError(f"need block_px >= 64 and overlap_px >= 0, got {block_px}, {overlap_px}")
@@ -333,7 +337,8 @@ def plan_blocks(
             del centre, pred
     return BlockPlan(source=os.fspath(source), shape=shape, cores=cores, blocks=blocks, limits=limits, bright=bright,
                      nucleus_diameter_px=diameter, block_px=block_px, overlap_px=overlap_px,
-                     regions=tuple(tuple(r) for r in regions), estimated_diameter_px=estimated)
+                     regions=tuple(tuple(r) for r in regions), estimated_diameter_px=estimated,
+                     seconds=time.perf_counter() - t0)
 
 
 def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
@@ -422,7 +427,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         model_name=model if isinstance(model, str) else model.name, output_kind=kind, count=count,
         count_estimate=estimate if by_density else float(count), labels=None, rejected=None, probability=None,
         density=None, peaks=peaks, objects=objects, params=params,
-        seconds={"blocks": float(sum(part.seconds for part in parts))}, inverted=plan.bright,
+        seconds={"plan": plan.seconds, "blocks": float(sum(part.seconds for part in parts))}, inverted=plan.bright,
         n_rejected=rejected, model_scale=parts[0].model_scale if parts else 1.0,
         estimated_diameter_px=plan.nucleus_diameter_px if params.auto_nucleus_size else None,
         density_count=density_total if output_kind == "multihead" else None,

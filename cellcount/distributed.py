@@ -160,7 +160,7 @@ def combine_task(name: str, plan: BlockPlan, ref: str, sha256: str, params: Coun
                  *parts: BlockPart) -> BatchItem:
     model = worker_model(ref, sha256)
     result, regions = combine_blocks(plan, parts, model, model.output_kind, params)
-    item = BatchItem(name, "ok", "", result, time.time() - started)
+    item = BatchItem(name, "ok", "", result, time.time() - started + plan.seconds)  # planning ran before `started`
     item.regions = regions.assign(file=name)[["file", *regions.columns]] if len(regions) else None
     return item
 

@@ -94,6 +94,7 @@ def test_objects_on_block_seams_are_counted_once(tmp_path, draw_disks):
     assert int(regions["count"].sum()) == len(centres)
     assert list(regions["count"]) == [9, 6, 6, 4]
     assert result.quality is not None and result.summary_row()["check"] is not None, "blocks carry the flag"
+    assert result.seconds["plan"] > 0 and result.seconds["blocks"] > 0, "the planning is part of the image's time"
 
 
 def test_an_image_in_blocks_is_flagged_when_one_block_is():
