@@ -600,6 +600,100 @@ def read_cellcounter_xml(source: CsvSource) -> GroundTruth:
     return GroundTruth(kind="points", count=len(arr), points=arr, source=name)
 
 
+GEOJSON_EXTENSIONS = (".geojson",)
+MAX_GEOJSON_BYTES = 256 * 1024 * 1024
+
+
+def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
+    """Objects exported as GeoJSON (QuPath's "Export objects as GeoJSON", napari, others), in image pixels.
+
+    Polygons and multipolygons (one object each; holes kept out) become an instance label image of
+    ``expected_shape`` (H, W), drawn in file order, a later object over an earlier one; without a shape, the
+    extent of the outlines. Points and multipoints become points. A file with both is refused: outlines and dots
+    are two annotations.
+    """
+    import json
+
+    from skimage.draw import polygon as fill_polygon
+
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        with open(source, "rb") as fh:
+            data = fh.read(MAX_GEOJSON_BYTES + 1)
+    elif isinstance(source, (bytes, bytearray)):
+        name, data = "<geojson>", bytes(source)
+    else:
+        name = getattr(source, "name", "<geojson>")
+        data = source.read(MAX_GEOJSON_BYTES + 1)
+        data = data.encode("utf-8") if isinstance(data, str) else data
+    if len(data) > MAX_GEOJSON_BYTES:
+        raise GroundTruthError(f"{name}: over {MAX_GEOJSON_BYTES >> 20} MB of GeoJSON")
+    try:
+        obj = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GroundTruthError(f"{name}: not readable GeoJSON ({err})") from err
+    if isinstance(obj, dict) and obj.get("type") == "FeatureCollection":
+        features = obj.get("features") or []
+    elif isinstance(obj, list):  # QuPath's older exports: a list of features
+        features = obj
+    elif isinstance(obj, dict) and obj.get("type") == "Feature":
+        features = [obj]
+    elif isinstance(obj, dict) and "coordinates" in obj:
+        features = [{"geometry": obj}]
+    else:
+        raise GroundTruthError(f"{name}: JSON, but not GeoJSON objects (a FeatureCollection or a list of features)")
+    polygons: list[list] = []
+    points: list[tuple[float, float]] = []
+    try:
+        for feature in features:
+            geometry = (feature or {}).get("geometry") or {}
+            kind, coords = geometry.get("type"), geometry.get("coordinates")
+            if kind == "Polygon":
+                polygons.append([coords])
+            elif kind == "MultiPolygon":
+                polygons.append(list(coords))
+            elif kind == "Point":
+                points.append((float(coords[1]), float(coords[0])))
+            elif kind == "MultiPoint":
+                points.extend((float(c[1]), float(c[0])) for c in coords)
+            elif kind is not None:
+                raise GroundTruthError(f"{name}: a {kind} is not an object: export outlines (polygons) or points")
+    except (TypeError, ValueError, IndexError, AttributeError) as err:
+        raise GroundTruthError(f"{name}: a feature without usable coordinates ({err})") from err
+    if polygons and points:
+        raise GroundTruthError(f"{name}: holds both outlines ({len(polygons)}) and points ({len(points)}): export "
+                               "one kind of annotation per image")
+    if not polygons:
+        arr = np.asarray(points, np.float64).reshape(-1, 2)
+        if len(arr) and (arr.min() < 0 or arr.max() > MAX_COORDINATE_PX):
+            raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
+        return GroundTruth(kind="points", count=len(arr), points=arr, source=name)
+    try:
+        rings = [np.asarray(ring, np.float64)[:, :2] for parts in polygons for part in parts for ring in part]
+    except (TypeError, ValueError, IndexError) as err:
+        raise GroundTruthError(f"{name}: an outline without usable coordinates ({err})") from err
+    shape = _expected_hw(expected_shape)
+    if shape is None:
+        top = max(float(r[:, 1].max()) for r in rings if len(r)), max(float(r[:, 0].max()) for r in rings if len(r))
+        shape = (int(np.ceil(top[0])) + 1, int(np.ceil(top[1])) + 1)
+    if shape[0] * shape[1] > DEFAULT_MAX_PIXELS:
+        raise GroundTruthError(f"{name}: outlines over {shape[1]} x {shape[0]} px (W x H): above the pixel cap")
+    labels = np.zeros(shape, np.int32)
+    for i, parts in enumerate(polygons, 1):
+        mask = np.zeros(shape, bool)
+        for part in parts:
+            for k, ring in enumerate(np.asarray(r, np.float64)[:, :2] for r in part):
+                # pixel centres at integer coordinates: GeoJSON from QuPath puts them at +0.5
+                rr, cc = fill_polygon(ring[:, 1] - 0.5, ring[:, 0] - 0.5, shape)
+                mask[rr, cc] = k == 0  # the first ring outlines; the others are holes
+        if not mask.any() and len(part) and len(part[0]):  # smaller than a pixel: its centre pixel
+            y, x = np.asarray(parts[0][0], np.float64)[:, :2].mean(axis=0)[::-1]
+            if 0 <= y < shape[0] and 0 <= x < shape[1]:
+                mask[int(y), int(x)] = True
+        labels[mask] = i
+    return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
+
+
 class NoCoordinateColumns(GroundTruthError):
     """A CSV read as points has no coordinate columns (nor coordinates in microns): not a table of points at all,
     unlike one whose points cannot be used (in microns, of several images, a bad value)."""
@@ -781,7 +875,8 @@ def match_ground_truth(
             if gt == image or gt.resolve() == image.resolve():
                 continue
             same_dir = gt.parent.resolve() == image.parent.resolve()
-            if rank == len(GROUND_TRUTH_SUFFIXES) and same_dir and gt.suffix.lower() not in TABLE_EXTENSIONS:
+            if (rank == len(GROUND_TRUTH_SUFFIXES) and same_dir
+                    and gt.suffix.lower() not in (*TABLE_EXTENSIONS, *GEOJSON_EXTENSIONS)):
                 continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
@@ -858,6 +953,10 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"ground-truth file not found: {p}")
+    if p.suffix.lower() in GEOJSON_EXTENSIONS:
+        gt = read_geojson(p, expected_shape=expected_shape)
+        _check_points_inside(gt, expected_shape)
+        return gt
     if p.suffix.lower() == ".xml":
         gt = read_cellcounter_xml(p)
         _check_points_inside(gt, expected_shape)
@@ -1153,11 +1252,12 @@ def load_labelled_folder(
         p
         for p in root.rglob("*")
         if p.is_file()
-        and p.suffix.lower() in (*TABLE_EXTENSIONS, ".xml")
+        and p.suffix.lower() in (*TABLE_EXTENSIONS, ".xml", *GEOJSON_EXTENSIONS)
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
     cell_counter = [p for p in tables if is_cell_counter_name(p)]  # not a microscope's MetaData/<image>.xml
+    outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
     # named like an image beside it (a.csv)
@@ -1171,7 +1271,7 @@ def load_labelled_folder(
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
     flat = [p for p, gt in zip(images, role_word_ground_truth([(p.parent, p.stem) for p in images])) if gt]
     images = [p for p in images if p not in flat]
-    gt_files += in_dot_dirs + point_tables + flat + cell_counter
+    gt_files += in_dot_dirs + point_tables + flat + cell_counter + outlines
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
     matches = match_ground_truth(images, gt_files)

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
     CELLCOUNTER_PREFIX,
+    GEOJSON_EXTENSIONS,
     TABLE_EXTENSIONS,
     BinaryMaskWarning,
     GroundTruth,
@@ -32,6 +33,7 @@ from .groundtruth import (
     read_cellcounter_xml,
     read_counts_csv,
     read_dot_image,
+    read_geojson,
     read_label_image,
     read_points_csv,
 )
@@ -263,6 +265,8 @@ def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
         return _check_points(read_points_csv(gt.buffer()), shape)
     if gt.name.lower().endswith(".xml"):
         return _check_points(read_cellcounter_xml(gt.buffer()), shape)
+    if gt.name.lower().endswith(GEOJSON_EXTENSIONS):
+        return _check_points(read_geojson(gt.buffer(), expected_shape=shape), shape)
     folders = {p.lower() for p in _folder(gt.name)}
     if ground_truth_suffix(gt.name) in ("_dots", "_points") or folders & DOT_DIRS:
         return read_dot_image(gt.buffer(), expected_shape=shape)
@@ -337,8 +341,8 @@ def labelled_set(
     files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped)
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
-    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith(TABLE_EXTENSIONS) or is_cell_counter_name(f.name)
-                    for f in files]
+    by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith((*TABLE_EXTENSIONS, *GEOJSON_EXTENSIONS))
+                    or is_cell_counter_name(f.name) for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
     worded = role_word_ground_truth([(_folder(f.name), PurePosixPath(f.name).stem) for f in files])
     by_name_only = [a or b for a, b in zip(by_name_only, worded, strict=True)]

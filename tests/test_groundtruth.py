@@ -326,6 +326,46 @@ def test_qupath_tab_separated_tables_pair_as_csv_does(tmp_path: Path) -> None:
     assert got == {"a.png": ("points", 2), "b.png": ("count", 7)}
 
 
+def _square(x0, y0, side):
+    return [[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side], [x0, y0]]
+
+
+def test_qupath_geojson_outlines_become_labels_and_points_stay_points(tmp_path: Path) -> None:
+    """QuPath's "Export objects as GeoJSON": outlines drawn as instance labels (holes kept out), points as points;
+    both kinds in one file, or lines, refused."""
+    import json
+
+    from cellcount.groundtruth import read_geojson
+
+    ring = {"type": "Polygon", "coordinates": [_square(20, 4, 10), _square(23, 7, 4)]}  # a 10 px square, 4 px hole
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_square(2, 2, 6)]},
+         "properties": {"objectType": "detection"}},
+        {"type": "Feature", "geometry": ring, "properties": {}}]}
+    gt = read_geojson(json.dumps(fc).encode(), expected_shape=(32, 40))
+    assert gt.kind == "labels" and gt.count == 2 and gt.labels.shape == (32, 40)
+    assert (gt.labels == 1).sum() == 36 and (gt.labels == 2).sum() == 100 - 16
+    assert gt.labels[5, 5] == 1 and gt.labels[9, 25] == 0, "inside the first square; the second's hole"
+    listed = read_geojson(json.dumps(fc["features"]).encode(), expected_shape=(32, 40))  # older QuPath: a list
+    assert listed.count == 2
+    dots = read_geojson(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[3, 4], [10, 12]]}}]}).encode())
+    assert dots.kind == "points" and dots.points.tolist() == [[4.0, 3.0], [12.0, 10.0]]
+    both = {"type": "FeatureCollection", "features": fc["features"] + [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 1]}}]}
+    with pytest.raises(GroundTruthError, match="both outlines .2. and points .1."):
+        read_geojson(json.dumps(both).encode())
+    with pytest.raises(GroundTruthError, match="a LineString is not an object"):
+        read_geojson(json.dumps({"type": "LineString", "coordinates": [[0, 0], [3, 3]]}).encode())
+    with pytest.raises(GroundTruthError, match="not readable GeoJSON"):
+        read_geojson(b"{")
+    # in a folder: <image>.geojson beside its image
+    _save_png(tmp_path / "a.png", np.zeros((32, 40), np.uint8))
+    (tmp_path / "a.geojson").write_text(json.dumps(fc))
+    [(image, truth)] = load_labelled_folder(tmp_path)
+    assert image.name == "a.png" and truth.kind == "labels" and truth.count == 2
+
+
 def test_read_points_csv_errors() -> None:
     with pytest.raises(GroundTruthError, match="no coordinate columns"):
         read_points_csv(b"a,b\n1,2\n")

@@ -104,6 +104,18 @@ def test_tab_separated_tables_in_uploads(samples):
     assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [("a.png", "points", 1)]
 
 
+def test_geojson_outlines_in_uploads(samples):
+    import json
+
+    img, _, _, _ = samples[0]
+    h, w = np.asarray(Image.open(io.BytesIO(img))).shape[:2]
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[2, 2], [8, 2], [8, 8], [2, 8], [2, 2]]]}}]}
+    out = labelled_set([("a.png", img)], [("a.geojson", json.dumps(fc).encode())])
+    [(name, _, gt)] = out.items
+    assert name == "a.png" and gt.kind == "labels" and gt.count == 1 and gt.labels.shape == (h, w)
+
+
 def test_unmatched_files_are_reported_in_order():
     pairs, unmatched, unused = pair_by_stem(["x.png", "a.png", "y.png"], ["a_labels.tif", "z_labels.tif", "q.png"])
     assert pairs == {"a.png": "a_labels.tif"}

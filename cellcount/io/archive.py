@@ -38,7 +38,7 @@ def left_out(reason: str | None) -> bool:
     return reason is not None and reason.startswith(NOT_WANTED)
 
 
-GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".xml"})  # .tsv: QuPath's; .xml: Fiji's Cell Counter
+GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".xml", ".geojson"})  # QuPath's .tsv and .geojson, Fiji's Cell Counter .xml
 """Extensions of ground-truth tables (point tables, ``filename,count`` tables) accepted in labelled zips."""
 
 
