@@ -680,17 +680,23 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
         raise GroundTruthError(f"{name}: outlines over {shape[1]} x {shape[0]} px (W x H): above the pixel cap")
     labels = np.zeros(shape, np.int32)
     for i, parts in enumerate(polygons, 1):
-        mask = np.zeros(shape, bool)
-        for part in parts:
-            for k, ring in enumerate(np.asarray(r, np.float64)[:, :2] for r in part):
-                # pixel centres at integer coordinates: GeoJSON from QuPath puts them at +0.5
-                rr, cc = fill_polygon(ring[:, 1] - 0.5, ring[:, 0] - 0.5, shape)
+        # pixel centres at integer coordinates: GeoJSON from QuPath puts them at +0.5
+        object_rings = [[np.asarray(r, np.float64)[:, :2] - 0.5 for r in part] for part in parts]
+        every = np.concatenate([r for part in object_rings for r in part if len(r)] or [np.zeros((1, 2))])
+        r0, c0 = max(0, int(np.floor(every[:, 1].min()))), max(0, int(np.floor(every[:, 0].min())))
+        r1, c1 = min(shape[0], int(np.ceil(every[:, 1].max())) + 1), min(shape[1], int(np.ceil(every[:, 0].max())) + 1)
+        if r1 <= r0 or c1 <= c0:
+            continue  # wholly outside the image
+        mask = np.zeros((r1 - r0, c1 - c0), bool)  # the object's box only: thousands of objects stay cheap
+        for part in object_rings:
+            for k, ring in enumerate(part):
+                rr, cc = fill_polygon(ring[:, 1] - r0, ring[:, 0] - c0, mask.shape)
                 mask[rr, cc] = k == 0  # the first ring outlines; the others are holes
-        if not mask.any() and len(part) and len(part[0]):  # smaller than a pixel: its centre pixel
-            y, x = np.asarray(parts[0][0], np.float64)[:, :2].mean(axis=0)[::-1]
-            if 0 <= y < shape[0] and 0 <= x < shape[1]:
-                mask[int(y), int(x)] = True
-        labels[mask] = i
+        if not mask.any():  # smaller than a pixel: its centre pixel
+            y, x = every[:, 1].mean() + 0.5, every[:, 0].mean() + 0.5
+            if r0 <= y < r1 and c0 <= x < c1:
+                mask[int(y) - r0, int(x) - c0] = True
+        labels[r0:r1, c0:c1][mask] = i
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
 
 
