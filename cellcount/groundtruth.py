@@ -601,13 +601,18 @@ def read_cellcounter_xml(source: CsvSource) -> GroundTruth:
 
 
 GEOJSON_EXTENSIONS = (".geojson",)
+QUPATH_OBJECTS = frozenset({"detection", "cell"})
+"""QuPath's object types that are the counted objects: where a GeoJSON file has any, its annotations (the region
+the detection ran in), tiles and TMA cores are left out."""
 MAX_GEOJSON_BYTES = 256 * 1024 * 1024
 
 
 def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
     """Objects exported as GeoJSON (QuPath's "Export objects as GeoJSON", napari, others), in image pixels.
 
-    Polygons and multipolygons (one object each; holes kept out) become an instance label image of
+    QuPath's exports: where there are detections or cells (``objectType``), they alone are the objects (the
+    annotation the detection ran in is the region, not an object), and a cell is its nucleus (``nucleusGeometry``)
+    when it has one. Polygons and multipolygons (one object each; holes kept out) become an instance label image of
     ``expected_shape`` (H, W), drawn in file order, a later object over an earlier one; without a shape, the
     extent of the outlines. Points and multipoints become points. A file with both is refused: outlines and dots
     are two annotations.
@@ -642,11 +647,17 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
         features = [{"geometry": obj}]
     else:
         raise GroundTruthError(f"{name}: JSON, but not GeoJSON objects (a FeatureCollection or a list of features)")
+    features = [f for f in features if isinstance(f, dict)]
+    types = {str((f.get("properties") or {}).get("objectType", "")).lower() for f in features}
+    if types & QUPATH_OBJECTS:  # QuPath's export holds its regions too (an annotation around the detected cells)
+        features = [f for f in features if str((f.get("properties") or {}).get("objectType", "")).lower()
+                    in (*QUPATH_OBJECTS, "")]
     polygons: list[list] = []
     points: list[tuple[float, float]] = []
     try:
         for feature in features:
-            geometry = (feature or {}).get("geometry") or {}
+            # a QuPath cell: its nucleus when it has one, the counted object here
+            geometry = feature.get("nucleusGeometry") or feature.get("geometry") or {}
             kind, coords = geometry.get("type"), geometry.get("coordinates")
             if kind == "Polygon":
                 polygons.append([coords])

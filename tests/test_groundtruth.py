@@ -359,6 +359,18 @@ def test_qupath_geojson_outlines_become_labels_and_points_stay_points(tmp_path: 
         read_geojson(json.dumps({"type": "LineString", "coordinates": [[0, 0], [3, 3]]}).encode())
     with pytest.raises(GroundTruthError, match="not readable GeoJSON"):
         read_geojson(b"{")
+    # QuPath's export of a detection run: the annotation around the cells is the region, not an object; a cell
+    # counts as its nucleus
+    region = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_square(0, 0, 39)]},
+              "properties": {"objectType": "annotation"}}
+    cell = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_square(10, 10, 12)]},
+            "nucleusGeometry": {"type": "Polygon", "coordinates": [_square(13, 13, 5)]},
+            "properties": {"objectType": "cell"}}
+    qupath = read_geojson(json.dumps([region, fc["features"][0] | {"properties": {"objectType": "detection"}},
+                                      cell]).encode(), expected_shape=(32, 40))
+    assert qupath.count == 2 and (qupath.labels == 2).sum() == 25, "the detection and the cell's nucleus"
+    hand = read_geojson(json.dumps([region]).encode(), expected_shape=(32, 40))
+    assert hand.count == 1, "annotations alone: a user's hand-drawn outlines"
     # in a folder: <image>.geojson beside its image
     _save_png(tmp_path / "a.png", np.zeros((32, 40), np.uint8))
     (tmp_path / "a.geojson").write_text(json.dumps(fc))
