@@ -634,8 +634,8 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
     if len(data) > MAX_GEOJSON_BYTES:
         raise GroundTruthError(f"{name}: over {MAX_GEOJSON_BYTES >> 20} MB of GeoJSON")
     try:
-        obj = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        obj = json.loads(data.decode("utf-8-sig"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as err:  # ValueError: JSON's NaN / Infinity too
         raise GroundTruthError(f"{name}: not readable GeoJSON ({err})") from err
     if isinstance(obj, dict) and obj.get("type") == "FeatureCollection":
         features = obj.get("features") or []
@@ -648,29 +648,37 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
     else:
         raise GroundTruthError(f"{name}: JSON, but not GeoJSON objects (a FeatureCollection or a list of features)")
     features = [f for f in features if isinstance(f, dict)]
-    types = {str((f.get("properties") or {}).get("objectType", "")).lower() for f in features}
+    types = {_qupath_type(f) for f in features}
     if types & QUPATH_OBJECTS:  # QuPath's export holds its regions too (an annotation around the detected cells)
-        features = [f for f in features if str((f.get("properties") or {}).get("objectType", "")).lower()
-                    in (*QUPATH_OBJECTS, "")]
-    polygons: list[list] = []
+        features = [f for f in features if _qupath_type(f) in (*QUPATH_OBJECTS, "")]
+    polygons: list[list[list[np.ndarray]]] = []  # objects -> parts -> rings (x, y)
     points: list[tuple[float, float]] = []
     try:
         for feature in features:
             # a QuPath cell: its nucleus when it has one, the counted object here
             geometry = feature.get("nucleusGeometry") or feature.get("geometry") or {}
+            if not isinstance(geometry, dict):
+                continue
             kind, coords = geometry.get("type"), geometry.get("coordinates")
-            if kind == "Polygon":
-                polygons.append([coords])
-            elif kind == "MultiPolygon":
-                polygons.append(list(coords))
+            if kind in ("Polygon", "MultiPolygon"):
+                parts = [coords] if kind == "Polygon" else list(coords or [])
+                rings = [[np.asarray(ring, np.float64).reshape(-1, np.shape(ring)[-1] if np.ndim(ring) == 2 else 2)[:, :2]
+                          for ring in part] for part in parts if part]
+                rings = [[r for r in part if len(r)] for part in rings]
+                rings = [part for part in rings if part]
+                if rings:  # an empty polygon is no object
+                    polygons.append(rings)
             elif kind == "Point":
                 points.append((float(coords[1]), float(coords[0])))
             elif kind == "MultiPoint":
                 points.extend((float(c[1]), float(c[0])) for c in coords)
-            elif kind is not None:
-                raise GroundTruthError(f"{name}: a {kind} is not an object: export outlines (polygons) or points")
-    except (TypeError, ValueError, IndexError, AttributeError) as err:
+            # lines (a measurement), collections: not objects, passed over
+    except (TypeError, ValueError, IndexError, AttributeError, OverflowError) as err:
         raise GroundTruthError(f"{name}: a feature without usable coordinates ({err})") from err
+    every_ring = [r for obj in polygons for part in obj for r in part]
+    if not all(np.isfinite(r).all() for r in every_ring) or not np.isfinite(np.asarray(points, np.float64)).all():
+        raise GroundTruthError(f"{name}: coordinates that are not numbers (NaN or infinite)")
+    polygons = _objects_not_regions(polygons, points)
     if polygons and points:
         raise GroundTruthError(f"{name}: holds both outlines ({len(polygons)}) and points ({len(points)}): export "
                                "one kind of annotation per image")
@@ -679,21 +687,18 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
         if len(arr) and (arr.min() < 0 or arr.max() > MAX_COORDINATE_PX):
             raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
         return GroundTruth(kind="points", count=len(arr), points=arr, source=name)
-    try:
-        rings = [np.asarray(ring, np.float64)[:, :2] for parts in polygons for part in parts for ring in part]
-    except (TypeError, ValueError, IndexError) as err:
-        raise GroundTruthError(f"{name}: an outline without usable coordinates ({err})") from err
+    rings = [r for obj in polygons for part in obj for r in part]
     shape = _expected_hw(expected_shape)
     if shape is None:
-        top = max(float(r[:, 1].max()) for r in rings if len(r)), max(float(r[:, 0].max()) for r in rings if len(r))
+        top = max(float(r[:, 1].max()) for r in rings), max(float(r[:, 0].max()) for r in rings)
         shape = (int(np.ceil(top[0])) + 1, int(np.ceil(top[1])) + 1)
     if shape[0] * shape[1] > DEFAULT_MAX_PIXELS:
         raise GroundTruthError(f"{name}: outlines over {shape[1]} x {shape[0]} px (W x H): above the pixel cap")
     labels = np.zeros(shape, np.int32)
     for i, parts in enumerate(polygons, 1):
         # pixel centres at integer coordinates: GeoJSON from QuPath puts them at +0.5
-        object_rings = [[np.asarray(r, np.float64)[:, :2] - 0.5 for r in part] for part in parts]
-        every = np.concatenate([r for part in object_rings for r in part if len(r)] or [np.zeros((1, 2))])
+        object_rings = [[r - 0.5 for r in part] for part in parts]
+        every = np.concatenate([r for part in object_rings for r in part])
         r0, c0 = max(0, int(np.floor(every[:, 1].min()))), max(0, int(np.floor(every[:, 0].min())))
         r1, c1 = min(shape[0], int(np.ceil(every[:, 1].max())) + 1), min(shape[1], int(np.ceil(every[:, 0].max())) + 1)
         if r1 <= r0 or c1 <= c0:
@@ -709,6 +714,48 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
                 mask[int(y) - r0, int(x) - c0] = True
         labels[r0:r1, c0:c1][mask] = i
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a coordinate")
+
+
+def _qupath_type(feature: dict) -> str:
+    """A QuPath object's type, lower-case ("annotation", "detection", "cell", "tile"; "" when not said): from
+    ``properties.objectType`` (QuPath 0.3+), ``properties.object_type`` or the legacy ``id`` (``PathCellObject``)."""
+    props = feature.get("properties")
+    props = props if isinstance(props, dict) else {}
+    kind = props.get("objectType") or props.get("object_type")
+    if not kind and isinstance(feature.get("id"), str) and feature["id"].startswith("Path"):
+        kind = feature["id"][4:].removesuffix("Object")  # PathDetectionObject -> Detection
+    return str(kind or "").lower()
+
+
+def _objects_not_regions(polygons: list, points: list) -> list:
+    """The outlines without those drawn around others (a region annotation around hand-drawn nuclei or counting
+    points, which a GeoJSON export of all objects holds too): an outline far larger than the typical one that holds
+    another object's centre or a point. Checked only for outlines over 4x the median box area, so thousands of
+    nuclei stay cheap."""
+    if not polygons or len(polygons) + len(points) < 2:
+        return polygons
+    from skimage.measure import points_in_poly
+
+    boxes = [np.concatenate([r for part in obj for r in part]) for obj in polygons]
+    areas = np.array([np.ptp(b[:, 0]) * np.ptp(b[:, 1]) for b in boxes])
+    centres = np.array([b.mean(axis=0) for b in boxes])  # (x, y)
+    others = np.concatenate([centres, np.asarray([(x, y) for y, x in points], np.float64).reshape(-1, 2)])
+    median = float(np.median(areas)) if len(polygons) > 1 else 0.0
+    keep = []
+    for i, obj in enumerate(polygons):
+        region = False
+        if areas[i] > 4 * median:
+            inside = np.zeros(len(others), bool)
+            for part in obj:
+                inside |= points_in_poly(others, part[0])
+            inside[i] = False
+            region = bool(inside.any())
+        keep.append(not region)
+    return [obj for obj, k in zip(polygons, keep, strict=True) if k]
 
 
 class NoCoordinateColumns(GroundTruthError):
@@ -1371,9 +1418,10 @@ def _stray_rows_warning(counts_where: dict[str, str], image_stems: set[str]) -> 
 
 
 def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | None:
-    """The CSV among ``tables`` (neither points nor counts) named as ``image``'s: ``a.csv`` beside ``a.png``,
+    """The table among ``tables`` (neither points nor counts) named as ``image``'s: ``a.csv`` / ``a.tsv`` beside ``a.png``,
     or in a ``dots/`` / ``points/`` folder beside the image's folder."""
-    places = [image.with_suffix(".csv")] + [image.parent.parent / d / f"{image.stem}.csv" for d in DOT_DIRS]
+    places = [place for ext in TABLE_EXTENSIONS for place in
+              (image.with_suffix(ext), *(image.parent.parent / d / f"{image.stem}{ext}" for d in DOT_DIRS))]
     return next((p for p in places if p in tables), None)
 
 

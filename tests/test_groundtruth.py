@@ -355,8 +355,16 @@ def test_qupath_geojson_outlines_become_labels_and_points_stay_points(tmp_path: 
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 1]}}]}
     with pytest.raises(GroundTruthError, match="both outlines .2. and points .1."):
         read_geojson(json.dumps(both).encode())
-    with pytest.raises(GroundTruthError, match="a LineString is not an object"):
-        read_geojson(json.dumps({"type": "LineString", "coordinates": [[0, 0], [3, 3]]}).encode())
+    line = {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [3, 3]]}}
+    assert read_geojson(json.dumps(fc["features"] + [line]).encode(), expected_shape=(32, 40)).count == 2, \
+        "a measuring line is passed over"
+    empty = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": []}, "properties": "x"}
+    assert read_geojson(json.dumps(fc["features"] + [empty]).encode(), expected_shape=(32, 40)).count == 2, \
+        "an empty polygon is no object (it was a 1 px object at 0, 0)"
+    for bad in (b'[{"geometry": {"type": "Point", "coordinates": [NaN, 1]}}]',
+                b'[{"geometry": {"type": "Polygon", "coordinates": [[[0, 0], [Infinity, 0], [1, 1]]]}}]'):
+        with pytest.raises(GroundTruthError, match="not readable GeoJSON"):
+            read_geojson(bad)
     with pytest.raises(GroundTruthError, match="not readable GeoJSON"):
         read_geojson(b"{")
     # QuPath's export of a detection run: the annotation around the cells is the region, not an object; a cell
@@ -371,11 +379,33 @@ def test_qupath_geojson_outlines_become_labels_and_points_stay_points(tmp_path: 
     assert qupath.count == 2 and (qupath.labels == 2).sum() == 25, "the detection and the cell's nucleus"
     hand = read_geojson(json.dumps([region]).encode(), expected_shape=(32, 40))
     assert hand.count == 1, "annotations alone: a user's hand-drawn outlines"
+    # QuPath 0.2: the type in the feature's id
+    legacy = [region | {"properties": {}, "id": "PathAnnotationObject"},
+              fc["features"][0] | {"properties": {}, "id": "PathDetectionObject"}]
+    assert read_geojson(json.dumps(legacy).encode(), expected_shape=(32, 40)).count == 1
+    # annotations only: a region drawn around hand-drawn nuclei, or around counting points, is not an object
+    nuclei = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_square(x, y, 4)]},
+               "properties": {"objectType": "annotation"}} for x, y in ((3, 3), (12, 3), (3, 12), (20, 20))]
+    assert read_geojson(json.dumps([region, *nuclei]).encode(), expected_shape=(40, 40)).count == 4
+    clicks = {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[5, 5], [9, 9], [20, 30]]},
+              "properties": {"objectType": "annotation"}}
+    counted = read_geojson(json.dumps([region, clicks]).encode(), expected_shape=(40, 40))
+    assert counted.kind == "points" and counted.count == 3
     # in a folder: <image>.geojson beside its image
     _save_png(tmp_path / "a.png", np.zeros((32, 40), np.uint8))
     (tmp_path / "a.geojson").write_text(json.dumps(fc))
     [(image, truth)] = load_labelled_folder(tmp_path)
     assert image.name == "a.png" and truth.kind == "labels" and truth.count == 2
+
+
+def test_an_images_own_unreadable_tsv_is_named_with_its_reason(tmp_path: Path) -> None:
+    _save_png(tmp_path / "a.png", np.zeros((16, 16), np.uint8))
+    _save_png(tmp_path / "b.png", np.ones((16, 16), np.uint8))
+    (tmp_path / "b_points.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "a.tsv").write_text("Index\tPosX\tPosY\n1\t2\t3\n")
+    seen: list[str] = []
+    load_labelled_folder(tmp_path, on_error=lambda p, why: seen.append(why))
+    assert any("a.tsv" in why and "no coordinate columns" in why for why in seen), seen
 
 
 def test_read_points_csv_errors() -> None:
