@@ -555,6 +555,23 @@ def is_cell_counter_name(name: str | os.PathLike) -> bool:
         len(path.stem) > len(CELLCOUNTER_PREFIX)
 
 
+def _read_bounded(source: CsvSource, limit: int, unnamed: str, why: str) -> tuple[str, bytes]:
+    """(name, bytes) of a path, bytes or file-like, refused beyond ``limit`` bytes (``why`` says what that means)."""
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        with open(source, "rb") as fh:
+            data = fh.read(limit + 1)
+    elif isinstance(source, (bytes, bytearray)):
+        name, data = unnamed, bytes(source)
+    else:
+        name = getattr(source, "name", unnamed)
+        data = source.read(limit + 1)
+        data = data.encode("utf-8") if isinstance(data, str) else data
+    if len(data) > limit:
+        raise GroundTruthError(f"{name}: over {limit >> 20} MB: {why}")
+    return name, data
+
+
 def read_cellcounter_xml(source: CsvSource) -> GroundTruth:
     """Markers saved by Fiji's Cell Counter plugin (``CellCounter_<image>.xml``) as points.
 
@@ -568,18 +585,7 @@ def read_cellcounter_xml(source: CsvSource) -> GroundTruth:
     """
     import xml.etree.ElementTree as ET
 
-    if isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-        with open(source, "rb") as fh:
-            data = fh.read(MAX_XML_BYTES + 1)
-    elif isinstance(source, (bytes, bytearray)):
-        name, data = "<xml>", bytes(source)
-    else:
-        name = getattr(source, "name", "<xml>")
-        data = source.read(MAX_XML_BYTES + 1)
-        data = data.encode("utf-8") if isinstance(data, str) else data
-    if len(data) > MAX_XML_BYTES:
-        raise GroundTruthError(f"{name}: over {MAX_XML_BYTES >> 20} MB: not a Cell Counter file")
+    name, data = _read_bounded(source, MAX_XML_BYTES, "<xml>", "not a Cell Counter file")
     try:
         root = ET.fromstring(data)
     except ET.ParseError as err:
@@ -621,18 +627,7 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
 
     from skimage.draw import polygon as fill_polygon
 
-    if isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-        with open(source, "rb") as fh:
-            data = fh.read(MAX_GEOJSON_BYTES + 1)
-    elif isinstance(source, (bytes, bytearray)):
-        name, data = "<geojson>", bytes(source)
-    else:
-        name = getattr(source, "name", "<geojson>")
-        data = source.read(MAX_GEOJSON_BYTES + 1)
-        data = data.encode("utf-8") if isinstance(data, str) else data
-    if len(data) > MAX_GEOJSON_BYTES:
-        raise GroundTruthError(f"{name}: over {MAX_GEOJSON_BYTES >> 20} MB of GeoJSON")
+    name, data = _read_bounded(source, MAX_GEOJSON_BYTES, "<geojson>", "too large for ground truth")
     try:
         obj = json.loads(data.decode("utf-8-sig"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as err:  # ValueError: JSON's NaN / Infinity too
