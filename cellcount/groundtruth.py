@@ -895,6 +895,8 @@ def _gt_base(path: Path) -> tuple[str, int]:
     """(image stem this ground truth belongs to, preference rank of its suffix)."""
     if is_cell_counter_name(path):
         return path.stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")
+    if path.suffix.lower() in GEOJSON_EXTENSIONS and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS:
+        return Path(path.stem).stem, len(GROUND_TRUTH_SUFFIXES)  # img01.tif.geojson: a QuPath script's name
     suffix = ground_truth_suffix(path)
     if suffix:
         return path.stem[: -len(suffix)], GROUND_TRUTH_SUFFIXES.index(suffix)

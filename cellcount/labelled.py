@@ -104,6 +104,8 @@ def _folder(name: str) -> tuple[str, ...]:
 def _gt_bases(name: str) -> list[tuple[str, int]]:
     """(image stem this ground truth may belong to, preference rank); lower ranks win."""
     stem = PurePosixPath(name).stem
+    if name.lower().endswith(GEOJSON_EXTENSIONS) and PurePosixPath(stem).suffix.lower() in IMAGE_EXTENSIONS:
+        return [(PurePosixPath(stem).stem, _SAME_STEM_RANK), (stem, _SAME_STEM_RANK)]  # img01.tif.geojson
     if is_cell_counter_name(name):  # Fiji's CellCounter_<image>.xml
         return [(stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")), (stem, _SAME_STEM_RANK)]
     suffix = ground_truth_suffix(name)

@@ -396,6 +396,9 @@ def test_qupath_geojson_outlines_become_labels_and_points_stay_points(tmp_path: 
     (tmp_path / "a.geojson").write_text(json.dumps(fc))
     [(image, truth)] = load_labelled_folder(tmp_path)
     assert image.name == "a.png" and truth.kind == "labels" and truth.count == 2
+    (tmp_path / "a.geojson").rename(tmp_path / "a.png.geojson")  # a QuPath script's getImageName() + ".geojson"
+    [(image, truth)] = load_labelled_folder(tmp_path)
+    assert image.name == "a.png" and truth.count == 2
 
 
 def test_an_images_own_unreadable_tsv_is_named_with_its_reason(tmp_path: Path) -> None:

@@ -114,6 +114,8 @@ def test_geojson_outlines_in_uploads(samples):
     out = labelled_set([("a.png", img)], [("a.geojson", json.dumps(fc).encode())])
     [(name, _, gt)] = out.items
     assert name == "a.png" and gt.kind == "labels" and gt.count == 1 and gt.labels.shape == (h, w)
+    scripted = labelled_set([("a.png", img)], [("a.png.geojson", json.dumps(fc).encode())])  # getImageName() + ext
+    assert [n for n, _, _ in scripted.items] == ["a.png"] and not scripted.unused
 
 
 def test_unmatched_files_are_reported_in_order():
