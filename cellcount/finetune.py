@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CellcountError, GroundTruthError, ParameterError
-from .groundtruth import GroundTruth
+from .groundtruth import GroundTruth, listed
 
 logger = logging.getLogger(__name__)
 
@@ -771,10 +771,6 @@ def calibrate_flag(pairs: Sequence, params, base_card, rep=None) -> dict[str, An
     return card_entry(rule, qrep, calibrated_on=note)
 
 
-def _few_names(names: list[str], shown: int = 3) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
 def apart_digits(a: float, b: float) -> int:
     """The decimals (2 to 4) that show two different figures as different."""
     return next((d for d in (2, 3, 4) if f"{a:.{d}f}" != f"{b:.{d}f}"), 2)
@@ -1125,7 +1121,7 @@ def finetune(
         raise GroundTruthError(
             f"every {which} holds no objects (those of {', '.join(names[i] for i in train_idx[:3])}"
             f"{', ...' if len(train_idx) > 3 else ''}): there is nothing to learn. "
-            + (f"The images with objects ({_few_names([names[i] for i in held_idx if gts[i].count])}) are all held out: "
+            + (f"The images with objects ({listed([names[i] for i in held_idx if gts[i].count], 3)}) are all held out: "
                "hold out fewer, or others" if any(gts[i].count for i in held_idx) else
                "Check that the dots or labels were exported (a points CSV with only its header line, an all-black "
                "label image)"))

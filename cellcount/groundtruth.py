@@ -32,6 +32,7 @@ from cellcount.io import (
     GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
     IMAGE_WORDS,
+    cell_counter_stem,
     ground_truth_suffix,
     image_shape,
     list_image_files,
@@ -542,17 +543,7 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
 
 TABLE_EXTENSIONS = (".csv", ".tsv")
 """Tables of points or counts: comma, semicolon or tab separated (QuPath saves its measurements as .tsv)."""
-CELLCOUNTER_PREFIX = "cellcounter_"
-"""Fiji's Cell Counter names its saved markers ``CellCounter_<image>.xml``: the image's stem follows the prefix."""
 MAX_XML_BYTES = 64 * 1024 * 1024
-
-
-def is_cell_counter_name(name: str | os.PathLike) -> bool:
-    """Whether a file is named as Fiji's Cell Counter saves its markers (``CellCounter_<image>.xml``): the only XML
-    read as ground truth (a microscope's ``MetaData/<image>.xml`` beside an image is not)."""
-    path = Path(os.fspath(name).replace("\\", "/"))
-    return path.suffix.lower() == ".xml" and path.stem.lower().startswith(CELLCOUNTER_PREFIX) and \
-        len(path.stem) > len(CELLCOUNTER_PREFIX)
 
 
 def _read_bounded(source: CsvSource, limit: int, unnamed: str, why: str) -> tuple[str, bytes]:
@@ -893,8 +884,8 @@ def _is_point_table(path: Path) -> bool:
 
 def _gt_base(path: Path) -> tuple[str, int]:
     """(image stem this ground truth belongs to, preference rank of its suffix)."""
-    if is_cell_counter_name(path):
-        return path.stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")
+    if (stem := cell_counter_stem(path)) is not None:
+        return stem, GROUND_TRUTH_SUFFIXES.index("_points")
     if path.suffix.lower() in GEOJSON_EXTENSIONS and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS:
         return Path(path.stem).stem, len(GROUND_TRUTH_SUFFIXES)  # img01.tif.geojson: a QuPath script's name
     suffix = ground_truth_suffix(path)
@@ -1074,10 +1065,14 @@ def _labels_from_mask_files(image: Path, mask_files: list[Path]) -> np.ndarray:
     return labels if labels is not None else np.zeros(shape, dtype=np.int32)
 
 
-def _names(paths: list[Path], most: int = 8) -> str:
-    """File names for a message: all of them up to ``most``, else the first ones and how many more."""
-    names = [p.name for p in paths]
+def listed(names: Sequence[str], most: int = 8) -> str:
+    """Names for a message: all of them up to ``most``, else the first ones and how many more."""
+    names = list(names)
     return ", ".join(names) if len(names) <= most else ", ".join(names[:most]) + f" and {len(names) - most} more"
+
+
+def _names(paths: list[Path], most: int = 8) -> str:
+    return listed([p.name for p in paths], most)
 
 
 def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = None,
@@ -1317,7 +1312,7 @@ def load_labelled_folder(
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
-    cell_counter = [p for p in tables if is_cell_counter_name(p)]  # not a microscope's MetaData/<image>.xml
+    cell_counter = [p for p in tables if cell_counter_stem(p)]  # not a microscope's MetaData/<image>.xml
     outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or

@@ -20,7 +20,6 @@ import numpy as np
 
 from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
-    CELLCOUNTER_PREFIX,
     GEOJSON_EXTENSIONS,
     TABLE_EXTENSIONS,
     BinaryMaskWarning,
@@ -28,7 +27,6 @@ from .groundtruth import (
     NoCoordinateColumns,
     counts_disagree,
     holds_only_specks,
-    is_cell_counter_name,
     one_per_image,
     read_cellcounter_xml,
     read_counts_csv,
@@ -44,6 +42,7 @@ from .io import (
     GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
     IMAGE_WORDS,
+    cell_counter_stem,
     ground_truth_suffix,
     read_image,
     role_word_ground_truth,
@@ -106,8 +105,8 @@ def _gt_bases(name: str) -> list[tuple[str, int]]:
     stem = PurePosixPath(name).stem
     if name.lower().endswith(GEOJSON_EXTENSIONS) and PurePosixPath(stem).suffix.lower() in IMAGE_EXTENSIONS:
         return [(PurePosixPath(stem).stem, _SAME_STEM_RANK), (stem, _SAME_STEM_RANK)]  # img01.tif.geojson
-    if is_cell_counter_name(name):  # Fiji's CellCounter_<image>.xml
-        return [(stem[len(CELLCOUNTER_PREFIX):], GROUND_TRUTH_SUFFIXES.index("_points")), (stem, _SAME_STEM_RANK)]
+    if (image_stem := cell_counter_stem(name)) is not None:  # Fiji's CellCounter_<image>.xml
+        return [(image_stem, GROUND_TRUTH_SUFFIXES.index("_points")), (stem, _SAME_STEM_RANK)]
     suffix = ground_truth_suffix(name)
     bases = [(stem, _SAME_STEM_RANK)]
     if suffix:
@@ -198,7 +197,7 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
     files: list[_File] = []
     for raw_name, data in uploads:
         name = PurePosixPath(str(raw_name).replace("\\", "/")).name or "upload"
-        if name.lower().endswith(".xml") and not is_cell_counter_name(name):
+        if name.lower().endswith(".xml") and not cell_counter_stem(name):
             skipped.append((name, f"an XML file is read as ground truth only under the name Fiji's Cell Counter gives "
                                   f"it, CellCounter_<image>.xml ({name} is not)"))
             continue
@@ -212,7 +211,7 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
             ):
                 if content is None:
                     skipped.append((f"{name}/{member}", reason or "skipped"))
-                elif not member.lower().endswith(".xml") or is_cell_counter_name(member):  # metadata XML: not ours
+                elif not member.lower().endswith(".xml") or cell_counter_stem(member):  # metadata XML: not ours
                     members.append(_File(member, content))
         except CellcountError as err:
             skipped.append((name, str(err)))
@@ -247,7 +246,7 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
 
 def _is_ground_truth(name: str) -> bool:
     folders = {p.lower() for p in _folder(name)}
-    return bool(ground_truth_suffix(name)) or bool(folders & (GROUND_TRUTH_DIRS | DOT_DIRS))
+    return bool(ground_truth_suffix(name) or folders & (GROUND_TRUTH_DIRS | DOT_DIRS) or cell_counter_stem(name))
 
 
 def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
@@ -344,7 +343,7 @@ def labelled_set(
     extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
     by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith((*TABLE_EXTENSIONS, *GEOJSON_EXTENSIONS))
-                    or is_cell_counter_name(f.name) for f in files]
+                    for f in files]
     # the VGG cells naming in one list: 001dots.png beside 001cell.png is that image's ground truth
     worded = role_word_ground_truth([(_folder(f.name), PurePosixPath(f.name).stem) for f in files])
     by_name_only = [a or b for a, b in zip(by_name_only, worded, strict=True)]

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from cellcount.groundtruth import listed
 from cellcount.io import GROUND_TRUTH_SUFFIXES
 from cellcount.labelled import LabelledSet, labelled_set
 from pages import _shared as sh
@@ -50,9 +51,8 @@ def _pair_cached(images_digest: str, gt_digest: str, _images: list[Any], _gt: li
     return labelled_set([(f.name, f.getvalue()) for f in _images], [(f.name, f.getvalue()) for f in _gt])
 
 
-def _names(names: list[str]) -> str:
-    shown = ", ".join(f"`{n}`" for n in names[:MAX_LISTED])
-    return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+def _names(names: list[str], most: int = MAX_LISTED) -> str:
+    return listed([f"`{n}`" for n in names], most)
 
 
 GT_WORDS = tuple(x.strip("_") for x in GROUND_TRUTH_SUFFIXES)
@@ -155,7 +155,7 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
     lookalikes_note(found)
     if found.skipped:
         groups = skipped_by_reason(found.skipped)
-        lines = "\n".join(f"- {_few(names)}: {reason}" for reason, names in list(groups.items())[:MAX_LISTED])
+        lines = "\n".join(f"- {_names(names, 3)}: {reason}" for reason, names in list(groups.items())[:MAX_LISTED])
         more = f"\n- ... and {len(groups) - MAX_LISTED} more reasons" if len(groups) > MAX_LISTED else ""
         # an error when nothing is left to evaluate: the reasons are then what the user must read
         (st.warning if found.items else st.error)(f"{len(found.skipped)} file(s) could not be used:\n{lines}{more}")
@@ -165,11 +165,9 @@ def images_among(names: list[str]) -> list[str]:
     """The names that read as images beside others that read as ground truth (by extension, folder and suffix): a
     zip of images/ and labels/ dropped into the ground-truth box alone (a tester). Empty when none reads as ground
     truth: labels named exactly like their images, waiting for the images."""
-    from cellcount.groundtruth import is_cell_counter_name
     from cellcount.io import IMAGE_EXTENSIONS, split_ground_truth_files
 
     images, truth = split_ground_truth_files(names)
-    truth = truth or [n for n in names if is_cell_counter_name(n)]
     image_paths = {str(p) for p in images}
     found = [n for n in names if str(PurePath(n)) in image_paths and PurePath(n).suffix.lower() in IMAGE_EXTENSIONS]
     return found if truth else []
@@ -185,11 +183,6 @@ def skipped_by_reason(skipped: list[tuple[str, str]]) -> dict[str, list[str]]:
             text = text.removeprefix(f"{prefix}: ")
         groups.setdefault(text, []).append(name)
     return groups
-
-
-def _few(names: list[str], shown: int = 3) -> str:
-    listed = ", ".join(f"`{n}`" for n in names[:shown])
-    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None = None) -> LabelledSet | None:

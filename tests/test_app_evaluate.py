@@ -381,13 +381,13 @@ def test_pairs_name_ground_truth_as_the_user_knows_it():
 
 def test_files_refused_for_one_reason_are_listed_once():
     """Eight QuPath tables in microns: one line naming the files, not the same paragraph eight times (a tester)."""
-    from pages._groundtruth import _few, skipped_by_reason
+    from pages._groundtruth import _names, skipped_by_reason
 
     why = "the coordinates are in microns ('centroid x µm', 'centroid y µm'), and ground truth needs pixels"
     skipped = [(f"s{i}_points.csv", f"s{i}_points.csv: {why}") for i in range(8)] + [("x.png", "x.png: not an image")]
     groups = skipped_by_reason(skipped)
     assert list(groups) == [why, "not an image"] and len(groups[why]) == 8
-    assert _few(groups[why]) == "`s0_points.csv`, `s1_points.csv`, `s2_points.csv` and 5 more"
+    assert _names(groups[why], 3) == "`s0_points.csv`, `s1_points.csv`, `s2_points.csv` and 5 more"
 
 
 def test_images_in_the_ground_truth_box_are_told_apart_from_labels_named_like_them():

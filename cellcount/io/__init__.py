@@ -30,6 +30,7 @@ from .files import (
     GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
     IMAGE_WORDS,
+    cell_counter_stem,
     ground_truth_suffix,
     list_image_files,
     readable_paths,
@@ -110,5 +111,6 @@ __all__ = [
     "planes_note",
     "read_image_planes",
     "split_ground_truth_files",
+    "cell_counter_stem",
     "to_gray",
 ]

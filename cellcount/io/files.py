@@ -212,12 +212,26 @@ def role_word_ground_truth(files: Sequence[tuple[object, str]]) -> list[bool]:
             for folder, stem in files]
 
 
+CELLCOUNTER_PREFIX = "cellcounter_"
+"""Fiji's Cell Counter names its saved markers ``CellCounter_<image>.xml``: the image's stem follows the prefix."""
+
+
+def cell_counter_stem(path: str | os.PathLike) -> str | None:
+    """The image stem of a file named as Fiji's Cell Counter saves its markers (``CellCounter_<image>.xml``), else
+    None: the only XML read as ground truth (a microscope's ``MetaData/<image>.xml`` beside an image is not)."""
+    p = Path(os.fspath(path).replace("\\", "/"))
+    if p.suffix.lower() == ".xml" and p.stem.lower().startswith(CELLCOUNTER_PREFIX) and len(p.stem) > len(CELLCOUNTER_PREFIX):
+        return p.stem[len(CELLCOUNTER_PREFIX):]
+    return None
+
+
 def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
     """Split file paths into (images, ground truth) by name convention.
 
     A file is ground truth when its stem ends with one of :data:`GROUND_TRUTH_SUFFIXES`
     (case-insensitive: ``a_labels.tif``, ``a_mask.png``, ``a_dots.png``, ``a_points.csv`` ...) or when it
-    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...).
+    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...), or is named as Fiji's
+    Cell Counter saves its markers (:func:`cell_counter_stem`).
 
     Returns
     -------
@@ -228,7 +242,7 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
     gt: list[Path] = []
     for item in paths:
         path = Path(item)
-        if ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS:
+        if ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS or cell_counter_stem(path):
             gt.append(path)
         else:
             images.append(path)
