@@ -64,6 +64,17 @@ DEFAULTS: dict[str, Any] = {
         # multihead: a density model folder whose maps on each training crop replace the label-drawn density
         # targets (distillation: the density head learns to count as that model does); None = the labels
         "distill_density": None,
+        # "auto": a CUDA GPU when present, else the CPU; or "cpu" / "cuda"
+        "device": "auto",
+        # processes building batches beside the training loop (0: in the loop, as on a 2-core laptop); each
+        # draws from its own random stream, so a run with workers is not step-for-step that run without
+        "workers": 0,
+        # seconds of training to fit (None: run ``steps``): after the first 100 steps the step count is cut
+        # to what fits at the speed measured, and the card records the steps run; its saved config.yaml
+        # repeats them as a plain step count
+        "time_budget_s": None,
+        # number of validations when time_budget_s fits the steps (val_every follows the fitted count)
+        "validations": 5,
     },
     # background_margin (multihead): raw density pushed below -margin wherever the target is 0 (0 = off)
     "loss": {"mask": "bce_dice", "border_weight": 0.5, "contact_weight": 0.0, "density_weight": 1.0,
@@ -202,6 +213,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     if tr.get("precision", "fp32") not in ("fp32", "bf16"):
         raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {tr['precision']!r}")
     use_bf16 = tr.get("precision") == "bf16"
+    device = _train_device(tr.get("device", "auto"))
     torch.set_num_threads(int(tr["threads"]))
     torch.manual_seed(tr["seed"])
     rng = np.random.default_rng(tr["seed"])
@@ -235,13 +247,16 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     init_info = None
     if (cfg.get("init") or {}).get("from"):
         init_info = _init_from(net, cfg["init"]["from"], cfg["architecture"], model_kwargs)
+    net = net.to(device)
     frozen = _freeze_all_but_new_outputs(net, init_info) if tr.get("trainable", "all") == "new_outputs" else False
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=tr["lr"],
                             # decoupled decay would shrink the frozen output channels too
                             weight_decay=0.0 if frozen else tr["weight_decay"])
-    steps, warm = int(tr["steps"]), int(tr["warmup_steps"])
+    warm = int(tr["warmup_steps"])
+    plan = {"steps": int(tr["steps"]), "val_every": int(tr["val_every"])}  # time_budget_s may cut both
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(warm, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
+        opt, lambda s: min(1.0, (s + 1) / max(warm, 1))
+        * 0.5 * (1 + math.cos(math.pi * min(s / plan["steps"], 1.0)))
     )
     card = ModelCard(
         name=cfg["name"], architecture=cfg["architecture"], output_kind=kind, kwargs=model_kwargs,
@@ -257,68 +272,83 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     ckpt_path = run_dir / "checkpoint.pt"
     start, best, history = 0, None, []
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=True)
+        ck = torch.load(ckpt_path, weights_only=True, map_location=device)
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
         start, history = int(ck["step"]), json.loads(ck["history"])
+        fitted = json.loads(ck.get("plan") or "{}")
+        if fitted.get("fitted"):  # a time budget fitted the run's length: the resumed run keeps it
+            plan.update(fitted)
         rng = np.random.default_rng([tr["seed"], start])
         logger.info("resumed from %s at step %d", ckpt_path, start)
     # the best validation so far travels in the checkpoint: a resumed run still chooses among every step
     best_state = ck.get("best_net") if resume and ckpt_path.exists() else None
     if best_state is not None:
         best = json.loads(ck["best"])
-    teacher = _density_teacher(tr.get("distill_density"), scale) if kind == "multihead" else None
+    teacher = _density_teacher(tr.get("distill_density"), scale, device) if kind == "multihead" else None
+    batches = _batches(train_items, rng, cfg, sample_p, workers=int(tr.get("workers") or 0), start=start)
     _train_mode(net, frozen)
     t_start, running = time.time(), []
-    for step in range(start, steps):
-        x, t = _batch(train_items, rng, cfg, sample_p)
-        xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    step = start
+    while step < plan["steps"]:
+        x, t = next(batches)
+        xb = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if teacher is not None:
             t["density"] = teacher(xb)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = net(xb)
         out = out.float()
+        tt = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in t.items()}
         if kind == "multihead":
             loss = multihead_loss(
-                out, {k: torch.from_numpy(v) for k, v in t.items()}, mask_kind=cfg["loss"]["mask"],
+                out, tt, mask_kind=cfg["loss"]["mask"],
                 border_weight=cfg["loss"]["border_weight"], contact_weight=cfg["loss"]["contact_weight"],
                 density_weight=cfg["loss"].get("density_weight", 1.0), density_terms=cfg["loss"]["density"],
                 background_margin=cfg["loss"].get("background_margin", 0.0),
             )
         elif kind == "mask":
             loss = mask_loss(
-                out, torch.from_numpy(t["mask"]), torch.from_numpy(t["border"]),
+                out, tt["mask"], tt["border"],
                 kind=cfg["loss"]["mask"], border_weight=cfg["loss"]["border_weight"],
                 contact_weight=cfg["loss"]["contact_weight"],
             )
         else:
-            loss = density_loss(out, torch.from_numpy(t["density"]), weights=cfg["loss"]["density"])
+            loss = density_loss(out, tt["density"], weights=cfg["loss"]["density"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         running.append(loss.item())
-        if (step + 1) % 50 == 0:
-            logger.info("step %d/%d loss %.4f lr %.2e %.2fs/step", step + 1, steps, np.mean(running[-50:]),
-                        sched.get_last_lr()[0], (time.time() - t_start) / (step + 1 - start))
-        if (step + 1) % tr["val_every"] == 0 or step + 1 == steps:
+        step += 1
+        if tr.get("time_budget_s") and step - start == FIT_AFTER_STEPS:
+            _fit_to_budget(plan, step, start, time.time() - t_start, tr)
+        if step % 50 == 0:
+            logger.info("step %d/%d loss %.4f lr %.2e %.3fs/step", step, plan["steps"], np.mean(running[-50:]),
+                        sched.get_last_lr()[0], (time.time() - t_start) / (step - start))
+        if step % plan["val_every"] == 0 or step == plan["steps"]:
             net.eval()
             m = validate(net, val_items, cfg, card)
             _train_mode(net, frozen)
-            history.append({"step": step + 1, "loss": float(np.mean(running[-50:])), **m})
-            logger.info("validation at step %d: MAE %.2f RMSE %.2f bias %+.2f", step + 1, m["mae"], m["rmse"],
+            history.append({"step": step, "loss": float(np.mean(running[-50:])), **m})
+            logger.info("validation at step %d: MAE %.2f RMSE %.2f bias %+.2f", step, m["mae"], m["rmse"],
                         m["bias"])
             if "density_mae" in m:
                 logger.info("validation density_mae %.2f", m["density_mae"])
-            if best is None or _rank(m) <= _rank(best) or (tr["select"] == "last" and step + 1 == steps):
-                best = {"step": step + 1, **m}
+            if best is None or _rank(m) <= _rank(best) or (tr["select"] == "last" and step == plan["steps"]):
+                best = {"step": step, **m}
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step + 1, "history": json.dumps(history), "best": json.dumps(best),
-                        "best_net": best_state}, ckpt_path)
+                        "step": step, "history": json.dumps(history), "best": json.dumps(best),
+                        "best_net": best_state, "plan": json.dumps(plan)}, ckpt_path)
     if best_state is not None:
         net.load_state_dict(best_state)
+    net = net.cpu()
+    steps = plan["steps"]
+    if steps != int(tr["steps"]):  # the saved config repeats the run as a plain step count
+        cfg = _merge(cfg, {"train": {"steps": steps, "val_every": plan["val_every"], "time_budget_s": None,
+                                     "fitted_to_budget_s": tr["time_budget_s"]}})
+        tr = cfg["train"]
     train_s = time.time() - t_start
     val_names = sorted(it.name for it in val_items)
     card.training = {
@@ -332,6 +362,8 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
                  "background_margin": cfg["loss"].get("background_margin", 0.0)} if kind == "multihead"
         else cfg["loss"]["mask"] if kind == "mask" else cfg["loss"]["density"],
         "train_seconds": round(train_s, 1), "threads": tr["threads"], "precision": tr.get("precision", "fp32"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "workers": int(tr.get("workers") or 0),
         "history": history, "selected_step": best["step"] if best else steps,
         "config": cfg.get("config_path") or f"configs/{cfg['name']}.yaml",
     }
@@ -366,7 +398,64 @@ def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _density_teacher(folder: str | None, scale: float):
+FIT_AFTER_STEPS = 100
+
+
+def _train_device(name: str):
+    """``train.device``: "auto" (CUDA when present), "cpu" or "cuda"."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"train.device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but PyTorch sees no CUDA GPU here")
+    return torch.device(name)
+
+
+def _fit_to_budget(plan: dict[str, int], step: int, start: int, elapsed: float, tr: dict[str, Any]) -> None:
+    """Cut ``plan['steps']`` to what fits ``train.time_budget_s`` at the speed of the steps so far (validations
+    included through a reserve of a tenth of the budget) and spread ``train.validations`` over it."""
+    budget = float(tr["time_budget_s"])
+    per_step = elapsed / max(step - start, 1)
+    fit = step + int(max(budget * 0.9 - elapsed, 0) / per_step)
+    plan["steps"] = max(step, min(plan["steps"], fit))
+    plan["fitted"] = True
+    plan["val_every"] = max(1, plan["steps"] // max(int(tr.get("validations") or 1), 1))
+    logger.info("time budget %.0fs: %.4fs/step -> %d steps, validation every %d", budget, per_step,
+                plan["steps"], plan["val_every"])
+
+
+def _batches(items, rng, cfg, sample_p, *, workers: int, start: int):
+    """Training batches for ever: built in the loop (``workers`` 0) or by that many processes, each with its
+    own random stream (seeded by the run's seed, the worker and the step it starts at)."""
+    if workers <= 0:
+        while True:
+            yield _batch(items, rng, cfg, sample_p)
+    import multiprocessing
+
+    import torch
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            own = np.random.default_rng([int(cfg["train"]["seed"]), start, info.id if info else 0])
+            while True:
+                yield _batch(items, own, cfg, sample_p)
+
+    loader = torch.utils.data.DataLoader(Stream(), batch_size=None, num_workers=workers, prefetch_factor=4,
+                                         pin_memory=torch.cuda.is_available(),
+                                         multiprocessing_context=multiprocessing.get_context("fork"),
+                                         collate_fn=_as_numpy)
+    yield from loader
+
+
+def _as_numpy(batch):
+    return batch
+
+
+def _density_teacher(folder: str | None, scale: float, device=None):
     """``train.distill_density``: a function from a batch of crops to the density model's maps in this
     training's density scale (numpy, (B, 1, H, W)), or None. The teacher sees the same normalised crops."""
     if not folder:
@@ -379,12 +468,14 @@ def _density_teacher(folder: str | None, scale: float):
     if teacher.output_kind != "density":
         raise ValueError(f"train.distill_density: {folder} is a {teacher.output_kind} model, not a density model")
     net = teacher.net.eval()
+    if device is not None:
+        net = net.to(device)
     factor = scale / float(teacher.card.density_scale)
     logger.info("density targets distilled from %s (sha256 %s)", folder, teacher.card.sha256[:12])
 
     def maps(xb):
         with torch.no_grad():
-            return (torch.relu(net(xb.float())) * factor).numpy().astype(np.float32)
+            return (torch.relu(net(xb.float())) * factor).cpu().numpy().astype(np.float32)
 
     return maps
 

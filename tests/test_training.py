@@ -529,3 +529,40 @@ def test_a_config_cannot_ask_for_percentiles_that_counting_would_not_use():
     assert (cfg["input"]["low_pct"], cfg["input"]["high_pct"]) == (CountParams().low_pct, CountParams().high_pct)
     with pytest.raises(SystemExit, match="not supported"):
         load_config(None, ["--input.low_pct", "2"])
+
+
+def test_batches_built_by_worker_processes_train_a_loadable_model(tmp_path, synthetic_split):
+    cfg = _tiny_config(tmp_path, "mask", steps=3)
+    cfg["train"]["workers"] = 2
+    folder = train(cfg)
+    card = json.loads((folder / "card.json").read_text())
+    assert card["training"]["workers"] == 2 and card["training"]["device"] == "cpu"
+    assert card["training"]["steps"] == 3 and [h["step"] for h in card["training"]["history"]] == [2, 3]
+    assert isinstance(load_model(folder), NetModel)
+
+
+def test_a_time_budget_cuts_the_steps_and_the_saved_config_repeats_them(tmp_path, synthetic_split, monkeypatch):
+    import yaml
+
+    monkeypatch.setattr("cellcount.train.FIT_AFTER_STEPS", 2)
+    cfg = _tiny_config(tmp_path, "mask", steps=10_000)
+    cfg["train"].update(time_budget_s=0.001, validations=1)  # no time left after the probe: stop there
+    folder = train(cfg)
+    card = json.loads((folder / "card.json").read_text())
+    assert card["training"]["steps"] == 2 and [h["step"] for h in card["training"]["history"]] == [2]
+    saved = yaml.safe_load((folder / "config.yaml").read_text())["train"]
+    assert saved["steps"] == 2 and saved["time_budget_s"] is None and saved["fitted_to_budget_s"] == 0.001
+
+
+def test_a_cuda_device_where_there_is_none_is_a_clear_error():
+    import torch
+
+    from cellcount.train import _train_device
+
+    assert _train_device("cpu").type == "cpu"
+    assert _train_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device"):
+        _train_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            _train_device("cuda")
