@@ -544,7 +544,7 @@ def test_batches_built_by_worker_processes_train_a_loadable_model(tmp_path, synt
 def test_a_time_budget_cuts_the_steps_and_the_saved_config_repeats_them(tmp_path, synthetic_split, monkeypatch):
     import yaml
 
-    monkeypatch.setattr("cellcount.train.FIT_AFTER_STEPS", 2)
+    monkeypatch.setattr("cellcount.train.FIT_AFTER_STEPS", (2,))
     cfg = _tiny_config(tmp_path, "mask", steps=10_000)
     cfg["train"].update(time_budget_s=0.001, validations=1)  # no time left after the probe: stop there
     folder = train(cfg)
@@ -566,3 +566,18 @@ def test_a_cuda_device_where_there_is_none_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             _train_device("cuda")
+
+
+def test_a_time_budget_refits_at_the_pace_after_the_first_steps():
+    from cellcount.train import _fit_to_budget
+
+    plan, tr = {"steps": 10_000, "val_every": 10_000}, {"steps": 10_000, "time_budget_s": 100.0, "validations": 5}
+    marks = [(0, 0.0), (100, 10.0)]  # 0.1 s/step while warming up: 900 more steps fit 90 s
+    _fit_to_budget(plan, marks, tr)
+    assert plan["steps"] == 100 + 800 and plan["val_every"] == 180
+    marks.append((600, 35.0))  # then 0.05 s/step: 55 s left of the 90 fit 1100 more
+    _fit_to_budget(plan, marks, tr)
+    assert plan["steps"] == 600 + 1100 and plan["fitted"]
+    never_longer = {"steps": 5, "val_every": 5}
+    _fit_to_budget(never_longer, [(0, 0.0), (1, 0.001)], {**tr, "steps": 50})
+    assert never_longer["steps"] == 50, "the config's step count caps a fast run"
