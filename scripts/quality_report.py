@@ -32,7 +32,7 @@ from cellcount.models.card import write_card  # noqa: E402
 from cellcount.quality import calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
-MODELS = ("unet-mask", "attention-unet-mask", "residual-unet-mask", "unet-density", "multihead-unet")
+MODELS = ("unet-mask-varied", "unet-mask", "attention-unet-mask", "residual-unet-mask", "unet-density", "multihead-unet")
 SETS = (("dsb2018", "val"), ("dsb2018", "test"), ("vgg_cells", "all"), ("mbm", "all"))
 OUT = ROOT / "results" / "quality"
 
@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=list(MODELS))
     ap.add_argument("--write-card", action="store_true", help="store each calibrated rule in its model's card")
-    ap.add_argument("--flips", nargs="*", default=["unet-mask"], metavar="MODEL",
+    ap.add_argument("--flips", nargs="*", default=["unet-mask-varied", "unet-mask"], metavar="MODEL",
                     help="also evaluate the validation split with test-time flips and put the flips' limit just "
-                    "outside what it showed (default: unet-mask, the default model)")
+                    "outside what it showed (default: the default model, unet-mask-varied, and unet-mask)")
     args = ap.parse_args(argv)
     print("| model | set | images | median error | large errors | flagged | large errors flagged | errors > 50% flagged "
           "| rule |")

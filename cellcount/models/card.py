@@ -120,7 +120,8 @@ class ModelCard:
         m = self.metrics.get("validation", {}) if isinstance(self.metrics, dict) else {}
         parts = [f"{self.name}: {self.output_kind} model ({self.architecture})"]
         if "mae" in m:
-            parts.append(f"val MAE {m['mae']:.2f}")
+            # the cards' validation sets differ in size (the 98 held-out images, or the validation half's 53)
+            parts.append(f"val MAE {m['mae']:.2f}" + (f" ({m['n']} images)" if m.get("n") else ""))
         if "f1" in m:
             parts.append(f"F1@0.5 {m['f1']:.3f}")
         held = {k: (self.metrics.get(k) or {}) for k in ("holdout_before", "holdout_after", "holdout_finetuned_weights")
