@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "threads": 2,
         "density_scale": 100.0,
         # "last": ship the final (cosine-annealed) weights; "best": the checkpoint with the lowest
-        # validation MAE (that peeks at the validation split, so new configs use "last").
+        # validation MAE (on the validation half of the held-out split when data.hold_out_test is on).
         "select": "best",
         # "bf16": autocast the forward pass to bfloat16 on CPUs with AVX512-BF16/AMX (about 2x faster
         # training here); losses and optimizer state stay fp32. "fp32": plain float32.
@@ -69,9 +69,9 @@ DEFAULTS: dict[str, Any] = {
         # processes building batches beside the training loop (0: in the loop, as on a 2-core laptop); each
         # draws from its own random stream, so a run with workers is not step-for-step that run without
         "workers": 0,
-        # seconds of training to fit (None: run ``steps``): after the first 100 steps the step count is cut
-        # to what fits at the speed measured, and the card records the steps run; its saved config.yaml
-        # repeats them as a plain step count
+        # seconds of training to fit (None: run ``steps``): after 100 and again after 1000 steps the step
+        # count is cut to what fits at the pace measured (FIT_AFTER_STEPS), and the card records the steps
+        # run; its saved config.yaml repeats them as a plain step count
         "time_budget_s": None,
         # number of validations when time_budget_s fits the steps (val_every follows the fitted count)
         "validations": 5,
@@ -271,6 +271,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
     start, best, history = 0, None, []
+    resumed_fit = False
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=True, map_location=device)
         net.load_state_dict(ck["net"])
@@ -278,8 +279,9 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         sched.load_state_dict(ck["sched"])
         start, history = int(ck["step"]), json.loads(ck["history"])
         fitted = json.loads(ck.get("plan") or "{}")
-        if fitted.get("fitted"):  # a time budget fitted the run's length: the resumed run keeps it
+        if fitted.get("fitted"):  # a time budget fitted the run's length: the resumed run keeps it, unrefitted
             plan.update(fitted)
+            resumed_fit = True
         rng = np.random.default_rng([tr["seed"], start])
         logger.info("resumed from %s at step %d", ckpt_path, start)
     # the best validation so far travels in the checkpoint: a resumed run still chooses among every step
@@ -322,7 +324,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         sched.step()
         running.append(loss.item())
         step += 1
-        if tr.get("time_budget_s") and step - start in FIT_AFTER_STEPS:
+        if tr.get("time_budget_s") and not resumed_fit and step - start in FIT_AFTER_STEPS:
             fit_marks.append((step, time.time() - t_start))
             _fit_to_budget(plan, fit_marks, tr)
         if step % 50 == 0:
@@ -347,7 +349,7 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         net.load_state_dict(best_state)
     net = net.cpu()
     steps = plan["steps"]
-    if steps != int(tr["steps"]):  # the saved config repeats the run as a plain step count
+    if plan.get("fitted"):  # the saved config repeats the run as a plain step count
         cfg = _merge(cfg, {"train": {"steps": steps, "val_every": plan["val_every"], "time_budget_s": None,
                                      "fitted_to_budget_s": tr["time_budget_s"]}})
         tr = cfg["train"]
@@ -423,11 +425,12 @@ def _fit_to_budget(plan: dict[str, int], marks: list[tuple[int, float]], tr: dic
     included through a reserve of a tenth of the budget) and spread ``train.validations`` over it."""
     budget = float(tr["time_budget_s"])
     (prev_step, prev_s), (step, elapsed) = marks[-2], marks[-1]
-    per_step = (elapsed - prev_s) / max(step - prev_step, 1)
+    per_step = max((elapsed - prev_s) / max(step - prev_step, 1), 1e-6)
     fit = step + int(max(budget * 0.9 - elapsed, 0) / per_step)
     plan["steps"] = max(step, min(int(tr["steps"]), fit))
     plan["fitted"] = True
-    plan["val_every"] = max(1, plan["steps"] // max(int(tr.get("validations") or 1), 1))
+    # rounded up, so that the last periodic validation is the final step's, not one a few steps before it
+    plan["val_every"] = max(1, math.ceil(plan["steps"] / max(int(tr.get("validations") or 1), 1)))
     logger.info("time budget %.0fs: %.4fs/step -> %d steps, validation every %d", budget, per_step,
                 plan["steps"], plan["val_every"])
 
@@ -435,10 +438,16 @@ def _fit_to_budget(plan: dict[str, int], marks: list[tuple[int, float]], tr: dic
 def _batches(items, rng, cfg, sample_p, *, workers: int, start: int):
     """Training batches for ever: built in the loop (``workers`` 0) or by that many processes, each with its
     own random stream (seeded by the run's seed, the worker and the step it starts at)."""
+    import multiprocessing
+
+    if workers > 0 and "fork" not in multiprocessing.get_all_start_methods():
+        # the workers share the loaded images by fork (no pickling of a few GB per worker); without it
+        # (Windows) the loop builds the batches itself
+        logger.warning("train.workers %d: this system cannot fork processes; batches are built in the loop", workers)
+        workers = 0
     if workers <= 0:
         while True:
             yield _batch(items, rng, cfg, sample_p)
-    import multiprocessing
 
     import torch
 
@@ -450,7 +459,6 @@ def _batches(items, rng, cfg, sample_p, *, workers: int, start: int):
                 yield _batch(items, own, cfg, sample_p)
 
     loader = torch.utils.data.DataLoader(Stream(), batch_size=None, num_workers=workers, prefetch_factor=4,
-                                         pin_memory=torch.cuda.is_available(),
                                          multiprocessing_context=multiprocessing.get_context("fork"),
                                          collate_fn=_as_numpy)
     yield from loader

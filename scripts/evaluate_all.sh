@@ -14,6 +14,9 @@ models=("$@")
 [ ${#models[@]} -gt 0 ] || mapfile -t models < <(python -c "
 import cellcount
 names = cellcount.list_models()
+# the default and multihead-unet had their settings chosen on the validation half (docs/gpu_training.md,
+# scripts/evaluate_multihead.sh): retuning them here on training images would overwrite that choice
+names = [n for n in names if n not in ('unet-mask-varied', 'multihead-unet')]
 print('\n'.join(sorted(names, key=lambda n: cellcount.models.model_card(n).output_kind != 'density')))")
 mkdir -p results
 for m in "${models[@]}"; do

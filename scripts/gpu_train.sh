@@ -2,7 +2,7 @@
 # Train several configs side by side on one GPU within a time budget, then pack each model folder with its log.
 #   bash scripts/gpu_train.sh DATA_ROOT OUT_DIR BUDGET_S CONFIG...
 # Each run gets BUDGET_S seconds of training after its data is ready (train.time_budget_s); a run still going
-# BUDGET_S + 240 s after the start is stopped and its best checkpoint so far is kept
+# BUDGET_S + GRACE_S (default 240) s after the start is stopped and its best checkpoint so far is kept
 # (state.pt: scripts/checkpoint_to_model.py makes it a model folder). OUT_DIR/<name>.tar holds weights/<name>/ and <name>.log.
 set -u
 data=$1; out=$2; budget=$3; shift 3
@@ -13,7 +13,7 @@ py=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$out/gpu.txt" 2>&1
 for cfg in "$@"; do
   name=$(basename "$cfg" .yaml)
-  timeout $((budget + 240)) "$py" -m cellcount.train --config "$cfg" --data.root "$data" \
+  timeout $((budget + ${GRACE_S:-240})) "$py" -m cellcount.train --config "$cfg" --name "$name" --data.root "$data" \
     --train.time_budget_s "$budget" --out_dir "$work/weights" --run_dir "$work/runs" > "$work/$name.log" 2>&1 &
 done
 wait

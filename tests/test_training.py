@@ -575,9 +575,23 @@ def test_a_time_budget_refits_at_the_pace_after_the_first_steps():
     marks = [(0, 0.0), (100, 10.0)]  # 0.1 s/step while warming up: 900 more steps fit 90 s
     _fit_to_budget(plan, marks, tr)
     assert plan["steps"] == 100 + 800 and plan["val_every"] == 180
+    odd = {"steps": 10_000, "val_every": 10_000}
+    _fit_to_budget(odd, [(0, 0.0), (100, 10.0)], {**tr, "validations": 7})
+    assert odd["val_every"] * 7 >= odd["steps"] > odd["val_every"] * 6, "the last check is the final step's"
     marks.append((600, 35.0))  # then 0.05 s/step: 55 s left of the 90 fit 1100 more
     _fit_to_budget(plan, marks, tr)
     assert plan["steps"] == 600 + 1100 and plan["fitted"]
     never_longer = {"steps": 5, "val_every": 5}
     _fit_to_budget(never_longer, [(0, 0.0), (1, 0.001)], {**tr, "steps": 50})
     assert never_longer["steps"] == 50, "the config's step count caps a fast run"
+
+
+def test_a_resumed_run_keeps_the_length_its_time_budget_fitted(tmp_path, synthetic_split, monkeypatch):
+    monkeypatch.setattr("cellcount.train.FIT_AFTER_STEPS", (2,))
+    cfg = _tiny_config(tmp_path, "mask", steps=10_000)
+    cfg["train"].update(time_budget_s=0.001, validations=1)
+    train(cfg)
+    again = _tiny_config(tmp_path, "mask", steps=10_000)
+    again["train"].update(time_budget_s=1000.0, validations=1)  # a new budget is not a new run
+    card = json.loads((train(again, resume=True) / "card.json").read_text())
+    assert card["training"]["steps"] == 2 and [h["step"] for h in card["training"]["history"]] == [2]

@@ -57,7 +57,7 @@ network trained on a GPU on DSB plus generated images of the range users bring, 
 half better than unet-mask (MAE 3.58 against 3.79, F1@0.5 0.846 against 0.833; docs/gpu_training.md). Not the
 faster ``multihead-unet``: its density head reads the same features as its segmentation, so on unfamiliar
 images the two counts agree even when both are wrong and the quality flag stays silent (docs/quality.md)."""
-FALLBACK_MODEL = "multihead-unet"
+FALLBACK_MODEL = "unet-mask"  # the same network trained on DSB alone
 
 
 def default_model_name(weights_dir: str | Path | None = None) -> str:
