@@ -9,6 +9,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.errors import error_text
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
+from cellcount.models.loading import FALLBACK_MODEL
 from pages import _groundtruth as gt_ui
 from pages import _settings as settings
 from pages import _shared as sh
@@ -85,7 +86,9 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     if mode == "Models":
         if f"{P}_models" not in ss:  # first visit: the model in use on the other pages, beside another
             current = settings.current_model() or cc.models.default_model_name()
-            chosen = ([current] if current in names else []) + [n for n in names if n != current]
+            # the other: the default, or the default's fallback (the model it replaced) when the default is in use
+            other = FALLBACK_MODEL if current == cc.models.default_model_name() else cc.models.default_model_name()
+            chosen = [n for n in dict.fromkeys([current, other, *names]) if n in names]
             ss[f"{P}_models"] = chosen[:2]
         # a model deleted meanwhile drops out; a list the user emptied stays empty (no models put back unasked)
         ss[f"{P}_models"] = [n for n in ss[f"{P}_models"] if n in names]

@@ -249,5 +249,7 @@ st.info(
     icon=":material/science:",
 )
 st.subheader("Each model")
-pick = st.segmented_control("Model", names, default=names[0], key="models_show", label_visibility="collapsed")
-render_card(pick or names[0])
+# opens on the model in use on the other pages (the default on a first visit), not the first name
+shown = next((n for n in (settings.current_model(), cc.models.default_model_name()) if n in names), names[0])
+pick = st.segmented_control("Model", names, default=shown, key="models_show", label_visibility="collapsed")
+render_card(pick or shown)

@@ -223,3 +223,15 @@ def test_a_models_own_training_images_are_named(tiny_models, monkeypatch):
                       compare_source="Samples")
     note = [w.value for w in at.warning if "training images" in w.value]
     assert len(note) == 1 and "tiny-density's training images (s01_sparse_small.png)" in note[0]
+
+
+def test_a_first_visit_compares_the_default_with_the_model_it_replaced():
+    import cellcount as cc
+    from cellcount.models.loading import FALLBACK_MODEL
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.radio(key="compare_mode").set_value("Models").run()
+    assert not at.exception
+    assert at.multiselect(key="compare_models").value == [cc.models.default_model_name(), FALLBACK_MODEL]

@@ -242,3 +242,14 @@ def test_a_linked_model_folder_is_not_deleted_through_the_link(tiny_models, tmp_
         assert (elsewhere / "card.json").is_file()
     finally:
         (user_models_dir() / "linked").unlink()
+
+
+def test_each_model_opens_on_the_default_model():
+    """The card shown first is the default's (it opened on the first name, attention-unet-mask)."""
+    import cellcount as cc
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception
+    assert at.session_state["models_show"] == cc.models.default_model_name() != cc.list_models()[0]

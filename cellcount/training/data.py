@@ -122,17 +122,22 @@ def synthetic_items(
     varied: bool = False,
 ) -> list[Item]:
     """``n`` generated images across conditions (see :mod:`cellcount.synthetic`)."""
+    return [prepare_item(f"synthetic_{i:04d}", s.image, s.labels, kind=kind, density_scale=density_scale,
+                         grayscale=grayscale)
+            for i, s in enumerate(synthetic_images(n, seed=seed, size=size, varied=varied))]
+
+
+def synthetic_images(n: int, *, seed: int, size: int = 256, varied: bool = False):
+    """The generated images of :func:`synthetic_items` as drawn (raw image and labels), in the same order: the
+    same ``seed`` gives the images a training run saw (``scripts/novelty_reference.py`` reads them back)."""
     from ..synthetic import make_synthetic
 
     rng = np.random.default_rng(seed)
-    items = []
-    for i in range(n):
+    for _ in range(n):
         if varied:
-            s = varied_synthetic(size, rng=rng)
-            items.append(prepare_item(f"synthetic_{i:04d}", s.image, s.labels, kind=kind,
-                                      density_scale=density_scale, grayscale=grayscale))
+            yield varied_synthetic(size, rng=rng)
             continue
-        s = make_synthetic(
+        yield make_synthetic(
             (size, size),
             rng=rng,
             n_cells=int(rng.integers(5, 80)),
@@ -143,9 +148,6 @@ def synthetic_items(
             bit_depth=int(rng.choice([8, 16])),
             bright_background=bool(rng.random() < 0.2),
         )
-        items.append(prepare_item(f"synthetic_{i:04d}", s.image, s.labels, kind=kind, density_scale=density_scale,
-                                  grayscale=grayscale))
-    return items
 
 
 def varied_synthetic(size: int, *, rng: np.random.Generator):
