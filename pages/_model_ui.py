@@ -63,7 +63,8 @@ def model_label(name: str) -> str:
     except (cc.CellcountError, OSError, ValueError):
         return name
     # the architecture is in the name already; with it the label was cut off in the narrow settings column
-    return f"{name} ({card.output_kind})"
+    default = ", default" if name == cc.models.default_model_name() else ""
+    return f"{name} ({card.output_kind}{default})"
 
 
 def model_picker(prefix: str, *, label: str = "Model", container: Any = None, shared: bool = True) -> str:

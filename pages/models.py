@@ -226,7 +226,7 @@ st.caption(
 )
 st.subheader("Which model for which images")
 guides = []
-for n in names:
+for n in sorted(names, key=lambda n: n != cc.models.default_model_name()):  # the default first, the rest in order
     try:
         guides.append(model_guide(model_card(n)))
     except (cc.CellcountError, OSError, ValueError) as err:

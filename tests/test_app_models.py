@@ -253,3 +253,23 @@ def test_each_model_opens_on_the_default_model():
     at.switch_page("pages/models.py").run()
     assert not at.exception
     assert at.session_state["models_show"] == cc.models.default_model_name() != cc.list_models()[0]
+
+
+def test_the_model_picker_marks_the_default():
+    import cellcount as cc
+    from pages._model_ui import model_label
+
+    default = cc.models.default_model_name()
+    assert model_label(default) == f"{default} (mask, default)"
+    assert model_label("unet-mask") == "unet-mask (mask)"
+
+
+def test_the_models_guide_lists_the_default_first():
+    import cellcount as cc
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/models.py").run()
+    table = next(md.value for md in at.markdown if "| Model |" in md.value or "Choose it for" in md.value)
+    rows = [line for line in table.splitlines() if line.startswith("|")][2:]
+    assert cc.models.default_model_name() in rows[0]
