@@ -1,7 +1,7 @@
 """Markdown results tables from ``python -m cellcount.evaluate`` outputs (one per model).
 
     python scripts/results_table.py results/*.json                      # the results table
-    python scripts/results_table.py --by-kind METADATA.csv results/*.csv  # MAE per image kind
+    python scripts/results_table.py --by-kind METADATA.csv results/*.csv  # MAE and MAPE per image kind
     python scripts/results_table.py --paired results/*.csv              # MAE differences with intervals
     python scripts/results_table.py --paired --ref unet-density results/*.csv  # ... against another model
 """
@@ -36,18 +36,22 @@ def main(paths: list[str]) -> None:
 
 
 def by_kind(csv_paths: list[str], metadata: str) -> None:
-    """Count MAE split by image kind (DSB metadata's bright_background column)."""
+    """Count MAE and mean percentage error split by image kind (DSB metadata's bright_background column)."""
     import pandas as pd
 
     meta = pd.read_csv(metadata).set_index("filename")["bright_background"]
-    print("| model | MAE dark-background (fluorescence) | MAE bright-background (brightfield/H&E) |")
-    print("|---|---|---|")
+    print("| model | MAE dark-background (fluorescence) | MAPE dark | MAE bright-background (brightfield/H&E) "
+          "| MAPE bright |")
+    print("|---|---|---|---|---|")
     for p in sorted(csv_paths):
         df = pd.read_csv(p)
-        bright = df["file"].map(meta)
+        bright = df["file"].map(lambda f: meta.get(str(f).rsplit("/", 1)[-1]))
         name = p.rsplit("/", 1)[-1].removesuffix(".csv")
-        print(f"| {name} | {df.loc[bright == 0, 'abs_error'].mean():.2f} (n={int((bright == 0).sum())}) | "
-              f"{df.loc[bright == 1, 'abs_error'].mean():.2f} (n={int((bright == 1).sum())}) |")
+        cells = []
+        for kind in (0, 1):
+            part = df.loc[bright == kind]
+            cells += [f"{part['abs_error'].mean():.2f} (n={len(part)})", f"{100 * part['rel_error'].abs().mean():.1f}%"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def paired(csv_paths: list[str], ref_name: str | None = None) -> None:

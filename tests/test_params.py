@@ -141,3 +141,18 @@ def test_an_unset_setting_reads_as_what_it_does():
     assert setting_text("invert", None) == "auto" and setting_text("max_area_px", None) == "no limit"
     assert setting_text("channel", None) == "mean of the channels"
     assert setting_text("invert", True) == "on" and setting_text("max_area_px", 0) == "0 (no limit)"
+
+
+def test_the_results_table_by_image_kind_gives_mae_and_percentage_error(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "results_table", Path(__file__).resolve().parents[1] / "scripts" / "results_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (tmp_path / "meta.csv").write_text("filename,bright_background\na.png,0\nb.png,0\nc.png,1\n")
+    (tmp_path / "m.csv").write_text("file,abs_error,rel_error\nx/a.png,1,0.1\nb.png,3,-0.3\nc.png,4,0.5\n")
+    mod.by_kind([str(tmp_path / "m.csv")], str(tmp_path / "meta.csv"))
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row == "| m | 2.00 (n=2) | 20.0% | 4.00 (n=1) | 50.0% |"
