@@ -85,7 +85,9 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     )
     if mode == "Models":
         if f"{P}_models" not in ss:  # first visit: the model in use on the other pages, beside another
-            current = settings.current_model() or cc.models.default_model_name()
+            # the model in use, unless it is gone (then the default)
+            current = next((n for n in (settings.current_model(), cc.models.default_model_name()) if n in names),
+                           names[0] if names else None)
             # the other: the default, or the default's fallback (the model it replaced) when the default is in use
             other = FALLBACK_MODEL if current == cc.models.default_model_name() else cc.models.default_model_name()
             chosen = [n for n in dict.fromkeys([current, other, *names]) if n in names]

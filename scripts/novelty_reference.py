@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model_folder(folder, with_novelty=False)  # features only; an older reference is replaced
         t0 = time.perf_counter()
         generated = _generated_training_images(folder) if args.with_generated else []
+        if args.limit:
+            generated = generated[: args.limit]
         images = itertools.chain((read_image(f) for f in files), (g.image for g in generated))
         # in fp32, as encoder_features' docstring says the reference is
         views = ((p.image_norm, p.maps[0], p.model_scale) for p in (predict(im, model) for im in images))
@@ -85,7 +87,8 @@ def _generated_training_images(folder: Path) -> list:
     n = int((cfg.get("data") or {}).get("synthetic_images") or 0)
     if not n or (cfg.get("train") or {}).get("trainable", "all") != "all":
         return []  # none, or only new heads learnt from them: the encoder the reference reads never saw them
-    return list(synthetic_images(n, seed=int(cfg["train"]["seed"]), varied=bool(cfg["data"].get("synthetic_varied"))))
+    seed = int((cfg.get("train") or {}).get("seed", 0))  # the training default when the config names none
+    return list(synthetic_images(n, seed=seed, varied=bool(cfg["data"].get("synthetic_varied"))))
 
 
 if __name__ == "__main__":

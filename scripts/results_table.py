@@ -47,6 +47,8 @@ def by_kind(csv_paths: list[str], metadata: str) -> None:
         df = pd.read_csv(p)
         bright = df["file"].map(lambda f: meta.get(str(f).rsplit("/", 1)[-1]))
         name = p.rsplit("/", 1)[-1].removesuffix(".csv")
+        if bright.isna().all():  # not DSB images (vgg_cells, mbm): no kind to split by
+            continue
         cells = []
         for kind in (0, 1):
             part = df.loc[bright == kind]
