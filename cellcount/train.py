@@ -297,12 +297,12 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     while step < plan["steps"]:
         x, t = next(batches)
         xb = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if teacher is not None:
-            t["density"] = teacher(xb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = net(xb)
         out = out.float()
         tt = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in t.items()}
+        if teacher is not None:  # on the training device: no round trip through the CPU
+            tt["density"] = teacher(xb)
         if kind == "multihead":
             loss = multihead_loss(
                 out, tt, mask_kind=cfg["loss"]["mask"],
@@ -460,17 +460,19 @@ def _batches(items, rng, cfg, sample_p, *, workers: int, start: int):
 
     loader = torch.utils.data.DataLoader(Stream(), batch_size=None, num_workers=workers, prefetch_factor=4,
                                          multiprocessing_context=multiprocessing.get_context("fork"),
-                                         collate_fn=_as_numpy)
+                                         collate_fn=_as_built)
     yield from loader
 
 
-def _as_numpy(batch):
+def _as_built(batch):
+    """The batch as ``_batch`` built it (numpy arrays): the loader's default collation would copy it to tensors."""
     return batch
 
 
 def _density_teacher(folder: str | None, scale: float, device=None):
     """``train.distill_density``: a function from a batch of crops to the density model's maps in this
-    training's density scale (numpy, (B, 1, H, W)), or None. The teacher sees the same normalised crops."""
+    training's density scale (a float32 tensor (B, 1, H, W) on the crops' device), or None. The teacher sees the
+    same normalised crops."""
     if not folder:
         return None
     import torch
@@ -488,7 +490,7 @@ def _density_teacher(folder: str | None, scale: float, device=None):
 
     def maps(xb):
         with torch.no_grad():
-            return (torch.relu(net(xb.float())) * factor).cpu().numpy().astype(np.float32)
+            return torch.relu(net(xb.float())) * factor
 
     return maps
 
