@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import re
+import struct
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ from cellcount.io import (
     GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
     IMAGE_WORDS,
+    IMAGEJ_ROI_EXTENSIONS,
     cell_counter_stem,
     ground_truth_suffix,
     image_shape,
+    imagej_roi_stem,
     list_image_files,
     read_image,
     role_word_ground_truth,
@@ -616,8 +619,6 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
     """
     import json
 
-    from skimage.draw import polygon as fill_polygon
-
     name, data = _read_bounded(source, MAX_GEOJSON_BYTES, "<geojson>", "too large for ground truth")
     try:
         obj = json.loads(data.decode("utf-8-sig"), parse_constant=_no_constant)
@@ -673,6 +674,18 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
         if len(arr) and (arr.min() < 0 or arr.max() > MAX_COORDINATE_PX):
             raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
         return GroundTruth(kind="points", count=len(arr), points=arr, source=name)
+    labels = _outlines_to_labels(polygons, expected_shape, name)
+    return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
+
+
+def _outlines_to_labels(polygons: list[list[list[np.ndarray]]], expected_shape: Sequence[int] | None,
+                        name: str) -> np.ndarray:
+    """Objects -> parts -> rings of (x, y) vertices at pixel corners (QuPath's and ImageJ's convention: a pixel's
+    centre is at +0.5) -> an int32 instance label image of ``expected_shape`` (H, W), drawn in order, a later object
+    over an earlier one; without a shape, the outlines' extent. A part's first ring outlines, the others are holes;
+    an object smaller than a pixel keeps its centre pixel."""
+    from skimage.draw import polygon as fill_polygon
+
     rings = [r for obj in polygons for part in obj for r in part]
     shape = _expected_hw(expected_shape)
     if shape is None:
@@ -682,7 +695,7 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
         raise GroundTruthError(f"{name}: outlines over {shape[1]} x {shape[0]} px (W x H): above the pixel cap")
     labels = np.zeros(shape, np.int32)
     for i, parts in enumerate(polygons, 1):
-        # pixel centres at integer coordinates: GeoJSON from QuPath puts them at +0.5
+        # pixel centres at integer coordinates: QuPath's and ImageJ's outlines have them at +0.5
         object_rings = [[r - 0.5 for r in part] for part in parts]
         every = np.concatenate([r for part in object_rings for r in part])
         r0, c0 = max(0, int(np.floor(every[:, 1].min()))), max(0, int(np.floor(every[:, 0].min())))
@@ -699,7 +712,112 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
             if r0 <= y < r1 and c0 <= x < c1:
                 mask[int(y) - r0, int(x) - c0] = True
         labels[r0:r1, c0:c1][mask] = i
+    return labels
+
+
+MAX_ROI_BYTES = 256 * 1024 * 1024
+MAX_ROIS = 1_000_000
+
+
+def is_roi_set(source: str | os.PathLike | bytes) -> bool:
+    """Whether a zip (a path or its bytes) is an ImageJ ROI set: every file in it a ``.roi`` (the ROI Manager's
+    ``RoiSet.zip``), not a zip of images or tables."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()
+                     and "__MACOSX/" not in i.filename and not i.filename.rsplit("/", 1)[-1].startswith("._")]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return bool(names) and all(n.lower().endswith(".roi") for n in names)
+
+
+def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
+    """ImageJ / Fiji ROIs as ground truth: a ``.roi`` file or the ROI Manager's set (``RoiSet.zip``, a zip of them).
+
+    Outlines (polygon, freehand, traced, rectangle, oval, ellipse; a composite ROI is one object, its inner rings
+    holes) become an instance label image of ``expected_shape`` (H, W), one object per ROI, drawn in the set's
+    order; points (the multi-point tool, with or without counters: every point counts) become points. Lines,
+    angles and text are not objects and are passed over; a set with both outlines and points is refused, as one
+    with neither. ROIs of every plane of a stack count: annotate the plane you count. Read with ``roifile``.
+
+    Raises
+    ------
+    GroundTruthError
+        Not an ROI file or set, no objects in it, outlines and points together, or too large.
+    """
+    import zipfile
+
+    from roifile import ROI_SUBTYPE, ROI_TYPE, ImagejRoi
+
+    name, data = _read_bounded(source, MAX_ROI_BYTES, "<roi>", "too large for ground truth")
+    blobs: list[tuple[str, bytes]] = []
+    if data[:2] == b"PK":  # a zip: the ROI Manager's set
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                members = [i for i in zf.infolist() if not i.is_dir() and "__MACOSX/" not in i.filename
+                           and not i.filename.rsplit("/", 1)[-1].startswith("._")]
+                if not members or not all(i.filename.lower().endswith(".roi") for i in members):
+                    raise GroundTruthError(f"{name}: a zip, but not an ImageJ ROI set (the ROI Manager's RoiSet.zip "
+                                           "holds only .roi files)")
+                if len(members) > MAX_ROIS or sum(i.file_size for i in members) > MAX_ROI_BYTES:
+                    raise GroundTruthError(f"{name}: more ROIs than ground truth may hold")
+                blobs = [(i.filename, zf.read(i)) for i in members]
+        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as err:  # RuntimeError: encrypted
+            raise GroundTruthError(f"{name}: not a readable zip of ImageJ ROIs ({err})") from err
+    else:
+        blobs = [(name, data)]
+    polygons: list[list[list[np.ndarray]]] = []
+    points: list[np.ndarray] = []
+    passed_over: set[str] = set()
+    for member, blob in blobs:
+        if blob[:4] != b"Iout":
+            raise GroundTruthError(f"{name}: {member if member != name else 'it'} is not an ImageJ ROI (.roi) file")
+        try:
+            roi = ImagejRoi.frombytes(blob)
+            kind, subtype = roi.roitype, roi.subtype
+            if kind == ROI_TYPE.POINT:
+                pts = np.asarray(roi.coordinates(), np.float64).reshape(-1, 2)
+                points.append(pts[:, ::-1])  # (x, y) -> (row, col)
+                continue
+            is_outline = kind in (ROI_TYPE.POLYGON, ROI_TYPE.FREEHAND, ROI_TYPE.TRACED, ROI_TYPE.OVAL) or (
+                kind == ROI_TYPE.RECT and subtype not in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.IMAGE))
+            if not is_outline:
+                passed_over.add(getattr(kind, "name", str(kind)).lower())
+                continue
+            rings = [np.asarray(r, np.float64).reshape(-1, 2) for r in roi.coordinates(multi=True)]
+        except (ValueError, TypeError, IndexError, KeyError, struct.error) as err:
+            raise GroundTruthError(f"{name}: {member} is a damaged ImageJ ROI ({err})") from err
+        rings = [r for r in rings if len(r) >= 3 and np.isfinite(r).all()]
+        if rings:
+            polygons.append(_roi_parts(rings))
+    every = np.concatenate(points) if points else np.zeros((0, 2))
+    if polygons and len(every):
+        raise GroundTruthError(f"{name}: holds both outlines ({len(polygons)}) and points ({len(every)}): save one "
+                               "kind of annotation per image")
+    if not polygons and not len(every):
+        what = f" only {', '.join(sorted(passed_over))} selections," if passed_over else ""
+        raise GroundTruthError(f"{name}: no outlines or points to count:{what} not objects")
+    if not polygons:
+        if not np.isfinite(every).all() or every.min() < 0 or every.max() > MAX_COORDINATE_PX:
+            raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
+        return GroundTruth(kind="points", count=len(every), points=every, source=name)
+    labels = _outlines_to_labels(polygons, expected_shape, name)
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
+
+
+def _roi_parts(rings: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """A composite ROI's rings as the parts of one object: the largest ring outlines, a ring inside it is a
+    hole, a ring outside it another part."""
+    from skimage.measure import points_in_poly
+
+    def area(r: np.ndarray) -> float:
+        return 0.5 * abs(float(np.dot(r[:, 0], np.roll(r[:, 1], 1)) - np.dot(r[:, 1], np.roll(r[:, 0], 1))))
+
+    outer, *rest = sorted(rings, key=area, reverse=True)
+    inside = [bool(points_in_poly(r[:1], outer)[0]) for r in rest]
+    return [[outer, *(r for r, hole in zip(rest, inside) if hole)], *([r] for r, hole in zip(rest, inside) if not hole)]
 
 
 def _no_constant(text: str) -> float:
@@ -888,6 +1006,8 @@ def _gt_base(path: Path) -> tuple[str, int]:
         return stem, GROUND_TRUTH_SUFFIXES.index("_points")
     if path.suffix.lower() in GEOJSON_EXTENSIONS and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS:
         return Path(path.stem).stem, len(GROUND_TRUTH_SUFFIXES)  # img01.tif.geojson: a QuPath script's name
+    if (stem := imagej_roi_stem(path)) is not None:  # img01.roi, img01_RoiSet.zip, RoiSet_img01.zip
+        return stem, len(GROUND_TRUTH_SUFFIXES)
     suffix = ground_truth_suffix(path)
     if suffix:
         return path.stem[: -len(suffix)], GROUND_TRUTH_SUFFIXES.index(suffix)
@@ -928,7 +1048,7 @@ def match_ground_truth(
                 continue
             same_dir = gt.parent.resolve() == image.parent.resolve()
             if (rank == len(GROUND_TRUTH_SUFFIXES) and same_dir
-                    and gt.suffix.lower() not in (*TABLE_EXTENSIONS, *GEOJSON_EXTENSIONS)):
+                    and gt.suffix.lower() not in (*TABLE_EXTENSIONS, *GEOJSON_EXTENSIONS, *IMAGEJ_ROI_EXTENSIONS)):
                 continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
@@ -984,7 +1104,9 @@ def _check_points_inside(gt: GroundTruth, expected_shape: Sequence[int] | None) 
 def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
     """Read one ground-truth file, choosing the reader from its name and contents.
 
-    ``.csv`` with coordinate columns -> :func:`read_points_csv`; a stem ending in ``_dots`` or
+    ``.csv`` with coordinate columns -> :func:`read_points_csv`; ``.geojson`` -> :func:`read_geojson`; Cell
+    Counter's ``.xml`` -> :func:`read_cellcounter_xml`; ImageJ's ``.roi`` or ROI set ``.zip`` ->
+    :func:`read_imagej_rois`; a stem ending in ``_dots`` or
     ``_points`` -> :func:`read_dot_image`; anything else -> :func:`read_label_image` (a binary mask gives
     ``kind='mask'``).
 
@@ -1007,6 +1129,10 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
         raise FileNotFoundError(f"ground-truth file not found: {p}")
     if p.suffix.lower() in GEOJSON_EXTENSIONS:
         gt = read_geojson(p, expected_shape=expected_shape)
+        _check_points_inside(gt, expected_shape)
+        return gt
+    if p.suffix.lower() in IMAGEJ_ROI_EXTENSIONS:
+        gt = read_imagej_rois(p, expected_shape=expected_shape)
         _check_points_inside(gt, expected_shape)
         return gt
     if p.suffix.lower() == ".xml":
@@ -1263,7 +1389,8 @@ def load_labelled_folder(
        or a ``dots/`` / ``points/`` folder (dot images or point tables: the ``images/`` + ``dots/`` layout
        of the counting benchmarks), and
        any CSV with ``filename,count`` columns (e.g. ``counts.csv``) for images without other ground
-       truth.
+       truth. Also Fiji's Cell Counter markers (``CellCounter_<stem>.xml``), QuPath's GeoJSON (``<stem>.geojson``)
+       and ImageJ's ROIs (``<stem>.roi``, ``<stem>_RoiSet.zip``, ``RoiSet_<stem>.zip``, ``<stem>.zip``).
 
     Images without ground truth are skipped with a logged warning.
 
@@ -1308,12 +1435,14 @@ def load_labelled_folder(
         p
         for p in root.rglob("*")
         if p.is_file()
-        and p.suffix.lower() in (*TABLE_EXTENSIONS, ".xml", *GEOJSON_EXTENSIONS)
+        and p.suffix.lower() in (*TABLE_EXTENSIONS, ".xml", *GEOJSON_EXTENSIONS, *IMAGEJ_ROI_EXTENSIONS)
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
     cell_counter = [p for p in tables if cell_counter_stem(p)]  # not a microscope's MetaData/<image>.xml
     outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
+    # ImageJ's ROIs: a .roi, or a zip holding only .roi files (a zip of images is not ground truth)
+    outlines += [p for p in tables if p.suffix.lower() == ".roi" or (p.suffix.lower() == ".zip" and is_roi_set(p))]
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
     # named like an image beside it (a.csv)

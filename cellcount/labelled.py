@@ -27,11 +27,13 @@ from .groundtruth import (
     NoCoordinateColumns,
     counts_disagree,
     holds_only_specks,
+    is_roi_set,
     one_per_image,
     read_cellcounter_xml,
     read_counts_csv,
     read_dot_image,
     read_geojson,
+    read_imagej_rois,
     read_label_image,
     read_points_csv,
 )
@@ -42,8 +44,10 @@ from .io import (
     GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
     IMAGE_WORDS,
+    IMAGEJ_ROI_EXTENSIONS,
     cell_counter_stem,
     ground_truth_suffix,
+    imagej_roi_stem,
     read_image,
     role_word_ground_truth,
     word_base,
@@ -107,6 +111,8 @@ def _gt_bases(name: str) -> list[tuple[str, int]]:
         return [(PurePosixPath(stem).stem, _SAME_STEM_RANK), (stem, _SAME_STEM_RANK)]  # img01.tif.geojson
     if (image_stem := cell_counter_stem(name)) is not None:  # Fiji's CellCounter_<image>.xml
         return [(image_stem, GROUND_TRUTH_SUFFIXES.index("_points")), (stem, _SAME_STEM_RANK)]
+    if (image_stem := imagej_roi_stem(name)) is not None:  # ImageJ's img01.roi, img01_RoiSet.zip, RoiSet_img01.zip
+        return [(image_stem, _SAME_STEM_RANK), (stem, _SAME_STEM_RANK)]
     suffix = ground_truth_suffix(name)
     bases = [(stem, _SAME_STEM_RANK)]
     if suffix:
@@ -201,7 +207,7 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
             skipped.append((name, f"an XML file is read as ground truth only under the name Fiji's Cell Counter gives "
                                   f"it, CellCounter_<image>.xml ({name} is not)"))
             continue
-        if not name.lower().endswith(".zip"):
+        if not name.lower().endswith(".zip") or is_roi_set(bytes(data)):  # an ROI set is one annotation
             files.append(_File(name, bytes(data)))
             continue
         members: list[_File] = []
@@ -211,6 +217,9 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
             ):
                 if content is None:
                     skipped.append((f"{name}/{member}", reason or "skipped"))
+                elif member.lower().endswith(".zip") and not is_roi_set(content):
+                    skipped.append((f"{name}/{member}", "a zip inside the zip (only ImageJ ROI sets are read there): "
+                                                        "unzip it first"))
                 elif not member.lower().endswith(".xml") or cell_counter_stem(member):  # metadata XML: not ours
                     members.append(_File(member, content))
         except CellcountError as err:
@@ -246,7 +255,8 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
 
 def _is_ground_truth(name: str) -> bool:
     folders = {p.lower() for p in _folder(name)}
-    return bool(ground_truth_suffix(name) or folders & (GROUND_TRUTH_DIRS | DOT_DIRS) or cell_counter_stem(name))
+    return bool(ground_truth_suffix(name) or folders & (GROUND_TRUTH_DIRS | DOT_DIRS) or cell_counter_stem(name)
+                or name.lower().endswith(IMAGEJ_ROI_EXTENSIONS))  # _unpack keeps a zip whole only for ROI sets
 
 
 def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
@@ -268,6 +278,8 @@ def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
         return _check_points(read_cellcounter_xml(gt.buffer()), shape)
     if gt.name.lower().endswith(GEOJSON_EXTENSIONS):
         return _check_points(read_geojson(gt.buffer(), expected_shape=shape), shape)
+    if gt.name.lower().endswith(IMAGEJ_ROI_EXTENSIONS):
+        return _check_points(read_imagej_rois(gt.buffer(), expected_shape=shape), shape)
     folders = {p.lower() for p in _folder(gt.name)}
     if ground_truth_suffix(gt.name) in ("_dots", "_points") or folders & DOT_DIRS:
         return read_dot_image(gt.buffer(), expected_shape=shape)

@@ -18,11 +18,11 @@ from cellcount.io import GROUND_TRUTH_SUFFIXES
 from cellcount.labelled import LabelledSet, labelled_set
 from pages import _shared as sh
 
-GT_TYPES = [*sh.IMAGE_TYPES, "csv", "tsv", "xml", "geojson", "zip"]
+GT_TYPES = [*sh.IMAGE_TYPES, "csv", "tsv", "xml", "geojson", "roi", "zip"]
 GT_HELP = (
     "Instance label images or binary masks (PNG/TIFF; Cellpose's `_cp_masks.png`, StarDist's label TIFFs), dot "
     "images (one dot per cell), point CSVs in pixels (x,y, ImageJ's X,Y, row,col, CellProfiler's "
-    "Location_Center_X/Y, QuPath's Centroid X/Y px; .csv or .tsv), Fiji Cell Counter's `CellCounter_img01.xml`, outlines or points as GeoJSON (`img01.geojson`, QuPath's export), or a counts "
+    "Location_Center_X/Y, QuPath's Centroid X/Y px; .csv or .tsv), Fiji Cell Counter's `CellCounter_img01.xml`, outlines or points as GeoJSON (`img01.geojson`, QuPath's export), ImageJ / Fiji ROIs (`img01.roi`, or the ROI Manager's set saved as `img01_RoiSet.zip`), or a counts "
     "CSV (`filename,count`; comma or semicolon; UTF-8 or Excel's UTF-16). A file belongs to the image with the "
     "same name (`img01.tif` for `img01.png`) or with a suffix (`img01_labels.tif`, `img01_mask.png`, "
     "`img01_dots.png`, `img01_points.csv`). A zip may hold folders such as `images/` + `labels/` (or `masks/`), "

@@ -109,6 +109,34 @@ def test_evaluate_same_name_labels_in_two_uploaders(page, server, labelled):
     sync_api.expect(page.get_by_text("/tmp")).to_have_count(0)
 
 
+def test_evaluate_with_imagej_roi_sets(page, server, labelled, tmp_path):
+    """Outlines drawn or found in Fiji, saved from the ROI Manager as ``<image>_RoiSet.zip``."""
+    import cv2
+    from test_groundtruth import _imagej_roi
+
+    root, counts = labelled
+    sets = []
+    for name in counts:
+        labels = np.asarray(Image.open(root / "labels" / name))
+        rois = {}
+        for k in range(1, int(labels.max()) + 1):
+            contours, _ = cv2.findContours((labels == k).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            xy = max(contours, key=len)[:, 0, :] if contours else None
+            if xy is not None:  # the outline through the edge pixels' corners, as ImageJ's traced ROIs run
+                xs, ys = xy[:, 0].tolist(), xy[:, 1].tolist()
+                rois[f"{k:04d}.roi"] = _imagej_roi(0, min(ys), min(xs), max(ys) + 1, max(xs) + 1, xs, ys)
+        path = tmp_path / f"{name.removesuffix('.png')}_RoiSet.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for member, data in rois.items():
+                zf.writestr(member, data)
+        sets.append(str(path))
+    _evaluate_upload(page, server)
+    _uploader(page, "Images (or a zip)").set_input_files([str(root / "images" / n) for n in counts])
+    sync_api.expect(page.get_by_text(f"{len(counts)} image(s) uploaded", exact=False)).to_be_visible(timeout=60_000)
+    _uploader(page, "Ground truth (or a zip)").set_input_files(sets)
+    _run_evaluate_and_check(page, counts)
+
+
 def test_evaluate_same_name_labels_in_a_zip(page, server, labelled):
     root, counts = labelled
     _evaluate_upload(page, server)

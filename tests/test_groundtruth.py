@@ -783,3 +783,90 @@ def test_point_tables_in_a_labels_folder(tmp_path: Path) -> None:
         (tmp_path / "labels" / f"IMG_{k}.csv").write_text(" ,X,Y\n" + "".join(f"{i},{i + 1},2\n" for i in range(k + 2)))
     items = load_labelled_folder(tmp_path)
     assert [(p.name, gt.kind, gt.count) for p, gt in items] == [("IMG_0.png", "points", 2), ("IMG_1.png", "points", 3)]
+
+
+def _imagej_roi(kind: int, top: int, left: int, bottom: int, right: int, xs=(), ys=(), subtype: int = 0,
+                extra: bytes = b"") -> bytes:
+    """One ROI in ImageJ's own .roi layout (RoiEncoder: a 64-byte big-endian header, then the x and y
+    coordinates relative to the box), written here byte by byte so the reader is tested against the format,
+    not against roifile's writer."""
+    import struct
+
+    header = bytearray(64)
+    header[0:4] = b"Iout"
+    struct.pack_into(">h", header, 4, 228)  # version
+    header[6] = kind  # 0 polygon, 1 rectangle, 2 oval, 3 line, 10 point
+    struct.pack_into(">hhhhH", header, 8, top, left, bottom, right, len(xs))
+    struct.pack_into(">h", header, 48, subtype)  # 1 on a rectangle: a text ROI
+    coords = b"".join(struct.pack(">h", x - left) for x in xs) + b"".join(struct.pack(">h", y - top) for y in ys)
+    return bytes(header) + coords + extra
+
+
+def _roi_set(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_imagej_rois_outlines_points_and_roi_manager_sets(tmp_path: Path) -> None:
+    import struct
+
+    from cellcount.groundtruth import is_roi_set, read_imagej_rois
+
+    rect = _imagej_roi(1, 10, 10, 20, 30)  # rows 10-19, columns 10-29: 200 px
+    oval = _imagej_roi(2, 30, 5, 50, 25)  # a disc of radius 10: about 314 px
+    square = _imagej_roi(0, 2, 40, 12, 50, xs=(40, 50, 50, 40), ys=(2, 2, 12, 12))  # vertices at pixel corners
+    clicks = _imagej_roi(10, 3, 4, 9, 11, xs=(4, 10), ys=(3, 8))  # the multi-point tool: x then y
+    for one, area in ((rect, 200), (square, 100)):
+        gt = read_imagej_rois(one, expected_shape=(64, 64))
+        assert gt.kind == "labels" and gt.count == 1 and int((gt.labels > 0).sum()) == area
+    assert abs(int((read_imagej_rois(oval, expected_shape=(64, 64)).labels > 0).sum()) - np.pi * 100) < 10
+    dots = read_imagej_rois(clicks)
+    assert dots.kind == "points" and dots.points.tolist() == [[3, 4], [8, 10]]  # (row, col)
+
+    # a text ROI: font size, style, name length and text length, the text in UTF-16, its angle
+    text = _imagej_roi(1, 0, 0, 5, 20, subtype=1,
+                       extra=struct.pack(">iiii", 12, 0, 0, 2) + "hi".encode("utf-16-be") + struct.pack(">f", 0))
+    line = _imagej_roi(3, 0, 0, 5, 5)
+    roi_set = _roi_set({"0001.roi": rect, "0002.roi": oval, "0003.roi": square, "0004.roi": text, "0005.roi": line})
+    assert is_roi_set(roi_set) and not is_roi_set(_roi_set({"a.png": b"\x89PNG"})) and not is_roi_set(b"not a zip")
+    gt = read_imagej_rois(roi_set, expected_shape=(64, 64))
+    assert gt.kind == "labels" and gt.count == 3, "text and line ROIs are not objects"
+    assert sorted(np.bincount(gt.labels.ravel())[1:].tolist())[:2] == [100, 200]
+
+    with pytest.raises(GroundTruthError, match="both outlines"):
+        read_imagej_rois(_roi_set({"a.roi": rect, "b.roi": clicks}))
+    with pytest.raises(GroundTruthError, match="no outlines or points.*line"):
+        read_imagej_rois(_roi_set({"a.roi": line}))
+    with pytest.raises(GroundTruthError, match="not an ImageJ ROI set"):
+        read_imagej_rois(_roi_set({"a.roi": rect, "notes.txt": b"hi"}))
+    with pytest.raises(GroundTruthError, match="not an ImageJ ROI"):
+        read_imagej_rois(b"hello, not a ROI")
+    with pytest.raises(GroundTruthError, match="damaged"):
+        read_imagej_rois(rect[:20])
+
+    # in a folder, named as Fiji users name them; a zip of images beside an image is not its ROIs
+    _save_png(tmp_path / "a.png", np.zeros((64, 64), np.uint8))
+    _save_png(tmp_path / "b.png", np.ones((64, 64), np.uint8))
+    _save_png(tmp_path / "c.png", np.full((64, 64), 2, np.uint8))
+    (tmp_path / "a_RoiSet.zip").write_bytes(roi_set)
+    (tmp_path / "b.roi").write_bytes(clicks)
+    (tmp_path / "c.zip").write_bytes(_roi_set({"c.png": (tmp_path / "c.png").read_bytes()}))
+    loaded = {image.name: truth for image, truth in load_labelled_folder(tmp_path)}
+    assert {n: (t.kind, t.count) for n, t in loaded.items()} == {"a.png": ("labels", 3), "b.png": ("points", 2)}
+    assert read_ground_truth(tmp_path / "b.roi", expected_shape=(64, 64)).count == 2
+    with pytest.raises(GroundTruthError, match="outside the image"):
+        read_ground_truth(tmp_path / "b.roi", expected_shape=(5, 5))
+
+
+def test_imagej_roi_file_names_name_their_image() -> None:
+    from cellcount.io import imagej_roi_stem
+
+    names = {"img01.roi": "img01", "img01_RoiSet.zip": "img01", "RoiSet_img01.zip": "img01",
+             "img01_rois.zip": "img01", "img01-roi.roi": "img01", "img01.zip": "img01", "RoiSet.zip": None,
+             "img01.png": None, "img01_points.csv": None}
+    assert {n: imagej_roi_stem(n) for n in names} == names

@@ -348,3 +348,25 @@ def test_two_counts_tables_that_disagree_on_an_image_leave_it_out_saying_why(sam
     assert [(n, gt.count) for n, _, gt in out.items] == [("b.png", 4)]
     assert out.skipped == [("a.png", "the counts tables disagree: 10 (countsA.csv) and 99 (countsB.csv); "
                                      "remove the wrong row or table")]
+
+
+def test_imagej_roi_sets_in_uploads_stay_whole(samples):
+    from test_groundtruth import _imagej_roi, _roi_set
+
+    img = samples[0][0]
+    rect, clicks = _imagej_roi(1, 2, 2, 8, 10), _imagej_roi(10, 3, 4, 9, 11, xs=(4, 10), ys=(3, 8))
+    roi_set = _roi_set({"0001.roi": rect, "0002.roi": _imagej_roi(2, 20, 20, 30, 30)})
+    # two uploaders: the ROI Manager's set under the image's own name
+    out = labelled_set([("a.png", img)], [("a.zip", roi_set)])
+    assert [(n, gt.kind, gt.count) for n, _, gt in out.items] == [("a.png", "labels", 2)] and not out.skipped
+    # one uploader, named by convention
+    out = labelled_set([("a.png", img), ("a_RoiSet.zip", roi_set), ("b.png", img[:-1] + b"\x00"), ("b.roi", clicks)])
+    got = {n: (gt.kind, gt.count) for n, _, gt in out.items}
+    assert got.get("a.png") == ("labels", 2)
+    # a zip of folders with ROI files and a set inside; another zip inside is said, not read
+    bundle = _zip({"set/images/a.png": img, "set/rois/a.roi": clicks, "set/labels/c.zip": _zip({"x.png": img}),
+                   "set/images/d.png": samples[1][0], "set/labels/d.zip": roi_set})
+    out = labelled_set([("set.zip", bundle)])
+    assert {n: (gt.kind, gt.count) for n, _, gt in out.items} == {"images/a.png": ("points", 2),
+                                                                    "images/d.png": ("labels", 2)}
+    assert any("zip inside the zip" in why for _, why in out.skipped)

@@ -30,8 +30,10 @@ from .files import (
     GROUND_TRUTH_WORDS,
     IMAGE_EXTENSIONS,
     IMAGE_WORDS,
+    IMAGEJ_ROI_EXTENSIONS,
     cell_counter_stem,
     ground_truth_suffix,
+    imagej_roi_stem,
     list_image_files,
     readable_paths,
     role_word_ground_truth,
@@ -112,5 +114,7 @@ __all__ = [
     "read_image_planes",
     "split_ground_truth_files",
     "cell_counter_stem",
+    "IMAGEJ_ROI_EXTENSIONS",
+    "imagej_roi_stem",
     "to_gray",
 ]

@@ -38,8 +38,10 @@ def left_out(reason: str | None) -> bool:
     return reason is not None and reason.startswith(NOT_WANTED)
 
 
-GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".xml", ".geojson"})  # QuPath's .tsv and .geojson, Fiji's Cell Counter .xml
-"""Extensions of ground-truth tables (point tables, ``filename,count`` tables) accepted in labelled zips."""
+# QuPath's .tsv and .geojson, Fiji's Cell Counter .xml, ImageJ's .roi and ROI sets (a zip of .roi files)
+GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".xml", ".geojson", ".roi", ".zip"})
+"""Extensions of ground truth other than images (point tables, ``filename,count`` tables, annotation files)
+accepted in labelled zips."""
 
 
 def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_bytes: int):

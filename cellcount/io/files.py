@@ -225,6 +225,30 @@ def cell_counter_stem(path: str | os.PathLike) -> str | None:
     return None
 
 
+IMAGEJ_ROI_EXTENSIONS = (".roi", ".zip")
+"""Fiji / ImageJ's ROIs: one ``.roi`` file (a multi-point selection, one outline) or the ROI Manager's set, a zip
+of ``.roi`` files (``RoiSet.zip`` unless renamed)."""
+_ROI_SET_WORDS = ("_roiset", "-roiset", " roiset", "_rois", "-rois", "_roi", "-roi")
+_ROI_SET_PREFIXES = ("roiset_", "roiset-", "roiset ")
+
+
+def imagej_roi_stem(path: str | os.PathLike) -> str | None:
+    """The image stem of a file named as ImageJ ROIs of that image (``img01.roi``, ``img01_RoiSet.zip``,
+    ``RoiSet_img01.zip``, ``img01_rois.zip``, ``img01.zip``), else None. A plain ``img01.zip`` may as well be a
+    zip of images: the caller looks inside (:func:`cellcount.groundtruth.is_roi_set`)."""
+    p = Path(os.fspath(path).replace("\\", "/"))
+    if p.suffix.lower() not in IMAGEJ_ROI_EXTENSIONS:
+        return None
+    stem, low = p.stem, p.stem.lower()
+    for word in _ROI_SET_WORDS:
+        if low.endswith(word) and len(low) > len(word):
+            return stem[: -len(word)]
+    for prefix in _ROI_SET_PREFIXES:
+        if low.startswith(prefix) and len(low) > len(prefix):
+            return stem[len(prefix):]
+    return stem if low != "roiset" else None
+
+
 def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
     """Split file paths into (images, ground truth) by name convention.
 
