@@ -455,6 +455,10 @@ def labelled_set(
         out.notes.append(f"{len(second)} ground-truth file(s) are second annotations of images that have one "
                          f"already, and are not used: {shown} (the one used is the nearest to its image by folder, "
                          "then by suffix: _labels, _mask, _dots, _points, then the first by name).")
+    unnamed = [n for n in out.unused if PurePosixPath(n).name.lower() == "roiset.zip"]
+    if unnamed:  # the ROI Manager's default name: which image's ROIs it holds is not said
+        out.notes.append(f"{', '.join(unnamed)}: the ROI Manager's default name says nothing of the image its ROIs "
+                         "were drawn on; rename it after its image (img01_RoiSet.zip for img01.tif) and upload it again.")
     # in path order, whatever the order of the upload or the zip, as the command line lists a folder: the same
     # table, and the same bootstrap interval over the images
     out.items.sort(key=lambda item: item[0])
