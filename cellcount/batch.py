@@ -92,7 +92,7 @@ class BatchItem:
             "reason": self.reason,
             # the quality flag: whether this count may be wrong, and why (cellcount.quality)
             "check": s.get("check"),
-            "quality_score": s.get("quality_score"),
+            "check_score": s.get("check_score"),
             "check_reasons": s.get("check_reasons", ""),
             # what the nucleus size did: the factor the model input was resized by, the estimated diameter
             "model_scale": s.get("model_scale"),
@@ -215,7 +215,7 @@ def count_many(
             progress(i + 1, n_total)
 
 
-COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "check", "quality_score",
+COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "check", "check_score",
                  "check_reasons", "model_scale", "estimated_diameter_px", "seconds", "settings")
 """Columns of :func:`counts_frame` (the per-image CSV)."""
 

@@ -284,7 +284,8 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
         old = pd.read_csv(out, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:
         return f"--resume: cannot read {out}: {err}"
-    for c in ("check", "quality_score", "check_reasons"):  # a counts CSV written before the quality flag had them
+    old = old.rename(columns={"quality_score": "check_score"})  # the column's name before 2026-12-04
+    for c in ("check", "check_score", "check_reasons"):  # a counts CSV written before the quality flag had them
         if c not in old.columns:
             old[c] = ""
     missing = [c for c in COUNT_COLUMNS if c not in old.columns]

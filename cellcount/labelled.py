@@ -457,8 +457,10 @@ def labelled_set(
                          "then by suffix: _labels, _mask, _dots, _points, then the first by name).")
     unnamed = [n for n in out.unused if PurePosixPath(n).name.lower() == "roiset.zip"]
     if unnamed:  # the ROI Manager's default name: which image's ROIs it holds is not said
+        only = [PurePosixPath(n).stem for n, _ in out.unlabelled]
+        example = f"{only[0]}_RoiSet.zip" if len(only) == 1 else "img01_RoiSet.zip for img01.tif"
         out.notes.append(f"{', '.join(unnamed)}: the ROI Manager's default name says nothing of the image its ROIs "
-                         "were drawn on; rename it after its image (img01_RoiSet.zip for img01.tif) and upload it again.")
+                         f"were drawn on; rename it after its image ({example}) and upload it again.")
     # in path order, whatever the order of the upload or the zip, as the command line lists a folder: the same
     # table, and the same bootstrap interval over the images
     out.items.sort(key=lambda item: item[0])

@@ -109,7 +109,7 @@ class Quality:
 
     def row(self) -> dict[str, Any]:
         """Columns for a counts table."""
-        return {"check": self.flag, "quality_score": round(self.score, 3), "check_reasons": "; ".join(self.reasons)}
+        return {"check": self.flag, "check_score": round(self.score, 3), "check_reasons": "; ".join(self.reasons)}
 
 
 def quality_signals(

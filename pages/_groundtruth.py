@@ -38,6 +38,17 @@ KIND_WORDS = {"labels": "label images", "mask": "masks", "points": "dots", "coun
 """How each ground-truth kind is named in the upload summary ("4 with dots", not "4 points")."""
 
 
+def kind_word(gt: Any) -> str:
+    """How a ground truth is named to the user: its kind, and outlines by where they came from (ImageJ's ROIs
+    and GeoJSON are read into label images, but the user uploaded outlines)."""
+    source = str(gt.source or "").lower()
+    if gt.kind == "labels" and source.endswith((".roi", ".zip")):
+        return "ImageJ ROIs"
+    if gt.kind == "labels" and source.endswith(".geojson"):
+        return "GeoJSON outlines"
+    return KIND_WORDS.get(gt.kind, gt.kind)
+
+
 def _digest(files: list[Any]) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -106,21 +117,21 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
     if found.items:
         kinds: dict[str, int] = {}
         for _, _, gt in found.items:
-            kinds[gt.kind] = kinds.get(gt.kind, 0) + 1
+            kinds[kind_word(gt)] = kinds.get(kind_word(gt), 0) + 1
         st.caption(
             f"{len(found.items)} image(s) with ground truth ("
-            + ", ".join(f"{n} with {KIND_WORDS.get(k, k)}" for k, n in kinds.items())
+            + ", ".join(f"{n} with {k}" for k, n in kinds.items())
             + ")" + (f"; {len(found.unlabelled)} without" if optional and found.unlabelled else "")
             + "."
             + (f" {empty} of them hold no objects: images without cells, or annotations whose export failed (a "
                "points CSV with only its header line, an all-black label image)." if (
                    empty := sum(gt.count == 0 for _, _, gt in found.items)) else "")
             + (" Binary masks are split into objects where they do not touch: touching nuclei in a mask count "
-               "as one, so prefer instance label images." if "mask" in kinds else "")
+               "as one, so prefer instance label images." if KIND_WORDS["mask"] in kinds else "")
         )
         # the uploaders cut long names to "BM_GRAZ...01_000.png": here each image and its annotation in full
         with st.expander("Which annotation goes with which image"):
-            rows = [{"image": name, "ground truth": _source_name(gt.source), "kind": KIND_WORDS.get(gt.kind, gt.kind),
+            rows = [{"image": name, "ground truth": _source_name(gt.source), "kind": kind_word(gt),
                      "objects": gt.count} for name, _, gt in found.items[:MAX_PAIRS_SHOWN]]
             st.table(pd.DataFrame(rows).set_index("image"))  # a static table: a few lines, no scrolling widget
             if len(found.items) > MAX_PAIRS_SHOWN:
@@ -142,16 +153,17 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         )
     for note in found.notes:
         st.info(note, icon=":material/info:")
-    if found.unused:
-        renames = rename_hints(found.unused, [n for n, _ in found.unlabelled])
-        images_here = images_among(found.unused) if not (found.items or found.unlabelled) else []
+    unused = [n for n in found.unused if PurePath(n).name.lower() != "roiset.zip"]  # a note above says what to do
+    if unused:
+        renames = rename_hints(unused, [n for n, _ in found.unlabelled])
+        images_here = images_among(unused) if not (found.items or found.unlabelled) else []
         how = ("Rename " + ", ".join(f"`{a}` to `{b}`" for a, b in renames) + "." if renames else
                f"Some of them are images ({_names(images_here[:3])}): put the images, or the zip holding images and "
                "their ground truth, in the Images uploader; ground truth there is told apart by its folder "
                "(labels/, masks/) or name (_labels, _mask, _points)." if images_here else
                "Name each like its image, or like its image with a suffix (`001cell_dots.png` or "
                "`001cell_labels.tif` for `001cell.png`).")
-        st.warning(f"{len(found.unused)} ground-truth file(s) match no image: {_names(found.unused)}. {how}")
+        st.warning(f"{len(unused)} ground-truth file(s) match no image: {_names(unused)}. {how}")
     lookalikes_note(found)
     if found.skipped:
         groups = skipped_by_reason(found.skipped)

@@ -62,9 +62,11 @@ def model_label(name: str) -> str:
         card = model_card(name)
     except (cc.CellcountError, OSError, ValueError):
         return name
-    # the architecture is in the name already; with it the label was cut off in the narrow settings column
-    default = ", default" if name == cc.models.default_model_name() else ""
-    return f"{name} ({card.output_kind}{default})"
+    # the architecture is in the name already, and the default's kind on the Models page: "(mask, default)" was
+    # cut off in the narrow settings column ("unet-mask-varied (mask, defa")
+    if name == cc.models.default_model_name():
+        return f"{name} (default)"
+    return f"{name} ({card.output_kind})"
 
 
 def model_picker(prefix: str, *, label: str = "Model", container: Any = None, shared: bool = True) -> str:

@@ -285,30 +285,31 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
                 reason = str(row["reason"])  # it names the file already where it was read from it
                 reason = reason.removeprefix(f"{row['file']}: ").removeprefix(f"{row['file'].rsplit('/', 1)[-1]}: ")
                 st.markdown(f"- `{row['file']}` — {reason}")
-    first = [c for c in ("file", "status", "count", "check", "check_reasons", "quality_score") if c in df]
+    # the verdict beside the count, in the columns that fit at 1400 px; the CSV holds every column in its order
+    shown = [c for c in ("file", "plane", "status", "count", "check", "check_reasons", "check_score") if c in df]
+    if "reason" in df and df["reason"].fillna("").astype(str).str.len().any():  # why a file was not counted
+        shown.insert(shown.index("status") + 1, "reason")
     sh.dataframe(
-        df[first + [c for c in df.columns if c not in first]],  # the verdict beside the count (the CSV keeps its order)
+        df[shown],
         column_config={
-            "settings": st.column_config.TextColumn(width="small", help="Resolved settings as JSON"),
+            "file": st.column_config.TextColumn("file", width=180, help="The file's name (hover for all of it)"),
             # "ok" beside a flagged count read as "the count is fine" to a tester
             "status": st.column_config.TextColumn(
-                help="ok: the file was read and counted (whether to trust the count: 'check this image'); "
+                width=60, help="ok: the file was read and counted (whether to trust the count: 'check this image'); "
                      "error: it could not be (the reason says why); skipped: not counted, on purpose"),
-            "count_estimate": st.column_config.NumberColumn(format="%.2f"),
-            "model_scale": st.column_config.NumberColumn(
-                format="%.2fx", help="Factor the image was resized by for the model (1 = as it is)"),
-            "estimated_diameter_px": st.column_config.NumberColumn(
-                format="%.1f", help="Nucleus diameter estimated from a first pass (Estimate nucleus size)"),
-            "seconds": st.column_config.NumberColumn(format="%.3f"),
-            "check": st.column_config.CheckboxColumn("check this image", help=CHECK_HELP),
-            "check_reasons": st.column_config.TextColumn("why", width="large",
+            "reason": st.column_config.TextColumn(width=170, help="Why the file was not counted"),
+            "count": st.column_config.NumberColumn(width=60),
+            "check": st.column_config.CheckboxColumn("check this image", width=120, help=CHECK_HELP),
+            "check_reasons": st.column_config.TextColumn("why", width=170,
                                                          help="Why the count may be wrong (empty: no warning)"),
-            "quality_score": st.column_config.NumberColumn(
-                "quality score", format="%.2f",
+            "check_score": st.column_config.NumberColumn(
+                "check score", format="%.2f", width=90,
                 help="How close the count came to a quality limit: the signal furthest toward its limit, as a share "
                      "of it (1 or more: flagged; 0.95-1: near a limit)"),
         },
     )
+    st.caption("Every column (the model, the count before rounding, the nucleus size and resize factor, the time, "
+               "the settings) is in the Per-image CSV.")
     if len(ok):
         st.plotly_chart(viz.count_histogram(ok["count"]), key=f"{P}_hist")
     files = [

@@ -187,7 +187,9 @@ def run(configs, sources) -> pd.DataFrame:
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, measure=False)
                 row.update(
-                    count=res.count, count_estimate=res.count_estimate, seconds=sum(res.seconds.values())
+                    # a model's one-off setup (its first use on this machine) is not its speed
+                    count=res.count, count_estimate=res.count_estimate,
+                    seconds=sum(v for k, v in res.seconds.items() if k != "setup")
                 )
                 if res.quality is not None:
                     row.update(check=bool(res.quality.flag), check_reasons="; ".join(res.quality.reasons))
@@ -240,20 +242,26 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
     sh.dataframe(
         pd.DataFrame(per_config),
+        # widths and short headers that fit at 1400 px with 4 models' names (the CSV keeps the long names)
         column_config={
-            "RMSE": st.column_config.NumberColumn(format="%.2f"),
-            "mean time per image (ms)": st.column_config.NumberColumn(format="%.0f"),
+            "config": st.column_config.TextColumn(width=140),
+            "RMSE": st.column_config.NumberColumn(format="%.2f", width=55),
+            "mean time per image (ms)": st.column_config.NumberColumn(
+                "ms / image", format="%.0f", width=80, help="Mean time per image: normalise + model + postprocess"),
+            "total count": st.column_config.NumberColumn("total", width=60, help="Objects counted on all images"),
+            "images with ground truth": st.column_config.NumberColumn("labelled", width=70,
+                                                                      help="Images with ground truth"),
             "MAE": st.column_config.NumberColumn(
-                "MAE", format="%.2f", help="Count error: mean of |predicted - true| cells per image"),
+                "MAE", format="%.2f", width=55, help="Count error: mean of |predicted - true| cells per image"),
             "MAE 95% CI": st.column_config.TextColumn(
-                help="95% bootstrap interval of the MAE over these images (needs at least "
+                width=95, help="95% bootstrap interval of the MAE over these images (needs at least "
                 f"{MIN_BOOTSTRAP_IMAGES})"),
             "bias": st.column_config.NumberColumn(
-                format="%+.2f", help="Mean of predicted - true: above 0 over-counts"),
+                format="%+.2f", width=55, help="Mean of predicted - true: above 0 over-counts"),
             "images flagged": st.column_config.NumberColumn(
-                help="Images whose count this model's quality flag marks \"check this image\""),
+                "flagged", width=65, help="Images whose count this model's quality flag marks \"check this image\""),
             "vs lowest MAE": st.column_config.TextColumn(
-                help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
+                width=230, help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
                 "paired bootstrap interval: 'more error' when the interval is above 0, 'less error on these images' "
                 "when below (on the images both counted), else 'within luck': image-to-image luck explains it"),
         },
@@ -323,7 +331,8 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         b = st.container()
     with b:
         st.plotly_chart(viz.model_times_figure(long.dropna(subset=["seconds"])), key=f"{P}_times")
-        st.caption("Time per image: normalise + model + postprocess (the model time is from its first run).")
+        st.caption("Time per image: normalise + model + postprocess (the model time is from its first run on each "
+                   "image; a model's one-off setup on this machine, timing its backends, is left out).")
 
     st.subheader("Side by side")
     names = [s.name for s in sources]

@@ -79,7 +79,7 @@ def _view_widget(name: str, widget: Any, *args: Any, options: list | None = None
     return value
 
 
-def view_ui() -> dict:
+def view_ui(shape: tuple[int, int]) -> dict:
     """Display options of the viewer (they never change the count). Their controls are drawn only while the
     panel is open: closed, a slider move re-sends six controls fewer to the browser (scripts/bench_browser.py)."""
     v = st.session_state.setdefault(VIEW_KEY, dict(VIEW_DEFAULTS))
@@ -106,7 +106,12 @@ def view_ui() -> dict:
                          help="Red (black or white beside one colour per object; rejected objects are then grey): objects over 2.5x the median area of their 8 nearest neighbours and with a "
                          "waist (not convex), often two or more nuclei counted as one. One large round "
                          "nucleus is not marked.")
-            if ZOOMS[v["zoom"]]:
+            zoom = ZOOMS[v["zoom"]]
+            if zoom and max(shape) * zoom <= viz.ZOOM_VIEW_PX:  # no window to move: say so (200% looked smaller than Fit)
+                st.caption(f"At {zoom * 100}% the whole image fits ({shape[1] * zoom} × {shape[0] * zoom} px on screen); "
+                           "Fit shows it as wide as the panel. A window to move appears when a zoom makes it larger "
+                           f"than {viz.ZOOM_VIEW_PX} px.")
+            elif zoom:
                 c1, c2 = st.columns(2)
                 _view_widget("row", c2.slider, "Window: top → bottom", 0.0, 1.0, step=0.05)
                 _view_widget("col", c1.slider, "Window: left → right", 0.0, 1.0, step=0.05)
@@ -241,7 +246,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     # a diameter typed near the training size changes nothing: said, so it does not look ignored
     if result.estimated_diameter_px is not None or result.model_scale != 1.0 or result.params.nucleus_diameter_px:
         st.caption(size_note(result))
-    view = view_ui() if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
+    view = view_ui(image.shape[:2]) if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
     # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
     views = ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"]
     key = f"{P}_tab"

@@ -16,18 +16,20 @@ from pages import _shared as sh
 sh.require_entry_point("evaluate")
 
 P = "eval"
-PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "check", "precision", "recall", "f1", "mean_iou")
+# the columns that fit beside the settings at 1400 px (precision and recall are in the totals above and the CSV)
+PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "check", "f1", "mean_iou")
 PER_IMAGE_CONFIG = {
-    "file": st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)"),
-    "pred": st.column_config.NumberColumn("predicted", format="%.1f"),
-    "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true"),
-    "rel_error": st.column_config.NumberColumn("rel. error", format="%.1f%%", help="error / true count, in %"),
-    "check": st.column_config.CheckboxColumn("check", help="The quality flag: this count may be wrong (the reasons are "
-                                                           "in the CSV's check_reasons)"),
-    "precision": st.column_config.NumberColumn(format="%.2f"),
-    "recall": st.column_config.NumberColumn(format="%.2f"),
-    "f1": st.column_config.NumberColumn("F1", format="%.2f"),
-    "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.2f"),
+    "file": st.column_config.TextColumn("file", width=170, help="The image's file name (hover for all of it)"),
+    "true": st.column_config.NumberColumn("true", width=60),
+    "pred": st.column_config.NumberColumn("predicted", format="%.1f", width=80),
+    "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true", width=60),
+    "rel_error": st.column_config.NumberColumn("rel. error", format="%.1f%%", help="error / true count, in %",
+                                               width=80),
+    "check": st.column_config.CheckboxColumn("check", width=60, help="The quality flag: this count may be wrong (the "
+                                                                     "reasons are in the CSV's check_reasons)"),
+    "f1": st.column_config.NumberColumn("F1", format="%.2f", width=60, help="Objects matched to ground truth "
+                                        "(precision and recall per image in the CSV)"),
+    "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.2f", width=80),
 }
 SORTS = {"error": "signed error", "abs_error": "largest error", "file": "file name", "true": "true count"}
 
@@ -144,14 +146,17 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
             a.plotly_chart(
-                viz.overlay_figure(rgb, legend=viz.outline_legend(res.count, colors=colors), height=380),
+                # only the kinds present: four empty entries pushed the picture below its ground truth's
+                viz.overlay_figure(rgb, legend=viz.outline_legend(
+                    res.count, colors=colors, reasons=[r for r, n in res.n_rejected.items() if n],
+                    n_rejected=res.n_rejected), height=380),
                 key=f"{P}_worst_pred_{name}",
             )
         if gt.labels is not None:
             b.plotly_chart(
                 viz.image_figure(
                     viz.ground_truth_overlay(image, gt.labels),
-                    legend={f"ground truth ({gt.count})": (0, 200, 255)},
+                    legend={f"ground truth ({gt.count})": viz.GROUND_TRUTH_COLOR},
                     height=380,
                 ),
                 key=f"{P}_worst_gt_{name}",
@@ -375,11 +380,12 @@ with right:
             # one decimal for every relative error (Streamlit's "percent" drops them where they are 0)
             config = dict(PER_IMAGE_CONFIG)
             if (per_image["pred"].dropna() % 1 == 0).all():  # whole counts (segmentation): no ".0" after each
-                config["pred"] = st.column_config.NumberColumn("predicted", format="%d")
-                config["error"] = st.column_config.NumberColumn("error", format="%+d", help="predicted - true")
+                config["pred"] = st.column_config.NumberColumn("predicted", format="%d", width=80)
+                config["error"] = st.column_config.NumberColumn("error", format="%+d", help="predicted - true", width=60)
             sh.dataframe(per_image.assign(rel_error=100 * per_image["rel_error"]), column_order=shown,
                          column_config=config)
-            st.caption("More columns (matched / extra / missed objects, nucleus-size estimate, timings) in the CSV.")
+            st.caption("More columns (precision, recall, matched / extra / missed objects, nucleus-size estimate, "
+                       "timings) in the CSV.")
             # which model and settings made these counts: the file alone says (as the Batch and Compare CSVs do)
             recorded = per_image.assign(model=model.name, settings=params.settings_json(model.output_kind))
             sh.download_button(

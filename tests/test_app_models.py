@@ -260,7 +260,7 @@ def test_the_model_picker_marks_the_default():
     from pages._model_ui import model_label
 
     default = cc.models.default_model_name()
-    assert model_label(default) == f"{default} (mask, default)"
+    assert model_label(default) == f"{default} (default)"
     assert model_label("unet-mask") == "unet-mask (mask)"
 
 

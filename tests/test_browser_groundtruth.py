@@ -81,9 +81,9 @@ def _evaluate_upload(page, server) -> None:
     page.locator('[data-testid="stRadio"]').filter(has_text="Data").get_by_text("Upload", exact=True).click()
 
 
-def _run_evaluate_and_check(page, counts: dict[str, int]) -> None:
+def _run_evaluate_and_check(page, counts: dict[str, int], kind: str = "label images") -> None:
     n = len(counts)
-    sync_api.expect(page.get_by_text(f"{n} image(s) with ground truth ({n} with label images)")).to_be_visible()
+    sync_api.expect(page.get_by_text(f"{n} image(s) with ground truth ({n} with {kind})")).to_be_visible()
     page.get_by_role("button", name="Evaluate", exact=True).click()
     sync_api.expect(_metric(page, "Images")).to_have_text(str(len(counts)), timeout=120_000)
     assert float(_metric(page, "F1").inner_text()) > 0.5  # labels read as the instances of these very images
@@ -134,7 +134,7 @@ def test_evaluate_with_imagej_roi_sets(page, server, labelled, tmp_path):
     _uploader(page, "Images (or a zip)").set_input_files([str(root / "images" / n) for n in counts])
     sync_api.expect(page.get_by_text(f"{len(counts)} image(s) uploaded", exact=False)).to_be_visible(timeout=60_000)
     _uploader(page, "Ground truth (or a zip)").set_input_files(sets)
-    _run_evaluate_and_check(page, counts)
+    _run_evaluate_and_check(page, counts, "ImageJ ROIs")
 
 
 def test_evaluate_same_name_labels_in_a_zip(page, server, labelled):

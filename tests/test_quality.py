@@ -102,7 +102,7 @@ def test_multihead_result_carries_both_counts_and_a_quality_verdict(tiny_model, 
     assert res.density is not None and res.density_count == pytest.approx(float(res.density.sum()), rel=1e-5)
     assert res.quality is not None and set(res.quality.signals) >= {"count_disagreement", "contrast"}
     row = res.summary_row()
-    assert {"density_count", "check", "quality_score", "check_reasons"} <= set(row)
+    assert {"density_count", "check", "check_score", "check_reasons"} <= set(row)
 
 
 def test_two_heads_that_agree_or_disagree_flag_accordingly(draw_disks):

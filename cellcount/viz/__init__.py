@@ -8,6 +8,7 @@ share them. Images are (row, col) = (H, W[, C]).
 """
 
 from .arrays import (
+    GROUND_TRUTH_COLOR,
     OUTLINE_COLORS,
     OUTLINE_COLORS_BRIGHT,
     RGB,
@@ -50,6 +51,7 @@ from .viewer import (
     object_colors,
     points_overlay,
     render_outlines,
+    ZOOM_VIEW_PX,
     zoom_view,
 )
 
@@ -58,6 +60,7 @@ __all__ = [
     "ERROR_SORTS",
     "MERGE_COLOR",
     "OUTLINE_CANDIDATES",
+    "GROUND_TRUTH_COLOR",
     "OUTLINE_COLORS",
     "OUTLINE_COLORS_BRIGHT",
     "RGB",
@@ -90,5 +93,6 @@ __all__ = [
     "thumbnail",
     "to_rgb",
     "training_curve",
+    "ZOOM_VIEW_PX",
     "zoom_view",
 ]

@@ -29,7 +29,10 @@ OUTLINE_COLORS_BRIGHT: dict[str, RGB] = {
 """Outline colours on bright (brightfield, H&E) backgrounds."""
 
 _REASON_CODES = {REJECT_REASONS[code]: code for code in REJECT_REASONS}
-_GT_COLOR: RGB = (0, 200, 255)
+GROUND_TRUTH_COLOR: RGB = (255, 40, 40)
+"""Red: no outline colour of a prediction (kept or rejected, on dark or bright images) is red, so a legend never
+gives ground truth the colour a prediction's "rejected: too small" has beside it (it was cyan)."""
+_GT_COLOR = GROUND_TRUTH_COLOR
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -194,7 +197,7 @@ def thumbnail(image: np.ndarray, *, max_side: int = 192) -> np.ndarray:
 
 
 def ground_truth_overlay(image: np.ndarray, labels: np.ndarray | None, *, thickness: int = 1) -> np.ndarray:
-    """Ground-truth outlines (cyan) on the image, for side-by-side comparison with a prediction."""
+    """Ground-truth outlines (red) on the image, for side-by-side comparison with a prediction."""
     if labels is None:
         return to_rgb(image).copy()
     return outline_overlay(image, labels, colors={"kept": _GT_COLOR}, thickness=thickness)
