@@ -43,6 +43,7 @@ from .viewer import (
     AUTO_CANDIDATES,
     MERGE_COLOR,
     OUTLINE_CANDIDATES,
+    ZOOM_VIEW_PX,
     contrast_color,
     display_image,
     encode_jpeg,
@@ -51,7 +52,6 @@ from .viewer import (
     object_colors,
     points_overlay,
     render_outlines,
-    ZOOM_VIEW_PX,
     zoom_view,
 )
 
