@@ -415,7 +415,7 @@ def postprocess(
     density_total = None if density_map is None else pp.density_count(density_map)
     mask_params = params.values("mask")
     mask_params["min_distance_px"] = split_distance_px(prediction, params)
-    seg = pp.segment(prob, **mask_params, border_prob=border, memo=prediction.memo)
+    seg = pp.segment(prob, **mask_params, border_prob=border, memo=prediction.memo, bright_background=prediction.inverted)
     t1 = time.perf_counter()
     # the object table and the quality flag read the same labels: one on a second core
     objects, quality = parallel.pair(
@@ -523,7 +523,7 @@ def card_shift_note(prediction: Prediction, params: CountParams, count: int, min
     kept = prediction.memo.get("card_count")
     if kept is None:
         border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None
-        kept = pp.segment(prediction.maps[0], **theirs, border_prob=border).count
+        kept = pp.segment(prediction.maps[0], **theirs, border_prob=border, bright_background=prediction.inverted).count
         prediction.memo["card_count"] = kept
     diff = count - kept
     if abs(diff) < max(MAX_CARD_SHIFT * kept, MIN_CARD_SHIFT):

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from .postprocess import touching_share
+
 UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.2, 0.8
 STRIDE = 2
 LARGE_ERROR = 0.15
@@ -211,24 +213,12 @@ def _object_signals(labels: np.ndarray) -> dict[str, float]:
     """``large_object_share`` and ``touching_share`` of a label image (NaN under :data:`MIN_OBJECTS`)."""
     flat = np.ascontiguousarray(labels).ravel()
     areas = np.bincount(flat)[1:]
-    ids = np.flatnonzero(areas) + 1
     areas = areas[areas > 0]
     if len(areas) < MIN_OBJECTS:
         return {}
     big = areas > LARGE_OBJECT_FACTOR * np.median(areas)
-    touching = np.zeros(int(ids[-1]) + 1, bool)
-    width = labels.shape[1]
-    for step in (1, width):  # right and lower neighbours, on the flat array (no copies of the image)
-        changes = np.flatnonzero(flat[:-step] != flat[step:])  # outlines only: the rest runs on few pixels
-        if step == 1:
-            changes = changes[changes % width != width - 1]  # not the last pixel of a row with the next row's first
-        va, vb = flat[changes], flat[changes + step]
-        meet = (va > 0) & (vb > 0)
-        touching[va[meet]] = True
-        touching[vb[meet]] = True
-    n_touching = int(touching[ids].sum())
     return {"large_object_share": float(areas[big].sum() / areas.sum()),
-            "touching_share": float(n_touching / len(ids)),
+            "touching_share": touching_share(labels),
             "merge_share": _merge_share(labels)}
 
 

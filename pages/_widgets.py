@@ -192,8 +192,9 @@ def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, floa
 
         c.image(viz.encode_png(viz.histogram_strip(stats[0], threshold=value)), width="stretch")
         # testers moved the threshold from 0.2 to 0.8 and saw the count change by 2 at most: say why
-        why = (" With 'Model borders' the nuclei are told apart where the model drew their outlines, so the "
-               "threshold mostly moves the outlines and areas, little the count." if split_mode == "borders" else "")
+        why = (" With 'Model borders' (and 'Auto', mostly) the nuclei are told apart where the model drew their "
+               "outlines, so the threshold mostly moves the outlines and areas, little the count."
+               if split_mode in ("borders", "auto") else "")
         c.caption(f"Pixels per foreground probability, 0 to 1 (log scale; red: the threshold). "
                   f"{100 * stats[1]:.1f}% lie between 0.1 and 0.9, the only ones the threshold can move.{why}")
     return value

@@ -489,7 +489,10 @@ def test_display_options_are_kept_while_the_panel_is_closed():
     at.run()
     at.slider(key="count_view_thickness").set_value(3).run()
     at.toggle(key="count_view_merges").set_value(False).run()
-    at.selectbox(key="count_view_zoom").set_value("200%").run()
+    at.selectbox(key="count_view_zoom").set_value("200%").run()  # a 256 px sample fits whole at 200%: no window
+    assert not [s for s in at.slider if s.key == "count_view_row"]
+    assert any("the whole image fits" in c.value for c in at.caption)
+    at.selectbox(key="count_view_zoom").set_value("400%").run()
     at.slider(key="count_view_row").set_value(0.25).run()
     assert not at.exception
     at.session_state["count_view_open"] = False
@@ -502,7 +505,7 @@ def test_display_options_are_kept_while_the_panel_is_closed():
     at.run()
     assert not at.exception
     assert at.slider(key="count_view_thickness").value == 3 and at.toggle(key="count_view_merges").value is False
-    assert at.selectbox(key="count_view_zoom").value == "200%" and at.slider(key="count_view_row").value == 0.25
+    assert at.selectbox(key="count_view_zoom").value == "400%" and at.slider(key="count_view_row").value == 0.25
     at.selectbox(key="count_view_zoom").set_value("Fit").run()
     assert not [s for s in at.slider if s.key == "count_view_row"], "no window to place at Fit"
 

@@ -103,6 +103,38 @@ def test_split_modes_use_only_their_own_knobs(draw_disks):
         segment(prob, split_mode="watershed")
 
 
+def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background(draw_disks):
+    """Crowded: pairs of squares split by the border band (every object touches its partner), each square a pair
+    of touching disks the band missed: "auto" splits as "both". Sparse (the same squares apart) or a bright
+    background: as "borders"."""
+    from cellcount.postprocess import CROWDED_TOUCHING_SHARE, touching_share
+
+    def field(pairs: bool) -> tuple[np.ndarray, np.ndarray]:
+        prob = np.zeros((60, 240), np.float32)
+        border = np.zeros_like(prob)
+        for k in range(6):  # six squares, in three touching pairs (or all apart)
+            c0 = 10 + k * 36 if not pairs else 10 + (k // 2) * 76 + (k % 2) * 28
+            disks = draw_disks((60, 240), [(30, c0 + 7), (30, c0 + 21)], 8) > 0  # two touching disks per object
+            prob[disks] = 1.0
+            if pairs and k % 2:
+                border[18:42, c0 - 2:c0 + 1] = 0.9  # the band between the pair's two objects
+        return prob, border
+
+    crowded, band = field(True)
+    borders = segment(crowded, split_mode="borders", border_prob=band, min_distance_px=4)
+    assert touching_share(borders.labels) > CROWDED_TOUCHING_SHARE
+    both = segment(crowded, split_mode="both", border_prob=band, min_distance_px=4)
+    assert both.count > borders.count
+    assert segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4).count == both.count
+    assert segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4,
+                   bright_background=True).count == borders.count
+    sparse, band = field(False)
+    apart = segment(sparse, split_mode="borders", border_prob=band, min_distance_px=4)
+    assert touching_share(apart.labels) == 0.0
+    assert segment(sparse, split_mode="auto", border_prob=band, min_distance_px=4).count == apart.count
+    assert np.isnan(touching_share(np.zeros((5, 5), np.int32)))
+
+
 # --------------------------------------------------------------------------------------------------
 # area bounds (inclusive)
 
