@@ -764,6 +764,8 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
                 if len(members) > MAX_ROIS or sum(i.file_size for i in members) > MAX_ROI_BYTES:
                     raise GroundTruthError(f"{name}: more ROIs than ground truth may hold")
                 blobs = [(i.filename, zf.read(i)) for i in members]
+        except GroundTruthError:
+            raise
         except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as err:  # RuntimeError: encrypted
             raise GroundTruthError(f"{name}: not a readable zip of ImageJ ROIs ({err})") from err
     else:
@@ -793,6 +795,8 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
         if rings:
             polygons.append(_roi_parts(rings))
     every = np.concatenate(points) if points else np.zeros((0, 2))
+    # a rectangle or outline drawn around the nuclei or the clicks (the field counted) is a region, not an object
+    polygons = _objects_not_regions(polygons, [tuple(p) for p in every])
     if polygons and len(every):
         raise GroundTruthError(f"{name}: holds both outlines ({len(polygons)}) and points ({len(every)}): save one "
                                "kind of annotation per image")

@@ -235,6 +235,32 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
     return files
 
 
+def _expand_roi_bundles(gt_files: list[_File], image_stems: set[str]) -> list[_File]:
+    """A zip of ``.roi`` files named after the uploaded images (``img01.roi``, ``img02.roi``: one annotation per
+    image, zipped) opened into those files; a zip of ``.roi`` files named otherwise stays one image's ROI set
+    (the ROI Manager names its members by position, ``0123-0456.roi``)."""
+    import zipfile
+
+    out: list[_File] = []
+    for f in gt_files:
+        own = imagej_roi_stem(f.name)
+        if not f.name.lower().endswith(".zip") or (own or "").casefold() in image_stems:
+            out.append(f)
+            continue
+        try:
+            with zipfile.ZipFile(io.BytesIO(f.data)) as zf:
+                members = [(i.filename, i) for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(".roi")
+                           and "__MACOSX/" not in i.filename]
+                named = [(n, i) for n, i in members if (imagej_roi_stem(n) or "").casefold() in image_stems]
+                if not named:
+                    out.append(f)
+                    continue
+                out.extend(_File(n, zf.read(i)) for n, i in members)  # the others: reported as matching no image
+        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError):
+            out.append(f)  # read (and its reason given) as one ROI set
+    return out
+
+
 def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, str]]) -> list[_File]:
     """Drop files uploaded twice (same name and content); a second, different file under a name already
     taken is skipped, since it could not be paired. (Equal content under two names is kept: two images may
@@ -373,6 +399,7 @@ def labelled_set(
         if copies[id(f)]:
             out.duplicates.append(f"{f.name} (the same file as the image {copies[id(f)]}: not used as ground truth)")
     gt_files = [f for f in gt_files if not copies[id(f)]]
+    gt_files = _expand_roi_bundles(gt_files, {PurePosixPath(f.name).stem.casefold() for f in image_files})
 
     # CSVs that share an image's stem are point tables; the others are tables of counts per image
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}

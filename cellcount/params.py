@@ -49,7 +49,7 @@ SPLIT_MODES = {
     "distance": "seeds are distance-transform maxima at least min_distance_px apart",
     "both": "border cores, each split further at distance-transform maxima min_distance_px apart",
     "off": "no splitting: touching objects stay one object",
-    "auto": "borders; both where most objects touch on a dark background (crowded fluorescent nuclei)",
+    "auto": "borders; both where over 30% of the objects touch on a dark background (crowded fluorescent nuclei)",
 }
 """How touching objects are split (``split_mode``); "borders", "both" and "auto" need a model with a border map."""
 BORDER_SPLIT_MODES = ("borders", "both", "auto")
@@ -199,13 +199,15 @@ PARAMS: tuple[Param, ...] = (
         "split_mode", str, "distance", "mask", choices=tuple(SPLIT_MODES), label="Split touching nuclei",
         choice_labels=("Model borders", "Distance transform", "Both", "Off", "Auto: borders, both where crowded"),
         help="how touching objects are split (mask models): borders = along the model's predicted borders, "
-        "distance = at distance-transform maxima, both, off",
+        "distance = at distance-transform maxima, both, off, auto = borders, and both where over 30% of the "
+        "objects touch on a dark background",
         explain="How nuclei that touch are separated. Model borders: along the thin border the model predicts "
         "between touching nuclei. Distance transform: at the centres of round shapes, at least 'Min. distance' "
-        "apart. Both: border split first, then the distance transform on what is still joined (the shipped mask "
-        "models' default). Off: touching nuclei count as one (lowest count). Auto: model borders, and Both on an "
-        "image where most nuclei touch on a dark background (crowded fluorescent nuclei, whose borders the model "
-        "misses more often); not on bright backgrounds, where the distance transform cuts textured nuclei.",
+        "apart. Both: border split first, then the distance transform on what is still joined (the older mask "
+        "models' default). Off: touching nuclei count as one (lowest count). Auto (the default model's): model "
+        "borders, and Both on an image where over 30% of the nuclei touch on a dark background (crowded "
+        "fluorescent nuclei, whose borders the model misses more often); not on bright backgrounds, where the "
+        "distance transform cuts textured nuclei. The result says which one an image got.",
     ),
     Param(
         "min_distance_px", int, 4, "mask", unit="px", lo=1, hi=MAX_DISTANCE_PX, off=0, off_means="auto",

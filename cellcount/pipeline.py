@@ -130,6 +130,10 @@ class CountResult:
     """Whether this count may be wrong ("check this image"), with the reasons (:mod:`cellcount.quality`)."""
     min_distance_px: int | None = None
     """Mask models: the split distance used (``params.min_distance_px``, or what 0 = auto made of it)."""
+    split_used: str | None = None
+    """``split_mode="auto"``: the split it chose for this image ("borders" or "both")."""
+    touching_share: float | None = None
+    """``split_mode="auto"``: the share of objects touching another after the border split, which chose it."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
@@ -445,6 +449,7 @@ def postprocess(
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
         density_count=density_total, min_distance_px=mask_params["min_distance_px"], quality=quality,
+        split_used=seg.split_used, touching_share=seg.touching_share,
     )
 
 

@@ -8,7 +8,7 @@ Area bounds are inclusive: an object of exactly ``min_area_px`` or ``max_area_px
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -279,6 +279,10 @@ class SegmentResult:
     rejected: np.ndarray
     n_rejected: dict[str, int] = field(default_factory=dict)
     """Number of rejected objects per reason name (``REJECT_REASONS`` values), zeros included."""
+    split_used: str | None = None
+    """``split_mode="auto"``: the mode it chose for this image ("borders" or "both")."""
+    touching_share: float | None = None
+    """``split_mode="auto"``: the share of objects touching another after the border split, which chose it."""
 
     @property
     def count(self) -> int:
@@ -389,10 +393,12 @@ def segment(
                         diameter_px=diameter_px)
         memo = {} if memo is None else memo
         first = segment(prob, split_mode="borders", memo=memo, **keywords)
-        if bright_background or not touching_share(first.labels) > CROWDED_TOUCHING_SHARE:
-            return first
-        # its own memo: a slider move on a crowded image keeps both splits
-        return segment(prob, split_mode="both", memo=memo.setdefault("crowded", {}), **keywords)
+        share = touching_share(first.labels)
+        if bright_background or not share > CROWDED_TOUCHING_SHARE:
+            return replace(first, split_used="borders", touching_share=share)
+        # its own memo (the mask recomputed there, a few ms): a slider move on a crowded image keeps both splits
+        crowded = segment(prob, split_mode="both", memo=memo.setdefault("crowded", {}), **keywords)
+        return replace(crowded, split_used="both", touching_share=share)
     if split_mode not in SPLIT_MODES:
         raise ParameterError(f"split_mode must be one of {', '.join(SPLIT_MODES)}; got {split_mode!r}")
     if split_mode in BORDER_SPLIT_MODES and border_prob is None:

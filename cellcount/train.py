@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -187,7 +188,10 @@ def validate(net, items, cfg, card) -> dict[str, float]:
     true, pred, dens = [], [], []
     for it in items:
         # the count a user gets, incl. a rescale by the model's own size estimate (multihead, density)
-        res = postprocess(predict(it.image, model, params, fast=True, normalized=True), params, measure=False)
+        # normalized input says nothing of its background: the item's (split_mode "auto" acts on dark ones only)
+        prediction = dataclasses.replace(predict(it.image, model, params, fast=True, normalized=True),
+                                         inverted=it.inverted)
+        res = postprocess(prediction, params, measure=False)
         true.append(it.count)
         pred.append(res.count_estimate)
         dens.append(res.density_count)

@@ -246,6 +246,11 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     # a diameter typed near the training size changes nothing: said, so it does not look ignored
     if result.estimated_diameter_px is not None or result.model_scale != 1.0 or result.params.nucleus_diameter_px:
         st.caption(size_note(result))
+    if result.split_used:  # "Auto" says which split this image got, and why
+        share = result.touching_share
+        touch = f"{100 * share:.0f}% of the nuclei touch" if share == share else "too few nuclei to judge"
+        st.caption(f"Split touching nuclei, Auto: {'Both' if result.split_used == 'both' else 'Model borders'} on this "
+                   f"image ({touch}; Both above 30% on a dark background).")
     view = view_ui(image.shape[:2]) if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
     # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
     views = ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"]

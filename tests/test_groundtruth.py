@@ -840,6 +840,10 @@ def test_imagej_rois_outlines_points_and_roi_manager_sets(tmp_path: Path) -> Non
 
     with pytest.raises(GroundTruthError, match="both outlines"):
         read_imagej_rois(_roi_set({"a.roi": rect, "b.roi": clicks}))
+    # a rectangle drawn around the counted field is a region, not an object, beside outlines or clicks
+    field = _imagej_roi(1, 0, 0, 60, 60)
+    assert read_imagej_rois(_roi_set({"0.roi": field, "a.roi": rect, "b.roi": square}), expected_shape=(64, 64)).count == 2
+    assert read_imagej_rois(_roi_set({"0.roi": field, "b.roi": clicks})).kind == "points"
     with pytest.raises(GroundTruthError, match="no outlines or points.*line"):
         read_imagej_rois(_roi_set({"a.roi": line}))
     with pytest.raises(GroundTruthError, match="not an ImageJ ROI set"):
@@ -868,5 +872,5 @@ def test_imagej_roi_file_names_name_their_image() -> None:
 
     names = {"img01.roi": "img01", "img01_RoiSet.zip": "img01", "RoiSet_img01.zip": "img01",
              "img01_rois.zip": "img01", "img01-roi.roi": "img01", "img01.zip": "img01", "RoiSet.zip": None,
-             "img01.png": None, "img01_points.csv": None}
+             "img01.png": None, "img01_points.csv": None, "img01.tif.roi": "img01", "img01.tif_RoiSet.zip": "img01"}
     assert {n: imagej_roi_stem(n) for n in names} == names

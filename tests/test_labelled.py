@@ -370,5 +370,9 @@ def test_imagej_roi_sets_in_uploads_stay_whole(samples):
     assert {n: (gt.kind, gt.count) for n, _, gt in out.items} == {"images/a.png": ("points", 2),
                                                                     "images/d.png": ("labels", 2)}
     assert any("zip inside the zip" in why for _, why in out.skipped)
+    # one zip of per-image ROI files, named after the images: opened into them
+    bundle = labelled_set([("a.png", img), ("d.tif", samples[1][0])],
+                          [("annotations.zip", _zip({"a.roi": clicks, "d.tif.roi": rect}))])
+    assert {n: (gt.kind, gt.count) for n, _, gt in bundle.items} == {"a.png": ("points", 2), "d.tif": ("labels", 1)}
     unnamed = labelled_set([("a.png", img)], [("RoiSet.zip", roi_set)])
     assert not unnamed.items and any("rename it after its image" in note for note in unnamed.notes)

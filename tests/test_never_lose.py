@@ -687,6 +687,19 @@ def test_resume_keeps_rows_of_a_csv_that_listed_every_setting(tmp_path, capsys):
     assert "3 image(s) already counted" in err and "other settings" not in err
 
 
+def test_resume_reads_a_csv_with_the_old_quality_score_column(tmp_path, capsys):
+    """Counts CSVs written before check_score was named so (quality_score) resume without counting again."""
+    out = tmp_path / "c.csv"
+    argv = ["count", str(_few_images(tmp_path / "in")), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    pd.read_csv(out).rename(columns={"check_score": "quality_score"}).to_csv(out, index=False)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "3 image(s) already counted" in capsys.readouterr().err
+    df = pd.read_csv(out)
+    assert "check_score" in df and "quality_score" not in df and len(df) == 3
+
+
 def test_resume_of_a_density_model_ignores_mask_settings(tmp_path, capsys, tiny_models):
     out = tmp_path / "c.csv"
     argv = ["count", str(_few_images(tmp_path / "in")), "--model", "tiny-density", "--out", str(out), "--no-progress"]

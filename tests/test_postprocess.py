@@ -125,13 +125,17 @@ def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background
     assert touching_share(borders.labels) > CROWDED_TOUCHING_SHARE
     both = segment(crowded, split_mode="both", border_prob=band, min_distance_px=4)
     assert both.count > borders.count
-    assert segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4).count == both.count
+    auto = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, memo=(memo := {}))
+    assert auto.count == both.count and auto.split_used == "both" and auto.touching_share > CROWDED_TOUCHING_SHARE
+    again = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, memo=memo)  # from the memo
+    assert again.count == both.count and "crowded" in memo
     assert segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4,
                    bright_background=True).count == borders.count
     sparse, band = field(False)
     apart = segment(sparse, split_mode="borders", border_prob=band, min_distance_px=4)
     assert touching_share(apart.labels) == 0.0
-    assert segment(sparse, split_mode="auto", border_prob=band, min_distance_px=4).count == apart.count
+    sparse_auto = segment(sparse, split_mode="auto", border_prob=band, min_distance_px=4)
+    assert sparse_auto.count == apart.count and sparse_auto.split_used == "borders"
     assert np.isnan(touching_share(np.zeros((5, 5), np.int32)))
 
 

@@ -32,7 +32,7 @@ Pair = tuple[str, Prediction, GroundTruth]
 DEFAULT_GRID: dict[str, list[Any]] = {
     "threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
     "opening_radius_px": [0, 1, 2],
-    "split_mode": ["borders", "both", "distance"],
+    "split_mode": ["borders", "both", "auto", "distance"],
     "min_distance_px": [0, 2, 3, 4, 5, 6, 8, 10],
     "min_area_px": [0, 5, 10, 20, 30, 50],
 }

@@ -234,19 +234,26 @@ _ROI_SET_PREFIXES = ("roiset_", "roiset-", "roiset ")
 
 def imagej_roi_stem(path: str | os.PathLike) -> str | None:
     """The image stem of a file named as ImageJ ROIs of that image (``img01.roi``, ``img01_RoiSet.zip``,
-    ``RoiSet_img01.zip``, ``img01_rois.zip``, ``img01.zip``), else None. A plain ``img01.zip`` may as well be a
+    ``RoiSet_img01.zip``, ``img01_rois.zip``, ``img01.zip``, ``img01.tif.roi``), else None. A plain ``img01.zip`` may as well be a
     zip of images: the caller looks inside (:func:`cellcount.groundtruth.is_roi_set`)."""
     p = Path(os.fspath(path).replace("\\", "/"))
     if p.suffix.lower() not in IMAGEJ_ROI_EXTENSIONS:
         return None
     stem, low = p.stem, p.stem.lower()
+    base = None if low == "roiset" else stem
     for word in _ROI_SET_WORDS:
         if low.endswith(word) and len(low) > len(word):
-            return stem[: -len(word)]
-    for prefix in _ROI_SET_PREFIXES:
-        if low.startswith(prefix) and len(low) > len(prefix):
-            return stem[len(prefix):]
-    return stem if low != "roiset" else None
+            base = stem[: -len(word)]
+            break
+    else:
+        for prefix in _ROI_SET_PREFIXES:
+            if low.startswith(prefix) and len(low) > len(prefix):
+                base = stem[len(prefix):]
+                break
+    # a macro's getTitle() keeps the image's extension: img01.tif.roi, img01.tif_RoiSet.zip
+    if base and Path(base).suffix.lower() in IMAGE_EXTENSIONS:
+        base = Path(base).stem
+    return base
 
 
 def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
