@@ -248,7 +248,8 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
         st.caption(size_note(result))
     if result.split_used:  # "Auto" says which split this image got, and why
         share = result.touching_share
-        touch = f"{100 * share:.0f}% of the nuclei touch" if share == share else "too few nuclei to judge"
+        touch = (f"after the border split {100 * share:.0f}% of the nuclei touched another" if share == share
+                 else "too few nuclei to judge")
         st.caption(f"Split touching nuclei, Auto: {'Both' if result.split_used == 'both' else 'Model borders'} on this "
                    f"image ({touch}; Both above 30% on a dark background).")
     view = view_ui(image.shape[:2]) if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
