@@ -352,6 +352,26 @@ def touching_share(labels: np.ndarray) -> float:
     return float(touching[ids].sum() / len(ids))
 
 
+def crowded_share(mask: np.ndarray, border_prob: np.ndarray, min_seed_area_px: int) -> float:
+    """The share of objects the border split would leave touching another, read before any flooding: a core
+    (a marker of the border split) touches another object exactly when another core lies in its 4-connected
+    piece of the mask, since flooding fills the piece; pieces without a core are objects of their own, touching
+    none. :func:`touching_share` of the split's labels, but before the area filter; NaN under
+    :data:`MIN_TOUCH_OBJECTS` objects."""
+    core = mask & ~(np.asarray(border_prob) > 0.5)
+    markers = _components_min_area(core, min_seed_area_px)
+    n_pieces, pieces = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    has = markers > 0
+    base = np.int64(markers.max()) + 1
+    keys = np.unique(pieces[has].astype(np.int64) * base + markers[has])  # distinct (piece, core) pairs
+    per_piece = np.bincount(keys // base, minlength=n_pieces)
+    per_piece[0] = 0
+    n_objects = int(markers.max()) + int(np.count_nonzero(per_piece[1:] == 0))
+    if n_objects < MIN_TOUCH_OBJECTS:
+        return float("nan")
+    return float(per_piece[per_piece >= 2].sum() / n_objects)
+
+
 def segment(
     prob: np.ndarray,
     *,
@@ -386,19 +406,6 @@ def segment(
     ``split_mode="auto"``: "borders", or "both" where more than :data:`CROWDED_TOUCHING_SHARE` of the objects touch
     and not ``bright_background`` (the image was inverted for the model).
     """
-    if split_mode == "auto":
-        keywords = dict(threshold=threshold, opening_radius_px=opening_radius_px, closing_radius_px=closing_radius_px,
-                        fill_holes=fill_holes, min_distance_px=min_distance_px, min_area_px=min_area_px,
-                        max_area_px=max_area_px, exclude_border=exclude_border, border_prob=border_prob,
-                        diameter_px=diameter_px)
-        memo = {} if memo is None else memo
-        first = segment(prob, split_mode="borders", memo=memo, **keywords)
-        share = touching_share(first.labels)
-        if bright_background or not share > CROWDED_TOUCHING_SHARE:
-            return replace(first, split_used="borders", touching_share=share)
-        # its own memo (the mask recomputed there, a few ms): a slider move on a crowded image keeps both splits
-        crowded = segment(prob, split_mode="both", memo=memo.setdefault("crowded", {}), **keywords)
-        return replace(crowded, split_used="both", touching_share=share)
     if split_mode not in SPLIT_MODES:
         raise ParameterError(f"split_mode must be one of {', '.join(SPLIT_MODES)}; got {split_mode!r}")
     if split_mode in BORDER_SPLIT_MODES and border_prob is None:
@@ -411,9 +418,10 @@ def segment(
         min_distance_px = auto_distance_px(diameter_px)
     memo = {} if memo is None else memo
     mask_key = (float(threshold), int(opening_radius_px), int(closing_radius_px), bool(fill_holes))
-    split_key = (*mask_key, split_mode, int(min_distance_px), seed_area_px(min_area_px))
-    labels = _recall(memo, "split", split_key)
-    if labels is None:
+    split_key = (*mask_key, split_mode, int(min_distance_px), seed_area_px(min_area_px),
+                 split_mode == "auto" and bool(bright_background))
+    labels, choice = _recall(memo, "split", split_key), _recall(memo, "split_choice", split_key)
+    if labels is None or choice is None:
         mask = _recall(memo, "mask", mask_key)
         if mask is None:
             mask = _threshold(prob, threshold)
@@ -421,17 +429,24 @@ def segment(
             if fill_holes:
                 mask = _fill_holes(mask)
             memo["mask"] = (mask_key, mask)
-        if split_mode == "off":
+        used, share = split_mode, None
+        if split_mode == "auto":  # decided before any flooding: one split per image, not two
+            share = crowded_share(mask, border_prob, seed_area_px(min_area_px))
+            used = "both" if not bright_background and share > CROWDED_TOUCHING_SHARE else "borders"
+        if used == "off":
             labels = label_components(mask)
         else:
             labels = watershed_split(
                 mask, min_distance_px=min_distance_px,
-                border_prob=border_prob if split_mode in BORDER_SPLIT_MODES else None,
-                min_seed_area_px=seed_area_px(min_area_px), split_cores=split_mode == "both",
+                border_prob=border_prob if used in BORDER_SPLIT_MODES else None,
+                min_seed_area_px=seed_area_px(min_area_px), split_cores=used == "both",
             )
+        choice = (used, share) if split_mode == "auto" else (None, None)
         memo["split"] = (split_key, labels)
-    return filter_objects(labels, min_area_px=min_area_px, max_area_px=max_area_px or None,
+        memo["split_choice"] = (split_key, choice)
+    kept = filter_objects(labels, min_area_px=min_area_px, max_area_px=max_area_px or None,
                           exclude_border=exclude_border)
+    return replace(kept, split_used=choice[0], touching_share=choice[1]) if choice[0] else kept
 
 
 def _recall(memo: dict, stage: str, key: tuple) -> np.ndarray | None:

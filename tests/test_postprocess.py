@@ -107,7 +107,7 @@ def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background
     """Crowded: pairs of squares split by the border band (every object touches its partner), each square a pair
     of touching disks the band missed: "auto" splits as "both". Sparse (the same squares apart) or a bright
     background: as "borders"."""
-    from cellcount.postprocess import CROWDED_TOUCHING_SHARE, touching_share
+    from cellcount.postprocess import CROWDED_TOUCHING_SHARE, crowded_share, touching_share
 
     def field(pairs: bool) -> tuple[np.ndarray, np.ndarray]:
         prob = np.zeros((60, 240), np.float32)
@@ -123,12 +123,13 @@ def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background
     crowded, band = field(True)
     borders = segment(crowded, split_mode="borders", border_prob=band, min_distance_px=4)
     assert touching_share(borders.labels) > CROWDED_TOUCHING_SHARE
+    assert crowded_share(crowded > 0.5, band, 0) == touching_share(borders.labels)  # read before the flooding
     both = segment(crowded, split_mode="both", border_prob=band, min_distance_px=4)
     assert both.count > borders.count
     auto = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, memo=(memo := {}))
     assert auto.count == both.count and auto.split_used == "both" and auto.touching_share > CROWDED_TOUCHING_SHARE
     again = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, memo=memo)  # from the memo
-    assert again.count == both.count and "crowded" in memo
+    assert again.count == both.count and memo["split_choice"][1][0] == "both"  # one split kept, the one chosen
     assert segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4,
                    bright_background=True).count == borders.count
     sparse, band = field(False)
