@@ -529,7 +529,6 @@ def bench_postprocess(models: Sequence[BenchModel], cfg: BenchConfig) -> list[di
             # what a threshold move costs: the kept mask and split are dropped (the image's quality signals stay)
             p.memo.pop("mask", None)
             p.memo.pop("split", None)
-            p.memo.pop("split_choice", None)
             return postprocess(p, q, image=i)
 
         for _ in range(cfg.pp_repeats):  # alternating: as the app runs it, and on one thread (cellcount.parallel)

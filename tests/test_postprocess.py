@@ -129,7 +129,7 @@ def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background
     auto = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, memo=(memo := {}))
     assert auto.count == both.count and auto.split_used == "both" and auto.touching_share > CROWDED_TOUCHING_SHARE
     again = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, memo=memo)  # from the memo
-    assert again.count == both.count and memo["split_choice"][1][0] == "both"  # one split kept, the one chosen
+    assert again.count == both.count and memo["split"][1][1][0] == "both"  # one split kept, the one chosen
     assert segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4,
                    bright_background=True).count == borders.count
     sparse, band = field(False)
