@@ -22,16 +22,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from reference_diameter import median_diameter  # noqa: E402  (scripts/ is on the path when run as a script)
+
 import cellcount as cc  # noqa: E402
 from cellcount.groundtruth import read_label_image  # noqa: E402
 from cellcount.params import resolve_params  # noqa: E402
 from cellcount.sizing import AUTO_RESCALE_TOLERANCE, reference_diameter  # noqa: E402
 from cellcount.training.data import dsb_part  # noqa: E402
-
-
-def median_diameter(labels: np.ndarray) -> float:
-    areas = np.bincount(labels.ravel())[1:]
-    return float(np.median(np.sqrt(4 * areas[areas > 0] / np.pi)))
 
 
 def main() -> int:

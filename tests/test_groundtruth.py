@@ -803,13 +803,9 @@ def _imagej_roi(kind: int, top: int, left: int, bottom: int, right: int, xs=(), 
 
 
 def _roi_set(members: dict[str, bytes]) -> bytes:
-    import zipfile
+    from test_labelled import _zip  # the ROI Manager's set: a plain zip of .roi files
 
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+    return _zip(members)
 
 
 def test_imagej_rois_outlines_points_and_roi_manager_sets(tmp_path: Path) -> None:
