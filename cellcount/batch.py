@@ -97,6 +97,7 @@ class BatchItem:
             # what the nucleus size did: the factor the model input was resized by, the estimated diameter
             "model_scale": s.get("model_scale"),
             "estimated_diameter_px": s.get("estimated_diameter_px"),
+            "split_used": s.get("split_used"),  # split_mode "auto": the split this image got (borders / both)
             "seconds": round(self.seconds, 4),  # the whole item (reading included), not the model's share
             "settings": s.get("settings", ""),
         }
@@ -216,7 +217,7 @@ def count_many(
 
 
 COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "check", "check_score",
-                 "check_reasons", "model_scale", "estimated_diameter_px", "seconds", "settings")
+                 "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "seconds", "settings")
 """Columns of :func:`counts_frame` (the per-image CSV)."""
 
 

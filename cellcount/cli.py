@@ -285,7 +285,7 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     except (OSError, ValueError, pd.errors.ParserError) as err:
         return f"--resume: cannot read {out}: {err}"
     old = old.rename(columns={"quality_score": "check_score"})  # the column's name before 2026-12-04
-    for c in ("check", "check_score", "check_reasons"):  # a counts CSV written before the quality flag had them
+    for c in ("check", "check_score", "check_reasons", "split_used"):  # columns newer than some counts CSVs
         if c not in old.columns:
             old[c] = ""
     missing = [c for c in COUNT_COLUMNS if c not in old.columns]

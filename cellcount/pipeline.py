@@ -148,6 +148,7 @@ class CountResult:
             "inverted": self.inverted,
             "model_scale": round(self.model_scale, 4),
             "estimated_diameter_px": None if self.estimated_diameter_px is None else round(self.estimated_diameter_px, 2),
+            "split_used": self.split_used,
             "seconds": round(sum(self.seconds.values()), 4),
             # a multihead result reads as a mask result everywhere else; its density count tells it apart
             "settings": self.params.settings_json("multihead" if self.density_count is not None else self.output_kind),

@@ -24,7 +24,7 @@ from cellcount.models import CLASSICAL_NAME, load_model
 
 HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"
 COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason", "check", "check_score",
-                  "check_reasons", "model_scale", "estimated_diameter_px", "seconds", "settings"]
+                  "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "seconds", "settings"]
 
 
 @pytest.fixture(scope="module")
