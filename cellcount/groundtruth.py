@@ -43,6 +43,7 @@ from cellcount.io import (
     role_word_ground_truth,
     split_ground_truth_files,
     word_base,
+    zip_files,
 )
 
 logger = logging.getLogger(__name__)
@@ -726,8 +727,7 @@ def is_roi_set(source: str | os.PathLike | bytes) -> bool:
 
     try:
         with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
-            names = [i.filename for i in zf.infolist() if not i.is_dir()
-                     and "__MACOSX/" not in i.filename and not i.filename.rsplit("/", 1)[-1].startswith("._")]
+            names = [i.filename for i in zip_files(zf)]
     except (zipfile.BadZipFile, OSError, ValueError):
         return False
     return bool(names) and all(n.lower().endswith(".roi") for n in names)
@@ -756,8 +756,7 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
     if data[:2] == b"PK":  # a zip: the ROI Manager's set
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                members = [i for i in zf.infolist() if not i.is_dir() and "__MACOSX/" not in i.filename
-                           and not i.filename.rsplit("/", 1)[-1].startswith("._")]
+                members = zip_files(zf)
                 if not members or not all(i.filename.lower().endswith(".roi") for i in members):
                     raise GroundTruthError(f"{name}: a zip, but not an ImageJ ROI set (the ROI Manager's RoiSet.zip "
                                            "holds only .roi files)")

@@ -51,6 +51,7 @@ from .io import (
     read_image,
     role_word_ground_truth,
     word_base,
+    zip_files,
 )
 
 __all__ = ["LabelledSet", "labelled_set", "pair_by_stem"]
@@ -249,8 +250,7 @@ def _expand_roi_bundles(gt_files: list[_File], image_stems: set[str]) -> list[_F
             continue
         try:
             with zipfile.ZipFile(io.BytesIO(f.data)) as zf:
-                members = [(i.filename, i) for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(".roi")
-                           and "__MACOSX/" not in i.filename]
+                members = [(i.filename, i) for i in zip_files(zf) if i.filename.lower().endswith(".roi")]
                 named = [(n, i) for n, i in members if (imagej_roi_stem(n) or "").casefold() in image_stems]
                 if not named:
                     out.append(f)

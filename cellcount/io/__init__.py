@@ -19,6 +19,7 @@ from .archive import (
     iter_zip_images,
     iter_zip_members,
     left_out,
+    zip_files,
     zip_image_names,
 )
 from .display import image_to_display_rgb
@@ -102,6 +103,7 @@ __all__ = [
     "zip_image_names",
     "iter_zip_images",
     "iter_zip_members",
+    "zip_files",
     "left_out",
     "labels_to_tiff_bytes",
     "list_image_files",

@@ -44,6 +44,17 @@ GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".xml", ".geojson", "
 accepted in labelled zips."""
 
 
+def is_zip_metadata(name: str) -> bool:
+    """Whether a zip member is macOS metadata (``__MACOSX/``, ``._name``), not a user's file."""
+    name = name.replace("\\", "/")
+    return "__MACOSX/" in name or posixpath.basename(name).startswith("._")
+
+
+def zip_files(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The files of an open zip, without folders and macOS metadata."""
+    return [i for i in zf.infolist() if not i.is_dir() and not is_zip_metadata(i.filename)]
+
+
 def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_bytes: int):
     """``(info, name, reason)`` per member the readers consider: reason None for members to read, else why it is
     skipped; folders and macOS metadata are left out silently. One walk for reading and for counting."""
@@ -57,9 +68,9 @@ def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_by
         if safe is None:
             yield info, info.filename, "unsafe path in zip (absolute or '..'): skipped"
             continue
-        base = posixpath.basename(safe)
-        if base.startswith("._") or "__MACOSX/" in safe:
+        if is_zip_metadata(safe):
             continue  # macOS metadata, not user files
+        base = posixpath.basename(safe)
         suffix = Path(base).suffix.lower()
         if suffix in MICROSCOPE_EXTENSIONS:  # the images the user meant, in a format not read: a problem, not a readme
             yield info, safe, f"a microscope file (extension {suffix}) this program cannot read: export it as TIFF"

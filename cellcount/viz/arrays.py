@@ -32,7 +32,6 @@ _REASON_CODES = {REJECT_REASONS[code]: code for code in REJECT_REASONS}
 GROUND_TRUTH_COLOR: RGB = (255, 40, 40)
 """Red: no outline colour of a prediction (kept or rejected, on dark or bright images) is red, so a legend never
 gives ground truth the colour a prediction's "rejected: too small" has beside it (it was cyan)."""
-_GT_COLOR = GROUND_TRUTH_COLOR
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -200,4 +199,4 @@ def ground_truth_overlay(image: np.ndarray, labels: np.ndarray | None, *, thickn
     """Ground-truth outlines (red) on the image, for side-by-side comparison with a prediction."""
     if labels is None:
         return to_rgb(image).copy()
-    return outline_overlay(image, labels, colors={"kept": _GT_COLOR}, thickness=thickness)
+    return outline_overlay(image, labels, colors={"kept": GROUND_TRUTH_COLOR}, thickness=thickness)

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
-from .arrays import _GT_COLOR, RGB, to_rgb
+from .arrays import GROUND_TRUTH_COLOR, RGB, to_rgb
 
 _PLOT_MAX_SIDE = 400  # heat maps are block-averaged to at most this many cells per side
 
@@ -247,7 +247,7 @@ def points_figure(
                 y=pts[:, 0],
                 mode="markers",
                 name=f"{name} ({len(pts)})",
-                marker=dict(symbol="circle-open", size=9, color=_hex(_GT_COLOR)),
+                marker=dict(symbol="circle-open", size=9, color=_hex(GROUND_TRUTH_COLOR)),
             )
         )
     return fig

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..io import image_to_display_rgb
 from ..io.percentile import percentiles
-from .arrays import _GT_COLOR, _REASON_CODES, OUTLINE_COLORS, RGB, boundaries
+from .arrays import _REASON_CODES, GROUND_TRUTH_COLOR, OUTLINE_COLORS, RGB, boundaries
 
 OUTLINE_CANDIDATES: dict[str, RGB] = {
     "yellow": (255, 221, 0),
@@ -304,7 +304,7 @@ def encode_jpeg(rgb: np.ndarray, *, quality: int = 92) -> bytes:
 
 
 def points_overlay(image: np.ndarray, points: np.ndarray | None, *, zoom: int = 1, radius_px: float = 4.0,
-                   color: RGB = _GT_COLOR) -> np.ndarray:
+                   color: RGB = GROUND_TRUTH_COLOR) -> np.ndarray:
     """uint8 (H * zoom, W * zoom, 3) picture of ``image`` (contrast-stretched, enlarged ``zoom`` times without
     smoothing) with each point (row, col) drawn as an open circle of ``radius_px`` image pixels and a centre
     dot, for annotating by clicking."""
