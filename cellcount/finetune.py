@@ -1463,6 +1463,8 @@ def finetune(
         "command": "cellcount.finetune",
         "kept_base_weights": kept_base,
         "keep_worse": keep_worse,
+        # what the base had learnt from (its own training images, and its base's): recognised by content too
+        "train_sha256": sorted(model.card.training_digests()),
     }
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     **({"holdout_base_weights_new_settings": settings_only} if settings_only else {}),

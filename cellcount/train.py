@@ -375,8 +375,12 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
         "history": history, "selected_step": best["step"] if best else steps,
         "config": cfg.get("config_path") or f"configs/{cfg['name']}.yaml",
     }
+    # every real image the weights learnt from, here and before init.from (generated ones have no file)
+    seen = {it.file_sha256 for it in train_items if it.file_sha256}
     if init_info:
+        seen |= set(init_info.pop("train_sha256", []))
         card.training["init_from"] = init_info
+    card.training["train_sha256"] = sorted(seen)
     card.metrics = {"validation": {k: v for k, v in (best or {}).items() if k != "step"},
                     "validation_note": "full DSB validation images, the config's postprocessing (not tuned); "
                     + ("final weights" if tr["select"] == "last" else "checkpoint chosen by validation MAE")}
@@ -565,7 +569,8 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
                 f"; {len(fresh)} tensors not in the source start fresh" if fresh else "")
     return {"folder": str(folder), "sha256": src.card.sha256, "steps": src.card.training.get("steps"),
             "config": src.card.training.get("config"), "output_channels_added": bool(grown), "output_channels_src": n_src,
-            "fresh_parameters": sorted(k for k, _ in net.named_parameters() if k not in state)}
+            "fresh_parameters": sorted(k for k, _ in net.named_parameters() if k not in state),
+            "train_sha256": sorted(src.card.training_digests())}  # moved to the new card's own list
 
 
 def build_parser() -> argparse.ArgumentParser:

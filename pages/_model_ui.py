@@ -178,9 +178,13 @@ def _trained_on(name: str, version: str, set_key: str, _images: list[tuple[str, 
     return get_model(name).card.trained_on(_images)
 
 
+def trained_on_names(model: cc.models.CountModel, images: Iterable[tuple[str, bytes]], set_key: str) -> list[str]:
+    """The names of ``images`` that ``model`` learnt from (its error there is optimistic); checked once per image
+    set (``set_key``: its digest) and model version, not on every slider move."""
+    return _trained_on(model.name, model_version(model.name), set_key, list(images))
+
+
 def trained_on_note(model: cc.models.CountModel, images: Iterable[tuple[str, bytes]], set_key: str) -> str | None:
-    """A warning when some of ``images`` are ones ``model`` was fine-tuned on (its error there is optimistic);
-    checked once per image set (``set_key``: its digest) and model version, not on every slider move."""
+    """A warning when some of ``images`` are ones ``model`` learnt from (:func:`trained_on_names`)."""
     images = list(images)
-    seen = _trained_on(model.name, model_version(model.name), set_key, images)
-    return model.card.trained_on_note(seen, len(images))
+    return model.card.trained_on_note(trained_on_names(model, images, set_key), len(images))

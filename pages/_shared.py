@@ -47,6 +47,7 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     models_frame_columns,
     pick_model,
     prediction_version,
+    trained_on_names,
     trained_on_note,
 )
 from pages._ui import (  # noqa: F401  (re-exported for the pages)

@@ -360,14 +360,23 @@ with right:
         )
         # the predictions depend on the images only; the ground truth is this run's (it may be new)
         pairs = [(name, pred, gt) for (name, pred, _), (_, _, gt) in zip(pairs, items, strict=True)]
+        # images the model learnt from flatter its scores: said, and left out unless the user keeps them
+        seen = sh.trained_on_names(model, ((name, data) for name, data, _ in items), data_sig)
+        if seen:
+            st.warning(model.card.trained_on_note(seen, len(items)), icon=":material/school:")
+        if seen and len(seen) < len(items) and st.toggle(
+            f"Score only the {len(items) - len(seen)} image(s) it has not learnt from",
+            value=True,
+            key=f"{P}_unseen_only",
+            help="The scores, the tables and Optimise then leave out the images listed above.",
+        ):
+            pairs = [p for p in pairs if p[0] not in set(seen)]
+            sig = f"{sig}|unseen"
         per_image, summary = sh.evaluate_cached(sig, params.to_json(), iou, pairs, params)
     except cc.CellcountError as err:
         sh.show_error(err)
         st.stop()
 
-    seen = sh.trained_on_note(model, ((name, data) for name, data, _ in items), data_sig)
-    if seen:
-        st.warning(seen, icon=":material/school:")
     show_summary(summary, iou)
     flag_caption(per_image)
     tabs = st.tabs(

@@ -363,6 +363,12 @@ def test_a_models_own_training_images_are_named_before_its_error(monkeypatch):
     note = [w.value for w in at.warning if "training images" in w.value]
     assert len(note) == 1 and note[0].startswith("2 of these 12 images were among classical-otsu's training images")
     assert "s01_sparse_small.png" in note[0]
+    # and left out of the scores unless the user keeps them
+    files = at.dataframe[0].value["file"].tolist()
+    assert len(files) == 10 and not any(f.startswith(("s01", "s02")) for f in files)
+    assert at.toggle(key="eval_unseen_only").value is True
+    at.toggle(key="eval_unseen_only").set_value(False).run()
+    assert not at.exception and len(at.dataframe[0].value) == 12
     # a segmentation's counts are whole: shown without ".0" (a tester read "predicted 23.0, error +0.0")
     import json
 

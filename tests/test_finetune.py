@@ -179,6 +179,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     base_dir.mkdir()
     sha = NoveltyReference.fit(np.random.default_rng(0).normal(size=(8, 16))).save(base_dir / NOVELTY_FILE)
     base.card.extra = {**base.card.extra, "novelty": {"file": NOVELTY_FILE, "sha256": sha}}
+    base.card.training = {**base.card.training, "train_sha256": ["b" * 64]}  # what the base learnt from
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, annotation)
     seen = []
@@ -197,6 +198,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.trained_on([(f"renamed_{i}.png", b) for i, b in enumerate(train_bytes)]) == [
         f"renamed_{i}.png" for i in range(len(train_bytes))]
     assert card.trained_on([(f, (data / f).read_bytes()) for f in res.holdout_files]) == []
+    assert card.training["train_sha256"] == ["b" * 64], "the base's training images stay recognised"
     if kind == "density":  # the count gain is said in plain words, and said loudly when it is large
         from cellcount.finetune import GAIN_NOTE
 

@@ -290,11 +290,53 @@ def test_a_card_recognises_its_training_images_by_content_or_by_name():
                       training={"data": {"train_files": ["a.png"]}})
     assert older.trained_on([("x/a.png", b), ("b.png", a)]) == ["x/a.png"], "a card without hashes: by name"
     assert ModelCard(name="s", architecture="unet", output_kind="mask").trained_on([("a.png", a)]) == []
-    # a model trained from scratch describes its data in words (every shipped card): nothing to match, no error
+    # a model trained from scratch lists its real training images' hashes (training.train_sha256); a fine-tune
+    # adds its own to its base's
+    scratch = ModelCard(name="s", architecture="unet", output_kind="mask",
+                        training={"data": "DSB in words", "train_sha256": [hashlib.sha256(a).hexdigest()]})
+    assert scratch.trained_on([("renamed.png", a), ("b.png", b), ("b2.png", None)]) == ["renamed.png"]
+    tuned = ModelCard(name="t", architecture="unet", output_kind="mask", training={
+        "train_sha256": [hashlib.sha256(a).hexdigest()], "data": {"train_files": ["b.png"],
+                                                                  "train_sha256": [hashlib.sha256(b).hexdigest()]}})
+    assert tuned.trained_on([("x.png", a), ("y.png", b), ("b.png", b"other")]) == ["x.png", "y.png"]
     from cellcount.models import list_models, model_card
 
     for name in list_models():
         assert model_card(name).trained_on([("a.png", a)]) == [], name
+
+
+def test_every_shipped_card_lists_the_dsb_images_it_learnt_from(tmp_path):
+    """Scoring a shipped model on its own training images (the DSB download) must warn: each card lists them."""
+    import importlib.util
+
+    from cellcount.models import list_models, model_card
+    from cellcount.training.data import dsb_part
+
+    for name in list_models():
+        digests = model_card(name).training_digests()
+        if name != "classical-otsu":
+            assert len(digests) == 424 and all(len(d) == 64 for d in digests), name
+    # the script that filled them picks exactly the files the card's split rule trains on
+    spec = importlib.util.spec_from_file_location("card_train_digests", "scripts/card_train_digests.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    from PIL import Image
+
+    names = [f"{i:02d}.png" for i in range(12)]
+    for i, n in enumerate(names):
+        Image.fromarray(np.full((8, 8), i * 10, np.uint8)).save(tmp_path / "images" / n)
+        lab = np.zeros((8, 8), np.uint8)
+        lab[2:5, 2:5] = 1
+        Image.fromarray(lab).save(tmp_path / "labels" / n)
+    rule = {"rule": "sha1('0:'+filename) % 10000 < 0.2 * 10000 -> validation", "val_files": []}
+    want = sorted(hashlib.sha256((tmp_path / "images" / n).read_bytes()).hexdigest() for n in names
+                  if dsb_part(n, 0.2, 0) == "train")
+    assert 0 < len(want) < len(names)
+    assert script.training_digests(tmp_path, rule) == want
+    with pytest.raises(SystemExit, match="held-out"):
+        script.training_digests(tmp_path, {**rule, "val_files": [n for n in names if dsb_part(n, 0.2, 0) == "train"]})
 
 
 def test_a_model_name_in_other_case_is_suggested():

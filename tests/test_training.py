@@ -10,6 +10,7 @@ import torch
 
 from cellcount.models import NetModel, load_model, read_card
 from cellcount.models.backends import available_backends
+from cellcount.models.card import write_card
 from cellcount.train import load_config, train
 from cellcount.training.augment import augment, elastic, flip_rotate, intensity, random_crop_scaled
 from cellcount.training.data import is_validation, prepare_item
@@ -209,6 +210,7 @@ def synthetic_split(monkeypatch, draw_disks):
             labels = draw_disks(shape, centres, 5)
             image = np.where(labels > 0, 200, 20).astype(np.uint8)
             items.append(prepare_item(f"syn_{i}.png", image, labels, kind=kind, density_scale=density_scale))
+            items[-1].file_sha256 = f"{i:064x}"
         return items[:3], items[3:]
 
     monkeypatch.setattr("cellcount.training.data.load_dsb_split", fake_load_dsb_split)
@@ -382,9 +384,17 @@ def test_init_from_starts_a_second_stage_from_trained_weights(tmp_path, syntheti
     card = read_card(second)
     assert card.training["init_from"]["folder"] == str(first)
     assert card.training["init_from"]["sha256"] == read_card(first).sha256
+    # the images both stages learnt from are on the card, so scoring the model on them warns; validation's are not
+    assert read_card(first).training["train_sha256"] == [f"{i:064x}" for i in range(3)]
+    assert card.training["train_sha256"] == [f"{i:064x}" for i in range(3)] and "train_sha256" not in card.training["init_from"]
     # parameters unchanged at lr 0 (BatchNorm running statistics do move in train mode)
     a, b = dict(load_model(first).net.named_parameters()), dict(load_model(second).net.named_parameters())
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    earlier = read_card(first)  # weights that had learnt from other images before: those are listed too
+    earlier.training["train_sha256"] = ["f" * 64]
+    write_card(earlier, first)
+    cfg["out_dir"] = str(tmp_path / "stage3")
+    assert read_card(train(cfg)).training["train_sha256"] == [f"{i:064x}" for i in range(3)] + ["f" * 64]
     cfg["model"]["base_width"] = 8  # another architecture cannot take these weights
     with pytest.raises(ValueError, match="init.from"):
         train(cfg)

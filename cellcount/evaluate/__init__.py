@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -425,12 +426,12 @@ def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
 
 
 def labelled_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int, *,
-                   on_error=None, notes: dict[str, str] | None = None):
+                   on_error=None, notes: dict[str, str] | None = None, paths: dict[str, Path] | None = None):
     """(name, image, ground truth) of the labelled images of ``data`` in ``split`` (the first ``limit``).
     ``on_error(path, reason)``: an image or ground truth that cannot be used is reported there and left out
     (:func:`cellcount.groundtruth.load_labelled_folder`); without it the first one raises. ``notes``: filled
     with name -> why its score may not be what was meant (only the first plane of a stack was read), for
-    :func:`with_read_notes`."""
+    :func:`with_read_notes`. ``paths``: filled with name -> file of each image yielded."""
     from ..errors import CellcountError
     from ..groundtruth import load_labelled_folder
     from ..io import read_image_planes
@@ -456,6 +457,8 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
         if planes is not None and notes is not None:
             notes[path.name] = (f"{path.name}: the file holds {planes[0]} {planes[1]}; only the first was read and "
                                 "scored (save the plane that was annotated as a file of its own)")
+        if paths is not None:
+            paths[path.name] = path
         yield path.name, image, gt
 
 

@@ -87,16 +87,9 @@ def _card_folder(ref: str, name: str) -> Path:
     return Path(ref) if (Path(ref) / "card.json").is_file() else _model_folder(name, None)
 
 
-def _encoded(data: str, names: list[str]) -> list[tuple[str, bytes | None]]:
-    """(name, file bytes) of the labelled images ``names`` of folder ``data`` (None where unreadable), so that a
-    fine-tuned model's training images are recognised by content (:meth:`cellcount.models.ModelCard.trained_on`)."""
-    from ..groundtruth import load_labelled_folder
-
-    logging.disable(logging.WARNING)  # the folder was read once already: its notes are not said twice
-    try:
-        paths = {p.name: p for p, _ in load_labelled_folder(data, on_error=lambda *_: None)}
-    finally:
-        logging.disable(logging.NOTSET)
+def _encoded(paths: dict[str, Path], names: list[str]) -> list[tuple[str, bytes | None]]:
+    """(name, file bytes) of the images ``names`` (None where unreadable), so that a model's training images are
+    recognised by content (:meth:`cellcount.models.ModelCard.trained_on`)."""
     out = []
     for name in names:
         try:
@@ -166,8 +159,9 @@ def _run(args: argparse.Namespace) -> int:
                 "another)" if skipped else "")
 
     read_notes: dict[str, str] = {}
+    paths: dict[str, Path] = {}
     items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip,
-                                notes=read_notes))
+                                notes=read_notes, paths=paths))
     for text in read_notes.values():
         print(f"warning: {text}", file=sys.stderr)
     if not items:
@@ -176,13 +170,12 @@ def _run(args: argparse.Namespace) -> int:
     logger.info("%d image%s with ground truth from %s (split %s)", len(items), "" if len(items) == 1 else "s",
                 args.data, args.split)
     card = getattr(model, "card", None)
-    trained = card.training.get("data") if card is not None and isinstance(card.training, dict) else None
     seen = []
-    if isinstance(trained, dict):  # a fine-tuned model: by content where its card has the hashes
+    if card is not None:  # by content where the card has its training images' hashes, else by a fine-tune's names
         names = [name for name, _, _ in items]
-        seen = card.trained_on(_encoded(args.data, names) if trained.get("train_sha256") else
+        seen = card.trained_on(_encoded(paths, names) if card.training_digests() else
                                [(name, None) for name in names])
-    if seen:  # a fine-tuned model's own training images flatter its error
+    if seen:  # a model's own training images flatter its error
         print(f"warning: {card.trained_on_note(seen, len(items))}", file=sys.stderr)
     pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact), read_notes)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)

@@ -93,15 +93,24 @@ class ModelCard:
         kept.setdefault("extra", {}).update(extra)
         return cls(**kept)
 
+    def training_digests(self) -> set[str]:
+        """sha256 of every image file this model's weights learnt from, as far as its card records them: a
+        fine-tune's own images (``training.data.train_sha256``) and the images the weights had learnt from before
+        (``training.train_sha256``: the real images of a training run, and of the weights it started from)."""
+        if not isinstance(self.training, dict):
+            return set()
+        data = self.training.get("data")
+        own = data.get("train_sha256") if isinstance(data, dict) else None
+        return set(own or []) | set(self.training.get("train_sha256") or [])
+
     def trained_on(self, images: Sequence[tuple[str, bytes | None]]) -> list[str]:
-        """Names of ``images`` ((name, encoded bytes or None) pairs) that this model was fine-tuned on: by content
-        where the card lists its training images' sha256 and the bytes are given, else by file name. A model's
-        error on its own training images says little about new ones. Empty when the card lists no training files."""
+        """Names of ``images`` ((name, encoded bytes or None) pairs) that this model learnt from: by content
+        where the card lists its training images' sha256 and the bytes are given, else by the file names a
+        fine-tune's card lists. A model's error on its own training images says little about new ones. Empty
+        when the card records neither."""
+        digests = self.training_digests()
         data = self.training.get("data") if isinstance(self.training, dict) else None
-        if not isinstance(data, dict):  # a sentence describing the data (the shipped cards): no files to match
-            return []
-        digests = set(data.get("train_sha256") or [])
-        files = {Path(str(f)).name.lower() for f in data.get("train_files") or []}
+        files = {Path(str(f)).name.lower() for f in (data.get("train_files") or [] if isinstance(data, dict) else [])}
         return [name for name, raw in images
                 if (hashlib.sha256(raw).hexdigest() in digests if digests and raw is not None
                     else Path(name).name.lower() in files)]
@@ -110,7 +119,11 @@ class ModelCard:
         """The warning for :meth:`trained_on`'s ``seen`` among ``n_images`` scored (None when there are none)."""
         if not seen:
             return None
-        shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+        def short(name: str) -> str:  # DSB's names are 64-digit hashes: their start tells them apart
+            stem, dot, ext = name.rpartition(".")
+            return f"{stem[:12]}…{dot}{ext}" if dot and len(stem) > 24 else name
+
+        shown = ", ".join(short(s) for s in seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
         which = f"{len(seen)} of these {n_images} images were" if n_images > 1 else "This image was"
         return (f"{which} among {self.name}'s training images ({shown}): its error on them is better than on "
                 "images it has not seen. Leave them out to judge it.")

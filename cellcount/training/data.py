@@ -27,6 +27,9 @@ class Item:
     count: int
     targets: dict[str, np.ndarray]
     inverted: bool = False
+    # sha256 of the image file a real training image came from (cards list them: a model's training images are
+    # recognised when a user scores it on them); None for generated images and jittered copies
+    file_sha256: str | None = None
 
 
 def is_validation(name: str, val_fraction: float, seed: int | str = 0) -> bool:
@@ -107,6 +110,7 @@ def load_dsb_split(
             continue
         image = read_image(path)
         item = prepare_item(path.name, image, gt.labels, kind=kind, density_scale=density_scale, grayscale=grayscale)
+        item.file_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         (val if part == "val" else train).append(item)
         if part == "train" and hed_variants and item.inverted and image.ndim == 3 and image.shape[2] >= 3:
             for k in range(hed_variants):
