@@ -11,7 +11,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, counts_frame
-from cellcount.io import labels_to_tiff_bytes
+from cellcount.io import labels_to_tiff_bytes, short_name
 from cellcount.measure import BOX_COLUMNS, likely_merges
 from cellcount.pipeline import split_distance_px
 from cellcount.postprocess import REJECT_REASONS
@@ -42,7 +42,7 @@ def pick_source() -> sh.Source | None:
         "Replacing or removing the image never changes the settings.",
     )
     files = sh.kept_uploads(f"{P}_upload", [[up] if up is not None else []], returning=returning,
-                            note=lambda kept: f"Showing **{kept[0][0].name}**, which you uploaded earlier; upload "
+                            note=lambda kept: f"Showing **{short_name(kept[0][0].name)}**, which you uploaded earlier; upload "
                             "another image to replace it.", remove_key=f"{P}_forget_upload", remove_label="Remove it")
     return sh.upload_source(files[0][0]) if files else None
 

@@ -700,3 +700,12 @@ def test_a_small_stack_written_as_one_page_of_samples_is_read_as_planes() -> Non
         with pytest.raises(ParameterError, match="0..2"):
             read_image(data, page=3)
     assert read_image(_tiff_bytes(stack, metadata={"axes": "CYX"})).shape == (6, 8, 3), "channels stay channels"
+
+
+def test_long_file_names_are_shortened_for_display_only():
+    """A 64-digit DSB name broke mid-word across Count's narrow column (a tester)."""
+    from cellcount.io import short_name
+
+    long = "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552.png"
+    assert short_name(long) == "00071198d059….png"
+    assert short_name("img01.tif") == "img01.tif" and short_name("a" * 30) == "a" * 12 + "…"

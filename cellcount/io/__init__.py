@@ -38,6 +38,7 @@ from .files import (
     list_image_files,
     readable_paths,
     role_word_ground_truth,
+    short_name,
     split_ground_truth_files,
     word_base,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "ImageSource",
     "ground_truth_suffix",
     "readable_paths",
+    "short_name",
     "role_word_ground_truth",
     "word_base",
     "hematoxylin",

@@ -177,6 +177,16 @@ def ground_truth_suffix(path: str | os.PathLike) -> str | None:
     return None
 
 
+def short_name(name: str, keep: int = 24) -> str:
+    """``name`` for display: a stem longer than ``keep`` characters cut to its first 12 and "…", the extension
+    kept (DSB's names are 64-digit hashes that broke mid-word across a narrow column; their start tells them
+    apart)."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    return f"{stem[:12]}…{dot}{ext}" if len(stem) > keep else name
+
+
 def readable_paths(text: object) -> str:
     """A record of where data came from, for people: the development checkout's relative data paths
     (``../shared/datasets/dsb2018``) named by the data set alone (``dsb2018``)."""

@@ -119,11 +119,9 @@ class ModelCard:
         """The warning for :meth:`trained_on`'s ``seen`` among ``n_images`` scored (None when there are none)."""
         if not seen:
             return None
-        def short(name: str) -> str:  # DSB's names are 64-digit hashes: their start tells them apart
-            stem, dot, ext = name.rpartition(".")
-            return f"{stem[:12]}…{dot}{ext}" if dot and len(stem) > 24 else name
+        from ..io.files import short_name
 
-        shown = ", ".join(short(s) for s in seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+        shown = ", ".join(short_name(s) for s in seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
         which = f"{len(seen)} of these {n_images} images were" if n_images > 1 else "This image was"
         return (f"{which} among {self.name}'s training images ({shown}): its error on them is better than on "
                 "images it has not seen. Leave them out to judge it.")
