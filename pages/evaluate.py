@@ -362,8 +362,9 @@ with right:
         pairs = [(name, pred, gt) for (name, pred, _), (_, _, gt) in zip(pairs, items, strict=True)]
         # images the model learnt from flatter its scores: said, and left out unless the user keeps them
         seen = sh.trained_on_names(model, ((name, data) for name, data, _ in items), data_sig)
-        if seen:
-            st.warning(model.card.trained_on_note(seen, len(items)), icon=":material/school:")
+        if seen:  # the advice to leave them out is the toggle below, where some remain
+            st.warning(model.card.trained_on_note(seen, len(items), advice=len(seen) == len(items)),
+                       icon=":material/school:")
         if seen and len(seen) < len(items) and st.toggle(
             f"Score only the {len(items) - len(seen)} image(s) it has not learnt from",
             value=True,

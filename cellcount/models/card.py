@@ -115,8 +115,9 @@ class ModelCard:
                 if (hashlib.sha256(raw).hexdigest() in digests if digests and raw is not None
                     else Path(name).name.lower() in files)]
 
-    def trained_on_note(self, seen: Sequence[str], n_images: int) -> str | None:
-        """The warning for :meth:`trained_on`'s ``seen`` among ``n_images`` scored (None when there are none)."""
+    def trained_on_note(self, seen: Sequence[str], n_images: int, *, advice: bool = True) -> str | None:
+        """The warning for :meth:`trained_on`'s ``seen`` among ``n_images`` scored (None when there are none);
+        ``advice``: end with "Leave them out to judge it" (not where the caller offers to)."""
         if not seen:
             return None
         from ..io.files import short_name
@@ -124,7 +125,7 @@ class ModelCard:
         shown = ", ".join(short_name(s) for s in seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
         which = f"{len(seen)} of these {n_images} images were" if n_images > 1 else "This image was"
         return (f"{which} among {self.name}'s training images ({shown}): its error on them is better than on "
-                "images it has not seen. Leave them out to judge it.")
+                "images it has not seen." + (" Leave them out to judge it." if advice else ""))
 
     def summary(self) -> str:
         """One line: name, kind, architecture, headline validation metrics."""
