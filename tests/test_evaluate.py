@@ -528,3 +528,27 @@ def test_cli_tuning_names_a_setting_at_the_top_of_its_range(samples_dir, tmp_pat
     assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--tune", "--no-cross-check"]) == 0
     out = capsys.readouterr().out
     assert "note: tuned settings at the top of the range searched (" in out and "min_area_px " in out
+
+
+def test_evaluate_leaves_out_the_images_the_model_learnt_from(samples_dir, tmp_path, capsys, tiny_models,
+                                                              monkeypatch):
+    """As the Evaluate page does: a model's own training images are named and, where others remain, not scored."""
+    import hashlib
+    import shutil
+
+    from cellcount.models.card import ModelCard
+
+    names = ("s01_sparse_small", "s02_dense_clusters")
+    for stem in names:
+        for name in (f"{stem}.png", f"{stem}_labels.tif"):
+            shutil.copy(samples_dir / name, tmp_path / name)
+    learnt = {hashlib.sha256((tmp_path / "s01_sparse_small.png").read_bytes()).hexdigest()}
+    monkeypatch.setattr(ModelCard, "training_digests", lambda self: learnt)
+    out = tmp_path / "summary.json"
+    assert main(["--model", "tiny-density", "--data", str(tmp_path), "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "1 of these 2 images were among tiny-density's training images (s01_sparse_small.png)" in err
+    assert "Left out of the scores (1 scored; --keep-trained keeps them)" in err
+    assert json.loads(out.read_text())["n"] == 1
+    assert main(["--model", "tiny-density", "--data", str(tmp_path), "--json", str(out), "--keep-trained"]) == 0
+    assert "Left out" not in capsys.readouterr().err and json.loads(out.read_text())["n"] == 2

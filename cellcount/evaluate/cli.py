@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0,
                    help="with --split: the seed of the split by file name (default 0, the shipped models' split)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--keep-trained", action="store_true",
+                   help="score the images the model learnt from too (by default they are named and, where others "
+                   "remain, left out: the model's error on them flatters it)")
     p.add_argument("--iou", type=float, default=0.5,
                    help="overlap (intersection over union) at which a predicted object matches a true one, for "
                    "precision, recall and F1 (default 0.5)")
@@ -175,8 +178,13 @@ def _run(args: argparse.Namespace) -> int:
         names = [name for name, _, _ in items]
         seen = card.trained_on(_encoded(paths, names) if card.training_digests() else
                                [(name, None) for name in names])
-    if seen:  # a model's own training images flatter its error
-        print(f"warning: {card.trained_on_note(seen, len(items))}", file=sys.stderr)
+    if seen:  # a model's own training images flatter its error: left out where others remain, as Evaluate does
+        leave_out = not args.keep_trained and len(seen) < len(items)
+        print(f"warning: {card.trained_on_note(seen, len(items), advice=not leave_out)}"
+              + (f" Left out of the scores ({len(items) - len(seen)} scored; --keep-trained keeps them)."
+                 if leave_out else ""), file=sys.stderr)
+        if leave_out:
+            items = [item for item in items if item[0] not in set(seen)]
     pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact), read_notes)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":
