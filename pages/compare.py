@@ -385,12 +385,22 @@ with right:
         st.info("Choose at least one model (two to compare) and one image.")
     elif len({(m, p) for _, m, p in configs}) < len(configs):
         st.warning("Two configurations are identical: change a setting or a model to see a difference.")
-    if ready:  # a fine-tuned model's own training images flatter it beside the others
+    if ready:  # a model's own training images flatter it beside the others
+        learnt: set[str] = set()
         for name in dict.fromkeys(m for _, m, _ in configs):
-            seen = sh.trained_on_note(sh.get_model(name), ((s.name, s.data) for s in sources),
-                                      "|".join(s.digest for s in sources))
+            model = sh.get_model(name)
+            seen = sh.trained_on_names(model, ((s.name, s.data) for s in sources), "|".join(s.digest for s in sources))
             if seen:
-                st.warning(seen, icon=":material/school:")
+                learnt.update(seen)
+                st.warning(model.card.trained_on_note(seen, len(sources), advice=False), icon=":material/school:")
+        unseen = [s for s in sources if s.name not in learnt]
+        if learnt and unseen and st.toggle(
+            f"Compare on the {len(unseen)} image(s) no model here learnt from",
+            value=True,
+            key=f"{P}_unseen_only",
+            help="A model counts the images it learnt from better than new ones: a fair comparison leaves them out.",
+        ):
+            sources = unseen
     run_now = st.button(
         f"Compare on {len(sources)} image(s)",
         key=f"{P}_run",

@@ -223,6 +223,11 @@ def test_a_models_own_training_images_are_named(tiny_models, monkeypatch):
                       compare_source="Samples")
     note = [w.value for w in at.warning if "training images" in w.value]
     assert len(note) == 1 and "tiny-density's training images (s01_sparse_small.png)" in note[0]
+    # a fair comparison leaves it out unless the user keeps it
+    assert at.toggle(key="compare_unseen_only").value is True
+    n = int(at.button(key="compare_run").proto.label.split()[2])
+    at.toggle(key="compare_unseen_only").set_value(False).run()
+    assert at.button(key="compare_run").proto.label == f"Compare on {n + 1} image(s)"
 
 
 def test_a_first_visit_compares_the_default_with_the_model_it_replaced():
