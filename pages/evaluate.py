@@ -17,9 +17,11 @@ sh.require_entry_point("evaluate")
 
 P = "eval"
 # the columns that fit beside the settings at 1400 px (precision and recall are in the totals above and the CSV)
-PER_IMAGE_COLUMNS = ("file", "true", "pred", "error", "rel_error", "check", "f1", "mean_iou")
+PER_IMAGE_COLUMNS = ("file", "learnt_from", "true", "pred", "error", "rel_error", "check", "f1", "mean_iou")
 PER_IMAGE_CONFIG = {
     "file": st.column_config.TextColumn("file", width=170, help="The image's file name (hover for all of it)"),
+    "learnt_from": st.column_config.CheckboxColumn("learnt", width=60, help="The model learnt from this image: its "
+                                                                       "error here is likely lower than on new ones"),
     "true": st.column_config.NumberColumn("true", width=60),
     "pred": st.column_config.NumberColumn("predicted", format="%.1f", width=80),
     "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true", width=60),
@@ -374,6 +376,8 @@ with right:
             pairs = [p for p in pairs if p[0] not in set(seen)]
             sig = f"{sig}|unseen"
         per_image, summary = sh.evaluate_cached(sig, params.to_json(), iou, pairs, params)
+        if seen and per_image["file"].isin(seen).any():  # kept in: each such row says so, in the CSV too
+            per_image = per_image.assign(learnt_from=per_image["file"].isin(seen))
     except cc.CellcountError as err:
         sh.show_error(err)
         st.stop()

@@ -367,8 +367,11 @@ def test_a_models_own_training_images_are_named_before_its_error(monkeypatch):
     files = at.dataframe[0].value["file"].tolist()
     assert len(files) == 10 and not any(f.startswith(("s01", "s02")) for f in files)
     assert at.toggle(key="eval_unseen_only").value is True
+    assert "learnt_from" not in at.dataframe[0].value
     at.toggle(key="eval_unseen_only").set_value(False).run()
     assert not at.exception and len(at.dataframe[0].value) == 12
+    table = at.dataframe[0].value  # kept in: each row says whether the model learnt from it (the CSV too)
+    assert table.set_index("file")["learnt_from"].to_dict() == {f: f.startswith(("s01", "s02")) for f in table["file"]}
     # a segmentation's counts are whole: shown without ".0" (a tester read "predicted 23.0, error +0.0")
     import json
 

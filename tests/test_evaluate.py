@@ -550,5 +550,12 @@ def test_evaluate_leaves_out_the_images_the_model_learnt_from(samples_dir, tmp_p
     assert "1 of these 2 images were among tiny-density's training images (s01_sparse_small.png)" in err
     assert "Left out of the scores (1 scored; --keep-trained keeps them)" in err
     assert json.loads(out.read_text())["n"] == 1
-    assert main(["--model", "tiny-density", "--data", str(tmp_path), "--json", str(out), "--keep-trained"]) == 0
+    rows = tmp_path / "rows.csv"
+    assert main(["--model", "tiny-density", "--data", str(tmp_path), "--json", str(out), "--keep-trained",
+                 "--out", str(rows)]) == 0
     assert "Left out" not in capsys.readouterr().err and json.loads(out.read_text())["n"] == 2
+    import pandas as pd
+
+    table = pd.read_csv(rows)
+    assert dict(zip(table["file"], table["learnt_from"], strict=True)) == {"s01_sparse_small.png": True,
+                                                                          "s02_dense_clusters.png": False}

@@ -236,8 +236,10 @@ def _run(args: argparse.Namespace) -> int:
                            json.dumps({"model": model.name, "params": params.acting(model.output_kind)},
                                       indent=2).encode())
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
-    if args.out:
-        write_csv(rep.per_image, args.out)
+    if args.out:  # images the model learnt from, kept in (--keep-trained or all of them): each row says so
+        kept_in = rep.per_image["file"].isin(seen) if seen else None
+        write_csv(rep.per_image.assign(learnt_from=kept_in) if kept_in is not None and kept_in.any() else rep.per_image,
+                  args.out)
     s = rep.summary
     ci = (f"95% CI {fixed(s['mae_ci_low'])}-{fixed(s['mae_ci_high'])}"
           if np.isfinite([s['mae_ci_low'], s['mae_ci_high']]).all() else "too few images for a 95% CI")

@@ -124,8 +124,8 @@ class ModelCard:
 
         shown = ", ".join(short_name(s) for s in seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
         which = f"{len(seen)} of these {n_images} images were" if n_images > 1 else "This image was"
-        return (f"{which} among {self.name}'s training images ({shown}): its error on them is better than on "
-                "images it has not seen." + (" Leave them out to judge it." if advice else ""))
+        return (f"{which} among {self.name}'s training images ({shown}): its error on them is likely lower "
+                "than on images it has not seen." + (" Leave them out to judge it." if advice else ""))
 
     def summary(self) -> str:
         """One line: name, kind, architecture, headline validation metrics."""
