@@ -297,10 +297,12 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     return items
 
 
-def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool = False) -> dict | None:
+def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool = False,
+                outlines: bool = False) -> dict | None:
     """Base model, new name, time budget and held-out images -> the job's arguments (None: not ready).
     ``just_saved``: the model this session's run saves or saved (its name is taken, and that is no error).
-    ``dots_only``: every annotation is dots, which a density model learns from directly."""
+    ``dots_only``: every annotation is dots, which a density model learns from directly; ``outlines``: some are
+    label images or masks, whose outlines only a segmentation model learns."""
     nets = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
     if not nets:
         st.info("No trained network to start from: weights/ holds none (the classical baseline cannot learn).")
@@ -312,6 +314,10 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     density = [n for n in nets if model_kind(n) == "density"] if dots_only else []
     if density and model_kind(current) == "mask":  # dots only: a density base learns them directly (docs/finetuning.md)
         current = "unet-density" if "unet-density" in density else density[0]
+    segmenting = [n for n in nets if model_kind(n) != "density"] if outlines else []
+    if segmenting and model_kind(current) == "density":  # outlines: a segmentation base learns them (a tester)
+        default = cc.models.default_model_name()
+        current = default if default in segmenting else segmenting[0]
     base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
                        container=a, format_func=sh.model_label,
                        help="The model to fine-tune: a shipped model or one you trained before.")
@@ -328,6 +334,10 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                 f"corrected by your dots, which works where cells are separate; where they touch or overlap, a "
                 f"density model ({', '.join(density)}) learns from the dots directly and usually counts better "
                 "(docs/finetuning.md). Label images or masks teach a segmentation model the outlines too.")
+    if segmenting and model_kind(base) == "density":
+        st.info(f"Your annotations include outlines (label images or masks). A density model such as {base} learns "
+                "only where each cell is from them, and counts without outlines; a segmentation model "
+                f"({', '.join(segmenting[:3])}) learns the outlines too and shows each cell it counts.")
     c, d, e = st.columns(3)
     minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes", persist_state=sh.PERSIST,
                              help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
@@ -428,7 +438,8 @@ st.caption(f"{len(items)} annotated image(s).")
 mine = board.get(me)
 saved = mine.snapshot() if mine is not None and started_here(mine) else None  # a followed run's name is not ours
 job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None,
-                       dots_only=all(gt.kind == "points" for _, _, gt in items))
+                       dots_only=all(gt.kind == "points" for _, _, gt in items),
+                       outlines=any(gt.kind in ("labels", "mask") for _, _, gt in items))
 busy = board.running()
 if busy is not None:
     st.caption(f"One fine-tune runs at a time on a laptop CPU: Start is back when {busy.name} (below) has finished.")

@@ -470,6 +470,11 @@ def test_dots_only_on_a_segmentation_base_says_a_density_base_learns_from_dots(t
     at = open_train(images, labels)
     at.selectbox(key="train_base").set_value("tiny-mask").run()
     assert not at.exception and not any("Your annotations are dots" in i.value for i in at.info)
+    assert not any("include outlines" in i.value for i in at.info)
+    # outlines on a density base: said that only a segmentation model learns them (a tester's labels went unused)
+    at.selectbox(key="train_base").set_value("tiny-density").run()
+    notes = [i.value for i in at.info if "Your annotations include outlines" in i.value]
+    assert len(notes) == 1 and "tiny-mask" in notes[0]
 
 
 @pytest.mark.slow
