@@ -19,6 +19,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     image_caption,
     image_note,
     plane_ui,
+    predict_cached,
     predict_set_cached,
     predict_source,
     prediction_key,

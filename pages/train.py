@@ -39,6 +39,9 @@ sh.require_entry_point("train")
 P = "train"
 POINTS = f"{P}__points"  # image key -> float64 (N, 2) clicked points (row, col)
 UNDO = f"{P}__undo"  # image key -> earlier point arrays
+GUESSES = f"{P}__guesses"  # image key -> (model, its count) of each image shown for dotting
+FEW_DOTS = 0.5  # fewer dots than this share of a model's count (of at least MIN_GUESS cells): said before training
+MIN_GUESS = 10
 DISPLAY_SIDE_PX = 640  # small images are enlarged (without smoothing) to about this size for clicking
 POLL_S = 1.0
 STAGES = {"prepare": "Reading images and making targets", "train": "Training", "tune": "Re-tuning postprocessing",
@@ -244,6 +247,40 @@ def on_click(key: str, widget: str, shape: tuple[int, int], radius_px: float,
                                           remove_radius_px=radius_px), initial)
 
 
+def model_guess(key: str, data: bytes, image: np.ndarray) -> tuple[str, int] | None:
+    """How many cells the model in use (else the default) finds on an image being dotted, with the card's settings:
+    a dot count far below it may be a partly dotted image, which would teach the missed cells as background (a
+    tester dotted 3 of about 20 nuclei without a word). None where no network model loads."""
+    nets = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
+    name = settings.current_model(cc.models.default_model_name())
+    name = name if name in nets else cc.models.default_model_name()
+    if name not in nets:
+        return None
+    try:
+        model = sh.get_model(name)
+        params = sh.for_image(cc.resolve_params(model), image)
+        pred = sh.predict_cached(sh.digest_of(data), name, sh.prediction_version(name, params), params.input_key(),
+                                 image, sh.requested_backend())
+        guess = (name, int(round(cc.postprocess(pred, params, measure=False).count)))
+    except cc.CellcountError:
+        return None
+    st.session_state.setdefault(GUESSES, {})[key] = guess
+    return guess
+
+
+def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> list[str]:
+    """The images dotted here with far fewer dots than the model finds on them (see :func:`model_guess`); files of
+    points made elsewhere are taken as they are."""
+    guesses, clicked = st.session_state.get(GUESSES, {}), st.session_state.get(POINTS, {})
+    out = []
+    for name, data, gt in items:
+        key = image_key(name, data)
+        model, n = guesses.get(key, (None, 0))
+        if key in clicked and gt.kind == "points" and n >= MIN_GUESS and gt.count < FEW_DOTS * n:
+            out.append(f"{name} ({gt.count} dots; {model} finds about {n})")
+    return out
+
+
 def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
     """Click to add a dot on each cell; click a dot to remove it."""
     names = [n for n, _, _ in candidates]
@@ -267,8 +304,11 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
             width=min(w * zoom, 900), key=f"{P}_click_{key}", cursor="crosshair",
             on_click=functools.partial(on_click, key, f"{P}_click_{key}", (h, w), float(radius), initial),
         )
+    guess = model_guess(key, data, image)
     with right:
         st.metric("Cells dotted", len(pts))
+        if guess is not None:
+            st.caption(f"{guess[0]} finds about {guess[1]} cells here (it may be wrong on cells unlike nuclei).")
         st.button("Undo", key=f"{P}_undo", on_click=undo, args=(key,), icon=":material/undo:",
                   disabled=not st.session_state.get(UNDO, {}).get(key))
         st.button("Clear dots", key=f"{P}_clear_dots", on_click=set_points, args=(key, np.zeros((0, 2)), initial),
@@ -435,6 +475,11 @@ if not items:
     st.info("No image has annotations yet.")
     job_and_stop()
 st.caption(f"{len(items)} annotated image(s).")
+sparse = few_dots(items)
+if sparse:
+    st.warning(f"Fewer dots than cells? {len(sparse)} image(s) have under half the cells a model finds on them: "
+               f"{'; '.join(sparse[:5])}{' …' if len(sparse) > 5 else ''}. Every cell without a dot is taught as "
+               "background: dot every cell, or clear the dots of an image to leave it out.", icon=":material/warning:")
 mine = board.get(me)
 saved = mine.snapshot() if mine is not None and started_here(mine) else None  # a followed run's name is not ours
 job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None,
