@@ -183,10 +183,11 @@ def finish_batch(job: BatchJob) -> None:
     ok = [it for it in s.done if it.status == "ok"]
     rows = [*s.done, *job.not_counted()]  # every input has a row, those never reached too
     note = None
+    counted, n = len(s.done) - len(job.failed), len(job.names)
     if s.status == "cancelled":
-        note = f"Stopped after {len(s.done)} of {s.total} image(s): these are the ones counted."
+        note = f"Stopped after {counted} of {n} image(s): these are the ones counted."
     elif s.status == "failed":
-        note = f"The batch stopped after {len(s.done)} of {s.total} image(s): {s.error}"
+        note = f"The batch stopped after {counted} of {n} image(s): {s.error}"
     if job.record is not None and job.record.warning:
         note = (note + " " if note else "") + f"This batch is not in the run history: {job.record.warning}"
     counts = counts_frame(rows)
@@ -215,7 +216,9 @@ def job_panel(job: BatchJob) -> None:
     def panel() -> None:
         s = job.snapshot()
         if s.running:
-            st.progress(len(s.done) / max(s.total, 1), text=f"Counting: {len(s.done)} / {s.total} image(s)")
+            # the images to count, as the button said: a zip's other files and unreadable members are rows, not images
+            counted, n = len(s.done) - len(job.failed), len(job.names)
+            st.progress(counted / max(n, 1), text=f"Counting: {counted} / {n} image(s)")
             if s.done:
                 sh.dataframe(counts_frame(s.done))
             if job.cancel_requested:

@@ -268,11 +268,13 @@ def test_a_new_batch_never_shows_the_last_one_and_survives_a_page_switch(count_b
     assert "Showing the 4 file(s) you uploaded earlier" in " ".join([*(c.value for c in at.caption), *(m.value for m in at.markdown)])
 
 
-def start_long_batch(n: int = 20):
-    """A Batch page counting ``n`` images with a network (slow enough to act on mid-run): (page, job, names)."""
+def start_long_batch(n: int = 20, extra: list | None = None):
+    """A Batch page counting ``n`` images with a network (slow enough to act on mid-run): (page, job, names).
+    ``extra``: more uploads, (name, bytes, mime) each."""
     at = open_batch("unet-mask")
     names = [f"img_{k}.png" for k in range(n)]
-    at.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names])
+    at.file_uploader(key="batch_files").set_value([(n, sample("s01_sparse_small.png"), "image/png") for n in names]
+                                                  + list(extra or []))
     at.run()
     at.button(key="batch_run").click()
     at.run()
@@ -316,3 +318,23 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     assert not second.button(key="batch_run").disabled, "Count is back once the other batch has ended"
     first.run()
     assert any("Stopped after" in w.value for w in first.warning)  # its own session is told
+
+
+def test_a_zips_other_files_are_rows_but_not_images_counted():
+    """A zip's readme made the progress read "10 / 13 image(s)" under a button that said "Count 12" (a tester)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("readme.txt", "notes")
+    at, job, names = start_long_batch(4, extra=[("more.zip", buf.getvalue(), "application/zip")])
+    if job.snapshot().running:
+        at.button(key="batch_stop").click()
+        at.run()
+    assert job.join(120)
+    at.run()
+    s = job.snapshot()
+    counted = len(s.done) - 1  # the readme's row is done from the start
+    if s.status == "cancelled":
+        assert any(f"Stopped after {counted} of 4 image(s)" in w.value for w in at.warning)
+    assert "more.zip/readme.txt" in set(at.dataframe[0].value["file"])
