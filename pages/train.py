@@ -143,7 +143,7 @@ def show_result(s: JobSnapshot) -> None:
         return
     kept = getattr(res, "kept_base", False)
     after = "the fine-tuned weights (not kept)" if kept else res.name
-    st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or to choose settings; they measure the count before and after, and help the quality flag know your images): "
+    st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or to choose settings; they measure the count before and after, and join the reference images the quality flag compares new images with): "
                 f"{s.base} before, {after} after" + (f"; {res.name} counts them as {s.base} does" if kept else ""))
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.2f"))
