@@ -325,11 +325,16 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
 def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     """Uploaded annotations, with clicked dots in place of a file's points, plus images dotted here."""
     clicked = st.session_state.get(POINTS, {})
-    items = []
+    items, unused = [], []
     for name, data, gt in found.items:
         pts = clicked.get(image_key(name, data))
+        if pts is not None and len(pts) and gt.kind != "points":
+            unused.append(name)
         items.append((name, data, annotate.points_ground_truth(pts, source=name)
                       if pts is not None and gt.kind == "points" else gt))
+    if unused:  # the outlines teach more than dots: they are used, and the clicks said to be set aside (a tester)
+        st.info(f"The dots you clicked on {', '.join(unused[:5])}{' …' if len(unused) > 5 else ''} are not used: "
+                "the outlines uploaded for it since are (they teach more than dots).")
     for name, data in found.unlabelled:
         pts = clicked.get(image_key(name, data))
         if pts is not None and len(pts):

@@ -528,3 +528,19 @@ def test_an_image_with_far_fewer_dots_than_cells_is_named_before_training(tiny_m
     at.session_state["train__points"] = {keys[second]: np.tile(points[second][:1], (25, 1))}
     at.run()
     assert not any("Fewer dots than cells?" in w.value for w in at.warning), "dotted enough: no warning"
+
+
+def test_dots_clicked_on_an_image_that_gets_label_images_are_said_to_be_unused(tiny_models):
+    """A tester's clicked dots vanished without a word when the image's label image was uploaded."""
+    images, _, points = _set(2)
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    first = sorted(keys)[0]
+    labels = []
+    for k, (name, _, _) in enumerate(images):
+        s = make_synthetic((64, 64), rng=10 + k, n_cells=4 + k, radius_px=(4.0, 6.0))
+        labels.append((name.replace(".png", "_labels.png"), _png(s.labels.astype(np.uint8)), "image/png"))
+    at = open_train(images, labels)
+    at.session_state["train__points"] = {keys[first]: points[first]}
+    at.run()
+    notes = [i.value for i in at.info if "are not used" in i.value]
+    assert len(notes) == 1 and first in notes[0]
