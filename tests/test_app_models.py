@@ -273,3 +273,24 @@ def test_the_models_guide_lists_the_default_first():
     table = next(md.value for md in at.markdown if "| Model |" in md.value or "Choose it for" in md.value)
     rows = [line for line in table.splitlines() if line.startswith("|")][2:]
     assert cc.models.default_model_name() in rows[0]
+
+
+def test_a_fine_tunes_error_in_the_guide_table_stands_beside_its_bases(tiny_models):
+    """A tester read a fine-tune's 7.05 on 2 held-out images, down from its base's 106, as the worst model."""
+    import torch
+
+    from cellcount.models import ModelCard, create_model, save_model
+
+    kwargs = {"base_width": 4, "depth": 2, "out_channels": 2, "head": "mask"}
+    card = ModelCard(name="mine", architecture="unet", output_kind="mask", kwargs=kwargs, tile_size=128,
+                     training={"finetuned_from": {"name": "tiny-mask"}},
+                     metrics={"holdout_before": {"mae": 106.0, "n": 2}, "holdout_after": {"mae": 7.05, "n": 2}})
+    torch.manual_seed(0)
+    save_model(create_model("unet", **kwargs), card, tiny_models / "mine")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception
+    guide = next(m.value for m in at.markdown if m.value.startswith("| Model |"))
+    row = next(line for line in guide.splitlines() if "**mine**" in line)
+    assert "MAE 7.05 on 2 of your held-out images" in row and "its base on them: MAE 106.00" in row
