@@ -182,9 +182,3 @@ def trained_on_names(model: cc.models.CountModel, images: Iterable[tuple[str, by
     """The names of ``images`` that ``model`` learnt from (its error there is optimistic); checked once per image
     set (``set_key``: its digest) and model version, not on every slider move."""
     return _trained_on(model.name, model_version(model.name), set_key, list(images))
-
-
-def trained_on_note(model: cc.models.CountModel, images: Iterable[tuple[str, bytes]], set_key: str) -> str | None:
-    """A warning when some of ``images`` are ones ``model`` learnt from (:func:`trained_on_names`)."""
-    images = list(images)
-    return model.card.trained_on_note(trained_on_names(model, images, set_key), len(images))

@@ -49,7 +49,6 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     pick_model,
     prediction_version,
     trained_on_names,
-    trained_on_note,
 )
 from pages._ui import (  # noqa: F401  (re-exported for the pages)
     CACHE_TTL_S,

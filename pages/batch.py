@@ -134,7 +134,8 @@ def other_panel(other: BatchJob) -> None:
         if not s.running:
             st.rerun()
         c = st.container(border=True)
-        c.info(f"Another batch is counting in this app ({len(s.done)} of {s.total} image(s) so far, started "
+        done, total = images_progress(other, s)
+        c.info(f"Another batch is counting in this app ({done} of {total} image(s) so far, started "
                f"{time.strftime('%H:%M', time.localtime(time.time() - s.elapsed_s))}; perhaps from this browser before "
                "a reload). Its results will be on the Runs page. Count is back when it ends (one batch at a time).")
         if other.cancel_requested:
@@ -183,7 +184,7 @@ def finish_batch(job: BatchJob) -> None:
     ok = [it for it in s.done if it.status == "ok"]
     rows = [*s.done, *job.not_counted()]  # every input has a row, those never reached too
     note = None
-    counted, n = len(s.done) - len(job.failed), len(job.names)
+    counted, n = images_progress(job, s)
     if s.status == "cancelled":
         note = f"Stopped after {counted} of {n} image(s): these are the ones counted."
     elif s.status == "failed":
@@ -208,6 +209,13 @@ def finish_batch(job: BatchJob) -> None:
     }
 
 
+def images_progress(job: BatchJob, s) -> tuple[int, int]:
+    """(images done, images in all) as the Count button counts them: a file or zip member that could not be read
+    is an image that failed; a zip's other files and files named like ground truth are rows, not images."""
+    skipped = sum(it.status == "skipped" for it in job.failed)
+    return len(s.done) - skipped, len(job.names) + len(job.failed) - skipped
+
+
 def job_panel(job: BatchJob) -> None:
     """Progress and the rows so far while the batch runs (redrawn every second without rerunning the page)."""
     was_running = job.snapshot().running
@@ -217,7 +225,7 @@ def job_panel(job: BatchJob) -> None:
         s = job.snapshot()
         if s.running:
             # the images to count, as the button said: a zip's other files and unreadable members are rows, not images
-            counted, n = len(s.done) - len(job.failed), len(job.names)
+            counted, n = images_progress(job, s)
             st.progress(counted / max(n, 1), text=f"Counting: {counted} / {n} image(s)")
             if s.done:
                 sh.dataframe(counts_frame(s.done))

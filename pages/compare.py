@@ -387,12 +387,14 @@ with right:
         st.warning("Two configurations are identical: change a setting or a model to see a difference.")
     if ready:  # a model's own training images flatter it beside the others
         learnt: set[str] = set()
+        set_key = "|".join(f"{s.name}:{s.digest}" for s in sources)  # names too: the check answers with names
         for name in dict.fromkeys(m for _, m, _ in configs):
             model = sh.get_model(name)
-            seen = sh.trained_on_names(model, ((s.name, s.data) for s in sources), "|".join(s.digest for s in sources))
+            seen = sh.trained_on_names(model, ((s.name, s.data) for s in sources), set_key)
             if seen:
                 learnt.update(seen)
-                st.warning(model.card.trained_on_note(seen, len(sources), advice=False), icon=":material/school:")
+                st.warning(model.card.trained_on_note(seen, len(sources), advice=len(seen) == len(sources)),
+                           icon=":material/school:")
         unseen = [s for s in sources if s.name not in learnt]
         if learnt and unseen and st.toggle(
             f"Compare on the {len(unseen)} image(s) no model here learnt from",

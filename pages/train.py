@@ -28,6 +28,7 @@ from cellcount.finetune import (
     model_kind,
 )
 from cellcount.groundtruth import GroundTruth
+from cellcount.io import short_name
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
 from cellcount.labelled import LabelledSet
 from pages import _groundtruth as gt_ui
@@ -277,12 +278,13 @@ def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> list[str]:
         key = image_key(name, data)
         model, n = guesses.get(key, (None, 0))
         if key in clicked and gt.kind == "points" and n >= MIN_GUESS and gt.count < FEW_DOTS * n:
-            out.append(f"{name} ({gt.count} dots; {model} finds about {n})")
+            out.append(f"{short_name(name)} ({gt.count} dots; {model} finds about {n})")
     return out
 
 
-def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
-    """Click to add a dot on each cell; click a dot to remove it."""
+def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess: bool = True) -> None:
+    """Click to add a dot on each cell; click a dot to remove it. ``guess``: say how many cells the model in use
+    finds on the image (:func:`model_guess`)."""
     names = [n for n, _, _ in candidates]
     pick = sh.pick_one("Image to annotate", names, f"{P}_annotate_image")
     name, data, initial = candidates[names.index(pick)]
@@ -304,11 +306,11 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]]) -> None:
             width=min(w * zoom, 900), key=f"{P}_click_{key}", cursor="crosshair",
             on_click=functools.partial(on_click, key, f"{P}_click_{key}", (h, w), float(radius), initial),
         )
-    guess = model_guess(key, data, image)
+    found = model_guess(key, data, image) if guess else None
     with right:
         st.metric("Cells dotted", len(pts))
-        if guess is not None:
-            st.caption(f"{guess[0]} finds about {guess[1]} cells here (it may be wrong on cells unlike nuclei).")
+        if found is not None:
+            st.caption(f"{found[0]} finds about {found[1]} cells here (it may be wrong on cells unlike nuclei).")
         st.button("Undo", key=f"{P}_undo", on_click=undo, args=(key,), icon=":material/undo:",
                   disabled=not st.session_state.get(UNDO, {}).get(key))
         st.button("Clear dots", key=f"{P}_clear_dots", on_click=set_points, args=(key, np.zeros((0, 2)), initial),
@@ -328,10 +330,11 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     items, unused = [], []
     for name, data, gt in found.items:
         pts = clicked.get(image_key(name, data))
-        if pts is not None and len(pts) and gt.kind != "points":
-            unused.append(name)
-        items.append((name, data, annotate.points_ground_truth(pts, source=name)
-                      if pts is not None and gt.kind == "points" else gt))
+        if pts is not None and len(pts) and gt.kind in ("labels", "mask"):
+            unused.append(short_name(name))
+        # dots replace a file's points, and give a count-only image the positions it lacks
+        dotted = pts is not None and (gt.kind == "points" or (gt.kind == "count" and len(pts)))
+        items.append((name, data, annotate.points_ground_truth(pts, source=name) if dotted else gt))
     if unused:  # the outlines teach more than dots: they are used, and the clicks said to be set aside (a tester)
         st.info(f"The dots you clicked on {', '.join(unused[:5])}{' …' if len(unused) > 5 else ''} are not used: "
                 "the outlines uploaded for it since are (they teach more than dots).")
@@ -453,7 +456,8 @@ if found is None:
                "alone and dot the cells below.")
     job_and_stop()
 
-candidates = [(n, d, gt.points) for n, d, gt in found.items if gt.kind == "points"]
+candidates = [(n, d, gt.points if gt.kind == "points" else None) for n, d, gt in found.items
+              if gt.kind in ("points", "count")]  # a count alone has no positions: dotted here, it gets them
 candidates += [(n, d, None) for n, d in found.unlabelled]
 candidates.sort(key=lambda c: c[0].casefold())  # by name, as a file browser lists them (a zip keeps any order)
 step = 2  # the sections are numbered as they appear
@@ -466,7 +470,7 @@ if candidates:
                "Dots and uploads are kept while you visit other pages, but **not through a reload or in a new tab**: "
                "download each image's points CSV (beside the image) to keep your dots, and upload it again with the "
                "image. Dot every cell of an image: a cell without a dot is taught as background.")
-    annotate_ui(candidates)
+    annotate_ui(candidates, guess=board.running() is None)  # no second network beside a running fine-tune
 
 items = training_set(found)
 counts_only = [n for n, _, gt in items if gt.kind == "count"]
@@ -484,7 +488,8 @@ sparse = few_dots(items)
 if sparse:
     st.warning(f"Fewer dots than cells? {len(sparse)} image(s) have under half the cells a model finds on them: "
                f"{'; '.join(sparse[:5])}{' …' if len(sparse) > 5 else ''}. Every cell without a dot is taught as "
-               "background: dot every cell, or clear the dots of an image to leave it out.", icon=":material/warning:")
+               "background (an image left with no dots, as holding no cells): dot every cell of those images, or "
+               "remove them from the upload.", icon=":material/warning:")
 mine = board.get(me)
 saved = mine.snapshot() if mine is not None and started_here(mine) else None  # a followed run's name is not ours
 job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None,

@@ -544,3 +544,19 @@ def test_dots_clicked_on_an_image_that_gets_label_images_are_said_to_be_unused(t
     at.run()
     notes = [i.value for i in at.info if "are not used" in i.value]
     assert len(notes) == 1 and first in notes[0]
+
+
+def test_an_image_with_a_count_only_can_be_dotted_and_then_trains(tiny_models):
+    """A counts table gives no positions: such an image is offered for dotting, and its dots are its annotation."""
+    images, _, points = _set(2)
+    counts = ("counts.csv", ("filename,count\n" + "".join(f"{n},{len(points[n])}\n" for n, _, _ in images)).encode(),
+              "text/csv")
+    at = open_train(images, [counts])
+    assert any("count only" in w.value for w in at.warning), "left out until dotted"
+    assert any("Image to annotate" == s.label for s in at.selectbox), "offered for dotting"
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    first = sorted(keys)[0]
+    at.session_state["train__points"] = {keys[first]: points[first]}
+    at.run()
+    assert any("1 annotated image(s)" in c.value for c in at.caption)
+    assert not any("are not used" in i.value for i in at.info), "dots on a count-only image are used"

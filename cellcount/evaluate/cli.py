@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,16 +91,15 @@ def _card_folder(ref: str, name: str) -> Path:
     return Path(ref) if (Path(ref) / "card.json").is_file() else _model_folder(name, None)
 
 
-def _encoded(paths: dict[str, Path], names: list[str]) -> list[tuple[str, bytes | None]]:
-    """(name, file bytes) of the images ``names`` (None where unreadable), so that a model's training images are
-    recognised by content (:meth:`cellcount.models.ModelCard.trained_on`)."""
-    out = []
+def _encoded(paths: dict[str, Path], names: list[str]) -> Iterator[tuple[str, bytes | None]]:
+    """(name, file bytes) of the images ``names`` (None where unreadable), one file at a time (a set of large stacks
+    is not held twice), so that a model's training images are recognised by content
+    (:meth:`cellcount.models.ModelCard.trained_on`)."""
     for name in names:
         try:
-            out.append((name, paths[name].read_bytes()))
+            yield name, paths[name].read_bytes()
         except (KeyError, OSError):
-            out.append((name, None))
-    return out
+            yield name, None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,7 @@ class ModelCard:
         own = data.get("train_sha256") if isinstance(data, dict) else None
         return set(own or []) | set(self.training.get("train_sha256") or [])
 
-    def trained_on(self, images: Sequence[tuple[str, bytes | None]]) -> list[str]:
+    def trained_on(self, images: Iterable[tuple[str, bytes | None]]) -> list[str]:
         """Names of ``images`` ((name, encoded bytes or None) pairs) that this model learnt from: by content
         where the card lists its training images' sha256 and the bytes are given, else by the file names a
         fine-tune's card lists. A model's error on its own training images says little about new ones. Empty
