@@ -122,7 +122,9 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
                     max_pixels: int) -> tuple[Any, str | None, CountParams]:
     """The image of one batch item (only ``p.channel`` decoded), its note, and the params to count it with. A
     plane or channel chosen for the stacks or composites of a folder does not fail a file with only one: it is
-    counted as it is and its note says so (a tester's --plane 2 failed every 2-D image of a mixed folder)."""
+    counted as it is (a tester's --plane 2 failed every 2-D image of a mixed folder). A channel's note says so; a
+    one-plane file needs no note, since it holds no other plane to have meant (its flag buried a batch's real ones:
+    a tester's plane chosen for one stack on Count flagged every 2-D image on Batch)."""
     notes: list[str] = []
     channel = p.channel
     for _ in range(3):  # at most: the plane dropped, then the channel
@@ -131,7 +133,6 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
         except PlaneError as err:
             if err.n_planes != 1 or page is None:
                 raise
-            notes.append(f"plane {page} was chosen, but {name} has only one plane: it was counted as it is")
             page = None
             continue
         except ChannelError as err:
