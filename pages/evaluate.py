@@ -186,6 +186,20 @@ def tried_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+def in_sample_note(sig: str, params: cc.CountParams) -> None:
+    """Said above the scores when the settings in use were tuned on these same images: the scores then fit them
+    (a tester would have reported the in-sample 2.20, against 6.00 on images the tuning did not see)."""
+    tuned = st.session_state.get(f"{P}__tune")
+    if not tuned or tuned["sig"] != sig or tuned["best"] == tuned["start"] or params.to_dict() != tuned["best"]:
+        return
+    check = tuned.get("check")
+    unseen = (f" On images the tuning did not see, they counted at MAE {sh.fixed(check.tuned)} against "
+              f"{sh.fixed(check.kept)} for the settings tuning started from (Optimise, below)." if check is not None
+              else " Expect a higher error on new images.")
+    st.info("These scores use settings tuned on these same images, so they fit them better than they will fit "
+            f"new ones.{unseen}", icon=":material/info:")
+
+
 def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str) -> None:
     st.subheader("Optimise postprocessing on this ground truth")
     if model.output_kind == "density":
@@ -382,6 +396,7 @@ with right:
         sh.show_error(err)
         st.stop()
 
+    in_sample_note(sig, params)
     show_summary(summary, iou)
     flag_caption(per_image)
     tabs = st.tabs(

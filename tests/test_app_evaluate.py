@@ -92,6 +92,7 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     assert len(table) == changed and not any("_" in name for name in table["setting"]), "named as on the Count page"
     # a setting moved after tuning: the check compares with the settings tuning started from, and says so
     area = at.number_input(key="eval_min_area_px")
+    assert not any("settings tuned on these same images" in i.value for i in at.info), "not applied yet"
     area.set_value(area.value + 7).run()
     assert any("changed after tuning" in c.value for c in at.caption)
     assert any("the settings tuning started from count at MAE" in m.value for m in [*at.success, *at.info, *at.warning])
@@ -105,6 +106,8 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     assert any("the settings tuning started from count at MAE" in m.value for m in [*at.success, *at.info, *at.warning])
     assert changed > 0, "this set's tuning changes settings"
     assert at.button(key="eval_apply").disabled and at.button(key="eval_apply").label == "Applied (all pages)"
+    # the scores at the top are now in-sample: said above them, with the check's figure for unseen images
+    assert any("settings tuned on these same images" in i.value and "did not see" in i.value for i in at.info)
     tuned = at.number_input(key="eval_min_area_px").value
     at.switch_page("pages/count.py")
     at.run()
