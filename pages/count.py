@@ -11,7 +11,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, counts_frame
-from cellcount.io import labels_to_tiff_bytes, short_name
+from cellcount.io import labels_to_tiff_bytes, short_name, split_ground_truth_files
 from cellcount.measure import BOX_COLUMNS, likely_merges
 from cellcount.pipeline import split_distance_px
 from cellcount.postprocess import REJECT_REASONS
@@ -369,6 +369,10 @@ if source is not None:
         image = None
     else:
         st.markdown(sh.image_caption(source, image, page))
+        if split_ground_truth_files([source.name])[1]:  # as Batch and the CLI leave such files out (a tester)
+            st.warning(f"{short_name(source.name)} is named like ground truth (a label image, mask or dots): it is "
+                       "counted here as if it were a microscopy image. Upload the image itself; annotations go to "
+                       "Evaluate or Train.", icon=":material/label:")
 with top[2]:
     sh.input_ui(P, model, image)
 results_panel(source, image, model_name, note, page)

@@ -111,6 +111,11 @@ def test_upload_png_and_broken_file():
     at.run()
     assert not at.exception
     assert metric(at, "Count") == "2"
+    assert not any("named like ground truth" in w.value for w in at.warning)
+    # a label image uploaded by mistake is counted, but said to look like one (a tester got "Count 53" in silence)
+    at.file_uploader(key="count_upload").set_value(("two_labels.png", png_bytes(img), "image/png"))
+    at.run()
+    assert any("two_labels.png is named like ground truth" in w.value for w in at.warning)
     at.file_uploader(key="count_upload").set_value(("broken.png", b"not an image at all", "image/png"))
     at.run()
     assert not at.exception
