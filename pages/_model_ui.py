@@ -116,6 +116,12 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
             what = f"your settings for {name} ({settings.ORIGINS[own]}) are kept"
         else:
             what = "its settings come from its model card"
+        try:  # the settings left behind are kept too: said, so a switch back is no surprise (a tester)
+            left = settings.origin(get_model(shown), image=False)[0] if settings.known(shown) else "card"
+        except cc.CellcountError:
+            left = "card"
+        if left != "card":
+            what += f"; your settings for {shown} stay with it for when you switch back"
         st.session_state[f"{prefix}__msg"] = (
             "toast",
             f"Model changed from {shown} to {name}: {what}. {settings.image_settings_note(name)}",

@@ -109,8 +109,8 @@ def test_model_change_says_what_happens_to_the_settings(tiny_models):
     at.run()
     at.selectbox(key="count_model").set_value("tiny-density")
     at.run()
-    assert any("Model changed from tiny-mask to tiny-density: its settings come from its model card" in i.value
-               for i in at.toast)
+    assert any("Model changed from tiny-mask to tiny-density: its settings come from its model card; your settings "
+               "for tiny-mask stay with it for when you switch back" in i.value for i in at.toast)
     at.selectbox(key="count_model").set_value("tiny-mask")
     at.run()
     assert any("your settings for tiny-mask (edited) are kept" in i.value for i in at.toast)
