@@ -388,13 +388,24 @@ with right:
     if ready:  # a model's own training images flatter it beside the others
         learnt: set[str] = set()
         set_key = "|".join(f"{s.name}:{s.digest}" for s in sources)  # names too: the check answers with names
+        by_model = {}
         for name in dict.fromkeys(m for _, m, _ in configs):
             model = sh.get_model(name)
             seen = sh.trained_on_names(model, ((s.name, s.data) for s in sources), set_key)
             if seen:
                 learnt.update(seen)
-                st.warning(model.card.trained_on_note(seen, len(sources), advice=len(seen) == len(sources)),
-                           icon=":material/school:")
+                by_model[name] = (model, seen)
+        if len(by_model) == 1:
+            model, seen = next(iter(by_model.values()))
+            st.warning(model.card.trained_on_note(seen, len(sources), advice=len(seen) == len(sources)),
+                       icon=":material/school:")
+        elif by_model:  # one note for all, not a box per model (a tester saw three alike)
+            st.warning(f"{len(learnt)} of these {len(sources)} images were among the training images of "
+                       + ", ".join(f"{name} ({len(seen)})" for name, (_, seen) in by_model.items())
+                       + " (" + ", ".join(cc.io.short_name(n) for n in sorted(learnt)[:5])
+                       + (f" and {len(learnt) - 5} more" if len(learnt) > 5 else "")
+                       + "): a model's error on its own training images is likely lower than on images it has not "
+                       "seen.", icon=":material/school:")
         unseen = [s for s in sources if s.name not in learnt]
         if learnt and unseen and st.toggle(
             f"Compare on the {len(unseen)} image(s) no model here learnt from",

@@ -240,3 +240,16 @@ def test_a_first_visit_compares_the_default_with_the_model_it_replaced():
     at.radio(key="compare_mode").set_value("Models").run()
     assert not at.exception
     assert at.multiselect(key="compare_models").value == [cc.models.default_model_name(), FALLBACK_MODEL]
+
+
+def test_images_learnt_by_several_compared_models_make_one_note(tiny_models, monkeypatch):
+    """Three near-identical boxes, one per model, for the same images (a tester): one note names them all."""
+    from cellcount.models.card import ModelCard
+    from pages._model_ui import _trained_on
+
+    _trained_on.clear()
+    monkeypatch.setattr(ModelCard, "trained_on", lambda self, images: [n for n, _ in images if n.startswith("s01")])
+    at = open_compare(compare_mode="Models", compare_models=["tiny-density", "classical-otsu"],
+                      compare_source="Samples")
+    notes = [w.value for w in at.warning if "training images" in w.value]
+    assert len(notes) == 1 and "tiny-density (1), classical-otsu (1)" in notes[0] and "s01_sparse_small.png" in notes[0]
