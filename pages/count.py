@@ -136,13 +136,7 @@ def overlay_cached(
 ) -> tuple[bytes, dict, int]:
     """JPEG of the outlined picture for these plain keys (image, prediction, settings, display options)."""
     v = dict(view)
-    base = display_cached(digest, v["contrast"], _image)
-    merges = likely_merges(_result.objects, labels=_result.labels) if v["merges"] else []
-    boxes = _result.objects.set_index("label").loc[merges, BOX_COLUMNS].to_numpy() if len(merges) else None
-    rgb, legend = viz.render_outlines(
-        base, _result.labels, _result.rejected, color=v["color"], thickness=v["thickness"],
-        opacity=v["opacity"], merges=merges, merge_boxes=boxes, rejected_colors=viz.OUTLINE_COLORS,
-    )
+    rgb, legend, merges = outlined(display_cached(digest, v["contrast"], _image), _result, v)
     if v["zoom"]:
         rgb = viz.zoom_view(rgb, zoom=v["zoom"], center=v["centre"])
     return viz.encode_jpeg(rgb), legend, len(merges)
@@ -191,7 +185,28 @@ def counts_row(name: str, result: cc.CountResult, plane: dict) -> pd.DataFrame:
     return row
 
 
-def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None = None) -> None:
+def overlay_png(image: np.ndarray, result: cc.CountResult, view: dict) -> bytes:
+    """The whole outlined picture as the viewer draws it (colour, thickness, opacity, contrast, likely merges), at
+    the image's full resolution and without zoom, as a PNG for a figure (a tester had to take a screenshot)."""
+    if result.params.channel is not None and image.ndim == 3 and result.params.channel < image.shape[2]:
+        image = image[..., result.params.channel]  # the channel counted, as the viewer shows it
+    base = viz.display_image(image, low_pct=view["contrast"][0], high_pct=view["contrast"][1])
+    return viz.encode_png(outlined(base, result, view)[0])
+
+
+def outlined(base: np.ndarray, result: cc.CountResult, view: dict) -> tuple[np.ndarray, dict, list]:
+    """``base`` (the display picture) with the result's outlines drawn as ``view`` says: (RGB, legend, merges)."""
+    merges = likely_merges(result.objects, labels=result.labels) if view["merges"] else []
+    boxes = result.objects.set_index("label").loc[merges, BOX_COLUMNS].to_numpy() if len(merges) else None
+    rgb, legend = viz.render_outlines(base, result.labels, result.rejected, color=view["color"],
+                                      thickness=view["thickness"], opacity=view["opacity"], merges=merges,
+                                      merge_boxes=boxes, rejected_colors=viz.OUTLINE_COLORS)
+    return rgb, legend, merges
+
+
+def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None = None, *,
+              image: np.ndarray | None = None, view: dict | None = None) -> None:
+    """The download row; ``image`` and ``view`` (a mask model's viewer options) add the outlined picture."""
     s = sh.stem(source.name)
     plane = {} if page is None else {"plane": page}  # what was counted of a z-stack
     files = [
@@ -208,6 +223,10 @@ def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None 
     if result.labels is not None:
         files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels), f"{s}_labels.tif",
                       "image/tiff", "labels", "Kept objects 1..N; 16-bit when N < 65,536, else 32-bit."))
+    if result.labels is not None and image is not None and view:
+        files.append(("Outlines (PNG)", lambda: overlay_png(image, result, view), f"{s}_outlines.png", "image/png",
+                      "overlay", "The picture with its outlines as shown (colour, thickness, contrast), at full "
+                      "resolution, for a figure."))
     files.append(("Settings JSON", sh.settings_json(result.model_name, result.params, page), f"{s}_settings.json",
                   "application/json", "settings", "Load it again here, or use it with the CLI: --settings FILE."))
     row = st.container(horizontal=True)
@@ -294,7 +313,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
         st.caption("The model stage ran once for this image and these input settings; moving a slider only "
                    "reruns postprocess and measure.")
         sh.backend_ui(P, sh.get_model(result.model_name))
-    downloads(source, result, page)
+    downloads(source, result, page, image=image if view else None, view=view)
 
 
 @st.fragment

@@ -50,7 +50,7 @@ def test_default_sample_counts_with_downloads():
     assert int(metric(at, "Count")) > 0
     assert metric(at, "Ground truth") == "28"
     labels = {d.label for d in at.get("download_button")}
-    assert {"Counts CSV", "Objects CSV", "Label image (TIFF)", "Settings JSON"} <= labels
+    assert {"Counts CSV", "Objects CSV", "Label image (TIFF)", "Outlines (PNG)", "Settings JSON"} <= labels
     assert not at.error
     assert any("s01_sparse_small.png" in m.value for m in at.markdown)
 
@@ -328,7 +328,7 @@ def test_density_and_mask_networks(tiny_models):
     assert not at.exception
     assert metric(at, "Count") == count  # peaks do not change a density count
     downloads = {d.label for d in at.get("download_button")}
-    assert "Label image (TIFF)" not in downloads
+    assert "Label image (TIFF)" not in downloads and "Outlines (PNG)" not in downloads, "a heat map, not outlines"
     assert "Centres CSV" in downloads and "Objects CSV" not in downloads, "peaks are not the counted objects"
     at.segmented_control(key="count_tab").set_value("Objects").run()
     assert any("these" in c.value and "approximate centres" in c.value for c in at.caption)

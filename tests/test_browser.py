@@ -244,6 +244,13 @@ def test_count_upload_and_slider(page, server):
     sync_api.expect(thickness).to_have_value("3")
     sync_api.expect(count).to_have_text(after)
 
+    # the outlined picture for a figure: the whole image at full resolution, as a PNG
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Outlines (PNG)").click()
+    picture = cv2.imread(str(info.value.path()), cv2.IMREAD_UNCHANGED)
+    assert picture is not None and picture.shape[:2] == cv2.imread(str(SAMPLES / "s02_dense_clusters.png")).shape[:2]
+    assert picture.ndim == 3 and info.value.suggested_filename == "s02_dense_clusters_outlines.png"
+
     # another page and back: the uploaded image is still counted, with the same settings
     nav.get_by_text("Models", exact=True).click()
     sync_api.expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible(timeout=60_000)
