@@ -181,7 +181,7 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
 def _trained_on(name: str, version: str, set_key: str, _images: list[tuple[str, bytes]]) -> list[str]:
-    return get_model(name).card.trained_on(_images)
+    return cc.models.with_base_training(get_model(name).card).trained_on(_images)
 
 
 def trained_on_names(model: cc.models.CountModel, images: Iterable[tuple[str, bytes]], set_key: str) -> list[str]:

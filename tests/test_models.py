@@ -348,3 +348,23 @@ def test_a_model_name_in_other_case_is_suggested():
     with pytest.raises(ModelNotFoundError) as err:
         load_model("no-such-model")
     assert "did you mean" not in str(err.value)
+
+
+def test_a_fine_tune_made_before_cards_listed_training_images_inherits_its_bases():
+    """A fine-tune's card from before ``train_sha256`` existed still recognises its shipped base's DSB images."""
+    import dataclasses
+
+    from cellcount.models import model_card, with_base_training
+    from cellcount.models.card import ModelCard
+
+    base = model_card("unet-mask")
+    old = ModelCard(name="old-tune", architecture="unet", output_kind="mask", training={
+        "finetuned_from": {"name": "unet-mask", "sha256": base.sha256}, "data": {"train_files": ["a.png"]}})
+    assert with_base_training(old).training_digests() == base.training_digests() and len(base.training_digests()) == 424
+    assert old.training_digests() == set(), "the card itself is not changed"
+    other = dataclasses.replace(old, training={**old.training, "finetuned_from": {"name": "unet-mask", "sha256": "0"}})
+    assert with_base_training(other).training_digests() == set(), "another model under the base's name now"
+    gone = dataclasses.replace(old, training={**old.training, "finetuned_from": {"name": "no-such-model"}})
+    assert with_base_training(gone) is gone
+    listed = dataclasses.replace(old, training={**old.training, "train_sha256": []})
+    assert with_base_training(listed) is listed, "a card that lists its own (even none) is taken as it is"

@@ -141,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     import sys
 
     from ..csvout import atomic_write_bytes, write_csv
-    from ..models import default_model_name
+    from ..models import default_model_name, with_base_training
     from ..models.card import finite_json, write_card
 
     _check_options(args)
@@ -174,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
                 args.data, args.split)
     card = getattr(model, "card", None)
     seen = []
-    if card is not None:  # by content where the card has its training images' hashes, else by a fine-tune's names
+    if card is not None:
+        card = with_base_training(card)  # a fine-tune made before cards listed its base's training images  # by content where the card has its training images' hashes, else by a fine-tune's names
         names = [name for name, _, _ in items]
         seen = card.trained_on(_encoded(paths, names) if card.training_digests() else
                                [(name, None) for name in names])

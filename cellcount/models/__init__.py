@@ -16,6 +16,7 @@ from .loading import (
     size_model_for,
     size_model_name,
     user_models_dir,
+    with_base_training,
 )
 from .registry import create_model, list_architectures, register_model
 
@@ -43,5 +44,6 @@ __all__ = [
     "size_model_name",
     "validate_card",
     "user_models_dir",
+    "with_base_training",
     "write_card",
 ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import weakref
 from pathlib import Path
 
-from ..errors import ModelCardError, ModelNotFoundError, WeightsIntegrityError
+from ..errors import CellcountError, ModelCardError, ModelNotFoundError, WeightsIntegrityError
 from .base import ClassicalModel, CountModel, NetModel, weights_bytes
 from .card import CARD_FILE, ModelCard, read_card, sha256_file, write_card
 
@@ -189,6 +190,26 @@ def model_card(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
     if str(name_or_path) == CLASSICAL_NAME:
         return CLASSICAL_CARD
     return read_card(_model_folder(name_or_path, weights_dir))
+
+
+def with_base_training(card: ModelCard) -> ModelCard:
+    """``card`` with the training images of the weights it was fine-tuned from, for a fine-tune whose card does not
+    list them (made before cards did): its base's card, found by name, when its sha256 is the one recorded. A
+    model's error on its base's training images flatters it too."""
+    training = card.training if isinstance(card.training, dict) else {}
+    base = training.get("finetuned_from")
+    if training.get("train_sha256") is not None or not isinstance(base, dict) or not base.get("name"):
+        return card
+    try:
+        base_card = model_card(str(base["name"]))
+    except CellcountError:
+        return card
+    if base.get("sha256") and base_card.sha256 != base["sha256"]:  # another model under that name now
+        return card
+    digests = with_base_training(base_card).training_digests()
+    if not digests:
+        return card
+    return dataclasses.replace(card, training={**training, "train_sha256": sorted(digests)})
 
 
 def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> Path:
