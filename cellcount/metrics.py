@@ -167,11 +167,9 @@ def iou_matrix(true_labels: np.ndarray, pred_labels: np.ndarray) -> np.ndarray:
     return iou
 
 
-def match_instances(true_labels: np.ndarray, pred_labels: np.ndarray, *, iou_threshold: float = 0.5) -> MatchResult:
-    """Optimal one-to-one matching (Hungarian on IoU) counting pairs with IoU >= ``iou_threshold``.
-
-    Labels need not be consecutive; empty label ids are ignored.
-    """
+def _instance_pairs(true_labels: np.ndarray, pred_labels: np.ndarray, iou_threshold: float):
+    """(true ids, predicted ids, matched true ids, matched predicted ids, their IoUs) of the optimal one-to-one
+    matching (Hungarian on IoU) of pairs with IoU >= ``iou_threshold``."""
     t = np.asarray(true_labels)
     p = np.asarray(pred_labels)
     if t.shape != p.shape:
@@ -180,20 +178,37 @@ def match_instances(true_labels: np.ndarray, pred_labels: np.ndarray, *, iou_thr
     ids_t = np.nonzero(np.bincount(t.ravel().astype(np.int64))[1:])[0]
     ids_p = np.nonzero(np.bincount(p.ravel().astype(np.int64))[1:])[0]
     iou = iou[np.ix_(ids_t, ids_p)]
-    nt, npred = iou.shape
-    if nt == 0 or npred == 0:
-        return MatchResult(tp=0, fp=npred, fn=nt)
+    none = np.zeros(0, np.int64)
+    if iou.size == 0:
+        return ids_t + 1, ids_p + 1, none, none, np.zeros(0)
     # only pairs that overlap can match; restrict the assignment to those rows/cols (speed)
     rows = np.nonzero(iou.max(axis=1) >= iou_threshold)[0]
     cols = np.nonzero(iou.max(axis=0) >= iou_threshold)[0]
     if rows.size == 0:
-        return MatchResult(tp=0, fp=npred, fn=nt)
+        return ids_t + 1, ids_p + 1, none, none, np.zeros(0)
     sub = iou[np.ix_(rows, cols)]
     r, c = linear_sum_assignment(sub, maximize=True)
     good = sub[r, c] >= iou_threshold
-    tp = int(good.sum())
-    return MatchResult(tp=tp, fp=npred - tp, fn=nt - tp,
-                       mean_matched_iou=float(sub[r, c][good].mean()) if tp else float("nan"))
+    return ids_t + 1, ids_p + 1, ids_t[rows[r[good]]] + 1, ids_p[cols[c[good]]] + 1, sub[r, c][good]
+
+
+def match_instances(true_labels: np.ndarray, pred_labels: np.ndarray, *, iou_threshold: float = 0.5) -> MatchResult:
+    """Optimal one-to-one matching (Hungarian on IoU) counting pairs with IoU >= ``iou_threshold``.
+
+    Labels need not be consecutive; empty label ids are ignored.
+    """
+    ids_t, ids_p, _, _, ious = _instance_pairs(true_labels, pred_labels, iou_threshold)
+    tp = len(ious)
+    return MatchResult(tp=tp, fp=len(ids_p) - tp, fn=len(ids_t) - tp,
+                       mean_matched_iou=float(ious.mean()) if tp else float("nan"))
+
+
+def unmatched_objects(true_labels: np.ndarray, pred_labels: np.ndarray, *,
+                      iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(ids of the true objects no prediction matches: missed, ids of the predicted objects that match none:
+    extra) under :func:`match_instances`' matching, so a viewer can mark them."""
+    ids_t, ids_p, got_t, got_p, _ = _instance_pairs(true_labels, pred_labels, iou_threshold)
+    return np.setdiff1d(ids_t, got_t), np.setdiff1d(ids_p, got_p)
 
 
 def match_points(true_points: np.ndarray, pred_points: np.ndarray, *, radius_px: float = 5.0) -> MatchResult:

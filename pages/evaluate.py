@@ -9,6 +9,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.evaluate import DEFAULT_GRID, TuningCheck, cross_check_errors, tune_params, worse_images
+from cellcount.metrics import unmatched_objects
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
 from pages import _shared as sh
@@ -118,8 +119,10 @@ def _count_text(value: float, *, sign: bool = False) -> str:
     return format(int(value) if float(value).is_integer() else float(value), fmt)
 
 
-def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.CountParams, k: int = 3) -> None:
-    """The k images with the largest absolute error: prediction beside ground truth."""
+def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.CountParams, k: int = 3,
+               iou: float = 0.5) -> None:
+    """The k images with the largest absolute error: prediction beside ground truth, with the objects that found no
+    match at IoU ``iou`` marked on each side (extra predictions, missed nuclei) where the truth has outlines."""
     worst = per_image.sort_values("abs_error", ascending=False).head(k)
     for _, row in worst.iterrows():
         name = row["file"]
@@ -144,25 +147,26 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
                 ),
                 key=f"{P}_worst_pred_{name}",
             )
-        else:
+        missed = extra = None
+        if res.output_kind != "density" and gt.labels is not None and gt.labels.shape == res.labels.shape:
+            missed, extra = unmatched_objects(gt.labels, res.labels, iou_threshold=iou)
+        if res.output_kind != "density":
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
-            a.plotly_chart(
-                # only the kinds present: four empty entries pushed the picture below its ground truth's
-                viz.overlay_figure(rgb, legend=viz.outline_legend(
-                    res.count, colors=colors, reasons=[r for r, n in res.n_rejected.items() if n],
-                    n_rejected=res.n_rejected), height=380),
-                key=f"{P}_worst_pred_{name}",
-            )
+            # only the kinds present: four empty entries pushed the picture below its ground truth's
+            legend = viz.outline_legend(res.count, colors=colors, reasons=[r for r, n in res.n_rejected.items() if n],
+                                        n_rejected=res.n_rejected)
+            if extra is not None and len(extra):  # what the prediction has that the truth has not (a tester)
+                rgb = viz.mark_objects(rgb, res.labels, extra, color=viz.unmatched_color(res.inverted))
+                legend[f"no true match ({len(extra)})"] = viz.unmatched_color(res.inverted)
+            a.plotly_chart(viz.overlay_figure(rgb, legend=legend, height=380), key=f"{P}_worst_pred_{name}")
         if gt.labels is not None:
-            b.plotly_chart(
-                viz.image_figure(
-                    viz.ground_truth_overlay(image, gt.labels),
-                    legend={f"ground truth ({gt.count})": viz.GROUND_TRUTH_COLOR},
-                    height=380,
-                ),
-                key=f"{P}_worst_gt_{name}",
-            )
+            rgb = viz.ground_truth_overlay(image, gt.labels)
+            legend = {f"ground truth ({gt.count})": viz.GROUND_TRUTH_COLOR}
+            if missed is not None and len(missed):
+                rgb = viz.mark_objects(rgb, gt.labels, missed, color=viz.unmatched_color(res.inverted))
+                legend[f"missed ({len(missed)})"] = viz.unmatched_color(res.inverted)
+            b.plotly_chart(viz.image_figure(rgb, legend=legend, height=380), key=f"{P}_worst_gt_{name}")
         elif gt.points is not None:
             b.plotly_chart(viz.points_figure(image, gt.points, height=380), key=f"{P}_worst_gt_{name}")
         else:
@@ -437,5 +441,7 @@ with right:
             st.plotly_chart(viz.error_histogram(per_image), key=f"{P}_errhist")
     if tabs[3].open:
         with tabs[3]:
-            show_worst(per_image, {n: (d, g) for n, d, g in items}, {n: p for n, p, _ in pairs}, params)
+            show_worst(per_image, {n: (d, g) for n, d, g in items}, {n: p for n, p, _ in pairs}, params, iou=iou)
+            st.caption(f"Objects without a match at IoU ≥ {iou:g} are marked (yellow on bright backgrounds, white on "
+                       "dark ones): extra on the left, missed on the right, where the ground truth has outlines.")
     tune_section(pairs, params, model, sig)

@@ -59,6 +59,10 @@ def test_samples_evaluate_and_slider_reevaluates():
     assert not at.exception
     worst = [m.value for m in at.markdown if "— true" in m.value]
     assert len(worst) == 3 and len(at.get("plotly_chart")) == 6
+    # the objects without a match are marked on each side and named in the legends (a tester)
+    legends = " ".join(str(c.proto.spec) for c in at.get("plotly_chart"))
+    assert "missed (" in legends or "no true match (" in legends
+    assert any("Objects without a match at IoU" in c.value for c in at.caption)
 
 
 @pytest.mark.slow

@@ -180,3 +180,22 @@ def test_fixed_rounds_halves_away_from_zero_as_the_app_tables_do():
     assert fixed(8.125) == "8.13" and fixed(-8.125, sign=True) == "-8.13" and fixed(0.5, 0) == "1"
     assert fixed(float("nan")) == "—" and fixed(2.0, sign=True) == "+2.00"
     assert fixed(np.float32(0.5), 0) == "1" and fixed(np.int64(3)) == "3.00"
+
+
+def test_unmatched_objects_are_the_missed_and_the_extra_of_the_matching():
+    from cellcount.metrics import match_instances, unmatched_objects
+    from cellcount.viz import UNMATCHED_COLOR, mark_objects
+
+    true = np.zeros((40, 40), np.int32)
+    true[2:10, 2:10], true[20:30, 20:30], true[2:8, 30:36] = 1, 2, 7  # 7: no prediction near it
+    pred = np.zeros_like(true)
+    pred[2:10, 2:11], pred[20:30, 20:25], pred[33:38, 2:6] = 4, 5, 9  # 5: half of 2 (IoU 0.5), 9: nothing there
+    pred[20:30, 25:30] = 6  # the other half of 2: a split nucleus
+    missed, extra = unmatched_objects(true, pred, iou_threshold=0.6)
+    m = match_instances(true, pred, iou_threshold=0.6)
+    assert missed.tolist() == [2, 7] and extra.tolist() == [5, 6, 9]
+    assert (len(missed), len(extra)) == (m.fn, m.fp)
+    rgb = mark_objects(np.zeros((40, 40, 3), np.uint8), true, missed)
+    marked = np.all(rgb == UNMATCHED_COLOR, axis=-1)
+    assert marked[19:31, 19:31].any() and marked[1:9, 29:37].any() and not marked[:12, :12].any()
+    assert unmatched_objects(true, np.zeros_like(true))[0].tolist() == [1, 2, 7]

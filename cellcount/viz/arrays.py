@@ -195,6 +195,28 @@ def thumbnail(image: np.ndarray, *, max_side: int = 192) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
 
 
+UNMATCHED_COLOR: RGB = (255, 230, 0)
+"""Objects without a match at the IoU threshold (a missed nucleus of the ground truth, an extra object of the
+prediction) on bright backgrounds: yellow, apart from the kept (green) and ground-truth (red) outlines."""
+UNMATCHED_COLOR_DARK: RGB = (255, 255, 255)
+"""The same on dark backgrounds, where kept outlines are yellow: white."""
+
+
+def unmatched_color(bright_background: bool) -> RGB:
+    """The colour of objects without a match beside :data:`OUTLINE_COLORS` (dark) or :data:`OUTLINE_COLORS_BRIGHT`."""
+    return UNMATCHED_COLOR if bright_background else UNMATCHED_COLOR_DARK
+
+
+def mark_objects(rgb: np.ndarray, labels: np.ndarray, ids: np.ndarray, *, color: RGB = UNMATCHED_COLOR,
+                 thickness: int = 2) -> np.ndarray:
+    """``rgb`` (H, W, 3 uint8) with the outlines of the objects ``ids`` of ``labels`` drawn over it in ``color``."""
+    out = np.array(rgb, np.uint8, copy=True)
+    if len(ids):
+        chosen = np.where(np.isin(labels, ids), labels, 0)
+        out[boundaries(chosen, thickness=thickness)] = color
+    return out
+
+
 def ground_truth_overlay(image: np.ndarray, labels: np.ndarray | None, *, thickness: int = 1) -> np.ndarray:
     """Ground-truth outlines (red) on the image, for side-by-side comparison with a prediction."""
     if labels is None:

@@ -93,7 +93,8 @@ def image_figure(
                 mode="markers",
                 name=name,
                 showlegend=True,
-                marker=dict(symbol="square", size=12, color=_hex(color)),
+                # a thin grey rim: a white chip (unmatched objects on dark images) vanished on the white page
+                marker=dict(symbol="square", size=12, color=_hex(color), line=dict(width=1, color="#888888")),
             )
         )
     return _image_layout(fig, h, w, height=height, title=title)
