@@ -151,12 +151,21 @@ def models_frame_columns() -> dict[str, Any]:
         "val images": st.column_config.NumberColumn(
             format="%d", help="How many validation images the figures come from: compare only figures on the same "
             "number (the same images)"),
+        "role": st.column_config.TextColumn(help="The default model (preselected on every page), or the model a "
+                                            "fine-tune started from"),
+        "your held-out MAE": st.column_config.NumberColumn(
+            format="%.2f", help="A fine-tuned model's count MAE on the images of yours it held out (its base's on "
+            "the same images: Models page); few images say little"),
+        "held-out images": st.column_config.NumberColumn(format="%d"),
     }
 
 
 def models_frame(names: Iterable[str]) -> pd.DataFrame:
-    """One row per model from its card: kind, architecture, validation MAE / F1."""
+    """One row per model from its card: which is the default or fine-tuned from which, kind, architecture,
+    validation MAE / F1, and a fine-tune's MAE on the user's held-out images (its only measure: a tester saw "—"
+    here beside the Models page's figure)."""
     rows = []
+    default = cc.models.default_model_name()
     for name in names:
         try:
             card = model_card(name)
@@ -164,15 +173,22 @@ def models_frame(names: Iterable[str]) -> pd.DataFrame:
             rows.append({"model": name, "kind": "?", "architecture": f"card unreadable: {err}"})
             continue
         m = validation_metrics(card)
+        held = validation_metrics(card, "holdout_after")
+        base = card.training.get("finetuned_from") if isinstance(card.training, dict) else None
         rows.append(
             {
                 "model": name,
+                "role": "; ".join([*(["default"] if name == default else []),
+                                   *([f"fine-tuned from {base['name']}"] if isinstance(base, dict) and base.get("name")
+                                     else [])]),
                 "kind": card.output_kind,
                 "architecture": card.architecture,
                 "val MAE": m.get("mae"),
                 "val MAE, no size estimate": validation_metrics(card, "validation_fixed_size").get("mae"),
                 "val F1@0.5": m.get("f1"),
                 "val images": m.get("n"),
+                "your held-out MAE": held.get("mae"),
+                "held-out images": held.get("n"),
                 "description": card.description,
             }
         )

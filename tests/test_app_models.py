@@ -49,6 +49,7 @@ def test_home_lists_models_samples_and_pages():
     row = models.loc["attention-unet-mask"]
     assert row["val MAE"] == pytest.approx(card.metrics["validation"]["mae"])
     assert row["val MAE, no size estimate"] == pytest.approx(card.metrics["validation_fixed_size"]["mae"])
+    assert models.loc[cc.models.default_model_name(), "role"] == "default" and models.loc["unet-mask", "role"] == ""
     assert len([b for b in at.button if b.key and b.key.startswith("home_count_")]) == 12
     assert len(at.get("page_link")) == 7  # Count, Batch, Evaluate, Compare, Models, Train, Runs
 
@@ -294,3 +295,8 @@ def test_a_fine_tunes_error_in_the_guide_table_stands_beside_its_bases(tiny_mode
     guide = next(m.value for m in at.markdown if m.value.startswith("| Model |"))
     row = next(line for line in guide.splitlines() if "**mine**" in line)
     assert "MAE 7.05 on 2 of your held-out images" in row and "its base on them: MAE 106.00" in row
+    home = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    home.run()
+    mine = home.dataframe[0].value.set_index("model").loc["mine"]  # Home's table says the same, not "—"
+    assert mine["your held-out MAE"] == pytest.approx(7.05) and mine["held-out images"] == 2
+    assert mine["role"].endswith("fine-tuned from tiny-mask")
