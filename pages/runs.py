@@ -20,8 +20,8 @@ LIST_COLUMNS = {"id": "run", "started_at": "started", "source": "from", "host": 
                 "status": "status", "n_inputs": "images", "n_ok": "counted", "n_failed": "failed",
                 "n_skipped": "not counted",
                 "total_count": "total count"}
-ROW_COLUMNS = {"file": "file", "count": "count", "status": "status", "reason": "why not counted", "check": "check",
-               "check_reasons": "why to check it"}
+ROW_COLUMNS = {"file": "file", "count": "count", "status": "status", "reason": "why not counted",
+               "check": "check this image", "check_reasons": "why", "check_score": "check score"}
 """The per-image columns shown here, by the names the app uses; the CSV keeps every column."""
 
 
@@ -127,7 +127,7 @@ if len(rows):
     shown = [c for c in ROW_COLUMNS if c in rows.columns]
     sh.dataframe(rows, key=f"{P}_rows", column_order=shown,
                  column_config={c: st.column_config.Column(ROW_COLUMNS[c]) for c in shown})
-    st.caption("Every column (count estimate, quality score, nucleus size, timings, settings) is in the per-image CSV.")
+    st.caption("Every column (count estimate, nucleus size, timings, settings) is in the per-image CSV.")
 with st.expander("Settings and inputs"):
     sh.dataframe(settings_table(run), key=f"{P}_settings")
     st.caption(f"{len(run['inputs'])} input(s):")
