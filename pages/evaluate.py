@@ -391,7 +391,8 @@ with right:
             key=f"{P}_unseen_only",
             help="The scores, the tables and Optimise then leave out the images listed above.",
         ):
-            pairs = [p for p in pairs if p[0] not in set(seen)]
+            learnt = set(seen)
+            pairs = [p for p in pairs if p[0] not in learnt]
             sig = f"{sig}|unseen"
         per_image, summary = sh.evaluate_cached(sig, params.to_json(), iou, pairs, params)
         if seen and per_image["file"].isin(seen).any():  # kept in: each such row says so, in the CSV too

@@ -257,6 +257,9 @@ def model_guess(key: str, data: bytes, image: np.ndarray) -> tuple[str, int] | N
     name = name if name in nets else cc.models.default_model_name()
     if name not in nets:
         return None
+    known = st.session_state.get(GUESSES, {}).get(key)
+    if known is not None and known[0] == name:  # a click reruns the page: the image and model are the same
+        return known
     try:
         model = sh.get_model(name)
         params = sh.for_image(cc.resolve_params(model), image)

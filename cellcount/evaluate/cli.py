@@ -175,7 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     card = getattr(model, "card", None)
     seen = []
     if card is not None:
-        card = with_base_training(card)  # a fine-tune made before cards listed its base's training images  # by content where the card has its training images' hashes, else by a fine-tune's names
+        card = with_base_training(card)  # a fine-tune made before cards listed its base's training images
+        # by content where the card has its training images' hashes, else by a fine-tune's file names
         names = [name for name, _, _ in items]
         seen = card.trained_on(_encoded(paths, names) if card.training_digests() else
                                [(name, None) for name in names])
@@ -185,7 +186,8 @@ def _run(args: argparse.Namespace) -> int:
               + (f" Left out of the scores ({len(items) - len(seen)} scored; --keep-trained keeps them)."
                  if leave_out else ""), file=sys.stderr)
         if leave_out:
-            items = [item for item in items if item[0] not in set(seen)]
+            learnt = set(seen)
+            items = [item for item in items if item[0] not in learnt]
     pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact), read_notes)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":
