@@ -49,3 +49,10 @@ def keep_freed_memory() -> bool:
     if not ok:
         logger.debug("mallopt refused the thresholds; the allocator keeps its defaults")
     return ok
+
+
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` has set the allocator in this process (without setting it). PyTorch's
+    networks run about 1.3x faster with it (an AMD EPYC Zen 3, 1 Mpx image; ONNX Runtime keeps its own
+    arena), so a backend timed under one setting is not the choice under the other."""
+    return keep_freed_memory.cache_info().currsize > 0 and keep_freed_memory()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -396,9 +397,7 @@ def quality_summary(card: Any) -> list[str]:
     out = []
     cal, on = q.get("calibration") or {}, q.get("calibrated_on")
     if on:
-        from .io import readable_paths
-
-        out.append(f"Limits calibrated on {readable_paths(on)}.")
+        out.append(f"Limits calibrated on {_plain_source(on)}.")
     n, share, big, held = (cal.get(k) for k in ("n", "flagged_share", "large_errors", "large_errors_flagged_share"))
     if isinstance(n, (int, float)) and isinstance(share, (int, float)) and math.isfinite(share):
         caught = (f", holding {held:.0%} of the {big} counts off by more than {LARGE_ERROR:.0%}"
@@ -419,6 +418,24 @@ def quality_summary(card: Any) -> list[str]:
     else:
         out.append("No novelty reference: images unlike the training images are caught only by the other signals.")
     return out
+
+
+_SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training", "heldout": "held-out"}
+
+
+def _plain_source(on: str) -> str:
+    """A card's ``calibrated_on`` in a user's words: "53 images of ../shared/datasets/dsb2018 (split val) by
+    scripts/quality_report.py; ..." reads "53 DSB 2018 validation images (not trained on)"; the script and the
+    path stay in card.json. Other text is shown with its paths shortened."""
+    from .io import readable_paths
+
+    m = re.match(r"(\d+) images of (\S+) \(split (\w+)\)", on)
+    if not m:
+        return readable_paths(on)
+    n, data, split = m.groups()
+    name = "DSB 2018" if "dsb2018" in data.lower() else readable_paths(data)
+    unseen = " (not trained on)" if split in ("val", "test", "heldout") else ""
+    return f"{n} {name} {_SPLIT_WORDS.get(split, split)} images{unseen}"
 
 
 def card_entry(rule: QualityRule, report: dict[str, float], calibrated_on: str) -> dict[str, Any]:

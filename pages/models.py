@@ -149,6 +149,8 @@ def render_card(name: str) -> None:
         + (f"\n- Without the nucleus-size estimate: {short_error(g.validation_fixed_size)}"
            if "mae" in g.validation_fixed_size else "")
         + (f"\n- **Trained on:** {g.trained_on}" if g.trained_on else "")
+        + (f". Evaluate and Compare recognise these {len(learnt)} images by their content, under any file name, "
+           "and by default leave them out of the scores" if (learnt := card.training_digests()) else "")
     )
     a, b = st.columns(2, gap="large")
     with a:

@@ -121,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import cellcount as cc
     from cellcount.finetune import finetune
+    from cellcount.memory import keep_freed_memory
     from cellcount.models.autotune import cpu_model
     from cellcount.models.backends import cpu_flags, cpu_has_bf16
+
+    keep_freed_memory()  # as the app and `cellcount finetune` train (a step 1.1x faster on a Zen 3)
 
     options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
     count_options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.count_option)} or None

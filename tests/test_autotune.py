@@ -54,7 +54,39 @@ def test_the_fastest_backend_wins_and_is_written_then_read(tmp_path):
     again, built = choose(path, timer, candidates=("bf16", "onnxruntime", "torch"))
     assert (again.backend, again.reason) == ("onnxruntime", "cached") and built == [] and len(timer.calls) == 1
     assert again.timings_s_per_mpx == choice.timings_s_per_mpx
-    assert "onnxruntime 0.400, torch 0.600, bf16 3.000" in again.describe()
+    assert "each on its largest tile: onnxruntime 0.400 (384 px), torch 0.600 (384 px), bf16 3.000 (528 px)" in (
+        again.describe())
+    assert again.tile_px == {"bf16": 528, "onnxruntime": 384, "torch": 384}
+    # one tile for all: said once
+    assert autotune.timings_text({"torch": 0.6, "onnxruntime": 0.4}, 256) == (
+        "; s/Mpx on a 256 px tile: onnxruntime 0.400, torch 0.600")
+
+
+def test_each_backend_is_timed_on_the_largest_tile_it_runs():
+    """fp32 backends that tie on 256 px tiles differ on the 384 px tiles large images run on (Zen 3)."""
+    seen: dict[str, list] = {"onnxruntime": [], "bf16": []}
+
+    def spy(name):
+        def net(x):
+            seen[name].append(tuple(x.shape))
+            return x
+        return net
+
+    t = autotune.time_backends({k: spy(k) for k in seen}, budget_s=0.0)
+    assert set(t) == set(seen) and all(v >= 0 for v in t.values())
+    assert {s[-1] for s in seen["onnxruntime"]} == {autotune.FAST_TILE_PX["onnxruntime"]}
+    assert {s[-1] for s in seen["bf16"]} == {autotune.FAST_TILE_PX["bf16"]}
+    assert autotune.measure_tile_px("something else") == autotune.MEASURE_TILE_PX
+
+
+def test_a_choice_timed_by_the_earlier_rule_is_timed_again(tmp_path):
+    """Entries written when every backend was timed on a 256 px tile are not read back."""
+    path = tmp_path / "backends.json"
+    old_key = autotune.hashlib.sha256(json.dumps({**MACHINE, "weights": "w1"}, sort_keys=True).encode()).hexdigest()[:32]
+    path.write_text(json.dumps({old_key: {"backend": "torch", "timings_s_per_mpx": {"torch": 0.5, "onnxruntime": 0.6},
+                                          "tile_px": 256, "measure_s": 0.4}}))
+    choice, built = choose(path, FakeTimer({"onnxruntime": 0.4, "torch": 0.6}))
+    assert (choice.backend, choice.reason) == ("onnxruntime", "measured") and built == ["onnxruntime", "torch"]
 
 
 @pytest.mark.parametrize("change", [

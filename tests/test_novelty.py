@@ -299,7 +299,9 @@ def test_flag_summary_explains_the_rule_in_words():
 
     assert readable_paths("53 images of ../shared/datasets/dsb2018 (split val)") == "53 images of dsb2018 (split val)"
     text = " ".join(quality_summary(cc.models.model_card("unet-mask")))
-    assert "calibrated on 53 images of dsb2018" in text and "../" not in text
+    # in a user's words: no script, split code or relative path (they stay in card.json)
+    assert "calibrated on 53 DSB 2018 validation images (not trained on)" in text
+    assert "../" not in text and "scripts/" not in text and "split val" not in text
     assert "training images as the model's encoder sees them" in text
     assert "No novelty reference" in " ".join(quality_summary(cc.models.model_card("classical-otsu")))
     # a fine-tune's reference holds its held-out images too: not called "training images" (a tester counted 8 of 6)
