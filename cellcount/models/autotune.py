@@ -143,8 +143,9 @@ class BackendChoice:
 
 def measure_tile_px(backend: str) -> int:
     """The tile ``backend`` is timed on: the largest it runs (:data:`FAST_TILE_PX`), as it does on every image
-    over about 700 px. On 256 px tiles ONNX Runtime and PyTorch tied on an AMD EPYC Zen 3, where on its 384 px
-    tiles ONNX Runtime was 1.15x faster (docs/benchmark_history.md); a 512 px image's tiles (272 px) tie alike."""
+    over about 700 px. Speed per pixel moves with the tile, and not alike for every backend: on an AMD EPYC Zen 3
+    PyTorch in a process returning freed memory at once ran 0.59 s/Mpx on 256 px tiles and 0.69-0.83 on 384 px,
+    ONNX Runtime 0.58-0.62 on both (by hand, BENCHMARKS.md)."""
     return int(FAST_TILE_PX.get(backend, MEASURE_TILE_PX))
 
 
