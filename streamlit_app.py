@@ -20,6 +20,10 @@ keep_freed_memory()
 # runs in its legacy pages/ mode, shows no menu of the pages/ folder (helper modules such as _shared
 # included); the menu of st.navigation below is turned back on here.
 st.set_option("client.showSidebarNavigation", True)
+# Below 1280 px (a laptop at 1024 x 768) Streamlit's wide layout kept 5rem of margin on each side beside the
+# sidebar: Count's settings column narrowed to 130 px and cut its labels ("Postproce-ssing", "Estimate nu...")
+st.html("<style>@media (max-width: 1280px) { .stMainBlockContainer { padding-left: 1.5rem; "
+        "padding-right: 1.5rem; } .stMainBlockContainer h3 { font-size: 1.4rem; hyphens: auto; } }</style>")
 
 COUNT = st.Page("pages/count.py", title="Count", icon=":material/center_focus_strong:")
 BATCH = st.Page("pages/batch.py", title="Batch", icon=":material/stacks:")

@@ -52,6 +52,9 @@ def test_home_lists_models_samples_and_pages():
     assert models.loc[cc.models.default_model_name(), "role"] == "default" and models.loc["unet-mask", "role"] == ""
     assert len([b for b in at.button if b.key and b.key.startswith("home_count_")]) == 12
     assert len(at.get("page_link")) == 7  # Count, Batch, Evaluate, Compare, Models, Train, Runs
+    # every page gets the narrow-screen margins (a laptop at 1024 x 768 cut Count's settings labels)
+    css = " ".join(e.proto.body for e in at.get("html"))
+    assert "@media (max-width: 1280px)" in css and "stMainBlockContainer" in css
 
 
 def test_models_page_baseline_only(monkeypatch, tmp_path):
