@@ -88,8 +88,10 @@ def worker_model(ref: str, sha256: str) -> CountModel:
     the client's (a worker with another copy of the weights would count differently)."""
     key = (ref, sha256)
     if key not in _MODELS:
+        from .memory import keep_freed_memory
         from .models import load_model
 
+        keep_freed_memory()  # a worker counts image after image, as the CLI does
         threads = os.environ.get(THREADS_ENV)
         if threads:
             import torch

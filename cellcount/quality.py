@@ -40,6 +40,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -420,22 +421,28 @@ def quality_summary(card: Any) -> list[str]:
     return out
 
 
-_SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training", "heldout": "held-out"}
+_SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training", "heldout": "held-out", "all": ""}
 
 
 def _plain_source(on: str) -> str:
     """A card's ``calibrated_on`` in a user's words: "53 images of ../shared/datasets/dsb2018 (split val) by
-    scripts/quality_report.py; ..." reads "53 DSB 2018 validation images (not trained on)"; the script and the
-    path stay in card.json. Other text is shown with its paths shortened."""
+    scripts/quality_report.py; max_flip_disagreement from the same images with --test-time-flips" reads "53 DSB
+    2018 validation images (no shipped model trained on them; the flips' limit from the same images counted with
+    flips)"; the script and the path stay in card.json. Other text is shown with its paths shortened."""
     from .io import readable_paths
 
     m = re.match(r"(\d+) images of (\S+) \(split (\w+)\)", on)
     if not m:
         return readable_paths(on)
     n, data, split = m.groups()
-    name = "DSB 2018" if "dsb2018" in data.lower() else readable_paths(data)
-    unseen = " (not trained on)" if split in ("val", "test", "heldout") else ""
-    return f"{n} {name} {_SPLIT_WORDS.get(split, split)} images{unseen}"
+    dsb = "dsb2018" in data.lower()
+    which = _SPLIT_WORDS.get(split, split)
+    words = (" ".join(w for w in (n, "DSB 2018", which, "images") if w) if dsb
+             else f"{n} images of {PurePath(data).name or data}" + (f" ({which} split)" if which else ""))
+    notes = ["no shipped model trained on them"] if dsb and split in ("val", "test", "heldout") else []
+    if "--test-time-flips" in on:
+        notes.append("the flips' limit from the same images counted with flips")
+    return words + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def card_entry(rule: QualityRule, report: dict[str, float], calibrated_on: str) -> dict[str, Any]:

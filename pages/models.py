@@ -141,6 +141,8 @@ def render_card(name: str) -> None:
         sh.show_error(err)
         return
     g = model_guide(card)
+    base_too = " (those its base learnt from included)" if isinstance(card.training, dict) and card.training.get(
+        "finetuned_from") else ""
     if card.description:
         st.markdown(card.description)
     st.markdown(
@@ -149,8 +151,9 @@ def render_card(name: str) -> None:
         + (f"\n- Without the nucleus-size estimate: {short_error(g.validation_fixed_size)}"
            if "mae" in g.validation_fixed_size else "")
         + (f"\n- **Trained on:** {g.trained_on}" if g.trained_on else "")
-        + (f". Evaluate and Compare recognise these {len(learnt)} images by their content, under any file name, "
-           "and by default leave them out of the scores" if (learnt := card.training_digests()) else "")
+        + (f"\n- **Scored on its training images?** Evaluate and Compare recognise the {len(learnt)} real images "
+           f"it learnt from{base_too} by their content, under any file name, and leave them out of the scores where "
+           "other images remain." if (learnt := card.training_digests()) else "")
     )
     a, b = st.columns(2, gap="large")
     with a:

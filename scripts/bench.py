@@ -719,7 +719,8 @@ def network_sections(res: BenchResults) -> list[str]:
            "", "### Backend chosen at first use", ""]
     out += _table(["model", "backend", "why"], [
         [r["label"], f"**{r['choice']['backend']}**", _why(r["choice"])] for r in res.models])
-    out += ["", "`NetModel.backend_choice()`: each available backend timed on one tile (after one warm-up call), "
+    out += ["", "`NetModel.backend_choice()`: each available backend timed on one tile (after one warm-up call, the backends "
+            "taking turns), "
             "the fastest kept in the user's cache folder for this machine and these weights; `reason` cached = "
             "timed by an earlier process on this machine.", "", "### Network inference", ""]
     rows = []
@@ -803,7 +804,7 @@ def _exits(cli: dict[str, Any]) -> str:
 def _why(choice: dict[str, Any]) -> str:
     from cellcount.models.autotune import timings_text
 
-    return choice["reason"] + timings_text(choice["timings_s_per_mpx"], choice["tile_px"]) + (
+    return choice["reason"] + timings_text(choice["timings_s_per_mpx"], int(choice["tile_px"])) + (
         f"; timing took {choice['measure_s']:.2f} s" if choice["reason"] == "measured" else "")
 
 

@@ -259,8 +259,8 @@ def test_each_model_opens_on_the_default_model():
     assert at.session_state["models_show"] == cc.models.default_model_name() != cc.list_models()[0]
     text = " ".join(m.value for m in at.markdown)
     # the card says its training images are known when scored, and the flag's source in a user's words
-    assert "recognise these 424 images by their content" in text
-    assert "calibrated on 53 DSB 2018 validation images" in " ".join(c.value for c in at.caption)
+    assert "recognise the 424 real images it learnt from by their content" in text
+    assert "calibrated on 53 DSB 2018 validation images (no shipped model" in " ".join(c.value for c in at.caption)
 
 
 def test_the_model_picker_marks_the_default():

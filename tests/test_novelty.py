@@ -300,8 +300,18 @@ def test_flag_summary_explains_the_rule_in_words():
     assert readable_paths("53 images of ../shared/datasets/dsb2018 (split val)") == "53 images of dsb2018 (split val)"
     text = " ".join(quality_summary(cc.models.model_card("unet-mask")))
     # in a user's words: no script, split code or relative path (they stay in card.json)
-    assert "calibrated on 53 DSB 2018 validation images (not trained on)" in text
+    assert "calibrated on 53 DSB 2018 validation images (no shipped model trained on them" in text
     assert "../" not in text and "scripts/" not in text and "split val" not in text
+    from cellcount.quality import _plain_source
+
+    assert _plain_source("53 images of ../shared/datasets/dsb2018 (split val) by scripts/quality_report.py; "
+                         "max_flip_disagreement from the same images with --test-time-flips") == (
+        "53 DSB 2018 validation images (no shipped model trained on them; the flips' limit from the same images "
+        "counted with flips)")
+    # the user's own folder: no claim about training, no "all" split
+    assert _plain_source("20 images of /data/lab/nuclei (split all) by cellcount evaluate") == "20 images of nuclei"
+    assert _plain_source("20 images of /data/lab/nuclei (split val)") == "20 images of nuclei (validation split)"
+    assert _plain_source("the 12 training images of the fine-tune") == "the 12 training images of the fine-tune"
     assert "training images as the model's encoder sees them" in text
     assert "No novelty reference" in " ".join(quality_summary(cc.models.model_card("classical-otsu")))
     # a fine-tune's reference holds its held-out images too: not called "training images" (a tester counted 8 of 6)

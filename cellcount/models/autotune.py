@@ -4,9 +4,10 @@ Which backend runs a network fastest depends on the CPU far more than on the net
 3x fp32 on a CPU with AMX, half of it on one with AVX512-BF16 only, and emulated (many times slower)
 without either; ONNX Runtime's fp32 kernels beat PyTorch's on some CPUs and not on others. So on first
 use the available backends (:func:`~cellcount.models.backends.available_backends`) each run a few
-forward passes of the largest tile it runs (:func:`measure_tile_px`), the fastest wins, and the timings are kept in a small JSON
+forward passes of one representative tile, taking turns, the fastest wins, and the timings are kept in a small JSON
 file in the user's cache folder (:func:`cache_file`) under a key of the CPU (model name and flags), the
-torch and ONNX Runtime versions, the thread count and the weights' sha256. A later process with the
+torch and ONNX Runtime versions, the thread count, whether the process keeps freed memory
+(:mod:`cellcount.memory`), the timing rule and the weights' sha256. A later process with the
 same key reads the choice instead of timing again; anything in the key changing times again.
 
 The user overrides the choice with ``--backend`` (CLI), the app's Timing tab, or the
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..memory import freed_memory_kept
-from .backends import BACKENDS, FAST_TILE_PX, available_backends, cache_dir, check_backend, cpu_flags
+from .backends import BACKENDS, available_backends, cache_dir, check_backend, cpu_flags
 
 if TYPE_CHECKING:
     import torch
@@ -42,12 +43,12 @@ CHOICES = ("auto", *BACKENDS)
 """What the user may ask for: ``auto`` (the measured choice) or one backend by name."""
 CACHE_FILE_NAME = "backends.json"
 MEASURE_TILE_PX = 256
-"""Side of the tile timed for a backend without a largest tile of its own (:data:`FAST_TILE_PX`)."""
-TIMING_RULE = "own largest tile"
-"""Part of the cache key: choices timed by an earlier rule (every backend on a 256 px tile) are timed again."""
+"""Side of the tile timed at first use: about the balanced tile of a 512 px image (272 px)."""
+TIMING_RULE = "in turns"
+"""Part of the cache key: choices timed by the earlier rule (each backend's calls in one block) are timed again."""
 SETTLE_S = 0.01
-"""A pause before each timed call: the last backend's idle threads stop spinning first (PyTorch's OpenMP
-threads spin for a while after a call, taking a 2-core CPU from the next backend timed)."""
+"""A pause before each timed call, so that the last call's idle threads (PyTorch's OpenMP threads spin for a
+while after a call) have let go of the cores before the next backend is timed."""
 MEASURE_BUDGET_S = 0.12
 """Timed calls per backend stop after this long (at least two calls; the first, untimed, warms up)."""
 
@@ -114,20 +115,20 @@ class BackendChoice:
 
     ``reason``: ``"measured"`` (timed just now), ``"cached"`` (timed by an earlier process on this machine),
     ``"requested"`` (the user's override) or ``"only one available"``. ``timings_s_per_mpx``: seconds per
-    megapixel of each backend timed on its ``tile_px`` tile (empty when nothing was timed), ``measure_s``:
-    how long the timing took (calls only, building the backends not included).
+    megapixel of each backend timed on a ``tile_px`` tile (empty when nothing was timed), ``measure_s``:
+    how long the timing took (calls and the pauses between them; building the backends not included).
     """
 
     backend: str
     reason: str
     timings_s_per_mpx: dict[str, float] = field(default_factory=dict)
-    tile_px: dict[str, int] = field(default_factory=dict)
+    tile_px: int = MEASURE_TILE_PX
     measure_s: float = 0.0
     cache_file: str | None = None
 
     def why(self) -> str:
-        """The reason and the timings behind it, e.g. ``measured; s/Mpx on a 384 px tile: onnxruntime 0.41,
-        torch 0.62; timing took 0.45 s`` (each backend's tile named where they differ)."""
+        """The reason and the timings behind it, e.g. ``measured; s/Mpx on a 256 px tile: onnxruntime 0.41,
+        torch 0.62; timing took 0.45 s``."""
         return self.reason + timings_text(self.timings_s_per_mpx, self.tile_px) + (
             f"; timing took {self.measure_s:.2f} s" if self.reason == "measured" else "")
 
@@ -141,62 +142,40 @@ class BackendChoice:
                 "tile_px": self.tile_px, "measure_s": self.measure_s}
 
 
-def measure_tile_px(backend: str) -> int:
-    """The tile ``backend`` is timed on: the largest it runs (:data:`FAST_TILE_PX`), as it does on every image
-    over about 700 px. Speed per pixel moves with the tile, and not alike for every backend: on an AMD EPYC Zen 3
-    PyTorch in a process returning freed memory at once ran 0.59 s/Mpx on 256 px tiles and 0.69-0.83 on 384 px,
-    ONNX Runtime 0.58-0.62 on both (by hand, BENCHMARKS.md)."""
-    return int(FAST_TILE_PX.get(backend, MEASURE_TILE_PX))
-
-
 def time_backends(
-    nets: Mapping[str, Callable[[Any], Any]], *, tile_px: int | None = None, budget_s: float = MEASURE_BUDGET_S
+    nets: Mapping[str, Callable[[Any], Any]], *, tile_px: int = MEASURE_TILE_PX, budget_s: float = MEASURE_BUDGET_S
 ) -> dict[str, float]:
-    """Seconds per megapixel of each network on one tile (``tile_px``, default :func:`measure_tile_px` of its
-    name): the fastest of at least two calls after one warm-up call each. The calls take turns (A B A B ...)
-    until ``budget_s`` per network is spent, so that a shared machine slowing down for a moment slows every
-    backend alike instead of the one being timed then (one after the other, ONNX Runtime and PyTorch swapped
-    places between runs a minute apart on an AMD EPYC Zen 3)."""
+    """Seconds per megapixel of each network on one ``tile_px`` tile: the fastest of at least two calls after one
+    warm-up call each. The calls take turns (A B A B ...) until ``budget_s`` per network is spent, so that a shared
+    machine slowing down for a moment slows every backend alike instead of the one being timed then (timed one
+    after the other, the two fp32 backends of an AMD EPYC Zen 3 came out in either order from one run to the
+    next: results/bench/amd-zen3-2026-12-05-backend-timing.txt)."""
     import torch
 
-    inputs = {}
-    for name in nets:
-        px = tile_px or measure_tile_px(name)
-        x = torch.from_numpy(np.random.default_rng(0).uniform(0, 1, (1, 1, px, px)).astype(np.float32))
-        inputs[name] = x.contiguous(memory_format=torch.channels_last)
+    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 1, (1, 1, tile_px, tile_px)).astype(np.float32))
+    x = x.contiguous(memory_format=torch.channels_last)
     best = dict.fromkeys(nets, float("inf"))
     with torch.inference_mode():
-        for name, net in nets.items():
-            net(inputs[name])
+        for net in nets.values():
+            net(x)
         spent, rounds = 0.0, 0
         while rounds < 2 or (spent < budget_s * len(nets) and rounds < 8):
             for name, net in nets.items():
                 time.sleep(SETTLE_S)
                 t0 = time.perf_counter()
-                net(inputs[name])
+                net(x)
                 dt = time.perf_counter() - t0
                 best[name], spent = min(best[name], dt), spent + dt
             rounds += 1
-    return {name: t / inputs[name].shape[-1] ** 2 * 1e6 for name, t in best.items()}
+    return {name: t / (tile_px * tile_px) * 1e6 for name, t in best.items()}
 
 
-def timings_text(timings: Mapping[str, float], tiles: Mapping[str, int] | int | None) -> str:
-    """"; s/Mpx on a 384 px tile: onnxruntime 0.570, torch 0.660" (fastest first), or with each backend's tile
-    where they were timed on different ones; "" when nothing was timed."""
+def timings_text(timings: Mapping[str, float], tile_px: int) -> str:
+    """"; s/Mpx on a 256 px tile: onnxruntime 0.570, torch 0.660" (fastest first); "" when nothing was timed."""
     if not timings:
         return ""
-    sizes = tiles if isinstance(tiles, Mapping) else {k: tiles or MEASURE_TILE_PX for k in timings}
     order = sorted(timings.items(), key=lambda kv: kv[1])
-    if len({sizes.get(k) for k in timings}) == 1:
-        return f"; s/Mpx on a {sizes.get(order[0][0])} px tile: " + ", ".join(f"{k} {v:.3f}" for k, v in order)
-    return "; s/Mpx, each on its largest tile: " + ", ".join(f"{k} {v:.3f} ({sizes.get(k)} px)" for k, v in order)
-
-
-def _tiles(recorded: Any, timings: Mapping[str, float]) -> dict[str, int]:
-    """A cache entry's ``tile_px``: one size for all (the earlier rule) or one per backend."""
-    if isinstance(recorded, Mapping):
-        return {str(k): int(v) for k, v in recorded.items()}
-    return {k: int(recorded or MEASURE_TILE_PX) for k in timings}
+    return f"; s/Mpx on a {tile_px} px tile: " + ", ".join(f"{k} {v:.3f}" for k, v in order)
 
 
 def read_cache(path: Path) -> dict[str, Any]:
@@ -230,8 +209,12 @@ def write_cache(path: Path, entries: Mapping[str, Any]) -> None:
 
 
 def _valid_entry(entry: Any, candidates: Sequence[str]) -> bool:
+    """A cache entry this code can read back (a hand-edited or damaged one is timed again instead)."""
     return (isinstance(entry, dict) and entry.get("backend") in candidates
-            and isinstance(entry.get("timings_s_per_mpx"), dict))
+            and isinstance(entry.get("timings_s_per_mpx"), dict)
+            and all(isinstance(v, (int, float)) for v in entry["timings_s_per_mpx"].values())
+            and isinstance(entry.get("tile_px", MEASURE_TILE_PX), int)
+            and isinstance(entry.get("measure_s", 0.0), (int, float)))
 
 
 def choose_backend(
@@ -263,19 +246,20 @@ def choose_backend(
     if requested != "auto":
         timings = dict(cached["timings_s_per_mpx"]) if cached else {}
         return BackendChoice(check_backend(requested), "requested", timings,
-                             _tiles(cached.get("tile_px"), timings) if cached else {}, cache_file=str(path))
+                             int(cached.get("tile_px", MEASURE_TILE_PX)) if cached else MEASURE_TILE_PX,
+                             cache_file=str(path))
     if len(cands) == 1:
         return BackendChoice(cands[0], "only one available")
     if cached is not None:
-        timings = dict(cached["timings_s_per_mpx"])
-        return BackendChoice(cached["backend"], "cached", timings, _tiles(cached.get("tile_px"), timings),
-                             float(cached.get("measure_s", 0.0)), str(path))
+        return BackendChoice(cached["backend"], "cached", dict(cached["timings_s_per_mpx"]),
+                             int(cached.get("tile_px", MEASURE_TILE_PX)), float(cached.get("measure_s", 0.0)),
+                             str(path))
     nets = {name: build(name) for name in cands}
     t0 = time.perf_counter()
     timings = {k: float(v) for k, v in measure(nets).items()}
     measure_s = time.perf_counter() - t0
     best = min(timings, key=timings.__getitem__)
-    choice = BackendChoice(best, "measured", timings, {k: measure_tile_px(k) for k in timings}, measure_s, str(path))
+    choice = BackendChoice(best, "measured", timings, MEASURE_TILE_PX, measure_s, str(path))
     entries[key] = {**choice.to_dict(), "fingerprint": dict(fingerprint or machine_fingerprint()),
                     "weights": weights_digest, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     entries[key].pop("reason")

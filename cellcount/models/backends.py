@@ -229,8 +229,9 @@ class OnnxRuntimeNet(torch.nn.Module):
         opts.log_severity_level = 3
         # Idle threads sleep instead of spinning: on 2 cores the spin took CPU from everything else in the process
         # (the size model, the novelty pass, postprocessing): the CLI's 100 images 44.5 s instead of 52.5 s on an
-        # AMD EPYC Zen 3 (medians of 3, alternating), the network alone unchanged. CELLCOUNT_ORT_SPIN=1: the default.
-        if os.environ.get("CELLCOUNT_ORT_SPIN", "0") == "0":
+        # AMD EPYC Zen 3 (medians of 3, alternating), the network alone unchanged; not measured on more cores.
+        # CELLCOUNT_ORT_SPIN=1 brings back ONNX Runtime's own behaviour (for such comparisons).
+        if os.environ.get("CELLCOUNT_ORT_SPIN", "").strip().lower() not in ("1", "true", "yes", "on"):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
