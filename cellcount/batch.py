@@ -209,7 +209,9 @@ def count_many(
         if failed:  # by the flag, not by the reason's text: an error without words is still an error
             item = BatchItem(name, "error", " ".join(reason.split()) or "unexpected error", None, seconds, model=model.name,
                              settings=settings)
-            logger.warning("failed %s: %s (the rest go on)", name, item.reason)
+            # the reader's messages name the file already
+            why = item.reason[len(name) + 2:] if item.reason.startswith(f"{name}: ") else item.reason
+            logger.warning("failed %s: %s (the rest go on)", name, why)
         else:
             item = BatchItem(name, "ok", "", result, seconds)
         yield item

@@ -369,22 +369,26 @@ def _modified_since(path: Path, when: float) -> bool:
 
 def _labels_index(args: argparse.Namespace, done: set[str]):
     """The index of ``--labels-dir`` as a growing CSV, keeping the rows of images already counted (resume),
-    and the label files those rows name."""
+    the label files those rows name, and every label file the folder's earlier index names (written by an
+    earlier run, so a new run may replace them; any other file there is the user's)."""
     import pandas as pd
 
     from .batch import LABELS_INDEX
-    from .csvout import CsvStream
+    from .csvout import CsvStream, unescape_cell
 
     path = Path(args.labels_dir) / LABELS_INDEX
-    keep = None
-    if done and path.is_file():
+    keep, ours = None, set()
+    if path.is_file():
         try:
             old = pd.read_csv(path, dtype=str, keep_default_na=False)
-            keep = old[old["file"].isin(done)] if "file" in old.columns else None
+            if "labels_file" in old.columns:
+                ours = {unescape_cell(v) for v in old["labels_file"]}
+            if done and "file" in old.columns:
+                keep = old[old["file"].isin(done)]
         except (OSError, ValueError, pd.errors.ParserError):
             keep = None
     stream = CsvStream(path, columns=("file", "labels_file"), keep=keep, empty_columns=("file", "labels_file"))
-    return stream, ([] if keep is None else list(keep["labels_file"]))
+    return stream, ([] if keep is None else [unescape_cell(v) for v in keep["labels_file"]]), ours
 
 
 def _index_row(name: str, labels_file: str):
@@ -395,14 +399,22 @@ def _index_row(name: str, labels_file: str):
     return pd.DataFrame([{"file": escape_cell(name), "labels_file": labels_file}])
 
 
-def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path]) -> str:
-    """``<stem>_labels.tif`` in ``labels_dir`` (numbered when taken, never over an input file); its name."""
+def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path],
+                  ours: set[str] = frozenset()) -> str:
+    """``<stem>_labels.tif`` in ``labels_dir``, numbered when taken: by another image of this run (a.png and
+    a.tif, sub1/a and sub2/a), an input, or a file there that no earlier run wrote (``ours``: the user's own
+    ground truth, say); its name."""
     from .csvout import atomic_write_bytes
     from .io import labels_to_tiff_bytes
 
     stem, k = Path(name).stem, 1
     out_name = f"{stem}_labels.tif"
-    while out_name in written or (labels_dir / out_name).resolve() in inputs:  # a.png and a.tif, sub1/a, sub2/a
+
+    def taken(n: str) -> bool:
+        path = labels_dir / n
+        return n in written or path.resolve() in inputs or (n not in ours and path.exists())
+
+    while taken(out_name):
         k += 1
         out_name = f"{stem}_{k}_labels.tif"
     written.add(out_name)
@@ -530,7 +542,7 @@ def cmd_count(args: argparse.Namespace) -> int:
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
         if args.labels_dir:
-            index_out, earlier = _labels_index(args, done)
+            index_out, earlier, ours = _labels_index(args, done)
             written.update(earlier)  # resumed: never reuse an earlier image's label file name
         from .io import DEFAULT_MAX_PIXELS
 
@@ -552,7 +564,8 @@ def cmd_count(args: argparse.Namespace) -> int:
             if regions_out is not None and item.regions is not None:
                 regions_out.append(item.regions)
             if args.labels_dir and item.result is not None and item.result.labels is not None:
-                written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs)
+                written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
+                                           ours)
                 index_out.append(_index_row(item.name, written_as))
             # the counts row marks the image done for --resume, so the published counts never run ahead of
             # the published objects: objects first, and counts held back while the objects' publish waits

@@ -37,6 +37,13 @@ def escape_cell(value: Any) -> Any:
     return value
 
 
+def unescape_cell(value: Any) -> Any:
+    """:func:`escape_cell` undone: the text as it was before the apostrophe, for a cell read back."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
 def safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with its text cells (and column names) escaped with :func:`escape_cell`; ``df`` itself when
     nothing needs escaping (a counts row is written per image: copying every frame cost ~4 ms a row).

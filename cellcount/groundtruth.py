@@ -545,6 +545,21 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
     return file_col, count_col
 
 
+_PREDICTION_COLUMNS = ("count_estimate", "check_score")
+"""Columns of the counts tables cellcount writes (:data:`cellcount.batch.COUNT_COLUMNS`), which no ground truth has."""
+
+
+def is_cellcount_counts(header: list[str]) -> bool:
+    """A table header (lower-case) of cellcount's own counts (``cellcount count``, the Batch page): the model's
+    predictions, which read as ground truth would score the model against itself."""
+    return "model" in header and any(c in header for c in _PREDICTION_COLUMNS)
+
+
+def predicted_counts_message(name: str) -> str:
+    return (f"{name} holds cellcount's own counts (its columns model, count_estimate, check_score), not ground truth: "
+            "not used. If you corrected its counts by hand, keep only its file and count columns")
+
+
 TABLE_EXTENSIONS = (".csv", ".tsv")
 """Tables of points or counts: comma, semicolon or tab separated (QuPath saves its measurements as .tsv)."""
 MAX_XML_BYTES = 64 * 1024 * 1024
@@ -971,6 +986,8 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
         raise GroundTruthError(
             f"{name}: expected columns 'filename' (or 'image' / 'file') and 'count', found {header}"
         )
+    if is_cellcount_counts(header):
+        raise GroundTruthError(predicted_counts_message(name))
     file_col, count_col = cols
     counts: dict[str, int] = {}
     for k, row in enumerate(rows):
@@ -1365,6 +1382,9 @@ def _count_tables(
         header, _ = _csv_rows(name, text)
         if _count_columns(header) is None:
             other[path] = list(header)
+            continue
+        if is_cellcount_counts(header):  # a count written into the data folder: never its own ground truth
+            logger.warning("%s", predicted_counts_message(str(path)))
             continue
         for stem, n in read_counts_csv(path).items():
             if stem in counts and counts[stem] != n:

@@ -76,6 +76,24 @@ def test_count_many_reports_bad_files_and_carries_on(mixed_items):
     assert "<bytes>" not in page.reason and "page.png" in page.reason, "the reason names the uploaded file"
 
 
+def test_the_failure_warning_names_the_file_once(png_bytes, classical, caplog):
+    """'failed in/empty.png: in/empty.png: file is empty': the reader's message names the file already."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="cellcount.batch"):
+        out = list(count_many([("page.png", HTML), ("good.png", png_bytes)], classical))
+    assert [it.status for it in out] == ["error", "ok"]
+    assert "failed page.png: not an image" in caplog.text and caplog.text.count("page.png") == 1
+
+
+def test_a_cell_read_back_loses_its_escape():
+    from cellcount.csvout import escape_cell, unescape_cell
+
+    for text in ("=HYPERLINK(1)_labels.tif", "-2+3_labels.tif", "a.tif", "'quoted", ""):
+        assert unescape_cell(escape_cell(text)) == text
+    assert unescape_cell(3) == 3
+
+
 def test_count_many_progress_and_missing_path(png_bytes, classical, tmp_path):
     calls = []
     items = list(count_many([("a.png", png_bytes), ("missing.png", tmp_path / "missing.png")], classical,

@@ -408,6 +408,37 @@ def test_labels_dir_has_an_index_of_which_label_image_is_whose(samples_dir, tmp_
     assert all((labels / f).is_file() for f in index["labels_file"])
 
 
+def test_labels_dir_never_replaces_a_label_image_it_did_not_write(samples_dir, tmp_path):
+    """``count b/img.png --labels-dir b`` wrote over the user's own b/img_labels.tif (their ground truth); a
+    later run may replace what an earlier run wrote, as the folder's index records."""
+    folder = tmp_path / "b"
+    folder.mkdir()
+    shutil.copy(samples_dir / "s01_sparse_small.png", folder / "img.png")
+    theirs = folder / "img_labels.tif"
+    tifffile.imwrite(theirs, (pd.RangeIndex(16).to_numpy().reshape(4, 4)).astype("int32"))
+    before = theirs.read_bytes()
+    argv = ["count", str(folder / "img.png"), "--model", CLASSICAL_NAME, "--labels-dir", str(folder),
+            "--out", str(tmp_path / "c.csv"), "--no-progress"]
+    for _ in range(2):
+        assert main(argv) == 0
+        assert theirs.read_bytes() == before
+        assert list(pd.read_csv(folder / "labels_index.csv")["labels_file"]) == ["img_2_labels.tif"]
+    assert sorted(p.name for p in folder.glob("*_labels.tif")) == ["img_2_labels.tif", "img_labels.tif"]
+
+
+def test_count_leaves_dot_annotations_in_a_dots_folder_uncounted(samples_dir, tmp_path):
+    """The counting benchmarks' images/ + dots/ layout, as the fine-tuning README describes it: the dot images
+    were counted as cells (rows of 0-139 'cells' each); an image folder named points/ is still counted."""
+    for folder, name in (("images", "001cell.png"), ("dots", "001dots.png"), ("images", "a.png"), ("dots", "a.png"),
+                         ("points", "t1.png")):
+        (tmp_path / "in" / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples_dir / "s01_sparse_small.png", tmp_path / "in" / folder / name)
+    assert main(["count", str(tmp_path / "in"), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--no-progress"]) == 0
+    counted = sorted(pd.read_csv(tmp_path / "c.csv")["file"].map(lambda f: "/".join(f.split("/")[-2:])))
+    assert counted == ["images/001cell.png", "images/a.png", "points/t1.png"]
+
+
 def test_resume_after_a_run_without_an_inputs_file_goes_by_the_time(small_folder, tmp_path, capsys):
     """A counts CSV written before the inputs file existed: a file written after that run started is counted again."""
     import os

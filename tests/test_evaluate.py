@@ -559,3 +559,26 @@ def test_evaluate_leaves_out_the_images_the_model_learnt_from(samples_dir, tmp_p
     table = pd.read_csv(rows)
     assert dict(zip(table["file"], table["learnt_from"], strict=True)) == {"s01_sparse_small.png": True,
                                                                           "s02_dense_clusters.png": False}
+
+
+def test_evaluate_never_writes_over_the_data_it_reads(samples_dir, tmp_path, capsys, tiny_models):
+    """``--out``, ``--json`` and ``--save-settings`` replaced a user's counts table, an image and a point table
+    without a word (count refuses the same for its inputs); its own earlier outputs it may replace."""
+    import shutil
+
+    data = tmp_path / "data"  # tmp_path holds the tiny models too
+    data.mkdir()
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif"):
+        shutil.copy(samples_dir / name, data / name)
+    (data / "notes.csv").write_text("what,where\nplate 1,incubator\n")
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    base = ["--model", "tiny-density", "--data", str(data)]
+    for option, target in (("--out", "notes.csv"), ("--json", "s01_sparse_small.png"),
+                           ("--save-settings", "s01_sparse_small_labels.tif")):
+        assert main([*base, option, str(data / target)]) != 0
+        assert "would replace a file of --data" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    outputs = ["--out", str(data / "rows.csv"), "--json", str(data / "s.json"),
+               "--save-settings", str(data / "settings.json")]
+    assert main([*base, *outputs]) == 0
+    assert main([*base, *outputs]) == 0  # the second run replaces what the first wrote

@@ -870,3 +870,27 @@ def test_imagej_roi_file_names_name_their_image() -> None:
              "img01_rois.zip": "img01", "img01-roi.roi": "img01", "img01.zip": "img01", "RoiSet.zip": None,
              "img01.png": None, "img01_points.csv": None, "img01.tif.roi": "img01", "img01.tif_RoiSet.zip": "img01"}
     assert {n: imagej_roi_stem(n) for n in names} == names
+
+
+def test_counts_cellcount_wrote_into_the_folder_are_not_its_ground_truth(tmp_path: Path, caplog) -> None:
+    """``cellcount count d --out d/counts.csv`` then an evaluation of d: the images without labels took the
+    model's own counts as their truth and scored an error of 0 each."""
+    from cellcount.batch import COUNT_COLUMNS
+    from cellcount.groundtruth import load_labelled_folder, read_counts_csv
+
+    for k, stem in enumerate(("a", "b")):  # two images, not one image twice (that is used once)
+        Image.fromarray(np.full((8, 8), k, np.uint8)).save(tmp_path / f"{stem}.png")
+    labels = np.zeros((8, 8), np.int32)
+    labels[2:4, 2:4] = 1
+    tifffile.imwrite(tmp_path / "a_labels.tif", labels)
+    row = {"file": "d/b.png", "model": "unet-mask-varied", "count": "7", "count_estimate": "7.0", "status": "ok"}
+    (tmp_path / "counts.csv").write_text(",".join(COUNT_COLUMNS) + "\n" + ",".join(row.get(c, "") for c in COUNT_COLUMNS)
+                                         + "\n")
+    with caplog.at_level(logging.WARNING):
+        pairs = load_labelled_folder(tmp_path)
+    assert [p.name for p, _ in pairs] == ["a.png"]
+    assert "holds cellcount's own counts" in caplog.text and "keep only its file and count columns" in caplog.text
+    with pytest.raises(GroundTruthError, match="not ground truth"):
+        read_counts_csv(tmp_path / "counts.csv")
+    (tmp_path / "counts.csv").write_text("file,count\nd/b.png,7\n")  # corrected by hand, as the message says
+    assert [p.name for p, _ in load_labelled_folder(tmp_path)] == ["a.png", "b.png"]

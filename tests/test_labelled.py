@@ -376,3 +376,24 @@ def test_imagej_roi_sets_in_uploads_stay_whole(samples):
     assert {n: (gt.kind, gt.count) for n, _, gt in bundle.items} == {"a.png": ("points", 2), "d.tif": ("labels", 1)}
     unnamed = labelled_set([("a.png", img)], [("RoiSet.zip", roi_set)])
     assert not unnamed.items and any("rename it after its image" in note for note in unnamed.notes)
+
+
+def _cellcount_counts_csv(rows: dict[str, int]) -> bytes:
+    """A counts table as ``cellcount count`` and the Batch page write it (their own columns)."""
+    from cellcount.batch import COUNT_COLUMNS
+
+    header = ",".join(COUNT_COLUMNS)
+    lines = [",".join({"file": f, "model": "unet-mask-varied", "count": str(n), "count_estimate": str(n),
+                       "status": "ok", "check": "False", "check_score": "0.5"}.get(c, "") for c in COUNT_COLUMNS)
+             for f, n in rows.items()]
+    return "\n".join([header, *lines, ""]).encode()
+
+
+def test_a_counts_table_cellcount_wrote_is_not_taken_as_ground_truth(samples):
+    """A model's own counts uploaded as ground truth scored it against itself: errors of 0, silently."""
+    (img, labels, _, _), (img2, _, _, _) = samples[0], samples[1]
+    table = _cellcount_counts_csv({"a.png": 12, "b.png": 20})
+    out = labelled_set([("a.png", img), ("b.png", img2)], [("a_labels.tif", labels), ("counts.csv", table)])
+    assert [name for name, _, _ in out.items] == ["a.png"] and [n for n, _ in out.unlabelled] == ["b.png"]
+    assert any(name == "counts.csv" and "cellcount's own counts" in why and "not ground truth" in why
+               for name, why in out.skipped)

@@ -130,11 +130,38 @@ def _check_options(args: argparse.Namespace) -> None:
         path, flag = Path(value), "--" + option.replace("_", "-")
         if path.is_dir():
             raise ParameterError(f"{flag} {path} is a folder; give a file name")
+        if _replaces_data(path, Path(args.data), option):
+            raise ParameterError(f"{flag} {path} would replace a file of --data {args.data} (an image or its ground "
+                                 "truth); write the results outside the data folder")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             check_writable(path)
         except OSError as err:
             raise ParameterError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+
+
+def _replaces_data(path: Path, data: Path, option: str) -> bool:
+    """``path`` is an existing file in (or is) ``data`` that this command did not write before: an image, its
+    ground truth or a counts table, which the output would replace (count refuses the same for its inputs)."""
+    try:
+        target, root = path.resolve(), data.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
+        return False
+    if not target.is_file() or not (target == root or root in target.parents):
+        return False
+    try:
+        with target.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True
+    if option == "out":  # evaluate's own per-image table
+        return not head.startswith(b"file,true,pred")
+    try:  # evaluate's own summary or settings JSON
+        own = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    keys = {"model", "params"} if option == "save_settings" else {"model", "data", "split", "params"}
+    return not (isinstance(own, dict) and keys <= set(own))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -155,7 +182,8 @@ def _run(args: argparse.Namespace) -> int:
 
     def skip(path, reason: str) -> None:
         skipped.append(str(path))
-        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+        named = next((f"{n}: " for n in (str(path), Path(path).name) if reason.startswith(f"{n}: ")), "")
+        print(f"warning: skipped {path}: {reason[len(named):]}", file=sys.stderr)  # the readers name the file too
 
     def left_out() -> str:  # a card written from a run that skipped images says so
         return (f"; {len(skipped)} image(s) of the folder left out (unreadable, unusable ground truth or a copy of "

@@ -272,7 +272,10 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
     A file is ground truth when its stem ends with one of :data:`GROUND_TRUTH_SUFFIXES`
     (case-insensitive: ``a_labels.tif``, ``a_mask.png``, ``a_dots.png``, ``a_points.csv`` ...) or when it
     lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...), or is named as Fiji's
-    Cell Counter saves its markers (:func:`cell_counter_stem`).
+    Cell Counter saves its markers (:func:`cell_counter_stem`). In a :data:`DOT_DIRS` folder (``dots/``,
+    ``points/``), which may hold images of their own, a file is ground truth when it is named as one
+    (``dots/001dots.png``, :func:`word_base`) or like an image outside that folder (``dots/a.png`` beside
+    ``images/a.png``): counted, dot annotations read as cells.
 
     Returns
     -------
@@ -281,9 +284,13 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
     """
     images: list[Path] = []
     gt: list[Path] = []
-    for item in paths:
-        path = Path(item)
-        if ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS or cell_counter_stem(path):
+    paths = [Path(item) for item in paths]
+    outside = {p.stem.casefold() for p in paths if p.parent.name.lower() not in DOT_DIRS}
+    for path in paths:
+        dots = path.parent.name.lower() in DOT_DIRS and (
+            word_base(path.stem, GROUND_TRUTH_WORDS) is not None or path.stem.casefold() in outside)
+        if (dots or ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS
+                or cell_counter_stem(path)):
             gt.append(path)
         else:
             images.append(path)

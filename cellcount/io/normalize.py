@@ -295,8 +295,8 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     if plane.dtype.kind == "f" and plane.size:
         share = float(np.mean(~np.isfinite(plane)))
         if share > 0.01:  # read as 0 (NaN) or the extremes (Inf): that part of the image shows nothing real
-            return (f"{share:.0%} of the image's pixels are not numbers (NaN or infinite) and were read as "
-                    "blank there: counts in that part are missing")
+            return (f"{share:.0%} of the image's pixels are not numbers (NaN or infinite): NaN was read as 0 "
+                    "and infinity as the brightest or darkest value, so counts in that part are wrong or missing")
     if channel is None and channels_differ(arr):
         return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
                 "them; if the nuclei are in one channel, count that one (channel=N, numbered from 0)")

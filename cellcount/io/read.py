@@ -664,6 +664,8 @@ def image_shape(source: str | os.PathLike) -> tuple[int, int]:
                 return height, width
     except Image.DecompressionBombError as err:
         raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb: {err}") from err
+    except UnidentifiedImageError as err:  # as read_image says it: Pillow's own words name a memory address or path
+        raise ImageReadError(f"{name}: not an image in a format we can read ({_describe_head(head)})") from err
     except _DECODE_ERRORS as err:
         if isinstance(err, FileNotFoundError):
             raise
