@@ -23,7 +23,13 @@ st.set_option("client.showSidebarNavigation", True)
 # Below 1280 px (a laptop at 1024 x 768) Streamlit's wide layout kept 5rem of margin on each side beside the
 # sidebar: Count's settings column narrowed to 130 px and cut its labels ("Postproce-ssing", "Estimate nu...")
 st.html("<style>@media (max-width: 1280px) { .stMainBlockContainer { padding-left: 1.5rem; "
-        "padding-right: 1.5rem; } .stMainBlockContainer h3 { font-size: 1.4rem; hyphens: auto; } }</style>")
+        "padding-right: 1.5rem; } .stMainBlockContainer h3 { font-size: 1.4rem; hyphens: auto; } "
+        # rows of metric tiles (containers keyed metrics_*) wrap instead of cutting their values to "0.…"
+        "[class*='st-key-metrics'] [data-testid='stHorizontalBlock'] { flex-wrap: wrap; row-gap: 0.5rem; } "
+        "[class*='st-key-metrics'] [data-testid='stColumn'] { min-width: 5.5rem; } "
+        # a narrower menu (its page names are short) and toggle labels that wrap instead of ending in "…"
+        "section[data-testid='stSidebar'][data-collapsed='false'] { width: 13rem !important; min-width: 13rem !important; } "
+        "[data-testid='stWidgetLabel'] .stMarkdownEllipsis { white-space: normal; overflow: visible; } }</style>")
 
 COUNT = st.Page("pages/count.py", title="Count", icon=":material/center_focus_strong:")
 BATCH = st.Page("pages/batch.py", title="Batch", icon=":material/stacks:")

@@ -256,7 +256,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
         st.info(text, icon=":material/content_copy:")
     failed = bad[bad["status"] == "error"]
     skipped = bad[bad["status"] != "error"]  # never reached (a stopped batch) or named like ground truth
-    m = st.columns(5)
+    m = st.container(key="metrics_batch").columns(5)  # keyed: the tiles wrap on a narrow page
     m[0].metric("Images counted", len(ok))
     m[1].metric("Failed", len(failed), help="Files that could not be read or counted (listed below)")
     m[2].metric("Not counted", len(skipped), help="Files named like ground truth, files in a zip that are not "

@@ -62,7 +62,7 @@ def _digits(value: float) -> int:
 
 
 def show_summary(s: dict, iou_threshold: float) -> None:
-    m = st.columns(6)
+    m = st.container(key="metrics_counts").columns(6)  # the key's class lets the tiles wrap on a narrow page
     m[0].metric("Images", int(s.get("n", 0)))
     ci = (f"; 95% bootstrap interval over these images {sh.fixed(s['mae_ci_low'])}-{sh.fixed(s['mae_ci_high'])}"
           if np.isfinite(s.get("mae_ci_low", np.nan)) else "")
@@ -84,7 +84,7 @@ def show_summary(s: dict, iou_threshold: float) -> None:
                               "objects for dots")
         if s.get("match") == "points":  # a density model: the peaks are a by-product, the count is the integral
             st.caption(sh.DENSITY_PEAKS_NOTE)
-        m = st.columns(6)
+        m = st.container(key="metrics_objects").columns(6)
         m[0].metric("Precision", f"{s['precision']:.3f}", help=how)
         m[1].metric("Recall", f"{s['recall']:.3f}", help=how)
         m[2].metric("F1", f"{s['f1']:.3f}", help=how)

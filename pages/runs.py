@@ -110,7 +110,7 @@ except (KeyError, history.HistoryError) as err:
     sh.show_error(err if isinstance(err, history.HistoryError) else LookupError(err.args[0]))
     st.stop()
 
-m = st.columns(4)
+m = st.container(key="metrics_run").columns(4)  # keyed: the tiles wrap on a narrow page
 m[0].metric("Images", len(rows) if len(rows) == run["n_inputs"] else f"{len(rows)} of {run['n_inputs']}",
             help="Files with a row (counted, failed or not counted) of the inputs the run was given")
 ok = rows[rows["status"] == "ok"] if len(rows) else rows

@@ -55,6 +55,7 @@ def test_home_lists_models_samples_and_pages():
     # every page gets the narrow-screen margins (a laptop at 1024 x 768 cut Count's settings labels)
     css = " ".join(e.proto.body for e in at.get("html"))
     assert "@media (max-width: 1280px)" in css and "stMainBlockContainer" in css
+    assert "st-key-metrics" in css and "stSidebar" in css  # metric rows wrap, the menu narrows (a browser test checks)
 
 
 def test_models_page_baseline_only(monkeypatch, tmp_path):

@@ -107,6 +107,21 @@ def test_evaluate_same_name_labels_in_two_uploaders(page, server, labelled):
     _uploader(page, "Ground truth (or a zip)").set_input_files([str(root / "labels" / n) for n in counts])
     _run_evaluate_and_check(page, counts)
     sync_api.expect(page.get_by_text("/tmp")).to_have_count(0)
+    # a laptop's 1024 x 768: the twelve tiles cut their figures to "0.…" six to a row; now they wrap
+    size = page.viewport_size
+    try:
+        page.set_viewport_size({"width": 1024, "height": 768})
+        page.wait_for_timeout(500)
+        assert _cut_metric_text(page) == []
+    finally:
+        page.set_viewport_size(size)
+
+
+def _cut_metric_text(page) -> list[str]:
+    """The texts of metric tiles (label or value) cut short with an ellipsis."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMetric"] *')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflow !== 'visible')
+        .map(e => e.textContent)""")
 
 
 def test_evaluate_with_imagej_roi_sets(page, server, labelled, tmp_path):
