@@ -321,7 +321,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     )
     st.caption("Every column (the model, the count before rounding, the nucleus size and resize factor, the time, "
                "the settings) is in the Per-image CSV.")
-    if len(ok):
+    if len(ok) >= 3:  # a histogram of one or two counts is one or two bars that say less than the table
         st.plotly_chart(viz.count_histogram(ok["count"]), key=f"{P}_hist")
     files = [
         ("Per-image CSV", sh.csv_bytes(df), "counts.csv", "text/csv", "counts"),

@@ -62,6 +62,7 @@ def test_three_files_one_broken(count_batch):
     assert listed and "broken.png: " not in listed[0], "the file named once in the failed list"
     labels = {d.label for d in at.get("download_button")}
     assert {"Per-image CSV", "Objects CSV", "Label images (zip)", "Settings JSON"} <= labels
+    assert not at.get("plotly_chart"), "two counts: no histogram of one or two bars (a tester's single full bar)"
     # results stay after an unrelated rerun, and a settings change is flagged (not before it: the Settings JSON
     # lists only the settings that act, which a comparison with every setting took for a change)
     assert not any("settings changed" in w.value for w in at.warning)
