@@ -94,9 +94,12 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         m[5].metric("Missed", int(s["fn"]), help="True objects without a predicted match (false negatives)")
         st.caption(f"{int(s['tp'])} matched objects by {how}.")
     if "ms_per_megapixel" in s:
+        per_image = (f"{s['model_seconds_median']:.2f} s per image (median), "
+                     if np.isfinite(s.get("model_seconds_median", np.nan)) else "")
         st.caption(
-            f"Model speed: {s['ms_per_megapixel']:.0f} ms per megapixel (cached predictions keep the "
-            "time of their first run)."
+            f"Time in the networks: {per_image}{s['ms_per_megapixel']:,.0f} ms per megapixel of these images, "
+            "counting the size estimate, the resize for small or large nuclei (small ones are enlarged: more "
+            "pixels to read) and the novelty check. Predictions kept from an earlier run keep its time."
         )
 
 

@@ -49,6 +49,10 @@ def test_samples_evaluate_and_slider_reevaluates():
     assert "check" in at.dataframe[0].value.columns, "the quality flag beside each image's error"
     flag = next(c.value for c in at.caption if c.value.startswith("Quality flag:"))
     assert "of 12 images flagged" in flag and "off by more than 15% of the true count" in flag
+    # the time in words a user can weigh: per image first, and what the figure counts (a tester read
+    # "Model speed: 54840 ms per megapixel" as a fault)
+    timing = next(c.value for c in at.caption if c.value.startswith("Time in the networks:"))
+    assert "s per image (median)" in timing and "size estimate" in timing
     assert "Per-image CSV" in {d.label for d in at.get("download_button")}
     at.slider(key="eval_threshold").set_value(0.75)
     at.run()

@@ -159,6 +159,7 @@ def evaluate_predictions(
                         "match": kinds.pop() if len(kinds) == 1 else "mixed"})
     if len(df):
         summary["ms_per_megapixel"] = float(1000 * df["model_seconds"].sum() / df["megapixels"].sum())
+        summary["model_seconds_median"] = float(df["model_seconds"].median())
     return EvaluationReport(per_image=df, summary=summary, results=results)
 
 
