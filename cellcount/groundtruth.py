@@ -60,6 +60,7 @@ def holds_only_specks(gt: GroundTruth) -> bool:
 __all__ = [
     "GROUND_TRUTH_KINDS",
     "BinaryMaskWarning",
+    "DuplicatePointsWarning",
     "GroundTruth",
     "labels_from_array",
     "load_dsb_folder",
@@ -200,6 +201,24 @@ def _colours_to_ids(rgb: np.ndarray) -> tuple[np.ndarray, int]:
         ids = np.where(ids == background, 0, ids + 1)
     n_colours = len(uniq) - 1
     return cc_label(ids, background=0, connectivity=2).astype(np.int64), n_colours
+
+
+class DuplicatePointsWarning(UserWarning):
+    """A point table listed the same point more than once (a double export); each was counted once."""
+
+
+def _points_truth(points: np.ndarray, name: str) -> GroundTruth:
+    """Point ground truth, each point once: two cells never share a position to a hundredth of a pixel, so
+    repeats are a double export (every row twice doubled the true counts, and a model fine-tuned on them
+    counted about twice the cells), and are dropped with a :class:`DuplicatePointsWarning`."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(pts) > 1:
+        _, first = np.unique(np.round(pts, 2), axis=0, return_index=True)
+        if len(first) < len(pts):
+            warnings.warn(f"{name}: {len(pts) - len(first)} of its {len(pts)} points repeat another point exactly "
+                          "(a table exported twice?); each is counted once", DuplicatePointsWarning, stacklevel=3)
+            pts = pts[np.sort(first)]
+    return GroundTruth(kind="points", count=len(pts), points=pts, source=name)
 
 
 def _warn_binary(name: str, what: str, n_objects: int) -> None:
@@ -612,8 +631,7 @@ def read_cellcounter_xml(source: CsvSource) -> GroundTruth:
         if not (0 <= x <= MAX_COORDINATE_PX and 0 <= y <= MAX_COORDINATE_PX):
             raise GroundTruthError(f"{name}: marker {k + 1} at ({x:g}, {y:g}) is not inside an image")
         points.append((y, x))
-    arr = np.asarray(points, np.float64).reshape(-1, 2)
-    return GroundTruth(kind="points", count=len(arr), points=arr, source=name)
+    return _points_truth(np.asarray(points, np.float64).reshape(-1, 2), name)
 
 
 GEOJSON_EXTENSIONS = (".geojson",)
@@ -689,7 +707,7 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
         arr = np.asarray(points, np.float64).reshape(-1, 2)
         if len(arr) and (arr.min() < 0 or arr.max() > MAX_COORDINATE_PX):
             raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
-        return GroundTruth(kind="points", count=len(arr), points=arr, source=name)
+        return _points_truth(arr, name)
     labels = _outlines_to_labels(polygons, expected_shape, name)
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
 
@@ -820,7 +838,7 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
     if not polygons:
         if not np.isfinite(every).all() or every.min() < 0 or every.max() > MAX_COORDINATE_PX:
             raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
-        return GroundTruth(kind="points", count=len(every), points=every, source=name)
+        return _points_truth(every, name)
     labels = _outlines_to_labels(polygons, expected_shape, name)
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
 
@@ -954,7 +972,7 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
                     "non-negative number"
                 )
             points[k, j] = value
-    return GroundTruth(kind="points", count=len(rows), points=points, source=name)
+    return _points_truth(points, name)
 
 
 def read_counts_csv(source: CsvSource) -> dict[str, int]:

@@ -238,7 +238,9 @@ def match_points_in_objects(true_points: np.ndarray, labels: np.ndarray) -> Matc
     if lab.dtype.kind not in "iub" or (lab.size and lab.min() < 0):
         raise ValueError(f"labels must be non-negative integers, got {lab.dtype}"
                          + (f" with minimum {lab.min()}" if lab.size and lab.dtype.kind in "iuf" else ""))
-    outside = (pts[:, 0] < -0.5) | (pts[:, 1] < -0.5) | (pts[:, 0] > lab.shape[0] - 0.5) | (pts[:, 1] > lab.shape[1] - 0.5)
+    # the readers accept coordinates up to the image's far edge (ImageJ counts pixel corners: a dot on the last
+    # pixel may read 255.7 of 256), so a point is outside only beyond that edge; within it, it takes the last pixel
+    outside = (pts[:, 0] < -0.5) | (pts[:, 1] < -0.5) | (pts[:, 0] > lab.shape[0]) | (pts[:, 1] > lab.shape[1])
     if len(pts) and outside.any():  # clipped onto the edge, they would score as hits
         raise ValueError(f"{int(outside.sum())} point(s) lie outside the {lab.shape[1]} x {lab.shape[0]} px labels")
     n_objects = int(np.count_nonzero(np.bincount(lab.ravel())[1:])) if lab.size else 0

@@ -256,6 +256,20 @@ def test_a_segmentation_is_scored_against_dots_by_the_objects_holding_them():
     assert match_points_in_objects(np.zeros((0, 2)), labels).fp == 3
 
 
+def test_a_dot_on_the_last_pixel_is_scored_as_the_readers_accept_it():
+    """A point at x = 255.7 (or 256.0) of a 256 px image passed the readers (ImageJ counts pixel corners) and then
+    stopped a fine-tune after its training, and a whole evaluation, as 'outside the labels'."""
+    from cellcount.metrics import match_points_in_objects
+
+    labels = np.zeros((256, 256), np.int32)
+    labels[250:, 250:] = 1
+    for edge in (255.7, 256.0):
+        m = match_points_in_objects(np.array([[edge, edge]]), labels)
+        assert (m.tp, m.fp, m.fn) == (1, 0, 0)
+    with pytest.raises(ValueError, match="outside"):
+        match_points_in_objects(np.array([[257.0, 10.0]]), labels)
+
+
 def test_evaluating_a_segmentation_on_a_dots_sample_reports_object_matches():
     from pathlib import Path
 

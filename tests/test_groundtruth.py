@@ -894,3 +894,15 @@ def test_counts_cellcount_wrote_into_the_folder_are_not_its_ground_truth(tmp_pat
         read_counts_csv(tmp_path / "counts.csv")
     (tmp_path / "counts.csv").write_text("file,count\nd/b.png,7\n")  # corrected by hand, as the message says
     assert [p.name for p, _ in load_labelled_folder(tmp_path)] == ["a.png", "b.png"]
+
+
+def test_points_listed_twice_count_once_with_a_warning(tmp_path: Path) -> None:
+    """Every row of a point table twice (a double export) doubled the true counts, silently, and a model
+    fine-tuned on them counted about twice the cells."""
+    from cellcount.groundtruth import DuplicatePointsWarning, read_points_csv
+
+    rows = "x,y\n10,12\n30.5,40\n10,12\n30.5,40\n31,40\n"
+    (tmp_path / "a_points.csv").write_text(rows)
+    with pytest.warns(DuplicatePointsWarning, match="2 of its 5 points repeat"):
+        gt = read_points_csv(tmp_path / "a_points.csv")
+    assert gt.count == 3 and gt.points.tolist() == [[12.0, 10.0], [40.0, 30.5], [40.0, 31.0]]
