@@ -894,16 +894,19 @@ MIN_TRAIN_S = 10.0
 """The least training time a budget must leave (else the run is refused before training)."""
 
 
-def _check_budget(minutes: float, spent_s: float, rest_s: float, n_images: int) -> float:
+def _check_budget(minutes: float, spent_s: float, rest_s: float, n_images: int, *, partial: bool = False) -> float:
     """The seconds ``minutes`` leave for training after ``spent_s`` so far and ``rest_s`` still to come (reading,
-    scoring); a :class:`ParameterError` that says the budget needed when they are under :data:`MIN_TRAIN_S`."""
+    scoring); a :class:`ParameterError` that says the budget needed when they are under :data:`MIN_TRAIN_S`.
+    ``partial``: ``rest_s`` does not hold every cost yet (the settings search is timed later), so the budget it
+    names is a least one (a tester given "about 1.5 min" was then told "about 3")."""
     left = 60.0 * float(minutes) - spent_s - rest_s
     if left < MIN_TRAIN_S:
         need = math.ceil(2 * (spent_s + rest_s + 60.0) / 60.0) / 2  # a minute of training, in half minutes
+        what = (f"more than {need:g} min (a minute of training, and the search for its settings after it)" if partial
+                else f"about {need:g} min or more (a minute of training)")
         raise ParameterError(
             f"a budget of {minutes:g} min leaves {max(left, 0):.0f} s of training after reading and scoring "
-            f"{n_images} images on this computer; give about {need:g} min or more (a minute of training), fewer "
-            "images, or a number of steps")
+            f"{n_images} images on this computer; give {what}, fewer images, or a number of steps")
     return left
 
 
@@ -1170,7 +1173,7 @@ def finetune(
             if k == 1 and steps is None:
                 one = (time.perf_counter() - t_one) * mean_px / (images[i].shape[0] * images[i].shape[1])
                 rest = one * (len(train_idx) - 2 + per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
-                _check_budget(minutes, time.perf_counter() - t_start, rest, len(names))
+                _check_budget(minutes, time.perf_counter() - t_start, rest, len(names), partial=kind != "density")
         return out
 
     if diameter_px is not None:
@@ -1398,7 +1401,8 @@ def finetune(
              f"{told_apart(after['mae'], before['mae'])}: "
              f"{after['mae'] - before['mae']:.{apart_digits(after['mae'], before['mae'])}f} objects per image more). "
              f"They are saved all the same: {model.name}'s weights are kept instead only when the fine-tuned ones "
-             f"are over {WORSE_SHARE:.0%} and over {WORSE_OBJECTS:g} objects per image worse. Count a few of your "
+             f"count over {WORSE_SHARE:.0%} worse and at least {WORSE_OBJECTS:g} objects more error over the held-out "
+             f"images together. Count a few of your "
              f"images with both before relying on it")
     rejected: dict[str, float] = {}
     novelty: tuple[Any, dict[str, Any]] | None = None  # the novelty reference to save with the model, its card entry
@@ -1680,7 +1684,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a user model of the same name")
     p.add_argument("--keep-worse", action="store_true",
                    help="save the fine-tuned weights even when they count the held-out images clearly worse than the "
-                   f"base (MAE over {100 * WORSE_SHARE:.0f}%% and at least {WORSE_OBJECTS:g} objects higher; by default the "
+                   f"base (MAE over {100 * WORSE_SHARE:.0f}%% higher and at least {WORSE_OBJECTS:g} objects more error over "
+                   "the held-out images together; by default the "
                    "new model then keeps the base's weights and settings)")
     return p
 

@@ -69,6 +69,14 @@ def model_from_json(text: str | bytes) -> str | None:
     return model if isinstance(model, str) and model.strip() else None
 
 
+def model_sha256_from_json(text: str | bytes) -> str | None:
+    """The weights' sha256 a settings file was saved with (``"model_sha256"``, as count and evaluate write it),
+    None when it names none."""
+    data = _load(text)
+    sha = data.get("model_sha256") if isinstance(data, dict) else None
+    return sha if isinstance(sha, str) and sha.strip() else None
+
+
 def plane_from_json(text: str | bytes) -> int | str | None:
     """The plane of z-stacks a settings file names (``"plane": N``, 0 = the first, or ``"max"``, the
     maximum-intensity projection; the app and the CLI write it when one was chosen), None when it names none.
@@ -119,6 +127,11 @@ def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
 def model_from_file(path: str | os.PathLike) -> str | None:
     """:func:`model_from_json` of a file."""
     return model_from_json(_read(path))
+
+
+def model_sha256_from_file(path: str | os.PathLike) -> str | None:
+    """:func:`model_sha256_from_json` of a file."""
+    return model_sha256_from_json(_read(path))
 
 
 def plane_from_file(path: str | os.PathLike) -> int | str | None:

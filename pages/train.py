@@ -411,9 +411,10 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
         keep_worse = st.checkbox("Keep the fine-tuned weights even if worse", False, key=f"{P}_keep_worse",
                                  persist_state=sh.PERSIST,
                                  help="By default, when the fine-tuned weights count the held-out images clearly worse "
-                                 "than the base (a count MAE over 5% higher and at least 2 objects more error), the "
-                                 "new model keeps the base's weights and settings (it counts as the base does) and "
-                                 "says so. Tick this to save the fine-tuned weights anyway.")
+                                 "than the base (a count MAE over 5% higher and at least 2 objects more error over "
+                                 "the held-out images together), the new model keeps the base's weights and settings "
+                                 "(it counts as the base does) and says so. Tick this to save the fine-tuned weights "
+                                 "anyway.")
     if 0 < diameter < 2:
         st.error("An object diameter under 2 px cannot be learnt: give at least 2, or 0 to measure it.")
         return None

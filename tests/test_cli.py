@@ -232,6 +232,19 @@ def test_a_settings_file_counts_with_the_model_it_was_saved_for(small_folder, tm
     assert f"saved for someone-elses-model; its settings are applied to {CLASSICAL_NAME}" in capsys.readouterr().err
 
 
+def test_a_settings_file_of_weights_since_replaced_says_so(small_folder, tmp_path, capsys):
+    """A fine-tune replaced (--overwrite) under the same name took settings saved for its old weights in silence;
+    --resume already said the weights had changed."""
+    sha = load_model("unet-mask").card.sha256
+    assert sha
+    settings = tmp_path / "settings.json"
+    out = ["--out", str(tmp_path / "c.csv"), "--no-progress"]
+    for saved, warned in (("0" * 64, True), (sha, False)):
+        settings.write_text(json.dumps({"model": "unet-mask", "model_sha256": saved, "params": {"min_area_px": 5}}))
+        assert main(["count", str(small_folder / "a.png"), "--settings", str(settings), *out]) == 0
+        assert ("unet-mask is not the model" in capsys.readouterr().err) == warned
+
+
 def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {"min_area_px": 100000, "threshold": 0.6}}))

@@ -596,3 +596,21 @@ def test_evaluate_never_writes_over_the_data_it_reads(samples_dir, tmp_path, cap
                "--save-settings", str(data / "settings.json")]
     assert main([*base, *outputs]) == 0
     assert main([*base, *outputs]) == 0  # the second run replaces what the first wrote
+
+
+def test_a_density_models_tuned_gain_is_said_not_to_be_in_the_settings_file(samples_dir, tmp_path, capsys,
+                                                                             tiny_models):
+    """--tune printed the count gain it fitted and --save-settings wrote a file without it: counting with that
+    file gave the MAE before the gain, not the one shown. The gain is the model's (its card): said so."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in ("s01_sparse_small", "s02_dense_clusters"):
+        for name in (f"{stem}.png", f"{stem}_labels.tif"):
+            shutil.copy(samples_dir / name, data / name)
+    saved = tmp_path / "tuned.json"
+    assert main(["--model", "tiny-density", "--data", str(data), "--tune", "--save-settings", str(saved)]) == 0
+    err = capsys.readouterr().err
+    assert "the count gain is part of the model" in err and "--write-card stores it" in err
+    assert json.loads(saved.read_text())["model"] == "tiny-density" and "model_sha256" in json.loads(saved.read_text())

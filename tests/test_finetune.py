@@ -289,6 +289,18 @@ def test_a_budget_too_short_is_refused_after_two_images_with_the_budget_needed(t
     assert len(calls) == 2, "refused after timing the second image (the first may set up), not after measuring all"
 
 
+def test_a_budget_refused_before_the_settings_search_is_timed_names_a_least_budget():
+    """A mask fine-tune refused at 0.5 min said "give about 1.5 min"; given 1.5 it said "about 3": the first
+    reckoning had not timed the settings search yet."""
+    from cellcount.finetune import _check_budget
+
+    with pytest.raises(ParameterError, match=r"give more than 1.5 min \(a minute of training, and the search"):
+        _check_budget(0.5, 20.0, 10.0, 6, partial=True)
+    with pytest.raises(ParameterError, match=r"give about 1.5 min or more"):
+        _check_budget(0.5, 20.0, 10.0, 6)
+    assert _check_budget(2.0, 20.0, 10.0, 6) == pytest.approx(90.0)
+
+
 def test_a_mixed_set_keeps_per_image_background_and_size(tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="mask")

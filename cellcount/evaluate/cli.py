@@ -221,6 +221,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)
         print(f"density calibration: count gain {k:.4f}; MAE {before:.3f} -> {after:.3f}")
+        if args.save_settings and not args.write_card:  # the gain is the model's (its card), not a setting
+            print(f"note: the count gain is part of the model (its card's density scale), not a setting, so "
+                  f"{args.save_settings} does not hold it; --write-card stores it in {model.name}", file=sys.stderr)
         pairs = [(n, dataclasses.replace(p, maps=p.maps * np.float32(k)), gt) for n, p, gt in pairs]
         if args.write_card and hasattr(model, "net"):
             card = model.card
@@ -264,7 +267,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.save_settings:
         atomic_write_bytes(args.save_settings,
                            # the settings that act, as count's settings file lists them
-                           json.dumps({"model": model.name, "params": params.acting(model.output_kind)},
+                           json.dumps({"model": model.name, "model_sha256": model.card.sha256,
+                                       "params": params.acting(model.output_kind)},
                                       indent=2).encode())
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
     if args.out:  # images the model learnt from, kept in (--keep-trained or all of them): each row says so
