@@ -267,7 +267,7 @@ def _previous_backends(out: str | Path) -> list[str]:
 
 
 def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
-    """Rows of an interrupted run to keep: (counts rows, objects rows, done file names) or a message.
+    """Rows of an interrupted run to keep: (counts rows, objects rows, regions rows, done file names) or a message.
 
     A row is kept when its file is one of this run's inputs and it was counted (status ok) with the same
     model (name and weights' sha256) and the same settings; everything else is counted again.
@@ -279,7 +279,7 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
 
     out = Path(args.out)
     if not out.is_file():
-        return None, None, set()
+        return None, None, None, set()
     try:
         old = pd.read_csv(out, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -317,14 +317,14 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if isinstance(previous, dict) and previous.get("model", model.name) != model.name:
         print(f"note: --resume: {out} was counted with {previous.get('model')}, not {model.name}; counting all "
               "images again", file=sys.stderr)
-        return None, None, set()
+        return None, None, None, set()
     if isinstance(previous, dict) and previous.get("model_sha256", model.card.sha256) != model.card.sha256:
         print(f"note: --resume: the weights of {model.name} changed since {out} was written; counting all "
               "images again", file=sys.stderr)
-        return None, None, set()
+        return None, None, None, set()
     if isinstance(previous, dict) and previous.get("plane") != args.plane:
         print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
-        return None, None, set()
+        return None, None, None, set()
     same = _same_settings(old["settings"], params.acting(model.output_kind))
     by_name = {escape_cell(str(f)): f for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & same
@@ -350,11 +350,22 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
         except (OSError, ValueError, pd.errors.ParserError):
             print(f"note: --resume: no readable objects CSV {args.objects}; counting all images again",
                   file=sys.stderr)
-            return None, None, set()
+            return None, None, None, set()
         if "file" not in objects.columns:
             return f"--resume: {args.objects} is not an objects CSV of this program (no 'file' column)"
         objects = objects[objects["file"].isin(set(keep["file"]))]
-    return keep, objects, set(keep["file"])
+    regions = None
+    if _region_spec(args) and len(keep):  # an image kept keeps its region rows (they were lost on resume)
+        try:
+            regions = pd.read_csv(_regions_path(args), dtype=str, keep_default_na=False)
+        except (OSError, ValueError, pd.errors.ParserError):
+            print(f"note: --resume: no readable regions CSV {_regions_path(args)}; counting all images again",
+                  file=sys.stderr)
+            return None, None, None, set()
+        if "file" not in regions.columns:
+            return f"--resume: {_regions_path(args)} is not a regions CSV of this program (no 'file' column)"
+        regions = regions[regions["file"].isin(set(keep["file"]))]
+    return keep, objects, regions, set(keep["file"])
 
 
 def _modified_since(path: Path, when: float) -> bool:
@@ -477,14 +488,14 @@ def cmd_count(args: argparse.Namespace) -> int:
     if not files:
         print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
-    keep_counts, keep_objects, done = None, None, set()
+    keep_counts, keep_objects, keep_regions, done = None, None, None, set()
     if args.resume:
         # the skipped files still there get their rows again; one gone since (a dangling link) keeps a counted row
         resumed = _resume_rows(args, model, params, files + [path for path, _ in skipped if path.exists()])
         if isinstance(resumed, str):
             print(f"error: {resumed}", file=sys.stderr)
             return 2
-        keep_counts, keep_objects, done = resumed
+        keep_counts, keep_objects, keep_regions, done = resumed
     from .csvout import escape_cell
 
     todo = [f for f in files if escape_cell(str(f)) not in done]
@@ -507,6 +518,7 @@ def cmd_count(args: argparse.Namespace) -> int:
                       f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
     n_ok = n_err = total = n_check = 0
     failed: list[tuple[str, str]] = []
+    whole: list[str] = []  # counted whole, so without region counts
     if keep_counts is not None:
         n_ok = len(keep_counts)
         total = int(sum(int(float(c)) for c in keep_counts["count"] if c != ""))
@@ -551,8 +563,9 @@ def cmd_count(args: argparse.Namespace) -> int:
         if cluster is not None:
             from .distributed import count_on_cluster
 
-            regions_out = CsvStream(_regions_path(args), empty_columns=("file", "region", "row0", "col0", "row1",
-                                                                        "col1", "count")) if _region_spec(args) else None
+            regions_out = CsvStream(_regions_path(args), keep=keep_regions,
+                                    empty_columns=("file", "region", "row0", "col0", "row1", "col1", "count")
+                                    ) if _region_spec(args) else None
             items = count_on_cluster([(str(f), f) for f in todo], model, params, cluster, model_ref=args.model,
                                      progress=progress, max_pixels=max_pixels, block_px=args.block_px,
                                      overlap_px=args.overlap_px, regions=_region_spec(args), page=args.plane)
@@ -563,6 +576,8 @@ def cmd_count(args: argparse.Namespace) -> int:
         for item in items:
             if regions_out is not None and item.regions is not None:
                 regions_out.append(item.regions)
+            elif regions_out is not None and item.status == "ok":
+                whole.append(item.name)
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
                                            ours)
@@ -618,6 +633,11 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"  failed: {reason if reason.startswith(f'{name}: ') else f'{name}: {reason}'}", file=sys.stderr)
     if not (args.workers or args.scheduler) and any(PIXEL_CAP_TEXT in reason for _, reason in failed):
         print(f"note: {OVER_CAP_HINT}", file=sys.stderr)
+    if whole:  # an empty regions CSV said nothing of why (a tester's 8000 x 8000 slide, under the cap)
+        shown = ", ".join(whole[:3]) + (f" and {len(whole) - 3} more" if len(whole) > 3 else "")
+        print(f"note: {len(whole)} image(s) were counted whole, not by blocks, so they have no region counts "
+              f"({shown}): regions are counted on images counted by blocks, those above --max-pixels; lower it "
+              "(e.g. --max-pixels 4000000) to count these by blocks too", file=sys.stderr)
     return 1 if n_err or skipped else 0
 
 

@@ -98,3 +98,24 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(cluster):
     assert {it.name: it.result.count for it in got} == expected
     cluster.wait_for_workers(2, timeout=120)
     assert victim not in cluster.run(os.getpid).values()  # the nanny started a fresh worker
+
+
+def test_resume_keeps_the_region_counts_of_the_images_it_keeps(tmp_path, capsys):
+    """A resumed run rewrote the regions CSV with the new images' rows only: a slide's region counts were lost
+    after one interrupt. An image counted whole has no regions, and the run says so."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_large_tiff(folder / "big.tif", (1024, 512), seed=1, cells_per_tile=40)
+    (folder / "big.json").unlink()
+    common = ["--model", "classical-otsu", "--max-pixels", "300000", "--no-progress", "--workers", "1",
+              "--block-px", "300", "--overlap-px", "32", "--region-grid", "2x1", "--out", str(tmp_path / "c.csv")]
+    assert main(["count", str(folder), *common]) == 0
+    first = pd.read_csv(tmp_path / "c.regions.csv")
+    assert list(first["region"]) == ["r0c0", "r1c0"]
+    shutil.copy(SAMPLES / "s01_sparse_small.png", folder / "small.png")  # under the cap: counted whole
+    capsys.readouterr()
+    assert main(["count", str(folder), *common, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) were counted whole, not by blocks, so they have no region counts" in err
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "c.regions.csv"), first)
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 2
