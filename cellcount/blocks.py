@@ -81,6 +81,7 @@ class LazyPlane:
         self.shape = shape
         self._move = move_channel  # position of a channel axis before Y, X within the selected array
         self.dtype = array.dtype
+        self.note: str | None = None  # set by _plane when other planes (z, t ...) were left unread
 
     def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
         rs, cs = window
@@ -141,7 +142,21 @@ def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
 
 def _plane(array: Any, axes: str, name: str) -> LazyPlane:
     """The first Y/X plane of an array with ``axes`` (letters; extra axes of size > 1 other than one
-    channel axis are taken at index 0)."""
+    channel axis are taken at index 0, and the plane's ``note`` says so: a z-stack counted from its first
+    plane was an unflagged count of 0 by blocks, where a count in memory said it)."""
+    plane = _first_plane(array, axes, name)
+    dims = dict(zip(axes, array.shape))
+    left = [f"{n} {_AXIS_WORDS.get(a, 'planes')}" for a, n in dims.items() if a not in "yxc" and int(n) > 1]
+    if left:
+        plane.note = (f"the file holds {' x '.join(left)}; only the first plane was read and counted (counting by "
+                      "blocks reads one plane: save the plane to count, or a maximum projection, as a file of its own)")
+    return plane
+
+
+_AXIS_WORDS = {"z": "z-planes", "t": "time points", "q": "planes", "i": "planes"}
+
+
+def _first_plane(array: Any, axes: str, name: str) -> LazyPlane:
     if len(axes) != len(array.shape) or "y" not in axes or "x" not in axes:
         raise ImageReadError(f"{name}: unsupported layout (axes {axes!r}, shape {tuple(array.shape)})")
     shape = dict(zip(axes, array.shape))
@@ -195,6 +210,9 @@ class BlockPlan:
     seconds: float = 0.0
     """How long planning took (the normalisation sample and the size estimate's model passes): part of the image's
     time, which a row's ``seconds`` reports."""
+    note: str | None = None
+    """Why the count may not be what the user meant (only the first plane of a stack was read): the image's
+    quality flag carries it, as a count in memory does."""
 
 
 @dataclass
@@ -321,6 +339,12 @@ def plan_blocks(
     grayscale = model.card.normalization.get("grayscale", "mean")
     with open_lazy(source) as plane:
         shape = (int(plane.shape[0]), int(plane.shape[1]))
+        note = plane.note
+        for box in regions:  # a box beyond the image counted 0 (or part of it) in silence
+            label, r0, c0, r1, c1 = box
+            if r0 < 0 or c0 < 0 or r1 > shape[0] or c1 > shape[1]:
+                raise ParameterError(f"region {label!r} (rows {r0}-{r1}, columns {c0}-{c1}) is not inside the "
+                                     f"{shape[1]} x {shape[0]} px image (W x H) {os.fspath(source)}")
         sample = _sample(plane, sample_pixels)
         limits, bright = normalization_limits(sample, channel=p.channel, invert=p.invert, low_pct=p.low_pct,
                                               high_pct=p.high_pct, grayscale=grayscale)
@@ -338,7 +362,7 @@ def plan_blocks(
     return BlockPlan(source=os.fspath(source), shape=shape, cores=cores, blocks=blocks, limits=limits, bright=bright,
                      nucleus_diameter_px=diameter, block_px=block_px, overlap_px=overlap_px,
                      regions=tuple(tuple(r) for r in regions), estimated_diameter_px=estimated,
-                     seconds=time.perf_counter() - t0)
+                     seconds=time.perf_counter() - t0, note=note)
 
 
 def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
@@ -432,7 +456,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         estimated_diameter_px=plan.nucleus_diameter_px if params.auto_nucleus_size else None,
         density_count=density_total if output_kind == "multihead" else None,
         min_distance_px=None if kind == "density" else block_params(plan, params).min_distance_px or None,
-        quality=combine_quality([part.quality for part in parts]),
+        quality=_noted(combine_quality([part.quality for part in parts]), plan.note),
     )
     rows = []
     for name, r0, c0, r1, c1 in plan.regions:
@@ -440,6 +464,12 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         rows.append({"region": name, "row0": r0, "col0": c0, "row1": r1, "col1": c1,
                      "count": round(value, 3) if by_density else int(value)})
     return result, pd.DataFrame(rows, columns=["region", "row0", "col0", "row1", "col1", "count"])
+
+
+def _noted(quality: Quality | None, note: str | None) -> Quality | None:
+    from .quality import with_note
+
+    return with_note(quality, note) if note else quality
 
 
 def count_blocks(

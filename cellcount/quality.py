@@ -368,11 +368,32 @@ def combine(parts: Sequence[Quality | None]) -> Quality | None:
         return None
     worst = max(known, key=lambda iq: iq[1].score)[1]
     # a reason every block gives (the model's own, such as a fine-tune's held-out verdict) is said once
-    everywhere = [r for r in known[0][1].reasons if all(r in q.reasons for _, q in known[1:])] if len(known) > 1 else []
-    reasons = (*everywhere, *(f"block {i + 1}: {r}" for i, q in known for r in q.reasons if r not in everywhere))
+    everywhere = [r for r in known[0][1].reasons if all(r in q.reasons for _, q in known[1:])]
+    blocks_of: dict[str, list[int]] = {}  # the same reason from several blocks is said once, naming them
+    for i, q in known:
+        for r in q.reasons:
+            if r not in everywhere:
+                blocks_of.setdefault(r, []).append(i + 1)
+    said = [f"{_blocks_text(ids)}: {r}" for r, ids in blocks_of.items()]
+    if len(said) > MAX_BLOCK_REASONS:  # a slide of hundreds of blocks: a cell a spreadsheet can still hold
+        said = [*said[:MAX_BLOCK_REASONS], f"and {len(said) - MAX_BLOCK_REASONS} more reasons in other blocks"]
+    reasons = (*everywhere, *said)
     flag = any(q.flag for _, q in known)
     return Quality(flag=flag, score=worst.score, reasons=reasons, signals=dict(worst.signals),
                    nearest="" if flag else worst.nearest)
+
+
+MAX_BLOCK_REASONS = 8
+"""An image counted by blocks lists at most this many of its blocks' distinct reasons (the worst block's are the
+signals): one reason per block made a 9-block image's cell 2,095 characters, and a slide's would pass Excel's
+32,767."""
+
+
+def _blocks_text(ids: list[int]) -> str:
+    if len(ids) == 1:
+        return f"block {ids[0]}"
+    shown = ", ".join(str(i) for i in ids[:5])
+    return f"blocks {shown}" + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
 
 def with_note(quality: Quality | None, note: str) -> Quality:

@@ -110,6 +110,31 @@ def test_an_image_in_blocks_is_flagged_when_one_block_is():
     own = "m counted its 2 held-out images 27% off on average when it was fine-tuned"
     q = combine([Quality(True, 1.0, (own,), {}), Quality(True, 1.7, (own, alarm.reasons[0]), {})])
     assert q.reasons == (own, "block 2: low contrast between nuclei and background (0.05)")
+    # one block: no number; a reason several blocks give, once with their numbers; a slide's reasons bounded
+    assert combine([alarm]).reasons == alarm.reasons
+    q = combine([alarm, calm, alarm, alarm])
+    assert q.reasons == ("blocks 1, 3, 4: low contrast between nuclei and background (0.05)",)
+    many = [Quality(True, 1.0 + i / 100, (f"reason {i}",), {}) for i in range(40)]
+    q = combine(many)
+    assert len(q.reasons) == 9 and q.reasons[-1] == "and 32 more reasons in other blocks"
+
+
+def test_a_stack_counted_by_blocks_is_flagged_for_its_unread_planes(tmp_path, draw_disks):
+    """A z-stack or time series counted by blocks was counted from its first plane with no flag (0, unflagged),
+    where a count in memory said it; and a region beyond the image counted 0 in silence."""
+    labels = draw_disks((200, 200), [(50, 50), (150, 150)], 9)
+    plane = np.where(labels > 0, 200, 20).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "z.tif", np.stack([plane] * 4), imagej=True, metadata={"axes": "ZYX"})
+    model = cc.load_model("classical-otsu")
+    result, _ = blocks.count_blocks(tmp_path / "z.tif", model, {"min_area_px": 10}, block_px=128, overlap_px=16)
+    assert result.count == 2 and result.quality.flag
+    assert "the file holds 4 z-planes; only the first plane was read" in result.quality.reasons[0]
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, plane)
+    assert not any("planes" in r for r in blocks.count_blocks(flat, model, {"min_area_px": 10}, block_px=128,
+                                                              overlap_px=16)[0].quality.reasons)
+    with pytest.raises(ParameterError, match="region 'out' .* is not inside the 200 x 200 px image"):
+        blocks.count_blocks(flat, model, {}, block_px=128, overlap_px=16, regions=[("out", 150, 150, 260, 260)])
 
 
 def test_blocks_split_at_the_auto_distance_of_the_estimated_size_even_when_nothing_was_resized():

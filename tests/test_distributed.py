@@ -51,6 +51,7 @@ def test_workers_give_the_in_process_rows_and_count_a_huge_image_by_blocks(tmp_p
     big, ome = str(folder / "big.tif"), str(folder / "s01.ome.zarr")
     assert "above the cap of" in inproc.loc[inproc["file"] == big, "reason"].iloc[0]
     assert inproc.loc[inproc["file"] == ome, "status"].iloc[0] == "error"  # Zarr: read by blocks only
+    assert "counted by blocks: count it with --workers N" in inproc.loc[inproc["file"] == ome, "reason"].iloc[0]
     whole = ~inproc["file"].isin([big, ome])
     pd.testing.assert_frame_equal(inproc[whole], w2[whole], check_dtype=False)
     assert w2.loc[w2["file"] == ome, "count"].iloc[0] == w2.loc[w2["file"].str.endswith("s01_sparse_small.png"),

@@ -83,6 +83,10 @@ def _open_source(source: ImageSource, max_bytes: int) -> tuple[str, str | io.Byt
         if not os.path.exists(path):
             raise FileNotFoundError(f"image file not found: {path}")
         if os.path.isdir(path):
+            if path.rstrip("/\\").lower().endswith(".zarr"):  # an OME-Zarr is read by blocks only
+                raise ImageReadError(f"{path}: an OME-Zarr folder, which is counted by blocks: count it with --workers N "
+                                     "(or --scheduler ADDRESS; docs/SCALING.md), or in Python with "
+                                     "cellcount.blocks.count_blocks")
             raise ImageReadError(f"{path}: is a folder, not an image file")
         size = os.path.getsize(path)
         if size > max_bytes:
