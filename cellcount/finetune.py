@@ -264,6 +264,23 @@ def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) 
     return [i for i in range(n) if i not in set(held)], held
 
 
+def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str]):
+    """(train, held out, names held out that the base learnt from): held-out images the base model was trained on
+    are swapped for training images it never saw, where there are such (scored on its own training images, the
+    base looked better than it is, which decides whether its weights are kept)."""
+    if not seen or not held_idx:
+        return train_idx, held_idx, []
+    learnt = {i for i, (_, raw, _) in enumerate(items) if hashlib.sha256(raw).hexdigest() in seen}
+    fresh = [i for i in train_idx if i not in learnt]
+    held, train = list(held_idx), list(train_idx)
+    for k, i in enumerate(held):
+        if i in learnt and fresh:
+            j = fresh.pop(0)
+            held[k] = j
+            train[train.index(j)] = i
+    return sorted(train), sorted(held), [items[i][0] for i in sorted(held) if i in learnt]
+
+
 def data_fingerprint(items: Sequence[tuple[str, bytes, GroundTruth]]) -> str:
     """sha256 over each image's name, bytes and annotation (so the card says exactly what it learnt from)."""
     h = hashlib.sha256()
@@ -924,8 +941,17 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
         raise ParameterError(f"model name {name!r} must be a plain folder name (none of / \\ : < > \" | ? *, no "
                              "dot at either end, no spaces at either end, not a name Windows reserves such as CON "
                              "or COM1)")
+    from .models.loading import DEFAULT_WEIGHTS_DIR
+
     folder = Path(out_dir) if out_dir is not None else user_models_dir()
     target = folder / name
+    try:
+        shipped = folder.resolve() == Path(DEFAULT_WEIGHTS_DIR).resolve()
+    except (OSError, RuntimeError):
+        shipped = False
+    if shipped:  # --overwrite there would replace (delete) a shipped model's weights
+        raise ParameterError(f"{folder} holds the shipped models; a fine-tuned model goes to the user models folder "
+                             "(the default) or another folder of your own")
     if target.exists() and not overwrite:
         raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name (command line: "
                              "--overwrite replaces it)")
@@ -1115,6 +1141,12 @@ def finetune(
     def note(text: str) -> None:
         notes.append(text)
         report(FinetuneProgress("prepare", message=f"note: {text}"))
+
+    train_idx, held_idx, seen_held = _hold_out_unseen(labelled, train_idx, held_idx, model.card.training_digests())
+    if seen_held:  # the base's "before" there flatters it, and so the choice between its weights and the new ones
+        note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
+             f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely lower "
+             "than on new images, so the before / after comparison favours it")
 
     if len(train_idx) < FEW_TRAIN_IMAGES:
         note(f"only {len(train_idx)} image(s) to train on: the new model may learn little from so few (hold out "

@@ -450,7 +450,7 @@ def test_cli_help_lists_the_set_decisions(capsys):
     assert exit_.value.code == 0
     out = " ".join(capsys.readouterr().out.split())  # the help is wrapped to the terminal's width
     assert "--size {auto,set,image}" in out and "80% of the training images agree" in out
-    assert "(MAE over 5% and at least 2 objects higher;" in out  # a literal %, not argparse's internals
+    assert "(MAE over 5% higher and at least 2 objects more error over the held-out images together;" in out  # a literal %
 
 
 @pytest.mark.parametrize("case, match", [
@@ -1087,3 +1087,30 @@ def test_a_gain_made_by_the_settings_alone_is_said():
     assert "as well as" in settings_gain_note("b", "n", {"mae": 2.0}, {"mae": 2.0})
     assert settings_gain_note("b", "n", {"mae": 2.0}, {"mae": 9.0}) == "", "the training did the rest"
     assert settings_gain_note("b", "n", {"mae": 2.0}, {}) == "", "no settings-only figure (density, same settings)"
+
+
+def test_a_fine_tune_never_goes_into_the_shipped_weights_folder():
+    """--out-dir weights/ --name unet-mask --overwrite passed the name check and would have replaced (deleted)
+    the shipped model's weights."""
+    from cellcount.finetune import check_new_name
+    from cellcount.models.loading import DEFAULT_WEIGHTS_DIR
+
+    for name in ("unet-mask", "new-model"):
+        with pytest.raises(ParameterError, match="holds the shipped models"):
+            check_new_name(name, out_dir=DEFAULT_WEIGHTS_DIR, overwrite=True)
+
+
+def test_held_out_images_the_base_learnt_from_are_swapped_for_unseen_ones():
+    """A fine-tune held out one of unet-mask's own DSB training images: the base's 'before' there flattered it,
+    and that comparison decides whether the base's weights are kept."""
+    import hashlib
+
+    from cellcount.finetune import _hold_out_unseen
+
+    items = [(f"im{i}.png", f"bytes {i}".encode(), None) for i in range(5)]
+    seen = {hashlib.sha256(b"bytes 1").hexdigest(), hashlib.sha256(b"bytes 3").hexdigest()}
+    train, held, named = _hold_out_unseen(items, [0, 2, 4], [1, 3], seen)
+    assert held == [0, 2] and train == [1, 3, 4] and named == []
+    train, held, named = _hold_out_unseen(items, [0], [1, 3], seen)  # no unseen image left to swap in
+    assert held == [0, 3] and train == [1] and named == ["im3.png"]
+    assert _hold_out_unseen(items, [0, 2], [1], set()) == ([0, 2], [1], [])
