@@ -580,3 +580,13 @@ def test_an_image_above_the_pixel_cap_says_how_to_count_it(small_folder, tmp_pat
     err = capsys.readouterr().err
     assert "above the cap of 100 pixels (max_pixels)" in err
     assert "note: images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N" in err
+
+
+def test_block_options_are_checked_before_any_worker_starts(small_folder, tmp_path, capsys):
+    """--region-grid 0x2 started workers and gave every image an error row; small blocks say what they cost."""
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--workers", "1",
+            "--no-progress", "--block-px", "320", "--region-grid", "0x2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--region-grid must look like 4x4" in err and "blocks of 320 px hold little context" in err
+    assert not (tmp_path / "c.csv").exists()
