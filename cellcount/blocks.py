@@ -453,7 +453,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         density=None, peaks=peaks, objects=objects, params=params,
         seconds={"plan": plan.seconds, "blocks": float(sum(part.seconds for part in parts))}, inverted=plan.bright,
         n_rejected=rejected, model_scale=parts[0].model_scale if parts else 1.0,
-        estimated_diameter_px=plan.nucleus_diameter_px if params.auto_nucleus_size else None,
+        estimated_diameter_px=plan.estimated_diameter_px if params.auto_nucleus_size else None,  # as a whole image reports it
         density_count=density_total if output_kind == "multihead" else None,
         min_distance_px=None if kind == "density" else block_params(plan, params).min_distance_px or None,
         quality=_noted(combine_quality([part.quality for part in parts]), plan.note),
