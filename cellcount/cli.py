@@ -117,6 +117,12 @@ def _progress_bar(enabled: bool):
         if done >= total:
             bar.close()
 
+    def blocks(name: str, done: int, total: int) -> None:
+        """An image counted by blocks: its blocks beside the bar (a slide sat at 0/1 for minutes)."""
+        if enabled and bar is not None and not bar.disable:
+            bar.set_postfix_str(f"{Path(name).name}: block {done}/{total}" if done < total else "", refresh=True)
+
+    update.blocks = blocks
     return update
 
 
@@ -568,7 +574,8 @@ def cmd_count(args: argparse.Namespace) -> int:
                                     ) if _region_spec(args) else None
             items = count_on_cluster([(str(f), f) for f in todo], model, params, cluster, model_ref=args.model,
                                      progress=progress, max_pixels=max_pixels, block_px=args.block_px,
-                                     overlap_px=args.overlap_px, regions=_region_spec(args), page=args.plane)
+                                     overlap_px=args.overlap_px, regions=_region_spec(args), page=args.plane,
+                                     block_progress=progress.blocks)
         else:
             items = count_many([(str(f), f) for f in todo], model, params, progress=progress, size_model=size_model,
                                backend=backend, max_pixels=max_pixels, page=args.plane,

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,13 @@ def _error_item(name: str, reason: str, model: CountModel, params: CountParams) 
                      settings=params.settings_json(model.output_kind))
 
 
+@dataclass(frozen=True)
+class _Block:
+    """A block task's entry among the futures: which image it is a block of."""
+
+    image: str
+
+
 def count_on_cluster(
     items: Iterable[tuple[str, str | os.PathLike]],
     model: CountModel,
@@ -185,12 +193,15 @@ def count_on_cluster(
     overlap_px: int = 128,
     regions: RegionSpec = None,
     page: int | str | None = None,
+    block_progress: Callable[[str, int, int], None] | None = None,
 ) -> Iterator[BatchItem]:
     """Count ``(name, path)`` items on ``client``'s workers; yield each row as it finishes (any order).
 
     ``model_ref`` is what the workers load (a name or folder; default ``model.name``). Per-image failures
     become error rows as in :func:`cellcount.batch.count_many`; so do images whose tasks failed on the
-    cluster (a worker killed too often, an exception outside the counting).
+    cluster (a worker killed too often, an exception outside the counting). ``block_progress(name, done,
+    total)`` is called as each block of an image counted by blocks finishes (a slide is one image of
+    ``progress``, which stood at 0 for the minutes its blocks took).
     """
     from distributed import as_completed
 
@@ -205,9 +216,18 @@ def count_on_cluster(
         futures[fut] = name
     pending = as_completed(list(futures))
     done = 0
+    blocks_done: dict[str, list[int]] = {}  # name -> [blocks finished, blocks]
+    if progress is not None and total:
+        progress(0, total)  # the bar is up before the first image ends: a slide's blocks are shown on it
     try:
         for fut in pending:
             name = futures.pop(fut)
+            if isinstance(name, _Block):  # one block of an image: its progress, no row yet
+                count = blocks_done[name.image]
+                count[0] += 1
+                if block_progress is not None:
+                    block_progress(name.image, count[0], count[1])
+                continue
             try:
                 out = fut.result()
             except Exception as err:  # noqa: BLE001 - a task lost on the cluster is one image's error row
@@ -219,6 +239,10 @@ def count_on_cluster(
                 combine = client.submit(combine_task, name, out, ref, sha, params, time.time(), *parts, pure=False)
                 futures[combine] = name
                 pending.add(combine)
+                blocks_done[name] = [0, len(parts)]
+                for part in parts:
+                    futures[part] = _Block(name)
+                    pending.add(part)
                 continue
             done += 1
             yield out

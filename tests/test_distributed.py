@@ -120,3 +120,18 @@ def test_resume_keeps_the_region_counts_of_the_images_it_keeps(tmp_path, capsys)
     assert "1 image(s) were counted whole, not by blocks, so they have no region counts" in err
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "c.regions.csv"), first)
     assert len(pd.read_csv(tmp_path / "c.csv")) == 2
+
+
+def test_an_image_counted_by_blocks_reports_each_block(cluster, tmp_path):
+    """A slide is one image of the progress bar, which stood at 0/1 for the minutes its blocks took: each
+    finished block is reported, and the row comes once, after the last."""
+    write_large_tiff(tmp_path / "big.tif", (1024, 512), seed=1, cells_per_tile=40)
+    model = cc.load_model("classical-otsu")
+    seen, rows = [], []
+    for item in count_on_cluster([("big.tif", tmp_path / "big.tif")], model, cc.resolve_params(model), cluster,
+                                 max_pixels=300_000, block_px=300, overlap_px=32,
+                                 block_progress=lambda name, done, total: seen.append((name, done, total))):
+        rows.append(item)
+    assert len(rows) == 1 and rows[0].status == "ok"
+    n = seen[-1][2]
+    assert n > 1 and seen == [("big.tif", k, n) for k in range(1, n + 1)]
