@@ -1387,14 +1387,16 @@ def counts_disagree(values: list[str]) -> str:
 
 def _count_tables(
     csv_files: list[Path],
-) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]], dict[str, list[str]]]:
+) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]], dict[str, list[str]], dict[str, str]]:
     """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path, the header of
-    each CSV that has no such columns: named when nothing else gives ground truth, and the stems two tables
-    count differently, with each value: left out of the counts)."""
+    each CSV that has no such columns: named when nothing else gives ground truth, the stems two tables
+    count differently, with each value: left out of the counts, and each stem as a table spells it). Stems are
+    casefolded."""
     counts: dict[str, int] = {}
     where: dict[str, str] = {}
     other: dict[Path, list[str]] = {}
     disagree: dict[str, list[str]] = {}
+    as_written: dict[str, str] = {}
     for path in csv_files:
         name, text = _read_csv_text(path)
         header, _ = _csv_rows(name, text)
@@ -1404,14 +1406,16 @@ def _count_tables(
         if is_cellcount_counts(header):  # a count written into the data folder: never its own ground truth
             logger.warning("%s", predicted_counts_message(str(path)))
             continue
-        for stem, n in read_counts_csv(path).items():
+        for spelled, n in read_counts_csv(path).items():
+            stem = spelled.casefold()  # IMG4.PNG in a table names img4.png, as on Windows and macOS (and uploads)
+            as_written.setdefault(stem, spelled)
             if stem in counts and counts[stem] != n:
                 disagree.setdefault(stem, [f"{counts[stem]} ({where[stem]})"]).append(f"{n} ({path})")
             counts.setdefault(stem, n)
             where.setdefault(stem, str(path))
     for stem in disagree:
         del counts[stem], where[stem]
-    return counts, where, other, disagree
+    return counts, where, other, disagree, as_written
 
 
 def load_labelled_folder(
@@ -1491,7 +1495,8 @@ def load_labelled_folder(
     point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
                     or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
                          or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
-    counts, counts_where, other_tables, disagree = _count_tables([p for p in csv_files if p not in point_tables])
+    counts, counts_where, other_tables, disagree, as_written = _count_tables(
+        [p for p in csv_files if p not in point_tables])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
@@ -1504,7 +1509,7 @@ def load_labelled_folder(
     out: list[tuple[Path, GroundTruth]] = []
     missing: list[Path] = []
     for image in sorted(images):
-        stem = image.stem
+        stem = image.stem.casefold()  # the counts tables' keys are casefolded
         if stem in disagree and (counts_only or image not in matches):
             if on_error is None:
                 raise GroundTruthError(f"{image}: {counts_disagree(disagree[stem])}")
@@ -1561,17 +1566,17 @@ def load_labelled_folder(
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
-    _stray_rows_warning(counts_where, {p.stem for p in images})
+    _stray_rows_warning(counts_where, {p.stem.casefold() for p in images}, as_written)
     return _one_per_image_file(out, on_error)
 
 
-def _stray_rows_warning(counts_where: dict[str, str], image_stems: set[str]) -> None:
-    """Log the rows of counts tables that name no image of the folder (as the app's notes say them), so a
-    typo in a name does not pass unseen."""
+def _stray_rows_warning(counts_where: dict[str, str], image_stems: set[str], as_written: dict[str, str]) -> None:
+    """Log the rows of counts tables that name no image of the folder (as the app's notes say them, spelled as the
+    table spells them), so a typo in a name does not pass unseen."""
     by_table: dict[str, list[str]] = {}
     for stem, table in counts_where.items():
         if stem not in image_stems:
-            by_table.setdefault(table, []).append(stem)
+            by_table.setdefault(table, []).append(as_written.get(stem, stem))
     for table, stems in by_table.items():
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
         logger.warning("%d row%s of %s match%s no image in the folder (%s): %s not used", len(stems),

@@ -906,3 +906,13 @@ def test_points_listed_twice_count_once_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(DuplicatePointsWarning, match="2 of its 5 points repeat"):
         gt = read_points_csv(tmp_path / "a_points.csv")
     assert gt.count == 3 and gt.points.tolist() == [[12.0, 10.0], [40.0, 30.5], [40.0, 31.0]]
+
+
+def test_a_counts_table_names_its_images_whatever_their_case(tmp_path: Path) -> None:
+    """IMG4.PNG in a counts table did not name img4.png (as it does on Windows and macOS, and among uploads)."""
+    from cellcount.groundtruth import load_labelled_folder
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "img4.png")
+    (tmp_path / "counts.csv").write_text("file,count\nIMG4.PNG,5\n")
+    [(path, gt)] = load_labelled_folder(tmp_path)
+    assert path.name == "img4.png" and gt.kind == "count" and gt.count == 5
