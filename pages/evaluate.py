@@ -348,7 +348,9 @@ with left:
         0.5,
         0.05,
         key=f"{P}_iou",
-        help="A predicted object matches a true one when their IoU is at least this (F1@0.5 by default). Used "
+        help="How much a predicted object must overlap a true one to match it: IoU (intersection over union) is "
+        "the area they share divided by the area either covers, 1 for identical outlines. A match needs at least "
+        "this (F1@0.5 by default). Used "
         "with label images and masks; dots are matched by the objects holding them (by a density model's peaks "
         "within 5 px).",
         disabled=model.output_kind == "density",
