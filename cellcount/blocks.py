@@ -340,11 +340,13 @@ def plan_blocks(
     with open_lazy(source) as plane:
         shape = (int(plane.shape[0]), int(plane.shape[1]))
         note = plane.note
-        for box in regions:  # a box beyond the image counted 0 (or part of it) in silence
-            label, r0, c0, r1, c1 = box
-            if r0 < 0 or c0 < 0 or r1 > shape[0] or c1 > shape[1]:
-                raise ParameterError(f"region {label!r} (rows {r0}-{r1}, columns {c0}-{c1}) is not inside the "
-                                     f"{shape[1]} x {shape[0]} px image (W x H) {os.fspath(source)}")
+        regions, outside = _regions_inside(regions, shape)
+        if outside:  # a box beyond the image counted 0 (or a part of it) in silence; the image keeps its count
+            said = ", ".join(repr(name) for name in outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5
+                                                                    else "")
+            what = (f"region(s) {said} lie outside or across the edge of this {shape[1]} x {shape[0]} px image (W x H): "
+                    "those outside have no count, those across it are counted on the part inside")
+            note = f"{note}; {what}" if note else what
         sample = _sample(plane, sample_pixels)
         limits, bright = normalization_limits(sample, channel=p.channel, invert=p.invert, low_pct=p.low_pct,
                                               high_pct=p.high_pct, grayscale=grayscale)
@@ -464,6 +466,19 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         rows.append({"region": name, "row0": r0, "col0": c0, "row1": r1, "col1": c1,
                      "count": round(value, 3) if by_density else int(value)})
     return result, pd.DataFrame(rows, columns=["region", "row0", "col0", "row1", "col1", "count"])
+
+
+def _regions_inside(regions, shape: tuple[int, int]) -> tuple[list[tuple[str, int, int, int, int]], list[str]]:
+    """``regions`` clipped to an image of ``shape`` (boxes wholly outside dropped), and the names of those that
+    were not wholly inside."""
+    kept, off = [], []
+    for label, r0, c0, r1, c1 in regions:
+        cr0, cc0, cr1, cc1 = max(r0, 0), max(c0, 0), min(r1, shape[0]), min(c1, shape[1])
+        if (cr0, cc0, cr1, cc1) != (r0, c0, r1, c1):
+            off.append(label)
+        if cr1 > cr0 and cc1 > cc0:
+            kept.append((label, cr0, cc0, cr1, cc1))
+    return kept, off
 
 
 def _noted(quality: Quality | None, note: str | None) -> Quality | None:

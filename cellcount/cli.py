@@ -384,10 +384,12 @@ def _modified_since(path: Path, when: float) -> bool:
 
 
 
-def _labels_index(args: argparse.Namespace, done: set[str]):
-    """The index of ``--labels-dir`` as a growing CSV, keeping the rows of images already counted (resume),
-    the label files those rows name, and every label file the folder's earlier index names (written by an
-    earlier run, so a new run may replace them; any other file there is the user's)."""
+def _labels_index(args: argparse.Namespace, done: set[str], inputs: set[str] = frozenset()):
+    """The index of ``--labels-dir`` as a growing CSV, keeping the rows of images already counted (resume) and
+    of other images than this run's ``inputs`` whose label files are still there (an earlier run's: a run of
+    fewer images forgot them, and the next wrote ``b_2_labels.tif`` beside a stale ``b_labels.tif``), the label
+    files those rows name, and every label file the folder's earlier index names (written by an earlier run, so
+    a new run may replace them; any other file there is the user's)."""
     import pandas as pd
 
     from .batch import LABELS_INDEX
@@ -400,8 +402,10 @@ def _labels_index(args: argparse.Namespace, done: set[str]):
             old = pd.read_csv(path, dtype=str, keep_default_na=False)
             if "labels_file" in old.columns:
                 ours = {unescape_cell(v) for v in old["labels_file"]}
-            if done and "file" in old.columns:
-                keep = old[old["file"].isin(done)]
+            if "file" in old.columns and "labels_file" in old.columns:
+                others = ~old["file"].isin(inputs) & old["labels_file"].map(
+                    lambda f: (Path(args.labels_dir) / unescape_cell(f)).is_file())
+                keep = old[old["file"].isin(done) | others]
         except (OSError, ValueError, pd.errors.ParserError):
             keep = None
     stream = CsvStream(path, columns=("file", "labels_file"), keep=keep, empty_columns=("file", "labels_file"))
@@ -560,7 +564,7 @@ def cmd_count(args: argparse.Namespace) -> int:
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
         if args.labels_dir:
-            index_out, earlier, ours = _labels_index(args, done)
+            index_out, earlier, ours = _labels_index(args, done, {escape_cell(str(f)) for f in files})
             written.update(earlier)  # resumed: never reuse an earlier image's label file name
         from .io import DEFAULT_MAX_PIXELS
 
@@ -643,8 +647,9 @@ def cmd_count(args: argparse.Namespace) -> int:
     if whole:  # an empty regions CSV said nothing of why (a tester's 8000 x 8000 slide, under the cap)
         shown = ", ".join(whole[:3]) + (f" and {len(whole) - 3} more" if len(whole) > 3 else "")
         print(f"note: {len(whole)} image(s) were counted whole, not by blocks, so they have no region counts "
-              f"({shown}): regions are counted on images counted by blocks, those above --max-pixels; lower it "
-              "(e.g. --max-pixels 4000000) to count these by blocks too", file=sys.stderr)
+              f"({shown}): regions are counted on TIFF and OME-Zarr images counted by blocks, those above "
+              "--max-pixels; give a --max-pixels below a TIFF's pixel count to count it by blocks, and save other "
+              "formats as TIFF first", file=sys.stderr)
     return 1 if n_err or skipped else 0
 
 
@@ -668,9 +673,9 @@ def _region_spec(args: argparse.Namespace):
     return None
 
 
-SMALL_BLOCK_PX = 1024
-"""Blocks smaller than this get a note: a tester's 320 px blocks of a 640 px image counted a few percent more
-objects than the whole image, most of the difference near the seams."""
+SMALL_BLOCK_PX = 400
+"""Blocks smaller than this get a note: 400 px blocks count within 0.5% of the whole image (docs/SCALING.md, tested),
+where a tester's 320 px blocks of a 640 px image counted a few percent more, most of the difference near the seams."""
 
 
 def _check_cluster_options(args: argparse.Namespace) -> str | None:
@@ -698,7 +703,7 @@ def _check_cluster_options(args: argparse.Namespace) -> str | None:
     except ValueError as err:
         if isinstance(err, ParameterError):
             return str(err)
-        return f"--region-grid must look like 4x4 (rows x columns), got {args.region_grid!r}"
+        return (f"--region-grid must look like 4x4 (rows x columns, each at least 1), got {args.region_grid!r}")
     return None
 
 

@@ -266,16 +266,20 @@ def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) 
 
 def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str]):
     """(train, held out, names held out that the base learnt from): held-out images the base model was trained on
-    are swapped for training images it never saw, where there are such (scored on its own training images, the
-    base looked better than it is, which decides whether its weights are kept)."""
+    are swapped for training images it never saw (scored on its own training images, the base looked better than
+    it is, which decides whether its weights are kept), but at most half of those unseen images go: they are often
+    the few new ones a user annotated to fine-tune again, and the new model must learn from them too."""
     if not seen or not held_idx:
         return train_idx, held_idx, []
     learnt = {i for i, (_, raw, _) in enumerate(items) if hashlib.sha256(raw).hexdigest() in seen}
     fresh = [i for i in train_idx if i not in learnt]
+    unseen = len([i for i in range(len(items)) if i not in learnt])
+    swaps = max(0, len(fresh) - math.ceil(unseen / 2))  # at least half of the unseen images keep training
     held, train = list(held_idx), list(train_idx)
     for k, i in enumerate(held):
-        if i in learnt and fresh:
+        if i in learnt and swaps > 0:
             j = fresh.pop(0)
+            swaps -= 1
             held[k] = j
             train[train.index(j)] = i
     return sorted(train), sorted(held), [items[i][0] for i in sorted(held) if i in learnt]

@@ -216,7 +216,8 @@ def _points_truth(points: np.ndarray, name: str) -> GroundTruth:
         _, first = np.unique(np.round(pts, 2), axis=0, return_index=True)
         if len(first) < len(pts):
             warnings.warn(f"{name}: {len(pts) - len(first)} of its {len(pts)} points repeat another point exactly "
-                          "(a table exported twice?); each is counted once", DuplicatePointsWarning, stacklevel=3)
+                          "(exported twice, or one cell marked twice?); each position is counted once",
+                          DuplicatePointsWarning, stacklevel=3)
             pts = pts[np.sort(first)]
     return GroundTruth(kind="points", count=len(pts), points=pts, source=name)
 

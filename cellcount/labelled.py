@@ -23,6 +23,7 @@ from .groundtruth import (
     GEOJSON_EXTENSIONS,
     TABLE_EXTENSIONS,
     BinaryMaskWarning,
+    DuplicatePointsWarning,
     GroundTruth,
     NoCoordinateColumns,
     counts_disagree,
@@ -456,7 +457,14 @@ def labelled_set(
                 gt = GroundTruth(kind="labels", count=int(len(np.unique(labels[labels > 0]))), labels=labels,
                                  source=source)
             elif image.name in pairs:
-                gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
+                with warnings.catch_warnings(record=True) as caught:  # said on the page, not only in a log
+                    warnings.simplefilter("always", DuplicatePointsWarning)
+                    gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
+                for w in caught:
+                    if issubclass(w.category, DuplicatePointsWarning):
+                        out.notes.append(str(w.message))
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             elif stem in disagree:  # which one is right is the user's to say, not the upload order's
                 raise GroundTruthError(counts_disagree(disagree[stem]))
             else:

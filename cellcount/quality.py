@@ -370,11 +370,12 @@ def combine(parts: Sequence[Quality | None]) -> Quality | None:
     # a reason every block gives (the model's own, such as a fine-tune's held-out verdict) is said once
     everywhere = [r for r in known[0][1].reasons if all(r in q.reasons for _, q in known[1:])]
     blocks_of: dict[str, list[int]] = {}  # the same reason from several blocks is said once, naming them
-    for i, q in known:
+    worst_first = sorted(known, key=lambda iq: iq[1] is not worst)  # its reasons survive the cap below
+    for i, q in worst_first:
         for r in q.reasons:
             if r not in everywhere:
                 blocks_of.setdefault(r, []).append(i + 1)
-    said = [f"{_blocks_text(ids)}: {r}" for r, ids in blocks_of.items()]
+    said = [f"{_blocks_text(sorted(ids))}: {r}" for r, ids in blocks_of.items()]
     if len(said) > MAX_BLOCK_REASONS:  # a slide of hundreds of blocks: a cell a spreadsheet can still hold
         said = [*said[:MAX_BLOCK_REASONS], f"and {len(said) - MAX_BLOCK_REASONS} more reasons in other blocks"]
     reasons = (*everywhere, *said)

@@ -117,6 +117,7 @@ def test_an_image_in_blocks_is_flagged_when_one_block_is():
     many = [Quality(True, 1.0 + i / 100, (f"reason {i}",), {}) for i in range(40)]
     q = combine(many)
     assert len(q.reasons) == 9 and q.reasons[-1] == "and 32 more reasons in other blocks"
+    assert q.reasons[0] == "block 40: reason 39", "the worst block's reasons (its signals are the ones shown) kept"
 
 
 def test_a_stack_counted_by_blocks_is_flagged_for_its_unread_planes(tmp_path, draw_disks):
@@ -133,8 +134,14 @@ def test_a_stack_counted_by_blocks_is_flagged_for_its_unread_planes(tmp_path, dr
     tifffile.imwrite(flat, plane)
     assert not any("planes" in r for r in blocks.count_blocks(flat, model, {"min_area_px": 10}, block_px=128,
                                                               overlap_px=16)[0].quality.reasons)
-    with pytest.raises(ParameterError, match="region 'out' .* is not inside the 200 x 200 px image"):
-        blocks.count_blocks(flat, model, {}, block_px=128, overlap_px=16, regions=[("out", 150, 150, 260, 260)])
+    # one box across the edge, one beyond it: the image keeps its count, the first is clipped, the second has
+    # no row, and the flag says both (a slide smaller than the boxes given lost its whole count to an error)
+    result, regions = blocks.count_blocks(flat, model, {"min_area_px": 10}, block_px=128, overlap_px=16,
+                                          regions=[("across", 100, 100, 260, 260), ("out", 300, 300, 400, 400)])
+    assert result.count == 2 and list(regions["region"]) == ["across"]
+    assert regions[["row0", "col0", "row1", "col1"]].values.tolist() == [[100, 100, 200, 200]]
+    assert int(regions["count"].sum()) == 1 and result.quality.flag
+    assert "region(s) 'across', 'out' lie outside or across the edge" in result.quality.reasons[0]
 
 
 def test_blocks_split_at_the_auto_distance_of_the_estimated_size_even_when_nothing_was_resized():

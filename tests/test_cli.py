@@ -439,6 +439,18 @@ def test_labels_dir_never_replaces_a_label_image_it_did_not_write(samples_dir, t
     assert sorted(p.name for p in folder.glob("*_labels.tif")) == ["img_2_labels.tif", "img_labels.tif"]
 
 
+def test_labels_dir_remembers_label_images_of_earlier_runs_of_other_images(small_folder, tmp_path):
+    """Run a b, then a alone, then a b: the index of the second run forgot b's label image, so the third wrote
+    b_2_labels.tif beside a stale b_labels.tif (which would later pair with b.png as its ground truth)."""
+    labels = tmp_path / "labels"
+    out = ["--model", CLASSICAL_NAME, "--labels-dir", str(labels), "--out", str(tmp_path / "c.csv"), "--no-progress"]
+    a, b = str(small_folder / "a.png"), str(small_folder / "b.png")
+    for run in ([a, b], [a], [a, b]):
+        assert main(["count", *run, *out]) == 0
+    assert sorted(p.name for p in labels.glob("*.tif")) == ["a_labels.tif", "b_labels.tif"]
+    assert sorted(pd.read_csv(labels / "labels_index.csv")["labels_file"]) == ["a_labels.tif", "b_labels.tif"]
+
+
 def test_count_leaves_dot_annotations_in_a_dots_folder_uncounted(samples_dir, tmp_path):
     """The counting benchmarks' images/ + dots/ layout, as the fine-tuning README describes it: the dot images
     were counted as cells (rows of 0-139 'cells' each); an image folder named points/ is still counted."""
@@ -450,6 +462,13 @@ def test_count_leaves_dot_annotations_in_a_dots_folder_uncounted(samples_dir, tm
                  "--no-progress"]) == 0
     counted = sorted(pd.read_csv(tmp_path / "c.csv")["file"].map(lambda f: "/".join(f.split("/")[-2:])))
     assert counted == ["images/001cell.png", "images/a.png", "points/t1.png"]
+    # a microscope's numbering restarted per folder: ctrl/img001 beside points/img001 are both images
+    for folder in ("ctrl", "points"):
+        (tmp_path / "exp" / folder).mkdir(parents=True)
+        shutil.copy(samples_dir / "s01_sparse_small.png", tmp_path / "exp" / folder / "img001.png")
+    assert main(["count", str(tmp_path / "exp"), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "e.csv"),
+                 "--no-progress"]) == 0
+    assert len(pd.read_csv(tmp_path / "e.csv")) == 2
 
 
 def test_resume_after_a_run_without_an_inputs_file_goes_by_the_time(small_folder, tmp_path, capsys):

@@ -596,6 +596,16 @@ def test_evaluate_never_writes_over_the_data_it_reads(samples_dir, tmp_path, cap
                "--save-settings", str(data / "settings.json")]
     assert main([*base, *outputs]) == 0
     assert main([*base, *outputs]) == 0  # the second run replaces what the first wrote
+    # a link in the data folder to an image kept elsewhere: writing there would replace the link (the data's
+    # entry); a link elsewhere to a file in the data folder is only a link
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(samples_dir / "s02_dense_clusters.png", store / "s02.png")
+    (data / "linked.png").symlink_to(store / "s02.png")
+    assert main([*base, "--out", str(data / "linked.png")]) != 0
+    assert "would replace a file of --data" in capsys.readouterr().err and (data / "linked.png").is_symlink()
+    (tmp_path / "elsewhere.csv").symlink_to(data / "rows.csv")
+    assert main([*base, "--out", str(tmp_path / "elsewhere.csv")]) == 0
 
 
 def test_a_density_models_tuned_gain_is_said_not_to_be_in_the_settings_file(samples_dir, tmp_path, capsys,

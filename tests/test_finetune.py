@@ -1107,10 +1107,14 @@ def test_held_out_images_the_base_learnt_from_are_swapped_for_unseen_ones():
 
     from cellcount.finetune import _hold_out_unseen
 
-    items = [(f"im{i}.png", f"bytes {i}".encode(), None) for i in range(5)]
-    seen = {hashlib.sha256(b"bytes 1").hexdigest(), hashlib.sha256(b"bytes 3").hexdigest()}
-    train, held, named = _hold_out_unseen(items, [0, 2, 4], [1, 3], seen)
-    assert held == [0, 2] and train == [1, 3, 4] and named == []
-    train, held, named = _hold_out_unseen(items, [0], [1, 3], seen)  # no unseen image left to swap in
-    assert held == [0, 3] and train == [1] and named == ["im3.png"]
+    items = [(f"im{i}.png", f"bytes {i}".encode(), None) for i in range(7)]
+    seen = {hashlib.sha256(f"bytes {i}".encode()).hexdigest() for i in (1, 3)}
+    train, held, named = _hold_out_unseen(items, [0, 2, 4, 5, 6], [1, 3], seen)
+    assert held == [0, 2] and train == [1, 3, 4, 5, 6] and named == []
+    # half of the unseen images at least keep training: a user's few new images are what a fine-tune is for
+    train, held, named = _hold_out_unseen(items, [0, 2], [1, 3, 4, 5, 6], seen)
+    assert set(train) & {0, 2, 4, 5, 6} and len(held) == 5 and "im1.png" in named
+    many = {hashlib.sha256(f"bytes {i}".encode()).hexdigest() for i in range(5)}  # 5 seen, 2 new (5, 6)
+    train, held, named = _hold_out_unseen(items, [0, 1, 2, 5, 6], [3, 4], many)
+    assert held == [4, 5] and train == [0, 1, 2, 3, 6] and named == ["im4.png"]  # one of the two new ones swapped
     assert _hold_out_unseen(items, [0, 2], [1], set()) == ([0, 2], [1], [])

@@ -408,3 +408,11 @@ def test_an_unreadable_image_without_ground_truth_is_said_at_once(samples):
     assert [name for name, _, _ in out.items] == ["a.png"] and [n for n, _ in out.unlabelled] == ["b.png"]
     assert [name for name, _ in out.skipped] == ["broken.png"]
     assert "broken.png" in out.skipped[0][1] and "not an image" in out.skipped[0][1]
+
+
+def test_points_listed_twice_are_said_among_the_notes(samples):
+    """The duplicate-points warning went to a log only: on the pages the true count changed without a word."""
+    img = samples[0][0]
+    out = labelled_set([("a.png", img)], [("a_points.csv", b"x,y\n10,12\n30,40\n10,12\n")])
+    assert out.items[0][2].count == 2
+    assert any("a_points.csv: 1 of its 3 points repeat another point exactly" in n for n in out.notes)

@@ -141,14 +141,23 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _replaces_data(path: Path, data: Path, option: str) -> bool:
-    """``path`` is an existing file in (or is) ``data`` that this command did not write before: an image, its
-    ground truth or a counts table, which the output would replace (count refuses the same for its inputs)."""
+    """``path`` names an existing entry in (or is) ``data`` that this command did not write before: an image, its
+    ground truth or a counts table, which the output would replace (count refuses the same for its inputs). The
+    entry itself counts, as a write replaces it: a link in ``data`` to an image elsewhere is refused, a link
+    elsewhere to a file in ``data`` is not."""
+    import os
+
     try:
-        target, root = path.resolve(), data.resolve()
+        target = path.parent.resolve() / path.name  # the entry a write replaces, not what a link points to
+        root = data.resolve()
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
         return False
-    if not target.is_file() or not (target == root or root in target.parents):
+    if not os.path.lexists(target):
         return False
+    if not (target == root or root in target.parents):
+        return False
+    if target.is_symlink() or not target.is_file():
+        return True
     try:
         with target.open("rb") as f:
             head = f.read(4096)
@@ -156,6 +165,8 @@ def _replaces_data(path: Path, data: Path, option: str) -> bool:
         return True
     if option == "out":  # evaluate's own per-image table
         return not head.startswith(b"file,true,pred")
+    if not head.lstrip().startswith(b"{"):  # not JSON at all: never read whole (an image named as the output)
+        return True
     try:  # evaluate's own summary or settings JSON
         own = json.loads(target.read_text(encoding="utf-8"))
     except (OSError, ValueError):

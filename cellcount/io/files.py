@@ -274,8 +274,8 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
     lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...), or is named as Fiji's
     Cell Counter saves its markers (:func:`cell_counter_stem`). In a :data:`DOT_DIRS` folder (``dots/``,
     ``points/``), which may hold images of their own, a file is ground truth when it is named as one
-    (``dots/001dots.png``, :func:`word_base`) or like an image outside that folder (``dots/a.png`` beside
-    ``images/a.png``): counted, dot annotations read as cells.
+    (``dots/001dots.png``, :func:`word_base`) or like an image in an ``images/`` folder beside it
+    (``dots/a.png`` beside ``images/a.png``): counted, dot annotations read as cells.
 
     Returns
     -------
@@ -285,10 +285,13 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
     images: list[Path] = []
     gt: list[Path] = []
     paths = [Path(item) for item in paths]
-    outside = {p.stem.casefold() for p in paths if p.parent.name.lower() not in DOT_DIRS}
+    # images in an images/ folder beside the dots/ one: microscopes restart their numbering per folder, so a
+    # same-named file in any other folder (ctrl/img001.tif beside points/img001.tif) says nothing
+    beside = {(p.parent.parent, p.stem.casefold()) for p in paths if p.parent.name.lower() in IMAGE_WORDS}
     for path in paths:
         dots = path.parent.name.lower() in DOT_DIRS and (
-            word_base(path.stem, GROUND_TRUTH_WORDS) is not None or path.stem.casefold() in outside)
+            word_base(path.stem, GROUND_TRUTH_WORDS) is not None
+            or (path.parent.parent, path.stem.casefold()) in beside)
         if (dots or ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS
                 or cell_counter_stem(path)):
             gt.append(path)
