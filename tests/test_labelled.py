@@ -399,17 +399,6 @@ def test_a_counts_table_cellcount_wrote_is_not_taken_as_ground_truth(samples):
                for name, why in out.skipped)
 
 
-def test_an_unreadable_image_without_ground_truth_is_said_at_once(samples):
-    """Compare offered to run on 4 images where one upload was a text file named .png (it failed only in the
-    run); the broken one is skipped with its reason, like an unreadable labelled image."""
-    img, labels, _, _ = samples[0]
-    out = labelled_set([("a.png", img), ("b.png", samples[1][0]), ("broken.png", b"not an image at all")],
-                       [("a_labels.tif", labels)])
-    assert [name for name, _, _ in out.items] == ["a.png"] and [n for n, _ in out.unlabelled] == ["b.png"]
-    assert [name for name, _ in out.skipped] == ["broken.png"]
-    assert "broken.png" in out.skipped[0][1] and "not an image" in out.skipped[0][1]
-
-
 def test_points_listed_twice_are_said_among_the_notes(samples):
     """The duplicate-points warning went to a log only: on the pages the true count changed without a word."""
     img = samples[0][0]

@@ -640,9 +640,8 @@ def _page_to_hwc(data: np.ndarray, page_axes: str, name: str) -> np.ndarray:
     return np.ascontiguousarray(data)
 
 
-def image_shape(source: str | os.PathLike | io.BytesIO) -> tuple[int, int]:
-    """Return (H, W) of an image file (or an upload's bytes as a named ``BytesIO``) from its header, without
-    decoding the pixels.
+def image_shape(source: str | os.PathLike) -> tuple[int, int]:
+    """Return (H, W) of an image file from its header, without decoding the pixels.
 
     The EXIF orientation is taken into account (a rotated JPEG reports its displayed shape).
 
@@ -651,16 +650,11 @@ def image_shape(source: str | os.PathLike | io.BytesIO) -> tuple[int, int]:
     ImageReadError
         The file is not a readable image.
     """
-    path = source if isinstance(source, io.BytesIO) else os.fspath(source)
-    name = getattr(source, "name", "<bytes>") if isinstance(source, io.BytesIO) else path
+    path = os.fspath(source)
+    name = path
     try:
-        if isinstance(path, io.BytesIO):
-            path.seek(0)
-            head = path.read(8)
-            path.seek(0)
-        else:
-            with open(path, "rb") as fh:
-                head = fh.read(8)
+        with open(path, "rb") as fh:
+            head = fh.read(8)
         if head[:4] in _TIFF_MAGICS:
             with tifffile.TiffFile(path) as tif:
                 key = tif.series[0].keyframe
