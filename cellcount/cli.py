@@ -331,6 +331,10 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if isinstance(previous, dict) and previous.get("plane") != args.plane:
         print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
         return None, None, None, set()
+    if isinstance(previous, dict) and previous.get("blocks") != _blocks_record(args):  # one grid per regions CSV
+        print(f"note: --resume: {out} was counted with other block or region settings; counting all images again",
+              file=sys.stderr)
+        return None, None, None, set()
     same = _same_settings(old["settings"], params.acting(model.output_kind))
     by_name = {escape_cell(str(f)): f for f in files}
     keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & same
@@ -515,7 +519,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print("backend: {} ({})".format(*model.backend_in_use(backend)), file=sys.stderr)
     settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.acting(model.output_kind),
-                **({"plane": args.plane} if args.plane is not None else {})}
+                **({"plane": args.plane} if args.plane is not None else {}),
+                **({"blocks": blocks} if (blocks := _blocks_record(args)) is not None else {})}
     if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # workers choose on their machines
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
         settings["backend"] = model.backend_in_use(backend)[0]
@@ -658,6 +663,15 @@ PIXEL_CAP_TEXT = "pixels (max_pixels)"
 OVER_CAP_HINT = ("images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N (pip "
                  "install 'cellcount[cluster]'; docs/SCALING.md); other formats: export them as TIFF, or raise "
                  "--max-pixels where memory allows (a few tens of bytes per pixel: docs/LIMITS.md)")
+
+
+def _blocks_record(args: argparse.Namespace) -> dict | None:
+    """The block and region settings of a run on workers, as its settings file records them (JSON values), so
+    that --resume never mixes two grids in one regions CSV; None without workers (nothing is counted by blocks)."""
+    if not (args.workers or args.scheduler):
+        return None
+    return json.loads(json.dumps({"block_px": args.block_px, "overlap_px": args.overlap_px,
+                                  "regions": _region_spec(args)}))
 
 
 def _region_spec(args: argparse.Namespace):

@@ -120,6 +120,11 @@ def test_resume_keeps_the_region_counts_of_the_images_it_keeps(tmp_path, capsys)
     assert "1 image(s) were counted whole, not by blocks, so they have no region counts" in err
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "c.regions.csv"), first)
     assert len(pd.read_csv(tmp_path / "c.csv")) == 2
+    # another grid: everything counted again, never two grids in one regions CSV
+    other = [a if a != "2x1" else "1x2" for a in common]
+    assert main(["count", str(folder), *other, "--resume"]) == 0
+    assert "counted with other block or region settings; counting all images again" in capsys.readouterr().err
+    assert list(pd.read_csv(tmp_path / "c.regions.csv")["region"]) == ["r0c0", "r0c1"]
 
 
 def test_an_image_counted_by_blocks_reports_each_block(cluster, tmp_path):
