@@ -353,29 +353,31 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
         print(f"note: --resume: {len(again)} image(s) in {out} were counted with other settings; they are counted "
               "again with these", file=sys.stderr)
     keep = pd.concat([keep, gone]) if len(gone) else keep
-    objects = None
-    if args.objects and len(keep):
-        try:
-            objects = pd.read_csv(args.objects, dtype=str, keep_default_na=False)
-        except (OSError, ValueError, pd.errors.ParserError):
-            print(f"note: --resume: no readable objects CSV {args.objects}; counting all images again",
-                  file=sys.stderr)
+    kept_files = set(keep["file"])
+    tables = {}
+    for what, path in (("objects", args.objects), ("regions", _regions_path(args) if _region_spec(args) else None)):
+        rows = _kept_rows(path, what, kept_files) if path and len(keep) else None
+        if isinstance(rows, str):
+            return rows
+        if rows is False:
             return None, None, None, set()
-        if "file" not in objects.columns:
-            return f"--resume: {args.objects} is not an objects CSV of this program (no 'file' column)"
-        objects = objects[objects["file"].isin(set(keep["file"]))]
-    regions = None
-    if _region_spec(args) and len(keep):  # an image kept keeps its region rows (they were lost on resume)
-        try:
-            regions = pd.read_csv(_regions_path(args), dtype=str, keep_default_na=False)
-        except (OSError, ValueError, pd.errors.ParserError):
-            print(f"note: --resume: no readable regions CSV {_regions_path(args)}; counting all images again",
-                  file=sys.stderr)
-            return None, None, None, set()
-        if "file" not in regions.columns:
-            return f"--resume: {_regions_path(args)} is not a regions CSV of this program (no 'file' column)"
-        regions = regions[regions["file"].isin(set(keep["file"]))]
-    return keep, objects, regions, set(keep["file"])
+        tables[what] = rows
+    return keep, tables["objects"], tables["regions"], kept_files
+
+
+def _kept_rows(path, what: str, files: set[str]):
+    """The rows of the earlier run's ``what`` CSV (objects, regions) for the images kept; False when it cannot be
+    read (then everything is counted again), a message when it is not such a CSV."""
+    import pandas as pd
+
+    try:
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        print(f"note: --resume: no readable {what} CSV {path}; counting all images again", file=sys.stderr)
+        return False
+    if "file" not in rows.columns:
+        return f"--resume: {path} is not a {what} CSV written by this program (no 'file' column)"
+    return rows[rows["file"].isin(files)]
 
 
 def _modified_since(path: Path, when: float) -> bool:
