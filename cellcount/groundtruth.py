@@ -1265,6 +1265,22 @@ def _check_against_counts(gt: GroundTruth, counts: dict[str, int], stem: str) ->
         )
 
 
+def _folded_counts(path: Path) -> dict[str, int]:
+    """A counts table keyed by casefolded stem (IMG4 in the table names img4.png, as on Windows and macOS);
+    two rows naming one image with different counts are left out, with a warning."""
+    counts: dict[str, int] = {}
+    clash: set[str] = set()
+    for spelled, n in read_counts_csv(path).items():
+        stem = spelled.casefold()
+        if stem in counts and counts[stem] != n:
+            clash.add(stem)
+        counts.setdefault(stem, n)
+    for stem in clash:
+        logger.warning("%s: rows naming %s (in any case) give different counts; left out", path, stem)
+        del counts[stem]
+    return counts
+
+
 def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> list[tuple[Path, GroundTruth]]:
     """Load a Data Science Bowl 2018 style folder.
 
@@ -1333,13 +1349,13 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
             "(and/or counts.csv)"
         )
     gt_dir = next((root / d for d in _DSB_GT_DIRS if (root / d).is_dir()), None)
-    counts = read_counts_csv(root / "counts.csv") if (root / "counts.csv").is_file() else {}
+    counts = _folded_counts(root / "counts.csv") if (root / "counts.csv").is_file() else {}
     if gt_dir is None and not counts:
         raise GroundTruthError(f"{root}: found images/ but no labels/ folder and no counts.csv")
     images = list_image_files([image_dir])
     matches = match_ground_truth(images, list_image_files([gt_dir])) if gt_dir is not None else {}
     for image in images:
-        stem = image.stem
+        stem = image.stem.casefold()
         if counts_only and stem in counts:
             out.append(
                 (image, GroundTruth(kind="count", count=counts[stem], source=str(root / "counts.csv")))

@@ -542,6 +542,16 @@ def test_load_dsb_flat(tmp_path: Path) -> None:
         load_dsb_folder(tmp_path / "labels")
 
 
+def test_dsb_flat_counts_table_names_images_in_any_case(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for name, v in [("IMG4", 1), ("img5", 2), ("img6", 3)]:
+        _save_png(tmp_path / "images" / f"{name}.png", np.full((8, 8, 3), v, np.uint8))
+    (tmp_path / "counts.csv").write_text("filename,count\nimg4.png,7\nIMG5.PNG,9\nimg6.png,3\nIMG6.png,4\n")
+    with caplog.at_level(logging.WARNING):
+        items = load_dsb_folder(tmp_path)
+    assert [(p.name, gt.count) for p, gt in items] == [("IMG4.png", 7), ("img5.png", 9)]
+    assert "different counts" in caplog.text and "img6.png" in caplog.text  # two rows disagree: left out, said
+
+
 def test_a_ground_truth_folder_named_as_people_write_it(tmp_path: Path) -> None:
     """A tester's images/ beside "ground truth/" read as 16 images, none with ground truth."""
     labels = _two_blobs(1, np.uint16)
