@@ -316,6 +316,18 @@ def test_channels_differ_only_for_a_merge_of_stains(rng) -> None:
     assert "the image is blank (every pixel is 7)" in input_note(np.full((4, 4), 7, np.uint16))
 
 
+def test_a_bright_field_channel_beside_a_fluorescence_one_is_a_merge_of_stains(rng) -> None:
+    """Transmitted light (cells dark on a bright field) and a nuclear stain (bright on black) in one RGB file:
+    their mean reads as bright-field, which once hid the merge (no note, a count of neither)."""
+    merge = _merge(rng)
+    bright_field = np.clip(230 - merge[..., 1].astype(np.int16) // 2 + rng.normal(0, 4, merge.shape[:2]), 0, 255)
+    composite = np.stack([bright_field, merge[..., 2], bright_field], axis=2).astype(np.uint8)
+    assert is_bright_background(composite)  # the mean the model would see
+    assert channels_differ(composite)
+    assert "show different stains" in input_note(composite)
+    assert input_note(composite, channel=1) is None
+
+
 def test_a_two_channel_file_averaged_says_so_even_when_its_channels_look_alike(rng) -> None:
     """A nuclear stain beside its own blurred bleed-through: too alike for channels_differ, but a file of 2 (or 5+)
     channels is a microscope's channels, not a colour picture, and their mean was counted (a tester)."""

@@ -227,6 +227,17 @@ MIXED_CHANNEL_CORRELATION = 0.8
 """Channels whose pixel correlation is below this show different structures (:func:`channels_differ`)."""
 
 
+DARK_FIELD_POSITION = 0.2
+"""Median position (as in :func:`is_bright_background`) at or below which a channel is surely dark-field: DSB's
+fluorescence images reach 0.19, while an H&E image's darkest channel (green, where eosin absorbs) sits at
+0.33-0.43."""
+
+
+def _median_position(channel: np.ndarray) -> float:
+    p_lo, p50, p_hi = percentiles(channel, [0.1, 50.0, 99.9])
+    return float((p50 - p_lo) / (p_hi - p_lo)) if p_hi > p_lo else 0.0
+
+
 def channels_differ(image: np.ndarray) -> bool:
     """True for a dark-background (H, W, C) image in which two or more channels hold signal and show
     different structures (nuclei in blue, cytoplasm in green): their mean, the default model input, mixes
@@ -235,7 +246,9 @@ def channels_differ(image: np.ndarray) -> bool:
     A channel holds signal when its 0.1-99.9 percentile range is over a tenth of the widest channel's;
     two such channels differ when their pixel correlation is below :data:`MIXED_CHANNEL_CORRELATION`.
     Gray stored as RGB (channels equal), one stain in one channel, and bright-field colour (H&E) say False:
-    none of the 766 images of DSB 2018, vgg_cells and mbm says True (``scripts/check_channels.py``).
+    none of the 766 images of DSB 2018, vgg_cells and mbm says True (``scripts/check_channels.py``). A
+    composite of a bright-field channel (transmitted light, DIC) and a fluorescence one says True: their
+    mean shows neither.
     """
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] < 2:
@@ -244,7 +257,12 @@ def channels_differ(image: np.ndarray) -> bool:
     lo, hi = np.percentile(sub.reshape(-1, sub.shape[2]), [0.1, 99.9], axis=0)
     spans = hi - lo
     live = [k for k in range(sub.shape[2]) if spans[k] > 0.1 * spans.max() > 0]
-    if len(live) < 2 or is_bright_background(sub):
+    if len(live) < 2:
+        return False
+    bright = [is_bright_background(sub[:, :, k]) for k in live]
+    if any(bright) and any(_median_position(sub[:, :, k]) <= DARK_FIELD_POSITION for k in live):
+        return True  # a bright-field channel beside a fluorescence one
+    if is_bright_background(sub):  # bright-field colour (H&E): its channels are one picture's absorption
         return False
     corr = np.corrcoef(sub[:, :, live].reshape(-1, len(live)), rowvar=False)
     return bool(corr.min() < MIXED_CHANNEL_CORRELATION)
