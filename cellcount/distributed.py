@@ -16,8 +16,11 @@ counted twice; an image that kills workers more often than that gets an error ro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -49,6 +52,21 @@ RegionSpec = tuple[str, Any] | None
 """``("grid", (rows, cols))`` or ``("boxes", [(name, row0, col0, row1, col1), ...])`` or None."""
 
 
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Worker processes started inside inherit SIGINT ignored. Ctrl-C in a terminal reaches every process of
+    the command; the CLI stops the run and the cluster with it, but each worker would first print a page of
+    KeyboardInterrupt tracebacks over the message saying how to resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def local_cluster(n_workers: int, *, cores: int | None = None, memory_limit: str = "auto"):
     """A :class:`distributed.Client` on ``n_workers`` local worker processes (closed with ``client.close()``,
     which also stops the cluster). Each worker runs one task at a time with ``cores // n_workers`` threads."""
@@ -59,8 +77,9 @@ def local_cluster(n_workers: int, *, cores: int | None = None, memory_limit: str
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // n_workers)
     env = {THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           memory_limit=memory_limit, env=env)
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               memory_limit=memory_limit, env=env)
     client = Client(cluster)
     client._cellcount_owns_cluster = True  # noqa: SLF001 - close() below also stops it
     return client

@@ -132,3 +132,21 @@ def test_segment_gives_the_same_objects_with_and_without_the_second_thread(monke
     assert a.n_rejected == b.n_rejected
     assert ta.equals(tb)
     assert calls, "the flood was not split between two threads"
+
+
+def test_local_workers_leave_ctrl_c_to_the_command() -> None:
+    """Processes started while the cluster starts ignore SIGINT (Ctrl-C reaches every process of the command:
+    each worker printed a page of tracebacks over the resume message); the command's own handler comes back."""
+    import signal
+    import subprocess
+    import sys
+
+    from cellcount.distributed import _workers_ignore_ctrl_c
+
+    before = signal.getsignal(signal.SIGINT)
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"]
+    with _workers_ignore_ctrl_c():
+        inside = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
+    outside = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
+    assert inside.strip() == "True" and outside.strip() == "False"
+    assert signal.getsignal(signal.SIGINT) is before
