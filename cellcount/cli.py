@@ -592,19 +592,19 @@ def cmd_count(args: argparse.Namespace) -> int:
                                backend=backend, max_pixels=max_pixels, page=args.plane,
                                measure=objects_out is not None)  # the object table only where it is written
         for item in items:
-            if regions_out is not None and item.regions is not None:
-                regions_out.append(item.regions)
-            elif regions_out is not None and item.status == "ok":
-                whole.append(item.name)
+            # the counts row marks the image done for --resume, so the published counts never run ahead of
+            # the published regions and objects: those first, and counts held back while their publish waits
+            published = True
+            if regions_out is not None:
+                published = regions_out.append(item.regions if item.regions is not None else [])
+                if item.regions is None and item.status == "ok":
+                    whole.append(item.name)
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
                                            ours)
                 index_out.append(_index_row(item.name, written_as))
-            # the counts row marks the image done for --resume, so the published counts never run ahead of
-            # the published objects: objects first, and counts held back while the objects' publish waits
-            published = True
             if objects_out is not None:
-                published = objects_out.append(item_objects(item) if item.result is not None else [])
+                published = objects_out.append(item_objects(item) if item.result is not None else []) and published
             row = counts_frame([item])
             counts_out.append(row, publish=None if published else False)
             record.add(row.to_dict("records"))
@@ -623,7 +623,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
-        for sink in (index_out, regions_out, objects_out, counts_out):  # objects first, as above
+        for sink in (index_out, regions_out, objects_out, counts_out):  # regions and objects first, as above
             if sink is not None:
                 sink.close()
         if cluster is not None:

@@ -721,3 +721,55 @@ def test_resume_with_another_model_says_the_model_changed(resume_inputs, tmp_pat
     err = capsys.readouterr().err
     assert f"was counted with {CLASSICAL_NAME}, not tiny-density" in err and "weights of" not in err
 
+
+
+def test_published_counts_never_run_ahead_of_the_published_regions(tmp_path, monkeypatch):
+    """A hard kill leaves the files as last published; --resume keeps each image with a counts row, so a counts
+    row published before its image's region rows would lose them for good. The regions CSV's publish is held
+    back at every other image here (the throttle of a long batch), and an image counted whole comes between."""
+    import cellcount.cli as cli
+    import cellcount.distributed as distributed
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(6):
+        (src / f"img{k}.png").write_bytes(png_bytes(blobs(48, n=k % 3 + 1)))
+    out, regions_csv = tmp_path / "c.csv", tmp_path / "c.regions.csv"
+    seen: list[tuple[set, set]] = []
+
+    def published() -> tuple[set, set]:
+        def files(p):
+            try:
+                return set(pd.read_csv(p, dtype=str)["file"])
+            except (FileNotFoundError, pd.errors.EmptyDataError):
+                return set()
+        return files(out), files(regions_csv)
+
+    def fake_cluster_run(named, model, params, client, **kw):  # count_on_cluster's rows, regions by hand
+        for item in count_many(named, model, params):
+            seen.append(published())
+            if item.status == "ok" and not item.name.endswith("img3.png"):  # img3: counted whole
+                item.regions = pd.DataFrame([{"file": item.name, "region": "r1_c1", "row0": 0, "col0": 0,
+                                              "row1": 48, "col1": 48, "count": item.result.count}])
+            yield item
+
+    real_append = CsvStream.append
+    calls = {"n": 0}
+
+    def throttled_append(self, df, *, publish=None):
+        if Path(self.path).name == regions_csv.name:
+            calls["n"] += 1
+            publish = calls["n"] % 2 == 0
+        return real_append(self, df, publish=publish)
+
+    monkeypatch.setattr(cli, "_start_cluster", lambda args: object())
+    monkeypatch.setattr(distributed, "count_on_cluster", fake_cluster_run)
+    monkeypatch.setattr(distributed, "close", lambda client: None)
+    monkeypatch.setattr(CsvStream, "append", throttled_append)
+    assert main(["count", str(src), "--model", CLASSICAL_NAME, "--out", str(out), "--workers", "2",
+                 "--region-grid", "1x1", "--no-progress"]) == 0
+    seen.append(published())
+    assert len(seen) == 7 and seen[-1][0] == {str(p) for p in sorted(src.iterdir())}
+    for counted, with_regions in seen:
+        assert counted - {str(src / "img3.png")} <= with_regions, "a counts row published before its regions"
+    assert any(len(c) < k for k, (c, _) in enumerate(seen)), "the throttle held some counts back"
