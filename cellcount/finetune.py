@@ -892,10 +892,12 @@ def _no_tighter_than(rule, base_rule):
     """``rule`` with its object-share limits (:data:`OBJECT_SHARE_LIMITS`) at least as loose as ``base_rule``'s (one
     the training images left unset takes the base's). A few training images put such range limits just past
     themselves: a fine-tune on 8 DSB images flagged many unseen DSB images its base did not, mostly for merged
-    or touching objects (a user pass, by hand). The other limits stay the fine-tune's own: with the base's
+    or touching objects (a user pass, by hand). The size limit too: trained at one size for the set, every
+    training image has the same size signal, and a limit just past it flagged a size setting moved by a tenth
+    (a trained size is as sure as the base's). The other limits stay the fine-tune's own: with the base's
     looser ones a vgg_cells fine-tune flagged far fewer of mbm's images (tried by hand)."""
     looser = {}
-    for limit in OBJECT_SHARE_LIMITS:
+    for limit in (*OBJECT_SHARE_LIMITS, "max_size_ratio"):
         mine, theirs = getattr(rule, limit), getattr(base_rule, limit)
         if theirs is not None:
             looser[limit] = theirs if mine is None else max(mine, theirs)
@@ -1301,6 +1303,8 @@ def finetune(
         card.extra = {**card.extra, "reference_diameter_px": float(reference_px)}
     if diameter:
         card.postprocess = {**card.postprocess, "nucleus_diameter_px": round(diameter, 2), "auto_nucleus_size": False}
+        # the size signal measures from the size learnt: every image resized alike, no longer a doubt on each
+        card.extra = {**card.extra, "trained_diameter_px": round(diameter, 2)}
         if kind == "density":
             # the centres (local maxima) at least a quarter of an object apart: the base's 3 px, on a map read at a
             # quarter of the image's size and enlarged back (100 px fat cells), found 1038 "centres" for 28 cells

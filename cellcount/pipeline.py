@@ -49,6 +49,7 @@ from .sizing import (
     needs_size_model,
     reference_diameter,
     resize_image,
+    trained_diameter,
     resize_maps,
 )
 
@@ -77,6 +78,9 @@ class Prediction:
     """With ``auto_nucleus_size``: the nucleus diameter estimated from the first pass."""
     reference_diameter_px: float = REFERENCE_DIAMETER_PX
     """The nucleus diameter the model was trained at (:data:`REFERENCE_DIAMETER_PX` or its card's)."""
+    trained_diameter_px: float | None = None
+    """A model fine-tuned at one size for its set: that size in the images' own pixels
+    (:func:`cellcount.sizing.trained_diameter`), which the quality flag's size signal is measured from."""
     quality_rule: QualityRule = field(default_factory=QualityRule)
     """The model's limits for the quality flag (its card's, calibrated on validation images)."""
     size_count: float | None = None
@@ -268,6 +272,7 @@ def predict(
         model_scale=scale,
         estimated_diameter_px=estimated,
         reference_diameter_px=reference_diameter(model.card),
+        trained_diameter_px=trained_diameter(model.card),
         quality_rule=QualityRule.from_card(model.card),
         card_mask_settings=resolve_params(model).values("mask") if model.output_kind != "density" else None,
         size_count=None if size is None else size.count,
@@ -324,7 +329,8 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
             prediction.memo["quality"] = (key, image_sig)
     signals = quality_signals(
         count=count, second_count=second_count, probability=probability, image_norm=prediction.image_norm,
-        diameter_px=diameter, reference_diameter_px=prediction.reference_diameter_px, size_at_limit=at_limit,
+        diameter_px=diameter, reference_diameter_px=prediction.trained_diameter_px or prediction.reference_diameter_px,
+        size_at_limit=at_limit,
         labels=labels, flip_disagreement=prediction.flip_disagreement, image_sig=image_sig,
         novelty=prediction.novelty,
     )

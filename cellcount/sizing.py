@@ -38,6 +38,15 @@ def reference_diameter(card) -> float:
     return float(card.extra.get("reference_diameter_px", REFERENCE_DIAMETER_PX))
 
 
+def trained_diameter(card) -> float | None:
+    """The object diameter (px, in the images' own pixels) a model fine-tuned at one size for its whole set
+    learnt from (its card's ``extra["trained_diameter_px"]``), or None. The quality flag's size signal is
+    measured from it: resized to the network's size by the same factor on every image, such a model sees that
+    resize as its normal, not as a reason to doubt a count."""
+    value = card.extra.get("trained_diameter_px")
+    return float(value) if value else None
+
+
 RESCALE_TOLERANCE = 1.25
 """Nuclei within this factor of the reference size are used as they are: training already showed every
 image at 0.6-1.6x its size (scale augmentation), and resampling blurs a little. This value and the

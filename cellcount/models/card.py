@@ -46,6 +46,7 @@ CARD_NUMBERS: dict[str, tuple[type, float, float]] = {
 EXTRA_NUMBERS: dict[str, tuple[type, float, float]] = {
     "fast_tile_size": (int, 16, 4096),
     "reference_diameter_px": (float, 2.0, 1000.0),
+    "trained_diameter_px": (float, 0.5, 100000.0),
 }
 """Numeric keys under ``extra`` that inference reads."""
 
