@@ -15,6 +15,33 @@ from .groundtruth import GroundTruth
 
 DEFAULT_REMOVE_RADIUS_PX = 5.0
 
+DISPLAY_SIDE_PX = 640
+"""Small images are enlarged (without smoothing) to about this size for clicking."""
+MAX_DISPLAY_SIDE_PX = 1400
+"""Larger images are sent shrunk to this long side: about twice what a page's column shows (a high-density
+screen), without sending megabytes of pixels on every click."""
+REMOVE_SCREEN_PX = 6.0
+"""A click this many screen pixels from a dot removes it, whatever the dot size in image pixels: on a large
+image shown shrunk, a few image pixels are one screen pixel, and a click that missed added a second dot."""
+
+
+def display_zoom(shape: tuple[int, int]) -> float:
+    """The zoom an image of ``shape`` is drawn at for clicking: a whole enlargement of small images (at most 8),
+    1, or a shrink below 1 for images larger than :data:`MAX_DISPLAY_SIDE_PX`. The page shows the picture no
+    wider than its column; clicks are mapped back through the size shown (:func:`display_to_image`)."""
+    side = max(shape[:2])
+    if side > MAX_DISPLAY_SIDE_PX:
+        return MAX_DISPLAY_SIDE_PX / side
+    return float(max(1, min(8, DISPLAY_SIDE_PX // max(side, 1))))
+
+
+def remove_radius(radius_px: float, *, display_width: float, image_width: int) -> float:
+    """The removal radius in image pixels of a click on an image ``image_width`` px wide shown ``display_width``
+    screen pixels wide: the dot size, or :data:`REMOVE_SCREEN_PX` screen pixels where that is more."""
+    if display_width <= 0:
+        return float(radius_px)
+    return max(float(radius_px), REMOVE_SCREEN_PX * image_width / display_width)
+
 
 def toggle_point(points: np.ndarray, row: float, col: float, *, shape: tuple[int, int],
                  remove_radius_px: float = DEFAULT_REMOVE_RADIUS_PX) -> np.ndarray:

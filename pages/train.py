@@ -43,7 +43,6 @@ UNDO = f"{P}__undo"  # image key -> earlier point arrays
 GUESSES = f"{P}__guesses"  # image key -> (model, its count) of each image shown for dotting
 FEW_DOTS = 0.5  # fewer dots than this share of a model's count (of at least MIN_GUESS cells): said before training
 MIN_GUESS = 10
-DISPLAY_SIDE_PX = 640  # small images are enlarged (without smoothing) to about this size for clicking
 POLL_S = 1.0
 STAGES = {"prepare": "Reading images and making targets", "train": "Training", "tune": "Re-tuning postprocessing",
           "evaluate": "Scoring the held-out images", "done": "Saving"}
@@ -244,8 +243,9 @@ def on_click(key: str, widget: str, shape: tuple[int, int], radius_px: float,
         return
     row, col = annotate.display_to_image(value["x"], value["y"], display_size=(value["width"], value["height"]),
                                          shape=shape)
-    set_points(key, annotate.toggle_point(points_of(key, initial), row, col, shape=shape,
-                                          remove_radius_px=radius_px), initial)
+    near = annotate.remove_radius(radius_px, display_width=value["width"], image_width=shape[1])
+    set_points(key, annotate.toggle_point(points_of(key, initial), row, col, shape=shape, remove_radius_px=near),
+               initial)
 
 
 def model_guess(key: str, data: bytes, image: np.ndarray) -> tuple[str, int] | None:
@@ -298,7 +298,7 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
         sh.show_error(err)
         return
     h, w = image.shape[:2]
-    zoom = max(1, min(8, DISPLAY_SIDE_PX // max(h, w)))
+    zoom = annotate.display_zoom((h, w))
     radius = st.slider("Dot size (px)", 2, 20, 4, key=f"{P}_dot_px", persist_state=sh.PERSIST,
                        help="Radius of the circles drawn, in image pixels; a click this close to a dot removes it.")
     pts = points_of(key, initial)
@@ -306,7 +306,9 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
     with left:
         streamlit_image_coordinates(
             viz.points_overlay(image, pts, zoom=zoom, radius_px=radius),
-            width=min(w * zoom, 900), key=f"{P}_click_{key}", cursor="crosshair",
+            # as wide as the column: a wider picture was cut off on the right, its cells left undotted (the
+            # component's "auto" shows the picture at its own size, however wide)
+            use_column_width="always", png_compression_level=1, key=f"{P}_click_{key}", cursor="crosshair",
             on_click=functools.partial(on_click, key, f"{P}_click_{key}", (h, w), float(radius), initial),
         )
     found = model_guess(key, data, image) if guess else None
@@ -321,7 +323,7 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
         sh.download_button("Points CSV", annotate.points_csv(pts), f"{sh.stem(name)}_points.csv", "text/csv",
                            key=f"{P}_points_csv", help="x,y per dot: reads back as this image's ground truth "
                            "here, on Evaluate and in `python -m cellcount.finetune`.")
-        st.caption(f"{w} × {h} px, shown {zoom}× enlarged." if zoom > 1 else f"{w} × {h} px.")
+        st.caption(f"{w} × {h} px, shown {zoom:g}× enlarged." if zoom > 1 else f"{w} × {h} px.")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellcount.annotate import display_to_image, points_csv, points_ground_truth, toggle_point
+from cellcount.annotate import (
+    display_to_image,
+    display_zoom,
+    points_csv,
+    points_ground_truth,
+    remove_radius,
+    toggle_point,
+)
 from cellcount.errors import ParameterError
 from cellcount.groundtruth import read_points_csv
 from cellcount.viz import points_overlay
@@ -45,3 +52,24 @@ def test_points_overlay_enlarges_and_marks_the_dots():
     out = points_overlay(img, np.array([[10.0, 15.0]]), zoom=3, radius_px=3)
     assert out.shape == (60, 90, 3) and out.dtype == np.uint8
     assert out.any() and not out[:, :20].any(), "only around the dot"
+
+
+def test_large_images_are_drawn_shrunk_and_small_ones_enlarged():
+    assert display_zoom((64, 64)) == 8 and display_zoom((300, 200)) == 2 and display_zoom((1000, 1400)) == 1
+    assert display_zoom((2800, 2000)) == 0.5
+    big = np.zeros((2800, 2000), np.uint8)
+    out = points_overlay(big, np.array([[2000.0, 1000.0]]), zoom=0.5, radius_px=4)
+    assert out.shape == (1400, 1000, 3)
+    ring = np.argwhere(out.any(axis=2))  # the dot's circle, at least 1/60 of the long side across: visible shrunk
+    assert abs(ring[:, 0].mean() - 1000) < 1.5 and abs(ring[:, 1].mean() - 500) < 1.5
+    assert ring[:, 0].max() - ring[:, 0].min() >= 2 * 1400 // 120
+    with pytest.raises(ValueError):
+        points_overlay(big, None, zoom=1.5)
+
+
+def test_a_click_a_few_screen_pixels_from_a_dot_removes_it_however_small_the_image_is_shown():
+    assert remove_radius(4, display_width=512, image_width=64) == 4  # enlarged: the dot size
+    assert remove_radius(4, display_width=700, image_width=2100) == pytest.approx(18)  # 3 image px per screen px
+    pts = np.array([[100.0, 100.0]])
+    near = remove_radius(4, display_width=700, image_width=2100)
+    assert toggle_point(pts, 110, 110, shape=(2100, 2100), remove_radius_px=near).shape == (0, 2)

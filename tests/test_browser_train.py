@@ -21,7 +21,7 @@ browser, page = tb.browser, tb.page
 _open, _uploader, _number, _set_number, sync_api = tb._open, tb._uploader, tb._number, tb._set_number, tb.sync_api
 
 pytestmark = pytest.mark.browser
-ZOOM = 8  # 64 px images are shown 8x enlarged (pages/train.py: DISPLAY_SIDE_PX // 64, at most 8)
+SIDE = 64  # the images' size; the page shows them as wide as its column
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +104,11 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
                 raise
     for n, (row, col) in enumerate([(10, 12), (40, 30), (52, 50)], start=1):
         _ready(picture)
-        picture.click(position={"x": col * ZOOM + 4, "y": row * ZOOM + 4})
+        zoom = picture.bounding_box()["width"] / SIDE  # screen pixels per image pixel
+        picture.click(position={"x": (col + 0.5) * zoom, "y": (row + 0.5) * zoom})
         sync_api.expect(_dotted(page)).to_have_text(str(n))
     _ready(picture)
-    picture.click(position={"x": 30 * ZOOM + 6, "y": 40 * ZOOM + 2})  # on the second dot
+    picture.click(position={"x": (30 + 0.8) * zoom, "y": (40 + 0.2) * zoom})  # on the second dot
     sync_api.expect(_dotted(page)).to_have_text("2")
     with page.expect_download() as info:
         page.get_by_role("button", name="Points CSV").click()
@@ -139,3 +140,28 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
     page.get_by_test_id("stSidebarNav").get_by_text("Models", exact=True).click()
     sync_api.expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible()
     sync_api.expect(page.get_by_role("table").filter(has_text="browser-cells").first).to_be_visible()
+
+
+def test_a_large_image_fits_its_column_and_every_part_can_be_dotted(page, server, tmp_path):
+    """A 1600 px wide image was drawn 900 px wide in a column of about 700: its right part could be neither seen
+    nor clicked, so its cells were taught as background."""
+    import numpy as np
+
+    path = tmp_path / "wide_field.png"
+    Image.fromarray(np.full((1200, 1600), 40, np.uint8)).save(path)
+    page.set_viewport_size({"width": 1024, "height": 768})
+    _open(page, f"{server}/train", "Train")
+    _uploader(page, "Images (or a zip)").set_input_files([str(path)])
+    frame = page.locator('iframe[title*="streamlit_image_coordinates"]')
+    picture = frame.content_frame.locator("#image")
+    sync_api.expect(picture).to_be_visible(timeout=60_000)
+    _ready(picture)
+    shown, box = picture.bounding_box(), frame.bounding_box()
+    assert shown["width"] <= box["width"] + 1 and shown["x"] + shown["width"] <= box["x"] + box["width"] + 1
+    picture.click(position={"x": shown["width"] - 2, "y": shown["height"] / 2})  # the right edge
+    sync_api.expect(_dotted(page)).to_have_text("1")
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Points CSV").click()
+    info.value.save_as(tmp_path / "p.csv")
+    x, y = pd.read_csv(tmp_path / "p.csv")[["x", "y"]].values[0]
+    assert x >= 1600 - 2 * 1600 / shown["width"] - 1 and abs(y - 600) <= 1600 / shown["width"] + 1

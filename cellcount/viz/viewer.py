@@ -303,23 +303,27 @@ def encode_jpeg(rgb: np.ndarray, *, quality: int = 92) -> bytes:
     return buf.tobytes()
 
 
-def points_overlay(image: np.ndarray, points: np.ndarray | None, *, zoom: int = 1, radius_px: float = 4.0,
+def points_overlay(image: np.ndarray, points: np.ndarray | None, *, zoom: float = 1, radius_px: float = 4.0,
                    color: RGB = GROUND_TRUTH_COLOR) -> np.ndarray:
-    """uint8 (H * zoom, W * zoom, 3) picture of ``image`` (contrast-stretched, enlarged ``zoom`` times without
-    smoothing) with each point (row, col) drawn as an open circle of ``radius_px`` image pixels and a centre
-    dot, for annotating by clicking."""
+    """uint8 (H * zoom, W * zoom, 3) picture of ``image`` (contrast-stretched; enlarged ``zoom`` times without
+    smoothing, a whole number, or shrunk by area for a zoom below 1) with each point (row, col) drawn as an open
+    circle of ``radius_px`` image pixels and a centre dot, for annotating by clicking. The circles are at least
+    1/60 of the picture's long side across, so that a shrunk picture's dots stay visible."""
     import cv2
 
-    if zoom < 1:
-        raise ValueError(f"zoom must be >= 1, got {zoom}")
+    if not 0 < zoom <= 64 or (zoom > 1 and zoom != int(zoom)):
+        raise ValueError(f"zoom must be a whole number >= 1 or within (0, 1), got {zoom}")
     rgb = display_image(image)
     if zoom > 1:
-        rgb = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
+        rgb = np.repeat(np.repeat(rgb, int(zoom), axis=0), int(zoom), axis=1)
+    elif zoom < 1:
+        h, w = rgb.shape[:2]
+        rgb = cv2.resize(rgb, (max(1, round(w * zoom)), max(1, round(h * zoom))), interpolation=cv2.INTER_AREA)
     out = np.ascontiguousarray(rgb, np.uint8).copy()
     if points is None:
         return out
-    r = max(int(round(radius_px * zoom)), 3)
-    width = max(1, zoom // 2)
+    r = max(int(round(radius_px * zoom)), 3, max(out.shape[:2]) // 120)
+    width = max(1, int(zoom) // 2)
     for row, col in np.asarray(points, np.float64).reshape(-1, 2):
         centre = (int((col + 0.5) * zoom), int((row + 0.5) * zoom))
         # a dark rim under the colour: the light dots alone were hard to see on pink H&E
