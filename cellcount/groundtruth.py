@@ -18,7 +18,7 @@ import struct
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 import numpy as np
@@ -575,6 +575,12 @@ def is_cellcount_counts(header: list[str]) -> bool:
     return "model" in header and any(c in header for c in _PREDICTION_COLUMNS)
 
 
+def is_cellcount_objects(header: list[str]) -> bool:
+    """A table header (lower-case) of cellcount's own object table (``count --objects``, the pages' objects
+    download): the model's objects, never the ground truth of its images."""
+    return "area_px" in header and "equivalent_diameter_px" in header and "label" in header
+
+
 def predicted_counts_message(name: str) -> str:
     return (f"{name} holds cellcount's own counts (its columns model, count_estimate, check_score), not ground truth: "
             "not used. If you corrected its counts by hand, keep only its file and count columns")
@@ -958,10 +964,20 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             i = header.index(column)
             values = sorted({row[i].strip() for row in rows if i < len(row)})
             if len(values) > 1:
+                where = ("" if column == "imagenumber" else
+                         "; or put it beside the images (a folder, or with them in an upload), where it is split by "
+                         "that column")
                 raise GroundTruthError(
                     f"{name}: the points of {len(values)} images ({column!r} column: {', '.join(values[:3])}"
                     f"{', ...' if len(values) > 3 else ''}): ground truth needs one table per image, named like it "
-                    "(img01_points.csv); split the table by that column")
+                    f"(img01_points.csv){where}")
+    return _points_truth(_coordinates(name, header, rows, cols, decimal_comma), name)
+
+
+def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tuple[int, int],
+                 decimal_comma: bool, row_numbers: Sequence[int] | None = None) -> np.ndarray:
+    """float64 (N, 2) of the ``cols`` (row, col) of ``rows``; a bad value names its data row (``row_numbers``:
+    each row's number in the file, default 1, 2, ...)."""
     points = np.zeros((len(rows), 2), dtype=np.float64)
     for k, row in enumerate(rows):
         for j, col in enumerate(cols):
@@ -969,11 +985,49 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             value = _number(cell, decimal_comma=decimal_comma)
             if not np.isfinite(value) or value < 0 or value > MAX_COORDINATE_PX:
                 raise GroundTruthError(
-                    f"{name}: data row {k + 1}: coordinate {header[col]!r} = {cell!r} is not a "
-                    "non-negative number"
+                    f"{name}: data row {row_numbers[k] if row_numbers else k + 1}: coordinate {header[col]!r} = "
+                    f"{cell!r} is not a non-negative number"
                 )
             points[k, j] = value
-    return _points_truth(points, name)
+    return points
+
+
+_POINT_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "file_name")
+"""Columns naming each point's image in a table of several images' points (QuPath's measurement export: Image)."""
+
+
+def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
+    """Split a table of several images' points by the column that names each point's image (``Image``,
+    ``image_name``, ``filename``, ``file``: QuPath's export of a project's detections, one table from Fiji or a
+    script): {casefolded stem of the image named -> its points}; None when the table has no such column or no
+    coordinate columns (another kind of table). Coordinates as :func:`read_points_csv` reads them; an image
+    with a row but no point (a blank coordinate) is not made up: such rows are refused like any bad value.
+
+    Raises
+    ------
+    GroundTruthError
+        A bad coordinate (the message names the line), unreadable file.
+    """
+    name, text = _read_csv_text(source)
+    header, rows = _csv_rows(name, text)
+    cols = _point_columns(header)
+    column = next((c for c in _POINT_IMAGE_COLUMNS if c in header), None)
+    if cols is None or column is None or is_cellcount_objects(header):
+        return None
+    i = header.index(column)
+    decimal_comma = _delimiter(text) == ";"
+    groups: dict[str, tuple[str, list[list[str]], list[int]]] = {}
+    for k, row in enumerate(rows, start=1):
+        value = row[i].strip() if i < len(row) else ""
+        if not value:
+            raise GroundTruthError(f"{name}: data row {k}: no image named in column {column!r}")
+        stem = PurePosixPath(value.replace("\\", "/")).stem.casefold()
+        spelled, members, numbers = groups.setdefault(stem, (value, [], []))
+        members.append(row)
+        numbers.append(k)
+    return {stem: _points_truth(_coordinates(name, header, members, cols, decimal_comma, numbers),
+                                f"{name} ({column} {spelled})")
+            for stem, (spelled, members, numbers) in groups.items()}
 
 
 def read_counts_csv(source: CsvSource) -> dict[str, int]:
@@ -1512,8 +1566,10 @@ def load_labelled_folder(
     point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
                     or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
                          or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
+    shared, shared_tables = _shared_point_tables(csv_files, files, on_error)
+    point_tables = [p for p in point_tables if p not in shared_tables]
     counts, counts_where, other_tables, disagree, as_written = _count_tables(
-        [p for p in csv_files if p not in point_tables])
+        [p for p in csv_files if p not in point_tables and p not in shared_tables])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
@@ -1527,7 +1583,18 @@ def load_labelled_folder(
     missing: list[Path] = []
     for image in sorted(images):
         stem = image.stem.casefold()  # the counts tables' keys are casefolded
-        if stem in disagree and (counts_only or image not in matches):
+        if image not in matches and stem in shared:  # points richer than a count: before the counts tables
+            try:
+                gt = shared[stem]
+                _check_points_inside(gt, image_shape(image))
+                _check_against_counts(gt, counts, stem)
+            except CellcountError as err:
+                if on_error is None:
+                    raise
+                on_error(image, str(err))
+                continue
+            out.append((image, GroundTruth(kind="count", count=gt.count, source=gt.source) if counts_only else gt))
+        elif stem in disagree and (counts_only or image not in matches):
             if on_error is None:
                 raise GroundTruthError(f"{image}: {counts_disagree(disagree[stem])}")
             on_error(image, counts_disagree(disagree[stem]))
@@ -1585,6 +1652,42 @@ def load_labelled_folder(
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
     _stray_rows_warning(counts_where, {p.stem.casefold() for p in images}, as_written)
     return _one_per_image_file(out, on_error)
+
+
+def _shared_point_tables(csv_files: list[Path], images: list[Path], on_error) -> tuple[dict[str, GroundTruth], set[Path]]:
+    """The tables of several images' points in a folder (:func:`read_points_by_image`) that are no one image's
+    table by their own name: (casefolded image stem -> points, the tables). A table naming an image in two
+    tables' rows is left to neither (which is right is the user's to say), with a warning."""
+    own = {p.stem.casefold() for p in images}
+    shared: dict[str, GroundTruth] = {}
+    tables: set[Path] = set()
+    clash: set[str] = set()
+    for path in csv_files:
+        if _gt_base(path)[0].casefold() in own:  # a_points.csv: image a's own table
+            continue
+        try:
+            split = read_points_by_image(path)
+        except GroundTruthError as err:
+            if on_error is None:
+                raise
+            logger.warning("%s", err)
+            tables.add(path)
+            continue
+        if not split or not set(split) & own:
+            continue
+        tables.add(path)
+        for stem, gt in split.items():
+            if stem in shared:
+                clash.add(stem)
+            shared.setdefault(stem, gt)
+        others = sorted(set(split) - own)
+        if others:
+            logger.warning("%s: the points of %d image(s) not in the folder (%s) are not used", path, len(others),
+                           listed(others, 5))
+    for stem in clash:
+        logger.warning("%s: points in two tables (%s and another); neither is used for it", stem, shared[stem].source)
+        del shared[stem]
+    return shared, tables
 
 
 def _stray_rows_warning(counts_where: dict[str, str], image_stems: set[str], as_written: dict[str, str]) -> None:

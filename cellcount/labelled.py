@@ -36,6 +36,7 @@ from .groundtruth import (
     read_geojson,
     read_imagej_rois,
     read_label_image,
+    read_points_by_image,
     read_points_csv,
 )
 from .io import (
@@ -409,9 +410,28 @@ def labelled_set(
     spelled: dict[str, str] = {}  # a row's name as the table spells it
     pool: list[_File] = []
     stray: list[str] = []
+    shared: dict[str, GroundTruth] = {}  # points from tables of several images' points (QuPath's Image column)
+    clash: set[str] = set()
     for f in gt_files:
         if not f.name.lower().endswith(TABLE_EXTENSIONS) or any(b.casefold() in image_stems for b, _ in _gt_bases(f.name)):
             pool.append(f)
+            continue
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # said on the page, not only in a log
+                warnings.simplefilter("always", DuplicatePointsWarning)
+                split = read_points_by_image(f.buffer())
+        except GroundTruthError as err:
+            out.skipped.append((f.name, str(err)))
+            continue
+        if split and set(split) & image_stems:
+            out.notes.extend(str(w.message) for w in caught if issubclass(w.category, DuplicatePointsWarning))
+            for stem, gt in split.items():
+                clash.update({stem} if stem in shared else set())
+                shared.setdefault(stem, gt)
+            others = sorted(set(split) - image_stems)
+            if others:
+                out.notes.append(f"{f.name}: the points of {len(others)} image(s) that were not uploaded "
+                                 f"({', '.join(others[:5])}{' …' if len(others) > 5 else ''}) are not used.")
             continue
         try:
             table = read_counts_csv(f.buffer())
@@ -438,9 +458,11 @@ def labelled_set(
     pairs, _, _ = pair_by_stem([i.name for i in image_files if not dsb[i.name]],
                                [n for n in by_name if n not in used])
     used.update(pairs.values())
+    for stem in clash:  # which table is right is the user's to say, not the upload order's
+        out.notes.append(f"{stem}: points in two tables ({shared.pop(stem).source} and another); neither is used.")
     for image in image_files:
         stem = PurePosixPath(image.name).stem.casefold()
-        if not dsb[image.name] and image.name not in pairs and stem not in counts:
+        if not dsb[image.name] and image.name not in pairs and stem not in counts and stem not in shared:
             out.unlabelled.append((image.name, image.data))
             continue
         try:
@@ -459,6 +481,8 @@ def labelled_set(
                         out.notes.append(str(w.message))
                     else:
                         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            elif stem in shared:  # points, richer than a count: before the counts tables
+                gt = _check_points(shared[stem], shape)
             elif stem in disagree:  # which one is right is the user's to say, not the upload order's
                 raise GroundTruthError(counts_disagree(disagree[stem]))
             else:

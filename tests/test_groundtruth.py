@@ -926,3 +926,44 @@ def test_a_counts_table_names_its_images_whatever_their_case(tmp_path: Path) -> 
     (tmp_path / "counts.csv").write_text("file,count\nIMG4.PNG,5\n")
     [(path, gt)] = load_labelled_folder(tmp_path)
     assert path.name == "img4.png" and gt.kind == "count" and gt.count == 5
+
+
+def test_a_table_of_several_images_points_is_split_by_its_image_column(tmp_path, caplog) -> None:
+    """QuPath's export of a project's detections (an Image column), one table from Fiji or a script: each image
+    gets its own rows, in a folder as in uploads; an image's own file wins, and points win over a count."""
+    from cellcount.groundtruth import read_points_by_image
+    from cellcount.labelled import labelled_set
+
+    for k in range(4):
+        _save_png(tmp_path / f"IMG{k}.png", np.full((40, 50), 10 * k, np.uint8))
+    table = "Image,Name,X,Y\nimg0.png,a,3,4\nimg0.png,b,10,12\nIMG1.PNG,c,5,5\nimg3.png,d,7,8\nimg9.png,e,1,1\n"
+    (tmp_path / "detections.csv").write_text(table)
+    (tmp_path / "IMG3_points.csv").write_text("x,y\n1,1\n2,2\n3,3\n")  # img3's own table
+    (tmp_path / "counts.csv").write_text("filename,count\nimg1.png,9\nimg2.png,6\n")
+    split = read_points_by_image(tmp_path / "detections.csv")
+    assert {k: v.points.tolist() for k, v in split.items()} == {
+        "img0": [[4, 3], [12, 10]], "img1": [[5, 5]], "img3": [[8, 7]], "img9": [[1, 1]]}
+    with caplog.at_level(logging.WARNING):
+        got = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"IMG0.png": ("points", 2), "IMG1.png": ("points", 1), "IMG2.png": ("count", 6),
+                   "IMG3.png": ("points", 3)}
+    assert "not in the folder (img9)" in caplog.text
+    uploads = [(p.name, p.read_bytes()) for p in sorted(tmp_path.glob("*.png"))]
+    found = labelled_set(uploads, [("detections.csv", table.encode())])
+    assert {n: (g.kind, g.count) for n, _, g in found.items} == {"IMG0.png": ("points", 2), "IMG1.png": ("points", 1),
+                                                                "IMG3.png": ("points", 1)}
+    assert any("not uploaded (img9)" in n for n in found.notes)
+    # a table naming one image's points twice (two tables), and a point outside its image, are not used silently
+    other = "file,x,y\nimg0.png,1,1\nimg1.png,60,5\n"
+    found = labelled_set(uploads, [("a.csv", table.encode()), ("b.csv", other.encode())])
+    assert "IMG0.png" not in {n for n, _, _ in found.items} and any("img0: points in two tables" in n for n in found.notes)
+    found = labelled_set(uploads, [("b.csv", other.encode())])
+    assert any("lie outside" in why for name, why in found.skipped if name == "IMG1.png")
+
+
+def test_cellcounts_own_object_table_is_never_ground_truth(tmp_path) -> None:
+    from cellcount.groundtruth import read_points_by_image
+
+    (tmp_path / "o.csv").write_text("file,label,area_px,centroid_row,centroid_col,equivalent_diameter_px\n"
+                                    "a.png,1,50,3.0,4.0,8.0\n")
+    assert read_points_by_image(tmp_path / "o.csv") is None
