@@ -81,6 +81,9 @@ class LabelledSet:
     notes : list of str
         What else the user should know: a counts table set aside because its images have label images,
         masks or dots (used instead), and counts that disagree with them.
+    truth_refused : list of (str, bytes)
+        Readable images whose ground truth was refused (its reason in ``skipped``): they may still be annotated
+        anew (the Train page's dots).
     """
 
     items: list[tuple[str, bytes, GroundTruth]] = field(default_factory=list)
@@ -89,6 +92,7 @@ class LabelledSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    truth_refused: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -465,6 +469,7 @@ def labelled_set(
         if not dsb[image.name] and image.name not in pairs and stem not in counts and stem not in shared:
             out.unlabelled.append((image.name, image.data))
             continue
+        shape = None
         try:
             shape = read_image(image.buffer()).shape
             if dsb[image.name]:
@@ -490,6 +495,8 @@ def labelled_set(
                 gt = GroundTruth(kind="count", count=n, source=table)
         except CellcountError as err:
             out.skipped.append((image.name, str(err)))
+            if shape is not None:  # the image is fine, its annotation is not
+                out.truth_refused.append((image.name, image.data))
             continue
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
@@ -524,6 +531,7 @@ def labelled_set(
     # table, and the same bootstrap interval over the images
     out.items.sort(key=lambda item: item[0])
     out.unlabelled.sort(key=lambda item: item[0])
+    out.truth_refused.sort(key=lambda item: item[0])
     _note_counts_tables(out, counts)
     return out
 

@@ -343,7 +343,7 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     if unused:  # the outlines teach more than dots: they are used, and the clicks said to be set aside (a tester)
         st.info(f"The dots you clicked on {', '.join(unused[:5])}{' …' if len(unused) > 5 else ''} are not used: "
                 "the outlines uploaded for it since are (they teach more than dots).")
-    for name, data in found.unlabelled:
+    for name, data in found.unlabelled + found.truth_refused:
         pts = clicked.get(image_key(name, data))
         if pts is not None and len(pts):
             items.append((name, data, annotate.points_ground_truth(pts, source=name)))
@@ -464,7 +464,8 @@ if found is None:
 
 candidates = [(n, d, gt.points if gt.kind == "points" else None) for n, d, gt in found.items
               if gt.kind in ("points", "count")]  # a count alone has no positions: dotted here, it gets them
-candidates += [(n, d, None) for n, d in found.unlabelled]
+# images whose annotation was refused (its reason shown above) may be dotted anew
+candidates += [(n, d, None) for n, d in found.unlabelled + found.truth_refused]
 candidates.sort(key=lambda c: c[0].casefold())  # by name, as a file browser lists them (a zip keeps any order)
 step = 2  # the sections are numbered as they appear
 if candidates:

@@ -560,3 +560,20 @@ def test_an_image_with_a_count_only_can_be_dotted_and_then_trains(tiny_models):
     at.run()
     assert any("1 annotated image(s)" in c.value for c in at.caption)
     assert not any("are not used" in i.value for i in at.info), "dots on a count-only image are used"
+
+
+def test_an_image_whose_points_file_is_refused_can_still_be_dotted(tiny_models):
+    """A points file with x and y swapped (outside the image) is refused with its reason; the image itself was
+    then gone from dotting, so the user had to remove the file to dot it (a tester)."""
+    images, _, points = _set(2)
+    first = sorted(points)[0]
+    h, w = 64, 64
+    bad = ("x,y\n" + f"{w + 10},{h + 20}\n").encode()
+    at = open_train(images, [(first.replace(".png", "_points.csv"), bad, "text/csv")])
+    assert any("lie outside" in e.value for e in [*at.warning, *at.error]), "the reason is shown"
+    [pick] = [s for s in at.selectbox if s.label == "Image to annotate"]
+    assert first in pick.options
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    at.session_state["train__points"] = {keys[first]: points[first]}
+    at.run()
+    assert any("1 annotated image(s)" in c.value for c in at.caption), "its dots are its annotation"
