@@ -106,17 +106,28 @@ def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, h
     return {"key": key, "on_change": _on_edit, "args": (prefix, name, model.name), "help": SCHEMA[name].explain}
 
 
+def _taking_in(prefix: str, model: cc.models.CountModel, name: str, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """A widget's range [lo, hi] widened to take in the stored value: a settings file (or `evaluate --tune`,
+    which tries larger values while they count better) may hold one beyond the usual range, and a widget
+    clamping it counted with another value than the file's on the pages that read their widgets."""
+    value = _to_widget(name, _stored(prefix, model, name))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        return lo, hi
+    kind = type(lo) if lo is not None else type(hi)
+    return (kind(min(lo, value)) if lo is not None else lo), (kind(max(hi, value)) if hi is not None else hi)
+
+
 # The widgets take label, range, step, format and help from the parameter schema (cellcount.params)
 def _slider(c: Any, prefix: str, model: Any, name: str) -> Any:
     spec = SCHEMA[name]
-    lo, hi = spec.ui_range
+    lo, hi = _taking_in(prefix, model, name, *spec.ui_range)
     b = _bind(prefix, model, name, lo, hi)
     return c.slider(spec.label, lo, hi, value=st.session_state[b["key"]], step=spec.step, format=spec.fmt, **b)
 
 
 def _number(c: Any, prefix: str, model: Any, name: str) -> Any:
     spec = SCHEMA[name]
-    lo, hi = spec.ui_range or (spec.kind(0 if spec.optional else spec.lo), None)
+    lo, hi = _taking_in(prefix, model, name, *(spec.ui_range or (spec.kind(0 if spec.optional else spec.lo), None)))
     b = _bind(prefix, model, name, lo, hi)
     return c.number_input(spec.label, value=st.session_state[b["key"]], min_value=lo, max_value=hi,
                           step=spec.step, format=spec.fmt, **b)

@@ -380,6 +380,32 @@ st.text(sh.resolve(m, out).count_source)
     assert at.text[0].value == "density"
 
 
+def test_a_loaded_value_beyond_a_sliders_range_is_the_value_counted():
+    """Opening radius 12 and a split distance of 60 from a settings file (past the sliders' 10 and 50): Evaluate and
+    Compare, which count with their drawn controls, clamped them and counted with 10 and 50 under "loaded from a
+    file" (65 nuclei where Count, Batch and the CLI counted 34). The control widens to show the value in use."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+from pages import _shared as sh
+m = cc.load_model("unet-mask")
+settings.put(m, {{"opening_radius_px": 12, "min_distance_px": 60, "split_mode": "distance", "min_area_px": 5}},
+             origin="file", detail="s.json")
+out = sh.params_ui(m, "evaluate")
+p = sh.resolve(m, out)
+st.text(f"{{p.opening_radius_px}} {{p.min_distance_px}} {{p.min_area_px}}")
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == "12 60 5"
+    sliders = {s.label: s for s in at.slider}
+    opening = next(s for label, s in sliders.items() if label.lower().startswith("opening"))
+    assert opening.value == 12 and opening.max >= 12
+
+
 def test_a_stale_channel_label_from_the_browser_is_not_a_choice():
     """After a channel was chosen on a 3-channel image, uploading another image made Streamlit send the old option's
     label ("channel 2 (blue)") to the widget's callback, which crashed the Count page (int('channel 2 (blue)'))
