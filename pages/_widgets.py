@@ -85,14 +85,21 @@ def _on_edit(prefix: str, name: str, model_name: str) -> None:
         # image (a 3-channel file replaced by another): not a choice the user made, and no channel number
         return
     value = _from_widget(name, raw)
+    try:
+        model = get_model(model_name)
+    except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the rerun picks another model
+        return
+    if name == "channel" and value is None and _stored(prefix, model, "channel") not in (
+            st.session_state.get(_key(prefix, "channel_shown"), ())):
+        # the control showed "all channels" because the channel chosen is not in this image (a 2-channel file
+        # after a 3-channel one), and the browser sent that back when the options changed: not a choice the user
+        # made; taken as one, it undid the choice for every later image (and Batch)
+        return
     local = _local(prefix)
     if local is not None:
         local[name] = value
     else:
-        try:
-            settings.edit(get_model(model_name), name, value)
-        except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the rerun picks another model
-            pass
+        settings.edit(model, name, value)
 
 
 def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None) -> dict[str, Any]:
@@ -172,6 +179,7 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
             notes = [*(["the first"] if v == 0 else []), *([names[v]] if v < len(names) else [])]
             return f"channel {v} ({', '.join(notes)})" if notes else f"channel {v}"
 
+        st.session_state[_key(prefix, "channel_shown")] = tuple(options)
         out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt))
     else:
         out["channel"] = _stored(prefix, model, "channel")  # unused for a single channel; kept as stored

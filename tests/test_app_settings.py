@@ -428,6 +428,31 @@ st.text(str(settings.values(m)["channel"]))
     assert at.text[0].value == "2"
 
 
+@pytest.mark.parametrize("shown,kept", [((-1, 0, 1), "2"), ((-1, 0, 1, 2), "None")])
+def test_all_channels_sent_back_for_an_image_without_the_chosen_channel_is_not_a_choice(shown, kept):
+    """Channel 2 chosen (a settings file), then a 2-channel image: its control shows "all channels", and the
+    browser sent that back as an edit when the options changed, which undid the choice for every later image
+    (17 nuclei in channel 2 of the next 3-channel image became 6 from the mean, flagged; Batch the same). Where the
+    channel was among the options, "all channels" is the user's choice."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+from pages import _widgets as w
+m = cc.load_model("classical-otsu")
+settings.edit(m, "channel", 2)
+st.session_state["count_channel_shown"] = {shown!r}
+st.session_state["count_channel"] = w.ALL_CHANNELS
+w._on_edit("count", "channel", m.name)
+st.text(str(settings.values(m)["channel"]))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == kept
+
+
 def test_the_settings_line_names_the_edited_settings():
     """On Batch and Evaluate the threshold sits in a folded panel: "edited (starting from the model card)" did not
     say that a threshold of 0.5 and the borders split were in use (a tester's pass)."""
