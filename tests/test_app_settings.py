@@ -453,6 +453,33 @@ st.text(str(settings.values(m)["channel"]))
     assert at.text[0].value == kept
 
 
+def test_a_one_channel_image_with_a_channel_chosen_is_flagged_on_count_as_in_batch():
+    """Count dropped the channel for a one-channel image, so its count was unflagged where Batch and the CLI flag
+    it ("channel 2 was chosen, but this image has only one channel"); one the image lacks among several is still
+    dropped (the control shows "all channels", which is what is counted)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import numpy as np
+import streamlit as st
+import cellcount as cc
+from pages import _image_ui as ui
+m = cc.load_model("classical-otsu")
+p = cc.resolve_params(m, {{"channel": 2}})
+gray = np.zeros((64, 64), np.uint8)
+gray[20:30, 20:30] = 200
+one = ui.for_image(p, gray)
+st.text(str(one.channel))
+st.text(str(ui.for_image(p, np.zeros((8, 8, 2), np.uint8)).channel))
+result = cc.postprocess(cc.predict(gray, m, one), one)
+st.text(" | ".join(result.quality.reasons))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.text[:2]] == ["2", "None"]
+    assert "channel 2 was chosen, but this image has only one channel" in at.text[2].value
+
+
 def test_the_settings_line_names_the_edited_settings():
     """On Batch and Evaluate the threshold sits in a folded panel: "edited (starting from the model card)" did not
     say that a threshold of 0.5 and the borders split were in use (a tester's pass)."""
