@@ -456,6 +456,7 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .io import list_image_files, split_ground_truth_files
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
+    from .models.backends import backend_note
     from .pipeline import resolve_params
 
     skipped: list[tuple[Path, str]] = []
@@ -481,6 +482,8 @@ def cmd_count(args: argparse.Namespace) -> int:
             args.labels_dir = None
         size_model = size_model_for(model, params)  # loaded once for the whole run
         backend = requested_backend(args.backend)
+        if note := backend_note(backend):
+            print(f"note: --backend {backend}: {note}", file=sys.stderr)
         files = list_image_files(args.paths, on_skip=warn)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)

@@ -230,7 +230,7 @@ def requested_backend() -> str:
 def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
     """The inference backend setting and what it runs with, and why (timings measured on first use)."""
     from cellcount.models.autotune import CHOICES
-    from cellcount.models.backends import available_backends
+    from cellcount.models.backends import available_backends, backend_note
 
     if not isinstance(model, cc.models.NetModel):
         st.caption("The classical baseline runs no network: no inference backend.")
@@ -252,6 +252,8 @@ def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
         show_error(err)
         return
     st.caption(f"{model.name} runs with **{name}**: {why}.")
+    if note := backend_note(current):
+        st.warning(f"{current}: {note}.", icon=":material/speed:")
 
 
 @st.cache_data(max_entries=2, ttl=CACHE_TTL_S, show_spinner=False)
