@@ -230,6 +230,8 @@ class BlockPart:
     n_rejected: dict[str, int] = field(default_factory=dict)
     quality: Quality | None = None
     """The block's quality verdict (:mod:`cellcount.quality`); the image's combines them."""
+    split_used: str | None = None
+    """With split mode "auto": the split this block got (:attr:`cellcount.pipeline.CountResult.split_used`)."""
 
 
 def grid(shape: tuple[int, int], block_px: int, overlap_px: int) -> tuple[tuple[Box, ...], tuple[Box, ...]]:
@@ -425,7 +427,8 @@ def count_block(plan: BlockPlan, index: int, model: CountModel, params: CountPar
             regions[name] = 0.0
     return BlockPart(index=index, count=len(objects), count_estimate=float(estimate), density_count=density_count,
                      objects=objects, regions=regions, seconds=time.perf_counter() - t0,
-                     model_scale=result.model_scale, n_rejected=dict(result.n_rejected), quality=result.quality)
+                     model_scale=result.model_scale, n_rejected=dict(result.n_rejected), quality=result.quality,
+                     split_used=result.split_used)
 
 
 def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountModel | str, output_kind: str,
@@ -459,6 +462,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         density_count=density_total if output_kind == "multihead" else None,
         min_distance_px=None if kind == "density" else block_params(plan, params).min_distance_px or None,
         quality=_noted(combine_quality([part.quality for part in parts]), plan.note),
+        split_used=_splits_used(parts),
     )
     rows = []
     for name, r0, c0, r1, c1 in plan.regions:
@@ -466,6 +470,18 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         rows.append({"region": name, "row0": r0, "col0": c0, "row1": r1, "col1": c1,
                      "count": round(value, 3) if by_density else int(value)})
     return result, pd.DataFrame(rows, columns=["region", "row0", "col0", "row1", "col1", "count"])
+
+
+def _splits_used(parts: Sequence[BlockPart]) -> str | None:
+    """The split the blocks got with split mode "auto": one name when they agree, else each with its blocks
+    ("mixed: borders 1, both 3": each block chooses for itself, as an image does)."""
+    used = [part.split_used for part in parts if part.split_used]
+    if not used:
+        return None
+    kinds = sorted(set(used))
+    if len(kinds) == 1:
+        return kinds[0]
+    return "mixed: " + ", ".join(f"{k} {used.count(k)}" for k in kinds)
 
 
 def _regions_inside(regions, shape: tuple[int, int]) -> tuple[list[tuple[str, int, int, int, int]], list[str]]:

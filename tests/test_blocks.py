@@ -167,6 +167,18 @@ def test_large_generated_tiff_has_its_count(tmp_path):
         write_large_tiff(tmp_path / "odd.tif", (1000, 512))
 
 
+def test_the_split_the_blocks_got_is_reported_as_a_whole_image_reports_it():
+    from cellcount.blocks import BlockPart, _splits_used
+
+    def part(i, used):
+        return BlockPart(index=i, count=0, count_estimate=0.0, density_count=None, objects=None, regions={},
+                         seconds=0.0, split_used=used)
+
+    assert _splits_used([part(0, "both"), part(1, "both")]) == "both"
+    assert _splits_used([part(0, "both"), part(1, "borders"), part(2, "both")]) == "mixed: borders 1, both 2"
+    assert _splits_used([part(0, None)]) is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["unet-mask", "unet-density"])
 def test_block_count_within_half_a_percent_of_the_in_memory_count(tmp_path, model_name):
