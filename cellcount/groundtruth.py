@@ -1581,28 +1581,25 @@ def load_labelled_folder(
     matches = match_ground_truth(images, gt_files)
     out: list[tuple[Path, GroundTruth]] = []
     missing: list[Path] = []
+    def annotation(image: Path, stem: str) -> GroundTruth:
+        """The image's own file, else its rows of a table of several images' points."""
+        if image in matches:
+            return read_ground_truth(matches[image], expected_shape=image_shape(image))
+        _check_points_inside(shared[stem], image_shape(image))
+        return shared[stem]
+
     for image in sorted(images):
         stem = image.stem.casefold()  # the counts tables' keys are casefolded
-        if image not in matches and stem in shared:  # points richer than a count: before the counts tables
-            try:
-                gt = shared[stem]
-                _check_points_inside(gt, image_shape(image))
-                _check_against_counts(gt, counts, stem)
-            except CellcountError as err:
-                if on_error is None:
-                    raise
-                on_error(image, str(err))
-                continue
-            out.append((image, GroundTruth(kind="count", count=gt.count, source=gt.source) if counts_only else gt))
-        elif stem in disagree and (counts_only or image not in matches):
+        annotated = image in matches or stem in shared  # richer than a count: used before the counts tables
+        if stem in disagree and (counts_only or not annotated):
             if on_error is None:
                 raise GroundTruthError(f"{image}: {counts_disagree(disagree[stem])}")
             on_error(image, counts_disagree(disagree[stem]))
-        elif stem in counts and (counts_only or image not in matches):
+        elif stem in counts and (counts_only or not annotated):
             out.append((image, GroundTruth(kind="count", count=counts[stem], source=counts_where[stem])))
-        elif image in matches:
+        elif annotated:
             try:
-                gt = read_ground_truth(matches[image], expected_shape=image_shape(image))
+                gt = annotation(image, stem)
                 _check_against_counts(gt, counts, stem)
             except CellcountError as err:
                 if on_error is None:
