@@ -49,8 +49,8 @@ from .sizing import (
     needs_size_model,
     reference_diameter,
     resize_image,
-    trained_diameter,
     resize_maps,
+    trained_diameter,
 )
 
 logger = logging.getLogger(__name__)
