@@ -16,10 +16,10 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -999,7 +999,8 @@ _POINT_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "file_name")
 def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     """Split a table of several images' points by the column that names each point's image (``Image``,
     ``image_name``, ``filename``, ``file``: QuPath's export of a project's detections, one table from Fiji or a
-    script): {casefolded stem of the image named -> its points}; None when the table has no such column or no
+    script): {:func:`name_key` of the image named, folders kept -> its points} (:func:`match_names` says which image
+    each names); None when the table has no such column or no
     coordinate columns (another kind of table). Coordinates as :func:`read_points_csv` reads them; an image
     with a row but no point (a blank coordinate) is not made up: such rows are refused like any bad value.
 
@@ -1021,13 +1022,48 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
         value = row[i].strip() if i < len(row) else ""
         if not value:
             raise GroundTruthError(f"{name}: data row {k}: no image named in column {column!r}")
-        stem = PurePosixPath(value.replace("\\", "/")).stem.casefold()
+        stem = name_key(value)
         spelled, members, numbers = groups.setdefault(stem, (value, [], []))
         members.append(row)
         numbers.append(k)
     return {stem: _points_truth(_coordinates(name, header, members, cols, decimal_comma, numbers),
                                 f"{name} ({column} {spelled})")
             for stem, (spelled, members, numbers) in groups.items()}
+
+
+def name_key(name: str) -> str:
+    """A file name as a table (or an upload, or a path under a folder) writes it -> the key images are matched by:
+    forward slashes, no leading ``./``, no image extension (``2023.05.12_s1`` keeps its dots), not casefolded
+    (:func:`match_names` compares casefolded)."""
+    n = name.strip().replace("\\", "/")
+    while n.startswith("./"):
+        n = n[2:]
+    p = PurePosixPath(n)
+    return str(p.with_suffix("")) if p.suffix.lower() in IMAGE_EXTENSIONS else n
+
+
+def match_names(keys: Iterable[str], images: Mapping[Any, str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Which image each of ``keys`` (:func:`name_key`) names, ``images`` mapping an image to its path (relative to
+    its folder, or its name in an upload): the one whose path without extension is the key, or ends with
+    ``/`` + the key, or is how the key ends (a table of full paths, as ``cellcount count`` writes them),
+    casefolded (``A01.png`` names ``plate1/A01.png``; ``plate2/A01.png`` and ``/data/plate2/A01.png`` only that one).
+    Returns (key -> image, key -> the images it could name when more than one: two plates' ``A01.png`` named
+    without their folder, which no count or point may be given to silently)."""
+    paths = {img: name_key(path).casefold() for img, path in images.items()}
+    by_last: dict[str, list[Any]] = {}
+    for img, path in paths.items():
+        by_last.setdefault(path.rsplit("/", 1)[-1], []).append(img)
+    found: dict[str, Any] = {}
+    ambiguous: dict[str, list[Any]] = {}
+    for key in keys:
+        k = key.casefold()
+        hits = [img for img in by_last.get(k.rsplit("/", 1)[-1], [])
+                if paths[img] == k or paths[img].endswith("/" + k) or k.endswith("/" + paths[img])]
+        if len(hits) == 1:
+            found[key] = hits[0]
+        elif hits:
+            ambiguous[key] = hits
+    return found, ambiguous
 
 
 def read_counts_csv(source: CsvSource) -> dict[str, int]:
@@ -1043,7 +1079,8 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
     Returns
     -------
     dict of str to int
-        Count per file stem (``'img01.png'`` and ``'sub/img01.tif'`` are both keyed ``'img01'``).
+        Count per file stem (``'img01.png'`` and ``'sub/img01.tif'`` are both keyed ``'img01'``; a name without
+        an image extension keeps its dots). :func:`read_counts_by_name` keeps the folders.
 
     Raises
     ------
@@ -1052,6 +1089,22 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
         or the same stem listed twice with different counts.
     """
     name, text = _read_csv_text(source)
+    counts: dict[str, int] = {}
+    for key, n in _counts_by_name(name, text).items():
+        stem = key.rsplit("/", 1)[-1]
+        if stem in counts and counts[stem] != n:
+            raise GroundTruthError(f"{name}: {stem!r} is listed twice with counts {counts[stem]} and {n}")
+        counts[stem] = n
+    return counts
+
+
+def read_counts_by_name(source: CsvSource) -> dict[str, int]:
+    """:func:`read_counts_csv`'s table keyed by each row's :func:`name_key` (folders kept: two plates' ``A01.png``
+    are two rows), for :func:`match_names`. Raises as it does, for one name listed twice with two counts."""
+    return _counts_by_name(*_read_csv_text(source))
+
+
+def _counts_by_name(name: str, text: str) -> dict[str, int]:
     header, rows = _csv_rows(name, text)
     decimal_comma = _delimiter(text) == ";"
     cols = _count_columns(header)
@@ -1074,10 +1127,10 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
             raise GroundTruthError(
                 f"{where}: count {cell!r} is not a whole number within [0, {MAX_GROUND_TRUTH_COUNT:,}]"
             )
-        stem = Path(filename.replace("\\", "/")).stem
-        if stem in counts and counts[stem] != int(value):
-            raise GroundTruthError(f"{where}: {stem!r} is listed twice with counts {counts[stem]} and {cell}")
-        counts[stem] = int(value)
+        key = name_key(filename)
+        if key in counts and counts[key] != int(value):
+            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}")
+        counts[key] = int(value)
     return counts
 
 
@@ -1299,8 +1352,9 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
     """Log the images left without ground truth and the ground truth left unused; an unused file named like an
     image of ``paired`` (``a_points.csv`` beside the ``a_labels.tif`` used for ``a.png``) is a second
     annotation, not one that "matches no image" (which would send the user renaming files named right)."""
-    if missing:
-        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), _names(missing))
+    if missing:  # by their paths in the folder: two plates' A01.png are two images
+        shown = listed([p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in missing])
+        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), shown)
     stems = {p.stem.casefold() for p in paired}
     second = [gt for gt in unused or [] if _gt_base(gt)[0].casefold() in stems]
     unused = [gt for gt in unused or [] if gt not in second]
@@ -1312,11 +1366,11 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
                        len(unused), _names(unused))
 
 
-def _check_against_counts(gt: GroundTruth, counts: dict[str, int], stem: str) -> None:
-    if stem in counts and counts[stem] != gt.count:
-        logger.warning(
-            "%s: %d objects in the ground truth but %d in the counts table", gt.source, gt.count, counts[stem]
-        )
+def _check_against_counts(gt: GroundTruth, listed: tuple[int, str] | int | None) -> None:
+    """Warn when a counts table (``listed``: its count, or (count, table)) says otherwise than ``gt``."""
+    n = listed[0] if isinstance(listed, tuple) else listed
+    if n is not None and n != gt.count:
+        logger.warning("%s: %d objects in the ground truth but %d in the counts table", gt.source, gt.count, n)
 
 
 def _folded_counts(path: Path) -> dict[str, int]:
@@ -1416,7 +1470,7 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
             )
         elif image in matches:
             gt = read_label_image(matches[image], expected_shape=image_shape(image))
-            _check_against_counts(gt, counts, stem)
+            _check_against_counts(gt, counts.get(stem))
             if counts_only:
                 gt = GroundTruth(kind="count", count=gt.count, source=gt.source)
             out.append((image, gt))
@@ -1459,10 +1513,10 @@ def counts_disagree(values: list[str]) -> str:
 def _count_tables(
     csv_files: list[Path],
 ) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]], dict[str, list[str]], dict[str, str]]:
-    """Merge every CSV with file-name and count columns; returns (counts, stem -> csv path, the header of
-    each CSV that has no such columns: named when nothing else gives ground truth, the stems two tables
-    count differently, with each value: left out of the counts, and each stem as a table spells it). Stems are
-    casefolded."""
+    """Merge every CSV with file-name and count columns; returns (counts, name -> csv path, the header of
+    each CSV that has no such columns: named when nothing else gives ground truth, the names two tables
+    count differently, with each value: left out of the counts, and each name as a table spells it). Names are
+    casefolded :func:`name_key`s (folders kept)."""
     counts: dict[str, int] = {}
     where: dict[str, str] = {}
     other: dict[Path, list[str]] = {}
@@ -1477,7 +1531,7 @@ def _count_tables(
         if is_cellcount_counts(header):  # a count written into the data folder: never its own ground truth
             logger.warning("%s", predicted_counts_message(str(path)))
             continue
-        for spelled, n in read_counts_csv(path).items():
+        for spelled, n in read_counts_by_name(path).items():
             stem = spelled.casefold()  # IMG4.PNG in a table names img4.png, as on Windows and macOS (and uploads)
             as_written.setdefault(stem, spelled)
             if stem in counts and counts[stem] != n:
@@ -1566,7 +1620,7 @@ def load_labelled_folder(
     point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
                     or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
                          or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
-    shared, shared_tables = _shared_point_tables(csv_files, files, on_error)
+    shared, shared_tables = _shared_point_tables(csv_files, files, root, on_error)
     point_tables = [p for p in point_tables if p not in shared_tables]
     counts, counts_where, other_tables, disagree, as_written = _count_tables(
         [p for p in csv_files if p not in point_tables and p not in shared_tables])
@@ -1581,26 +1635,36 @@ def load_labelled_folder(
     matches = match_ground_truth(images, gt_files)
     out: list[tuple[Path, GroundTruth]] = []
     missing: list[Path] = []
-    def annotation(image: Path, stem: str) -> GroundTruth:
+    relative = {p: p.relative_to(root).as_posix() for p in images}
+    shared_of, unsure = values_by_image(shared, relative, what="points")
+    count_of, unsure_counts = values_by_image({k: (n, counts_where[k]) for k, n in counts.items()}, relative,
+                                               what="a count")
+    disagree_of, unsure_disagree = values_by_image(disagree, relative, what="a count")
+    unsure = {**unsure_disagree, **unsure_counts, **unsure}
+
+    def annotation(image: Path) -> GroundTruth:
         """The image's own file, else its rows of a table of several images' points."""
         if image in matches:
             return read_ground_truth(matches[image], expected_shape=image_shape(image))
-        _check_points_inside(shared[stem], image_shape(image))
-        return shared[stem]
+        _check_points_inside(shared_of[image], image_shape(image))
+        return shared_of[image]
 
     for image in sorted(images):
-        stem = image.stem.casefold()  # the counts tables' keys are casefolded
-        annotated = image in matches or stem in shared  # richer than a count: used before the counts tables
-        if stem in disagree and (counts_only or not annotated):
+        annotated = image in matches or image in shared_of  # richer than a count: used before the counts tables
+        if image in unsure and not annotated:
             if on_error is None:
-                raise GroundTruthError(f"{image}: {counts_disagree(disagree[stem])}")
-            on_error(image, counts_disagree(disagree[stem]))
-        elif stem in counts and (counts_only or not annotated):
-            out.append((image, GroundTruth(kind="count", count=counts[stem], source=counts_where[stem])))
+                raise GroundTruthError(f"{image}: {unsure[image]}")
+            on_error(image, unsure[image])
+        elif image in disagree_of and (counts_only or not annotated):
+            if on_error is None:
+                raise GroundTruthError(f"{image}: {counts_disagree(disagree_of[image])}")
+            on_error(image, counts_disagree(disagree_of[image]))
+        elif image in count_of and (counts_only or not annotated):
+            out.append((image, GroundTruth(kind="count", count=count_of[image][0], source=count_of[image][1])))
         elif annotated:
             try:
-                gt = annotation(image, stem)
-                _check_against_counts(gt, counts, stem)
+                gt = annotation(image)
+                _check_against_counts(gt, count_of.get(image))
             except CellcountError as err:
                 if on_error is None:
                     raise
@@ -1647,15 +1711,39 @@ def load_labelled_folder(
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
-    _stray_rows_warning(counts_where, {p.stem.casefold() for p in images}, as_written)
+    found, ambiguous = match_names(counts_where, relative)
+    _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
     return _one_per_image_file(out, on_error)
 
 
-def _shared_point_tables(csv_files: list[Path], images: list[Path], on_error) -> tuple[dict[str, GroundTruth], set[Path]]:
+def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], what: str = ""
+                     ) -> tuple[dict[Path, Any], dict[Path, str]]:
+    """``values`` keyed by the names tables give (:func:`name_key`) -> (image -> value, image -> why none is given
+    to it: a name that could be several images', two plates' ``A01.png`` named without their folder)."""
+    found, ambiguous = match_names(values, relative)
+    out: dict[Path, Any] = {}
+    unsure: dict[Path, str] = {}
+    for key, img in found.items():
+        if img in out and out[img] != values[key]:  # "A01.png" and "plate1/A01.png", two counts for one image
+            unsure[img] = f"the tables give {what} for it twice, differently ({key!r} among them): not used"
+        out.setdefault(img, values[key])
+    for img in unsure:
+        out.pop(img, None)
+    for key, imgs in ambiguous.items():
+        names = ", ".join(relative[i] for i in imgs[:4]) + (" ..." if len(imgs) > 4 else "")
+        for img in imgs:
+            unsure.setdefault(img, f"a table gives {what} for {key!r}, which names {len(imgs)} images ({names}): "
+                                   "not used; name each row's image with its folder (plate1/A01.png)")
+    return out, unsure
+
+
+def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path,
+                         on_error) -> tuple[dict[str, GroundTruth], set[Path]]:
     """The tables of several images' points in a folder (:func:`read_points_by_image`) that are no one image's
-    table by their own name: (casefolded image stem -> points, the tables). A table naming an image in two
-    tables' rows is left to neither (which is right is the user's to say), with a warning."""
-    own = {p.stem.casefold() for p in images}
+    table by their own name: (casefolded name of the image in the table -> points, the tables). A name in two
+    tables is left to neither (which is right is the user's to say), with a warning."""
+    own = {p.stem.casefold() for p in files}
+    relative = {p: p.relative_to(root).as_posix() for p in files}
     shared: dict[str, GroundTruth] = {}
     tables: set[Path] = set()
     clash: set[str] = set()
@@ -1670,14 +1758,17 @@ def _shared_point_tables(csv_files: list[Path], images: list[Path], on_error) ->
             logger.warning("%s", err)
             tables.add(path)
             continue
-        if not split or not set(split) & own:
+        if not split:
+            continue
+        found, ambiguous = match_names(split, relative)
+        if not found and not ambiguous:
             continue
         tables.add(path)
-        for stem, gt in split.items():
-            if stem in shared:
-                clash.add(stem)
-            shared.setdefault(stem, gt)
-        others = sorted(set(split) - own)
+        for key, gt in split.items():
+            if key.casefold() in shared:
+                clash.add(key.casefold())
+            shared.setdefault(key.casefold(), gt)
+        others = sorted(k for k in split if k not in found and k not in ambiguous)
         if others:
             logger.warning("%s: the points of %d image(s) not in the folder (%s) are not used", path, len(others),
                            listed(others, 5))
@@ -1687,13 +1778,12 @@ def _shared_point_tables(csv_files: list[Path], images: list[Path], on_error) ->
     return shared, tables
 
 
-def _stray_rows_warning(counts_where: dict[str, str], image_stems: set[str], as_written: dict[str, str]) -> None:
-    """Log the rows of counts tables that name no image of the folder (as the app's notes say them, spelled as the
-    table spells them), so a typo in a name does not pass unseen."""
+def _stray_rows_warning(stray: dict[str, str], as_written: dict[str, str]) -> None:
+    """Log the rows of counts tables that name no image of the folder (``stray``: name -> table; as the app's
+    notes say them, spelled as the table spells them), so a typo in a name does not pass unseen."""
     by_table: dict[str, list[str]] = {}
-    for stem, table in counts_where.items():
-        if stem not in image_stems:
-            by_table.setdefault(table, []).append(as_written.get(stem, stem))
+    for stem, table in stray.items():
+        by_table.setdefault(table, []).append(as_written.get(stem, stem))
     for table, stems in by_table.items():
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
         logger.warning("%d row%s of %s match%s no image in the folder (%s): %s not used", len(stems),

@@ -29,15 +29,17 @@ from .groundtruth import (
     counts_disagree,
     holds_only_specks,
     is_roi_set,
+    match_names,
     one_per_image,
     read_cellcounter_xml,
-    read_counts_csv,
+    read_counts_by_name,
     read_dot_image,
     read_geojson,
     read_imagej_rois,
     read_label_image,
     read_points_by_image,
     read_points_csv,
+    values_by_image,
 )
 from .io import (
     DOT_DIRS,
@@ -409,6 +411,7 @@ def labelled_set(
 
     # CSVs that share an image's stem are point tables; the others are tables of counts per image
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
+    uploaded = {f.name: f.name for f in image_files}  # names in tables are matched to these (match_names)
     counts: dict[str, tuple[int, str]] = {}
     disagree: dict[str, list[str]] = {}  # an image two tables give different counts: "10 (a.csv)", "99 (b.csv)"
     spelled: dict[str, str] = {}  # a row's name as the table spells it
@@ -427,18 +430,19 @@ def labelled_set(
         except GroundTruthError as err:
             out.skipped.append((f.name, str(err)))
             continue
-        if split and set(split) & image_stems:
+        found, ambiguous = match_names(split or {}, uploaded)
+        if found or ambiguous:
             out.notes.extend(str(w.message) for w in caught if issubclass(w.category, DuplicatePointsWarning))
-            for stem, gt in split.items():
-                clash.update({stem} if stem in shared else set())
-                shared.setdefault(stem, gt)
-            others = sorted(set(split) - image_stems)
+            for key, gt in split.items():
+                clash.update({key.casefold()} if key.casefold() in shared else set())
+                shared.setdefault(key.casefold(), gt)
+            others = sorted(k for k in split if k not in found and k not in ambiguous)
             if others:
                 out.notes.append(f"{f.name}: the points of {len(others)} image(s) that were not uploaded "
                                  f"({', '.join(others[:5])}{' …' if len(others) > 5 else ''}) are not used.")
             continue
         try:
-            table = read_counts_csv(f.buffer())
+            table = read_counts_by_name(f.buffer())
         except GroundTruthError as err:
             try:  # a point table of an image that was not uploaded: unused, not broken
                 read_points_csv(f.buffer())
@@ -464,9 +468,14 @@ def labelled_set(
     used.update(pairs.values())
     for stem in clash:  # which table is right is the user's to say, not the upload order's
         out.notes.append(f"{stem}: points in two tables ({shared.pop(stem).source} and another); neither is used.")
+    shared_of, unsure = values_by_image(shared, uploaded, what="points")
+    count_of, unsure_counts = values_by_image(counts, uploaded, what="a count")
+    disagree_of, unsure_disagree = values_by_image(disagree, uploaded, what="a count")
+    unsure = {**unsure_disagree, **unsure_counts, **unsure}
     for image in image_files:
-        stem = PurePosixPath(image.name).stem.casefold()
-        if not dsb[image.name] and image.name not in pairs and stem not in counts and stem not in shared:
+        name = image.name
+        if not (dsb[name] or name in pairs or name in count_of or name in shared_of or name in disagree_of
+                or name in unsure):
             out.unlabelled.append((image.name, image.data))
             continue
         shape = None
@@ -486,12 +495,14 @@ def labelled_set(
                         out.notes.append(str(w.message))
                     else:
                         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            elif stem in shared:  # points, richer than a count: before the counts tables
-                gt = _check_points(shared[stem], shape)
-            elif stem in disagree:  # which one is right is the user's to say, not the upload order's
-                raise GroundTruthError(counts_disagree(disagree[stem]))
+            elif name in shared_of:  # points, richer than a count: before the counts tables
+                gt = _check_points(shared_of[name], shape)
+            elif name in unsure:  # a name in a table that could be several images' (two plates' A01.png)
+                raise GroundTruthError(unsure[name])
+            elif name in disagree_of:  # which one is right is the user's to say, not the upload order's
+                raise GroundTruthError(counts_disagree(disagree_of[name]))
             else:
-                n, table = counts[stem]
+                n, table = count_of[name]
                 gt = GroundTruth(kind="count", count=n, source=table)
         except CellcountError as err:
             out.skipped.append((image.name, str(err)))
@@ -502,8 +513,9 @@ def labelled_set(
     out.unused = [n for n in by_name if n not in used] + stray
     # rows of a counts table that name no uploaded image: said, so a typo in a name does not pass unseen
     by_table: dict[str, list[str]] = {}
+    named, ambiguous = match_names(counts, uploaded)
     for stem, (_, table) in counts.items():
-        if stem not in image_stems:
+        if stem not in named and stem not in ambiguous:
             by_table.setdefault(table, []).append(spelled.get(stem, stem))
     for table, stems in by_table.items():
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
@@ -532,7 +544,7 @@ def labelled_set(
     out.items.sort(key=lambda item: item[0])
     out.unlabelled.sort(key=lambda item: item[0])
     out.truth_refused.sort(key=lambda item: item[0])
-    _note_counts_tables(out, counts)
+    _note_counts_tables(out, count_of)
     return out
 
 
@@ -560,7 +572,7 @@ def _note_counts_tables(out: LabelledSet, counts: dict[str, tuple[int, str]]) ->
     superseded: dict[str, int] = {}
     disagree: list[str] = []
     for name, _, gt in out.items:
-        row = counts.get(PurePosixPath(name).stem.casefold())
+        row = counts.get(name)
         if row is None or gt.kind == "count":
             continue
         superseded[row[1]] = superseded.get(row[1], 0) + 1

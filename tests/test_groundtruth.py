@@ -942,7 +942,7 @@ def test_a_table_of_several_images_points_is_split_by_its_image_column(tmp_path,
     (tmp_path / "counts.csv").write_text("filename,count\nimg1.png,9\nimg2.png,6\n")
     split = read_points_by_image(tmp_path / "detections.csv")
     assert {k: v.points.tolist() for k, v in split.items()} == {
-        "img0": [[4, 3], [12, 10]], "img1": [[5, 5]], "img3": [[8, 7]], "img9": [[1, 1]]}
+        "img0": [[4, 3], [12, 10]], "IMG1": [[5, 5]], "img3": [[8, 7]], "img9": [[1, 1]]}  # as the table spells it
     with caplog.at_level(logging.WARNING):
         got = {p.name: (gt.kind, gt.count) for p, gt in load_labelled_folder(tmp_path)}
     assert got == {"IMG0.png": ("points", 2), "IMG1.png": ("points", 1), "IMG2.png": ("count", 6),
@@ -967,3 +967,52 @@ def test_cellcounts_own_object_table_is_never_ground_truth(tmp_path) -> None:
     (tmp_path / "o.csv").write_text("file,label,area_px,centroid_row,centroid_col,equivalent_diameter_px\n"
                                     "a.png,1,50,3.0,4.0,8.0\n")
     assert read_points_by_image(tmp_path / "o.csv") is None
+
+
+def test_tables_name_images_with_their_folders(tmp_path, caplog) -> None:
+    """Two plates' A01.png: a table naming each with its folder gives each its own truth (a points table keyed by
+    the file's stem gave both plates' points to both, 63 for 27 and 36, silently); a row naming only one gives the
+    other none (it took the same count); a name without its folder, where two images have it, is refused; a name
+    with dots and no extension keeps them; a table of full paths (cellcount's own, corrected by hand) matches."""
+    from cellcount.labelled import labelled_set
+
+    for plate, v in (("plate1", 1), ("plate2", 2)):
+        _save_png(tmp_path / plate / "A01.png", np.full((30, 30), v, np.uint8))
+    _save_png(tmp_path / "plate2" / "2023.05.12_s1.png", np.full((30, 30), 9, np.uint8))
+    points = "Image,x,y\nplate1/A01.png,1,1\nplate2/A01.png,2,2\nplate2/A01.png,3,3\nplate2/A01.png,4,4\n"
+    (tmp_path / "all_points.csv").write_text(points)
+    (tmp_path / "counts.csv").write_text(f"file,count\n{tmp_path}/plate2/2023.05.12_s1,5\n")
+    got = {p.relative_to(tmp_path).as_posix(): (gt.kind, gt.count) for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"plate1/A01.png": ("points", 1), "plate2/A01.png": ("points", 3),
+                   "plate2/2023.05.12_s1.png": ("count", 5)}
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "plates.zip", "w") as z:  # an upload keeps folders in a zip only
+        for p in sorted(tmp_path.rglob("*.png")):
+            z.write(p, p.relative_to(tmp_path).as_posix())
+    uploads = [("plates.zip", (tmp_path / "plates.zip").read_bytes())]
+    (tmp_path / "plates.zip").unlink()
+    found = labelled_set(uploads, [("all_points.csv", points.encode())])
+    assert {n: g.count for n, _, g in found.items} == {"plate1/A01.png": 1, "plate2/A01.png": 3}
+
+    (tmp_path / "all_points.csv").unlink()
+    (tmp_path / "counts.csv").write_text("filename,count\nplate1/A01.png,27\n2023.05.12_s1,4\n")
+    with caplog.at_level(logging.WARNING):
+        got = {p.relative_to(tmp_path).as_posix(): gt.count for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"plate1/A01.png": 27, "plate2/2023.05.12_s1.png": 4}
+    assert "plate2/A01.png" in caplog.text and "without ground truth" in caplog.text
+    both = "filename,count\nplate1/A01.png,27\nplate2/A01.png,36\n"
+    (tmp_path / "counts.csv").write_text(both)  # both rows, each with its folder: no longer refused as a repeat
+    got = {p.relative_to(tmp_path).as_posix(): gt.count for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"plate1/A01.png": 27, "plate2/A01.png": 36}
+    found = labelled_set(uploads, [("counts.csv", both.encode())])
+    assert {n: g.count for n, _, g in found.items} == {"plate1/A01.png": 27, "plate2/A01.png": 36}
+
+    bare = "filename,count\nA01.png,27\n"
+    (tmp_path / "counts.csv").write_text(bare)
+    reasons: dict[str, str] = {}
+    with pytest.raises(GroundTruthError, match="no image with usable ground truth"):
+        load_labelled_folder(tmp_path, on_error=lambda image, why: reasons.setdefault(image.parent.name, why))
+    assert set(reasons) == {"plate1", "plate2"} and "names 2 images" in reasons["plate1"]
+    found = labelled_set(uploads, [("counts.csv", bare.encode())])
+    assert not found.items and any("names 2 images" in why for _, why in found.skipped)
