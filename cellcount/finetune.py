@@ -1088,7 +1088,7 @@ def finetune(
         predict_pairs,
         tune_params,
     )
-    from .io import read_image_planes
+    from .io import pixel_digest, read_image_planes
     from .metrics import paired_mae_difference
     from .models import load_model, save_model, size_model_for
     from .models.base import NetModel
@@ -1495,7 +1495,8 @@ def finetune(
                  "left_out": [t.replace(f"{Path(data)}{os.sep}", "") if isinstance(data, (str, Path)) else t
                               for t in skipped],
                  # by content too: a training image met again under another name (Evaluate, Compare) is recognised
-                 "train_sha256": [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx]},
+                 "train_sha256": [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx],
+                 "train_pixel_sha256": [pixel_digest(images[i]) for i in train_idx]},
         "steps": n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": size, "background": background,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
@@ -1509,6 +1510,7 @@ def finetune(
         "keep_worse": keep_worse,
         # what the base had learnt from (its own training images, and its base's): recognised by content too
         "train_sha256": sorted(model.card.training_digests()),
+        "train_pixel_sha256": sorted(model.card.training_pixel_digests()),
     }
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     **({"holdout_base_weights_new_settings": settings_only} if settings_only else {}),

@@ -377,10 +377,13 @@ def train(cfg: dict[str, Any], *, resume: bool = False) -> Path:
     }
     # every real image the weights learnt from, here and before init.from (generated ones have no file)
     seen = {it.file_sha256 for it in train_items if it.file_sha256}
+    seen_pixels = {it.pixel_sha256 for it in train_items if getattr(it, "pixel_sha256", None)}
     if init_info:
         seen |= set(init_info.pop("train_sha256", []))
+        seen_pixels |= set(init_info.pop("train_pixel_sha256", []))
         card.training["init_from"] = init_info
     card.training["train_sha256"] = sorted(seen)
+    card.training["train_pixel_sha256"] = sorted(seen_pixels)
     card.metrics = {"validation": {k: v for k, v in (best or {}).items() if k != "step"},
                     "validation_note": "full DSB validation images, the config's postprocessing (not tuned); "
                     + ("final weights" if tr["select"] == "last" else "checkpoint chosen by validation MAE")}
@@ -570,7 +573,8 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
     return {"folder": str(folder), "sha256": src.card.sha256, "steps": src.card.training.get("steps"),
             "config": src.card.training.get("config"), "output_channels_added": bool(grown), "output_channels_src": n_src,
             "fresh_parameters": sorted(k for k, _ in net.named_parameters() if k not in state),
-            "train_sha256": sorted(src.card.training_digests())}  # moved to the new card's own list
+            "train_sha256": sorted(src.card.training_digests()),  # moved to the new card's own lists
+            "train_pixel_sha256": sorted(src.card.training_pixel_digests())}
 
 
 def build_parser() -> argparse.ArgumentParser:

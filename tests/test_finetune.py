@@ -198,6 +198,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert card.trained_on([(f"renamed_{i}.png", b) for i, b in enumerate(train_bytes)]) == [
         f"renamed_{i}.png" for i in range(len(train_bytes))]
     assert card.trained_on([(f, (data / f).read_bytes()) for f in res.holdout_files]) == []
+    assert len(card.training["data"]["train_pixel_sha256"]) == len(res.train_files), "re-saved, too"
     assert card.training["train_sha256"] == ["b" * 64], "the base's training images stay recognised"
     if kind == "density":  # the count gain is said in plain words, and said loudly when it is large
         from cellcount.finetune import GAIN_NOTE

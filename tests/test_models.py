@@ -278,6 +278,38 @@ def test_a_card_is_strict_json_even_with_undefined_figures(tmp_path):
     assert read_card(tmp_path).metrics["holdout_after"]["mae_ci_low"] is None
 
 
+def test_a_training_image_saved_again_is_recognised_by_its_pixels():
+    """A tester's DSB training images re-saved (RGB without alpha, one-channel TIFF, grayscale PNG) were scored as
+    unseen images: the card's file hashes change with any save, its pixel digests do not."""
+    import io
+
+    import tifffile
+    from PIL import Image
+
+    from cellcount.io import pixel_digest
+    from cellcount.models.card import ModelCard
+
+    gray = (np.random.default_rng(0).random((24, 32)) * 255).astype(np.uint8)
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+
+    def png(arr):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+    tif = io.BytesIO()
+    tifffile.imwrite(tif, gray)
+    original = png(rgba)
+    card = ModelCard(name="m", architecture="unet", output_kind="mask", training={
+        "train_sha256": [hashlib.sha256(original).hexdigest()], "train_pixel_sha256": [pixel_digest(original)]})
+    other = png(np.flipud(gray).copy())
+    saved_again = [("rgb.png", png(rgba[..., :3])), ("one.tif", tif.getvalue()), ("gray.png", png(gray))]
+    assert card.trained_on([("a.png", original), *saved_again, ("flipped.png", other)]) == [
+        "a.png", "rgb.png", "one.tif", "gray.png"]
+    shipped = load_model("unet-mask").card
+    assert len(shipped.training_pixel_digests()) == len(shipped.training_digests()) > 0
+
+
 def test_a_card_recognises_its_training_images_by_content_or_by_name():
     from cellcount.models.card import ModelCard
 
@@ -316,6 +348,7 @@ def test_every_shipped_card_lists_the_dsb_images_it_learnt_from(tmp_path):
         digests = model_card(name).training_digests()
         if name != "classical-otsu":
             assert len(digests) == 424 and all(len(d) == 64 for d in digests), name
+            assert len(model_card(name).training_pixel_digests()) == 424, f"{name}: saved again, too"
     # the script that filled them picks exactly the files the card's split rule trains on
     spec = importlib.util.spec_from_file_location("card_train_digests", "scripts/card_train_digests.py")
     script = importlib.util.module_from_spec(spec)
@@ -331,12 +364,11 @@ def test_every_shipped_card_lists_the_dsb_images_it_learnt_from(tmp_path):
         lab[2:5, 2:5] = 1
         Image.fromarray(lab).save(tmp_path / "labels" / n)
     rule = {"rule": "sha1('0:'+filename) % 10000 < 0.2 * 10000 -> validation", "val_files": []}
-    want = sorted(hashlib.sha256((tmp_path / "images" / n).read_bytes()).hexdigest() for n in names
-                  if dsb_part(n, 0.2, 0) == "train")
+    want = sorted(n for n in names if dsb_part(n, 0.2, 0) == "train")
     assert 0 < len(want) < len(names)
-    assert script.training_digests(tmp_path, rule) == want
+    assert sorted(p.name for p in script.training_files(tmp_path, rule)) == want
     with pytest.raises(SystemExit, match="held-out"):
-        script.training_digests(tmp_path, {**rule, "val_files": [n for n in names if dsb_part(n, 0.2, 0) == "train"]})
+        script.training_files(tmp_path, {**rule, "val_files": [n for n in names if dsb_part(n, 0.2, 0) == "train"]})
 
 
 def test_a_model_name_in_other_case_is_suggested():

@@ -12,7 +12,7 @@ import os
 import struct
 import threading
 import warnings
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import tifffile
@@ -674,3 +674,22 @@ def image_shape(source: str | os.PathLike) -> tuple[int, int]:
         if isinstance(err, FileNotFoundError):
             raise
         raise ImageReadError(f"{name}: cannot read image header: {err}") from err
+
+
+def pixel_digest(source: Any) -> str | None:
+    """sha256 of an image's pixels in one form (its one channel, or the mean of its colour channels where they
+    differ; alpha left out; whole values), or None when it cannot be read. A file's own sha256 changes with any
+    save: the same image saved again as grayscale, as RGB without alpha or as TIFF keeps this digest, so a model's
+    training image is recognised in the user's folder (a tester's re-saved DSB images were scored as unseen)."""
+    import hashlib
+
+    try:
+        arr = np.asarray(source) if isinstance(source, np.ndarray) else read_image(source)
+    except Exception:  # noqa: BLE001 - anything unreadable simply has no digest
+        return None
+    if arr.ndim == 3:
+        colour = arr[..., : min(3, arr.shape[2])]
+        same = all(np.array_equal(colour[..., 0], colour[..., k]) for k in range(1, colour.shape[2]))
+        arr = colour[..., 0] if same else colour.astype(np.float64).mean(axis=2)
+    whole = np.rint(np.nan_to_num(arr.astype(np.float64))).astype(np.int64)
+    return hashlib.sha256(np.asarray(whole.shape, np.int64).tobytes() + whole.tobytes()).hexdigest()

@@ -104,17 +104,38 @@ class ModelCard:
         own = data.get("train_sha256") if isinstance(data, dict) else None
         return set(own or []) | set(self.training.get("train_sha256") or [])
 
+    def training_pixel_digests(self) -> set[str]:
+        """:func:`cellcount.io.pixel_digest` of the images this model's weights learnt from, as far as its card
+        records them (``training.data.train_pixel_sha256``, ``training.train_pixel_sha256``): the same images
+        saved again in another form."""
+        if not isinstance(self.training, dict):
+            return set()
+        data = self.training.get("data")
+        own = data.get("train_pixel_sha256") if isinstance(data, dict) else None
+        return set(own or []) | set(self.training.get("train_pixel_sha256") or [])
+
     def trained_on(self, images: Iterable[tuple[str, bytes | None]]) -> list[str]:
         """Names of ``images`` ((name, encoded bytes or None) pairs) that this model learnt from: by content
-        where the card lists its training images' sha256 and the bytes are given, else by the file names a
+        where the card lists its training images' sha256 and the bytes are given (the file's, else its pixels'
+        where the card lists those: :meth:`training_pixel_digests`), else by the file names a
         fine-tune's card lists. A model's error on its own training images says little about new ones. Empty
         when the card records neither."""
-        digests = self.training_digests()
+        digests, pixels = self.training_digests(), self.training_pixel_digests()
         data = self.training.get("data") if isinstance(self.training, dict) else None
         files = {Path(str(f)).name.lower() for f in (data.get("train_files") or [] if isinstance(data, dict) else [])}
-        return [name for name, raw in images
-                if (hashlib.sha256(raw).hexdigest() in digests if digests and raw is not None
-                    else Path(name).name.lower() in files)]
+
+        def seen(name: str, raw: bytes | None) -> bool:
+            if not digests or raw is None:
+                return Path(name).name.lower() in files
+            if hashlib.sha256(raw).hexdigest() in digests:
+                return True
+            if not pixels:
+                return False
+            from ..io import pixel_digest  # the same image saved again (grayscale, TIFF, RGB without alpha)
+
+            return pixel_digest(raw) in pixels
+
+        return [name for name, raw in images if seen(name, raw)]
 
     def trained_on_note(self, seen: Sequence[str], n_images: int, *, advice: bool = True) -> str | None:
         """The warning for :meth:`trained_on`'s ``seen`` among ``n_images`` scored (None when there are none);

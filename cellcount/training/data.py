@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..groundtruth import load_dsb_folder
-from ..io import model_input, read_image
+from ..io import model_input, pixel_digest, read_image
 from .targets import border_target, density_from_labels
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class Item:
     # sha256 of the image file a real training image came from (cards list them: a model's training images are
     # recognised when a user scores it on them); None for generated images and jittered copies
     file_sha256: str | None = None
+    pixel_sha256: str | None = None
 
 
 def is_validation(name: str, val_fraction: float, seed: int | str = 0) -> bool:
@@ -111,6 +112,7 @@ def load_dsb_split(
         image = read_image(path)
         item = prepare_item(path.name, image, gt.labels, kind=kind, density_scale=density_scale, grayscale=grayscale)
         item.file_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        item.pixel_sha256 = pixel_digest(image)
         (val if part == "val" else train).append(item)
         if part == "train" and hed_variants and item.inverted and image.ndim == 3 and image.shape[2] >= 3:
             for k in range(hed_variants):
