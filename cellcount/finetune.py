@@ -264,14 +264,19 @@ def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) 
     return [i for i in range(n) if i not in set(held)], held
 
 
-def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str]):
+def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str],
+                     seen_pixels: set[str] = frozenset()):
     """(train, held out, names held out that the base learnt from): held-out images the base model was trained on
     are swapped for training images it never saw (scored on its own training images, the base looked better than
     it is, which decides whether its weights are kept), but at most half of those unseen images go: they are often
-    the few new ones a user annotated to fine-tune again, and the new model must learn from them too."""
+    the few new ones a user annotated to fine-tune again, and the new model must learn from them too. ``seen``: the
+    base's training images' file sha256; ``seen_pixels``: their :func:`cellcount.io.pixel_digest` (saved again)."""
     if not seen or not held_idx:
         return train_idx, held_idx, []
-    learnt = {i for i, (_, raw, _) in enumerate(items) if hashlib.sha256(raw).hexdigest() in seen}
+    from .io import pixel_digest
+
+    learnt = {i for i, (_, raw, _) in enumerate(items)
+              if hashlib.sha256(raw).hexdigest() in seen or (seen_pixels and pixel_digest(raw) in seen_pixels)}
     fresh = [i for i in train_idx if i not in learnt]
     unseen = len([i for i in range(len(items)) if i not in learnt])
     swaps = max(0, len(fresh) - math.ceil(unseen / 2))  # at least half of the unseen images keep training
@@ -1148,7 +1153,8 @@ def finetune(
         notes.append(text)
         report(FinetuneProgress("prepare", message=f"note: {text}"))
 
-    train_idx, held_idx, seen_held = _hold_out_unseen(labelled, train_idx, held_idx, model.card.training_digests())
+    train_idx, held_idx, seen_held = _hold_out_unseen(labelled, train_idx, held_idx, model.card.training_digests(),
+                                                      model.card.training_pixel_digests())
     if seen_held:  # the base's "before" there flatters it, and so the choice between its weights and the new ones
         note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
              f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely lower "
