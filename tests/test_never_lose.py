@@ -773,3 +773,17 @@ def test_published_counts_never_run_ahead_of_the_published_regions(tmp_path, mon
     for counted, with_regions in seen:
         assert counted - {str(src / "img3.png")} <= with_regions, "a counts row published before its regions"
     assert any(len(c) < k for k, (c, _) in enumerate(seen)), "the throttle held some counts back"
+
+
+def test_a_link_and_its_target_each_get_their_row_and_a_folder_named_twice_once(tmp_path):
+    """A link in a_cond/ to z_cond/well1.png: listed by resolved path, the one sorted first (the link) took the
+    row and the real file had none, its count credited to the other condition, silently."""
+    (tmp_path / "a_cond").mkdir()
+    (tmp_path / "z_cond").mkdir()
+    for name in ("well1.png", "well2.png"):
+        (tmp_path / "z_cond" / name).write_bytes(png_bytes(blobs()))
+    (tmp_path / "a_cond" / "well1.png").symlink_to(tmp_path / "z_cond" / "well1.png")
+    listed = [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path)]
+    assert listed == ["a_cond/well1.png", "z_cond/well1.png", "z_cond/well2.png"]
+    again = list_image_files([tmp_path, tmp_path / "z_cond", str(tmp_path / "z_cond" / "." / "well2.png")])
+    assert [p.relative_to(tmp_path).as_posix() for p in again] == listed, "a path named twice is listed once"

@@ -124,7 +124,8 @@ def list_image_files(
     -------
     list of pathlib.Path
         Image files with a case-insensitive extension in :data:`IMAGE_EXTENSIONS`, sorted and
-        de-duplicated (by resolved path). Ground-truth files are included; see
+        de-duplicated by absolute path (a link and its target are two paths, each listed). Ground-truth files are
+        included; see
         :func:`split_ground_truth_files`.
 
     Raises
@@ -157,7 +158,10 @@ def list_image_files(
             raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
         for cand in candidates:
             if _is_image_file(cand) or _is_zarr_dir(cand):
-                found.setdefault(cand.resolve(), cand)
+                # one row per path: a folder named twice (data and data/ctrl) lists its files once, but a link
+                # and the file it points to are two paths, each in its own folder (two conditions' tables); by
+                # the resolved path, the one sorted first took the row and the other had none, silently
+                found.setdefault(Path(os.path.abspath(cand)), cand)
             elif path.is_file():  # named on its own: the user meant it, so say why it is left out
                 skip(cand, f"not an image file this program reads (extension {cand.suffix.lower() or 'none'}; it reads "
                      f"{', '.join(sorted(IMAGE_EXTENSIONS))}" + (": export it as TIFF)" if cand.suffix.lower()
