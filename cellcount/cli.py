@@ -255,6 +255,33 @@ def _changed_inputs(out: Path, kept: list[str], by_name: dict[str, Path]) -> set
     return {name for name in kept if _modified_since(by_name[name], started)}
 
 
+def _moved_inputs(out: Path, gone: list[str], files: list[Path]) -> dict[str, str]:
+    """Of the rows of files gone since (``gone``, as the CSV writes them), those whose file is among ``files`` under
+    another path: the same size and modification time as the inputs file recorded (``mv`` keeps both). Returns
+    old row name -> new path. A folder renamed between a run and its --resume had each image counted twice, the
+    old row kept as "no longer exists" and the image counted again under its new name."""
+    from .csvout import unescape_cell
+
+    try:
+        recorded = json.loads(_inputs_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    by_print: dict[tuple, list[Path]] = {}
+    for f in files:
+        fp = _fingerprint(f)
+        if fp:
+            by_print.setdefault(tuple(fp), []).append(f)
+    moved = {}
+    for name in gone:
+        fp = recorded.get(unescape_cell(name))
+        hits = by_print.get(tuple(fp), []) if isinstance(fp, list) else []
+        if len(hits) == 1:
+            moved[name] = str(hits[0])
+    return moved
+
+
 def _regions_path(args: argparse.Namespace) -> Path:
     return Path(args.regions_out) if args.regions_out else Path(args.out).with_suffix(".regions.csv")
 
@@ -307,6 +334,14 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     others = [name for name in absent if name in counted and Path(name).is_file()]
     # a file gone since (a drive unmounted, a file moved away) keeps its counted row as it was
     gone = old[old["file"].isin(set(absent) - set(others)) & (old["status"] == "ok")].drop_duplicates("file", keep="last")
+    moved = _moved_inputs(out, list(gone["file"]), files)
+    if moved:  # counted again under their new paths, not kept twice
+        gone = gone[~gone["file"].isin(moved)]
+        if not args.quiet:
+            first = next(iter(moved.items()))
+            print(f"note: --resume: {len(moved)} image(s) in {out} were moved or renamed since ({first[0]} is now "
+                  f"{first[1]}{' ...' if len(moved) > 1 else ''}); their old rows are dropped and they are counted "
+                  "under their new paths", file=sys.stderr)
     if len(gone) and not others and not args.quiet:
         print(f"note: --resume: {len(gone)} image(s) in {out} no longer exist; their rows are kept as they were",
               file=sys.stderr)

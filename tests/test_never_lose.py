@@ -787,3 +787,23 @@ def test_a_link_and_its_target_each_get_their_row_and_a_folder_named_twice_once(
     assert listed == ["a_cond/well1.png", "z_cond/well1.png", "z_cond/well2.png"]
     again = list_image_files([tmp_path, tmp_path / "z_cond", str(tmp_path / "z_cond" / "." / "well2.png")])
     assert [p.relative_to(tmp_path).as_posix() for p in again] == listed, "a path named twice is listed once"
+
+
+def test_resume_after_a_folder_was_renamed_counts_each_image_once(tmp_path, capsys):
+    """ctrl/ renamed control/ between a run and its --resume: the old rows were kept ("no longer exist") and the
+    same images counted again under the new name, each image twice and the condition split in two."""
+    for cond in ("ctrl", "drugA"):
+        (tmp_path / cond).mkdir()
+        for k in range(2):
+            (tmp_path / cond / f"img{k}.png").write_bytes(png_bytes(blobs(n=k + 1 + (cond == "drugA"))))
+    out = tmp_path / "c.csv"
+    argv = ["count", "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main([*argv, str(tmp_path / "ctrl"), str(tmp_path / "drugA")]) == 0
+    (tmp_path / "ctrl").rename(tmp_path / "control")
+    capsys.readouterr()
+    assert main([*argv, str(tmp_path / "control"), str(tmp_path / "drugA"), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "2 image(s) in" in err and "were moved or renamed since" in err and "no longer exist" not in err
+    rows = pd.read_csv(out)
+    assert sorted(Path(f).relative_to(tmp_path).as_posix() for f in rows["file"]) == [
+        "control/img0.png", "control/img1.png", "drugA/img0.png", "drugA/img1.png"]
