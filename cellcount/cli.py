@@ -462,26 +462,45 @@ def _index_row(name: str, labels_file: str):
 
 
 def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path],
-                  ours: set[str] = frozenset()) -> str:
+                  ours: set[str] = frozenset(), planned: dict[str, str] | None = None) -> str:
     """``<stem>_labels.tif`` in ``labels_dir``, numbered when taken: by another image of this run (a.png and
     a.tif, sub1/a and sub2/a), an input, or a file there that no earlier run wrote (``ours``: the user's own
     ground truth, say); its name."""
     from .csvout import atomic_write_bytes
     from .io import labels_to_tiff_bytes
 
+    out_name = planned.get(name) if planned else None
+    out_name = out_name or _free_label_name(labels_dir, name, written, inputs, ours)
+    written.add(out_name)
+    atomic_write_bytes(labels_dir / out_name, labels_to_tiff_bytes(labels))
+    return out_name
+
+
+def _free_label_name(labels_dir: Path, name: str, taken_names: set[str], inputs: set[Path],
+                     ours: set[str] = frozenset()) -> str:
+    """The first of ``<stem>_labels.tif``, ``<stem>_2_labels.tif``, ... that :func:`_write_labels` may use."""
     stem, k = Path(name).stem, 1
     out_name = f"{stem}_labels.tif"
 
     def taken(n: str) -> bool:
         path = labels_dir / n
-        return n in written or path.resolve() in inputs or (n not in ours and path.exists())
+        return n in taken_names or path.resolve() in inputs or (n not in ours and path.exists())
 
     while taken(out_name):
         k += 1
         out_name = f"{stem}_{k}_labels.tif"
-    written.add(out_name)
-    atomic_write_bytes(labels_dir / out_name, labels_to_tiff_bytes(labels))
     return out_name
+
+
+def _label_names(labels_dir: Path, names: list[str], written: set[str], inputs: set[Path],
+                 ours: set[str] = frozenset()) -> dict[str, str]:
+    """Each image's label file name, given in the order the inputs are listed before any is counted: with workers
+    the images finish in any order, and two runs gave rep1/A01.png's labels and rep2/A01.png's each other's names."""
+    reserved, plan = set(written), {}
+    for name in names:
+        plan[name] = _free_label_name(labels_dir, name, reserved, inputs, ours)
+        reserved.add(plan[name])
+    return plan
 
 
 def cmd_count(args: argparse.Namespace) -> int:
@@ -579,6 +598,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         total = int(sum(int(float(c)) for c in keep_counts["count"] if c != ""))
         n_check = int((keep_counts["check"] == "True").sum())
     written: set[str] = set()
+    label_plan: dict[str, str] = {}
     interrupted = False
     counts_out = objects_out = regions_out = index_out = None
     cluster = None
@@ -611,6 +631,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         if args.labels_dir:
             index_out, earlier, ours = _labels_index(args, done, {escape_cell(str(f)) for f in files})
             written.update(earlier)  # resumed: never reuse an earlier image's label file name
+            label_plan = _label_names(Path(args.labels_dir), [str(f) for f in todo], written, all_inputs, ours)
         from .io import DEFAULT_MAX_PIXELS
 
         max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
@@ -639,7 +660,7 @@ def cmd_count(args: argparse.Namespace) -> int:
                     whole.append(item.name)
             if args.labels_dir and item.result is not None and item.result.labels is not None:
                 written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
-                                           ours)
+                                           ours, label_plan)
                 index_out.append(_index_row(item.name, written_as))
             if objects_out is not None:
                 published = objects_out.append(item_objects(item) if item.result is not None else []) and published

@@ -807,3 +807,24 @@ def test_resume_after_a_folder_was_renamed_counts_each_image_once(tmp_path, caps
     rows = pd.read_csv(out)
     assert sorted(Path(f).relative_to(tmp_path).as_posix() for f in rows["file"]) == [
         "control/img0.png", "control/img1.png", "drugA/img0.png", "drugA/img1.png"]
+
+
+def test_label_file_names_follow_the_inputs_order_not_the_order_images_finish(tmp_path, monkeypatch):
+    """With workers, rep1/A01.png and rep2/A01.png finish in any order: the first to finish took A01_labels.tif,
+    so two runs gave each other's names to the two label images."""
+    import cellcount.batch as batch
+
+    for rep in ("rep1", "rep2"):
+        (tmp_path / "in" / rep).mkdir(parents=True)
+        (tmp_path / "in" / rep / "A01.png").write_bytes(png_bytes(blobs(n=1 if rep == "rep1" else 3)))
+    real = batch.count_many
+
+    def backwards(named, *args, **kwargs):  # the last input finishes first
+        return list(real(named, *args, **kwargs))[::-1]
+
+    monkeypatch.setattr(batch, "count_many", backwards)
+    assert main(["count", str(tmp_path / "in"), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--labels-dir", str(tmp_path / "lab"), "--no-progress"]) == 0
+    index = pd.read_csv(tmp_path / "lab" / "labels_index.csv")
+    named = {Path(f).parent.name: n for f, n in zip(index["file"], index["labels_file"], strict=True)}
+    assert named == {"rep1": "A01_labels.tif", "rep2": "A01_2_labels.tif"}
