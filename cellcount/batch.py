@@ -224,6 +224,15 @@ COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason",
 """Columns of :func:`counts_frame` (the per-image CSV)."""
 
 
+def with_plane(rows: pd.DataFrame, plane: int | str | None) -> pd.DataFrame:
+    """``rows`` (:func:`counts_frame`) with a ``plane`` column after ``file`` when a plane of the stacks (or
+    ``"max"``, their projection) was chosen: a projection's count and a first plane's look alike in a CSV
+    parted from its settings file. In place; returned for chaining."""
+    if plane is not None and "plane" not in rows.columns:
+        rows.insert(1, "plane", plane)
+    return rows
+
+
 def counts_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
     """Per-image table with the :data:`COUNT_COLUMNS`."""
     rows = [it.row() for it in items]

@@ -504,7 +504,9 @@ def _label_names(labels_dir: Path, names: list[str], written: set[str], inputs: 
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects
+    import pandas as pd
+
+    from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects, with_plane
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import list_image_files, split_ground_truth_files
@@ -620,11 +622,12 @@ def cmd_count(args: argparse.Namespace) -> int:
         # the outputs are replaced at once: a stale CSV from an earlier run never stays in place
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
         atomic_write_bytes(_inputs_path(args.out), json.dumps({str(f): _fingerprint(f) for f in files}).encode("utf-8"))
-        counts_out = CsvStream(args.out, columns=COUNT_COLUMNS, keep=keep_counts)
+        counts_out = CsvStream(args.out, columns=with_plane(pd.DataFrame(columns=COUNT_COLUMNS), args.plane).columns.tolist(),
+                               keep=keep_counts)
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
             if escape_cell(str(path)) in done:  # counted before it went (kept, as a file gone since is)
                 continue
-            row = counts_frame([BatchItem(str(path), "error", f"skipped: {reason}", None)])
+            row = with_plane(counts_frame([BatchItem(str(path), "error", f"skipped: {reason}", None)]), args.plane)
             counts_out.append(row)
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
@@ -664,7 +667,7 @@ def cmd_count(args: argparse.Namespace) -> int:
                 index_out.append(_index_row(item.name, written_as))
             if objects_out is not None:
                 published = objects_out.append(item_objects(item) if item.result is not None else []) and published
-            row = counts_frame([item])
+            row = with_plane(counts_frame([item]), args.plane)
             counts_out.append(row, publish=None if published else False)
             record.add(row.to_dict("records"))
             if item.status == "ok":

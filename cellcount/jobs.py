@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch import BatchItem, count_many, counts_frame
+from .batch import BatchItem, count_many, counts_frame, with_plane
 from .errors import CellcountError
 from .finetune import Cancelled, FinetuneProgress, FinetuneResult, finetune
 from .history import Recorder
@@ -254,7 +254,7 @@ class BatchJob(_Threaded):
     def start(self) -> BatchJob:
         """Start counting; :meth:`cancel` stops it after the image being counted, keeping the finished ones."""
         if self.record is not None and self.failed:
-            self.record.add(counts_frame(self.failed).to_dict("records"))
+            self.record.add(with_plane(counts_frame(self.failed), self.options.get("page")).to_dict("records"))
         self._start_thread()
         return self
 
@@ -265,7 +265,8 @@ class BatchJob(_Threaded):
                 with self._lock:
                     self._done.append(item)
                 if self.record is not None:
-                    self.record.add(counts_frame([item]).to_dict("records"))
+                    # the plane counted, as the page's CSV says it (the Runs page exports these rows)
+                    self.record.add(with_plane(counts_frame([item]), self.options.get("page")).to_dict("records"))
                 if self._cancel.is_set():
                     break
             # a Stop pressed during the last image stopped nothing

@@ -321,7 +321,12 @@ def test_plane_option_counts_a_plane_or_the_projection_of_a_stack(tmp_path, caps
     assert rows["max"]["count"] == 3 and rows["max"]["check_reasons"] == BASELINE_CHECK
     assert rows["2"]["count"] == 1 and rows["2"]["check_reasons"] == BASELINE_CHECK
     assert json.loads(out.with_name("counts.settings.json").read_text())["plane"] == 2
+    # the CSV says which plane each count is of, as the Batch page's does (apart from its settings file)
+    assert "plane" not in rows[None] and rows["max"]["plane"] == "max" and str(rows["2"]["plane"]) == "2"
+    assert list(pd.read_csv(out).columns[:2]) == ["file", "plane"]
     capsys.readouterr()
+    assert main(base + ["--plane", "2", "--resume"]) == 0
+    assert "already counted" in capsys.readouterr().err and list(pd.read_csv(out)["plane"]) == [2]
     assert main(base + ["--plane", "max", "--resume"]) == 0  # rows of plane 2 are not kept for max
     assert "another --plane" in capsys.readouterr().err and pd.read_csv(out).iloc[0]["count"] == 3
     for bad in ("-1", "mean"):

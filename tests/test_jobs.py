@@ -102,6 +102,25 @@ def test_batch_job_counts_in_the_background_and_records_the_run(draw_disks, tmp_
     assert {r["model"] for r in rows} == {model.name} and len({r["settings"] for r in rows}) == 1
 
 
+def test_a_batch_of_one_plane_records_which_plane_in_its_rows(draw_disks, tmp_path):
+    """The Batch page's CSV said which plane of the stacks was counted; the run history's rows (the Runs page's and
+    `cellcount runs --export`'s CSV) did not, so a projection's count looked like a first plane's."""
+    from cellcount.history import Recorder, list_runs, run_rows
+    from cellcount.jobs import BatchJob
+    from cellcount.models import CLASSICAL_NAME, load_model
+    from cellcount.pipeline import resolve_params
+
+    model = load_model(CLASSICAL_NAME)
+    record = Recorder(source="app", model=model.name, model_sha256=None, settings={}, inputs=["a"],
+                      path=tmp_path / "h.sqlite")
+    job = BatchJob([("a.png", _png(draw_disks, 2))], model, resolve_params(model), record=record,
+                   options={"page": "max"}).start()
+    assert job.join(120)
+    run = list_runs(path=tmp_path / "h.sqlite").iloc[0]
+    rows = run_rows(int(run["id"]), path=tmp_path / "h.sqlite")
+    assert list(rows["plane"]) == ["max"] and list(rows.columns[:2]) == ["file", "plane"]
+
+
 def test_a_stopped_batch_keeps_what_it_counted(draw_disks):
     from cellcount.jobs import BatchJob
     from cellcount.models import CLASSICAL_NAME, load_model
