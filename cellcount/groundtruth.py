@@ -303,6 +303,8 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         if was_bool or n_comp > 1 or value in (255, 65535):
             _warn_binary(name, f"single value {value}", n_comp)
             return GroundTruth(kind="mask", count=n_comp, labels=comps.astype(np.int32), source=source)
+    if a.dtype == np.uint8 and not is_colour and len(values) >= 200 and int(a.max()) == 255:
+        a = _unwrapped_8bit(a, len(values), name)
     if a.size and int(a.max()) > np.iinfo(np.int32).max:
         from skimage.segmentation import relabel_sequential
 
@@ -310,6 +312,26 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         a = relabel_sequential(a.astype(np.int64))[0]
     labels = a.astype(np.int32)
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
+
+
+class WrappedLabelsWarning(UserWarning):
+    """An 8-bit label image whose ids repeat in places apart: more than 255 objects saved as 8-bit (ids wrap)."""
+
+
+def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
+    """An 8-bit label image using id 255 with ids that each mark several regions apart: more objects than 8 bits
+    hold, their ids wrapped (313 nuclei read as 255 objects, silently). Each region of one id becomes an object,
+    with a warning; labels whose ids each mark one region are returned as they are."""
+    from skimage.measure import label as regions
+
+    split = regions(a, background=0, connectivity=2)
+    n = int(split.max())
+    if n <= n_ids:
+        return a
+    warnings.warn(f"{name}: an 8-bit label image whose ids repeat in {n - n_ids} place(s) apart: likely more than "
+                  f"255 objects saved in 8 bits, their ids wrapped; read as {n} objects, one per region of one id "
+                  "(save label images as 16-bit)", WrappedLabelsWarning, stacklevel=3)
+    return split.astype(np.int64)
 
 
 def _name(source: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1016,3 +1017,18 @@ def test_tables_name_images_with_their_folders(tmp_path, caplog) -> None:
     assert set(reasons) == {"plate1", "plate2"} and "names 2 images" in reasons["plate1"]
     found = labelled_set(uploads, [("counts.csv", bare.encode())])
     assert not found.items and any("names 2 images" in why for _, why in found.skipped)
+
+
+def test_an_8bit_label_image_of_more_than_255_objects_is_read_by_region_with_a_warning() -> None:
+    """313 nuclei saved as 8-bit labels (ids wrapped modulo 256) read as 255 objects, silently."""
+    from cellcount.groundtruth import WrappedLabelsWarning, labels_from_array
+
+    lab = np.zeros((200, 200), np.int32)
+    for k, (r, c) in enumerate(((r, c) for r in range(0, 200, 10) for c in range(0, 200, 10)), start=1):
+        lab[r + 2:r + 7, c + 2:c + 7] = k  # 400 objects, ids 1..400
+    with pytest.warns(WrappedLabelsWarning, match="save label images as 16-bit"):
+        gt = labels_from_array((lab % 256).astype(np.uint8))
+    assert gt.count == 399  # id 256 wrapped to 0 is background: no reader can get it back
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WrappedLabelsWarning)  # 255 objects, each id one region: read as they are
+        assert labels_from_array(np.where(lab <= 255, lab, 0).astype(np.uint8)).count == 255
