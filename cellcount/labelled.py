@@ -26,6 +26,7 @@ from .groundtruth import (
     DuplicatePointsWarning,
     GroundTruth,
     NoCoordinateColumns,
+    WrappedLabelsWarning,
     counts_disagree,
     holds_only_specks,
     is_roi_set,
@@ -489,9 +490,10 @@ def labelled_set(
             elif image.name in pairs:
                 with warnings.catch_warnings(record=True) as caught:  # said on the page, not only in a log
                     warnings.simplefilter("always", DuplicatePointsWarning)
+                    warnings.simplefilter("always", WrappedLabelsWarning)
                     gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
                 for w in caught:
-                    if issubclass(w.category, DuplicatePointsWarning):
+                    if issubclass(w.category, (DuplicatePointsWarning, WrappedLabelsWarning)):
                         out.notes.append(str(w.message))
                     else:
                         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
