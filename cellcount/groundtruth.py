@@ -1182,6 +1182,17 @@ def _gt_base(path: Path) -> tuple[str, int]:
     return path.stem, len(GROUND_TRUTH_SUFFIXES)
 
 
+def _shared_folders_inward(image: Path, gt: Path) -> int:
+    """How many folders just above two files have the same names, from the innermost out
+    (``images/plate1/a.png`` and ``labels/plate1/a.tif``: 1)."""
+    n = 0
+    for a, b in zip(reversed(image.parent.parts), reversed(gt.parent.parts), strict=False):
+        if a.casefold() != b.casefold():
+            break
+        n += 1
+    return n
+
+
 def match_ground_truth(
     image_paths: Iterable[str | os.PathLike], gt_paths: Iterable[str | os.PathLike]
 ) -> dict[Path, Path]:
@@ -1224,8 +1235,10 @@ def match_ground_truth(
                 proximity = 1
             else:
                 proximity = 2
-            out.append((proximity, rank, str(gt), gt))
-        return sorted(out, key=lambda t: t[:3])
+            # further off, the folders the two share from the innermost out decide: labels/plate2/A01.tif for
+            # images/plate2/A01.png (a mirrored tree), not labels/plate1/A01.tif, which sorts first
+            out.append((proximity, -_shared_folders_inward(image, gt) if proximity == 2 else 0, rank, str(gt), gt))
+        return sorted(out, key=lambda t: t[:4])
 
     # the VGG cells layout: 001cell.png and dots/001dots.png share "001" (after every other pairing)
     worded: dict[str, list[tuple[int, Path]]] = {}
@@ -1241,11 +1254,11 @@ def match_ground_truth(
         if not cands:
             cands = usable(image, folded.get(image.stem.lower(), []))
         if cands:
-            result[image] = cands[0][3]
+            result[image] = cands[0][4]
     # after every other pairing, and only files no image took: the closest folder first, across all images
     used = set(result.values())
     offers = sorted(
-        (c[:3], image, c[3])
+        (c[:4], image, c[4])
         for image in images if image not in result and (base := word_base(image.stem, IMAGE_WORDS))
         for c in usable(image, worded.get(base.lower(), []))
     )
@@ -1648,6 +1661,11 @@ def load_labelled_folder(
         [p for p in csv_files if p not in point_tables and p not in shared_tables])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
+    # a tree of labels mirroring the images' (labels/plate1/A01.tif for images/plate1/A01.png): ground truth by
+    # the folder it lies under in the data folder, not only the one just above it
+    mirrored = [p for p in images if any(part.lower() in GROUND_TRUTH_DIRS for part in p.relative_to(root).parts[:-1])]
+    images = [p for p in images if p not in mirrored]
+    gt_files += mirrored
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
     flat = [p for p, gt in zip(images, role_word_ground_truth([(p.parent, p.stem) for p in images])) if gt]
     images = [p for p in images if p not in flat]

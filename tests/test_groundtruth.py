@@ -1032,3 +1032,17 @@ def test_an_8bit_label_image_of_more_than_255_objects_is_read_by_region_with_a_w
     with warnings.catch_warnings():
         warnings.simplefilter("error", WrappedLabelsWarning)  # 255 objects, each id one region: read as they are
         assert labels_from_array(np.where(lab <= 255, lab, 0).astype(np.uint8)).count == 255
+
+
+def test_a_labels_tree_mirroring_the_images_tree_pairs_each_plate_with_its_own(tmp_path) -> None:
+    """images/plate1..3/A01.png with labels/plate1..3/A01.tif: the label files were read as images (their folder
+    is plate1, not labels) and the folder refused with a message asking for what it had."""
+    for k in (1, 2, 3):
+        _save_png(tmp_path / "images" / f"plate{k}" / "A01.png", np.full((20, 20), 10 * k, np.uint8))
+        lab = np.zeros((20, 20), np.uint16)
+        for j in range(k):
+            lab[2 + 5 * j:5 + 5 * j, 2:5] = j + 1
+        (tmp_path / "labels" / f"plate{k}").mkdir(parents=True)
+        tifffile.imwrite(tmp_path / "labels" / f"plate{k}" / "A01.tif", lab)
+    got = {p.relative_to(tmp_path).as_posix(): gt.count for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"images/plate1/A01.png": 1, "images/plate2/A01.png": 2, "images/plate3/A01.png": 3}
