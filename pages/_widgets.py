@@ -331,7 +331,8 @@ def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, deta
 
 def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plane: int | str | None = None, *,
                   output_kind: str | None = None) -> str:
-    """Settings file: ``{"model": ..., "params": {...}}``, the format the CLI writes and reads (--settings),
+    """Settings file: ``{"model": ..., "model_sha256": ..., "params": {...}}``, the format the CLI writes and reads
+    (--settings),
     with the ``plane`` of z-stacks when one was chosen (a number or "max"). Only the settings that act for the
     model's kind, as the counts CSVs list them: a density model's file naming a threshold and a split mode
     contradicted the page that says nothing changes its count (a file is read back over the card, so the
@@ -347,8 +348,12 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
             except cc.CellcountError:  # deleted meanwhile: every setting it had
                 kind = None
         values = acting_settings(values, kind)
-    return json.dumps({"model": model_name, "params": values, **({} if plane is None else {"plane": plane})},
-                      indent=2)
+    try:  # the weights' fingerprint, as the CLI's files carry it: counting with weights replaced since warns
+        sha = get_model(model_name).card.sha256 or None
+    except cc.CellcountError:  # deleted meanwhile
+        sha = None
+    return json.dumps({"model": model_name, **({"model_sha256": sha} if sha else {}), "params": values,
+                       **({} if plane is None else {"plane": plane})}, indent=2)
 
 
 

@@ -480,6 +480,23 @@ st.text(" | ".join(result.quality.reasons))
     assert "channel 2 was chosen, but this image has only one channel" in at.text[2].value
 
 
+def test_the_apps_settings_file_names_the_weights_it_was_saved_with():
+    """The Batch and Count pages' Settings JSON had no model_sha256 (the CLI's has), so counting with it after the
+    weights were replaced could not warn."""
+    script = f"""
+import sys, json
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _widgets as w
+m = cc.load_model("unet-mask")
+st.text(json.loads(w.settings_json(m.name, cc.resolve_params(m)))["model_sha256"] == m.card.sha256)
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == "True"
+
+
 def test_the_settings_line_names_the_edited_settings():
     """On Batch and Evaluate the threshold sits in a folded panel: "edited (starting from the model card)" did not
     say that a threshold of 0.5 and the borders split were in use (a tester's pass)."""
