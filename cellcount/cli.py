@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -612,7 +613,12 @@ def cmd_count(args: argparse.Namespace) -> int:
     from .history import Recorder
 
     record = Recorder(source="cli", model=model.name, model_sha256=model.card.sha256,
-                      settings={**settings, "resume": bool(args.resume)},
+                      # where the run was made and what else it wrote: inputs are recorded as given (relative paths),
+                      # and the objects and label images are found again only from here
+                      settings={**settings, "resume": bool(args.resume), "working_dir": os.getcwd(),
+                                "paths": [str(p) for p in args.paths],
+                                **{k: str(Path(v).resolve()) for k, v in (("objects", args.objects),
+                                                                           ("labels_dir", args.labels_dir)) if v}},
                       inputs=[str(f) for f in files] + [str(path) for path, _ in skipped],  # each with its row
                       out_path=str(Path(args.out).resolve()))
     if keep_counts is not None:
@@ -787,7 +793,6 @@ def _check_cluster_options(args: argparse.Namespace) -> str | None:
 
 def _start_cluster(args: argparse.Namespace):
     """A Dask client (local workers or a running scheduler), or a message saying why not."""
-    import os
 
     # worker restarts and slow shutdowns are handled, not news: Dask logs errors only (workers read it too)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")

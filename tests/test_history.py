@@ -49,6 +49,10 @@ def test_a_cli_batch_is_recorded_and_exported_identically(tmp_path, capsys):
     row = json.loads(pd.read_csv(out)["settings"].iloc[0])
     assert row == {k: detail["settings"]["params"][k] for k in row} and "peak_min_distance_px" not in row
     assert len(detail["inputs"]) == 2
+    # traced back later: where it ran and what it was given (inputs are kept as typed, relative paths too)
+    import os
+
+    assert detail["settings"]["working_dir"] == os.getcwd() and len(detail["settings"]["paths"]) >= 1
     capsys.readouterr()
     exported = tmp_path / "again.csv"
     settings_out = tmp_path / "again.settings.json"
