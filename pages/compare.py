@@ -164,7 +164,7 @@ def run(configs, sources) -> pd.DataFrame:
             # a row per setting all the same, so the per-row CSV lists the file with why it has no count
             rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name,
                       "settings": params.settings_json(sh.get_model(model_name).output_kind), "count": None, "count_estimate": None,
-                      "seconds": None, "check": None, "check_reasons": "", "status": reason}
+                      "seconds": None, "check": None, "check_score": None, "check_reasons": "", "status": reason}
                      for label, model_name, params in configs]
             step += len(configs)
             continue
@@ -179,6 +179,7 @@ def run(configs, sources) -> pd.DataFrame:
                 "count_estimate": None,
                 "seconds": None,
                 "check": None,
+                "check_score": None,
                 "check_reasons": "",
                 "status": "ok",
             }
@@ -192,7 +193,8 @@ def run(configs, sources) -> pd.DataFrame:
                     seconds=sum(v for k, v in res.seconds.items() if k != "setup")
                 )
                 if res.quality is not None:
-                    row.update(check=bool(res.quality.flag), check_reasons="; ".join(res.quality.reasons))
+                    row.update(check=bool(res.quality.flag), check_score=round(float(res.quality.score), 3),
+                               check_reasons="; ".join(res.quality.reasons))
             except cc.CellcountError as err:
                 row["status"] = error_text(err, src.name)
             rows.append(row)

@@ -102,7 +102,8 @@ def test_models_mode_and_upload(tiny_models):
     # every count with its model, settings and flag, and the file that could not be read, in one CSV
     assert "Every count CSV" in {d.label for d in at.get("download_button")}
     long = at.session_state["compare__result"]["table"]  # what that CSV holds (with an error column)
-    assert {"model", "settings", "check", "check_reasons", "status"} <= set(long.columns)
+    assert {"model", "settings", "check", "check_score", "check_reasons", "status"} <= set(long.columns)
+    assert long.loc[long["status"] == "ok", "check_score"].notna().all(), "the score, as every other table has it"
     assert set(long["file"]) == {"one.png", "bad.png"}
     assert long.loc[long["file"] == "bad.png", "status"].str.startswith("bad.png: ").all()
 
