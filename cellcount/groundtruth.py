@@ -1060,8 +1060,10 @@ def name_key(name: str) -> str:
     n = name.strip().replace("\\", "/")
     while n.startswith("./"):
         n = n[2:]
-    p = PurePosixPath(n)
-    return str(p.with_suffix("")) if p.suffix.lower() in IMAGE_EXTENSIONS else n
+    from .io.files import MICROSCOPE_EXTENSIONS
+
+    p = PurePosixPath(n)  # a table may name the acquisition (A01.czi) of the TIFF exported from it
+    return str(p.with_suffix("")) if p.suffix.lower() in (*IMAGE_EXTENSIONS, *MICROSCOPE_EXTENSIONS) else n
 
 
 def match_names(keys: Iterable[str], images: Mapping[Any, str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -1657,18 +1659,21 @@ def load_labelled_folder(
                          or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
     shared, shared_tables = _shared_point_tables(csv_files, files, root, on_error)
     point_tables = [p for p in point_tables if p not in shared_tables]
+    not_counts = set(point_tables) | shared_tables
     counts, counts_where, other_tables, disagree, as_written = _count_tables(
-        [p for p in csv_files if p not in point_tables and p not in shared_tables])
+        [p for p in csv_files if p not in not_counts])
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
-    images, gt_files = split_ground_truth_files([p for p in files if p not in in_dot_dirs])
+    dot_files = set(in_dot_dirs)  # sets: folders of 10,000 images
+    images, gt_files = split_ground_truth_files([p for p in files if p not in dot_files])
     # a tree of labels mirroring the images' (labels/plate1/A01.tif for images/plate1/A01.png): ground truth by
     # the folder it lies under in the data folder, not only the one just above it
-    mirrored = [p for p in images if any(part.lower() in GROUND_TRUTH_DIRS for part in p.relative_to(root).parts[:-1])]
-    images = [p for p in images if p not in mirrored]
-    gt_files += mirrored
+    mirrored = _mirrored_ground_truth(images, root)
+    set_aside = set(mirrored.values())
+    images = [p for p in images if p not in set_aside]
     # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
     flat = [p for p, gt in zip(images, role_word_ground_truth([(p.parent, p.stem) for p in images])) if gt]
-    images = [p for p in images if p not in flat]
+    flat_set = set(flat)
+    images = [p for p in images if p not in flat_set]
     gt_files += in_dot_dirs + point_tables + flat + cell_counter + outlines
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
@@ -1676,6 +1681,11 @@ def load_labelled_folder(
     out: list[tuple[Path, GroundTruth]] = []
     missing: list[Path] = []
     relative = {p: p.relative_to(root).as_posix() for p in images}
+    # by the whole path below the labels folder (plate3/A01 for images/plate3/A01.png): a plate without labels
+    # gets none, never another plate's
+    found, _ = match_names(mirrored, {p: r for p, r in relative.items() if p not in matches})
+    matches.update({img: mirrored[key] for key, img in found.items()})
+    gt_files += list(mirrored.values())
     shared_of, unsure = values_by_image(shared, relative, what="points")
     count_of, unsure_counts = values_by_image({k: (n, counts_where[k]) for k, n in counts.items()}, relative,
                                                what="a count")
@@ -1763,8 +1773,13 @@ def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], wha
     found, ambiguous = match_names(values, relative)
     out: dict[Path, Any] = {}
     unsure: dict[Path, str] = {}
+    def same(a: Any, b: Any) -> bool:  # the count of (count, table), the points of a GroundTruth
+        if isinstance(a, GroundTruth) and isinstance(b, GroundTruth):
+            return a.points is not None and b.points is not None and np.array_equal(a.points, b.points)
+        return (a[0] == b[0]) if isinstance(a, tuple) and isinstance(b, tuple) else a == b
+
     for key, img in found.items():
-        if img in out and out[img] != values[key]:  # "A01.png" and "plate1/A01.png", two counts for one image
+        if img in out and not same(out[img], values[key]):  # "A01.png" and "plate1/A01.png", two counts for one image
             unsure[img] = f"the tables give {what} for it twice, differently ({key!r} among them): not used"
         out.setdefault(img, values[key])
     for img in unsure:
@@ -1775,6 +1790,19 @@ def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], wha
             unsure.setdefault(img, f"a table gives {what} for {key!r}, which names {len(imgs)} images ({names}): "
                                    "not used; name each row's image with its folder (plate1/A01.png)")
     return out, unsure
+
+
+def _mirrored_ground_truth(files: list[Path], root: Path) -> dict[str, Path]:
+    """Files under a labels/ (masks/, gt/ ...) folder of ``root`` deeper than its own children (``labels/plate1/A01.tif``):
+    {their path below that folder, without extension -> file}. A tree of labels mirroring the images' tree; the
+    folder just above them (plate1) does not say they are ground truth."""
+    out: dict[str, Path] = {}
+    for p in files:
+        parts = p.relative_to(root).parts
+        at = next((i for i, part in enumerate(parts[:-2]) if part.lower() in GROUND_TRUTH_DIRS), None)
+        if at is not None:
+            out[name_key("/".join(parts[at + 1:]))] = p
+    return out
 
 
 def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path,

@@ -1046,3 +1046,24 @@ def test_a_labels_tree_mirroring_the_images_tree_pairs_each_plate_with_its_own(t
         tifffile.imwrite(tmp_path / "labels" / f"plate{k}" / "A01.tif", lab)
     got = {p.relative_to(tmp_path).as_posix(): gt.count for p, gt in load_labelled_folder(tmp_path)}
     assert got == {"images/plate1/A01.png": 1, "images/plate2/A01.png": 2, "images/plate3/A01.png": 3}
+    # a plate without labels gets none, never another plate's (a reviewer's case)
+    _save_png(tmp_path / "images" / "plate4" / "A01.png", np.full((20, 20), 99, np.uint8))
+    got = {p.relative_to(tmp_path).as_posix(): gt.count for p, gt in load_labelled_folder(tmp_path)}
+    assert "images/plate4/A01.png" not in got and len(got) == 3
+
+
+def test_tables_name_an_acquisition_and_may_give_one_count_twice(tmp_path) -> None:
+    """A table naming the acquisition (A01.czi) names the TIFF exported from it, as before names kept folders; two
+    tables giving one image the same count are no disagreement."""
+    from cellcount.labelled import labelled_set
+
+    _save_png(tmp_path / "sub" / "A01.png", np.full((8, 8), 3, np.uint8))
+    _save_png(tmp_path / "sub" / "A02.png", np.full((8, 8), 4, np.uint8))
+    (tmp_path / "counts.csv").write_text("filename,count\nA01.czi,5\nA02.nd2,6\n")
+    (tmp_path / "more.csv").write_text("file,count\nsub/A01.png,5\n")
+    got = {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"A01.png": 5, "A02.png": 6}
+    uploads = [(p.name, p.read_bytes()) for p in sorted((tmp_path / "sub").glob("*.png"))]
+    found = labelled_set(uploads, [("counts.csv", (tmp_path / "counts.csv").read_bytes()),
+                                   ("more.csv", b"file,count\nA01.png,5\n")])
+    assert {n: g.count for n, _, g in found.items} == {"A01.png": 5, "A02.png": 6} and not found.skipped
