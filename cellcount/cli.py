@@ -270,17 +270,18 @@ def _moved_inputs(out: Path, gone: list[str], files: list[Path]) -> dict[str, st
     if not isinstance(recorded, dict):
         return {}
     by_print: dict[tuple, list[Path]] = {}
-    for f in files:
-        fp = _fingerprint(f)
+    for f in files:  # only files the earlier run was not given: one of those counted already is no new path
+        fp = _fingerprint(f) if str(f) not in recorded else None
         if fp:
             by_print.setdefault(tuple(fp), []).append(f)
-    moved = {}
+    wanted: dict[tuple, list[str]] = {}
     for name in gone:
         fp = recorded.get(unescape_cell(name))
-        hits = by_print.get(tuple(fp), []) if isinstance(fp, list) else []
-        if len(hits) == 1:
-            moved[name] = str(hits[0])
-    return moved
+        if isinstance(fp, list):
+            wanted.setdefault(tuple(fp), []).append(name)
+    # one to one: a size and time that two gone rows, or two new paths, share says nothing
+    return {names[0]: str(by_print[fp][0]) for fp, names in wanted.items()
+            if len(names) == 1 and len(by_print.get(fp, [])) == 1}
 
 
 def _regions_path(args: argparse.Namespace) -> Path:
@@ -628,6 +629,8 @@ def cmd_count(args: argparse.Namespace) -> int:
         # the outputs are replaced at once: a stale CSV from an earlier run never stays in place
         atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
         atomic_write_bytes(_inputs_path(args.out), json.dumps({str(f): _fingerprint(f) for f in files}).encode("utf-8"))
+        if keep_counts is not None:  # rows kept by --resume were counted with this plane (else all count again)
+            with_plane(keep_counts, args.plane)
         counts_out = CsvStream(args.out, columns=with_plane(pd.DataFrame(columns=COUNT_COLUMNS), args.plane).columns.tolist(),
                                keep=keep_counts)
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning

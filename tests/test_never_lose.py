@@ -828,3 +828,23 @@ def test_label_file_names_follow_the_inputs_order_not_the_order_images_finish(tm
     index = pd.read_csv(tmp_path / "lab" / "labels_index.csv")
     named = {Path(f).parent.name: n for f, n in zip(index["file"], index["labels_file"], strict=True)}
     assert named == {"rep1": "A01_labels.tif", "rep2": "A01_2_labels.tif"}
+
+
+def test_resume_never_takes_a_copy_counted_already_for_a_moved_image(tmp_path, capsys):
+    """dirA/x.png and its copy dirB/x_backup.png (cp -p: the same size and time) both counted; dirA deleted: the
+    copy, counted already, is no new path of x.png, whose row stays (a reviewer's case)."""
+    import shutil
+
+    (tmp_path / "r1" / "dirA").mkdir(parents=True)
+    (tmp_path / "r1" / "dirB").mkdir()
+    (tmp_path / "r1" / "dirA" / "x.png").write_bytes(png_bytes(blobs(n=2)))
+    shutil.copy2(tmp_path / "r1" / "dirA" / "x.png", tmp_path / "r1" / "dirB" / "x_backup.png")
+    out = tmp_path / "c.csv"
+    argv = ["count", str(tmp_path / "r1"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    shutil.rmtree(tmp_path / "r1" / "dirA")
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "moved or renamed" not in err and "no longer exist" in err
+    assert sorted(Path(f).name for f in pd.read_csv(out)["file"]) == ["x.png", "x_backup.png"]
