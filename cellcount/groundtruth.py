@@ -1066,14 +1066,18 @@ def name_key(name: str) -> str:
     return str(p.with_suffix("")) if p.suffix.lower() in (*IMAGE_EXTENSIONS, *MICROSCOPE_EXTENSIONS) else n
 
 
-def match_names(keys: Iterable[str], images: Mapping[Any, str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+def match_names(keys: Iterable[str], images: Mapping[Any, str], anchored: Mapping[Any, str] | None = None
+                ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """Which image each of ``keys`` (:func:`name_key`) names, ``images`` mapping an image to its path (relative to
     its folder, or its name in an upload): the one whose path without extension is the key, or ends with
     ``/`` + the key, or is how the key ends (a table of full paths, as ``cellcount count`` writes them),
     casefolded (``A01.png`` names ``plate1/A01.png``; ``plate2/A01.png`` and ``/data/plate2/A01.png`` only that one).
     Returns (key -> image, key -> the images it could name when more than one: two plates' ``A01.png`` named
-    without their folder, which no count or point may be given to silently)."""
+    without their folder, which no count or point may be given to silently). ``anchored``: each image's path with
+    its folder's own name above it (:func:`_anchored`): a full path (``/data/plate2/A01.tif``) must run through it,
+    so that it never names ``A01.tif`` of the folder ``plate1``."""
     paths = {img: name_key(path).casefold() for img, path in images.items()}
+    full = {img: name_key(path).casefold() for img, path in (anchored or images).items()}
     by_last: dict[str, list[Any]] = {}
     for img, path in paths.items():
         by_last.setdefault(path.rsplit("/", 1)[-1], []).append(img)
@@ -1081,8 +1085,9 @@ def match_names(keys: Iterable[str], images: Mapping[Any, str]) -> tuple[dict[st
     ambiguous: dict[str, list[Any]] = {}
     for key in keys:
         k = key.casefold()
+        tail = full if k.startswith("/") or re.match(r"[a-z]:/", k) else paths
         hits = [img for img in by_last.get(k.rsplit("/", 1)[-1], [])
-                if paths[img] == k or paths[img].endswith("/" + k) or k.endswith("/" + paths[img])]
+                if paths[img] == k or paths[img].endswith("/" + k) or k.endswith("/" + tail[img])]
         if len(hits) == 1:
             found[key] = hits[0]
         elif hits:
@@ -1548,12 +1553,12 @@ def counts_disagree(values: list[str]) -> str:
 
 
 def _count_tables(
-    csv_files: list[Path],
+    csv_files: list[Path], placed: Callable[[Path, str], str] = lambda table, key: key,
 ) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]], dict[str, list[str]], dict[str, str]]:
     """Merge every CSV with file-name and count columns; returns (counts, name -> csv path, the header of
     each CSV that has no such columns: named when nothing else gives ground truth, the names two tables
     count differently, with each value: left out of the counts, and each name as a table spells it). Names are
-    casefolded :func:`name_key`s (folders kept)."""
+    casefolded :func:`name_key`s (folders kept), each as ``placed(table, name)`` says (:func:`_in_its_folder`)."""
     counts: dict[str, int] = {}
     where: dict[str, str] = {}
     other: dict[Path, list[str]] = {}
@@ -1569,6 +1574,7 @@ def _count_tables(
             logger.warning("%s", predicted_counts_message(str(path)))
             continue
         for spelled, n in read_counts_by_name(path).items():
+            spelled = placed(path, spelled)
             stem = spelled.casefold()  # IMG4.PNG in a table names img4.png, as on Windows and macOS (and uploads)
             as_written.setdefault(stem, spelled)
             if stem in counts and counts[stem] != n:
@@ -1657,11 +1663,12 @@ def load_labelled_folder(
     point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
                     or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
                          or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
-    shared, shared_tables = _shared_point_tables(csv_files, files, root, on_error)
+    placed = _in_its_folder(root, files)
+    shared, shared_tables = _shared_point_tables(csv_files, files, root, on_error, placed)
     point_tables = [p for p in point_tables if p not in shared_tables]
     not_counts = set(point_tables) | shared_tables
     counts, counts_where, other_tables, disagree, as_written = _count_tables(
-        [p for p in csv_files if p not in not_counts])
+        [p for p in csv_files if p not in not_counts], placed)
     in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
     dot_files = set(in_dot_dirs)  # sets: folders of 10,000 images
     images, gt_files = split_ground_truth_files([p for p in files if p not in dot_files])
@@ -1681,15 +1688,16 @@ def load_labelled_folder(
     out: list[tuple[Path, GroundTruth]] = []
     missing: list[Path] = []
     relative = {p: p.relative_to(root).as_posix() for p in images}
+    anchored = _anchored(root, images)
     # by the whole path below the labels folder (plate3/A01 for images/plate3/A01.png): a plate without labels
     # gets none, never another plate's
     found, _ = match_names(mirrored, {p: r for p, r in relative.items() if p not in matches})
     matches.update({img: mirrored[key] for key, img in found.items()})
     gt_files += list(mirrored.values())
-    shared_of, unsure = values_by_image(shared, relative, what="points")
+    shared_of, unsure = values_by_image(shared, relative, what="points", anchored=anchored)
     count_of, unsure_counts = values_by_image({k: (n, counts_where[k]) for k, n in counts.items()}, relative,
-                                               what="a count")
-    disagree_of, unsure_disagree = values_by_image(disagree, relative, what="a count")
+                                               what="a count", anchored=anchored)
+    disagree_of, unsure_disagree = values_by_image(disagree, relative, what="a count", anchored=anchored)
     unsure = {**unsure_disagree, **unsure_counts, **unsure}
 
     def annotation(image: Path) -> GroundTruth:
@@ -1761,16 +1769,16 @@ def load_labelled_folder(
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
-    found, ambiguous = match_names(counts_where, relative)
+    found, ambiguous = match_names(counts_where, relative, anchored)
     _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
     return _one_per_image_file(out, on_error)
 
 
-def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], what: str = ""
-                     ) -> tuple[dict[Path, Any], dict[Path, str]]:
+def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], what: str = "",
+                    anchored: Mapping[Path, str] | None = None) -> tuple[dict[Path, Any], dict[Path, str]]:
     """``values`` keyed by the names tables give (:func:`name_key`) -> (image -> value, image -> why none is given
     to it: a name that could be several images', two plates' ``A01.png`` named without their folder)."""
-    found, ambiguous = match_names(values, relative)
+    found, ambiguous = match_names(values, relative, anchored)
     out: dict[Path, Any] = {}
     unsure: dict[Path, str] = {}
     def same(a: Any, b: Any) -> bool:  # the count of (count, table), the points of a GroundTruth
@@ -1792,6 +1800,32 @@ def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], wha
     return out, unsure
 
 
+def _anchored(root: Path, files: Iterable[Path]) -> dict[Path, str]:
+    """Each file's path for :func:`match_names`: relative to ``root``, under ``root``'s own name, so that a table of
+    full paths names a file of this folder only where the path runs through it (/data/plate2/A01.tif is not
+    plate1/A01.tif when plate1 is the folder given)."""
+    anchor = root.resolve().name
+    return {p: f"{anchor}/{p.relative_to(root).as_posix()}" if anchor else p.relative_to(root).as_posix()
+            for p in files}
+
+
+def _in_its_folder(root: Path, files: list[Path]) -> Callable[[Path, str], str]:
+    """``placed(table, name)``: a name in a table inside a subfolder, read first as that folder's
+    (plate1/counts.csv's A01.png is plate1/A01.png, whatever plate2/counts.csv says of plate2's), else as written."""
+    paths = set(_anchored(root, files).values())
+    anchor = root.resolve().name
+    known = {name_key(p).casefold() for p in paths}
+
+    def placed(table: Path, name: str) -> str:
+        folder = table.parent.relative_to(root).as_posix()
+        if folder in ("", ".") or "/" in name.strip("/") or PurePosixPath(name).is_absolute():
+            return name
+        inside = f"{folder}/{name_key(name)}"
+        return inside if f"{anchor}/{inside}".casefold() in known or inside.casefold() in known else name
+
+    return placed
+
+
 def _mirrored_ground_truth(files: list[Path], root: Path) -> dict[str, Path]:
     """Files under a labels/ (masks/, gt/ ...) folder of ``root`` deeper than its own children (``labels/plate1/A01.tif``):
     {their path below that folder, without extension -> file}. A tree of labels mirroring the images' tree; the
@@ -1805,13 +1839,15 @@ def _mirrored_ground_truth(files: list[Path], root: Path) -> dict[str, Path]:
     return out
 
 
-def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path,
-                         on_error) -> tuple[dict[str, GroundTruth], set[Path]]:
+def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, on_error,
+                         placed: Callable[[Path, str], str] = lambda table, key: key,
+                         ) -> tuple[dict[str, GroundTruth], set[Path]]:
     """The tables of several images' points in a folder (:func:`read_points_by_image`) that are no one image's
     table by their own name: (casefolded name of the image in the table -> points, the tables). A name in two
     tables is left to neither (which is right is the user's to say), with a warning."""
     own = {p.stem.casefold() for p in files}
     relative = {p: p.relative_to(root).as_posix() for p in files}
+    anchored = _anchored(root, files)
     shared: dict[str, GroundTruth] = {}
     tables: set[Path] = set()
     clash: set[str] = set()
@@ -1828,7 +1864,8 @@ def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path,
             continue
         if not split:
             continue
-        found, ambiguous = match_names(split, relative)
+        split = {placed(path, key): gt for key, gt in split.items()}
+        found, ambiguous = match_names(split, relative, anchored)
         if not found and not ambiguous:
             continue
         tables.add(path)

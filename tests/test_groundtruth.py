@@ -1067,3 +1067,18 @@ def test_tables_name_an_acquisition_and_may_give_one_count_twice(tmp_path) -> No
     found = labelled_set(uploads, [("counts.csv", (tmp_path / "counts.csv").read_bytes()),
                                    ("more.csv", b"file,count\nA01.png,5\n")])
     assert {n: g.count for n, _, g in found.items} == {"A01.png": 5, "A02.png": 6} and not found.skipped
+
+
+def test_a_table_in_a_plate_folder_names_that_plates_images(tmp_path) -> None:
+    """plate1/counts.csv and plate2/counts.csv each name their own A01.png (both refused as ambiguous, a
+    reviewer's case); a full path through another folder names no image of this one (it matched the bare A01)."""
+    for plate, n in (("plate1", 5), ("plate2", 7)):
+        _save_png(tmp_path / plate / "A01.png", np.full((8, 8), n, np.uint8))
+        (tmp_path / plate / "counts.csv").write_text(f"filename,count\nA01.png,{n}\n")
+    got = {p.relative_to(tmp_path).as_posix(): gt.count for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {"plate1/A01.png": 5, "plate2/A01.png": 7}
+    (tmp_path / "plate1" / "counts.csv").write_text("filename,count\n/data/plate2/A01.png,7\n")
+    with pytest.raises(GroundTruthError, match="none of the 1 image"):  # plate1's A01 is not plate2's
+        load_labelled_folder(tmp_path / "plate1")
+    (tmp_path / "plate1" / "counts.csv").write_text(f"filename,count\n{tmp_path}/plate1/A01.png,5\n")
+    assert [gt.count for _, gt in load_labelled_folder(tmp_path / "plate1")] == [5], "its own full path matches"
