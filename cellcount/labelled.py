@@ -432,6 +432,10 @@ def labelled_set(
             out.skipped.append((f.name, str(err)))
             continue
         found, ambiguous = match_names(split or {}, uploaded)
+        if split and not found and not ambiguous:  # its images were not uploaded: unused, not broken
+            shown = ", ".join(list(split)[:5]) + (" …" if len(split) > 5 else "")
+            out.notes.append(f"{f.name}: the points of {len(split)} image(s), none of them uploaded ({shown}): not used.")
+            continue
         if found or ambiguous:
             out.notes.extend(str(w.message) for w in caught if issubclass(w.category, DuplicatePointsWarning))
             for key, gt in split.items():

@@ -1082,3 +1082,16 @@ def test_a_table_in_a_plate_folder_names_that_plates_images(tmp_path) -> None:
         load_labelled_folder(tmp_path / "plate1")
     (tmp_path / "plate1" / "counts.csv").write_text(f"filename,count\n{tmp_path}/plate1/A01.png,5\n")
     assert [gt.count for _, gt in load_labelled_folder(tmp_path / "plate1")] == [5], "its own full path matches"
+
+
+def test_an_8bit_label_image_with_a_stray_pixel_or_a_boundary_id_is_not_unwrapped() -> None:
+    from cellcount.groundtruth import WrappedLabelsWarning, labels_from_array
+
+    lab = np.zeros((200, 200), np.uint8)
+    cells = [(r, c) for r in range(0, 160, 10) for c in range(0, 160, 10)][:255]
+    for k, (r, c) in enumerate(cells, start=1):
+        lab[r + 2:r + 7, c + 2:c + 7] = k  # 255 objects, ids 1..255
+    lab[199, 199] = 7  # a stray pixel of object 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WrappedLabelsWarning)
+        assert labels_from_array(lab).count == 255
