@@ -78,8 +78,12 @@ def _stored(prefix: str, model: cc.models.CountModel, name: str) -> Any:
     return settings.values(model)[name]
 
 
-def _on_edit(prefix: str, name: str, model_name: str) -> None:
-    raw = st.session_state[_key(prefix, name)]
+FILLED_IN = "_widgets__filled_in"
+"""Widget key -> the option a choice widget shows because the stored value is not among its options."""
+
+
+def _on_edit(prefix: str, name: str, model_name: str, key: str | None = None) -> None:
+    raw = st.session_state[key or _key(prefix, name)]
     if name == "channel" and isinstance(raw, str):
         # Streamlit sends a selectbox's old option label ("channel 2 (blue)") when its options changed with the
         # image (a 3-channel file replaced by another): not a choice the user made, and no channel number
@@ -89,11 +93,12 @@ def _on_edit(prefix: str, name: str, model_name: str) -> None:
         model = get_model(model_name)
     except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the rerun picks another model
         return
-    if name == "channel" and value is None and _stored(prefix, model, "channel") not in (
-            st.session_state.get(_key(prefix, "channel_shown"), ())):
-        # the control showed "all channels" because the channel chosen is not in this image (a 2-channel file
-        # after a 3-channel one), and the browser sent that back when the options changed: not a choice the user
-        # made; taken as one, it undid the choice for every later image (and Batch)
+    if (key or _key(prefix, name)) in st.session_state.get(FILLED_IN, {}) and \
+            raw == st.session_state[FILLED_IN][key or _key(prefix, name)]:
+        # the control showed this because the value chosen is not among its options (channel 2 on a 2-channel
+        # image shows "all channels"), and the browser sent it back a run or two later: not a choice the user
+        # made (a control cannot be changed to what it shows); taken as one, it undid the choice for every
+        # later image and Batch (the next 3-channel image counted from the mean: 579 nuclei for 70)
         return
     local = _local(prefix)
     if local is not None:
@@ -102,15 +107,17 @@ def _on_edit(prefix: str, name: str, model_name: str) -> None:
         settings.edit(model, name, value)
 
 
-def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None) -> dict[str, Any]:
-    """Widget kwargs bound to the stored value of ``name`` (clamped into [lo, hi] for display)."""
+def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None,
+          key: str | None = None) -> dict[str, Any]:
+    """Widget kwargs bound to the stored value of ``name`` (clamped into [lo, hi] for display); ``key``: the
+    widget's own, where one setting has several widgets (the channel's, one per number of channels)."""
     value = _to_widget(name, _stored(prefix, model, name))
     if lo is not None and hi is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = type(value)(min(max(value, lo), hi))
-    key = _key(prefix, name)
+    key = key or _key(prefix, name)
     if st.session_state.get(key) != value:
         st.session_state[key] = value
-    return {"key": key, "on_change": _on_edit, "args": (prefix, name, model.name), "help": SCHEMA[name].explain}
+    return {"key": key, "on_change": _on_edit, "args": (prefix, name, model.name, key), "help": SCHEMA[name].explain}
 
 
 def _taking_in(prefix: str, model: cc.models.CountModel, name: str, lo: Any, hi: Any) -> tuple[Any, Any]:
@@ -146,15 +153,17 @@ def _toggle(c: Any, prefix: str, model: Any, name: str) -> bool:
 
 
 def _choice(c: Any, prefix: str, model: Any, name: str, options: list | None = None, *, radio: bool = False,
-            **kwargs: Any) -> Any:
+            key: str | None = None, **kwargs: Any) -> Any:
     """Selectbox (or radio) of ``options``, by default the schema's choices shown by their labels."""
     spec = SCHEMA[name]
     if options is None:
         options = list(spec.choices)
         kwargs.setdefault("format_func", dict(zip(spec.choices, spec.choice_labels, strict=True)).get)
-    b = _bind(prefix, model, name)
+    b = _bind(prefix, model, name, key=key)
+    filled = st.session_state.setdefault(FILLED_IN, {})
+    filled.pop(b["key"], None)
     if st.session_state[b["key"]] not in options:
-        st.session_state[b["key"]] = options[0]
+        st.session_state[b["key"]] = filled[b["key"]] = options[0]
     index = options.index(st.session_state[b["key"]])
     if radio:
         return c.radio(spec.label, options, index=index, horizontal=True, **b, **kwargs)
@@ -179,8 +188,9 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
             notes = [*(["the first"] if v == 0 else []), *([names[v]] if v < len(names) else [])]
             return f"channel {v} ({', '.join(notes)})" if notes else f"channel {v}"
 
-        st.session_state[_key(prefix, "channel_shown")] = tuple(options)
-        out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt))
+        # one widget per number of channels, each knowing what it showed in place of a channel it lacks
+        out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt,
+                                                         key=f"{_key(prefix, 'channel')}_{len(options) - 1}"))
     else:
         out["channel"] = _stored(prefix, model, "channel")  # unused for a single channel; kept as stored
     out["invert"] = _from_widget(

@@ -138,13 +138,13 @@ def test_multichannel_tiff_upload_channel_choice():
     assert not at.exception
     # their mean was counted: the badge says so, and which way to go (a tester saw no word of the averaging)
     assert any("were averaged" in c.value for c in at.caption), [c.value for c in at.caption]
-    at.selectbox(key="count_channel").set_value(1)
+    at.selectbox(key="count_channel_2").set_value(1)
     at.run()
     assert not at.exception
     assert metric(at, "Count") == "2"
     assert not any("were averaged" in c.value for c in at.caption)
     assert any("Shown: channel 1, the one counted" in c.value for c in at.caption)
-    at.selectbox(key="count_channel").set_value(0)
+    at.selectbox(key="count_channel_2").set_value(0)
     at.run()
     assert metric(at, "Count") == "1"
 
@@ -549,7 +549,7 @@ def test_a_channel_chosen_for_a_composite_does_not_fail_the_next_one_channel_ima
     at = open_count(count_source="Upload")
     at.file_uploader(key="count_upload").set_value(("comp.tif", buf.getvalue(), "image/tiff"))
     at.run()
-    at.selectbox(key="count_channel").set_value(2)
+    at.selectbox(key="count_channel_3").set_value(2)
     at.run()
     assert not at.exception and metric(at, "Count") == "2"
     dapi = np.zeros((64, 64), np.uint8)
