@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cellcount.errors import CellcountError, GroundTruthError, ImageReadError
+from cellcount.io.files import MICROSCOPE_EXTENSIONS
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     DOT_DIRS,
@@ -1064,8 +1065,6 @@ def name_key(name: str) -> str:
     n = name.strip().replace("\\", "/")
     while n.startswith("./"):
         n = n[2:]
-    from .io.files import MICROSCOPE_EXTENSIONS
-
     p = PurePosixPath(n)  # a table may name the acquisition (A01.czi) of the TIFF exported from it
     return str(p.with_suffix("")) if p.suffix.lower() in (*IMAGE_EXTENSIONS, *MICROSCOPE_EXTENSIONS) else n
 
