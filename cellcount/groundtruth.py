@@ -25,7 +25,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cellcount.errors import CellcountError, GroundTruthError, ImageReadError
-from cellcount.io.files import MICROSCOPE_EXTENSIONS
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
     DOT_DIRS,
@@ -46,6 +45,7 @@ from cellcount.io import (
     word_base,
     zip_files,
 )
+from cellcount.io.files import MICROSCOPE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
