@@ -311,14 +311,15 @@ def _labelled_items(
     """The annotated images of a folder (read from disk) or of in-memory items, and a description of where
     they came from for the card. A folder's image whose file or annotation cannot be used is left out and
     named in ``skipped`` (as ``count`` and ``evaluate`` do) when a list is given."""
-    from .groundtruth import load_labelled_folder
+    from .groundtruth import item_names, load_labelled_folder
 
     if isinstance(data, (str, Path)):
         on_error = None if skipped is None else (lambda path, why: skipped.append(f"{path.name}: {why}"))
         pairs = load_labelled_folder(data, on_error=on_error)
         if not pairs:
             raise GroundTruthError(f"no images with annotations found in {data}")
-        return [(p.name, Path(p).read_bytes(), gt) for p, gt in pairs], str(data)
+        names = item_names(data, [p for p, _ in pairs])
+        return [(n, Path(p).read_bytes(), gt) for n, (p, gt) in zip(names, pairs, strict=True)], str(data)
     items = [(str(n), bytes(b), gt) for n, b, gt in data]
     if not items:
         raise GroundTruthError("no annotated images to fine-tune on")

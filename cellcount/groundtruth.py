@@ -16,6 +16,7 @@ import os
 import re
 import struct
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -1801,6 +1802,24 @@ def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], wha
             unsure.setdefault(img, f"a table gives {what} for {key!r}, which names {len(imgs)} images ({names}): "
                                    "not used; name each row's image with its folder (plate1/A01.png)")
     return out, unsure
+
+
+def item_names(root: str | os.PathLike, paths: Sequence[Path]) -> list[str]:
+    """The name each image of a labelled folder goes by in scores, tables and cards: its file name, or its path
+    below ``root`` where another image of the set has the same file name (two plates' ``A01.png`` are
+    ``plate1/A01.png`` and ``plate2/A01.png``, not two rows called ``A01.png``)."""
+    root = Path(root)
+    shared = {n for n, k in Counter(p.name for p in paths).items() if k > 1}
+    out = []
+    for p in paths:
+        if p.name not in shared:
+            out.append(p.name)
+            continue
+        try:
+            out.append(p.relative_to(root).as_posix())
+        except ValueError:
+            out.append(str(p))
+    return out
 
 
 def _anchored(root: Path, files: Iterable[Path]) -> dict[Path, str]:

@@ -111,6 +111,25 @@ def test_evaluating_one_image_says_r2_needs_more_images_instead_of_nan(samples_d
     assert "of 1 image flagged" in out
 
 
+def test_two_plates_images_of_one_name_are_told_apart_in_the_scores(samples_dir, tmp_path):
+    import shutil
+
+    for plate, name in (("plate1", "s01_sparse_small"), ("plate2", "s02_dense_clusters")):
+        (tmp_path / plate).mkdir()
+        shutil.copy(samples_dir / f"{name}.png", tmp_path / plate / "A01.png")
+        shutil.copy(samples_dir / f"{name}_labels.tif", tmp_path / plate / "A01_labels.tif")
+    shutil.copy(samples_dir / "s03_large_nuclei.png", tmp_path / "B02.png")
+    shutil.copy(samples_dir / "s03_large_nuclei_labels.tif", tmp_path / "B02_labels.tif")
+    out_csv = tmp_path / "scores.csv"
+    assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--out", str(out_csv)]) == 0
+    df = pd.read_csv(out_csv)
+    manifest = pd.read_csv(samples_dir / "manifest.csv").set_index("filename")["count"]
+    # a unique name stays a name; each A01.png row names its plate and holds that plate's truth
+    assert dict(zip(df["file"], df["true"])) == {
+        "plate1/A01.png": manifest["s01_sparse_small.png"], "plate2/A01.png": manifest["s02_dense_clusters.png"],
+        "B02.png": manifest["s03_large_nuclei.png"]}
+
+
 def test_default_grid_never_makes_things_worse(specks_dataset):
     model = load_model(CLASSICAL_NAME)
     params = resolve_params(model, {"opening_radius_px": 0, "min_area_px": 0, "split_mode": "off"})

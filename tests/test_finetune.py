@@ -1127,3 +1127,18 @@ def test_held_out_images_the_base_learnt_from_are_swapped_for_unseen_ones():
     train, held, named = _hold_out_unseen(items, [0, 1, 2, 5, 6], [3, 4], many)
     assert held == [4, 5] and train == [0, 1, 2, 3, 6] and named == ["im4.png"]  # one of the two new ones swapped
     assert _hold_out_unseen(items, [0, 2], [1], set()) == ([0, 2], [1], [])
+
+
+def test_a_folder_of_plates_names_its_images_apart(samples_dir, tmp_path):
+    import shutil
+
+    from cellcount.finetune import _labelled_items
+
+    for plate, name in (("plate1", "s01_sparse_small"), ("plate2", "s02_dense_clusters")):
+        (tmp_path / plate).mkdir()
+        shutil.copy(samples_dir / f"{name}.png", tmp_path / plate / "A01.png")
+        shutil.copy(samples_dir / f"{name}_labels.tif", tmp_path / plate / "A01_labels.tif")
+    items, source = _labelled_items(tmp_path)
+    # the held-out split, the card's list of images and the scores tell the two A01.png apart
+    assert sorted(n for n, _, _ in items) == ["plate1/A01.png", "plate2/A01.png"]
+    assert source == str(tmp_path)

@@ -434,7 +434,7 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
     with name -> why its score may not be what was meant (only the first plane of a stack was read), for
     :func:`with_read_notes`. ``paths``: filled with name -> file of each image yielded."""
     from ..errors import CellcountError
-    from ..groundtruth import load_labelled_folder
+    from ..groundtruth import item_names, load_labelled_folder
     from ..io import read_image_planes
     from ..training.data import dsb_part
 
@@ -447,7 +447,7 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
         pairs = [(p, gt) for p, gt in pairs if part(p.name) == split]
     if limit:
         pairs = pairs[:limit]
-    for path, gt in pairs:
+    for name, (path, gt) in zip(item_names(data, [p for p, _ in pairs]), pairs, strict=True):
         try:
             image, planes = read_image_planes(path)
         except CellcountError as err:
@@ -456,11 +456,11 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
             on_error(path, str(err))
             continue
         if planes is not None and notes is not None:
-            notes[path.name] = (f"{path.name}: the file holds {planes[0]} {planes[1]}; only the first was read and "
-                                "scored (save the plane that was annotated as a file of its own)")
+            notes[name] = (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and "
+                           "scored (save the plane that was annotated as a file of its own)")
         if paths is not None:
-            paths[path.name] = path
-        yield path.name, image, gt
+            paths[name] = path
+        yield name, image, gt
 
 
 def with_read_notes(pairs: list[Pair], notes: dict[str, str]) -> list[Pair]:
