@@ -554,7 +554,8 @@ def _delimiter(text: str) -> str:
     return best if counts[best] else ","
 
 
-def _csv_rows(name: str, text: str) -> tuple[list[str], list[list[str]]]:
+def _csv_rows(name: str, text: str, *, raw: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, lowercased and stripped, data rows); ``raw``: (the first row as written, data rows)."""
     delimiter = _delimiter(text)
     try:
         rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(cell.strip() for cell in row)]
@@ -562,7 +563,7 @@ def _csv_rows(name: str, text: str) -> tuple[list[str], list[list[str]]]:
         raise GroundTruthError(f"{name}: malformed CSV: {err}") from err
     if not rows:
         raise GroundTruthError(f"{name}: CSV file is empty")
-    header = [h.strip().strip("\ufeff").lower() for h in rows[0]]
+    header = [h.strip().strip("\ufeff") if raw else h.strip().strip("\ufeff").lower() for h in rows[0]]
     return header, rows[1:]
 
 
@@ -589,8 +590,19 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
     file_col = next((header.index(c) for c in _FILENAME_COLUMNS if c in header), None)
     count_col = next((header.index(c) for c in _COUNT_COLUMNS if c in header), None)
     if file_col is None or count_col is None:
-        return None
+        return (0, 1) if _headerless_counts(header) else None
     return file_col, count_col
+
+
+def _headerless_counts(first_row: list[str]) -> bool:
+    """Whether a table's first row is an image's name and its count (``A01.tif,34``, as Excel saves two columns
+    typed without titles): the table is then read from that row on, name first."""
+    cells = [c.strip() for c in first_row]
+    if len(cells) != 2 or not cells[0]:
+        return False
+    named_image = PurePosixPath(cells[0].replace("\\", "/")).suffix.lower() in (*IMAGE_EXTENSIONS, *MICROSCOPE_EXTENSIONS)
+    value = _number(cells[1])
+    return named_image and bool(np.isfinite(value)) and value >= 0 and value == int(value)
 
 
 _PREDICTION_COLUMNS = ("count_estimate", "check_score")
@@ -1141,6 +1153,8 @@ def _counts_by_name(name: str, text: str) -> dict[str, int]:
     header, rows = _csv_rows(name, text)
     decimal_comma = _delimiter(text) == ";"
     cols = _count_columns(header)
+    if _headerless_counts(header):  # no titles: the first row is data, its name as written
+        rows = [_csv_rows(name, text, raw=True)[0], *rows]
     if cols is None:
         raise GroundTruthError(
             f"{name}: expected columns 'filename' (or 'image' / 'file') and 'count', found {header}"

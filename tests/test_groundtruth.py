@@ -440,6 +440,21 @@ def test_read_counts_csv(tmp_path: Path) -> None:
         read_counts_csv(b"name_of_thing,n\na,1\n")
 
 
+def test_a_counts_table_without_titles_is_read_from_its_first_row(tmp_path: Path) -> None:
+    # two columns typed in Excel without titles: the first row is an image and its count, not a header
+    assert read_counts_csv(b"A01.tif,34\nA02.tif,0\n") == {"A01": 34, "A02": 0}
+    assert read_counts_csv("Plate 1/B03.PNG;12\nB04.png;7\n".encode("utf-16")) == {"B03": 12, "B04": 7}
+    # a header that only looks odd stays a header, and a table of something else is not counts
+    with pytest.raises(GroundTruthError, match="expected columns"):
+        read_counts_csv(b"A01,34\nA02,0\n")  # no image extension: not surely a name
+    with pytest.raises(GroundTruthError, match="expected columns"):
+        read_counts_csv(b"A01.tif,3.5\n")
+    _save_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    _save_png(tmp_path / "b.png", np.full((8, 8), 9, np.uint8))
+    (tmp_path / "counts.csv").write_text("a.png,3\nb.png,5\n")
+    assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"a.png": 3, "b.png": 5}
+
+
 # --------------------------------------------------------------------------------------------------
 # pairing and folders
 # --------------------------------------------------------------------------------------------------
