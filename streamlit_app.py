@@ -20,9 +20,15 @@ keep_freed_memory()
 # runs in its legacy pages/ mode, shows no menu of the pages/ folder (helper modules such as _shared
 # included); the menu of st.navigation below is turned back on here.
 st.set_option("client.showSidebarNavigation", True)
-# Below 1280 px (a laptop at 1024 x 768) Streamlit's wide layout kept 5rem of margin on each side beside the
-# sidebar: Count's settings column narrowed to 130 px and cut its labels ("Postproce-ssing", "Estimate nu...")
-st.html("<style>@media (max-width: 1280px) { .stMainBlockContainer { padding-left: 1.5rem; "
+# a zoomed picture keeps its size (one image pixel per screen pixel at 100%) and scrolls where the panel is narrower:
+# shrunk to the panel, "100%" showed 70-86% and 1 px outlines blurred away (a tester, 1024 and 1400 px windows)
+st.html("<style>.st-key-count_overlay_zoomed { overflow-x: auto; } "
+        ".st-key-count_overlay_zoomed * { max-width: none !important; } "
+        ".st-key-count_overlay_zoomed [data-testid='stElementContainer'] { width: max-content !important; } "
+        ".st-key-count_overlay_zoomed img { width: auto !important; } "
+        # Below 1280 px (a laptop at 1024 x 768) Streamlit's wide layout kept 5rem of margin on each side beside the
+        # sidebar: Count's settings column narrowed to 130 px and cut its labels ("Postproce-ssing", "Estimate nu...")
+        "@media (max-width: 1280px) { .stMainBlockContainer { padding-left: 1.5rem; "
         "padding-right: 1.5rem; } .stMainBlockContainer h3 { font-size: 1.4rem; hyphens: auto; } "
         # rows of metric tiles (containers keyed metrics_*) wrap instead of cutting their values to "0.…"
         "[class*='st-key-metrics'] [data-testid='stHorizontalBlock'] { flex-wrap: wrap; row-gap: 0.5rem; } "

@@ -166,7 +166,10 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         f"background:rgb{tuple(c)}'></span> {name}" for name, c in legend.items()
     )
     st.markdown(chips, unsafe_allow_html=True)
-    st.container(key=f"{P}_overlay").image(jpeg, width="content" if view["zoom"] else "stretch")
+    if view["zoom"]:  # at its own size, scrolling where the panel is narrower (streamlit_app.py's style)
+        st.container(key=f"{P}_overlay_zoomed").image(jpeg, width="content")
+    else:
+        st.container(key=f"{P}_overlay").image(jpeg, width="stretch")
     reasons = ", ".join(REJECT_REASONS.values())
     st.caption(
         f"{source.name}: kept objects are outlined; rejected objects ({reasons}) in their own colour. "
