@@ -8,6 +8,7 @@ to count (unknown model or bad card, no images found, bad settings, an unusable 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -165,8 +166,11 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     Refused: an output that is a folder, names an input (an image or the settings file) or the same file
     as another output, or a folder where a file cannot be created. Output folders are created.
     """
-    from .csvout import check_writable
+    from .csvout import check_writable, not_a_file_problem
 
+    for option, value in (("--out", args.out), ("--objects", args.objects), ("--labels-dir", args.labels_dir)):
+        if value and (problem := not_a_file_problem(value)):
+            return f"{option} {problem}"
     outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out), "inputs file": _inputs_path(args.out)}
     if getattr(args, "region_grid", None) or getattr(args, "regions", None):
         outputs["--regions-out"] = _regions_path(args)
@@ -506,6 +510,11 @@ def _label_names(labels_dir: Path, names: list[str], written: set[str], inputs: 
 
 
 def cmd_count(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as run_scope:  # the outputs stay held (hold_outputs) until the run ends
+        return _count(args, run_scope)
+
+
+def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     import pandas as pd
 
     from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects, with_plane
@@ -549,6 +558,13 @@ def cmd_count(args: argparse.Namespace) -> int:
     problem = _check_cluster_options(args) or _check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from .csvout import OutputBusy, hold_outputs
+
+    try:  # before --resume reads them: another run's half-written rows are no run to resume
+        run_scope.enter_context(hold_outputs([p for p in (args.out, args.objects) if p]))
+    except OutputBusy as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     all_inputs = {f.resolve() for f in files}
     if not args.include_ground_truth:

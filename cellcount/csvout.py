@@ -9,13 +9,14 @@ same folder and renamed into place, so a reader (or an interrupted run) never se
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +111,79 @@ def _give_mode(tmp: str, target: Path) -> None:
         pass
 
 
+def write_target(path: str | os.PathLike) -> Path:
+    """The file a write to ``path`` replaces: the file a symbolic link points to, so that ``latest.csv ->
+    run42.csv`` keeps its link and run42.csv gets the rows (a rename over the link replaced the link itself)."""
+    target = Path(path)
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
+def not_a_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot take an output written by rename, or None: ``-`` (standard output) or an entry of
+    ``/dev`` or ``/proc`` (``/dev/stdout`` sent to a file was replaced by the CSV, link and all)."""
+    text = str(path)
+    if text == "-":
+        return ("'-' (standard output): results are written to files, row by row as the run goes (a resume reads "
+                "them back); give a file name such as counts.csv")
+    if Path(os.path.abspath(text)).parts[:2] in (("/", "dev"), ("/", "proc")):
+        return f"{text} is a device or process entry, not a file; give a file name such as counts.csv"
+    return None
+
+
+class OutputBusy(OSError):
+    """Another process is writing this output (:func:`hold_outputs`)."""
+
+
+@contextlib.contextmanager
+def hold_outputs(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Hold each of ``paths`` for this run: a second run started on the same file meanwhile (an overlapping cron
+    job) gets :class:`OutputBusy` instead of splicing its rows into this one's file mid-row. An advisory lock
+    (``fcntl.flock``) on a hidden ``.<name>.lock`` beside each file, removed at the end; nothing is held where
+    the platform has no ``fcntl`` (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    held: list[tuple[Path, int]] = []
+    try:
+        for path in paths:
+            target = write_target(path)
+            lock = target.parent / f".{target.name}.lock"
+            while True:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    other = os.read(fd, 64).decode("ascii", "replace").strip()
+                    os.close(fd)
+                    raise OutputBusy(f"another run is writing {path}{f' (process {other})' if other else ''}; "
+                                     "wait for it to end, or give this run another output file") from None
+                try:  # the holder before may have removed the file just after this open: lock the one in place
+                    same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(fd)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode("ascii"))
+            held.append((lock, fd))
+        yield
+    finally:
+        for lock, fd in reversed(held):
+            lock.unlink(missing_ok=True)  # while still held: a run that opened it meanwhile sees it gone
+            os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place.
+    """Write ``data`` to a temporary file next to ``path`` and rename it into place (through a symbolic link:
+    :func:`write_target`).
 
     A reader sees the old file or the new one, never a half-written one; on error the old file is kept
     and the temporary file removed.
     """
-    target = Path(path)
+    target = write_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -171,7 +238,7 @@ class CsvStream:
         keep: pd.DataFrame | None = None,
         empty_columns: Sequence[str] | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = write_target(path)
         self.columns: list[str] | None = list(columns) if columns is not None else None
         self._empty_columns = list(empty_columns) if empty_columns is not None else None
         self.n_rows = 0

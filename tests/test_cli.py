@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -614,3 +615,30 @@ def test_block_options_are_checked_before_any_worker_starts(small_folder, tmp_pa
     err = capsys.readouterr().err
     assert "--region-grid must look like 4x4" in err and "blocks of 320 px hold little context" in err
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(small_folder, tmp_path, capsys):
+    from cellcount.csvout import hold_outputs
+
+    out = tmp_path / "counts.csv"
+    out.write_text("file,count\nkept.png,3\n")
+    with hold_outputs([out]):  # the first run, still counting (an overlapping cron job)
+        rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"])
+    assert rc == 2 and "another run is writing" in capsys.readouterr().err
+    assert out.read_text() == "file,count\nkept.png,3\n"  # untouched, no rows spliced in
+    # once it has ended, the file is free again and no lock file is left beside it
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    assert len(pd.read_csv(out)) == 2 and not list(tmp_path.glob(".*.lock"))
+
+
+def test_an_output_through_a_symbolic_link_writes_the_linked_file(small_folder, tmp_path, capsys):
+    (tmp_path / "run42.csv").write_text("old\n")
+    (tmp_path / "latest.csv").symlink_to("run42.csv")
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "latest.csv"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "latest.csv").is_symlink()  # the link stays; the rows are in the file it names
+    assert len(pd.read_csv(tmp_path / "run42.csv")) == 2
+    for out in ("-", "/dev/stdout"):  # a rename there would replace the device's link itself
+        assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", out]) == 2
+        assert "give a file name" in capsys.readouterr().err
+    assert not Path("-").exists()

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check_options(args: argparse.Namespace) -> None:
     """ParameterError for an option out of range or an output that cannot be written, before any counting
     (output folders are created)."""
-    from ..csvout import check_writable
+    from ..csvout import check_writable, not_a_file_problem
 
     if args.limit is not None and args.limit < 1:
         raise ParameterError(f"--limit {args.limit}: give the number of images to use, at least 1")
@@ -128,6 +128,8 @@ def _check_options(args: argparse.Namespace) -> None:
         if not value:
             continue
         path, flag = Path(value), "--" + option.replace("_", "-")
+        if problem := not_a_file_problem(value):
+            raise ParameterError(f"{flag} {problem}")
         if path.is_dir():
             raise ParameterError(f"{flag} {path} is a folder; give a file name")
         if _replaces_data(path, Path(args.data), option):
