@@ -281,7 +281,7 @@ def labels_zip(items: Iterable[BatchItem]) -> bytes:
                 k += 1
                 out = f"{stem}_{k}_labels.tif"
             seen.add(out)
-            zf.writestr(out, labels_to_tiff_bytes(it.result.labels))
+            zf.writestr(out, labels_to_tiff_bytes(it.result.labels, model=it.result.model_name))
             index.append({"file": it.name, "labels_file": out})
         if index:
             zf.writestr(LABELS_INDEX, csv_bytes(pd.DataFrame(index)))

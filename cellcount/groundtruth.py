@@ -62,6 +62,7 @@ def holds_only_specks(gt: GroundTruth) -> bool:
 __all__ = [
     "GROUND_TRUTH_KINDS",
     "BinaryMaskWarning",
+    "PredictedLabelsWarning",
     "DuplicatePointsWarning",
     "GroundTruth",
     "labels_from_array",
@@ -365,6 +366,42 @@ def _check_shape(name: str, shape: tuple[int, ...], expected_shape: Sequence[int
         )
 
 
+class PredictedLabelsWarning(UserWarning):
+    """A label image cellcount wrote (its TIFF description says so): a model's count, which scores any model that
+    counts alike as perfect, unless someone corrected it by hand."""
+
+
+def _prediction_note(source: object) -> str | None:
+    """The description of a TIFF cellcount wrote as a prediction (:data:`cellcount.io.export.PREDICTION_TAG`), else
+    None (another format, another writer, unreadable)."""
+    import tifffile
+
+    from .io.export import PREDICTION_TAG
+
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = io.BytesIO(bytes(source))
+        elif isinstance(source, (str, os.PathLike)):
+            data = Path(source)
+        else:
+            at = source.tell()  # type: ignore[attr-defined]
+            data = io.BytesIO(source.read())  # type: ignore[attr-defined]
+            source.seek(at)  # type: ignore[attr-defined]
+        if isinstance(data, io.BytesIO):
+            head = data.read(4)
+            data.seek(0)
+        else:
+            with data.open("rb") as fh:
+                head = fh.read(4)
+        if head[:2] not in (b"II", b"MM"):
+            return None
+        with tifffile.TiffFile(data) as tif:
+            text = tif.pages[0].description or ""
+    except Exception:  # noqa: BLE001 - a file this cannot read is read (or refused) by the image reader
+        return None
+    return text if text.startswith(PREDICTION_TAG) else None
+
+
 def _read_gt_image(source: object) -> np.ndarray:
     name = _name(source) or "<ground truth>"
     try:
@@ -399,8 +436,13 @@ def read_label_image(source: object, *, expected_shape: Sequence[int] | None = N
     name = _name(source)
     if Path(name).suffix.lower() in (".jpg", ".jpeg"):
         raise GroundTruthError(f"{name}: JPEG is lossy and cannot hold labels; save labels as PNG or TIFF")
+    note = _prediction_note(source)  # before the image is read: a stream is left where it was
     image = _read_gt_image(source)
     _check_shape(name or "label image", image.shape, expected_shape)
+    if note:
+        warnings.warn(f"{name + ': a' if name else 'A'} label image cellcount wrote ({note.split(': ', 1)[-1]}): scoring "
+                      "against it measures agreement with that count, not accuracy; use it as ground truth only once "
+                      "corrected by hand", PredictedLabelsWarning, stacklevel=2)
     return labels_from_array(image, source=name)
 
 

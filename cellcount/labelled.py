@@ -26,6 +26,7 @@ from .groundtruth import (
     DuplicatePointsWarning,
     GroundTruth,
     NoCoordinateColumns,
+    PredictedLabelsWarning,
     WrappedLabelsWarning,
     counts_disagree,
     holds_only_specks,
@@ -495,9 +496,10 @@ def labelled_set(
                 with warnings.catch_warnings(record=True) as caught:  # said on the page, not only in a log
                     warnings.simplefilter("always", DuplicatePointsWarning)
                     warnings.simplefilter("always", WrappedLabelsWarning)
+                    warnings.simplefilter("always", PredictedLabelsWarning)
                     gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
                 for w in caught:
-                    if issubclass(w.category, (DuplicatePointsWarning, WrappedLabelsWarning)):
+                    if issubclass(w.category, (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning)):
                         out.notes.append(str(w.message))
                     else:
                         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

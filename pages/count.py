@@ -224,7 +224,7 @@ def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None 
         files.append(("Objects CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)),
                       f"{s}_objects.csv", "text/csv", "objects", None))
     if result.labels is not None:
-        files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels), f"{s}_labels.tif",
+        files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels, model=result.model_name), f"{s}_labels.tif",
                       "image/tiff", "labels", "Kept objects 1..N; 16-bit when N < 65,536, else 32-bit."))
     if result.labels is not None and image is not None and view:
         files.append(("Outlines (PNG)", lambda: overlay_png(image, result, view), f"{s}_outlines.png", "image/png",

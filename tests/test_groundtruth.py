@@ -54,7 +54,8 @@ def test_labels_over_65535_kept_int32() -> None:
     gt = labels_from_array(arr, source="big")
     assert gt.kind == "labels" and gt.count == 70000
     assert gt.labels is not None and gt.labels.dtype == np.int32 and int(gt.labels.max()) == 70000
-    again = read_label_image(labels_to_tiff_bytes(gt.labels))
+    with pytest.warns(UserWarning, match="label image cellcount wrote"):  # our own TIFF, read back
+        again = read_label_image(labels_to_tiff_bytes(gt.labels))
     assert again.count == 70000 and np.array_equal(again.labels, gt.labels)
 
 
@@ -1110,3 +1111,29 @@ def test_an_8bit_label_image_with_a_stray_pixel_or_a_boundary_id_is_not_unwrappe
     with warnings.catch_warnings():
         warnings.simplefilter("error", WrappedLabelsWarning)
         assert labels_from_array(lab).count == 255
+
+
+def test_a_label_image_cellcount_wrote_is_said_to_be_a_prediction(tmp_path: Path) -> None:
+    from cellcount.groundtruth import PredictedLabelsWarning
+    from cellcount.io import labels_to_tiff_bytes
+    from cellcount.labelled import labelled_set
+
+    labels = np.zeros((16, 16), np.uint16)
+    labels[2:6, 2:6], labels[9:13, 9:13] = 1, 2
+    ours = labels_to_tiff_bytes(labels, model="unet-mask")
+    (tmp_path / "a_labels.tif").write_bytes(ours)
+    with pytest.warns(PredictedLabelsWarning, match="a_labels.tif: a label image cellcount wrote .*unet-mask"):
+        assert read_label_image(tmp_path / "a_labels.tif").count == 2
+    with pytest.warns(PredictedLabelsWarning):
+        read_label_image(ours)
+    # the same labels from another program (Fiji, napari, a hand correction saved anew) are ground truth
+    tifffile.imwrite(tmp_path / "b_labels.tif", labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PredictedLabelsWarning)
+        assert read_label_image(tmp_path / "b_labels.tif").count == 2
+    # uploads: said on the page among the notes
+    image = np.zeros((16, 16), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    got = labelled_set([("a.png", buf.getvalue()), ("a_labels.tif", ours)])
+    assert len(got.items) == 1 and any("cellcount wrote" in n for n in got.notes)

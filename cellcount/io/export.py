@@ -9,14 +9,20 @@ import tifffile
 
 from cellcount.errors import ParameterError
 
+PREDICTION_TAG = "cellcount prediction"
+"""How a label image cellcount writes begins its TIFF description: read back as ground truth, it is the model's
+own count (:class:`cellcount.groundtruth.PredictedLabelsWarning`), unless someone corrected it."""
 
-def labels_to_tiff_bytes(labels: np.ndarray) -> bytes:
-    """Encode a label image as a zlib-compressed TIFF.
+
+def labels_to_tiff_bytes(labels: np.ndarray, *, model: str | None = None) -> bytes:
+    """Encode a label image as a zlib-compressed TIFF, described as a prediction (:data:`PREDICTION_TAG`).
 
     Parameters
     ----------
     labels : numpy.ndarray
         (H, W) non-negative integers (or bool).
+    model : str, optional
+        The model that counted them, named in the description.
 
     Returns
     -------
@@ -38,5 +44,7 @@ def labels_to_tiff_bytes(labels: np.ndarray) -> bytes:
         raise ParameterError(f"label {top} does not fit in uint32")
     out_dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
     buf = io.BytesIO()
-    tifffile.imwrite(buf, arr.astype(out_dtype), compression="zlib", photometric="minisblack")
+    by = f"the model {model}" if model else "a model"
+    tifffile.imwrite(buf, arr.astype(out_dtype), compression="zlib", photometric="minisblack", metadata=None,
+                     description=f"{PREDICTION_TAG}: objects counted by {by}")
     return buf.getvalue()
