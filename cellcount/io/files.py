@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import logging
@@ -70,6 +71,21 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
     """Image-named files under ``root`` (symbolic links followed, hidden entries skipped); every folder
     that cannot be read, link loop and dangling link is reported through ``on_skip``."""
     seen: set[tuple[int, int]] = set()
+    # the folders in the tree itself: a link to one of them (latest -> run42) is another name for files listed
+    # under their own path, passed over without a word (it read as a skipped folder, and the run as failed)
+    inside: set[tuple[int, int]] = set()
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        with contextlib.suppress(OSError):
+            st = os.stat(dirpath)
+            inside.add((st.st_dev, st.st_ino))
+
+    def linked_inside(folder: str) -> bool:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        return os.path.islink(folder) and (st.st_dev, st.st_ino) in inside
 
     def onerror(err: OSError) -> None:
         on_skip(Path(err.filename or root), f"cannot read folder: {err.strerror or err}")
@@ -86,7 +102,7 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not linked_inside(os.path.join(dirpath, d)))
         zarrs = [d for d in dirnames if _is_zarr_dir(Path(dirpath, d))]
         dirnames[:] = [d for d in dirnames if d not in zarrs]  # an OME-Zarr is one image, not a folder
         yield from (Path(dirpath, d) for d in zarrs)
