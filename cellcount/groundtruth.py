@@ -1028,14 +1028,8 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
         raise NoCoordinateColumns(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
                                "columns, e.g. x,y (x is the column, y the row)")
     if cols is None:
-        raw = next(csv.reader(io.StringIO(text), delimiter=_delimiter(text)))  # the user's own spelling
-        microns = [r.strip().strip("\ufeff") for h, r in zip(header, raw, strict=False)
-                   if ("x" in h or "y" in h) and set(re.split(r"[^a-z0-9µμ]+", h)) & set(_MICRON_MARKS)]
-        if microns:
-            raise GroundTruthError(
-                f"{name}: the coordinates are in microns ({', '.join(repr(h) for h in microns[:2])}), and ground truth "
-                "needs pixels: export them in pixels (QuPath: 'Centroid X px'; Fiji: Analyze > Set Scale > Click to "
-                "Remove Scale, then measure again), or divide by the pixel size into columns named x,y")
+        if problem := _microns_problem(name, header, text):
+            raise GroundTruthError(problem)
         raise NoCoordinateColumns(
             f"{name}: no coordinate columns found in header {header}; expected x,y or row,col or "
             "axis-0,axis-1 (also Location_Center_X,Location_Center_Y from CellProfiler, Centroid X px,Centroid Y px "
@@ -1078,6 +1072,18 @@ _POINT_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "file_name")
 """Columns naming each point's image in a table of several images' points (QuPath's measurement export: Image)."""
 
 
+def _microns_problem(name: str, header: list[str], text: str) -> str | None:
+    """What to do about coordinate columns in microns (QuPath's ``Centroid X µm``), or None where there are none."""
+    raw = next(csv.reader(io.StringIO(text), delimiter=_delimiter(text)))  # the user's own spelling
+    microns = [r.strip().strip("\ufeff") for h, r in zip(header, raw, strict=False)
+               if ("x" in h or "y" in h) and set(re.split(r"[^a-z0-9µμ]+", h)) & set(_MICRON_MARKS)]
+    if not microns:
+        return None
+    return (f"{name}: the coordinates are in microns ({', '.join(repr(h) for h in microns[:2])}), and ground truth "
+            "needs pixels: export them in pixels (QuPath: 'Centroid X px'; Fiji: Analyze > Set Scale > Click to "
+            "Remove Scale, then measure again), or divide by the pixel size into columns named x,y")
+
+
 def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     """Split a table of several images' points by the column that names each point's image (``Image``,
     ``image_name``, ``filename``, ``file``: QuPath's export of a project's detections, one table from Fiji or a
@@ -1095,6 +1101,9 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     header, rows = _csv_rows(name, text)
     cols = _point_columns(header)
     column = next((c for c in _POINT_IMAGE_COLUMNS if c in header), None)
+    if column is not None and cols is None and not is_cellcount_objects(header):
+        if problem := _microns_problem(name, header, text):  # QuPath's project export, calibrated
+            raise GroundTruthError(problem)
     if cols is None or column is None or is_cellcount_objects(header):
         return None
     i = header.index(column)
@@ -1226,6 +1235,19 @@ def _counts_by_name(name: str, text: str) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------
 # pairing files
 # --------------------------------------------------------------------------------------------------
+def _is_counts_table(path: Path, image_stems: set[str]) -> bool:
+    """Whether a CSV named as an image's ground truth is a table of counts instead: counts columns, no coordinate
+    columns, and no image of the name it gives (``counts_gt.csv`` beside no ``counts.png``)."""
+    base = path.stem[: -len(ground_truth_suffix(path) or "")] if ground_truth_suffix(path) else path.stem
+    if base in image_stems:
+        return False
+    try:
+        header = _csv_rows(*_read_csv_text(path))[0]
+    except (GroundTruthError, OSError, UnicodeError):
+        return False
+    return _count_columns(header) is not None and _point_columns(header) is None
+
+
 def _is_point_table(path: Path) -> bool:
     """Whether a CSV has coordinate columns (x,y / X,Y / row,col ...); False when unreadable."""
     try:
@@ -1720,7 +1742,9 @@ def load_labelled_folder(
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
     # named like an image beside it (a.csv)
     stems = {p.stem for p in files}
-    point_tables = [p for p in csv_files if ground_truth_suffix(p) is not None
+    # a table named as ground truth is an image's points, unless it is a counts table of its own (counts_gt.csv
+    # beside no image "counts": its name read as that image's, and every count it held was unused)
+    point_tables = [p for p in csv_files if (ground_truth_suffix(p) is not None and not _is_counts_table(p, stems))
                     or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
                          or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
     placed = _in_its_folder(root, files)

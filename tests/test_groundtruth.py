@@ -1137,3 +1137,24 @@ def test_a_label_image_cellcount_wrote_is_said_to_be_a_prediction(tmp_path: Path
     Image.fromarray(image).save(buf, format="PNG")
     got = labelled_set([("a.png", buf.getvalue()), ("a_labels.tif", ours)])
     assert len(got.items) == 1 and any("cellcount wrote" in n for n in got.notes)
+
+
+def test_a_counts_table_named_as_ground_truth_is_read_as_counts(tmp_path: Path) -> None:
+    _save_png(tmp_path / "m000.png", np.zeros((8, 8), np.uint8))
+    _save_png(tmp_path / "m001.png", np.full((8, 8), 9, np.uint8))
+    (tmp_path / "counts_gt.csv").write_text("filename,count\nm000.png,167\nm001.png,88\n")
+    assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"m000.png": 167, "m001.png": 88}
+    # an image's own points table with that suffix stays its points
+    (tmp_path / "counts_gt.csv").unlink()
+    (tmp_path / "m000_gt.csv").write_text("x,y\n1,1\n5,5\n")
+    (tmp_path / "m001_gt.csv").write_text("x,y\n2,2\n")
+    assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"m000.png": 2, "m001.png": 1}
+
+
+def test_a_project_table_of_points_in_microns_says_so() -> None:
+    from cellcount.groundtruth import read_points_by_image
+
+    table = "Image\tClass\tCentroid X µm\tCentroid Y µm\nm000.png\tTumor\t1.5\t2.0\n".encode()
+    with pytest.raises(GroundTruthError, match="in microns .*'Centroid X µm'.*Centroid X px"):
+        read_points_by_image(table)
+    assert read_points_by_image(b"Image,Centroid X px,Centroid Y px\nm000.png,3,4\n")["m000"].count == 1
