@@ -681,28 +681,29 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         for item in items:
             # the counts row marks the image done for --resume, so the published counts never run ahead of
             # the published regions and objects: those first, and counts held back while their publish waits
-            published = True
-            if regions_out is not None:
-                published = regions_out.append(item.regions if item.regions is not None else [])
-                if item.regions is None and item.status == "ok":
-                    whole.append(item.name)
-            if args.labels_dir and item.result is not None and item.result.labels is not None:
-                written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
-                                           ours, label_plan, model=item.result.model_name)
-                index_out.append(_index_row(item.name, written_as))
-            if objects_out is not None:
-                published = objects_out.append(item_objects(item) if item.result is not None else []) and published
-            row = with_plane(counts_frame([item]), args.plane)
-            counts_out.append(row, publish=None if published else False)
-            record.add(row.to_dict("records"))
-            if item.status == "ok":
-                n_ok += 1
-                total += int(item.result.count)
-                n_check += bool(item.result.quality is not None and item.result.quality.flag)
-            else:
-                n_err += 1
-                failed.append((item.name, item.reason))
-            item.result = None  # free memory as we go
+            with _whole():
+                published = True
+                if regions_out is not None:
+                    published = regions_out.append(item.regions if item.regions is not None else [])
+                    if item.regions is None and item.status == "ok":
+                        whole.append(item.name)
+                if args.labels_dir and item.result is not None and item.result.labels is not None:
+                    written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
+                                               ours, label_plan, model=item.result.model_name)
+                    index_out.append(_index_row(item.name, written_as))
+                if objects_out is not None:
+                    published = objects_out.append(item_objects(item) if item.result is not None else []) and published
+                row = with_plane(counts_frame([item]), args.plane)
+                counts_out.append(row, publish=None if published else False)
+                record.add(row.to_dict("records"))
+                if item.status == "ok":
+                    n_ok += 1
+                    total += int(item.result.count)
+                    n_check += bool(item.result.quality is not None and item.result.quality.flag)
+                else:
+                    n_err += 1
+                    failed.append((item.name, item.reason))
+                item.result = None  # free memory as we go
     except KeyboardInterrupt:
         interrupted = True
     except OSError as err:
@@ -895,6 +896,25 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _whole():
+    """One image's rows written as a whole: a Ctrl-C or SIGTERM meanwhile stops the run once they are (the CSV, the
+    run history and the "interrupted: N of M" line agree; one landing between them left the count one short)."""
+    if not _main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: got.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if got:
+            raise KeyboardInterrupt
 
 
 # Commands with their own parser in their own module: `cellcount evaluate ...` = `python -m cellcount.evaluate ...`

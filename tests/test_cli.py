@@ -642,3 +642,19 @@ def test_an_output_through_a_symbolic_link_writes_the_linked_file(small_folder, 
         assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", out]) == 2
         assert "give a file name" in capsys.readouterr().err
     assert not Path("-").exists()
+
+
+def test_an_interrupt_while_an_images_rows_are_written_waits_for_all_of_them():
+    import os
+    import signal
+
+    from cellcount.cli import _whole
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with _whole():
+            written.append("counts row")
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the CSV's row and the run history's
+            written.append("history row")
+    assert written == ["counts row", "history row"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
