@@ -103,15 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+PROGRESS_LINE_S = 60.0
+"""Where stderr is no terminal (a cron job's log), a plain progress line at most this often instead of the bar."""
+
+
 def _progress_bar(enabled: bool):
-    """``progress(done, total)`` for :func:`cellcount.batch.count_many`, drawn by tqdm on stderr (rate, ETA)."""
+    """``progress(done, total)`` for :func:`cellcount.batch.count_many`, drawn by tqdm on stderr (rate, ETA); a line
+    every :data:`PROGRESS_LINE_S` where stderr is not a terminal (the bar's redraws filled logs)."""
+    import time
+
     from tqdm import tqdm
 
     bar = None
+    terminal = sys.stderr.isatty()
+    last_line = time.monotonic()
 
     def update(done: int, total: int) -> None:
-        nonlocal bar
+        nonlocal bar, last_line
         if not enabled:
+            return
+        if not terminal:
+            if 0 < done < total and time.monotonic() - last_line >= PROGRESS_LINE_S:
+                last_line = time.monotonic()
+                print(f"progress: {done}/{total} images", file=sys.stderr, flush=True)
             return
         if bar is None:
             bar = tqdm(total=total, unit="image", file=sys.stderr, dynamic_ncols=True)

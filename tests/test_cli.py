@@ -291,7 +291,10 @@ def test_finetune_subcommand_delegates_to_cellcount_finetune(tiny_model, tmp_pat
     assert "--from" in capsys.readouterr().out
 
 
-def test_progress_bar_on_stderr(small_folder, tmp_path, capsys):
+def test_progress_bar_on_stderr(small_folder, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar (a log gets plain lines)
     n = len(list(small_folder.glob("*.png")))
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv")]) == 0
     err = capsys.readouterr().err
@@ -658,3 +661,14 @@ def test_an_interrupt_while_an_images_rows_are_written_waits_for_all_of_them():
             written.append("history row")
     assert written == ["counts row", "history row"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_progress_in_a_log_is_plain_lines_not_a_redrawn_bar(monkeypatch, capsys):
+    import cellcount.cli as cli
+
+    monkeypatch.setattr(cli, "PROGRESS_LINE_S", 0.0)
+    progress = cli._progress_bar(True)
+    for done in range(5):
+        progress(done, 4)
+    err = capsys.readouterr().err  # captured: no terminal, as in a cron job's log
+    assert "\r" not in err and err.splitlines() == ["progress: 1/4 images", "progress: 2/4 images", "progress: 3/4 images"]
