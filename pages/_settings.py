@@ -139,7 +139,9 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
     """One value changed by hand (a widget)."""
     if name in IMAGE_FIELDS:  # shared by every model: each model's settings now read as edited
         image = _state()["image"]
-        if name in image and image[name] == value:
+        # the value in use already (the card's while none was set): a control sending what it showed is no edit
+        # (a channel control made for a new number of channels sent "all channels" back: "edited", nothing changed)
+        if image.get(name, card_values(model).get(name)) == value:
             return
         image[name] = value
         if name not in _edited_image():

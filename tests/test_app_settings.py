@@ -454,6 +454,30 @@ st.text(str(settings.values(m)["channel"]))
     assert at.text[0].value == kept
 
 
+def test_a_control_sending_the_value_in_use_does_not_make_the_settings_edited():
+    """A channel control made for a new number of channels (a 3-channel image after a 2-channel one) sent "all
+    channels" back now and then: the settings line then said "edited ... Input changed: Channel" with nothing
+    changed (a tester, Chromium). The card's value sent back is no edit; another value is."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+import cellcount as cc
+from pages import _settings as settings
+from pages import _widgets as w
+m = cc.load_model("classical-otsu")
+st.session_state["count_channel_3"] = w.ALL_CHANNELS
+w._on_edit("count", "channel", m.name, "count_channel_3")
+st.text(str(settings._image_changes(m)))
+st.session_state["count_channel_3"] = 1
+w._on_edit("count", "channel", m.name, "count_channel_3")
+st.text(str(settings._image_changes(m)))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert at.text[0].value == "[]" and at.text[1].value == "['channel']"
+
+
 def test_a_one_channel_image_with_a_channel_chosen_is_flagged_on_count_as_in_batch():
     """Count dropped the channel for a one-channel image, so its count was unflagged where Batch and the CLI flag
     it ("channel 2 was chosen, but this image has only one channel"); one the image lacks among several is still
