@@ -170,9 +170,13 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         st.container(key=f"{P}_overlay_zoomed").image(jpeg, width="content")
     else:
         st.container(key=f"{P}_overlay").image(jpeg, width="stretch")
-    reasons = ", ".join(REJECT_REASONS.values())
+    # the reasons this picture shows (a border rule that is off rejects nothing: it was named all the same)
+    reasons = ", ".join(r for r in REJECT_REASONS.values() if any(k.endswith(f": {r}") for k in legend))
+    shown = "rejected (not counted)" in legend  # one colour per object: rejected ones grey, whatever the reason
     st.caption(
-        f"{source.name}: kept objects are outlined; rejected objects ({reasons}) in their own colour. "
+        f"{source.name}: kept objects are outlined"
+        + (f"; rejected objects ({reasons}) in their own colour. " if reasons else
+           "; rejected objects in grey. " if shown else ". ")
         + (f"{n_merges} object(s) marked as likely merges. " if n_merges else "")
         + (f"Shown: channel {channel}, the one counted. " if digest != source.digest else "")
         + "Display options (colour, thickness, contrast, zoom) never change the count."

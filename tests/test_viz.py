@@ -257,16 +257,17 @@ def test_render_outlines_colour_thickness_opacity_and_merges():
 @pytest.mark.parametrize("name", sorted(viz.OUTLINE_CANDIDATES))
 def test_every_outline_colour_a_user_picks_keeps_rejected_objects_and_merges_apart(name):
     """Cyan outlines drew kept and too-small objects alike, legend included; the app's red, the likely merges."""
-    from cellcount.postprocess import REJECT_REASONS, TOO_LARGE, TOO_SMALL
+    from cellcount.postprocess import ON_BORDER, REJECT_REASONS, TOO_LARGE, TOO_SMALL
 
     base = np.full((60, 80, 3), 40, np.uint8)
     lab = _two_squares()
     rejected = np.zeros(lab.shape, np.uint8)
     rejected[45:52, 5:12] = TOO_SMALL
     rejected[2:8, 60:75] = TOO_LARGE
+    rejected[52:60, 70:80] = ON_BORDER  # orange beside yellow outlines read alike at half opacity (a tester)
     _, legend = viz.render_outlines(base, lab, rejected, color=viz.OUTLINE_CANDIDATES[name], merges=[1],
                                     rejected_colors=viz.OUTLINE_COLORS)
-    assert {f"rejected: {REJECT_REASONS[TOO_SMALL]}", f"rejected: {REJECT_REASONS[TOO_LARGE]}", "kept"} <= set(legend)
+    assert {f"rejected: {REJECT_REASONS[r]}" for r in (TOO_SMALL, TOO_LARGE, ON_BORDER)} | {"kept"} <= set(legend)
     colours = list(legend.values())
     for i, a in enumerate(colours):
         for b in colours[i + 1:]:

@@ -16,7 +16,7 @@ OUTLINE_COLORS: dict[str, RGB] = {
     "kept": (255, 221, 0),  # yellow
     REJECT_REASONS[TOO_SMALL]: (0, 200, 255),  # cyan
     REJECT_REASONS[TOO_LARGE]: (255, 60, 255),  # magenta
-    REJECT_REASONS[ON_BORDER]: (255, 140, 0),  # orange
+    REJECT_REASONS[ON_BORDER]: (255, 170, 200),  # pink: orange read like the yellow outlines and the red merges
 }
 """Outline colours on dark (fluorescence) backgrounds, keyed by 'kept' and the reject reasons."""
 
@@ -24,7 +24,7 @@ OUTLINE_COLORS_BRIGHT: dict[str, RGB] = {
     "kept": (0, 170, 0),  # green
     REJECT_REASONS[TOO_SMALL]: (0, 90, 255),  # blue
     REJECT_REASONS[TOO_LARGE]: (200, 0, 200),  # purple
-    REJECT_REASONS[ON_BORDER]: (255, 120, 0),  # orange
+    REJECT_REASONS[ON_BORDER]: (0, 160, 160),  # teal: orange read like the red merges
 }
 """Outline colours on bright (brightfield, H&E) backgrounds."""
 

@@ -24,7 +24,7 @@ OUTLINE_CANDIDATES: dict[str, RGB] = {
 AUTO_CANDIDATES = ("green", "yellow", "blue")
 """Colours :func:`contrast_color` chooses from, in order of preference: saturated ones only (white or black
 lie on the grey axis of a fluorescence image, so they vanish into the bright nuclei or the dark background on
-one side of every outline), and not those of rejected objects (cyan, magenta, orange) or of likely merges
+one side of every outline), and not those of rejected objects (cyan, magenta, pink) or of likely merges
 (red), so the kinds stay apart."""
 GOOD_CONTRAST = 80.0
 """CIELAB distance (10th percentile over the pixels around the outlines) at which a colour counts as clearly
@@ -34,10 +34,12 @@ MERGE_COLOR_ON_RED: RGB = (255, 255, 0)
 """The likely-merge colour when the user's outline colour is red itself (so the two kinds stay apart)."""
 
 
-SPARE_COLORS: tuple[RGB, ...] = ((255, 255, 255), (150, 90, 255), (255, 140, 0), (0, 0, 0))
+SPARE_COLORS: tuple[RGB, ...] = ((255, 255, 255), (150, 90, 255), (255, 140, 0), (0, 0, 0), (0, 160, 160),
+                                 (140, 70, 20))
 """Colours a rejected kind takes instead of its own when the kept outlines' colour is like it."""
-ALIKE = 40.0
-"""CIELAB distance under which two outline colours read as the same (cyan 0,230,255 against 0,200,255: about 12)."""
+ALIKE = 60.0
+"""CIELAB distance under which two outline colours read as the same (cyan 0,230,255 against 0,200,255: about 12;
+orange 255,140,0 against yellow 255,221,0: 48, alike at half opacity on bright nuclei, so "touches border" is pink)."""
 
 
 def _alike(a: RGB, b: RGB) -> bool:
