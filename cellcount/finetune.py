@@ -1406,7 +1406,7 @@ def finetune(
     # (they choose nothing about the counts; the same predictions are scored below)
     report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))
     held_items = [(names[i], images[i], gts[i]) for i in held_idx]
-    held_pairs = predict_pairs(held_items, new, params, size_model=size_model) if held_idx else []
+    held_pairs = predict_pairs(held_items, new, params, size_model=size_model, warn_trained=False) if held_idx else []
     own = own_novelty(new, list(train_pairs) + held_pairs, density=kind == "density")
     if own is not None:  # "unlike the images it learnt", in the new encoder's own terms
         new.novelty = own[0]
@@ -1416,7 +1416,7 @@ def finetune(
     before, after, paired, settings_only = {}, {}, {}, {}
     counts: list[dict[str, Any]] = []
     if held_idx:
-        rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model),
+        rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model, warn_trained=False),
                                   base_params, keep_results=False)
         ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
         # F1 & co.: outlines matched by IoU, dots by the objects holding them (or a density model's peaks)
@@ -1434,7 +1434,7 @@ def finetune(
             # settings alone make (a tester's 11-step fine-tune went 129 -> 5, mostly its re-tuned min. area); a
             # density fine-tune's one setting, its count gain, belongs to its new weights
             report(FinetuneProgress("evaluate", message="scoring the base's weights with the new settings"))
-            rs = evaluate_predictions(predict_pairs(held_items, model, params, size_model=size_model), params,
+            rs = evaluate_predictions(predict_pairs(held_items, model, params, size_model=size_model, warn_trained=False), params,
                                       keep_results=False)
             settings_only = {k: int(v) if k == "n" else float(v) for k, v in rs.summary.items() if k in keep}
     kept_base = not keep_worse and worse_than_base(before, after)

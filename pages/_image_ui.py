@@ -274,7 +274,7 @@ def predict_set_cached(
     try:
         images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
         return predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model,
-                             backend=backend)
+                             backend=backend, warn_trained=False)  # the pages say so themselves
     finally:
         bar.empty()
 

@@ -643,3 +643,28 @@ def test_a_density_models_tuned_gain_is_said_not_to_be_in_the_settings_file(samp
     err = capsys.readouterr().err
     assert "the count gain is part of the model" in err and "--write-card stores it" in err
     assert json.loads(saved.read_text())["model"] == "tiny-density" and "model_sha256" in json.loads(saved.read_text())
+
+
+def test_scoring_a_models_own_training_images_from_python_warns(draw_disks):
+    import warnings
+
+    from cellcount.evaluate import TrainingImagesWarning
+    from cellcount.io import pixel_digest
+
+    items = list(_touching_pairs_items(draw_disks))
+    model = load_model(CLASSICAL_NAME)
+    model.card = dataclasses.replace(model.card, training={"train_pixel_sha256": [pixel_digest(items[0][1])]})
+    params = resolve_params(model)
+    with pytest.warns(TrainingImagesWarning, match=r"1 of these 2 images were among .* training images \(a\)"):
+        predict_pairs(items, model, params)
+    with warnings.catch_warnings():  # a caller that leaves them out or says so itself
+        warnings.simplefilter("error", TrainingImagesWarning)
+        predict_pairs(items, model, params, warn_trained=False)
+        predict_pairs(items[1:], load_model(CLASSICAL_NAME), params)
+
+
+def _touching_pairs_items(draw_disks):
+    for name, centres in (("a", [(15, 15), (40, 40)]), ("b", [(20, 45), (45, 20), (30, 30)])):
+        labels = draw_disks((64, 64), centres, 6)
+        image = np.where(labels > 0, 200, 20).astype(np.uint8)
+        yield name, image, GroundTruth(kind="labels", count=int(labels.max()), labels=labels)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,25 @@ tuner takes the best F1@0.5 (outlines), so it does not trade segmentation qualit
 of a hundredth of a cell per image."""
 
 
+class TrainingImagesWarning(UserWarning):
+    """Some images scored are ones the model learnt from: its error on them flatters it."""
+
+
+def _warn_training_images(items: Sequence[tuple[str, np.ndarray, GroundTruth]], model: CountModel) -> None:
+    """A :class:`TrainingImagesWarning` naming the images of ``items`` that ``model`` learnt from (what `cellcount
+    evaluate` and the app leave out or say; a notebook following the docstrings was told nothing)."""
+    card = getattr(model, "card", None)
+    if card is None:
+        return
+    from ..io import pixel_digest
+
+    pixels = card.training_pixel_digests()
+    named = set(card.trained_on([(name, None) for name, _, _ in items]))
+    seen = [name for name, image, _ in items if name in named or (pixels and pixel_digest(image) in pixels)]
+    if seen:
+        warnings.warn(card.trained_on_note(seen, len(items)), TrainingImagesWarning, stacklevel=3)
+
+
 def predict_pairs(
     items: Sequence[tuple[str, np.ndarray, GroundTruth]],
     model: CountModel,
@@ -77,11 +97,15 @@ def predict_pairs(
     size_model: CountModel | None = None,
     fast: bool = True,
     backend: str | None = None,
+    warn_trained: bool = True,
 ) -> list[Pair]:
     """Run the model once per image (the slow part), keeping predictions for evaluation and tuning.
 
     ``size_model``, ``backend``: see :func:`cellcount.pipeline.predict`; the size model is loaded once here when
-    the settings need one."""
+    the settings need one. Images the model learnt from (by their pixels or, for a fine-tune, their names) raise a
+    :class:`TrainingImagesWarning`, unless ``warn_trained`` is False (a caller that leaves them out or says so)."""
+    if warn_trained:
+        _warn_training_images(items, model)
     if size_model is None:
         size_model = size_model_for(model, params)
     out = []

@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         if leave_out:
             learnt = set(seen)
             items = [item for item in items if item[0] not in learnt]
-    pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact), read_notes)
+    pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact, warn_trained=False), read_notes)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)
