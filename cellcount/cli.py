@@ -581,6 +581,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     all_inputs = {f.resolve() for f in files}
+    gt_files: list[Path] = []
     if not args.include_ground_truth:
         files, gt_files = split_ground_truth_files(files)
         # annotation tables named on the command line (``count folder/*`` names a_points.csv) are left out like
@@ -589,11 +590,16 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         gt_files += sorted(tables)
         skipped = [(path, why) for path, why in skipped if path not in tables]
         if gt_files and not args.quiet:
-            shown = ", ".join(p.name for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
+            # with their folder: labels/a.png beside images/a.png read as if the images were skipped
+            shown = ", ".join(Path(*p.parts[-2:]).as_posix() for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
             print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
                   "use --include-ground-truth to count them", file=sys.stderr)
     if not files:
-        print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
+        if gt_files:  # every image given was named like ground truth
+            print(f"error: every image given is named like ground truth ({Path(*gt_files[0].parts[-2:]).as_posix()}"
+                  f"{' ...' if len(gt_files) > 1 else ''}); use --include-ground-truth to count them", file=sys.stderr)
+        else:
+            print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
     keep_counts, keep_objects, keep_regions, done = None, None, None, set()
     if args.resume:

@@ -672,3 +672,11 @@ def test_progress_in_a_log_is_plain_lines_not_a_redrawn_bar(monkeypatch, capsys)
         progress(done, 4)
     err = capsys.readouterr().err  # captured: no terminal, as in a cron job's log
     assert "\r" not in err and err.splitlines() == ["progress: 1/4 images", "progress: 2/4 images", "progress: 3/4 images"]
+
+
+def test_counting_only_files_named_like_ground_truth_says_so(samples_dir, tmp_path, capsys):
+    labels = samples_dir / "s01_sparse_small_labels.tif"
+    assert main(["count", str(labels), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "every image given is named like ground truth (samples/s01_sparse_small_labels.tif)" in err
+    assert "no image files found" not in err
