@@ -287,12 +287,12 @@ COMPARISONS = {
 def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = False,
             counts: tuple[str, float, float] | None = None) -> str:
     if signal == "novelty" and near:
-        return (f"the image looks less like the images this model was trained on than most (novelty {v:.2f}, "
+        return (f"the image looks less like the images this model was trained on than most (novelty score {v:.2f}, "
                 f"flagged from {limit:.2f})")
     if signal == "novelty":  # no "; " inside: tables join the reasons with it
         return ("the image looks unlike the images this model was trained on, so its count is less certain: "
                 "check a few objects by eye, check the nucleus size setting, or fine-tune a model on images like "
-                f"this one (novelty {v:.2f}, limit {limit:.2f})" if limit is not None else
+                f"this one (novelty score {v:.2f}, flagged from {limit:.2f})" if limit is not None else
                 f"the image looks unlike the images this model was trained on (novelty {v:.2f})")
     if signal == "count_disagreement" and counts is not None:
         which, a, b = counts
@@ -303,9 +303,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
                               "peaks)",
         "size_ratio": f"the nucleus size used is {v:.1f}x off the size the model was trained on (the image is resized "
                       "to match: so large a resize, or a wrong size setting, makes the count less certain)",
-        "uncertain_fraction": f"the model is unsure (probability {UNCERTAIN_LOW:g}-{UNCERTAIN_HIGH:g}) about {v:.0%} "
-                              "of the pixels it may call foreground (blur, low contrast or an "
-                              "unfamiliar image type)",
+        "uncertain_fraction": f"the model is unsure about {v:.0%} of the pixels it may call foreground, giving them "
+                              f"a probability between {UNCERTAIN_LOW:g} and {UNCERTAIN_HIGH:g} (blur, low contrast "
+                              "or an unfamiliar image type)",
         "contrast": f"low contrast between nuclei and background ({v:.2f})",
         "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
                               "median size (likely merged nuclei)",

@@ -22,6 +22,8 @@ from cellcount.params import (
     SCHEMA,
     acting_settings,
     has_border_channel,
+    setting_label,
+    setting_text,
 )
 from cellcount.settingsfile import model_from_json, params_from_json, plane_from_json
 from pages import _settings as settings
@@ -405,7 +407,8 @@ def _apply_settings_file(prefix: str) -> None:
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
     st.session_state[SHOWN_MODEL_KEY] = model_name  # announced here, not as a model change
     card = settings.card_values(get_model(model_name))
-    differ = [f"{k} {overrides[k]}" for k in sorted(overrides) if overrides[k] != card.get(k)]
+    # as the controls name them ("Exclude edge objects on"), not as the file spells them (exclude_border True)
+    differ = [f"{setting_label(k)}: {setting_text(k, overrides[k])}" for k in sorted(overrides) if overrides[k] != card.get(k)]
     shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
     st.session_state[f"{prefix}__msg"] = (
         "success",

@@ -180,8 +180,9 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert at.slider(key="count_threshold").value == pytest.approx(0.66)
     assert at.number_input(key="count_min_area_px").value == 33
     assert at.selectbox(key="count_split_mode").value == "off"
-    assert any("Applied 3 setting(s) from s.json: 3 differ from the model card (min_area_px 33, split_mode off, "
-               "threshold 0.66)" in s.value for s in at.success)
+    # named as the controls name them, not as the file spells them
+    assert any("Applied 3 setting(s) from s.json: 3 differ from the model card (Min. area (px): 33, Split touching "
+               "nuclei: Off, Probability threshold: 0.66)" in s.value for s in at.success), [s.value for s in at.success]
     # the box is empty again once a file is read: the same file chosen again is applied again
     assert not at.file_uploader(key="count_settings_file_1").value
     at.file_uploader(key="count_settings_file_1").set_value(("bad.json", b"{nope", "application/json"))

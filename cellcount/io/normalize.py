@@ -317,12 +317,14 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
                     "and infinity as the brightest or darkest value, so counts in that part are wrong or missing")
     if channel is None and channels_differ(arr):
         return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
-                "them; if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
+                "them; if the nuclei are in one channel, choose it as the channel to count (numbered from 0: the app's "
+                "Channel, --channel N)")
     if channel is None and arr.ndim == 3 and arr.shape[2] not in (3, 4) and not _channels_equal(arr):
         # not a colour picture: a microscope's channels, one stain each, even where they look alike (a nuclear
         # stain beside its own bleed-through read as one stain, and the count moved with the other channel)
         return (f"its {arr.shape[2]} channels were averaged (a file of {arr.shape[2]} channels usually holds one "
-                "stain in each); if the nuclei are in one channel, count that one (channel=N, numbered from 0)")
+                "stain in each); if the nuclei are in one channel, choose it as the channel to count (numbered from 0: the app's "
+                "Channel, --channel N)")
     return None
 
 
