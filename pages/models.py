@@ -161,10 +161,11 @@ def render_card(name: str) -> None:
         mf = metrics_frame(card)
         if len(mf):
             st.table(mf)  # a static table: fits its column, nothing to scroll
-            for key in ("validation_note", "holdout_note"):
-                note = card.metrics.get(key) if isinstance(card.metrics, dict) else None
-                if note:
-                    st.caption(note)
+            notes = [card.metrics.get(k) for k in ("validation_note", "holdout_note") if isinstance(card.metrics, dict)]
+            if any(notes):  # the record behind the figures (commands, splits): there for who asks, not in the way
+                with st.expander("How these figures were measured"):
+                    for note in filter(None, notes):
+                        st.caption(readable_paths(note))
         else:
             st.caption("No metrics recorded.")
         st.markdown("**Default settings**")
@@ -178,7 +179,8 @@ def render_card(name: str) -> None:
             st.table(pd.DataFrame(rows).set_index("setting"))
         else:
             st.caption("None: the library defaults apply.")
-        st.caption(f"Tuned on: {readable_paths(card.postprocess_tuned_on or 'not stated')}")
+        with st.expander("How these settings were chosen"):
+            st.caption(readable_paths(card.postprocess_tuned_on or "not stated"))
     with b:
         finetuned(card)
         history = card.training.get("history") if isinstance(card.training, dict) else None
@@ -228,9 +230,8 @@ st.title("Models")
 sh.show_messages("models")  # what a Delete did
 names = cc.list_models()
 st.caption(
-    f"{len(names)} model(s): trained weights in `weights/` (each a folder with `weights.safetensors` + "
-    f"`card.json`), the models you trained on the Train page (in `{cc.models.user_models_dir()}`) and the "
-    "classical baseline. Also on the command line: `python -m cellcount models`."
+    f"{len(names)} model(s): those shipped with cellcount, the models you trained on the Train page (kept in "
+    f"`{cc.models.user_models_dir()}`) and a classical baseline. Also on the command line: `cellcount models`."
 )
 st.subheader("Which model for which images")
 guides = []
