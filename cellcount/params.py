@@ -197,7 +197,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "split_mode", str, "distance", "mask", choices=tuple(SPLIT_MODES), label="Split touching nuclei",
-        choice_labels=("Model borders", "Distance transform", "Both", "Off", "Auto (borders or both)"),
+        choice_labels=("Model borders", "Distance transform", "Both", "Off", "Auto"),
         help="how touching objects are split (mask models): borders = along the model's predicted borders, "
         "distance = at distance-transform maxima, both, off, auto = borders, and both where over 30% of the "
         "objects touch on a dark background",

@@ -251,7 +251,7 @@ def _keep_a_view(key: str) -> None:
 def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, prediction_key: str,
                 page: int | str | None = None) -> None:
     m = st.container(key="metrics_count").columns(4)  # keyed: the tiles wrap on a narrow page
-    delta = None if source.truth is None else f"{result.count - source.truth:+d} vs ground truth"
+    delta = None if source.truth is None else f"{result.count - source.truth:+d} vs truth"
     if result.output_kind == "density":
         m[0].metric("Count", result.count, delta=delta, delta_color="off",
                     help="The integral (sum) of the density map, rounded: the density model's count.")
