@@ -87,7 +87,9 @@ def home() -> None:
     sh.dataframe(
         df,
         column_config=sh.models_frame_columns(),
-        column_order=[c for c in df.columns if c != "description"],  # long text: on the Models page
+        # long text on the Models page; columns no model fills (a fine-tune's held-out figures before any) left
+        # out, so the rest fit the page instead of scrolling past its right edge
+        column_order=[c for c in df.columns if c != "description" and df[c].notna().any() and (df[c] != "").any()],
     )
     if names == [cc.models.CLASSICAL_NAME]:
         st.info("No trained weights found in weights/: only the classical baseline is available.")
@@ -109,7 +111,8 @@ def home() -> None:
                 except (cc.CellcountError, OSError) as err:
                     sh.show_error(err)
                     continue
-                st.markdown(f"**{name}**")
+                # a line may break after an underscore, not mid-word ("s04_uneven_illumination.p / ng")
+                st.markdown(f"**{name.replace('_', '_' + chr(0x200B))}**")
                 st.caption(
                     f"{row['conditions']} · {int(row['width'])} × {int(row['height'])} px · "
                     f"{int(row['count'])} cells"
