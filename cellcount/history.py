@@ -78,6 +78,12 @@ def db_path() -> Path:
     return data_dir() / DB_NAME
 
 
+def objects_path(run_id: int, *, path: str | os.PathLike | None = None) -> Path:
+    """Where an app run's object table is kept (one CSV per run, beside the history database ``path``): a batch's
+    objects outlive the browser tab that counted them, as its counts do."""
+    return Path(path or db_path()).parent / "objects" / f"run-{int(run_id)}.csv"
+
+
 class HistoryError(Exception):
     """The history database cannot be used (reported as a warning by the callers that record)."""
 
@@ -371,6 +377,8 @@ class Recorder:
         self.run_id: int | None = None
         self._con: sqlite3.Connection | None = None
         self._stack: contextlib.ExitStack | None = None
+        self._objects_columns: list[str] | None = None
+        self._objects_failed = False
         self._try(lambda: setattr(self, "run_id", start_run(
             source=source, model=model, model_sha256=model_sha256, settings=settings, inputs=inputs,
             out_path=out_path, path=path)))
@@ -408,6 +416,29 @@ class Recorder:
         if self.run_id is not None:
             rows = list(rows)
             self._try(lambda: add_rows(self.run_id, rows, con=self._connection()))
+
+    def add_objects(self, objects: pd.DataFrame) -> None:
+        """Append one image's object table to the run's objects CSV (:func:`objects_path`); a file that cannot be
+        written is reported once (:attr:`warning`) and the counts go on being recorded."""
+        if self.run_id is None or self._objects_failed or not len(objects):
+            return
+        from .csvout import csv_text
+
+        target = objects_path(self.run_id, path=self.path)
+        try:
+            if self._objects_columns is None:  # the run's first: a file left by a run of this id before is replaced
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._objects_columns = [str(c) for c in objects.columns]
+                mode, header = "w", True
+            else:
+                mode, header = "a", False
+            with open(target, mode, encoding="utf-8", newline="") as fh:
+                fh.write(csv_text(objects.reindex(columns=self._objects_columns), header=header))
+        except OSError as err:
+            self._objects_failed = True
+            note = f"the run's object table is not kept in the history: {err}"
+            self.warning = self.warning or note
+            logger.warning("%s", note)
 
     def finish(self, status: str) -> None:
         self._close()

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch import BatchItem, count_many, counts_frame, with_plane
+from .batch import BatchItem, count_many, counts_frame, item_objects, with_plane
 from .errors import CellcountError
 from .finetune import Cancelled, FinetuneProgress, FinetuneResult, finetune
 from .history import Recorder
@@ -267,6 +267,8 @@ class BatchJob(_Threaded):
                 if self.record is not None:
                     # the plane counted, as the page's CSV says it (the Runs page exports these rows)
                     self.record.add(with_plane(counts_frame([item]), self.options.get("page")).to_dict("records"))
+                    # and its objects: the page's table is gone with a reloaded tab, the Runs page keeps them
+                    self.record.add_objects(item_objects(item))
                 if self._cancel.is_set():
                     break
             # a Stop pressed during the last image stopped nothing

@@ -143,6 +143,15 @@ settings_file = json.dumps(record, indent=2)
 # the rows were made formula-safe when they were first written; they are written again as they are
 csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8-sig")  # with a BOM, as every download
 sh.download_button("Per-image CSV", csv, f"run-{run['id']}-counts.csv", "text/csv", f"{P}_dl_csv", container=row)
+kept_objects = history.objects_path(run["id"])
+if run["source"] == "app" and kept_objects.is_file():  # a CLI run's objects are in its own --objects file
+    try:
+        density = sh.get_model(run["model"]).output_kind == "density"
+    except cc.CellcountError:  # deleted since
+        density = False
+    what = "Centres" if density else "Objects"
+    sh.download_button(f"{what} CSV", "\ufeff".encode() + kept_objects.read_bytes(),
+                       f"run-{run['id']}-{what.lower()}.csv", "text/csv", f"{P}_dl_objects", container=row)
 sh.download_button("Settings JSON", settings_file, f"run-{run['id']}-settings.json", "application/json",
                    f"{P}_dl_settings", container=row)
 gone = run["model"] not in cc.list_models()  # deleted (a fine-tune) or renamed since: its settings have no model

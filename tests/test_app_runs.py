@@ -97,6 +97,26 @@ def test_a_run_that_stopped_early_says_how_many_of_its_images_it_has():
     assert next(m.value for m in at.metric if m.label == "Images") == "1 of 3"
 
 
+def test_an_app_batchs_objects_download_again_from_the_runs_page():
+    """The Batch page's objects CSV was lost with a reloaded tab; the run's objects are kept with its counts."""
+    import pandas as pd
+
+    recorder = history.Recorder(source="app", model="classical-otsu", model_sha256="", settings={}, inputs=["a.png"])
+    recorder.add([{"file": "a.png", "status": "ok", "count": 2}])
+    recorder.add_objects(pd.DataFrame({"file": ["a.png", "a.png"], "label": [1, 2], "area_px": [30, 41]}))
+    recorder.finish("done")
+    at = open_page("pages/runs.py")
+    at.selectbox(key="runs_run").set_value(recorder.run_id).run()
+    assert not at.exception, at.exception
+    assert "Objects CSV" in {d.label for d in at.get("download_button")}
+    # a CLI run's objects are in the file it wrote: no button
+    cli = history.start_run(source="cli", model="classical-otsu", model_sha256="", settings={}, inputs=["b.png"])
+    history.finish_run(cli, "done")
+    at = open_page("pages/runs.py")
+    at.selectbox(key="runs_run").set_value(cli).run()
+    assert "Objects CSV" not in {d.label for d in at.get("download_button")}
+
+
 def test_a_runs_settings_opened_for_a_model_replaced_since_say_so(tmp_path):
     """A run made with weights that another model has replaced under the same name: its settings still open, and
     the settings line on the page opened says the run counted with other weights."""

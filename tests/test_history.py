@@ -268,3 +268,35 @@ def test_rows_left_out_on_purpose_are_not_failures(tmp_path):
     history.finish_run(run_id, "done", path=path)
     run = history.list_runs(path=path).iloc[0]
     assert (run["n_ok"], run["n_failed"], run["n_skipped"], run["total_count"]) == (1, 1, 2, 3)
+
+
+def test_an_app_runs_objects_are_kept_beside_the_history(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "h.sqlite"
+    recorder = history.Recorder(source="app", model="m", model_sha256=None, settings={}, inputs=["a", "b"], path=path)
+    recorder.add_objects(pd.DataFrame({"file": ["a", "a"], "label": [1, 2], "area_px": [10, 12]}))
+    recorder.add_objects(pd.DataFrame(columns=["file", "label", "area_px"]))  # an image without objects
+    recorder.add_objects(pd.DataFrame({"file": ["=b"], "label": [1], "area_px": [9]}))
+    recorder.finish("done")
+    kept = history.objects_path(recorder.run_id, path=path)
+    table = pd.read_csv(kept)
+    assert table["file"].tolist() == ["a", "a", "'=b"] and table["area_px"].tolist() == [10, 12, 9]  # formula-safe
+    # a run given the same id later (a history set aside and begun anew) replaces the file, never adds to it
+    again = history.Recorder(source="app", model="m", model_sha256=None, settings={}, inputs=["c"], path=path)
+    again.run_id = recorder.run_id
+    again.add_objects(pd.DataFrame({"file": ["c"], "label": [1], "area_px": [5]}))
+    assert pd.read_csv(kept)["file"].tolist() == ["c"]
+
+
+def test_an_objects_table_that_cannot_be_kept_leaves_the_counts_recorded(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "h.sqlite"
+    recorder = history.Recorder(source="app", model="m", model_sha256=None, settings={}, inputs=["a"], path=path)
+    (tmp_path / "objects").write_text("a file where the folder would go")
+    recorder.add_objects(pd.DataFrame({"file": ["a"], "label": [1]}))
+    recorder.add([{"file": "a", "status": "ok", "count": 1}])
+    recorder.finish("done")
+    assert "object table is not kept" in recorder.warning
+    assert list(history.run_rows(recorder.run_id, path=path)["count"]) == [1]

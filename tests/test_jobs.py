@@ -100,6 +100,13 @@ def test_batch_job_counts_in_the_background_and_records_the_run(draw_disks, tmp_
     assert run["status"] == "done" and (run["n_ok"], run["n_failed"]) == (2, 2)
     rows = [it.row() for it in s.done]  # the page's own failed row names the batch's model and settings too
     assert {r["model"] for r in rows} == {model.name} and len({r["settings"] for r in rows}) == 1
+    # the objects too, beside the history: the Runs page offers them after the page that counted is gone
+    import pandas as pd
+
+    from cellcount.history import objects_path
+
+    kept = pd.read_csv(objects_path(int(run["id"]), path=tmp_path / "h.sqlite"))
+    assert kept.groupby("file").size().to_dict() == {"a.png": 2, "b.png": 5}
 
 
 def test_a_batch_of_one_plane_records_which_plane_in_its_rows(draw_disks, tmp_path):
