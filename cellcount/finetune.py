@@ -1811,7 +1811,8 @@ def _main(argv: list[str] | None) -> int:
         if res.kept_base:
             text += f" So {res.name} keeps {args.base}'s weights: it counts these images as {args.base} does."
         print(("warning: " if warn else "") + text)
-    return 0
+    # saved, but not from every image given: exit 1, as `count` and `evaluate` do when they left a file out
+    return 1 if any(text.startswith("left out: ") for text in res.notes) else 0
 
 
 if __name__ == "__main__":

@@ -1064,6 +1064,12 @@ def test_a_broken_image_is_left_out_and_a_stack_named(tiny_model, tmp_path, draw
     left = load_model(res.folder).card.training["data"]["left_out"]  # the card says what was not used, and why
     assert len(left) == 1 and left[0].startswith("img0.png: ")
     assert "img1.tif: the file holds 3 time points; only the first was used" in text
+    # the command saves the model and exits 1, as count and evaluate do when they left a file out
+    from cellcount import finetune as ft
+
+    assert ft.main(["--from", str(base_dir), "--data", str(data), "--name", "mine-broken-cli", "--steps", "2",
+                    "--holdout", "1", "--keep-worse"]) == 1
+    assert load_model("mine-broken-cli").name == "mine-broken-cli"
 
 
 def test_a_flag_that_marks_most_training_images_is_said(tiny_model, tmp_path, draw_disks, monkeypatch):
