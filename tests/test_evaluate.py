@@ -668,3 +668,18 @@ def _touching_pairs_items(draw_disks):
         labels = draw_disks((64, 64), centres, 6)
         image = np.where(labels > 0, 200, 20).astype(np.uint8)
         yield name, image, GroundTruth(kind="labels", count=int(labels.max()), labels=labels)
+
+
+def test_quiet_prints_only_the_figures(samples_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif"):
+        shutil.copy(samples_dir / name, tmp_path / name)
+    done = subprocess.run([sys.executable, "-m", "cellcount.evaluate", "--model", CLASSICAL_NAME, "--data",
+                           str(tmp_path), "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{CLASSICAL_NAME}: n=1 MAE=") and "quality flag" in lines[1]
+    assert "predicted in" not in done.stdout + done.stderr and "with ground truth from" not in done.stdout + done.stderr

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store this evaluation's summary as the card's validation metrics")
     p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only the figures, warnings and errors (no reading or timing lines), as count's -q")
     p.add_argument("--calibrate-quality", action="store_true",
                    help="fit the quality flag's limits on this data (at most 20%% flagged, most large errors "
                    "held); with --write-card store them in the card")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import run_cli
 
     args = build_parser().parse_args(normalize_argv(argv))
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     with plain_warnings():
         return run_cli(lambda: _run(args))
 
