@@ -180,11 +180,11 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     Refused: an output that is a folder, names an input (an image or the settings file) or the same file
     as another output, or a folder where a file cannot be created. Output folders are created.
     """
-    from .csvout import check_writable, not_a_file_problem
+    from .csvout import check_writable, not_a_file_problem, write_target
 
     for option, value in (("--out", args.out), ("--objects", args.objects), ("--labels-dir", args.labels_dir)):
         if value and (problem := not_a_file_problem(value)):
-            return f"{option} {problem}"
+            return f"{option} {problem}; give a " + ("folder" if option == "--labels-dir" else "file name such as counts.csv")
     outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out), "inputs file": _inputs_path(args.out)}
     if getattr(args, "region_grid", None) or getattr(args, "regions", None):
         outputs["--regions-out"] = _regions_path(args)
@@ -214,13 +214,14 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     for option, path in outputs.items():
         if args.labels_dir and _same_file(path, Path(args.labels_dir)):
             return f"{option} and --labels-dir name the same path {path}"
-    folders = [path.parent for path in outputs.values()] + ([Path(args.labels_dir)] if args.labels_dir else [])
+    # where each is written: a link's own file's folder (latest.csv -> runs/42.csv writes in runs/)
+    folders = [write_target(path).parent for path in outputs.values()] + ([Path(args.labels_dir)] if args.labels_dir else [])
     try:
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         return f"cannot create an output folder: {err}"
-    checks = [*outputs.values(), *([Path(args.labels_dir) / "x_labels.tif"] if args.labels_dir else [])]
+    checks = [*map(write_target, outputs.values()), *([Path(args.labels_dir) / "x_labels.tif"] if args.labels_dir else [])]
     for path in checks:
         try:
             check_writable(path)
@@ -534,7 +535,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects, with_plane
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
-    from .io import list_image_files, split_ground_truth_files
+    from .io import IMAGE_EXTENSIONS, list_image_files, split_ground_truth_files
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .models.backends import backend_note
@@ -577,8 +578,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
 
     try:  # before --resume reads them: another run's half-written rows are no run to resume
         run_scope.enter_context(hold_outputs([p for p in (args.out, args.objects) if p]))
-    except OutputBusy as err:
-        print(f"error: {err}", file=sys.stderr)
+    except OSError as err:  # OutputBusy, or a folder gone since it was checked
+        print(f"error: {err if isinstance(err, OutputBusy) else f'cannot write the results: {err}'}", file=sys.stderr)
         return 2
     all_inputs = {f.resolve() for f in files}
     gt_files: list[Path] = []
@@ -595,9 +596,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
                   "use --include-ground-truth to count them", file=sys.stderr)
     if not files:
-        if gt_files:  # every image given was named like ground truth
-            print(f"error: every image given is named like ground truth ({Path(*gt_files[0].parts[-2:]).as_posix()}"
-                  f"{' ...' if len(gt_files) > 1 else ''}); use --include-ground-truth to count them", file=sys.stderr)
+        if gt_files:  # every file given was ground truth: label images named so, or annotation tables
+            shown = f"{Path(*gt_files[0].parts[-2:]).as_posix()}{' ...' if len(gt_files) > 1 else ''}"
+            images = [p for p in gt_files if p.suffix.lower() in IMAGE_EXTENSIONS]
+            print(f"error: every file given is ground truth ({shown}), nothing to count"
+                  + ("; --include-ground-truth counts images named like it" if images else ""), file=sys.stderr)
         else:
             print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
@@ -926,15 +929,16 @@ def _whole():
         yield
         return
     got: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: got.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    # a signal ignored (a job started with `&` ignores Ctrl-C) stays ignored
+    held = [sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in held}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if got:
-            raise KeyboardInterrupt
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+    if got:  # after the rows, and only where nothing else (a full disk) is on its way out
+        raise KeyboardInterrupt
 
 
 # Commands with their own parser in their own module: `cellcount evaluate ...` = `python -m cellcount.evaluate ...`

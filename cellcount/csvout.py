@@ -124,9 +124,10 @@ def not_a_file_problem(path: str | os.PathLike) -> str | None:
     text = str(path)
     if text == "-":
         return ("'-' (standard output): results are written to files, row by row as the run goes (a resume reads "
-                "them back); give a file name such as counts.csv")
-    if Path(os.path.abspath(text)).parts[:2] in (("/", "dev"), ("/", "proc")):
-        return f"{text} is a device or process entry, not a file; give a file name such as counts.csv"
+                "them back)")
+    parts = Path(os.path.abspath(text)).parts
+    if parts[:2] == ("/", "proc") or (parts[:2] == ("/", "dev") and parts[:3] != ("/", "dev", "shm")):
+        return f"{text} is a device or process entry, not a file or folder"
     return None
 
 
@@ -138,8 +139,8 @@ class OutputBusy(OSError):
 def hold_outputs(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
     """Hold each of ``paths`` for this run: a second run started on the same file meanwhile (an overlapping cron
     job) gets :class:`OutputBusy` instead of splicing its rows into this one's file mid-row. An advisory lock
-    (``fcntl.flock``) on a hidden ``.<name>.lock`` beside each file, removed at the end; nothing is held where
-    the platform has no ``fcntl`` (Windows)."""
+    (``fcntl.flock``) on a hidden ``.<name>.lock`` beside each file, removed at the end. Where no lock can be taken
+    (Windows, a share without locks, a lock file another user left read-only to us), the run goes on unheld."""
     try:
         import fcntl
     except ImportError:
@@ -150,30 +151,59 @@ def hold_outputs(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
         for path in paths:
             target = write_target(path)
             lock = target.parent / f".{target.name}.lock"
-            while True:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    other = os.read(fd, 64).decode("ascii", "replace").strip()
-                    os.close(fd)
-                    raise OutputBusy(f"another run is writing {path}{f' (process {other})' if other else ''}; "
-                                     "wait for it to end, or give this run another output file") from None
-                try:  # the holder before may have removed the file just after this open: lock the one in place
-                    same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    break
-                os.close(fd)
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode("ascii"))
-            held.append((lock, fd))
+            fd = _locked(lock, fcntl)
+            if fd is _BUSY:
+                other = ""
+                with contextlib.suppress(OSError):
+                    other = lock.read_text(encoding="ascii", errors="replace").strip()[:32]
+                raise OutputBusy(f"another run is writing {path}{f' (process {other})' if other else ''}; "
+                                 "wait for it to end, or give this run another output file")
+            if fd is not None:
+                held.append((lock, fd))
         yield
     finally:
         for lock, fd in reversed(held):
-            lock.unlink(missing_ok=True)  # while still held: a run that opened it meanwhile sees it gone
+            with contextlib.suppress(OSError):
+                lock.unlink()  # while still held: a run that opened it meanwhile sees it gone
             os.close(fd)
+
+
+_BUSY = -1
+
+
+def _locked(lock: Path, fcntl: Any) -> int | None:
+    """An open descriptor of ``lock`` holding its exclusive lock, :data:`_BUSY` when another process holds it, or
+    None when no lock can be had here (locks unsupported, the file unreadable)."""
+    import errno
+
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)  # every user of a shared folder can lock it after us
+        except PermissionError:  # another user's lock file: a read-only descriptor locks as well
+            try:
+                fd = os.open(lock, os.O_RDONLY)
+            except OSError:
+                return None
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return _BUSY
+            logger.debug("no lock on %s: %s", lock, err)  # NFS without its lock service, a FUSE share
+            return None
+        try:  # the holder before may have removed the file just after this open: lock the one in place
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            with contextlib.suppress(OSError):  # who holds it, for the message a second run gets
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode("ascii"))
+            return fd
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

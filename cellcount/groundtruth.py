@@ -1101,7 +1101,7 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     header, rows = _csv_rows(name, text)
     cols = _point_columns(header)
     column = next((c for c in _POINT_IMAGE_COLUMNS if c in header), None)
-    if column is not None and cols is None and not is_cellcount_objects(header):
+    if column is not None and cols is None and _count_columns(header) is None and not is_cellcount_objects(header):
         if problem := _microns_problem(name, header, text):  # QuPath's project export, calibrated
             raise GroundTruthError(problem)
     if cols is None or column is None or is_cellcount_objects(header):

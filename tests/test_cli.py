@@ -645,6 +645,9 @@ def test_an_output_through_a_symbolic_link_writes_the_linked_file(small_folder, 
         assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", out]) == 2
         assert "give a file name" in capsys.readouterr().err
     assert not Path("-").exists()
+    from cellcount.csvout import not_a_file_problem
+
+    assert not_a_file_problem("/dev/shm/run/c.csv") is None  # an ordinary folder in memory
 
 
 def test_an_interrupt_while_an_images_rows_are_written_waits_for_all_of_them():
@@ -678,5 +681,43 @@ def test_counting_only_files_named_like_ground_truth_says_so(samples_dir, tmp_pa
     labels = samples_dir / "s01_sparse_small_labels.tif"
     assert main(["count", str(labels), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv")]) == 2
     err = capsys.readouterr().err
-    assert "every image given is named like ground truth (samples/s01_sparse_small_labels.tif)" in err
+    assert "every file given is ground truth (samples/s01_sparse_small_labels.tif)" in err
+    assert "--include-ground-truth counts images named like it" in err
     assert "no image files found" not in err
+
+
+def test_an_output_lock_that_cannot_be_had_lets_the_run_go_on(small_folder, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):  # NFS without its lock service, a FUSE share
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--no-progress"]) == 0
+    # and a link into a folder that does not exist yet: created, as output folders are
+    (tmp_path / "latest.csv").symlink_to(tmp_path / "runs" / "42.csv")
+    monkeypatch.undo()
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "latest.csv"),
+                 "--no-progress"]) == 0
+    assert len(pd.read_csv(tmp_path / "runs" / "42.csv")) == 2
+
+
+def test_rows_written_whole_keep_an_ignored_interrupt_ignored_and_a_write_error_as_it_is():
+    import os
+    import signal
+
+    from cellcount.cli import _whole
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started with &
+    try:
+        with _whole():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with pytest.raises(OSError, match="No space"):  # a full disk is reported as such, not as an interrupt
+        with _whole():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise OSError(28, "No space left on device")

@@ -661,6 +661,11 @@ def test_scoring_a_models_own_training_images_from_python_warns(draw_disks):
         warnings.simplefilter("error", TrainingImagesWarning)
         predict_pairs(items, model, params, warn_trained=False)
         predict_pairs(items[1:], load_model(CLASSICAL_NAME), params)
+        # a card that knows its images by content does not go by names: plate2/a is not plate1/a
+        named = load_model(CLASSICAL_NAME)
+        named.card = dataclasses.replace(named.card, training={
+            "train_pixel_sha256": ["0" * 64], "data": {"train_files": ["plate1/a"]}})
+        predict_pairs(items, named, params)
 
 
 def _touching_pairs_items(draw_disks):

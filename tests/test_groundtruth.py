@@ -54,8 +54,7 @@ def test_labels_over_65535_kept_int32() -> None:
     gt = labels_from_array(arr, source="big")
     assert gt.kind == "labels" and gt.count == 70000
     assert gt.labels is not None and gt.labels.dtype == np.int32 and int(gt.labels.max()) == 70000
-    with pytest.warns(UserWarning, match="label image cellcount wrote"):  # our own TIFF, read back
-        again = read_label_image(labels_to_tiff_bytes(gt.labels))
+    again = read_label_image(labels_to_tiff_bytes(gt.labels))
     assert again.count == 70000 and np.array_equal(again.labels, gt.labels)
 
 
@@ -1126,6 +1125,9 @@ def test_a_label_image_cellcount_wrote_is_said_to_be_a_prediction(tmp_path: Path
         assert read_label_image(tmp_path / "a_labels.tif").count == 2
     with pytest.warns(PredictedLabelsWarning):
         read_label_image(ours)
+    with warnings.catch_warnings():  # written without a model (drawn or corrected by hand): plain labels
+        warnings.simplefilter("error", PredictedLabelsWarning)
+        read_label_image(labels_to_tiff_bytes(labels))
     # the same labels from another program (Fiji, napari, a hand correction saved anew) are ground truth
     tifffile.imwrite(tmp_path / "b_labels.tif", labels)
     with warnings.catch_warnings():
@@ -1158,3 +1160,9 @@ def test_a_project_table_of_points_in_microns_says_so() -> None:
     with pytest.raises(GroundTruthError, match="in microns .*'Centroid X µm'.*Centroid X px"):
         read_points_by_image(table)
     assert read_points_by_image(b"Image,Centroid X px,Centroid Y px\nm000.png,3,4\n")["m000"].count == 1
+
+
+def test_a_counts_table_with_stage_positions_in_microns_is_still_counts(tmp_path: Path) -> None:
+    _save_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "counts.csv").write_text("image,count,stage x um,stage y um\na.png,7,1200.5,300.25\n")
+    assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"a.png": 7}

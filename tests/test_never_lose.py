@@ -550,7 +550,7 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     ("out is a folder", ["--out", "{t}/in"], "is a folder"),
     ("labels-dir is a file", ["--labels-dir", "{t}/in/a.png"], "is a file"),
     ("labels-dir is the out file", ["--out", "{t}/r.csv", "--labels-dir", "{t}/r.csv"], "name the same path"),
-    ("out is a device", ["--out", "/dev/null"], "not a file; give a file name"),
+    ("out is a device", ["--out", "/dev/null"], "device or process entry"),
 ])
 def test_outputs_refused_before_counting(tmp_path, capsys, case, extra, match):
     src = tmp_path / "in"

@@ -80,10 +80,16 @@ def _warn_training_images(items: Sequence[tuple[str, np.ndarray, GroundTruth]], 
     if card is None:
         return
     from ..io import pixel_digest
+    from ..models import with_base_training
 
+    card = with_base_training(card)
     pixels = card.training_pixel_digests()
-    named = set(card.trained_on([(name, None) for name, _, _ in items]))
-    seen = [name for name, image, _ in items if name in named or (pixels and pixel_digest(image) in pixels)]
+    if pixels:  # by content alone where the card knows it: well names repeat across plates (plate2/A01.png)
+        seen = [name for name, image, _ in items if pixel_digest(image) in pixels]
+    elif card.training_digests():  # file digests, and no bytes here to check them against
+        return
+    else:  # a card that records names only
+        seen = card.trained_on([(name, None) for name, _, _ in items])
     if seen:
         warnings.warn(card.trained_on_note(seen, len(items)), TrainingImagesWarning, stacklevel=3)
 
@@ -463,6 +469,8 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
     from ..training.data import dsb_part
 
     pairs = load_labelled_folder(data, on_error=on_error)
+    # named among the whole folder: an image keeps its name with --split and --limit (plate1/A01.png either way)
+    name_of = dict(zip([p for p, _ in pairs], item_names(data, [p for p, _ in pairs]), strict=True))
     if split != "all":
         def part(name: str) -> str:
             p = dsb_part(name, val_fraction, split_seed)
@@ -471,7 +479,8 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
         pairs = [(p, gt) for p, gt in pairs if part(p.name) == split]
     if limit:
         pairs = pairs[:limit]
-    for name, (path, gt) in zip(item_names(data, [p for p, _ in pairs]), pairs, strict=True):
+    for path, gt in pairs:
+        name = name_of[path]
         try:
             image, planes = read_image_planes(path)
         except CellcountError as err:

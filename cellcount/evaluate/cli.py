@@ -131,7 +131,7 @@ def _check_options(args: argparse.Namespace) -> None:
             continue
         path, flag = Path(value), "--" + option.replace("_", "-")
         if problem := not_a_file_problem(value):
-            raise ParameterError(f"{flag} {problem}")
+            raise ParameterError(f"{flag} {problem}; give a file name")
         if path.is_dir():
             raise ParameterError(f"{flag} {path} is a folder; give a file name")
         if _replaces_data(path, Path(args.data), option):

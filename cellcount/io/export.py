@@ -15,14 +15,16 @@ own count (:class:`cellcount.groundtruth.PredictedLabelsWarning`), unless someon
 
 
 def labels_to_tiff_bytes(labels: np.ndarray, *, model: str | None = None) -> bytes:
-    """Encode a label image as a zlib-compressed TIFF, described as a prediction (:data:`PREDICTION_TAG`).
+    """Encode a label image as a zlib-compressed TIFF; described as a model's prediction (:data:`PREDICTION_TAG`)
+    when ``model`` is given.
 
     Parameters
     ----------
     labels : numpy.ndarray
         (H, W) non-negative integers (or bool).
     model : str, optional
-        The model that counted them, named in the description.
+        The model that counted them: the TIFF then says they are its prediction, and reading it back as ground
+        truth warns. Without it (labels drawn or corrected by hand) the file is plain.
 
     Returns
     -------
@@ -44,7 +46,6 @@ def labels_to_tiff_bytes(labels: np.ndarray, *, model: str | None = None) -> byt
         raise ParameterError(f"label {top} does not fit in uint32")
     out_dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
     buf = io.BytesIO()
-    by = f"the model {model}" if model else "a model"
-    tifffile.imwrite(buf, arr.astype(out_dtype), compression="zlib", photometric="minisblack", metadata=None,
-                     description=f"{PREDICTION_TAG}: objects counted by {by}")
+    tag = {"description": f"{PREDICTION_TAG}: objects counted by the model {model}"} if model else {}
+    tifffile.imwrite(buf, arr.astype(out_dtype), compression="zlib", photometric="minisblack", metadata=None, **tag)
     return buf.getvalue()

@@ -73,19 +73,22 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
     seen: set[tuple[int, int]] = set()
     # the folders in the tree itself: a link to one of them (latest -> run42) is another name for files listed
     # under their own path, passed over without a word (it read as a skipped folder, and the run as failed)
-    inside: set[tuple[int, int]] = set()
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        with contextlib.suppress(OSError):
-            st = os.stat(dirpath)
-            inside.add((st.st_dev, st.st_ino))
+    inside: set[tuple[int, int]] = set()  # listed once, at the first folder link met: most trees have none
 
     def linked_inside(folder: str) -> bool:
+        if not os.path.islink(folder):
+            return False
         try:
             st = os.stat(folder)
         except OSError:
             return False
-        return os.path.islink(folder) and (st.st_dev, st.st_ino) in inside
+        if not inside:
+            for dirpath, dirnames, _ in os.walk(root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".") and not _is_zarr_dir(Path(dirpath, d))]
+                with contextlib.suppress(OSError):
+                    here = os.stat(dirpath)
+                    inside.add((here.st_dev, here.st_ino))
+        return (st.st_dev, st.st_ino) in inside
 
     def onerror(err: OSError) -> None:
         on_skip(Path(err.filename or root), f"cannot read folder: {err.strerror or err}")

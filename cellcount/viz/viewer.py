@@ -34,12 +34,12 @@ MERGE_COLOR_ON_RED: RGB = (255, 255, 0)
 """The likely-merge colour when the user's outline colour is red itself (so the two kinds stay apart)."""
 
 
-SPARE_COLORS: tuple[RGB, ...] = ((255, 255, 255), (150, 90, 255), (255, 140, 0), (0, 0, 0), (0, 160, 160),
-                                 (140, 70, 20))
+SPARE_COLORS: tuple[RGB, ...] = ((255, 255, 255), (150, 90, 255), (255, 140, 0), (0, 0, 0))
 """Colours a rejected kind takes instead of its own when the kept outlines' colour is like it."""
-ALIKE = 60.0
-"""CIELAB distance under which two outline colours read as the same (cyan 0,230,255 against 0,200,255: about 12;
-orange 255,140,0 against yellow 255,221,0: 48, alike at half opacity on bright nuclei, so "touches border" is pink)."""
+ALIKE = 40.0
+"""CIELAB distance under which two outline colours read as the same (cyan 0,230,255 against 0,200,255: about 12).
+Orange 255,140,0 against yellow 255,221,0 (48) read alike at half opacity on bright nuclei: "touches border" is
+pink, not orange."""
 
 
 def _alike(a: RGB, b: RGB) -> bool:
