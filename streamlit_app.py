@@ -89,7 +89,9 @@ def home() -> None:
         column_config=sh.models_frame_columns(),
         # long text on the Models page; columns no model fills (a fine-tune's held-out figures before any) left
         # out, so the rest fit the page instead of scrolling past its right edge
-        column_order=[c for c in df.columns if c != "description" and df[c].notna().any() and (df[c] != "").any()],
+        # (the kind, architecture and figures without the size estimate too: the Models page has them)
+        column_order=[c for c in df.columns if c not in ("description", "kind", "architecture", "val MAE, no size estimate")
+                      and df[c].notna().any() and (df[c] != "").any()],
     )
     if names == [cc.models.CLASSICAL_NAME]:
         st.info("No trained weights found in weights/: only the classical baseline is available.")

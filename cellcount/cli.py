@@ -184,7 +184,8 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
 
     for option, value in (("--out", args.out), ("--objects", args.objects), ("--labels-dir", args.labels_dir)):
         if value and (problem := not_a_file_problem(value)):
-            return f"{option} {problem}; give a " + ("folder" if option == "--labels-dir" else "file name such as counts.csv")
+            return f"{option} {problem}; give a " + {"--labels-dir": "folder", "--objects": "file name such as objects.csv"
+                                                      }.get(option, "file name such as counts.csv")
     outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out), "inputs file": _inputs_path(args.out)}
     if getattr(args, "region_grid", None) or getattr(args, "regions", None):
         outputs["--regions-out"] = _regions_path(args)
@@ -864,7 +865,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     """List the history of runs, or print / export one run."""
     import pandas as pd
 
-    from .csvout import atomic_write_bytes
+    from .csvout import atomic_write_bytes, not_a_file_problem
     from .history import HistoryError, db_path, get_run, list_runs, run_rows
 
     try:
@@ -881,6 +882,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
                 rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
             text = rows.to_csv(index=False, lineterminator="\n")
+            for option, target in (("--settings-out", args.settings_out), ("--out", None if args.out == "-" else args.out)):
+                # a rename onto /dev/null or /dev/stdout replaced the device itself ("-" is standard output)
+                if target and (problem := not_a_file_problem(target)):
+                    print(f"error: {option} {problem}; give a file name" + (" (or - for standard output)"
+                                                                            if option == "--out" else ""), file=sys.stderr)
+                    return 2
             for target in (args.settings_out, None if args.out == "-" else args.out):
                 if target:  # as count does: the folder is made (else the error named a temporary file in it)
                     Path(target).parent.mkdir(parents=True, exist_ok=True)

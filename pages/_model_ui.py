@@ -151,8 +151,8 @@ def models_frame_columns() -> dict[str, Any]:
         "val images": st.column_config.NumberColumn(
             format="%d", help="How many validation images the figures come from: compare only figures on the same "
             "number (the same images)"),
-        "role": st.column_config.TextColumn(help="The default model (preselected on every page), or the model a "
-                                            "fine-tune started from"),
+        "role": st.column_config.TextColumn(width=170, help="The default model (preselected on every page), or "
+                                            "the model a fine-tune started from"),
         "your held-out MAE": st.column_config.NumberColumn(
             format="%.2f", help="A fine-tuned model's count MAE on the images of yours it held out (its base's on "
             "the same images: Models page); few images say little"),

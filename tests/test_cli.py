@@ -375,6 +375,10 @@ def test_a_settings_file_carries_the_plane_to_count_and_from_runs_export(tmp_pat
                  str(tmp_path / "new2" / "s.json")]) == 0
     assert (tmp_path / "new" / "x.csv").read_text() == (tmp_path / "x.csv").read_text()
     assert json.loads((tmp_path / "new2" / "s.json").read_text())["plane"] == 1
+    # a device is refused: the rename replaced /dev/null itself with the CSV (a tester, as root)
+    for option in ("--out", "--settings-out"):
+        assert main(["runs", "--export", str(run_id), option, "/dev/null"]) == 2
+        assert "device or process entry" in capsys.readouterr().err
 
 
 def test_warnings_read_as_one_plain_line(capsys):
