@@ -497,7 +497,7 @@ def test_display_options_are_kept_while_the_panel_is_closed():
     at.toggle(key="count_view_merges").set_value(False).run()
     at.selectbox(key="count_view_zoom").set_value("200%").run()  # a 256 px sample fits whole at 200%: no window
     assert not [s for s in at.slider if s.key == "count_view_row"]
-    assert any("the whole image fits" in c.value for c in at.caption)
+    assert any("the whole image is shown" in c.value for c in at.caption)
     at.selectbox(key="count_view_zoom").set_value("400%").run()
     at.slider(key="count_view_row").set_value(0.25).run()
     assert not at.exception
