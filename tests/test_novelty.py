@@ -83,7 +83,7 @@ def test_count_carries_novelty_and_flags_an_image_past_the_limit(tiny_model, rng
     flagged = count_image(image, model)
     assert flagged.quality.flag
     reason = next(r for r in flagged.quality.reasons if "unlike the images this model was trained on" in r)
-    assert "check the nucleus size setting" in reason and f"limit {value / 2:.2f}" in reason and "; " not in reason
+    assert "check the nucleus size setting" in reason and f"flagged from {value / 2:.2f}" in reason and "; " not in reason
     calls = []
     monkeypatch.setattr(pipeline, "image_novelty", lambda *a, **k: calls.append(1) or 1.0)
     params = pipeline.resolve_params(model, None)

@@ -451,7 +451,7 @@ USAGE_ERRORS = {
     "settings-missing": (None, ["--model", "classical-otsu", "--settings", "{missing_json}"], "no such file"),
     "path-missing": (["{missing_path}"], ["--model", "classical-otsu"], "does not exist"),
     "empty-folder": (["{empty_dir}"], ["--model", "classical-otsu"], "no image files"),
-    "only-ground-truth": (["{only_gt}"], ["--model", "classical-otsu"], "no image files"),
+    "only-ground-truth": (["{only_gt}"], ["--model", "classical-otsu"], "every file given is ground truth"),
     "out-is-a-folder": (None, ["--model", "classical-otsu", "--out", "{empty_dir}"], "is a folder"),
     "objects-is-a-folder": (None, ["--model", "classical-otsu", "--objects", "{empty_dir}"], "is a folder"),
     "labels-dir-is-a-file": (None, ["--model", "classical-otsu", "--labels-dir", "{bad_json}"], "not a folder"),
