@@ -883,14 +883,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
             text = rows.to_csv(index=False, lineterminator="\n")
             for option, target in (("--settings-out", args.settings_out), ("--out", None if args.out == "-" else args.out)):
+                if not target:
+                    continue
                 # a rename onto /dev/null or /dev/stdout replaced the device itself ("-" is standard output)
-                if target and (problem := not_a_file_problem(target)):
+                if problem := not_a_file_problem(target):
                     print(f"error: {option} {problem}; give a file name" + (" (or - for standard output)"
                                                                             if option == "--out" else ""), file=sys.stderr)
                     return 2
-            for target in (args.settings_out, None if args.out == "-" else args.out):
-                if target:  # as count does: the folder is made (else the error named a temporary file in it)
-                    Path(target).parent.mkdir(parents=True, exist_ok=True)
+                # as count does: the folder is made (else the error named a temporary file in it)
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
             if args.settings_out:
                 settings = {k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane")
                             if k in run["settings"]}

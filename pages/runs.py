@@ -150,7 +150,7 @@ if run["source"] == "app" and kept_objects.is_file():  # a CLI run's objects are
     except cc.CellcountError:  # deleted since
         density = False
     what = "Centres" if density else "Objects"
-    sh.download_button(f"{what} CSV", "\ufeff".encode() + kept_objects.read_bytes(),
+    sh.download_button(f"{what} CSV", kept_objects.read_text(encoding="utf-8").encode("utf-8-sig"),  # as the counts
                        f"run-{run['id']}-{what.lower()}.csv", "text/csv", f"{P}_dl_objects", container=row)
 sh.download_button("Settings JSON", settings_file, f"run-{run['id']}-settings.json", "application/json",
                    f"{P}_dl_settings", container=row)
