@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PACKAGES = ("cellcount.io", "cellcount.viz", "cellcount.models", "cellcount.training", "cellcount.synthetic",
-            "cellcount.evaluate")
+            "cellcount.evaluate", "cellcount.groundtruth")
 """Packages drawn as one unit each (``cellcount.evaluate.cli`` stays apart: it is the command line)."""
 
 LAYERS: list[tuple[str, list[str]]] = [

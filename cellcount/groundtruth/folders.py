@@ -1,0 +1,485 @@
+"""A folder of images with their ground truth in any of the accepted forms (:func:`load_labelled_folder`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from cellcount.errors import CellcountError, GroundTruthError
+from cellcount.io import (
+    DOT_DIRS,
+    GROUND_TRUTH_DIRS,
+    GROUND_TRUTH_SUFFIXES,
+    IMAGE_EXTENSIONS,
+    IMAGEJ_ROI_EXTENSIONS,
+    cell_counter_stem,
+    ground_truth_suffix,
+    image_shape,
+    list_image_files,
+    role_word_ground_truth,
+    split_ground_truth_files,
+)
+
+from .dsb import _is_dsb_nested, load_dsb_folder
+from .exported import GEOJSON_EXTENSIONS, is_roi_set
+from .names import listed, match_names, name_key
+from .pairing import (
+    _check_against_counts,
+    _gt_base,
+    _is_counts_table,
+    _is_point_table,
+    _skip_warning,
+    match_ground_truth,
+)
+from .read import _check_points_inside, read_ground_truth
+from .tables import (
+    _COUNT_COLUMNS,
+    _FILENAME_COLUMNS,
+    TABLE_EXTENSIONS,
+    _count_columns,
+    _csv_rows,
+    _read_csv_text,
+    is_cellcount_counts,
+    predicted_counts_message,
+    read_counts_by_name,
+    read_points_by_image,
+    read_points_csv,
+)
+from .truth import GROUND_TRUTH_KINDS, GroundTruth
+
+logger = logging.getLogger(__name__)
+
+
+def one_per_image(entries: Sequence, digests: Sequence[str], truths: Sequence[GroundTruth | None]) -> tuple[list, list]:
+    """Entries whose images have the same content (``digests``) are one image: one of them is kept, the one
+    with the richest ground truth (label images, then masks, then dots, then a count; none last), else the
+    first. Returns (kept entries in their order, (dropped entry, the kept entry it repeats) pairs).
+
+    An image uploaded or stored twice under two names would otherwise be counted twice by an evaluation,
+    and a fine-tune could train on one copy and hold out the other."""
+    def rank(i: int) -> tuple[int, int]:
+        gt = truths[i]
+        return (GROUND_TRUTH_KINDS.index(gt.kind) if gt is not None else len(GROUND_TRUTH_KINDS), i)
+
+    best: dict[str, int] = {}
+    for i, digest in enumerate(digests):
+        if digest not in best or rank(i) < rank(best[digest]):
+            best[digest] = i
+    kept = [e for i, e in enumerate(entries) if best[digests[i]] == i]
+    dropped = [(e, entries[best[digests[i]]]) for i, e in enumerate(entries) if best[digests[i]] != i]
+    return kept, dropped
+
+
+def counts_disagree(values: list[str]) -> str:
+    """Why an image two counts tables give different counts is left out: ``values`` like "10 (a.csv)". Which
+    one is right is the user's to say, not the file order's."""
+    return f"the counts tables disagree: {' and '.join(values)}; remove the wrong row or table"
+
+
+def _count_tables(
+    csv_files: list[Path], placed: Callable[[Path, str], str] = lambda table, key: key,
+) -> tuple[dict[str, int], dict[str, str], dict[Path, list[str]], dict[str, list[str]], dict[str, str]]:
+    """Merge every CSV with file-name and count columns; returns (counts, name -> csv path, the header of
+    each CSV that has no such columns: named when nothing else gives ground truth, the names two tables
+    count differently, with each value: left out of the counts, and each name as a table spells it). Names are
+    casefolded :func:`name_key`s (folders kept), each as ``placed(table, name)`` says (:func:`_in_its_folder`)."""
+    counts: dict[str, int] = {}
+    where: dict[str, str] = {}
+    other: dict[Path, list[str]] = {}
+    disagree: dict[str, list[str]] = {}
+    as_written: dict[str, str] = {}
+    for path in csv_files:
+        name, text = _read_csv_text(path)
+        header, _ = _csv_rows(name, text)
+        if _count_columns(header) is None:
+            other[path] = list(header)
+            continue
+        if is_cellcount_counts(header):  # a count written into the data folder: never its own ground truth
+            logger.warning("%s", predicted_counts_message(str(path)))
+            continue
+        for spelled, n in read_counts_by_name(path).items():
+            spelled = placed(path, spelled)
+            stem = spelled.casefold()  # IMG4.PNG in a table names img4.png, as on Windows and macOS (and uploads)
+            as_written.setdefault(stem, spelled)
+            if stem in counts and counts[stem] != n:
+                disagree.setdefault(stem, [f"{counts[stem]} ({where[stem]})"]).append(f"{n} ({path})")
+            counts.setdefault(stem, n)
+            where.setdefault(stem, str(path))
+    for stem in disagree:
+        del counts[stem], where[stem]
+    return counts, where, other, disagree, as_written
+
+
+def load_labelled_folder(
+    root: str | os.PathLike, *, counts_only: bool = False,
+    on_error: Callable[[Path, str], None] | None = None,
+) -> list[tuple[Path, GroundTruth]]:
+    """Load every image of a folder that has ground truth.
+
+    Layouts, detected in this order:
+
+    1. DSB 2018 nested (``<id>/images`` + ``<id>/masks``): :func:`load_dsb_folder`.
+    2. Anything else, searched recursively: images paired by :func:`match_ground_truth` with
+       ``<stem>_labels.*``, ``_label``, ``_mask(s)``, ``_gt`` (label images or binary masks),
+       ``<stem>_dots.*`` (dot images), ``<stem>_points.csv`` or ``<stem>.csv`` (point tables), same-stem
+       files in a ``labels/`` or ``masks/`` folder (so the flat DSB layout ``images/`` + ``labels/`` works)
+       or a ``dots/`` / ``points/`` folder (dot images or point tables: the ``images/`` + ``dots/`` layout
+       of the counting benchmarks), and
+       any CSV with ``filename,count`` columns (e.g. ``counts.csv``) for images without other ground
+       truth. Also Fiji's Cell Counter markers (``CellCounter_<stem>.xml``), QuPath's GeoJSON (``<stem>.geojson``)
+       and ImageJ's ROIs (``<stem>.roi``, ``<stem>_RoiSet.zip``, ``RoiSet_<stem>.zip``, ``<stem>.zip``).
+
+    Images without ground truth are skipped with a logged warning.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The folder.
+    counts_only : bool
+        Prefer counts tables and return ``kind='count'`` ground truth without label arrays.
+    on_error : callable, optional
+        ``on_error(image, reason)`` for an image whose ground truth cannot be used (unreadable, another
+        shape than the image, at odds with a counts table) or whose file cannot be read: it is reported and
+        left out, and the others are loaded. Without it the first such image raises.
+
+    Returns
+    -------
+    list of (pathlib.Path, GroundTruth)
+        Sorted by image path.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` is not a folder.
+    GroundTruthError
+        No image or no ground truth found, unreadable ground truth, or ground truth whose shape differs
+        from its image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder not found: {root}")
+    if _is_dsb_nested(root):
+        return load_dsb_folder(root, counts_only=counts_only)
+    reported: list[str] = []  # said again when nothing is left: a caller may report them only at its end
+    if on_error is not None:
+        tell = on_error
+
+        def on_error(image: Path, why: str) -> None:
+            reported.append(why if why.startswith(f"{image}") else f"{image.name}: {why}")
+            tell(image, why)
+    files = list_image_files([root])
+    tables = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in (*TABLE_EXTENSIONS, ".xml", *GEOJSON_EXTENSIONS, *IMAGEJ_ROI_EXTENSIONS)
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
+    cell_counter = [p for p in tables if cell_counter_stem(p)]  # not a microscope's MetaData/<image>.xml
+    outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
+    # ImageJ's ROIs: a .roi, or a zip holding only .roi files (a zip of images is not ground truth)
+    outlines += [p for p in tables if p.suffix.lower() == ".roi" or (p.suffix.lower() == ".zip" and is_roi_set(p))]
+    image_stems = {(p.parent, p.stem) for p in files}
+    # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
+    # named like an image beside it (a.csv)
+    stems = {p.stem for p in files}
+    # a table named as ground truth is an image's points, unless it is a counts table of its own (counts_gt.csv
+    # beside no image "counts": its name read as that image's, and every count it held was unused)
+    point_tables = [p for p in csv_files if (ground_truth_suffix(p) is not None and not _is_counts_table(p, stems))
+                    or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
+                         or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
+    placed = _in_its_folder(root, files)
+    shared, shared_tables = _shared_point_tables(csv_files, files, root, on_error, placed)
+    point_tables = [p for p in point_tables if p not in shared_tables]
+    not_counts = set(point_tables) | shared_tables
+    counts, counts_where, other_tables, disagree, as_written = _count_tables(
+        [p for p in csv_files if p not in not_counts], placed)
+    in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
+    dot_files = set(in_dot_dirs)  # sets: folders of 10,000 images
+    images, gt_files = split_ground_truth_files([p for p in files if p not in dot_files])
+    # a tree of labels mirroring the images' (labels/plate1/A01.tif for images/plate1/A01.png): ground truth by
+    # the folder it lies under in the data folder, not only the one just above it
+    mirrored = _mirrored_ground_truth(images, root)
+    set_aside = set(mirrored.values())
+    images = [p for p in images if p not in set_aside]
+    # the VGG cells naming in one folder: 001dots.png beside 001cell.png is the image's ground truth
+    flat = [p for p, gt in zip(images, role_word_ground_truth([(p.parent, p.stem) for p in images])) if gt]
+    flat_set = set(flat)
+    images = [p for p in images if p not in flat_set]
+    gt_files += in_dot_dirs + point_tables + flat + cell_counter + outlines
+    if not images:
+        raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
+    matches = match_ground_truth(images, gt_files)
+    out: list[tuple[Path, GroundTruth]] = []
+    missing: list[Path] = []
+    relative = {p: p.relative_to(root).as_posix() for p in images}
+    anchored = _anchored(root, images)
+    # by the whole path below the labels folder (plate3/A01 for images/plate3/A01.png): a plate without labels
+    # gets none, never another plate's
+    found, _ = match_names(mirrored, {p: r for p, r in relative.items() if p not in matches})
+    matches.update({img: mirrored[key] for key, img in found.items()})
+    gt_files += list(mirrored.values())
+    shared_of, unsure = values_by_image(shared, relative, what="points", anchored=anchored)
+    count_of, unsure_counts = values_by_image({k: (n, counts_where[k]) for k, n in counts.items()}, relative,
+                                               what="a count", anchored=anchored)
+    disagree_of, unsure_disagree = values_by_image(disagree, relative, what="a count", anchored=anchored)
+    unsure = {**unsure_disagree, **unsure_counts, **unsure}
+
+    def annotation(image: Path) -> GroundTruth:
+        """The image's own file, else its rows of a table of several images' points."""
+        if image in matches:
+            return read_ground_truth(matches[image], expected_shape=image_shape(image))
+        _check_points_inside(shared_of[image], image_shape(image))
+        return shared_of[image]
+
+    for image in sorted(images):
+        annotated = image in matches or image in shared_of  # richer than a count: used before the counts tables
+        if image in unsure and not annotated:
+            if on_error is None:
+                raise GroundTruthError(f"{image}: {unsure[image]}")
+            on_error(image, unsure[image])
+        elif image in disagree_of and (counts_only or not annotated):
+            if on_error is None:
+                raise GroundTruthError(f"{image}: {counts_disagree(disagree_of[image])}")
+            on_error(image, counts_disagree(disagree_of[image]))
+        elif image in count_of and (counts_only or not annotated):
+            out.append((image, GroundTruth(kind="count", count=count_of[image][0], source=count_of[image][1])))
+        elif annotated:
+            try:
+                gt = annotation(image)
+                _check_against_counts(gt, count_of.get(image))
+            except CellcountError as err:
+                if on_error is None:
+                    raise
+                on_error(image, str(err))
+                continue
+            if counts_only:
+                gt = GroundTruth(kind="count", count=gt.count, source=gt.source)
+            out.append((image, gt))
+        else:
+            table = _own_unreadable_table(image, other_tables)
+            if table is None:
+                missing.append(image)
+                continue
+            # a CSV named as this image's, neither points nor counts: its own reason, not "no ground truth"
+            try:
+                read_points_csv(table)
+            except GroundTruthError as err:
+                if on_error is None:
+                    raise
+                on_error(image, str(err))
+    if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
+        shown = "; ".join(reported[:3]) + (f"; and {len(reported) - 3} more" if len(reported) > 3 else "")
+        raise GroundTruthError(f"{root}: no image with usable ground truth: {shown}")
+    if not out:
+        unmatched = sorted({p.name for p in gt_files} - {p.name for p in matches.values()})
+        hint = (f"; ground truth that matches no image: {', '.join(unmatched[:3])}{' ...' if len(unmatched) > 3 else ''}"
+                if unmatched else "")
+        words = tuple(x.strip("_") for x in GROUND_TRUTH_SUFFIXES)
+        lookalikes = [p.name for p in images if p.stem.lower().endswith(words)]  # 001dots.png beside 001cell.png
+        if lookalikes:
+            hint += (f"; read as images but named like ground truth: {', '.join(lookalikes[:3])}"
+                     f"{' ...' if len(lookalikes) > 3 else ''} (name each like its image with a suffix, "
+                     "001cell_dots.png for 001cell.png, or put them in a dots/ or labels/ folder under their images' "
+                     "names)")
+        for table, header in list(other_tables.items())[:3]:
+            shown = ", ".join(map(repr, header[:8])) + (" ..." if len(header) > 8 else "")
+            hint += f"; {table.name} has columns {shown or 'none'}"
+        if other_tables:
+            hint += (f": a counts table needs a file-name column ({', '.join(_FILENAME_COLUMNS)}) and a count "
+                     f"column ({', '.join(_COUNT_COLUMNS)})")
+        raise GroundTruthError(
+            f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
+            f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
+            f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
+        )
+    _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
+    found, ambiguous = match_names(counts_where, relative, anchored)
+    _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
+    return _one_per_image_file(out, on_error)
+
+
+def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], what: str = "",
+                    anchored: Mapping[Path, str] | None = None) -> tuple[dict[Path, Any], dict[Path, str]]:
+    """``values`` keyed by the names tables give (:func:`name_key`) -> (image -> value, image -> why none is given
+    to it: a name that could be several images', two plates' ``A01.png`` named without their folder)."""
+    found, ambiguous = match_names(values, relative, anchored)
+    out: dict[Path, Any] = {}
+    unsure: dict[Path, str] = {}
+    def same(a: Any, b: Any) -> bool:  # the count of (count, table), the points of a GroundTruth
+        if isinstance(a, GroundTruth) and isinstance(b, GroundTruth):
+            return a.points is not None and b.points is not None and np.array_equal(a.points, b.points)
+        return (a[0] == b[0]) if isinstance(a, tuple) and isinstance(b, tuple) else a == b
+
+    for key, img in found.items():
+        if img in out and not same(out[img], values[key]):  # "A01.png" and "plate1/A01.png", two counts for one image
+            unsure[img] = f"the tables give {what} for it twice, differently ({key!r} among them): not used"
+        out.setdefault(img, values[key])
+    for img in unsure:
+        out.pop(img, None)
+    for key, imgs in ambiguous.items():
+        names = ", ".join(relative[i] for i in imgs[:4]) + (" ..." if len(imgs) > 4 else "")
+        for img in imgs:
+            unsure.setdefault(img, f"a table gives {what} for {key!r}, which names {len(imgs)} images ({names}): "
+                                   "not used; name each row's image with its folder (plate1/A01.png)")
+    return out, unsure
+
+
+def item_names(root: str | os.PathLike, paths: Sequence[Path]) -> list[str]:
+    """The name each image of a labelled folder goes by in scores, tables and cards: its file name, or its path
+    below ``root`` where another image of the set has the same file name (two plates' ``A01.png`` are
+    ``plate1/A01.png`` and ``plate2/A01.png``, not two rows called ``A01.png``)."""
+    root = Path(root)
+    shared = {n for n, k in Counter(p.name for p in paths).items() if k > 1}
+    out = []
+    for p in paths:
+        if p.name not in shared:
+            out.append(p.name)
+            continue
+        try:
+            out.append(p.relative_to(root).as_posix())
+        except ValueError:
+            out.append(str(p))
+    return out
+
+
+def _anchored(root: Path, files: Iterable[Path]) -> dict[Path, str]:
+    """Each file's path for :func:`match_names`: relative to ``root``, under ``root``'s own name, so that a table of
+    full paths names a file of this folder only where the path runs through it (/data/plate2/A01.tif is not
+    plate1/A01.tif when plate1 is the folder given)."""
+    anchor = root.resolve().name
+    return {p: f"{anchor}/{p.relative_to(root).as_posix()}" if anchor else p.relative_to(root).as_posix()
+            for p in files}
+
+
+def _in_its_folder(root: Path, files: list[Path]) -> Callable[[Path, str], str]:
+    """``placed(table, name)``: a name in a table inside a subfolder, read first as that folder's
+    (plate1/counts.csv's A01.png is plate1/A01.png, whatever plate2/counts.csv says of plate2's), else as written."""
+    paths = set(_anchored(root, files).values())
+    anchor = root.resolve().name
+    known = {name_key(p).casefold() for p in paths}
+
+    def placed(table: Path, name: str) -> str:
+        folder = table.parent.relative_to(root).as_posix()
+        if folder in ("", ".") or "/" in name.strip("/") or PurePosixPath(name).is_absolute():
+            return name
+        inside = f"{folder}/{name_key(name)}"
+        return inside if f"{anchor}/{inside}".casefold() in known or inside.casefold() in known else name
+
+    return placed
+
+
+def _mirrored_ground_truth(files: list[Path], root: Path) -> dict[str, Path]:
+    """Files under a labels/ (masks/, gt/ ...) folder of ``root`` deeper than its own children (``labels/plate1/A01.tif``):
+    {their path below that folder, without extension -> file}. A tree of labels mirroring the images' tree; the
+    folder just above them (plate1) does not say they are ground truth."""
+    out: dict[str, Path] = {}
+    for p in files:
+        parts = p.relative_to(root).parts
+        at = next((i for i, part in enumerate(parts[:-2]) if part.lower() in GROUND_TRUTH_DIRS), None)
+        if at is not None:
+            out[name_key("/".join(parts[at + 1:]))] = p
+    return out
+
+
+def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, on_error,
+                         placed: Callable[[Path, str], str] = lambda table, key: key,
+                         ) -> tuple[dict[str, GroundTruth], set[Path]]:
+    """The tables of several images' points in a folder (:func:`read_points_by_image`) that are no one image's
+    table by their own name: (casefolded name of the image in the table -> points, the tables). A name in two
+    tables is left to neither (which is right is the user's to say), with a warning."""
+    own = {p.stem.casefold() for p in files}
+    relative = {p: p.relative_to(root).as_posix() for p in files}
+    anchored = _anchored(root, files)
+    shared: dict[str, GroundTruth] = {}
+    tables: set[Path] = set()
+    clash: set[str] = set()
+    for path in csv_files:
+        if _gt_base(path)[0].casefold() in own:  # a_points.csv: image a's own table
+            continue
+        try:
+            split = read_points_by_image(path)
+        except GroundTruthError as err:
+            if on_error is None:
+                raise
+            logger.warning("%s", err)
+            tables.add(path)
+            continue
+        if not split:
+            continue
+        split = {placed(path, key): gt for key, gt in split.items()}
+        found, ambiguous = match_names(split, relative, anchored)
+        if not found and not ambiguous:
+            continue
+        tables.add(path)
+        for key, gt in split.items():
+            if key.casefold() in shared:
+                clash.add(key.casefold())
+            shared.setdefault(key.casefold(), gt)
+        others = sorted(k for k in split if k not in found and k not in ambiguous)
+        if others:
+            logger.warning("%s: the points of %d image(s) not in the folder (%s) are not used", path, len(others),
+                           listed(others, 5))
+    for stem in clash:
+        logger.warning("%s: points in two tables (%s and another); neither is used for it", stem, shared[stem].source)
+        del shared[stem]
+    return shared, tables
+
+
+def _stray_rows_warning(stray: dict[str, str], as_written: dict[str, str]) -> None:
+    """Log the rows of counts tables that name no image of the folder (``stray``: name -> table; as the app's
+    notes say them, spelled as the table spells them), so a typo in a name does not pass unseen."""
+    by_table: dict[str, list[str]] = {}
+    for stem, table in stray.items():
+        by_table.setdefault(table, []).append(as_written.get(stem, stem))
+    for table, stems in by_table.items():
+        shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
+        logger.warning("%d row%s of %s match%s no image in the folder (%s): %s not used", len(stems),
+                       "s" if len(stems) != 1 else "", table, "" if len(stems) != 1 else "es", shown,
+                       "their counts are" if len(stems) != 1 else "its count is")
+
+
+def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | None:
+    """The table among ``tables`` (neither points nor counts) named as ``image``'s: ``a.csv`` / ``a.tsv`` beside ``a.png``,
+    or in a ``dots/`` / ``points/`` folder beside the image's folder."""
+    places = [place for ext in TABLE_EXTENSIONS for place in
+              (image.with_suffix(ext), *(image.parent.parent / d / f"{image.stem}{ext}" for d in DOT_DIRS))]
+    return next((p for p in places if p in tables), None)
+
+
+def _one_per_image_file(pairs: list[tuple[Path, GroundTruth]],
+                        on_error: Callable[[Path, str], None] | None) -> list[tuple[Path, GroundTruth]]:
+    """:func:`one_per_image` over image files (by their bytes); the copies left out are reported. Only files of
+    one size are read and hashed: a folder of distinct images costs a stat per file."""
+    import hashlib
+    from collections import Counter
+
+    def size(path: Path) -> int | None:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return None  # unreadable here: reported when it is read for counting
+
+    sizes = [size(path) for path, _ in pairs]
+    shared = {n for n, k in Counter(sizes).items() if k > 1 and n is not None}
+    digests = []
+    for (path, _), n in zip(pairs, sizes, strict=True):
+        try:
+            digests.append(hashlib.sha256(path.read_bytes()).hexdigest() if n in shared else str(path))
+        except OSError:
+            digests.append(str(path))
+    kept, dropped = one_per_image(pairs, digests, [gt for _, gt in pairs])
+    for (path, _), (other, _) in dropped:
+        reason = f"the same image as {other}: used once"
+        if on_error is None:
+            logger.warning("%s: %s", path, reason)
+        else:
+            on_error(path, reason)
+    return kept

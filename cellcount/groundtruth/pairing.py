@@ -1,0 +1,196 @@
+"""Which ground-truth file in a folder belongs to which image, and the warnings about the rest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from cellcount.errors import GroundTruthError
+from cellcount.io import (
+    GROUND_TRUTH_SUFFIXES,
+    GROUND_TRUTH_WORDS,
+    IMAGE_EXTENSIONS,
+    IMAGE_WORDS,
+    IMAGEJ_ROI_EXTENSIONS,
+    cell_counter_stem,
+    ground_truth_suffix,
+    imagej_roi_stem,
+    word_base,
+)
+
+from .exported import GEOJSON_EXTENSIONS
+from .names import _names, listed
+from .tables import TABLE_EXTENSIONS, _count_columns, _csv_rows, _point_columns, _read_csv_text, read_counts_csv
+from .truth import GroundTruth
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# pairing files
+# --------------------------------------------------------------------------------------------------
+def _is_counts_table(path: Path, image_stems: set[str]) -> bool:
+    """Whether a CSV named as an image's ground truth is a table of counts instead: counts columns, no coordinate
+    columns, and no image of the name it gives (``counts_gt.csv`` beside no ``counts.png``)."""
+    base = path.stem[: -len(ground_truth_suffix(path) or "")] if ground_truth_suffix(path) else path.stem
+    if base in image_stems:
+        return False
+    try:
+        header = _csv_rows(*_read_csv_text(path))[0]
+    except (GroundTruthError, OSError, UnicodeError):
+        return False
+    return _count_columns(header) is not None and _point_columns(header) is None
+
+
+def _is_point_table(path: Path) -> bool:
+    """Whether a CSV has coordinate columns (x,y / X,Y / row,col ...); False when unreadable."""
+    try:
+        name, text = _read_csv_text(path)
+        return _point_columns(_csv_rows(name, text)[0]) is not None
+    except (GroundTruthError, OSError, UnicodeError):
+        return False
+
+
+def _gt_base(path: Path) -> tuple[str, int]:
+    """(image stem this ground truth belongs to, preference rank of its suffix)."""
+    if (stem := cell_counter_stem(path)) is not None:
+        return stem, GROUND_TRUTH_SUFFIXES.index("_points")
+    if path.suffix.lower() in GEOJSON_EXTENSIONS and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS:
+        return Path(path.stem).stem, len(GROUND_TRUTH_SUFFIXES)  # img01.tif.geojson: a QuPath script's name
+    if (stem := imagej_roi_stem(path)) is not None:  # img01.roi, img01_RoiSet.zip, RoiSet_img01.zip
+        return stem, len(GROUND_TRUTH_SUFFIXES)
+    suffix = ground_truth_suffix(path)
+    if suffix:
+        return path.stem[: -len(suffix)], GROUND_TRUTH_SUFFIXES.index(suffix)
+    return path.stem, len(GROUND_TRUTH_SUFFIXES)
+
+
+def _shared_folders_inward(image: Path, gt: Path) -> int:
+    """How many folders just above two files have the same names, from the innermost out
+    (``images/plate1/a.png`` and ``labels/plate1/a.tif``: 1)."""
+    n = 0
+    for a, b in zip(reversed(image.parent.parts), reversed(gt.parent.parts), strict=False):
+        if a.casefold() != b.casefold():
+            break
+        n += 1
+    return n
+
+
+def match_ground_truth(
+    image_paths: Iterable[str | os.PathLike], gt_paths: Iterable[str | os.PathLike]
+) -> dict[Path, Path]:
+    """Pair images with ground-truth files by file stem.
+
+    A ground-truth file matches an image when its stem is the image stem plus one of
+    :data:`cellcount.io.GROUND_TRUTH_SUFFIXES` (``img01_labels.tif``, ``img01_mask.png``,
+    ``img01_dots.png``, ``img01_points.csv`` ...), or is the same stem in another folder
+    (``labels/img01.png`` for ``images/img01.png``). Stems are compared exactly first, then
+    case-insensitively; last, an image and a ground-truth file whose stems differ only in a trailing role word
+    (``001cell.png`` and ``dots/001dots.png``, the VGG cells layout: :func:`cellcount.io.word_base`). Among several candidates the one in the image's folder wins, then one in a
+    sibling folder, then the suffix order of ``GROUND_TRUTH_SUFFIXES`` (labels before masks before dots).
+
+    Returns
+    -------
+    dict of pathlib.Path to pathlib.Path
+        image path -> ground-truth path, for the images that have one (as given, not resolved).
+    """
+    exact: dict[str, list[tuple[int, Path]]] = {}
+    folded: dict[str, list[tuple[int, Path]]] = {}
+    gt_paths = list(gt_paths)
+    for item in gt_paths:
+        gt = Path(item)
+        base, rank = _gt_base(gt)
+        exact.setdefault(base, []).append((rank, gt))
+        folded.setdefault(base.lower(), []).append((rank, gt))
+
+    def usable(image: Path, cands: list[tuple[int, Path]]) -> list[tuple[int, int, str, Path]]:
+        out = []
+        for rank, gt in cands:
+            if gt == image or gt.resolve() == image.resolve():
+                continue
+            same_dir = gt.parent.resolve() == image.parent.resolve()
+            if (rank == len(GROUND_TRUTH_SUFFIXES) and same_dir
+                    and gt.suffix.lower() not in (*TABLE_EXTENSIONS, *GEOJSON_EXTENSIONS, *IMAGEJ_ROI_EXTENSIONS)):
+                continue  # identical stem must live in another folder (a CSV is never the image itself)
+            if same_dir:
+                proximity = 0
+            elif gt.parent.parent.resolve() == image.parent.parent.resolve():
+                proximity = 1
+            else:
+                proximity = 2
+            # further off, the folders the two share from the innermost out decide: labels/plate2/A01.tif for
+            # images/plate2/A01.png (a mirrored tree), not labels/plate1/A01.tif, which sorts first
+            out.append((proximity, -_shared_folders_inward(image, gt) if proximity == 2 else 0, rank, str(gt), gt))
+        return sorted(out, key=lambda t: t[:4])
+
+    # the VGG cells layout: 001cell.png and dots/001dots.png share "001" (after every other pairing)
+    worded: dict[str, list[tuple[int, Path]]] = {}
+    for item in gt_paths:
+        base = word_base(Path(item).stem, GROUND_TRUTH_WORDS)
+        if base:
+            worded.setdefault(base.lower(), []).append((len(GROUND_TRUTH_SUFFIXES) + 1, Path(item)))
+
+    result: dict[Path, Path] = {}
+    images = [Path(item) for item in image_paths]
+    for image in images:
+        cands = usable(image, exact.get(image.stem, []))
+        if not cands:
+            cands = usable(image, folded.get(image.stem.lower(), []))
+        if cands:
+            result[image] = cands[0][4]
+    # after every other pairing, and only files no image took: the closest folder first, across all images
+    used = set(result.values())
+    offers = sorted(
+        (c[:4], image, c[4])
+        for image in images if image not in result and (base := word_base(image.stem, IMAGE_WORDS))
+        for c in usable(image, worded.get(base.lower(), []))
+    )
+    for _, image, gt in offers:
+        if image not in result and gt not in used:
+            result[image] = gt
+            used.add(gt)
+    return result
+
+
+def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = None,
+                  paired: Iterable[Path] = ()) -> None:
+    """Log the images left without ground truth and the ground truth left unused; an unused file named like an
+    image of ``paired`` (``a_points.csv`` beside the ``a_labels.tif`` used for ``a.png``) is a second
+    annotation, not one that "matches no image" (which would send the user renaming files named right)."""
+    if missing:  # by their paths in the folder: two plates' A01.png are two images
+        shown = listed([p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in missing])
+        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), shown)
+    stems = {p.stem.casefold() for p in paired}
+    second = [gt for gt in unused or [] if _gt_base(gt)[0].casefold() in stems]
+    unused = [gt for gt in unused or [] if gt not in second]
+    if second:
+        logger.warning("%s: %d ground-truth file(s) are second annotations of images that have one already, and "
+                       "are not used: %s", root, len(second), _names(second))
+    if unused:
+        logger.warning("%s: %d ground-truth file(s) match no image: %s (name each like its image)", root,
+                       len(unused), _names(unused))
+
+
+def _check_against_counts(gt: GroundTruth, listed: tuple[int, str] | int | None) -> None:
+    """Warn when a counts table (``listed``: its count, or (count, table)) says otherwise than ``gt``."""
+    n = listed[0] if isinstance(listed, tuple) else listed
+    if n is not None and n != gt.count:
+        logger.warning("%s: %d objects in the ground truth but %d in the counts table", gt.source, gt.count, n)
+
+
+def _folded_counts(path: Path) -> dict[str, int]:
+    """A counts table keyed by casefolded stem (IMG4 in the table names img4.png, as on Windows and macOS);
+    two rows naming one image with different counts are left out, with a warning."""
+    counts: dict[str, int] = {}
+    clash: set[str] = set()
+    for spelled, n in read_counts_csv(path).items():
+        stem = spelled.casefold()
+        if stem in counts and counts[stem] != n:
+            clash.add(stem)
+        counts.setdefault(stem, n)
+    for stem in clash:
+        logger.warning("%s: rows naming %s (in any case) give different counts; left out", path, stem)
+        del counts[stem]
+    return counts

@@ -1,0 +1,102 @@
+"""One ground-truth file of any kind, read by what it holds (:func:`read_ground_truth`)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cellcount.errors import GroundTruthError
+from cellcount.io import (
+    DOT_DIRS,
+    GROUND_TRUTH_DIRS,
+    IMAGEJ_ROI_EXTENSIONS,
+    ground_truth_suffix,
+    word_base,
+)
+
+from .exported import GEOJSON_EXTENSIONS, read_cellcounter_xml, read_geojson, read_imagej_rois
+from .images import read_dot_image, read_label_image
+from .tables import TABLE_EXTENSIONS, _count_columns, _csv_rows, _point_columns, _read_csv_text, read_points_csv
+from .truth import BinaryMaskWarning, GroundTruth, _expected_hw, holds_only_specks
+
+
+def _check_points_inside(gt: GroundTruth, expected_shape: Sequence[int] | None) -> None:
+    expected = _expected_hw(expected_shape)
+    if expected is None or gt.points is None or not len(gt.points):
+        return
+    outside = (gt.points[:, 0] > expected[0]) | (gt.points[:, 1] > expected[1])
+    if outside.any():
+        k = int(np.argmax(outside))
+        raise GroundTruthError(
+            f"{gt.source}: {int(outside.sum())} point(s) lie outside the image of shape {expected} (H, W), "
+            f"first at (row, col) = ({gt.points[k][0]:g}, {gt.points[k][1]:g}); are the coordinates calibrated (um) instead of pixels?"
+        )
+
+
+def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
+    """Read one ground-truth file, choosing the reader from its name and contents.
+
+    ``.csv`` with coordinate columns -> :func:`read_points_csv`; ``.geojson`` -> :func:`read_geojson`; Cell
+    Counter's ``.xml`` -> :func:`read_cellcounter_xml`; ImageJ's ``.roi`` or ROI set ``.zip`` ->
+    :func:`read_imagej_rois`; a stem ending in ``_dots`` or
+    ``_points`` -> :func:`read_dot_image`; anything else -> :func:`read_label_image` (a binary mask gives
+    ``kind='mask'``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ground-truth file.
+    expected_shape : tuple of int, optional
+        (H, W) or (H, W, C) of the image; label and dot images must match it, points must lie inside.
+
+    Raises
+    ------
+    GroundTruthError
+        Unreadable or unrecognised file, or a mismatch with ``expected_shape``.
+    FileNotFoundError
+        The file does not exist.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {p}")
+    if p.suffix.lower() in GEOJSON_EXTENSIONS:
+        gt = read_geojson(p, expected_shape=expected_shape)
+        _check_points_inside(gt, expected_shape)
+        return gt
+    if p.suffix.lower() in IMAGEJ_ROI_EXTENSIONS:
+        gt = read_imagej_rois(p, expected_shape=expected_shape)
+        _check_points_inside(gt, expected_shape)
+        return gt
+    if p.suffix.lower() == ".xml":
+        gt = read_cellcounter_xml(p)
+        _check_points_inside(gt, expected_shape)
+        return gt
+    if p.suffix.lower() in TABLE_EXTENSIONS:
+        name, text = _read_csv_text(p)
+        header, _ = _csv_rows(name, text)
+        if _point_columns(header) is not None:
+            gt = read_points_csv(p)
+            _check_points_inside(gt, expected_shape)
+            return gt
+        if _count_columns(header) is not None:
+            raise GroundTruthError(f"{p}: is a table of counts per image; read it with read_counts_csv")
+        read_points_csv(p)  # raises why: no coordinate columns, or coordinates in microns
+        raise GroundTruthError(f"{p}: CSV has no coordinate columns (x,y / row,col / axis-0,axis-1): {header}")
+    # 001dots.png (the VGG cells naming); never in a labels/ or masks/ folder, whose files are label images
+    dotted = word_base(p.stem, ("dots", "dot", "points")) is not None and p.parent.name.lower() not in GROUND_TRUTH_DIRS
+    if ground_truth_suffix(p) in ("_dots", "_points") or p.parent.name.lower() in DOT_DIRS or dotted:
+        return read_dot_image(p, expected_shape=expected_shape)
+    if ground_truth_suffix(p) is not None:  # "_mask" / "_labels" say what the file is
+        return read_label_image(p, expected_shape=expected_shape)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BinaryMaskWarning)
+        gt = read_label_image(p, expected_shape=expected_shape)
+    if holds_only_specks(gt):
+        return read_dot_image(p, expected_shape=expected_shape)  # a dot image by another name (labels/a.png, 001gt.png)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return gt

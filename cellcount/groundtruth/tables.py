@@ -1,0 +1,407 @@
+"""Ground truth in tables: point CSVs (one image's, or many images' in one table) and per-image counts."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import numpy as np
+
+from cellcount.errors import GroundTruthError
+from cellcount.io import (
+    IMAGE_EXTENSIONS,
+)
+from cellcount.io.files import MICROSCOPE_EXTENSIONS
+
+from .names import name_key
+from .truth import MAX_COORDINATE_PX, MAX_GROUND_TRUTH_COUNT, GroundTruth, _name, _points_truth
+
+CsvSource = str | os.PathLike | bytes | IO[bytes] | IO[str]
+
+
+_FILENAME_COLUMNS = ("filename", "file_name", "file", "image", "image_name", "image_id", "name")
+
+
+_COUNT_COLUMNS = ("count", "cell_count", "n_cells", "cells")
+
+
+_POINT_COLUMN_PAIRS = (  # (row column, col column), lower-case
+    ("row", "col"),
+    ("row", "column"),
+    ("y", "x"),
+    ("centroid-0", "centroid-1"),
+    ("centroid_row", "centroid_col"),
+    ("ym", "xm"),
+    ("location_center_y", "location_center_x"),  # CellProfiler's objects table
+    ("centroid y px", "centroid x px"),  # QuPath's detections in pixels
+    ("centroid_y", "centroid_x"),
+)
+
+
+_IMAGE_COLUMNS = ("imagenumber", "image", "image_name", "filename", "file")
+"""Columns that name the image of each point in a table of many images' points."""
+
+
+_MICRON_MARKS = ("µm", "μm", "um", "micron")
+"""Header words of coordinates in calibrated units (QuPath's "Centroid X µm", a calibrated Fiji table)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------------
+def _decode_csv(raw: bytes) -> str:
+    """CSV bytes -> text: UTF-16 (Excel's "Unicode text", with a BOM or plainly interleaved with NULs),
+    UTF-8 with or without a BOM, else Windows-1252 (Excel's "CSV" on Windows)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    if len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
+        return raw.decode("utf-16-le")
+    if len(raw) >= 4 and raw[0:4:2] == b"\x00\x00" and raw[1:4:2] != b"\x00\x00":
+        return raw.decode("utf-16-be")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252")
+
+
+def _read_csv_text(source: CsvSource) -> tuple[str, str]:
+    """Return (name, text) of a CSV given as path, bytes or file-like (see :func:`_decode_csv`)."""
+    name = _name(source) or "<csv>"
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            raw: bytes | str = Path(source).read_bytes()
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            raw = bytes(source)
+        elif hasattr(source, "read"):
+            raw = source.read()
+        else:
+            raise TypeError(f"CSV source must be a path, bytes or file-like, not {type(source).__name__}")
+        text = _decode_csv(bytes(raw)) if isinstance(raw, (bytes, bytearray)) else str(raw).lstrip("\ufeff")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as err:
+        raise GroundTruthError(f"{name}: cannot read CSV: {err}") from err
+    if "\x00" in text:
+        raise GroundTruthError(f"{name}: not a text CSV (it holds NUL bytes)")
+    if not text.strip():
+        raise GroundTruthError(f"{name}: CSV file is empty")
+    return name, text
+
+
+CSV_DELIMITERS = (",", ";", "\t")
+"""Field separators recognised from a CSV's header line: comma, semicolon (Excel in locales whose decimal
+mark is a comma, where numbers are then read with a decimal comma too) and tab."""
+
+
+def _delimiter(text: str) -> str:
+    """The separator of the first non-empty line: the one of :data:`CSV_DELIMITERS` it holds most often
+    outside quotes (comma on a tie or when none appears)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    unquoted = "".join(part for i, part in enumerate(first.split('"')) if i % 2 == 0)
+    counts = {d: unquoted.count(d) for d in CSV_DELIMITERS}
+    best = max(CSV_DELIMITERS, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
+
+
+def _csv_rows(name: str, text: str, *, raw: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, lowercased and stripped, data rows); ``raw``: (the first row as written, data rows)."""
+    delimiter = _delimiter(text)
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(cell.strip() for cell in row)]
+    except csv.Error as err:
+        raise GroundTruthError(f"{name}: malformed CSV: {err}") from err
+    if not rows:
+        raise GroundTruthError(f"{name}: CSV file is empty")
+    header = [h.strip().strip("\ufeff") if raw else h.strip().strip("\ufeff").lower() for h in rows[0]]
+    return header, rows[1:]
+
+
+def _number(cell: str, *, decimal_comma: bool = False) -> float:
+    """A CSV cell as a float (NaN when it is not a number); ``decimal_comma``: "12,5" is 12.5."""
+    try:
+        return float(cell.replace(",", ".") if decimal_comma and cell.count(",") == 1 else cell)
+    except ValueError:
+        return float("nan")
+
+
+def _point_columns(header: list[str]) -> tuple[int, int] | None:
+    """(row index, col index) into the header, or None when no known coordinate columns exist."""
+    for row_name, col_name in _POINT_COLUMN_PAIRS:
+        if row_name in header and col_name in header:
+            return header.index(row_name), header.index(col_name)
+    axes = sorted((int(h[5:]), i) for i, h in enumerate(header) if h.startswith("axis-") and h[5:].isdigit())
+    if len(axes) >= 2:  # napari: axis-0 = row, axis-1 = col; 3-D points: the last two axes
+        return axes[-2][1], axes[-1][1]
+    return None
+
+
+def _count_columns(header: list[str]) -> tuple[int, int] | None:
+    file_col = next((header.index(c) for c in _FILENAME_COLUMNS if c in header), None)
+    count_col = next((header.index(c) for c in _COUNT_COLUMNS if c in header), None)
+    if file_col is None or count_col is None:
+        return (0, 1) if _headerless_counts(header) else None
+    return file_col, count_col
+
+
+def _headerless_counts(first_row: list[str]) -> bool:
+    """Whether a table's first row is an image's name and its count (``A01.tif,34``, as Excel saves two columns
+    typed without titles): the table is then read from that row on, name first."""
+    cells = [c.strip() for c in first_row]
+    if len(cells) != 2 or not cells[0]:
+        return False
+    named_image = PurePosixPath(cells[0].replace("\\", "/")).suffix.lower() in (*IMAGE_EXTENSIONS, *MICROSCOPE_EXTENSIONS)
+    value = _number(cells[1])
+    return named_image and bool(np.isfinite(value)) and value >= 0 and value == int(value)
+
+
+_PREDICTION_COLUMNS = ("count_estimate", "check_score")
+"""Columns of the counts tables cellcount writes (:data:`cellcount.batch.COUNT_COLUMNS`), which no ground truth has."""
+
+
+def is_cellcount_counts(header: list[str]) -> bool:
+    """A table header (lower-case) of cellcount's own counts (``cellcount count``, the Batch page): the model's
+    predictions, which read as ground truth would score the model against itself."""
+    return "model" in header and any(c in header for c in _PREDICTION_COLUMNS)
+
+
+def is_cellcount_objects(header: list[str]) -> bool:
+    """A table header (lower-case) of cellcount's own object table (``count --objects``, the pages' objects
+    download): the model's objects, never the ground truth of its images."""
+    return "area_px" in header and "equivalent_diameter_px" in header and "label" in header
+
+
+def predicted_counts_message(name: str) -> str:
+    return (f"{name} holds cellcount's own counts (its columns model, count_estimate, check_score), not ground truth: "
+            "not used. If you corrected its counts by hand, keep only its file and count columns")
+
+
+TABLE_EXTENSIONS = (".csv", ".tsv")
+"""Tables of points or counts: comma, semicolon or tab separated (QuPath saves its measurements as .tsv)."""
+
+
+def _read_bounded(source: CsvSource, limit: int, unnamed: str, why: str) -> tuple[str, bytes]:
+    """(name, bytes) of a path, bytes or file-like, refused beyond ``limit`` bytes (``why`` says what that means)."""
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        with open(source, "rb") as fh:
+            data = fh.read(limit + 1)
+    elif isinstance(source, (bytes, bytearray)):
+        name, data = unnamed, bytes(source)
+    else:
+        name = getattr(source, "name", unnamed)
+        data = source.read(limit + 1)
+        data = data.encode("utf-8") if isinstance(data, str) else data
+    if len(data) > limit:
+        raise GroundTruthError(f"{name}: over {limit >> 20} MB: {why}")
+    return name, data
+
+
+class NoCoordinateColumns(GroundTruthError):
+    """A CSV read as points has no coordinate columns (nor coordinates in microns): not a table of points at all,
+    unlike one whose points cannot be used (in microns, of several images, a bad value)."""
+
+
+def read_points_csv(source: CsvSource) -> GroundTruth:
+    """Read point annotations (one row per cell) from a CSV.
+
+    Recognised columns (case-insensitive): ``row, col`` / ``y, x`` (Fiji) / ``YM, XM`` (Fiji's centre of mass) /
+    ``axis-0, axis-1`` (napari; for 3-D points the last two axis columns) / ``centroid-0, centroid-1``
+    (scikit-image) / ``Location_Center_Y, Location_Center_X`` (CellProfiler) / ``Centroid Y px, Centroid X px``
+    (QuPath). Coordinates are pixels; ``x`` is the column and ``y`` the row. Columns in microns (QuPath's
+    ``Centroid X µm``) are refused, saying how to export pixels; Fiji writes calibrated units without saying so
+    unless the image is uncalibrated: convert those to pixels first. A table of several images' objects (an
+    ``ImageNumber`` or ``Image`` column with more than one value: CellProfiler's, QuPath's project exports) is
+    refused: one table per image.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or file-like
+        The CSV.
+
+    Returns
+    -------
+    GroundTruth
+        ``kind='points'``, ``points`` float64 (N, 2) of (row, col).
+
+    Raises
+    ------
+    GroundTruthError
+        No coordinate columns, a non-numeric or negative coordinate (the message names the line),
+        unreadable or empty file.
+    """
+    name, text = _read_csv_text(source)
+    header, rows = _csv_rows(name, text)
+    decimal_comma = _delimiter(text) == ";"
+    cols = _point_columns(header)
+    if cols is None and header and all(np.isfinite(_number(c.strip(), decimal_comma=decimal_comma)) for c in header):
+        raise NoCoordinateColumns(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
+                               "columns, e.g. x,y (x is the column, y the row)")
+    if cols is None:
+        if problem := _microns_problem(name, header, text):
+            raise GroundTruthError(problem)
+        raise NoCoordinateColumns(
+            f"{name}: no coordinate columns found in header {header}; expected x,y or row,col or "
+            "axis-0,axis-1 (also Location_Center_X,Location_Center_Y from CellProfiler, Centroid X px,Centroid Y px "
+            "from QuPath)"
+        )
+    for column in _IMAGE_COLUMNS:  # one table for many images: every image would get all their objects
+        if column in header:
+            i = header.index(column)
+            values = sorted({row[i].strip() for row in rows if i < len(row)})
+            if len(values) > 1:
+                where = ("" if column == "imagenumber" else
+                         "; or put it beside the images (a folder, or with them in an upload), where it is split by "
+                         "that column")
+                raise GroundTruthError(
+                    f"{name}: the points of {len(values)} images ({column!r} column: {', '.join(values[:3])}"
+                    f"{', ...' if len(values) > 3 else ''}): ground truth needs one table per image, named like it "
+                    f"(img01_points.csv){where}")
+    return _points_truth(_coordinates(name, header, rows, cols, decimal_comma), name)
+
+
+def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tuple[int, int],
+                 decimal_comma: bool, row_numbers: Sequence[int] | None = None) -> np.ndarray:
+    """float64 (N, 2) of the ``cols`` (row, col) of ``rows``; a bad value names its data row (``row_numbers``:
+    each row's number in the file, default 1, 2, ...)."""
+    points = np.zeros((len(rows), 2), dtype=np.float64)
+    for k, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            cell = row[col].strip() if col < len(row) else ""
+            value = _number(cell, decimal_comma=decimal_comma)
+            if not np.isfinite(value) or value < 0 or value > MAX_COORDINATE_PX:
+                raise GroundTruthError(
+                    f"{name}: data row {row_numbers[k] if row_numbers else k + 1}: coordinate {header[col]!r} = "
+                    f"{cell!r} is not a non-negative number"
+                )
+            points[k, j] = value
+    return points
+
+
+_POINT_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "file_name")
+"""Columns naming each point's image in a table of several images' points (QuPath's measurement export: Image)."""
+
+
+def _microns_problem(name: str, header: list[str], text: str) -> str | None:
+    """What to do about coordinate columns in microns (QuPath's ``Centroid X µm``), or None where there are none."""
+    raw = next(csv.reader(io.StringIO(text), delimiter=_delimiter(text)))  # the user's own spelling
+    microns = [r.strip().strip("\ufeff") for h, r in zip(header, raw, strict=False)
+               if ("x" in h or "y" in h) and set(re.split(r"[^a-z0-9µμ]+", h)) & set(_MICRON_MARKS)]
+    if not microns:
+        return None
+    return (f"{name}: the coordinates are in microns ({', '.join(repr(h) for h in microns[:2])}), and ground truth "
+            "needs pixels: export them in pixels (QuPath: 'Centroid X px'; Fiji: Analyze > Set Scale > Click to "
+            "Remove Scale, then measure again), or divide by the pixel size into columns named x,y")
+
+
+def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
+    """Split a table of several images' points by the column that names each point's image (``Image``,
+    ``image_name``, ``filename``, ``file``: QuPath's export of a project's detections, one table from Fiji or a
+    script): {:func:`name_key` of the image named, folders kept -> its points} (:func:`match_names` says which image
+    each names); None when the table has no such column or no
+    coordinate columns (another kind of table). Coordinates as :func:`read_points_csv` reads them; an image
+    with a row but no point (a blank coordinate) is not made up: such rows are refused like any bad value.
+
+    Raises
+    ------
+    GroundTruthError
+        A bad coordinate (the message names the line), unreadable file.
+    """
+    name, text = _read_csv_text(source)
+    header, rows = _csv_rows(name, text)
+    cols = _point_columns(header)
+    column = next((c for c in _POINT_IMAGE_COLUMNS if c in header), None)
+    if column is not None and cols is None and _count_columns(header) is None and not is_cellcount_objects(header):
+        if problem := _microns_problem(name, header, text):  # QuPath's project export, calibrated
+            raise GroundTruthError(problem)
+    if cols is None or column is None or is_cellcount_objects(header):
+        return None
+    i = header.index(column)
+    decimal_comma = _delimiter(text) == ";"
+    groups: dict[str, tuple[str, list[list[str]], list[int]]] = {}
+    for k, row in enumerate(rows, start=1):
+        value = row[i].strip() if i < len(row) else ""
+        if not value:
+            raise GroundTruthError(f"{name}: data row {k}: no image named in column {column!r}")
+        stem = name_key(value)
+        spelled, members, numbers = groups.setdefault(stem, (value, [], []))
+        members.append(row)
+        numbers.append(k)
+    return {stem: _points_truth(_coordinates(name, header, members, cols, decimal_comma, numbers),
+                                f"{name} ({column} {spelled})")
+            for stem, (spelled, members, numbers) in groups.items()}
+
+
+def read_counts_csv(source: CsvSource) -> dict[str, int]:
+    """Read a table of per-image counts.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes or file-like
+        CSV with a file-name column (``filename``, ``file``, ``image``, ``file_name``, ``image_name``,
+        ``image_id`` or ``name``) and a ``count`` column (also ``cell_count``, ``n_cells``, ``cells``);
+        header names are case-insensitive.
+
+    Returns
+    -------
+    dict of str to int
+        Count per file stem (``'img01.png'`` and ``'sub/img01.tif'`` are both keyed ``'img01'``; a name without
+        an image extension keeps its dots). :func:`read_counts_by_name` keeps the folders.
+
+    Raises
+    ------
+    GroundTruthError
+        Missing columns, a count that is not a non-negative whole number (the message names the row),
+        or the same stem listed twice with different counts.
+    """
+    name, text = _read_csv_text(source)
+    counts: dict[str, int] = {}
+    for key, n in _counts_by_name(name, text).items():
+        stem = key.rsplit("/", 1)[-1]
+        if stem in counts and counts[stem] != n:
+            raise GroundTruthError(f"{name}: {stem!r} is listed twice with counts {counts[stem]} and {n}")
+        counts[stem] = n
+    return counts
+
+
+def read_counts_by_name(source: CsvSource) -> dict[str, int]:
+    """:func:`read_counts_csv`'s table keyed by each row's :func:`name_key` (folders kept: two plates' ``A01.png``
+    are two rows), for :func:`match_names`. Raises as it does, for one name listed twice with two counts."""
+    return _counts_by_name(*_read_csv_text(source))
+
+
+def _counts_by_name(name: str, text: str) -> dict[str, int]:
+    header, rows = _csv_rows(name, text)
+    decimal_comma = _delimiter(text) == ";"
+    cols = _count_columns(header)
+    if _headerless_counts(header):  # no titles: the first row is data, its name as written
+        rows = [_csv_rows(name, text, raw=True)[0], *rows]
+    if cols is None:
+        raise GroundTruthError(
+            f"{name}: expected columns 'filename' (or 'image' / 'file') and 'count', found {header}"
+        )
+    if is_cellcount_counts(header):
+        raise GroundTruthError(predicted_counts_message(name))
+    file_col, count_col = cols
+    counts: dict[str, int] = {}
+    for k, row in enumerate(rows):
+        filename = row[file_col].strip() if file_col < len(row) else ""
+        cell = row[count_col].strip() if count_col < len(row) else ""
+        where = f"{name}: data row {k + 1} ({filename or 'no file name'})"
+        if not filename:
+            raise GroundTruthError(f"{where}: the file name is empty")
+        value = _number(cell, decimal_comma=decimal_comma)
+        if not np.isfinite(value) or not 0 <= value <= MAX_GROUND_TRUTH_COUNT or value != int(value):
+            raise GroundTruthError(
+                f"{where}: count {cell!r} is not a whole number within [0, {MAX_GROUND_TRUTH_COUNT:,}]"
+            )
+        key = name_key(filename)
+        if key in counts and counts[key] != int(value):
+            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}")
+        counts[key] = int(value)
+    return counts

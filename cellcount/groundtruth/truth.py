@@ -1,0 +1,302 @@
+"""The ground-truth record (:class:`GroundTruth`), its checks and warnings, and instance labels from an array."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cellcount.errors import GroundTruthError
+from cellcount.io import (
+    DEFAULT_MAX_PIXELS,
+)
+
+logger = logging.getLogger(__name__)
+
+
+MAX_DOT_AREA_PX = 9
+"""A binary ground-truth image whose every blob is at most this many pixels (3 x 3) holds dots, not nuclei."""
+
+
+def holds_only_specks(gt: GroundTruth) -> bool:
+    """Whether ground truth read as a binary mask is a dot image: every blob at most :data:`MAX_DOT_AREA_PX`."""
+    return (gt.kind == "mask" and bool(gt.count) and gt.labels is not None
+            and int(np.bincount(gt.labels.ravel())[1:].max()) <= MAX_DOT_AREA_PX)
+
+
+GROUND_TRUTH_KINDS = ("labels", "mask", "points", "count")
+"""Values of :attr:`GroundTruth.kind`."""
+
+
+# 8-connectivity: a hand-drawn or thresholded mask of one cell often touches itself only diagonally
+_STRUCTURE_8 = np.ones((3, 3), dtype=bool)
+
+
+MAX_COORDINATE_PX = 1 << 20
+"""Largest point coordinate accepted (pixels): far beyond any image within the pixel cap."""
+
+
+MAX_GROUND_TRUTH_COUNT = DEFAULT_MAX_PIXELS
+"""Largest count accepted as ground truth: one cell per pixel of the largest image read. A larger number
+(``1e300`` in a spreadsheet) is a typo, and would make every error metric infinite."""
+
+
+def _check_count(count: object, where: str) -> None:
+    """Raise GroundTruthError unless ``count`` is a whole number in [0, MAX_GROUND_TRUTH_COUNT]."""
+    ok = isinstance(count, (int, np.integer)) and not isinstance(count, (bool, np.bool_))
+    if not ok or not 0 <= int(count) <= MAX_GROUND_TRUTH_COUNT:
+        raise GroundTruthError(
+            f"{where}: count must be a whole number within [0, {MAX_GROUND_TRUTH_COUNT:,}], got {count!r}"
+        )
+
+
+class BinaryMaskWarning(UserWarning):
+    """A binary mask was split into objects by connectivity: touching cells are merged into one."""
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """Ground truth of one image.
+
+    Attributes
+    ----------
+    kind : str
+        ``'labels'`` (instance labels), ``'mask'`` (a binary mask split by 8-connectivity, so touching
+        cells are merged), ``'points'`` (one point per cell) or ``'count'`` (only the number).
+    count : int
+        Number of cells: distinct non-zero labels, or number of points.
+    labels : numpy.ndarray or None
+        int32 (H, W), 0 = background, for ``'labels'`` and ``'mask'``; ids need not be consecutive.
+    points : numpy.ndarray or None
+        float64 (N, 2) of (row, col) pixel coordinates, for ``'points'``.
+    source : str
+        Where it was read from (file name), for messages and reports.
+    """
+
+    kind: str
+    count: int
+    labels: np.ndarray | None = field(default=None, repr=False)
+    points: np.ndarray | None = field(default=None, repr=False)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in GROUND_TRUTH_KINDS:
+            raise GroundTruthError(f"kind must be one of {GROUND_TRUTH_KINDS}, got {self.kind!r}")
+        _check_count(self.count, self.source or "ground truth")
+
+    def content_bytes(self) -> bytes:
+        """What the annotation says (labels, points, count) as bytes, for fingerprints: two annotations
+        that score a count alike give the same bytes, wherever they were read from."""
+        parts = []
+        if self.labels is not None:
+            parts.append(np.ascontiguousarray(self.labels, np.int32).tobytes())
+        if self.points is not None:
+            parts.append(np.ascontiguousarray(self.points, np.float64).tobytes())
+        parts.append(str(self.count).encode())
+        return b"".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------------------------------
+def _count_labels(labels: np.ndarray) -> int:
+    """Number of distinct non-zero values of a non-negative integer array."""
+    if labels.size == 0:
+        return 0
+    top = int(labels.max())
+    if top == 0:
+        return 0
+    if top <= 4 * labels.size + 1024:
+        return int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+    return int(np.count_nonzero(np.unique(labels)))
+
+
+def _colours_to_ids(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map each colour of an (H, W, 3) image to an id (black -> 0), then split each colour into its
+    8-connected regions, because colour maps reuse colours for objects that do not touch.
+
+    Returns (int64 (H, W) labels, number of distinct object colours)."""
+    from skimage.measure import label as cc_label  # heavy import, only needed here
+
+    flat = rgb.reshape(-1, 3)
+    if np.issubdtype(rgb.dtype, np.integer) and rgb.min() >= 0 and rgb.max() <= 0xFFFF:
+        v = flat.astype(np.int64)
+        keys = (v[:, 0] << 32) | (v[:, 1] << 16) | v[:, 2]
+        uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        has_black = bool(uniq[0] == 0)
+    else:
+        uniq, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+        has_black = bool(np.all(uniq[0] == 0))
+    ids = inverse.reshape(rgb.shape[:2]).astype(np.int64)
+    if not has_black:  # e.g. a white canvas: taken as an object, it added one to the count
+        background = int(np.argmax(counts))
+        logger.warning("colour label image has no black background; its commonest colour %s is taken as "
+                       "the background", tuple(int(c) for c in flat[np.argmax(inverse.ravel() == background)]))
+        ids = np.where(ids == background, 0, ids + 1)
+    n_colours = len(uniq) - 1
+    return cc_label(ids, background=0, connectivity=2).astype(np.int64), n_colours
+
+
+class DuplicatePointsWarning(UserWarning):
+    """A point table listed the same point more than once (a double export); each was counted once."""
+
+
+def _points_truth(points: np.ndarray, name: str) -> GroundTruth:
+    """Point ground truth, each point once: two cells never share a position to a hundredth of a pixel, so
+    repeats are a double export (every row twice doubled the true counts, and a model fine-tuned on them
+    counted about twice the cells), and are dropped with a :class:`DuplicatePointsWarning`."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(pts) > 1:
+        _, first = np.unique(np.round(pts, 2), axis=0, return_index=True)
+        if len(first) < len(pts):
+            warnings.warn(f"{name}: {len(pts) - len(first)} of its {len(pts)} points repeat another point exactly "
+                          "(exported twice, or one cell marked twice?); each position is counted once",
+                          DuplicatePointsWarning, stacklevel=3)
+            pts = pts[np.sort(first)]
+    return GroundTruth(kind="points", count=len(pts), points=pts, source=name)
+
+
+def _warn_binary(name: str, what: str, n_objects: int) -> None:
+    warnings.warn(
+        f"{name}: binary mask ({what}) split into {n_objects} objects by 8-connected components; "
+        "touching cells are merged into one object",
+        BinaryMaskWarning,
+        stacklevel=3,
+    )
+
+
+def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
+    """Build ground truth from a label image, a binary mask or a colour-coded instance image.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        (H, W) integer, bool or integral-valued float labels (0 = background), or (H, W, 3|4) colour-coded
+        instances (black = background, or the commonest colour when no pixel is black; alpha ignored;
+        each colour's 8-connected regions become one id each). An (H, W, C) image whose channels are equal is taken as (H, W).
+    source : str
+        Recorded in the result, used in messages.
+
+    Returns
+    -------
+    GroundTruth
+        ``kind='labels'`` with int32 labels (more than 65,535 labels are kept; ids above the int32 range
+        are renumbered 1..N). An array with a single non-zero value that forms several 8-connected
+        regions (or a bool / 0-255 / 0-65535 array) is a binary mask: it is labelled by 8-connected
+        components, returned as ``kind='mask'`` and a :class:`BinaryMaskWarning` is issued, because
+        touching cells merge into one object.
+
+    Raises
+    ------
+    GroundTruthError
+        Wrong shape, negative values, non-integral or non-finite floats, non-numeric dtype.
+    """
+    name = source or "label image"
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    is_colour = False
+    if a.ndim == 3:
+        if a.shape[2] not in (3, 4):
+            raise GroundTruthError(
+                f"{name}: a label image must be (H, W) or colour (H, W, 3|4), got shape {a.shape}"
+            )
+        a = a[:, :, :3]
+        if np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
+            a = a[:, :, 0]
+        else:
+            is_colour = True
+    if a.ndim != (3 if is_colour else 2) or 0 in a.shape:
+        raise GroundTruthError(f"{name}: a label image must be a non-empty (H, W) array, got shape {a.shape}")
+    was_bool = a.dtype == bool
+    if was_bool:
+        a = a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise GroundTruthError(f"{name}: labels must be integers, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise GroundTruthError(f"{name}: labels contain NaN or infinite values")
+        if not np.array_equal(a, np.round(a)):
+            raise GroundTruthError(f"{name}: labels must be whole numbers, found non-integral float values")
+        if a.size and float(a.max()) >= 2.0**53:
+            raise GroundTruthError(f"{name}: float labels above 2**53 cannot be represented exactly")
+        a = a.astype(np.int64)
+    if a.size and int(a.min()) < 0:
+        raise GroundTruthError(f"{name}: labels must be >= 0, found {int(a.min())}")
+    n_colours = 0
+    if is_colour:
+        a, n_colours = _colours_to_ids(a)
+
+    if is_colour and n_colours == 1 and int(a.max()) > 1:
+        _warn_binary(name, "one colour", int(a.max()))
+        return GroundTruth(kind="mask", count=int(a.max()), labels=a.astype(np.int32), source=source)
+    values = np.unique(a[a != 0]) if a.any() else np.zeros(0, dtype=a.dtype)
+    if len(values) == 1 and not is_colour:
+        comps, n_comp = ndi.label(a != 0, structure=_STRUCTURE_8)
+        value = int(values[0])
+        if was_bool or n_comp > 1 or value in (255, 65535):
+            _warn_binary(name, f"single value {value}", n_comp)
+            return GroundTruth(kind="mask", count=n_comp, labels=comps.astype(np.int32), source=source)
+    if a.dtype == np.uint8 and not is_colour and len(values) >= 200 and int(a.max()) == 255:
+        a = _unwrapped_8bit(a, len(values), name)
+    if a.size and int(a.max()) > np.iinfo(np.int32).max:
+        from skimage.segmentation import relabel_sequential
+
+        logger.info("%s: label ids above the int32 range renumbered 1..N", name)
+        a = relabel_sequential(a.astype(np.int64))[0]
+    labels = a.astype(np.int32)
+    return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
+
+
+class WrappedLabelsWarning(UserWarning):
+    """An 8-bit label image whose ids repeat in places apart: more than 255 objects saved as 8-bit (ids wrap)."""
+
+
+def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
+    """An 8-bit label image using id 255 with ids that each mark several regions apart: more objects than 8 bits
+    hold, their ids wrapped (313 nuclei read as 255 objects, silently). Each region of one id becomes an object,
+    with a warning; labels whose ids each mark one region are returned as they are."""
+    from skimage.measure import label as regions
+
+    split = regions(a, background=0, connectivity=2)
+    n = int(split.max())
+    if n <= n_ids:
+        return a
+    # wrapped ids repeat for many ids; a stray pixel of one object, or one id used for boundaries, is not that
+    id_of_region = ndi.maximum(a, split, index=np.arange(1, n + 1)).astype(np.int64)
+    if int((np.bincount(id_of_region) > 1).sum()) < 5:
+        return a
+    warnings.warn(f"{name}: an 8-bit label image whose ids repeat in {n - n_ids} place(s) apart: likely more than "
+                  f"255 objects saved in 8 bits, their ids wrapped; read as {n} objects, one per region of one id "
+                  "(save label images as 16-bit)", WrappedLabelsWarning, stacklevel=3)
+    return split.astype(np.int64)
+
+
+def _name(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, (str, os.PathLike)) else ""
+
+
+def _expected_hw(expected_shape: Sequence[int] | None) -> tuple[int, int] | None:
+    if expected_shape is None:
+        return None
+    shape = tuple(int(n) for n in expected_shape)
+    if len(shape) < 2:
+        raise GroundTruthError(f"expected_shape must be (H, W) or (H, W, C), got {expected_shape}")
+    return shape[0], shape[1]
+
+
+def _check_shape(name: str, shape: tuple[int, ...], expected_shape: Sequence[int] | None) -> None:
+    expected = _expected_hw(expected_shape)
+    if expected is not None and tuple(shape[:2]) != expected:
+        raise GroundTruthError(
+            f"{name}: ground truth shape {tuple(shape[:2])} (H, W) does not match the image shape "
+            f"{expected} (H, W)"
+        )
