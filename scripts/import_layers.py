@@ -19,13 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PACKAGES = ("cellcount.io", "cellcount.viz", "cellcount.models", "cellcount.training", "cellcount.synthetic",
-            "cellcount.evaluate", "cellcount.groundtruth")
+            "cellcount.evaluate", "cellcount.groundtruth", "cellcount.finetune")
 """Packages drawn as one unit each (``cellcount.evaluate.cli`` stays apart: it is the command line)."""
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("app", ["streamlit_app", "pages"]),
     ("commands", ["cellcount.cli", "cellcount.evaluate.cli", "cellcount.train", "cellcount.finetune",
-                  "cellcount.jobs", "cellcount.__main__", "cellcount.evaluate.__main__",
+                  "cellcount.jobs", "cellcount.__main__", "cellcount.evaluate.__main__", "cellcount.finetune.__main__",
                   "cellcount.synthetic.__main__"]),
     ("workflows", ["cellcount", "cellcount.batch", "cellcount.evaluate", "cellcount.cliparams", "cellcount.blocks",
                    "cellcount.distributed"]),

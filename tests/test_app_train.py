@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _fine_tunes_keep_their_weights(monkeypatch):
     """Tiny untrained networks' held-out scores are noise: whether the base's weights are kept is tested on its
     own (``worse_than_base`` forced), not left to chance in the tests of everything else."""
-    import cellcount.finetune as ft
 
-    monkeypatch.setattr(ft, "worse_than_base", lambda before, after: False)
+    monkeypatch.setattr("cellcount.finetune.core.worse_than_base", lambda before, after: False)
 
 
 
@@ -401,7 +400,7 @@ def test_the_name_box_offers_a_free_name():
 def test_cli_warns_when_the_new_model_is_worse(monkeypatch, capsys, tmp_path):
     import cellcount.finetune as ft
 
-    monkeypatch.setattr(ft, "finetune", lambda *a, **k: ft.FinetuneResult(
+    monkeypatch.setattr("cellcount.finetune.cli.finetune", lambda *a, **k: ft.FinetuneResult(
         folder=tmp_path, name="new", steps=1, seconds=1.0, before={"mae": 2.0}, after={"mae": 9.0},
         paired={"difference": 7.0, "low": 5.0, "high": 9.0}, size_note="dots far apart", holdout_files=["a", "b"]))
     assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "new", "--steps", "1"]) == 0

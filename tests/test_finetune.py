@@ -36,9 +36,8 @@ from cellcount.novelty import NOVELTY_FILE, NoveltyReference
 def _fine_tunes_keep_their_weights(monkeypatch):
     """Tiny untrained networks' held-out scores are noise: whether the base's weights are kept is tested on its
     own (``worse_than_base`` forced), not left to chance in the tests of everything else."""
-    import cellcount.finetune as ft
 
-    monkeypatch.setattr(ft, "worse_than_base", lambda before, after: False)
+    monkeypatch.setattr("cellcount.finetune.core.worse_than_base", lambda before, after: False)
 
 
 
@@ -253,7 +252,7 @@ def test_a_density_fine_tunes_flag_is_calibrated_on_the_counts_of_the_saved_mode
         seen["pairs"], seen["params"] = list(pairs), params
         return real(pairs, params, base_card, rep=rep)
 
-    monkeypatch.setattr(ft, "calibrate_flag", capture)
+    monkeypatch.setattr("cellcount.finetune.core.calibrate_flag", capture)
     base_dir = tmp_path / "base"
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, "points")
@@ -281,7 +280,7 @@ def test_a_budget_too_short_is_refused_after_two_images_with_the_budget_needed(t
         time.sleep(0.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "measure_annotated", slow)
+    monkeypatch.setattr("cellcount.finetune.core.measure_annotated", slow)
     base = tiny_model(kind="density")
     base_dir = tmp_path / "base"
     save_model(base.net, base.card, base_dir)
@@ -293,7 +292,7 @@ def test_a_budget_too_short_is_refused_after_two_images_with_the_budget_needed(t
 def test_a_budget_refused_before_the_settings_search_is_timed_names_a_least_budget():
     """A mask fine-tune refused at 0.5 min said "give about 1.5 min"; given 1.5 it said "about 3": the first
     reckoning had not timed the settings search yet."""
-    from cellcount.finetune import _check_budget
+    from cellcount.finetune.core import _check_budget
 
     with pytest.raises(ParameterError, match=r"give more than 1.5 min \(a minute of training, and the search"):
         _check_budget(0.5, 20.0, 10.0, 6, partial=True)
@@ -486,7 +485,7 @@ def test_cli_refuses_bad_options_before_training(tmp_path, capsys, case, match):
 def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
     import time
 
-    from cellcount.finetune import _fit
+    from cellcount.finetune.fit import _fit
     from cellcount.train import DEFAULTS
 
     base = tiny_model(kind="density")
@@ -572,7 +571,7 @@ def test_training_item_scale_and_density_target_follow_their_settings(tiny_model
 
 
 def test_average_last_ends_with_the_mean_of_the_last_steps_weights(tiny_model, draw_disks):
-    from cellcount.finetune import _fit
+    from cellcount.finetune.fit import _fit
     from cellcount.train import DEFAULTS
 
     base = tiny_model(kind="density")
@@ -596,7 +595,7 @@ def test_average_last_ends_with_the_mean_of_the_last_steps_weights(tiny_model, d
 def test_a_frozen_encoder_keeps_the_bases_weights_and_statistics(tiny_model, draw_disks):
     import torch
 
-    from cellcount.finetune import _fit
+    from cellcount.finetune.fit import _fit
     from cellcount.train import DEFAULTS
 
     base = tiny_model(kind="density")
@@ -648,7 +647,7 @@ def test_the_flag_is_fitted_on_the_training_images(tiny_model, draw_disks, n_ima
 def test_too_few_images_widen_the_base_rule_to_take_them_in():
     """A fine-tune on 6 H&E images kept the base's fluorescence limits: 5 of 6 training images and most unseen
     ones of their kind flagged "unsure", counted right."""
-    from cellcount.finetune import _widened_to
+    from cellcount.finetune.flag import _widened_to
     from cellcount.quality import QualityRule, judge
 
     base = QualityRule(max_uncertain_fraction=0.25, min_contrast=0.15, max_merge_share=None,
@@ -670,7 +669,7 @@ def test_too_few_images_widen_the_base_rule_to_take_them_in():
 
 
 def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, monkeypatch):
-    from cellcount import finetune as ft
+    from cellcount.finetune.fit import _AUTO_PLAN, _fit
     from cellcount.models import backends
     from cellcount.train import DEFAULTS
 
@@ -678,28 +677,29 @@ def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, 
     items = [three_dots_item(base, draw_disks)]
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
     seen = []
-    steps, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=24, seconds=None, batch_size=2,
-                                crop=32, lr=1e-3, rng=np.random.default_rng(0), report=seen.append, cancel=None,
+    steps, _, _, used = _fit(copy_net(base), items, kind="density", steps=24, seconds=None, batch_size=2,
+                             crop=32, lr=1e-3, rng=np.random.default_rng(0), report=seen.append, cancel=None,
                                 loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
     assert steps == 24 and used["precision"] in ("fp32", "bf16")
     assert set(used["s_per_step"]) == {"fp32", "bf16"}, "two timed steps of each after a warm-up"
     assert [p.message for p in seen if p.message] == [used["why"]], "said once, when chosen"
-    assert seen[len(ft._AUTO_PLAN) - 1].message == used["why"]
+    assert seen[len(_AUTO_PLAN) - 1].message == used["why"]
 
-    _, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=5, seconds=None, batch_size=2, crop=32,
+    _, _, _, used = _fit(copy_net(base), items, kind="density", steps=5, seconds=None, batch_size=2, crop=32,
                             lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
                             loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
     assert used == {"precision": "fp32", "why": "fp32: 5 steps are too few to time bf16", "s_per_step": {}}
 
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
-    _, _, _, used = ft._fit(copy_net(base), items, kind="density", steps=2, seconds=None, batch_size=2, crop=32,
+    _, _, _, used = _fit(copy_net(base), items, kind="density", steps=2, seconds=None, batch_size=2, crop=32,
                             lr=1e-3, rng=np.random.default_rng(0), report=lambda p: None, cancel=None,
                             loss_cfg=dict(DEFAULTS["loss"]), scale_range=(0.9, 1.11), precision="auto")
     assert used["precision"] == "fp32" and "no native bf16" in used["why"], "emulated bf16 is never timed"
 
 
 def test_precision_choice_needs_a_clear_gain():
-    from cellcount.finetune import BF16_MIN_GAIN, _choose_precision
+    from cellcount.finetune import BF16_MIN_GAIN
+    from cellcount.finetune.fit import _choose_precision
 
     assert _choose_precision({"fp32": [0.50, 0.52], "bf16": [0.15, 0.17]})["precision"] == "bf16"
     assert _choose_precision({"fp32": [0.50], "bf16": [0.50 / (BF16_MIN_GAIN - 0.05)]})["precision"] == "fp32"
@@ -708,7 +708,7 @@ def test_precision_choice_needs_a_clear_gain():
 
 
 def test_a_forced_precision_is_used_and_a_bad_one_refused(tiny_model, draw_disks, tmp_path):
-    from cellcount.finetune import _fit
+    from cellcount.finetune.fit import _fit
     from cellcount.train import DEFAULTS
 
     base = tiny_model(kind="density")
@@ -722,7 +722,7 @@ def test_a_forced_precision_is_used_and_a_bad_one_refused(tiny_model, draw_disks
 
 
 def test_a_time_budget_buys_at_most_max_steps(tiny_model, draw_disks):
-    from cellcount.finetune import _fit
+    from cellcount.finetune.fit import _fit
     from cellcount.train import DEFAULTS
 
     base = tiny_model(kind="density")
@@ -831,16 +831,15 @@ def test_cli_ctrl_c_says_nothing_was_saved(monkeypatch, capsys, tmp_path):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ft, "finetune", interrupted)
+    monkeypatch.setattr("cellcount.finetune.cli.finetune", interrupted)
     assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "n", "--steps", "1"]) == 130
     assert "interrupted: the fine-tune stopped and nothing was saved" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_a_budget_that_buys_few_steps_says_so(tiny_model, tmp_path, draw_disks, monkeypatch):
-    import cellcount.finetune as ft
 
-    monkeypatch.setattr(ft, "FEW_STEPS", 10**6)  # a tiny network buys many steps in any budget
+    monkeypatch.setattr("cellcount.finetune.core.FEW_STEPS", 10**6)  # a tiny network buys many steps in any budget
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")
     save_model(base.net, base.card, base_dir)
@@ -864,7 +863,6 @@ def test_worse_than_base_needs_clear_evidence():
 def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, tmp_path, draw_disks, monkeypatch):
     """A fine-tune on a set the base already knows can do harm (docs/finetuning.md: +0.5 to +1.0 MAE on DSB
     from dots): the new model then keeps the base's weights and settings, and says so."""
-    import cellcount.finetune as ft
     from cellcount.models.card import sha256_file
 
     base_dir = tmp_path / "base"
@@ -874,7 +872,7 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     base.card.extra = {**base.card.extra, "novelty": {"file": NOVELTY_FILE, "sha256": sha}}
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, "points")
-    monkeypatch.setattr(ft, "worse_than_base", lambda before, after: True)
+    monkeypatch.setattr("cellcount.finetune.core.worse_than_base", lambda before, after: True)
     res = finetune(base_dir, data, name="mine-kept", steps=2, holdout=1, batch_size=2, crop=32)
     assert res.kept_base and any("keeps" in n and f"--keep-worse --steps {res.steps}" in n for n in res.notes)
     assert res.reading.startswith("as ") and "were kept" in res.reading
@@ -899,7 +897,7 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
 
 
 def test_a_fine_tunes_object_share_and_size_limits_are_never_tighter_than_its_bases():
-    from cellcount.finetune import _no_tighter_than
+    from cellcount.finetune.flag import _no_tighter_than
     from cellcount.quality import QualityRule
 
     mine = QualityRule(max_merge_share=0.033, max_touching_share=None, max_large_object_share=0.9,
@@ -915,7 +913,7 @@ def test_a_fine_tunes_object_share_and_size_limits_are_never_tighter_than_its_ba
 def test_cli_says_when_the_bases_weights_were_kept(monkeypatch, capsys, tmp_path):
     import cellcount.finetune as ft
 
-    monkeypatch.setattr(ft, "finetune", lambda *a, **k: ft.FinetuneResult(
+    monkeypatch.setattr("cellcount.finetune.cli.finetune", lambda *a, **k: ft.FinetuneResult(
         folder=tmp_path, name="new", steps=1, seconds=1.0, before={"mae": 2.0}, after={"mae": 9.0}, kept_base=True,
         paired={"difference": 7.0, "low": 5.0, "high": 9.0}, holdout_files=["a", "b"],
         notes=["the fine-tuned weights counted the 2 held-out image(s) worse than unet-mask"]))
@@ -948,7 +946,6 @@ def test_own_novelty_reads_the_training_images_in_the_new_encoders_terms(tiny_mo
 
 @pytest.mark.slow
 def test_a_fine_tune_keeps_its_own_novelty_reference(tiny_model, tmp_path, draw_disks, monkeypatch):
-    import cellcount.finetune as ft
 
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")
@@ -961,7 +958,7 @@ def test_a_fine_tune_keeps_its_own_novelty_reference(tiny_model, tmp_path, draw_
         judged.extend(name for name, _, _ in pairs)
         return ref, 1.5
 
-    monkeypatch.setattr(ft, "own_novelty", own)
+    monkeypatch.setattr("cellcount.finetune.core.own_novelty", own)
     res = finetune(base_dir, data, name="mine-novel", steps=2, holdout=1, batch_size=2, crop=32)
     model = load_model(res.name)
     assert model.novelty is not None and model.card.extra["quality"]["rule"]["max_novelty"] == 1.5
@@ -1014,7 +1011,7 @@ def resolve_base_threshold(base) -> float:
 def test_grad_under_blobs_lets_a_relu_head_learn_cells_it_draws_none_of(tiny_model, draw_disks, under_blobs):
     import torch
 
-    from cellcount.finetune import _fit
+    from cellcount.finetune.fit import _fit
     from cellcount.models import create_model
     from cellcount.train import DEFAULTS
 
@@ -1086,7 +1083,7 @@ def test_a_flag_that_marks_most_training_images_is_said(tiny_model, tmp_path, dr
         entry = real(*args, **kwargs)
         return {**entry, "calibration": {**entry.get("calibration", {}), "flagged_share": 1.0}}
 
-    monkeypatch.setattr(ft, "calibrate_flag", marks_all)
+    monkeypatch.setattr("cellcount.finetune.core.calibrate_flag", marks_all)
     res = finetune(base_dir, data, name="marks-all", steps=1, holdout=0, batch_size=2, crop=32)
     assert any(n.startswith("marks-all's quality flag marks 100% of the images it learnt") for n in res.notes)
 
@@ -1120,7 +1117,7 @@ def test_held_out_images_the_base_learnt_from_are_swapped_for_unseen_ones():
     and that comparison decides whether the base's weights are kept."""
     import hashlib
 
-    from cellcount.finetune import _hold_out_unseen
+    from cellcount.finetune.data import _hold_out_unseen
 
     items = [(f"im{i}.png", f"bytes {i}".encode(), None) for i in range(7)]
     seen = {hashlib.sha256(f"bytes {i}".encode()).hexdigest() for i in (1, 3)}
@@ -1138,7 +1135,7 @@ def test_held_out_images_the_base_learnt_from_are_swapped_for_unseen_ones():
 def test_a_folder_of_plates_names_its_images_apart(samples_dir, tmp_path):
     import shutil
 
-    from cellcount.finetune import _labelled_items
+    from cellcount.finetune.data import _labelled_items
 
     for plate, name in (("plate1", "s01_sparse_small"), ("plate2", "s02_dense_clusters")):
         (tmp_path / plate).mkdir()

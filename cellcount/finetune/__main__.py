@@ -1,0 +1,5 @@
+"""``python -m cellcount.finetune``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""The new model's name and folder: checked before training, written at the end without replacing another model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ParameterError
+
+
+def free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3`` ...: the first not in ``taken``, whatever the case (one folder on macOS
+    and Windows; a default name for a new model)."""
+    taken = {t.casefold() for t in taken}
+    k, out = 2, name
+    while out.casefold() in taken:
+        out, k = f"{name}-{k}", k + 1
+    return out
+
+
+WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                              *(f"LPT{i}" for i in range(1, 10))})
+"""Folder names Windows refuses whatever follows the dot."""
+
+
+def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+    """The folder a new model ``name`` goes to; ParameterError when the name is not a plain folder name, is a
+    shipped model's (or the baseline's), or is taken in ``out_dir`` (default: the user models folder) and
+    ``overwrite`` is off."""
+    from ..models import list_models, user_models_dir
+
+    # the characters no folder may hold on Windows either: a model is a folder a user may copy to another computer
+    reserved = name.split(".")[0].strip().upper() in WINDOWS_RESERVED
+    if (not name or not name.strip() or any(c in name for c in '/\\:<>"|?*') or name.startswith(".")
+            or name.endswith(".") or name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or reserved):
+        raise ParameterError(f"model name {name!r} must be a plain folder name (none of / \\ : < > \" | ? *, no "
+                             "dot at either end, no spaces at either end, not a name Windows reserves such as CON "
+                             "or COM1)")
+    from ..models.loading import DEFAULT_WEIGHTS_DIR
+
+    folder = Path(out_dir) if out_dir is not None else user_models_dir()
+    target = folder / name
+    try:
+        shipped = folder.resolve() == Path(DEFAULT_WEIGHTS_DIR).resolve()
+    except (OSError, RuntimeError):
+        shipped = False
+    if shipped:  # --overwrite there would replace (delete) a shipped model's weights
+        raise ParameterError(f"{folder} holds the shipped models; a fine-tuned model goes to the user models folder "
+                             "(the default) or another folder of your own")
+    if target.exists() and not overwrite:
+        raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name (command line: "
+                             "--overwrite replaces it)")
+    if name in list_models() and not target.exists():
+        raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
+    # UNET-MASK beside unet-mask: one folder on macOS and Windows, and two models a reader cannot tell apart
+    alike = [m for m in list_models() if m.casefold() == name.casefold() and m != name]
+    if alike:
+        raise ParameterError(f"{name!r} differs from the existing model {alike[0]!r} only in upper / lower case; "
+                             "choose another name")
+    _check_model_folder(folder)
+    return target
+
+
+def _publish(stage: Path, target: Path, card, *, overwrite: bool) -> Path:
+    """Move the finished model folder ``stage`` to ``target``, or, when a model took that name while this one
+    trained and ``overwrite`` is off, to the first free ``name-2``, ``name-3`` ... (its card renamed too)."""
+    import shutil
+
+    from ..models import write_card
+
+    old = None
+    if target.exists():
+        if overwrite:  # moved aside until the new one is in place: a failed rename loses neither
+            old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+            target.rename(old)
+        else:
+            target = target.with_name(free_name(target.name, {p.name for p in target.parent.iterdir()}))
+            card.name = target.name
+            write_card(card, stage)
+    try:
+        stage.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _check_model_folder(folder: Path) -> None:
+    """ParameterError unless a model folder can be written in ``folder`` (created when missing): checked
+    before training, so that minutes of training are not lost to a folder that cannot take the result."""
+    from ..csvout import check_writable
+
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(f"the models folder {folder} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        check_writable(folder / "model")
+    except OSError as err:
+        raise ParameterError(f"cannot write a model in {folder}: {err.strerror or err}") from None
