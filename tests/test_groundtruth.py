@@ -24,6 +24,7 @@ from cellcount.groundtruth import (
     read_dot_image,
     read_ground_truth,
     read_label_image,
+    read_points_by_image,
     read_points_csv,
 )
 from cellcount.io import labels_to_tiff_bytes
@@ -325,6 +326,48 @@ def test_qupath_tab_separated_tables_pair_as_csv_does(tmp_path: Path) -> None:
     (tmp_path / "counts.tsv").write_text("filename\tcount\nb.png\t7\n")
     got = {image.name: (gt.kind, gt.count) for image, gt in load_labelled_folder(tmp_path)}
     assert got == {"a.png": ("points", 2), "b.png": ("count", 7)}
+
+
+def test_qupath_annotation_measurements_are_counts_not_one_point_per_region(tmp_path: Path) -> None:
+    """QuPath's annotation measurements (one row per annotation: its centroid and 'Num Detections') were read as
+    one point per image, so every image's truth was 1 and a fine-tune learnt to count one cell (a tester)."""
+    for k, name in enumerate(("a", "b")):
+        _save_png(tmp_path / f"{name}.png", np.full((32, 32), k, np.uint8))
+    table = "Image\tName\tClass\tCentroid X px\tCentroid Y px\tNum Detections\na.png\tr\t\t10\t12\t9\nb.png\tr\t\t8\t8\t32\n"
+    (tmp_path / "annotation_measurements.tsv").write_text(table)
+    assert read_points_by_image(table.encode()) is None, "regions with their counts are not points"
+    got = {image.name: (gt.kind, gt.count) for image, gt in load_labelled_folder(tmp_path)}
+    assert got == {"a.png": ("count", 9), "b.png": ("count", 32)}
+    with pytest.raises(GroundTruthError, match=r"one row per region .*'num detections'.*name the table so that no image"):
+        read_points_csv(table.encode())
+    two = table + "a.png\tinner\t\t5\t5\t4\n"  # a second annotation of image a: which one to score is the user's
+    with pytest.raises(GroundTruthError, match=r"listed twice with counts 9 and 4 \(one row per region"):
+        read_counts_csv(two.encode())
+
+
+def test_cellprofiler_exports_name_images_by_file_and_count_by_objects(tmp_path: Path) -> None:
+    """CellProfiler's Image table (FileName_<channel>, Count_<objects>) gives counts; its objects table exported
+    with the images' file names gives each image's points; by ImageNumber alone it is refused saying how."""
+    image_table = "ImageNumber,FileName_DNA,PathName_DNA,Count_Nuclei\n1,a.png,/x,9\n2,b.png,/x,4\n"
+    assert read_counts_csv(image_table.encode()) == {"a": 9, "b": 4}
+    with pytest.raises(GroundTruthError, match=r"counts of 2 kinds of objects \(Count_Nuclei, Count_Cells\)"):
+        read_counts_csv(b"FileName_DNA,Count_Nuclei,Count_Cells\na.png,9,3\n")
+    objects = b"ImageNumber,ObjectNumber,FileName_DNA,Location_Center_X,Location_Center_Y\n1,1,a.png,3,4\n2,1,b.png,5,6\n"
+    split = read_points_by_image(objects)
+    assert {k: v.points.tolist() for k, v in split.items()} == {"a": [[4.0, 3.0]], "b": [[6.0, 5.0]]}
+    with pytest.raises(GroundTruthError, match=r"CellProfiler names images by number there: export the objects with"):
+        read_points_csv(b"ImageNumber,ObjectNumber,Location_Center_X,Location_Center_Y\n1,1,10,20\n2,2,30,5\n")
+    for k, name in enumerate(("a", "b")):
+        _save_png(tmp_path / f"{name}.png", np.full((32, 32), k, np.uint8))
+    (tmp_path / "MyExpt_Image.csv").write_text(image_table)
+    assert {image.name: gt.count for image, gt in load_labelled_folder(tmp_path)} == {"a.png": 9, "b.png": 4}
+
+
+def test_excel_unicode_text_points_with_decimal_commas(tmp_path: Path) -> None:
+    """Excel's "Unicode text" is UTF-16 and tab separated, where a comma can only be a decimal mark (a tester's
+    European Excel: '241,30' was refused)."""
+    data = "X\tY\n241,30\t12,5\n3\t4\n".encode("utf-16")
+    assert read_points_csv(data).points.tolist() == [[12.5, 241.3], [4.0, 3.0]]
 
 
 def _square(x0, y0, side):

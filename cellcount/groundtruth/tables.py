@@ -29,6 +29,12 @@ _FILENAME_COLUMNS = ("filename", "file_name", "file", "image", "image_name", "im
 
 
 _COUNT_COLUMNS = ("count", "cell_count", "n_cells", "cells")
+_REGION_COUNT_COLUMNS = ("num detections", "num cells")
+"""The number of objects in each row's region (QuPath's annotation measurements: an annotation's centroid and its
+'Num Detections'): a table of counts, never one point per row."""
+_PREFIXED_NAME, _PREFIXED_COUNT = "filename_", "count_"
+"""CellProfiler's Image table: ``FileName_<channel>`` and ``Count_<objects>`` (its objects tables get the first
+when exported with the images' file names)."""
 
 
 _POINT_COLUMN_PAIRS = (  # (row column, col column), lower-case
@@ -141,12 +147,37 @@ def _point_columns(header: list[str]) -> tuple[int, int] | None:
     return None
 
 
+def _name_column(header: list[str], names: Sequence[str]) -> int | None:
+    """The first of ``names`` in the header, else its first CellProfiler ``FileName_<channel>`` column."""
+    found = next((header.index(c) for c in names if c in header), None)
+    if found is None:
+        found = next((i for i, h in enumerate(header) if h.startswith(_PREFIXED_NAME)), None)
+    return found
+
+
+def _prefixed_counts(header: list[str]) -> list[int]:
+    """CellProfiler's ``Count_<objects>`` columns."""
+    return [i for i, h in enumerate(header) if h.startswith(_PREFIXED_COUNT) and len(h) > len(_PREFIXED_COUNT)]
+
+
+def _region_count_column(header: list[str]) -> int | None:
+    return next((header.index(c) for c in _REGION_COUNT_COLUMNS if c in header), None)
+
+
 def _count_columns(header: list[str]) -> tuple[int, int] | None:
-    file_col = next((header.index(c) for c in _FILENAME_COLUMNS if c in header), None)
-    count_col = next((header.index(c) for c in _COUNT_COLUMNS if c in header), None)
+    file_col = _name_column(header, _FILENAME_COLUMNS)
+    count_col = next((header.index(c) for c in _COUNT_COLUMNS if c in header), _region_count_column(header))
+    if count_col is None and len(_prefixed_counts(header)) == 1:  # several: which objects is the user's to say
+        count_col = _prefixed_counts(header)[0]
     if file_col is None or count_col is None:
         return (0, 1) if _headerless_counts(header) else None
     return file_col, count_col
+
+
+def _decimal_comma(text: str) -> bool:
+    """Whether a table's numbers may have a decimal comma: separated by semicolons (Excel's "CSV" where the decimal
+    mark is a comma) or tabs (Excel's "Unicode text"), where a comma cannot separate fields."""
+    return _delimiter(text) in (";", "\t")
 
 
 def _headerless_counts(first_row: list[str]) -> bool:
@@ -237,7 +268,7 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
     """
     name, text = _read_csv_text(source)
     header, rows = _csv_rows(name, text)
-    decimal_comma = _delimiter(text) == ";"
+    decimal_comma = _decimal_comma(text)
     cols = _point_columns(header)
     if cols is None and header and all(np.isfinite(_number(c.strip(), decimal_comma=decimal_comma)) for c in header):
         raise NoCoordinateColumns(f"{name}: no header line (the first row is numbers, {header}); add one naming the "
@@ -250,14 +281,24 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             "axis-0,axis-1 (also Location_Center_X,Location_Center_Y from CellProfiler, Centroid X px,Centroid Y px "
             "from QuPath)"
         )
-    for column in _IMAGE_COLUMNS:  # one table for many images: every image would get all their objects
+    if (region := _region_count_column(header)) is not None:
+        raise GroundTruthError(
+            f"{name}: one row per region with its number of objects ({header[region]!r}: QuPath's annotation "
+            "measurements), not one row per object: for the counts, name the table so that no image has its name "
+            "(counts.tsv), where each image's row is read as its count; for points, export the detections")
+    image_columns = [*_IMAGE_COLUMNS, *(h for h in header if h.startswith(_PREFIXED_NAME))]
+    for column in image_columns:  # one table for many images: every image would get all their objects
         if column in header:
             i = header.index(column)
             values = sorted({row[i].strip() for row in rows if i < len(row)})
             if len(values) > 1:
-                where = ("" if column == "imagenumber" else
-                         "; or put it beside the images (a folder, or with them in an upload), where it is split by "
+                where = ("; or put it beside the images (a folder, or with them in an upload), where it is split by "
                          "that column")
+                if column == "imagenumber":  # CellProfiler's objects table: images by number, not by name
+                    where = (". CellProfiler names images by number there: export the objects with the images' file "
+                             "names (ExportToSpreadsheet: add the image file and folder names to the object data "
+                             "file), which is split by image when put beside the images, or score the counts "
+                             "of its Image table (FileName_ and Count_ columns)")
                 raise GroundTruthError(
                     f"{name}: the points of {len(values)} images ({column!r} column: {', '.join(values[:3])}"
                     f"{', ...' if len(values) > 3 else ''}): ground truth needs one table per image, named like it "
@@ -315,14 +356,15 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     name, text = _read_csv_text(source)
     header, rows = _csv_rows(name, text)
     cols = _point_columns(header)
-    column = next((c for c in _POINT_IMAGE_COLUMNS if c in header), None)
+    column = _name_column(header, _POINT_IMAGE_COLUMNS)
+    column = None if column is None else header[column]
     if column is not None and cols is None and _count_columns(header) is None and not is_cellcount_objects(header):
         if problem := _microns_problem(name, header, text):  # QuPath's project export, calibrated
             raise GroundTruthError(problem)
-    if cols is None or column is None or is_cellcount_objects(header):
-        return None
+    if cols is None or column is None or is_cellcount_objects(header) or _region_count_column(header) is not None:
+        return None  # not a table of points (regions with their counts are read as counts)
     i = header.index(column)
-    decimal_comma = _delimiter(text) == ";"
+    decimal_comma = _decimal_comma(text)
     groups: dict[str, tuple[str, list[list[str]], list[int]]] = {}
     for k, row in enumerate(rows, start=1):
         value = row[i].strip() if i < len(row) else ""
@@ -377,10 +419,15 @@ def read_counts_by_name(source: CsvSource) -> dict[str, int]:
 
 def _counts_by_name(name: str, text: str) -> dict[str, int]:
     header, rows = _csv_rows(name, text)
-    decimal_comma = _delimiter(text) == ";"
+    decimal_comma = _decimal_comma(text)
     cols = _count_columns(header)
     if _headerless_counts(header):  # no titles: the first row is data, its name as written
         rows = [_csv_rows(name, text, raw=True)[0], *rows]
+    if cols is None and len(several := _prefixed_counts(header)) > 1:
+        raw = _csv_rows(name, text, raw=True)[0]
+        raise GroundTruthError(
+            f"{name}: counts of {len(several)} kinds of objects ({', '.join(raw[i] for i in several[:4])}): keep the "
+            "column of the objects to score, or rename it count")
     if cols is None:
         raise GroundTruthError(
             f"{name}: expected columns 'filename' (or 'image' / 'file') and 'count', found {header}"
@@ -402,6 +449,8 @@ def _counts_by_name(name: str, text: str) -> dict[str, int]:
             )
         key = name_key(filename)
         if key in counts and counts[key] != int(value):
-            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}")
+            regions = (" (one row per region: keep the one region per image to score, such as the region around "
+                       "all the counted cells)" if count_col == _region_count_column(header) else "")
+            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}{regions}")
         counts[key] = int(value)
     return counts
