@@ -23,11 +23,13 @@ from .groundtruth import (
     GEOJSON_EXTENSIONS,
     TABLE_EXTENSIONS,
     BinaryMaskWarning,
+    CalibratedPointsWarning,
     DuplicatePointsWarning,
     GroundTruth,
     NoCoordinateColumns,
     PredictedLabelsWarning,
     WrappedLabelsWarning,
+    check_points_fit,
     counts_disagree,
     holds_only_specks,
     is_roi_set,
@@ -296,14 +298,21 @@ def _is_ground_truth(name: str) -> bool:
 
 
 def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
-    if gt.points is not None and len(gt.points):
-        outside = (gt.points[:, 0] > shape[0]) | (gt.points[:, 1] > shape[1])
-        if outside.any():
-            raise GroundTruthError(
-                f"{gt.source}: {int(outside.sum())} point(s) lie outside the {shape[1]} x {shape[0]} px image "
-                "(W x H); are the coordinates in µm instead of pixels?"
-            )
+    check_points_fit(gt, shape)
     return gt
+
+
+_SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning, CalibratedPointsWarning)
+"""Warnings about one image's ground truth that become the upload's notes (shown on the page)."""
+
+
+def _notes_from(caught: list, notes: list[str]) -> None:
+    """The caught warnings of :data:`_SAID_ON_THE_PAGE` into ``notes``; any other warned again as it was."""
+    for w in caught:
+        if issubclass(w.category, _SAID_ON_THE_PAGE):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _read_pair(gt: _File, shape: tuple[int, ...]) -> GroundTruth:
@@ -494,17 +503,15 @@ def labelled_set(
                                  source=source)
             elif image.name in pairs:
                 with warnings.catch_warnings(record=True) as caught:  # said on the page, not only in a log
-                    warnings.simplefilter("always", DuplicatePointsWarning)
-                    warnings.simplefilter("always", WrappedLabelsWarning)
-                    warnings.simplefilter("always", PredictedLabelsWarning)
+                    for said in _SAID_ON_THE_PAGE:
+                        warnings.simplefilter("always", said)
                     gt = _read_pair_named(by_name[pairs[image.name]], shape, image.name)
-                for w in caught:
-                    if issubclass(w.category, (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning)):
-                        out.notes.append(str(w.message))
-                    else:
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                _notes_from(caught, out.notes)
             elif name in shared_of:  # points, richer than a count: before the counts tables
-                gt = _check_points(shared_of[name], shape)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", CalibratedPointsWarning)
+                    gt = _check_points(shared_of[name], shape)
+                _notes_from(caught, out.notes)
             elif name in unsure:  # a name in a table that could be several images' (two plates' A01.png)
                 raise GroundTruthError(unsure[name])
             elif name in disagree_of:  # which one is right is the user's to say, not the upload order's

@@ -28,7 +28,7 @@ from .folders import counts_disagree, item_names, load_labelled_folder, one_per_
 from .images import PredictedLabelsWarning, read_dot_image, read_label_image
 from .names import listed, match_names, name_key
 from .pairing import match_ground_truth
-from .read import read_ground_truth
+from .read import CalibratedPointsWarning, check_points_fit, read_ground_truth
 from .tables import (
     CSV_DELIMITERS,
     TABLE_EXTENSIONS,
@@ -56,6 +56,8 @@ from .truth import (
 )
 
 __all__ = [
+    "CalibratedPointsWarning",
+    "check_points_fit",
     "BinaryMaskWarning",
     "CSV_DELIMITERS",
     "CsvSource",

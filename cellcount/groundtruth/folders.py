@@ -37,7 +37,7 @@ from .pairing import (
     _skip_warning,
     match_ground_truth,
 )
-from .read import _check_points_inside, read_ground_truth
+from .read import check_points_fit, read_ground_truth
 from .tables import (
     _COUNT_COLUMNS,
     _FILENAME_COLUMNS,
@@ -236,7 +236,7 @@ def load_labelled_folder(
         """The image's own file, else its rows of a table of several images' points."""
         if image in matches:
             return read_ground_truth(matches[image], expected_shape=image_shape(image))
-        _check_points_inside(shared_of[image], image_shape(image))
+        check_points_fit(shared_of[image], image_shape(image))
         return shared_of[image]
 
     for image in sorted(images):

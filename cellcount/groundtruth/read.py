@@ -24,7 +24,20 @@ from .tables import TABLE_EXTENSIONS, _count_columns, _csv_rows, _point_columns,
 from .truth import BinaryMaskWarning, GroundTruth, _expected_hw, holds_only_specks
 
 
-def _check_points_inside(gt: GroundTruth, expected_shape: Sequence[int] | None) -> None:
+class CalibratedPointsWarning(UserWarning):
+    """Every point of an image's ground truth lies in a small top-left part of it, as points in µm do on an image
+    whose pixels are smaller than a µm (Fiji's Measure writes X,Y in the image's calibrated units)."""
+
+
+CALIBRATED_SHARE = 0.5
+"""Points whose rows and columns all lie below this share of the image's height and width are warned about
+(:class:`CalibratedPointsWarning`), from :data:`CALIBRATED_MIN_POINTS` points on: the top-left quarter."""
+CALIBRATED_MIN_POINTS = 10
+
+
+def check_points_fit(gt: GroundTruth, expected_shape: Sequence[int] | None) -> None:
+    """Refuse points outside an image of ``expected_shape`` (H, W, ...), and warn where they all crowd its top-left
+    quarter (:class:`CalibratedPointsWarning`): both what coordinates in µm instead of pixels look like."""
     expected = _expected_hw(expected_shape)
     if expected is None or gt.points is None or not len(gt.points):
         return
@@ -32,9 +45,18 @@ def _check_points_inside(gt: GroundTruth, expected_shape: Sequence[int] | None) 
     if outside.any():
         k = int(np.argmax(outside))
         raise GroundTruthError(
-            f"{gt.source}: {int(outside.sum())} point(s) lie outside the image of shape {expected} (H, W), "
-            f"first at (row, col) = ({gt.points[k][0]:g}, {gt.points[k][1]:g}); are the coordinates calibrated (um) instead of pixels?"
+            f"{gt.source}: {int(outside.sum())} point(s) lie outside the image ({expected[1]} x {expected[0]} px, "
+            f"W x H), first at x = {gt.points[k][1]:g}, y = {gt.points[k][0]:g}; are the coordinates in µm "
+            "instead of pixels?"
         )
+    reach = gt.points.max(axis=0) / np.asarray(expected, float)
+    if len(gt.points) >= CALIBRATED_MIN_POINTS and (reach < CALIBRATED_SHARE).all():
+        warnings.warn(
+            f"{gt.source}: all {len(gt.points)} points lie within the top-left {100 * reach[1]:.0f}% x "
+            f"{100 * reach[0]:.0f}% of the {expected[1]} x {expected[0]} px image, as points in µm would on an image "
+            "of pixels smaller than a µm (Fiji's Measure writes X,Y in the image's calibrated units): if so, give "
+            "them in pixels (Fiji: Analyze > Set Scale > Click to Remove Scale, then measure again)",
+            CalibratedPointsWarning, stacklevel=2)
 
 
 def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
@@ -65,22 +87,22 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
         raise FileNotFoundError(f"ground-truth file not found: {p}")
     if p.suffix.lower() in GEOJSON_EXTENSIONS:
         gt = read_geojson(p, expected_shape=expected_shape)
-        _check_points_inside(gt, expected_shape)
+        check_points_fit(gt, expected_shape)
         return gt
     if p.suffix.lower() in IMAGEJ_ROI_EXTENSIONS:
         gt = read_imagej_rois(p, expected_shape=expected_shape)
-        _check_points_inside(gt, expected_shape)
+        check_points_fit(gt, expected_shape)
         return gt
     if p.suffix.lower() == ".xml":
         gt = read_cellcounter_xml(p)
-        _check_points_inside(gt, expected_shape)
+        check_points_fit(gt, expected_shape)
         return gt
     if p.suffix.lower() in TABLE_EXTENSIONS:
         name, text = _read_csv_text(p)
         header, _ = _csv_rows(name, text)
         if _point_columns(header) is not None:
             gt = read_points_csv(p)
-            _check_points_inside(gt, expected_shape)
+            check_points_fit(gt, expected_shape)
             return gt
         if _count_columns(header) is not None:
             raise GroundTruthError(f"{p}: is a table of counts per image; read it with read_counts_csv")
