@@ -142,7 +142,8 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
     if st.session_state.get(key, "first") not in options:  # a plane this file does not have
         st.session_state[key] = "first"
     labels = {"first": "The first plane only, not chosen (the count is flagged)",
-              "max": "Maximum projection of all planes"}
+              "max": "Maximum projection of all planes" + (" (not of time points: cells move)"
+                                                           if what == "time points" else "")}
     page = st.selectbox(
         "Plane", options, key=key, format_func=lambda o: labels.get(o) or f"Plane {o} (0 = the first)",
         help="Which plane of the file to count, or their maximum-intensity projection (each pixel's brightest "

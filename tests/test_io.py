@@ -289,6 +289,28 @@ def test_maximum_projection_of_a_stack() -> None:
         read_image(stacks[0], page="mean")
 
 
+def test_time_points_are_never_projected_and_unnamed_pages_are_not_taken_for_one_channel() -> None:
+    """A maximum projection of a time series added up moving cells (158 counted for 36); a channel asked of a file
+    whose unnamed pages hold one channel each counted page 0, another stain, as a one-channel image (0 for 36;
+    a tester). Both are refused, saying what to choose instead."""
+    stack = np.zeros((5, 6, 8), np.uint16)
+    for k in range(5):
+        stack[k, k, :] = 100 * (k + 1)
+    series = _tiff_bytes(stack, imagej=True, metadata={"axes": "TYX"})
+    with pytest.raises(ParameterError, match="5 planes are time points.*count one time point"):
+        read_image(series, page="max")
+    np.testing.assert_array_equal(read_image(series, page=2), stack[2])
+    assert "Choose a time point" in read_image_and_note(series)[1]
+    unnamed = io.BytesIO()
+    tifffile.imwrite(unnamed, stack[:3], photometric="minisblack", metadata=None)  # channels as pages, no axes
+    with pytest.raises(ParameterError, match=r"channel 1 was asked, but the file's 3 pages are not named.*count page 1"):
+        read_image(unnamed.getvalue(), channel=1)
+    np.testing.assert_array_equal(read_image(unnamed.getvalue(), page=1), stack[1])
+    z = _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"})  # named z-planes of one channel: counted as it is
+    with pytest.raises(ParameterError, match="out of range"):
+        read_image(z, channel=1)
+
+
 def _merge(rng: np.random.Generator) -> np.ndarray:
     """A dark-field RGB merge: cell bodies in green, nuclei in blue for 5 of the 9 cells."""
     yy, xx = np.mgrid[:96, :96]
@@ -708,7 +730,11 @@ def test_a_small_stack_written_as_one_page_of_samples_is_read_as_planes() -> Non
             assert (read_image(data) == 10).all()
         for k in range(3):
             np.testing.assert_array_equal(read_image(data, page=k), stack[k])
-        np.testing.assert_array_equal(read_image(data, page="max"), stack.max(axis=0))
+        if axes == "ZYX":  # time points are never projected (cells move)
+            np.testing.assert_array_equal(read_image(data, page="max"), stack.max(axis=0))
+        else:
+            with pytest.raises(ParameterError, match="time points"):
+                read_image(data, page="max")
         with pytest.raises(ParameterError, match="0..2"):
             read_image(data, page=3)
     assert read_image(_tiff_bytes(stack, metadata={"axes": "CYX"})).shape == (6, 8, 3), "channels stay channels"

@@ -209,6 +209,10 @@ def read_image_and_note(
 
 def planes_note(name: str, planes: tuple[int, str]) -> str:
     """What to tell the user when only the first of ``planes`` (:func:`read_image_planes`) was read."""
+    if planes[1] == _PLANE_KINDS["T"]:  # never projected: cells move between time points
+        return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
+                "time point (count command: --plane N; Python: read_image(page=N); Count page: 'Plane'; Batch "
+                "page: 'Z-stacks')")
     return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
             "plane or their maximum projection (count command: --plane N or --plane max; Python: "
             "read_image(page=N) or page='max'; Count page: 'Plane'; Batch page: 'Z-stacks')")
@@ -241,7 +245,18 @@ def read_image_planes(
         return _read_pillow(src, name=name, page=index, max_pixels=max_pixels)
 
     try:
-        image, planes = read_plane(page)
+        try:
+            image, planes = read_plane(page)
+        except ChannelError as err:
+            if err.n_channels != 1 or head[:4] not in _TIFF_MAGICS:
+                raise
+            _pages_not_channels(name, channel, _tiff_planes(src, name, page, max_pixels))
+            raise
+        if project and planes is not None and planes[1] == _PLANE_KINDS["T"]:
+            raise ParameterError(
+                f"{name}: its {planes[0]} planes are time points, and a maximum projection over time adds up cells "
+                "that move: count one time point (count command: --plane N; Python: read_image(page=N); Count page: "
+                "'Plane')")
         if project and planes is not None:  # one plane at a time: a few planes in memory, never the stack
             for index in range(1, planes[0]):
                 plane = read_plane(index)[0]
@@ -536,10 +551,32 @@ def _read_tiff(
         return _page_plane(tif, series.pages[k], name, channel, max_pixels), planes
 
 
+_PLANE_KINDS = {"Z": "z-planes", "T": "time points", "C": "channels"}
+_UNNAMED_PLANES = "planes (TIFF pages that the file does not name: z-planes, time points or channels)"
+
+
 def _planes(axis: str, n: int) -> tuple[int, str]:
     """(n, what the planes of a tifffile axis letter are), for the :class:`ImageReadWarning` message."""
-    return n, {"Z": "z-planes", "T": "time points", "C": "channels"}.get(
-        axis, "planes (TIFF pages that the file does not name: z-planes, time points or channels)")
+    return n, _PLANE_KINDS.get(axis, _UNNAMED_PLANES)
+
+
+def _tiff_planes(src: Any, name: str, page: int, max_pixels: int) -> tuple[int, str] | None:
+    """The planes of a TIFF (:func:`read_image_planes`), read again without a channel."""
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    return _read_tiff(src, name=name, page=page, channel=None, max_pixels=max_pixels)[1]
+
+
+def _pages_not_channels(name: str, channel: int | None, planes: tuple[int, str] | None) -> None:
+    """A channel asked of a file whose unnamed pages hold one channel each: its pages may be the channels, so
+    counting page 0 as it is (what a one-channel image gets) would count another stain without a word (a tester:
+    0 nuclei on a noise channel)."""
+    if planes is not None and planes[0] > 1 and planes[1] not in (_PLANE_KINDS["Z"], _PLANE_KINDS["T"]):
+        raise ParameterError(
+            f"{name}: channel {channel} was asked, but the file's {planes[0]} pages are not named (z-planes, time "
+            f"points or channels) and each holds one channel: if its pages are the channels, count page {channel} "
+            f"(count command: --plane {channel}, without --channel; Python: read_image(page={channel}); Count page: "
+            "'Plane')")
 
 
 def _page_plane(
