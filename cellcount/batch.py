@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CellcountError, ChannelError, ParameterError, PlaneError, error_text
+from .errors import CellcountError, ChannelError, ImageReadError, ParameterError, PlaneError, error_text
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
+from .io.files import microscope_file_problem
 from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, count_image, resolve_params
@@ -125,6 +126,8 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
     counted as it is (a tester's --plane 2 failed every 2-D image of a mixed folder). A channel's note says so; a
     one-plane file needs no note, since it holds no other plane to have meant (its flag buried a batch's real ones:
     a tester's plane chosen for one stack on Count flagged every 2-D image on Batch)."""
+    if isinstance(src, (bytes, bytearray, memoryview)) and (why := microscope_file_problem(name)):
+        raise ImageReadError(f"{name}: {why}")  # an upload's bytes carry no name for the reader to say it by
     notes: list[str] = []
     channel = p.channel
     for _ in range(3):  # at most: the plane dropped, then the channel

@@ -17,6 +17,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount.groundtruth import GroundTruth, load_labelled_folder
+from cellcount.io.files import microscope_file_problem
 from cellcount.params import INPUT_FIELDS
 from pages._model_ui import get_model, get_size_model, prediction_version
 from pages._ui import CACHE_TTL_S, SAMPLES_DIR, progress_callback, show_error
@@ -84,8 +85,9 @@ def read_image_cached(digest: str, _data: bytes, page: int | str | None = None) 
     "max"); when only the first of several planes was read, a warning above it says how to choose."""
     image, note, planes = _read_cached(digest, page, _data)
     if note:
-        st.warning(f"This file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a plane "
-                   "or their maximum projection under **Plane**.", icon="⚠️")
+        choose = "a time point" if planes[1] == "time points" else "a plane or their maximum projection"
+        st.warning(f"This file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose {choose} "
+                   "under **Plane**.", icon="⚠️")
     return image
 
 
@@ -130,6 +132,8 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
     Returns the source to count (its digest names the plane, so every cache keyed by it tells planes apart)
     and the ``page`` to read. Files with one plane: the source as it is and None.
     """
+    if why := microscope_file_problem(source.name):  # accepted by the uploader so that it is said, not dropped
+        raise cc.ImageReadError(f"{source.name}: {why}")
     planes = _read_cached(source.digest, None, source.data)[2]
     if not planes:
         return source, None

@@ -56,6 +56,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     ENTRY_FLAG,
     GOTO_KEY,
     IMAGE_TYPES,
+    MICROSCOPE_TYPES,
     PERSIST,
     csv_bytes,
     dataframe,

@@ -12,9 +12,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from cellcount.io.files import MICROSCOPE_EXTENSIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "data" / "samples"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
+MICROSCOPE_TYPES = sorted(e.lstrip(".") for e in MICROSCOPE_EXTENSIONS)
+"""Accepted by the image uploaders only to be refused by name with what to do (export as TIFF): a browser
+turned them away with "files are not allowed", and Batch's table never listed them (a tester)."""
 CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
 

@@ -349,7 +349,7 @@ with left:
 with right:
     returning = sh.uploaders_empty(f"{P}_files")
     up = st.file_uploader(
-        "Images or zip files", type=[*sh.IMAGE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files"
+        "Images or zip files", type=[*sh.IMAGE_TYPES, *sh.MICROSCOPE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files"
     )
     kept = sh.kept_uploads(f"{P}_uploads", [list(up or [])], returning=returning,
                            note=lambda k: f"Showing the {len(k[0])} file(s) you uploaded earlier; upload again to "

@@ -36,7 +36,7 @@ def pick_source() -> sh.Source | None:
     returning = sh.uploaders_empty(f"{P}_upload")
     up = st.file_uploader(
         "Upload an image",
-        type=sh.IMAGE_TYPES,
+        type=[*sh.IMAGE_TYPES, *sh.MICROSCOPE_TYPES],
         key=f"{P}_upload",
         help="PNG, JPEG, BMP or TIFF; 8/16-bit, grayscale, RGB or multichannel (choose the channel below). "
         "Replacing or removing the image never changes the settings.",

@@ -319,3 +319,16 @@ def test_a_plane_for_stacks_counts_a_one_plane_file_as_it_is(classical):
     assert df.loc[1, "check"] == alone["check"], "flagged as the same file counted without a plane"
     both = counts_frame(count_many(files[1:2], classical, {"channel": 1}, page=2)).iloc[0]
     assert both["count"] == 1 and "only one channel" in both["check_reasons"]
+
+
+def test_a_microscope_file_uploaded_is_a_row_that_says_export_it(png_bytes, classical, tmp_path):
+    """A .czi dropped on Batch was turned away by the browser and never listed (a tester); accepted now, it is an
+    error row saying what to do, as a folder walk and a zip say it, and read_image names it too."""
+    import cellcount as cc
+
+    rows = list(count_many([("scan.czi", b"ZISRAWFILE\x00" + bytes(40)), ("good.png", png_bytes)], classical))
+    assert [r.status for r in rows] == ["error", "ok"]
+    assert rows[0].reason.startswith("scan.czi: a microscope file (extension .czi)") and "export it as TIFF" in rows[0].reason
+    (tmp_path / "scan.nd2").write_bytes(bytes(64))
+    with pytest.raises(cc.ImageReadError, match=r"scan.nd2: a microscope file \(extension .nd2\).*export it as TIFF"):
+        cc.read_image(tmp_path / "scan.nd2")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cellcount.errors import ImageReadError
 
-from .files import IMAGE_EXTENSIONS, MICROSCOPE_EXTENSIONS
+from .files import IMAGE_EXTENSIONS, microscope_file_problem
 
 DEFAULT_ZIP_MAX_FILES = 5000
 DEFAULT_ZIP_MAX_BYTES = 2 << 30  # total uncompressed bytes accepted from one zip
@@ -72,8 +72,8 @@ def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_by
             continue  # macOS metadata, not user files
         base = posixpath.basename(safe)
         suffix = Path(base).suffix.lower()
-        if suffix in MICROSCOPE_EXTENSIONS:  # the images the user meant, in a format not read: a problem, not a readme
-            yield info, safe, f"a microscope file (extension {suffix}) this program cannot read: export it as TIFF"
+        if why := microscope_file_problem(base):  # the images the user meant, in a format not read: not a readme
+            yield info, safe, why
             continue
         if suffix not in wanted:
             yield info, safe, f"{NOT_WANTED}{kind} (extension {Path(base).suffix or 'none'}): skipped"

@@ -20,6 +20,16 @@ MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".lof", ".vsi", ".oib
 """Microscope vendors' formats that :func:`list_image_files` cannot count: a folder walk reports each one as
 skipped (export it as TIFF), so a folder of raw files does not give a table that silently lacks them."""
 
+
+def microscope_file_problem(name: str) -> str | None:
+    """Why a file named ``name`` is not counted, where its extension is a microscope vendor's format
+    (:data:`MICROSCOPE_EXTENSIONS`), else None: the one message of folder walks, zips, uploads and ``read_image``."""
+    suffix = os.path.splitext(str(name))[1].lower()
+    if suffix not in MICROSCOPE_EXTENSIONS:
+        return None
+    return (f"a microscope file (extension {suffix}) this program cannot read: export it as TIFF (Fiji: open it "
+            "with Bio-Formats, then File > Save As > Tiff)")
+
 GROUND_TRUTH_SUFFIXES = ("_labels", "_label", "_cp_masks", "_masks", "_mask", "_gt", "_dots", "_points")
 """Stem suffixes that mark a ground-truth file (``img01_labels.tif``; ``img01_cp_masks.png``: Cellpose's label
 images), in order of preference."""
@@ -118,8 +128,8 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
                 on_skip(path, broken)
             elif _is_image_file(path) and path.is_file():
                 yield path
-            elif path.suffix.lower() in MICROSCOPE_EXTENSIONS:
-                on_skip(path, f"{path.suffix} is a microscope format this reader does not take; export it as TIFF")
+            elif why := microscope_file_problem(path.name):
+                on_skip(path, why)
 
 
 def list_image_files(

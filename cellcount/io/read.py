@@ -27,6 +27,7 @@ from cellcount.errors import (
     ParameterError,
     PlaneError,
 )
+from cellcount.io.files import microscope_file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _open_source(source: ImageSource, max_bytes: int) -> tuple[str, str | io.Byt
         size = f"{len(data):,}" if isinstance(source, (bytes, bytearray, memoryview)) else f"more than {max_bytes:,}"
         raise ImageTooLargeError(f"{name}: data is {size} bytes, above the cap of {max_bytes:,} bytes (max_bytes)")
     if not data:
-        raise ImageReadError(f"{name}: image data is empty (0 bytes)")
+        raise ImageReadError(f"{name}: file is empty (0 bytes)")
     return name, io.BytesIO(data), data[:32]
 
 
@@ -271,7 +272,7 @@ def read_image_planes(
     except MemoryError as err:
         raise ImageTooLargeError(f"{name}: not enough memory to decode the image") from err
     except UnidentifiedImageError as err:
-        raise ImageReadError(f"{name}: not an image in a format we can read ({_describe_head(head)})") from err
+        raise ImageReadError(_unreadable(name, head)) from err
     except _DECODE_ERRORS as err:
         # the decoder's own words (kept: they help a bug report) say little to a user; the likely cause first
         said = str(err)
@@ -318,6 +319,14 @@ def _channel_index(name: str, channel: int, n_channels: int) -> int:
         raise ChannelError(f"channel {channel} is out of range: {name} has {n_channels} channel(s), valid: {valid}",
                            n_channels)
     return int(channel)
+
+
+def _unreadable(name: str, head: bytes) -> str:
+    """Why ``name`` is no image this program reads: a microscope vendor's format said as such (as a folder walk
+    and a zip say it), anything else by its first bytes."""
+    if why := microscope_file_problem(name):
+        return f"{name}: {why}"
+    return f"{name}: not an image in a format we can read ({_describe_head(head)})"
 
 
 def _describe_head(head: bytes) -> str:
@@ -706,7 +715,7 @@ def image_shape(source: str | os.PathLike) -> tuple[int, int]:
     except Image.DecompressionBombError as err:
         raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb: {err}") from err
     except UnidentifiedImageError as err:  # as read_image says it: Pillow's own words name a memory address or path
-        raise ImageReadError(f"{name}: not an image in a format we can read ({_describe_head(head)})") from err
+        raise ImageReadError(_unreadable(name, head)) from err
     except _DECODE_ERRORS as err:
         if isinstance(err, FileNotFoundError):
             raise
