@@ -301,6 +301,10 @@ def test_fiji_cell_counter_markers_are_points_of_every_type(tmp_path: Path) -> N
     [(image, truth)] = load_labelled_folder(tmp_path)
     assert image.name == "a.png" and truth.count == 3 and truth.source.endswith("CellCounter_a.xml")
     assert read_ground_truth(tmp_path / "CellCounter_a.xml", expected_shape=(64, 64)).count == 3
+    # named after the image's title with its extension, as Cell Counter does for a title that keeps it (a tester)
+    (tmp_path / "CellCounter_a.xml").rename(tmp_path / "CellCounter_a.png.xml")
+    [(image, truth)] = load_labelled_folder(tmp_path)
+    assert image.name == "a.png" and truth.count == 3
     with pytest.raises(GroundTruthError, match="outside"):
         read_ground_truth(tmp_path / "CellCounter_a.xml", expected_shape=(30, 30))
 

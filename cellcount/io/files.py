@@ -264,7 +264,10 @@ def cell_counter_stem(path: str | os.PathLike) -> str | None:
     None: the only XML read as ground truth (a microscope's ``MetaData/<image>.xml`` beside an image is not)."""
     p = Path(os.fspath(path).replace("\\", "/"))
     if p.suffix.lower() == ".xml" and p.stem.lower().startswith(CELLCOUNTER_PREFIX) and len(p.stem) > len(CELLCOUNTER_PREFIX):
-        return p.stem[len(CELLCOUNTER_PREFIX):]
+        stem = p.stem[len(CELLCOUNTER_PREFIX):]
+        # Cell Counter names the file after the image's title, which keeps its extension unless Fiji dropped it
+        inner = Path(stem)
+        return inner.stem if inner.suffix.lower() in IMAGE_EXTENSIONS and inner.stem else stem
     return None
 
 
