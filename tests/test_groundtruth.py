@@ -306,7 +306,7 @@ def test_fiji_cell_counter_markers_are_points_of_every_type(tmp_path: Path) -> N
     [(image, truth)] = load_labelled_folder(tmp_path)
     assert image.name == "a.png" and truth.count == 3
     with pytest.raises(GroundTruthError, match="outside"):
-        read_ground_truth(tmp_path / "CellCounter_a.xml", expected_shape=(30, 30))
+        read_ground_truth(tmp_path / "CellCounter_a.png.xml", expected_shape=(30, 30))
 
 
 def test_a_microscopes_metadata_xml_is_not_ground_truth(tmp_path: Path) -> None:
