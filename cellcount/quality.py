@@ -324,6 +324,10 @@ NEAR_LIMIT = 0.95
 1 / 1.1 of the range margin: an image like the furthest calibration image (0.91 of a range limit) is not near."""
 
 
+SIZE_LIMIT_REASON = ("the nucleus size is beyond what resizing can correct (a resize past 0.25-4x, or an image too "
+                     "large to enlarge as far as its nuclei need)")
+
+
 def judge(signals: dict[str, float], rule: QualityRule, *,
           counts: tuple[str, float, float] | None = None) -> Quality:
     """Apply ``rule`` to ``signals``. ``counts``: (comparison, count, second count) behind
@@ -351,7 +355,7 @@ def judge(signals: dict[str, float], rule: QualityRule, *,
             if min(r) >= 1.0 and not fired & set(values):  # said already where one of them is past its own limit
                 reasons.append(text)
     if rule.flag_size_at_limit and signals.get("size_at_limit", 0.0) >= 1.0:
-        reasons.append("the nucleus size is beyond what resizing can correct")
+        reasons.append(SIZE_LIMIT_REASON)
         ratios.append(1.0)
     if rule.always:
         reasons.append(rule.always)

@@ -444,10 +444,10 @@ def test_several_reasons_to_check_are_listed_one_per_line():
     script = f"""
 import sys, types
 sys.path.insert(0, {str(ROOT)!r})
-from cellcount.quality import Quality
+from cellcount.quality import SIZE_LIMIT_REASON, Quality
 from pages._quality import quality_badge
 for reasons in (("low contrast between nuclei and background (0.00)",),
-                ("low contrast between nuclei and background (0.00)", "the nucleus size is beyond what resizing can correct")):
+                ("low contrast between nuclei and background (0.00)", SIZE_LIMIT_REASON)):
     q = Quality(flag=True, score=2.0, reasons=reasons, signals={{}})
     quality_badge(types.SimpleNamespace(quality=q, output_kind="mask", count=3, model_name="unet-mask"))
 """
@@ -457,7 +457,8 @@ for reasons in (("low contrast between nuclei and background (0.00)",),
     assert one == ("This count may be wrong: low contrast between nuclei and background (0.00). Look at the "
                    "outlines before using it.")
     assert two == ("This count may be wrong:\n- low contrast between nuclei and background (0.00)\n- the nucleus "
-                   "size is beyond what resizing can correct\n\nLook at the outlines before using it.")
+                   "size is beyond what resizing can correct (a resize past 0.25-4x, or an image too large to "
+                   "enlarge as far as its nuclei need)\n\nLook at the outlines before using it.")
 
 
 def test_no_warning_sign_says_how_often_the_flag_caught_large_errors():
