@@ -120,8 +120,9 @@ def _folder(name: str) -> tuple[str, ...]:
 def _gt_bases(name: str) -> list[tuple[str, int]]:
     """(image stem this ground truth may belong to, preference rank); lower ranks win."""
     stem = PurePosixPath(name).stem
-    if name.lower().endswith(GEOJSON_EXTENSIONS) and PurePosixPath(stem).suffix.lower() in IMAGE_EXTENSIONS:
-        return [(PurePosixPath(stem).stem, _SAME_STEM_RANK), (stem, _SAME_STEM_RANK)]  # img01.tif.geojson
+    if (name.lower().endswith((*GEOJSON_EXTENSIONS, *TABLE_EXTENSIONS))
+            and PurePosixPath(stem).suffix.lower() in IMAGE_EXTENSIONS):  # img01.tif.geojson, img01.tif.csv
+        return [(PurePosixPath(stem).stem, _SAME_STEM_RANK), (stem, _SAME_STEM_RANK)]
     if (image_stem := cell_counter_stem(name)) is not None:  # Fiji's CellCounter_<image>.xml
         return [(image_stem, GROUND_TRUTH_SUFFIXES.index("_points")), (stem, _SAME_STEM_RANK)]
     if (image_stem := imagej_roi_stem(name)) is not None:  # ImageJ's img01.roi, img01_RoiSet.zip, RoiSet_img01.zip

@@ -1213,3 +1213,29 @@ def test_a_counts_table_with_stage_positions_in_microns_is_still_counts(tmp_path
     _save_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
     (tmp_path / "counts.csv").write_text("image,count,stage x um,stage y um\na.png,7,1200.5,300.25\n")
     assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"a.png": 7}
+
+
+def test_an_unreadable_roi_set_is_named_not_passed_over(tmp_path: Path) -> None:
+    """A corrupt a_RoiSet.zip left its image 'without ground truth' and was never named (a tester): a zip whose
+    name says RoiSet is the image's ground truth, and its image is reported with the reason."""
+    for name in ("a", "b"):
+        _save_png(tmp_path / f"{name}.png", np.zeros((16, 16), np.uint8))
+    (tmp_path / "a_RoiSet.zip").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "b_points.csv").write_text("x,y\n3,4\n")
+    said = []
+    got = load_labelled_folder(tmp_path, on_error=lambda image, why: said.append((image.name, why)))
+    assert [image.name for image, _ in got] == ["b.png"]
+    assert said and said[0][0] == "a.png" and "a_RoiSet.zip: not a readable zip of ImageJ ROIs" in said[0][1]
+
+
+def test_point_tables_named_after_the_images_full_name_pair_and_strays_are_named(tmp_path: Path, caplog) -> None:
+    """a.png.csv (a macro's getTitle() keeps the extension) is a.png's points, as a.png.geojson is; a table of
+    points named like no image is said, as an unmatched label image is (a tester's Results_b.csv passed unsaid)."""
+    for name in ("a", "b"):
+        _save_png(tmp_path / f"{name}.png", np.zeros((16, 16), np.uint8))
+    (tmp_path / "a.png.csv").write_text("x,y\n3,4\n5,6\n")
+    (tmp_path / "Results_b.csv").write_text(" ,X,Y\n1,3,4\n")
+    with caplog.at_level(logging.WARNING):
+        got = {image.name: gt.count for image, gt in load_labelled_folder(tmp_path, on_error=lambda i, w: None)}
+    assert got == {"a.png": 2}
+    assert "1 ground-truth file(s) match no image: Results_b.csv" in caplog.text

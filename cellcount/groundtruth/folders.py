@@ -21,6 +21,7 @@ from cellcount.io import (
     cell_counter_stem,
     ground_truth_suffix,
     image_shape,
+    imagej_roi_stem,
     list_image_files,
     role_word_ground_truth,
     split_ground_truth_files,
@@ -185,7 +186,10 @@ def load_labelled_folder(
     cell_counter = [p for p in tables if cell_counter_stem(p)]  # not a microscope's MetaData/<image>.xml
     outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
     # ImageJ's ROIs: a .roi, or a zip holding only .roi files (a zip of images is not ground truth)
-    outlines += [p for p in tables if p.suffix.lower() == ".roi" or (p.suffix.lower() == ".zip" and is_roi_set(p))]
+    # (one whose name says RoiSet is one even when it cannot be read: its image is then reported with the reason,
+    # not passed over as having no ground truth)
+    outlines += [p for p in tables if p.suffix.lower() == ".roi"
+                 or (p.suffix.lower() == ".zip" and (is_roi_set(p) or imagej_roi_stem(p) not in (None, p.stem)))]
     image_stems = {(p.parent, p.stem) for p in files}
     # point tables: named as ground truth (a_points.csv, dots/a.csv, labels/a.csv with coordinate columns), or
     # named like an image beside it (a.csv)
@@ -193,7 +197,7 @@ def load_labelled_folder(
     # a table named as ground truth is an image's points, unless it is a counts table of its own (counts_gt.csv
     # beside no image "counts": its name read as that image's, and every count it held was unused)
     point_tables = [p for p in csv_files if (ground_truth_suffix(p) is not None and not _is_counts_table(p, stems))
-                    or ((p.parent.name.lower() in DOT_DIRS or (p.parent, p.stem) in image_stems
+                    or ((p.parent.name.lower() in DOT_DIRS or (p.parent, _gt_base(p)[0]) in image_stems
                          or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
     placed = _in_its_folder(root, files)
     shared, shared_tables = _shared_point_tables(csv_files, files, root, on_error, placed)
@@ -300,7 +304,9 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    _skip_warning(root, missing, sorted(set(gt_files) - set(matches.values())), paired=matches)
+    # tables of points named like no image are said too, as unmatched label images are (a tester's Results_a.csv)
+    stray_points = [p for p in other_tables if _is_point_table(p)]
+    _skip_warning(root, missing, sorted({*gt_files, *stray_points} - set(matches.values())), paired=matches)
     found, ambiguous = match_names(counts_where, relative, anchored)
     _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
     return _one_per_image_file(out, on_error)

@@ -57,8 +57,9 @@ def _gt_base(path: Path) -> tuple[str, int]:
     """(image stem this ground truth belongs to, preference rank of its suffix)."""
     if (stem := cell_counter_stem(path)) is not None:
         return stem, GROUND_TRUTH_SUFFIXES.index("_points")
-    if path.suffix.lower() in GEOJSON_EXTENSIONS and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS:
-        return Path(path.stem).stem, len(GROUND_TRUTH_SUFFIXES)  # img01.tif.geojson: a QuPath script's name
+    if (path.suffix.lower() in (*GEOJSON_EXTENSIONS, *TABLE_EXTENSIONS)
+            and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS):  # img01.tif.geojson: a QuPath script's name
+        return Path(path.stem).stem, len(GROUND_TRUTH_SUFFIXES)
     if (stem := imagej_roi_stem(path)) is not None:  # img01.roi, img01_RoiSet.zip, RoiSet_img01.zip
         return stem, len(GROUND_TRUTH_SUFFIXES)
     suffix = ground_truth_suffix(path)
