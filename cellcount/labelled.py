@@ -26,6 +26,7 @@ from .groundtruth import (
     CalibratedPointsWarning,
     DuplicatePointsWarning,
     GroundTruth,
+    IgnoredClassWarning,
     NoCoordinateColumns,
     PredictedLabelsWarning,
     WrappedLabelsWarning,
@@ -303,7 +304,8 @@ def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
     return gt
 
 
-_SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning, CalibratedPointsWarning)
+_SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning, CalibratedPointsWarning,
+                     IgnoredClassWarning)
 """Warnings about one image's ground truth that become the upload's notes (shown on the page)."""
 
 

@@ -1239,3 +1239,19 @@ def test_point_tables_named_after_the_images_full_name_pair_and_strays_are_named
         got = {image.name: gt.count for image, gt in load_labelled_folder(tmp_path, on_error=lambda i, w: None)}
     assert got == {"a.png": 2}
     assert "1 ground-truth file(s) match no image: Results_b.csv" in caplog.text
+
+
+def test_qupath_objects_of_its_ignore_class_are_left_out_saying_so() -> None:
+    """QuPath's Ignore* class marks what is not to be counted: its detections were counted (a tester)."""
+    import json
+
+    from cellcount.groundtruth import IgnoredClassWarning, read_geojson
+
+    def det(x, cls=None):
+        props = {"objectType": "detection", **({"classification": {"name": cls}} if cls else {})}
+        return {"type": "Feature", "properties": props, "geometry": {"type": "Polygon", "coordinates": [_square(x, 2, 4)]}}
+
+    data = json.dumps({"type": "FeatureCollection", "features": [det(2), det(10, "Tumor"), det(18, "Ignore*")]})
+    with pytest.warns(IgnoredClassWarning, match=r"1 object\(s\) of QuPath's class Ignore\* left out"):
+        gt = read_geojson(data.encode(), expected_shape=(16, 32))
+    assert gt.count == 2

@@ -19,6 +19,7 @@ from .exported import (
     MAX_ROIS,
     MAX_XML_BYTES,
     QUPATH_OBJECTS,
+    IgnoredClassWarning,
     is_roi_set,
     read_cellcounter_xml,
     read_geojson,
@@ -56,6 +57,7 @@ from .truth import (
 )
 
 __all__ = [
+    "IgnoredClassWarning",
     "CalibratedPointsWarning",
     "check_points_fit",
     "BinaryMaskWarning",

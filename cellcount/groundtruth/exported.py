@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,6 +66,18 @@ the detection ran in), tiles and TMA cores are left out."""
 MAX_GEOJSON_BYTES = 256 * 1024 * 1024
 
 
+class IgnoredClassWarning(UserWarning):
+    """Objects of QuPath's ``Ignore*`` class (its class for what is not to be counted) were left out."""
+
+
+def _ignored(feature: dict) -> bool:
+    """Whether a QuPath object is of its ``Ignore*`` class (``properties.classification.name``, or a bare name)."""
+    props = feature.get("properties")
+    cls = props.get("classification") if isinstance(props, dict) else None
+    name = cls.get("name") if isinstance(cls, dict) else cls
+    return isinstance(name, str) and name.strip().lower().startswith("ignore")
+
+
 def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
     """Objects exported as GeoJSON (QuPath's "Export objects as GeoJSON", napari, others), in image pixels.
 
@@ -96,6 +109,10 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
     types = {_qupath_type(f) for f in features}
     if types & QUPATH_OBJECTS:  # QuPath's export holds its regions too (an annotation around the detected cells)
         features = [f for f in features if _qupath_type(f) in (*QUPATH_OBJECTS, "")]
+    if n_ignored := sum(map(_ignored, features)):
+        features = [f for f in features if not _ignored(f)]
+        warnings.warn(f"{name}: {n_ignored} object(s) of QuPath's class Ignore* left out (its class for what is not "
+                      "to be counted)", IgnoredClassWarning, stacklevel=2)
     polygons: list[list[list[np.ndarray]]] = []  # objects -> parts -> rings (x, y)
     points: list[tuple[float, float]] = []
     try:

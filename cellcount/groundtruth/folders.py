@@ -279,6 +279,8 @@ def load_labelled_folder(
                 if on_error is None:
                     raise
                 on_error(image, str(err))
+    # tables of points named like no image are said too, as unmatched label images are (a tester's Results_a.csv)
+    stray_points = [p for p in other_tables if _is_point_table(p)]
     if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
         shown = "; ".join(reported[:3]) + (f"; and {len(reported) - 3} more" if len(reported) > 3 else "")
         raise GroundTruthError(f"{root}: no image with usable ground truth: {shown}")
@@ -293,10 +295,15 @@ def load_labelled_folder(
                      f"{' ...' if len(lookalikes) > 3 else ''} (name each like its image with a suffix, "
                      "001cell_dots.png for 001cell.png, or put them in a dots/ or labels/ folder under their images' "
                      "names)")
-        for table, header in list(other_tables.items())[:3]:
+        for table in stray_points[:3]:  # Fiji's Results.csv: points, named like no image
+            example = images[0].stem if len(images) == 1 else "img01"
+            hint += (f"; {table.name} holds points but is named like no image: name it like its image "
+                     f"({example}.csv or {example}_points.csv)")
+        others = {t: h for t, h in other_tables.items() if t not in stray_points}
+        for table, header in list(others.items())[:3]:
             shown = ", ".join(map(repr, header[:8])) + (" ..." if len(header) > 8 else "")
             hint += f"; {table.name} has columns {shown or 'none'}"
-        if other_tables:
+        if others:
             hint += (f": a counts table needs a file-name column ({', '.join(_FILENAME_COLUMNS)}) and a count "
                      f"column ({', '.join(_COUNT_COLUMNS)})")
         raise GroundTruthError(
@@ -304,8 +311,6 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    # tables of points named like no image are said too, as unmatched label images are (a tester's Results_a.csv)
-    stray_points = [p for p in other_tables if _is_point_table(p)]
     _skip_warning(root, missing, sorted({*gt_files, *stray_points} - set(matches.values())), paired=matches)
     found, ambiguous = match_names(counts_where, relative, anchored)
     _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
