@@ -20,6 +20,8 @@ from .errors import CellcountError, ChannelError, ImageReadError, ParameterError
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
 from .io.files import microscope_file_problem
+from .io.metadata import read_metadata
+from .measure import MICRON_COLUMNS
 from .models import size_model_for
 from .models.base import CountModel
 from .pipeline import CountParams, CountResult, count_image, resolve_params
@@ -121,7 +123,8 @@ def labelled_uploads(
 
 def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
                     max_pixels: int) -> tuple[Any, str | None, CountParams]:
-    """The image of one batch item (only ``p.channel`` decoded), its note, and the params to count it with. A
+    """The image of one batch item (only ``p.channel`` decoded), its note, and the params to count it with (with the
+    pixel size the file states where none was given: µm columns in its object table). A
     plane or channel chosen for the stacks or composites of a folder does not fail a file with only one: it is
     counted as it is (a tester's --plane 2 failed every 2-D image of a mixed folder). A channel's note says so; a
     one-plane file needs no note, since it holds no other plane to have meant (its flag buried a batch's real ones:
@@ -146,7 +149,10 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
         if note:
             notes.append(note)
         # a channel selected while reading is counted as the (H, W) plane it gave
-        return image, "; ".join(notes) or None, p.replace(channel=None) if channel is not None else p
+        image_params = p.replace(channel=None) if channel is not None else p
+        if p.pixel_size_um is None and (size := read_metadata(src).pixel_size_um):  # the file's calibration
+            image_params = image_params.replace(pixel_size_um=size)
+        return image, "; ".join(notes) or None, image_params
     raise AssertionError("unreachable")
 
 
@@ -193,7 +199,8 @@ def count_many(
         try:
             image, note, image_params = _read_for_count(src, name, p, page, max_pixels)
             result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
-            result.params = p
+            # the batch's settings, with the pixel size the file stated where none was given
+            result.params = p.replace(pixel_size_um=image_params.pixel_size_um)
             if note:  # one plane of a z-stack: the count is flagged with the reason
                 result.quality = with_note(result.quality, note.replace("<bytes>", name))
             if not keep_maps:
@@ -249,7 +256,11 @@ def item_objects(item: BatchItem) -> pd.DataFrame:
     if item.result is None:
         return pd.DataFrame(columns=["file", "label"])
     df = item.result.objects.assign(file=item.name)
-    return df[["file", *[c for c in df.columns if c != "file"]]]
+    columns = ["file", *[c for c in df.columns if c != "file"]]
+    if "centroid_row_um" not in df:  # one set of columns whichever files state a pixel size (the file's own, or
+        # none): a CSV stream's header is its first image's, and drops what later images add
+        columns += MICRON_COLUMNS if "area_px" in df else MICRON_COLUMNS[2:]
+    return df.reindex(columns=columns)
 
 
 def objects_frame(items: Iterable[BatchItem]) -> pd.DataFrame:

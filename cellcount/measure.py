@@ -9,6 +9,8 @@ OBJECT_COLUMNS = [
     "label", "area_px", "centroid_row", "centroid_col", "equivalent_diameter_px",
     "mean_intensity", "max_intensity", "bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1",
 ]
+MICRON_COLUMNS = ["area_um2", "equivalent_diameter_um", "centroid_row_um", "centroid_col_um"]
+"""Added by :func:`object_table` with a pixel size."""
 
 
 BOX_COLUMNS = ["bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1"]
@@ -38,9 +40,7 @@ def object_table(
         raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um}")
     n = int(labels.max()) if labels.size else 0
     if n == 0:
-        cols = OBJECT_COLUMNS + (
-            ["area_um2", "equivalent_diameter_um", "centroid_row_um", "centroid_col_um"] if pixel_size_um else []
-        )
+        cols = OBJECT_COLUMNS + (MICRON_COLUMNS if pixel_size_um else [])
         return pd.DataFrame(columns=cols)
     # Work on foreground pixels only (typically a fifth of the image): areas, centroids and intensity
     # sums by bincount; maxima and bounding boxes by unbuffered ufunc.at (fast since numpy 2.0: about 7x

@@ -192,15 +192,29 @@ def predict_cached(
         bar.empty()
 
 
-def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
+def for_image(params: cc.CountParams, image: np.ndarray, pixel_size_um: float | None = None) -> cc.CountParams:
     """``params`` as they apply to ``image``: a channel chosen for other images means nothing for one without that
     channel, whose control shows "all channels" (a tester's 2-channel file failed "channel 2 is out of range" with
     no control left to change it). A one-channel image keeps it: counted as it is, its flag says so, as in Batch
-    and the CLI (:func:`cellcount.params.channel_for_image`)."""
+    and the CLI (:func:`cellcount.params.channel_for_image`). ``pixel_size_um``: the file's own, used where the
+    settings give none, as Batch and the CLI use it."""
     n_channels = 1 if image.ndim == 2 else image.shape[2]
     if params.channel is not None and n_channels > 1 and params.channel >= n_channels:
-        return params.replace(channel=None)  # the channel control shows "all channels" for it too
+        params = params.replace(channel=None)  # the channel control shows "all channels" for it too
+    if params.pixel_size_um is None and pixel_size_um:
+        params = params.replace(pixel_size_um=pixel_size_um)
     return params
+
+
+@st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)
+def _metadata_cached(digest: str, n_channels: int, _data: bytes) -> cc.io.ImageMetadata:
+    return cc.io.read_metadata(_data, n_channels=n_channels)
+
+
+def file_metadata(source: Source, image: np.ndarray) -> cc.io.ImageMetadata:
+    """What ``source``'s file says of itself (channel names, pixel size) for the decoded ``image``."""
+    n_channels = 1 if image.ndim == 2 else int(image.shape[2])
+    return _metadata_cached(source.digest.split(":")[0], n_channels, source.data)
 
 
 def prediction_key(source: Source, model_name: str, params: cc.CountParams) -> str:
@@ -322,6 +336,8 @@ def image_caption(source: Source, image: np.ndarray, page: int | str | None = No
         text += " · maximum projection of its planes" if page == "max" else f" · plane {page}"
     if source.truth is not None:
         text += f" · ground truth {source.truth} cells"
+    if size := file_metadata(source, image).pixel_size_um:
+        text += f" · {size:g} µm per pixel (the file's; the Pixel size setting replaces it)"
     return text
 
 

@@ -15,6 +15,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     backend_ui,
     digest_of,
     evaluate_cached,
+    file_metadata,
     for_image,
     image_caption,
     image_note,

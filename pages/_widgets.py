@@ -7,6 +7,7 @@ Widget keys are ``<prefix>_<CountParams field>`` (``count_threshold``, ``batch_m
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -173,15 +174,16 @@ def _choice(c: Any, prefix: str, model: Any, name: str, options: list | None = N
 
 
 def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None = None, *,
-             container: Any = None) -> dict[str, Any]:
+             container: Any = None, channel_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Channel (multichannel images), invert, test-time flips and percentile widgets; these change the model
-    input."""
+    input. ``channel_names``: the image's channels as its file names them (DAPI, GFP; red, green, blue for an RGB
+    picture: :func:`cellcount.io.metadata.read_metadata`), shown beside their numbers."""
     c = container or st
     n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
     out: dict[str, Any] = {}
     if image is None or n_channels > 1:
         options = [ALL_CHANNELS, *range(n_channels if image is not None else 4)]
-        names = ["red", "green", "blue"] if n_channels == 3 else []
+        names = list(channel_names or [])  # never guessed: an unnamed 3-channel TIFF's DAPI is not "green"
 
         def fmt(v: int) -> str:
             if v == ALL_CHANNELS:

@@ -339,7 +339,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
     if source is not None and image is not None:
         try:
             # the widgets write the store in their callbacks, before this run: these are the settings drawn below
-            params = sh.for_image(settings.params(model), image)
+            params = sh.for_image(settings.params(model), image, sh.file_metadata(source, image).pixel_size_um)
             pred = sh.predict_source(source, image, model_name, params)
             pred_key = sh.prediction_key(source, model_name, params)  # the caches built on this prediction
             # counted before anything is drawn: the sliders re-sent first kept the browser busy on the second
@@ -401,5 +401,5 @@ if source is not None:
                        "counted here as if it were a microscopy image. Upload the image itself; annotations go to "
                        "Evaluate or Train.", icon=":material/label:")
 with top[2]:
-    sh.input_ui(P, model, image)
+    sh.input_ui(P, model, image, channel_names=None if image is None else sh.file_metadata(source, image).channel_names)
 results_panel(source, image, model_name, note, page)

@@ -332,3 +332,29 @@ def test_a_microscope_file_uploaded_is_a_row_that_says_export_it(png_bytes, clas
     (tmp_path / "scan.nd2").write_bytes(bytes(64))
     with pytest.raises(cc.ImageReadError, match=r"scan.nd2: a microscope file \(extension .nd2\).*export it as TIFF"):
         cc.read_image(tmp_path / "scan.nd2")
+
+
+def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_them(tmp_path):
+    """A calibrated OME-TIFF's objects got no µm columns unless --pixel-size-um was given (a tester); now its own
+    pixel size is used where none is given, recorded in its row's settings, and every object table of a batch has
+    the same columns (a CSV stream's header is its first image's)."""
+    import json
+
+    import tifffile
+
+    from cellcount.batch import item_objects
+
+    img = np.zeros((64, 64), np.uint8)
+    for r, c in ((16, 16), (16, 48), (48, 32)):
+        img[r - 5:r + 5, c - 5:c + 5] = 200
+    tifffile.imwrite(tmp_path / "cal.ome.tif", img, ome=True, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeXUnit": "µm"})
+    tifffile.imwrite(tmp_path / "plain.tif", img)
+    model = load_model(CLASSICAL_NAME)
+    items = {it.name: it for it in count_many([(p.name, p) for p in sorted(tmp_path.glob("*.tif"))], model)}
+    cal, plain = item_objects(items["cal.ome.tif"]), item_objects(items["plain.tif"])
+    assert list(cal.columns) == list(plain.columns) and "area_um2" in cal.columns
+    assert (cal["area_um2"] == cal["area_px"] * 0.25).all() and plain["area_um2"].isna().all()
+    assert items["cal.ome.tif"].result.params.pixel_size_um == 0.5
+    assert json.loads(counts_frame([items["cal.ome.tif"]])["settings"][0])["pixel_size_um"] == 0.5
+    given = list(count_many([("cal.ome.tif", tmp_path / "cal.ome.tif")], model, {"pixel_size_um": 2.0}))[0]
+    assert given.result.params.pixel_size_um == 2.0, "a pixel size the user gives wins"

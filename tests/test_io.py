@@ -747,3 +747,26 @@ def test_long_file_names_are_shortened_for_display_only():
     long = "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552.png"
     assert short_name(long) == "00071198d059….png"
     assert short_name("img01.tif") == "img01.tif" and short_name("a" * 30) == "a" * 12 + "…"
+
+
+def test_a_files_channel_names_and_pixel_size_are_read_from_its_metadata() -> None:
+    """OME-XML's channel names and PhysicalSizeX, ImageJ's slice labels and calibration; RGB pictures' channels
+    are red, green, blue; an unnamed multichannel TIFF's are not guessed (its DAPI was called "green": a tester)."""
+    from cellcount.io import read_metadata
+
+    stack = np.zeros((3, 8, 8), np.uint16)
+    ome = _tiff_bytes(stack, ome=True, metadata={"axes": "CYX", "Channel": {"Name": ["Cy5", "DAPI", "GFP"]},
+                                                  "PhysicalSizeX": 0.325, "PhysicalSizeXUnit": "µm"})
+    meta = read_metadata(ome, n_channels=3)
+    assert meta.channel_names == ("Cy5", "DAPI", "GFP") and meta.pixel_size_um == pytest.approx(0.325)
+    ij = _tiff_bytes(stack, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"axes": "CYX", "unit": "um", "Labels": ["a", "b", "c"]})
+    meta = read_metadata(ij, n_channels=3)
+    assert meta.channel_names == ("a", "b", "c") and meta.pixel_size_um == pytest.approx(0.5)
+    plain = _tiff_bytes(stack, photometric="minisblack", metadata={"axes": "CYX"})
+    assert read_metadata(plain, n_channels=3) == read_metadata(b"not an image")
+    assert read_metadata(plain, n_channels=3).channel_names is None
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, "PNG")
+    assert read_metadata(png.getvalue(), n_channels=3).channel_names == ("red", "green", "blue")
+    assert read_metadata(ome, n_channels=2).channel_names is None, "names of another count are not the channels'"

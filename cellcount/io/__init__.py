@@ -5,7 +5,8 @@
 * :mod:`~cellcount.io.display`: any image -> a uint8 RGB picture;
 * :mod:`~cellcount.io.files`: image files in folders and globs, ground-truth file names;
 * :mod:`~cellcount.io.archive`: zip uploads, read safely within budgets;
-* :mod:`~cellcount.io.export`: label images as TIFF.
+* :mod:`~cellcount.io.export`: label images as TIFF;
+* :mod:`~cellcount.io.metadata`: what a file says of itself (channel names, pixel size).
 
 Arrays are (row, col) = (H, W) or (H, W, C) with the channel last. Every error a user can trigger is one
 of :mod:`cellcount.errors`.
@@ -42,6 +43,7 @@ from .files import (
     split_ground_truth_files,
     word_base,
 )
+from .metadata import ImageMetadata, read_metadata
 from .normalize import (
     BRIGHT_BACKGROUND_POSITION,
     GRAYSCALE_MODES,
@@ -72,6 +74,8 @@ from .read import (
 )
 
 __all__ = [
+    "ImageMetadata",
+    "read_metadata",
     "BRIGHT_BACKGROUND_POSITION",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
