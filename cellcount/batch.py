@@ -129,7 +129,7 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
     counted as it is (a tester's --plane 2 failed every 2-D image of a mixed folder). A channel's note says so; a
     one-plane file needs no note, since it holds no other plane to have meant (its flag buried a batch's real ones:
     a tester's plane chosen for one stack on Count flagged every 2-D image on Batch)."""
-    if isinstance(src, (bytes, bytearray, memoryview)) and (why := microscope_file_problem(name)):
+    if isinstance(src, (bytes, bytearray, memoryview)) and (why := microscope_file_problem(name, bytes(src[:4]))):
         raise ImageReadError(f"{name}: {why}")  # an upload's bytes carry no name for the reader to say it by
     notes: list[str] = []
     channel = p.channel
@@ -199,8 +199,9 @@ def count_many(
         try:
             image, note, image_params = _read_for_count(src, name, p, page, max_pixels)
             result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
-            # the batch's settings, with the pixel size the file stated where none was given
-            result.params = p.replace(pixel_size_um=image_params.pixel_size_um)
+            # the batch's settings (a pixel size read from the file measured the objects: it is no setting, and
+            # a settings file or --resume must not carry one image's calibration to the others)
+            result.params = p
             if note:  # one plane of a z-stack: the count is flagged with the reason
                 result.quality = with_note(result.quality, note.replace("<bytes>", name))
             if not keep_maps:

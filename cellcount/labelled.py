@@ -29,6 +29,7 @@ from .groundtruth import (
     IgnoredClassWarning,
     NoCoordinateColumns,
     PredictedLabelsWarning,
+    SeveralRegionsWarning,
     WrappedLabelsWarning,
     check_points_fit,
     counts_disagree,
@@ -305,7 +306,7 @@ def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
 
 
 _SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning, CalibratedPointsWarning,
-                     IgnoredClassWarning)
+                     IgnoredClassWarning, SeveralRegionsWarning)
 """Warnings about one image's ground truth that become the upload's notes (shown on the page)."""
 
 
@@ -460,7 +461,10 @@ def labelled_set(
                                  f"({', '.join(others[:5])}{' …' if len(others) > 5 else ''}) are not used.")
             continue
         try:
-            table = read_counts_by_name(f.buffer())
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SeveralRegionsWarning)
+                table = read_counts_by_name(f.buffer())
+            _notes_from(caught, out.notes)
         except GroundTruthError as err:
             try:  # a point table of an image that was not uploaded: unused, not broken
                 read_points_csv(f.buffer())

@@ -132,7 +132,7 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
     Returns the source to count (its digest names the plane, so every cache keyed by it tells planes apart)
     and the ``page`` to read. Files with one plane: the source as it is and None.
     """
-    if why := microscope_file_problem(source.name):  # accepted by the uploader so that it is said, not dropped
+    if why := microscope_file_problem(source.name, source.data[:4]):  # taken by the uploader to be said, not dropped
         raise cc.ImageReadError(f"{source.name}: {why}")
     planes = _read_cached(source.digest, None, source.data)[2]
     if not planes:
@@ -192,18 +192,22 @@ def predict_cached(
         bar.empty()
 
 
-def for_image(params: cc.CountParams, image: np.ndarray, pixel_size_um: float | None = None) -> cc.CountParams:
+def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
     """``params`` as they apply to ``image``: a channel chosen for other images means nothing for one without that
     channel, whose control shows "all channels" (a tester's 2-channel file failed "channel 2 is out of range" with
     no control left to change it). A one-channel image keeps it: counted as it is, its flag says so, as in Batch
-    and the CLI (:func:`cellcount.params.channel_for_image`). ``pixel_size_um``: the file's own, used where the
-    settings give none, as Batch and the CLI use it."""
+    and the CLI (:func:`cellcount.params.channel_for_image`)."""
     n_channels = 1 if image.ndim == 2 else image.shape[2]
     if params.channel is not None and n_channels > 1 and params.channel >= n_channels:
         params = params.replace(channel=None)  # the channel control shows "all channels" for it too
-    if params.pixel_size_um is None and pixel_size_um:
-        params = params.replace(pixel_size_um=pixel_size_um)
     return params
+
+
+def with_file_pixel_size(params: cc.CountParams, source: Source, image: np.ndarray) -> cc.CountParams:
+    """``params`` to measure ``source``'s objects with: its file's pixel size where the settings give none, as
+    Batch and the CLI measure (never stored as a setting: another file has its own)."""
+    size = file_metadata(source, image).pixel_size_um
+    return params.replace(pixel_size_um=size) if params.pixel_size_um is None and size else params
 
 
 @st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)

@@ -38,6 +38,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     thumbnail_cached,
     truth_digest,
     upload_source,
+    with_file_pixel_size,
 )
 from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     get_model,

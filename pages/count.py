@@ -339,12 +339,13 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
     if source is not None and image is not None:
         try:
             # the widgets write the store in their callbacks, before this run: these are the settings drawn below
-            params = sh.for_image(settings.params(model), image, sh.file_metadata(source, image).pixel_size_um)
+            params = sh.for_image(settings.params(model), image)
             pred = sh.predict_source(source, image, model_name, params)
             pred_key = sh.prediction_key(source, model_name, params)  # the caches built on this prediction
             # counted before anything is drawn: the sliders re-sent first kept the browser busy on the second
             # core while this ran (scripts/bench_browser.py: the server's share fell by about a quarter)
-            result = cc.postprocess(pred, params, image=image)
+            result = cc.postprocess(pred, sh.with_file_pixel_size(params, source, image), image=image)
+            result.params = params  # the file's pixel size measured the objects: no setting to download or reuse
             if note:  # one plane of a z-stack read: flagged like a batch row, so the badge and the CSV say it
                 result.quality = cc.quality.with_note(result.quality, note)
         except cc.CellcountError as err:

@@ -354,7 +354,12 @@ def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_th
     cal, plain = item_objects(items["cal.ome.tif"]), item_objects(items["plain.tif"])
     assert list(cal.columns) == list(plain.columns) and "area_um2" in cal.columns
     assert (cal["area_um2"] == cal["area_px"] * 0.25).all() and plain["area_um2"].isna().all()
-    assert items["cal.ome.tif"].result.params.pixel_size_um == 0.5
-    assert json.loads(counts_frame([items["cal.ome.tif"]])["settings"][0])["pixel_size_um"] == 0.5
+    # the file's size measured; it is no setting: --resume and settings files compare and carry the user's
+    assert items["cal.ome.tif"].result.params.pixel_size_um is None
+    assert json.loads(counts_frame([items["cal.ome.tif"]])["settings"][0])["pixel_size_um"] is None
     given = list(count_many([("cal.ome.tif", tmp_path / "cal.ome.tif")], model, {"pixel_size_um": 2.0}))[0]
     assert given.result.params.pixel_size_um == 2.0, "a pixel size the user gives wins"
+    assert (item_objects(given)["area_um2"] == item_objects(given)["area_px"] * 4).all()
+    # a TIFF with a microscope vendor's extension (.lsm, .svs ...) is read like any TIFF, from bytes too
+    lsm = list(count_many([("cal.lsm", (tmp_path / "plain.tif").read_bytes())], model))[0]
+    assert lsm.status == "ok", lsm.reason

@@ -344,9 +344,15 @@ def test_qupath_annotation_measurements_are_counts_not_one_point_per_region(tmp_
     assert got == {"a.png": ("count", 9), "b.png": ("count", 32)}
     with pytest.raises(GroundTruthError, match=r"one row per region .*'num detections'.*name the table so that no image"):
         read_points_csv(table.encode())
-    two = table + "a.png\tinner\t\t5\t5\t4\n"  # a second annotation of image a: which one to score is the user's
-    with pytest.raises(GroundTruthError, match=r"listed twice with counts 9 and 4 \(one row per region"):
-        read_counts_csv(two.encode())
+    two = table + "a.png\tinner\t\t5\t5\t4\n"  # a second region of image a: which one to score is the user's
+    from cellcount.groundtruth import SeveralRegionsWarning
+
+    with pytest.warns(SeveralRegionsWarning, match=r"1 image\(s\) have several regions .*left out: a \(9, 4\)"):
+        assert read_counts_csv(two.encode()) == {"b": 32}, "the other images keep their counts"
+    (tmp_path / "annotation_measurements.tsv").write_text(two)
+    with pytest.warns(SeveralRegionsWarning):  # the folder loads, without image a
+        got = {image.name: gt.count for image, gt in load_labelled_folder(tmp_path, on_error=lambda i, w: None)}
+    assert got == {"b.png": 32}
 
 
 def test_cellprofiler_exports_name_images_by_file_and_count_by_objects(tmp_path: Path) -> None:
@@ -1235,10 +1241,15 @@ def test_point_tables_named_after_the_images_full_name_pair_and_strays_are_named
         _save_png(tmp_path / f"{name}.png", np.zeros((16, 16), np.uint8))
     (tmp_path / "a.png.csv").write_text("x,y\n3,4\n5,6\n")
     (tmp_path / "Results_b.csv").write_text(" ,X,Y\n1,3,4\n")
+    # cellcount's own tables (objects; a density model's centres) are predictions, never ground truth to rename
+    (tmp_path / "objects.csv").write_text("file,label,area_px,centroid_row,centroid_col,equivalent_diameter_px\n"
+                                          "a.png,1,30,3,4,6\n")
+    (tmp_path / "centres.csv").write_text("label,centroid_row,centroid_col,density,file\n1,3,4,0.5,a.png\n")
     with caplog.at_level(logging.WARNING):
         got = {image.name: gt.count for image, gt in load_labelled_folder(tmp_path, on_error=lambda i, w: None)}
     assert got == {"a.png": 2}
     assert "1 ground-truth file(s) match no image: Results_b.csv" in caplog.text
+    assert "objects.csv" not in caplog.text and "centres.csv" not in caplog.text
 
 
 def test_qupath_objects_of_its_ignore_class_are_left_out_saying_so() -> None:

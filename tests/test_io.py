@@ -306,6 +306,12 @@ def test_time_points_are_never_projected_and_unnamed_pages_are_not_taken_for_one
     with pytest.raises(ParameterError, match=r"channel 1 was asked, but the file's 3 pages are not named.*count page 1"):
         read_image(unnamed.getvalue(), channel=1)
     np.testing.assert_array_equal(read_image(unnamed.getvalue(), page=1), stack[1])
+    thumb = io.BytesIO()  # an image and its thumbnail: pages of two sizes, never one image's channels
+    with tifffile.TiffWriter(thumb) as tw:
+        tw.write(np.zeros((32, 32), np.uint8))
+        tw.write(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ParameterError, match="out of range"):  # the one-channel refusal the batch relaxes
+        read_image(thumb.getvalue(), channel=1)
     z = _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"})  # named z-planes of one channel: counted as it is
     with pytest.raises(ParameterError, match="out of range"):
         read_image(z, channel=1)
@@ -763,6 +769,9 @@ def test_a_files_channel_names_and_pixel_size_are_read_from_its_metadata() -> No
                      metadata={"axes": "CYX", "unit": "um", "Labels": ["a", "b", "c"]})
     meta = read_metadata(ij, n_channels=3)
     assert meta.channel_names == ("a", "b", "c") and meta.pixel_size_um == pytest.approx(0.5)
+    escaped = io.BytesIO()  # ImageJ writes µ escaped in its description: unit=\u00B5m
+    tifffile.imwrite(escaped, stack[0], resolution=(2, 2), description="ImageJ=1.54f\nunit=\\u00B5m\n")
+    assert read_metadata(escaped.getvalue()).pixel_size_um == pytest.approx(0.5)
     plain = _tiff_bytes(stack, photometric="minisblack", metadata={"axes": "CYX"})
     assert read_metadata(plain, n_channels=3) == read_metadata(b"not an image")
     assert read_metadata(plain, n_channels=3).channel_names is None

@@ -19,7 +19,7 @@ from .verdict import WORSE_OBJECTS, WORSE_SHARE, holdout_verdict, model_kind
 def build_parser() -> argparse.ArgumentParser:
     from ..cliparams import prog_name
 
-    p = argparse.ArgumentParser(prog=prog_name("cellcount.finetune"), description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog_name("cellcount.finetune"), description=sys.modules[__package__].__doc__.splitlines()[0])
     p.add_argument("--from", dest="base", required=True, help="the model to start from (name or folder)")
     p.add_argument("--data", required=True, help="folder of images with label images, masks, dot images or point CSVs")
     p.add_argument("--name", required=True, help="name of the new model")

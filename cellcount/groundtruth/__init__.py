@@ -35,6 +35,7 @@ from .tables import (
     TABLE_EXTENSIONS,
     CsvSource,
     NoCoordinateColumns,
+    SeveralRegionsWarning,
     is_cellcount_counts,
     is_cellcount_objects,
     predicted_counts_message,
@@ -57,6 +58,7 @@ from .truth import (
 )
 
 __all__ = [
+    "SeveralRegionsWarning",
     "IgnoredClassWarning",
     "CalibratedPointsWarning",
     "check_points_fit",

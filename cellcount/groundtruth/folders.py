@@ -47,6 +47,7 @@ from .tables import (
     _csv_rows,
     _read_csv_text,
     is_cellcount_counts,
+    is_cellcount_objects,
     predicted_counts_message,
     read_counts_by_name,
     read_points_by_image,
@@ -280,7 +281,7 @@ def load_labelled_folder(
                     raise
                 on_error(image, str(err))
     # tables of points named like no image are said too, as unmatched label images are (a tester's Results_a.csv)
-    stray_points = [p for p in other_tables if _is_point_table(p)]
+    stray_points = [p for p, header in other_tables.items() if _is_point_table(p) and not is_cellcount_objects(header)]
     if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
         shown = "; ".join(reported[:3]) + (f"; and {len(reported) - 3} more" if len(reported) > 3 else "")
         raise GroundTruthError(f"{root}: no image with usable ground truth: {shown}")

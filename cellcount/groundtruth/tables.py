@@ -7,6 +7,7 @@ import csv
 import io
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -203,8 +204,12 @@ def is_cellcount_counts(header: list[str]) -> bool:
 
 def is_cellcount_objects(header: list[str]) -> bool:
     """A table header (lower-case) of cellcount's own object table (``count --objects``, the pages' objects
-    download): the model's objects, never the ground truth of its images."""
-    return "area_px" in header and "equivalent_diameter_px" in header and "label" in header
+    download) or a density model's approximate centres (the Count page's centres CSV): the model's objects, never
+    the ground truth of its images."""
+    if "label" not in header:
+        return False
+    return ("area_px" in header and "equivalent_diameter_px" in header) or (
+        "density" in header and "centroid_row" in header and "centroid_col" in header)
 
 
 def predicted_counts_message(name: str) -> str:
@@ -231,6 +236,11 @@ def _read_bounded(source: CsvSource, limit: int, unnamed: str, why: str) -> tupl
     if len(data) > limit:
         raise GroundTruthError(f"{name}: over {limit >> 20} MB: {why}")
     return name, data
+
+
+class SeveralRegionsWarning(UserWarning):
+    """A table of regions with their counts (QuPath's annotation measurements) gives an image several regions: that
+    image is left out, the others keep their counts."""
 
 
 class NoCoordinateColumns(GroundTruthError):
@@ -436,6 +446,7 @@ def _counts_by_name(name: str, text: str) -> dict[str, int]:
         raise GroundTruthError(predicted_counts_message(name))
     file_col, count_col = cols
     counts: dict[str, int] = {}
+    several: dict[str, list[int]] = {}  # image -> its regions' counts (QuPath's annotation measurements)
     for k, row in enumerate(rows):
         filename = row[file_col].strip() if file_col < len(row) else ""
         cell = row[count_col].strip() if count_col < len(row) else ""
@@ -449,8 +460,14 @@ def _counts_by_name(name: str, text: str) -> dict[str, int]:
             )
         key = name_key(filename)
         if key in counts and counts[key] != int(value):
-            regions = (" (one row per region: keep the one region per image to score, such as the region around "
-                       "all the counted cells)" if count_col == _region_count_column(header) else "")
-            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}{regions}")
+            if count_col == _region_count_column(header):  # several regions of one image: which to score is unsaid
+                several.setdefault(key, [counts[key]]).append(int(value))
+                continue
+            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}")
         counts[key] = int(value)
-    return counts
+    if several:
+        shown = "; ".join(f"{k} ({', '.join(map(str, v))})" for k, v in list(several.items())[:3])
+        warnings.warn(f"{name}: {len(several)} image(s) have several regions with their counts, left out: {shown}"
+                      f"{' ...' if len(several) > 3 else ''}. Which region to score is yours to say: keep one row per "
+                      "image (such as the region around all the counted cells)", SeveralRegionsWarning, stacklevel=2)
+    return {k: n for k, n in counts.items() if k not in several}

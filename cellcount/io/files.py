@@ -21,11 +21,15 @@ MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".lof", ".vsi", ".oib
 skipped (export it as TIFF), so a folder of raw files does not give a table that silently lacks them."""
 
 
-def microscope_file_problem(name: str) -> str | None:
+_TIFF_HEADS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def microscope_file_problem(name: str, head: bytes | None = None) -> str | None:
     """Why a file named ``name`` is not counted, where its extension is a microscope vendor's format
-    (:data:`MICROSCOPE_EXTENSIONS`), else None: the one message of folder walks, zips, uploads and ``read_image``."""
+    (:data:`MICROSCOPE_EXTENSIONS`), else None: the one message of folder walks, zips, uploads and ``read_image``.
+    ``head``: the file's first bytes, when known; a TIFF among those formats (.lsm, .svs, .ndpi ...) is read."""
     suffix = os.path.splitext(str(name))[1].lower()
-    if suffix not in MICROSCOPE_EXTENSIONS:
+    if suffix not in MICROSCOPE_EXTENSIONS or (head is not None and head[:4] in _TIFF_HEADS):
         return None
     return (f"a microscope file (extension {suffix}) this program cannot read: export it as TIFF (Fiji: open it "
             "with Bio-Formats, then File > Save As > Tiff)")

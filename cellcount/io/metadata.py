@@ -18,7 +18,7 @@ from .read import ImageSource
 RGB_NAMES = ("red", "green", "blue")
 """The channels of an RGB picture (PNG, JPEG, an RGB TIFF), where no file names them otherwise."""
 _MICRONS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-            "nm": 1e-3, "mm": 1e3, "cm": 1e4, "\\u00B5m": 1.0}
+            "nm": 1e-3, "mm": 1e3, "cm": 1e4, "\\u00b5m": 1.0}  # ImageJ writes µ escaped: \u00B5m (lower-cased here)
 MAX_METADATA_BYTES = 16 << 20
 """OME-XML above this is not parsed (a whole plate's description): the channels stay unnamed."""
 _PIXEL_SIZE_RANGE_UM = (1e-4, 1e3)

@@ -249,7 +249,7 @@ def read_image_planes(
         try:
             image, planes = read_plane(page)
         except ChannelError as err:
-            if err.n_channels != 1 or head[:4] not in _TIFF_MAGICS:
+            if err.n_channels != 1 or head[:4] not in _TIFF_MAGICS or _n_pages(src) < 2:
                 raise
             _pages_not_channels(name, channel, _tiff_planes(src, name, page, max_pixels))
             raise
@@ -257,7 +257,7 @@ def read_image_planes(
             raise ParameterError(
                 f"{name}: its {planes[0]} planes are time points, and a maximum projection over time adds up cells "
                 "that move: count one time point (count command: --plane N; Python: read_image(page=N); Count page: "
-                "'Plane')")
+                "'Plane'; Batch page: a plane number under 'Z-stacks')")
         if project and planes is not None:  # one plane at a time: a few planes in memory, never the stack
             for index in range(1, planes[0]):
                 plane = read_plane(index)[0]
@@ -569,6 +569,14 @@ def _planes(axis: str, n: int) -> tuple[int, str]:
     return n, _PLANE_KINDS.get(axis, _UNNAMED_PLANES)
 
 
+def _n_pages(src: Any) -> int:
+    """A TIFF's number of pages, from its directories only (nothing decoded)."""
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    with tifffile.TiffFile(src) as tif:
+        return len(tif.pages)
+
+
 def _tiff_planes(src: Any, name: str, page: int, max_pixels: int) -> tuple[int, str] | None:
     """The planes of a TIFF (:func:`read_image_planes`), read again without a channel."""
     if isinstance(src, io.BytesIO):
@@ -580,7 +588,7 @@ def _pages_not_channels(name: str, channel: int | None, planes: tuple[int, str] 
     """A channel asked of a file whose unnamed pages hold one channel each: its pages may be the channels, so
     counting page 0 as it is (what a one-channel image gets) would count another stain without a word (a tester:
     0 nuclei on a noise channel)."""
-    if planes is not None and planes[0] > 1 and planes[1] not in (_PLANE_KINDS["Z"], _PLANE_KINDS["T"]):
+    if planes is not None and planes[0] > 1 and planes[1] == _UNNAMED_PLANES:  # not a thumbnail beside the image
         raise ParameterError(
             f"{name}: channel {channel} was asked, but the file's {planes[0]} pages are not named (z-planes, time "
             f"points or channels) and each holds one channel: if its pages are the channels, count page {channel} "
