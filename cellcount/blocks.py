@@ -402,6 +402,9 @@ def count_block(plan: BlockPlan, index: int, model: CountModel, params: CountPar
         for col, off in (("bbox_row0", box[0]), ("bbox_row1", box[0]), ("bbox_col0", box[1]), ("bbox_col1", box[1])):
             if col in objects.columns:
                 objects[col] = objects[col] + off
+        for col, px in (("centroid_row_um", "centroid_row"), ("centroid_col_um", "centroid_col")):
+            if col in objects.columns and bp.pixel_size_um:  # from the whole image's corner, as the pixels are
+                objects[col] = objects[px] * bp.pixel_size_um
         keep = _inside(objects["centroid_row"].to_numpy(), objects["centroid_col"].to_numpy(), core)
         if params.exclude_border and "bbox_row0" in objects.columns:
             keep &= ~((objects["bbox_row0"] == 0) | (objects["bbox_col0"] == 0) | (objects["bbox_row1"] == h)

@@ -95,6 +95,11 @@ def test_objects_on_block_seams_are_counted_once(tmp_path, draw_disks):
     assert list(regions["count"]) == [9, 6, 6, 4]
     assert result.quality is not None and result.summary_row()["check"] is not None, "blocks carry the flag"
     assert result.seconds["plan"] > 0 and result.seconds["blocks"] > 0, "the planning is part of the image's time"
+    # centroids in µm from the whole image's corner, as in pixels (they were each block's own: a reviewer)
+    um, _ = blocks.count_blocks(tmp_path / "disks.tif", model, {"min_area_px": 10, "pixel_size_um": 0.5},
+                                block_px=150, overlap_px=32)
+    np.testing.assert_allclose(um.objects["centroid_row_um"], um.objects["centroid_row"] * 0.5)
+    np.testing.assert_allclose(um.objects["centroid_col_um"], um.objects["centroid_col"] * 0.5)
 
 
 def test_an_image_in_blocks_is_flagged_when_one_block_is():
