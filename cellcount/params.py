@@ -263,9 +263,10 @@ PARAMS: tuple[Param, ...] = (
         "pixel_size_um", float, None, "measure", unit="µm", lo=1e-6, hi=1e6, optional=True, step=0.01,
         none_means="not given",
         fmt="%.4f", label="Pixel size (µm, 0 = unknown)",
-        help="pixel size in micrometres (adds µm columns to the object table)",
-        explain="Pixel size in micrometres; adds µm and µm² columns to the object table (0 = unknown). Does not "
-        "change the count.",
+        help="pixel size in micrometres for the object table's µm columns (not given: the file's own, where an OME "
+        "or ImageJ TIFF states it)",
+        explain="Pixel size in micrometres for the µm and µm² columns of the object table (0 = not given: the file's "
+        "own, where an OME or ImageJ TIFF states it). Does not change the count.",
     ),
 )
 """Every parameter, in the order the CLI help and settings files list them."""
