@@ -400,7 +400,12 @@ def postprocess(
     intensity_src = image if image is not None else prediction.image_norm
     if intensity_src is not None and np.asarray(intensity_src).shape[:2] != prediction.shape:
         intensity_src = prediction.image_norm
-    intensity_src = _channel_mean(intensity_src, prediction.memo)
+    if (params.channel is not None and intensity_src is not None and np.ndim(intensity_src) == 3
+            and params.channel < np.shape(intensity_src)[2]):
+        # the channel counted, as the CLI and Batch measure it (they decode only that one): not the mean of all
+        intensity_src = np.asarray(intensity_src)[..., params.channel]
+    else:
+        intensity_src = _channel_mean(intensity_src, prediction.memo)
     if prediction.output_kind == "density":
         density = prediction.maps[0]
         estimate = pp.density_count(density)

@@ -891,9 +891,20 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     img = draw_disks((64, 64), [(20, 20), (44, 40)], 6).astype(np.float32)
     assert cc.count_image(img, model).count_estimate == cc.count_image(img, b).count_estimate, "counts as the base"
     assert "holdout_paired_mae_difference_finetuned" in model.card.metrics and not res.size_note
+    # the base's weights learnt nothing from the user's images: none of them is left out of its scores as seen in
+    # training (a tester's Evaluate scored 2 of 8 images, Compare 1 of 4), and no count gain of the discarded weights
+    assert not model.card.training_digests() - b.card.training_digests()
+    assert not model.card.training_pixel_digests() - b.card.training_pixel_digests()
+    assert not any("counts are scaled by" in n for n in res.notes)
     kept = finetune(base_dir, data, name="mine-forced", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
-    forced = load_model("mine-forced").card.training
-    assert not kept.kept_base and forced["kept_base_weights"] is False and forced["keep_worse"] is True
+    forced = load_model("mine-forced").card
+    assert not kept.kept_base and forced.training["kept_base_weights"] is False and forced.training["keep_worse"] is True
+    assert forced.training_digests(), "weights fine-tuned on the images did learn from them"
+    # a fine-tune of that fine-tune: its own story, not its parent's, and the licence said once
+    again = finetune("mine-forced", data, name="mine-again", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
+    card = load_model(again.name).card
+    assert card.description.count("Fine-tuned from") == 1 and "Fine-tuned from mine-forced" in card.description
+    assert card.license.count("fine-tuned on user data") == 1
 
 
 def test_a_fine_tunes_object_share_and_size_limits_are_never_tighter_than_its_bases():

@@ -723,3 +723,18 @@ def test_a_models_first_use_is_timed_as_setup_not_as_its_model_time(monkeypatch)
     image = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
     seconds = cc.predict(image, model).seconds
     assert seconds["setup"] >= 0.05 and seconds["model"] < 0.05 and model in calls
+
+
+def test_objects_are_measured_on_the_channel_counted():
+    """The Count page passes the whole multichannel image: intensities were the mean of all channels while the CLI,
+    which decodes only the chosen one, measured that one (a tester: max 1263.33 against 1403)."""
+    import cellcount as cc
+
+    img = np.zeros((64, 64, 3), np.uint16)
+    img[20:30, 20:30, 1] = 1000  # the nuclei, in channel 1
+    img[..., 0] = 300  # another stain everywhere
+    model = cc.load_model("classical-otsu")
+    result = cc.count_image(img, model, {"channel": 1})
+    alone = cc.count_image(img[..., 1], model)
+    assert result.count == alone.count == 1
+    assert result.objects["max_intensity"].tolist() == alone.objects["max_intensity"].tolist() == [1000]

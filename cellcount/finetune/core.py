@@ -457,6 +457,7 @@ def finetune(
 
     report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
     settings_kept = False  # re-tuned settings that counted unseen training images no better: the base's stay
+    gain_text = None  # a density fine-tune's large count gain, said once the saved weights are known
     new_params = resolve_params(new, None)
     train_pairs = [(names[i], predict(images[i], new, new_params, size_model=size_model), gts[i])
                    for i in train_idx]
@@ -477,9 +478,9 @@ def finetune(
                       f"{_images(len(train_idx), 'training')})" if k_gain else
                       "counts not rescaled (no count gain could be fitted on the training images)")
         if k_gain and abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
-            note(f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
-                 "training steps its map alone counted them that far off, so much of the change may be this one "
-                 "factor. The held-out figures show whether it holds on images it did not see.")
+            gain_text = (f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
+                         "training steps its map alone counted them that far off, so much of the change may be this "
+                         "one factor. The held-out figures show whether it holds on images it did not see.")
     else:
         tr = tune_params(train_pairs, new_params)
         params = tr.best_params
@@ -572,6 +573,8 @@ def finetune(
     kept_base = not keep_worse and worse_than_base(before, after)
     if kept_base:  # the new settings are not kept either: their figure would be labelled as this model's
         settings_only = {}
+    elif gain_text:  # said of the weights that are saved only (the base's kept: no gain, as the base counts)
+        note(gain_text)
     if not kept_base and (text := settings_gain_note(model.name, name, after, settings_only)):
         note(text)
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
@@ -617,7 +620,9 @@ def finetune(
              "'check this image' with that reason")
     seconds = time.perf_counter() - t_start
     annotation = sorted({gts[i].kind for i in train_idx})
-    card.description = (f"{model.card.description} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}"
+    # the base's own description, not the story of its fine-tune (a fine-tune of a fine-tune told its parent's)
+    base_text = model.card.description.split(" Fine-tuned from ")[0]
+    card.description = (f"{base_text} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}"
                         + (f"; the fine-tuned weights counted the held-out images worse, so it keeps {model.name}'s."
                            if kept_base else "."))
     if not kept_base:
@@ -634,8 +639,10 @@ def finetune(
                  "left_out": [t.replace(f"{Path(data)}{os.sep}", "") if isinstance(data, (str, Path)) else t
                               for t in skipped],
                  # by content too: a training image met again under another name (Evaluate, Compare) is recognised
-                 "train_sha256": [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx],
-                 "train_pixel_sha256": [pixel_digest(images[i]) for i in train_idx]},
+                 # (none where the base's weights were kept: they learnt nothing from them, and Evaluate and Compare
+                 # left the user's images out of its scores as seen in training)
+                 "train_sha256": [] if kept_base else [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx],
+                 "train_pixel_sha256": [] if kept_base else [pixel_digest(images[i]) for i in train_idx]},
         "steps": n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": size, "background": background,
         "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
         "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
@@ -663,7 +670,8 @@ def finetune(
         card.metrics.update(holdout_finetuned_weights=rejected, holdout_note=(
             f"{_images(len(held_idx), 'held-out')} of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
-    card.license = f"{model.card.license}; fine-tuned on user data"
+    card.license = (model.card.license if model.card.license.endswith("; fine-tuned on user data")
+                    else f"{model.card.license}; fine-tuned on user data")
     if own is None and not kept_base:
         from ..novelty import MIN_SMALL_WINDOW_PX
 
