@@ -122,10 +122,17 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
             left = "card"
         if left != "card":
             what += f"; your settings for {shown} stay with it for when you switch back"
-        st.session_state[f"{prefix}__msg"] = (
-            "toast",
-            f"Model changed from {shown} to {name}: {what}. {settings.image_settings_note(name)}",
-        )
+        if shown not in cc.list_models():  # deleted meanwhile (Models page, another tab): said where it stays
+            st.session_state[f"{prefix}__msg"] = (
+                "warning",
+                f"{shown} is no longer installed (deleted on the Models page, here or in another tab), so this page "
+                f"now uses {name}: {what}. Results shown below are {name}'s.",
+            )
+        else:
+            st.session_state[f"{prefix}__msg"] = (
+                "toast",
+                f"Model changed from {shown} to {name}: {what}. {settings.image_settings_note(name)}",
+            )
     st.session_state[shown_key] = name
     note = model.card.extra.get("guide_note") if isinstance(model.card.extra, dict) else None
     if note:  # what to know before trusting its counts (the Models page's guide shows the same)

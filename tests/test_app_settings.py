@@ -102,6 +102,25 @@ def test_replacing_or_removing_the_upload_never_changes_settings():
             assert at.number_input(key="count_min_area_px").value == 40
 
 
+def test_a_model_deleted_meanwhile_is_said_not_swapped_silently():
+    """A model deleted in another tab was replaced by the default with a passing "Model changed" toast that never
+    said why (a tester): now a warning on the page names the deleted model."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+from pages import _shared as sh
+from pages._model_ui import SHOWN_MODEL_KEY
+st.session_state[SHOWN_MODEL_KEY] = "mine-deleted"  # what this tab showed before it was deleted elsewhere
+name, model = sh.pick_model("count")
+sh.show_messages("count")
+"""
+    at = AppTest.from_string(script, default_timeout=60).run()
+    assert not at.exception
+    assert any("mine-deleted is no longer installed (deleted on the Models page, here or in another tab), so this "
+               "page now uses" in w.value for w in at.warning)
+
+
 @pytest.mark.slow
 def test_model_change_says_what_happens_to_the_settings(tiny_models):
     at = open_page("count", count_model="tiny-mask")
