@@ -355,7 +355,7 @@ def test_qupath_annotation_measurements_are_counts_not_one_point_per_region(tmp_
     assert got == {"b.png": 32}
 
 
-def test_cellprofiler_exports_name_images_by_file_and_count_by_objects(tmp_path: Path) -> None:
+def test_cellprofiler_exports_name_images_by_file_and_count_by_objects(tmp_path: Path, caplog) -> None:
     """CellProfiler's Image table (FileName_<channel>, Count_<objects>) gives counts; its objects table exported
     with the images' file names gives each image's points; by ImageNumber alone it is refused saying how."""
     image_table = "ImageNumber,FileName_DNA,PathName_DNA,Count_Nuclei\n1,a.png,/x,9\n2,b.png,/x,4\n"
@@ -370,7 +370,12 @@ def test_cellprofiler_exports_name_images_by_file_and_count_by_objects(tmp_path:
     for k, name in enumerate(("a", "b")):
         _save_png(tmp_path / f"{name}.png", np.full((32, 32), k, np.uint8))
     (tmp_path / "MyExpt_Image.csv").write_text(image_table)
-    assert {image.name: gt.count for image, gt in load_labelled_folder(tmp_path)} == {"a.png": 9, "b.png": 4}
+    (tmp_path / "MyExpt_Nuclei.csv").write_text("ImageNumber,ObjectNumber,Location_Center_X,Location_Center_Y\n"
+                                                "1,1,10,20\n2,1,30,5\n")
+    with caplog.at_level(logging.WARNING):
+        assert {image.name: gt.count for image, gt in load_labelled_folder(tmp_path)} == {"a.png": 9, "b.png": 4}
+    assert "MyExpt_Nuclei.csv: CellProfiler's objects by ImageNumber" in caplog.text
+    assert "match no image" not in caplog.text, "renaming would not help it"
 
 
 def test_excel_unicode_text_points_with_decimal_commas(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from cellcount.io import (
 
 from .dsb import _is_dsb_nested, load_dsb_folder
 from .exported import GEOJSON_EXTENSIONS, is_roi_set
-from .names import listed, match_names, name_key
+from .names import _names, listed, match_names, name_key
 from .pairing import (
     _check_against_counts,
     _gt_base,
@@ -282,6 +282,12 @@ def load_labelled_folder(
                 on_error(image, str(err))
     # tables of points named like no image are said too, as unmatched label images are (a tester's Results_a.csv)
     stray_points = [p for p, header in other_tables.items() if _is_point_table(p) and not is_cellcount_objects(header)]
+    by_number = [p for p in stray_points if "imagenumber" in other_tables[p]]  # CellProfiler's objects table
+    stray_points = [p for p in stray_points if p not in by_number]
+    if by_number:  # renaming would not help: its rows name images by number
+        logger.warning("%s: %s: CellProfiler's objects by ImageNumber, which names no image file: not used (export "
+                       "them with the images' file names: ExportToSpreadsheet, add the image file and folder names to "
+                       "the object data file)", root, _names(by_number))
     if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
         shown = "; ".join(reported[:3]) + (f"; and {len(reported) - 3} more" if len(reported) > 3 else "")
         raise GroundTruthError(f"{root}: no image with usable ground truth: {shown}")
