@@ -92,8 +92,12 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             other = FALLBACK_MODEL if current == cc.models.default_model_name() else cc.models.default_model_name()
             chosen = [n for n in dict.fromkeys([current, other, *names]) if n in names]
             ss[f"{P}_models"] = chosen[:2]
-        # a model deleted meanwhile drops out; a list the user emptied stays empty (no models put back unasked)
+        # a model deleted meanwhile drops out, said; a list the user emptied stays empty (no models put back unasked)
+        gone = [n for n in ss[f"{P}_models"] if n not in names]
         ss[f"{P}_models"] = [n for n in ss[f"{P}_models"] if n in names]
+        if gone:
+            st.warning(f"{', '.join(gone)} {'is' if len(gone) == 1 else 'are'} no longer installed (deleted on the "
+                       "Models page, here or in another tab), so taken out of this comparison.")
         picked = st.multiselect(
             "Models",
             names,

@@ -254,3 +254,11 @@ def test_images_learnt_by_several_compared_models_make_one_note(tiny_models, mon
                       compare_source="Samples")
     notes = [w.value for w in at.warning if "training images" in w.value]
     assert len(notes) == 1 and "tiny-density (1), classical-otsu (1)" in notes[0] and "s01_sparse_small.png" in notes[0]
+
+
+def test_a_model_deleted_meanwhile_leaves_the_comparison_saying_so(tiny_models):
+    """A model deleted in another tab vanished from the Models box without a word (a tester)."""
+    at = open_compare(compare_mode="Models", compare_models=["tiny-density", "mine-deleted"])
+    assert not at.exception
+    assert at.multiselect(key="compare_models").value == ["tiny-density"]
+    assert any("mine-deleted is no longer installed" in w.value for w in at.warning)
