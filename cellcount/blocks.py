@@ -40,6 +40,7 @@ import pandas as pd
 
 from .errors import ImageReadError, ParameterError
 from .io import model_input, normalization_limits
+from .io.files import TIFF_MAGICS
 from .models import size_model_for
 from .models.base import CountModel
 from .params import auto_distance_px
@@ -125,7 +126,7 @@ def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
             head = fh.read(4)
     except OSError as err:
         raise ImageReadError(f"{name}: cannot open: {err}") from err
-    if head not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if head not in TIFF_MAGICS:
         raise ImageReadError(f"{name}: block-wise counting reads TIFF files and OME-Zarr folders only")
     try:
         tif = tifffile.TiffFile(path)

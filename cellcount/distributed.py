@@ -41,6 +41,7 @@ from .blocks import (
 )
 from .errors import CellcountError, WeightsIntegrityError, error_text
 from .io import DEFAULT_MAX_PIXELS, image_shape
+from .io.files import TIFF_MAGICS
 from .models.base import CountModel
 from .parallel import THREADS_ENV  # math threads (PyTorch, OpenMP, postprocessing) of each worker process
 from .pipeline import CountParams
@@ -150,7 +151,7 @@ def _needs_blocks(src: Any, max_pixels: int) -> tuple[int, int] | None:
             return lazy_shape(src)
         h, w = image_shape(src)
         with open(src, "rb") as fh:
-            tiff = fh.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+            tiff = fh.read(4) in TIFF_MAGICS
     except (CellcountError, OSError):
         return None  # count_many reports the problem
     return (h, w) if tiff and h * w > max_pixels else None

@@ -199,7 +199,7 @@ def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
     and the CLI (:func:`cellcount.params.channel_for_image`)."""
     n_channels = 1 if image.ndim == 2 else image.shape[2]
     if params.channel is not None and n_channels > 1 and params.channel >= n_channels:
-        params = params.replace(channel=None)  # the channel control shows "all channels" for it too
+        return params.replace(channel=None)  # the channel control shows "all channels" for it too
     return params
 
 

@@ -21,7 +21,8 @@ MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".lof", ".vsi", ".oib
 skipped (export it as TIFF), so a folder of raw files does not give a table that silently lacks them."""
 
 
-_TIFF_HEADS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+"""A TIFF's (or BigTIFF's) first four bytes, little- or big-endian."""
 
 
 def microscope_file_problem(name: str, head: bytes | None = None) -> str | None:
@@ -29,7 +30,7 @@ def microscope_file_problem(name: str, head: bytes | None = None) -> str | None:
     (:data:`MICROSCOPE_EXTENSIONS`), else None: the one message of folder walks, zips, uploads and ``read_image``.
     ``head``: the file's first bytes, when known; a TIFF among those formats (.lsm, .svs, .ndpi ...) is read."""
     suffix = os.path.splitext(str(name))[1].lower()
-    if suffix not in MICROSCOPE_EXTENSIONS or (head is not None and head[:4] in _TIFF_HEADS):
+    if suffix not in MICROSCOPE_EXTENSIONS or (head is not None and head[:4] in TIFF_MAGICS):
         return None
     return (f"a microscope file (extension {suffix}) this program cannot read: export it as TIFF (Fiji: open it "
             "with Bio-Formats, then File > Save As > Tiff)")

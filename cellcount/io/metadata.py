@@ -13,6 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from .files import TIFF_MAGICS
 from .read import ImageSource
 
 RGB_NAMES = ("red", "green", "blue")
@@ -42,7 +43,7 @@ def read_metadata(source: ImageSource, n_channels: int | None = None) -> ImageMe
         head, data = _head(source)
     except OSError:
         return ImageMetadata()
-    if head[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if head[:4] not in TIFF_MAGICS:
         return ImageMetadata(channel_names=RGB_NAMES if n_channels == 3 else None)
     try:
         import tifffile

@@ -27,7 +27,7 @@ from cellcount.errors import (
     ParameterError,
     PlaneError,
 )
-from cellcount.io.files import microscope_file_problem
+from cellcount.io.files import TIFF_MAGICS, microscope_file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ DEFAULT_MAX_BYTES = 1 << 30
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SIGNATURES = ((_PNG_MAGIC, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
-               *((m, "TIFF") for m in _TIFF_MAGICS))
+               *((m, "TIFF") for m in TIFF_MAGICS))
 _PILLOW_WARNINGS_LOCK = threading.Lock()  # see _read_pillow
 _CHANNEL_AXES = "CS"  # tifffile axis letters that hold channels / samples
 # Errors that decoders raise on corrupt, truncated or unsupported input.
@@ -239,7 +238,7 @@ def read_image_planes(
     def read_plane(index: int) -> tuple[np.ndarray, tuple[int, str] | None]:
         if isinstance(src, io.BytesIO):
             src.seek(0)
-        if head[:4] in _TIFF_MAGICS:
+        if head[:4] in TIFF_MAGICS:
             return _read_tiff(src, name=name, page=index, channel=channel, max_pixels=max_pixels)
         if head[:8] == _PNG_MAGIC and len(head) >= 26 and head[24] == 16 and head[25] in (2, 4, 6):
             return _read_png16_colour(src, head, name=name, page=index, max_pixels=max_pixels), None
@@ -249,7 +248,7 @@ def read_image_planes(
         try:
             image, planes = read_plane(page)
         except ChannelError as err:
-            if err.n_channels != 1 or head[:4] not in _TIFF_MAGICS or _n_pages(src) < 2:
+            if err.n_channels != 1 or head[:4] not in TIFF_MAGICS or _n_pages(src) < 2:
                 raise
             _pages_not_channels(name, channel, _tiff_planes(src, name, page, max_pixels))
             raise
@@ -265,7 +264,7 @@ def read_image_planes(
                     raise ImageReadError(f"{name}: plane {index} is {plane.shape}, plane 0 {image.shape}: "
                                          "the planes differ in size, so there is no projection of them")
                 image = np.fmax(image, plane)  # a NaN (float stacks) in one plane does not win
-        if head[:4] in _TIFF_MAGICS:
+        if head[:4] in TIFF_MAGICS:
             channel = None  # selected while decoding: only that channel's data were read
     except CellcountError:
         raise
@@ -709,7 +708,7 @@ def image_shape(source: str | os.PathLike) -> tuple[int, int]:
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
-        if head[:4] in _TIFF_MAGICS:
+        if head[:4] in TIFF_MAGICS:
             with tifffile.TiffFile(path) as tif:
                 key = tif.series[0].keyframe
                 return int(key.imagelength), int(key.imagewidth)
