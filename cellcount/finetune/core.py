@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from .fit import (
     _precision_plan,
 )
 from .flag import MIN_NOVELTY_IMAGES, apart_digits, calibrate_flag, heldout_flag_reason, own_novelty, told_apart
-from .publish import _publish, check_new_name
+from .publish import _write_model, check_new_name
 from .reading import (
     SET_AGREEMENT,
     measure_annotated,
@@ -58,6 +58,11 @@ from .reading import (
 )
 from .targets import DOT_DISC, training_item
 from .verdict import GAIN_NOTE, WORSE_OBJECTS, WORSE_SHARE, outline_note, settings_gain_note, worse_than_base
+
+if TYPE_CHECKING:
+    from ..groundtruth import GroundTruth
+    from ..models import ModelCard
+    from ..models.base import NetModel
 
 DEFAULT_MINUTES = 5.0
 
@@ -151,6 +156,108 @@ def _check_budget(minutes: float, spent_s: float, rest_s: float, n_images: int, 
     return left
 
 
+@dataclass
+class _Run:
+    """What every stage may tell the user: progress reports, and the notes kept for the end."""
+
+    report: Callable[[FinetuneProgress], None]
+    notes: list[str] = field(default_factory=list)  # for the user at the end (CLI, Train page), not only in passing
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.report(FinetuneProgress("prepare", message=f"note: {text}"))
+
+
+@dataclass
+class _AnnotatedSet:
+    """The user's annotated images as read, and which of them train and which are held out."""
+
+    labelled: list[tuple[str, bytes, GroundTruth]]
+    source: str
+    skipped: list[str]  # images left out: named in the notes
+    names: list[str]
+    gts: list[GroundTruth]
+    images: dict[int, np.ndarray]
+    train_idx: list[int]
+    held_idx: list[int]
+
+    @property
+    def train_gts(self) -> list[GroundTruth]:
+        return [self.gts[i] for i in self.train_idx]
+
+
+@dataclass
+class _Base:
+    """The base model and the settings it reads the user's images with (the fine-tuned model keeps its card's)."""
+
+    model: NetModel
+    kind: str
+    params: Any
+    size_model: Any
+
+
+@dataclass
+class _Reading:
+    """How the new model reads the set: its background and object size, decided once for it or per image."""
+
+    background: str
+    size: str
+    diameter: float | None
+    fixed: dict[str, Any]  # settings decided once for the user's set, kept in the new card
+    size_note: str
+    spread: tuple[float, float] | None
+    own_sizes: dict[int, float | None]  # each training image's own size, when measured (size "image")
+
+
+@dataclass
+class _Trained:
+    """The trained network and how its training ran."""
+
+    net: Any
+    n_steps: int
+    train_s: float
+    losses: list[float]
+    used: dict[str, Any]
+    loss_cfg: dict[str, Any]
+    scale_range: tuple[float, float]
+    elastic_p: float
+
+
+@dataclass
+class _Tuned:
+    """The new model with its re-tuned postprocessing, and what it counted on its training images."""
+
+    new: NetModel
+    params: Any
+    train_pairs: list
+    train_rep: Any  # what it counted on its training images with ``params``
+    settings_kept: bool  # re-tuned settings that counted unseen training images no better: the base's stay
+    gain_text: str | None  # a density fine-tune's large count gain, said once the saved weights are known
+
+
+@dataclass
+class _Scores:
+    """The held-out figures of the base (``before``) and of the new model (``after``)."""
+
+    before: dict[str, float]
+    after: dict[str, float]
+    paired: dict[str, float]
+    settings_only: dict[str, float]
+    counts: list[dict[str, Any]]
+
+
+@dataclass
+class _Verdict:
+    """Whether the base's weights are kept, and what is saved then: the network, its card, its novelty reference."""
+
+    kept_base: bool
+    scores: _Scores  # ``after``: the saved model's figures (the base's where its weights are kept)
+    rejected: dict[str, float]  # the fine-tuned weights' figures where they were not kept
+    net: Any
+    card: ModelCard
+    novelty: tuple[Any, dict[str, Any]] | None  # the novelty reference to save with the model, its card entry
+
+
 def finetune(
     base: str | Path,
     data: str | Path | LabelledItems,
@@ -218,23 +325,70 @@ def finetune(
     """
     import torch
 
-    from ..evaluate import (
-        DEFAULT_GRID,
-        calibrate_density,
-        cross_check,
-        evaluate_predictions,
-        predict_pairs,
-        tune_params,
-    )
-    from ..io import pixel_digest, read_image_planes
-    from ..metrics import paired_mae_difference
-    from ..models import load_model, save_model, size_model_for
-    from ..models.base import NetModel
-    from ..pipeline import postprocess, predict, resolve_params
-    from ..train import DEFAULTS
+    from ..models import size_model_for
+    from ..pipeline import resolve_params
 
-    report = progress or (lambda p: None)
+    run = _Run(progress or (lambda p: None))
     t_start = time.perf_counter()  # the budget includes loading the base model
+    target, model = _check_args(base, name, minutes=minutes, steps=steps, precision=precision, max_steps=max_steps,
+                                size=size, background=background, diameter_px=diameter_px, out_dir=out_dir,
+                                overwrite=overwrite)
+    if threads:
+        torch.set_num_threads(int(threads))
+    s = _read_annotated(data, holdout, seed=seed, model=model, run=run)
+    base_params = resolve_params(model, None)
+    # the fine-tuned model keeps the base's card settings
+    b = _Base(model, model.output_kind, base_params, size_model_for(model, base_params))
+    reading = _decide_reading(s, b, background=background, size=size, diameter_px=diameter_px, minutes=minutes,
+                              steps=steps, t_start=t_start, run=run)
+    items, per_image_s = _build_targets(s, b, reading, reference_px=reference_px, density_sigma=density_sigma,
+                                        dot_disc=dot_disc, cancel=cancel, report=run.report)
+    train_budget_s = None if steps is not None else _train_budget(s, b, reading, minutes=minutes, t_start=t_start,
+                                                                  per_image_s=per_image_s)
+    trained = _train(b, items, s.train_gts, steps=steps, seconds=train_budget_s, batch_size=batch_size, crop=crop,
+                     lr=lr, seed=seed, cancel=cancel, count_weight=count_weight, scale_range=scale_range,
+                     elastic_p=elastic_p, intensity_jitter=intensity_jitter, average_last=average_last,
+                     precision=precision, max_steps=max_steps, grad_under_blobs=grad_under_blobs,
+                     freeze_encoder=freeze_encoder, run=run)
+    card = _new_card(b, name, reading, reference_px=reference_px)
+    tuned = _retune(s, b, trained.net, card, name=name, n_steps=trained.n_steps, run=run)
+    _calibrate_training_flag(b, tuned, card, name=name, n_steps=trained.n_steps, run=run)
+    held_items, held_pairs, own = _fit_novelty(s, b, tuned, card, report=run.report)
+    scores = _score_heldout(b, held_items, held_pairs, tuned.params, report=run.report)
+    verdict = _verdict(s, b, trained, tuned, scores, card, name=name, keep_worse=keep_worse, run=run)
+    _heldout_flag(verdict, name=name, run=run)
+    seconds = time.perf_counter() - t_start
+    _fill_card(verdict, s, b, data, reading, trained, settings_kept=tuned.settings_kept, seconds=seconds, steps=steps,
+               seed=seed, max_steps=max_steps, batch_size=batch_size, crop=crop, lr=lr, freeze_encoder=freeze_encoder,
+               intensity_jitter=intensity_jitter, reference_px=reference_px, density_sigma=density_sigma,
+               average_last=average_last, dot_disc=dot_disc, keep_worse=keep_worse)
+    novelty = _novelty_to_save(verdict, own, s, name=name, run=run)
+    target = _write_model(verdict.net, verdict.card, novelty, target, name=name, overwrite=overwrite, cancel=cancel)
+    if target.name != name:
+        name = _renamed(run, name, target.name)
+    n_steps, kept_base, scores = trained.n_steps, verdict.kept_base, verdict.scores
+    run.report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
+                                message=f"saved {name} to {target}"))
+    return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=scores.before,
+                          after=verdict.rejected or scores.after, paired=scores.paired, kept_base=kept_base,
+                          settings_only=scores.settings_only, holdout_files=[s.names[i] for i in s.held_idx],
+                          train_files=[s.names[i] for i in s.train_idx], holdout_counts=scores.counts,
+                          reading=(f"as {model.name} reads them (its weights and settings were kept)" if kept_base
+                                   else reading_note(background=reading.background, invert=reading.fixed.get("invert"),
+                                                     size=reading.size, diameter_px=reading.diameter,
+                                                     spread=reading.spread)),
+                          size_note="" if kept_base else reading.size_note, notes=run.notes,
+                          precision=trained.used["precision"], precision_why=trained.used["why"])
+
+
+def _check_args(base: str | Path, name: str, *, minutes: float | None, steps: int | None, precision: str,
+                max_steps: int | None, size: str, background: str, diameter_px: float | None,
+                out_dir: str | Path | None, overwrite: bool) -> tuple[Path, NetModel]:
+    """The new model's folder and the base model, once the arguments are checked (a :class:`ParameterError` before
+    any work otherwise)."""
+    from ..models import load_model
+    from ..models.base import NetModel
+
     if minutes is None and steps is None:
         raise ParameterError("give a time budget (minutes) or a number of steps")
     if steps is not None and steps < 1:
@@ -257,9 +411,15 @@ def finetune(
             raise ParameterError(f"diameter_px must be a number of pixels within [2, 1000], got {diameter_px!r}")
         if size == "image":
             raise ParameterError("a stated diameter_px is one size for the whole set: it needs size 'auto' or 'set'")
-    if threads:
-        torch.set_num_threads(int(threads))
-    report(FinetuneProgress("prepare", message="reading the images and annotations"))
+    return target, model
+
+
+def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, seed: int, model: NetModel,
+                    run: _Run) -> _AnnotatedSet:
+    """The annotated images read, their held-out part split off, and notes on what was left out or is thin."""
+    from ..io import read_image_planes
+
+    run.report(FinetuneProgress("prepare", message="reading the images and annotations"))
     skipped: list[str] = []  # images left out: named in the notes
     labelled, source = _labelled_items(data, skipped)
     read: list[tuple[np.ndarray, tuple[int, str] | None]] = []
@@ -273,6 +433,24 @@ def finetune(
         raise GroundTruthError("none of the annotated images could be read: " + "; ".join(skipped))
     names = [n for n, _, _ in labelled]
     gts = [gt for _, _, gt in labelled]
+    train_idx, held_idx = _split_off_holdout(labelled, holdout, seed=seed, model=model, run=run)
+    _check_training_set(names, gts, train_idx, held_idx, run=run)
+    for text in skipped:
+        run.note(f"left out: {text}")
+    images = {}
+    for i, (image, planes) in enumerate(read):
+        images[i] = image
+        if planes is not None:
+            run.note(f"{names[i]}: the file holds {planes[0]} {planes[1]}; only the first was used (save the plane "
+                     "you annotated as a file of its own to train on another)")
+    return _AnnotatedSet(labelled, source, skipped, names, gts, images, train_idx, held_idx)
+
+
+def _split_off_holdout(labelled: list[tuple[str, bytes, GroundTruth]], holdout: float | int, *, seed: int,
+                       model: NetModel, run: _Run) -> tuple[list[int], list[int]]:
+    """(train, held out) indices: ``holdout`` checked against the images there are, and held-out images the base
+    learnt from swapped for unseen training images where it can be (:func:`_hold_out_unseen`)."""
+    names = [n for n, _, _ in labelled]
     asked = holdout_asked(holdout, len(names))
     if asked > len(names) - MIN_TRAIN_IMAGES:  # nothing trained yet: say so rather than train on what is left
         raise ParameterError(
@@ -280,22 +458,21 @@ def finetune(
             f"{max(len(names) - MIN_TRAIN_IMAGES, 0)} can be (at least {MIN_TRAIN_IMAGES} must train): hold out "
             "fewer, or annotate more images")
     train_idx, held_idx = split_holdout(names, holdout, seed=seed)
-    notes: list[str] = []  # for the user at the end (CLI, Train page), not only in passing
-
-    def note(text: str) -> None:
-        notes.append(text)
-        report(FinetuneProgress("prepare", message=f"note: {text}"))
-
     train_idx, held_idx, seen_held = _hold_out_unseen(labelled, train_idx, held_idx, model.card.training_digests(),
                                                       model.card.training_pixel_digests())
     if seen_held:  # the base's "before" there flatters it, and so the choice between its weights and the new ones
-        note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
-             f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely lower "
-             "than on new images, so the before / after comparison favours it")
+        run.note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
+                 f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely "
+                 "lower than on new images, so the before / after comparison favours it")
+    return train_idx, held_idx
 
+
+def _check_training_set(names: list[str], gts: list[GroundTruth], train_idx: list[int], held_idx: list[int], *,
+                        run: _Run) -> None:
+    """A :class:`GroundTruthError` when the training images hold nothing to learn; notes on few or empty ones."""
     if len(train_idx) < FEW_TRAIN_IMAGES:
-        note(f"only {len(train_idx)} image(s) to train on: the new model may learn little from so few (hold out "
-             "fewer, or annotate more)")
+        run.note(f"only {len(train_idx)} image(s) to train on: the new model may learn little from so few (hold out "
+                 "fewer, or annotate more)")
     if all(gts[i].count == 0 for i in train_idx):  # nothing to learn but "no cells": an export gone wrong, mostly
         which = "annotation" if len(train_idx) == len(names) else "training image's annotation"
         raise GroundTruthError(
@@ -307,36 +484,35 @@ def finetune(
                "label image)"))
     for i in train_idx:
         if gts[i].kind == "points" and gts[i].count == 0:
-            note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
-                 "no cells; if it has cells, its export failed")
-    for text in skipped:
-        note(f"left out: {text}")
-    images = {}
-    for i, (image, planes) in enumerate(read):
-        images[i] = image
-        if planes is not None:
-            note(f"{names[i]}: the file holds {planes[0]} {planes[1]}; only the first was used (save the plane you "
-                 "annotated as a file of its own to train on another)")
-    kind = model.output_kind
-    density_scale = float(model.card.density_scale) if kind != "mask" else 1.0
-    base_params = resolve_params(model, None)
-    size_model = size_model_for(model, base_params)  # the fine-tuned model keeps the base's card settings
-    items = []
-    diameter = None
+            run.note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
+                     "no cells; if it has cells, its export failed")
+
+
+def _passes_per_train_image(kind: str) -> float:
+    """Base passes per training image after training (:func:`_retune`)."""
+    return 2.0 if kind == "density" else 1.5
+
+
+def _decide_reading(s: _AnnotatedSet, b: _Base, *, background: str, size: str, diameter_px: float | None,
+                    minutes: float | None, steps: int | None, t_start: float, run: _Run) -> _Reading:
+    """The set's background and object size (one for the set, or each image's own), measured on the training images;
+    a time budget too short for the whole run is refused while measuring."""
     fixed: dict[str, Any] = {}  # settings decided once for the user's set, kept in the new card
-    if base_params.invert is not None:  # the base's card fixes it; the fine-tune keeps that
+    if b.params.invert is not None:  # the base's card fixes it; the fine-tune keeps that
         background = "card"
     elif background != "image":
-        bright = set_background([images[i] for i in train_idx], channel=base_params.channel,
+        bright = set_background([s.images[i] for i in s.train_idx], channel=b.params.channel,
                                 agreement=SET_AGREEMENT if background == "auto" else 0.0)
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
+    diameter = None
     size_note, spread, sizes = "", None, None
-    train_gts = [gts[i] for i in train_idx]
-    if kind == "mask" and train_gts and all(gt.kind == "points" for gt in train_gts):
-        report(FinetuneProgress("prepare", message=DOTS_ON_MASK_NOTE.format(base=model.name)))
-    per_train = 2.0 if kind == "density" else 1.5  # base passes per training image after training (below)
+    train_gts = s.train_gts
+    if b.kind == "mask" and train_gts and all(gt.kind == "points" for gt in train_gts):
+        run.report(FinetuneProgress("prepare", message=DOTS_ON_MASK_NOTE.format(base=b.model.name)))
+    per_train = _passes_per_train_image(b.kind)
+    images, train_idx, held_idx = s.images, s.train_idx, s.held_idx
 
     def measure_all() -> list:
         """:func:`measure_annotated` of every training image (a base pass each, for dots); a time budget too short
@@ -346,20 +522,20 @@ def finetune(
         mean_px = float(np.mean([images[i].shape[0] * images[i].shape[1] for i in (*train_idx, *held_idx)]))
         for k, i in enumerate(train_idx):
             t_one = time.perf_counter()
-            out.append(measure_annotated(images[i], gts[i], model, size_model=size_model, overrides=fixed))
+            out.append(measure_annotated(images[i], s.gts[i], b.model, size_model=b.size_model, overrides=fixed))
             if k == 1 and steps is None:
                 one = (time.perf_counter() - t_one) * mean_px / (images[i].shape[0] * images[i].shape[1])
                 rest = one * (len(train_idx) - 2 + per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
-                _check_budget(minutes, time.perf_counter() - t_start, rest, len(names), partial=kind != "density")
+                _check_budget(minutes, time.perf_counter() - t_start, rest, len(s.names), partial=b.kind != "density")
         return out
 
     if diameter_px is not None:
         size, diameter = "given", float(diameter_px)
-        report(FinetuneProgress("prepare", message="checking the objects' sizes against the one you gave"))
+        run.report(FinetuneProgress("prepare", message="checking the objects' sizes against the one you gave"))
         sizes = [m[0] for m in measure_all()]
         size_note = several_sizes_note(diameter, train_gts, sizes)
     elif size in ("auto", "set"):
-        report(FinetuneProgress("prepare", message="measuring the objects' size"))
+        run.report(FinetuneProgress("prepare", message="measuring the objects' size"))
         measured = measure_all()
         sizes, hits = [m[0] for m in measured], [m[1] for m in measured]
         known = [d for d in sizes if d]
@@ -369,52 +545,82 @@ def finetune(
             size = "set" if misses or one_magnification(train_gts, sizes) else "image"
             spread = size_spread(train_gts, sizes)
         if size == "set":
-            diameter = set_diameter([], train_gts, model, sizes=sizes, hits=hits)
+            diameter = set_diameter([], train_gts, b.model, sizes=sizes, hits=hits)
             # to a tenth of a pixel, as every page shows it: trained, scored, stored and shown alike
             diameter = round(diameter, 1) if diameter else diameter
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
     # each image's own size, when measured above (size "image"): its targets need not measure it again
     own_sizes = dict(zip(train_idx, sizes, strict=True)) if diameter is None and sizes is not None else {}
+    return _Reading(background, size, diameter, fixed, size_note, spread, own_sizes)
+
+
+def _build_targets(s: _AnnotatedSet, b: _Base, reading: _Reading, *, reference_px: float | None,
+                   density_sigma: float, dot_disc: float, cancel: threading.Event | None,
+                   report: Callable[[FinetuneProgress], None]) -> tuple[list, float]:
+    """The training items (image and target) of the training images, and the seconds each took."""
+    density_scale = float(b.model.card.density_scale) if b.kind != "mask" else 1.0
+    items = []
     t_prep = time.perf_counter()
-    for k, i in enumerate(train_idx):
+    for k, i in enumerate(s.train_idx):
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
-        report(FinetuneProgress("prepare", k, len(train_idx), message=f"targets for {names[i]}"))
-        items.append(training_item(names[i], images[i], gts[i], model, density_scale=density_scale,
-                                   diameter_px=diameter, size_model=size_model, overrides=fixed,
+        report(FinetuneProgress("prepare", k, len(s.train_idx), message=f"targets for {s.names[i]}"))
+        items.append(training_item(s.names[i], s.images[i], s.gts[i], b.model, density_scale=density_scale,
+                                   diameter_px=reading.diameter, size_model=b.size_model, overrides=reading.fixed,
                                    reference_px=reference_px, density_sigma=density_sigma, dot_disc=dot_disc,
-                                   measured_px=own_sizes.get(i)))
-    per_image_s = (time.perf_counter() - t_prep) / max(len(train_idx), 1)  # targets (and a base pass for dots)
-    train_budget_s = None
-    if steps is None:
-        # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
-        # training image, then postprocessing only) and the held-out scoring (two passes per image) will
-        # take, from a timed pass of the base (the targets need none unless dots correct its segmentation)
-        pass_params = resolve_params(model, fixed)
-        if diameter:
-            pass_params = dataclasses.replace(pass_params, auto_nucleus_size=False, nucleus_diameter_px=float(diameter))
-        first = images[train_idx[0]]
-        for _ in range(2):  # the second timed: the first may build the fast network or time the backends
-            t_pass = time.perf_counter()
-            first_pred = predict(first, model, pass_params, size_model=size_model)
-        # per image of the set's mean size, not the first image's
-        scored = [images[i] for i in (*train_idx, *held_idx)]
-        size_ratio = float(np.mean([im.shape[0] * im.shape[1] for im in scored])) / (first.shape[0] * first.shape[1])
-        pass_s = (time.perf_counter() - t_pass) * size_ratio
-        # a density model reads its training images twice (before and after its count gain), others once
-        # the held-out images: the new model, the base, and (not density) the base with the new settings
-        held_passes = 2 if kind == "density" else 3
-        reserve = max(pass_s, per_image_s) * (per_train * len(train_idx) + held_passes * len(held_idx)) + 5.0
-        if kind != "density":  # then the settings search: postprocessing only, but many settings on each image
-            for _ in range(2):  # the second timed: the first imports and warms up
-                first_pred.memo.clear()  # else the second call reuses the first's mask and split (~0 s: 43 s unplanned)
-                t_pp = time.perf_counter()
-                postprocess(first_pred, pass_params, measure=False)
-            passes = TUNE_PASSES + (CROSS_CHECK_PASSES if len(train_idx) >= MIN_CROSS_CHECK else 0)
-            reserve += (time.perf_counter() - t_pp) * size_ratio * passes * len(train_idx)
-        train_budget_s = _check_budget(minutes, time.perf_counter() - t_start, reserve, len(names))
+                                   measured_px=reading.own_sizes.get(i)))
+    per_image_s = (time.perf_counter() - t_prep) / max(len(s.train_idx), 1)  # targets (and a base pass for dots)
+    return items, per_image_s
 
-    net = copy.deepcopy(model.net).float().to(memory_format=torch.channels_last)
+
+def _train_budget(s: _AnnotatedSet, b: _Base, reading: _Reading, *, minutes: float, t_start: float,
+                  per_image_s: float) -> float:
+    """The seconds of training ``minutes`` leave (:func:`_check_budget`)."""
+    from ..pipeline import postprocess, predict, resolve_params
+
+    images, train_idx, held_idx, kind = s.images, s.train_idx, s.held_idx, b.kind
+    # ``minutes`` bounds the whole run: what is left after preparing, less what tuning (one pass per
+    # training image, then postprocessing only) and the held-out scoring (two passes per image) will
+    # take, from a timed pass of the base (the targets need none unless dots correct its segmentation)
+    pass_params = resolve_params(b.model, reading.fixed)
+    if reading.diameter:
+        pass_params = dataclasses.replace(pass_params, auto_nucleus_size=False,
+                                          nucleus_diameter_px=float(reading.diameter))
+    first = images[train_idx[0]]
+    for _ in range(2):  # the second timed: the first may build the fast network or time the backends
+        t_pass = time.perf_counter()
+        first_pred = predict(first, b.model, pass_params, size_model=b.size_model)
+    # per image of the set's mean size, not the first image's
+    scored = [images[i] for i in (*train_idx, *held_idx)]
+    size_ratio = float(np.mean([im.shape[0] * im.shape[1] for im in scored])) / (first.shape[0] * first.shape[1])
+    pass_s = (time.perf_counter() - t_pass) * size_ratio
+    # a density model reads its training images twice (before and after its count gain), others once
+    # the held-out images: the new model, the base, and (not density) the base with the new settings
+    held_passes = 2 if kind == "density" else 3
+    reserve = max(pass_s, per_image_s) * (_passes_per_train_image(kind) * len(train_idx)
+                                          + held_passes * len(held_idx)) + 5.0
+    if kind != "density":  # then the settings search: postprocessing only, but many settings on each image
+        for _ in range(2):  # the second timed: the first imports and warms up
+            first_pred.memo.clear()  # else the second call reuses the first's mask and split (~0 s: 43 s unplanned)
+            t_pp = time.perf_counter()
+            postprocess(first_pred, pass_params, measure=False)
+        passes = TUNE_PASSES + (CROSS_CHECK_PASSES if len(train_idx) >= MIN_CROSS_CHECK else 0)
+        reserve += (time.perf_counter() - t_pp) * size_ratio * passes * len(train_idx)
+    return _check_budget(minutes, time.perf_counter() - t_start, reserve, len(s.names))
+
+
+def _train(b: _Base, items: list, train_gts: list[GroundTruth], *, steps: int | None, seconds: float | None,
+           batch_size: int, crop: int, lr: float, seed: int, cancel: threading.Event | None,
+           count_weight: float | None, scale_range: tuple[float, float] | None, elastic_p: float | None,
+           intensity_jitter: float, average_last: float, precision: str, max_steps: int | None,
+           grad_under_blobs: bool, freeze_encoder: bool, run: _Run) -> _Trained:
+    """A copy of the base's network trained on ``items`` (:func:`_fit`), for ``steps`` or ``seconds``."""
+    import torch
+
+    from ..train import DEFAULTS
+
+    kind = b.kind
+    net = copy.deepcopy(b.model.net).float().to(memory_format=torch.channels_last)
     for p in net.parameters():
         p.requires_grad_(True)
     loss_cfg = copy.deepcopy(DEFAULTS["loss"])
@@ -426,25 +632,33 @@ def finetune(
     if elastic_p is None:
         elastic_p = DOTS_ELASTIC_P if from_dots else ELASTIC_P
     n_steps, train_s, losses, used = _fit(
-        net, items, kind=kind, steps=steps, seconds=train_budget_s, batch_size=batch_size,
-        crop=crop, lr=lr, rng=np.random.default_rng(seed), report=report, cancel=cancel, loss_cfg=loss_cfg,
+        net, items, kind=kind, steps=steps, seconds=seconds, batch_size=batch_size,
+        crop=crop, lr=lr, rng=np.random.default_rng(seed), report=run.report, cancel=cancel, loss_cfg=loss_cfg,
         scale_range=scale_range, elastic_p=elastic_p, intensity_jitter=intensity_jitter,
         average_last=average_last, precision=precision, max_steps=max_steps, grad_under_blobs=grad_under_blobs,
         freeze_encoder=freeze_encoder,
     )
     if steps is None and n_steps < min(FEW_STEPS, max_steps or FEW_STEPS):  # the budget, not a cap, stopped it
-        note(f"the time budget bought only {n_steps} training step(s): the new model may have learnt little "
-             f"(the benchmarks' fine-tunes ran 1500-3000); give it more time")
-    card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
+        run.note(f"the time budget bought only {n_steps} training step(s): the new model may have learnt little "
+                 f"(the benchmarks' fine-tunes ran 1500-3000); give it more time")
+    return _Trained(net, n_steps, train_s, losses, used, loss_cfg, scale_range, elastic_p)
+
+
+def _new_card(b: _Base, name: str, reading: _Reading, *, reference_px: float | None) -> ModelCard:
+    """The base's card renamed, with the set's reading fixed in it (settings re-tuned and figures added later)."""
+    from ..pipeline import resolve_params
+
+    card = dataclasses.replace(copy.deepcopy(b.model.card), name=name, sha256="")
     card.extra.pop("novelty", None)  # the base's training images' encoder features: the fine-tune moved the encoder
-    card.postprocess = {**card.postprocess, **fixed}
+    card.postprocess = {**card.postprocess, **reading.fixed}
     if reference_px:
         card.extra = {**card.extra, "reference_diameter_px": float(reference_px)}
+    diameter = reading.diameter
     if diameter:
         card.postprocess = {**card.postprocess, "nucleus_diameter_px": round(diameter, 2), "auto_nucleus_size": False}
         # the size signal measures from the size learnt: every image resized alike, no longer a doubt on each
         card.extra = {**card.extra, "trained_diameter_px": round(diameter, 2)}
-        if kind == "density":
+        if b.kind == "density":
             # the centres (local maxima) at least a quarter of an object apart: the base's 3 px, on a map read at a
             # quarter of the image's size and enlarged back (100 px fat cells), found 1038 "centres" for 28 cells
             # (25 px: 28; 3-12 px on 13 px mbm cells: 119-124 for 107)
@@ -453,102 +667,166 @@ def finetune(
 
             top = int(SCHEMA["peak_min_distance_px"].ui_range[1])  # the Count page's slider reaches no further
             card.postprocess["peak_min_distance_px"] = max(base_gap, min(round(PEAK_GAP_SHARE * diameter), top))
-    new = NetModel(net, card)
+    return card
 
-    report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
+
+def _retune(s: _AnnotatedSet, b: _Base, net: Any, card: ModelCard, *, name: str, n_steps: int,
+            run: _Run) -> _Tuned:
+    """The new model's postprocessing re-tuned on the training images (a density model's count gain), written in
+    ``card``."""
+    from ..evaluate import DEFAULT_GRID, evaluate_predictions
+    from ..models.base import NetModel
+    from ..pipeline import predict, resolve_params
+
+    model, kind, train_idx = b.model, b.kind, s.train_idx
+    new = NetModel(net, card)
+    run.report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
     settings_kept = False  # re-tuned settings that counted unseen training images no better: the base's stay
     gain_text = None  # a density fine-tune's large count gain, said once the saved weights are known
     new_params = resolve_params(new, None)
-    train_pairs = [(names[i], predict(images[i], new, new_params, size_model=size_model), gts[i])
+    train_pairs = [(s.names[i], predict(s.images[i], new, new_params, size_model=b.size_model), s.gts[i])
                    for i in train_idx]
     if kind == "density":
-        k_gain, _, _ = calibrate_density(train_pairs)
-        if not k_gain > 0:  # most of the map's mass on images annotated as empty: no gain to fit
-            note("the count gain could not be fitted (most of what the new model reads is on training images "
-                 "annotated as empty): its counts are not rescaled")
-            k_gain = None
-        card.density_scale = card.density_scale / (k_gain or 1.0)
-        new = NetModel(net, card)
+        new, train_pairs, tuned_note, gain_text = _count_gain(s, b, net, card, train_pairs, new_params, name=name,
+                                                              n_steps=n_steps, run=run)
         params = new_params
-        # read again with the gain: the flag below is fitted on what the saved model counts (the gain moves the
-        # counts, and with them the signals and errors; a size estimate from the map moves too)
-        train_pairs = [(names[i], predict(images[i], new, new_params, size_model=size_model), gts[i])
-                       for i in train_idx]
-        tuned_note = (f"counts scaled by {k_gain:.2f} (the count gain fitted on the "
-                      f"{_images(len(train_idx), 'training')})" if k_gain else
-                      "counts not rescaled (no count gain could be fitted on the training images)")
-        if k_gain and abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
-            gain_text = (f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
-                         "training steps its map alone counted them that far off, so much of the change may be this "
-                         "one factor. The held-out figures show whether it holds on images it did not see.")
     else:
-        tr = tune_params(train_pairs, new_params)
-        params = tr.best_params
-        tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
-                      f"{tr.before:.3f} -> {tr.after:.3f}")
-        if params != new_params and len(train_pairs) >= MIN_CROSS_CHECK:
-            # settings tuned on a few images can fit those images only (docs/RESULTS.md, "Tuning on a few images")
-            kept, tuned_cv = cross_check(train_pairs, new_params)
-            if tuned_cv >= kept:
-                params = new_params
-                settings_kept = True
-                verdict = "worse" if tuned_cv > kept else "no better"
-                tuned_note = (f"the base's settings kept: tuned on {len(train_idx)} training images, settings counted "
-                              f"the ones each tuning did not see {verdict} (4-fold: MAE {tuned_cv:.3f} against "
-                              f"{kept:.3f})")
-                note(f"{name} keeps {model.name}'s postprocessing settings: settings re-tuned on parts of the "
-                     f"{len(train_idx)} training images counted the other parts {verdict} (4-fold check on the training "
-                     f"images, not the held-out ones: MAE {told_apart(tuned_cv, kept)} with {model.name}'s "
-                     "settings)")
-            else:
-                tuned_note += f"; checked on training images each tuning did not see (4-fold MAE {kept:.3f} -> {tuned_cv:.3f})"
-        if params == tr.best_params and (edge := tr.edge_note()):
-            note(f"{name}'s postprocessing, re-tuned on its training images, is {edge}")
-        if kind == "multihead":  # objects that overlap too much to outline are counted better by the density
-            dens = dataclasses.replace(params, count_source="density")
-            mae_seg = evaluate_predictions(train_pairs, params, keep_results=False).summary["mae"]
-            mae_dens = evaluate_predictions(train_pairs, dens, keep_results=False).summary["mae"]
-            if mae_dens < 0.9 * mae_seg:
-                params = dens
-            tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
-                           f"density {mae_dens:.3f})")
-    train_rep = evaluate_predictions(train_pairs, params, keep_results=False)  # for the flag below, and this check
-    if kind == "mask" and all(gt.kind == "points" for gt in train_gts):
+        params, tuned_note, settings_kept = _tune_settings(s, b, train_pairs, new_params, name=name, run=run)
+    train_rep = evaluate_predictions(train_pairs, params, keep_results=False)  # for the quality flag, and this check
+    if kind == "mask" and all(gt.kind == "points" for gt in s.train_gts):
         # measured, not guessed: on vgg_cells (crowded cells) a unet-mask fine-tune from dots still counted its own
         # training images ~20% off after 5 minutes (validation MAE 46-49 at N = 16; unet-density's 2.5-3.0 at N = 32)
         from ..quality import LARGE_ERROR
 
         own_mape = train_rep.summary.get("mape", math.nan)
         if math.isfinite(own_mape) and own_mape >= 100 * LARGE_ERROR:
-            note(f"{name} counts even the images it learnt {own_mape:.0f}% off on average: outlines learnt from "
-                 "dots do not separate these objects (crowded, touching or overlapping). A density model learns from "
-                 "dots directly: fine-tune unet-density instead (command line: --from unet-density; Train page: "
-                 "Start from unet-density)")
+            run.note(f"{name} counts even the images it learnt {own_mape:.0f}% off on average: outlines learnt from "
+                     "dots do not separate these objects (crowded, touching or overlapping). A density model learns "
+                     "from dots directly: fine-tune unet-density instead (command line: --from unet-density; Train "
+                     "page: Start from unet-density)")
     # every setting the tuner searched, also where the base card left it to the defaults
     tuned_keys = (set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
                   | (set(DEFAULT_GRID) if kind != "density" else set()))
     card.postprocess = {**card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys if k in params.to_dict()}}
     card.postprocess_tuned_on = tuned_note
-    report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
-    card.extra = {**card.extra, "quality": calibrate_flag(train_pairs, params, model.card, rep=train_rep)}
+    return _Tuned(new, params, train_pairs, train_rep, settings_kept, gain_text)
+
+
+def _count_gain(s: _AnnotatedSet, b: _Base, net: Any, card: ModelCard, train_pairs: list, new_params: Any, *,
+                name: str, n_steps: int, run: _Run) -> tuple[NetModel, list, str, str | None]:
+    """A density model's count gain fitted on its training images and set in ``card``: (the new model with it, its
+    training predictions read again, the card's tuning note, a note on a large gain or None)."""
+    from ..evaluate import calibrate_density
+    from ..models.base import NetModel
+    from ..pipeline import predict
+
+    train_idx = s.train_idx
+    gain_text = None
+    k_gain, _, _ = calibrate_density(train_pairs)
+    if not k_gain > 0:  # most of the map's mass on images annotated as empty: no gain to fit
+        run.note("the count gain could not be fitted (most of what the new model reads is on training images "
+                 "annotated as empty): its counts are not rescaled")
+        k_gain = None
+    card.density_scale = card.density_scale / (k_gain or 1.0)
+    new = NetModel(net, card)
+    # read again with the gain: the quality flag is fitted on what the saved model counts (the gain moves the
+    # counts, and with them the signals and errors; a size estimate from the map moves too)
+    train_pairs = [(s.names[i], predict(s.images[i], new, new_params, size_model=b.size_model), s.gts[i])
+                   for i in train_idx]
+    tuned_note = (f"counts scaled by {k_gain:.2f} (the count gain fitted on the "
+                  f"{_images(len(train_idx), 'training')})" if k_gain else
+                  "counts not rescaled (no count gain could be fitted on the training images)")
+    if k_gain and abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
+        gain_text = (f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
+                     "training steps its map alone counted them that far off, so much of the change may be this "
+                     "one factor. The held-out figures show whether it holds on images it did not see.")
+    return new, train_pairs, tuned_note, gain_text
+
+
+def _tune_settings(s: _AnnotatedSet, b: _Base, train_pairs: list, new_params: Any, *, name: str,
+                   run: _Run) -> tuple[Any, str, bool]:
+    """(settings, the card's tuning note, whether the base's were kept): a segmentation model's postprocessing
+    searched on its training images, checked on the ones each tuning did not see (:data:`MIN_CROSS_CHECK`), and a
+    multihead model's count source chosen."""
+    from ..evaluate import cross_check, evaluate_predictions, tune_params
+
+    model, train_idx = b.model, s.train_idx
+    settings_kept = False
+    tr = tune_params(train_pairs, new_params)
+    params = tr.best_params
+    tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
+                  f"{tr.before:.3f} -> {tr.after:.3f}")
+    if params != new_params and len(train_pairs) >= MIN_CROSS_CHECK:
+        # settings tuned on a few images can fit those images only (docs/RESULTS.md, "Tuning on a few images")
+        kept, tuned_cv = cross_check(train_pairs, new_params)
+        if tuned_cv >= kept:
+            params = new_params
+            settings_kept = True
+            verdict = "worse" if tuned_cv > kept else "no better"
+            tuned_note = (f"the base's settings kept: tuned on {len(train_idx)} training images, settings counted "
+                          f"the ones each tuning did not see {verdict} (4-fold: MAE {tuned_cv:.3f} against "
+                          f"{kept:.3f})")
+            run.note(f"{name} keeps {model.name}'s postprocessing settings: settings re-tuned on parts of the "
+                     f"{len(train_idx)} training images counted the other parts {verdict} (4-fold check on the "
+                     f"training images, not the held-out ones: MAE {told_apart(tuned_cv, kept)} with "
+                     f"{model.name}'s settings)")
+        else:
+            tuned_note += f"; checked on training images each tuning did not see (4-fold MAE {kept:.3f} -> {tuned_cv:.3f})"
+    if params == tr.best_params and (edge := tr.edge_note()):
+        run.note(f"{name}'s postprocessing, re-tuned on its training images, is {edge}")
+    if b.kind == "multihead":  # objects that overlap too much to outline are counted better by the density
+        dens = dataclasses.replace(params, count_source="density")
+        mae_seg = evaluate_predictions(train_pairs, params, keep_results=False).summary["mae"]
+        mae_dens = evaluate_predictions(train_pairs, dens, keep_results=False).summary["mae"]
+        if mae_dens < 0.9 * mae_seg:
+            params = dens
+        tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
+                       f"density {mae_dens:.3f})")
+    return params, tuned_note, settings_kept
+
+
+def _calibrate_training_flag(b: _Base, tuned: _Tuned, card: ModelCard, *, name: str, n_steps: int,
+                             run: _Run) -> None:
+    """The new quality flag calibrated on what the new model counts on its training images, set in ``card``."""
+    run.report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
+    card.extra = {**card.extra, "quality": calibrate_flag(tuned.train_pairs, tuned.params, b.model.card,
+                                                          rep=tuned.train_rep)}
     flagged = card.extra["quality"].get("calibration", {}).get("flagged_share", 0.0)
     if flagged >= 0.5:  # said, not left for the user to find in every count
-        note(f"{name}'s quality flag marks {flagged:.0%} of the images it learnt ('check this image'): expect it on "
-             "most images like them, and read its reasons before trusting or dismissing it")
+        run.note(f"{name}'s quality flag marks {flagged:.0%} of the images it learnt ('check this image'): expect it "
+                 "on most images like them, and read its reasons before trusting or dismissing it")
+
+
+def _fit_novelty(s: _AnnotatedSet, b: _Base, tuned: _Tuned, card: ModelCard, *,
+                 report: Callable[[FinetuneProgress], None]) -> tuple[list, list, tuple[Any, float] | None]:
+    """(held-out items, the new model's predictions of them, its own novelty reference and limit or None): the
+    reference of what the new model may count, fitted on the training and held-out images and set in ``card``."""
+    from ..evaluate import predict_pairs
+
     # the held-out images are the user's images too: they widen the reference of what the model may count
     # (they choose nothing about the counts; the same predictions are scored below)
     report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))
-    held_items = [(names[i], images[i], gts[i]) for i in held_idx]
-    held_pairs = predict_pairs(held_items, new, params, size_model=size_model, warn_trained=False) if held_idx else []
-    own = own_novelty(new, list(train_pairs) + held_pairs, density=kind == "density")
+    held_items = [(s.names[i], s.images[i], s.gts[i]) for i in s.held_idx]
+    held_pairs = (predict_pairs(held_items, tuned.new, tuned.params, size_model=b.size_model, warn_trained=False)
+                  if s.held_idx else [])
+    own = own_novelty(tuned.new, list(tuned.train_pairs) + held_pairs, density=b.kind == "density")
     if own is not None:  # "unlike the images it learnt", in the new encoder's own terms
-        new.novelty = own[0]
+        tuned.new.novelty = own[0]
         card.extra["quality"]["rule"]["max_novelty"] = own[1]
+    return held_items, held_pairs, own
 
+
+def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
+                   report: Callable[[FinetuneProgress], None]) -> _Scores:
+    """The base (its card's settings) and the new model scored on the held-out images."""
+    from ..evaluate import evaluate_predictions, predict_pairs
+    from ..metrics import paired_mae_difference
+
+    model, kind, base_params, size_model = b.model, b.kind, b.params, b.size_model
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
     before, after, paired, settings_only = {}, {}, {}, {}
     counts: list[dict[str, Any]] = []
-    if held_idx:
+    if held_items:
         rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model, warn_trained=False),
                                   base_params, keep_results=False)
         ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
@@ -570,56 +848,85 @@ def finetune(
             rs = evaluate_predictions(predict_pairs(held_items, model, params, size_model=size_model, warn_trained=False), params,
                                       keep_results=False)
             settings_only = {k: int(v) if k == "n" else float(v) for k, v in rs.summary.items() if k in keep}
+    return _Scores(before, after, paired, settings_only, counts)
+
+
+def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, scores: _Scores, card: ModelCard, *,
+             name: str, keep_worse: bool, run: _Run) -> _Verdict:
+    """Whether the fine-tuned weights are saved or, counting the held-out images clearly worse
+    (:func:`worse_than_base`), the base's weights and settings under the new name; notes on the comparison."""
+    model, n_steps, used = b.model, trained.n_steps, trained.used
+    before, after, settings_only = scores.before, scores.after, scores.settings_only
+    net = trained.net
     kept_base = not keep_worse and worse_than_base(before, after)
     if kept_base:  # the new settings are not kept either: their figure would be labelled as this model's
         settings_only = {}
-    elif gain_text:  # said of the weights that are saved only (the base's kept: no gain, as the base counts)
-        note(gain_text)
+    elif tuned.gain_text:  # said of the weights that are saved only (the base's kept: no gain, as the base counts)
+        run.note(tuned.gain_text)
     if not kept_base and (text := settings_gain_note(model.name, name, after, settings_only)):
-        note(text)
+        run.note(text)
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
     if not kept_base and not keep_worse and after.get("mae", 0) > before.get("mae", math.inf):
-        note(f"the fine-tuned weights counted the held-out images a little worse than {model.name} (MAE "
-             f"{told_apart(after['mae'], before['mae'])}: "
-             f"{after['mae'] - before['mae']:.{apart_digits(after['mae'], before['mae'])}f} objects per image more). "
-             f"They are saved all the same: {model.name}'s weights are kept instead only when the fine-tuned ones "
-             f"count over {WORSE_SHARE:.0%} worse and at least {WORSE_OBJECTS:g} objects more error over the held-out "
-             f"images together. Count a few of your "
-             f"images with both before relying on it")
+        run.note(f"the fine-tuned weights counted the held-out images a little worse than {model.name} (MAE "
+                 f"{told_apart(after['mae'], before['mae'])}: "
+                 f"{after['mae'] - before['mae']:.{apart_digits(after['mae'], before['mae'])}f} objects per image more). "
+                 f"They are saved all the same: {model.name}'s weights are kept instead only when the fine-tuned ones "
+                 f"count over {WORSE_SHARE:.0%} worse and at least {WORSE_OBJECTS:g} objects more error over the held-out "
+                 f"images together. Count a few of your "
+                 f"images with both before relying on it")
     rejected: dict[str, float] = {}
     novelty: tuple[Any, dict[str, Any]] | None = None  # the novelty reference to save with the model, its card entry
-    # written whole into a hidden folder beside the target, then moved into place: nothing loads a half-written
-    # model, and a model saved under this name meanwhile (another fine-tune, another app) is not overwritten
-    stage = target.parent / f".{name}.saving-{os.getpid()}-{threading.get_ident()}"
     if kept_base:  # no harm: the new model counts as the base does; both figures stay on record
-        note(f"the fine-tuned weights counted the {len(held_idx)} held-out image(s) worse than {model.name} (MAE "
-             f"{after['mae']:.2f} against {before['mae']:.2f}), so {name} keeps {model.name}'s weights and settings "
-             f"and counts as it does. To save fine-tuned weights anyway, run again keeping them (command line: "
-             f"--keep-worse --steps {n_steps}{precision_hint}, about the same training as this run; Train page: "
-             "'Keep the fine-tuned weights even if worse' and a fixed number of steps under Advanced), or bring "
-             "more annotated images")
+        run.note(f"the fine-tuned weights counted the {len(s.held_idx)} held-out image(s) worse than {model.name} (MAE "
+                 f"{after['mae']:.2f} against {before['mae']:.2f}), so {name} keeps {model.name}'s weights and settings "
+                 f"and counts as it does. To save fine-tuned weights anyway, run again keeping them (command line: "
+                 f"--keep-worse --steps {n_steps}{precision_hint}, about the same training as this run; Train page: "
+                 "'Keep the fine-tuned weights even if worse' and a fixed number of steps under Advanced), or bring "
+                 "more annotated images")
         rejected, net = after, copy.deepcopy(model.net).float()
         card = dataclasses.replace(copy.deepcopy(model.card), name=name, sha256="")
         card.extra.pop("novelty", None)
         if getattr(model, "novelty", None) is not None:  # the base's encoder, so the base's reference holds
             novelty = (model.novelty, dict(model.card.extra.get("novelty") or {}))
         after = before
+    scores = dataclasses.replace(scores, after=after, settings_only=settings_only)
+    return _Verdict(kept_base, scores, rejected, net, card, novelty)
+
+
+def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run) -> None:
+    """The saved card's quality rule: the base's held-out verdict dropped, this model's own set where its held-out
+    counts were far off (every count flagged then)."""
+    card, after, kept_base = verdict.card, verdict.scores.after, verdict.kept_base
     # a base fine-tuned before may carry its own held-out verdict: this model gets its own (or none)
     quality = copy.deepcopy(card.extra.get("quality") or {})
     if isinstance(quality.get("rule"), dict):
         quality["rule"].pop("always", None)
     # the base's weights kept: it counts as the base does, and the note above says the fine-tune counted worse
-    scored = sum(1 for c in counts if c["true"] > 0)
+    scored = sum(1 for c in verdict.scores.counts if c["true"] > 0)
     reason = None if kept_base else heldout_flag_reason(after, name, scored)
     if reason is not None:
         quality.setdefault("rule", {})["always"] = reason
     if quality:
         card.extra = {**card.extra, "quality": quality}
     if reason is not None:
-        note(f"{name} counted the held-out images {after['mape']:.0f}% off on average: every count of it is flagged "
-             "'check this image' with that reason")
-    seconds = time.perf_counter() - t_start
-    annotation = sorted({gts[i].kind for i in train_idx})
+        run.note(f"{name} counted the held-out images {after['mape']:.0f}% off on average: every count of it is "
+                 "flagged 'check this image' with that reason")
+
+
+def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path | LabelledItems, reading: _Reading,
+               trained: _Trained, *, settings_kept: bool, seconds: float, steps: int | None, seed: int,
+               max_steps: int | None, batch_size: int, crop: int, lr: float, freeze_encoder: bool,
+               intensity_jitter: float, reference_px: float | None, density_sigma: float, average_last: float,
+               dot_disc: float, keep_worse: bool) -> None:
+    """The saved card's description, training record, held-out figures and license."""
+    from ..io import pixel_digest
+
+    card, model, kind, kept_base = verdict.card, b.model, b.kind, verdict.kept_base
+    before, after, paired = verdict.scores.before, verdict.scores.after, verdict.scores.paired
+    settings_only = verdict.scores.settings_only
+    labelled, source, names, images, train_idx, held_idx = s.labelled, s.source, s.names, s.images, s.train_idx, s.held_idx
+    diameter, losses, used = reading.diameter, trained.losses, trained.used
+    annotation = sorted({s.gts[i].kind for i in train_idx})
     # the base's own description, not the story of its fine-tune (a fine-tune of a fine-tune told its parent's)
     base_text = model.card.description.split(" Fine-tuned from ")[0]
     card.description = (f"{base_text} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}"
@@ -637,19 +944,19 @@ def finetune(
                  # annotated images that could not be used, with why; paths inside the data folder relative to it (a
                  # card is shared: no local folders in it)
                  "left_out": [t.replace(f"{Path(data)}{os.sep}", "") if isinstance(data, (str, Path)) else t
-                              for t in skipped],
+                              for t in s.skipped],
                  # by content too: a training image met again under another name (Evaluate, Compare) is recognised
                  # (none where the base's weights were kept: they learnt nothing from them, and Evaluate and Compare
                  # left the user's images out of its scores as seen in training)
                  "train_sha256": [] if kept_base else [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx],
                  "train_pixel_sha256": [] if kept_base else [pixel_digest(images[i]) for i in train_idx]},
-        "steps": n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": size, "background": background,
-        "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(scale_range),
-        "elastic_p": elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
-        "density_loss": loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,
+        "steps": trained.n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": reading.size, "background": reading.background,
+        "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(trained.scale_range),
+        "elastic_p": trained.elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
+        "density_loss": trained.loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,
         "dot_disc": dot_disc if kind != "density" else None,
         "precision": used["precision"], "precision_why": used["why"],
-        "train_seconds": round(train_s, 1),
+        "train_seconds": round(trained.train_s, 1),
         "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
         "command": "cellcount.finetune",
         "kept_base_weights": kept_base,
@@ -667,55 +974,41 @@ def finetune(
     if kept_base:  # the base's own figures still hold for its weights; the paired difference is the discarded ones'
         card.metrics = {**{k: v for k, v in model.card.metrics.items() if not k.startswith("holdout")}, **card.metrics}
         card.metrics["holdout_paired_mae_difference_finetuned"] = card.metrics.pop("holdout_paired_mae_difference")
-        card.metrics.update(holdout_finetuned_weights=rejected, holdout_note=(
+        card.metrics.update(holdout_finetuned_weights=verdict.rejected, holdout_note=(
             f"{_images(len(held_idx), 'held-out')} of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
     card.license = (model.card.license if model.card.license.endswith("; fine-tuned on user data")
                     else f"{model.card.license}; fine-tuned on user data")
+
+
+def _novelty_to_save(verdict: _Verdict, own: tuple[Any, float] | None, s: _AnnotatedSet, *, name: str,
+                     run: _Run) -> tuple[Any, dict[str, Any]] | None:
+    """The novelty reference to save with the model and its card entry (the new one, or the base's where its weights
+    were kept), or None with a note that the quality flag cannot tell an image unlike the user's."""
+    novelty, kept_base, source = verdict.novelty, verdict.kept_base, s.source
     if own is None and not kept_base:
         from ..novelty import MIN_SMALL_WINDOW_PX
 
-        n_images = len(train_idx) + len(held_idx)
+        n_images = len(s.train_idx) + len(s.held_idx)
         why = (f"{n_images} annotated image(s), {MIN_NOVELTY_IMAGES} needed" if n_images < MIN_NOVELTY_IMAGES else
                f"fewer than {MIN_NOVELTY_IMAGES} of the {n_images} images are at least {MIN_SMALL_WINDOW_PX} px "
                "across at the model's scale")
-        note(f"too few images to learn what yours look like ({why}): {name}'s quality flag cannot tell an image "
-             "unlike yours, so check its counts by eye on images of another kind")
+        run.note(f"too few images to learn what yours look like ({why}): {name}'s quality flag cannot tell an image "
+                 "unlike yours, so check its counts by eye on images of another kind")
     if own is not None and not kept_base:
         from ..novelty import SETTINGS
 
         novelty = (own[0], {"images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
                             "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
-                            "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if held_idx
+                            "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if s.held_idx
                                           else f"the training images of the fine-tune ({source})")})
-    try:  # every file of the stage is written in here, so a failure leaves no hidden folder behind
-        if cancel is not None and cancel.is_set():  # cancelled while scoring: nothing is saved, as promised
-            raise Cancelled("fine-tuning was cancelled")
-        if novelty is not None:
-            from ..novelty import NOVELTY_FILE
+    return novelty
 
-            stage.mkdir(parents=True, exist_ok=True)
-            card.extra["novelty"] = {**novelty[1], "file": NOVELTY_FILE, "sha256": novelty[0].save(stage / NOVELTY_FILE)}
-        save_model(net, card, stage)
-        target = _publish(stage, target, card, overwrite=overwrite)
-    except BaseException:
-        import shutil
 
-        shutil.rmtree(stage, ignore_errors=True)  # a half-written model is not left behind
-        raise
-    if target.name != name:
-        # the notes so far name the model as asked: they are about this one, now saved under another name
-        own = re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w-])")
-        notes[:] = [own.sub(target.name, n) for n in notes]
-        note(f"a model named {name} was saved by another run while this one trained: this one is saved as {target.name}")
-        name = target.name
-    report(FinetuneProgress("done", n_steps, n_steps, elapsed_s=seconds, remaining_s=0.0,
-                            message=f"saved {name} to {target}"))
-    return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=before,
-                          after=rejected or after, paired=paired, kept_base=kept_base, settings_only=settings_only, holdout_files=[names[i] for i in held_idx],
-                          train_files=[names[i] for i in train_idx], holdout_counts=counts,
-                          reading=(f"as {model.name} reads them (its weights and settings were kept)" if kept_base
-                                   else reading_note(background=background, invert=fixed.get("invert"), size=size,
-                                                     diameter_px=diameter, spread=spread)),
-                          size_note="" if kept_base else size_note, notes=notes,
-                          precision=used["precision"], precision_why=used["why"])
+def _renamed(run: _Run, name: str, saved_as: str) -> str:
+    """``saved_as``, with the notes so far and a new one saying why the model is not saved as ``name``."""
+    # the notes so far name the model as asked: they are about this one, now saved under another name
+    own = re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w-])")
+    run.notes[:] = [own.sub(saved_as, n) for n in run.notes]
+    run.note(f"a model named {name} was saved by another run while this one trained: this one is saved as {saved_as}")
+    return saved_as

@@ -101,3 +101,32 @@ def _check_model_folder(folder: Path) -> None:
         check_writable(folder / "model")
     except OSError as err:
         raise ParameterError(f"cannot write a model in {folder}: {err.strerror or err}") from None
+
+
+def _write_model(net, card, novelty, target: Path, *, name: str, overwrite: bool, cancel) -> Path:
+    """Save ``net`` with ``card`` (and ``novelty``: a reference and its card entry, or None) as ``target`` and return
+    the folder it went to (:func:`_publish`); nothing is left behind when cancelled or failing."""
+    import threading
+
+    from ..models import save_model
+    from .fit import Cancelled
+
+    # written whole into a hidden folder beside the target, then moved into place: nothing loads a half-written
+    # model, and a model saved under this name meanwhile (another fine-tune, another app) is not overwritten
+    stage = target.parent / f".{name}.saving-{os.getpid()}-{threading.get_ident()}"
+    try:  # every file of the stage is written in here, so a failure leaves no hidden folder behind
+        if cancel is not None and cancel.is_set():  # cancelled while scoring: nothing is saved, as promised
+            raise Cancelled("fine-tuning was cancelled")
+        if novelty is not None:
+            from ..novelty import NOVELTY_FILE
+
+            stage.mkdir(parents=True, exist_ok=True)
+            card.extra["novelty"] = {**novelty[1], "file": NOVELTY_FILE, "sha256": novelty[0].save(stage / NOVELTY_FILE)}
+        save_model(net, card, stage)
+        target = _publish(stage, target, card, overwrite=overwrite)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)  # a half-written model is not left behind
+        raise
+    return target
