@@ -997,8 +997,12 @@ def test_re_tuned_settings_are_kept_only_where_they_count_unseen_training_images
                    progress=seen.append)
     card = load_model(res.name).card
     # (2.0 against 1.0: "worse", not "no better")
-    said = any("keeps tiny" in p.message and "counted the other parts worse" in p.message for p in seen)
-    assert said == (not helps), "the user is told when the base's settings stay"
+    said = [p for p in seen if "keeps tiny" in p.message and "counted the other parts worse" in p.message]
+    assert bool(said) == (not helps), "the user is told when the base's settings stay"
+    # said at the stage the run is in: a note sent as "prepare" put the Train page's progress bar back to 0
+    assert all(p.stage == "tune" for p in said)
+    stages = [p.stage for p in seen]
+    assert "prepare" not in stages[stages.index("train"):]
     if helps:
         assert card.postprocess["threshold"] == 0.35 and "checked on training images" in card.postprocess_tuned_on
     else:

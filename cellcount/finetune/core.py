@@ -160,12 +160,19 @@ def _check_budget(minutes: float, spent_s: float, rest_s: float, n_images: int, 
 class _Run:
     """What every stage may tell the user: progress reports, and the notes kept for the end."""
 
-    report: Callable[[FinetuneProgress], None]
+    sink: Callable[[FinetuneProgress], None]
     notes: list[str] = field(default_factory=list)  # for the user at the end (CLI, Train page), not only in passing
+    last: FinetuneProgress = field(default_factory=lambda: FinetuneProgress("prepare"))
+
+    def report(self, p: FinetuneProgress) -> None:
+        self.last = p
+        self.sink(p)
 
     def note(self, text: str) -> None:
+        """Kept for the end, and said now at the stage the run is in (a note while re-tuning reported as
+        "prepare" sent the Train page's progress bar back to the start)."""
         self.notes.append(text)
-        self.report(FinetuneProgress("prepare", message=f"note: {text}"))
+        self.sink(dataclasses.replace(self.last, message=f"note: {text}"))
 
 
 @dataclass
