@@ -104,12 +104,12 @@ def paired_difference(
 
 def count_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MAE (with a 95% bootstrap interval over images: ``mae_ci_low``, ``mae_ci_high``), RMSE, bias (mean
-    signed error), MAPE (% over images with true > 0), R^2 and n."""
+    signed error), MAPE (% over images with true > 0: ``mape_n`` of them), R^2 and n."""
     e = count_errors(true, pred)
     n = len(e)
     if n == 0:
         return {"n": 0, "mae": float("nan"), "mae_ci_low": float("nan"), "mae_ci_high": float("nan"),
-                "rmse": float("nan"), "bias": float("nan"), "mape": float("nan"), "r2": float("nan")}
+                "rmse": float("nan"), "bias": float("nan"), "mape": float("nan"), "mape_n": 0, "r2": float("nan")}
     ss_res = float(np.sum(e["error"] ** 2))
     ss_tot = float(np.sum((e["true"] - e["true"].mean()) ** 2))
     rel = e["rel_error"].dropna()
@@ -122,6 +122,7 @@ def count_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "rmse": float(np.sqrt(np.mean(e["error"] ** 2))),
         "bias": float(e["error"].mean()),
         "mape": float(100 * rel.mean()) if len(rel) else float("nan"),
+        "mape_n": int(len(rel)),
         "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
     }
 

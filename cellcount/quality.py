@@ -476,12 +476,21 @@ def card_entry(rule: QualityRule, report: dict[str, float], calibrated_on: str) 
     return {"rule": rule.to_dict(), "calibration": report, "calibrated_on": calibrated_on}
 
 
+def relative_errors(true: Sequence[float], pred: Sequence[float]) -> np.ndarray:
+    """|pred - true| / true per image, for telling large errors: infinite where an image with no objects was
+    counted some (a count of 20 on an empty image is off by more than any share of its true count, where the
+    per-image tables' NaN, "undefined", left such images out of the large errors), 0 where both are 0."""
+    t, p = np.asarray(true, np.float64), np.asarray(pred, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 0, np.abs(p - t) / t, np.where(p == t, 0.0, np.inf))
+
+
 def flag_report(flags: Sequence[bool], rel_errors: Sequence[float], *, large: float = LARGE_ERROR) -> dict[str, float]:
-    """Share of images flagged, number of large errors (> ``large`` of the true count), and the share of
-    those that were flagged (the flag's recall)."""
+    """Share of images flagged, number of large errors (> ``large`` of the true count; ``rel_errors`` from
+    :func:`relative_errors`: NaN is not one), and the share of those that were flagged (the flag's recall)."""
     f = np.asarray(flags, bool)
     e = np.asarray(rel_errors, np.float64)
-    big = np.isfinite(e) & (e > large)
+    big = ~np.isnan(e) & (e > large)
     return {
         "n": int(len(f)),
         "flagged_share": float(f.mean()) if len(f) else math.nan,
@@ -582,7 +591,7 @@ def calibrate_rule(
         options.append(joint)
     at_limit = np.array([x.get("size_at_limit", 0.0) >= 1.0 for x in signals], bool)
     e = np.asarray(rel_errors, np.float64)
-    big = np.isfinite(e) & (e > large)
+    big = ~np.isnan(e) & (e > large)
     best_key, best = None, None
     for k in range(max_limits + 1):
         for chosen in itertools.combinations(range(len(options)), k):

@@ -73,7 +73,11 @@ def show_summary(s: dict, iou_threshold: float) -> None:
                    "could give any value in it).")
     m[2].metric("RMSE", sh.fixed(s["rmse"], _digits(s["rmse"])))
     m[3].metric("Bias", sh.fixed(s["bias"], _digits(s["bias"]), sign=True), help="Mean of predicted - true: > 0 over-counts")
-    m[4].metric("MAPE", f"{s['mape']:.1f} %", help="Mean absolute error relative to the true count")
+    n, with_objects = int(s.get("n", 0)), int(s.get("mape_n", s.get("n", 0)))
+    empty = (f" Over the {with_objects} of the {n} images whose truth has objects: an error relative to a true count of "
+             "0 is undefined." if with_objects < n else "")
+    m[4].metric("MAPE", f"{s['mape']:.1f} %" if np.isfinite(s.get("mape", np.nan)) else "—",
+                help=f"Mean absolute count error relative to the true count, in %.{empty}")
     m[5].metric("R²", sh.fixed(s["r2"], 3 if abs(s["r2"]) < 10 else 1) if np.isfinite(s.get("r2", np.nan)) else "—")
     if "f1" in s:
         how = {
@@ -92,7 +96,10 @@ def show_summary(s: dict, iou_threshold: float) -> None:
             m[3].metric("Mean IoU", f"{s['mean_iou']:.3f}", help="Mean IoU of the matched pairs")
         m[4].metric("False pos.", int(s["fp"]), help="False positives: predicted objects without a true match")
         m[5].metric("Missed", int(s["fn"]), help="True objects without a predicted match (false negatives)")
-        st.caption(f"{int(s['tp'])} matched objects by {how}.")
+        f1_n = int(s.get("f1_n", n))
+        st.caption(f"{int(s['tp'])} matched objects by {how}"
+                   + (f", over the {f1_n} of the {n} images with label images, masks or dots as truth (a count alone "
+                      "has nothing to match)." if f1_n < n else "."))
     if "ms_per_megapixel" in s:
         per_image = (f"{s['model_seconds_median']:.2f} s per image (median), "
                      if np.isfinite(s.get("model_seconds_median", np.nan)) else "")
@@ -107,9 +114,10 @@ def flag_caption(per_image: pd.DataFrame) -> None:
     """How the quality flag did on these images: how many it flagged, and how many of the large errors."""
     if "check" not in per_image or not len(per_image):
         return
-    from cellcount.quality import LARGE_ERROR, flag_report
+    from cellcount.quality import LARGE_ERROR, flag_report, relative_errors
 
-    rep = flag_report(per_image["check"].fillna(False).astype(bool), per_image["rel_error"].abs())
+    rep = flag_report(per_image["check"].fillna(False).astype(bool),
+                      relative_errors(per_image["true"], per_image["pred"]))
     held = (f"{round(rep['large_errors_flagged_share'] * rep['large_errors'])} of them in flagged images"
             if rep["large_errors"] else "none to catch")
     st.caption(f"Quality flag: {round(rep['flagged_share'] * rep['n'])} of {rep['n']} images flagged \"check this "

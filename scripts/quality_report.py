@@ -29,7 +29,15 @@ sys.path.insert(0, str(ROOT))
 from cellcount.evaluate.cli import _card_folder  # noqa: E402
 from cellcount.models import load_model  # noqa: E402
 from cellcount.models.card import write_card  # noqa: E402
-from cellcount.quality import calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table  # noqa: E402
+from cellcount.quality import (  # noqa: E402
+    calibrate_rule,
+    card_entry,
+    flag_report,
+    judge,
+    range_limit,
+    relative_errors,
+    signals_from_table,
+)
 
 DATA = ROOT.parent / "shared" / "datasets"
 MODELS = ("unet-mask-varied", "unet-mask", "attention-unet-mask", "residual-unet-mask", "unet-density", "multihead-unet")
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         val = per_image(name, "dsb2018", "val")
-        rule, rep = calibrate_rule(signals_from_table(val), val["rel_error"].to_numpy())
+        rule, rep = calibrate_rule(signals_from_table(val), relative_errors(val["true"], val["pred"]))
         if name in args.flips:  # flips are off by default: their limit comes from a run with them on
             flips = per_image(name, "dsb2018", "val", "--test-time-flips")
             rule = dataclasses.replace(rule, max_flip_disagreement=range_limit(
@@ -80,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         for data, split in SETS:
             df = val if (data, split) == ("dsb2018", "val") else per_image(name, data, split)
             flags = [judge(s, rule).flag for s in signals_from_table(df)]
-            q = flag_report(flags, df["rel_error"].to_numpy())
-            huge = flag_report(flags, df["rel_error"].to_numpy(), large=0.5)
+            q = flag_report(flags, relative_errors(df["true"], df["pred"]))
+            huge = flag_report(flags, relative_errors(df["true"], df["pred"]), large=0.5)
             held = q["large_errors_flagged_share"]
             held_huge = (f"{huge['large_errors_flagged_share']:.0%} of {huge['large_errors']}"
                          if huge["large_errors"] else "-")

@@ -165,6 +165,36 @@ def test_evaluation_cli_matches_its_csv(samples_dir, tmp_path, capsys):
     assert summary["params"] == resolve_params(load_model(CLASSICAL_NAME)).to_dict()
 
 
+def test_cli_says_what_mape_leaves_out_and_counts_an_empty_truth_counted_as_a_large_error(samples_dir, tmp_path,
+                                                                                           capsys):
+    import shutil
+
+    import tifffile
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in ("s01_sparse_small", "s03_large_nuclei"):
+        for suffix in (".png", "_labels.tif"):
+            shutil.copy(samples_dir / f"{stem}{suffix}", data / f"{stem}{suffix}")
+    shutil.copy(samples_dir / "s02_dense_clusters.png", data / "s02_dense_clusters.png")
+    shape = tifffile.imread(samples_dir / "s02_dense_clusters_labels.tif").shape
+    tifffile.imwrite(data / "s02_dense_clusters_labels.tif", np.zeros(shape, np.uint16))  # truth: no objects
+    out_json, out_csv = tmp_path / "summary.json", tmp_path / "per_image.csv"
+    assert main(["--model", CLASSICAL_NAME, "--data", str(data), "--json", str(out_json), "--out", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "MAE=" in x)
+    assert "(over 2 of the 3 images, those with objects)" in line, line
+    assert "ms/image (median)" in line
+    summary = json.loads(out_json.read_text())
+    assert summary["mape_n"] == 2 and summary["f1_n"] == 3
+    df = pd.read_csv(out_csv)
+    empty = df[df["true"] == 0]
+    assert len(empty) == 1 and empty["pred"].iloc[0] > 0
+    # the empty image counted some: a large error, not left out as "undefined"
+    large = ((df["true"] == 0) & (df["pred"] > 0)) | ((df["true"] > 0) & ((df["error"].abs() / df["true"]) > 0.15))
+    assert summary["large_errors"] == int(large.sum()) and "quality flag:" in out
+
+
 def _density_pair(name: str, mass: float, true: int):
     from cellcount.pipeline import Prediction
 

@@ -70,6 +70,18 @@ def test_flag_report_counts_large_errors_held():
     assert rep == {"n": 4, "flagged_share": 0.5, "large_errors": 2, "large_errors_flagged_share": 0.5}
 
 
+def test_a_count_on_an_image_with_no_objects_is_a_large_error():
+    """20 counted where the truth has none: the per-image NaN ("undefined") left it out of the large errors,
+    and so out of the share the flag catches."""
+    from cellcount.quality import relative_errors
+
+    rel = relative_errors([10, 0, 0, 20], [10, 20, 0, 25])
+    assert rel.tolist() == [0.0, math.inf, 0.0, 0.25]
+    rep = flag_report([False, True, False, False], rel)
+    assert rep["large_errors"] == 2 and rep["large_errors_flagged_share"] == 0.5
+    assert flag_report([True], [math.nan])["large_errors"] == 0, "an unknown error is not a large one"
+
+
 def test_calibration_respects_the_flag_budget_and_finds_the_signal():
     rng = np.random.default_rng(0)
     n = 60

@@ -186,6 +186,7 @@ def evaluate_predictions(
         agg = aggregate_matches(matches)
         summary.update({"tp": agg.tp, "fp": agg.fp, "fn": agg.fn, "precision": agg.precision,
                         "recall": agg.recall, "f1": agg.f1, "mean_iou": agg.mean_matched_iou,
+                        "f1_n": len(matches),  # images whose truth has objects or points to match (not a count alone)
                         "match": kinds.pop() if len(kinds) == 1 else "mixed"})
     if len(df):
         summary["ms_per_megapixel"] = float(1000 * df["model_seconds"].sum() / df["megapixels"].sum())

@@ -291,28 +291,35 @@ def _run(args: argparse.Namespace) -> int:
         write_csv(rep.per_image.assign(learnt_from=kept_in) if kept_in is not None and kept_in.any() else rep.per_image,
                   args.out)
     s = rep.summary
+
+    def over(k: int | None, which: str) -> str:
+        """' (over 3 of the 5 images, those with objects)' where a figure leaves some images out."""
+        return f" (over {k} of the {s['n']} images, those {which})" if k is not None and k < s["n"] else ""
+
     ci = (f"95% CI {fixed(s['mae_ci_low'])}-{fixed(s['mae_ci_high'])}"
           if np.isfinite([s['mae_ci_low'], s['mae_ci_high']]).all() else "too few images for a 95% CI")
     # halves rounded away from zero, as the app shows the same figures
     line = (f"{model.name}: n={s['n']} MAE={fixed(s['mae'])} ({ci}) RMSE={fixed(s['rmse'])} "
             f"bias={fixed(s['bias'], sign=True)} "
-            f"MAPE={s['mape']:.1f}% "
+            f"MAPE={s['mape']:.1f}%{over(s.get('mape_n'), 'with objects')} "
             + (f"R2={s['r2']:.3f}" if np.isfinite(s["r2"]) else "R2 n/a (needs 2+ images with different counts)"))
     if "f1" in s:
         # the F1's name says how objects were matched: by IoU only against label images
         how = {"objects": "F1(dots in objects)", "points": "F1(points within 5 px)"}.get(
             s.get("match"), f"F1@{args.iou}" if s.get("match") == "iou" else f"F1(IoU {args.iou} / dots in objects)")
-        line += f" precision={s['precision']:.3f} recall={s['recall']:.3f} {how}={s['f1']:.3f}"
-    line += f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, {1000 * rep.per_image['model_seconds'].mean():.0f} ms/image"
+        line += (f" precision={s['precision']:.3f} recall={s['recall']:.3f} {how}={s['f1']:.3f}"
+                 f"{over(s.get('f1_n'), 'with label images, masks or points as truth')}")
+    line += (f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, "
+             f"{1000 * rep.per_image['model_seconds'].median():.0f} ms/image (median)")
     print(line)
     if "check" in rep.per_image:
-        from ..quality import signals_from_table
+        from ..quality import relative_errors, signals_from_table
 
         signals = signals_from_table(rep.per_image)
         if args.calibrate_quality:
             from ..quality import calibrate_rule, card_entry
 
-            rule, qrep = calibrate_rule(signals, rep.per_image["rel_error"].to_numpy())
+            rule, qrep = calibrate_rule(signals, relative_errors(rep.per_image["true"], rep.per_image["pred"]))
             print(f"quality flag calibrated: {rule.to_dict()}")
             if args.write_card and hasattr(model, "net"):
                 model.card.extra = {**model.card.extra, "quality": card_entry(
@@ -327,7 +334,7 @@ def _run(args: argparse.Namespace) -> int:
 
         flags = ([judge(x, model_rule).flag for x in signals] if model_rule is not None
                  else rep.per_image["check"].astype(bool).tolist())
-        q = flag_report(flags, rep.per_image["rel_error"].to_numpy())
+        q = flag_report(flags, relative_errors(rep.per_image["true"], rep.per_image["pred"]))
         s.update({"flagged_share": q["flagged_share"], "large_errors": q["large_errors"],
                   "large_errors_flagged_share": q["large_errors_flagged_share"]})
         caught = (f", {q['large_errors_flagged_share']:.0%} of them flagged" if q["large_errors"] else "")

@@ -39,11 +39,20 @@ def calibrate_flag(pairs: Sequence, params, base_card, rep=None) -> dict[str, An
     :data:`MIN_FLAG_IMAGES` images the base's rule stays, each limit widened to take in the training images
     (:func:`_widened_to`)."""
     from ..evaluate import evaluate_predictions
-    from ..quality import QualityRule, calibrate_rule, card_entry, flag_report, judge, range_limit, signals_from_table
+    from ..quality import (
+        QualityRule,
+        calibrate_rule,
+        card_entry,
+        flag_report,
+        judge,
+        range_limit,
+        relative_errors,
+        signals_from_table,
+    )
 
     rep = evaluate_predictions(pairs, params, keep_results=False) if rep is None else rep  # (the caller's, when made)
     signals = signals_from_table(rep.per_image) if len(rep.per_image) else []
-    rel = rep.per_image["rel_error"].to_numpy() if len(rep.per_image) else np.zeros(0)
+    rel = relative_errors(rep.per_image["true"], rep.per_image["pred"]) if len(rep.per_image) else np.zeros(0)
     if len(signals) >= MIN_FLAG_IMAGES:
         # its errors on the images it learnt say nothing about its errors elsewhere: no limit is fitted to
         # them; the range limits flag an image beyond every training image
