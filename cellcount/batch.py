@@ -150,8 +150,12 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
             notes.append(note)
         # a channel selected while reading is counted as the (H, W) plane it gave
         image_params = p.replace(channel=None) if channel is not None else p
-        if p.pixel_size_um is None and (size := read_metadata(src).pixel_size_um):  # the file's calibration
-            image_params = image_params.replace(pixel_size_um=size)
+        if p.pixel_size_um is None:  # the file's calibration
+            meta = read_metadata(src)
+            if meta.pixel_size_um:
+                image_params = image_params.replace(pixel_size_um=meta.pixel_size_um)
+            elif meta.pixel_note:  # said, not flagged: the count is sound, only its µm columns are left empty
+                logger.warning("%s: %s", name, meta.pixel_note)
         return image, "; ".join(notes) or None, image_params
     raise AssertionError("unreachable")
 

@@ -340,8 +340,11 @@ def image_caption(source: Source, image: np.ndarray, page: int | str | None = No
         text += " · maximum projection of its planes" if page == "max" else f" · plane {page}"
     if source.truth is not None:
         text += f" · ground truth {source.truth} cells"
-    if size := file_metadata(source, image).pixel_size_um:
-        text += f" · {size:g} µm per pixel (the file's; the Pixel size setting replaces it)"
+    meta = file_metadata(source, image)
+    if meta.pixel_size_um:
+        text += f" · {meta.pixel_size_um:g} µm per pixel (the file's; the Pixel size setting replaces it)"
+    elif meta.pixel_note:
+        text += f" · {meta.pixel_note}"
     return text
 
 

@@ -334,7 +334,7 @@ def test_a_microscope_file_uploaded_is_a_row_that_says_export_it(png_bytes, clas
         cc.read_image(tmp_path / "scan.nd2")
 
 
-def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_them(tmp_path):
+def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_them(tmp_path, caplog):
     """A calibrated OME-TIFF's objects got no µm columns unless --pixel-size-um was given (a tester); now its own
     pixel size is used where none is given, recorded in its row's settings, and every object table of a batch has
     the same columns (a CSV stream's header is its first image's)."""
@@ -360,6 +360,13 @@ def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_th
     given = list(count_many([("cal.ome.tif", tmp_path / "cal.ome.tif")], model, {"pixel_size_um": 2.0}))[0]
     assert given.result.params.pixel_size_um == 2.0, "a pixel size the user gives wins"
     assert (item_objects(given)["area_um2"] == item_objects(given)["area_px"] * 4).all()
+    # pixels that are not square: no µm, and the row says why
+    tifffile.imwrite(tmp_path / "tall.ome.tif", img, ome=True, metadata={
+        "PhysicalSizeX": 0.4, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.8, "PhysicalSizeYUnit": "µm"})
+    with caplog.at_level("WARNING", logger="cellcount"):
+        tall = list(count_many([("tall.ome.tif", tmp_path / "tall.ome.tif")], model))[0]
+    assert item_objects(tall)["area_um2"].isna().all() and "tall.ome.tif: the file's pixels are not square" in caplog.text
+    assert not any("square" in r for r in tall.result.quality.reasons), "the count is sound: only its µm are left out"
     # a TIFF with a microscope vendor's extension (.lsm, .svs ...) is read like any TIFF, from bytes too
     lsm = list(count_many([("cal.lsm", (tmp_path / "plain.tif").read_bytes())], model))[0]
     assert lsm.status == "ok", lsm.reason

@@ -779,3 +779,20 @@ def test_a_files_channel_names_and_pixel_size_are_read_from_its_metadata() -> No
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, "PNG")
     assert read_metadata(png.getvalue(), n_channels=3).channel_names == ("red", "green", "blue")
     assert read_metadata(ome, n_channels=2).channel_names is None, "names of another count are not the channels'"
+
+
+def test_pixels_that_are_not_square_give_no_calibration_and_say_why() -> None:
+    """A 0.4 x 0.8 µm pixel's width taken for both axes halved every area in µm² and every row in µm, without a
+    word (an auditor); nearly square pixels (0.5%) are square."""
+    from cellcount.io import read_metadata
+
+    img = np.zeros((8, 8), np.uint16)
+    ome = _tiff_bytes(img, ome=True, metadata={"PhysicalSizeX": 0.4, "PhysicalSizeXUnit": "µm",
+                                                "PhysicalSizeY": 0.8, "PhysicalSizeYUnit": "µm"})
+    ij = _tiff_bytes(img, imagej=True, resolution=(1 / 0.4, 1 / 0.8), metadata={"unit": "um"})
+    for data in (ome, ij):
+        meta = read_metadata(data)
+        assert meta.pixel_size_um is None and "not square (0.4 µm wide, 0.8 µm high)" in meta.pixel_note
+    near = _tiff_bytes(img, ome=True, metadata={"PhysicalSizeX": 0.4, "PhysicalSizeXUnit": "µm",
+                                                 "PhysicalSizeY": 0.402, "PhysicalSizeYUnit": "µm"})
+    assert read_metadata(near).pixel_size_um == pytest.approx(0.4) and read_metadata(near).pixel_note == ""

@@ -30,10 +30,26 @@ _PIXEL_SIZE_RANGE_UM = (1e-4, 1e3)
 class ImageMetadata:
     """``channel_names``: one per channel when the file names them (OME-XML ``Channel Name``, ImageJ's slice
     labels of a channel stack) or the channels are an RGB picture's; ``pixel_size_um``: the pixel's width in µm
-    (OME ``PhysicalSizeX``, ImageJ's calibration), None when not stated."""
+    (OME ``PhysicalSizeX``, ImageJ's calibration), None when not stated or when the pixels are not square, which
+    ``pixel_note`` then says (the measures in µm take one size for both axes)."""
 
     channel_names: tuple[str, ...] | None = None
     pixel_size_um: float | None = None
+    pixel_note: str = ""
+
+
+SQUARE_TOLERANCE = 0.01
+"""Pixel width and height further apart than this share are not square: a width taken for both put an object's
+area and its row in µm off by their ratio (a 0.4 x 0.8 µm pixel: half the area)."""
+
+
+def _square(width_um: float | None, height_um: float | None) -> tuple[float | None, str]:
+    """(the pixel size, "") for square pixels (or a height not stated), (None, why) otherwise."""
+    if width_um is None or height_um is None or abs(width_um - height_um) <= SQUARE_TOLERANCE * max(width_um, height_um):
+        return width_um, ""
+    return None, (f"the file's pixels are not square ({width_um:g} µm wide, {height_um:g} µm high): its calibration is "
+                  "not used, since measures in µm here take one size for both axes (resample the image to square "
+                  "pixels, e.g. Fiji's Image > Scale, to measure it in µm)")
 
 
 def read_metadata(source: ImageSource, n_channels: int | None = None) -> ImageMetadata:
@@ -49,15 +65,18 @@ def read_metadata(source: ImageSource, n_channels: int | None = None) -> ImageMe
         import tifffile
 
         with tifffile.TiffFile(data) as tif:
-            names, size = _ome(tif.ome_metadata) if tif.is_ome else (None, None)
-            ij_names, ij_size = _imagej(tif.imagej_metadata, tif.pages[0]) if tif.is_imagej else (None, None)
+            names, (size, note) = _ome(tif.ome_metadata) if tif.is_ome else (None, (None, ""))
+            ij_names, (ij_size, ij_note) = (_imagej(tif.imagej_metadata, tif.pages[0]) if tif.is_imagej
+                                            else (None, (None, "")))
             rgb = tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
     except Exception:  # noqa: BLE001 - a damaged or unusual file: its count reports the reading error, not this
         return ImageMetadata()
     names = names or ij_names or (RGB_NAMES if rgb else None)
     if names is not None and n_channels is not None and len(names) != n_channels:
         names = None
-    return ImageMetadata(channel_names=names, pixel_size_um=size or ij_size)
+    said = bool(size or note)  # OME's word first, as for the names
+    return ImageMetadata(channel_names=names, pixel_size_um=size if said else ij_size,
+                         pixel_note=note if said else ij_note)
 
 
 def _head(source: ImageSource) -> tuple[bytes, object]:
@@ -74,25 +93,29 @@ def _head(source: ImageSource) -> tuple[bytes, object]:
     return bytes(data[:8]), io.BytesIO(data)
 
 
-def _ome(xml: str | None) -> tuple[tuple[str, ...] | None, float | None]:
-    """Channel names and pixel size (µm) of the first image of an OME-XML description."""
+def _ome(xml: str | None) -> tuple[tuple[str, ...] | None, tuple[float | None, str]]:
+    """Channel names and (pixel size in µm, note: see :func:`_square`) of the first image of an OME-XML
+    description."""
+    none = None, (None, "")
     if not xml or len(xml) > MAX_METADATA_BYTES or "<!ENTITY" in xml or "<!DOCTYPE" in xml:
-        return None, None
+        return none
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
-        return None, None
+        return none
     pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels") or e.tag == "Pixels"), None)
     if pixels is None:
-        return None, None
+        return none
     channels = [e for e in pixels if e.tag.endswith("}Channel") or e.tag == "Channel"]
     names = tuple((c.get("Name") or "").strip() for c in channels)
-    size = _microns(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit") or "µm")
-    return (names if names and all(names) else None), size
+    width = _microns(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit") or "µm")
+    height = _microns(pixels.get("PhysicalSizeY"), pixels.get("PhysicalSizeYUnit") or "µm")
+    return (names if names and all(names) else None), _square(width, height)
 
 
-def _imagej(meta: dict | None, page) -> tuple[tuple[str, ...] | None, float | None]:
-    """Channel names (the slice labels of a stack of channels only) and pixel size (µm) of ImageJ's tags."""
+def _imagej(meta: dict | None, page) -> tuple[tuple[str, ...] | None, tuple[float | None, str]]:
+    """Channel names (the slice labels of a stack of channels only) and (pixel size in µm, note: see
+    :func:`_square`) of ImageJ's tags."""
     meta = meta or {}
     names = None
     labels = meta.get("Labels")
@@ -101,14 +124,16 @@ def _imagej(meta: dict | None, page) -> tuple[tuple[str, ...] | None, float | No
             and int(meta.get("slices", 1) or 1) == 1 and int(meta.get("frames", 1) or 1) == 1):
         names = tuple(str(x).strip() for x in labels)
         names = names if all(names) else None
-    size = None
     unit = str(meta.get("unit", "")).strip()
-    tag = page.tags.get("XResolution")
-    if unit and tag is not None:
+
+    def size(tag_name: str) -> float | None:
+        tag = page.tags.get(tag_name)
+        if not unit or tag is None:
+            return None
         num, den = tag.value
-        if num:  # pixels per unit
-            size = _microns(str(den / num), unit)
-    return names, size
+        return _microns(str(den / num), unit) if num else None  # pixels per unit
+
+    return names, _square(size("XResolution"), size("YResolution"))
 
 
 def _microns(value: str | None, unit: str) -> float | None:
