@@ -69,13 +69,19 @@ def paired(csv_paths: list[str], ref_name: str | None = None) -> None:
     ref = tables[best]
     print(f"| model | MAE - MAE of {best} | 95% paired bootstrap interval | interval excludes 0 |")
     print("|---|---|---|---|")
+    others = []
     for name, t in sorted(tables.items(), key=lambda kv: kv[1]["abs_error"].mean()):
         if name == best:
+            continue
+        if not ref.index.isin(t.index).all():  # another set of images (a test or validation part): not paired
+            others.append(name)
             continue
         t = t.reindex(ref.index)
         d = paired_mae_difference(ref["true"].to_numpy(), ref["pred"].to_numpy(), t["pred"].to_numpy())
         print(f"| {name} | {d['difference']:+.2f} | {d['low']:+.2f} to {d['high']:+.2f} | "
               f"{'yes' if d['significant'] == 1 else 'no' if d['significant'] == 0 else 'n/a'} |")
+    if others:
+        print(f"\nNot on {best}'s images, left out: {', '.join(others)}")
 
 
 if __name__ == "__main__":
