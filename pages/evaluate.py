@@ -8,7 +8,14 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.evaluate import DEFAULT_GRID, TuningCheck, cross_check_errors, tune_params, worse_images
+from cellcount.evaluate import (
+    BORDER_TRUTH_KEPT,
+    DEFAULT_GRID,
+    TuningCheck,
+    cross_check_errors,
+    tune_params,
+    worse_images,
+)
 from cellcount.metrics import unmatched_objects
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
@@ -105,6 +112,10 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         st.caption(f"{int(s['tp'])} matched objects by {how}"
                    + (f", over the {f1_n} of the {n} images with label images, masks or dots as truth (a count alone "
                       "has nothing to match)." if f1_n < n else "."))
+    if kept := s.get(BORDER_TRUTH_KEPT):
+        st.caption(f"\"Exclude edge objects\" is on, but the truth of {kept} image(s) (dots or counts) cannot leave "
+                   "its own edge objects out: those images are scored against every object (label images as truth "
+                   "leave theirs out alike).")
     if "ms_per_megapixel" in s:
         per_image = (f"{s['model_seconds_median']:.2f} s per image (median), "
                      if np.isfinite(s.get("model_seconds_median", np.nan)) else "")

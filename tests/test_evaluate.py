@@ -195,6 +195,31 @@ def test_cli_says_what_mape_leaves_out_and_counts_an_empty_truth_counted_as_a_la
     assert summary["large_errors"] == int(large.sum()) and "quality flag:" in out
 
 
+def test_excluding_edge_objects_leaves_them_out_of_label_truth_too(draw_disks):
+    """A perfect segmentation scored -2 on every image with "Exclude edge objects" on: the truth's objects cut by
+    the edge were counted as missed (an auditor). Dots cannot say which of theirs touch the edge: said."""
+    from cellcount.evaluate import BORDER_TRUTH_KEPT, evaluate_predictions, tune_params
+    from cellcount.pipeline import Prediction
+
+    labels = draw_disks((64, 64), [(2, 30), (30, 30), (30, 62), (50, 20)], 6)  # two cut by the edge
+    fg = (labels > 0).astype(np.float32)
+    pred = Prediction(model_name="m", output_kind="mask", maps=np.stack([fg, np.zeros_like(fg)]),
+                      image_norm=fg, inverted=False, input_key=())
+    truth = GroundTruth(kind="labels", count=4, labels=labels)
+    params = resolve_params(None, {"split_mode": "off", "threshold": 0.5, "min_area_px": 0, "opening_radius_px": 0,
+                                   "closing_radius_px": 0, "auto_nucleus_size": False})
+    kept = evaluate_predictions([("a.png", pred, truth)], params).summary
+    assert kept["mae"] == 0 and kept["f1"] == 1.0
+    cut = evaluate_predictions([("a.png", pred, truth)], params.replace(exclude_border=True))
+    assert cut.summary["mae"] == 0 and cut.summary["f1"] == 1.0 and cut.per_image["true"].tolist() == [2]
+    assert BORDER_TRUTH_KEPT not in cut.summary
+    # the tuner scores the same way: exclude_border on costs nothing here
+    assert tune_params([("a.png", pred, truth)], params.replace(exclude_border=True), grid={"threshold": [0.5]}).before == 0
+    dots = GroundTruth(kind="points", count=4, points=np.array([[2, 30], [30, 30], [30, 62], [50, 20]], float))
+    said = evaluate_predictions([("a.png", pred, dots)], params.replace(exclude_border=True)).summary
+    assert said[BORDER_TRUTH_KEPT] == 1 and said["mae"] == 2
+
+
 def _density_pair(name: str, mass: float, true: int):
     from cellcount.pipeline import Prediction
 

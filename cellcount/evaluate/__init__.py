@@ -122,6 +122,40 @@ def predict_pairs(
     return out
 
 
+def _edge_ids(labels: np.ndarray) -> np.ndarray:
+    """The ids of the objects of ``labels`` that touch the image's edge."""
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return edge[edge != 0]
+
+
+def _border_excluded(pred: Prediction, params: CountParams, gt: GroundTruth) -> bool:
+    """Whether ``params`` leave out the objects on the image's edge and ``gt``'s objects can be left out alike."""
+    return bool(params.exclude_border) and pred.output_kind != "density" and gt.labels is not None
+
+
+def scored_truth(pred: Prediction, params: CountParams, gt: GroundTruth) -> GroundTruth:
+    """``gt`` as the counts with ``params`` are scored against it: with "Exclude edge objects" on, a label image's
+    objects that touch the edge are left out of the truth too (an otherwise perfect model scored -2 on every
+    image, the truth's cut objects counted as missed: an auditor). Dots and counts cannot say which of their
+    objects touch the edge and stay as they are (:data:`BORDER_TRUTH_KEPT` in the summary)."""
+    if not _border_excluded(pred, params, gt):
+        return gt
+    edge = _edge_ids(gt.labels)
+    if not len(edge):
+        return gt
+    labels = np.where(np.isin(gt.labels, edge), 0, gt.labels)
+    return dataclasses.replace(gt, labels=labels, count=int(gt.count - len(edge)))
+
+
+def _true_count(pred: Prediction, params: CountParams, gt: GroundTruth) -> int:
+    """:func:`scored_truth`'s count, without building its label image (the tuner asks it many times)."""
+    return int(gt.count - len(_edge_ids(gt.labels))) if _border_excluded(pred, params, gt) else gt.count
+
+
+BORDER_TRUTH_KEPT = "border_truth_kept"
+"""Summary key: images scored with "Exclude edge objects" on whose truth (dots, a count) keeps its edge objects."""
+
+
 def evaluate_predictions(
     pairs: Sequence[Pair],
     params: CountParams,
@@ -143,8 +177,12 @@ def evaluate_predictions(
 
     rows, matches, results = [], [], {}
     kinds = set()  # how objects were matched: "iou", "objects" (dots inside objects), "points" (near peaks)
+    kept_edges = 0  # images whose truth cannot leave its edge objects out as the counts do
     for name, pred, gt in pairs:
         res = postprocess(pred, params, measure=measure)
+        if params.exclude_border and pred.output_kind != "density" and gt.labels is None:
+            kept_edges += 1
+        gt = scored_truth(pred, params, gt)
         # a whole count as a whole number (the CSV read 105.0 beside a true 105); a density integral as it is
         counted = res.count if res.count_estimate == res.count else res.count_estimate
         row: dict[str, Any] = {"file": name, "true": gt.count, "pred": counted}
@@ -188,6 +226,8 @@ def evaluate_predictions(
                         "recall": agg.recall, "f1": agg.f1, "mean_iou": agg.mean_matched_iou,
                         "f1_n": len(matches),  # images whose truth has objects or points to match (not a count alone)
                         "match": kinds.pop() if len(kinds) == 1 else "mixed"})
+    if kept_edges:
+        summary[BORDER_TRUTH_KEPT] = kept_edges
     if len(df):
         summary["ms_per_megapixel"] = float(1000 * df["model_seconds"].sum() / df["megapixels"].sum())
         summary["model_seconds_median"] = float(df["model_seconds"].median())
@@ -195,7 +235,7 @@ def evaluate_predictions(
 
 
 def _mae(pairs: Sequence[Pair], params: CountParams) -> float:
-    true = [gt.count for _, _, gt in pairs]
+    true = [_true_count(p, params, gt) for _, p, gt in pairs]
     pred = [postprocess(p, params, measure=False).count_estimate for _, p, _ in pairs]
     return float(np.mean(np.abs(np.subtract(pred, true))))
 
@@ -360,7 +400,7 @@ def cross_check_errors(pairs: Sequence[Pair], params: CountParams, *, folds: int
         for p, errs in ((params, start_err), (tuned, tuned_err)):
             for i in part:
                 _, pred, gt = pairs[i]
-                errs[i] = abs(postprocess(pred, p, measure=False).count_estimate - gt.count)
+                errs[i] = abs(postprocess(pred, p, measure=False).count_estimate - _true_count(pred, p, gt))
         if progress:
             progress(done, len(parts))
     return start_err, tuned_err
@@ -429,9 +469,10 @@ def worse_images(pairs: Sequence[Pair], before: CountParams, after: CountParams)
     for name, pred, gt in pairs:
         a = postprocess(pred, before, measure=False).count_estimate
         b = postprocess(pred, after, measure=False).count_estimate
-        if abs(b - gt.count) > abs(a - gt.count) + 1e-9:
-            rows.append({"file": name, "true": gt.count, "before": a, "after": b,
-                         "worse_by": abs(b - gt.count) - abs(a - gt.count)})
+        ta, tb = _true_count(pred, before, gt), _true_count(pred, after, gt)
+        if abs(b - tb) > abs(a - ta) + 1e-9:
+            rows.append({"file": name, "true": tb, "before": a, "after": b,
+                         "worse_by": abs(b - tb) - abs(a - ta)})
     df = pd.DataFrame(rows, columns=["file", "true", "before", "after", "worse_by"])
     return df.sort_values("worse_by", ascending=False, ignore_index=True)
 

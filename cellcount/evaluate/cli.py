@@ -32,6 +32,7 @@ from ..metrics import fixed
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
 from . import (
+    BORDER_TRUTH_KEPT,
     TuningCheck,
     calibrate_density,
     cross_check_errors,
@@ -312,6 +313,10 @@ def _run(args: argparse.Namespace) -> int:
     line += (f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, "
              f"{1000 * rep.per_image['model_seconds'].median():.0f} ms/image (median)")
     print(line)
+    if kept := s.get(BORDER_TRUTH_KEPT):
+        print(f"note: objects touching the edge are not counted (--exclude-border) but the truth of {kept} image(s) "
+              "(dots or counts) cannot leave its own out: those are scored against every object; label images as "
+              "truth leave theirs out alike")
     if "check" in rep.per_image:
         from ..quality import relative_errors, signals_from_table
 
