@@ -221,8 +221,11 @@ def _instance_pairs(true_labels: np.ndarray, pred_labels: np.ndarray, iou_thresh
     if rows.size == 0:
         return ids_t + 1, ids_p + 1, none, none, np.zeros(0)
     sub = iou[np.ix_(rows, cols)]
-    r, c = linear_sum_assignment(sub, maximize=True)
-    good = sub[r, c] >= iou_threshold
+    # the most pairs first, then the most IoU among those: below IoU 0.5 one object may pass the threshold with
+    # two others, and a sum of IoUs alone took one good pair over two fair ones (StarDist and Cellpose count two)
+    valid = sub >= iou_threshold
+    r, c = linear_sum_assignment(np.where(valid, min(sub.shape) + 1 + sub, 0.0), maximize=True)
+    good = valid[r, c]
     return ids_t + 1, ids_p + 1, ids_t[rows[r[good]]] + 1, ids_p[cols[c[good]]] + 1, sub[r, c][good]
 
 

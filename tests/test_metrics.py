@@ -139,6 +139,16 @@ def test_non_consecutive_label_ids(draw_disks):
     assert m.mean_matched_iou == pytest.approx(ref.mean_matched_iou)
 
 
+def test_below_iou_half_the_matching_keeps_the_most_pairs():
+    """Below IoU 0.5 an object may pass the threshold with two others: maximising the IoU sum alone matched two
+    pairs where three are valid one to one (an auditor; StarDist and Cellpose count three)."""
+    t = np.array([[1, 1, 1, 1, 0, 0, 0, 2, 3, 3, 3, 3, 3, 3]], np.int32)
+    p = np.array([[1, 1, 1, 1, 1, 0, 0, 2, 2, 2, 2, 2, 3, 3]], np.int32)
+    # t1/p1 0.8; t2/p2 0.2 (the only pair for t2); t3/p2 0.57, t3/p3 0.33: the sum took t3/p2 over two pairs
+    assert match_instances(t, p, iou_threshold=0.2).tp == 3
+    assert match_instances(t, p, iou_threshold=0.5).tp == 2, "at 0.5 and above the pairs are unique: unchanged"
+
+
 def test_one_to_one_matching(draw_disks):
     true = draw_disks((40, 40), [(20, 20)], 8)
     pred = np.zeros_like(true)
