@@ -102,6 +102,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
     """:func:`model_picker` + the loaded model; a load error stops the page. A model change is announced
     with what happens to the settings."""
     name = model_picker(prefix, container=container)
+    st.session_state.pop(f"{prefix}__gone", None)
     try:
         model = get_model(name)
     except cc.CellcountError as err:
@@ -123,6 +124,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
         if left != "card":
             what += f"; your settings for {shown} stay with it for when you switch back"
         if shown not in cc.list_models():  # deleted meanwhile (Models page, another tab): said where it stays
+            st.session_state[f"{prefix}__gone"] = shown  # for this run: a button pressed in it must not act
             st.session_state[f"{prefix}__msg"] = (
                 "warning",
                 f"{shown} is no longer installed (deleted on the Models page, here or in another tab), so this page "
@@ -139,6 +141,13 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
         (container or st).caption(f"{name}: {note}.")
     settings.values(model)  # creates its entry from the card when new
     return name, model
+
+
+def model_gone_now(prefix: str) -> str | None:
+    """The model this page used until this run when it was deleted meanwhile (another tab, the command line) and
+    :func:`pick_model` put another in its place: a button pressed in this same run acted with the replacement
+    before the user could see it (Batch counted two images with the default model for a deleted fine-tune)."""
+    return st.session_state.get(f"{prefix}__gone")
 
 
 def validation_metrics(card: ModelCard, key: str = "validation") -> dict[str, Any]:

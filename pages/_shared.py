@@ -43,6 +43,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
 from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     get_model,
     get_size_model,
+    model_gone_now,
     model_label,
     model_picker,
     model_version,

@@ -389,7 +389,10 @@ with right:
         icon=":material/play_arrow:",
         help="A batch is counting: wait for it or stop it" if job is not None or other is not None else None,
     )
-    if run and params is not None and job is None and other is None:
+    if run and (gone := sh.model_gone_now(P)):
+        st.warning(f"Nothing was counted: {gone}, the model you chose, is no longer installed. Check the model on the "
+                   f"left (now {model_name}), then press Count again.")
+    elif run and params is not None and job is None and other is None:
         start_batch(files, model, params, page, include_gt)
         st.rerun()  # drawn again with the job: the Count button disabled while it counts
     if job is not None:

@@ -399,6 +399,10 @@ with right:
     version, backend = sh.prediction_version(model_name, params), sh.requested_backend()
     sig = f"{data_sig}|{sh.truth_digest(items)}|{model_name}|{version}|{params.input_key()}|{backend}"
     if st.button("Evaluate", key=f"{P}_run", type="primary", icon=":material/play_arrow:"):
+        if gone := sh.model_gone_now(P):
+            st.warning(f"Nothing was evaluated: {gone}, the model you chose, is no longer installed. Check the model "
+                       f"(now {model_name}), then press Evaluate again.")
+            st.stop()
         st.session_state[f"{P}__active"] = sig
     if st.session_state.get(f"{P}__active") != sig:
         st.info("Press Evaluate to run the model on these images.")

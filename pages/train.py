@@ -371,6 +371,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     if segmenting and model_kind(current) == "density":  # outlines: a segmentation base learns them (a tester)
         default = cc.models.default_model_name()
         current = default if default in segmenting else segmenting[0]
+    gone = st.session_state.get(f"{P}_base")
+    gone = gone if gone is not None and gone not in nets else None  # deleted meanwhile: Start must not take another
     base = sh.pick_one("Start from", nets, f"{P}_base", default=current if current in nets else None,
                        container=a, format_func=sh.model_label,
                        help="The model to fine-tune: a shipped model or one you trained before.")
@@ -430,8 +432,12 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
         return None
     budget = {"steps": int(steps), "minutes": None} if steps else {"minutes": float(minutes), "steps": None}
     size = {"diameter_px": float(diameter)} if diameter > 0 else {}
-    return {"base": base, "name": name, "options": {**budget, "holdout": int(held), "seed": int(seed), **size,
-                                                    **({"keep_worse": True} if keep_worse else {})}}
+    if gone:
+        a.warning(f"{gone}, the model you started from, is no longer installed (deleted on the Models page, here or in "
+                  f"another tab): {base} is chosen instead.")
+    return {"base": base, "name": name, "base_gone": gone,
+            "options": {**budget, "holdout": int(held), "seed": int(seed), **size,
+                        **({"keep_worse": True} if keep_worse else {})}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -507,6 +513,10 @@ if busy is not None:
     st.caption(f"One fine-tune runs at a time on a laptop CPU: Start is back when {busy.name} (below) has finished.")
 if st.button("Start fine-tuning", key=f"{P}_start", type="primary", icon=":material/model_training:",
              disabled=job_args is None or busy is not None):
+    if job_args["base_gone"]:  # pressed in the run that found its base deleted: the user has not seen the new one
+        st.warning(f"Nothing was started: {job_args['base_gone']} is no longer installed. Check \"Start from\" (now "
+                   f"{job_args['base']}), then press Start again.")
+        st.stop()
     try:
         board.clear(me)
         job = board.start(me, FinetuneJob(job_args["base"], items, job_args["name"], job_args["options"]))

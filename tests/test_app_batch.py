@@ -339,3 +339,36 @@ def test_a_zips_other_files_are_rows_but_not_images_counted():
     counted = len(s.done) - 1  # the readme's row is done from the start
     assert any(f"Stopped after {counted} of 20 image(s)" in w.value for w in at.warning)
     assert "more.zip/readme.txt" in set(at.dataframe[0].value["file"])
+
+
+def test_a_model_deleted_elsewhere_is_not_replaced_by_the_count_button(tiny_models, monkeypatch):
+    """A fine-tune deleted in another tab (or with `cellcount models --remove`) while chosen here: pressing Count
+    counted with the default model at once, the CSV the only trace (a tester: 136 cells for about 164)."""
+    import shutil
+
+    import cellcount as cc
+    from cellcount.models import load_model, save_model, user_models_dir
+
+    shipped = load_model("tiny-mask")
+    save_model(shipped.net, cc.models.ModelCard(**{**shipped.card.to_dict(), "name": "my-try"}),
+               user_models_dir() / "my-try")
+    at = open_batch("my-try")
+    assert at.selectbox(key="batch_model").value == "my-try"
+    at.file_uploader(key="batch_files").set_value([("s01_sparse_small.png", sample("s01_sparse_small.png"),
+                                                    "image/png")])
+    at.run()
+    shutil.rmtree(user_models_dir() / "my-try")  # deleted elsewhere
+    # AppTest re-labels the selectbox's old value to send it (a browser sends its index): keep its old label
+    import types
+
+    import pages._model_ui as model_ui
+
+    card = model_ui.model_card
+    monkeypatch.setattr(model_ui, "model_card", lambda name: types.SimpleNamespace(output_kind="mask")
+                        if name == "my-try" else card(name))
+    at.button(key="batch_run").click().run()
+    assert not at.exception
+    assert any("Nothing was counted: my-try, the model you chose, is no longer installed" in w.value for w in at.warning)
+    assert not [m for m in at.metric if m.label == "Images counted"], "nothing counted"
+    at.button(key="batch_run").click().run()  # pressed again, with the new model in view: it counts
+    assert not at.exception and not any("Nothing was counted" in w.value for w in at.warning)
