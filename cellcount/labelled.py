@@ -27,6 +27,7 @@ from .groundtruth import (
     DuplicatePointsWarning,
     GroundTruth,
     IgnoredClassWarning,
+    MergedDotsWarning,
     NoCoordinateColumns,
     PredictedLabelsWarning,
     SeveralRegionsWarning,
@@ -306,7 +307,7 @@ def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
 
 
 _SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning, CalibratedPointsWarning,
-                     IgnoredClassWarning, SeveralRegionsWarning)
+                     IgnoredClassWarning, SeveralRegionsWarning, MergedDotsWarning)
 """Warnings about one image's ground truth that become the upload's notes (shown on the page)."""
 
 

@@ -26,7 +26,7 @@ from .exported import (
     read_imagej_rois,
 )
 from .folders import counts_disagree, item_names, load_labelled_folder, one_per_image, values_by_image
-from .images import PredictedLabelsWarning, read_dot_image, read_label_image
+from .images import MergedDotsWarning, PredictedLabelsWarning, read_dot_image, read_label_image
 from .names import listed, match_names, name_key
 from .pairing import match_ground_truth
 from .read import CalibratedPointsWarning, check_points_fit, read_ground_truth
@@ -78,6 +78,7 @@ __all__ = [
     "MAX_ROI_BYTES",
     "MAX_XML_BYTES",
     "NoCoordinateColumns",
+    "MergedDotsWarning",
     "PredictedLabelsWarning",
     "QUPATH_OBJECTS",
     "TABLE_EXTENSIONS",

@@ -145,12 +145,26 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
             f"{name or 'dot image'}: {on.mean():.0%} of the pixels differ from the commonest value, so this is "
             "not dots on a plain canvas; save the dots alone (on black or white) or as a points CSV"
         )
-    points = _dots_from_mask(on)
+    points, large = _dots_from_mask(on)
+    if large:
+        warnings.warn(f"{name or 'dot image'}: {large} of its dots are at least {LARGE_DOT:g}x the typical dot's size "
+                      "and were each read as one: painted dots that overlap cannot be told apart, so these may hide "
+                      "cells. Single-pixel dots or a points "
+                      "CSV (Fiji: Multi-point, then Measure) count every one", MergedDotsWarning, stacklevel=2)
     return GroundTruth(kind="points", count=len(points), points=points, source=name)
 
 
-def _dots_from_mask(on: np.ndarray) -> np.ndarray:
-    """(N, 2) row/col points of a dot mask: one per dot, where dots that touch stay apart.
+LARGE_DOT = 1.5
+"""A blob read as one dot at this many times the typical (median) dot's area or more may be overlapping dots."""
+
+
+class MergedDotsWarning(UserWarning):
+    """Some painted dots were larger than the others and read as one each: they may be overlapping dots."""
+
+
+def _dots_from_mask(on: np.ndarray) -> tuple[np.ndarray, int]:
+    """((N, 2) row/col points of a dot mask: one per dot, where dots that touch stay apart; the number of blobs
+    read as one dot at :data:`LARGE_DOT` x the typical dot or more, which may hide overlapping dots).
 
     A dot's size is the median blob area. A blob about k times that size is k dots that touch: with
     single-pixel dots (the commonest export; dense annotations touch often) every marked pixel is a dot,
@@ -159,13 +173,14 @@ def _dots_from_mask(on: np.ndarray) -> np.ndarray:
     dot lost 2.3 of 176 cells per image on VGG cells (up to 8) and taught fine-tunes to undercount."""
     blobs, n = ndi.label(on, structure=_STRUCTURE_8)
     if not n:
-        return np.zeros((0, 2), dtype=np.float64)
+        return np.zeros((0, 2), dtype=np.float64), 0
     areas = np.bincount(blobs.ravel(), minlength=n + 1)[1:]
     unit = float(np.median(areas))
     dots = np.maximum(1, np.floor(areas / unit + 0.5)).astype(int)
     points = np.asarray(ndi.center_of_mass(on, blobs, np.arange(1, n + 1)), dtype=np.float64).reshape(-1, 2)
+    large = int(((dots == 1) & (areas >= LARGE_DOT * unit)).sum()) if unit > 1 else 0
     if (dots == 1).all():
-        return points
+        return points, large
     from scipy.cluster.vq import kmeans2
 
     out = [points[dots == 1]]
@@ -177,10 +192,11 @@ def _dots_from_mask(on: np.ndarray) -> np.ndarray:
             out.append(pix)
         elif _one_round_blob(blobs[sl] == i + 1):
             out.append(points[i:i + 1])
+            large += 1
         else:
             centres, _ = kmeans2(pix, int(dots[i]), minit="++", seed=0)
             out.append(centres)
-    return np.concatenate(out).reshape(-1, 2)
+    return np.concatenate(out).reshape(-1, 2), large
 
 
 def _one_round_blob(blob: np.ndarray) -> bool:
