@@ -743,3 +743,18 @@ def test_quiet_prints_only_the_figures(samples_dir, tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"{CLASSICAL_NAME}: n=1 MAE=") and "quality flag" in lines[1]
     assert "predicted in" not in done.stdout + done.stderr and "with ground truth from" not in done.stdout + done.stderr
+
+
+def test_a_fine_tunes_held_out_images_its_base_learnt_are_not_called_its_training_images():
+    """A fine-tune held out two images its base had learnt: "among dsb-ft's training images" read as a leak of
+    the held-out images into training (a tester)."""
+    from cellcount.models import ModelCard
+
+    card = ModelCard(name="dsb-ft", architecture="unet", output_kind="mask", kwargs={},
+                     training={"finetuned_from": {"name": "unet-mask-varied", "sha256": "a" * 64},
+                               "train_sha256": ["b" * 64],
+                               "data": {"train_files": ["t1.png", "t2.png"], "holdout_files": ["h1.png", "h2.png"]}})
+    note = card.trained_on_note(["h1.png", "h2.png"], 2)
+    assert note.startswith("2 of these 2 images were among the images unet-mask-varied learnt from (dsb-ft was "
+                           "fine-tuned from unet-mask-varied, not on these)"), note
+    assert card.trained_on_note(["t1.png"], 3).startswith("1 of these 3 images were among dsb-ft's training images")

@@ -146,8 +146,16 @@ class ModelCard:
 
         shown = ", ".join(short_name(s) for s in seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
         which = f"{len(seen)} of these {n_images} images were" if n_images > 1 else "This image was"
-        return (f"{which} among {self.name}'s training images ({shown}): its error on them is likely lower "
-                "than on images it has not seen." + (" Leave them out to judge it." if advice else ""))
+        training = self.training if isinstance(self.training, dict) else {}
+        base = (training.get("finetuned_from") or {}).get("name")
+        data = training.get("data") if isinstance(training.get("data"), dict) else {}
+        own = {Path(str(f)).name.lower() for f in data.get("train_files") or []}
+        whose = f"{self.name}'s training images"
+        if base and not any(Path(s).name.lower() in own for s in seen):
+            # a fine-tune's held-out images its base learnt from: not leaked into the fine-tune (a tester read it so)
+            whose = f"the images {base} learnt from ({self.name} was fine-tuned from {base}, not on these)"
+        return (f"{which} among {whose} ({shown}): its error on them is likely lower than on images it has not "
+                "seen." + (" Leave them out to judge it." if advice else ""))
 
     def summary(self) -> str:
         """One line: name, kind, architecture, headline validation metrics."""
