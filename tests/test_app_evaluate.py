@@ -429,3 +429,27 @@ def test_images_in_the_ground_truth_box_are_told_apart_from_labels_named_like_th
     assert not at.exception
     said = " ".join(w.value for w in at.warning)
     assert "Some of them are images (`images/a.png`)" in said and "in the Images uploader" in said, said
+
+
+def test_evaluate_does_not_run_a_replacement_for_a_model_deleted_elsewhere(tiny_models, monkeypatch):
+    import shutil
+    import types
+
+    import cellcount as cc
+    import pages._model_ui as model_ui
+    from cellcount.models import load_model, save_model, user_models_dir
+
+    shipped = load_model("tiny-mask")
+    save_model(shipped.net, cc.models.ModelCard(**{**shipped.card.to_dict(), "name": "my-try"}),
+               user_models_dir() / "my-try")
+    at = open_eval(eval_model="my-try")
+    assert at.selectbox(key="eval_model").value == "my-try"
+    shutil.rmtree(user_models_dir() / "my-try")  # deleted in another tab or on the command line
+    card = model_ui.model_card  # AppTest re-labels the old choice to send it (a browser sends its index)
+    monkeypatch.setattr(model_ui, "model_card", lambda name: types.SimpleNamespace(output_kind="mask")
+                        if name == "my-try" else card(name))
+    at.button(key="eval_run").click().run()
+    assert not at.exception
+    assert any("Nothing was evaluated: my-try, the model you chose, is no longer installed" in w.value
+               for w in at.warning)
+    assert not [m for m in at.metric if m.label == "MAE"]
