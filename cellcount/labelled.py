@@ -59,6 +59,7 @@ from .io import (
     cell_counter_stem,
     ground_truth_suffix,
     imagej_roi_stem,
+    open_zip,
     read_image,
     role_word_ground_truth,
     word_base,
@@ -265,7 +266,7 @@ def _expand_roi_bundles(gt_files: list[_File], image_stems: set[str]) -> list[_F
             out.append(f)
             continue
         try:
-            with zipfile.ZipFile(io.BytesIO(f.data)) as zf:
+            with open_zip(f.data) as zf:
                 members = [(i.filename, i) for i in zip_files(zf) if i.filename.lower().endswith(".roi")]
                 named = [(n, i) for n, i in members if (imagej_roi_stem(n) or "").casefold() in image_stems]
                 if not named:

@@ -796,3 +796,31 @@ def test_pixels_that_are_not_square_give_no_calibration_and_say_why() -> None:
     near = _tiff_bytes(img, ome=True, metadata={"PhysicalSizeX": 0.4, "PhysicalSizeXUnit": "µm",
                                                  "PhysicalSizeY": 0.402, "PhysicalSizeYUnit": "µm"})
     assert read_metadata(near).pixel_size_um == pytest.approx(0.4) and read_metadata(near).pixel_note == ""
+
+
+def test_zip_names_in_utf8_without_the_flag_are_read_as_written() -> None:
+    """Linux's zip (Info-ZIP) writes UTF-8 names without the UTF-8 flag: read as code page 437 they showed as
+    `A05_┬╡m.png` in a batch's table and CSVs (a tester)."""
+    import zipfile
+
+    from cellcount.io import iter_zip_images, open_zip, zip_image_names
+
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, "PNG")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("sub dir/A05_XXm.png", png.getvalue())  # a placeholder as long as the UTF-8 name
+        zf.writestr("plain.png", png.getvalue())
+    data = buf.getvalue().replace(b"A05_XXm.png", "A05_µm.png".encode("utf-8"))  # as Info-ZIP writes it: no flag
+    with zipfile.ZipFile(io.BytesIO(data)) as raw:
+        assert raw.namelist()[0] == "sub dir/A05_┬╡m.png", "Python alone reads it as code page 437"
+    assert zip_image_names(data) == ["sub dir/A05_µm.png", "plain.png"]
+    assert [(n, b is not None) for n, b, _ in iter_zip_images(data)] == [("sub dir/A05_µm.png", True),
+                                                                          ("plain.png", True)]
+    with open_zip(data) as zf:
+        assert zf.read("sub dir/A05_µm.png") == png.getvalue()
+    cp437 = io.BytesIO()  # a name that is code page 437 indeed (not valid UTF-8 as bytes) stays as it is
+    with zipfile.ZipFile(cp437, "w") as zf:
+        zf.writestr("Xa.png", png.getvalue())
+    data = cp437.getvalue().replace(b"Xa.png", b"\x81a.png")  # 0x81: 'ü' in code page 437, alone no UTF-8
+    assert zip_image_names(data) == ["üa.png"]

@@ -20,6 +20,7 @@ from .archive import (
     iter_zip_images,
     iter_zip_members,
     left_out,
+    open_zip,
     zip_files,
     zip_image_names,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "zip_image_names",
     "iter_zip_images",
     "iter_zip_members",
+    "open_zip",
     "zip_files",
     "left_out",
     "labels_to_tiff_bytes",

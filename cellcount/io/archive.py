@@ -50,6 +50,29 @@ def is_zip_metadata(name: str) -> bool:
     return "__MACOSX/" in name or posixpath.basename(name).startswith("._")
 
 
+_UTF8_FLAG = 0x800
+
+
+def open_zip(source: bytes | object) -> zipfile.ZipFile:
+    """A zip (its bytes, a path or a binary file) opened for reading, its members' names as the user wrote them.
+
+    Info-ZIP (Linux's ``zip``) stores UTF-8 names without the flag that says so, which Python then reads as
+    code page 437: ``A05_µm.png`` became ``A05_┬╡m.png`` in a batch's table and CSVs, matching no file (a tester).
+    A name without the flag that is valid UTF-8 once taken back to its bytes is read as UTF-8; others as they are."""
+    zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    for info in zf.infolist():
+        if info.flag_bits & _UTF8_FLAG or info.filename.isascii():
+            continue
+        try:
+            name = info.filename.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue  # truly code page 437 (or another): kept as read
+        del zf.NameToInfo[info.filename]
+        info.filename = name  # the local header is checked against orig_filename, which stays
+        zf.NameToInfo[name] = info
+    return zf
+
+
 def zip_files(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     """The files of an open zip, without folders and macOS metadata."""
     return [i for i in zf.infolist() if not i.is_dir() and not is_zip_metadata(i.filename)]
@@ -94,7 +117,7 @@ def zip_image_names(data: bytes, *, max_files: int = DEFAULT_ZIP_MAX_FILES,
     """The member names of the images :func:`iter_zip_images` would read from ``data`` (from the directory,
     nothing inflated), or None when it is no readable zip."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        with open_zip(data) as zf:
             return [name for _, name, reason in _walk(zf, IMAGE_EXTENSIONS, max_files, max_bytes) if reason is None]
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
@@ -132,7 +155,7 @@ def iter_zip_members(
     safety checks apply; ``max_files`` counts every accepted member.
     """
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = open_zip(data)
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise ImageReadError(f"not a readable zip file: {err}") from err
     with zf:
