@@ -388,9 +388,9 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if isinstance(previous, dict) and previous.get("plane") != args.plane:
         print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
         return None, None, None, set()
-    if isinstance(previous, dict) and previous.get("blocks") != _blocks_record(args):  # one grid per regions CSV
-        print(f"note: --resume: {out} was counted with other block or region settings; counting all images again",
-              file=sys.stderr)
+    if isinstance(previous, dict) and _other_regions(previous.get("blocks"), _blocks_record(args)):
+        print(f"note: --resume: {out} was counted with other regions (--region-grid, --regions) or blocks for them; "
+              "counting all images again", file=sys.stderr)
         return None, None, None, set()
     same = _same_settings(old["settings"], params.acting(model.output_kind))
     by_name = {escape_cell(str(f)): f for f in files}
@@ -786,6 +786,14 @@ def _blocks_record(args: argparse.Namespace) -> dict | None:
         return None
     return json.loads(json.dumps({"block_px": args.block_px, "overlap_px": args.overlap_px,
                                   "regions": _region_spec(args)}))
+
+
+def _other_regions(before: dict | None, now: dict | None) -> bool:
+    """Whether two runs' :func:`_blocks_record` differ where it matters: one grid per regions CSV. Counts by blocks
+    on workers equal whole-image counts, so --workers alone, added or dropped, keeps the rows (it recounted a
+    whole interrupted run, a tester)."""
+    regions = [(r or {}).get("regions") for r in (before, now)]
+    return regions[0] != regions[1] or (regions[1] is not None and before != now)
 
 
 def _region_spec(args: argparse.Namespace):

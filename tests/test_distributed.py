@@ -123,8 +123,26 @@ def test_resume_keeps_the_region_counts_of_the_images_it_keeps(tmp_path, capsys)
     # another grid: everything counted again, never two grids in one regions CSV
     other = [a if a != "2x1" else "1x2" for a in common]
     assert main(["count", str(folder), *other, "--resume"]) == 0
-    assert "counted with other block or region settings; counting all images again" in capsys.readouterr().err
+    assert "counted with other regions (--region-grid, --regions) or blocks for them; counting all images again" in \
+        capsys.readouterr().err
     assert list(pd.read_csv(tmp_path / "c.regions.csv")["region"]) == ["r0c0", "r0c1"]
+
+
+def test_resume_with_workers_added_keeps_the_rows_counted_without(tmp_path, capsys):
+    """--workers alone, added on --resume, recounted every image, saying the block or region settings differed
+    though none was given (a tester): counts by blocks equal whole-image counts, so the rows stay."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("s01_sparse_small.png", "s03_large_nuclei.png"):
+        shutil.copy(SAMPLES / name, folder / name)
+    out = tmp_path / "c.csv"
+    assert main(["count", str(folder / "s01_sparse_small.png"), "--model", "classical-otsu", "--no-progress",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["count", str(folder / "s01_sparse_small.png"), str(folder / "s03_large_nuclei.png"), "--model",
+                 "classical-otsu", "--no-progress", "--workers", "1", "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "counting all images again" not in err and "1 image(s) already counted with these settings, 1 to go" in err
 
 
 def test_an_image_counted_by_blocks_reports_each_block(cluster, tmp_path):
