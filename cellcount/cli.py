@@ -409,6 +409,13 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     if again and not args.quiet:
         print(f"note: --resume: {len(again)} image(s) in {out} were counted with other settings; they are counted "
               "again with these", file=sys.stderr)
+    if args.labels_dir and len(keep):
+        unlabelled = _without_labels(Path(args.labels_dir), set(keep["file"]))
+        if unlabelled:
+            keep = keep[~keep["file"].isin(unlabelled)]
+            if not args.quiet:
+                print(f"note: --resume: {len(unlabelled)} image(s) counted before have no label image in "
+                      f"{args.labels_dir} (was --labels-dir given then?); they are counted again", file=sys.stderr)
     keep = pd.concat([keep, gone]) if len(gone) else keep
     kept_files = set(keep["file"])
     tables = {}
@@ -420,6 +427,23 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
             return None, None, None, set()
         tables[what] = rows
     return keep, tables["objects"], tables["regions"], kept_files
+
+
+def _without_labels(labels_dir: Path, files: set[str]) -> set[str]:
+    """Which of ``files`` (CSV cells) the label folder's index names no existing label image for: an earlier run
+    without --labels-dir, resumed with it, wrote labels for the new images only, without a word (a tester)."""
+    import pandas as pd
+
+    from .batch import LABELS_INDEX
+    from .csvout import unescape_cell
+
+    try:
+        index = pd.read_csv(labels_dir / LABELS_INDEX, dtype=str, keep_default_na=False)
+        has = {f for f, lab in zip(index["file"], index["labels_file"], strict=True)
+               if lab and (labels_dir / unescape_cell(lab)).is_file()}
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        has = set()
+    return files - has
 
 
 def _kept_rows(path, what: str, files: set[str]):

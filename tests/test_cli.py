@@ -115,6 +115,24 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
                  "--no-progress"]) == 0
 
 
+def test_resume_with_labels_dir_added_writes_every_images_labels(small_folder, tmp_path, capsys):
+    """--labels-dir given on --resume only wrote the new images' label images, and an index of those, without a
+    word (a tester): the images without one are counted again, said."""
+    out, labels = tmp_path / "c.csv", tmp_path / "labels"
+    a, b = str(small_folder / "a.png"), str(small_folder / "b.png")
+    assert main(["count", a, "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["count", a, b, "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress", "--resume",
+                 "--labels-dir", str(labels)]) == 0
+    assert "1 image(s) counted before have no label image" in capsys.readouterr().err
+    index = pd.read_csv(labels / "labels_index.csv")
+    assert sorted(index["file"]) == sorted([a, b]) and all((labels / f).is_file() for f in index["labels_file"])
+    assert len(pd.read_csv(out)) == 2
+    assert main(["count", a, b, "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress", "--resume",
+                 "--labels-dir", str(labels)]) == 0  # now all there: nothing counted again
+    assert "no label image" not in capsys.readouterr().err and len(pd.read_csv(labels / "labels_index.csv")) == 2
+
+
 def test_resume_counts_again_an_image_replaced_since_the_earlier_run(small_folder, tmp_path, capsys):
     import os
 
