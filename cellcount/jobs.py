@@ -281,6 +281,10 @@ class BatchJob(_Threaded):
         finally:
             self.items = []  # the uploaded bytes are not needed any more
             if self.record is not None:
+                with self._lock:
+                    rest = self._rest(status)
+                if rest:  # the inputs never reached stay in the run's record (the Runs page said "not counted 0")
+                    self.record.add(with_plane(counts_frame(rest), self.options.get("page")).to_dict("records"))
                 self.record.finish({"done": "done", "cancelled": "interrupted"}.get(status, "failed"))
         with self._lock:
             self._status, self._error = status, error
@@ -300,7 +304,11 @@ class BatchJob(_Threaded):
         """A row for each input the batch did not reach (stopped or failed before it), so that a table of
         the batch lists every input it was given."""
         with self._lock:
-            rest = self.names[self._reached():]
-            why = ("not counted: the batch was stopped before this image" if self._status == "cancelled" else
-                   "not counted: the batch ended before this image")
-        return [BatchItem(name, "skipped", why, None, model=self.model.name, settings=self._settings) for name in rest]
+            return self._rest(self._status)
+
+    def _rest(self, status: str) -> list[BatchItem]:
+        """:meth:`not_counted` for a batch that ended with ``status`` (the caller holds the lock)."""
+        why = ("not counted: the batch was stopped before this image" if status == "cancelled" else
+               "not counted: the batch ended before this image")
+        return [BatchItem(name, "skipped", why, None, model=self.model.name, settings=self._settings)
+                for name in self.names[self._reached():]]

@@ -128,17 +128,26 @@ def test_a_batch_of_one_plane_records_which_plane_in_its_rows(draw_disks, tmp_pa
     assert list(rows["plane"]) == ["max"] and list(rows.columns[:2]) == ["file", "plane"]
 
 
-def test_a_stopped_batch_keeps_what_it_counted(draw_disks):
+def test_a_stopped_batch_keeps_what_it_counted(draw_disks, tmp_path):
+    from cellcount.history import Recorder, list_runs, run_rows
     from cellcount.jobs import BatchJob
     from cellcount.models import CLASSICAL_NAME, load_model
     from cellcount.pipeline import resolve_params
 
     model = load_model(CLASSICAL_NAME)
-    job = BatchJob([(f"{k}.png", _png(draw_disks, 3)) for k in range(6)], model, resolve_params(model))
+    record = Recorder(source="app", model=model.name, model_sha256=None, settings={}, inputs=[f"{k}.png" for k in
+                      range(6)], path=tmp_path / "h.sqlite")
+    job = BatchJob([(f"{k}.png", _png(draw_disks, 3)) for k in range(6)], model, resolve_params(model), record=record)
     job.cancel()  # before it starts: it stops after its first image
     assert job.start().join(120)
     s = job.snapshot()
     assert s.status == "cancelled" and [it.name for it in s.done] == ["0.png"] and s.total == 6
+    # the run's record lists the five never reached too, as the page's CSV does (the Runs page said "not counted 0")
+    run = list_runs(path=tmp_path / "h.sqlite").iloc[0]
+    assert (run["status"], run["n_ok"], run["n_skipped"]) == ("interrupted", 1, 5)
+    rows = run_rows(int(run["id"]), path=tmp_path / "h.sqlite")
+    assert list(rows["file"]) == [f"{k}.png" for k in range(6)]
+    assert (rows["reason"][1:] == "not counted: the batch was stopped before this image").all()
 
 
 def test_inputs_with_one_name_each_get_their_row_and_a_stop_at_the_end_is_no_stop(draw_disks):
