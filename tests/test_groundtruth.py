@@ -946,6 +946,9 @@ def test_imagej_rois_outlines_points_and_roi_manager_sets(tmp_path: Path) -> Non
     assert read_imagej_rois(_roi_set({"0.roi": field, "b.roi": clicks})).kind == "points"
     with pytest.raises(GroundTruthError, match="no outlines or points.*line"):
         read_imagej_rois(_roi_set({"a.roi": line}))
+    stroke = _imagej_roi(7, 3, 4, 9, 11, xs=(4, 10), ys=(3, 8))  # a freehand outline of two points: no area
+    with pytest.raises(GroundTruthError, match="only outlines of fewer than 3 points"):  # the reason was empty
+        read_imagej_rois(stroke)
     with pytest.raises(GroundTruthError, match="not an ImageJ ROI set"):
         read_imagej_rois(_roi_set({"a.roi": rect, "notes.txt": b"hi"}))
     with pytest.raises(GroundTruthError, match="not an ImageJ ROI"):

@@ -269,6 +269,8 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
         rings = [r for r in rings if len(r) >= 3 and np.isfinite(r).all()]
         if rings:
             polygons.append(_roi_parts(rings))
+        else:
+            passed_over.add("outlines of fewer than 3 points (no area)")
     every = np.concatenate(points) if points else np.zeros((0, 2))
     # a rectangle or outline drawn around the nuclei or the clicks (the field counted) is a region, not an object
     polygons = _objects_not_regions(polygons, [tuple(p) for p in every])
@@ -276,8 +278,8 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
         raise GroundTruthError(f"{name}: holds both outlines ({len(polygons)}) and points ({len(every)}): save one "
                                "kind of annotation per image")
     if not polygons and not len(every):
-        what = f" only {', '.join(sorted(passed_over))} selections," if passed_over else ""
-        raise GroundTruthError(f"{name}: no outlines or points to count:{what} not objects")
+        what = f"only {', '.join(sorted(passed_over))}, not objects" if passed_over else "the set is empty"
+        raise GroundTruthError(f"{name}: no outlines or points to count: {what}")
     if not polygons:
         if not np.isfinite(every).all() or every.min() < 0 or every.max() > MAX_COORDINATE_PX:
             raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
