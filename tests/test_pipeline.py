@@ -151,6 +151,9 @@ def test_density_result_uses_the_integral():
     assert res.output_kind == "density" and res.labels is None
     assert res.count == 3 and res.count_estimate == pytest.approx(3.0, abs=1e-4)
     assert res.peaks.shape == (3, 2) and len(res.objects) == 3
+    # a faint map that integrates to no cell lists no centres: 25% of its own maximum found noise peaks
+    faint = count_image(np.zeros((40, 40), np.uint8), FixedMapsModel(density[None] * 0.1, kind="density"))
+    assert faint.count == 0 and faint.peaks.shape == (0, 2) and len(faint.objects) == 0
 
 
 def test_count_image_on_a_sample_with_the_classical_model(samples_dir):
