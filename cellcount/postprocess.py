@@ -290,6 +290,13 @@ class SegmentResult:
         return int(self.labels.max()) if self.labels.size else 0
 
 
+def edge_ids(labels: np.ndarray) -> np.ndarray:
+    """The ids of the objects of ``labels`` that touch the image's edge ("Exclude edge objects"; the truth scored
+    against such counts leaves the same ones out: :func:`cellcount.evaluate.scored_truth`)."""
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return edge[edge != 0]
+
+
 def filter_objects(
     labels: np.ndarray,
     *,
@@ -309,8 +316,7 @@ def filter_objects(
     if max_area_px is not None:
         reason[areas > max_area_px] = TOO_LARGE
     if exclude_border:
-        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        reason[edge] = ON_BORDER
+        reason[edge_ids(labels)] = ON_BORDER
     reason[0] = KEPT
     # renumber the kept objects 1..N as relabel_sequential does, reusing ``areas`` (one bincount less)
     present = areas > 0

@@ -478,11 +478,12 @@ def card_entry(rule: QualityRule, report: dict[str, float], calibrated_on: str) 
 
 def relative_errors(true: Sequence[float], pred: Sequence[float]) -> np.ndarray:
     """|pred - true| / true per image, for telling large errors: infinite where an image with no objects was
-    counted some (a count of 20 on an empty image is off by more than any share of its true count, where the
-    per-image tables' NaN, "undefined", left such images out of the large errors), 0 where both are 0."""
+    counted at least one (a count of 20 on an empty image is off by more than any share of its true count, where
+    the per-image tables' NaN, "undefined", left such images out of the large errors), 0 where it was counted
+    none (a density integral under a half rounds to no cell)."""
     t, p = np.asarray(true, np.float64), np.asarray(pred, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(t > 0, np.abs(p - t) / t, np.where(p == t, 0.0, np.inf))
+        return np.where(t > 0, np.abs(p - t) / t, np.where(np.abs(p - t) < 0.5, 0.0, np.inf))
 
 
 def flag_report(flags: Sequence[bool], rel_errors: Sequence[float], *, large: float = LARGE_ERROR) -> dict[str, float]:

@@ -68,7 +68,7 @@ def _digits(value: float) -> int:
     return 2 if not np.isfinite(value) or abs(value) < 100 else 1 if abs(value) < 1000 else 0
 
 
-FEW_FOR_INTERVAL = 10  # under this many images the MAE's "95%" interval held it 82-93% of the time
+FEW_FOR_INTERVAL = 10  # under this many images the MAE's "95%" interval held it 80-94% of the time
 
 
 def show_summary(s: dict, iou_threshold: float) -> None:
@@ -81,7 +81,7 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         st.caption(f"MAE {sh.fixed(s['mae'])}: 95% bootstrap interval over these images "
                    f"{sh.fixed(s['mae_ci_low'])}–{sh.fixed(s['mae_ci_high'])} (another set of images like these "
                    "could give any value in it)."
-                   + (" Over so few images it holds the MAE less often than it says: 82-93% of the time at 5-8 images "
+                   + (" Over so few images it holds the MAE less often than it says: 80-94% of the time at 5-8 images "
                       "in simulations (docs/RESULTS.md)." if s.get("n", 0) < FEW_FOR_INTERVAL else ""))
     m[2].metric("RMSE", sh.fixed(s["rmse"], _digits(s["rmse"])))
     m[3].metric("Bias", sh.fixed(s["bias"], _digits(s["bias"]), sign=True), help="Mean of predicted - true: > 0 over-counts")

@@ -218,6 +218,15 @@ def test_excluding_edge_objects_leaves_them_out_of_label_truth_too(draw_disks):
     dots = GroundTruth(kind="points", count=4, points=np.array([[2, 30], [30, 30], [30, 62], [50, 20]], float))
     said = evaluate_predictions([("a.png", pred, dots)], params.replace(exclude_border=True)).summary
     assert said[BORDER_TRUTH_KEPT] == 1 and said["mae"] == 2
+    # a multihead model counting from its density map counts the edge objects: its truth keeps them in its count
+    density = np.zeros_like(fg)
+    for r, c in [(2, 30), (30, 30), (30, 62), (50, 20)]:
+        density[r, c] = 1.0
+    multi = dataclasses.replace(pred, output_kind="multihead", maps=np.stack([fg, np.zeros_like(fg), density]))
+    from_density = evaluate_predictions([("a.png", multi, truth)],
+                                        params.replace(exclude_border=True, count_source="density"))
+    assert from_density.summary["mae"] == 0 and from_density.per_image["true"].tolist() == [4]
+    assert from_density.summary["f1"] == 1.0, "its objects, edge ones left out, match the truth's alike"
 
 
 def _density_pair(name: str, mass: float, true: int):
@@ -755,6 +764,6 @@ def test_a_fine_tunes_held_out_images_its_base_learnt_are_not_called_its_trainin
                                "train_sha256": ["b" * 64],
                                "data": {"train_files": ["t1.png", "t2.png"], "holdout_files": ["h1.png", "h2.png"]}})
     note = card.trained_on_note(["h1.png", "h2.png"], 2)
-    assert note.startswith("2 of these 2 images were among the images unet-mask-varied learnt from (dsb-ft was "
-                           "fine-tuned from unet-mask-varied, not on these)"), note
+    assert note.startswith("2 of these 2 images were among the images dsb-ft learnt from, itself or through "
+                           "unet-mask-varied (the model it was fine-tuned from)"), note
     assert card.trained_on_note(["t1.png"], 3).startswith("1 of these 3 images were among dsb-ft's training images")

@@ -824,3 +824,12 @@ def test_zip_names_in_utf8_without_the_flag_are_read_as_written() -> None:
         zf.writestr("Xa.png", png.getvalue())
     data = cp437.getvalue().replace(b"Xa.png", b"\x81a.png")  # 0x81: 'ü' in code page 437, alone no UTF-8
     assert zip_image_names(data) == ["üa.png"]
+    twice = io.BytesIO()  # one raw name twice, and a flagged name its decoding collides with: read, not a KeyError
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name"
+        with zipfile.ZipFile(twice, "w") as zf:
+            zf.writestr("B_XXm.png", png.getvalue())
+            zf.writestr("B_XXm.png", png.getvalue())
+            zf.writestr("B_µm.png", png.getvalue())
+    data = twice.getvalue().replace(b"B_XXm.png", "B_µm.png".encode())
+    assert [n for n, b, _ in iter_zip_images(data) if b is not None] == ["B_µm.png"] * 3

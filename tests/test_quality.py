@@ -75,9 +75,9 @@ def test_a_count_on_an_image_with_no_objects_is_a_large_error():
     and so out of the share the flag catches."""
     from cellcount.quality import relative_errors
 
-    rel = relative_errors([10, 0, 0, 20], [10, 20, 0, 25])
-    assert rel.tolist() == [0.0, math.inf, 0.0, 0.25]
-    rep = flag_report([False, True, False, False], rel)
+    rel = relative_errors([10, 0, 0, 20, 0], [10, 20, 0, 25, 0.3])
+    assert rel.tolist() == [0.0, math.inf, 0.0, 0.25, 0.0], "a density integral of 0.3 is no cell counted"
+    rep = flag_report([False, True, False, False, False], rel)
     assert rep["large_errors"] == 2 and rep["large_errors_flagged_share"] == 0.5
     assert flag_report([True], [math.nan])["large_errors"] == 0, "an unknown error is not a large one"
 

@@ -25,6 +25,7 @@ from ..models import size_model_for
 from ..models.base import CountModel
 from ..params import BORDER_SPLIT_MODES, DISTANCE_SPLIT_MODES, SCHEMA
 from ..pipeline import CountParams, CountResult, Prediction, postprocess, predict
+from ..postprocess import edge_ids
 
 logger = logging.getLogger(__name__)
 
@@ -122,34 +123,37 @@ def predict_pairs(
     return out
 
 
-def _edge_ids(labels: np.ndarray) -> np.ndarray:
-    """The ids of the objects of ``labels`` that touch the image's edge."""
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return edge[edge != 0]
+def _edges_left_out(pred: Prediction, params: CountParams) -> bool:
+    """Whether ``params`` leave the objects on the image's edge out of ``pred``'s objects."""
+    return bool(params.exclude_border) and pred.output_kind != "density"
 
 
-def _border_excluded(pred: Prediction, params: CountParams, gt: GroundTruth) -> bool:
-    """Whether ``params`` leave out the objects on the image's edge and ``gt``'s objects can be left out alike."""
-    return bool(params.exclude_border) and pred.output_kind != "density" and gt.labels is not None
+def _count_keeps_edges(pred: Prediction, params: CountParams) -> bool:
+    """Whether the count is a density head's integral (a multihead model counting from its density map), which
+    keeps the edge objects that the segmentation leaves out."""
+    return pred.output_kind == "multihead" and params.count_source == "density"
 
 
 def scored_truth(pred: Prediction, params: CountParams, gt: GroundTruth) -> GroundTruth:
     """``gt`` as the counts with ``params`` are scored against it: with "Exclude edge objects" on, a label image's
     objects that touch the edge are left out of the truth too (an otherwise perfect model scored -2 on every
-    image, the truth's cut objects counted as missed: an auditor). Dots and counts cannot say which of their
-    objects touch the edge and stay as they are (:data:`BORDER_TRUTH_KEPT` in the summary)."""
-    if not _border_excluded(pred, params, gt):
+    image, the truth's cut objects counted as missed: an auditor); out of its count too unless the count is a
+    density integral, which keeps them. Dots and counts cannot say which of their objects touch the edge and stay
+    as they are (:data:`BORDER_TRUTH_KEPT` in the summary)."""
+    if not _edges_left_out(pred, params) or gt.labels is None:
         return gt
-    edge = _edge_ids(gt.labels)
+    edge = edge_ids(gt.labels)
     if not len(edge):
         return gt
     labels = np.where(np.isin(gt.labels, edge), 0, gt.labels)
-    return dataclasses.replace(gt, labels=labels, count=int(gt.count - len(edge)))
+    return dataclasses.replace(gt, labels=labels, count=_true_count(pred, params, gt))
 
 
 def _true_count(pred: Prediction, params: CountParams, gt: GroundTruth) -> int:
     """:func:`scored_truth`'s count, without building its label image (the tuner asks it many times)."""
-    return int(gt.count - len(_edge_ids(gt.labels))) if _border_excluded(pred, params, gt) else gt.count
+    if not _edges_left_out(pred, params) or gt.labels is None or _count_keeps_edges(pred, params):
+        return gt.count
+    return int(gt.count - len(edge_ids(gt.labels)))
 
 
 BORDER_TRUTH_KEPT = "border_truth_kept"
@@ -180,7 +184,7 @@ def evaluate_predictions(
     kept_edges = 0  # images whose truth cannot leave its edge objects out as the counts do
     for name, pred, gt in pairs:
         res = postprocess(pred, params, measure=measure)
-        if params.exclude_border and pred.output_kind != "density" and gt.labels is None:
+        if _edges_left_out(pred, params) and gt.labels is None and not _count_keeps_edges(pred, params):
             kept_edges += 1
         gt = scored_truth(pred, params, gt)
         # a whole count as a whole number (the CSV read 105.0 beside a true 105); a density integral as it is

@@ -172,7 +172,7 @@ class _Run:
         """Kept for the end, and said now at the stage the run is in (a note while re-tuning reported as
         "prepare" sent the Train page's progress bar back to the start)."""
         self.notes.append(text)
-        self.sink(dataclasses.replace(self.last, message=f"note: {text}"))
+        self.sink(dataclasses.replace(self.last, loss=math.nan, message=f"note: {text}"))  # no second loss point
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import warnings
@@ -13,6 +12,7 @@ import numpy as np
 from cellcount.errors import GroundTruthError
 from cellcount.io import (
     DEFAULT_MAX_PIXELS,
+    open_zip,
     zip_files,
 )
 
@@ -202,7 +202,7 @@ def is_roi_set(source: str | os.PathLike | bytes) -> bool:
     import zipfile
 
     try:
-        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+        with open_zip(source) as zf:
             names = [i.filename for i in zip_files(zf)]
     except (zipfile.BadZipFile, OSError, ValueError):
         return False
@@ -231,7 +231,7 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
     blobs: list[tuple[str, bytes]] = []
     if data[:2] == b"PK":  # a zip: the ROI Manager's set
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            with open_zip(data) as zf:
                 members = zip_files(zf)
                 if not members or not all(i.filename.lower().endswith(".roi") for i in members):
                     raise GroundTruthError(f"{name}: a zip, but not an ImageJ ROI set (the ROI Manager's RoiSet.zip "

@@ -178,7 +178,7 @@ def _dots_from_mask(on: np.ndarray) -> tuple[np.ndarray, int]:
     unit = float(np.median(areas))
     dots = np.maximum(1, np.floor(areas / unit + 0.5)).astype(int)
     points = np.asarray(ndi.center_of_mass(on, blobs, np.arange(1, n + 1)), dtype=np.float64).reshape(-1, 2)
-    large = int(((dots == 1) & (areas >= LARGE_DOT * unit)).sum()) if unit > 1 else 0
+    large = 0  # (a blob at LARGE_DOT x the unit or more rounds to two dots or more: the round ones are counted below)
     if (dots == 1).all():
         return points, large
     from scipy.cluster.vq import kmeans2

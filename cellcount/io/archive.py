@@ -67,7 +67,11 @@ def open_zip(source: bytes | object) -> zipfile.ZipFile:
             name = info.filename.encode("cp437").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             continue  # truly code page 437 (or another): kept as read
-        del zf.NameToInfo[info.filename]
+        if name in zf.NameToInfo:  # another member has that name already: read by its info, keep the first's key
+            info.filename = name
+            continue
+        if zf.NameToInfo.get(info.filename) is info:  # (a zip may hold one raw name twice)
+            del zf.NameToInfo[info.filename]
         info.filename = name  # the local header is checked against orig_filename, which stays
         zf.NameToInfo[name] = info
     return zf

@@ -152,8 +152,9 @@ class ModelCard:
         own = {Path(str(f)).name.lower() for f in data.get("train_files") or []}
         whose = f"{self.name}'s training images"
         if base and not any(Path(s).name.lower() in own for s in seen):
-            # a fine-tune's held-out images its base learnt from: not leaked into the fine-tune (a tester read it so)
-            whose = f"the images {base} learnt from ({self.name} was fine-tuned from {base}, not on these)"
+            # a fine-tune's held-out images its base learnt read as a leak into the fine-tune (a tester); found by
+            # their pixels they may be its own under another name as well: both said
+            whose = f"the images {self.name} learnt from, itself or through {base} (the model it was fine-tuned from)"
         return (f"{which} among {whose} ({shown}): its error on them is likely lower than on images it has not "
                 "seen." + (" Leave them out to judge it." if advice else ""))
 
