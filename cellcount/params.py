@@ -172,7 +172,9 @@ PARAMS: tuple[Param, ...] = (
         explain="Pixels whose foreground probability is above this value are nucleus. Lower: objects grow and "
         "may merge; higher: they shrink and faint ones vanish. The histogram below shows how many pixels lie "
         "at each probability: when nearly all are at 0 or 1 (the shipped models), the threshold barely moves "
-        "the count, which is why it sits under Advanced for such images.",
+        "the objects, which is why it sits under Advanced for such images; the count can still jump where the "
+        "objects that grow touch and the split changes with them (Auto may switch to Both, which cuts more; the "
+        "note under the result says which split ran).",
     ),
     Param(
         "opening_radius_px", int, 1, "mask", unit="px", lo=0, hi=MAX_RADIUS_PX, ui_range=(0, 10),
@@ -187,7 +189,9 @@ PARAMS: tuple[Param, ...] = (
         label="Closing radius (px)",
         help="binary closing radius, px (0 = off)",
         explain="Closes gaps and notches narrower than about twice this radius (0 = off). Larger: broken nuclei "
-        "become whole (lower count), but close neighbours can merge (also lower).",
+        "become whole (lower count), but it also fills the gaps between touching nuclei, and the split that follows "
+        "may then cut the clumps into more pieces than nuclei (higher count, more so where Auto switches to Both), "
+        "and large radii leave slivers. Which way it goes depends on the image: check the outlines.",
     ),
     Param(
         "fill_holes", bool, True, "mask", label="Fill holes",
