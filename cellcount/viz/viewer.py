@@ -262,8 +262,10 @@ def histogram_strip(
     return out
 
 
-ZOOM_VIEW_PX = 800
-"""The zoomed picture's longest side on screen: a window of this many screen pixels moves over a larger image."""
+ZOOM_VIEW_PX = 640
+"""The zoomed picture's longest side on screen: a window of this many screen pixels moves over a larger image. It
+fits the Count page's picture column at 1400 px (689 px there): an 800 px window scrolled sideways in it, where a
+tester found no scroll bar and took its right edge for out of reach."""
 
 
 def zoom_view(rgb: np.ndarray, *, zoom: int, center: tuple[float, float], max_side: int = ZOOM_VIEW_PX) -> np.ndarray:
