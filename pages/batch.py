@@ -124,6 +124,18 @@ def others_batch() -> BatchJob | None:
     return next((job for who, job in board.items() if who != me), None)
 
 
+def own_settings(job: BatchJob) -> str:
+    """The settings a batch counts with where they differ from its model card's: a reloaded tab shows the card's in
+    its panel, which a tester took for the running batch's."""
+    kind = job.model.output_kind
+    card = cc.resolve_params(job.model, None).acting(kind)
+    changed = {k: v for k, v in job.params.acting(kind).items() if card.get(k) != v}
+    if not changed:
+        return "its model card's settings"
+    return "these settings changed from its model card (not shown in this tab's panel): " + ", ".join(
+        f"{k} {v}" for k, v in changed.items())
+
+
 def other_panel(other: BatchJob) -> None:
     """Another session's batch: its progress, redrawn every second, and a Stop; the page is drawn again when
     it ends, so that Count comes back."""
@@ -137,7 +149,8 @@ def other_panel(other: BatchJob) -> None:
         done, total = images_progress(other, s)
         c.info(f"Another batch is counting in this app ({done} of {total} image(s) so far, started "
                f"{time.strftime('%H:%M', time.localtime(time.time() - s.elapsed_s))}; perhaps from this browser before "
-               "a reload). Its results will be on the Runs page. Count is back when it ends (one batch at a time).")
+               f"a reload) with {other.model.name}, {own_settings(other)}. Its results will be on the Runs page. "
+               "Count is back when it ends (one batch at a time).")
         if other.cancel_requested:
             c.caption("Stopping after the image being counted ...")
         else:

@@ -310,7 +310,8 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     second.file_uploader(key="batch_files").set_value([("a.png", sample("s01_sparse_small.png"), "image/png")])
     second.run()
     assert job.snapshot().running, "the first batch ended before the second session looked"
-    assert any("Another batch is counting in this app" in i.value for i in second.info)
+    assert any("Another batch is counting in this app" in i.value and "with unet-mask, its model card's settings"
+               in i.value for i in second.info), "its model and settings named (the panel here shows this tab's)"
     assert second.button(key="batch_run").disabled
     second.button(key="batch_stop_other").click()
     second.run()
