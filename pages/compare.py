@@ -239,7 +239,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
             row.update({"MAE": s["mae"], "MAE 95% CI": _interval(s["mae_ci_low"], s["mae_ci_high"]),
                         "bias": s["bias"], "RMSE": s["rmse"], "images with ground truth": len(k)})
         row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
-                    "mean time per image (ms)": 1000 * t["seconds"].mean(), "total count": t["count"].sum()})
+                    "median time per image (ms)": 1000 * t["seconds"].median(), "total count": t["count"].sum()})
         per_config.append(row)
     if has_truth and len(per_config) >= 2:
         _against_best(per_config, wide, truth)
@@ -252,8 +252,9 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         column_config={
             "config": st.column_config.TextColumn(width=140),
             "RMSE": st.column_config.NumberColumn(format="%.2f", width=55),
-            "mean time per image (ms)": st.column_config.NumberColumn(
-                "ms / image", format="%.0f", width=80, help="Mean time per image: normalise + model + postprocess"),
+            "median time per image (ms)": st.column_config.NumberColumn(
+                "ms / image", format="%.0f", width=80, help="Median time per image: normalise + model + postprocess "
+                "(the median: a model's first image also pays for its loading and warm-up)"),
             "total count": st.column_config.NumberColumn("total", width=60, help="Objects counted on all images"),
             "images with ground truth": st.column_config.NumberColumn("labelled", width=70,
                                                                       help="Images with ground truth"),
@@ -337,8 +338,9 @@ def show(long: pd.DataFrame, configs, sources) -> None:
         b = st.container()
     with b:
         st.plotly_chart(viz.model_times_figure(long.dropna(subset=["seconds"])), key=f"{P}_times")
-        st.caption("Time per image: normalise + model + postprocess (the model time is from its first run on each "
-                   "image; a model's one-off setup on this machine, timing its backends, is left out).")
+        st.caption("Median time per image: normalise + model + postprocess (the model time is from its first run on "
+                   "each image; a model's one-off setup on this machine, timing its backends, is left out, and the "
+                   "median keeps its warm-up on its first image out of its speed).")
 
     st.subheader("Side by side")
     names = [s.name for s in sources]
