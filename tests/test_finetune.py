@@ -28,7 +28,7 @@ from cellcount.finetune import (
     worse_than_base,
 )
 from cellcount.groundtruth import GroundTruth
-from cellcount.models import list_models, load_model, save_model
+from cellcount.models import list_models, load_model, save_model, user_models_dir
 from cellcount.novelty import NOVELTY_FILE, NoveltyReference
 
 
@@ -402,6 +402,30 @@ def test_cancel_stops_between_steps_and_writes_nothing(tiny_model, tmp_path, dra
     with pytest.raises(Cancelled):
         finetune(base_dir, data, name="cancelled", steps=50, batch_size=2, crop=32, progress=on_progress, cancel=stop)
     assert "cancelled" not in list_models()
+
+
+def test_a_cancel_while_the_model_is_written_saves_nothing(tiny_model, tmp_path, draw_disks, monkeypatch):
+    """A Cancel pressed after the last check before writing ended in "saved" (a tester read the code): the model is
+    written into a hidden folder first, and a cancel by then still leaves nothing."""
+    import cellcount.models as models
+
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="mask")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "labels")
+    stop = threading.Event()
+    real = models.save_model
+
+    def save_and_cancel(*args, **kwargs):
+        out = real(*args, **kwargs)
+        stop.set()  # the user presses Cancel while the files are written
+        return out
+
+    monkeypatch.setattr(models, "save_model", save_and_cancel)
+    with pytest.raises(Cancelled):
+        finetune(base_dir, data, name="late", steps=1, batch_size=2, crop=32, cancel=stop)
+    assert "late" not in list_models()
+    assert not [p for p in user_models_dir().glob(".late.saving-*")], "no hidden half-written folder left"
 
 
 def test_a_name_taken_while_training_is_not_overwritten(tiny_model, tmp_path, draw_disks):

@@ -123,6 +123,8 @@ def _write_model(net, card, novelty, target: Path, *, name: str, overwrite: bool
             stage.mkdir(parents=True, exist_ok=True)
             card.extra["novelty"] = {**novelty[1], "file": NOVELTY_FILE, "sha256": novelty[0].save(stage / NOVELTY_FILE)}
         save_model(net, card, stage)
+        if cancel is not None and cancel.is_set():  # cancelled while it was written: still nothing saved
+            raise Cancelled("fine-tuning was cancelled")
         target = _publish(stage, target, card, overwrite=overwrite)
     except BaseException:
         import shutil
