@@ -15,6 +15,7 @@ from cellcount.errors import error_text
 from cellcount.history import Recorder
 from cellcount.io import iter_zip_images, left_out, split_ground_truth_files, zip_image_names
 from cellcount.jobs import BatchJob
+from cellcount.params import setting_label, setting_text
 from pages import _settings as settings
 from pages import _shared as sh
 from pages._quality import CHECK_HELP
@@ -132,8 +133,9 @@ def own_settings(job: BatchJob) -> str:
     changed = {k: v for k, v in job.params.acting(kind).items() if card.get(k) != v}
     if not changed:
         return "its model card's settings"
+    # as the controls name them, as a settings file's note does
     return "these settings changed from its model card (not shown in this tab's panel): " + ", ".join(
-        f"{k} {v}" for k, v in changed.items())
+        f"{setting_label(k)}: {setting_text(k, v)}" for k, v in changed.items())
 
 
 def other_panel(other: BatchJob) -> None:
