@@ -677,6 +677,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             return 2
     from .history import Recorder
 
+    # each input with its row, in the order the rows end in (a file that cannot be read among the rest)
+    inputs = [str(p) for p in sorted([*files, *(path for path, _ in skipped)], key=lambda p: (str(p.parent), p.name))]
     record = Recorder(source="cli", model=model.name, model_sha256=model.card.sha256,
                       # where the run was made and what else it wrote: inputs are recorded as given (relative paths),
                       # and the objects and label images are found again only from here
@@ -684,7 +686,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                                 "paths": [str(p) for p in args.paths],
                                 **{k: str(Path(v).resolve()) for k, v in (("objects", args.objects),
                                                                            ("labels_dir", args.labels_dir)) if v}},
-                      inputs=[str(f) for f in files] + [str(path) for path, _ in skipped],  # each with its row
+                      inputs=inputs,
                       out_path=str(Path(args.out).resolve()))
     if keep_counts is not None:
         record.add(keep_counts.to_dict("records"))
@@ -759,9 +761,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
+        # workers finish in any order and --resume appends: the files end in the order of the inputs
+        order = ("file", [escape_cell(name) for name in inputs]) if args.workers or args.scheduler or args.resume else None
         for sink in (index_out, regions_out, objects_out, counts_out):  # regions and objects first, as above
             if sink is not None:
-                sink.close()
+                sink.close(order=order)
         if cluster is not None:
             from .distributed import close
 

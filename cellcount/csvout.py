@@ -10,6 +10,7 @@ same folder and renamed into place, so a reader (or an interrupted run) never se
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import logging
 import os
@@ -321,14 +322,21 @@ class CsvStream:
         self._publish_seconds = self._last_publish - t0
         self._dirty = False
 
-    def close(self) -> None:
-        """Publish the rows not yet published and remove the working file."""
+    def close(self, *, order: tuple[str, Sequence[str]] | None = None) -> None:
+        """Publish the rows not yet published and remove the working file.
+
+        ``order=(column, values)`` sorts the rows first, stably, by where their ``column`` cell stands in
+        ``values`` (rows whose cell is not there follow, as they were): rows appended as parallel work
+        finished end in the order of the inputs.
+        """
         if self._fh.closed:
             return
         try:
             if self.columns is None and self._empty_columns is not None:
                 self.columns = self._empty_columns
                 self._fh.write(csv_text(pd.DataFrame(columns=self.columns)))
+                self._dirty = True
+            if order is not None and self.n_rows > 1 and self._sort_part(*order):
                 self._dirty = True
             if self._dirty:
                 self._publish()
@@ -338,6 +346,29 @@ class CsvStream:
             # a Ctrl-C can land between creating a publish's temporary file and the try that removes it
             for tmp in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+    def _sort_part(self, column: str, values: Sequence[str]) -> bool:
+        """Sort the working file's rows as :meth:`close` says; whether their order changed."""
+        self._fh.flush()
+        with open(self._part, encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows or column not in rows[0]:
+            return False
+        at = rows[0].index(column)
+        rank = {value: i for i, value in enumerate(values)}
+        body = rows[1:]
+        ordered = sorted(body, key=lambda row: rank.get(row[at], len(rank)) if len(row) > at else len(rank))
+        if ordered == body:
+            return False
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+                csv.writer(out, lineterminator="\n").writerows([rows[0], *ordered])
+            os.replace(tmp, self._part)  # the open handle keeps the old file; publishing copies the new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
 
     def __enter__(self) -> CsvStream:
         return self

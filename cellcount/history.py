@@ -340,10 +340,13 @@ def get_run(run_id: int, *, path: str | os.PathLike | None = None) -> dict[str, 
 
 
 def run_rows(run_id: int, *, path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """A run's per-image rows as the counts table (the columns they were recorded with, in order)."""
+    """A run's per-image rows as the counts table (the columns they were recorded with, in order), in the order
+    of the run's inputs (workers finish in any order; a row of no input listed follows as it came)."""
     with connect(path) as con:
         rows = con.execute("SELECT row FROM rows WHERE run_id = ? ORDER BY seq", (int(run_id),)).fetchall()
-    records = [json.loads(r[0]) for r in rows]
+        found = con.execute("SELECT inputs FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+    rank = {str(name): i for i, name in enumerate(json.loads(found[0]) if found else [])}
+    records = sorted((json.loads(r[0]) for r in rows), key=lambda rec: rank.get(str(rec.get("file", "")), len(rank)))
     frame = pd.DataFrame(records)
     for col in frame.columns:  # whole numbers stay whole where a failed row's empty cell made the column float
         values = [r[col] for r in records if r.get(col) is not None]

@@ -47,6 +47,8 @@ def test_workers_give_the_in_process_rows_and_count_a_huge_image_by_blocks(tmp_p
     assert main(["count", str(folder), "--out", str(tmp_path / "inproc.csv"), *common]) == 1  # big.tif: too large
     assert main(["count", str(folder), "--out", str(tmp_path / "w2.csv"), "--workers", "2", "--block-px", "300",
                  "--overlap-px", "32", "--region-grid", "2x1", *common]) == 0
+    # the workers' rows end in the order of the inputs, as in-process rows are
+    assert pd.read_csv(tmp_path / "w2.csv")["file"].tolist() == pd.read_csv(tmp_path / "inproc.csv")["file"].tolist()
     inproc, w2 = _rows(tmp_path / "inproc.csv"), _rows(tmp_path / "w2.csv")
     big, ome = str(folder / "big.tif"), str(folder / "s01.ome.zarr")
     assert "above the cap of" in inproc.loc[inproc["file"] == big, "reason"].iloc[0]

@@ -255,6 +255,16 @@ def test_a_recorder_writes_its_rows_on_one_connection_from_any_thread(tmp_path, 
     assert history.list_runs(path=path)["status"].tolist() == ["done"]
 
 
+def test_a_runs_rows_come_back_in_the_order_of_its_inputs(tmp_path):
+    """Workers finish in any order: the Runs page's table and its CSV list the images as the run named them."""
+    path = str(tmp_path / "h.sqlite")
+    run_id = history.start_run(source="cli", model="m", model_sha256=None, settings={}, inputs=["a", "b", "c"],
+                               path=path)
+    for name, n in (("c", 3), ("other", 9), ("a", 1), ("b", 2)):
+        history.add_rows(run_id, [{"file": name, "status": "ok", "count": n}], path=path)
+    assert history.run_rows(run_id, path=path)["file"].tolist() == ["a", "b", "c", "other"]
+
+
 def test_rows_left_out_on_purpose_are_not_failures(tmp_path):
     """A zip's readme and a label image named like ground truth are listed, not failed: the run list kept them
     apart from the images that could not be read (a tester's batch of 2 broken images read "5 failed")."""

@@ -99,6 +99,20 @@ def test_csv_stream_is_valid_after_every_append(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"], "no working or temporary file left"
 
 
+def test_csv_stream_closes_in_the_order_given_keeping_every_cell_as_written(tmp_path):
+    """Workers finish in any order: close(order=...) puts the rows in the inputs' order, stably, with the rows
+    of names not listed after them, and every cell (escaped formulas, quoted JSON) as it was written."""
+    path = tmp_path / "c.csv"
+    stream = CsvStream(path, columns=["file", "count", "settings"])
+    for name, k in (("b.png", 2), ("=c.png", 3), ("x.png", 9), ("a.png", 1)):
+        stream.append([{"file": name, "count": k, "settings": '{"t": 0.5, "m": "a,b"}'}])
+    stream.close(order=("file", ["a.png", "b.png", escape_cell("=c.png")]))
+    df = pd.read_csv(path)
+    assert df["file"].tolist() == ["a.png", "b.png", "'=c.png", "x.png"]
+    assert df["count"].tolist() == [1, 2, 3, 9] and set(df["settings"]) == {'{"t": 0.5, "m": "a,b"}'}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"]
+
+
 def test_csv_stream_close_removes_a_publish_left_half_done(tmp_path):
     """A Ctrl-C between a publish creating its temporary file and the try that removes it: close() (which runs
     on the way out of the interrupted batch) removes it."""
