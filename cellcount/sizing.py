@@ -153,10 +153,30 @@ def area_count_size(
     return _disc_size(fg[rows, cols], density[rows, cols], (rows, cols))
 
 
+NEAR_FOREGROUND_PX = 3
+"""Density mass within this many pixels of the foreground is mass on the nuclei the area measures."""
+MIN_NEAR_SHARE = 0.25
+"""Below this share of the density's mass near the foreground, the count that sizes the nuclei is the mass near
+it only. A field of a few nuclei in a wide background spreads a little density over every background pixel,
+hundreds of "nuclei" in all: their area over that count read as 1-3 px nuclei, the image was enlarged 4x and
+its noise counted (1438 objects for 1 nucleus). The share was 0.01-0.11 on such fields and 0.53-1.0 on every
+DSB validation image (``docs/RESULTS.md``, "Sizing a nearly empty field")."""
+
+
 def _disc_size(fg: np.ndarray, density: np.ndarray, window: tuple[slice, slice]) -> SizeEstimate:
     count = float(density.sum(dtype=np.float64))
     area = float(np.count_nonzero(fg))
-    diameter = None if count < 0.5 or area < 4 else float(np.sqrt(4 * area / (np.pi * max(count, 1.0))))
+    sizing_count = count
+    if count >= 0.5 and area >= 4:
+        import cv2
+
+        width = 2 * NEAR_FOREGROUND_PX + 1
+        near = cv2.dilate(fg.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))) > 0
+        near_count = float(density[near].sum(dtype=np.float64))
+        if near_count < MIN_NEAR_SHARE * count:
+            sizing_count = near_count
+    diameter = (None if sizing_count < 0.5 or area < 4
+                else float(np.sqrt(4 * area / (np.pi * max(sizing_count, 1.0)))))
     return SizeEstimate(diameter, count, window)
 
 
