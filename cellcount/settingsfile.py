@@ -53,6 +53,7 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     """
     data = _load(text)
     if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
+        _check_beside_params(data)
         data = data["params"]
     elif isinstance(data, dict):  # a bare object of parameters may name its model and plane beside them too
         data = {k: v for k, v in data.items() if k not in ("model", "model_sha256", "plane")}
@@ -60,6 +61,25 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
         raise ParameterError("settings JSON must be an object of parameter names to values")
     resolve_params(None, data)  # validate now, with a clear message
     return data
+
+
+FILE_KEYS = ("model", "model_sha256", "params", "plane", "blocks", "backend", "backends_of_resumed_rows")
+"""What a settings file holds beside its ``params`` (the app's downloads and the CLI's ``counts.settings.json``)."""
+
+
+def _check_beside_params(data: dict[str, Any]) -> None:
+    """Refuse a key beside ``params`` that no settings file has: a setting put there by hand (``"min_area_px"``
+    beside ``params`` was not read, and the run counted with the card's value in silence) or a misspelt one."""
+    from .params import LEGACY_KEYS, PARAM_NAMES
+
+    for key in data:
+        if key in FILE_KEYS:
+            continue
+        if key in PARAM_NAMES or key in LEGACY_KEYS:
+            raise ParameterError(f'the setting "{key}" stands beside "params", where it is not read: move it into '
+                                 '"params"')
+        raise ParameterError(f'unknown key "{key}": a settings file holds "model", "params" and "plane" (settings '
+                             'go inside "params", by the names `cellcount count --help` lists)')
 
 
 def model_from_json(text: str | bytes) -> str | None:
@@ -120,8 +140,13 @@ def _load(text: str | bytes) -> Any:
 
 def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
     """:func:`params_from_json` of a file, reading no more than the size limit (a wrong file given as
-    settings may be gigabytes)."""
-    return params_from_json(_read(path))
+    settings may be gigabytes); an error names the file."""
+    try:
+        return params_from_json(_read(path))
+    except ParameterError as err:
+        if str(path) in str(err):
+            raise
+        raise ParameterError(f"settings file {path}: {err}") from None
 
 
 def model_from_file(path: str | os.PathLike) -> str | None:

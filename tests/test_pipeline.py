@@ -104,6 +104,23 @@ def test_bad_settings_json_raises(text):
         params_from_json(text)
 
 
+@pytest.mark.parametrize("extra, says", [({"min_area_px": 150}, 'move it into "params"'),
+                                         ({"treshold": 0.3}, 'unknown key "treshold"')])
+def test_a_setting_beside_params_is_refused_not_ignored(extra, says, tmp_path):
+    """A setting written by hand beside "params" was not read: the run counted with the card's value, exit 0."""
+    from cellcount.settingsfile import params_from_file
+
+    text = json.dumps({"model": CLASSICAL_NAME, "params": {"threshold": 0.5}, **extra})
+    with pytest.raises(ParameterError, match=says):
+        params_from_json(text)
+    (tmp_path / "s.json").write_text(text)
+    with pytest.raises(ParameterError, match="settings file .*s.json: "):  # the error names the file
+        params_from_file(tmp_path / "s.json")
+    written = {"model": CLASSICAL_NAME, "model_sha256": "ab", "params": {"threshold": 0.5}, "plane": "max",
+               "blocks": {"block_px": 2048}, "backend": "torch", "backends_of_resumed_rows": ["torch"]}
+    assert params_from_json(json.dumps(written)) == {"threshold": 0.5}  # what the app and the CLI write is read
+
+
 # --------------------------------------------------------------------------------------------------
 # predict once, postprocess many times
 
@@ -741,3 +758,24 @@ def test_objects_are_measured_on_the_channel_counted():
     alone = cc.count_image(img[..., 1], model)
     assert result.count == alone.count == 1
     assert result.objects["max_intensity"].tolist() == alone.objects["max_intensity"].tolist() == [1000]
+
+
+def test_a_few_nuclei_in_a_wide_background_are_sized_by_the_density_on_them(draw_disks):
+    """A little density over every background pixel of a near-empty field added up to hundreds of "nuclei":
+    their area over that count read as 1-3 px nuclei, and the image was enlarged 4x and its noise counted (1438
+    objects for 1 nucleus). The count that sizes them is the mass near the foreground when that is a small share;
+    a field whose density lies on its nuclei is sized as before."""
+    from cellcount.sizing import area_count_size
+
+    d = 16.0
+    one = (draw_disks((512, 512), [(200, 300)], [d / 2]) > 0).astype(np.float32)
+    density = np.full(one.shape, 100.0 / one.size, np.float32)  # 100 "nuclei" of background, spread thin
+    density += one / one.sum()  # the nucleus: unit mass on it
+    est = area_count_size(one, density)
+    assert est.diameter == pytest.approx(d, rel=0.1) and est.count == pytest.approx(101, rel=0.01)
+    centres = [(40 + 60 * i, 40 + 60 * j) for i in range(8) for j in range(8)]
+    many = (draw_disks((512, 512), centres, [d / 2] * len(centres)) > 0).astype(np.float32)
+    labels_mass = many / many.sum() * len(centres)
+    thin = np.full(many.shape, 20.0 / many.size, np.float32)  # a fifth of the mass off the nuclei: kept in the count
+    expected = float(np.sqrt(4 * many.sum() / (np.pi * (len(centres) + 20))))
+    assert area_count_size(many, labels_mass + thin).diameter == pytest.approx(expected, rel=1e-4)
