@@ -591,10 +591,15 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         backend = requested_backend(args.backend)
         if note := backend_note(backend):
             print(f"note: --backend {backend}: {note}", file=sys.stderr)
-        files = list_image_files(args.paths, on_skip=warn)
+        hidden: list[Path] = []
+        files = list_image_files(args.paths, on_skip=warn, on_hidden=hidden.append)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if hidden and not args.quiet:  # a folder search passes them over, as file browsers hide them
+        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in hidden[:3]) + (" ..." if len(hidden) > 3 else "")
+        print(f"note: left out {len(hidden)} hidden file(s) or folder(s) with images (names starting with '.': "
+              f"{shown}); name them, or a pattern such as 'folder/.*.png', to count them", file=sys.stderr)
     problem = _check_cluster_options(args) or _check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -536,6 +536,33 @@ def test_a_link_to_a_folder_of_the_tree_is_another_name_for_files_listed_once(tm
     assert files == [root / "run42" / "a.png"] and skipped == []
 
 
+def test_a_pattern_through_a_link_to_a_folder_of_the_tree_lists_each_file_once(tmp_path):
+    """``imgs/**/*.png`` with ``imgs/latest -> run42`` listed every image twice (406 objects for 263); the link's
+    name alone still lists its files."""
+    root = tmp_path / "in"
+    (root / "run42").mkdir(parents=True)
+    (root / "run42" / "a.png").write_bytes(png_bytes(blobs()))
+    (root / "latest").symlink_to("run42")
+    assert list_image_files(str(root / "**" / "*.png")) == [root / "run42" / "a.png"]
+    assert list_image_files(str(root / "latest" / "*.png")) == [root / "latest" / "a.png"]
+
+
+def test_hidden_images_left_out_of_a_folder_are_said(tmp_path, capsys):
+    """A folder's hidden files and folders were passed over in silence ("counted 1/1", exit 0)."""
+    root = tmp_path / "in"
+    (root / ".plate_A").mkdir(parents=True)
+    (root / ".git").mkdir()
+    for path in (root / "a.png", root / ".plate_A" / "A01.png", root / ".B02.png"):
+        path.write_bytes(png_bytes(blobs()))
+    (root / ".DS_Store").write_bytes(b"x")
+    (root / ".git" / "config").write_text("x")
+    hidden = []
+    assert list_image_files(root, on_hidden=hidden.append) == [root / "a.png"]
+    assert sorted(p.name for p in hidden) == [".B02.png", ".plate_A"]  # no .DS_Store, no folder without images
+    assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    assert "note: left out 2 hidden file(s) or folder(s) with images" in capsys.readouterr().err
+
+
 def test_cli_prints_skipped_links(tmp_path, capsys):
     root = tmp_path / "in"
     root.mkdir()

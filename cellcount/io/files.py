@@ -82,9 +82,18 @@ def _broken_link_reason(path: Path) -> str | None:
     return None
 
 
-def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
-    """Image-named files under ``root`` (symbolic links followed, hidden entries skipped); every folder
-    that cannot be read, link loop and dangling link is reported through ``on_skip``."""
+def _holds_images(folder: str) -> bool:
+    """Whether ``folder`` holds an image file anywhere below it (stops at the first)."""
+    for _, _, filenames in os.walk(folder):
+        if any(_is_image_file(Path(f)) for f in filenames):
+            return True
+    return False
+
+
+def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Image-named files under ``root`` (symbolic links followed, hidden entries skipped, those that are or hold
+    images reported to ``on_hidden``); every folder that cannot be read, link loop and dangling link is reported
+    through ``on_skip``."""
     seen: set[tuple[int, int]] = set()
     # the folders in the tree itself: a link to one of them (latest -> run42) is another name for files listed
     # under their own path, passed over without a word (it read as a skipped folder, and the run as failed)
@@ -120,6 +129,13 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
+        if on_hidden is not None:
+            for d in sorted(dirnames):
+                if d.startswith(".") and _holds_images(os.path.join(dirpath, d)):
+                    on_hidden(Path(dirpath, d))
+            for f in sorted(filenames):
+                if f.startswith(".") and _is_image_file(Path(f)) and not f.startswith("._"):  # not macOS's ._ files
+                    on_hidden(Path(dirpath, f))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not linked_inside(os.path.join(dirpath, d)))
         zarrs = [d for d in dirnames if _is_zarr_dir(Path(dirpath, d))]
         dirnames[:] = [d for d in dirnames if d not in zarrs]  # an OME-Zarr is one image, not a folder
@@ -137,8 +153,26 @@ def _walk_folder(root: Path, on_skip: SkipFn) -> Iterator[Path]:
                 on_skip(path, why)
 
 
+def _without_folder_link_copies(matches: list[Path]) -> list[Path]:
+    """``matches`` less those reached through a link to a folder whose file a match also reaches by its own path
+    (``imgs/**/*.png`` with ``imgs/latest -> run42`` listed every image twice), as a folder search passes over
+    such links; a linked file itself is another path, kept (see :func:`list_image_files`)."""
+    direct: set[str] = set()
+    through_link: list[tuple[Path, str]] = []
+    for m in matches:
+        folder = os.path.abspath(m.parent)
+        real = os.path.realpath(m)
+        if os.path.realpath(folder) == folder:
+            direct.add(real)
+        else:
+            through_link.append((m, real))
+    copies = {id(m) for m, real in through_link if real in direct}
+    return [m for m in matches if id(m) not in copies]
+
+
 def list_image_files(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None
+    paths: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None,
+    on_hidden: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """List the image files named by files, folders and glob patterns.
 
@@ -153,6 +187,9 @@ def list_image_files(
         Called as ``on_skip(path, reason)`` for every folder that cannot be read, symbolic-link loop and
         dangling link met on the way, and every file named on its own that is not an image of
         :data:`IMAGE_EXTENSIONS`, so nothing is skipped in silence. Default: a logged warning.
+    on_hidden : callable, optional
+        Called with each hidden image file and hidden folder holding images that a folder search passes over
+        (names starting with "."), so that the caller can say so; they are no failures.
 
     Returns
     -------
@@ -177,7 +214,7 @@ def list_image_files(
         if path.is_file() or _is_zarr_dir(path):
             candidates: Iterable[Path] = [path]
         elif path.is_dir():
-            candidates = _walk_folder(path, skip)
+            candidates = _walk_folder(path, skip, on_hidden)
         elif _has_glob(text):
             matches = [Path(m) for m in glob.glob(text, recursive=True)]
             if not matches:
@@ -186,7 +223,7 @@ def list_image_files(
                 broken = _broken_link_reason(m)
                 if broken:
                     skip(m, broken)
-            candidates = [m for m in matches if m.is_file()]
+            candidates = _without_folder_link_copies([m for m in matches if m.is_file()])
         else:
             broken = _broken_link_reason(path)
             raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
