@@ -148,7 +148,8 @@ PARAMS: tuple[Param, ...] = (
         optional=True, none_means="not given",
         ui_range=(0.0, 1000.0), step=0.5, fmt="%.1f", label="Nucleus diameter (px, 0 = not given)",
         help="typical nucleus diameter, px: images are resized so that nuclei match the model's training size "
-        "(about 18 px; 0 or unset: images as they are)",
+        "(about 18 px; 0 or unset: estimated when auto-nucleus-size is on, as in the shipped models' settings, "
+        "else images as they are)",
         explain="Typical nucleus diameter in this image, if you know it (from the magnification: diameter in µm "
         "/ pixel size in µm). The image is resized so that its nuclei match the size the model was trained on "
         "(about 18 px); large nuclei are then no longer cut into pieces. 0 = not given: the image is used as it "
