@@ -87,7 +87,7 @@ def read_image_cached(digest: str, _data: bytes, page: int | str | None = None) 
     if note:
         choose = "a time point" if planes[1] == "time points" else "a plane or their maximum projection"
         st.warning(f"This file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose {choose} "
-                   "under **Plane**.", icon="⚠️")
+                   "above (**Plane** on Count, **Z-stacks** on Batch and Compare).", icon="⚠️")
     return image
 
 
@@ -110,7 +110,42 @@ def shared_plane_widget(key: str, choices: list[int | str], to_widget=lambda v: 
         st.session_state[key] = value if value in choices else "first"
 
 
-PLANE_WIDGETS = ("count_plane", "batch_plane")
+PLANE_WIDGETS = ("count_plane", "batch_plane", "compare_plane")
+PLANE_NUMBERS = 100
+"""Plane numbers offered where the files are not known yet (Batch, Compare)."""
+
+
+def stack_plane_ui(prefix: str, verb: str = "Count") -> int | str | None:
+    """For pages of many files: which plane of each z-stack (or other file with several planes) to read, or
+    their maximum projection; the session's choice, as Count's Plane. Returns the ``page`` to read (None: the
+    first plane, said in each such file's quality flag)."""
+    options: list[int | str] = ["first", "max", *range(PLANE_NUMBERS)]
+    key = f"{prefix}_plane"
+    shared_plane_widget(key, options)
+    plane = st.selectbox(
+        "Z-stacks and other files with several planes", options, key=key, on_change=remember_plane, args=(key,),
+        format_func=lambda o: {"first": f"{verb} the first plane (the row is flagged)",
+                               "max": f"{verb} their maximum projection"}.get(o) or f"{verb} plane {o} (0 = the first)",
+        help="Maximum-intensity projection: each pixel's brightest value over all planes, so every nucleus appears "
+        "whichever plane it is in focus on. A plane number reads that plane of each file (a file with fewer planes "
+        "is listed as failed, with why). Files with one plane are read as they are either way; Count, Batch and "
+        "Compare share this choice.",
+    )
+    return None if plane == "first" else plane
+
+
+def has_planes(source: Source) -> bool:
+    """Whether ``source`` holds several planes (a z-stack, time series or multi-page file); False when unreadable
+    (its error is shown where it is read)."""
+    try:
+        return bool(_read_cached(source.digest, None, source.data)[2])
+    except cc.CellcountError:
+        return False
+
+
+def plane_source(source: Source, page: int | str | None) -> Source:
+    """``source`` whose digest names the plane read (every cache keyed by it tells planes apart)."""
+    return source if page is None else replace(source, digest=f"{source.digest}:plane={page}")
 
 
 def set_plane_choice(plane: int | str) -> None:
@@ -161,7 +196,7 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
                    "projection mixes them: choose the plane that holds your nuclei instead.")
     if page not in options or page == "first":
         return source, None
-    return replace(source, digest=f"{source.digest}:plane={page}"), page
+    return plane_source(source, page), page
 
 
 @st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)
@@ -294,10 +329,18 @@ def predict_set_cached(
     model, params = get_model(model_name), _input_params(input_key)
     size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")
+    from cellcount.evaluate import with_read_notes
+
     try:
-        images = [(name, cc.read_image(data), gt) for name, data, gt in _items]
-        return predict_pairs(images, model, params, progress=progress_callback(bar, "images"), size_model=size_model,
-                             backend=backend, warn_trained=False)  # the pages say so themselves
+        images, notes = [], {}
+        for name, data, gt in _items:
+            image, planes = cc.io.read_image_planes(data)
+            images.append((name, image, gt))
+            if planes is not None:  # scored on the first plane, flagged, as the command line's evaluate does
+                notes[name] = (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and scored "
+                               "(save the plane that was annotated as a file of its own)")
+        return with_read_notes(predict_pairs(images, model, params, progress=progress_callback(bar, "images"),
+                                             size_model=size_model, backend=backend, warn_trained=False), notes)
     finally:
         bar.empty()
 

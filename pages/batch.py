@@ -163,10 +163,6 @@ def other_panel(other: BatchJob) -> None:
     panel()
 
 
-PLANE_NUMBERS = 100
-"""Plane numbers the Batch page offers (Count offers each file's own)."""
-
-
 def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: int | str | None,
                 include_ground_truth: bool = False) -> None:
     """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
@@ -375,18 +371,7 @@ with right:
     except cc.CellcountError as err:
         sh.show_error(err)
         params = None
-    plane_options = ["first", "max", *range(PLANE_NUMBERS)]
-    sh.shared_plane_widget(f"{P}_plane", plane_options)
-    plane = st.selectbox(
-        "Z-stacks and other files with several planes", plane_options, key=f"{P}_plane",
-        on_change=sh.remember_plane, args=(f"{P}_plane",),
-        format_func=lambda o: {"first": "Count the first plane (the row is flagged)",
-                               "max": "Count their maximum projection"}.get(o) or f"Count plane {o} (0 = the first)",
-        help="Maximum-intensity projection: each pixel's brightest value over all planes, so every nucleus appears "
-        "whichever plane it is in focus on. A plane number counts that plane of each file (a file with fewer planes "
-        "is listed as failed, with why). Files with one plane are counted as they are either way.",
-    )
-    page = None if plane == "first" else plane
+    page = sh.stack_plane_ui(P)
     include_gt = st.toggle(
         "Count files named like ground truth", False, key=f"{P}_include_gt",
         help="Off: files named like annotations (a_labels.tif, a_mask.png, a_dots.png, files in labels/ or masks/ "

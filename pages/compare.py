@@ -155,14 +155,15 @@ def pick_images() -> list[sh.Source]:
     return labelled + [sh.Source(n, d, sh.digest_of(d)) for n, d in found.unlabelled]
 
 
-def run(configs, sources) -> pd.DataFrame:
+def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
     rows = []
     bar = st.progress(0.0, text="Comparing ...")
     total = len(configs) * len(sources)
     step = 0
     for src in sources:
         try:
-            image = sh.read_image_cached(src.digest, src.data)
+            image = sh.read_image_cached(src.digest, src.data, page)
+            note = sh.image_note(src.digest, src.data, page)  # the first plane of a stack read: flagged, as on Count
         except cc.CellcountError as err:
             reason = str(err).replace("<bytes>", src.name)
             # a row per setting all the same, so the per-row CSV lists the file with why it has no count
@@ -191,6 +192,8 @@ def run(configs, sources) -> pd.DataFrame:
                 params = sh.for_image(params, image)
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, measure=False)
+                if note:
+                    res.quality = cc.quality.with_note(res.quality, note)
                 row.update(
                     # a model's one-off setup (its first use on this machine) is not its speed
                     count=res.count, count_estimate=res.count_estimate,
@@ -214,7 +217,7 @@ def _whole(values: pd.Series) -> bool:
     return bool(len(v)) and bool((v % 1 == 0).all())
 
 
-def show(long: pd.DataFrame, configs, sources) -> None:
+def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) -> None:
     labels = [c[0] for c in configs]
     # a file with no count (unreadable) keeps its row, empty, in the table and its CSV; the figures use the rest
     wide_all = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False, dropna=False)
@@ -347,7 +350,7 @@ def show(long: pd.DataFrame, configs, sources) -> None:
     pick = st.selectbox("Image", names, key=f"{P}_show")
     src = sources[names.index(pick)]
     try:
-        image = sh.read_image_cached(src.digest, src.data)
+        image = sh.read_image_cached(src.digest, src.data, page)
     except cc.CellcountError as err:
         sh.show_error(err, name=src.name)
         return
@@ -388,6 +391,10 @@ with left:
         st.stop()
 with right:
     sources = pick_images()
+    page = None
+    if any(sh.has_planes(s) for s in sources):  # z-stacks: the plane Count and Batch read, or another
+        page = sh.stack_plane_ui(P, verb="Compare on")
+        sources = [sh.plane_source(s, page) for s in sources]
     ready = len(configs) >= 1 and bool(sources)
     if not ready:
         st.info("Choose at least one model (two to compare) and one image.")
@@ -436,9 +443,9 @@ sig = repr(
     + [sh.requested_backend()]
 )
 if run_now:
-    st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources)}
+    st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources, page)}
 stored = st.session_state.get(f"{P}__result")
 if stored is None or stored["sig"] != sig:
     st.info("Press Compare to count the images with every configuration.")
     st.stop()
-show(stored["table"], configs, sources)
+show(stored["table"], configs, sources, page)

@@ -262,3 +262,36 @@ def test_a_model_deleted_meanwhile_leaves_the_comparison_saying_so(tiny_models):
     assert not at.exception
     assert at.multiselect(key="compare_models").value == ["tiny-density"]
     assert any("mine-deleted is no longer installed" in w.value for w in at.warning)
+
+
+def _stack_tif() -> bytes:
+    """A z-stack with one nucleus in focus per plane: 1 in the first plane, 3 in the maximum projection."""
+    import tifffile
+
+    stack = np.zeros((3, 48, 48), np.uint8)
+    for z, (y, x) in enumerate([(6, 6), (6, 30), (30, 6)]):
+        stack[z, y:y + 10, x:x + 10] = 200
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, imagej=True, metadata={"axes": "ZYX"})
+    return buf.getvalue()
+
+
+def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
+    """The maximum projection chosen on Count (161 nuclei) was compared on the first plane (55), unflagged."""
+    at = open_compare(compare_mode="Settings", compare_model="classical-otsu", compare_source="Upload")
+    at.file_uploader(key="compare_files").set_value([("stack.tif", _stack_tif(), "image/tiff")])
+    at.session_state["plane_choice"] = "max"  # what choosing it on Count left in the session
+    at.run()
+    assert at.selectbox(key="compare_plane").value == "max"
+    at.button(key="compare_run").click()
+    at.run()
+    assert not at.exception
+    long = at.session_state["compare__result"]["table"]
+    assert set(long["count"]) == {3}
+    at.selectbox(key="compare_plane").set_value("first")
+    at.run()
+    at.button(key="compare_run").click()
+    at.run()
+    long = at.session_state["compare__result"]["table"]
+    assert set(long["count"]) == {1} and long["check"].all()
+    assert long["check_reasons"].str.contains("only the first of its 3").all(), "the first plane alone is flagged"

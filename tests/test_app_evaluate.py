@@ -453,3 +453,29 @@ def test_evaluate_does_not_run_a_replacement_for_a_model_deleted_elsewhere(tiny_
     assert any("Nothing was evaluated: my-try, the model you chose, is no longer installed" in w.value
                for w in at.warning)
     assert not [m for m in at.metric if m.label == "MAE"]
+
+
+def test_a_z_stack_is_scored_on_its_first_plane_and_flagged_as_on_the_command_line():
+    """The app scored a stack's first plane without a word; the command line's evaluate flags it."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    stack = np.zeros((3, 48, 48), np.uint8)
+    labels = np.zeros((48, 48), np.uint16)
+    for z, (y, x) in enumerate([(6, 6), (6, 30), (30, 6)]):
+        stack[z, y:y + 10, x:x + 10] = 200
+        labels[y:y + 10, x:x + 10] = z + 1
+    buf, lab = io.BytesIO(), io.BytesIO()
+    tifffile.imwrite(buf, stack, imagej=True, metadata={"axes": "ZYX"})
+    Image.fromarray(labels).save(lab, format="PNG")
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([("stack.tif", buf.getvalue(), "image/tiff")])
+    at.file_uploader(key="eval_gt_files").set_value([("stack_labels.png", lab.getvalue(), "image/png")])
+    at.run()
+    at.button(key="eval_run").click()
+    at.run()
+    assert not at.exception
+    row = at.dataframe[0].value.iloc[0]
+    assert row["pred"] == 1 and row["true"] == 3 and bool(row["check"])
+    assert "the file holds 3 z-planes; only the first was read and scored" in row["check_reasons"]
