@@ -392,6 +392,12 @@ def image_caption(source: Source, image: np.ndarray, page: int | str | None = No
 
 
 @st.cache_data(max_entries=1, ttl=CACHE_TTL_S, show_spinner="Loading labelled samples ...")
+@st.cache_resource(show_spinner=False)
+def sample_truths() -> dict[str, GroundTruth]:
+    """Each shipped sample's ground truth by file name (its label image: which objects touch the edge)."""
+    return {name: gt for name, _, gt in sample_pairs()}
+
+
 def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
     """The shipped samples with their ground truth, as (name, image bytes, GroundTruth)."""
     return [(p.name, p.read_bytes(), gt) for p, gt in load_labelled_folder(SAMPLES_DIR)]

@@ -34,6 +34,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     sample_names,
     sample_pairs,
     sample_source,
+    sample_truths,
     set_digest,
     set_plane_choice,
     shared_plane_widget,

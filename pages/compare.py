@@ -147,15 +147,21 @@ def pick_images() -> list[sh.Source]:
             wrap=True,
             help="The samples have ground truth, so per-image errors are shown.",
         )
+        truths = sh.sample_truths()
+        st.session_state[f"{P}__truths"] = {n: truths[n] for n in chosen if n in truths}
         return [sh.sample_source(n) for n in chosen]
     found = gt_ui.ground_truth_ui(P, optional=True)
     if found is None:
         return []
+    st.session_state[f"{P}__truths"] = {n: gt for n, _, gt in found.items}  # label images: edge objects known
     labelled = [sh.Source(n, d, sh.digest_of(d), gt.count) for n, d, gt in found.items]
     return labelled + [sh.Source(n, d, sh.digest_of(d)) for n, d in found.unlabelled]
 
 
 def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
+    from cellcount.evaluate import scored_true_count
+
+    truths = st.session_state.get(f"{P}__truths", {})
     rows = []
     bar = st.progress(0.0, text="Comparing ...")
     total = len(configs) * len(sources)
@@ -192,6 +198,9 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 params = sh.for_image(params, image)
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, measure=False)
+                if src.name in truths and src.truth is not None:  # as Evaluate scores it: with "Exclude edge
+                    # objects" on, the truth's edge objects are left out too (a perfect count read -2 per image)
+                    row["true"] = scored_true_count(truths[src.name], params, pred.output_kind)
                 if note:
                     res.quality = cc.quality.with_note(res.quality, note)
                 row.update(
@@ -223,14 +232,22 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
     wide_all = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False, dropna=False)
     wide_all = wide_all[[c for c in labels if c in wide_all.columns]]
     wide = wide_all.dropna(how="all")
-    truth = long.groupby("file", sort=False)["true"].first()
+    # the truth as given (the "true" column); each row's own "true" is what its configuration is scored against
+    given = {s.name: s.truth for s in sources}
+    truth = pd.Series([given.get(f) for f in long["file"].drop_duplicates()], index=long["file"].drop_duplicates(),
+                      dtype="Int64")
+    # each configuration's truth: without the edge objects where its "Exclude edge objects" leaves them out
+    true_wide = long.pivot_table(index="file", columns="config", values="true", sort=False, dropna=False).reindex(
+        index=wide_all.index, columns=wide_all.columns)
     has_truth = truth.notna().any()  # errors over the images that have ground truth
     table = wide_all.copy()
     if has_truth:
         table.insert(0, "true", truth.reindex(table.index))
         for c in wide_all.columns:
-            table[f"error: {c}"] = wide_all[c] - table["true"]
+            table[f"error: {c}"] = wide_all[c] - true_wide[c]
     table = table.reset_index()
+    edges_out = [c for c in wide_all.columns
+                 if has_truth and (true_wide[c] - truth.reindex(true_wide.index).astype(float)).fillna(0).ne(0).any()]
 
     per_config = []
     for c in wide.columns:
@@ -244,11 +261,16 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
         row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
                     "median time per image (ms)": 1000 * t["seconds"].median(), "total count": t["count"].sum()})
         per_config.append(row)
-    if has_truth and len(per_config) >= 2:
-        _against_best(per_config, wide, truth)
+    if has_truth and len(per_config) >= 2:  # errors kept, against one truth
+        _against_best(per_config, (wide - true_wide.reindex(wide.index)).add(truth.reindex(wide.index).astype(float),
+                                                                             axis=0), truth)
     st.subheader("Counts")
     if has_truth and not truth.notna().all():
         st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
+    if edges_out:
+        st.caption(f"{', '.join(edges_out)}: \"Exclude edge objects\" leaves the objects touching the image's edge out of "
+                   "the count, so they are left out of the truth it is scored against too, as Evaluate does (the "
+                   "\"true\" column keeps them; dots and counts cannot say which touch the edge and keep them).")
     sh.dataframe(
         pd.DataFrame(per_config),
         # widths and short headers that fit at 1400 px with 4 models' names (the CSV keeps the long names)

@@ -252,7 +252,15 @@ def _keep_a_view(key: str) -> None:
 def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, prediction_key: str,
                 page: int | str | None = None) -> None:
     m = st.container(key="metrics_count").columns(4)  # keyed: the tiles wrap on a narrow page
-    delta = None if source.truth is None else f"{result.count - source.truth:+d} vs truth"
+    truth, truth_help = source.truth, None
+    if truth is not None and (gt := sh.sample_truths().get(source.name)) is not None:
+        from cellcount.evaluate import scored_true_count
+
+        truth = scored_true_count(gt, result.params, result.output_kind)
+        if truth != source.truth:  # as Evaluate and Compare score it
+            truth_help = (f"{source.truth} objects, less the {source.truth - truth} touching the image's edge: \"Exclude "
+                          "edge objects\" leaves those out of the count")
+    delta = None if truth is None else f"{result.count - truth:+d} vs truth"
     if result.output_kind == "density":
         m[0].metric("Count", result.count, delta=delta, delta_color="off",
                     help="The integral (sum) of the density map, rounded: the density model's count.")
@@ -260,7 +268,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     else:
         m[0].metric("Count", result.count, delta=delta, delta_color="off",
                     help="Objects kept after postprocessing")
-        m[1].metric("Ground truth", "—" if source.truth is None else source.truth)
+        m[1].metric("Ground truth", "—" if truth is None else truth, help=truth_help)
     m[2].metric("Image inverted", "yes" if result.inverted else "no",
                 help="Bright background detected (or forced): objects were made bright for the model")
     m[3].metric(

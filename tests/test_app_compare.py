@@ -15,6 +15,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
 
 
 def open_compare(**state) -> AppTest:
@@ -295,3 +296,31 @@ def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
     long = at.session_state["compare__result"]["table"]
     assert set(long["count"]) == {1} and long["check"].all()
     assert long["check_reasons"].str.contains("only the first of its 3").all(), "the first plane alone is flagged"
+
+
+def test_exclude_edge_objects_is_scored_against_the_truth_without_them_as_evaluate_does():
+    """Compare scored "Exclude edge objects" against the truth with its edge objects (MAE 11.25 where Evaluate
+    said 4.75): each configuration is scored against the truth its count can be compared with."""
+    from cellcount.groundtruth import read_ground_truth
+    from cellcount.postprocess import edge_ids
+
+    samples = ["s01_sparse_small.png", "s02_dense_clusters.png"]
+    at = open_compare(compare_mode="Settings", compare_model="classical-otsu", compare_samples=samples)
+    at.toggle(key="compare_b_exclude_border").set_value(True)
+    at.run()
+    at.button(key="compare_run").click()
+    at.run()
+    assert not at.exception
+    long = at.session_state["compare__result"]["table"]
+    edges = {n: len(edge_ids(read_ground_truth(SAMPLES / n.replace(".png", "_labels.tif")).labels)) for n in samples}
+    b = long[long["config"] == "B: classical-otsu"].set_index("file")
+    a = long[long["config"] == "A: classical-otsu"].set_index("file")
+    assert all(edges.values())
+    assert {n: a.loc[n, "true"] - b.loc[n, "true"] for n in samples} == edges
+    per_config, table = at.dataframe[0].value.set_index("config"), at.dataframe[1].value.set_index("file")
+    expected = sum(abs(b.loc[n, "count"] - b.loc[n, "true"]) for n in samples) / 2
+    assert per_config.loc["B: classical-otsu", "MAE"] == pytest.approx(expected)
+    assert list(table["true"]) == [28, 167], "the table's truth column is the truth as given"
+    assert table.loc["s01_sparse_small.png", "error: B: classical-otsu"] == b.loc["s01_sparse_small.png", "count"] - (
+        28 - edges["s01_sparse_small.png"])
+    assert any("Exclude edge objects" in c.value and "as Evaluate does" in c.value for c in at.caption)

@@ -583,3 +583,20 @@ def test_the_threshold_says_why_it_hardly_moves_the_count_when_splitting_at_mode
     assert any(why in c.value for c in at.caption), "said under the threshold"
     at.selectbox(key="count_split_mode").set_value("distance").run()
     assert not at.exception and not any(why in c.value for c in at.caption), "not where the distance splits"
+
+
+def test_a_samples_truth_leaves_its_edge_objects_out_with_exclude_edge_objects():
+    """Count said "-N vs truth" for a perfect count with "Exclude edge objects" on: the truth kept the edge
+    objects the count leaves out (Evaluate scored the same image against the truth without them)."""
+    from cellcount.groundtruth import read_ground_truth
+    from cellcount.postprocess import edge_ids
+
+    at = open_count()
+    assert metric(at, "Ground truth") == "28"
+    toggle = next(t for t in at.toggle if t.label == "Exclude edge objects")
+    toggle.set_value(True)
+    at.run()
+    assert not at.exception
+    labels = read_ground_truth(SAMPLES / "s01_sparse_small_labels.tif").labels
+    edge = len(edge_ids(labels))
+    assert edge > 0 and metric(at, "Ground truth") == str(28 - edge)

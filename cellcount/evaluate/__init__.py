@@ -151,7 +151,15 @@ def scored_truth(pred: Prediction, params: CountParams, gt: GroundTruth) -> Grou
 
 def _true_count(pred: Prediction, params: CountParams, gt: GroundTruth) -> int:
     """:func:`scored_truth`'s count, without building its label image (the tuner asks it many times)."""
-    if not _edges_left_out(pred, params) or gt.labels is None or _count_keeps_edges(pred, params):
+    return scored_true_count(gt, params, pred.output_kind)
+
+
+def scored_true_count(gt: GroundTruth, params: CountParams, output_kind: str) -> int:
+    """The true count a count made with ``params`` by a model of ``output_kind`` is scored against: ``gt``'s count,
+    less its label image's edge objects where "Exclude edge objects" leaves them out of the count
+    (:func:`scored_truth`; Evaluate, Compare and Count's truth alike)."""
+    if (not params.exclude_border or output_kind == "density" or gt.labels is None
+            or (output_kind == "multihead" and params.count_source == "density")):
         return gt.count
     return int(gt.count - len(edge_ids(gt.labels)))
 
