@@ -767,3 +767,23 @@ def test_a_fine_tunes_held_out_images_its_base_learnt_are_not_called_its_trainin
     assert note.startswith("2 of these 2 images were among the images dsb-ft learnt from, itself or through "
                            "unet-mask-varied (the model it was fine-tuned from)"), note
     assert card.trained_on_note(["t1.png"], 3).startswith("1 of these 3 images were among dsb-ft's training images")
+
+
+def test_figures_on_the_tuning_images_say_so_and_a_saved_file_that_counts_no_better_too(samples_dir, tmp_path, capsys):
+    """evaluate --tune printed MAE 1.50 on the images it tuned on without a word (4.0 on images it had not seen),
+    and --save-settings wrote settings its own check had found no better."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in ("s01_sparse_small", "s02_dense_clusters", "s03_large_nuclei", "s04_uneven_illumination"):
+        for name in (f"{stem}.png", f"{stem}_labels.tif"):
+            shutil.copy(samples_dir / name, data / name)
+    saved = tmp_path / "tuned.json"
+    assert main(["--model", CLASSICAL_NAME, "--data", str(data), "--tune", "--save-settings", str(saved)]) == 0
+    out, err = capsys.readouterr()
+    assert "these figures are on the images the settings were tuned on" in err and "(above)" in err
+    assert "count new ones no better" in out  # the check's verdict on these four samples
+    assert f"{saved} holds the tuned settings, as asked, though the check above found" in err
+    assert main(["--model", CLASSICAL_NAME, "--data", str(data), "--tune", "--no-cross-check"]) == 0
+    assert "score the settings on other images to know" in capsys.readouterr().err

@@ -234,6 +234,7 @@ def _run(args: argparse.Namespace) -> int:
             items = [item for item in items if item[0] not in learnt]
     pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact, warn_trained=False), read_notes)
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
+    tuned_on_these, no_gain, checked = bool(args.tune), False, False  # figures on the tuning images flatter the tuned settings
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)
         print(f"density calibration: count gain {k:.4f}; MAE {before:.3f} -> {after:.3f}")
@@ -269,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
                                             "the current ones unless you will count no others")
             print(f"checked on images each tuning did not see (4-fold): MAE {check.kept:.3f} with the current "
                   f"settings, {check.tuned:.3f} tuned ({check.interval_text()}): {verdict}")
+            no_gain, checked = check.verdict not in ("helps", "unsure"), True
         params = tr.best_params
         if args.write_card and hasattr(model, "net"):
             card = model.card
@@ -280,6 +282,9 @@ def _run(args: argparse.Namespace) -> int:
             folder = _card_folder(args.model, model.name)
             write_card(card, folder)
             print(f"wrote tuned settings into {folder / 'card.json'}")
+    if args.save_settings and no_gain:
+        print(f"note: {args.save_settings} holds the tuned settings, as asked, though the check above found they count "
+              "new images no better than the current ones", file=sys.stderr)
     if args.save_settings:
         atomic_write_bytes(args.save_settings,
                            # the settings that act, as count's settings file lists them
@@ -313,6 +318,10 @@ def _run(args: argparse.Namespace) -> int:
     line += (f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, "
              f"{1000 * rep.per_image['model_seconds'].median():.0f} ms/image (median)")
     print(line)
+    if tuned_on_these:
+        print("note: these figures are on the images the settings were tuned on, so they flatter them; "
+              + ("the check on images each tuning did not see (above) is the one for new images" if checked else
+                 "score the settings on other images to know how they count new ones"), file=sys.stderr)
     if kept := s.get(BORDER_TRUTH_KEPT):
         print(f"note: objects touching the edge are not counted (--exclude-border) but the truth of {kept} image(s) "
               "(dots or counts) cannot leave its own out: those are scored against every object; label images as "
