@@ -787,3 +787,25 @@ def test_figures_on_the_tuning_images_say_so_and_a_saved_file_that_counts_no_bet
     assert f"{saved} holds the tuned settings, as asked, though the check above found" in err
     assert main(["--model", CLASSICAL_NAME, "--data", str(data), "--tune", "--no-cross-check"]) == 0
     assert "score the settings on other images to know" in capsys.readouterr().err
+
+
+def test_a_settings_files_plane_unused_by_evaluate_is_said_and_no_warning_names_bytes(tmp_path, capsys):
+    """A settings file saved with the maximum projection: evaluate scored the first plane without a word on the
+    file's plane, and a second warning named the stack "<bytes>", pointing to a --plane it does not have."""
+    import tifffile
+
+    stack = np.zeros((3, 48, 48), np.uint8)
+    labels = np.zeros((48, 48), np.uint16)
+    for z, (y, x) in enumerate([(6, 6), (6, 30), (30, 6)]):
+        stack[z, y:y + 10, x:x + 10] = 200
+        labels[y:y + 10, x:x + 10] = z + 1
+    data = tmp_path / "data"
+    data.mkdir()
+    tifffile.imwrite(data / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(data / "stack_labels.tif", labels)
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {"min_area_px": 5}, "plane": "max"}))
+    assert main(["--data", str(data), "--settings", str(settings)]) == 0
+    err = capsys.readouterr().err
+    assert "only the first was read and scored" in err and "names the plane 'max'" in err
+    assert "<bytes>" not in err

@@ -211,6 +211,12 @@ def _run(args: argparse.Namespace) -> int:
                                 notes=read_notes, paths=paths))
     for text in read_notes.values():
         print(f"warning: {text}", file=sys.stderr)
+    if args.settings and read_notes:
+        from ..settingsfile import plane_from_file
+
+        if (plane := plane_from_file(args.settings)) is not None:  # annotations belong to one plane, not a choice
+            print(f"note: {args.settings} names the plane {plane!r} of z-stacks, which evaluate does not use: it scores "
+                  "a stack's first plane, as said above", file=sys.stderr)
     if not items:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))

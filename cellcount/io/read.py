@@ -735,9 +735,12 @@ def pixel_digest(source: Any) -> str | None:
     save: the same image saved again as grayscale, as RGB without alpha or as TIFF keeps this digest, so a model's
     training image is recognised in the user's folder (a tester's re-saved DSB images were scored as unseen)."""
     import hashlib
+    import warnings
 
     try:
-        arr = np.asarray(source) if isinstance(source, np.ndarray) else read_image(source)
+        with warnings.catch_warnings():  # the digest of a stack's first plane: whoever reads it to count says so
+            warnings.simplefilter("ignore", ImageReadWarning)
+            arr = np.asarray(source) if isinstance(source, np.ndarray) else read_image(source)
     except Exception:  # noqa: BLE001 - anything unreadable simply has no digest
         return None
     if arr.ndim == 3:
