@@ -611,7 +611,6 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     except OSError as err:  # OutputBusy, or a folder gone since it was checked
         print(f"error: {err if isinstance(err, OutputBusy) else f'cannot write the results: {err}'}", file=sys.stderr)
         return 2
-    all_inputs = {f.resolve() for f in files}
     gt_files: list[Path] = []
     if not args.include_ground_truth:
         files, gt_files = split_ground_truth_files(files)
@@ -625,6 +624,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             shown = ", ".join(Path(*p.parts[-2:]).as_posix() for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
             print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
                   "use --include-ground-truth to count them", file=sys.stderr)
+    # the images counted: label images never to be written over (an earlier run's own label files, named like
+    # ground truth and left out, may be: a --labels-dir inside the counted folder filled with x_2_labels.tif copies)
+    all_inputs = {f.resolve() for f in files}
     if not files:
         if gt_files:  # every file given was ground truth: label images named so, or annotation tables
             shown = f"{Path(*gt_files[0].parts[-2:]).as_posix()}{' ...' if len(gt_files) > 1 else ''}"

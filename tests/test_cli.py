@@ -470,6 +470,20 @@ def test_labels_dir_never_replaces_a_label_image_it_did_not_write(samples_dir, t
     assert sorted(p.name for p in folder.glob("*_labels.tif")) == ["img_2_labels.tif", "img_labels.tif"]
 
 
+def test_a_labels_dir_inside_the_counted_folder_is_written_over_run_after_run(samples_dir, tmp_path):
+    """``count b --labels-dir b/labels``: each rerun took its own earlier label images (listed among the inputs,
+    left out as ground truth) for inputs not to overwrite, and added x_2_labels.tif, x_3_labels.tif, ..."""
+    folder = tmp_path / "b"
+    folder.mkdir()
+    shutil.copy(samples_dir / "s01_sparse_small.png", folder / "img.png")
+    argv = ["count", str(folder), "--model", CLASSICAL_NAME, "--labels-dir", str(folder / "labels"),
+            "--out", str(tmp_path / "c.csv"), "--no-progress"]
+    for _ in range(3):
+        assert main(argv) == 0
+    assert sorted(p.name for p in (folder / "labels").iterdir()) == ["img_labels.tif", "labels_index.csv"]
+    assert list(pd.read_csv(tmp_path / "c.csv")["file"]) == [str(folder / "img.png")]
+
+
 def test_labels_dir_remembers_label_images_of_earlier_runs_of_other_images(small_folder, tmp_path):
     """Run a b, then a alone, then a b: the index of the second run forgot b's label image, so the third wrote
     b_2_labels.tif beside a stale b_labels.tif (which would later pair with b.png as its ground truth)."""
