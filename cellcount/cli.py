@@ -665,13 +665,15 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                 others = " and ".join(b for b in before if b != settings["backend"])
                 print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
                       f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
-    n_ok = n_err = total = n_check = 0
+    n_ok = n_err = total = n_check = total_check = 0
     failed: list[tuple[str, str]] = []
     whole: list[str] = []  # counted whole, so without region counts
     if keep_counts is not None:
         n_ok = len(keep_counts)
         total = int(sum(int(float(c)) for c in keep_counts["count"] if c != ""))
-        n_check = int((keep_counts["check"] == "True").sum())
+        kept_check = keep_counts["check"] == "True"
+        n_check = int(kept_check.sum())
+        total_check = int(sum(int(float(c)) for c in keep_counts.loc[kept_check, "count"] if c != ""))
     written: set[str] = set()
     label_plan: dict[str, str] = {}
     interrupted = False
@@ -756,7 +758,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                 if item.status == "ok":
                     n_ok += 1
                     total += int(item.result.count)
-                    n_check += bool(item.result.quality is not None and item.result.quality.flag)
+                    if item.result.quality is not None and item.result.quality.flag:
+                        n_check += 1
+                        total_check += int(item.result.count)
                 else:
                     n_err += 1
                     failed.append((item.name, item.reason))
@@ -789,7 +793,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         what = ("(density integrals; the objects CSV lists its peaks, approximate centres)"
                 if model.output_kind == "density" else "objects")
         print(f"counted {n_ok}/{n_rows + len(skipped)} images with {model.name}: total {total} {what} -> {args.out}"
-              + (f"; {n_check} flagged 'check this image' (columns check, check_reasons)" if n_check else "")
+              + (f"; {n_check} flagged 'check this image' (columns check, check_reasons), {total_check} of the "
+                 "total in them" if n_check else "")
               + (f"; {n_err + len(skipped)} failed (see the 'reason' column"
                  + (f"; {len(skipped)} of them could not be read at all, above" if skipped else "") + ")"
                  if n_err or skipped else ""))

@@ -270,7 +270,13 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     m[1].metric("Failed", len(failed), help="Files that could not be read or counted (listed below)")
     m[2].metric("Not counted", len(skipped), help="Files named like ground truth, files in a zip that are not "
                 "images, and files a stopped batch never reached (the 'reason' column says which)")
-    m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0)
+    flagged = ok[ok["check"].fillna(False).astype(bool)] if "check" in ok else ok.iloc[:0]
+    m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0,
+                # a nearly empty well counted 1438 made most of a total: the flagged share is said beside it
+                delta=f"{int(flagged['count'].sum())} in {len(flagged)} flagged image(s)" if len(flagged) else None,
+                delta_color="off", delta_arrow="off",
+                help="Objects counted in all images; below it, how many of them are in images flagged \"check this "
+                "image\"")
     m[4].metric("Time", f"{df['seconds'].sum():.1f} s")
     gt_named = skipped[skipped["reason"] == GT_NAMED]
     if len(gt_named):

@@ -757,3 +757,13 @@ def test_rows_written_whole_keep_an_ignored_interrupt_ignored_and_a_write_error_
         with _whole():
             os.kill(os.getpid(), signal.SIGINT)
             raise OSError(28, "No space left on device")
+
+
+def test_the_summary_says_how_much_of_the_total_is_in_flagged_images(samples_dir, tmp_path, capsys):
+    """A nearly empty well counted in the thousands (flagged) made most of a run's total, unsaid."""
+    assert main(["count", str(samples_dir / "s01_sparse_small.png"), str(samples_dir / "s03_large_nuclei.png"),
+                 "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    rows = pd.read_csv(tmp_path / "c.csv")
+    flagged = int(rows.loc[rows["check"], "count"].sum())
+    assert f"{int(rows['check'].sum())} flagged 'check this image' (columns check, check_reasons), {flagged} of the " \
+           "total in them" in capsys.readouterr().out
