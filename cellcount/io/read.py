@@ -396,11 +396,18 @@ def _read_pillow(
                 img = ImageOps.exif_transpose(img)
             return _pillow_to_array(img), ((n_frames, "frames") if n_frames > 1 else None)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        if pil_cap is not None and max_pixels > 2 * pil_cap:
-            cap = f"Pillow's hard limit of {2 * pil_cap:,} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS)"
+        import re
+
+        # Pillow's message names its own limit beside ours; only the size the file declares is kept from it
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        declared = int(found.group(1)) if found else None
+        if pil_cap is not None and (max_pixels > 2 * pil_cap or (declared or 0) > 2 * pil_cap):
+            cap = (f"Pillow's hard limit of {2 * pil_cap:,} pixels (2 x PIL.Image.MAX_IMAGE_PIXELS), which "
+                   "max_pixels does not lift: save it as TIFF")
         else:
             cap = f"the cap of {max_pixels:,} pixels (max_pixels)"
-        raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb, above {cap}: {err}") from err
+        size = f"it declares {declared:,} pixels, " if declared else ""
+        raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb: {size}above {cap}") from err
 
 
 def _pillow_to_array(img: Image.Image) -> np.ndarray:
