@@ -898,3 +898,14 @@ def test_resume_never_takes_a_copy_counted_already_for_a_moved_image(tmp_path, c
     err = capsys.readouterr().err
     assert "moved or renamed" not in err and "no longer exist" in err
     assert sorted(Path(f).name for f in pd.read_csv(out)["file"]) == ["x.png", "x_backup.png"]
+
+
+def test_a_channel_out_of_range_row_names_its_file(tmp_path, capsys):
+    """Every other error row's reason names its file; "channel 3 is out of range" did not."""
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:16, 8:16] = 200
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert main(["count", str(tmp_path / "rgba.png"), "--channel", "3", "--model", CLASSICAL_NAME,
+                 "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 1
+    reason = pd.read_csv(tmp_path / "c.csv")["reason"].iloc[0]
+    assert reason.startswith(f"{tmp_path / 'rgba.png'}: channel 3 is out of range") and "alpha left out" in reason

@@ -354,7 +354,8 @@ def _select_channel(image: np.ndarray, channel: int) -> np.ndarray:
         raise ParameterError(f"channel must be an integer in 0..{n - 1}, got {channel!r}")
     if not 0 <= channel < n:
         valid = ", ".join(str(i) for i in range(n))
-        raise ChannelError(f"channel {channel} is out of range: the image has {n} channel(s), valid: {valid}", n)
+        rgb = " (a colour file is read as red, green and blue: alpha left out, CMYK converted)" if n == 3 else ""
+        raise ChannelError(f"channel {channel} is out of range: the image has {n} channel(s){rgb}, valid: {valid}", n)
     if image.ndim == 2:
         return image
     return np.ascontiguousarray(image[:, :, channel])
