@@ -262,7 +262,13 @@ def item_objects(item: BatchItem) -> pd.DataFrame:
     """The object table of one successful item with a leading ``file`` column (empty for a failed one)."""
     if item.result is None:
         return pd.DataFrame(columns=["file", "label"])
-    df = item.result.objects.assign(file=item.name)
+    return objects_table(item.result, item.name)
+
+
+def objects_table(result: CountResult, name: str) -> pd.DataFrame:
+    """``result``'s object table as every objects CSV has it (Count's download, Batch, the CLI): a leading
+    ``file`` column, and the µm columns whether or not a pixel size was known (empty then)."""
+    df = result.objects.assign(file=name)
     columns = ["file", *[c for c in df.columns if c != "file"]]
     if "centroid_row_um" not in df:  # one set of columns whichever files state a pixel size (the file's own, or
         # none): a CSV stream's header is its first image's, and drops what later images add

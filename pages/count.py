@@ -10,7 +10,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.batch import BatchItem, counts_frame
+from cellcount.batch import BatchItem, counts_frame, objects_table
 from cellcount.io import labels_to_tiff_bytes, short_name, split_ground_truth_files
 from cellcount.measure import BOX_COLUMNS, likely_merges
 from cellcount.pipeline import split_distance_px
@@ -222,11 +222,11 @@ def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None 
          "counts", "The columns of the Batch page's and the command line's counts CSV."),
     ]
     if result.output_kind == "density":  # its rows are peaks, not the counted objects
-        files.append(("Centres CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)), f"{s}_centres.csv",
+        files.append(("Centres CSV", lambda: sh.csv_bytes(objects_table(result, source.name)), f"{s}_centres.csv",
                       "text/csv", "objects", f"Approximate centres (local maxima of the density map): "
                       f"{len(result.objects)} rows, not the count ({result.count}, the map's integral)."))
     else:
-        files.append(("Objects CSV", lambda: sh.csv_bytes(result.objects.assign(file=source.name)),
+        files.append(("Objects CSV", lambda: sh.csv_bytes(objects_table(result, source.name)),
                       f"{s}_objects.csv", "text/csv", "objects", None))
     if result.labels is not None:
         files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels, model=result.model_name), f"{s}_labels.tif",

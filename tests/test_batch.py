@@ -370,3 +370,18 @@ def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_th
     # a TIFF with a microscope vendor's extension (.lsm, .svs ...) is read like any TIFF, from bytes too
     lsm = list(count_many([("cal.lsm", (tmp_path / "plain.tif").read_bytes())], model))[0]
     assert lsm.status == "ok", lsm.reason
+
+
+def test_one_image_objects_table_has_the_columns_every_objects_csv_has(samples_dir):
+    """Count's Objects CSV put ``file`` last and had no µm columns without a pixel size; Batch and the CLI put it
+    first and always have them (empty when unknown): one table for all."""
+    import cellcount as cc
+    from cellcount.batch import objects_table
+    from cellcount.measure import MICRON_COLUMNS
+
+    model = cc.load_model("classical-otsu")
+    result = cc.count_image(cc.read_image(samples_dir / "s01_sparse_small.png"), model)
+    table = objects_table(result, "a.png")
+    assert table.columns[0] == "file" and set(table["file"]) == {"a.png"}
+    assert set(MICRON_COLUMNS) <= set(table.columns) and table["area_um2"].isna().all()
+    assert len(table) == result.count
