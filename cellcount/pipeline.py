@@ -8,6 +8,7 @@ Parameter precedence: :class:`CountParams` defaults < the model card's ``postpro
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,6 +186,17 @@ def _prepare(model: CountModel | None, fast: bool, backend: str | None) -> None:
         model.fast_net(model.backend_choice(backend or "auto").backend)
 
 
+def _check_call(image: Any, model: Any, what: str) -> None:
+    """Refuse, saying what to do, a model given by name or several images given as one."""
+    if isinstance(model, (str, os.PathLike)):
+        raise ParameterError(f"{what} takes a loaded model, got {os.fspath(model)!r}: model = "
+                             f"cellcount.load_model({os.fspath(model)!r}), once for all your images")
+    if isinstance(image, (list, tuple)):
+        raise ParameterError(f"{what} takes one image (a 2-D array, or H x W x channels), got a {type(image).__name__} "
+                             f"of {len(image)}: count arrays one by one ([{what}(a, model) for a in images]), or files with "
+                             "cellcount.batch.count_many([(name, path), ...], model)")
+
+
 def predict(
     image: np.ndarray,
     model: CountModel,
@@ -208,6 +220,7 @@ def predict(
     see :mod:`cellcount.blocks`).
     ``normalized``: ``image`` is already the model's input (2-D float, as training items hold it).
     """
+    _check_call(image, model, "predict")
     check_pixels(image)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     key, channel_note = p.input_key(), None  # keyed on what was asked: postprocess() checks it against its params
@@ -588,9 +601,7 @@ def count_image(
     A one-image convenience: :func:`predict` loads the size model the card names when the settings need one
     and none is given (once per model object).
     """
-    if isinstance(model, str):
-        raise ParameterError(f"model must be a loaded model, got the name {model!r}: "
-                             f"cellcount.load_model({model!r})")
+    _check_call(image, model, "count_image")
     if isinstance(params, CountParams):
         _warn_card_defaults_lost(model, params)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)

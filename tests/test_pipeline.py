@@ -717,6 +717,11 @@ def test_plain_mistakes_get_messages_not_internals():
         count_image(np.zeros(100), model)
     with pytest.raises(ParameterError, match="takes a loaded model, got the name 'unet-mask'"):
         resolve_params("unet-mask", {"threshold": 0.3})
+    for call in (predict, count_image):  # "resolve_params takes a loaded model" named no function the user called
+        with pytest.raises(ParameterError, match=rf"{call.__name__} takes a loaded model, got 'unet-mask'"):
+            call(np.zeros((20, 20)), "unet-mask")
+        with pytest.raises(ParameterError, match=rf"{call.__name__} takes one image .* a list of 2: count arrays one"):
+            call([np.zeros((20, 20))] * 2, model)  # it said "looks like a stack or a channels-first array"
     pred = predict(np.zeros((20, 20)), model)
     for wrong in ({"threshold": 0.3}, model):
         with pytest.raises(ParameterError, match="postprocess takes CountParams"):
