@@ -296,6 +296,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
                 f"the image looks unlike the images this model was trained on (novelty {v:.2f})")
     if signal == "count_disagreement" and counts is not None:
         which, a, b = counts
+        if a < 0.5 and which != "peaks":  # an empty field's background makes a little density too
+            return (f"no objects were found, but the density map adds up to {b:.0f}: an empty field (a little density "
+                    "over a wide background), or nuclei too faint or unlike the training images to be segmented")
         return f"two independent counts of this image differ by {v:.0%}: " + COMPARISONS[which].format(a=a, b=b)
     return {
         "count_disagreement": f"two independent counts of this image differ by {v:.0%} (the objects found against a "

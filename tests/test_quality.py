@@ -410,3 +410,14 @@ def test_the_classical_baseline_says_it_has_no_calibrated_flag():
     assert r.quality.flag and BASELINE_CHECK in r.quality.reasons
     assert not any("unsure" in reason for reason in r.quality.reasons)
     assert judge(_signals(), QualityRule(always="no rule")).reasons == ("no rule",)
+
+
+def test_no_objects_against_a_density_estimate_says_what_that_can_mean():
+    """An empty field counted 0 was flagged as "the 0 objects found against the density estimate of 23" (a
+    tester read a miss); the reason says an empty field's background makes that density too."""
+    q = judge(_signals(count=0.0, second_count=23.0), QualityRule(max_count_disagreement=0.15),
+              counts=("size_model", 0.0, 23.0))
+    assert q.flag and q.reasons[0].startswith("no objects were found, but the density map adds up to 23: an empty field")
+    q = judge(_signals(count=5.0, second_count=23.0), QualityRule(max_count_disagreement=0.15),
+              counts=("size_model", 5.0, 23.0))
+    assert "the 5 objects found against the size model's density estimate of 23" in q.reasons[0]
