@@ -19,6 +19,13 @@ from .errors import ModelNotFoundError, ParameterError
 from .params import LEGACY_KEYS, PARAMS, SCHEMA
 
 INVERT_CHOICES = {"auto": None, "yes": True, "no": False}
+_INVERT_ALIASES = {"on": "yes", "true": "yes", "off": "no", "false": "no", "none": "auto", "null": "auto"}
+
+
+def _invert_word(text: str) -> str:
+    """``--invert`` as the app (on / off) and settings files (true / false / null) say it, too."""
+    word = text.strip().lower()
+    return _INVERT_ALIASES.get(word, word)
 
 
 _PROG: contextvars.ContextVar[str | None] = contextvars.ContextVar("cellcount_prog", default=None)
@@ -53,8 +60,8 @@ def add_param_options(parser: argparse.ArgumentParser, *, legacy_set: bool = Fal
         unit = f" [{spec.unit}]" if spec.unit and spec.unit not in spec.help else ""
         text = f"{spec.help}{unit}".replace("%", "%%")  # argparse formats help with %
         if spec.name == "invert":
-            group.add_argument(spec.option, dest=spec.name, choices=list(INVERT_CHOICES), default=None,
-                               help=text)
+            group.add_argument(spec.option, dest=spec.name, type=_invert_word, choices=list(INVERT_CHOICES),
+                               default=None, help=f"{text} (on / off and true / false are read too)")
         elif spec.kind is bool:
             group.add_argument(spec.option, dest=spec.name, action=argparse.BooleanOptionalAction, default=None,
                                help=text)

@@ -156,3 +156,11 @@ def test_the_results_table_by_image_kind_gives_mae_and_percentage_error(tmp_path
     mod.by_kind([str(tmp_path / "m.csv")], str(tmp_path / "meta.csv"))
     row = capsys.readouterr().out.splitlines()[-1]
     assert row == "| m | 2.00 (n=2) | 20.0% | 4.00 (n=1) | 50.0% |"
+
+
+@pytest.mark.parametrize("word, value", [("yes", True), ("on", True), ("True", True), ("no", False), ("off", False),
+                                         ("false", False), ("auto", None)])
+def test_invert_reads_the_words_the_app_and_settings_files_use(word, value):
+    """The app says on / off and settings files true / false: --invert refused both."""
+    args = build_parser().parse_args(normalize_argv([*COUNT, "--invert", word]))
+    assert param_overrides(args) == {"invert": value}
