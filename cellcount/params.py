@@ -379,7 +379,10 @@ class _CountParamsBase:
     def __post_init__(self) -> None:
         try:
             for spec in PARAMS:
-                _check(spec, getattr(self, spec.name))
+                value = getattr(self, spec.name)
+                _check(spec, value)
+                if spec.kind is int and isinstance(value, (float, np.floating)):  # 20.0 from a file: 20, as written
+                    object.__setattr__(self, spec.name, int(value))
         except TypeError as err:  # e.g. "0.5" (a string) from a hand-edited settings file
             raise ParameterError(f"a parameter has the wrong type ({err}); numbers must not be quoted") from err
         # said in the words of the app's controls, with the settings-file names after them

@@ -164,3 +164,12 @@ def test_invert_reads_the_words_the_app_and_settings_files_use(word, value):
     """The app says on / off and settings files true / false: --invert refused both."""
     args = build_parser().parse_args(normalize_argv([*COUNT, "--invert", word]))
     assert param_overrides(args) == {"invert": value}
+
+
+def test_a_whole_number_written_as_a_float_is_kept_as_the_whole_number():
+    """"min_area_px": 20.0 in a settings file was echoed as 20.0 (and 1e2 as 100.0), where 20.5 is refused."""
+    from cellcount.params import resolve_params
+
+    p = resolve_params(None, {"min_area_px": 20.0, "max_area_px": 1e3})
+    assert (p.min_area_px, p.max_area_px) == (20, 1000) and isinstance(p.min_area_px, int)
+    assert '"min_area_px": 20,' in p.to_json()
