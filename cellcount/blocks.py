@@ -41,6 +41,7 @@ import pandas as pd
 from .errors import ImageReadError, ParameterError
 from .io import model_input, normalization_limits
 from .io.files import TIFF_MAGICS
+from .io.read import main_series
 from .models import size_model_for
 from .models.base import CountModel
 from .params import auto_distance_px
@@ -133,7 +134,7 @@ def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
     except (tifffile.TiffFileError, OSError, ValueError) as err:
         raise ImageReadError(f"{name}: cannot read TIFF: {err}") from err
     try:
-        series = tif.series[0]
+        series = tif.series[main_series(tif)]
         store = series.aszarr(level=0)
         array = zarr.open(store, mode="r")
         yield _plane(array, series.axes.lower().replace("s", "c"), name)

@@ -833,3 +833,20 @@ def test_zip_names_in_utf8_without_the_flag_are_read_as_written() -> None:
             zf.writestr("B_µm.png", png.getvalue())
     data = twice.getvalue().replace(b"B_XXm.png", "B_µm.png".encode())
     assert [n for n, b, _ in iter_zip_images(data) if b is not None] == ["B_µm.png"] * 3
+
+
+def test_a_tiff_whose_first_page_is_a_thumbnail_is_read_as_its_image(tmp_path):
+    """A scanner's reduced-resolution page stored first was read (a 64 x 64 thumbnail counted, the image left out
+    and "only the first of 2 images" said)."""
+    import tifffile
+
+    image = (np.arange(256 * 256).reshape(256, 256) % 251).astype(np.uint8)
+    path = tmp_path / "thumb_first.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(image[::4, ::4].copy(), subfiletype=1, photometric="minisblack")
+        tw.write(image, photometric="minisblack")
+    from cellcount.io.read import image_shape, read_image_planes
+
+    read, planes = read_image_planes(path)
+    assert read.shape == (256, 256) and np.array_equal(read, image) and planes is None
+    assert image_shape(path) == (256, 256)

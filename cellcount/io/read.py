@@ -455,6 +455,16 @@ def _read_png16_colour(
     return arr
 
 
+def main_series(tif: tifffile.TiffFile) -> int:
+    """Index of the TIFF's image series: the first that is not a reduced-resolution copy (a thumbnail some
+    scanners store first was read and counted instead of the image)."""
+    for i, series in enumerate(tif.series):
+        key = series.keyframe
+        if key is not None and not key.is_reduced:
+            return i
+    return 0
+
+
 def _read_tiff(
     src: str | io.BytesIO, *, name: str, page: int, channel: int | None, max_pixels: int
 ) -> tuple[np.ndarray, tuple[int, str] | None]:
@@ -467,7 +477,8 @@ def _read_tiff(
     with tifffile.TiffFile(src) as tif:
         if not tif.series or not tif.pages:
             raise ImageReadError(f"{name}: TIFF file holds no image")
-        series = tif.series[0]
+        main = main_series(tif)
+        series = tif.series[main]
         key = series.keyframe
         height, width = int(key.imagelength), int(key.imagewidth)
         _check_pixels(name, height, width, max_pixels)
@@ -491,7 +502,7 @@ def _read_tiff(
             stack = [(a, n) for a, n in zip(axes[:-3], shape[:-3]) if n > 1]
             planes = _planes(*stack[0]) if len(stack) == 1 else None
             return _read_tiff_yxc(tif, axes, shape, tuple(key.shape), name=name, page=page, channel=channel,
-                                  max_pixels=max_pixels), planes
+                                  max_pixels=max_pixels, series=main), planes
         if n_outer < 0 or int(np.prod(outer_shape, dtype=np.int64)) != n_pages:
             raise ImageReadError(
                 f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}); save one 2-D image, "
@@ -532,7 +543,9 @@ def _read_tiff(
         if page_dims:
             planes = _planes(page_dims[0][1], n_select)
         else:  # pages of other shapes, reachable with page=N (below)
-            planes = (len(tif.pages), "images (TIFF pages)") if len(tif.series) > 1 else None
+            # other images of other shapes (a thumbnail beside the image is none)
+            others = sum(1 for s in tif.series if s.keyframe is not None and not s.keyframe.is_reduced) > 1
+            planes = (len(tif.pages), "images (TIFF pages)") if others else None
         if page >= n_select:
             if not page_dims and len(tif.pages) > page and len(tif.series) > 1:
                 # pages of different shapes land in separate series: index the raw pages
@@ -553,7 +566,7 @@ def _read_tiff(
             if channel is not None:  # one channel page
                 index[c_dim] = _channel_index(name, channel, n_channels)
                 k = int(np.ravel_multi_index(index, outer_shape))
-                return _page_to_hwc(tif.asarray(key=k, series=0).reshape(key.shape), page_axes, name), planes
+                return _page_to_hwc(tif.asarray(key=k, series=main).reshape(key.shape), page_axes, name), planes
             _check_decoded(name, height, width, n_channels, max_pixels)
             keys = []
             for c in range(n_channels):
@@ -561,7 +574,7 @@ def _read_tiff(
                 keys.append(int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0)
             out = np.empty((height, width, n_channels), dtype=key.dtype)
             for c, k in enumerate(keys):  # page by page into the output: no stacked copy
-                out[:, :, c] = tif.asarray(key=k, series=0).reshape(height, width)
+                out[:, :, c] = tif.asarray(key=k, series=main).reshape(height, width)
             return out, planes
         k = int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0
         return _page_plane(tif, series.pages[k], name, channel, max_pixels), planes
@@ -653,7 +666,7 @@ def _decode_sample(tif: tifffile.TiffFile, page: tifffile.TiffPage, sample: int,
 
 def _read_tiff_yxc(
     tif: tifffile.TiffFile, axes: str, shape: tuple[int, ...], page_shape: tuple[int, ...], *, name: str,
-    page: int, channel: int | None, max_pixels: int,
+    page: int, channel: int | None, max_pixels: int, series: int = 0,
 ) -> np.ndarray:
     """A series (..., Y, X, C) saved with axes metadata (``tifffile.imwrite(f, a, metadata={'axes': 'YXC'})``):
     tifffile stores it as pages of (X, C) rows, or of (Y, X) planes when C == 1. With ``channel``, the rows
@@ -679,14 +692,14 @@ def _read_tiff_yxc(
     if channel is not None:
         c = _channel_index(name, channel, n_channels)
         if per_image == 1:
-            return np.ascontiguousarray(tif.asarray(key=page, series=0).reshape(rows, cols))
-        out = np.empty((rows, cols), dtype=tif.series[0].dtype)
-        pages = tif.series[0].pages
+            return np.ascontiguousarray(tif.asarray(key=page, series=series).reshape(rows, cols))
+        out = np.empty((rows, cols), dtype=tif.series[series].dtype)
+        pages = tif.series[series].pages
         for r in range(rows):
             out[r] = pages[page * per_image + r].asarray().reshape(cols, n_channels)[:, c]
         return out
     _check_decoded(name, rows, cols, n_channels, max_pixels)
-    data = tif.asarray(key=slice(page * per_image, (page + 1) * per_image), series=0)
+    data = tif.asarray(key=slice(page * per_image, (page + 1) * per_image), series=series)
     data = np.ascontiguousarray(data.reshape(rows, cols, n_channels))
     return data[:, :, 0] if n_channels == 1 else data
 
@@ -718,7 +731,7 @@ def image_shape(source: str | os.PathLike) -> tuple[int, int]:
             head = fh.read(8)
         if head[:4] in TIFF_MAGICS:
             with tifffile.TiffFile(path) as tif:
-                key = tif.series[0].keyframe
+                key = tif.series[main_series(tif)].keyframe
                 return int(key.imagelength), int(key.imagewidth)
         with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():  # header only; see _read_pillow
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
