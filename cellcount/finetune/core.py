@@ -746,7 +746,8 @@ def _count_gain(s: _AnnotatedSet, b: _Base, net: Any, card: ModelCard, train_pai
     if k_gain and abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
         gain_text = (f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
                      "training steps its map alone counted them that far off, so much of the change may be this "
-                     "one factor. The held-out figures show whether it holds on images it did not see.")
+                     "one factor. " + ("The held-out figures show whether it holds on images it did not see." if
+                                       s.held_idx else "Hold out a few images to see whether it holds on others."))
     return new, train_pairs, tuned_note, gain_text
 
 
