@@ -772,11 +772,13 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
-        # workers finish in any order and --resume appends: the files end in the order of the inputs
-        order = ("file", [escape_cell(name) for name in inputs]) if args.workers or args.scheduler or args.resume else None
+        # the files end in the order of the inputs: unreadable files' rows were written first, workers finish in any
+        # order and --resume appends; an in-process run's objects are in order already (read whole to be sorted)
+        order = ("file", [escape_cell(name) for name in inputs])
+        anywhere = args.workers or args.scheduler or args.resume
         for sink in (index_out, regions_out, objects_out, counts_out):  # regions and objects first, as above
             if sink is not None:
-                sink.close(order=order)
+                sink.close(order=order if anywhere or sink is not objects_out else None)
         if cluster is not None:
             from .distributed import close
 

@@ -239,6 +239,10 @@ def check_writable(path: str | os.PathLike) -> None:
     os.unlink(tmp)
 
 
+SORT_MAX_BYTES = 256 << 20
+"""Largest CSV that :meth:`CsvStream.close` puts in order (an objects CSV of a slide can hold millions of rows)."""
+
+
 class CsvStream:
     """A CSV file that grows row by row and is valid after every :meth:`append`.
 
@@ -336,8 +340,11 @@ class CsvStream:
                 self.columns = self._empty_columns
                 self._fh.write(csv_text(pd.DataFrame(columns=self.columns)))
                 self._dirty = True
-            if order is not None and self.n_rows > 1 and self._sort_part(*order):
-                self._dirty = True
+            if order is not None and self.n_rows > 1:
+                try:
+                    self._dirty = self._sort_part(*order) or self._dirty
+                except Exception as err:  # noqa: BLE001 - the rows matter more than their order: published as they are
+                    logger.warning("%s: rows left in the order they were counted (%s)", self.path, err)
             if self._dirty:
                 self._publish()
         finally:
@@ -348,8 +355,13 @@ class CsvStream:
                 tmp.unlink(missing_ok=True)
 
     def _sort_part(self, column: str, values: Sequence[str]) -> bool:
-        """Sort the working file's rows as :meth:`close` says; whether their order changed."""
+        """Sort the working file's rows as :meth:`close` says; whether their order changed. A file above
+        :data:`SORT_MAX_BYTES` stays as it is (sorting reads it whole)."""
         self._fh.flush()
+        if self._part.stat().st_size > SORT_MAX_BYTES:
+            logger.info("%s: too large to sort (%d bytes); rows left in the order they were counted", self.path,
+                        self._part.stat().st_size)
+            return False
         with open(self._part, encoding="utf-8", newline="") as fh:
             rows = list(csv.reader(fh))
         if not rows or column not in rows[0]:

@@ -345,8 +345,12 @@ def run_rows(run_id: int, *, path: str | os.PathLike | None = None) -> pd.DataFr
     with connect(path) as con:
         rows = con.execute("SELECT row FROM rows WHERE run_id = ? ORDER BY seq", (int(run_id),)).fetchall()
         found = con.execute("SELECT inputs FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+    from .csvout import unescape_cell
+
     rank = {str(name): i for i, name in enumerate(json.loads(found[0]) if found else [])}
-    records = sorted((json.loads(r[0]) for r in rows), key=lambda rec: rank.get(str(rec.get("file", "")), len(rank)))
+    # rows kept by --resume were recorded as their CSV wrote them ('=x for =x)
+    records = sorted((json.loads(r[0]) for r in rows),
+                     key=lambda rec: rank.get(unescape_cell(str(rec.get("file", ""))), len(rank)))
     frame = pd.DataFrame(records)
     for col in frame.columns:  # whole numbers stay whole where a failed row's empty cell made the column float
         values = [r[col] for r in records if r.get(col) is not None]

@@ -99,7 +99,7 @@ def image_note(digest: str, _data: bytes, page: int | str | None = None) -> str 
 
 PLANE_CHOICE = "plane_choice"
 """The session's choice for z-stacks ("first", "max" or a plane number), not a widget key: widget state is
-dropped when its page is left, and Count and Batch share this one (a settings file sets it too)."""
+dropped when its page is left, and Count, Batch and Compare share this one (a settings file sets it too)."""
 
 
 def shared_plane_widget(key: str, choices: list[int | str], to_widget=lambda v: v) -> None:
@@ -137,8 +137,14 @@ def stack_plane_ui(prefix: str, verb: str = "Count") -> int | str | None:
 def has_planes(source: Source) -> bool:
     """Whether ``source`` holds several planes (a z-stack, time series or multi-page file); False when unreadable
     (its error is shown where it is read)."""
+    return _has_planes(source.digest, source.data)
+
+
+@st.cache_data(max_entries=512, ttl=CACHE_TTL_S, show_spinner=False)
+def _has_planes(digest: str, _data: bytes) -> bool:
+    """Cached apart from the decoded images (8 of them): Compare asks it of every image on every rerun."""
     try:
-        return bool(_read_cached(source.digest, None, source.data)[2])
+        return bool(cc.io.read_image_planes(_data)[1])
     except cc.CellcountError:
         return False
 
@@ -391,13 +397,13 @@ def image_caption(source: Source, image: np.ndarray, page: int | str | None = No
     return text
 
 
-@st.cache_data(max_entries=1, ttl=CACHE_TTL_S, show_spinner="Loading labelled samples ...")
 @st.cache_resource(show_spinner=False)
 def sample_truths() -> dict[str, GroundTruth]:
     """Each shipped sample's ground truth by file name (its label image: which objects touch the edge)."""
     return {name: gt for name, _, gt in sample_pairs()}
 
 
+@st.cache_data(max_entries=1, ttl=CACHE_TTL_S, show_spinner="Loading labelled samples ...")
 def sample_pairs() -> list[tuple[str, bytes, GroundTruth]]:
     """The shipped samples with their ground truth, as (name, image bytes, GroundTruth)."""
     return [(p.name, p.read_bytes(), gt) for p, gt in load_labelled_folder(SAMPLES_DIR)]

@@ -261,9 +261,11 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
         row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
                     "median time per image (ms)": 1000 * t["seconds"].median(), "total count": t["count"].sum()})
         per_config.append(row)
-    if has_truth and len(per_config) >= 2:  # errors kept, against one truth
-        _against_best(per_config, (wide - true_wide.reindex(wide.index)).add(truth.reindex(wide.index).astype(float),
-                                                                             axis=0), truth)
+    # the counts moved by each configuration's own truth's difference from the given one: each error kept, against
+    # one truth, for the paired comparisons (the table's verdicts and the scatter's caption alike)
+    scored = (wide - true_wide.reindex(wide.index)).add(truth.reindex(wide.index).astype(float), axis=0)
+    if has_truth and len(per_config) >= 2:
+        _against_best(per_config, scored, truth)
     st.subheader("Counts")
     if has_truth and not truth.notna().all():
         st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
@@ -357,8 +359,8 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
                 )
                 if has_truth:
                     known = truth.reindex(wide.index).notna()
-                    st.caption(_paired_caption(x, y, truth.reindex(wide.index)[known], wide[x][known],
-                                               wide[y][known]))
+                    st.caption(_paired_caption(x, y, truth.reindex(wide.index)[known], scored[x][known],
+                                               scored[y][known]))
     else:
         b = st.container()
     with b:

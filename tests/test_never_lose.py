@@ -909,3 +909,20 @@ def test_a_channel_out_of_range_row_names_its_file(tmp_path, capsys):
                  "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 1
     reason = pd.read_csv(tmp_path / "c.csv")["reason"].iloc[0]
     assert reason.startswith(f"{tmp_path / 'rgba.png'}: channel 3 is out of range") and "alpha left out" in reason
+
+
+def test_an_unreadable_files_row_takes_its_place_among_the_others(tmp_path):
+    """In-process, rows of files that could not be listed were written first; the CSV and the run's history
+    disagreed on the order once the history went by the inputs."""
+    from cellcount import history
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("a.png", "c.png"):
+        (root / name).write_bytes(png_bytes(blobs()))
+    (root / "b.png").symlink_to(root / "gone.png")  # a dangling link: a row of its own, with why
+    assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 1
+    names = [str(root / n) for n in ("a.png", "b.png", "c.png")]
+    assert pd.read_csv(tmp_path / "c.csv")["file"].tolist() == names
+    run = history.list_runs().iloc[0]
+    assert history.run_rows(int(run["id"]))["file"].tolist() == names
