@@ -72,6 +72,8 @@ def _check_beside_params(data: dict[str, Any]) -> None:
     beside ``params`` was not read, and the run counted with the card's value in silence) or a misspelt one."""
     from .params import LEGACY_KEYS, PARAM_NAMES
 
+    if "data" in data and "split" in data:  # evaluate's summary (--json): its settings, beside its figures
+        return
     for key in data:
         if key in FILE_KEYS:
             continue
@@ -138,30 +140,37 @@ def _load(text: str | bytes) -> Any:
     return data
 
 
-def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
-    """:func:`params_from_json` of a file, reading no more than the size limit (a wrong file given as
-    settings may be gigabytes); an error names the file."""
+def _named(path: str | os.PathLike, parse: Any) -> Any:
+    """``parse`` of the file's text, reading no more than the size limit (a wrong file given as settings may be
+    gigabytes); an error names the file."""
     try:
-        return params_from_json(_read(path))
+        return parse(_read(path))
     except ParameterError as err:
         if str(path) in str(err):
             raise
-        raise ParameterError(f"settings file {path}: {err}") from None
+        text = str(err)
+        text = text[len("settings file "):] if text.startswith("settings file ") else text
+        raise ParameterError(f"settings file {path}: {text}") from None
+
+
+def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`params_from_json` of a file."""
+    return _named(path, params_from_json)
 
 
 def model_from_file(path: str | os.PathLike) -> str | None:
     """:func:`model_from_json` of a file."""
-    return model_from_json(_read(path))
+    return _named(path, model_from_json)
 
 
 def model_sha256_from_file(path: str | os.PathLike) -> str | None:
     """:func:`model_sha256_from_json` of a file."""
-    return model_sha256_from_json(_read(path))
+    return _named(path, model_sha256_from_json)
 
 
 def plane_from_file(path: str | os.PathLike) -> int | str | None:
     """:func:`plane_from_json` of a file."""
-    return plane_from_json(_read(path))
+    return _named(path, plane_from_json)
 
 
 def _read(path: str | os.PathLike) -> bytes:

@@ -119,6 +119,13 @@ def test_a_setting_beside_params_is_refused_not_ignored(extra, says, tmp_path):
     written = {"model": CLASSICAL_NAME, "model_sha256": "ab", "params": {"threshold": 0.5}, "plane": "max",
                "blocks": {"block_px": 2048}, "backend": "torch", "backends_of_resumed_rows": ["torch"]}
     assert params_from_json(json.dumps(written)) == {"threshold": 0.5}  # what the app and the CLI write is read
+    summary = {"model": CLASSICAL_NAME, "data": "d", "split": "val", "params": {"threshold": 0.5}, "mae": 3.2, "n": 9}
+    assert params_from_json(json.dumps(summary)) == {"threshold": 0.5}  # evaluate --json's summary, as before
+    from cellcount.settingsfile import model_from_file
+
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ParameterError, match=r"^settings file .*bad.json: is not valid JSON"):
+        model_from_file(tmp_path / "bad.json")  # read first by the CLI: it named no file
 
 
 # --------------------------------------------------------------------------------------------------
