@@ -545,6 +545,8 @@ def test_a_pattern_through_a_link_to_a_folder_of_the_tree_lists_each_file_once(t
     (root / "latest").symlink_to("run42")
     assert list_image_files(str(root / "**" / "*.png")) == [root / "run42" / "a.png"]
     assert list_image_files(str(root / "latest" / "*.png")) == [root / "latest" / "a.png"]
+    (tmp_path / "via").symlink_to(root)  # a link above the wildcards is the user's way in, not a copy
+    assert list_image_files(str(tmp_path / "via" / "**" / "*.png")) == [tmp_path / "via" / "run42" / "a.png"]
 
 
 def test_hidden_images_left_out_of_a_folder_are_said(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -82,11 +83,16 @@ def _broken_link_reason(path: Path) -> str | None:
     return None
 
 
-def _holds_images(folder: str) -> bool:
-    """Whether ``folder`` holds an image file anywhere below it (stops at the first)."""
-    for _, _, filenames in os.walk(folder):
+def _holds_images(folder: str, most: int = 5000) -> bool:
+    """Whether ``folder`` holds an image file below it (stops at the first; looks at ``most`` entries at most: a
+    ``.git`` or ``.venv`` is not searched whole on every count)."""
+    seen = 0
+    for _, dirnames, filenames in os.walk(folder):
         if any(_is_image_file(Path(f)) for f in filenames):
             return True
+        seen += len(dirnames) + len(filenames)
+        if seen > most:
+            return False
     return False
 
 
@@ -131,7 +137,8 @@ def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] 
         seen.add((st.st_dev, st.st_ino))
         if on_hidden is not None:
             for d in sorted(dirnames):
-                if d.startswith(".") and _holds_images(os.path.join(dirpath, d)):
+                if d.startswith(".") and not os.path.islink(os.path.join(dirpath, d)) \
+                        and _holds_images(os.path.join(dirpath, d)):  # a hidden link: another name, maybe of the tree
                     on_hidden(Path(dirpath, d))
             for f in sorted(filenames):
                 if f.startswith(".") and _is_image_file(Path(f)) and not f.startswith("._"):  # not macOS's ._ files
@@ -153,19 +160,32 @@ def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] 
                 on_skip(path, why)
 
 
-def _without_folder_link_copies(matches: list[Path]) -> list[Path]:
+def _through_folder_link(match: Path, base: str) -> bool:
+    """Whether a folder between ``base`` (the pattern's part without wildcards) and ``match`` is a link."""
+    folder, stop = os.path.abspath(match.parent), os.path.abspath(base)
+    while folder != stop and folder.startswith(stop):
+        if os.path.islink(folder):
+            return True
+        folder = os.path.dirname(folder)
+    return False
+
+
+def _without_folder_link_copies(matches: list[Path], pattern: str) -> list[Path]:
     """``matches`` less those reached through a link to a folder whose file a match also reaches by its own path
     (``imgs/**/*.png`` with ``imgs/latest -> run42`` listed every image twice), as a folder search passes over
-    such links; a linked file itself is another path, kept (see :func:`list_image_files`)."""
+    such links; a linked file itself is another path, kept (see :func:`list_image_files`). Links above the
+    pattern's wildcards (``/scratch -> /data/scratch``) are the user's way to the files, not copies."""
+    parts = Path(pattern).parts
+    fixed = list(itertools.takewhile(lambda part: not _has_glob(part), parts))
+    base = os.path.join(*fixed) if fixed else "."
     direct: set[str] = set()
     through_link: list[tuple[Path, str]] = []
     for m in matches:
-        folder = os.path.abspath(m.parent)
         real = os.path.realpath(m)
-        if os.path.realpath(folder) == folder:
-            direct.add(real)
-        else:
+        if _through_folder_link(m, base):
             through_link.append((m, real))
+        else:
+            direct.add(real)
     copies = {id(m) for m, real in through_link if real in direct}
     return [m for m in matches if id(m) not in copies]
 
@@ -223,7 +243,7 @@ def list_image_files(
                 broken = _broken_link_reason(m)
                 if broken:
                     skip(m, broken)
-            candidates = _without_folder_link_copies([m for m in matches if m.is_file()])
+            candidates = _without_folder_link_copies([m for m in matches if m.is_file()], text)
         else:
             broken = _broken_link_reason(path)
             raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
