@@ -221,8 +221,6 @@ def count_many(
             logger.debug("unexpected error on %s", name, exc_info=True)
             reason = error_text(err, name)
         seconds = time.perf_counter() - t0
-        if failed and reason and name not in reason:  # every row's reason names its file (a channel out of range did not)
-            reason = f"{name}: {reason}"
         if failed:  # by the flag, not by the reason's text: an error without words is still an error
             item = BatchItem(name, "error", " ".join(reason.split()) or "unexpected error", None, seconds, model=model.name,
                              settings=settings)

@@ -286,7 +286,12 @@ def read_image_planes(
     if image.dtype.byteorder not in ("=", "|"):
         image = image.astype(image.dtype.newbyteorder("="))
     if channel is not None:
-        image = _select_channel(image, channel)
+        try:
+            image = _select_channel(image, channel)
+        except ChannelError as err:  # said of the file: which, and how its colours were read
+            rgb = (" (a colour file is read as red, green and blue: alpha left out, CMYK converted)"
+                   if image.ndim == 3 and image.shape[2] == 3 else "")  # TIFF channels are chosen while decoding
+            raise ChannelError(f"{name}: {str(err).replace(', valid', rgb + ', valid', 1)}", err.n_channels) from None
     return image, planes
 
 
@@ -354,8 +359,7 @@ def _select_channel(image: np.ndarray, channel: int) -> np.ndarray:
         raise ParameterError(f"channel must be an integer in 0..{n - 1}, got {channel!r}")
     if not 0 <= channel < n:
         valid = ", ".join(str(i) for i in range(n))
-        rgb = " (a colour file is read as red, green and blue: alpha left out, CMYK converted)" if n == 3 else ""
-        raise ChannelError(f"channel {channel} is out of range: the image has {n} channel(s){rgb}, valid: {valid}", n)
+        raise ChannelError(f"channel {channel} is out of range: the image has {n} channel(s), valid: {valid}", n)
     if image.ndim == 2:
         return image
     return np.ascontiguousarray(image[:, :, channel])
