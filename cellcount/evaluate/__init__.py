@@ -123,15 +123,15 @@ def predict_pairs(
     return out
 
 
-def _edges_left_out(pred: Prediction, params: CountParams) -> bool:
-    """Whether ``params`` leave the objects on the image's edge out of ``pred``'s objects."""
-    return bool(params.exclude_border) and pred.output_kind != "density"
+def _edges_left_out(output_kind: str, params: CountParams) -> bool:
+    """Whether ``params`` leave the objects on the image's edge out of a model of ``output_kind``'s objects."""
+    return bool(params.exclude_border) and output_kind != "density"
 
 
-def _count_keeps_edges(pred: Prediction, params: CountParams) -> bool:
+def _count_keeps_edges(output_kind: str, params: CountParams) -> bool:
     """Whether the count is a density head's integral (a multihead model counting from its density map), which
     keeps the edge objects that the segmentation leaves out."""
-    return pred.output_kind == "multihead" and params.count_source == "density"
+    return output_kind == "multihead" and params.count_source == "density"
 
 
 def scored_truth(pred: Prediction, params: CountParams, gt: GroundTruth) -> GroundTruth:
@@ -140,7 +140,7 @@ def scored_truth(pred: Prediction, params: CountParams, gt: GroundTruth) -> Grou
     image, the truth's cut objects counted as missed: an auditor); out of its count too unless the count is a
     density integral, which keeps them. Dots and counts cannot say which of their objects touch the edge and stay
     as they are (:data:`BORDER_TRUTH_KEPT` in the summary)."""
-    if not _edges_left_out(pred, params) or gt.labels is None:
+    if not _edges_left_out(pred.output_kind, params) or gt.labels is None:
         return gt
     edge = edge_ids(gt.labels)
     if not len(edge):
@@ -158,8 +158,7 @@ def scored_true_count(gt: GroundTruth, params: CountParams, output_kind: str) ->
     """The true count a count made with ``params`` by a model of ``output_kind`` is scored against: ``gt``'s count,
     less its label image's edge objects where "Exclude edge objects" leaves them out of the count
     (:func:`scored_truth`; Evaluate, Compare and Count's truth alike)."""
-    if (not params.exclude_border or output_kind == "density" or gt.labels is None
-            or (output_kind == "multihead" and params.count_source == "density")):
+    if not _edges_left_out(output_kind, params) or gt.labels is None or _count_keeps_edges(output_kind, params):
         return gt.count
     return int(gt.count - len(edge_ids(gt.labels)))
 
@@ -192,7 +191,8 @@ def evaluate_predictions(
     kept_edges = 0  # images whose truth cannot leave its edge objects out as the counts do
     for name, pred, gt in pairs:
         res = postprocess(pred, params, measure=measure)
-        if _edges_left_out(pred, params) and gt.labels is None and not _count_keeps_edges(pred, params):
+        if (_edges_left_out(pred.output_kind, params) and gt.labels is None
+                and not _count_keeps_edges(pred.output_kind, params)):
             kept_edges += 1
         gt = scored_truth(pred, params, gt)
         # a whole count as a whole number (the CSV read 105.0 beside a true 105); a density integral as it is

@@ -265,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.tune:
         tr = tune_params(pairs, params)
         changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
+        tuned_on_these = bool(changed)  # the card's own settings kept: nothing fitted to these images
         print(f"tuning: MAE {tr.before:.3f} -> {tr.after:.3f}; changed {changed or 'nothing'}")
         if edge := tr.edge_note():
             print(f"note: tuned settings {edge} (evaluate with a larger value set to see)")
