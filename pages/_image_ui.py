@@ -80,14 +80,21 @@ def _read_cached(digest: str, page: int | str | None, _data: bytes) -> tuple[np.
     return image, note, planes
 
 
-def read_image_cached(digest: str, _data: bytes, page: int | str | None = None) -> np.ndarray:
+def read_image_cached(digest: str, _data: bytes, page: int | str | None = None, *, name: str | None = None,
+                      scored: bool = False) -> np.ndarray:
     """Decoded image (native dtype) for the bytes with this sha256 (``page``: the plane of a z-stack, or
-    "max"); when only the first of several planes was read, a warning above it says how to choose."""
+    "max"); when only the first of several planes was read, a warning above it says how to choose (``scored``:
+    Evaluate, where the annotated plane is the one to save as a file of its own)."""
     image, note, planes = _read_cached(digest, page, _data)
     if note:
-        choose = "a time point" if planes[1] == "time points" else "a plane or their maximum projection"
-        st.warning(f"This file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose {choose} "
-                   "above (**Plane** on Count, **Z-stacks** on Batch and Compare).", icon="⚠️")
+        which = f"**{name}**" if name else "This file"
+        if scored:
+            st.warning(f"{which} holds {planes[0]} {planes[1]}; only the first was read and scored: save the plane "
+                       "that was annotated as a file of its own.", icon="⚠️")
+        else:
+            choose = "a time point" if planes[1] == "time points" else "a plane or their maximum projection"
+            st.warning(f"{which} holds {planes[0]} {planes[1]}; only the first was read and counted. Choose {choose} "
+                       "above (**Plane** on Count, **Z-stacks** on Batch and Compare).", icon="⚠️")
     return image
 
 

@@ -273,10 +273,10 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     flagged = ok[ok["check"].fillna(False).astype(bool)] if "check" in ok else ok.iloc[:0]
     m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0,
                 # a nearly empty well counted 1438 made most of a total: the flagged share is said beside it
-                delta=f"{int(flagged['count'].sum())} in {len(flagged)} flagged image(s)" if len(flagged) else None,
+                delta=f"{int(flagged['count'].sum())} flagged" if len(flagged) else None,  # short: the tile cut it
                 delta_color="off", delta_arrow="off",
-                help="Objects counted in all images; below it, how many of them are in images flagged \"check this "
-                "image\"")
+                help="Objects counted in all images; below it, how many of them are in the "
+                f"{len(flagged)} image(s) flagged \"check this image\"")
     m[4].metric("Time", f"{df['seconds'].sum():.1f} s")
     gt_named = skipped[skipped["reason"] == GT_NAMED]
     if len(gt_named):

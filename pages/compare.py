@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 import streamlit as st
 
@@ -168,8 +170,9 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
     step = 0
     for src in sources:
         try:
-            image = sh.read_image_cached(src.digest, src.data, page)
-            note = sh.image_note(src.digest, src.data, page)  # the first plane of a stack read: flagged, as on Count
+            src_page = page if sh.has_planes(src) else None  # a one-plane file as it is, as Batch reads it
+            image = sh.read_image_cached(src.digest, src.data, src_page)
+            note = sh.image_note(src.digest, src.data, src_page)  # the first plane of a stack read: flagged, as on Count
         except cc.CellcountError as err:
             reason = str(err).replace("<bytes>", src.name)
             # a row per setting all the same, so the per-row CSV lists the file with why it has no count
@@ -226,7 +229,7 @@ def _whole(values: pd.Series) -> bool:
     return bool(len(v)) and bool((v % 1 == 0).all())
 
 
-def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) -> None:
+def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, sig: str = "") -> None:
     labels = [c[0] for c in configs]
     # a file with no count (unreadable) keeps its row, empty, in the table and its CSV; the figures use the rest
     wide_all = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False, dropna=False)
@@ -245,9 +248,11 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
         table.insert(0, "true", truth.reindex(table.index))
         for c in wide_all.columns:
             table[f"error: {c}"] = wide_all[c] - true_wide[c]
-    table = table.reset_index()
     edges_out = [c for c in wide_all.columns
                  if has_truth and (true_wide[c] - truth.reindex(true_wide.index).astype(float)).fillna(0).ne(0).any()]
+    for c in edges_out:  # the truth such a configuration is scored against, beside its errors (and in the CSV)
+        table[f"true: {c}"] = true_wide[c].astype("Int64")
+    table = table.reset_index()
 
     per_config = []
     for c in wide.columns:
@@ -269,10 +274,6 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
     st.subheader("Counts")
     if has_truth and not truth.notna().all():
         st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
-    if edges_out:
-        st.caption(f"{', '.join(edges_out)}: \"Exclude edge objects\" leaves the objects touching the image's edge out of "
-                   "the count, so they are left out of the truth it is scored against too, as Evaluate does (the "
-                   "\"true\" column keeps them; dots and counts cannot say which touch the edge and keep them).")
     sh.dataframe(
         pd.DataFrame(per_config),
         # widths and short headers that fit at 1400 px with 4 models' names (the CSV keeps the long names)
@@ -310,7 +311,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
                 st.markdown(f"- `{r['file']}`, {r['config']}: {r['check_reasons']}")
     # counts and errors as two tables of at most 1 + 1 + 4 columns, so that 4 long model names fit at
     # 1400 px; the CSV holds both
-    counts = [c for c in table.columns if not c.startswith("error: ")]
+    counts = [c for c in table.columns if not c.startswith(("error: ", "true: "))]
     sh.dataframe(
         table,
         column_order=counts,
@@ -320,12 +321,19 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
     errors = [c for c in table.columns if c.startswith("error: ")]
     if errors:
         st.caption("Error per image (predicted − true; below 0 under-counts)")
+        if edges_out:
+            st.caption(f"{' and '.join(edges_out)} leave{'s' if len(edges_out) == 1 else ''} out the objects touching "
+                       "the image's edge (\"Exclude edge objects\"), so their errors are against the truth without "
+                       "them (\"true: ...\" columns), as Evaluate scores them. Dots and counts cannot say which "
+                       "objects touch the edge: those keep them.")
+        true_cols = [f"true: {c}" for c in edges_out]
         sh.dataframe(
             table,
-            column_order=["file", *errors],
+            column_order=["file", *true_cols, *errors],
             column_config={**{c: st.column_config.NumberColumn(c.removeprefix("error: "),
                                                                  format="%+d" if _whole(table[c]) else "%+.1f")
-                              for c in errors}, "file": FILE_COLUMN},
+                              for c in errors},
+                           **{c: st.column_config.NumberColumn(format="%d") for c in true_cols}, "file": FILE_COLUMN},
         )
     failed = long[long["status"] != "ok"]
     for file, rows in failed.groupby("file", sort=False):  # an unreadable file once, not once per setting
@@ -371,13 +379,22 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
 
     st.subheader("Side by side")
     names = [s.name for s in sources]
-    pick = st.selectbox("Image", names, key=f"{P}_show")
+    # a widget of its own per comparison, started from the image chosen last: the one kept across comparisons (not
+    # drawn while "Press Compare" shows) came back naming the first image while the panels showed the last one
+    chosen = st.session_state.get(f"{P}__show_choice")
+    pick = st.selectbox("Image", names, index=names.index(chosen) if chosen in names else 0,
+                        key=f"{P}_show_{hashlib.sha256(sig.encode()).hexdigest()[:12]}")
+    st.session_state[f"{P}__show_choice"] = pick
     src = sources[names.index(pick)]
+    src_page = page if sh.has_planes(src) else None
     try:
-        image = sh.read_image_cached(src.digest, src.data, page)
+        image = sh.read_image_cached(src.digest, src.data, src_page, name=src.name)
     except cc.CellcountError as err:
         sh.show_error(err, name=src.name)
         return
+    from cellcount.evaluate import scored_true_count
+
+    truths = st.session_state.get(f"{P}__truths", {})
     cols = st.columns(len(configs))
     for col, (label, model_name, params) in zip(cols, configs, strict=True):
         with col:
@@ -388,7 +405,10 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None) ->
             except cc.CellcountError as err:
                 sh.show_error(err, name=src.name)
                 continue
-            truth = f" (true {src.truth})" if src.truth is not None else ""
+            true = src.truth
+            if true is not None and src.name in truths:  # the truth this configuration is scored against
+                true = scored_true_count(truths[src.name], params, res.output_kind)
+            truth = f" (true {true})" if true is not None else ""
             title = f"{label}<br>{res.count}{truth}"  # on one line, four panels cut "(true 4..." off
             if res.output_kind == "density":
                 # the integral is the count; its peaks (approximate centres) stay off, as on the Count page
@@ -418,7 +438,7 @@ with right:
     page = None
     if any(sh.has_planes(s) for s in sources):  # z-stacks: the plane Count and Batch read, or another
         page = sh.stack_plane_ui(P, verb="Compare on")
-        sources = [sh.plane_source(s, page) for s in sources]
+        sources = [sh.plane_source(s, page if sh.has_planes(s) else None) for s in sources]
     ready = len(configs) >= 1 and bool(sources)
     if not ready:
         st.info("Choose at least one model (two to compare) and one image.")
@@ -472,4 +492,4 @@ stored = st.session_state.get(f"{P}__result")
 if stored is None or stored["sig"] != sig:
     st.info("Press Compare to count the images with every configuration.")
     st.stop()
-show(stored["table"], configs, sources, page)
+show(stored["table"], configs, sources, page, sig)

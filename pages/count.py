@@ -268,7 +268,9 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     else:
         m[0].metric("Count", result.count, delta=delta, delta_color="off",
                     help="Objects kept after postprocessing")
-        m[1].metric("Ground truth", "—" if truth is None else truth, help=truth_help)
+        # named for what it holds where it is not the file's whole truth (the caption above says that one)
+        m[1].metric("Ground truth" if truth_help is None else "Truth without edge objects",
+                    "—" if truth is None else truth, help=truth_help)
     m[2].metric("Image inverted", "yes" if result.inverted else "no",
                 help="Bright background detected (or forced): objects were made bright for the model")
     m[3].metric(

@@ -155,7 +155,7 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
         name = row["file"]
         data, gt = items[name]
         try:
-            image = sh.read_image_cached(sh.digest_of(data), data)
+            image = sh.read_image_cached(sh.digest_of(data), data, name=name, scored=True)
             res = cc.postprocess(preds[name], params, measure=False)
         except cc.CellcountError as err:
             sh.show_error(err)

@@ -70,9 +70,16 @@ def test_one_model_two_settings():
     assert any("needs at least 5 images" in c.value for c in at.caption)
     assert (table["A: classical-otsu"] != table["B: classical-otsu"]).any()
     assert "Comparison CSV" in {d.label for d in at.get("download_button")}
-    at.selectbox(key="compare_show").set_value("s02_dense_clusters.png")
+    next(b for b in at.selectbox if b.label == "Image").set_value("s02_dense_clusters.png")
     at.run()
     assert not at.exception
+    # a new comparison starts the picker from the image chosen, and the panels show that one
+    at.slider(key="compare_b_threshold").set_value(0.7)
+    at.run()
+    at.button(key="compare_run").click()
+    at.run()
+    assert next(b for b in at.selectbox if b.label == "Image").value == "s02_dense_clusters.png"
+    assert any("s02" in str(c.proto) or "167" in str(c.proto) for c in at.get("plotly_chart"))
 
 
 @pytest.mark.slow
@@ -265,6 +272,12 @@ def test_a_model_deleted_meanwhile_leaves_the_comparison_saying_so(tiny_models):
     assert any("mine-deleted is no longer installed" in w.value for w in at.warning)
 
 
+def _png(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _stack_tif() -> bytes:
     """A z-stack with one nucleus in focus per plane: 1 in the first plane, 3 in the maximum projection."""
     import tifffile
@@ -296,6 +309,18 @@ def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
     long = at.session_state["compare__result"]["table"]
     assert set(long["count"]) == {1} and long["check"].all()
     assert long["check_reasons"].str.contains("only the first of its 3").all(), "the first plane alone is flagged"
+    # a plane number reads that plane of the stack, and a one-plane file as it is (it failed: "page 1 is out of range")
+    one = np.zeros((48, 48), np.uint8)
+    one[6:16, 6:16] = 200
+    at.file_uploader(key="compare_files").set_value([("stack.tif", _stack_tif(), "image/tiff"),
+                                                     ("one.png", _png(one), "image/png")])
+    at.run()
+    at.selectbox(key="compare_plane").set_value(1)
+    at.run()
+    at.button(key="compare_run").click()
+    at.run()
+    long = at.session_state["compare__result"]["table"].set_index("file")
+    assert (long["status"] == "ok").all() and long.loc["one.png", "count"].tolist() == [1, 1]
 
 
 def test_exclude_edge_objects_is_scored_against_the_truth_without_them_as_evaluate_does():
@@ -323,4 +348,5 @@ def test_exclude_edge_objects_is_scored_against_the_truth_without_them_as_evalua
     assert list(table["true"]) == [28, 167], "the table's truth column is the truth as given"
     assert table.loc["s01_sparse_small.png", "error: B: classical-otsu"] == b.loc["s01_sparse_small.png", "count"] - (
         28 - edges["s01_sparse_small.png"])
-    assert any("Exclude edge objects" in c.value and "as Evaluate does" in c.value for c in at.caption)
+    assert any("Exclude edge objects" in c.value and "as Evaluate scores them" in c.value for c in at.caption)
+    assert list(at.dataframe[2].value["true: B: classical-otsu"]) == [t - edges[n] for n, t in zip(samples, (28, 167))]

@@ -599,4 +599,4 @@ def test_a_samples_truth_leaves_its_edge_objects_out_with_exclude_edge_objects()
     assert not at.exception
     labels = read_ground_truth(SAMPLES / "s01_sparse_small_labels.tif").labels
     edge = len(edge_ids(labels))
-    assert edge > 0 and metric(at, "Ground truth") == str(28 - edge)
+    assert edge > 0 and metric(at, "Truth without edge objects") == str(28 - edge)
