@@ -404,7 +404,7 @@ def image_caption(source: Source, image: np.ndarray, page: int | str | None = No
     return text
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(max_entries=1, show_spinner=False)
 def sample_truths() -> dict[str, GroundTruth]:
     """Each shipped sample's ground truth by file name (its label image: which objects touch the edge)."""
     return {name: gt for name, _, gt in sample_pairs()}
