@@ -92,7 +92,8 @@ def read_image_cached(digest: str, _data: bytes, page: int | str | None = None, 
             st.warning(f"{which} holds {planes[0]} {planes[1]}; only the first was read and scored: save the plane "
                        "that was annotated as a file of its own.", icon="⚠️")
         else:
-            choose = "a time point" if planes[1] == "time points" else "a plane or their maximum projection"
+            choose = {"time points": "a time point", "images (TIFF pages)": "a page"}.get(
+                planes[1], "a plane or their maximum projection")
             st.warning(f"{which} holds {planes[0]} {planes[1]}; only the first was read and counted. Choose {choose} "
                        "above (**Plane** on Count, **Z-stacks** on Batch and Compare).", icon="⚠️")
     return image

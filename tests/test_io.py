@@ -850,3 +850,18 @@ def test_a_tiff_whose_first_page_is_a_thumbnail_is_read_as_its_image(tmp_path):
     read, planes = read_image_planes(path)
     assert read.shape == (256, 256) and np.array_equal(read, image) and planes is None
     assert image_shape(path) == (256, 256)
+
+
+def test_pages_of_other_sizes_suggest_a_page_not_a_projection(tmp_path):
+    """A file of two images of different sizes suggested their maximum projection, which then failed ("the planes
+    differ in size")."""
+    import tifffile
+
+    from cellcount.io.read import read_image_and_note
+
+    path = tmp_path / "two.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(np.zeros((64, 64), np.uint8), photometric="minisblack")
+        tw.write(np.zeros((128, 96), np.uint8), photometric="minisblack")
+    note = read_image_and_note(path)[1]
+    assert "Choose a page (count command: --plane N;" in note and "maximum projection" not in note

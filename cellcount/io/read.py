@@ -209,9 +209,10 @@ def read_image_and_note(
 
 def planes_note(name: str, planes: tuple[int, str]) -> str:
     """What to tell the user when only the first of ``planes`` (:func:`read_image_planes`) was read."""
-    if planes[1] == _PLANE_KINDS["T"]:  # never projected: cells move between time points
+    if planes[1] in (_PLANE_KINDS["T"], _OTHER_IMAGES):  # never projected: cells move; pages of other sizes
+        what = "time point" if planes[1] == _PLANE_KINDS["T"] else "page"
         return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
-                "time point (count command: --plane N; Python: read_image(page=N); Count page: 'Plane'; Batch "
+                f"{what} (count command: --plane N; Python: read_image(page=N); Count page: 'Plane'; Batch "
                 "page: 'Z-stacks')")
     return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
             "plane or their maximum projection (count command: --plane N or --plane max; Python: "
@@ -549,7 +550,7 @@ def _read_tiff(
         else:  # pages of other shapes, reachable with page=N (below)
             # other images of other shapes (a thumbnail beside the image is none)
             others = sum(1 for s in tif.series if s.keyframe is not None and not s.keyframe.is_reduced) > 1
-            planes = (len(tif.pages), "images (TIFF pages)") if others else None
+            planes = (len(tif.pages), _OTHER_IMAGES) if others else None
         if page >= n_select:
             if not page_dims and len(tif.pages) > page and len(tif.series) > 1:
                 # pages of different shapes land in separate series: index the raw pages
@@ -585,6 +586,8 @@ def _read_tiff(
 
 
 _PLANE_KINDS = {"Z": "z-planes", "T": "time points", "C": "channels"}
+_OTHER_IMAGES = "images (TIFF pages)"
+"""Pages of other shapes than the first: images to choose from, with no projection of them."""
 _UNNAMED_PLANES = "planes (TIFF pages that the file does not name: z-planes, time points or channels)"
 
 
