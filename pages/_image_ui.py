@@ -123,11 +123,12 @@ PLANE_NUMBERS = 100
 """Plane numbers offered where the files are not known yet (Batch, Compare)."""
 
 
-def stack_plane_ui(prefix: str, verb: str = "Count") -> int | str | None:
+def stack_plane_ui(prefix: str, verb: str = "Count", planes: int = PLANE_NUMBERS) -> int | str | None:
     """For pages of many files: which plane of each z-stack (or other file with several planes) to read, or
     their maximum projection; the session's choice, as Count's Plane. Returns the ``page`` to read (None: the
-    first plane, said in each such file's quality flag)."""
-    options: list[int | str] = ["first", "max", *range(PLANE_NUMBERS)]
+    first plane, said in each such file's quality flag). ``planes``: the plane numbers offered (the most any
+    file holds, where the files are known)."""
+    options: list[int | str] = ["first", "max", *range(planes)]
     key = f"{prefix}_plane"
     shared_plane_widget(key, options)
     plane = st.selectbox(
@@ -145,16 +146,22 @@ def stack_plane_ui(prefix: str, verb: str = "Count") -> int | str | None:
 def has_planes(source: Source) -> bool:
     """Whether ``source`` holds several planes (a z-stack, time series or multi-page file); False when unreadable
     (its error is shown where it is read)."""
-    return _has_planes(source.digest, source.data)
+    return n_planes(source) > 1
+
+
+def n_planes(source: Source) -> int:
+    """How many planes ``source`` holds (1: one image; also when unreadable)."""
+    return _n_planes(source.digest, source.data)
 
 
 @st.cache_data(max_entries=512, ttl=CACHE_TTL_S, show_spinner=False)
-def _has_planes(digest: str, _data: bytes) -> bool:
+def _n_planes(digest: str, _data: bytes) -> int:
     """Cached apart from the decoded images (8 of them): Compare asks it of every image on every rerun."""
     try:
-        return bool(cc.io.read_image_planes(_data)[1])
+        planes = cc.io.read_image_planes(_data)[1]
     except cc.CellcountError:
-        return False
+        return 1
+    return planes[0] if planes else 1
 
 
 def plane_source(source: Source, page: int | str | None) -> Source:

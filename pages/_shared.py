@@ -20,6 +20,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     has_planes,
     image_caption,
     image_note,
+    n_planes,
     plane_source,
     plane_ui,
     predict_cached,

@@ -436,8 +436,9 @@ with left:
 with right:
     sources = pick_images()
     page = None
-    if any(sh.has_planes(s) for s in sources):  # z-stacks: the plane Count and Batch read, or another
-        page = sh.stack_plane_ui(P, verb="Compare on")
+    most = max((sh.n_planes(s) for s in sources), default=1)
+    if most > 1:  # z-stacks: the plane Count and Batch read, or another of those these files hold
+        page = sh.stack_plane_ui(P, verb="Compare on", planes=most)
         sources = [sh.plane_source(s, page if sh.has_planes(s) else None) for s in sources]
     ready = len(configs) >= 1 and bool(sources)
     if not ready:

@@ -297,6 +297,7 @@ def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
     at.session_state["plane_choice"] = "max"  # what choosing it on Count left in the session
     at.run()
     assert at.selectbox(key="compare_plane").value == "max"
+    assert len(at.selectbox(key="compare_plane").options) == 2 + 3, "first, max and the 3 planes the stack holds"
     at.button(key="compare_run").click()
     at.run()
     assert not at.exception
