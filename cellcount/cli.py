@@ -772,7 +772,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
         return 2
     finally:
-        # the files end in the order of the inputs: unreadable files' rows were written first, workers finish in any
+        # the files end in the order of the inputs: unreadable files' rows are written first, workers finish in any
         # order and --resume appends; an in-process run's objects are in order already (read whole to be sorted)
         order = ("file", [escape_cell(name) for name in inputs])
         anywhere = args.workers or args.scheduler or args.resume

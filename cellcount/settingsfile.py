@@ -69,7 +69,7 @@ FILE_KEYS = ("model", "model_sha256", "params", "plane", "blocks", "backend", "b
 
 def _check_beside_params(data: dict[str, Any]) -> None:
     """Refuse a key beside ``params`` that no settings file has: a setting put there by hand (``"min_area_px"``
-    beside ``params`` was not read, and the run counted with the card's value in silence) or a misspelt one."""
+    beside ``params`` is not read, so the card's value would count in silence) or a misspelt one."""
     from .params import LEGACY_KEYS, PARAM_NAMES
 
     if "data" in data and "split" in data:  # evaluate's summary (--json): its settings, beside its figures

@@ -158,9 +158,9 @@ NEAR_FOREGROUND_PX = 3
 MIN_NEAR_SHARE = 0.25
 """Below this share of the density's mass near the foreground, the count that sizes the nuclei is the mass near
 it only. A field of a few nuclei in a wide background spreads a little density over every background pixel,
-hundreds of "nuclei" in all: their area over that count read as 1-3 px nuclei, the image was enlarged 4x and
-its noise counted (1438 objects for 1 nucleus). The share was 0.01-0.11 on such fields and 0.53-1.0 on every
-DSB validation image (``docs/RESULTS.md``, "Sizing a nearly empty field")."""
+hundreds of "nuclei" in all: their area over that count reads as 1-3 px nuclei, and an image enlarged 4x for them
+has its noise counted. The share is below this on the nearly empty fields ``scripts/sparse_field_probe.py`` builds, at least
+0.53 on every DSB validation image (``docs/RESULTS.md``, "Sizing a nearly empty field")."""
 
 
 def _disc_size(fg: np.ndarray, density: np.ndarray, window: tuple[slice, slice]) -> SizeEstimate:

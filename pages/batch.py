@@ -272,7 +272,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
                 "images, and files a stopped batch never reached (the 'reason' column says which)")
     flagged = ok[ok["check"].fillna(False).astype(bool)] if "check" in ok else ok.iloc[:0]
     m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0,
-                # a nearly empty well counted 1438 made most of a total: the flagged share is said beside it
+                # a flagged image (a nearly empty well sized wrong) can make most of a total: its share beside it
                 delta=f"{int(flagged['count'].sum())} flagged" if len(flagged) else None,  # short: the tile cut it
                 delta_color="off", delta_arrow="off",
                 help="Objects counted in all images; below it, how many of them are in the "

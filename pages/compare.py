@@ -379,8 +379,8 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
 
     st.subheader("Side by side")
     names = [s.name for s in sources]
-    # a widget of its own per comparison, started from the image chosen last: the one kept across comparisons (not
-    # drawn while "Press Compare" shows) came back naming the first image while the panels showed the last one
+    # a widget of its own per comparison, started from the image chosen last: one kept across comparisons is not
+    # drawn while "Press Compare" shows, and then names the first image while the panels show the one chosen
     chosen = st.session_state.get(f"{P}__show_choice")
     pick = st.selectbox("Image", names, index=names.index(chosen) if chosen in names else 0,
                         key=f"{P}_show_{hashlib.sha256(sig.encode()).hexdigest()[:12]}")

@@ -461,8 +461,8 @@ def _read_png16_colour(
 
 
 def main_series(tif: tifffile.TiffFile) -> int:
-    """Index of the TIFF's image series: the first that is not a reduced-resolution copy (a thumbnail some
-    scanners store first was read and counted instead of the image)."""
+    """Index of the TIFF's image series: the first that is not a reduced-resolution copy (some scanners store a
+    thumbnail first, which is not the image to count)."""
     for i, series in enumerate(tif.series):
         key = series.keyframe
         if key is not None and not key.is_reduced:
