@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import CellcountError, ChannelError, ImageReadError, ParameterError, PlaneError, error_text
 from .groundtruth import GroundTruth
-from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, read_image_and_note
+from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, planes_note, read_image_planes
 from .io.files import microscope_file_problem
 from .io.metadata import read_metadata
 from .measure import MICRON_COLUMNS
@@ -80,6 +80,9 @@ class BatchItem:
     """Model name for a failed item (a successful one takes it from its result)."""
     settings: str = ""
     """Settings JSON for a failed item, as in :meth:`CountResult.summary_row`."""
+    plane: int | str | None = None
+    """The plane of a stack counted (or ``"max"``, their projection); None where the file holds one plane or none
+    was chosen."""
     regions: pd.DataFrame | None = None
     """Counts per region (file, region, row0, col0, row1, col1, count) of an image counted by blocks with
     regions asked for (:mod:`cellcount.blocks`)."""
@@ -122,9 +125,9 @@ def labelled_uploads(
 
 
 def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
-                    max_pixels: int) -> tuple[Any, str | None, CountParams]:
-    """The image of one batch item (only ``p.channel`` decoded), its note, and the params to count it with (with the
-    pixel size the file states where none was given: µm columns in its object table). A
+                    max_pixels: int) -> tuple[Any, str | None, CountParams, int | str | None]:
+    """The image of one batch item (only ``p.channel`` decoded), its note, the params to count it with (with the
+    pixel size the file states where none was given: µm columns in its object table), and the page read. A
     plane or channel chosen for the stacks or composites of a folder does not fail a file with only one: it is
     counted as it is (a tester's --plane 2 failed every 2-D image of a mixed folder). A channel's note says so; a
     one-plane file needs no note, since it holds no other plane to have meant (its flag buried a batch's real ones:
@@ -135,7 +138,7 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
     channel = p.channel
     for _ in range(3):  # at most: the plane dropped, then the channel
         try:
-            image, note = read_image_and_note(src, channel=channel, page=page, max_pixels=max_pixels)
+            image, planes = read_image_planes(src, channel=channel, page=page, max_pixels=max_pixels)
         except PlaneError as err:
             if err.n_planes != 1 or page is None:
                 raise
@@ -146,8 +149,8 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
                 raise
             channel = None  # read whole; count_image notes the channel (channel_for_image)
             continue
-        if note:
-            notes.append(note)
+        if page is None and planes is not None:
+            notes.append(planes_note(name, planes))
         # a channel selected while reading is counted as the (H, W) plane it gave
         image_params = p.replace(channel=None) if channel is not None else p
         if p.pixel_size_um is None:  # the file's calibration
@@ -156,7 +159,7 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
                 image_params = image_params.replace(pixel_size_um=meta.pixel_size_um)
             elif meta.pixel_note:  # said, not flagged: the count is sound, only its µm columns are left empty
                 logger.warning("%s: %s", name, meta.pixel_note)
-        return image, "; ".join(notes) or None, image_params
+        return image, "; ".join(notes) or None, image_params, page if planes is not None else None
     raise AssertionError("unreachable")
 
 
@@ -201,7 +204,7 @@ def count_many(
         t0 = time.perf_counter()
         reason, failed = "", True
         try:
-            image, note, image_params = _read_for_count(src, name, p, page, max_pixels)
+            image, note, image_params, page_read = _read_for_count(src, name, p, page, max_pixels)
             result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
             # the batch's settings (a pixel size read from the file measured the objects: it is no setting, and
             # a settings file or --resume must not carry one image's calibration to the others)
@@ -228,7 +231,7 @@ def count_many(
             why = item.reason[len(name) + 2:] if item.reason.startswith(f"{name}: ") else item.reason
             logger.warning("failed %s: %s (the rest go on)", name, why)
         else:
-            item = BatchItem(name, "ok", "", result, seconds)
+            item = BatchItem(name, "ok", "", result, seconds, plane=page_read)
         yield item
         if progress is not None:
             progress(i + 1, n_total)
@@ -248,11 +251,16 @@ def with_plane(rows: pd.DataFrame, plane: int | str | None) -> pd.DataFrame:
     return rows
 
 
-def counts_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
-    """Per-image table with the :data:`COUNT_COLUMNS`."""
-    rows = [it.row() for it in items]
-    df = pd.DataFrame(rows, columns=list(COUNT_COLUMNS))
+def counts_frame(items: Iterable[BatchItem], plane: int | str | None = None) -> pd.DataFrame:
+    """Per-image table with the :data:`COUNT_COLUMNS`; with the ``plane`` chosen for the stacks, a ``plane``
+    column after ``file`` (:func:`with_plane`), empty for a file counted as its only plane (a 2-D image in a
+    folder of stacks was not projected, and its row must not say so)."""
+    items = list(items)
+    df = pd.DataFrame([it.row() for it in items], columns=list(COUNT_COLUMNS))
     df["count"] = df["count"].astype("Int64")  # stays integer with empty cells for failed files
+    if plane is not None:
+        planes = [plane if it.status != "ok" or it.plane is not None else None for it in items]
+        df.insert(1, "plane", pd.array(planes, dtype="Int64" if isinstance(plane, int) else object))
     return df
 
 

@@ -711,7 +711,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
             if escape_cell(str(path)) in done:  # counted before it went (kept, as a file gone since is)
                 continue
-            row = with_plane(counts_frame([BatchItem(str(path), "error", f"skipped: {reason}", None)]), args.plane)
+            row = counts_frame([BatchItem(str(path), "error", f"skipped: {reason}", None)], args.plane)
             counts_out.append(row)
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
@@ -752,7 +752,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                     index_out.append(_index_row(item.name, written_as))
                 if objects_out is not None:
                     published = objects_out.append(item_objects(item) if item.result is not None else []) and published
-                row = with_plane(counts_frame([item]), args.plane)
+                row = counts_frame([item], args.plane)
                 counts_out.append(row, publish=None if published else False)
                 record.add(row.to_dict("records"))
                 if item.status == "ok":

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch import BatchItem, count_many, counts_frame, item_objects, with_plane
+from .batch import BatchItem, count_many, counts_frame, item_objects
 from .errors import CellcountError
 from .finetune import Cancelled, FinetuneProgress, FinetuneResult, finetune
 from .history import Recorder
@@ -254,7 +254,7 @@ class BatchJob(_Threaded):
     def start(self) -> BatchJob:
         """Start counting; :meth:`cancel` stops it after the image being counted, keeping the finished ones."""
         if self.record is not None and self.failed:
-            self.record.add(with_plane(counts_frame(self.failed), self.options.get("page")).to_dict("records"))
+            self.record.add(counts_frame(self.failed, self.options.get("page")).to_dict("records"))
         self._start_thread()
         return self
 
@@ -266,7 +266,7 @@ class BatchJob(_Threaded):
                     self._done.append(item)
                 if self.record is not None:
                     # the plane counted, as the page's CSV says it (the Runs page exports these rows)
-                    self.record.add(with_plane(counts_frame([item]), self.options.get("page")).to_dict("records"))
+                    self.record.add(counts_frame([item], self.options.get("page")).to_dict("records"))
                     # and its objects: the page's table is gone with a reloaded tab, the Runs page keeps them
                     self.record.add_objects(item_objects(item))
                 if self._cancel.is_set():
@@ -284,7 +284,7 @@ class BatchJob(_Threaded):
                 with self._lock:
                     rest = self._rest(status)
                 if rest:  # the inputs never reached stay in the run's record (the Runs page said "not counted 0")
-                    self.record.add(with_plane(counts_frame(rest), self.options.get("page")).to_dict("records"))
+                    self.record.add(counts_frame(rest, self.options.get("page")).to_dict("records"))
                 self.record.finish({"done": "done", "cancelled": "interrupted"}.get(status, "failed"))
         with self._lock:
             self._status, self._error = status, error

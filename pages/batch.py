@@ -10,7 +10,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.batch import BatchItem, counts_frame, distinct_names, labels_zip, objects_frame, with_plane
+from cellcount.batch import BatchItem, counts_frame, distinct_names, labels_zip, objects_frame
 from cellcount.errors import error_text
 from cellcount.history import Recorder
 from cellcount.io import iter_zip_images, left_out, split_ground_truth_files, zip_image_names
@@ -202,7 +202,7 @@ def finish_batch(job: BatchJob) -> None:
         note = f"The batch stopped after {counted} of {n} image(s): {s.error}"
     if job.record is not None and job.record.warning:
         note = (note + " " if note else "") + f"This batch is not in the run history: {job.record.warning}"
-    counts = with_plane(counts_frame(rows), job.options.get("page"))  # what was counted of the stacks
+    counts = counts_frame(rows, job.options.get("page"))  # what was counted of the stacks
     st.session_state[f"{P}__result"] = {
         "counts": counts,
         "uploads": st.session_state.pop(f"{JOB}_uploads", None),

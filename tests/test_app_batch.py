@@ -214,7 +214,8 @@ def test_z_stacks_counted_from_their_maximum_projection(count_batch):
     assert not at.exception
     table = at.dataframe[0].value.set_index("file")
     assert table.loc["stack.tif", "count"] == 1 and "plane" not in str(table.loc["stack.tif", "check_reasons"])
-    assert (table["plane"] == 2).all(), "the CSV says which plane was counted, as Count's does"
+    assert table.loc[["stack.tif", "short.tif"], "plane"].tolist() == [2, 2], "the CSV says which plane was counted"
+    assert pd.isna(table.loc["s01_sparse_small.png", "plane"]), "a one-plane file's row names no plane"
     assert table.loc[png, "count"] == counts["max"].loc[png, "count"]
     failed = " ".join(m.value for m in at.markdown if "short.tif" in m.value)
     assert "out of range" in failed and "0..1" in failed, failed

@@ -315,6 +315,8 @@ def test_a_plane_for_stacks_counts_a_one_plane_file_as_it_is(classical):
     assert df["status"].tolist() == ["ok", "ok", "error"] and df["count"].tolist()[:2] == [1, 1]
     assert "plane" not in str(df.loc[1, "check_reasons"]) and "plane" not in str(df.loc[0, "check_reasons"])
     assert "out of range" in df.loc[2, "reason"]
+    planes = counts_frame(count_many(files, classical, page=2), 2)["plane"].tolist()
+    assert planes[0] == 2 and planes[2] == 2 and pd.isna(planes[1]), "the 2-D image's row names no plane"
     alone = counts_frame(count_many(files[1:2], classical)).iloc[0]
     assert df.loc[1, "check"] == alone["check"], "flagged as the same file counted without a plane"
     both = counts_frame(count_many(files[1:2], classical, {"channel": 1}, page=2)).iloc[0]

@@ -111,21 +111,30 @@ def test_batch_job_counts_in_the_background_and_records_the_run(draw_disks, tmp_
 
 def test_a_batch_of_one_plane_records_which_plane_in_its_rows(draw_disks, tmp_path):
     """The Batch page's CSV said which plane of the stacks was counted; the run history's rows (the Runs page's and
-    `cellcount runs --export`'s CSV) did not, so a projection's count looked like a first plane's."""
+    `cellcount runs --export`'s CSV) did not, so a projection's count looked like a first plane's. A 2-D image
+    beside the stacks is counted as it is, and its row leaves the plane empty instead of saying "max"."""
+    import io
+
+    import pandas as pd
+
     from cellcount.history import Recorder, list_runs, run_rows
     from cellcount.jobs import BatchJob
     from cellcount.models import CLASSICAL_NAME, load_model
     from cellcount.pipeline import resolve_params
 
     model = load_model(CLASSICAL_NAME)
-    record = Recorder(source="app", model=model.name, model_sha256=None, settings={}, inputs=["a"],
+    plane = ((draw_disks((64, 64), [(12, 12), (40, 40)], 6) > 0) * 200).astype(np.uint8)
+    stack = io.BytesIO()
+    tifffile.imwrite(stack, np.stack([plane] * 3), photometric="minisblack", metadata={"axes": "ZYX"})
+    record = Recorder(source="app", model=model.name, model_sha256=None, settings={}, inputs=["a", "s"],
                       path=tmp_path / "h.sqlite")
-    job = BatchJob([("a.png", _png(draw_disks, 2))], model, resolve_params(model), record=record,
-                   options={"page": "max"}).start()
+    job = BatchJob([("a.png", _png(draw_disks, 2)), ("s.tif", stack.getvalue())], model, resolve_params(model),
+                   record=record, options={"page": "max"}).start()
     assert job.join(120)
     run = list_runs(path=tmp_path / "h.sqlite").iloc[0]
-    rows = run_rows(int(run["id"]), path=tmp_path / "h.sqlite")
-    assert list(rows["plane"]) == ["max"] and list(rows.columns[:2]) == ["file", "plane"]
+    rows = run_rows(int(run["id"]), path=tmp_path / "h.sqlite").set_index("file")
+    assert rows.loc["s.tif", "plane"] == "max" and list(rows.reset_index().columns[:2]) == ["file", "plane"]
+    assert pd.isna(rows.loc["a.png", "plane"]) or rows.loc["a.png", "plane"] == ""
 
 
 def test_a_stopped_batch_keeps_what_it_counted(draw_disks, tmp_path):
