@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import CellcountError, ChannelError, ImageReadError, ParameterError, PlaneError, error_text
 from .groundtruth import GroundTruth
-from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, planes_note, read_image_planes
+from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, planes_note, projection_note, read_image_planes
 from .io.files import microscope_file_problem
 from .io.metadata import read_metadata
 from .measure import MICRON_COLUMNS
@@ -151,6 +151,8 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
             continue
         if page is None and planes is not None:
             notes.append(planes_note(name, planes))
+        elif page == "max" and (caution := projection_note(name, planes)):  # said, not flagged: as on Count
+            logger.warning("%s", caution)
         # a channel selected while reading is counted as the (H, W) plane it gave
         image_params = p.replace(channel=None) if channel is not None else p
         if p.pixel_size_um is None:  # the file's calibration

@@ -136,7 +136,8 @@ def stack_plane_ui(prefix: str, verb: str = "Count", planes: int = PLANE_NUMBERS
         format_func=lambda o: {"first": f"{verb} the first plane (the row is flagged)",
                                "max": f"{verb} their maximum projection"}.get(o) or f"{verb} plane {o} (0 = the first)",
         help="Maximum-intensity projection: each pixel's brightest value over all planes, so every nucleus appears "
-        "whichever plane it is in focus on. A plane number reads that plane of each file (a file with fewer planes "
+        "whichever plane it is in focus on; not for files whose planes are channels (it mixes the nuclei with the "
+        "other stains: choose the nuclei's plane). A plane number reads that plane of each file (a file with fewer planes "
         "is listed as failed, with why). Files with one plane are read as they are either way; Count, Batch and "
         "Compare share this choice.",
     )

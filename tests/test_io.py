@@ -263,6 +263,31 @@ def test_stack_read_without_page_warns_that_one_plane_was_read() -> None:
         assert read_image_and_note(channels)[1] is None and read_image(channels).shape == (6, 8, 3)
 
 
+def test_a_projection_of_pages_that_may_be_channels_is_cautioned(caplog) -> None:
+    """page="max" over a file's unnamed pages may mix the nuclei's channel with other stains: the Count page
+    said so, the API and the count command did not. Said, not flagged (a z-stack saved without axes is common);
+    a named z-stack's projection gets no word, and a one-plane file none."""
+    import logging
+
+    from cellcount.batch import count_many, counts_frame
+    from cellcount.models import CLASSICAL_NAME, load_model
+
+    classical = load_model(CLASSICAL_NAME)
+    stack = np.stack([np.full((6, 8), k, np.uint8) for k in range(3)])
+    unnamed = _tiff_bytes(stack, photometric="minisblack")
+    z = _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"})
+    with pytest.warns(ImageReadWarning, match="3 planes may be channels.*--plane N"):
+        assert (read_image(unnamed, page="max") == 2).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (read_image(z, page="max") == 2).all() and read_image(_tiff_bytes(stack[0]), page="max").shape == (6, 8)
+    with caplog.at_level(logging.WARNING, logger="cellcount"):
+        df = counts_frame(count_many([("u.tif", unnamed), ("z.tif", z)], classical, page="max"))
+    said = [r.getMessage() for r in caplog.records if "may be channels" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("u.tif:")
+    assert "channels" not in " ".join(df["check_reasons"].astype(str)), "said, not flagged"
+
+
 def test_maximum_projection_of_a_stack() -> None:
     """page="max": the brightest value of each pixel over all planes (nuclei in focus on different planes all
     appear), read plane by plane; a single-plane file comes back as it is; bad values are clear errors."""
@@ -276,12 +301,12 @@ def test_maximum_projection_of_a_stack() -> None:
     stacks = (_tiff_bytes(stack, photometric="minisblack"), _tiff_bytes(stack, imagej=True, metadata={"axes": "ZYX"}))
     zc = np.stack([stack, stack // 2], axis=1)  # (Z, C, Y, X): one channel, projected over Z
     one = _tiff_bytes(zc, imagej=True, metadata={"axes": "ZCYX"})
+    for data, caution in zip(stacks, ("may be channels", None)):  # a named z-stack's projection: no word
+        image, note = read_image_and_note(data, page="max")
+        assert (note is None if caution is None else caution in note) and image.dtype == np.uint16
+        np.testing.assert_array_equal(image, expect)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the projection is what was asked for: no warning
-        for data in stacks:
-            image, note = read_image_and_note(data, page="max")
-            assert note is None and image.dtype == np.uint16
-            np.testing.assert_array_equal(image, expect)
         np.testing.assert_array_equal(read_image(gif.getvalue(), page="MAX")[..., 0], (stack // 4).max(axis=0))  # GIF: RGB
         np.testing.assert_array_equal(read_image(_tiff_bytes(stack[1]), page="max"), stack[1])
         np.testing.assert_array_equal(read_image(one, page="max", channel=1), (stack // 2).max(axis=0))

@@ -204,7 +204,20 @@ def read_image_and_note(
     of issuing it: batch and app code puts it beside the count without swapping the process-wide warning
     filters, which concurrent sessions would race on."""
     image, planes = read_image_planes(source, channel=channel, page=page, max_pixels=max_pixels, max_bytes=max_bytes)
-    return image, (planes_note(_source_name(source), planes) if page is None and planes is not None else None)
+    name = _source_name(source)
+    if page is None:
+        return image, (planes_note(name, planes) if planes is not None else None)
+    return image, (projection_note(name, planes) if isinstance(page, str) else None)
+
+
+def projection_note(name: str, planes: tuple[int, str] | None) -> str | None:
+    """What to tell the user whose maximum projection may be of channels (None where it is not)."""
+    if planes is None or "channels" not in planes[1]:
+        return None
+    are = "are channels" if planes[1] == _PLANE_KINDS["C"] else "may be channels (the file does not name them)"
+    return (f"{name}: its {planes[0]} planes {are}; a maximum projection of channels mixes the nuclei with the "
+            "other stains: count the nuclei's plane instead (count command: --plane N; Python: read_image(page=N); "
+            "Count page: 'Plane')")
 
 
 def planes_note(name: str, planes: tuple[int, str]) -> str:
