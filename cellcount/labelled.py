@@ -59,6 +59,7 @@ from .io import (
     cell_counter_stem,
     ground_truth_suffix,
     imagej_roi_stem,
+    not_an_image,
     open_zip,
     read_image,
     role_word_ground_truth,
@@ -500,7 +501,10 @@ def labelled_set(
         name = image.name
         if not (dsb[name] or name in pairs or name in count_of or name in shared_of or name in disagree_of
                 or name in unsure):
-            out.unlabelled.append((image.name, image.data))
+            if why := not_an_image(name, image.data):  # listed as an image to annotate, it failed only when opened
+                out.skipped.append((name, why))
+            else:
+                out.unlabelled.append((image.name, image.data))
             continue
         shape = None
         try:

@@ -9,6 +9,7 @@ its progress again on return.
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 
 import numpy as np
@@ -41,6 +42,7 @@ P = "train"
 POINTS = f"{P}__points"  # image key -> float64 (N, 2) clicked points (row, col)
 UNDO = f"{P}__undo"  # image key -> earlier point arrays
 GUESSES = f"{P}__guesses"  # image key -> (model, its count) of each image shown for dotting
+BASIS = f"{P}__basis"  # image key -> the dots its edits started from (dots_id): a points file's, or none
 FEW_DOTS = 0.5  # fewer dots than this share of a model's count (of at least MIN_GUESS cells): said before training
 MIN_GUESS = 10
 POLL_S = 1.0
@@ -86,7 +88,10 @@ def progress_text(s: JobSnapshot) -> str:
     text = STAGES.get(p.stage, p.stage)
     if p.stage == "train":
         of = f"of about {p.steps} (as many as the time budget buys)" if p.estimated else f"of {p.steps}"
-        text += f": step {p.step} {of} · loss {p.loss:.4f} · about {clock(p.remaining_s)} left"
+        # a fixed number of steps: re-tuning and scoring come after the steps, and take their own time (a tester
+        # read "about 0:10 left" a minute before the end); a time budget holds them
+        then = "" if p.estimated else ", then re-tuning and scoring"
+        text += f": step {p.step} {of} · loss {p.loss:.4f} · about {clock(p.remaining_s)} of training left{then}"
     elif p.message:
         text += f": {p.message}"
     return text + f" · {clock(s.elapsed_s)} elapsed"
@@ -180,7 +185,8 @@ def job_panel(board: JobBoard, me: str) -> None:
     st.subheader(f"Fine-tune: {job.name}")
     elsewhere = not started_here(job)
     if elsewhere:
-        st.caption("Started in another tab of this app, or in this one before it was reloaded.")
+        st.caption("Started in another tab or browser on this app's server (yours, or someone else's using the same "
+                   "server), or in this tab before it was reloaded.")
     was_running = job.snapshot().running
 
     @st.fragment(run_every=POLL_S if was_running else None)
@@ -224,9 +230,27 @@ def points_of(key: str, initial: np.ndarray | None = None) -> np.ndarray:
     return np.zeros((0, 2)) if initial is None else np.asarray(initial, np.float64).reshape(-1, 2)
 
 
+def dots_id(pts: np.ndarray | None) -> str:
+    """Which set of dots ``pts`` is (none, or a digest of their positions)."""
+    if pts is None or not len(pts):
+        return "none"
+    return hashlib.sha256(np.round(np.asarray(pts, np.float64), 2).tobytes()).hexdigest()[:16]
+
+
 def set_points(key: str, pts: np.ndarray, initial: np.ndarray | None = None) -> None:
+    if key not in st.session_state.get(POINTS, {}):  # the first edit: remember what it started from
+        st.session_state.setdefault(BASIS, {})[key] = dots_id(initial)
     st.session_state.setdefault(UNDO, {}).setdefault(key, []).append(points_of(key, initial))
     st.session_state.setdefault(POINTS, {})[key] = pts
+
+
+def use_file_dots(keys: list[str]) -> None:
+    """Drop the clicked dots of ``keys`` for their points files' (Undo brings the clicks back)."""
+    for key in keys:
+        clicked = st.session_state.get(POINTS, {}).pop(key, None)
+        if clicked is not None:
+            st.session_state.setdefault(UNDO, {}).setdefault(key, []).append(clicked)
+        st.session_state.get(BASIS, {}).pop(key, None)
 
 
 def undo(key: str) -> None:
@@ -295,7 +319,7 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
     try:
         image = sh.read_image_cached(sh.digest_of(data), data)
     except cc.CellcountError as err:
-        sh.show_error(err)
+        sh.show_error(err, name=short_name(name))
         return
     h, w = image.shape[:2]
     zoom = annotate.display_zoom((h, w))
@@ -331,18 +355,27 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
 # --------------------------------------------------------------------------------------------------
 def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
     """Uploaded annotations, with clicked dots in place of a file's points, plus images dotted here."""
-    clicked = st.session_state.get(POINTS, {})
-    items, unused = [], []
+    clicked, basis = st.session_state.get(POINTS, {}), st.session_state.get(BASIS, {})
+    items, unused, over = [], [], []
     for name, data, gt in found.items:
-        pts = clicked.get(image_key(name, data))
+        key = image_key(name, data)
+        pts = clicked.get(key)
         if pts is not None and len(pts) and gt.kind in ("labels", "mask"):
             unused.append(short_name(name))
+        if pts is not None and gt.kind == "points" and basis.get(key, dots_id(gt.points)) != dots_id(gt.points):
+            over.append((key, f"{short_name(name)} ({len(pts)} clicked, {gt.count} in the file)"))
         # dots replace a file's points, and give a count-only image the positions it lacks
         dotted = pts is not None and (gt.kind == "points" or (gt.kind == "count" and len(pts)))
         items.append((name, data, annotate.points_ground_truth(pts, source=name) if dotted else gt))
     if unused:  # the outlines teach more than dots: they are used, and the clicks said to be set aside (a tester)
         st.info(f"The dots you clicked on {', '.join(unused[:5])}{' …' if len(unused) > 5 else ''} are not used: "
                 "the outlines uploaded for it since are (they teach more than dots).")
+    if over:  # clicks made before the image's points file came: which dots are used is said (a tester's 3 were not)
+        st.info(f"Your clicked dots are used, not those of the points files uploaded since, on "
+                f"{'; '.join(t for _, t in over[:5])}{' …' if len(over) > 5 else ''}.", icon=":material/info:")
+        st.button("Use the files' dots instead", key=f"{P}_use_file_dots", on_click=use_file_dots,
+                  args=([k for k, _ in over],), help="Your clicks on these images are set aside (Undo brings "
+                  "them back on the image shown).")
     for name, data in found.unlabelled + found.truth_refused:
         pts = clicked.get(image_key(name, data))
         if pts is not None and len(pts):
@@ -399,10 +432,17 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                              f"enough for 32 images of 256 × 256 px on a laptop CPU. A faster CPU stops after "
                              f"{DEFAULT_MAX_STEPS} training steps.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
+    # the proposal follows the set until the user types their own: the 0 proposed for one dotted image stayed as
+    # more were dotted, and the run had no before/after score and no fallback to the base (a tester)
+    if st.session_state.get(f"{P}_holdout") in (None, st.session_state.get(f"{P}_holdout_proposed")):
+        st.session_state[f"{P}_holdout"] = default_held
+    st.session_state[f"{P}_holdout_proposed"] = default_held
     if (st.session_state.get(f"{P}_holdout") or 0) > max(n_images - 1, 0):  # kept from a set with more images
         st.session_state[f"{P}_holdout"] = max(n_images - 1, 0)
-    held = d.number_input("Held-out images", 0, max(n_images - 1, 0), default_held, key=f"{P}_holdout", persist_state=sh.PERSIST,
-                          help="Kept out of training and tuning; they score the base and the new model.")
+    held = d.number_input("Held-out images", 0, max(n_images - 1, 0), key=f"{P}_holdout", persist_state=sh.PERSIST,
+                          help="Kept out of training and tuning; they score the base and the new model, and a "
+                          "fine-tune that counts them worse keeps the base's weights. 0: no before/after score "
+                          "and no such check.")
     diameter = e.number_input("Object diameter (px, 0: measure it)", 0.0, 1000.0, 0.0, 1.0, key=f"{P}_diameter", persist_state=sh.PERSIST,
                               help="If you know how large your objects are, say so: the new model then learns and "
                               "counts them at that size. Otherwise it is measured from your label images, or by "
@@ -503,6 +543,12 @@ if sparse:
                f"{'; '.join(sparse[:5])}{' …' if len(sparse) > 5 else ''}. Every cell without a dot is taught as "
                "background (an image left with no dots, as holding no cells): dot every cell of those images, or "
                "remove them from the upload.", icon=":material/warning:")
+clicked = st.session_state.get(POINTS, {})
+empty = [short_name(n) for n, d, gt in items if gt.count == 0 and image_key(n, d) not in clicked]
+if empty:  # a points CSV with its header line only reads as an image without cells (a tester's export)
+    st.warning(f"{len(empty)} image(s) have annotation files without a single cell: {', '.join(empty[:5])}"
+               f"{' …' if len(empty) > 5 else ''}. They are taught as images without cells (all background); if "
+               "they have cells, dot them above or export their annotations again.", icon=":material/warning:")
 mine = board.get(me)
 saved = mine.snapshot() if mine is not None and started_here(mine) else None  # a followed run's name is not ours
 job_args = settings_ui(len(items), saved.name if saved is not None and saved.status in ("running", "done") else None,

@@ -174,7 +174,7 @@ def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     reloaded = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
     reloaded.switch_page("pages/train.py").run()
     for view in (other, reloaded):
-        assert any("Started in another tab of this app, or in this one before it was reloaded" in c.value
+        assert any("Started in another tab or browser on this app's server (yours, or someone else's" in c.value
                    for c in view.caption)
         assert view.get("progress") and any(b.key == "train_cancel" for b in view.button)
     reloaded.button(key="train_cancel").click().run()
@@ -576,3 +576,63 @@ def test_an_image_whose_points_file_is_refused_can_still_be_dotted(tiny_models):
     at.session_state["train__points"] = {keys[first]: points[first]}
     at.run()
     assert any("1 annotated image(s)" in c.value for c in at.caption), "its dots are its annotation"
+
+
+def test_the_held_out_proposal_follows_the_images_dotted_until_the_user_sets_it(tiny_models):
+    """A tester dotted four images one by one: the 0 held out proposed for the first stayed, and the run had no
+    before/after score and no fallback to the base. The proposal follows the set; a number typed stays."""
+    images, _, points = _set(4)
+    at = open_train(images)
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    names = sorted(keys)
+    at.session_state["train__points"] = {keys[names[0]]: points[names[0]]}
+    at.run()
+    assert at.number_input(key="train_holdout").value == 0, "one image: nothing to hold out"
+    at.session_state["train__points"] = {keys[n]: points[n] for n in names}
+    at.run()
+    assert any("4 annotated image(s)" in c.value for c in at.caption)
+    assert at.number_input(key="train_holdout").value == 1, "four images: one held out, as an upload of four gets"
+    at.number_input(key="train_holdout").set_value(2).run()
+    at.session_state["train__points"] = {keys[n]: points[n] for n in names[:3]}
+    at.run()
+    assert at.number_input(key="train_holdout").value == 2, "the user's own number stays"
+
+
+def test_a_points_file_uploaded_after_clicks_on_its_image_is_said_and_can_be_used(tiny_models):
+    """A tester dotted an image by clicking, then uploaded its 3-point CSV: the clicks were used and the file's
+    dots ignored without a word."""
+    images, csvs, points = _set(2)
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    first = sorted(keys)[0]
+    at = open_train(images)
+    clicks = np.tile(points[first][:1], (9, 1))  # as the click handler stores them: made from no dots
+    at.session_state["train__points"] = {keys[first]: clicks}
+    at.session_state["train__basis"] = {keys[first]: "none"}
+    at.run()
+    assert not any("points files uploaded since" in i.value for i in at.info)
+    at.file_uploader(key="train_gt_files").set_value(list(csvs)).run()
+    said = [i.value for i in at.info if "points files uploaded since" in i.value]
+    assert len(said) == 1 and f"{first} (9 clicked, {len(points[first])} in the file)" in said[0]
+    at.button(key="train_use_file_dots").click().run()
+    assert not any("points files uploaded since" in i.value for i in at.info)
+    at.selectbox(key="train_annotate_image").set_value(first).run()
+    assert at.metric[0].value == str(len(points[first])), "the file's dots, shown and used"
+
+
+def test_an_annotation_file_without_cells_is_said_before_training(tiny_models):
+    """A points CSV with only its header line teaches its image as holding no cells: said as a warning, by name."""
+    images, csvs, _ = _set(3)
+    csvs[1] = (csvs[1][0], b"x,y\n", "text/csv")
+    at = open_train(images, csvs)
+    warned = [w.value for w in at.warning if "annotation files without a single cell" in w.value]
+    assert len(warned) == 1 and "cells_1.png" in warned[0] and "cells_0.png" not in warned[0]
+
+
+def test_a_file_that_is_no_image_is_listed_as_such_not_offered_for_dotting(tiny_models):
+    """Text saved as fake.png was listed as an image without annotations and offered for dotting; opened, its
+    error named it <bytes>."""
+    images, csvs, _ = _set(2)
+    at = open_train([*images, ("fake.png", b"hello, not an image", "image/png")], csvs)
+    assert "fake.png" not in at.selectbox(key="train_annotate_image").options
+    said = [w.value for w in at.warning if "could not be used" in w.value]
+    assert len(said) == 1 and "fake.png" in said[0] and "not an image" in said[0]

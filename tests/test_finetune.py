@@ -1138,6 +1138,11 @@ def test_a_gain_made_by_the_settings_alone_is_said():
     assert "as well as" in settings_gain_note("b", "n", {"mae": 2.0}, {"mae": 2.0})
     assert settings_gain_note("b", "n", {"mae": 2.0}, {"mae": 9.0}) == "", "the training did the rest"
     assert settings_gain_note("b", "n", {"mae": 2.0}, {}) == "", "no settings-only figure (density, same settings)"
+    # the base's postprocessing kept (its own note says so): the settings that differ are the input's, not
+    # "input and postprocessing" (a tester read the two notes as contradicting each other)
+    kept = settings_gain_note("b", "n", {"mae": 4.0}, {"mae": 3.0}, postprocessing_kept=True)
+    assert "the change is the input settings'" in kept and "the postprocessing is the base's" in kept
+    assert "input and postprocessing" not in kept
 
 
 def test_a_fine_tune_never_goes_into_the_shipped_weights_folder():

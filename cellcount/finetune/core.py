@@ -871,7 +871,8 @@ def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, score
         settings_only = {}
     elif tuned.gain_text:  # said of the weights that are saved only (the base's kept: no gain, as the base counts)
         run.note(tuned.gain_text)
-    if not kept_base and (text := settings_gain_note(model.name, name, after, settings_only)):
+    if not kept_base and (text := settings_gain_note(model.name, name, after, settings_only,
+                                                     postprocessing_kept=tuned.settings_kept)):
         run.note(text)
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
     if not kept_base and not keep_worse and after.get("mae", 0) > before.get("mae", math.inf):

@@ -13,17 +13,21 @@ GAIN_NOTE = 1.2
 change may then be small next to the scale."""
 
 
-def settings_gain_note(base: str, name: str, after: dict[str, float], settings_only: dict[str, float]) -> str:
+def settings_gain_note(base: str, name: str, after: dict[str, float], settings_only: dict[str, float], *,
+                       postprocessing_kept: bool = False) -> str:
     """A note when the base's own weights with the new settings counted the held-out images at least as well as
     the fine-tuned weights (``after``, ``settings_only``: held-out summaries), else "": the change is then the
     settings' (a tester's 20-step fine-tune read MAE 129 -> 4.00 and the base's weights with its settings 3.00,
-    under a verdict crediting the fine-tune)."""
+    under a verdict crediting the fine-tune). ``postprocessing_kept``: the base's postprocessing was kept, so the
+    settings that differ are the input's (the object size read for the set)."""
     if "mae" not in settings_only or "mae" not in after or not settings_only["mae"] <= after["mae"]:
         return ""
     how = "as well as" if settings_only["mae"] == after["mae"] else "better than"
+    which = ("input settings' (the object size and how the images are read; the postprocessing is the base's)"
+             if postprocessing_kept else "settings' (input and postprocessing)")
     return (f"{base}'s own weights with {name}'s settings counted the held-out images {how} the fine-tuned weights "
-            f"(MAE {settings_only['mae']:.2f} against {after['mae']:.2f}): the change is the settings' (input and "
-            f"postprocessing), not the training: {base} with settings tuned on your images (Evaluate page: "
+            f"(MAE {settings_only['mae']:.2f} against {after['mae']:.2f}): the change is the {which}, not the "
+            f"training: {base} with settings tuned on your images (Evaluate page: "
             "Optimise; command line: cellcount evaluate --tune) may count them as well. More annotated images or "
             "training steps may make the fine-tuned weights worth it")
 

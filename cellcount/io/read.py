@@ -339,6 +339,21 @@ def _channel_index(name: str, channel: int, n_channels: int) -> int:
     return int(channel)
 
 
+def not_an_image(name: str, data: bytes) -> str | None:
+    """Why ``data`` is no image this program reads, from its header alone (nothing decoded), else None: an upload
+    that is text or junk is said as such where it is listed, not only once it is opened."""
+    head = bytes(data[:64])
+    if head[:4] in TIFF_MAGICS:
+        return None  # BigTIFF and others Pillow does not open: read by tifffile
+    try:
+        with Image.open(io.BytesIO(data)):
+            return None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return _unreadable(name, head)
+    except Image.DecompressionBombError:
+        return None  # an image: its size is refused where it is read, with the limit
+
+
 def _unreadable(name: str, head: bytes) -> str:
     """Why ``name`` is no image this program reads: a microscope vendor's format said as such (as a folder walk
     and a zip say it), anything else by its first bytes."""
