@@ -309,12 +309,17 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         "uncertain_fraction": f"the model is unsure about {v:.0%} of the pixels it may call foreground, giving them "
                               f"a probability between {UNCERTAIN_LOW:g} and {UNCERTAIN_HIGH:g} (blur, low contrast "
                               "or an unfamiliar image type)",
-        "contrast": f"low contrast between nuclei and background ({v:.2f})",
+        # a bright artefact sets the top of the range as well as faint nuclei do (a tester's scale bar: 0.58 -> 0.07)
+        "contrast": f"low contrast between nuclei and background ({v:.2f}: faint nuclei, or something far brighter "
+                    "than them, such as dust, a scale bar or text, setting the top of the intensity range)",
         "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
-                              "median size (likely merged nuclei)",
+                              "median size (likely merged nuclei, or objects that are not nuclei: dust, debris, text)",
         "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",
         "merge_share": f"{v:.0%} of the objects are far larger than their neighbours (likely merged nuclei)",
-        "focus": f"nucleus outlines are soft (focus {v:.2f}: blur or out of focus)",
+        # measured in the file's pixels: an oversampled image's sharp outlines span more of them (a tester's 2x
+        # DSB images read 0.13 against 0.23)
+        "focus": f"nucleus outlines are soft (focus {v:.2f}: blur, out of focus, or nuclei imaged at a far higher "
+                 "magnification than the model's training images)",
         "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
         "foreground_share": (f"{v:.0%} of the image is foreground, more than the model was calibrated on"
                              + (f" ({limit:.0%} at most)" if limit is not None else "")
