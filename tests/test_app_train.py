@@ -408,6 +408,18 @@ def test_cli_warns_when_the_new_model_is_worse(monkeypatch, capsys, tmp_path):
     assert "warning: Paired over the same 2 images" in out and "new counts these images worse than unet-mask" in out and "note: dots far apart" in out
 
 
+def test_cli_says_when_nothing_was_held_out(monkeypatch, capsys, tmp_path):
+    """--holdout 0 printed nothing about it: no before/after score, and no check against the base's weights."""
+    import cellcount.finetune as ft
+
+    monkeypatch.setattr("cellcount.finetune.cli.finetune", lambda *a, **k: ft.FinetuneResult(
+        folder=tmp_path, name="new", steps=1, seconds=1.0, before={}, after={}, paired={}))
+    assert ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "new", "--steps", "1",
+                    "--holdout", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "note: no image was held out" in out and "counts worse than unet-mask is kept as well" in out
+
+
 def test_a_worse_mean_is_a_warning_even_when_the_interval_includes_0():
     """11 held-out images, +7.38 MAE: the interval included 0 and nothing warned (a helper's run)."""
     from cellcount.finetune import holdout_verdict

@@ -1071,13 +1071,22 @@ def test_grad_under_blobs_lets_a_relu_head_learn_cells_it_draws_none_of(tiny_mod
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a\\b", "a:b", "x<y", "a|b", 'say "hi"', "what?", "all*", ".hidden", " pad",
-                                 "trailing.", "CON", "com1.model", "del\x7f"])
+                                 "trailing.", "CON", "com1.model", "del\x7f", "my-cells\u200b", "rtl\u202eexe"])
 def test_a_new_model_name_must_be_a_folder_name_on_any_system(bad, tmp_path):
     from cellcount.finetune import check_new_name
 
     with pytest.raises(ParameterError, match="plain folder name"):
         check_new_name(bad, out_dir=tmp_path)
     assert check_new_name("marrow test #1", out_dir=tmp_path) == tmp_path / "marrow test #1"
+
+
+def test_a_new_model_name_too_long_for_a_folder_is_refused_before_training(tmp_path):
+    """300 characters failed with an OSError traceback (a folder name holds at most 255 bytes)."""
+    from cellcount.finetune import check_new_name
+
+    with pytest.raises(ParameterError, match="300 characters long; give at most 80"):
+        check_new_name("x" * 300, out_dir=tmp_path)
+    assert check_new_name("é" * 80, out_dir=tmp_path).name == "é" * 80
 
 
 @pytest.mark.slow

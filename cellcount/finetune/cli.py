@@ -131,5 +131,9 @@ def _main(argv: list[str] | None) -> int:
         if res.kept_base:
             text += f" So {res.name} keeps {args.base}'s weights: it counts these images as {args.base} does."
         print(("warning: " if warn else "") + text)
+    else:  # the Train page says it too: without held-out images nothing checked the new weights against the base's
+        print(f"note: no image was held out (--holdout 0, or too few images), so there is no before/after score, and "
+              f"{res.name} keeps its fine-tuned weights unchecked: a fine-tune that counts worse than {args.base} is "
+              "kept as well. Score it on images it has not seen (cellcount evaluate) before relying on it")
     # saved, but not from every image given: exit 1, as `count` and `evaluate` do when they left a file out
     return 1 if any(text.startswith("left out: ") for text in res.notes) else 0

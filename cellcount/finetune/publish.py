@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 from ..errors import ParameterError
@@ -23,6 +24,10 @@ WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in r
 """Folder names Windows refuses whatever follows the dot."""
 
 
+MAX_NAME_CHARS = 80
+"""The longest model name: the Train page's name box takes as many."""
+
+
 def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """The folder a new model ``name`` goes to; ParameterError when the name is not a plain folder name, is a
     shipped model's (or the baseline's), or is taken in ``out_dir`` (default: the user models folder) and
@@ -31,12 +36,15 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
 
     # the characters no folder may hold on Windows either: a model is a folder a user may copy to another computer
     reserved = name.split(".")[0].strip().upper() in WINDOWS_RESERVED
+    # invisible characters (a zero-width space) make a name that reads as another; format and control characters
+    invisible = any(unicodedata.category(c) in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp") for c in name)
     if (not name or not name.strip() or any(c in name for c in '/\\:<>"|?*') or name.startswith(".")
-            or name.endswith(".") or name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name)
-            or reserved):
+            or name.endswith(".") or name != name.strip() or invisible or reserved):
         raise ParameterError(f"model name {name!r} must be a plain folder name (none of / \\ : < > \" | ? *, no "
-                             "dot at either end, no spaces at either end, not a name Windows reserves such as CON "
-                             "or COM1)")
+                             "dot at either end, no spaces at either end, no invisible characters, not a name "
+                             "Windows reserves such as CON or COM1)")
+    if len(name) > MAX_NAME_CHARS:  # a longer folder name fails on most file systems (255 bytes), with a traceback
+        raise ParameterError(f"model name is {len(name)} characters long; give at most {MAX_NAME_CHARS}")
     from ..models.loading import DEFAULT_WEIGHTS_DIR
 
     folder = Path(out_dir) if out_dir is not None else user_models_dir()
