@@ -103,7 +103,9 @@ def _labelled_items(
         if not pairs:
             raise GroundTruthError(f"no images with annotations found in {data}")
         names = item_names(data, [p for p, _ in pairs])
-        return [(n, Path(p).read_bytes(), gt) for n, (p, gt) in zip(names, pairs, strict=True)], str(data)
+        # the folder's name, not its path: a card is shared, and a user's folders are not its business
+        folder = Path(data).resolve().name or str(data)
+        return [(n, Path(p).read_bytes(), gt) for n, (p, gt) in zip(names, pairs, strict=True)], f"folder {folder}"
     items = [(str(n), bytes(b), gt) for n, b, gt in data]
     if not items:
         raise GroundTruthError("no annotated images to fine-tune on")
