@@ -736,6 +736,26 @@ def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert "1 ground-truth file(s) match no image: zz_points.csv" in caplog.text
 
 
+def test_two_annotations_of_one_image_that_disagree_leave_it_out_saying_so(tmp_path: Path) -> None:
+    """A stale a_points.csv (2 dots) beside a.csv (5) was used by the suffix order, said only by a log line, and a
+    fine-tune trained on it; now the image is reported with both files and counts (a caller's on_error) and left
+    out, or raises without on_error. Files that agree stay as they were: the preferred one is used."""
+    for k, name in enumerate("ab"):
+        _save_png(tmp_path / f"{name}.png", np.full((10, 12), k, np.uint8))
+    (tmp_path / "a_points.csv").write_text("x,y\n1,1\n2,2\n")
+    (tmp_path / "a.csv").write_text("x,y\n1,1\n2,2\n3,3\n4,4\n5,5\n")
+    (tmp_path / "b_points.csv").write_text("x,y\n1,1\n")
+    said: list[tuple[str, str]] = []
+    items = load_labelled_folder(tmp_path, on_error=lambda image, why: said.append((image.name, why)))
+    assert [p.name for p, _ in items] == ["b.png"]
+    assert said == [("a.png", "two annotations that disagree: a_points.csv (2 objects) and a.csv (5): keep the "
+                              "right one and move the other out of the folder")]
+    with pytest.raises(GroundTruthError, match="a.png: two annotations that disagree"):
+        load_labelled_folder(tmp_path)
+    (tmp_path / "a.csv").write_text("x,y\n1,1\n2,2\n")  # the same count: the preferred file, as before
+    assert [(p.name, gt.count) for p, gt in load_labelled_folder(tmp_path)] == [("a.png", 2), ("b.png", 1)]
+
+
 def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp_path: Path) -> None:
     """The counting benchmarks' images/ + dots/ layout, and ImageJ's a.csv beside a.png, were read as images
     without ground truth by the command line (the app paired them)."""

@@ -318,7 +318,9 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    _skip_warning(root, missing, sorted({*gt_files, *stray_points} - set(matches.values())), paired=matches)
+    unused = sorted({*gt_files, *stray_points} - set(matches.values()))
+    out = _second_annotations_agree(out, matches, unused, on_error)
+    _skip_warning(root, missing, unused, paired=matches)
     found, ambiguous = match_names(counts_where, relative, anchored)
     _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
     return _one_per_image_file(out, on_error)
@@ -470,6 +472,44 @@ def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | 
     places = [place for ext in TABLE_EXTENSIONS for place in
               (image.with_suffix(ext), *(image.parent.parent / d / f"{image.stem}{ext}" for d in DOT_DIRS))]
     return next((p for p in places if p in tables), None)
+
+
+def _second_annotations_agree(out: list[tuple[Path, GroundTruth]], matches: Mapping[Path, Path],
+                              unused: Sequence[Path], on_error: Callable[[Path, str], None] | None,
+                              ) -> list[tuple[Path, GroundTruth]]:
+    """``out`` without the images whose second annotation file (``a.csv`` beside the ``a_points.csv`` used for
+    ``a.png``) holds another number of objects: which one is right is the user's to say, not the suffix order's (a
+    tester's stale ``_points.csv`` of 29 dots trained in place of the 167 of the image's ``.csv``, said only by a
+    log line at the start). A second file of the same count stays unused, as before."""
+    by_stem: dict[str, list[Path]] = {}
+    for image in matches:
+        by_stem.setdefault(image.stem.casefold(), []).append(image)
+    seconds: dict[Path, list[Path]] = {}
+    for gt in unused:
+        images = by_stem.get(_gt_base(gt)[0].casefold(), [])
+        if len(images) == 1:  # two plates' A01.png: whose second file it is cannot be told by its name
+            seconds.setdefault(images[0], []).append(gt)
+    if not seconds:
+        return out
+    kept = []
+    for image, gt in out:
+        clash = []
+        for other in seconds.get(image, []):
+            try:
+                n = read_ground_truth(other, expected_shape=image_shape(image)).count
+            except CellcountError:
+                continue  # unusable anyway; said as an unused file
+            if n != gt.count:
+                clash.append(f"{other.name} ({n})")
+        if not clash:
+            kept.append((image, gt))
+            continue
+        why = (f"two annotations that disagree: {matches[image].name} ({gt.count} objects) and "
+               f"{', '.join(clash)}: keep the right one and move the other out of the folder")
+        if on_error is None:
+            raise GroundTruthError(f"{image}: {why}")
+        on_error(image, why)
+    return kept
 
 
 def _one_per_image_file(pairs: list[tuple[Path, GroundTruth]],
