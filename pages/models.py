@@ -120,10 +120,11 @@ def finetuned(card: cc.models.ModelCard) -> None:
     base, data = t.get("finetuned_from"), t.get("data")
     if not isinstance(base, dict) or not isinstance(data, dict):
         return
-    precision = f" in {t['precision']}" if t.get("precision") else ""
+    run = t.get("discarded_finetune") or t  # the base's weights kept: the run's figures are the discarded weights'
+    precision = f" in {run['precision']}" if run.get("precision") else ""
     st.markdown(
         f"**Fine-tuned** from {base.get('name')} on {len(data.get('train_files', []))} of your images "
-        f"({', '.join(data.get('annotation', []))}): {t.get('steps')} steps{precision}, {t.get('total_seconds')} s; "
+        f"({', '.join(data.get('annotation', []))}): {run.get('steps')} steps{precision}, {run.get('total_seconds')} s; "
         f"{len(data.get('holdout_files', []))} image(s) held out for the scores."
         + (f" The fine-tuned weights counted the held-out images worse, so this model keeps {base.get('name')}'s "
            "weights and settings." if t.get("kept_base_weights") else "")

@@ -904,6 +904,12 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     assert sha256_file(res.folder / model.card.weights_file) == base.card.sha256, "the base's weights, byte for byte"
     assert model.card.postprocess == load_model(base_dir).card.postprocess
     assert model.card.training["kept_base_weights"] is True
+    # how the discarded weights were trained and read images is set apart (a tester read their "size: set, 53.6 px"
+    # on a model that sizes each image as its base does)
+    discarded = model.card.training["discarded_finetune"]
+    assert discarded["steps"] == res.steps and "size" in discarded and "precision" in discarded
+    assert not {"size", "object_diameter_px", "steps", "precision"} & set(model.card.training)
+    assert model.card.training["data"]["holdout_files"] and model.card.training["finetuned_from"]
     assert model.card.metrics["holdout_after"] == model.card.metrics["holdout_before"]
     assert model.card.metrics["holdout_after"]["mae"] == res.before["mae"]
     assert model.card.metrics["holdout_finetuned_weights"]["mae"] == res.after["mae"]

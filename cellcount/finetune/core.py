@@ -974,6 +974,12 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
         "train_sha256": sorted(model.card.training_digests()),
         "train_pixel_sha256": sorted(model.card.training_pixel_digests()),
     }
+    if kept_base:  # how the discarded weights were trained and read images is theirs, not this model's (a tester
+        # read "size: set, 53.6 px" on a model that sizes each image as its base does)
+        own = ("finetuned_from", "data", "command", "kept_base_weights", "keep_worse", "train_sha256",
+               "train_pixel_sha256")
+        card.training = {**{k: v for k, v in card.training.items() if k in own},
+                         "discarded_finetune": {k: v for k, v in card.training.items() if k not in own}}
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     **({"holdout_base_weights_new_settings": settings_only} if settings_only else {}),
                     "holdout_note": f"{len(held_idx)} held-out image(s) of {source}: before = {model.name} with its "
