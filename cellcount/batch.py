@@ -151,7 +151,7 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
             continue
         if page is None and planes is not None:
             notes.append(planes_note(name, planes))
-        elif page == "max" and (caution := projection_note(name, planes)):  # said, not flagged: as on Count
+        elif isinstance(page, str) and (caution := projection_note(name, planes)):  # said, not flagged: as on Count
             logger.warning("%s", caution)
         # a channel selected while reading is counted as the (H, W) plane it gave
         image_params = p.replace(channel=None) if channel is not None else p

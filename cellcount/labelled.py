@@ -59,7 +59,6 @@ from .io import (
     cell_counter_stem,
     ground_truth_suffix,
     imagej_roi_stem,
-    not_an_image,
     open_zip,
     read_image,
     role_word_ground_truth,
@@ -501,10 +500,7 @@ def labelled_set(
         name = image.name
         if not (dsb[name] or name in pairs or name in count_of or name in shared_of or name in disagree_of
                 or name in unsure):
-            if why := not_an_image(name, image.data):  # listed as an image to annotate, it failed only when opened
-                out.skipped.append((name, why))
-            else:
-                out.unlabelled.append((image.name, image.data))
+            out.unlabelled.append((image.name, image.data))
             continue
         shape = None
         try:
@@ -555,6 +551,7 @@ def labelled_set(
     # used, and saying it "matches no image" sent a tester renaming files that were named right
     paired = {PurePosixPath(name).stem.casefold() for name, _, _ in out.items}
     second = [n for n in out.unused if any(b.casefold() in paired for b, _ in _gt_bases(n))]
+    second = _second_annotations_agree(out, {n: by_name[n] for n in second if n in by_name})
     if second:
         out.unused = [n for n in out.unused if n not in second]
         shown = ", ".join(second[:5]) + (f" and {len(second) - 5} more" if len(second) > 5 else "")
@@ -574,6 +571,40 @@ def labelled_set(
     out.truth_refused.sort(key=lambda item: item[0])
     _note_counts_tables(out, count_of)
     return out
+
+
+def _second_annotations_agree(out: LabelledSet, second: dict[str, _File]) -> list[str]:
+    """The ``second`` annotation files that agree with the one used for their image (or cannot be compared);
+    an image whose second file holds another number of objects moves from ``out.items`` to ``out.skipped``, naming
+    both: which one is right is the user's to say, not the suffix order's (a tester's stale ``_points.csv`` of 29
+    dots was used over the 167 of the image's ``.csv``). Binary masks are not compared: touching nuclei in a mask
+    are one object."""
+    by_stem: dict[str, list[str]] = {}
+    for name in second:
+        for base, _ in _gt_bases(name):
+            by_stem.setdefault(base.casefold(), []).append(name)
+    kept, clashing = [], set()
+    for name, data, gt in out.items:
+        clash = []
+        for other in dict.fromkeys(by_stem.get(PurePosixPath(name).stem.casefold(), [])) if gt.kind != "mask" else []:
+            try:
+                with warnings.catch_warnings():  # read to compare only: its own warnings are not the used file's
+                    warnings.simplefilter("ignore")
+                    shape = gt.labels.shape if gt.labels is not None else read_image(io.BytesIO(data)).shape
+                    n = _read_pair_named(second[other], shape, name)
+            except CellcountError:
+                continue  # unusable anyway; said as a second annotation that is not used
+            if n.kind != "mask" and n.count != gt.count:
+                clash.append(f"{other} ({n.count})")
+                clashing.add(other)
+        if clash:
+            out.skipped.append((name, f"{name}: two annotations that disagree: {gt.source or 'its annotation'} ({gt.count} "
+                                      f"objects) and {', '.join(clash)}: keep the right one and upload it alone"))
+            out.truth_refused.append((name, data))
+        else:
+            kept.append((name, data, gt))
+    out.items = kept
+    return [n for n in second if n not in clashing]
 
 
 def _drop_same_images(out: LabelledSet) -> None:

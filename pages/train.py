@@ -29,7 +29,7 @@ from cellcount.finetune import (
     model_kind,
 )
 from cellcount.groundtruth import GroundTruth
-from cellcount.io import short_name
+from cellcount.io import not_an_image, short_name
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
 from cellcount.labelled import LabelledSet
 from pages import _groundtruth as gt_ui
@@ -366,7 +366,8 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
         pts = clicked.get(key)
         if pts is not None and len(pts) and gt.kind in ("labels", "mask"):
             unused.append(short_name(name))
-        if pts is not None and gt.kind == "points" and basis.get(key, dots_id(gt.points)) != dots_id(gt.points):
+        file_dots = dots_id(gt.points) if gt.kind == "points" else None
+        if pts is not None and file_dots is not None and basis.get(key, file_dots) != file_dots != dots_id(pts):
             over.append((key, f"{short_name(name)} ({len(pts)} clicked, {gt.count} in the file)"))
         # dots replace a file's points, and give a count-only image the positions it lacks
         dotted = pts is not None and (gt.kind == "points" or (gt.kind == "count" and len(pts)))
@@ -514,8 +515,14 @@ if found is None:
 
 candidates = [(n, d, gt.points if gt.kind == "points" else None) for n, d, gt in found.items
               if gt.kind in ("points", "count")]  # a count alone has no positions: dotted here, it gets them
-# images whose annotation was refused (its reason shown above) may be dotted anew
-candidates += [(n, d, None) for n, d in found.unlabelled + found.truth_refused]
+# images whose annotation was refused (its reason shown above) may be dotted anew; an upload that is no image is
+# said where it is listed, not offered for dotting (it failed only once opened, named "<bytes>")
+not_images = [why for n, d in found.unlabelled if (why := not_an_image(short_name(n), d))]
+if not_images:
+    st.warning(f"{len(not_images)} file(s) could not be used: {'; '.join(not_images[:5])}"
+               f"{' …' if len(not_images) > 5 else ''}", icon=":material/warning:")
+candidates += [(n, d, None) for n, d in found.unlabelled + found.truth_refused
+               if not (not_images and not_an_image(n, d))]
 candidates.sort(key=lambda c: c[0].casefold())  # by name, as a file browser lists them (a zip keeps any order)
 step = 2  # the sections are numbered as they appear
 if candidates:

@@ -408,6 +408,20 @@ def test_cli_warns_when_the_new_model_is_worse(monkeypatch, capsys, tmp_path):
     assert "warning: Paired over the same 2 images" in out and "new counts these images worse than unet-mask" in out and "note: dots far apart" in out
 
 
+def test_cli_names_the_input_settings_when_the_postprocessing_is_the_bases(monkeypatch, capsys, tmp_path):
+    """The CLI said "settings (input and postprocessing)" beside a note that the base's postprocessing was kept."""
+    import cellcount.finetune as ft
+
+    monkeypatch.setattr("cellcount.finetune.cli.finetune", lambda *a, **k: ft.FinetuneResult(
+        folder=tmp_path, name="new", steps=1, seconds=1.0, before={"mae": 9.0}, after={"mae": 4.0},
+        paired={"difference": -5.0, "low": -6.0, "high": -4.0}, holdout_files=["a", "b"],
+        settings_only={"mae": 3.0}, settings_kept=True))
+    ft.main(["--from", "unet-mask", "--data", str(tmp_path), "--name", "new", "--steps", "1"])
+    out = capsys.readouterr().out
+    assert "unet-mask's weights with new's input settings; its postprocessing is the base's: MAE 3.00" in out
+    assert "input and postprocessing" not in out
+
+
 def test_cli_says_when_nothing_was_held_out(monkeypatch, capsys, tmp_path):
     """--holdout 0 printed nothing about it: no before/after score, and no check against the base's weights."""
     import cellcount.finetune as ft
@@ -626,6 +640,11 @@ def test_a_points_file_uploaded_after_clicks_on_its_image_is_said_and_can_be_use
     said = [i.value for i in at.info if "points files uploaded since" in i.value]
     assert len(said) == 1 and f"{first} (9 clicked, {len(points[first])} in the file)" in said[0]
     at.button(key="train_use_file_dots").click().run()
+    assert not any("points files uploaded since" in i.value for i in at.info)
+    # the same dots clicked as the file holds (a points CSV downloaded here and uploaded again): nothing to say
+    at.session_state["train__points"] = {keys[first]: np.round(points[first], 1)}
+    at.session_state["train__basis"] = {keys[first]: "none"}
+    at.run()
     assert not any("points files uploaded since" in i.value for i in at.info)
     at.selectbox(key="train_annotate_image").set_value(first).run()
     assert at.metric[0].value == str(len(points[first])), "the file's dots, shown and used"

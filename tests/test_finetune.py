@@ -1090,9 +1090,11 @@ def test_a_new_model_name_too_long_for_a_folder_is_refused_before_training(tmp_p
     """300 characters failed with an OSError traceback (a folder name holds at most 255 bytes)."""
     from cellcount.finetune import check_new_name
 
-    with pytest.raises(ParameterError, match="300 characters long; give at most 80"):
+    with pytest.raises(ParameterError, match="300 characters long .300 bytes.; give at most 80 characters"):
         check_new_name("x" * 300, out_dir=tmp_path)
     assert check_new_name("é" * 80, out_dir=tmp_path).name == "é" * 80
+    with pytest.raises(ParameterError, match="240 bytes"):  # 80 CJK characters: the staging folder fails to save
+        check_new_name("細" * 80, out_dir=tmp_path)
 
 
 @pytest.mark.slow

@@ -752,8 +752,13 @@ def test_two_annotations_of_one_image_that_disagree_leave_it_out_saying_so(tmp_p
                               "right one and move the other out of the folder")]
     with pytest.raises(GroundTruthError, match="a.png: two annotations that disagree"):
         load_labelled_folder(tmp_path)
-    (tmp_path / "a.csv").write_text("x,y\n1,1\n2,2\n")  # the same count: the preferred file, as before
+    (tmp_path / "a.csv").write_text("x,y\n1,1\n2,2\n")  # the same count: the preferred file is used
     assert [(p.name, gt.count) for p, gt in load_labelled_folder(tmp_path)] == [("a.png", 2), ("b.png", 1)]
+    # every image in disagreement: the reason, not "no images with annotations"
+    (tmp_path / "b.csv").write_text("x,y\n1,1\n2,2\n3,3\n")
+    (tmp_path / "a.csv").write_text("x,y\n1,1\n")
+    with pytest.raises(GroundTruthError, match="no image with usable ground truth: a.png: two annotations"):
+        load_labelled_folder(tmp_path, on_error=lambda image, why: None)
 
 
 def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp_path: Path) -> None:

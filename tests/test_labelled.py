@@ -288,6 +288,21 @@ def test_a_second_annotation_of_an_image_is_said_to_be_unused_not_unmatched(samp
     assert any("2 ground-truth file(s) are second annotations" in n and "masks/0.png" in n for n in out.notes)
 
 
+def test_two_uploaded_annotations_of_one_image_that_disagree_are_refused_naming_both(samples):
+    """A stale a_points.csv (2 dots) beside a.csv (5) was used by the suffix order, the other said only to be a
+    second annotation; the image is now refused naming both, and may be dotted anew (truth_refused). Files that
+    agree are used as before: the nearest and first by suffix."""
+    img = samples[0][0]
+    out = labelled_set([("a.png", img)], [("a_points.csv", b"x,y\n1,1\n2,2\n"),
+                                          ("a.csv", b"x,y\n1,1\n2,2\n3,3\n4,4\n5,5\n")])
+    assert not out.items and [n for n, _ in out.truth_refused] == ["a.png"]
+    assert out.skipped == [("a.png", "a.png: two annotations that disagree: a_points.csv (2 objects) and a.csv (5): "
+                                     "keep the right one and upload it alone")]
+    assert not any("second annotations" in n for n in out.notes), "the clash is said once, as a refusal"
+    agree = labelled_set([("a.png", img)], [("a_points.csv", b"x,y\n1,1\n2,2\n"), ("a.csv", b"x,y\n3,3\n4,4\n")])
+    assert [(n, gt.count) for n, _, gt in agree.items] == [("a.png", 2)] and not agree.skipped
+
+
 def test_ground_truth_in_folders_of_any_name_beside_a_labels_folder_stays_ground_truth(samples):
     """A reviewer's case for a rule since dropped: one file in labels/ made every image in annotations/ an image."""
     gt = _zip({"masks/0.png": samples[0][1], "annotations/1.png": samples[1][1], "annotations/2.png": samples[2][1]})

@@ -122,7 +122,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
               f"{res.after['mae']:.2f}{which}")
         if "mae" in res.settings_only:
-            print(f"  {args.base}'s weights with {res.name}'s settings (input and postprocessing): MAE "
+            which = "input settings; its postprocessing is the base's" if res.settings_kept else "settings (input and postprocessing)"
+            print(f"  {args.base}'s weights with {res.name}'s {which}: MAE "
                   f"{res.settings_only['mae']:.2f}, what the settings alone do")
         who = "the fine-tuned model (not kept)" if res.kept_base else res.name
         warn, text = holdout_verdict(res.paired, len(res.holdout_files), name=who, base=args.base,

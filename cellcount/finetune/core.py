@@ -118,6 +118,9 @@ class FinetuneResult:
     kept_base: bool = False
     """The fine-tuned weights counted the held-out images clearly worse (``after``: always the fine-tuned
     weights' figures), so the saved model keeps the base's weights and settings (it counts them as ``before``)."""
+    settings_kept: bool = False
+    """The base's postprocessing is kept: settings re-tuned on parts of the training images counted the other parts
+    no better (the input settings, such as the object size, may still be the set's own)."""
 
 
 PEAK_GAP_SHARE = 0.25
@@ -385,7 +388,8 @@ def finetune(
                                                      size=reading.size, diameter_px=reading.diameter,
                                                      spread=reading.spread)),
                           size_note="" if kept_base else reading.size_note, notes=run.notes,
-                          precision=trained.used["precision"], precision_why=trained.used["why"])
+                          precision=trained.used["precision"], precision_why=trained.used["why"],
+                          settings_kept=tuned.settings_kept)
 
 
 def _check_args(base: str | Path, name: str, *, minutes: float | None, steps: int | None, precision: str,

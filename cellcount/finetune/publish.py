@@ -27,6 +27,9 @@ WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in r
 MAX_NAME_CHARS = 80
 """The longest model name: the Train page's name box takes as many."""
 
+MAX_NAME_BYTES = 180
+"""... and in UTF-8 bytes: the staging folder's name adds about 30 to the 255 a folder name may hold."""
+
 
 def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     """The folder a new model ``name`` goes to; ParameterError when the name is not a plain folder name, is a
@@ -43,8 +46,11 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
         raise ParameterError(f"model name {name!r} must be a plain folder name (none of / \\ : < > \" | ? *, no "
                              "dot at either end, no spaces at either end, no invisible characters, not a name "
                              "Windows reserves such as CON or COM1)")
-    if len(name) > MAX_NAME_CHARS:  # a longer folder name fails on most file systems (255 bytes), with a traceback
-        raise ParameterError(f"model name is {len(name)} characters long; give at most {MAX_NAME_CHARS}")
+    # a folder name holds at most 255 bytes, and the model is first written under a longer staging name
+    if len(name) > MAX_NAME_CHARS or len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ParameterError(f"model name is {len(name)} characters long ({len(name.encode('utf-8'))} bytes); give "
+                             f"at most {MAX_NAME_CHARS} characters and {MAX_NAME_BYTES} bytes (accented and non-Latin "
+                             "letters take 2-4 bytes each)")
     from ..models.loading import DEFAULT_WEIGHTS_DIR
 
     folder = Path(out_dir) if out_dir is not None else user_models_dir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -288,6 +289,8 @@ def load_labelled_folder(
         logger.warning("%s: %s: CellProfiler's objects by ImageNumber, which names no image file: not used (export "
                        "them with the images' file names: ExportToSpreadsheet, add the image file and folder names to "
                        "the object data file)", root, _names(by_number))
+    unused = sorted({*gt_files, *stray_points} - set(matches.values()))
+    out, clashing = (out, set()) if counts_only else _second_annotations_agree(out, matches, unused, on_error)
     if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
         shown = "; ".join(reported[:3]) + (f"; and {len(reported) - 3} more" if len(reported) > 3 else "")
         raise GroundTruthError(f"{root}: no image with usable ground truth: {shown}")
@@ -318,9 +321,7 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    unused = sorted({*gt_files, *stray_points} - set(matches.values()))
-    out = _second_annotations_agree(out, matches, unused, on_error)
-    _skip_warning(root, missing, unused, paired=matches)
+    _skip_warning(root, missing, [p for p in unused if p not in clashing], paired=matches)
     found, ambiguous = match_names(counts_where, relative, anchored)
     _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
     return _one_per_image_file(out, on_error)
@@ -476,11 +477,12 @@ def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | 
 
 def _second_annotations_agree(out: list[tuple[Path, GroundTruth]], matches: Mapping[Path, Path],
                               unused: Sequence[Path], on_error: Callable[[Path, str], None] | None,
-                              ) -> list[tuple[Path, GroundTruth]]:
-    """``out`` without the images whose second annotation file (``a.csv`` beside the ``a_points.csv`` used for
-    ``a.png``) holds another number of objects: which one is right is the user's to say, not the suffix order's (a
-    tester's stale ``_points.csv`` of 29 dots trained in place of the 167 of the image's ``.csv``, said only by a
-    log line at the start). A second file of the same count stays unused, as before."""
+                              ) -> tuple[list[tuple[Path, GroundTruth]], set[Path]]:
+    """(``out`` without the images whose second annotation file, ``a.csv`` beside the ``a_points.csv`` used for
+    ``a.png``, holds another number of objects; those second files): which one is right is the user's to say, not
+    the suffix order's (a tester's stale ``_points.csv`` of 29 dots trained in place of the 167 of the image's
+    ``.csv``, said only by a log line at the start). A second file of the same count stays unused. A binary mask is
+    not compared: touching nuclei in it are one object, so its count differs from a right label image's."""
     by_stem: dict[str, list[Path]] = {}
     for image in matches:
         by_stem.setdefault(image.stem.casefold(), []).append(image)
@@ -489,18 +491,19 @@ def _second_annotations_agree(out: list[tuple[Path, GroundTruth]], matches: Mapp
         images = by_stem.get(_gt_base(gt)[0].casefold(), [])
         if len(images) == 1:  # two plates' A01.png: whose second file it is cannot be told by its name
             seconds.setdefault(images[0], []).append(gt)
-    if not seconds:
-        return out
-    kept = []
+    kept, clashing = [], set()
     for image, gt in out:
         clash = []
-        for other in seconds.get(image, []):
+        for other in seconds.get(image, []) if gt.kind != "mask" else []:
             try:
-                n = read_ground_truth(other, expected_shape=image_shape(image)).count
+                with warnings.catch_warnings():  # read to compare only: its own warnings are not the used file's
+                    warnings.simplefilter("ignore")
+                    second = read_ground_truth(other, expected_shape=image_shape(image))
             except CellcountError:
                 continue  # unusable anyway; said as an unused file
-            if n != gt.count:
-                clash.append(f"{other.name} ({n})")
+            if second.kind != "mask" and second.count != gt.count:
+                clash.append(f"{other.name} ({second.count})")
+                clashing.add(other)
         if not clash:
             kept.append((image, gt))
             continue
@@ -509,7 +512,7 @@ def _second_annotations_agree(out: list[tuple[Path, GroundTruth]], matches: Mapp
         if on_error is None:
             raise GroundTruthError(f"{image}: {why}")
         on_error(image, why)
-    return kept
+    return kept, clashing
 
 
 def _one_per_image_file(pairs: list[tuple[Path, GroundTruth]],
