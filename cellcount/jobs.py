@@ -196,6 +196,13 @@ class JobBoard:
                     self._jobs[owner] = mine
             return mine
 
+    def latest_finished(self) -> FinetuneJob | None:
+        """The job that finished last and that no owner has cleared: a tab reloaded after its run ended starts a
+        new session, which :meth:`follow` gives nothing, and it saw no word of the run."""
+        with self._lock:
+            done = [(s.started_s + s.elapsed_s, j) for j in self._jobs.values() if not (s := j.snapshot()).running]
+        return max(done, key=lambda t: t[0])[1] if done else None
+
     def clear(self, owner: str) -> None:
         """Forget the owner's finished job (a running one is kept)."""
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 import uuid
 
 import numpy as np
@@ -174,6 +175,17 @@ def show_result(s: JobSnapshot) -> None:
     if len(per) and all(float(v).is_integer() for v in per["true"]):  # annotations count whole objects
         formats.update(sh.number_formats(["true"], "%d"))
     sh.dataframe(per, column_config=formats)
+
+
+def last_run_text(s: JobSnapshot) -> str:
+    """A line on the last fine-tune that ended on this server, for a session that did not follow it."""
+    ago = clock(max(time.time() - (s.started_s + s.elapsed_s), 0.0))
+    what = {"done": f"saved {s.name}: it is in every page's model list, and its card, with the before/after figures "
+                    "on the held-out images, is on the Models page",
+            "cancelled": f"{s.name} was cancelled: nothing was saved",
+            "failed": f"{s.name} failed: {s.error}"}.get(s.status, s.status)
+    return (f"The last fine-tune on this app's server (from {s.base}, ended {ago} ago, in this tab before a reload "
+            f"or in another) {what}.")
 
 
 def started_here(job) -> bool:
@@ -497,6 +509,8 @@ st.markdown(
 board = job_board()
 me = owner()
 board.follow(me)  # a fine-tune started before a reload (or in another tab) is shown here, with its Cancel
+if board.get(me) is None and (last := board.latest_finished()) is not None:  # one that ended before a reload
+    st.caption(last_run_text(last.snapshot()))
 
 
 def job_and_stop() -> None:

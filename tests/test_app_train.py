@@ -667,3 +667,24 @@ def test_a_file_that_is_no_image_is_listed_as_such_not_offered_for_dotting(tiny_
     assert "fake.png" not in at.selectbox(key="train_annotate_image").options
     said = [w.value for w in at.warning if "could not be used" in w.value]
     assert len(said) == 1 and "fake.png" in said[0] and "not an image" in said[0]
+
+
+def test_a_run_that_ended_before_a_reload_is_named_on_the_new_session(tiny_models, monkeypatch, tmp_path):
+    """A tester reloaded the tab after a fine-tune finished: the new session's Train page said nothing of it. It
+    names the last run now, until its own session clears it; a session with a run of its own shows that instead."""
+    import cellcount.jobs as jobs
+    from cellcount.finetune import FinetuneResult
+
+    monkeypatch.setattr(jobs, "finetune", lambda base, data, *, name, **kw: FinetuneResult(
+        folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={}, after={}, paired={}))
+    images, csvs, _ = _set(2)
+    at = start(open_train(images, csvs), name="before-reload", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    assert not any("The last fine-tune on this app's server" in c.value for c in at.caption), "its own run is shown"
+    reloaded = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    reloaded.switch_page("pages/train.py").run()
+    said = [c.value for c in reloaded.caption if "The last fine-tune on this app's server" in c.value]
+    assert len(said) == 1 and "from tiny-mask" in said[0] and "saved before-reload" in said[0] and "Models page" in said[0]
+    at.button(key="train_clear").click().run()
+    reloaded.run()
+    assert not any("The last fine-tune on this app's server" in c.value for c in reloaded.caption), "cleared"
