@@ -8,6 +8,7 @@ unpacked in both. Nothing is written to disk, so every message names the user's 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import posixpath
@@ -32,8 +33,10 @@ from .groundtruth import (
     PredictedLabelsWarning,
     SeveralRegionsWarning,
     WrappedLabelsWarning,
+    annotations_disagree,
     check_points_fit,
     counts_disagree,
+    disagreeing_annotations,
     holds_only_specks,
     is_roi_set,
     match_names,
@@ -574,32 +577,24 @@ def labelled_set(
 
 
 def _second_annotations_agree(out: LabelledSet, second: dict[str, _File]) -> list[str]:
-    """The ``second`` annotation files that agree with the one used for their image (or cannot be compared);
-    an image whose second file holds another number of objects moves from ``out.items`` to ``out.skipped``, naming
-    both: which one is right is the user's to say, not the suffix order's (a tester's stale ``_points.csv`` of 29
-    dots was used over the 167 of the image's ``.csv``). Binary masks are not compared: touching nuclei in a mask
-    are one object."""
+    """The ``second`` annotation files that agree with the one used for their image (or cannot be compared); an
+    image whose second file counts otherwise (:func:`disagreeing_annotations`) moves from ``out.items`` to
+    ``out.skipped``, naming both."""
     by_stem: dict[str, list[str]] = {}
     for name in second:
         for base, _ in _gt_bases(name):
             by_stem.setdefault(base.casefold(), []).append(name)
     kept, clashing = [], set()
     for name, data, gt in out.items:
-        clash = []
-        for other in dict.fromkeys(by_stem.get(PurePosixPath(name).stem.casefold(), [])) if gt.kind != "mask" else []:
-            try:
-                with warnings.catch_warnings():  # read to compare only: its own warnings are not the used file's
-                    warnings.simplefilter("ignore")
-                    shape = gt.labels.shape if gt.labels is not None else read_image(io.BytesIO(data)).shape
-                    n = _read_pair_named(second[other], shape, name)
-            except CellcountError:
-                continue  # unusable anyway; said as a second annotation that is not used
-            if n.kind != "mask" and n.count != gt.count:
-                clash.append(f"{other} ({n.count})")
-                clashing.add(other)
+        others = list(dict.fromkeys(by_stem.get(PurePosixPath(name).stem.casefold(), [])))
+        # the image's shape, decoded only for an image with a second file
+        shape = None if not others else gt.labels.shape if gt.labels is not None else read_image(io.BytesIO(data)).shape
+        clash = disagreeing_annotations(gt, [(o, functools.partial(_read_pair_named, second[o], shape, name))
+                                             for o in others])
         if clash:
-            out.skipped.append((name, f"{name}: two annotations that disagree: {gt.source or 'its annotation'} ({gt.count} "
-                                      f"objects) and {', '.join(clash)}: keep the right one and upload it alone"))
+            clashing.update(n for n, _ in clash)
+            out.skipped.append((name, f"{name}: " + annotations_disagree(
+                str(gt.source or "its annotation"), gt.count, clash, "keep the right one and upload it alone")))
             out.truth_refused.append((name, data))
         else:
             kept.append((name, data, gt))

@@ -29,7 +29,13 @@ from .folders import counts_disagree, item_names, load_labelled_folder, one_per_
 from .images import MergedDotsWarning, PredictedLabelsWarning, read_dot_image, read_label_image
 from .names import listed, match_names, name_key
 from .pairing import match_ground_truth
-from .read import CalibratedPointsWarning, check_points_fit, read_ground_truth
+from .read import (
+    CalibratedPointsWarning,
+    annotations_disagree,
+    check_points_fit,
+    disagreeing_annotations,
+    read_ground_truth,
+)
 from .tables import (
     CSV_DELIMITERS,
     TABLE_EXTENSIONS,
@@ -61,7 +67,9 @@ __all__ = [
     "SeveralRegionsWarning",
     "IgnoredClassWarning",
     "CalibratedPointsWarning",
+    "annotations_disagree",
     "check_points_fit",
+    "disagreeing_annotations",
     "BinaryMaskWarning",
     "CSV_DELIMITERS",
     "CsvSource",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -39,7 +39,7 @@ from .pairing import (
     _skip_warning,
     match_ground_truth,
 )
-from .read import check_points_fit, read_ground_truth
+from .read import annotations_disagree, check_points_fit, disagreeing_annotations, read_ground_truth
 from .tables import (
     _COUNT_COLUMNS,
     _FILENAME_COLUMNS,
@@ -479,10 +479,7 @@ def _second_annotations_agree(out: list[tuple[Path, GroundTruth]], matches: Mapp
                               unused: Sequence[Path], on_error: Callable[[Path, str], None] | None,
                               ) -> tuple[list[tuple[Path, GroundTruth]], set[Path]]:
     """(``out`` without the images whose second annotation file, ``a.csv`` beside the ``a_points.csv`` used for
-    ``a.png``, holds another number of objects; those second files): which one is right is the user's to say, not
-    the suffix order's (a tester's stale ``_points.csv`` of 29 dots trained in place of the 167 of the image's
-    ``.csv``, said only by a log line at the start). A second file of the same count stays unused. A binary mask is
-    not compared: touching nuclei in it are one object, so its count differs from a right label image's."""
+    ``a.png``, counts otherwise (:func:`disagreeing_annotations`); those second files)."""
     by_stem: dict[str, list[Path]] = {}
     for image in matches:
         by_stem.setdefault(image.stem.casefold(), []).append(image)
@@ -493,22 +490,16 @@ def _second_annotations_agree(out: list[tuple[Path, GroundTruth]], matches: Mapp
             seconds.setdefault(images[0], []).append(gt)
     kept, clashing = [], set()
     for image, gt in out:
-        clash = []
-        for other in seconds.get(image, []) if gt.kind != "mask" else []:
-            try:
-                with warnings.catch_warnings():  # read to compare only: its own warnings are not the used file's
-                    warnings.simplefilter("ignore")
-                    second = read_ground_truth(other, expected_shape=image_shape(image))
-            except CellcountError:
-                continue  # unusable anyway; said as an unused file
-            if second.kind != "mask" and second.count != gt.count:
-                clash.append(f"{other.name} ({second.count})")
-                clashing.add(other)
+        others = {f.name: f for f in seconds.get(image, [])}
+        clash = disagreeing_annotations(gt, [(name, functools.partial(read_ground_truth, f,
+                                                                      expected_shape=image_shape(image)))
+                                             for name, f in others.items()])
         if not clash:
             kept.append((image, gt))
             continue
-        why = (f"two annotations that disagree: {matches[image].name} ({gt.count} objects) and "
-               f"{', '.join(clash)}: keep the right one and move the other out of the folder")
+        clashing.update(others[name] for name, _ in clash)
+        why = annotations_disagree(matches[image].name, gt.count, clash, "keep the right one and move the other out "
+                                   "of the folder")
         if on_error is None:
             raise GroundTruthError(f"{image}: {why}")
         on_error(image, why)

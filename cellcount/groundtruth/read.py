@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from cellcount.errors import GroundTruthError
+from cellcount.errors import CellcountError, GroundTruthError
 from cellcount.io import (
     DOT_DIRS,
     GROUND_TRUTH_DIRS,
@@ -122,3 +122,31 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return gt
+
+
+def disagreeing_annotations(used: GroundTruth, seconds: Iterable[tuple[str, Callable[[], GroundTruth]]],
+                            ) -> list[tuple[str, int]]:
+    """(name, count) of each second annotation of an image (its name, and how to read it) that counts otherwise
+    than the one ``used``: which one is right is the user's to say, not the suffix order's (a tester's stale
+    ``_points.csv`` of 29 dots was used over the 167 of the image's ``.csv``). A binary mask is not compared
+    (touching nuclei in it are one object), nor a file that cannot be read (said as unused where it is listed)."""
+    if used.kind == "mask":
+        return []
+    clash = []
+    for name, read in seconds:
+        try:
+            with warnings.catch_warnings():  # read to compare only: its own warnings are not the used file's
+                warnings.simplefilter("ignore")
+                second = read()
+        except CellcountError:
+            continue
+        if second.kind != "mask" and second.count != used.count:
+            clash.append((name, second.count))
+    return clash
+
+
+def annotations_disagree(used: str, count: int, clash: Sequence[tuple[str, int]], fix: str) -> str:
+    """The reason an image with annotations that disagree (:func:`disagreeing_annotations`) is left out."""
+    others = ", ".join(f"{name} ({n})" for name, n in clash)
+    return f"two annotations that disagree: {used} ({count} objects) and {others}: {fix}"
+
