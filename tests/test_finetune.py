@@ -827,6 +827,29 @@ def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model
     assert "always" not in again.card.extra["quality"]["rule"]
 
 
+def test_a_few_held_out_images_counted_just_within_the_large_error_flag_every_count_when_they_cannot_show_it():
+    """A tester's fine-tune counted its 5 held-out fat-cell images 13.7% off and 13 of 20 new ones more than 15%
+    off, none flagged: five images cannot show a mean under 15%, so the bound on it flags every count; five counted
+    about 2% off, or many images 12% off with little spread, do not."""
+    from cellcount.finetune import heldout_error_bound, heldout_flag_reason
+
+    spread = [0.02, 0.08, 0.12, 0.18, 0.285]  # mean 13.7%
+    assert heldout_error_bound(spread) > 0.15
+    reason = heldout_flag_reason({"n": 5.0, "mape": 13.7}, "m", rel_errors=spread)
+    assert reason.startswith("m counted its 5 held-out images 14% off on average when it was fine-tuned, and 5 "
+                             "images cannot show it within 15% (it may be ")
+    assert heldout_flag_reason({"n": 5.0, "mape": 13.7}, "m") is None, "the mean alone, as before"
+    good = [0.016, 0.0, 0.063, 0.0, 0.016]  # the probe's 1.9%
+    assert heldout_error_bound(good) < 0.04
+    assert heldout_flag_reason({"n": 5.0, "mape": 1.9}, "m", rel_errors=good) is None
+    many = [0.12 + 0.01 * ((i % 5) - 2) for i in range(40)]
+    assert heldout_flag_reason({"n": 40.0, "mape": 12.0}, "m", rel_errors=many) is None
+    assert heldout_flag_reason({"n": 4.0, "mape": 27.0}, "m", rel_errors=[0.27] * 4).startswith(
+        "m counted its 4 held-out images 27% off on average when it was fine-tuned, so every count")
+    assert heldout_flag_reason({"n": 3.0, "mape": 13.7}, "m", rel_errors=spread[:3]) is None, "too few to judge"
+    assert heldout_error_bound([0.1]) != heldout_error_bound([0.1]), "one image: no bound (NaN)"
+
+
 def test_a_segmentation_fine_tuned_on_dots_that_counts_its_own_images_far_off_points_to_a_density_model(
         tiny_model, tmp_path, draw_disks):
     """On vgg_cells (crowded cells) a unet-mask fine-tune from dots counted held-out images ~27% off where

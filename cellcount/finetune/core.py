@@ -914,16 +914,20 @@ def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run) -> None:
     quality = copy.deepcopy(card.extra.get("quality") or {})
     if isinstance(quality.get("rule"), dict):
         quality["rule"].pop("always", None)
+    from ..quality import LARGE_ERROR, relative_errors
+
     # the base's weights kept: it counts as the base does, and the note above says the fine-tune counted worse
-    scored = sum(1 for c in verdict.scores.counts if c["true"] > 0)
-    reason = None if kept_base else heldout_flag_reason(after, name, scored)
+    scored = [c for c in verdict.scores.counts if c["true"] > 0]
+    rel = relative_errors([c["true"] for c in scored], [c["after"] for c in scored])
+    reason = None if kept_base else heldout_flag_reason(after, name, len(scored), rel_errors=rel)
     if reason is not None:
         quality.setdefault("rule", {})["always"] = reason
     if quality:
         card.extra = {**card.extra, "quality": quality}
     if reason is not None:
-        run.note(f"{name} counted the held-out images {after['mape']:.0f}% off on average: every count of it is "
-                 "flagged 'check this image' with that reason")
+        run.note(f"{name} counted the held-out images {after['mape']:.0f}% off on average"
+                 + ("" if after["mape"] >= 100 * LARGE_ERROR else ", and so few images may show it better than it is")
+                 + ": every count of it is flagged 'check this image' with that reason")
 
 
 def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path | LabelledItems, reading: _Reading,
