@@ -613,10 +613,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         return 2
     gt_files: list[Path] = []
     if not args.include_ground_truth:
-        files, gt_files = split_ground_truth_files(files)
+        searched = [Path(p) for p in args.paths if Path(p).is_dir()]  # labels/plate1/a.png below them too
+        files, gt_files = split_ground_truth_files(files, roots=searched)
         # annotation tables named on the command line (``count folder/*`` names a_points.csv) are left out like
         # the label images beside them, as the app does: no error row
-        tables = set(split_ground_truth_files([path for path, _ in skipped])[1])
+        tables = set(split_ground_truth_files([path for path, _ in skipped], roots=searched)[1])
         gt_files += sorted(tables)
         skipped = [(path, why) for path, why in skipped if path not in tables]
         if gt_files and not args.quiet:

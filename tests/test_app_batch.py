@@ -106,6 +106,7 @@ def test_annotation_tables_in_a_zip_are_left_out_like_the_label_images_not_faile
         zf.writestr("s01_sparse_small_points.csv", "x,y\n10,12\n")
         zf.writestr("notes.csv", "not an annotation")
         zf.writestr("../labels/evil_labels.tif", sample("s01_sparse_small_labels.tif"))  # refused for its path
+        zf.writestr("labels/p1/s01_sparse_small.png", sample("s01_sparse_small_labels.tif"))  # a labels tree
     at = open_batch()
     at.file_uploader(key="batch_files").set_value([("set.zip", buf.getvalue(), "application/zip")])
     at.run()
@@ -113,11 +114,12 @@ def test_annotation_tables_in_a_zip_are_left_out_like_the_label_images_not_faile
     df = at.dataframe[0].value.set_index("file")
     assert df.loc["set.zip/s01_sparse_small_points.csv", "status"] == "skipped"
     assert "named like ground truth" in df.loc["set.zip/s01_sparse_small_points.csv", "reason"]
+    assert df.loc["set.zip/labels/p1/s01_sparse_small.png", "status"] == "skipped", "below labels/, at any depth"
     assert df.loc["set.zip/notes.csv", "status"] == "skipped", "not an image: left out, listed, not failed"
     assert df.loc["set.zip/notes.csv", "reason"].startswith("not an image file (extension .csv)")
     unsafe = df.loc[[f for f in df.index if "evil" in f][0]]
     assert unsafe["status"] == "error" and "unsafe path" in unsafe["reason"], "named like ground truth, still refused"
-    assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "3" and metric(at, "Failed") == "1"
+    assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "4" and metric(at, "Failed") == "1"
 
 
 def test_zip_with_nested_folder_non_image_and_traversal(count_batch):

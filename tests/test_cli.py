@@ -570,6 +570,19 @@ def test_options_that_do_nothing_with_the_model_are_named(small_folder, tmp_path
     assert capsys.readouterr().err == ""
 
 
+def test_a_labels_tree_mirroring_the_images_tree_is_not_counted(samples_dir, tmp_path, capsys):
+    """The layout the README gives for Evaluate (images/p1/A01.png, labels/p1/A01.png): `count tree` counted the
+    label images too, exit 0, the total doubled (a tester)."""
+    for plate in ("p1", "p2"):
+        for part, name in (("images", "s01_sparse_small.png"), ("labels", "s01_sparse_small_labels.tif")):
+            (tmp_path / "tree" / part / plate).mkdir(parents=True)
+            shutil.copy(samples_dir / name, tmp_path / "tree" / part / plate / "A01.png")
+    out = tmp_path / "c.csv"
+    assert main(["count", str(tmp_path / "tree"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    assert sorted(pd.read_csv(out)["file"]) == [str(tmp_path / "tree" / "images" / p / "A01.png") for p in ("p1", "p2")]
+    assert "skipped 2 file(s) named like ground truth (p1/A01.png, p2/A01.png)" in capsys.readouterr().err
+
+
 def test_annotation_tables_named_on_the_command_line_are_left_out_like_label_images(samples_dir, tmp_path, capsys):
     """`count folder/*` names the folder's _points.csv too: left out as ground truth (as the app does), not
     failed rows that make the exit status 1."""

@@ -695,6 +695,21 @@ def test_split_ground_truth_files() -> None:
     assert len(gt) == 5
 
 
+def test_a_labels_tree_mirroring_the_images_is_ground_truth_below_the_searched_folder() -> None:
+    """A tester's `count tree` counted tree/labels/p1/A01.png and tree/labels/p2/A01.png as images (the total
+    doubled): only the folder just above a file was looked at. Below a searched folder any labels/ folder counts;
+    folders above it say nothing."""
+    tree = [Path("tree/images/p1/A01.png"), Path("tree/labels/p1/A01.png"), Path("tree/Masks/p2/d/A01.png")]
+    assert split_ground_truth_files(tree)[0] == tree, "no searched folder given: the folder above only"
+    images, gt = split_ground_truth_files(tree, roots=[Path("tree")])
+    assert images == [Path("tree/images/p1/A01.png")] and gt == tree[1:]
+    assert split_ground_truth_files(tree, roots=[Path("tree/labels")])[1] == [tree[1]], "the searched folder itself"
+    inside = [Path("/data/gt/run1/images/a.png"), Path("/data/gt/run1/x/a.png")]
+    assert split_ground_truth_files(inside, roots=[Path("/data/gt/run1")]) == (inside, []), "above the root"
+    assert split_ground_truth_files([Path("set.zip/labels/p1/a.png")], roots=[Path("")])[1] == [
+        Path("set.zip/labels/p1/a.png")], "upload names: every folder in them"
+
+
 @pytest.mark.parametrize(("top", "dtype"), [(65535, np.uint16), (70000, np.uint32)])
 def test_labels_to_tiff_roundtrip(top: int, dtype: type) -> None:
     labels = np.zeros((4, 5), np.int32)

@@ -364,12 +364,15 @@ def imagej_roi_stem(path: str | os.PathLike) -> str | None:
     return base
 
 
-def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+def split_ground_truth_files(paths: Iterable[str | os.PathLike], *,
+                             roots: Iterable[str | os.PathLike] = ()) -> tuple[list[Path], list[Path]]:
     """Split file paths into (images, ground truth) by name convention.
 
     A file is ground truth when its stem ends with one of :data:`GROUND_TRUTH_SUFFIXES`
     (case-insensitive: ``a_labels.tif``, ``a_mask.png``, ``a_dots.png``, ``a_points.csv`` ...) or when it
-    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...), or is named as Fiji's
+    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...), just above it or, below
+    one of the searched folders ``roots`` (the searched folder itself included), at any depth
+    (``labels/plate1/A01.png``: a tree of labels mirroring the images'), or is named as Fiji's
     Cell Counter saves its markers (:func:`cell_counter_stem`). In a :data:`DOT_DIRS` folder (``dots/``,
     ``points/``), which may hold images of their own, a file is ground truth when it is named as one
     (``dots/001dots.png``, :func:`word_base`) or like an image in an ``images/`` folder beside it
@@ -383,6 +386,7 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
     images: list[Path] = []
     gt: list[Path] = []
     paths = [Path(item) for item in paths]
+    roots = [Path(r) for r in roots]
     # images in an images/ folder beside the dots/ one: microscopes restart their numbering per folder, so a
     # same-named file in any other folder (ctrl/img001.tif beside points/img001.tif) says nothing
     beside = {(p.parent.parent, p.stem.casefold()) for p in paths if p.parent.name.lower() in IMAGE_WORDS}
@@ -391,8 +395,19 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike]) -> tuple[list[P
             word_base(path.stem, GROUND_TRUTH_WORDS) is not None
             or (path.parent.parent, path.stem.casefold()) in beside)
         if (dots or ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS
-                or cell_counter_stem(path)):
+                or _in_ground_truth_tree(path, roots) or cell_counter_stem(path)):
             gt.append(path)
         else:
             images.append(path)
     return images, gt
+
+
+def _in_ground_truth_tree(path: Path, roots: list[Path]) -> bool:
+    """``path`` lies below a :data:`GROUND_TRUTH_DIRS` folder within one of ``roots`` (or that folder is the root):
+    its folders above the root say nothing (``/data/gt/run1/images/a.png`` is an image)."""
+    root = next((r for r in roots if path.is_relative_to(r)), None)
+    if root is None:
+        return False
+    inside = path.relative_to(root).parts[:-1]
+    named = (root.name,) if root.name else ()
+    return any(part.lower() in GROUND_TRUTH_DIRS for part in (*named, *inside))
