@@ -9,6 +9,7 @@ Typical use::
     result.count, result.objects
 """
 
+from .batch import count_file
 from .errors import (
     CellcountError,
     GroundTruthError,
@@ -37,6 +38,7 @@ __all__ = [
     "ParameterError",
     "Prediction",
     "WeightsIntegrityError",
+    "count_file",
     "count_image",
     "list_image_files",
     "list_models",

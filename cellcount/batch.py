@@ -165,6 +165,43 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
     raise AssertionError("unreachable")
 
 
+def _count_source(src: bytes | str | Path, name: str, model: CountModel, p: CountParams, *, page: int | str | None,
+                  max_pixels: int, size_model: CountModel | None, backend: str | None,
+                  measure: bool) -> tuple[CountResult, int | str | None]:
+    """One file counted as a batch counts it: (its result, the plane read; :func:`_read_for_count`)."""
+    image, note, image_params, page_read = _read_for_count(src, name, p, page, max_pixels)
+    result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
+    # the batch's settings (a pixel size read from the file measured the objects: it is no setting, and
+    # a settings file or --resume must not carry one image's calibration to the others)
+    result.params = p
+    if note:  # one plane of a z-stack: the count is flagged with the reason
+        result.quality = with_note(result.quality, note.replace("<bytes>", name))
+    return result, page_read
+
+
+def count_file(
+    source: bytes | str | Path,
+    model: CountModel,
+    params: CountParams | dict[str, Any] | None = None,
+    *,
+    page: int | str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    size_model: CountModel | None = None,
+    backend: str | None = None,
+    measure: bool = True,
+) -> CountResult:
+    """Count one image file (a path or its bytes) as the command line does: the file's own pixel size (OME,
+    ImageJ) for the µm columns unless ``params`` give one, ``page`` (a plane of a z-stack, or ``"max"`` for their
+    maximum projection; :func:`cellcount.io.read_image`), and what the file says about the count in the quality
+    flag (a stack counted from its first plane, where :func:`cellcount.count_image` of the array
+    :func:`cellcount.read_image` returns cannot tell). Reading errors are raised, as by ``read_image``."""
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    name = Path(source).name if isinstance(source, (str, Path)) else "<bytes>"
+    return _count_source(source, name, model, p, page=page, max_pixels=max_pixels,
+                         size_model=size_model if size_model is not None else size_model_for(model, p),
+                         backend=backend, measure=measure)[0]
+
+
 def count_many(
     items: Iterable[tuple[str, bytes | str | Path]],
     model: CountModel,
@@ -206,13 +243,8 @@ def count_many(
         t0 = time.perf_counter()
         reason, failed = "", True
         try:
-            image, note, image_params, page_read = _read_for_count(src, name, p, page, max_pixels)
-            result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
-            # the batch's settings (a pixel size read from the file measured the objects: it is no setting, and
-            # a settings file or --resume must not carry one image's calibration to the others)
-            result.params = p
-            if note:  # one plane of a z-stack: the count is flagged with the reason
-                result.quality = with_note(result.quality, note.replace("<bytes>", name))
+            result, page_read = _count_source(src, name, model, p, page=page, max_pixels=max_pixels,
+                                              size_model=size_model, backend=backend, measure=measure)
             if not keep_maps:
                 result.probability = None
                 result.density = None

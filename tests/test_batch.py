@@ -138,6 +138,28 @@ def test_count_many_flags_a_stack_counted_from_one_plane(classical):
     assert "z-planes" not in str(df.loc[1, "check_reasons"])
 
 
+def test_count_file_counts_one_file_as_the_command_line_does(classical, tmp_path):
+    """A tester's z-stack counted through the Python API (read_image, then count_image) was not flagged, where the
+    command line flagged it: count_file reads the file as a batch does (its plane, its pixel size, its note)."""
+    from cellcount import count_file
+
+    stack = np.zeros((3, 32, 32), np.uint8)
+    stack[:, 8:14, 8:14] = 200
+    stack[2, 20:26, 20:26] = 200
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX", "unit": "um"},
+                     resolution=(2.0, 2.0))  # 0.5 µm pixels
+    first = count_file(tmp_path / "stack.tif", classical)
+    assert first.count == 1 and first.quality.flag
+    assert any("stack.tif: the file holds 3 z-planes; only the first was read" in r for r in first.quality.reasons)
+    projected = count_file(str(tmp_path / "stack.tif"), classical, page="max")
+    assert projected.count == 2 and not any("z-planes" in r for r in projected.quality.reasons)
+    assert projected.objects["area_um2"].tolist() == [8.0, 8.0] and projected.params.pixel_size_um is None, (
+        "the file's pixel size measures the objects, and is no setting to carry to other files")
+    assert count_file((tmp_path / "stack.tif").read_bytes(), classical, {"min_area_px": 1}, page=2).count == 2
+    with pytest.raises(ImageReadError):
+        count_file(b"not an image", classical)
+
+
 def test_count_many_flags_a_blank_channel(classical):
     """Nuclei in the blue channel of an RGB export, counted with channel=0 (red, empty): 0 cells, and the row
     says the channel is blank instead of passing the 0 off as a count."""

@@ -216,7 +216,7 @@ def projection_note(name: str, planes: tuple[int, str] | None) -> str | None:
         return None
     are = "are channels" if planes[1] == _PLANE_KINDS["C"] else "may be channels (the file does not name them)"
     return (f"{name}: its {planes[0]} planes {are}; a maximum projection of channels mixes the nuclei with the "
-            "other stains: count the nuclei's plane instead (count command: --plane N; Python: read_image(page=N); "
+            "other stains: count the nuclei's plane instead (count command: --plane N; Python: page=N in count_file or read_image; "
             "Count page: 'Plane')")
 
 
@@ -225,11 +225,11 @@ def planes_note(name: str, planes: tuple[int, str]) -> str:
     if planes[1] in (_PLANE_KINDS["T"], _OTHER_IMAGES):  # never projected: cells move; pages of other sizes
         what = "time point" if planes[1] == _PLANE_KINDS["T"] else "page"
         return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
-                f"{what} (count command: --plane N; Python: read_image(page=N); Count page: 'Plane'; Batch "
+                f"{what} (count command: --plane N; Python: page=N in count_file or read_image; Count page: 'Plane'; Batch "
                 "page: 'Z-stacks')")
     return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
             "plane or their maximum projection (count command: --plane N or --plane max; Python: "
-            "read_image(page=N) or page='max'; Count page: 'Plane'; Batch page: 'Z-stacks')")
+            "page=N or page='max' in count_file or read_image; Count page: 'Plane'; Batch page: 'Z-stacks')")
 
 
 def read_image_planes(
@@ -269,7 +269,7 @@ def read_image_planes(
         if project and planes is not None and planes[1] == _PLANE_KINDS["T"]:
             raise ParameterError(
                 f"{name}: its {planes[0]} planes are time points, and a maximum projection over time adds up cells "
-                "that move: count one time point (count command: --plane N; Python: read_image(page=N); Count page: "
+                "that move: count one time point (count command: --plane N; Python: page=N in count_file or read_image; Count page: "
                 "'Plane'; Batch page: a plane number under 'Z-stacks')")
         if project and planes is not None:  # one plane at a time: a few planes in memory, never the stack
             for index in range(1, planes[0]):
