@@ -230,7 +230,8 @@ PARAMS: tuple[Param, ...] = (
         help="drop objects smaller than this, px (an object of exactly this area is kept); also sets the split "
         "seeds' minimum area, max(4, min_area_px // 2)",
         explain="Objects smaller than this many pixels are not counted (an object of exactly this area is "
-        "counted). Larger: lower count (debris dropped). Split seeds smaller than half of it are ignored too.",
+        "counted). Larger: lower count, by more than the objects marked too small: it also stops splitting off "
+        "parts of clumps smaller than half of it (and may change the split 'Auto' chooses).",
     ),
     Param(
         "max_area_px", int, None, "mask", unit="px", lo=1, hi=DEFAULT_MAX_PIXELS, off=0, off_means="no limit",

@@ -363,8 +363,9 @@ def crowded_share(mask: np.ndarray, border_prob: np.ndarray, min_seed_area_px: i
     """The share of objects the border split would leave touching another, read before any flooding: a core
     (a marker of the border split) touches another object exactly when another core lies in its 4-connected
     piece of the mask, since flooding fills the piece; pieces without a core are objects of their own, touching
-    none. :func:`touching_share` of the split's labels before the area and edge filters (so moving those
-    sliders never changes the split chosen); NaN under :data:`MIN_TOUCH_OBJECTS` objects. It costs a second
+    none. :func:`touching_share` of the split's labels before the area and edge filters (the edge and maximum
+    area never change the split chosen; the minimum area does, through ``min_seed_area_px``, the seeds it keeps);
+    NaN under :data:`MIN_TOUCH_OBJECTS` objects. It costs a second
     labelling of the cores and pieces (about 10-17 ms on 1 Mpx) that the split then makes again."""
     core = mask & ~(np.asarray(border_prob) > 0.5)
     markers = _components_min_area(core, min_seed_area_px)
@@ -382,6 +383,20 @@ def crowded_share(mask: np.ndarray, border_prob: np.ndarray, min_seed_area_px: i
     if n_objects < MIN_TOUCH_OBJECTS:
         return float("nan")
     return float(touching / n_objects)
+
+
+def auto_split_note(used: str, share: float | None, *, bright_background: bool) -> str:
+    """What the split mode "auto" chose for an image and by which part of its rule (:func:`segment`): a crowded
+    brightfield image left with the border split read "45% touched; Both above 30%" as a contradiction (a tester)."""
+    limit = f"{100 * CROWDED_TOUCHING_SHARE:.0f}%"
+    if share is None or share != share:
+        why = "too few nuclei to judge"
+    elif bright_background and share > CROWDED_TOUCHING_SHARE:
+        why = (f"after the border split {100 * share:.0f}% of the nuclei touched another: over {limit}, but Both is "
+               "chosen only on a dark background, and this image's is bright")
+    else:
+        why = f"after the border split {100 * share:.0f}% of the nuclei touched another; Both where over {limit} on a dark background"
+    return f"Split touching nuclei, Auto: {'Both' if used == 'both' else 'Model borders'} on this image ({why})."
 
 
 def segment(

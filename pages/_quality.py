@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 import cellcount as cc
@@ -30,7 +32,8 @@ def quality_badge(result: cc.CountResult) -> None:
     elif q.nearest:
         st.badge("Near a quality limit", icon=":material/info:", color="gray",
                  help="No quality signal passed its limit, but one came within 5% of it.")
-        st.caption(f"Not flagged, but close ({q.score:.0%} of a limit): {q.nearest}.")
+        # floored: an unflagged 0.997 shown as "100% of a limit" read as flagged and not flagged at once (a tester)
+        st.caption(f"Not flagged, but close ({math.floor(100 * q.score)}% of a limit): {q.nearest}.")
     else:
         # grey, not a green tick: no warning sign is not a proof (a tester read a green tick on counts 18% low)
         st.badge("No warning sign", icon=":material/remove:", color="gray",

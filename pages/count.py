@@ -14,7 +14,7 @@ from cellcount.batch import BatchItem, counts_frame, objects_table
 from cellcount.io import labels_to_tiff_bytes, short_name, split_ground_truth_files
 from cellcount.measure import BOX_COLUMNS, likely_merges
 from cellcount.pipeline import split_distance_px
-from cellcount.postprocess import REJECT_REASONS
+from cellcount.postprocess import REJECT_REASONS, auto_split_note
 from pages import _settings as settings
 from pages import _shared as sh
 from pages._quality import quality_badge
@@ -284,11 +284,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     if result.estimated_diameter_px is not None or result.model_scale != 1.0 or result.params.nucleus_diameter_px:
         st.caption(size_note(result))
     if result.split_used:  # "Auto" says which split this image got, and why
-        share = result.touching_share
-        touch = (f"after the border split {100 * share:.0f}% of the nuclei touched another" if share == share
-                 else "too few nuclei to judge")
-        st.caption(f"Split touching nuclei, Auto: {'Both' if result.split_used == 'both' else 'Model borders'} on this "
-                   f"image ({touch}; Both above 30% on a dark background).")
+        st.caption(auto_split_note(result.split_used, result.touching_share, bright_background=result.inverted))
     view = view_ui(image.shape[:2]) if result.output_kind == "mask" else {}  # the density view is a heat map, not outlines
     # one view at a time (not tabs): only what is on screen is sent and drawn on a slider move
     views = ["Image", "Objects", "Areas" if result.output_kind == "mask" else "Centres", "Timing"]

@@ -461,6 +461,21 @@ for reasons in (("low contrast between nuclei and background (0.00)",),
                    "enlarge as far as its nuclei need)\n\nLook at the outlines before using it.")
 
 
+def test_a_count_just_under_a_limit_is_not_shown_at_100_percent_of_it():
+    """A tester's unflagged count at 0.997 of a limit read "Not flagged, but close (100% of a limit)"."""
+    script = f"""
+import sys, types
+sys.path.insert(0, {str(ROOT)!r})
+from cellcount.quality import Quality
+from pages._quality import quality_badge
+q = Quality(flag=False, score=0.997, reasons=(), signals={{}}, nearest="low contrast")
+quality_badge(types.SimpleNamespace(quality=q, output_kind="mask", count=3, model_name="unet-mask"))
+"""
+    at = AppTest.from_string(script).run()
+    assert not at.exception, at.exception
+    assert [c.value for c in at.caption] == ["Not flagged, but close (99% of a limit): low contrast."]
+
+
 def test_no_warning_sign_says_how_often_the_flag_caught_large_errors():
     from pages._quality import caught_text
 

@@ -107,7 +107,7 @@ def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background
     """Crowded: pairs of squares split by the border band (every object touches its partner), each square a pair
     of touching disks the band missed: "auto" splits as "both". Sparse (the same squares apart) or a bright
     background: as "borders"."""
-    from cellcount.postprocess import CROWDED_TOUCHING_SHARE, crowded_share, touching_share
+    from cellcount.postprocess import CROWDED_TOUCHING_SHARE, auto_split_note, crowded_share, touching_share
 
     def field(pairs: bool) -> tuple[np.ndarray, np.ndarray]:
         prob = np.zeros((60, 240), np.float32)
@@ -130,8 +130,14 @@ def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background
     assert auto.count == both.count and auto.split_used == "both" and auto.touching_share > CROWDED_TOUCHING_SHARE
     again = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, memo=memo)  # from the memo
     assert again.count == both.count and memo["split"][1][1][0] == "both"  # one split kept, the one chosen
-    assert segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4,
-                   bright_background=True).count == borders.count
+    bright = segment(crowded, split_mode="auto", border_prob=band, min_distance_px=4, bright_background=True)
+    assert bright.count == borders.count
+    # the note names the part of the rule that chose (a tester read "45% touched; Both above 30%" as a contradiction)
+    assert auto_split_note(bright.split_used, bright.touching_share, bright_background=True).endswith(
+        "touched another: over 30%, but Both is chosen only on a dark background, and this image's is bright).")
+    assert auto_split_note(auto.split_used, auto.touching_share, bright_background=False).startswith(
+        "Split touching nuclei, Auto: Both on this image (after the border split ")
+    assert auto_split_note("borders", float("nan"), bright_background=True).endswith("(too few nuclei to judge).")
     sparse, band = field(False)
     apart = segment(sparse, split_mode="borders", border_prob=band, min_distance_px=4)
     assert touching_share(apart.labels) == 0.0
