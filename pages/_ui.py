@@ -12,7 +12,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from cellcount.errors import ImageTooLargeError
 from cellcount.io.files import MICROSCOPE_EXTENSIONS
+from cellcount.io.read import PIXEL_CAP_TEXT
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "data" / "samples"
@@ -22,6 +24,10 @@ MICROSCOPE_TYPES = sorted(e.lstrip(".") for e in MICROSCOPE_EXTENSIONS)
 turned them away with "files are not allowed", and Batch's table never listed them (a tester)."""
 CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
+
+TOO_LARGE_HINT = ("Crop it first (Fiji: Image > Crop), or count it with the command line, which counts a TIFF this "
+                  "large by blocks (`cellcount count FILE --workers 2`; docs/SCALING.md)")
+"""Said with the reader's refusal of an image above the pixel cap (a tester was told the cap and nothing more)."""
 
 ENTRY_FLAG = "_app_entry"
 GOTO_KEY = "_app_goto"
@@ -43,6 +49,8 @@ def show_error(err: BaseException, where: Any = None, *, name: str | None = None
     """Show a library error as a message (no traceback); ``name``: the uploaded file's name, for errors about
     bytes read from memory (which the library can only call ``<bytes>``)."""
     text = str(err).replace("<bytes>", name) if name else str(err)
+    if isinstance(err, ImageTooLargeError) and text.endswith(PIXEL_CAP_TEXT):  # what to do, not only what is wrong
+        text += f". {TOO_LARGE_HINT}"
     (where or st).error(text, icon=":material/error:")
 
 

@@ -290,8 +290,11 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
                 "named like ground truth\" and count again if they are images.")
     others = skipped[skipped["reason"] != GT_NAMED]
     if len(others):  # a zip's readme, images a stopped batch never reached: why, without scrolling the table
-        shown = "; ".join(f"`{f}`: {r}" for f, r in zip(others["file"].head(5), others["reason"].head(5), strict=True))
-        st.info(f"{len(others)} file(s) not counted: {shown}" + (" ..." if len(others) > 5 else ""))
+        # one reason once for the files it holds ("not counted: the batch was stopped ..." read three times)
+        by_reason = others.groupby("reason", sort=False)["file"].apply(list)
+        shown = "; ".join(", ".join(f"`{f}`" for f in files[:5]) + (" ..." if len(files) > 5 else "")
+                          + f": {str(reason).removeprefix('not counted: ')}" for reason, files in by_reason.head(5).items())
+        st.info(f"{len(others)} file(s) not counted: {shown}" + (" ..." if len(by_reason) > 5 else ""))
     flagged = int(ok["check"].fillna(False).astype(bool).sum()) if "check" in ok else 0
     if flagged:
         st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column \"check "

@@ -304,6 +304,10 @@ def test_stop_keeps_the_images_counted_so_far():
     assert metric(at, "Images counted") == str(len(s.done))
     assert len(s.done) < len(names) and len(rest) == len(names) - len(s.done)
     assert any(f"Stopped after {len(s.done)} of 20 image(s)" in w.value for w in at.warning)
+    # the reason once for the images it holds (a tester read "not counted: the batch was stopped ..." thrice)
+    (said,) = [i.value for i in at.info if "not counted:" in i.value]
+    assert said.count("stopped before this image") == 1 and f"`{rest['file'].iloc[0]}`" in said
+    assert "not counted: `" in said and "not counted: the batch" not in said
     assert not at.button(key="batch_run").disabled, "the Count button is back"
 
 

@@ -461,6 +461,25 @@ for reasons in (("low contrast between nuclei and background (0.00)",),
                    "enlarge as far as its nuclei need)\n\nLook at the outlines before using it.")
 
 
+def test_an_image_above_the_pixel_cap_is_refused_saying_what_to_do():
+    """A tester's 9000 x 8000 upload was refused with the cap's figure and its internal name, and no way on."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from cellcount.io.read import _check_pixels
+from pages._ui import show_error
+try:
+    _check_pixels("<bytes>", 9000, 8000, 67_108_864)
+except Exception as err:
+    show_error(err, name="huge.png")
+"""
+    at = AppTest.from_string(script).run()
+    (text,) = [e.value for e in at.error]
+    assert text.startswith("huge.png: image is 9,000 x 8,000 = 72,000,000 pixels")
+    assert text.endswith("Crop it first (Fiji: Image > Crop), or count it with the command line, which counts a TIFF "
+                         "this large by blocks (`cellcount count FILE --workers 2`; docs/SCALING.md)")
+
+
 def test_a_count_just_under_a_limit_is_not_shown_at_100_percent_of_it():
     """A tester's unflagged count at 0.997 of a limit read "Not flagged, but close (100% of a limit)"."""
     script = f"""

@@ -122,13 +122,17 @@ def _open_source(source: ImageSource, max_bytes: int) -> tuple[str, str | io.Byt
     return name, io.BytesIO(data), data[:32]
 
 
+PIXEL_CAP_TEXT = "pixels (max_pixels)"
+"""How the refusal of an image above the pixel cap ends (:func:`_check_pixels`), for callers that add what to do."""
+
+
 def _check_pixels(name: str, height: int, width: int, max_pixels: int) -> None:
     if height <= 0 or width <= 0:
         raise ImageReadError(f"{name}: image has a zero-size dimension ({height} x {width} pixels, H x W)")
     if height * width > max_pixels:
         raise ImageTooLargeError(
             f"{name}: image is {height:,} x {width:,} = {height * width:,} pixels (H x W), "
-            f"above the cap of {max_pixels:,} pixels (max_pixels)"
+            f"above the cap of {max_pixels:,} {PIXEL_CAP_TEXT}"
         )
 
 
