@@ -174,6 +174,35 @@ def _same_file(a: Path, b: Path) -> bool:
 SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
 
 
+def _replaced_counts(out: Path) -> str | None:
+    """A note when ``out`` holds the rows of an earlier run that the history keeps (replaced, with how to get them
+    back), an "error: " when it holds rows the history has no copy of (refused: a user's own table, or the first
+    plate of two counted from one folder with the default ``counts.csv``), else None."""
+    import csv
+    import sqlite3
+
+    from .history import HistoryError, last_run_writing
+
+    try:
+        with out.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+            n_rows = max(sum(1 for _ in csv.reader(fh)) - 1, 0)
+    except FileNotFoundError:
+        return None
+    except (OSError, csv.Error) as err:
+        return f"error: --out {out} exists and cannot be read ({err}); give another --out, or delete it first"
+    if n_rows == 0:
+        return None
+    try:
+        run = last_run_writing(out)
+    except (HistoryError, sqlite3.Error, OSError):
+        run = None
+    if run is None or run["n_rows"] != n_rows:
+        return (f"error: --out {out} exists with {n_rows} row(s) that the run history holds no copy of; give another "
+                "--out, add --resume to count only the images not in it, or delete it first")
+    return (f"note: replacing {out}, which held the {n_rows} row(s) of run {run['id']} ({run['started_at']}): "
+            f"`cellcount runs --export {run['id']}` writes them again")
+
+
 def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     """A message when an output cannot be used, checked before any counting; None when all is well.
 
@@ -611,6 +640,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     except OSError as err:  # OutputBusy, or a folder gone since it was checked
         print(f"error: {err if isinstance(err, OutputBusy) else f'cannot write the results: {err}'}", file=sys.stderr)
         return 2
+    replaced = None if args.resume else _replaced_counts(Path(args.out))  # (no other run writes it now)
+    if replaced is not None and (replaced.startswith("error: ") or not args.quiet):
+        print(replaced, file=sys.stderr)
+        if replaced.startswith("error: "):
+            return 2
     gt_files: list[Path] = []
     if not args.include_ground_truth:
         searched = [Path(p) for p in args.paths if Path(p).is_dir()]  # labels/plate1/a.png below them too

@@ -287,6 +287,16 @@ def list_runs(limit: int = 100, *, path: str | os.PathLike | None = None) -> pd.
     return df
 
 
+def last_run_writing(out_path: str | os.PathLike, *, path: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The latest run recorded as writing the counts CSV ``out_path``: ``{"id", "started_at", "n_rows"}`` (its rows
+    kept here), or None where no run is."""
+    with connect(path) as con:
+        row = con.execute("SELECT r.id, r.started_at, COUNT(x.seq) FROM runs r LEFT JOIN rows x ON x.run_id = r.id "
+                          "WHERE r.out_path = ? GROUP BY r.id ORDER BY r.id DESC LIMIT 1",
+                          (str(Path(out_path).resolve()),)).fetchone()
+    return None if row is None else {"id": int(row[0]), "started_at": str(row[1]), "n_rows": int(row[2])}
+
+
 def _ended(status: str, host: str, pid: Any, proc: Any = None) -> bool:
     """A run recorded as running by a process of this machine that no longer exists."""
     if status != "running" or host != socket.gethostname() or pid is None or pd.isna(pid):

@@ -669,6 +669,28 @@ def test_block_options_are_checked_before_any_worker_starts(small_folder, tmp_pa
     assert not (tmp_path / "c.csv").exists()
 
 
+def test_an_earlier_runs_counts_are_replaced_saying_how_to_get_them_back(small_folder, samples_dir, tmp_path, capsys):
+    """Two plates counted from one folder with the default counts.csv: the second replaced the first's 2 rows
+    without a word (a tester). Now it names the run whose rows the history keeps; an edited table is refused."""
+    from cellcount.history import run_rows
+
+    out = tmp_path / "counts.csv"
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    first = pd.read_csv(out)
+    capsys.readouterr()
+    one = samples_dir / "s02_dense_clusters.png"
+    assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: replacing {out}, which held the 2 row(s) of run " in err and "`cellcount runs --export " in err
+    run_id = int(err.split("`cellcount runs --export ")[1].split("`")[0])
+    assert list(run_rows(run_id)["file"]) == list(first["file"]) and len(pd.read_csv(out)) == 1
+    with out.open("a") as fh:  # the user adds a row of their own
+        fh.write("extra.png,mine\n")
+    assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 2
+    assert "exists with 2 row(s) that the run history holds no copy of" in capsys.readouterr().err
+    assert out.read_text().endswith("extra.png,mine\n"), "left as it was"
+
+
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(small_folder, tmp_path, capsys):
     from cellcount.csvout import hold_outputs
 
@@ -678,7 +700,11 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(sm
         rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"])
     assert rc == 2 and "another run is writing" in capsys.readouterr().err
     assert out.read_text() == "file,count\nkept.png,3\n"  # untouched, no rows spliced in
-    # once it has ended, the file is free again and no lock file is left beside it
+    # once it has ended, the file is free again and no lock file is left beside it (the user's own table is not
+    # replaced: the run history holds no copy of it)
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 2
+    assert "exists with 1 row(s) that the run history holds no copy of" in capsys.readouterr().err
+    out.unlink()
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
     assert len(pd.read_csv(out)) == 2 and not list(tmp_path.glob(".*.lock"))
 
