@@ -372,6 +372,21 @@ def test_a_stated_diameter_is_the_sets_one_size(tiny_model, tmp_path, draw_disks
     assert "objects 24.0 px across in every image (the size you gave" in capsys.readouterr().out
 
 
+def test_an_image_with_a_count_only_is_left_out_naming_it_and_the_others_train(tiny_model, tmp_path, draw_disks):
+    """A tester's folder with one image counted in a counts table (the rest with labels or points) ended the whole
+    fine-tune with an error after its preparation; that image is now left out and named."""
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points", n=3)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(data / "counted.png")
+    (data / "counts.csv").write_text("filename,count\ncounted.png,3\n")
+    res = finetune(base_dir, data, name="some-counted", steps=1, holdout=0, batch_size=2, crop=32)
+    assert "counted.png" not in res.train_files and len(res.train_files) == 3
+    assert any(n.startswith("left out: counted.png: a count alone cannot teach a model where the cells are")
+               for n in res.notes), res.notes
+
+
 def test_finetune_refuses_counts_only_and_existing_names(tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="mask")

@@ -56,7 +56,7 @@ from .reading import (
     size_spread,
     spacing_note,
 )
-from .targets import DOT_DISC, training_item
+from .targets import COUNT_ONLY, DOT_DISC, training_item
 from .verdict import GAIN_NOTE, WORSE_OBJECTS, WORSE_SHARE, outline_note, settings_gain_note, worse_than_base
 
 if TYPE_CHECKING:
@@ -433,6 +433,11 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
     run.report(FinetuneProgress("prepare", message="reading the images and annotations"))
     skipped: list[str] = []  # images left out: named in the notes
     labelled, source = _labelled_items(data, skipped)
+    # an image with a count only is left out and named, the others train (a tester's one counts-table row ended the run)
+    counted = [n for n, _, gt in labelled if gt.labels is None and gt.points is None]
+    if counted and len(counted) < len(labelled):
+        skipped += [f"{n}: {COUNT_ONLY}" for n in counted]
+        labelled = [item for item in labelled if item[0] not in set(counted)]
     read: list[tuple[np.ndarray, tuple[int, str] | None]] = []
     for n, raw, _ in list(labelled):
         try:

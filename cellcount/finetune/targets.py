@@ -69,6 +69,11 @@ def labels_from_dots(base_labels: np.ndarray, points: np.ndarray, *, diameter_px
     return out
 
 
+COUNT_ONLY = ("a count alone cannot teach a model where the cells are; give label images, masks, dot images or "
+              "point CSVs")
+"""Why an image with a count only (a counts table's row) is left out of a fine-tune."""
+
+
 def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, density_scale: float,
                   diameter_px: float | None = None, size_model=None, overrides: dict[str, Any] | None = None,
                   reference_px: float | None = None, density_sigma: float = 0.25, dot_disc: float = DOT_DISC,
@@ -106,8 +111,7 @@ def training_item(name: str, image: np.ndarray, gt: GroundTruth, base, *, densit
             own = diameter_px or pred.estimated_diameter_px or _median_diameter(seg)
             labels = labels_from_dots(seg, gt.points, diameter_px=dot_disc * (own or reference_diameter))
     else:
-        raise GroundTruthError(f"{name}: a count alone cannot teach a model where the cells are; "
-                               "give label images, masks, dot images or point CSVs")
+        raise GroundTruthError(f"{name}: {COUNT_ONLY}")
     diameter = (diameter_px or own or measured_px
                 or annotated_diameter(image, gt, base, size_model=size_model, overrides=overrides) or reference_diameter)
     scale = pipeline.model_scale(base, diameter, norm.shape, reference_px=reference_px)
