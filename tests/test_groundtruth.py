@@ -1319,3 +1319,17 @@ def test_qupath_objects_of_its_ignore_class_are_left_out_saying_so() -> None:
     with pytest.warns(IgnoredClassWarning, match=r"1 object\(s\) of QuPath's class Ignore\* left out"):
         gt = read_geojson(data.encode(), expected_shape=(16, 32))
     assert gt.count == 2
+
+
+def test_a_name_listed_twice_with_two_counts_says_how_to_tell_them_apart(tmp_path):
+    """A tester's counts table listed A01.png with 36 and 9 (two plates' wells): the refusal now says to name each
+    with its folder, which reads (docs/LIMITS.md)."""
+    from cellcount.groundtruth import read_counts_by_name
+
+    table = tmp_path / "counts.csv"
+    table.write_text("\ufefffilename;count\nA01.png;36\nA01.png;9\n", encoding="utf-8")
+    with pytest.raises(GroundTruthError, match=r"'A01' is listed twice with counts 36 and 9; if they are two images "
+                                               r"of different folders, name each with its folder \(plate1/A01.png"):
+        read_counts_by_name(table)
+    table.write_text("filename;count\nplate1/A01.png;36\nplate2/A01.png;9\n", encoding="utf-8")
+    assert sorted(read_counts_by_name(table).values()) == [9, 36]

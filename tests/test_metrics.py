@@ -72,6 +72,19 @@ def test_intervals_over_few_images_are_wider_than_the_plain_percentile_bootstrap
     assert d["low"] < narrow[0] and d["high"] > narrow[1]
 
 
+def test_the_mae_interval_ends_within_reach_of_the_largest_error():
+    """A tester's 11 images, the worst 253 off (MAE 24.6): "95% CI 0.00-1979.28". The bootstrap-t's resamples
+    without that image have almost no spread, and its upper end flew off; it now ends at 1.5 x the largest error."""
+    from cellcount.metrics import MAE_HIGH_CAP, _studentized_mean_interval
+
+    errs = np.array([1, 10, 253, 1, 0, 3, 0, 0, 3, 0, 0], float)
+    assert _studentized_mean_interval(errs, level=0.95, n_boot=2000, seed=0)[1] > 1000, "the case under test"
+    lo, hi = mae_confidence_interval(errs)
+    assert lo < errs.mean() < hi == MAE_HIGH_CAP * 253
+    spread = np.random.default_rng(0).exponential(4.0, 40)
+    assert mae_confidence_interval(spread)[1] < spread.max(), "many images: the cap does not act"
+
+
 def test_paired_mae_difference():
     rng = np.random.default_rng(1)
     true = rng.integers(10, 100, 60)

@@ -217,6 +217,8 @@ def predicted_counts_message(name: str) -> str:
             "not used. If you corrected its counts by hand, keep only its file and count columns")
 
 
+TWO_FOLDERS_EXAMPLE = "plate1/A01.png and plate2/A01.png"
+
 TABLE_EXTENSIONS = (".csv", ".tsv")
 """Tables of points or counts: comma, semicolon or tab separated (QuPath saves its measurements as .tsv)."""
 
@@ -416,7 +418,8 @@ def read_counts_csv(source: CsvSource) -> dict[str, int]:
     for key, n in _counts_by_name(name, text).items():
         stem = key.rsplit("/", 1)[-1]
         if stem in counts and counts[stem] != n:
-            raise GroundTruthError(f"{name}: {stem!r} is listed twice with counts {counts[stem]} and {n}")
+            raise GroundTruthError(f"{name}: {stem!r} is listed twice with counts {counts[stem]} and {n} (this reader "
+                                   "keys images by file name alone)")
         counts[stem] = n
     return counts
 
@@ -463,7 +466,8 @@ def _counts_by_name(name: str, text: str) -> dict[str, int]:
             if count_col == _region_count_column(header):  # several regions of one image: which to score is unsaid
                 several.setdefault(key, [counts[key]]).append(int(value))
                 continue
-            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}")
+            raise GroundTruthError(f"{where}: {key!r} is listed twice with counts {counts[key]} and {cell}; if they are "
+                                   f"two images of different folders, name each with its folder ({TWO_FOLDERS_EXAMPLE})")
         counts[key] = int(value)
     if several:
         shown = "; ".join(f"{k} ({', '.join(map(str, v))})" for k, v in list(several.items())[:3])
