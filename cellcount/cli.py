@@ -990,6 +990,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     except KeyError as err:
         print(f"error: {err.args[0]} ({db_path()}); see 'python -m cellcount runs'", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `runs --export ID | head`: the caller's quiet ending, not a history error
+        raise
     except (HistoryError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -310,3 +312,29 @@ def test_an_objects_table_that_cannot_be_kept_leaves_the_counts_recorded(tmp_pat
     recorder.finish("done")
     assert "object table is not kept" in recorder.warning
     assert list(history.run_rows(recorder.run_id, path=path)["count"]) == [1]
+
+
+def test_a_reader_that_leaves_early_ends_runs_quietly(tmp_path, capsys, monkeypatch):
+    """`cellcount runs --export ID | head` ended with "error: [Errno 32] Broken pipe" (a tester): a history
+    error's handler took the closed pipe for one."""
+    out = tmp_path / "counts.csv"
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "classical-otsu", "--out", str(out),
+                 "--no-progress", "-q"]) == 0
+    run_id = str(history.list_runs().iloc[0]["id"])
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return os.open(os.devnull, os.O_WRONLY)
+
+    capsys.readouterr()
+    for argv in (["runs", "--export", run_id], ["runs", "--show", run_id], ["runs"]):
+        with monkeypatch.context() as m:
+            m.setattr(sys, "stdout", Closed())
+            assert main(argv) == 0, argv
+        assert "Broken pipe" not in capsys.readouterr().err
