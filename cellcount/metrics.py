@@ -97,8 +97,8 @@ def mae_confidence_interval(
 MAE_HIGH_CAP = 1.5
 """The MAE interval ends at most this many times the largest error seen: with one image far off, the bootstrap-t's
 resamples without it have almost no spread and its upper end flew off (a tester's 11 images, the worst 253 off:
-0-1979). The cap cost no coverage in ``scripts/interval_coverage.py``'s rows (at max x 1 the 5-image DSB row lost
-5 points)."""
+0-1979). The cap left the coverage of every row of ``scripts/interval_coverage.py`` as it was (docs/RESULTS.md,
+"Intervals over few images")."""
 
 
 def fixed(value: float, digits: int = 2, *, sign: bool = False) -> str:
