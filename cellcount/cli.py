@@ -175,32 +175,47 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
 
 
 def _replaced_counts(out: Path) -> str | None:
-    """A note when ``out`` holds the rows of an earlier run that the history keeps (replaced, with how to get them
-    back), an "error: " when it holds rows the history has no copy of (refused: a user's own table, or the first
-    plate of two counted from one folder with the default ``counts.csv``), else None."""
-    import csv
+    """What becomes of the rows an existing ``out`` holds, which this run replaces (None: it holds none): where
+    they are the last run's rows as the history keeps them, a note naming that run; otherwise (a table edited by
+    hand, someone else's, or a history that cannot be read) a copy kept beside it and named (the first plate of two
+    counted from one folder with the default ``counts.csv`` was lost without a word: a tester)."""
+    import shutil
     import sqlite3
+    import time
 
     from .history import HistoryError, last_run_writing
 
     try:
-        with out.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-            n_rows = max(sum(1 for _ in csv.reader(fh)) - 1, 0)
+        held = out.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, csv.Error) as err:
-        return f"error: --out {out} exists and cannot be read ({err}); give another --out, or delete it first"
-    if n_rows == 0:
+    if len(held.strip().splitlines()) < 2:  # empty, or a header alone: no rows to lose
         return None
     try:
         run = last_run_writing(out)
-    except (HistoryError, sqlite3.Error, OSError):
-        run = None
-    if run is None or run["n_rows"] != n_rows:
-        return (f"error: --out {out} exists with {n_rows} row(s) that the run history holds no copy of; give another "
-                "--out, add --resume to count only the images not in it, or delete it first")
-    return (f"note: replacing {out}, which held the {n_rows} row(s) of run {run['id']} ({run['started_at']}): "
-            f"`cellcount runs --export {run['id']}` writes them again")
+        same = run is not None and _export_text(run["id"]).encode("utf-8") == held
+    except (HistoryError, sqlite3.Error, OSError, KeyError):
+        run, same = None, False
+    if same:
+        return (f"note: replacing {out}, the rows of run {run['id']} ({run['started_at']}); `cellcount runs --export "
+                f"{run['id']} --out FILE` writes them again")
+    kept = out.with_name(f"{out.stem}.replaced-{time.strftime('%Y%m%d-%H%M%S')}{out.suffix}")
+    shutil.copy2(out, kept)
+    return f"note: {out} held rows the run history has no copy of; they are kept as {kept}"
+
+
+def _export_text(run_id: int) -> str:
+    """A run's counts CSV as `runs --export` writes it: its rows as the history keeps them (escaped when the CSV was
+    first written, so written again as they are); the header alone for a run stopped before its first image."""
+    import pandas as pd
+
+    from .batch import COUNT_COLUMNS
+    from .history import run_rows
+
+    rows = run_rows(run_id)
+    if not len(rows.columns):
+        rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
+    return rows.to_csv(index=False, lineterminator="\n")
 
 
 def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
@@ -640,11 +655,6 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     except OSError as err:  # OutputBusy, or a folder gone since it was checked
         print(f"error: {err if isinstance(err, OutputBusy) else f'cannot write the results: {err}'}", file=sys.stderr)
         return 2
-    replaced = None if args.resume else _replaced_counts(Path(args.out))  # (no other run writes it now)
-    if replaced is not None and (replaced.startswith("error: ") or not args.quiet):
-        print(replaced, file=sys.stderr)
-        if replaced.startswith("error: "):
-            return 2
     gt_files: list[Path] = []
     if not args.include_ground_truth:
         searched = [Path(p) for p in args.paths if Path(p).is_dir()]  # labels/plate1/a.png below them too
@@ -671,6 +681,14 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         else:
             print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
+    if not args.resume:  # (no other run writes it: held above)
+        try:
+            replaced = _replaced_counts(Path(args.out))
+        except OSError as err:
+            print(f"error: --out {args.out} exists and cannot be kept before it is replaced: {err}", file=sys.stderr)
+            return 2
+        if replaced and not args.quiet:
+            print(replaced, file=sys.stderr)
     keep_counts, keep_objects, keep_regions, done = None, None, None, set()
     if args.resume:
         # the skipped files still there get their rows again; one gone since (a dangling link) keeps a counted row
@@ -948,10 +966,9 @@ def _start_cluster(args: argparse.Namespace):
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the history of runs, or print / export one run."""
-    import pandas as pd
 
     from .csvout import atomic_write_bytes, not_a_file_problem
-    from .history import HistoryError, db_path, get_run, list_runs, run_rows
+    from .history import HistoryError, db_path, get_run, list_runs
 
     try:
         if args.show is not None or args.export is not None:
@@ -960,13 +977,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             if args.show is not None:
                 print(json.dumps(run, indent=2))
                 return 0
-            # rows were escaped when the CSV was first written: written again as they are
-            rows = run_rows(run_id)
-            if not len(rows.columns):  # a run stopped before its first image: the header alone
-                from .batch import COUNT_COLUMNS
-
-                rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
-            text = rows.to_csv(index=False, lineterminator="\n")
+            text = _export_text(run_id)
             for option, target in (("--settings-out", args.settings_out), ("--out", None if args.out == "-" else args.out)):
                 if not target:
                     continue

@@ -671,7 +671,8 @@ def test_block_options_are_checked_before_any_worker_starts(small_folder, tmp_pa
 
 def test_an_earlier_runs_counts_are_replaced_saying_how_to_get_them_back(small_folder, samples_dir, tmp_path, capsys):
     """Two plates counted from one folder with the default counts.csv: the second replaced the first's 2 rows
-    without a word (a tester). Now it names the run whose rows the history keeps; an edited table is refused."""
+    without a word (a tester). Rows the history keeps as they are in the file are replaced naming their run; a
+    table edited by hand (the same number of rows), or one the history cannot give back, is kept beside it."""
     from cellcount.history import run_rows
 
     out = tmp_path / "counts.csv"
@@ -681,14 +682,19 @@ def test_an_earlier_runs_counts_are_replaced_saying_how_to_get_them_back(small_f
     one = samples_dir / "s02_dense_clusters.png"
     assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert f"note: replacing {out}, which held the 2 row(s) of run " in err and "`cellcount runs --export " in err
-    run_id = int(err.split("`cellcount runs --export ")[1].split("`")[0])
+    assert f"note: replacing {out}, the rows of run " in err and " --out FILE` writes them again" in err
+    run_id = int(err.split("`cellcount runs --export ")[1].split(" ")[0])
     assert list(run_rows(run_id)["file"]) == list(first["file"]) and len(pd.read_csv(out)) == 1
-    with out.open("a") as fh:  # the user adds a row of their own
-        fh.write("extra.png,mine\n")
-    assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 2
-    assert "exists with 2 row(s) that the run history holds no copy of" in capsys.readouterr().err
-    assert out.read_text().endswith("extra.png,mine\n"), "left as it was"
+    assert not list(tmp_path.glob("counts.replaced-*.csv"))
+    edited = out.read_text().replace(f",{pd.read_csv(out)['count'][0]},", ",999,", 1)  # corrected by hand
+    out.write_text(edited)
+    assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    (kept,) = tmp_path.glob("counts.replaced-*.csv")
+    assert kept.read_text() == edited and f"held rows the run history has no copy of; they are kept as {kept}" in \
+        capsys.readouterr().err
+    out.write_text("file,count\n")  # a header alone: nothing to keep
+    assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress", "-q"]) == 0
+    assert len(list(tmp_path.glob("counts.replaced-*.csv"))) == 1
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(small_folder, tmp_path, capsys):
@@ -700,13 +706,11 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(sm
         rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"])
     assert rc == 2 and "another run is writing" in capsys.readouterr().err
     assert out.read_text() == "file,count\nkept.png,3\n"  # untouched, no rows spliced in
-    # once it has ended, the file is free again and no lock file is left beside it (the user's own table is not
-    # replaced: the run history holds no copy of it)
-    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 2
-    assert "exists with 1 row(s) that the run history holds no copy of" in capsys.readouterr().err
-    out.unlink()
+    # once it has ended, the file is free again and no lock file is left beside it (the user's own table, which
+    # the run history holds no copy of, is kept beside it)
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
     assert len(pd.read_csv(out)) == 2 and not list(tmp_path.glob(".*.lock"))
+    assert [p.read_text() for p in tmp_path.glob("counts.replaced-*.csv")] == ["file,count\nkept.png,3\n"]
 
 
 def test_an_output_through_a_symbolic_link_writes_the_linked_file(small_folder, tmp_path, capsys):
