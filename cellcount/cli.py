@@ -204,6 +204,15 @@ def _replaced_counts(out: Path) -> str | None:
     return f"note: {out} held rows the run history has no copy of; they are kept as {kept}"
 
 
+def _from_ground_truth_folder(path: Path) -> str:
+    """``path`` from its last ground-truth folder down (``labels/p1/A01.png``), else its folder and name: what made
+    it ground truth, shown."""
+    from .io.files import GROUND_TRUTH_DIRS
+
+    at = max((i for i, part in enumerate(path.parts[:-1]) if part.lower() in GROUND_TRUTH_DIRS), default=len(path.parts) - 2)
+    return Path(*path.parts[max(at, 0):]).as_posix()
+
+
 def _export_text(run_id: int) -> str:
     """A run's counts CSV as `runs --export` writes it: its rows as the history keeps them (escaped when the CSV was
     first written, so written again as they are); the header alone for a run stopped before its first image."""
@@ -605,6 +614,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import IMAGE_EXTENSIONS, list_image_files, split_ground_truth_files
+    from .io.files import searched_folders
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .models.backends import backend_note
@@ -657,7 +667,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         return 2
     gt_files: list[Path] = []
     if not args.include_ground_truth:
-        searched = [Path(p) for p in args.paths if Path(p).is_dir()]  # labels/plate1/a.png below them too
+        searched = searched_folders(args.paths)  # labels/plate1/a.png below them too
         files, gt_files = split_ground_truth_files(files, roots=searched)
         # annotation tables named on the command line (``count folder/*`` names a_points.csv) are left out like
         # the label images beside them, as the app does: no error row
@@ -666,7 +676,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         skipped = [(path, why) for path, why in skipped if path not in tables]
         if gt_files and not args.quiet:
             # with their folder: labels/a.png beside images/a.png read as if the images were skipped
-            shown = ", ".join(Path(*p.parts[-2:]).as_posix() for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
+            shown = ", ".join(_from_ground_truth_folder(p) for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
             print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
                   "use --include-ground-truth to count them", file=sys.stderr)
     # the images counted: label images never to be written over (an earlier run's own label files, named like
@@ -674,7 +684,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     all_inputs = {f.resolve() for f in files}
     if not files:
         if gt_files:  # every file given was ground truth: label images named so, or annotation tables
-            shown = f"{Path(*gt_files[0].parts[-2:]).as_posix()}{' ...' if len(gt_files) > 1 else ''}"
+            shown = f"{_from_ground_truth_folder(gt_files[0])}{' ...' if len(gt_files) > 1 else ''}"
             images = [p for p in gt_files if p.suffix.lower() in IMAGE_EXTENSIONS]
             print(f"error: every file given is ground truth ({shown}), nothing to count"
                   + ("; --include-ground-truth counts images named like it" if images else ""), file=sys.stderr)

@@ -179,7 +179,7 @@ def images_among(names: list[str]) -> list[str]:
     truth: labels named exactly like their images, waiting for the images."""
     from cellcount.io import IMAGE_EXTENSIONS, split_ground_truth_files
 
-    images, truth = split_ground_truth_files(names)
+    images, truth = split_ground_truth_files(names, uploaded=True)
     image_paths = {str(p) for p in images}
     found = [n for n in names if str(PurePath(n)) in image_paths and PurePath(n).suffix.lower() in IMAGE_EXTENSIONS]
     return found if truth else []

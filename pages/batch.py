@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 
 import streamlit as st
 
@@ -41,14 +40,10 @@ def button_label(files, include_ground_truth: bool = False) -> str:
         elif (f.name, f.size) not in loose:  # a copy uploaded again counts once (by name and size here: no hashing
             loose.add((f.name, f.size))      # on every rerun; the batch compares the bytes)
             names.append(f.name)
-    left_out = 0 if include_ground_truth else len(split_ground_truth_files(names, roots=[UPLOADS])[1])
+    left_out = 0 if include_ground_truth else len(split_ground_truth_files(names, uploaded=True)[1])
     return (f"Count {len(names) - left_out} image(s)"
             + (f" ({zips} zip file(s) opened)" if zips else "")
             + (f", {left_out} named like ground truth left out" if left_out else ""))
-
-
-UPLOADS = Path("")
-"""The uploads' names ("a.zip/labels/plate1/A01.png") lie below this: a zip's labels tree is ground truth at any depth."""
 
 
 GT_NAMED = ("named like ground truth: not counted (as on the command line; turn on \"Count files named like "
@@ -80,7 +75,7 @@ def _without_ground_truth(items: list[tuple[str, bytes]],
                           bad: list[BatchItem]) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
     # zip members ("a.zip/b.csv"), but not one refused for its path ("../labels/x.png"): that reason stays
     members = [b.name for b in bad if "/" in b.name and not b.reason.startswith("unsafe path")]
-    _, named = split_ground_truth_files([name for name, _ in items] + members, roots=[UPLOADS])
+    _, named = split_ground_truth_files([name for name, _ in items] + members, uploaded=True)
     skip = {str(path) for path in named}
     # a zip's annotation tables (``a_points.csv``) are left out like the label images beside them, not failures
     bad = [BatchItem(b.name, "skipped", GT_NAMED, None) if b.name in skip else b for b in bad]

@@ -580,7 +580,7 @@ def test_a_labels_tree_mirroring_the_images_tree_is_not_counted(samples_dir, tmp
     out = tmp_path / "c.csv"
     assert main(["count", str(tmp_path / "tree"), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
     assert sorted(pd.read_csv(out)["file"]) == [str(tmp_path / "tree" / "images" / p / "A01.png") for p in ("p1", "p2")]
-    assert "skipped 2 file(s) named like ground truth (p1/A01.png, p2/A01.png)" in capsys.readouterr().err
+    assert "skipped 2 file(s) named like ground truth (labels/p1/A01.png, labels/p2/A01.png)" in capsys.readouterr().err
 
 
 def test_annotation_tables_named_on_the_command_line_are_left_out_like_label_images(samples_dir, tmp_path, capsys):

@@ -695,19 +695,31 @@ def test_split_ground_truth_files() -> None:
     assert len(gt) == 5
 
 
-def test_a_labels_tree_mirroring_the_images_is_ground_truth_below_the_searched_folder() -> None:
+def test_a_labels_tree_mirroring_the_images_is_ground_truth_below_the_searched_folder(tmp_path, monkeypatch) -> None:
     """A tester's `count tree` counted tree/labels/p1/A01.png and tree/labels/p2/A01.png as images (the total
-    doubled): only the folder just above a file was looked at. Below a searched folder any labels/ folder counts;
-    folders above it say nothing."""
+    doubled): only the folder just above a file was looked at. Within the searched folders any labels/ folder
+    counts, however they are typed; folders above them say nothing."""
+    from cellcount.io.files import searched_folders
+
+    monkeypatch.chdir(tmp_path)
     tree = [Path("tree/images/p1/A01.png"), Path("tree/labels/p1/A01.png"), Path("tree/Masks/p2/d/A01.png")]
+    for p in tree:
+        p.parent.mkdir(parents=True, exist_ok=True)
     assert split_ground_truth_files(tree)[0] == tree, "no searched folder given: the folder above only"
-    images, gt = split_ground_truth_files(tree, roots=[Path("tree")])
-    assert images == [Path("tree/images/p1/A01.png")] and gt == tree[1:]
-    assert split_ground_truth_files(tree, roots=[Path("tree/labels")])[1] == [tree[1]], "the searched folder itself"
-    inside = [Path("/data/gt/run1/images/a.png"), Path("/data/gt/run1/x/a.png")]
-    assert split_ground_truth_files(inside, roots=[Path("/data/gt/run1")]) == (inside, []), "above the root"
-    assert split_ground_truth_files([Path("set.zip/labels/p1/a.png")], roots=[Path("")])[1] == [
+    for roots in (["tree"], ["./tree/"], [str(tmp_path / "tree")], ["tree/labels/p1", "tree"], ["tree/images/p1",
+                                                                                                 "tree/labels/p1"]):
+        assert split_ground_truth_files(tree, roots=roots) == (tree[:1], tree[1:]), roots
+    assert split_ground_truth_files(tree[1:2], roots=["tree/labels"])[1] == tree[1:2], "the searched folder's name"
+    monkeypatch.chdir(tmp_path / "tree" / "labels")
+    inside = [Path("p1/A01.png")]
+    assert split_ground_truth_files(inside, roots=["."])[1] == inside, "'.' inside labels/ as its full path"
+    deep = [tmp_path / "gt" / "run1" / "images" / "a.png", tmp_path / "gt" / "run1" / "x" / "a.png"]
+    assert split_ground_truth_files(deep, roots=[tmp_path / "gt" / "run1"]) == (deep, []), "above the searched folder"
+    assert split_ground_truth_files([Path("set.zip/labels/p1/a.png")], uploaded=True)[1] == [
         Path("set.zip/labels/p1/a.png")], "upload names: every folder in them"
+    monkeypatch.chdir(tmp_path)
+    assert searched_folders(["tree", "tree/**/*.png", "tree/images/p1/A01.png", "*.png"]) == [
+        Path("tree"), Path("tree"), Path(".")]
 
 
 @pytest.mark.parametrize(("top", "dtype"), [(65535, np.uint16), (70000, np.uint32)])

@@ -364,15 +364,17 @@ def imagej_roi_stem(path: str | os.PathLike) -> str | None:
     return base
 
 
-def split_ground_truth_files(paths: Iterable[str | os.PathLike], *,
-                             roots: Iterable[str | os.PathLike] = ()) -> tuple[list[Path], list[Path]]:
+def split_ground_truth_files(paths: Iterable[str | os.PathLike], *, roots: Iterable[str | os.PathLike] = (),
+                             uploaded: bool = False) -> tuple[list[Path], list[Path]]:
     """Split file paths into (images, ground truth) by name convention.
 
     A file is ground truth when its stem ends with one of :data:`GROUND_TRUTH_SUFFIXES`
     (case-insensitive: ``a_labels.tif``, ``a_mask.png``, ``a_dots.png``, ``a_points.csv`` ...) or when it
-    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...), just above it or, below
-    one of the searched folders ``roots`` (the searched folder itself included), at any depth
-    (``labels/plate1/A01.png``: a tree of labels mirroring the images'), or is named as Fiji's
+    lies in a folder named like :data:`GROUND_TRUTH_DIRS` (``labels/``, ``masks/`` ...), just above it or at any
+    depth within the searched folders ``roots`` (their own names included; the folders above them say nothing:
+    :func:`ground_truth_base`), so that a tree of labels mirroring the images' (``labels/plate1/A01.png``) is
+    ground truth; with ``uploaded``, the paths are upload names (``a.zip/labels/plate1/A01.png``), every folder in
+    them searched. A file is also ground truth when named as Fiji's
     Cell Counter saves its markers (:func:`cell_counter_stem`). In a :data:`DOT_DIRS` folder (``dots/``,
     ``points/``), which may hold images of their own, a file is ground truth when it is named as one
     (``dots/001dots.png``, :func:`word_base`) or like an image in an ``images/`` folder beside it
@@ -386,7 +388,7 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike], *,
     images: list[Path] = []
     gt: list[Path] = []
     paths = [Path(item) for item in paths]
-    roots = [Path(r) for r in roots]
+    base = ground_truth_base(roots)
     # images in an images/ folder beside the dots/ one: microscopes restart their numbering per folder, so a
     # same-named file in any other folder (ctrl/img001.tif beside points/img001.tif) says nothing
     beside = {(p.parent.parent, p.stem.casefold()) for p in paths if p.parent.name.lower() in IMAGE_WORDS}
@@ -395,19 +397,51 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike], *,
             word_base(path.stem, GROUND_TRUTH_WORDS) is not None
             or (path.parent.parent, path.stem.casefold()) in beside)
         if (dots or ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS
-                or _in_ground_truth_tree(path, roots) or cell_counter_stem(path)):
+                or _in_ground_truth_tree(path, base, uploaded=uploaded) or cell_counter_stem(path)):
             gt.append(path)
         else:
             images.append(path)
     return images, gt
 
 
-def _in_ground_truth_tree(path: Path, roots: list[Path]) -> bool:
-    """``path`` lies below a :data:`GROUND_TRUTH_DIRS` folder within one of ``roots`` (or that folder is the root):
-    its folders above the root say nothing (``/data/gt/run1/images/a.png`` is an image)."""
-    root = next((r for r in roots if path.is_relative_to(r)), None)
-    if root is None:
+def searched_folders(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The folders that :func:`list_image_files` searches for ``paths``: each folder given, and a glob pattern's
+    folder before its first wildcard (``tree`` for ``'tree/**/*.png'``); files given are none."""
+    out = []
+    for item in paths:
+        text = os.fspath(item)
+        if _has_glob(text):
+            fixed = list(itertools.takewhile(lambda part: not _has_glob(part), Path(text).parts))
+            out.append(Path(*fixed) if fixed else Path("."))
+        elif os.path.isdir(text):
+            out.append(Path(text))
+    return out
+
+
+def ground_truth_base(roots: Iterable[str | os.PathLike]) -> Path | None:
+    """The folder whose subfolders :func:`split_ground_truth_files` searches for ground-truth folder names: the one
+    above the searched folders' common folder (absolute), so that their own names count (``count tree/labels``) and
+    the folders above them do not (``/data/gt/run1/images/a.png`` is an image when ``/data/gt/run1`` is searched);
+    ``count tree/images/p1 tree/labels/p1`` (a shell's glob) searches ``tree``. None without searched folders."""
+    absolute = [os.path.abspath(r) for r in roots]
+    if not absolute:
+        return None
+    try:
+        return Path(os.path.commonpath(absolute)).parent
+    except ValueError:  # folders on different drives share none
+        return None
+
+
+def _in_ground_truth_tree(path: Path, base: Path | None, *, uploaded: bool = False) -> bool:
+    """``path`` lies in a :data:`GROUND_TRUTH_DIRS` folder below ``base`` (:func:`ground_truth_base`), or, with
+    ``uploaded``, anywhere in its name."""
+    if uploaded:
+        inside = path.parts[:-1]
+    elif base is None:
         return False
-    inside = path.relative_to(root).parts[:-1]
-    named = (root.name,) if root.name else ()
-    return any(part.lower() in GROUND_TRUTH_DIRS for part in (*named, *inside))
+    else:
+        try:
+            inside = Path(os.path.abspath(path)).relative_to(base).parts[:-1]
+        except ValueError:  # not below the searched folders: a file named on the command line
+            return False
+    return any(part.lower() in GROUND_TRUTH_DIRS for part in inside)
