@@ -374,7 +374,7 @@ def test_a_stated_diameter_is_the_sets_one_size(tiny_model, tmp_path, draw_disks
 
 def test_an_image_with_a_count_only_is_left_out_naming_it_and_the_others_train(tiny_model, tmp_path, draw_disks):
     """A tester's folder with one image counted in a counts table (the rest with labels or points) ended the whole
-    fine-tune with an error after its preparation; that image is now left out and named."""
+    fine-tune with an error after its preparation: that image is left out and named."""
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")
     save_model(base.net, base.card, base_dir)
@@ -385,6 +385,11 @@ def test_an_image_with_a_count_only_is_left_out_naming_it_and_the_others_train(t
     assert "counted.png" not in res.train_files and len(res.train_files) == 3
     assert any(n.startswith("left out: counted.png: a count alone cannot teach a model where the cells are")
                for n in res.notes), res.notes
+    for f in data.glob("*_points.csv"):  # the others' dots exported empty: the counted image held every cell
+        f.write_text("x,y\n")
+    with pytest.raises(cc.CellcountError, match=r"counted.png: a count alone cannot teach a model where the cells are; "
+                                                r"give .*; the other images' annotations hold no objects"):
+        finetune(base_dir, data, name="none-dotted", steps=1, holdout=0, batch_size=2, crop=32)
 
 
 def test_finetune_refuses_counts_only_and_existing_names(tiny_model, tmp_path, draw_disks):
@@ -863,6 +868,31 @@ def test_a_few_held_out_images_counted_just_within_the_large_error_flag_every_co
         "m counted its 4 held-out images 27% off on average when it was fine-tuned, so every count")
     assert heldout_flag_reason({"n": 3.0, "mape": 13.7}, "m", rel_errors=spread[:3]) is None, "too few to judge"
     assert heldout_error_bound([0.1]) != heldout_error_bound([0.1]), "one image: no bound (NaN)"
+
+
+def test_the_saved_card_flags_every_count_when_the_held_out_bound_reaches_the_large_error():
+    """The held-out counts reach the bound: five images 13.7% off on average, spread 2-28%, put the reason on the
+    card and say so in the notes; the same mean without the spread does not."""
+    import types
+
+    from cellcount.finetune.core import _heldout_flag, _Run
+    from cellcount.models.card import ModelCard
+
+    def verdict(afters):
+        counts = [{"file": f"i{k}.png", "true": 100.0, "before": 100.0, "after": a} for k, a in enumerate(afters)]
+        mape = sum(abs(a - 100.0) for a in afters) / len(afters)
+        card = ModelCard(name="m", architecture="unet", output_kind="mask")
+        return types.SimpleNamespace(card=card, kept_base=False, scores=types.SimpleNamespace(
+            after={"n": float(len(afters)), "mape": mape}, counts=counts))
+
+    spread, run = verdict([98, 108, 112, 82, 128.5]), _Run(lambda p: None)
+    _heldout_flag(spread, name="m", run=run)
+    assert "5 images cannot show it within 15%" in spread.card.extra["quality"]["rule"]["always"]
+    assert run.notes == ["m counted the held-out images 14% off on average, and so few images may show it better "
+                         "than it is: every count of it is flagged 'check this image' with that reason"]
+    even, run = verdict([86.3] * 5), _Run(lambda p: None)
+    _heldout_flag(even, name="m", run=run)
+    assert "always" not in (even.card.extra.get("quality") or {}).get("rule", {}) and not run.notes
 
 
 def test_a_segmentation_fine_tuned_on_dots_that_counts_its_own_images_far_off_points_to_a_density_model(

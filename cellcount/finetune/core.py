@@ -436,8 +436,11 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
     # an image with a count only is left out and named, the others train (a tester's one counts-table row ended the run)
     counted = [n for n, _, gt in labelled if gt.labels is None and gt.points is None]
     if counted and len(counted) < len(labelled):
+        rest = [item for item in labelled if item[0] not in set(counted)]
+        if not any(gt.count for _, _, gt in rest):  # the counted images held every cell there is to learn
+            raise GroundTruthError(f"{listed(counted, 3)}: {COUNT_ONLY}; the other images' annotations hold no objects")
         skipped += [f"{n}: {COUNT_ONLY}" for n in counted]
-        labelled = [item for item in labelled if item[0] not in set(counted)]
+        labelled = rest
     read: list[tuple[np.ndarray, tuple[int, str] | None]] = []
     for n, raw, _ in list(labelled):
         try:
