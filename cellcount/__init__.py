@@ -9,7 +9,6 @@ Typical use::
     result.count, result.objects
 """
 
-from .batch import count_file
 from .errors import (
     CellcountError,
     GroundTruthError,
@@ -25,6 +24,15 @@ from .models import list_models, load_model
 from .pipeline import CountParams, CountResult, Prediction, count_image, postprocess, predict, resolve_params
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # count_file reads files as a batch does: its module (and the ground-truth readers it brings) loads on first use
+    if name == "count_file":
+        from .batch import count_file
+
+        return count_file
+    raise AttributeError(f"module 'cellcount' has no attribute {name!r}")
 
 __all__ = [
     "CellcountError",

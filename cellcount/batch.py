@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -180,7 +181,7 @@ def _count_source(src: bytes | str | Path, name: str, model: CountModel, p: Coun
 
 
 def count_file(
-    source: bytes | str | Path,
+    source: bytes | str | os.PathLike,
     model: CountModel,
     params: CountParams | dict[str, Any] | None = None,
     *,
@@ -196,7 +197,7 @@ def count_file(
     flag (a stack counted from its first plane, where :func:`cellcount.count_image` of the array
     :func:`cellcount.read_image` returns cannot tell). Reading errors are raised, as by ``read_image``."""
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
-    name = Path(source).name if isinstance(source, (str, Path)) else "<bytes>"
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "<bytes>"
     return _count_source(source, name, model, p, page=page, max_pixels=max_pixels,
                          size_model=size_model if size_model is not None else size_model_for(model, p),
                          backend=backend, measure=measure)[0]

@@ -866,7 +866,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     for name, reason in failed:  # with --quiet too: an exit status of 1 alone does not say which
         # the reason names the file already where it was read from it
         print(f"  failed: {reason if reason.startswith(f'{name}: ') else f'{name}: {reason}'}", file=sys.stderr)
-    from .io.read import PIXEL_CAP_TEXT
+    from .io.read import OVER_CAP_HINT, PIXEL_CAP_TEXT
 
     if not (args.workers or args.scheduler) and any(PIXEL_CAP_TEXT in reason for _, reason in failed):
         print(f"note: {OVER_CAP_HINT}", file=sys.stderr)
@@ -879,9 +879,6 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     return 1 if n_err or skipped else 0
 
 
-OVER_CAP_HINT = ("images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N (pip "
-                 "install 'cellcount[cluster]'; docs/SCALING.md); other formats: export them as TIFF, or raise "
-                 "--max-pixels where memory allows (a few tens of bytes per pixel: docs/LIMITS.md)")
 
 
 def _blocks_record(args: argparse.Namespace) -> dict | None:

@@ -391,11 +391,14 @@ def auto_split_note(used: str, share: float | None, *, bright_background: bool) 
     limit = f"{100 * CROWDED_TOUCHING_SHARE:.0f}%"
     if share is None or share != share:
         why = "too few nuclei to judge"
-    elif bright_background and share > CROWDED_TOUCHING_SHARE:
-        why = (f"after the border split {100 * share:.0f}% of the nuclei touched another: over {limit}, but Both is "
-               "chosen only on a dark background, and this image's is bright")
     else:
-        why = f"after the border split {100 * share:.0f}% of the nuclei touched another; Both where over {limit} on a dark background"
+        # a decimal where whole percents read as the limit itself ("30% ... over 30%")
+        digits = 1 if f"{100 * share:.0f}%" == limit and share != CROWDED_TOUCHING_SHARE else 0
+        touched = f"after the border split {100 * share:.{digits}f}% of the nuclei touched another"
+        if bright_background and share > CROWDED_TOUCHING_SHARE:
+            why = f"{touched}: over {limit}, but Both is chosen only on a dark background, and this image's is bright"
+        else:
+            why = f"{touched}; Both where over {limit} on a dark background"
     return f"Split touching nuclei, Auto: {'Both' if used == 'both' else 'Model borders'} on this image ({why})."
 
 

@@ -14,7 +14,7 @@ import streamlit as st
 
 from cellcount.errors import ImageTooLargeError
 from cellcount.io.files import MICROSCOPE_EXTENSIONS
-from cellcount.io.read import PIXEL_CAP_TEXT
+from cellcount.io.read import OVER_CAP_HINT, PIXEL_CAP_TEXT
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "data" / "samples"
@@ -25,8 +25,7 @@ turned them away with "files are not allowed", and Batch's table never listed th
 CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
 
-TOO_LARGE_HINT = ("Crop it first (Fiji: Image > Crop), or count it with the command line, which counts a TIFF this "
-                  "large by blocks (`cellcount count FILE --workers 2`; docs/SCALING.md)")
+TOO_LARGE_HINT = f"Crop it first (Fiji: Image > Crop). On the command line, {OVER_CAP_HINT}"
 """Said with the reader's refusal of an image above the pixel cap (a tester was told the cap and nothing more)."""
 
 ENTRY_FLAG = "_app_entry"

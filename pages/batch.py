@@ -286,7 +286,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     others = skipped[skipped["reason"] != GT_NAMED]
     if len(others):  # a zip's readme, images a stopped batch never reached: why, without scrolling the table
         # one reason once for the files it holds ("not counted: the batch was stopped ..." read three times)
-        by_reason = others.groupby("reason", sort=False)["file"].apply(list)
+        by_reason = others.assign(reason=others["reason"].fillna("")).groupby("reason", sort=False)["file"].apply(list)
         shown = "; ".join(", ".join(f"`{f}`" for f in files[:5]) + (" ..." if len(files) > 5 else "")
                           + f": {str(reason).removeprefix('not counted: ')}" for reason, files in by_reason.head(5).items())
         st.info(f"{len(others)} file(s) not counted: {shown}" + (" ..." if len(by_reason) > 5 else ""))

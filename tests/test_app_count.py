@@ -476,8 +476,10 @@ except Exception as err:
     at = AppTest.from_string(script).run()
     (text,) = [e.value for e in at.error]
     assert text.startswith("huge.png: image is 9,000 x 8,000 = 72,000,000 pixels")
-    assert text.endswith("Crop it first (Fiji: Image > Crop), or count it with the command line, which counts a TIFF "
-                         "this large by blocks (`cellcount count FILE --workers 2`; docs/SCALING.md)")
+    assert text.endswith("Crop it first (Fiji: Image > Crop). On the command line, images above the pixel cap: TIFF "
+                         "and OME-Zarr ones are counted by blocks with --workers N (pip install 'cellcount[cluster]'; "
+                         "docs/SCALING.md); other formats: export them as TIFF, or raise --max-pixels where memory "
+                         "allows (a few tens of bytes per pixel: docs/LIMITS.md)")
 
 
 def test_a_count_just_under_a_limit_is_not_shown_at_100_percent_of_it():

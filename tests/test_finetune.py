@@ -868,6 +868,8 @@ def test_a_few_held_out_images_counted_just_within_the_large_error_flag_every_co
         "m counted its 4 held-out images 27% off on average when it was fine-tuned, so every count")
     assert heldout_flag_reason({"n": 3.0, "mape": 13.7}, "m", rel_errors=spread[:3]) is None, "too few to judge"
     assert heldout_error_bound([0.1]) != heldout_error_bound([0.1]), "one image: no bound (NaN)"
+    near = heldout_flag_reason({"n": 5.0, "mape": 14.8}, "m", rel_errors=[0.02, 0.08, 0.12, 0.18, 0.34])
+    assert "held-out images 14.8% off on average" in near, "not '15% off ... cannot show it within 15%'"
 
 
 def test_the_saved_card_flags_every_count_when_the_held_out_bound_reaches_the_large_error():

@@ -127,8 +127,9 @@ def heldout_flag_reason(after: dict[str, float], name: str, scored: int | None =
         return None
     few = (f", and {int(n)} images cannot show it within {LARGE_ERROR:.0%} (it may be {100 * bound:.0f}% off on "
            "others)" if mape < 100 * LARGE_ERROR else "")
-    # no "; " inside: tables join the reasons with it
-    return (f"{name} counted its {int(n)} held-out images {mape:.0f}% off on average when it was fine-tuned{few}, so "
+    # no "; " inside: tables join the reasons with it; a decimal where a whole percent reads as the limit itself
+    shown = f"{mape:.1f}" if f"{mape:.0f}" == f"{100 * LARGE_ERROR:.0f}" else f"{mape:.0f}"
+    return (f"{name} counted its {int(n)} held-out images {shown}% off on average when it was fine-tuned{few}, so "
             "every count of it is flagged: check its counts by eye, or fine-tune again with more annotated images "
             "or more steps")
 

@@ -124,6 +124,10 @@ def _open_source(source: ImageSource, max_bytes: int) -> tuple[str, str | io.Byt
 
 PIXEL_CAP_TEXT = "pixels (max_pixels)"
 """How the refusal of an image above the pixel cap ends (:func:`_check_pixels`), for callers that add what to do."""
+OVER_CAP_HINT = ("images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N (pip "
+                 "install 'cellcount[cluster]'; docs/SCALING.md); other formats: export them as TIFF, or raise "
+                 "--max-pixels where memory allows (a few tens of bytes per pixel: docs/LIMITS.md)")
+"""What the command line can do with images above the pixel cap."""
 
 
 def _check_pixels(name: str, height: int, width: int, max_pixels: int) -> None:
