@@ -80,7 +80,8 @@ def mae_confidence_interval(
     (:func:`_studentized_mean_interval`) and the expanded percentile interval (:func:`expanded_level`). The
     bootstrap-t reaches further up where a few hard images carry the MAE; the percentile interval holds where most
     errors are 0, whose resamples the bootstrap-t cannot studentize (its interval of [0, 0, 0, 0, 14] ended at the
-    MAE). Over few images no interval of a mean this skewed holds its level (``python
+    MAE). The upper end is at most :data:`MAE_HIGH_CAP` x the largest error. Over few images no interval of a mean
+    this skewed holds its level (``python
     scripts/interval_coverage.py``; docs/RESULTS.md, "Intervals over few images").
 
     With ~100 images a few hard ones carry much of the MAE, so two models' MAEs often differ by less
@@ -96,8 +97,8 @@ def mae_confidence_interval(
 
 MAE_HIGH_CAP = 1.5
 """The MAE interval ends at most this many times the largest error seen: with one image far off, the bootstrap-t's
-resamples without it have almost no spread and its upper end flew off (a tester's 11 images, the worst 253 off:
-0-1979). The cap left the coverage of every row of ``scripts/interval_coverage.py`` as it was (docs/RESULTS.md,
+resamples without it have almost no spread and put its upper end far beyond every error (a tester's 11 images, the
+worst 253 off: 0-1979). Its coverage with and without the cap: ``scripts/interval_coverage.py`` (docs/RESULTS.md,
 "Intervals over few images")."""
 
 

@@ -858,7 +858,7 @@ def test_a_few_held_out_images_counted_just_within_the_large_error_flag_every_co
     reason = heldout_flag_reason({"n": 5.0, "mape": 13.7}, "m", rel_errors=spread)
     assert reason.startswith("m counted its 5 held-out images 14% off on average when it was fine-tuned, and 5 "
                              "images cannot show it within 15% (it may be ")
-    assert heldout_flag_reason({"n": 5.0, "mape": 13.7}, "m") is None, "the mean alone, as before"
+    assert heldout_flag_reason({"n": 5.0, "mape": 13.7}, "m") is None, "the mean alone stays under the limit"
     good = [0.016, 0.0, 0.063, 0.0, 0.016]  # the probe's 1.9%
     assert heldout_error_bound(good) < 0.04
     assert heldout_flag_reason({"n": 5.0, "mape": 1.9}, "m", rel_errors=good) is None

@@ -1322,8 +1322,8 @@ def test_qupath_objects_of_its_ignore_class_are_left_out_saying_so() -> None:
 
 
 def test_a_name_listed_twice_with_two_counts_says_how_to_tell_them_apart(tmp_path):
-    """A tester's counts table listed A01.png with 36 and 9 (two plates' wells): the refusal now says to name each
-    with its folder, which reads (docs/LIMITS.md)."""
+    """A tester's counts table listed A01.png with 36 and 9 (two plates' wells): the refusal says to name each with
+    its folder, which reads (docs/LIMITS.md)."""
     from cellcount.groundtruth import read_counts_by_name
 
     table = tmp_path / "counts.csv"

@@ -74,7 +74,7 @@ def test_intervals_over_few_images_are_wider_than_the_plain_percentile_bootstrap
 
 def test_the_mae_interval_ends_within_reach_of_the_largest_error():
     """A tester's 11 images, the worst 253 off (MAE 24.6): "95% CI 0.00-1979.28". The bootstrap-t's resamples
-    without that image have almost no spread, and its upper end flew off; it now ends at 1.5 x the largest error."""
+    without that image have almost no spread and put its upper end far off: it ends at 1.5 x the largest error."""
     from cellcount.metrics import MAE_HIGH_CAP, _studentized_mean_interval
 
     errs = np.array([1, 10, 253, 1, 0, 3, 0, 0, 3, 0, 0], float)
@@ -82,7 +82,8 @@ def test_the_mae_interval_ends_within_reach_of_the_largest_error():
     lo, hi = mae_confidence_interval(errs)
     assert lo < errs.mean() < hi == MAE_HIGH_CAP * 253
     spread = np.random.default_rng(0).exponential(4.0, 40)
-    assert mae_confidence_interval(spread)[1] < spread.max(), "many images: the cap does not act"
+    uncapped = _studentized_mean_interval(spread, level=0.95, n_boot=2000, seed=0)[1]
+    assert mae_confidence_interval(spread)[1] >= uncapped, "many images: the cap does not act"
 
 
 def test_paired_mae_difference():
