@@ -81,6 +81,11 @@ def _stored(prefix: str, model: cc.models.CountModel, name: str) -> Any:
     return settings.values(model)[name]
 
 
+CHANNEL_CHOSEN_FOR = "_widgets__channel_chosen_for"
+"""The number of channels of the image the channel was last chosen on (a choice for a 2-channel TIFF counted the
+green of the next upload, an RGB picture, with no more than a caption: a tester)."""
+
+
 FILLED_IN = "_widgets__filled_in"
 """Widget key -> the option a choice widget shows because the stored value is not among its options."""
 
@@ -108,6 +113,8 @@ def _on_edit(prefix: str, name: str, model_name: str, key: str | None = None) ->
         local[name] = value
     else:
         settings.edit(model, name, value)
+    if name == "channel" and key:  # the channel's widget key ends with the number of channels it offered
+        st.session_state[CHANNEL_CHOSEN_FOR] = int(key.rsplit("_", 1)[1])
 
 
 def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None,
@@ -195,6 +202,13 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
         # one widget per number of channels, each knowing what it showed in place of a channel it lacks
         out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt,
                                                          key=f"{_key(prefix, 'channel')}_{len(options) - 1}"))
+        chosen_for = st.session_state.get(CHANNEL_CHOSEN_FOR)
+        if image is not None and out["channel"] is not None and chosen_for not in (None, n_channels):
+            c.warning(f"Channel {out['channel']} was chosen for an image of {chosen_for} channels; this one has "
+                      f"{n_channels}{' (an RGB picture?)' if n_channels == 3 else ''}. Check that channel "
+                      f"{out['channel']} holds its nuclei, or choose another.", icon=":material/warning:")
+            c.button(f"Keep channel {out['channel']}", key=f"{prefix}_keep_channel", on_click=st.session_state.__setitem__,
+                     args=(CHANNEL_CHOSEN_FOR, n_channels))
     else:
         out["channel"] = _stored(prefix, model, "channel")  # unused for a single channel; kept as stored
     out["invert"] = _from_widget(

@@ -605,6 +605,29 @@ def test_a_channel_chosen_for_a_composite_does_not_fail_the_next_one_channel_ima
     assert metric(at, "Count") == "1"
 
 
+@pytest.mark.slow
+def test_a_channel_chosen_for_an_image_of_other_channels_is_said_on_the_next():
+    """A tester chose channel 1 of a 2-channel TIFF, then uploaded an RGB picture: it was counted from its green
+    alone, said only by a caption. The choice is said, with a button to keep it."""
+    img = np.zeros((2, 64, 64), np.uint16)
+    img[1, 10:20, 10:20] = 3000
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, img, metadata={"axes": "CYX"})
+    at = open_count(count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("two.tif", buf.getvalue(), "image/tiff")).run()
+    at.selectbox(key="count_channel_2").set_value(1).run()
+    assert not at.exception and not [w for w in at.warning if "was chosen for an image of" in w.value]
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[10:20, 10:20] = 200
+    at.file_uploader(key="count_upload").set_value(("pic.png", png_bytes(rgb), "image/png")).run()
+    said = [w.value for w in at.warning if "was chosen for an image of" in w.value]
+    assert said == ["Channel 1 was chosen for an image of 2 channels; this one has 3 (an RGB picture?). Check that "
+                    "channel 1 holds its nuclei, or choose another."]
+    at.button(key="count_keep_channel").click().run()
+    assert not [w for w in at.warning if "was chosen for an image of" in w.value]
+    assert at.selectbox(key="count_channel_3").value == 1, "kept"
+
+
 def test_the_threshold_says_why_it_hardly_moves_the_count_when_splitting_at_model_borders():
     """Testers moved the threshold from 0.2 to 0.8 with the default model and saw the count change by 2 at most."""
     import cellcount as cc
