@@ -94,8 +94,8 @@ off on its 2 held-out H&E images counted 10 new ones 3.8% off (a tester), and fl
 HELDOUT_BOUND_LEVEL = 0.8
 """One-sided confidence of the bound on the held-out images' mean error that flags every count: a few held-out
 images can show a fine-tune better than it is (one 13.7% off on its 5 held-out fat-cell images counted 13 of 20 new
-ones more than 15% off, a tester; one 1.9% off on 5 counted 20 new ones 6.0% off, the bound 3.0%), so the bound, not
-the mean, must clear the large error."""
+ones more than 15% off, a tester; ``scripts/finetune_heldout_probe.py`` shows the bound on fine-tunes that work and
+that do not: docs/finetuning.md), so the bound, not the mean, must clear the large error."""
 
 
 def heldout_error_bound(rel_errors: Sequence[float], level: float = HELDOUT_BOUND_LEVEL) -> float:
