@@ -19,6 +19,8 @@ from pages import _shared as sh
 sh.require_entry_point("compare")
 
 P = "compare"
+PANEL_PX = 360
+"""Height of the side-by-side pictures (their width is about this, or less with four models)."""
 MAX_CONFIGS = 4
 
 
@@ -417,9 +419,10 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             else:
                 # drawn as on the Count page: a colour chosen against the image (fixed green vanished on purple H&E)
                 rgb, _ = viz.render_outlines(viz.display_image(image), res.labels, res.rejected, color="auto",
-                                             rejected_colors=viz.OUTLINE_COLORS)
+                                             rejected_colors=viz.OUTLINE_COLORS,
+                                             thickness=viz.thickness_for(image.shape, PANEL_PX))
                 fig = viz.overlay_figure(
-                    rgb, objects=res.objects, title=title, height=360, pixel_size_um=params.pixel_size_um
+                    rgb, objects=res.objects, title=title, height=PANEL_PX, pixel_size_um=params.pixel_size_um
                 )
             st.plotly_chart(fig, key=f"{P}_side_{label}")
 

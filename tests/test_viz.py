@@ -401,3 +401,11 @@ def test_one_colour_per_object_keeps_rejected_objects_and_merges_in_colours_no_o
         assert np.abs(objects - np.array(rgb)).max(axis=1).min() > 60
     _, on_bright = viz.render_outlines(np.full((60, 80, 3), 230, np.uint8), lab, color="per object", merges=[1])
     assert on_bright["likely merge (far larger than its neighbours, with a waist)"] == (0, 0, 0)
+
+
+def test_outlines_stay_visible_when_a_large_image_is_shown_small():
+    """Compare's 360 px panels of a 1024 px image thinned 1-px outlines to nothing (a tester)."""
+    from cellcount.viz import thickness_for
+
+    assert thickness_for((1024, 1024, 3), 360) == 3 and thickness_for((256, 300), 360) == 1
+    assert thickness_for((2048, 512), 0) >= 1, "no panel width: no division by zero"

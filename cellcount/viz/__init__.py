@@ -55,6 +55,7 @@ from .viewer import (
     object_colors,
     points_overlay,
     render_outlines,
+    thickness_for,
     zoom_view,
 )
 
@@ -95,6 +96,7 @@ __all__ = [
     "probability_figure",
     "probability_histogram_figure",
     "render_outlines",
+    "thickness_for",
     "stage_times_figure",
     "thumbnail",
     "to_rgb",

@@ -87,6 +87,12 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return lab.astype(np.float32) * np.float32([100 / 255, 1, 1]) - np.float32([0, 128, 128])
 
 
+def thickness_for(shape: tuple[int, ...], shown_px: int) -> int:
+    """Outline width, px of the image, that stays about a screen pixel wide when an image of ``shape`` is shown
+    ``shown_px`` wide (Compare's panels of a 1024 px image: 1-px outlines thinned to nothing; a tester)."""
+    return max(1, round(max(shape[:2]) / max(int(shown_px), 1)))
+
+
 def contrast_color(rgb: np.ndarray, where: np.ndarray | None = None) -> RGB:
     """An :data:`AUTO_CANDIDATES` colour that stands out (CIELAB distance, 10th percentile over pixels) from the
     image under ``where`` (bool (H, W), e.g. a band on both sides of the outlines; the whole image when None or
