@@ -41,6 +41,8 @@ PER_IMAGE_CONFIG = {
                                         "(precision and recall per image in the CSV)"),
     "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.2f", width=80),
 }
+MAX_REASONS_SHOWN = 20
+"""Flagged images listed with their reasons under the quality flag's caption (the rest: the CSV)."""
 SORTS = {"error": "signed error", "abs_error": "largest error", "file": "file name", "true": "true count"}
 
 
@@ -138,6 +140,14 @@ def flag_caption(per_image: pd.DataFrame) -> None:
             if rep["large_errors"] else "none to catch")
     st.caption(f"Quality flag: {round(rep['flagged_share'] * rep['n'])} of {rep['n']} images flagged \"check this "
                f"image\"; {rep['large_errors']} counts off by more than {LARGE_ERROR:.0%} of the true count, {held}.")
+    flagged = per_image[per_image["check"].fillna(False).astype(bool)]
+    if len(flagged) and "check_reasons" in flagged:  # the table shows a tick only (the reasons were in the CSV alone)
+        with st.expander(f"Why {len(flagged)} image(s) were flagged"):
+            shown = flagged.head(MAX_REASONS_SHOWN)
+            st.markdown("\n".join(f"- `{f}` (true {_count_text(t)}, counted {_count_text(c)}): {r}" for f, t, c, r in
+                                  zip(shown["file"], shown["true"], shown["pred"], shown["check_reasons"], strict=True))
+                        + (f"\n\n{len(flagged) - len(shown)} more in the per-image CSV's check_reasons."
+                           if len(flagged) > len(shown) else ""))
 
 
 def _count_text(value: float, *, sign: bool = False) -> str:

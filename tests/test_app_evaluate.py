@@ -49,6 +49,12 @@ def test_samples_evaluate_and_slider_reevaluates():
     assert "check" in at.dataframe[0].value.columns, "the quality flag beside each image's error"
     flag = next(c.value for c in at.caption if c.value.startswith("Quality flag:"))
     assert "of 12 images flagged" in flag and "off by more than 15% of the true count" in flag
+    # the flagged images with their reasons, not a tick alone (they were in the CSV only)
+    n_flagged = int(at.dataframe[0].value["check"].fillna(False).astype(bool).sum())
+    assert n_flagged, "some samples are flagged (the case under test)"
+    (why,) = [e for e in at.expander if e.label == f"Why {n_flagged} image(s) were flagged"]
+    listed = why.markdown[0].value
+    assert listed.count("\n- `") == min(n_flagged, 20) - 1 and "(true " in listed and ", counted " in listed
     # the time in words a user can weigh: per image first, and what the figure counts (a tester read
     # "Model speed: 54840 ms per megapixel" as a fault)
     timing = next(c.value for c in at.caption if c.value.startswith("Time in the networks:"))
