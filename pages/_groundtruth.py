@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from cellcount.groundtruth import listed
-from cellcount.io import GROUND_TRUTH_SUFFIXES
+from cellcount.io import GROUND_TRUTH_SUFFIXES, not_an_image
 from cellcount.labelled import LabelledSet, labelled_set
 from pages import _shared as sh
 
@@ -121,7 +121,8 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         st.caption(
             f"{len(found.items)} image(s) with ground truth ("
             + ", ".join(f"{n} with {k}" for k, n in kinds.items())
-            + ")" + (f"; {len(found.unlabelled)} without" if optional and found.unlabelled else "")
+            + ")" + (f"; {without} without" if optional and (without := sum(
+                not not_an_image(n, d) for n, d in found.unlabelled)) else "")  # a text file is no image without them
             + "."
             + (f" {empty} of them hold no objects: images without cells, or annotations whose export failed (a "
                "points CSV with only its header line, an all-black label image)." if (

@@ -667,6 +667,8 @@ def test_a_file_that_is_no_image_is_listed_as_such_not_offered_for_dotting(tiny_
     assert "fake.png" not in at.selectbox(key="train_annotate_image").options
     said = [w.value for w in at.warning if "could not be used" in w.value]
     assert len(said) == 1 and "fake.png" in said[0] and "not an image" in said[0]
+    (summary,) = [c.value for c in at.caption if "image(s) with ground truth" in c.value]
+    assert "without" not in summary, "not counted among the images without annotations"
 
 
 def test_a_run_that_ended_before_a_reload_is_named_on_the_new_session(tiny_models, monkeypatch, tmp_path):
