@@ -180,7 +180,7 @@ def test_apply_after_optimise_on_evaluate_reaches_batch_and_count():
     at.button(key="eval_run").click()
     at.run()
     at.button(key="eval_tune").click()
-    at.run()
+    at.run(timeout=300)  # the search and its 4-fold check: 70-75 s on an idle 2-core machine, over 90 s on a busy one
     assert not at.exception
     best = at.session_state["eval__tune"]["best"]
     at.button(key="eval_apply").click()
