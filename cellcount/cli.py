@@ -179,9 +179,7 @@ def _replaced_counts(out: Path) -> str | None:
     they are the last run's rows as the history keeps them, a note naming that run; otherwise (a table edited by
     hand, someone else's, or a history that cannot be read) a copy kept beside it and named (the first plate of two
     counted from one folder with the default ``counts.csv`` was lost without a word: a tester)."""
-    import shutil
     import sqlite3
-    import time
 
     from .history import HistoryError, last_run_writing
 
@@ -199,9 +197,32 @@ def _replaced_counts(out: Path) -> str | None:
     if same:
         return (f"note: replacing {out}, the rows of run {run['id']} ({run['started_at']}); `cellcount runs --export "
                 f"{run['id']} --out FILE` writes them again")
-    kept = out.with_name(f"{out.stem}.replaced-{time.strftime('%Y%m%d-%H%M%S')}{out.suffix}")
-    shutil.copy2(out, kept)
-    return f"note: {out} held rows the run history has no copy of; they are kept as {kept}"
+    return f"note: {out} held rows the run history has no copy of; they are kept as {_kept_copy(out)}"
+
+
+def _kept_copy(path: Path) -> Path:
+    """Copy ``path`` to ``NAME.replaced-DATE-TIME.SUFFIX`` beside it, before a run replaces it."""
+    import shutil
+    import time
+
+    kept = path.with_name(f"{path.stem}.replaced-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+    shutil.copy2(path, kept)
+    return kept
+
+
+def _replaced_tables(paths: list[Path]) -> list[str]:
+    """Notes for the per-object and per-region CSVs a run replaces: the run history keeps no copy of them, so
+    each that holds rows is kept beside it first (a re-run with a changed Min. area lost the earlier object
+    table: a tester)."""
+    notes = []
+    for path in paths:
+        try:
+            held = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        if len(held.strip().splitlines()) >= 2:
+            notes.append(f"note: {path} held rows; they are kept as {_kept_copy(path)}")
+    return notes
 
 
 def _from_ground_truth_folder(path: Path) -> str:
@@ -692,13 +713,15 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 2
     if not args.resume:  # (no other run writes it: held above)
+        tables = [Path(p) for p in (args.objects, _regions_path(args) if _region_spec(args) else None) if p]
         try:
-            replaced = _replaced_counts(Path(args.out))
+            replaced = [_replaced_counts(Path(args.out))] + _replaced_tables(tables)
         except OSError as err:
-            print(f"error: --out {args.out} exists and cannot be kept before it is replaced: {err}", file=sys.stderr)
+            print(f"error: an output exists and cannot be kept before it is replaced: {err}", file=sys.stderr)
             return 2
-        if replaced and not args.quiet:
-            print(replaced, file=sys.stderr)
+        for note in replaced:
+            if note and not args.quiet:
+                print(note, file=sys.stderr)
     keep_counts, keep_objects, keep_regions, done = None, None, None, set()
     if args.resume:
         # the skipped files still there get their rows again; one gone since (a dangling link) keeps a counted row

@@ -697,6 +697,25 @@ def test_an_earlier_runs_counts_are_replaced_saying_how_to_get_them_back(small_f
     assert len(list(tmp_path.glob("counts.replaced-*.csv"))) == 1
 
 
+def test_an_earlier_object_table_is_kept_before_a_run_replaces_it(small_folder, tmp_path, capsys):
+    """The run history keeps no per-object rows, so a re-run (another Min. area, say) lost the first object table
+    without a word (a tester). One that holds rows is kept beside it; a --resume appends to it instead."""
+    out, objects = tmp_path / "counts.csv", tmp_path / "objects.csv"
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--objects", str(objects),
+            "--no-progress"]
+    assert main(argv) == 0
+    first = objects.read_text()
+    assert len(first.splitlines()) > 2 and not list(tmp_path.glob("objects.replaced-*.csv"))
+    capsys.readouterr()
+    assert main(argv + ["--min-area", "60"]) == 0
+    (kept,) = tmp_path.glob("objects.replaced-*.csv")
+    assert kept.read_text() == first and objects.read_text() != first
+    assert f"note: {objects} held rows; they are kept as {kept}" in capsys.readouterr().err
+    objects.write_text("file,label\n")  # a header alone: nothing to keep
+    assert main(argv + ["-q"]) == 0
+    assert len(list(tmp_path.glob("objects.replaced-*.csv"))) == 1
+
+
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(small_folder, tmp_path, capsys):
     from cellcount.csvout import hold_outputs
 
