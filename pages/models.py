@@ -74,7 +74,7 @@ def short_error(m: dict, where: str = "images") -> str:
         text += f" ({_interval(m)})"
     if "n" in m:
         few = int(m["n"]) < MIN_BOOTSTRAP_IMAGES
-        text += f" on {int(m['n'])} {where}" + (" (too few for an interval: says little)" if few else "")
+        text += f" on {int(m['n'])} {where}" + (" (too few for an interval)" if few else "")
     f1 = m.get("f1")
     return text + (f"; F1 {f1:.2f}" if isinstance(f1, (int, float)) and math.isfinite(f1) else "")
 

@@ -984,6 +984,12 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     assert model.card.metrics["holdout_after"]["mae"] == res.before["mae"]
     assert model.card.metrics["holdout_finetuned_weights"]["mae"] == res.after["mae"]
     assert "fine-tuned weights" in model.card.summary() and "not kept" in model.card.summary()
+    # the guide neither offers it for "images like the set it was fine-tuned on" nor repeats "fine-tune it" (a tester)
+    from cellcount.models.guide import model_guide
+
+    guide = model_guide(model.card)
+    assert "fine-tuned on" not in guide.images and guide.images == model_guide(load_model(base_dir).card).images
+    assert guide.note.startswith(f"it keeps {load_model(base_dir).name}'s weights and settings, as the fine-tune counted")
     assert model.novelty is not None, "the base's encoder, so the base's novelty reference"
     b = load_model(base_dir)
     assert model.card.density_scale == b.card.density_scale and model.card.extra.get("quality") == b.card.extra.get("quality")
@@ -1000,6 +1006,14 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     forced = load_model("mine-forced").card
     assert not kept.kept_base and forced.training["kept_base_weights"] is False and forced.training["keep_worse"] is True
     assert forced.training_digests(), "weights fine-tuned on the images did learn from them"
+    # kept over the verdict: every count flagged, and the guide says to count with the base (a tester's 6-image
+    # fine-tune, kept at 2.3x its base's held-out error, left 27-30% undercounts unflagged)
+    # (worse_than_base patched above: these weights count as the verdict's "clearly worse")
+    assert "counted its held-out images worse than" in forced.extra["quality"]["rule"]["always"]
+    assert forced.extra["guide_note"].startswith("it counted your held-out images worse than")
+    assert any("is kept although it counted the held-out images worse" in n for n in kept.notes)
+    flagged = cc.count_image(img, load_model("mine-forced")).quality
+    assert flagged.flag and any("was kept all the same" in r for r in flagged.reasons)
     # a fine-tune of that fine-tune: its own story, not its parent's, and the licence said once
     again = finetune("mine-forced", data, name="mine-again", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
     card = load_model(again.name).card

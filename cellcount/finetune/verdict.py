@@ -95,10 +95,11 @@ def _count_verdict(paired: dict[str, float], n_held: int, *, name: str, base: st
                    before_mae: float | None = None) -> tuple[bool, str]:
     d, low, high = paired["difference"], paired["low"], paired["high"]
     if not (math.isfinite(low) and math.isfinite(high)):
-        # too few images for an interval; a difference of half the base's error or more is still worth its name
+        # too few images for an interval; a difference of half the base's error or more is still worth its name,
+        # but no probability is put on it (a rule of thumb: a tester read "unlikely to be chance" as a test)
         large = isinstance(before_mae, float) and abs(d) >= max(0.5 * before_mae, 5.0)
-        how = (f"but a difference this large (MAE {before_mae:.2f} -> {before_mae + d:.2f}) is unlikely to be chance "
-               "alone" if large else "so this says little either way")
+        how = (f"but a difference this large (MAE {before_mae:.2f} -> {before_mae + d:.2f}) is worth heeding, though "
+               f"{_images(n_held)} cannot say how large it is on others" if large else "so this says little either way")
         text = (f"Only {n_held} held-out image(s): too few for an interval, {how}. "
                 f"MAE difference (after - before): {d:+.2f}")
         it = "it" if n_held == 1 else "them"
