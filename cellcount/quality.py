@@ -310,8 +310,11 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
                               f"a probability between {UNCERTAIN_LOW:g} and {UNCERTAIN_HIGH:g} (blur, low contrast "
                               "or an unfamiliar image type)",
         # a bright artefact sets the top of the range as well as faint nuclei do (a tester's scale bar: 0.58 -> 0.07)
-        "contrast": f"low contrast between nuclei and background ({v:.2f}: faint nuclei, or something far brighter "
-                    "than them, such as dust, a scale bar or text, setting the top of the intensity range)",
+        "contrast": (f"low contrast between nuclei and background ({v:.2f}: faint nuclei, or something far brighter "
+                     "than them, such as dust, a scale bar or text, setting the top of the intensity range)" if v >= 0 else
+                     # below 0 a tester read "-0.14" as a misprint: what was found is darker than what was not
+                     f"what was counted is darker than the background around it (contrast {v:.2f}): the image may be "
+                     "read the wrong way round (check Invert) or the gaps between cells counted"),
         "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
                               "median size (likely merged nuclei, or objects that are not nuclei: dust, debris, text)",
         "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",

@@ -421,3 +421,13 @@ def test_no_objects_against_a_density_estimate_says_what_that_can_mean():
     q = judge(_signals(count=5.0, second_count=23.0), QualityRule(max_count_disagreement=0.15),
               counts=("size_model", 5.0, 23.0))
     assert "the 5 objects found against the size model's density estimate of 23" in q.reasons[0]
+
+
+def test_a_negative_contrast_is_said_in_words_not_as_a_low_figure():
+    """"low contrast (-0.14)" read as a misprint to a tester: what was counted is darker than its background."""
+    from cellcount.quality import _reason
+
+    assert _reason("contrast", 0.05).startswith("low contrast between nuclei and background (0.05")
+    text = _reason("contrast", -0.14)
+    assert "darker than the background" in text and "(contrast -0.14)" in text and "check Invert" in text
+    assert "; " not in text  # tables join the reasons with it
