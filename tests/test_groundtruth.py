@@ -1333,3 +1333,17 @@ def test_a_name_listed_twice_with_two_counts_says_how_to_tell_them_apart(tmp_pat
         read_counts_by_name(table)
     table.write_text("filename;count\nplate1/A01.png;36\nplate2/A01.png;9\n", encoding="utf-8")
     assert sorted(read_counts_by_name(table).values()) == [9, 36]
+
+
+def test_a_broken_file_without_ground_truth_is_said_to_be_unreadable(tmp_path: Path, caplog) -> None:
+    """A broken file with no annotation was reported only as an image "without ground truth" (a tester went looking
+    for its labels): it is named as a file that cannot be read either."""
+    _save_png(tmp_path / "a.png", np.zeros((10, 12), np.uint8))
+    tifffile.imwrite(tmp_path / "a_labels.tif", _two_blobs())
+    _save_png(tmp_path / "b.png", np.ones((10, 12), np.uint8))
+    (tmp_path / "broken.png").write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        items = load_labelled_folder(tmp_path)
+    assert [p.name for p, _ in items] == ["a.png"]
+    assert "1 image(s) without ground truth skipped: b.png" in caplog.text
+    assert "1 file(s) without ground truth that cannot be read as images either, skipped: broken.png" in caplog.text

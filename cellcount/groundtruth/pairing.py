@@ -160,9 +160,18 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
     """Log the images left without ground truth and the ground truth left unused; an unused file named like an
     image of ``paired`` (``a_points.csv`` beside the ``a_labels.tif`` used for ``a.png``) is a second
     annotation, not one that "matches no image" (which would send the user renaming files named right)."""
-    if missing:  # by their paths in the folder: two plates' A01.png are two images
-        shown = listed([p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in missing])
-        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), shown)
+    # a broken file among them is said to be one: "without ground truth" alone sent a tester looking for labels
+    broken = [p for p in missing if not _readable(p)]
+    missing = [p for p in missing if p not in broken]
+
+    def shown(paths: list[Path]) -> str:  # by their paths in the folder: two plates' A01.png are two images
+        return listed([p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in paths])
+
+    if missing:
+        logger.warning("%s: %d image(s) without ground truth skipped: %s", root, len(missing), shown(missing))
+    if broken:
+        logger.warning("%s: %d file(s) without ground truth that cannot be read as images either, skipped: %s",
+                       root, len(broken), shown(broken))
     stems = {p.stem.casefold() for p in paired}
     second = [gt for gt in unused or [] if _gt_base(gt)[0].casefold() in stems]
     unused = [gt for gt in unused or [] if gt not in second]
@@ -172,6 +181,18 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
     if unused:
         logger.warning("%s: %d ground-truth file(s) match no image: %s (name each like its image)", root,
                        len(unused), _names(unused))
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path``'s image header can be read (its pixels are not decoded)."""
+    from cellcount.errors import CellcountError
+    from cellcount.io.read import image_shape
+
+    try:
+        image_shape(path)
+    except (CellcountError, OSError):
+        return False
+    return True
 
 
 def _check_against_counts(gt: GroundTruth, listed: tuple[int, str] | int | None) -> None:
