@@ -181,9 +181,14 @@ def test_duplicates_are_counted_once_with_a_note(samples):
     assert [(n, gt.kind) for n, _, gt in richer.items] == [("copy.png", "labels")]
     assert richer.duplicates == [f"a.png (the same image as copy.png; its annotation (count, 5 objects) is not used: "
                                  f"copy.png's (labels, {count}) is)"]
-    # a different file under a name already taken cannot be paired: reported, not silently dropped
-    clash = labelled_set([("a.png", img), ("a.png", samples[1][0])], [("a.png", lab)])
-    assert len(clash.items) == 1 and clash.skipped[0][0] == "a.png" and "different file" in clash.skipped[0][1]
+    # a later, different file under a name already taken is the corrected one: it replaces the earlier, said (a
+    # tester's corrected img05.csv of 20 points was set aside while the old one, of 24, trained)
+    old, corrected = b"x,y\n10,10\n20,20\n30,30\n", b"x,y\n10,10\n20,20\n"
+    fixed = labelled_set([("a.png", img)], [("a.csv", old), ("a.csv", corrected)])
+    assert [(n, gt.count) for n, _, gt in fixed.items] == [("a.png", 2)] and not fixed.skipped
+    assert "a.csv: uploaded again with other contents; the later upload is used" in fixed.notes
+    clash = labelled_set([("a.png", samples[1][0]), ("a.png", img)], [("a.png", lab)])
+    assert [(n, gt.count) for n, _, gt in clash.items] == [("a.png", count)] and not clash.skipped
 
 
 def test_unmatched_and_unreadable_files_name_the_users_file(samples):
