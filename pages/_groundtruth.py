@@ -219,7 +219,8 @@ def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None
     )
     files = sh.kept_uploads(f"{prefix}_uploads", [list(images or []), list(gt or [])], returning=returning,
                             note=lambda kept: f"Showing the {sum(map(len, kept))} file(s) you uploaded earlier; "
-                            "new images replace them all, new ground truth only the ground truth.",
+                            "an image added on the left replaces all of them, annotations too (clear it with its x to get "
+                            "them back); new ground truth on the right replaces only the ground truth.",
                             remove_key=f"{prefix}_forget_uploads", keep_beside={0: "image(s)"})
     if files is None:
         return None
