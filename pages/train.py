@@ -12,6 +12,7 @@ import functools
 import hashlib
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -119,6 +120,25 @@ def holdout_frames(res) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), per
 
 
+def one_of_theirs(res: Any) -> Any:
+    """One of the user's own uploaded images of this fine-tune, a held-out one first (loose files kept for the
+    session; None when they came in a zip or were too large to keep): "Count with" opened a shipped sample, flagged
+    as read the wrong way round by a model fine-tuned on H&E (a tester)."""
+    kept = st.session_state.get(f"{P}_uploads_kept") or [[]]
+    by_name = {f.name: f for f in kept[0]}
+    return next((by_name[n] for n in [*res.holdout_files, *res.train_files] if n in by_name), None)
+
+
+def open_on_count(image: Any) -> None:
+    """Put ``image`` on the Count page as an upload it shows (as one kept from an earlier visit)."""
+    if image is None:
+        return
+    st.session_state["count_source"] = "Upload"
+    st.session_state["count_upload_kept"] = [[image]]
+    st.session_state["count_upload_restored"] = True
+    st.session_state.pop("count_upload_kept_id", None)
+
+
 def show_result(s: JobSnapshot) -> None:
     if s.status == "failed":
         st.error(f"The fine-tune of {s.name} failed: {s.error}", icon=":material/error:")
@@ -143,6 +163,7 @@ def show_result(s: JobSnapshot) -> None:
         st.warning(f"Note: {text}", icon=":material/info:")
     if st.button(f"Count with {res.name}", key=f"{P}_use", icon=":material/center_focus_strong:"):
         settings.set_current_model(res.name)
+        open_on_count(one_of_theirs(res))
         st.switch_page("pages/count.py")
     if not res.before:
         st.caption("No image was held out, so there is no before/after score.")

@@ -135,6 +135,10 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     assert "**my-cells** is saved" in at.success[0].value
     at.button(key="train_use").click().run()
     assert not at.exception and at.selectbox(key="count_model").value == "my-cells", "Count with the new model"
+    # on one of the user's own images, a held-out one, not a shipped sample (a tester's H&E fine-tune opened s01)
+    assert at.radio(key="count_source").value == "Upload"
+    assert any(f"Showing **{held[0]}**, which you uploaded earlier" in c.value for c in at.caption)
+    assert at.session_state["count_upload_kept"][0][0].name == held[0]
     at.switch_page("pages/train.py").run()
     at.button(key="train_clear").click().run()
     assert not at.success
