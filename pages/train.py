@@ -89,7 +89,8 @@ def progress_text(s: JobSnapshot) -> str:
         return "Starting ..."
     text = STAGES.get(p.stage, p.stage)
     if p.stage == "train":
-        of = f"of about {p.steps} (as many as the time budget buys)" if p.estimated else f"of {p.steps}"
+        of = (f"of about {p.steps} (as many as the time budget buys)" if p.estimated and p.steps else
+              "(timing the first steps to see how many the budget buys)" if p.estimated else f"of {p.steps}")
         # a fixed number of steps: re-tuning and scoring come after the steps, and take their own time (a tester
         # read "about 0:10 left" a minute before the end); a time budget holds them
         then = "" if p.estimated else ", then re-tuning and scoring"

@@ -84,7 +84,7 @@ def _main(argv: list[str] | None) -> int:
             return  # printed (again) at the end, with the result
         if p.stage != "train" or now - last[0] > 5 or p.step == p.steps or p.message:
             last[0] = now
-            extra = (f" step {p.step}/{'~' if p.estimated else ''}{p.steps} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s of training left"
+            extra = (f" step {p.step}{'/' + ('~' if p.estimated else '') + str(p.steps) if p.steps else ''} loss {p.loss:.4f}, ~{p.remaining_s:.0f} s of training left"
                      if p.stage == "train" else "")
             # a message during training (the precision chosen) gets its own line, not the step's tail
             sep = "\n[train] " if extra and p.message else " "

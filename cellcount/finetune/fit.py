@@ -108,6 +108,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
         m.eval()  # the base's BatchNorm statistics, not the few crops'
     step = 0
     step_times = [0.0]  # elapsed seconds after each step
+    pace: float | None = None  # seconds per step lately (from the third step on; the first ones warm up)
     avg: dict[str, torch.Tensor] | None = None
     n_avg = 0
     plan = _precision_plan(precision)
@@ -157,7 +158,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
             # the steps that fit in what is left of the budget, re-planned as the run goes: a shared
             # machine's speed changes within minutes, and the budget is a limit, not a target
             # over the last 50 steps: 10 swung the plan (and the steps shown) by 2x on a shared machine
-            recent = (elapsed - step_times[-min(50, step)]) / min(50, step)
+            pace = recent = (elapsed - step_times[-min(50, step)]) / min(50, step)
             total = step if elapsed >= seconds else min(cap, max(step + 1, step + int((seconds - elapsed) / recent)))
         step_times.append(elapsed)
         if average_last > 0 and step >= (1.0 - average_last) * total:
@@ -172,8 +173,10 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
         shown, remaining = total, (total - step) * per_step
         if steps is None and seconds:  # a time budget: the time left is the budget's, whatever the speed
             left = max(seconds - elapsed, 0.0)
-            # (unless the step cap ends the run first)
-            shown, remaining = min(total, step + int(left / per_step)), left if total < cap else min(remaining, left)
+            # (unless the step cap ends the run first); no count before the pace is known: the first steps' warm-up
+            # read as "step 1 of about 20" on a run that made 82 (a tester)
+            shown = 0 if pace is None and left > 0 else min(total, step + int(left / (pace or per_step)))
+            remaining = left if total < cap else min(remaining, left)
         report(FinetuneProgress("train", step, shown, float(np.mean(losses[-10:])), elapsed, remaining,
                                 message=chosen["why"] if step == len(plan) else "", estimated=not steps))
     if avg is not None and n_avg > 1:
