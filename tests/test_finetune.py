@@ -1015,6 +1015,7 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     assert "counted its held-out images worse than" in forced.extra["quality"]["rule"]["always"]
     assert forced.extra["guide_note"].startswith("it counted your held-out images worse than")
     assert any("is kept although it counted the held-out images worse" in n for n in kept.notes)
+    assert any("(fewer than 8) mine-forced's quality flag is its base's, widened" in n for n in kept.notes)
     flagged = cc.count_image(img, load_model("mine-forced")).quality
     assert flagged.flag and any("was kept all the same" in r for r in flagged.reasons)
     # a fine-tune of that fine-tune: its own story, not its parent's, and the licence said once
