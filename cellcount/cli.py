@@ -166,7 +166,7 @@ def cmd_models(remove: str | None = None) -> int:
         print(("[default] " if name == default else "") + card.summary())
         if isinstance(n := (card.metrics.get("validation") or {}).get("n") if isinstance(card.metrics, dict) else None, int):
             sizes.add(n)
-    if len(sizes) > 1:  # a tester compared 4.25 on 53 images with 3.18 on 98, as the list invited
+    if len(sizes) > 1:  # figures on different image sets do not compare, which one list otherwise invites
         print(f"note: the validation MAEs above were measured on different image sets "
               f"({', '.join(str(n) for n in sorted(sizes, reverse=True))} images): compare those of the same size only")
     return 0
@@ -213,7 +213,12 @@ def _kept_copy(path: Path) -> Path:
     import shutil
     import time
 
-    kept = path.with_name(f"{path.stem}.replaced-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    kept = path.with_name(f"{path.stem}.replaced-{stamp}{path.suffix}")
+    n = 1
+    while kept.exists():  # two runs within a second (a script over small folders) keep both copies
+        n += 1
+        kept = path.with_name(f"{path.stem}.replaced-{stamp}-{n}{path.suffix}")
     shutil.copy2(path, kept)
     return kept
 
@@ -225,10 +230,11 @@ def _replaced_tables(paths: list[Path]) -> list[str]:
     notes = []
     for path in paths:
         try:
-            held = path.read_bytes()
+            with open(path, "rb") as fh:  # the head tells whether it holds rows; an objects CSV can be large
+                head = fh.read(1 << 16)
         except FileNotFoundError:
             continue
-        if len(held.strip().splitlines()) >= 2:
+        if len(head.strip().splitlines()) >= 2:
             notes.append(f"note: {path} held rows; they are kept as {_kept_copy(path)}")
     return notes
 

@@ -58,8 +58,8 @@ class JobSnapshot:
             return 1.0
         if p is None or p.stage == "prepare":
             return 0.0
-        if p.stage == "train" and p.steps:
-            return min(0.05 + 0.85 * p.step / p.steps, 0.9)
+        if p.stage == "train":  # no total yet while the first steps time the pace
+            return min(0.05 + 0.85 * p.step / p.steps, 0.9) if p.steps else 0.05
         return 0.95
 
 

@@ -281,17 +281,23 @@ def _expand_roi_bundles(gt_files: list[_File], image_stems: set[str]) -> list[_F
     return out
 
 
-def _dedupe(files: list[_File], duplicates: list[str], notes: list[str]) -> list[_File]:
-    """Drop files uploaded twice (same name and content); a later, different file under a name already taken
-    replaces the earlier, in its place: uploaders list files in the order they came, and the later is the
-    corrected one (a tester's corrected ``img05.csv`` was set aside while the old one trained). (Equal content
-    under two names is kept: two images may share an empty mask, and a test may reuse one image.)"""
+def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, str]], notes: list[str], *,
+            later_replaces: bool) -> list[_File]:
+    """Drop files uploaded twice (same name and content). A second, different file under a name already taken:
+    with ``later_replaces`` (the ground-truth uploader, where it is a corrected annotation: uploaders list files in
+    the order they came, and a tester's corrected ``img05.csv`` was set aside while the old one trained) it
+    replaces the earlier, in its place; otherwise (images, which two plates' zips may name alike) it is skipped,
+    since it could not be paired. (Equal content under two names is kept: two images may share an empty mask, and
+    a test may reuse one image.)"""
     by_name: dict[str, str] = {}
     kept: dict[str, _File] = {}
     for f in files:
         digest = hashlib.sha256(f.data).hexdigest()
         if by_name.get(f.name) == digest:
             duplicates.append(f.name)
+            continue
+        if f.name in by_name and not later_replaces:
+            skipped.append((f.name, "another, different file with this name was uploaded too; rename one"))
             continue
         if f.name in by_name:
             notes.append(f"{f.name}: uploaded again with other contents; the later upload is used")
@@ -406,8 +412,9 @@ def labelled_set(
         user's file name; the same file uploaded twice is used once and listed in ``duplicates``.
     """
     out = LabelledSet()
-    files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.notes)
-    extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.notes)
+    files = _dedupe(_unpack(images, out.skipped), out.duplicates, out.skipped, out.notes, later_replaces=False)
+    extra = [] if ground_truth is None else _dedupe(_unpack(ground_truth, out.skipped), out.duplicates, out.skipped,
+                                                    out.notes, later_replaces=True)
     # ground truth named as such (a_labels.tif, labels/, a CSV) counts as ground truth in either list
     by_name_only = [_is_ground_truth(f.name) or f.name.lower().endswith((*TABLE_EXTENSIONS, *GEOJSON_EXTENSIONS))
                     for f in files]

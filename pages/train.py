@@ -497,7 +497,7 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                                  "than the base (a count MAE over 5% higher and at least 2 objects more error over "
                                  "the held-out images together), the new model keeps the base's weights and settings "
                                  "(it counts as the base does) and says so. Tick this to save the fine-tuned weights "
-                                 "anyway.")
+                                 "anyway: every count of such a model is then flagged 'check this image'.")
     if 0 < diameter < 2:
         st.error("An object diameter under 2 px cannot be learnt: give at least 2, or 0 to measure it.")
         return None

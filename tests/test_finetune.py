@@ -552,6 +552,15 @@ def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
     assert seen and all(seen), "a time budget's step total is an estimate, and says so"
     # no total before the pace is known: the warm-up steps read as "step 1 of about 20" on a run of 82 (a tester)
     assert [total for step, total in shown if step < 3] == [0, 0] and all(total >= step for step, total in shown[2:])
+    # the Train page's bar stays at the start meanwhile (at no total it jumped to the end's 0.95)
+    from cellcount.finetune import FinetuneProgress
+    from cellcount.jobs import JobSnapshot
+
+    first = FinetuneProgress("train", 1, 0, 0.5, 0.4, 0.6, estimated=True)
+    snap = JobSnapshot("running", "m", "b", first, (), 0.0, 1.0)
+    assert snap.fraction == 0.05
+    later = dataclasses.replace(snap, progress=FinetuneProgress("train", 10, 40, 0.5, 4.0, 6.0, estimated=True))
+    assert 0.05 < later.fraction < 0.9
 
 
 def three_dots_item(base, draw_disks):
@@ -1015,10 +1024,14 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     assert "counted its held-out images worse than" in forced.extra["quality"]["rule"]["always"]
     assert forced.extra["guide_note"].startswith("it counted your held-out images worse than")
     assert any("is kept although it counted the held-out images worse" in n for n in kept.notes)
-    assert any("(fewer than 8) mine-forced's quality flag is its base's, widened" in n for n in kept.notes)
+    assert any("(fewer than 8) mine-forced's quality flag could not be fitted to your images" in n for n in kept.notes)
+    assert not any("(fewer than 8)" in n for n in res.notes), "the base's weights kept: the base's own flag"
     flagged = cc.count_image(img, load_model("mine-forced")).quality
     assert flagged.flag and any("was kept all the same" in r for r in flagged.reasons)
     # a fine-tune of that fine-tune: its own story, not its parent's, and the licence said once
+    # a fine-tune of it that keeps its weights keeps its verdict too: it counts as mine-forced does
+    kept2 = finetune("mine-forced", data, name="mine-kept2", steps=2, holdout=1, batch_size=2, crop=32)
+    assert kept2.kept_base and "worse than" in load_model("mine-kept2").card.extra["quality"]["rule"]["always"]
     again = finetune("mine-forced", data, name="mine-again", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
     card = load_model(again.name).card
     assert card.description.count("Fine-tuned from") == 1 and "Fine-tuned from mine-forced" in card.description

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the fine-tuned weights even when they count the held-out images clearly worse than the "
                    f"base (MAE over {100 * WORSE_SHARE:.0f}%% higher and at least {WORSE_OBJECTS:g} objects more error over "
                    "the held-out images together; by default the "
-                   "new model then keeps the base's weights and settings)")
+                   "new model then keeps the base's weights and settings); a model so kept flags every count it makes")
     return p
 
 

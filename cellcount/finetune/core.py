@@ -375,6 +375,12 @@ def finetune(
     scores = _score_heldout(b, held_items, held_pairs, tuned.params, report=run.report)
     verdict = _verdict(s, b, trained, tuned, scores, card, name=name, keep_worse=keep_worse, run=run)
     _heldout_flag(verdict, name=name, run=run, base=b.model.name, keep_worse=keep_worse)
+    if len(tuned.train_pairs) < MIN_FLAG_IMAGES and not verdict.kept_base:
+        # the card's "flagged 0% of 4 images, holding 0% of the 1 counts off by more than 15%" did not say that this
+        # flag cannot catch counts that are off on images like the training images (a tester's 27-30% undercounts)
+        run.note(f"with {len(tuned.train_pairs)} training image(s) (fewer than {MIN_FLAG_IMAGES}) {name}'s quality flag "
+                 "could not be fitted to your images: it may not flag counts that are off on images like them. The "
+                 "held-out figures are the better guide: check a few counts by eye")
     seconds = time.perf_counter() - t_start
     _fill_card(verdict, s, b, data, reading, trained, settings_kept=tuned.settings_kept, seconds=seconds, steps=steps,
                seed=seed, max_steps=max_steps, batch_size=batch_size, crop=crop, lr=lr, freeze_encoder=freeze_encoder,
@@ -820,12 +826,6 @@ def _calibrate_training_flag(b: _Base, tuned: _Tuned, card: ModelCard, *, name: 
     card.extra = {**card.extra, "quality": calibrate_flag(tuned.train_pairs, tuned.params, b.model.card,
                                                           rep=tuned.train_rep)}
     flagged = card.extra["quality"].get("calibration", {}).get("flagged_share", 0.0)
-    if len(tuned.train_pairs) < MIN_FLAG_IMAGES:
-        # "flagged 0% of 4 images, holding 0% of the 1 counts off by more than 15%" in the card did not tell a
-        # tester that this flag could not catch her fine-tune's 27-30% undercounts
-        run.note(f"with {len(tuned.train_pairs)} training image(s) (fewer than {MIN_FLAG_IMAGES}) {name}'s quality flag "
-                 "is its base's, widened to take them in: it marks images unlike them, but not counts that are off "
-                 "on images like them. The held-out figures are the better guide: check a few counts by eye")
     if flagged >= 0.5:  # said, not left for the user to find in every count
         run.note(f"{name}'s quality flag marks {flagged:.0%} of the images it learnt ('check this image'): expect it "
                  "on most images like them, and read its reasons before trusting or dismissing it")
@@ -934,7 +934,7 @@ def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run, base: str = "the b
     card, after, kept_base = verdict.card, verdict.scores.after, verdict.kept_base
     # a base fine-tuned before may carry its own held-out verdict: this model gets its own (or none)
     quality = copy.deepcopy(card.extra.get("quality") or {})
-    if isinstance(quality.get("rule"), dict):
+    if isinstance(quality.get("rule"), dict) and not kept_base:  # the base's weights kept: its verdict holds for them
         quality["rule"].pop("always", None)
     from ..quality import LARGE_ERROR, relative_errors
 
@@ -991,9 +991,11 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
         if any(notes):
             card.extra["guide_note"] = "; ".join(n for n in notes if n)
     else:  # the base's caveats hold for its weights, but not its advice to fine-tune: that was done, and did not help
+        caveat = str(model.card.extra.get("guide_note") or "")
         card.extra["guide_note"] = (f"it keeps {model.name}'s weights and settings, as the fine-tune counted your "
                                     f"held-out images worse (MAE {told_apart(verdict.rejected['mae'], before['mae'])}): count "
-                                    f"with {model.name}, or fine-tune again with more annotated images")
+                                    f"with {model.name}, or fine-tune again with more annotated images"
+                                    + (f"; {caveat}" if caveat and "fine-tune" not in caveat else ""))
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,

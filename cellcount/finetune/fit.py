@@ -173,8 +173,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
         shown, remaining = total, (total - step) * per_step
         if steps is None and seconds:  # a time budget: the time left is the budget's, whatever the speed
             left = max(seconds - elapsed, 0.0)
-            # (unless the step cap ends the run first); no count before the pace is known: the first steps' warm-up
-            # read as "step 1 of about 20" on a run that made 82 (a tester)
+            # (unless the step cap ends the run first); no count before the pace is known: the first steps warm up,
+            # and a total read off them undershoots several times
             shown = 0 if pace is None and left > 0 else min(total, step + int(left / (pace or per_step)))
             remaining = left if total < cap else min(remaining, left)
         report(FinetuneProgress("train", step, shown, float(np.mean(losses[-10:])), elapsed, remaining,

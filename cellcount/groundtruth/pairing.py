@@ -185,11 +185,13 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
 
 def _readable(path: Path) -> bool:
     """Whether ``path``'s image header can be read (its pixels are not decoded)."""
-    from cellcount.errors import CellcountError
+    from cellcount.errors import CellcountError, ImageTooLargeError
     from cellcount.io.read import image_shape
 
     try:
         image_shape(path)
+    except ImageTooLargeError:  # an image, only too large to count here
+        return True
     except (CellcountError, OSError):
         return False
     return True
