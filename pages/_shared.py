@@ -73,6 +73,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     kept_uploads,
     number_formats,
     pick_one,
+    preset_kept_uploads,
     progress_callback,
     require_entry_point,
     show_error,

@@ -163,6 +163,14 @@ def uploaders_empty(*keys: str) -> bool:
     return all(k not in st.session_state for k in keys)
 
 
+def preset_kept_uploads(key: str, groups: list[list[Any]]) -> None:
+    """Set ``groups`` as the files :func:`kept_uploads` under ``key`` shows, as if the user had uploaded them on an
+    earlier visit (another page opening this one on the user's own files)."""
+    st.session_state[f"{key}_kept"] = groups
+    st.session_state[f"{key}_restored"] = True
+    st.session_state.pop(f"{key}_kept_id", None)
+
+
 def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Callable[[list[list[Any]]], str],
                  remove_key: str, remove_label: str = "Remove them", keep_beside: dict[int, str] | None = None,
                  ) -> list[list[Any]] | None:

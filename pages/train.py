@@ -135,9 +135,7 @@ def open_on_count(image: Any) -> None:
     if image is None:
         return
     st.session_state["count_source"] = "Upload"
-    st.session_state["count_upload_kept"] = [[image]]
-    st.session_state["count_upload_restored"] = True
-    st.session_state.pop("count_upload_kept_id", None)
+    sh.preset_kept_uploads("count_upload", [[image]])
 
 
 def show_result(s: JobSnapshot) -> None:

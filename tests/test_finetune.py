@@ -896,7 +896,7 @@ def test_the_saved_card_flags_every_count_when_the_held_out_bound_reaches_the_la
         counts = [{"file": f"i{k}.png", "true": 100.0, "before": 100.0, "after": a} for k, a in enumerate(afters)]
         mape = sum(abs(a - 100.0) for a in afters) / len(afters)
         card = ModelCard(name="m", architecture="unet", output_kind="mask")
-        return types.SimpleNamespace(card=card, kept_base=False, scores=types.SimpleNamespace(
+        return types.SimpleNamespace(card=card, kept_base=False, kept_worse=False, scores=types.SimpleNamespace(
             after={"n": float(len(afters)), "mape": mape}, counts=counts))
 
     spread, run = verdict([98, 108, 112, 82, 128.5]), _Run(lambda p: None)

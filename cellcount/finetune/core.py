@@ -274,6 +274,7 @@ class _Verdict:
     net: Any
     card: ModelCard
     novelty: tuple[Any, dict[str, Any]] | None  # the novelty reference to save with the model, its card entry
+    kept_worse: bool = False  # fine-tuned weights saved at the user's request although clearly worse than the base's
 
 
 def finetune(
@@ -374,7 +375,7 @@ def finetune(
     held_items, held_pairs, own = _fit_novelty(s, b, tuned, card, report=run.report)
     scores = _score_heldout(b, held_items, held_pairs, tuned.params, report=run.report)
     verdict = _verdict(s, b, trained, tuned, scores, card, name=name, keep_worse=keep_worse, run=run)
-    _heldout_flag(verdict, name=name, run=run, base=b.model.name, keep_worse=keep_worse)
+    _heldout_flag(verdict, name=name, run=run, base=b.model.name)
     if len(tuned.train_pairs) < MIN_FLAG_IMAGES and not verdict.kept_base:
         # the card's "flagged 0% of 4 images, holding 0% of the 1 counts off by more than 15%" did not say that this
         # flag cannot catch counts that are off on images like the training images (a tester's 27-30% undercounts)
@@ -925,10 +926,11 @@ def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, score
             novelty = (model.novelty, dict(model.card.extra.get("novelty") or {}))
         after = before
     scores = dataclasses.replace(scores, after=after, settings_only=settings_only)
-    return _Verdict(kept_base, scores, rejected, net, card, novelty)
+    kept_worse = keep_worse and worse_than_base(scores.before, after)
+    return _Verdict(kept_base, scores, rejected, net, card, novelty, kept_worse)
 
 
-def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run, base: str = "the base", keep_worse: bool = False) -> None:
+def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run, base: str = "the base") -> None:
     """The saved card's quality rule: the base's held-out verdict dropped, this model's own set where its held-out
     counts were far off, or clearly worse than the base's and kept all the same (every count flagged then)."""
     card, after, kept_base = verdict.card, verdict.scores.after, verdict.kept_base
@@ -942,8 +944,9 @@ def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run, base: str = "the b
     scored = [c for c in verdict.scores.counts if c["true"] > 0]
     rel = relative_errors([c["true"] for c in scored], [c["after"] for c in scored])
     reason = None if kept_base else heldout_flag_reason(after, name, len(scored), rel_errors=rel)
-    before = verdict.scores.before if keep_worse else {}
-    if reason is None and keep_worse and worse_than_base(before, after):
+    kept_worse = reason is None and verdict.kept_worse
+    if kept_worse:
+        before = verdict.scores.before
         # kept over the verdict: with a few images its own flag (fitted on them) says nothing of this (a tester's
         # 6-image fine-tune, 2.3x its base's error on the held-out images, left 27-30% undercounts unflagged)
         reason = (f"{name} counted its held-out images worse than {base} when it was fine-tuned (MAE "
@@ -953,7 +956,7 @@ def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run, base: str = "the b
         quality.setdefault("rule", {})["always"] = reason
     if quality:
         card.extra = {**card.extra, "quality": quality}
-    if reason is not None and reason.startswith(f"{name} counted its held-out images worse"):
+    if kept_worse:
         run.note(f"{name} is kept although it counted the held-out images worse than {base}: every count of it is "
                  "flagged 'check this image' with that reason")
     elif reason is not None:
@@ -984,7 +987,7 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
     if not kept_base:
         card.extra.pop("guide_note", None)  # the base's caveats (its flag on unfamiliar images) are not the new model's
         notes = [outline_note(kind, before, after, model.name)]
-        if keep_worse and worse_than_base(before, after):  # kept over the verdict: the guide says which to count with
+        if verdict.kept_worse:  # kept over the verdict: the guide says which to count with
             notes.insert(0, f"it counted your held-out images worse than {model.name} (MAE "
                             f"{told_apart(after['mae'], before['mae'])}) and was kept at your request: keep "
                             f"{model.name} for counting")
