@@ -112,8 +112,9 @@ def _source_name(source: Any) -> str:
     return PurePath(text).name if PurePath(text).is_absolute() else text
 
 
-def show_report(found: LabelledSet, *, optional: bool) -> None:
-    """What was paired, and every file that was not used, by the user's file names."""
+def show_report(found: LabelledSet, *, optional: bool, without: str = "without ground truth") -> None:
+    """What was paired, and every file that was not used, by the user's file names; ``without`` says what the
+    images with no ground truth are (where it is optional)."""
     if found.items:
         kinds: dict[str, int] = {}
         for _, _, gt in found.items:
@@ -121,7 +122,7 @@ def show_report(found: LabelledSet, *, optional: bool) -> None:
         st.caption(
             f"{len(found.items)} image(s) with ground truth ("
             + ", ".join(f"{n} with {k}" for k, n in kinds.items())
-            + ")" + (f"; {without} without" if optional and (without := sum(
+            + ")" + (f"; {n_without} {without}" if optional and (n_without := sum(
                 not not_an_image(n, d) for n, d in found.unlabelled)) else "")  # a text file is no image without them
             + "."
             + (f" {empty} of them hold no objects: images without cells, or annotations whose export failed (a "
@@ -198,12 +199,13 @@ def skipped_by_reason(skipped: list[tuple[str, str]]) -> dict[str, list[str]]:
     return groups
 
 
-def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None = None) -> LabelledSet | None:
+def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None = None,
+                    without: str = "without ground truth") -> LabelledSet | None:
     """Images and ground-truth uploaders (keys ``<prefix>_files``, ``<prefix>_gt_files``) -> the pairing.
 
     None until something is uploaded. With ``optional``, ground truth is not required (Compare): images
     without it are kept in ``unlabelled`` and not warned about. ``gt_label``: the second uploader's label
-    (default: what ground truth is there).
+    (default: what ground truth is there); ``without``: what the report calls images with none.
     """
     returning = sh.uploaders_empty(f"{prefix}_files", f"{prefix}_gt_files")
     a, b = st.columns(2)
@@ -232,5 +234,5 @@ def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None
                 "CSVs, or a counts CSV.", icon=":material/arrow_forward:")
         lookalikes_note(found)
         return None
-    show_report(found, optional=optional)
+    show_report(found, optional=optional, without=without)
     return found

@@ -165,6 +165,8 @@ def test_settings_on_uploaded_images_with_same_name_labels():
     at.run()
     assert not at.exception
     assert any("used once" in i.value for i in at.info)
+    assert any("3 image(s) with ground truth (3 with label images); 1 without ground truth." in c.value
+               for c in at.caption)
     at.button(key="compare_run").click()
     at.run()
     assert not at.exception

@@ -664,6 +664,15 @@ def test_an_annotation_file_without_cells_is_said_before_training(tiny_models):
     assert len(warned) == 1 and "cells_1.png" in warned[0] and "cells_0.png" not in warned[0]
 
 
+def test_the_upload_summary_says_images_without_annotations_are_dotted_below(tiny_models):
+    """The summary said "1 without" of an image the user went on to dot: it names what those images are for."""
+    images, csvs, _ = _set(3)
+    at = open_train(images, csvs[:2])
+    (summary,) = [c.value for c in at.caption if "image(s) with ground truth" in c.value]
+    assert "2 image(s) with ground truth (2 with dots); 1 uploaded without annotations (dot them below to use " \
+           "them)." in summary
+
+
 def test_a_file_that_is_no_image_is_listed_as_such_not_offered_for_dotting(tiny_models):
     """Text saved as fake.png was listed as an image without annotations and offered for dotting; opened, its
     error named it <bytes>."""

@@ -81,7 +81,8 @@ def test_dot_by_clicking_train_and_find_the_model(page, server, images, tmp_path
     tb._idle(page)
     _uploader(page, "Annotations").set_input_files(csvs)
     # read and matched in a rerun that took over the default 5 s once, on a CI run sharing its 2 cores
-    sync_api.expect(page.get_by_text("2 image(s) with ground truth (2 with dots); 1 without.")).to_be_visible(
+    sync_api.expect(page.get_by_text(
+        "2 image(s) with ground truth (2 with dots); 1 uploaded without annotations (dot them below to use them).")).to_be_visible(
         timeout=60_000)
 
     # the third image, which has no annotation file, gets three dots by clicking; clicking one removes it
