@@ -10,6 +10,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.errors import error_text
+from cellcount.evaluate.compare import compare_counts
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
 from cellcount.models.loading import FALLBACK_MODEL
 from pages import _groundtruth as gt_ui
@@ -22,10 +23,6 @@ P = "compare"
 PANEL_PX = 360
 """Height of the side-by-side pictures (their width is about this, or less with four models)."""
 MAX_CONFIGS = 4
-
-
-def _interval(low: float, high: float) -> str:
-    return f"{low:.2f}–{high:.2f}" if pd.notna(low) else "—"
 
 
 def _paired_caption(x: str, y: str, truth: pd.Series, px: pd.Series, py: pd.Series) -> str:
@@ -42,33 +39,6 @@ def _paired_caption(x: str, y: str, truth: pd.Series, px: pd.Series, py: pd.Seri
         f"MAE({y}) − MAE({x}) = {d['difference']:+.2f} (95% paired bootstrap interval "
         f"{d['low']:+.2f} to {d['high']:+.2f}): {verdict}."
     )
-
-
-def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) -> None:
-    """Each row's paired MAE difference from the lowest-MAE configuration ("vs lowest MAE"), on the images where
-    both have a count: with three or more, the scatter's pair alone left the others without a verdict."""
-    best = min(per_config, key=lambda r: r["MAE"] if pd.notna(r["MAE"]) else float("inf"))["config"]
-    t = truth.reindex(wide.index)
-    for i, row in enumerate(per_config):
-        c = row["config"]
-        known = t.notna() & wide[best].notna() & wide[c].notna()
-        if c == best:
-            text = "lowest"
-        elif not known.any():
-            text = "—"
-        else:
-            d = paired_mae_difference(t[known].to_numpy(float), wide[best][known].to_numpy(float),
-                                      wide[c][known].to_numpy(float))
-            if pd.isna(d["low"]):
-                text = f"{d['difference']:+.2f} (too few images for an interval)"
-            else:
-                # on the images both counted, the other can even be the better one
-                verdict = ("within luck" if not d["significant"] else
-                           "more error" if d["difference"] > 0 else "less error on these images")
-                text = f"{d['difference']:+.2f} ({d['low']:+.2f} to {d['high']:+.2f}): {verdict}"
-        items = list(row.items())  # beside the MAE's own interval
-        at = [k for k, _ in items].index("MAE 95% CI") + 1
-        per_config[i] = dict([*items[:at], ("vs lowest MAE", text), *items[at:]])
 
 
 FILE_COLUMN = st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)")
@@ -234,50 +204,14 @@ def _whole(values: pd.Series) -> bool:
 def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, sig: str = "") -> None:
     labels = [c[0] for c in configs]
     # a file with no count (unreadable) keeps its row, empty, in the table and its CSV; the figures use the rest
-    wide_all = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False, dropna=False)
-    wide_all = wide_all[[c for c in labels if c in wide_all.columns]]
-    wide = wide_all.dropna(how="all")
-    # the truth as given (the "true" column); each row's own "true" is what its configuration is scored against
-    given = {s.name: s.truth for s in sources}
-    truth = pd.Series([given.get(f) for f in long["file"].drop_duplicates()], index=long["file"].drop_duplicates(),
-                      dtype="Int64")
-    # each configuration's truth: without the edge objects where its "Exclude edge objects" leaves them out
-    true_wide = long.pivot_table(index="file", columns="config", values="true", sort=False, dropna=False).reindex(
-        index=wide_all.index, columns=wide_all.columns)
-    has_truth = truth.notna().any()  # errors over the images that have ground truth
-    table = wide_all.copy()
-    if has_truth:
-        table.insert(0, "true", truth.reindex(table.index))
-        for c in wide_all.columns:
-            table[f"error: {c}"] = wide_all[c] - true_wide[c]
-    edges_out = [c for c in wide_all.columns
-                 if has_truth and (true_wide[c] - truth.reindex(true_wide.index).astype(float)).fillna(0).ne(0).any()]
-    for c in edges_out:  # the truth such a configuration is scored against, beside its errors (and in the CSV)
-        table[f"true: {c}"] = true_wide[c].astype("Int64")
-    table = table.reset_index()
-
-    per_config = []
-    for c in wide.columns:
-        t = long[long["config"] == c]
-        row = {"config": c}
-        if has_truth:  # the errors first: they are what a comparison is for
-            k = t.dropna(subset=["true", "count_estimate"])
-            s = count_metrics(k["true"].to_numpy(float), k["count_estimate"].to_numpy(float))
-            row.update({"MAE": s["mae"], "MAE 95% CI": _interval(s["mae_ci_low"], s["mae_ci_high"]),
-                        "bias": s["bias"], "RMSE": s["rmse"], "images with ground truth": len(k)})
-        row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
-                    "median time per image (ms)": 1000 * t["seconds"].median(), "total count": t["count"].sum()})
-        per_config.append(row)
-    # the counts moved by each configuration's own truth's difference from the given one: each error kept, against
-    # one truth, for the paired comparisons (the table's verdicts and the scatter's caption alike)
-    scored = (wide - true_wide.reindex(wide.index)).add(truth.reindex(wide.index).astype(float), axis=0)
-    if has_truth and len(per_config) >= 2:
-        _against_best(per_config, scored, truth)
+    cmp = compare_counts(long, labels, {s.name: s.truth for s in sources})
+    table, wide, scored, truth, edges_out, has_truth = (cmp.table, cmp.wide, cmp.scored, cmp.truth, cmp.edges_out,
+                                                         cmp.has_truth)
     st.subheader("Counts")
     if has_truth and not truth.notna().all():
         st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
     sh.dataframe(
-        pd.DataFrame(per_config),
+        cmp.per_config,
         # widths and short headers that fit at 1400 px with 4 models' names (the CSV keeps the long names)
         column_config={
             "config": st.column_config.TextColumn(width=140),

@@ -1,0 +1,112 @@
+"""Models, or one model's settings, side by side on the same images: the per-image table and each
+configuration's figures, with a paired verdict against the one with the lowest MAE (the Compare page and
+``cellcount compare``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..metrics import count_metrics, paired_mae_difference
+
+LONG_COLUMNS = ("file", "true", "config", "count", "count_estimate", "seconds", "check")
+"""What :func:`compare_counts` reads of each row (one per image and configuration): ``true`` is the truth that
+configuration is scored against (without the edge objects where its settings leave them out), ``count_estimate``
+the count its error is taken from (a density model's integral), ``seconds`` its time on that image."""
+
+
+@dataclass
+class Comparison:
+    """``table``: one row per image (file, the truth as given, each configuration's count, ``error: X`` and, where
+    its truth differs from the given one, ``true: X``). ``per_config``: one row per configuration that counted an
+    image. ``wide``: the counts (files by configurations, files with at least one count); ``scored``: the same
+    moved by each configuration's truth's difference from the given one, so that every error is against one
+    truth (for paired comparisons); ``truth``: the truth as given, per file; ``edges_out``: the configurations
+    scored against a truth without its edge objects."""
+
+    table: pd.DataFrame
+    per_config: pd.DataFrame
+    wide: pd.DataFrame
+    scored: pd.DataFrame
+    truth: pd.Series
+    edges_out: list[str]
+
+    @property
+    def has_truth(self) -> bool:
+        return bool(self.truth.notna().any())
+
+
+def interval(low: float, high: float) -> str:
+    return f"{low:.2f}–{high:.2f}" if pd.notna(low) else "—"
+
+
+def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int | None]) -> Comparison:
+    """The comparison of ``long`` (rows as :data:`LONG_COLUMNS` say; a file with no count, unreadable, keeps its
+    row, empty, in the table; the figures use the rest), its configurations in the order of ``labels``, against
+    the truth as given per file (None: none)."""
+    wide_all = long.pivot_table(index="file", columns="config", values="count_estimate", sort=False, dropna=False)
+    wide_all = wide_all[[c for c in labels if c in wide_all.columns]]
+    wide = wide_all.dropna(how="all")
+    files = long["file"].drop_duplicates()
+    truth = pd.Series([given.get(f) for f in files], index=files, dtype="Int64")
+    true_wide = long.pivot_table(index="file", columns="config", values="true", sort=False, dropna=False).reindex(
+        index=wide_all.index, columns=wide_all.columns)
+    has_truth = bool(truth.notna().any())  # errors over the images that have ground truth
+    table = wide_all.copy()
+    if has_truth:
+        table.insert(0, "true", truth.reindex(table.index))
+        for c in wide_all.columns:
+            table[f"error: {c}"] = wide_all[c] - true_wide[c]
+    edges_out = [c for c in wide_all.columns
+                 if has_truth and (true_wide[c] - truth.reindex(true_wide.index).astype(float)).fillna(0).ne(0).any()]
+    for c in edges_out:  # the truth such a configuration is scored against, beside its errors (and in the CSV)
+        table[f"true: {c}"] = true_wide[c].astype("Int64")
+    table = table.reset_index()
+
+    per_config = []
+    for c in wide.columns:
+        t = long[long["config"] == c]
+        row: dict = {"config": c}
+        if has_truth:  # the errors first: they are what a comparison is for
+            k = t.dropna(subset=["true", "count_estimate"])
+            s = count_metrics(k["true"].to_numpy(float), k["count_estimate"].to_numpy(float))
+            row.update({"MAE": s["mae"], "MAE 95% CI": interval(s["mae_ci_low"], s["mae_ci_high"]),
+                        "bias": s["bias"], "RMSE": s["rmse"], "images with ground truth": len(k)})
+        row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
+                    "median time per image (ms)": 1000 * t["seconds"].median(), "total count": t["count"].sum()})
+        per_config.append(row)
+    # the counts moved by each configuration's own truth's difference from the given one: each error kept, against
+    # one truth, for the paired comparisons (the verdicts and the Compare page's scatter caption alike)
+    scored = (wide - true_wide.reindex(wide.index)).add(truth.reindex(wide.index).astype(float), axis=0)
+    if has_truth and len(per_config) >= 2:
+        _against_best(per_config, scored, truth)
+    return Comparison(table=table, per_config=pd.DataFrame(per_config), wide=wide, scored=scored, truth=truth,
+                      edges_out=edges_out)
+
+
+def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) -> None:
+    """Each row's paired MAE difference from the lowest-MAE configuration ("vs lowest MAE"), on the images where
+    both have a count: with three or more, one pair's comparison alone left the others without a verdict."""
+    best = min(per_config, key=lambda r: r["MAE"] if pd.notna(r["MAE"]) else float("inf"))["config"]
+    t = truth.reindex(wide.index)
+    for i, row in enumerate(per_config):
+        c = row["config"]
+        known = t.notna() & wide[best].notna() & wide[c].notna()
+        if c == best:
+            text = "lowest"
+        elif not known.any():
+            text = "—"
+        else:
+            d = paired_mae_difference(t[known].to_numpy(float), wide[best][known].to_numpy(float),
+                                      wide[c][known].to_numpy(float))
+            if pd.isna(d["low"]):
+                text = f"{d['difference']:+.2f} (too few images for an interval)"
+            else:
+                # on the images both counted, the other can even be the better one
+                verdict = ("within luck" if not d["significant"] else
+                           "more error" if d["difference"] > 0 else "less error on these images")
+                text = f"{d['difference']:+.2f} ({d['low']:+.2f} to {d['high']:+.2f}): {verdict}"
+        items = list(row.items())  # beside the MAE's own interval
+        at = [k for k, _ in items].index("MAE 95% CI") + 1
+        per_config[i] = dict([*items[:at], ("vs lowest MAE", text), *items[at:]])
