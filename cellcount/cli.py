@@ -1094,6 +1094,7 @@ def _whole():
 # Commands with their own parser in their own module: `cellcount evaluate ...` = `python -m cellcount.evaluate ...`
 MODULE_COMMANDS = {
     "evaluate": ("cellcount.evaluate.cli", "score a model against ground truth, tune its settings"),
+    "compare": ("cellcount.evaluate.compare_cli", "score models or settings side by side on labelled images"),
     "train": ("cellcount.train", "train a model from a config"),
     "finetune": ("cellcount.finetune", "fine-tune a model on your own annotated images"),
 }

@@ -10,7 +10,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.errors import error_text
-from cellcount.evaluate.compare import compare_counts
+from cellcount.evaluate.compare import as_written, compare_counts, whole
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
 from cellcount.models.loading import FALLBACK_MODEL
 from pages import _groundtruth as gt_ui
@@ -195,12 +195,6 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _whole(values: pd.Series) -> bool:
-    """Whole numbers only (objects counted), shown without decimals; a density model's integral keeps one."""
-    v = values.dropna()
-    return bool(len(v)) and bool((v % 1 == 0).all())
-
-
 def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, sig: str = "") -> None:
     labels = [c[0] for c in configs]
     # a file with no count (unreadable) keeps its row, empty, in the table and its CSV; the figures use the rest
@@ -251,7 +245,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     sh.dataframe(
         table,
         column_order=counts,
-        column_config={**{c: st.column_config.NumberColumn(format="%d" if _whole(table[c]) else "%.1f")
+        column_config={**{c: st.column_config.NumberColumn(format="%d" if whole(table[c]) else "%.1f")
                           for c in counts if c not in ("file", "true")}, "file": FILE_COLUMN},
     )
     errors = [c for c in table.columns if c.startswith("error: ")]
@@ -267,7 +261,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             table,
             column_order=["file", *true_cols, *errors],
             column_config={**{c: st.column_config.NumberColumn(c.removeprefix("error: "),
-                                                                 format="%+d" if _whole(table[c]) else "%+.1f")
+                                                                 format="%+d" if whole(table[c]) else "%+.1f")
                               for c in errors},
                            **{c: st.column_config.NumberColumn(format="%d") for c in true_cols}, "file": FILE_COLUMN},
         )
@@ -281,8 +275,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
                 st.warning(f"`{file}` with {r['config']}: {r['status']}")
     row = st.container(horizontal=True)
     # whole counts as whole numbers (17, not 17.0), as the other CSV writes them; an empty cell stays empty
-    as_written = table.astype({c: "Int64" for c in table.columns if c != "file" and _whole(table[c])})
-    sh.download_button("Comparison CSV", sh.csv_bytes(as_written), "comparison.csv", "text/csv", f"{P}_dl", container=row,
+    sh.download_button("Comparison CSV", sh.csv_bytes(as_written(table)), "comparison.csv", "text/csv", f"{P}_dl", container=row,
                        help="One row per image: the counts side by side (and the errors, with ground truth).")
     per_row = long.assign(error=long["count_estimate"] - long["true"])
     sh.download_button("Every count CSV", sh.csv_bytes(per_row), "comparison_rows.csv", "text/csv", f"{P}_dl_rows",

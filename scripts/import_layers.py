@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PACKAGES = ("cellcount.io", "cellcount.viz", "cellcount.models", "cellcount.training", "cellcount.synthetic",
             "cellcount.evaluate", "cellcount.groundtruth", "cellcount.finetune")
-"""Packages drawn as one unit each (``cellcount.evaluate.cli`` stays apart: it is the command line)."""
+"""Packages drawn as one unit each (``cellcount.evaluate``'s command lines, ``cli`` and ``compare_cli``, stay apart)."""
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("app", ["streamlit_app", "pages"]),
-    ("commands", ["cellcount.cli", "cellcount.evaluate.cli", "cellcount.train", "cellcount.finetune",
+    ("commands", ["cellcount.cli", "cellcount.evaluate.cli", "cellcount.evaluate.compare_cli", "cellcount.train", "cellcount.finetune",
                   "cellcount.jobs", "cellcount.__main__", "cellcount.evaluate.__main__", "cellcount.finetune.__main__",
                   "cellcount.synthetic.__main__"]),
     ("workflows", ["cellcount", "cellcount.batch", "cellcount.evaluate", "cellcount.cliparams", "cellcount.blocks",
@@ -49,8 +49,9 @@ def unit_of(module: str) -> str:
         return module
     if module.startswith("pages.") or module == "pages":
         return "pages"
-    if module == "cellcount.evaluate.cli" or module.startswith("cellcount.evaluate.cli."):
-        return "cellcount.evaluate.cli"
+    for command in ("cellcount.evaluate.cli", "cellcount.evaluate.compare_cli"):
+        if module == command or module.startswith(command + "."):
+            return command
     for pkg in PACKAGES:
         if module == pkg or module.startswith(pkg + "."):
             return pkg

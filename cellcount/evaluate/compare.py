@@ -37,6 +37,19 @@ class Comparison:
         return bool(self.truth.notna().any())
 
 
+def whole(values: pd.Series) -> bool:
+    """Whole numbers only (objects counted), shown and written without decimals; a density model's integral keeps
+    its own."""
+    v = values.dropna()
+    return bool(len(v)) and bool((v % 1 == 0).all())
+
+
+def as_written(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its whole-number columns as integers (17, not 17.0; an empty cell stays empty), as the
+    counts CSVs write them."""
+    return table.astype({c: "Int64" for c in table.columns if c != "file" and whole(table[c])})
+
+
 def interval(low: float, high: float) -> str:
     return f"{low:.2f}–{high:.2f}" if pd.notna(low) else "—"
 
