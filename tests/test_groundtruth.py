@@ -1347,3 +1347,21 @@ def test_a_broken_file_without_ground_truth_is_said_to_be_unreadable(tmp_path: P
     assert [p.name for p, _ in items] == ["a.png"]
     assert "1 image(s) without ground truth skipped: b.png" in caplog.text
     assert "1 file(s) without ground truth that cannot be read as images either, skipped: broken.png" in caplog.text
+
+
+@pytest.mark.parametrize("folder", ["points", "annotations", "labels"])
+def test_the_data_folders_own_name_does_not_make_its_images_ground_truth(samples_dir, tmp_path, folder):
+    """`evaluate --data points/` (images beside their point tables, in a folder a user named so) said "no images
+    found": the folder's name made every file in it a dot annotation. Folders below it still say what they hold."""
+    import shutil
+
+    root = tmp_path / folder
+    root.mkdir()
+    for stem in ("s01_sparse_small", "s03_large_nuclei"):
+        shutil.copy(samples_dir / f"{stem}.png", root / f"{stem}.png")
+        shutil.copy(samples_dir / f"{stem}_points.csv", root / f"{stem}_points.csv")
+    (root / "masks").mkdir()
+    shutil.copy(samples_dir / "s01_sparse_small_labels.tif", root / "masks" / "s01_sparse_small.tif")
+    got = {image.name: gt for image, gt in load_labelled_folder(root)}
+    assert set(got) == {"s01_sparse_small.png", "s03_large_nuclei.png"}
+    assert got["s03_large_nuclei.png"].kind == "points" and got["s03_large_nuclei.png"].count == 32

@@ -119,6 +119,12 @@ def _count_tables(
     return counts, where, other, disagree, as_written
 
 
+def _folder_says(path: Path, root: Path, names: frozenset[str]) -> bool:
+    """``path`` lies in a folder named as one of ``names`` below ``root`` (the data folder's own name, a user's
+    ``points/`` holding images with their point tables, says nothing)."""
+    return path.parent != root and path.parent.name.lower() in names
+
+
 def load_labelled_folder(
     root: str | os.PathLike, *, counts_only: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
@@ -199,17 +205,19 @@ def load_labelled_folder(
     # a table named as ground truth is an image's points, unless it is a counts table of its own (counts_gt.csv
     # beside no image "counts": its name read as that image's, and every count it held was unused)
     point_tables = [p for p in csv_files if (ground_truth_suffix(p) is not None and not _is_counts_table(p, stems))
-                    or ((p.parent.name.lower() in DOT_DIRS or (p.parent, _gt_base(p)[0]) in image_stems
-                         or (p.parent.name.lower() in GROUND_TRUTH_DIRS and p.stem in stems)) and _is_point_table(p))]
+                    or ((_folder_says(p, root, DOT_DIRS) or (p.parent, _gt_base(p)[0]) in image_stems
+                         or (_folder_says(p, root, GROUND_TRUTH_DIRS) and p.stem in stems)) and _is_point_table(p))]
     placed = _in_its_folder(root, files)
     shared, shared_tables = _shared_point_tables(csv_files, files, root, on_error, placed)
     point_tables = [p for p in point_tables if p not in shared_tables]
     not_counts = set(point_tables) | shared_tables
     counts, counts_where, other_tables, disagree, as_written = _count_tables(
         [p for p in csv_files if p not in not_counts], placed)
-    in_dot_dirs = [p for p in files if p.parent.name.lower() in DOT_DIRS]  # dots/a.png: a dot image of images/a.png
+    in_dot_dirs = [p for p in files if _folder_says(p, root, DOT_DIRS)]  # dots/a.png: a dot image of images/a.png
     dot_files = set(in_dot_dirs)  # sets: folders of 10,000 images
-    images, gt_files = split_ground_truth_files([p for p in files if p not in dot_files])
+    # named below the data folder: its own name ("points", "annotations") says nothing of the files in it
+    below = {p.relative_to(root): p for p in files if p not in dot_files}
+    images, gt_files = ([below[r] for r in part] for part in split_ground_truth_files(list(below)))
     # a tree of labels mirroring the images' (labels/plate1/A01.tif for images/plate1/A01.png): ground truth by
     # the folder it lies under in the data folder, not only the one just above it
     mirrored = _mirrored_ground_truth(images, root)
