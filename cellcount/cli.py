@@ -195,7 +195,7 @@ def _replaced_counts(out: Path) -> str | None:
         held = out.read_bytes()
     except FileNotFoundError:
         return None
-    if len(held.strip().splitlines()) < 2:  # empty, or a header alone: no rows to lose
+    if not _worth_keeping(held):
         return None
     try:
         run = last_run_writing(out)
@@ -205,7 +205,19 @@ def _replaced_counts(out: Path) -> str | None:
     if same:
         return (f"note: replacing {out}, the rows of run {run['id']} ({run['started_at']}); `cellcount runs --export "
                 f"{run['id']} --out FILE` writes them again")
-    return f"note: {out} held rows the run history has no copy of; they are kept as {_kept_copy(out)}"
+    return f"note: {out} held {_what_it_held(held)} the run history has no copy of; kept as {_kept_copy(out)}"
+
+
+def _worth_keeping(head: bytes) -> bool:
+    """Whether an output about to be replaced holds anything to lose: not when empty or one of this program's CSV
+    header lines alone (``file,...``); any other single line (a settings JSON, a note: a tester's one-line
+    ``--out tuned.json`` was replaced without a copy) is kept."""
+    lines = head.strip().splitlines()
+    return len(lines) >= 2 or (len(lines) == 1 and not lines[0].lstrip(b"\xef\xbb\xbf").startswith(b"file,"))
+
+
+def _what_it_held(head: bytes) -> str:
+    return "rows" if len(head.strip().splitlines()) >= 2 else "a line of text"
 
 
 def _kept_copy(path: Path) -> Path:
@@ -234,8 +246,8 @@ def _replaced_tables(paths: list[Path]) -> list[str]:
                 head = fh.read(1 << 16)
         except FileNotFoundError:
             continue
-        if len(head.strip().splitlines()) >= 2:
-            notes.append(f"note: {path} held rows; they are kept as {_kept_copy(path)}")
+        if _worth_keeping(head):
+            notes.append(f"note: {path} held {_what_it_held(head)}; kept as {_kept_copy(path)}")
     return notes
 
 
@@ -410,6 +422,34 @@ def _previous_backends(out: str | Path) -> list[str]:
 
 
 def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
+    """:func:`_resume_plan`; where it counts again images counted before (other settings, changed files, another
+    model), the counts CSV and the object and region tables are first kept beside them, as a run without
+    ``--resume`` keeps them (a tester's object table lost the rows of the images counted again)."""
+    import pandas as pd
+
+    resumed = _resume_plan(args, model, params, files)
+    if isinstance(resumed, str):
+        return resumed
+    out = Path(args.out)
+    try:
+        old = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=["file", "status"])
+    except (OSError, ValueError, pd.errors.ParserError):
+        return resumed
+    again = set(old.loc[old["status"] == "ok", "file"]) - set(resumed[3])
+    if not again:
+        return resumed
+    tables = [Path(p) for p in (args.objects, _regions_path(args) if _region_spec(args) else None) if p]
+    try:
+        notes = [f"note: --resume counts {len(again)} image(s) again, replacing their rows; {out} is first kept as "
+                 f"{_kept_copy(out)}"] + _replaced_tables(tables)
+    except OSError as err:
+        return f"an output exists and cannot be kept before it is replaced: {err}"
+    if not args.quiet:
+        print("\n".join(notes), file=sys.stderr)
+    return resumed
+
+
+def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     """Rows of an interrupted run to keep: (counts rows, objects rows, regions rows, done file names) or a message.
 
     A row is kept when its file is one of this run's inputs and it was counted (status ok) with the same
@@ -583,6 +623,8 @@ def _labels_index(args: argparse.Namespace, done: set[str], inputs: set[str] = f
                 keep = old[old["file"].isin(done) | others]
         except (OSError, ValueError, pd.errors.ParserError):
             keep = None
+        if keep is None and _worth_keeping(path.read_bytes()[: 1 << 16]):  # a table of the user's under that name
+            print(f"note: {path} is not an index this program wrote; kept as {_kept_copy(path)}", file=sys.stderr)
     stream = CsvStream(path, columns=("file", "labels_file"), keep=keep, empty_columns=("file", "labels_file"))
     return stream, ([] if keep is None else [unescape_cell(v) for v in keep["labels_file"]]), ours
 

@@ -704,7 +704,7 @@ def test_an_earlier_runs_counts_are_replaced_saying_how_to_get_them_back(small_f
     out.write_text(edited)
     assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
     (kept,) = tmp_path.glob("counts.replaced-*.csv")
-    assert kept.read_text() == edited and f"held rows the run history has no copy of; they are kept as {kept}" in \
+    assert kept.read_text() == edited and f"held rows the run history has no copy of; kept as {kept}" in \
         capsys.readouterr().err
     out.write_text("file,count\n")  # a header alone: nothing to keep
     assert main(["count", str(one), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress", "-q"]) == 0
@@ -724,10 +724,58 @@ def test_an_earlier_object_table_is_kept_before_a_run_replaces_it(small_folder, 
     assert main(argv + ["--min-area", "60"]) == 0
     (kept,) = tmp_path.glob("objects.replaced-*.csv")
     assert kept.read_text() == first and objects.read_text() != first
-    assert f"note: {objects} held rows; they are kept as {kept}" in capsys.readouterr().err
+    assert f"note: {objects} held rows; kept as {kept}" in capsys.readouterr().err
     objects.write_text("file,label\n")  # a header alone: nothing to keep
     assert main(argv + ["-q"]) == 0
     assert len(list(tmp_path.glob("objects.replaced-*.csv"))) == 1
+
+
+def test_a_one_line_file_an_output_would_replace_is_kept(small_folder, tmp_path, capsys):
+    """A one-line settings JSON given as --out, and a one-line note as --objects, were replaced without a copy: a
+    single line was taken for a header alone. One of this program's header lines alone still is."""
+    out, objects = tmp_path / "tuned.json", tmp_path / "note.txt"
+    out.write_text('{"model": "unet-mask", "params": {"threshold": 0.55}}')
+    objects.write_text("important single line\n")
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--objects", str(objects),
+                 "--no-progress"]) == 0
+    (kept_out,) = tmp_path.glob("tuned.replaced-*.json")
+    (kept_objects,) = tmp_path.glob("note.replaced-*.txt")
+    assert kept_out.read_text().startswith('{"model"') and kept_objects.read_text() == "important single line\n"
+    err = capsys.readouterr().err
+    assert f"note: {out} held a line of text the run history has no copy of; kept as {kept_out}" in err
+    assert f"note: {objects} held a line of text; kept as {kept_objects}" in err
+
+
+def test_resume_that_counts_images_again_keeps_the_earlier_tables(small_folder, tmp_path, capsys):
+    """--resume with another Min. area counted both images again and replaced their object rows in place: the
+    earlier object table (which the run history does not keep) was lost. A resume that only finishes keeps none."""
+    out, objects = tmp_path / "counts.csv", tmp_path / "objects.csv"
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--objects", str(objects),
+            "--no-progress", "--resume"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # nothing to count again: nothing kept
+    assert not list(tmp_path.glob("*.replaced-*"))
+    first_counts, first_objects = out.read_text(), objects.read_text()
+    capsys.readouterr()
+    assert main(argv + ["--min-area-px", "60"]) == 0
+    (kept_counts,) = tmp_path.glob("counts.replaced-*.csv")
+    (kept_objects,) = tmp_path.glob("objects.replaced-*.csv")
+    assert kept_counts.read_text() == first_counts and kept_objects.read_text() == first_objects
+    assert objects.read_text() != first_objects
+    assert "note: --resume counts 2 image(s) again, replacing their rows" in capsys.readouterr().err
+
+
+def test_a_labels_index_of_the_users_own_is_kept(small_folder, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "labels_index.csv").write_text("my,own\n1,2\n")
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--labels-dir", str(labels), "--no-progress"]) == 0
+    (kept,) = labels.glob("labels_index.replaced-*.csv")
+    assert kept.read_text() == "my,own\n1,2\n" and "is not an index this program wrote" in capsys.readouterr().err
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--labels-dir", str(labels), "--no-progress"]) == 0
+    assert len(list(labels.glob("labels_index.replaced-*.csv"))) == 1, "its own index is replaced, not kept"
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(small_folder, tmp_path, capsys):
