@@ -189,6 +189,7 @@ def _replaced_counts(out: Path) -> str | None:
     counted from one folder with the default ``counts.csv`` was lost without a word: a tester)."""
     import sqlite3
 
+    from .csvout import keep_copy
     from .history import HistoryError, last_run_writing
 
     try:
@@ -205,7 +206,7 @@ def _replaced_counts(out: Path) -> str | None:
     if same:
         return (f"note: replacing {out}, the rows of run {run['id']} ({run['started_at']}); `cellcount runs --export "
                 f"{run['id']} --out FILE` writes them again")
-    return f"note: {out} held {_what_it_held(held)} the run history has no copy of; kept as {_kept_copy(out)}"
+    return f"note: {out} held {_what_it_held(held)} the run history has no copy of; kept as {keep_copy(out)}"
 
 
 def _worth_keeping(head: bytes) -> bool:
@@ -220,25 +221,12 @@ def _what_it_held(head: bytes) -> str:
     return "rows" if len(head.strip().splitlines()) >= 2 else "a line of text"
 
 
-def _kept_copy(path: Path) -> Path:
-    """Copy ``path`` to ``NAME.replaced-DATE-TIME.SUFFIX`` beside it, before a run replaces it."""
-    import shutil
-    import time
-
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    kept = path.with_name(f"{path.stem}.replaced-{stamp}{path.suffix}")
-    n = 1
-    while kept.exists():  # two runs within a second (a script over small folders) keep both copies
-        n += 1
-        kept = path.with_name(f"{path.stem}.replaced-{stamp}-{n}{path.suffix}")
-    shutil.copy2(path, kept)
-    return kept
-
-
 def _replaced_tables(paths: list[Path]) -> list[str]:
     """Notes for the per-object and per-region CSVs a run replaces: the run history keeps no copy of them, so
     each that holds rows is kept beside it first (a re-run with a changed Min. area lost the earlier object
     table: a tester)."""
+    from .csvout import keep_copy
+
     notes = []
     for path in paths:
         try:
@@ -247,7 +235,7 @@ def _replaced_tables(paths: list[Path]) -> list[str]:
         except FileNotFoundError:
             continue
         if _worth_keeping(head):
-            notes.append(f"note: {path} held {_what_it_held(head)}; kept as {_kept_copy(path)}")
+            notes.append(f"note: {path} held {_what_it_held(head)}; kept as {keep_copy(path)}")
     return notes
 
 
@@ -427,6 +415,8 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     ``--resume`` keeps them (a tester's object table lost the rows of the images counted again)."""
     import pandas as pd
 
+    from .csvout import keep_copy
+
     resumed = _resume_plan(args, model, params, files)
     if isinstance(resumed, str):
         return resumed
@@ -441,7 +431,7 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     tables = [Path(p) for p in (args.objects, _regions_path(args) if _region_spec(args) else None) if p]
     try:
         notes = [f"note: --resume counts {len(again)} image(s) again, replacing their rows; {out} is first kept as "
-                 f"{_kept_copy(out)}"] + _replaced_tables(tables)
+                 f"{keep_copy(out)}"] + _replaced_tables(tables)
     except OSError as err:
         return f"an output exists and cannot be kept before it is replaced: {err}"
     if not args.quiet:
@@ -608,7 +598,7 @@ def _labels_index(args: argparse.Namespace, done: set[str], inputs: set[str] = f
     import pandas as pd
 
     from .batch import LABELS_INDEX
-    from .csvout import CsvStream, unescape_cell
+    from .csvout import CsvStream, keep_copy, unescape_cell
 
     path = Path(args.labels_dir) / LABELS_INDEX
     keep, ours = None, set()
@@ -624,7 +614,7 @@ def _labels_index(args: argparse.Namespace, done: set[str], inputs: set[str] = f
         except (OSError, ValueError, pd.errors.ParserError):
             keep = None
         if keep is None and _worth_keeping(path.read_bytes()[: 1 << 16]):  # a table of the user's under that name
-            print(f"note: {path} is not an index this program wrote; kept as {_kept_copy(path)}", file=sys.stderr)
+            print(f"note: {path} is not an index this program wrote; kept as {keep_copy(path)}", file=sys.stderr)
     stream = CsvStream(path, columns=("file", "labels_file"), keep=keep, empty_columns=("file", "labels_file"))
     return stream, ([] if keep is None else [unescape_cell(v) for v in keep["labels_file"]]), ours
 

@@ -231,6 +231,19 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, csv_text(df).encode("utf-8"))  # a file for pipelines: no byte-order mark (CsvStream's)
 
 
+def keep_copy(path: str | os.PathLike) -> Path:
+    """Copy ``path`` to ``NAME.replaced-DATE-TIME.SUFFIX`` beside it, before a run replaces it."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kept = path.with_name(f"{path.stem}.replaced-{stamp}{path.suffix}")
+    n = 1
+    while kept.exists():  # two runs within a second (a script over small folders) keep both copies
+        n += 1
+        kept = path.with_name(f"{path.stem}.replaced-{stamp}-{n}{path.suffix}")
+    shutil.copy2(path, kept)
+    return kept
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Raise OSError when a file cannot be created in ``path``'s folder (tried with a temporary file)."""
     target = Path(path)

@@ -140,3 +140,14 @@ def test_cellcount_compare_is_a_command(samples_dir, tmp_path, capsys):
     said = capsys.readouterr()
     assert "+0.00 (too few images for an interval)" in said.out
     assert "a difference needs at least" in said.err
+
+
+def test_compare_keeps_a_file_of_the_users_that_an_output_would_replace(samples_dir, tmp_path, capsys):
+    data = _data(samples_dir, tmp_path, stems=("s01_sparse_small",))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("file,true\nmine.png,3\n")  # a counts table of the user's, not a comparison
+    argv = ["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--out", str(rows), "-q"]
+    assert main(argv) == 0
+    (kept,) = tmp_path.glob("rows.replaced-*.csv")
+    assert kept.read_text() == "file,true\nmine.png,3\n" and "not a file this command wrote" in capsys.readouterr().err
+    assert main(argv) == 0 and len(list(tmp_path.glob("rows.replaced-*.csv"))) == 1

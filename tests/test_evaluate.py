@@ -809,3 +809,26 @@ def test_a_settings_files_plane_unused_by_evaluate_is_said_and_no_warning_names_
     err = capsys.readouterr().err
     assert "only the first was read and scored" in err and "names the plane 'max'" in err
     assert "<bytes>" not in err
+
+
+def test_evaluate_keeps_a_file_of_the_users_that_an_output_would_replace(samples_dir, tmp_path, capsys, tiny_models):
+    """--out and --json replaced a tester's own table without a copy (count keeps them); its own outputs of an
+    earlier run are replaced as before."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif"):
+        shutil.copy(samples_dir / name, data / name)
+    table, summary, settings = tmp_path / "my_table.csv", tmp_path / "notes.json", tmp_path / "tuned.json"
+    table.write_text("sample,cells\nA,3\nB,4\n")
+    summary.write_text('{"plate": 1}')
+    argv = ["--model", "tiny-density", "--data", str(data), "--out", str(table), "--json", str(summary),
+            "--save-settings", str(settings), "-q"]
+    assert main(argv) == 0
+    (kept_table,) = tmp_path.glob("my_table.replaced-*.csv")
+    (kept_summary,) = tmp_path.glob("notes.replaced-*.json")
+    assert kept_table.read_text() == "sample,cells\nA,3\nB,4\n" and kept_summary.read_text() == '{"plate": 1}'
+    assert f"note: {table} is not a file this command wrote; kept as {kept_table}" in capsys.readouterr().err
+    assert main(argv) == 0  # its own outputs: replaced
+    assert len(list(tmp_path.glob("*.replaced-*"))) == 2

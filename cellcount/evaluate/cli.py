@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +145,45 @@ def _check_options(args: argparse.Namespace) -> None:
             raise ParameterError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
 
 
+def _is_json_with(keys: set[str]) -> Callable[[bytes], bool]:
+    def test(held: bytes) -> bool:
+        try:
+            data = json.loads(held)
+        except ValueError:
+            return False
+        return isinstance(data, dict) and keys <= set(data)
+    return test
+
+
+OURS: dict[str, Callable[[bytes], bool]] = {
+    "out": lambda held: held.lstrip(b"\xef\xbb\xbf").startswith(b"file,true,pred,"),
+    "json": _is_json_with({"model", "data", "split"}),
+    "save_settings": _is_json_with({"model", "params"}),
+}
+"""What each output of this command looks like: an existing file so is replaced (a run again), any other kept."""
+
+
+def keep_others(args: argparse.Namespace, ours: dict[str, Callable[[bytes], bool]]) -> None:
+    """Each existing output that is not what its option writes (``ours``: a test of the file's bytes), a table of
+    the user's given as ``--out`` say, is first kept beside it as ``NAME.replaced-DATE-TIME.SUFFIX``, with a note
+    (evaluate replaced a tester's own table in silence; count keeps them alike)."""
+    import sys
+
+    from ..csvout import keep_copy
+
+    for option, looks_ours in ours.items():
+        value = getattr(args, option, None)
+        if not value or not Path(value).is_file():
+            continue
+        try:
+            held = Path(value).read_bytes()
+            if held.strip() and not looks_ours(held):
+                print(f"note: {value} is not a file this command wrote; kept as {keep_copy(value)}", file=sys.stderr)
+        except OSError as err:
+            raise ParameterError(f"--{option.replace('_', '-')} {value} exists and cannot be kept before it is "
+                                 f"replaced ({err.strerror or err})") from None
+
+
 def _replaces_data(path: Path, data: Path, option: str) -> bool:
     """``path`` names an existing entry in (or is) ``data`` that this command did not write before: an image, its
     ground truth or a counts table, which the output would replace (count refuses the same for its inputs). The
@@ -188,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..models.card import finite_json, write_card
 
     _check_options(args)
+    keep_others(args, OURS)
     model = load_cli_model(args, default_model_name())
     params = resolve_params(model, param_overrides(args))
     inert = inert_options_note(args, params, model)  # as count says it: accepted in silence, they looked acted on

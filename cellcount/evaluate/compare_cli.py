@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import string
 import sys
 import time
@@ -25,7 +26,7 @@ from ..errors import ParameterError
 from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
 from . import evaluate_predictions, labelled_items, predict_pairs, with_read_notes
-from .cli import _check_options, _encoded
+from .cli import _check_options, _encoded, _is_json_with, keep_others
 from .compare import as_written, compare_counts
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ def _run(args: argparse.Namespace) -> int:
 
     args.save_settings = None  # evaluate's output checks, for --out and --json
     _check_options(args)
+    keep_others(args, {"out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file,(true,)?A: ", held)),
+                       "json": _is_json_with({"data", "split", "configs"})})
     configs = load_configs(args.configs)
     skipped: list[str] = []
 
