@@ -691,7 +691,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
 
     def warn(path: Path, reason: str) -> None:
         skipped.append((path, reason))
-        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+        print(f"warning: cannot read {path}: {reason}", file=sys.stderr)  # a row says so too, counted as failed
 
     try:
         model = load_cli_model(args, default_model_name())
@@ -843,7 +843,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
             if escape_cell(str(path)) in done:  # counted before it went (kept, as a file gone since is)
                 continue
-            row = counts_frame([BatchItem(str(path), "error", f"skipped: {reason}", None)], args.plane)
+            row = counts_frame([BatchItem(str(path), "error", f"cannot read: {reason}", None)], args.plane)
             counts_out.append(row)
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None

@@ -232,10 +232,10 @@ def planes_note(name: str, planes: tuple[int, str]) -> str:
     """What to tell the user when only the first of ``planes`` (:func:`read_image_planes`) was read."""
     if planes[1] in (_PLANE_KINDS["T"], _OTHER_IMAGES):  # never projected: cells move; pages of other sizes
         what = "time point" if planes[1] == _PLANE_KINDS["T"] else "page"
-        return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
+        return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read. Choose a "
                 f"{what} (count command: --plane N; Python: page=N in count_file or read_image; Count page: 'Plane'; Batch "
                 "page: 'Z-stacks')")
-    return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and counted. Choose a "
+    return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read. Choose a "
             "plane or their maximum projection (count command: --plane N or --plane max; Python: "
             "page=N or page='max' in count_file or read_image; Count page: 'Plane'; Batch page: 'Z-stacks')")
 
