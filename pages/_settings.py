@@ -251,8 +251,11 @@ def describe(model: cc.models.CountModel) -> str:
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
     if origin(model, image=False)[0] == "edited" and (own := _own_changes(model)):  # what was edited, also where its control is folded away
         detail = f"{detail}; {own}" if detail else own
-    if fields := _image_changes(model):
-        changed = ", ".join(_label(name) for name in fields)
+    if fields := _image_changes(model):  # with their values: a channel chosen for one image applies to every image
+        from cellcount.params import setting_text
+
+        now = values(model)
+        changed = ", ".join(f"{_label(name)} {setting_text(name, now[name])}" for name in fields)
         detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"
     return f"{text} ({detail})" if detail else text
 

@@ -117,6 +117,17 @@ def _on_edit(prefix: str, name: str, model_name: str, key: str | None = None) ->
         st.session_state[CHANNEL_CHOSEN_FOR] = int(key.rsplit("_", 1)[1])
 
 
+def _clear_channel(prefix: str, model_name: str) -> None:
+    local = _local(prefix)
+    if local is not None:
+        local["channel"] = None
+        return
+    try:
+        settings.edit(get_model(model_name), "channel", None)
+    except cc.CellcountError:  # deleted meanwhile: the rerun picks another model
+        pass
+
+
 def _bind(prefix: str, model: cc.models.CountModel, name: str, lo: Any = None, hi: Any = None,
           key: str | None = None) -> dict[str, Any]:
     """Widget kwargs bound to the stored value of ``name`` (clamped into [lo, hi] for display); ``key``: the
@@ -211,6 +222,11 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
                      args=(CHANNEL_CHOSEN_FOR, n_channels))
     else:
         out["channel"] = _stored(prefix, model, "channel")  # unused for a single channel; kept as stored
+        if out["channel"] is not None:  # said, and undone in one click: it counts every image with several channels
+            c.caption(f"Channel {out['channel']} is chosen: images with several channels are counted on it alone (on "
+                      "Batch too). This image has one channel and is counted as it is.")
+            c.button("Count images with several channels on all of them (mean)", key=f"{prefix}_clear_channel",
+                     on_click=_clear_channel, args=(prefix, model.name), icon=":material/layers_clear:")
     out["invert"] = _from_widget(
         "invert",
         _choice(c, prefix, model, "invert", list(INVERT_OPTIONS), radio=True),

@@ -597,6 +597,19 @@ def test_a_channel_chosen_for_a_composite_does_not_fail_the_next_one_channel_ima
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert metric(at, "Count") == "1"
+    # the channel chosen is said, with its value, where its control is hidden, and undone in one click (a tester's
+    # channel 1 counted Batch's RGB pictures on their green alone)
+    assert any("Channel 2 is chosen: images with several channels are counted on it alone" in c.value
+               for c in at.caption)
+    assert any("Input changed: Channel 2" in c.value for c in at.caption)
+    at.button(key="count_clear_channel").click().run()
+    assert not any("Channel 2 is chosen" in c.value or "Input changed: Channel 2" in c.value for c in at.caption)
+    at.file_uploader(key="count_upload").set_value(("comp.tif", buf.getvalue(), "image/tiff"))
+    at.run()
+    assert at.selectbox(key="count_channel_3").index == 0 and metric(at, "Count") != "2"  # all channels (mean)
+    at.selectbox(key="count_channel_3").set_value(2).run()
+    at.file_uploader(key="count_upload").set_value(("dapi.png", png_bytes(dapi), "image/png"))
+    at.run()
     two = io.BytesIO()  # nor one without that channel: counted from all of them, as its control shows
     tifffile.imwrite(two, np.moveaxis(img[:, :, :2], -1, 0), metadata={"axes": "CYX"})
     at.file_uploader(key="count_upload").set_value([("two.tif", two.getvalue(), "image/tiff")])

@@ -205,10 +205,10 @@ def test_input_settings_changed_by_hand_read_as_edited_on_every_page():
     assert at.button(key="count_reset").disabled
     at.number_input(key="count_nucleus_diameter_px").set_value(30.0)
     at.run()
-    assert "edited (starting from the model card; Input changed: Nucleus diameter)" in captions(at)
+    assert "edited (starting from the model card; Input changed: Nucleus diameter 30)" in captions(at)
     assert not at.button(key="count_reset").disabled
     go(at, "batch")
-    assert "Input changed: Nucleus diameter" in captions(at)
+    assert "Input changed: Nucleus diameter 30" in captions(at), "with its value: it counts every image"
     assert at.number_input(key="batch_nucleus_diameter_px").value == 30.0
     at.button(key="batch_reset").click()
     at.run()
@@ -238,7 +238,7 @@ st.text(settings.describe(b))
     a, b, after = [t.value for t in at.text]
     assert a == "Settings of **classical-otsu**: loaded from a file (s.json)"
     assert b == ("Settings of **unet-density**: edited (starting from the model card; Input changed: Nucleus "
-                 "diameter)")
+                 "diameter 30)")
     assert after == "Settings of **unet-density**: the model card"
 
 
