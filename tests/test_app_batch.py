@@ -169,6 +169,25 @@ def test_files_sharing_a_name_get_a_row_each_and_a_copy_counts_once(count_batch)
     assert set(files) == {"A01.png", "A01 (2).png"}, "each image's objects under its own name"
 
 
+def test_two_files_of_one_name_and_size_are_announced_as_two():
+    """Two plates' A01.tif from one camera (uncompressed: the same size) were announced as one image ("Count 8"),
+    and 9 were counted."""
+    import numpy as np
+    import tifffile
+
+    def tif(seed: int) -> bytes:
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, np.random.default_rng(seed).integers(0, 255, (64, 64), dtype=np.uint8))
+        return buf.getvalue()
+
+    one, two = tif(1), tif(2)
+    assert len(one) == len(two) and one != two
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value([("A01.tif", one, "image/tiff"), ("A01.tif", two, "image/tiff")])
+    at.run()
+    assert at.button(key="batch_run").label == "Count 2 image(s)"
+
+
 def test_z_stacks_counted_from_their_maximum_projection(count_batch):
     """A z-stack with one nucleus in focus per plane: counted from its first plane (flagged) by default, from
     the maximum projection of all planes (not flagged) when chosen; a one-plane file is the same either way."""
