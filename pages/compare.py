@@ -233,8 +233,9 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     )
     flagged = long[long["check"].fillna(False).astype(bool)]
     if len(flagged):
-        st.warning(f"{flagged['file'].nunique()} of {len(truth)} image(s) flagged \"check this image\" by at least "
-                   "one model or setting: agreement is not correctness (models that learnt from the same kind of "
+        # of the images counted: an unreadable upload is none of them (a tester's "3 of 4" for 3 of the 3 read)
+        st.warning(f"{flagged['file'].nunique()} of the {len(wide)} image(s) counted flagged \"check this image\" by at "
+                   "least one model or setting: agreement is not correctness (models that learnt from the same kind of "
                    "images can be wrong alike).")
         with st.expander("Why they are flagged"):
             for _, r in flagged.head(50).iterrows():

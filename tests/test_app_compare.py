@@ -65,7 +65,7 @@ def test_one_model_two_settings():
     assert list(table["true"]) == [28, 167]
     # the classical baseline flags both samples: agreement is not correctness, and the page says so with reasons
     assert list(per_config["images flagged"]) == [2, 2]
-    assert any("2 of 2 image(s) flagged" in w.value and "agreement is not correctness" in w.value for w in at.warning)
+    assert any("2 of the 2 image(s) counted flagged" in w.value and "agreement is not correctness" in w.value for w in at.warning)
     # with ground truth on only two images, no interval on the MAE difference is claimed
     assert any("needs at least 5 images" in c.value for c in at.caption)
     assert (table["A: classical-otsu"] != table["B: classical-otsu"]).any()
@@ -353,3 +353,17 @@ def test_exclude_edge_objects_is_scored_against_the_truth_without_them_as_evalua
         28 - edges["s01_sparse_small.png"])
     assert any("Exclude edge objects" in c.value and "as Evaluate scores them" in c.value for c in at.caption)
     assert list(at.dataframe[2].value["true: B: classical-otsu"]) == [t - edges[n] for n, t in zip(samples, (28, 167))]
+
+
+def test_the_flagged_share_is_of_the_images_counted():
+    """An unreadable upload was counted among the images the flag was out of ("3 of 4" for 3 of the 3 read)."""
+    at = open_compare(compare_mode="Settings", compare_model="classical-otsu", compare_source="Upload")
+    at.file_uploader(key="compare_files").set_value(
+        [("s01.png", (SAMPLES / "s01_sparse_small.png").read_bytes(), "image/png"),
+         ("notes.png", b"not an image at all", "image/png")])
+    at.slider(key="compare_b_threshold").set_value(0.8)
+    at.run()
+    at.button(key="compare_run").click().run()
+    assert not at.exception
+    assert any("1 of the 1 image(s) counted flagged" in w.value for w in at.warning)
+    assert any("notes.png" in w.value for w in at.warning), "the unreadable file is named"
