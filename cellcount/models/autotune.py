@@ -53,6 +53,22 @@ MEASURE_BUDGET_S = 0.12
 """Timed calls per backend stop after this long (at least two calls; the first, untimed, warms up)."""
 
 
+BUSY_LOAD_PER_CORE = 1.0
+"""A timing made while the machine's 1-minute load average per core was above this (other work on every core) is
+used, but timed again by a later process when the machine is quiet (:data:`QUIET_LOAD_PER_CORE`): one made
+under a tester's load stuck for good (bf16 4.64 s/Mpx against its usual 0.27, so ONNX Runtime was kept)."""
+QUIET_LOAD_PER_CORE = 0.75
+
+
+def load_per_core() -> float | None:
+    """The 1-minute load average over the cores this process may use (None where the system has none)."""
+    try:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return os.getloadavg()[0] / max(cores or 1, 1)
+    except (OSError, AttributeError):
+        return None
+
+
 def requested_backend(option: str | None = None, *, environ: Mapping[str, str] | None = None) -> str:
     """The backend the user asked for: ``option`` (CLI / app) if given, else ``$CELLCOUNT_BACKEND``, else
     ``"auto"``. Raises ParameterError naming the valid values."""
@@ -250,6 +266,11 @@ def choose_backend(
                              cache_file=str(path))
     if len(cands) == 1:
         return BackendChoice(cands[0], "only one available")
+    if cached is not None and cached.get("busy") and (load := load_per_core()) is not None \
+            and load <= QUIET_LOAD_PER_CORE:
+        logger.info("timing the backends again: the cached choice was timed while the machine was busy (load %.2f "
+                    "per core then, %.2f now)", cached.get("load_per_core", float("nan")), load)
+        cached = None
     if cached is not None:
         return BackendChoice(cached["backend"], "cached", dict(cached["timings_s_per_mpx"]),
                              int(cached.get("tile_px", MEASURE_TILE_PX)), float(cached.get("measure_s", 0.0)),
@@ -258,10 +279,12 @@ def choose_backend(
     t0 = time.perf_counter()
     timings = {k: float(v) for k, v in measure(nets).items()}
     measure_s = time.perf_counter() - t0
+    load = load_per_core()
     best = min(timings, key=timings.__getitem__)
     choice = BackendChoice(best, "measured", timings, MEASURE_TILE_PX, measure_s, str(path))
     entries[key] = {**choice.to_dict(), "fingerprint": dict(fingerprint or machine_fingerprint()),
-                    "weights": weights_digest, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+                    "weights": weights_digest, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                    **({"load_per_core": round(load, 2), "busy": load > BUSY_LOAD_PER_CORE} if load is not None else {})}
     entries[key].pop("reason")
     write_cache(path, entries)
     logger.info("inference backend: %s", choice.describe())
