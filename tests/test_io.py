@@ -769,6 +769,14 @@ def test_nan_images_are_named_in_the_input_note():
     assert input_note(band) is None
 
 
+def test_a_true_false_image_is_named_a_mask_in_the_input_note():
+    """count_image(gray > 128) counted a mask's objects as nuclei with no flag (a notebook user's slip)."""
+    mask = np.zeros((32, 32), bool)
+    mask[4:10, 4:10] = True
+    assert "only True and False (a mask?)" in input_note(mask)
+    assert input_note(mask.astype(np.uint8) * 200) is None, "a 0/200 picture may be a real (binary) image"
+
+
 def test_a_zip_named_on_the_command_line_says_how_to_count_it(tmp_path: Path) -> None:
     (tmp_path / "plate.zip").write_bytes(b"PK")
     skipped = []

@@ -310,6 +310,9 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
         what = "the image is" if channel is None else f"channel {channel} is"
         return (f"{what} blank (every pixel is {plane.flat[0]}), so nothing in it can be counted: a wrong "
                 "channel (they are numbered from 0) or a failed export?")
+    if plane.dtype == bool:  # True / False: a mask (a thresholded or segmented image), not a microscope's picture
+        return ("the image holds only True and False (a mask?): a model counts microscopy images, and a mask's "
+                "objects are counted as they are (scipy.ndimage.label), or brought as ground truth to evaluate a model")
     if plane.dtype.kind == "f" and plane.size:
         share = float(np.mean(~np.isfinite(plane)))
         if share > 0.01:  # read as 0 (NaN) or the extremes (Inf): that part of the image shows nothing real
