@@ -59,7 +59,16 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
         data = {k: v for k, v in data.items() if k not in ("model", "model_sha256", "plane")}
     if not isinstance(data, dict):
         raise ParameterError("settings JSON must be an object of parameter names to values")
-    resolve_params(None, data)  # validate now, with a clear message
+    try:
+        resolve_params(None, data)  # validate now, with a clear message
+    except ParameterError as first:
+        problems = []  # every one at once: a file with two mistakes was refused for the first, then the second
+        for key, value in data.items():
+            try:
+                resolve_params(None, {key: value})
+            except ParameterError as err:
+                problems.append(str(err))
+        raise ParameterError("; ".join(problems) if len(problems) > 1 else str(first)) from None
     return data
 
 

@@ -791,3 +791,15 @@ def test_a_few_nuclei_in_a_wide_background_are_sized_by_the_density_on_them(draw
     thin = np.full(many.shape, 20.0 / many.size, np.float32)  # a fifth of the mass off the nuclei: kept in the count
     expected = float(np.sqrt(4 * many.sum() / (np.pi * (len(centres) + 20))))
     assert area_count_size(many, labels_mass + thin).diameter == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_settings_file_with_several_mistakes_names_them_all():
+    """A tester's file with a bad Min. area and a threshold of 1.7 was refused for the threshold alone."""
+    from cellcount.errors import ParameterError
+    from cellcount.settingsfile import params_from_json
+
+    with pytest.raises(ParameterError) as err:
+        params_from_json('{"params": {"min_area_px": "abc", "threshold": 1.7}}')
+    assert "min_area_px must be a whole number" in str(err.value) and "threshold must be within [0, 1]" in str(err.value)
+    with pytest.raises(ParameterError, match="low_pct"):  # a mistake of two values together still says itself
+        params_from_json('{"params": {"low_pct": 99.5, "high_pct": 0.5}}')
