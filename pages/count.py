@@ -407,6 +407,7 @@ if source is not None:
             st.warning(f"{short_name(source.name)} is named like ground truth (a label image, mask or dots): it is "
                        "counted here as if it were a microscopy image. Upload the image itself; annotations go to "
                        "Evaluate or Train.", icon=":material/label:")
-with top[2]:
-    sh.input_ui(P, model, image, channel_names=None if image is None else sh.file_metadata(source, image).channel_names)
+if source is None or image is not None:  # none for a file that cannot be read (a channel list for no channels)
+    with top[2]:
+        sh.input_ui(P, model, image, channel_names=None if image is None else sh.file_metadata(source, image).channel_names)
 results_panel(source, image, model_name, note, page)

@@ -122,6 +122,7 @@ def test_upload_png_and_broken_file():
     assert at.error and "not an image" in at.error[0].value
     assert "broken.png" in at.error[0].value and "<bytes>" not in at.error[0].value, "the file's own name"
     assert not any("Upload an image" in i.value for i in at.info), "one was uploaded: the error says what is wrong"
+    assert not [b for b in at.selectbox if b.label == "Channel"], "no channel list for a file that holds none"
 
 
 @pytest.mark.slow
