@@ -277,6 +277,19 @@ def test_every_outline_colour_a_user_picks_keeps_rejected_objects_and_merges_apa
             assert not viz.viewer._alike(a, b), legend
 
 
+def test_likely_merges_on_a_red_picture_are_not_red():
+    """A composite whose first channel is shown red: auto outlines chose another colour, but the likely merges
+    stayed red on red nuclei (a tester could not tell them apart)."""
+    base = np.zeros((60, 80, 3), np.uint8)
+    base[..., 0] = 200  # red everywhere the outlines lie
+    lab = _two_squares()
+    _, legend = viz.render_outlines(base, lab, color="auto", merges=[1])
+    merge = next(v for k, v in legend.items() if "merge" in k)
+    assert merge != viz.MERGE_COLOR and not viz.viewer._alike(merge, legend["kept"])
+    _, legend = viz.render_outlines(np.full((60, 80, 3), 40, np.uint8), lab, color="auto", merges=[1])
+    assert next(v for k, v in legend.items() if "merge" in k) == viz.MERGE_COLOR, "red where it stands out"
+
+
 def test_merges_drawn_within_their_boxes_match_the_whole_picture():
     from cellcount.measure import object_table
 

@@ -46,9 +46,16 @@ def _alike(a: RGB, b: RGB) -> bool:
     return float(np.linalg.norm(_lab(np.array([a])) - _lab(np.array([b])))) < ALIKE
 
 
-def _merge_color(kept: RGB | None) -> RGB:
-    """The likely merges' colour beside kept outlines of colour ``kept``: red, or yellow beside red ones."""
-    return MERGE_COLOR if kept is None or not _alike(kept, MERGE_COLOR) else MERGE_COLOR_ON_RED
+MERGE_CANDIDATES: tuple[RGB, ...] = (MERGE_COLOR, MERGE_COLOR_ON_RED, (255, 255, 255), (0, 0, 0))
+"""The likely merges' colours in order of preference: red, yellow, white, black."""
+
+
+def _merge_color(kept: RGB | None, picture: np.ndarray | None = None, where: np.ndarray | None = None) -> RGB:
+    """The likely merges' colour beside kept outlines of colour ``kept``: red, or yellow beside red ones; with the
+    ``picture`` (and the pixels ``where`` the outlines lie), the first of :data:`MERGE_CANDIDATES` unlike ``kept``
+    that stands out from it (red marks vanished on a composite whose first channel is shown red: a tester)."""
+    options = [c for c in MERGE_CANDIDATES if kept is None or not _alike(kept, c)]
+    return options[0] if picture is None else _standing_out(options, picture, where)
 
 
 def _apart(palette: dict[str, RGB], kept: RGB, merge: RGB = MERGE_COLOR) -> dict[str, RGB]:
@@ -98,13 +105,19 @@ def contrast_color(rgb: np.ndarray, where: np.ndarray | None = None) -> RGB:
     image under ``where`` (bool (H, W), e.g. a band on both sides of the outlines; the whole image when None or
     empty): the first that reaches :data:`GOOD_CONTRAST`, else the farthest. Outlines stay visible on dark
     fluorescence, bright nuclei and purple H&E alike."""
+    return _standing_out([OUTLINE_CANDIDATES[name] for name in AUTO_CANDIDATES], rgb, where)
+
+
+def _standing_out(candidates: Sequence[RGB], rgb: np.ndarray, where: np.ndarray | None) -> RGB:
+    """The first of ``candidates`` whose CIELAB distance from the picture ``rgb`` under ``where`` (10th percentile
+    over pixels) reaches :data:`GOOD_CONTRAST`, else the farthest."""
     flat = np.asarray(rgb).reshape(-1, 3)
     idx = np.flatnonzero(where) if where is not None else np.arange(len(flat))
     if idx.size == 0:
         idx = np.arange(len(flat))
     pix = _lab(flat[idx[:: max(idx.size // 4000, 1)]])  # a regular subsample is enough
-    best, best_d = OUTLINE_CANDIDATES[AUTO_CANDIDATES[0]], -1.0
-    for color in (OUTLINE_CANDIDATES[name] for name in AUTO_CANDIDATES):
+    best, best_d = candidates[0], -1.0
+    for color in candidates:
         d = float(np.percentile(np.linalg.norm(pix - _lab(np.array([color])), axis=1), 10))
         if d >= GOOD_CONTRAST:
             return color
@@ -156,7 +169,8 @@ def render_outlines(
     color : an RGB triple, ``"auto"`` (:func:`contrast_color` against the pixels under the outlines) or
         ``"per object"`` (one colour per object, :func:`object_colors`).
     thickness : line width, px. opacity : 0-1, how much the lines cover the image.
-    merges : labels of likely merged objects (``cellcount.measure.likely_merges``), drawn thicker in red.
+    merges : labels of likely merged objects (``cellcount.measure.likely_merges``), drawn thicker, in red unless the
+        picture or the kept outlines are red (:func:`_merge_color`).
     merge_boxes : optional (len(merges), 4) bounding boxes of those objects (row0, col0, row1, col1,
         end-exclusive, as in the object table): each is then drawn within its box (10x faster than over the
         whole picture, on the path of every slider move).
@@ -208,13 +222,16 @@ def render_outlines(
             legend["kept (one colour each)"] = tuple(int(c) for c in object_colors(1)[1])  # not the rejected grey
         else:
             if isinstance(color, str):  # judged against both sides: the background under them, the objects inside
-                rgb = contrast_color(out, cv2.dilate(line.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+                band = cv2.dilate(line.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+                rgb = contrast_color(out, band)
+                merge_rgb = _merge_color(rgb, out, band) if len(merges) else _merge_color(rgb)
             else:
                 rgb = tuple(int(c) for c in color)
+                merge_rgb = _merge_color(rgb)
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
-        merge_rgb = (((0, 0, 0) if float(np.mean(base)) > 127 else (255, 255, 255)) if per_object
-                     else _merge_color(legend.get("kept")))
+        if per_object:
+            merge_rgb = (0, 0, 0) if float(np.mean(base)) > 127 else (255, 255, 255)
         if len(merges):
             if merge_boxes is None:
                 flag = np.zeros(int(lab.max()) + 1, bool)
