@@ -1086,10 +1086,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs recorded yet in {db_path()}")
         return 0
     shown = runs[["id", "started_at", "source", "host", "model", "status", "n_inputs", "n_ok", "n_failed",
-                  "n_skipped", "total_count"]]
+                  "n_skipped", "total_count", "out_path"]].rename(columns={"out_path": "out"})
+    # which counts CSV each run wrote (an app run writes none), beside the current folder where it lies below it
+    shown["out"] = shown["out"].map(_shown_path)
     print(shown.to_string(index=False))
     print(f"({len(runs)} latest of the history {db_path()}; 'runs --export ID --out x.csv' writes a run's CSV)")
     return 0
+
+
+def _shown_path(path: object) -> str:
+    if not isinstance(path, str) or not path:
+        return "-"
+    try:
+        return Path(path).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

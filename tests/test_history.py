@@ -68,6 +68,7 @@ def test_a_cli_batch_is_recorded_and_exported_identically(tmp_path, capsys):
     assert main(["runs"]) == 0
     listing = capsys.readouterr().out
     assert "classical-otsu" in listing and "cli" in listing
+    assert str(out2) in listing.splitlines()[1], "which counts CSV the run wrote (a tester could not tell)"
     assert main(["runs", "--show", "999"]) == 2
     assert "no run 999" in capsys.readouterr().err
 
