@@ -250,6 +250,23 @@ st.caption(
     "Only models measured on the same images are ranked; differences smaller than the intervals are not "
     "meaningful. Check a model on your own images with Evaluate."
 )
+with st.expander("How to read these figures", icon=":material/help:"):
+    st.markdown(
+        "- **MAE** (mean absolute error): how many nuclei a count is off, on average per image, either way. An MAE "
+        "of 3 on images of about 50 nuclei is about 6%.\n"
+        "- **95% interval**: the range the MAE would likely fall in on other images like these; two models whose "
+        "ranges overlap much may not differ at all.\n"
+        "- **F1**: how well the outlines match hand-drawn ones (1 is perfect): the share of nuclei found and "
+        "outlined about right (overlapping the true outline by at least half, IoU ≥ 0.5), balanced against the "
+        "objects found that are not nuclei.\n"
+        "- **Bias**: the average of counted − true; below 0 the model misses nuclei, above 0 it finds too many.\n"
+        "- **DSB 2018**: a public set of nuclei images of many kinds (mostly fluorescence, some brightfield and "
+        "H&E), 522 of them with outlines drawn by hand; **validation images** are those of them set aside to choose "
+        "models and settings, never trained on.\n"
+        "- **Quality flag**: \"check this image\" on a count likely to be off; the share of such errors it "
+        "catches is in each model's section.\n"
+        "- Files named like `docs/quality.md` are in the cellcount project's folder (or its repository)."
+    )
 st.info(
     "**Images unlike DSB 2018's nuclei** (H&E tissue, bone marrow, cells rather than nuclei): the shipped models "
     "learnt DSB, and every one of them miscounts H&E bone marrow by more than half (a median 66-91% on the public "
