@@ -219,6 +219,41 @@ def _replaces_data(path: Path, data: Path, option: str) -> bool:
     return not (isinstance(own, dict) and keys <= set(own))
 
 
+@dataclasses.dataclass
+class Labelled:
+    """What :func:`read_labelled` read: the (name, image, ground truth) ``items``, the files ``skipped`` (each named
+    on stderr), each image's read note (a stack's first plane) and its file."""
+
+    items: list
+    skipped: list[str]
+    notes: dict[str, str]
+    paths: dict[str, Path]
+
+
+def read_labelled(args: argparse.Namespace) -> Labelled:
+    """The labelled images of ``--data`` (``--split``, ``--limit``), each file that cannot be used named on stderr
+    and left out; ParameterError when none is left."""
+    import sys
+
+    skipped: list[str] = []
+
+    def skip(path, reason: str) -> None:
+        skipped.append(str(path))
+        named = next((f"{n}: " for n in (str(path), Path(path).name) if reason.startswith(f"{n}: ")), "")
+        print(f"warning: skipped {path}: {reason[len(named):]}", file=sys.stderr)  # the readers name the file too
+
+    notes: dict[str, str] = {}
+    paths: dict[str, Path] = {}
+    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip,
+                                notes=notes, paths=paths))
+    for text in notes.values():
+        print(f"warning: {text}", file=sys.stderr)
+    if not items:
+        raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
+                             + (f" and --limit {args.limit}" if args.limit is not None else ""))
+    return Labelled(items, skipped, notes, paths)
+
+
 def _run(args: argparse.Namespace) -> int:
     import sys
 
@@ -234,32 +269,19 @@ def _run(args: argparse.Namespace) -> int:
     if inert:
         print(inert, file=sys.stderr)
     t0 = time.perf_counter()
-    skipped: list[str] = []
-
-    def skip(path, reason: str) -> None:
-        skipped.append(str(path))
-        named = next((f"{n}: " for n in (str(path), Path(path).name) if reason.startswith(f"{n}: ")), "")
-        print(f"warning: skipped {path}: {reason[len(named):]}", file=sys.stderr)  # the readers name the file too
+    data = read_labelled(args)
+    items, skipped, read_notes, paths = data.items, data.skipped, data.notes, data.paths
 
     def left_out() -> str:  # a card written from a run that skipped images says so
         return (f"; {len(skipped)} image(s) of the folder left out (unreadable, unusable ground truth or a copy of "
                 "another)" if skipped else "")
 
-    read_notes: dict[str, str] = {}
-    paths: dict[str, Path] = {}
-    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip,
-                                notes=read_notes, paths=paths))
-    for text in read_notes.values():
-        print(f"warning: {text}", file=sys.stderr)
     if args.settings and read_notes:
         from ..settingsfile import plane_from_file
 
         if (plane := plane_from_file(args.settings)) is not None:  # annotations belong to one plane, not a choice
             print(f"note: {args.settings} names the plane {plane!r} of z-stacks, which evaluate does not use: it scores "
                   "a stack's first plane, as said above", file=sys.stderr)
-    if not items:
-        raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
-                             + (f" and --limit {args.limit}" if args.limit is not None else ""))
     logger.info("%d image%s with ground truth from %s (split %s)", len(items), "" if len(items) == 1 else "s",
                 args.data, args.split)
     card = getattr(model, "card", None)

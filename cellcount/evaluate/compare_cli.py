@@ -25,8 +25,8 @@ from ..cliparams import normalize_argv, plain_warnings, prog_name
 from ..errors import ParameterError
 from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
-from . import evaluate_predictions, labelled_items, predict_pairs, with_read_notes
-from .cli import _check_options, _encoded, _is_json_with, keep_others
+from . import evaluate_predictions, predict_pairs, with_read_notes
+from .cli import _check_options, _encoded, _is_json_with, keep_others, read_labelled
 from .compare import as_written, compare_counts
 
 logger = logging.getLogger(__name__)
@@ -157,23 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     keep_others(args, {"out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file,(true,)?A: ", held)),
                        "json": _is_json_with({"data", "split", "configs"})})
     configs = load_configs(args.configs)
-    skipped: list[str] = []
-
-    def skip(path, reason: str) -> None:
-        skipped.append(str(path))
-        named = next((f"{n}: " for n in (str(path), Path(path).name) if reason.startswith(f"{n}: ")), "")
-        print(f"warning: skipped {path}: {reason[len(named):]}", file=sys.stderr)
-
-    read_notes: dict[str, str] = {}
-    paths: dict[str, Path] = {}
-    items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip,
-                                notes=read_notes, paths=paths))
-    for text in read_notes.values():
-        print(f"warning: {text}", file=sys.stderr)
-    if not items:
-        raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
-                             + (f" and --limit {args.limit}" if args.limit is not None else ""))
-    items = _leave_out_trained(items, configs, paths, args.keep_trained)
+    data = read_labelled(args)
+    skipped, read_notes = data.skipped, data.notes
+    items = _leave_out_trained(data.items, configs, data.paths, args.keep_trained)
     logger.info("%d configurations on %d image(s) with ground truth from %s (split %s)", len(configs), len(items),
                 args.data, args.split)
     long: list[pd.DataFrame] = []
