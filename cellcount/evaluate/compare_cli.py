@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog_name("cellcount.evaluate.compare_cli"),
         description="Score two or more models, or one model's settings, side by side on the same labelled images: "
-        "each one's count error with its 95%% interval, and its MAE difference from the one with the lowest MAE "
+        "each one's count error with its 95% interval, and its MAE difference from the one with the lowest MAE "
         "with a paired interval (is it more than image-to-image luck?), as the app's Compare page does.")
     p.add_argument("configs", nargs="+", metavar="MODEL_OR_SETTINGS",
                    help="a model (name from `cellcount models`, or folder), counted with its card's settings, or a "
