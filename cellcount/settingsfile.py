@@ -62,8 +62,14 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     try:
         resolve_params(None, data)  # validate now, with a clear message
     except ParameterError as first:
-        problems = []  # every one at once: a file with two mistakes was refused for the first, then the second
+        from .params import LEGACY_KEYS, PARAM_NAMES
+
+        # every mistake at once (a file with two was refused for the first, then the second); unknown names together
+        unknown = [key for key in data if key not in PARAM_NAMES and key not in LEGACY_KEYS]
+        problems = [f"unknown parameters {unknown}; valid: {', '.join(PARAM_NAMES)}"] if unknown else []
         for key, value in data.items():
+            if key in unknown:
+                continue
             try:
                 resolve_params(None, {key: value})
             except ParameterError as err:

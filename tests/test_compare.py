@@ -64,11 +64,11 @@ def test_compare_scores_each_model_as_evaluate_does(samples_dir, tmp_path, capsy
     assert main(["--data", str(data), "tiny-mask", CLASSICAL_NAME, "--out", str(rows), "--json", str(summary)]) == 0
     out = capsys.readouterr().out
     assert "A: tiny-mask" in out and f"B: {CLASSICAL_NAME}" in out and "vs lowest MAE" in out
-    figures = {f["config"]: f for f in json.loads(summary.read_text())["figures"]}
+    figures = {c["label"]: c["figures"] for c in json.loads(summary.read_text())["configs"]}
     for label, model in (("A: tiny-mask", "tiny-mask"), (f"B: {CLASSICAL_NAME}", CLASSICAL_NAME)):
         alone = tmp_path / f"{model}.json"
         assert evaluate_main(["--model", model, "--data", str(data), "--json", str(alone), "-q"]) == 0
-        assert figures[label]["MAE"] == pytest.approx(json.loads(alone.read_text())["mae"])
+        assert figures[label]["mae"] == pytest.approx(json.loads(alone.read_text())["mae"])
     table = pd.read_csv(rows)
     assert list(table["file"]) == ["s01_sparse_small.png", "s02_dense_clusters.png", "s03_large_nuclei.png"]
     assert table["true"].tolist() == [28, 167, 32]
@@ -151,3 +151,92 @@ def test_compare_keeps_a_file_of_the_users_that_an_output_would_replace(samples_
     (kept,) = tmp_path.glob("rows.replaced-*.csv")
     assert kept.read_text() == "file,true\nmine.png,3\n" and "not a file this command wrote" in capsys.readouterr().err
     assert main(argv) == 0 and len(list(tmp_path.glob("rows.replaced-*.csv"))) == 1
+
+
+def test_compares_own_outputs_in_the_data_folder_are_replaced_on_a_rerun(samples_dir, tmp_path):
+    """A second run refused to write over its own --out in the data folder ("would replace ... an image or its
+    ground truth")."""
+    data = _data(samples_dir, tmp_path, stems=("s01_sparse_small",))
+    argv = ["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--out", str(data / "cmp.csv"),
+            "--rows", str(data / "rows.csv"), "--json", str(data / "cmp.json"), "-q"]
+    assert main(argv) == 0
+    assert main(argv) == 0
+
+
+def test_outputs_that_would_write_over_each_other_or_an_input_are_refused(samples_dir, tmp_path, capsys):
+    """--out and --json on one path lost the CSV; --json on a settings file compared wrote over it."""
+    data = _data(samples_dir, tmp_path, stems=("s01_sparse_small",))
+    same = tmp_path / "same"
+    assert main(["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--out", str(same), "--json", str(same)]) == 2
+    assert "give each output a file of its own" in capsys.readouterr().err
+    settings = tmp_path / "t.json"
+    settings.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {"threshold": 0.4}}))
+    before = settings.read_text()
+    assert main(["--data", str(data), CLASSICAL_NAME, str(settings), "--json", str(settings)]) == 2
+    assert f"is also the settings file {settings} this command reads" in capsys.readouterr().err
+    assert settings.read_text() == before and not list(tmp_path.glob("t.replaced-*"))
+    assert evaluate_main(["--data", str(data), "--model", CLASSICAL_NAME, "--out", str(same), "--json",
+                          str(same)]) == 2
+    assert "give each output a file of its own" in capsys.readouterr().err
+
+
+def test_what_the_figures_rest_on_is_said(samples_dir, tmp_path, capsys):
+    """-q hid how many images were scored; an edge-excluding setting scored against dots said nothing; a dots F1
+    was headed F1@0.5; two identical configurations passed in silence."""
+    data = tmp_path / "dots"
+    data.mkdir()
+    for stem in ("s01_sparse_small", "s03_large_nuclei"):
+        shutil.copy(samples_dir / f"{stem}.png", data / f"{stem}.png")
+        shutil.copy(samples_dir / f"{stem}_points.csv", data / f"{stem}_points.csv")
+    edges = tmp_path / "edges.json"
+    edges.write_text(json.dumps({"model": CLASSICAL_NAME, "params": {"exclude_border": True}}))
+    assert main(["--data", str(data), CLASSICAL_NAME, str(edges), CLASSICAL_NAME, "-q"]) == 0
+    said = capsys.readouterr()
+    assert said.out.startswith("3 configurations on 2 image(s) with ground truth from")
+    assert "leaves out the objects touching the edge, but the truth of 2 image(s) (dots or counts)" in said.err
+    assert "F1 matches dots inside its objects" in said.err
+    assert f"C: {CLASSICAL_NAME} counts as A: {CLASSICAL_NAME} does" in said.err
+
+
+def test_every_count_with_its_flag_and_the_figures_as_numbers(samples_dir, tmp_path):
+    """The CLI's outputs said how many images were flagged but not which or why, and its JSON held the table's
+    strings ("1.67–13.48") instead of numbers."""
+    data = _data(samples_dir, tmp_path)
+    rows, summary = tmp_path / "rows.csv", tmp_path / "s.json"
+    assert main(["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--rows", str(rows),
+                 "--json", str(summary), "--limit", "2", "-q"]) == 0
+    every = pd.read_csv(rows)
+    assert list(every.columns) == ["file", "true", "config", "model", "settings", "count", "error", "check",
+                                   "check_score", "check_reasons"]
+    assert len(every) == 4 and (every["error"] == every["count"] - every["true"]).all()
+    assert every["check"].all() and every["check_reasons"].str.len().gt(0).all(), "the baseline flags every count"
+    d = json.loads(summary.read_text())
+    assert d["limit"] == 2 and d["iou"] == 0.5 and d["images"] == 2
+    a, b = d["configs"]
+    assert isinstance(a["figures"]["mae_ci_low"], float) or a["figures"]["mae_ci_low"] is None
+    assert a["vs_lowest_mae"] == {"lowest": True} and set(b["vs_lowest_mae"]) >= {"difference", "low", "high"}
+
+
+def test_a_settings_file_for_a_model_not_installed_is_named(tmp_path, samples_dir, capsys):
+    data = _data(samples_dir, tmp_path, stems=("s01_sparse_small",))
+    gone = tmp_path / "gone.json"
+    gone.write_text(json.dumps({"model": "no-such-model", "params": {}}))
+    assert main(["--data", str(data), CLASSICAL_NAME, str(gone)]) == 2
+    assert f"{gone} was saved for the model 'no-such-model', which is not installed here" in capsys.readouterr().err
+    text = tmp_path / "tuned.txt"
+    text.write_text("{}")
+    assert main(["--data", str(data), CLASSICAL_NAME, str(text)]) == 2
+    assert "is a file, not a model: a settings file's name ends in .json" in capsys.readouterr().err
+
+
+def test_images_every_model_learnt_are_scored_with_a_warning(samples_dir, tmp_path, capsys, tiny_models,
+                                                             monkeypatch):
+    import hashlib
+
+    from cellcount.models.card import ModelCard
+
+    data = _data(samples_dir, tmp_path, stems=("s01_sparse_small",))
+    learnt = {hashlib.sha256((data / "s01_sparse_small.png").read_bytes()).hexdigest()}
+    monkeypatch.setattr(ModelCard, "training_digests", lambda self: learnt if self.name == "tiny-mask" else set())
+    assert main(["--data", str(data), "tiny-mask", CLASSICAL_NAME, "-q"]) == 0
+    assert "are scored, as no other image would be left: the figures flatter" in capsys.readouterr().err

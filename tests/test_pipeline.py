@@ -801,5 +801,8 @@ def test_a_settings_file_with_several_mistakes_names_them_all():
     with pytest.raises(ParameterError) as err:
         params_from_json('{"params": {"min_area_px": "abc", "threshold": 1.7}}')
     assert "min_area_px must be a whole number" in str(err.value) and "threshold must be within [0, 1]" in str(err.value)
+    with pytest.raises(ParameterError) as err:  # several unknown names: named together, the valid ones listed once
+        params_from_json('{"params": {"data": 1, "split": 2, "threshold": 2}}')
+    assert "unknown parameters ['data', 'split']" in str(err.value) and str(err.value).count("valid:") == 1
     with pytest.raises(ParameterError, match="low_pct"):  # a mistake of two values together still says itself
         params_from_json('{"params": {"low_pct": 99.5, "high_pct": 0.5}}')

@@ -115,10 +115,36 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(lambda: _run(args))
 
 
-def _check_options(args: argparse.Namespace) -> None:
+def _check_options(args: argparse.Namespace, ours: dict[str, Callable[[bytes], bool]] | None = None,
+                   inputs: list[str] = ()) -> None:
     """ParameterError for an option out of range or an output that cannot be written, before any counting
-    (output folders are created)."""
+    (output folders are created): one that would replace a file of ``--data`` other than this command's own
+    (``ours``: a test of a file's bytes per output option, default :data:`OURS`), one of the ``inputs`` (the
+    settings files read) or another output."""
     from ..csvout import check_writable, not_a_file_problem
+
+    ours = OURS if ours is None else ours
+    given = {option: getattr(args, option, None) for option in ours}
+    named: dict[Path, str] = {}
+    for ref in inputs:
+        try:
+            named[Path(ref).resolve()] = f"the settings file {ref} this command reads"
+        except (OSError, RuntimeError):
+            pass
+    for option, value in given.items():
+        if not value:
+            continue
+        flag = "--" + option.replace("_", "-")
+        try:
+            where = Path(value).resolve()
+        except (OSError, RuntimeError):
+            continue
+        clash = named.get(where)
+        # one output written over another, or a table over a settings file read (a tester's --json t.json); tuned
+        # settings saved over the file they were read from update it
+        if clash and not (option == "save_settings" and clash.startswith("the settings file")):
+            raise ParameterError(f"{flag} {value} is also {clash}; give each output a file of its own")
+        named[where] = f"the {flag} output"
 
     if args.limit is not None and args.limit < 1:
         raise ParameterError(f"--limit {args.limit}: give the number of images to use, at least 1")
@@ -126,8 +152,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ParameterError(f"--iou {args.iou:g}: an IoU threshold lies in (0, 1], e.g. 0.5")
     if not 0 < args.val_fraction < 1:
         raise ParameterError(f"--val-fraction {args.val_fraction:g}: a fraction between 0 and 1, e.g. 0.2")
-    for option in ("out", "json", "save_settings"):
-        value = getattr(args, option)
+    for option, value in given.items():
         if not value:
             continue
         path, flag = Path(value), "--" + option.replace("_", "-")
@@ -135,7 +160,7 @@ def _check_options(args: argparse.Namespace) -> None:
             raise ParameterError(f"{flag} {problem}; give a file name")
         if path.is_dir():
             raise ParameterError(f"{flag} {path} is a folder; give a file name")
-        if _replaces_data(path, Path(args.data), option):
+        if _replaces_data(path, Path(args.data), ours[option]):
             raise ParameterError(f"{flag} {path} would replace a file of --data {args.data} (an image or its ground "
                                  "truth); write the results outside the data folder")
         try:
@@ -157,10 +182,15 @@ def _is_json_with(keys: set[str]) -> Callable[[bytes], bool]:
 
 OURS: dict[str, Callable[[bytes], bool]] = {
     "out": lambda held: held.lstrip(b"\xef\xbb\xbf").startswith(b"file,true,pred,"),
-    "json": _is_json_with({"model", "data", "split"}),
+    "json": _is_json_with({"model", "data", "split", "params"}),
     "save_settings": _is_json_with({"model", "params"}),
 }
 """What each output of this command looks like: an existing file so is replaced (a run again), any other kept."""
+
+
+MAX_OWN_OUTPUT_BYTES = 1 << 20
+"""How much of an existing output is read to tell whether this command wrote it (its JSONs are a few kB; a
+table's header is at its start)."""
 
 
 def keep_others(args: argparse.Namespace, ours: dict[str, Callable[[bytes], bool]]) -> None:
@@ -176,7 +206,8 @@ def keep_others(args: argparse.Namespace, ours: dict[str, Callable[[bytes], bool
         if not value or not Path(value).is_file():
             continue
         try:
-            held = Path(value).read_bytes()
+            with open(value, "rb") as f:
+                held = f.read(MAX_OWN_OUTPUT_BYTES)
             if held.strip() and not looks_ours(held):
                 print(f"note: {value} is not a file this command wrote; kept as {keep_copy(value)}", file=sys.stderr)
         except OSError as err:
@@ -184,8 +215,9 @@ def keep_others(args: argparse.Namespace, ours: dict[str, Callable[[bytes], bool
                                  f"replaced ({err.strerror or err})") from None
 
 
-def _replaces_data(path: Path, data: Path, option: str) -> bool:
-    """``path`` names an existing entry in (or is) ``data`` that this command did not write before: an image, its
+def _replaces_data(path: Path, data: Path, looks_ours: Callable[[bytes], bool]) -> bool:
+    """``path`` names an existing entry in (or is) ``data`` that this command did not write before (``looks_ours``
+    tells its own outputs by their bytes): an image, its
     ground truth or a counts table, which the output would replace (count refuses the same for its inputs). The
     entry itself counts, as a write replaces it: a link in ``data`` to an image elsewhere is refused, a link
     elsewhere to a file in ``data`` is not."""
@@ -204,19 +236,10 @@ def _replaces_data(path: Path, data: Path, option: str) -> bool:
         return True
     try:
         with target.open("rb") as f:
-            head = f.read(4096)
+            held = f.read(MAX_OWN_OUTPUT_BYTES)  # an image named as the output is never read whole
     except OSError:
         return True
-    if option == "out":  # evaluate's own per-image table
-        return not head.startswith(b"file,true,pred")
-    if not head.lstrip().startswith(b"{"):  # not JSON at all: never read whole (an image named as the output)
-        return True
-    try:  # evaluate's own summary or settings JSON
-        own = json.loads(target.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    keys = {"model", "params"} if option == "save_settings" else {"model", "data", "split", "params"}
-    return not (isinstance(own, dict) and keys <= set(own))
+    return not looks_ours(held)
 
 
 @dataclasses.dataclass
@@ -261,7 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..models import default_model_name, with_base_training
     from ..models.card import finite_json, write_card
 
-    _check_options(args)
+    _check_options(args, OURS, [args.settings] if args.settings else [])
     keep_others(args, OURS)
     model = load_cli_model(args, default_model_name())
     params = resolve_params(model, param_overrides(args))

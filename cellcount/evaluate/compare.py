@@ -4,7 +4,7 @@ configuration's figures, with a paired verdict against the one with the lowest M
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -31,6 +31,9 @@ class Comparison:
     scored: pd.DataFrame
     truth: pd.Series
     edges_out: list[str]
+    paired: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Each configuration's paired MAE difference from the lowest (:func:`cellcount.metrics.paired_mae_difference`:
+    ``difference``, ``low``, ``high``, ``significant``), the lowest and those with no image in common left out."""
 
     @property
     def has_truth(self) -> bool:
@@ -45,9 +48,11 @@ def whole(values: pd.Series) -> bool:
 
 
 def as_written(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with its whole-number columns as integers (17, not 17.0; an empty cell stays empty), as the
-    counts CSVs write them."""
-    return table.astype({c: "Int64" for c in table.columns if c != "file" and whole(table[c])})
+    """``table`` with its whole-number columns as integers (17, not 17.0; an empty cell stays empty) and the others
+    to 3 decimals (a density model's integral: 17.471, not 17.470979669914154), as the counts CSVs write them."""
+    numeric = [c for c in table.columns if c != "file" and pd.api.types.is_numeric_dtype(table[c])
+               and not pd.api.types.is_bool_dtype(table[c])]
+    return table.round({c: 3 for c in numeric}).astype({c: "Int64" for c in numeric if whole(table[c])})
 
 
 def interval(low: float, high: float) -> str:
@@ -66,16 +71,20 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
     true_wide = long.pivot_table(index="file", columns="config", values="true", sort=False, dropna=False).reindex(
         index=wide_all.index, columns=wide_all.columns)
     has_truth = bool(truth.notna().any())  # errors over the images that have ground truth
-    table = wide_all.copy()
-    if has_truth:
-        table.insert(0, "true", truth.reindex(table.index))
-        for c in wide_all.columns:
-            table[f"error: {c}"] = wide_all[c] - true_wide[c]
     edges_out = [c for c in wide_all.columns
                  if has_truth and (true_wide[c] - truth.reindex(true_wide.index).astype(float)).fillna(0).ne(0).any()]
-    for c in edges_out:  # the truth such a configuration is scored against, beside its errors (and in the CSV)
-        table[f"true: {c}"] = true_wide[c].astype("Int64")
-    table = table.reset_index()
+    # each configuration's count, then (where its truth is not the one given: edge objects left out) the truth it is
+    # scored against, then its error: an error read beside the truth it was taken from
+    columns: dict[str, pd.Series] = {}
+    if has_truth:
+        columns["true"] = truth.reindex(wide_all.index)
+    for c in wide_all.columns:
+        columns[c] = wide_all[c]
+        if c in edges_out:
+            columns[f"true: {c}"] = true_wide[c].astype("Int64")
+        if has_truth:
+            columns[f"error: {c}"] = wide_all[c] - true_wide[c]
+    table = pd.DataFrame(columns, index=wide_all.index).rename_axis("file").reset_index()
 
     per_config = []
     for c in wide.columns:
@@ -92,17 +101,18 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
     # the counts moved by each configuration's own truth's difference from the given one: each error kept, against
     # one truth, for the paired comparisons (the verdicts and the Compare page's scatter caption alike)
     scored = (wide - true_wide.reindex(wide.index)).add(truth.reindex(wide.index).astype(float), axis=0)
-    if has_truth and len(per_config) >= 2:
-        _against_best(per_config, scored, truth)
+    paired = _against_best(per_config, scored, truth) if has_truth and len(per_config) >= 2 else {}
     return Comparison(table=table, per_config=pd.DataFrame(per_config), wide=wide, scored=scored, truth=truth,
-                      edges_out=edges_out)
+                      edges_out=edges_out, paired=paired)
 
 
-def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) -> None:
+def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) -> dict[str, dict[str, float]]:
     """Each row's paired MAE difference from the lowest-MAE configuration ("vs lowest MAE"), on the images where
-    both have a count: with three or more, one pair's comparison alone left the others without a verdict."""
+    both have a count: with three or more, one pair's comparison alone left the others without a verdict. Returns
+    the differences as numbers, by configuration."""
     best = min(per_config, key=lambda r: r["MAE"] if pd.notna(r["MAE"]) else float("inf"))["config"]
     t = truth.reindex(wide.index)
+    numbers: dict[str, dict[str, float]] = {}
     for i, row in enumerate(per_config):
         c = row["config"]
         known = t.notna() & wide[best].notna() & wide[c].notna()
@@ -113,6 +123,7 @@ def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) 
         else:
             d = paired_mae_difference(t[known].to_numpy(float), wide[best][known].to_numpy(float),
                                       wide[c][known].to_numpy(float))
+            numbers[c] = {**d, "images": int(known.sum())}
             if pd.isna(d["low"]):
                 text = f"{d['difference']:+.2f} (too few images for an interval)"
             else:
@@ -123,3 +134,4 @@ def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) 
         items = list(row.items())  # beside the MAE's own interval
         at = [k for k, _ in items].index("MAE 95% CI") + 1
         per_config[i] = dict([*items[:at], ("vs lowest MAE", text), *items[at:]])
+    return numbers

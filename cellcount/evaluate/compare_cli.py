@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..cliparams import normalize_argv, plain_warnings, prog_name
-from ..errors import ParameterError
+from ..errors import ModelNotFoundError, ParameterError
 from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
 from . import evaluate_predictions, predict_pairs, with_read_notes
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.5,
                    help="overlap at which a predicted object matches a true one, for F1 (default 0.5)")
     p.add_argument("--out", help="per-image CSV: each image's truth and every configuration's count and error")
-    p.add_argument("--json", help="write each configuration's figures as JSON here")
+    p.add_argument("--rows", help="CSV of every count: one row per image and configuration, with the model, its "
+                   "settings, the count, its error and the quality flag with its reasons (the app's 'Every count CSV')")
+    p.add_argument("--json", help="write each configuration's figures (numbers) and the options used as JSON here")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the figures, warnings and errors")
     return p
@@ -100,7 +102,11 @@ def load_configs(refs: list[str]) -> list[Config]:
             if not name:
                 raise ParameterError(f"{ref} names no model: save the settings from the app or `count`, which name "
                                      "theirs, or give the model instead")
-            model = load_model(name)
+            try:
+                model = load_model(name)
+            except ModelNotFoundError as err:
+                raise ModelNotFoundError(f"{ref} was saved for the model {name!r}, which is not installed here "
+                                         f"({err})") from err
             sha = model_sha256_from_file(ref)
             if sha and model.card.sha256 and sha != model.card.sha256:
                 print(f"warning: {model.name} is not the model {ref} was saved with: its weights changed since, so "
@@ -108,10 +114,20 @@ def load_configs(refs: list[str]) -> list[Config]:
             params, settings = resolve_params(model, overrides), ref
             label = f"{letter}: {model.name} ({Path(ref).name})"
         else:
+            if Path(ref).is_file():  # not a model folder, nor a settings file by its name
+                raise ParameterError(f"{ref} is a file, not a model: a settings file's name ends in .json; a model is "
+                                     "a name from `cellcount models` or its folder")
             model = load_model(ref)
             params, settings = resolve_params(model, {}), None
             label = f"{letter}: {model.name}"
         configs.append(Config(label, model, params, settings))
+    for i, cfg in enumerate(configs):  # the same twice: its figures repeat the other's (the app says so too)
+        same = next((c for c in configs[:i] if c.model.card.sha256 == cfg.model.card.sha256
+                     and c.model.name == cfg.model.name
+                     and c.params.acting(c.model.output_kind) == cfg.params.acting(cfg.model.output_kind)), None)
+        if same is not None:
+            print(f"note: {cfg.label} counts as {same.label} does (the same model and the same settings that act): "
+                  "its figures repeat them", file=sys.stderr)
     return configs
 
 
@@ -132,6 +148,10 @@ def _leave_out_trained(items: list, configs: list[Config], paths: dict[str, Path
         print(f"warning: those {len(seen)} image(s) are left out of every configuration's scores ({len(items) - len(seen)}"
               " scored; --keep-trained keeps them)", file=sys.stderr)
         return [item for item in items if item[0] not in seen]
+    if seen:  # kept: asked, or none would be left; the verdicts then favour the models that learnt them
+        print(f"warning: the {len(seen)} image(s) some model learnt from are scored"
+              + (" (--keep-trained)" if keep else ", as no other image would be left")
+              + ": the figures flatter the model(s) that learnt them; compare on other images to judge", file=sys.stderr)
     return items
 
 
@@ -144,26 +164,44 @@ def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
         "count": per_image["pred"].round().astype("Int64") if whole else per_image["pred"],
         "count_estimate": per_image["pred"], "seconds": per_image["model_seconds"],
         "check": per_image["check"] if "check" in per_image else None,
+        "check_score": per_image["check_score"] if "check_score" in per_image else None,
         "check_reasons": per_image["check_reasons"] if "check_reasons" in per_image else "",
     })
+
+
+OURS = {"out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file,(true,)?A: ", held)),
+        "rows": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file,true,config,model,", held)),
+        "json": _is_json_with({"data", "split", "configs"})}
+"""This command's outputs, told by their bytes: an existing one is replaced, any other file kept beside first."""
+
+
+def _f1_note(label: str, summary: dict, iou: float) -> str | None:
+    """How a configuration's F1 matched objects, where not outlines at ``iou`` on every image (as evaluate names
+    it): dots inside objects, peaks near dots, or over fewer images than scored."""
+    how = {"objects": "dots inside its objects", "points": "its centres within 5 px of the dots",
+           "mixed": f"outlines at IoU {iou:g} against label images, dots elsewhere"}.get(summary.get("match"))
+    n, k = summary.get("n"), summary.get("f1_n")
+    over = f"over {k} of the {n} images (those with label images, masks or points)" if k is not None and k < n else ""
+    return f"{label}: F1 matches {', '.join(x for x in (how, over) if x)}" if how or over else None
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..csvout import atomic_write_bytes, write_csv
     from ..models.card import finite_json
+    from . import BORDER_TRUTH_KEPT
 
-    args.save_settings = None  # evaluate's output checks, for --out and --json
-    _check_options(args)
-    keep_others(args, {"out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file,(true,)?A: ", held)),
-                       "json": _is_json_with({"data", "split", "configs"})})
+    _check_options(args, OURS, [ref for ref in args.configs if _is_settings_file(ref)])
+    keep_others(args, OURS)
     configs = load_configs(args.configs)
     data = read_labelled(args)
     skipped, read_notes = data.skipped, data.notes
     items = _leave_out_trained(data.items, configs, data.paths, args.keep_trained)
-    logger.info("%d configurations on %d image(s) with ground truth from %s (split %s)", len(configs), len(items),
-                args.data, args.split)
+    left_out = sorted({name for name, _, _ in data.items} - {name for name, _, _ in items})
+    print(f"{len(configs)} configurations on {len(items)} image(s) with ground truth from {args.data} (split "
+          f"{args.split}{f', limit {args.limit}' if args.limit else ''})")
     long: list[pd.DataFrame] = []
-    f1: dict[str, float] = {}
+    summaries: dict[str, dict] = {}
+    notes: list[str] = []
     for cfg in configs:
         t0 = time.perf_counter()
         pairs = with_read_notes(predict_pairs(items, cfg.model, cfg.params, fast=not args.exact, warn_trained=False),
@@ -171,36 +209,73 @@ def _run(args: argparse.Namespace) -> int:
         rep = evaluate_predictions(pairs, cfg.params, iou_threshold=args.iou, keep_results=False)
         del pairs  # one configuration's predictions held at a time
         long.append(_long_rows(cfg, rep.per_image))
-        if "f1" in rep.summary:
-            f1[cfg.label] = rep.summary["f1"]
+        summaries[cfg.label] = rep.summary
+        if "f1" in rep.summary and (note := _f1_note(cfg.label, rep.summary, args.iou)):
+            notes.append(note)
+        if kept := rep.summary.get(BORDER_TRUTH_KEPT):  # as evaluate says it
+            notes.append(f"{cfg.label} leaves out the objects touching the edge, but the truth of {kept} image(s) "
+                         "(dots or counts) cannot leave its own out: those are scored against every object")
         logger.info("%s: counted in %.1f s", cfg.label, time.perf_counter() - t0)
     rows = pd.concat(long, ignore_index=True)
     cmp = compare_counts(rows, [c.label for c in configs], {name: gt.count for name, _, gt in items})
     summary = cmp.per_config.rename(columns={"median time per image (ms)": "model ms per image (median)"})
+    f1 = {label: s["f1"] for label, s in summaries.items() if "f1" in s}
     if f1:
-        summary.insert(summary.columns.get_loc("bias"), f"F1@{args.iou:g}", summary["config"].map(f1))
+        summary.insert(summary.columns.get_loc("bias"), "F1", summary["config"].map(f1))
+        notes.insert(0, f"F1: objects matched to the truth's outlines at IoU {args.iou:g} on every image, unless said "
+                        "below" if any(": F1 matches" in n for n in notes) else
+                     f"F1: objects matched to the truth's outlines at IoU {args.iou:g}")
     if "images with ground truth" in summary and summary["images with ground truth"].nunique() == 1:
         summary = summary.drop(columns="images with ground truth")  # said once, above the table
     print(_text_table(summary))
     if len(items) < MIN_BOOTSTRAP_IMAGES:
-        print(f"note: {len(items)} image(s): a difference needs at least {MIN_BOOTSTRAP_IMAGES} for an interval, so "
-              "none says whether it is more than image-to-image luck", file=sys.stderr)
+        notes.append(f"{len(items)} image(s): a difference needs at least {MIN_BOOTSTRAP_IMAGES} for an interval, so "
+                     "none says whether it is more than image-to-image luck")
     if cmp.edges_out:
-        print(f"note: {', '.join(cmp.edges_out)} leave out the objects touching the image's edge, so their errors are "
-              "against the truth without them (label images); dots and counts keep theirs", file=sys.stderr)
+        notes.append(f"{', '.join(cmp.edges_out)} leave{'s' if len(cmp.edges_out) == 1 else ''} out the objects "
+                     "touching the image's edge, so their errors are against the truth without them (label images; the "
+                     "'true: ...' columns of --out)")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.out:
         write_csv(as_written(cmp.table), args.out)
+    if args.rows:
+        every = rows.drop(columns=["count_estimate", "seconds"]).assign(error=rows["count_estimate"] - rows["true"])
+        write_csv(as_written(every[["file", "true", "config", "model", "settings", "count", "error", "check",
+                                    "check_score", "check_reasons"]]), args.rows)
     if args.json:
-        atomic_write_bytes(args.json, json.dumps(finite_json({
-            "data": args.data, "split": args.split, "images": len(items),
-            "configs": [{"label": c.label, "model": c.model.name, "settings": c.settings or "card",
-                         "params": c.params.acting(c.model.output_kind)} for c in configs],
-            "figures": summary.to_dict(orient="records")}), indent=2, default=float).encode())
+        atomic_write_bytes(args.json, json.dumps(finite_json(_json_summary(args, configs, items, left_out, skipped,
+                                                                           summaries, cmp)),
+                                                 indent=2, default=float).encode())
     if skipped:
         print(f"{len(skipped)} image(s) left out (see the warnings above); the figures are for the other {len(items)}",
               file=sys.stderr)
         return 1
     return 0
+
+
+FIGURES = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "r2", "precision", "recall", "f1", "f1_n",
+           "match", "ms_per_megapixel")
+"""The numbers of each configuration's evaluation that its JSON holds."""
+
+
+def _json_summary(args: argparse.Namespace, configs: list[Config], items: list, left_out: list[str],
+                  skipped: list[str], summaries: dict[str, dict], cmp) -> dict:
+    """The comparison as numbers (the table's strings are for reading): each configuration's figures, its paired
+    difference from the lowest MAE, and the options and images behind them."""
+    rows = cmp.per_config.set_index("config")
+    out = []
+    for c in configs:
+        figures = {k: summaries[c.label][k] for k in FIGURES if k in summaries[c.label]}
+        figures["images_flagged"] = int(rows.loc[c.label, "images flagged"])
+        figures["total_count"] = float(rows.loc[c.label, "total count"])
+        out.append({"label": c.label, "model": c.model.name, "settings": c.settings or "card",
+                    "params": c.params.acting(c.model.output_kind), "figures": figures,
+                    "vs_lowest_mae": ({"lowest": True} if rows.loc[c.label].get("vs lowest MAE") == "lowest"
+                                      else cmp.paired.get(c.label))})
+    return {"data": args.data, "split": args.split, "val_fraction": args.val_fraction, "split_seed": args.split_seed,
+            "limit": args.limit, "iou": args.iou, "keep_trained": args.keep_trained, "exact": args.exact,
+            "images": len(items), "images_learnt_left_out": left_out, "files_skipped": skipped, "configs": out}
 
 
 def _text_table(df: pd.DataFrame) -> str:
