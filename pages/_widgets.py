@@ -225,8 +225,10 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
         if out["channel"] is not None:  # said, and undone in one click: it counts every image with several channels
             c.caption(f"Channel {out['channel']} is chosen: images with several channels are counted on it alone (on "
                       "Batch too). This image has one channel and is counted as it is.")
-            c.button("Count images with several channels on all of them (mean)", key=f"{prefix}_clear_channel",
-                     on_click=_clear_channel, args=(prefix, model.name), icon=":material/layers_clear:")
+            c.button("Use all channels (mean)", key=f"{prefix}_clear_channel", on_click=_clear_channel,
+                     args=(prefix, model.name), icon=":material/layers_clear:",
+                     help="Images with several channels are then counted from the mean of their channels, here and on "
+                     "Batch, Evaluate and Compare.")
     out["invert"] = _from_widget(
         "invert",
         _choice(c, prefix, model, "invert", list(INVERT_OPTIONS), radio=True),
