@@ -260,6 +260,17 @@ def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
     return params
 
 
+def channel_note(params: cc.CountParams, image: np.ndarray) -> str | None:
+    """What :func:`for_image` did to ``params`` for ``image``, for its count's flag (None: nothing): a channel the
+    image lacks among several was left out, and the image counted from the mean of its channels."""
+    n_channels = 1 if image.ndim == 2 else image.shape[2]
+    if params.channel is None or n_channels == 1 or params.channel < n_channels:
+        return None
+    return (f"channel {params.channel} was chosen, but this image has {n_channels} channels (0-{n_channels - 1}): it "
+            "was counted from the mean of its channels (Batch and the command line refuse it with this setting); "
+            "choose the channel that holds its nuclei")
+
+
 def with_file_pixel_size(params: cc.CountParams, source: Source, image: np.ndarray) -> cc.CountParams:
     """``params`` to measure ``source``'s objects with: its file's pixel size where the settings give none, as
     Batch and the CLI measure (never stored as a setting: another file has its own)."""

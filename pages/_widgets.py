@@ -214,6 +214,11 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
         out["channel"] = _from_widget("channel", _choice(c, prefix, model, "channel", options, format_func=fmt,
                                                          key=f"{_key(prefix, 'channel')}_{len(options) - 1}"))
         chosen_for = st.session_state.get(CHANNEL_CHOSEN_FOR)
+        stored = _stored(prefix, model, "channel")
+        if image is not None and stored is not None and stored >= n_channels:  # shown as "all channels": said
+            c.warning(f"Channel {stored} is chosen, but this image has {n_channels} channels: it is counted from the "
+                      "mean of its channels, as the control shows (Batch refuses it with this setting). Choose the "
+                      "channel that holds its nuclei.", icon=":material/warning:")
         if image is not None and out["channel"] is not None and chosen_for not in (None, n_channels):
             c.warning(f"Channel {out['channel']} was chosen for an image of {chosen_for} channels; this one has "
                       f"{n_channels}{' (an RGB picture?)' if n_channels == 3 else ''}. Check that channel "

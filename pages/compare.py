@@ -170,9 +170,12 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 "status": "ok",
             }
             try:
+                dropped = sh.channel_note(params, image)
                 params = sh.for_image(params, image)
                 pred = sh.predict_source(src, image, model_name, params)
                 res = cc.postprocess(pred, params, measure=False)
+                if dropped:
+                    res.quality = cc.quality.with_note(res.quality, dropped)
                 if src.name in truths and src.truth is not None:  # as Evaluate scores it: with "Exclude edge
                     # objects" on, the truth's edge objects are left out too (a perfect count read -2 per image)
                     row["true"] = scored_true_count(truths[src.name], params, pred.output_kind)

@@ -354,6 +354,8 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
             result.params = params  # the file's pixel size measured the objects: no setting to download or reuse
             if note:  # one plane of a z-stack read: flagged like a batch row, so the badge and the CSV say it
                 result.quality = cc.quality.with_note(result.quality, note)
+            if dropped := sh.channel_note(settings.params(model), image):  # counted from the mean: never in silence
+                result.quality = cc.quality.with_note(result.quality, dropped)
         except cc.CellcountError as err:
             error = err
         except Exception as err:  # noqa: BLE001 - raised below, once the controls that may undo it are drawn

@@ -617,6 +617,10 @@ def test_a_channel_chosen_for_a_composite_does_not_fail_the_next_one_channel_ima
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert metric(at, "Count") == "1"
+    # said, and flagged: the settings line names channel 2 while the mean was counted (a tester; Batch refuses it)
+    assert any("Channel 2 is chosen, but this image has 2 channels" in w.value for w in at.warning)
+    assert any("channel 2 was chosen, but this image has 2 channels (0-1): it was counted from the mean" in m.value
+               for m in [*at.markdown, *at.caption])
 
 
 @pytest.mark.slow
