@@ -290,10 +290,12 @@ KIND_GROUPS: dict[str, tuple[str, ...]] = {"mask": ("mask",), "density": ("densi
 """The postprocessing groups that act for each model output kind (besides ``input`` and ``measure``)."""
 
 
-def setting_label(name: str) -> str:
-    """A setting as the app names it (its widget's label), or the name itself for unknown keys."""
+def setting_label(name: str, *, short: bool = False) -> str:
+    """A setting as the app names it (its widget's label), or the name itself for unknown keys; ``short``: without
+    its unit note ("Nucleus diameter", not "Nucleus diameter (px, 0 = not given)")."""
     spec = SCHEMA.get(name)
-    return spec.label if spec is not None and spec.label else name
+    label = spec.label if spec is not None and spec.label else name
+    return label.split(" (")[0] if short else label
 
 
 def setting_text(name: str, value: Any) -> str:

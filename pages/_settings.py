@@ -41,8 +41,9 @@ STARTED_FROM = {  # "edited (starting from ...)"
 
 
 def _label(name: str) -> str:
-    """A setting's label without its unit note ("Nucleus diameter", not "Nucleus diameter (px, 0 = not given)")."""
-    return SCHEMA[name].label.split(" (")[0]
+    from cellcount.params import setting_label
+
+    return setting_label(name, short=True)
 
 
 def _state() -> dict[str, Any]:

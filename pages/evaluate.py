@@ -340,9 +340,17 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     if applied and changed:
         st.caption("The tuned settings are in use on every page.")
     elif moved:
-        st.caption(
+        now = params.to_dict()
+        # Apply sets every tuned value: the edits made since, to settings the tuning left alone, go too (a tester's
+        # Max. area 2000 fell back to no limit under "Tuned settings applied")
+        undone = [f"{setting_label(k, short=True)} {setting_text(k, now[k])} → {setting_text(k, v)}"
+                  for k, v in tuned["best"].items()
+                  if k not in changed and k in now and now[k] != v]
+        st.warning(
             "The settings were changed after tuning: 'before' and the check above refer to the settings tuning "
             "started from, not to those in use now (the figures at the top). Run Optimise again to compare with them."
+            + (f" Apply would also undo what you changed since: {', '.join(undone)}." if undone else ""),
+            icon=":material/warning:",
         )
     c = st.columns(2)
     c[0].button(

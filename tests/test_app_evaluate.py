@@ -108,14 +108,20 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     area = at.number_input(key="eval_min_area_px")
     assert not any("settings tuned on these same images" in i.value for i in at.info), "not applied yet"
     area.set_value(area.value + 7).run()
-    assert any("changed after tuning" in c.value for c in at.caption)
+    assert any("changed after tuning" in w.value for w in at.warning)
     assert any("the settings tuning started from count at MAE" in m.value for m in [*at.success, *at.info, *at.warning])
     area.set_value(area.value - 7).run()
     assert any("the current settings count at MAE" in m.value for m in [*at.success, *at.info, *at.warning])
+    # an edit the tuning did not touch: Apply would undo it, and says so first (a tester's Max. area 2000 went in
+    # silence)
+    at.number_input(key="eval_max_area_px").set_value(2000).run()
+    said = [w.value for w in at.warning if "changed after tuning" in w.value]
+    assert said and "Apply would also undo what you changed since: Max. area 2000" in said[0], said
+    at.number_input(key="eval_max_area_px").set_value(0).run()
     at.button(key="eval_apply").click()
     at.run()
     assert not at.exception
-    assert not any("changed after tuning" in c.value for c in at.caption), "applying is not a change after tuning"
+    assert not any("changed after tuning" in w.value for w in at.warning), "applying is not a change after tuning"
     # once applied, the tuned settings are the current ones: the check names those tuning started from
     assert any("the settings tuning started from count at MAE" in m.value for m in [*at.success, *at.info, *at.warning])
     assert changed > 0, "this set's tuning changes settings"
