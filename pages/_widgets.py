@@ -440,19 +440,27 @@ def _apply_settings_file(prefix: str) -> None:
     except cc.CellcountError as err:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
-    apply_settings(model_name, overrides, origin="file", detail=uploaded.name)
+    # over the model card, as `count --settings` reads the file: a partial file left earlier edits in place under
+    # "loaded from a file", and the app counted other than the command line (a tester)
+    from cellcount.params import has_border_channel, upgrade_keys
+
+    model = get_model(model_name)
+    overrides = upgrade_keys(overrides, borders_available=has_border_channel(model))
+    card = settings.card_values(model)
+    apply_settings(model_name, {**card, **overrides}, origin="file", detail=uploaded.name)
     if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
         set_plane_choice(plane)
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
     st.session_state[SHOWN_MODEL_KEY] = model_name  # announced here, not as a model change
-    card = settings.card_values(get_model(model_name))
     # as the controls name them ("Exclude edge objects on"), not as the file spells them (exclude_border True)
     differ = [f"{setting_label(k)}: {setting_text(k, overrides[k])}" for k in sorted(overrides) if overrides[k] != card.get(k)]
     shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+    rest = len(set(card) - set(overrides))
     st.session_state[f"{prefix}__msg"] = (
         "success",
         f"Applied {len(overrides)} setting(s) from {uploaded.name}: "
-        + (f"{len(differ)} differ from the model card ({shown})." if differ else "all as on the model card.") + note,
+        + (f"{len(differ)} differ from the model card ({shown})." if differ else "all as on the model card.")
+        + (f" The other {rest} are the model card's, as the command line reads the file." if rest else "") + note,
     )
 
 

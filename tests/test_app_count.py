@@ -184,9 +184,23 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     # named as the controls name them, not as the file spells them
     assert any("Applied 3 setting(s) from s.json: 3 differ from the model card (Min. area (px): 33, Split touching "
                "nuclei: Off, Probability threshold: 0.66)" in s.value for s in at.success), [s.value for s in at.success]
+    assert any("The other " in s.value and "are the model card's, as the command line reads the file" in s.value
+               for s in at.success)
     # the box is empty again once a file is read: the same file chosen again is applied again
     assert not at.file_uploader(key="count_settings_file_1").value
-    at.file_uploader(key="count_settings_file_1").set_value(("bad.json", b"{nope", "application/json"))
+    # a partial file is read over the model card, as `count --settings` reads it: an earlier edit does not stay
+    # under "loaded from a file" (a tester's Min. area 40 did, and the app counted other than the command line)
+    at.slider(key="count_threshold").set_value(0.3).run()
+    at.file_uploader(key="count_settings_file_1").set_value(
+        ("partial.json", json.dumps({"params": {"min_area_px": 12}}).encode(), "application/json"))
+    at.run()
+    assert at.number_input(key="count_min_area_px").value == 12
+    import cellcount as cc
+
+    in_use = cc.load_model(at.selectbox(key="count_model").value)
+    assert at.slider(key="count_threshold").value == pytest.approx(cc.resolve_params(in_use).threshold) != 0.3
+    assert at.selectbox(key="count_split_mode").value != "off"
+    at.file_uploader(key="count_settings_file_2").set_value(("bad.json", b"{nope", "application/json"))
     at.run()
     assert not at.exception
     assert at.error and "not valid JSON" in at.error[0].value
