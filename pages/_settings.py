@@ -157,6 +157,11 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
         entry["origin"] = "edited"
 
 
+def image_values() -> dict[str, Any]:
+    """The image settings set for every model (channel, invert, nucleus size ...), by name: a copy."""
+    return dict(_state()["image"])
+
+
 def reset(model: cc.models.CountModel) -> None:
     """Back to the model card (the image fields too)."""
     _state()["models"].pop(model.name, None)

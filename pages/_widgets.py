@@ -344,11 +344,18 @@ def use_local_settings(prefix: str, model: cc.models.CountModel) -> None:
 def reset_params(prefix: str, model_name: str) -> None:
     """Callback: back to the model card's settings (input fields included)."""
     model = get_model(model_name)
+    shared = ""
     if _local(prefix) is not None:
         st.session_state[f"{prefix}__local"] = settings.card_values(model)
     else:
+        # the image settings are shared by every model: said when the reset takes them from the others too (a
+        # tester's channel 2, set for another model, went without a word)
+        if image := settings.image_values():
+            shared = (" The image settings shared by every model went back to the card too ("
+                      + ", ".join(f"{setting_label(k, short=True)} {setting_text(k, v)}" for k, v in image.items())
+                      + ": no longer in use, for any model).")
         settings.reset(model)
-    st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the model card of {model_name}.")
+    st.session_state[f"{prefix}__msg"] = ("info", f"Settings reset to the model card of {model_name}.{shared}")
     st.rerun()  # the whole page, also from a fragment: the input widgets outside it change too
 
 
@@ -356,7 +363,8 @@ def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
     """The "Reset to the model card" button (:func:`reset_params`)."""
     st.button(
         "Reset to the model card", key=f"{prefix}_reset", on_click=reset_params, args=(prefix, model_name),
-        help="Every setting back to the values in this model's card (as shipped, or as tuned into the card).",
+        help="Every setting back to the values in this model's card (as shipped, or as tuned into the card); the "
+        "image settings (channel, invert, nucleus size, normalisation), shared by every model, go back too.",
         **kwargs,
     )
 

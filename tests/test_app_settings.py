@@ -213,6 +213,9 @@ def test_input_settings_changed_by_hand_read_as_edited_on_every_page():
     at.button(key="batch_reset").click()
     at.run()
     assert "edited" not in captions(at) and "the model card" in captions(at)
+    # the shared image settings go for every model, and the reset says so (a tester's channel went in silence)
+    assert any("The image settings shared by every model went back to the card too (Nucleus diameter 30" in i.value
+               for i in at.info), [i.value for i in at.info]
     card = cc.resolve_params(cc.load_model(BASELINE))
     assert at.number_input(key="batch_nucleus_diameter_px").value == (card.nucleus_diameter_px or 0.0)
 
