@@ -140,9 +140,14 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
     """One value changed by hand (a widget)."""
     if name in IMAGE_FIELDS:  # shared by every model: each model's settings now read as edited
         image = _state()["image"]
+        card = card_values(model).get(name)
         # the value in use already (the card's while none was set): a control sending what it showed is no edit
         # (a channel control made for a new number of channels sent "all channels" back: "edited", nothing changed)
-        if image.get(name, card_values(model).get(name)) == value:
+        if image.get(name, card) == value:
+            return
+        if value == card and name in _edited_image():  # set back by hand: the card's again, no longer an edit
+            image.pop(name, None)
+            _edited_image().remove(name)
             return
         image[name] = value
         if name not in _edited_image():
@@ -152,7 +157,11 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
     if entry["values"].get(name) == value:
         return
     entry["values"][name] = value
-    if entry["origin"] != "edited":
+    card = card_values(model)
+    if entry["origin"] == "edited" and entry["detail"] == f"starting from {STARTED_FROM['card']}" and all(
+            card.get(k) == v for k, v in entry["values"].items()):
+        entry["origin"], entry["detail"] = "card", ""  # every edit undone by hand: the card's settings again
+    elif entry["origin"] != "edited":
         entry["detail"] = f"starting from {STARTED_FROM[entry['origin']]}"
         entry["origin"] = "edited"
 

@@ -220,6 +220,20 @@ def test_input_settings_changed_by_hand_read_as_edited_on_every_page():
     assert at.number_input(key="batch_nucleus_diameter_px").value == (card.nucleus_diameter_px or 0.0)
 
 
+def test_edits_undone_by_hand_read_as_the_model_card_again():
+    """Min. area 5 -> 40 -> 5 and Invert auto -> on -> auto left "edited (...; Input changed: Invert auto)" with
+    Reset enabled, and every other model read as edited too (a tester)."""
+    at = open_page("count")
+    area = at.number_input(key="count_min_area_px").value
+    at.number_input(key="count_min_area_px").set_value(area + 35).run()
+    at.radio(key="count_invert").set_value("on").run()
+    assert "edited" in captions(at)
+    at.number_input(key="count_min_area_px").set_value(area).run()
+    at.radio(key="count_invert").set_value("auto").run()
+    assert "the model card" in captions(at) and "edited" not in captions(at)
+    assert at.button(key="count_reset").disabled
+
+
 def test_image_settings_applied_for_one_model_read_as_changed_for_another():
     """The image fields are shared: a settings file for one model that sets the nucleus diameter applies to the
     next model too, whose settings must not still read "the model card" (review finding)."""
