@@ -88,8 +88,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         if len(names) < 2:
             st.info("Only one model is installed: compare two settings of it instead (switch above).")
         return [(m.name, m.name, settings.params(m)) for m in models]
-    model_name = sh.model_picker(P)
-    model = sh.get_model(model_name)
+    model_name, model = sh.pick_model(P)  # a change is announced here, with what happens to the settings
     configs = []
     st.caption("A is the session's settings for this model (shared with the other pages); B starts as a copy "
                "of them and changes only here.")
@@ -367,6 +366,8 @@ with left:
     except cc.CellcountError as err:
         sh.show_error(err)
         st.stop()
+    for prefix in (P, f"{P}_a", f"{P}_b"):  # a model change, a reset, a settings file: said here, not on the next page
+        sh.show_messages(prefix)
 with right:
     sources = pick_images()
     page = None

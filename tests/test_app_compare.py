@@ -367,3 +367,15 @@ def test_the_flagged_share_is_of_the_images_counted():
     assert not at.exception
     assert any("1 of the 1 image(s) counted flagged" in w.value for w in at.warning)
     assert any("notes.png" in w.value for w in at.warning), "the unreadable file is named"
+
+
+def test_a_model_change_in_settings_mode_is_said_on_compare_not_on_the_next_page(tiny_models):
+    """Changing the model of "one model, two settings" said nothing on Compare; the notice popped up on the next
+    visit to Count, where nothing had changed (a tester)."""
+    at = open_compare(compare_mode="Settings", compare_model="classical-otsu")
+    at.selectbox(key="compare_model").set_value("tiny-density").run()
+    assert not at.exception
+    assert any("Model changed from classical-otsu to tiny-density" in t.value for t in at.toast)
+    at.switch_page("pages/count.py")
+    at.run()
+    assert not any("Model changed" in t.value for t in at.toast)
