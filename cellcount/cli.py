@@ -613,7 +613,11 @@ def _labels_index(args: argparse.Namespace, done: set[str], inputs: set[str] = f
                 keep = old[old["file"].isin(done) | others]
         except (OSError, ValueError, pd.errors.ParserError):
             keep = None
-        if keep is None and _worth_keeping(path.read_bytes()[: 1 << 16]):  # a table of the user's under that name
+        try:
+            theirs = keep is None and _worth_keeping(path.read_bytes()[: 1 << 16])  # a table of the user's there
+        except OSError:  # unreadable: writing it fails as it did, with its own error
+            theirs = False
+        if theirs:
             print(f"note: {path} is not an index this program wrote; kept as {keep_copy(path)}", file=sys.stderr)
     stream = CsvStream(path, columns=("file", "labels_file"), keep=keep, empty_columns=("file", "labels_file"))
     return stream, ([] if keep is None else [unescape_cell(v) for v in keep["labels_file"]]), ours
@@ -691,7 +695,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
 
     def warn(path: Path, reason: str) -> None:
         skipped.append((path, reason))
-        print(f"warning: cannot read {path}: {reason}", file=sys.stderr)  # a row says so too, counted as failed
+        print(f"warning: {path} not counted: {reason}", file=sys.stderr)  # a row says so too, counted as failed
 
     try:
         model = load_cli_model(args, default_model_name())
@@ -843,7 +847,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
             if escape_cell(str(path)) in done:  # counted before it went (kept, as a file gone since is)
                 continue
-            row = counts_frame([BatchItem(str(path), "error", f"cannot read: {reason}", None)], args.plane)
+            row = counts_frame([BatchItem(str(path), "error", f"not counted: {reason}", None)], args.plane)
             counts_out.append(row)
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None

@@ -374,6 +374,15 @@ def _check(spec: Param, value: Any) -> None:
         raise ParameterError(f"{spec.name} must be within [{lo_s}, {hi_s}]{extra}, got {value!r}")
 
 
+def check_value(name: str, value: Any) -> None:
+    """ParameterError unless ``value`` suits the setting ``name`` on its own (type, range or choices; the checks
+    between two settings are :class:`CountParams`')."""
+    try:
+        _check(SCHEMA[name], value)
+    except TypeError as err:  # e.g. "0.5" (a string) from a hand-edited settings file
+        raise ParameterError(f"{name} has the wrong type ({err}); numbers must not be quoted") from err
+
+
 class _CountParamsBase:
     """Methods of :class:`CountParams`; its fields come from :data:`PARAMS`."""
 

@@ -62,19 +62,26 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     try:
         resolve_params(None, data)  # validate now, with a clear message
     except ParameterError as first:
-        from .params import LEGACY_KEYS, PARAM_NAMES
+        from .params import LEGACY_KEYS, PARAM_NAMES, check_value
 
-        # every mistake at once (a file with two was refused for the first, then the second); unknown names together
+        # every mistake at once (a file with two was refused for the first, then the second): unknown names
+        # together, each value on its own, then the known ones together (two settings that disagree, read with the
+        # file's values, not the defaults)
         unknown = [key for key in data if key not in PARAM_NAMES and key not in LEGACY_KEYS]
         problems = [f"unknown parameters {unknown}; valid: {', '.join(PARAM_NAMES)}"] if unknown else []
+        own = len(problems)
         for key, value in data.items():
-            if key in unknown:
-                continue
+            if key in PARAM_NAMES:
+                try:
+                    check_value(key, value)
+                except ParameterError as err:
+                    problems.append(str(err))
+        if len(problems) == own:
             try:
-                resolve_params(None, {key: value})
+                resolve_params(None, {k: v for k, v in data.items() if k not in unknown})
             except ParameterError as err:
                 problems.append(str(err))
-        raise ParameterError("; ".join(problems) if len(problems) > 1 else str(first)) from None
+        raise ParameterError("; ".join(problems) if problems else str(first)) from None
     return data
 
 

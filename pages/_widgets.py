@@ -455,6 +455,8 @@ def _apply_settings_file(prefix: str) -> None:
     model = get_model(model_name)
     overrides = upgrade_keys(overrides, borders_available=has_border_channel(model))
     card = settings.card_values(model)
+    # the image settings every model shares that the file does not name go back to the card's too: said
+    dropped = {k: v for k, v in settings.image_values().items() if k not in overrides and v != card.get(k)}
     apply_settings(model_name, {**card, **overrides}, origin="file", detail=uploaded.name)
     if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
         set_plane_choice(plane)
@@ -468,7 +470,10 @@ def _apply_settings_file(prefix: str) -> None:
         "success",
         f"Applied {len(overrides)} setting(s) from {uploaded.name}: "
         + (f"{len(differ)} differ from the model card ({shown})." if differ else "all as on the model card.")
-        + (f" The other {rest} are the model card's, as the command line reads the file." if rest else "") + note,
+        + (f" The other {rest} are the model card's, as the command line reads the file" if rest else "")
+        + (" (the image settings you had set for every model, " + ", ".join(
+            f"{setting_label(k, short=True)} {setting_text(k, v)}" for k, v in dropped.items()) + ", included)"
+           if rest and dropped else "") + ("." if rest else "") + note,
     )
 
 

@@ -28,13 +28,21 @@ POLL_S = 1.0
 
 
 def _upload_key(f) -> tuple:
-    """An upload told from another by name, size and the hash of its first and last 64 kB: two plates' A01.tif of
-    one camera have the same name and size (read as one copy, the button said 8 images and 9 were counted), and
-    hashing every byte of every upload on every rerun is slow; the batch itself compares the whole files."""
+    """An upload told from another by name and content, as the batch tells them: two plates' A01.tif of one camera
+    have the same name and size (read as one copy, the button said 8 images and 9 were counted). The hash is kept
+    per upload (its file id), so a rerun does not hash every byte again."""
     import hashlib
 
-    data = f.getvalue()
-    return f.name, f.size, hashlib.blake2b(data[: 1 << 16] + data[-(1 << 16):], digest_size=16).digest()
+    digests = st.session_state.setdefault(f"{P}__upload_digests", {})
+    file_id = getattr(f, "file_id", None)
+    digest = digests.get(file_id) if file_id else None
+    if digest is None:
+        digest = hashlib.blake2b(f.getvalue(), digest_size=16).digest()
+        if file_id:
+            if len(digests) > 10_000:  # uploads replaced many times over: start again
+                digests.clear()
+            digests[file_id] = digest
+    return f.name, digest
 
 
 def button_label(files, include_ground_truth: bool = False) -> str:

@@ -345,7 +345,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         # Max. area 2000 fell back to no limit under "Tuned settings applied")
         undone = [f"{setting_label(k, short=True)} {setting_text(k, now[k])} → {setting_text(k, v)}"
                   for k, v in tuned["best"].items()
-                  if k not in changed and k in now and now[k] != v]
+                  if k in now and now[k] != v and now[k] != tuned["start"].get(k)]  # edited since tuning
         st.warning(
             "The settings were changed after tuning: 'before' and the check above refer to the settings tuning "
             "started from, not to those in use now (the figures at the top). Run Optimise again to compare with them."

@@ -191,6 +191,7 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     # a partial file is read over the model card, as `count --settings` reads it: an earlier edit does not stay
     # under "loaded from a file" (a tester's Min. area 40 did, and the app counted other than the command line)
     at.slider(key="count_threshold").set_value(0.3).run()
+    at.number_input(key="count_nucleus_diameter_px").set_value(30.0).run()  # an image setting, shared by every model
     at.file_uploader(key="count_settings_file_1").set_value(
         ("partial.json", json.dumps({"params": {"min_area_px": 12}}).encode(), "application/json"))
     at.run()
@@ -200,6 +201,8 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     in_use = cc.load_model(at.selectbox(key="count_model").value)
     assert at.slider(key="count_threshold").value == pytest.approx(cc.resolve_params(in_use).threshold) != 0.3
     assert at.selectbox(key="count_split_mode").value != "off"
+    assert any("(the image settings you had set for every model, Nucleus diameter 30, included)" in m.value
+               for m in at.success), [m.value for m in at.success]
     at.file_uploader(key="count_settings_file_2").set_value(("bad.json", b"{nope", "application/json"))
     at.run()
     assert not at.exception

@@ -91,7 +91,7 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
                "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"])
     assert rc == 1  # not every file asked for was counted
     captured = capsys.readouterr()
-    assert "warning: cannot read" in captured.err and "c.gif" in captured.err and "notes.csv" in captured.err
+    assert " not counted: " in captured.err and "warning: " in captured.err and "c.gif" in captured.err and "notes.csv" in captured.err
     assert "extension .gif" in captured.err
     # one summary: they are failures among the files asked for, as in the history (a tester's run listed 17 inputs
     # beside 14 ok and 5 failed)
@@ -105,7 +105,7 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
     assert len(df) == 3 and df.loc[str(small_folder / "a.png"), "status"] == "ok"
     for name in ("c.gif", "notes.csv"):
         row = df.loc[str(small_folder / name)]
-        assert row["status"] == "error" and row["reason"].startswith("cannot read: not an image file") and pd.isna(row["count"])
+        assert row["status"] == "error" and row["reason"].startswith("not counted: not an image file") and pd.isna(row["count"])
     # a resumed run counts nothing again and writes those rows once
     rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.gif"), str(small_folder / "notes.csv"),
                "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress", "--resume"])

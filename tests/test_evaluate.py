@@ -832,3 +832,22 @@ def test_evaluate_keeps_a_file_of_the_users_that_an_output_would_replace(samples
     assert f"note: {table} is not a file this command wrote; kept as {kept_table}" in capsys.readouterr().err
     assert main(argv) == 0  # its own outputs: replaced
     assert len(list(tmp_path.glob("*.replaced-*"))) == 2
+
+
+def test_save_settings_keeps_other_settings_it_would_replace(samples_dir, tmp_path, capsys, tiny_models):
+    """A settings file downloaded from the app has the format --save-settings writes: replaced in silence, the
+    settings tuned by hand in it were lost."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif"):
+        shutil.copy(samples_dir / name, data / name)
+    mine = tmp_path / "tuned_in_app.json"
+    mine.write_text(json.dumps({"model": "tiny-mask", "params": {"threshold": 0.35}}))
+    argv = ["--model", "tiny-mask", "--data", str(data), "--save-settings", str(mine), "-q"]
+    assert main(argv) == 0
+    (kept,) = tmp_path.glob("tuned_in_app.replaced-*.json")
+    assert json.loads(kept.read_text())["params"] == {"threshold": 0.35}
+    assert "held other settings; kept as" in capsys.readouterr().err
+    assert main(argv) == 0 and len(list(tmp_path.glob("tuned_in_app.replaced-*.json"))) == 1, "the same: replaced"

@@ -573,12 +573,12 @@ def test_cli_prints_skipped_links(tmp_path, capsys):
     # exit 1: an input was not counted (the warning says which and why)
     assert main(["count", str(root), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert f"warning: cannot read {root / 'gone.png'}: dangling symbolic link" in err
+    assert f"warning: {root / 'gone.png'} not counted: dangling symbolic link" in err
     # and in the CSV, with its reason (every input left out gets its row)
     rows = pd.read_csv(tmp_path / "c.csv").set_index("file")
     assert rows.loc[str(root / "a.png"), "status"] == "ok"
     assert rows.loc[str(root / "gone.png"), "status"] == "error"
-    assert rows.loc[str(root / "gone.png"), "reason"].startswith("cannot read: dangling symbolic link")
+    assert rows.loc[str(root / "gone.png"), "reason"].startswith("not counted: dangling symbolic link")
 
 
 # --------------------------------------------------------------------------------------------------

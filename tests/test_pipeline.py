@@ -804,5 +804,11 @@ def test_a_settings_file_with_several_mistakes_names_them_all():
     with pytest.raises(ParameterError) as err:  # several unknown names: named together, the valid ones listed once
         params_from_json('{"params": {"data": 1, "split": 2, "threshold": 2}}')
     assert "unknown parameters ['data', 'split']" in str(err.value) and str(err.value).count("valid:") == 1
+    with pytest.raises(ParameterError) as err:  # a valid pair beside an unknown name: read with the file's values
+        params_from_json('{"params": {"min_area_px": 2, "max_area_px": 5, "foo": 1}}')
+    assert "unknown parameters ['foo']" in str(err.value) and "Max. area" not in str(err.value)
+    with pytest.raises(ParameterError) as err:
+        params_from_json('{"params": {"low_pct": 99, "high_pct": 1, "foo": 2}}')
+    assert "Low percentile (99) must be below the High percentile (1)" in str(err.value)
     with pytest.raises(ParameterError, match="low_pct"):  # a mistake of two values together still says itself
         params_from_json('{"params": {"low_pct": 99.5, "high_pct": 0.5}}')

@@ -288,6 +288,9 @@ def test_likely_merges_on_a_red_picture_are_not_red():
     assert merge != viz.MERGE_COLOR and not viz.viewer._alike(merge, legend["kept"])
     _, legend = viz.render_outlines(np.full((60, 80, 3), 40, np.uint8), lab, color="auto", merges=[1])
     assert next(v for k, v in legend.items() if "merge" in k) == viz.MERGE_COLOR, "red where it stands out"
+    _, legend = viz.render_outlines(base, lab, color=(0, 255, 0), merges=[1])  # a colour the user picked
+    merge = next(v for k, v in legend.items() if "merge" in k)
+    assert merge != viz.MERGE_COLOR and not viz.viewer._alike(merge, (0, 255, 0))
 
 
 def test_merges_drawn_within_their_boxes_match_the_whole_picture():

@@ -183,9 +183,25 @@ def _is_json_with(keys: set[str]) -> Callable[[bytes], bool]:
 OURS: dict[str, Callable[[bytes], bool]] = {
     "out": lambda held: held.lstrip(b"\xef\xbb\xbf").startswith(b"file,true,pred,"),
     "json": _is_json_with({"model", "data", "split", "params"}),
-    "save_settings": _is_json_with({"model", "params"}),
+    "save_settings": _is_json_with({"model", "params"}),  # kept when it holds other settings (_keep_other_settings)
 }
 """What each output of this command looks like: an existing file so is replaced (a run again), any other kept."""
+
+
+def _keep_other_settings(path: Path, text: bytes) -> None:
+    """A settings file at ``path`` that holds other settings than ``text`` is kept beside it first: its format is
+    the app's download too, so telling this command's own from a user's by their look would replace settings
+    tuned by hand in the app."""
+    import sys
+
+    from ..csvout import keep_copy
+
+    try:
+        held = path.read_bytes() if path.is_file() else None
+    except OSError:
+        held = None
+    if held and held.strip() != text.strip():
+        print(f"note: {path} held other settings; kept as {keep_copy(path)}", file=sys.stderr)
 
 
 MAX_OWN_OUTPUT_BYTES = 1 << 20
@@ -378,11 +394,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: {args.save_settings} holds the tuned settings, as asked, though the check above found they count "
               "new images no better than the current ones", file=sys.stderr)
     if args.save_settings:
-        atomic_write_bytes(args.save_settings,
-                           # the settings that act, as count's settings file lists them
-                           json.dumps({"model": model.name, "model_sha256": model.card.sha256,
-                                       "params": params.acting(model.output_kind)},
-                                      indent=2).encode())
+        # the settings that act, as count's settings file lists them
+        text = json.dumps({"model": model.name, "model_sha256": model.card.sha256,
+                           "params": params.acting(model.output_kind)}, indent=2).encode()
+        _keep_other_settings(Path(args.save_settings), text)
+        atomic_write_bytes(args.save_settings, text)
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
     if args.out:  # images the model learnt from, kept in (--keep-trained or all of them): each row says so
         kept_in = rep.per_image["file"].isin(seen) if seen else None

@@ -27,7 +27,7 @@ from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
 from . import evaluate_predictions, predict_pairs, with_read_notes
 from .cli import _check_options, _encoded, _is_json_with, keep_others, read_labelled
-from .compare import as_written, compare_counts
+from .compare import as_written, compare_counts, whole
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +157,11 @@ def _leave_out_trained(items: list, configs: list[Config], paths: dict[str, Path
 
 def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
     """Evaluate's per-image table as the Compare page's rows (one per image of this configuration)."""
-    whole = per_image["pred"].dropna().mod(1).eq(0).all()
     return pd.DataFrame({
         "file": per_image["file"], "true": per_image["true"], "config": cfg.label, "model": cfg.model.name,
-        "settings": cfg.settings or "card",
-        "count": per_image["pred"].round().astype("Int64") if whole else per_image["pred"],
+        # the settings themselves, as the page's CSV gives them: a card rewritten since would make "card" another
+        "settings": cfg.params.settings_json(cfg.model.output_kind),
+        "count": per_image["pred"].round().astype("Int64") if whole(per_image["pred"]) else per_image["pred"],
         "count_estimate": per_image["pred"], "seconds": per_image["model_seconds"],
         "check": per_image["check"] if "check" in per_image else None,
         "check_score": per_image["check_score"] if "check_score" in per_image else None,

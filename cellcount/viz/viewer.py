@@ -221,13 +221,11 @@ def render_outlines(
             _paint(out, line, layer, opacity)
             legend["kept (one colour each)"] = tuple(int(c) for c in object_colors(1)[1])  # not the rejected grey
         else:
-            if isinstance(color, str):  # judged against both sides: the background under them, the objects inside
-                band = cv2.dilate(line.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-                rgb = contrast_color(out, band)
-                merge_rgb = _merge_color(rgb, out, band) if len(merges) else _merge_color(rgb)
-            else:
-                rgb = tuple(int(c) for c in color)
-                merge_rgb = _merge_color(rgb)
+            auto = isinstance(color, str)
+            # judged against both sides: the background under them, the objects inside
+            band = cv2.dilate(line.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 if auto or len(merges) else None
+            rgb = contrast_color(out, band) if auto else tuple(int(c) for c in color)
+            merge_rgb = _merge_color(rgb, out, band) if len(merges) else _merge_color(rgb)
             _paint(out, line, rgb, opacity)
             legend["kept"] = rgb
         if per_object:
