@@ -82,8 +82,10 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             help=f"Up to {MAX_CONFIGS} at a time (\"Select all\" takes the first {MAX_CONFIGS}).",
         )
         models = [sh.get_model(n) for n in picked]
+        # each with what was edited, as the other pages' settings line says it (a tester saw "edited" twice, for a
+        # channel set on Count)
         st.caption("Each model runs with the settings in use for it this session (the same as on Count, "
-                   "Batch and Evaluate): " + "; ".join(f"{m.name}: {settings.ORIGINS[settings.origin(m)[0]]}" for m in models)
+                   "Batch and Evaluate): " + "; ".join(settings.describe(m).removeprefix("Settings of ") for m in models)
                    + ".")
         if len(names) < 2:
             st.info("Only one model is installed: compare two settings of it instead (switch above).")

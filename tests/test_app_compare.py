@@ -379,3 +379,16 @@ def test_a_model_change_in_settings_mode_is_said_on_compare_not_on_the_next_page
     at.switch_page("pages/count.py")
     at.run()
     assert not any("Model changed" in t.value for t in at.toast)
+
+
+def test_models_mode_names_what_was_edited_for_each_model(tiny_models):
+    """Two models read "edited" for a nucleus diameter set on Count, with no word of what (a tester)."""
+    at = open_compare(compare_mode="Models", compare_models=["tiny-density", "classical-otsu"])
+    assert any("**tiny-density**: the model card" in c.value for c in at.caption)
+    at.switch_page("pages/count.py")
+    at.run()
+    at.number_input(key="count_nucleus_diameter_px").set_value(30.0).run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    said = next(c.value for c in at.caption if "Each model runs with the settings in use" in c.value)
+    assert said.count("Input changed: Nucleus diameter 30") == 2, said
