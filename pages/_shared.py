@@ -88,6 +88,7 @@ from pages._widgets import (  # noqa: F401  (re-exported for the pages)
     input_ui,
     params_ui,
     probability_stats,
+    reset_models_button,
     resolve,
     settings_json,
     settings_panel,

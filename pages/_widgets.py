@@ -359,6 +359,27 @@ def reset_params(prefix: str, model_name: str) -> None:
     st.rerun()  # the whole page, also from a fragment: the input widgets outside it change too
 
 
+def reset_models(prefix: str, model_names: list[str]) -> None:
+    """Callback: every model named back to its card's settings (Compare's models mode: one click, not a page per
+    model), the image settings every model shares too."""
+    for name in model_names:
+        settings.reset(get_model(name))
+    st.session_state[f"{prefix}__msg"] = (
+        "info", f"Settings of {', '.join(model_names)} reset to their model cards, the image settings every model "
+        "shares too.")
+
+
+def reset_models_button(prefix: str, models: list[cc.models.CountModel]) -> None:
+    """"Reset to the model cards" for several models, enabled while any of them counts with other settings."""
+    st.button(
+        "Reset to the model cards", key=f"{prefix}_reset_all", on_click=reset_models,
+        args=(prefix, [m.name for m in models]), icon=":material/restart_alt:", type="tertiary",
+        disabled=not models or all(settings.origin(m)[0] == "card" for m in models),
+        help="Every setting of these models back to the values in their cards; the image settings (channel, "
+        "invert, nucleus size, normalisation), shared by every model, go back too. On every page.",
+    )
+
+
 def reset_button(prefix: str, model_name: str, **kwargs: Any) -> None:
     """The "Reset to the model card" button (:func:`reset_params`)."""
     st.button(

@@ -87,6 +87,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         st.caption("Each model runs with the settings in use for it this session (the same as on Count, "
                    "Batch and Evaluate): " + "; ".join(settings.describe(m).removeprefix("Settings of ") for m in models)
                    + ".")
+        sh.reset_models_button(P, models)
         if len(names) < 2:
             st.info("Only one model is installed: compare two settings of it instead (switch above).")
         return [(m.name, m.name, settings.params(m)) for m in models]

@@ -392,3 +392,22 @@ def test_models_mode_names_what_was_edited_for_each_model(tiny_models):
     at.run()
     said = next(c.value for c in at.caption if "Each model runs with the settings in use" in c.value)
     assert said.count("Input changed: Nucleus diameter 30") == 2, said
+
+
+@pytest.mark.slow
+def test_models_mode_resets_every_compared_model_to_its_card_in_one_click(tiny_models):
+    """The models mode had no way back to the cards but visiting Count once per model."""
+    at = open_compare(compare_mode="Models", compare_models=["tiny-density", "classical-otsu"])
+    assert at.button(key="compare_reset_all").disabled  # nothing edited yet
+    at.switch_page("pages/count.py")
+    at.run()
+    at.number_input(key="count_nucleus_diameter_px").set_value(30.0).run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.button(key="compare_reset_all").disabled
+    at.button(key="compare_reset_all").click().run()
+    assert not at.exception, at.exception
+    said = next(c.value for c in at.caption if "Each model runs with the settings in use" in c.value)
+    assert said.count("the model card") == 2 and "Nucleus diameter" not in said, said
+    assert any("reset to their model cards" in i.value for i in at.info), [i.value for i in at.info]
+    assert at.button(key="compare_reset_all").disabled
