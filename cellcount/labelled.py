@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
+    CELLPOSE_SEG_NOTE,
     GEOJSON_EXTENSIONS,
     TABLE_EXTENSIONS,
     BinaryMaskWarning,
@@ -31,6 +32,7 @@ from .groundtruth import (
     MergedDotsWarning,
     NoCoordinateColumns,
     PredictedLabelsWarning,
+    ReusedColoursWarning,
     SeveralRegionsWarning,
     WrappedLabelsWarning,
     annotations_disagree,
@@ -150,7 +152,15 @@ def _shared_folders(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     return n
 
 
-def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[dict[str, str], list[str], list[str]]:
+def _closeness(image_folder: tuple[str, ...], gt_folder: tuple[str, ...]) -> tuple[int, int]:
+    """How close a ground-truth file lies to an image, smaller closer: the folders they share from the top, then
+    those just above each that have the same names from the innermost out (``labels/plate2/A01.tif`` for
+    ``images/plate2/A01.png``, a mirrored tree)."""
+    return -_shared_folders(image_folder, gt_folder), -_shared_folders(image_folder[::-1], gt_folder[::-1])
+
+
+def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguous: dict[str, str] | None = None,
+                 copies: dict[str, str] | None = None) -> tuple[dict[str, str], list[str], list[str]]:
     """Pair image names with ground-truth names by file stem.
 
     A ground-truth file belongs to an image when its stem is the image's stem (``a.png`` and ``a.tif``,
@@ -158,7 +168,10 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[di
     :data:`cellcount.io.GROUND_TRUTH_SUFFIXES` (``a_labels.tif``, ``a_mask.png``, ``a_points.csv`` ...).
     Stems are compared exactly, then case-insensitively. Among several candidates the one sharing the
     most folders with the image wins (``plate1/labels/a.png`` for ``plate1/images/a.png``), then the
-    suffix order (labels, masks, dots, points, same name). Each ground-truth file serves one image. Last, an
+    suffix order (labels, masks, dots, points, same name). Each ground-truth file serves one image, the one it
+    shares the most folders with; where several images share as many (``plate1/A01.png`` and ``plate2/A01.png``
+    with one ``labels/A01.tif``) none takes it, and ``ambiguous``, when given, receives why for each (images that
+    ``copies`` maps to one name are one image uploaded twice: the first of them takes it). Last, an
     image and a ground-truth file whose stems differ only in a trailing role word pair (``001cell.png`` and
     ``001dots.png``, the VGG cells layout; :func:`cellcount.io.word_base`).
 
@@ -184,18 +197,39 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str]) -> tuple[di
             folded.setdefault(base.casefold(), []).append((rank, gt))
     pairs: dict[str, str] = {}
     taken: set[str] = set()
+    # a file several images would take equally (two plates' A01.png, one A01.tif) serves none of them: the upload
+    # order gave it to the first in silence; one closer to an image than to the others serves that one
+    claims: dict[str, dict[str, tuple[int, int]]] = {}
+    for image in images:
+        stem, where = PurePosixPath(image).stem, _folder(image)
+        for exactness, (table, key) in enumerate(((exact, stem), (folded, stem.casefold()))):
+            for _, gt in table.get(key, []):
+                mine = (exactness, *_closeness(where, _folder(gt)))
+                claims.setdefault(gt, {})[image] = min(mine, claims.get(gt, {}).get(image, mine))
+    owner: dict[str, list[str]] = {}  # the images that may take each file; [] for none
+    for gt, by_image in claims.items():
+        best = min(by_image.values())
+        top = [i for i, k in by_image.items() if k == best]
+        owner[gt] = top if len({(copies or {}).get(i, i) for i in top}) == 1 else []
     for image in images:
         stem, where = PurePosixPath(image).stem, _folder(image)
         for table, key in ((exact, stem), (folded, stem.casefold())):
             cands = sorted(
-                (-_shared_folders(where, _folder(gt)), rank, gt)
+                (*_closeness(where, _folder(gt)), rank, gt)
                 for rank, gt in table.get(key, [])
-                if gt not in taken
+                if gt not in taken and image in owner.get(gt, [image])
             )
             if cands:
-                pairs[image] = cands[0][2]
-                taken.add(cands[0][2])
+                pairs[image] = cands[0][-1]
+                taken.add(cands[0][-1])
                 break
+        tied = [gt for table, key in ((exact, stem), (folded, stem.casefold())) for _, gt in table.get(key, [])
+                if owner.get(gt) == []]
+        if image not in pairs and tied and ambiguous is not None:
+            others = [i for i in claims[tied[0]] if i != image]
+            ambiguous[image] = (f"{tied[0]} could be the ground truth of this image or of {', '.join(others)} (the "
+                                "same name): put each image's ground truth in a folder named like the image's, or "
+                                "rename them alike (plate1_A01.png, plate1_A01.tif)")
     # last, the VGG cells layout: 001cell.png and 001dots.png share "001"
     worded: dict[str, list[str]] = {}
     for gt in ground_truth:
@@ -227,6 +261,10 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
         if name.lower().endswith(".xml") and not cell_counter_stem(name):
             skipped.append((name, f"an XML file is read as ground truth only under the name Fiji's Cell Counter gives "
                                   f"it, CellCounter_<image>.xml ({name} is not)"))
+            continue
+        if name.lower().endswith(".npy"):  # the Train and Evaluate uploaders take it to say this, not "not allowed"
+            skipped.append((name, CELLPOSE_SEG_NOTE if name.lower().endswith("_seg.npy") else
+                            "a NumPy file is not read as ground truth: save label images as PNG or TIFF"))
             continue
         if not name.lower().endswith(".zip") or is_roi_set(bytes(data)):  # an ROI set is one annotation
             files.append(_File(name, bytes(data)))
@@ -286,18 +324,26 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
     """Drop files uploaded twice (same name and content). A second, different file under a name already taken:
     with ``later_replaces`` (the ground-truth uploader, where it is a corrected annotation: uploaders list files in
     the order they came, and a tester's corrected ``img05.csv`` was set aside while the old one trained) it
-    replaces the earlier, in its place; otherwise (images, which two plates' zips may name alike) it is skipped,
-    since it could not be paired. (Equal content under two names is kept: two images may share an empty mask, and
-    a test may reuse one image.)"""
+    replaces the earlier, in its place; otherwise (images, which two plates' loose files name alike) every file
+    of that name is skipped: which of them a ground-truth file of that name belongs to is not known (the first
+    was kept and paired with the last plate's labels, under a note that it could not be used). (Equal content
+    under two names is kept: two images may share an empty mask, and a test may reuse one image.)"""
+    digests = [hashlib.sha256(f.data).hexdigest() for f in files]
+    kinds: dict[str, set[str]] = {}
+    for f, digest in zip(files, digests, strict=True):
+        kinds.setdefault(f.name, set()).add(digest)
     by_name: dict[str, str] = {}
     kept: dict[str, _File] = {}
-    for f in files:
-        digest = hashlib.sha256(f.data).hexdigest()
+    for f, digest in zip(files, digests, strict=True):
         if by_name.get(f.name) == digest:
             duplicates.append(f.name)
             continue
-        if f.name in by_name and not later_replaces:
-            skipped.append((f.name, "another, different file with this name was uploaded too; rename one"))
+        if len(kinds[f.name]) > 1 and not later_replaces:
+            if f.name not in by_name:
+                skipped.append((f.name, f"{len(kinds[f.name])} different files with this name were uploaded (two "
+                                        "plates?): none is used, as which one its ground truth belongs to is not "
+                                        "known; rename them (plate1_A01.png) or upload a zip of their folders"))
+            by_name[f.name] = digest
             continue
         if f.name in by_name:
             notes.append(f"{f.name}: uploaded again with other contents; the later upload is used")
@@ -317,7 +363,7 @@ def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
     return gt
 
 
-_SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, PredictedLabelsWarning, CalibratedPointsWarning,
+_SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, ReusedColoursWarning, PredictedLabelsWarning, CalibratedPointsWarning,
                      IgnoredClassWarning, SeveralRegionsWarning, MergedDotsWarning)
 """Warnings about one image's ground truth that become the upload's notes (shown on the page)."""
 
@@ -498,15 +544,17 @@ def labelled_set(
     dsb = {i.name: _dsb_masks(i.name, by_name) for i in image_files}
     for names in dsb.values():
         used.update(names)
+    contested: dict[str, str] = {}
     pairs, _, _ = pair_by_stem([i.name for i in image_files if not dsb[i.name]],
-                               [n for n in by_name if n not in used])
+                               [n for n in by_name if n not in used], ambiguous=contested,
+                               copies={f.name: image_digests[hashlib.sha256(f.data).hexdigest()] for f in image_files})
     used.update(pairs.values())
     for stem in clash:  # which table is right is the user's to say, not the upload order's
         out.notes.append(f"{stem}: points in two tables ({shared.pop(stem).source} and another); neither is used.")
     shared_of, unsure = values_by_image(shared, uploaded, what="points")
     count_of, unsure_counts = values_by_image(counts, uploaded, what="a count")
     disagree_of, unsure_disagree = values_by_image(disagree, uploaded, what="a count")
-    unsure = {**unsure_disagree, **unsure_counts, **unsure}
+    unsure = {**contested, **unsure_disagree, **unsure_counts, **unsure}
     for image in image_files:
         name = image.name
         if not (dsb[name] or name in pairs or name in count_of or name in shared_of or name in disagree_of

@@ -791,7 +791,7 @@ def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp
         load_labelled_folder(other)
     (other / "009dots.png").unlink()
     (other / "counts.csv").write_text("name,n\n001cell.png,2\n")  # a counts table without a count column
-    with pytest.raises(GroundTruthError, match=r"counts.csv has columns 'name', 'n': a counts table needs a file-name column \(filename, .*name\) and a count column \(count, "):
+    with pytest.raises(GroundTruthError, match=r"counts.csv has columns 'name', 'n': a counts table needs a file-name column \(filename, .*slice\) and a count column \(count, "):
         load_labelled_folder(other)
     vgg = tmp_path / "vgg-layout"  # the VGG cells benchmark: images/001cell.png with dots/001dots.png
     (vgg / "images").mkdir(parents=True)
@@ -1153,6 +1153,14 @@ def test_an_8bit_label_image_of_more_than_255_objects_is_read_by_region_with_a_w
     with warnings.catch_warnings():
         warnings.simplefilter("error", WrappedLabelsWarning)  # 255 objects, each id one region: read as they are
         assert labels_from_array(np.where(lab <= 255, lab, 0).astype(np.uint8)).count == 255
+    # ids above 255 clipped to 255 (Fiji's 8-bit conversion without scaling) read as 255 objects, silently
+    with pytest.warns(WrappedLabelsWarning, match="clipped to 255"):
+        assert labels_from_array(np.clip(lab, 0, 255).astype(np.uint8)).count == 400
+    with warnings.catch_warnings():  # one object of id 255 with a few stray pixels apart is not that
+        warnings.simplefilter("error", WrappedLabelsWarning)
+        stray = np.where(lab <= 255, lab, 0).astype(np.uint8)
+        stray[0, 0] = stray[0, 199] = stray[199, 0] = 255
+        assert labels_from_array(stray).count == 255
 
 
 def test_a_labels_tree_mirroring_the_images_tree_pairs_each_plate_with_its_own(tmp_path) -> None:
@@ -1365,3 +1373,53 @@ def test_the_data_folders_own_name_does_not_make_its_images_ground_truth(samples
     got = {image.name: gt for image, gt in load_labelled_folder(root)}
     assert set(got) == {"s01_sparse_small.png", "s03_large_nuclei.png"}
     assert got["s03_large_nuclei.png"].kind == "points" and got["s03_large_nuclei.png"].count == 32
+
+
+def test_counts_tables_as_excel_fiji_and_two_count_columns_write_them(tmp_path: Path) -> None:
+    """A facility tester's tables: 'Image Name,Cell Count' refused though image_name,cell_count pass; Fiji's Analyze
+    Particles summary (Slice, Count, ...) refused; image,n_nuclei,n_cells scored against n_cells in silence."""
+    from cellcount.groundtruth import read_counts_csv
+
+    assert read_counts_csv(b"Image Name,Cell Count\na.png,3\n") == {"a": 3}
+    assert read_counts_csv(b"Slice,Count,Total Area,Average Size,%Area,Mean\na.tif,7,120,17.1,2.3,200\n") == {"a": 7}
+    assert read_counts_csv(b"filename,nuclei\na.png,4\n") == {"a": 4}
+    for table, named in ((b"image,n_nuclei,n_cells\na.png,27,32\n", "n_nuclei, n_cells"),
+                         (b"filename,cell_count,nuclei_count\na.png,4,5\n", "cell_count, nuclei_count")):
+        with pytest.raises(GroundTruthError, match=f"counts of 2 kinds of objects \\({named}\\)"):
+            read_counts_csv(table)
+    # Fiji's Multi-point Results stay points: their Slice is a plane's number, their Count a running number
+    _save_png(tmp_path / "a.png", np.zeros((10, 12), np.uint8))
+    (tmp_path / "a.csv").write_text(" ,X,Y,Ch,Slice,Counter,Count\n1,1,1,1,1,0,1\n2,5,5,1,1,0,2\n")
+    assert [(gt.kind, gt.count) for _, gt in load_labelled_folder(tmp_path)] == [("points", 2)]
+    # in a folder the refusal names its reason, not the column names the table already has
+    (tmp_path / "a.csv").unlink()
+    (tmp_path / "truth.csv").write_text("image,n_nuclei,n_cells\na.png,27,32\n")
+    with pytest.raises(GroundTruthError, match=r"truth.csv has counts of 2 kinds of objects \(n_nuclei, n_cells\)"):
+        load_labelled_folder(tmp_path)
+
+
+def test_a_colour_label_image_that_reuses_its_colours_is_said_to_merge_touching_objects() -> None:
+    """skimage's label2rgb cycles about 7 colours: touching nuclei of one colour read as one (27 read as 26), silently."""
+    from cellcount.groundtruth import ReusedColoursWarning, labels_from_array
+
+    lab = np.zeros((60, 60), np.int32)
+    for k, (r, c) in enumerate(((r, c) for r in range(0, 60, 10) for c in range(0, 60, 10)), start=1):
+        lab[r + 2:r + 7, c + 2:c + 7] = k  # 36 objects apart
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    with pytest.warns(ReusedColoursWarning, match="36 objects in only 3 colours"):
+        assert labels_from_array(palette[np.where(lab > 0, (lab - 1) % 3 + 1, 0)]).count == 36
+    unique = np.stack([lab * 7 % 256, lab * 13 % 256, lab], axis=-1).astype(np.uint8)  # a colour per object
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReusedColoursWarning)
+        assert labels_from_array(unique).count == 36
+
+
+def test_labels_named_as_their_image_in_its_folder_are_pointed_out(tmp_path: Path) -> None:
+    """StarDist's labels saved as a.tif beside a.png read as a second image: "none of the 2 image(s) has ground truth"
+    and nothing about why."""
+    _save_png(tmp_path / "a.png", np.zeros((10, 12), np.uint8))
+    lab = np.zeros((10, 12), np.uint16)
+    lab[2:5, 2:5] = 1
+    tifffile.imwrite(tmp_path / "a.tif", lab)
+    with pytest.raises(GroundTruthError, match=r"share a name in one folder \(a.png and a.tif\).* a_labels.tif"):
+        load_labelled_folder(tmp_path)

@@ -187,9 +187,49 @@ def test_duplicates_are_counted_once_with_a_note(samples):
     fixed = labelled_set([("a.png", img)], [("a.csv", old), ("a.csv", corrected)])
     assert [(n, gt.count) for n, _, gt in fixed.items] == [("a.png", 2)] and not fixed.skipped
     assert "a.csv: uploaded again with other contents; the later upload is used" in fixed.notes
-    # two different images under one name (two plates' zips, their folders stripped) cannot be told apart: refused
+    # two different images under one name (two plates' loose files) cannot be told apart: both refused (the first
+    # was kept and scored against the labels uploaded for the other, under a note that it was not used)
     clash = labelled_set([("a.png", img), ("a.png", samples[1][0])], [("a.png", lab)])
-    assert len(clash.items) == 1 and clash.skipped[0][0] == "a.png" and "different file" in clash.skipped[0][1]
+    assert not clash.items and clash.skipped == [("a.png", clash.skipped[0][1])], clash.skipped
+    assert "2 different files with this name" in clash.skipped[0][1] and clash.unused == ["a.png"]
+
+
+def test_one_ground_truth_file_two_images_could_claim_serves_neither(samples):
+    """Two plates' images in a zip and one labels/A01.tif: the first plate took it in silence (a facility tester);
+    in the CLI both plates were scored against it."""
+    img, lab, _, _ = samples[0]
+    other = samples[1][0]
+    tied = labelled_set([("set.zip", _zip({"plate1/A01.png": img, "plate2/A01.png": other, "labels/A01.tif": lab}))])
+    assert not tied.items
+    reasons = dict(tied.skipped)
+    assert set(reasons) == {"plate1/A01.png", "plate2/A01.png"}, tied.skipped
+    assert "labels/A01.tif could be the ground truth of this image or of plate2/A01.png" in reasons["plate1/A01.png"]
+    # closer to one of them (a mirrored labels tree): that one takes it, the other has none
+    near = labelled_set([("set.zip", _zip({"images/plate1/A01.png": img, "images/plate2/A01.png": other,
+                                            "labels/plate1/A01.tif": lab}))])
+    assert [n for n, _, _ in near.items] == ["images/plate1/A01.png"]
+    assert [n for n, _ in near.unlabelled] == ["images/plate2/A01.png"]
+
+
+def test_a_folder_with_one_labels_file_for_two_plates_pairs_neither(tmp_path, samples):
+    from cellcount.errors import GroundTruthError
+    from cellcount.groundtruth import load_labelled_folder
+
+    img, lab, _, _ = samples[0]
+    for plate, data in (("plate1", img), ("plate2", samples[1][0])):
+        (tmp_path / "images" / plate).mkdir(parents=True)
+        (tmp_path / "images" / plate / "A01.png").write_bytes(data)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "A01.tif").write_bytes(lab)
+    reported = {}
+    with pytest.raises(GroundTruthError, match="no image with usable ground truth"):
+        load_labelled_folder(tmp_path, on_error=lambda p, why: reported.setdefault(p.parent.name, why))
+    assert set(reported) == {"plate1", "plate2"}
+    assert "labels/A01.tif could be the ground truth of this image or of plate2/A01.png" in reported["plate1"]
+    (tmp_path / "labels" / "plate2").mkdir()
+    (tmp_path / "labels" / "A01.tif").rename(tmp_path / "labels" / "plate2" / "A01.tif")
+    pairs = load_labelled_folder(tmp_path, on_error=lambda p, why: None)
+    assert [p.parent.name for p, _ in pairs] == ["plate2"]
 
 
 def test_unmatched_and_unreadable_files_name_the_users_file(samples):
@@ -426,3 +466,18 @@ def test_points_listed_twice_are_said_among_the_notes(samples):
     out = labelled_set([("a.png", img)], [("a_points.csv", b"x,y\n10,12\n30,40\n10,12\n")])
     assert out.items[0][2].count == 2
     assert any("a_points.csv: 1 of its 3 points repeat another point exactly" in n for n in out.notes)
+
+
+def test_cellpose_seg_npy_is_said_to_be_unread_with_what_to_save_instead(tmp_path, samples):
+    """Cellpose's _seg.npy: the app said only "files are not allowed", the CLI "none has ground truth"."""
+    from cellcount.errors import GroundTruthError
+    from cellcount.groundtruth import load_labelled_folder
+
+    img = samples[0][0]
+    out = labelled_set([("a.png", img)], [("a_seg.npy", b"\x93NUMPY")])
+    assert dict(out.skipped)["a_seg.npy"].startswith("Cellpose's _seg.npy is not read")
+    assert "_cp_masks.png" in dict(out.skipped)["a_seg.npy"]
+    (tmp_path / "a.png").write_bytes(img)
+    (tmp_path / "a_seg.npy").write_bytes(b"\x93NUMPY")
+    with pytest.raises(GroundTruthError, match=r"a_seg.npy: Cellpose's _seg.npy is not read .* _cp_masks.png"):
+        load_labelled_folder(tmp_path)

@@ -51,6 +51,7 @@ from .tables import (
     read_points_csv,
 )
 from .truth import (
+    CELLPOSE_SEG_NOTE,
     GROUND_TRUTH_KINDS,
     MAX_COORDINATE_PX,
     MAX_DOT_AREA_PX,
@@ -58,6 +59,7 @@ from .truth import (
     BinaryMaskWarning,
     DuplicatePointsWarning,
     GroundTruth,
+    ReusedColoursWarning,
     WrappedLabelsWarning,
     holds_only_specks,
     labels_from_array,
@@ -90,6 +92,8 @@ __all__ = [
     "PredictedLabelsWarning",
     "QUPATH_OBJECTS",
     "TABLE_EXTENSIONS",
+    "ReusedColoursWarning",
+    "CELLPOSE_SEG_NOTE",
     "WrappedLabelsWarning",
     "counts_disagree",
     "holds_only_specks",

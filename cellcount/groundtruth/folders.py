@@ -53,8 +53,9 @@ from .tables import (
     read_counts_by_name,
     read_points_by_image,
     read_points_csv,
+    several_counts,
 )
-from .truth import GROUND_TRUTH_KINDS, GroundTruth
+from .truth import CELLPOSE_SEG_NOTE, GROUND_TRUTH_KINDS, GroundTruth
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def load_labelled_folder(
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
+    seg_npy = sorted(p for p in root.rglob("*_seg.npy") if p.is_file())  # Cellpose's: said, never unpickled
     cell_counter = [p for p in tables if cell_counter_stem(p)]  # not a microscope's MetaData/<image>.xml
     outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
     # ImageJ's ROIs: a .roi, or a zip holding only .roi files (a zip of images is not ground truth)
@@ -230,7 +232,8 @@ def load_labelled_folder(
     gt_files += in_dot_dirs + point_tables + flat + cell_counter + outlines
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
-    matches = match_ground_truth(images, gt_files)
+    contested: dict[Path, str] = {}
+    matches = match_ground_truth(images, gt_files, ambiguous=contested)
     out: list[tuple[Path, GroundTruth]] = []
     missing: list[Path] = []
     relative = {p: p.relative_to(root).as_posix() for p in images}
@@ -244,7 +247,7 @@ def load_labelled_folder(
     count_of, unsure_counts = values_by_image({k: (n, counts_where[k]) for k, n in counts.items()}, relative,
                                                what="a count", anchored=anchored)
     disagree_of, unsure_disagree = values_by_image(disagree, relative, what="a count", anchored=anchored)
-    unsure = {**unsure_disagree, **unsure_counts, **unsure}
+    unsure = {**contested, **unsure_disagree, **unsure_counts, **unsure}
 
     def annotation(image: Path) -> GroundTruth:
         """The image's own file, else its rows of a table of several images' points."""
@@ -318,18 +321,37 @@ def load_labelled_folder(
             hint += (f"; {table.name} holds points but is named like no image: name it like its image "
                      f"({example}.csv or {example}_points.csv)")
         others = {t: h for t, h in other_tables.items() if t not in stray_points}
+        two_kinds = {t: several for t, h in others.items() if (several := several_counts(h))}
+        others = {t: h for t, h in others.items() if t not in two_kinds}
         for table, header in list(others.items())[:3]:
             shown = ", ".join(map(repr, header[:8])) + (" ..." if len(header) > 8 else "")
             hint += f"; {table.name} has columns {shown or 'none'}"
         if others:
             hint += (f": a counts table needs a file-name column ({', '.join(_FILENAME_COLUMNS)}) and a count "
                      f"column ({', '.join(_COUNT_COLUMNS)})")
+        for table, several in list(two_kinds.items())[:3]:  # its own reason, not the names it already has
+            header = other_tables[table]
+            hint += (f"; {table.name} has counts of {len(several)} kinds of objects "
+                     f"({', '.join(header[i] for i in several[:4])}): keep the column of the objects to score, "
+                     "or rename it count")
+        if seg_npy:
+            hint += f"; {_names(seg_npy, 3)}: {CELLPOSE_SEG_NOTE}"
+        by_stem: dict[tuple[Path, str], list[Path]] = {}
+        for p in images:
+            by_stem.setdefault((p.parent, p.stem.casefold()), []).append(p)
+        if twins := [sorted(v) for v in by_stem.values() if len(v) > 1]:  # StarDist's labels as a.tif beside a.png
+            a, b = twins[0][:2]
+            hint += (f"; {len(twins)} pair(s) of images share a name in one folder ({a.name} and {b.name}"
+                     f"{' ...' if len(twins) > 1 else ''}): if one of each is the other's labels, put it in a labels/ "
+                     f"folder or name it {a.stem}_labels{b.suffix}")
         raise GroundTruthError(
             f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, [p for p in unused if p not in clashing], paired=matches)
+    if seg_npy:
+        logger.warning("%s: %s: %s", root, _names(seg_npy), CELLPOSE_SEG_NOTE)
     found, ambiguous = match_names(counts_where, relative, anchored)
     _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
     return _one_per_image_file(out, on_error)

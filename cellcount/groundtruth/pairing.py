@@ -80,7 +80,8 @@ def _shared_folders_inward(image: Path, gt: Path) -> int:
 
 
 def match_ground_truth(
-    image_paths: Iterable[str | os.PathLike], gt_paths: Iterable[str | os.PathLike]
+    image_paths: Iterable[str | os.PathLike], gt_paths: Iterable[str | os.PathLike], *,
+    ambiguous: dict[Path, str] | None = None,
 ) -> dict[Path, Path]:
     """Pair images with ground-truth files by file stem.
 
@@ -91,6 +92,9 @@ def match_ground_truth(
     case-insensitively; last, an image and a ground-truth file whose stems differ only in a trailing role word
     (``001cell.png`` and ``dots/001dots.png``, the VGG cells layout: :func:`cellcount.io.word_base`). Among several candidates the one in the image's folder wins, then one in a
     sibling folder, then the suffix order of ``GROUND_TRUTH_SUFFIXES`` (labels before masks before dots).
+    A file serves one image: the image it lies closest to; where several images lie equally close
+    (``labels/A01.tif`` beside ``images/plate1/A01.png`` and ``images/plate2/A01.png``) none takes it, and
+    ``ambiguous``, when given, receives why for each of them.
 
     Returns
     -------
@@ -135,12 +139,32 @@ def match_ground_truth(
 
     result: dict[Path, Path] = {}
     images = [Path(item) for item in image_paths]
+    options: dict[Path, list[tuple[int, int, str, Path]]] = {}
     for image in images:
         cands = usable(image, exact.get(image.stem, []))
         if not cands:
             cands = usable(image, folded.get(image.stem.lower(), []))
-        if cands:
-            result[image] = cands[0][4]
+        options[image] = cands
+    # a file that several images would take (two plates' A01.png, one labels/A01.tif) serves the closest one; a
+    # tie serves none: each plate's image was scored against the one file in silence (a facility tester)
+    claims: dict[Path, list[tuple[tuple[int, int], Path]]] = {}
+    for image, cands in options.items():
+        for c in cands:
+            claims.setdefault(c[4], []).append((c[:2], image))
+    owner, contested = {}, {}
+    for gt, claimants in claims.items():
+        best = min(key for key, _ in claimants)
+        top = [image for key, image in claimants if key == best]
+        (owner if len(top) == 1 else contested)[gt] = top[0] if len(top) == 1 else top
+    for image, cands in options.items():
+        mine = [c for c in cands if owner.get(c[4], image) == image and c[4] not in contested]
+        if mine:
+            result[image] = mine[0][4]
+        elif ambiguous is not None and (tied := [c[4] for c in cands if c[4] in contested]):
+            others = [p for p in contested[tied[0]] if p != image]
+            ambiguous[image] = (f"{tied[0].parent.name}/{tied[0].name} could be the ground truth of this image or of "
+                                f"{listed([(p.parent / p.name).relative_to(p.parent.parent).as_posix() for p in others])} (the same name in other folders): put each "
+                                "one's ground truth beside it, or in a labels/ tree that mirrors the images' folders")
     # after every other pairing, and only files no image took: the closest folder first, across all images
     used = set(result.values())
     offers = sorted(

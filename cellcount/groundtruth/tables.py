@@ -26,10 +26,13 @@ from .truth import MAX_COORDINATE_PX, MAX_GROUND_TRUTH_COUNT, GroundTruth, _name
 CsvSource = str | os.PathLike | bytes | IO[bytes] | IO[str]
 
 
-_FILENAME_COLUMNS = ("filename", "file_name", "file", "image", "image_name", "image_id", "name")
+_FILENAME_COLUMNS = ("filename", "file_name", "file", "image", "image_name", "image_id", "name", "path", "slice")
+"""Header names of the image's file name in a counts table (``Image Name`` reads as ``image_name``). ``slice``: Fiji's
+Analyze Particles summary (Slice, Count, Total Area ...), whose Slice is the image's title; in a table of points
+(Fiji's Multi-point Results: X, Y, Slice, Counter, Count) it is a plane's number, and the table is not one of counts."""
 
 
-_COUNT_COLUMNS = ("count", "cell_count", "n_cells", "cells")
+_COUNT_COLUMNS = ("count", "cell_count", "n_cells", "cells", "nuclei", "nuclei_count", "n_nuclei", "nucleus_count")
 _REGION_COUNT_COLUMNS = ("num detections", "num cells")
 """The number of objects in each row's region (QuPath's annotation measurements: an annotation's centroid and its
 'Num Detections'): a table of counts, never one point per row."""
@@ -165,11 +168,31 @@ def _region_count_column(header: list[str]) -> int | None:
     return next((header.index(c) for c in _REGION_COUNT_COLUMNS if c in header), None)
 
 
+def _words(header: list[str]) -> list[str]:
+    """Header names with their spaces as underscores: Excel's ``Image Name`` and ``Cell Count`` read as
+    ``image_name`` and ``cell_count``."""
+    return ["_".join(h.split()) for h in header]
+
+
+def several_counts(header: list[str]) -> list[int]:
+    """The count columns of a header when it has more than one (``n_nuclei`` and ``n_cells``, CellProfiler's
+    ``Count_Nuclei`` and ``Count_Cells``): which objects to score is the user's to say. Empty otherwise."""
+    named = [i for i, w in enumerate(_words(header)) if w in _COUNT_COLUMNS]
+    if len(named) > 1:
+        return named
+    prefixed = _prefixed_counts(header)
+    return prefixed if not named and len(prefixed) > 1 else []
+
+
 def _count_columns(header: list[str]) -> tuple[int, int] | None:
-    file_col = _name_column(header, _FILENAME_COLUMNS)
-    count_col = next((header.index(c) for c in _COUNT_COLUMNS if c in header), _region_count_column(header))
-    if count_col is None and len(_prefixed_counts(header)) == 1:  # several: which objects is the user's to say
+    words = _words(header)
+    file_col = _name_column(words, _FILENAME_COLUMNS)
+    named = [i for i, w in enumerate(words) if w in _COUNT_COLUMNS]
+    count_col = named[0] if len(named) == 1 else None if named else _region_count_column(header)
+    if count_col is None and not named and len(_prefixed_counts(header)) == 1:  # several: the user's to say
         count_col = _prefixed_counts(header)[0]
+    if file_col is not None and words[file_col] == "slice" and _point_columns(header) is not None:
+        file_col = None  # Fiji's Multi-point Results: Slice is a plane's number beside each point
     if file_col is None or count_col is None:
         return (0, 1) if _headerless_counts(header) else None
     return file_col, count_col
@@ -436,7 +459,7 @@ def _counts_by_name(name: str, text: str) -> dict[str, int]:
     cols = _count_columns(header)
     if _headerless_counts(header):  # no titles: the first row is data, its name as written
         rows = [_csv_rows(name, text, raw=True)[0], *rows]
-    if cols is None and len(several := _prefixed_counts(header)) > 1:
+    if cols is None and (several := several_counts(header)):
         raw = _csv_rows(name, text, raw=True)[0]
         raise GroundTruthError(
             f"{name}: counts of {len(several)} kinds of objects ({', '.join(raw[i] for i in several[:4])}): keep the "

@@ -235,6 +235,13 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     if is_colour and n_colours == 1 and int(a.max()) > 1:
         _warn_binary(name, "one colour", int(a.max()))
         return GroundTruth(kind="mask", count=int(a.max()), labels=a.astype(np.int32), source=source)
+    if is_colour and int(a.max()) > REUSED_COLOURS_SHARE * n_colours:
+        # a palette cycled over the objects (skimage's label2rgb: about 7 colours): touching objects of one colour
+        # are one region, so objects go missing in silence (a tester's 27 nuclei read as 26)
+        warnings.warn(f"{name}: a colour label image of {int(a.max())} objects in only {n_colours} colours (a palette "
+                      "used again for several objects): touching objects of one colour are read as one; save label "
+                      "images with one id per object (16-bit grey) or one colour per object",
+                      ReusedColoursWarning, stacklevel=2)
     values = np.unique(a[a != 0]) if a.any() else np.zeros(0, dtype=a.dtype)
     if len(values) == 1 and not is_colour:
         comps, n_comp = ndi.label(a != 0, structure=_STRUCTURE_8)
@@ -253,8 +260,27 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
 
 
+CELLPOSE_SEG_NOTE = ("Cellpose's _seg.npy is not read (it holds pickled Python objects, which a file can use to run "
+                     "code): save Cellpose's masks as PNG (its _cp_masks.png is read as a label image)")
+"""Why a Cellpose ``<image>_seg.npy`` beside the images is not used (said by the folder reader and the app)."""
+
+
+REUSED_COLOURS_SHARE = 1.5
+"""A colour label image with more objects (regions of one colour) than this many times its colours uses each
+colour for several objects: a colour per object (a few split in two) stays under it."""
+
+
+class ReusedColoursWarning(UserWarning):
+    """A colour label image whose colours each mark several objects: touching objects of one colour merge."""
+
+
 class WrappedLabelsWarning(UserWarning):
     """An 8-bit label image whose ids repeat in places apart: more than 255 objects saved as 8-bit (ids wrap)."""
+
+
+CLIPPED_REGIONS = 5
+"""Regions apart that id 255 of an 8-bit label image must mark, every other id marking one, to be read as ids
+clipped at 255 (one object with a stray pixel or two is not that)."""
 
 
 def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
@@ -269,11 +295,20 @@ def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
         return a
     # wrapped ids repeat for many ids; a stray pixel of one object, or one id used for boundaries, is not that
     id_of_region = ndi.maximum(a, split, index=np.arange(1, n + 1)).astype(np.int64)
-    if int((np.bincount(id_of_region) > 1).sum()) < 5:
+    regions_of = np.bincount(id_of_region, minlength=256)
+    if int((regions_of > 1).sum()) < 5:
+        if regions_of[255] >= CLIPPED_REGIONS and int((regions_of[1:255] > 1).sum()) == 0:
+            # ids past 255 set to 255 (Fiji's 16 -> 8-bit without scaling, a saturating cast): only 255 repeats
+            warnings.warn(f"{name}: an 8-bit label image whose id 255 marks {int(regions_of[255])} regions apart, "
+                          "every other id one: likely more than 255 objects saved in 8 bits, the ids above 255 "
+                          f"clipped to 255; read as {n} objects, one per region of one id, though touching objects "
+                          "of id 255 stay merged (save label images as 16-bit)", WrappedLabelsWarning, stacklevel=3)
+            return split.astype(np.int64)
         return a
     warnings.warn(f"{name}: an 8-bit label image whose ids repeat in {n - n_ids} place(s) apart: likely more than "
-                  f"255 objects saved in 8 bits, their ids wrapped; read as {n} objects, one per region of one id "
-                  "(save label images as 16-bit)", WrappedLabelsWarning, stacklevel=3)
+                  f"255 objects saved in 8 bits, their ids wrapped; read as {n} objects, one per region of one id, "
+                  "though objects whose id wrapped to 0 (256, 512 ...) are lost as background (save label images "
+                  "as 16-bit)", WrappedLabelsWarning, stacklevel=3)
     return split.astype(np.int64)
 
 
