@@ -229,3 +229,17 @@ def test_a_slide_with_an_empty_centre_still_has_its_nucleus_size(tmp_path, draw_
     path, _ = _corner_nuclei(tmp_path, draw_disks, radius=18)
     plan = blocks.plan_blocks(path, cc.load_model("unet-mask"), None, block_px=300, overlap_px=64)
     assert plan.estimated_diameter_px is not None and 28 < plan.estimated_diameter_px < 46, plan.estimated_diameter_px
+
+
+def test_blocks_that_split_differently_flag_the_image_saying_how_to_count_alike():
+    """Split mode auto decides per block: a crowded sample's blocks split 3 one way, 1 the other, and counted 240
+    where the whole image counted 252, with nothing but split_used to say so (a tester)."""
+    from types import SimpleNamespace
+
+    from cellcount.blocks import _mixed_split_note
+
+    parts = [SimpleNamespace(split_used=s) for s in ("borders", "both", "borders", "borders")]
+    note = _mixed_split_note(parts)
+    assert "split mode auto: borders 3, both 1" in note and "borders or both" in note
+    assert _mixed_split_note([SimpleNamespace(split_used="both")] * 3) is None
+    assert _mixed_split_note([SimpleNamespace(split_used=None)] * 2) is None
