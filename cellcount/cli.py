@@ -791,7 +791,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.acting(model.output_kind),
                 **({"plane": args.plane} if args.plane is not None else {}),
                 **({"blocks": blocks} if (blocks := _blocks_record(args)) is not None else {})}
-    if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # workers choose on their machines
+    if isinstance(model, NetModel) and args.workers and backend and backend != "auto":  # every local worker runs it
+        settings["backend"] = backend
+    if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # else workers choose on their machines
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
         settings["backend"] = model.backend_in_use(backend)[0]
         before = _previous_backends(args.out) if done else []
@@ -816,7 +818,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     counts_out = objects_out = regions_out = index_out = None
     cluster = None
     if args.workers or args.scheduler:
-        cluster = _start_cluster(args)
+        cluster = _start_cluster(args, backend)
         if isinstance(cluster, str):
             print(f"error: {cluster}", file=sys.stderr)
             return 2
@@ -1018,8 +1020,9 @@ def _check_cluster_options(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _start_cluster(args: argparse.Namespace):
-    """A Dask client (local workers or a running scheduler), or a message saying why not."""
+def _start_cluster(args: argparse.Namespace, backend: str | None = None):
+    """A Dask client (local workers or a running scheduler), or a message saying why not; local workers run
+    ``backend`` when one was asked for."""
 
     # worker restarts and slow shutdowns are handled, not news: Dask logs errors only (workers read it too)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
@@ -1032,7 +1035,7 @@ def _start_cluster(args: argparse.Namespace):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
         if args.workers:
-            client = local_cluster(args.workers)
+            client = local_cluster(args.workers, backend=backend)
             client.wait_for_workers(args.workers, timeout=120)
         else:
             client = connect(args.scheduler)

@@ -68,9 +68,11 @@ def _workers_ignore_ctrl_c():
         signal.signal(signal.SIGINT, before)
 
 
-def local_cluster(n_workers: int, *, cores: int | None = None, memory_limit: str = "auto"):
+def local_cluster(n_workers: int, *, cores: int | None = None, memory_limit: str = "auto", backend: str | None = None):
     """A :class:`distributed.Client` on ``n_workers`` local worker processes (closed with ``client.close()``,
-    which also stops the cluster). Each worker runs one task at a time with ``cores // n_workers`` threads."""
+    which also stops the cluster). Each worker runs one task at a time with ``cores // n_workers`` threads.
+    ``backend``: the inference backend every worker runs (``count --backend``); None or "auto": each worker's
+    own choice, timed with its thread count (:mod:`cellcount.models.autotune`)."""
     from distributed import Client, LocalCluster
 
     if n_workers < 1:
@@ -78,6 +80,10 @@ def local_cluster(n_workers: int, *, cores: int | None = None, memory_limit: str
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // n_workers)
     env = {THREADS_ENV: str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if backend and backend != "auto":  # --backend reached the parent only: its workers chose their own
+        from .models.autotune import BACKEND_ENV
+
+        env[BACKEND_ENV] = backend
     with _workers_ignore_ctrl_c():
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                memory_limit=memory_limit, env=env)

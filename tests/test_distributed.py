@@ -160,3 +160,23 @@ def test_an_image_counted_by_blocks_reports_each_block(cluster, tmp_path):
     assert len(rows) == 1 and rows[0].status == "ok"
     n = seen[-1][2]
     assert n > 1 and seen == [("big.tif", k, n) for k in range(1, n + 1)]
+
+
+def test_local_workers_run_the_backend_asked_for(monkeypatch):
+    """`count --backend X --workers N`: the option reached the parent only, and each worker timed its own backend
+    (with its thread count), so the rows could differ from in-process ones by an object or two (a tester)."""
+    import distributed
+
+    seen = {}
+
+    class Cluster:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr(distributed, "LocalCluster", Cluster)
+    monkeypatch.setattr(distributed, "Client", lambda cluster: type("C", (), {})())
+    local_cluster(2, cores=2, backend="onnxruntime")
+    assert seen["env"]["CELLCOUNT_BACKEND"] == "onnxruntime"
+    seen.clear()
+    local_cluster(2, cores=2, backend="auto")
+    assert "CELLCOUNT_BACKEND" not in seen["env"]
