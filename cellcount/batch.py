@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .errors import CellcountError, ChannelError, ImageReadError, ParameterError, PlaneError, error_text
@@ -125,6 +126,23 @@ def labelled_uploads(
                          + [(text, "uploaded more than once: used once") for text in found.duplicates])
 
 
+def _grey_planes_tiff(src: Any) -> bool:
+    """Whether ``src`` is a TIFF whose several images per pixel may be planes saved without their axes, which the
+    reader takes as channels: not a colour picture's, or stored one image after another (``tifffile.imwrite`` of a
+    (3, H, W) stack writes an RGB TIFF so, planar). A camera's RGB picture (pixel-interleaved) in a folder of
+    stacks is no stack whose plane went unread."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src) as tif:
+            page = tif.pages[0]
+            return (page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+                    or page.photometric not in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.PALETTE,
+                                                tifffile.PHOTOMETRIC.YCBCR))
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, TypeError):
+        return False
+
+
 def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
                     max_pixels: int) -> tuple[Any, str | None, CountParams, int | str | None]:
     """The image of one batch item (only ``p.channel`` decoded), its note, the params to count it with (with the
@@ -137,13 +155,14 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
         raise ImageReadError(f"{name}: {why}")  # an upload's bytes carry no name for the reader to say it by
     notes: list[str] = []
     channel = p.channel
+    dropped = None
     for _ in range(3):  # at most: the plane dropped, then the channel
         try:
             image, planes = read_image_planes(src, channel=channel, page=page, max_pixels=max_pixels)
         except PlaneError as err:
             if err.n_planes != 1 or page is None:
                 raise
-            page = None
+            dropped, page = page, None
             continue
         except ChannelError as err:
             if err.n_channels != 1 or channel is None:
@@ -152,6 +171,13 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
             continue
         if page is None and planes is not None:
             notes.append(planes_note(name, planes))
+        if (dropped is not None and channel is None and np.ndim(image) == 3 and np.shape(image)[2] > 1
+                and _grey_planes_tiff(src)):
+            # a z-stack saved without its axes (tifffile.imwrite of a (3, H, W) array) reads as channels: the plane
+            # asked for was dropped in silence and the count made on the planes' mean
+            notes.append(f"plane {dropped} was asked for, but this file holds one plane with {np.shape(image)[2]} "
+                         "channels (its images are read as channels: no Z axis is recorded); if they are z planes, "
+                         "count one with the channel option (count --channel N)")
         elif isinstance(page, str) and (caution := projection_note(name, planes)):  # said, not flagged: as on Count
             logger.warning("%s", caution)
         # a channel selected while reading is counted as the (H, W) plane it gave

@@ -138,6 +138,22 @@ def test_count_many_flags_a_stack_counted_from_one_plane(classical):
     assert "z-planes" not in str(df.loc[1, "check_reasons"])
 
 
+def test_a_plane_asked_of_a_stack_saved_without_its_axes_is_said_not_applied(classical):
+    """tifffile.imwrite of a (3, H, W) stack reads as 3 channels: --plane 1 was dropped in silence and the planes'
+    mean counted (a tester). A camera's RGB TIFF in the same folder is no such stack: nothing said of it."""
+    stack = np.zeros((3, 32, 32), np.uint8)
+    stack[1, 8:14, 8:14] = 200
+    bare, rgb = io.BytesIO(), io.BytesIO()
+    tifffile.imwrite(bare, stack)
+    tifffile.imwrite(rgb, np.moveaxis(stack, 0, -1), photometric="rgb")
+    df = counts_frame(list(count_many([("bare.tif", bare.getvalue()), ("rgb.tif", rgb.getvalue())], classical,
+                                      page=1)))
+    assert df["status"].tolist() == ["ok", "ok"]
+    assert bool(df.loc[0, "check"]) and "plane 1 was asked for, but this file holds one plane with 3 channels" in \
+        df.loc[0, "check_reasons"]
+    assert "plane 1 was asked" not in str(df.loc[1, "check_reasons"])
+
+
 def test_count_file_counts_one_file_as_the_command_line_does(classical, tmp_path):
     """A tester's z-stack counted through the Python API (read_image, then count_image) was not flagged, where the
     command line flagged it: count_file reads the file as a batch does (its plane, its pixel size, its note)."""
