@@ -415,14 +415,14 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     ``--resume`` keeps them (a tester's object table lost the rows of the images counted again)."""
     import pandas as pd
 
-    from .csvout import keep_copy
+    from .csvout import delimiter, keep_copy
 
     resumed = _resume_plan(args, model, params, files)
     if isinstance(resumed, str):
         return resumed
     out = Path(args.out)
     try:
-        old = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=["file", "status"])
+        old = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=["file", "status"], sep=delimiter(out))
     except (OSError, ValueError, pd.errors.ParserError):
         return resumed
     again = set(old.loc[old["status"] == "ok", "file"]) - set(resumed[3])
@@ -448,13 +448,13 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     import pandas as pd
 
     from .batch import COUNT_COLUMNS
-    from .csvout import escape_cell
+    from .csvout import delimiter, escape_cell
 
     out = Path(args.out)
     if not out.is_file():
         return None, None, None, set()
     try:
-        old = pd.read_csv(out, dtype=str, keep_default_na=False)
+        old = pd.read_csv(out, dtype=str, keep_default_na=False, sep=delimiter(out))
     except (OSError, ValueError, pd.errors.ParserError) as err:
         return f"--resume: cannot read {out}: {err}"
     old = old.rename(columns={"quality_score": "check_score"})  # the column's name before 2026-12-04
@@ -495,6 +495,13 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
         previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         previous = {}
+    if isinstance(previous, dict) and previous.get("out", out.name) != out.name:
+        # cc.csv and cc.tsv share cc.settings.json: the other run's record said cc.csv was counted with another model
+        if not args.quiet:
+            print(f"note: --resume: {_settings_path(out).name} records the run into {previous['out']}, not {out.name} "
+                  "(outputs named alike but for their extension share it); counting all images again: give outputs "
+                  "names that differ before the extension", file=sys.stderr)
+        return None, None, None, set()
     if isinstance(previous, dict) and previous.get("model", model.name) != model.name:
         print(f"note: --resume: {out} was counted with {previous.get('model')}, not {model.name}; counting all "
               "images again", file=sys.stderr)
@@ -569,8 +576,10 @@ def _kept_rows(path, what: str, files: set[str]):
     read (then everything is counted again), a message when it is not such a CSV."""
     import pandas as pd
 
+    from .csvout import delimiter
+
     try:
-        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False, sep=delimiter(path))
     except (OSError, ValueError, pd.errors.ParserError):
         print(f"note: --resume: no readable {what} CSV {path}; counting all images again", file=sys.stderr)
         return False
@@ -788,7 +797,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
               file=sys.stderr)
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print("backend: {} ({})".format(*model.backend_in_use(backend)), file=sys.stderr)
-    settings = {"model": model.name, "model_sha256": model.card.sha256, "params": params.acting(model.output_kind),
+    settings = {"model": model.name, "model_sha256": model.card.sha256, "out": Path(args.out).name,
+                "params": params.acting(model.output_kind),
                 **({"plane": args.plane} if args.plane is not None else {}),
                 **({"blocks": blocks} if (blocks := _blocks_record(args)) is not None else {})}
     if isinstance(model, NetModel) and args.workers and backend and backend != "auto":  # every local worker runs it

@@ -71,9 +71,19 @@ def safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def csv_text(df: pd.DataFrame, *, header: bool = True) -> str:
+TAB_SEPARATED = (".tsv", ".tab")
+"""Output names written tab-separated (Excel opens a ``.tsv`` expecting tabs: a comma-separated one showed each
+row in one cell)."""
+
+
+def delimiter(path: str | os.PathLike) -> str:
+    """The field separator a table written to ``path`` gets, and is read back with: a tab for ``.tsv``."""
+    return "\t" if Path(path).suffix.lower() in TAB_SEPARATED else ","
+
+
+def csv_text(df: pd.DataFrame, *, header: bool = True, sep: str = ",") -> str:
     """``df`` as CSV text (no index), formula-safe: the one formatting every CSV writer uses."""
-    return safe_frame(df).to_csv(index=False, header=header, lineterminator="\n")
+    return safe_frame(df).to_csv(index=False, header=header, lineterminator="\n", sep=sep)
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
@@ -228,7 +238,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` as a formula-safe CSV, atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, csv_text(df).encode("utf-8"))  # a file for pipelines: no byte-order mark (CsvStream's)
+    atomic_write_bytes(path, csv_text(df, sep=delimiter(path)).encode("utf-8"))  # for pipelines: no byte-order mark
 
 
 def keep_copy(path: str | os.PathLike) -> Path:
@@ -287,6 +297,7 @@ class CsvStream:
         empty_columns: Sequence[str] | None = None,
     ) -> None:
         self.path = write_target(path)
+        self.sep = delimiter(self.path)
         self.columns: list[str] | None = list(columns) if columns is not None else None
         self._empty_columns = list(empty_columns) if empty_columns is not None else None
         self.n_rows = 0
@@ -297,10 +308,10 @@ class CsvStream:
         self._dirty = False
         if keep is not None and len(keep.columns):
             self.columns = self.columns or [str(c) for c in keep.columns]
-            self._fh.write(keep.reindex(columns=self.columns).to_csv(index=False, lineterminator="\n"))
+            self._fh.write(keep.reindex(columns=self.columns).to_csv(index=False, lineterminator="\n", sep=self.sep))
             self.n_rows = len(keep)
         elif self.columns is not None:
-            self._fh.write(pd.DataFrame(columns=self.columns).to_csv(index=False, lineterminator="\n"))
+            self._fh.write(pd.DataFrame(columns=self.columns).to_csv(index=False, lineterminator="\n", sep=self.sep))
         self._publish()
 
     def append(self, df: pd.DataFrame | Iterable[dict[str, Any]], *, publish: bool | None = None) -> bool:
@@ -314,7 +325,7 @@ class CsvStream:
         if header:
             self.columns = [str(c) for c in frame.columns]
         if self.columns is not None and (len(frame) or header):
-            self._fh.write(csv_text(frame.reindex(columns=self.columns), header=header))
+            self._fh.write(csv_text(frame.reindex(columns=self.columns), header=header, sep=self.sep))
             self.n_rows += len(frame)
             self._dirty = True
         if publish is None:
@@ -351,7 +362,7 @@ class CsvStream:
         try:
             if self.columns is None and self._empty_columns is not None:
                 self.columns = self._empty_columns
-                self._fh.write(csv_text(pd.DataFrame(columns=self.columns)))
+                self._fh.write(csv_text(pd.DataFrame(columns=self.columns), sep=self.sep))
                 self._dirty = True
             if order is not None and self.n_rows > 1:
                 try:

@@ -891,3 +891,28 @@ def test_the_summary_says_how_much_of_the_total_is_in_flagged_images(samples_dir
     flagged = int(rows.loc[rows["check"], "count"].sum())
     assert f"{int(rows['check'].sum())} flagged 'check this image' (columns check, check_reasons), {flagged} of the " \
            "total in them" in capsys.readouterr().out
+
+
+def test_a_tsv_output_is_tab_separated_and_resumes(samples_dir, tmp_path, capsys):
+    """`--out counts.tsv` was written comma-separated: Excel showed each row in one cell (a tester)."""
+    a, b = str(samples_dir / "s01_sparse_small.png"), str(samples_dir / "s03_large_nuclei.png")
+    out, objects = tmp_path / "c.tsv", tmp_path / "objects.tsv"
+    assert main(["count", a, "--model", "classical-otsu", "--out", str(out), "--objects", str(objects), "-q"]) == 0
+    assert out.read_text().splitlines()[0].startswith("file\tmodel\tcount\t")
+    assert objects.read_text().splitlines()[0].startswith("file\tlabel\t")
+    assert main(["count", a, b, "--model", "classical-otsu", "--out", str(out), "--objects", str(objects),
+                 "--resume"]) == 0
+    assert "1 image(s) already counted with these settings, 1 to go" in capsys.readouterr().err
+    rows = pd.read_csv(out, sep="\t")
+    assert sorted(rows["file"]) == sorted([a, b]) and (rows["status"] == "ok").all()
+    assert set(pd.read_csv(objects, sep="\t")["file"]) == {a, b}
+
+
+def test_resume_of_an_output_whose_settings_file_another_output_wrote_says_so(samples_dir, tmp_path, capsys):
+    """cc.csv and cc.tsv share cc.settings.json: resuming cc.csv said it was counted with the other run's model."""
+    a = str(samples_dir / "s01_sparse_small.png")
+    assert main(["count", a, "--model", "classical-otsu", "--out", str(tmp_path / "cc.csv"), "-q"]) == 0
+    assert main(["count", a, "--model", "classical-otsu", "--out", str(tmp_path / "cc.tsv"), "-q"]) == 0
+    assert main(["count", a, "--model", "classical-otsu", "--out", str(tmp_path / "cc.csv"), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "cc.settings.json records the run into cc.tsv, not cc.csv" in err and "was counted with" not in err
