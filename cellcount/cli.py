@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--remove", metavar="NAME", help="delete a model you trained (its folder in the user models "
                    "folder); shipped models cannot be removed")
     r = sub.add_parser("runs", help="list past runs (the history in the user's data folder) or export one")
-    r.add_argument("--limit", type=int, default=20, help="how many of the latest runs to list (default 20)")
+    r.add_argument("--limit", type=_at_least_one, default=20, help="how many of the latest runs to list (default 20)")
     r.add_argument("--show", type=int, metavar="ID", help="print one run's record (settings, inputs) as JSON")
     r.add_argument("--export", type=int, metavar="ID", help="write one run's per-image rows as CSV to --out")
     r.add_argument("--settings-out", metavar="FILE",
@@ -1055,6 +1055,17 @@ def _start_cluster(args: argparse.Namespace, backend: str | None = None):
         how = f"{args.workers} local worker(s)" if args.workers else f"the cluster at {args.scheduler}"
         print(f"note: counting on {how}", file=sys.stderr)
     return client
+
+
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``runs --limit 0`` said "no runs recorded yet")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -916,3 +916,10 @@ def test_resume_of_an_output_whose_settings_file_another_output_wrote_says_so(sa
     assert main(["count", a, "--model", "classical-otsu", "--out", str(tmp_path / "cc.csv"), "--resume"]) == 0
     err = capsys.readouterr().err
     assert "cc.settings.json records the run into cc.tsv, not cc.csv" in err and "was counted with" not in err
+
+
+def test_runs_limit_below_one_is_refused(capsys):
+    """`runs --limit 0` said "no runs recorded yet" over a history of 24 runs (a tester)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["runs", "--limit", "0"])
+    assert stop.value.code == 2 and "--limit: must be at least 1, got 0" in capsys.readouterr().err

@@ -380,6 +380,10 @@ def test_a_model_name_in_other_case_is_suggested():
     with pytest.raises(ModelNotFoundError) as err:
         load_model("no-such-model")
     assert "did you mean" not in str(err.value)
+    # a typo or the other separator: the close name too (a tester's unet-mask-variied got only the list)
+    for typed, meant in (("unet-mask-variied", "unet-mask-varied"), ("unet_mask", "unet-mask")):
+        with pytest.raises(ModelNotFoundError, match=rf"unknown model '{typed}' \(did you mean '{meant}'\?\)"):
+            load_model(typed)
 
 
 def test_a_fine_tune_made_before_cards_listed_training_images_inherits_its_bases():

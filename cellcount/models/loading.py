@@ -228,6 +228,12 @@ def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> P
         # names are told apart case-insensitively when saved, so one spelt in other case is the one meant
         same = [n for n in names if n.casefold() == str(name_or_path).casefold()]
         hint = f" (did you mean {same[0]!r}? model names are case-sensitive)" if same else ""
+        if not same:  # a typo (unet-mask-variied) or the other separator (unet_mask)
+            import difflib
+
+            given_key = str(name_or_path).casefold().replace("_", "-")
+            close = difflib.get_close_matches(given_key, [n.casefold() for n in names], n=1, cutoff=0.8)
+            hint = next((f" (did you mean {n!r}?)" for n in names if close and n.casefold() == close[0]), "")
         raise ModelNotFoundError(f"unknown model {str(name_or_path)!r}{hint}; valid models: {', '.join(names)}")
     return folder
 
