@@ -809,7 +809,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         before = _previous_backends(args.out) if done else []
         if set(before) - {settings["backend"]}:  # kept rows ran with another: the record names every one
             settings["backends_of_resumed_rows"] = before
-            if not args.quiet:
+            if not args.quiet and todo:  # nothing left to count: no "rest" counted with anything
                 others = " and ".join(b for b in before if b != settings["backend"])
                 print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
                       f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)

@@ -290,4 +290,8 @@ def _text_table(df: pd.DataFrame) -> str:
             shown[c] = shown[c].map(lambda v: f"{v:.0f}")
         elif pd.api.types.is_float_dtype(shown[c]):
             shown[c] = shown[c].map(lambda v: "—" if not np.isfinite(v) else f"{v:.2f}")
-    return shown.to_string(index=False)
+    # headers of several words ran together ("images flagged model ms per image"): two spaces between columns
+    widths = [max(len(str(c)), *(len(str(v)) for v in shown[c])) for c in shown.columns]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(shown.columns, widths, strict=True))]
+    lines += ["  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=True)) for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
