@@ -45,6 +45,8 @@ class JobSnapshot:
     elapsed_s: float
     result: FinetuneResult | None = None
     error: str | None = None
+    cancelled_by: str | None = None
+    """Who asked the run to stop, where the caller said (the app: "another tab" for a run started elsewhere)."""
 
     @property
     def running(self) -> bool:
@@ -75,6 +77,7 @@ class _Threaded:
         self._status = "running"
         self._t0 = time.time()
         self._t_end: float | None = None
+        self._cancelled_by: str | None = None
 
     def _start_thread(self) -> None:
         self._t0 = time.time()
@@ -84,8 +87,11 @@ class _Threaded:
     def _run(self) -> None:
         raise NotImplementedError
 
-    def cancel(self) -> None:
-        """Ask the work to stop at its next stopping point (see the job's class)."""
+    def cancel(self, by: str | None = None) -> None:
+        """Ask the work to stop at its next stopping point (see the job's class); ``by``: who asked, said to the
+        one who started it (a run cancelled from a second tab read as if its owner had cancelled it)."""
+        with self._lock:
+            self._cancelled_by = self._cancelled_by or by
         self._cancel.set()
 
     @property
@@ -155,7 +161,7 @@ class FinetuneJob(_Threaded):
             end = self._t_end if self._t_end is not None else time.time()
             return JobSnapshot(status=self._status, name=self.name, base=str(self.base), progress=self._progress,
                                losses=tuple(self._losses), started_s=self._t0, elapsed_s=end - self._t0,
-                               result=self._result, error=self._error)
+                               result=self._result, error=self._error, cancelled_by=self._cancelled_by)
 
 
 class JobBoard:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -143,9 +144,15 @@ def show_result(s: JobSnapshot) -> None:
         st.error(f"The fine-tune of {s.name} failed: {s.error}", icon=":material/error:")
         return
     if s.status == "cancelled":
-        st.info(f"The fine-tune of {s.name} was cancelled after {clock(s.elapsed_s)}; nothing was saved.")
+        where = (" from a tab or browser other than the one that started it" if s.cancelled_by == ELSEWHERE
+                 else "")
+        st.info(f"The fine-tune of {s.name} was cancelled{where} after {clock(s.elapsed_s)}; nothing was saved.")
         return
     res = s.result
+    if not Path(res.folder).is_dir():  # deleted since (Models page, here or in another tab)
+        st.info(f"**{res.name}** was saved, then deleted (on the Models page, here or in another tab): it is in no "
+                "model list any more.", icon=":material/delete:")
+        return
     st.success(
         f"**{res.name}** is saved in `{res.folder}` ({res.steps} steps in {res.precision}, {clock(res.seconds)}). It "
         "is in the model list of every page (Count, Batch, Evaluate, Compare); its card, with these figures, is on "
@@ -208,6 +215,10 @@ def last_run_text(s: JobSnapshot) -> str:
             f"or in another) {what}.")
 
 
+ELSEWHERE = "elsewhere"
+"""Who cancelled a run from a tab that did not start it (its outcome says so to the one that did)."""
+
+
 def started_here(job) -> bool:
     """Whether this session started ``job`` (not followed it from another tab or before a reload)."""
     return st.session_state.get(f"{P}__started") == job.job_id
@@ -235,9 +246,13 @@ def job_panel(board: JobBoard, me: str) -> None:
                                 key=f"{P}_loss")
             if job.cancel_requested:
                 st.info("Cancelling: the run stops after the current step.")
-            else:
-                st.button("Cancel" if not elsewhere else "Cancel this run (started elsewhere)", key=f"{P}_cancel",
-                          on_click=job.cancel, icon=":material/cancel:")
+            elif not elsewhere:
+                st.button("Cancel", key=f"{P}_cancel", on_click=job.cancel, icon=":material/cancel:")
+            else:  # someone else may be following it: one click from a second tab cancelled it without a word
+                sure = st.checkbox("I want to stop this run, which may be someone else's", key=f"{P}_cancel_sure")
+                st.button("Cancel this run (started elsewhere)", key=f"{P}_cancel", on_click=job.cancel,
+                          kwargs={"by": ELSEWHERE}, icon=":material/cancel:", disabled=not sure,
+                          help="Whoever started it is told it was cancelled from another tab or browser.")
             st.caption("It keeps running if you open other pages; come back here to follow it.")
             return
         if was_running:

@@ -80,6 +80,12 @@ def start(at: AppTest, *, name: str, steps: int) -> AppTest:
     return at
 
 
+def _saved(folder: Path) -> Path:
+    """A stand-in fine-tune's model folder, there as a saved model's is (the page says when it was deleted)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def wait_until(at: AppTest, done, timeout_s: float = 120) -> AppTest:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -140,6 +146,14 @@ def test_upload_train_result_and_new_model_everywhere(tiny_models):
     assert any(f"Showing **{held[0]}**, which you uploaded earlier" in c.value for c in at.caption)
     assert at.session_state["count_upload_kept"][0][0].name == held[0]
     at.switch_page("pages/train.py").run()
+    # deleted since (Models page): the outcome no longer says it is saved, nor offers "Count with" it (a tester's
+    # button opened Count with the default model, in silence)
+    from cellcount.models.loading import remove_user_model
+
+    remove_user_model("my-cells")
+    at.run()
+    assert not at.success and not any(b.key == "train_use" for b in at.button)
+    assert any("**my-cells** was saved, then deleted" in i.value for i in at.info)
     at.button(key="train_clear").click().run()
     assert not at.success
     at.file_uploader(key="train_files").set_value(list(images))
@@ -181,8 +195,13 @@ def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
         assert any("Started in another tab or browser on this app's server (yours, or someone else's" in c.value
                    for c in view.caption)
         assert view.get("progress") and any(b.key == "train_cancel" for b in view.button)
+    # someone else's run: one click from a second tab cancelled it, and its owner read "was cancelled" as if
+    # they had done it (a tester): a confirmation first, and the owner is told where it came from
+    assert reloaded.button(key="train_cancel").disabled
+    reloaded.checkbox(key="train_cancel_sure").check().run()
     reloaded.button(key="train_cancel").click().run()
     at = wait_until(at, lambda a: any("was cancelled" in i.value for i in a.info))
+    assert any("was cancelled from a tab or browser other than the one that started it" in i.value for i in at.info)
     reloaded = wait_until(reloaded, lambda a: any("was cancelled" in i.value for i in a.info))
     assert "never-saved" not in list_models()
     assert not at.button(key="train_start").disabled
@@ -344,7 +363,7 @@ def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, 
 
     def worse(base, data, *, name, **kwargs):
         return FinetuneResult(
-            folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={"mae": 2.0, "n": 2},
+            folder=_saved(tmp_path / name), name=name, steps=1, seconds=1.0, before={"mae": 2.0, "n": 2},
             after={"mae": 9.0, "n": 2}, paired={"difference": 7.0, "low": 5.0, "high": 9.0},
             holdout_files=["a.png", "b.png"], holdout_counts=[{"file": "a.png", "true": 10, "before": 9, "after": 1},
                                                               {"file": "b.png", "true": 10, "before": 11, "after": 19}],
@@ -369,7 +388,7 @@ def test_one_held_out_image_says_too_few_and_a_worse_count_still_warns(tiny_mode
     from cellcount.finetune import FinetuneResult
 
     monkeypatch.setattr(jobs, "finetune", lambda base, data, *, name, **kw: FinetuneResult(
-        folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={"mae": 3.0, "n": 1},
+        folder=_saved(tmp_path / name), name=name, steps=1, seconds=1.0, before={"mae": 3.0, "n": 1},
         after={"mae": 9.0, "n": 1}, paired={"difference": 6.0, "low": float("nan"), "high": float("nan")},
         holdout_files=["a.png"], holdout_counts=[{"file": "a.png", "true": 80, "before": 77, "after": 71}]))
     images, csvs, _ = _set(2)
@@ -515,7 +534,7 @@ def test_kept_base_weights_are_reported_as_such(tiny_models, monkeypatch, tmp_pa
     from cellcount.finetune import FinetuneResult
 
     monkeypatch.setattr(jobs, "finetune", lambda base, data, *, name, **kw: FinetuneResult(
-        folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={"mae": 2.0, "n": 2},
+        folder=_saved(tmp_path / name), name=name, steps=1, seconds=1.0, before={"mae": 2.0, "n": 2},
         after={"mae": 9.0, "n": 2}, paired={"difference": 7.0, "low": 5.0, "high": 9.0}, kept_base=True,
         holdout_files=["a.png", "b.png"], holdout_counts=[{"file": "a.png", "true": 10, "before": 9, "after": 1},
                                                           {"file": "b.png", "true": 10, "before": 11, "after": 19}],
@@ -692,7 +711,7 @@ def test_a_run_that_ended_before_a_reload_is_named_on_the_new_session(tiny_model
     from cellcount.finetune import FinetuneResult
 
     monkeypatch.setattr(jobs, "finetune", lambda base, data, *, name, **kw: FinetuneResult(
-        folder=tmp_path / name, name=name, steps=1, seconds=1.0, before={}, after={}, paired={}))
+        folder=_saved(tmp_path / name), name=name, steps=1, seconds=1.0, before={}, after={}, paired={}))
     images, csvs, _ = _set(2)
     at = start(open_train(images, csvs), name="before-reload", steps=1)
     at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
