@@ -1211,12 +1211,17 @@ def test_a_broken_image_is_left_out_and_a_stack_named(tiny_model, tmp_path, draw
     frame = np.asarray(Image.open(data / "img1.png"))
     (data / "img1.png").unlink()
     tifffile.imwrite(data / "img1.tif", np.stack([frame] * 3), photometric="minisblack", metadata={"axes": "TYX"})
+    # a 20 px crop of one cell trained in silence (a tester's, alone, made weights that counted 565 for ~150)
+    Image.fromarray(np.full((20, 20), 20, np.uint8)).save(data / "tiny.png")
+    (data / "tiny_points.csv").write_text("x,y\n10,10\n")
     res = finetune(base_dir, data, name="mine-broken", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
     assert len(res.train_files) + len(res.holdout_files) == 4 and "img0.png" not in res.train_files + res.holdout_files
+    assert "tiny.png" not in res.train_files + res.holdout_files
     text = " | ".join(res.notes)
     assert "left out: img0.png" in text and "<bytes>" not in text
+    assert "left out: tiny.png: 20 x 20 px, too small to learn from or to score (at least 32 px on each side)" in text
     left = load_model(res.folder).card.training["data"]["left_out"]  # the card says what was not used, and why
-    assert len(left) == 1 and left[0].startswith("img0.png: ")
+    assert len(left) == 2 and left[0].startswith("img0.png: ")
     assert "img1.tif: the file holds 3 time points; only the first was used" in text
     # the command saves the model and exits 1, as count and evaluate do when they left a file out
     from cellcount import finetune as ft
