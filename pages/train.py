@@ -482,7 +482,9 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes", persist_state=sh.PERSIST,
                              help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
                              f"enough for 32 images of 256 × 256 px on a laptop CPU. A faster CPU stops after "
-                             f"{DEFAULT_MAX_STEPS} training steps.")
+                             f"{DEFAULT_MAX_STEPS} training steps. It must leave at least a minute of training after "
+                             "reading and scoring your images (about 1.5-2.5 minutes for a dozen images): a shorter "
+                             "one is refused as the run starts, naming the budget it needs.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
     # the proposal follows the set until the user types their own: the 0 proposed for one dotted image stayed as
     # more were dotted, and the run had no before/after score and no fallback to the base (a tester)
