@@ -579,6 +579,30 @@ def test_an_image_with_far_fewer_dots_than_cells_is_named_before_training(tiny_m
     assert not any("Fewer dots than cells?" in w.value for w in at.warning), "dotted enough: no warning"
 
 
+def test_a_held_out_image_with_far_fewer_dots_than_cells_is_named_under_the_result(tiny_models, monkeypatch,
+                                                                                     tmp_path):
+    """A tester's image of 3 dots (about 150 cells) was drawn as the held-out one: MAE 158 -> 562 and errors of
+    5275% against "true = 3", the warning given before Start long gone."""
+    import cellcount.jobs as jobs
+    from cellcount.finetune import FinetuneResult
+
+    images, _, points = _set(2)
+    at = open_train(images)
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    full, thin = sorted(keys)
+    at.session_state["train__points"] = {keys[full]: points[full], keys[thin]: points[thin][:2]}
+    at.session_state["train__guesses"] = {keys[thin]: ("tiny-mask", 40)}
+    at.run()
+    monkeypatch.setattr(jobs, "finetune", lambda base, data, *, name, **kw: FinetuneResult(
+        folder=_saved(tmp_path / name), name=name, steps=1, seconds=1.0, before={"mae": 30.0, "n": 1},
+        after={"mae": 35.0, "n": 1}, paired={}, holdout_files=[thin], train_files=[full],
+        holdout_counts=[{"file": thin, "true": 2, "before": 32, "after": 37}]))
+    at = start(at, name="thin-held", steps=1)
+    at = wait_until(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    said = [w.value for w in at.warning if "held-out image(s) had far fewer dots than cells" in w.value]
+    assert len(said) == 1 and f"{thin} (2 dots; tiny-mask finds about 40)" in said[0], [w.value for w in at.warning]
+
+
 def test_dots_clicked_on_an_image_that_gets_label_images_are_said_to_be_unused(tiny_models):
     """A tester's clicked dots vanished without a word when the image's label image was uploaded."""
     images, _, points = _set(2)
