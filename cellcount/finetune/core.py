@@ -885,13 +885,18 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
         counts = [{"file": str(f), "true": float(t), "before": float(b), "after": float(a)}
                   for f, t, b, a in zip(rb.per_image["file"], rb.per_image["true"], rb.per_image["pred"],
                                         ra.per_image["pred"])]
-        if kind != "density" and params != base_params:
-            # the base's weights with the new settings (input and postprocessing): how much of the change the
-            # settings alone make (a tester's 11-step fine-tune went 129 -> 5, mostly its re-tuned min. area); a
-            # density fine-tune's one setting, its count gain, belongs to its new weights
+        from ..params import INPUT_FIELDS
+
+        # the base's weights with the new settings (input and postprocessing): how much of the change the settings
+        # alone make (a tester's 11-step fine-tune went 129 -> 5, mostly its re-tuned min. area). A density
+        # fine-tune's postprocessing, its count gain, belongs to its new weights; its input settings (the image
+        # inverted, the nucleus size read) do not (a tester's 12-step mbm fine-tune went 107.7 -> 8.8, unexplained)
+        alone = params if kind != "density" else base_params.replace(
+            **{f: getattr(params, f) for f in INPUT_FIELDS})
+        if alone != base_params:
             report(FinetuneProgress("evaluate", message="scoring the base's weights with the new settings"))
-            rs = evaluate_predictions(predict_pairs(held_items, model, params, size_model=size_model, warn_trained=False), params,
-                                      keep_results=False)
+            rs = evaluate_predictions(predict_pairs(held_items, model, alone, size_model=size_model, warn_trained=False),
+                                      alone, keep_results=False)
             settings_only = {k: int(v) if k == "n" else float(v) for k, v in rs.summary.items() if k in keep}
     return _Scores(before, after, paired, settings_only, counts)
 
@@ -909,7 +914,7 @@ def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, score
     elif tuned.gain_text:  # said of the weights that are saved only (the base's kept: no gain, as the base counts)
         run.note(tuned.gain_text)
     if not kept_base and (text := settings_gain_note(model.name, name, after, settings_only,
-                                                     postprocessing_kept=tuned.settings_kept)):
+                                                     postprocessing_kept=tuned.settings_kept or b.kind == "density")):
         run.note(text)
     precision_hint = f" --precision {used['precision']}" if used["precision"] in PRECISIONS else ""
     if not kept_base and not keep_worse and after.get("mae", 0) > before.get("mae", math.inf):
