@@ -85,7 +85,7 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     return data
 
 
-FILE_KEYS = ("model", "model_sha256", "params", "plane", "blocks", "backend", "backends_of_resumed_rows")
+FILE_KEYS = ("model", "model_sha256", "out", "params", "plane", "blocks", "backend", "backends_of_resumed_rows")
 """What a settings file holds beside its ``params`` (the app's downloads and the CLI's ``counts.settings.json``)."""
 
 
