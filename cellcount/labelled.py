@@ -37,6 +37,7 @@ from .groundtruth import (
     WrappedLabelsWarning,
     annotations_disagree,
     check_points_fit,
+    closest_pairs,
     counts_disagree,
     disagreeing_annotations,
     holds_only_specks,
@@ -168,10 +169,11 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguou
     :data:`cellcount.io.GROUND_TRUTH_SUFFIXES` (``a_labels.tif``, ``a_mask.png``, ``a_points.csv`` ...).
     Stems are compared exactly, then case-insensitively. Among several candidates the one sharing the
     most folders with the image wins (``plate1/labels/a.png`` for ``plate1/images/a.png``), then the
-    suffix order (labels, masks, dots, points, same name). Each ground-truth file serves one image, the one it
-    shares the most folders with; where several images share as many (``plate1/A01.png`` and ``plate2/A01.png``
-    with one ``labels/A01.tif``) none takes it, and ``ambiguous``, when given, receives why for each (images that
-    ``copies`` maps to one name are one image uploaded twice: the first of them takes it). Last, an
+    suffix order (labels, masks, dots, points, same name). Each ground-truth file serves one image, pairs taken
+    closest first (:func:`cellcount.groundtruth.closest_pairs`); where several images without one share as many
+    folders with it (``plate1/A01.png`` and ``plate2/A01.png`` with one ``labels/A01.tif``) none takes it, and
+    ``ambiguous``, when given, receives why for each (images that ``copies`` maps to one name are one image
+    uploaded twice: the first of them takes it). Last, an
     image and a ground-truth file whose stems differ only in a trailing role word pair (``001cell.png`` and
     ``001dots.png``, the VGG cells layout; :func:`cellcount.io.word_base`).
 
@@ -195,41 +197,19 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguou
         for base, rank in _gt_bases(gt):
             exact.setdefault(base, []).append((rank, gt))
             folded.setdefault(base.casefold(), []).append((rank, gt))
-    pairs: dict[str, str] = {}
-    taken: set[str] = set()
-    # a file several images would take equally (two plates' A01.png, one A01.tif) serves none of them: the upload
-    # order gave it to the first in silence; one closer to an image than to the others serves that one
-    claims: dict[str, dict[str, tuple[int, int]]] = {}
+    options: dict[str, list[tuple[tuple, str]]] = {}
     for image in images:
         stem, where = PurePosixPath(image).stem, _folder(image)
         for exactness, (table, key) in enumerate(((exact, stem), (folded, stem.casefold()))):
-            for _, gt in table.get(key, []):
-                mine = (exactness, *_closeness(where, _folder(gt)))
-                claims.setdefault(gt, {})[image] = min(mine, claims.get(gt, {}).get(image, mine))
-    owner: dict[str, list[str]] = {}  # the images that may take each file; [] for none
-    for gt, by_image in claims.items():
-        best = min(by_image.values())
-        top = [i for i, k in by_image.items() if k == best]
-        owner[gt] = top if len({(copies or {}).get(i, i) for i in top}) == 1 else []
-    for image in images:
-        stem, where = PurePosixPath(image).stem, _folder(image)
-        for table, key in ((exact, stem), (folded, stem.casefold())):
-            cands = sorted(
-                (*_closeness(where, _folder(gt)), rank, gt)
-                for rank, gt in table.get(key, [])
-                if gt not in taken and image in owner.get(gt, [image])
-            )
-            if cands:
-                pairs[image] = cands[0][-1]
-                taken.add(cands[0][-1])
-                break
-        tied = [gt for table, key in ((exact, stem), (folded, stem.casefold())) for _, gt in table.get(key, [])
-                if owner.get(gt) == []]
-        if image not in pairs and tied and ambiguous is not None:
-            others = [i for i in claims[tied[0]] if i != image]
-            ambiguous[image] = (f"{tied[0]} could be the ground truth of this image or of {', '.join(others)} (the "
-                                "same name): put each image's ground truth in a folder named like the image's, or "
-                                "rename them alike (plate1_A01.png, plate1_A01.tif)")
+            options.setdefault(image, []).extend(((exactness, *_closeness(where, _folder(gt)), rank), gt)
+                                                 for rank, gt in table.get(key, []))
+    pairs, tied = closest_pairs(options, copies)
+    taken = set(pairs.values()) | {gt for gt, _ in tied.values()}
+    for image, (gt, others) in tied.items():
+        if ambiguous is not None:
+            ambiguous[image] = (f"{gt} could be the ground truth of this image or of {', '.join(others)} (the same "
+                                "name, as close to each): put each image's ground truth in a folder named like the "
+                                "image's, or rename them alike (plate1_A01.png, plate1_A01.tif)")
     # last, the VGG cells layout: 001cell.png and 001dots.png share "001"
     worded: dict[str, list[str]] = {}
     for gt in ground_truth:

@@ -1423,3 +1423,30 @@ def test_labels_named_as_their_image_in_its_folder_are_pointed_out(tmp_path: Pat
     tifffile.imwrite(tmp_path / "a.tif", lab)
     with pytest.raises(GroundTruthError, match=r"share a name in one folder \(a.png and a.tif\).* a_labels.tif"):
         load_labelled_folder(tmp_path)
+
+
+@pytest.mark.parametrize("images,labels", [
+    (["plate1/A01.png", "plate2/A01.png"], ["plate1/labels/A01.tif", "plate2/labels/A01.tif"]),
+    (["images/A01.png", "images/plate2/A01.png"], ["labels/A01.tif", "labels/plate2/A01.tif"]),
+    (["plate1/images/A01.png", "plate2/images/A01.png"], ["plate1/labels/A01.tif", "plate2/labels/A01.tif"]),
+    (["images/plate1/A01.png", "images/plate2/A01.png"], ["labels/plate1/A01.tif", "labels/plate2/A01.tif"]),
+    (["A01.png", "sub/A01.png"], ["labels/A01.tif", "sub/labels/A01.tif"]),
+    (["p1/A01.png", "p2/A01.png"], ["p1/A01_labels.tif", "p2/A01_labels.tif"]),
+])
+def test_each_of_two_images_named_alike_pairs_with_its_own_labels(tmp_path: Path, images, labels) -> None:
+    """A labels file serves one image, taken closest first: a rule deciding each file's owner alone refused layouts
+    where one image had its own file beside it, and read root/labels/ as no closer to root/A01.png than to
+    sub/A01.png (a reviewer's layouts; each image's labels hold a different number of objects)."""
+    from cellcount.labelled import pair_by_stem
+
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
+        _save_png(tmp_path / image, np.full((20, 20), 10 * (k + 1), np.uint8))  # two images, not one twice
+        lab = np.zeros((20, 20), np.uint16)
+        for j in range(k + 2):
+            lab[2 * j:2 * j + 1, 2:4] = j + 1
+        (tmp_path / label).parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(tmp_path / label, lab)
+    got = {p.relative_to(tmp_path).as_posix(): gt.count for p, gt in load_labelled_folder(tmp_path)}
+    assert got == {image: k + 2 for k, image in enumerate(images)}
+    pairs, _, _ = pair_by_stem(images, labels)  # the app's uploads (a zip of the same tree)
+    assert pairs == dict(zip(images, labels, strict=True))

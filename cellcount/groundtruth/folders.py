@@ -233,7 +233,8 @@ def load_labelled_folder(
     if not images:
         raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
     contested: dict[Path, str] = {}
-    matches = match_ground_truth(images, gt_files, ambiguous=contested)
+    tied: set[Path] = set()
+    matches = match_ground_truth(images, gt_files, ambiguous=contested, tied_files=tied)
     out: list[tuple[Path, GroundTruth]] = []
     missing: list[Path] = []
     relative = {p: p.relative_to(root).as_posix() for p in images}
@@ -300,7 +301,7 @@ def load_labelled_folder(
         logger.warning("%s: %s: CellProfiler's objects by ImageNumber, which names no image file: not used (export "
                        "them with the images' file names: ExportToSpreadsheet, add the image file and folder names to "
                        "the object data file)", root, _names(by_number))
-    unused = sorted({*gt_files, *stray_points} - set(matches.values()))
+    unused = sorted({*gt_files, *stray_points} - set(matches.values()) - tied)  # a tied file's images say why
     out, clashing = (out, set()) if counts_only else _second_annotations_agree(out, matches, unused, on_error)
     if not out and on_error is not None and len(missing) < len(images):  # every pair was reported bad
         shown = "; ".join(reported[:3]) + (f"; and {len(reported) - 3} more" if len(reported) > 3 else "")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cellcount.errors import GroundTruthError
 from cellcount.io import (
@@ -79,9 +80,57 @@ def _shared_folders_inward(image: Path, gt: Path) -> int:
     return n
 
 
+def _shared_folders_outward(image: Path, gt: Path) -> int:
+    """How many folders two files' paths share from the top (``plate1/A01.png`` and ``plate1/labels/A01.tif``: one
+    more than ``plate2/A01.png`` and it)."""
+    n = 0
+    for a, b in zip(image.parent.parts, gt.parent.parts, strict=False):
+        if a.casefold() != b.casefold():
+            break
+        n += 1
+    return n
+
+
+def closest_pairs(options: Mapping[Any, Sequence[tuple[tuple, Any]]], copies: Mapping[Any, Any] | None = None,
+                  ) -> tuple[dict[Any, Any], dict[Any, tuple[Any, list[Any]]]]:
+    """Each image with the ground-truth file closest to it, each file with one image.
+
+    ``options``: image -> its candidate files, each as (key, file), a smaller key closer. The pairs are taken
+    closest first across all images, so an image keeps its own file beside it whatever others lie further off. A
+    file that two or more images without a file yet are equally close to (two plates' ``A01.png``, one
+    ``labels/A01.tif``) goes to none of them: which plate it belongs to is not known (the first, or every one,
+    was scored against it in silence). Images that ``copies`` maps to one value are one image uploaded twice: the
+    first of them takes the file.
+
+    Returns (image -> file, image -> (the file it tied for, the other images) for images left without a file by a
+    tie)."""
+    copies = copies or {}
+    order = {image: k for k, image in enumerate(options)}
+    entries = sorted(((key, str(gt), order[image], image, gt) for image, cands in options.items() for key, gt in cands),
+                     key=lambda e: e[:3])
+    rivals: dict[tuple[Any, tuple], list[Any]] = {}
+    for key, _, _, image, gt in entries:
+        rivals.setdefault((gt, key), []).append(image)
+    pairs: dict[Any, Any] = {}
+    taken: set[Any] = set()
+    tied: dict[Any, tuple[Any, list[Any]]] = {}
+    for key, _, _, image, gt in entries:
+        if image in pairs or gt in taken:
+            continue
+        free = [i for i in dict.fromkeys(rivals[(gt, key)]) if i not in pairs]
+        if len({copies.get(i, i) for i in free}) > 1:
+            taken.add(gt)  # no one's
+            for i in free:
+                tied.setdefault(i, (gt, [o for o in free if o != i]))
+            continue
+        pairs[image] = gt
+        taken.add(gt)
+    return pairs, {i: t for i, t in tied.items() if i not in pairs}
+
+
 def match_ground_truth(
     image_paths: Iterable[str | os.PathLike], gt_paths: Iterable[str | os.PathLike], *,
-    ambiguous: dict[Path, str] | None = None,
+    ambiguous: dict[Path, str] | None = None, tied_files: set[Path] | None = None,
 ) -> dict[Path, Path]:
     """Pair images with ground-truth files by file stem.
 
@@ -92,9 +141,9 @@ def match_ground_truth(
     case-insensitively; last, an image and a ground-truth file whose stems differ only in a trailing role word
     (``001cell.png`` and ``dots/001dots.png``, the VGG cells layout: :func:`cellcount.io.word_base`). Among several candidates the one in the image's folder wins, then one in a
     sibling folder, then the suffix order of ``GROUND_TRUTH_SUFFIXES`` (labels before masks before dots).
-    A file serves one image: the image it lies closest to; where several images lie equally close
-    (``labels/A01.tif`` beside ``images/plate1/A01.png`` and ``images/plate2/A01.png``) none takes it, and
-    ``ambiguous``, when given, receives why for each of them.
+    A file serves one image, taken closest first (:func:`closest_pairs`); where several images without one lie
+    equally close to it (``labels/A01.tif`` beside ``images/plate1/A01.png`` and ``images/plate2/A01.png``) none
+    takes it, ``ambiguous``, when given, receives why for each of them, and ``tied_files`` the files.
 
     Returns
     -------
@@ -121,14 +170,16 @@ def match_ground_truth(
                 continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
-            elif gt.parent.parent.resolve() == image.parent.parent.resolve():
-                proximity = 1
+            elif gt.parent.parent.resolve() in (image.parent.parent.resolve(), image.parent.resolve()):
+                proximity = 1  # a sibling folder (images/ and labels/), or one inside the image's (a.png, labels/a.tif)
             else:
                 proximity = 2
-            # further off, the folders the two share from the innermost out decide: labels/plate2/A01.tif for
-            # images/plate2/A01.png (a mirrored tree), not labels/plate1/A01.tif, which sorts first
-            out.append((proximity, -_shared_folders_inward(image, gt) if proximity == 2 else 0, rank, str(gt), gt))
-        return sorted(out, key=lambda t: t[:4])
+            # then the folders the two share from the top (sub/labels/A01.tif for sub/A01.png, not labels/A01.tif
+            # beside sub/), then from the innermost out (labels/plate2/A01.tif for images/plate2/A01.png, a mirrored
+            # tree)
+            out.append((proximity, (-_shared_folders_outward(image, gt), -_shared_folders_inward(image, gt)), rank,
+                        str(gt), gt))
+        return [((p, *shared, rank), gt) for p, shared, rank, _, gt in sorted(out, key=lambda t: t[:4])]
 
     # the VGG cells layout: 001cell.png and dots/001dots.png share "001" (after every other pairing)
     worded: dict[str, list[tuple[int, Path]]] = {}
@@ -137,42 +188,28 @@ def match_ground_truth(
         if base:
             worded.setdefault(base.lower(), []).append((len(GROUND_TRUTH_SUFFIXES) + 1, Path(item)))
 
-    result: dict[Path, Path] = {}
     images = [Path(item) for item in image_paths]
-    options: dict[Path, list[tuple[int, int, str, Path]]] = {}
+    options: dict[Path, list[tuple[tuple, Path]]] = {}
     for image in images:
-        cands = usable(image, exact.get(image.stem, []))
-        if not cands:
-            cands = usable(image, folded.get(image.stem.lower(), []))
-        options[image] = cands
-    # a file that several images would take (two plates' A01.png, one labels/A01.tif) serves the closest one; a
-    # tie serves none: each plate's image was scored against the one file in silence (a facility tester)
-    claims: dict[Path, list[tuple[tuple[int, int], Path]]] = {}
-    for image, cands in options.items():
-        for c in cands:
-            claims.setdefault(c[4], []).append((c[:2], image))
-    owner, contested = {}, {}
-    for gt, claimants in claims.items():
-        best = min(key for key, _ in claimants)
-        top = [image for key, image in claimants if key == best]
-        (owner if len(top) == 1 else contested)[gt] = top[0] if len(top) == 1 else top
-    for image, cands in options.items():
-        mine = [c for c in cands if owner.get(c[4], image) == image and c[4] not in contested]
-        if mine:
-            result[image] = mine[0][4]
-        elif ambiguous is not None and (tied := [c[4] for c in cands if c[4] in contested]):
-            others = [p for p in contested[tied[0]] if p != image]
-            ambiguous[image] = (f"{tied[0].parent.name}/{tied[0].name} could be the ground truth of this image or of "
-                                f"{listed([(p.parent / p.name).relative_to(p.parent.parent).as_posix() for p in others])} (the same name in other folders): put each "
-                                "one's ground truth beside it, or in a labels/ tree that mirrors the images' folders")
+        for exactness, cands in enumerate((exact.get(image.stem, []), folded.get(image.stem.lower(), []))):
+            options.setdefault(image, []).extend(((exactness, *key), gt) for key, gt in usable(image, cands))
+    result, tied = closest_pairs(options)
+    for image, (gt, others) in tied.items():
+        if tied_files is not None:
+            tied_files.add(gt)
+        if ambiguous is not None:
+            ambiguous[image] = (f"{gt.parent.name}/{gt.name} could be the ground truth of this image or of "
+                                f"{listed([f'{p.parent.name}/{p.name}' for p in others])} (the same name in other "
+                                "folders, as close to each): put each one's ground truth beside it, or in a labels/ "
+                                "tree that mirrors the images' folders")
     # after every other pairing, and only files no image took: the closest folder first, across all images
     used = set(result.values())
     offers = sorted(
-        (c[:4], image, c[4])
+        (key, str(gt), str(image), image, gt)
         for image in images if image not in result and (base := word_base(image.stem, IMAGE_WORDS))
-        for c in usable(image, worded.get(base.lower(), []))
+        for key, gt in usable(image, worded.get(base.lower(), []))
     )
-    for _, image, gt in offers:
+    for *_, image, gt in offers:
         if image not in result and gt not in used:
             result[image] = gt
             used.add(gt)
