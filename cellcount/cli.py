@@ -189,7 +189,7 @@ def _replaced_counts(out: Path) -> str | None:
     counted from one folder with the default ``counts.csv`` was lost without a word: a tester)."""
     import sqlite3
 
-    from .csvout import keep_copy
+    from .csvout import delimiter, keep_copy
     from .history import HistoryError, last_run_writing
 
     try:
@@ -200,7 +200,7 @@ def _replaced_counts(out: Path) -> str | None:
         return None
     try:
         run = last_run_writing(out)
-        same = run is not None and _export_text(run["id"]).encode("utf-8") == held
+        same = run is not None and _export_text(run["id"], sep=delimiter(out)).encode("utf-8") == held
     except (HistoryError, sqlite3.Error, OSError, KeyError):
         run, same = None, False
     if same:
@@ -214,7 +214,7 @@ def _worth_keeping(head: bytes) -> bool:
     header lines alone (``file,...``); any other single line (a settings JSON, a note: a tester's one-line
     ``--out tuned.json`` was replaced without a copy) is kept."""
     lines = head.strip().splitlines()
-    return len(lines) >= 2 or (len(lines) == 1 and not lines[0].lstrip(b"\xef\xbb\xbf").startswith(b"file,"))
+    return len(lines) >= 2 or (len(lines) == 1 and not lines[0].lstrip(b"\xef\xbb\xbf").startswith((b"file,", b"file\t")))
 
 
 def _what_it_held(head: bytes) -> str:
@@ -248,7 +248,7 @@ def _from_ground_truth_folder(path: Path) -> str:
     return Path(*path.parts[max(at, 0):]).as_posix()
 
 
-def _export_text(run_id: int) -> str:
+def _export_text(run_id: int, sep: str = ",") -> str:
     """A run's counts CSV as `runs --export` writes it: its rows as the history keeps them (escaped when the CSV was
     first written, so written again as they are); the header alone for a run stopped before its first image."""
     import pandas as pd
@@ -259,7 +259,7 @@ def _export_text(run_id: int) -> str:
     rows = run_rows(run_id)
     if not len(rows.columns):
         rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
-    return rows.to_csv(index=False, lineterminator="\n")
+    return rows.to_csv(index=False, lineterminator="\n", sep=sep)
 
 
 def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
@@ -1071,7 +1071,7 @@ def _at_least_one(text: str) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     """List the history of runs, or print / export one run."""
 
-    from .csvout import atomic_write_bytes, not_a_file_problem
+    from .csvout import atomic_write_bytes, delimiter, not_a_file_problem
     from .history import HistoryError, db_path, get_run, list_runs
 
     try:
@@ -1081,7 +1081,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             if args.show is not None:
                 print(json.dumps(run, indent=2))
                 return 0
-            text = _export_text(run_id)
+            text = _export_text(run_id, sep=delimiter(args.out) if args.out and args.out != "-" else ",")
             for option, target in (("--settings-out", args.settings_out), ("--out", None if args.out == "-" else args.out)):
                 if not target:
                     continue

@@ -387,7 +387,7 @@ class CsvStream:
                         self._part.stat().st_size)
             return False
         with open(self._part, encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
+            rows = list(csv.reader(fh, delimiter=self.sep))
         if not rows or column not in rows[0]:
             return False
         at = rows[0].index(column)
@@ -399,7 +399,7 @@ class CsvStream:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                csv.writer(out, lineterminator="\n").writerows([rows[0], *ordered])
+                csv.writer(out, lineterminator="\n", delimiter=self.sep).writerows([rows[0], *ordered])
             os.replace(tmp, self._part)  # the open handle keeps the old file; publishing copies the new one
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

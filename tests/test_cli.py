@@ -907,6 +907,16 @@ def test_a_tsv_output_is_tab_separated_and_resumes(samples_dir, tmp_path, capsys
     rows = pd.read_csv(out, sep="\t")
     assert sorted(rows["file"]) == sorted([a, b]) and (rows["status"] == "ok").all()
     assert set(pd.read_csv(objects, sep="\t")["file"]) == {a, b}
+    # a run again replaces its own rows (the history's copy named), not kept as someone else's table (a reviewer)
+    capsys.readouterr()
+    assert main(["count", a, b, "--model", "classical-otsu", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "the rows of run" in err and "kept as" not in err
+    assert not list(tmp_path.glob("c.replaced-*"))
+    # the history exports a run tab-separated to a .tsv too
+    run_id = int(err.split("the rows of run ")[1].split(" ")[0])
+    assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "again.tsv")]) == 0
+    assert (tmp_path / "again.tsv").read_text().startswith("file\tmodel\tcount\t")
 
 
 def test_resume_of_an_output_whose_settings_file_another_output_wrote_says_so(samples_dir, tmp_path, capsys):

@@ -851,3 +851,15 @@ def test_save_settings_keeps_other_settings_it_would_replace(samples_dir, tmp_pa
     assert json.loads(kept.read_text())["params"] == {"threshold": 0.35}
     assert "held other settings; kept as" in capsys.readouterr().err
     assert main(argv) == 0 and len(list(tmp_path.glob("tuned_in_app.replaced-*.json"))) == 1, "the same: replaced"
+
+
+def test_evaluate_replaces_its_own_tsv_output_without_keeping_a_copy(samples_dir, tmp_path, capsys):
+    """`--out per_image.tsv` is written tab-separated; run again, it was kept as "not a file this command wrote"."""
+    out = tmp_path / "per_image.tsv"
+    argv = ["--model", "classical-otsu", "--data", str(samples_dir), "--limit", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert out.read_text().startswith("file\ttrue\tpred\t")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "not a file this command wrote" not in capsys.readouterr().err
+    assert not list(tmp_path.glob("per_image.replaced-*"))

@@ -928,3 +928,17 @@ def test_an_unreadable_files_row_takes_its_place_among_the_others(tmp_path):
     assert pd.read_csv(tmp_path / "c.csv")["file"].tolist() == names
     run = history.list_runs().iloc[0]
     assert history.run_rows(int(run["id"]))["file"].tolist() == names
+
+
+def test_a_tsv_stream_is_tab_separated_and_sorted_into_the_inputs_order(tmp_path):
+    """Rows that finish in any order (workers, --resume) are put back in the inputs' order at the end: the sort read
+    a .tsv with commas and left it as it was (a reviewer)."""
+    import pandas as pd
+
+    from cellcount.csvout import CsvStream
+
+    stream = CsvStream(tmp_path / "c.tsv", columns=["file", "count"])
+    for name, n in (("c.png", 3), ("a.png", 1), ("b,x.png", 2)):  # a comma in a name, as a file may have
+        stream.append(pd.DataFrame([{"file": name, "count": n}]))
+    stream.close(order=("file", ["a.png", "b,x.png", "c.png"]))
+    assert (tmp_path / "c.tsv").read_text().splitlines() == ["file\tcount", "a.png\t1", "b,x.png\t2", "c.png\t3"]

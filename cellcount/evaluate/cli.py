@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,7 +182,7 @@ def _is_json_with(keys: set[str]) -> Callable[[bytes], bool]:
 
 
 OURS: dict[str, Callable[[bytes], bool]] = {
-    "out": lambda held: held.lstrip(b"\xef\xbb\xbf").startswith(b"file,true,pred,"),
+    "out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file([,\t])true\2pred\2", held)),  # .tsv: tabs
     "json": _is_json_with({"model", "data", "split", "params"}),
     "save_settings": _is_json_with({"model", "params"}),  # kept when it holds other settings (_keep_other_settings)
 }

@@ -169,8 +169,8 @@ def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-OURS = {"out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file,(true,)?A: ", held)),
-        "rows": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file,true,config,model,", held)),
+OURS = {"out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file([,\t])(true\2)?A: ", held)),  # .tsv: tabs
+        "rows": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file([,\t])true\2config\2model\2", held)),
         "json": _is_json_with({"data", "split", "configs"})}
 """This command's outputs, told by their bytes: an existing one is replaced, any other file kept beside first."""
 
