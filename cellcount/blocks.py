@@ -46,6 +46,7 @@ from .models import size_model_for
 from .models.base import CountModel
 from .params import auto_distance_px
 from .pipeline import CountParams, CountResult, postprocess, predict, resolve_params
+from .postprocess import MIN_TOUCH_OBJECTS
 from .postprocess import density_count as map_integral
 from .quality import Quality
 from .quality import combine as combine_quality
@@ -506,7 +507,9 @@ def _mixed_split_note(parts: Sequence[BlockPart]) -> str | None:
     """Why to check a count whose blocks split touching nuclei differently (split mode "auto" decides per block,
     on the share of touching objects it sees): a crowded sample's four blocks split three one way and one the
     other counted 240 where the whole image, split one way, counted 252 (a tester)."""
-    used = _splits_used(parts)
+    # a block of under MIN_TOUCH_OBJECTS objects (a slide's empty margin) has no share to decide on: it reads
+    # "borders" whatever the image, which flagged crowded slides whose every block of cells chose "both"
+    used = _splits_used([part for part in parts if part.count >= MIN_TOUCH_OBJECTS])
     if not used or not used.startswith("mixed: "):
         return None
     return (f"its blocks split touching nuclei differently (split mode auto: {used.removeprefix('mixed: ')}), so "

@@ -318,18 +318,24 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
         if by_name.get(f.name) == digest:
             duplicates.append(f.name)
             continue
-        if len(kinds[f.name]) > 1 and not later_replaces:
+        replaces = later_replaces or not _maybe_image(f.name)  # a CSV uploaded again is a corrected annotation
+        if len(kinds[f.name]) > 1 and not replaces:
             if f.name not in by_name:
                 skipped.append((f.name, f"{len(kinds[f.name])} different files with this name were uploaded (two "
                                         "plates?): none is used, as which one its ground truth belongs to is not "
                                         "known; rename them (plate1_A01.png) or upload a zip of their folders"))
             by_name[f.name] = digest
             continue
-        if f.name in by_name:
+        if f.name in by_name and replaces:
             notes.append(f"{f.name}: uploaded again with other contents; the later upload is used")
         by_name[f.name] = digest
         kept[f.name] = f
     return list(kept.values())
+
+
+def _maybe_image(name: str) -> bool:
+    """Whether an upload of the images' list may be an image (an image file not named as ground truth)."""
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS and not _is_ground_truth(name)
 
 
 def _is_ground_truth(name: str) -> bool:
@@ -534,7 +540,8 @@ def labelled_set(
     shared_of, unsure = values_by_image(shared, uploaded, what="points")
     count_of, unsure_counts = values_by_image(counts, uploaded, what="a count")
     disagree_of, unsure_disagree = values_by_image(disagree, uploaded, what="a count")
-    unsure = {**contested, **unsure_disagree, **unsure_counts, **unsure}
+    unsure = {**{n: why for n, why in contested.items() if n not in count_of}, **unsure_disagree, **unsure_counts,
+              **unsure}
     for image in image_files:
         name = image.name
         if not (dsb[name] or name in pairs or name in count_of or name in shared_of or name in disagree_of

@@ -238,8 +238,11 @@ def test_blocks_that_split_differently_flag_the_image_saying_how_to_count_alike(
 
     from cellcount.blocks import _mixed_split_note
 
-    parts = [SimpleNamespace(split_used=s) for s in ("borders", "both", "borders", "borders")]
+    parts = [SimpleNamespace(split_used=s, count=40) for s in ("borders", "both", "borders", "borders")]
     note = _mixed_split_note(parts)
     assert "split mode auto: borders 3, both 1" in note and "borders or both" in note
-    assert _mixed_split_note([SimpleNamespace(split_used="both")] * 3) is None
-    assert _mixed_split_note([SimpleNamespace(split_used=None)] * 2) is None
+    assert _mixed_split_note([SimpleNamespace(split_used="both", count=40)] * 3) is None
+    assert _mixed_split_note([SimpleNamespace(split_used=None, count=40)] * 2) is None
+    # an empty margin's block has nothing to decide on and reads "borders": not a disagreement (a reviewer)
+    margin = [SimpleNamespace(split_used="borders", count=0), SimpleNamespace(split_used="both", count=60)]
+    assert _mixed_split_note(margin) is None

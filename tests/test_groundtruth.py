@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from scipy import ndimage as ndi
 
 from cellcount.errors import GroundTruthError
 from cellcount.groundtruth import (
@@ -1161,6 +1162,10 @@ def test_an_8bit_label_image_of_more_than_255_objects_is_read_by_region_with_a_w
         stray = np.where(lab <= 255, lab, 0).astype(np.uint8)
         stray[0, 0] = stray[0, 199] = stray[199, 0] = 255
         assert labels_from_array(stray).count == 255
+        ringed = np.where(lab <= 210, lab, 0).astype(np.uint8)  # 210 objects, 255 the outline of each (a reviewer)
+        edge = (ringed > 0) & ~ndi.binary_erosion(ringed > 0, iterations=1)
+        ringed[edge] = 255
+        assert labels_from_array(ringed).count == 211
 
 
 def test_a_labels_tree_mirroring_the_images_tree_pairs_each_plate_with_its_own(tmp_path) -> None:
@@ -1383,6 +1388,7 @@ def test_counts_tables_as_excel_fiji_and_two_count_columns_write_them(tmp_path: 
     assert read_counts_csv(b"Image Name,Cell Count\na.png,3\n") == {"a": 3}
     assert read_counts_csv(b"Slice,Count,Total Area,Average Size,%Area,Mean\na.tif,7,120,17.1,2.3,200\n") == {"a": 7}
     assert read_counts_csv(b"filename,nuclei\na.png,4\n") == {"a": 4}
+    assert read_counts_csv(b"filename,cells,count\na.png,HeLa,5\n") == {"a": 5}  # a column named count is the count
     for table, named in ((b"image,n_nuclei,n_cells\na.png,27,32\n", "n_nuclei, n_cells"),
                          (b"filename,cell_count,nuclei_count\na.png,4,5\n", "cell_count, nuclei_count")):
         with pytest.raises(GroundTruthError, match=f"counts of 2 kinds of objects \\({named}\\)"):

@@ -481,3 +481,13 @@ def test_cellpose_seg_npy_is_said_to_be_unread_with_what_to_save_instead(tmp_pat
     (tmp_path / "a_seg.npy").write_bytes(b"\x93NUMPY")
     with pytest.raises(GroundTruthError, match=r"a_seg.npy: Cellpose's _seg.npy is not read .* _cp_masks.png"):
         load_labelled_folder(tmp_path)
+
+
+def test_an_annotation_uploaded_again_in_one_list_is_the_corrected_one(samples):
+    """One list of images and annotations: a points CSV uploaded again with other contents is a corrected
+    annotation, as in the ground-truth box (both copies were refused as two plates' files: a reviewer)."""
+    img = samples[0][0]
+    old, corrected = b"x,y\n10,10\n20,20\n30,30\n", b"x,y\n10,10\n20,20\n"
+    out = labelled_set([("a.png", img), ("a.csv", old), ("a.csv", corrected)])
+    assert [(n, gt.count) for n, _, gt in out.items] == [("a.png", 2)] and not out.skipped
+    assert "a.csv: uploaded again with other contents; the later upload is used" in out.notes

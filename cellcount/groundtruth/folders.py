@@ -248,7 +248,9 @@ def load_labelled_folder(
     count_of, unsure_counts = values_by_image({k: (n, counts_where[k]) for k, n in counts.items()}, relative,
                                                what="a count", anchored=anchored)
     disagree_of, unsure_disagree = values_by_image(disagree, relative, what="a count", anchored=anchored)
-    unsure = {**contested, **unsure_disagree, **unsure_counts, **unsure}
+    # a tie leaves an image without its file: a counts table's row naming it still counts it
+    unsure = {**{i: why for i, why in contested.items() if i not in count_of}, **unsure_disagree, **unsure_counts,
+              **unsure}
 
     def annotation(image: Path) -> GroundTruth:
         """The image's own file, else its rows of a table of several images' points."""
@@ -351,8 +353,9 @@ def load_labelled_folder(
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
     _skip_warning(root, missing, [p for p in unused if p not in clashing], paired=matches)
-    if seg_npy:
-        logger.warning("%s: %s: %s", root, _names(seg_npy), CELLPOSE_SEG_NOTE)
+    paired_stems = {image.stem for image, _ in out}
+    if unread := [p for p in seg_npy if p.name[: -len("_seg.npy")] not in paired_stems]:  # its masks used: no news
+        logger.warning("%s: %s: %s", root, _names(unread), CELLPOSE_SEG_NOTE)
     found, ambiguous = match_names(counts_where, relative, anchored)
     _stray_rows_warning({k: v for k, v in counts_where.items() if k not in found and k not in ambiguous}, as_written)
     return _one_per_image_file(out, on_error)

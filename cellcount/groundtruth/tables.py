@@ -177,8 +177,9 @@ def _words(header: list[str]) -> list[str]:
 def several_counts(header: list[str]) -> list[int]:
     """The count columns of a header when it has more than one (``n_nuclei`` and ``n_cells``, CellProfiler's
     ``Count_Nuclei`` and ``Count_Cells``): which objects to score is the user's to say. Empty otherwise."""
-    named = [i for i, w in enumerate(_words(header)) if w in _COUNT_COLUMNS]
-    if len(named) > 1:
+    words = _words(header)
+    named = [i for i, w in enumerate(words) if w in _COUNT_COLUMNS]
+    if len(named) > 1 and "count" not in words:  # a column named count is the count (cells: HeLa beside it)
         return named
     prefixed = _prefixed_counts(header)
     return prefixed if not named and len(prefixed) > 1 else []
@@ -188,6 +189,8 @@ def _count_columns(header: list[str]) -> tuple[int, int] | None:
     words = _words(header)
     file_col = _name_column(words, _FILENAME_COLUMNS)
     named = [i for i, w in enumerate(words) if w in _COUNT_COLUMNS]
+    if "count" in words:  # the count, whatever else is named like one (a cell line in a "cells" column)
+        named = [words.index("count")]
     count_col = named[0] if len(named) == 1 else None if named else _region_count_column(header)
     if count_col is None and not named and len(_prefixed_counts(header)) == 1:  # several: the user's to say
         count_col = _prefixed_counts(header)[0]

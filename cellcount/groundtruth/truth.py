@@ -297,8 +297,10 @@ def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
     id_of_region = ndi.maximum(a, split, index=np.arange(1, n + 1)).astype(np.int64)
     regions_of = np.bincount(id_of_region, minlength=256)
     if int((regions_of > 1).sum()) < 5:
-        if regions_of[255] >= CLIPPED_REGIONS and int((regions_of[1:255] > 1).sum()) == 0:
-            # ids past 255 set to 255 (Fiji's 16 -> 8-bit without scaling, a saturating cast): only 255 repeats
+        if n_ids == 255 and regions_of[255] >= CLIPPED_REGIONS and int((regions_of[1:255] > 1).sum()) == 0:
+            # ids past 255 set to 255 (Fiji's 16 -> 8-bit without scaling, a saturating cast): only 255 repeats,
+            # and every id below it is used; 255 as the objects' outlines or an ignore value beside 210 objects
+            # leaves ids unused
             warnings.warn(f"{name}: an 8-bit label image whose id 255 marks {int(regions_of[255])} regions apart, "
                           "every other id one: likely more than 255 objects saved in 8 bits, the ids above 255 "
                           f"clipped to 255; read as {n} objects, one per region of one id, though touching objects "
