@@ -42,6 +42,7 @@ from .groundtruth import (
     disagreeing_annotations,
     holds_only_specks,
     is_roi_set,
+    listed,
     match_names,
     one_per_image,
     read_cellcounter_xml,
@@ -208,8 +209,9 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguou
     for image, (gt, others) in tied.items():
         if ambiguous is not None:
             ambiguous[image] = (f"{gt} could be the ground truth of this image or of {', '.join(others)} (the same "
-                                "name, as close to each): put each image's ground truth in a folder named like the "
-                                "image's, or rename them alike (plate1_A01.png, plate1_A01.tif)")
+                                "name, as close to each): put each one's ground truth beside it, or in a labels/ tree "
+                                "that mirrors the images' folders (labels/plate1/A01.tif), or rename them alike "
+                                "(plate1_A01.png, plate1_A01.tif)")
     # last, the VGG cells layout: 001cell.png and 001dots.png share "001"
     worded: dict[str, list[str]] = {}
     for gt in ground_truth:
@@ -299,6 +301,9 @@ def _expand_roi_bundles(gt_files: list[_File], image_stems: set[str]) -> list[_F
     return out
 
 
+SAME_NAME_REFUSED = "different files with this name were uploaded"
+
+
 def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, str]], notes: list[str], *,
             later_replaces: bool) -> list[_File]:
     """Drop files uploaded twice (same name and content). A second, different file under a name already taken:
@@ -321,9 +326,9 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
         replaces = later_replaces or not _maybe_image(f.name)  # a CSV uploaded again is a corrected annotation
         if len(kinds[f.name]) > 1 and not replaces:
             if f.name not in by_name:
-                skipped.append((f.name, f"{len(kinds[f.name])} different files with this name were uploaded (two "
-                                        "plates?): none is used, as which one its ground truth belongs to is not "
-                                        "known; rename them (plate1_A01.png) or upload a zip of their folders"))
+                skipped.append((f.name, f"{len(kinds[f.name])} {SAME_NAME_REFUSED} (two plates?): none is used, as "
+                                        "which one its ground truth belongs to is not known; rename them "
+                                        "(plate1_A01.png) or upload a zip of their folders"))
             by_name[f.name] = digest
             continue
         if f.name in by_name and replaces:
@@ -581,6 +586,22 @@ def labelled_set(
             continue
         out.items.append((image.name, image.data, gt))
     out.unused = [n for n in by_name if n not in used] + stray
+    # the annotations of two plates' images named alike (both refused, said why) match an image: not "no image"
+    refused = {PurePosixPath(n).stem.casefold() for n, why in out.skipped if SAME_NAME_REFUSED in why}
+    if held := [n for n in out.unused if any(b.casefold() in refused for b, _ in _gt_bases(n))]:
+        out.unused = [n for n in out.unused if n not in held]
+        out.notes.append(f"{listed(held, 5)}: not used, as the images named like {'it' if len(held) == 1 else 'them'} "
+                         "were refused (several different files of one name).")
+    # labels saved under their image's own name, dropped among the images (StarDist's a.tif beside a.png): said
+    by_stem: dict[tuple[str, str], list[str]] = {}
+    for name, _ in out.unlabelled:
+        by_stem.setdefault((posixpath.dirname(name), PurePosixPath(name).stem.casefold()), []).append(name)
+    if twins := [sorted(v) for v in by_stem.values() if len(v) > 1]:
+        a, b = twins[0][:2]
+        out.notes.append(f"{len(twins)} pair(s) of images share a name ({a} and {b}{' ...' if len(twins) > 1 else ''}): "
+                         "if one of each is the other's labels, upload them in the ground-truth box (they may keep "
+                         f"the image's name there), or name them like {PurePosixPath(a).stem}_labels"
+                         f"{PurePosixPath(b).suffix}.")
     # rows of a counts table that name no uploaded image: said, so a typo in a name does not pass unseen
     by_table: dict[str, list[str]] = {}
     named, ambiguous = match_names(counts, uploaded)

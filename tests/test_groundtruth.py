@@ -1414,6 +1414,9 @@ def test_a_colour_label_image_that_reuses_its_colours_is_said_to_merge_touching_
     palette = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
     with pytest.warns(ReusedColoursWarning, match="36 objects in only 3 colours"):
         assert labels_from_array(palette[np.where(lab > 0, (lab - 1) % 3 + 1, 0)]).count == 36
+    few = np.where((lab > 0) & (lab <= 15), (lab - 1) % 10 + 1, 0)  # 15 nuclei in 10 colours (a tester's)
+    with pytest.warns(ReusedColoursWarning, match="15 objects in only 10 colours"):
+        labels_from_array(np.stack([few * 20, few * 7 % 256, few], axis=-1).astype(np.uint8))
     unique = np.stack([lab * 7 % 256, lab * 13 % 256, lab], axis=-1).astype(np.uint8)  # a colour per object
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReusedColoursWarning)

@@ -191,7 +191,9 @@ def test_duplicates_are_counted_once_with_a_note(samples):
     # was kept and scored against the labels uploaded for the other, under a note that it was not used)
     clash = labelled_set([("a.png", img), ("a.png", samples[1][0])], [("a.png", lab)])
     assert not clash.items and clash.skipped == [("a.png", clash.skipped[0][1])], clash.skipped
-    assert "2 different files with this name" in clash.skipped[0][1] and clash.unused == ["a.png"]
+    assert "2 different files with this name" in clash.skipped[0][1]
+    # their annotation is named as unused for that reason, not as matching no image (a tester)
+    assert not clash.unused and "a.png: not used, as the images named like it were refused" in " ".join(clash.notes)
 
 
 def test_one_ground_truth_file_two_images_could_claim_serves_neither(samples):
@@ -226,6 +228,9 @@ def test_a_folder_with_one_labels_file_for_two_plates_pairs_neither(tmp_path, sa
         load_labelled_folder(tmp_path, on_error=lambda p, why: reported.setdefault(p.parent.name, why))
     assert set(reported) == {"plate1", "plate2"}
     assert "labels/A01.tif could be the ground truth of this image or of plate2/A01.png" in reported["plate1"]
+    with pytest.raises(GroundTruthError) as refused:  # each named by its path in the folder, not A01.png twice
+        load_labelled_folder(tmp_path, on_error=lambda p, why: None)
+    assert "images/plate1/A01.png: " in str(refused.value) and "images/plate2/A01.png: " in str(refused.value)
     (tmp_path / "labels" / "plate2").mkdir()
     (tmp_path / "labels" / "A01.tif").rename(tmp_path / "labels" / "plate2" / "A01.tif")
     pairs = load_labelled_folder(tmp_path, on_error=lambda p, why: None)
@@ -491,3 +496,12 @@ def test_an_annotation_uploaded_again_in_one_list_is_the_corrected_one(samples):
     out = labelled_set([("a.png", img), ("a.csv", old), ("a.csv", corrected)])
     assert [(n, gt.count) for n, _, gt in out.items] == [("a.png", 2)] and not out.skipped
     assert "a.csv: uploaded again with other contents; the later upload is used" in out.notes
+
+
+def test_labels_named_as_their_image_in_one_list_are_pointed_out(samples):
+    """StarDist's nuc01.tif beside nuc01.png in one zip were taken for images without a word (the CLI says why)."""
+    img, lab, _, _ = samples[0]
+    out = labelled_set([("set.zip", _zip({"nuc01.png": img, "nuc01.tif": lab}))])
+    assert not out.items
+    assert any("1 pair(s) of images share a name (nuc01.png and nuc01.tif)" in n and "ground-truth box" in n
+               for n in out.notes), out.notes

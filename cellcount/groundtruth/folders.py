@@ -181,7 +181,9 @@ def load_labelled_folder(
         tell = on_error
 
         def on_error(image: Path, why: str) -> None:
-            reported.append(why if why.startswith(f"{image}") else f"{image.name}: {why}")
+            # by its path in the folder: two plates' refused A01.png read as one name twice
+            shown = image.relative_to(root).as_posix() if image.is_relative_to(root) else image.name
+            reported.append(why if why.startswith(f"{image}") else f"{shown}: {why}")
             tell(image, why)
     files = list_image_files([root])
     tables = sorted(

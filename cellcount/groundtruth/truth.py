@@ -235,7 +235,7 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     if is_colour and n_colours == 1 and int(a.max()) > 1:
         _warn_binary(name, "one colour", int(a.max()))
         return GroundTruth(kind="mask", count=int(a.max()), labels=a.astype(np.int32), source=source)
-    if is_colour and int(a.max()) > REUSED_COLOURS_SHARE * n_colours:
+    if is_colour and int(a.max()) - n_colours >= max(REUSED_COLOURS_MIN, REUSED_COLOURS_SHARE * n_colours):
         # a palette cycled over the objects (skimage's label2rgb: about 7 colours): touching objects of one colour
         # are one region, so objects go missing in silence (a tester's 27 nuclei read as 26)
         warnings.warn(f"{name}: a colour label image of {int(a.max())} objects in only {n_colours} colours (a palette "
@@ -265,9 +265,11 @@ CELLPOSE_SEG_NOTE = ("Cellpose's _seg.npy is not read (it holds pickled Python o
 """Why a Cellpose ``<image>_seg.npy`` beside the images is not used (said by the folder reader and the app)."""
 
 
-REUSED_COLOURS_SHARE = 1.5
-"""A colour label image with more objects (regions of one colour) than this many times its colours uses each
-colour for several objects: a colour per object (a few split in two) stays under it."""
+REUSED_COLOURS_SHARE = 0.2
+REUSED_COLOURS_MIN = 3
+"""A colour label image with more objects (regions of one colour) than colours, by at least this share of its
+colours and this many, uses colours for several objects: a colour per object (one or two split in two) stays
+under it. (1.5 times as many objects as colours let 15 nuclei in 10 colours pass, one pair merged: a tester.)"""
 
 
 class ReusedColoursWarning(UserWarning):
