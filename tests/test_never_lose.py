@@ -349,7 +349,8 @@ def test_good_tiny_card_loads(tiny_folder):
     ("filename\tcount\r\na.png\t12\r\n".encode("utf-16"), {"a": 12}),
     ("filename;count\r\na.png;12\r\n".encode("utf-16"), {"a": 12}),
     ("filename;count\r\nb\xe9.png;2\r\n".encode("cp1252"), {"b\xe9": 2}),
-    (b"File Name;Cell Count\nx,y.png;4\n", None),
+    (b"File Name;Cell Count\nx,y.png;4\n", {"x,y": 4}),  # Excel's titles with spaces, read as file_name, cell_count
+    ("Bildname;Anzahl\r\nx.png;4\r\n".encode("cp1252"), None),
     (b"image;count\nx,y.png;4,0\n", {"x,y": 4}),
 ])
 def test_counts_csv_from_spreadsheets(data, expected):
@@ -814,7 +815,7 @@ def test_published_counts_never_run_ahead_of_the_published_regions(tmp_path, mon
             publish = calls["n"] % 2 == 0
         return real_append(self, df, publish=publish)
 
-    monkeypatch.setattr(cli, "_start_cluster", lambda args: object())
+    monkeypatch.setattr(cli, "_start_cluster", lambda args, backend=None: object())
     monkeypatch.setattr(distributed, "count_on_cluster", fake_cluster_run)
     monkeypatch.setattr(distributed, "close", lambda client: None)
     monkeypatch.setattr(CsvStream, "append", throttled_append)
