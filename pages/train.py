@@ -26,6 +26,7 @@ from cellcount.finetune import (
     DEFAULT_HOLDOUT,
     DEFAULT_MAX_STEPS,
     DEFAULT_MINUTES,
+    MIN_IMAGE_PX,
     check_new_name,
     free_name,
     holdout_verdict,
@@ -355,6 +356,25 @@ def model_guess(key: str, data: bytes, image: np.ndarray) -> tuple[str, int] | N
     return guess
 
 
+@st.cache_data(max_entries=1024, ttl=sh.CACHE_TTL_S, show_spinner=False)
+def _shorter_side(digest: str, _data: bytes) -> int | None:
+    """The image's shorter side in pixels; None when it cannot be read (the fine-tune names it)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # a stack's "first plane read": said by the fine-tune, not here
+            warnings.simplefilter("ignore")
+            return int(min(cc.read_image(_data).shape[:2]))
+    except (cc.CellcountError, OSError, ValueError):
+        return None
+
+
+def too_small(data: bytes) -> bool:
+    """Whether an image is under :data:`~cellcount.finetune.MIN_IMAGE_PX` on a side (the fine-tune leaves it out)."""
+    side = _shorter_side(sh.digest_of(data), data)
+    return side is not None and side < MIN_IMAGE_PX
+
+
 def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> dict[str, str]:
     """The images dotted here with far fewer dots than the model finds on them (see :func:`model_guess`), by name,
     each with a line saying so; files of points made elsewhere are taken as they are."""
@@ -602,6 +622,12 @@ if counts_only:
     st.warning(f"{len(counts_only)} image(s) have a count only, which cannot show a model where the cells are; "
                f"they are left out: {', '.join(counts_only[:8])}. Dot them above instead.")
     items = [it for it in items if it[2].kind != "count"]
+tiny = [n for n, d, _ in items if too_small(d)]
+if tiny:  # left out by the fine-tune too: said before Start, and kept out of the count and the held-out proposal
+    st.warning(f"{len(tiny)} image(s) are under {MIN_IMAGE_PX} px on a side, too small to learn from or to score, "
+               f"and are left out: {', '.join(short_name(n) for n in tiny[:8])}{' …' if len(tiny) > 8 else ''}.",
+               icon=":material/warning:")
+    items = [it for it in items if it[0] not in set(tiny)]
 
 st.subheader(f"{step}. Fine-tune")
 if not items:

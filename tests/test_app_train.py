@@ -747,3 +747,16 @@ def test_a_run_that_ended_before_a_reload_is_named_on_the_new_session(tiny_model
     at.button(key="train_clear").click().run()
     reloaded.run()
     assert not any("The last fine-tune on this app's server" in c.value for c in reloaded.caption), "cleared"
+
+
+def test_an_image_too_small_to_learn_from_is_named_before_start(tiny_models):
+    """A 20 x 20 image was counted among "4 annotated image(s)" and in the held-out proposal, and named as left out
+    only in the result (a tester)."""
+    images, csvs, _ = _set(3)
+    tiny = np.full((20, 20), 30, np.uint8)
+    tiny[8:12, 8:12] = 200
+    at = open_train([*images, ("tiny.png", _png(tiny), "image/png")],
+                    [*csvs, ("tiny_points.csv", b"x,y\n10,10\n", "text/csv")])
+    said = [w.value for w in at.warning if "under 32 px on a side" in w.value]
+    assert len(said) == 1 and "tiny.png" in said[0]
+    assert any(c.value == "3 annotated image(s)." for c in at.caption)
