@@ -162,7 +162,8 @@ def _closeness(image_folder: tuple[str, ...], gt_folder: tuple[str, ...]) -> tup
 
 
 def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguous: dict[str, str] | None = None,
-                 copies: dict[str, str] | None = None) -> tuple[dict[str, str], list[str], list[str]]:
+                 copies: dict[str, str] | None = None, tied_files: set[str] | None = None,
+                 ) -> tuple[dict[str, str], list[str], list[str]]:
     """Pair image names with ground-truth names by file stem.
 
     A ground-truth file belongs to an image when its stem is the image's stem (``a.png`` and ``a.tif``,
@@ -207,6 +208,8 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguou
     pairs, tied = closest_pairs(options, copies)
     taken = set(pairs.values()) | {gt for gt, _ in tied.values()}
     for image, (gt, others) in tied.items():
+        if tied_files is not None:
+            tied_files.add(gt)
         if ambiguous is not None:
             ambiguous[image] = (f"{gt} could be the ground truth of this image or of {', '.join(others)} (the same "
                                 "name, as close to each): put each one's ground truth beside it, or in a labels/ tree "
@@ -536,10 +539,13 @@ def labelled_set(
     for names in dsb.values():
         used.update(names)
     contested: dict[str, str] = {}
+    tied: set[str] = set()
     pairs, _, _ = pair_by_stem([i.name for i in image_files if not dsb[i.name]],
                                [n for n in by_name if n not in used], ambiguous=contested,
-                               copies={f.name: image_digests[hashlib.sha256(f.data).hexdigest()] for f in image_files})
+                               copies={f.name: image_digests[hashlib.sha256(f.data).hexdigest()] for f in image_files},
+                               tied_files=tied)
     used.update(pairs.values())
+    used.update(tied)  # its images say why it is not used: not also "matches no image"
     for stem in clash:  # which table is right is the user's to say, not the upload order's
         out.notes.append(f"{stem}: points in two tables ({shared.pop(stem).source} and another); neither is used.")
     shared_of, unsure = values_by_image(shared, uploaded, what="points")

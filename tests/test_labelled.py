@@ -206,6 +206,7 @@ def test_one_ground_truth_file_two_images_could_claim_serves_neither(samples):
     reasons = dict(tied.skipped)
     assert set(reasons) == {"plate1/A01.png", "plate2/A01.png"}, tied.skipped
     assert "labels/A01.tif could be the ground truth of this image or of plate2/A01.png" in reasons["plate1/A01.png"]
+    assert not tied.unused, "said with its images, not also as matching no image"
     # closer to one of them (a mirrored labels tree): that one takes it, the other has none
     near = labelled_set([("set.zip", _zip({"images/plate1/A01.png": img, "images/plate2/A01.png": other,
                                             "labels/plate1/A01.tif": lab}))])
