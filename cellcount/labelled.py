@@ -154,11 +154,21 @@ def _shared_folders(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     return n
 
 
-def _closeness(image_folder: tuple[str, ...], gt_folder: tuple[str, ...]) -> tuple[int, int]:
-    """How close a ground-truth file lies to an image, smaller closer: the folders they share from the top, then
-    those just above each that have the same names from the innermost out (``labels/plate2/A01.tif`` for
-    ``images/plate2/A01.png``, a mirrored tree)."""
-    return -_shared_folders(image_folder, gt_folder), -_shared_folders(image_folder[::-1], gt_folder[::-1])
+def _closeness(image_folder: tuple[str, ...], gt_folder: tuple[str, ...]) -> tuple[int, int, int]:
+    """How close a ground-truth file lies to an image, smaller closer, as the folder reader judges it
+    (:func:`cellcount.groundtruth.match_ground_truth`): in the image's folder, in a folder inside it
+    (``labels/a.tif`` for ``a.png``), in a sibling folder (``images/a.png``, ``labels/a.tif``), elsewhere; then the
+    folders they share from the top, then those just above each that have the same names from the innermost out
+    (``labels/plate2/A01.tif`` for ``images/plate2/A01.png``, a mirrored tree)."""
+    if gt_folder == image_folder:
+        where = 0
+    elif gt_folder[:-1] == image_folder:
+        where = 1
+    elif gt_folder and image_folder and gt_folder[:-1] == image_folder[:-1]:
+        where = 2
+    else:
+        where = 3
+    return where, -_shared_folders(image_folder, gt_folder), -_shared_folders(image_folder[::-1], gt_folder[::-1])
 
 
 def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguous: dict[str, str] | None = None,
@@ -205,11 +215,11 @@ def pair_by_stem(images: Sequence[str], ground_truth: Sequence[str], *, ambiguou
         for exactness, (table, key) in enumerate(((exact, stem), (folded, stem.casefold()))):
             options.setdefault(image, []).extend(((exactness, *_closeness(where, _folder(gt)), rank), gt)
                                                  for rank, gt in table.get(key, []))
-    pairs, tied = closest_pairs(options, copies)
-    taken = set(pairs.values()) | {gt for gt, _ in tied.values()}
+    pairs, tied, contested = closest_pairs(options, copies)
+    taken = set(pairs.values()) | contested
+    if tied_files is not None:
+        tied_files.update(contested)
     for image, (gt, others) in tied.items():
-        if tied_files is not None:
-            tied_files.add(gt)
         if ambiguous is not None:
             ambiguous[image] = (f"{gt} could be the ground truth of this image or of {', '.join(others)} (the same "
                                 "name, as close to each): put each one's ground truth beside it, or in a labels/ tree "
@@ -320,13 +330,22 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
     kinds: dict[str, set[str]] = {}
     for f, digest in zip(files, digests, strict=True):
         kinds.setdefault(f.name, set()).add(digest)
+    # an annotation uploaded again among the images is a corrected one only where it names one image uploaded
+    # once (a.csv beside a.png): two plates' counts.csv, or their labels/A01.tif beside two different A01.png, are
+    # not corrections of each other
+    images: dict[str, set[str]] = {}
+    for f, digest in zip(files, digests, strict=True):
+        if _maybe_image(f.name):
+            images.setdefault(PurePosixPath(f.name).stem.casefold(), set()).add(digest)
+    single = {stem for stem, held in images.items() if len(held) == 1}
     by_name: dict[str, str] = {}
     kept: dict[str, _File] = {}
     for f, digest in zip(files, digests, strict=True):
         if by_name.get(f.name) == digest:
             duplicates.append(f.name)
             continue
-        replaces = later_replaces or not _maybe_image(f.name)  # a CSV uploaded again is a corrected annotation
+        replaces = later_replaces or (not _maybe_image(f.name)
+                                      and any(b.casefold() in single for b, _ in _gt_bases(f.name)))
         if len(kinds[f.name]) > 1 and not replaces:
             if f.name not in by_name:
                 skipped.append((f.name, f"{len(kinds[f.name])} {SAME_NAME_REFUSED} (two plates?): none is used, as "

@@ -228,6 +228,12 @@ ELSEWHERE = "elsewhere"
 """Who cancelled a run from a tab that did not start it (its outcome says so to the one that did)."""
 
 
+def cancel_elsewhere(job) -> None:
+    """Cancel a run this session did not start, and untick the confirmation: the next such run asks again."""
+    st.session_state.pop(f"{P}_cancel_sure", None)
+    job.cancel(by=ELSEWHERE)
+
+
 def started_here(job) -> bool:
     """Whether this session started ``job`` (not followed it from another tab or before a reload)."""
     return st.session_state.get(f"{P}__started") == job.job_id
@@ -259,8 +265,8 @@ def job_panel(board: JobBoard, me: str) -> None:
                 st.button("Cancel", key=f"{P}_cancel", on_click=job.cancel, icon=":material/cancel:")
             else:  # someone else may be following it: one click from a second tab cancelled it without a word
                 sure = st.checkbox("I want to stop this run, which may be someone else's", key=f"{P}_cancel_sure")
-                st.button("Cancel this run (started elsewhere)", key=f"{P}_cancel", on_click=job.cancel,
-                          kwargs={"by": ELSEWHERE}, icon=":material/cancel:", disabled=not sure,
+                st.button("Cancel this run (started elsewhere)", key=f"{P}_cancel", on_click=cancel_elsewhere,
+                          args=(job,), icon=":material/cancel:", disabled=not sure,
                           help="Whoever started it is told it was cancelled from another tab or browser.")
             st.caption("It keeps running if you open other pages; come back here to follow it.")
             return

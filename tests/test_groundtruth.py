@@ -1157,6 +1157,8 @@ def test_an_8bit_label_image_of_more_than_255_objects_is_read_by_region_with_a_w
     # ids above 255 clipped to 255 (Fiji's 8-bit conversion without scaling) read as 255 objects, silently
     with pytest.warns(WrappedLabelsWarning, match="clipped to 255"):
         assert labels_from_array(np.clip(lab, 0, 255).astype(np.uint8)).count == 400
+    with pytest.warns(WrappedLabelsWarning, match="clipped to 255"):  # an id unused below 255 (an object deleted)
+        assert labels_from_array(np.clip(np.where(lab == 10, 0, lab), 0, 255).astype(np.uint8)).count == 399
     with warnings.catch_warnings():  # one object of id 255 with a few stray pixels apart is not that
         warnings.simplefilter("error", WrappedLabelsWarning)
         stray = np.where(lab <= 255, lab, 0).astype(np.uint8)

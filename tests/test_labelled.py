@@ -506,3 +506,32 @@ def test_labels_named_as_their_image_in_one_list_are_pointed_out(samples):
     assert not out.items
     assert any("1 pair(s) of images share a name (nuc01.png and nuc01.tif)" in n and "ground-truth box" in n
                for n in out.notes), out.notes
+
+
+def test_two_plates_tables_or_labels_uploaded_in_one_list_are_no_corrections_of_each_other(samples):
+    """An annotation uploaded again among the images is a corrected one only where it names one image uploaded
+    once: two plates' counts.csv (their zips' folders stripped) replaced each other (a reviewer)."""
+    img, lab, _, _ = samples[0]
+    other = samples[1][0]
+    out = labelled_set([("p1.zip", _zip({"plate1/A01.png": img, "plate1/counts.csv": b"filename,count\nA01.png,5\n"})),
+                        ("p2.zip", _zip({"plate2/A01.png": other, "plate2/counts.csv": b"filename,count\nA01.png,7\n"}))])
+    reasons = dict(out.skipped)
+    assert "counts.csv" in reasons and "different files with this name" in reasons["counts.csv"], out.skipped
+    assert not any("the later upload is used" in n for n in out.notes)
+
+
+def test_a_file_two_plates_lie_as_close_to_serves_neither_even_when_one_has_its_own():
+    """plate1 with its own labels and a top-level labels/A01.tif as close to both plates: plate2 took it in silence
+    (a reviewer); a second tied file (masks/) was said to match no image."""
+    amb, tied = {}, set()
+    pairs, _, unused = pair_by_stem(["plate1/A01.png", "plate2/A01.png"], ["plate1/labels/A01.tif", "labels/A01.tif"],
+                                    ambiguous=amb, tied_files=tied)
+    assert pairs == {"plate1/A01.png": "plate1/labels/A01.tif"} and set(amb) == {"plate2/A01.png"}
+    assert tied == {"labels/A01.tif"} and not unused
+    amb, tied = {}, set()
+    pairs, _, unused = pair_by_stem(["plate1/A01.png", "plate2/A01.png"], ["labels/A01.tif", "masks/A01.tif"],
+                                    ambiguous=amb, tied_files=tied)
+    assert not pairs and tied == {"labels/A01.tif", "masks/A01.tif"} and not unused
+    # the same image's own file in its folder wins over the one above it (the app tied A01.png and sub/A01.png)
+    pairs, _, _ = pair_by_stem(["A01.png", "sub/A01.png"], ["A01_labels.tif"])
+    assert pairs == {"A01.png": "A01_labels.tif"}

@@ -92,18 +92,18 @@ def _shared_folders_outward(image: Path, gt: Path) -> int:
 
 
 def closest_pairs(options: Mapping[Any, Sequence[tuple[tuple, Any]]], copies: Mapping[Any, Any] | None = None,
-                  ) -> tuple[dict[Any, Any], dict[Any, tuple[Any, list[Any]]]]:
+                  ) -> tuple[dict[Any, Any], dict[Any, tuple[Any, list[Any]]], set[Any]]:
     """Each image with the ground-truth file closest to it, each file with one image.
 
     ``options``: image -> its candidate files, each as (key, file), a smaller key closer. The pairs are taken
     closest first across all images, so an image keeps its own file beside it whatever others lie further off. A
-    file that two or more images without a file yet are equally close to (two plates' ``A01.png``, one
-    ``labels/A01.tif``) goes to none of them: which plate it belongs to is not known (the first, or every one,
-    was scored against it in silence). Images that ``copies`` maps to one value are one image uploaded twice: the
-    first of them takes the file.
+    file that two or more images are equally close to (two plates' ``A01.png``, one ``labels/A01.tif``) goes to
+    none of them, also when one of them has a file of its own: which plate it belongs to is not known (the first,
+    or every one, was scored against it in silence). Images that ``copies`` maps to one value are one image
+    uploaded twice: the first of them takes the file.
 
     Returns (image -> file, image -> (the file it tied for, the other images) for images left without a file by a
-    tie)."""
+    tie, the files tied for)."""
     copies = copies or {}
     order = {image: k for k, image in enumerate(options)}
     entries = sorted(((key, str(gt), order[image], image, gt) for image, cands in options.items() for key, gt in cands),
@@ -113,19 +113,21 @@ def closest_pairs(options: Mapping[Any, Sequence[tuple[tuple, Any]]], copies: Ma
         rivals.setdefault((gt, key), []).append(image)
     pairs: dict[Any, Any] = {}
     taken: set[Any] = set()
+    contested: set[Any] = set()
     tied: dict[Any, tuple[Any, list[Any]]] = {}
     for key, _, _, image, gt in entries:
         if image in pairs or gt in taken:
             continue
-        free = [i for i in dict.fromkeys(rivals[(gt, key)]) if i not in pairs]
-        if len({copies.get(i, i) for i in free}) > 1:
+        near = list(dict.fromkeys(rivals[(gt, key)]))
+        if len({copies.get(i, i) for i in near}) > 1:
             taken.add(gt)  # no one's
-            for i in free:
-                tied.setdefault(i, (gt, [o for o in free if o != i]))
+            contested.add(gt)
+            for i in near:
+                tied.setdefault(i, (gt, [o for o in near if o != i]))
             continue
         pairs[image] = gt
         taken.add(gt)
-    return pairs, {i: t for i, t in tied.items() if i not in pairs}
+    return pairs, {i: t for i, t in tied.items() if i not in pairs}, contested
 
 
 def match_ground_truth(
@@ -170,10 +172,12 @@ def match_ground_truth(
                 continue  # identical stem must live in another folder (a CSV is never the image itself)
             if same_dir:
                 proximity = 0
-            elif gt.parent.parent.resolve() in (image.parent.parent.resolve(), image.parent.resolve()):
-                proximity = 1  # a sibling folder (images/ and labels/), or one inside the image's (a.png, labels/a.tif)
+            elif gt.parent.parent.resolve() == image.parent.resolve():
+                proximity = 1  # a folder inside the image's (a.png, labels/a.tif)
+            elif gt.parent.parent.resolve() == image.parent.parent.resolve():
+                proximity = 2  # a sibling folder (images/a.png, labels/a.tif)
             else:
-                proximity = 2
+                proximity = 3
             # then the folders the two share from the top (sub/labels/A01.tif for sub/A01.png, not labels/A01.tif
             # beside sub/), then from the innermost out (labels/plate2/A01.tif for images/plate2/A01.png, a mirrored
             # tree)
@@ -193,10 +197,10 @@ def match_ground_truth(
     for image in images:
         for exactness, cands in enumerate((exact.get(image.stem, []), folded.get(image.stem.lower(), []))):
             options.setdefault(image, []).extend(((exactness, *key), gt) for key, gt in usable(image, cands))
-    result, tied = closest_pairs(options)
+    result, tied, contested = closest_pairs(options)
+    if tied_files is not None:
+        tied_files.update(contested)
     for image, (gt, others) in tied.items():
-        if tied_files is not None:
-            tied_files.add(gt)
         if ambiguous is not None:
             ambiguous[image] = (f"{gt.parent.name}/{gt.name} could be the ground truth of this image or of "
                                 f"{listed([f'{p.parent.name}/{p.name}' for p in others])} (the same name in other "

@@ -280,9 +280,23 @@ class WrappedLabelsWarning(UserWarning):
     """An 8-bit label image whose ids repeat in places apart: more than 255 objects saved as 8-bit (ids wrap)."""
 
 
+CLIPPED_APART_SHARE = 0.5
+"""The share of id 255's regions that must touch no other id for an 8-bit label image to read as clipped: clipped
+objects are nuclei of their own (a few touch a neighbour); 255 drawn as outlines surrounds every other id."""
 CLIPPED_REGIONS = 5
 """Regions apart that id 255 of an 8-bit label image must mark, every other id marking one, to be read as ids
 clipped at 255 (one object with a stray pixel or two is not that)."""
+
+
+def _apart_share(a: np.ndarray, split: np.ndarray) -> float:
+    """The share of the regions of id 255 in an 8-bit label image ``a`` (``split``: its regions) that touch no
+    pixel of another id (8-neighbours)."""
+    top = a == 255
+    others = (a != 0) & ~top
+    near = ndi.binary_dilation(others, structure=_STRUCTURE_8)
+    regions = np.unique(split[top])
+    touching = np.unique(split[top & near])
+    return 1.0 - len(touching) / max(len(regions), 1)
 
 
 def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
@@ -299,10 +313,10 @@ def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
     id_of_region = ndi.maximum(a, split, index=np.arange(1, n + 1)).astype(np.int64)
     regions_of = np.bincount(id_of_region, minlength=256)
     if int((regions_of > 1).sum()) < 5:
-        if n_ids == 255 and regions_of[255] >= CLIPPED_REGIONS and int((regions_of[1:255] > 1).sum()) == 0:
-            # ids past 255 set to 255 (Fiji's 16 -> 8-bit without scaling, a saturating cast): only 255 repeats,
-            # and every id below it is used; 255 as the objects' outlines or an ignore value beside 210 objects
-            # leaves ids unused
+        if (regions_of[255] >= CLIPPED_REGIONS and int((regions_of[1:255] > 1).sum()) == 0
+                and _apart_share(a, split) >= CLIPPED_APART_SHARE):
+            # ids past 255 set to 255 (Fiji's 16 -> 8-bit without scaling, a saturating cast): only 255 repeats, in
+            # regions of their own; 255 as the objects' outlines (every region of it around another id) is not that
             warnings.warn(f"{name}: an 8-bit label image whose id 255 marks {int(regions_of[255])} regions apart, "
                           "every other id one: likely more than 255 objects saved in 8 bits, the ids above 255 "
                           f"clipped to 255; read as {n} objects, one per region of one id, though touching objects "
