@@ -135,7 +135,7 @@ def pick_images() -> list[sh.Source]:
 
 
 def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
-    from cellcount.evaluate import scored_true_count
+    from cellcount.evaluate import match_objects, scored_true_count, scored_truth
 
     truths = st.session_state.get(f"{P}__truths", {})
     rows = []
@@ -181,6 +181,12 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 if src.name in truths and src.truth is not None:  # as Evaluate scores it: with "Exclude edge
                     # objects" on, the truth's edge objects are left out too (a perfect count read -2 per image)
                     row["true"] = scored_true_count(truths[src.name], params, pred.output_kind)
+                    # objects matched as Evaluate and `cellcount compare` match them, for F1 (the page had none)
+                    gt = scored_truth(pred, params, truths[src.name])
+                    if gt.labels is None or res.labels is None or gt.labels.shape == res.labels.shape:
+                        found, how = match_objects(res, gt)
+                        if found is not None:
+                            row.update(tp=found.tp, fp=found.fp, fn=found.fn, match=how)
                 if note:
                     res.quality = cc.quality.with_note(res.quality, note)
                 row.update(
@@ -228,6 +234,10 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
                 f"{MIN_BOOTSTRAP_IMAGES})"),
             "bias": st.column_config.NumberColumn(
                 format="%+.2f", width=55, help="Mean of predicted - true: above 0 over-counts"),
+            "F1": st.column_config.NumberColumn(
+                format="%.3f", width=55, help="Objects matched to the ground truth's, as Evaluate matches them "
+                "(outlines overlapping by IoU 0.5; dots inside a segmentation's objects, or near a density model's "
+                "approximate centres), over the images whose truth has objects or dots, not a count alone"),
             "images flagged": st.column_config.NumberColumn(
                 "flagged", width=65, help="Images whose count this model's quality flag marks \"check this image\""),
             "vs lowest MAE": st.column_config.TextColumn(

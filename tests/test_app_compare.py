@@ -178,6 +178,18 @@ def test_settings_on_uploaded_images_with_same_name_labels():
     mae = float(err.abs().mean())
     assert per_config.loc[0, "MAE"] == pytest.approx(mae)
     assert any("3 of 4 images that have ground truth" in c.value for c in at.caption)
+    # F1 beside the MAE, as Evaluate matches the objects (the page had none; `cellcount compare` had)
+    import cellcount as cc
+    from cellcount.evaluate import evaluate_predictions, predict_pairs
+    from cellcount.groundtruth import labels_from_array
+
+    model = cc.load_model("classical-otsu")
+    params = cc.resolve_params(model)
+    items = [(n, np.array(Image.open(io.BytesIO(d))), labels_from_array(np.array(Image.open(io.BytesIO(lab)))))
+             for (n, d, _), (_, lab, _) in zip(images, labels, strict=True)]
+    report = evaluate_predictions(predict_pairs(items, model, params, warn_trained=False), params)
+    assert per_config.loc[0, "F1"] == pytest.approx(report.summary["f1"])
+    assert 0 < per_config.loc[1, "F1"] <= 1
 
     # corrected ground truth for the same images: the earlier table is not shown as if it were scored on it
     fewer = []

@@ -20,7 +20,15 @@ import pandas as pd
 
 from ..errors import ParameterError
 from ..groundtruth import GroundTruth
-from ..metrics import aggregate_matches, count_metrics, fixed, match_instances, match_points, match_points_in_objects
+from ..metrics import (
+    MatchResult,
+    aggregate_matches,
+    count_metrics,
+    fixed,
+    match_instances,
+    match_points,
+    match_points_in_objects,
+)
 from ..models import size_model_for
 from ..models.base import CountModel
 from ..params import BORDER_SPLIT_MODES, DISTANCE_SPLIT_MODES, SCHEMA
@@ -167,6 +175,20 @@ BORDER_TRUTH_KEPT = "border_truth_kept"
 """Summary key: images scored with "Exclude edge objects" on whose truth (dots, a count) keeps its edge objects."""
 
 
+def match_objects(res: CountResult, gt: GroundTruth, *, iou_threshold: float = 0.5,
+                  point_radius_px: float = 5.0) -> tuple[MatchResult | None, str | None]:
+    """How a count's objects match its ground truth's, as :func:`evaluate_predictions` scores them: outlines by IoU
+    (``"iou"``), dots inside a segmentation's objects (``"objects"``), dots near a density map's peaks
+    (``"points"``); (None, None) for a truth of a count alone. ``gt`` as :func:`scored_truth` gives it."""
+    if gt.labels is not None and res.labels is not None:
+        return match_instances(gt.labels, res.labels, iou_threshold=iou_threshold), "iou"
+    if gt.points is not None and res.labels is not None:  # a segmentation: dots inside its objects
+        return match_points_in_objects(gt.points, res.labels), "objects"
+    if gt.points is not None and len(res.peaks) + len(gt.points) > 0:
+        return match_points(gt.points, res.peaks, radius_px=point_radius_px), "points"
+    return None, None
+
+
 def evaluate_predictions(
     pairs: Sequence[Pair],
     params: CountParams,
@@ -198,17 +220,11 @@ def evaluate_predictions(
         # a whole count as a whole number (the CSV read 105.0 beside a true 105); a density integral as it is
         counted = res.count if res.count_estimate == res.count else res.count_estimate
         row: dict[str, Any] = {"file": name, "true": gt.count, "pred": counted}
-        m = None
-        if gt.labels is not None and res.labels is not None:
-            if gt.labels.shape != res.labels.shape:
-                raise GroundTruthError(
-                    f"ground truth for {name} has shape {gt.labels.shape}, the image {res.labels.shape}"
-                )
-            m, kind = match_instances(gt.labels, res.labels, iou_threshold=iou_threshold), "iou"
-        elif gt.points is not None and res.labels is not None:  # a segmentation: dots inside its objects
-            m, kind = match_points_in_objects(gt.points, res.labels), "objects"
-        elif gt.points is not None and len(res.peaks) + len(gt.points) > 0:
-            m, kind = match_points(gt.points, res.peaks, radius_px=point_radius_px), "points"
+        if gt.labels is not None and res.labels is not None and gt.labels.shape != res.labels.shape:
+            raise GroundTruthError(
+                f"ground truth for {name} has shape {gt.labels.shape}, the image {res.labels.shape}"
+            )
+        m, kind = match_objects(res, gt, iou_threshold=iou_threshold, point_radius_px=point_radius_px)
         if m is not None:
             matches.append(m)
             kinds.add(kind)

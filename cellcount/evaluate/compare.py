@@ -13,7 +13,9 @@ from ..metrics import count_metrics, paired_mae_difference
 LONG_COLUMNS = ("file", "true", "config", "count", "count_estimate", "seconds", "check")
 """What :func:`compare_counts` reads of each row (one per image and configuration): ``true`` is the truth that
 configuration is scored against (without the edge objects where its settings leave them out), ``count_estimate``
-the count its error is taken from (a density model's integral), ``seconds`` its time on that image."""
+the count its error is taken from (a density model's integral), ``seconds`` its time on that image. Rows may carry
+``tp``, ``fp`` and ``fn`` too (its objects matched to the truth's, :func:`cellcount.evaluate.match_objects`): the
+comparison then gives each configuration its F1 over the images that have them."""
 
 
 @dataclass
@@ -95,6 +97,10 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
             s = count_metrics(k["true"].to_numpy(float), k["count_estimate"].to_numpy(float))
             row.update({"MAE": s["mae"], "MAE 95% CI": interval(s["mae_ci_low"], s["mae_ci_high"]),
                         "bias": s["bias"], "RMSE": s["rmse"], "images with ground truth": len(k)})
+            if "tp" in t.columns and t["tp"].notna().any():  # objects matched (outlines, or dots): Evaluate's F1
+                m = t.dropna(subset=["tp"])
+                tp, fp, fn = (float(m[c].sum()) for c in ("tp", "fp", "fn"))
+                row["F1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
         row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
                     "median time per image (ms)": 1000 * t["seconds"].median(), "total count": t["count"].sum()})
         per_config.append(row)
