@@ -222,10 +222,10 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             "config": st.column_config.TextColumn(width=140),
             "RMSE": st.column_config.NumberColumn(format="%.2f", width=55),
             "median time per image (ms)": st.column_config.NumberColumn(
-                "ms / image", format="%.0f", width=80, help="Median time per image: normalise + model + postprocess "
+                "ms / image", format="%.0f", width=70, help="Median time per image: normalise + model + postprocess "
                 "(the median: a model's first image also pays for its loading and warm-up)"),
             "total count": st.column_config.NumberColumn("total", width=60, help="Objects counted on all images"),
-            "images with ground truth": st.column_config.NumberColumn("labelled", width=70,
+            "images with ground truth": st.column_config.NumberColumn("labelled", width=60,
                                                                       help="Images with ground truth"),
             "MAE": st.column_config.NumberColumn(
                 "MAE", format="%.2f", width=55, help="Count error: mean of |predicted - true| cells per image"),
@@ -235,13 +235,13 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             "bias": st.column_config.NumberColumn(
                 format="%+.2f", width=55, help="Mean of predicted - true: above 0 over-counts"),
             "F1": st.column_config.NumberColumn(
-                format="%.3f", width=55, help="Objects matched to the ground truth's, as Evaluate matches them "
+                format="%.3f", width=50, help="Objects matched to the ground truth's, as Evaluate matches them "
                 "(outlines overlapping by IoU 0.5; dots inside a segmentation's objects, or near a density model's "
                 "approximate centres), over the images whose truth has objects or dots, not a count alone"),
             "images flagged": st.column_config.NumberColumn(
-                "flagged", width=65, help="Images whose count this model's quality flag marks \"check this image\""),
+                "flagged", width=58, help="Images whose count this model's quality flag marks \"check this image\""),
             "vs lowest MAE": st.column_config.TextColumn(
-                width=230, help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
+                width=205, help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
                 "paired bootstrap interval: 'more error' when the interval is above 0, 'less error on these images' "
                 "when below (on the images both counted), else 'within luck': image-to-image luck explains it"),
         },
