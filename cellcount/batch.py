@@ -174,7 +174,7 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
         if (dropped is not None and channel is None and np.ndim(image) == 3 and np.shape(image)[2] > 1
                 and _grey_planes_tiff(src)):
             # a z-stack saved without its axes (tifffile.imwrite of a (3, H, W) array) reads as channels: the plane
-            # asked for was dropped in silence and the count made on the planes' mean
+            # asked for cannot be applied, and the count is of the planes' mean
             notes.append(f"plane {dropped} was asked for, but this file holds one plane with {np.shape(image)[2]} "
                          "channels (its images are read as channels: no Z axis is recorded); if they are z planes, "
                          "count one with the channel option (count --channel N)")

@@ -505,8 +505,8 @@ def _regions_inside(regions, shape: tuple[int, int]) -> tuple[list[tuple[str, in
 
 def _mixed_split_note(parts: Sequence[BlockPart]) -> str | None:
     """Why to check a count whose blocks split touching nuclei differently (split mode "auto" decides per block,
-    on the share of touching objects it sees): a crowded sample's four blocks split three one way and one the
-    other counted 240 where the whole image, split one way, counted 252 (a tester)."""
+    on the share of touching objects it sees): the count can then differ from a whole image's, split one way,
+    by a few percent (a crowded sample: 240 by blocks, 252 whole)."""
     # a block of under MIN_TOUCH_OBJECTS objects (a slide's empty margin) has no share to decide on: it reads
     # "borders" whatever the image, which flagged crowded slides whose every block of cells chose "both"
     used = _splits_used([part for part in parts if part.count >= MIN_TOUCH_OBJECTS])

@@ -496,7 +496,7 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     except (OSError, ValueError):
         previous = {}
     if isinstance(previous, dict) and previous.get("out", out.name) != out.name:
-        # cc.csv and cc.tsv share cc.settings.json: the other run's record said cc.csv was counted with another model
+        # cc.csv and cc.tsv share cc.settings.json: the other run's record says nothing of this output's rows
         if not args.quiet:
             print(f"note: --resume: {_settings_path(out).name} records the run into {previous['out']}, not {out.name} "
                   "(outputs named alike but for their extension share it); counting all images again: give outputs "

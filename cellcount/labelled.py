@@ -323,8 +323,8 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
     with ``later_replaces`` (the ground-truth uploader, where it is a corrected annotation: uploaders list files in
     the order they came, and a tester's corrected ``img05.csv`` was set aside while the old one trained) it
     replaces the earlier, in its place; otherwise (images, which two plates' loose files name alike) every file
-    of that name is skipped: which of them a ground-truth file of that name belongs to is not known (the first
-    was kept and paired with the last plate's labels, under a note that it could not be used). (Equal content
+    of that name is skipped: which of them a ground-truth file of that name belongs to is not known, and keeping
+    the first would score it against whichever plate's labels came last. (Equal content
     under two names is kept: two images may share an empty mask, and a test may reuse one image.)"""
     digests = [hashlib.sha256(f.data).hexdigest() for f in files]
     kinds: dict[str, set[str]] = {}

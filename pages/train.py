@@ -183,8 +183,8 @@ def show_result(s: JobSnapshot) -> None:
     st.caption("The held-out images come from your upload, often imaged like the training images (the same slide, "
                "day or microscope): images from other slides, patients or days may count worse. Score a few of "
                "those on the Evaluate page before relying on the new model for them.")
-    # an image dotted in part and held out scored both models against its few dots (a tester's 3 dots: MAE 158 and
-    # 562, errors of 5275%), the warning before Start long gone
+    # an image dotted in part and held out scores both models against its few dots (errors of thousands of
+    # percent), and the warning given before Start is no longer on the page
     thin = [line for name, line in st.session_state.get(f"{P}__sparse", {}).items() if name in res.holdout_files]
     if thin:
         st.warning(f"{len(thin)} held-out image(s) had far fewer dots than cells when the run started ("

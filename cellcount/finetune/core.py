@@ -467,7 +467,7 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
             skipped.append(f"{n}: {str(err).replace('<bytes>: ', '').replace('<bytes>', n)}")
             labelled = [item for item in labelled if item[0] != n]
             continue
-        if min(np.shape(image)[:2]) < MIN_IMAGE_PX:  # a 20 px crop trained in silence (the one image: 565 for ~150)
+        if min(np.shape(image)[:2]) < MIN_IMAGE_PX:  # a crop of a cell or two: nothing to learn or score
             skipped.append(f"{n}: {np.shape(image)[1]} x {np.shape(image)[0]} px, too small to learn from or to "
                            f"score (at least {MIN_IMAGE_PX} px on each side)")
             labelled = [item for item in labelled if item[0] != n]
@@ -888,9 +888,9 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
         from ..params import INPUT_FIELDS
 
         # the base's weights with the new settings (input and postprocessing): how much of the change the settings
-        # alone make (a tester's 11-step fine-tune went 129 -> 5, mostly its re-tuned min. area). A density
+        # alone make (a few steps' gain can be mostly a re-tuned min. area or a new nucleus size). A density
         # fine-tune's postprocessing, its count gain, belongs to its new weights; its input settings (the image
-        # inverted, the nucleus size read) do not (a tester's 12-step mbm fine-tune went 107.7 -> 8.8, unexplained)
+        # inverted, the nucleus size read) do not
         alone = params if kind != "density" else base_params.replace(
             **{f: getattr(params, f) for f in INPUT_FIELDS})
         if alone != base_params:

@@ -98,8 +98,8 @@ def closest_pairs(options: Mapping[Any, Sequence[tuple[tuple, Any]]], copies: Ma
     ``options``: image -> its candidate files, each as (key, file), a smaller key closer. The pairs are taken
     closest first across all images, so an image keeps its own file beside it whatever others lie further off. A
     file that two or more images are equally close to (two plates' ``A01.png``, one ``labels/A01.tif``) goes to
-    none of them, also when one of them has a file of its own: which plate it belongs to is not known (the first,
-    or every one, was scored against it in silence). Images that ``copies`` maps to one value are one image
+    none of them, also when one of them has a file of its own: which plate it belongs to is not known, and
+    scoring either against it would be a guess. Images that ``copies`` maps to one value are one image
     uploaded twice: the first of them takes the file.
 
     Returns (image -> file, image -> (the file it tied for, the other images) for images left without a file by a

@@ -237,7 +237,7 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         return GroundTruth(kind="mask", count=int(a.max()), labels=a.astype(np.int32), source=source)
     if is_colour and int(a.max()) - n_colours >= max(REUSED_COLOURS_MIN, REUSED_COLOURS_SHARE * n_colours):
         # a palette cycled over the objects (skimage's label2rgb: about 7 colours): touching objects of one colour
-        # are one region, so objects go missing in silence (a tester's 27 nuclei read as 26)
+        # are one region, so objects would go missing unsaid
         warnings.warn(f"{name}: a colour label image of {int(a.max())} objects in only {n_colours} colours (a palette "
                       "used again for several objects): touching objects of one colour are read as one; save label "
                       "images with one id per object (16-bit grey) or one colour per object",
@@ -269,7 +269,7 @@ REUSED_COLOURS_SHARE = 0.2
 REUSED_COLOURS_MIN = 3
 """A colour label image with more objects (regions of one colour) than colours, by at least this share of its
 colours and this many, uses colours for several objects: a colour per object (one or two split in two) stays
-under it. (1.5 times as many objects as colours let 15 nuclei in 10 colours pass, one pair merged: a tester.)"""
+under it, and 15 nuclei in 10 colours (one pair merged) are over it."""
 
 
 class ReusedColoursWarning(UserWarning):
