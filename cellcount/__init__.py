@@ -11,12 +11,15 @@ Typical use::
 
 from .errors import (
     CellcountError,
+    ChannelError,
     GroundTruthError,
     ImageReadError,
+    ImageReadWarning,
     ImageTooLargeError,
     ModelCardError,
     ModelNotFoundError,
     ParameterError,
+    PlaneError,
     WeightsIntegrityError,
 )
 from .io import list_image_files, normalize_image, read_image
@@ -36,14 +39,17 @@ def __getattr__(name: str):
 
 __all__ = [
     "CellcountError",
+    "ChannelError",
     "CountParams",
     "CountResult",
     "GroundTruthError",
     "ImageReadError",
+    "ImageReadWarning",
     "ImageTooLargeError",
     "ModelCardError",
     "ModelNotFoundError",
     "ParameterError",
+    "PlaneError",
     "Prediction",
     "WeightsIntegrityError",
     "count_file",

@@ -23,6 +23,7 @@ from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, planes_note, projection_note, read_image_planes
 from .io.files import microscope_file_problem
 from .io.metadata import read_metadata
+from .io.read import planes_as_channels, unapplied_plane_note
 from .measure import MICRON_COLUMNS
 from .models import size_model_for
 from .models.base import CountModel
@@ -94,6 +95,7 @@ class BatchItem:
         return {
             "file": self.name,
             "model": s.get("model", ""),
+            "backend": s.get("backend"),
             "count": s.get("count"),
             "count_estimate": s.get("count_estimate"),
             "status": self.status,
@@ -126,23 +128,6 @@ def labelled_uploads(
                          + [(text, "uploaded more than once: used once") for text in found.duplicates])
 
 
-def _grey_planes_tiff(src: Any) -> bool:
-    """Whether ``src`` is a TIFF whose several images per pixel may be planes saved without their axes, which the
-    reader takes as channels: not a colour picture's, or stored one image after another (``tifffile.imwrite`` of a
-    (3, H, W) stack writes an RGB TIFF so, planar). A camera's RGB picture (pixel-interleaved) in a folder of
-    stacks is no stack whose plane went unread."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src) as tif:
-            page = tif.pages[0]
-            return (page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
-                    or page.photometric not in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.PALETTE,
-                                                tifffile.PHOTOMETRIC.YCBCR))
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError, TypeError):
-        return False
-
-
 def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
                     max_pixels: int) -> tuple[Any, str | None, CountParams, int | str | None]:
     """The image of one batch item (only ``p.channel`` decoded), its note, the params to count it with (with the
@@ -171,13 +156,12 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
             continue
         if page is None and planes is not None:
             notes.append(planes_note(name, planes))
-        if (dropped is not None and channel is None and np.ndim(image) == 3 and np.shape(image)[2] > 1
-                and _grey_planes_tiff(src)):
+        asked = dropped if dropped is not None else page if page == "max" and planes is None else None
+        if (asked is not None and channel is None and np.ndim(image) == 3 and np.shape(image)[2] > 1
+                and planes_as_channels(src)):
             # a z-stack saved without its axes (tifffile.imwrite of a (3, H, W) array) reads as channels: the plane
-            # asked for cannot be applied, and the count is of the planes' mean
-            notes.append(f"plane {dropped} was asked for, but this file holds one plane with {np.shape(image)[2]} "
-                         "channels (its images are read as channels: no Z axis is recorded); if they are z planes, "
-                         "count one with the channel option (count --channel N)")
+            # or projection asked for cannot be applied, and the count is of the planes' mean
+            notes.append(unapplied_plane_note(asked, np.shape(image)[2]))
         elif isinstance(page, str) and (caution := projection_note(name, planes)):  # said, not flagged: as on Count
             logger.warning("%s", caution)
         # a channel selected while reading is counted as the (H, W) plane it gave
@@ -298,7 +282,7 @@ def count_many(
             progress(i + 1, n_total)
 
 
-COUNT_COLUMNS = ("file", "model", "count", "count_estimate", "status", "reason", "check", "check_score",
+COUNT_COLUMNS = ("file", "model", "backend", "count", "count_estimate", "status", "reason", "check", "check_score",
                  "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "seconds", "settings")
 """Columns of :func:`counts_frame` (the per-image CSV)."""
 

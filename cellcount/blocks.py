@@ -235,6 +235,8 @@ class BlockPart:
     """The block's quality verdict (:mod:`cellcount.quality`); the image's combines them."""
     split_used: str | None = None
     """With split mode "auto": the split this block got (:attr:`cellcount.pipeline.CountResult.split_used`)."""
+    backend: str | None = None
+    """The inference backend the block's network ran in (workers on other machines may choose another)."""
 
 
 def grid(shape: tuple[int, int], block_px: int, overlap_px: int) -> tuple[tuple[Box, ...], tuple[Box, ...]]:
@@ -434,7 +436,7 @@ def count_block(plan: BlockPlan, index: int, model: CountModel, params: CountPar
     return BlockPart(index=index, count=len(objects), count_estimate=float(estimate), density_count=density_count,
                      objects=objects, regions=regions, seconds=time.perf_counter() - t0,
                      model_scale=result.model_scale, n_rejected=dict(result.n_rejected), quality=result.quality,
-                     split_used=result.split_used)
+                     split_used=result.split_used, backend=result.backend)
 
 
 def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountModel | str, output_kind: str,
@@ -468,7 +470,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         density_count=density_total if output_kind == "multihead" else None,
         min_distance_px=None if kind == "density" else block_params(plan, params).min_distance_px or None,
         quality=_noted(_noted(combine_quality([part.quality for part in parts]), plan.note), _mixed_split_note(parts)),
-        split_used=_splits_used(parts),
+        split_used=_splits_used(parts), backend=_joined({part.backend for part in parts}),
     )
     rows = []
     for name, r0, c0, r1, c1 in plan.regions:
@@ -476,6 +478,12 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         rows.append({"region": name, "row0": r0, "col0": c0, "row1": r1, "col1": c1,
                      "count": round(value, 3) if by_density else int(value)})
     return result, pd.DataFrame(rows, columns=["region", "row0", "col0", "row1", "col1", "count"])
+
+
+def _joined(names: set[str | None]) -> str | None:
+    """One backend name for the blocks' (``bf16+torch`` where workers ran different ones)."""
+    named = sorted(n for n in names if n)
+    return "+".join(named) if named else None
 
 
 def _splits_used(parts: Sequence[BlockPart]) -> str | None:

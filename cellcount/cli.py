@@ -396,6 +396,19 @@ def _regions_path(args: argparse.Namespace) -> Path:
     return Path(args.regions_out) if args.regions_out else Path(args.out).with_suffix(".regions.csv")
 
 
+def _recorded_backend(path: str | Path) -> str | None:
+    """The backend a settings file records its run with, when it is one of the backends (a GPU's is not)."""
+    from .errors import CellcountError
+    from .models.autotune import CHOICES
+    from .settingsfile import backend_from_file
+
+    try:
+        recorded = backend_from_file(path)
+    except (CellcountError, OSError):  # already read for its settings: a problem there was said
+        return None
+    return recorded if recorded in CHOICES and recorded != "auto" else None
+
+
 def _previous_backends(out: str | Path) -> list[str]:
     """The backends an earlier run into ``out`` recorded for its rows (with those of the runs it resumed)."""
     try:
@@ -458,7 +471,7 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     except (OSError, ValueError, pd.errors.ParserError) as err:
         return f"--resume: cannot read {out}: {err}"
     old = old.rename(columns={"quality_score": "check_score"})  # the column's name before 2026-12-04
-    for c in ("check", "check_score", "check_reasons", "split_used"):  # columns newer than some counts CSVs
+    for c in ("backend", "check", "check_score", "check_reasons", "split_used"):  # newer than some counts CSVs
         if c not in old.columns:
             old[c] = ""
     missing = [c for c in COUNT_COLUMNS if c not in old.columns]
@@ -726,7 +739,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         if note := backend_note(backend):
             print(f"note: --backend {backend}: {note}", file=sys.stderr)
         hidden: list[Path] = []
-        files = list_image_files(args.paths, on_skip=warn, on_hidden=hidden.append)
+        files = list_image_files(args.paths, on_skip=warn, on_hidden=hidden.append, ground_truth=True)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -813,6 +826,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                 others = " and ".join(b for b in before if b != settings["backend"])
                 print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
                       f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
+        if args.settings and not args.quiet and (recorded := _recorded_backend(args.settings)) \
+                and recorded != settings["backend"]:
+            print(f"note: {args.settings} records a run with the {recorded} backend; this one runs {settings['backend']}"
+                  f", so a count may differ by an object (totals agree within 0.5%): --backend {recorded} repeats "
+                  "that run exactly", file=sys.stderr)
     n_ok = n_err = total = n_check = total_check = 0
     failed: list[tuple[str, str]] = []
     whole: list[str] = []  # counted whole, so without region counts

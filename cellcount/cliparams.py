@@ -138,6 +138,10 @@ def load_cli_model(args: argparse.Namespace, default: str | None = None):
               "(they may not suit it)", file=sys.stderr)
     elif saved_for and not getattr(args, "model", None):
         print(f"note: counting with {model.name}, the model {args.settings} was saved for", file=sys.stderr)
+    elif getattr(args, "settings", None) and not getattr(args, "model", None):  # e.g. params.to_json() saved by hand
+        print(f"note: {args.settings} names no model: its settings are applied to {model.name}, the default; pass "
+              "--model to choose (a settings file saved with its model names it: cellcount.settingsfile.save)",
+              file=sys.stderr)
     return model
 
 
@@ -166,28 +170,12 @@ def param_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return ov
 
 
-KIND_WORDS = {"density": "a density model counts the integral of its map",
-              "mask": "a segmentation model has no density map", "multihead": "a three-head model"}
-
-
 def inert_options_note(args: argparse.Namespace, params, model) -> str | None:
-    """A note naming the setting options given on the command line that do nothing with ``model``, each
-    with why (a mask setting for a density model, the split distance outside the distance modes, test-time
-    flips for a model without a network, a size estimate when a diameter is given), or None: such an option
-    was accepted in silence."""
-    given = {spec.name for spec in PARAMS if getattr(args, spec.name, None) is not None}
-    acting = params.acting(model.output_kind)
-    why: dict[str, list[str]] = {}
-    for name in sorted(given - set(acting), key=list(SCHEMA).index):
-        if name == "min_distance_px" and "split_mode" in acting:
-            reason = f"split mode {params.split_mode!r} uses no distance between centres"
-        else:
-            reason = f"{model.name}: {KIND_WORDS.get(model.output_kind, model.output_kind)}"
-        why.setdefault(reason, []).append(name)
-    if "test_time_flips" in given and params.test_time_flips and not hasattr(model, "net"):
-        why.setdefault(f"{model.name} has no network whose maps flips could average", []).append("test_time_flips")
-    if "auto_nucleus_size" in given and params.auto_nucleus_size and params.nucleus_diameter_px:
-        why.setdefault("the nucleus diameter given is used instead of an estimate", []).append("auto_nucleus_size")
+    """A note naming the setting options given on the command line that do nothing with ``model``
+    (:func:`cellcount.params.inert_settings`), or None: such an option was accepted in silence."""
+    from .params import inert_settings
+
+    why = inert_settings({spec.name for spec in PARAMS if getattr(args, spec.name, None) is not None}, params, model)
     if not why:
         return None
     parts = [", ".join("--" + n.replace("_", "-") for n in names) + f" ({reason})" for reason, names in why.items()]

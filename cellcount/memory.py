@@ -5,8 +5,10 @@ Every forward pass allocates and frees tens of MB of activations. glibc's malloc
 free at its top, so the next image's tensors can be page-faulted and zeroed again, in system time (with the
 multihead model, ``count`` on the bench's 100 images spent several times the system time without the limits
 below: docs/benchmark_history.md). The peak grows little: what was in use stays reserved for the next image (the bench's
-4096 x 4096 image: 1326 MiB before, 1356-1362 MiB with it). ``CELLCOUNT_KEEP_FREED_MEMORY=0`` leaves the
-allocator as it is; so does a preloaded allocator (jemalloc, tcmalloc, mimalloc), which has its own rules.
+4096 x 4096 image: 1326 MiB before, 1356-1362 MiB with it). Every process that runs a network sets it before the
+backend is timed (:meth:`cellcount.models.NetModel.backend_choice`: the CLI, the app and a Python session then
+time, choose and count alike). ``CELLCOUNT_KEEP_FREED_MEMORY=0`` leaves the allocator as it is; so does a
+preloaded allocator (jemalloc, tcmalloc, mimalloc), which has its own rules.
 """
 
 from __future__ import annotations

@@ -506,6 +506,31 @@ def resolve_params(model: CountModel | None, overrides: CountParams | Mapping[st
     return params
 
 
+KIND_WORDS = {"density": "a density model counts the integral of its map",
+              "mask": "a segmentation model has no density map", "multihead": "a three-head model"}
+
+
+def inert_settings(given: set[str], params: CountParams, model: Any) -> dict[str, list[str]]:
+    """The settings of ``given`` (names) that do nothing with ``model`` and ``params``, grouped by why: a mask
+    setting for a density model, the split distance outside the distance modes, test-time flips for a model
+    without a network, a size estimate when a diameter is given. Empty when every one acts."""
+    acting = params.acting(model.output_kind)
+    why: dict[str, list[str]] = {}
+    for name in sorted(set(given) - set(acting), key=list(SCHEMA).index):
+        if name not in SCHEMA:
+            continue
+        if name == "min_distance_px" and "split_mode" in acting:
+            reason = f"split mode {params.split_mode!r} uses no distance between centres"
+        else:
+            reason = f"{model.name}: {KIND_WORDS.get(model.output_kind, model.output_kind)}"
+        why.setdefault(reason, []).append(name)
+    if "test_time_flips" in given and params.test_time_flips and not hasattr(model, "net"):
+        why.setdefault(f"{model.name} has no network whose maps flips could average", []).append("test_time_flips")
+    if "auto_nucleus_size" in given and params.auto_nucleus_size and params.nucleus_diameter_px:
+        why.setdefault("the nucleus diameter given is used instead of an estimate", []).append("auto_nucleus_size")
+    return why
+
+
 def acting_settings(values: Mapping[str, Any], output_kind: str | None) -> dict[str, Any]:
     """A dict of settings with only those that act for ``output_kind`` (:meth:`CountParams.acting`), old keys
     upgraded first (:func:`upgrade_keys`); as it is when the kind is unknown or the settings do not resolve (a

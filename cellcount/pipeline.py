@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from .params import (  # noqa: F401
     auto_distance_px,
     channel_for_image,
     has_border_channel,
+    inert_settings,
     resolve_params,
 )
 from .protocols import backend_kw
@@ -88,6 +90,10 @@ class Prediction:
     """Mask models sized by a size model: that density model's count over ``size_window`` (the region it
     read), a second count made by an independent network, which the quality flag compares."""
     size_window: tuple[slice, slice] | None = None
+    backend: str | None = None
+    """The inference backend the network ran in (:meth:`cellcount.models.NetModel.backend_in_use`: ``bf16``,
+    ``torch``, ``onnxruntime``; counts agree within 0.5% between them, not always to the object); None for a
+    model without a network."""
     flip_disagreement: float | None = None
     """With ``test_time_flips``: how much the four views disagree (:func:`cellcount.flips.flip_maps`)."""
     novelty: float | None = None
@@ -108,7 +114,19 @@ class Prediction:
 
 @dataclass
 class CountResult:
-    """Everything a page, the CLI or an evaluation needs about one counted image."""
+    """Everything a page, the CLI or an evaluation needs about one counted image.
+
+    ``count``: the number counted (mask models: the objects kept; density models: the map's integral, rounded);
+    ``count_estimate``: the same unrounded (a density model's integral); ``labels``: (H, W) int32 of the kept
+    objects 1..count (mask models; None for density models and images counted by blocks); ``rejected``: (H, W)
+    uint8, why each rejected object's pixels were dropped (``cellcount.postprocess.REJECT_REASONS``);
+    ``probability``: the model's foreground probability (mask models); ``density``: the density map (cells per
+    pixel); ``peaks``: (N, 2) row, col of the objects' centres (density models: approximate centres, local maxima,
+    not the count); ``objects``: one row per object (area, centroid, diameter, intensity, bounding box; µm columns
+    with ``params.pixel_size_um``); ``params``: the settings counted with; ``seconds``: time per stage;
+    ``inverted``: the image was read as a bright background and inverted for the model; ``quality``: whether
+    to check this count, and why. The maps are at the image's full size, whatever the model's scale.
+    """
 
     model_name: str
     output_kind: str
@@ -139,6 +157,9 @@ class CountResult:
     """``split_mode="auto"``: the split it chose for this image ("borders" or "both")."""
     touching_share: float | None = None
     """``split_mode="auto"``: the share of objects touching another after the border split, which chose it."""
+    backend: str | None = None
+    """The inference backend the network ran in (:attr:`Prediction.backend`): the same image and settings can
+    count an object apart in another, so it is part of the record (the counts CSV's ``backend`` column)."""
 
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
@@ -146,6 +167,7 @@ class CountResult:
                                                                    "check_reasons": ""}
         return {
             "model": self.model_name,
+            "backend": self.backend,
             "count": self.count,
             "count_estimate": round(self.count_estimate, 3),
             "density_count": None if self.density_count is None else round(self.density_count, 2),
@@ -191,6 +213,9 @@ def _check_call(image: Any, model: Any, what: str) -> None:
     if isinstance(model, (str, os.PathLike)):
         raise ParameterError(f"{what} takes a loaded model, got {os.fspath(model)!r}: model = "
                              f"cellcount.load_model({os.fspath(model)!r}), once for all your images")
+    if not hasattr(model, "output_kind") or not hasattr(model, "card"):  # None, or another library's model
+        raise ParameterError(f"{what} takes a model loaded by cellcount.load_model(name), got "
+                             f"{'None' if model is None else type(model).__name__}: cellcount.list_models() lists the names")
     if isinstance(image, (list, tuple)):
         raise ParameterError(f"{what} takes one image (a 2-D array, or H x W x channels), got a {type(image).__name__} "
                              f"of {len(image)}: count arrays one by one ([{what}(a, model) for a in images]), or files with "
@@ -290,11 +315,22 @@ def predict(
         card_mask_settings=resolve_params(model).values("mask") if model.output_kind != "density" else None,
         size_count=None if size is None else size.count,
         size_window=None if size is None else size.window,
+        backend=_backend_name(model, fast, backend),
         flip_disagreement=flips[-1] if flips else None,
         novelty=novelty,
         input_note=None if limits is not None else _notes(channel_note, input_note(image, channel=p.channel),  # blocks: the whole's
                                                            background_note(image, channel=p.channel, invert=p.invert)),
     )
+
+
+def _backend_name(model: CountModel, fast: bool, backend: str | None) -> str | None:
+    """What :func:`predict` ran ``model``'s network in: the fast path's backend, ``torch`` for the plain PyTorch
+    loop (``fast=False``), None without a network."""
+    if getattr(model, "net", None) is None:
+        return None
+    if fast and hasattr(model, "backend_in_use"):
+        return model.backend_in_use(backend or "auto")[0]
+    return "torch"
 
 
 def _notes(*notes: str | None) -> str | None:
@@ -436,7 +472,7 @@ def postprocess(
             peaks=peaks, objects=objects, params=params,
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
-            estimated_diameter_px=prediction.estimated_diameter_px,
+            estimated_diameter_px=prediction.estimated_diameter_px, backend=prediction.backend,
             quality=assess(prediction, params, estimate, float(len(peaks)), "peaks",
                            probability=_density_probability(prediction, params, density)),
         )
@@ -477,7 +513,7 @@ def postprocess(
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
         density_count=density_total, min_distance_px=mask_params["min_distance_px"], quality=quality,
-        split_used=seg.split_used, touching_share=seg.touching_share,
+        split_used=seg.split_used, touching_share=seg.touching_share, backend=prediction.backend,
     )
 
 
@@ -605,5 +641,9 @@ def count_image(
     if isinstance(params, CountParams):
         _warn_card_defaults_lost(model, params)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    if isinstance(params, dict) and (why := inert_settings(set(params), p, model)):  # as the CLI says it
+        warnings.warn("these settings do nothing here: " + "; ".join(f"{', '.join(names)} ({reason})"
+                                                                   for reason, names in why.items()),
+                      UserWarning, stacklevel=2)
     pred = predict(image, model, p, progress=progress, fast=fast, size_model=size_model, backend=backend)
     return postprocess(pred, p, image=image, measure=measure)

@@ -1,17 +1,25 @@
 """Settings files: the JSON the app downloads and the CLI writes next to its outputs, read back as overrides.
 
 The format is ``{"model": NAME, "params": {...}}`` (a bare object of parameters is read too); the values
-are checked against :mod:`cellcount.params` before anything is counted.
+are checked against :mod:`cellcount.params` before anything is counted. From Python::
+
+    cellcount.settingsfile.save("tuned.json", model, params)     # what `count --settings` and the app read
+    name, overrides = cellcount.settingsfile.load("tuned.json")
+    result = cellcount.count_image(image, cellcount.load_model(name), overrides)
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ParameterError
-from .params import resolve_params
+from .params import CountParams, acting_settings, resolve_params
+
+if TYPE_CHECKING:
+    from .models import CountModel
 
 MAX_SETTINGS_JSON_DEPTH = 16
 """Deepest nesting of objects / arrays accepted in a settings JSON (ours is 2 deep); deeper input would
@@ -175,6 +183,35 @@ def _named(path: str | os.PathLike, parse: Any) -> Any:
         raise ParameterError(f"settings file {path}: {text}") from None
 
 
+def settings_text(model_name: str, params: CountParams | dict[str, Any], output_kind: str | None, *,
+                  model_sha256: str | None = None, plane: int | str | None = None) -> str:
+    """A settings file's text: the model, its weights' sha256 (counting with weights replaced since warns), the
+    settings that act for ``output_kind`` (a density model's file naming a threshold contradicts a count that no
+    threshold changes; None: every one given) and the ``plane`` of z-stacks when one was chosen."""
+    values = params.acting(output_kind) if isinstance(params, CountParams) else acting_settings(params, output_kind)
+    return json.dumps({"model": model_name, **({"model_sha256": model_sha256} if model_sha256 else {}),
+                       "params": values, **({} if plane is None else {"plane": check_plane(plane)})}, indent=2)
+
+
+def save(path: str | os.PathLike, model: CountModel, params: CountParams | dict[str, Any] | None = None, *,
+         plane: int | str | None = None) -> Path:
+    """Write ``model``'s settings (``params`` over its card's; None: the card's) to ``path``, as the app's download
+    and ``cellcount count`` write them, so that ``count --settings``, the app and :func:`load` count with the same
+    model and settings (a bare ``params.to_json()`` names no model: the CLI then counts with the default)."""
+    from .csvout import atomic_write_bytes
+
+    resolved = params if isinstance(params, CountParams) else resolve_params(model, params)
+    text = settings_text(model.name, resolved, model.output_kind, model_sha256=model.card.sha256 or None, plane=plane)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return Path(path)
+
+
+def load(path: str | os.PathLike) -> tuple[str | None, dict[str, Any]]:
+    """(the model a settings file was saved for, or None; its settings as overrides for
+    :func:`cellcount.count_image` or :func:`cellcount.resolve_params`), checked as the CLI checks them."""
+    return model_from_file(path), params_from_file(path)
+
+
 def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
     """:func:`params_from_json` of a file."""
     return _named(path, params_from_json)
@@ -188,6 +225,18 @@ def model_from_file(path: str | os.PathLike) -> str | None:
 def model_sha256_from_file(path: str | os.PathLike) -> str | None:
     """:func:`model_sha256_from_json` of a file."""
     return _named(path, model_sha256_from_json)
+
+
+def backend_from_json(text: str | bytes) -> str | None:
+    """The inference backend a run recorded (``"backend"``, as ``cellcount count`` writes it), None when none."""
+    data = _load(text)
+    backend = data.get("backend") if isinstance(data, dict) else None
+    return backend if isinstance(backend, str) and backend.strip() else None
+
+
+def backend_from_file(path: str | os.PathLike) -> str | None:
+    """:func:`backend_from_json` of a file."""
+    return _named(path, backend_from_json)
 
 
 def plane_from_file(path: str | os.PathLike) -> int | str | None:

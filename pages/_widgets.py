@@ -6,7 +6,6 @@ Widget keys are ``<prefix>_<CountParams field>`` (``count_threshold``, ``batch_m
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +20,6 @@ from cellcount.params import (
     INPUT_FIELDS,
     PARAM_NAMES,
     SCHEMA,
-    acting_settings,
     has_border_channel,
     setting_label,
     setting_text,
@@ -418,22 +416,20 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
     contradicted the page that says nothing changes its count (a file is read back over the card, so the
     others keep their values). ``output_kind``: the model's, when the caller has the model (else it is loaded:
     a model deleted meanwhile would fail)."""
-    if isinstance(params, cc.CountParams):
-        values = params.acting(output_kind or get_model(model_name).output_kind)
-    else:  # a dict (tuned settings kept in the session): its acting keys, as every other file lists them
-        values, kind = dict(params), output_kind
-        if kind is None and values:
-            try:
-                kind = get_model(model_name).output_kind
-            except cc.CellcountError:  # deleted meanwhile: every setting it had
-                kind = None
-        values = acting_settings(values, kind)
+    from cellcount.settingsfile import settings_text
+
+    if isinstance(params, cc.CountParams) and output_kind is None:
+        output_kind = get_model(model_name).output_kind
+    elif output_kind is None and params:  # a dict (tuned settings kept in the session)
+        try:
+            output_kind = get_model(model_name).output_kind
+        except cc.CellcountError:  # deleted meanwhile: every setting it had
+            output_kind = None
     try:  # the weights' fingerprint, as the CLI's files carry it: counting with weights replaced since warns
         sha = get_model(model_name).card.sha256 or None
     except cc.CellcountError:  # deleted meanwhile
         sha = None
-    return json.dumps({"model": model_name, **({"model_sha256": sha} if sha else {}), "params": values,
-                       **({} if plane is None else {"plane": plane})}, indent=2)
+    return settings_text(model_name, params, output_kind, model_sha256=sha, plane=plane)
 
 
 

@@ -23,7 +23,7 @@ from cellcount.io import iter_zip_images, iter_zip_members, left_out
 from cellcount.models import CLASSICAL_NAME, load_model
 
 HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"
-COUNTS_COLUMNS = ["file", "model", "count", "count_estimate", "status", "reason", "check", "check_score",
+COUNTS_COLUMNS = ["file", "model", "backend", "count", "count_estimate", "status", "reason", "check", "check_score",
                   "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "seconds", "settings"]
 
 

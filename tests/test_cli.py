@@ -899,7 +899,7 @@ def test_a_tsv_output_is_tab_separated_and_resumes(samples_dir, tmp_path, capsys
     a, b = str(samples_dir / "s01_sparse_small.png"), str(samples_dir / "s03_large_nuclei.png")
     out, objects = tmp_path / "c.tsv", tmp_path / "objects.tsv"
     assert main(["count", a, "--model", "classical-otsu", "--out", str(out), "--objects", str(objects), "-q"]) == 0
-    assert out.read_text().splitlines()[0].startswith("file\tmodel\tcount\t")
+    assert out.read_text().splitlines()[0].startswith("file\tmodel\tbackend\tcount\t")
     assert objects.read_text().splitlines()[0].startswith("file\tlabel\t")
     assert main(["count", a, b, "--model", "classical-otsu", "--out", str(out), "--objects", str(objects),
                  "--resume"]) == 0
@@ -916,7 +916,7 @@ def test_a_tsv_output_is_tab_separated_and_resumes(samples_dir, tmp_path, capsys
     # the history exports a run tab-separated to a .tsv too
     run_id = int(err.split("the rows of run ")[1].split(" ")[0])
     assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "again.tsv")]) == 0
-    assert (tmp_path / "again.tsv").read_text().startswith("file\tmodel\tcount\t")
+    assert (tmp_path / "again.tsv").read_text().startswith("file\tmodel\tbackend\tcount\t")
 
 
 def test_resume_of_an_output_whose_settings_file_another_output_wrote_says_so(samples_dir, tmp_path, capsys):
@@ -945,3 +945,46 @@ def test_a_runs_settings_file_is_read_back_by_count_settings(samples_dir, tmp_pa
     assert main(["count", a, "--settings", str(tmp_path / "cc.settings.json"), "--out", str(tmp_path / "again.csv"),
                  "-q"]) == 0
     assert pd.read_csv(tmp_path / "again.csv")["count"].tolist() == pd.read_csv(tmp_path / "cc.csv")["count"].tolist()
+
+
+def test_a_settings_file_without_a_model_says_which_model_counts(small_folder, tmp_path, capsys):
+    """A tester saved ``params.to_json()`` from Python: count --settings counted it with the default model in
+    silence (29 against 32 with the model they had tuned for)."""
+    from cellcount.models import default_model_name
+
+    settings = tmp_path / "bare.json"
+    settings.write_text(json.dumps({"min_area_px": 3}))
+    assert main(["count", str(small_folder / "a.png"), "--settings", str(settings), "--out",
+                 str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"{settings} names no model: its settings are applied to {default_model_name()}, the default" in err
+
+
+def test_settings_saved_from_python_count_with_their_model_on_the_command_line(small_folder, tmp_path, capsys):
+    from cellcount import settingsfile
+
+    path = settingsfile.save(tmp_path / "tuned.json", load_model(CLASSICAL_NAME), {"min_area_px": 7})
+    assert settingsfile.load(path)[0] == CLASSICAL_NAME and settingsfile.load(path)[1]["min_area_px"] == 7
+    assert main(["count", str(small_folder / "a.png"), "--settings", str(path), "--out", str(tmp_path / "c.csv"),
+                 "--no-progress"]) == 0
+    assert f"counting with {CLASSICAL_NAME}, the model {path} was saved for" in capsys.readouterr().err
+    row = pd.read_csv(tmp_path / "c.csv").iloc[0]
+    assert row["model"] == CLASSICAL_NAME and json.loads(row["settings"])["min_area_px"] == 7
+
+
+def test_a_run_recorded_with_another_backend_is_said_with_how_to_repeat_it(tiny_models, small_folder, tmp_path,
+                                                                             capsys):
+    """The same image counted an object apart from Python and from the CLI, each process having chosen its own
+    backend: the counts CSV names the backend per row, and a settings file recording another one says so."""
+    out = tmp_path / "c.csv"
+    assert main(["count", str(small_folder / "a.png"), "--model", "tiny-mask", "--backend", "torch", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert pd.read_csv(out)["backend"].tolist() == ["torch"]
+    sidecar = json.loads((tmp_path / "c.settings.json").read_text())
+    assert sidecar["backend"] == "torch"
+    sidecar["backend"] = "bf16"
+    (tmp_path / "other.json").write_text(json.dumps(sidecar))
+    capsys.readouterr()
+    assert main(["count", str(small_folder / "a.png"), "--settings", str(tmp_path / "other.json"), "--backend", "torch",
+                 "--out", str(tmp_path / "d.csv"), "--no-progress"]) == 0
+    assert "records a run with the bf16 backend; this one runs torch" in capsys.readouterr().err

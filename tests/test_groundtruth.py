@@ -1461,3 +1461,11 @@ def test_each_of_two_images_named_alike_pairs_with_its_own_labels(tmp_path: Path
     assert got == {image: k + 2 for k, image in enumerate(images)}
     pairs, _, _ = pair_by_stem(images, labels)  # the app's uploads (a zip of the same tree)
     assert pairs == dict(zip(images, labels, strict=True))
+
+
+def test_a_file_given_for_a_folder_of_annotations_is_said_to_be_a_file(tmp_path):
+    from cellcount.groundtruth import load_labelled_folder
+
+    (tmp_path / "a.tif").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="is a file: give the folder that holds the images"):
+        load_labelled_folder(tmp_path / "a.tif")

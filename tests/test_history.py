@@ -140,7 +140,7 @@ def test_a_run_without_rows_exports_the_header(tmp_path):
     run_id = history.start_run(source="cli", model="m", model_sha256="", settings={}, inputs=["a.png"])
     history.finish_run(run_id, "interrupted")
     assert main(["runs", "--export", str(run_id), "--out", str(tmp_path / "e.csv")]) == 0
-    assert (tmp_path / "e.csv").read_text().startswith("file,model,count,")
+    assert (tmp_path / "e.csv").read_text().startswith("file,model,backend,count,")
 
 
 def test_ctrl_c_during_a_history_write_is_not_swallowed(tmp_path) -> None:

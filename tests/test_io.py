@@ -925,3 +925,26 @@ def test_pages_of_other_sizes_suggest_a_page_not_a_projection(tmp_path):
         tw.write(np.zeros((128, 96), np.uint8), photometric="minisblack")
     note = read_image_and_note(path)[1]
     assert "Choose a page (count command: --plane N;" in note and "maximum projection" not in note
+
+
+def test_a_folder_listing_leaves_ground_truth_out_as_the_command_line_does(tmp_path):
+    """A tester's Python batch over a folder of images with their labels counted ``a_labels.tif`` as an image,
+    unflagged: the listing leaves such files out unless asked for them."""
+    for name in ("a.png", "a_labels.tif", "masks/b.png", "b.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name)
+    assert [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path)] == ["a.png", "b.png"]
+    assert [p.relative_to(tmp_path).as_posix() for p in list_image_files(iter([tmp_path]), ground_truth=True)] == [
+        "a.png", "a_labels.tif", "b.png", "masks/b.png"]
+
+
+def test_a_projection_asked_of_planes_saved_as_channels_is_said_not_applied(tmp_path):
+    """tifffile.imwrite of a (3, H, W) z-stack reads as 3 channels: page='max' did nothing, in silence (a tester)."""
+    stack = np.zeros((3, 16, 16), np.uint8)
+    stack[0, 2:6, 2:6] = 200
+    tifffile.imwrite(tmp_path / "z.tif", stack)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.moveaxis(stack, 0, -1), photometric="rgb")
+    with pytest.warns(ImageReadWarning, match="the maximum projection of the planes was asked for, but this file "
+                                              "holds one plane with 3 channels"):
+        assert read_image(tmp_path / "z.tif", page="max").shape == (16, 16, 3)
+    assert read_image_and_note(tmp_path / "rgb.tif", page="max")[1] is None  # a camera's RGB picture: no stack

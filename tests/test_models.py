@@ -404,3 +404,10 @@ def test_a_fine_tune_made_before_cards_listed_training_images_inherits_its_bases
     assert with_base_training(gone) is gone
     listed = dataclasses.replace(old, training={**old.training, "train_sha256": []})
     assert with_base_training(listed) is listed, "a card that lists its own (even none) is taken as it is"
+
+
+def test_a_model_path_that_does_not_exist_is_said_to_be_missing():
+    from cellcount.models import load_model
+
+    with pytest.raises(ModelNotFoundError, match="no model folder at /nonexistent/dir"):
+        load_model("/nonexistent/dir")

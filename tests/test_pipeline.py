@@ -812,3 +812,39 @@ def test_a_settings_file_with_several_mistakes_names_them_all():
     assert "Low percentile (99) must be below the High percentile (1)" in str(err.value)
     with pytest.raises(ParameterError, match="low_pct"):  # a mistake of two values together still says itself
         params_from_json('{"params": {"low_pct": 99.5, "high_pct": 0.5}}')
+
+
+def test_each_result_names_the_backend_its_network_ran_in(tiny_model, draw_disks):
+    """Python and the CLI counted one image an object apart, each process having chosen its own backend: which
+    ran is part of the result and of its counts row."""
+    image = ((draw_disks((64, 64), [(20, 20), (40, 44)], 6) > 0) * 200).astype(np.uint8)
+    model = tiny_model()
+    fast = count_image(image, model, {"auto_nucleus_size": False}, backend="torch")
+    assert fast.backend == "torch" and fast.summary_row()["backend"] == "torch"
+    assert count_image(image, model, {"auto_nucleus_size": False}, fast=False).backend == "torch"
+    assert count_image(image, load_model(CLASSICAL_NAME)).backend is None
+
+
+def test_the_backend_is_timed_in_the_process_as_every_entry_point_runs_it(tiny_model, monkeypatch):
+    """The CLI keeps freed memory, which times PyTorch faster: a Python session that did not timed under another
+    key and chose another backend than the CLI for the same model."""
+    from cellcount import memory
+    from cellcount.models import autotune
+
+    calls = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append("kept"))
+    monkeypatch.setattr(autotune, "choose_backend", lambda *a, **k: calls.append("timed") or autotune.BackendChoice(
+        backend="torch", reason="requested"))
+    tiny_model().backend_choice("torch")
+    assert calls == ["kept", "timed"]
+
+
+def test_a_model_that_is_none_is_refused_saying_how_to_load_one():
+    with pytest.raises(ParameterError, match=r"takes a model loaded by cellcount.load_model\(name\), got None"):
+        count_image(np.zeros((16, 16), np.uint8), None)
+
+
+def test_settings_that_do_nothing_for_the_model_are_said_from_python_as_on_the_command_line(tiny_model, draw_disks):
+    image = ((draw_disks((64, 64), [(20, 20)], 6) > 0) * 200).astype(np.uint8)
+    with pytest.warns(UserWarning, match=r"do nothing here: threshold, min_area_px \(tiny-unet-density: a density"):
+        count_image(image, tiny_model(kind="density"), {"threshold": 0.2, "min_area_px": 50, "auto_nucleus_size": False})

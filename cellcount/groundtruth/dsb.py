@@ -88,14 +88,14 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
     missing: list[Path] = []
     if _is_dsb_nested(root):
         for id_dir in _dsb_nested_ids(root):
-            images = list_image_files([id_dir / "images"])
+            images = list_image_files([id_dir / "images"], ground_truth=True)
             if not images:
                 logger.warning("%s: no image in %s, skipped", root, id_dir / "images")
                 continue
             preferred = [p for p in images if p.stem == id_dir.name]
             image = (preferred or images)[0]
             mask_dir = id_dir / "masks"
-            masks = list_image_files([mask_dir]) if mask_dir.is_dir() else []
+            masks = list_image_files([mask_dir], ground_truth=True) if mask_dir.is_dir() else []
             if not masks:
                 missing.append(image)
                 continue
@@ -120,8 +120,8 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
     counts = _folded_counts(root / "counts.csv") if (root / "counts.csv").is_file() else {}
     if gt_dir is None and not counts:
         raise GroundTruthError(f"{root}: found images/ but no labels/ folder and no counts.csv")
-    images = list_image_files([image_dir])
-    matches = match_ground_truth(images, list_image_files([gt_dir])) if gt_dir is not None else {}
+    images = list_image_files([image_dir], ground_truth=True)
+    matches = match_ground_truth(images, list_image_files([gt_dir], ground_truth=True)) if gt_dir is not None else {}
     for image in images:
         stem = image.stem.casefold()
         if counts_only and stem in counts:

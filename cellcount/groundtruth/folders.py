@@ -172,6 +172,8 @@ def load_labelled_folder(
         from its image.
     """
     root = Path(root)
+    if root.is_file():
+        raise FileNotFoundError(f"{root} is a file: give the folder that holds the images and their annotations")
     if not root.is_dir():
         raise FileNotFoundError(f"folder not found: {root}")
     if _is_dsb_nested(root):
@@ -185,7 +187,7 @@ def load_labelled_folder(
             shown = image.relative_to(root).as_posix() if image.is_relative_to(root) else image.name
             reported.append(why if why.startswith(f"{image}") else f"{shown}: {why}")
             tell(image, why)
-    files = list_image_files([root])
+    files = list_image_files([root], ground_truth=True)
     tables = sorted(
         p
         for p in root.rglob("*")

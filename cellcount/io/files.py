@@ -192,9 +192,9 @@ def _without_folder_link_copies(matches: list[Path], pattern: str) -> list[Path]
 
 def list_image_files(
     paths: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None,
-    on_hidden: Callable[[Path], None] | None = None,
+    on_hidden: Callable[[Path], None] | None = None, ground_truth: bool = False,
 ) -> list[Path]:
-    """List the image files named by files, folders and glob patterns.
+    """List the image files named by files, folders and glob patterns, without ground truth by default.
 
     Parameters
     ----------
@@ -210,14 +210,17 @@ def list_image_files(
     on_hidden : callable, optional
         Called with each hidden image file and hidden folder holding images that a folder search passes over
         (names starting with "."), so that the caller can say so; they are no failures.
+    ground_truth : bool
+        False (default): files named like ground truth (:func:`split_ground_truth_files`: ``a_labels.tif``,
+        ``masks/a.png`` ...) are left out, as ``cellcount count`` leaves them out, so that a batch over a folder
+        of images with their annotations counts the images only (a labels file counted as an image gave a row of
+        its own, unflagged); True: listed too.
 
     Returns
     -------
     list of pathlib.Path
         Image files with a case-insensitive extension in :data:`IMAGE_EXTENSIONS`, sorted and
-        de-duplicated by absolute path (a link and its target are two paths, each listed). Ground-truth files are
-        included; see
-        :func:`split_ground_truth_files`.
+        de-duplicated by absolute path (a link and its target are two paths, each listed).
 
     Raises
     ------
@@ -225,8 +228,7 @@ def list_image_files(
         A path that does not exist, or a glob pattern that matches nothing.
     """
     skip = on_skip or _log_skip
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)  # searched again below
     found: dict[Path, Path] = {}
     for item in paths:
         text = os.fspath(item)
@@ -260,7 +262,8 @@ def list_image_files(
                                                                 "; unzip it and name the folder, or count the zip on "
                                                                 "the app's Batch page)" if cand.suffix.lower() == ".zip"
                                                                 else ")"))
-    return sorted(found.values(), key=lambda p: (str(p.parent), p.name))
+    files = sorted(found.values(), key=lambda p: (str(p.parent), p.name))
+    return files if ground_truth else split_ground_truth_files(files, roots=searched_folders(paths))[0]
 
 
 def ground_truth_suffix(path: str | os.PathLike) -> str | None:

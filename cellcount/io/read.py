@@ -215,7 +215,34 @@ def read_image_and_note(
     name = _source_name(source)
     if page is None:
         return image, (planes_note(name, planes) if planes is not None else None)
+    if (page == "max" and planes is None and channel is None and image.ndim == 3 and image.shape[2] > 1
+            and isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) and planes_as_channels(source)):
+        return image, f"{name}: {unapplied_plane_note(page, image.shape[2])}"
     return image, (projection_note(name, planes) if isinstance(page, str) else None)
+
+
+def planes_as_channels(src: Any) -> bool:
+    """Whether ``src`` (a path or bytes) is a TIFF whose several images per pixel may be planes saved without their
+    axes, which the reader takes as channels: not a colour picture's, or stored one image after another
+    (``tifffile.imwrite`` of a (3, H, W) stack writes an RGB TIFF so, planar). A camera's RGB picture
+    (pixel-interleaved) in a folder of stacks is no stack whose plane went unread."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src) as tif:
+            page = tif.pages[0]
+            return (page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+                    or page.photometric not in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.PALETTE,
+                                                tifffile.PHOTOMETRIC.YCBCR))
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, TypeError):
+        return False
+
+
+def unapplied_plane_note(page: int | str, n_channels: int) -> str:
+    """Why a plane (or the maximum projection) asked of a :func:`planes_as_channels` file was not applied: the
+    count is of its images' mean."""
+    asked = "the maximum projection of the planes was asked for" if page == "max" else f"plane {page} was asked for"
+    return (f"{asked}, but this file holds one plane with {n_channels} channels (its images are read as channels: no "
+            "Z axis is recorded); if they are z planes, count one with the channel option (count --channel N; "
+            "Python: channel=N)")
 
 
 def projection_note(name: str, planes: tuple[int, str] | None) -> str | None:

@@ -105,8 +105,13 @@ class NetModel(CountModel):
     def backend_choice(self, requested: str = "auto") -> BackendChoice:
         """The backend the fast path uses for ``requested`` (``"auto"``: measured on first use, see
         :func:`cellcount.models.autotune.choose_backend`); remembered for the life of this model."""
+        from ..memory import keep_freed_memory
         from .autotune import choose_backend
 
+        # timed as the network then runs, and as every entry point (API, CLI, app) runs it: a process keeping
+        # freed memory times PyTorch faster, so a Python session and the CLI chose different backends and
+        # counted the same image an object apart
+        keep_freed_memory()
         with self._choice_lock:
             if requested not in self._choices:
                 self._choices[requested] = choose_backend(self.weights_digest(), self.fast_net, requested=requested)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import weakref
 from pathlib import Path
@@ -234,7 +235,11 @@ def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> P
             given_key = str(name_or_path).casefold().replace("_", "-")
             close = difflib.get_close_matches(given_key, [n.casefold() for n in names], n=1, cutoff=0.8)
             hint = next((f" (did you mean {n!r}?)" for n in names if close and n.casefold() == close[0]), "")
-        raise ModelNotFoundError(f"unknown model {str(name_or_path)!r}{hint}; valid models: {', '.join(names)}")
+        text = str(name_or_path)
+        if not same and not hint and (os.sep in text or "/" in text or text.startswith(("~", "."))):  # a path
+            raise ModelNotFoundError(f"no model folder at {text} (it does not exist); give a model folder (it holds "
+                                     f"{CARD_FILE} and its weights) or a model name: {', '.join(names)}")
+        raise ModelNotFoundError(f"unknown model {text!r}{hint}; valid models: {', '.join(names)}")
     return folder
 
 
