@@ -396,6 +396,10 @@ def _regions_path(args: argparse.Namespace) -> Path:
     return Path(args.regions_out) if args.regions_out else Path(args.out).with_suffix(".regions.csv")
 
 
+_OWN_OUTPUT_SUFFIXES = (".csv", ".tsv", ".json")
+"""Tables and settings files, often a run's own outputs kept beside its images: not worth a note each run."""
+
+
 def _recorded_backend(path: str | Path) -> str | None:
     """The backend a settings file records its run with, when it is one of the backends (a GPU's is not)."""
     from .errors import CellcountError
@@ -739,7 +743,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         if note := backend_note(backend):
             print(f"note: --backend {backend}: {note}", file=sys.stderr)
         hidden: list[Path] = []
-        files = list_image_files(args.paths, on_skip=warn, on_hidden=hidden.append, ground_truth=True)
+        others: list[Path] = []
+        files = list_image_files(args.paths, on_skip=warn, on_hidden=hidden.append, ground_truth=True,
+                                 on_other=others.append)
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -747,6 +753,12 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in hidden[:3]) + (" ..." if len(hidden) > 3 else "")
         print(f"note: left out {len(hidden)} hidden file(s) or folder(s) with images (names starting with '.': "
               f"{shown}); name them, or a pattern such as 'folder/.*.png', to count them", file=sys.stderr)
+    searched = searched_folders(args.paths)
+    others = [p for p in split_ground_truth_files(others, roots=searched)[0]  # annotation tables: ground truth
+              if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES]
+    if others and not args.quiet:  # a folder's notes and tables get no row: said, as the app lists a zip's
+        shown = ", ".join(str(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
+        print(f"note: passed over {len(others)} file(s) that are not images ({shown})", file=sys.stderr)
     problem = _check_cluster_options(args) or _check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -759,8 +771,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"error: {err if isinstance(err, OutputBusy) else f'cannot write the results: {err}'}", file=sys.stderr)
         return 2
     gt_files: list[Path] = []
-    if not args.include_ground_truth:
-        searched = searched_folders(args.paths)  # labels/plate1/a.png below them too
+    if not args.include_ground_truth:  # searched: labels/plate1/a.png below them too
         files, gt_files = split_ground_truth_files(files, roots=searched)
         # annotation tables named on the command line (``count folder/*`` names a_points.csv) are left out like
         # the label images beside them, as the app does: no error row

@@ -143,17 +143,39 @@ def others_batch() -> BatchJob | None:
     return next((job for who, job in board.items() if who != me), None)
 
 
-def own_settings(job: BatchJob) -> str:
-    """The settings a batch counts with where they differ from its model card's: a reloaded tab shows the card's in
-    its panel, which a tester took for the running batch's."""
+def _card_changes(job: BatchJob) -> str:
+    """The settings a batch counts with that differ from its model card's, as the controls name them ("" when
+    none), as a settings file's note names them."""
     kind = job.model.output_kind
     card = cc.resolve_params(job.model, None).acting(kind)
     changed = {k: v for k, v in job.params.acting(kind).items() if card.get(k) != v}
-    if not changed:
-        return "its model card's settings"
-    # as the controls name them, as a settings file's note does
-    return "these settings changed from its model card (not shown in this tab's panel): " + ", ".join(
-        f"{setting_label(k)}: {setting_text(k, v)}" for k, v in changed.items())
+    return ", ".join(f"{setting_label(k)}: {setting_text(k, v)}" for k, v in changed.items())
+
+
+def own_settings(job: BatchJob) -> str:
+    """The settings a batch counts with where they differ from its model card's: a reloaded tab shows the card's in
+    its panel, which a tester took for the running batch's."""
+    changes = _card_changes(job)
+    return (f"these settings changed from its model card (not shown in this tab's panel): {changes}" if changes
+            else "its model card's settings")
+
+
+def running_settings_note(job: BatchJob) -> str:
+    """What this session's running batch counts with, and whether the settings shown beside it are still those: a
+    tester edited Min. area on Count during a batch, came back to "edited ... Min. area: 40" beside the progress of
+    a batch counting with 60, and nothing said which applied."""
+    changes = _card_changes(job)
+    text = f"Counting with {job.model.name} and " + (f"its card's settings except {changes}" if changes
+                                                      else "its model card's settings") + "."
+    try:
+        current = settings.params(job.model)
+    except cc.CellcountError:  # the settings shown are invalid meanwhile: they apply to nothing yet
+        current = None
+    kind = job.model.output_kind
+    if current is None or current.acting(kind) != job.params.acting(kind):
+        text += (" The settings shown were changed since it started: they apply to the next batch, not to this one "
+                 "(its CSV and settings file record what it counts with).")
+    return text
 
 
 def other_panel(other: BatchJob) -> None:
@@ -254,6 +276,7 @@ def job_panel(job: BatchJob) -> None:
             # the images to count, as the button said: a zip's other files and unreadable members are rows, not images
             counted, n = images_progress(job, s)
             st.progress(counted / max(n, 1), text=f"Counting: {counted} / {n} image(s)")
+            st.caption(running_settings_note(job))
             if s.done:
                 sh.dataframe(counts_frame(s.done))
             if job.cancel_requested:
@@ -355,7 +378,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
                      "of it (1 or more: flagged; 0.95-1: near a limit)"),
         },
     )
-    st.caption("Every column (the model, the count before rounding, the nucleus size and resize factor, the time, "
+    st.caption("Every column (the model and the backend it ran in, the count before rounding, the nucleus size and resize factor, the time, "
                "the settings) is in the Per-image CSV.")
     if len(ok) >= 3:  # a histogram of one or two counts is one or two bars that say less than the table
         st.plotly_chart(viz.count_histogram(ok["count"]), key=f"{P}_hist")

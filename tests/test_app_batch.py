@@ -401,3 +401,19 @@ def test_a_model_deleted_elsewhere_is_not_replaced_by_the_count_button(tiny_mode
     assert not [m for m in at.metric if m.label == "Images counted"], "nothing counted"
     at.button(key="batch_run").click().run()  # pressed again, with the new model in view: it counts
     assert not at.exception and not any("Nothing was counted" in w.value for w in at.warning)
+
+
+def test_a_running_batch_says_what_it_counts_with_when_the_settings_shown_change():
+    """A tester edited Min. area during a batch and came back to "edited ... Min. area: 40" beside the progress of
+    a batch counting with the card's 60: nothing said which applied."""
+    at, job, _ = start_long_batch(80)  # long enough to be running still after the edit (it is stopped below)
+    try:
+        said = " ".join(c.value for c in at.caption)
+        assert "Counting with unet-mask and its model card's settings." in said and "changed since it started" not in said
+        at.number_input(key="batch_min_area_px").set_value(123)
+        at.run()
+        said = " ".join(c.value for c in at.caption)
+        assert "The settings shown were changed since it started: they apply to the next batch" in said
+    finally:
+        job.cancel()
+        assert job.join(120)

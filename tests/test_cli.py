@@ -988,3 +988,15 @@ def test_a_run_recorded_with_another_backend_is_said_with_how_to_repeat_it(tiny_
     assert main(["count", str(small_folder / "a.png"), "--settings", str(tmp_path / "other.json"), "--backend", "torch",
                  "--out", str(tmp_path / "d.csv"), "--no-progress"]) == 0
     assert "records a run with the bf16 backend; this one runs torch" in capsys.readouterr().err
+
+
+def test_other_files_in_a_folder_are_said_to_be_passed_over(small_folder, tmp_path, capsys):
+    """A tester's notes.txt and sub/readme.md got no row and no word, where the app lists a zip's other files."""
+    (small_folder / "notes.txt").write_text("x")
+    (small_folder / "sub").mkdir()
+    (small_folder / "sub" / "readme.md").write_text("x")
+    (small_folder / "a_points.csv").write_text("x,y\n1,2\n")  # ground truth, and a table: no note of its own
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"passed over 2 file(s) that are not images ({small_folder / 'notes.txt'}, {small_folder / 'sub' / 'readme.md'})" in err

@@ -762,7 +762,7 @@ def test_nan_images_are_named_in_the_input_note():
     """An all-NaN float image counted 0 without a flag (a constant one was flagged as blank); a NaN band
     silently lost its nuclei."""
     assert "every pixel is NaN" in input_note(np.full((16, 16), np.nan, np.float32))
-    band = np.random.default_rng(0).random((100, 16)).astype(np.float32)
+    band = np.random.default_rng(0).random((100, 40)).astype(np.float32)
     band[:40] = np.nan
     assert "40% of the image's pixels are not numbers" in input_note(band)
     band[:40] = 0.5
@@ -948,3 +948,12 @@ def test_a_projection_asked_of_planes_saved_as_channels_is_said_not_applied(tmp_
                                               "holds one plane with 3 channels"):
         assert read_image(tmp_path / "z.tif", page="max").shape == (16, 16, 3)
     assert read_image_and_note(tmp_path / "rgb.tif", page="max")[1] is None  # a camera's RGB picture: no stack
+
+
+def test_an_image_too_small_to_judge_is_said_so():
+    """A tester's 20 x 20 px image counted 0 with the density model, unflagged."""
+    from cellcount.io import SMALL_IMAGE_PX
+
+    note = input_note(np.random.default_rng(0).integers(0, 255, (20, 24), np.uint8))
+    assert note.startswith("the image is only 24 x 20 px: too small")
+    assert input_note(np.random.default_rng(0).integers(0, 255, (SMALL_IMAGE_PX, 40), np.uint8)) is None

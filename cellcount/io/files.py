@@ -96,10 +96,11 @@ def _holds_images(folder: str, most: int = 5000) -> bool:
     return False
 
 
-def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] | None = None) -> Iterator[Path]:
+def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] | None = None,
+                 on_other: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Image-named files under ``root`` (symbolic links followed, hidden entries skipped, those that are or hold
-    images reported to ``on_hidden``); every folder that cannot be read, link loop and dangling link is reported
-    through ``on_skip``."""
+    images reported to ``on_hidden``, other files to ``on_other``); every folder that cannot be read, link loop and
+    dangling link is reported through ``on_skip``."""
     seen: set[tuple[int, int]] = set()
     # the folders in the tree itself: a link to one of them (latest -> run42) is another name for files listed
     # under their own path, passed over without a word (it read as a skipped folder, and the run as failed)
@@ -158,6 +159,8 @@ def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] 
                 yield path
             elif why := microscope_file_problem(path.name):
                 on_skip(path, why)
+            elif on_other is not None:
+                on_other(path)
 
 
 def _through_folder_link(match: Path, base: str) -> bool:
@@ -193,6 +196,7 @@ def _without_folder_link_copies(matches: list[Path], pattern: str) -> list[Path]
 def list_image_files(
     paths: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None,
     on_hidden: Callable[[Path], None] | None = None, ground_truth: bool = False,
+    on_other: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """List the image files named by files, folders and glob patterns, without ground truth by default.
 
@@ -215,6 +219,9 @@ def list_image_files(
         ``masks/a.png`` ...) are left out, as ``cellcount count`` leaves them out, so that a batch over a folder
         of images with their annotations counts the images only (a labels file counted as an image gave a row of
         its own, unflagged); True: listed too.
+    on_other : callable, optional
+        Called with each other file a folder search passes over (notes, tables: neither images nor microscope
+        files), so that the caller can say what was not counted.
 
     Returns
     -------
@@ -236,7 +243,7 @@ def list_image_files(
         if path.is_file() or _is_zarr_dir(path):
             candidates: Iterable[Path] = [path]
         elif path.is_dir():
-            candidates = _walk_folder(path, skip, on_hidden)
+            candidates = _walk_folder(path, skip, on_hidden, on_other)
         elif _has_glob(text):
             matches = [Path(m) for m in glob.glob(text, recursive=True)]
             if not matches:

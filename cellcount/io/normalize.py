@@ -293,6 +293,11 @@ def background_note(image: np.ndarray, *, channel: int | None = None, invert: bo
             "so it was read the wrong way round: count it with a model for images like it, or set Invert to auto")
 
 
+SMALL_IMAGE_PX = 32
+"""An image narrower than this (a nucleus or two of the training size) is flagged: too little context for the
+model, and for the quality signals to judge (a tester's 20 x 20 px crop counted 0, unflagged)."""
+
+
 def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     """Why a count of ``image`` (its ``channel``) may not be what the user meant, or None.
 
@@ -318,6 +323,9 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
         if share > 0.01:  # read as 0 (NaN) or the extremes (Inf): that part of the image shows nothing real
             return (f"{share:.0%} of the image's pixels are not numbers (NaN or infinite): NaN was read as 0 "
                     "and infinity as the brightest or darkest value, so counts in that part are wrong or missing")
+    if arr.ndim >= 2 and min(arr.shape[:2]) < SMALL_IMAGE_PX:
+        return (f"the image is only {arr.shape[1]} x {arr.shape[0]} px: too small for the model to see nuclei in "
+                "their surroundings, and for this check to judge the count; check it by eye")
     if channel is None and channels_differ(arr):
         return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
                 "them; if the nuclei are in one channel, choose it as the channel to count (numbered from 0: the app's "
