@@ -116,6 +116,18 @@ class Quality:
         return {"check": self.flag, "check_score": round(self.score, 3), "check_reasons": "; ".join(self.reasons)}
 
 
+SETTINGS_REASON_STARTS = ("settings other than the model card's", "the settings' filters dropped")
+"""How the reasons start that come from the user's settings, not from the image (:func:`cellcount.pipeline.card_shift_note`,
+the filters' share)."""
+
+
+def only_settings_reasons(reasons: str) -> bool:
+    """Whether a counts row's ``check_reasons`` are all the settings' (the image itself raised none): a tester's
+    batch had 4 of 7 images flagged only because Min. area differed from the card, told apart by reading each."""
+    parts = [r.strip() for r in str(reasons or "").split("; ") if r.strip()]
+    return bool(parts) and all(r.startswith(SETTINGS_REASON_STARTS) for r in parts)
+
+
 def quality_signals(
     *,
     count: float,
