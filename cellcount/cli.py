@@ -398,6 +398,8 @@ def _regions_path(args: argparse.Namespace) -> Path:
 
 _OWN_OUTPUT_SUFFIXES = (".csv", ".tsv", ".json")
 """Tables and settings files, often a run's own outputs kept beside its images: not worth a note each run."""
+_SYSTEM_FILES = ("thumbs.db", "desktop.ini")
+"""What Windows leaves in folders of pictures."""
 
 
 def _recorded_backend(path: str | Path) -> str | None:
@@ -478,6 +480,8 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     for c in ("backend", "check", "check_score", "check_reasons", "split_used"):  # newer than some counts CSVs
         if c not in old.columns:
             old[c] = ""
+    if not old["backend"].astype(bool).any() and len(set(before := _previous_backends(out))) == 1:
+        old["backend"] = before[0]  # rows written before the column: their run's record names the one that ran
     missing = [c for c in COUNT_COLUMNS if c not in old.columns]
     if missing:
         return f"--resume: {out} is not a counts CSV of this program (no columns {missing})"
@@ -714,7 +718,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .io.files import searched_folders
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
-    from .models.backends import backend_note
+    from .models.backends import BACKENDS, backend_note
     from .pipeline import resolve_params
 
     skipped: list[tuple[Path, str]] = []
@@ -755,10 +759,13 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
               f"{shown}); name them, or a pattern such as 'folder/.*.png', to count them", file=sys.stderr)
     searched = searched_folders(args.paths)
     others = [p for p in split_ground_truth_files(others, roots=searched)[0]  # annotation tables: ground truth
-              if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES]
+              if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES and p.name.lower() not in _SYSTEM_FILES]
     if others and not args.quiet:  # a folder's notes and tables get no row: said, as the app lists a zip's
         shown = ", ".join(str(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
-        print(f"note: passed over {len(others)} file(s) that are not images ({shown})", file=sys.stderr)
+        zips = sum(p.suffix.lower() == ".zip" for p in others)
+        print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
+              + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),
+              file=sys.stderr)
     problem = _check_cluster_options(args) or _check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -837,11 +844,12 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                 others = " and ".join(b for b in before if b != settings["backend"])
                 print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
                       f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
+        # on a CPU only: a GPU always runs PyTorch, whatever was asked
         if args.settings and not args.quiet and (recorded := _recorded_backend(args.settings)) \
-                and recorded != settings["backend"]:
+                and recorded != settings["backend"] and settings["backend"] in BACKENDS:
             print(f"note: {args.settings} records a run with the {recorded} backend; this one runs {settings['backend']}"
-                  f", so a count may differ by an object (totals agree within 0.5%): --backend {recorded} repeats "
-                  "that run exactly", file=sys.stderr)
+                  f", so a count may differ by an object (totals agree within 0.5%): --backend {recorded} runs that "
+                  "run's backend where this machine has it", file=sys.stderr)
     n_ok = n_err = total = n_check = total_check = 0
     failed: list[tuple[str, str]] = []
     whole: list[str] = []  # counted whole, so without region counts

@@ -516,9 +516,8 @@ def inert_settings(given: set[str], params: CountParams, model: Any) -> dict[str
     without a network, a size estimate when a diameter is given. Empty when every one acts."""
     acting = params.acting(model.output_kind)
     why: dict[str, list[str]] = {}
-    for name in sorted(set(given) - set(acting), key=list(SCHEMA).index):
-        if name not in SCHEMA:
-            continue
+    # old names (watershed, use_border_channel) are read as the current ones: not judged here
+    for name in sorted((set(given) & set(SCHEMA)) - set(acting), key=list(SCHEMA).index):
         if name == "min_distance_px" and "split_mode" in acting:
             reason = f"split mode {params.split_mode!r} uses no distance between centres"
         else:

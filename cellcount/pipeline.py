@@ -330,7 +330,15 @@ def _backend_name(model: CountModel, fast: bool, backend: str | None) -> str | N
         return None
     if fast and hasattr(model, "backend_in_use"):
         return model.backend_in_use(backend or "auto")[0]
-    return "torch"
+    from .inference import default_device
+
+    device = str(default_device())
+    return "torch" if device == "cpu" else f"torch ({torch_device_type(device)})"
+
+
+def torch_device_type(device: str) -> str:
+    """``cuda`` of ``cuda:0``: the device's kind, as :meth:`cellcount.models.NetModel.backend_in_use` names it."""
+    return device.split(":")[0]
 
 
 def _notes(*notes: str | None) -> str | None:

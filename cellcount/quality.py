@@ -124,7 +124,9 @@ the filters' share)."""
 def only_settings_reasons(reasons: str) -> bool:
     """Whether a counts row's ``check_reasons`` are all the settings' (the image itself raised none): a tester's
     batch had 4 of 7 images flagged only because Min. area differed from the card, told apart by reading each."""
-    parts = [r.strip() for r in str(reasons or "").split("; ") if r.strip()]
+    import re
+
+    parts = [re.sub(r"^blocks? [\d, ]+: ", "", r.strip()) for r in str(reasons or "").split("; ") if r.strip()]
     return bool(parts) and all(r.startswith(SETTINGS_REASON_STARTS) for r in parts)
 
 

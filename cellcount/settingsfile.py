@@ -184,13 +184,15 @@ def _named(path: str | os.PathLike, parse: Any) -> Any:
 
 
 def settings_text(model_name: str, params: CountParams | dict[str, Any], output_kind: str | None, *,
-                  model_sha256: str | None = None, plane: int | str | None = None) -> str:
+                  model_sha256: str | None = None, plane: int | str | None = None, backend: str | None = None) -> str:
     """A settings file's text: the model, its weights' sha256 (counting with weights replaced since warns), the
     settings that act for ``output_kind`` (a density model's file naming a threshold contradicts a count that no
-    threshold changes; None: every one given) and the ``plane`` of z-stacks when one was chosen."""
+    threshold changes; None: every one given), the ``plane`` of z-stacks when one was chosen and the ``backend`` a
+    recorded run used."""
     values = params.acting(output_kind) if isinstance(params, CountParams) else acting_settings(params, output_kind)
     return json.dumps({"model": model_name, **({"model_sha256": model_sha256} if model_sha256 else {}),
-                       "params": values, **({} if plane is None else {"plane": check_plane(plane)})}, indent=2)
+                       "params": values, **({} if plane is None else {"plane": check_plane(plane)}),
+                       **({"backend": backend} if backend else {})}, indent=2)
 
 
 def save(path: str | os.PathLike, model: CountModel, params: CountParams | dict[str, Any] | None = None, *,

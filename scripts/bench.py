@@ -367,7 +367,7 @@ def count_images(cfg: BenchConfig, dsb_dir: Path = DSB_DIR) -> list[tuple[str, n
 
     files: list[Path] = []
     if SAMPLES_DIR.is_dir():
-        files = split_ground_truth_files(list_image_files(SAMPLES_DIR))[0][: cfg.n_samples]
+        files = split_ground_truth_files(list_image_files(SAMPLES_DIR, ground_truth=True))[0][: cfg.n_samples]
     dsb = sorted((dsb_dir / "images").glob("*.png")) if (dsb_dir / "images").is_dir() else []
     if dsb and cfg.n_dsb:
         step = max(len(dsb) // cfg.n_dsb, 1)

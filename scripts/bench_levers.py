@@ -265,7 +265,7 @@ def main() -> int:
         print("int8 probe:", int8_probe(model, image, calib, args.repeats))
     from cellcount.io import list_image_files, read_image, split_ground_truth_files
 
-    files = split_ground_truth_files(list_image_files(bench.SAMPLES_DIR))[0]
+    files = split_ground_truth_files(list_image_files(bench.SAMPLES_DIR, ground_truth=True))[0]
     dsb = sorted((bench.DSB_DIR / "images").glob("*.png"))[::25]
     print("watershed alternatives:", watershed_alternatives(model, [read_image(f) for f in [*files, *dsb]]))
     return 0

@@ -936,6 +936,7 @@ def test_a_folder_listing_leaves_ground_truth_out_as_the_command_line_does(tmp_p
     assert [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path)] == ["a.png", "b.png"]
     assert [p.relative_to(tmp_path).as_posix() for p in list_image_files(iter([tmp_path]), ground_truth=True)] == [
         "a.png", "a_labels.tif", "b.png", "masks/b.png"]
+    assert list_image_files(tmp_path / "a_labels.tif") == [tmp_path / "a_labels.tif"], "named on its own: meant"
 
 
 def test_a_projection_asked_of_planes_saved_as_channels_is_said_not_applied(tmp_path):

@@ -409,5 +409,13 @@ def test_a_fine_tune_made_before_cards_listed_training_images_inherits_its_bases
 def test_a_model_path_that_does_not_exist_is_said_to_be_missing():
     from cellcount.models import load_model
 
-    with pytest.raises(ModelNotFoundError, match="no model folder at /nonexistent/dir"):
+    with pytest.raises(ModelNotFoundError, match="/nonexistent/dir does not exist: give a model folder"):
         load_model("/nonexistent/dir")
+
+
+def test_a_file_given_as_a_model_is_said_to_be_a_file(tmp_path):
+    from cellcount.models import load_model
+
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="weights.pt is a file, not a model folder"):
+        load_model(str(tmp_path / "weights.pt"))

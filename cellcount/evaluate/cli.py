@@ -32,6 +32,7 @@ from ..errors import ParameterError
 from ..metrics import fixed
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
+from ..settingsfile import settings_text
 from . import (
     BORDER_TRUTH_KEPT,
     TuningCheck,
@@ -396,8 +397,7 @@ def _run(args: argparse.Namespace) -> int:
               "new images no better than the current ones", file=sys.stderr)
     if args.save_settings:
         # the settings that act, as count's settings file lists them
-        text = json.dumps({"model": model.name, "model_sha256": model.card.sha256,
-                           "params": params.acting(model.output_kind)}, indent=2).encode()
+        text = settings_text(model.name, params, model.output_kind, model_sha256=model.card.sha256).encode()
         _keep_other_settings(Path(args.save_settings), text)
         atomic_write_bytes(args.save_settings, text)
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)

@@ -215,10 +215,11 @@ def list_image_files(
         Called with each hidden image file and hidden folder holding images that a folder search passes over
         (names starting with "."), so that the caller can say so; they are no failures.
     ground_truth : bool
-        False (default): files named like ground truth (:func:`split_ground_truth_files`: ``a_labels.tif``,
-        ``masks/a.png`` ...) are left out, as ``cellcount count`` leaves them out, so that a batch over a folder
-        of images with their annotations counts the images only (a labels file counted as an image gave a row of
-        its own, unflagged); True: listed too.
+        False (default): files a folder search or pattern finds named like ground truth
+        (:func:`split_ground_truth_files`: ``a_labels.tif``, ``masks/a.png`` ...) are left out, as ``cellcount
+        count`` leaves them out, with one logged warning saying how many, so that a batch over a folder of images
+        with their annotations counts the images only (a labels file counted as an image gave a row of its own,
+        unflagged); a file named on its own is kept. True: listed too.
     on_other : callable, optional
         Called with each other file a folder search passes over (notes, tables: neither images nor microscope
         files), so that the caller can say what was not counted.
@@ -237,11 +238,13 @@ def list_image_files(
     skip = on_skip or _log_skip
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)  # searched again below
     found: dict[Path, Path] = {}
+    named: set[Path] = set()  # files named on their own: the caller meant them, ground truth or not
     for item in paths:
         text = os.fspath(item)
         path = Path(text)
         if path.is_file() or _is_zarr_dir(path):
             candidates: Iterable[Path] = [path]
+            named.add(Path(os.path.abspath(path)))
         elif path.is_dir():
             candidates = _walk_folder(path, skip, on_hidden, on_other)
         elif _has_glob(text):
@@ -270,7 +273,15 @@ def list_image_files(
                                                                 "the app's Batch page)" if cand.suffix.lower() == ".zip"
                                                                 else ")"))
     files = sorted(found.values(), key=lambda p: (str(p.parent), p.name))
-    return files if ground_truth else split_ground_truth_files(files, roots=searched_folders(paths))[0]
+    if ground_truth:
+        return files
+    searched = [f for f in files if Path(os.path.abspath(f)) not in named]
+    left_out = set(split_ground_truth_files(searched, roots=searched_folders(paths))[1])
+    if left_out:  # said once, not per file: a folder of images with their labels has as many as images
+        shown = ", ".join(str(p) for p in sorted(left_out)[:3]) + (" ..." if len(left_out) > 3 else "")
+        logger.warning("left out %d file(s) named like ground truth (%s); list_image_files(..., ground_truth=True) "
+                       "lists them", len(left_out), shown)
+    return [f for f in files if f not in left_out]
 
 
 def ground_truth_suffix(path: str | os.PathLike) -> str | None:

@@ -191,7 +191,9 @@ def read_image(
     Warns
     -----
     ImageReadWarning
-        The file holds several planes and only the first was read (``page`` not given).
+        The file holds several planes and only the first was read (``page`` not given); ``page="max"`` of a TIFF
+        whose images are read as channels (planes saved without their axes) projected nothing; a maximum
+        projection of what may be channels.
     """
     image, note = read_image_and_note(source, channel=channel, page=page, max_pixels=max_pixels,
                                       max_bytes=max_bytes)

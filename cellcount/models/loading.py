@@ -237,8 +237,9 @@ def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> P
             hint = next((f" (did you mean {n!r}?)" for n in names if close and n.casefold() == close[0]), "")
         text = str(name_or_path)
         if not same and not hint and (os.sep in text or "/" in text or text.startswith(("~", "."))):  # a path
-            raise ModelNotFoundError(f"no model folder at {text} (it does not exist); give a model folder (it holds "
-                                     f"{CARD_FILE} and its weights) or a model name: {', '.join(names)}")
+            what = "is a file, not a model folder" if given.is_file() else "does not exist"
+            raise ModelNotFoundError(f"{text} {what}: give a model folder (it holds {CARD_FILE} and its weights) or "
+                                     f"a model name: {', '.join(names)}")
         raise ModelNotFoundError(f"unknown model {text!r}{hint}; valid models: {', '.join(names)}")
     return folder
 
