@@ -1129,10 +1129,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     return 2
                 # as count does: the folder is made (else the error named a temporary file in it)
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
-            if args.settings_out:
-                settings = {k: run["settings"][k] for k in ("model", "model_sha256", "params", "plane")
-                            if k in run["settings"]}
-                atomic_write_bytes(args.settings_out, json.dumps(settings, indent=2).encode("utf-8"))
+            if args.settings_out:  # as the Runs page's download: with the backend, which count --settings compares
+                from .models import list_models, load_model
+                from .settingsfile import record_text
+
+                name = run["settings"].get("model", run["model"])
+                kind = load_model(name).output_kind if name in list_models() else None
+                atomic_write_bytes(args.settings_out,
+                                   record_text({"model": run["model"], **run["settings"]}, kind).encode("utf-8"))
             if args.out == "-":
                 sys.stdout.write(text)
             else:

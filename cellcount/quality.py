@@ -121,13 +121,15 @@ SETTINGS_REASON_STARTS = ("settings other than the model card's", "the settings'
 the filters' share)."""
 
 
-def only_settings_reasons(reasons: str) -> bool:
-    """Whether a counts row's ``check_reasons`` are all the settings' (the image itself raised none): a tester's
-    batch had 4 of 7 images flagged only because Min. area differed from the card, told apart by reading each."""
+def names_settings(reasons: str) -> bool:
+    """Whether a counts row's ``check_reasons`` name the user's settings among them (they moved the count far from
+    the card's, or dropped many objects): a tester's batch had 4 of 7 images flagged for Min. area, told apart by
+    reading each. Such settings set off other reasons too (the count against the density estimate), so the row
+    is not judged by those."""
     import re
 
     parts = [re.sub(r"^blocks? [\d, ]+: ", "", r.strip()) for r in str(reasons or "").split("; ") if r.strip()]
-    return bool(parts) and all(r.startswith(SETTINGS_REASON_STARTS) for r in parts)
+    return any(r.startswith(SETTINGS_REASON_STARTS) for r in parts)
 
 
 def quality_signals(

@@ -195,6 +195,16 @@ def settings_text(model_name: str, params: CountParams | dict[str, Any], output_
                        **({"backend": backend} if backend else {})}, indent=2)
 
 
+def record_text(record: dict[str, Any], output_kind: str | None) -> str:
+    """A settings file's text from a run's recorded settings (:mod:`cellcount.history`: the Runs page's download,
+    ``cellcount runs --export --settings-out``): its model, weights, the settings that act for ``output_kind`` (None:
+    the model is not installed here, every one recorded), plane and the backend it ran in."""
+    backend = record.get("backend")
+    return settings_text(str(record.get("model", "")), record.get("params") or {}, output_kind,
+                         model_sha256=record.get("model_sha256") or None, plane=record.get("plane"),
+                         backend=backend if isinstance(backend, str) else None)
+
+
 def save(path: str | os.PathLike, model: CountModel, params: CountParams | dict[str, Any] | None = None, *,
          plane: int | str | None = None) -> Path:
     """Write ``model``'s settings (``params`` over its card's; None: the card's) to ``path``, as the app's download

@@ -460,6 +460,8 @@ def _apply_settings_file(prefix: str) -> None:
         model_name, note = named, f" Model: {named}."
     elif named:
         note = f" The file names model {named!r}, which is not installed; the current model is kept."
+    else:  # a bare object of settings (params.to_json() saved from Python): said, as count --settings says it
+        note = f" The file names no model: its settings are applied to {model_name}, the model chosen here."
     try:
         cc.resolve_params(get_model(model_name), overrides)
     except cc.CellcountError as err:

@@ -333,15 +333,16 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
         st.info(f"{len(others)} file(s) not counted: {shown}" + (" ..." if len(by_reason) > 5 else ""))
     flagged = int(ok["check"].fillna(False).astype(bool).sum()) if "check" in ok else 0
     if flagged:
-        from cellcount.quality import only_settings_reasons
+        from cellcount.quality import names_settings
 
-        by_settings = int(ok.loc[ok["check"].fillna(False).astype(bool), "check_reasons"].map(only_settings_reasons).sum()) \
+        by_settings = int(ok.loc[ok["check"].fillna(False).astype(bool), "check_reasons"].map(names_settings).sum()) \
             if "check_reasons" in ok else 0
         st.warning(f"{flagged} image(s) flagged \"check this image\": their counts may be wrong (column \"check "
                    "this image\", reasons beside it and below; in the CSV: check, check_reasons)."
-                   + (f" {'All' if by_settings == flagged else by_settings} of them only because your settings move the "
-                      "count far from the model card's (or drop many objects): the images themselves raised no "
-                      "warning." if by_settings else ""))
+                   + (f" {'All' if by_settings == flagged else by_settings} of them name your settings among the "
+                      "reasons: they move the count far from the model card's or drop many objects, which can set off "
+                      "the other reasons too. Check those settings first (Reset to the model card counts as the model "
+                      "was calibrated)." if by_settings else ""))
         with st.expander(f"Why these {flagged} image(s) are flagged"):
             rows = ok[ok["check"].fillna(False).astype(bool)]
             for _, row in rows.head(50).iterrows():

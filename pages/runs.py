@@ -8,7 +8,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import history
 from cellcount.params import setting_label, setting_text
-from cellcount.settingsfile import settings_text
+from cellcount.settingsfile import record_text
 from pages import _settings as settings
 from pages import _shared as sh
 
@@ -134,14 +134,10 @@ with st.expander("Settings and inputs"):
     if st.toggle("Show the settings as recorded (JSON)", key=f"{P}_raw"):
         st.json(run["settings"])
 row = st.container(horizontal=True)
-record = run["settings"]
 # the settings that act on its model, as every other settings file lists them (a run records them all), and the
 # backend it ran in, which count --settings compares with its own
-settings_file = settings_text(
-    record.get("model", run["model"]), record.get("params") or {},
-    sh.get_model(run["model"]).output_kind if run["model"] in cc.list_models() else None,
-    model_sha256=record.get("model_sha256"), plane=record.get("plane"),
-    backend=record.get("backend") if isinstance(record.get("backend"), str) else None)
+settings_file = record_text({"model": run["model"], **run["settings"]},
+                            sh.get_model(run["model"]).output_kind if run["model"] in cc.list_models() else None)
 # the rows were made formula-safe when they were first written; they are written again as they are
 csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8-sig")  # with a BOM, as every download
 sh.download_button("Per-image CSV", csv, f"run-{run['id']}-counts.csv", "text/csv", f"{P}_dl_csv", container=row)

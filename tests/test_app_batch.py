@@ -424,11 +424,11 @@ def test_a_running_batch_says_what_it_counts_with_when_the_settings_shown_change
 def test_images_flagged_only_for_the_users_settings_are_told_apart(count_batch):
     """A tester's batch had 4 of 7 images flagged only because Min. area differed from the card: the page said
     7 flagged, and only reading each reason told those 4 apart."""
-    from cellcount.quality import only_settings_reasons
+    from cellcount.quality import names_settings
 
-    assert only_settings_reasons("the settings' filters dropped 9 of 27 objects (9 too small): check Min. area")
-    assert not only_settings_reasons("the settings' filters dropped 9 of 27 objects (9 too small); low contrast")
-    assert not only_settings_reasons("")
+    assert names_settings("block 2: the settings' filters dropped 9 of 27 objects (9 too small): check Min. area")
+    assert names_settings("two independent counts differ by 84%; the settings' filters dropped 9 of 27 objects")
+    assert not names_settings("low contrast between nuclei and background") and not names_settings("")
     at = open_batch("unet-mask")
     at.number_input(key="batch_min_area_px").set_value(55)  # 8 of 27 dropped: flagged for that alone
     at.file_uploader(key="batch_files").set_value([(f"a{k}.png", sample("s01_sparse_small.png"), "image/png")
@@ -438,11 +438,12 @@ def test_images_flagged_only_for_the_users_settings_are_told_apart(count_batch):
     said = " ".join(w.value for w in at.warning)
     df = at.dataframe[0].value
     flagged = df[df["check"].astype(bool)]
-    by_settings = int(flagged["check_reasons"].map(only_settings_reasons).sum())
+    by_settings = int(flagged["check_reasons"].map(names_settings).sum())
     # on this project's machines both images are flagged for the dropped share alone (19 of 27 kept); a backend
     # that counts an object apart may add or drop a reason: the page's sentence follows the rows either way
     assert f"{len(flagged)} image(s) flagged" in said
     if by_settings:
-        assert f"{'All' if by_settings == len(flagged) else by_settings} of them only because your settings move" in said
+        assert f"{'All' if by_settings == len(flagged) else by_settings} of them name your settings among the " \
+            "reasons" in said
     else:
-        assert "only because" not in said
+        assert "name your settings" not in said

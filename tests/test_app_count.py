@@ -186,6 +186,8 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
                "nuclei: Off, Probability threshold: 0.66)" in s.value for s in at.success), [s.value for s in at.success]
     assert any("The other " in s.value and "are the model card's, as the command line reads the file" in s.value
                for s in at.success)
+    assert any("The file names no model: its settings are applied to classical-otsu, the model chosen here" in s.value
+               for s in at.success), "said, as count --settings says it"
     # the box is empty again once a file is read: the same file chosen again is applied again
     assert not at.file_uploader(key="count_settings_file_1").value
     # a partial file is read over the model card, as `count --settings` reads it: an earlier edit does not stay

@@ -986,6 +986,10 @@ def test_a_run_recorded_with_another_backend_is_said_with_how_to_repeat_it(tiny_
     assert pd.read_csv(out)["backend"].tolist() == ["torch"]
     sidecar = json.loads((tmp_path / "c.settings.json").read_text())
     assert sidecar["backend"] == "torch"
+    # the run's settings exported again carry it too, as the Runs page's download does
+    assert main(["runs", "--export", str(list_runs(limit=1)["id"].iloc[0]), "--out", str(tmp_path / "x.csv"),
+                 "--settings-out", str(tmp_path / "x.json")]) == 0
+    assert json.loads((tmp_path / "x.json").read_text())["backend"] == "torch"
     sidecar["backend"] = "bf16"
     (tmp_path / "other.json").write_text(json.dumps(sidecar))
     capsys.readouterr()
