@@ -90,6 +90,8 @@ class Prediction:
     """Mask models sized by a size model: that density model's count over ``size_window`` (the region it
     read), a second count made by an independent network, which the quality flag compares."""
     size_window: tuple[slice, slice] | None = None
+    part_of_image: bool = False
+    """A block of a larger image (normalised with the whole image's ``limits``): an empty block is no empty image."""
     backend: str | None = None
     """The inference backend the network ran in (:meth:`cellcount.models.NetModel.backend_in_use`: ``bf16``,
     ``torch``, ``onnxruntime``; counts agree within 0.5% between them, not always to the object); None for a
@@ -315,7 +317,7 @@ def predict(
         card_mask_settings=resolve_params(model).values("mask") if model.output_kind != "density" else None,
         size_count=None if size is None else size.count,
         size_window=None if size is None else size.window,
-        backend=_backend_name(model, fast, backend),
+        backend=_backend_name(model, fast, backend), part_of_image=limits is not None,
         flip_disagreement=flips[-1] if flips else None,
         novelty=novelty,
         input_note=None if limits is not None else _notes(channel_note, input_note(image, channel=p.channel),  # blocks: the whole's
@@ -393,7 +395,17 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
     )
     counts = None if second_count is None or comparison is None else (comparison, count, second_count)
     quality = judge(signals, prediction.quality_rule, counts=counts)
-    return with_note(quality, prediction.input_note) if prediction.input_note else quality
+    if prediction.input_note:
+        return with_note(quality, prediction.input_note)
+    if count < 0.5 and not quality.flag and not prediction.part_of_image:
+        # nothing found leaves every signal unmeasured (NaN), so no limit can fire: overexposed H&E counted 0 for 73
+        # nuclei under a green badge (a tester); an empty field is rare, and a look settles it
+        return with_note(quality, NOTHING_FOUND)
+    return quality
+
+
+NOTHING_FOUND = ("no nuclei were found: if the image shows any, the model did not recognise them (check Invert, the "
+                 "nucleus size and the channel, or fine-tune a model on images like it); an empty field needs no change")
 
 
 def _density_probability(prediction: Prediction, params: CountParams, density: np.ndarray) -> np.ndarray | None:

@@ -859,3 +859,15 @@ def test_settings_that_do_nothing_for_the_model_are_said_from_python_as_on_the_c
     image = ((draw_disks((64, 64), [(20, 20)], 6) > 0) * 200).astype(np.uint8)
     with pytest.warns(UserWarning, match=r"do nothing here: threshold, min_area_px \(tiny-unet-density: a density"):
         count_image(image, tiny_model(kind="density"), {"threshold": 0.2, "min_area_px": 50, "auto_nucleus_size": False})
+
+
+def test_a_count_of_nothing_is_flagged_where_no_signal_could_be_measured(tiny_model):
+    """With no object found every signal is unmeasured, so no limit could fire: 0 for 73 nuclei read as fine."""
+    from cellcount.pipeline import NOTHING_FOUND
+
+    image = np.random.default_rng(0).integers(0, 40, (64, 64)).astype(np.uint8)
+    model = tiny_model()
+    pred = predict(image, model, {"auto_nucleus_size": False})
+    pred.maps[:] = 0.0  # an untrained network's map made empty, as a model that recognises nothing gives it
+    r = postprocess(pred, resolve_params(model, {"auto_nucleus_size": False}))
+    assert r.count == 0 and r.quality.flag and r.quality.reasons == (NOTHING_FOUND,)

@@ -47,6 +47,7 @@ from .files import (
 from .metadata import ImageMetadata, read_metadata
 from .normalize import (
     BRIGHT_BACKGROUND_POSITION,
+    CLIPPED_SHARE,
     GRAYSCALE_MODES,
     NORMALIZED_RANGE,
     SMALL_IMAGE_PX,
@@ -106,6 +107,7 @@ __all__ = [
     "image_to_display_rgb",
     "check_pixels",
     "background_note",
+    "CLIPPED_SHARE",
     "SMALL_IMAGE_PX",
     "input_note",
     "is_bright_background",
