@@ -320,8 +320,9 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         "count_disagreement": f"two independent counts of this image differ by {v:.0%} (the objects found against a "
                               "density map's estimate of the same area, or a density model's integral against its "
                               "peaks)",
-        "size_ratio": f"the nucleus size used is {v:.1f}x off the size the model was trained on (the image is resized "
-                      "to match: so large a resize, or a wrong size setting, makes the count less certain)",
+        "size_ratio": f"the nuclei are {v:.1f}x larger or smaller than those the model was trained on (measured, or "
+                      "the Nucleus diameter given), and the image is resized that far to match: so large a resize makes "
+                      "the count less certain; if the nuclei look another size, give their diameter",
         "uncertain_fraction": f"the model is unsure about {v:.0%} of the pixels it may call foreground, giving them "
                               f"a probability between {UNCERTAIN_LOW:g} and {UNCERTAIN_HIGH:g} (blur, low contrast "
                               "or an unfamiliar image type)",

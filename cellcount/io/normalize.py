@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import numpy as np
 
 from cellcount.errors import ImageReadError, ParameterError
@@ -264,8 +265,17 @@ def channels_differ(image: np.ndarray) -> bool:
         return True  # a bright-field channel beside a fluorescence one
     if is_bright_background(sub):  # bright-field colour (H&E): its channels are one picture's absorption
         return False
-    corr = np.corrcoef(sub[:, :, live].reshape(-1, len(live)), rowvar=False)
+    # structure, not pixel noise: a camera's noise, independent per channel, took gray stored as RGB for a merge of
+    # stains (a tester: 41 of 60 DSB images with noise of sigma 10 added); smoothed, the noise averages out
+    smooth = np.stack([cv2.GaussianBlur(np.ascontiguousarray(sub[:, :, k]), (0, 0), NOISE_SMOOTH_PX) for k in live],
+                      axis=-1)
+    corr = np.corrcoef(smooth.reshape(-1, len(live)), rowvar=False)
     return bool(corr.min() < MIXED_CHANNEL_CORRELATION)
+
+
+NOISE_SMOOTH_PX = 2.5
+"""The Gaussian (in pixels of :func:`channels_differ`'s subsampled image, at most about 512 px across) the channels
+are smoothed with before they are compared."""
 
 
 def check_pixels(image) -> None:
