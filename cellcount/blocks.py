@@ -45,7 +45,7 @@ from .io.read import main_series
 from .models import size_model_for
 from .models.base import CountModel
 from .params import auto_distance_px
-from .pipeline import CountParams, CountResult, postprocess, predict, resolve_params
+from .pipeline import CountParams, CountResult, nothing_found, postprocess, predict, resolve_params
 from .postprocess import MIN_TOUCH_OBJECTS
 from .postprocess import density_count as map_integral
 from .quality import Quality
@@ -469,7 +469,9 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         estimated_diameter_px=plan.estimated_diameter_px if params.auto_nucleus_size else None,  # as a whole image reports it
         density_count=density_total if output_kind == "multihead" else None,
         min_distance_px=None if kind == "density" else block_params(plan, params).min_distance_px or None,
-        quality=_noted(_noted(combine_quality([part.quality for part in parts]), plan.note), _mixed_split_note(parts)),
+        # a whole image of nothing is judged as a whole (its empty blocks were not)
+        quality=nothing_found(_noted(_noted(combine_quality([part.quality for part in parts]), plan.note),
+                                     _mixed_split_note(parts)), count, dropped=sum(rejected.values())),
         split_used=_splits_used(parts), backend=_joined({part.backend for part in parts}),
     )
     rows = []

@@ -1130,11 +1130,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 # as count does: the folder is made (else the error named a temporary file in it)
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
             if args.settings_out:  # as the Runs page's download: with the backend, which count --settings compares
+                from .errors import CellcountError
                 from .models import list_models, load_model
                 from .settingsfile import record_text
 
                 name = run["settings"].get("model", run["model"])
-                kind = load_model(name).output_kind if name in list_models() else None
+                try:  # the acting settings of a model installed here; all recorded for one gone or broken
+                    kind = load_model(name).output_kind if name in list_models() else None
+                except (CellcountError, OSError, ValueError):
+                    kind = None
                 atomic_write_bytes(args.settings_out,
                                    record_text({"model": run["model"], **run["settings"]}, kind).encode("utf-8"))
             if args.out == "-":

@@ -21,7 +21,7 @@ from . import parallel
 from . import postprocess as pp
 from .errors import ParameterError
 from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
-from .io import background_note, check_pixels, input_note, model_input
+from .io import background_note, check_pixels, exposure_note, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
@@ -321,6 +321,7 @@ def predict(
         flip_disagreement=flips[-1] if flips else None,
         novelty=novelty,
         input_note=None if limits is not None else _notes(channel_note, input_note(image, channel=p.channel),  # blocks: the whole's
+                                                           exposure_note(image, channel=p.channel),
                                                            background_note(image, channel=p.channel, invert=p.invert)),
     )
 
@@ -395,17 +396,21 @@ def assess(prediction: Prediction, params: CountParams, count: float, second_cou
     )
     counts = None if second_count is None or comparison is None else (comparison, count, second_count)
     quality = judge(signals, prediction.quality_rule, counts=counts)
-    if prediction.input_note:
-        return with_note(quality, prediction.input_note)
-    if count < 0.5 and not quality.flag and not prediction.part_of_image:
-        # nothing found leaves every signal unmeasured (NaN), so no limit can fire: overexposed H&E counted 0 for 73
-        # nuclei under a green badge (a tester); an empty field is rare, and a look settles it
-        return with_note(quality, NOTHING_FOUND)
-    return quality
+    return with_note(quality, prediction.input_note) if prediction.input_note else quality
 
 
 NOTHING_FOUND = ("no nuclei were found: if the image shows any, the model did not recognise them (check Invert, the "
-                 "nucleus size and the channel, or fine-tune a model on images like it); an empty field needs no change")
+                 "nucleus size and the channel, or fine-tune a model on images like it), unless the field is empty")
+
+
+def nothing_found(quality: Quality | None, count: int, *, part_of_image: bool = False, dropped: int = 0) -> Quality | None:
+    """``quality`` flagged with :data:`NOTHING_FOUND` for a count of nothing that nothing else flagged: with no object
+    every signal is unmeasured (NaN), so no limit can fire (overexposed H&E counted 0 for 73 nuclei under a green
+    badge, a tester). Not for a block of a larger image (empty background is common there; the whole image's count
+    is judged) nor where the filters dropped what was found (their own reason says so)."""
+    if count or (quality is not None and quality.flag) or part_of_image or dropped:
+        return quality
+    return with_note(quality, NOTHING_FOUND)
 
 
 def _density_probability(prediction: Prediction, params: CountParams, density: np.ndarray) -> np.ndarray | None:
@@ -493,8 +498,9 @@ def postprocess(
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px, backend=prediction.backend,
-            quality=assess(prediction, params, estimate, float(len(peaks)), "peaks",
-                           probability=_density_probability(prediction, params, density)),
+            quality=nothing_found(assess(prediction, params, estimate, float(len(peaks)), "peaks",
+                                         probability=_density_probability(prediction, params, density)),
+                                  int(round(estimate)), part_of_image=prediction.part_of_image),
         )
     prob = prediction.maps[0]
     border = prediction.maps[1] if prediction.maps.shape[0] > 1 else None
@@ -525,6 +531,7 @@ def postprocess(
                 if count == seg.count else None))
     if note:
         quality = with_note(quality, note)
+    quality = nothing_found(quality, count, part_of_image=prediction.part_of_image, dropped=sum(seg.n_rejected.values()))
     return CountResult(
         model_name=prediction.model_name, output_kind="mask", count=count, count_estimate=estimate,
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,

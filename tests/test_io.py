@@ -960,16 +960,25 @@ def test_an_image_too_small_to_judge_is_said_so():
     assert input_note(np.random.default_rng(0).integers(0, 255, (SMALL_IMAGE_PX, 40), np.uint8)) is None
 
 
-def test_an_overexposed_image_is_said_so():
+def test_an_overexposed_image_is_said_so(rng):
     """A tester's H&E at 2x exposure counted 38 for 10 nuclei, at 3x 0 for 73, both unflagged."""
-    from cellcount.io import CLIPPED_SHARE
+    from cellcount.io import CLIPPED_SHARE, exposure_note
 
-    rgb = np.full((64, 64, 3), 120, np.uint8)
-    rgb[:40, :, 0] = 255  # the red channel clipped over 62% of the picture
-    assert input_note(rgb).startswith("62% of the image's pixels are at the brightest value its file holds")
-    grey = np.full((64, 64), 30, np.uint16)
+    dark = rng.integers(5, 40, (64, 64, 3)).astype(np.uint8)
+    dark[:20, :, 0] = 255  # fluorescence with its red channel clipped over 31% of the picture
+    assert exposure_note(dark).startswith("31% of the image's pixels (of its nuclei and tissue, on a bright "
+                                          "background) are at the brightest value")
+    grey = rng.integers(20, 40, (64, 64)).astype(np.uint16)
     grey[:8] = 65535  # 12% saturated: bright nuclei in fluorescence often are
-    assert input_note(grey) is None and CLIPPED_SHARE > 0.125
+    assert exposure_note(grey) is None and CLIPPED_SHARE > 0.125
+    grey[:20] = 4095  # a 12-bit camera's full scale, in a 16-bit file
+    assert exposure_note(grey).startswith("31%")
+    # bright-field: white glass clipped at 255 says nothing of the nuclei; nuclei clipped too do
+    he = np.full((64, 64, 3), 255, np.uint8)
+    he[20:44, 20:44] = rng.integers(90, 160, (24, 24, 3))  # purple tissue, nothing clipped
+    assert exposure_note(he) is None
+    he[20:44, 20:44, 2] = 255  # its blue channel clipped: overexposed
+    assert exposure_note(he) is not None
 
 
 def test_camera_noise_is_no_merge_of_stains(rng) -> None:

@@ -871,3 +871,8 @@ def test_a_count_of_nothing_is_flagged_where_no_signal_could_be_measured(tiny_mo
     pred.maps[:] = 0.0  # an untrained network's map made empty, as a model that recognises nothing gives it
     r = postprocess(pred, resolve_params(model, {"auto_nucleus_size": False}))
     assert r.count == 0 and r.quality.flag and r.quality.reasons == (NOTHING_FOUND,)
+    # the filters dropped what was found: their own reason says so, not that the model found nothing
+    pred.maps[0][8:20, 8:20] = 1.0
+    pred.memo.clear()
+    dropped = postprocess(pred, resolve_params(model, {"auto_nucleus_size": False, "min_area_px": 1000}))
+    assert dropped.count == 0 and NOTHING_FOUND not in dropped.quality.reasons

@@ -304,25 +304,56 @@ def background_note(image: np.ndarray, *, channel: int | None = None, invert: bo
 
 
 CLIPPED_SHARE = 0.25
-"""An image with more of its pixels at the brightest value its type holds (in any channel) is flagged as overexposed:
-nuclei there have lost the contrast the model reads (a tester's H&E at 2x exposure counted 38 for 10, at 3x 0 for 73,
-unflagged). The DSB training and validation images reach 3.0%: the limit is far outside them, not fitted to any
-error. A background clipped white (bare glass at 255) counts too: the reason says so."""
+"""An image with more of its pixels clipped (:func:`clipped_share`) is flagged as overexposed: nuclei there have lost
+the contrast the model reads (a tester's H&E at 2x exposure counted 38 for 10, at 3x 0 for 73, unflagged; at 1.6x 70-100%
+of their darkest quarter is clipped). The DSB training and validation images reach 1.0%, the generated samples,
+vgg_cells and mbm 0%: the limit is far outside them, not fitted to any error."""
 SMALL_IMAGE_PX = 32
 """An image narrower than this (a nucleus or two of the training size) is flagged: too little context for the
 model, and for the quality signals to judge (a tester's 20 x 20 px crop counted 0, unflagged)."""
 
 
 def clipped_share(image: np.ndarray) -> float:
-    """The share of an integer image's pixels at its type's largest value (255, 65535) in any channel (a colour
-    picture's alpha left out); 0 for float images (no largest value)."""
+    """The share of an integer image's pixels at the brightest value it can hold, in any channel (a colour picture's
+    alpha left out): its type's largest (255, 65535), or a 10-, 12- or 14-bit camera's full scale (1023, 4095, 16383)
+    where the image reaches it. On a bright background (bright-field, H&E) glass clipped white, or tinted and clipped
+    in two channels, says nothing of the nuclei: the share is of the stained pixels (darker than the background),
+    unless nearly all the picture is white. 0 for float images."""
     arr = np.asarray(image)
     if arr.dtype.kind not in "ui" or arr.dtype == bool or not arr.size:
         return 0.0
-    at = arr == np.iinfo(arr.dtype).max
+    top = int(np.iinfo(arr.dtype).max)
+    if arr.dtype.itemsize > 1:
+        reached = int(arr.max())
+        top = next((full for full in (1023, 4095, 16383) if reached == full), top)
+    at = arr == top
     if arr.ndim == 3:
-        at = at[..., :3].any(axis=2) if arr.shape[2] in (3, 4) else at.any(axis=2)
-    return float(at.mean())
+        at = at[..., :3] if arr.shape[2] in (3, 4) else at
+        some, every = at.any(axis=2), at.all(axis=2)
+        gray = arr[..., :3].mean(axis=2) if arr.shape[2] in (3, 4) else arr.mean(axis=2)
+    else:
+        some = every = at
+        gray = arr
+    gray = gray.astype(np.float32)
+    if not is_bright_background(gray):
+        return float(some.mean())
+    low, mid = np.percentile(gray, [1, 50])
+    tissue = gray < mid - 0.1 * (mid - low)  # darker than the background: the stain, where nuclei are
+    if tissue.mean() < 0.01:  # a white picture: overexposed, or no tissue at all
+        return float(every.mean())
+    return float(some[tissue].mean())
+
+
+def exposure_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
+    """Why a count of an overexposed ``image`` (its ``channel``) may be far off (:data:`CLIPPED_SHARE`), or None."""
+    arr = np.asarray(image)
+    plane = _select_channel(arr, channel) if channel is not None else arr
+    clipped = clipped_share(plane)
+    if clipped <= CLIPPED_SHARE:
+        return None
+    return (f"{clipped:.0%} of the image's pixels (of its nuclei and tissue, on a bright background) are at the "
+            "brightest value the camera or file holds (overexposed): nuclei there have lost their contrast, so the "
+            "count may be far off: check it by eye (a shorter exposure or a lower gain keeps them)")
 
 
 def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
@@ -353,10 +384,6 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     if arr.ndim >= 2 and min(arr.shape[:2]) < SMALL_IMAGE_PX:
         return (f"the image is only {arr.shape[1]} x {arr.shape[0]} px: too small for the model to see nuclei in "
                 "their surroundings, and for this check to judge the count; check it by eye")
-    if (clipped := clipped_share(plane)) > CLIPPED_SHARE:
-        return (f"{clipped:.0%} of the image's pixels are at the brightest value its file holds (overexposed, or a "
-                "background clipped white): nuclei there have lost their contrast, so the count may be far off; "
-                "check it by eye (a shorter exposure or a lower gain keeps them)")
     if channel is None and channels_differ(arr):
         return (f"its {arr.shape[2]} channels show different stains and were averaged, so the count mixes "
                 "them; if the nuclei are in one channel, choose it as the channel to count (numbered from 0: the app's "
