@@ -314,14 +314,19 @@ model, and for the quality signals to judge (a tester's 20 x 20 px crop counted 
 
 
 def clipped_share(image: np.ndarray) -> float:
+    """:func:`clipped_and_bright`'s share."""
+    return clipped_and_bright(image)[0]
+
+
+def clipped_and_bright(image: np.ndarray) -> tuple[float, bool]:
     """The share of an integer image's pixels at the brightest value it can hold, in any channel (a colour picture's
     alpha left out): its type's largest (255, 65535), or a 10-, 12- or 14-bit camera's full scale (1023, 4095, 16383)
     where the image reaches it. On a bright background (bright-field, H&E) glass clipped white, or tinted and clipped
     in two channels, says nothing of the nuclei: the share is of the stained pixels (darker than the background),
-    unless nearly all the picture is white. 0 for float images."""
+    unless nearly all the picture is white. 0 for float images. With whether the background is bright."""
     arr = np.asarray(image)
     if arr.dtype.kind not in "ui" or arr.dtype == bool or not arr.size:
-        return 0.0
+        return 0.0, False
     top = int(np.iinfo(arr.dtype).max)
     if arr.dtype.itemsize > 1:
         reached = int(arr.max())
@@ -336,24 +341,24 @@ def clipped_share(image: np.ndarray) -> float:
         gray = arr
     gray = gray.astype(np.float32)
     if not is_bright_background(gray):
-        return float(some.mean())
+        return float(some.mean()), False
     low, mid = np.percentile(gray, [1, 50])
     tissue = gray < mid - 0.1 * (mid - low)  # darker than the background: the stain, where nuclei are
     if tissue.mean() < 0.01:  # a white picture: overexposed, or no tissue at all
-        return float(every.mean())
-    return float(some[tissue].mean())
+        return float(every.mean()), True
+    return float(some[tissue].mean()), True
 
 
 def exposure_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     """Why a count of an overexposed ``image`` (its ``channel``) may be far off (:data:`CLIPPED_SHARE`), or None."""
     arr = np.asarray(image)
     plane = _select_channel(arr, channel) if channel is not None else arr
-    clipped = clipped_share(plane)
+    clipped, bright = clipped_and_bright(plane)
     if clipped <= CLIPPED_SHARE:
         return None
-    return (f"{clipped:.0%} of the image's pixels (of its nuclei and tissue, on a bright background) are at the "
-            "brightest value the camera or file holds (overexposed): nuclei there have lost their contrast, so the "
-            "count may be far off: check it by eye (a shorter exposure or a lower gain keeps them)")
+    return (f"{clipped:.0%} of the image's {'stained ' if bright else ''}pixels are at the brightest value the camera "
+            "or file holds (overexposed): nuclei there have lost their contrast, so the count may be far off: check "
+            "it by eye (a shorter exposure or a lower gain keeps them)")
 
 
 def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
