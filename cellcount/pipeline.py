@@ -335,13 +335,8 @@ def _backend_name(model: CountModel, fast: bool, backend: str | None) -> str | N
         return model.backend_in_use(backend or "auto")[0]
     from .inference import default_device
 
-    device = str(default_device())
-    return "torch" if device == "cpu" else f"torch ({torch_device_type(device)})"
-
-
-def torch_device_type(device: str) -> str:
-    """``cuda`` of ``cuda:0``: the device's kind, as :meth:`cellcount.models.NetModel.backend_in_use` names it."""
-    return device.split(":")[0]
+    device = default_device()
+    return "torch" if device.type == "cpu" else f"torch ({device.type})"
 
 
 def _notes(*notes: str | None) -> str | None:
@@ -405,9 +400,9 @@ NOTHING_FOUND = ("no nuclei were found: if the image shows any, the model did no
 
 def nothing_found(quality: Quality | None, count: int, *, part_of_image: bool = False, dropped: int = 0) -> Quality | None:
     """``quality`` flagged with :data:`NOTHING_FOUND` for a count of nothing that nothing else flagged: with no object
-    every signal is unmeasured (NaN), so no limit can fire (overexposed H&E counted 0 for 73 nuclei under a green
-    badge, a tester). Not for a block of a larger image (empty background is common there; the whole image's count
-    is judged) nor where the filters dropped what was found (their own reason says so)."""
+    every signal is unmeasured (NaN), so no limit can fire, however many nuclei the image shows. Not for a block of a
+    larger image (empty background is common there; the whole image's count is judged) nor where the filters dropped
+    what was found (their own reason says so)."""
     if count or (quality is not None and quality.flag) or part_of_image or dropped:
         return quality
     return with_note(quality, NOTHING_FOUND)

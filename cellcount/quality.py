@@ -122,10 +122,10 @@ the filters' share)."""
 
 
 def names_settings(reasons: str) -> bool:
-    """Whether a counts row's ``check_reasons`` name the user's settings among them (they moved the count far from
-    the card's, or dropped many objects): a tester's batch had 4 of 7 images flagged for Min. area, told apart by
-    reading each. Such settings set off other reasons too (the count against the density estimate), so the row
-    is not judged by those."""
+    """Whether a counts row's ``check_reasons`` name the user's settings among them (they move the count far from
+    the card's, or drop many objects), so that a batch can say how many of its flags its settings explain. Such
+    settings set off other reasons too (the count against the density estimate), so the row is not judged by
+    those."""
     import re
 
     parts = [re.sub(r"^blocks? [\d, ]+: ", "", r.strip()) for r in str(reasons or "").split("; ") if r.strip()]

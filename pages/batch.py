@@ -161,9 +161,8 @@ def own_settings(job: BatchJob) -> str:
 
 
 def running_settings_note(job: BatchJob) -> str:
-    """What this session's running batch counts with, and whether the settings shown beside it are still those: a
-    tester edited Min. area on Count during a batch, came back to "edited ... Min. area: 40" beside the progress of
-    a batch counting with 60, and nothing said which applied."""
+    """What this session's running batch counts with, and whether the settings shown beside it are still those: the
+    panel shows the session's settings, which may have been edited on any page since the batch started."""
     changes = _card_changes(job)
     text = f"Counting with {job.model.name} and " + (f"its card's settings except {changes}" if changes
                                                       else "its model card's settings") + "."

@@ -265,8 +265,8 @@ def channels_differ(image: np.ndarray) -> bool:
         return True  # a bright-field channel beside a fluorescence one
     if is_bright_background(sub):  # bright-field colour (H&E): its channels are one picture's absorption
         return False
-    # structure, not pixel noise: a camera's noise, independent per channel, took gray stored as RGB for a merge of
-    # stains (a tester: 41 of 60 DSB images with noise of sigma 10 added); smoothed, the noise averages out
+    # structure, not pixel noise: camera noise, independent per channel, makes gray stored as RGB look like a merge
+    # of stains pixel by pixel; smoothed, it averages out (scripts/exposure_probe.py)
     smooth = np.stack([cv2.GaussianBlur(np.ascontiguousarray(sub[:, :, k]), (0, 0), NOISE_SMOOTH_PX) for k in live],
                       axis=-1)
     corr = np.corrcoef(smooth.reshape(-1, len(live)), rowvar=False)
@@ -305,12 +305,12 @@ def background_note(image: np.ndarray, *, channel: int | None = None, invert: bo
 
 CLIPPED_SHARE = 0.25
 """An image with more of its pixels clipped (:func:`clipped_share`) is flagged as overexposed: nuclei there have lost
-the contrast the model reads (a tester's H&E at 2x exposure counted 38 for 10, at 3x 0 for 73, unflagged; at 1.6x 70-100%
-of their darkest quarter is clipped). The DSB training and validation images reach 1.0%, the generated samples,
-vgg_cells and mbm 0%: the limit is far outside them, not fitted to any error."""
+the contrast the model reads, and no calibrated limit sees it (overexposed H&E can count several times its nuclei, or
+none). DSB's training and validation images reach 1.0%, the samples, vgg_cells and mbm 0%: the limit is far outside
+them, not fitted to any error (``scripts/exposure_probe.py``)."""
 SMALL_IMAGE_PX = 32
 """An image narrower than this (a nucleus or two of the training size) is flagged: too little context for the
-model, and for the quality signals to judge (a tester's 20 x 20 px crop counted 0, unflagged)."""
+model, and for the quality signals to judge."""
 
 
 def clipped_share(image: np.ndarray) -> float:

@@ -108,9 +108,9 @@ class NetModel(CountModel):
         from ..memory import keep_freed_memory
         from .autotune import choose_backend
 
-        # timed as the network then runs, and as every entry point (API, CLI, app) runs it: a process keeping
-        # freed memory times PyTorch faster, so a Python session and the CLI chose different backends and
-        # counted the same image an object apart
+        # timed as the network then runs, and as every entry point (API, CLI, app) runs it: keeping freed memory
+        # times PyTorch faster, and processes timing under different settings choose different backends, whose
+        # counts can be an object apart
         keep_freed_memory()
         with self._choice_lock:
             if requested not in self._choices:
