@@ -23,6 +23,7 @@ from .errors import CellcountError, GroundTruthError
 from .groundtruth import (
     CELLPOSE_SEG_NOTE,
     GEOJSON_EXTENSIONS,
+    SECOND_ANNOTATION_RULE,
     TABLE_EXTENSIONS,
     BinaryMaskWarning,
     CalibratedPointsWarning,
@@ -648,8 +649,7 @@ def labelled_set(
         out.unused = [n for n in out.unused if n not in second]
         shown = ", ".join(second[:5]) + (f" and {len(second) - 5} more" if len(second) > 5 else "")
         out.notes.append(f"{len(second)} ground-truth file(s) are second annotations of images that have one "
-                         f"already, and are not used: {shown} (the one used is the nearest to its image by folder, "
-                         "then by suffix: _labels, _mask, _dots, _points, then the first by name).")
+                         f"already, and are not used: {shown} ({SECOND_ANNOTATION_RULE}).")
     unnamed = [n for n in out.unused if PurePosixPath(n).name.lower() == "roiset.zip"]
     if unnamed:  # the ROI Manager's default name: which image's ROIs it holds is not said
         only = [PurePosixPath(n).stem for n, _ in out.unlabelled]

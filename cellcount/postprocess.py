@@ -144,11 +144,12 @@ def watershed_split(
 def _components_min_area(mask: np.ndarray, min_area_px: int) -> np.ndarray:
     """8-connected components of ``mask`` with at least ``min_area_px`` pixels, numbered 1..N (int32).
 
-    Equal to ``relabel_sequential(cores, object_areas(cores) >= min_area_px)`` on the components, with
-    the areas taken from OpenCV's component statistics instead of a second pass over the image.
+    Equal to ``relabel_sequential(cores, object_areas(cores) >= min_area_px)`` on the components, in one
+    renumbering. The areas come from a bincount: OpenCV's component statistics cost more than the labelling
+    itself (about 8 against 2 ms on 1 Mpx), and only the areas are needed here.
     """
-    n, comps, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+    n, comps = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    keep = np.bincount(comps.ravel(), minlength=n) >= min_area_px
     keep[0] = False
     lut = np.zeros(n, np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)

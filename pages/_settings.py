@@ -12,6 +12,7 @@ diameter, pixel size), so they survive a model change.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import streamlit as st
@@ -111,8 +112,10 @@ def params(model: cc.models.CountModel) -> cc.CountParams:
     return cc.resolve_params(model, values(model))
 
 
-def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail: str = "") -> None:
-    """Set several values at once (tuned settings, a settings file, reset) and record where they came from.
+def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail: str = "",
+        tuned_on: Iterable[str] = ()) -> None:
+    """Set several values at once (tuned settings, a settings file, reset) and record where they came from;
+    ``tuned_on``: the digests of the images tuned settings were fitted to (:func:`tuned_on`).
 
     Old keys (``watershed``, ``use_border_channel``) are upgraded for this model first.
     """
@@ -134,6 +137,16 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
         elif name in PARAM_NAMES:
             entry["values"][name] = value
     entry["origin"], entry["detail"] = origin, detail
+    entry["tuned_on"] = sorted(set(tuned_on)) if origin == "tuned" else []
+
+
+def tuned_on(model: cc.models.CountModel) -> set[str]:
+    """The digests of the images the settings in use for ``model`` were tuned on (Evaluate's Optimise, then
+    Apply), edited since or not; empty for settings from anywhere else. Scores on those images flatter them."""
+    entry = _entry(model)
+    if entry["origin"] == "tuned" or entry["detail"] == f"starting from {STARTED_FROM['tuned']}":
+        return set(entry.get("tuned_on", ()))
+    return set()
 
 
 def edit(model: cc.models.CountModel, name: str, value: Any) -> None:

@@ -6,7 +6,7 @@ Widget keys are ``<prefix>_<CountParams field>`` (``count_threshold``, ``batch_m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -401,9 +401,11 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
         c.warning(note, icon=":material/warning:")
 
 
-def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, detail: str = "") -> None:
-    """Write ``values`` into the store for ``model_name`` and make it the current model (Apply, a file)."""
-    settings.put(get_model(model_name), values, origin=origin, detail=detail)
+def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, detail: str = "",
+                   tuned_on: Iterable[str] = ()) -> None:
+    """Write ``values`` into the store for ``model_name`` and make it the current model (Apply, a file);
+    ``tuned_on``: the digests of the images tuned settings were fitted to."""
+    settings.put(get_model(model_name), values, origin=origin, detail=detail, tuned_on=tuned_on)
     settings.set_current_model(model_name)
 
 

@@ -107,6 +107,23 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     return configs
 
 
+def tuned_note(configs, sources: list[sh.Source]) -> None:
+    """Said when a configuration's settings were tuned (Evaluate's Optimise, Apply) on some of these images: its
+    errors here are in-sample and flatter it against the others, as a model's own training images would."""
+    digests = {s.digest.split(":plane=")[0] for s in sources}
+    fitted = {}
+    for name in dict.fromkeys(m for _, m, _ in configs):
+        if hit := settings.tuned_on(sh.get_model(name)) & digests:
+            fitted[name] = len(hit)
+    if fitted:
+        st.warning(
+            "Settings tuned on these images: " + ", ".join(f"{name}'s on {k} of the {len(sources)}" for name, k
+                                                          in fitted.items())
+            + " (Evaluate, Optimise). A model scored on the images its settings were tuned on counts them better than "
+            "it will count new ones, so the comparison favours it: compare on other images, or reset its settings "
+            "to the card's first.", icon=":material/tune:")
+
+
 def pick_images() -> list[sh.Source]:
     ss = st.session_state
     kind = sh.pick_one("Images", ["Samples", "Upload"], f"{P}_source", radio=True)
@@ -422,6 +439,7 @@ with right:
             help="A model counts the images it learnt from better than new ones: a fair comparison leaves them out.",
         ):
             sources = unseen
+        tuned_note(configs, sources)
     run_now = st.button(
         f"Compare on {len(sources)} image(s)",
         key=f"{P}_run",

@@ -210,8 +210,9 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             b.info(f"Ground truth is a count only ({gt.count}).")
 
 
-def _apply_tuned(best: dict, model_name: str, n_images: int) -> None:
-    sh.apply_settings(model_name, best, origin="tuned", detail=f"Evaluate, {n_images} images")
+def _apply_tuned(best: dict, model_name: str, n_images: int, digests: tuple[str, ...] = ()) -> None:
+    # the images tuned on go with the settings: Compare says when it scores them on those images again
+    sh.apply_settings(model_name, best, origin="tuned", detail=f"Evaluate, {n_images} images", tuned_on=digests)
     st.session_state[f"{P}__msg"] = (
         "success", f"Tuned settings of {model_name} applied: Count, Batch, Evaluate and Compare now use them, in "
         "this browser session (a reload or a new tab starts from the model card): download them (Tuned settings "
@@ -241,7 +242,9 @@ def in_sample_note(sig: str, params: cc.CountParams) -> None:
             f"new ones.{unseen}", icon=":material/info:")
 
 
-def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str) -> None:
+def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str,
+                 digests: tuple[str, ...] = ()) -> None:
+    """Optimise and Apply on ``pairs``; ``digests``: their images', recorded with settings applied."""
     st.subheader("Optimise postprocessing on this ground truth")
     if model.output_kind == "density":
         st.info("Density models count by integrating the map: there is no count parameter to tune.")
@@ -357,7 +360,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "Applied (all pages)" if applied and changed else "Apply (all pages)",
         key=f"{P}_apply",
         on_click=_apply_tuned,
-        args=(tuned["best"], tuned["model"], len(pairs)),
+        args=(tuned["best"], tuned["model"], len(pairs), digests),
         type="secondary" if applied or not helps else "primary",
         disabled=applied,
         icon=":material/check:",
@@ -496,4 +499,5 @@ with right:
             show_worst(per_image, {n: (d, g) for n, d, g in items}, {n: p for n, p, _ in pairs}, params, iou=iou)
             st.caption(f"Objects without a match at IoU ≥ {iou:g} are marked (yellow on bright backgrounds, white on "
                        "dark ones): extra on the left, missed on the right, where the ground truth has outlines.")
-    tune_section(pairs, params, model, sig)
+    tuned_names = {name for name, _, _ in pairs}
+    tune_section(pairs, params, model, sig, tuple(sh.digest_of(d) for n, d, _ in items if n in tuned_names))

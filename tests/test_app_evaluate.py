@@ -134,6 +134,21 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     assert not at.exception
     assert at.selectbox(key="count_model").value == "classical-otsu"
     assert at.number_input(key="count_min_area_px").value == tuned  # one store: Count uses the tuned settings
+    # Compare on images the settings were tuned on says so: its verdict favours them (a tester read "more
+    # accurate" from in-sample settings)
+    at.switch_page("pages/compare.py")
+    at.session_state["compare_mode"] = "Settings"
+    at.session_state["compare_model"] = "classical-otsu"
+    at.session_state["compare_source"] = "Upload"
+    at.run()
+    at.file_uploader(key="compare_files").set_value([upload("s01_sparse_small.png"), upload("s03_large_nuclei.png")])
+    at.run()
+    assert not at.exception
+    said = [w.value for w in at.warning if "Settings tuned on these images" in w.value]
+    assert said and "classical-otsu's on 1 of the 2" in said[0], [w.value for w in at.warning]
+    at.file_uploader(key="compare_files").set_value([upload("s03_large_nuclei.png")])
+    at.run()
+    assert not any("Settings tuned on these images" in w.value for w in at.warning), "none of them tuned on"
 
 
 def evaluate_zip(name: str, members: dict[str, bytes | str]) -> AppTest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 
 import numpy as np
@@ -863,3 +864,28 @@ def test_evaluate_replaces_its_own_tsv_output_without_keeping_a_copy(samples_dir
     assert main(argv) == 0
     assert "not a file this command wrote" not in capsys.readouterr().err
     assert not list(tmp_path.glob("per_image.replaced-*"))
+
+
+def test_the_closing_line_counts_every_image_left_out(tmp_path, capsys, caplog):
+    """An image without ground truth is left out as surely as one whose labels have another size: the closing
+    line counted only the second kind ("1 image(s) left out" after warnings about two)."""
+    import tifffile
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    a = np.zeros((32, 32), np.uint8)
+    a[5:10, 5:10] = a[20:26, 20:26] = 200
+    labels = (a > 0).astype(np.uint16)
+    labels[20:26, 20:26] = 2
+    for k, name in enumerate("abcd"):  # not copies of one another (a copy is used once)
+        tifffile.imwrite(tmp_path / "images" / f"{name}.tif", a + np.uint8(k))
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    tifffile.imwrite(tmp_path / "labels" / "b.tif", labels)
+    tifffile.imwrite(tmp_path / "labels" / "c.tif", labels[:30])  # another size: refused
+    # d.tif has none
+    with caplog.at_level(logging.WARNING):
+        assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "d.tif" in caplog.text and "without ground truth" in caplog.text
+    assert ("2 image(s) left out (1 without ground truth, 1 whose file or ground truth could not be used; see the "
+            "warnings above); the figures are for the other 2") in err

@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 
 from cellcount.errors import GroundTruthError
 from cellcount.groundtruth import (
+    SECOND_ANNOTATION_RULE,
     BinaryMaskWarning,
     GroundTruth,
     MergedDotsWarning,
@@ -734,6 +735,7 @@ def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFix
         load_labelled_folder(tmp_path)
     assert "1 ground-truth file(s) are second annotations of images that have one already, and are not used: " \
            "a_points.csv" in caplog.text
+    assert SECOND_ANNOTATION_RULE in caplog.text  # which one was used, as the app says
     assert "1 ground-truth file(s) match no image: zz_points.csv" in caplog.text
 
 

@@ -527,18 +527,21 @@ def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
 
 
 def labelled_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int, *,
-                   on_error=None, notes: dict[str, str] | None = None, paths: dict[str, Path] | None = None):
+                   on_error=None, notes: dict[str, str] | None = None, paths: dict[str, Path] | None = None,
+                   missing: list[Path] | None = None):
     """(name, image, ground truth) of the labelled images of ``data`` in ``split`` (the first ``limit``).
     ``on_error(path, reason)``: an image or ground truth that cannot be used is reported there and left out
     (:func:`cellcount.groundtruth.load_labelled_folder`); without it the first one raises. ``notes``: filled
     with name -> why its score may not be what was meant (only the first plane of a stack was read), for
-    :func:`with_read_notes`. ``paths``: filled with name -> file of each image yielded."""
+    :func:`with_read_notes`. ``paths``: filled with name -> file of each image yielded. ``missing``: filled
+    with the images of ``split`` left out for want of ground truth (each logged as a warning)."""
     from ..errors import CellcountError
     from ..groundtruth import item_names, load_labelled_folder
     from ..io import read_image_planes
     from ..training.data import dsb_part
 
-    pairs = load_labelled_folder(data, on_error=on_error)
+    unlabelled: list[Path] = []
+    pairs = load_labelled_folder(data, on_error=on_error, on_missing=unlabelled.extend)
     # named among the whole folder: an image keeps its name with --split and --limit (plate1/A01.png either way)
     name_of = dict(zip([p for p, _ in pairs], item_names(data, [p for p, _ in pairs]), strict=True))
     if split != "all":
@@ -547,6 +550,9 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
             return "heldout" if split == "heldout" and p != "train" else p
 
         pairs = [(p, gt) for p, gt in pairs if part(p.name) == split]
+        unlabelled = [p for p in unlabelled if part(p.name) == split]
+    if missing is not None:
+        missing.extend(unlabelled)
     if limit:
         pairs = pairs[:limit]
     for path, gt in pairs:

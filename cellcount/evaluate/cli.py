@@ -263,12 +263,25 @@ def _replaces_data(path: Path, data: Path, looks_ours: Callable[[bytes], bool]) 
 @dataclasses.dataclass
 class Labelled:
     """What :func:`read_labelled` read: the (name, image, ground truth) ``items``, the files ``skipped`` (each named
-    on stderr), each image's read note (a stack's first plane) and its file."""
+    on stderr), each image's read note (a stack's first plane) and its file, and the images ``unlabelled`` (left
+    out for want of ground truth, each in a logged warning)."""
 
     items: list
     skipped: list[str]
     notes: dict[str, str]
     paths: dict[str, Path]
+    unlabelled: list[Path] = dataclasses.field(default_factory=list)
+
+    def left_out_line(self, n: int) -> str | None:
+        """The closing line on what the figures of ``n`` images leave out, or None when nothing was."""
+        total = len(self.skipped) + len(self.unlabelled)
+        if not total:
+            return None
+        parts = [f"{len(self.unlabelled)} without ground truth"] if self.unlabelled else []
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} whose file or ground truth could not be used")
+        return (f"{total} image(s) left out ({', '.join(parts)}; see the warnings above); the figures are for "
+                f"the other {n}")
 
 
 def read_labelled(args: argparse.Namespace) -> Labelled:
@@ -285,14 +298,15 @@ def read_labelled(args: argparse.Namespace) -> Labelled:
 
     notes: dict[str, str] = {}
     paths: dict[str, Path] = {}
+    unlabelled: list[Path] = []
     items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip,
-                                notes=notes, paths=paths))
+                                notes=notes, paths=paths, missing=unlabelled))
     for text in notes.values():
         print(f"warning: {text}", file=sys.stderr)
     if not items:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
-    return Labelled(items, skipped, notes, paths)
+    return Labelled(items, skipped, notes, paths, unlabelled)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -489,9 +503,9 @@ def _run(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "data": args.data, "split": args.split,
                                                               "params": params.to_dict(), **s}), indent=2,
                                                  default=float).encode())
+    if closing := data.left_out_line(s["n"]):
+        print(closing, file=sys.stderr)
     if skipped:
-        print(f"{len(skipped)} image(s) left out (see the warnings above); the figures are for the other {s['n']}",
-              file=sys.stderr)
         return 1
     return 0
 

@@ -247,9 +247,9 @@ def _run(args: argparse.Namespace) -> int:
         atomic_write_bytes(args.json, json.dumps(finite_json(_json_summary(args, configs, items, left_out, skipped,
                                                                            summaries, cmp)),
                                                  indent=2, default=float).encode())
+    if closing := data.left_out_line(len(items)):
+        print(closing, file=sys.stderr)
     if skipped:
-        print(f"{len(skipped)} image(s) left out (see the warnings above); the figures are for the other {len(items)}",
-              file=sys.stderr)
         return 1
     return 0
 

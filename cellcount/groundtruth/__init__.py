@@ -28,7 +28,7 @@ from .exported import (
 from .folders import counts_disagree, item_names, load_labelled_folder, one_per_image, values_by_image
 from .images import MergedDotsWarning, PredictedLabelsWarning, read_dot_image, read_label_image
 from .names import listed, match_names, name_key
-from .pairing import closest_pairs, match_ground_truth
+from .pairing import SECOND_ANNOTATION_RULE, closest_pairs, match_ground_truth
 from .read import (
     CalibratedPointsWarning,
     annotations_disagree,
@@ -66,6 +66,7 @@ from .truth import (
 )
 
 __all__ = [
+    "SECOND_ANNOTATION_RULE",
     "SeveralRegionsWarning",
     "IgnoredClassWarning",
     "CalibratedPointsWarning",

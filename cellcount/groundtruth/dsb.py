@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ def _labels_from_mask_files(image: Path, mask_files: list[Path]) -> np.ndarray:
     return labels if labels is not None else np.zeros(shape, dtype=np.int32)
 
 
-def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> list[tuple[Path, GroundTruth]]:
+def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False,
+                    on_missing: Callable[[list[Path]], None] | None = None) -> list[tuple[Path, GroundTruth]]:
     """Load a Data Science Bowl 2018 style folder.
 
     Two layouts are read:
@@ -67,6 +69,9 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
     counts_only : bool
         Do not build label arrays: return ``kind='count'`` ground truth (from ``counts.csv`` when present,
         else from the number of non-empty mask files / distinct labels). Much less memory on big sets.
+    on_missing : callable, optional
+        Called with the images left out for want of ground truth (each logged as a warning too), so that a
+        caller can say how many images its figures leave out.
 
     Returns
     -------
@@ -107,7 +112,7 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
                 out.append(
                     (image, GroundTruth(kind="labels", count=count, labels=labels, source=str(mask_dir)))
                 )
-        _skip_warning(root, missing)
+        _skip_warning(root, missing, on_missing=on_missing)
         return out
 
     image_dir = root / "images"
@@ -140,5 +145,5 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False) -> li
             )
         else:
             missing.append(image)
-    _skip_warning(root, missing)
+    _skip_warning(root, missing, on_missing=on_missing)
     return out

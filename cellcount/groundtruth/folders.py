@@ -129,6 +129,7 @@ def _folder_says(path: Path, root: Path, names: frozenset[str]) -> bool:
 def load_labelled_folder(
     root: str | os.PathLike, *, counts_only: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
+    on_missing: Callable[[list[Path]], None] | None = None,
 ) -> list[tuple[Path, GroundTruth]]:
     """Load every image of a folder that has ground truth.
 
@@ -157,6 +158,9 @@ def load_labelled_folder(
         ``on_error(image, reason)`` for an image whose ground truth cannot be used (unreadable, another
         shape than the image, at odds with a counts table) or whose file cannot be read: it is reported and
         left out, and the others are loaded. Without it the first such image raises.
+    on_missing : callable, optional
+        Called with the images left out for want of ground truth (each logged as a warning too), so that a
+        caller can say how many images its figures leave out.
 
     Returns
     -------
@@ -177,7 +181,7 @@ def load_labelled_folder(
     if not root.is_dir():
         raise FileNotFoundError(f"folder not found: {root}")
     if _is_dsb_nested(root):
-        return load_dsb_folder(root, counts_only=counts_only)
+        return load_dsb_folder(root, counts_only=counts_only, on_missing=on_missing)
     reported: list[str] = []  # said again when nothing is left: a caller may report them only at its end
     if on_error is not None:
         tell = on_error
@@ -356,7 +360,7 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    _skip_warning(root, missing, [p for p in unused if p not in clashing], paired=matches)
+    _skip_warning(root, missing, [p for p in unused if p not in clashing], paired=matches, on_missing=on_missing)
     paired_stems = {image.stem for image, _ in out}
     if unread := [p for p in seg_npy if p.name[: -len("_seg.npy")] not in paired_stems]:  # its masks used: no news
         logger.warning("%s: %s: %s", root, _names(unread), CELLPOSE_SEG_NOTE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -220,11 +220,20 @@ def match_ground_truth(
     return result
 
 
-def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = None,
+SECOND_ANNOTATION_RULE = ("the one used is the nearest to its image by folder, then by suffix: _labels, _mask, _dots, "
+                          "_points, then the first by name")
+"""Which of an image's annotations is scored, as the warnings about the others say it."""
+
+
+def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = None, *,
+                  on_missing: Callable[[list[Path]], None] | None = None,
                   paired: Iterable[Path] = ()) -> None:
     """Log the images left without ground truth and the ground truth left unused; an unused file named like an
     image of ``paired`` (``a_points.csv`` beside the ``a_labels.tif`` used for ``a.png``) is a second
-    annotation, not one that "matches no image" (which would send the user renaming files named right)."""
+    annotation, not one that "matches no image" (which would send the user renaming files named right).
+    ``on_missing`` is called with the images left out (none: not called)."""
+    if missing and on_missing is not None:
+        on_missing(list(missing))
     # a broken file among them is said to be one: "without ground truth" alone sent a tester looking for labels
     broken = [p for p in missing if not _readable(p)]
     missing = [p for p in missing if p not in broken]
@@ -241,8 +250,9 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
     second = [gt for gt in unused or [] if _gt_base(gt)[0].casefold() in stems]
     unused = [gt for gt in unused or [] if gt not in second]
     if second:
+        # by their paths in the folder: which of labels/a.png and masks/a.png was passed over
         logger.warning("%s: %d ground-truth file(s) are second annotations of images that have one already, and "
-                       "are not used: %s", root, len(second), _names(second))
+                       "are not used: %s (%s)", root, len(second), shown(second), SECOND_ANNOTATION_RULE)
     if unused:
         logger.warning("%s: %d ground-truth file(s) match no image: %s (name each like its image)", root,
                        len(unused), _names(unused))
