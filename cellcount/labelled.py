@@ -644,7 +644,10 @@ def labelled_set(
     # used, and saying it "matches no image" sent a tester renaming files that were named right
     paired = {PurePosixPath(name).stem.casefold() for name, _, _ in out.items}
     second = [n for n in out.unused if any(b.casefold() in paired for b, _ in _gt_bases(n))]
-    second = _second_annotations_agree(out, {n: by_name[n] for n in second if n in by_name})
+    candidates = {n: by_name[n] for n in second if n in by_name}
+    second = _second_annotations_agree(out, candidates)
+    # one that disagrees is named in its image's refusal: not also as a file that "matches no image"
+    out.unused = [n for n in out.unused if n not in candidates or n in second]
     if second:
         out.unused = [n for n in out.unused if n not in second]
         shown = ", ".join(second[:5]) + (f" and {len(second) - 5} more" if len(second) > 5 else "")

@@ -1471,3 +1471,51 @@ def test_a_file_given_for_a_folder_of_annotations_is_said_to_be_a_file(tmp_path)
     (tmp_path / "a.tif").write_bytes(b"x")
     with pytest.raises(FileNotFoundError, match="is a file: give the folder that holds the images"):
         load_labelled_folder(tmp_path / "a.tif")
+
+
+def test_a_binary_mask_saved_inverted_is_refused_saying_why() -> None:
+    """Nuclei black on white: the white background was read as one object and every model scored against a
+    count of 1 (a tester's MAPE of 351%), with no word. Now refused, naming the likely cause; a mask of nuclei
+    covering much of the image but not the background is read as before."""
+    from cellcount.groundtruth import labels_from_array
+
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:10, 5:10] = mask[20:30, 20:28] = 255
+    with pytest.raises(GroundTruthError, match="touches all four edges: that is the background.*saved inverted"):
+        labels_from_array(255 - mask, source="inv.png")
+    big = np.zeros((40, 50), np.uint8)
+    big[2:38, 2:48] = 255  # one large object, touching no edge
+    with pytest.warns(BinaryMaskWarning):
+        assert labels_from_array(big).count == 1
+    edge = np.zeros((40, 50), np.uint8)
+    edge[:, :30] = 255  # over half the image, but along three edges only
+    with pytest.warns(BinaryMaskWarning):
+        assert labels_from_array(edge).count == 1
+
+
+def test_dots_stamped_larger_than_specks_are_read_as_dots_under_the_images_name(tmp_path: Path) -> None:
+    """5 x 5 dots (or discs of radius 3) in a labels/ file named as its image were read as a mask of tiny
+    nuclei: the count right, every model's F1 0 (a tester). Blobs stamped alike by one brush are dots; a mask of
+    nuclei of varied sizes stays a mask."""
+    from cellcount.groundtruth import load_labelled_folder
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    rng = np.random.default_rng(3)
+    dots = np.zeros((60, 80), np.uint8)
+    centres = [(8 + 11 * (k // 6), 8 + 12 * (k % 6)) for k in range(24)]
+    for r, c in centres:
+        dots[r - 2:r + 3, c - 2:c + 3] = 255
+    masks = np.zeros((60, 80), np.uint8)
+    for k, (r, c) in enumerate(centres[:12]):
+        h = 1 + k % 4  # nuclei of varied sizes
+        masks[r - h:r + h + 1, c - 2:c + 2 + k % 3] = 255
+    for name, arr in (("a.png", dots), ("b.png", masks)):
+        _save_png(tmp_path / "images" / name, rng.integers(0, 255, (60, 80), dtype=np.uint8))
+        _save_png(tmp_path / "labels" / name, arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BinaryMaskWarning)
+        got = {p.name: gt for p, gt in load_labelled_folder(tmp_path)}
+    assert got["a.png"].kind == "points" and got["a.png"].count == 24
+    np.testing.assert_allclose(sorted(map(tuple, got["a.png"].points)), sorted(centres))
+    assert got["b.png"].kind == "mask" and got["b.png"].count == 12

@@ -351,6 +351,7 @@ def test_two_uploaded_annotations_of_one_image_that_disagree_are_refused_naming_
     assert out.skipped == [("a.png", "a.png: two annotations that disagree: a_points.csv (2 objects) and a.csv (5): "
                                      "keep the right one and upload it alone")]
     assert not any("second annotations" in n for n in out.notes), "the clash is said once, as a refusal"
+    assert out.unused == [], "not also a file that matches no image (the Train page said both of a.csv)"
     agree = labelled_set([("a.png", img)], [("a_points.csv", b"x,y\n1,1\n2,2\n"), ("a.csv", b"x,y\n3,3\n4,4\n")])
     assert [(n, gt.count) for n, _, gt in agree.items] == [("a.png", 2)] and not agree.skipped
 

@@ -23,10 +23,28 @@ MAX_DOT_AREA_PX = 9
 """A binary ground-truth image whose every blob is at most this many pixels (3 x 3) holds dots, not nuclei."""
 
 
+MAX_STAMP_AREA_PX = 49
+"""The largest dot a drawing tool stamps that a binary image is read as dots by (a disc of radius 4): ..."""
+MIN_STAMPS = 5
+STAMP_SHARE = 0.8
+"""... when at least :data:`MIN_STAMPS` blobs, this share of them, have one and the same area (a brush's): nuclei
+drawn or thresholded vary in size; the other blobs may be dots that touch."""
+
+
 def holds_only_specks(gt: GroundTruth) -> bool:
-    """Whether ground truth read as a binary mask is a dot image: every blob at most :data:`MAX_DOT_AREA_PX`."""
-    return (gt.kind == "mask" and bool(gt.count) and gt.labels is not None
-            and int(np.bincount(gt.labels.ravel())[1:].max()) <= MAX_DOT_AREA_PX)
+    """Whether ground truth read as a binary mask is a dot image: every blob at most :data:`MAX_DOT_AREA_PX`, or
+    most of them stamped alike by one brush (:data:`MAX_STAMP_AREA_PX`, :data:`STAMP_SHARE`: 5 x 5 squares or
+    discs of radius 3 read as nuclei scored every model at an F1 of 0)."""
+    if gt.kind != "mask" or not gt.count or gt.labels is None:
+        return False
+    areas = np.bincount(gt.labels.ravel())[1:]
+    areas = areas[areas > 0]
+    if int(areas.max()) <= MAX_DOT_AREA_PX:
+        return True
+    sizes, n = np.unique(areas, return_counts=True)
+    common = int(n.argmax())
+    return (len(areas) >= MIN_STAMPS and int(sizes[common]) <= MAX_STAMP_AREA_PX
+            and n[common] >= STAMP_SHARE * len(areas))
 
 
 GROUND_TRUTH_KINDS = ("labels", "mask", "points", "count")
@@ -247,6 +265,7 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         comps, n_comp = ndi.label(a != 0, structure=_STRUCTURE_8)
         value = int(values[0])
         if was_bool or n_comp > 1 or value in (255, 65535):
+            _refuse_background(comps, value, name)
             _warn_binary(name, f"single value {value}", n_comp)
             return GroundTruth(kind="mask", count=n_comp, labels=comps.astype(np.int32), source=source)
     if a.dtype == np.uint8 and not is_colour and len(values) >= 200 and int(a.max()) == 255:
@@ -258,6 +277,30 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         a = relabel_sequential(a.astype(np.int64))[0]
     labels = a.astype(np.int32)
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
+
+
+BACKGROUND_SHARE = 0.5
+"""A binary mask's region that covers more than this share of the image and touches all four edges is its
+background, not a nucleus: the mask was saved inverted (or its nuclei merge into one region)."""
+
+
+def _refuse_background(comps: np.ndarray, value: int, name: str) -> None:
+    """GroundTruthError when the largest region of a binary mask's labelled ``comps`` is its background: a mask
+    saved inverted (nuclei black on white) read as one object, scoring every model against a count of 1."""
+    if not comps.any():
+        return
+    areas = np.bincount(comps.ravel())
+    areas[0] = 0
+    big = int(areas.argmax())
+    if areas[big] <= BACKGROUND_SHARE * comps.size:
+        return
+    edges = (comps[0], comps[-1], comps[:, 0], comps[:, -1])
+    if all((edge == big).any() for edge in edges):
+        raise GroundTruthError(
+            f"{name}: a binary mask whose largest region (value {value}) covers {areas[big] / comps.size:.0%} of the "
+            "image and touches all four edges: that is the background, not a nucleus. The mask may be saved inverted "
+            "(nuclei black on white: invert it, so that nuclei are white on black), or its nuclei touch so much that "
+            "they merge into one region (save a label image, one value per nucleus)")
 
 
 CELLPOSE_SEG_NOTE = ("Cellpose's _seg.npy is not read (it holds pickled Python objects, which a file can use to run "

@@ -190,7 +190,20 @@ def model_card(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
     """A model's card (as :func:`load_model` would use it) without loading or verifying its weights."""
     if str(name_or_path) == CLASSICAL_NAME:
         return CLASSICAL_CARD
-    return read_card(_model_folder(name_or_path, weights_dir))
+    folder = _model_folder(name_or_path, weights_dir)
+    return _as_listed(read_card(folder), folder, weights_dir)
+
+
+def _as_listed(card: ModelCard, folder: Path, weights_dir: str | Path | None) -> ModelCard:
+    """``card`` named as its folder is listed (:func:`list_models`): a model folder copied or renamed by hand keeps
+    the card of the old name, which would otherwise name the old model in every count made with the new one."""
+    wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    listed = _model_dirs(wd).get(folder.name)
+    if card.name == folder.name or listed is None or listed.resolve() != folder.resolve():
+        return card
+    logger.info("the model folder %s holds a card named %r: the model is named %r, as listed", folder, card.name,
+                folder.name)
+    return dataclasses.replace(card, name=folder.name)
 
 
 def with_base_training(card: ModelCard) -> ModelCard:
@@ -259,7 +272,10 @@ def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
                                  f"available: {', '.join(list_models())}")
     if str(name_or_path) == CLASSICAL_NAME:
         return ClassicalModel(CLASSICAL_CARD)
-    return load_model_folder(_model_folder(name_or_path, weights_dir))
+    folder = _model_folder(name_or_path, weights_dir)
+    model = load_model_folder(folder)
+    model.card = _as_listed(model.card, folder, weights_dir)
+    return model
 
 
 def load_model_folder(folder: str | Path, *, with_novelty: bool = True) -> NetModel:
