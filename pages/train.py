@@ -27,6 +27,7 @@ from cellcount.finetune import (
     DEFAULT_MAX_STEPS,
     DEFAULT_MINUTES,
     MIN_IMAGE_PX,
+    backends_note,
     check_new_name,
     free_name,
     holdout_verdict,
@@ -193,6 +194,8 @@ def show_result(s: JobSnapshot) -> None:
                    icon=":material/warning:")
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.2f"))
+    if ran := backends_note(getattr(res, "holdout_backends", {}), base=s.base, name=res.name):
+        st.caption(ran[0].upper() + ran[1:] + ".")
     if "f1" in res.before and model_kind(s.base) == "density":
         st.caption(sh.DENSITY_PEAKS_NOTE)
     if res.paired:

@@ -485,6 +485,12 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     assert re.search(r"weights with cli-model's settings \(input and postprocessing\): MAE \d+\.\d\d, what the settings "
                      r"alone do", out), out
     assert "mae" in load_model("cli-model").card.metrics["holdout_base_weights_new_settings"]
+    # what each network ran in, so that a recount gives these figures (a tester's recount differed by backend)
+    ran = load_model("cli-model").card.metrics["holdout_backends"]
+    assert set(ran) == {"before", "after"} and all(ran.values()), ran
+    assert "for these figures" in load_model("cli-model").card.metrics["holdout_note"], "the Models page's record"
+    assert re.search(r"(both networks ran in \S+|ran in \S+, cli-model in \S+) for these figures; a recount with "
+                     r"another backend may differ", out), out
     assert "Dark (fluorescence) background, decided once for the set; objects 12." in out, "the set decisions, said"
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().err

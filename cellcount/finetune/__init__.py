@@ -33,6 +33,7 @@ from .core import (
     PEAK_GAP_SHARE,
     TUNE_PASSES,
     FinetuneResult,
+    backends_note,
     finetune,
 )
 from .data import DEFAULT_HOLDOUT, MIN_TRAIN_IMAGES, LabelledItems, data_fingerprint, holdout_asked, split_holdout
@@ -94,6 +95,7 @@ from .verdict import (
 )
 
 __all__ = [
+    "backends_note",
     "BF16_MIN_GAIN",
     "CROSS_CHECK_PASSES",
     "Cancelled",

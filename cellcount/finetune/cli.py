@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import CellcountError
-from .core import DEFAULT_MAX_STEPS, DEFAULT_MINUTES, finetune
+from .core import DEFAULT_MAX_STEPS, DEFAULT_MINUTES, backends_note, finetune
 from .data import DEFAULT_HOLDOUT
 from .fit import PRECISIONS, FinetuneProgress
 from .reading import SET_AGREEMENT
@@ -121,6 +121,8 @@ def _main(argv: list[str] | None) -> int:
         which = " (the fine-tuned weights, not saved: see the note above)" if res.kept_base else ""
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
               f"{res.after['mae']:.2f}{which}")
+        if ran := backends_note(res.holdout_backends, base=args.base, name=res.name):
+            print(f"  {ran}")
         if "mae" in res.settings_only:
             which = "input settings; its postprocessing is the base's" if res.settings_kept else "settings (input and postprocessing)"
             print(f"  {args.base}'s weights with {res.name}'s {which}: MAE "

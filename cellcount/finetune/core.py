@@ -120,6 +120,8 @@ class FinetuneResult:
     precision: str = "fp32"
     precision_why: str = ""
     """The training precision used and why (timed on this CPU, or as asked)."""
+    holdout_backends: dict[str, str] = field(default_factory=dict)
+    """What the base's and the new model's networks ran in for ``before`` and ``after`` (:class:`_Scores`)."""
     settings_only: dict[str, float] = field(default_factory=dict)
     """The held-out figures of the base's weights with the new model's settings (empty where they are the base's
     own, or for a density model): how much of the change the settings alone make."""
@@ -265,6 +267,9 @@ class _Scores:
     paired: dict[str, float]
     settings_only: dict[str, float]
     counts: list[dict[str, Any]]
+    backends: dict[str, str] = field(default_factory=dict)
+    """What each model's network ran in for these figures ("before", "after"): backends near a tie may count
+    an object or more apart, so a recount reproduces them with the same one (``count --backend``)."""
 
 
 @dataclass
@@ -399,7 +404,8 @@ def finetune(
                                 message=f"saved {name} to {target}"))
     return FinetuneResult(folder=target, name=name, steps=n_steps, seconds=seconds, before=scores.before,
                           after=verdict.rejected or scores.after, paired=scores.paired, kept_base=kept_base,
-                          settings_only=scores.settings_only, holdout_files=[s.names[i] for i in s.held_idx],
+                          settings_only=scores.settings_only, holdout_backends=scores.backends,
+                          holdout_files=[s.names[i] for i in s.held_idx],
                           train_files=[s.names[i] for i in s.train_idx], holdout_counts=scores.counts,
                           reading=(f"as {model.name} reads them (its weights and settings were kept)" if kept_base
                                    else reading_note(background=reading.background, invert=reading.fixed.get("invert"),
@@ -871,9 +877,11 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
     report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
     before, after, paired, settings_only = {}, {}, {}, {}
     counts: list[dict[str, Any]] = []
+    backends: dict[str, str] = {}
     if held_items:
-        rb = evaluate_predictions(predict_pairs(held_items, model, base_params, size_model=size_model, warn_trained=False),
-                                  base_params, keep_results=False)
+        base_pairs = predict_pairs(held_items, model, base_params, size_model=size_model, warn_trained=False)
+        backends = {"before": ran_in(base_pairs), "after": ran_in(held_pairs)}
+        rb = evaluate_predictions(base_pairs, base_params, keep_results=False)
         ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
         # F1 & co.: outlines matched by IoU, dots by the objects holding them (or a density model's peaks)
         keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
@@ -898,7 +906,29 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
             rs = evaluate_predictions(predict_pairs(held_items, model, alone, size_model=size_model, warn_trained=False),
                                       alone, keep_results=False)
             settings_only = {k: int(v) if k == "n" else float(v) for k, v in rs.summary.items() if k in keep}
-    return _Scores(before, after, paired, settings_only, counts)
+    return _Scores(before, after, paired, settings_only, counts, {k: v for k, v in backends.items() if v})
+
+
+def backends_note(backends: dict[str, str], *, base: str, name: str) -> str:
+    """How to recount the held-out images as the fine-tune did: the backend each model's figures ran in ("" when
+    unknown). Near a tie the measured choice may differ at a later count, and counts with it by an object or more."""
+    before, after = backends.get("before"), backends.get("after")
+    if not before or not after:
+        return ""
+    ran = (f"both networks ran in {before}" if before == after else f"{base} ran in {before}, {name} in {after}")
+
+    def option(b: str) -> bool:  # a CPU backend's name is the option's value ("torch (cuda)", "bf16+torch" are not)
+        return b.isidentifier() or b == "bf16"
+
+    again = ("" if not (option(before) and option(after)) else f" (count --backend {before} gives them again)"
+             if before == after else f" (counting {base} with --backend {before} and {name} with --backend {after} "
+             "gives them again)")
+    return f"{ran} for these figures; a recount with another backend may differ by an object or so per image{again}"
+
+
+def ran_in(pairs: list) -> str:
+    """The backends the predictions of (name, prediction, truth) ``pairs`` ran in, joined ("" where unknown)."""
+    return " + ".join(dict.fromkeys(p.backend for _, p, _ in pairs if getattr(p, "backend", None)))
 
 
 def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, scores: _Scores, card: ModelCard, *,
@@ -1050,6 +1080,7 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
                          "discarded_finetune": {k: v for k, v in card.training.items() if k not in own}}
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     **({"holdout_base_weights_new_settings": settings_only} if settings_only else {}),
+                    **({"holdout_backends": verdict.scores.backends} if verdict.scores.backends else {}),
                     "holdout_note": f"{len(held_idx)} held-out image(s) of {source}: before = {model.name} with its "
                                     "card's settings, after = this model with "
                                     + ("the base's settings (re-tuning did not help)" if settings_kept
@@ -1060,6 +1091,8 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
         card.metrics.update(holdout_finetuned_weights=verdict.rejected, holdout_note=(
             f"{_images(len(held_idx), 'held-out')} of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
+    if ran := backends_note(verdict.scores.backends, base=model.name, name=card.name):
+        card.metrics["holdout_note"] += f"; {ran}"
     card.license = (model.card.license if model.card.license.endswith("; fine-tuned on user data")
                     else f"{model.card.license}; fine-tuned on user data")
 
