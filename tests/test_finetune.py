@@ -493,7 +493,9 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
                      r"another backend may differ", out), out
     assert "Dark (fluorescence) background, decided once for the set; objects 12." in out, "the set decisions, said"
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "1"]) == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # what to do in the app too, without the models folder's path (a tester's Train page showed it)
+    assert "already exists; choose another name, or delete that model first (the Models page" in err, err
     assert "outside your models folder" not in out
     # elsewhere than the models folder: not usable by name, and said so (a tester's count then failed)
     assert main(["--from", str(base_dir), "--data", str(data), "--name", "away", "--steps", "1",

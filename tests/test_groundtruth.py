@@ -508,6 +508,8 @@ def test_read_counts_csv(tmp_path: Path) -> None:
     path.write_text("\ufeffImage,Count\nimg1.png,12\nsub/img2.tif,0\nimg3,7.0\n", encoding="utf-8")
     assert read_counts_csv(path) == {"img1": 12, "img2": 0, "img3": 7}
     assert read_counts_csv(b"File,count\na.png,3\n") == {"a": 3}
+    # Excel's separator line before the header (it was read as the header: "found ['sep=', '']")
+    assert read_counts_csv(b"sep=;\r\nfilename;count\r\na.png;3\r\n") == {"a": 3}
     with pytest.raises(GroundTruthError, match=r"row 2 \(b\.png\).*'2\.5'"):
         read_counts_csv(b"filename,count\na.png,1\nb.png,2.5\n")
     with pytest.raises(GroundTruthError, match="row 1"):

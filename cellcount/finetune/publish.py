@@ -63,8 +63,10 @@ def check_new_name(name: str, *, out_dir: str | Path | None = None, overwrite: b
         raise ParameterError(f"{folder} holds the shipped models; a fine-tuned model goes to the user models folder "
                              "(the default) or another folder of your own")
     if target.exists() and not overwrite:
-        raise ParameterError(f"a model named {name!r} already exists in {folder}; choose another name (command line: "
-                             "--overwrite replaces it)")
+        where = f" in {folder}" if out_dir is not None else ""  # the models folder: a path the app's user never chose
+        raise ParameterError(f"a model named {name!r} already exists{where}; choose another name, or delete that model "
+                             f"first (the Models page, or cellcount models --remove {name}; finetune --overwrite "
+                             "replaces it)")
     if name in list_models() and not target.exists():
         raise ParameterError(f"{name!r} is the name of an existing model; choose another name")
     # UNET-MASK beside unet-mask: one folder on macOS and Windows, and two models a reader cannot tell apart
