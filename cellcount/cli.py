@@ -28,6 +28,7 @@ from .cliparams import (
     normalize_argv,
     param_overrides,
     plain_warnings,
+    setup_logging,
 )
 
 logger = logging.getLogger(__name__)
@@ -1247,8 +1248,7 @@ def _main(argv: list[str] | None) -> int:
         with as_command(argv[0]):
             return importlib.import_module(MODULE_COMMANDS[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(normalize_argv(argv))
-    logging.basicConfig(level=logging.ERROR if getattr(args, "quiet", False) else logging.WARNING,
-                        format="%(levelname)s %(message)s")
+    setup_logging(logging.ERROR if getattr(args, "quiet", False) else logging.WARNING)
     try:
         if args.command == "models":
             return cmd_models(args.remove)

@@ -90,6 +90,28 @@ def normalize_argv(argv: list[str] | None) -> list[str]:
     return out
 
 
+class _CliFormatter:
+    """A log record as a command line's own lines: "warning: ..." and "error: ..." as the commands print theirs,
+    other levels as the message alone."""
+
+    def format(self, record) -> str:
+        import logging
+
+        text = record.getMessage()
+        return f"{'error' if record.levelno >= logging.ERROR else 'warning'}: {text}" \
+            if record.levelno >= logging.WARNING else text
+
+
+def setup_logging(level: int) -> None:
+    """The commands' logging to stderr at ``level``, warnings marked as their printed ones are (a folder's image
+    without ground truth read as a plain line among the results)."""
+    import logging
+
+    logging.basicConfig(level=level)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_CliFormatter())
+
+
 @contextlib.contextmanager
 def plain_warnings():
     """Within it, Python warnings (a binary mask read as label image, ...) show as one 'warning: ...' line on

@@ -27,6 +27,7 @@ from ..cliparams import (
     param_overrides,
     plain_warnings,
     prog_name,
+    setup_logging,
 )
 from ..errors import ParameterError
 from ..metrics import fixed
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import run_cli
 
     args = build_parser().parse_args(normalize_argv(argv))
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
     with plain_warnings():
         return run_cli(lambda: _run(args))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cliparams import normalize_argv, plain_warnings, prog_name
+from ..cliparams import normalize_argv, plain_warnings, prog_name, setup_logging
 from ..errors import ModelNotFoundError, ParameterError
 from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import run_cli
 
     args = build_parser().parse_args(normalize_argv(argv))
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
     with plain_warnings():
         return run_cli(lambda: _run(args))
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cliparams import setup_logging
 from ..errors import CellcountError
 from .core import DEFAULT_MAX_STEPS, DEFAULT_MINUTES, backends_note, finetune
 from .data import DEFAULT_HOLDOUT
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(logging.INFO)
     if not (0 <= args.holdout < 1 or (args.holdout >= 1 and float(args.holdout).is_integer())):
         print(f"error: --holdout {args.holdout:g}: give a fraction from 0 to below 1 (0.25; 0: none) or a whole "
               "number of images (8)", file=sys.stderr)
