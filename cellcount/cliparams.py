@@ -90,26 +90,30 @@ def normalize_argv(argv: list[str] | None) -> list[str]:
     return out
 
 
-class _CliFormatter:
-    """A log record as a command line's own lines: "warning: ..." and "error: ..." as the commands print theirs,
-    other levels as the message alone."""
-
-    def format(self, record) -> str:
-        import logging
-
-        text = record.getMessage()
-        return f"{'error' if record.levelno >= logging.ERROR else 'warning'}: {text}" \
-            if record.levelno >= logging.WARNING else text
+_HANDLER_NAME = "cellcount-cli"
 
 
 def setup_logging(level: int) -> None:
-    """The commands' logging to stderr at ``level``, warnings marked as their printed ones are (a folder's image
-    without ground truth read as a plain line among the results)."""
+    """The commands' logging to stderr at ``level``, warnings marked "warning: ..." as their printed ones are, so
+    that a folder's image without ground truth does not read as a plain line among the results. Like
+    :func:`logging.basicConfig`, it adds its handler only where the root logger has none (a script's or a test's
+    own logging keeps its format); a second call only sets the level."""
     import logging
 
-    logging.basicConfig(level=level)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(_CliFormatter())
+    class CliFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            text = super().format(record)
+            if record.levelno >= logging.WARNING:
+                text = f"{'error' if record.levelno >= logging.ERROR else 'warning'}: {text}"
+            return text
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(CliFormatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -646,10 +646,9 @@ def labelled_set(
     second = [n for n in out.unused if any(b.casefold() in paired for b, _ in _gt_bases(n))]
     candidates = {n: by_name[n] for n in second if n in by_name}
     second = _second_annotations_agree(out, candidates)
-    # one that disagrees is named in its image's refusal: not also as a file that "matches no image"
-    out.unused = [n for n in out.unused if n not in candidates or n in second]
+    # a second annotation is said as one, or in its image's refusal where it disagrees: not as matching no image
+    out.unused = [n for n in out.unused if n not in candidates]
     if second:
-        out.unused = [n for n in out.unused if n not in second]
         shown = ", ".join(second[:5]) + (f" and {len(second) - 5} more" if len(second) > 5 else "")
         out.notes.append(f"{len(second)} ground-truth file(s) are second annotations of images that have one "
                          f"already, and are not used: {shown} ({SECOND_ANNOTATION_RULE}).")

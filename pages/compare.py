@@ -112,16 +112,21 @@ def tuned_note(configs, sources: list[sh.Source]) -> None:
     errors here are in-sample and flatter it against the others, as a model's own training images would."""
     digests = {s.digest.split(":plane=")[0] for s in sources}
     fitted = {}
-    for name in dict.fromkeys(m for _, m, _ in configs):
-        if hit := settings.tuned_on(sh.get_model(name)) & digests:
-            fitted[name] = len(hit)
+    for label, name, params in configs:
+        model = sh.get_model(name)
+        try:  # the session's settings, where they were tuned: a configuration changed here from them is not
+            tuned = params == settings.params(model)
+        except cc.CellcountError:
+            tuned = False
+        if tuned and (hit := settings.tuned_on(model) & digests):
+            fitted[label] = len(hit)
     if fitted:
         st.warning(
-            "Settings tuned on these images: " + ", ".join(f"{name}'s on {k} of the {len(sources)}" for name, k
+            "Settings tuned on these images: " + ", ".join(f"{label}'s on {k} of the {len(sources)}" for label, k
                                                           in fitted.items())
-            + " (Evaluate, Optimise). A model scored on the images its settings were tuned on counts them better than "
-            "it will count new ones, so the comparison favours it: compare on other images, or reset its settings "
-            "to the card's first.", icon=":material/tune:")
+            + " (Evaluate, Optimise). A configuration scored on the images its settings were tuned on counts them "
+            "better than it will count new ones, so the comparison favours it: compare on other images, or reset "
+            "its settings to the card's first.", icon=":material/tune:")
 
 
 def pick_images() -> list[sh.Source]:

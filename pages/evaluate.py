@@ -90,7 +90,7 @@ def show_summary(s: dict, iou_threshold: float) -> None:
     n, with_objects = int(s.get("n", 0)), int(s.get("mape_n", s.get("n", 0)))
     empty = (f" Over the {with_objects} of the {n} images whose truth has objects: an error relative to a true count of "
              "0 is undefined." if with_objects < n else "")
-    # whole percents from 100 on: "351.4 %" was cut to "351.…" in its tile at 1400 px
+    # whole percents from 100 on: a tile of six in a row fits about five characters at 1400 px
     m[4].metric("MAPE", f"{s['mape']:.{1 if abs(s['mape']) < 100 else 0}f} %" if np.isfinite(s.get("mape", np.nan)) else "—",
                 help=f"Mean absolute count error relative to the true count, in %.{empty}")
     m[5].metric("R²", sh.fixed(s["r2"], 3 if abs(s["r2"]) < 10 else 1) if np.isfinite(s.get("r2", np.nan)) else "—")
@@ -245,7 +245,7 @@ def in_sample_note(sig: str, params: cc.CountParams) -> None:
 
 def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str,
                  digests: tuple[str, ...] = ()) -> None:
-    """Optimise and Apply on ``pairs``; ``digests``: their images', recorded with settings applied."""
+    """Optimise and Apply on ``pairs``; ``digests``: their images', kept with the tuning's result."""
     st.subheader("Optimise postprocessing on this ground truth")
     if model.output_kind == "density":
         st.info("Density models count by integrating the map: there is no count parameter to tune.")
@@ -288,6 +288,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             "start": params.to_dict(),
             "table": tr.table.head(200),
             "model": model.name,
+            "digests": digests,  # the images it fitted: Apply records them with the settings
         }
     tuned = st.session_state.get(f"{P}__tune")
     if not tuned or tuned["sig"] != sig:
@@ -361,7 +362,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "Applied (all pages)" if applied and changed else "Apply (all pages)",
         key=f"{P}_apply",
         on_click=_apply_tuned,
-        args=(tuned["best"], tuned["model"], len(pairs), digests),
+        args=(tuned["best"], tuned["model"], len(pairs), tuned.get("digests", ())),
         type="secondary" if applied or not helps else "primary",
         disabled=applied,
         icon=":material/check:",

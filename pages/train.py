@@ -194,7 +194,8 @@ def show_result(s: JobSnapshot) -> None:
                    icon=":material/warning:")
     summary, per = holdout_frames(res)
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.2f"))
-    if ran := backends_note(getattr(res, "holdout_backends", {}), base=s.base, name=res.name):
+    if ran := backends_note(getattr(res, "holdout_backends", {}), base=s.base,
+                            name="the fine-tuned weights" if kept else res.name):
         st.caption(ran[0].upper() + ran[1:] + ".")
     if "f1" in res.before and model_kind(s.base) == "density":
         st.caption(sh.DENSITY_PEAKS_NOTE)

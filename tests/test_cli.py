@@ -1014,3 +1014,30 @@ def test_other_files_in_a_folder_are_said_to_be_passed_over(small_folder, tmp_pa
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert f"passed over 2 file(s) that are not images ({small_folder / 'notes.txt'}, {small_folder / 'sub' / 'readme.md'})" in err
+
+
+def test_the_commands_logging_marks_warnings_and_leaves_other_handlers_alone(capsys):
+    """Logged warnings read "warning: ..." as the commands' printed ones do; a second call only sets the level,
+    and a handler someone else set up (a script's, pytest's) keeps its own format."""
+    import logging
+
+    from cellcount.cliparams import setup_logging
+
+    root = logging.getLogger()
+    saved, saved_level = root.handlers[:], root.level
+    try:
+        root.handlers = []
+        setup_logging(logging.INFO)
+        setup_logging(logging.WARNING)  # --quiet in a later in-process call
+        assert len(root.handlers) == 1 and root.level == logging.WARNING
+        logging.getLogger("cellcount.x").info("not shown")
+        logging.getLogger("cellcount.x").warning("a folder's image without ground truth")
+        err = capsys.readouterr().err
+        assert "warning: a folder's image without ground truth" in err and "not shown" not in err
+        theirs = logging.StreamHandler()
+        theirs.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        root.handlers = [theirs]
+        setup_logging(logging.INFO)
+        assert root.handlers == [theirs] and theirs.formatter._fmt == "%(levelname)s %(message)s"
+    finally:
+        root.handlers, root.level = saved, saved_level

@@ -1485,6 +1485,8 @@ def test_a_binary_mask_saved_inverted_is_refused_saying_why() -> None:
     mask[5:10, 5:10] = mask[20:30, 20:28] = 255
     with pytest.raises(GroundTruthError, match="touches all four edges: that is the background.*saved inverted"):
         labels_from_array(255 - mask, source="inv.png")
+    with pytest.raises(GroundTruthError, match="that is the background"):  # a 0/1 mask: one region of value 1
+        labels_from_array((mask == 0).astype(np.uint8), source="inv01.png")
     big = np.zeros((40, 50), np.uint8)
     big[2:38, 2:48] = 255  # one large object, touching no edge
     with pytest.warns(BinaryMaskWarning):
@@ -1521,3 +1523,15 @@ def test_dots_stamped_larger_than_specks_are_read_as_dots_under_the_images_name(
     assert got["a.png"].kind == "points" and got["a.png"].count == 24
     np.testing.assert_allclose(sorted(map(tuple, got["a.png"].points)), sorted(centres))
     assert got["b.png"].kind == "mask" and got["b.png"].count == 12
+    # a thresholded mask whose noise is single-pixel specks, most of its blobs: nuclei, not dots (read as dots, its
+    # large blobs were split into thousands)
+    from cellcount.groundtruth import labels_from_array
+    from cellcount.groundtruth.truth import holds_only_specks
+
+    noisy = np.zeros((200, 200), np.uint8)
+    for k in range(9):
+        noisy[15 + 60 * (k // 3):45 + 60 * (k // 3), 15 + 60 * (k % 3):45 + 60 * (k % 3)] = 255
+    noisy[rng.integers(0, 200, 60), rng.integers(0, 200, 60)] = 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BinaryMaskWarning)
+        assert not holds_only_specks(labels_from_array(noisy))

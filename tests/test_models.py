@@ -109,8 +109,8 @@ def test_save_load_identity(architecture, kind, tiny_model, tmp_path, rng):
 def test_load_by_name_from_a_weights_dir(saved_model):
     folder, _ = saved_model
     assert list_models(folder.parent) == ["tiny", CLASSICAL_NAME]
-    # named as listed, not as its card (written as tiny-unet-mask): a folder renamed by hand named the old model in
-    # every count made with it, and `models` listed the old name twice
+    # named as listed, not as its card (written as tiny-unet-mask): a folder renamed or copied by hand is the model
+    # of its new name in every count, and listed once
     assert load_model("tiny", weights_dir=folder.parent).name == "tiny"
     assert load_model(folder).name == "tiny-unet-mask", "a folder given by its path, outside the list: its card's"
 

@@ -534,7 +534,8 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
     (:func:`cellcount.groundtruth.load_labelled_folder`); without it the first one raises. ``notes``: filled
     with name -> why its score may not be what was meant (only the first plane of a stack was read), for
     :func:`with_read_notes`. ``paths``: filled with name -> file of each image yielded. ``missing``: filled
-    with the images of ``split`` left out for want of ground truth (each logged as a warning)."""
+    with the folder's images left out for want of ground truth (each logged as a warning), of any split, as
+    ``on_error`` is called for any."""
     from ..errors import CellcountError
     from ..groundtruth import item_names, load_labelled_folder
     from ..io import read_image_planes
@@ -550,7 +551,6 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
             return "heldout" if split == "heldout" and p != "train" else p
 
         pairs = [(p, gt) for p, gt in pairs if part(p.name) == split]
-        unlabelled = [p for p in unlabelled if part(p.name) == split]
     if missing is not None:
         missing.extend(unlabelled)
     if limit:

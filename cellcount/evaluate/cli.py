@@ -274,15 +274,16 @@ class Labelled:
     unlabelled: list[Path] = dataclasses.field(default_factory=list)
 
     def left_out_line(self, n: int) -> str | None:
-        """The closing line on what the figures of ``n`` images leave out, or None when nothing was."""
+        """The closing line on what the folder's images the figures (of ``n`` images) leave out, or None when
+        nothing was. Of the whole folder, whatever ``--split`` and ``--limit`` chose, as the warnings name them."""
         total = len(self.skipped) + len(self.unlabelled)
         if not total:
             return None
         parts = [f"{len(self.unlabelled)} without ground truth"] if self.unlabelled else []
         if self.skipped:
             parts.append(f"{len(self.skipped)} whose file or ground truth could not be used")
-        return (f"{total} image(s) left out ({', '.join(parts)}; see the warnings above); the figures are for "
-                f"the other {n}")
+        return (f"{total} image(s) of the folder left out ({', '.join(parts)}; see the warnings above); the figures "
+                f"are for {n} image(s)")
 
 
 def read_labelled(args: argparse.Namespace) -> Labelled:
@@ -502,7 +503,9 @@ def _run(args: argparse.Namespace) -> int:
         write_card(model.card, folder)
     if args.json:
         atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "data": args.data, "split": args.split,
-                                                              "params": params.to_dict(), **s}), indent=2,
+                                                              "params": params.to_dict(), **s,
+                                                              "images_without_ground_truth": len(data.unlabelled),
+                                                              "files_skipped": skipped}), indent=2,
                                                  default=float).encode())
     if closing := data.left_out_line(s["n"]):
         print(closing, file=sys.stderr)

@@ -244,8 +244,9 @@ def _run(args: argparse.Namespace) -> int:
         write_csv(as_written(every[["file", "true", "config", "model", "settings", "count", "error", "check",
                                     "check_score", "check_reasons"]]), args.rows)
     if args.json:
-        atomic_write_bytes(args.json, json.dumps(finite_json(_json_summary(args, configs, items, left_out, skipped,
-                                                                           summaries, cmp)),
+        atomic_write_bytes(args.json, json.dumps(finite_json({**_json_summary(args, configs, items, left_out, skipped,
+                                                                              summaries, cmp),
+                                                              "images_without_ground_truth": len(data.unlabelled)}),
                                                  indent=2, default=float).encode())
     if closing := data.left_out_line(len(items)):
         print(closing, file=sys.stderr)

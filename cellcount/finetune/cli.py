@@ -122,7 +122,8 @@ def _main(argv: list[str] | None) -> int:
         which = " (the fine-tuned weights, not saved: see the note above)" if res.kept_base else ""
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
               f"{res.after['mae']:.2f}{which}")
-        if ran := backends_note(res.holdout_backends, base=args.base, name=res.name):
+        if ran := backends_note(res.holdout_backends, base=args.base,
+                                name="the fine-tuned weights" if res.kept_base else res.name):
             print(f"  {ran}")
         if "mae" in res.settings_only:
             which = "input settings; its postprocessing is the base's" if res.settings_kept else "settings (input and postprocessing)"

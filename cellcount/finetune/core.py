@@ -911,16 +911,17 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
 
 def backends_note(backends: dict[str, str], *, base: str, name: str) -> str:
     """How to recount the held-out images as the fine-tune did: the backend each model's figures ran in ("" when
-    unknown). Near a tie the measured choice may differ at a later count, and counts with it by an object or more."""
+    unknown). Near a tie the measured choice may differ at a later count, and counts with it by an object or more.
+    ``name``: what the "after" figures are of (the new model, or its fine-tuned weights where those were not kept)."""
+    from ..models.backends import BACKENDS
+
     before, after = backends.get("before"), backends.get("after")
     if not before or not after:
         return ""
     ran = (f"both networks ran in {before}" if before == after else f"{base} ran in {before}, {name} in {after}")
-
-    def option(b: str) -> bool:  # a CPU backend's name is the option's value ("torch (cuda)", "bf16+torch" are not)
-        return b.isidentifier() or b == "bf16"
-
-    again = ("" if not (option(before) and option(after)) else f" (count --backend {before} gives them again)"
+    # a CPU backend's name is the option's value; "torch (cuda)" and blocks' "bf16+torch" are not
+    again = ("" if before not in BACKENDS or after not in BACKENDS else
+             f" (count --backend {before}, or CELLCOUNT_BACKEND={before} for evaluate, gives them again)"
              if before == after else f" (counting {base} with --backend {before} and {name} with --backend {after} "
              "gives them again)")
     return f"{ran} for these figures; a recount with another backend may differ by an object or so per image{again}"
@@ -1091,7 +1092,8 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
         card.metrics.update(holdout_finetuned_weights=verdict.rejected, holdout_note=(
             f"{_images(len(held_idx), 'held-out')} of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
             f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
-    if ran := backends_note(verdict.scores.backends, base=model.name, name=card.name):
+    if ran := backends_note(verdict.scores.backends, base=model.name,
+                            name="the fine-tuned weights" if kept_base else card.name):
         card.metrics["holdout_note"] += f"; {ran}"
     card.license = (model.card.license if model.card.license.endswith("; fine-tuned on user data")
                     else f"{model.card.license}; fine-tuned on user data")

@@ -27,14 +27,15 @@ MAX_STAMP_AREA_PX = 49
 """The largest dot a drawing tool stamps that a binary image is read as dots by (a disc of radius 4): ..."""
 MIN_STAMPS = 5
 STAMP_SHARE = 0.8
-"""... when at least :data:`MIN_STAMPS` blobs, this share of them, have one and the same area (a brush's): nuclei
-drawn or thresholded vary in size; the other blobs may be dots that touch."""
+"""... when at least :data:`MIN_STAMPS` blobs, this share of them, have one and the same area (a brush's), larger
+than a speck, and no blob is smaller (the others are stamps that touch): nuclei drawn or thresholded vary in size,
+and a thresholded mask's noise is specks."""
 
 
 def holds_only_specks(gt: GroundTruth) -> bool:
     """Whether ground truth read as a binary mask is a dot image: every blob at most :data:`MAX_DOT_AREA_PX`, or
-    most of them stamped alike by one brush (:data:`MAX_STAMP_AREA_PX`, :data:`STAMP_SHARE`: 5 x 5 squares or
-    discs of radius 3 read as nuclei scored every model at an F1 of 0)."""
+    most of them stamped alike by one brush (:data:`MAX_STAMP_AREA_PX`, :data:`STAMP_SHARE`), as 5 x 5 squares
+    or discs of radius 3 are."""
     if gt.kind != "mask" or not gt.count or gt.labels is None:
         return False
     areas = np.bincount(gt.labels.ravel())[1:]
@@ -43,8 +44,9 @@ def holds_only_specks(gt: GroundTruth) -> bool:
         return True
     sizes, n = np.unique(areas, return_counts=True)
     common = int(n.argmax())
-    return (len(areas) >= MIN_STAMPS and int(sizes[common]) <= MAX_STAMP_AREA_PX
-            and n[common] >= STAMP_SHARE * len(areas))
+    stamp = int(sizes[common])
+    return (len(areas) >= MIN_STAMPS and MAX_DOT_AREA_PX < stamp <= MAX_STAMP_AREA_PX
+            and n[common] >= STAMP_SHARE * len(areas) and int(areas.min()) >= stamp)
 
 
 GROUND_TRUTH_KINDS = ("labels", "mask", "points", "count")
@@ -264,8 +266,8 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     if len(values) == 1 and not is_colour:
         comps, n_comp = ndi.label(a != 0, structure=_STRUCTURE_8)
         value = int(values[0])
+        _refuse_background(comps, value, name)  # a 0/1 mask saved inverted is one region of value 1
         if was_bool or n_comp > 1 or value in (255, 65535):
-            _refuse_background(comps, value, name)
             _warn_binary(name, f"single value {value}", n_comp)
             return GroundTruth(kind="mask", count=n_comp, labels=comps.astype(np.int32), source=source)
     if a.dtype == np.uint8 and not is_colour and len(values) >= 200 and int(a.max()) == 255:
@@ -297,7 +299,7 @@ def _refuse_background(comps: np.ndarray, value: int, name: str) -> None:
     edges = (comps[0], comps[-1], comps[:, 0], comps[:, -1])
     if all((edge == big).any() for edge in edges):
         raise GroundTruthError(
-            f"{name}: a binary mask whose largest region (value {value}) covers {areas[big] / comps.size:.0%} of the "
+            f"{name}: a mask whose largest region (value {value}) covers {areas[big] / comps.size:.0%} of the "
             "image and touches all four edges: that is the background, not a nucleus. The mask may be saved inverted "
             "(nuclei black on white: invert it, so that nuclei are white on black), or its nuclei touch so much that "
             "they merge into one region (save a label image, one value per nucleus)")
