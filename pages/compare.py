@@ -121,9 +121,12 @@ def tuned_note(configs, sources: list[sh.Source]) -> None:
         if tuned and (hit := settings.tuned_on(model) & digests):
             fitted[label] = len(hit)
     if fitted:
+        by_share: dict[int, list[str]] = {}
+        for label, k in fitted.items():
+            by_share.setdefault(k, []).append(label)
         st.warning(
-            "Settings tuned on these images: " + ", ".join(f"{label}'s on {k} of the {len(sources)}" for label, k
-                                                          in fitted.items())
+            "Settings tuned on " + "; ".join(f"{k} of these {len(sources)} images: {' and '.join(labels)}"
+                                             for k, labels in by_share.items())
             + " (Evaluate, Optimise). A configuration scored on the images its settings were tuned on counts them "
             "better than it will count new ones, so the comparison favours it: compare on other images, or reset "
             "its settings to the card's first.", icon=":material/tune:")

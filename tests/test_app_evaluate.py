@@ -144,16 +144,16 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     at.file_uploader(key="compare_files").set_value([upload("s01_sparse_small.png"), upload("s03_large_nuclei.png")])
     at.run()
     assert not at.exception
-    said = [w.value for w in at.warning if "Settings tuned on these images" in w.value]
+    said = [w.value for w in at.warning if "Settings tuned on" in w.value]
     # A (the session's tuned settings) and B while still their copy; B changed here is not
-    assert said and "A: classical-otsu's on 1 of the 2, B: classical-otsu's on 1 of the 2" in said[0], said
+    assert said and "Settings tuned on 1 of these 2 images: A: classical-otsu and B: classical-otsu" in said[0], said
     at.number_input(key="compare_b_min_area_px").set_value(at.number_input(key="compare_b_min_area_px").value + 3)
     at.run()
-    said = [w.value for w in at.warning if "Settings tuned on these images" in w.value]
-    assert said and "A: classical-otsu's on 1" in said[0] and "B:" not in said[0], said
+    said = [w.value for w in at.warning if "Settings tuned on" in w.value]
+    assert said and "1 of these 2 images: A: classical-otsu (" in said[0] and "B:" not in said[0], said
     at.file_uploader(key="compare_files").set_value([upload("s03_large_nuclei.png")])
     at.run()
-    assert not any("Settings tuned on these images" in w.value for w in at.warning), "none of them tuned on"
+    assert not any("Settings tuned on" in w.value for w in at.warning), "none of them tuned on"
 
 
 def evaluate_zip(name: str, members: dict[str, bytes | str]) -> AppTest:
