@@ -167,6 +167,10 @@ def cmd_models(remove: str | None = None) -> int:
         print(("[default] " if name == default else "") + card.summary())
         if isinstance(n := (card.metrics.get("validation") or {}).get("n") if isinstance(card.metrics, dict) else None, int):
             sizes.add(n)
+    from .models.loading import shadowed_user_models
+
+    for folder in shadowed_user_models():  # never used under a shipped model's name: said, not passed over in silence
+        print(f"note: {folder} is named like a shipped model, which keeps the name: rename the folder to use it")
     if len(sizes) > 1:  # figures on different image sets do not compare, which one list otherwise invites
         print(f"note: the validation MAEs above were measured on different image sets "
               f"({', '.join(str(n) for n in sorted(sizes, reverse=True))} images): compare those of the same size only")

@@ -96,8 +96,8 @@ _HANDLER_NAME = "cellcount-cli"
 def setup_logging(level: int) -> None:
     """The commands' logging to stderr at ``level``, warnings marked "warning: ..." as their printed ones are, so
     that a folder's image without ground truth does not read as a plain line among the results. Like
-    :func:`logging.basicConfig`, it adds its handler only where the root logger has none (a script's or a test's
-    own logging keeps its format); a second call only sets the level."""
+    :func:`logging.basicConfig`, it acts only where the root logger has no handler but its own: a script's or a
+    test's logging keeps its handlers, format and level; a second call of a command's main() sets the level."""
     import logging
 
     class CliFormatter(logging.Formatter):
@@ -108,6 +108,8 @@ def setup_logging(level: int) -> None:
             return text
 
     root = logging.getLogger()
+    if any(h.get_name() != _HANDLER_NAME for h in root.handlers):
+        return
     if not root.handlers:
         handler = logging.StreamHandler()
         handler.set_name(_HANDLER_NAME)

@@ -233,6 +233,18 @@ def test_models_subcommand_lists_the_baseline(capsys):
     assert CLASSICAL_NAME in capsys.readouterr().out
 
 
+def test_a_user_model_named_like_a_shipped_one_is_said_not_passed_over(capsys):
+    """A folder copied into the user's models under a shipped model's name is never used: `models` says so."""
+    import shutil
+
+    from cellcount.models.loading import DEFAULT_WEIGHTS_DIR, list_models, user_models_dir
+
+    shipped = next(n for n in list_models() if (DEFAULT_WEIGHTS_DIR / n).is_dir())
+    shutil.copytree(DEFAULT_WEIGHTS_DIR / shipped, user_models_dir() / shipped)
+    assert main(["models"]) == 0
+    assert f"{user_models_dir() / shipped} is named like a shipped model" in capsys.readouterr().out
+
+
 def test_models_listed_with_figures_on_different_image_sets_say_so(capsys):
     """multihead-unet's 4.25 on the validation half's 53 images was read against the others' 3.18 on 98 (a tester)."""
     from cellcount.models import list_models, load_model
@@ -1018,7 +1030,7 @@ def test_other_files_in_a_folder_are_said_to_be_passed_over(small_folder, tmp_pa
 
 def test_the_commands_logging_marks_warnings_and_leaves_other_handlers_alone(capsys):
     """Logged warnings read "warning: ..." as the commands' printed ones do; a second call only sets the level,
-    and a handler someone else set up (a script's, pytest's) keeps its own format."""
+    and logging someone else set up (a script's, pytest's) keeps its handlers, format and level."""
     import logging
 
     from cellcount.cliparams import setup_logging
@@ -1037,7 +1049,8 @@ def test_the_commands_logging_marks_warnings_and_leaves_other_handlers_alone(cap
         theirs = logging.StreamHandler()
         theirs.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         root.handlers = [theirs]
-        setup_logging(logging.INFO)
+        setup_logging(logging.ERROR)
         assert root.handlers == [theirs] and theirs.formatter._fmt == "%(levelname)s %(message)s"
+        assert root.level == logging.WARNING, "their level too"
     finally:
         root.handlers, root.level = saved, saved_level

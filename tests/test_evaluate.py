@@ -890,7 +890,8 @@ def test_the_closing_line_counts_every_image_left_out(tmp_path, capsys, caplog):
     assert ("2 image(s) of the folder left out (1 without ground truth, 1 whose file or ground truth could not be "
             "used; see the warnings above); the figures are for 2 image(s)") in err
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["images_without_ground_truth"] == 1 and len(summary["files_skipped"]) == 1
+    assert summary["images_without_ground_truth"] == [str(tmp_path / "images" / "d.tif")]
+    assert len(summary["files_skipped"]) == 1
     # --limit: the figures' images are said as many, not as "the other" images of the folder
     assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--limit", "1"]) == 1
-    assert "the figures are for 1 image(s)" in capsys.readouterr().err
+    assert "the figures are for 1 image(s), the first of the others (--limit 1)" in capsys.readouterr().err

@@ -1510,6 +1510,8 @@ def test_dots_stamped_larger_than_specks_are_read_as_dots_under_the_images_name(
     centres = [(8 + 11 * (k // 6), 8 + 12 * (k % 6)) for k in range(24)]
     for r, c in centres:
         dots[r - 2:r + 3, c - 2:c + 3] = 255
+    dots[0:2, 74:79] = 255  # a stamp cut off by the image's edge
+    centres.append((0.5, 76.0))
     masks = np.zeros((60, 80), np.uint8)
     for k, (r, c) in enumerate(centres[:12]):
         h = 1 + k % 4  # nuclei of varied sizes
@@ -1520,7 +1522,7 @@ def test_dots_stamped_larger_than_specks_are_read_as_dots_under_the_images_name(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BinaryMaskWarning)
         got = {p.name: gt for p, gt in load_labelled_folder(tmp_path)}
-    assert got["a.png"].kind == "points" and got["a.png"].count == 24
+    assert got["a.png"].kind == "points" and got["a.png"].count == 25
     np.testing.assert_allclose(sorted(map(tuple, got["a.png"].points)), sorted(centres))
     assert got["b.png"].kind == "mask" and got["b.png"].count == 12
     # a thresholded mask whose noise is single-pixel specks, most of its blobs: nuclei, not dots (read as dots, its

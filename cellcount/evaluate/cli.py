@@ -273,17 +273,19 @@ class Labelled:
     paths: dict[str, Path]
     unlabelled: list[Path] = dataclasses.field(default_factory=list)
 
-    def left_out_line(self, n: int) -> str | None:
+    def left_out_line(self, n: int, limit: int | None = None) -> str | None:
         """The closing line on what the folder's images the figures (of ``n`` images) leave out, or None when
-        nothing was. Of the whole folder, whatever ``--split`` and ``--limit`` chose, as the warnings name them."""
+        nothing was. Of the whole folder, whatever ``--split`` and ``--limit`` chose, as the warnings name them;
+        ``limit``: the ``--limit`` that capped the images scored, said with them."""
         total = len(self.skipped) + len(self.unlabelled)
         if not total:
             return None
         parts = [f"{len(self.unlabelled)} without ground truth"] if self.unlabelled else []
         if self.skipped:
             parts.append(f"{len(self.skipped)} whose file or ground truth could not be used")
+        capped = f", the first of the others (--limit {limit})" if limit else ""
         return (f"{total} image(s) of the folder left out ({', '.join(parts)}; see the warnings above); the figures "
-                f"are for {n} image(s)")
+                f"are for {n} image(s){capped}")
 
 
 def read_labelled(args: argparse.Namespace) -> Labelled:
@@ -504,10 +506,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "data": args.data, "split": args.split,
                                                               "params": params.to_dict(), **s,
-                                                              "images_without_ground_truth": len(data.unlabelled),
+                                                              "images_without_ground_truth": [
+                                                                  str(p) for p in data.unlabelled],
                                                               "files_skipped": skipped}), indent=2,
                                                  default=float).encode())
-    if closing := data.left_out_line(s["n"]):
+    if closing := data.left_out_line(s["n"], args.limit):
         print(closing, file=sys.stderr)
     if skipped:
         return 1

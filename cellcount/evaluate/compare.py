@@ -141,3 +141,11 @@ def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) 
         at = [k for k, _ in items].index("MAE 95% CI") + 1
         per_config[i] = dict([*items[:at], ("vs lowest MAE", text), *items[at:]])
     return numbers
+
+
+if __name__ == "__main__":  # `python -m cellcount.evaluate.compare` runs the command (`cellcount compare`)
+    import sys
+
+    from .compare_cli import main
+
+    sys.exit(main())

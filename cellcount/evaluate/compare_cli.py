@@ -246,9 +246,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_bytes(args.json, json.dumps(finite_json({**_json_summary(args, configs, items, left_out, skipped,
                                                                               summaries, cmp),
-                                                              "images_without_ground_truth": len(data.unlabelled)}),
+                                                              "images_without_ground_truth": [
+                                                                  str(p) for p in data.unlabelled]}),
                                                  indent=2, default=float).encode())
-    if closing := data.left_out_line(len(items)):
+    if closing := data.left_out_line(len(items), args.limit):
         print(closing, file=sys.stderr)
     if skipped:
         return 1
@@ -296,3 +297,9 @@ def _text_table(df: pd.DataFrame) -> str:
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(shown.columns, widths, strict=True))]
     lines += ["  ".join(str(v).rjust(w) for v, w in zip(row, widths, strict=True)) for row in shown.itertuples(index=False)]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -28,8 +28,8 @@ MAX_STAMP_AREA_PX = 49
 MIN_STAMPS = 5
 STAMP_SHARE = 0.8
 """... when at least :data:`MIN_STAMPS` blobs, this share of them, have one and the same area (a brush's), larger
-than a speck, and no blob is smaller (the others are stamps that touch): nuclei drawn or thresholded vary in size,
-and a thresholded mask's noise is specks."""
+than a speck, and no blob is smaller but along the image's edge (a stamp cut off there; the larger ones are stamps
+that touch): nuclei drawn or thresholded vary in size, and a thresholded mask's noise is specks."""
 
 
 def holds_only_specks(gt: GroundTruth) -> bool:
@@ -45,8 +45,15 @@ def holds_only_specks(gt: GroundTruth) -> bool:
     sizes, n = np.unique(areas, return_counts=True)
     common = int(n.argmax())
     stamp = int(sizes[common])
-    return (len(areas) >= MIN_STAMPS and MAX_DOT_AREA_PX < stamp <= MAX_STAMP_AREA_PX
-            and n[common] >= STAMP_SHARE * len(areas) and int(areas.min()) >= stamp)
+    if not (len(areas) >= MIN_STAMPS and MAX_DOT_AREA_PX < stamp <= MAX_STAMP_AREA_PX
+            and n[common] >= STAMP_SHARE * len(areas)):
+        return False
+    by_id = np.bincount(gt.labels.ravel())
+    small = np.flatnonzero((by_id > 0) & (by_id < stamp))
+    small = small[small > 0]
+    lab = gt.labels
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    return bool(np.isin(small, edge).all())
 
 
 GROUND_TRUTH_KINDS = ("labels", "mask", "points", "count")

@@ -179,6 +179,14 @@ def _model_dirs(weights_dir: Path) -> dict[str, Path]:
     return {**shipped, **user}
 
 
+def shadowed_user_models(weights_dir: str | Path | None = None) -> list[Path]:
+    """The user's model folders that :func:`list_models` passes over: named like a shipped model or the baseline,
+    which keep their names."""
+    wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    shipped = _dirs_in(wd)
+    return [p for name, p in _dirs_in(user_models_dir()).items() if name in shipped or name == CLASSICAL_NAME]
+
+
 def list_models(weights_dir: str | Path | None = None) -> list[str]:
     """Names accepted by :func:`load_model`: the shipped models in ``weights_dir``, the user's models
     (:func:`user_models_dir`) and the baseline."""
