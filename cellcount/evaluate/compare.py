@@ -143,9 +143,9 @@ def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) 
     return numbers
 
 
-if __name__ == "__main__":  # `python -m cellcount.evaluate.compare` runs the command (`cellcount compare`)
+if __name__ == "__main__":  # the library module, run by mistake for the command: said, not a silent exit
     import sys
 
-    from .compare_cli import main
-
-    sys.exit(main())
+    print("this is the comparison's library module: run `cellcount compare` (or python -m cellcount compare)",
+          file=sys.stderr)
+    sys.exit(2)
