@@ -376,6 +376,13 @@ def test_replacing_the_upload_ten_times_keeps_settings_and_counts(page, server_s
 
     model = cc.load_model(SHIPPED)
     params = cc.resolve_params(model, {"min_area_px": 30, "split_mode": "distance", "min_distance_px": 7})
+    from cellcount.models.backends import available_backends
+
+    def library_counts(img) -> set[int]:
+        # with each backend: the server may have timed its choice again on a loaded machine and picked another
+        # near-tie one, which can count an object apart; a reset setting counts far off all of them
+        return {cc.count_image(img, model, params, backend=b).count for b in available_backends()}
+
     for i in range(10):
         path = tmp_path / f"never_seen_{i}.png"
         img = _disks(path, 2000 + i)
@@ -385,7 +392,7 @@ def test_replacing_the_upload_ten_times_keeps_settings_and_counts(page, server_s
         sync_api.expect(page.get_by_role("combobox", name="Split touching nuclei")).to_have_value(
             re.compile("Distance transform"))
         sync_api.expect(slider).to_have_value("7")
-        assert _count_value(page) == cc.count_image(img, model, params).count, f"upload {i}"
+        assert _count_value(page) in library_counts(img), f"upload {i}"
         sync_api.expect(colour).to_have_value("Yellow")  # the panel stays open, with the options chosen
         sync_api.expect(thickness).to_have_value("3")
 
