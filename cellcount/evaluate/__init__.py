@@ -541,8 +541,7 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
     from ..io import read_image_planes
     from ..training.data import dsb_part
 
-    unlabelled: list[Path] = []
-    pairs = load_labelled_folder(data, on_error=on_error, on_missing=unlabelled.extend)
+    pairs = load_labelled_folder(data, on_error=on_error, on_missing=None if missing is None else missing.extend)
     # named among the whole folder: an image keeps its name with --split and --limit (plate1/A01.png either way)
     name_of = dict(zip([p for p, _ in pairs], item_names(data, [p for p, _ in pairs]), strict=True))
     if split != "all":
@@ -551,8 +550,6 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
             return "heldout" if split == "heldout" and p != "train" else p
 
         pairs = [(p, gt) for p, gt in pairs if part(p.name) == split]
-    if missing is not None:
-        missing.extend(unlabelled)
     if limit:
         pairs = pairs[:limit]
     for path, gt in pairs:

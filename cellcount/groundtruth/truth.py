@@ -38,8 +38,9 @@ def holds_only_specks(gt: GroundTruth) -> bool:
     or discs of radius 3 are."""
     if gt.kind != "mask" or not gt.count or gt.labels is None:
         return False
-    areas = np.bincount(gt.labels.ravel())[1:]
-    areas = areas[areas > 0]
+    by_id = np.bincount(gt.labels.ravel())
+    by_id[0] = 0
+    areas = by_id[by_id > 0]
     if int(areas.max()) <= MAX_DOT_AREA_PX:
         return True
     sizes, n = np.unique(areas, return_counts=True)
@@ -48,12 +49,9 @@ def holds_only_specks(gt: GroundTruth) -> bool:
     if not (len(areas) >= MIN_STAMPS and MAX_DOT_AREA_PX < stamp <= MAX_STAMP_AREA_PX
             and n[common] >= STAMP_SHARE * len(areas)):
         return False
-    by_id = np.bincount(gt.labels.ravel())
     small = np.flatnonzero((by_id > 0) & (by_id < stamp))
-    small = small[small > 0]
     lab = gt.labels
-    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    return bool(np.isin(small, edge).all())
+    return bool(np.isin(small, np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])).all())  # cut off by an edge
 
 
 GROUND_TRUTH_KINDS = ("labels", "mask", "points", "count")

@@ -177,7 +177,7 @@ def _without_folder_link_copies(matches: list[Path], pattern: str) -> list[Path]
     """``matches`` less those reached through a link to a folder whose file a match also reaches by its own path
     (``imgs/**/*.png`` with ``imgs/latest -> run42`` reaches each image twice), as a folder search leaves such
     links out; a linked file itself is another path, kept (see :func:`list_image_files`). Matches through a link
-    above the pattern's wildcards (``/scratch -> /data/scratch``), the user's way to the files, are kept."""
+    above the pattern's wildcards (``/scratch`` a link to ``/data/scratch``), the user's way to the files, are kept."""
     parts = Path(pattern).parts
     fixed = list(itertools.takewhile(lambda part: not _has_glob(part), parts))
     base = os.path.join(*fixed) if fixed else "."
