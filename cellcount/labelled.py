@@ -35,6 +35,7 @@ from .groundtruth import (
     PredictedLabelsWarning,
     ReusedColoursWarning,
     SeveralRegionsWarning,
+    SpeckledMaskWarning,
     WrappedLabelsWarning,
     annotations_disagree,
     check_points_fit,
@@ -378,7 +379,7 @@ def _check_points(gt: GroundTruth, shape: tuple[int, ...]) -> GroundTruth:
 
 
 _SAID_ON_THE_PAGE = (DuplicatePointsWarning, WrappedLabelsWarning, ReusedColoursWarning, PredictedLabelsWarning, CalibratedPointsWarning,
-                     IgnoredClassWarning, SeveralRegionsWarning, MergedDotsWarning)
+                     IgnoredClassWarning, SeveralRegionsWarning, MergedDotsWarning, SpeckledMaskWarning)
 """Warnings about one image's ground truth that become the upload's notes (shown on the page)."""
 
 

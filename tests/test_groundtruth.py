@@ -19,6 +19,7 @@ from cellcount.groundtruth import (
     BinaryMaskWarning,
     GroundTruth,
     MergedDotsWarning,
+    SpeckledMaskWarning,
     labels_from_array,
     load_dsb_folder,
     load_labelled_folder,
@@ -1537,3 +1538,21 @@ def test_dots_stamped_larger_than_specks_are_read_as_dots_under_the_images_name(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BinaryMaskWarning)
         assert not holds_only_specks(labels_from_array(noisy))
+
+
+def test_specks_in_a_binary_mask_are_said_and_still_counted() -> None:
+    """A thresholded or JPEG-saved mask's 1-4 px noise became ground-truth cells with no word: said now, with how
+    many, and kept (the annotation is the user's); a mask of small nuclei alone says nothing of specks."""
+    arr = np.zeros((40, 60), np.uint8)
+    for x in (2, 14, 26, 38):
+        arr[2:9, x:x + 7] = 255  # four 49 px nuclei
+    arr[30, 5] = arr[35, 50] = arr[20, 55] = 255  # three 1 px specks
+    with pytest.warns(SpeckledMaskWarning, match="3 of the mask's 7 objects are specks of at most 4 px"):
+        gt = labels_from_array(arr, source="m.png")
+    assert gt.kind == "mask" and gt.count == 7
+    small = np.zeros((20, 20), np.uint8)
+    small[2:4, 2:4] = small[10:12, 10:12] = small[15, 15] = 255  # small objects: no speck among them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpeckledMaskWarning)
+        with pytest.warns(BinaryMaskWarning):
+            labels_from_array(small)

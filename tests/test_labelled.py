@@ -536,3 +536,16 @@ def test_a_file_two_plates_lie_as_close_to_serves_neither_even_when_one_has_its_
     # the same image's own file in its folder wins over the one above it (the app tied A01.png and sub/A01.png)
     pairs, _, _ = pair_by_stem(["A01.png", "sub/A01.png"], ["A01_labels.tif"])
     assert pairs == {"A01.png": "A01_labels.tif"}
+
+
+def test_specks_in_an_uploaded_mask_are_said_on_the_page(samples):
+    """The speck note reaches the upload's notes (the page shows them), not only a log."""
+    img = samples[0][0]
+    mask = np.zeros((96, 128), np.uint8)
+    mask[10:20, 10:20] = mask[30:40, 30:40] = mask[10:20, 40:50] = 255
+    mask[5, 60] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    out = labelled_set([("a.png", img)], [("a_mask.png", buf.getvalue())])
+    assert [gt.count for _, _, gt in out.items] == [4]
+    assert any("a_mask.png: 1 of the mask's 4 objects are specks" in n for n in out.notes), out.notes

@@ -80,6 +80,10 @@ def _check_count(count: object, where: str) -> None:
         )
 
 
+class SpeckledMaskWarning(UserWarning):
+    """A binary mask holds specks far smaller than its other objects (noise?); they count as cells."""
+
+
 class BinaryMaskWarning(UserWarning):
     """A binary mask was split into objects by connectivity: touching cells are merged into one."""
 
@@ -186,13 +190,32 @@ def _points_truth(points: np.ndarray, name: str) -> GroundTruth:
     return GroundTruth(kind="points", count=len(pts), points=pts, source=name)
 
 
-def _warn_binary(name: str, what: str, n_objects: int) -> None:
+MASK_SPECK_PX = 4
+"""A binary mask's blob of at most this many pixels, beside objects whose median is at least
+:data:`SPECK_MEDIAN_PX`, is most likely noise (from thresholding, or JPEG saving) rather than a cell."""
+SPECK_MEDIAN_PX = 25
+
+
+def _warn_binary(name: str, what: str, n_objects: int, labels: np.ndarray | None = None) -> None:
     warnings.warn(
         f"{name}: binary mask ({what}) split into {n_objects} objects by 8-connected components; "
         "touching cells are merged into one object",
         BinaryMaskWarning,
         stacklevel=3,
     )
+    if labels is None or n_objects < 2:
+        return
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    specks = int(np.count_nonzero(areas <= MASK_SPECK_PX))
+    if specks and float(np.median(areas)) >= SPECK_MEDIAN_PX:
+        warnings.warn(
+            f"{name}: {specks} of the mask's {n_objects} objects are specks of at most {MASK_SPECK_PX} px beside "
+            f"objects of {int(np.median(areas))} px (median): noise in the mask? They count as cells of the ground "
+            "truth; remove them from the mask to leave them out",
+            SpeckledMaskWarning,
+            stacklevel=3,
+        )
 
 
 def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
@@ -258,7 +281,7 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         a, n_colours = _colours_to_ids(a)
 
     if is_colour and n_colours == 1 and int(a.max()) > 1:
-        _warn_binary(name, "one colour", int(a.max()))
+        _warn_binary(name, "one colour", int(a.max()), a)
         return GroundTruth(kind="mask", count=int(a.max()), labels=a.astype(np.int32), source=source)
     if is_colour and int(a.max()) - n_colours >= max(REUSED_COLOURS_MIN, REUSED_COLOURS_SHARE * n_colours):
         # a palette cycled over the objects (skimage's label2rgb: about 7 colours): touching objects of one colour
@@ -273,7 +296,7 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         value = int(values[0])
         _refuse_background(comps, value, name)  # a 0/1 mask saved inverted is one region of value 1
         if was_bool or n_comp > 1 or value in (255, 65535):
-            _warn_binary(name, f"single value {value}", n_comp)
+            _warn_binary(name, f"single value {value}", n_comp, comps)
             return GroundTruth(kind="mask", count=n_comp, labels=comps.astype(np.int32), source=source)
     if a.dtype == np.uint8 and not is_colour and len(values) >= 200 and int(a.max()) == 255:
         a = _unwrapped_8bit(a, len(values), name)
