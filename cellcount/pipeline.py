@@ -21,7 +21,7 @@ from . import parallel
 from . import postprocess as pp
 from .errors import ParameterError
 from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
-from .io import background_note, check_pixels, exposure_note, input_note, model_input
+from .io import as_pixels, background_note, check_pixels, exposure_note, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
@@ -249,6 +249,7 @@ def predict(
     """
     _check_call(image, model, "predict")
     check_pixels(image)
+    image = as_pixels(image)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     key, channel_note = p.input_key(), None  # keyed on what was asked: postprocess() checks it against its params
     if not normalized:
@@ -327,8 +328,9 @@ def predict(
 
 
 def _backend_name(model: CountModel, fast: bool, backend: str | None) -> str | None:
-    """What :func:`predict` ran ``model``'s network in: the fast path's backend, ``torch`` for the plain PyTorch
-    loop (``fast=False``), None without a network."""
+    """What :func:`predict` ran ``model``'s network in: the fast path's backend, ``torch-plain`` for the plain
+    PyTorch loop (``fast=False``: the network as trained, unfolded, which counts an object apart from the fast
+    ``torch`` backend now and then), None without a network."""
     if getattr(model, "net", None) is None:
         return None
     if fast and hasattr(model, "backend_in_use"):
@@ -336,7 +338,7 @@ def _backend_name(model: CountModel, fast: bool, backend: str | None) -> str | N
     from .inference import default_device
 
     device = default_device()
-    return "torch" if device.type == "cpu" else f"torch ({device.type})"
+    return "torch-plain" if device.type == "cpu" else f"torch ({device.type})"
 
 
 def _notes(*notes: str | None) -> str | None:
@@ -656,10 +658,14 @@ def count_image(
 ) -> CountResult:
     """Count objects in one image: :func:`predict` then :func:`postprocess`.
 
-    A one-image convenience: :func:`predict` loads the size model the card names when the settings need one
-    and none is given (once per model object).
+    ``image``: an (H, W) or (H, W, C) array of any real dtype (colour in RGB order: ``cv2.imread`` gives BGR,
+    which reads stains wrong), or a Pillow image; a stack (Z, H, W) is refused (pass one plane). ``model``: from
+    :func:`cellcount.load_model`. A one-image convenience: :func:`predict` loads the size model the card names when
+    the settings need one and none is given (once per model object). Raises :class:`~cellcount.errors.ImageReadError`
+    for an array that is no image, :class:`~cellcount.errors.ParameterError` for a setting out of range.
     """
     _check_call(image, model, "count_image")
+    image = as_pixels(image)  # a Pillow image's colours, here too: the object table measures its intensities
     if isinstance(params, CountParams):
         _warn_card_defaults_lost(model, params)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)

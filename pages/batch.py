@@ -134,13 +134,19 @@ def owner() -> str:
 
 
 def others_batch() -> BatchJob | None:
-    """A batch of another session (or of this browser before a reload) still counting; finished ones are
-    dropped from the board (their own session keeps its reference)."""
+    """A batch of another session (or of this browser before a reload): still counting, or finished and not yet
+    shown by its own session (gone with a reloaded tab), whose results, label images too, can be shown here."""
     board, me = running_batches(), owner()
-    for who, job in list(board.items()):
-        if not job.snapshot().running:
-            board.pop(who, None)
     return next((job for who, job in board.items() if who != me), None)
+
+
+def _off_the_board(job: BatchJob | None = None) -> None:
+    """Drop ``job`` from the board (shown by a session), or with None every finished batch (a new one starts:
+    those not shown are on the Runs page)."""
+    board = running_batches()
+    for who, j in list(board.items()):
+        if j is job or (job is None and not j.snapshot().running):
+            board.pop(who, None)
 
 
 def _card_changes(job: BatchJob) -> str:
@@ -202,11 +208,23 @@ def other_panel(other: BatchJob) -> None:
     panel()
 
 
+def finished_other_panel(other: BatchJob) -> None:
+    """A batch of another session that finished with no session to show it (its tab reloaded or closed): its
+    counts are on the Runs page, its label images only here."""
+    done, total = images_progress(other, other.snapshot())
+    c = st.container(border=True)
+    c.info(f"A batch counted in this app (perhaps from this browser before a reload) has finished: {done} of {total} "
+           f"image(s) with {other.model.name}. Its counts are on the Runs page; its label images only here.")
+    c.button("Show its results here", key=f"{P}_claim", icon=":material/download:",
+             on_click=lambda: finish_batch(other, claimed=True))
+
+
 def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: int | str | None,
                 include_ground_truth: bool = False) -> None:
     """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
     pages, and the images finished before a stop are kept."""
     items, bad, notes = collect(files, include_ground_truth=include_ground_truth)
+    _off_the_board()  # finished batches nobody showed: their runs are in the history
     size_model = sh.get_size_model(model, params)  # before the record: a failure here leaves no run "running"
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
@@ -226,10 +244,12 @@ def upload_ids(files) -> list[tuple[str, int]]:
     return [(f.name, f.size) for f in files or []]
 
 
-def finish_batch(job: BatchJob) -> None:
+def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
     """The finished (or stopped) job's rows -> the page's result; the job is forgotten first, so that an
-    error here (out of memory for the label zip) does not leave the page waiting on it for ever."""
+    error here (out of memory for the label zip) does not leave the page waiting on it for ever. ``claimed``:
+    another session's job (its own tab gone), whose upload notes went with that session."""
     st.session_state.pop(JOB, None)
+    _off_the_board(job)
     s = job.snapshot()
     ok = [it for it in s.done if it.status == "ok"]
     rows = [*s.done, *job.not_counted()]  # every input has a row, those never reached too
@@ -244,16 +264,17 @@ def finish_batch(job: BatchJob) -> None:
     counts = counts_frame(rows, job.options.get("page"))  # what was counted of the stacks
     st.session_state[f"{P}__result"] = {
         "counts": counts,
-        "uploads": st.session_state.pop(f"{JOB}_uploads", None),
+        "uploads": None if claimed else st.session_state.pop(f"{JOB}_uploads", None),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
         "labels_zip": labels_zip(ok) if job.model.output_kind == "mask" else None,
         # from the job's own model: the model may have been deleted on the Models page while the batch ran
-        "settings": (st.session_state.pop(f"{JOB}_settings", None)
-                     or sh.settings_json(job.model.name, job.params, None, output_kind=job.model.output_kind)),
+        "settings": ((None if claimed else st.session_state.pop(f"{JOB}_settings", None))
+                     or sh.settings_json(job.model.name, job.params, job.options.get("page"),
+                                         output_kind=job.model.output_kind)),
         "model": job.model.name,
         "density": job.model.output_kind == "density",
         "note": note,
-        "name_notes": st.session_state.pop(f"{JOB}_notes", []),
+        "name_notes": [] if claimed else st.session_state.pop(f"{JOB}_notes", []),
     }
 
 
@@ -436,6 +457,9 @@ with right:
         "images with their labels counts the images only. On: every image file is counted.")
     job = st.session_state.get(JOB)
     other = others_batch() if job is None else None
+    if other is not None and not other.snapshot().running:
+        finished_other_panel(other)
+        other = None  # Count is back
     if other is not None:
         other_panel(other)
     run = st.button(

@@ -350,6 +350,25 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     assert any("Stopped after" in w.value for w in first.warning)  # its own session is told
 
 
+def test_a_finished_batch_of_a_reloaded_tab_can_be_shown_with_its_label_images():
+    """A tab reloaded while its batch ran showed nothing when it ended: the counts were on the Runs page, the
+    label images nowhere (a tester). The new session can show its results, label images too."""
+    first, job, names = start_long_batch(3)
+    second = open_batch("unet-mask")  # the reloaded tab
+    second.file_uploader(key="batch_files").set_value([("a.png", sample("s01_sparse_small.png"), "image/png")])
+    assert job.join(240), "the batch did not end"
+    second.run()
+    assert any("has finished: 3 of 3 image(s) with unet-mask" in i.value for i in second.info)
+    assert not second.button(key="batch_run").disabled, "Count is back"
+    second.button(key="batch_claim").click()
+    second.run()
+    assert not second.exception
+    assert list(second.dataframe[0].value["file"]) == names
+    assert "Label images (zip)" in {d.label for d in second.get("download_button")}
+    second.run()
+    assert not any("has finished" in i.value for i in second.info), "shown once, then off the board"
+
+
 def test_a_zips_other_files_are_rows_but_not_images_counted():
     """A zip's readme made the progress read "10 / 13 image(s)" under a button that said "Count 12" (a tester)."""
     import zipfile

@@ -50,10 +50,10 @@ def test_an_error_without_words_is_still_a_failed_row(monkeypatch, png_bytes, cl
 
     real = batch._read_for_count
 
-    def read(src, name, *args):
+    def read(src, name, *args, **kw):
         if name == "bad.png":
             raise OSError()
-        return real(src, name, *args)
+        return real(src, name, *args, **kw)
 
     monkeypatch.setattr(batch, "_read_for_count", read)
     items = [(name, png_bytes) for name in ("good.png", "bad.png", "next.png")]

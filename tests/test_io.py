@@ -226,7 +226,10 @@ def test_stack_array_is_refused_not_read_as_channels() -> None:
     with pytest.raises(ImageReadError, match=r"image\[0\]"):
         cc.count_image(stack, load_model(CLASSICAL_NAME))
     assert to_gray(np.zeros((8, 6, 16), np.uint8)).shape == (8, 6)  # 16 channels: still channels last
-    assert to_gray(np.zeros((40, 40, 30), np.uint8)).shape == (40, 40)  # more rows than channels
+    assert to_gray(np.zeros((256, 256, 32), np.uint8)).shape == (256, 256)  # a spectral image of 32 channels
+    # a 300-frame movie of 256 x 256 frames: more frames than columns, read as 256 channels of a 300 x 256 image
+    with pytest.raises(ImageReadError, match=r"looks like a stack"):
+        to_gray(np.zeros((300, 256, 256), np.uint8))
 
 
 def test_multipage_tiff_page_choice() -> None:
@@ -989,3 +992,15 @@ def test_camera_noise_is_no_merge_of_stains(rng) -> None:
         grey[(rr - r) ** 2 + (cc - c) ** 2 <= 64] = 40  # faint nuclei, as many DSB images have
     noisy = np.clip(np.repeat(grey[..., None], 3, axis=2) + rng.normal(0, 10, (256, 256, 3)), 0, 255).astype(np.uint8)
     assert not channels_differ(noisy)
+
+
+def test_a_label_image_counted_as_an_image_is_flagged(draw_disks):
+    """A label image uploaded under its image's name (labels/x.png as x.png) was counted as a picture with no
+    word; a picture with clipped nuclei on a zeroed background is not taken for one."""
+    labels = draw_disks((64, 64), [(12, 12), (30, 40), (50, 20), (50, 52)], 6).astype(np.uint16)
+    assert "looks like a label image (4 regions" in input_note(labels)
+    rng = np.random.default_rng(0)
+    picture = np.where(labels > 0, 255, rng.integers(1, 40, labels.shape)).astype(np.uint8)
+    picture[:16] = 0  # a zeroed band of background
+    assert input_note(picture) is None
+    assert input_note((labels > 0).astype(np.uint8) * 3 + (labels == 2)) is None, "0 and two values: may be a picture"

@@ -825,7 +825,7 @@ def test_each_result_names_the_backend_its_network_ran_in(tiny_model, draw_disks
     model = tiny_model()
     fast = count_image(image, model, {"auto_nucleus_size": False}, backend="torch")
     assert fast.backend == "torch" and fast.summary_row()["backend"] == "torch"
-    assert count_image(image, model, {"auto_nucleus_size": False}, fast=False).backend == "torch"
+    assert count_image(image, model, {"auto_nucleus_size": False}, fast=False).backend == "torch-plain"
     assert count_image(image, load_model(CLASSICAL_NAME)).backend is None
 
 

@@ -22,8 +22,9 @@ FLUORESCENCE_SKEW = 0.3
 median: nuclei filling most of the field lift the median of a fluorescence image into the upper range."""
 
 MAX_CHANNELS_LAST = 16
-"""An (A, B, C) array with C above this and above A is refused by :func:`to_gray` as a stack / channels-first
-array (no image has more channels than rows)."""
+"""An (A, B, C) array with C above this and above a quarter of A or B is refused by :func:`to_gray` as a stack /
+channels-first array: a 300-frame movie of 256 x 256 read by tifffile is (300, 256, 256), and a spectral image of 32
+channels is still far smaller than its sides."""
 
 NORMALIZED_RANGE = (-0.5, 1.5)
 """:func:`normalize_image` clips its output to this range (percentiles map to 0 and 1)."""
@@ -67,7 +68,8 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     ------
     ImageReadError
         The array is not (H, W) or (H, W, C), looks like (Z, H, W) or (C, H, W) (more than
-        :data:`MAX_CHANNELS_LAST` channels and more channels than rows), or is complex / non-numeric.
+        :data:`MAX_CHANNELS_LAST` channels and more than a quarter of its shorter side), or is complex /
+        non-numeric.
     ParameterError
         ``channel`` out of range.
     """
@@ -77,7 +79,7 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
         raise ImageReadError(f"expected an image of shape (H, W) or (H, W, C), got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise ImageReadError(f"expected a real-valued image, got dtype {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[2] > max(MAX_CHANNELS_LAST, arr.shape[0]):
+    if arr.ndim == 3 and arr.shape[2] > max(MAX_CHANNELS_LAST, min(arr.shape[:2]) // 4):
         # tifffile.imread of a z-stack gives (Z, H, W): read as (H, W, C) it would be counted as a Z x H image
         raise ImageReadError(
             f"an image of shape {arr.shape} looks like a stack or a channels-first (C, H, W) array: pass one "
@@ -361,6 +363,35 @@ def exposure_note(image: np.ndarray, *, channel: int | None = None) -> str | Non
             "it by eye (a shorter exposure or a lower gain keeps them)")
 
 
+LABEL_BACKGROUND_SHARE = 0.1
+"""A plane of whole numbers with at least this share of pixels exactly 0 is checked for being a label image."""
+
+
+def label_image_note(plane: np.ndarray) -> str | None:
+    """Why a 2-D integer plane looks like a label image rather than a microscope's picture, or None.
+
+    A label image holds flat regions of one value each on 0 (three values at least), each value about one region (measured: connected regions of equal value at most twice the values, plus 5). A camera's
+    noise gives every intensity thousands of scattered regions, so a picture never passes, even one with clipped
+    nuclei or a zeroed background. Such a file named like its image (``labels/x.png`` uploaded as ``x.png``) was
+    counted as an image with no word."""
+    if plane.ndim != 2 or plane.dtype.kind not in "ui" or plane.size < 1024:
+        return None
+    zero = plane == 0
+    if float(zero.mean()) < LABEL_BACKGROUND_SHARE or zero.all():
+        return None
+    values = np.unique(plane[~zero])
+    if len(values) < 3:  # 0 and one or two values: a binary picture may be meant to be counted (a thresholded one)
+        return None
+    from skimage.measure import label
+
+    regions = int(label(plane, background=0, connectivity=1).max())
+    if regions > 2 * len(values) + 5:
+        return None
+    return (f"the image looks like a label image ({len(values)} regions of one whole number each on a background of "
+            "0), not a microscope's picture: a segmentation or ground truth? A model counts microscopy images; "
+            "bring label images as ground truth to evaluate a model")
+
+
 def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     """Why a count of ``image`` (its ``channel``) may not be what the user meant, or None.
 
@@ -381,6 +412,8 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     if plane.dtype == bool:  # True / False: a mask (a thresholded or segmented image), not a microscope's picture
         return ("the image holds only True and False (a mask?): a model counts microscopy images, and a mask's "
                 "objects are counted as they are (scipy.ndimage.label), or brought as ground truth to evaluate a model")
+    if (labelled := label_image_note(plane)) is not None:
+        return labelled
     if plane.dtype.kind == "f" and plane.size:
         share = float(np.mean(~np.isfinite(plane)))
         if share > 0.01:  # read as 0 (NaN) or the extremes (Inf): that part of the image shows nothing real

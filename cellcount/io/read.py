@@ -481,6 +481,12 @@ def _read_pillow(
         raise ImageTooLargeError(f"{name}: refused as a possible decompression bomb: {size}above {cap}") from err
 
 
+def as_pixels(image: Any) -> Any:
+    """A Pillow image as the array :func:`read_image` gives for its file (a palette image's colours, not its
+    indices; gray + alpha as gray); anything else as it is."""
+    return _pillow_to_array(image) if isinstance(image, Image.Image) else image
+
+
 def _pillow_to_array(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode == "1":
