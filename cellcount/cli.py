@@ -179,7 +179,7 @@ def cmd_models(remove: str | None = None) -> int:
 
 def _same_file(a: Path, b: Path) -> bool:
     try:
-        return a.resolve() == b.resolve()
+        return _real(a) == _real(b)
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
         return False
 
@@ -253,18 +253,49 @@ def _from_ground_truth_folder(path: Path) -> str:
     return Path(*path.parts[max(at, 0):]).as_posix()
 
 
+def _real(path: Path) -> Path:
+    """``path`` with its links resolved; a loop of links (which cannot be resolved) as its absolute path: one
+    file in a loop fails where it is read, not the whole run."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def _export_text(run_id: int, sep: str = ",") -> str:
     """A run's counts CSV as `runs --export` writes it: its rows as the history keeps them (escaped when the CSV was
     first written, so written again as they are); the header alone for a run stopped before its first image."""
     import pandas as pd
 
     from .batch import COUNT_COLUMNS
+    from .csvout import csv_text
     from .history import run_rows
 
     rows = run_rows(run_id)
     if not len(rows.columns):
         rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
-    return rows.to_csv(index=False, lineterminator="\n", sep=sep)
+    return csv_text(rows, sep=sep)  # formula-safe as count wrote it: '=plate.png stays text in a spreadsheet
+
+
+_TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def _export_target_problem(path: Path, text: str) -> str | None:
+    """Why ``runs --export`` must not write ``path`` (an existing file that is no table: an image named by a slip),
+    or None; an existing table with other contents is first kept as ``NAME.replaced-DATE-TIME.csv``, as count
+    keeps an ``--out`` it replaces."""
+    from .csvout import keep_copy
+
+    if not path.is_file():
+        return None
+    if path.suffix.lower() not in _TABLE_SUFFIXES:
+        return f"{path} exists and is not a table (.csv, .tsv, .txt): give a file name such as run.csv"
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == text.encode("utf-8"):
+            return None
+    kept = keep_copy(path)
+    print(f"note: {path} held other rows: kept as {kept.name}", file=sys.stderr)
+    return None
 
 
 def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
@@ -298,9 +329,9 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
             if _same_file(outputs[a], outputs[b]):
                 return f"{a} and {b} name the same file {outputs[a]}; give each output its own file"
     protected = [*inputs, *([Path(args.settings)] if args.settings else [])]
-    resolved = {p.resolve(): p for p in protected}
+    resolved = {_real(p): p for p in protected}
     for option, path in outputs.items():
-        hit = resolved.get(path.resolve())
+        hit = resolved.get(_real(path))
         if hit is not None:
             return f"{option} {path} names an input file ({hit}); it would be overwritten"
     if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
@@ -494,8 +525,8 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     # (the same file by another path, ./a.png or /abs/a.png, is given; a file deleted since cannot be)
     from .io import split_ground_truth_files
 
-    given = {escape_cell(str(f)) for f in files} | {str(f.resolve()) for f in files}
-    absent = sorted(name for name in set(old["file"]) if name not in given and str(Path(name).resolve()) not in given)
+    given = {escape_cell(str(f)) for f in files} | {str(_real(f)) for f in files}
+    absent = sorted(name for name in set(old["file"]) if name not in given and str(_real(Path(name))) not in given)
     counted = set(old.loc[old["status"] == "ok", "file"])  # an error row of a file not given now is dropped
     others = [name for name in absent if name in counted and Path(name).is_file()]
     # a file gone since (a drive unmounted, a file moved away) keeps its counted row as it was
@@ -689,7 +720,7 @@ def _free_label_name(labels_dir: Path, name: str, taken_names: set[str], inputs:
 
     def taken(n: str) -> bool:
         path = labels_dir / n
-        return n in taken_names or path.resolve() in inputs or (n not in ours and path.exists())
+        return n in taken_names or _real(path) in inputs or (n not in ours and path.exists())
 
     while taken(out_name):
         k += 1
@@ -720,7 +751,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import IMAGE_EXTENSIONS, list_image_files, split_ground_truth_files
-    from .io.files import searched_folders
+    from .io.files import printable_path, searched_folders
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .models.backends import BACKENDS, backend_note
@@ -729,6 +760,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     skipped: list[tuple[Path, str]] = []
 
     def warn(path: Path, reason: str) -> None:
+        path = Path(printable_path(path))  # its row is written in UTF-8
         skipped.append((path, reason))
         print(f"warning: {path} not counted: {reason}", file=sys.stderr)  # a row says so too, counted as failed
 
@@ -777,8 +809,15 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         return 2
     from .csvout import OutputBusy, hold_outputs
 
+    held = [p for p in (args.out, args.objects) if p]
+    if args.labels_dir:  # two runs into one labels folder write the same index: the second is refused, as for --out
+        from .batch import LABELS_INDEX
+
+        held.append(Path(args.labels_dir) / LABELS_INDEX)
     try:  # before --resume reads them: another run's half-written rows are no run to resume
-        run_scope.enter_context(hold_outputs([p for p in (args.out, args.objects) if p]))
+        if args.labels_dir:
+            Path(args.labels_dir).mkdir(parents=True, exist_ok=True)
+        run_scope.enter_context(hold_outputs(held))
     except OSError as err:  # OutputBusy, or a folder gone since it was checked
         print(f"error: {err if isinstance(err, OutputBusy) else f'cannot write the results: {err}'}", file=sys.stderr)
         return 2
@@ -797,7 +836,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                   "use --include-ground-truth to count them", file=sys.stderr)
     # the images counted: label images never to be written over (an earlier run's own label files, named like
     # ground truth and left out, may be: a --labels-dir inside the counted folder filled with x_2_labels.tif copies)
-    all_inputs = {f.resolve() for f in files}
+    all_inputs = {_real(f) for f in files}
     if not files:
         if gt_files:  # every file given was ground truth: label images named so, or annotation tables
             shown = f"{_from_ground_truth_folder(gt_files[0])}{' ...' if len(gt_files) > 1 else ''}"
@@ -883,10 +922,10 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                       # and the objects and label images are found again only from here
                       settings={**settings, "resume": bool(args.resume), "working_dir": os.getcwd(),
                                 "paths": [str(p) for p in args.paths],
-                                **{k: str(Path(v).resolve()) for k, v in (("objects", args.objects),
+                                **{k: str(_real(Path(v))) for k, v in (("objects", args.objects),
                                                                            ("labels_dir", args.labels_dir)) if v}},
                       inputs=inputs,
-                      out_path=str(Path(args.out).resolve()))
+                      out_path=str(_real(Path(args.out))))
     if keep_counts is not None:
         record.add(keep_counts.to_dict("records"))
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
@@ -1149,6 +1188,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             if args.out == "-":
                 sys.stdout.write(text)
             else:
+                if problem := _export_target_problem(Path(args.out), text):
+                    print(f"error: --out {problem}", file=sys.stderr)
+                    return 2
                 atomic_write_bytes(args.out, text.encode("utf-8"))
             return 0
         runs = list_runs(args.limit)

@@ -669,7 +669,10 @@ def count_image(
     if isinstance(params, CountParams):
         _warn_card_defaults_lost(model, params)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
-    if isinstance(params, dict) and (why := inert_settings(set(params), p, model)):  # as the CLI says it
+    # said for the settings given that differ from the card's (a model's own settings passed back say nothing)
+    card = resolve_params(model).to_dict() if isinstance(params, dict) else {}
+    given = {k for k, v in params.items() if k not in card or card[k] != v} if isinstance(params, dict) else set()
+    if given and (why := inert_settings(given, p, model)):  # as the CLI says it
         warnings.warn("these settings do nothing here: " + "; ".join(f"{', '.join(names)} ({reason})"
                                                                    for reason, names in why.items()),
                       UserWarning, stacklevel=2)

@@ -425,3 +425,15 @@ def test_one_image_objects_table_has_the_columns_every_objects_csv_has(samples_d
     assert table.columns[0] == "file" and set(table["file"]) == {"a.png"}
     assert set(MICRON_COLUMNS) <= set(table.columns) and table["area_um2"].isna().all()
     assert len(table) == result.count
+
+
+def test_count_file_refuses_a_plane_a_one_plane_file_lacks(tmp_path, samples_dir, classical):
+    """count_file(path, page=1) of a 2-D image counted plane 0 unsaid; its docstring promises read_image's errors
+    (a folder's batch still counts such a file as it is: a plane chosen for the stacks among them)."""
+    from cellcount.batch import count_file
+    from cellcount.errors import PlaneError
+
+    with pytest.raises(PlaneError, match="page 1 is out of range"):
+        count_file(samples_dir / "s01_sparse_small.png", classical, page=1)
+    (item,) = count_many([("a.png", samples_dir / "s01_sparse_small.png")], classical, page=1)
+    assert item.status == "ok"

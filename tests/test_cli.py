@@ -1054,3 +1054,76 @@ def test_the_commands_logging_marks_warnings_and_leaves_other_handlers_alone(cap
         assert root.level == logging.WARNING, "their level too"
     finally:
         root.handlers, root.level = saved, saved_level
+
+
+def test_a_file_name_that_is_not_utf8_is_one_failed_row_not_the_end_of_the_run(small_folder, tmp_path, capsys):
+    """A name of Latin-1 bytes (an old share's) stopped the whole folder at the counts table (UnicodeEncodeError),
+    and --resume met it again: now that file is an error row saying to rename it, the others are counted."""
+    import os
+
+    shutil.copy(small_folder / "a.png", os.fsdecode(bytes(small_folder) + b"/bad\xff.png"))
+    out = tmp_path / "counts.csv"
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress",
+                 "--labels-dir", str(tmp_path / "labels")]) == 1
+    df = pd.read_csv(out)
+    assert sorted(df["status"]) == ["error", "ok", "ok"]
+    bad = df[df["status"] == "error"].iloc[0]
+    assert bad["file"].endswith("bad\\xff.png") and "not valid UTF-8" in bad["reason"]
+    assert "bad\\xff.png not counted" in capsys.readouterr().err
+
+
+def test_two_runs_into_one_labels_folder_are_refused_as_for_one_csv(small_folder, tmp_path, capsys):
+    """Two runs sharing --labels-dir wrote one index by the same temporary name: one run failed mid-way, the index
+    lost rows. The labels folder's index is held like --out."""
+    from cellcount.batch import LABELS_INDEX
+    from cellcount.csvout import hold_outputs
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    with hold_outputs([labels / LABELS_INDEX]):  # another run writing it
+        assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "b.csv"),
+                     "--labels-dir", str(labels), "--no-progress"]) == 2
+    assert "another run is writing" in capsys.readouterr().err and not (tmp_path / "b.csv").exists()
+
+
+def test_runs_export_keeps_what_it_would_replace_and_writes_formula_safe(tmp_path, samples_dir, capsys, monkeypatch):
+    """runs --export --out replaced any file unasked (an image named by a slip became a CSV) and wrote =plate.png
+    unescaped, where count had written it safe for a spreadsheet."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(samples_dir / "s01_sparse_small.png", tmp_path / "=plate.png")
+    assert main(["count", "=plate.png", "--model", CLASSICAL_NAME, "--out", "counts.csv", "--no-progress"]) == 0
+    run_id = str(int(list_runs()["id"].max()))
+    shutil.copy(samples_dir / "s01_sparse_small.png", tmp_path / "img.png")
+    assert main(["runs", "--export", run_id, "--out", "img.png"]) == 2
+    assert "is not a table" in capsys.readouterr().err and (tmp_path / "img.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "mine.csv").write_text("my,notes\n")
+    assert main(["runs", "--export", run_id, "--out", "mine.csv"]) == 0
+    assert [p.read_text() for p in tmp_path.glob("mine.replaced-*.csv")] == ["my,notes\n"]
+    assert (tmp_path / "mine.csv").read_text() == (tmp_path / "counts.csv").read_text()
+    assert "'=plate.png" in (tmp_path / "mine.csv").read_text()
+
+
+def test_a_link_loop_among_the_inputs_or_as_the_output_is_no_crash(small_folder, tmp_path, capsys):
+    """Two links pointing at each other: --resume over a folder holding them, and an --out that is one, raised
+    RuntimeError (a traceback)."""
+    (small_folder / "loopA.png").symlink_to("loopB.png")
+    (small_folder / "loopB.png").symlink_to("loopA.png")
+    out = tmp_path / "counts.csv"
+    base = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(base) == 1
+    assert main(base + ["--resume"]) == 1, "the loop's rows are errors again; the rest kept"
+    assert sorted(pd.read_csv(out)["status"]) == ["error", "error", "ok", "ok"]
+    (tmp_path / "l1.csv").symlink_to("l2.csv")
+    (tmp_path / "l2.csv").symlink_to("l1.csv")
+    assert main(["count", str(small_folder / "a.png"), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "l1.csv"),
+                 "--no-progress"]) == 2
+    assert "symbolic links" in capsys.readouterr().err
+
+
+def test_a_file_listed_under_two_paths_is_said(small_folder, caplog):
+    """count over a folder and a link to one of its files counted that image twice in the total with no word."""
+    from cellcount.io import list_image_files
+
+    (small_folder / "again.png").symlink_to(small_folder / "a.png")
+    assert len(list_image_files([small_folder])) == 3
+    assert "listed under more than one path" in caplog.text and "a.png = " in caplog.text

@@ -876,3 +876,31 @@ def test_a_count_of_nothing_is_flagged_where_no_signal_could_be_measured(tiny_mo
     pred.memo.clear()
     dropped = postprocess(pred, resolve_params(model, {"auto_nucleus_size": False, "min_area_px": 1000}))
     assert dropped.count == 0 and NOTHING_FOUND not in dropped.quality.reasons
+
+
+def test_a_pillow_image_is_counted_by_its_colours_not_its_palette_indices(draw_disks):
+    """count_image(PIL palette image) counted the palette's indices as intensities (48 for 71 on a DSB image);
+    read_image of the same file gives its colours."""
+    from PIL import Image
+
+    from cellcount.models import CLASSICAL_NAME
+
+    model = load_model(CLASSICAL_NAME)
+    labels = draw_disks((96, 96), [(20, 20), (20, 70), (70, 30), (70, 75)], 9)
+    pal = Image.fromarray((labels == 0).astype(np.uint8), mode="P")  # nuclei index 0, background index 1
+    pal.putpalette([250, 250, 250, 5, 5, 5])  # bright nuclei on a dark background: the indices read inverted
+    dark = {"invert": False}  # fluorescence: bright objects
+    assert count_image(pal, model, dark).count == count_image(np.asarray(pal.convert("RGB")), model, dark).count == 4
+    assert count_image(np.asarray(pal), model, dark).count != 4, "the indices alone count otherwise"
+
+
+def test_a_models_own_settings_passed_back_say_nothing_of_inert_ones(tiny_model, draw_disks, recwarn):
+    """json.loads(resolve_params(m).to_json()) passed back warned that the model's own density settings do
+    nothing: only settings that differ from the card's are said."""
+    import json
+
+    model = tiny_model()
+    image = ((draw_disks((64, 64), [(20, 20)], 6) > 0) * 200).astype(np.uint8)
+    own = {**json.loads(resolve_params(model).to_json()), "auto_nucleus_size": False}
+    count_image(image, model, own)
+    assert not [w for w in recwarn if "do nothing here" in str(w.message)]

@@ -260,7 +260,10 @@ def list_image_files(
             broken = _broken_link_reason(path)
             raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
         for cand in candidates:
-            if _is_image_file(cand) or _is_zarr_dir(cand):
+            if not _utf8_name(cand):  # its row, label file and history could not be written: one file, not the batch
+                skip(cand, "its name is not valid UTF-8 (bytes of another system's encoding, as old Windows or Samba "
+                     "shares write them): rename it to count it")
+            elif _is_image_file(cand) or _is_zarr_dir(cand):
                 # one row per path: a folder named twice (data and data/ctrl) lists its files once, but a link
                 # and the file it points to are two paths, each in its own folder (two conditions' tables); by
                 # the resolved path, the one sorted first took the row and the other had none, silently
@@ -273,6 +276,7 @@ def list_image_files(
                                                                 "the app's Batch page)" if cand.suffix.lower() == ".zip"
                                                                 else ")"))
     files = sorted(found.values(), key=lambda p: (str(p.parent), p.name))
+    _say_linked_copies(files)
     if ground_truth:
         return files
     searched = [f for f in files if Path(os.path.abspath(f)) not in named]
@@ -282,6 +286,35 @@ def list_image_files(
         logger.warning("left out %d file(s) named like ground truth (%s); list_image_files(..., ground_truth=True) "
                        "lists them", len(left_out), shown)
     return [f for f in files if f not in left_out]
+
+
+def printable_path(path: str | os.PathLike) -> str:
+    """``path`` as text that UTF-8 files can hold: bytes of another encoding in its name as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes kept as surrogates (os.fsdecode)
+        return False
+    return True
+
+
+def _say_linked_copies(files: list[Path]) -> None:
+    """One logged warning when some listed paths are the same file (a link beside its target): each is counted
+    under its own name, so a total over them counts that image more than once."""
+    by_file: dict[Path, list[Path]] = {}
+    for f in files:
+        try:
+            by_file.setdefault(f.resolve(), []).append(f)
+        except (OSError, RuntimeError):  # a link loop: reported where it is read
+            continue
+    twins = [paths for paths in by_file.values() if len(paths) > 1]
+    if twins:
+        shown = "; ".join(" = ".join(str(p) for p in paths) for paths in twins[:3]) + (" ..." if len(twins) > 3 else "")
+        logger.warning("%d file(s) are listed under more than one path (symbolic links to one file: %s); each path is "
+                       "counted, so a total over them counts that image more than once", len(twins), shown)
 
 
 def ground_truth_suffix(path: str | os.PathLike) -> str | None:
