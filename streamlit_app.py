@@ -93,6 +93,10 @@ def home() -> None:
         column_order=[c for c in df.columns if c not in ("description", "kind", "architecture", "val MAE, no size estimate")
                       and df[c].notna().any() and (df[c] != "").any()],
     )
+    if "your held-out MAE" in df and df["your held-out MAE"].notna().any():
+        st.caption("'val' figures are on nuclei images of a public set; 'your held-out MAE' on the few images of "
+                   "yours a fine-tune held out (see 'held-out images'): other images, so the two do not compare. The "
+                   "Models page sets a fine-tune beside its base on the same images.")
     if names == [cc.models.CLASSICAL_NAME]:
         st.info("No trained weights found in weights/: only the classical baseline is available.")
 

@@ -217,10 +217,13 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "min_distance_px", int, 4, "mask", unit="px", lo=1, hi=MAX_DISTANCE_PX, off=0, off_means="auto",
         ui_range=(0, 50), label="Min. distance between centres (px, 0 = auto)",
-        help="split modes 'distance' and 'both': minimum distance between object centres, px; larger = fewer "
+        help="split modes 'distance' and 'both' (and 'auto' on the images it splits by both): minimum distance "
+        "between object centres, px; larger = fewer "
         f"splits, lower count; 0 = auto: {AUTO_DISTANCE_FRACTION:g} x the nucleus diameter (given, else estimated, "
         "else the model's training size)",
-        explain="Two centres closer than this are one nucleus. Larger: fewer splits, lower count; smaller: more "
+        explain="Acts where the distance transform splits: 'Distance transform', 'Both', and 'Auto' on the images it "
+        "splits by Both (the result says which split an image got). Two centres closer than this are one nucleus. "
+        "Larger: fewer splits, lower count; smaller: more "
         "splits, higher count (too small cuts elongated nuclei in pieces). 0 = auto: "
         f"{AUTO_DISTANCE_FRACTION:g} x the nucleus diameter of each image (the one you give, else the "
         "estimated one, else the size the model was trained on), so large and small nuclei are split alike.",

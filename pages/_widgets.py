@@ -270,13 +270,15 @@ def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, floa
 
 def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = None,
               probability_stats: tuple[np.ndarray, float] | None = None,
-              auto_distance_px: int | None = None) -> dict[str, Any]:
+              auto_distance_px: int | None = None, split_used: str | None = None) -> dict[str, Any]:
     """Postprocessing widgets for ``model`` (mask or density), drawn from and writing to the settings store;
     returns the values in use (only the knobs that act in the chosen split mode are shown).
 
     ``probability_stats``: :func:`probability_stats` of the image on screen (Count page); the histogram is
     drawn under the threshold, which stays in the main panel only when a useful share of pixels is uncertain.
     ``auto_distance_px``: what the split distance 0 (auto) makes for that image, said under the slider.
+    ``split_used``: the split the image on screen got ("borders" or "both" with "auto"): with "borders" the
+    distance does nothing there, and the slider says so.
     """
     c = container or st
     p = key_prefix
@@ -295,6 +297,10 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
                 here = f"{auto_distance_px} px on this image: " if auto_distance_px else ""
                 c.caption(f"Auto: {here}{AUTO_DISTANCE_FRACTION:g} x each image's nucleus diameter ('Nucleus "
                           "diameter' when set, else the estimated one, else the model's training size).")
+            if out["split_mode"] == "auto" and split_used == "borders":
+                c.caption("Auto split this image by the model's borders alone, so this distance does not change its "
+                          "count; it acts on images where Auto splits by Both (crowded fluorescent nuclei), or "
+                          "with 'Both' or 'Distance transform' chosen.")
         a, b = c.columns(2)
         out["min_area_px"] = _number(a, p, model, "min_area_px")
         out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))

@@ -334,7 +334,8 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     flagged = ok[ok["check"].fillna(False).astype(bool)] if "check" in ok else ok.iloc[:0]
     m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0,
                 # a flagged image (a nearly empty well sized wrong) can make most of a total: its share beside it
-                delta=f"{int(flagged['count'].sum())} flagged" if len(flagged) else None,  # short: the tile cut it
+                # short, the tile cuts it; "386 flagged" read as 386 flagged cells (a tester)
+                delta=f"{int(flagged['count'].sum())} in {len(flagged)} flagged" if len(flagged) else None,
                 delta_color="off", delta_arrow="off",
                 help="Objects counted in all images; below it, how many of them are in the "
                 f"{len(flagged)} image(s) flagged \"check this image\"")

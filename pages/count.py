@@ -369,7 +369,8 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
             stats = probability_stats_cached(pred_key, pred.maps[0])
         auto = (split_distance_px(pred, params.replace(min_distance_px=0))  # the diameter typed in counts too
                 if pred is not None and params is not None and pred.output_kind != "density" else None)
-        sh.params_ui(model, P, probability_stats=stats, auto_distance_px=auto)
+        sh.params_ui(model, P, probability_stats=stats, auto_distance_px=auto,
+                     split_used=result.split_used if result is not None else None)
     with right:
         if source is None:
             st.info("Upload an image (PNG, JPEG, TIFF 8/16-bit, multichannel) or choose a sample.")

@@ -213,7 +213,7 @@ def test_z_stacks_counted_from_their_maximum_projection(count_batch):
         counts[page] = at.dataframe[0].value.set_index("file")
     assert counts["first"].loc["stack.tif", "count"] == 1 and bool(counts["first"].loc["stack.tif", "check"])
     total = next(m for m in at.metric if m.label == "Total count")  # the baseline flags both: all of it flagged
-    assert total.delta == f"{int(counts['max']['count'].sum())} flagged" and "the 2 image(s) flagged" in total.help
+    assert total.delta == f"{int(counts['max']['count'].sum())} in 2 flagged" and "the 2 image(s) flagged" in total.help
     assert "plane" in counts["first"].loc["stack.tif", "check_reasons"]
     # the baseline flags every count (no calibrated rule), for that reason alone once a plane is chosen
     from cellcount.models.loading import BASELINE_CHECK

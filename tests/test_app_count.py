@@ -75,6 +75,18 @@ def test_split_distance_zero_is_auto_and_says_so():
     assert any(c.value.startswith("Auto: 8 px on this image") for c in at.caption), "the diameter typed in"
 
 
+def test_the_split_distance_says_when_auto_split_the_image_by_borders_alone():
+    """A tester moved 'Min. distance between centres' from 4 to 50 under Auto and the count never moved: Auto had
+    split that image by the model's borders alone, which the slider did not say."""
+    at = open_count(count_model="unet-mask-varied")
+    assert at.selectbox(key="count_split_mode").value == "auto"
+    said = [c.value for c in at.caption if c.value.startswith("Auto split this image by the model's borders alone")]
+    assert said, [c.value for c in at.caption]
+    at.selectbox(key="count_split_mode").set_value("both")
+    at.run()
+    assert not [c for c in at.caption if c.value.startswith("Auto split this image")]
+
+
 @pytest.mark.slow
 def test_other_sample_16bit():
     at = open_count()

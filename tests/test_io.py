@@ -1004,3 +1004,13 @@ def test_a_label_image_counted_as_an_image_is_flagged(draw_disks):
     picture[:16] = 0  # a zeroed band of background
     assert input_note(picture) is None
     assert input_note((labels > 0).astype(np.uint8) * 3 + (labels == 2)) is None, "0 and two values: may be a picture"
+
+
+def test_vgg_dot_images_beside_their_cell_images_are_ground_truth():
+    """The VGG cells layout, 001cell.png beside 001dots.png: the Batch page counted the dot image as an image (0
+    objects, flagged) though Evaluate pairs the two; a lone 002dots.png is kept (nothing says what it annotates)."""
+    from cellcount.io import split_ground_truth_files
+
+    images, gt = split_ground_truth_files(["set.zip/001cell.png", "set.zip/001dots.png", "set.zip/002dots.png"],
+                                          uploaded=True)
+    assert [p.name for p in images] == ["001cell.png", "002dots.png"] and [p.name for p in gt] == ["001dots.png"]

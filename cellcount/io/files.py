@@ -432,7 +432,9 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike], *, roots: Itera
     Cell Counter saves its markers (:func:`cell_counter_stem`). In a :data:`DOT_DIRS` folder (``dots/``,
     ``points/``), which may hold images of their own, a file is ground truth when it is named as one
     (``dots/001dots.png``, :func:`word_base`) or like an image in an ``images/`` folder beside it
-    (``dots/a.png`` beside ``images/a.png``): counted, dot annotations read as cells.
+    (``dots/a.png`` beside ``images/a.png``): counted, dot annotations read as cells. In any folder, a file named
+    for its role beside an image named for its own (``001dots.png`` beside ``001cell.png``,
+    :func:`role_word_ground_truth`) is ground truth too.
 
     Returns
     -------
@@ -446,8 +448,10 @@ def split_ground_truth_files(paths: Iterable[str | os.PathLike], *, roots: Itera
     # images in an images/ folder beside the dots/ one: microscopes restart their numbering per folder, so a
     # same-named file in any other folder (ctrl/img001.tif beside points/img001.tif) says nothing
     beside = {(p.parent.parent, p.stem.casefold()) for p in paths if p.parent.name.lower() in IMAGE_WORDS}
-    for path in paths:
-        dots = path.parent.name.lower() in DOT_DIRS and (
+    # VGG cells' own layout: 001dots.png beside 001cell.png in one folder (as Evaluate pairs them)
+    role_words = role_word_ground_truth([(p.parent, p.stem) for p in paths])
+    for path, role_word in zip(paths, role_words, strict=True):
+        dots = role_word or path.parent.name.lower() in DOT_DIRS and (
             word_base(path.stem, GROUND_TRUTH_WORDS) is not None
             or (path.parent.parent, path.stem.casefold()) in beside)
         if (dots or ground_truth_suffix(path) or path.parent.name.lower() in GROUND_TRUTH_DIRS
