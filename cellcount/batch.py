@@ -12,7 +12,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -342,8 +342,9 @@ and ``b/img.png`` give ``img_labels.tif`` and ``img_2_labels.tif``)."""
 
 
 def labels_zip(items: Iterable[BatchItem]) -> bytes:
-    """Zip of ``<stem>_labels.tif`` (16/32-bit) for every successful mask-model item, and
-    :data:`LABELS_INDEX` naming each one's image (two images may share a stem)."""
+    """Zip of ``<stem>_labels.tif`` (16/32-bit) for every successful mask-model item, in the folders of its name (a
+    zip member's, the zip's name without ``.zip``), and :data:`LABELS_INDEX` naming each one's image (two loose
+    images may share a stem)."""
     from .csvout import csv_bytes
 
     buf = io.BytesIO()
@@ -353,7 +354,12 @@ def labels_zip(items: Iterable[BatchItem]) -> bytes:
         for it in items:
             if it.result is None or it.result.labels is None:
                 continue
-            stem = Path(it.name).stem
+            name = PurePosixPath(it.name.replace("\\", "/"))
+            # the image's folders kept (a zip's plate1/A01.tif and plate2/A01.tif: plate1/A01_labels.tif ...), the
+            # zip's own name without .zip
+            folder = "/".join(part[:-4] if part.lower().endswith(".zip") else part
+                              for part in name.parent.parts if part not in ("", ".", "..", "/"))
+            stem = f"{folder}/{name.stem}" if folder else name.stem
             out = f"{stem}_labels.tif"
             k = 1
             while out in seen:

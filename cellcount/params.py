@@ -127,8 +127,9 @@ PARAMS: tuple[Param, ...] = (
         "low_pct", float, 1.0, "input", unit="%", lo=0.0, hi=100.0, ui_range=(0.0, 50.0), step=0.1,
         label="Low percentile",
         help="intensity percentile mapped to black before the model",
-        explain="Intensity percentile mapped to black before the model. Higher: faint background and faint "
-        "nuclei drop out (lower count).",
+        explain="Intensity percentile mapped to black before the model (of the inverted image, on a bright "
+        "background). Higher: faint background and faint nuclei drop out (usually a lower count; little change, "
+        "either way, where the nuclei stand far above the background).",
     ),
     Param(
         "high_pct", float, 99.8, "input", unit="%", lo=0.0, hi=100.0, ui_range=(50.0, 100.0), step=0.1,

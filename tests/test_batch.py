@@ -321,14 +321,17 @@ def test_labelled_uploads_reads_counts_tables_inside_zips(png_bytes, samples_dir
 
 
 def test_labels_zip_content(png_bytes, classical):
-    items = list(count_many([("x/cells.png", png_bytes), ("y/cells.png", png_bytes), ("bad.png", HTML)],
-                            classical))
+    """Same stems kept apart: in their folders (a zip's plates, the zip's name without .zip), or numbered (two
+    loose uploads of one name, which the page names apart before)."""
+    items = list(count_many([("plates.zip/plate1/cells.png", png_bytes), ("plates.zip/plate2/cells.png", png_bytes),
+                             ("bad.png", HTML), ("a.png", png_bytes), ("a.png", png_bytes)], classical))
     with zipfile.ZipFile(io.BytesIO(labels_zip(items))) as zf:
         names = zf.namelist()
-        assert names == ["cells_labels.tif", "cells_2_labels.tif", "labels_index.csv"]  # same stems kept apart
+        assert names == ["plates/plate1/cells_labels.tif", "plates/plate2/cells_labels.tif", "a_labels.tif",
+                         "a_2_labels.tif", "labels_index.csv"]
         index = pd.read_csv(io.BytesIO(zf.read("labels_index.csv")))
-        assert index.to_dict("list") == {"file": ["x/cells.png", "y/cells.png"],
-                                         "labels_file": ["cells_labels.tif", "cells_2_labels.tif"]}
+        assert index.to_dict("list") == {"file": ["plates.zip/plate1/cells.png", "plates.zip/plate2/cells.png",
+                                                  "a.png", "a.png"], "labels_file": names[:4]}
         names = names[:2]
         for name, item in zip(names, items):
             arr = tifffile.imread(io.BytesIO(zf.read(name)))
