@@ -517,8 +517,11 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                 "only where each cell is from them, and counts without outlines; a segmentation model "
                 f"({', '.join(segmenting[:3])}) learns the outlines too and shows each cell it counts.")
     c, d, e = st.columns(3)
+    fixed_steps = bool(st.session_state.get(f"{P}_steps"))  # Advanced's fixed steps replace the budget: shown off
     minutes = c.number_input("Time budget (minutes)", 0.5, 240.0, DEFAULT_MINUTES, 0.5, key=f"{P}_minutes", persist_state=sh.PERSIST,
-                             help="The whole run (reading, training, scoring) fits in it; about 5 minutes is "
+                             disabled=fixed_steps,
+                             help=("Off: a fixed number of training steps is set under Advanced, and the run "
+                                   "takes as long as they take. " if fixed_steps else "") + "The whole run (reading, training, scoring) fits in it; about 5 minutes is "
                              f"enough for 32 images of 256 × 256 px on a laptop CPU. A faster CPU stops after "
                              f"{DEFAULT_MAX_STEPS} training steps. It must leave at least a minute of training after "
                              "reading and scoring your images (about 1.5-2.5 minutes for a dozen images): a shorter "

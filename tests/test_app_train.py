@@ -302,6 +302,16 @@ def test_the_form_keeps_its_values_through_a_visit_to_another_page(tiny_models):
     assert at.number_input(key="train_minutes").value == 2.0
 
 
+def test_a_fixed_number_of_steps_turns_the_time_budget_off(tiny_models):
+    """With 20 fixed steps the run took 1:26 while the budget still read 1.00 minute (a tester)."""
+    images, csvs, _ = _set(3)
+    at = open_train(images, csvs)
+    assert not at.number_input(key="train_minutes").disabled
+    at.number_input(key="train_steps").set_value(20).run()
+    assert at.number_input(key="train_minutes").disabled
+    assert "a fixed number of training steps is set" in at.number_input(key="train_minutes").help
+
+
 def test_clearing_a_new_upload_brings_back_the_files_shown_before_it(tiny_models):
     """Back on the page, the user tries other ground truth, then clears it with x: the images and the ground
     truth shown before come back (nothing lost by trying a file)."""
