@@ -227,6 +227,7 @@ def count_many(
     size_model: CountModel | None = None,
     page: int | str | None = None,
     measure: bool = True,
+    strict_page: bool = False,
 ) -> Iterator[BatchItem]:
     """Count each ``(name, bytes or path)``; yield a :class:`BatchItem` as soon as each one finishes.
 
@@ -238,7 +239,8 @@ def count_many(
     model (``auto_nucleus_size`` on a mask model) is loaded once here unless ``size_model`` is given.
     ``backend``: see :func:`cellcount.predict`. ``page``: the plane of z-stacks and other multi-plane files,
     or ``"max"`` for their maximum projection (:func:`cellcount.io.read_image`); None counts the first plane
-    and flags the row. ``measure=False`` skips each result's object table (``objects`` is empty; counts and
+    and flags the row; a file of one plane is counted as it is, unless ``strict_page`` (one file named on its own:
+    the plane asked for is an error row, as :func:`count_file` raises it). ``measure=False`` skips each result's object table (``objects`` is empty; counts and
     quality flags are the same) for a caller that writes no objects.
     """
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
@@ -256,7 +258,8 @@ def count_many(
         reason, failed = "", True
         try:
             result, page_read = _count_source(src, name, model, p, page=page, max_pixels=max_pixels,
-                                              size_model=size_model, backend=backend, measure=measure)
+                                              size_model=size_model, backend=backend, measure=measure,
+                                              one_file=strict_page)
             if not keep_maps:
                 result.probability = None
                 result.density = None
@@ -337,8 +340,9 @@ def objects_frame(items: Iterable[BatchItem]) -> pd.DataFrame:
 
 
 LABELS_INDEX = "labels_index.csv"
-"""Beside label images written for many inputs: which label image belongs to which input (``a/img.png``
-and ``b/img.png`` give ``img_labels.tif`` and ``img_2_labels.tif``)."""
+"""Beside label images written for many inputs: which label image belongs to which input (``--labels-dir`` is
+flat: ``a/img.png`` and ``b/img.png`` give ``img_labels.tif`` and ``img_2_labels.tif``; the app's zip keeps the
+folders, :func:`labels_zip`)."""
 
 
 def labels_zip(items: Iterable[BatchItem]) -> bytes:

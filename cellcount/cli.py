@@ -178,10 +178,7 @@ def cmd_models(remove: str | None = None) -> int:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return _real(a) == _real(b)
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
-        return False
+    return _real(a) == _real(b)
 
 
 SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
@@ -254,17 +251,14 @@ def _from_ground_truth_folder(path: Path) -> str:
 
 
 def _real(path: Path) -> Path:
-    """``path`` with its links resolved; a loop of links (which cannot be resolved) as its absolute path: one
-    file in a loop fails where it is read, not the whole run."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(path))
+    from .io.files import real_path  # imported here: the command line starts without the image readers
+
+    return real_path(path)
 
 
 def _export_text(run_id: int, sep: str = ",") -> str:
-    """A run's counts CSV as `runs --export` writes it: its rows as the history keeps them (escaped when the CSV was
-    first written, so written again as they are); the header alone for a run stopped before its first image."""
+    """A run's counts CSV as `runs --export` writes it: its rows as the history keeps them, formula-safe as count
+    writes them; the header alone for a run stopped before its first image."""
     import pandas as pd
 
     from .batch import COUNT_COLUMNS
@@ -280,21 +274,10 @@ def _export_text(run_id: int, sep: str = ",") -> str:
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
-def _export_target_problem(path: Path, text: str) -> str | None:
-    """Why ``runs --export`` must not write ``path`` (an existing file that is no table: an image named by a slip),
-    or None; an existing table with other contents is first kept as ``NAME.replaced-DATE-TIME.csv``, as count
-    keeps an ``--out`` it replaces."""
-    from .csvout import keep_copy
-
-    if not path.is_file():
-        return None
-    if path.suffix.lower() not in _TABLE_SUFFIXES:
-        return f"{path} exists and is not a table (.csv, .tsv, .txt): give a file name such as run.csv"
-    with contextlib.suppress(OSError):
-        if path.read_bytes() == text.encode("utf-8"):
-            return None
-    kept = keep_copy(path)
-    print(f"note: {path} held other rows: kept as {kept.name}", file=sys.stderr)
+def _not_a_table_problem(path: Path, suffixes: tuple[str, ...] = _TABLE_SUFFIXES) -> str | None:
+    """Why ``runs --export`` must not replace ``path``: an existing file of another kind (an image named by a slip)."""
+    if path.is_file() and path.suffix.lower() not in suffixes:
+        return f"{path} exists and is not a {'/'.join(suffixes)} file: give a new file name"
     return None
 
 
@@ -304,6 +287,7 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     Refused: an output that is a folder, names an input (an image or the settings file) or the same file
     as another output, or a folder where a file cannot be created. Output folders are created.
     """
+    from .batch import LABELS_INDEX
     from .csvout import check_writable, not_a_file_problem, write_target
 
     for option, value in (("--out", args.out), ("--objects", args.objects), ("--labels-dir", args.labels_dir)):
@@ -339,6 +323,8 @@ def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
     for option, path in outputs.items():
         if args.labels_dir and _same_file(path, Path(args.labels_dir)):
             return f"{option} and --labels-dir name the same path {path}"
+        if args.labels_dir and _same_file(path, Path(args.labels_dir) / LABELS_INDEX):
+            return f"{option} {path} is the labels folder's own index of label images; give another file name"
     # where each is written: a link's own file's folder (latest.csv -> runs/42.csv writes in runs/)
     folders = [write_target(path).parent for path in outputs.values()] + ([Path(args.labels_dir)] if args.labels_dir else [])
     try:
@@ -798,7 +784,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     others = [p for p in split_ground_truth_files(others, roots=searched)[0]  # annotation tables: ground truth
               if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES and p.name.lower() not in _SYSTEM_FILES]
     if others and not args.quiet:  # a folder's notes and tables get no row: said, as the app lists a zip's
-        shown = ", ".join(str(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
+        shown = ", ".join(printable_path(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
         zips = sum(p.suffix.lower() == ".zip" for p in others)
         print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
               + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),
@@ -844,7 +830,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             print(f"error: every file given is ground truth ({shown}), nothing to count"
                   + ("; --include-ground-truth counts images named like it" if images else ""), file=sys.stderr)
         else:
-            print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
+            print("error: no image files found in " + " ".join(map(printable_path, args.paths)), file=sys.stderr)
         return 2
     if not args.resume:  # (no other run writes it: held above)
         tables = [Path(p) for p in (args.objects, _regions_path(args) if _region_spec(args) else None) if p]
@@ -964,6 +950,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                                      block_progress=progress.blocks)
         else:
             items = count_many([(str(f), f) for f in todo], model, params, progress=progress, size_model=size_model,
+                               strict_page=len(files) == 1 and not searched,  # one file named: its plane must exist
                                backend=backend, max_pixels=max_pixels, page=args.plane,
                                measure=objects_out is not None)  # the object table only where it is written
         for item in items:
@@ -1163,7 +1150,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 print(json.dumps(run, indent=2))
                 return 0
             text = _export_text(run_id, sep=delimiter(args.out) if args.out and args.out != "-" else ",")
-            for option, target in (("--settings-out", args.settings_out), ("--out", None if args.out == "-" else args.out)):
+            targets = (("--settings-out", args.settings_out, (".json",)),
+                       ("--out", None if args.out == "-" else args.out, _TABLE_SUFFIXES))
+            for option, target, suffixes in targets:  # both checked before either is written
                 if not target:
                     continue
                 # a rename onto /dev/null or /dev/stdout replaced the device itself ("-" is standard output)
@@ -1171,8 +1160,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     print(f"error: {option} {problem}; give a file name" + (" (or - for standard output)"
                                                                             if option == "--out" else ""), file=sys.stderr)
                     return 2
-                # as count does: the folder is made (else the error named a temporary file in it)
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                if problem := _not_a_table_problem(Path(target), suffixes):
+                    print(f"error: {option} {problem}", file=sys.stderr)
+                    return 2
+            for _, target, _ in targets:
+                if target:  # as count does: the folder is made (else the error named a temporary file in it)
+                    Path(target).parent.mkdir(parents=True, exist_ok=True)
             if args.settings_out:  # as the Runs page's download: with the backend, which count --settings compares
                 from .errors import CellcountError
                 from .models import list_models, load_model
@@ -1188,9 +1181,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             if args.out == "-":
                 sys.stdout.write(text)
             else:
-                if problem := _export_target_problem(Path(args.out), text):
-                    print(f"error: --out {problem}", file=sys.stderr)
-                    return 2
+                with contextlib.suppress(OSError):  # the same rows already there: nothing to keep
+                    if Path(args.out).read_bytes() != text.encode("utf-8") and (note := _replaced_counts(Path(args.out))):
+                        print(note, file=sys.stderr)
                 atomic_write_bytes(args.out, text.encode("utf-8"))
             return 0
         runs = list_runs(args.limit)

@@ -495,8 +495,8 @@ def resolve_params(model: CountModel | None, overrides: CountParams | Mapping[st
     if isinstance(overrides, CountParams):
         overrides = overrides.to_dict()
     if overrides is not None and not isinstance(overrides, Mapping):
-        raise ParameterError(f"settings must be a dict of name: value (or CountParams), got a {type(overrides).__name__}: "
-                             f"{{'threshold': 0.5}}, not {overrides!r:.40}")
+        raise ParameterError(f"settings must be a dict such as {{'threshold': 0.5}} (or CountParams), got a "
+                             f"{type(overrides).__name__} ({overrides!r:.40}): json.loads a JSON string first")
     if overrides:
         merged.update(upgrade_keys(overrides, borders_available=borders))
     unknown = sorted(set(merged) - set(PARAM_NAMES))

@@ -338,7 +338,7 @@ def _backend_name(model: CountModel, fast: bool, backend: str | None) -> str | N
     from .inference import default_device
 
     device = default_device()
-    return "torch-plain" if device.type == "cpu" else f"torch ({device.type})"
+    return "torch-plain" if device.type == "cpu" else f"torch-plain ({device.type})"
 
 
 def _notes(*notes: str | None) -> str | None:
@@ -669,12 +669,12 @@ def count_image(
     if isinstance(params, CountParams):
         _warn_card_defaults_lost(model, params)
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
-    # said for the settings given that differ from the card's (a model's own settings passed back say nothing)
-    card = resolve_params(model).to_dict() if isinstance(params, dict) else {}
-    given = {k for k, v in params.items() if k not in card or card[k] != v} if isinstance(params, dict) else set()
-    if given and (why := inert_settings(given, p, model)):  # as the CLI says it
-        warnings.warn("these settings do nothing here: " + "; ".join(f"{', '.join(names)} ({reason})"
-                                                                   for reason, names in why.items()),
-                      UserWarning, stacklevel=2)
+    if isinstance(params, dict) and inert_settings(set(params), p, model):  # as the CLI says it
+        card = resolve_params(model).to_dict()  # those equal to the card's (its own settings passed back): not said
+        why = inert_settings({k for k, v in params.items() if k not in card or card[k] != v}, p, model)
+        if why:
+            warnings.warn("these settings do nothing here: " + "; ".join(f"{', '.join(names)} ({reason})"
+                                                                       for reason, names in why.items()),
+                          UserWarning, stacklevel=2)
     pred = predict(image, model, p, progress=progress, fast=fast, size_model=size_model, backend=backend)
     return postprocess(pred, p, image=image, measure=measure)

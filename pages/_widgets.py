@@ -298,9 +298,9 @@ def params_ui(model: cc.models.CountModel, key_prefix: str, *, container: Any = 
                 c.caption(f"Auto: {here}{AUTO_DISTANCE_FRACTION:g} x each image's nucleus diameter ('Nucleus "
                           "diameter' when set, else the estimated one, else the model's training size).")
             if out["split_mode"] == "auto" and split_used == "borders":
-                c.caption("Auto split this image by the model's borders alone, so this distance does not change its "
-                          "count; it acts on images where Auto splits by Both (crowded fluorescent nuclei), or "
-                          "with 'Both' or 'Distance transform' chosen.")
+                c.caption("Split mode Auto chose Model borders for this image, so this distance does not change its "
+                          "count; it acts on images where Auto chooses Both (crowded fluorescent nuclei), or with "
+                          "'Both' or 'Distance transform' chosen.")
         a, b = c.columns(2)
         out["min_area_px"] = _number(a, p, model, "min_area_px")
         out["max_area_px"] = _from_widget("max_area_px", _number(b, p, model, "max_area_px"))

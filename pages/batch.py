@@ -123,8 +123,9 @@ def _collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
 
 @st.cache_resource(max_entries=1)
 def running_batches() -> dict[str, BatchJob]:
-    """The batches counting in this app process, by session: a batch goes on when its tab is closed or
-    reloaded, so a new session must see it (one batch at a time: a laptop CPU has no room for two)."""
+    """The batches of this app process by session, counting or finished and not yet shown: a batch goes on when
+    its tab is closed or reloaded, so a new session must see it (one batch at a time: a laptop CPU has no room for
+    two) and can show its results."""
     return {}
 
 
@@ -137,7 +138,7 @@ def others_batch() -> BatchJob | None:
     """A batch of another session (or of this browser before a reload): still counting, or finished and not yet
     shown by its own session (gone with a reloaded tab), whose results, label images too, can be shown here."""
     board, me = running_batches(), owner()
-    return next((job for who, job in board.items() if who != me), None)
+    return next((job for who, job in list(board.items()) if who != me), None)  # a copy: other sessions change it
 
 
 def _off_the_board(job: BatchJob | None = None) -> None:
@@ -213,8 +214,9 @@ def finished_other_panel(other: BatchJob) -> None:
     counts are on the Runs page, its label images only here."""
     done, total = images_progress(other, other.snapshot())
     c = st.container(border=True)
+    labels = "; its label images only here" if other.model.output_kind == "mask" else ""
     c.info(f"A batch counted in this app (perhaps from this browser before a reload) has finished: {done} of {total} "
-           f"image(s) with {other.model.name}. Its counts are on the Runs page; its label images only here.")
+           f"image(s) with {other.model.name}. Its counts are on the Runs page{labels}.")
     c.button("Show its results here", key=f"{P}_claim", icon=":material/download:",
              on_click=lambda: finish_batch(other, claimed=True))
 
@@ -334,7 +336,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     flagged = ok[ok["check"].fillna(False).astype(bool)] if "check" in ok else ok.iloc[:0]
     m[3].metric("Total count", int(ok["count"].sum()) if len(ok) else 0,
                 # a flagged image (a nearly empty well sized wrong) can make most of a total: its share beside it
-                # short, the tile cuts it; "386 flagged" read as 386 flagged cells (a tester)
+                # short, the tile cuts it; the objects in the flagged images, not flagged objects
                 delta=f"{int(flagged['count'].sum())} in {len(flagged)} flagged" if len(flagged) else None,
                 delta_color="off", delta_arrow="off",
                 help="Objects counted in all images; below it, how many of them are in the "

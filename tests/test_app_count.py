@@ -80,11 +80,11 @@ def test_the_split_distance_says_when_auto_split_the_image_by_borders_alone():
     split that image by the model's borders alone, which the slider did not say."""
     at = open_count(count_model="unet-mask-varied")
     assert at.selectbox(key="count_split_mode").value == "auto"
-    said = [c.value for c in at.caption if c.value.startswith("Auto split this image by the model's borders alone")]
+    said = [c.value for c in at.caption if c.value.startswith("Split mode Auto chose Model borders for this image")]
     assert said, [c.value for c in at.caption]
     at.selectbox(key="count_split_mode").set_value("both")
     at.run()
-    assert not [c for c in at.caption if c.value.startswith("Auto split this image")]
+    assert not [c for c in at.caption if c.value.startswith("Split mode Auto chose")]
 
 
 @pytest.mark.slow

@@ -1550,6 +1550,9 @@ def test_specks_in_a_binary_mask_are_said_and_still_counted() -> None:
     with pytest.warns(SpeckledMaskWarning, match="3 of the mask's 7 objects are specks of at most 4 px"):
         gt = labels_from_array(arr, source="m.png")
     assert gt.kind == "mask" and gt.count == 7
+    arr[12:40:3, 2:60:3] = 255  # specks outnumbering the nuclei
+    with pytest.warns(SpeckledMaskWarning, match=r"specks of at most 4 px beside objects of 49 px"):
+        labels_from_array(arr, source="m.png")
     small = np.zeros((20, 20), np.uint8)
     small[2:4, 2:4] = small[10:12, 10:12] = small[15, 15] = 255  # small objects: no speck among them
     with warnings.catch_warnings():

@@ -191,7 +191,7 @@ def _points_truth(points: np.ndarray, name: str) -> GroundTruth:
 
 
 MASK_SPECK_PX = 4
-"""A binary mask's blob of at most this many pixels, beside objects whose median is at least
+"""A binary mask's blob of at most this many pixels, beside larger objects whose median is at least
 :data:`SPECK_MEDIAN_PX`, is most likely noise (from thresholding, or JPEG saving) rather than a cell."""
 SPECK_MEDIAN_PX = 25
 
@@ -208,10 +208,11 @@ def _warn_binary(name: str, what: str, n_objects: int, labels: np.ndarray | None
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
     specks = int(np.count_nonzero(areas <= MASK_SPECK_PX))
-    if specks and float(np.median(areas)) >= SPECK_MEDIAN_PX:
+    others = areas[areas > MASK_SPECK_PX]  # the median of the objects, however many specks there are
+    if specks and len(others) and float(np.median(others)) >= SPECK_MEDIAN_PX:
         warnings.warn(
             f"{name}: {specks} of the mask's {n_objects} objects are specks of at most {MASK_SPECK_PX} px beside "
-            f"objects of {int(np.median(areas))} px (median): noise in the mask? They count as cells of the ground "
+            f"objects of {int(np.median(others))} px (median): noise in the mask? They count as cells of the ground "
             "truth; remove them from the mask to leave them out",
             SpeckledMaskWarning,
             stacklevel=3,

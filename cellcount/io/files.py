@@ -261,8 +261,8 @@ def list_image_files(
             raise FileNotFoundError(f"path does not exist: {text}" + (f" ({broken})" if broken else ""))
         for cand in candidates:
             if not _utf8_name(cand):  # its row, label file and history could not be written: one file, not the batch
-                skip(cand, "its name is not valid UTF-8 (bytes of another system's encoding, as old Windows or Samba "
-                     "shares write them): rename it to count it")
+                skip(cand, "its path is not valid UTF-8 (bytes of another system's encoding in its own name or a "
+                     "folder's, as old Windows or Samba shares write them): rename it to count it")
             elif _is_image_file(cand) or _is_zarr_dir(cand):
                 # one row per path: a folder named twice (data and data/ctrl) lists its files once, but a link
                 # and the file it points to are two paths, each in its own folder (two conditions' tables); by
@@ -276,8 +276,8 @@ def list_image_files(
                                                                 "the app's Batch page)" if cand.suffix.lower() == ".zip"
                                                                 else ")"))
     files = sorted(found.values(), key=lambda p: (str(p.parent), p.name))
-    _say_linked_copies(files)
     if ground_truth:
+        _say_linked_copies(files)
         return files
     searched = [f for f in files if Path(os.path.abspath(f)) not in named]
     left_out = set(split_ground_truth_files(searched, roots=searched_folders(paths))[1])
@@ -285,12 +285,23 @@ def list_image_files(
         shown = ", ".join(str(p) for p in sorted(left_out)[:3]) + (" ..." if len(left_out) > 3 else "")
         logger.warning("left out %d file(s) named like ground truth (%s); list_image_files(..., ground_truth=True) "
                        "lists them", len(left_out), shown)
-    return [f for f in files if f not in left_out]
+    kept = [f for f in files if f not in left_out]
+    _say_linked_copies(kept)
+    return kept
 
 
 def printable_path(path: str | os.PathLike) -> str:
     """``path`` as text that UTF-8 files can hold: bytes of another encoding in its name as ``\\xff`` escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def real_path(path: str | os.PathLike) -> Path:
+    """``path`` with its links resolved; a loop of links (which cannot be resolved) as its absolute path: one
+    file in a loop fails where it is read, not the whole run."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a link loop, before Python 3.13
+        return Path(os.path.abspath(path))
 
 
 def _utf8_name(path: Path) -> bool:
@@ -306,10 +317,7 @@ def _say_linked_copies(files: list[Path]) -> None:
     under its own name, so a total over them counts that image more than once."""
     by_file: dict[Path, list[Path]] = {}
     for f in files:
-        try:
-            by_file.setdefault(f.resolve(), []).append(f)
-        except (OSError, RuntimeError):  # a link loop: reported where it is read
-            continue
+        by_file.setdefault(real_path(f), []).append(f)
     twins = [paths for paths in by_file.values() if len(paths) > 1]
     if twins:
         shown = "; ".join(" = ".join(str(p) for p in paths) for paths in twins[:3]) + (" ..." if len(twins) > 3 else "")

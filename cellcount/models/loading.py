@@ -280,8 +280,10 @@ def load_model(name_or_path: str | Path, *, weights_dir: str | Path | None = Non
                                  f"available: {', '.join(list_models())}")
     if str(name_or_path) == CLASSICAL_NAME:
         return ClassicalModel(CLASSICAL_CARD)
-    if not str(name_or_path).strip():  # Path("") is "." : the current folder, not a model
-        raise ModelNotFoundError(f"no model named (an empty name); available: {', '.join(list_models())}")
+    if not str(name_or_path).strip() or (isinstance(name_or_path, Path) and str(name_or_path) == "."
+                                          and not (Path(".") / "card.json").is_file()):
+        # Path("") is "." : the current folder, not a model
+        raise ModelNotFoundError(f"the model name is empty; available: {', '.join(list_models())}")
     folder = _model_folder(name_or_path, weights_dir)
     model = load_model_folder(folder)
     model.card = _as_listed(model.card, folder, weights_dir)
