@@ -1142,3 +1142,10 @@ def test_a_plane_asked_of_one_file_named_alone_is_an_error_row_as_from_python(sm
     assert row["status"] == "error" and "page 2 is out of range" in row["reason"]
     assert main(["count", str(small_folder), "--plane", "2", "--model", CLASSICAL_NAME, "--out", str(out),
                  "--no-progress"]) == 0
+
+
+def test_the_labels_folders_index_as_out_is_refused_saying_what_it_is(small_folder, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--labels-dir", str(labels),
+                 "--out", str(labels / "labels_index.csv"), "--no-progress"]) == 2
+    assert "is the labels folder's own index of label images" in capsys.readouterr().err
