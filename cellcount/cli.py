@@ -456,7 +456,7 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     ``--resume`` keeps them (a tester's object table lost the rows of the images counted again)."""
     import pandas as pd
 
-    from .csvout import delimiter, keep_copy
+    from .csvout import delimiter, escape_cell, keep_copy, unescape_cell
 
     resumed = _resume_plan(args, model, params, files)
     if isinstance(resumed, str):
@@ -475,6 +475,15 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
                  f"{keep_copy(out)}"] + _replaced_tables(tables)
     except OSError as err:
         return f"an output exists and cannot be kept before it is replaced: {err}"
+    # rows are matched by the path as given: imgs/a.png then /data/imgs/a.png is counted again (a cron job run from
+    # another folder redid its whole batch without saying why)
+    given = {os.path.abspath(f): escape_cell(str(f)) for f in files}
+    respelt = [(name, given[path]) for name in sorted(again)
+               if (path := os.path.abspath(unescape_cell(name))) in given and given[path] != name]
+    if respelt:
+        notes.append(f"note: --resume: {len(respelt)} of them are the same files named otherwise before ({respelt[0][0]}, "
+                     f"now {respelt[0][1]}); give the paths as the earlier run did to resume without counting them "
+                     "again")
     if not args.quiet:
         print("\n".join(notes), file=sys.stderr)
     return resumed

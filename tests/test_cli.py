@@ -1149,3 +1149,16 @@ def test_the_labels_folders_index_as_out_is_refused_saying_what_it_is(small_fold
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--labels-dir", str(labels),
                  "--out", str(labels / "labels_index.csv"), "--no-progress"]) == 2
     assert "is the labels folder's own index of label images" in capsys.readouterr().err
+
+
+def test_resume_says_when_the_same_files_are_named_otherwise_than_before(small_folder, tmp_path, capsys,
+                                                                          monkeypatch):
+    """count imgs then count $PWD/imgs --resume counted the whole batch again without saying why."""
+    monkeypatch.chdir(small_folder.parent)
+    out = tmp_path / "counts.csv"
+    assert main(["count", small_folder.name, "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress",
+                 "--resume"]) == 0
+    said = f"2 of them are the same files named otherwise before ({small_folder.name}/a.png, now {small_folder}/a.png)"
+    assert said in capsys.readouterr().err
