@@ -301,6 +301,24 @@ def match_points_in_objects(true_points: np.ndarray, labels: np.ndarray) -> Matc
     return MatchResult(tp=tp, fp=n_objects - tp, fn=len(pts) - tp)
 
 
+def unmatched_points_in_objects(true_points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the dots no object matches: outside every object, or a second dot in one object, ids of the
+    objects holding no dot) under :func:`match_points_in_objects`' matching, so a viewer can mark them."""
+    pts = np.asarray(true_points, np.float64).reshape(-1, 2)
+    lab = np.asarray(labels)
+    ids = np.flatnonzero(np.bincount(lab.ravel())[1:]) + 1 if lab.size else np.zeros(0, np.int64)
+    if not len(pts):
+        return np.zeros(0, np.int64), ids
+    r = np.clip(np.round(pts[:, 0]).astype(np.int64), 0, lab.shape[0] - 1)
+    c = np.clip(np.round(pts[:, 1]).astype(np.int64), 0, lab.shape[1] - 1)
+    hit = lab[r, c]
+    _, first = np.unique(hit, return_index=True)
+    matched = np.zeros(len(pts), bool)
+    matched[first] = True  # the first dot of each object matches it
+    matched &= hit != 0
+    return np.flatnonzero(~matched), np.setdiff1d(ids, hit)
+
+
 def aggregate_matches(results: list[MatchResult]) -> MatchResult:
     """Sum tp/fp/fn over images (micro-average); mean matched IoU weighted by tp."""
     tp = sum(r.tp for r in results)

@@ -16,7 +16,7 @@ from cellcount.evaluate import (
     tune_params,
     worse_images,
 )
-from cellcount.metrics import unmatched_objects
+from cellcount.metrics import unmatched_objects, unmatched_points_in_objects
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
 from pages import _shared as sh
@@ -185,9 +185,11 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
                 ),
                 key=f"{P}_worst_pred_{name}",
             )
-        missed = extra = None
+        missed = extra = missed_dots = None
         if res.output_kind != "density" and gt.labels is not None and gt.labels.shape == res.labels.shape:
             missed, extra = unmatched_objects(gt.labels, res.labels, iou_threshold=iou)
+        elif res.output_kind != "density" and gt.points is not None:  # dots: an object holding none is extra
+            missed_dots, extra = unmatched_points_in_objects(gt.points, res.labels)
         if res.output_kind != "density":
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
@@ -196,7 +198,8 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
                                         n_rejected=res.n_rejected)
             if extra is not None and len(extra):  # what the prediction has that the truth has not (a tester)
                 rgb = viz.mark_objects(rgb, res.labels, extra, color=viz.unmatched_color(res.inverted))
-                legend[f"no true match ({len(extra)})"] = viz.unmatched_color(res.inverted)
+                legend[f"{'no dot inside' if missed_dots is not None else 'no true match'} ({len(extra)})"] = (
+                    viz.unmatched_color(res.inverted))
             a.plotly_chart(viz.overlay_figure(rgb, legend=legend, height=380), key=f"{P}_worst_pred_{name}")
         if gt.labels is not None:
             rgb = viz.ground_truth_overlay(image, gt.labels)
@@ -206,7 +209,8 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
                 legend[f"missed ({len(missed)})"] = viz.unmatched_color(res.inverted)
             b.plotly_chart(viz.image_figure(rgb, legend=legend, height=380), key=f"{P}_worst_gt_{name}")
         elif gt.points is not None:
-            b.plotly_chart(viz.points_figure(image, gt.points, height=380), key=f"{P}_worst_gt_{name}")
+            b.plotly_chart(viz.points_figure(image, gt.points, height=380, missed=missed_dots,
+                                             missed_color=viz.unmatched_color(res.inverted)), key=f"{P}_worst_gt_{name}")
         else:
             b.info(f"Ground truth is a count only ({gt.count}).")
 
@@ -500,6 +504,8 @@ with right:
         with tabs[3]:
             show_worst(per_image, {n: (d, g) for n, d, g in items}, {n: p for n, p, _ in pairs}, params, iou=iou)
             st.caption(f"Objects without a match at IoU ≥ {iou:g} are marked (yellow on bright backgrounds, white on "
-                       "dark ones): extra on the left, missed on the right, where the ground truth has outlines.")
+                       "dark ones): extra on the left, missed on the right, where the ground truth has outlines; with "
+                       "dots, objects holding none on the left, and dots in no object (or a second dot in one: a "
+                       "merge) on the right.")
     tuned_names = {name for name, _, _ in pairs}
     tune_section(pairs, params, model, sig, tuple(sh.digest_of(d) for n, d, _ in items if n in tuned_names))

@@ -511,3 +511,18 @@ def test_a_z_stack_is_scored_on_its_first_plane_and_flagged_as_on_the_command_li
     row = at.dataframe[0].value.iloc[0]
     assert row["pred"] == 1 and row["true"] == 3 and bool(row["check"])
     assert "the file holds 3 z-planes; only the first was read and scored" in row["check_reasons"]
+
+
+def test_worst_images_with_dots_mark_the_objects_holding_none_and_the_dots_missed():
+    """With dot ground truth the worst images showed only "kept (271)": no extra or missed, as label images get."""
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([upload("s06_heavy_blur.png"), upload("s06_heavy_blur_points.csv")])
+    at.run()
+    at.button(key="eval_run").click()
+    at.run()
+    at.session_state["eval_tabs"] = "Worst images"
+    at.run()
+    assert not at.exception
+    legends = " ".join(str(c.proto.spec) for c in at.get("plotly_chart"))
+    assert "ground truth (" in legends and ("no dot inside (" in legends or "missed (" in legends), legends[:300]
+

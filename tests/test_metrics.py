@@ -245,3 +245,17 @@ def test_unmatched_objects_are_the_missed_and_the_extra_of_the_matching():
     marked = np.all(rgb == UNMATCHED_COLOR, axis=-1)
     assert marked[19:31, 19:31].any() and marked[1:9, 29:37].any() and not marked[:12, :12].any()
     assert unmatched_objects(true, np.zeros_like(true))[0].tolist() == [1, 2, 7]
+
+
+def test_dots_unmatched_by_objects_are_those_the_score_counts():
+    import numpy as np
+
+    from cellcount.metrics import match_points_in_objects, unmatched_points_in_objects
+
+    lab = np.zeros((20, 20), np.int32)
+    lab[2:6, 2:6], lab[10:14, 10:14], lab[15:18, 2:5] = 1, 2, 3
+    dots = np.array([[3, 3], [4, 4], [11, 11], [0, 19]], float)  # two dots in one object, one in none
+    missed, extra = unmatched_points_in_objects(dots, lab)
+    score = match_points_in_objects(dots, lab)
+    assert list(missed) == [1, 3] and list(extra) == [3]
+    assert (len(missed), len(extra)) == (score.fn, score.fp)

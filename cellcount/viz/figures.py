@@ -236,9 +236,11 @@ def probability_figure(
 
 
 def points_figure(
-    image: np.ndarray, points: np.ndarray | None, *, name: str = "ground truth", height: int | None = None
+    image: np.ndarray, points: np.ndarray | None, *, name: str = "ground truth", height: int | None = None,
+    missed: np.ndarray | None = None, missed_color: tuple[int, int, int] | None = None,
 ) -> go.Figure:
-    """Image with point annotations (row, col) as markers."""
+    """Image with point annotations (row, col) as markers; ``missed``: indices of the points no object matched,
+    drawn again, filled, in ``missed_color`` with their own legend entry."""
     fig = image_figure(image, height=height)
     if points is not None and len(points):
         pts = np.asarray(points, np.float64).reshape(-1, 2)
@@ -251,4 +253,9 @@ def points_figure(
                 marker=dict(symbol="circle-open", size=9, color=_hex(GROUND_TRUTH_COLOR)),
             )
         )
+        if missed is not None and len(missed):
+            lost = pts[np.asarray(missed, np.int64)]
+            fig.add_trace(go.Scatter(x=lost[:, 1], y=lost[:, 0], mode="markers", name=f"missed ({len(lost)})",
+                                     marker=dict(symbol="circle", size=9,
+                                                 color=_hex(missed_color or GROUND_TRUTH_COLOR))))
     return fig
