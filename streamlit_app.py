@@ -73,6 +73,9 @@ def home() -> None:
         "Every count comes with outlines, a per-object table and the exact settings that produced it, "
         "so results can be checked, reproduced with the CLI and evaluated against ground truth."
     )
+    st.caption("The shipped models learnt nuclei (fluorescent and brightfield, the public DSB 2018 set). On other images, "
+               "H&E tissue or cells rather than nuclei, they can be far off (the Models page has the figures): check a "
+               "few of yours on Evaluate, or teach a model your cells on Train.")
     per_row = 4  # seven cards in one row cut the page names short on a laptop screen
     for start in range(0, len(PAGE_BLURBS), per_row):
         cols = st.columns(per_row)

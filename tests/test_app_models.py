@@ -40,6 +40,8 @@ def test_home_lists_models_samples_and_pages():
     at.run()
     assert not at.exception
     assert at.title[0].value == "cellcount"
+    # H&E users were told only on the Models page that every shipped model miscounts their images (a tester)
+    assert any("H&E tissue or cells rather than nuclei, they can be far off" in c.value for c in at.caption)
     models = at.dataframe[0].value.set_index("model")
     assert "classical-otsu" in models.index
     # the shipped mask models default to the size estimate: their run without it is shown beside
