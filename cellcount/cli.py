@@ -275,9 +275,16 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
 def _not_a_table_problem(path: Path, suffixes: tuple[str, ...] = _TABLE_SUFFIXES) -> str | None:
-    """Why ``runs --export`` must not replace ``path``: an existing file of another kind (an image named by a slip)."""
-    if path.is_file() and path.suffix.lower() not in suffixes:
-        return f"{path} exists and is not a {'/'.join(suffixes)} file: give a new file name"
+    """Why ``runs --export`` must not write ``path``: a name of another kind (an image named by a slip, a
+    spreadsheet's), or a link that points nowhere it can resolve."""
+    if path.suffix.lower() not in suffixes:
+        what = "exists and is not" if path.is_file() else "is not named as"
+        return f"{path} {what} a {'/'.join(suffixes)} file: give a file name such as run{suffixes[0]}"
+    if path.is_symlink() and not path.exists():
+        with contextlib.suppress(OSError, RuntimeError):
+            path.resolve(strict=False)
+            return None  # a dangling link: its target is written, as count writes it
+        return f"{path} is a loop of symbolic links: give a file name"
     return None
 
 

@@ -1099,6 +1099,8 @@ def test_runs_export_keeps_what_it_would_replace_and_writes_formula_safe(tmp_pat
     shutil.copy(samples_dir / "s01_sparse_small.png", tmp_path / "img.png")
     assert main(["runs", "--export", run_id, "--out", "img.png"]) == 2
     assert "exists and is not a .csv" in capsys.readouterr().err and (tmp_path / "img.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["runs", "--export", run_id, "--out", "new.xlsx"]) == 2, "a CSV under a spreadsheet's name"
+    assert "is not named as a .csv/.tsv/.txt file" in capsys.readouterr().err and not (tmp_path / "new.xlsx").exists()
     (tmp_path / "mine.csv").write_text("my,notes\n")
     assert main(["runs", "--export", run_id, "--out", "mine.csv"]) == 0
     assert [p.read_text() for p in tmp_path.glob("mine.replaced-*.csv")] == ["my,notes\n"]

@@ -265,7 +265,9 @@ def channels_differ(image: np.ndarray) -> bool:
     bright = [is_bright_background(sub[:, :, k]) for k in live]
     if any(bright) and any(_median_position(sub[:, :, k]) <= DARK_FIELD_POSITION for k in live):
         return True  # a bright-field channel beside a fluorescence one
-    if is_bright_background(sub):  # bright-field colour (H&E): its channels are one picture's absorption
+    # bright-field colour (H&E): its channels are one picture's absorption (the mean of the channels holding signal,
+    # as to_gray takes it without an opaque alpha; to_gray itself would judge the subsample's shape as a stack's)
+    if is_bright_background(sub[:, :, live].mean(axis=2)):
         return False
     # structure, not pixel noise: camera noise, independent per channel, makes gray stored as RGB look like a merge
     # of stains pixel by pixel; smoothed, it averages out (scripts/exposure_probe.py)
