@@ -303,6 +303,12 @@ class BatchJob(_Threaded):
             self._status, self._error = status, error
             self._t_end = time.time()
 
+    @property
+    def ended_at(self) -> float | None:
+        """When the batch ended (``time.time()``); None while it runs."""
+        with self._lock:
+            return self._t_end
+
     def snapshot(self) -> BatchSnapshot:
         with self._lock:
             end = self._t_end if self._t_end is not None else time.time()

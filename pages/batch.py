@@ -134,11 +134,18 @@ def owner() -> str:
     return st.session_state.setdefault(f"{P}__owner", uuid.uuid4().hex)
 
 
+UNSHOWN_KEEP_S = 3600
+"""How long a finished batch no session has shown stays on offer (its label images held in memory)."""
+
+
 def others_batch() -> BatchJob | None:
     """A batch of another session (or of this browser before a reload): still counting, or finished and not yet
     shown by its own session (gone with a reloaded tab), whose results, label images too, can be shown here."""
     board, me = running_batches(), owner()
-    return next((job for who, job in list(board.items()) if who != me), None)  # a copy: other sessions change it
+    for who, job in list(board.items()):  # a copy: other sessions change it
+        if job.ended_at is not None and time.time() - job.ended_at > UNSHOWN_KEEP_S:
+            board.pop(who, None)  # its results (label images and all) held no longer: its run is in the history
+    return next((job for who, job in list(board.items()) if who != me), None)
 
 
 def _off_the_board(job: BatchJob | None = None) -> None:

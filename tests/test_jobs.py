@@ -93,6 +93,8 @@ def test_batch_job_counts_in_the_background_and_records_the_run(draw_disks, tmp_
     assert job.join(120)
     s = job.snapshot()
     assert s.status == "done" and s.total == 4 and not s.running
+    # when it ended: the Batch page offers a finished batch no tab showed for an hour, then lets it go
+    assert job.ended_at is not None and abs(job.ended_at - (job._t0 + s.elapsed_s)) < 1e-6
     assert [it.name for it in s.done] == ["z.zip/x.png", "a.png", "broken.png", "b.png"]
     assert [it.status for it in s.done] == ["error", "ok", "error", "ok"]
     assert [it.result.count for it in s.done if it.status == "ok"] == [2, 5]
