@@ -257,5 +257,7 @@ def points_figure(
             lost = pts[np.asarray(missed, np.int64)]
             fig.add_trace(go.Scatter(x=lost[:, 1], y=lost[:, 0], mode="markers", name=f"missed ({len(lost)})",
                                      marker=dict(symbol="circle", size=9,
-                                                 color=_hex(missed_color or GROUND_TRUTH_COLOR))))
+                                                 color=_hex(missed_color or GROUND_TRUTH_COLOR),
+                                                 # outlined: a white dot vanished in the legend's white
+                                                 line=dict(color="#000000", width=1))))
     return fig
