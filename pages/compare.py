@@ -255,8 +255,9 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             "MAE": st.column_config.NumberColumn(
                 "MAE", format="%.2f", width=55, help="Count error: mean of |predicted - true| cells per image"),
             "MAE 95% CI": st.column_config.TextColumn(
-                width=95, help="95% bootstrap interval of the MAE over these images (needs at least "
-                f"{MIN_BOOTSTRAP_IMAGES})"),
+                width=95, help="95% bootstrap interval of the MAE the model would have on new images like these "
+                "(not of these images' own MAE: with few images it reaches past their largest error; needs at "
+                f"least {MIN_BOOTSTRAP_IMAGES})"),
             "bias": st.column_config.NumberColumn(
                 format="%+.2f", width=55, help="Mean of predicted - true: above 0 over-counts"),
             "F1": st.column_config.NumberColumn(

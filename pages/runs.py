@@ -72,7 +72,7 @@ def open_on(page: str, run: dict) -> None:
         st.session_state[f"{P}__msg"] = ("error", f"Cannot open run #{run['id']}'s settings: {err}")
         return
     settings.set_current_model(model.name)
-    detail = f"run #{run['id']} of {run['started_at']}"
+    detail = f"run #{run['id']} of {when(run['started_at'])}"  # as the table writes it
     recorded, now = run.get("model_sha256"), getattr(getattr(model, "card", None), "sha256", None)
     if recorded and now and recorded != now:  # said beside the settings on the page opened, where it matters
         detail += (f"; that run counted with other weights named {model.name} (replaced since): the same "

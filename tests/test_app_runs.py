@@ -70,6 +70,7 @@ def test_cli_and_app_runs_are_listed_and_settings_open_on_count(tmp_path, count_
     assert store["model"] == "classical-otsu"
     assert store["models"]["classical-otsu"]["values"]["min_area_px"] == 33
     assert f"run #{cli_id}" in store["models"]["classical-otsu"]["detail"]
+    assert store["models"]["classical-otsu"]["detail"].endswith(" UTC"), "its time as the Runs table writes it"
     assert store["models"]["classical-otsu"]["origin"] == "run"
 
 
