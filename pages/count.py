@@ -50,8 +50,10 @@ def pick_source() -> sh.Source | None:
 def size_note(result: cc.CountResult) -> str:
     """What the nucleus size did to the model input."""
     given = result.params.nucleus_diameter_px
+    # one decimal: 12.3 px used as it is beside 12.2 px resized read as a contradiction at whole pixels (the band's
+    # edge lies between them)
     what = (f"Nucleus diameter {given:g} px" if given else
-            f"Estimated nucleus diameter {result.estimated_diameter_px:.0f} px")
+            f"Estimated nucleus diameter {result.estimated_diameter_px:.1f} px")
     if result.model_scale == 1.0:
         made_for = "its settings assume" if result.model_name == cc.models.CLASSICAL_NAME else "the model was trained on"
         return f"{what}: close enough to the size {made_for}; the image was used as it is."
