@@ -482,8 +482,8 @@ def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
                  f"{keep_copy(out)}"] + _replaced_tables(tables)
     except OSError as err:
         return f"an output exists and cannot be kept before it is replaced: {err}"
-    # rows are matched by the path as given: imgs/a.png then /data/imgs/a.png is counted again (a cron job run from
-    # another folder redid its whole batch without saying why)
+    # rows are matched by the path as given: imgs/a.png then /data/imgs/a.png is counted again, so that is said, with
+    # how to avoid it (a cron job run from another folder redoes its whole batch)
     given = {os.path.abspath(f): escape_cell(str(f)) for f in files}
     respelt = [(name, given[path]) for name in sorted(again)
                if (path := os.path.abspath(unescape_cell(name))) in given and given[path] != name]
