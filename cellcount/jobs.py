@@ -45,6 +45,8 @@ class JobSnapshot:
     elapsed_s: float
     result: FinetuneResult | None = None
     error: str | None = None
+    unexpected: bool = False
+    """The error is no :class:`~cellcount.errors.CellcountError` (a refusal with its reason) but a fault."""
     cancelled_by: str | None = None
     """Who asked the run to stop, where the caller said (the app: "another tab" for a run started elsewhere)."""
 
@@ -123,6 +125,7 @@ class FinetuneJob(_Threaded):
         self._losses: list[tuple[int, float]] = []
         self._result: FinetuneResult | None = None
         self._error: str | None = None
+        self._unexpected = False
 
     def start(self) -> FinetuneJob:
         """Start the fine-tune; :meth:`cancel` stops it before its next training step, writing nothing."""
@@ -138,7 +141,7 @@ class FinetuneJob(_Threaded):
                     self._losses = self._losses[::2]
 
     def _run(self) -> None:
-        status, result, error = "failed", None, None
+        status, result, error, unexpected = "failed", None, None, False
         try:
             result = finetune(self.base, self.data, name=self.name, progress=self._report, cancel=self._cancel,
                               **self.options)
@@ -149,11 +152,11 @@ class FinetuneJob(_Threaded):
             error = str(err)
         except Exception as err:  # noqa: BLE001 - a worker thread must report, never die silently
             logger.exception("fine-tune %s failed", self.name)
-            error = f"unexpected error ({type(err).__name__}): {err}"
+            error, unexpected = f"unexpected error ({type(err).__name__}): {err}", True
         finally:
             self.data = None  # the images are not needed any more
         with self._lock:
-            self._status, self._result, self._error = status, result, error
+            self._status, self._result, self._error, self._unexpected = status, result, error, unexpected
             self._t_end = time.time()
 
     def snapshot(self) -> JobSnapshot:
@@ -161,7 +164,8 @@ class FinetuneJob(_Threaded):
             end = self._t_end if self._t_end is not None else time.time()
             return JobSnapshot(status=self._status, name=self.name, base=str(self.base), progress=self._progress,
                                losses=tuple(self._losses), started_s=self._t0, elapsed_s=end - self._t0,
-                               result=self._result, error=self._error, cancelled_by=self._cancelled_by)
+                               result=self._result, error=self._error, unexpected=self._unexpected,
+                               cancelled_by=self._cancelled_by)
 
 
 class JobBoard:

@@ -143,7 +143,12 @@ def open_on_count(image: Any) -> None:
 
 def show_result(s: JobSnapshot) -> None:
     if s.status == "failed":
-        st.error(f"The fine-tune of {s.name} failed: {s.error}", icon=":material/error:")
+        # refused before any training (a budget too short, an unreadable set): said so, not as a fault
+        if not s.unexpected and (s.progress is None or s.progress.stage == "prepare"):
+            st.warning(f"The fine-tune of {s.name} did not start training, and saved nothing: {s.error}",
+                       icon=":material/warning:")
+        else:
+            st.error(f"The fine-tune of {s.name} failed: {s.error}", icon=":material/error:")
         return
     if s.status == "cancelled":
         where = (" from a tab or browser other than the one that started it" if s.cancelled_by == ELSEWHERE

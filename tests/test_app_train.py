@@ -368,6 +368,22 @@ def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     assert not at.exception and not at.button(key="train_start").disabled
 
 
+def test_a_run_refused_before_training_is_said_so_not_as_a_failure(tiny_models, monkeypatch):
+    """A 1-minute budget, refused with its reason before any step, showed under a red "failed" (a tester)."""
+    import cellcount.jobs as jobs
+    from cellcount.errors import ParameterError
+
+    def refused(*args, **kwargs):
+        raise ParameterError("a budget of 1 min leaves 12 s of training after reading and scoring")
+
+    monkeypatch.setattr(jobs, "finetune", refused)
+    images, csvs, _ = _set(2)
+    at = start(open_train(images, csvs), name="short", steps=1)
+    at = wait_until(at, lambda a: any("did not start training" in w.value for w in a.warning))
+    assert not at.error and "a budget of 1 min leaves 12 s" in next(w.value for w in at.warning
+                                                                      if "did not start training" in w.value)
+
+
 def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, tmp_path):
     import cellcount.jobs as jobs
     from cellcount.finetune import FinetuneResult
