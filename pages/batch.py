@@ -14,6 +14,7 @@ from cellcount.batch import BatchItem, counts_frame, distinct_names, labels_zip,
 from cellcount.errors import error_text
 from cellcount.history import Recorder
 from cellcount.io import iter_zip_images, left_out, split_ground_truth_files, zip_image_names
+from cellcount.io.archive import is_zip_metadata
 from cellcount.jobs import BatchJob
 from cellcount.params import setting_label, setting_text
 from pages import _settings as settings
@@ -55,6 +56,8 @@ def button_label(files, include_ground_truth: bool = False) -> str:
             zips += 1
             members = zip_image_names(f.getvalue())
             names += [f"{f.name}/{m}" for m in members] if members else [f.name]
+        elif is_zip_metadata(f.name):  # macOS's ._ files: listed, never counted
+            continue
         elif (key := _upload_key(f)) not in loose:  # a copy uploaded again counts once
             loose.add(key)
             names.append(f.name)
@@ -116,6 +119,9 @@ def _collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
                         items.append((f"{f.name}/{member}", content))
             except cc.CellcountError as err:
                 bad.append(BatchItem(f.name, "error", error_text(err, f.name), None))
+        elif is_zip_metadata(f.name):  # macOS's ._ files, copied from a USB stick or a share: no image, as in a zip
+            bad.append(BatchItem(f.name, "skipped", "not an image: macOS metadata (a ._ file beside the image it "
+                                 "describes)", None))
         else:
             items.append((f.name, data))
     return items, bad

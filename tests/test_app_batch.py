@@ -74,6 +74,21 @@ def test_three_files_one_broken(count_batch):
     assert any("counted with classical-otsu, not unet-mask" in w.value for w in at.warning)
 
 
+def test_macos_dot_underscore_files_uploaded_loose_are_skipped_as_in_a_zip(count_batch):
+    """A folder copied from a Mac's USB stick holds ._A01.tif beside A01.tif: in a zip it was left out, uploaded as
+    loose files it failed as "not an image in a format we can read"."""
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value(
+        [("A01.png", sample("s01_sparse_small.png"), "image/png"),
+         ("._A01.png", b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ", "image/png")])
+    at.run()
+    assert at.button(key="batch_run").label == "Count 1 image(s)"
+    count_batch(at)
+    assert metric(at, "Images counted") == "1" and metric(at, "Failed") == "0" and metric(at, "Not counted") == "1"
+    df = at.dataframe[0].value.set_index("file")
+    assert df.loc["._A01.png", "status"] == "skipped" and "macOS metadata" in df.loc["._A01.png", "reason"]
+
+
 def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_line(count_batch):
     """A tester's folder counted 5 images on this page and 3 with the command line, which skips label files."""
     at = open_batch()
