@@ -129,13 +129,13 @@ def labelled_uploads(
 
 
 def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
-                    max_pixels: int, *, one_file: bool = False) -> tuple[Any, str | None, CountParams, int | str | None]:
+                    max_pixels: int, *, strict_page: bool = False) -> tuple[Any, str | None, CountParams, int | str | None]:
     """The image of one batch item (only ``p.channel`` decoded), its note, the params to count it with (with the
     pixel size the file states where none was given: µm columns in its object table), and the page read. A
     plane or channel chosen for the stacks or composites of a folder does not fail a file with only one: it is
-    counted as it is (a tester's --plane 2 failed every 2-D image of a mixed folder). A channel's note says so; a
-    one-plane file needs no note, since it holds no other plane to have meant (its flag buried a batch's real ones:
-    a tester's plane chosen for one stack on Count flagged every 2-D image on Batch). ``one_file``: a plane asked of
+    counted as it is (else --plane 2 would fail every 2-D image of a mixed folder). A channel's note says so; a
+    one-plane file needs no note, since it holds no other plane to have meant (a flag on every 2-D image of the
+    batch would bury its real ones). ``strict_page``: a plane asked of
     one file (:func:`count_file`) that has only one is an error, as :func:`cellcount.io.read_image` says it."""
     if isinstance(src, (bytes, bytearray, memoryview)) and (why := microscope_file_problem(name, bytes(src[:4]))):
         raise ImageReadError(f"{name}: {why}")  # an upload's bytes carry no name for the reader to say it by
@@ -146,7 +146,7 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
         try:
             image, planes = read_image_planes(src, channel=channel, page=page, max_pixels=max_pixels)
         except PlaneError as err:
-            if err.n_planes != 1 or page is None or one_file:
+            if err.n_planes != 1 or page is None or strict_page:
                 raise
             dropped, page = page, None
             continue
@@ -179,9 +179,9 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
 
 def _count_source(src: bytes | str | Path, name: str, model: CountModel, p: CountParams, *, page: int | str | None,
                   max_pixels: int, size_model: CountModel | None, backend: str | None,
-                  measure: bool, one_file: bool = False) -> tuple[CountResult, int | str | None]:
+                  measure: bool, strict_page: bool = False) -> tuple[CountResult, int | str | None]:
     """One file counted as a batch counts it: (its result, the plane read; :func:`_read_for_count`)."""
-    image, note, image_params, page_read = _read_for_count(src, name, p, page, max_pixels, one_file=one_file)
+    image, note, image_params, page_read = _read_for_count(src, name, p, page, max_pixels, strict_page=strict_page)
     result = count_image(image, model, image_params, size_model=size_model, backend=backend, measure=measure)
     # the batch's settings (a pixel size read from the file measured the objects: it is no setting, and
     # a settings file or --resume must not carry one image's calibration to the others)
@@ -211,7 +211,7 @@ def count_file(
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else "<bytes>"
     return _count_source(source, name, model, p, page=page, max_pixels=max_pixels,
                          size_model=size_model if size_model is not None else size_model_for(model, p),
-                         backend=backend, measure=measure, one_file=True)[0]
+                         backend=backend, measure=measure, strict_page=True)[0]
 
 
 def count_many(
@@ -259,7 +259,7 @@ def count_many(
         try:
             result, page_read = _count_source(src, name, model, p, page=page, max_pixels=max_pixels,
                                               size_model=size_model, backend=backend, measure=measure,
-                                              one_file=strict_page)
+                                              strict_page=strict_page)
             if not keep_maps:
                 result.probability = None
                 result.density = None

@@ -378,8 +378,8 @@ def label_image_note(plane: np.ndarray) -> str | None:
     A label image holds flat regions of one value each on 0 (three values at least), each value about one region
     (measured: connected regions of equal value at most twice the values, plus 5). A camera's noise gives every
     intensity thousands of scattered regions, so a picture never passes, even one with clipped nuclei or a zeroed
-    background; most pictures are let go at once, their non-zero neighbours mostly differing (the full check costs
-    tens of milliseconds on a 4-megapixel image)."""
+    background; most pictures are let go at once, their non-zero neighbours mostly differing, before the costlier
+    labelling of regions."""
     if plane.ndim != 2 or plane.dtype.kind not in "ui" or plane.size < 1024:
         return None
     zero = plane == 0
