@@ -1026,7 +1026,10 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     if not args.quiet:
         what = ("(density integrals; the objects CSV lists its peaks, approximate centres)"
                 if model.output_kind == "density" else "objects")
-        print(f"counted {n_ok}/{n_rows + len(skipped)} images with {model.name}: total {total} {what} -> {args.out}"
+        # a resumed run's file holds the earlier rows too: "counted 2/2" after "0 to go" read as counted again
+        counted = (f"counted {n_ok}/{n_rows + len(skipped)} images" if not done else
+                   f"counted {len(todo)} more image(s) ({len(done)} kept from before): {n_ok}/{n_rows + len(skipped)} counted")
+        print(f"{counted} with {model.name}: total {total} {what} -> {args.out}"
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons), {total_check} of the "
                  "total in them" if n_check else "")
               + (f"; {n_err + len(skipped)} failed (see the 'reason' column"

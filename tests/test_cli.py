@@ -915,7 +915,10 @@ def test_a_tsv_output_is_tab_separated_and_resumes(samples_dir, tmp_path, capsys
     assert objects.read_text().splitlines()[0].startswith("file\tlabel\t")
     assert main(["count", a, b, "--model", "classical-otsu", "--out", str(out), "--objects", str(objects),
                  "--resume"]) == 0
-    assert "1 image(s) already counted with these settings, 1 to go" in capsys.readouterr().err
+    out_err = capsys.readouterr()
+    assert "1 image(s) already counted with these settings, 1 to go" in out_err.err
+    # the total covers both runs' rows: said as such, not as if both were counted now
+    assert "counted 1 more image(s) (1 kept from before): 2/2 counted with classical-otsu" in out_err.out
     rows = pd.read_csv(out, sep="\t")
     assert sorted(rows["file"]) == sorted([a, b]) and (rows["status"] == "ok").all()
     assert set(pd.read_csv(objects, sep="\t")["file"]) == {a, b}
