@@ -189,6 +189,7 @@ def test_real_timing_of_two_networks_returns_seconds_per_megapixel():
     fast = torch.nn.Conv2d(1, 1, 1).eval()
     t = autotune.time_backends({"slow": slow, "fast": fast}, tile_px=64, budget_s=0.01)
     assert set(t) == {"slow", "fast"} and all(v > 0 for v in t.values())
+    assert isinstance(t.cpu_share, float) and t.cpu_share >= 0  # the cores the fastest calls got, for the busy check
 
 
 def test_net_model_measures_once_and_passes_an_explicit_backend(tiny_model, tmp_path, monkeypatch):
@@ -271,3 +272,46 @@ def test_a_choice_timed_on_a_busy_machine_is_timed_again_when_it_is_quiet(tmp_pa
     assert next(iter(json.loads(path.read_text()).values()))["busy"] is False
     later, built = choose(path, quiet, candidates=("bf16", "onnxruntime"))
     assert (later.backend, later.reason, built) == ("bf16", "cached", [])
+
+
+class SharedTimer(FakeTimer):
+    """A timing table whose fastest calls got ``share`` of their threads' CPU time."""
+
+    def __init__(self, table: dict[str, float], share: float) -> None:
+        super().__init__(table)
+        self.share = share
+
+    def __call__(self, nets: dict) -> autotune.Timings:
+        out = autotune.Timings(super().__call__(nets))
+        out.cpu_share = self.share
+        return out
+
+
+def test_a_timing_whose_calls_lacked_their_cores_counts_as_busy_whatever_the_load_average(tmp_path):
+    """The load average lags a minute: a choice timed as other processes started (load 0.59 per core) kept ONNX
+    Runtime with bf16 at 5.27 s/Mpx against its usual 0.27, marked quiet, for good."""
+    path = tmp_path / "backends.json"
+    choice, _ = choose(path, SharedTimer({"bf16": 5.27, "onnxruntime": 2.58}, share=0.45),
+                       candidates=("bf16", "onnxruntime"))
+    assert choice.backend == "onnxruntime"
+    entry = next(iter(json.loads(path.read_text()).values()))
+    assert entry["busy"] is True and entry["cpu_share"] == 0.45 and entry["load_per_core"] == 0.1
+    # the next process, on a machine the load average calls quiet, times again; with its cores, for good
+    again, _ = choose(path, SharedTimer({"bf16": 0.27, "onnxruntime": 0.47}, share=0.95),
+                      candidates=("bf16", "onnxruntime"))
+    assert (again.backend, again.reason) == ("bf16", "measured")
+    assert next(iter(json.loads(path.read_text()).values()))["busy"] is False
+    later, built = choose(path, SharedTimer({}, share=1.0), candidates=("bf16", "onnxruntime"))
+    assert (later.backend, later.reason, built) == ("bf16", "cached", [])
+
+
+def test_a_machine_whose_threads_never_get_their_cores_stops_timing_after_a_few_tries(tmp_path):
+    """A container allowed fewer CPUs than torch starts threads for would time again at every start."""
+    path = tmp_path / "backends.json"
+    starved = SharedTimer({"bf16": 0.5, "onnxruntime": 0.9}, share=0.4)
+    for _ in range(autotune.MAX_BUSY_TIMINGS):
+        assert choose(path, starved, candidates=("bf16", "onnxruntime"))[0].reason == "measured"
+    entry = next(iter(json.loads(path.read_text()).values()))
+    assert entry["busy"] is False and entry["busy_timings"] == autotune.MAX_BUSY_TIMINGS
+    assert choose(path, starved, candidates=("bf16", "onnxruntime"))[0].reason == "cached"
+    assert len(starved.calls) == autotune.MAX_BUSY_TIMINGS

@@ -44,8 +44,9 @@ CHOICES = ("auto", *BACKENDS)
 CACHE_FILE_NAME = "backends.json"
 MEASURE_TILE_PX = 256
 """Side of the tile timed at first use: about the balanced tile of a 512 px image (272 px)."""
-TIMING_RULE = "in turns"
-"""Part of the cache key: choices timed by the earlier rule (each backend's calls in one block) are timed again."""
+TIMING_RULE = "in turns, cpu share"
+"""Part of the cache key: choices timed by an earlier rule (each backend's calls in one block; no check of the
+cores each call got) are timed again."""
 SETTLE_S = 0.01
 """A pause before each timed call, so that the last call's idle threads (PyTorch's OpenMP threads spin for a
 while after a call) have let go of the cores before the next backend is timed."""
@@ -58,6 +59,21 @@ BUSY_LOAD_PER_CORE = 1.0
 used, but timed again by a later process when the machine is quiet (:data:`QUIET_LOAD_PER_CORE`): one made
 under a tester's load stuck for good (bf16 4.64 s/Mpx against its usual 0.27, so ONNX Runtime was kept)."""
 QUIET_LOAD_PER_CORE = 0.75
+MIN_CPU_SHARE = 0.6
+"""A timing whose backends' fastest calls did not all get at least this share of their threads' CPU time (process
+CPU time over wall time x threads) was made while other work held the cores, whatever the load average says: it
+lags a minute behind, and a choice timed as other processes started (load 0.59 per core) kept ONNX Runtime with
+bf16 at 5.27 s/Mpx against its usual 0.27. Such a timing is used but counted as busy (timed again when quiet)."""
+MAX_BUSY_TIMINGS = 3
+"""After this many busy timings in a row the last one stands: a machine whose threads never get their cores (a
+container allowed fewer CPUs than torch starts threads for) would otherwise time again at every start."""
+
+
+class Timings(dict):
+    """Seconds per megapixel by backend (a dict), with ``cpu_share``: the lowest share of its threads' CPU time
+    that a backend's fastest call got (None where not measured)."""
+
+    cpu_share: float | None = None
 
 
 def load_per_core() -> float | None:
@@ -160,17 +176,20 @@ class BackendChoice:
 
 def time_backends(
     nets: Mapping[str, Callable[[Any], Any]], *, tile_px: int = MEASURE_TILE_PX, budget_s: float = MEASURE_BUDGET_S
-) -> dict[str, float]:
+) -> Timings:
     """Seconds per megapixel of each network on one ``tile_px`` tile: the fastest of at least two calls after one
     warm-up call each. The calls take turns (A B A B ...) until ``budget_s`` per network is spent, so that a shared
     machine slowing down for a moment slows every backend alike instead of the one being timed then (timed one
     after the other, the two fp32 backends of an AMD EPYC Zen 3 came out in either order from one run to the
-    next: results/bench/amd-zen3-2026-12-05-backend-timing.txt)."""
+    next: results/bench/amd-zen3-2026-12-05-backend-timing.txt). Each fastest call's share of its threads' CPU time
+goes with it (:class:`Timings`): a low one means other work held the cores."""
     import torch
 
     x = torch.from_numpy(np.random.default_rng(0).uniform(0, 1, (1, 1, tile_px, tile_px)).astype(np.float32))
     x = x.contiguous(memory_format=torch.channels_last)
     best = dict.fromkeys(nets, float("inf"))
+    share = dict.fromkeys(nets, 1.0)
+    threads = max(torch.get_num_threads(), 1)
     with torch.inference_mode():
         for net in nets.values():
             net(x)
@@ -178,12 +197,16 @@ def time_backends(
         while rounds < 2 or (spent < budget_s * len(nets) and rounds < 8):
             for name, net in nets.items():
                 time.sleep(SETTLE_S)
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 net(x)
                 dt = time.perf_counter() - t0
-                best[name], spent = min(best[name], dt), spent + dt
+                if dt < best[name]:
+                    best[name], share[name] = dt, (time.process_time() - c0) / (max(dt, 1e-9) * threads)
+                spent += dt
             rounds += 1
-    return {name: t / (tile_px * tile_px) * 1e6 for name, t in best.items()}
+    out = Timings({name: t / (tile_px * tile_px) * 1e6 for name, t in best.items()})
+    out.cpu_share = min(share.values(), default=None)
+    return out
 
 
 def timings_text(timings: Mapping[str, float], tile_px: int) -> str:
@@ -266,10 +289,11 @@ def choose_backend(
                              cache_file=str(path))
     if len(cands) == 1:
         return BackendChoice(cands[0], "only one available")
-    if cached is not None and cached.get("busy") and (load := load_per_core()) is not None \
-            and load <= QUIET_LOAD_PER_CORE:
+    busy_before = int(cached.get("busy_timings", 1)) if cached is not None and cached.get("busy") else 0
+    if busy_before and (load := load_per_core()) is not None and load <= QUIET_LOAD_PER_CORE:
         logger.info("timing the backends again: the cached choice was timed while the machine was busy (load %.2f "
-                    "per core then, %.2f now)", cached.get("load_per_core", float("nan")), load)
+                    "per core, %s of its threads' CPU time then; load %.2f now)",
+                    cached.get("load_per_core", float("nan")), cached.get("cpu_share", "?"), load)
         cached = None
     if cached is not None:
         return BackendChoice(cached["backend"], "cached", dict(cached["timings_s_per_mpx"]),
@@ -277,14 +301,21 @@ def choose_backend(
                              str(path))
     nets = {name: build(name) for name in cands}
     t0 = time.perf_counter()
-    timings = {k: float(v) for k, v in measure(nets).items()}
+    measured = measure(nets)
+    timings = {k: float(v) for k, v in measured.items()}
     measure_s = time.perf_counter() - t0
     load = load_per_core()
+    share = getattr(measured, "cpu_share", None)
+    busy = (load is not None and load > BUSY_LOAD_PER_CORE) or (share is not None and share < MIN_CPU_SHARE)
+    busy_timings = busy_before + 1 if busy else 0
+    busy = busy and busy_timings < MAX_BUSY_TIMINGS
     best = min(timings, key=timings.__getitem__)
     choice = BackendChoice(best, "measured", timings, MEASURE_TILE_PX, measure_s, str(path))
     entries[key] = {**choice.to_dict(), "fingerprint": dict(fingerprint or machine_fingerprint()),
                     "weights": weights_digest, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-                    **({"load_per_core": round(load, 2), "busy": load > BUSY_LOAD_PER_CORE} if load is not None else {})}
+                    **({"load_per_core": round(load, 2)} if load is not None else {}),
+                    **({"cpu_share": round(share, 2)} if share is not None else {}), "busy": busy,
+                    **({"busy_timings": busy_timings} if busy_timings else {})}
     entries[key].pop("reason")
     write_cache(path, entries)
     logger.info("inference backend: %s", choice.describe())
