@@ -165,7 +165,7 @@ def load_cli_model(args: argparse.Namespace, default: str | None = None):
         print(f"note: {args.settings} was saved for {saved_for}; its settings are applied to {model.name} as asked "
               "(they may not suit it)", file=sys.stderr)
     elif saved_for and not getattr(args, "model", None):
-        print(f"note: counting with {model.name}, the model {args.settings} was saved for", file=sys.stderr)
+        print(f"note: counting with {model.name}, the model named in {args.settings}", file=sys.stderr)
     elif getattr(args, "settings", None) and not getattr(args, "model", None):  # e.g. params.to_json() saved by hand
         print(f"note: {args.settings} names no model: its settings are applied to {model.name}, the default; pass "
               "--model to choose (a settings file saved with its model names it: cellcount.settingsfile.save)",

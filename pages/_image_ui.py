@@ -318,6 +318,17 @@ def requested_backend() -> str:
         return "auto"
 
 
+def backend_in_use(model: cc.models.CountModel) -> str | None:
+    """The backend the session's counts with ``model`` run in (for the records: bf16 and fp32 counts may differ by
+    an object); None for a model without a network, or where it cannot be told."""
+    if not isinstance(model, cc.models.NetModel):
+        return None
+    try:
+        return model.backend_in_use(requested_backend())[0]
+    except cc.CellcountError:
+        return None
+
+
 def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
     """The inference backend setting and what it runs with, and why (timings measured on first use)."""
     from cellcount.models.autotune import CHOICES

@@ -12,6 +12,7 @@ Not a page (``st.navigation`` lists the pages explicitly). Compute stays in :mod
 
 from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     Source,
+    backend_in_use,
     backend_ui,
     channel_note,
     digest_of,

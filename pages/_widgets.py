@@ -24,9 +24,15 @@ from cellcount.params import (
     setting_label,
     setting_text,
 )
-from cellcount.settingsfile import model_from_json, params_from_json, plane_from_json
+from cellcount.settingsfile import (
+    backend_from_json,
+    model_from_json,
+    model_sha256_from_json,
+    params_from_json,
+    plane_from_json,
+)
 from pages import _settings as settings
-from pages._image_ui import set_plane_choice
+from pages._image_ui import backend_in_use, set_plane_choice
 from pages._model_ui import SHOWN_MODEL_KEY, get_model
 
 INVERT_OPTIONS = {"auto": None, "on": True, "off": False}
@@ -416,14 +422,15 @@ def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, deta
 
 
 def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plane: int | str | None = None, *,
-                  output_kind: str | None = None) -> str:
+                  output_kind: str | None = None, backend: str | None = None) -> str:
     """Settings file: ``{"model": ..., "model_sha256": ..., "params": {...}}``, the format the CLI writes and reads
     (--settings),
     with the ``plane`` of z-stacks when one was chosen (a number or "max"). Only the settings that act for the
     model's kind, as the counts CSVs list them: a density model's file naming a threshold and a split mode
     contradicted the page that says nothing changes its count (a file is read back over the card, so the
     others keep their values). ``output_kind``: the model's, when the caller has the model (else it is loaded:
-    a model deleted meanwhile would fail)."""
+    a model deleted meanwhile would fail). ``backend``: the one the counts ran in (default: the session's for the
+    model), as the CLI's files record it, so `count --settings` says when it runs another."""
     from cellcount.settingsfile import settings_text
 
     if isinstance(params, cc.CountParams) and output_kind is None:
@@ -434,10 +441,13 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
         except cc.CellcountError:  # deleted meanwhile: every setting it had
             output_kind = None
     try:  # the weights' fingerprint, as the CLI's files carry it: counting with weights replaced since warns
-        sha = get_model(model_name).card.sha256 or None
+        model = get_model(model_name)
     except cc.CellcountError:  # deleted meanwhile
-        sha = None
-    return settings_text(model_name, params, output_kind, model_sha256=sha, plane=plane)
+        model = None
+    sha = (model.card.sha256 or None) if model is not None else None
+    if backend is None and model is not None:
+        backend = backend_in_use(model)
+    return settings_text(model_name, params, output_kind, model_sha256=sha, plane=plane, backend=backend)
 
 
 
@@ -459,13 +469,19 @@ def _apply_settings_file(prefix: str) -> None:
         overrides = params_from_json(data)
         plane = plane_from_json(data)
         named = model_from_json(data)
+        recorded_sha, recorded_backend = model_sha256_from_json(data), backend_from_json(data)
     except cc.CellcountError as err:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
-    note = ""
+    note, kind = "", "success"
     model_name = settings.current_model() or st.session_state.get(f"{prefix}_model")
     if isinstance(named, str) and named in cc.list_models():
         model_name, note = named, f" Model: {named}."
+        now = get_model(named).card.sha256
+        if recorded_sha and now and recorded_sha != now:  # as `count --settings` warns
+            kind = "warning"
+            note += (f" The file was saved with other weights named {named} (retrained or replaced since): settings "
+                     "chosen for the old weights may not suit these.")
     elif named:
         note = f" The file names model {named!r}, which is not installed; the current model is kept."
     else:  # a bare object of settings (params.to_json() saved from Python): said, as count --settings says it
@@ -485,6 +501,10 @@ def _apply_settings_file(prefix: str) -> None:
     # the image settings every model shares that the file does not name go back to the card's too: said
     dropped = {k: v for k, v in settings.image_values().items() if k not in overrides and v != card.get(k)}
     apply_settings(model_name, {**card, **overrides}, origin="file", detail=uploaded.name)
+    running = backend_in_use(model)
+    if recorded_backend and running and recorded_backend != running:  # as `count --settings` notes it
+        note += (f" The file records counts made with the {recorded_backend} backend; this session runs "
+                 f"{running} (Count's Timing tab), so a count may differ by an object (totals within 0.5%).")
     if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
         set_plane_choice(plane)
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
@@ -494,7 +514,7 @@ def _apply_settings_file(prefix: str) -> None:
     shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
     rest = len(set(card) - set(overrides))
     st.session_state[f"{prefix}__msg"] = (
-        "success",
+        kind,
         f"Applied {len(overrides)} setting(s) from {uploaded.name}: "
         + (f"{len(differ)} differ from the model card ({shown})." if differ else "all as on the model card.")
         + (f" The other {rest} are the model card's, as the command line reads the file" if rest else "")

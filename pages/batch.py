@@ -241,15 +241,19 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
     items, bad, notes = collect(files, include_ground_truth=include_ground_truth)
     _off_the_board()  # finished batches nobody showed: their runs are in the history
     size_model = sh.get_size_model(model, params)  # before the record: a failure here leaves no run "running"
+    # the session's backend, as Count, Evaluate and Compare run it: bf16 and fp32 counts may differ by an object
+    requested, running = sh.requested_backend(), sh.backend_in_use(model)
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
-                                **({"plane": page} if page is not None else {})},
+                                **({"plane": page} if page is not None else {}),
+                                **({"backend": running} if running else {})},
                       inputs=[it.name for it in bad] + [name for name, _ in items])
     st.session_state.pop(f"{P}__result", None)  # never shown beside a new batch as if it were its result
     st.session_state[JOB] = BatchJob(items, model, params, failed=bad, record=record,
-                                     options={"size_model": size_model, "page": page}).start()
+                                     options={"size_model": size_model, "page": page, "backend": requested}).start()
     running_batches()[owner()] = st.session_state[JOB]
-    st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page, output_kind=model.output_kind)
+    st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page, output_kind=model.output_kind,
+                                                           backend=running)
     st.session_state[f"{JOB}_uploads"] = upload_ids(files)
     st.session_state[f"{JOB}_notes"] = notes
 
@@ -285,12 +289,22 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
         # from the job's own model: the model may have been deleted on the Models page while the batch ran
         "settings": ((None if claimed else st.session_state.pop(f"{JOB}_settings", None))
                      or sh.settings_json(job.model.name, job.params, job.options.get("page"),
-                                         output_kind=job.model.output_kind)),
+                                         output_kind=job.model.output_kind, backend=job_backend(job))),
         "model": job.model.name,
         "density": job.model.output_kind == "density",
         "note": note,
         "name_notes": [] if claimed else st.session_state.pop(f"{JOB}_notes", []),
     }
+
+
+def job_backend(job: BatchJob) -> str | None:
+    """The backend ``job`` counted in (the session that started it chose it), None without a network."""
+    if not isinstance(job.model, cc.models.NetModel):
+        return None
+    try:
+        return job.model.backend_in_use(job.options.get("backend") or "auto")[0]
+    except cc.CellcountError:
+        return None
 
 
 def images_progress(job: BatchJob, s) -> tuple[int, int]:

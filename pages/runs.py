@@ -77,6 +77,10 @@ def open_on(page: str, run: dict) -> None:
     if recorded and now and recorded != now:  # said beside the settings on the page opened, where it matters
         detail += (f"; that run counted with other weights named {model.name} (replaced since): the same "
                    "settings can count differently now")
+    ran, runs_now = run["settings"].get("backend"), sh.backend_in_use(model)
+    if isinstance(ran, str) and runs_now and ran != runs_now:  # as `count --settings` notes it
+        detail += (f"; that run ran the {ran} backend and this session runs {runs_now} (Count's Timing tab), so a "
+                   "count may differ by an object")
     settings.put(model, params, origin="run", detail=detail)
     sh.set_plane_choice(run["settings"].get("plane", "first"))  # the run counted z-stacks this way
     st.switch_page(f"pages/{page}.py")

@@ -481,3 +481,23 @@ def test_images_flagged_only_for_the_users_settings_are_told_apart(count_batch):
             "reasons" in said
     else:
         assert "name your settings" not in said
+
+
+def test_a_batch_counts_with_the_sessions_backend_and_records_it(count_batch):
+    """Count ran the backend chosen on its Timing tab and Batch the machine's choice: the same file counted 160 and 161
+    in one session, and the app's run and settings file named no backend to reproduce either."""
+    import json
+
+    from cellcount import history
+
+    at = open_batch("unet-mask")
+    at.session_state["inference_backend"] = "torch"  # the Timing tab's choice, kept for the session
+    at.file_uploader(key="batch_files").set_value(
+        [("s01_sparse_small.png", sample("s01_sparse_small.png"), "image/png")])
+    at.run()
+    count_batch(at)
+    assert not at.exception, at.exception
+    assert list(at.session_state["batch__result"]["counts"]["backend"]) == ["torch"]  # the CSV's column
+    assert json.loads(at.session_state["batch__result"]["settings"])["backend"] == "torch"
+    run = history.get_run(int(history.list_runs(1)["id"].iloc[0]))
+    assert run["settings"]["backend"] == "torch"

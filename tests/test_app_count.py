@@ -242,6 +242,26 @@ def test_settings_file_with_model_switches_model_and_round_trips():
     assert at.selectbox(key="count_split_mode").value == "off"
 
 
+def test_a_settings_file_of_other_weights_or_another_backend_is_said_so_on_upload():
+    """`count --settings` warns when the weights changed since the file was saved and notes another backend; the app's
+    upload applied the same file with "Applied 17 setting(s)" alone (a reproducibility audit)."""
+    import json
+
+    import cellcount as cc
+
+    at = open_count()
+    at.session_state["inference_backend"] = "torch"
+    at.run()
+    text = json.dumps({"model": "unet-mask", "model_sha256": "0" * 64, "backend": "bf16",
+                       "params": cc.resolve_params(cc.load_model("unet-mask")).acting("mask")})
+    at.file_uploader(key="count_settings_file").set_value(("old.json", text.encode(), "application/json"))
+    at.run()
+    assert not at.exception, at.exception
+    said = " ".join(w.value for w in at.warning)
+    assert "saved with other weights named unet-mask" in said
+    assert "counts made with the bf16 backend; this session runs torch" in said
+
+
 def test_settings_file_of_a_density_model_names_only_what_acts():
     """A density model's Settings JSON named a threshold, a split mode and "count_source": "segmentation",
     beside a page saying no setting changes its count: it lists what acts, as its counts CSV does."""

@@ -136,6 +136,18 @@ def test_a_runs_settings_opened_for_a_model_replaced_since_say_so(tmp_path):
     assert any("replaced since" in c.value for c in [*at.caption, *at.markdown])
 
 
+def test_a_runs_settings_opened_in_a_session_on_another_backend_say_so(tmp_path):
+    """Reopening a CLI run counted in bf16 counted in the session's backend, one object off, unsaid."""
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "unet-density", "--backend", "onnxruntime",
+                 "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 0
+    at = open_page("pages/runs.py", inference_backend="torch")
+    at.button(key="runs_to_count").click()
+    at.run()
+    assert not at.exception, at.exception
+    detail = at.session_state["_settings"]["models"]["unet-density"]["detail"]
+    assert "that run ran the onnxruntime backend and this session runs torch" in detail
+
+
 def test_a_run_of_a_model_deleted_since_offers_its_settings_for_download_only(tmp_path):
     """A run counted with a model deleted since: the open buttons are disabled and the page says why (a tester's
     click gave "unknown model 'vgg-try'; valid models: ...")."""

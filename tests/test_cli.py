@@ -982,7 +982,7 @@ def test_settings_saved_from_python_count_with_their_model_on_the_command_line(s
     assert settingsfile.load(path)[0] == CLASSICAL_NAME and settingsfile.load(path)[1]["min_area_px"] == 7
     assert main(["count", str(small_folder / "a.png"), "--settings", str(path), "--out", str(tmp_path / "c.csv"),
                  "--no-progress"]) == 0
-    assert f"counting with {CLASSICAL_NAME}, the model {path} was saved for" in capsys.readouterr().err
+    assert f"counting with {CLASSICAL_NAME}, the model named in {path}" in capsys.readouterr().err
     row = pd.read_csv(tmp_path / "c.csv").iloc[0]
     assert row["model"] == CLASSICAL_NAME and json.loads(row["settings"])["min_area_px"] == 7
 
