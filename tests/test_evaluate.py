@@ -895,3 +895,28 @@ def test_the_closing_line_counts_every_image_left_out(tmp_path, capsys, caplog):
     # --limit: the figures' images are said as many, not as "the other" images of the folder
     assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--limit", "1"]) == 1
     assert "the figures are for 1 image(s), the first of the others (--limit 1)" in capsys.readouterr().err
+
+
+def test_evaluate_runs_the_backend_asked_and_records_what_scored_each_image(tiny_models, samples_dir, tmp_path,
+                                                                            monkeypatch):
+    """`evaluate` ignored $CELLCOUNT_BACKEND (so a bf16 count of 160 scored as 161), and its CSV and JSON named no
+    backend, weights, IoU threshold or annotation file (a reproducibility audit)."""
+    import shutil
+    from pathlib import Path
+
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif", "s01_sparse_small_points.csv"):
+        shutil.copy(samples_dir / name, tmp_path / name)
+    out, rows = tmp_path / "summary.json", tmp_path / "rows.csv"
+    monkeypatch.setenv("CELLCOUNT_BACKEND", "torch")
+    assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--iou", "0.7", "--json", str(out),
+                 "--out", str(rows), "-q"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["backend"] == "torch" and summary["iou_threshold"] == 0.7
+    assert summary["model_sha256"] == load_model("tiny-mask").card.sha256
+    table = pd.read_csv(rows)
+    assert list(table["backend"]) == ["torch"] and list(table["model"]) == ["tiny-mask"]
+    assert list(table["iou_threshold"]) == [0.7]
+    assert [Path(p).name for p in table["ground_truth_file"]] == ["s01_sparse_small_labels.tif"]
+    assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--backend", "onnxruntime", "--json", str(out),
+                 "-q"]) == 0
+    assert json.loads(out.read_text())["backend"] == "onnxruntime"  # the option over the environment, as for count

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store this evaluation's summary as the card's validation metrics")
     p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
+    p.add_argument("--backend", choices=["auto", "bf16", "onnxruntime", "torch"], default=None,
+                   help="inference backend of the fast path (default: $CELLCOUNT_BACKEND, else auto = the one measured "
+                        "fastest on this machine), as for count: a count made in another may differ by an object")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="only the figures, warnings and errors (no reading or timing lines), as count's -q")
     p.add_argument("--calibrate-quality", action="store_true",
@@ -322,6 +325,9 @@ def _run(args: argparse.Namespace) -> int:
 
     _check_options(args, OURS, [args.settings] if args.settings else [])
     keep_others(args, OURS)
+    from ..models.autotune import requested_backend
+
+    backend = requested_backend(args.backend)  # as count chooses it, so that the two count alike
     model = load_cli_model(args, default_model_name())
     params = resolve_params(model, param_overrides(args))
     inert = inert_options_note(args, params, model)  # as count says it: accepted in silence, they looked acted on
@@ -359,7 +365,11 @@ def _run(args: argparse.Namespace) -> int:
         if leave_out:
             learnt = set(seen)
             items = [item for item in items if item[0] not in learnt]
-    pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact, warn_trained=False), read_notes)
+    pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact, backend=backend,
+                                          warn_trained=False), read_notes)
+    from ..finetune.core import ran_in
+
+    ran = ran_in(pairs) or None  # every record names it: bf16 and fp32 may count an object apart
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     tuned_on_these, no_gain, checked = bool(args.tune), False, False  # figures on the tuning images flatter the tuned settings
     if args.tune and model.output_kind == "density":
@@ -421,8 +431,13 @@ def _run(args: argparse.Namespace) -> int:
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
     if args.out:  # images the model learnt from, kept in (--keep-trained or all of them): each row says so
         kept_in = rep.per_image["file"].isin(seen) if seen else None
-        write_csv(rep.per_image.assign(learnt_from=kept_in) if kept_in is not None and kept_in.any() else rep.per_image,
-                  args.out)
+        table = rep.per_image.assign(learnt_from=kept_in) if kept_in is not None and kept_in.any() else rep.per_image
+        # which annotation scored each image (a folder may hold a label image and a points CSV of one image) and
+        # what counted it, as the app's Evaluate download records them
+        truth = {name: gt.source for name, _, gt in pairs}
+        ran_by = {name: getattr(pred, "backend", None) for name, pred, _ in pairs}
+        write_csv(table.assign(ground_truth_file=table["file"].map(truth), model=model.name,
+                               backend=table["file"].map(ran_by), iou_threshold=args.iou), args.out)
     s = rep.summary
 
     def over(k: int | None, which: str) -> str:
@@ -504,7 +519,9 @@ def _run(args: argparse.Namespace) -> int:
             }
         write_card(model.card, folder)
     if args.json:
-        atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "data": args.data, "split": args.split,
+        atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "model_sha256": model.card.sha256,
+                                                              "backend": ran, "iou_threshold": args.iou,
+                                                              "data": args.data, "split": args.split,
                                                               "params": params.to_dict(), **s,
                                                               "images_without_ground_truth": [
                                                                   str(p) for p in data.unlabelled],

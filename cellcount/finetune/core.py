@@ -921,7 +921,7 @@ def backends_note(backends: dict[str, str], *, base: str, name: str) -> str:
     ran = (f"both networks ran in {before}" if before == after else f"{base} ran in {before}, {name} in {after}")
     # a CPU backend's name is the option's value; "torch (cuda)" and blocks' "bf16+torch" are not
     again = ("" if before not in BACKENDS or after not in BACKENDS else
-             f" (count --backend {before}, or CELLCOUNT_BACKEND={before} for evaluate, gives them again)"
+             f" (count --backend {before}, or evaluate --backend {before}, gives them again)"
              if before == after else f" (counting {base} with --backend {before} and {name} with --backend {after} "
              "gives them again)")
     return f"{ran} for these figures; a recount with another backend may differ by an object or so per image{again}"
