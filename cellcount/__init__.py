@@ -26,7 +26,7 @@ from .io import list_image_files, normalize_image, read_image
 from .models import list_models, load_model
 from .pipeline import CountParams, CountResult, Prediction, count_image, postprocess, predict, resolve_params
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place: pyproject.toml reads it
 
 
 def __getattr__(name: str):

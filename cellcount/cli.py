@@ -874,7 +874,10 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
               file=sys.stderr)
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print("backend: {} ({})".format(*model.backend_in_use(backend)), file=sys.stderr)
-    settings = {"model": model.name, "model_sha256": model.card.sha256, "out": Path(args.out).name,
+    from . import __version__
+
+    settings = {"model": model.name, "model_sha256": model.card.sha256, "cellcount_version": __version__,
+                "out": Path(args.out).name,
                 "params": params.acting(model.output_kind),
                 **({"plane": args.plane} if args.plane is not None else {}),
                 **({"blocks": blocks} if (blocks := _blocks_record(args)) is not None else {})}

@@ -93,7 +93,8 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     return data
 
 
-FILE_KEYS = ("model", "model_sha256", "out", "params", "plane", "blocks", "backend", "backends_of_resumed_rows")
+FILE_KEYS = ("model", "model_sha256", "out", "params", "plane", "blocks", "backend", "backends_of_resumed_rows",
+             "cellcount_version")
 """What a settings file holds beside its ``params`` (the app's downloads and the CLI's ``counts.settings.json``)."""
 
 
@@ -184,13 +185,17 @@ def _named(path: str | os.PathLike, parse: Any) -> Any:
 
 
 def settings_text(model_name: str, params: CountParams | dict[str, Any], output_kind: str | None, *,
-                  model_sha256: str | None = None, plane: int | str | None = None, backend: str | None = None) -> str:
+                  model_sha256: str | None = None, plane: int | str | None = None, backend: str | None = None,
+                  version: str | None = None) -> str:
     """A settings file's text: the model, its weights' sha256 (counting with weights replaced since warns), the
     settings that act for ``output_kind`` (a density model's file naming a threshold contradicts a count that no
     threshold changes; None: every one given), the ``plane`` of z-stacks when one was chosen and the ``backend`` a
-    recorded run used."""
+    recorded run used, with the ``version`` of cellcount that counted (default: this one)."""
+    from . import __version__
+
     values = params.acting(output_kind) if isinstance(params, CountParams) else acting_settings(params, output_kind)
     return json.dumps({"model": model_name, **({"model_sha256": model_sha256} if model_sha256 else {}),
+                       "cellcount_version": version or __version__,
                        "params": values, **({} if plane is None else {"plane": check_plane(plane)}),
                        **({"backend": backend} if backend else {})}, indent=2)
 
@@ -202,7 +207,8 @@ def record_text(record: dict[str, Any], output_kind: str | None) -> str:
     backend = record.get("backend")
     return settings_text(str(record.get("model", "")), record.get("params") or {}, output_kind,
                          model_sha256=record.get("model_sha256") or None, plane=record.get("plane"),
-                         backend=backend if isinstance(backend, str) else None)
+                         backend=backend if isinstance(backend, str) else None,
+                         version=str(record.get("cellcount_version") or "not recorded"))
 
 
 def save(path: str | os.PathLike, model: CountModel, params: CountParams | dict[str, Any] | None = None, *,

@@ -245,6 +245,7 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
     requested, running = sh.requested_backend(), sh.backend_in_use(model)
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
+                                "cellcount_version": cc.__version__,
                                 **({"plane": page} if page is not None else {}),
                                 **({"backend": running} if running else {})},
                       inputs=[it.name for it in bad] + [name for name, _ in items])

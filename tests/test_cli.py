@@ -48,6 +48,19 @@ def test_count_samples_folder(samples_run, samples_dir):
     assert (df["count"] > 0).all() and (df["model"] == CLASSICAL_NAME).all()
     settings = json.loads((out / "counts.settings.json").read_text())
     assert settings["model"] == CLASSICAL_NAME
+    # which cellcount counted (none of the records said; the package's metadata read 0.2.0, the module 0.1.0)
+    import tomllib
+
+    import cellcount
+
+    assert settings["cellcount_version"] == cellcount.__version__
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["dynamic"] == ["version"]  # the package's version is the module's, in one place
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cellcount.__version__"}
+    from cellcount.settingsfile import params_from_json, record_text
+
+    assert json.loads(record_text({"model": "m", "params": {}}, None))["cellcount_version"] == "not recorded"
+    assert params_from_json((out / "counts.settings.json").read_text())  # read back as settings
     # the settings that act for the model, as the counts CSV lists them
     assert settings["params"] == resolve_params(load_model(CLASSICAL_NAME)).acting("mask")
 
