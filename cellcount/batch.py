@@ -22,7 +22,7 @@ from .errors import CellcountError, ChannelError, ImageReadError, ParameterError
 from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, planes_note, projection_note, read_image_planes
 from .io.files import microscope_file_problem
-from .io.metadata import read_metadata
+from .io.metadata import pixel_size_conflict, read_metadata
 from .io.read import planes_as_channels, unapplied_plane_note
 from .measure import MICRON_COLUMNS
 from .models import size_model_for
@@ -167,12 +167,14 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
             logger.warning("%s", caution)
         # a channel selected while reading is counted as the (H, W) plane it gave
         image_params = p.replace(channel=None) if channel is not None else p
+        meta = read_metadata(src)
         if p.pixel_size_um is None:  # the file's calibration
-            meta = read_metadata(src)
             if meta.pixel_size_um:
                 image_params = image_params.replace(pixel_size_um=meta.pixel_size_um)
             elif meta.pixel_note:  # said, not flagged: the count is sound, only its µm columns are left empty
                 logger.warning("%s: %s", name, meta.pixel_note)
+        elif conflict := pixel_size_conflict(p.pixel_size_um, meta.pixel_size_um):  # flagged: its µm figures are off
+            notes.append(conflict)
         return image, "; ".join(notes) or None, image_params, page if planes is not None else None
     raise AssertionError("unreachable")
 

@@ -283,6 +283,12 @@ def _metadata_cached(digest: str, n_channels: int, _data: bytes) -> cc.io.ImageM
     return cc.io.read_metadata(_data, n_channels=n_channels)
 
 
+def pixel_size_note(params: cc.CountParams, source: Source, image: np.ndarray) -> str | None:
+    """Where the Pixel size setting replaces ``source``'s own other calibration, what to say (as Batch and the CLI
+    flag it); else None."""
+    return cc.io.pixel_size_conflict(params.pixel_size_um, file_metadata(source, image).pixel_size_um)
+
+
 def file_metadata(source: Source, image: np.ndarray) -> cc.io.ImageMetadata:
     """What ``source``'s file says of itself (channel names, pixel size) for the decoded ``image``."""
     n_channels = 1 if image.ndim == 2 else int(image.shape[2])

@@ -23,6 +23,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     image_caption,
     image_note,
     n_planes,
+    pixel_size_note,
     plane_source,
     plane_ui,
     predict_cached,

@@ -314,8 +314,9 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     elif tab in ("Areas", "Centres"):
         if result.output_kind == "mask" and len(result.objects):
             p = result.params
+            measured_by = sh.with_file_pixel_size(p, source, image).pixel_size_um  # the file's, as the table's µm²
             st.plotly_chart(
-                viz.area_histogram(result.objects, pixel_size_um=p.pixel_size_um, min_area_px=p.min_area_px,
+                viz.area_histogram(result.objects, pixel_size_um=measured_by, min_area_px=p.min_area_px,
                                    max_area_px=p.max_area_px),
                 key=f"{P}_area_fig",
             )
@@ -358,6 +359,8 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
                 result.quality = cc.quality.with_note(result.quality, note)
             if dropped := sh.channel_note(settings.params(model), image):  # counted from the mean: never in silence
                 result.quality = cc.quality.with_note(result.quality, dropped)
+            if conflict := sh.pixel_size_note(params, source, image):  # the file's own calibration set aside
+                result.quality = cc.quality.with_note(result.quality, conflict)
         except cc.CellcountError as err:
             error = err
         except Exception as err:  # noqa: BLE001 - raised below, once the controls that may undo it are drawn

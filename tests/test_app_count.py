@@ -728,3 +728,25 @@ def test_a_samples_truth_leaves_its_edge_objects_out_with_exclude_edge_objects()
     labels = read_ground_truth(SAMPLES / "s01_sparse_small_labels.tif").labels
     edge = len(edge_ids(labels))
     assert edge > 0 and metric(at, "Truth without edge objects") == str(28 - edge)
+
+
+def test_a_files_calibration_measures_the_area_chart_and_a_typed_one_over_it_is_flagged():
+    """The Areas chart read "area (px)" beside the table's µm² of a calibrated TIFF, and a Pixel size typed for
+    another image replaced the file's own under no flag (an audit of the units)."""
+    image = np.zeros((64, 64), np.uint8)
+    image[10:20, 10:20] = 200
+    image[40:50, 30:40] = 200
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, image, imagej=True, metadata={"unit": "um"}, resolution=(2.0, 2.0))  # 0.5 µm pixels
+    at = open_count(count_tab="Areas")
+    at.radio(key="count_source").set_value("Upload").run()
+    at.file_uploader(key="count_upload").set_value(("cal.tif", buf.getvalue(), "image/tiff"))
+    at.run()
+    assert not at.exception, at.exception
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "µm²" in json.dumps(chart["layout"]["xaxis"]["title"], ensure_ascii=False)
+    assert not any("replaces this file's own" in m.value for m in [*at.markdown, *at.caption, *at.warning])
+    at.number_input(key="count_pixel_size_um").set_value(0.2).run()
+    assert not at.exception, at.exception
+    said = " ".join(str(e.proto) for e in [*at.markdown, *at.caption, *at.warning, *at.error])
+    assert "replaces this file" in said

@@ -176,6 +176,27 @@ def test_count_file_counts_one_file_as_the_command_line_does(classical, tmp_path
         count_file(b"not an image", classical)
 
 
+def test_a_pixel_size_setting_that_replaces_a_files_own_calibration_is_flagged(classical, tmp_path):
+    """A pixel size typed for one uncalibrated image measured a calibrated file's areas 6.25x too small on Batch and
+    in the CLI, under no flag (an audit of the units)."""
+    from cellcount import count_file
+
+    image = np.zeros((32, 32), np.uint8)
+    image[8:14, 8:14] = 200
+    tifffile.imwrite(tmp_path / "cal.tif", image, imagej=True, metadata={"unit": "um"}, resolution=(2.0, 2.0))
+    own = count_file(tmp_path / "cal.tif", classical)
+    said = "replaces this file's own"
+    assert own.objects["area_um2"].tolist() == [8.0]  # 32 px of 0.25 µm²
+    assert not any(said in r for r in own.quality.reasons)
+    typed = count_file(tmp_path / "cal.tif", classical, {"pixel_size_um": 0.2})
+    assert typed.objects["area_um2"].tolist() == pytest.approx([1.28])  # the setting measures, as documented
+    assert typed.quality.flag and any(f"{said} 0.5 µm per pixel" in r for r in typed.quality.reasons)
+    same = count_file(tmp_path / "cal.tif", classical, {"pixel_size_um": 0.5})
+    assert not any(said in r for r in same.quality.reasons)
+    rows = counts_frame(count_many([("cal.tif", (tmp_path / "cal.tif").read_bytes())], classical, {"pixel_size_um": 0.2}))
+    assert bool(rows.iloc[0]["check"]) and "replaces this file's own" in rows.iloc[0]["check_reasons"]
+
+
 def test_count_many_flags_a_blank_channel(classical):
     """Nuclei in the blue channel of an RGB export, counted with channel=0 (red, empty): 0 cells, and the row
     says the channel is blank instead of passing the 0 off as a count."""

@@ -44,7 +44,7 @@ from .files import (
     split_ground_truth_files,
     word_base,
 )
-from .metadata import ImageMetadata, read_metadata
+from .metadata import ImageMetadata, pixel_size_conflict, read_metadata
 from .normalize import (
     BRIGHT_BACKGROUND_POSITION,
     CLIPPED_SHARE,
@@ -82,6 +82,7 @@ from .read import (
 
 __all__ = [
     "ImageMetadata",
+    "pixel_size_conflict",
     "read_metadata",
     "BRIGHT_BACKGROUND_POSITION",
     "DEFAULT_MAX_BYTES",

@@ -43,6 +43,17 @@ SQUARE_TOLERANCE = 0.01
 area and its row in µm off by their ratio (a 0.4 x 0.8 µm pixel: half the area)."""
 
 
+def pixel_size_conflict(setting_um: float | None, file_um: float | None) -> str | None:
+    """What to say when the Pixel size setting replaces a file's own, other calibration (None when they agree or
+    either is unknown): the setting measures the µm columns, so a size typed for one image would silently scale
+    another file's areas by the square of their ratio."""
+    if not setting_um or not file_um or abs(setting_um - file_um) <= SQUARE_TOLERANCE * file_um:
+        return None
+    return (f"the Pixel size setting ({setting_um:g} µm) replaces this file's own {file_um:g} µm per pixel: its µm "
+            f"columns use {setting_um:g} (areas {(setting_um / file_um) ** 2:.3g}x the file's); set Pixel size to 0 "
+            "(unknown) to measure each file by its own calibration")
+
+
 def _square(width_um: float | None, height_um: float | None) -> tuple[float | None, str]:
     """(the pixel size, "") for square pixels (or a height not stated), (None, why) otherwise."""
     if width_um is None or height_um is None or abs(width_um - height_um) <= SQUARE_TOLERANCE * max(width_um, height_um):
