@@ -471,10 +471,19 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
         st.button("Use the files' dots instead", key=f"{P}_use_file_dots", on_click=use_file_dots,
                   args=([k for k, _ in over],), help="Your clicks on these images are set aside (Undo brings "
                   "them back on the image shown).")
+    refused = {name for name, _ in found.truth_refused}
+    stand_in = []  # refused annotations, clicked dots used instead: said (a tester's 3 old clicks trained unsaid)
     for name, data in found.unlabelled + found.truth_refused:
         pts = clicked.get(image_key(name, data))
         if pts is not None and len(pts):
             items.append((name, data, annotate.points_ground_truth(pts, source=name)))
+            if name in refused:
+                stand_in.append(f"{short_name(name)} ({len(pts)} clicked)")
+    if stand_in:
+        st.warning(f"The annotation files of {'; '.join(stand_in[:5])}{' …' if len(stand_in) > 5 else ''} could not be "
+                   "used (above), so the dots you clicked on it are used instead: every cell without a dot is taught "
+                   "as background. Upload one right annotation file for it, or dot all its cells below.",
+                   icon=":material/warning:")
     return items
 
 

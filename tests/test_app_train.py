@@ -677,6 +677,9 @@ def test_an_image_whose_points_file_is_refused_can_still_be_dotted(tiny_models):
     at.session_state["train__points"] = {keys[first]: points[first]}
     at.run()
     assert any("1 annotated image(s)" in c.value for c in at.caption), "its dots are its annotation"
+    # said as such: a tester's 3 clicks from before stood in for a refused 56-dot file under "could not be used"
+    assert any(f"{first} ({len(points[first])} clicked)" in w.value and "are used instead" in w.value
+               for w in at.warning)
 
 
 def test_the_held_out_proposal_follows_the_images_dotted_until_the_user_sets_it(tiny_models):
