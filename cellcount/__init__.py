@@ -9,6 +9,7 @@ Typical use::
     result.count, result.objects
 """
 
+from ._version import __version__  # noqa: F401  (cellcount.__version__)
 from .errors import (
     CellcountError,
     ChannelError,
@@ -25,8 +26,6 @@ from .errors import (
 from .io import list_image_files, normalize_image, read_image
 from .models import list_models, load_model
 from .pipeline import CountParams, CountResult, Prediction, count_image, postprocess, predict, resolve_params
-
-__version__ = "0.2.0"  # the one place: pyproject.toml reads it
 
 
 def __getattr__(name: str):

@@ -874,7 +874,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
               file=sys.stderr)
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print("backend: {} ({})".format(*model.backend_in_use(backend)), file=sys.stderr)
-    from . import __version__
+    from ._version import __version__
 
     settings = {"model": model.name, "model_sha256": model.card.sha256, "cellcount_version": __version__,
                 "out": Path(args.out).name,

@@ -191,7 +191,7 @@ def settings_text(model_name: str, params: CountParams | dict[str, Any], output_
     settings that act for ``output_kind`` (a density model's file naming a threshold contradicts a count that no
     threshold changes; None: every one given), the ``plane`` of z-stacks when one was chosen and the ``backend`` a
     recorded run used, with the ``version`` of cellcount that counted (default: this one)."""
-    from . import __version__
+    from ._version import __version__
 
     values = params.acting(output_kind) if isinstance(params, CountParams) else acting_settings(params, output_kind)
     return json.dumps({"model": model_name, **({"model_sha256": model_sha256} if model_sha256 else {}),

@@ -38,7 +38,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                          "cellcount.novelty"]),
     ("parameters", ["cellcount.params"]),
     ("input/output", ["cellcount.io", "cellcount.csvout", "cellcount.history"]),
-    ("foundations", ["cellcount.errors", "cellcount.protocols", "cellcount.parallel", "cellcount.memory"]),
+    ("foundations", ["cellcount.errors", "cellcount.protocols", "cellcount.parallel", "cellcount.memory",
+                     "cellcount._version"]),
 ]
 """Top to bottom: a unit may import units of its own layer or of layers below it, never above."""
 

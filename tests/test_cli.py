@@ -56,7 +56,7 @@ def test_count_samples_folder(samples_run, samples_dir):
     assert settings["cellcount_version"] == cellcount.__version__
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert project["project"]["dynamic"] == ["version"]  # the package's version is the module's, in one place
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cellcount.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cellcount._version.__version__"}
     from cellcount.settingsfile import params_from_json, record_text
 
     assert json.loads(record_text({"model": "m", "params": {}}, None))["cellcount_version"] == "not recorded"

@@ -103,6 +103,11 @@ def _warn_training_images(items: Sequence[tuple[str, np.ndarray, GroundTruth]], 
         warnings.warn(card.trained_on_note(seen, len(items)), TrainingImagesWarning, stacklevel=3)
 
 
+def ran_in(pairs: list) -> str:
+    """The backends the predictions of (name, prediction, truth) ``pairs`` ran in, joined ("" where unknown)."""
+    return " + ".join(dict.fromkeys(p.backend for _, p, _ in pairs if getattr(p, "backend", None)))
+
+
 def predict_pairs(
     items: Sequence[tuple[str, np.ndarray, GroundTruth]],
     model: CountModel,

@@ -42,6 +42,7 @@ from . import (
     evaluate_predictions,
     labelled_items,
     predict_pairs,
+    ran_in,
     tune_params,
     with_read_notes,
 )
@@ -367,8 +368,6 @@ def _run(args: argparse.Namespace) -> int:
             items = [item for item in items if item[0] not in learnt]
     pairs = with_read_notes(predict_pairs(items, model, params, fast=not args.exact, backend=backend,
                                           warn_trained=False), read_notes)
-    from ..finetune.core import ran_in
-
     ran = ran_in(pairs) or None  # every record names it: bf16 and fp32 may count an object apart
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     tuned_on_these, no_gain, checked = bool(args.tune), False, False  # figures on the tuning images flatter the tuned settings

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import CellcountError, GroundTruthError, ParameterError
 from ..groundtruth import listed
+from ..models.guide import FEW_STEPS
 from .data import (
     DEFAULT_HOLDOUT,
     MIN_TRAIN_IMAGES,
@@ -85,10 +86,6 @@ DOTS_ON_MASK_NOTE = (
     "your annotations are dots: a segmentation model such as {base} learns its own outlines corrected by them, "
     "which works where cells are separate; where they touch or overlap, a density model (unet-density) learns "
     "from dots directly and usually counts better")
-
-
-FEW_STEPS = 100
-"""A time budget that buys fewer steps gets a note (vgg_cells' fine-tunes gained most within the first 300)."""
 
 
 FEW_TRAIN_IMAGES = 3
@@ -880,6 +877,8 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
     backends: dict[str, str] = {}
     if held_items:
         base_pairs = predict_pairs(held_items, model, base_params, size_model=size_model, warn_trained=False)
+        from ..evaluate import ran_in
+
         backends = {"before": ran_in(base_pairs), "after": ran_in(held_pairs)}
         rb = evaluate_predictions(base_pairs, base_params, keep_results=False)
         ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
@@ -925,11 +924,6 @@ def backends_note(backends: dict[str, str], *, base: str, name: str) -> str:
              if before == after else f" (counting {base} with --backend {before} and {name} with --backend {after} "
              "gives them again)")
     return f"{ran} for these figures; a recount with another backend may differ by an object or so per image{again}"
-
-
-def ran_in(pairs: list) -> str:
-    """The backends the predictions of (name, prediction, truth) ``pairs`` ran in, joined ("" where unknown)."""
-    return " + ".join(dict.fromkeys(p.backend for _, p, _ in pairs if getattr(p, "backend", None)))
 
 
 def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, scores: _Scores, card: ModelCard, *,

@@ -12,6 +12,10 @@ from typing import Any
 from ..io import readable_paths
 from .card import ModelCard
 
+FEW_STEPS = 100
+"""A fine-tune of fewer training steps learnt little (vgg_cells' fine-tunes gained most within the first 300, the
+benchmarks' ran 1500-3000): its run notes it, and the model guide says it beside its held-out figures."""
+
 __all__ = ["ModelGuide", "model_guide", "strengths"]
 
 
@@ -49,6 +53,8 @@ class ModelGuide:
         A fine-tuned model's scores on the user's held-out images (``holdout_after``), or {}.
     holdout_before : dict
         Its base model's scores on the same images (``holdout_before``), or {}.
+    finetune_steps : int or None
+        A fine-tuned model's training steps (None for other models, and for one that kept its base's weights).
     """
 
     name: str
@@ -64,6 +70,14 @@ class ModelGuide:
     holdout: dict[str, Any] = field(default_factory=dict)
     holdout_before: dict[str, Any] = field(default_factory=dict)
     set_size_px: float | None = None
+    finetune_steps: int | None = None
+
+    def few_steps_text(self) -> str:
+        """"trained for only 8 steps ..." for a fine-tune of fewer than :data:`FEW_STEPS` steps, else ""."""
+        if self.finetune_steps is None or self.finetune_steps >= FEW_STEPS:
+            return ""
+        return (f"trained for only {self.finetune_steps} step(s), so it learnt little beyond its re-tuned settings "
+                "(fine-tunes gain most over hundreds of steps): check it on more of your images")
 
     def size_text(self) -> str:
         """The object sizes it reads, in words (the guide's "Nucleus size" column)."""
@@ -135,7 +149,17 @@ def model_guide(card: ModelCard) -> ModelGuide:
         holdout=_section(card, "holdout_after"),
         holdout_before=_section(card, "holdout_before"),
         set_size_px=set_size,
+        finetune_steps=_finetune_steps(card),
     )
+
+
+def _finetune_steps(card: ModelCard) -> int | None:
+    """The training steps of a fine-tune whose weights the model kept, else None."""
+    t = card.training if isinstance(card.training, dict) else {}
+    steps = t.get("steps")
+    if not t.get("finetuned_from") or t.get("kept_base_weights") or not isinstance(steps, int):
+        return None
+    return steps
 
 
 def _trained_on(card: ModelCard) -> str:
