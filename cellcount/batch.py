@@ -108,6 +108,7 @@ class BatchItem:
             "model_scale": s.get("model_scale"),
             "estimated_diameter_px": s.get("estimated_diameter_px"),
             "split_used": s.get("split_used"),  # split_mode "auto": the split this image got (borders / both)
+            "inverted": s.get("inverted"),  # invert "auto": whether it was read as a bright background, inverted
             "seconds": round(self.seconds, 4),  # the whole item (reading included), not the model's share
             "settings": s.get("settings", ""),
         }
@@ -289,7 +290,8 @@ def count_many(
 
 
 COUNT_COLUMNS = ("file", "model", "backend", "count", "count_estimate", "status", "reason", "check", "check_score",
-                 "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "seconds", "settings")
+                 "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "inverted", "seconds",
+                 "settings")
 """Columns of :func:`counts_frame` (the per-image CSV)."""
 
 

@@ -515,7 +515,7 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     except (OSError, ValueError, pd.errors.ParserError) as err:
         return f"--resume: cannot read {out}: {err}"
     old = old.rename(columns={"quality_score": "check_score"})  # the column's name before 2026-12-04
-    for c in ("backend", "check", "check_score", "check_reasons", "split_used"):  # newer than some counts CSVs
+    for c in ("backend", "check", "check_score", "check_reasons", "split_used", "inverted"):  # newer than some CSVs
         if c not in old.columns:
             old[c] = ""
     if not old["backend"].astype(bool).any() and len(set(before := _previous_backends(out))) == 1:

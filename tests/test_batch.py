@@ -24,7 +24,8 @@ from cellcount.models import CLASSICAL_NAME, load_model
 
 HTML = b"<!DOCTYPE html><html><head><title>Not an image</title></head><body>404</body></html>"
 COUNTS_COLUMNS = ["file", "model", "backend", "count", "count_estimate", "status", "reason", "check", "check_score",
-                  "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "seconds", "settings"]
+                  "check_reasons", "model_scale", "estimated_diameter_px", "split_used", "inverted", "seconds",
+                  "settings"]
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +196,14 @@ def test_a_pixel_size_setting_that_replaces_a_files_own_calibration_is_flagged(c
     assert not any(said in r for r in same.quality.reasons)
     rows = counts_frame(count_many([("cal.tif", (tmp_path / "cal.tif").read_bytes())], classical, {"pixel_size_um": 0.2}))
     assert bool(rows.iloc[0]["check"]) and "replaces this file's own" in rows.iloc[0]["check_reasons"]
+
+
+def test_each_row_says_whether_its_image_was_read_as_a_bright_background(classical, samples_dir):
+    """Invert on auto decided per image and the Count page said "Image inverted: yes", but no download or record
+    did (a reproducibility audit)."""
+    items = [(n, (samples_dir / n).read_bytes()) for n in ("s01_sparse_small.png", "s08_brightfield_rgb.png")]
+    rows = counts_frame(count_many(items, classical))
+    assert rows["inverted"].tolist() == [False, True]
 
 
 def test_count_many_flags_a_blank_channel(classical):
