@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ImageReadError, ParameterError
-from .io import model_input, normalization_limits
+from .errors import CellcountError, ImageReadError, ParameterError
+from .io import model_input, normalization_limits, pixel_size_conflict, read_metadata
 from .io.files import TIFF_MAGICS
 from .io.read import main_series
 from .models import size_model_for
@@ -216,6 +216,9 @@ class BlockPlan:
     note: str | None = None
     """Why the count may not be what the user meant (only the first plane of a stack was read): the image's
     quality flag carries it, as a count in memory does."""
+    file_pixel_size_um: float | None = None
+    """The file's own calibration (OME, ImageJ), which measures the objects where the settings give none, as for an
+    image counted whole (its µm columns were left empty)."""
 
 
 @dataclass
@@ -359,6 +362,9 @@ def plan_blocks(
                                               high_pct=p.high_pct, grayscale=grayscale)
         del sample
         cores, blocks = grid(shape, block_px, overlap_px)
+        file_size = _file_pixel_size(source)
+        if conflict := pixel_size_conflict(p.pixel_size_um, file_size):  # flagged, as for an image counted whole
+            note = f"{note}; {conflict}" if note else conflict
         diameter = estimated = p.nucleus_diameter_px or None
         if diameter is None and p.auto_nucleus_size:
             mid = blocks[_sizing_block(plane, cores, blocks, p, limits, bright, grayscale)]
@@ -371,7 +377,16 @@ def plan_blocks(
     return BlockPlan(source=os.fspath(source), shape=shape, cores=cores, blocks=blocks, limits=limits, bright=bright,
                      nucleus_diameter_px=diameter, block_px=block_px, overlap_px=overlap_px,
                      regions=tuple(tuple(r) for r in regions), estimated_diameter_px=estimated,
-                     seconds=time.perf_counter() - t0, note=note)
+                     seconds=time.perf_counter() - t0, note=note, file_pixel_size_um=file_size)
+
+
+def _file_pixel_size(source: str | os.PathLike) -> float | None:
+    """A file's own pixel size in µm (:func:`cellcount.io.read_metadata`), None where it states none or cannot be
+    read so (an OME-Zarr folder)."""
+    try:
+        return read_metadata(source).pixel_size_um
+    except (CellcountError, OSError, ValueError):
+        return None
 
 
 def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
@@ -382,7 +397,8 @@ def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
     if not distance and plan.estimated_diameter_px:
         distance = auto_distance_px(plan.estimated_diameter_px)
     return params.replace(invert=plan.bright, auto_nucleus_size=False, nucleus_diameter_px=plan.nucleus_diameter_px,
-                          exclude_border=False, min_distance_px=distance)
+                          exclude_border=False, min_distance_px=distance,
+                          pixel_size_um=params.pixel_size_um or plan.file_pixel_size_um)
 
 
 def _inside(rows: np.ndarray, cols: np.ndarray, box: Box) -> np.ndarray:

@@ -902,6 +902,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     n_ok = n_err = total = n_check = total_check = 0
     failed: list[tuple[str, str]] = []
     whole: list[str] = []  # counted whole, so without region counts
+    no_labels: list[str] = []  # counted by blocks, so without a label image in --labels-dir
     if keep_counts is not None:
         n_ok = len(keep_counts)
         total = int(sum(int(float(c)) for c in keep_counts["count"] if c != ""))
@@ -985,6 +986,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                     written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
                                                ours, label_plan, model=item.result.model_name)
                     index_out.append(_index_row(item.name, written_as))
+                elif args.labels_dir and item.status == "ok" and item.result is not None:  # by blocks: none held
+                    no_labels.append(item.name)
                 if objects_out is not None:
                     published = objects_out.append(item_objects(item) if item.result is not None else []) and published
                 row = counts_frame([item], args.plane)
@@ -1051,6 +1054,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
               f"({shown}): regions are counted on TIFF and OME-Zarr images counted by blocks, those above "
               "--max-pixels; give a --max-pixels below a TIFF's pixel count to count it by blocks, and save other "
               "formats as TIFF first", file=sys.stderr)
+    if no_labels:  # an empty labels folder said nothing of why (an audit)
+        shown = ", ".join(no_labels[:3]) + (f" and {len(no_labels) - 3} more" if len(no_labels) > 3 else "")
+        print(f"note: {len(no_labels)} image(s) counted by blocks have no label image in {args.labels_dir} ({shown}): "
+              "an image above --max-pixels is counted block by block and never held whole, its labels neither; its "
+              "objects are in --objects", file=sys.stderr)
     return 1 if n_err or skipped else 0
 
 

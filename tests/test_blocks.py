@@ -100,6 +100,17 @@ def test_objects_on_block_seams_are_counted_once(tmp_path, draw_disks):
                                 block_px=150, overlap_px=32)
     np.testing.assert_allclose(um.objects["centroid_row_um"], um.objects["centroid_row"] * 0.5)
     np.testing.assert_allclose(um.objects["centroid_col_um"], um.objects["centroid_col"] * 0.5)
+    # the file's own calibration measures them as for an image counted whole (its µm columns were empty), and a
+    # setting that replaces it is flagged, as there (an audit of the units)
+    tifffile.imwrite(tmp_path / "cal.tif", image, tile=(128, 128), imagej=True, metadata={"unit": "um"},
+                     resolution=(4.0, 4.0))  # 0.25 µm pixels
+    own, _ = blocks.count_blocks(tmp_path / "cal.tif", model, {"min_area_px": 10}, block_px=150, overlap_px=32)
+    np.testing.assert_allclose(own.objects["area_um2"], own.objects["area_px"] * 0.0625)
+    assert own.params.pixel_size_um is None, "the file's calibration is no setting"
+    assert not any("replaces this file's own" in r for r in own.quality.reasons)
+    typed, _ = blocks.count_blocks(tmp_path / "cal.tif", model, {"min_area_px": 10, "pixel_size_um": 0.5},
+                                   block_px=150, overlap_px=32)
+    assert any("replaces this file's own 0.25 µm per pixel" in r for r in typed.quality.reasons)
 
 
 def test_an_image_in_blocks_is_flagged_when_one_block_is():

@@ -112,9 +112,12 @@ def test_resume_keeps_the_region_counts_of_the_images_it_keeps(tmp_path, capsys)
     (folder / "big.json").unlink()
     common = ["--model", "classical-otsu", "--max-pixels", "300000", "--no-progress", "--workers", "1",
               "--block-px", "300", "--overlap-px", "32", "--region-grid", "2x1", "--out", str(tmp_path / "c.csv")]
-    assert main(["count", str(folder), *common]) == 0
+    assert main(["count", str(folder), *common, "--labels-dir", str(tmp_path / "labels")]) == 0
     first = pd.read_csv(tmp_path / "c.regions.csv")
     assert list(first["region"]) == ["r0c0", "r1c0"]
+    # no label image for it, said (the folder held an empty index, unsaid: an audit)
+    assert "1 image(s) counted by blocks have no label image in" in capsys.readouterr().err
+    assert not list((tmp_path / "labels").glob("*.tif"))
     shutil.copy(SAMPLES / "s01_sparse_small.png", folder / "small.png")  # under the cap: counted whole
     capsys.readouterr()
     assert main(["count", str(folder), *common, "--resume"]) == 0
