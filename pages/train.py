@@ -201,7 +201,7 @@ def show_result(s: JobSnapshot) -> None:
     sh.dataframe(summary, column_config=sh.number_formats(summary.columns[1:], "%.2f"))
     if ran := backends_note(getattr(res, "holdout_backends", {}), base=s.base,
                             name="the fine-tuned weights" if kept else res.name):
-        st.caption(ran[0].upper() + ran[1:] + ".")
+        st.caption(f"Backends: {ran}.")  # never capitalised: it may begin with a model's name ("unet-density")
     if "f1" in res.before and model_kind(s.base) == "density":
         st.caption(sh.DENSITY_PEAKS_NOTE)
     if res.paired:
@@ -441,7 +441,8 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
         sh.download_button("Points CSV", annotate.points_csv(pts), f"{sh.stem(name)}_points.csv", "text/csv",
                            key=f"{P}_points_csv", help="x,y per dot: reads back as this image's ground truth "
                            "here, on Evaluate and in `python -m cellcount.finetune`.")
-        st.caption(f"{w} × {h} px, shown {zoom:g}× enlarged." if zoom > 1 else f"{w} × {h} px.")
+        # drawn as wide as the column, whatever zoom the picture was sent at: no factor that the screen belies
+        st.caption(f"{w} × {h} px" + (", enlarged to the column's width (pixels kept sharp)." if zoom > 1 else "."))
 
 
 # --------------------------------------------------------------------------------------------------

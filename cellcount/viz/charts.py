@@ -271,7 +271,9 @@ def training_curve(history: pd.DataFrame, *, step_col: str = "step") -> go.Figur
             # one decimal: ticks read 5.425, 4.592, 3.76 (a tester)
             yaxis2=dict(title="validation MAE (cells)", overlaying="y", side="right", showgrid=False, tickformat=".1f")
         )
-    return _chart_layout(fig, title=None, xtitle="step", ytitle="loss", height=300)
+    fig = _chart_layout(fig, title=None, xtitle="step", ytitle="loss", height=300)
+    fig.update_xaxes(tickformat="d")  # whole steps: a short run's axis read 1.5, 2.5 (a tester)
+    return fig
 
 
 ERROR_SORTS = ("error", "abs_error", "file", "true")
