@@ -27,6 +27,7 @@ from .io.read import planes_as_channels, unapplied_plane_note
 from .measure import MICRON_COLUMNS
 from .models import size_model_for
 from .models.base import CountModel
+from .params import measuring_by_file
 from .pipeline import CountParams, CountResult, count_image, resolve_params
 from .quality import with_note
 
@@ -169,11 +170,9 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
         # a channel selected while reading is counted as the (H, W) plane it gave
         image_params = p.replace(channel=None) if channel is not None else p
         meta = read_metadata(src)
-        if p.pixel_size_um is None:  # the file's calibration
-            if meta.pixel_size_um:
-                image_params = image_params.replace(pixel_size_um=meta.pixel_size_um)
-            elif meta.pixel_note:  # said, not flagged: the count is sound, only its µm columns are left empty
-                logger.warning("%s: %s", name, meta.pixel_note)
+        image_params = measuring_by_file(image_params, meta.pixel_size_um)
+        if p.pixel_size_um is None and not meta.pixel_size_um and meta.pixel_note:
+            logger.warning("%s: %s", name, meta.pixel_note)  # said, not flagged: only its µm columns are left empty
         elif conflict := pixel_size_conflict(p.pixel_size_um, meta.pixel_size_um):  # flagged: its µm figures are off
             notes.append(conflict)
         return image, "; ".join(notes) or None, image_params, page if planes is not None else None

@@ -44,7 +44,7 @@ from .io.files import TIFF_MAGICS
 from .io.read import main_series
 from .models import size_model_for
 from .models.base import CountModel
-from .params import auto_distance_px
+from .params import auto_distance_px, measuring_by_file
 from .pipeline import CountParams, CountResult, nothing_found, postprocess, predict, resolve_params
 from .postprocess import MIN_TOUCH_OBJECTS
 from .postprocess import density_count as map_integral
@@ -218,7 +218,7 @@ class BlockPlan:
     quality flag carries it, as a count in memory does."""
     file_pixel_size_um: float | None = None
     """The file's own calibration (OME, ImageJ), which measures the objects where the settings give none, as for an
-    image counted whole (its µm columns were left empty)."""
+    image counted whole."""
 
 
 @dataclass
@@ -396,9 +396,9 @@ def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
     distance = params.min_distance_px
     if not distance and plan.estimated_diameter_px:
         distance = auto_distance_px(plan.estimated_diameter_px)
-    return params.replace(invert=plan.bright, auto_nucleus_size=False, nucleus_diameter_px=plan.nucleus_diameter_px,
-                          exclude_border=False, min_distance_px=distance,
-                          pixel_size_um=params.pixel_size_um or plan.file_pixel_size_um)
+    return measuring_by_file(params, plan.file_pixel_size_um).replace(
+        invert=plan.bright, auto_nucleus_size=False, nucleus_diameter_px=plan.nucleus_diameter_px, exclude_border=False,
+        min_distance_px=distance)
 
 
 def _inside(rows: np.ndarray, cols: np.ndarray, box: Box) -> np.ndarray:

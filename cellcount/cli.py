@@ -615,7 +615,8 @@ def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
 
 def _without_labels(labels_dir: Path, files: set[str]) -> set[str]:
     """Which of ``files`` (CSV cells) the label folder's index names no existing label image for: an earlier run
-    without --labels-dir, resumed with it, wrote labels for the new images only, without a word (a tester)."""
+    without --labels-dir, resumed with it, wrote labels for the new images only. An index row with no label file is
+    an image counted by blocks, which has none: not counted again for it."""
     import pandas as pd
 
     from .batch import LABELS_INDEX
@@ -624,7 +625,7 @@ def _without_labels(labels_dir: Path, files: set[str]) -> set[str]:
     try:
         index = pd.read_csv(labels_dir / LABELS_INDEX, dtype=str, keep_default_na=False)
         has = {f for f, lab in zip(index["file"], index["labels_file"], strict=True)
-               if lab and (labels_dir / unescape_cell(lab)).is_file()}
+               if not lab or (labels_dir / unescape_cell(lab)).is_file()}
     except (OSError, ValueError, KeyError, pd.errors.ParserError):
         has = set()
     return files - has
@@ -988,6 +989,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                     index_out.append(_index_row(item.name, written_as))
                 elif args.labels_dir and item.status == "ok" and item.result is not None:  # by blocks: none held
                     no_labels.append(item.name)
+                    index_out.append(_index_row(item.name, ""))  # none, on purpose: --resume keeps its row
                 if objects_out is not None:
                     published = objects_out.append(item_objects(item) if item.result is not None else []) and published
                 row = counts_frame([item], args.plane)
@@ -1032,9 +1034,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     if not args.quiet:
         what = ("(density integrals; the objects CSV lists its peaks, approximate centres)"
                 if model.output_kind == "density" else "objects")
-        # a resumed run's file holds the earlier rows too: "counted 2/2" after "0 to go" read as counted again
+        # a resumed run's file holds the earlier rows too: said apart from those counted now
+        kept = len(keep_counts) if keep_counts is not None else 0
         counted = (f"counted {n_ok}/{n_rows + len(skipped)} images" if not done else
-                   f"counted {len(todo)} more image(s) ({len(done)} kept from before): {n_ok}/{n_rows + len(skipped)} counted")
+                   f"counted {n_ok - kept} of the {len(todo)} image(s) left ({kept} kept from before): "
+                   f"{n_ok}/{n_rows + len(skipped)} counted")
         print(f"{counted} with {model.name}: total {total} {what} -> {args.out}"
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons), {total_check} of the "
                  "total in them" if n_check else "")
@@ -1054,7 +1058,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
               f"({shown}): regions are counted on TIFF and OME-Zarr images counted by blocks, those above "
               "--max-pixels; give a --max-pixels below a TIFF's pixel count to count it by blocks, and save other "
               "formats as TIFF first", file=sys.stderr)
-    if no_labels:  # an empty labels folder said nothing of why (an audit)
+    if no_labels:  # else an empty labels folder says nothing of why
         shown = ", ".join(no_labels[:3]) + (f" and {len(no_labels) - 3} more" if len(no_labels) > 3 else "")
         print(f"note: {len(no_labels)} image(s) counted by blocks have no label image in {args.labels_dir} ({shown}): "
               "an image above --max-pixels is counted block by block and never held whole, its labels neither; its "

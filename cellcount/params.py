@@ -463,6 +463,14 @@ CountParams = dataclasses.make_dataclass(
 CountParams.__module__ = __name__  # pickled by reference (Streamlit caches, worker processes)
 
 
+def measuring_by_file(params: CountParams, file_pixel_size_um: float | None) -> CountParams:
+    """``params`` to measure one file's objects with: its own pixel size (OME, ImageJ) where the settings give none.
+    It measures, it is no setting: a batch's settings keep the size given (or none) for the other files."""
+    if params.pixel_size_um is None and file_pixel_size_um:
+        return params.replace(pixel_size_um=file_pixel_size_um)
+    return params
+
+
 def channel_for_image(params: CountParams, n_channels: int) -> tuple[CountParams, str | None]:
     """``params`` as they apply to an image of ``n_channels`` channels, and a note when that differs: a channel
     chosen for multi-channel images does not apply to a one-channel image (a DAPI-only file in a folder of

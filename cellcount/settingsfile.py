@@ -99,8 +99,11 @@ FILE_KEYS = ("model", "model_sha256", "out", "params", "plane", "blocks", "backe
 
 
 def _check_beside_params(data: dict[str, Any]) -> None:
-    """Refuse a key beside ``params`` that no settings file has: a setting put there by hand (``"min_area_px"``
-    beside ``params`` is not read, so the card's value would count in silence) or a misspelt one."""
+    """Refuse a key beside ``params`` that is a setting put there by hand (``"min_area_px"`` beside ``params`` is not
+    read, so the card's value would count in silence) or a misspelt setting or file key (``"treshold"``, ``"plain"``).
+    Other keys are a later version's records (as ``cellcount_version`` was to 0.2.0, which refused it): read past."""
+    import difflib
+
     from .params import LEGACY_KEYS, PARAM_NAMES
 
     if "data" in data and "split" in data:  # evaluate's summary (--json): its settings, beside its figures
@@ -111,8 +114,9 @@ def _check_beside_params(data: dict[str, Any]) -> None:
         if key in PARAM_NAMES or key in LEGACY_KEYS:
             raise ParameterError(f'the setting "{key}" stands beside "params", where it is not read: move it into '
                                  '"params"')
-        raise ParameterError(f'unknown key "{key}": a settings file holds "model", "params" and "plane" (settings '
-                             'go inside "params", by the names `cellcount count --help` lists)')
+        if difflib.get_close_matches(key, [*FILE_KEYS, *PARAM_NAMES, *LEGACY_KEYS], n=1, cutoff=0.8):
+            raise ParameterError(f'unknown key "{key}": a settings file holds "model", "params" and "plane" (settings '
+                                 'go inside "params", by the names `cellcount count --help` lists)')
 
 
 def model_from_json(text: str | bytes) -> str | None:
@@ -186,16 +190,16 @@ def _named(path: str | os.PathLike, parse: Any) -> Any:
 
 def settings_text(model_name: str, params: CountParams | dict[str, Any], output_kind: str | None, *,
                   model_sha256: str | None = None, plane: int | str | None = None, backend: str | None = None,
-                  version: str | None = None) -> str:
+                  version: str | None = "") -> str:
     """A settings file's text: the model, its weights' sha256 (counting with weights replaced since warns), the
     settings that act for ``output_kind`` (a density model's file naming a threshold contradicts a count that no
     threshold changes; None: every one given), the ``plane`` of z-stacks when one was chosen and the ``backend`` a
-    recorded run used, with the ``version`` of cellcount that counted (default: this one)."""
+    recorded run used, with the ``version`` of cellcount that counted ("": this one; None: not known, left out)."""
     from ._version import __version__
 
     values = params.acting(output_kind) if isinstance(params, CountParams) else acting_settings(params, output_kind)
     return json.dumps({"model": model_name, **({"model_sha256": model_sha256} if model_sha256 else {}),
-                       "cellcount_version": version or __version__,
+                       **({} if version is None else {"cellcount_version": version or __version__}),
                        "params": values, **({} if plane is None else {"plane": check_plane(plane)}),
                        **({"backend": backend} if backend else {})}, indent=2)
 
@@ -208,7 +212,7 @@ def record_text(record: dict[str, Any], output_kind: str | None) -> str:
     return settings_text(str(record.get("model", "")), record.get("params") or {}, output_kind,
                          model_sha256=record.get("model_sha256") or None, plane=record.get("plane"),
                          backend=backend if isinstance(backend, str) else None,
-                         version=str(record.get("cellcount_version") or "not recorded"))
+                         version=str(record["cellcount_version"]) if record.get("cellcount_version") else None)
 
 
 def save(path: str | os.PathLike, model: CountModel, params: CountParams | dict[str, Any] | None = None, *,

@@ -274,8 +274,9 @@ def channel_note(params: cc.CountParams, image: np.ndarray) -> str | None:
 def with_file_pixel_size(params: cc.CountParams, source: Source, image: np.ndarray) -> cc.CountParams:
     """``params`` to measure ``source``'s objects with: its file's pixel size where the settings give none, as
     Batch and the CLI measure (never stored as a setting: another file has its own)."""
-    size = file_metadata(source, image).pixel_size_um
-    return params.replace(pixel_size_um=size) if params.pixel_size_um is None and size else params
+    from cellcount.params import measuring_by_file
+
+    return measuring_by_file(params, file_metadata(source, image).pixel_size_um)
 
 
 @st.cache_data(max_entries=24, ttl=CACHE_TTL_S, show_spinner=False)
@@ -324,13 +325,14 @@ def requested_backend() -> str:
         return "auto"
 
 
-def backend_in_use(model: cc.models.CountModel) -> str | None:
-    """The backend the session's counts with ``model`` run in (for the records: bf16 and fp32 counts may differ by
-    an object); None for a model without a network, or where it cannot be told."""
+def backend_in_use(model: cc.models.CountModel, requested: str | None = None) -> str | None:
+    """The backend counts with ``model`` run in when ``requested`` (default: the session's choice) is asked for (for
+    the records: bf16 and fp32 counts may differ by an object); None for a model without a network, or where it
+    cannot be told."""
     if not isinstance(model, cc.models.NetModel):
         return None
     try:
-        return model.backend_in_use(requested_backend())[0]
+        return model.backend_in_use(requested or requested_backend())[0]
     except cc.CellcountError:
         return None
 

@@ -290,22 +290,13 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
         # from the job's own model: the model may have been deleted on the Models page while the batch ran
         "settings": ((None if claimed else st.session_state.pop(f"{JOB}_settings", None))
                      or sh.settings_json(job.model.name, job.params, job.options.get("page"),
-                                         output_kind=job.model.output_kind, backend=job_backend(job))),
+                                         output_kind=job.model.output_kind,
+                                         backend=sh.backend_in_use(job.model, job.options.get("backend") or "auto"))),
         "model": job.model.name,
         "density": job.model.output_kind == "density",
         "note": note,
         "name_notes": [] if claimed else st.session_state.pop(f"{JOB}_notes", []),
     }
-
-
-def job_backend(job: BatchJob) -> str | None:
-    """The backend ``job`` counted in (the session that started it chose it), None without a network."""
-    if not isinstance(job.model, cc.models.NetModel):
-        return None
-    try:
-        return job.model.backend_in_use(job.options.get("backend") or "auto")[0]
-    except cc.CellcountError:
-        return None
 
 
 def images_progress(job: BatchJob, s) -> tuple[int, int]:

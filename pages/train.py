@@ -482,8 +482,8 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
                 stand_in.append(f"{short_name(name)} ({len(pts)} clicked)")
     if stand_in:
         st.warning(f"The annotation files of {'; '.join(stand_in[:5])}{' …' if len(stand_in) > 5 else ''} could not be "
-                   "used (above), so the dots you clicked on it are used instead: every cell without a dot is taught "
-                   "as background. Upload one right annotation file for it, or dot all its cells below.",
+                   "used (above), so the dots you clicked on each are used instead: every cell without a dot is taught "
+                   "as background. Upload one right annotation file for each, or dot all its cells below.",
                    icon=":material/warning:")
     return items
 

@@ -315,3 +315,37 @@ def test_a_machine_whose_threads_never_get_their_cores_stops_timing_after_a_few_
     assert entry["busy"] is False and entry["busy_timings"] == autotune.MAX_BUSY_TIMINGS
     assert choose(path, starved, candidates=("bf16", "onnxruntime"))[0].reason == "cached"
     assert len(starved.calls) == autotune.MAX_BUSY_TIMINGS
+
+
+def test_calls_sharing_the_process_with_other_work_count_as_busy_and_no_load_average_times_again(tmp_path,
+                                                                                                 monkeypatch):
+    """A batch thread of the app running during the timing inflates the process's CPU time past its threads' (a
+    review); where the system has no load average (Windows) a busy timing was never timed again."""
+    path = tmp_path / "backends.json"
+    choose(path, SharedTimer({"bf16": 0.9, "onnxruntime": 0.5}, share=1.6), candidates=("bf16", "onnxruntime"))
+    assert next(iter(json.loads(path.read_text()).values()))["busy"] is True
+    monkeypatch.setattr(autotune, "load_per_core", lambda: None)
+    again, _ = choose(path, SharedTimer({"bf16": 0.27, "onnxruntime": 0.5}, share=0.95),
+                      candidates=("bf16", "onnxruntime"))
+    assert (again.backend, again.reason) == ("bf16", "measured")
+
+
+def test_a_damaged_busy_count_is_timed_again_not_a_crash(tmp_path):
+    path = tmp_path / "backends.json"
+    choose(path, SharedTimer({"bf16": 0.3, "onnxruntime": 0.5}, share=0.4), candidates=("bf16", "onnxruntime"))
+    entries = json.loads(path.read_text())
+    next(iter(entries.values()))["busy_timings"] = None
+    path.write_text(json.dumps(entries))
+    choice, _ = choose(path, SharedTimer({"bf16": 0.3, "onnxruntime": 0.5}, share=0.95), candidates=("bf16", "onnxruntime"))
+    assert choice.reason == "measured"
+
+
+def test_the_command_lines_offer_exactly_the_backends_there_are():
+    """The parsers name the choices without importing torch (a fast --help); they must stay the library's."""
+    from cellcount.evaluate.cli import build_parser as evaluate_parser
+
+    def offered(parser):
+        return tuple(next(a for a in parser._actions if a.dest == "backend").choices)
+
+    count = next(a for a in build_parser()._actions if a.dest == "command").choices["count"]
+    assert offered(count) == CHOICES and offered(evaluate_parser()) == CHOICES

@@ -112,7 +112,8 @@ def test_resume_keeps_the_region_counts_of_the_images_it_keeps(tmp_path, capsys)
     (folder / "big.json").unlink()
     common = ["--model", "classical-otsu", "--max-pixels", "300000", "--no-progress", "--workers", "1",
               "--block-px", "300", "--overlap-px", "32", "--region-grid", "2x1", "--out", str(tmp_path / "c.csv")]
-    assert main(["count", str(folder), *common, "--labels-dir", str(tmp_path / "labels")]) == 0
+    labels = ["--labels-dir", str(tmp_path / "labels")]
+    assert main(["count", str(folder), *common, *labels]) == 0
     first = pd.read_csv(tmp_path / "c.regions.csv")
     assert list(first["region"]) == ["r0c0", "r1c0"]
     # no label image for it, said (the folder held an empty index, unsaid: an audit)
@@ -120,9 +121,12 @@ def test_resume_keeps_the_region_counts_of_the_images_it_keeps(tmp_path, capsys)
     assert not list((tmp_path / "labels").glob("*.tif"))
     shutil.copy(SAMPLES / "s01_sparse_small.png", folder / "small.png")  # under the cap: counted whole
     capsys.readouterr()
-    assert main(["count", str(folder), *common, "--resume"]) == 0
+    assert main(["count", str(folder), *common, *labels, "--resume"]) == 0
     err = capsys.readouterr().err
     assert "1 image(s) were counted whole, not by blocks, so they have no region counts" in err
+    # the image counted by blocks has no label image on purpose: kept, not counted again at every resume (a review)
+    assert "have no label image in" not in err and "1 image(s) already counted with these settings, 1 to go" in err
+    assert [p.name for p in (tmp_path / "labels").glob("*.tif")] == ["small_labels.tif"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "c.regions.csv"), first)
     assert len(pd.read_csv(tmp_path / "c.csv")) == 2
     # another grid: everything counted again, never two grids in one regions CSV

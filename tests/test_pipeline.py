@@ -104,8 +104,16 @@ def test_bad_settings_json_raises(text):
         params_from_json(text)
 
 
+def test_a_later_versions_record_beside_params_is_read_past():
+    """0.2.0 refused files of the next version for its "cellcount_version" key: a key that is no setting and no
+    misspelling of one is read past."""
+    text = json.dumps({"model": CLASSICAL_NAME, "params": {"threshold": 0.5}, "written_on": "a later version"})
+    assert params_from_json(text) == {"threshold": 0.5}
+
+
 @pytest.mark.parametrize("extra, says", [({"min_area_px": 150}, 'move it into "params"'),
-                                         ({"treshold": 0.3}, 'unknown key "treshold"')])
+                                         ({"treshold": 0.3}, 'unknown key "treshold"'),
+                                         ({"plain": "max"}, 'unknown key "plain"')])
 def test_a_setting_beside_params_is_refused_not_ignored(extra, says, tmp_path):
     """A setting written by hand beside "params" was not read: the run counted with the card's value, exit 0."""
     from cellcount.settingsfile import params_from_file

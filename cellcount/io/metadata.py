@@ -50,8 +50,8 @@ def pixel_size_conflict(setting_um: float | None, file_um: float | None) -> str 
     if not setting_um or not file_um or abs(setting_um - file_um) <= SQUARE_TOLERANCE * file_um:
         return None
     return (f"the Pixel size setting ({setting_um:g} µm) replaces this file's own {file_um:g} µm per pixel: its µm "
-            f"columns use {setting_um:g} (areas {(setting_um / file_um) ** 2:.3g}x the file's); set Pixel size to 0 "
-            "(unknown) to measure each file by its own calibration")
+            f"columns use {setting_um:g} (areas {(setting_um / file_um) ** 2:.3g}x the file's); leave Pixel size unset "
+            "(0 in the app, no --pixel-size-um, null in a settings file) to measure each file by its own calibration")
 
 
 def _square(width_um: float | None, height_um: float | None) -> tuple[float | None, str]:

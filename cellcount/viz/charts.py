@@ -272,7 +272,7 @@ def training_curve(history: pd.DataFrame, *, step_col: str = "step") -> go.Figur
             yaxis2=dict(title="validation MAE (cells)", overlaying="y", side="right", showgrid=False, tickformat=".1f")
         )
     fig = _chart_layout(fig, title=None, xtitle="step", ytitle="loss", height=300)
-    # whole steps: a short run's axis read 1.5, 2.5 (a tester); one tick per step where there are few
+    # whole steps (plotly's own ticks of a short run fall on halves); one tick per step where there are few
     few = len(history) and float(history[step_col].max()) - float(history[step_col].min()) <= 10
     fig.update_xaxes(tickformat="d", **({"dtick": 1} if few else {}))
     return fig
