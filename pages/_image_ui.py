@@ -437,7 +437,7 @@ def image_caption(source: Source, image: np.ndarray, page: int | str | None = No
         text += f" · ground truth {source.truth} cells"
     meta = file_metadata(source, image)
     if meta.pixel_size_um:
-        text += f" · {meta.pixel_size_um:g} µm per pixel (the file's; the Pixel size setting replaces it)"
+        text += f" · {meta.pixel_size_um:g} µm per pixel (the file's: it measures the objects unless Pixel size is set)"
     elif meta.pixel_note:
         text += f" · {meta.pixel_note}"
     return text

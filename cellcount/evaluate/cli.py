@@ -457,7 +457,7 @@ def _run(args: argparse.Namespace) -> int:
         line += (f" precision={s['precision']:.3f} recall={s['recall']:.3f} {how}={s['f1']:.3f}"
                  f"{over(s.get('f1_n'), 'with label images, masks or points as truth')}")
     line += (f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, "
-             f"{1000 * rep.per_image['model_seconds'].median():.0f} ms/image (median)")
+             f"{1000 * rep.per_image['model_seconds'].median():.0f} ms/image (median)" + (f", {ran}" if ran else ""))
     print(line)
     if tuned_on_these:
         print("note: these figures are on the images the settings were tuned on, so they flatter them; "
