@@ -373,7 +373,8 @@ def labels_zip(items: Iterable[BatchItem]) -> bytes:
                 k += 1
                 out = f"{stem}_{k}_labels.tif"
             seen.add(out)
-            zf.writestr(out, labels_to_tiff_bytes(it.result.labels, model=it.result.model_name))
+            zf.writestr(out, labels_to_tiff_bytes(it.result.labels, model=it.result.model_name,
+                                                  pixel_size_um=it.result.pixel_size_um))
             index.append({"file": it.name, "labels_file": out})
         if index:
             zf.writestr(LABELS_INDEX, csv_bytes(pd.DataFrame(index)))

@@ -489,6 +489,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         quality=nothing_found(_noted(_noted(combine_quality([part.quality for part in parts]), plan.note),
                                      _mixed_split_note(parts)), count, dropped=sum(rejected.values())),
         split_used=_splits_used(parts), backend=_joined({part.backend for part in parts}),
+        pixel_size_um=block_params(plan, params).pixel_size_um,
     )
     rows = []
     for name, r0, c0, r1, c1 in plan.regions:

@@ -701,7 +701,8 @@ def _index_row(name: str, labels_file: str):
 
 
 def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path],
-                  ours: set[str] = frozenset(), planned: dict[str, str] | None = None, model: str | None = None) -> str:
+                  ours: set[str] = frozenset(), planned: dict[str, str] | None = None, model: str | None = None,
+                  pixel_size_um: float | None = None) -> str:
     """``<stem>_labels.tif`` in ``labels_dir``, numbered when taken: by another image of this run (a.png and
     a.tif, sub1/a and sub2/a), an input, or a file there that no earlier run wrote (``ours``: the user's own
     ground truth, say); its name."""
@@ -711,7 +712,7 @@ def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs
     out_name = planned.get(name) if planned else None
     out_name = out_name or _free_label_name(labels_dir, name, written, inputs, ours)
     written.add(out_name)
-    atomic_write_bytes(labels_dir / out_name, labels_to_tiff_bytes(labels, model=model))
+    atomic_write_bytes(labels_dir / out_name, labels_to_tiff_bytes(labels, model=model, pixel_size_um=pixel_size_um))
     return out_name
 
 
@@ -985,7 +986,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                         whole.append(item.name)
                 if args.labels_dir and item.result is not None and item.result.labels is not None:
                     written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
-                                               ours, label_plan, model=item.result.model_name)
+                                               ours, label_plan, model=item.result.model_name,
+                                               pixel_size_um=item.result.pixel_size_um)
                     index_out.append(_index_row(item.name, written_as))
                 elif args.labels_dir and item.status == "ok" and item.result is not None:  # by blocks: none held
                     no_labels.append(item.name)

@@ -155,6 +155,9 @@ class CountResult:
     """Whether this count may be wrong ("check this image"), with the reasons (:mod:`cellcount.quality`)."""
     min_distance_px: int | None = None
     """Mask models: the split distance used (``params.min_distance_px``, or what 0 = auto made of it)."""
+    pixel_size_um: float | None = None
+    """The pixel size (µm) its µm columns were measured with, and its label image is calibrated by: the setting's,
+    else the file's own (a batch's ``params`` keep the setting alone)."""
     split_used: str | None = None
     """``split_mode="auto"``: the split it chose for this image ("borders" or "both")."""
     touching_share: float | None = None
@@ -491,7 +494,7 @@ def postprocess(
         return CountResult(
             model_name=prediction.model_name, output_kind="density", count=int(round(estimate)),
             count_estimate=estimate, labels=None, rejected=None, probability=None, density=density,
-            peaks=peaks, objects=objects, params=params,
+            peaks=peaks, objects=objects, params=params, pixel_size_um=params.pixel_size_um,
             seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
             inverted=prediction.inverted, model_scale=prediction.model_scale,
             estimated_diameter_px=prediction.estimated_diameter_px, backend=prediction.backend,
@@ -532,7 +535,7 @@ def postprocess(
     return CountResult(
         model_name=prediction.model_name, output_kind="mask", count=count, count_estimate=estimate,
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,
-        objects=objects if objects is not None else pd.DataFrame(), params=params,
+        objects=objects if objects is not None else pd.DataFrame(), params=params, pixel_size_um=params.pixel_size_um,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
         inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,

@@ -231,7 +231,8 @@ def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None 
         files.append(("Objects CSV", lambda: sh.csv_bytes(objects_table(result, source.name)),
                       f"{s}_objects.csv", "text/csv", "objects", None))
     if result.labels is not None:
-        files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels, model=result.model_name), f"{s}_labels.tif",
+        files.append(("Label image (TIFF)", lambda: labels_to_tiff_bytes(result.labels, model=result.model_name,
+                                                                         pixel_size_um=result.pixel_size_um), f"{s}_labels.tif",
                       "image/tiff", "labels", "Kept objects 1..N; 16-bit when N < 65,536, else 32-bit."))
     if result.labels is not None and image is not None and view:
         files.append(("Outlines (PNG)", lambda: overlay_png(image, result, view), f"{s}_outlines.png", "image/png",
@@ -314,9 +315,8 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     elif tab in ("Areas", "Centres"):
         if result.output_kind == "mask" and len(result.objects):
             p = result.params
-            measured_by = sh.with_file_pixel_size(p, source, image).pixel_size_um  # the file's, as the table's µm²
-            st.plotly_chart(
-                viz.area_histogram(result.objects, pixel_size_um=measured_by, min_area_px=p.min_area_px,
+            st.plotly_chart(  # in the µm² of the table: the setting's pixel size, else the file's
+                viz.area_histogram(result.objects, pixel_size_um=result.pixel_size_um, min_area_px=p.min_area_px,
                                    max_area_px=p.max_area_px),
                 key=f"{P}_area_fig",
             )

@@ -194,6 +194,13 @@ def test_a_pixel_size_setting_that_replaces_a_files_own_calibration_is_flagged(c
     assert typed.quality.flag and any(f"{said} 0.5 µm per pixel" in r for r in typed.quality.reasons)
     same = count_file(tmp_path / "cal.tif", classical, {"pixel_size_um": 0.5})
     assert not any(said in r for r in same.quality.reasons)
+    # the label image carries the calibration its objects were measured with, so Fiji opens it measured alike
+    from cellcount.io import labels_to_tiff_bytes
+
+    assert (own.pixel_size_um, typed.pixel_size_um, own.params.pixel_size_um) == (0.5, 0.2, None)
+    page = tifffile.TiffFile(io.BytesIO(labels_to_tiff_bytes(own.labels, model=classical.name,
+                                                              pixel_size_um=own.pixel_size_um))).pages[0]
+    assert page.tags["XResolution"].value == (20000, 1) and page.tags["ResolutionUnit"].value == 3  # px per cm
     rows = counts_frame(count_many([("cal.tif", (tmp_path / "cal.tif").read_bytes())], classical, {"pixel_size_um": 0.2}))
     assert bool(rows.iloc[0]["check"]) and "replaces this file's own" in rows.iloc[0]["check_reasons"]
 

@@ -1180,3 +1180,12 @@ def test_resume_says_when_the_same_files_are_named_otherwise_than_before(small_f
                  "--resume"]) == 0
     said = f"2 of them are the same files named otherwise before ({small_folder.name}/a.png, now {small_folder}/a.png)"
     assert said in capsys.readouterr().err
+
+
+def test_label_images_carry_the_pixel_size_their_objects_were_measured_with(samples_dir, tmp_path):
+    """The label TIFFs said 1 pixel per unit: Fiji opened them uncalibrated beside a calibrated image (an audit)."""
+    labels = tmp_path / "labels"
+    assert main(["count", str(samples_dir / "s01_sparse_small.png"), "--model", CLASSICAL_NAME, "--pixel-size-um",
+                 "0.25", "--out", str(tmp_path / "c.csv"), "--labels-dir", str(labels), "--no-progress", "-q"]) == 0
+    page = tifffile.TiffFile(labels / "s01_sparse_small_labels.tif").pages[0]
+    assert page.tags["XResolution"].value == (40000, 1) and page.tags["ResolutionUnit"].value == 3  # px per cm

@@ -14,7 +14,7 @@ PREDICTION_TAG = "cellcount prediction"
 own count (:class:`cellcount.groundtruth.PredictedLabelsWarning`), unless someone corrected it."""
 
 
-def labels_to_tiff_bytes(labels: np.ndarray, *, model: str | None = None) -> bytes:
+def labels_to_tiff_bytes(labels: np.ndarray, *, model: str | None = None, pixel_size_um: float | None = None) -> bytes:
     """Encode a label image as a zlib-compressed TIFF; described as a model's prediction (:data:`PREDICTION_TAG`)
     when ``model`` is given.
 
@@ -25,6 +25,9 @@ def labels_to_tiff_bytes(labels: np.ndarray, *, model: str | None = None) -> byt
     model : str, optional
         The model that counted them: the TIFF then says they are its prediction, and reading it back as ground
         truth warns. Without it (labels drawn or corrected by hand) the file is plain.
+    pixel_size_um : float, optional
+        The image's pixel size: written as the TIFF's resolution (pixels per cm), which Fiji reads as the
+        calibration, so the labels open measured like their image.
 
     Returns
     -------
@@ -47,5 +50,8 @@ def labels_to_tiff_bytes(labels: np.ndarray, *, model: str | None = None) -> byt
     out_dtype = np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32
     buf = io.BytesIO()
     tag = {"description": f"{PREDICTION_TAG}: objects counted by the model {model}"} if model else {}
+    if pixel_size_um:
+        per_cm = 1e4 / float(pixel_size_um)
+        tag.update(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
     tifffile.imwrite(buf, arr.astype(out_dtype), compression="zlib", photometric="minisblack", metadata=None, **tag)
     return buf.getvalue()
