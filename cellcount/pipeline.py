@@ -294,8 +294,7 @@ def predict(
         elif density:  # the size is read off the density model's own map
             estimated, tolerance = density_nucleus_diameter(maps[density[0]]), RESCALE_TOLERANCE
         else:
-            size = estimate_nucleus_size(norm, maps[0], size_model, fast=fast, backend=backend,
-                                         border_prob=maps[1] if len(maps) > 1 else None)
+            size = estimate_nucleus_size(norm, maps[0], size_model, fast=fast, backend=backend)
             estimated, tolerance = size.diameter, AUTO_RESCALE_TOLERANCE
         scale = model_scale(model, estimated, norm.shape, tolerance=tolerance)
         if scale != 1.0:

@@ -97,33 +97,25 @@ def size_window(foreground: np.ndarray, window: int | None = None, *,
 
 def estimate_nucleus_diameter(
     image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
-    backend: str | None = None, border_prob: np.ndarray | None = None,
+    backend: str | None = None,
 ) -> float | None:
     """Typical nucleus diameter (px): :func:`estimate_nucleus_size`'s ``diameter``."""
-    return estimate_nucleus_size(image_norm, foreground_prob, size_model, fast=fast, backend=backend,
-                                 border_prob=border_prob).diameter
+    return estimate_nucleus_size(image_norm, foreground_prob, size_model, fast=fast, backend=backend).diameter
 
 
 @dataclass(frozen=True)
 class SizeEstimate:
     """What the size model saw: the ``diameter`` (px, None when too little foreground or count), its
-    ``count`` (the density integral, an independent second count) over the ``window`` it read, at ``scale``."""
+    ``count`` (the density integral, an independent second count) over the ``window`` it read."""
 
     diameter: float | None
     count: float
     window: tuple[slice, slice]
-    scale: float = 1.0
-
-
-LARGE_NUCLEUS_PX = 24.0
-"""Probe (docs/RESULTS.md, "Sizing large nuclei at half resolution"): nuclei at least this wide (px), by the mask
-model's own objects and by a half-resolution pass of the size model, are sized at half resolution."""
-LARGE_NUCLEUS_SCALE = 0.5
 
 
 def estimate_nucleus_size(
     image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
-    backend: str | None = None, border_prob: np.ndarray | None = None,
+    backend: str | None = None,
 ) -> SizeEstimate:
     """Typical nucleus diameter (px) of a normalised image: :func:`area_count_size` of the mask model's
     first-pass foreground and ``size_model``'s density (a density model: the caller passes the one the mask
@@ -141,30 +133,11 @@ def estimate_nucleus_size(
     m = SIZE_WINDOW_MARGIN_PX
     ctx_rows = slice(max(0, rows.start - m), min(fg.shape[0], rows.stop + m))
     ctx_cols = slice(max(0, cols.start - m), min(fg.shape[1], cols.stop + m))
-    context = np.ascontiguousarray(image_norm[ctx_rows, ctx_cols])
-    inner = (slice(rows.start - ctx_rows.start, rows.stop - ctx_rows.start),
-             slice(cols.start - ctx_cols.start, cols.stop - ctx_cols.start))
-    border = None if border_prob is None else border_prob[rows, cols]
-    own = objects_diameter(fg[rows, cols], border)
-    if own is not None and own >= LARGE_NUCLEUS_PX:
-        small = size_model.predict_maps(resize_image(context, LARGE_NUCLEUS_SCALE), fast=fast, **backend_kw(backend))
-        density = resize_maps(small[:1], context.shape, density=True)[0]
-        half = _disc_size(fg[rows, cols], density[inner], (rows, cols), scale=LARGE_NUCLEUS_SCALE)
-        if half.diameter is not None and half.diameter >= LARGE_NUCLEUS_PX:
-            return half
-    density = size_model.predict_maps(context, fast=fast, **backend_kw(backend))[0]
-    return _disc_size(fg[rows, cols], density[inner], (rows, cols))
-
-
-def objects_diameter(fg: np.ndarray, border_prob: np.ndarray | None = None, *, min_area_px: int = 5) -> float | None:
-    """A mask model's own size reading: the disc diameter of its foreground area per object (connected pieces of
-    at least ``min_area_px``, cut at ``border_prob`` > 0.5 first where given). None without objects."""
-    import cv2
-
-    cores = fg if border_prob is None else fg & (border_prob <= 0.5)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(cores.astype(np.uint8), connectivity=8)
-    objects = int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area_px))
-    return float(np.sqrt(4 * np.count_nonzero(fg) / (np.pi * objects))) if objects else None
+    density = size_model.predict_maps(np.ascontiguousarray(image_norm[ctx_rows, ctx_cols]), fast=fast,
+                                      **backend_kw(backend))[0]
+    inner = density[rows.start - ctx_rows.start: rows.stop - ctx_rows.start,
+                    cols.start - ctx_cols.start: cols.stop - ctx_cols.start]
+    return _disc_size(fg[rows, cols], inner, (rows, cols))
 
 
 def area_count_size(
@@ -190,7 +163,7 @@ has its noise counted. The share is below this on the nearly empty fields ``scri
 0.53 on every DSB validation image (``docs/RESULTS.md``, "Sizing a nearly empty field")."""
 
 
-def _disc_size(fg: np.ndarray, density: np.ndarray, window: tuple[slice, slice], *, scale: float = 1.0) -> SizeEstimate:
+def _disc_size(fg: np.ndarray, density: np.ndarray, window: tuple[slice, slice]) -> SizeEstimate:
     count = float(density.sum(dtype=np.float64))
     area = float(np.count_nonzero(fg))
     sizing_count = count
@@ -204,7 +177,7 @@ def _disc_size(fg: np.ndarray, density: np.ndarray, window: tuple[slice, slice],
             sizing_count = near_count
     diameter = (None if sizing_count < 0.5 or area < 4
                 else float(np.sqrt(4 * area / (np.pi * max(sizing_count, 1.0)))))
-    return SizeEstimate(diameter, count, window, scale)
+    return SizeEstimate(diameter, count, window)
 
 
 def density_nucleus_diameter(density: np.ndarray) -> float | None:
