@@ -251,11 +251,16 @@ def count_many(
     settings = p.settings_json(model.output_kind)
     items = list(items) if total is None else items
     n_total = total if total is not None else len(items)  # type: ignore[arg-type]
+    names: set[str] = set()
     for i, item in enumerate(items):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):  # a bare path unpacks into characters
-            raise ParameterError("count_many takes (name, source) pairs, e.g. [(p.name, p) for p in paths]; got "
+            raise ParameterError("count_many takes (name, source) pairs, e.g. [(str(p), p) for p in paths]; got "
                                  f"{type(item).__name__} {str(item)[:80]!r}")
         name, src = item
+        if name in names:  # A01.png of plate1/ and of plate2/ as two rows of one name: which is which?
+            logger.warning("%s is the name of two or more items: their rows cannot be told apart; name each by its "
+                           "path (str(p) rather than p.name)", name)
+        names.add(name)
         t0 = time.perf_counter()
         reason, failed = "", True
         try:

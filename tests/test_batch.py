@@ -87,6 +87,17 @@ def test_the_failure_warning_names_the_file_once(png_bytes, classical, caplog):
     assert "failed page.png: not an image" in caplog.text and caplog.text.count("page.png") == 1
 
 
+def test_two_items_of_one_name_are_said(png_bytes, classical, caplog):
+    """A01.png of plate1/ and of plate2/ named by p.name gave two rows of one name, in silence (a tester)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="cellcount.batch"):
+        out = list(count_many([("A01.png", png_bytes), ("A02.png", png_bytes), ("A01.png", png_bytes)], classical))
+    assert [it.status for it in out] == ["ok"] * 3  # counted all the same
+    said = [r.getMessage() for r in caplog.records if "cannot be told apart" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("A01.png is the name of two or more items")
+
+
 def test_a_cell_read_back_loses_its_escape():
     from cellcount.csvout import escape_cell, unescape_cell
 

@@ -647,11 +647,14 @@ def test_evaluate_leaves_out_the_images_the_model_learnt_from(samples_dir, tmp_p
     err = capsys.readouterr().err
     assert "1 of these 2 images were among tiny-density's training images (s01_sparse_small.png)" in err
     assert "Left out of the scores (1 scored; --keep-trained keeps them)" in err
-    assert json.loads(out.read_text())["n"] == 1
+    record = json.loads(out.read_text())
+    assert record["n"] == 1  # and the record names what its figures leave out, as the warning did
+    assert record["training_images_left_out"] == ["s01_sparse_small.png"] and record["training_images_scored"] == []
     rows = tmp_path / "rows.csv"
     assert main(["--model", "tiny-density", "--data", str(tmp_path), "--json", str(out), "--keep-trained",
                  "--out", str(rows)]) == 0
     assert "Left out" not in capsys.readouterr().err and json.loads(out.read_text())["n"] == 2
+    assert json.loads(out.read_text())["training_images_scored"] == ["s01_sparse_small.png"]
     import pandas as pd
 
     table = pd.read_csv(rows)

@@ -351,7 +351,7 @@ def _run(args: argparse.Namespace) -> int:
     logger.info("%d image%s with ground truth from %s (split %s)", len(items), "" if len(items) == 1 else "s",
                 args.data, args.split)
     card = getattr(model, "card", None)
-    seen = []
+    seen, leave_out = [], False
     if card is not None:
         card = with_base_training(card)  # a fine-tune made before cards listed its base's training images
         # by content where the card has its training images' hashes, else by a fine-tune's file names
@@ -518,14 +518,13 @@ def _run(args: argparse.Namespace) -> int:
             }
         write_card(model.card, folder)
     if args.json:
-        atomic_write_bytes(args.json, json.dumps(finite_json({"model": model.name, "model_sha256": model.card.sha256,
-                                                              "backend": ran, "iou_threshold": args.iou,
-                                                              "data": args.data, "split": args.split,
-                                                              "params": params.to_dict(), **s,
-                                                              "images_without_ground_truth": [
-                                                                  str(p) for p in data.unlabelled],
-                                                              "files_skipped": skipped}), indent=2,
-                                                 default=float).encode())
+        record = {"model": model.name, "model_sha256": model.card.sha256, "backend": ran, "iou_threshold": args.iou,
+                  "data": args.data, "split": args.split, "params": params.to_dict(), **s,
+                  "images_without_ground_truth": [str(p) for p in data.unlabelled], "files_skipped": skipped,
+                  # the model's own training images: left out of the figures, or scored with them (--keep-trained)
+                  "training_images_left_out": seen if leave_out else [],
+                  "training_images_scored": [] if leave_out else seen}
+        atomic_write_bytes(args.json, json.dumps(finite_json(record), indent=2, default=float).encode())
     if closing := data.left_out_line(s["n"], args.limit):
         print(closing, file=sys.stderr)
     if skipped:
