@@ -4,6 +4,7 @@ shared read-only by every session; the model picker and the models table.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 import cellcount as cc
+from cellcount.jobs import JobBoard
 from cellcount.models import CLASSICAL_NAME, ModelCard, model_card, size_model_name
 from cellcount.models import loading as _loading
 from pages import _settings as settings
@@ -98,9 +100,48 @@ def model_picker(prefix: str, *, label: str = "Model", container: Any = None, sh
     return name
 
 
+FINETUNE_OWNER_KEY = "train__owner"
+FINETUNE_WATCHED_KEY = "train__watched"  # the run this session's pages saw running, until its end is said
+FINETUNE_POLL_S = 3.0
+
+
+@st.cache_resource(max_entries=1)
+def finetune_board() -> JobBoard:
+    """One fine-tune board per app process, shared by the sessions: one fine-tune runs at a time (the Train page)."""
+    return JobBoard()
+
+
+def finetune_owner() -> str:
+    """This browser session's id on the fine-tune board (kept in session state, so page switches keep it)."""
+    return st.session_state.setdefault(FINETUNE_OWNER_KEY, uuid.uuid4().hex)
+
+
+def finetune_watch(prefix: str) -> None:
+    """On a page with a model list, while this session's fine-tune runs: a poll that says when it ends and draws the
+    page again, so that a new model is in the list at once (it came only with the page's next rerun, unsaid)."""
+    job = finetune_board().get(st.session_state[FINETUNE_OWNER_KEY]) if FINETUNE_OWNER_KEY in st.session_state else None
+    s = job.snapshot() if job is not None else None
+    watched = st.session_state.get(FINETUNE_WATCHED_KEY)
+    if s is not None and s.running:
+        st.session_state[FINETUNE_WATCHED_KEY] = s.name
+
+        @st.fragment(run_every=FINETUNE_POLL_S)
+        def poll() -> None:
+            if not job.snapshot().running:
+                st.rerun(scope="app")  # the page again: its model list, and the notice below
+
+        poll()
+    elif watched is not None:  # a run seen here has ended since: said once, on the page the user is on
+        st.session_state.pop(FINETUNE_WATCHED_KEY, None)
+        text = (f"Fine-tuning finished: {watched} is in the model list." if s is not None and s.status == "done"
+                else f"Fine-tuning {watched} ended without a new model: see the Train page.")
+        st.session_state[f"{prefix}__msg"] = ("toast", text)
+
+
 def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.CountModel]:
     """:func:`model_picker` + the loaded model; a load error stops the page. A model change is announced
     with what happens to the settings."""
+    finetune_watch(prefix)
     name = model_picker(prefix, container=container)
     st.session_state.pop(f"{prefix}__gone", None)
     try:

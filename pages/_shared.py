@@ -49,6 +49,8 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     with_file_pixel_size,
 )
 from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
+    finetune_board,
+    finetune_owner,
     get_model,
     get_size_model,
     model_gone_now,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +54,7 @@ STAGES = {"prepare": "Reading images and making targets", "train": "Training", "
           "evaluate": "Scoring the held-out images", "done": "Saving"}
 
 
-@st.cache_resource(max_entries=1)
-def job_board() -> JobBoard:
-    """One board per app process, shared by the sessions: one fine-tune runs at a time."""
-    return JobBoard()
-
-
-def owner() -> str:
-    """This browser session's id on the board (kept in session state, so page switches keep it)."""
-    return st.session_state.setdefault(f"{P}__owner", uuid.uuid4().hex)
+job_board, owner = sh.finetune_board, sh.finetune_owner  # shared: the other pages say when a run ends
 
 
 def clock(seconds: float) -> str:

@@ -137,6 +137,19 @@ def _backend_cache_in_tmp(_backend_cache_dir, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _main_module_kept():
+    """AppTest runs its script as ``__main__`` and leaves it there; a process started by "spawn" later
+    (multiprocessing, Dask workers) then runs that script first, and one written by ``AppTest.from_string`` to a
+    temporary file fails in every such process (a pool that respawns its workers forever)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
+
+
+@pytest.fixture(autouse=True)
 def _history_in_tmp(tmp_path_factory, monkeypatch):
     """The run history goes to a temporary data folder, never the user's."""
     monkeypatch.setenv("CELLCOUNT_DATA_DIR", str(tmp_path_factory.mktemp("data")))

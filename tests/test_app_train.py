@@ -790,3 +790,44 @@ def test_an_image_too_small_to_learn_from_is_named_before_start(tiny_models):
     said = [w.value for w in at.warning if "under 32 px on a side" in w.value]
     assert len(said) == 1 and "tiny.png" in said[0]
     assert any(c.value == "3 annotated image(s)." for c in at.caption)
+
+
+def test_other_pages_say_when_this_sessions_fine_tune_ends():
+    """A run that finished while the user sat on Count left its model out of Count's list, with no word of the end,
+    until the page happened to run again (a tester): the pages with a model list poll while it runs and say it."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import streamlit as st
+from cellcount.jobs import JobSnapshot
+from pages import _model_ui as mu
+from pages._ui import show_messages
+
+class Fake:
+    name, status = "mine", "running"
+    def start(self):
+        return self
+    def snapshot(self):
+        return JobSnapshot(status=self.status, name="mine", base="b", progress=None, losses=(), started_s=0.0,
+                           elapsed_s=0.0)
+
+board, me = mu.finetune_board(), mu.finetune_owner()
+if board.get(me) is None:
+    board.start(me, Fake())
+board.get(me).status = st.session_state["fake_status"]
+mu.finetune_watch("count")
+show_messages("count")
+if st.session_state.get("clear"):
+    board.clear(me)  # the board is the process's: no fake left on it for other tests
+"""
+    at = AppTest.from_string(script)
+    at.session_state["fake_status"] = "running"
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.toast and at.session_state["train__watched"] == "mine"
+    at.session_state["fake_status"] = "done"
+    at.run()
+    assert [t.value for t in at.toast] == ["Fine-tuning finished: mine is in the model list."]
+    at.session_state["clear"] = True
+    at.run()
+    assert not at.toast, "said once"
