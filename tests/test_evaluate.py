@@ -923,3 +923,7 @@ def test_evaluate_runs_the_backend_asked_and_records_what_scored_each_image(tiny
     assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--backend", "onnxruntime", "--json", str(out),
                  "-q"]) == 0
     assert json.loads(out.read_text())["backend"] == "onnxruntime"  # the option over the environment, as for count
+    (tmp_path / "s01_sparse_small_labels.tif").unlink()  # dots: matched by position, no IoU threshold to record
+    assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--json", str(out), "--out", str(rows), "-q"]) == 0
+    assert json.loads(out.read_text())["iou_threshold"] is None
+    assert pd.read_csv(rows)["iou_threshold"].isna().all()

@@ -234,7 +234,7 @@ def evaluate_predictions(
             matches.append(m)
             kinds.add(kind)
             row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision, "recall": m.recall,
-                        "f1": m.f1, "mean_iou": m.mean_matched_iou})
+                        "f1": m.f1, "mean_iou": m.mean_matched_iou, "match": kind})
         if res.density_count is not None:
             row["density_count"] = res.density_count
         if res.quality is not None:

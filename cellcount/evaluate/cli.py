@@ -435,8 +435,10 @@ def _run(args: argparse.Namespace) -> int:
         # what counted it, as the app's Evaluate download records them
         truth = {name: gt.source for name, _, gt in pairs}
         ran_by = {name: getattr(pred, "backend", None) for name, pred, _ in pairs}
+        matched = table["match"] if "match" in table else [None] * len(table)
         write_csv(table.assign(ground_truth_file=table["file"].map(truth), model=model.name,
-                               backend=table["file"].map(ran_by), iou_threshold=args.iou), args.out)
+                               backend=table["file"].map(ran_by),  # dots are matched by position, not by overlap
+                               iou_threshold=[args.iou if m == "iou" else None for m in matched]), args.out)
     s = rep.summary
 
     def over(k: int | None, which: str) -> str:
@@ -518,7 +520,9 @@ def _run(args: argparse.Namespace) -> int:
             }
         write_card(model.card, folder)
     if args.json:
-        record = {"model": model.name, "model_sha256": model.card.sha256, "backend": ran, "iou_threshold": args.iou,
+        iou_used = s.get("match") not in ("objects", "points")  # dots are matched by position, not by overlap
+        record = {"model": model.name, "model_sha256": model.card.sha256, "backend": ran,
+                  "iou_threshold": args.iou if iou_used else None,
                   "data": args.data, "split": args.split, "params": params.to_dict(), **s,
                   "images_without_ground_truth": [str(p) for p in data.unlabelled], "files_skipped": skipped,
                   # the model's own training images: left out of the figures, or scored with them (--keep-trained)
