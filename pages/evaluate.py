@@ -82,7 +82,8 @@ def show_summary(s: dict, iou_threshold: float) -> None:
     if ci:
         st.caption(f"MAE {sh.fixed(s['mae'])}: 95% bootstrap interval over these images "
                    f"{sh.fixed(s['mae_ci_low'])}–{sh.fixed(s['mae_ci_high'])} (another set of images like these "
-                   "could give any value in it)."
+                   "could give any value in it; its top can pass the largest error seen here: one far-off image among few "
+                   "stands for others like it)."
                    + (" Over so few images it holds the MAE less often than it says: 80-94% of the time at 5-8 images "
                       "in simulations (docs/RESULTS.md)." if s.get("n", 0) < FEW_FOR_INTERVAL else ""))
     m[2].metric("RMSE", sh.fixed(s["rmse"], _digits(s["rmse"])))
