@@ -252,12 +252,14 @@ def count_many(
     items = list(items) if total is None else items
     n_total = total if total is not None else len(items)  # type: ignore[arg-type]
     names: set[str] = set()
+    doubled: set[str] = set()
     for i, item in enumerate(items):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):  # a bare path unpacks into characters
             raise ParameterError("count_many takes (name, source) pairs, e.g. [(str(p), p) for p in paths]; got "
                                  f"{type(item).__name__} {str(item)[:80]!r}")
         name, src = item
-        if name in names:  # A01.png of plate1/ and of plate2/ as two rows of one name: which is which?
+        if name in names and name not in doubled:  # A01.png of plate1/ and plate2/ as two rows: which is which?
+            doubled.add(name)
             logger.warning("%s is the name of two or more items: their rows cannot be told apart; name each by its "
                            "path (str(p) rather than p.name)", name)
         names.add(name)

@@ -101,7 +101,7 @@ def model_picker(prefix: str, *, label: str = "Model", container: Any = None, sh
 
 
 FINETUNE_OWNER_KEY = "train__owner"
-FINETUNE_WATCHED_KEY = "train__watched"  # the run this session's pages saw running, until its end is said
+FINETUNE_WATCHED_KEY = "train__watched"  # (job id, name) of the run this session's pages saw running, until its end is said
 FINETUNE_POLL_S = 3.0
 
 
@@ -117,13 +117,14 @@ def finetune_owner() -> str:
 
 
 def finetune_watch(prefix: str) -> None:
-    """On a page with a model list, while this session's fine-tune runs: a poll that says when it ends and draws the
-    page again, so that a new model is in the list at once (it came only with the page's next rerun, unsaid)."""
+    """On a page with a model picker, while this session's fine-tune runs: a poll that draws the page again when the
+    run ends, so that its model is in the list at once, and a notice of the end, said once (the Train page, which
+    shows the outcome itself, takes the notice back: :func:`finetune_seen`)."""
     job = finetune_board().get(st.session_state[FINETUNE_OWNER_KEY]) if FINETUNE_OWNER_KEY in st.session_state else None
     s = job.snapshot() if job is not None else None
     watched = st.session_state.get(FINETUNE_WATCHED_KEY)
     if s is not None and s.running:
-        st.session_state[FINETUNE_WATCHED_KEY] = s.name
+        st.session_state[FINETUNE_WATCHED_KEY] = (job.job_id, s.name)
 
         @st.fragment(run_every=FINETUNE_POLL_S)
         def poll() -> None:
@@ -131,11 +132,19 @@ def finetune_watch(prefix: str) -> None:
                 st.rerun(scope="app")  # the page again: its model list, and the notice below
 
         poll()
-    elif watched is not None:  # a run seen here has ended since: said once, on the page the user is on
+    elif watched is not None:  # a run seen here has ended since
         st.session_state.pop(FINETUNE_WATCHED_KEY, None)
-        text = (f"Fine-tuning finished: {watched} is in the model list." if s is not None and s.status == "done"
-                else f"Fine-tuning {watched} ended without a new model: see the Train page.")
+        if s is None or job.job_id != watched[0]:  # cleared on Train, whose outcome the user saw: nothing to add
+            return
+        text = (f"Fine-tuning finished: {s.name} is in the model list." if s.status == "done"
+                else f"Fine-tuning {s.name} ended without a new model: see the Train page.")
         st.session_state[f"{prefix}__msg"] = ("toast", text)
+
+
+def finetune_seen(job_id: str) -> None:
+    """The Train page showed this run's outcome: no other page repeats it."""
+    if (st.session_state.get(FINETUNE_WATCHED_KEY) or (None,))[0] == job_id:
+        st.session_state.pop(FINETUNE_WATCHED_KEY, None)
 
 
 def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.CountModel]:

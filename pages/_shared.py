@@ -51,6 +51,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
 from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     finetune_board,
     finetune_owner,
+    finetune_seen,
     get_model,
     get_size_model,
     model_gone_now,

@@ -272,6 +272,7 @@ def job_panel(board: JobBoard, me: str) -> None:
             return
         if was_running:
             st.rerun()  # the whole page: the new model goes into the model lists, the form comes back
+        sh.finetune_seen(job.job_id)
         show_result(s)
 
     panel()

@@ -926,4 +926,9 @@ def test_evaluate_runs_the_backend_asked_and_records_what_scored_each_image(tiny
     (tmp_path / "s01_sparse_small_labels.tif").unlink()  # dots: matched by position, no IoU threshold to record
     assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--json", str(out), "--out", str(rows), "-q"]) == 0
     assert json.loads(out.read_text())["iou_threshold"] is None
-    assert pd.read_csv(rows)["iou_threshold"].isna().all()
+    table = pd.read_csv(rows)
+    assert table["iou_threshold"].isna().all() and list(table["match"]) != ["iou"]
+    (tmp_path / "s01_sparse_small_points.csv").unlink()  # a count alone: nothing matched at all
+    (tmp_path / "counts.csv").write_text("filename,count\ns01_sparse_small.png,28\n")
+    assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--json", str(out), "--out", str(rows), "-q"]) == 0
+    assert json.loads(out.read_text())["iou_threshold"] is None and pd.read_csv(rows)["iou_threshold"].isna().all()

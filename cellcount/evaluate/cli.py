@@ -437,7 +437,8 @@ def _run(args: argparse.Namespace) -> int:
         ran_by = {name: getattr(pred, "backend", None) for name, pred, _ in pairs}
         matched = table["match"] if "match" in table else [None] * len(table)
         write_csv(table.assign(ground_truth_file=table["file"].map(truth), model=model.name,
-                               backend=table["file"].map(ran_by),  # dots are matched by position, not by overlap
+                               backend=table["file"].map(ran_by),
+                               # dots match by position, not by overlap; a count alone matches nothing
                                iou_threshold=[args.iou if m == "iou" else None for m in matched]), args.out)
     s = rep.summary
 
@@ -520,7 +521,7 @@ def _run(args: argparse.Namespace) -> int:
             }
         write_card(model.card, folder)
     if args.json:
-        iou_used = s.get("match") not in ("objects", "points")  # dots are matched by position, not by overlap
+        iou_used = s.get("match") in ("iou", "mixed")  # dots match by position, counts alone not at all
         record = {"model": model.name, "model_sha256": model.card.sha256, "backend": ran,
                   "iou_threshold": args.iou if iou_used else None,
                   "data": args.data, "split": args.split, "params": params.to_dict(), **s,
