@@ -52,6 +52,7 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
     finetune_board,
     finetune_owner,
     finetune_seen,
+    finetune_watch,
     get_model,
     get_size_model,
     model_gone_now,

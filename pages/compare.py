@@ -58,6 +58,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         format_func={"Models": "2-4 models", "Settings": "one model, two settings"}.get,
     )
     if mode == "Models":
+        sh.finetune_watch(P)  # as the one-model mode's picker does: a fine-tune's model joins the list when it ends
         if f"{P}_models" not in ss:  # first visit: the model in use on the other pages, beside another
             # the model in use, unless it is gone (then the default)
             current = next((n for n in (settings.current_model(), cc.models.default_model_name()) if n in names),

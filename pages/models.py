@@ -231,7 +231,8 @@ def delete_model(name: str) -> None:
 
 
 st.title("Models")
-sh.show_messages("models")  # what a Delete did
+sh.finetune_watch("models")  # a fine-tune of this session that ends while the table is open: its card comes at once
+sh.show_messages("models")  # what a Delete did, or that a fine-tune ended
 names = cc.list_models()
 st.caption(
     f"{len(names)} model(s): those shipped with cellcount, the models you trained on the Train page (kept in "

@@ -840,3 +840,29 @@ show_messages("count")
     at.session_state["clear"] = True
     at.run()
     assert not at.exception and not at.toast and "train__watched" not in at.session_state
+
+
+def test_the_models_and_compare_pages_watch_the_fine_tune_too():
+    """Compare's several-model list and the Models table also missed a model whose fine-tune ended meanwhile."""
+    from cellcount.jobs import JobSnapshot
+    from pages import _model_ui as mu
+
+    class Fake:
+        name, job_id = "mine", "run-1"
+
+        def start(self):
+            return self
+
+        def snapshot(self):
+            return JobSnapshot(status="running", name="mine", base="b", progress=None, losses=(), started_s=0.0,
+                               elapsed_s=0.0)
+
+    mu.finetune_board().start("me", Fake())  # the process's board, as the app's pages get it
+    for page in ("pages/models.py", "pages/compare.py"):
+        at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+        at.session_state["train__owner"] = "me"
+        at.run()
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, at.exception
+        assert at.session_state["train__watched"] == ("run-1", "mine"), page
