@@ -15,10 +15,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 from .cliparams import (
     add_param_options,
@@ -30,6 +26,26 @@ from .cliparams import (
     plain_warnings,
     setup_logging,
 )
+from .outputs import (
+    TABLE_SUFFIXES,
+    blocks_record,
+    check_outputs,
+    export_text,
+    fingerprint,
+    index_row,
+    inputs_path,
+    label_names,
+    labels_index,
+    not_a_table_problem,
+    real,
+    region_spec,
+    regions_path,
+    replaced_counts,
+    replaced_tables,
+    settings_path,
+    write_labels,
+)
+from .resume import previous_backends, resume_rows
 
 logger = logging.getLogger(__name__)
 
@@ -177,70 +193,6 @@ def cmd_models(remove: str | None = None) -> int:
     return 0
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return _real(a) == _real(b)
-
-
-SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
-
-
-def _replaced_counts(out: Path) -> str | None:
-    """What becomes of the rows an existing ``out`` holds, which this run replaces (None: it holds none): where
-    they are the last run's rows as the history keeps them, a note naming that run; otherwise (a table edited by
-    hand, someone else's, or a history that cannot be read) a copy kept beside it and named (the first plate of two
-    counted from one folder with the default ``counts.csv`` was lost without a word: a tester)."""
-    import sqlite3
-
-    from .csvout import delimiter, keep_copy
-    from .history import HistoryError, last_run_writing
-
-    try:
-        held = out.read_bytes()
-    except FileNotFoundError:
-        return None
-    if not _worth_keeping(held):
-        return None
-    try:
-        run = last_run_writing(out)
-        same = run is not None and _export_text(run["id"], sep=delimiter(out)).encode("utf-8") == held
-    except (HistoryError, sqlite3.Error, OSError, KeyError):
-        run, same = None, False
-    if same:
-        return (f"note: replacing {out}, the rows of run {run['id']} ({run['started_at']}); `cellcount runs --export "
-                f"{run['id']} --out FILE` writes them again")
-    return f"note: {out} held {_what_it_held(held)} the run history has no copy of; kept as {keep_copy(out)}"
-
-
-def _worth_keeping(head: bytes) -> bool:
-    """Whether an output about to be replaced holds anything to lose: not when empty or one of this program's CSV
-    header lines alone (``file,...``); any other single line (a settings JSON, a note: a tester's one-line
-    ``--out tuned.json`` was replaced without a copy) is kept."""
-    lines = head.strip().splitlines()
-    return len(lines) >= 2 or (len(lines) == 1 and not lines[0].lstrip(b"\xef\xbb\xbf").startswith((b"file,", b"file\t")))
-
-
-def _what_it_held(head: bytes) -> str:
-    return "rows" if len(head.strip().splitlines()) >= 2 else "a line of text"
-
-
-def _replaced_tables(paths: list[Path]) -> list[str]:
-    """Notes for the per-object and per-region CSVs a run replaces: the run history keeps no copy of them, so
-    each that holds rows is kept beside it first (a re-run with a changed Min. area lost the earlier object
-    table: a tester)."""
-    from .csvout import keep_copy
-
-    notes = []
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:  # the head tells whether it holds rows; an objects CSV can be large
-                head = fh.read(1 << 16)
-        except FileNotFoundError:
-            continue
-        if _worth_keeping(head):
-            notes.append(f"note: {path} held {_what_it_held(head)}; kept as {keep_copy(path)}")
-    return notes
-
-
 def _from_ground_truth_folder(path: Path) -> str:
     """``path`` from its last ground-truth folder down (``labels/p1/A01.png``), else its folder and name: what made
     it ground truth, shown."""
@@ -248,181 +200,6 @@ def _from_ground_truth_folder(path: Path) -> str:
 
     at = max((i for i, part in enumerate(path.parts[:-1]) if part.lower() in GROUND_TRUTH_DIRS), default=len(path.parts) - 2)
     return Path(*path.parts[max(at, 0):]).as_posix()
-
-
-def _real(path: Path) -> Path:
-    from .io.files import real_path  # imported here: the command line starts without the image readers
-
-    return real_path(path)
-
-
-def _export_text(run_id: int, sep: str = ",") -> str:
-    """A run's counts CSV as `runs --export` writes it: its rows as the history keeps them, formula-safe as count
-    writes them; the header alone for a run stopped before its first image."""
-    import pandas as pd
-
-    from .batch import COUNT_COLUMNS
-    from .csvout import csv_text
-    from .history import run_rows
-
-    rows = run_rows(run_id)
-    if not len(rows.columns):
-        rows = pd.DataFrame(columns=list(COUNT_COLUMNS))
-    return csv_text(rows, sep=sep)  # formula-safe as count wrote it: '=plate.png stays text in a spreadsheet
-
-
-_TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
-
-
-def _not_a_table_problem(path: Path, suffixes: tuple[str, ...] = _TABLE_SUFFIXES) -> str | None:
-    """Why ``runs --export`` must not write ``path``: a name of another kind (an image named by a slip, a
-    spreadsheet's), or a link that points nowhere it can resolve."""
-    if path.suffix.lower() not in suffixes:
-        what = "exists and is not" if path.is_file() else "is not named as"
-        return f"{path} {what} a {'/'.join(suffixes)} file: give a file name such as run{suffixes[0]}"
-    if path.is_symlink() and not path.exists():
-        with contextlib.suppress(OSError, RuntimeError):
-            path.resolve(strict=False)
-            return None  # a dangling link: its target is written, as count writes it
-        return f"{path} is a loop of symbolic links: give a file name"
-    return None
-
-
-def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
-    """A message when an output cannot be used, checked before any counting; None when all is well.
-
-    Refused: an output that is a folder, names an input (an image or the settings file) or the same file
-    as another output, or a folder where a file cannot be created. Output folders are created.
-    """
-    from .batch import LABELS_INDEX
-    from .csvout import check_writable, not_a_file_problem, write_target
-
-    for option, value in (("--out", args.out), ("--objects", args.objects), ("--labels-dir", args.labels_dir)):
-        if value and (problem := not_a_file_problem(value)):
-            return f"{option} {problem}; give a " + {"--labels-dir": "folder", "--objects": "file name such as objects.csv"
-                                                      }.get(option, "file name such as counts.csv")
-    outputs = {"--out": Path(args.out), "settings file": _settings_path(args.out), "inputs file": _inputs_path(args.out)}
-    if getattr(args, "region_grid", None) or getattr(args, "regions", None):
-        outputs["--regions-out"] = _regions_path(args)
-    if args.objects:
-        outputs["--objects"] = Path(args.objects)
-    for option, path in outputs.items():
-        if path.is_dir():
-            return f"{option} {path} is a folder; give a file name such as counts.csv"
-        if path.suffix.lower() in SPREADSHEET_SUFFIXES:  # a CSV under that name: Excel refuses to open it
-            return (f"{option} {path}: the tables are written as CSV, which Excel and LibreOffice open; "
-                    f"name it {path.with_suffix('.csv').name}")
-        if path.exists() and not path.is_file():  # /dev/stdout, a pipe: the file is replaced by a rename
-            return f"{option} {path} is not a regular file; give a file name such as counts.csv"
-    names = list(outputs)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if _same_file(outputs[a], outputs[b]):
-                return f"{a} and {b} name the same file {outputs[a]}; give each output its own file"
-    protected = [*inputs, *([Path(args.settings)] if args.settings else [])]
-    resolved = {_real(p): p for p in protected}
-    for option, path in outputs.items():
-        hit = resolved.get(_real(path))
-        if hit is not None:
-            return f"{option} {path} names an input file ({hit}); it would be overwritten"
-    if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
-        return f"--labels-dir {args.labels_dir} is a file, not a folder"
-    for option, path in outputs.items():
-        if args.labels_dir and _same_file(path, Path(args.labels_dir)):
-            return f"{option} and --labels-dir name the same path {path}"
-        if args.labels_dir and _same_file(path, Path(args.labels_dir) / LABELS_INDEX):
-            return f"{option} {path} is the labels folder's own index of label images; give another file name"
-    # where each is written: a link's own file's folder (latest.csv -> runs/42.csv writes in runs/)
-    folders = [write_target(path).parent for path in outputs.values()] + ([Path(args.labels_dir)] if args.labels_dir else [])
-    try:
-        for folder in folders:
-            folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return f"cannot create an output folder: {err}"
-    checks = [*map(write_target, outputs.values()), *([Path(args.labels_dir) / "x_labels.tif"] if args.labels_dir else [])]
-    for path in checks:
-        try:
-            check_writable(path)
-        except OSError as err:  # named by its folder: the test file's own name means nothing to the user
-            return f"cannot write in the output folder {path.parent or Path('.')}: {err.strerror or err}"
-    return None
-
-
-def _settings_path(out: str | Path) -> Path:
-    return Path(out).with_suffix(".settings.json")
-
-
-def _inputs_path(out: str | Path) -> Path:
-    """Beside ``--out``: each input's size and modification time when the run started, for ``--resume``."""
-    return Path(out).with_suffix(".inputs.json")
-
-
-def _fingerprint(path: Path) -> list[int] | None:
-    """[size, modification time in ns] of a file, None when it cannot be read."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
-def _same_settings(cells: pd.Series, acting: dict) -> pd.Series:
-    """Which rows' ``settings`` cells hold ``acting`` (:meth:`CountParams.acting`): a row lists the settings
-    that act on its model, and a CSV from before that listed every setting, so the rest are not compared."""
-    def same(cell) -> bool:
-        try:
-            values = json.loads(cell)
-        except (TypeError, ValueError):
-            return False
-        return isinstance(values, dict) and all(k in values and values[k] == v for k, v in acting.items())
-
-    return cells.map(same).astype(bool)
-
-
-def _changed_inputs(out: Path, kept: list[str], by_name: dict[str, Path]) -> set[str]:
-    """Of the ``kept`` rows' files, those changed since the earlier run started: another size or modification
-    time than the inputs file recorded (a copy that keeps the source's time, ``cp -p`` or ``rsync -a``, still
-    differs from the file it replaced), or, for a run from before that file, written after it started."""
-    try:
-        recorded = json.loads(_inputs_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        recorded = None
-    if isinstance(recorded, dict):
-        return {name for name in kept if recorded.get(str(by_name[name])) != _fingerprint(by_name[name])}
-    started = (_settings_path(out) if _settings_path(out).is_file() else out).stat().st_mtime
-    return {name for name in kept if _modified_since(by_name[name], started)}
-
-
-def _moved_inputs(out: Path, gone: list[str], files: list[Path]) -> dict[str, str]:
-    """Of the rows of files gone since (``gone``, as the CSV writes them), those whose file is among ``files`` under
-    another path: the same size and modification time as the inputs file recorded (``mv`` keeps both). Returns
-    old row name -> new path. A folder renamed between a run and its --resume had each image counted twice, the
-    old row kept as "no longer exists" and the image counted again under its new name."""
-    from .csvout import unescape_cell
-
-    try:
-        recorded = json.loads(_inputs_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(recorded, dict):
-        return {}
-    by_print: dict[tuple, list[Path]] = {}
-    for f in files:  # only files the earlier run was not given: one of those counted already is no new path
-        fp = _fingerprint(f) if str(f) not in recorded else None
-        if fp:
-            by_print.setdefault(tuple(fp), []).append(f)
-    wanted: dict[tuple, list[str]] = {}
-    for name in gone:
-        fp = recorded.get(unescape_cell(name))
-        if isinstance(fp, list):
-            wanted.setdefault(tuple(fp), []).append(name)
-    # one to one: a size and time that two gone rows, or two new paths, share says nothing
-    return {names[0]: str(by_print[fp][0]) for fp, names in wanted.items()
-            if len(names) == 1 and len(by_print.get(fp, [])) == 1}
-
-
-def _regions_path(args: argparse.Namespace) -> Path:
-    return Path(args.regions_out) if args.regions_out else Path(args.out).with_suffix(".regions.csv")
 
 
 _OWN_OUTPUT_SUFFIXES = (".csv", ".tsv", ".json")
@@ -442,305 +219,6 @@ def _recorded_backend(path: str | Path) -> str | None:
     except (CellcountError, OSError):  # already read for its settings: a problem there was said
         return None
     return recorded if recorded in CHOICES and recorded != "auto" else None
-
-
-def _previous_backends(out: str | Path) -> list[str]:
-    """The backends an earlier run into ``out`` recorded for its rows (with those of the runs it resumed)."""
-    try:
-        previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(previous, dict):
-        return []
-    resumed = previous.get("backends_of_resumed_rows")
-    names = [previous.get("backend"), *(resumed if isinstance(resumed, list) else [])]
-    return sorted({str(n) for n in names if n})
-
-
-def _resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
-    """:func:`_resume_plan`; where it counts again images counted before (other settings, changed files, another
-    model), the counts CSV and the object and region tables are first kept beside them, as a run without
-    ``--resume`` keeps them (a tester's object table lost the rows of the images counted again)."""
-    import pandas as pd
-
-    from .csvout import delimiter, escape_cell, keep_copy, unescape_cell
-
-    resumed = _resume_plan(args, model, params, files)
-    if isinstance(resumed, str):
-        return resumed
-    out = Path(args.out)
-    try:
-        old = pd.read_csv(out, dtype=str, keep_default_na=False, usecols=["file", "status"], sep=delimiter(out))
-    except (OSError, ValueError, pd.errors.ParserError):
-        return resumed
-    again = set(old.loc[old["status"] == "ok", "file"]) - set(resumed[3])
-    if not again:
-        return resumed
-    tables = [Path(p) for p in (args.objects, _regions_path(args) if _region_spec(args) else None) if p]
-    try:
-        notes = [f"note: --resume counts {len(again)} image(s) again, replacing their rows; {out} is first kept as "
-                 f"{keep_copy(out)}"] + _replaced_tables(tables)
-    except OSError as err:
-        return f"an output exists and cannot be kept before it is replaced: {err}"
-    # rows are matched by the path as given: imgs/a.png then /data/imgs/a.png is counted again, so that is said, with
-    # how to avoid it (a cron job run from another folder redoes its whole batch)
-    given = {os.path.abspath(f): escape_cell(str(f)) for f in files}
-    respelt = [(name, given[path]) for name in sorted(again)
-               if (path := os.path.abspath(unescape_cell(name))) in given and given[path] != name]
-    if respelt:
-        notes.append(f"note: --resume: {len(respelt)} of them are the same files named otherwise before ({respelt[0][0]}, "
-                     f"now {respelt[0][1]}); give the paths as the earlier run did to resume without counting them "
-                     "again")
-    if not args.quiet:
-        print("\n".join(notes), file=sys.stderr)
-    return resumed
-
-
-def _resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
-    """Rows of an interrupted run to keep: (counts rows, objects rows, regions rows, done file names) or a message.
-
-    A row is kept when its file is one of this run's inputs and it was counted (status ok) with the same
-    model (name and weights' sha256) and the same settings; everything else is counted again.
-    """
-    import pandas as pd
-
-    from .batch import COUNT_COLUMNS
-    from .csvout import delimiter, escape_cell
-
-    out = Path(args.out)
-    if not out.is_file():
-        return None, None, None, set()
-    try:
-        old = pd.read_csv(out, dtype=str, keep_default_na=False, sep=delimiter(out))
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        return f"--resume: cannot read {out}: {err}"
-    old = old.rename(columns={"quality_score": "check_score"})  # the column's name before 2026-12-04
-    for c in ("backend", "check", "check_score", "check_reasons", "split_used", "inverted"):  # newer than some CSVs
-        if c not in old.columns:
-            old[c] = ""
-    if not old["backend"].astype(bool).any() and len(set(before := _previous_backends(out))) == 1:
-        old["backend"] = before[0]  # rows written before the column: their run's record names the one that ran
-    missing = [c for c in COUNT_COLUMNS if c not in old.columns]
-    if missing:
-        return f"--resume: {out} is not a counts CSV of this program (no columns {missing})"
-    # rows of images not given this time would be dropped from the rewritten CSV: refuse rather than lose them
-    # (the same file by another path, ./a.png or /abs/a.png, is given; a file deleted since cannot be)
-    from .io import split_ground_truth_files
-
-    given = {escape_cell(str(f)) for f in files} | {str(_real(f)) for f in files}
-    absent = sorted(name for name in set(old["file"]) if name not in given and str(_real(Path(name))) not in given)
-    counted = set(old.loc[old["status"] == "ok", "file"])  # an error row of a file not given now is dropped
-    others = [name for name in absent if name in counted and Path(name).is_file()]
-    # a file gone since (a drive unmounted, a file moved away) keeps its counted row as it was
-    gone = old[old["file"].isin(set(absent) - set(others)) & (old["status"] == "ok")].drop_duplicates("file", keep="last")
-    moved = _moved_inputs(out, list(gone["file"]), files)
-    if moved:  # counted again under their new paths, not kept twice
-        gone = gone[~gone["file"].isin(moved)]
-        if not args.quiet:
-            first = next(iter(moved.items()))
-            print(f"note: --resume: {len(moved)} image(s) in {out} were moved or renamed since ({first[0]} is now "
-                  f"{first[1]}{' ...' if len(moved) > 1 else ''}); their old rows are dropped and they are counted "
-                  "under their new paths", file=sys.stderr)
-    if len(gone) and not others and not args.quiet:
-        print(f"note: --resume: {len(gone)} image(s) in {out} no longer exist; their rows are kept as they were",
-              file=sys.stderr)
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        hint = (" (files named like ground truth: the earlier run had --include-ground-truth?)"
-                if not args.include_ground_truth and split_ground_truth_files(others)[1] else "")
-        return (f"--resume: {out} holds {len(others)} image(s) that are not among these inputs ({shown}){hint}; "
-                "their rows would be lost: resume with the same paths as before, or write to a new --out")
-    try:
-        previous = json.loads(_settings_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = {}
-    if isinstance(previous, dict) and previous.get("out", out.name) != out.name:
-        # cc.csv and cc.tsv share cc.settings.json: the other run's record says nothing of this output's rows
-        if not args.quiet:
-            print(f"note: --resume: {_settings_path(out).name} records the run into {previous['out']}, not {out.name} "
-                  "(outputs named alike but for their extension share it); counting all images again: give outputs "
-                  "names that differ before the extension", file=sys.stderr)
-        return None, None, None, set()
-    if isinstance(previous, dict) and previous.get("model", model.name) != model.name:
-        print(f"note: --resume: {out} was counted with {previous.get('model')}, not {model.name}; counting all "
-              "images again", file=sys.stderr)
-        return None, None, None, set()
-    if isinstance(previous, dict) and previous.get("model_sha256", model.card.sha256) != model.card.sha256:
-        print(f"note: --resume: the weights of {model.name} changed since {out} was written; counting all "
-              "images again", file=sys.stderr)
-        return None, None, None, set()
-    if isinstance(previous, dict) and previous.get("plane") != args.plane:
-        print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)
-        return None, None, None, set()
-    if isinstance(previous, dict) and _other_regions(previous.get("blocks"), _blocks_record(args)):
-        print(f"note: --resume: {out} was counted with other regions (--region-grid, --regions) or blocks for them; "
-              "counting all images again", file=sys.stderr)
-        return None, None, None, set()
-    same = _same_settings(old["settings"], params.acting(model.output_kind))
-    by_name = {escape_cell(str(f)): f for f in files}
-    keep = old[(old["status"] == "ok") & (old["model"] == escape_cell(model.name)) & same
-               & old["file"].isin(set(by_name))].drop_duplicates("file", keep="last")
-    # an image replaced or edited since the earlier run started is counted again
-    changed = _changed_inputs(out, list(keep["file"]), by_name)
-    if changed:
-        keep = keep[~keep["file"].isin(changed)]
-        if not args.quiet:
-            print(f"note: --resume: {len(changed)} image(s) changed since {out} was counted; they are counted again",
-                  file=sys.stderr)
-    names = set(by_name)
-    other = set(old.loc[(old["status"] == "ok") & old["file"].isin(names) & ~same, "file"])
-    again = other - set(keep["file"])
-    if again and not args.quiet:
-        print(f"note: --resume: {len(again)} image(s) in {out} were counted with other settings; they are counted "
-              "again with these", file=sys.stderr)
-    if args.labels_dir and len(keep):
-        unlabelled = _without_labels(Path(args.labels_dir), set(keep["file"]))
-        if unlabelled:
-            keep = keep[~keep["file"].isin(unlabelled)]
-            if not args.quiet:
-                print(f"note: --resume: {len(unlabelled)} image(s) counted before have no label image in "
-                      f"{args.labels_dir} (was --labels-dir given then?); they are counted again", file=sys.stderr)
-    keep = pd.concat([keep, gone]) if len(gone) else keep
-    kept_files = set(keep["file"])
-    tables = {}
-    for what, path in (("objects", args.objects), ("regions", _regions_path(args) if _region_spec(args) else None)):
-        rows = _kept_rows(path, what, kept_files) if path and len(keep) else None
-        if isinstance(rows, str):
-            return rows
-        if rows is False:
-            return None, None, None, set()
-        tables[what] = rows
-    return keep, tables["objects"], tables["regions"], kept_files
-
-
-def _without_labels(labels_dir: Path, files: set[str]) -> set[str]:
-    """Which of ``files`` (CSV cells) the label folder's index names no existing label image for: an earlier run
-    without --labels-dir, resumed with it, wrote labels for the new images only. An index row with no label file is
-    an image counted by blocks, which has none: not counted again for it."""
-    import pandas as pd
-
-    from .batch import LABELS_INDEX
-    from .csvout import unescape_cell
-
-    try:
-        index = pd.read_csv(labels_dir / LABELS_INDEX, dtype=str, keep_default_na=False)
-        has = {f for f, lab in zip(index["file"], index["labels_file"], strict=True)
-               if not lab or (labels_dir / unescape_cell(lab)).is_file()}
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        has = set()
-    return files - has
-
-
-def _kept_rows(path, what: str, files: set[str]):
-    """The rows of the earlier run's ``what`` CSV (objects, regions) for the images kept; False when it cannot be
-    read (then everything is counted again), a message when it is not such a CSV."""
-    import pandas as pd
-
-    from .csvout import delimiter
-
-    try:
-        rows = pd.read_csv(path, dtype=str, keep_default_na=False, sep=delimiter(path))
-    except (OSError, ValueError, pd.errors.ParserError):
-        print(f"note: --resume: no readable {what} CSV {path}; counting all images again", file=sys.stderr)
-        return False
-    if "file" not in rows.columns:
-        return f"--resume: {path} is not a {what} CSV written by this program (no 'file' column)"
-    return rows[rows["file"].isin(files)]
-
-
-def _modified_since(path: Path, when: float) -> bool:
-    """The file was written after ``when`` (a timestamp), or cannot be read now."""
-    try:
-        return path.stat().st_mtime > when
-    except OSError:
-        return True
-
-
-
-
-def _labels_index(args: argparse.Namespace, done: set[str], inputs: set[str] = frozenset()):
-    """The index of ``--labels-dir`` as a growing CSV, keeping the rows of images already counted (resume) and
-    of other images than this run's ``inputs`` whose label files are still there (an earlier run's: a run of
-    fewer images forgot them, and the next wrote ``b_2_labels.tif`` beside a stale ``b_labels.tif``), the label
-    files those rows name, and every label file the folder's earlier index names (written by an earlier run, so
-    a new run may replace them; any other file there is the user's)."""
-    import pandas as pd
-
-    from .batch import LABELS_INDEX
-    from .csvout import CsvStream, keep_copy, unescape_cell
-
-    path = Path(args.labels_dir) / LABELS_INDEX
-    keep, ours = None, set()
-    if path.is_file():
-        try:
-            old = pd.read_csv(path, dtype=str, keep_default_na=False)
-            if "labels_file" in old.columns:
-                ours = {unescape_cell(v) for v in old["labels_file"]}
-            if "file" in old.columns and "labels_file" in old.columns:
-                others = ~old["file"].isin(inputs) & old["labels_file"].map(
-                    lambda f: (Path(args.labels_dir) / unescape_cell(f)).is_file())
-                keep = old[old["file"].isin(done) | others]
-        except (OSError, ValueError, pd.errors.ParserError):
-            keep = None
-        try:
-            theirs = keep is None and _worth_keeping(path.read_bytes()[: 1 << 16])  # a table of the user's there
-        except OSError:  # unreadable: writing it fails as it did, with its own error
-            theirs = False
-        if theirs:
-            print(f"note: {path} is not an index this program wrote; kept as {keep_copy(path)}", file=sys.stderr)
-    stream = CsvStream(path, columns=("file", "labels_file"), keep=keep, empty_columns=("file", "labels_file"))
-    return stream, ([] if keep is None else [unescape_cell(v) for v in keep["labels_file"]]), ours
-
-
-def _index_row(name: str, labels_file: str):
-    import pandas as pd
-
-    from .csvout import escape_cell
-
-    return pd.DataFrame([{"file": escape_cell(name), "labels_file": labels_file}])
-
-
-def _write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path],
-                  ours: set[str] = frozenset(), planned: dict[str, str] | None = None, model: str | None = None,
-                  pixel_size_um: float | None = None) -> str:
-    """``<stem>_labels.tif`` in ``labels_dir``, numbered when taken: by another image of this run (a.png and
-    a.tif, sub1/a and sub2/a), an input, or a file there that no earlier run wrote (``ours``: the user's own
-    ground truth, say); its name."""
-    from .csvout import atomic_write_bytes
-    from .io import labels_to_tiff_bytes
-
-    out_name = planned.get(name) if planned else None
-    out_name = out_name or _free_label_name(labels_dir, name, written, inputs, ours)
-    written.add(out_name)
-    atomic_write_bytes(labels_dir / out_name, labels_to_tiff_bytes(labels, model=model, pixel_size_um=pixel_size_um))
-    return out_name
-
-
-def _free_label_name(labels_dir: Path, name: str, taken_names: set[str], inputs: set[Path],
-                     ours: set[str] = frozenset()) -> str:
-    """The first of ``<stem>_labels.tif``, ``<stem>_2_labels.tif``, ... that :func:`_write_labels` may use."""
-    stem, k = Path(name).stem, 1
-    out_name = f"{stem}_labels.tif"
-
-    def taken(n: str) -> bool:
-        path = labels_dir / n
-        return n in taken_names or _real(path) in inputs or (n not in ours and path.exists())
-
-    while taken(out_name):
-        k += 1
-        out_name = f"{stem}_{k}_labels.tif"
-    return out_name
-
-
-def _label_names(labels_dir: Path, names: list[str], written: set[str], inputs: set[Path],
-                 ours: set[str] = frozenset()) -> dict[str, str]:
-    """Each image's label file name, given in the order the inputs are listed before any is counted: with workers
-    the images finish in any order, and two runs gave rep1/A01.png's labels and rep2/A01.png's each other's names."""
-    reserved, plan = set(written), {}
-    for name in names:
-        plan[name] = _free_label_name(labels_dir, name, reserved, inputs, ours)
-        reserved.add(plan[name])
-    return plan
 
 
 def cmd_count(args: argparse.Namespace) -> int:
@@ -807,7 +285,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
               + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),
               file=sys.stderr)
-    problem = _check_cluster_options(args) or _check_outputs(args, files)
+    problem = _check_cluster_options(args) or check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -840,7 +318,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                   "use --include-ground-truth to count them", file=sys.stderr)
     # the images counted: label images never to be written over (an earlier run's own label files, named like
     # ground truth and left out, may be: a --labels-dir inside the counted folder filled with x_2_labels.tif copies)
-    all_inputs = {_real(f) for f in files}
+    all_inputs = {real(f) for f in files}
     if not files:
         if gt_files:  # every file given was ground truth: label images named so, or annotation tables
             shown = f"{_from_ground_truth_folder(gt_files[0])}{' ...' if len(gt_files) > 1 else ''}"
@@ -851,9 +329,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             print("error: no image files found in " + " ".join(map(printable_path, args.paths)), file=sys.stderr)
         return 2
     if not args.resume:  # (no other run writes it: held above)
-        tables = [Path(p) for p in (args.objects, _regions_path(args) if _region_spec(args) else None) if p]
+        tables = [Path(p) for p in (args.objects, regions_path(args) if region_spec(args) else None) if p]
         try:
-            replaced = [_replaced_counts(Path(args.out))] + _replaced_tables(tables)
+            replaced = [replaced_counts(Path(args.out))] + replaced_tables(tables)
         except OSError as err:
             print(f"error: an output exists and cannot be kept before it is replaced: {err}", file=sys.stderr)
             return 2
@@ -863,7 +341,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     keep_counts, keep_objects, keep_regions, done = None, None, None, set()
     if args.resume:
         # the skipped files still there get their rows again; one gone since (a dangling link) keeps a counted row
-        resumed = _resume_rows(args, model, params, files + [path for path, _ in skipped if path.exists()])
+        resumed = resume_rows(args, model, params, files + [path for path, _ in skipped if path.exists()])
         if isinstance(resumed, str):
             print(f"error: {resumed}", file=sys.stderr)
             return 2
@@ -882,13 +360,13 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                 "out": Path(args.out).name,
                 "params": params.acting(model.output_kind),
                 **({"plane": args.plane} if args.plane is not None else {}),
-                **({"blocks": blocks} if (blocks := _blocks_record(args)) is not None else {})}
+                **({"blocks": blocks} if (blocks := blocks_record(args)) is not None else {})}
     if isinstance(model, NetModel) and args.workers and backend and backend != "auto":  # every local worker runs it
         settings["backend"] = backend
     if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # else workers choose on their machines
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
         settings["backend"] = model.backend_in_use(backend)[0]
-        before = _previous_backends(args.out) if done else []
+        before = previous_backends(args.out) if done else []
         if set(before) - {settings["backend"]}:  # kept rows ran with another: the record names every one
             settings["backends_of_resumed_rows"] = before
             if not args.quiet and todo:  # nothing left to count: no "rest" counted with anything
@@ -930,17 +408,17 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                       # and the objects and label images are found again only from here
                       settings={**settings, "resume": bool(args.resume), "working_dir": os.getcwd(),
                                 "paths": [str(p) for p in args.paths],
-                                **{k: str(_real(Path(v))) for k, v in (("objects", args.objects),
+                                **{k: str(real(Path(v))) for k, v in (("objects", args.objects),
                                                                            ("labels_dir", args.labels_dir)) if v}},
                       inputs=inputs,
-                      out_path=str(_real(Path(args.out))))
+                      out_path=str(real(Path(args.out))))
     if keep_counts is not None:
         record.add(keep_counts.to_dict("records"))
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         # the outputs are replaced at once: a stale CSV from an earlier run never stays in place
-        atomic_write_bytes(_settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
-        atomic_write_bytes(_inputs_path(args.out), json.dumps({str(f): _fingerprint(f) for f in files}).encode("utf-8"))
+        atomic_write_bytes(settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
+        atomic_write_bytes(inputs_path(args.out), json.dumps({str(f): fingerprint(f) for f in files}).encode("utf-8"))
         if keep_counts is not None:  # rows kept by --resume were counted with this plane (else all count again)
             with_plane(keep_counts, args.plane)
         counts_out = CsvStream(args.out, columns=with_plane(pd.DataFrame(columns=COUNT_COLUMNS), args.plane).columns.tolist(),
@@ -953,9 +431,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None
         if args.labels_dir:
-            index_out, earlier, ours = _labels_index(args, done, {escape_cell(str(f)) for f in files})
+            index_out, earlier, ours = labels_index(args, done, {escape_cell(str(f)) for f in files})
             written.update(earlier)  # resumed: never reuse an earlier image's label file name
-            label_plan = _label_names(Path(args.labels_dir), [str(f) for f in todo], written, all_inputs, ours)
+            label_plan = label_names(Path(args.labels_dir), [str(f) for f in todo], written, all_inputs, ours)
         from .io import DEFAULT_MAX_PIXELS
 
         max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
@@ -963,12 +441,12 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         if cluster is not None:
             from .distributed import count_on_cluster
 
-            regions_out = CsvStream(_regions_path(args), keep=keep_regions,
+            regions_out = CsvStream(regions_path(args), keep=keep_regions,
                                     empty_columns=("file", "region", "row0", "col0", "row1", "col1", "count")
-                                    ) if _region_spec(args) else None
+                                    ) if region_spec(args) else None
             items = count_on_cluster([(str(f), f) for f in todo], model, params, cluster, model_ref=args.model,
                                      progress=progress, max_pixels=max_pixels, block_px=args.block_px,
-                                     overlap_px=args.overlap_px, regions=_region_spec(args), page=args.plane,
+                                     overlap_px=args.overlap_px, regions=region_spec(args), page=args.plane,
                                      block_progress=progress.blocks)
         else:
             items = count_many([(str(f), f) for f in todo], model, params, progress=progress, size_model=size_model,
@@ -985,13 +463,13 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                     if item.regions is None and item.status == "ok":
                         whole.append(item.name)
                 if args.labels_dir and item.result is not None and item.result.labels is not None:
-                    written_as = _write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
+                    written_as = write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
                                                ours, label_plan, model=item.result.model_name,
                                                pixel_size_um=item.result.pixel_size_um)
-                    index_out.append(_index_row(item.name, written_as))
+                    index_out.append(index_row(item.name, written_as))
                 elif args.labels_dir and item.status == "ok" and item.result is not None:  # by blocks: none held
                     no_labels.append(item.name)
-                    index_out.append(_index_row(item.name, ""))  # none, on purpose: --resume keeps its row
+                    index_out.append(index_row(item.name, ""))  # none, on purpose: --resume keeps its row
                 if objects_out is not None:
                     published = objects_out.append(item_objects(item) if item.result is not None else []) and published
                 row = counts_frame([item], args.plane)
@@ -1070,36 +548,6 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
 
 
 
-def _blocks_record(args: argparse.Namespace) -> dict | None:
-    """The block and region settings of a run on workers, as its settings file records them (JSON values), so
-    that --resume never mixes two grids in one regions CSV; None without workers (nothing is counted by blocks)."""
-    if not (args.workers or args.scheduler):
-        return None
-    return json.loads(json.dumps({"block_px": args.block_px, "overlap_px": args.overlap_px,
-                                  "regions": _region_spec(args)}))
-
-
-def _other_regions(before: dict | None, now: dict | None) -> bool:
-    """Whether two runs' :func:`_blocks_record` differ where it matters: one grid per regions CSV. Counts by blocks
-    on workers equal whole-image counts, so --workers alone, added or dropped, keeps the rows (it recounted a
-    whole interrupted run, a tester)."""
-    regions = [(r or {}).get("regions") for r in (before, now)]
-    return regions[0] != regions[1] or (regions[1] is not None and before != now)
-
-
-def _region_spec(args: argparse.Namespace):
-    from .blocks import read_regions
-
-    if args.region_grid:
-        rows, cols = (int(v) for v in args.region_grid.lower().split("x"))
-        if rows < 1 or cols < 1:  # else workers started and every image got an error row
-            raise ValueError(args.region_grid)
-        return ("grid", (rows, cols))
-    if args.regions:
-        return ("boxes", read_regions(args.regions))
-    return None
-
-
 SMALL_BLOCK_PX = 400
 """Blocks smaller than this get a note: 400 px blocks count within 0.5% of the whole image (docs/SCALING.md, tested),
 where a tester's 320 px blocks of a 640 px image counted a few percent more, most of the difference near the seams."""
@@ -1126,7 +574,7 @@ def _check_cluster_options(args: argparse.Namespace) -> str | None:
               f"counted less surely than in the whole image; blocks of {SMALL_BLOCK_PX}-2048 px (the default 2048) "
               "count as the whole image does more closely", file=sys.stderr)
     try:
-        _region_spec(args)
+        region_spec(args)
     except ValueError as err:
         if isinstance(err, ParameterError):
             return str(err)
@@ -1185,9 +633,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             if args.show is not None:
                 print(json.dumps(run, indent=2))
                 return 0
-            text = _export_text(run_id, sep=delimiter(args.out) if args.out and args.out != "-" else ",")
+            text = export_text(run_id, sep=delimiter(args.out) if args.out and args.out != "-" else ",")
             targets = (("--settings-out", args.settings_out, (".json",)),
-                       ("--out", None if args.out == "-" else args.out, _TABLE_SUFFIXES))
+                       ("--out", None if args.out == "-" else args.out, TABLE_SUFFIXES))
             for option, target, suffixes in targets:  # both checked before either is written
                 if not target:
                     continue
@@ -1196,7 +644,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     print(f"error: {option} {problem}; give a file name" + (" (or - for standard output)"
                                                                             if option == "--out" else ""), file=sys.stderr)
                     return 2
-                if problem := _not_a_table_problem(Path(target), suffixes):
+                if problem := not_a_table_problem(Path(target), suffixes):
                     print(f"error: {option} {problem}", file=sys.stderr)
                     return 2
             for _, target, _ in targets:
@@ -1218,7 +666,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 sys.stdout.write(text)
             else:
                 with contextlib.suppress(OSError):  # the same rows already there: nothing to keep
-                    if Path(args.out).read_bytes() != text.encode("utf-8") and (note := _replaced_counts(Path(args.out))):
+                    if Path(args.out).read_bytes() != text.encode("utf-8") and (note := replaced_counts(Path(args.out))):
                         print(note, file=sys.stderr)
                 atomic_write_bytes(args.out, text.encode("utf-8"))
             return 0

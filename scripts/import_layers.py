@@ -24,7 +24,7 @@ PACKAGES = ("cellcount.io", "cellcount.viz", "cellcount.models", "cellcount.trai
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("app", ["streamlit_app", "pages"]),
-    ("commands", ["cellcount.cli", "cellcount.evaluate.cli", "cellcount.evaluate.compare_cli", "cellcount.train", "cellcount.finetune",
+    ("commands", ["cellcount.cli", "cellcount.outputs", "cellcount.resume", "cellcount.evaluate.cli", "cellcount.evaluate.compare_cli", "cellcount.train", "cellcount.finetune",
                   "cellcount.jobs", "cellcount.__main__", "cellcount.evaluate.__main__", "cellcount.finetune.__main__",
                   "cellcount.synthetic.__main__"]),
     ("workflows", ["cellcount", "cellcount.batch", "cellcount.evaluate", "cellcount.cliparams", "cellcount.blocks",
