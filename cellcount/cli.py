@@ -236,7 +236,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .io.files import printable_path, searched_folders
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
-    from .models.backends import BACKENDS, backend_note
+    from .models.backends import backend_note
     from .pipeline import resolve_params
 
     skipped: list[tuple[Path, str]] = []
@@ -354,31 +354,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
               file=sys.stderr)
     if isinstance(model, NetModel) and not args.quiet and args.verbose:
         print("backend: {} ({})".format(*model.backend_in_use(backend)), file=sys.stderr)
-    from ._version import __version__
-
-    settings = {"model": model.name, "model_sha256": model.card.sha256, "cellcount_version": __version__,
-                "out": Path(args.out).name,
-                "params": params.acting(model.output_kind),
-                **({"plane": args.plane} if args.plane is not None else {}),
-                **({"blocks": blocks} if (blocks := blocks_record(args)) is not None else {})}
-    if isinstance(model, NetModel) and args.workers and backend and backend != "auto":  # every local worker runs it
-        settings["backend"] = backend
-    if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # else workers choose on their machines
-        # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
-        settings["backend"] = model.backend_in_use(backend)[0]
-        before = previous_backends(args.out) if done else []
-        if set(before) - {settings["backend"]}:  # kept rows ran with another: the record names every one
-            settings["backends_of_resumed_rows"] = before
-            if not args.quiet and todo:  # nothing left to count: no "rest" counted with anything
-                others = " and ".join(b for b in before if b != settings["backend"])
-                print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
-                      f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
-        # on a CPU only: a GPU always runs PyTorch, whatever was asked
-        if args.settings and not args.quiet and (recorded := _recorded_backend(args.settings)) \
-                and recorded != settings["backend"] and settings["backend"] in BACKENDS:
-            print(f"note: {args.settings} records a run with the {recorded} backend; this one runs {settings['backend']}"
-                  f", so a count may differ by an object (totals agree within 0.5%): --backend {recorded} runs that "
-                  "run's backend where this machine has it", file=sys.stderr)
+    settings = _run_settings(args, model, params, backend, done, todo)
     n_ok = n_err = total = n_check = total_check = 0
     failed: list[tuple[str, str]] = []
     whole: list[str] = []  # counted whole, so without region counts
@@ -511,14 +487,27 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"\ninterrupted: {n_rows} of {len(files)} images are in {args.out}; run the same command with "
               "--resume to count the rest", file=sys.stderr)
         return 130
+    _report(args, model, n_ok=n_ok, n_err=n_err, total=total, n_check=n_check, total_check=total_check,
+            kept=len(keep_counts) if keep_counts is not None else 0, done=done, todo=todo, skipped=skipped,
+            failed=failed, whole=whole, no_labels=no_labels)
+    return 1 if n_err or skipped else 0
+
+
+
+def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: int, n_check: int, total_check: int,
+            kept: int, done: set[str], todo: list[Path], skipped: list[tuple[Path, str]], failed: list[tuple[str, str]],
+            whole: list[str], no_labels: list[str]) -> None:
+    """What a finished ``count`` prints: the summary line, each failed image, and notes on rows without region
+    counts or label images."""
+    from .io.read import OVER_CAP_HINT, PIXEL_CAP_TEXT
+
     if not args.quiet:
         what = ("(density integrals; the objects CSV lists its peaks, approximate centres)"
                 if model.output_kind == "density" else "objects")
         # a resumed run's file holds the earlier rows too: said apart from those counted now
-        kept = len(keep_counts) if keep_counts is not None else 0
-        counted = (f"counted {n_ok}/{n_rows + len(skipped)} images" if not done else
+        counted = (f"counted {n_ok}/{n_ok + n_err + len(skipped)} images" if not done else
                    f"counted {n_ok - kept} of the {len(todo)} image(s) left ({kept} kept from before): "
-                   f"{n_ok}/{n_rows + len(skipped)} counted")
+                   f"{n_ok}/{n_ok + n_err + len(skipped)} counted")
         print(f"{counted} with {model.name}: total {total} {what} -> {args.out}"
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons), {total_check} of the "
                  "total in them" if n_check else "")
@@ -528,8 +517,6 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     for name, reason in failed:  # with --quiet too: an exit status of 1 alone does not say which
         # the reason names the file already where it was read from it
         print(f"  failed: {reason if reason.startswith(f'{name}: ') else f'{name}: {reason}'}", file=sys.stderr)
-    from .io.read import OVER_CAP_HINT, PIXEL_CAP_TEXT
-
     if not (args.workers or args.scheduler) and any(PIXEL_CAP_TEXT in reason for _, reason in failed):
         print(f"note: {OVER_CAP_HINT}", file=sys.stderr)
     if whole:  # an empty regions CSV said nothing of why (a tester's 8000 x 8000 slide, under the cap)
@@ -543,14 +530,44 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"note: {len(no_labels)} image(s) counted by blocks have no label image in {args.labels_dir} ({shown}): "
               "an image above --max-pixels is counted block by block and never held whole, its labels neither; its "
               "objects are in --objects", file=sys.stderr)
-    return 1 if n_err or skipped else 0
-
-
 
 
 SMALL_BLOCK_PX = 400
 """Blocks smaller than this get a note: 400 px blocks count within 0.5% of the whole image (docs/SCALING.md, tested),
 where a tester's 320 px blocks of a 640 px image counted a few percent more, most of the difference near the seams."""
+
+
+def _run_settings(args: argparse.Namespace, model, params, backend: str | None, done: set[str], todo: list[Path]) -> dict:
+    """The settings file beside ``--out``: what counted its rows (model, weights, settings, plane, blocks, backend),
+    with a note where rows kept by ``--resume`` or the settings file given ran in another backend."""
+    from ._version import __version__
+    from .models import NetModel
+    from .models.backends import BACKENDS
+
+    settings = {"model": model.name, "model_sha256": model.card.sha256, "cellcount_version": __version__,
+                "out": Path(args.out).name,
+                "params": params.acting(model.output_kind),
+                **({"plane": args.plane} if args.plane is not None else {}),
+                **({"blocks": blocks} if (blocks := blocks_record(args)) is not None else {})}
+    if isinstance(model, NetModel) and args.workers and backend and backend != "auto":  # every local worker runs it
+        settings["backend"] = backend
+    if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # else workers choose on their machines
+        # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
+        settings["backend"] = model.backend_in_use(backend)[0]
+        before = previous_backends(args.out) if done else []
+        if set(before) - {settings["backend"]}:  # kept rows ran with another: the record names every one
+            settings["backends_of_resumed_rows"] = before
+            if not args.quiet and todo:  # nothing left to count: no "rest" counted with anything
+                others = " and ".join(b for b in before if b != settings["backend"])
+                print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
+                      f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
+        # on a CPU only: a GPU always runs PyTorch, whatever was asked
+        if args.settings and not args.quiet and (recorded := _recorded_backend(args.settings)) \
+                and recorded != settings["backend"] and settings["backend"] in BACKENDS:
+            print(f"note: {args.settings} records a run with the {recorded} backend; this one runs {settings['backend']}"
+                  f", so a count may differ by an object (totals agree within 0.5%): --backend {recorded} runs that "
+                  "run's backend where this machine has it", file=sys.stderr)
+    return settings
 
 
 def _check_cluster_options(args: argparse.Namespace) -> str | None:
