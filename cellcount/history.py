@@ -32,7 +32,9 @@ DATA_DIR_ENV = "CELLCOUNT_DATA_DIR"
 DB_NAME = "history.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 """How long a writer waits for another one's transaction (they last milliseconds)."""
-STATUSES = ("running", "done", "interrupted", "failed")
+STATUSES = ("running", "done", "interrupted", "stopped", "failed")
+"""``interrupted``: ended by Ctrl-C or a signal (a command line run; ``--resume`` continues it); ``stopped``: by the user's
+Stop on the Batch page, which that page says in the same word."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -246,7 +248,7 @@ def _insert_rows(con: sqlite3.Connection, run_id: int, rows: list[dict[str, Any]
 
 
 def finish_run(run_id: int, status: str, *, path: str | os.PathLike | None = None) -> None:
-    """Mark a run ``done``, ``interrupted`` or ``failed``."""
+    """Mark a run ``done``, ``interrupted``, ``stopped`` or ``failed`` (:data:`STATUSES`)."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     with connect(path) as con:

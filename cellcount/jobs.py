@@ -302,7 +302,7 @@ class BatchJob(_Threaded):
                     rest = self._rest(status)
                 if rest:  # the inputs never reached stay in the run's record (the Runs page said "not counted 0")
                     self.record.add(counts_frame(rest, self.options.get("page")).to_dict("records"))
-                self.record.finish({"done": "done", "cancelled": "interrupted"}.get(status, "failed"))
+                self.record.finish({"done": "done", "cancelled": "stopped"}.get(status, "failed"))
         with self._lock:
             self._status, self._error = status, error
             self._t_end = time.time()

@@ -112,8 +112,10 @@ PARAMS: tuple[Param, ...] = (
         "channel", int, None, "input", lo=0, hi=65535, optional=True, none_means="mean of the channels",
         label="Channel",
         help="channel index of multichannel images, numbered from 0 (Fiji's C=1 is channel 0; default: mean of "
-        "the channels)",
-        explain="Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels. Counting in a channel "
+        "the channels, or the hematoxylin stain of a colour bright-background image with a model that reads stain)",
+        explain="Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels, except that a model reading "
+        "stain (its card's normalisation says so; every shipped one does) reads a colour image with a bright background "
+        "(H&E, brightfield) by its hematoxylin stain. Counting in a channel "
         "without nuclei gives a wrong, usually much lower, count.",
     ),
     Param(

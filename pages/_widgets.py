@@ -206,10 +206,11 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
     if image is None or n_channels > 1:
         options = [ALL_CHANNELS, *range(n_channels if image is not None else 4)]
         names = list(channel_names or [])  # never guessed: an unnamed 3-channel TIFF's DAPI is not "green"
+        stain = model.card.normalization.get("grayscale") == "stain"
 
         def fmt(v: int) -> str:
-            if v == ALL_CHANNELS:
-                return "all channels (mean)"
+            if v == ALL_CHANNELS:  # as the model reads them: a stain-reading model takes H&E's hematoxylin
+                return "all channels (mean; H&E: stain)" if stain else "all channels (mean)"
             # Fiji says C=1 for the first: numbered from 0 here, as in the CLI and the library
             notes = [*(["the first"] if v == 0 else []), *([names[v]] if v < len(names) else [])]
             return f"channel {v} ({', '.join(notes)})" if notes else f"channel {v}"
@@ -234,10 +235,11 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
         if out["channel"] is not None:  # said, and undone in one click: it counts every image with several channels
             c.caption(f"Channel {out['channel']} is chosen: images with several channels are counted on it alone (on "
                       "Batch too). This image has one channel and is counted as it is.")
-            c.button("Use all channels (mean)", key=f"{prefix}_clear_channel", on_click=_clear_channel,
+            c.button("Use all channels", key=f"{prefix}_clear_channel", on_click=_clear_channel,
                      args=(prefix, model.name), icon=":material/layers_clear:",
-                     help="Images with several channels are then counted from the mean of their channels, here and on "
-                     "Batch, Evaluate and Compare.")
+                     help="Images with several channels are then counted from the mean of their channels (colour H&E "
+                     "and brightfield from their hematoxylin stain, with a model that reads stain), here and on Batch, "
+                     "Evaluate and Compare.")
     out["invert"] = _from_widget(
         "invert",
         _choice(c, prefix, model, "invert", list(INVERT_OPTIONS), radio=True),

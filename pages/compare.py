@@ -178,7 +178,8 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
             # a row per setting all the same, so the per-row CSV lists the file with why it has no count
             rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name,
                       "settings": params.settings_json(sh.get_model(model_name).output_kind), "count": None, "count_estimate": None,
-                      "seconds": None, "check": None, "check_score": None, "check_reasons": "", "status": reason}
+                      "seconds": None, "check": None, "check_score": None, "check_reasons": "", "status": "error",
+                      "reason": reason}
                      for label, model_name, params in configs]
             step += len(configs)
             continue
@@ -196,6 +197,7 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 "check_score": None,
                 "check_reasons": "",
                 "status": "ok",
+                "reason": "",  # status and reason as Batch's and the command line's counts CSVs have them
             }
             try:
                 dropped = sh.channel_note(params, image)
@@ -224,7 +226,7 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                     row.update(check=bool(res.quality.flag), check_score=round(float(res.quality.score), 3),
                                check_reasons="; ".join(res.quality.reasons))
             except cc.CellcountError as err:
-                row["status"] = error_text(err, src.name)
+                row.update(status="error", reason=error_text(err, src.name))
             rows.append(row)
             step += 1
             bar.progress(step / total, text=f"{step} / {total}")
@@ -310,12 +312,12 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
         )
     failed = long[long["status"] != "ok"]
     for file, rows in failed.groupby("file", sort=False):  # an unreadable file once, not once per setting
-        reasons = rows["status"].unique()
+        reasons = rows["reason"].unique()
         if len(reasons) == 1 and len(rows) == len(labels):  # the reason names the file already
             st.warning(reasons[0] if file in reasons[0] else f"`{file}`: {reasons[0]}")
         else:
             for _, r in rows.iterrows():
-                st.warning(f"`{file}` with {r['config']}: {r['status']}")
+                st.warning(f"`{file}` with {r['config']}: {r['reason']}")
     row = st.container(horizontal=True)
     # whole counts as whole numbers (17, not 17.0), as the other CSV writes them; an empty cell stays empty
     sh.download_button("Comparison CSV", sh.csv_bytes(as_written(table)), "comparison.csv", "text/csv", f"{P}_dl", container=row,

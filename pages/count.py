@@ -140,8 +140,8 @@ def overlay_cached(
     """JPEG of the outlined picture for these plain keys (image, prediction, settings, display options)."""
     v = dict(view)
     rgb, legend, merges = outlined(display_cached(digest, v["contrast"], _image), _result, v)
-    if v["zoom"]:
-        rgb = viz.zoom_view(rgb, zoom=v["zoom"], center=v["centre"])
+    # a small image's pixels stay square: enlarged here, not smoothed by the browser
+    rgb = viz.zoom_view(rgb, zoom=v["zoom"], center=v["centre"]) if v["zoom"] else viz.enlarge_small(rgb)
     return viz.encode_jpeg(rgb), legend, len(merges)
 
 

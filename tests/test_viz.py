@@ -330,6 +330,17 @@ def test_zoom_view_full_resolution_and_magnified():
     np.testing.assert_array_equal(two[::2, ::2], rgb[75:, 95:])  # bottom-right window, pixels doubled
 
 
+def test_a_small_picture_is_enlarged_with_square_pixels():
+    """A 40 x 40 image was stretched smoothly by the browser over the panel: blurred, its outlines' colours smeared."""
+    rgb = np.arange(40 * 30 * 3, dtype=np.uint8).reshape(40, 30, 3)
+    big = viz.enlarge_small(rgb, side=640)
+    assert big.shape == (640, 480, 3)  # 16x: the whole factor that fits 640
+    np.testing.assert_array_equal(big[::16, ::16], rgb)
+    np.testing.assert_array_equal(big[5, 18], rgb[0, 1])  # nearest neighbour: no blending
+    same = np.zeros((400, 200, 3), np.uint8)  # over half the side: left to the browser, as large images are
+    assert viz.enlarge_small(same, side=640) is same
+
+
 def test_histogram_strip_and_encoders():
     shares = np.zeros(20)
     shares[0], shares[-1], shares[10] = 0.7, 0.29, 0.01

@@ -289,6 +289,15 @@ fits the Count page's picture column at 1400 px (689 px there): an 800 px window
 tester found no scroll bar and took its right edge for out of reach."""
 
 
+def enlarge_small(rgb: np.ndarray, *, side: int = ZOOM_VIEW_PX) -> np.ndarray:
+    """A picture under half of ``side`` px on its longer side enlarged by the whole factor that brings it nearest
+    ``side`` without passing it, with nearest-neighbour pixels; others as they are. The browser stretches a picture
+    smoothly over the panel: a 40 x 40 image came out blurred, its outlines' colours smeared into grey pixels (a
+    tester)."""
+    factor = side // max(rgb.shape[:2])
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1) if factor >= 2 else rgb
+
+
 def zoom_view(rgb: np.ndarray, *, zoom: int, center: tuple[float, float], max_side: int = ZOOM_VIEW_PX) -> np.ndarray:
     """A window of ``rgb`` magnified ``zoom`` x with nearest-neighbour pixels (1 = full resolution: one image
     pixel per screen pixel), at most ``max_side`` screen pixels a side, centred at ``center`` = (row, col)
