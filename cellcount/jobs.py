@@ -231,6 +231,8 @@ class BatchSnapshot:
     total: int
     elapsed_s: float
     error: str | None = None
+    cancelled_by: str | None = None
+    """Who asked it to stop, where the caller said (the app: a tab or browser other than the one that started it)."""
 
     @property
     def running(self) -> bool:
@@ -317,7 +319,7 @@ class BatchJob(_Threaded):
         with self._lock:
             end = self._t_end if self._t_end is not None else time.time()
             return BatchSnapshot(status=self._status, done=tuple(self._done), total=self.total,
-                                 elapsed_s=end - self._t0, error=self._error)
+                                 elapsed_s=end - self._t0, error=self._error, cancelled_by=self._cancelled_by)
 
     def _reached(self) -> int:
         """Items count_many has yielded, in order (by position: names may repeat, a/img.png and b/img.png)."""

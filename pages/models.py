@@ -205,8 +205,9 @@ def render_card(name: str) -> None:
         st.json(card.to_dict(), expanded=1)
     if cc.models.is_user_model(name):
         with st.popover("Delete this model", icon=":material/delete:"):
-            st.caption(f"Deletes `{name}` (weights and card) from `{cc.models.user_models_dir()}`. Counts and "
-                       "runs made with it stay in their CSVs and on the Runs page.")
+            st.caption(f"Deletes `{name}` (weights and card) from `{cc.models.user_models_dir()}`, for everyone "
+                       "using this app's server (their pages using it switch to the default model as they next run) "
+                       "and the command line. Counts and runs made with it stay in their CSVs and on the Runs page.")
             st.button(f"Delete {name}", key="models_delete", type="primary", on_click=delete_model, args=(name,))
 
 
@@ -235,7 +236,7 @@ sh.finetune_watch("models")  # a fine-tune of this session that ends while the t
 sh.show_messages("models")  # what a Delete did, or that a fine-tune ended
 names = cc.list_models()
 st.caption(
-    f"{len(names)} model(s): those shipped with cellcount, the models you trained on the Train page (kept in "
+    f"{len(names)} model(s): those shipped with cellcount, the models trained on the Train page by anyone using this app's server (kept in "
     f"`{cc.models.user_models_dir()}`) and a classical baseline. Also on the command line: `cellcount models`."
 )
 st.subheader("Which model for which images")

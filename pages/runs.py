@@ -88,7 +88,8 @@ def open_on(page: str, run: dict) -> None:
 
 st.title("Runs")
 st.caption(
-    "Every batch counted here or with `python -m cellcount count` is recorded on this computer: when, "
+    "Every batch counted here or with `python -m cellcount count` is recorded on this computer, and everyone using "
+    "this app's server sees every run here (the app has no user accounts): when, "
     "which model and settings, which images, and every per-image row. Download a run's CSV again or "
     "reuse its settings. The command line lists the same runs: `python -m cellcount runs`."
 )
