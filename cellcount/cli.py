@@ -385,7 +385,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                       settings={**settings, "resume": bool(args.resume), "working_dir": os.getcwd(),
                                 "paths": [str(p) for p in args.paths],
                                 **{k: str(real(Path(v))) for k, v in (("objects", args.objects),
-                                                                           ("labels_dir", args.labels_dir)) if v}},
+                                                                      ("labels_dir", args.labels_dir)) if v}},
                       inputs=inputs,
                       out_path=str(real(Path(args.out))))
     if keep_counts is not None:
@@ -440,8 +440,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                         whole.append(item.name)
                 if args.labels_dir and item.result is not None and item.result.labels is not None:
                     written_as = write_labels(Path(args.labels_dir), item.name, item.result.labels, written, all_inputs,
-                                               ours, label_plan, model=item.result.model_name,
-                                               pixel_size_um=item.result.pixel_size_um)
+                                              ours, label_plan, model=item.result.model_name,
+                                              pixel_size_um=item.result.pixel_size_um)
                     index_out.append(index_row(item.name, written_as))
                 elif args.labels_dir and item.status == "ok" and item.result is not None:  # by blocks: none held
                     no_labels.append(item.name)
@@ -493,7 +493,6 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     return 1 if n_err or skipped else 0
 
 
-
 def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: int, n_check: int, total_check: int,
             kept: int, done: set[str], todo: list[Path], skipped: list[tuple[Path, str]], failed: list[tuple[str, str]],
             whole: list[str], no_labels: list[str]) -> None:
@@ -532,11 +531,6 @@ def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: in
               "objects are in --objects", file=sys.stderr)
 
 
-SMALL_BLOCK_PX = 400
-"""Blocks smaller than this get a note: 400 px blocks count within 0.5% of the whole image (docs/SCALING.md, tested),
-where a tester's 320 px blocks of a 640 px image counted a few percent more, most of the difference near the seams."""
-
-
 def _run_settings(args: argparse.Namespace, model, params, backend: str | None, done: set[str], todo: list[Path]) -> dict:
     """The settings file beside ``--out``: what counted its rows (model, weights, settings, plane, blocks, backend),
     with a note where rows kept by ``--resume`` or the settings file given ran in another backend."""
@@ -568,6 +562,11 @@ def _run_settings(args: argparse.Namespace, model, params, backend: str | None, 
                   f", so a count may differ by an object (totals agree within 0.5%): --backend {recorded} runs that "
                   "run's backend where this machine has it", file=sys.stderr)
     return settings
+
+
+SMALL_BLOCK_PX = 400
+"""Blocks smaller than this get a note: 400 px blocks count within 0.5% of the whole image (docs/SCALING.md, tested),
+where a tester's 320 px blocks of a 640 px image counted a few percent more, most of the difference near the seams."""
 
 
 def _check_cluster_options(args: argparse.Namespace) -> str | None:

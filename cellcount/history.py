@@ -33,8 +33,8 @@ DB_NAME = "history.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 """How long a writer waits for another one's transaction (they last milliseconds)."""
 STATUSES = ("running", "done", "interrupted", "stopped", "failed")
-"""``interrupted``: ended by Ctrl-C or a signal (a command line run; ``--resume`` continues it); ``stopped``: by the user's
-Stop on the Batch page, which that page says in the same word."""
+"""``interrupted``: ended by Ctrl-C or a signal (a command line run, and app batches stopped before 0.3.0; ``--resume``
+continues a command line run); ``stopped``: by the user's Stop on the Batch page, which that page says in the same word."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -48,7 +48,7 @@ class JobSnapshot:
     unexpected: bool = False
     """The error is no :class:`~cellcount.errors.CellcountError` (a refusal with its reason) but a fault."""
     cancelled_by: str | None = None
-    """Who asked the run to stop, where the caller said (the app: "another tab" for a run started elsewhere)."""
+    """Who asked the run to stop, where the caller said (the app: "elsewhere" for a run started in another tab)."""
 
     @property
     def running(self) -> bool:
@@ -244,7 +244,7 @@ class BatchJob(_Threaded):
     """:func:`cellcount.batch.count_many` over ``items`` ((name, bytes or path) pairs) in a daemon thread.
 
     ``failed``: items already known to fail (unreadable zip members), reported first. ``record``: the run's
-    history entry, given the rows as they finish and closed as done, interrupted (cancelled) or failed.
+    history entry, given the rows as they finish and closed as done, stopped (cancelled) or failed.
     ``options``: more keywords of ``count_many`` (``size_model``, ``page`` ...).
     """
 

@@ -1,5 +1,6 @@
 """The files ``count`` writes: checked before any counting, kept beside them before they are replaced, and
-the label images of ``--labels-dir`` named and indexed."""
+the label images of ``--labels-dir`` named and indexed; and a run's counts CSV as ``runs --export`` writes it
+again (:func:`export_text`, :func:`not_a_table_problem`)."""
 
 from __future__ import annotations
 
@@ -267,8 +268,8 @@ def index_row(name: str, labels_file: str):
 
 
 def write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs: set[Path],
-                  ours: set[str] = frozenset(), planned: dict[str, str] | None = None, model: str | None = None,
-                  pixel_size_um: float | None = None) -> str:
+                 ours: set[str] = frozenset(), planned: dict[str, str] | None = None, model: str | None = None,
+                 pixel_size_um: float | None = None) -> str:
     """``<stem>_labels.tif`` in ``labels_dir``, numbered when taken: by another image of this run (a.png and
     a.tif, sub1/a and sub2/a), an input, or a file there that no earlier run wrote (``ours``: the user's own
     ground truth, say); its name."""
@@ -283,7 +284,7 @@ def write_labels(labels_dir: Path, name: str, labels, written: set[str], inputs:
 
 
 def free_label_name(labels_dir: Path, name: str, taken_names: set[str], inputs: set[Path],
-                     ours: set[str] = frozenset()) -> str:
+                    ours: set[str] = frozenset()) -> str:
     """The first of ``<stem>_labels.tif``, ``<stem>_2_labels.tif``, ... that :func:`write_labels` may use."""
     stem, k = Path(name).stem, 1
     out_name = f"{stem}_labels.tif"
@@ -299,7 +300,7 @@ def free_label_name(labels_dir: Path, name: str, taken_names: set[str], inputs: 
 
 
 def label_names(labels_dir: Path, names: list[str], written: set[str], inputs: set[Path],
-                 ours: set[str] = frozenset()) -> dict[str, str]:
+                ours: set[str] = frozenset()) -> dict[str, str]:
     """Each image's label file name, given in the order the inputs are listed before any is counted: with workers
     the images finish in any order, and two runs gave rep1/A01.png's labels and rep2/A01.png's each other's names."""
     reserved, plan = set(written), {}

@@ -114,7 +114,7 @@ PARAMS: tuple[Param, ...] = (
         help="channel index of multichannel images, numbered from 0 (Fiji's C=1 is channel 0; default: mean of "
         "the channels, or the hematoxylin stain of a colour bright-background image with a model that reads stain)",
         explain="Which channel holds the nuclei (e.g. DAPI); 'all' averages the channels, except that a model reading "
-        "stain (its card's normalisation says so; every shipped one does) reads a colour image with a bright background "
+        "stain (its card's normalisation says so; every shipped network does, not classical-otsu) reads a colour image with a bright background "
         "(H&E, brightfield) by its hematoxylin stain. Counting in a channel "
         "without nuclei gives a wrong, usually much lower, count.",
     ),

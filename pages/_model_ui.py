@@ -177,7 +177,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
             st.session_state[f"{prefix}__gone"] = shown  # for this run: a button pressed in it must not act
             st.session_state[f"{prefix}__msg"] = (
                 "warning",
-                f"{shown} is no longer installed (deleted on the Models page, here or in another tab), so this page "
+                f"{shown} is no longer installed (deleted on the Models page, here, in another tab or by another user of this server), so this page "
                 f"now uses {name}: {what}. Results shown below are {name}'s.",
             )
         else:

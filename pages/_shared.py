@@ -68,11 +68,14 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
 from pages._ui import (  # noqa: F401  (re-exported for the pages)
     CACHE_TTL_S,
     DENSITY_PEAKS_NOTE,
+    ELSEWHERE,
     ENTRY_FLAG,
     GOTO_KEY,
     IMAGE_TYPES,
     MICROSCOPE_TYPES,
     PERSIST,
+    STARTED_ELSEWHERE,
+    STOPPED_ELSEWHERE,
     csv_bytes,
     dataframe,
     download_button,
@@ -86,6 +89,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     show_error,
     show_messages,
     stem,
+    stop_elsewhere,
     uploaders_empty,
 )
 from pages._widgets import (  # noqa: F401  (re-exported for the pages)

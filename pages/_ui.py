@@ -32,6 +32,20 @@ ENTRY_FLAG = "_app_entry"
 GOTO_KEY = "_app_goto"
 
 
+ELSEWHERE = "elsewhere"
+"""Who stopped a batch or a fine-tune from a tab that did not start it (the one that did is told so)."""
+STOPPED_ELSEWHERE = ", from a tab or browser other than the one that started it"
+STARTED_ELSEWHERE = ("started in another tab or browser (yours, or someone else's on this app's server), or in this tab "
+                     "before it was reloaded")
+
+
+def stop_elsewhere(job: Any, confirm_key: str) -> None:
+    """Stop a job (a batch, a fine-tune) this session did not start, and untick its confirmation ``confirm_key``: the
+    next such job asks again."""
+    st.session_state.pop(confirm_key, None)
+    job.cancel(by=ELSEWHERE)
+
+
 def require_entry_point(page: str) -> None:
     """Send a deep link through ``streamlit_app.py`` (call first thing in each page).
 

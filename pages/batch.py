@@ -197,18 +197,6 @@ def running_settings_note(job: BatchJob) -> str:
     return text
 
 
-ELSEWHERE = "elsewhere"
-"""Who stopped a batch from a tab that did not start it (its result says so to the one that did)."""
-ELSEWHERE_TEXT = ("started in another tab or browser on this app's server (yours, or someone else's using the same "
-                  "server), or in this tab before it was reloaded")
-
-
-def stop_elsewhere(job: BatchJob) -> None:
-    """Stop a batch this session did not start, and untick the confirmation: the next such batch asks again."""
-    st.session_state.pop(f"{P}_stop_sure", None)
-    job.cancel(by=ELSEWHERE)
-
-
 def other_panel(other: BatchJob) -> None:
     """Another session's batch: its progress, redrawn every second, and a Stop; the page is drawn again when
     it ends, so that Count comes back."""
@@ -222,13 +210,13 @@ def other_panel(other: BatchJob) -> None:
         done, total = images_progress(other, s)
         c.info(f"Another batch is counting in this app ({done} of {total} image(s) so far, started "
                f"{time.strftime('%H:%M', time.localtime(time.time() - s.elapsed_s))}) with {other.model.name}, "
-               f"{own_settings(other)}: {ELSEWHERE_TEXT}. Its results will be on the Runs page. Count is back when it "
+               f"{own_settings(other)}: {sh.STARTED_ELSEWHERE}. Its results will be on the Runs page. Count is back when it "
                "ends (one batch at a time).")
         if other.cancel_requested:
             c.caption("Stopping after the image being counted ...")
-        else:  # one click from another user's browser stopped a colleague's batch without a word (a tester)
+        else:  # it may be a colleague's batch on a shared server: Stop needs the tick first
             sure = c.checkbox("I want to stop this batch, which may be someone else's", key=f"{P}_stop_sure")
-            c.button("Stop that batch", key=f"{P}_stop_other", on_click=stop_elsewhere, args=(other,),
+            c.button("Stop that batch", key=f"{P}_stop_other", on_click=sh.stop_elsewhere, args=(other, f"{P}_stop_sure"),
                      icon=":material/stop:", disabled=not sure,
                      help="It stops after the image being counted; the images counted so far are kept on the Runs "
                      "page. Whoever started it is told it was stopped from another tab or browser.")
@@ -243,7 +231,7 @@ def finished_other_panel(other: BatchJob) -> None:
     c = st.container(border=True)
     labels = "; its label images only here" if other.model.output_kind == "mask" else ""
     c.info(f"A batch counted in this app has finished: {done} of {total} image(s) with {other.model.name}, "
-           f"{ELSEWHERE_TEXT}. Its counts are on the Runs page{labels}.")
+           f"{sh.STARTED_ELSEWHERE}. Its counts are on the Runs page{labels}.")
     c.button("Show its results here", key=f"{P}_claim", icon=":material/download:",
              on_click=lambda: finish_batch(other, claimed=True))
 
@@ -290,8 +278,8 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
     note = None
     counted, n = images_progress(job, s)
     if s.status == "cancelled":
-        where = " from a tab or browser other than the one that started it" if s.cancelled_by == ELSEWHERE else ""
-        note = f"Stopped{where} after {counted} of {n} image(s): these are the ones counted."
+        where = sh.STOPPED_ELSEWHERE if s.cancelled_by == sh.ELSEWHERE else ""
+        note = f"Stopped after {counted} of {n} image(s){where}: these are the ones counted."
     elif s.status == "failed":
         note = f"The batch stopped after {counted} of {n} image(s): {s.error}"
     if job.record is not None and job.record.warning:

@@ -72,7 +72,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         ss[f"{P}_models"] = [n for n in ss[f"{P}_models"] if n in names]
         if gone:
             st.warning(f"{', '.join(gone)} {'is' if len(gone) == 1 else 'are'} no longer installed (deleted on the "
-                       "Models page, here or in another tab), so taken out of this comparison.")
+                       "Models page, here, in another tab or by another user of this server), so taken out of this comparison.")
         picked = st.multiselect(
             "Models",
             names,

@@ -142,13 +142,13 @@ def show_result(s: JobSnapshot) -> None:
             st.error(f"The fine-tune of {s.name} failed: {s.error}", icon=":material/error:")
         return
     if s.status == "cancelled":
-        where = (" from a tab or browser other than the one that started it" if s.cancelled_by == ELSEWHERE
-                 else "")
-        st.info(f"The fine-tune of {s.name} was cancelled{where} after {clock(s.elapsed_s)}; nothing was saved.")
+        where = sh.STOPPED_ELSEWHERE if s.cancelled_by == sh.ELSEWHERE else ""
+        st.info(f"The fine-tune of {s.name} was cancelled after {clock(s.elapsed_s)}{where}; nothing was saved.")
         return
     res = s.result
-    if not Path(res.folder).is_dir():  # deleted since (Models page, here or in another tab)
-        st.info(f"**{res.name}** was saved, then deleted (on the Models page, here or in another tab): it is in no "
+    if not Path(res.folder).is_dir():  # deleted since (Models page, in any tab of any user of this server)
+        st.info(f"**{res.name}** was saved, then deleted (on the Models page, here, in another tab or by another user "
+                f"of this server): it is in no "
                 "model list any more.", icon=":material/delete:")
         return
     st.success(
@@ -224,16 +224,6 @@ def last_run_text(s: JobSnapshot) -> str:
             f"or in another) {what}.")
 
 
-ELSEWHERE = "elsewhere"
-"""Who cancelled a run from a tab that did not start it (its outcome says so to the one that did)."""
-
-
-def cancel_elsewhere(job) -> None:
-    """Cancel a run this session did not start, and untick the confirmation: the next such run asks again."""
-    st.session_state.pop(f"{P}_cancel_sure", None)
-    job.cancel(by=ELSEWHERE)
-
-
 def started_here(job) -> bool:
     """Whether this session started ``job`` (not followed it from another tab or before a reload)."""
     return st.session_state.get(f"{P}__started") == job.job_id
@@ -265,8 +255,8 @@ def job_panel(board: JobBoard, me: str) -> None:
                 st.button("Cancel", key=f"{P}_cancel", on_click=job.cancel, icon=":material/cancel:")
             else:  # someone else may be following it: one click from a second tab cancelled it without a word
                 sure = st.checkbox("I want to stop this run, which may be someone else's", key=f"{P}_cancel_sure")
-                st.button("Cancel this run (started elsewhere)", key=f"{P}_cancel", on_click=cancel_elsewhere,
-                          args=(job,), icon=":material/cancel:", disabled=not sure,
+                st.button("Cancel this run (started elsewhere)", key=f"{P}_cancel", on_click=sh.stop_elsewhere,
+                          args=(job, f"{P}_cancel_sure"), icon=":material/cancel:", disabled=not sure,
                           help="Whoever started it is told it was cancelled from another tab or browser.")
             st.caption("It keeps running if you open other pages; come back here to follow it.")
             return

@@ -356,9 +356,8 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     assert any("Another batch is counting in this app" in i.value and "with unet-mask, its model card's settings"
                in i.value for i in second.info), "its model and settings named (the panel here shows this tab's)"
     assert second.button(key="batch_run").disabled
-    # it may be a colleague's on a shared server: said, and stopped only once that is ticked (one click from another
-    # browser stopped it without a word, a tester)
-    assert any("or someone else's using the same server" in i.value for i in second.info)
+    # it may be a colleague's on a shared server: said, and stopped only once that is ticked
+    assert any("someone else's on this app's server" in i.value for i in second.info)
     assert second.button(key="batch_stop_other").disabled
     second.checkbox(key="batch_stop_sure").check()
     second.run()
@@ -369,8 +368,9 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     assert not second.button(key="batch_run").disabled, "Count is back once the other batch has ended"
     first.run()
     # its own session is told who stopped it
-    assert any("Stopped from a tab or browser other than the one that started it after" in w.value
+    assert any("Stopped after" in w.value and ", from a tab or browser other than the one that started it" in w.value
                for w in first.warning)
+    assert "batch_stop_sure" not in second.session_state, "the next batch started elsewhere asks again"
 
 
 def test_a_finished_batch_of_a_reloaded_tab_can_be_shown_with_its_label_images():

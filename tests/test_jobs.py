@@ -155,7 +155,7 @@ def test_a_stopped_batch_keeps_what_it_counted(draw_disks, tmp_path):
     assert s.status == "cancelled" and [it.name for it in s.done] == ["0.png"] and s.total == 6
     # the run's record lists the five never reached too, as the page's CSV does (the Runs page said "not counted 0")
     run = list_runs(path=tmp_path / "h.sqlite").iloc[0]
-    # "stopped", as the Batch page says it (Runs said "interrupted", a word of its own: a tester)
+    # "stopped", the Batch page's word for it
     assert (run["status"], run["n_ok"], run["n_skipped"]) == ("stopped", 1, 5)
     rows = run_rows(int(run["id"]), path=tmp_path / "h.sqlite")
     assert list(rows["file"]) == [f"{k}.png" for k in range(6)]

@@ -290,10 +290,9 @@ tester found no scroll bar and took its right edge for out of reach."""
 
 
 def enlarge_small(rgb: np.ndarray, *, side: int = ZOOM_VIEW_PX) -> np.ndarray:
-    """A picture under half of ``side`` px on its longer side enlarged by the whole factor that brings it nearest
-    ``side`` without passing it, with nearest-neighbour pixels; others as they are. The browser stretches a picture
-    smoothly over the panel: a 40 x 40 image came out blurred, its outlines' colours smeared into grey pixels (a
-    tester)."""
+    """A picture of at most half of ``side`` px on its longer side enlarged by the whole factor that brings it
+    nearest ``side`` without passing it, with nearest-neighbour pixels; others as they are. The browser stretches a
+    small picture smoothly over the panel, blurring its pixels and its outlines' colours into each other."""
     factor = side // max(rgb.shape[:2])
     return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1) if factor >= 2 else rgb
 
