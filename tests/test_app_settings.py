@@ -117,8 +117,8 @@ sh.show_messages("count")
 """
     at = AppTest.from_string(script, default_timeout=60).run()
     assert not at.exception
-    assert any("mine-deleted is no longer installed (deleted on the Models page, here or in another tab), so this "
-               "page now uses" in w.value for w in at.warning)
+    assert any("mine-deleted is no longer installed (deleted on the Models page, here, in another tab or by another "
+               "user of this server), so this page now uses" in w.value for w in at.warning)
 
 
 @pytest.mark.slow
