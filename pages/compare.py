@@ -334,13 +334,16 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             x = pair[0].selectbox("x axis", list(wide.columns), index=0, key=f"{P}_x")
             y = pair[1].selectbox("y axis", list(wide.columns), index=1, key=f"{P}_y")
             st.plotly_chart(viz.agreement_scatter(wide.reset_index(), x, y), key=f"{P}_agree")
-            if x != y and len(wide):
-                d = count_metrics(wide[x].to_numpy(float), wide[y].to_numpy(float))
+            # the images both counted: one that a configuration could not count has no difference to take
+            both = wide[x].notna() & wide[y].notna()
+            if x != y and both.any():
+                d = count_metrics(wide.loc[both, x].to_numpy(float), wide.loc[both, y].to_numpy(float))
                 st.caption(
-                    f"Mean |{y} − {x}| = {d['mae']:.2f} cells per image; mean difference {d['bias']:+.2f}."
+                    f"Mean |{y} − {x}| = {d['mae']:.2f} cells per image; mean difference {d['bias']:+.2f}"
+                    + (f" (on the {int(both.sum())} of {len(wide)} images both counted)." if not both.all() else ".")
                 )
                 if has_truth:
-                    known = truth.reindex(wide.index).notna()
+                    known = truth.reindex(wide.index).notna() & both
                     st.caption(_paired_caption(x, y, truth.reindex(wide.index)[known], scored[x][known],
                                                scored[y][known]))
     else:

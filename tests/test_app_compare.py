@@ -117,6 +117,36 @@ def test_models_mode_and_upload(tiny_models):
     assert (unread["status"] == "error").all() and unread["reason"].str.startswith("bad.png: ").all()
 
 
+def test_a_configuration_that_cannot_count_an_image_has_its_row_with_why(monkeypatch):
+    """One configuration refused for one image: its row says status error with the reason, as Batch's and the command
+    line's counts CSVs do, and the page names the file and the configuration."""
+    at = open_compare(compare_mode="Settings", compare_model="classical-otsu",
+                      compare_samples=["s01_sparse_small.png", "s02_dense_clusters.png"])
+    at.slider(key="compare_b_threshold").set_value(0.8)
+    at.run()
+    import cellcount as cc
+
+    real = cc.postprocess
+
+    def refuse_b(pred, params, **kw):
+        if params.threshold == pytest.approx(0.8) and pred.shape[0] == 256:  # B on s01 (256 px) only
+            raise cc.ParameterError("refused for this test")
+        return real(pred, params, **kw)
+
+    monkeypatch.setattr(cc, "postprocess", refuse_b)
+    at.button(key="compare_run").click()
+    at.run()
+    assert not at.exception
+    long = at.session_state["compare__result"]["table"]
+    failed = long[long["status"] != "ok"]
+    assert len(failed) == 1 and failed["status"].iloc[0] == "error" and failed["config"].iloc[0].startswith("B")
+    assert "refused for this test" in failed["reason"].iloc[0]
+    assert (long.loc[long["status"] == "ok", "reason"] == "").all()
+    assert any("with B: classical-otsu: " in w.value and "refused for this test" in w.value for w in at.warning)
+    # the two configurations' agreement on the image both counted (the page crashed on the missing count)
+    assert any("(on the 1 of 2 images both counted)" in c.value for c in at.caption)
+
+
 def test_paired_interval_with_five_images():
     at = open_compare(
         compare_mode="Settings",
