@@ -16,7 +16,7 @@ from cellcount.jobs import JobBoard
 from cellcount.models import CLASSICAL_NAME, ModelCard, model_card, size_model_name
 from cellcount.models import loading as _loading
 from pages import _settings as settings
-from pages._ui import CACHE_TTL_S, pick_one, show_error
+from pages._ui import CACHE_TTL_S, DELETED_WHERE, pick_one, show_error
 
 
 def model_version(name: str) -> str:
@@ -177,7 +177,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
             st.session_state[f"{prefix}__gone"] = shown  # for this run: a button pressed in it must not act
             st.session_state[f"{prefix}__msg"] = (
                 "warning",
-                f"{shown} is no longer installed (deleted on the Models page, here, in another tab or by another user of this server), so this page "
+                f"{shown} is no longer installed (deleted {DELETED_WHERE}), so this page "
                 f"now uses {name}: {what}. Results shown below are {name}'s.",
             )
         else:

@@ -67,6 +67,7 @@ from pages._model_ui import (  # noqa: F401  (re-exported for the pages)
 )
 from pages._ui import (  # noqa: F401  (re-exported for the pages)
     CACHE_TTL_S,
+    DELETED_WHERE,
     DENSITY_PEAKS_NOTE,
     ELSEWHERE,
     ENTRY_FLAG,

@@ -32,6 +32,8 @@ ENTRY_FLAG = "_app_entry"
 GOTO_KEY = "_app_goto"
 
 
+DELETED_WHERE = "on the Models page, here, in another tab or by another user of this server"
+"""Where a trained model the page was using can have been deleted (every user of the server shares the models)."""
 ELSEWHERE = "elsewhere"
 """Who stopped a batch or a fine-tune from a tab that did not start it (the one that did is told so)."""
 STOPPED_ELSEWHERE = ", from a tab or browser other than the one that started it"

@@ -71,8 +71,8 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         gone = [n for n in ss[f"{P}_models"] if n not in names]
         ss[f"{P}_models"] = [n for n in ss[f"{P}_models"] if n in names]
         if gone:
-            st.warning(f"{', '.join(gone)} {'is' if len(gone) == 1 else 'are'} no longer installed (deleted on the "
-                       "Models page, here, in another tab or by another user of this server), so taken out of this comparison.")
+            st.warning(f"{', '.join(gone)} {'is' if len(gone) == 1 else 'are'} no longer installed (deleted "
+                       f"{sh.DELETED_WHERE}), so taken out of this comparison.")
         picked = st.multiselect(
             "Models",
             names,

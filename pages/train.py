@@ -147,9 +147,8 @@ def show_result(s: JobSnapshot) -> None:
         return
     res = s.result
     if not Path(res.folder).is_dir():  # deleted since (Models page, in any tab of any user of this server)
-        st.info(f"**{res.name}** was saved, then deleted (on the Models page, here, in another tab or by another user "
-                f"of this server): it is in no "
-                "model list any more.", icon=":material/delete:")
+        st.info(f"**{res.name}** was saved, then deleted ({sh.DELETED_WHERE}): it is in no model list any more.",
+                icon=":material/delete:")
         return
     st.success(
         f"**{res.name}** is saved in `{res.folder}` ({res.steps} steps in {res.precision}, {clock(res.seconds)}). It "
