@@ -208,15 +208,19 @@ _SYSTEM_FILES = ("thumbs.db", "desktop.ini")
 """What Windows leaves in folders of pictures."""
 
 
-def _recorded_backend(path: str | Path) -> str | None:
-    """The backend a settings file records its run with, when it is one of the backends (a GPU's is not)."""
+def _recorded_backend(path: str | Path, model_name: str) -> str | None:
+    """The backend a settings file records its run of ``model_name`` with, when it is one of the backends (a GPU's
+    is not); None for a file saved for another model, whose backend ran another network."""
     from .errors import CellcountError
     from .models.autotune import CHOICES
-    from .settingsfile import backend_from_file
+    from .settingsfile import backend_from_file, model_from_file
 
     try:
         recorded = backend_from_file(path)
+        saved_for = model_from_file(path)
     except (CellcountError, OSError):  # already read for its settings: a problem there was said
+        return None
+    if saved_for != model_name:
         return None
     return recorded if recorded in CHOICES and recorded != "auto" else None
 
@@ -556,7 +560,7 @@ def _run_settings(args: argparse.Namespace, model, params, backend: str | None, 
                 print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
                       f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)
         # on a CPU only: a GPU always runs PyTorch, whatever was asked
-        if args.settings and not args.quiet and (recorded := _recorded_backend(args.settings)) \
+        if args.settings and not args.quiet and (recorded := _recorded_backend(args.settings, model.name)) \
                 and recorded != settings["backend"] and settings["backend"] in BACKENDS:
             print(f"note: {args.settings} records a run with the {recorded} backend; this one runs {settings['backend']}"
                   f", so a count may differ by an object (totals agree within 0.5%): --backend {recorded} runs that "

@@ -262,6 +262,24 @@ def test_a_settings_file_of_other_weights_or_another_backend_is_said_so_on_uploa
     assert "counts made with the bf16 backend; this session runs torch" in said
 
 
+def test_a_settings_file_of_a_model_not_installed_says_so_without_a_backend_note():
+    """A file saved for a model not installed here is applied to the current model: its recorded backend ran another
+    network, so comparing it with this model's backend would only mislead."""
+    import json
+
+    at = open_count(count_model="unet-mask")
+    at.session_state["inference_backend"] = "torch"
+    at.run()
+    text = json.dumps({"model": "someone-elses-model", "backend": "bf16", "params": {"threshold": 0.42}})
+    at.file_uploader(key="count_settings_file").set_value(("theirs.json", text.encode(), "application/json"))
+    at.run()
+    assert not at.exception, at.exception
+    said = " ".join(m.value for m in [*at.success, *at.warning])
+    assert "names model 'someone-elses-model', which is not installed; the current model is kept" in said
+    assert "backend" not in said
+    assert at.slider(key="count_threshold").value == pytest.approx(0.42)
+
+
 def test_settings_file_of_a_density_model_names_only_what_acts():
     """A density model's Settings JSON named a threshold, a split mode and "count_source": "segmentation",
     beside a page saying no setting changes its count: it lists what acts, as its counts CSV does."""

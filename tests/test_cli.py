@@ -1024,6 +1024,12 @@ def test_a_run_recorded_with_another_backend_is_said_with_how_to_repeat_it(tiny_
     assert main(["count", str(small_folder / "a.png"), "--settings", str(tmp_path / "other.json"), "--backend", "torch",
                  "--out", str(tmp_path / "d.csv"), "--no-progress"]) == 0
     assert "records a run with the bf16 backend; this one runs torch" in capsys.readouterr().err
+    # a file of another model, applied to this one: its backend ran another network, so nothing is said of it
+    (tmp_path / "theirs.json").write_text(json.dumps({**sidecar, "model": "someone-elses-model"}))
+    assert main(["count", str(small_folder / "a.png"), "--settings", str(tmp_path / "theirs.json"), "--model",
+                 "tiny-mask", "--backend", "torch", "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 0
+    said = capsys.readouterr().err
+    assert "someone-elses-model" in said and "backend" not in said
     # a counts CSV from before the column: resumed, its rows take the backend its run's record names
     old = pd.read_csv(out).drop(columns=["backend"])
     old.to_csv(out, index=False)
