@@ -371,9 +371,11 @@ def _run(args: argparse.Namespace) -> int:
     ran = ran_in(pairs) or None  # every record names it: bf16 and fp32 may count an object apart
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     tuned_on_these, no_gain, checked = bool(args.tune), False, False  # figures on the tuning images flatter the tuned settings
+    tuning: dict | None = None  # what --tune did, for --json: its figures are the flattering ones otherwise alone
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)
         print(f"density calibration: count gain {k:.4f}; MAE {before:.3f} -> {after:.3f}")
+        tuning = {"fitted": "density count gain", "count_gain": k, "mae_before": before, "mae_after": after}
         if args.save_settings and not args.write_card:  # the gain is the model's (its card), not a setting
             print(f"note: the count gain is part of the model (its card's density scale), not a setting, so "
                   f"{args.save_settings} does not hold it; --write-card stores it in {model.name}", file=sys.stderr)
@@ -397,6 +399,8 @@ def _run(args: argparse.Namespace) -> int:
         changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
         tuned_on_these = bool(changed)  # the card's own settings kept: nothing fitted to these images
         print(f"tuning: MAE {tr.before:.3f} -> {tr.after:.3f}; changed {changed or 'nothing'}")
+        tuning = {"fitted": "postprocessing settings", "mae_before": tr.before, "mae_after": tr.after,
+                  "changed": changed, "cross_check": None}
         if edge := tr.edge_note():
             print(f"note: tuned settings {edge} (evaluate with a larger value set to see)")
         if changed and len(pairs) >= 2 and not args.no_cross_check:
@@ -408,6 +412,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"checked on images each tuning did not see (4-fold): MAE {check.kept:.3f} with the current "
                   f"settings, {check.tuned:.3f} tuned ({check.interval_text()}): {verdict}")
             no_gain, checked = check.verdict not in ("helps", "unsure"), True
+            tuning["cross_check"] = {"folds": 4, "mae_current_settings": check.kept, "mae_tuned": check.tuned,
+                                     "change_ci_low": check.low, "change_ci_high": check.high,
+                                     "verdict": check.verdict}
         params = tr.best_params
         if args.write_card and hasattr(model, "net"):
             card = model.card
@@ -528,7 +535,9 @@ def _run(args: argparse.Namespace) -> int:
                   "images_without_ground_truth": [str(p) for p in data.unlabelled], "files_skipped": skipped,
                   # the model's own training images: left out of the figures, or scored with them (--keep-trained)
                   "training_images_left_out": seen if leave_out else [],
-                  "training_images_scored": [] if leave_out else seen}
+                  "training_images_scored": [] if leave_out else seen,
+                  # the figures above are on the images --tune fitted to, where it changed anything: they flatter it
+                  "tuned_on_these_images": tuned_on_these, **({"tuning": tuning} if tuning else {})}
         atomic_write_bytes(args.json, json.dumps(finite_json(record), indent=2, default=float).encode())
     if closing := data.left_out_line(s["n"], args.limit):
         print(closing, file=sys.stderr)
