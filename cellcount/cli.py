@@ -553,6 +553,8 @@ def _run_settings(args: argparse.Namespace, model, params, backend: str | None, 
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
         settings["backend"] = model.backend_in_use(backend)[0]
         before = previous_backends(args.out) if done else []
+        if not todo and len(before) == 1:  # nothing left to count: the record names what counted the rows kept
+            settings["backend"] = before[0]
         if set(before) - {settings["backend"]}:  # kept rows ran with another: the record names every one
             settings["backends_of_resumed_rows"] = before
             if not args.quiet and todo:  # nothing left to count: no "rest" counted with anything

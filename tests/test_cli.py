@@ -1036,6 +1036,11 @@ def test_a_run_recorded_with_another_backend_is_said_with_how_to_repeat_it(tiny_
     assert main(["count", str(small_folder / "a.png"), str(small_folder / "b.png"), "--model", "tiny-mask", "--backend",
                  "torch", "--out", str(out), "--no-progress", "--resume"]) == 0
     assert pd.read_csv(out)["backend"].tolist() == ["torch", "torch"]
+    # resumed with another backend and nothing left to count: the record names the backend of the rows it holds
+    assert main(["count", str(small_folder / "a.png"), str(small_folder / "b.png"), "--model", "tiny-mask", "--backend",
+                 "onnxruntime", "--out", str(out), "--no-progress", "--resume"]) == 0
+    record = json.loads((tmp_path / "c.settings.json").read_text())
+    assert record["backend"] == "torch" and "backends_of_resumed_rows" not in record
 
 
 def test_other_files_in_a_folder_are_said_to_be_passed_over(small_folder, tmp_path, capsys):
