@@ -63,6 +63,10 @@ def _plane(text: str) -> int | str:
     return value
 
 
+BLOCK_PX, OVERLAP_PX = 2048, 128
+"""The blocks of huge images counted on workers, unless --block-px / --overlap-px say otherwise."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellcount", description="Count cells and nuclei in microscopy images.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="largest image counted whole, H x W pixels (default 8192 x 8192); larger ones are refused "
                         "in-process and counted by blocks with --workers / --scheduler")
-    d.add_argument("--block-px", type=int, default=2048, help="block side for huge images, px (default 2048)")
-    d.add_argument("--overlap-px", type=int, default=128,
-                   help="block overlap, px: more than the largest object's diameter (default 128)")
+    d.add_argument("--block-px", type=int, default=None,
+                   help=f"block side for huge images counted with --workers / --scheduler, px (default {BLOCK_PX})")
+    d.add_argument("--overlap-px", type=int, default=None,
+                   help=f"block overlap, px: more than the largest object's diameter (default {OVERLAP_PX})")
     d.add_argument("--region-grid", metavar="ROWSxCOLS", help="huge images: also count per cell of this grid")
     d.add_argument("--regions", metavar="CSV", help="huge images: also count per box (name,row0,col0,row1,col1)")
     d.add_argument("--regions-out", help="CSV of the region counts (default: <out>.regions.csv)")
@@ -589,6 +594,12 @@ def _check_cluster_options(args: argparse.Namespace) -> str | None:
         return "give --region-grid or --regions, not both"
     if args.max_pixels is not None and args.max_pixels < 1:
         return f"--max-pixels must be at least 1, got {args.max_pixels}"
+    given = [o for o, v in (("--block-px", args.block_px), ("--overlap-px", args.overlap_px)) if v is not None]
+    if given and not (args.workers or args.scheduler) and not args.quiet:  # accepted in silence, it looked acted on
+        print(f"note: {' and '.join(given)} set{'s' if len(given) == 1 else ''} the blocks of huge images counted with "
+              "--workers or --scheduler; this run counts each image whole, so it changes nothing", file=sys.stderr)
+    args.block_px = BLOCK_PX if args.block_px is None else args.block_px
+    args.overlap_px = OVERLAP_PX if args.overlap_px is None else args.overlap_px
     if args.block_px < 64 or args.overlap_px < 0:
         return f"need --block-px >= 64 and --overlap-px >= 0, got {args.block_px} and {args.overlap_px}"
     if args.block_px < SMALL_BLOCK_PX and (args.workers or args.scheduler) and not args.quiet:

@@ -709,6 +709,16 @@ def test_block_options_are_checked_before_any_worker_starts(small_folder, tmp_pa
     assert not (tmp_path / "c.csv").exists()
 
 
+def test_block_options_in_process_are_said_to_change_nothing(small_folder, tmp_path, capsys):
+    """--block-px and --overlap-px were accepted in silence in-process, where every image is counted whole."""
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]
+    assert main([*argv, "--block-px", "128", "--overlap-px", "16"]) == 0
+    assert "--block-px and --overlap-px set the blocks of huge images counted with --workers or --scheduler; this run " \
+           "counts each image whole, so it changes nothing" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "--block-px" not in capsys.readouterr().err
+
+
 def test_an_earlier_runs_counts_are_replaced_saying_how_to_get_them_back(small_folder, samples_dir, tmp_path, capsys):
     """Two plates counted from one folder with the default counts.csv: the second replaced the first's 2 rows
     without a word (a tester). Rows the history keeps as they are in the file are replaced naming their run; a
