@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from .errors import ModelNotFoundError, ParameterError
+from .errors import CellcountError, ModelNotFoundError, ParameterError
 from .params import LEGACY_KEYS, PARAMS, SCHEMA
 
 INVERT_CHOICES = {"auto": None, "yes": True, "no": False}
@@ -133,6 +133,24 @@ def plain_warnings():
         yield
 
 
+def _replaced_card_values(path: str, model) -> str:
+    """', replacing ... of its card's: a (card -> file), ...' for the settings a file saved for another model changes
+    in ``model``'s card (a fine-tune's learnt nucleus size and background went unsaid, a tester); '' when none."""
+    from .pipeline import resolve_params
+    from .settingsfile import params_from_file
+
+    try:
+        card, given = resolve_params(model, {}).to_dict(), params_from_file(path)
+    except (CellcountError, OSError):  # read and checked again where its settings are applied
+        return ""
+    changed = [f"{k} {json.dumps(card[k])} -> {json.dumps(v)}" for k, v in sorted(given.items())
+               if k in card and card[k] != v]
+    if not changed:
+        return ""
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    return f", replacing {len(changed)} of its card's: {shown}; leave a setting out of the file to keep the card's"
+
+
 def load_cli_model(args: argparse.Namespace, default: str | None = None):
     """The model a command counts with: ``--model``, else the model its ``--settings`` file was saved for
     (settings tuned for one model change another's counts), else ``default``. With ``--model`` naming another
@@ -163,7 +181,7 @@ def load_cli_model(args: argparse.Namespace, default: str | None = None):
                   file=sys.stderr)
     if saved_for and getattr(args, "model", None) and saved_for != model.name:
         print(f"note: {args.settings} was saved for {saved_for}; its settings are applied to {model.name} as asked "
-              "(they may not suit it)", file=sys.stderr)
+              f"(they may not suit it){_replaced_card_values(args.settings, model)}", file=sys.stderr)
     elif saved_for and not getattr(args, "model", None):
         print(f"note: counting with {model.name}, the model named in {args.settings}", file=sys.stderr)
     elif getattr(args, "settings", None) and not getattr(args, "model", None):  # e.g. params.to_json() saved by hand

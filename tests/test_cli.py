@@ -287,7 +287,11 @@ def test_a_settings_file_counts_with_the_model_it_was_saved_for(small_folder, tm
     assert "was saved for the model 'someone-elses-model', which is not installed" in capsys.readouterr().err
     assert main(["count", str(small_folder), "--settings", str(settings), "--model", CLASSICAL_NAME,
                  "--out", str(out), "--no-progress"]) == 0
-    assert f"saved for someone-elses-model; its settings are applied to {CLASSICAL_NAME}" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"saved for someone-elses-model; its settings are applied to {CLASSICAL_NAME}" in said
+    # the card values it replaces are named (a fine-tune's learnt nucleus size went unsaid, a tester)
+    card_area = resolve_params(load_model(CLASSICAL_NAME), {}).min_area_px
+    assert f"replacing 1 of its card's: min_area_px {card_area} -> 100000" in said
 
 
 def test_a_settings_file_of_weights_since_replaced_says_so(small_folder, tmp_path, capsys):
