@@ -46,6 +46,7 @@ from .groundtruth import (
     is_roi_set,
     listed,
     match_names,
+    not_used_beside_broken,
     one_per_image,
     read_cellcounter_xml,
     read_counts_by_name,
@@ -607,7 +608,14 @@ def labelled_set(
                 n, table = count_of[name]
                 gt = GroundTruth(kind="count", count=n, source=table)
         except CellcountError as err:
-            out.skipped.append((image.name, str(err)))
+            beside = ""
+            if shape is not None and name in pairs:  # its other annotations: said here, not as matching no image
+                others = [n for n in by_name if n not in used and posixpath.dirname(n) in {
+                    posixpath.dirname(name), posixpath.dirname(pairs[name])}
+                    and any(b.casefold() == PurePosixPath(name).stem.casefold() for b, _ in _gt_bases(n))]
+                used.update(others)
+                beside = not_used_beside_broken([PurePosixPath(n).name for n in others])
+            out.skipped.append((image.name, f"{err}{beside}"))
             if shape is not None:  # the image is fine, its annotation is not
                 out.truth_refused.append((image.name, image.data))
             continue

@@ -742,6 +742,26 @@ def test_load_labelled_folder_mixed(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert "1 ground-truth file(s) match no image: zz_points.csv" in caplog.text
 
 
+def test_a_broken_annotation_names_the_readable_one_beside_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A truncated a_labels.tif left its image out while the readable a_points.csv beside it was listed among the
+    "second annotations of images that have one already": now the image's reason names it, and the list does not."""
+    for k, name in enumerate("ab"):
+        _save_png(tmp_path / f"{name}.png", np.full((10, 12), k, np.uint8))
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, _two_blobs(), compression="zlib")
+    (tmp_path / "a_labels.tif").write_bytes(buf.getvalue()[:-20])
+    (tmp_path / "a_points.csv").write_text("x,y\n1,1\n2,2\n")
+    (tmp_path / "b_points.csv").write_text("x,y\n1,1\n")
+    said: list[tuple[str, str]] = []
+    with caplog.at_level(logging.WARNING):
+        items = load_labelled_folder(tmp_path, on_error=lambda image, why: said.append((image.name, why)))
+    assert [p.name for p, _ in items] == ["b.png"]
+    assert [name for name, _ in said] == ["a.png"]
+    assert said[0][1].endswith("; a_points.csv beside it, another annotation of this image, is not used in its place "
+                               "(which one is right is yours to say): fix or remove the broken file")
+    assert "second annotations" not in caplog.text and "match no image" not in caplog.text
+
+
 def test_two_annotations_of_one_image_that_disagree_leave_it_out_saying_so(tmp_path: Path) -> None:
     """A stale a_points.csv (2 dots) beside a.csv (5) was used by the suffix order, said only by a log line, and a
     fine-tune trained on it; now the image is reported with both files and counts (a caller's on_error) and left

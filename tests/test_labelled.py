@@ -340,6 +340,19 @@ def test_a_second_annotation_of_an_image_is_said_to_be_unused_not_unmatched(samp
     assert any("2 ground-truth file(s) are second annotations" in n and "masks/0.png" in n for n in out.notes)
 
 
+def test_a_broken_annotation_names_the_readable_one_uploaded_beside_it(samples):
+    """A truncated a_labels.tif refused its image, and the readable a_points.csv beside it was then said to "match no
+    image" (sending the user renaming a file named right): the image's reason names it instead."""
+    out = labelled_set([("a.png", samples[0][0]), ("b.png", samples[1][0])],
+                       [("a_labels.tif", samples[0][1][:-40]), ("a_points.csv", b"x,y\n1,1\n2,2\n"),
+                        ("b_labels.tif", samples[1][1])])
+    assert [n for n, _, _ in out.items] == ["b.png"] and [n for n, _ in out.truth_refused] == ["a.png"]
+    (name, why), = out.skipped
+    assert name == "a.png" and why.endswith("; a_points.csv beside it, another annotation of this image, is not used in "
+                                            "its place (which one is right is yours to say): fix or remove the broken file")
+    assert not out.unused
+
+
 def test_two_uploaded_annotations_of_one_image_that_disagree_are_refused_naming_both(samples):
     """A stale a_points.csv (2 dots) beside a.csv (5) was used by the suffix order, the other said only to be a
     second annotation; the image is now refused naming both, and may be dotted anew (truth_refused). Files that

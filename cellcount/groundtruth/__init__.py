@@ -34,6 +34,7 @@ from .read import (
     annotations_disagree,
     check_points_fit,
     disagreeing_annotations,
+    not_used_beside_broken,
     read_ground_truth,
 )
 from .tables import (
@@ -72,6 +73,7 @@ __all__ = [
     "IgnoredClassWarning",
     "CalibratedPointsWarning",
     "annotations_disagree",
+    "not_used_beside_broken",
     "check_points_fit",
     "disagreeing_annotations",
     "BinaryMaskWarning",

@@ -39,7 +39,13 @@ from .pairing import (
     _skip_warning,
     match_ground_truth,
 )
-from .read import annotations_disagree, check_points_fit, disagreeing_annotations, read_ground_truth
+from .read import (
+    annotations_disagree,
+    check_points_fit,
+    disagreeing_annotations,
+    not_used_beside_broken,
+    read_ground_truth,
+)
 from .tables import (
     _COUNT_COLUMNS,
     _FILENAME_COLUMNS,
@@ -267,6 +273,20 @@ def load_labelled_folder(
         check_points_fit(shared_of[image], image_shape(image))
         return shared_of[image]
 
+    instead: set[Path] = set()  # readable annotations of images whose used one is broken: said with that image
+
+    def beside_broken(image: Path) -> str:
+        """Where an image's annotation cannot be read, its other annotations in the same folders: named in its
+        reason (a tester's readable _points.csv was listed as a second annotation of an image left out)."""
+        broken = matches.get(image)
+        if broken is None:
+            return ""
+        taken = set(matches.values())
+        others = sorted(p for p in gt_files if p not in taken and p.parent in (image.parent, broken.parent)
+                        and _gt_base(p)[0].casefold() == image.stem.casefold())
+        instead.update(others)
+        return not_used_beside_broken([p.name for p in others])
+
     for image in sorted(images):
         annotated = image in matches or image in shared_of  # richer than a count: used before the counts tables
         if image in unsure and not annotated:
@@ -286,7 +306,7 @@ def load_labelled_folder(
             except CellcountError as err:
                 if on_error is None:
                     raise
-                on_error(image, str(err))
+                on_error(image, f"{err}{beside_broken(image)}")
                 continue
             if counts_only:
                 gt = GroundTruth(kind="count", count=gt.count, source=gt.source)
@@ -360,7 +380,8 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
-    _skip_warning(root, missing, [p for p in unused if p not in clashing], paired=matches, on_missing=on_missing)
+    _skip_warning(root, missing, [p for p in unused if p not in clashing and p not in instead], paired=matches,
+                  on_missing=on_missing)
     paired_stems = {image.stem for image, _ in out}
     if unread := [p for p in seg_npy if p.name[: -len("_seg.npy")] not in paired_stems]:  # its masks used: no news
         logger.warning("%s: %s: %s", root, _names(unread), CELLPOSE_SEG_NOTE)

@@ -20,6 +20,7 @@ from cellcount.io import (
 
 from .exported import GEOJSON_EXTENSIONS, read_cellcounter_xml, read_geojson, read_imagej_rois
 from .images import read_dot_image, read_label_image
+from .names import listed
 from .tables import TABLE_EXTENSIONS, _count_columns, _csv_rows, _point_columns, _read_csv_text, read_points_csv
 from .truth import BinaryMaskWarning, GroundTruth, _expected_hw, holds_only_specks
 
@@ -143,6 +144,15 @@ def disagreeing_annotations(used: GroundTruth, seconds: Iterable[tuple[str, Call
         if second.kind != "mask" and second.count != used.count:
             clash.append((name, second.count))
     return clash
+
+
+def not_used_beside_broken(names: Sequence[str]) -> str:
+    """What an image's reason adds where its annotation cannot be read and others of it (``names``) can: they are
+    not used in its place, as which one is right is the user's to say ('' when none)."""
+    if not names:
+        return ""
+    return (f"; {listed(list(names))} beside it, another annotation of this image, is not used in its place (which "
+            "one is right is yours to say): fix or remove the broken file")
 
 
 def annotations_disagree(used: str, count: int, clash: Sequence[tuple[str, int]], fix: str) -> str:
