@@ -11,6 +11,7 @@ from cellcount import viz
 from cellcount.evaluate import (
     BORDER_TRUTH_KEPT,
     DEFAULT_GRID,
+    EDGE_WALK_TEXT,
     TuningCheck,
     cross_check_errors,
     tune_params,
@@ -263,7 +264,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "Tries other values of the postprocessing settings one at a time, starting from the current ones, and "
         "keeps what lowers the count error (MAE) on these images; among settings within 1% of the best MAE, the "
         "one whose outlines match best (F1) wins. The model does not rerun. "
-        f"Values tried: {grid} (the distance only in the split modes that use it). Settings tuned on a few "
+        f"Values tried: {grid} (the distance only in the split modes that use it); {EDGE_WALK_TEXT}. Settings "
+        "tuned on a few "
         "images fit those images, so the tuning is also checked on images it did not see (each quarter of your "
         "images counted with settings tuned on the other three quarters)."
     )

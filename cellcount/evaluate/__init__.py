@@ -380,6 +380,10 @@ EDGE_STEPS: dict[str, Callable[[Any], Any]] = {
 """The next larger value :func:`tune_params` tries for a setting whose best is at the top of its grid."""
 MAX_EDGE_STEPS = 6
 """At most this many values beyond a grid's top (min_area_px: 50 -> 75 -> 112 -> ... -> 567)."""
+EDGE_WALK_TEXT = ("a best value at the top of its range is walked on while larger ones count no worse (threshold "
+                  f"0.8, 0.9; distance 2 px a step; min. area half again a step; at most {MAX_EDGE_STEPS} steps)")
+"""What :data:`EDGE_STEPS` do, in words, for the texts that list the values tried (a tester read "threshold 0.3
+... 0.7" and got 0.9)."""
 
 
 def at_grid_edge(params: CountParams, grid: dict[str, list[Any]] | None = None, *,

@@ -36,6 +36,7 @@ from ..pipeline import resolve_params
 from ..settingsfile import settings_text
 from . import (
     BORDER_TRUTH_KEPT,
+    EDGE_WALK_TEXT,
     TuningCheck,
     calibrate_density,
     cross_check_errors,
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="per-image CSV path")
     p.add_argument("--json", help="write the summary as JSON here")
     p.add_argument("--tune", action="store_true",
-                   help="search postprocessing settings on this data (density models: fit the count gain)")
+                   help="search postprocessing settings on this data, one at a time over a grid of values; "
+                   f"{EDGE_WALK_TEXT} (density models: fit the count gain)")
     p.add_argument("--write-card", action="store_true", help="with --tune: store the best settings in the card")
     p.add_argument("--no-cross-check", action="store_true",
                    help="with --tune: skip the check of the tuning on images it did not see (4-fold; about 4x the "
