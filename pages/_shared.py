@@ -73,6 +73,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     ENTRY_FLAG,
     GOTO_KEY,
     IMAGE_TYPES,
+    MICROSCOPE_HELP,
     MICROSCOPE_TYPES,
     PERSIST,
     STARTED_ELSEWHERE,

@@ -463,7 +463,8 @@ with left:
 with right:
     returning = sh.uploaders_empty(f"{P}_files")
     up = st.file_uploader(
-        "Images or zip files", type=[*sh.IMAGE_TYPES, *sh.MICROSCOPE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files"
+        "Images or zip files", type=[*sh.IMAGE_TYPES, *sh.MICROSCOPE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files",
+        help=f"PNG, JPEG, BMP or TIFF images, or zip files of them (folders inside are fine). {sh.MICROSCOPE_HELP}",
     )
     kept = sh.kept_uploads(f"{P}_uploads", [list(up or [])], returning=returning,
                            note=lambda k: f"Showing the {len(k[0])} file(s) you uploaded earlier; upload again to "

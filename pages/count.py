@@ -39,7 +39,7 @@ def pick_source() -> sh.Source | None:
         type=[*sh.IMAGE_TYPES, *sh.MICROSCOPE_TYPES],
         key=f"{P}_upload",
         help="PNG, JPEG, BMP or TIFF; 8/16-bit, grayscale, RGB or multichannel (choose the channel below). "
-        "Replacing or removing the image never changes the settings.",
+        f"Replacing or removing the image never changes the settings. {sh.MICROSCOPE_HELP}",
     )
     files = sh.kept_uploads(f"{P}_upload", [[up] if up is not None else []], returning=returning,
                             note=lambda kept: f"Showing **{short_name(kept[0][0].name)}**, which you uploaded earlier; upload "
