@@ -45,7 +45,7 @@ from .outputs import (
     settings_path,
     write_labels,
 )
-from .resume import previous_backends, resume_rows
+from .resume import previous_backend_record, previous_backends, resume_rows
 
 logger = logging.getLogger(__name__)
 
@@ -552,17 +552,17 @@ def _run_settings(args: argparse.Namespace, model, params, backend: str | None, 
                 "params": params.acting(model.output_kind),
                 **({"plane": args.plane} if args.plane is not None else {}),
                 **({"blocks": blocks} if (blocks := blocks_record(args)) is not None else {})}
+    if done and not todo:  # nothing counted now: the backends that counted the rows kept, as recorded
+        return {**settings, **previous_backend_record(args.out)}
     if isinstance(model, NetModel) and args.workers and backend and backend != "auto":  # every local worker runs it
         settings["backend"] = backend
     if isinstance(model, NetModel) and not (args.workers or args.scheduler):  # else workers choose on their machines
         # bf16 and fp32 counts may differ by an object or two: which one ran is part of the record
         settings["backend"] = model.backend_in_use(backend)[0]
         before = previous_backends(args.out) if done else []
-        if not todo and len(before) == 1:  # nothing left to count: the record names what counted the rows kept
-            settings["backend"] = before[0]
         if set(before) - {settings["backend"]}:  # kept rows ran with another: the record names every one
             settings["backends_of_resumed_rows"] = before
-            if not args.quiet and todo:  # nothing left to count: no "rest" counted with anything
+            if not args.quiet:
                 others = " and ".join(b for b in before if b != settings["backend"])
                 print(f"note: --resume: the {len(done)} row(s) kept include rows counted with the {others} backend, "
                       f"the rest are counted with {settings['backend']} (totals agree within 0.5%)", file=sys.stderr)

@@ -133,18 +133,20 @@ def plain_warnings():
         yield
 
 
-def _replaced_card_values(path: str, model) -> str:
-    """', replacing ... of its card's: a (card -> file), ...' for the settings a file saved for another model changes
-    in ``model``'s card (a fine-tune's learnt nucleus size and background went unsaid, a tester); '' when none."""
+def _replaced_card_values(args: argparse.Namespace, model) -> str:
+    """', replacing N of its card's: key card -> file, ...': the settings of ``--settings`` that change ``model``'s
+    card where they act on its counts and no option sets them again. A file saved for another model carries that
+    model's nucleus size and background, which a fine-tune's card learnt for its own images; '' when none."""
     from .pipeline import resolve_params
     from .settingsfile import params_from_file
 
     try:
-        card, given = resolve_params(model, {}).to_dict(), params_from_file(path)
+        acting, given = resolve_params(model, {}).acting(model.output_kind), params_from_file(args.settings)
     except (CellcountError, OSError):  # read and checked again where its settings are applied
         return ""
-    changed = [f"{k} {json.dumps(card[k])} -> {json.dumps(v)}" for k, v in sorted(given.items())
-               if k in card and card[k] != v]
+    typed = {spec.name for spec in PARAMS if getattr(args, spec.name, None) is not None}
+    changed = [f"{k} {json.dumps(acting[k])} -> {json.dumps(v)}" for k, v in sorted(given.items())
+               if k in acting and k not in typed and acting[k] != v]
     if not changed:
         return ""
     shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
@@ -181,12 +183,15 @@ def load_cli_model(args: argparse.Namespace, default: str | None = None):
                   file=sys.stderr)
     if saved_for and getattr(args, "model", None) and saved_for != model.name:
         print(f"note: {args.settings} was saved for {saved_for}; its settings are applied to {model.name} as asked "
-              f"(they may not suit it){_replaced_card_values(args.settings, model)}", file=sys.stderr)
+              f"(they may not suit it){_replaced_card_values(args, model)}", file=sys.stderr)
     elif saved_for and not getattr(args, "model", None):
         print(f"note: counting with {model.name}, the model named in {args.settings}", file=sys.stderr)
     elif getattr(args, "settings", None) and not getattr(args, "model", None):  # e.g. params.to_json() saved by hand
-        print(f"note: {args.settings} names no model: its settings are applied to {model.name}, the default; pass "
-              "--model to choose (a settings file saved with its model names it: cellcount.settingsfile.save)",
+        print(f"note: {args.settings} names no model: its settings are applied to {model.name}, the default"
+              f"{_replaced_card_values(args, model)}; pass --model to choose (a settings file saved with its model "
+              "names it: cellcount.settingsfile.save)", file=sys.stderr)
+    elif getattr(args, "settings", None) and not saved_for and (replaced := _replaced_card_values(args, model)):
+        print(f"note: {args.settings} names no model: its settings are applied to {model.name} as asked{replaced}",
               file=sys.stderr)
     return model
 

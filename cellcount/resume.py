@@ -80,6 +80,18 @@ def moved_inputs(out: Path, gone: list[str], files: list[Path]) -> dict[str, str
             if len(names) == 1 and len(by_print.get(fp, [])) == 1}
 
 
+def previous_backend_record(out: str | Path) -> dict:
+    """The backend entries (``backend``, ``backends_of_resumed_rows``) of the settings file beside ``out``, as they
+    are: what a resumed run that counts nothing more records for the rows it keeps."""
+    try:
+        previous = json.loads(settings_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(previous, dict):
+        return {}
+    return {k: previous[k] for k in ("backend", "backends_of_resumed_rows") if previous.get(k)}
+
+
 def previous_backends(out: str | Path) -> list[str]:
     """The backends an earlier run into ``out`` recorded for its rows (with those of the runs it resumed)."""
     try:

@@ -10,6 +10,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.evaluate import (
     BORDER_TRUTH_KEPT,
+    CROSS_CHECK_FOLDS,
     DEFAULT_GRID,
     EDGE_WALK_TEXT,
     TuningCheck,
@@ -266,8 +267,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "one whose outlines match best (F1) wins. The model does not rerun. "
         f"Values tried: {grid} (the distance only in the split modes that use it); {EDGE_WALK_TEXT}. Settings "
         "tuned on a few "
-        "images fit those images, so the tuning is also checked on images it did not see (each quarter of your "
-        "images counted with settings tuned on the other three quarters)."
+        "images fit those images, so the tuning is also checked on images it did not see (your images in "
+        f"{CROSS_CHECK_FOLDS} parts, or one per image when fewer, each part counted with settings tuned on the others)."
     )
     if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
         bar = st.progress(0.0, text="Trying settings ...")

@@ -292,6 +292,15 @@ def test_a_settings_file_counts_with_the_model_it_was_saved_for(small_folder, tm
     # the card values it replaces are named (a fine-tune's learnt nucleus size went unsaid, a tester)
     card_area = resolve_params(load_model(CLASSICAL_NAME), {}).min_area_px
     assert f"replacing 1 of its card's: min_area_px {card_area} -> 100000" in said
+    # set again on the command line, it is not the file's to replace; a file naming no model is said the same way
+    assert main(["count", str(small_folder), "--settings", str(settings), "--model", CLASSICAL_NAME, "--min-area-px",
+                 "3", "--out", str(out), "--no-progress"]) == 0
+    assert "of its card's" not in capsys.readouterr().err
+    settings.write_text(json.dumps({"min_area_px": 100000}))
+    assert main(["count", str(small_folder), "--settings", str(settings), "--model", CLASSICAL_NAME,
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (f"names no model: its settings are applied to {CLASSICAL_NAME} as asked, replacing 1 of its card's: "
+            f"min_area_px {card_area} -> 100000") in capsys.readouterr().err
 
 
 def test_a_settings_file_of_weights_since_replaced_says_so(small_folder, tmp_path, capsys):
@@ -667,11 +676,12 @@ def test_resume_with_another_backend_says_so_and_records_both(tiny_models, small
     assert f"include rows counted with the torch backend, the rest are counted with {other}" in err
     settings = json.loads((tmp_path / "c.settings.json").read_text())
     assert settings["backend"] == other and settings["backends_of_resumed_rows"] == ["torch"]
-    # back to torch: b.png's kept row ran with the other backend, and the record still says so (the note, of "the
-    # rest" counted with torch, only where some are left to count: a tester read it after "0 to go")
+    # back to torch with nothing left to count: the record stays as it was, each backend where it counted (no note
+    # of "the rest" counted with torch: a tester read it after "0 to go")
     assert main([*base[:1], str(small_folder), *base[1:], "--backend", "torch", "--resume"]) == 0
     assert "the rest are counted with" not in capsys.readouterr().err
-    assert json.loads((tmp_path / "c.settings.json").read_text())["backends_of_resumed_rows"] == sorted(["torch", other])
+    kept = json.loads((tmp_path / "c.settings.json").read_text())
+    assert kept["backend"] == other and kept["backends_of_resumed_rows"] == ["torch"]
     # a run that resumes nothing records one backend
     assert main([*base[:1], str(small_folder), *base[1:], "--backend", "torch"]) == 0
     assert "backends_of_resumed_rows" not in json.loads((tmp_path / "c.settings.json").read_text())
@@ -1055,6 +1065,17 @@ def test_a_run_recorded_with_another_backend_is_said_with_how_to_repeat_it(tiny_
                  "onnxruntime", "--out", str(out), "--no-progress", "--resume"]) == 0
     record = json.loads((tmp_path / "c.settings.json").read_text())
     assert record["backend"] == "torch" and "backends_of_resumed_rows" not in record
+    # rows of two backends, then nothing left to count with a third asked: the record of the two stays as it was
+    two = tmp_path / "two.csv"
+    base = ["count", "--model", "tiny-mask", "--out", str(two), "--no-progress"]
+    assert main([*base, str(small_folder / "a.png"), "--backend", "torch"]) == 0
+    assert main([*base, str(small_folder / "a.png"), str(small_folder / "b.png"), "--backend", "onnxruntime",
+                 "--resume"]) == 0
+    mixed = json.loads((tmp_path / "two.settings.json").read_text())
+    assert (mixed["backend"], mixed["backends_of_resumed_rows"]) == ("onnxruntime", ["torch"])
+    assert main([*base, str(small_folder / "a.png"), str(small_folder / "b.png"), "--backend", "torch",
+                 "--resume"]) == 0
+    assert json.loads((tmp_path / "two.settings.json").read_text()) == mixed
 
 
 def test_other_files_in_a_folder_are_said_to_be_passed_over(small_folder, tmp_path, capsys):

@@ -418,7 +418,16 @@ def cross_check(pairs: Sequence[Pair], params: CountParams, *, folds: int = 4, s
     return float(np.mean(start_err)), float(np.mean(tuned_err))
 
 
-def cross_check_errors(pairs: Sequence[Pair], params: CountParams, *, folds: int = 4, seed: int = 0,
+CROSS_CHECK_FOLDS = 4
+"""The parts a tuning's cross-check splits the images into (fewer with fewer images: :func:`cross_check_folds`)."""
+
+
+def cross_check_folds(n_images: int, folds: int = CROSS_CHECK_FOLDS) -> int:
+    """The parts :func:`cross_check_errors` splits ``n_images`` into: ``folds``, or one per image below that."""
+    return min(folds, n_images)
+
+
+def cross_check_errors(pairs: Sequence[Pair], params: CountParams, *, folds: int = CROSS_CHECK_FOLDS, seed: int = 0,
                        progress: Callable[[int, int], None] | None = None,
                        **tune_kw: Any) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cross_check`'s absolute count errors per image (in ``pairs`` order): with ``params``, and with
@@ -429,7 +438,7 @@ def cross_check_errors(pairs: Sequence[Pair], params: CountParams, *, folds: int
         raise ParameterError("cross-checking the tuning needs at least 2 images")
     order = np.random.default_rng(seed).permutation(n)
     start_err, tuned_err = np.zeros(n), np.zeros(n)
-    parts = np.array_split(order, min(folds, n))
+    parts = np.array_split(order, cross_check_folds(n, folds))
     for done, part in enumerate(parts, 1):
         held = set(part.tolist())
         train = [pairs[i] for i in range(n) if i not in held]

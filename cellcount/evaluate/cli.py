@@ -36,10 +36,12 @@ from ..pipeline import resolve_params
 from ..settingsfile import settings_text
 from . import (
     BORDER_TRUTH_KEPT,
+    CROSS_CHECK_FOLDS,
     EDGE_WALK_TEXT,
     TuningCheck,
     calibrate_density,
     cross_check_errors,
+    cross_check_folds,
     evaluate_predictions,
     labelled_items,
     predict_pairs,
@@ -78,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{EDGE_WALK_TEXT} (density models: fit the count gain)")
     p.add_argument("--write-card", action="store_true", help="with --tune: store the best settings in the card")
     p.add_argument("--no-cross-check", action="store_true",
-                   help="with --tune: skip the check of the tuning on images it did not see (4-fold; about 4x the "
-                   "tuning time)")
+                   help=f"with --tune: skip the check of the tuning on images it did not see ({CROSS_CHECK_FOLDS}-fold; "
+                   f"about {CROSS_CHECK_FOLDS}x the tuning time)")
     p.add_argument("--record-metrics", action="store_true",
                    help="store this evaluation's summary as the card's validation metrics")
     p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
@@ -411,10 +413,11 @@ def _run(args: argparse.Namespace) -> int:
                        "unsure": f"a gain these {len(pairs)} images cannot tell from chance (bring more to be sure)",
                        }.get(check.verdict, "the tuned settings fit these images but count new ones no better: keep "
                                             "the current ones unless you will count no others")
-            print(f"checked on images each tuning did not see (4-fold): MAE {check.kept:.3f} with the current "
+            folds = cross_check_folds(len(pairs))
+            print(f"checked on images each tuning did not see ({folds}-fold): MAE {check.kept:.3f} with the current "
                   f"settings, {check.tuned:.3f} tuned ({check.interval_text()}): {verdict}")
             no_gain, checked = check.verdict not in ("helps", "unsure"), True
-            tuning["cross_check"] = {"folds": 4, "mae_current_settings": check.kept, "mae_tuned": check.tuned,
+            tuning["cross_check"] = {"folds": folds, "mae_current_settings": check.kept, "mae_tuned": check.tuned,
                                      "change_ci_low": check.low, "change_ci_high": check.high,
                                      "verdict": check.verdict}
         params = tr.best_params
