@@ -63,11 +63,9 @@ def _plane(text: str) -> int | str:
     return value
 
 
-BLOCK_PX, OVERLAP_PX = 2048, 128
-"""The blocks of huge images counted on workers, unless --block-px / --overlap-px say otherwise."""
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .blocks import DEFAULT_BLOCK_PX, DEFAULT_OVERLAP_PX
+
     p = argparse.ArgumentParser(prog="cellcount", description="Count cells and nuclei in microscopy images.")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("count", help="count objects in images, folders or globs")
@@ -100,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest image counted whole, H x W pixels (default 8192 x 8192); larger ones are refused "
                         "in-process and counted by blocks with --workers / --scheduler")
     d.add_argument("--block-px", type=int, default=None,
-                   help=f"block side for huge images counted with --workers / --scheduler, px (default {BLOCK_PX})")
+                   help=f"block side for huge images counted with --workers / --scheduler, px (default {DEFAULT_BLOCK_PX})")
     d.add_argument("--overlap-px", type=int, default=None,
-                   help=f"block overlap, px: more than the largest object's diameter (default {OVERLAP_PX})")
+                   help=f"block overlap, px: more than the largest object's diameter (default {DEFAULT_OVERLAP_PX})")
     d.add_argument("--region-grid", metavar="ROWSxCOLS", help="huge images: also count per cell of this grid")
     d.add_argument("--regions", metavar="CSV", help="huge images: also count per box (name,row0,col0,row1,col1)")
     d.add_argument("--regions-out", help="CSV of the region counts (default: <out>.regions.csv)")
@@ -594,17 +592,21 @@ def _check_cluster_options(args: argparse.Namespace) -> str | None:
         return "give --region-grid or --regions, not both"
     if args.max_pixels is not None and args.max_pixels < 1:
         return f"--max-pixels must be at least 1, got {args.max_pixels}"
+    from .blocks import DEFAULT_BLOCK_PX, DEFAULT_OVERLAP_PX
+
     given = [o for o, v in (("--block-px", args.block_px), ("--overlap-px", args.overlap_px)) if v is not None]
-    if given and not (args.workers or args.scheduler) and not args.quiet:  # accepted in silence, it looked acted on
-        print(f"note: {' and '.join(given)} set{'s' if len(given) == 1 else ''} the blocks of huge images counted with "
-              "--workers or --scheduler; this run counts each image whole, so it changes nothing", file=sys.stderr)
-    args.block_px = BLOCK_PX if args.block_px is None else args.block_px
-    args.overlap_px = OVERLAP_PX if args.overlap_px is None else args.overlap_px
+    if given and not (args.workers or args.scheduler) and not args.quiet:  # else silent options looked acted on
+        one = len(given) == 1
+        print(f"note: {' and '.join(given)} set{'s' if one else ''} the blocks of huge images counted with --workers or "
+              f"--scheduler; this run counts each image whole, so {'it changes' if one else 'they change'} nothing",
+              file=sys.stderr)
+    args.block_px = DEFAULT_BLOCK_PX if args.block_px is None else args.block_px
+    args.overlap_px = DEFAULT_OVERLAP_PX if args.overlap_px is None else args.overlap_px
     if args.block_px < 64 or args.overlap_px < 0:
         return f"need --block-px >= 64 and --overlap-px >= 0, got {args.block_px} and {args.overlap_px}"
     if args.block_px < SMALL_BLOCK_PX and (args.workers or args.scheduler) and not args.quiet:
         print(f"note: blocks of {args.block_px} px hold little context around their seams, where objects are then "
-              f"counted less surely than in the whole image; blocks of {SMALL_BLOCK_PX}-2048 px (the default 2048) "
+              f"counted less surely than in the whole image; blocks of {SMALL_BLOCK_PX}-{DEFAULT_BLOCK_PX} px (the default) "
               "count as the whole image does more closely", file=sys.stderr)
     try:
         region_spec(args)

@@ -29,6 +29,8 @@ from typing import Any
 
 from .batch import BatchItem, count_many
 from .blocks import (
+    DEFAULT_BLOCK_PX,
+    DEFAULT_OVERLAP_PX,
     BlockPart,
     BlockPlan,
     combine_blocks,
@@ -215,8 +217,8 @@ def count_on_cluster(
     model_ref: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    block_px: int = 2048,
-    overlap_px: int = 128,
+    block_px: int = DEFAULT_BLOCK_PX,
+    overlap_px: int = DEFAULT_OVERLAP_PX,
     regions: RegionSpec = None,
     page: int | str | None = None,
     block_progress: Callable[[str, int, int], None] | None = None,

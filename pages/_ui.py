@@ -24,7 +24,7 @@ MICROSCOPE_TYPES = sorted(e.lstrip(".") for e in MICROSCOPE_EXTENSIONS)
 turned them away with "files are not allowed", and Batch's table never listed them (a tester)."""
 MICROSCOPE_HELP = ("The microscope formats in the list (CZI, ND2, LIF, ...) are not read: a file of one is named with how "
                    "to export it as TIFF (Fiji: File > Save As > Tiff), which is read.")
-"""Said by the image uploaders, whose list of accepted types names those formats (a tester took them as read)."""
+"""Said by the image uploaders, whose list of accepted types names those formats as if they were read."""
 CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
 

@@ -504,8 +504,8 @@ def _apply_settings_file(prefix: str) -> None:
     dropped = {k: v for k, v in settings.image_values().items() if k not in overrides and v != card.get(k)}
     apply_settings(model_name, {**card, **overrides}, origin="file", detail=uploaded.name)
     running = backend_in_use(model)
-    # as `count --settings` notes it; a file of a model not installed here ran another network, so its backend says
-    # nothing of this one's counts
+    # as `count --settings` notes it; a file of a model not installed here, or naming none, ran another network or
+    # an unknown one, so its backend says nothing of this one's counts
     if recorded_backend and running and recorded_backend != running and named == model_name:
         note += (f" The file records counts made with the {recorded_backend} backend; this session runs "
                  f"{running} (Count's Timing tab), so a count may differ by an object (totals within 0.5%).")

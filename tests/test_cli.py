@@ -728,7 +728,7 @@ def test_block_options_in_process_are_said_to_change_nothing(small_folder, tmp_p
     argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"]
     assert main([*argv, "--block-px", "128", "--overlap-px", "16"]) == 0
     assert "--block-px and --overlap-px set the blocks of huge images counted with --workers or --scheduler; this run " \
-           "counts each image whole, so it changes nothing" in capsys.readouterr().err
+           "counts each image whole, so they change nothing" in capsys.readouterr().err
     assert main(argv) == 0
     assert "--block-px" not in capsys.readouterr().err
 

@@ -380,10 +380,11 @@ EDGE_STEPS: dict[str, Callable[[Any], Any]] = {
 """The next larger value :func:`tune_params` tries for a setting whose best is at the top of its grid."""
 MAX_EDGE_STEPS = 6
 """At most this many values beyond a grid's top (min_area_px: 50 -> 75 -> 112 -> ... -> 567)."""
-EDGE_WALK_TEXT = ("a best value at the top of its range is walked on while larger ones count no worse (threshold "
-                  f"0.8, 0.9; distance 2 px a step; min. area half again a step; at most {MAX_EDGE_STEPS} steps)")
-"""What :data:`EDGE_STEPS` do, in words, for the texts that list the values tried (a tester read "threshold 0.3
-... 0.7" and got 0.9)."""
+EDGE_WALK_TEXT = ("if the best value is the largest tried, larger ones are tried too while they count no worse "
+                  "(threshold in steps of 0.1 up to 0.9; distance 2 px more a step, up to 30; min. area half again, at "
+                  f"least 10 px more, a step; at most {MAX_EDGE_STEPS} more)")
+"""What :data:`EDGE_STEPS` do, in words, for the texts that list the values tried: the lists alone name neither the
+0.9 nor the min. area of 75 a tuning can end at."""
 
 
 def at_grid_edge(params: CountParams, grid: dict[str, list[Any]] | None = None, *,

@@ -1034,11 +1034,11 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
         if any(notes):
             card.extra["guide_note"] = "; ".join(n for n in notes if n)
     else:  # the base's caveats hold for its weights, but not its advice to fine-tune: that was done, and did not help
-        caveat = str(model.card.extra.get("guide_note") or "")
+        caveat = _without_finetune_advice(str(model.card.extra.get("guide_note") or ""))
         card.extra["guide_note"] = (f"it keeps {model.name}'s weights and settings, as the fine-tune counted your "
                                     f"held-out images worse (MAE {told_apart(verdict.rejected['mae'], before['mae'])}): count "
                                     f"with {model.name}, or fine-tune again with more annotated images"
-                                    + (f"; {caveat}" if caveat and "fine-tune" not in caveat else ""))
+                                    + (f"; {caveat}" if caveat else ""))
     card.training = {
         "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
         "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
@@ -1124,3 +1124,10 @@ def _renamed(run: _Run, name: str, saved_as: str) -> str:
     run.notes[:] = [own.sub(saved_as, n) for n in run.notes]
     run.note(f"a model named {name} was saved by another run while this one trained: this one is saved as {saved_as}")
     return saved_as
+
+
+def _without_finetune_advice(note: str) -> str:
+    """A base model's guide note without its advice to fine-tune (done, and it did not help): its caveats stay (an
+    H&E warning was dropped whole where its advice was the reason to fine-tune)."""
+    kept = (re.split(r",? or fine-tune\b|: fine-tune\b", clause)[0].rstrip(" :,") for clause in note.split("; "))
+    return "; ".join(clause for clause in kept if clause)

@@ -277,7 +277,7 @@ def load_labelled_folder(
 
     def beside_broken(image: Path) -> str:
         """Where an image's annotation cannot be read, its other annotations in the same folders: named in its
-        reason (a tester's readable _points.csv was listed as a second annotation of an image left out)."""
+        reason, not listed as second annotations of an image that is left out."""
         broken = matches.get(image)
         if broken is None:
             return ""

@@ -151,8 +151,10 @@ def not_used_beside_broken(names: Sequence[str]) -> str:
     not used in its place, as which one is right is the user's to say ('' when none)."""
     if not names:
         return ""
-    return (f"; {listed(list(names))} beside it, another annotation of this image, is not used in its place (which "
-            "one is right is yours to say): fix or remove the broken file")
+    one = len(names) == 1
+    return (f"; {listed(list(names))} beside it, {'another annotation' if one else 'other annotations'} of this "
+            f"image, {'is' if one else 'are'} not used in its place (which one is right is yours to say): fix or "
+            "remove the broken file")
 
 
 def annotations_disagree(used: str, count: int, clash: Sequence[tuple[str, int]], fix: str) -> str:
