@@ -94,12 +94,7 @@ def previous_backend_record(out: str | Path) -> dict:
 
 def previous_backends(out: str | Path) -> list[str]:
     """The backends an earlier run into ``out`` recorded for its rows (with those of the runs it resumed)."""
-    try:
-        previous = json.loads(settings_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(previous, dict):
-        return []
+    previous = previous_backend_record(out)
     resumed = previous.get("backends_of_resumed_rows")
     names = [previous.get("backend"), *(resumed if isinstance(resumed, list) else [])]
     return sorted({str(n) for n in names if n})
