@@ -112,13 +112,15 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
     avg: dict[str, torch.Tensor] | None = None
     n_avg = 0
     plan = _precision_plan(precision)
+    schedule = dict(enumerate(plan))  # step -> precision, for the steps that time the two
+    timed_steps, decide_at, retimed = set(range(len(plan))) - set(_WARMUP_STEPS), len(plan), False
     timed: dict[str, list[float]] = {"fp32": [], "bf16": []}
     chosen = {"precision": precision, "why": f"{precision}, as asked", "s_per_step": {}}
     if precision == "auto" and not plan:
         chosen = {"precision": "fp32", "why": "fp32: this CPU has no native bf16", "s_per_step": {}}
     elif plan and (steps or max_steps) and (steps or max_steps) < 4 * len(plan):  # timing: most of the run
         chosen = {"precision": "fp32", "why": f"fp32: {steps or max_steps} steps are too few to time bf16", "s_per_step": {}}
-        plan = ()
+        plan, schedule, timed_steps, decide_at = (), {}, set(), 0
     while step < total:
         if cancel is not None and cancel.is_set():
             raise Cancelled("fine-tuning was cancelled")
@@ -127,7 +129,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
             g["lr"] = lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * frac))
         x, t = _batch(items, rng, cfg)
         xb = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        now = plan[step] if step < len(plan) else chosen["precision"]
+        now = schedule.get(step, chosen["precision"])
         t_step = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=now == "bf16"):
             out = net(xb)
@@ -148,12 +150,21 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
         loss.backward()
         opt.step()
         losses.append(float(loss.item()))
-        if step < len(plan) and step not in _WARMUP_STEPS:
+        if step in timed_steps:
             timed[now].append(time.perf_counter() - t_step)
         step += 1
-        if step == len(plan) and plan:
-            chosen = _choose_precision(timed)
+        if plan and step == decide_at:
+            chosen = _choose_precision(timed, again=retimed)
         elapsed = time.perf_counter() - t0
+        if plan and not retimed and step == decide_at + RETIME_AFTER:
+            # the timed steps far slower than the steps since: something else had the cores while they were timed
+            # (a page in the same server, a reload, another program), which weighs alike on both and hides the gap
+            steady = float(np.median(np.diff([*step_times[-RETIME_AFTER + 1:], elapsed])))
+            if steady * RETIME_FACTOR < chosen["s_per_step"].get(chosen["precision"], 0.0):
+                retimed, timed = True, {"fp32": [], "bf16": []}
+                schedule.update({step + i: p for i, p in enumerate(_AUTO_PLAN[_WARMUP_STEPS[-1] + 1:])})
+                timed_steps, decide_at = set(range(step, step + len(_AUTO_PLAN) - len(_WARMUP_STEPS))), \
+                    step + len(_AUTO_PLAN) - len(_WARMUP_STEPS)
         if steps is None and seconds and step >= 3 and (step == 3 or step % 10 == 0 or elapsed >= seconds):
             # the steps that fit in what is left of the budget, re-planned as the run goes: a shared
             # machine's speed changes within minutes, and the budget is a limit, not a target
@@ -178,7 +189,7 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
             shown = 0 if pace is None and left > 0 else min(total, step + int(left / (pace or per_step)))
             remaining = left if total < cap else min(remaining, left)
         report(FinetuneProgress("train", step, shown, float(np.mean(losses[-10:])), elapsed, remaining,
-                                message=chosen["why"] if step == len(plan) else "", estimated=not steps))
+                                message=chosen["why"] if plan and step == decide_at else "", estimated=not steps))
     if avg is not None and n_avg > 1:
         net.load_state_dict({**net.state_dict(), **avg})
     if raw:
@@ -218,10 +229,20 @@ def _precision_plan(precision: str) -> tuple[str, ...]:
     return _AUTO_PLAN if precision == "auto" and cpu_has_bf16() else ()
 
 
-def _choose_precision(timed: dict[str, list[float]]) -> dict[str, Any]:
-    """bf16 when its timed steps ran at least :data:`BF16_MIN_GAIN` x faster than fp32's (medians)."""
+RETIME_AFTER = 10
+"""Steps after the precision's timing at which their pace is compared with the timed steps'."""
+RETIME_FACTOR = 1.6
+"""Timed steps this many times slower than the steps since were timed while the machine was busy: timed again."""
+
+
+def _choose_precision(timed: dict[str, list[float]], *, again: bool = False) -> dict[str, Any]:
+    """bf16 when its timed steps ran at least :data:`BF16_MIN_GAIN` x faster than fp32's (medians); ``again``: the
+    second timing, the first having run while the machine was busy."""
     per = {k: float(np.median(v)) for k, v in timed.items() if v}
     fp32, bf16 = per.get("fp32", math.inf), per.get("bf16", math.inf)
     use = "bf16" if bf16 * BF16_MIN_GAIN <= fp32 else "fp32"
-    why = f"{use}: a training step took {bf16:.2f} s in bf16 and {fp32:.2f} s in fp32 on this CPU"
+    why = (f"{use}: a training step took {bf16:.2f} s in bf16 and {fp32:.2f} s in fp32 on this CPU"
+           + (" (timed again: the first timing ran while the machine was busy)" if again else "")
+           + (f"; bf16 is used only where at least {BF16_MIN_GAIN:g}x faster, as its rounding costs a little "
+              "accuracy" if use == "fp32" and bf16 < fp32 else ""))
     return {"precision": use, "why": why, "s_per_step": {k: round(v, 4) for k, v in per.items()}}
