@@ -29,6 +29,7 @@ from .data import (
     _labelled_items,
     data_fingerprint,
     holdout_asked,
+    name_group,
     split_holdout,
 )
 from .fit import (
@@ -511,6 +512,18 @@ def _split_off_holdout(labelled: list[tuple[str, bytes, GroundTruth]], holdout: 
         run.note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
                  f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely "
                  "lower than on new images, so the before / after comparison favours it")
+    trained_groups, groups = {name_group(names[i]) for i in train_idx}, {name_group(n) for n in names}
+    alike = [names[i] for i in held_idx if name_group(names[i]) in trained_groups]
+    if not 1 < len(groups) < len(names):  # every name its own, or all one (img1 ... img9): names tell nothing
+        pass
+    elif alike:  # neighbouring tiles of the training images: the held-out score is on their own slide
+        run.note(f"{len(alike)} held-out image(s) are named like training images ({listed(alike, 3)}; tiles or "
+                 "fields of one slide?): the held-out score may flatter the fine-tune; judge it on images of another "
+                 "slide or sample")
+    elif held_idx:
+        run.note(f"held out whole groups of images named alike ({listed([names[i] for i in held_idx], 3)}): no "
+                 "held-out image shares its name, less its number, with a training image, so the score is not on "
+                 "the training images' own slides")
     return train_idx, held_idx
 
 

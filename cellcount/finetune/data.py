@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -43,9 +44,40 @@ def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) 
     k = min(k, n - MIN_TRAIN_IMAGES)
     if n >= 2 and holdout:
         k = max(k, 1)
-    order = np.random.default_rng(seed).permutation(n)
-    held = sorted(int(i) for i in order[:k])
+    held = _whole_groups(names, k, seed) if k else []
+    if not held:  # each image its own group, or no group small enough: images drawn one by one
+        order = np.random.default_rng(seed).permutation(n)
+        held = sorted(int(i) for i in order[:k])
     return [i for i in range(n) if i not in set(held)], held
+
+
+def name_group(name: str) -> str:
+    """The images ``name`` belongs with: its folder and stem without a trailing number (``BM_0001_02_000.png`` and
+    ``BM_0001_02_001.png``, two tiles of one slide; ``img3.png`` and ``img4.png``)."""
+    p = PurePosixPath(str(name).replace("\\", "/"))
+    return str(p.parent / (re.sub(r"[ _.-]*\d+$", "", p.stem) or p.stem)).casefold()
+
+
+def _whole_groups(names: Sequence[str], k: int, seed: int) -> list[int]:
+    """About ``k`` held-out images made of whole :func:`name_group` groups, where names fall into several groups
+    and some hold more than one image: a tile held out beside its neighbours in training scored the fine-tune on
+    its own slide (a tester: MAE 1.76 held out, 9.27 on other patients). At most half the images, and at most the
+    larger of ``k`` and the smallest group; [] where groups say nothing or none fits."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name_group(name), []).append(i)
+    if not 1 < len(groups) < len(names):
+        return []
+    cap = min(max(k, min(map(len, groups.values()))), len(names) // 2, len(names) - MIN_TRAIN_IMAGES)
+    held: list[int] = []
+    keys = sorted(groups)
+    for g in np.random.default_rng(seed).permutation(len(keys)):
+        members = groups[keys[int(g)]]
+        if len(held) >= k:
+            break
+        if len(held) + len(members) <= cap:
+            held += members
+    return sorted(held)
 
 
 def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str],
