@@ -140,6 +140,22 @@ def test_every_shipped_network_names_its_error_on_he_bone_marrow_as_measured():
         assert "not for H&E bone marrow as it is" in note and f"off by a median {median.group(1)}" in note, name
 
 
+def test_a_short_fine_tune_is_said_to_have_learnt_where_its_weights_did():
+    """48 steps called 'learnt little beyond its re-tuned settings' while its own card scored the base's weights with
+    those settings at 135.99 and the fine-tune at 6.89 (a tester)."""
+    import dataclasses
+
+    import cellcount as cc
+    from cellcount.models.guide import model_guide
+
+    g = dataclasses.replace(model_guide(cc.models.model_card("unet-density")), finetune_steps=48,
+                            holdout={"mae": 6.89}, holdout_settings_only={"mae": 135.99})
+    assert g.few_steps_text().startswith("trained for only 48 step(s): more steps may count better")
+    little = dataclasses.replace(g, holdout={"mae": 130.0})
+    assert "learnt little beyond its re-tuned settings" in little.few_steps_text()
+    assert "learnt little" in dataclasses.replace(g, holdout_settings_only={}).few_steps_text(), "not measured: as before"
+
+
 def test_only_models_measured_on_the_same_images_are_ranked():
     from cellcount.models.guide import ModelGuide, strengths
 

@@ -15,6 +15,9 @@ from .card import ModelCard
 FEW_STEPS = 100
 """A fine-tune of fewer training steps learnt little (vgg_cells' fine-tunes gained most within the first 300, the
 benchmarks' ran 1500-3000): its run notes it, and the model guide says it beside its held-out figures."""
+WEIGHTS_LEARNT = 0.8
+"""A fine-tune's held-out MAE below this share of its base's weights with its settings: its weights learnt, not only
+its settings, however few its steps."""
 
 __all__ = ["ModelGuide", "model_guide", "strengths"]
 
@@ -55,6 +58,9 @@ class ModelGuide:
         Its base model's scores on the same images (``holdout_before``), or {}.
     finetune_steps : int or None
         A fine-tuned model's training steps (None for other models, and for one that kept its base's weights).
+    holdout_settings_only : dict
+        Its base's weights with its settings on the same images (``holdout_base_weights_new_settings``), or {}:
+        what its settings alone did.
     """
 
     name: str
@@ -71,11 +77,16 @@ class ModelGuide:
     holdout_before: dict[str, Any] = field(default_factory=dict)
     set_size_px: float | None = None
     finetune_steps: int | None = None
+    holdout_settings_only: dict[str, Any] = field(default_factory=dict)
 
     def few_steps_text(self) -> str:
         """"trained for only 8 steps ..." for a fine-tune of fewer than :data:`FEW_STEPS` steps, else ""."""
         if self.finetune_steps is None or self.finetune_steps >= FEW_STEPS:
             return ""
+        alone, after = self.holdout_settings_only.get("mae"), self.holdout.get("mae")
+        if alone is not None and after is not None and after < WEIGHTS_LEARNT * alone:  # its weights did learn
+            return (f"trained for only {self.finetune_steps} step(s): more steps may count better (fine-tunes gain "
+                    "most over hundreds of steps); check it on more of your images")
         return (f"trained for only {self.finetune_steps} step(s), so it learnt little beyond its re-tuned settings "
                 "(fine-tunes gain most over hundreds of steps): check it on more of your images")
 
@@ -150,6 +161,7 @@ def model_guide(card: ModelCard) -> ModelGuide:
         holdout_before=_section(card, "holdout_before"),
         set_size_px=set_size,
         finetune_steps=_finetune_steps(card),
+        holdout_settings_only=_section(card, "holdout_base_weights_new_settings"),
     )
 
 
