@@ -358,6 +358,25 @@ def test_a_mixed_set_keeps_per_image_background_and_size(tiny_model, tmp_path, d
     assert forced.training["background"] == "image", "a 2 : 2 tie has no majority"
 
 
+def test_an_image_outvoted_on_its_background_is_named(tiny_model, tmp_path, draw_disks):
+    """A fluorescence image among bright-background ones was read as the set is, without a word (a tester's vgg cell
+    among mbm H&E tiles)."""
+    base_dir = tmp_path / "base"
+    base = tiny_model(kind="density")
+    save_model(base.net, base.card, base_dir)
+    data = tmp_path / "five"
+    data.mkdir()
+    for i in range(5):  # five different images (copies would count once)
+        labels = draw_disks((96, 96), [(24, 24 + 4 * i), (24, 70), (70, 48 - 3 * i)], 6)
+        image = np.where(labels > 0, 200, 20).astype(np.uint8)
+        Image.fromarray(image if i == 4 else 255 - image).save(data / f"img{i}.png")
+        tifffile.imwrite(data / f"img{i}_labels.tif", labels.astype(np.uint16))
+    res = finetune(base_dir, data, name="outvoted", steps=1, holdout=0, batch_size=2, crop=32)
+    assert load_model(res.folder).card.postprocess.get("invert") is True
+    assert any(n.startswith("img4.png looks on its own like a dark background (as fluorescence), but is read with "
+                            "the rest of the set as bright-background") for n in res.notes), res.notes
+
+
 def test_a_model_fine_tuned_at_another_reference_counts_at_it(tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")

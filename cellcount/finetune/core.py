@@ -56,6 +56,7 @@ from .flag import (
 from .publish import _write_model, check_new_name
 from .reading import (
     SET_AGREEMENT,
+    background_votes,
     measure_annotated,
     one_magnification,
     reading_note,
@@ -561,11 +562,23 @@ def _decide_reading(s: _AnnotatedSet, b: _Base, *, background: str, size: str, d
     if b.params.invert is not None:  # the base's card fixes it; the fine-tune keeps that
         background = "card"
     elif background != "image":
-        bright = set_background([s.images[i] for i in s.train_idx], channel=b.params.channel,
+        train_images = [s.images[i] for i in s.train_idx]
+        bright = set_background(train_images, channel=b.params.channel,
                                 agreement=SET_AGREEMENT if background == "auto" else 0.0)
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
+            # the few the set outvoted: a fluorescence image among H&E ones is read as H&E, which may be right (a
+            # dense field the per-image test misreads) or an image that does not belong
+            odd = [s.names[i] for i, own in zip(s.train_idx, background_votes(train_images, channel=b.params.channel),
+                                                strict=True) if own != bright]
+            if odd:
+                one = len(odd) == 1
+                own = "a dark background (as fluorescence)" if bright else "a bright background (as brightfield or H&E)"
+                run.note(f"{listed(odd, 3)} look{'s' if one else ''} on {'its' if one else 'their'} own like {own}, but "
+                         f"{'is' if one else 'are'} read with the rest of the set as "
+                         f"{'bright' if bright else 'dark'}-background: leave {'it' if one else 'them'} out if not like "
+                         "the others")
     diameter = None
     size_note, spread, sizes = "", None, None
     train_gts = s.train_gts

@@ -54,6 +54,13 @@ def _median_diameter(labels: np.ndarray) -> float | None:
     return float(np.sqrt(4 * np.median(areas) / np.pi)) if len(ids) else None
 
 
+def background_votes(images: Sequence[np.ndarray], *, channel: int | None = None) -> list[bool]:
+    """Each image's own reading: True for a bright background (:func:`cellcount.io.normalize.is_bright_background`)."""
+    from ..io.normalize import is_bright_background, to_gray
+
+    return [is_bright_background(to_gray(np.asarray(im), channel=channel)) for im in images]
+
+
 def set_background(images: Sequence[np.ndarray], *, channel: int | None = None,
                    agreement: float = SET_AGREEMENT) -> bool | None:
     """Whether a set of images has a bright background (brightfield, H&E: invert), decided once for the set
@@ -61,9 +68,7 @@ def set_background(images: Sequence[np.ndarray], *, channel: int | None = None,
     when the set is mixed, as fluorescence and brightfield images gathered together are. One decision
     guards the set against an image the per-image test misreads (a dense fluorescence image whose objects
     cover most of it); a mixed set read as one kind would invert every image of the other."""
-    from ..io.normalize import is_bright_background, to_gray
-
-    votes = [is_bright_background(to_gray(np.asarray(im), channel=channel)) for im in images]
+    votes = background_votes(images, channel=channel)
     if not votes:
         return None
     share = sum(votes) / len(votes)
