@@ -91,7 +91,8 @@ st.caption(
     "Every batch counted here or with `python -m cellcount count` is recorded on this computer, and everyone using "
     "this app's server sees every run here (the app has no user accounts): when, "
     "which model and settings, which images, and every per-image row. Download a run's CSV again or "
-    "reuse its settings. The command line lists the same runs: `python -m cellcount runs`."
+    "reuse its settings. The command line lists the same runs: `python -m cellcount runs`. Fine-tunes are not runs "
+    "here: each fine-tuned model's card, on the Models page, says what it learnt from and how it scored."
 )
 sh.show_messages(P)
 try:
