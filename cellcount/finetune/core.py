@@ -30,6 +30,7 @@ from .data import (
     data_fingerprint,
     holdout_asked,
     name_group,
+    name_groups,
     split_holdout,
 )
 from .fit import (
@@ -513,17 +514,20 @@ def _split_off_holdout(labelled: list[tuple[str, bytes, GroundTruth]], holdout: 
         run.note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
                  f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely "
                  "lower than on new images, so the before / after comparison favours it")
-    trained_groups, groups = {name_group(names[i]) for i in train_idx}, {name_group(n) for n in names}
+    groups = name_groups(names)
+    trained_groups = {name_group(names[i]) for i in train_idx}
     alike = [names[i] for i in held_idx if name_group(names[i]) in trained_groups]
-    if not 1 < len(groups) < len(names):  # every name its own, or all one (img1 ... img9): names tell nothing
+    if groups is None:  # names that share nothing, or one prefix (img01 ... img19): they tell nothing
         pass
     elif alike:  # neighbouring tiles of the training images: the held-out score is on their own slide
         run.note(f"{len(alike)} held-out image(s) are named like training images ({listed(alike, 3)}; tiles or "
                  "fields of one slide?): the held-out score may flatter the fine-tune; judge it on images of another "
                  "slide or sample")
-    elif held_idx:
-        run.note(f"held out whole groups of images named alike ({listed([names[i] for i in held_idx], 3)}): no "
-                 "held-out image shares its name, less its number, with a training image, so the score is not on "
+    elif any(len(groups[name_group(names[i])]) > 1 for i in held_idx):
+        more = (f" ({len(held_idx)} held out where {asked} were asked, to keep them together)"
+                if len(held_idx) != asked else "")
+        run.note(f"held out whole groups of images named alike ({listed([names[i] for i in held_idx], 3)}){more}: "
+                 "no held-out image shares its name, less its number, with a training image, so the score is not on "
                  "the training images' own slides")
     return train_idx, held_idx
 
@@ -562,23 +566,21 @@ def _decide_reading(s: _AnnotatedSet, b: _Base, *, background: str, size: str, d
     if b.params.invert is not None:  # the base's card fixes it; the fine-tune keeps that
         background = "card"
     elif background != "image":
-        train_images = [s.images[i] for i in s.train_idx]
-        bright = set_background(train_images, channel=b.params.channel,
+        order = [*s.train_idx, *s.held_idx]  # the training images decide; the held-out ones are read alike
+        votes = dict(zip(order, background_votes([s.images[i] for i in order], channel=b.params.channel), strict=True))
+        bright = set_background(votes=[votes[i] for i in s.train_idx],
                                 agreement=SET_AGREEMENT if background == "auto" else 0.0)
         background = "image" if bright is None else "set"
         if bright is not None:
             fixed["invert"] = bright
-            # the few the set outvoted: a fluorescence image among H&E ones is read as H&E, which may be right (a
-            # dense field the per-image test misreads) or an image that does not belong
-            odd = [s.names[i] for i, own in zip(s.train_idx, background_votes(train_images, channel=b.params.channel),
-                                                strict=True) if own != bright]
-            if odd:
+            # those the set outvotes: a fluorescence image among H&E ones is read as H&E, which may be right (a dense
+            # field the per-image test misreads) or an image that does not belong
+            if odd := [s.names[i] for i in sorted(order) if votes[i] != bright]:
                 one = len(odd) == 1
                 own = "a dark background (as fluorescence)" if bright else "a bright background (as brightfield or H&E)"
-                run.note(f"{listed(odd, 3)} look{'s' if one else ''} on {'its' if one else 'their'} own like {own}, but "
-                         f"{'is' if one else 'are'} read with the rest of the set as "
-                         f"{'bright' if bright else 'dark'}-background: leave {'it' if one else 'them'} out if not like "
-                         "the others")
+                run.note(f"{listed(odd, 3)} {'has' if one else 'have'} {own} on {'its' if one else 'their'} own, but "
+                         f"{'is' if one else 'are'} read as {'bright' if bright else 'dark'}-background with the rest "
+                         f"of the set: leave {'it' if one else 'them'} out if not like the others")
     diameter = None
     size_note, spread, sizes = "", None, None
     train_gts = s.train_gts
@@ -1155,5 +1157,6 @@ def _renamed(run: _Run, name: str, saved_as: str) -> str:
 def _without_finetune_advice(note: str) -> str:
     """A base model's guide note without its advice to fine-tune (done, and it did not help): its caveats stay (an
     H&E warning was dropped whole where its advice was the reason to fine-tune)."""
-    kept = (re.split(r",? or fine-tune\b|: fine-tune\b", clause)[0].rstrip(" :,") for clause in note.split("; "))
+    kept = (re.split(r",? or fine-tune\b|: fine-tune\b", clause)[0].rstrip(" :,") for clause in note.split("; ")
+            if not clause.startswith(("it keeps ", "it counted your held-out images worse")))  # a verdict of its own
     return "; ".join(clause for clause in kept if clause)

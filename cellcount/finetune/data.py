@@ -53,22 +53,31 @@ def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) 
 
 def name_group(name: str) -> str:
     """The images ``name`` belongs with: its folder and stem without a trailing number (``BM_0001_02_000.png`` and
-    ``BM_0001_02_001.png``, two tiles of one slide; ``img3.png`` and ``img4.png``)."""
+    ``BM_0001_02_001.png``, two tiles of one slide; ``img3.png`` and ``img4.png``). A name that is all digits
+    (``a/1.png``) and one numbered otherwise (``cell 12 (1).png``) stays a group of its own."""
     p = PurePosixPath(str(name).replace("\\", "/"))
     return str(p.parent / (re.sub(r"[ _.-]*\d+$", "", p.stem) or p.stem)).casefold()
 
 
-def _whole_groups(names: Sequence[str], k: int, seed: int) -> list[int]:
-    """About ``k`` held-out images made of whole :func:`name_group` groups, where names fall into several groups
-    and some hold more than one image: a tile held out beside its neighbours in training scored the fine-tune on
-    its own slide (a tester: MAE 1.76 held out, 9.27 on other patients). At most half the images, and at most the
-    larger of ``k`` and the smallest group; [] where groups say nothing or none fits."""
+def name_groups(names: Sequence[str]) -> dict[str, list[int]] | None:
+    """The indices of ``names`` by :func:`name_group`, where the names say something: at least two groups of two
+    or more (slides of tiles); None for names that share nothing, or all but a few one prefix (img01 ... img19)."""
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         groups.setdefault(name_group(name), []).append(i)
-    if not 1 < len(groups) < len(names):
+    return groups if sum(len(g) > 1 for g in groups.values()) >= 2 else None
+
+
+def _whole_groups(names: Sequence[str], k: int, seed: int) -> list[int]:
+    """About ``k`` held-out images made of whole :func:`name_groups` groups: a tile held out beside its neighbours
+    in training scored the fine-tune on its own slide (a tester: MAE 1.76 held out, 9.27 on other patients). Groups
+    drawn at random up to about ``k`` (a group may take it to 1.5 ``k``, never past half the images); [] where the
+    names say nothing or no draw comes near ``k``, and the images are then drawn one by one."""
+    groups = name_groups(names)
+    if groups is None:
         return []
-    cap = min(max(k, min(map(len, groups.values()))), len(names) // 2, len(names) - MIN_TRAIN_IMAGES)
+    n = len(names)
+    cap = min(max(k + 1, math.ceil(1.5 * k)), n // 2, n - MIN_TRAIN_IMAGES)
     held: list[int] = []
     keys = sorted(groups)
     for g in np.random.default_rng(seed).permutation(len(keys)):
@@ -77,7 +86,7 @@ def _whole_groups(names: Sequence[str], k: int, seed: int) -> list[int]:
             break
         if len(held) + len(members) <= cap:
             held += members
-    return sorted(held)
+    return sorted(held) if len(held) >= math.ceil(k / 2) else []
 
 
 def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str],

@@ -162,9 +162,8 @@ def _fit(net, items, *, kind: str, steps: int | None, seconds: float | None, bat
             steady = float(np.median(np.diff([*step_times[-RETIME_AFTER + 1:], elapsed])))
             if steady * RETIME_FACTOR < chosen["s_per_step"].get(chosen["precision"], 0.0):
                 retimed, timed = True, {"fp32": [], "bf16": []}
-                schedule.update({step + i: p for i, p in enumerate(_AUTO_PLAN[_WARMUP_STEPS[-1] + 1:])})
-                timed_steps, decide_at = set(range(step, step + len(_AUTO_PLAN) - len(_WARMUP_STEPS))), \
-                    step + len(_AUTO_PLAN) - len(_WARMUP_STEPS)
+                schedule.update({step + i: p for i, p in enumerate(_RETIME_PLAN)})
+                timed_steps, decide_at = set(range(step, step + len(_RETIME_PLAN))), step + len(_RETIME_PLAN)
         if steps is None and seconds and step >= 3 and (step == 3 or step % 10 == 0 or elapsed >= seconds):
             # the steps that fit in what is left of the budget, re-planned as the run goes: a shared
             # machine's speed changes within minutes, and the budget is a limit, not a target
@@ -211,6 +210,8 @@ _AUTO_PLAN = ("fp32", "bf16", "fp32", "bf16", "fp32", "bf16")
 
 
 _WARMUP_STEPS = (0, 1)
+_RETIME_PLAN = _AUTO_PLAN[len(_WARMUP_STEPS):]
+"""A second timing, both precisions warm by then: the timed steps of :data:`_AUTO_PLAN` again."""
 
 
 # bf16 is kept only when clearly faster: its rounding costs a little accuracy for nothing otherwise
@@ -244,5 +245,5 @@ def _choose_precision(timed: dict[str, list[float]], *, again: bool = False) -> 
     why = (f"{use}: a training step took {bf16:.2f} s in bf16 and {fp32:.2f} s in fp32 on this CPU"
            + (" (timed again: the first timing ran while the machine was busy)" if again else "")
            + (f"; bf16 is used only where at least {BF16_MIN_GAIN:g}x faster, as its rounding costs a little "
-              "accuracy" if use == "fp32" and bf16 < fp32 else ""))
+              "accuracy" if use == "fp32" and f"{bf16:.2f}" < f"{fp32:.2f}" else ""))
     return {"precision": use, "why": why, "s_per_step": {k: round(v, 4) for k, v in per.items()}}

@@ -61,14 +61,15 @@ def background_votes(images: Sequence[np.ndarray], *, channel: int | None = None
     return [is_bright_background(to_gray(np.asarray(im), channel=channel)) for im in images]
 
 
-def set_background(images: Sequence[np.ndarray], *, channel: int | None = None,
-                   agreement: float = SET_AGREEMENT) -> bool | None:
+def set_background(images: Sequence[np.ndarray] = (), *, channel: int | None = None,
+                   agreement: float = SET_AGREEMENT, votes: Sequence[bool] | None = None) -> bool | None:
     """Whether a set of images has a bright background (brightfield, H&E: invert), decided once for the set
     by majority when at least ``agreement`` of its images agree; None (each image decides for itself)
     when the set is mixed, as fluorescence and brightfield images gathered together are. One decision
     guards the set against an image the per-image test misreads (a dense fluorescence image whose objects
-    cover most of it); a mixed set read as one kind would invert every image of the other."""
-    votes = background_votes(images, channel=channel)
+    cover most of it); a mixed set read as one kind would invert every image of the other. ``votes``: the images'
+    :func:`background_votes`, where the caller has them."""
+    votes = background_votes(images, channel=channel) if votes is None else list(votes)
     if not votes:
         return None
     share = sum(votes) / len(votes)
