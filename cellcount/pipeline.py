@@ -244,8 +244,8 @@ def predict(
     ``size_model``: the density model that estimates nucleus sizes for a mask model with
     ``auto_nucleus_size`` on and no ``nucleus_diameter_px`` (:func:`cellcount.models.size_model_for` loads
     the one its card names; loaded here when not given, once per model object); other models and settings need none.
-    ``backend`` runs the fast path (None: the one measured fastest on this machine; see
-    :meth:`cellcount.models.NetModel.predict_maps`).
+    ``backend`` runs the fast path (None: ``$CELLCOUNT_BACKEND`` where set, else the one measured fastest on this
+    machine; see :meth:`cellcount.models.NetModel.predict_maps`).
     ``limits``: normalise with these values instead of the image's percentiles (a block of a huge image,
     see :mod:`cellcount.blocks`).
     ``normalized``: ``image`` is already the model's input (2-D float, as training items hold it).
@@ -253,6 +253,10 @@ def predict(
     _check_call(image, model, "predict")
     check_pixels(image)
     image = as_pixels(image)
+    if backend is None and hasattr(model, "backend_choice"):  # the environment's, as the CLI reads it (workers too)
+        from .models.autotune import requested_backend
+
+        backend = None if (asked := requested_backend()) == "auto" else asked  # a model may take no backend
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     key, channel_note = p.input_key(), None  # keyed on what was asked: postprocess() checks it against its params
     if not normalized:

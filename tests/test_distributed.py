@@ -187,3 +187,17 @@ def test_local_workers_run_the_backend_asked_for(monkeypatch):
     seen.clear()
     local_cluster(2, cores=2, backend="auto")
     assert "CELLCOUNT_BACKEND" not in seen["env"]
+
+
+def test_local_workers_count_in_the_backend_asked_for(tmp_path):
+    """The workers got $CELLCOUNT_BACKEND but counted in the backend their own timing chose (bf16), their rows one
+    object apart from the in-process run, while the settings file named the one asked (a tester)."""
+    from cellcount.models.backends import available_backends
+
+    other = next(b for b in ("onnxruntime", "torch") if b in available_backends())
+    common = [str(SAMPLES / "s01_sparse_small.png"), "--model", "unet-density", "--backend", other, "--no-progress", "-q"]
+    assert main(["count", *common, "--workers", "1", "--out", str(tmp_path / "w.csv")]) == 0
+    assert main(["count", *common, "--out", str(tmp_path / "p.csv")]) == 0
+    workers, inproc = pd.read_csv(tmp_path / "w.csv"), pd.read_csv(tmp_path / "p.csv")
+    assert workers["backend"].tolist() == [other] == inproc["backend"].tolist()
+    assert workers["count"].tolist() == inproc["count"].tolist()

@@ -837,6 +837,25 @@ def test_each_result_names_the_backend_its_network_ran_in(tiny_model, draw_disks
     assert count_image(image, load_model(CLASSICAL_NAME)).backend is None
 
 
+def test_the_environments_backend_is_run_where_none_is_asked(tiny_model, draw_disks, monkeypatch):
+    """`count --backend onnxruntime --workers 2` set $CELLCOUNT_BACKEND on the workers, which counted in bf16 by their
+    own timing, while the settings file said onnxruntime (a tester): a call that asks none runs the environment's."""
+    from cellcount.inference import default_device
+    from cellcount.models.backends import available_backends
+
+    if str(default_device()) != "cpu":
+        pytest.skip("a GPU runs PyTorch whatever backend is asked")
+    image = ((draw_disks((64, 64), [(20, 20), (40, 44)], 6) > 0) * 200).astype(np.uint8)
+    model = tiny_model()
+    for name in available_backends():
+        monkeypatch.setenv("CELLCOUNT_BACKEND", name)
+        assert count_image(image, model, {"auto_nucleus_size": False}).backend == name
+    assert count_image(image, model, {"auto_nucleus_size": False}, backend="torch").backend == "torch", "asked wins"
+    monkeypatch.setenv("CELLCOUNT_BACKEND", "fp16")
+    with pytest.raises(ParameterError, match="CELLCOUNT_BACKEND must be one of"):
+        count_image(image, model, {"auto_nucleus_size": False})
+
+
 def test_the_backend_is_timed_in_the_process_as_every_entry_point_runs_it(tiny_model, monkeypatch):
     """The CLI keeps freed memory, which times PyTorch faster: a Python session that did not timed under another
     key and chose another backend than the CLI for the same model."""
