@@ -117,7 +117,9 @@ def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
                     raise ImageReadError(f"{name}: Zarr group without OME multiscales metadata")
                 array = node[ms[0]["datasets"][0]["path"]]  # the full resolution comes first
                 axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0] for a in ms[0].get("axes", []))
-        except (OSError, KeyError, IndexError, ValueError, TypeError) as err:
+        except KeyError as err:  # the level its metadata names is not in the store
+            raise ImageReadError(f"{name}: cannot open as OME-Zarr: its array {err} is missing or unreadable") from err
+        except (OSError, IndexError, ValueError, TypeError) as err:
             raise ImageReadError(f"{name}: cannot open as OME-Zarr: {err}") from err
         yield _plane(array, axes.lower() or ("yx" if len(array.shape) == 2 else "yxc"), name)
         return

@@ -151,12 +151,13 @@ def _regions(spec: RegionSpec, shape: tuple[int, int]) -> list[tuple[str, int, i
 
 
 def _needs_blocks(src: Any, max_pixels: int) -> tuple[int, int] | None:
-    """(H, W) of an image to count by blocks (a TIFF above the cap, any OME-Zarr); None otherwise."""
+    """(H, W) of an image to count by blocks (a TIFF above the cap, any OME-Zarr); None otherwise. A Zarr folder
+    that cannot be read as OME-Zarr raises its reason: read whole, it would only be told to use workers."""
     if not isinstance(src, (str, os.PathLike)):
         return None
+    if is_zarr(src):  # read only by blocks, whatever its size
+        return lazy_shape(src)
     try:
-        if is_zarr(src):  # read only by blocks, whatever its size
-            return lazy_shape(src)
         h, w = image_shape(src)
         with open(src, "rb") as fh:
             tiff = fh.read(4) in TIFF_MAGICS
@@ -170,7 +171,10 @@ def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, 
                ) -> BatchItem | BlockPlan:
     """One image on a worker: its row, or the block plan of an image above the cap."""
     model = worker_model(ref, sha256)
-    shape = _needs_blocks(src, max_pixels)
+    try:
+        shape = _needs_blocks(src, max_pixels)
+    except (CellcountError, OSError) as err:
+        return _error_item(name, error_text(err, name), model, params)
     if shape is not None:
         if page is not None:
             return _error_item(name, "a plane choice (--plane) is not supported for an image counted "

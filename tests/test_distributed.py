@@ -189,6 +189,21 @@ def test_local_workers_run_the_backend_asked_for(monkeypatch):
     assert "CELLCOUNT_BACKEND" not in seen["env"]
 
 
+def test_a_zarr_folder_that_is_not_ome_zarr_says_why_on_workers(tmp_path):
+    """Counted with --workers, a Zarr group without multiscales (and a store missing its array) was told to "count it
+    with --workers N", its own reason lost (a tester)."""
+    zarr = pytest.importorskip("zarr")
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", shape=(64, 64), dtype="uint8")
+    group = zarr.open_group(str(tmp_path / "gone.ome.zarr"), mode="w")
+    group.attrs["multiscales"] = [{"axes": [{"name": "y"}, {"name": "x"}], "datasets": [{"path": "0"}]}]
+    assert main(["count", str(tmp_path / "plain.zarr"), str(tmp_path / "gone.ome.zarr"), "--model", "classical-otsu",
+                 "--workers", "1", "--out", str(tmp_path / "c.csv"), "--no-progress", "-q"]) == 1
+    reasons = dict(zip(*(pd.read_csv(tmp_path / "c.csv")[c].tolist() for c in ("file", "reason")), strict=True))
+    assert "Zarr group without OME multiscales metadata" in reasons[str(tmp_path / "plain.zarr")]
+    assert "its array '0' is missing or unreadable" in reasons[str(tmp_path / "gone.ome.zarr")]
+    assert not any("count it with --workers" in r for r in reasons.values())
+
+
 def test_local_workers_count_in_the_backend_asked_for(tmp_path):
     """The workers got $CELLCOUNT_BACKEND but counted in the backend their own timing chose (bf16), their rows one
     object apart from the in-process run, while the settings file named the one asked (a tester)."""
