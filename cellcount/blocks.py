@@ -39,7 +39,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import CellcountError, ImageReadError, ParameterError
-from .io import model_input, normalization_limits, pixel_size_conflict, read_metadata
+from .io import (
+    background_note,
+    exposure_note,
+    input_note,
+    model_input,
+    normalization_limits,
+    pixel_size_conflict,
+    read_metadata,
+)
 from .io.files import TIFF_MAGICS
 from .io.read import main_series
 from .models import size_model_for
@@ -362,6 +370,12 @@ def plan_blocks(
         sample = _sample(plane, sample_pixels)
         limits, bright = normalization_limits(sample, channel=p.channel, invert=p.invert, low_pct=p.low_pct,
                                               high_pct=p.high_pct, grayscale=grayscale)
+        # what the image as a whole says of its count (channels averaged, clipped, a background unlike the
+        # setting), from the sample, as predict says it of an image counted whole
+        for said in (input_note(sample, channel=p.channel), exposure_note(sample, channel=p.channel),
+                     background_note(sample, channel=p.channel, invert=p.invert)):
+            if said:
+                note = f"{note}; {said}" if note else said
         del sample
         cores, blocks = grid(shape, block_px, overlap_px)
         file_size = _file_pixel_size(source)

@@ -160,6 +160,22 @@ def test_a_stack_counted_by_blocks_is_flagged_for_its_unread_planes(tmp_path, dr
     assert "region(s) 'across', 'out' lie outside or across the edge" in result.quality.reasons[0]
 
 
+def test_channels_averaged_by_blocks_are_flagged_as_counted_whole(tmp_path, draw_disks):
+    """A 2-channel file (cytoplasm, nuclei) counted whole was flagged for its averaged stains; by blocks the same
+    count went unflagged (a tester's 5502 by blocks against 5505 flagged whole)."""
+    labels = draw_disks((200, 200), [(50, 50), (150, 150), (60, 140)], 9)
+    nuclei = np.where(labels > 0, 200, 20).astype(np.uint8)
+    cytoplasm = ((np.sin(np.mgrid[:200, :200][1] / 15) + 1) * 100).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", np.stack([cytoplasm, nuclei]), metadata={"axes": "CYX"})
+    model = cc.load_model("classical-otsu")
+    whole = cc.count_file(tmp_path / "c.tif", model)
+    result, _ = blocks.count_blocks(tmp_path / "c.tif", model, block_px=128, overlap_px=16)
+    said = "its 2 channels show different stains and were averaged"
+    assert any(said in r for r in whole.quality.reasons) and any(said in r for r in result.quality.reasons)
+    one, _ = blocks.count_blocks(tmp_path / "c.tif", model, {"channel": 1}, block_px=128, overlap_px=16)
+    assert not any(said in r for r in one.quality.reasons), "the nuclei's channel chosen: nothing to say"
+
+
 def test_blocks_split_at_the_auto_distance_of_the_estimated_size_even_when_nothing_was_resized():
     """An estimate close to the training size resizes nothing (no diameter for the blocks), but the auto split
     distance must still follow it, as it does for the whole image; a distance set by hand stays."""
