@@ -49,7 +49,7 @@ from .io import (
     read_metadata,
 )
 from .io.files import TIFF_MAGICS
-from .io.read import main_series
+from .io.read import decoder_error, main_series
 from .models import size_model_for
 from .models.base import CountModel
 from .params import auto_distance_px, measuring_by_file
@@ -93,14 +93,20 @@ class LazyPlane:
         self._move = move_channel  # position of a channel axis before Y, X within the selected array
         self.dtype = array.dtype
         self.note: str | None = None  # set by _plane when other planes (z, t ...) were left unread
+        self.name = "image"  # the file's, set by _plane: a window that cannot be decoded names it
 
     def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
-        rs, cs = window
+        try:
+            return self._window(*window)
+        except (CellcountError, MemoryError):
+            raise
+        except Exception as err:  # noqa: BLE001 - a TIFF tile's or Zarr chunk's codec error (DeflateError, blosc)
+            raise decoder_error(self.name, err) from err
+
+    def _window(self, rs: slice, cs: slice) -> np.ndarray:
         if self._move is None:
-            out = np.asarray(self._array[(*self._index, rs, cs)])
-        else:
-            out = np.moveaxis(np.asarray(self._array[(*self._index, slice(None), rs, cs)]), 0, -1)
-        return out
+            return np.asarray(self._array[(*self._index, rs, cs)])
+        return np.moveaxis(np.asarray(self._array[(*self._index, slice(None), rs, cs)]), 0, -1)
 
 
 @contextlib.contextmanager
@@ -158,6 +164,7 @@ def _plane(array: Any, axes: str, name: str) -> LazyPlane:
     channel axis are taken at index 0, and the plane's ``note`` says so: a z-stack counted from its first
     plane was an unflagged count of 0 by blocks, where a count in memory said it)."""
     plane = _first_plane(array, axes, name)
+    plane.name = name
     dims = dict(zip(axes, array.shape))
     left = [f"{n} {_AXIS_WORDS.get(a, 'planes')}" for a, n in dims.items() if a not in "yxc" and int(n) > 1]
     if left:
@@ -193,8 +200,8 @@ def _first_plane(array: Any, axes: str, name: str) -> LazyPlane:
 
 
 class _SqueezedPlane(LazyPlane):
-    def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
-        return np.asarray(self._array[(*self._index, window[0], window[1], 0)])
+    def _window(self, rs: slice, cs: slice) -> np.ndarray:
+        return np.asarray(self._array[(*self._index, rs, cs, 0)])
 
 
 def lazy_shape(source: str | os.PathLike) -> tuple[int, int]:

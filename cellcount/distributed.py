@@ -187,13 +187,21 @@ def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, 
     return next(iter(count_many([(name, src)], model, params, max_pixels=max_pixels, page=page)))
 
 
-def block_task(plan: BlockPlan, index: int, ref: str, sha256: str, params: CountParams) -> BlockPart:
-    return count_block(plan, index, worker_model(ref, sha256), params)
+def block_task(plan: BlockPlan, index: int, ref: str, sha256: str, params: CountParams) -> BlockPart | str:
+    """One block's part, or why it could not be counted (bad input, said in the image's row: raised, it was a
+    worker's traceback on the terminal and the exception's class in the row)."""
+    try:
+        return count_block(plan, index, worker_model(ref, sha256), params)
+    except (CellcountError, OSError) as err:
+        return error_text(err)
 
 
 def combine_task(name: str, plan: BlockPlan, ref: str, sha256: str, params: CountParams, started: float,
-                 *parts: BlockPart) -> BatchItem:
+                 *parts: BlockPart | str) -> BatchItem:
     model = worker_model(ref, sha256)
+    if failed := [part for part in parts if isinstance(part, str)]:
+        more = f" (and {len(failed) - 1} more block(s))" if len(failed) > 1 else ""
+        return _error_item(name, f"{failed[0]}{more}", model, params)
     result, regions = combine_blocks(plan, parts, model, model.output_kind, params)
     item = BatchItem(name, "ok", "", result, time.time() - started + plan.seconds)  # planning ran before `started`
     item.regions = regions.assign(file=name)[["file", *regions.columns]] if len(regions) else None
@@ -263,7 +271,7 @@ def count_on_cluster(
             try:
                 out = fut.result()
             except Exception as err:  # noqa: BLE001 - a task lost on the cluster is one image's error row
-                out = _error_item(name, f"{type(err).__name__}: {err}", model, params)
+                out = _error_item(name, error_text(err, name), model, params)
             fut.release()
             if isinstance(out, BlockPlan):
                 logger.info("%s: counting by blocks %s", name, plan_summary(out))

@@ -176,6 +176,37 @@ def test_channels_averaged_by_blocks_are_flagged_as_counted_whole(tmp_path, draw
     assert not any(said in r for r in one.quality.reasons), "the nuclei's channel chosen: nothing to say"
 
 
+def _damage_tile(path, index: int) -> None:
+    """Overwrite one compressed tile's bytes of a tiled TIFF (an interrupted copy, a bad disk sector)."""
+    with tifffile.TiffFile(path) as tif:
+        offset, size = tif.pages[0].dataoffsets[index], tif.pages[0].databytecounts[index]
+    data = bytearray(path.read_bytes())
+    data[offset:offset + size] = b"\0" * size
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_tile_is_said_as_a_damaged_file(tmp_path):
+    """By blocks, a damaged TIFF tile gave 'DeflateError: libdeflate_zlib_decompress returned ...' in the row and a
+    worker's traceback on the terminal, where the image counted whole says the file is probably damaged (a
+    tester)."""
+    from cellcount.distributed import block_task, combine_task
+
+    path = tmp_path / "t.tif"
+    image = (np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)
+    tifffile.imwrite(path, image, tile=(64, 64), compression="zlib")
+    model = cc.load_model("classical-otsu")
+    plan = blocks.plan_blocks(path, model, model.card.postprocess, block_px=128, overlap_px=16)
+    _damage_tile(path, 5)
+    with pytest.raises(ImageReadError, match="the file is probably truncated or damaged .* the decoder said: "):
+        blocks.count_blocks(path, model, block_px=128, overlap_px=16)
+    params = cc.resolve_params(model)
+    parts = [block_task(plan, i, "classical-otsu", model.card.sha256 or "", params) for i in range(len(plan.blocks))]
+    failed = [p for p in parts if isinstance(p, str)]
+    assert failed and all("probably truncated or damaged" in p for p in failed)
+    row = combine_task("t.tif", plan, "classical-otsu", model.card.sha256 or "", params, 0.0, *parts)
+    assert row.status == "error" and row.reason.startswith(f"{path}: cannot read image: the file is probably")
+
+
 def test_blocks_split_at_the_auto_distance_of_the_estimated_size_even_when_nothing_was_resized():
     """An estimate close to the training size resizes nothing (no diameter for the blocks), but the auto split
     distance must still follow it, as it does for the whole image; a distance set by hand stays."""

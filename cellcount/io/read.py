@@ -324,14 +324,7 @@ def read_image_planes(
     except UnidentifiedImageError as err:
         raise ImageReadError(_unreadable(name, head)) from err
     except _DECODE_ERRORS as err:
-        # the decoder's own words (kept: they help a bug report) say little to a user; the likely cause first
-        said = str(err)
-        why = ("it uses a compression or feature this program cannot decode (save it as an uncompressed or LZW TIFF)"
-               if any(w in said.lower() for w in ("imagecodecs", "compression", "not available", "unsupported")) else
-               "the file is probably truncated or damaged (an interrupted copy or download)")
-        # its class too where it is not an OSError: KeyError('273') or an LZW error says little without it
-        said = (said.strip() or "nothing") + ("" if isinstance(err, OSError) else f" ({type(err).__name__})")
-        raise ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said}") from err
+        raise decoder_error(name, err) from err
     if image.ndim not in (2, 3) or 0 in image.shape:
         raise ImageReadError(f"{name}: decoded image has an unusable shape {image.shape}")
     if image.dtype.byteorder not in ("=", "|"):
@@ -389,6 +382,18 @@ def not_an_image(name: str, data: bytes) -> str | None:
         return _unreadable(name, head)
     except Image.DecompressionBombError:
         return None  # an image: its size is refused where it is read, with the limit
+
+
+def decoder_error(name: str, err: BaseException) -> ImageReadError:
+    """An error a decoder raised on ``name``'s pixels, said with its likely cause first: the decoder's own words
+    (kept: they help a bug report) say little to a user."""
+    said = str(err)
+    why = ("it uses a compression or feature this program cannot decode (save it as an uncompressed or LZW TIFF)"
+           if any(w in said.lower() for w in ("imagecodecs", "compression", "not available", "unsupported")) else
+           "the file is probably truncated or damaged (an interrupted copy or download)")
+    # its class too where it is not an OSError: KeyError('273') or an LZW error says little without it
+    said = (said.strip() or "nothing") + ("" if isinstance(err, OSError) else f" ({type(err).__name__})")
+    return ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said}")
 
 
 def _unreadable(name: str, head: bytes) -> str:
