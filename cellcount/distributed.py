@@ -188,8 +188,8 @@ def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, 
 
 
 def block_task(plan: BlockPlan, index: int, ref: str, sha256: str, params: CountParams) -> BlockPart | str:
-    """One block's part, or why it could not be counted (bad input, said in the image's row: raised, it was a
-    worker's traceback on the terminal and the exception's class in the row)."""
+    """One block's part, or why it could not be counted: bad input is said in its image's row, not raised (a raised
+    error prints a worker's traceback on the terminal)."""
     try:
         return count_block(plan, index, worker_model(ref, sha256), params)
     except (CellcountError, OSError) as err:

@@ -1155,8 +1155,8 @@ def _renamed(run: _Run, name: str, saved_as: str) -> str:
 
 
 def _without_finetune_advice(note: str) -> str:
-    """A base model's guide note without its advice to fine-tune (done, and it did not help): its caveats stay (an
-    H&E warning was dropped whole where its advice was the reason to fine-tune)."""
+    """A base model's guide note without its advice to fine-tune (done, and it did not help) nor its own verdict:
+    its caveats (an H&E warning) stay."""
     kept = (re.split(r",? or fine-tune\b|: fine-tune\b", clause)[0].rstrip(" :,") for clause in note.split("; ")
             if not clause.startswith(("it keeps ", "it counted your held-out images worse")))  # a verdict of its own
     return "; ".join(clause for clause in kept if clause)
