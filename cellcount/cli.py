@@ -545,8 +545,10 @@ def _run_settings(args: argparse.Namespace, model, params, backend: str | None, 
     from .models import NetModel
     from .models.backends import BACKENDS
 
-    settings = {"model": model.name, "model_sha256": model.card.sha256, "cellcount_version": __version__,
+    settings = {"model": model.name, "model_sha256": model.card.sha256, "model_card": model.card.counting_digest(),
+                "cellcount_version": __version__,
                 "out": Path(args.out).name,
+                **({"objects": str(args.objects)} if args.objects else {}),
                 "params": params.acting(model.output_kind),
                 **({"plane": args.plane} if args.plane is not None else {}),
                 **({"blocks": blocks} if (blocks := blocks_record(args)) is not None else {})}

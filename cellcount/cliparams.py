@@ -174,13 +174,10 @@ def load_cli_model(args: argparse.Namespace, default: str | None = None):
     if getattr(args, "quiet", False):
         return model
     if saved_for == model.name:
-        from .settingsfile import model_sha256_from_file
+        from .settingsfile import model_changed_note
 
-        sha = model_sha256_from_file(args.settings)
-        if sha and model.card.sha256 and sha != model.card.sha256:  # retrained or replaced (finetune --overwrite)
-            print(f"warning: {model.name} is not the model {args.settings} was saved with: its weights changed since "
-                  "(retrained or replaced); settings chosen for the old weights may not suit the new ones",
-                  file=sys.stderr)
+        if changed := model_changed_note(args.settings, model):  # retrained, replaced (finetune --overwrite), recalibrated
+            print(f"warning: {changed}", file=sys.stderr)
     if saved_for and getattr(args, "model", None) and saved_for != model.name:
         print(f"note: {args.settings} was saved for {saved_for}; its settings are applied to {model.name} as asked "
               f"(they may not suit it){_replaced_card_values(args, model)}", file=sys.stderr)

@@ -204,6 +204,11 @@ def resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
                   "(outputs named alike but for their extension share it); counting all images again: give outputs "
                   "names that differ before the extension", file=sys.stderr)
         return None, None, None, set()
+    if isinstance(previous, dict) and previous.get("objects") and not args.objects and not args.quiet:
+        # its rows stop at the interruption: a table that looks whole but lacks the images counted now (a tester)
+        print(f"note: --resume: the earlier run into {out} also wrote the objects table {previous['objects']}, which "
+              f"this run does not update (no --objects): it lacks the images counted now; resume with --objects "
+              f"{previous['objects']} to complete it", file=sys.stderr)
     if isinstance(previous, dict) and previous.get("model", model.name) != model.name:
         print(f"note: --resume: {out} was counted with {previous.get('model')}, not {model.name}; counting all "
               "images again", file=sys.stderr)
@@ -211,6 +216,11 @@ def resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     if isinstance(previous, dict) and previous.get("model_sha256", model.card.sha256) != model.card.sha256:
         print(f"note: --resume: the weights of {model.name} changed since {out} was written; counting all "
               "images again", file=sys.stderr)
+        return None, None, None, set()
+    if isinstance(previous, dict) and previous.get("model_card", model.card.counting_digest()) != model.card.counting_digest():
+        # a density scale calibrated since (evaluate --tune --write-card), or another folder of that name
+        print(f"note: --resume: the card of {model.name} changed since {out} was written (its density scale, "
+              "normalisation, tiles or size model); counting all images again", file=sys.stderr)
         return None, None, None, set()
     if isinstance(previous, dict) and previous.get("plane") != args.plane:
         print(f"note: --resume: {out} was counted with another --plane; counting all images again", file=sys.stderr)

@@ -93,7 +93,8 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     return data
 
 
-FILE_KEYS = ("model", "model_sha256", "out", "params", "plane", "blocks", "backend", "backends_of_resumed_rows",
+FILE_KEYS = ("model", "model_sha256", "model_card", "out", "objects", "params", "plane", "blocks", "backend",
+             "backends_of_resumed_rows",
              "cellcount_version")
 """What a settings file holds beside its ``params`` (the app's downloads and the CLI's ``counts.settings.json``)."""
 
@@ -132,6 +133,39 @@ def model_sha256_from_json(text: str | bytes) -> str | None:
     data = _load(text)
     sha = data.get("model_sha256") if isinstance(data, dict) else None
     return sha if isinstance(sha, str) and sha.strip() else None
+
+
+def model_changed_from_json(text: str | bytes, model: Any) -> str | None:
+    """How ``model`` differs from the one of that name the settings file was saved with: "weights" (retrained or
+    replaced: ``"model_sha256"``), "card" (its density scale, normalisation, tiles or size model:
+    ``"model_card"``, :meth:`cellcount.models.ModelCard.counting_digest`; a calibration written into the card
+    since, or a model folder of that name counted from), None when the same or the file does not say."""
+    data = _load(text)
+    if not isinstance(data, dict):
+        return None
+    card = getattr(model, "card", None)
+    sha, digest = data.get("model_sha256"), data.get("model_card")
+    if isinstance(sha, str) and sha.strip() and getattr(card, "sha256", None) and sha != card.sha256:
+        return "weights"
+    if isinstance(digest, str) and digest.strip() and card is not None and digest != card.counting_digest():
+        return "card"
+    return None
+
+
+MODEL_CHANGED = {
+    "weights": "its weights changed since (retrained or replaced), so settings chosen for the old weights may not suit "
+               "them",
+    "card": "its card changed since (its density scale, normalisation, tiles or size model: a calibration written "
+            "into it, or a model folder of that name), so the same settings may count otherwise",
+}
+"""What :func:`model_changed_from_json`'s answers mean, after "MODEL is not the model FILE was saved with: "."""
+
+
+def model_changed_note(path: str | os.PathLike, model: Any) -> str | None:
+    """"MODEL is not the model FILE was saved with: why", for a settings file saved for ``model``'s name; None
+    when nothing says it changed."""
+    changed = _named(path, lambda text: model_changed_from_json(text, model))
+    return f"{model.name} is not the model {path} was saved with: {MODEL_CHANGED[changed]}" if changed else None
 
 
 def plane_from_json(text: str | bytes) -> int | str | None:
@@ -190,8 +224,9 @@ def _named(path: str | os.PathLike, parse: Any) -> Any:
 
 def settings_text(model_name: str, params: CountParams | dict[str, Any], output_kind: str | None, *,
                   model_sha256: str | None = None, plane: int | str | None = None, backend: str | None = None,
-                  version: str | None = "") -> str:
-    """A settings file's text: the model, its weights' sha256 (counting with weights replaced since warns), the
+                  version: str | None = "", model_card: str | None = None) -> str:
+    """A settings file's text: the model, its weights' sha256 and ``model_card`` (its card's counting digest: counting
+    with either changed since warns, :func:`model_changed_note`), the
     settings that act for ``output_kind`` (a density model's file naming a threshold contradicts a count that no
     threshold changes; None: every one given), the ``plane`` of z-stacks when one was chosen and the ``backend`` a
     recorded run used, with the ``version`` of cellcount that counted ("": this one; None: not known, left out)."""
@@ -199,6 +234,7 @@ def settings_text(model_name: str, params: CountParams | dict[str, Any], output_
 
     values = params.acting(output_kind) if isinstance(params, CountParams) else acting_settings(params, output_kind)
     return json.dumps({"model": model_name, **({"model_sha256": model_sha256} if model_sha256 else {}),
+                       **({"model_card": model_card} if model_card else {}),
                        **({} if version is None else {"cellcount_version": version or __version__}),
                        "params": values, **({} if plane is None else {"plane": check_plane(plane)}),
                        **({"backend": backend} if backend else {})}, indent=2)
@@ -211,6 +247,7 @@ def record_text(record: dict[str, Any], output_kind: str | None) -> str:
     backend = record.get("backend")
     return settings_text(str(record.get("model", "")), record.get("params") or {}, output_kind,
                          model_sha256=record.get("model_sha256") or None, plane=record.get("plane"),
+                         model_card=record.get("model_card") or None,
                          backend=backend if isinstance(backend, str) else None,
                          version=str(record["cellcount_version"]) if record.get("cellcount_version") else None)
 
@@ -223,7 +260,8 @@ def save(path: str | os.PathLike, model: CountModel, params: CountParams | dict[
     from .csvout import atomic_write_bytes
 
     resolved = params if isinstance(params, CountParams) else resolve_params(model, params)
-    text = settings_text(model.name, resolved, model.output_kind, model_sha256=model.card.sha256 or None, plane=plane)
+    text = settings_text(model.name, resolved, model.output_kind, model_sha256=model.card.sha256 or None, plane=plane,
+                         model_card=model.card.counting_digest())
     atomic_write_bytes(path, text.encode("utf-8"))
     return Path(path)
 
@@ -242,11 +280,6 @@ def params_from_file(path: str | os.PathLike) -> dict[str, Any]:
 def model_from_file(path: str | os.PathLike) -> str | None:
     """:func:`model_from_json` of a file."""
     return _named(path, model_from_json)
-
-
-def model_sha256_from_file(path: str | os.PathLike) -> str | None:
-    """:func:`model_sha256_from_json` of a file."""
-    return _named(path, model_sha256_from_json)
 
 
 def backend_from_json(text: str | bytes) -> str | None:

@@ -25,9 +25,10 @@ from cellcount.params import (
     setting_text,
 )
 from cellcount.settingsfile import (
+    MODEL_CHANGED,
     backend_from_json,
+    model_changed_from_json,
     model_from_json,
-    model_sha256_from_json,
     params_from_json,
     plane_from_json,
 )
@@ -449,7 +450,8 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
     sha = (model.card.sha256 or None) if model is not None else None
     if backend is None and model is not None:
         backend = backend_in_use(model)
-    return settings_text(model_name, params, output_kind, model_sha256=sha, plane=plane, backend=backend)
+    return settings_text(model_name, params, output_kind, model_sha256=sha, plane=plane, backend=backend,
+                         model_card=model.card.counting_digest() if model is not None else None)
 
 
 
@@ -471,7 +473,7 @@ def _apply_settings_file(prefix: str) -> None:
         overrides = params_from_json(data)
         plane = plane_from_json(data)
         named = model_from_json(data)
-        recorded_sha, recorded_backend = model_sha256_from_json(data), backend_from_json(data)
+        recorded_backend = backend_from_json(data)
     except cc.CellcountError as err:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
@@ -479,11 +481,10 @@ def _apply_settings_file(prefix: str) -> None:
     model_name = settings.current_model() or st.session_state.get(f"{prefix}_model")
     if isinstance(named, str) and named in cc.list_models():
         model_name, note = named, f" Model: {named}."
-        now = get_model(named).card.sha256
-        if recorded_sha and now and recorded_sha != now:  # as `count --settings` warns
+        changed = model_changed_from_json(data, get_model(named))
+        if changed:  # as `count --settings` warns
             kind = "warning"
-            note += (f" The file was saved with other weights named {named} (retrained or replaced since): settings "
-                     "chosen for the old weights may not suit these.")
+            note += f" {named} is not the model the file was saved with: {MODEL_CHANGED[changed]}."
     elif named:
         note = f" The file names model {named!r}, which is not installed; the current model is kept."
     else:  # a bare object of settings (params.to_json() saved from Python): said, as count --settings says it

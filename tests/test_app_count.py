@@ -258,8 +258,15 @@ def test_a_settings_file_of_other_weights_or_another_backend_is_said_so_on_uploa
     at.run()
     assert not at.exception, at.exception
     said = " ".join(w.value for w in at.warning)
-    assert "saved with other weights named unet-mask" in said
+    assert "unet-mask is not the model the file was saved with: its weights changed since" in said
     assert "counts made with the bf16 backend; this session runs torch" in said
+    # the same weights with another card (a density scale calibrated since, say) are said too
+    card = json.loads(text)
+    card.update(model_sha256=cc.load_model("unet-mask").card.sha256, model_card="0" * 16)
+    at.file_uploader(key="count_settings_file_1").set_value(("old2.json", json.dumps(card).encode(), "application/json"))
+    at.run()
+    assert not at.exception, at.exception
+    assert "its card changed since" in " ".join(w.value for w in at.warning)
 
 
 def test_a_settings_file_of_a_model_not_installed_says_so_without_a_backend_note():

@@ -166,6 +166,49 @@ def test_resume_counts_again_an_image_replaced_since_the_earlier_run(small_folde
     assert after[str(b)] == before[str(b)]
 
 
+def test_a_card_changed_since_is_another_model_for_resume_and_settings(tiny_models, small_folder, tmp_path, capsys):
+    """A density scale written into the card (evaluate --tune --write-card) changes the counts, not the weights:
+    --resume kept rows counted before it beside rows counted after, and a settings file saved before was applied
+    in silence (a tester)."""
+    from cellcount.models import read_card, write_card
+
+    out = tmp_path / "c.csv"
+    argv = ["count", str(small_folder / "a.png"), "--model", "tiny-density", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    saved = tmp_path / "saved.settings.json"
+    shutil.copy(tmp_path / "c.settings.json", saved)
+    assert json.loads(saved.read_text())["model_card"] == load_model("tiny-density").card.counting_digest()
+    card = read_card(tiny_models / "tiny-density")
+    card.density_scale *= 2
+    write_card(card, tiny_models / "tiny-density")
+    capsys.readouterr()
+    assert main(["count", str(small_folder), "--model", "tiny-density", "--out", str(out), "--no-progress",
+                 "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "the card of tiny-density changed since" in err and "already counted" not in err
+    assert main(["count", str(small_folder / "a.png"), "--settings", str(saved), "--out", str(tmp_path / "d.csv"),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "tiny-density is not the model" in err and "its card changed since" in err
+    # saved again with the card as it is now, the file says nothing
+    assert main(["count", str(small_folder / "a.png"), "--settings", str(tmp_path / "c.settings.json"),
+                 "--out", str(tmp_path / "e.csv"), "--no-progress"]) == 0
+    assert "is not the model" not in capsys.readouterr().err
+
+
+def test_resume_without_the_objects_table_of_the_earlier_run_says_it_stays_partial(small_folder, tmp_path, capsys):
+    """Resumed without --objects, the earlier run's objects table kept only the images counted before the stop,
+    unsaid (a tester: 877 rows for 16 of 24 images)."""
+    out, objects = tmp_path / "c.csv", tmp_path / "objects.csv"
+    argv = ["count", "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main([*argv, str(small_folder / "a.png"), "--objects", str(objects)]) == 0
+    capsys.readouterr()
+    assert main([*argv, str(small_folder / "a.png"), str(small_folder / "b.png"), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"also wrote the objects table {objects}, which this run does not update" in err
+    assert f"resume with --objects {objects} to complete it" in err
+
+
 def test_resume_with_fewer_inputs_keeps_every_earlier_row(small_folder, tmp_path, capsys, monkeypatch):
     """A tester resumed a 29-image CSV with two of its files: 27 rows were dropped in silence."""
     out = tmp_path / "c.csv"
@@ -603,6 +646,13 @@ def test_a_spreadsheet_name_for_the_csv_is_refused_before_counting(small_folder,
     rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
                "--objects", str(tmp_path / "o.XLSX"), "--no-progress"])
     assert rc == 2 and "--objects" in capsys.readouterr().err
+    # an image's name among the images (--out b.tif) replaced nothing and wrote no table that the next run reads
+    image = small_folder / "b.png"
+    before = image.read_bytes()
+    rc = main(["count", str(small_folder / "a.png"), "--model", CLASSICAL_NAME, "--out", str(image), "--no-progress"])
+    assert rc == 2 and "is named like an image (.png): the tables are written as CSV; name it b.csv" in \
+        capsys.readouterr().err
+    assert image.read_bytes() == before and sorted(p.name for p in small_folder.iterdir()) == ["a.png", "b.png"]
 
 
 def test_options_that_do_nothing_with_the_model_are_named(small_folder, tmp_path, capsys):

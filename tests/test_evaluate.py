@@ -267,10 +267,15 @@ def test_tune_writes_a_calibrated_density_scale_into_the_card(samples_dir, tmp_p
                      density_scale=100.0)
     folder = save_model(net, card, tmp_path / "tiny-density")
     assert main(["--model", str(folder), "--data", str(samples_dir), "--tune", "--write-card"]) == 0
-    out = capsys.readouterr().out
+    said = capsys.readouterr()
+    out = said.out
     k = float(re.search(r"count gain (\d+\.\d+)", out).group(1))
     tuned = read_card(folder)
     assert tuned.density_scale == pytest.approx(100.0 / k, rel=1e-3)
+    # the card it replaced is kept beside it, and said (a tester's shipped card was overwritten without a copy)
+    (kept,) = folder.glob("card.replaced-*.json")
+    assert json.loads(kept.read_text())["density_scale"] == 100.0
+    assert f"card before this run is kept as {kept}" in said.err and "shipped model" not in said.err
     assert "count gain" in tuned.postprocess_tuned_on
     assert tuned.postprocess["auto_nucleus_size"] is False  # the size mode the gain was fitted with
     # the calibrated model's counts on the same data have the MAE the calibration reported

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true",
                    help="search postprocessing settings on this data, one at a time over a grid of values; "
                    f"{EDGE_WALK_TEXT} (density models: fit the count gain)")
-    p.add_argument("--write-card", action="store_true", help="with --tune: store the best settings in the card")
+    p.add_argument("--write-card", action="store_true",
+                   help="with --tune: store the best settings in the model's card (the card before is kept beside it; "
+                   "a shipped model's changes for every count with it: fine-tune a model of your own instead)")
     p.add_argument("--no-cross-check", action="store_true",
                    help=f"with --tune: skip the check of the tuning on images it did not see ({CROSS_CHECK_FOLDS}-fold; "
                    f"about {CROSS_CHECK_FOLDS}x the tuning time)")
@@ -103,6 +105,29 @@ def _card_folder(ref: str, name: str) -> Path:
     from ..models.loading import _model_folder
 
     return Path(ref) if (Path(ref) / "card.json").is_file() else _model_folder(name, None)
+
+
+def _store_card(card, args: argparse.Namespace, model) -> Path:
+    """Write ``card`` into ``model``'s folder, the card it replaces kept beside it first (once a run): a calibration
+    written into a shipped model changes every count with it on this installation (and its recorded figures were
+    made with the card before), which is said, with the way back."""
+    import sys
+
+    from ..csvout import keep_copy
+    from ..models.card import CARD_FILE, write_card
+    from ..models.loading import DEFAULT_WEIGHTS_DIR
+
+    folder = _card_folder(args.model, model.name)
+    kept = vars(args).setdefault("_cards_kept", set())
+    if folder not in kept and (folder / CARD_FILE).is_file():
+        kept.add(folder)
+        copy = keep_copy(folder / CARD_FILE)
+        shipped = folder.resolve().is_relative_to(DEFAULT_WEIGHTS_DIR.resolve())
+        print(f"note: {model.name}'s card before this run is kept as {copy} (copy it back to undo)"
+              + (f"; {model.name} is a shipped model: every count with it on this installation now uses the card "
+                 "written here (to keep the shipped one, fine-tune a model of your own: `cellcount finetune`)"
+                 if shipped else ""), file=sys.stderr)
+    return write_card(card, folder)
 
 
 def _encoded(paths: dict[str, Path], names: list[str]) -> Iterator[tuple[str, bytes | None]]:
@@ -326,7 +351,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..csvout import atomic_write_bytes, write_csv
     from ..models import default_model_name, with_base_training
-    from ..models.card import finite_json, write_card
+    from ..models.card import finite_json
 
     _check_options(args, OURS, [args.settings] if args.settings else [])
     keep_others(args, OURS)
@@ -395,9 +420,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
                 f"count MAE {before:.3f} -> {after:.3f} by cellcount.evaluate --tune{left_out()}"
             )
-            folder = _card_folder(args.model, model.name)
-            write_card(card, folder)
-            print(f"wrote the calibrated density scale into {folder / 'card.json'}")
+            print(f"wrote the calibrated density scale into {_store_card(card, args, model)}")
     elif args.tune:
         tr = tune_params(pairs, params)
         changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
@@ -428,15 +451,14 @@ def _run(args: argparse.Namespace) -> int:
                 f"{len(pairs)} images of {args.data} (split {args.split}, limit {args.limit}); "
                 f"count MAE {tr.before:.3f} -> {tr.after:.3f} by cellcount.evaluate --tune{left_out()}"
             )
-            folder = _card_folder(args.model, model.name)
-            write_card(card, folder)
-            print(f"wrote tuned settings into {folder / 'card.json'}")
+            print(f"wrote tuned settings into {_store_card(card, args, model)}")
     if args.save_settings and no_gain:
         print(f"note: {args.save_settings} holds the tuned settings, as asked, though the check above found they count "
               "new images no better than the current ones", file=sys.stderr)
     if args.save_settings:
         # the settings that act, as count's settings file lists them
-        text = settings_text(model.name, params, model.output_kind, model_sha256=model.card.sha256).encode()
+        text = settings_text(model.name, params, model.output_kind, model_sha256=model.card.sha256,
+                             model_card=model.card.counting_digest()).encode()
         _keep_other_settings(Path(args.save_settings), text)
         atomic_write_bytes(args.save_settings, text)
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
@@ -495,7 +517,7 @@ def _run(args: argparse.Namespace) -> int:
                 model.card.extra = {**model.card.extra, "quality": card_entry(
                     rule, qrep, f"{len(pairs)} images of {args.data} (split {args.split}) by "
                                 f"cellcount.evaluate --calibrate-quality{left_out()}")}
-                write_card(model.card, _card_folder(args.model, model.name))
+                _store_card(model.card, args, model)
                 print("wrote the quality rule into the card")
             model_rule = rule
         else:
@@ -511,7 +533,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"quality flag: {q['flagged_share']:.0%} of {q['n']} image{'' if q['n'] == 1 else 's'} flagged; "
               f"{q['large_errors']} large error{'' if q['large_errors'] == 1 else 's'} (> 15%){caught}")
     if args.record_metrics and hasattr(model, "net"):
-        folder = _card_folder(args.model, model.name)
         summary = {k: v for k, v in s.items() if k != "match"}
         default_auto = bool(model.card.postprocess.get("auto_nucleus_size", False))
         if params.auto_nucleus_size != default_auto:  # the card's other size mode: kept beside its defaults
@@ -531,7 +552,7 @@ def _run(args: argparse.Namespace) -> int:
                                     + f"){left_out()}; count metrics with the card's postprocessing; F1 at IoU {args.iou}"),
                 **kept,
             }
-        write_card(model.card, folder)
+        _store_card(model.card, args, model)
     if args.json:
         iou_used = s.get("match") in ("iou", "mixed")  # dots match by position, counts alone not at all
         record = {"model": model.name, "model_sha256": model.card.sha256, "backend": ran,

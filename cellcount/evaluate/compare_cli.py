@@ -89,7 +89,7 @@ def _is_settings_file(ref: str) -> bool:
 def load_configs(refs: list[str]) -> list[Config]:
     """Each reference as a :class:`Config`, labelled A, B, ... (ParameterError or ModelNotFoundError first)."""
     from ..models import load_model
-    from ..settingsfile import model_from_file, model_sha256_from_file, params_from_file
+    from ..settingsfile import model_changed_note, model_from_file, params_from_file
 
     if not 2 <= len(refs) <= MAX_CONFIGS:
         raise ParameterError(f"{len(refs)} model(s) or settings file(s) given: compare takes 2 to {MAX_CONFIGS} "
@@ -107,10 +107,8 @@ def load_configs(refs: list[str]) -> list[Config]:
             except ModelNotFoundError as err:
                 raise ModelNotFoundError(f"{ref} was saved for the model {name!r}, which is not installed here "
                                          f"({err})") from err
-            sha = model_sha256_from_file(ref)
-            if sha and model.card.sha256 and sha != model.card.sha256:
-                print(f"warning: {model.name} is not the model {ref} was saved with: its weights changed since, so "
-                      "these settings may count differently now", file=sys.stderr)
+            if changed := model_changed_note(ref, model):
+                print(f"warning: {changed}", file=sys.stderr)
             params, settings = resolve_params(model, overrides), ref
             label = f"{letter}: {model.name} ({Path(ref).name})"
         else:

@@ -50,6 +50,10 @@ EXTRA_NUMBERS: dict[str, tuple[type, float, float]] = {
 }
 """Numeric keys under ``extra`` that inference reads."""
 
+COUNTING_FIELDS = ("architecture", "output_kind", "kwargs", "normalization", "tile_size", "tile_overlap",
+                   "density_scale", "sha256")
+"""The card's fields that change how its weights count (:meth:`ModelCard.counting_digest`)."""
+
 
 @dataclass
 class ModelCard:
@@ -81,6 +85,15 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def counting_digest(self) -> str:
+        """A short sha256 of what in the card changes a count besides its default settings (which a run and a settings
+        file record themselves): the network, its weights, normalisation, tiles, density scale and the numbers and
+        size model inference reads from ``extra``. ``evaluate --tune --write-card`` on a density model changes its
+        scale, not its weights: rows counted before and after must not pass for one run's."""
+        counting = {k: getattr(self, k) for k in COUNTING_FIELDS}
+        counting["extra"] = {k: self.extra[k] for k in (*EXTRA_NUMBERS, "size_model") if k in self.extra}
+        return hashlib.sha256(json.dumps(finite_json(counting), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
