@@ -763,6 +763,22 @@ def test_an_image_above_the_pixel_cap_says_how_to_count_it(small_folder, tmp_pat
     assert "note: images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N" in err
 
 
+def test_an_image_above_the_pixel_cap_on_workers_says_which_formats_go_by_blocks(capsys):
+    """With --workers a PNG above the cap had its refusal alone, where a TIFF would have been counted by blocks."""
+    import argparse
+
+    from cellcount.cli import _report
+    from cellcount.io.read import PIXEL_CAP_TEXT
+
+    failed = [("big.png", f"big.png: image is 4,096 x 4,096 = 16,777,216 pixels (H x W), above the cap of 4,000,000 "
+                          f"{PIXEL_CAP_TEXT}")]
+    args = argparse.Namespace(quiet=True, workers=1, scheduler=None, out="c.csv")
+    _report(args, load_model(CLASSICAL_NAME), n_ok=0, n_err=1, total=0, n_check=0, total_check=0, kept=0, done=set(),
+            todo=[], skipped=[], failed=failed, whole=[], no_labels=[])
+    err = capsys.readouterr().err
+    assert "counted by blocks only where they are TIFF or OME-Zarr; other formats (PNG, JPEG, BMP): export them" in err
+
+
 def test_block_options_are_checked_before_any_worker_starts(small_folder, tmp_path, capsys):
     """--region-grid 0x2 started workers and gave every image an error row; small blocks say what they cost."""
     argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--workers", "1",

@@ -669,6 +669,11 @@ def test_list_image_files(tmp_path: Path) -> None:
         list_image_files([tmp_path / "missing"])
     with pytest.raises(FileNotFoundError):
         list_image_files([str(tmp_path / "*.gif")])
+    # GIF and WebP, which read_image reads: counted where named on their own (a tester's `count real.gif` was
+    # refused where count_file counted it), not picked from a folder or a pattern
+    (tmp_path / "f.gif").write_bytes(b"x")
+    assert [p.name for p in list_image_files(tmp_path / "f.gif")] == ["f.gif"]
+    assert "f.gif" not in [p.name for p in list_image_files([tmp_path, str(tmp_path / "*.gif")])]
 
 
 def test_list_image_files_reports_microscope_files(tmp_path: Path) -> None:

@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 """File extensions (lower case) that :func:`list_image_files` keeps."""
 
+NAMED_ONLY_EXTENSIONS = frozenset({".gif", ".webp"})
+"""Formats Pillow reads that :func:`list_image_files` keeps where a file is named on its own (as ``read_image`` and
+``count_file`` read it), not where a folder or pattern lists them (rarely microscopy there)."""
+
 MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".lof", ".vsi", ".oib", ".oif", ".oir", ".ims", ".dv",
                                    ".lsm", ".stk", ".zvi", ".sld", ".ndpi", ".svs", ".scn", ".mrxs"})
 """Microscope vendors' formats that :func:`list_image_files` cannot count: a folder walk reports each one as
@@ -263,7 +267,8 @@ def list_image_files(
             if not _utf8_name(cand):  # its row, label file and history could not be written: one file, not the batch
                 skip(cand, "its path is not valid UTF-8 (bytes of another system's encoding in its own name or a "
                      "folder's, as old Windows or Samba shares write them): rename it to count it")
-            elif _is_image_file(cand) or _is_zarr_dir(cand):
+            elif (_is_image_file(cand) or _is_zarr_dir(cand)
+                  or (path.is_file() and cand.suffix.lower() in NAMED_ONLY_EXTENSIONS)):
                 # one row per path: a folder named twice (data and data/ctrl) lists its files once, but a link
                 # and the file it points to are two paths, each in its own folder (two conditions' tables); by
                 # the resolved path, the one sorted first took the row and the other had none, silently

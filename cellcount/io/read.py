@@ -128,6 +128,10 @@ OVER_CAP_HINT = ("images above the pixel cap: TIFF and OME-Zarr ones are counted
                  "install 'cellcount[cluster]'; docs/SCALING.md); other formats: export them as TIFF, or raise "
                  "--max-pixels where memory allows (a few tens of bytes per pixel: docs/LIMITS.md)")
 """What the command line can do with images above the pixel cap."""
+OVER_CAP_WORKERS_HINT = ("images above the pixel cap are counted by blocks only where they are TIFF or OME-Zarr; other "
+                         "formats (PNG, JPEG, BMP): export them as TIFF, or raise --max-pixels where memory allows (a "
+                         "few tens of bytes per pixel: docs/LIMITS.md)")
+"""The same, said to a run on workers, which already counts TIFF and OME-Zarr by blocks."""
 
 
 def _check_pixels(name: str, height: int, width: int, max_pixels: int) -> None:
