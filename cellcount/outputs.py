@@ -138,11 +138,6 @@ def check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
         if path.suffix.lower() in SPREADSHEET_SUFFIXES:  # a CSV under that name: Excel refuses to open it
             return (f"{option} {path}: the tables are written as CSV, which Excel and LibreOffice open; "
                     f"name it {path.with_suffix('.csv').name}")
-        if path.suffix.lower() in IMAGE_EXTENSIONS | MICROSCOPE_EXTENSIONS | {".zarr"}:
-            # a slip among image names (--out b.tif): the image it replaced, kept under another name, was counted by
-            # the next run of the folder, and the table took a row of its own as an unreadable image (a tester)
-            return (f"{option} {path} is named like an image ({path.suffix}): the tables are written as CSV; name it "
-                    f"{path.with_suffix('.csv').name}")
         if path.exists() and not path.is_file():  # /dev/stdout, a pipe: the file is replaced by a rename
             return f"{option} {path} is not a regular file; give a file name such as counts.csv"
     names = list(outputs)
@@ -156,6 +151,11 @@ def check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
         hit = resolved.get(real(path))
         if hit is not None:
             return f"{option} {path} names an input file ({hit}); it would be overwritten"
+        if path.suffix.lower() in IMAGE_EXTENSIONS | MICROSCOPE_EXTENSIONS | {".zarr"}:
+            # a slip among image names (--out b.tif): the image it replaced, kept under another name, was counted by
+            # the next run of the folder, and the table took a row of its own as an unreadable image (a tester)
+            return (f"{option} {path} is named like an image ({path.suffix}): the tables are written as CSV; name it "
+                    f"{path.with_suffix('.csv').name}")
     if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
         return f"--labels-dir {args.labels_dir} is a file, not a folder"
     for option, path in outputs.items():

@@ -365,7 +365,8 @@ def _check(spec: Param, value: Any) -> None:
         return
     if spec.kind is bool:
         if not isinstance(value, (bool, np.bool_)):
-            raise ParameterError(f"{spec.name} must be true or false, got {value!r}")
+            allowed = f"true, false or null ({spec.none_means})" if spec.optional else "true or false"
+            raise ParameterError(f"{spec.name} must be {allowed}, got {value!r}")
         return
     if spec.off is not None and not isinstance(value, (bool, np.bool_)) and value == spec.off:
         return

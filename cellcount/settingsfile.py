@@ -67,6 +67,11 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
         data = {k: v for k, v in data.items() if k not in ("model", "model_sha256", "plane")}
     if not isinstance(data, dict):
         raise ParameterError("settings JSON must be an object of parameter names to values")
+    from .params import SCHEMA
+
+    # a choice in another case ("split_mode": "Both", as the app shows it) is the choice, as "plane": "Max" is
+    data = {k: v.strip().lower() if isinstance(v, str) and k in SCHEMA and SCHEMA[k].choices
+            and v.strip().lower() in SCHEMA[k].choices else v for k, v in data.items()}
     try:
         resolve_params(None, data)  # validate now, with a clear message
     except ParameterError as first:

@@ -179,6 +179,17 @@ def test_settings_json_bad_input(text, match):
         params_from_json(text)
 
 
+def test_a_settings_files_choice_in_another_case_is_read_and_null_is_named():
+    """"split_mode": "Both" was refused where "plane": "Max" was read; "invert": "yes" was refused without saying
+    that null means auto (a tester)."""
+    assert params_from_json('{"params": {"split_mode": " Both", "threshold": 0.4}}') == {"split_mode": "both",
+                                                                                           "threshold": 0.4}
+    with pytest.raises(ParameterError, match=r"invert must be true, false or null \(auto\), got 'yes'"):
+        params_from_json('{"params": {"invert": "yes"}}')
+    with pytest.raises(ParameterError, match="fill_holes must be true or false, got"):
+        params_from_json('{"params": {"fill_holes": "yes"}}')
+
+
 def test_a_bare_settings_object_may_name_its_model_and_plane():
     """``{"min_area_px": 40, "plane": 0}`` was refused as an unknown parameter 'plane'."""
     assert params_from_json('{"min_area_px": 40, "plane": 0, "model": "unet-mask"}') == {"min_area_px": 40}
