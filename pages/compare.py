@@ -243,6 +243,8 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     st.subheader("Counts")
     if has_truth and not truth.notna().all():
         st.caption(f"Errors over the {int(truth.notna().sum())} of {len(truth)} images that have ground truth.")
+    if cmp.f1_note:
+        st.caption(f"{cmp.f1_note}.")
     sh.dataframe(
         cmp.per_config,
         # widths and short headers that fit at 1400 px with 4 models' names (the CSV keeps the long names)
@@ -267,6 +269,8 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
                 format="%.3f", width=50, help="Objects matched to the ground truth's, as Evaluate matches them "
                 "(outlines overlapping by IoU 0.5; dots inside a segmentation's objects, or near a density model's "
                 "approximate centres), over the images whose truth has objects or dots, not a count alone"),
+            "F1 images": st.column_config.NumberColumn(
+                width=60, help="How many images the F1 is over: those every configuration's objects were matched on"),
             "images flagged": st.column_config.NumberColumn(
                 "flagged", width=58, help="Images whose count this model's quality flag marks \"check this image\""),
             "vs lowest MAE": st.column_config.TextColumn(

@@ -49,6 +49,24 @@ def test_a_configuration_scored_against_a_truth_without_edge_objects_is_named():
     assert cmp.per_config.set_index("config").loc["B", "MAE"] == 0.5
 
 
+def test_f1_is_over_the_images_every_configuration_matched():
+    """A density model matched on the two dot images alone showed the best F1 beside mask models matched on all
+    six (a tester): where the matched images differ, each F1 is over the ones they share, and said."""
+    truth = {f"f{i}.png": 10 for i in range(3)}
+    long = _long(truth, {"mask": {f: 10 for f in truth}, "density": {f: 10 for f in truth}})
+    long["tp"], long["fp"], long["fn"] = 10.0, 0.0, 0.0
+    long.loc[(long["config"] == "mask") & (long["file"] != "f2.png"), ["tp", "fp"]] = [5.0, 5.0]  # poor where only it matched
+    long.loc[(long["config"] == "density") & (long["file"] != "f2.png"), ["tp", "fp", "fn"]] = None
+    cmp = compare_counts(long, ["mask", "density"], truth)
+    rows = cmp.per_config.set_index("config")
+    assert rows.loc["mask", "F1"] == rows.loc["density", "F1"] == 1.0  # f2.png alone, for both
+    assert list(rows["F1 images"]) == [1, 1] and "F1 over the 1 image(s) every configuration's" in cmp.f1_note
+    # matched on the same images, nothing changes: each its own F1, no column or note
+    long["tp"], long["fp"], long["fn"] = 10.0, 0.0, 0.0
+    cmp = compare_counts(long, ["mask", "density"], truth)
+    assert "F1 images" not in cmp.per_config and not cmp.f1_note
+
+
 def _data(samples_dir, tmp_path, stems=("s01_sparse_small", "s02_dense_clusters", "s03_large_nuclei")):
     data = tmp_path / "data"
     data.mkdir()
@@ -215,6 +233,7 @@ def test_every_count_with_its_flag_and_the_figures_as_numbers(samples_dir, tmp_p
     a, b = d["configs"]
     assert isinstance(a["figures"]["mae_ci_low"], float) or a["figures"]["mae_ci_low"] is None
     assert a["vs_lowest_mae"] == {"lowest": True} and set(b["vs_lowest_mae"]) >= {"difference", "low", "high"}
+    assert b["vs_lowest_mae"]["significant"] is None or type(b["vs_lowest_mae"]["significant"]) is bool  # was 0.0
 
 
 def test_a_settings_file_for_a_model_not_installed_is_named(tmp_path, samples_dir, capsys):

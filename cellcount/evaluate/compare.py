@@ -33,6 +33,9 @@ class Comparison:
     scored: pd.DataFrame
     truth: pd.Series
     edges_out: list[str]
+    f1_note: str = ""
+    """Where the configurations' objects could be matched on different images (a density model's centres match dots,
+    not outlines): over which images their F1 is taken, so that the column compares like with like."""
     paired: dict[str, dict[str, float]] = field(default_factory=dict)
     """Each configuration's paired MAE difference from the lowest (:func:`cellcount.metrics.paired_mae_difference`:
     ``difference``, ``low``, ``high``, ``significant``), the lowest and those with no image in common left out."""
@@ -88,6 +91,20 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
             columns[f"error: {c}"] = wide_all[c] - true_wide[c]
     table = pd.DataFrame(columns, index=wide_all.index).rename_axis("file").reset_index()
 
+    # F1 over the images every configuration's objects were matched on: a density model scored on two dot images
+    # beside mask models scored on six read as the best F1 (a tester)
+    matched = {c: set(long.loc[(long["config"] == c) & long["tp"].notna(), "file"]) for c in wide.columns
+               } if "tp" in long.columns else {}
+    matched = {c: files for c, files in matched.items() if files}
+    common = set.intersection(*matched.values()) if matched else set()
+    uneven = len({frozenset(files) for files in matched.values()}) > 1
+    f1_note = ""
+    if uneven and common:
+        f1_note = (f"F1 over the {len(common)} image(s) every configuration's objects were matched on (a density "
+                   "model's centres match dots, not outlines); their MAE is over every image with ground truth")
+    elif uneven:
+        f1_note = ("F1 over different images for each configuration (no image had every configuration's objects "
+                   "matched; 'F1 images' says how many): compare their MAE instead")
     per_config = []
     for c in wide.columns:
         t = long[long["config"] == c]
@@ -97,10 +114,12 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
             s = count_metrics(k["true"].to_numpy(float), k["count_estimate"].to_numpy(float))
             row.update({"MAE": s["mae"], "MAE 95% CI": interval(s["mae_ci_low"], s["mae_ci_high"]),
                         "bias": s["bias"], "RMSE": s["rmse"], "images with ground truth": len(k)})
-            if "tp" in t.columns and t["tp"].notna().any():  # objects matched (outlines, or dots): Evaluate's F1
-                m = t.dropna(subset=["tp"])
-                tp, fp, fn = (float(m[c].sum()) for c in ("tp", "fp", "fn"))
+            if c in matched:  # objects matched (outlines, or dots): Evaluate's F1
+                m = t[t["file"].isin(common if uneven and common else matched[c])].dropna(subset=["tp"])
+                tp, fp, fn = (float(m[k].sum()) for k in ("tp", "fp", "fn"))
                 row["F1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+                if uneven:
+                    row["F1 images"] = m["file"].nunique()
         row.update({"images flagged": int(t["check"].fillna(False).astype(bool).sum()),
                     "median time per image (ms)": 1000 * t["seconds"].median(), "total count": t["count"].sum()})
         per_config.append(row)
@@ -109,7 +128,7 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
     scored = (wide - true_wide.reindex(wide.index)).add(truth.reindex(wide.index).astype(float), axis=0)
     paired = _against_best(per_config, scored, truth) if has_truth and len(per_config) >= 2 else {}
     return Comparison(table=table, per_config=pd.DataFrame(per_config), wide=wide, scored=scored, truth=truth,
-                      edges_out=edges_out, paired=paired)
+                      edges_out=edges_out, f1_note=f1_note, paired=paired)
 
 
 def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) -> dict[str, dict[str, float]]:

@@ -164,6 +164,8 @@ def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
         "check": per_image["check"] if "check" in per_image else None,
         "check_score": per_image["check_score"] if "check_score" in per_image else None,
         "check_reasons": per_image["check_reasons"] if "check_reasons" in per_image else "",
+        # objects matched to the truth's, where they were (for F1 over the images every configuration matched)
+        **{k: per_image[k] for k in ("tp", "fp", "fn") if k in per_image},
     })
 
 
@@ -208,8 +210,6 @@ def _run(args: argparse.Namespace) -> int:
         del pairs  # one configuration's predictions held at a time
         long.append(_long_rows(cfg, rep.per_image))
         summaries[cfg.label] = rep.summary
-        if "f1" in rep.summary and (note := _f1_note(cfg.label, rep.summary, args.iou)):
-            notes.append(note)
         if kept := rep.summary.get(BORDER_TRUTH_KEPT):  # as evaluate says it
             notes.append(f"{cfg.label} leaves out the objects touching the edge, but the truth of {kept} image(s) "
                          "(dots or counts) cannot leave its own out: those are scored against every object")
@@ -217,9 +217,13 @@ def _run(args: argparse.Namespace) -> int:
     rows = pd.concat(long, ignore_index=True)
     cmp = compare_counts(rows, [c.label for c in configs], {name: gt.count for name, _, gt in items})
     summary = cmp.per_config.rename(columns={"median time per image (ms)": "model ms per image (median)"})
-    f1 = {label: s["f1"] for label, s in summaries.items() if "f1" in s}
-    if f1:
-        summary.insert(summary.columns.get_loc("bias"), "F1", summary["config"].map(f1))
+    # how each matched its objects (and, where all were matched on the same images, over how many)
+    notes[:0] = [note for label, s in summaries.items() if "f1" in s
+                 and (note := _f1_note(label, {**s, "f1_n": None} if cmp.f1_note else s, args.iou))]
+    if cmp.f1_note:
+        notes.append(cmp.f1_note)
+    if "F1" in summary:  # beside the count errors (over the images every configuration matched, where they differ)
+        summary.insert(summary.columns.get_loc("bias"), "F1", summary.pop("F1"))
         notes.insert(0, f"F1: objects matched to the truth's outlines at IoU {args.iou:g} on every image, unless said "
                         "below" if any(": F1 matches" in n for n in notes) else
                      f"F1: objects matched to the truth's outlines at IoU {args.iou:g}")
@@ -259,6 +263,11 @@ FIGURES = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "r2"
 """The numbers of each configuration's evaluation that its JSON holds."""
 
 
+def _flag(value: float | None) -> bool | None:
+    """A 1.0 / 0.0 / NaN figure as JSON's true / false / null (the paired verdict's ``significant``)."""
+    return None if value is None or not np.isfinite(value) else bool(value)
+
+
 def _json_summary(args: argparse.Namespace, configs: list[Config], items: list, left_out: list[str],
                   skipped: list[str], summaries: dict[str, dict], cmp) -> dict:
     """The comparison as numbers (the table's strings are for reading): each configuration's figures, its paired
@@ -269,10 +278,14 @@ def _json_summary(args: argparse.Namespace, configs: list[Config], items: list, 
         figures = {k: summaries[c.label][k] for k in FIGURES if k in summaries[c.label]}
         figures["images_flagged"] = int(rows.loc[c.label, "images flagged"])
         figures["total_count"] = float(rows.loc[c.label, "total count"])
+        if "F1 images" in rows and pd.notna(rows.loc[c.label, "F1 images"]):  # the table's F1: over the same images
+            figures["f1_same_images"] = float(rows.loc[c.label, "F1"])
+            figures["f1_same_images_n"] = int(rows.loc[c.label, "F1 images"])
+        paired = cmp.paired.get(c.label)
         out.append({"label": c.label, "model": c.model.name, "settings": c.settings or "card",
                     "params": c.params.acting(c.model.output_kind), "figures": figures,
                     "vs_lowest_mae": ({"lowest": True} if rows.loc[c.label].get("vs lowest MAE") == "lowest"
-                                      else cmp.paired.get(c.label))})
+                                      else paired and {**paired, "significant": _flag(paired.get("significant"))})})
     return {"data": args.data, "split": args.split, "val_fraction": args.val_fraction, "split_seed": args.split_seed,
             "limit": args.limit, "iou": args.iou, "keep_trained": args.keep_trained, "exact": args.exact,
             "images": len(items), "images_learnt_left_out": left_out, "files_skipped": skipped, "configs": out}
