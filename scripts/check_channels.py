@@ -1,5 +1,6 @@
 """False alarms of the input checks that need no model: how many images of each data set
-:func:`cellcount.io.channels_differ` says mix stains, and how many of their planes
+:func:`cellcount.io.channels_differ` (or the RGB merge with an empty channel of
+:func:`cellcount.io.normalize.input_note`) says mix stains, and how many of their planes
 :func:`cellcount.io.normalize.label_image_note` takes for label images (with DSB's own label images, which it
 should all catch).
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cellcount.io import channels_differ, list_image_files, read_image  # noqa: E402
-from cellcount.io.normalize import label_image_note  # noqa: E402
+from cellcount.io.normalize import _merge_with_an_empty_channel, label_image_note  # noqa: E402
 
 
 def main() -> int:
@@ -35,7 +36,7 @@ def main() -> int:
         for f in files:
             image = read_image(f)
             n_colour += image.ndim == 3
-            if channels_differ(image):
+            if channels_differ(image) or _merge_with_an_empty_channel(image):
                 flagged.append(f.name)
             planes = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
             if any(label_image_note(plane) for plane in planes):
