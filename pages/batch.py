@@ -84,12 +84,32 @@ def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[st
     if copies:
         notes.append(f"{len(copies)} file(s) uploaded twice (same name, same content) counted once: "
                      + ", ".join(f"`{n}`" for n in sorted(set(copies))[:5]) + (" ..." if len(set(copies)) > 5 else ""))
+    if same := same_content(items):  # counted each, as named: but a total with a copy in it counts its cells twice
+        shown = "; ".join(f"`{copy}` = `{first}`" for copy, first in same[:5])
+        notes.append(f"{len(same)} file(s) hold the same bytes as another under another name (copies?), each counted, "
+                     f"so the total counts their cells twice: {shown}" + (" ..." if len(same) > 5 else "")
+                     + ". Leave the copies out if they are not separate images.")
     if renamed:
         shown = "; ".join(f"`{old}` as `{new}`" for new, old in list(renamed.items())[:5])
         notes.append(f"{len(renamed)} different file(s) shared a name already taken (a browser sends no folders), so "
                      f"each has a row of its own, in upload order: {shown}" + (" ..." if len(renamed) > 5 else "")
                      + ". Rename them (by plate or well) or upload a zip of their folders to keep the names apart.")
     return items, bad, notes
+
+
+def same_content(items: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    """(name, the name of the first item with the same bytes) for each item that repeats an earlier one's bytes."""
+    import hashlib
+
+    first: dict[str, str] = {}
+    same = []
+    for name, data in items:
+        key = hashlib.sha256(data).hexdigest()
+        if key in first:
+            same.append((name, first[key]))
+        else:
+            first[key] = name
+    return same
 
 
 def _without_ground_truth(items: list[tuple[str, bytes]],

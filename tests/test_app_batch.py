@@ -184,6 +184,20 @@ def test_files_sharing_a_name_get_a_row_each_and_a_copy_counts_once(count_batch)
     assert set(files) == {"A01.png", "A01 (2).png"}, "each image's objects under its own name"
 
 
+def test_the_same_image_under_another_name_is_counted_and_said(count_batch):
+    """nucA.png and nucA_copy.png (the same bytes) were two rows in the total, unsaid (a tester)."""
+    a, b = sample("s01_sparse_small.png"), sample("s02_dense_clusters.png")
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value(
+        [("nucA.png", a, "image/png"), ("nucB.png", b, "image/png"), ("nucA_copy.png", a, "image/png")])
+    at.run()
+    count_batch(at)
+    assert list(at.dataframe[0].value["file"]) == ["nucA.png", "nucB.png", "nucA_copy.png"]
+    infos = " ".join(i.value for i in at.info)
+    assert "1 file(s) hold the same bytes as another under another name (copies?)" in infos
+    assert "`nucA_copy.png` = `nucA.png`" in infos
+
+
 def test_two_files_of_one_name_and_size_are_announced_as_two():
     """Two plates' A01.tif from one camera (uncompressed: the same size) were announced as one image ("Count 8"),
     and 9 were counted."""

@@ -98,14 +98,14 @@ def test_broken_file_gives_exit_code_1_and_an_error_row(small_folder, tmp_path, 
 
 
 def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_path, capsys):
-    (small_folder / "c.gif").write_bytes((small_folder / "a.png").read_bytes())
+    (small_folder / "c.heic").write_bytes((small_folder / "a.png").read_bytes())
     (small_folder / "notes.csv").write_text("x\n")
-    rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.gif"), str(small_folder / "notes.csv"),
+    rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.heic"), str(small_folder / "notes.csv"),
                "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress"])
     assert rc == 1  # not every file asked for was counted
     captured = capsys.readouterr()
-    assert " not counted: " in captured.err and "warning: " in captured.err and "c.gif" in captured.err and "notes.csv" in captured.err
-    assert "extension .gif" in captured.err
+    assert " not counted: " in captured.err and "warning: " in captured.err and "c.heic" in captured.err and "notes.csv" in captured.err
+    assert "extension .heic" in captured.err
     # one summary: they are failures among the files asked for, as in the history (a tester's run listed 17 inputs
     # beside 14 ok and 5 failed)
     assert "counted 1/3 images" in captured.out and "2 failed" in captured.out, captured.out
@@ -116,11 +116,11 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
     # and in the CSV, as every file that cannot be counted (a tester's named notes.txt had no row)
     df = pd.read_csv(tmp_path / "c.csv").set_index("file")
     assert len(df) == 3 and df.loc[str(small_folder / "a.png"), "status"] == "ok"
-    for name in ("c.gif", "notes.csv"):
+    for name in ("c.heic", "notes.csv"):
         row = df.loc[str(small_folder / name)]
         assert row["status"] == "error" and row["reason"].startswith("not counted: not an image file") and pd.isna(row["count"])
     # a resumed run counts nothing again and writes those rows once
-    rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.gif"), str(small_folder / "notes.csv"),
+    rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.heic"), str(small_folder / "notes.csv"),
                "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress", "--resume"])
     assert rc == 1 and len(pd.read_csv(tmp_path / "c.csv")) == 3
     # in a folder, notes and tables are passed over as before: only images are the folder's content

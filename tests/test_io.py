@@ -668,7 +668,7 @@ def test_image_to_display_rgb() -> None:
 # --------------------------------------------------------------------------------------------------
 # files and label export
 # --------------------------------------------------------------------------------------------------
-def test_list_image_files(tmp_path: Path) -> None:
+def test_list_image_files(tmp_path: Path, caplog) -> None:
     (tmp_path / "sub" / "deep").mkdir(parents=True)
     (tmp_path / ".hidden").mkdir()
     for rel in ["b.PNG", "a.tif", "notes.txt", "sub/c.jpeg", "sub/deep/d.Tiff", ".hidden/e.png", "sub/x.csv"]:
@@ -685,6 +685,10 @@ def test_list_image_files(tmp_path: Path) -> None:
         list_image_files([str(tmp_path / "*.gif")])
     # GIF and WebP, which read_image reads: counted where named on their own (a tester's `count real.gif` was
     # refused where count_file counted it), not picked from a folder or a pattern
+    # a file given again (another spelling, its folder) is listed once, and said (a tester's 5 spellings: 1 row)
+    with caplog.at_level("WARNING", logger="cellcount.io.files"):
+        assert len(list_image_files([tmp_path / "a.tif", tmp_path / "sub" / ".." / "a.tif"])) == 1
+    assert "1 input(s) given more than once" in caplog.text
     (tmp_path / "f.gif").write_bytes(b"x")
     assert [p.name for p in list_image_files(tmp_path / "f.gif")] == ["f.gif"]
     assert "f.gif" not in [p.name for p in list_image_files([tmp_path, str(tmp_path / "*.gif")])]

@@ -243,6 +243,7 @@ def list_image_files(
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)  # searched again below
     found: dict[Path, Path] = {}
     named: set[Path] = set()  # files named on their own: the caller meant them, ground truth or not
+    repeated: list[Path] = []  # a file given again (by another spelling of its path, a pattern, its folder)
     for item in paths:
         text = os.fspath(item)
         path = Path(text)
@@ -272,7 +273,10 @@ def list_image_files(
                 # one row per path: a folder named twice (data and data/ctrl) lists its files once, but a link
                 # and the file it points to are two paths, each in its own folder (two conditions' tables); by
                 # the resolved path, the one sorted first took the row and the other had none, silently
-                found.setdefault(Path(os.path.abspath(cand)), cand)
+                key = Path(os.path.abspath(cand))
+                if key in found:
+                    repeated.append(cand)
+                found.setdefault(key, cand)
             elif path.is_file():  # named on its own: the user meant it, so say why it is left out
                 skip(cand, f"not an image file this program reads (extension {cand.suffix.lower() or 'none'}; it reads "
                      f"{', '.join(sorted(IMAGE_EXTENSIONS))}" + (": export it as TIFF)" if cand.suffix.lower()
@@ -281,6 +285,10 @@ def list_image_files(
                                                                 "the app's Batch page)" if cand.suffix.lower() == ".zip"
                                                                 else ")"))
     files = sorted(found.values(), key=lambda p: (str(p.parent), p.name))
+    if repeated:  # one row each, as asked once: said, so that a count of inputs given matches the rows
+        logger.warning("%d input(s) given more than once (the same file by another path, a pattern or its folder) are "
+                       "listed once: %s", len(repeated), ", ".join(str(p) for p in repeated[:3])
+                       + (" ..." if len(repeated) > 3 else ""))
     if ground_truth:
         _say_linked_copies(files)
         return files
