@@ -277,7 +277,9 @@ def describe(model: cc.models.CountModel) -> str:
     """One line: which settings are in use and where they came from (naming the image settings changed by hand)."""
     key, detail = origin(model)
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
-    if origin(model, image=False)[0] == "edited" and (own := _own_changes(model)):  # what was edited, also where its control is folded away
+    # what differs from the card, edited, tuned or loaded, also where its control is folded away (Apply after Optimise
+    # said "tuned on your data" alone, where an edit listed its changes: a tester)
+    if origin(model, image=False)[0] != "card" and (own := _own_changes(model)):
         detail = f"{detail}; {own}" if detail else own
     if fields := _image_changes(model):  # with their values: a channel chosen for one image applies to every image
         from cellcount.params import setting_text
