@@ -156,13 +156,21 @@ def test_split_holdout_rules():
 def test_tiles_of_one_slide_are_held_out_together():
     """A tester's hold-out took two tiles whose neighbours trained (MAE 1.76 held out, 9.27 on other patients):
     names alike but for their number are held out as a whole, where the groups allow it."""
-    from cellcount.finetune.data import name_group
+    from cellcount.finetune.data import group_levels
 
     tiles = [f"BM_HE_{p:04d}_{s:02d}_{t:03d}.png" for p in (1, 2, 3) for s in (1, 2) for t in range(2)][:10]
-    assert name_group(tiles[0]) == name_group(tiles[1]) != name_group(tiles[2])
-    for seed in range(5):
+    patient, slide = group_levels(tiles)  # coarse to fine: the tile's own number never groups
+    assert slide[0] == slide[1] != slide[2] and patient[0] == patient[3] != patient[4]
+    for seed in range(5):  # whole patients where one fits (patient 3's two tiles), so whole slides too
         train, held = split_holdout(tiles, 0.25, seed=seed)
-        assert len(held) == 2 and not {name_group(tiles[i]) for i in held} & {name_group(tiles[i]) for i in train}
+        assert len(held) == 2 and not {patient[i] for i in held} & {patient[i] for i in train}
+    # the tile's number inside the name (slideA_3_HE), and wells of sites with the channel alike in all
+    named = [f"slide{c}_{i}_HE.png" for c in "ABC" for i in range(1, 5)]
+    train, held = split_holdout(named, 0.25, seed=0)
+    assert len({named[i][:6] for i in held}) == 1 and not {named[i][:6] for i in held} & {named[i][:6] for i in train}
+    wells = [f"{w}_s{s}_w1.tif" for w in ("A01", "A02", "B01", "B02") for s in (1, 2, 3)]
+    (rows, by_well) = group_levels(wells)
+    assert by_well[0] == by_well[2] != by_well[3] and rows[0] == rows[3] != rows[6]
     # a group too large to hold out whole: the images one by one, as where every name is its own
     big = [f"slide_{t:02d}.png" for t in range(6)] + ["other_1.png", "other_2.png"]
     train, held = split_holdout(big, 0.25, seed=0)
@@ -174,6 +182,22 @@ def test_tiles_of_one_slide_are_held_out_together():
     plain = [f"img{i:02d}.png" for i in range(1, 20)] + ["overview.png"]
     assert all(len(split_holdout(plain, 0.25, seed=s)[1]) == 5 for s in range(5))
     assert split_holdout(plain, 0.25, seed=0) == split_holdout([str(i) for i in range(20)], 0.25, seed=0)
+
+
+def test_the_holdout_note_says_how_held_out_names_relate_to_training_ones():
+    """slideA_3_HE held out beside slideA_1,2,4 in training said nothing (the tile number inside the name), and
+    0002_01 held out beside 0002_02 read as "not on the training images' own slides" (a tester)."""
+    from cellcount.finetune.core import _holdout_groups_note
+
+    named = [f"slide{c}_{i}_HE.png" for c in "ABC" for i in range(1, 5)]
+    note = _holdout_groups_note(named, [i for i in range(12) if i not in (2, 7)], [2, 7], 2)
+    assert note.startswith("2 held-out image(s) are named like training images but for their last number")
+    note = _holdout_groups_note(named, list(range(8)), list(range(8, 12)), 3)
+    assert "no held-out image is named like a training image but for its numbers" in note and "3 were asked" in note
+    tiles = [f"BM_{p:04d}_{s:02d}_{t:03d}.png" for p in (1, 2) for s in (1, 2) for t in range(3)]
+    note = _holdout_groups_note(tiles, list(range(9)), [9, 10, 11], 3)  # patient 2's second slide, its first trains
+    assert "share an earlier number with training images" in note
+    assert _holdout_groups_note([f"{i:03d}cell.png" for i in range(8)], [0, 1, 2, 3, 4, 5], [6, 7], 2) is None
 
 
 def test_a_kept_base_models_note_keeps_its_caveats_only():
@@ -1401,15 +1425,20 @@ def test_held_out_images_the_base_learnt_from_are_swapped_for_unseen_ones():
 
     items = [(f"im{i}.png", f"bytes {i}".encode(), None) for i in range(7)]
     seen = {hashlib.sha256(f"bytes {i}".encode()).hexdigest() for i in (1, 3)}
-    train, held, named = _hold_out_unseen(items, [0, 2, 4, 5, 6], [1, 3], seen)
-    assert held == [0, 2] and train == [1, 3, 4, 5, 6] and named == []
+    train, held, named, moved = _hold_out_unseen(items, [0, 2, 4, 5, 6], [1, 3], seen)
+    assert held == [0, 2] and train == [1, 3, 4, 5, 6] and named == [] and moved == ["im1.png", "im3.png"]
+    # unseen images held out already stay; the learnt ones go to training even where none can take their place (a
+    # tester's round two held out 4 of its base's own images beside new ones, and kept the base's weights on them)
+    train, held, named, moved = _hold_out_unseen(items, [0, 2], [1, 3, 4, 5, 6], seen)
+    assert held == [4, 5, 6] and train == [0, 1, 2, 3] and named == [] and moved == ["im1.png", "im3.png"]
     # half of the unseen images at least keep training: a user's few new images are what a fine-tune is for
-    train, held, named = _hold_out_unseen(items, [0, 2], [1, 3, 4, 5, 6], seen)
-    assert set(train) & {0, 2, 4, 5, 6} and len(held) == 5 and "im1.png" in named
     many = {hashlib.sha256(f"bytes {i}".encode()).hexdigest() for i in range(5)}  # 5 seen, 2 new (5, 6)
-    train, held, named = _hold_out_unseen(items, [0, 1, 2, 5, 6], [3, 4], many)
-    assert held == [4, 5] and train == [0, 1, 2, 3, 6] and named == ["im4.png"]  # one of the two new ones swapped
-    assert _hold_out_unseen(items, [0, 2], [1], set()) == ([0, 2], [1], [])
+    train, held, named, moved = _hold_out_unseen(items, [0, 1, 2, 5, 6], [3, 4], many)
+    assert held == [5] and train == [0, 1, 2, 3, 4, 6] and moved == ["im3.png", "im4.png"]
+    # nothing unseen to hold out: they stay, named for the caller's note
+    every = {hashlib.sha256(f"bytes {i}".encode()).hexdigest() for i in range(7)}
+    assert _hold_out_unseen(items, [0, 2], [1], every) == ([0, 2], [1], ["im1.png"], [])
+    assert _hold_out_unseen(items, [0, 2], [1], set()) == ([0, 2], [1], [], [])
 
 
 def test_a_folder_of_plates_names_its_images_apart(samples_dir, tmp_path):

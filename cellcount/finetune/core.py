@@ -28,9 +28,8 @@ from .data import (
     _images,
     _labelled_items,
     data_fingerprint,
+    group_levels,
     holdout_asked,
-    name_group,
-    name_groups,
     split_holdout,
 )
 from .fit import (
@@ -508,28 +507,47 @@ def _split_off_holdout(labelled: list[tuple[str, bytes, GroundTruth]], holdout: 
             f"{max(len(names) - MIN_TRAIN_IMAGES, 0)} can be (at least {MIN_TRAIN_IMAGES} must train): hold out "
             "fewer, or annotate more images")
     train_idx, held_idx = split_holdout(names, holdout, seed=seed)
-    train_idx, held_idx, seen_held = _hold_out_unseen(labelled, train_idx, held_idx, model.card.training_digests(),
-                                                      model.card.training_pixel_digests())
+    train_idx, held_idx, seen_held, moved = _hold_out_unseen(labelled, train_idx, held_idx,
+                                                             model.card.training_digests(),
+                                                             model.card.training_pixel_digests())
+    if moved:  # scored on them, the base looked better than it is, and that decides whose weights are kept
+        run.note(f"{len(moved)} image(s) drawn for holding out are among {model.card.name}'s own training images "
+                 f"({listed(moved, 3)}): they train instead, and {len(held_idx)} image(s) it never saw are held out")
     if seen_held:  # the base's "before" there flatters it, and so the choice between its weights and the new ones
         run.note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
                  f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely "
                  "lower than on new images, so the before / after comparison favours it")
-    groups = name_groups(names)
-    trained_groups = {name_group(names[i]) for i in train_idx}
-    alike = [names[i] for i in held_idx if name_group(names[i]) in trained_groups]
-    if groups is None:  # names that share nothing, or one prefix (img01 ... img19): they tell nothing
-        pass
-    elif alike:  # neighbouring tiles of the training images: the held-out score is on their own slide
-        run.note(f"{len(alike)} held-out image(s) are named like training images ({listed(alike, 3)}; tiles or "
-                 "fields of one slide?): the held-out score may flatter the fine-tune; judge it on images of another "
-                 "slide or sample")
-    elif any(len(groups[name_group(names[i])]) > 1 for i in held_idx):
-        more = (f" ({len(held_idx)} held out where {asked} were asked, to keep them together)"
-                if len(held_idx) != asked else "")
-        run.note(f"held out whole groups of images named alike ({listed([names[i] for i in held_idx], 3)}){more}: "
-                 "no held-out image shares its name, less its number, with a training image, so the score is not on "
-                 "the training images' own slides")
+    if note := _holdout_groups_note(names, train_idx, held_idx, asked):
+        run.note(note)
     return train_idx, held_idx
+
+
+def _holdout_groups_note(names: list[str], train_idx: list[int], held_idx: list[int], asked: int) -> str | None:
+    """How the held-out images' names relate to the training images' (:func:`group_levels`): tiles of a training
+    slide held out, or whole groups held out (and at which level); None where the names make no groups (names that
+    share nothing, or one prefix: img01 ... img19)."""
+    levels = group_levels(names)
+    if not levels or not held_idx:
+        return None
+    finest = levels[-1]
+    trained = {finest[i] for i in train_idx}
+    alike = [names[i] for i in held_idx if finest[i] in trained]
+    if alike:  # neighbouring tiles of the training images: the held-out score is on their own slide
+        return (f"{len(alike)} held-out image(s) are named like training images but for their last number "
+                f"({listed(alike, 3)}; tiles or fields of one slide?): the held-out score may flatter the fine-tune; "
+                "judge it on images of another slide or sample")
+    if not any(finest.count(finest[i]) > 1 for i in held_idx):
+        return None
+    more = (f" ({len(held_idx)} held out where {asked} were asked, to keep them together)"
+            if len(held_idx) != asked else "")
+    shown = listed([names[i] for i in held_idx], 3)
+    if not {levels[0][i] for i in held_idx} & {levels[0][i] for i in train_idx}:
+        return (f"held out whole groups of images named alike ({shown}){more}: no held-out image is named like a "
+                "training image but for its numbers, so the score is not on the training images' slides or samples")
+    return (f"held out whole groups of images named alike ({shown}){more}: no held-out image shares its name, less "
+            "its last number, with a training image (tiles of one slide stay on one side), but some share an earlier "
+            "number with training images (a patient, plate or slide above the tiles?): the score may flatter the "
+            "fine-tune there")
 
 
 def _check_training_set(names: list[str], gts: list[GroundTruth], train_idx: list[int], held_idx: list[int], *,

@@ -34,7 +34,9 @@ def holdout_asked(holdout: float | int, n: int) -> int:
 
 def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) -> tuple[list[int], list[int]]:
     """Indices (train, held out). ``holdout`` is a fraction (0-1) or a number of images; at least one image
-    trains, and at least one is held out when there are two or more (none otherwise)."""
+    trains, and at least one is held out when there are two or more (none otherwise). Images whose names make
+    groups (tiles of one slide, fields of one well: :func:`group_levels`) are held out a whole group at a time, the
+    coarsest grouping that allows it first."""
     n = len(names)
     if n == 0:
         raise GroundTruthError("no annotated images to fine-tune on")
@@ -44,44 +46,76 @@ def split_holdout(names: Sequence[str], holdout: float | int, *, seed: int = 0) 
     k = min(k, n - MIN_TRAIN_IMAGES)
     if n >= 2 and holdout:
         k = max(k, 1)
-    held = _whole_groups(names, k, seed) if k else []
+    held: list[int] = []
+    for keys in group_levels(names) if k else []:
+        if held := _whole_groups(keys, k, seed):
+            break
     if not held:  # each image its own group, or no group small enough: images drawn one by one
         order = np.random.default_rng(seed).permutation(n)
         held = sorted(int(i) for i in order[:k])
     return [i for i in range(n) if i not in set(held)], held
 
 
-def name_group(name: str) -> str:
-    """The images ``name`` belongs with: its folder and stem without a trailing number (``BM_0001_02_000.png`` and
-    ``BM_0001_02_001.png``, two tiles of one slide; ``img3.png`` and ``img4.png``). A name that is all digits
-    (``a/1.png``) and one numbered otherwise (``cell 12 (1).png``) stays a group of its own."""
+def _name_fields(name: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(the name's folder and the text between its numbers, its numbers): ``plate1/A01_s2_w1.tif`` is
+    (("plate1", "a", "_s", "_w", ""), (1, 2, 1))."""
     p = PurePosixPath(str(name).replace("\\", "/"))
-    return str(p.parent / (re.sub(r"[ _.-]*\d+$", "", p.stem) or p.stem)).casefold()
+    parts = re.split(r"(\d+)", p.stem.casefold())
+    return (str(p.parent).casefold(), *parts[0::2]), tuple(int(x) for x in parts[1::2])
 
 
-def name_groups(names: Sequence[str]) -> dict[str, list[int]] | None:
-    """The indices of ``names`` by :func:`name_group`, where the names say something: at least two groups of two
-    or more (slides of tiles); None for names that share nothing, or all but a few one prefix (img01 ... img19)."""
+def group_levels(names: Sequence[str]) -> list[list[str]]:
+    """Each image's group key at each level of grouping, coarsest first: names alike but for their numbers belong
+    together, by the numbers that vary among them (``BM_0001_02_000.png``: patient, slide, tile; ``slideA_3_HE.png``:
+    the tile number inside the name; ``A01_s2_w1.tif``: well and site, the channel alike in all). The coarsest level
+    keeps none of the varying numbers (slideA, slideB), each finer one the next (patient, then patient and slide);
+    the tile's own number, the last to vary, never. Only levels that say something (at least two groups of two or
+    more) are listed: none for names that share nothing, or all but a few one prefix (img01 ... img19)."""
+    fields = [_name_fields(name) for name in names]
+    varying: dict[tuple[str, ...], list[int]] = dict.fromkeys((shape for shape, _ in fields), [])
+    for shape in varying:
+        values = [numbers for s, numbers in fields if s == shape]
+        varying[shape] = [j for j in range(len(values[0])) if len({v[j] for v in values}) > 1]
+    depth = max((len(v) for v in varying.values()), default=0)
+    levels, seen = [], set()
+    for level in range(max(depth, 1)):
+        keys = []
+        for shape, numbers in fields:
+            kept = set(varying[shape][:min(level, max(len(varying[shape]) - 1, 0))])
+            if not varying[shape]:  # every number alike among names of this shape: one image, or copies
+                kept = set(range(len(numbers)))
+            keys.append("|".join(shape) + "#" + ",".join(str(v) if j in kept or j not in varying[shape] else "*"
+                                                          for j, v in enumerate(numbers)))
+        sizes: dict[str, int] = {}
+        for key in keys:
+            sizes[key] = sizes.get(key, 0) + 1
+        if sum(size > 1 for size in sizes.values()) >= 2 and tuple(keys) not in seen:
+            seen.add(tuple(keys))
+            levels.append(keys)
+    return levels
+
+
+def name_group(name: str, names: Sequence[str]) -> str:
+    """``name``'s group among ``names`` at the finest level of :func:`group_levels` (its own name where the names
+    make no groups): names sharing it differ only in their last varying number (tiles of one slide)."""
+    levels = group_levels(names)
+    return levels[-1][list(names).index(name)] if levels else name
+
+
+def _whole_groups(keys: Sequence[str], k: int, seed: int) -> list[int]:
+    """About ``k`` held-out images made of whole groups (images of one ``keys`` value): a tile held out beside its
+    neighbours in training scored the fine-tune on its own slide (a tester: MAE 1.76 held out, 9.27 on other
+    patients). Groups drawn at random up to about ``k`` (a group may take it to 1.5 ``k``, never past half the
+    images); [] where no draw comes near ``k``."""
     groups: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        groups.setdefault(name_group(name), []).append(i)
-    return groups if sum(len(g) > 1 for g in groups.values()) >= 2 else None
-
-
-def _whole_groups(names: Sequence[str], k: int, seed: int) -> list[int]:
-    """About ``k`` held-out images made of whole :func:`name_groups` groups: a tile held out beside its neighbours
-    in training scored the fine-tune on its own slide (a tester: MAE 1.76 held out, 9.27 on other patients). Groups
-    drawn at random up to about ``k`` (a group may take it to 1.5 ``k``, never past half the images); [] where the
-    names say nothing or no draw comes near ``k``, and the images are then drawn one by one."""
-    groups = name_groups(names)
-    if groups is None:
-        return []
-    n = len(names)
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    n = len(keys)
     cap = min(max(k + 1, math.ceil(1.5 * k)), n // 2, n - MIN_TRAIN_IMAGES)
     held: list[int] = []
-    keys = sorted(groups)
-    for g in np.random.default_rng(seed).permutation(len(keys)):
-        members = groups[keys[int(g)]]
+    order = sorted(groups)
+    for g in np.random.default_rng(seed).permutation(len(order)):
+        members = groups[order[int(g)]]
         if len(held) >= k:
             break
         if len(held) + len(members) <= cap:
@@ -91,28 +125,30 @@ def _whole_groups(names: Sequence[str], k: int, seed: int) -> list[int]:
 
 def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str],
                      seen_pixels: set[str] = frozenset()):
-    """(train, held out, names held out that the base learnt from): held-out images the base model was trained on
-    are swapped for training images it never saw (scored on its own training images, the base looked better than
-    it is, which decides whether its weights are kept), but at most half of those unseen images go: they are often
-    the few new ones a user annotated to fine-tune again, and the new model must learn from them too. ``seen``: the
-    base's training images' file sha256; ``seen_pixels``: their :func:`cellcount.io.pixel_digest` (saved again)."""
+    """(train, held out, names held out that the base learnt from, names moved to training): held-out images the base
+    model was trained on go to training, and training images it never saw take their places, up to half of those
+    unseen images (they are often the few new ones a user annotated to fine-tune again, and the new model must
+    learn from them too). Scored on its own training images, the base looked better than it is, and that decides
+    whether its weights are kept (a tester's round two kept the old weights on them). Only where no unseen image
+    can be held out do they stay, said by the caller. ``seen``: the base's training images' file sha256;
+    ``seen_pixels``: their :func:`cellcount.io.pixel_digest` (saved again)."""
     if not seen or not held_idx:
-        return train_idx, held_idx, []
+        return train_idx, held_idx, [], []
     from ..io import pixel_digest
 
     learnt = {i for i, (_, raw, _) in enumerate(items)
               if hashlib.sha256(raw).hexdigest() in seen or (seen_pixels and pixel_digest(raw) in seen_pixels)}
-    fresh = [i for i in train_idx if i not in learnt]
-    unseen = len([i for i in range(len(items)) if i not in learnt])
-    swaps = max(0, len(fresh) - math.ceil(unseen / 2))  # at least half of the unseen images keep training
-    held, train = list(held_idx), list(train_idx)
-    for k, i in enumerate(held):
-        if i in learnt and swaps > 0:
-            j = fresh.pop(0)
-            swaps -= 1
-            held[k] = j
-            train[train.index(j)] = i
-    return sorted(train), sorted(held), [items[i][0] for i in sorted(held) if i in learnt]
+    held_learnt = [i for i in held_idx if i in learnt]
+    if not held_learnt:
+        return train_idx, held_idx, [], []
+    unseen = len(items) - len(learnt)
+    held_fresh = [i for i in held_idx if i not in learnt]
+    room = max(0, min(len(held_learnt), unseen // 2 - len(held_fresh)))  # at least half of the unseen keep training
+    held = held_fresh + [i for i in train_idx if i not in learnt][:room]
+    if not held:  # nothing unseen to hold out: scored on what the base learnt, and said
+        return train_idx, held_idx, [items[i][0] for i in held_learnt], []
+    train = sorted(set(train_idx) - set(held) | set(held_learnt))
+    return train, sorted(held), [], [items[i][0] for i in held_learnt]
 
 
 def data_fingerprint(items: Sequence[tuple[str, bytes, GroundTruth]]) -> str:
