@@ -200,6 +200,21 @@ def test_the_holdout_note_says_how_held_out_names_relate_to_training_ones():
     assert _holdout_groups_note([f"{i:03d}cell.png" for i in range(8)], [0, 1, 2, 3, 4, 5], [6, 7], 2) is None
 
 
+def test_a_held_out_image_without_dots_is_said_before_training():
+    """field3.csv held its header line only and was held out: both models were scored on it as an image of no cells,
+    and the held-out MAE (50.47) was all its doing, unsaid (a tester)."""
+    from types import SimpleNamespace
+
+    from cellcount.finetune.core import _check_training_set
+
+    said: list[str] = []
+    dots = GroundTruth("points", 2, points=np.array([[3.0, 3.0], [6.0, 6.0]]), source="a.csv")
+    empty = GroundTruth("points", 0, points=np.zeros((0, 2)), source="field3.csv")
+    _check_training_set(["a.png", "b.png", "field3.png"], [dots, dots, empty], [0, 1], [2],
+                        run=SimpleNamespace(note=said.append))
+    assert any(s.startswith("field3.png's annotation (field3.csv) holds no dots, and it is held out") for s in said)
+
+
 def test_a_kept_base_models_note_keeps_its_caveats_only():
     """Fine-tuning a model that kept its own base's weights nested two verdicts ('count with X' and 'count with Y')."""
     from cellcount.finetune.core import _without_finetune_advice

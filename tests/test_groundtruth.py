@@ -498,6 +498,9 @@ def test_read_points_csv_errors() -> None:
         read_points_csv(b"a,b\n1,2\n")
     with pytest.raises(GroundTruthError, match="row 2"):
         read_points_csv(b"x,y\n1,2\nfoo,3\n")
+    for cut in (b"x,y\n1,2\n3,4\n5,", b"x,y\n1,2\n3,4\n5"):  # saved part-way (a tester's row 125 of 126)
+        with pytest.raises(GroundTruthError, match=r"its last data row \(3\) stops before its 'y' value: the file looks cut off"):
+            read_points_csv(cut)
     with pytest.raises(GroundTruthError, match="empty"):
         read_points_csv(b"")
     with pytest.raises(GroundTruthError):

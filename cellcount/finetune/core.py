@@ -569,6 +569,11 @@ def _check_training_set(names: list[str], gts: list[GroundTruth], train_idx: lis
         if gts[i].kind == "points" and gts[i].count == 0:
             run.note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
                      "no cells; if it has cells, its export failed")
+    for i in held_idx:  # said before training: its error, the whole count, would make the held-out figures
+        if gts[i].kind == "points" and gts[i].count == 0:
+            run.note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots, and it is held out: both "
+                     "models are scored on it as an image with no cells (a tester's held-out MAE 50 was all its doing); "
+                     "if it has cells, its export failed: export it again, or leave it out")
 
 
 def _passes_per_train_image(kind: str) -> float:

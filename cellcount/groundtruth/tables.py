@@ -357,6 +357,11 @@ def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tupl
             cell = row[col].strip() if col < len(row) else ""
             value = _number(cell, decimal_comma=decimal_comma)
             if not np.isfinite(value) or value < 0 or value > MAX_COORDINATE_PX:
+                if k == len(rows) - 1 and not any(c.strip() for c in row[col:]):  # the last line stops short
+                    raise GroundTruthError(
+                        f"{name}: its last data row ({row_numbers[k] if row_numbers else k + 1}) stops before its "
+                        f"{header[col]!r} value: the file looks cut off (saved or copied part-way?); export it again, "
+                        "or remove that row")
                 raise GroundTruthError(
                     f"{name}: data row {row_numbers[k] if row_numbers else k + 1}: coordinate {header[col]!r} = "
                     f"{cell!r} is not a non-negative number"
