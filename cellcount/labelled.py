@@ -58,6 +58,7 @@ from .groundtruth import (
     read_points_csv,
     values_by_image,
 )
+from .groundtruth.pairing import role_key
 from .io import (
     DOT_DIRS,
     GROUND_TRUTH_DIRS,
@@ -652,7 +653,9 @@ def labelled_set(
     # a second annotation of an image that has one (labels/a.png and masks/a.png) matches an image: it is not
     # used, and saying it "matches no image" sent a tester renaming files that were named right
     paired = {PurePosixPath(name).stem.casefold() for name, _, _ in out.items}
-    second = [n for n in out.unused if any(b.casefold() in paired for b, _ in _gt_bases(n))]
+    paired |= {k for name, _, _ in out.items if (k := role_key(PurePosixPath(name).stem, image=True))}
+    second = [n for n in out.unused if any(b.casefold() in paired for b, _ in _gt_bases(n))
+              or role_key(PurePosixPath(n).stem, image=False) in paired]
     candidates = {n: by_name[n] for n in second if n in by_name}
     second = _second_annotations_agree(out, candidates)
     # a second annotation is said as one, or in its image's refusal where it disagrees: not as matching no image
@@ -684,9 +687,12 @@ def _second_annotations_agree(out: LabelledSet, second: dict[str, _File]) -> lis
     for name in second:
         for base, _ in _gt_bases(name):
             by_stem.setdefault(base.casefold(), []).append(name)
+        if key := role_key(PurePosixPath(name).stem, image=False):  # 010dots.png of 010cell.png (VGG cells)
+            by_stem.setdefault(key, []).append(name)
     kept, clashing = [], set()
     for name, data, gt in out.items:
-        others = list(dict.fromkeys(by_stem.get(PurePosixPath(name).stem.casefold(), [])))
+        stem = PurePosixPath(name).stem
+        others = list(dict.fromkeys(by_stem.get(stem.casefold(), []) + by_stem.get(role_key(stem, image=True) or "", [])))
         # the image's shape, decoded only for an image with a second file
         shape = None if not others else gt.labels.shape if gt.labels is not None else read_image(io.BytesIO(data)).shape
         clash = disagreeing_annotations(gt, [(o, functools.partial(_read_pair_named, second[o], shape, name))

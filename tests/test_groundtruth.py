@@ -790,6 +790,23 @@ def test_two_annotations_of_one_image_that_disagree_leave_it_out_saying_so(tmp_p
         load_labelled_folder(tmp_path, on_error=lambda image, why: None)
 
 
+def test_a_vgg_dot_image_beside_a_table_named_like_its_image_is_a_second_annotation(tmp_path: Path) -> None:
+    """010cell.png with 010cell.csv (50 dots) and 010dots.png (115): the CSV was used, and the dot image said to
+    "match no image" (a tester)."""
+    _save_png(tmp_path / "010cell.png", np.full((10, 12), 3, np.uint8))
+    (tmp_path / "010cell.csv").write_text("x,y\n1,1\n5,5\n")
+    dots = np.zeros((10, 12), np.uint8)
+    dots[2, 2] = dots[6, 6] = dots[8, 9] = 255
+    _save_png(tmp_path / "010dots.png", dots)
+    _save_png(tmp_path / "011cell.png", np.full((10, 12), 3, np.uint8))
+    (tmp_path / "011cell.csv").write_text("x,y\n1,1\n")
+    said: list[tuple[str, str]] = []
+    items = load_labelled_folder(tmp_path, on_error=lambda image, why: said.append((image.name, why)))
+    assert [p.name for p, _ in items] == ["011cell.png"]
+    assert said == [("010cell.png", "two annotations that disagree: 010cell.csv (2 objects) and 010dots.png (3): keep "
+                                    "the right one and move the other out of the folder")]
+
+
 def test_load_labelled_folder_reads_a_dots_folder_and_same_name_point_tables(tmp_path: Path) -> None:
     """The counting benchmarks' images/ + dots/ layout, and ImageJ's a.csv beside a.png, were read as images
     without ground truth by the command line (the app paired them)."""

@@ -367,6 +367,12 @@ def test_two_uploaded_annotations_of_one_image_that_disagree_are_refused_naming_
     assert out.unused == [], "not also a file that matches no image (the Train page said both of a.csv)"
     agree = labelled_set([("a.png", img)], [("a_points.csv", b"x,y\n1,1\n2,2\n"), ("a.csv", b"x,y\n3,3\n4,4\n")])
     assert [(n, gt.count) for n, _, gt in agree.items] == [("a.png", 2)] and not agree.skipped
+    # the VGG cells naming: 010dots.png is 010cell.png's, beside its 010cell.csv (said to match no image before)
+    dots = np.zeros(samples[0][3].labels.shape, np.uint8)
+    dots[10, 10:60:10] = 255  # 5 dots
+    vgg = labelled_set([("010cell.png", img)], [("010cell.csv", b"x,y\n1,1\n2,2\n"), ("010dots.png", _png(dots))])
+    assert not vgg.items and vgg.skipped[0][1].startswith("010cell.png: two annotations that disagree: 010cell.csv (2 "
+                                                          "objects) and 010dots.png (5)") and not vgg.unused
 
 
 def test_ground_truth_in_folders_of_any_name_beside_a_labels_folder_stays_ground_truth(samples):

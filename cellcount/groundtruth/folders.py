@@ -38,6 +38,7 @@ from .pairing import (
     _is_point_table,
     _skip_warning,
     match_ground_truth,
+    role_key,
 )
 from .read import (
     annotations_disagree,
@@ -546,9 +547,11 @@ def _second_annotations_agree(out: list[tuple[Path, GroundTruth]], matches: Mapp
     by_stem: dict[str, list[Path]] = {}
     for image in matches:
         by_stem.setdefault(image.stem.casefold(), []).append(image)
+        if key := role_key(image.stem, image=True):  # 010cell.png: its 010dots.png beside the 010cell.csv used
+            by_stem.setdefault(key, []).append(image)
     seconds: dict[Path, list[Path]] = {}
     for gt in unused:
-        images = by_stem.get(_gt_base(gt)[0].casefold(), [])
+        images = by_stem.get(_gt_base(gt)[0].casefold(), []) or by_stem.get(role_key(gt.stem, image=False) or "", [])
         if len(images) == 1:  # two plates' A01.png: whose second file it is cannot be told by its name
             seconds.setdefault(images[0], []).append(gt)
     kept, clashing = [], set()

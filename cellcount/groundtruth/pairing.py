@@ -220,6 +220,15 @@ def match_ground_truth(
     return result
 
 
+def role_key(stem: str, *, image: bool) -> str | None:
+    """The part an image and its annotation share in the VGG cells layout (``001`` of ``001cell`` and ``001dots``),
+    as a key apart from any stem, for finding an image's second annotations by it too (a ``010dots.png`` beside the
+    ``010cell.csv`` used for ``010cell.png`` read as matching no image, and its 115 dots against the CSV's 50
+    went unsaid: a tester); None for a name without a role word."""
+    base = word_base(stem, IMAGE_WORDS if image else GROUND_TRUTH_WORDS)
+    return "\0" + base.casefold() if base else None
+
+
 SECOND_ANNOTATION_RULE = ("the one used is the nearest to its image by folder, then by suffix: _labels, _mask, _dots, "
                           "_points, then the first by name")
 """Which of an image's annotations is scored, as the warnings about the others say it."""
@@ -246,8 +255,9 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
     if broken:
         logger.warning("%s: %d file(s) without ground truth that cannot be read as images either, skipped: %s",
                        root, len(broken), shown(broken))
-    stems = {p.stem.casefold() for p in paired}
-    second = [gt for gt in unused or [] if _gt_base(gt)[0].casefold() in stems]
+    stems = {p.stem.casefold() for p in paired} | {k for p in paired if (k := role_key(p.stem, image=True))}
+    second = [gt for gt in unused or [] if _gt_base(gt)[0].casefold() in stems
+              or role_key(gt.stem, image=False) in stems]
     unused = [gt for gt in unused or [] if gt not in second]
     if second:
         # by their paths in the folder: which of labels/a.png and masks/a.png was passed over
