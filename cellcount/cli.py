@@ -108,9 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true",
                    help="no progress, notes or summary; files that failed are still listed on stderr")
     c.add_argument("-v", "--verbose", action="store_true", help="also say which inference backend runs, and why")
-    m = sub.add_parser("models", help="list the available models, or remove one you trained")
-    m.add_argument("--remove", metavar="NAME", help="delete a model you trained (its folder in the user models "
-                   "folder); shipped models cannot be removed")
+    m = sub.add_parser("models", help="list the available models, show one's card, or remove one you trained")
+    mx = m.add_mutually_exclusive_group()
+    mx.add_argument("--remove", metavar="NAME", help="delete a model you trained (its folder in the user models "
+                    "folder); shipped models cannot be removed")
+    mx.add_argument("--card", metavar="NAME", help="print a model's card as JSON (a name or a model folder; lists of "
+                    "training images' hashes shortened to their length)")
     r = sub.add_parser("runs", help="list past runs (the history in the user's data folder) or export one")
     r.add_argument("--limit", type=_at_least_one, default=20, help="how many of the latest runs to list (default 20)")
     r.add_argument("--show", type=int, metavar="ID", help="print one run's record (settings, inputs) as JSON")
@@ -162,9 +165,28 @@ def _progress_bar(enabled: bool):
     return update
 
 
-def cmd_models(remove: str | None = None) -> int:
+def cmd_models(remove: str | None = None, *, card: str | None = None) -> int:
     from .errors import CellcountError
     from .models import default_model_name, list_models, load_model, remove_user_model
+
+    if card is not None:  # what the Models page shows in full, for a script or a reader of the command line
+        from .models.card import finite_json
+
+        try:
+            shown = load_model(card).card.to_dict()
+        except (CellcountError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+        def short(value):  # hundreds of inherited image hashes say nothing to a reader: their number does
+            if isinstance(value, dict):
+                return {k: short(v) for k, v in value.items()}
+            if isinstance(value, list) and len(value) > 20:
+                return f"<{len(value)} items>"
+            return [short(v) for v in value] if isinstance(value, list) else value
+
+        print(json.dumps(finite_json(short(shown)), indent=2, default=str))
+        return 0
 
     if remove is not None:
         try:
@@ -811,7 +833,7 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(logging.ERROR if getattr(args, "quiet", False) else logging.WARNING)
     try:
         if args.command == "models":
-            return cmd_models(args.remove)
+            return cmd_models(args.remove, card=args.card)
         if args.command == "runs":
             return cmd_runs(args)
         return cmd_count(args)

@@ -209,6 +209,16 @@ def test_resume_without_the_objects_table_of_the_earlier_run_says_it_stays_parti
     assert f"resume with --objects {objects} to complete it" in err
 
 
+def test_models_card_prints_a_models_card(capsys):
+    """No command showed a model's card (a tester read card.json, hundreds of inherited image hashes in it)."""
+    assert main(["models", "--card", "unet-density"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["name"] == "unet-density" and card["output_kind"] == "density" and "metrics" in card
+    hashes = card["training"].get("train_sha256")
+    assert hashes is None or (isinstance(hashes, str) and hashes.endswith("items>")), "shortened to their number"
+    assert main(["models", "--card", "no-such-model"]) == 2 and "unknown model" in capsys.readouterr().err
+
+
 def test_resume_with_fewer_inputs_keeps_every_earlier_row(small_folder, tmp_path, capsys, monkeypatch):
     """A tester resumed a 29-image CSV with two of its files: 27 rows were dropped in silence."""
     out = tmp_path / "c.csv"
