@@ -586,6 +586,8 @@ def test_cli_reports_before_and_after(tiny_model, tmp_path, draw_disks, capsys):
     rc = main(["--from", str(base_dir), "--data", str(data), "--name", "cli-model", "--steps", "2", "--holdout", "1"])
     out = capsys.readouterr().out
     assert rc == 0 and "held-out images (1): count MAE" in out
+    # each held-out image's counts (one far-off image made a tester's MAE alone, unseen from the command line)
+    assert re.search(r"\n  \S+\.png: true \d+, \S+ \d+\.\d, cli-model \d+\.\d\n", out), out
     # the base's weights with the new settings (here its set's object size): what the settings alone do
     assert re.search(r"weights with cli-model's settings \(input and postprocessing\): MAE \d+\.\d\d, what the settings "
                      r"alone do", out), out

@@ -16,6 +16,9 @@ from .fit import PRECISIONS, FinetuneProgress
 from .reading import SET_AGREEMENT
 from .verdict import WORSE_OBJECTS, WORSE_SHARE, holdout_verdict, model_kind
 
+HELD_OUT_SHOWN = 10
+"""Held-out images whose counts the command prints, the farthest off first."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     from ..cliparams import prog_name
@@ -122,6 +125,12 @@ def _main(argv: list[str] | None) -> int:
         which = " (the fine-tuned weights, not saved: see the note above)" if res.kept_base else ""
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
               f"{res.after['mae']:.2f}{which}")
+        # each image's counts: one far-off image (another magnification, an empty annotation) can make the MAE alone
+        for row in sorted(res.holdout_counts, key=lambda r: -abs(r["after"] - r["true"]))[:HELD_OUT_SHOWN]:
+            print(f"  {row['file']}: true {row['true']:g}, {args.base} {row['before']:.1f}, "
+                  f"{'fine-tuned' if res.kept_base else res.name} {row['after']:.1f}")
+        if len(res.holdout_counts) > HELD_OUT_SHOWN:
+            print(f"  ... {len(res.holdout_counts) - HELD_OUT_SHOWN} more (the card lists every one)")
         if ran := backends_note(res.holdout_backends, base=args.base,
                                 name="the fine-tuned weights" if res.kept_base else res.name):
             print(f"  {ran}")

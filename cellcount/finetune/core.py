@@ -922,11 +922,11 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
     from ..metrics import paired_mae_difference
 
     model, kind, base_params, size_model = b.model, b.kind, b.params, b.size_model
-    report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
     before, after, paired, settings_only = {}, {}, {}, {}
     counts: list[dict[str, Any]] = []
     backends: dict[str, str] = {}
-    if held_items:
+    if held_items:  # (none held out: nothing said to be scored)
+        report(FinetuneProgress("evaluate", message="scoring the base and the new model on the held-out images"))
         base_pairs = predict_pairs(held_items, model, base_params, size_model=size_model, warn_trained=False)
         from ..evaluate import ran_in
 
