@@ -60,7 +60,8 @@ def test_one_model_two_settings():
     at.run()
     assert not at.exception
     per_config, table = at.dataframe[0].value, at.dataframe[1].value
-    assert list(per_config["config"]) == ["A: classical-otsu", "B: classical-otsu"]
+    # B named by what it changes (the table, verdict and CSV said "B: classical-otsu" alone: a tester)
+    assert list(per_config["config"]) == ["A: classical-otsu", "B: classical-otsu (Probability threshold 0.8)"]
     assert {"MAE", "MAE 95% CI", "bias", "images flagged"} <= set(per_config.columns)
     assert list(table["true"]) == [28, 167]
     # the classical baseline flags both samples: agreement is not correctness, and the page says so with reasons
@@ -68,7 +69,7 @@ def test_one_model_two_settings():
     assert any("2 of the 2 image(s) counted flagged" in w.value and "agreement is not correctness" in w.value for w in at.warning)
     # with ground truth on only two images, no interval on the MAE difference is claimed
     assert any("needs at least 5 images" in c.value for c in at.caption)
-    assert (table["A: classical-otsu"] != table["B: classical-otsu"]).any()
+    assert (table["A: classical-otsu"] != table["B: classical-otsu (Probability threshold 0.8)"]).any()
     assert "Comparison CSV" in {d.label for d in at.get("download_button")}
     next(b for b in at.selectbox if b.label == "Image").set_value("s02_dense_clusters.png")
     at.run()
@@ -142,7 +143,7 @@ def test_a_configuration_that_cannot_count_an_image_has_its_row_with_why(monkeyp
     assert len(failed) == 1 and failed["status"].iloc[0] == "error" and failed["config"].iloc[0].startswith("B")
     assert "refused for this test" in failed["reason"].iloc[0]
     assert (long.loc[long["status"] == "ok", "reason"] == "").all()
-    assert any("with B: classical-otsu: " in w.value and "refused for this test" in w.value for w in at.warning)
+    assert any("with B: classical-otsu (Probability threshold 0.8): " in w.value and "refused for this test" in w.value for w in at.warning)
     # the two configurations' agreement on the image both counted (the page crashed on the missing count)
     assert any("(on the 1 of 2 images both counted)" in c.value for c in at.caption)
 
@@ -168,7 +169,7 @@ def test_paired_interval_with_five_images():
     other = against[1 - best]
     assert re.fullmatch(r"\+\d+\.\d\d \(-?\+?\d+\.\d\d to [-+]\d+\.\d\d\): (more error|within luck|less error on these images)", other), other
     cap = next(c.value for c in at.caption if "paired bootstrap interval" in c.value)
-    assert "MAE(B: classical-otsu) − MAE(A: classical-otsu)" in cap
+    assert "MAE(B: classical-otsu (Probability threshold 0.8)) − MAE(A: classical-otsu)" in cap
     assert ("more accurate" in cap) or ("image-to-image luck" in cap)
 
 
@@ -384,18 +385,18 @@ def test_exclude_edge_objects_is_scored_against_the_truth_without_them_as_evalua
     assert not at.exception
     long = at.session_state["compare__result"]["table"]
     edges = {n: len(edge_ids(read_ground_truth(SAMPLES / n.replace(".png", "_labels.tif")).labels)) for n in samples}
-    b = long[long["config"] == "B: classical-otsu"].set_index("file")
+    b = long[long["config"] == "B: classical-otsu (Exclude edge objects on)"].set_index("file")
     a = long[long["config"] == "A: classical-otsu"].set_index("file")
     assert all(edges.values())
     assert {n: a.loc[n, "true"] - b.loc[n, "true"] for n in samples} == edges
     per_config, table = at.dataframe[0].value.set_index("config"), at.dataframe[1].value.set_index("file")
     expected = sum(abs(b.loc[n, "count"] - b.loc[n, "true"]) for n in samples) / 2
-    assert per_config.loc["B: classical-otsu", "MAE"] == pytest.approx(expected)
+    assert per_config.loc["B: classical-otsu (Exclude edge objects on)", "MAE"] == pytest.approx(expected)
     assert list(table["true"]) == [28, 167], "the table's truth column is the truth as given"
-    assert table.loc["s01_sparse_small.png", "error: B: classical-otsu"] == b.loc["s01_sparse_small.png", "count"] - (
+    assert table.loc["s01_sparse_small.png", "error: B: classical-otsu (Exclude edge objects on)"] == b.loc["s01_sparse_small.png", "count"] - (
         28 - edges["s01_sparse_small.png"])
     assert any("Exclude edge objects" in c.value and "as Evaluate scores them" in c.value for c in at.caption)
-    assert list(at.dataframe[2].value["true: B: classical-otsu"]) == [t - edges[n] for n, t in zip(samples, (28, 167))]
+    assert list(at.dataframe[2].value["true: B: classical-otsu (Exclude edge objects on)"]) == [t - edges[n] for n, t in zip(samples, (28, 167))]
 
 
 def test_the_flagged_share_is_of_the_images_counted():
