@@ -245,7 +245,8 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
         "invert",
         _choice(c, prefix, model, "invert", list(INVERT_OPTIONS), radio=True),
     )
-    out["test_time_flips"] = bool(_toggle(c, prefix, model, "test_time_flips"))
+    # flips average a network's maps: a model without one (the classical baseline) has nothing to flip
+    out["test_time_flips"] = bool(_toggle(c, prefix, model, "test_time_flips")) if hasattr(model, "net") else False
     out["auto_nucleus_size"] = bool(_toggle(c, prefix, model, "auto_nucleus_size"))
     out["nucleus_diameter_px"] = _from_widget("nucleus_diameter_px", _number(c, prefix, model, "nucleus_diameter_px"))
     with c.expander("Intensity normalisation"):

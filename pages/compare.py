@@ -458,7 +458,8 @@ with right:
             st.warning(model.card.trained_on_note(seen, len(sources), advice=len(seen) == len(sources)),
                        icon=":material/school:")
         elif by_model:  # one note for all, not a box per model (a tester saw three alike)
-            st.warning(f"{len(learnt)} of these {len(sources)} images were among the training images of "
+            st.warning(f"{len(learnt)} of these {len(sources)} images {'was' if len(learnt) == 1 else 'were'} among the "
+                       "training images of "
                        + ", ".join(f"{name} ({len(seen)})" for name, (_, seen) in by_model.items())
                        + " (" + ", ".join(cc.io.short_name(n) for n in sorted(learnt)[:5])
                        + (f" and {len(learnt) - 5} more" if len(learnt) > 5 else "")

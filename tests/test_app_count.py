@@ -53,6 +53,8 @@ def test_default_sample_counts_with_downloads():
     assert {"Counts CSV", "Objects CSV", "Label image (TIFF)", "Outlines (PNG)", "Settings JSON"} <= labels
     assert not at.error
     assert any("s01_sparse_small.png" in m.value for m in at.markdown)
+    # the classical baseline has no network whose maps flips could average: no such control (a tester)
+    assert not [t for t in at.toggle if t.key == "count_test_time_flips"]
 
 
 def test_split_distance_zero_is_auto_and_says_so():

@@ -372,13 +372,15 @@ def test_count_histograms_bin_whole_numbers_with_whole_number_ticks():
     from cellcount.viz.charts import count_histogram
 
     bars = count_histogram([27, 28, 28, 29]).data[0]
-    assert list(bars.x) == [27, 28, 29] and list(bars.y) == [1, 2, 1] and list(bars.customdata) == ["27", "28", "29"]
+    assert list(bars.x) == [27, 28, 29] and list(bars.y) == [1, 2, 1]
+    # each bar's range and its images, "1 image" for one (the hover said "1 images")
+    assert [list(c) for c in bars.customdata] == [["27", "image"], ["28", "images"], ["29", "image"]]
     assert count_histogram([27, 28, 28, 29]).layout.xaxis.dtick == 1
     wide = count_histogram(list(range(0, 301, 3))).data[0]
     assert sum(wide.y) == 101 and all(w == int(w) for w in wide.width)
     assert all(e % 1 == 0.5 for e in np.asarray(wide.x) - np.asarray(wide.width) / 2)  # edges between counts
     floats = count_histogram([1.5, 2.25, 3.0]).data[0]  # density estimates: plain bins
-    assert sum(floats.y) == 3 and "–" in floats.customdata[0]
+    assert sum(floats.y) == 3 and "–" in floats.customdata[0][0]
 
 
 def test_an_error_histogram_over_a_short_span_has_a_bar_per_whole_number():

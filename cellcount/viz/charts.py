@@ -80,8 +80,9 @@ def _histogram_bars(
             width=np.diff(edges),
             marker_color=color,
             marker_line=dict(color="white", width=1),  # bars that touch still read as bars
-            customdata=text,
-            hovertemplate=f"%{{customdata}}<br>%{{y}} {what}<extra></extra>",
+            # "1 image", "3 images" (the hover said "1 images")
+            customdata=[[t, what[:-1] if n == 1 and what.endswith("s") else what] for t, n in zip(text, counts, strict=True)],
+            hovertemplate="%{customdata[0]}<br>%{y} %{customdata[1]}<extra></extra>",
         )
     )
     top = int(counts.max())
