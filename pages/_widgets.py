@@ -33,7 +33,7 @@ from cellcount.settingsfile import (
     plane_from_json,
 )
 from pages import _settings as settings
-from pages._image_ui import backend_in_use, set_plane_choice
+from pages._image_ui import PLANE_CHOICE, backend_in_use, set_plane_choice
 from pages._model_ui import SHOWN_MODEL_KEY, get_model
 
 INVERT_OPTIONS = {"auto": None, "on": True, "off": False}
@@ -408,8 +408,13 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
     """Which settings are in use and where they came from, with the one-click reset."""
     c = container or st
     row = c.container(horizontal=True, vertical_alignment="center")
-    row.caption(settings.describe(model) + " · the same on Count, Batch, Evaluate and Compare, for this browser "
-                "session (keep them with a settings file)")
+    # the plane of z-stacks chosen on one page is every page's: said with the settings (a tester's Batch read
+    # "Count plane 2" while its line said "the model card" alone)
+    plane = st.session_state.get(PLANE_CHOICE, "first")
+    read = "" if plane == "first" else (" · z-stacks: their maximum projection" if plane == "max" else
+                                        f" · z-stacks: plane {plane} (0 = the first)")
+    row.caption(settings.describe(model) + read + " · the same on Count, Batch, Evaluate and Compare, for this "
+                "browser session (keep them with a settings file)")
     with row:
         reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
                      disabled=settings.origin(model)[0] == "card")

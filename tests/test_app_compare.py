@@ -344,6 +344,8 @@ def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
     at.run()
     assert at.selectbox(key="compare_plane").value == "max"
     assert len(at.selectbox(key="compare_plane").options) == 2 + 3, "first, max and the 3 planes the stack holds"
+    # said with the settings in use, as every page shares it (Batch's line said "the model card" alone: a tester)
+    assert any("z-stacks: their maximum projection" in c.value for c in at.caption)
     at.button(key="compare_run").click()
     at.run()
     assert not at.exception
