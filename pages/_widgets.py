@@ -485,8 +485,11 @@ def _apply_settings_file(prefix: str) -> None:
         return
     note, kind = "", "success"
     model_name = settings.current_model() or st.session_state.get(f"{prefix}_model")
+    switched = ""
     if isinstance(named, str) and named in cc.list_models():
-        model_name, note = named, f" Model: {named}."
+        # a switch is said first: "Model: X." at the end of the line was the only sign of it (a tester)
+        switched = f"Switched to {named}, the model the file was saved for. " if named != model_name else ""
+        model_name, note = named, "" if switched else f" Model: {named}, as the file names it."
         changed = model_changed_from_json(data, get_model(named))
         if changed:  # as `count --settings` warns
             kind = "warning"
@@ -526,9 +529,11 @@ def _apply_settings_file(prefix: str) -> None:
     rest = len(set(card) - set(overrides))
     st.session_state[f"{prefix}__msg"] = (
         kind,
-        f"Applied {len(overrides)} setting(s) from {uploaded.name}: "
-        + (f"{len(differ)} differ from the model card ({shown})." if differ else "all as on the model card.")
-        + (f" The other {rest} are the model card's, as the command line reads the file" if rest else "")
+        switched
+        + f"Loaded {uploaded.name}: "
+        + (f"{len(differ)} of its {len(overrides)} settings differ from {model_name}'s card ({shown})." if differ
+           else f"its {len(overrides)} settings are all as on {model_name}'s card.")
+        + (f" The {rest} it does not name are the card's, as the command line reads the file" if rest else "")
         + (" (the image settings you had set for every model, " + ", ".join(
             f"{setting_label(k, short=True)} {setting_text(k, v)}" for k, v in dropped.items()) + ", included)"
            if rest and dropped else "") + ("." if rest else "") + note,

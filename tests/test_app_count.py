@@ -196,10 +196,9 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert at.number_input(key="count_min_area_px").value == 33
     assert at.selectbox(key="count_split_mode").value == "off"
     # named as the controls name them, not as the file spells them
-    assert any("Applied 3 setting(s) from s.json: 3 differ from the model card (Min. area (px): 33, Split touching "
-               "nuclei: Off, Probability threshold: 0.66)" in s.value for s in at.success), [s.value for s in at.success]
-    assert any("The other " in s.value and "are the model card's, as the command line reads the file" in s.value
-               for s in at.success)
+    assert any("Loaded s.json: 3 of its 3 settings differ from classical-otsu's card (Min. area (px): 33, Split "
+               "touching nuclei: Off, Probability threshold: 0.66)" in s.value for s in at.success), [s.value for s in at.success]
+    assert any(" it does not name are the card's, as the command line reads the file" in s.value for s in at.success)
     assert any("The file names no model: its settings are applied to classical-otsu, the model chosen here" in s.value
                for s in at.success), "said, as count --settings says it"
     # the box is empty again once a file is read: the same file chosen again is applied again
@@ -242,6 +241,13 @@ def test_settings_file_with_model_switches_model_and_round_trips():
     assert at.slider(key="count_threshold").value == pytest.approx(0.42)
     assert at.number_input(key="count_min_area_px").value == 7
     assert at.selectbox(key="count_split_mode").value == "off"
+    # a file of another model switches to it, said first (it was "Model: X." at the end of the line: a tester)
+    other = sh.settings_json("unet-mask", resolve_params(None, {"min_area_px": 9}))
+    at.file_uploader(key="count_settings_file_1").set_value(("u.json", other.encode(), "application/json"))
+    at.run()
+    assert not at.exception and at.selectbox(key="count_model").value == "unet-mask"
+    assert any(s.value.startswith("Switched to unet-mask, the model the file was saved for. Loaded u.json:")
+               for s in list(at.success) + list(at.warning)), [s.value for s in at.success]
 
 
 def test_a_settings_file_of_other_weights_or_another_backend_is_said_so_on_upload():
