@@ -431,7 +431,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
             if escape_cell(str(path)) in done:  # counted before it went (kept, as a file gone since is)
                 continue
-            row = counts_frame([BatchItem(str(path), "error", f"not counted: {reason}", None)], args.plane)
+            # named with the run's model and settings, as every other error row (a tester's join on them lost these)
+            row = counts_frame([BatchItem(str(path), "error", f"not counted: {reason}", None, model=model.name,
+                                          settings=params.settings_json(model.output_kind))], args.plane)
             counts_out.append(row)
             record.add(row.to_dict("records"))
         objects_out = CsvStream(args.objects, keep=keep_objects, empty_columns=("file", "label")) if args.objects else None

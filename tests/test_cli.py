@@ -119,6 +119,7 @@ def test_a_named_file_of_another_type_is_reported_not_dropped(small_folder, tmp_
     for name in ("c.heic", "notes.csv"):
         row = df.loc[str(small_folder / name)]
         assert row["status"] == "error" and row["reason"].startswith("not counted: not an image file") and pd.isna(row["count"])
+        assert row["model"] == CLASSICAL_NAME and row["settings"].startswith("{"), "named as every other error row"
     # a resumed run counts nothing again and writes those rows once
     rc = main(["count", str(small_folder / "a.png"), str(small_folder / "c.heic"), str(small_folder / "notes.csv"),
                "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--no-progress", "--resume"])

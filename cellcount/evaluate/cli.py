@@ -557,7 +557,8 @@ def _run(args: argparse.Namespace) -> int:
         iou_used = s.get("match") in ("iou", "mixed")  # dots match by position, counts alone not at all
         record = {"model": model.name, "model_sha256": model.card.sha256, "backend": ran,
                   "iou_threshold": args.iou if iou_used else None,
-                  "data": args.data, "split": args.split, "params": params.to_dict(), **s,
+                  # the settings that act on this model, as the counts CSVs and settings files list them
+                  "data": args.data, "split": args.split, "params": params.acting(model.output_kind), **s,
                   "images_without_ground_truth": [str(p) for p in data.unlabelled], "files_skipped": skipped,
                   # the model's own training images: left out of the figures, or scored with them (--keep-trained)
                   "training_images_left_out": seen if leave_out else [],
