@@ -329,11 +329,13 @@ def on_click(key: str, widget: str, shape: tuple[int, int], radius_px: float,
 
 
 def model_guess(key: str, data: bytes, image: np.ndarray) -> tuple[str, int] | None:
-    """How many cells the model in use (else the default) finds on an image being dotted, with the card's settings:
+    """How many cells the base chosen to start from (else the model in use, else the default) finds on an image
+    being dotted, with the card's settings:
     a dot count far below it may be a partly dotted image, which would teach the missed cells as background (a
     tester dotted 3 of about 20 nuclei without a word). None where no network model loads."""
     nets = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
-    name = settings.current_model(cc.models.default_model_name())
+    # the base chosen to start from, once chosen: the hint named another model, 70% off on the set (a tester)
+    name = st.session_state.get(f"{P}_base") or settings.current_model(cc.models.default_model_name())
     name = name if name in nets else cc.models.default_model_name()
     if name not in nets:
         return None
