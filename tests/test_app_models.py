@@ -216,6 +216,12 @@ def test_a_fine_tuned_card_is_described_by_its_own_set():
     assert "counted less reliably" in model_guide(base).images
     mixed = dataclasses.replace(card, postprocess={**card.postprocess, "invert": None})
     assert model_guide(mixed).images == "Images like the set it was fine-tuned on"
+    # a second round that kept its base's weights reads as that base, a fine-tune of the set (it read "Fluorescence")
+    kept = dataclasses.replace(card, postprocess={**card.postprocess, "invert": True},
+                               training={"finetuned_from": {"name": "mbm-clean"}, "kept_base_weights": True})
+    assert model_guide(kept).images.startswith("Bright-background images")
+    kept_shipped = dataclasses.replace(kept, postprocess={**base.postprocess})  # kept a shipped base: as it reads
+    assert model_guide(kept_shipped).images == model_guide(base).images
     stated = dataclasses.replace(base, postprocess=card.postprocess)  # a size in a card that no fine-tune wrote
     assert model_guide(stated).set_size_px is None and "fine-tuned" not in model_guide(stated).images
 

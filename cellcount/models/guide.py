@@ -127,9 +127,11 @@ def model_guide(card: ModelCard) -> ModelGuide:
     else:
         images = "Fluorescence (grey or averaged colour)"
     invert = card.postprocess.get("invert")
-    if isinstance(card.training, dict) and card.training.get("finetuned_from") and not card.training.get("kept_base_weights"):
+    if isinstance(card.training, dict) and card.training.get("finetuned_from") and (
+            not card.training.get("kept_base_weights") or invert is not None):
         # a fine-tune decided the background once for the user's set (or left it to each image of a mixed set); one
-        # that kept its base's weights reads images as the base does
+        # that kept its base's weights reads images as the base does: as its set's, where the base was a fine-tune
+        # that fixed it (a tester's second round read "Fluorescence" for a model of H&E)
         images = ("Bright-background images (brightfield, H&E) like the set it was fine-tuned on" if invert is True
                   else "Dark-background images (fluorescence) like the set it was fine-tuned on" if invert is False
                   else "Images like the set it was fine-tuned on")
