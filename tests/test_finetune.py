@@ -215,6 +215,23 @@ def test_a_held_out_image_without_dots_is_said_before_training():
     assert any(s.startswith("field3.png's annotation (field3.csv) holds no dots, and it is held out") for s in said)
 
 
+def test_points_that_look_like_microns_are_among_the_runs_notes(tiny_model, tmp_path, draw_disks):
+    """Coordinates halved (µm on a 0.5 µm/px image) were warned of once among the reading lines, and the image
+    trained with no word of it in the run's summary or card (a tester)."""
+    from types import SimpleNamespace
+
+    from cellcount.finetune.core import _read_annotated
+
+    data = _folder(tmp_path, draw_disks, "points", n=3)
+    (data / "img0_points.csv").write_text("x,y\n" + "\n".join(f"{3 + k},{2 + k}" for k in range(12)) + "\n")
+    said: list[str] = []
+    with pytest.warns(UserWarning, match="top-left"):
+        _read_annotated(data, 1, seed=0, model=tiny_model(kind="density"),
+                        run=SimpleNamespace(note=said.append, report=lambda p: None))
+    assert any("img0_points.csv: all 12 points lie within the top-left" in s and s.endswith("(read as it is)")
+               for s in said), said
+
+
 def test_a_kept_base_models_note_keeps_its_caveats_only():
     """Fine-tuning a model that kept its own base's weights nested two verdicts ('count with X' and 'count with Y')."""
     from cellcount.finetune.core import _without_finetune_advice

@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -455,7 +456,15 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
 
     run.report(FinetuneProgress("prepare", message="reading the images and annotations"))
     skipped: list[str] = []  # images left out: named in the notes
-    labelled, source = _labelled_items(data, skipped)
+    from ..groundtruth.read import CalibratedPointsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibratedPointsWarning)
+        labelled, source = _labelled_items(data, skipped)
+    for w in caught:  # said as read, and again among the run's notes: one line among the reading lines was missed
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if issubclass(w.category, CalibratedPointsWarning):
+            run.note(f"{w.message} (read as it is)")
     # an image with a count only is left out and named, the others train (a tester's one counts-table row ended the run)
     counted = [n for n, _, gt in labelled if gt.labels is None and gt.points is None]
     if counted and len(counted) < len(labelled):
