@@ -32,6 +32,7 @@ from cellcount.finetune import (
     holdout_verdict,
     model_kind,
 )
+from cellcount.finetune.reading import FEW_DOTS, MIN_GUESS
 from cellcount.groundtruth import GroundTruth
 from cellcount.io import not_an_image, short_name
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
@@ -47,8 +48,6 @@ POINTS = f"{P}__points"  # image key -> float64 (N, 2) clicked points (row, col)
 UNDO = f"{P}__undo"  # image key -> earlier point arrays
 GUESSES = f"{P}__guesses"  # image key -> (model, its count) of each image shown for dotting
 BASIS = f"{P}__basis"  # image key -> the dots its edits started from (dots_id): a points file's, or none
-FEW_DOTS = 0.5  # fewer dots than this share of a model's count (of at least MIN_GUESS cells): said before training
-MIN_GUESS = 10
 POLL_S = 1.0
 STAGES = {"prepare": "Reading images and making targets", "train": "Training", "tune": "Re-tuning postprocessing",
           "evaluate": "Scoring the held-out images", "done": "Saving"}

@@ -232,6 +232,21 @@ def test_points_that_look_like_microns_are_among_the_runs_notes(tiny_model, tmp_
                for s in said), said
 
 
+def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, draw_disks):
+    """A CSV cut to 4 dots for an image of 106 cells trained without a word from the command line, where the Train
+    page asks "Fewer dots than cells?" of images dotted there (a tester)."""
+    from cellcount.finetune.reading import few_dots_note, measure_annotated
+
+    note = few_dots_note(["a.png", "b.png", "c.png"], [4, 100, 3], [106.2, 110.0, 6.0], "unet-density")
+    assert note.startswith("fewer dots than cells? 1 image(s) have under half the cells unet-density finds on them: "
+                           "a.png (4 dots; unet-density finds about 106)")
+    assert few_dots_note(["b.png"], [100], [110.0], "m") is None and few_dots_note(["c.png"], [3], [None], "m") is None
+    image = np.where(draw_disks((64, 64), [(16, 16), (40, 40)], 6) > 0, 200, 20).astype(np.uint8)
+    dots = GroundTruth("points", 1, points=np.array([[16.0, 16.0]]))
+    found = measure_annotated(image, dots, tiny_model(kind="density"))[2]
+    assert found is not None and found >= 0, "the base's count beside the dots"
+
+
 def test_a_kept_base_models_note_keeps_its_caveats_only():
     """Fine-tuning a model that kept its own base's weights nested two verdicts ('count with X' and 'count with Y')."""
     from cellcount.finetune.core import _without_finetune_advice

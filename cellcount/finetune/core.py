@@ -58,6 +58,7 @@ from .publish import _write_model, check_new_name
 from .reading import (
     SET_AGREEMENT,
     background_votes,
+    few_dots_note,
     measure_annotated,
     one_magnification,
     reading_note,
@@ -634,6 +635,11 @@ def _decide_reading(s: _AnnotatedSet, b: _Base, *, background: str, size: str, d
                 one = (time.perf_counter() - t_one) * mean_px / (images[i].shape[0] * images[i].shape[1])
                 rest = one * (len(train_idx) - 2 + per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
                 _check_budget(minutes, time.perf_counter() - t_start, rest, len(s.names), partial=b.kind != "density")
+        # partly dotted images, as the Train page says of those dotted there (an empty one has its own note)
+        dotted = [k for k, i in enumerate(train_idx) if s.gts[i].kind == "points" and s.gts[i].count]
+        if note := few_dots_note([s.names[train_idx[k]] for k in dotted], [s.gts[train_idx[k]].count for k in dotted],
+                                 [out[k][2] for k in dotted], b.model.name):
+            run.note(note)
         return out
 
     if diameter_px is not None:

@@ -89,14 +89,15 @@ def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=N
 def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=None,
                       overrides: dict[str, Any] | None = None) -> tuple[float | None, float | None]:
     """(:func:`annotated_diameter`, the share of the image's dots that lie on what the base model calls
-    foreground, or None without dots). A base that sees no object under most of the user's dots is not
-    measuring the user's objects (fat cells: it sizes the nuclei on their membranes)."""
+    foreground, or None without dots, the base's count of the image where it has dots, else None). A base that sees
+    no object under most of the user's dots is not measuring the user's objects (fat cells: it sizes the nuclei on
+    their membranes); one that counts far more objects than the dots may see a partly dotted image."""
     from .. import pipeline
     from ..quality import density_foreground
     from ..sizing import density_nucleus_diameter
 
     if gt.labels is not None:
-        return _median_diameter(np.asarray(gt.labels, np.int32)), None
+        return _median_diameter(np.asarray(gt.labels, np.int32)), None, None
     params = pipeline.resolve_params(base, overrides)
     pred = pipeline.predict(image, base, params, size_model=size_model)
     # the base's estimate; else the size its card fixes (a model fine-tuned before), else what its map shows
@@ -107,7 +108,9 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
         res = pipeline.postprocess(pred, params, measure=False)
         diameter = _median_diameter(res.labels) if res.labels is not None else None
     diameter = float(diameter) if diameter else None
-    hits = None
+    hits = found = None
+    if gt.points is not None:  # its count, beside the dots (a density model's integral)
+        found = float(pipeline.postprocess(pred, params, measure=False).count_estimate)
     if gt.points is not None and len(gt.points):
         rc = np.rint(np.asarray(gt.points, np.float64).reshape(-1, 2)).astype(np.int64)
         h, w = pred.maps.shape[-2:]
@@ -118,7 +121,7 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
             else:
                 fg = pred.maps[0]
             hits = float(np.mean(fg[rc[:, 0], rc[:, 1]] > 0.5)) if fg is not None else 0.0
-    return diameter, hits
+    return diameter, hits, found
 
 
 def dot_spacing(points: Sequence[np.ndarray]) -> float | None:
@@ -154,6 +157,24 @@ def set_diameter(images: Sequence[np.ndarray], gts: Sequence[GroundTruth], base,
     if spacing and (diameter is None or spacing < diameter or set_misses_dots(gts, sizes, hits)):
         diameter = spacing
     return diameter
+
+
+FEW_DOTS = 0.5
+"""Fewer dots than this share of the base model's count on an image (of at least :data:`MIN_GUESS` cells): a partly
+dotted image, whose cells without a dot are taught as background, is said before training."""
+MIN_GUESS = 10
+
+
+def few_dots_note(names: Sequence[str], dots: Sequence[int], found: Sequence[float | None], base: str) -> str | None:
+    """"Fewer dots than cells? ..." for the images whose ``dots`` fall below :data:`FEW_DOTS` of what the ``base``
+    model ``found`` on them (None where it was not counted); None when none does."""
+    sparse = [f"{n} ({d} dots; {base} finds about {f:.0f})" for n, d, f in zip(names, dots, found, strict=True)
+              if f is not None and f >= MIN_GUESS and d < FEW_DOTS * f]
+    if not sparse:
+        return None
+    return (f"fewer dots than cells? {len(sparse)} image(s) have under half the cells {base} finds on them: "
+            f"{'; '.join(sparse[:5])}{' ...' if len(sparse) > 5 else ''}. Every cell without a dot is taught as "
+            "background: dot every cell of those images, or leave them out")
 
 
 DOT_HIT_MIN = 0.5
