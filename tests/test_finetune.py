@@ -247,6 +247,22 @@ def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, dra
     assert found is not None and found >= 0, "the base's count beside the dots"
 
 
+def test_a_held_out_image_at_another_magnification_is_named(draw_disks):
+    """A held-out image enlarged 2x was counted at the training images' size (307 for 122) and the fine-tune blamed
+    for the held-out MAE (a tester): such an image is named before training."""
+    from types import SimpleNamespace
+
+    from cellcount.finetune.core import _held_out_at_another_size
+
+    small = draw_disks((96, 96), [(20, 20), (60, 60)], 6)
+    big = draw_disks((96, 96), [(30, 30), (66, 66)], 14)
+    gts = [GroundTruth("labels", 2, labels=lab.astype(np.int32)) for lab in (small, small, big)]
+    s = SimpleNamespace(held_idx=[1, 2], images=[np.zeros((96, 96), np.uint8)] * 3, gts=gts,
+                        names=["a.png", "b.png", "big.png"])
+    odd = _held_out_at_another_size(s, SimpleNamespace(model=None, size_model=None), {}, diameter=12.0)
+    assert len(odd) == 1 and odd[0].startswith("big.png (")
+
+
 def test_a_kept_base_models_note_keeps_its_caveats_only():
     """Fine-tuning a model that kept its own base's weights nested two verdicts ('count with X' and 'count with Y')."""
     from cellcount.finetune.core import _without_finetune_advice
