@@ -271,6 +271,8 @@ def test_models_remove_on_the_command_line(tiny_models, capsys):
     assert "shipped model" in capsys.readouterr().err and "tiny-mask" in cc.list_models()
     assert main(["models", "--remove", "no-such-model"]) == 2
     assert "is not one of your models" in capsys.readouterr().err
+    assert main(["models", "--remove", "CLI-Try"]) == 2 and "cli-try" in cc.list_models()
+    assert "(did you mean 'cli-try'? model names are case-sensitive)" in capsys.readouterr().err
     assert main(["models", "--remove", "../tiny-mask"]) == 2 and "tiny-mask" in cc.list_models()
     assert main(["models", "--remove", "cli-try"]) == 0
     assert "removed cli-try" in capsys.readouterr().out and "cli-try" not in cc.list_models()

@@ -151,8 +151,10 @@ def remove_user_model(name: str) -> Path:
     folder = _dirs_in(user_models_dir()).get(name)
     if folder is not None and folder.is_symlink():
         raise ParameterError(f"{folder} is a link to a folder elsewhere: remove the link yourself if you mean to")
-    if folder is None:
-        raise ParameterError(f"{name} is not one of your models (in {user_models_dir()}); "
+    if folder is None:  # "MY CELLS" for "my cells": named, never guessed and deleted
+        same = [n for n in _dirs_in(user_models_dir()) if n.casefold() == name.casefold()]
+        hint = f" (did you mean {same[0]!r}? model names are case-sensitive)" if same else ""
+        raise ParameterError(f"{name} is not one of your models (in {user_models_dir()}){hint}; "
                              "`python -m cellcount models` lists them")
     # out of the list at once (a hidden name), then deleted: a failure halfway leaves no half model listed
     gone = folder.with_name(f".{name}.removed-{os.getpid()}")
