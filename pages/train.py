@@ -389,13 +389,13 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
     """Click to add a dot on each cell; click a dot to remove it. ``guess``: say how many cells the model in use
     finds on the image (:func:`model_guess`)."""
     names = [n for n, _, _ in candidates]
-    # each with its dots so far, starting on the first without any (every image looked alike, and the first shown
-    # was one already dotted: a tester)
-    dotted = {n: len(points_of(image_key(n, d), initial)) for n, d, initial in candidates}
-    pick = sh.pick_one("Image to annotate", names, f"{P}_annotate_image",
-                       default=next((n for n in names if not dotted[n]), None),
-                       format_func=lambda n: f"{short_name(n)} ({dotted[n]} dots)" if dotted[n] else
-                       f"{short_name(n)} (no dots yet)")
+    # starting on the first without dots, those named below it (every image looked alike, and the first shown was
+    # one already dotted: a tester); the options' own labels stay as they are, as a label that changes with each
+    # click resets the choice
+    undotted = [n for n, d, initial in candidates if not len(points_of(image_key(n, d), initial))]
+    pick = sh.pick_one("Image to annotate", names, f"{P}_annotate_image", default=next(iter(undotted), None))
+    if undotted:
+        st.caption(f"No dots yet: {', '.join(short_name(n) for n in undotted[:8])}{' …' if len(undotted) > 8 else ''}.")
     name, data, initial = candidates[names.index(pick)]
     key = image_key(name, data)
     try:
