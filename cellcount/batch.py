@@ -35,6 +35,22 @@ logger = logging.getLogger(__name__)
 
 
 
+def same_content(items: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    """(name, the name of the first item with the same bytes) for each item that repeats an earlier one's bytes under
+    another name (:func:`distinct_names` takes those under the same name): a copy counted twice in a total."""
+    import hashlib
+
+    first: dict[str, str] = {}
+    same = []
+    for name, data in items:
+        key = hashlib.sha256(data).hexdigest()
+        if key in first:
+            same.append((name, first[key]))
+        else:
+            first[key] = name
+    return same
+
+
 def distinct_names(items: Iterable[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], list[str], dict[str, str]]:
     """Files uploaded without their folders, as a browser sends them, made one row per image: the same file
     (name and content) uploaded again is counted once, and a different file under a name already taken gets

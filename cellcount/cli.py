@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     mx = m.add_mutually_exclusive_group()
     mx.add_argument("--remove", metavar="NAME", help="delete a model you trained (its folder in the user models "
                     "folder); shipped models cannot be removed")
-    mx.add_argument("--card", metavar="NAME", help="print a model's card as JSON (a name or a model folder; lists of "
-                    "training images' hashes shortened to their length)")
+    mx.add_argument("--card", metavar="NAME", help="print a model's card as JSON (a name or a model folder; lists "
+                    "over 20 items, such as its training images' hashes, shortened to their length)")
     r = sub.add_parser("runs", help="list past runs (the history in the user's data folder) or export one")
     r.add_argument("--limit", type=_at_least_one, default=20, help="how many of the latest runs to list (default 20)")
     r.add_argument("--show", type=int, metavar="ID", help="print one run's record (settings, inputs) as JSON")

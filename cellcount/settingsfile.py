@@ -161,7 +161,7 @@ MODEL_CHANGED = {
     "weights": "its weights changed since (retrained or replaced), so settings chosen for the old weights may not suit "
                "them",
     "card": "its card changed since (its density scale, normalisation, tiles or size model: a calibration written "
-            "into it, or a model folder of that name), so the same settings may count otherwise",
+            "into it, or another model folder by that name), so the same settings may count otherwise",
 }
 """What :func:`model_changed_from_json`'s answers mean, after "MODEL is not the model FILE was saved with: "."""
 

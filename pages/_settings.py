@@ -211,10 +211,15 @@ def _image_changes(model: cc.models.CountModel) -> list[str]:
 def _own_changes(model: cc.models.CountModel, most: int = 4) -> str:
     """"Probability threshold: 0.5, Split touching nuclei: Model borders": the model's own settings (not the image
     fields) that differ from its card, as the app shows them; "" when none."""
+    return changes_text(card_values(model), _entry(model)["values"], most=most)
+
+
+def changes_text(before: dict[str, Any], after: dict[str, Any], *, most: int = 4, sep: str = ": ") -> str:
+    """The settings of ``after`` that differ from ``before`` (names in both), short labels and values as the app shows
+    them ("Probability threshold: 0.5, Min. area: 40, 2 more"); "" when none."""
     from cellcount.params import setting_text
 
-    card, own = card_values(model), _entry(model)["values"]
-    changed = [f"{_label(n)}: {setting_text(n, v)}" for n, v in own.items() if n in card and card[n] != v]
+    changed = [f"{_label(n)}{sep}{setting_text(n, v)}" for n, v in after.items() if n in before and before[n] != v]
     if len(changed) > most:
         changed = [*changed[:most], f"{len(changed) - most} more"]
     return ", ".join(changed)

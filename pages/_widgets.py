@@ -488,7 +488,7 @@ def _apply_settings_file(prefix: str) -> None:
     switched = ""
     if isinstance(named, str) and named in cc.list_models():
         # a switch is said first: "Model: X." at the end of the line was the only sign of it (a tester)
-        switched = f"Switched to {named}, the model the file was saved for. " if named != model_name else ""
+        switched = f"Switched to {named}, the model the file names. " if named != model_name else ""
         model_name, note = named, "" if switched else f" Model: {named}, as the file names it."
         changed = model_changed_from_json(data, get_model(named))
         if changed:  # as `count --settings` warns
@@ -532,9 +532,10 @@ def _apply_settings_file(prefix: str) -> None:
         kind,
         switched
         + f"Loaded {uploaded.name}: "
-        + (f"{len(differ)} of its {len(overrides)} settings differ from {model_name}'s card ({shown})." if differ
-           else f"its {len(overrides)} settings are all as on {model_name}'s card.")
-        + (f" The {rest} it does not name are the card's, as the command line reads the file" if rest else "")
+        + (f"{len(differ)} of the {len(overrides)} setting(s) it names differ from {model_name}'s card ({shown})."
+           if differ else f"the {len(overrides)} setting(s) it names are as on {model_name}'s card.")
+        + (f" The {rest} acting on {model_name} that it does not name are the card's, as the command line reads the "
+           "file" if rest else "")
         + (" (the image settings you had set for every model, " + ", ".join(
             f"{setting_label(k, short=True)} {setting_text(k, v)}" for k, v in dropped.items()) + ", included)"
            if rest and dropped else "") + ("." if rest else "") + note,

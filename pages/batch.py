@@ -10,7 +10,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import viz
-from cellcount.batch import BatchItem, counts_frame, distinct_names, labels_zip, objects_frame
+from cellcount.batch import BatchItem, counts_frame, distinct_names, labels_zip, objects_frame, same_content
 from cellcount.errors import error_text
 from cellcount.history import Recorder
 from cellcount.io import iter_zip_images, left_out, split_ground_truth_files, zip_image_names
@@ -87,7 +87,7 @@ def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[st
     if same := same_content(items):  # counted each, as named: but a total with a copy in it counts its cells twice
         shown = "; ".join(f"`{copy}` = `{first}`" for copy, first in same[:5])
         notes.append(f"{len(same)} file(s) hold the same bytes as another under another name (copies?), each counted, "
-                     f"so the total counts their cells twice: {shown}" + (" ..." if len(same) > 5 else "")
+                     f"so the total counts their cells more than once: {shown}" + (" ..." if len(same) > 5 else "")
                      + ". Leave the copies out if they are not separate images.")
     if renamed:
         shown = "; ".join(f"`{old}` as `{new}`" for new, old in list(renamed.items())[:5])
@@ -95,21 +95,6 @@ def collect(files, *, include_ground_truth: bool = False) -> tuple[list[tuple[st
                      f"each has a row of its own, in upload order: {shown}" + (" ..." if len(renamed) > 5 else "")
                      + ". Rename them (by plate or well) or upload a zip of their folders to keep the names apart.")
     return items, bad, notes
-
-
-def same_content(items: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
-    """(name, the name of the first item with the same bytes) for each item that repeats an earlier one's bytes."""
-    import hashlib
-
-    first: dict[str, str] = {}
-    same = []
-    for name, data in items:
-        key = hashlib.sha256(data).hexdigest()
-        if key in first:
-            same.append((name, first[key]))
-        else:
-            first[key] = name
-    return same
 
 
 def _without_ground_truth(items: list[tuple[str, bytes]],

@@ -105,21 +105,12 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         configs.append(
             (f"{label}: {model_name}", model_name, sh.resolve(model, sh.current_input(prefix, model), overrides))
         )
-    # B named by what it changes: "A: m" and "B: m" alone left the table, verdict and CSV silent on what B was
+    # B named by what it changes (of the settings that act): "A: m" and "B: m" alone left the table, verdict and CSV
+    # silent on what B was
     (_, _, a), (b_label, _, b) = configs
-    configs[1] = (f"{b_label} ({settings_difference(a, b)})", model_name, b)
+    changed = settings.changes_text(a.acting(model.output_kind), b.acting(model.output_kind), most=2, sep=" ")
+    configs[1] = (f"{b_label} ({changed or 'same as A'})", model_name, b)
     return configs
-
-
-def settings_difference(a: cc.CountParams, b: cc.CountParams, most: int = 2) -> str:
-    """"Threshold 0.6, Min. area 40": the settings of ``b`` that differ from ``a``'s, short; "same as A" when none."""
-    from cellcount.params import setting_label, setting_text
-
-    da, db = a.to_dict(), b.to_dict()
-    changed = [f"{setting_label(k, short=True)} {setting_text(k, v)}" for k, v in db.items() if da.get(k) != v]
-    if not changed:
-        return "same as A"
-    return ", ".join(changed[:most]) + (f", {len(changed) - most} more" if len(changed) > most else "")
 
 
 def tuned_note(configs, sources: list[sh.Source]) -> None:

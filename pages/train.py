@@ -32,7 +32,8 @@ from cellcount.finetune import (
     holdout_verdict,
     model_kind,
 )
-from cellcount.finetune.reading import FEW_DOTS, MIN_GUESS
+from cellcount.finetune.reading import few_dots as too_few_dots
+from cellcount.finetune.reading import few_dots_line
 from cellcount.groundtruth import GroundTruth
 from cellcount.io import not_an_image, short_name
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
@@ -380,8 +381,8 @@ def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> dict[str, str]:
     for name, data, gt in items:
         key = image_key(name, data)
         model, n = guesses.get(key, (None, 0))
-        if key in clicked and gt.kind == "points" and n >= MIN_GUESS and gt.count < FEW_DOTS * n:
-            out[name] = f"{short_name(name)} ({gt.count} dots; {model} finds about {n})"
+        if key in clicked and gt.kind == "points" and too_few_dots(gt.count, n):
+            out[name] = few_dots_line(short_name(name), gt.count, model, n)
     return out
 
 

@@ -196,7 +196,7 @@ def test_settings_json_upload_applies_and_bad_json_is_an_error():
     assert at.number_input(key="count_min_area_px").value == 33
     assert at.selectbox(key="count_split_mode").value == "off"
     # named as the controls name them, not as the file spells them
-    assert any("Loaded s.json: 3 of its 3 settings differ from classical-otsu's card (Min. area (px): 33, Split "
+    assert any("Loaded s.json: 3 of the 3 setting(s) it names differ from classical-otsu's card (Min. area (px): 33, Split "
                "touching nuclei: Off, Probability threshold: 0.66)" in s.value for s in at.success), [s.value for s in at.success]
     assert any(" it does not name are the card's, as the command line reads the file" in s.value for s in at.success)
     assert any("The file names no model: its settings are applied to classical-otsu, the model chosen here" in s.value
@@ -246,7 +246,7 @@ def test_settings_file_with_model_switches_model_and_round_trips():
     at.file_uploader(key="count_settings_file_1").set_value(("u.json", other.encode(), "application/json"))
     at.run()
     assert not at.exception and at.selectbox(key="count_model").value == "unet-mask"
-    assert any(s.value.startswith("Switched to unet-mask, the model the file was saved for. Loaded u.json:")
+    assert any(s.value.startswith("Switched to unet-mask, the model the file names. Loaded u.json:")
                for s in list(at.success) + list(at.warning)), [s.value for s in at.success]
 
 

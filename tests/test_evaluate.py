@@ -315,6 +315,7 @@ def test_record_metrics_keeps_the_other_size_mode_apart(samples_dir, tmp_path, c
     assert metrics["validation"]["mae"] == pytest.approx(default_mae, abs=0.005)  # not overwritten
     assert metrics["validation_auto_nucleus_size"]["mae"] == pytest.approx(auto_mae, abs=0.005)
     assert "never used for training or tuning" in metrics["validation_note"]
+    assert not list(folder.glob("card.replaced-*")), "recorded figures change no count: no copy of the card left"
     # tuned with the size estimate, the card makes it the default; the run without it is the one kept apart
     mae_of("--tune", "--write-card", "--auto-nucleus-size")
     assert read_card(folder).postprocess["auto_nucleus_size"] is True

@@ -194,6 +194,9 @@ def test_the_holdout_note_says_how_held_out_names_relate_to_training_ones():
     assert note.startswith("2 held-out image(s) are named like training images but for their last number")
     note = _holdout_groups_note(named, list(range(8)), list(range(8, 12)), 3)
     assert "no held-out image is named like a training image but for its numbers" in note and "3 were asked" in note
+    patients = [f"BM_{p:04d}_{s:02d}_{t:03d}.png" for p in (1, 2, 3) for s in (1, 2) for t in range(2)]
+    note = _holdout_groups_note(patients, list(range(8)), [8, 9, 10, 11], 3)  # patient 3 held out whole
+    assert "no held-out image shares the first number that varies in the names (a patient" in note
     tiles = [f"BM_{p:04d}_{s:02d}_{t:03d}.png" for p in (1, 2) for s in (1, 2) for t in range(3)]
     note = _holdout_groups_note(tiles, list(range(9)), [9, 10, 11], 3)  # patient 2's second slide, its first trains
     assert "share an earlier number with training images" in note
@@ -1491,7 +1494,14 @@ def test_held_out_images_the_base_learnt_from_are_swapped_for_unseen_ones():
     items = [(f"im{i}.png", f"bytes {i}".encode(), None) for i in range(7)]
     seen = {hashlib.sha256(f"bytes {i}".encode()).hexdigest() for i in (1, 3)}
     train, held, named, moved = _hold_out_unseen(items, [0, 2, 4, 5, 6], [1, 3], seen)
-    assert held == [0, 2] and train == [1, 3, 4, 5, 6] and named == [] and moved == ["im1.png", "im3.png"]
+    assert len(held) == 2 and set(held) <= {0, 2, 4, 5, 6} and sorted(train + held) == list(range(7))
+    assert {1, 3} <= set(train) and named == [] and moved == ["im1.png", "im3.png"]
+    # their places go to whole groups whose tiles the base did not learn (the first unseen by index split slide C)
+    slides = [(f"slide{c}_{i}.png", f"{c}{i}".encode(), None) for c in "ABCD" for i in (1, 2, 3)]
+    learnt = {hashlib.sha256(f"C{i}".encode()).hexdigest() for i in (1, 2)}
+    train, held, _, moved = _hold_out_unseen(slides, [i for i in range(12) if i not in (6, 7)], [6, 7], learnt)
+    assert moved == ["slideC_1.png", "slideC_2.png"] and 8 in train, "slideC_3 trains beside its learnt tiles"
+    assert len({slides[i][0][:6] for i in held}) == 1 and not {slides[i][0][:6] for i in held} & {slides[i][0][:6] for i in train}
     # unseen images held out already stay; the learnt ones go to training even where none can take their place (a
     # tester's round two held out 4 of its base's own images beside new ones, and kept the base's weights on them)
     train, held, named, moved = _hold_out_unseen(items, [0, 2], [1, 3, 4, 5, 6], seen)

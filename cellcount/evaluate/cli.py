@@ -108,18 +108,24 @@ def _card_folder(ref: str, name: str) -> Path:
 
 
 def _store_card(card, args: argparse.Namespace, model) -> Path:
-    """Write ``card`` into ``model``'s folder, the card it replaces kept beside it first (once a run): a calibration
-    written into a shipped model changes every count with it on this installation (and its recorded figures were
-    made with the card before), which is said, with the way back."""
+    """Write ``card`` into ``model``'s folder; where it changes the counts (settings, density scale: not recorded
+    figures or the quality rule), the card it replaces is kept beside it first (once a run): written into a shipped
+    model, it changes every count with it on this installation, which is said, with the way back."""
     import sys
 
     from ..csvout import keep_copy
-    from ..models.card import CARD_FILE, write_card
+    from ..errors import CellcountError
+    from ..models.card import CARD_FILE, read_card, write_card
     from ..models.loading import DEFAULT_WEIGHTS_DIR
 
     folder = _card_folder(args.model, model.name)
     kept = vars(args).setdefault("_cards_kept", set())
-    if folder not in kept and (folder / CARD_FILE).is_file():
+    try:
+        old = read_card(folder)
+        counts_alike = old.counting_digest() == card.counting_digest() and old.postprocess == card.postprocess
+    except (CellcountError, OSError, ValueError):
+        counts_alike = False
+    if folder not in kept and (folder / CARD_FILE).is_file() and not counts_alike:
         kept.add(folder)
         copy = keep_copy(folder / CARD_FILE)
         shipped = folder.resolve().is_relative_to(DEFAULT_WEIGHTS_DIR.resolve())

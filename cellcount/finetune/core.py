@@ -28,6 +28,7 @@ from .data import (
     _hold_out_unseen,
     _images,
     _labelled_items,
+    _name_fields,
     data_fingerprint,
     group_levels,
     holdout_asked,
@@ -520,7 +521,7 @@ def _split_off_holdout(labelled: list[tuple[str, bytes, GroundTruth]], holdout: 
     train_idx, held_idx = split_holdout(names, holdout, seed=seed)
     train_idx, held_idx, seen_held, moved = _hold_out_unseen(labelled, train_idx, held_idx,
                                                              model.card.training_digests(),
-                                                             model.card.training_pixel_digests())
+                                                             model.card.training_pixel_digests(), seed=seed)
     if moved:  # scored on them, the base looked better than it is, and that decides whose weights are kept
         run.note(f"{len(moved)} image(s) drawn for holding out are among {model.card.name}'s own training images "
                  f"({listed(moved, 3)}): they train instead, and {len(held_idx)} image(s) it never saw are held out")
@@ -553,8 +554,13 @@ def _holdout_groups_note(names: list[str], train_idx: list[int], held_idx: list[
             if len(held_idx) != asked else "")
     shown = listed([names[i] for i in held_idx], 3)
     if not {levels[0][i] for i in held_idx} & {levels[0][i] for i in train_idx}:
-        return (f"held out whole groups of images named alike ({shown}){more}: no held-out image is named like a "
-                "training image but for its numbers, so the score is not on the training images' slides or samples")
+        pattern = {i: _name_fields(names[i])[0] for i in (*held_idx, *train_idx)}
+        if not {pattern[i] for i in held_idx} & {pattern[i] for i in train_idx}:  # slideA_* held, slideB_* trained
+            return (f"held out whole groups of images named alike ({shown}){more}: no held-out image is named like a "
+                    "training image but for its numbers, so the score is not on the training images' own slides")
+        return (f"held out whole groups of images named alike ({shown}){more}: no held-out image shares the first "
+                "number that varies in the names (a patient, plate, well or slide?) with a training image, so the "
+                "score is not on the training images' own samples")
     return (f"held out whole groups of images named alike ({shown}){more}: no held-out image shares its name, less "
             "its last number, with a training image (tiles of one slide stay on one side), but some share an earlier "
             "number with training images (a patient, plate or slide above the tiles?): the score may flatter the "
@@ -583,8 +589,8 @@ def _check_training_set(names: list[str], gts: list[GroundTruth], train_idx: lis
     for i in held_idx:  # said before training: its error, the whole count, would make the held-out figures
         if gts[i].kind == "points" and gts[i].count == 0:
             run.note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots, and it is held out: both "
-                     "models are scored on it as an image with no cells (a tester's held-out MAE 50 was all its doing); "
-                     "if it has cells, its export failed: export it again, or leave it out")
+                     "models are scored on it as an image with no cells, which can make the held-out error alone; if it "
+                     "has cells, its export failed: export it again, or leave it out")
 
 
 def _passes_per_train_image(kind: str) -> float:
@@ -663,27 +669,35 @@ def _decide_reading(s: _AnnotatedSet, b: _Base, *, background: str, size: str, d
             # to a tenth of a pixel, as every page shows it: trained, scored, stored and shown alike
             diameter = round(diameter, 1) if diameter else diameter
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
-            if diameter and (odd := _held_out_at_another_size(s, b, fixed, diameter)):
-                # every image is counted at the set's size: one at another magnification is scored far off, and the
-                # fine-tune blamed for it (a tester's 2x image: 307 for 122, the held-out MAE 20 -> 84)
-                run.note(f"{listed(odd, 3)} (held out) measure{'s' if len(odd) == 1 else ''} more than "
-                         f"{SIZE_SPREAD:g}x from the training images' {diameter:.1f} px objects (another "
-                         "magnification?): the new model counts every image at that size, so its count there may be "
-                         "far off and sway the held-out figures; count such images with their own nucleus diameter")
+    if sizes is not None:  # measured as the training images were: the held-out ones too, before training
+        known = [d for d in sizes if d]
+        _check_held_out(s, b, fixed, run=run, like_px=diameter if size == "given" else
+                        float(np.median(known)) if size == "set" and known else None)
     # each image's own size, when measured above (size "image"): its targets need not measure it again
     own_sizes = dict(zip(train_idx, sizes, strict=True)) if diameter is None and sizes is not None else {}
     return _Reading(background, size, diameter, fixed, size_note, spread, own_sizes)
 
 
-def _held_out_at_another_size(s: _AnnotatedSet, b: _Base, fixed: dict[str, Any], diameter: float) -> list[str]:
-    """The held-out images whose objects measure more than :data:`SIZE_SPREAD` times from the set's ``diameter``
-    (:func:`measure_annotated`: a label image's own objects, else the base model's estimate)."""
-    odd = []
-    for i in s.held_idx:
-        size = measure_annotated(s.images[i], s.gts[i], b.model, size_model=b.size_model, overrides=fixed)[0]
-        if size and max(size / diameter, diameter / size) > SIZE_SPREAD:
-            odd.append(f"{s.names[i]} ({size:.0f} px)")
-    return odd
+def _check_held_out(s: _AnnotatedSet, b: _Base, fixed: dict[str, Any], *, run: _Run, like_px: float | None) -> None:
+    """Notes on the held-out images, from one base pass each (:func:`measure_annotated`): those whose objects measure
+    more than :data:`SIZE_SPREAD` times from ``like_px`` (the size every image is counted at, as measured on the
+    training images or given; None: each image is sized on its own, nothing to check), and those partly dotted.
+    Either makes the held-out figures, which decide whose weights are kept, say little of the fine-tune."""
+    if not s.held_idx:
+        return
+    measured = [measure_annotated(s.images[i], s.gts[i], b.model, size_model=b.size_model, overrides=fixed)
+                for i in s.held_idx]
+    odd = [f"{s.names[i]} ({m[0]:.0f} px)" for i, m in zip(s.held_idx, measured, strict=True)
+           if like_px and m[0] and max(m[0] / like_px, like_px / m[0]) > SIZE_SPREAD]
+    if odd:  # a tester's 2x image was counted 307 for 122, and the fine-tune was blamed for the held-out MAE
+        run.note(f"{listed(odd, 3)} (held out) measure{'s' if len(odd) == 1 else ''} more than {SIZE_SPREAD:g}x from "
+                 f"the {like_px:.1f} px objects every image is counted at (another magnification?): its count there "
+                 "may be far off and sway the held-out figures; count such images with their own nucleus diameter")
+    dotted = [(i, m) for i, m in zip(s.held_idx, measured, strict=True)
+              if s.gts[i].kind == "points" and s.gts[i].count]
+    if note := few_dots_note([s.names[i] for i, _ in dotted], [s.gts[i].count for i, _ in dotted],
+                             [m[2] for _, m in dotted], b.model.name, held_out=True):
+        run.note(note)
 
 
 def _build_targets(s: _AnnotatedSet, b: _Base, reading: _Reading, *, reference_px: float | None,
@@ -1161,6 +1175,8 @@ def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path |
     card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
                     **({"holdout_base_weights_new_settings": settings_only} if settings_only else {}),
                     **({"holdout_backends": verdict.scores.backends} if verdict.scores.backends else {}),
+                    # each held-out image's counts (file, true, before, after), as the command line prints the worst
+                    **({"holdout_per_image": verdict.scores.counts} if verdict.scores.counts else {}),
                     "holdout_note": f"{len(held_idx)} held-out image(s) of {source}: before = {model.name} with its "
                                     "card's settings, after = this model with "
                                     + ("the base's settings (re-tuning did not help)" if settings_kept

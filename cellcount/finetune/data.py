@@ -60,7 +60,9 @@ def _name_fields(name: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """(the name's folder and the text between its numbers, its numbers): ``plate1/A01_s2_w1.tif`` is
     (("plate1", "a", "_s", "_w", ""), (1, 2, 1))."""
     p = PurePosixPath(str(name).replace("\\", "/"))
-    parts = re.split(r"(\d+)", p.stem.casefold())
+    # a copy's mark is not a number of the name ("img1 (2).png", "img1 - Copy.png" are img1's)
+    stem = re.sub(r"( \(\d+\)| - copy( \(\d+\))?)$", "", p.stem.casefold())
+    parts = re.split(r"(\d+)", stem)
     return (str(p.parent).casefold(), *parts[0::2]), tuple(int(x) for x in parts[1::2])
 
 
@@ -95,13 +97,6 @@ def group_levels(names: Sequence[str]) -> list[list[str]]:
     return levels
 
 
-def name_group(name: str, names: Sequence[str]) -> str:
-    """``name``'s group among ``names`` at the finest level of :func:`group_levels` (its own name where the names
-    make no groups): names sharing it differ only in their last varying number (tiles of one slide)."""
-    levels = group_levels(names)
-    return levels[-1][list(names).index(name)] if levels else name
-
-
 def _whole_groups(keys: Sequence[str], k: int, seed: int) -> list[int]:
     """About ``k`` held-out images made of whole groups (images of one ``keys`` value): a tile held out beside its
     neighbours in training scored the fine-tune on its own slide (a tester: MAE 1.76 held out, 9.27 on other
@@ -124,14 +119,15 @@ def _whole_groups(keys: Sequence[str], k: int, seed: int) -> list[int]:
 
 
 def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set[str],
-                     seen_pixels: set[str] = frozenset()):
+                     seen_pixels: set[str] = frozenset(), *, seed: int = 0):
     """(train, held out, names held out that the base learnt from, names moved to training): held-out images the base
     model was trained on go to training, and training images it never saw take their places, up to half of those
     unseen images (they are often the few new ones a user annotated to fine-tune again, and the new model must
     learn from them too). Scored on its own training images, the base looked better than it is, and that decides
     whether its weights are kept (a tester's round two kept the old weights on them). Only where no unseen image
-    can be held out do they stay, said by the caller. ``seen``: the base's training images' file sha256;
-    ``seen_pixels``: their :func:`cellcount.io.pixel_digest` (saved again)."""
+    can be held out do they stay, said by the caller. Their places go to whole groups of names
+    (:func:`split_holdout` over the unseen training images whose groups hold no learnt image) where there are any.
+    ``seen``: the base's training images' file sha256; ``seen_pixels``: their :func:`cellcount.io.pixel_digest`."""
     if not seen or not held_idx:
         return train_idx, held_idx, [], []
     from ..io import pixel_digest
@@ -144,7 +140,17 @@ def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set
     unseen = len(items) - len(learnt)
     held_fresh = [i for i in held_idx if i not in learnt]
     room = max(0, min(len(held_learnt), unseen // 2 - len(held_fresh)))  # at least half of the unseen keep training
-    held = held_fresh + [i for i in train_idx if i not in learnt][:room]
+    pool = [i for i in train_idx if i not in learnt]
+    levels = group_levels([name for name, _, _ in items])
+    if levels:  # not the tiles of a slide whose other tiles the base learnt (they train)
+        learnt_groups = {levels[-1][i] for i in learnt}
+        pool = [i for i in pool if levels[-1][i] not in learnt_groups] or pool
+    chosen = []
+    if room and len(pool) > 1:
+        chosen = [pool[j] for j in split_holdout([items[i][0] for i in pool], min(room, len(pool) - 1), seed=seed)[1]]
+    elif room:
+        chosen = pool[:room]
+    held = held_fresh + chosen
     if not held:  # nothing unseen to hold out: scored on what the base learnt, and said
         return train_idx, held_idx, [items[i][0] for i in held_learnt], []
     train = sorted(set(train_idx) - set(held) | set(held_learnt))

@@ -87,11 +87,11 @@ def annotated_diameter(image: np.ndarray, gt: GroundTruth, base, *, size_model=N
 
 
 def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=None,
-                      overrides: dict[str, Any] | None = None) -> tuple[float | None, float | None]:
-    """(:func:`annotated_diameter`, the share of the image's dots that lie on what the base model calls
-    foreground, or None without dots, the base's count of the image where it has dots, else None). A base that sees
-    no object under most of the user's dots is not measuring the user's objects (fat cells: it sizes the nuclei on
-    their membranes); one that counts far more objects than the dots may see a partly dotted image."""
+                      overrides: dict[str, Any] | None = None) -> tuple[float | None, float | None, float | None]:
+    """(:func:`annotated_diameter`; the share of the image's dots that lie on what the base model calls foreground,
+    None without dots; the base's count of an image annotated with dots, else None). A base that sees no object
+    under most of the user's dots is not measuring the user's objects (fat cells: it sizes the nuclei on their
+    membranes); one that counts far more objects than the dots may see a partly dotted image."""
     from .. import pipeline
     from ..quality import density_foreground
     from ..sizing import density_nucleus_diameter
@@ -102,6 +102,7 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
     pred = pipeline.predict(image, base, params, size_model=size_model)
     # the base's estimate; else the size its card fixes (a model fine-tuned before), else what its map shows
     diameter = pred.estimated_diameter_px or params.nucleus_diameter_px
+    res = None
     if not diameter and base.output_kind == "density":
         diameter = density_nucleus_diameter(pred.maps[0])
     elif not diameter:
@@ -110,7 +111,8 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
     diameter = float(diameter) if diameter else None
     hits = found = None
     if gt.points is not None:  # its count, beside the dots (a density model's integral)
-        found = float(pipeline.postprocess(pred, params, measure=False).count_estimate)
+        res = res or pipeline.postprocess(pred, params, measure=False)
+        found = float(res.count_estimate)
     if gt.points is not None and len(gt.points):
         rc = np.rint(np.asarray(gt.points, np.float64).reshape(-1, 2)).astype(np.int64)
         h, w = pred.maps.shape[-2:]
@@ -165,16 +167,28 @@ dotted image, whose cells without a dot are taught as background, is said before
 MIN_GUESS = 10
 
 
-def few_dots_note(names: Sequence[str], dots: Sequence[int], found: Sequence[float | None], base: str) -> str | None:
-    """"Fewer dots than cells? ..." for the images whose ``dots`` fall below :data:`FEW_DOTS` of what the ``base``
-    model ``found`` on them (None where it was not counted); None when none does."""
-    sparse = [f"{n} ({d} dots; {base} finds about {f:.0f})" for n, d, f in zip(names, dots, found, strict=True)
-              if f is not None and f >= MIN_GUESS and d < FEW_DOTS * f]
+def few_dots(dots: int, found: float | None) -> bool:
+    """Whether ``dots`` fall below :data:`FEW_DOTS` of the cells a model ``found`` (of at least :data:`MIN_GUESS`)."""
+    return found is not None and found >= MIN_GUESS and dots < FEW_DOTS * found
+
+
+def few_dots_line(name: str, dots: int, model: str, found: float) -> str:
+    return f"{name} ({dots} dots; {model} finds about {found:.0f})"
+
+
+def few_dots_note(names: Sequence[str], dots: Sequence[int], found: Sequence[float | None], base: str, *,
+                  held_out: bool = False) -> str | None:
+    """"Fewer dots than cells? ..." for the images whose ``dots`` are :func:`few_dots` of what the ``base`` model
+    ``found`` on them (None where it was not counted); None when none does. ``held_out``: said of held-out images."""
+    sparse = [few_dots_line(n, d, base, f) for n, d, f in zip(names, dots, found, strict=True) if few_dots(d, f)]
     if not sparse:
         return None
-    return (f"fewer dots than cells? {len(sparse)} image(s) have under half the cells {base} finds on them: "
-            f"{'; '.join(sparse[:5])}{' ...' if len(sparse) > 5 else ''}. Every cell without a dot is taught as "
-            "background: dot every cell of those images, or leave them out")
+    what = ("every cell without a dot counts as an error of both models there: dot every cell of those images, or "
+            "leave them out" if held_out else
+            "every cell without a dot is taught as background: dot every cell of those images, or leave them out")
+    return (f"fewer dots than cells? {len(sparse)} {'held-out ' if held_out else ''}image(s) have under half the "
+            f"cells {base} finds on them: {'; '.join(sparse[:5])}{' ...' if len(sparse) > 5 else ''}. {what[0].upper()}"
+            f"{what[1:]}")
 
 
 DOT_HIT_MIN = 0.5

@@ -88,7 +88,7 @@ def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_by
     wanted = {e.lower() for e in extensions}
     kind = "an image file" if wanted <= set(IMAGE_EXTENSIONS) else "a supported file"
     total = n = 0
-    # in path order, as a folder is listed (plate2/A02 before plate2/A01 followed the order the zip was written in)
+    # by path (plate2/A01 before plate2/A02), not in the order the zip was written in
     for info in sorted(zf.infolist(), key=lambda i: i.filename):
         if info.is_dir():
             continue
