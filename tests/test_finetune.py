@@ -266,6 +266,33 @@ def test_a_held_out_image_at_another_magnification_is_named(draw_disks):
     assert len(odd) == 1 and odd[0].startswith("big.png (")
 
 
+@pytest.mark.slow
+def test_a_finetune_says_partly_dotted_and_other_magnification_images(tiny_model, tmp_path, draw_disks, monkeypatch):
+    """The notes reach a run: a training image and a held-out one with far fewer dots than the base counts, and a
+    held-out image whose objects measure twice the set's (the base's measurements stood in)."""
+    from cellcount.finetune import core
+
+    base_dir = tmp_path / "base"
+    save_model(tiny_model(kind="density").net, tiny_model(kind="density").card, base_dir)
+    data = _folder(tmp_path, draw_disks, "points", n=6)
+
+    def measured(image, gt, base, **kw):  # img5 (8 dots) at twice the size; every image counted at 100 cells
+        return (24.0 if len(gt.points) == 8 else 12.0), 1.0, 100.0
+
+    monkeypatch.setattr(core, "measure_annotated", measured)
+    for seed in range(4):
+        res = finetune(base_dir, data, name=f"noted{seed}", steps=1, holdout=2, batch_size=2, crop=32, size="set",
+                       seed=seed)
+        notes = " ".join(res.notes)
+        assert "fewer dots than cells? 4 image(s) have under half the cells" in notes
+        assert "fewer dots than cells? 2 held-out image(s)" in notes, notes
+        if "img5.png" in res.holdout_files:
+            assert "img5.png (24 px) (held out) measures more than 1.5x from the 12.0 px objects" in notes, notes
+            break
+    else:
+        pytest.fail("img5.png was never held out")
+
+
 def test_a_kept_base_models_note_keeps_its_caveats_only():
     """Fine-tuning a model that kept its own base's weights nested two verdicts ('count with X' and 'count with Y')."""
     from cellcount.finetune.core import _without_finetune_advice
