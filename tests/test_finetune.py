@@ -255,15 +255,20 @@ def test_a_held_out_image_at_another_magnification_is_named(draw_disks):
     for the held-out MAE (a tester): such an image is named before training."""
     from types import SimpleNamespace
 
-    from cellcount.finetune.core import _held_out_at_another_size
+    from cellcount.finetune.core import _check_held_out
 
     small = draw_disks((96, 96), [(20, 20), (60, 60)], 6)
     big = draw_disks((96, 96), [(30, 30), (66, 66)], 14)
     gts = [GroundTruth("labels", 2, labels=lab.astype(np.int32)) for lab in (small, small, big)]
     s = SimpleNamespace(held_idx=[1, 2], images=[np.zeros((96, 96), np.uint8)] * 3, gts=gts,
                         names=["a.png", "b.png", "big.png"])
-    odd = _held_out_at_another_size(s, SimpleNamespace(model=None, size_model=None), {}, diameter=12.0)
-    assert len(odd) == 1 and odd[0].startswith("big.png (")
+    said: list[str] = []
+    base = SimpleNamespace(model=SimpleNamespace(name="m"), size_model=None)
+    _check_held_out(s, base, {}, run=SimpleNamespace(note=said.append), like_px=12.0)
+    assert len(said) == 1 and said[0].startswith("big.png (") and "(held out) measures more than 1.5x" in said[0]
+    said.clear()
+    _check_held_out(s, base, {}, run=SimpleNamespace(note=said.append), like_px=None)  # each image sized alone
+    assert not said
 
 
 @pytest.mark.slow
