@@ -243,7 +243,8 @@ class BatchSnapshot:
 class BatchJob(_Threaded):
     """:func:`cellcount.batch.count_many` over ``items`` ((name, bytes or path) pairs) in a daemon thread.
 
-    ``failed``: items already known to fail (unreadable zip members), reported first. ``record``: the run's
+    ``failed``: rows known before it starts, reported first: items already known to fail (unreadable zip members),
+    or those a stopped batch counted, where this one counts the images it never reached. ``record``: the run's
     history entry, given the rows as they finish and closed as done, stopped (cancelled) or failed.
     ``options``: more keywords of ``count_many`` (``size_model``, ``page`` ...).
     """
@@ -274,6 +275,9 @@ class BatchJob(_Threaded):
         """Start counting; :meth:`cancel` stops it after the image being counted, keeping the finished ones."""
         if self.record is not None and self.failed:
             self.record.add(counts_frame(self.failed, self.options.get("page")).to_dict("records"))
+            for item in self.failed:  # a stopped batch's counted images, with their objects, as if never stopped
+                if item.result is not None:
+                    self.record.add_objects(item_objects(item))
         self._start_thread()
         return self
 

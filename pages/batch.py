@@ -25,6 +25,8 @@ sh.require_entry_point("batch")
 
 P = "batch"
 JOB = f"{P}__job"
+STOPPED = f"{P}__stopped"
+"""A batch stopped here: its rows and the names it never reached, to count on from (:func:`stopped_batch`)."""
 POLL_S = 1.0
 
 
@@ -242,10 +244,14 @@ def finished_other_panel(other: BatchJob) -> None:
 
 
 def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page: int | str | None,
-                include_ground_truth: bool = False) -> None:
+                include_ground_truth: bool = False, *, rest_of: dict | None = None) -> None:
     """Count in a background job (:class:`cellcount.jobs.BatchJob`): it goes on while the user visits other
-    pages, and the images finished before a stop are kept."""
+    pages, and the images finished before a stop are kept. ``rest_of``: a stopped batch (:func:`stopped_batch`)
+    whose images never reached are counted now, its rows kept first: one table of every image, as if never stopped."""
     items, bad, notes = collect(files, include_ground_truth=include_ground_truth)
+    if rest_of is not None:
+        rest = set(rest_of["rest"])
+        items, bad = [it for it in items if it[0] in rest], list(rest_of["done"])
     _off_the_board()  # finished batches nobody showed: their runs are in the history
     size_model = sh.get_size_model(model, params)  # before the record: a failure here leaves no run "running"
     # the session's backend, as Count, Evaluate and Compare run it: bf16 and fp32 counts may differ by an object
@@ -260,10 +266,23 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
     st.session_state[JOB] = BatchJob(items, model, params, failed=bad, record=record,
                                      options={"size_model": size_model, "page": page, "backend": requested}).start()
     running_batches()[owner()] = st.session_state[JOB]
+    st.session_state.pop(STOPPED, None)
     st.session_state[f"{JOB}_settings"] = sh.settings_json(model.name, params, page, output_kind=model.output_kind,
                                                            backend=running)
     st.session_state[f"{JOB}_uploads"] = upload_ids(files)
     st.session_state[f"{JOB}_notes"] = notes
+
+
+def stopped_batch(files, model: cc.models.CountModel, params: cc.CountParams | None,
+                  page: int | str | None) -> dict | None:
+    """The batch stopped here whose images never reached may be counted now: the same uploads, model, settings and
+    plane (else its rows would not be one batch's); None otherwise."""
+    stopped = st.session_state.get(STOPPED)
+    if (stopped is None or params is None or not stopped["rest"] or stopped["model"] != model.name
+            or stopped["settings"] != params.to_json() or stopped["page"] != page
+            or stopped["uploads"] != upload_ids(files)):
+        return None
+    return stopped
 
 
 def upload_ids(files) -> list[tuple[str, int]]:
@@ -282,9 +301,15 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
     rows = [*s.done, *job.not_counted()]  # every input has a row, those never reached too
     note = None
     counted, n = images_progress(job, s)
+    st.session_state.pop(STOPPED, None)
     if s.status == "cancelled":
         where = sh.STOPPED_ELSEWHERE if s.cancelled_by == sh.ELSEWHERE else ""
         note = f"Stopped after {counted} of {n} image(s){where}: these are the ones counted."
+        if not claimed:  # its rows, to go on from them with the images it never reached (Count the rest)
+            st.session_state[STOPPED] = {"done": list(s.done), "rest": [it.name for it in job.not_counted()],
+                                         "model": job.model.name, "settings": job.params.to_json(),
+                                         "page": job.options.get("page"),
+                                         "uploads": st.session_state.get(f"{JOB}_uploads")}
     elif s.status == "failed":
         note = f"The batch stopped after {counted} of {n} image(s): {s.error}"
     if job.record is not None and job.record.warning:
@@ -501,6 +526,15 @@ with right:
         icon=":material/play_arrow:",
         help="A batch is counting: wait for it or stop it" if job is not None or other is not None else None,
     )
+    stopped = stopped_batch(files, model, params, page) if job is None and other is None else None
+    # the images a stopped batch never reached, counted on to one table (Count again recounted all 25 for 20)
+    rest = stopped is not None and st.button(
+        f"Count the {len(stopped['rest'])} not counted", key=f"{P}_rest", icon=":material/fast_forward:",
+        help="Count the images the stopped batch never reached, with the same model and settings; the images counted "
+        "before are kept, and the table, CSVs and label images hold them all.")
+    if rest and not sh.model_gone_now(P):
+        start_batch(files, model, params, page, include_gt, rest_of=stopped)
+        st.rerun()
     if run and (gone := sh.model_gone_now(P)):
         st.warning(f"Nothing was counted: {gone}, the model you chose, is no longer installed. Check the model on the "
                    f"left (now {model_name}), then press Count again.")

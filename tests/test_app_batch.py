@@ -357,6 +357,22 @@ def test_stop_keeps_the_images_counted_so_far():
     assert said.count("stopped before this image") == 1 and f"`{rest['file'].iloc[0]}`" in said
     assert "not counted: `" in said and "not counted: the batch" not in said
     assert not at.button(key="batch_run").disabled, "the Count button is back"
+    # the rest counted on, into one table of every image (Count again recounted all of them: a tester)
+    assert at.button(key="batch_rest").label == f"Count the {len(rest)} not counted"
+    area = at.number_input(key="batch_min_area_px").value
+    at.number_input(key="batch_min_area_px").set_value(area + 5).run()
+    assert not [b for b in at.button if b.key == "batch_rest"], "other settings: not the same batch's rows"
+    at.number_input(key="batch_min_area_px").set_value(area).run()
+    at.button(key="batch_rest").click()
+    at.run()
+    again = at.session_state["batch__job"]
+    assert again is not job and len(again.names) == len(rest), "only the images never reached are counted"
+    assert again.join(240)
+    at.run()
+    df = at.dataframe[0].value
+    assert sorted(df["file"]) == sorted(names) and (df["status"] == "ok").all()
+    assert metric(at, "Images counted") == str(len(names))
+    assert not [b for b in at.button if b.key == "batch_rest"], "nothing left to count on"
 
 
 def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
