@@ -326,6 +326,8 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
                                          output_kind=job.model.output_kind,
                                          backend=sh.backend_in_use(job.model, job.options.get("backend") or "auto"))),
         "model": job.model.name,
+        # the downloads of one batch named alike and apart from another's (counts.csv, counts (1).csv ... : a tester)
+        "stamp": f"{job.model.name}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(job.ended_at or time.time()))}",
         "density": job.model.output_kind == "density",
         "note": note,
         "name_notes": [] if claimed else st.session_state.pop(f"{JOB}_notes", []),
@@ -475,8 +477,9 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
         files.append(("Label images (zip)", res["labels_zip"], "labels.zip", "application/zip", "labels"))
     files.append(("Settings JSON", res["settings"], "settings.json", "application/json", "settings"))
     row = st.container(horizontal=True)
+    stamp = res.get("stamp")
     for label, data, name, mime, key in files:
-        sh.download_button(label, data, name, mime, f"{P}_dl_{key}", container=row)
+        sh.download_button(label, data, f"{stamp}_{name}" if stamp else name, mime, f"{P}_dl_{key}", container=row)
 
 
 st.title("Batch")

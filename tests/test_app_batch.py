@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -40,7 +41,13 @@ def test_empty_state():
     assert at.button(key="batch_run").disabled
 
 
-def test_three_files_one_broken(count_batch):
+def test_three_files_one_broken(count_batch, monkeypatch):
+    from pages import _shared
+
+    named: list[str] = []  # the downloads' file names, as the browser saves them
+    real = _shared.download_button
+    monkeypatch.setattr(_shared, "download_button", lambda label, data, name, *a, **k: (named.append(name),
+                                                                                       real(label, data, name, *a, **k)))
     at = open_batch()
     at.file_uploader(key="batch_files").set_value(
         [
@@ -62,6 +69,8 @@ def test_three_files_one_broken(count_batch):
     assert listed and "broken.png: " not in listed[0], "the file named once in the failed list"
     labels = {d.label for d in at.get("download_button")}
     assert {"Per-image CSV", "Objects CSV", "Label images (zip)", "Settings JSON"} <= labels
+    # named by the batch (model and time): two batches' counts.csv were told apart by "(1)" alone (a tester)
+    assert any(re.fullmatch(r"classical-otsu_\d{8}-\d{6}_counts\.csv", n) for n in named), named
     assert not at.get("plotly_chart"), "two counts: no histogram of one or two bars (a tester's single full bar)"
     # results stay after an unrelated rerun, and a settings change is flagged (not before it: the Settings JSON
     # lists only the settings that act, which a comparison with every setting took for a change)
