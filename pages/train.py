@@ -395,8 +395,10 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
     # click resets the choice
     undotted = [n for n, d, initial in candidates if not len(points_of(image_key(n, d), initial))]
     pick = sh.pick_one("Image to annotate", names, f"{P}_annotate_image", default=next(iter(undotted), None))
-    if undotted:
-        st.caption(f"No dots yet: {', '.join(short_name(n) for n in undotted[:8])}{' …' if len(undotted) > 8 else ''}.")
+    # always drawn, so that the elements below keep their places while a click reruns the page (a caption that went
+    # with the first dot left a second "Cells dotted" beside the new one for a moment)
+    st.caption(f"No dots yet: {', '.join(short_name(n) for n in undotted[:8])}{' …' if len(undotted) > 8 else ''}."
+               if undotted else "Every image here has dots.")
     name, data, initial = candidates[names.index(pick)]
     key = image_key(name, data)
     try:
