@@ -262,7 +262,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import IMAGE_EXTENSIONS, list_image_files, split_ground_truth_files
-    from .io.files import printable_path, searched_folders
+    from .io.files import printable_path, same_files, searched_folders
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .models.backends import backend_note
@@ -313,6 +313,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         zips = sum(p.suffix.lower() == ".zip" for p in others)
         print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
               + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),
+              file=sys.stderr)
+    if not args.quiet and (copies := same_files(files)):  # each counted as named: a folder's total holds them twice
+        shown = "; ".join(f"{printable_path(a)} = {printable_path(b)}" for a, b in copies[:3])
+        print(f"note: {len(copies)} file(s) hold the same bytes as another under another name (copies?), each counted, "
+              f"so a total counts their cells more than once: {shown}{' ...' if len(copies) > 3 else ''}",
               file=sys.stderr)
     problem = _check_cluster_options(args) or check_outputs(args, files)
     if problem:

@@ -210,6 +210,18 @@ def test_resume_without_the_objects_table_of_the_earlier_run_says_it_stays_parti
     assert f"resume with --objects {objects} to complete it" in err
 
 
+def test_a_copy_under_another_name_is_counted_and_said(small_folder, tmp_path, capsys):
+    """nucA.png and nucA_copy.png (the same bytes) were two rows in a folder's total, unsaid (as on Batch: a tester)."""
+    shutil.copy(small_folder / "a.png", small_folder / "a_copy.png")
+    (small_folder / "c.png").write_bytes((small_folder / "a.png").read_bytes()[:-1] + b"x")  # same size, other bytes
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--no-progress"]) in (0, 1)
+    err = capsys.readouterr().err
+    assert "note: 1 file(s) hold the same bytes as another under another name (copies?), each counted" in err
+    assert f"{small_folder / 'a_copy.png'} = {small_folder / 'a.png'}" in err
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 4, "each counted, as named"
+
+
 def test_models_card_prints_a_models_card(capsys):
     """No command showed a model's card (a tester read card.json, hundreds of inherited image hashes in it)."""
     assert main(["models", "--card", "unet-density"]) == 0

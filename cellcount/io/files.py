@@ -303,6 +303,47 @@ def list_image_files(
     return kept
 
 
+def same_files(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(path, the first of ``paths`` with the same bytes) for each file that repeats an earlier one under another
+    path: a copy, counted as an image of its own, whose cells a folder's total then counts twice. Only files of one
+    size are compared, by their first 64 KiB, then whole: a folder of distinct images costs a stat per file (and a
+    little reading where a camera's files share their size)."""
+    import hashlib
+
+    def head(path: Path, whole: bool = False) -> str | None:
+        try:
+            with open(path, "rb") as fh:
+                if not whole:
+                    return hashlib.sha256(fh.read(1 << 16)).hexdigest()
+                h = hashlib.sha256()
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+                return h.hexdigest()
+        except OSError:
+            return None  # unreadable here: reported where it is read for counting
+
+    by_size: dict[int, list[Path]] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                by_size.setdefault(path.stat().st_size, []).append(path)
+    out = []
+    for group in (g for g in by_size.values() if len(g) > 1):
+        by_head: dict[str, list[Path]] = {}
+        for path in group:
+            if (key := head(path)) is not None:
+                by_head.setdefault(key, []).append(path)
+        for alike in (g for g in by_head.values() if len(g) > 1):
+            first: dict[str, Path] = {}
+            for path in alike:
+                if (key := head(path, whole=True)) is not None:
+                    if key in first:
+                        out.append((path, first[key]))
+                    else:
+                        first[key] = path
+    return out
+
+
 def printable_path(path: str | os.PathLike) -> str:
     """``path`` as text that UTF-8 files can hold: bytes of another encoding in its name as ``\\xff`` escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
