@@ -187,20 +187,20 @@ def test_tiles_of_one_slide_are_held_out_together():
 def test_the_holdout_note_says_how_held_out_names_relate_to_training_ones():
     """slideA_3_HE held out beside slideA_1,2,4 in training said nothing (the tile number inside the name), and
     0002_01 held out beside 0002_02 read as "not on the training images' own slides" (a tester)."""
-    from cellcount.finetune.core import _holdout_groups_note
+    from cellcount.finetune.holdout import holdout_groups_note
 
     named = [f"slide{c}_{i}_HE.png" for c in "ABC" for i in range(1, 5)]
-    note = _holdout_groups_note(named, [i for i in range(12) if i not in (2, 7)], [2, 7], 2)
+    note = holdout_groups_note(named, [i for i in range(12) if i not in (2, 7)], [2, 7], 2)
     assert note.startswith("2 held-out image(s) are named like training images but for their last number")
-    note = _holdout_groups_note(named, list(range(8)), list(range(8, 12)), 3)
+    note = holdout_groups_note(named, list(range(8)), list(range(8, 12)), 3)
     assert "no held-out image is named like a training image but for its numbers" in note and "3 were asked" in note
     patients = [f"BM_{p:04d}_{s:02d}_{t:03d}.png" for p in (1, 2, 3) for s in (1, 2) for t in range(2)]
-    note = _holdout_groups_note(patients, list(range(8)), [8, 9, 10, 11], 3)  # patient 3 held out whole
+    note = holdout_groups_note(patients, list(range(8)), [8, 9, 10, 11], 3)  # patient 3 held out whole
     assert "no held-out image shares the first number that varies in the names (a patient" in note
     tiles = [f"BM_{p:04d}_{s:02d}_{t:03d}.png" for p in (1, 2) for s in (1, 2) for t in range(3)]
-    note = _holdout_groups_note(tiles, list(range(9)), [9, 10, 11], 3)  # patient 2's second slide, its first trains
+    note = holdout_groups_note(tiles, list(range(9)), [9, 10, 11], 3)  # patient 2's second slide, its first trains
     assert "share an earlier number with training images" in note
-    assert _holdout_groups_note([f"{i:03d}cell.png" for i in range(8)], [0, 1, 2, 3, 4, 5], [6, 7], 2) is None
+    assert holdout_groups_note([f"{i:03d}cell.png" for i in range(8)], [0, 1, 2, 3, 4, 5], [6, 7], 2) is None
 
 
 def test_a_held_out_image_without_dots_is_said_before_training():
@@ -208,12 +208,12 @@ def test_a_held_out_image_without_dots_is_said_before_training():
     and the held-out MAE (50.47) was all its doing, unsaid (a tester)."""
     from types import SimpleNamespace
 
-    from cellcount.finetune.core import _check_training_set
+    from cellcount.finetune.holdout import check_training_set
 
     said: list[str] = []
     dots = GroundTruth("points", 2, points=np.array([[3.0, 3.0], [6.0, 6.0]]), source="a.csv")
     empty = GroundTruth("points", 0, points=np.zeros((0, 2)), source="field3.csv")
-    _check_training_set(["a.png", "b.png", "field3.png"], [dots, dots, empty], [0, 1], [2],
+    check_training_set(["a.png", "b.png", "field3.png"], [dots, dots, empty], [0, 1], [2],
                         run=SimpleNamespace(note=said.append))
     assert any(s.startswith("field3.png's annotation (field3.csv) holds no dots, and it is held out") for s in said)
 
@@ -255,7 +255,7 @@ def test_a_held_out_image_at_another_magnification_is_named(draw_disks):
     for the held-out MAE (a tester): such an image is named before training."""
     from types import SimpleNamespace
 
-    from cellcount.finetune.core import _check_held_out
+    from cellcount.finetune.holdout import check_held_out
 
     small = draw_disks((96, 96), [(20, 20), (60, 60)], 6)
     big = draw_disks((96, 96), [(30, 30), (66, 66)], 14)
@@ -264,10 +264,10 @@ def test_a_held_out_image_at_another_magnification_is_named(draw_disks):
                         names=["a.png", "b.png", "big.png"])
     said: list[str] = []
     base = SimpleNamespace(model=SimpleNamespace(name="m"), size_model=None)
-    _check_held_out(s, base, {}, run=SimpleNamespace(note=said.append), like_px=12.0)
+    check_held_out(s, base, {}, run=SimpleNamespace(note=said.append), like_px=12.0)
     assert len(said) == 1 and said[0].startswith("big.png (") and "(held out) measures more than 1.5x" in said[0]
     said.clear()
-    _check_held_out(s, base, {}, run=SimpleNamespace(note=said.append), like_px=None)  # each image sized alone
+    check_held_out(s, base, {}, run=SimpleNamespace(note=said.append), like_px=None)  # each image sized alone
     assert not said
 
 
@@ -284,7 +284,8 @@ def test_a_finetune_says_partly_dotted_and_other_magnification_images(tiny_model
     def measured(image, gt, base, **kw):  # img5 (8 dots) at twice the size; every image counted at 100 cells
         return (24.0 if len(gt.points) == 8 else 12.0), 1.0, 100.0
 
-    monkeypatch.setattr(core, "measure_annotated", measured)
+    monkeypatch.setattr(core, "measure_annotated", measured)  # the training images (the set's size)
+    monkeypatch.setattr("cellcount.finetune.holdout.measure_annotated", measured)  # the held-out ones
     for seed in range(4):
         res = finetune(base_dir, data, name=f"noted{seed}", steps=1, holdout=2, batch_size=2, crop=32, size="set",
                        seed=seed)
@@ -300,7 +301,7 @@ def test_a_finetune_says_partly_dotted_and_other_magnification_images(tiny_model
 
 def test_a_kept_base_models_note_keeps_its_caveats_only():
     """Fine-tuning a model that kept its own base's weights nested two verdicts ('count with X' and 'count with Y')."""
-    from cellcount.finetune.core import _without_finetune_advice
+    from cellcount.finetune.record import _without_finetune_advice
 
     note = ("it keeps unet-density's weights and settings, as the fine-tune counted your held-out images worse (MAE "
             "3 against 2): count with unet-density, or fine-tune again with more annotated images; not for H&E bone "
@@ -421,7 +422,7 @@ def test_a_density_fine_tunes_flag_is_calibrated_on_the_counts_of_the_saved_mode
         seen["pairs"], seen["params"] = list(pairs), params
         return real(pairs, params, base_card, rep=rep)
 
-    monkeypatch.setattr("cellcount.finetune.core.calibrate_flag", capture)
+    monkeypatch.setattr("cellcount.finetune.tuning.calibrate_flag", capture)
     base_dir = tmp_path / "base"
     save_model(base.net, base.card, base_dir)
     data = _folder(tmp_path, draw_disks, "points")
@@ -1122,7 +1123,8 @@ def test_the_saved_card_flags_every_count_when_the_held_out_bound_reaches_the_la
     card and say so in the notes; the same mean without the spread does not."""
     import types
 
-    from cellcount.finetune.core import _heldout_flag, _Run
+    from cellcount.finetune.core import _heldout_flag
+    from cellcount.finetune.stages import Run
     from cellcount.models.card import ModelCard
 
     def verdict(afters):
@@ -1132,12 +1134,12 @@ def test_the_saved_card_flags_every_count_when_the_held_out_bound_reaches_the_la
         return types.SimpleNamespace(card=card, kept_base=False, kept_worse=False, scores=types.SimpleNamespace(
             after={"n": float(len(afters)), "mape": mape}, counts=counts))
 
-    spread, run = verdict([98, 108, 112, 82, 128.5]), _Run(lambda p: None)
+    spread, run = verdict([98, 108, 112, 82, 128.5]), Run(lambda p: None)
     _heldout_flag(spread, name="m", run=run)
     assert "5 images cannot show it within 15%" in spread.card.extra["quality"]["rule"]["always"]
     assert run.notes == ["m counted the held-out images 14% off on average, and so few images may show it better "
                          "than it is: every count of it is flagged 'check this image' with that reason"]
-    even, run = verdict([86.3] * 5), _Run(lambda p: None)
+    even, run = verdict([86.3] * 5), Run(lambda p: None)
     _heldout_flag(even, name="m", run=run)
     assert "always" not in (even.card.extra.get("quality") or {}).get("rule", {}) and not run.notes
 
@@ -1337,7 +1339,7 @@ def test_a_fine_tune_keeps_its_own_novelty_reference(tiny_model, tmp_path, draw_
         judged.extend(name for name, _, _ in pairs)
         return ref, 1.5
 
-    monkeypatch.setattr("cellcount.finetune.core.own_novelty", own)
+    monkeypatch.setattr("cellcount.finetune.tuning.own_novelty", own)
     res = finetune(base_dir, data, name="mine-novel", steps=2, holdout=1, batch_size=2, crop=32)
     model = load_model(res.name)
     assert model.novelty is not None and model.card.extra["quality"]["rule"]["max_novelty"] == 1.5
@@ -1482,7 +1484,7 @@ def test_a_flag_that_marks_most_training_images_is_said(tiny_model, tmp_path, dr
         entry = real(*args, **kwargs)
         return {**entry, "calibration": {**entry.get("calibration", {}), "flagged_share": 1.0}}
 
-    monkeypatch.setattr("cellcount.finetune.core.calibrate_flag", marks_all)
+    monkeypatch.setattr("cellcount.finetune.tuning.calibrate_flag", marks_all)
     res = finetune(base_dir, data, name="marks-all", steps=1, holdout=0, batch_size=2, crop=32)
     assert any(n.startswith("marks-all's quality flag marks 100% of the images it learnt") for n in res.notes)
 

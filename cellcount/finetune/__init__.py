@@ -12,28 +12,24 @@ used, steps and time, the postprocessing re-tuned on the training images, and co
 images before (base model) and after. The model is written to the user models folder (:func:`cellcount.models.user_models_dir`) and is usable
 by name everywhere.
 
-The steps live in submodules: ``data`` (reading and holding out), ``reading`` (one background and one size
-for the set), ``targets``, ``fit`` (the training loop), ``flag`` (the new quality flag), ``verdict`` (before
-against after), ``publish`` (name and folder), ``core`` (:func:`finetune`, which runs them) and ``cli``.
+The steps live in submodules: ``data`` (reading and holding out), ``holdout`` (which images train and
+which score), ``reading`` (one background and one size for the set), ``targets``, ``fit`` (the training loop),
+``tuning`` (postprocessing re-tuned after training), ``flag`` (the new quality flag), ``verdict`` (before
+against after), ``record`` (the new card), ``publish`` (name and folder), ``stages`` (what the steps hand each
+other), ``core`` (:func:`finetune`, which runs them) and ``cli``.
 """
 
 from __future__ import annotations
 
 from .cli import build_parser, main
 from .core import (
-    CROSS_CHECK_PASSES,
     DEFAULT_MAX_STEPS,
     DEFAULT_MINUTES,
     DOTS_ON_MASK_NOTE,
     FEW_STEPS,
-    FEW_TRAIN_IMAGES,
-    MIN_CROSS_CHECK,
     MIN_IMAGE_PX,
     MIN_TRAIN_S,
-    PEAK_GAP_SHARE,
-    TUNE_PASSES,
     FinetuneResult,
-    backends_note,
     finetune,
 )
 from .data import DEFAULT_HOLDOUT, MIN_TRAIN_IMAGES, LabelledItems, data_fingerprint, holdout_asked, split_holdout
@@ -61,6 +57,7 @@ from .flag import (
     own_novelty,
     told_apart,
 )
+from .holdout import FEW_TRAIN_IMAGES
 from .publish import WINDOWS_RESERVED, check_new_name, free_name
 from .reading import (
     DOT_HIT_MIN,
@@ -81,7 +78,9 @@ from .reading import (
     size_spread,
     spacing_note,
 )
+from .record import PEAK_GAP_SHARE, backends_note
 from .targets import DOT_DISC, labels_from_dots, training_item
+from .tuning import CROSS_CHECK_PASSES, MIN_CROSS_CHECK, TUNE_PASSES
 from .verdict import (
     GAIN_NOTE,
     OUTLINE_DROP,

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from ..cliparams import setup_logging
 from ..errors import CellcountError
-from .core import DEFAULT_MAX_STEPS, DEFAULT_MINUTES, backends_note, finetune
+from .core import DEFAULT_MAX_STEPS, DEFAULT_MINUTES, finetune
 from .data import DEFAULT_HOLDOUT
 from .fit import PRECISIONS, FinetuneProgress
 from .reading import SET_AGREEMENT
+from .record import backends_note
 from .verdict import WORSE_OBJECTS, WORSE_SHARE, holdout_verdict, model_kind
 
 HELD_OUT_SHOWN = 10

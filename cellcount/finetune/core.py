@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import math
-import os
 import re
 import threading
 import time
@@ -23,16 +21,8 @@ from ..groundtruth import listed
 from ..models.guide import FEW_STEPS
 from .data import (
     DEFAULT_HOLDOUT,
-    MIN_TRAIN_IMAGES,
     LabelledItems,
-    _hold_out_unseen,
-    _images,
     _labelled_items,
-    _name_fields,
-    data_fingerprint,
-    group_levels,
-    holdout_asked,
-    split_holdout,
 )
 from .fit import (
     DOTS_ELASTIC_P,
@@ -48,17 +38,14 @@ from .fit import (
 )
 from .flag import (
     MIN_FLAG_IMAGES,
-    MIN_NOVELTY_IMAGES,
     apart_digits,
-    calibrate_flag,
     heldout_flag_reason,
-    own_novelty,
     told_apart,
 )
+from .holdout import check_held_out, check_training_set, split_off_holdout
 from .publish import _write_model, check_new_name
 from .reading import (
     SET_AGREEMENT,
-    SIZE_SPREAD,
     background_votes,
     few_dots_note,
     measure_annotated,
@@ -71,13 +58,17 @@ from .reading import (
     size_spread,
     spacing_note,
 )
+from .record import fill_card, new_card, novelty_to_save
+from .stages import AnnotatedSet, Base, Reading, Run, Scores, Trained, Tuned, Verdict
 from .targets import COUNT_ONLY, DOT_DISC, training_item
-from .verdict import GAIN_NOTE, WORSE_OBJECTS, WORSE_SHARE, outline_note, settings_gain_note, worse_than_base
+from .tuning import CROSS_CHECK_PASSES, MIN_CROSS_CHECK, TUNE_PASSES, calibrate_training_flag, fit_novelty, retune
+from .verdict import WORSE_OBJECTS, WORSE_SHARE, settings_gain_note, worse_than_base
 
 if TYPE_CHECKING:
     from ..groundtruth import GroundTruth
     from ..models import ModelCard
     from ..models.base import NetModel
+
 
 DEFAULT_MINUTES = 5.0
 
@@ -92,10 +83,6 @@ DOTS_ON_MASK_NOTE = (
     "your annotations are dots: a segmentation model such as {base} learns its own outlines corrected by them, "
     "which works where cells are separate; where they touch or overlap, a density model (unet-density) learns "
     "from dots directly and usually counts better")
-
-
-FEW_TRAIN_IMAGES = 3
-"""Fewer training images than this get a note: a fine-tune learns little from one or two."""
 
 
 @dataclass
@@ -124,7 +111,7 @@ class FinetuneResult:
     precision_why: str = ""
     """The training precision used and why (timed on this CPU, or as asked)."""
     holdout_backends: dict[str, str] = field(default_factory=dict)
-    """What the base's and the new model's networks ran in for ``before`` and ``after`` (:class:`_Scores`)."""
+    """What the base's and the new model's networks ran in for ``before`` and ``after`` (:class:`Scores`)."""
     settings_only: dict[str, float] = field(default_factory=dict)
     """The held-out figures of the base's weights with the new model's settings (empty where they are the base's
     own, or for a density model): how much of the change the settings alone make."""
@@ -136,23 +123,9 @@ class FinetuneResult:
     no better (the input settings, such as the object size, may still be the set's own)."""
 
 
-PEAK_GAP_SHARE = 0.25
-"""A density fine-tune with one object size for its set keeps its approximate centres this share of that size apart."""
-
-
-TUNE_PASSES, CROSS_CHECK_PASSES = 100, 300
-"""Postprocessing passes per training image of the settings search and of its 4-fold check (each image is in
-three folds' tunings). Measured on 2026-12-04 (Intel Xeon) with unet-mask: 35-37 and 111 on 8 DSB images with
-label images, 91-98 and 291 on 8 mbm images from dots (the search walks past its grid's top there); with the
-earlier 50 and 155, a 1-minute fine-tune on those mbm images took 88 s, its settings search 43 s of it."""
-
-
 MIN_IMAGE_PX = 32
 """Annotated images smaller than this on a side are left out of a fine-tune, named: a few pixels of one or two
 cells teach nothing and score nothing."""
-MIN_CROSS_CHECK = 4
-"""With at least this many training images the re-tuned postprocessing is checked on the ones each tuning did
-not see (:func:`cellcount.evaluate.cross_check`), and the base's settings are kept when it does not help."""
 
 
 MIN_TRAIN_S = 10.0
@@ -173,119 +146,6 @@ def _check_budget(minutes: float, spent_s: float, rest_s: float, n_images: int, 
             f"a budget of {minutes:g} min leaves {max(left, 0):.0f} s of training after reading and scoring "
             f"{n_images} images on this computer; give {what}, fewer images, or a number of steps")
     return left
-
-
-@dataclass
-class _Run:
-    """What every stage may tell the user: progress reports, and the notes kept for the end."""
-
-    sink: Callable[[FinetuneProgress], None]
-    notes: list[str] = field(default_factory=list)  # for the user at the end (CLI, Train page), not only in passing
-    last: FinetuneProgress = field(default_factory=lambda: FinetuneProgress("prepare"))
-
-    def report(self, p: FinetuneProgress) -> None:
-        self.last = p
-        self.sink(p)
-
-    def note(self, text: str) -> None:
-        """Kept for the end, and said now at the stage the run is in (a note while re-tuning reported as
-        "prepare" sent the Train page's progress bar back to the start)."""
-        self.notes.append(text)
-        self.sink(dataclasses.replace(self.last, loss=math.nan, message=f"note: {text}"))  # no second loss point
-
-
-@dataclass
-class _AnnotatedSet:
-    """The user's annotated images as read, and which of them train and which are held out."""
-
-    labelled: list[tuple[str, bytes, GroundTruth]]
-    source: str
-    skipped: list[str]  # images left out: named in the notes
-    names: list[str]
-    gts: list[GroundTruth]
-    images: dict[int, np.ndarray]
-    train_idx: list[int]
-    held_idx: list[int]
-
-    @property
-    def train_gts(self) -> list[GroundTruth]:
-        return [self.gts[i] for i in self.train_idx]
-
-
-@dataclass
-class _Base:
-    """The base model and the settings it reads the user's images with (the fine-tuned model keeps its card's)."""
-
-    model: NetModel
-    kind: str
-    params: Any
-    size_model: Any
-
-
-@dataclass
-class _Reading:
-    """How the new model reads the set: its background and object size, decided once for it or per image."""
-
-    background: str
-    size: str
-    diameter: float | None
-    fixed: dict[str, Any]  # settings decided once for the user's set, kept in the new card
-    size_note: str
-    spread: tuple[float, float] | None
-    own_sizes: dict[int, float | None]  # each training image's own size, when measured (size "image")
-
-
-@dataclass
-class _Trained:
-    """The trained network and how its training ran."""
-
-    net: Any
-    n_steps: int
-    train_s: float
-    losses: list[float]
-    used: dict[str, Any]
-    loss_cfg: dict[str, Any]
-    scale_range: tuple[float, float]
-    elastic_p: float
-
-
-@dataclass
-class _Tuned:
-    """The new model with its re-tuned postprocessing, and what it counted on its training images."""
-
-    new: NetModel
-    params: Any
-    train_pairs: list
-    train_rep: Any  # what it counted on its training images with ``params``
-    settings_kept: bool  # re-tuned settings that counted unseen training images no better: the base's stay
-    gain_text: str | None  # a density fine-tune's large count gain, said once the saved weights are known
-
-
-@dataclass
-class _Scores:
-    """The held-out figures of the base (``before``) and of the new model (``after``)."""
-
-    before: dict[str, float]
-    after: dict[str, float]
-    paired: dict[str, float]
-    settings_only: dict[str, float]
-    counts: list[dict[str, Any]]
-    backends: dict[str, str] = field(default_factory=dict)
-    """What each model's network ran in for these figures ("before", "after"): backends near a tie may count
-    an object or more apart, so a recount reproduces them with the same one (``count --backend``)."""
-
-
-@dataclass
-class _Verdict:
-    """Whether the base's weights are kept, and what is saved then: the network, its card, its novelty reference."""
-
-    kept_base: bool
-    scores: _Scores  # ``after``: the saved model's figures (the base's where its weights are kept)
-    rejected: dict[str, float]  # the fine-tuned weights' figures where they were not kept
-    net: Any
-    card: ModelCard
-    novelty: tuple[Any, dict[str, Any]] | None  # the novelty reference to save with the model, its card entry
-    kept_worse: bool = False  # fine-tuned weights saved at the user's request although clearly worse than the base's
 
 
 def finetune(
@@ -358,7 +218,7 @@ def finetune(
     from ..models import size_model_for
     from ..pipeline import resolve_params
 
-    run = _Run(progress or (lambda p: None))
+    run = Run(progress or (lambda p: None))
     t_start = time.perf_counter()  # the budget includes loading the base model
     target, model = _check_args(base, name, minutes=minutes, steps=steps, precision=precision, max_steps=max_steps,
                                 size=size, background=background, diameter_px=diameter_px, out_dir=out_dir,
@@ -368,7 +228,7 @@ def finetune(
     s = _read_annotated(data, holdout, seed=seed, model=model, run=run)
     base_params = resolve_params(model, None)
     # the fine-tuned model keeps the base's card settings
-    b = _Base(model, model.output_kind, base_params, size_model_for(model, base_params))
+    b = Base(model, model.output_kind, base_params, size_model_for(model, base_params))
     reading = _decide_reading(s, b, background=background, size=size, diameter_px=diameter_px, minutes=minutes,
                               steps=steps, t_start=t_start, run=run)
     items, per_image_s = _build_targets(s, b, reading, reference_px=reference_px, density_sigma=density_sigma,
@@ -380,10 +240,10 @@ def finetune(
                      elastic_p=elastic_p, intensity_jitter=intensity_jitter, average_last=average_last,
                      precision=precision, max_steps=max_steps, grad_under_blobs=grad_under_blobs,
                      freeze_encoder=freeze_encoder, run=run)
-    card = _new_card(b, name, reading, reference_px=reference_px)
-    tuned = _retune(s, b, trained.net, card, name=name, n_steps=trained.n_steps, run=run)
-    _calibrate_training_flag(b, tuned, card, name=name, n_steps=trained.n_steps, run=run)
-    held_items, held_pairs, own = _fit_novelty(s, b, tuned, card, report=run.report)
+    card = new_card(b, name, reading, reference_px=reference_px)
+    tuned = retune(s, b, trained.net, card, name=name, n_steps=trained.n_steps, run=run)
+    calibrate_training_flag(b, tuned, card, name=name, n_steps=trained.n_steps, run=run)
+    held_items, held_pairs, own = fit_novelty(s, b, tuned, card, report=run.report)
     scores = _score_heldout(b, held_items, held_pairs, tuned.params, report=run.report)
     verdict = _verdict(s, b, trained, tuned, scores, card, name=name, keep_worse=keep_worse, run=run)
     _heldout_flag(verdict, name=name, run=run, base=b.model.name)
@@ -394,11 +254,11 @@ def finetune(
                  "could not be fitted to your images: it may not flag counts that are off on images like them. The "
                  "held-out figures are the better guide: check a few counts by eye")
     seconds = time.perf_counter() - t_start
-    _fill_card(verdict, s, b, data, reading, trained, settings_kept=tuned.settings_kept, seconds=seconds, steps=steps,
-               seed=seed, max_steps=max_steps, batch_size=batch_size, crop=crop, lr=lr, freeze_encoder=freeze_encoder,
-               intensity_jitter=intensity_jitter, reference_px=reference_px, density_sigma=density_sigma,
-               average_last=average_last, dot_disc=dot_disc, keep_worse=keep_worse)
-    novelty = _novelty_to_save(verdict, own, s, name=name, run=run)
+    fill_card(verdict, s, b, data, reading, trained, settings_kept=tuned.settings_kept, seconds=seconds, steps=steps,
+              seed=seed, max_steps=max_steps, batch_size=batch_size, crop=crop, lr=lr, freeze_encoder=freeze_encoder,
+              intensity_jitter=intensity_jitter, reference_px=reference_px, density_sigma=density_sigma,
+              average_last=average_last, dot_disc=dot_disc, keep_worse=keep_worse)
+    novelty = novelty_to_save(verdict, own, s, name=name, run=run)
     target = _write_model(verdict.net, verdict.card, novelty, target, name=name, overwrite=overwrite, cancel=cancel)
     if target.name != name:
         name = _renamed(run, name, target.name)
@@ -453,7 +313,7 @@ def _check_args(base: str | Path, name: str, *, minutes: float | None, steps: in
 
 
 def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, seed: int, model: NetModel,
-                    run: _Run) -> _AnnotatedSet:
+                    run: Run) -> AnnotatedSet:
     """The annotated images read, their held-out part split off, and notes on what was left out or is thin."""
     from ..io import read_image_planes
 
@@ -494,8 +354,8 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
         raise GroundTruthError("none of the annotated images can be used: " + "; ".join(skipped))
     names = [n for n, _, _ in labelled]
     gts = [gt for _, _, gt in labelled]
-    train_idx, held_idx = _split_off_holdout(labelled, holdout, seed=seed, model=model, run=run)
-    _check_training_set(names, gts, train_idx, held_idx, run=run)
+    train_idx, held_idx = split_off_holdout(labelled, holdout, seed=seed, model=model, run=run)
+    check_training_set(names, gts, train_idx, held_idx, run=run)
     for text in skipped:
         run.note(f"left out: {text}")
     images = {}
@@ -504,102 +364,16 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
         if planes is not None:
             run.note(f"{names[i]}: the file holds {planes[0]} {planes[1]}; only the first was used (save the plane "
                      "you annotated as a file of its own to train on another)")
-    return _AnnotatedSet(labelled, source, skipped, names, gts, images, train_idx, held_idx)
-
-
-def _split_off_holdout(labelled: list[tuple[str, bytes, GroundTruth]], holdout: float | int, *, seed: int,
-                       model: NetModel, run: _Run) -> tuple[list[int], list[int]]:
-    """(train, held out) indices: ``holdout`` checked against the images there are, and held-out images the base
-    learnt from swapped for unseen training images where it can be (:func:`_hold_out_unseen`)."""
-    names = [n for n, _, _ in labelled]
-    asked = holdout_asked(holdout, len(names))
-    if asked > len(names) - MIN_TRAIN_IMAGES:  # nothing trained yet: say so rather than train on what is left
-        raise ParameterError(
-            f"holdout {holdout:g} asks to hold out {asked} of the {len(names)} annotated image(s); at most "
-            f"{max(len(names) - MIN_TRAIN_IMAGES, 0)} can be (at least {MIN_TRAIN_IMAGES} must train): hold out "
-            "fewer, or annotate more images")
-    train_idx, held_idx = split_holdout(names, holdout, seed=seed)
-    train_idx, held_idx, seen_held, moved = _hold_out_unseen(labelled, train_idx, held_idx,
-                                                             model.card.training_digests(),
-                                                             model.card.training_pixel_digests(), seed=seed)
-    if moved:  # scored on them, the base looked better than it is, and that decides whose weights are kept
-        run.note(f"{len(moved)} image(s) drawn for holding out are among {model.card.name}'s own training images "
-                 f"({listed(moved, 3)}): they train instead, and {len(held_idx)} image(s) it never saw are held out")
-    if seen_held:  # the base's "before" there flatters it, and so the choice between its weights and the new ones
-        run.note(f"{len(seen_held)} held-out image(s) are among {model.card.name}'s own training images "
-                 f"({', '.join(seen_held[:3])}{', ...' if len(seen_held) > 3 else ''}): its error there is likely "
-                 "lower than on new images, so the before / after comparison favours it")
-    if note := _holdout_groups_note(names, train_idx, held_idx, asked):
-        run.note(note)
-    return train_idx, held_idx
-
-
-def _holdout_groups_note(names: list[str], train_idx: list[int], held_idx: list[int], asked: int) -> str | None:
-    """How the held-out images' names relate to the training images' (:func:`group_levels`): tiles of a training
-    slide held out, or whole groups held out (and at which level); None where the names make no groups (names that
-    share nothing, or one prefix: img01 ... img19)."""
-    levels = group_levels(names)
-    if not levels or not held_idx:
-        return None
-    finest = levels[-1]
-    trained = {finest[i] for i in train_idx}
-    alike = [names[i] for i in held_idx if finest[i] in trained]
-    if alike:  # neighbouring tiles of the training images: the held-out score is on their own slide
-        return (f"{len(alike)} held-out image(s) are named like training images but for their last number "
-                f"({listed(alike, 3)}; tiles or fields of one slide?): the held-out score may flatter the fine-tune; "
-                "judge it on images of another slide or sample")
-    if not any(finest.count(finest[i]) > 1 for i in held_idx):
-        return None
-    more = (f" ({len(held_idx)} held out where {asked} were asked, to keep them together)"
-            if len(held_idx) != asked else "")
-    shown = listed([names[i] for i in held_idx], 3)
-    if not {levels[0][i] for i in held_idx} & {levels[0][i] for i in train_idx}:
-        pattern = {i: _name_fields(names[i])[0] for i in (*held_idx, *train_idx)}
-        if not {pattern[i] for i in held_idx} & {pattern[i] for i in train_idx}:  # slideA_* held, slideB_* trained
-            return (f"held out whole groups of images named alike ({shown}){more}: no held-out image is named like a "
-                    "training image but for its numbers, so the score is not on the training images' own slides")
-        return (f"held out whole groups of images named alike ({shown}){more}: no held-out image shares the first "
-                "number that varies in the names (a patient, plate, well or slide?) with a training image, so the "
-                "score is not on the training images' own samples")
-    return (f"held out whole groups of images named alike ({shown}){more}: no held-out image shares its name, less "
-            "its last number, with a training image (tiles of one slide stay on one side), but some share an earlier "
-            "number with training images (a patient, plate or slide above the tiles?): the score may flatter the "
-            "fine-tune there")
-
-
-def _check_training_set(names: list[str], gts: list[GroundTruth], train_idx: list[int], held_idx: list[int], *,
-                        run: _Run) -> None:
-    """A :class:`GroundTruthError` when the training images hold nothing to learn; notes on few or empty ones."""
-    if len(train_idx) < FEW_TRAIN_IMAGES:
-        run.note(f"only {len(train_idx)} image(s) to train on: the new model may learn little from so few (hold out "
-                 "fewer, or annotate more)")
-    if all(gts[i].count == 0 for i in train_idx):  # nothing to learn but "no cells": an export gone wrong, mostly
-        which = "annotation" if len(train_idx) == len(names) else "training image's annotation"
-        raise GroundTruthError(
-            f"every {which} holds no objects (those of {', '.join(names[i] for i in train_idx[:3])}"
-            f"{', ...' if len(train_idx) > 3 else ''}): there is nothing to learn. "
-            + (f"The images with objects ({listed([names[i] for i in held_idx if gts[i].count], 3)}) are all held out: "
-               "hold out fewer, or others" if any(gts[i].count for i in held_idx) else
-               "Check that the dots or labels were exported (a points CSV with only its header line, an all-black "
-               "label image)"))
-    for i in train_idx:
-        if gts[i].kind == "points" and gts[i].count == 0:
-            run.note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots: it trains as an image with "
-                     "no cells; if it has cells, its export failed")
-    for i in held_idx:  # said before training: its error, the whole count, would make the held-out figures
-        if gts[i].kind == "points" and gts[i].count == 0:
-            run.note(f"{names[i]}'s annotation ({gts[i].source or 'points'}) holds no dots, and it is held out: both "
-                     "models are scored on it as an image with no cells, which can make the held-out error alone; if it "
-                     "has cells, its export failed: export it again, or leave it out")
+    return AnnotatedSet(labelled, source, skipped, names, gts, images, train_idx, held_idx)
 
 
 def _passes_per_train_image(kind: str) -> float:
-    """Base passes per training image after training (:func:`_retune`)."""
+    """Base passes per training image after training (:func:`retune`)."""
     return 2.0 if kind == "density" else 1.5
 
 
-def _decide_reading(s: _AnnotatedSet, b: _Base, *, background: str, size: str, diameter_px: float | None,
-                    minutes: float | None, steps: int | None, t_start: float, run: _Run) -> _Reading:
+def _decide_reading(s: AnnotatedSet, b: Base, *, background: str, size: str, diameter_px: float | None,
+                    minutes: float | None, steps: int | None, t_start: float, run: Run) -> Reading:
     """The set's background and object size (one for the set, or each image's own), measured on the training images;
     a time budget too short for the whole run is refused while measuring."""
     fixed: dict[str, Any] = {}  # settings decided once for the user's set, kept in the new card
@@ -671,36 +445,14 @@ def _decide_reading(s: _AnnotatedSet, b: _Base, *, background: str, size: str, d
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
     if sizes is not None:  # measured as the training images were: the held-out ones too, before training
         known = [d for d in sizes if d]
-        _check_held_out(s, b, fixed, run=run, like_px=diameter if size == "given" else
-                        float(np.median(known)) if size == "set" and known else None)
+        check_held_out(s, b, fixed, run=run, like_px=diameter if size == "given" else
+                       float(np.median(known)) if size == "set" and known else None)
     # each image's own size, when measured above (size "image"): its targets need not measure it again
     own_sizes = dict(zip(train_idx, sizes, strict=True)) if diameter is None and sizes is not None else {}
-    return _Reading(background, size, diameter, fixed, size_note, spread, own_sizes)
+    return Reading(background, size, diameter, fixed, size_note, spread, own_sizes)
 
 
-def _check_held_out(s: _AnnotatedSet, b: _Base, fixed: dict[str, Any], *, run: _Run, like_px: float | None) -> None:
-    """Notes on the held-out images, from one base pass each (:func:`measure_annotated`): those whose objects measure
-    more than :data:`SIZE_SPREAD` times from ``like_px`` (the size every image is counted at, as measured on the
-    training images or given; None: each image is sized on its own, nothing to check), and those partly dotted.
-    Either makes the held-out figures, which decide whose weights are kept, say little of the fine-tune."""
-    if not s.held_idx:
-        return
-    measured = [measure_annotated(s.images[i], s.gts[i], b.model, size_model=b.size_model, overrides=fixed)
-                for i in s.held_idx]
-    odd = [f"{s.names[i]} ({m[0]:.0f} px)" for i, m in zip(s.held_idx, measured, strict=True)
-           if like_px and m[0] and max(m[0] / like_px, like_px / m[0]) > SIZE_SPREAD]
-    if odd:  # a tester's 2x image was counted 307 for 122, and the fine-tune was blamed for the held-out MAE
-        run.note(f"{listed(odd, 3)} (held out) measure{'s' if len(odd) == 1 else ''} more than {SIZE_SPREAD:g}x from "
-                 f"the {like_px:.1f} px objects every image is counted at (another magnification?): its count there "
-                 "may be far off and sway the held-out figures; count such images with their own nucleus diameter")
-    dotted = [(i, m) for i, m in zip(s.held_idx, measured, strict=True)
-              if s.gts[i].kind == "points" and s.gts[i].count]
-    if note := few_dots_note([s.names[i] for i, _ in dotted], [s.gts[i].count for i, _ in dotted],
-                             [m[2] for _, m in dotted], b.model.name, held_out=True):
-        run.note(note)
-
-
-def _build_targets(s: _AnnotatedSet, b: _Base, reading: _Reading, *, reference_px: float | None,
+def _build_targets(s: AnnotatedSet, b: Base, reading: Reading, *, reference_px: float | None,
                    density_sigma: float, dot_disc: float, cancel: threading.Event | None,
                    report: Callable[[FinetuneProgress], None]) -> tuple[list, float]:
     """The training items (image and target) of the training images, and the seconds each took."""
@@ -719,7 +471,7 @@ def _build_targets(s: _AnnotatedSet, b: _Base, reading: _Reading, *, reference_p
     return items, per_image_s
 
 
-def _train_budget(s: _AnnotatedSet, b: _Base, reading: _Reading, *, minutes: float, t_start: float,
+def _train_budget(s: AnnotatedSet, b: Base, reading: Reading, *, minutes: float, t_start: float,
                   per_image_s: float) -> float:
     """The seconds of training ``minutes`` leave (:func:`_check_budget`)."""
     from ..pipeline import postprocess, predict, resolve_params
@@ -755,11 +507,11 @@ def _train_budget(s: _AnnotatedSet, b: _Base, reading: _Reading, *, minutes: flo
     return _check_budget(minutes, time.perf_counter() - t_start, reserve, len(s.names))
 
 
-def _train(b: _Base, items: list, train_gts: list[GroundTruth], *, steps: int | None, seconds: float | None,
+def _train(b: Base, items: list, train_gts: list[GroundTruth], *, steps: int | None, seconds: float | None,
            batch_size: int, crop: int, lr: float, seed: int, cancel: threading.Event | None,
            count_weight: float | None, scale_range: tuple[float, float] | None, elastic_p: float | None,
            intensity_jitter: float, average_last: float, precision: str, max_steps: int | None,
-           grad_under_blobs: bool, freeze_encoder: bool, run: _Run) -> _Trained:
+           grad_under_blobs: bool, freeze_encoder: bool, run: Run) -> Trained:
     """A copy of the base's network trained on ``items`` (:func:`_fit`), for ``steps`` or ``seconds``."""
     import torch
 
@@ -787,184 +539,11 @@ def _train(b: _Base, items: list, train_gts: list[GroundTruth], *, steps: int | 
     if steps is None and n_steps < min(FEW_STEPS, max_steps or FEW_STEPS):  # the budget, not a cap, stopped it
         run.note(f"the time budget bought only {n_steps} training step(s): the new model may have learnt little "
                  f"(the benchmarks' fine-tunes ran 1500-3000); give it more time")
-    return _Trained(net, n_steps, train_s, losses, used, loss_cfg, scale_range, elastic_p)
+    return Trained(net, n_steps, train_s, losses, used, loss_cfg, scale_range, elastic_p)
 
 
-def _new_card(b: _Base, name: str, reading: _Reading, *, reference_px: float | None) -> ModelCard:
-    """The base's card renamed, with the set's reading fixed in it (settings re-tuned and figures added later)."""
-    from ..pipeline import resolve_params
-
-    card = dataclasses.replace(copy.deepcopy(b.model.card), name=name, sha256="")
-    card.extra.pop("novelty", None)  # the base's training images' encoder features: the fine-tune moved the encoder
-    card.postprocess = {**card.postprocess, **reading.fixed}
-    if reference_px:
-        card.extra = {**card.extra, "reference_diameter_px": float(reference_px)}
-    diameter = reading.diameter
-    if diameter:
-        card.postprocess = {**card.postprocess, "nucleus_diameter_px": round(diameter, 2), "auto_nucleus_size": False}
-        # the size signal measures from the size learnt: every image resized alike, no longer a doubt on each
-        card.extra = {**card.extra, "trained_diameter_px": round(diameter, 2)}
-        if b.kind == "density":
-            # the centres (local maxima) at least a quarter of an object apart: the base's 3 px, on a map read at a
-            # quarter of the image's size and enlarged back (100 px fat cells), found 1038 "centres" for 28 cells
-            # (25 px: 28; 3-12 px on 13 px mbm cells: 119-124 for 107)
-            base_gap = int(card.postprocess.get("peak_min_distance_px", resolve_params(None, None).peak_min_distance_px))
-            from ..params import SCHEMA
-
-            top = int(SCHEMA["peak_min_distance_px"].ui_range[1])  # the Count page's slider reaches no further
-            card.postprocess["peak_min_distance_px"] = max(base_gap, min(round(PEAK_GAP_SHARE * diameter), top))
-    return card
-
-
-def _retune(s: _AnnotatedSet, b: _Base, net: Any, card: ModelCard, *, name: str, n_steps: int,
-            run: _Run) -> _Tuned:
-    """The new model's postprocessing re-tuned on the training images (a density model's count gain), written in
-    ``card``."""
-    from ..evaluate import DEFAULT_GRID, evaluate_predictions
-    from ..models.base import NetModel
-    from ..pipeline import predict, resolve_params
-
-    model, kind, train_idx = b.model, b.kind, s.train_idx
-    new = NetModel(net, card)
-    run.report(FinetuneProgress("tune", n_steps, n_steps, message="re-tuning postprocessing on the training images"))
-    settings_kept = False  # re-tuned settings that counted unseen training images no better: the base's stay
-    gain_text = None  # a density fine-tune's large count gain, said once the saved weights are known
-    new_params = resolve_params(new, None)
-    train_pairs = [(s.names[i], predict(s.images[i], new, new_params, size_model=b.size_model), s.gts[i])
-                   for i in train_idx]
-    if kind == "density":
-        new, train_pairs, tuned_note, gain_text = _count_gain(s, b, net, card, train_pairs, new_params, name=name,
-                                                              n_steps=n_steps, run=run)
-        params = new_params
-    else:
-        params, tuned_note, settings_kept = _tune_settings(s, b, train_pairs, new_params, name=name, run=run)
-    train_rep = evaluate_predictions(train_pairs, params, keep_results=False)  # for the quality flag, and this check
-    if kind == "mask" and all(gt.kind == "points" for gt in s.train_gts):
-        # measured, not guessed: on vgg_cells (crowded cells) a unet-mask fine-tune from dots still counted its own
-        # training images ~20% off after 5 minutes (validation MAE 46-49 at N = 16; unet-density's 2.5-3.0 at N = 32)
-        from ..quality import LARGE_ERROR
-
-        own_mape = train_rep.summary.get("mape", math.nan)
-        if math.isfinite(own_mape) and own_mape >= 100 * LARGE_ERROR:
-            run.note(f"{name} counts even the images it learnt {own_mape:.0f}% off on average: outlines learnt from "
-                     "dots do not separate these objects (crowded, touching or overlapping). A density model learns "
-                     "from dots directly: fine-tune unet-density instead (command line: --from unet-density; Train "
-                     "page: Start from unet-density)")
-    # every setting the tuner searched, also where the base card left it to the defaults
-    tuned_keys = (set(model.card.postprocess) | ({"count_source"} if kind == "multihead" else set())
-                  | (set(DEFAULT_GRID) if kind != "density" else set()))
-    card.postprocess = {**card.postprocess, **{k: params.to_dict()[k] for k in tuned_keys if k in params.to_dict()}}
-    card.postprocess_tuned_on = tuned_note
-    return _Tuned(new, params, train_pairs, train_rep, settings_kept, gain_text)
-
-
-def _count_gain(s: _AnnotatedSet, b: _Base, net: Any, card: ModelCard, train_pairs: list, new_params: Any, *,
-                name: str, n_steps: int, run: _Run) -> tuple[NetModel, list, str, str | None]:
-    """A density model's count gain fitted on its training images and set in ``card``: (the new model with it, its
-    training predictions read again, the card's tuning note, a note on a large gain or None)."""
-    from ..evaluate import calibrate_density
-    from ..models.base import NetModel
-    from ..pipeline import predict
-
-    train_idx = s.train_idx
-    gain_text = None
-    k_gain, _, _ = calibrate_density(train_pairs)
-    if not k_gain > 0:  # most of the map's mass on images annotated as empty: no gain to fit
-        run.note("the count gain could not be fitted (most of what the new model reads is on training images "
-                 "annotated as empty): its counts are not rescaled")
-        k_gain = None
-    card.density_scale = card.density_scale / (k_gain or 1.0)
-    new = NetModel(net, card)
-    # read again with the gain: the quality flag is fitted on what the saved model counts (the gain moves the
-    # counts, and with them the signals and errors; a size estimate from the map moves too)
-    train_pairs = [(s.names[i], predict(s.images[i], new, new_params, size_model=b.size_model), s.gts[i])
-                   for i in train_idx]
-    tuned_note = (f"counts scaled by {k_gain:.2f} (the count gain fitted on the "
-                  f"{_images(len(train_idx), 'training')})" if k_gain else
-                  "counts not rescaled (no count gain could be fitted on the training images)")
-    if k_gain and abs(math.log(k_gain)) > math.log(GAIN_NOTE):  # the trained weights alone count that far off their dots
-        gain_text = (f"{name}'s counts are scaled by {k_gain:.2f}, fitted on its training images: after {n_steps} "
-                     "training steps its map alone counted them that far off, so much of the change may be this "
-                     "one factor. " + ("The held-out figures show whether it holds on images it did not see." if
-                                       s.held_idx else "Hold out a few images to see whether it holds on others."))
-    return new, train_pairs, tuned_note, gain_text
-
-
-def _tune_settings(s: _AnnotatedSet, b: _Base, train_pairs: list, new_params: Any, *, name: str,
-                   run: _Run) -> tuple[Any, str, bool]:
-    """(settings, the card's tuning note, whether the base's were kept): a segmentation model's postprocessing
-    searched on its training images, checked on the ones each tuning did not see (:data:`MIN_CROSS_CHECK`), and a
-    multihead model's count source chosen."""
-    from ..evaluate import cross_check, evaluate_predictions, tune_params
-
-    model, train_idx = b.model, s.train_idx
-    settings_kept = False
-    tr = tune_params(train_pairs, new_params)
-    params = tr.best_params
-    tuned_note = (f"tuned on the {len(train_idx)} training images of the fine-tune: count MAE "
-                  f"{tr.before:.3f} -> {tr.after:.3f}")
-    if params != new_params and len(train_pairs) >= MIN_CROSS_CHECK:
-        # settings tuned on a few images can fit those images only (docs/RESULTS.md, "Tuning on a few images")
-        kept, tuned_cv = cross_check(train_pairs, new_params)
-        if tuned_cv >= kept:
-            params = new_params
-            settings_kept = True
-            verdict = "worse" if tuned_cv > kept else "no better"
-            tuned_note = (f"the base's settings kept: tuned on {len(train_idx)} training images, settings counted "
-                          f"the ones each tuning did not see {verdict} (4-fold: MAE {tuned_cv:.3f} against "
-                          f"{kept:.3f})")
-            run.note(f"{name} keeps {model.name}'s postprocessing settings: settings re-tuned on parts of the "
-                     f"{len(train_idx)} training images counted the other parts {verdict} (4-fold check on the "
-                     f"training images, not the held-out ones: MAE {told_apart(tuned_cv, kept)} with "
-                     f"{model.name}'s settings)")
-        else:
-            tuned_note += f"; checked on training images each tuning did not see (4-fold MAE {kept:.3f} -> {tuned_cv:.3f})"
-    if params == tr.best_params and (edge := tr.edge_note()):
-        run.note(f"{name}'s postprocessing, re-tuned on its training images, is {edge}")
-    if b.kind == "multihead":  # objects that overlap too much to outline are counted better by the density
-        dens = dataclasses.replace(params, count_source="density")
-        mae_seg = evaluate_predictions(train_pairs, params, keep_results=False).summary["mae"]
-        mae_dens = evaluate_predictions(train_pairs, dens, keep_results=False).summary["mae"]
-        if mae_dens < 0.9 * mae_seg:
-            params = dens
-        tuned_note += (f"; count source {params.count_source} (training-image MAE: segmentation {mae_seg:.3f}, "
-                       f"density {mae_dens:.3f})")
-    return params, tuned_note, settings_kept
-
-
-def _calibrate_training_flag(b: _Base, tuned: _Tuned, card: ModelCard, *, name: str, n_steps: int,
-                             run: _Run) -> None:
-    """The new quality flag calibrated on what the new model counts on its training images, set in ``card``."""
-    run.report(FinetuneProgress("tune", n_steps, n_steps, message="calibrating the quality flag on the training images"))
-    card.extra = {**card.extra, "quality": calibrate_flag(tuned.train_pairs, tuned.params, b.model.card,
-                                                          rep=tuned.train_rep)}
-    flagged = card.extra["quality"].get("calibration", {}).get("flagged_share", 0.0)
-    if flagged >= 0.5:  # said, not left for the user to find in every count
-        run.note(f"{name}'s quality flag marks {flagged:.0%} of the images it learnt ('check this image'): expect it "
-                 "on most images like them, and read its reasons before trusting or dismissing it")
-
-
-def _fit_novelty(s: _AnnotatedSet, b: _Base, tuned: _Tuned, card: ModelCard, *,
-                 report: Callable[[FinetuneProgress], None]) -> tuple[list, list, tuple[Any, float] | None]:
-    """(held-out items, the new model's predictions of them, its own novelty reference and limit or None): the
-    reference of what the new model may count, fitted on the training and held-out images and set in ``card``."""
-    from ..evaluate import predict_pairs
-
-    # the held-out images are the user's images too: they widen the reference of what the model may count
-    # (they choose nothing about the counts; the same predictions are scored below)
-    report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))
-    held_items = [(s.names[i], s.images[i], s.gts[i]) for i in s.held_idx]
-    held_pairs = (predict_pairs(held_items, tuned.new, tuned.params, size_model=b.size_model, warn_trained=False)
-                  if s.held_idx else [])
-    own = own_novelty(tuned.new, list(tuned.train_pairs) + held_pairs, density=b.kind == "density")
-    if own is not None:  # "unlike the images it learnt", in the new encoder's own terms
-        tuned.new.novelty = own[0]
-        card.extra["quality"]["rule"]["max_novelty"] = own[1]
-    return held_items, held_pairs, own
-
-
-def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
-                   report: Callable[[FinetuneProgress], None]) -> _Scores:
+def _score_heldout(b: Base, held_items: list, held_pairs: list, params: Any, *,
+                   report: Callable[[FinetuneProgress], None]) -> Scores:
     """The base (its card's settings) and the new model scored on the held-out images."""
     from ..evaluate import evaluate_predictions, predict_pairs
     from ..metrics import paired_mae_difference
@@ -1004,29 +583,11 @@ def _score_heldout(b: _Base, held_items: list, held_pairs: list, params: Any, *,
             rs = evaluate_predictions(predict_pairs(held_items, model, alone, size_model=size_model, warn_trained=False),
                                       alone, keep_results=False)
             settings_only = {k: int(v) if k == "n" else float(v) for k, v in rs.summary.items() if k in keep}
-    return _Scores(before, after, paired, settings_only, counts, {k: v for k, v in backends.items() if v})
+    return Scores(before, after, paired, settings_only, counts, {k: v for k, v in backends.items() if v})
 
 
-def backends_note(backends: dict[str, str], *, base: str, name: str) -> str:
-    """How to recount the held-out images as the fine-tune did: the backend each model's figures ran in ("" when
-    unknown). Near a tie the measured choice may differ at a later count, and counts with it by an object or more.
-    ``name``: what the "after" figures are of (the new model, or its fine-tuned weights where those were not kept)."""
-    from ..models.backends import BACKENDS
-
-    before, after = backends.get("before"), backends.get("after")
-    if not before or not after:
-        return ""
-    ran = (f"both networks ran in {before}" if before == after else f"{base} ran in {before}, {name} in {after}")
-    # a CPU backend's name is the option's value; "torch (cuda)" and blocks' "bf16+torch" are not
-    again = ("" if before not in BACKENDS or after not in BACKENDS else
-             f" (count --backend {before}, or evaluate --backend {before}, gives them again)"
-             if before == after else f" (counting {base} with --backend {before} and {name} with --backend {after} "
-             "gives them again)")
-    return f"{ran} for these figures; a recount with another backend may differ by an object or so per image{again}"
-
-
-def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, scores: _Scores, card: ModelCard, *,
-             name: str, keep_worse: bool, run: _Run) -> _Verdict:
+def _verdict(s: AnnotatedSet, b: Base, trained: Trained, tuned: Tuned, scores: Scores, card: ModelCard, *,
+             name: str, keep_worse: bool, run: Run) -> Verdict:
     """Whether the fine-tuned weights are saved or, counting the held-out images clearly worse
     (:func:`worse_than_base`), the base's weights and settings under the new name; notes on the comparison."""
     model, n_steps, used = b.model, trained.n_steps, trained.used
@@ -1066,10 +627,10 @@ def _verdict(s: _AnnotatedSet, b: _Base, trained: _Trained, tuned: _Tuned, score
         after = before
     scores = dataclasses.replace(scores, after=after, settings_only=settings_only)
     kept_worse = keep_worse and worse_than_base(scores.before, after)
-    return _Verdict(kept_base, scores, rejected, net, card, novelty, kept_worse)
+    return Verdict(kept_base, scores, rejected, net, card, novelty, kept_worse)
 
 
-def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run, base: str = "the base") -> None:
+def _heldout_flag(verdict: Verdict, *, name: str, run: Run, base: str = "the base") -> None:
     """The saved card's quality rule: the base's held-out verdict dropped, this model's own set where its held-out
     counts were far off, or clearly worse than the base's and kept all the same (every count flagged then)."""
     card, after, kept_base = verdict.card, verdict.scores.after, verdict.kept_base
@@ -1104,121 +665,7 @@ def _heldout_flag(verdict: _Verdict, *, name: str, run: _Run, base: str = "the b
                  + ": every count of it is flagged 'check this image' with that reason")
 
 
-def _fill_card(verdict: _Verdict, s: _AnnotatedSet, b: _Base, data: str | Path | LabelledItems, reading: _Reading,
-               trained: _Trained, *, settings_kept: bool, seconds: float, steps: int | None, seed: int,
-               max_steps: int | None, batch_size: int, crop: int, lr: float, freeze_encoder: bool,
-               intensity_jitter: float, reference_px: float | None, density_sigma: float, average_last: float,
-               dot_disc: float, keep_worse: bool) -> None:
-    """The saved card's description, training record, held-out figures and license."""
-    from ..io import pixel_digest
-
-    card, model, kind, kept_base = verdict.card, b.model, b.kind, verdict.kept_base
-    before, after, paired = verdict.scores.before, verdict.scores.after, verdict.scores.paired
-    settings_only = verdict.scores.settings_only
-    labelled, source, names, images, train_idx, held_idx = s.labelled, s.source, s.names, s.images, s.train_idx, s.held_idx
-    diameter, losses, used = reading.diameter, trained.losses, trained.used
-    annotation = sorted({s.gts[i].kind for i in train_idx})
-    # the base's own description, not the story of its fine-tune (a fine-tune of a fine-tune told its parent's)
-    base_text = model.card.description.split(" Fine-tuned from ")[0]
-    card.description = (f"{base_text} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}"
-                        + (f"; the fine-tuned weights counted the held-out images worse, so it keeps {model.name}'s."
-                           if kept_base else "."))
-    if not kept_base:
-        card.extra.pop("guide_note", None)  # the base's caveats (its flag on unfamiliar images) are not the new model's
-        notes = [outline_note(kind, before, after, model.name)]
-        if verdict.kept_worse:  # kept over the verdict: the guide says which to count with
-            notes.insert(0, f"it counted your held-out images worse than {model.name} (MAE "
-                            f"{told_apart(after['mae'], before['mae'])}) and was kept at your request: keep "
-                            f"{model.name} for counting")
-        if any(notes):
-            card.extra["guide_note"] = "; ".join(n for n in notes if n)
-    else:  # the base's caveats hold for its weights, but not its advice to fine-tune: that was done, and did not help
-        caveat = _without_finetune_advice(str(model.card.extra.get("guide_note") or ""))
-        card.extra["guide_note"] = (f"it keeps {model.name}'s weights and settings, as the fine-tune counted your "
-                                    f"held-out images worse (MAE {told_apart(verdict.rejected['mae'], before['mae'])}): count "
-                                    f"with {model.name}, or fine-tune again with more annotated images"
-                                    + (f"; {caveat}" if caveat else ""))
-    card.training = {
-        "finetuned_from": {"name": model.name, "sha256": model.card.sha256},
-        "data": {"source": source, "fingerprint_sha256": data_fingerprint(labelled), "annotation": annotation,
-                 "train_files": [names[i] for i in train_idx], "holdout_files": [names[i] for i in held_idx],
-                 # annotated images that could not be used, with why; paths inside the data folder relative to it (a
-                 # card is shared: no local folders in it)
-                 "left_out": [t.replace(f"{Path(data)}{os.sep}", "") if isinstance(data, (str, Path)) else t
-                              for t in s.skipped],
-                 # by content too: a training image met again under another name (Evaluate, Compare) is recognised
-                 # (none where the base's weights were kept: they learnt nothing from them, and Evaluate and Compare
-                 # left the user's images out of its scores as seen in training)
-                 "train_sha256": [] if kept_base else [hashlib.sha256(labelled[i][1]).hexdigest() for i in train_idx],
-                 "train_pixel_sha256": [] if kept_base else [pixel_digest(images[i]) for i in train_idx]},
-        "steps": trained.n_steps, "seed": seed, "max_steps": None if steps else max_steps, "batch_size": batch_size, "crop_px": crop, "lr": lr, "freeze_encoder": freeze_encoder, "size": reading.size, "background": reading.background,
-        "object_diameter_px": round(diameter, 2) if diameter else None, "scale_range": list(trained.scale_range),
-        "elastic_p": trained.elastic_p, "intensity_jitter": intensity_jitter, "reference_diameter_px": reference_px, "density_sigma": density_sigma,
-        "density_loss": trained.loss_cfg["density"] if kind != "mask" else None, "average_last": average_last,
-        "dot_disc": dot_disc if kind != "density" else None,
-        "precision": used["precision"], "precision_why": used["why"],
-        "train_seconds": round(trained.train_s, 1),
-        "total_seconds": round(seconds, 1), "final_loss": float(np.mean(losses[-10:])) if losses else None,
-        "command": "cellcount.finetune",
-        "kept_base_weights": kept_base,
-        "keep_worse": keep_worse,
-        # what the base had learnt from (its own training images, and its base's): recognised by content too
-        "train_sha256": sorted(model.card.training_digests()),
-        "train_pixel_sha256": sorted(model.card.training_pixel_digests()),
-    }
-    if kept_base:  # how the discarded weights were trained and read images is theirs, not this model's (a tester
-        # read "size: set, 53.6 px" on a model that sizes each image as its base does)
-        own = ("finetuned_from", "data", "command", "kept_base_weights", "keep_worse", "train_sha256",
-               "train_pixel_sha256")
-        card.training = {**{k: v for k, v in card.training.items() if k in own},
-                         "discarded_finetune": {k: v for k, v in card.training.items() if k not in own}}
-    card.metrics = {"holdout_before": before, "holdout_after": after, "holdout_paired_mae_difference": paired,
-                    **({"holdout_base_weights_new_settings": settings_only} if settings_only else {}),
-                    **({"holdout_backends": verdict.scores.backends} if verdict.scores.backends else {}),
-                    # each held-out image's counts (file, true, before, after), as the command line prints the worst
-                    **({"holdout_per_image": verdict.scores.counts} if verdict.scores.counts else {}),
-                    "holdout_note": f"{len(held_idx)} held-out image(s) of {source}: before = {model.name} with its "
-                                    "card's settings, after = this model with "
-                                    + ("the base's settings (re-tuning did not help)" if settings_kept
-                                       else "its re-tuned settings")}
-    if kept_base:  # the base's own figures still hold for its weights; the paired difference is the discarded ones'
-        card.metrics = {**{k: v for k, v in model.card.metrics.items() if not k.startswith("holdout")}, **card.metrics}
-        card.metrics["holdout_paired_mae_difference_finetuned"] = card.metrics.pop("holdout_paired_mae_difference")
-        card.metrics.update(holdout_finetuned_weights=verdict.rejected, holdout_note=(
-            f"{_images(len(held_idx), 'held-out')} of {source}: the fine-tuned weights (holdout_finetuned_weights) counted "
-            f"them worse than {model.name}, so this model keeps {model.name}'s weights and settings: after = before"))
-    if ran := backends_note(verdict.scores.backends, base=model.name,
-                            name="the fine-tuned weights" if kept_base else card.name):
-        card.metrics["holdout_note"] += f"; {ran}"
-    card.license = (model.card.license if model.card.license.endswith("; fine-tuned on user data")
-                    else f"{model.card.license}; fine-tuned on user data")
-
-
-def _novelty_to_save(verdict: _Verdict, own: tuple[Any, float] | None, s: _AnnotatedSet, *, name: str,
-                     run: _Run) -> tuple[Any, dict[str, Any]] | None:
-    """The novelty reference to save with the model and its card entry (the new one, or the base's where its weights
-    were kept), or None with a note that the quality flag cannot tell an image unlike the user's."""
-    novelty, kept_base, source = verdict.novelty, verdict.kept_base, s.source
-    if own is None and not kept_base:
-        from ..novelty import MIN_SMALL_WINDOW_PX
-
-        n_images = len(s.train_idx) + len(s.held_idx)
-        why = (f"{n_images} annotated image(s), {MIN_NOVELTY_IMAGES} needed" if n_images < MIN_NOVELTY_IMAGES else
-               f"fewer than {MIN_NOVELTY_IMAGES} of the {n_images} images are at least {MIN_SMALL_WINDOW_PX} px "
-               "across at the model's scale")
-        run.note(f"too few images to learn what yours look like ({why}): {name}'s quality flag cannot tell an image "
-                 "unlike yours, so check its counts by eye on images of another kind")
-    if own is not None and not kept_base:
-        from ..novelty import SETTINGS
-
-        novelty = (own[0], {"images": len(own[0].features), **SETTINGS, "features": int(own[0].features.shape[1]),
-                            "small_window_images": 0 if own[0].small is None else len(own[0].small.features),
-                            "fitted_on": (f"the training and held-out images of the fine-tune ({source})" if s.held_idx
-                                          else f"the training images of the fine-tune ({source})")})
-    return novelty
-
-
-def _renamed(run: _Run, name: str, saved_as: str) -> str:
+def _renamed(run: Run, name: str, saved_as: str) -> str:
     """``saved_as``, with the notes so far and a new one saying why the model is not saved as ``name``."""
     # the notes so far name the model as asked: they are about this one, now saved under another name
     own = re.compile(rf"(?<![\w.-]){re.escape(name)}(?![\w-])")
@@ -1227,9 +674,3 @@ def _renamed(run: _Run, name: str, saved_as: str) -> str:
     return saved_as
 
 
-def _without_finetune_advice(note: str) -> str:
-    """A base model's guide note without its advice to fine-tune (done, and it did not help) nor its own verdict:
-    its caveats (an H&E warning) stay."""
-    kept = (re.split(r",? or fine-tune\b|: fine-tune\b", clause)[0].rstrip(" :,") for clause in note.split("; ")
-            if not clause.startswith(("it keeps ", "it counted your held-out images worse")))  # a verdict of its own
-    return "; ".join(clause for clause in kept if clause)
