@@ -342,6 +342,12 @@ def _fractional_labels() -> bytes:
     return tiff_bytes(lab)
 
 
+def _square_mask() -> np.ndarray:
+    mask = np.zeros(GT_IMAGE_SHAPE, np.uint8)
+    mask[4:12, 4:12] = 255
+    return mask
+
+
 def _many_labels_tiff() -> bytes:
     return tiff_bytes(many_labels(), compression="zlib")
 
@@ -353,6 +359,11 @@ GT_CASES: list[BadInput] = [
     BadInput("gt-empty-file", "img_labels.tif", lambda: b"", GroundTruthError, "empty", "ground_truth"),
     BadInput("gt-jpeg-labels", "img_labels.jpg", lambda: pil_bytes(Image.fromarray(np.zeros(GT_IMAGE_SHAPE, np.uint8)),
              "JPEG"), GroundTruthError, "lossy", "ground_truth"),
+    # the format read from the content: a 0/255 mask saved as JPEG and named .png read 59 objects for 16
+    BadInput("gt-jpeg-named-png", "img_labels.png", lambda: pil_bytes(Image.fromarray(_square_mask()), "JPEG"),
+             GroundTruthError, "JPEG (read from its content), which is lossy", "ground_truth"),
+    BadInput("gt-jpeg-compressed-tiff", "img_labels.tif", lambda: tiff_bytes(_square_mask(), compression="jpeg"),
+             GroundTruthError, "a JPEG-compressed TIFF (read from its content)", "ground_truth"),
     BadInput("gt-negative-labels", "img_labels.tif", _negative_labels, GroundTruthError, ">= 0", "ground_truth"),
     BadInput("gt-nan-labels", "img_labels.tif", _nan_labels, GroundTruthError, "nan", "ground_truth"),
     BadInput("gt-fractional-labels", "img_labels.tif", _fractional_labels, GroundTruthError, "whole numbers",

@@ -24,35 +24,80 @@ class PredictedLabelsWarning(UserWarning):
     counts alike as perfect, unless someone corrected it by hand."""
 
 
+def _opened(source: object) -> Path | io.BytesIO | None:
+    """``source`` as something to read from the start without moving a caller's stream, or None."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    try:
+        at = source.tell()  # type: ignore[attr-defined]
+        data = io.BytesIO(source.read())  # type: ignore[attr-defined]
+        source.seek(at)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+    return data
+
+
+def _head(data: Path | io.BytesIO, n: int = 16) -> bytes:
+    if isinstance(data, io.BytesIO):
+        head = data.read(n)
+        data.seek(0)
+        return head
+    with data.open("rb") as fh:
+        return fh.read(n)
+
+
+def _tiff_page(data: Path | io.BytesIO, what: str) -> object:
+    """The first page's ``what`` (``description``, ``compression``) of a TIFF, else None."""
+    import tifffile
+
+    try:
+        if _head(data, 4)[:2] not in (b"II", b"MM"):
+            return None
+        with tifffile.TiffFile(data) as tif:
+            return getattr(tif.pages[0], what)
+    except Exception:  # noqa: BLE001 - a file this cannot read is read (or refused) by the image reader
+        return None
+    finally:
+        if isinstance(data, io.BytesIO):
+            data.seek(0)
+
+
 def _prediction_note(source: object) -> str | None:
     """The description of a TIFF cellcount wrote as a prediction (:data:`cellcount.io.export.PREDICTION_TAG`), else
     None (another format, another writer, unreadable)."""
-    import tifffile
-
     from cellcount.io.export import PREDICTION_TAG
 
+    data = _opened(source)
     try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            data = io.BytesIO(bytes(source))
-        elif isinstance(source, (str, os.PathLike)):
-            data = Path(source)
-        else:
-            at = source.tell()  # type: ignore[attr-defined]
-            data = io.BytesIO(source.read())  # type: ignore[attr-defined]
-            source.seek(at)  # type: ignore[attr-defined]
-        if isinstance(data, io.BytesIO):
-            head = data.read(4)
-            data.seek(0)
-        else:
-            with data.open("rb") as fh:
-                head = fh.read(4)
-        if head[:2] not in (b"II", b"MM"):
-            return None
-        with tifffile.TiffFile(data) as tif:
-            text = tif.pages[0].description or ""
-    except Exception:  # noqa: BLE001 - a file this cannot read is read (or refused) by the image reader
+        text = (_tiff_page(data, "description") or "") if data is not None else ""
+    except OSError:
         return None
     return text if text.startswith(PREDICTION_TAG) else None
+
+
+_LOSSY_TIFF = {6: "a TIFF with old-style JPEG compression", 7: "a JPEG-compressed TIFF",
+               34892: "a JPEG-compressed TIFF"}
+
+
+def lossy_format(source: object) -> str | None:
+    """What lossy format the file holds, read from its content whatever its name (JPEG, a JPEG-compressed TIFF, lossy
+    WebP), else None: compression moves label values and dots (a 0/255 mask saved as JPEG and named .png read 59
+    objects for 16)."""
+    data = _opened(source)
+    if data is None:
+        return None
+    try:
+        head = _head(data)
+    except OSError:
+        return None
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8 ":
+        return "lossy WebP"
+    compression = _tiff_page(data, "compression")
+    return _LOSSY_TIFF.get(int(compression)) if compression is not None else None
 
 
 def _read_gt_image(source: object) -> np.ndarray:
@@ -87,8 +132,11 @@ def read_label_image(source: object, *, expected_shape: Sequence[int] | None = N
         More pixels than :data:`cellcount.io.DEFAULT_MAX_PIXELS`.
     """
     name = _name(source)
-    if Path(name).suffix.lower() in (".jpg", ".jpeg"):
-        raise GroundTruthError(f"{name}: JPEG is lossy and cannot hold labels; save labels as PNG or TIFF")
+    lossy = "JPEG" if Path(name).suffix.lower() in (".jpg", ".jpeg") else lossy_format(source)
+    if lossy:
+        named = "" if lossy == "JPEG" and Path(name).suffix.lower() in (".jpg", ".jpeg") else " (read from its content)"
+        raise GroundTruthError(f"{name}: the file is {lossy}{named}, which is lossy and cannot hold labels: compression "
+                               "changes the labels' values; save labels as PNG or TIFF without JPEG compression")
     note = _prediction_note(source)  # before the image is read: a stream is left where it was
     image = _read_gt_image(source)
     _check_shape(name or "label image", image.shape, expected_shape)
@@ -129,6 +177,8 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
         commonest value: dots drawn over the picture).
     """
     name = _name(source)
+    # before the image is read: a stream is left where it was
+    lossy = Path(name).suffix.lower() in (".jpg", ".jpeg") or lossy_format(source) is not None
     image = _read_gt_image(source)
     _check_shape(name or "dot image", image.shape, expected_shape)
     values = np.nan_to_num(image.astype(np.float64)).reshape(image.shape[0], image.shape[1], -1)
@@ -136,7 +186,7 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
     # white canvas, or red dots on white, are then found where a 'non-zero' test saw dots everywhere
     background = [np.unique(values[..., c], return_counts=True) for c in range(values.shape[2])]
     away = np.abs(values - np.array([v[np.argmax(n)] for v, n in background])).max(axis=2)
-    if Path(name).suffix.lower() in (".jpg", ".jpeg"):
+    if lossy:
         on = away > 0.5 * float(away.max())  # ignore compression noise
     else:
         on = away != 0
