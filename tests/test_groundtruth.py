@@ -347,6 +347,20 @@ def test_fiji_cell_counter_markers_are_points_of_every_type(tmp_path: Path) -> N
         read_ground_truth(tmp_path / "CellCounter_a.png.xml", expected_shape=(30, 30))
 
 
+def test_a_counts_table_from_excel_for_mac_or_with_decomposed_accents(tmp_path: Path) -> None:
+    """Excel for Mac's "CSV (Macintosh)" ends lines with CR alone (a Python error refused the folder), and a table
+    written on macOS may spell café1 with a combining accent where the file's name has the one character."""
+    import unicodedata
+
+    names = ("café1", "naïve 2", "plain")
+    for k, name in enumerate(names):
+        _save_png(tmp_path / unicodedata.normalize("NFC", f"{name}.png"), np.full((16, 16), k, np.uint8))
+    rows = "".join(f"{unicodedata.normalize('NFD', n)}.png,{k + 3}\r" for k, n in enumerate(names))
+    (tmp_path / "counts.csv").write_bytes(("filename,count\r" + rows).encode("utf-8"))
+    got = {unicodedata.normalize("NFC", image.name): gt.count for image, gt in load_labelled_folder(tmp_path)}
+    assert got == {"café1.png": 3, "naïve 2.png": 4, "plain.png": 5}
+
+
 def test_a_microscopes_metadata_xml_is_not_ground_truth(tmp_path: Path) -> None:
     """Leica's MetaData/a.xml beside a.png took a.png's ground truth (and failed it, dropping the image) once any
     XML named like an image was read: only CellCounter_<image>.xml is (a reviewer)."""

@@ -99,6 +99,7 @@ def _read_csv_text(source: CsvSource) -> tuple[str, str]:
         raise GroundTruthError(f"{name}: cannot read CSV: {err}") from err
     if "\x00" in text:
         raise GroundTruthError(f"{name}: not a text CSV (it holds NUL bytes)")
+    text = re.sub(r"\r(?!\n)", "\n", text)  # Excel for Mac's "CSV (Macintosh)" ends its lines with CR alone
     first, _, rest = text.partition("\n")
     if re.fullmatch(r"\s*sep=.\s*", first, flags=re.IGNORECASE):  # Excel's separator line: the header follows it
         text = rest
