@@ -293,10 +293,20 @@ def test_a_finetune_says_partly_dotted_and_other_magnification_images(tiny_model
         assert "fewer dots than cells? 4 image(s) have under half the cells" in notes
         assert "fewer dots than cells? 2 held-out image(s)" in notes, notes
         if "img5.png" in res.holdout_files:
-            assert "img5.png (24 px) (held out) measures more than 1.5x from the 12.0 px objects" in notes, notes
+            assert ("img5.png (24 px) (held out) measures more than 1.5x from the training images' 12.0 px objects, "
+                    "both as tiny-unet-density measures them") in notes, notes
             break
     else:
         pytest.fail("img5.png was never held out")
+
+    def misses(image, gt, base, **kw):  # the base sees no object under the dots: it measures something else
+        return (2.0 if len(gt.points) == 8 else 1.0), 0.0, 100.0
+
+    monkeypatch.setattr(core, "measure_annotated", misses)
+    monkeypatch.setattr("cellcount.finetune.holdout.measure_annotated", misses)
+    res = finetune(base_dir, data, name="missed", steps=1, holdout=2, batch_size=2, crop=32, size="set", seed=seed)
+    assert "img5.png" in res.holdout_files and "measures more than" not in " ".join(res.notes), (
+        "sized from the dots' spacing, the base's own measurements say nothing of a magnification")
 
 
 def test_a_kept_base_models_note_keeps_its_caveats_only():

@@ -426,7 +426,8 @@ def _decide_reading(s: AnnotatedSet, b: Base, *, background: str, size: str, dia
     if diameter_px is not None:
         size, diameter = "given", float(diameter_px)
         run.report(FinetuneProgress("prepare", message="checking the objects' sizes against the one you gave"))
-        sizes = [m[0] for m in measure_all()]
+        measured = measure_all()
+        sizes, hits = [m[0] for m in measured], [m[1] for m in measured]
         size_note = several_sizes_note(diameter, train_gts, sizes)
     elif size in ("auto", "set"):
         run.report(FinetuneProgress("prepare", message="measuring the objects' size"))
@@ -444,9 +445,12 @@ def _decide_reading(s: AnnotatedSet, b: Base, *, background: str, size: str, dia
             diameter = round(diameter, 1) if diameter else diameter
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
     if sizes is not None:  # measured as the training images were: the held-out ones too, before training
+        # against the training images' objects as the base measured them (not the size counted at, which may come
+        # from the dots' spacing: 5 px against 14.8 measured was called "from the 64.1 px objects"), unless the base
+        # sees no object under the dots, and so measures something else on every image
         known = [d for d in sizes if d]
-        check_held_out(s, b, fixed, run=run, like_px=diameter if size == "given" else
-                       float(np.median(known)) if size == "set" and known else None)
+        same_size = size in ("given", "set") and known and not set_misses_dots(train_gts, sizes, hits)
+        check_held_out(s, b, fixed, run=run, like_px=float(np.median(known)) if same_size else None)
     # each image's own size, when measured above (size "image"): its targets need not measure it again
     own_sizes = dict(zip(train_idx, sizes, strict=True)) if diameter is None and sizes is not None else {}
     return Reading(background, size, diameter, fixed, size_note, spread, own_sizes)

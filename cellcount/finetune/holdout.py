@@ -107,8 +107,9 @@ def check_training_set(names: list[str], gts: list[GroundTruth], train_idx: list
 
 def check_held_out(s: AnnotatedSet, b: Base, fixed: dict[str, Any], *, run: Run, like_px: float | None) -> None:
     """Notes on the held-out images, from one base pass each (:func:`measure_annotated`): those whose objects measure
-    more than :data:`SIZE_SPREAD` times from ``like_px`` (the size every image is counted at, as measured on the
-    training images or given; None: each image is sized on its own, nothing to check), and those partly dotted.
+    more than :data:`SIZE_SPREAD` times from ``like_px`` (the training images' median, as the base measured them; None:
+    each image is sized on its own, or the base measures something other than the dotted objects, nothing to
+    check), and those partly dotted.
     Either makes the held-out figures, which decide whose weights are kept, say little of the fine-tune."""
     if not s.held_idx:
         return
@@ -117,9 +118,11 @@ def check_held_out(s: AnnotatedSet, b: Base, fixed: dict[str, Any], *, run: Run,
     odd = [f"{s.names[i]} ({m[0]:.0f} px)" for i, m in zip(s.held_idx, measured, strict=True)
            if like_px and m[0] and max(m[0] / like_px, like_px / m[0]) > SIZE_SPREAD]
     if odd:  # a tester's 2x image was counted 307 for 122, and the fine-tune was blamed for the held-out MAE
-        run.note(f"{listed(odd, 3)} (held out) measure{'s' if len(odd) == 1 else ''} more than {SIZE_SPREAD:g}x from "
-                 f"the {like_px:.1f} px objects every image is counted at (another magnification?): its count there "
-                 "may be far off and sway the held-out figures; count such images with their own nucleus diameter")
+        one = len(odd) == 1
+        run.note(f"{listed(odd, 3)} (held out) measure{'s' if one else ''} more than {SIZE_SPREAD:g}x from the "
+                 f"training images' {like_px:.1f} px objects, both as {b.model.name} measures them (another "
+                 f"magnification?): every image is counted at one size, so {'its' if one else 'their'} count may be "
+                 "far off and sway the held-out figures; count such images with their own nucleus diameter")
     dotted = [(i, m) for i, m in zip(s.held_idx, measured, strict=True)
               if s.gts[i].kind == "points" and s.gts[i].count]
     if note := few_dots_note([s.names[i] for i, _ in dotted], [s.gts[i].count for i, _ in dotted],
