@@ -244,10 +244,28 @@ def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, dra
     assert note.startswith("fewer dots than cells? 1 image(s) have under half the cells unet-density finds on them: "
                            "a.png (4 dots; unet-density finds about 106)")
     assert few_dots_note(["b.png"], [100], [110.0], "m") is None and few_dots_note(["c.png"], [3], [None], "m") is None
+    # dotted completely but over-counted by the base (mbm's H&E and unet-density): its extra cells lie near the dots
+    assert few_dots_note(["a.png"], [4], [106.2], "m", undotted=[2.0]) is None
+    assert "a.png (4 dots; m finds about 106, 53 of them far from every dot)" in few_dots_note(
+        ["a.png"], [4], [106.2], "m", undotted=[53.0])
     image = np.where(draw_disks((64, 64), [(16, 16), (40, 40)], 6) > 0, 200, 20).astype(np.uint8)
     dots = GroundTruth("points", 1, points=np.array([[16.0, 16.0]]))
-    found = measure_annotated(image, dots, tiny_model(kind="density"))[2]
+    _, _, found, undotted = measure_annotated(image, dots, tiny_model(kind="density"))
     assert found is not None and found >= 0, "the base's count beside the dots"
+    assert undotted is None, "one dot has no spacing to judge 'far' by"
+
+
+def test_the_base_count_far_from_every_dot():
+    """:func:`undotted_share`: a map's mass beyond three dot spacings of every dot."""
+    from cellcount.finetune.reading import undotted_share
+
+    mass = np.zeros((100, 100), np.float32)
+    mass[10:20, 10:20] = 1  # near the dots
+    mass[80:90, 80:90] = 1  # 60+ px from them, with dots 10 px apart
+    dots = np.array([[15.0, 10.0], [15.0, 20.0], [15.0, 30.0]])
+    assert undotted_share(mass, dots) == pytest.approx(0.5)
+    assert undotted_share(mass, np.vstack([dots, [[85.0, 85.0]]])) == 0.0
+    assert undotted_share(np.zeros((10, 10)), dots) == 0.0
 
 
 def test_a_held_out_image_at_another_magnification_is_named(draw_disks):
@@ -282,7 +300,7 @@ def test_a_finetune_says_partly_dotted_and_other_magnification_images(tiny_model
     data = _folder(tmp_path, draw_disks, "points", n=6)
 
     def measured(image, gt, base, **kw):  # img5 (8 dots) at twice the size; every image counted at 100 cells
-        return (24.0 if len(gt.points) == 8 else 12.0), 1.0, 100.0
+        return (24.0 if len(gt.points) == 8 else 12.0), 1.0, 100.0, 50.0  # half of them far from every dot
 
     monkeypatch.setattr(core, "measure_annotated", measured)  # the training images (the set's size)
     monkeypatch.setattr("cellcount.finetune.holdout.measure_annotated", measured)  # the held-out ones
@@ -300,7 +318,7 @@ def test_a_finetune_says_partly_dotted_and_other_magnification_images(tiny_model
         pytest.fail("img5.png was never held out")
 
     def misses(image, gt, base, **kw):  # the base sees no object under the dots: it measures something else
-        return (2.0 if len(gt.points) == 8 else 1.0), 0.0, 100.0
+        return (2.0 if len(gt.points) == 8 else 1.0), 0.0, 100.0, 50.0
 
     monkeypatch.setattr(core, "measure_annotated", misses)
     monkeypatch.setattr("cellcount.finetune.holdout.measure_annotated", misses)

@@ -419,7 +419,7 @@ def _decide_reading(s: AnnotatedSet, b: Base, *, background: str, size: str, dia
         # partly dotted images, as the Train page says of those dotted there (an empty one has its own note)
         dotted = [k for k, i in enumerate(train_idx) if s.gts[i].kind == "points" and s.gts[i].count]
         if note := few_dots_note([s.names[train_idx[k]] for k in dotted], [s.gts[train_idx[k]].count for k in dotted],
-                                 [out[k][2] for k in dotted], b.model.name):
+                                 [out[k][2] for k in dotted], b.model.name, undotted=[out[k][3] for k in dotted]):
             run.note(note)
         return out
 

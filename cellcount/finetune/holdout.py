@@ -126,5 +126,6 @@ def check_held_out(s: AnnotatedSet, b: Base, fixed: dict[str, Any], *, run: Run,
     dotted = [(i, m) for i, m in zip(s.held_idx, measured, strict=True)
               if s.gts[i].kind == "points" and s.gts[i].count]
     if note := few_dots_note([s.names[i] for i, _ in dotted], [s.gts[i].count for i, _ in dotted],
-                             [m[2] for _, m in dotted], b.model.name, held_out=True):
+                             [m[2] for _, m in dotted], b.model.name, undotted=[m[3] for _, m in dotted],
+                             held_out=True):
         run.note(note)
