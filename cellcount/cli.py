@@ -262,7 +262,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
     from .io import IMAGE_EXTENSIONS, list_image_files, split_ground_truth_files
-    from .io.files import printable_path, same_files, searched_folders
+    from .io.files import printable_path, said_path, same_files, searched_folders
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .models.backends import backend_note
@@ -273,7 +273,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     def warn(path: Path, reason: str) -> None:
         path = Path(printable_path(path))  # its row is written in UTF-8
         skipped.append((path, reason))
-        print(f"warning: {path} not counted: {reason}", file=sys.stderr)  # a row says so too, counted as failed
+        print(f"warning: {said_path(path)} not counted: {reason}", file=sys.stderr)  # a row says so too, counted as failed
 
     try:
         model = load_cli_model(args, default_model_name())
@@ -314,11 +314,6 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
               + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),
               file=sys.stderr)
-    if not args.quiet and (copies := same_files(files)):  # each counted as named: a folder's total holds them twice
-        shown = "; ".join(f"{printable_path(a)} = {printable_path(b)}" for a, b in copies[:3])
-        print(f"note: {len(copies)} file(s) hold the same bytes as another under another name (copies?), each counted, "
-              f"so a total counts their cells more than once: {shown}{' ...' if len(copies) > 3 else ''}",
-              file=sys.stderr)
     problem = _check_cluster_options(args) or check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -350,6 +345,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             shown = ", ".join(_from_ground_truth_folder(p) for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
             print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
                   "use --include-ground-truth to count them", file=sys.stderr)
+    if not args.quiet and (copies := same_files(files)):  # each counted as named: a folder's total holds them twice
+        shown = "; ".join(f"{said_path(a)} = {said_path(b)}" for a, b in copies[:3])
+        print(f"note: {len(copies)} file(s) hold the same bytes as another under another name (copies?), each counted, "
+              f"so a total counts their cells more than once: {shown}{' ...' if len(copies) > 3 else ''}",
+              file=sys.stderr)
     # the images counted: label images never to be written over (an earlier run's own label files, named like
     # ground truth and left out, may be: a --labels-dir inside the counted folder filled with x_2_labels.tif copies)
     all_inputs = {real(f) for f in files}

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import tifffile
@@ -220,6 +221,23 @@ def test_a_copy_under_another_name_is_counted_and_said(small_folder, tmp_path, c
     assert "note: 1 file(s) hold the same bytes as another under another name (copies?), each counted" in err
     assert f"{small_folder / 'a_copy.png'} = {small_folder / 'a.png'}" in err
     assert len(pd.read_csv(tmp_path / "c.csv")) == 4, "each counted, as named"
+
+
+def test_copies_said_are_those_counted_and_links_are_no_copies(small_folder, tmp_path, capsys):
+    """Two label images of one content, left out as ground truth, were said to be counted twice; a link to a file
+    was said twice (as a link and as a copy); a newline in a name split the note's line (testers)."""
+    labels = np.zeros((32, 32), np.uint16)
+    labels[4:9, 4:9] = 1
+    for name in ("a_labels.tif", "b_labels.tif"):
+        tifffile.imwrite(small_folder / name, labels)
+    (small_folder / "link_a.png").symlink_to(small_folder / "a.png")
+    shutil.copy(small_folder / "b.png", small_folder / "new\nline.png")
+    assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
+                 "--no-progress"]) in (0, 1)
+    err = capsys.readouterr().err
+    [note] = [line for line in err.splitlines() if "hold the same bytes" in line]
+    assert note.startswith("note: 1 file(s)") and "new\\nline.png = " in note, note
+    assert "labels" not in note and "link_a" not in note
 
 
 def test_models_card_prints_a_models_card(capsys):

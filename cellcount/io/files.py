@@ -307,7 +307,8 @@ def same_files(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
     """(path, the first of ``paths`` with the same bytes) for each file that repeats an earlier one under another
     path: a copy, counted as an image of its own, whose cells a folder's total then counts twice. Only files of one
     size are compared, by their first 64 KiB, then whole: a folder of distinct images costs a stat per file (and a
-    little reading where a camera's files share their size)."""
+    little reading where a camera's files share their size). Paths to one file (symbolic links) are not copies: they
+    are said where the inputs are listed."""
     import hashlib
 
     def head(path: Path, whole: bool = False) -> str | None:
@@ -323,9 +324,11 @@ def same_files(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
             return None  # unreadable here: reported where it is read for counting
 
     by_size: dict[int, list[Path]] = {}
+    real: set[str] = set()
     for path in paths:
         with contextlib.suppress(OSError):
-            if path.is_file():
+            if path.is_file() and (where := os.path.realpath(path)) not in real:
+                real.add(where)
                 by_size.setdefault(path.stat().st_size, []).append(path)
     out = []
     for group in (g for g in by_size.values() if len(g) > 1):
@@ -347,6 +350,13 @@ def same_files(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
 def printable_path(path: str | os.PathLike) -> str:
     """``path`` as text that UTF-8 files can hold: bytes of another encoding in its name as ``\\xff`` escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def said_path(path: str | os.PathLike) -> str:
+    """``path`` for a line of a message (:func:`printable_path`, with control characters escaped: a newline in a
+    file's name split a note across two lines of a log)."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 32 or ord(ch) == 127 else ch
+                   for ch in printable_path(path))
 
 
 def real_path(path: str | os.PathLike) -> Path:
