@@ -123,15 +123,17 @@ PARAMS: tuple[Param, ...] = (
         label="Invert (dark objects on a bright background)",
         help="invert bright-background images (default: auto-detect)",
         explain="Auto detects a bright background (brightfield, H&E) and inverts so nuclei are bright, as the "
-        "models expect. Set it by hand if the count is near zero or the outlines surround the background.",
+        "models expect. Set the wrong way, the count collapses (near zero, or outlines around the background): "
+        "set it by hand then.",
     ),
     Param(
         "low_pct", float, 1.0, "input", unit="%", lo=0.0, hi=100.0, ui_range=(0.0, 50.0), step=0.1,
         label="Low percentile",
         help="intensity percentile mapped to black before the model",
         explain="Intensity percentile mapped to black before the model (of the inverted image, on a bright "
-        "background). Higher: faint background and faint nuclei drop out (usually a lower count; little change, "
-        "either way, where the nuclei stand far above the background).",
+        "background). Higher: more of the faint background maps to black. With the shipped networks the count "
+        "changes little, by a few objects and more often up than down (faint nuclei stand out more from the "
+        "background); check the outlines.",
     ),
     Param(
         "high_pct", float, 99.8, "input", unit="%", lo=0.0, hi=100.0, ui_range=(50.0, 100.0), step=0.1,
@@ -144,7 +146,7 @@ PARAMS: tuple[Param, ...] = (
         "test_time_flips", bool, False, "input", label="Test-time flips (4x slower)",
         help="average the model over the image and its three flips (4x the model time)",
         explain="Run the model on the image and its three mirror images and average the maps: 4x the model "
-        "time, slightly more accurate counts and outlines; the count moves little either way.",
+        "time, slightly more accurate counts and outlines; the count moves little, a few percent either way.",
     ),
     Param(
         "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, off_means="not given",
@@ -155,8 +157,9 @@ PARAMS: tuple[Param, ...] = (
         "else images as they are)",
         explain="Typical nucleus diameter in this image, if you know it (from the magnification: diameter in µm "
         "/ pixel size in µm). The image is resized so that its nuclei match the size the model was trained on "
-        "(about 18 px); large nuclei are then no longer cut into pieces. 0 = not given: the image is used as it "
-        "is, or resized by the estimate when 'Estimate nucleus size' is on.",
+        "(about 18 px); large nuclei are then no longer cut into pieces. Larger than the nuclei: the image is "
+        "shrunk too much and nuclei merge (lower count); smaller: nuclei are cut into pieces (higher count). 0 = "
+        "not given: the image is used as it is, or resized by the estimate when 'Estimate nucleus size' is on.",
     ),
     Param(
         "auto_nucleus_size", bool, False, "input", label="Estimate nucleus size",
@@ -166,7 +169,8 @@ PARAMS: tuple[Param, ...] = (
         "when nuclei are far from the training size (mask models: foreground area / the size model's count, a "
         "density pass per image; density models: the spread of their own map, free). A second pass runs only "
         "on images it resizes. On by default for the shipped models (their settings were tuned with it); "
-        "lowers the count error on large nuclei (docs/RESULTS.md).",
+        "lowers the count error on large nuclei (docs/RESULTS.md): on them it usually lowers the count (no "
+        "longer cut into pieces), on small crowded nuclei it can raise it (told apart).",
     ),
     # ----------------------------------------------------------------------------------------- mask
     Param(
@@ -200,8 +204,10 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "fill_holes", bool, True, "mask", label="Fill holes",
         help="fill holes inside objects (mask models)",
-        explain="Fills background holes inside an object (hollow-looking nuclei). Changes areas, rarely the "
-        "count.",
+        explain="Fills background holes inside an object (hollow-looking nuclei). With the shipped networks it "
+        "changes areas, rarely the count; with classical-otsu, whose masks hold rings and gaps, filling can join "
+        "many nuclei into one object and lower the count a lot (or, off, leave rings as extra objects): check the "
+        "outlines.",
     ),
     Param(
         "split_mode", str, "distance", "mask", choices=tuple(SPLIT_MODES), label="Split touching nuclei",
