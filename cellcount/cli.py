@@ -263,6 +263,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .errors import CellcountError
     from .io import IMAGE_EXTENSIONS, list_image_files, split_ground_truth_files
     from .io.files import printable_path, said_path, same_files, searched_folders
+    from .io.read import PIXEL_CAP_TEXT
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .models.backends import backend_note
@@ -484,6 +485,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                     index_out.append(index_row(item.name, ""))  # none, on purpose: --resume keeps its row
                 if objects_out is not None:
                     published = objects_out.append(item_objects(item) if item.result is not None else []) and published
+                if item.status != "ok" and item.reason and PIXEL_CAP_TEXT in item.reason:  # what to do, in the row too
+                    item.reason += (" (TIFF / OME-Zarr: count it by blocks with --workers; other formats: export as "
+                                    "TIFF, or raise --max-pixels where memory allows)" if not cluster else
+                                    " (count it by blocks as TIFF or OME-Zarr, or raise --max-pixels where memory "
+                                    "allows)")
                 row = counts_frame([item], args.plane)
                 counts_out.append(row, publish=None if published else False)
                 record.add(row.to_dict("records"))
