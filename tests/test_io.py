@@ -1042,3 +1042,12 @@ def test_vgg_dot_images_beside_their_cell_images_are_ground_truth():
     images, gt = split_ground_truth_files(["set.zip/001cell.png", "set.zip/001dots.png", "set.zip/002dots.png"],
                                           uploaded=True)
     assert [p.name for p in images] == ["001cell.png", "002dots.png"] and [p.name for p in gt] == ["001dots.png"]
+
+
+def test_an_empty_upload_or_pair_is_said_to_be_empty() -> None:
+    """Evaluate and compare called a 0-byte image "unknown signature ; accepted: PNG, ..." where count said it is
+    empty (a tester)."""
+    from cellcount.io.read import not_an_image
+
+    assert not_an_image("im2.png", b"") == "im2.png: file is empty (0 bytes)"
+    assert "plain text" in not_an_image("notes.png", b"hello, this is text")

@@ -405,6 +405,8 @@ def _unreadable(name: str, head: bytes) -> str:
     and a zip say it), anything else by its first bytes."""
     if why := microscope_file_problem(name):
         return f"{name}: {why}"
+    if not head:  # read elsewhere before it came here (evaluate's pairs): what count says of it
+        return f"{name}: file is empty (0 bytes)"
     return f"{name}: not an image in a format we can read ({_describe_head(head)})"
 
 
