@@ -1628,3 +1628,19 @@ def test_specks_in_a_binary_mask_are_said_and_still_counted() -> None:
         warnings.simplefilter("error", SpeckledMaskWarning)
         with pytest.warns(BinaryMaskWarning):
             labels_from_array(small)
+
+
+def test_two_images_of_one_name_beside_one_label_image_are_said_as_such(tmp_path: Path) -> None:
+    """x.png and x.tif beside x_labels.png: both refused, said as "the same name in other folders" (a tester)."""
+    image = np.full((16, 16), 40, np.uint8)
+    _save_png(tmp_path / "x.png", image)
+    tifffile.imwrite(tmp_path / "x.tif", image)
+    labels = np.zeros((16, 16), np.uint8)
+    labels[4:9, 4:9] = 1
+    _save_png(tmp_path / "x_labels.png", labels)
+    said: dict[str, str] = {}
+    with pytest.raises(GroundTruthError):
+        load_labelled_folder(tmp_path, on_error=lambda path, why: said.update({path.name: why}))
+    assert set(said) == {"x.png", "x.tif"}, said
+    assert "images of one name but for their extension, in one folder" in said["x.png"]
+    assert "other folders" not in said["x.png"]

@@ -202,10 +202,14 @@ def match_ground_truth(
         tied_files.update(contested)
     for image, (gt, others) in tied.items():
         if ambiguous is not None:
-            ambiguous[image] = (f"{gt.parent.name}/{gt.name} could be the ground truth of this image or of "
-                                f"{listed([f'{p.parent.name}/{p.name}' for p in others])} (the same name in other "
-                                "folders, as close to each): put each one's ground truth beside it, or in a labels/ "
-                                "tree that mirrors the images' folders")
+            shown = f"{gt.parent.name}/{gt.name} could be the ground truth of this image or of " + listed(
+                [f"{p.parent.name}/{p.name}" for p in others])
+            if all(Path(p).parent == image.parent for p in others):  # x.png and x.tif beside x_labels.png
+                ambiguous[image] = (f"{shown} (images of one name but for their extension, in one folder): keep one of "
+                                    "them, or rename one of them and its ground truth alike")
+            else:
+                ambiguous[image] = (f"{shown} (the same name in other folders, as close to each): put each one's "
+                                    "ground truth beside it, or in a labels/ tree that mirrors the images' folders")
     # after every other pairing, and only files no image took: the closest folder first, across all images
     used = set(result.values())
     offers = sorted(
