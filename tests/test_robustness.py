@@ -750,3 +750,11 @@ def test_app_count_page_with_bad_weights_shows_an_error(case: BadInput, tmp_path
     _widget(at.selectbox, "count_model").set_value(cc.models.CLASSICAL_NAME).run()
     assert not at.exception and not at.error
     assert int({m.label: m.value for m in at.metric}["Count"]) >= 0
+
+
+def test_an_unreadable_file_says_what_to_do():
+    """chmod 000: the row read "[Errno 13] Permission denied: '...'" and no more (a tester)."""
+    from cellcount.errors import error_text
+
+    text = error_text(PermissionError(13, "Permission denied", "/data/nop.png"), "nop.png")
+    assert text.startswith("[Errno 13] Permission denied") and "change its permissions" in text
