@@ -185,6 +185,13 @@ def cmd_models(remove: str | None = None, *, card: str | None = None) -> int:
                 return f"<{len(value)} items>"
             return [short(v) for v in value] if isinstance(value, list) else value
 
+        training = shown.get("training") or {}
+        if training.get("finetuned_from"):  # the base's images (and its base's), beside data's own: said which
+            for key in ("train_sha256", "train_pixel_sha256"):
+                if isinstance(training.get(key), list):
+                    training[key] = (f"<{len(training[key])} items: the images {training['finetuned_from'].get('name')} "
+                                     "and the models it came from learnt from, recognised by content>")
+
         print(json.dumps(finite_json(short(shown)), indent=2, default=str))
         return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import threading
 
@@ -1229,7 +1230,8 @@ def test_worse_than_base_needs_clear_evidence():
 
 
 @pytest.mark.slow
-def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, tmp_path, draw_disks, monkeypatch):
+def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, tmp_path, draw_disks, monkeypatch,
+                                                                    capsys):
     """A fine-tune on a set the base already knows can do harm (docs/finetuning.md: +0.5 to +1.0 MAE on DSB
     from dots): the new model then keeps the base's weights and settings, and says so."""
     from cellcount.models.card import sha256_file
@@ -1302,6 +1304,13 @@ def test_weights_that_count_the_held_out_images_worse_are_not_saved(tiny_model, 
     again = finetune("mine-forced", data, name="mine-again", steps=2, holdout=1, batch_size=2, crop=32, keep_worse=True)
     card = load_model(again.name).card
     assert card.description.count("Fine-tuned from") == 1 and "Fine-tuned from mine-forced" in card.description
+    assert "(1 more held out to score it)" in card.description, "the images given: trained on, and held out"
+    from cellcount.cli import main
+
+    assert main(["models", "--card", again.name]) == 0  # the base's images beside the user's, said which they are
+    shown = json.loads(capsys.readouterr().out)["training"]
+    assert shown["data"]["train_files"] and "the images mine-forced and the models it came from learnt from" in shown[
+        "train_sha256"]
     assert card.license.count("fine-tuned on user data") == 1
 
 

@@ -67,7 +67,8 @@ def fill_card(verdict: Verdict, s: AnnotatedSet, b: Base, data: str | Path | Lab
     annotation = sorted({s.gts[i].kind for i in train_idx})
     # the base's own description, not the story of its fine-tune (a fine-tune of a fine-tune told its parent's)
     base_text = model.card.description.split(" Fine-tuned from ")[0]
-    card.description = (f"{base_text} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}"
+    held = f" ({len(held_idx)} more held out to score it)" if held_idx else ""
+    card.description = (f"{base_text} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}{held}"
                         + (f"; the fine-tuned weights counted the held-out images worse, so it keeps {model.name}'s."
                            if kept_base else "."))
     if not kept_base:
