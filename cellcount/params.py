@@ -214,7 +214,8 @@ PARAMS: tuple[Param, ...] = (
         choice_labels=("Model borders", "Distance transform", "Both", "Off", "Auto"),
         help="how touching objects are split (mask models): borders = along the model's predicted borders, "
         "distance = at distance-transform maxima, both, off, auto = borders, and both where over 30% of the "
-        "objects touch on a dark background",
+        "objects touch on a dark background (borders, both and auto need a model that predicts borders: not "
+        "classical-otsu)",
         explain="How nuclei that touch are separated. Model borders: along the thin border the model predicts "
         "between touching nuclei. Distance transform: at the centres of round shapes, at least 'Min. distance' "
         "apart. Both: border split first, then the distance transform on what is still joined (the older mask "
