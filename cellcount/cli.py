@@ -268,8 +268,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects, with_plane
     from .csvout import CsvStream, atomic_write_bytes
     from .errors import CellcountError
-    from .io import IMAGE_EXTENSIONS, list_image_files, split_ground_truth_files
-    from .io.files import printable_path, said_path, same_files, searched_folders
+    from .io import IMAGE_EXTENSIONS, list_image_files
+    from .io.files import printable_path, said_path, searched_folders
     from .io.read import PIXEL_CAP_TEXT
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
@@ -309,19 +309,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     except (CellcountError, OSError, ValueError) as err:  # ValueError: e.g. a card.json that is not JSON
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if hidden and not args.quiet:  # a folder search passes them over, as file browsers hide them
-        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in hidden[:3]) + (" ..." if len(hidden) > 3 else "")
-        print(f"note: left out {len(hidden)} hidden file(s) or folder(s) with images (names starting with '.': "
-              f"{shown}); name them, or a pattern such as 'folder/.*.png', to count them", file=sys.stderr)
     searched = searched_folders(args.paths)
-    others = [p for p in split_ground_truth_files(others, roots=searched)[0]  # annotation tables: ground truth
-              if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES and p.name.lower() not in _SYSTEM_FILES]
-    if others and not args.quiet:  # a folder's notes and tables get no row: said, as the app lists a zip's
-        shown = ", ".join(printable_path(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
-        zips = sum(p.suffix.lower() == ".zip" for p in others)
-        print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
-              + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),
-              file=sys.stderr)
+    if not args.quiet:
+        _passed_over_notes(hidden, others, searched)
     problem = _check_cluster_options(args) or check_outputs(args, files)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -342,22 +332,9 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         return 2
     gt_files: list[Path] = []
     if not args.include_ground_truth:  # searched: labels/plate1/a.png below them too
-        files, gt_files = split_ground_truth_files(files, roots=searched)
-        # annotation tables named on the command line (``count folder/*`` names a_points.csv) are left out like
-        # the label images beside them, as the app does: no error row
-        tables = set(split_ground_truth_files([path for path, _ in skipped], roots=searched)[1])
-        gt_files += sorted(tables)
-        skipped = [(path, why) for path, why in skipped if path not in tables]
-        if gt_files and not args.quiet:
-            # with their folder: labels/a.png beside images/a.png read as if the images were skipped
-            shown = ", ".join(_from_ground_truth_folder(p) for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
-            print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
-                  "use --include-ground-truth to count them", file=sys.stderr)
-    if not args.quiet and (copies := same_files(files)):  # each counted as named: a folder's total holds them twice
-        shown = "; ".join(f"{said_path(a)} = {said_path(b)}" for a, b in copies[:3])
-        print(f"note: {len(copies)} file(s) hold the same bytes as another under another name (copies?), each counted, "
-              f"so a total counts their cells more than once: {shown}{' ...' if len(copies) > 3 else ''}",
-              file=sys.stderr)
+        files, gt_files, skipped = _leave_out_ground_truth(files, skipped, searched, quiet=args.quiet)
+    if not args.quiet:
+        _copies_note(files)
     # the images counted: label images never to be written over (an earlier run's own label files, named like
     # ground truth and left out, may be: a --labels-dir inside the counted folder filled with x_2_labels.tif copies)
     all_inputs = {real(f) for f in files}
@@ -540,6 +517,57 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             kept=len(keep_counts) if keep_counts is not None else 0, done=done, todo=todo, skipped=skipped,
             failed=failed, whole=whole, no_labels=no_labels)
     return 1 if n_err or skipped else 0
+
+
+def _passed_over_notes(hidden: list[Path], others: list[Path], searched: list[Path]) -> None:
+    """What a folder search passed over: hidden files and folders with images, and files that are not images (a
+    folder's notes and tables get no row: said, as the app lists a zip's)."""
+    from .io import split_ground_truth_files
+    from .io.files import printable_path
+
+    if hidden:  # as file browsers hide them
+        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in hidden[:3]) + (" ..." if len(hidden) > 3 else "")
+        print(f"note: left out {len(hidden)} hidden file(s) or folder(s) with images (names starting with '.': "
+              f"{shown}); name them, or a pattern such as 'folder/.*.png', to count them", file=sys.stderr)
+    others = [p for p in split_ground_truth_files(others, roots=searched)[0]  # annotation tables: ground truth
+              if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES and p.name.lower() not in _SYSTEM_FILES]
+    if others:
+        shown = ", ".join(printable_path(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
+        zips = sum(p.suffix.lower() == ".zip" for p in others)
+        print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
+              + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),
+              file=sys.stderr)
+
+
+def _leave_out_ground_truth(files: list[Path], skipped: list[tuple[Path, str]], searched: list[Path], *,
+                            quiet: bool) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """(the images to count, the ground-truth files left out, the files that get an error row): label images and
+    annotation tables named on the command line (``count folder/*`` names a_points.csv) are left out alike, as the
+    app does, with no error row."""
+    from .io import split_ground_truth_files
+
+    files, gt_files = split_ground_truth_files(files, roots=searched)
+    tables = set(split_ground_truth_files([path for path, _ in skipped], roots=searched)[1])
+    gt_files += sorted(tables)
+    skipped = [(path, why) for path, why in skipped if path not in tables]
+    if gt_files and not quiet:
+        # with their folder: labels/a.png beside images/a.png read as if the images were skipped
+        shown = ", ".join(_from_ground_truth_folder(p) for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
+        print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
+              "use --include-ground-truth to count them", file=sys.stderr)
+    return files, gt_files, skipped
+
+
+def _copies_note(files: list[Path]) -> None:
+    """Files counted that hold the same bytes under another name: each counted as named, so a folder's total holds
+    their cells twice."""
+    from .io.files import said_path, same_files
+
+    if copies := same_files(files):
+        shown = "; ".join(f"{said_path(a)} = {said_path(b)}" for a, b in copies[:3])
+        print(f"note: {len(copies)} file(s) hold the same bytes as another under another name (copies?), each counted, "
+              f"so a total counts their cells more than once: {shown}{' ...' if len(copies) > 3 else ''}",
+              file=sys.stderr)
 
 
 def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: int, n_check: int, total_check: int,
