@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -266,11 +267,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     import pandas as pd
 
     from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects, with_plane
-    from .csvout import CsvStream, atomic_write_bytes
+    from .csvout import CsvStream, atomic_write_bytes, held_back
     from .errors import CellcountError
     from .io import IMAGE_EXTENSIONS, list_image_files
     from .io.files import printable_path, said_path, searched_folders
-    from .io.read import PIXEL_CAP_TEXT
+    from .io.read import OVER_CAP_HINT, OVER_CAP_WORKERS_HINT, PIXEL_CAP_TEXT
     from .models import NetModel, default_model_name, size_model_for
     from .models.autotune import requested_backend
     from .models.backends import backend_note
@@ -454,9 +455,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             # the counts row marks the image done for --resume, so the published counts never run ahead of
             # the published regions and objects: those first, and counts held back while their publish waits
             with _whole():
-                published = True
                 if regions_out is not None:
-                    published = regions_out.append(item.regions if item.regions is not None else [])
+                    regions_out.append(item.regions if item.regions is not None else [])
                     if item.regions is None and item.status == "ok":
                         whole.append(item.name)
                 if args.labels_dir and item.result is not None and item.result.labels is not None:
@@ -468,14 +468,13 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                     no_labels.append(item.name)
                     index_out.append(index_row(item.name, ""))  # none, on purpose: --resume keeps its row
                 if objects_out is not None:
-                    published = objects_out.append(item_objects(item) if item.result is not None else []) and published
+                    objects_out.append(item_objects(item) if item.result is not None else [])
+                shown = item
                 if item.status != "ok" and item.reason and PIXEL_CAP_TEXT in item.reason:  # what to do, in the row too
-                    item.reason += (" (TIFF / OME-Zarr: count it by blocks with --workers; other formats: export as "
-                                    "TIFF, or raise --max-pixels where memory allows)" if not cluster else
-                                    " (count it by blocks as TIFF or OME-Zarr, or raise --max-pixels where memory "
-                                    "allows)")
-                row = counts_frame([item], args.plane)
-                counts_out.append(row, publish=None if published else False)
+                    hint = OVER_CAP_HINT if cluster is None else OVER_CAP_WORKERS_HINT  # (said once at the end too)
+                    shown = dataclasses.replace(item, reason=f"{item.reason}; {hint}")
+                row = counts_frame([shown], args.plane)
+                counts_out.append(row, publish=False if held_back(regions_out, objects_out) else None)
                 record.add(row.to_dict("records"))
                 if item.status == "ok":
                     n_ok += 1

@@ -272,6 +272,12 @@ the bytes copied over a run are then about 1 / PUBLISH_GROWTH times the final fi
 PUBLISH_EVERY_S = 30.0
 
 
+def held_back(*companions: CsvStream | None) -> bool:
+    """Whether a file whose rows mark work done (the counts, which ``--resume`` reads) must wait to be published:
+    while a companion file (regions, objects) holds rows not yet published, it would run ahead of them."""
+    return any(c is not None and c.pending for c in companions)
+
+
 class CsvStream:
     """A CSV file that grows row by row and is valid after every :meth:`append`.
 
@@ -347,6 +353,11 @@ class CsvStream:
         if publish:
             self._publish()
         return publish
+
+    @property
+    def pending(self) -> bool:
+        """Whether rows were appended since the file was last published."""
+        return self._dirty
 
     def _publish(self) -> None:
         t0 = time.perf_counter()

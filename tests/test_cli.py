@@ -803,7 +803,8 @@ def test_an_image_above_the_pixel_cap_says_how_to_count_it(small_folder, tmp_pat
     assert "above the cap of 100 pixels (max_pixels)" in err
     assert "note: images above the pixel cap: TIFF and OME-Zarr ones are counted by blocks with --workers N" in err
     reason = pd.read_csv(tmp_path / "c.csv")["reason"].iloc[0]  # the row says it too: a table is read without stderr
-    assert "above the cap of 100 pixels (max_pixels) (TIFF / OME-Zarr: count it by blocks with --workers" in reason
+    assert "above the cap of 100 pixels (max_pixels); images above the pixel cap: TIFF and OME-Zarr ones" in reason
+    assert err.count("images above the pixel cap: TIFF") == 1, "said once on stderr: the failed line names the refusal"
 
 
 def test_an_image_above_the_pixel_cap_on_workers_says_which_formats_go_by_blocks(capsys):
