@@ -246,7 +246,9 @@ def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, dra
                            "a.png (4 dots; unet-density finds about 106)")
     assert few_dots_note(["b.png"], [100], [110.0], "m") is None and few_dots_note(["c.png"], [3], [None], "m") is None
     # dotted completely but over-counted by the base (mbm's H&E and unet-density): its extra cells lie near the dots
-    assert few_dots_note(["a.png"], [4], [106.2], "m", undotted=[2.0]) is None
+    assert few_dots_note(["a.png"], [40], [106.2], "m", undotted=[2.0]) is None
+    # a few example cells dotted across the image: near them all, but far too few
+    assert "a.png (4 dots; m finds about 106, 2 of them far" in few_dots_note(["a.png"], [4], [106.2], "m", undotted=[2.0])
     assert "a.png (4 dots; m finds about 106, 53 of them far from every dot)" in few_dots_note(
         ["a.png"], [4], [106.2], "m", undotted=[53.0])
     image = np.where(draw_disks((64, 64), [(16, 16), (40, 40)], 6) > 0, 200, 20).astype(np.uint8)
@@ -254,6 +256,9 @@ def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, dra
     _, _, found, undotted = measure_annotated(image, dots, tiny_model(kind="density"))
     assert found is not None and found >= 0, "the base's count beside the dots"
     assert undotted is None, "one dot has no spacing to judge 'far' by"
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:20, 10:20], labels[30:40, 30:40] = 1, 2
+    assert len(measure_annotated(image, GroundTruth("labels", 2, labels=labels), tiny_model(kind="density"))) == 4
 
 
 def test_the_base_count_far_from_every_dot():
@@ -266,7 +271,9 @@ def test_the_base_count_far_from_every_dot():
     dots = np.array([[15.0, 10.0], [15.0, 20.0], [15.0, 30.0]])
     assert undotted_share(mass, dots) == pytest.approx(0.5)
     assert undotted_share(mass, np.vstack([dots, [[85.0, 85.0]]])) == 0.0
-    assert undotted_share(np.zeros((10, 10)), dots) == 0.0
+    assert undotted_share(np.zeros((10, 10)), dots) is None, "no mass: unknown, the count alone decides"
+    assert undotted_share(mass, np.vstack([dots, dots])) is None, "every dot twice: no spacing to judge by"
+    assert undotted_share(np.full((100, 100), np.nan), dots) is None
 
 
 def test_a_held_out_image_at_another_magnification_is_named(draw_disks):

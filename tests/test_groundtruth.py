@@ -187,7 +187,7 @@ def test_read_dot_image(tmp_path: Path) -> None:
 
 def test_a_jpeg_dot_image_named_png_is_read_as_jpeg(tmp_path: Path) -> None:
     """The format from the content: JPEG dots saved under .png keep their compression noise out of the dots (36 read
-    for 3 when the name decided), and the stream is left where it was."""
+    for 3 when the name decided); a stream is judged from its start, as it is read."""
     dots = np.zeros((64, 64), np.uint8)
     for r, c in [(10, 10), (30, 40), (50, 20)]:
         dots[r - 1:r + 2, c - 1:c + 2] = 255
@@ -197,7 +197,13 @@ def test_a_jpeg_dot_image_named_png_is_read_as_jpeg(tmp_path: Path) -> None:
     path.write_bytes(buf.getvalue())
     assert read_dot_image(path).count == 3
     stream = io.BytesIO(buf.getvalue())
-    assert read_dot_image(stream).count == 3 and stream.tell() == len(buf.getvalue())
+    stream.read()  # already read once by the caller: judged from its start all the same
+    assert read_dot_image(stream).count == 3
+    mask = io.BytesIO()
+    Image.fromarray((dots > 0).astype(np.uint8) * 255).save(mask, "JPEG")
+    mask.read()
+    with pytest.raises(GroundTruthError, match="JPEG"):
+        read_label_image(mask)
 
 
 def test_dots_that_touch_stay_apart(tmp_path: Path) -> None:
@@ -359,6 +365,15 @@ def test_a_counts_table_from_excel_for_mac_or_with_decomposed_accents(tmp_path: 
     (tmp_path / "counts.csv").write_bytes(("filename,count\r" + rows).encode("utf-8"))
     got = {unicodedata.normalize("NFC", image.name): gt.count for image, gt in load_labelled_folder(tmp_path)}
     assert got == {"café1.png": 3, "naïve 2.png": 4, "plain.png": 5}
+    # a table in its plate's folder names that plate's image, however the accent is written (a reviewer)
+    plates = tmp_path / "plates"
+    for k, plate in enumerate(("plate1", "plate2")):
+        _save_png(plates / plate / "café.png", np.full((16, 16), k, np.uint8))
+        name = unicodedata.normalize("NFD" if k == 0 else "NFC", "café.png")
+        (plates / plate / "counts.csv").write_bytes(f"filename,count\n{name},{k + 7}\n".encode())
+    got = {f"{image.parent.name}/{unicodedata.normalize('NFC', image.name)}": gt.count
+           for image, gt in load_labelled_folder(plates)}
+    assert got == {"plate1/café.png": 7, "plate2/café.png": 8}
 
 
 def test_a_microscopes_metadata_xml_is_not_ground_truth(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from cellcount.io import (
 )
 
 from .images import _read_gt_image, read_label_image
+from .names import folded
 from .pairing import _check_against_counts, _folded_counts, _skip_warning, match_ground_truth
 from .truth import GroundTruth, _check_shape, _count_labels
 
@@ -128,7 +129,7 @@ def load_dsb_folder(root: str | os.PathLike, *, counts_only: bool = False,
     images = list_image_files([image_dir], ground_truth=True)
     matches = match_ground_truth(images, list_image_files([gt_dir], ground_truth=True)) if gt_dir is not None else {}
     for image in images:
-        stem = image.stem.casefold()
+        stem = folded(image.stem)
         if counts_only and stem in counts:
             out.append(
                 (image, GroundTruth(kind="count", count=counts[stem], source=str(root / "counts.csv")))

@@ -30,7 +30,7 @@ from cellcount.io import (
 
 from .dsb import _is_dsb_nested, load_dsb_folder
 from .exported import GEOJSON_EXTENSIONS, is_roi_set
-from .names import _names, listed, match_names, name_key
+from .names import _names, folded, listed, match_names, name_key
 from .pairing import (
     _check_against_counts,
     _gt_base,
@@ -116,7 +116,7 @@ def _count_tables(
             continue
         for spelled, n in read_counts_by_name(path).items():
             spelled = placed(path, spelled)
-            stem = spelled.casefold()  # IMG4.PNG in a table names img4.png, as on Windows and macOS (and uploads)
+            stem = folded(spelled)  # IMG4.PNG in a table names img4.png, as on Windows and macOS (and uploads)
             as_written.setdefault(stem, spelled)
             if stem in counts and counts[stem] != n:
                 disagree.setdefault(stem, [f"{counts[stem]} ({where[stem]})"]).append(f"{n} ({path})")
@@ -449,14 +449,14 @@ def _in_its_folder(root: Path, files: list[Path]) -> Callable[[Path, str], str]:
     (plate1/counts.csv's A01.png is plate1/A01.png, whatever plate2/counts.csv says of plate2's), else as written."""
     paths = set(_anchored(root, files).values())
     anchor = root.resolve().name
-    known = {name_key(p).casefold() for p in paths}
+    known = {folded(name_key(p)) for p in paths}
 
     def placed(table: Path, name: str) -> str:
         folder = table.parent.relative_to(root).as_posix()
         if folder in ("", ".") or "/" in name.strip("/") or PurePosixPath(name).is_absolute():
             return name
         inside = f"{folder}/{name_key(name)}"
-        return inside if f"{anchor}/{inside}".casefold() in known or inside.casefold() in known else name
+        return inside if folded(f"{anchor}/{inside}") in known or folded(inside) in known else name
 
     return placed
 

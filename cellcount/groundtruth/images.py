@@ -30,11 +30,12 @@ def _opened(source: object) -> Path | io.BytesIO | None:
         return io.BytesIO(bytes(source))
     if isinstance(source, (str, os.PathLike)):
         return Path(source)
-    try:
+    try:  # from the start, as the image reader reads it (cellcount.io.read seeks to 0 first)
         at = source.tell()  # type: ignore[attr-defined]
+        source.seek(0)  # type: ignore[attr-defined]
         data = io.BytesIO(source.read())  # type: ignore[attr-defined]
         source.seek(at)  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, ValueError):  # not seekable: read once, by the image reader
         return None
     return data
 
@@ -77,8 +78,9 @@ def _prediction_note(source: object) -> str | None:
     return text if text.startswith(PREDICTION_TAG) else None
 
 
-_LOSSY_TIFF = {6: "a TIFF with old-style JPEG compression", 7: "a JPEG-compressed TIFF",
-               34892: "a JPEG-compressed TIFF"}
+_LOSSY_TIFF = {6: "a TIFF with old-style JPEG compression", 7: "a JPEG-compressed TIFF", 34892: "a JPEG-compressed TIFF",
+               22610: "a JPEG XR-compressed TIFF", 33003: "a JPEG 2000-compressed TIFF (Aperio)",
+               33005: "a JPEG 2000-compressed TIFF (Aperio)", 50001: "a WebP-compressed TIFF"}
 
 
 def lossy_format(source: object) -> str | None:

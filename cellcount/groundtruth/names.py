@@ -35,15 +35,15 @@ def match_names(keys: Iterable[str], images: Mapping[Any, str], anchored: Mappin
     without their folder, which no count or point may be given to silently). ``anchored``: each image's path with
     its folder's own name above it (:func:`_anchored`): a full path (``/data/plate2/A01.tif``) must run through it,
     so that it never names ``A01.tif`` of the folder ``plate1``."""
-    paths = {img: _folded(name_key(path)) for img, path in images.items()}
-    full = {img: _folded(name_key(path)) for img, path in (anchored or images).items()}
+    paths = {img: folded(name_key(path)) for img, path in images.items()}
+    full = {img: folded(name_key(path)) for img, path in (anchored or images).items()}
     by_last: dict[str, list[Any]] = {}
     for img, path in paths.items():
         by_last.setdefault(path.rsplit("/", 1)[-1], []).append(img)
     found: dict[str, Any] = {}
     ambiguous: dict[str, list[Any]] = {}
     for key in keys:
-        k = _folded(key)
+        k = folded(key)
         tail = full if k.startswith("/") or re.match(r"[a-z]:/", k) else paths
         hits = [img for img in by_last.get(k.rsplit("/", 1)[-1], [])
                 if paths[img] == k or paths[img].endswith("/" + k) or k.endswith("/" + tail[img])]
@@ -54,7 +54,7 @@ def match_names(keys: Iterable[str], images: Mapping[Any, str], anchored: Mappin
     return found, ambiguous
 
 
-def _folded(name: str) -> str:
+def folded(name: str) -> str:
     """``name`` compared casefolded and with its accents composed alike: a table saved on macOS writes ``é`` as
     ``e`` and a combining accent (NFD), where the file's name on disk has the one character (NFC)."""
     return unicodedata.normalize("NFC", name).casefold()

@@ -22,7 +22,7 @@ from cellcount.io import (
 )
 
 from .exported import GEOJSON_EXTENSIONS
-from .names import _names, listed
+from .names import _names, folded, listed
 from .tables import TABLE_EXTENSIONS, _count_columns, _csv_rows, _point_columns, _read_csv_text, read_counts_csv
 from .truth import GroundTruth
 
@@ -294,12 +294,12 @@ def _check_against_counts(gt: GroundTruth, listed: tuple[int, str] | int | None)
 
 
 def _folded_counts(path: Path) -> dict[str, int]:
-    """A counts table keyed by casefolded stem (IMG4 in the table names img4.png, as on Windows and macOS);
+    """A counts table keyed by folded stem (:func:`folded`: IMG4 in the table names img4.png, as on Windows and macOS);
     two rows naming one image with different counts are left out, with a warning."""
     counts: dict[str, int] = {}
     clash: set[str] = set()
     for spelled, n in read_counts_csv(path).items():
-        stem = spelled.casefold()
+        stem = folded(spelled)
         if stem in counts and counts[stem] != n:
             clash.add(stem)
         counts.setdefault(stem, n)

@@ -7,6 +7,7 @@ import csv
 import io
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -100,6 +101,7 @@ def _read_csv_text(source: CsvSource) -> tuple[str, str]:
     if "\x00" in text:
         raise GroundTruthError(f"{name}: not a text CSV (it holds NUL bytes)")
     text = re.sub(r"\r(?!\n)", "\n", text)  # Excel for Mac's "CSV (Macintosh)" ends its lines with CR alone
+    text = unicodedata.normalize("NFC", text)  # names written on macOS spell é as e and an accent, as files seldom do
     first, _, rest = text.partition("\n")
     if re.fullmatch(r"\s*sep=.\s*", first, flags=re.IGNORECASE):  # Excel's separator line: the header follows it
         text = rest
