@@ -189,7 +189,7 @@ def cmd_models(remove: str | None = None, *, card: str | None = None) -> int:
         training = shown.get("training") or {}
         if training.get("finetuned_from"):  # the base's images (and its base's), beside data's own: said which
             for key in ("train_sha256", "train_pixel_sha256"):
-                if isinstance(training.get(key), list):
+                if isinstance(training.get(key), list) and training[key]:
                     training[key] = (f"<{len(training[key])} items: the images {training['finetuned_from'].get('name')} "
                                      "and the models it came from learnt from, recognised by content>")
 

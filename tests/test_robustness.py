@@ -757,4 +757,4 @@ def test_an_unreadable_file_says_what_to_do():
     from cellcount.errors import error_text
 
     text = error_text(PermissionError(13, "Permission denied", "/data/nop.png"), "nop.png")
-    assert text.startswith("[Errno 13] Permission denied") and "change its permissions" in text
+    assert text.startswith("[Errno 13] Permission denied") and "check its permissions" in text

@@ -416,7 +416,7 @@ def _decide_reading(s: AnnotatedSet, b: Base, *, background: str, size: str, dia
                 one = (time.perf_counter() - t_one) * mean_px / (images[i].shape[0] * images[i].shape[1])
                 rest = one * (len(train_idx) - 2 + per_train * len(train_idx) + 2 * len(held_idx)) + 5.0
                 _check_budget(minutes, time.perf_counter() - t_start, rest, len(s.names), partial=b.kind != "density")
-        # partly dotted images, as the Train page says of those dotted there (an empty one has its own note)
+        # partly dotted images (an empty one has its own note; the Train page's hint while dotting judges the count alone)
         dotted = [k for k, i in enumerate(train_idx) if s.gts[i].kind == "points" and s.gts[i].count]
         if note := few_dots_note([s.names[train_idx[k]] for k in dotted], [s.gts[train_idx[k]].count for k in dotted],
                                  [out[k][2] for k in dotted], b.model.name, undotted=[out[k][3] for k in dotted]):

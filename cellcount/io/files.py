@@ -307,8 +307,8 @@ def same_files(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
     """(path, the first of ``paths`` with the same bytes) for each file that repeats an earlier one under another
     path: a copy, counted as an image of its own, whose cells a folder's total then counts twice. Only files of one
     size are compared, by their first 64 KiB, then whole: a folder of distinct images costs a stat per file (and a
-    little reading where a camera's files share their size). Paths to one file (symbolic links) are not copies: they
-    are said where the inputs are listed."""
+    little reading where a camera's files share their size). Symbolic links to one file are said where the inputs
+    are listed, not here; hard links, which nothing else says, are."""
     import hashlib
 
     def head(path: Path, whole: bool = False) -> str | None:
@@ -324,7 +324,7 @@ def same_files(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
             return None  # unreadable here: reported where it is read for counting
 
     by_size: dict[int, list[Path]] = {}
-    real: set[str] = set()
+    real: set[str] = set()  # one file behind symbolic links: said as such where the inputs are listed
     for path in paths:
         with contextlib.suppress(OSError):
             if path.is_file() and (where := os.path.realpath(path)) not in real:
