@@ -138,6 +138,9 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
             entry["values"][name] = value
     entry["origin"], entry["detail"] = origin, detail
     entry["tuned_on"] = sorted(set(tuned_on)) if origin == "tuned" else []
+    if origin == "tuned" and tuned_on:  # remembered by value: the same settings reopened from a run are still these
+        _state().setdefault("tuned_sets", {}).setdefault(model.name, []).append(
+            (dict(entry["values"]), sorted(set(tuned_on))))
 
 
 def tuned_on(model: cc.models.CountModel) -> set[str]:
@@ -146,7 +149,11 @@ def tuned_on(model: cc.models.CountModel) -> set[str]:
     entry = _entry(model)
     if entry["origin"] == "tuned" or entry["detail"] == f"starting from {STARTED_FROM['tuned']}":
         return set(entry.get("tuned_on", ()))
-    return set()
+    # the values of settings tuned in this session, come back another way (a past run's, a settings file): a tester
+    # reopened them from Runs and Compare ranked them best on their own tuning images without a word
+    now = entry["values"]
+    return {d for values, digests in _state().get("tuned_sets", {}).get(model.name, [])
+            if all(now.get(k) == v for k, v in values.items()) for d in digests}
 
 
 def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
@@ -276,6 +283,17 @@ def origin(model: cc.models.CountModel, *, image: bool = True) -> tuple[str, str
     if image and _image_changes(model) and entry["origin"] != "edited":
         return "edited", f"starting from {STARTED_FROM[entry['origin']]}"
     return entry["origin"], entry["detail"]
+
+
+def short_label(model: cc.models.CountModel) -> str:
+    """``model``'s name, with what its settings change from the card where they do ("unet-mask (edited: Min. area
+    30)"): a comparison's rows and CSV named the model alone, and a worse MAE read as the model's (a tester)."""
+    key, _ = origin(model)
+    if key == "card":
+        return model.name
+    own = changes_text(card_values(model), _entry(model)["values"], most=2, sep=" ")
+    changes = [c for c in (own, ", ".join(_label(n) for n in _image_changes(model))) if c]
+    return f"{model.name} ({ORIGINS[key]}{': ' + '; '.join(changes) if changes else ''})"
 
 
 def describe(model: cc.models.CountModel) -> str:

@@ -91,7 +91,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         sh.reset_models_button(P, models)
         if len(names) < 2:
             st.info("Only one model is installed: compare two settings of it instead (switch above).")
-        return [(m.name, m.name, settings.params(m)) for m in models]
+        return [(settings.short_label(m), m.name, settings.params(m)) for m in models]
     model_name, model = sh.pick_model(P)  # a change is announced here, with what happens to the settings
     configs = []
     st.caption("A is the session's settings for this model (shared with the other pages); B starts as a copy "

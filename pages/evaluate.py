@@ -21,6 +21,7 @@ from cellcount.evaluate import (
 from cellcount.metrics import unmatched_objects, unmatched_points_in_objects
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
+from pages import _settings as settings
 from pages import _shared as sh
 
 sh.require_entry_point("evaluate")
@@ -236,11 +237,19 @@ def tried_table(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def in_sample_note(sig: str, params: cc.CountParams) -> None:
+def in_sample_note(sig: str, params: cc.CountParams, model: cc.models.CountModel, digests: set[str]) -> None:
     """Said above the scores when the settings in use were tuned on these same images: the scores then fit them
-    (a tester would have reported the in-sample 2.20, against 6.00 on images the tuning did not see)."""
+    (a tester would have reported the in-sample 2.20, against 6.00 on images the tuning did not see), or on some of
+    them (one image swapped; the settings applied, or reopened from a run)."""
     tuned = st.session_state.get(f"{P}__tune")
     if not tuned or tuned["sig"] != sig or tuned["best"] == tuned["start"] or params.to_dict() != tuned["best"]:
+        try:
+            hit = settings.tuned_on(model) & digests if params == settings.params(model) else set()
+        except cc.CellcountError:
+            hit = set()
+        if hit:
+            st.info(f"These scores use settings tuned on {len(hit)} of these {len(digests)} images (Evaluate, "
+                    "Optimise), so they fit those better than they will fit new ones.", icon=":material/info:")
         return
     check = tuned.get("check")
     unseen = (f" On images the tuning did not see, they counted at MAE {sh.fixed(check.tuned)} against "
@@ -465,7 +474,7 @@ with right:
         sh.show_error(err)
         st.stop()
 
-    in_sample_note(sig, params)
+    in_sample_note(sig, params, model, {sh.digest_of(d) for n, d, _ in items if n in {p[0] for p in pairs}})
     show_summary(summary, iou)
     flag_caption(per_image)
     tabs = st.tabs(
