@@ -39,6 +39,15 @@ def test_the_lowest_mae_and_each_others_paired_verdict():
     assert list(cmp.table.columns[:2]) == ["file", "true"] and "error: B" in cmp.table
 
 
+def test_a_density_models_total_is_the_sum_of_the_counts_shown():
+    """A density model's total summed its rounded counts (302) beside counts shown and a bias that summed to 300.8."""
+    truth = {"a.png": 10, "b.png": 20}
+    long = pd.DataFrame([{"file": f, "true": t, "config": "D", "count": round(t + 0.4), "count_estimate": t + 0.4,
+                          "seconds": 0.1, "check": False} for f, t in truth.items()])
+    cmp = compare_counts(long, ["D"], truth)
+    assert cmp.per_config.set_index("config").loc["D", "total count"] == pytest.approx(30.8)
+
+
 def test_a_configuration_scored_against_a_truth_without_edge_objects_is_named():
     truth = {"f0.png": 10, "f1.png": 12}
     long = _long(truth, {"A": {"f0.png": 9, "f1.png": 12}, "B": {"f0.png": 8, "f1.png": 10}})
