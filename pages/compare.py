@@ -485,9 +485,16 @@ sig = repr(
     + [sh.requested_backend()]
 )
 if run_now:
-    st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources, page)}
+    st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources, page),
+                                        "what": ([lab for lab, _, _ in configs], len(sources))}
 stored = st.session_state.get(f"{P}__result")
 if stored is None or stored["sig"] != sig:
-    st.info("Press Compare to count the images with every configuration.")
+    if stored is not None and "what" in stored:  # the table went with no word when a setting changed on Batch
+        labels, n = stored["what"]
+        st.info(f"The last comparison ({'; '.join(labels)}, on {n} image(s)) no longer matches what is chosen: the "
+                "models, the settings in use (changed here or on another page) or the images changed. Press Compare "
+                "to count again; setting them back shows it again.", icon=":material/update:")
+    else:
+        st.info("Press Compare to count the images with every configuration.")
     st.stop()
 show(stored["table"], configs, sources, page, sig)

@@ -81,6 +81,11 @@ def test_one_model_two_settings():
     at.run()
     assert next(b for b in at.selectbox if b.label == "Image").value == "s02_dense_clusters.png"
     assert any("s02" in str(c.proto) or "167" in str(c.proto) for c in at.get("plotly_chart"))
+    # a setting changed after the comparison: said, not a silent "Press Compare" (a tester, from Batch)
+    at.slider(key="compare_b_threshold").set_value(0.6)
+    at.run()
+    assert any("The last comparison (A: classical-otsu; B: classical-otsu (Probability threshold 0.7), on 2 image(s)) "
+               "no longer matches" in i.value for i in at.info), [i.value for i in at.info]
 
 
 @pytest.mark.slow
