@@ -49,7 +49,7 @@ from .io import (
     read_metadata,
 )
 from .io.files import TIFF_MAGICS
-from .io.read import decoder_error, main_series
+from .io.read import decoder_error, main_series, missing_beside_content, missing_note, tiff_missing_tiles
 from .models import size_model_for
 from .models.base import CountModel
 from .params import auto_distance_px, measuring_by_file
@@ -191,52 +191,19 @@ def _zarr_missing(plane: LazyPlane, array: Any, axes: str) -> None:
 
 
 def _tiff_missing(plane: LazyPlane, series: Any) -> None:
-    """Set ``plane.missing``: the tiles (or strips) of the first page that the file does not store (byte count 0:
-    a sparse file, or a damaged one), which are read as 0."""
+    """Set ``plane.missing``: the tiles (or strips) of the first page the file does not store, read as 0."""
     try:
-        levels = getattr(series, "levels", None) or [series]
-        page = levels[0].pages[0]
-        counts = list(page.databytecounts)
-        ch, cw = page.chunks[-2:] if page.is_tiled else (page.chunks[0], page.shape[1])
-    except (AttributeError, IndexError, TypeError, ValueError):
+        page = (getattr(series, "levels", None) or [series])[0].pages[0]
+    except (AttributeError, IndexError):
         return
-    height, width = plane.shape[0], plane.shape[1]
-    rows, cols = -(-height // ch), -(-width // cw)
-    plane.chunks = rows * cols
-    for k, count in enumerate(counts[: rows * cols]):  # the first sample's (planar files repeat the grid per sample)
-        if count == 0:
-            r, c = divmod(k, cols)
-            plane.missing.append((r * ch, c * cw, min((r + 1) * ch, height), min((c + 1) * cw, width)))
+    plane.missing, plane.chunks = tiff_missing_tiles(page, plane.shape[0], plane.shape[1])
 
 
-def missing_note(plane: LazyPlane, most: int = 200) -> str | None:
-    """A note when tiles or chunks of the plane are not stored and something lies beside them: a writer leaves out
-    chunks that are all background (fill value), but a line of pixels beside a missing chunk that is mostly not the
-    fill value says it held more (an interrupted copy of a Zarr folder, a damaged TIFF): its objects are not counted.
-    None otherwise (a tester's Zarr with 4 of 64 chunks deleted counted 1462 for 1546, unflagged)."""
+def missing_chunks_note(plane: LazyPlane) -> str | None:
+    """:func:`~cellcount.io.read.missing_note` of the plane's tiles or chunks not stored beside content."""
     if not plane.missing:
         return None
-    height, width = plane.shape[0], plane.shape[1]
-    beside = []
-    for r0, c0, r1, c1 in plane.missing[:most]:
-        lines = [(slice(r0 - 1, r0), slice(c0, c1)) if r0 > 0 else None,
-                 (slice(r1, r1 + 1), slice(c0, c1)) if r1 < height else None,
-                 (slice(r0, r1), slice(c0 - 1, c0)) if c0 > 0 else None,
-                 (slice(r0, r1), slice(c1, c1 + 1)) if c1 < width else None]
-        for window in filter(None, lines):
-            try:
-                line = np.asarray(plane[window], np.float64)
-            except CellcountError:
-                continue
-            if line.size and np.mean(np.any((line != plane.fill).reshape(line.shape[0], line.shape[1], -1), axis=2)) > 0.5:
-                beside.append((r0, c0, r1, c1))
-                break
-    if not beside:
-        return None
-    where = "; ".join(f"rows {r0}-{r1}, columns {c0}-{c1}" for r0, c0, r1, c1 in beside[:3])
-    return (f"{len(beside)} of the image's {plane.chunks} tiles or chunks are missing from the file beside parts of "
-            f"the image that are not empty ({where}{' ...' if len(beside) > 3 else ''}): they were read as empty, so "
-            "what they held is not counted; copy or export the image again (an interrupted copy or a damaged file?)")
+    return missing_note(missing_beside_content(plane.missing, plane.shape, plane.__getitem__, plane.fill), plane.chunks)
 
 
 def _plane(array: Any, axes: str, name: str) -> LazyPlane:
@@ -454,7 +421,7 @@ def plan_blocks(
             what = (f"region(s) {said} lie outside or across the edge of this {shape[1]} x {shape[0]} px image (W x H): "
                     "those outside have no count, those across it are counted on the part inside")
             note = f"{note}; {what}" if note else what
-        if lost := missing_note(plane):
+        if lost := missing_chunks_note(plane):
             note = f"{note}; {lost}" if note else lost
         sample = _sample(plane, sample_pixels)
         limits, bright = normalization_limits(sample, channel=p.channel, invert=p.invert, low_pct=p.low_pct,

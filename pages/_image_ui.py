@@ -74,10 +74,12 @@ def upload_source(uploaded) -> Source:
 
 
 @st.cache_data(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
-def _read_cached(digest: str, page: int | str | None, _data: bytes) -> tuple[np.ndarray, str | None, tuple | None]:
+def _read_cached(digest: str, page: int | str | None, _data: bytes
+                 ) -> tuple[np.ndarray, str | None, tuple | None, str | None]:
     image, planes = cc.io.read_image_planes(_data, page=page)
     note = f"only the first of its {planes[0]} {planes[1]} was counted" if page is None and planes else None
-    return image, note, planes
+    # tiles the file does not store beside content (a damaged TIFF), read as empty: for the quality badge
+    return image, note, planes, cc.io.read.tiff_missing_note(_data, image, page)
 
 
 def read_image_cached(digest: str, _data: bytes, page: int | str | None = None, *, name: str | None = None,
@@ -85,7 +87,7 @@ def read_image_cached(digest: str, _data: bytes, page: int | str | None = None, 
     """Decoded image (native dtype) for the bytes with this sha256 (``page``: the plane of a z-stack, or
     "max"); when only the first of several planes was read, a warning above it says how to choose (``scored``:
     Evaluate, where the annotated plane is the one to save as a file of its own)."""
-    image, note, planes = _read_cached(digest, page, _data)
+    image, note, planes, _ = _read_cached(digest, page, _data)
     if note:
         which = f"**{name}**" if name else "This file"
         if scored:
@@ -102,7 +104,8 @@ def read_image_cached(digest: str, _data: bytes, page: int | str | None = None, 
 def image_note(digest: str, _data: bytes, page: int | str | None = None) -> str | None:
     """Why the file's count may not be what the user meant (e.g. only one plane of a z-stack), or None: a
     reason for the quality badge."""
-    return _read_cached(digest, page, _data)[1]
+    _, note, _, lost = _read_cached(digest, page, _data)
+    return "; ".join(n for n in (note, lost) if n) or None
 
 
 PLANE_CHOICE = "plane_choice"
