@@ -1051,3 +1051,12 @@ def test_an_empty_upload_or_pair_is_said_to_be_empty() -> None:
 
     assert not_an_image("im2.png", b"") == "im2.png: file is empty (0 bytes)"
     assert "plain text" in not_an_image("notes.png", b"hello, this is text")
+
+
+def test_a_damaged_chunk_is_said_damaged_not_undecodable():
+    """A Zarr chunk of random bytes read "uses a compression ... this program cannot decode (save it as LZW)" from
+    the decoder's "Zstd decompression error" (a tester)."""
+    from cellcount.io.read import decoder_error
+
+    assert "truncated or damaged" in str(decoder_error("a.zarr", RuntimeError("Zstd decompression error: Unknown frame")))
+    assert "cannot decode" in str(decoder_error("a.tif", ValueError("JPEGXL compression not available (imagecodecs)")))

@@ -475,9 +475,13 @@ def decoder_error(name: str, err: BaseException) -> ImageReadError:
     """An error a decoder raised on ``name``'s pixels, said with its likely cause first: the decoder's own words
     (kept: they help a bug report) say little to a user."""
     said = str(err)
+    low = said.lower()
+    # "Zstd decompression error" is a damaged chunk, not a codec this program lacks (a tester was told to save it as LZW)
+    damaged = any(w in low for w in ("decompression error", "decompress error", "corrupt", "invalid", "truncated",
+                                     "incorrect header", "error -3", "unexpected end"))
     why = ("it uses a compression or feature this program cannot decode (save it as an uncompressed or LZW TIFF)"
-           if any(w in said.lower() for w in ("imagecodecs", "compression", "not available", "unsupported")) else
-           "the file is probably truncated or damaged (an interrupted copy or download)")
+           if not damaged and any(w in low for w in ("imagecodecs", "compression", "not available", "unsupported"))
+           else "the file is probably truncated or damaged (an interrupted copy or download)")
     # its class too where it is not an OSError: KeyError('273') or an LZW error says little without it
     said = (said.strip() or "nothing") + ("" if isinstance(err, OSError) else f" ({type(err).__name__})")
     return ImageReadError(f"{name}: cannot read image: {why}; the decoder said: {said}")
