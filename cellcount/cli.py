@@ -574,7 +574,7 @@ def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: in
             whole: list[str], no_labels: list[str]) -> None:
     """What a finished ``count`` prints: the summary line, each failed image, and notes on rows without region
     counts or label images."""
-    from .io.read import OVER_CAP_HINT, OVER_CAP_WORKERS_HINT, PIXEL_CAP_TEXT
+    from .io.read import BYTES_CAP_TEXT, OVER_BYTES_HINT, OVER_CAP_HINT, OVER_CAP_WORKERS_HINT, PIXEL_CAP_TEXT
 
     if not args.quiet:
         what = ("(density integrals; the objects CSV lists its peaks, approximate centres)"
@@ -594,6 +594,8 @@ def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: in
         print(f"  failed: {reason if reason.startswith(f'{name}: ') else f'{name}: {reason}'}", file=sys.stderr)
     if any(PIXEL_CAP_TEXT in reason for _, reason in failed):  # on workers too: a PNG is not counted by blocks
         print(f"note: {OVER_CAP_WORKERS_HINT if args.workers or args.scheduler else OVER_CAP_HINT}", file=sys.stderr)
+    if any(BYTES_CAP_TEXT in reason for _, reason in failed) and not (args.workers or args.scheduler):
+        print(f"note: {OVER_BYTES_HINT}", file=sys.stderr)
     if whole:  # an empty regions CSV said nothing of why (a tester's 8000 x 8000 slide, under the cap)
         shown = ", ".join(whole[:3]) + (f" and {len(whole) - 3} more" if len(whole) > 3 else "")
         print(f"note: {len(whole)} image(s) were counted whole, not by blocks, so they have no region counts "

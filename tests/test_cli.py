@@ -823,6 +823,26 @@ def test_an_image_above_the_pixel_cap_on_workers_says_which_formats_go_by_blocks
     assert "counted by blocks only where they are TIFF or OME-Zarr; other formats (PNG, JPEG, BMP): export them" in err
 
 
+def test_a_file_above_the_byte_cap_says_how_to_count_it(tmp_path, capsys):
+    """A 1.2 GB whole-slide TIFF read "above the cap of 1,073,741,824 bytes (max_bytes)" and no more (a tester): by
+    blocks with --workers it is counted."""
+    import argparse
+
+    from cellcount.cli import _report
+    from cellcount.io.read import read_image
+
+    big = tmp_path / "slide.tif"
+    tifffile.imwrite(big, np.zeros((64, 64), np.uint8))
+    with pytest.raises(Exception) as refused:
+        read_image(big, max_bytes=100)
+    failed = [("slide.tif", str(refused.value))]
+    args = argparse.Namespace(quiet=True, workers=None, scheduler=None, out="c.csv")
+    _report(args, load_model(CLASSICAL_NAME), n_ok=0, n_err=1, total=0, n_check=0, total_check=0, kept=0, done=set(),
+            todo=[], skipped=[], failed=failed, whole=[], no_labels=[])
+    assert "note: files above the byte cap: TIFF ones (a whole slide) are counted by blocks with --workers N" in (
+        capsys.readouterr().err)
+
+
 def test_block_options_are_checked_before_any_worker_starts(small_folder, tmp_path, capsys):
     """--region-grid 0x2 started workers and gave every image an error row; small blocks say what they cost."""
     argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"), "--workers", "1",

@@ -91,7 +91,7 @@ def _open_source(source: ImageSource, max_bytes: int) -> tuple[str, str | io.Byt
         size = os.path.getsize(path)
         if size > max_bytes:
             raise ImageTooLargeError(
-                f"{path}: file is {size:,} bytes, above the cap of {max_bytes:,} bytes (max_bytes)"
+                f"{path}: file is {size:,} bytes, above the cap of {max_bytes:,} {BYTES_CAP_TEXT}"
             )
         if size == 0:
             raise ImageReadError(f"{path}: file is empty (0 bytes)")
@@ -132,6 +132,11 @@ OVER_CAP_WORKERS_HINT = ("images above the pixel cap are counted by blocks only 
                          "formats (PNG, JPEG, BMP): export them as TIFF, or raise --max-pixels where memory allows (a "
                          "few tens of bytes per pixel: docs/LIMITS.md)")
 """The same, said to a run on workers, which already counts TIFF and OME-Zarr by blocks."""
+BYTES_CAP_TEXT = "bytes (max_bytes)"
+"""How the refusal of a file above the byte cap ends."""
+OVER_BYTES_HINT = ("files above the byte cap: TIFF ones (a whole slide) are counted by blocks with --workers N (pip "
+                   "install 'cellcount[cluster]'; docs/SCALING.md), which never reads the file whole; other formats: "
+                   "export them as tiled TIFF")
 
 
 def _check_pixels(name: str, height: int, width: int, max_pixels: int) -> None:
