@@ -52,7 +52,7 @@ from .io.files import TIFF_MAGICS
 from .io.read import decoder_error, main_series, missing_beside_content, missing_note, tiff_missing_tiles
 from .models import size_model_for
 from .models.base import CountModel
-from .params import auto_distance_px, measuring_by_file
+from .params import auto_distance_px, channel_for_image, measuring_by_file
 from .pipeline import CountParams, CountResult, nothing_found, postprocess, predict, resolve_params
 from .postprocess import MIN_TOUCH_OBJECTS
 from .postprocess import density_count as map_integral
@@ -283,6 +283,9 @@ class BlockPlan:
     file_pixel_size_um: float | None = None
     """The file's own calibration (OME, ImageJ), which measures the objects where the settings give none, as for an
     image counted whole."""
+    one_channel: bool = False
+    """A channel was chosen but the image has one: it is counted as it is (:func:`cellcount.params.channel_for_image`),
+    as an image counted whole is (the channel chosen for a folder's composites failed its one-channel slide)."""
 
 
 @dataclass
@@ -414,6 +417,9 @@ def plan_blocks(
     with open_lazy(source) as plane:
         shape = (int(plane.shape[0]), int(plane.shape[1]))
         note = plane.note
+        p, one_channel = channel_for_image(p, int(plane.shape[2]) if len(plane.shape) == 3 else 1)
+        if one_channel:
+            note = f"{note}; {one_channel}" if note else one_channel
         regions, outside = _regions_inside(regions, shape)
         if outside:  # a box beyond the image counted 0 (or a part of it) in silence; the image keeps its count
             said = ", ".join(repr(name) for name in outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5
@@ -449,7 +455,8 @@ def plan_blocks(
     return BlockPlan(source=os.fspath(source), shape=shape, cores=cores, blocks=blocks, limits=limits, bright=bright,
                      nucleus_diameter_px=diameter, block_px=block_px, overlap_px=overlap_px,
                      regions=tuple(tuple(r) for r in regions), estimated_diameter_px=estimated,
-                     seconds=time.perf_counter() - t0, note=note, file_pixel_size_um=file_size)
+                     seconds=time.perf_counter() - t0, note=note, file_pixel_size_um=file_size,
+                     one_channel=bool(one_channel))
 
 
 def _file_pixel_size(source: str | os.PathLike) -> float | None:
@@ -470,7 +477,7 @@ def block_params(plan: BlockPlan, params: CountParams) -> CountParams:
         distance = auto_distance_px(plan.estimated_diameter_px)
     return measuring_by_file(params, plan.file_pixel_size_um).replace(
         invert=plan.bright, auto_nucleus_size=False, nucleus_diameter_px=plan.nucleus_diameter_px, exclude_border=False,
-        min_distance_px=distance)
+        min_distance_px=distance, channel=None if plan.one_channel else params.channel)
 
 
 def _inside(rows: np.ndarray, cols: np.ndarray, box: Box) -> np.ndarray:

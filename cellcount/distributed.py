@@ -37,6 +37,7 @@ from .blocks import (
     count_block,
     is_zarr,
     lazy_shape,
+    open_lazy,
     plan_blocks,
     plan_summary,
     region_grid,
@@ -166,6 +167,15 @@ def _needs_blocks(src: Any, max_pixels: int) -> tuple[int, int] | None:
     return (h, w) if tiff and h * w > max_pixels else None
 
 
+def _one_plane(src: Any) -> bool:
+    """Whether a file counted by blocks holds one plane only (no z-planes, time points or pages left unread)."""
+    try:
+        with open_lazy(src) as plane:
+            return plane.note is None
+    except (CellcountError, OSError):
+        return False
+
+
 def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, max_pixels: int,
                block_px: int, overlap_px: int, regions: RegionSpec, page: int | str | None = None,
                ) -> BatchItem | BlockPlan:
@@ -176,7 +186,7 @@ def count_task(name: str, src: Any, ref: str, sha256: str, params: CountParams, 
     except (CellcountError, OSError) as err:
         return _error_item(name, error_text(err, name), model, params)
     if shape is not None:
-        if page is not None:
+        if page is not None and not _one_plane(src):  # one plane: counted as it is, as a file read whole is
             return _error_item(name, "a plane choice (--plane) is not supported for an image counted "
                                "by blocks; save the plane or its projection as its own TIFF", model, params)
         try:

@@ -346,3 +346,18 @@ def tifffile_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, image, tile=(64, 64))
     return buf.getvalue()
+
+
+def test_a_channel_chosen_for_composites_counts_a_one_channel_image_by_blocks_as_it_is(tmp_path, rng):
+    """--channel 1 failed a one-channel slide counted by blocks, where the same file read whole was counted as it is
+    and flagged (a tester)."""
+    image = np.zeros((300, 300), np.uint8)
+    for r, c in rng.integers(20, 280, (30, 2)):
+        image[r - 5:r + 5, c - 5:c + 5] = 200
+    tifffile.imwrite(tmp_path / "one.tif", image, tile=(128, 128))
+    model = cc.load_model("classical-otsu")
+    plan = blocks.plan_blocks(tmp_path / "one.tif", model, cc.resolve_params(model, {"channel": 1}), block_px=128,
+                              overlap_px=32)
+    assert plan.one_channel and "channel 1 was chosen, but this image has only one channel" in plan.note
+    result, _ = blocks.count_blocks(tmp_path / "one.tif", model, {"channel": 1}, block_px=128, overlap_px=32)
+    assert result.count > 0 and result.quality.flag
