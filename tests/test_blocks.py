@@ -67,6 +67,12 @@ def test_lazy_tiff_and_ome_zarr_read_only_a_window(tmp_path, rng):
     root.attrs["multiscales"] = [{"axes": [{"name": "t"}, {"name": "c"}, {"name": "y"}, {"name": "x"}],
                                   "datasets": [{"path": "0"}]}]
     assert blocks.is_zarr(tmp_path / "img.ome.zarr")
+    assert blocks.zarr_pixel_size(tmp_path / "img.ome.zarr") is None, "no unit, no pixel size"
+    root.attrs["multiscales"] = [{"axes": [{"name": "t"}, {"name": "c"}, {"name": "y", "unit": "micrometer"},
+                                           {"name": "x", "unit": "micrometer"}],
+                                  "datasets": [{"path": "0", "coordinateTransformations": [
+                                      {"type": "scale", "scale": [1.0, 1.0, 0.325, 0.325]}]}]}]
+    assert blocks.zarr_pixel_size(tmp_path / "img.ome.zarr") == pytest.approx(0.325)  # µm columns from the file
     with blocks.open_lazy(tmp_path / "img.ome.zarr") as plane:
         assert plane.shape == (300, 400, 3)
         np.testing.assert_array_equal(plane[5:100, 7:300], image[5:100, 7:300])
