@@ -109,7 +109,8 @@ class LazyPlane:
     def _window(self, rs: slice, cs: slice) -> np.ndarray:
         if self._move is None:
             return np.asarray(self._array[(*self._index, rs, cs)])
-        return np.moveaxis(np.asarray(self._array[(*self._index, slice(None), rs, cs)]), 0, -1)
+        # the channel axis (a slice among the leading indices) comes first in the window: moved last
+        return np.moveaxis(np.asarray(self._array[(*self._index, rs, cs)]), 0, -1)
 
 
 @contextlib.contextmanager
@@ -241,9 +242,9 @@ def _first_plane(array: Any, axes: str, name: str) -> LazyPlane:
         return LazyPlane(array, tuple(lead), (h, w), None)
     if ic == len(axes) - 1:  # Y X C: channels last, as read_image returns them
         return LazyPlane(array, tuple(lead), (h, w, int(shape["c"])), None)
-    if ic == iy - 1:  # C Y X (OME order): the channel axis is moved last per block
-        return LazyPlane(array, tuple(lead[:ic]), (h, w, int(shape["c"])), ic)
-    raise ImageReadError(f"{name}: unsupported layout (axes {axes!r}): channels must be next to Y, X")
+    if ic < iy:  # C Y X, or T C Z Y X (OME-NGFF's order): every channel, index 0 of the other leading axes
+        return LazyPlane(array, tuple(slice(None) if k == ic else 0 for k in range(iy)), (h, w, int(shape["c"])), ic)
+    raise ImageReadError(f"{name}: unsupported layout (axes {axes!r}): channels must come before Y, X or last")
 
 
 class _SqueezedPlane(LazyPlane):

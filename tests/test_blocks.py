@@ -76,6 +76,15 @@ def test_lazy_tiff_and_ome_zarr_read_only_a_window(tmp_path, rng):
     with blocks.open_lazy(tmp_path / "img.ome.zarr") as plane:
         assert plane.shape == (300, 400, 3)
         np.testing.assert_array_equal(plane[5:100, 7:300], image[5:100, 7:300])
+    # OME-NGFF's own order, T C Z Y X: was refused ("channels must be next to Y, X"), as every scanner's export was
+    ngff = zarr.open_group(str(tmp_path / "tczyx.ome.zarr"), mode="w")
+    tczyx = np.moveaxis(image, -1, 0)[None, :, None]
+    zarr.open_array(str(tmp_path / "tczyx.ome.zarr" / "0"), mode="w", shape=tczyx.shape,
+                    chunks=(1, 1, 1, 128, 128), dtype=tczyx.dtype)[:] = tczyx
+    ngff.attrs["multiscales"] = [{"axes": [{"name": a} for a in "tczyx"], "datasets": [{"path": "0"}]}]
+    with blocks.open_lazy(tmp_path / "tczyx.ome.zarr") as plane:
+        assert plane.shape == (300, 400, 3)
+        np.testing.assert_array_equal(plane[5:100, 7:300], image[5:100, 7:300])
     plain = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=(70, 90), chunks=(32, 32), dtype="u1")
     plain[:] = image[:70, :90, 0] // 256
     assert blocks.lazy_shape(tmp_path / "plain.zarr") == (70, 90)
