@@ -259,12 +259,15 @@ def unmatched_objects(true_labels: np.ndarray, pred_labels: np.ndarray, *,
     return np.setdiff1d(ids_t, got_t), np.setdiff1d(ids_p, got_p)
 
 
-def match_points(true_points: np.ndarray, pred_points: np.ndarray, *, radius_px: float = 5.0) -> MatchResult:
-    """One-to-one matching of detections to dots within ``radius_px`` (Hungarian on distance)."""
+def _point_pairs(true_points: np.ndarray, pred_points: np.ndarray, radius_px: float
+                 ) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(number of dots, of detections, indices of the dots matched, of the detections matched): one-to-one within
+    ``radius_px``, Hungarian on distance."""
     tp_ = np.asarray(true_points, np.float64).reshape(-1, 2)
     pp_ = np.asarray(pred_points, np.float64).reshape(-1, 2)
+    none = np.zeros(0, np.int64)
     if len(tp_) == 0 or len(pp_) == 0:
-        return MatchResult(tp=0, fp=len(pp_), fn=len(tp_))
+        return len(tp_), len(pp_), none, none
     tree = cKDTree(pp_)
     pairs = tree.query_ball_point(tp_, r=radius_px)
     big = 1e9
@@ -273,8 +276,22 @@ def match_points(true_points: np.ndarray, pred_points: np.ndarray, *, radius_px:
         for j in js:
             cost[i, j] = np.hypot(*(tp_[i] - pp_[j]))
     r, c = linear_sum_assignment(cost)
-    tp = int((cost[r, c] <= radius_px).sum())
-    return MatchResult(tp=tp, fp=len(pp_) - tp, fn=len(tp_) - tp)
+    ok = cost[r, c] <= radius_px
+    return len(tp_), len(pp_), r[ok], c[ok]
+
+
+def match_points(true_points: np.ndarray, pred_points: np.ndarray, *, radius_px: float = 5.0) -> MatchResult:
+    """One-to-one matching of detections to dots within ``radius_px`` (Hungarian on distance)."""
+    n_true, n_pred, got, _ = _point_pairs(true_points, pred_points, radius_px)
+    return MatchResult(tp=len(got), fp=n_pred - len(got), fn=n_true - len(got))
+
+
+def unmatched_points(true_points: np.ndarray, pred_points: np.ndarray, *, radius_px: float = 5.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the dots no detection matches, of the detections that match no dot) under :func:`match_points`'
+    matching (a density model's centres), so a viewer can mark them."""
+    n_true, n_pred, got_t, got_p = _point_pairs(true_points, pred_points, radius_px)
+    return np.setdiff1d(np.arange(n_true), got_t), np.setdiff1d(np.arange(n_pred), got_p)
 
 
 def match_points_in_objects(true_points: np.ndarray, labels: np.ndarray) -> MatchResult:

@@ -13,12 +13,13 @@ from cellcount.evaluate import (
     CROSS_CHECK_FOLDS,
     DEFAULT_GRID,
     EDGE_WALK_TEXT,
+    POINT_RADIUS_PX,
     TuningCheck,
     cross_check_errors,
     tune_params,
     worse_images,
 )
-from cellcount.metrics import unmatched_objects, unmatched_points_in_objects
+from cellcount.metrics import unmatched_objects, unmatched_points, unmatched_points_in_objects
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
 from pages import _settings as settings
@@ -194,6 +195,8 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             missed, extra = unmatched_objects(gt.labels, res.labels, iou_threshold=iou)
         elif res.output_kind != "density" and gt.points is not None:  # dots: an object holding none is extra
             missed_dots, extra = unmatched_points_in_objects(gt.points, res.labels)
+        elif gt.points is not None and res.peaks is not None:  # a density model's centres, matched as scored
+            missed_dots, _ = unmatched_points(gt.points, res.peaks, radius_px=POINT_RADIUS_PX)
         if res.output_kind != "density":
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors)
@@ -519,6 +522,7 @@ with right:
             st.caption(f"Objects without a match at IoU ≥ {iou:g} are marked (yellow on bright backgrounds, white on "
                        "dark ones): extra on the left, missed on the right, where the ground truth has outlines; with "
                        "dots, objects holding none on the left, and dots in no object (or a second dot in one: a "
-                       "merge) on the right.")
+                       f"merge) on the right. A density model's centres match dots within {POINT_RADIUS_PX:g} px: "
+                       "dots without one are marked on the right.")
     tuned_names = {name for name, _, _ in pairs}
     tune_section(pairs, params, model, sig, tuple(sh.digest_of(d) for n, d, _ in items if n in tuned_names))

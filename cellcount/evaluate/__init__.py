@@ -82,6 +82,10 @@ class TrainingImagesWarning(UserWarning):
     """Some images scored are ones the model learnt from: its error on them flatters it."""
 
 
+POINT_RADIUS_PX = 5.0
+"""A density model's centre matches a dot within this distance (px) in the F1 against dots."""
+
+
 def _warn_training_images(items: Sequence[tuple[str, np.ndarray, GroundTruth]], model: CountModel) -> None:
     """A :class:`TrainingImagesWarning` naming the images of ``items`` that ``model`` learnt from (what `cellcount
     evaluate` and the app leave out or say; a notebook following the docstrings was told nothing)."""
@@ -181,7 +185,7 @@ BORDER_TRUTH_KEPT = "border_truth_kept"
 
 
 def match_objects(res: CountResult, gt: GroundTruth, *, iou_threshold: float = 0.5,
-                  point_radius_px: float = 5.0) -> tuple[MatchResult | None, str | None]:
+                  point_radius_px: float = POINT_RADIUS_PX) -> tuple[MatchResult | None, str | None]:
     """How a count's objects match its ground truth's, as :func:`evaluate_predictions` scores them: outlines by IoU
     (``"iou"``), dots inside a segmentation's objects (``"objects"``), dots near a density map's peaks
     (``"points"``); (None, None) for a truth of a count alone. ``gt`` as :func:`scored_truth` gives it."""
@@ -199,7 +203,7 @@ def evaluate_predictions(
     params: CountParams,
     *,
     iou_threshold: float = 0.5,
-    point_radius_px: float = 5.0,
+    point_radius_px: float = POINT_RADIUS_PX,
     keep_results: bool = True,
     measure: bool = False,
 ) -> EvaluationReport:
