@@ -254,7 +254,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
         cmp.per_config,
         # widths and short headers that fit at 1400 px with 4 models' names (the CSV keeps the long names)
         column_config={
-            "config": st.column_config.TextColumn(width="medium"),  # "m (edited: Min. area 30)" was cut at 140
+            "config": st.column_config.TextColumn(width=200),  # wider for "m (edited: Min. area 30)"; 1400 px fits 200
             "RMSE": st.column_config.NumberColumn(format="%.2f", width=55),
             "median time per image (ms)": st.column_config.NumberColumn(
                 "ms / image", format="%.0f", width=70, help="Median time per image: normalise + model + postprocess "
@@ -279,7 +279,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             "images flagged": st.column_config.NumberColumn(
                 "flagged", width=58, help="Images whose count this model's quality flag marks \"check this image\""),
             "vs lowest MAE": st.column_config.TextColumn(
-                width=205, help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
+                width=175, help="The MAE difference from the configuration with the lowest MAE, on the same images, with its 95% "
                 "paired bootstrap interval: 'more error' when the interval is above 0, 'less error on these images' "
                 "when below (on the images both counted), else 'within luck': image-to-image luck explains it"),
         },

@@ -165,7 +165,7 @@ def test_cellcount_compare_is_a_command(samples_dir, tmp_path, capsys):
     assert done.value.code == 0 and "usage: cellcount compare" in capsys.readouterr().out
     assert cellcount_main(["compare", "--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "-q"]) == 0
     said = capsys.readouterr()
-    assert "+0.00 (too few images for an interval)" in said.out
+    assert "+0.00 (too few images to tell)" in said.out
     assert "a difference needs at least" in said.err
 
 

@@ -158,7 +158,7 @@ def _against_best(per_config: list[dict], wide: pd.DataFrame, truth: pd.Series) 
                                       wide[c][known].to_numpy(float))
             numbers[c] = {**d, "images": int(known.sum())}
             if pd.isna(d["low"]):
-                text = f"{d['difference']:+.2f} (too few images for an interval)"
+                text = f"{d['difference']:+.2f} (too few images to tell)"
             else:
                 # on the images both counted, the other can even be the better one
                 verdict = ("within luck" if not d["significant"] else
