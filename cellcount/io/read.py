@@ -298,15 +298,15 @@ def tiff_missing_note(source: Any, image: np.ndarray, page: int | str | None) ->
                                                                                     memoryview)):
         return None
     try:
-        data = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
-        if isinstance(data, io.BytesIO):
-            head = data.getvalue()[:4]
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            head = bytes(source[:4])
         else:
-            with open(data, "rb") as fh:
+            with open(source, "rb") as fh:
                 head = fh.read(4)
-        if head not in TIFF_MAGICS:
+        if head not in TIFF_MAGICS:  # the other formats cost these 4 bytes
             return None
-        with tifffile.TiffFile(data) as tif:
+        data = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        with tifffile.TiffFile(data) as tif:  # the header and the first page's tag tables only
             boxes, n = tiff_missing_tiles(tif.pages[page or 0], image.shape[0], image.shape[1])
     except Exception:  # noqa: BLE001 - not a TIFF, or one tifffile reads only in part: read as it was
         return None
