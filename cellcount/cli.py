@@ -158,8 +158,17 @@ def _progress_bar(enabled: bool):
             bar.close()
 
     def blocks(name: str, done: int, total: int) -> None:
-        """An image counted by blocks: its blocks beside the bar (a slide sat at 0/1 for minutes)."""
-        if enabled and bar is not None and not bar.disable:
+        """An image counted by blocks: its blocks beside the bar (a slide sat at 0/1 for minutes), or in the log's
+        progress line where stderr is not a terminal (a slide on a cluster job said nothing for its whole run)."""
+        nonlocal last_line
+        if not enabled:
+            return
+        if not terminal:
+            if 0 < done < total and time.monotonic() - last_line >= PROGRESS_LINE_S:
+                last_line = time.monotonic()
+                print(f"progress: {Path(name).name}: block {done}/{total}", file=sys.stderr, flush=True)
+            return
+        if bar is not None and not bar.disable:
             bar.set_postfix_str(f"{Path(name).name}: block {done}/{total}" if done < total else "", refresh=True)
 
     update.blocks = blocks

@@ -1015,6 +1015,9 @@ def test_progress_in_a_log_is_plain_lines_not_a_redrawn_bar(monkeypatch, capsys)
         progress(done, 4)
     err = capsys.readouterr().err  # captured: no terminal, as in a cron job's log
     assert "\r" not in err and err.splitlines() == ["progress: 1/4 images", "progress: 2/4 images", "progress: 3/4 images"]
+    progress.blocks("/data/slide.tif", 3, 16)  # a slide counted by blocks says where it is too (it said nothing)
+    progress.blocks("/data/slide.tif", 16, 16)
+    assert capsys.readouterr().err.splitlines() == ["progress: slide.tif: block 3/16"]
 
 
 def test_counting_only_files_named_like_ground_truth_says_so(samples_dir, tmp_path, capsys):
