@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,8 +94,9 @@ class LazyPlane:
         self.dtype = array.dtype
         self.note: str | None = None  # set by _plane when other planes (z, t ...) were left unread
         self.name = "image"  # the file's, set by _plane: a window that cannot be decoded names it
-        self.missing: list[Box] = []  # tiles or chunks of this plane not stored in the file, read as ``fill``
-        self.chunks = 0  # how many tiles or chunks the plane has
+        # tiles or chunks of this plane the file does not store, read as ``fill``: found on demand (a stat or a tag
+        # per chunk), by plan_blocks only, once per image: (their boxes, the chunk size (H, W), how many there are)
+        self.find_missing: Callable[[], tuple[list[Box], tuple[int, int], int]] = lambda: ([], (1, 1), 0)
         self.fill = 0.0
 
     def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
@@ -140,7 +141,8 @@ def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
         except (OSError, IndexError, ValueError, TypeError) as err:
             raise ImageReadError(f"{name}: cannot open as OME-Zarr: {err}") from err
         plane = _plane(array, axes.lower() or ("yx" if len(array.shape) == 2 else "yxc"), name)
-        _zarr_missing(plane, array, axes.lower() or ("yx" if len(array.shape) == 2 else "yxc"))
+        plane.fill = float(array.fill_value) if array.fill_value is not None else 0.0
+        plane.find_missing = lambda: _zarr_missing(array, axes.lower() or ("yx" if len(array.shape) == 2 else "yxc"))
         yield plane
         return
     import tifffile
@@ -161,50 +163,55 @@ def open_lazy(source: str | os.PathLike) -> Iterator[LazyPlane]:
         store = series.aszarr(level=0)
         array = zarr.open(store, mode="r")
         plane = _plane(array, series.axes.lower().replace("s", "c"), name)
-        _tiff_missing(plane, series)
+        plane.find_missing = lambda: _tiff_missing(plane, series)
         yield plane
     finally:
         tif.close()
 
 
-def _zarr_missing(plane: LazyPlane, array: Any, axes: str) -> None:
-    """Set ``plane.missing``: the chunks of its plane a local Zarr folder does not hold (read as the fill value)."""
+def _zarr_missing(array: Any, axes: str) -> tuple[list[Box], tuple[int, int], int]:
+    """The chunks (shards, where the array is sharded: its files) of the plane read that a local Zarr folder does not
+    hold, read as the fill value: a Y, X position with any channel's chunk missing; index 0 of the other axes."""
     store = getattr(getattr(array, "store_path", None), "store", None)
     root = getattr(store, "root", None)
     if root is None or not hasattr(array.metadata, "encode_chunk_key"):
-        return  # not a local folder: nothing to check cheaply
+        return [], (1, 1), 0  # not a local folder: nothing to check cheaply
     folder = Path(root) / array.store_path.path
-    iy, ix = axes.index("y"), axes.index("x")
-    plane.fill = float(array.fill_value or 0)
-    n = 0
-    for coords in array._iter_chunk_coords():
-        # the chunks of the plane read: index 0 of every other axis but the channels
-        if any(c != 0 for k, c in enumerate(coords) if k not in (iy, ix) and axes[k] != "c"):
-            continue
-        n += 1
-        if not (folder / array.metadata.encode_chunk_key(coords)).exists():
-            cy, cx = array.chunks[iy], array.chunks[ix]
-            box = (coords[iy] * cy, coords[ix] * cx, min((coords[iy] + 1) * cy, array.shape[iy]),
-                   min((coords[ix] + 1) * cx, array.shape[ix]))
-            if box not in plane.missing:
-                plane.missing.append(box)
-    plane.chunks = n
+    block = tuple(getattr(array, "shards", None) or array.chunks)
+    iy, ix, ic = axes.index("y"), axes.index("x"), axes.find("c")
+    bh, bw = int(block[iy]), int(block[ix])
+    ny, nx = -(-int(array.shape[iy]) // bh), -(-int(array.shape[ix]) // bw)
+    nc = -(-int(array.shape[ic]) // int(block[ic])) if ic >= 0 else 1
+    missing = []
+    for r in range(ny):
+        for c in range(nx):
+            for k in range(nc):
+                coords = [0] * len(array.shape)
+                coords[iy], coords[ix] = r, c
+                if ic >= 0:
+                    coords[ic] = k
+                if not (folder / array.metadata.encode_chunk_key(tuple(coords))).exists():
+                    missing.append((r * bh, c * bw, min((r + 1) * bh, int(array.shape[iy])),
+                                    min((c + 1) * bw, int(array.shape[ix]))))
+                    break
+    return missing, (bh, bw), ny * nx
 
 
-def _tiff_missing(plane: LazyPlane, series: Any) -> None:
-    """Set ``plane.missing``: the tiles (or strips) of the first page the file does not store, read as 0."""
+def _tiff_missing(plane: LazyPlane, series: Any) -> tuple[list[Box], tuple[int, int], int]:
+    """The tiles (or strips) of the first page that the TIFF does not store, read as 0."""
     try:
         page = (getattr(series, "levels", None) or [series])[0].pages[0]
     except (AttributeError, IndexError):
-        return
-    plane.missing, plane.chunks = tiff_missing_tiles(page, plane.shape[0], plane.shape[1])
+        return [], (1, 1), 0
+    return tiff_missing_tiles(page, plane.shape[0], plane.shape[1])
 
 
 def missing_chunks_note(plane: LazyPlane) -> str | None:
     """:func:`~cellcount.io.read.missing_note` of the plane's tiles or chunks not stored beside content."""
-    if not plane.missing:
+    boxes, block, n = plane.find_missing()
+    if not boxes:
         return None
-    return missing_note(missing_beside_content(plane.missing, plane.shape, plane.__getitem__, plane.fill), plane.chunks)
+    return missing_note(missing_beside_content(boxes, block, plane.shape, plane.__getitem__, plane.fill), n)
 
 
 def _plane(array: Any, axes: str, name: str) -> LazyPlane:

@@ -276,7 +276,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     import pandas as pd
 
     from .batch import COUNT_COLUMNS, BatchItem, count_many, counts_frame, item_objects, with_plane
-    from .csvout import CsvStream, atomic_write_bytes, held_back
+    from .csvout import CsvStream, atomic_write_bytes, publish_with
     from .errors import CellcountError
     from .io import IMAGE_EXTENSIONS, list_image_files
     from .io.files import printable_path, said_path, searched_folders
@@ -483,7 +483,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                     hint = OVER_CAP_HINT if cluster is None else OVER_CAP_WORKERS_HINT  # (said once at the end too)
                     shown = dataclasses.replace(item, reason=f"{item.reason}; {hint}")
                 row = counts_frame([shown], args.plane)
-                counts_out.append(row, publish=False if held_back(regions_out, objects_out) else None)
+                counts_out.append(row, publish=False)
+                publish_with(counts_out, regions_out, objects_out, index_out)  # never ahead of them
                 record.add(row.to_dict("records"))
                 if item.status == "ok":
                     n_ok += 1

@@ -272,10 +272,20 @@ the bytes copied over a run are then about 1 / PUBLISH_GROWTH times the final fi
 PUBLISH_EVERY_S = 30.0
 
 
-def held_back(*companions: CsvStream | None) -> bool:
-    """Whether a file whose rows mark work done (the counts, which ``--resume`` reads) must wait to be published:
-    while a companion file (regions, objects) holds rows not yet published, it would run ahead of them."""
-    return any(c is not None and c.pending for c in companions)
+def publish_with(main: CsvStream, *companions: CsvStream | None) -> None:
+    """Publish ``main`` (the counts, whose rows mark work done for ``--resume``) when its throttle says it is due, its
+    ``companions`` (regions, objects, the label index) first where they hold rows not yet published, so that it never
+    runs ahead of them; where a companion's own time throttle forbids a publish now, ``main`` waits. (Waiting for the
+    companions to publish on their own held counts back nearly to the end of a run: they publish on different
+    images.)"""
+    if not main.pending or not main.due():
+        return
+    pending = [c for c in companions if c is not None and c.pending]
+    if any(not c.may_publish() for c in pending):
+        return
+    for c in pending:
+        c.publish()
+    main.publish()
 
 
 class CsvStream:
@@ -347,12 +357,25 @@ class CsvStream:
             self.n_rows += len(frame)
             self._dirty = True
         if publish is None:
-            since = time.perf_counter() - self._last_publish
-            publish = since >= 5 * self._publish_seconds and (
-                self._written - self._published >= PUBLISH_GROWTH * self._published or since >= PUBLISH_EVERY_S)
+            publish = self.due()
         if publish:
             self._publish()
         return publish
+
+    def may_publish(self) -> bool:
+        """Whether the time throttle allows a publish now (the last one took at most a fifth of the time since)."""
+        return time.perf_counter() - self._last_publish >= 5 * self._publish_seconds
+
+    def due(self) -> bool:
+        """Whether a throttled publish is due: allowed by time, and the file grew by :data:`PUBLISH_GROWTH` since the
+        last one or :data:`PUBLISH_EVERY_S` passed."""
+        since = time.perf_counter() - self._last_publish
+        return self.may_publish() and (self._written - self._published >= PUBLISH_GROWTH * self._published
+                                       or since >= PUBLISH_EVERY_S)
+
+    def publish(self) -> None:
+        """Publish the rows so far now."""
+        self._publish()
 
     @property
     def pending(self) -> bool:

@@ -138,9 +138,13 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
             entry["values"][name] = value
     entry["origin"], entry["detail"] = origin, detail
     entry["tuned_on"] = sorted(set(tuned_on)) if origin == "tuned" else []
-    if origin == "tuned" and tuned_on:  # remembered by value: the same settings reopened from a run are still these
-        _state().setdefault("tuned_sets", {}).setdefault(model.name, []).append(
-            (dict(entry["values"]), sorted(set(tuned_on))))
+    if entry["tuned_on"]:  # remembered by value (every setting, the image's too): reopened from a run, they are these
+        kept = _state().setdefault("tuned_sets", {}).setdefault(model.name, [])
+        kept[:] = [*kept[-(TUNED_SETS_KEPT - 1):], (values(model), entry["tuned_on"])]
+
+
+TUNED_SETS_KEPT = 5
+"""The settings of the last few Applies per model remembered by value (:func:`tuned_on`)."""
 
 
 def tuned_on(model: cc.models.CountModel) -> set[str]:
@@ -151,9 +155,8 @@ def tuned_on(model: cc.models.CountModel) -> set[str]:
         return set(entry.get("tuned_on", ()))
     # the values of settings tuned in this session, come back another way (a past run's, a settings file): a tester
     # reopened them from Runs and Compare ranked them best on their own tuning images without a word
-    now = entry["values"]
-    return {d for values, digests in _state().get("tuned_sets", {}).get(model.name, [])
-            if all(now.get(k) == v for k, v in values.items()) for d in digests}
+    now = values(model)
+    return {d for tuned, digests in _state().get("tuned_sets", {}).get(model.name, []) if tuned == now for d in digests}
 
 
 def edit(model: cc.models.CountModel, name: str, value: Any) -> None:

@@ -477,7 +477,9 @@ with right:
         sh.show_error(err)
         st.stop()
 
-    in_sample_note(sig, params, model, {sh.digest_of(d) for n, d, _ in items if n in {p[0] for p in pairs}})
+    scored = {name for name, _, _ in pairs}
+    digests = {n: sh.digest_of(d) for n, d, _ in items if n in scored}  # once: the note and Optimise use them
+    in_sample_note(sig, params, model, set(digests.values()))
     show_summary(summary, iou)
     flag_caption(per_image)
     tabs = st.tabs(
@@ -524,5 +526,4 @@ with right:
                        "dots, objects holding none on the left, and dots in no object (or a second dot in one: a "
                        f"merge) on the right. A density model's centres match dots within {POINT_RADIUS_PX:g} px: "
                        "dots without one are marked on the right.")
-    tuned_names = {name for name, _, _ in pairs}
-    tune_section(pairs, params, model, sig, tuple(sh.digest_of(d) for n, d, _ in items if n in tuned_names))
+    tune_section(pairs, params, model, sig, tuple(digests[n] for n, _, _ in items if n in digests))

@@ -335,7 +335,8 @@ def test_chunks_missing_beside_content_are_said_and_skipped_empty_ones_are_not(t
     for row in range(4):  # the margin's chunks, as a writer that skips empty chunks leaves them
         (chunks / str(row) / "3").unlink(missing_ok=True)
     with blocks.open_lazy(tmp_path / "a.zarr") as plane:
-        assert plane.chunks == 16 and len(plane.missing) >= 5
+        missing, block, n = plane.find_missing()
+        assert n == 16 and block == (64, 64) and len(missing) >= 5
         note = blocks.missing_chunks_note(plane)
     assert note.startswith("1 of the image's 16 tiles or chunks are missing from the file beside parts of the image "
                            "that are not empty (rows 64-128, columns 64-128)"), note
@@ -376,3 +377,38 @@ def test_a_channel_chosen_for_composites_counts_a_one_channel_image_by_blocks_as
     assert plan.one_channel and "channel 1 was chosen, but this image has only one channel" in plan.note
     result, _ = blocks.count_blocks(tmp_path / "one.tif", model, {"channel": 1}, block_px=128, overlap_px=32)
     assert result.count > 0 and result.quality.flag
+
+
+def test_missing_tiles_of_tiled_rgb_and_sharded_zarr_are_placed_right(tmp_path, rng):
+    """An RGB TIFF's tile grid was read from (tilewidth, samples): "1 of 344 tiles ... columns 15-18"; an intact
+    sharded Zarr was said to miss 60 of 64 chunks (its files are shards); a NaN background read as content (a
+    reviewer)."""
+    import io as _io
+
+    zarr = pytest.importorskip("zarr")
+    image = rng.integers(20, 200, (256, 256, 3), dtype=np.uint8)
+    buf = _io.BytesIO()
+    tifffile.imwrite(buf, image, tile=(64, 64), photometric="rgb")
+    raw = bytearray(buf.getvalue())
+    with tifffile.TiffFile(_io.BytesIO(bytes(raw))) as tif:
+        tag = tif.pages[0].tags["TileByteCounts"]
+        width = tag.valuebytecount // tag.count
+        raw[tag.valueoffset + 5 * width: tag.valueoffset + 6 * width] = bytes(width)
+    _, note = cc.io.read_image_and_note(bytes(raw))
+    assert "1 of the image's 16 tiles or chunks are missing" in note and "rows 64-128, columns 64-128" in note
+    sharded = zarr.create_array(store=str(tmp_path / "s.zarr"), shape=(256, 256), chunks=(32, 32), shards=(128, 128),
+                                dtype="u1")
+    sharded[:] = image[..., 0]
+    with blocks.open_lazy(tmp_path / "s.zarr") as plane:
+        assert blocks.missing_chunks_note(plane) is None
+    (tmp_path / "s.zarr" / "c" / "1" / "1").unlink()
+    with blocks.open_lazy(tmp_path / "s.zarr") as plane:
+        assert "1 of the image's 4 tiles or chunks are missing" in blocks.missing_chunks_note(plane)
+    nan = zarr.create_array(store=str(tmp_path / "n.zarr"), shape=(128, 128), chunks=(64, 64), dtype="f4",
+                            fill_value=np.nan)
+    field = np.full((128, 128), np.nan, np.float32)
+    field[:64, :64] = 1.0
+    field[:64, 60:64] = field[60:64, :64] = np.nan  # the stored chunk's edges beside the skipped ones: background
+    nan[:] = field
+    with blocks.open_lazy(tmp_path / "n.zarr") as plane:
+        assert blocks.missing_chunks_note(plane) is None, "skipped NaN chunks beside a NaN edge are no loss"

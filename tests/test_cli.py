@@ -839,7 +839,7 @@ def test_a_file_above_the_byte_cap_says_how_to_count_it(tmp_path, capsys):
     args = argparse.Namespace(quiet=True, workers=None, scheduler=None, out="c.csv")
     _report(args, load_model(CLASSICAL_NAME), n_ok=0, n_err=1, total=0, n_check=0, total_check=0, kept=0, done=set(),
             todo=[], skipped=[], failed=failed, whole=[], no_labels=[])
-    assert "note: files above the byte cap: TIFF ones (a whole slide) are counted by blocks with --workers N" in (
+    assert "note: files above the byte cap: a whole slide (a TIFF above the pixel cap too) is counted by blocks" in (
         capsys.readouterr().err)
 
 

@@ -78,9 +78,13 @@ def _prediction_note(source: object) -> str | None:
     return text if text.startswith(PREDICTION_TAG) else None
 
 
-_LOSSY_TIFF = {6: "a TIFF with old-style JPEG compression", 7: "a JPEG-compressed TIFF", 34892: "a JPEG-compressed TIFF",
-               22610: "a JPEG XR-compressed TIFF", 33003: "a JPEG 2000-compressed TIFF (Aperio)",
-               33005: "a JPEG 2000-compressed TIFF (Aperio)", 50001: "a WebP-compressed TIFF"}
+_LOSSY_TIFF = {6: "a TIFF with old-style JPEG compression", 7: "a JPEG-compressed TIFF", 99: "a JPEG-compressed TIFF",
+               33007: "a JPEG-compressed TIFF", 34892: "a JPEG-compressed TIFF",
+               22610: "a JPEG XR-compressed TIFF", 34934: "a JPEG XR-compressed TIFF",
+               33003: "a JPEG 2000-compressed TIFF (Aperio)", 33004: "a lossy JPEG 2000-compressed TIFF",
+               33005: "a JPEG 2000-compressed TIFF (Aperio)", 34712: "a JPEG 2000-compressed TIFF",
+               50001: "a WebP-compressed TIFF"}
+"""Compressions that may lose label values (JPEG 2000 and WebP can be lossless, but are seldom saved so)."""
 
 
 def lossy_format(source: object) -> str | None:

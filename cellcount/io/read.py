@@ -134,9 +134,9 @@ OVER_CAP_WORKERS_HINT = ("images above the pixel cap are counted by blocks only 
 """The same, said to a run on workers, which already counts TIFF and OME-Zarr by blocks."""
 BYTES_CAP_TEXT = "bytes (max_bytes)"
 """How the refusal of a file above the byte cap ends."""
-OVER_BYTES_HINT = ("files above the byte cap: TIFF ones (a whole slide) are counted by blocks with --workers N (pip "
-                   "install 'cellcount[cluster]'; docs/SCALING.md), which never reads the file whole; other formats: "
-                   "export them as tiled TIFF")
+OVER_BYTES_HINT = ("files above the byte cap: a whole slide (a TIFF above the pixel cap too) is counted by blocks with "
+                   "--workers N (pip install 'cellcount[cluster]'; docs/SCALING.md), which never reads the file whole; "
+                   "a stack or many channels: save the plane or channel to count as a file of its own")
 
 
 def _check_pixels(name: str, height: int, width: int, max_pixels: int) -> None:
@@ -241,31 +241,43 @@ def _planes_note(name: str, source: Any, image: np.ndarray, planes: Any, page: i
     return projection_note(name, planes) if isinstance(page, str) else None
 
 
-def tiff_missing_tiles(page: Any, height: int, width: int) -> tuple[list[tuple[int, int, int, int]], int]:
+def tiff_missing_tiles(page: Any, height: int, width: int
+                       ) -> tuple[list[tuple[int, int, int, int]], tuple[int, int], int]:
     """(boxes (row0, col0, row1, col1) of the tiles or strips of TIFF ``page`` that the file does not store (byte
-    count 0: a sparse file, or a damaged one; read as 0), how many the page has)."""
+    count 0: a sparse file, or a damaged one; read as 0), the tile size (H, W), how many tiles the page has)."""
     try:
         counts = list(page.databytecounts)
-        ch, cw = page.chunks[-2:] if page.is_tiled else (page.chunks[0], width)
+        ch, cw = (int(page.tilelength), int(page.tilewidth)) if page.is_tiled else (int(page.rowsperstrip), width)
     except (AttributeError, IndexError, TypeError, ValueError):
-        return [], 0
+        return [], (1, 1), 0
+    ch, cw = min(max(ch, 1), height), max(cw, 1)  # rowsperstrip may exceed the image (one strip)
     rows, cols = -(-height // ch), -(-width // cw)
     boxes = []
     for k, count in enumerate(counts[: rows * cols]):  # the first sample's (planar files repeat the grid per sample)
         if count == 0:
             r, c = divmod(k, cols)
             boxes.append((r * ch, c * cw, min((r + 1) * ch, height), min((c + 1) * cw, width)))
-    return boxes, rows * cols
+    return boxes, (ch, cw), rows * cols
 
 
-def missing_beside_content(boxes: list[tuple[int, int, int, int]], shape: tuple[int, ...], read: Any, fill: float,
-                           most: int = 200) -> list[tuple[int, int, int, int]]:
-    """The ``boxes`` (tiles or chunks not stored, read as ``fill``) with a line of pixels beside them, read by
-    ``read((rows, cols))``, that is mostly not ``fill``: a writer leaves out chunks that are all background, but
-    one beside content held more (an interrupted copy of a Zarr folder, a damaged TIFF)."""
+def missing_beside_content(boxes: list[tuple[int, int, int, int]], block: tuple[int, int], shape: tuple[int, ...],
+                           read: Any, fill: float, most: int = 200) -> list[tuple[int, int, int, int]]:
+    """The ``boxes`` (tiles or chunks of size ``block`` not stored, read as ``fill``) with a line of pixels beside
+    them, read by ``read((rows, cols))``, mostly finite and not ``fill``: a writer leaves out chunks that are all
+    background, but one beside content held more (an interrupted copy of a Zarr folder, a damaged TIFF). Only boxes
+    beside a stored chunk are looked at (up to ``most`` of them, spread over the image): a sparse slide's empty
+    margins would otherwise fill the sample."""
     height, width = shape[0], shape[1]
+    bh, bw = block
+    gone = {(r0 // bh, c0 // bw) for r0, c0, _, _ in boxes}
+    ny, nx = -(-height // bh), -(-width // bw)
+    edge = [b for b in boxes if any(0 <= r < ny and 0 <= c < nx and (r, c) not in gone
+                                    for r, c in ((b[0] // bh - 1, b[1] // bw), (b[0] // bh + 1, b[1] // bw),
+                                                 (b[0] // bh, b[1] // bw - 1), (b[0] // bh, b[1] // bw + 1)))]
+    if len(edge) > most:
+        edge = [edge[i] for i in np.linspace(0, len(edge) - 1, most).astype(int)]
     beside = []
-    for r0, c0, r1, c1 in boxes[:most]:
+    for r0, c0, r1, c1 in edge:
         lines = [(slice(r0 - 1, r0), slice(c0, c1)) if r0 > 0 else None,
                  (slice(r1, r1 + 1), slice(c0, c1)) if r1 < height else None,
                  (slice(r0, r1), slice(c0 - 1, c0)) if c0 > 0 else None,
@@ -275,7 +287,9 @@ def missing_beside_content(boxes: list[tuple[int, int, int, int]], shape: tuple[
                 line = np.asarray(read(window), np.float64)
             except CellcountError:
                 continue
-            if line.size and np.mean(np.any((line != fill).reshape(line.shape[0], line.shape[1], -1), axis=2)) > 0.5:
+            line = line.reshape(line.shape[0], line.shape[1], -1)
+            content = np.isfinite(line) & (line != fill)  # a NaN fill or background is empty too
+            if line.size and np.mean(np.any(content, axis=2)) > 0.5:
                 beside.append((r0, c0, r1, c1))
                 break
     return beside
@@ -293,10 +307,9 @@ def missing_note(beside: list[tuple[int, int, int, int]], n_chunks: int) -> str 
 
 
 def tiff_missing_note(source: Any, image: np.ndarray, page: int | str | None) -> str | None:
-    """:func:`missing_note` of the TIFF page read whole into ``image`` (the first, or ``page``)."""
-    if page is not None and not isinstance(page, int) or not isinstance(source, (str, os.PathLike, bytes, bytearray,
-                                                                                    memoryview)):
-        return None
+    """:func:`missing_note` of the TIFF's first page of its main series, read whole into ``image``."""
+    if page not in (None, 0) or not isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return None  # a plane chosen of a stack: its page is not simply the n-th (planes of channels interleave)
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
             head = bytes(source[:4])
@@ -307,12 +320,15 @@ def tiff_missing_note(source: Any, image: np.ndarray, page: int | str | None) ->
             return None
         data = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         with tifffile.TiffFile(data) as tif:  # the header and the first page's tag tables only
-            boxes, n = tiff_missing_tiles(tif.pages[page or 0], image.shape[0], image.shape[1])
+            first = tif.series[main_series(tif)].pages[0]  # the page read (not a thumbnail before it)
+            if (first.imagelength, first.imagewidth) != tuple(image.shape[:2]):
+                return None
+            boxes, block, n = tiff_missing_tiles(first, image.shape[0], image.shape[1])
     except Exception:  # noqa: BLE001 - not a TIFF, or one tifffile reads only in part: read as it was
         return None
     if not boxes:
         return None
-    return missing_note(missing_beside_content(boxes, image.shape, lambda w: image[w], 0.0), n)
+    return missing_note(missing_beside_content(boxes, block, image.shape, lambda w: image[w], 0.0), n)
 
 
 def planes_as_channels(src: Any) -> bool:
@@ -482,10 +498,11 @@ def decoder_error(name: str, err: BaseException) -> ImageReadError:
     said = str(err)
     low = said.lower()
     # "Zstd decompression error" is a damaged chunk, not a codec this program lacks (a tester was told to save it as LZW)
-    damaged = any(w in low for w in ("decompression error", "decompress error", "corrupt", "invalid", "truncated",
+    lacking = any(w in low for w in ("imagecodecs", "not available", "unsupported", "no module", "not installed"))
+    damaged = any(w in low for w in ("decompression error", "decompress error", "corrupt", "truncated",
                                      "incorrect header", "error -3", "unexpected end"))
     why = ("it uses a compression or feature this program cannot decode (save it as an uncompressed or LZW TIFF)"
-           if not damaged and any(w in low for w in ("imagecodecs", "compression", "not available", "unsupported"))
+           if lacking or (not damaged and "compression" in low)
            else "the file is probably truncated or damaged (an interrupted copy or download)")
     # its class too where it is not an OSError: KeyError('273') or an LZW error says little without it
     said = (said.strip() or "nothing") + ("" if isinstance(err, OSError) else f" ({type(err).__name__})")
