@@ -142,14 +142,19 @@ def _progress_bar(enabled: bool):
     terminal = sys.stderr.isatty()
     last_line = time.monotonic()
 
+    def log_line(done: int, total: int, text: str) -> None:
+        """A plain line in a log, at most every :data:`PROGRESS_LINE_S`."""
+        nonlocal last_line
+        if 0 < done < total and time.monotonic() - last_line >= PROGRESS_LINE_S:
+            last_line = time.monotonic()
+            print(f"progress: {text}", file=sys.stderr, flush=True)
+
     def update(done: int, total: int) -> None:
-        nonlocal bar, last_line
+        nonlocal bar
         if not enabled:
             return
         if not terminal:
-            if 0 < done < total and time.monotonic() - last_line >= PROGRESS_LINE_S:
-                last_line = time.monotonic()
-                print(f"progress: {done}/{total} images", file=sys.stderr, flush=True)
+            log_line(done, total, f"{done}/{total} images")
             return
         if bar is None:
             bar = tqdm(total=total, unit="image", file=sys.stderr, dynamic_ncols=True)
@@ -160,13 +165,10 @@ def _progress_bar(enabled: bool):
     def blocks(name: str, done: int, total: int) -> None:
         """An image counted by blocks: its blocks beside the bar (a slide sat at 0/1 for minutes), or in the log's
         progress line where stderr is not a terminal (a slide on a cluster job said nothing for its whole run)."""
-        nonlocal last_line
         if not enabled:
             return
         if not terminal:
-            if 0 < done < total and time.monotonic() - last_line >= PROGRESS_LINE_S:
-                last_line = time.monotonic()
-                print(f"progress: {Path(name).name}: block {done}/{total}", file=sys.stderr, flush=True)
+            log_line(done, total, f"{Path(name).name}: block {done}/{total}")
             return
         if bar is not None and not bar.disable:
             bar.set_postfix_str(f"{Path(name).name}: block {done}/{total}" if done < total else "", refresh=True)
