@@ -131,7 +131,11 @@ st.markdown(
 if len(rows):
     shown = [c for c in ROW_COLUMNS if c in rows.columns]
     sh.dataframe(rows, key=f"{P}_rows", column_order=shown,
-                 column_config={c: st.column_config.Column(ROW_COLUMNS[c]) for c in shown})
+                 # the score as Batch shows it (0.682 beside 1.05 read as two scales: a tester); text cut less
+                 column_config={c: st.column_config.Column(ROW_COLUMNS[c]) for c in shown}
+                 | {"check_score": st.column_config.NumberColumn(ROW_COLUMNS["check_score"], format="%.2f"),
+                    "check_reasons": st.column_config.TextColumn(ROW_COLUMNS["check_reasons"], width="large"),
+                    "reason": st.column_config.TextColumn(ROW_COLUMNS["reason"], width="medium")})
     st.caption("Every column (count estimate, nucleus size, timings, settings) is in the per-image CSV.")
 with st.expander("Settings and inputs"):
     sh.dataframe(settings_table(run), key=f"{P}_settings")
