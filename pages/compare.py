@@ -108,7 +108,9 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     # B named by what it changes (of the settings that act): "A: m" and "B: m" alone left the table, verdict and CSV
     # silent on what B was
     (_, _, a), (b_label, _, b) = configs
-    changed = settings.changes_text(a.acting(model.output_kind), b.acting(model.output_kind), most=2, sep=" ")
+    # every change (the CSV's headers hid two behind "2 more": a tester), and A with where its settings came from
+    changed = settings.changes_text(a.acting(model.output_kind), b.acting(model.output_kind), most=8, sep=" ")
+    configs[0] = (f"A: {settings.short_label(model)}", model_name, a)
     configs[1] = (f"{b_label} ({changed or 'same as A'})", model_name, b)
     return configs
 
