@@ -148,7 +148,8 @@ def test_uploaded_labels_tune_and_apply_to_count_page():
     assert not at.exception
     said = [w.value for w in at.warning if "Settings tuned on" in w.value]
     # A (the session's tuned settings) and B while still their copy; B changed here is not
-    assert said and "Settings tuned on 1 of these 2 images: A: classical-otsu and B: classical-otsu (same as A)" in said[0], said
+    assert said and "Settings tuned on 1 of these 2 images: A: classical-otsu (tuned on your data: " in said[0], said
+    assert " and B: classical-otsu (same as A)" in said[0], said
     at.number_input(key="compare_b_min_area_px").set_value(at.number_input(key="compare_b_min_area_px").value + 3)
     at.run()
     said = [w.value for w in at.warning if "Settings tuned on" in w.value]
