@@ -134,8 +134,8 @@ if len(rows):
                  # the score as Batch shows it (0.682 beside 1.05 read as two scales: a tester); text cut less
                  column_config={c: st.column_config.Column(ROW_COLUMNS[c]) for c in shown}
                  | {"check_score": st.column_config.NumberColumn(ROW_COLUMNS["check_score"], format="%.2f"),
-                    "check_reasons": st.column_config.TextColumn(ROW_COLUMNS["check_reasons"], width="large"),
-                    "reason": st.column_config.TextColumn(ROW_COLUMNS["reason"], width="medium")})
+                    "check_reasons": st.column_config.TextColumn(ROW_COLUMNS["check_reasons"], width=320),
+                    "reason": st.column_config.TextColumn(ROW_COLUMNS["reason"], width=150)})
     st.caption("Every column (count estimate, nucleus size, timings, settings) is in the per-image CSV.")
 with st.expander("Settings and inputs"):
     sh.dataframe(settings_table(run), key=f"{P}_settings")
