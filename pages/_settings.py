@@ -179,11 +179,14 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
     entry = _entry(model)
     if entry["values"].get(name) == value:
         return
+    if entry["origin"] != "edited":  # where the edits start: undone by hand, the settings are these again
+        entry["base"] = {"values": dict(entry["values"]), "origin": entry["origin"], "detail": entry["detail"]}
     entry["values"][name] = value
-    card = card_values(model)
-    if entry["origin"] == "edited" and entry["detail"] == f"starting from {STARTED_FROM['card']}" and all(
-            card.get(k) == v for k, v in entry["values"].items()):
-        entry["origin"], entry["detail"] = "card", ""  # every edit undone by hand: the card's settings again
+    base = entry.get("base")
+    if entry["origin"] == "edited" and base is not None and entry["values"] == base["values"]:
+        # every edit undone by hand: the card's, tuned or loaded settings again (tuned ones read "edited" with
+        # each value back at the tuned one, and Compare lost its tuned-on-these-images warning)
+        entry["origin"], entry["detail"] = base["origin"], base["detail"]
     elif entry["origin"] != "edited":
         entry["detail"] = f"starting from {STARTED_FROM[entry['origin']]}"
         entry["origin"] = "edited"

@@ -620,3 +620,27 @@ def test_a_model_with_settings_of_its_own_is_named_with_them():
     settings.edit(model, "min_area_px", 31)
     assert settings.short_label(model) == f"{BASELINE} (edited: Min. area 31)"
     st.session_state.clear()
+
+
+def test_edits_undone_by_hand_read_as_where_they_started():
+    """Tuned settings edited and set back by hand still read "edited (starting from the settings tuned on your data)",
+    and Compare lost its warning that they were tuned on the images it scores."""
+    import streamlit as st
+
+    from pages import _settings as settings
+
+    st.session_state.clear()
+    model = cc.load_model(BASELINE)
+    settings.put(model, {"min_area_px": 33}, origin="tuned", detail="Evaluate, 2 images", tuned_on=("d1",))
+    settings.edit(model, "min_area_px", 40)
+    assert settings.origin(model)[0] == "edited"
+    settings.edit(model, "min_area_px", 33)
+    assert settings.origin(model) == ("tuned", "Evaluate, 2 images")
+    assert settings.tuned_on(model) == {"d1"}
+    settings.put(model, {"min_area_px": 12}, origin="file", detail="my.json")
+    settings.edit(model, "min_area_px", 13)
+    settings.edit(model, "min_area_px", 33)  # the tuned value, not the file's: still an edit
+    assert settings.origin(model) == ("edited", "starting from a settings file")
+    settings.edit(model, "min_area_px", 12)
+    assert settings.origin(model) == ("file", "my.json")
+    st.session_state.clear()
