@@ -389,8 +389,21 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     from cellcount.evaluate import scored_true_count
 
     truths = st.session_state.get(f"{P}__truths", {})
-    cols = st.columns(len(configs))
-    for col, (label, model_name, params) in zip(cols, configs, strict=True):
+    gt = truths.get(src.name)
+    # the truth drawn beside the predictions where it has outlines or dots (a count alone is in each title)
+    drawn = gt is not None and ((gt.labels is not None and gt.labels.shape == image.shape[:2])
+                                or (gt.labels is None and gt.points is not None))
+    cols = st.columns(len(configs) + drawn)
+    if drawn:
+        with cols[-1]:
+            if gt.labels is not None:
+                fig = viz.image_figure(viz.ground_truth_overlay(image, gt.labels), height=PANEL_PX,
+                                       title=f"Ground truth<br>{gt.count} annotated",
+                                       legend={f"ground truth ({gt.count})": viz.GROUND_TRUTH_COLOR})
+            else:
+                fig = viz.points_figure(image, gt.points, height=PANEL_PX, title=f"Ground truth<br>{gt.count} annotated")
+            st.plotly_chart(fig, key=f"{P}_side_truth")
+    for col, (label, model_name, params) in zip(cols, configs, strict=False):
         with col:
             try:
                 params = sh.for_image(params, image)

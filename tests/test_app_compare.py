@@ -81,6 +81,8 @@ def test_one_model_two_settings():
     at.run()
     assert next(b for b in at.selectbox if b.label == "Image").value == "s02_dense_clusters.png"
     assert any("s02" in str(c.proto) or "167" in str(c.proto) for c in at.get("plotly_chart"))
+    # the image's ground truth drawn beside the predictions (the titles alone said "true 167")
+    assert sum("Ground truth" in str(c.proto) and "167 annotated" in str(c.proto) for c in at.get("plotly_chart")) == 1
     # a setting changed after the comparison: said, not a silent "Press Compare" (a tester, from Batch)
     at.slider(key="compare_b_threshold").set_value(0.6)
     at.run()
