@@ -248,9 +248,30 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
     kept = st.session_state[kept_key]
     st.caption(note(kept))
     # below the note, at its own width: in a narrow column a side column cut the label to "Rem..."
-    if st.button(remove_label, key=remove_key, icon=":material/close:"):
+    row = st.container(horizontal=True)
+    if row.button(remove_label, key=remove_key, icon=":material/close:"):
         for k in (kept_key, id_key, before_key):
             st.session_state.pop(k, None)
         st.session_state[restored_key] = False
         st.rerun()
-    return kept
+    if sum(map(len, kept)) > 1:  # one wrong file of twenty: removing all meant uploading nineteen again
+        _remove_some(row, kept, kept_key, remove_key)
+    return st.session_state.get(kept_key)
+
+
+def _remove_some(where: Any, kept: list[list[Any]], kept_key: str, remove_key: str) -> None:
+    """A popover to leave some of the ``kept`` files out; with two uploaders (images, ground truth) each name says
+    which, as an image and its label image may share it."""
+    def named(pick: tuple[int, int]) -> str:
+        g, i = pick
+        return f"{kept[g][i].name} ({'ground truth' if g else 'image'})" if len(kept) > 1 else kept[g][i].name
+
+    version = st.session_state.get(f"{remove_key}_some_n", 0)  # a fresh, empty choice after each removal
+    with where.popover("Remove some", icon=":material/playlist_remove:"):
+        drop = st.multiselect("Files to remove", [(g, i) for g, files in enumerate(kept) for i in range(len(files))],
+                              format_func=named, key=f"{remove_key}_some_{version}")
+        if st.button("Remove these", key=f"{remove_key}_some_go", disabled=not drop, type="primary"):
+            left = [[f for i, f in enumerate(files) if (g, i) not in drop] for g, files in enumerate(kept)]
+            st.session_state[kept_key] = left if any(left) else None  # all chosen: as "Remove them"
+            st.session_state[f"{remove_key}_some_n"] = version + 1
+            st.rerun()

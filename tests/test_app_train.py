@@ -263,6 +263,30 @@ def test_uploads_are_still_there_after_another_page(tiny_models):
     assert not any("with ground truth" in c.value for c in at.caption), "removed on request"
 
 
+def test_some_of_the_files_kept_from_an_earlier_visit_can_be_removed(tiny_models):
+    """Back on the page, one wrong file among those kept could only go with all of them (then upload the rest again)."""
+    images, csvs, _ = _set(3)
+    at = open_train(images, csvs)
+    at.switch_page("pages/models.py").run()
+    at.switch_page("pages/train.py").run()
+    assert any("3 image(s) with ground truth (3 with dots)" in c.value for c in at.caption)
+    pick = at.multiselect(key="train_forget_uploads_some_0")
+    assert "cells_1.png (image)" in pick.options and "cells_1_points.csv (ground truth)" in pick.options
+    pick.select((0, 1)).select((1, 1)).run()
+    at.button(key="train_forget_uploads_some_go").click().run()
+    assert not at.exception
+    assert any("2 image(s) with ground truth (2 with dots)" in c.value for c in at.caption), "the others kept"
+    at.text_input(key="train_name").set_value("after-removal").run()
+    assert any("2 image(s) with ground truth" in c.value for c in at.caption), "and on the next change"
+    pick = at.multiselect(key="train_forget_uploads_some_1")
+    assert pick.value == [], "a fresh choice"
+    for option in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        pick.select(option)
+    pick.run()
+    at.button(key="train_forget_uploads_some_go").click().run()
+    assert not any("with ground truth" in c.value for c in at.caption), "all chosen: all removed"
+
+
 def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_models):
     """Back on the page with the earlier files shown, the user brings corrected ground truth only: the kept
     images stay beside it (they were shown as there), until removed; the uploader that got files replaces its own."""
