@@ -6,6 +6,7 @@ the CSV has ``x,y`` columns (x = column), which :func:`cellcount.groundtruth.rea
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -71,6 +72,13 @@ def display_to_image(x: float, y: float, *, display_size: tuple[float, float], s
     col = min(int(x * w / dw), w - 1)
     row = min(int(y * h / dh), h - 1)
     return float(max(row, 0)), float(max(col, 0))
+
+
+def dots_id(points: np.ndarray | None) -> str:
+    """Which set of dots ``points`` is (none, or a digest of their positions to 0.01 px)."""
+    if points is None or not len(points):
+        return "none"
+    return hashlib.sha256(np.round(np.asarray(points, np.float64), 2).tobytes()).hexdigest()[:16]
 
 
 def points_csv(points: np.ndarray) -> str:

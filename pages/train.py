@@ -9,7 +9,6 @@ its progress again on return.
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from cellcount.finetune import (
     model_kind,
 )
 from cellcount.finetune.reading import few_dots as too_few_dots
-from cellcount.finetune.reading import few_dots_line
+from cellcount.finetune.reading import few_dots_line, partly_dotted, undotted_count
 from cellcount.groundtruth import GroundTruth
 from cellcount.io import not_an_image, short_name
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
@@ -48,7 +47,8 @@ P = "train"
 POINTS = f"{P}__points"  # image key -> float64 (N, 2) clicked points (row, col)
 UNDO = f"{P}__undo"  # image key -> earlier point arrays
 GUESSES = f"{P}__guesses"  # image key -> (model, its count) of each image shown for dotting
-BASIS = f"{P}__basis"  # image key -> the dots its edits started from (dots_id): a points file's, or none
+FAR = f"{P}__far"  # image key -> ((model, count), dots' digest), the part of that count far from every dot
+BASIS = f"{P}__basis"  # image key -> the dots its edits started from (annotate.dots_id): a points file's, or none
 POLL_S = 1.0
 STAGES = {"prepare": "Reading images and making targets", "train": "Training", "tune": "Re-tuning postprocessing",
           "evaluate": "Scoring the held-out images", "done": "Saving"}
@@ -286,16 +286,9 @@ def points_of(key: str, initial: np.ndarray | None = None) -> np.ndarray:
     return np.zeros((0, 2)) if initial is None else np.asarray(initial, np.float64).reshape(-1, 2)
 
 
-def dots_id(pts: np.ndarray | None) -> str:
-    """Which set of dots ``pts`` is (none, or a digest of their positions)."""
-    if pts is None or not len(pts):
-        return "none"
-    return hashlib.sha256(np.round(np.asarray(pts, np.float64), 2).tobytes()).hexdigest()[:16]
-
-
 def set_points(key: str, pts: np.ndarray, initial: np.ndarray | None = None) -> None:
     if key not in st.session_state.get(POINTS, {}):  # the first edit: remember what it started from
-        st.session_state.setdefault(BASIS, {})[key] = dots_id(initial)
+        st.session_state.setdefault(BASIS, {})[key] = annotate.dots_id(initial)
     st.session_state.setdefault(UNDO, {}).setdefault(key, []).append(points_of(key, initial))
     st.session_state.setdefault(POINTS, {})[key] = pts
 
@@ -343,15 +336,37 @@ def model_guess(key: str, data: bytes, image: np.ndarray) -> tuple[str, int] | N
     if known is not None and known[0] == name:  # a click reruns the page: the image and model are the same
         return known
     try:
-        model = sh.get_model(name)
-        params = sh.for_image(cc.resolve_params(model), image)
-        pred = sh.predict_cached(sh.digest_of(data), name, sh.prediction_version(name, params), params.input_key(),
-                                 image, sh.requested_backend())
+        pred, params = _guess_prediction(name, data, image)
         guess = (name, int(round(cc.postprocess(pred, params, measure=False).count)))
     except cc.CellcountError:
         return None
     st.session_state.setdefault(GUESSES, {})[key] = guess
     return guess
+
+
+def _guess_prediction(name: str, data: bytes, image: np.ndarray) -> tuple[cc.Prediction, cc.CountParams]:
+    """Model ``name``'s prediction on an image being dotted, with its card's settings (cached)."""
+    model = sh.get_model(name)
+    params = sh.for_image(cc.resolve_params(model), image)
+    return sh.predict_cached(sh.digest_of(data), name, sh.prediction_version(name, params), params.input_key(),
+                             image, sh.requested_backend()), params
+
+
+def far_from_dots(key: str, data: bytes, image: np.ndarray, pts: np.ndarray, guess: tuple[str, int]) -> None:
+    """Note for :func:`few_dots` how much of the model's count on an image with few dots lies far from every dot
+    (:func:`~cellcount.finetune.reading.undotted_count`), for the dots shown: an image dotted completely but
+    over-counted by the model (H&E) was told to "dot every cell", as the command line no longer does."""
+    sig = (guess, annotate.dots_id(pts))
+    known = st.session_state.setdefault(FAR, {})
+    if key in known and known[key][0] == sig:
+        return
+    far = None
+    if too_few_dots(len(pts), guess[1]):  # only where the count alone would say so
+        try:
+            far = undotted_count(_guess_prediction(guess[0], data, image)[0], guess[1], pts)
+        except cc.CellcountError:
+            far = None
+    known[key] = (sig, far)
 
 
 @st.cache_data(max_entries=1024, ttl=sh.CACHE_TTL_S, show_spinner=False)
@@ -381,8 +396,13 @@ def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> dict[str, str]:
     for name, data, gt in items:
         key = image_key(name, data)
         model, n = guesses.get(key, (None, 0))
-        if key in clicked and gt.kind == "points" and too_few_dots(gt.count, n):
-            out[name] = few_dots_line(short_name(name), gt.count, model, n)
+        if key not in clicked or gt.kind != "points":
+            continue
+        sig, far = st.session_state.get(FAR, {}).get(key, (None, None))
+        if sig is None or sig[0] != (model, n) or sig[1] != annotate.dots_id(gt.points):
+            far = None  # measured for other dots or another model: the count alone
+        if partly_dotted(gt.count, n, far):
+            out[name] = few_dots_line(short_name(name), gt.count, model, n, far)
     return out
 
 
@@ -421,6 +441,8 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
             on_click=functools.partial(on_click, key, f"{P}_click_{key}", (h, w), float(radius), initial),
         )
     found = model_guess(key, data, image) if guess else None
+    if found is not None:
+        far_from_dots(key, data, image, pts, found)
     with right:
         st.metric("Cells dotted", len(pts))
         if found is not None:
@@ -448,8 +470,8 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
         pts = clicked.get(key)
         if pts is not None and len(pts) and gt.kind in ("labels", "mask"):
             unused.append(short_name(name))
-        file_dots = dots_id(gt.points) if gt.kind == "points" else None
-        if pts is not None and file_dots is not None and basis.get(key, file_dots) != file_dots != dots_id(pts):
+        file_dots = annotate.dots_id(gt.points) if gt.kind == "points" else None
+        if pts is not None and file_dots is not None and basis.get(key, file_dots) != file_dots != annotate.dots_id(pts):
             over.append((key, f"{short_name(name)} ({len(pts)} clicked, {gt.count} in the file)"))
         # dots replace a file's points, and give a count-only image the positions it lacks
         dotted = pts is not None and (gt.kind == "points" or (gt.kind == "count" and len(pts)))

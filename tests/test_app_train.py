@@ -637,6 +637,42 @@ def test_an_image_with_far_fewer_dots_than_cells_is_named_before_training(tiny_m
     assert not any("Fewer dots than cells?" in w.value for w in at.warning), "dotted enough: no warning"
 
 
+def test_an_image_dotted_completely_that_the_model_over_counts_is_not_called_partly_dotted(tiny_models):
+    """12 dots where the model finds 40, little of its count far from every dot: dotted completely and over-counted
+    (H&E), as the command line judges it; told to "dot every cell" on the page all the same."""
+    from cellcount.finetune.reading import SCATTERED_DOTS
+
+    images, _, points = _set(2)
+    at = open_train(images)
+    at.session_state["train_base"] = "tiny-mask"
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    second = sorted(keys)[1]
+    dots = np.array([[8.0 + 3 * k, 10.0 + 2 * k] for k in range(12)])
+    assert SCATTERED_DOTS * 40 <= len(dots) < 0.5 * 40
+    at.session_state["train__points"] = {keys[second]: dots}
+    at.session_state["train__guesses"] = {keys[second]: ("tiny-mask", 40)}
+    from cellcount.annotate import dots_id
+
+    at.session_state["train__far"] = {keys[second]: ((("tiny-mask", 40), dots_id(dots)), 1.0)}
+    at.run()
+    assert not any("Fewer dots than cells?" in w.value for w in at.warning), "1 of 40 far from the dots: complete"
+    at.session_state["train__far"] = {keys[second]: ((("tiny-mask", 40), dots_id(dots)), 9.0)}
+    at.run()
+    warned = [w.value for w in at.warning if "Fewer dots than cells?" in w.value]
+    assert len(warned) == 1 and "(12 dots; tiny-mask finds about 40, 9 of them far from every dot)" in warned[0]
+    at.session_state["train__far"] = {keys[second]: ((("tiny-mask", 40), dots_id(dots[:11])), 1.0)}
+    at.run()
+    assert any("Fewer dots than cells?" in w.value for w in at.warning), "measured for other dots: the count alone"
+    shown = sorted(keys)[0]  # the image shown for dotting: measured by the page itself (a density map: mass > 0)
+    at.session_state["train_base"] = "tiny-density"
+    at.session_state["train__points"] = {keys[shown]: points[shown][:3]}
+    at.session_state["train__guesses"] = {keys[shown]: ("tiny-density", 40)}
+    at.run()
+    assert not at.exception
+    (model, dots_seen), far = at.session_state["train__far"][keys[shown]]
+    assert model == ("tiny-density", 40) and dots_seen == dots_id(points[shown][:3]) and 0 <= far <= 40
+
+
 def test_a_held_out_image_with_far_fewer_dots_than_cells_is_named_under_the_result(tiny_models, monkeypatch,
                                                                                      tmp_path):
     """A tester's image of 3 dots (about 150 cells) was drawn as the held-out one: MAE 158 -> 562 and errors of

@@ -116,10 +116,7 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
     if gt.points is not None:  # its count, beside the dots (a density model's integral)
         res = res or pipeline.postprocess(pred, params, measure=False)
         found = float(res.count_estimate)
-        if found and len(gt.points) >= 2:  # the base's mass (density) or foreground (mask) far from every dot
-            mass = pred.maps[0] if base.output_kind == "density" else (pred.maps[0] > 0.5).astype(np.float32)
-            share = undotted_share(mass, np.asarray(gt.points, np.float64).reshape(-1, 2))
-            undotted = None if share is None else found * share
+        undotted = undotted_count(pred, found, gt.points)
     if gt.points is not None and len(gt.points):
         rc = np.rint(np.asarray(gt.points, np.float64).reshape(-1, 2)).astype(np.int64)
         h, w = pred.maps.shape[-2:]
@@ -135,6 +132,17 @@ def measure_annotated(image: np.ndarray, gt: GroundTruth, base, *, size_model=No
 
 FAR_SPACINGS = 3.0
 """Far from every dot: over this many times the dots' own spacing (:func:`dot_spacing`) from the nearest one."""
+
+
+def undotted_count(pred, found: float | None, points: np.ndarray | None) -> float | None:
+    """The part of a model's count ``found`` on an image (its :class:`~cellcount.pipeline.Prediction` ``pred``) that
+    lies far from every one of the user's dots (:func:`undotted_share` of its density mass, or of a mask model's
+    foreground); None without a count or two dots."""
+    if not found or points is None or len(points) < 2:
+        return None
+    mass = pred.maps[0] if pred.output_kind == "density" else (pred.maps[0] > 0.5).astype(np.float32)
+    share = undotted_share(mass, np.asarray(points, np.float64).reshape(-1, 2))
+    return None if share is None else found * share
 
 
 def undotted_share(mass: np.ndarray, points: np.ndarray) -> float | None:
@@ -201,6 +209,14 @@ def few_dots(dots: int, found: float | None) -> bool:
     return found is not None and found >= MIN_GUESS and dots < FEW_DOTS * found
 
 
+def partly_dotted(dots: int, found: float | None, undotted: float | None = None) -> bool:
+    """:func:`few_dots`, and, where ``undotted`` (:func:`undotted_count`) is known, at least :data:`UNDOTTED_SHARE` of
+    the count ``found`` lies far from every dot or the dots are under :data:`SCATTERED_DOTS` of it (a few example
+    cells dotted across the image): a complete annotation that the model over-counts is not one."""
+    return few_dots(dots, found) and (undotted is None or undotted >= UNDOTTED_SHARE * found
+                                      or dots < SCATTERED_DOTS * found)
+
+
 def few_dots_line(name: str, dots: int, model: str, found: float, far: float | None = None) -> str:
     far_text = "" if far is None else f", {far:.0f} of them far from every dot"
     return f"{name} ({dots} dots; {model} finds about {found:.0f}{far_text})"
@@ -215,7 +231,7 @@ def few_dots_note(names: Sequence[str], dots: Sequence[int], found: Sequence[flo
     said of held-out images."""
     far = list(undotted) if undotted is not None else [None] * len(names)
     sparse = [few_dots_line(n, d, base, f, u) for n, d, f, u in zip(names, dots, found, far, strict=True)
-              if few_dots(d, f) and (u is None or u >= UNDOTTED_SHARE * f or d < SCATTERED_DOTS * f)]
+              if partly_dotted(d, f, u)]
     if not sparse:
         return None
     what = ("every cell without a dot counts as an error of both models there: dot every cell of those images, or "
