@@ -397,11 +397,12 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     if drawn:
         with cols[-1]:
             if gt.labels is not None:
+                # no legend: the title says it, and the picture stays level with the predictions' (they have none)
                 fig = viz.image_figure(viz.ground_truth_overlay(image, gt.labels), height=PANEL_PX,
-                                       title=f"Ground truth<br>{gt.count} annotated",
-                                       legend={f"ground truth ({gt.count})": viz.GROUND_TRUTH_COLOR})
+                                       title=f"Ground truth<br>{gt.count} annotated")
             else:
-                fig = viz.points_figure(image, gt.points, height=PANEL_PX, title=f"Ground truth<br>{gt.count} annotated")
+                fig = viz.points_figure(image, gt.points, height=PANEL_PX, title=f"Ground truth<br>{gt.count} annotated",
+                                        legend=False)
             st.plotly_chart(fig, key=f"{P}_side_truth")
     for col, (label, model_name, params) in zip(cols, configs, strict=False):
         with col:

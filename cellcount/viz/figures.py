@@ -238,9 +238,11 @@ def probability_figure(
 def points_figure(
     image: np.ndarray, points: np.ndarray | None, *, name: str = "ground truth", height: int | None = None,
     missed: np.ndarray | None = None, missed_color: tuple[int, int, int] | None = None, title: str | None = None,
+    legend: bool = True,
 ) -> go.Figure:
     """Image with point annotations (row, col) as markers; ``missed``: indices of the points no object matched,
-    drawn again, filled, in ``missed_color`` with their own legend entry."""
+    drawn again, filled, in ``missed_color`` with their own legend entry; ``legend=False``: none (a panel beside
+    others without one, its picture at their height)."""
     fig = image_figure(image, height=height, title=title)
     if points is not None and len(points):
         pts = np.asarray(points, np.float64).reshape(-1, 2)
@@ -260,5 +262,7 @@ def points_figure(
                                                  color=_hex(missed_color or GROUND_TRUTH_COLOR),
                                                  # outlined: a white dot vanished in the legend's white
                                                  line=dict(color="#000000", width=1))))
+    if not legend:
+        fig.update_traces(showlegend=False)
     # laid out again with the markers' legend entries: room for them under a title
     return _image_layout(fig, *np.shape(image)[:2], height=height, title=title)
