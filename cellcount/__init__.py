@@ -36,6 +36,12 @@ def __getattr__(name: str):
         return count_file
     raise AttributeError(f"module 'cellcount' has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    # the lazy count_file too: help(cellcount) and tab completion left out the function the README shows for files
+    return sorted({*globals(), *__all__})
+
+
 __all__ = [
     "CellcountError",
     "ChannelError",

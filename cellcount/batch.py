@@ -28,7 +28,7 @@ from .measure import MICRON_COLUMNS
 from .models import size_model_for
 from .models.base import CountModel
 from .params import measuring_by_file
-from .pipeline import CountParams, CountResult, count_image, resolve_params
+from .pipeline import CountParams, CountResult, check_model, count_image, resolve_params
 from .quality import with_note
 
 logger = logging.getLogger(__name__)
@@ -227,6 +227,7 @@ def count_file(
     maximum projection; :func:`cellcount.io.read_image`), and what the file says about the count in the quality
     flag (a stack counted from its first plane, where :func:`cellcount.count_image` of the array
     :func:`cellcount.read_image` returns cannot tell). Reading errors are raised, as by ``read_image``."""
+    check_model(model, "count_file")
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else "<bytes>"
     return _count_source(source, name, model, p, page=page, max_pixels=max_pixels,
@@ -263,6 +264,7 @@ def count_many(
     the plane asked for is an error row, as :func:`count_file` raises it). ``measure=False`` skips each result's object table (``objects`` is empty; counts and
     quality flags are the same) for a caller that writes no objects.
     """
+    check_model(model, "count_many")
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     if size_model is None:
         size_model = size_model_for(model, p)
@@ -350,13 +352,15 @@ def item_objects(item: BatchItem) -> pd.DataFrame:
 
 def objects_table(result: CountResult, name: str) -> pd.DataFrame:
     """``result``'s object table as every objects CSV has it (Count's download, Batch, the CLI): a leading
-    ``file`` column, and the µm columns whether or not a pixel size was known (empty then)."""
+    ``file`` column, and the µm columns whether or not a pixel size was known (empty then), with that pixel size
+    (``pixel_size_um``: the file's own where the settings give none, which the settings column cannot say)."""
     df = result.objects.assign(file=name)
     columns = ["file", *[c for c in df.columns if c != "file"]]
     if "centroid_row_um" not in df:  # one set of columns whichever files state a pixel size (the file's own, or
         # none): a CSV stream's header is its first image's, and drops what later images add
         columns += MICRON_COLUMNS if "area_px" in df else MICRON_COLUMNS[2:]
-    return df.reindex(columns=columns)
+    df = df.assign(pixel_size_um=result.pixel_size_um if "centroid_row_um" in df else None)
+    return df.reindex(columns=[*columns, "pixel_size_um"])
 
 
 def objects_frame(items: Iterable[BatchItem]) -> pd.DataFrame:

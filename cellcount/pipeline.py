@@ -215,16 +215,36 @@ def _prepare(model: CountModel | None, fast: bool, backend: str | None) -> None:
 
 def _check_call(image: Any, model: Any, what: str) -> None:
     """Refuse, saying what to do, a model given by name or several images given as one."""
+    check_model(model, what)
+    if isinstance(image, (list, tuple)):
+        raise ParameterError(f"{what} takes one image (a 2-D array, or H x W x channels), got a {type(image).__name__} "
+                             f"of {len(image)}: count arrays one by one ([{what}(a, model) for a in images]), or files with "
+                             "cellcount.batch.count_many([(name, path), ...], model)")
+
+
+def check_model(model: Any, what: str) -> None:
+    """Refuse, saying what to do, a model given by name (or anything but a loaded model) to ``what``."""
     if isinstance(model, (str, os.PathLike)):
         raise ParameterError(f"{what} takes a loaded model, got {os.fspath(model)!r}: model = "
                              f"cellcount.load_model({os.fspath(model)!r}), once for all your images")
     if not hasattr(model, "output_kind") or not hasattr(model, "card"):  # None, or another library's model
         raise ParameterError(f"{what} takes a model loaded by cellcount.load_model(name), got "
                              f"{'None' if model is None else type(model).__name__}: cellcount.list_models() lists the names")
-    if isinstance(image, (list, tuple)):
-        raise ParameterError(f"{what} takes one image (a 2-D array, or H x W x channels), got a {type(image).__name__} "
-                             f"of {len(image)}: count arrays one by one ([{what}(a, model) for a in images]), or files with "
-                             "cellcount.batch.count_many([(name, path), ...], model)")
+
+
+def _check_size_model(size_model: Any) -> None:
+    """Refuse a ``size_model`` that cannot size nuclei: a name, or a model without a density map (a mask model given
+    as its own size model counted 184 for 145, flagged only as two counts that disagree 16-fold)."""
+    if size_model is None:
+        return
+    if isinstance(size_model, (str, os.PathLike)):
+        raise ParameterError(f"size_model takes a loaded density model, got {os.fspath(size_model)!r}: size_model = "
+                             f"cellcount.load_model({os.fspath(size_model)!r}), or leave it out (the card names one)")
+    if getattr(size_model, "output_kind", None) != "density":
+        raise ParameterError(f"size_model must be a density model (it sizes nuclei from its density map), got "
+                             f"{getattr(size_model, 'name', type(size_model).__name__)!r} "
+                             f"({getattr(size_model, 'output_kind', 'no model')}): leave it out, and the model's card "
+                             "names its size model")
 
 
 def predict(
@@ -266,6 +286,7 @@ def predict(
         from .models import size_model_for
 
         size_model = size_model_for(model, p)
+    _check_size_model(size_model)
     ts = time.perf_counter()
     for net_model in (model, size_model):
         _prepare(net_model, fast, backend)
@@ -464,6 +485,9 @@ def postprocess(
     ``image`` (the original, any dtype) is used for intensity measurements; the normalised image
     otherwise. ``measure=False`` skips the object table (faster for parameter searches).
     """
+    if not isinstance(prediction, Prediction):  # a model, an image: an AttributeError deep inside said nothing
+        raise ParameterError(f"postprocess takes the Prediction that predict(image, model, params) returns, got "
+                             f"{type(prediction).__name__}: postprocess(predict(image, model, params), params)")
     if not isinstance(params, CountParams):  # a dict or a model: it has no model card to resolve settings against
         raise ParameterError(f"postprocess takes CountParams, got {type(params).__name__}: "
                              "cellcount.resolve_params(model, {...}) makes them from a model and the settings to change")

@@ -428,8 +428,8 @@ def test_a_microscope_file_uploaded_is_a_row_that_says_export_it(png_bytes, clas
 
 def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_them(tmp_path, caplog):
     """A calibrated OME-TIFF's objects got no µm columns unless --pixel-size-um was given (a tester); now its own
-    pixel size is used where none is given, recorded in its row's settings, and every object table of a batch has
-    the same columns (a CSV stream's header is its first image's)."""
+    pixel size is used where none is given, recorded beside the µm columns (not in the settings: it is no setting),
+    and every object table of a batch has the same columns (a CSV stream's header is its first image's)."""
     import json
 
     import tifffile
@@ -446,12 +446,15 @@ def test_the_files_pixel_size_fills_in_the_micron_columns_and_every_table_has_th
     cal, plain = item_objects(items["cal.ome.tif"]), item_objects(items["plain.tif"])
     assert list(cal.columns) == list(plain.columns) and "area_um2" in cal.columns
     assert (cal["area_um2"] == cal["area_px"] * 0.25).all() and plain["area_um2"].isna().all()
+    # the scale of the µm columns, beside them: the settings column says none, as none was given (a tester)
+    assert (cal["pixel_size_um"] == 0.5).all() and plain["pixel_size_um"].isna().all()
     # the file's size measured; it is no setting: --resume and settings files compare and carry the user's
     assert items["cal.ome.tif"].result.params.pixel_size_um is None
     assert json.loads(counts_frame([items["cal.ome.tif"]])["settings"][0])["pixel_size_um"] is None
     given = list(count_many([("cal.ome.tif", tmp_path / "cal.ome.tif")], model, {"pixel_size_um": 2.0}))[0]
     assert given.result.params.pixel_size_um == 2.0, "a pixel size the user gives wins"
     assert (item_objects(given)["area_um2"] == item_objects(given)["area_px"] * 4).all()
+    assert (item_objects(given)["pixel_size_um"] == 2.0).all()
     # pixels that are not square: no µm, and the row says why
     tifffile.imwrite(tmp_path / "tall.ome.tif", img, ome=True, metadata={
         "PhysicalSizeX": 0.4, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.8, "PhysicalSizeYUnit": "µm"})
