@@ -109,6 +109,8 @@ def test_save_load_identity(architecture, kind, tiny_model, tmp_path, rng):
 def test_load_by_name_from_a_weights_dir(saved_model):
     folder, _ = saved_model
     assert list_models(folder.parent) == ["tiny", CLASSICAL_NAME]
+    with pytest.raises(ModelNotFoundError, match="weights folder not found"):  # the shipped ones vanished unsaid
+        list_models(folder.parent / "typo")
     # named as listed, not as its card (written as tiny-unet-mask): a folder renamed or copied by hand is the model
     # of its new name in every count, and listed once
     assert load_model("tiny", weights_dir=folder.parent).name == "tiny"
