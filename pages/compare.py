@@ -183,7 +183,7 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
         except cc.CellcountError as err:
             reason = str(err).replace("<bytes>", src.name)
             # a row per setting all the same, so the per-row CSV lists the file with why it has no count
-            rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name,
+            rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name, "backend": None,
                       "settings": params.settings_json(sh.get_model(model_name).output_kind), "count": None, "count_estimate": None,
                       "seconds": None, "check": None, "check_score": None, "check_reasons": "", "status": "error",
                       "reason": reason}
@@ -196,6 +196,7 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 "true": src.truth,
                 "config": label,
                 "model": model_name,
+                "backend": None,  # the one its network ran in (models may run in different ones on one machine)
                 "settings": params.settings_json(sh.get_model(model_name).output_kind),
                 "count": None,
                 "count_estimate": None,
@@ -226,7 +227,7 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                     res.quality = cc.quality.with_note(res.quality, note)
                 row.update(
                     # a model's one-off setup (its first use on this machine) is not its speed
-                    count=res.count, count_estimate=res.count_estimate,
+                    count=res.count, count_estimate=res.count_estimate, backend=pred.backend,
                     seconds=sum(v for k, v in res.seconds.items() if k != "setup")
                 )
                 if res.quality is not None:

@@ -16,6 +16,7 @@ from cellcount.evaluate import (
     POINT_RADIUS_PX,
     TuningCheck,
     cross_check_errors,
+    recorded_table,
     tune_params,
     worse_images,
 )
@@ -499,10 +500,11 @@ with right:
             st.caption("More columns (precision, recall, matched / extra / missed objects, nucleus-size estimate, "
                        "timings) in the CSV.")
             # which model and settings made these counts: the file alone says (as the Batch and Compare CSVs do)
-            recorded = per_image.assign(model=model.name, settings=params.settings_json(model.output_kind))
+            recorded = recorded_table(per_image, pairs, model, params, iou_threshold=iou)
             sh.download_button(
                 "Per-image CSV", sh.csv_bytes(recorded), "evaluation.csv", "text/csv", f"{P}_dl_table",
-                help="Every column, with the model and its settings (JSON) on each row.",
+                help="Every column, with the model, its settings (JSON), the backend, the annotation file and the IoU "
+                     "threshold of the matches on each row, as `cellcount evaluate --out` writes them.",
             )
     if tabs[1].open:
         tabs[1].plotly_chart(viz.pred_vs_true_scatter(per_image), key=f"{P}_scatter")

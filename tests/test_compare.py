@@ -101,6 +101,10 @@ def test_compare_scores_each_model_as_evaluate_does(samples_dir, tmp_path, capsy
     assert table["true"].tolist() == [28, 167, 32]
     assert pd.api.types.is_integer_dtype(table[f"B: {CLASSICAL_NAME}"]), "whole counts written as whole numbers"
     assert (table[f"error: B: {CLASSICAL_NAME}"] == table[f"B: {CLASSICAL_NAME}"] - table["true"]).all()
+    every = tmp_path / "every.csv"  # each row names the backend its network ran in (models may run in different ones)
+    assert main(["--data", str(data), "tiny-mask", CLASSICAL_NAME, "--rows", str(every), "-q"]) == 0
+    ran = pd.read_csv(every).groupby("model")["backend"].agg(lambda b: set(b.dropna()))
+    assert len(ran["tiny-mask"]) == 1 and ran[CLASSICAL_NAME] == set(), ran
 
 
 def test_two_settings_files_of_one_model_compare_two_settings(samples_dir, tmp_path, capsys):
@@ -233,7 +237,7 @@ def test_every_count_with_its_flag_and_the_figures_as_numbers(samples_dir, tmp_p
     assert main(["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--rows", str(rows),
                  "--json", str(summary), "--limit", "2", "-q"]) == 0
     every = pd.read_csv(rows)
-    assert list(every.columns) == ["file", "true", "config", "model", "settings", "count", "error", "check",
+    assert list(every.columns) == ["file", "true", "config", "model", "backend", "settings", "count", "error", "check",
                                    "check_score", "check_reasons"]
     assert len(every) == 4 and (every["error"] == every["count"] - every["true"]).all()
     assert every["check"].all() and every["check_reasons"].str.len().gt(0).all(), "the baseline flags every count"

@@ -937,6 +937,8 @@ def test_evaluate_runs_the_backend_asked_and_records_what_scored_each_image(tiny
     assert list(table["backend"]) == ["torch"] and list(table["model"]) == ["tiny-mask"]
     assert list(table["iou_threshold"]) == [0.7]
     assert [Path(p).name for p in table["ground_truth_file"]] == ["s01_sparse_small_labels.tif"]
+    assert json.loads(table["settings"][0])["threshold"] == load_model("tiny-mask").card.postprocess.get(
+        "threshold", 0.5), "the settings travel with the rows, as with every other CSV"
     assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--backend", "onnxruntime", "--json", str(out),
                  "-q"]) == 0
     assert json.loads(out.read_text())["backend"] == "onnxruntime"  # the option over the environment, as for count

@@ -246,6 +246,7 @@ def evaluate_predictions(
             row.update({f"q_{k}": v for k, v in res.quality.signals.items()})
         row["model_scale"] = pred.model_scale
         row["estimated_diameter_px"] = pred.estimated_diameter_px
+        row["backend"] = getattr(pred, "backend", None)  # backends count an object apart now and then: each row says
         row["model_seconds"] = pred.seconds.get("model", float("nan"))
         row["megapixels"] = pred.shape[0] * pred.shape[1] / 1e6
         rows.append(row)
@@ -269,6 +270,18 @@ def evaluate_predictions(
         summary["ms_per_megapixel"] = float(1000 * df["model_seconds"].sum() / df["megapixels"].sum())
         summary["model_seconds_median"] = float(df["model_seconds"].median())
     return EvaluationReport(per_image=df, summary=summary, results=results)
+
+
+def recorded_table(per_image: pd.DataFrame, pairs: Sequence[Pair], model: Any, params: CountParams, *,
+                   iou_threshold: float) -> pd.DataFrame:
+    """``per_image`` (:func:`evaluate_predictions`) as written to a CSV (``evaluate --out``, the app's Per-image
+    CSV): which annotation scored each image, the model and its settings (JSON), and the IoU threshold its objects
+    were matched at (dots match by position, a count alone not at all), so that the file alone says what made it."""
+    truth = {name: gt.source for name, _, gt in pairs}
+    matched = per_image["match"] if "match" in per_image else [None] * len(per_image)
+    return per_image.assign(ground_truth_file=per_image["file"].map(truth), model=model.name,
+                            settings=params.settings_json(model.output_kind),
+                            iou_threshold=[iou_threshold if m == "iou" else None for m in matched])
 
 
 def _mae(pairs: Sequence[Pair], params: CountParams) -> float:

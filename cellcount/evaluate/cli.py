@@ -46,6 +46,7 @@ from . import (
     labelled_items,
     predict_pairs,
     ran_in,
+    recorded_table,
     tune_params,
     with_read_notes,
 )
@@ -473,13 +474,7 @@ def _run(args: argparse.Namespace) -> int:
         table = rep.per_image.assign(learnt_from=kept_in) if kept_in is not None and kept_in.any() else rep.per_image
         # which annotation scored each image (a folder may hold a label image and a points CSV of one image) and
         # what counted it, as the app's Evaluate download records them
-        truth = {name: gt.source for name, _, gt in pairs}
-        ran_by = {name: getattr(pred, "backend", None) for name, pred, _ in pairs}
-        matched = table["match"] if "match" in table else [None] * len(table)
-        write_csv(table.assign(ground_truth_file=table["file"].map(truth), model=model.name,
-                               backend=table["file"].map(ran_by),
-                               # dots match by position, not by overlap; a count alone matches nothing
-                               iou_threshold=[args.iou if m == "iou" else None for m in matched]), args.out)
+        write_csv(recorded_table(table, pairs, model, params, iou_threshold=args.iou), args.out)
     s = rep.summary
 
     def over(k: int | None, which: str) -> str:

@@ -157,6 +157,7 @@ def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
     """Evaluate's per-image table as the Compare page's rows (one per image of this configuration)."""
     return pd.DataFrame({
         "file": per_image["file"], "true": per_image["true"], "config": cfg.label, "model": cfg.model.name,
+        "backend": per_image["backend"] if "backend" in per_image else None,  # models may run in different ones
         # the settings themselves, as the page's CSV gives them: a card rewritten since would make "card" another
         "settings": cfg.params.settings_json(cfg.model.output_kind),
         "count": per_image["pred"].round().astype("Int64") if whole(per_image["pred"]) else per_image["pred"],
@@ -243,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
         write_csv(as_written(cmp.table), args.out)
     if args.rows:
         every = rows.drop(columns=["count_estimate", "seconds"]).assign(error=rows["count_estimate"] - rows["true"])
-        write_csv(as_written(every[["file", "true", "config", "model", "settings", "count", "error", "check",
+        write_csv(as_written(every[["file", "true", "config", "model", "backend", "settings", "count", "error", "check",
                                     "check_score", "check_reasons"]]), args.rows)
     if args.json:
         atomic_write_bytes(args.json, json.dumps(finite_json({**_json_summary(args, configs, items, left_out, skipped,
