@@ -109,7 +109,7 @@ class Param:
 PARAMS: tuple[Param, ...] = (
     # ---------------------------------------------------------------------------------------- input
     Param(
-        "channel", int, None, "input", lo=0, hi=65535, optional=True, none_means="mean of the channels",
+        "channel", int, None, "input", lo=0, hi=65535, optional=True, none_means="all (their mean, or H&E's stain for a model reading stain)",
         label="Channel",
         help="channel index of multichannel images, numbered from 0 (Fiji's C=1 is channel 0; default: mean of "
         "the channels, or the hematoxylin stain of a colour bright-background image with a model that reads stain)",

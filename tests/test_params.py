@@ -139,7 +139,7 @@ def test_an_unset_setting_reads_as_what_it_does():
     from cellcount.params import setting_text
 
     assert setting_text("invert", None) == "auto" and setting_text("max_area_px", None) == "no limit"
-    assert setting_text("channel", None) == "mean of the channels"
+    assert setting_text("channel", None) == "all (their mean, or H&E's stain for a model reading stain)"  # as the Count page says it
     assert setting_text("invert", True) == "on" and setting_text("max_area_px", 0) == "0 (no limit)"
 
 
