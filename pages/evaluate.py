@@ -38,7 +38,7 @@ PER_IMAGE_CONFIG = {
     "true": st.column_config.NumberColumn("true", width=60),
     "pred": st.column_config.NumberColumn("predicted", format="%.1f", width=80),
     "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true", width=60),
-    "rel_error": st.column_config.NumberColumn("rel. error", format="%.1f%%", help="error / true count, in %",
+    "rel_error": st.column_config.NumberColumn("rel. error", format="%.1f%%", help="|predicted - true| / true count, in % (the CSV's rel_error: the same as a fraction)",
                                                width=80),
     "check": st.column_config.CheckboxColumn("check", width=60, help="The quality flag: this count may be wrong (the "
                                                                      "reasons are in the CSV's check_reasons)"),
@@ -86,9 +86,10 @@ def show_summary(s: dict, iou_threshold: float) -> None:
     m[1].metric("MAE", sh.fixed(s["mae"], _digits(s["mae"])), help=f"Mean absolute count error (cells per image){ci}")
     if ci:
         st.caption(f"MAE {sh.fixed(s['mae'])}: 95% bootstrap interval over these images "
-                   f"{sh.fixed(s['mae_ci_low'])}–{sh.fixed(s['mae_ci_high'])} (another set of images like these "
-                   "could give any value in it; its top can pass the largest error seen here: one far-off image among few "
-                   "stands for others like it)."
+                   f"{sh.fixed(s['mae_ci_low'])}–{sh.fixed(s['mae_ci_high'])} (the model's MAE on images like these, "
+                   "judged from these: it lies in it 95 times in 100; one new set's own MAE, over few images, strays "
+                   "further. Its top can pass the largest error seen here: one far-off image among few stands for "
+                   "others like it)."
                    + (" Over so few images it holds the MAE less often than it says: 80-94% of the time at 5-8 images "
                       "in simulations (docs/RESULTS.md)." if s.get("n", 0) < FEW_FOR_INTERVAL else ""))
     m[2].metric("RMSE", sh.fixed(s["rmse"], _digits(s["rmse"])))
@@ -112,7 +113,8 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         m = st.container(key="metrics_objects").columns(6)
         m[0].metric("Precision", f"{s['precision']:.3f}", help=how)
         m[1].metric("Recall", f"{s['recall']:.3f}", help=how)
-        m[2].metric("F1", f"{s['f1']:.3f}", help=how)
+        # pooled over two rules (dots match more loosely than outlines): the tile says so, not the caption alone
+        m[2].metric("F1 (mixed)" if s.get("match") == "mixed" else "F1", f"{s['f1']:.3f}", help=how)
         if np.isfinite(s.get("mean_iou", np.nan)):
             m[3].metric("Mean IoU", f"{s['mean_iou']:.3f}", help="Mean IoU of the matched pairs")
         m[4].metric("False pos.", int(s["fp"]), help="False positives: predicted objects without a true match")

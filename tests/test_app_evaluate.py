@@ -529,3 +529,19 @@ def test_worst_images_with_dots_mark_the_objects_holding_none_and_the_dots_misse
     legends = " ".join(str(c.proto.spec) for c in at.get("plotly_chart"))
     assert "ground truth (" in legends and ("no dot inside (" in legends or "missed (" in legends), legends[:300]
 
+
+
+def test_an_f1_pooled_over_outlines_and_dots_says_so_on_its_tile():
+    """Label images for one image, dots for another: one F1 over two matching rules (dots match more loosely), and
+    the tile said "F1" alone (a tester)."""
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([upload("s01_sparse_small.png"), upload("s03_large_nuclei.png")])
+    at.file_uploader(key="eval_gt_files").set_value([upload("s01_sparse_small_labels.tif"),
+                                                     upload("s03_large_nuclei_points.csv")])
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception, at.exception
+    labels = {m.label for m in at.metric}
+    assert "F1 (mixed)" in labels and "F1" not in labels
+    assert any("IoU matching (IoU ≥ 0.50) for label images, dots inside the objects for dots" in c.value
+               for c in at.caption)
