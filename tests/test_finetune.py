@@ -1223,6 +1223,11 @@ def test_a_budget_that_buys_few_steps_says_so(tiny_model, tmp_path, draw_disks, 
     data = _folder(tmp_path, draw_disks, "points", n=3)
     res = finetune(base_dir, data, name="short", minutes=0.3, holdout=0, batch_size=2, crop=32, max_steps=None)
     assert any(f"bought only {res.steps} training step(s)" in n for n in res.notes)
+    # most of a budget kept for reading and scoring: said (a 5-minute run ended in 2.5 without a word)
+    monkeypatch.setattr("cellcount.finetune.core._train_budget", lambda *a, **k: 12.0)
+    short = finetune(base_dir, data, name="shorter", minutes=0.5, holdout=0, batch_size=2, crop=32, max_steps=None)
+    assert any("the 0.5-min budget leaves 12 s of training: the rest is for reading, scoring and re-tuning these 3 "
+               "images" in n for n in short.notes), short.notes
     fixed = finetune(base_dir, data, name="fixed", steps=2, holdout=0, batch_size=2, crop=32)
     assert not any("bought only" in n for n in fixed.notes), "a fixed number of steps is the user's choice"
 

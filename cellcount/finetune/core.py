@@ -128,6 +128,8 @@ MIN_IMAGE_PX = 32
 cells teach nothing and score nothing."""
 
 
+SHORT_TRAINING_SHARE = 0.5
+"""A time budget that leaves training less than this share of it is said (the rest is reading and scoring)."""
 MIN_TRAIN_S = 10.0
 """The least training time a budget must leave (else the run is refused before training)."""
 
@@ -235,6 +237,11 @@ def finetune(
                                         dot_disc=dot_disc, cancel=cancel, report=run.report)
     train_budget_s = None if steps is not None else _train_budget(s, b, reading, minutes=minutes, t_start=t_start,
                                                                   per_image_s=per_image_s)
+    if train_budget_s is not None and train_budget_s < SHORT_TRAINING_SHARE * 60.0 * float(minutes):
+        # a tester's 5-minute run ended in 2.5 without a word: the rest went to time kept for reading and scoring
+        run.note(f"the {minutes:g}-min budget leaves {train_budget_s:.0f} s of training: the rest is for reading, "
+                 f"scoring and re-tuning these {len(s.names)} images as timed on this computer (slower while it is "
+                 "busy); give more minutes, or a number of steps, to train longer")
     trained = _train(b, items, s.train_gts, steps=steps, seconds=train_budget_s, batch_size=batch_size, crop=crop,
                      lr=lr, seed=seed, cancel=cancel, count_weight=count_weight, scale_range=scale_range,
                      elastic_p=elastic_p, intensity_jitter=intensity_jitter, average_last=average_last,
