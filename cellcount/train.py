@@ -581,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .cliparams import prog_name
 
     p = argparse.ArgumentParser(prog=prog_name("cellcount.train"), description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="YAML config (see configs/)")
+    # required: the defaults alone read ../shared/datasets/dsb2018 and write weights/model, which means nothing to a user
+    p.add_argument("--config", required=True, help="YAML config (configs/ holds the shipped models' own)")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")
     return p
 

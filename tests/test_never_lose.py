@@ -521,6 +521,15 @@ def test_train_cli_bad_config_one_line(tmp_path, capsys, config, match):
     assert err.startswith("error:") and match in err and err.count("\n") == 1
 
 
+def test_train_cli_without_a_config_says_so(capsys):
+    """Without --config it trained from the defaults: "folder not found: ../shared/datasets/dsb2018" (a tester)."""
+    from cellcount.train import main as train_main
+
+    with pytest.raises(SystemExit) as stop:
+        train_main([])
+    assert stop.value.code == 2 and "the following arguments are required: --config" in capsys.readouterr().err
+
+
 def test_evaluate_reads_semicolon_counts(tmp_path, capsys):
     from cellcount.evaluate.cli import main as evaluate_main
 
