@@ -201,7 +201,8 @@ def test_net_model_measures_once_and_passes_an_explicit_backend(tiny_model, tmp_
     assert choice.reason in ("measured", "only one available") and choice.backend in CHOICES
     assert model.backend_choice() is choice  # remembered for the model's life
     torch_maps = model.predict_maps(image, fast=True, backend="torch")
-    np.testing.assert_allclose(auto, torch_maps, atol=1e-4)  # both fp32 on this machine, or bf16 within rounding
+    # both fp32 alike; bf16 (chosen on a CPU where it measured fastest, or by a busy spell's timing) within its rounding
+    np.testing.assert_allclose(auto, torch_maps, atol=0.05 if choice.backend == "bf16" else 1e-4)
     if choice.reason == "measured":
         assert (tmp_path / "cellcount" / "backends.json").is_file()
         assert tiny_model(seed=11).backend_choice().reason == "cached"  # same weights: a new process reads it
