@@ -34,6 +34,7 @@ from cellcount.finetune import (
 from cellcount.finetune.reading import few_dots as too_few_dots
 from cellcount.finetune.reading import few_dots_line, partly_dotted, undotted_count
 from cellcount.groundtruth import GroundTruth
+from cellcount.groundtruth.read import calibrated_note
 from cellcount.io import not_an_image, short_name
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
 from cellcount.labelled import LabelledSet
@@ -370,22 +371,34 @@ def far_from_dots(key: str, data: bytes, image: np.ndarray, pts: np.ndarray, gue
 
 
 @st.cache_data(max_entries=1024, ttl=sh.CACHE_TTL_S, show_spinner=False)
-def _shorter_side(digest: str, _data: bytes) -> int | None:
-    """The image's shorter side in pixels; None when it cannot be read (the fine-tune names it)."""
+def _image_hw(digest: str, _data: bytes) -> tuple[int, int] | None:
+    """The image's height and width in pixels; None when it cannot be read (the fine-tune names it)."""
     import warnings
 
     try:
         with warnings.catch_warnings():  # a stack's "first plane read": said by the fine-tune, not here
             warnings.simplefilter("ignore")
-            return int(min(cc.read_image(_data).shape[:2]))
+            h, w = cc.read_image(_data).shape[:2]
+            return int(h), int(w)
     except (cc.CellcountError, OSError, ValueError):
         return None
 
 
 def too_small(data: bytes) -> bool:
     """Whether an image is under :data:`~cellcount.finetune.MIN_IMAGE_PX` on a side (the fine-tune leaves it out)."""
-    side = _shorter_side(sh.digest_of(data), data)
-    return side is not None and side < MIN_IMAGE_PX
+    hw = _image_hw(sh.digest_of(data), data)
+    return hw is not None and min(hw) < MIN_IMAGE_PX
+
+
+def dots_in_microns(items: list[tuple[str, bytes, GroundTruth]]) -> list[str]:
+    """What :func:`~cellcount.groundtruth.read.calibrated_note` says of each points file whose dots crowd its image's
+    top-left corner, as coordinates in µm do (dots clicked here are the user's own)."""
+    out = []
+    for name, data, gt in items:
+        if gt.kind == "points" and gt.source != name and (hw := _image_hw(sh.digest_of(data), data)):
+            if note := calibrated_note(gt, hw):
+                out.append(note)
+    return out
 
 
 def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> dict[str, str]:
@@ -682,6 +695,9 @@ if sparse:
                f"{'; '.join(lines[:5])}{' …' if len(lines) > 5 else ''}. Every cell without a dot is taught as "
                "background (an image left with no dots, as holding no cells): dot every cell of those images, or "
                "remove them from the upload.", icon=":material/warning:")
+if microns := dots_in_microns(items):  # said in the reading notes above, where a tester missed it; trained as read
+    st.warning(f"Dots in µm? {'; '.join(microns[:3])}{' …' if len(microns) > 3 else ''}. Misplaced dots teach the "
+               "model wrong cells: fix the file, or remove the image from the upload.", icon=":material/straighten:")
 clicked = st.session_state.get(POINTS, {})
 empty = [short_name(n) for n, d, gt in items if gt.count == 0 and image_key(n, d) not in clicked]
 if empty:  # a points CSV with its header line only reads as an image without cells (a tester's export)

@@ -936,3 +936,16 @@ def test_the_models_and_compare_pages_watch_the_fine_tune_too():
         at.run()
         assert not at.exception, at.exception
         assert at.session_state["train__watched"] == ("run-1", "mine"), page
+
+
+def test_dots_that_look_like_microns_are_warned_before_start(tiny_models):
+    """A Fiji points file in µm (all dots in the image's top-left corner) was said only among the reading notes in
+    section 1, and trained on; the result never named it (a tester)."""
+    images, csvs, _ = _set(3)
+    corner = ("cells_0_points.csv", ("x,y\n" + "".join(f"{2 + 2 * k},{3 + k}\n" for k in range(12))).encode(),
+              "text/csv")
+    at = open_train(images, [corner, *csvs[1:]])
+    warned = [w.value for w in at.warning if w.value.startswith("Dots in µm?")]
+    assert len(warned) == 1 and "cells_0_points.csv: all 12 points lie within the top-left" in warned[0], warned
+    at.file_uploader(key="train_gt_files").set_value(list(csvs)).run()
+    assert not any(w.value.startswith("Dots in µm?") for w in at.warning), "the right file: no warning"

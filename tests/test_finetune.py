@@ -234,6 +234,19 @@ def test_points_that_look_like_microns_are_among_the_runs_notes(tiny_model, tmp_
                         run=SimpleNamespace(note=said.append, report=lambda p: None))
     assert any("img0_points.csv: all 12 points lie within the top-left" in s and s.endswith("(read as it is)")
                for s in said), said
+    # uploaded (the Train page reads them before the run): among the run's notes all the same, once; dots clicked on
+    # the image itself (their source is the image's name) are the user's own
+    from cellcount.labelled import labelled_set
+
+    files = [(p.name, p.read_bytes()) for p in sorted(data.iterdir())]
+    found = labelled_set(files)
+    clicked = GroundTruth("points", 12, points=np.array([[2.0 + k, 3.0 + k] for k in range(12)]), source="img1.png")
+    items = [(n, d, clicked if n == "img1.png" else gt) for n, d, gt in found.items]
+    said.clear()
+    _read_annotated(items, 1, seed=0, model=tiny_model(kind="density"),
+                    run=SimpleNamespace(note=said.append, report=lambda p: None))
+    assert [s for s in said if "top-left" in s] == [next(n for n in found.notes if "img0_points.csv" in n)
+                                                    + " (read as it is)"], said
 
 
 def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, draw_disks):

@@ -326,7 +326,7 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
 
     run.report(FinetuneProgress("prepare", message="reading the images and annotations"))
     skipped: list[str] = []  # images left out: named in the notes
-    from ..groundtruth.read import CalibratedPointsWarning
+    from ..groundtruth.read import CalibratedPointsWarning, calibrated_note
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibratedPointsWarning)
@@ -356,6 +356,11 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
                            f"score (at least {MIN_IMAGE_PX} px on each side)")
             labelled = [item for item in labelled if item[0] != n]
             continue
+        gt = next(g for name, _, g in labelled if name == n)
+        # uploaded items were read before this run (the Train page said it above, among its reading notes): said
+        # among the run's own notes too, as for a folder (a tester's µm dots trained, the result silent)
+        if not isinstance(data, (str, Path)) and gt.source != n and (note := calibrated_note(gt, np.shape(image))):
+            run.note(f"{note} (read as it is)")
         read.append((image, planes))
     if not labelled:
         raise GroundTruthError("none of the annotated images can be used: " + "; ".join(skipped))

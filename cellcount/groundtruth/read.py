@@ -50,14 +50,23 @@ def check_points_fit(gt: GroundTruth, expected_shape: Sequence[int] | None) -> N
             f"W x H), first at x = {gt.points[k][1]:g}, y = {gt.points[k][0]:g}; are the coordinates in µm "
             "instead of pixels?"
         )
+    if note := calibrated_note(gt, expected_shape):
+        warnings.warn(note, CalibratedPointsWarning, stacklevel=2)
+
+
+def calibrated_note(gt: GroundTruth, expected_shape: Sequence[int] | None) -> str | None:
+    """What :class:`CalibratedPointsWarning` says of ``gt``'s points on an image of ``expected_shape``, or None
+    where they do not crowd its top-left corner so (or are too few to tell)."""
+    expected = _expected_hw(expected_shape)
+    if expected is None or gt.points is None or len(gt.points) < CALIBRATED_MIN_POINTS:
+        return None
     reach = gt.points.max(axis=0) / np.asarray(expected, float)
-    if len(gt.points) >= CALIBRATED_MIN_POINTS and (reach < CALIBRATED_SHARE).all():
-        warnings.warn(
-            f"{gt.source}: all {len(gt.points)} points lie within the top-left {100 * reach[1]:.0f}% x "
+    if not (reach < CALIBRATED_SHARE).all():
+        return None
+    return (f"{gt.source}: all {len(gt.points)} points lie within the top-left {100 * reach[1]:.0f}% x "
             f"{100 * reach[0]:.0f}% of the {expected[1]} x {expected[0]} px image, as points in µm would on an image "
             "of pixels smaller than a µm (Fiji's Measure writes X,Y in the image's calibrated units): if so, give "
-            "them in pixels (Fiji: Analyze > Set Scale > Click to Remove Scale, then measure again)",
-            CalibratedPointsWarning, stacklevel=2)
+            "them in pixels (Fiji: Analyze > Set Scale > Click to Remove Scale, then measure again)")
 
 
 def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
