@@ -22,6 +22,7 @@ from typing import Any
 from .batch import BatchItem, count_many, counts_frame, item_objects
 from .errors import CellcountError
 from .finetune import Cancelled, FinetuneProgress, FinetuneResult, finetune
+from .finetune.fit import NOTE_PREFIX
 from .history import Recorder
 from .models.base import CountModel
 from .params import CountParams
@@ -49,6 +50,9 @@ class JobSnapshot:
     """The error is no :class:`~cellcount.errors.CellcountError` (a refusal with its reason) but a fault."""
     cancelled_by: str | None = None
     """Who asked the run to stop, where the caller said (the app: "elsewhere" for a run started in another tab)."""
+    notes: tuple[str, ...] = ()
+    """The run's notes so far (partly dotted images, dots in µm, images left out ...), as they come: said while it
+    runs, the user may cancel and fix the set rather than wait for the result to say them."""
 
     @property
     def running(self) -> bool:
@@ -123,6 +127,7 @@ class FinetuneJob(_Threaded):
         self._thread_name = f"finetune-{self.name}"
         self._progress: FinetuneProgress | None = None
         self._losses: list[tuple[int, float]] = []
+        self._notes: list[str] = []
         self._result: FinetuneResult | None = None
         self._error: str | None = None
         self._unexpected = False
@@ -135,6 +140,8 @@ class FinetuneJob(_Threaded):
     def _report(self, p: FinetuneProgress) -> None:
         with self._lock:
             self._progress = p
+            if p.message.startswith(NOTE_PREFIX) and (note := p.message[len(NOTE_PREFIX):]) not in self._notes:
+                self._notes.append(note)
             if p.stage == "train" and math.isfinite(p.loss):
                 self._losses.append((p.step, p.loss))
                 if len(self._losses) > MAX_LOSSES:
@@ -165,7 +172,7 @@ class FinetuneJob(_Threaded):
             return JobSnapshot(status=self._status, name=self.name, base=str(self.base), progress=self._progress,
                                losses=tuple(self._losses), started_s=self._t0, elapsed_s=end - self._t0,
                                result=self._result, error=self._error, unexpected=self._unexpected,
-                               cancelled_by=self._cancelled_by)
+                               cancelled_by=self._cancelled_by, notes=tuple(self._notes))
 
 
 class JobBoard:

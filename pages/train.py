@@ -246,6 +246,11 @@ def job_panel(board: JobBoard, me: str) -> None:
         s = job.snapshot()
         if s.running:
             st.progress(s.fraction, text=progress_text(s))
+            if s.notes:  # as they come: a partly dotted image is said before the budget is spent, not after
+                st.info("Notes so far (the result repeats them; Cancel to fix the images first): "
+                        + "; ".join(n[0].upper() + n[1:] for n in s.notes[-4:])
+                        + (f"; and {len(s.notes) - 4} more" if len(s.notes) > 4 else "") + ".",
+                        icon=":material/info:")
             if len(s.losses) > 1:
                 st.plotly_chart(viz.training_curve(pd.DataFrame(s.losses, columns=["step", "loss"])),
                                 key=f"{P}_loss")
@@ -402,14 +407,15 @@ def dots_in_microns(items: list[tuple[str, bytes, GroundTruth]]) -> list[str]:
 
 
 def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> dict[str, str]:
-    """The images dotted here with far fewer dots than the model finds on them (see :func:`model_guess`), by name,
-    each with a line saying so; files of points made elsewhere are taken as they are."""
-    guesses, clicked = st.session_state.get(GUESSES, {}), st.session_state.get(POINTS, {})
+    """The images with far fewer dots than the model finds on them (:func:`partly_dotted`), by name, each with a line
+    saying so: those shown for dotting (:func:`model_guess` counts them there), dotted here or by a points file (the
+    page's own points CSV uploaded again read as complete: a tester); the others the run's notes name."""
+    guesses = st.session_state.get(GUESSES, {})
     out = {}
     for name, data, gt in items:
         key = image_key(name, data)
         model, n = guesses.get(key, (None, 0))
-        if key not in clicked or gt.kind != "points":
+        if gt.kind != "points":
             continue
         sig, far = st.session_state.get(FAR, {}).get(key, (None, None))
         if sig is None or sig[0] != (model, n) or sig[1] != annotate.dots_id(gt.points):

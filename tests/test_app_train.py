@@ -185,6 +185,9 @@ def test_cancel_stops_the_run_and_saves_nothing(tiny_models):
     at = wait_until(at, lambda a: any(b.key == "train_cancel" for b in a.button))
     assert at.get("progress"), "a progress bar while it runs"
     assert not any("another tab" in c.value for c in at.caption), "its own run"
+    # the run's notes while it runs (2 of 3 images train: said), not only in the result after the budget is spent
+    at = wait_until(at, lambda a: any(i.value.startswith("Notes so far") for i in a.info))
+    assert any("Only 2 image(s) to train on" in i.value for i in at.info if i.value.startswith("Notes so far"))
     # a second browser session (another tab, or this one reloaded: no uploads) sees the run, its progress and
     # its Cancel, and cannot start another
     other = open_train(images, csvs)
@@ -949,3 +952,18 @@ def test_dots_that_look_like_microns_are_warned_before_start(tiny_models):
     assert len(warned) == 1 and "cells_0_points.csv: all 12 points lie within the top-left" in warned[0], warned
     at.file_uploader(key="train_gt_files").set_value(list(csvs)).run()
     assert not any(w.value.startswith("Dots in µm?") for w in at.warning), "the right file: no warning"
+
+
+def test_a_points_file_with_far_fewer_dots_than_cells_is_named_before_training(tiny_models):
+    """The page's own points CSV of 9 dots (the model finds about 152), uploaded again, drew no warning before Start:
+    only clicked dots were judged, and the result said it after the budget was spent (a tester)."""
+    images, csvs, points = _set(2)
+    thin = [(csvs[0][0], ("x,y\n" + "".join(f"{c:.1f},{r:.1f}\n" for r, c in points["cells_0.png"][:2])).encode(),
+             "text/csv"), csvs[1]]
+    at = open_train(images, thin)
+    keys = {name: f"{name}#{hashlib.sha256(data).hexdigest()[:12]}" for name, data, _ in images}
+    at.session_state["train_base"] = "tiny-mask"
+    at.session_state["train__guesses"] = {keys["cells_0.png"]: ("tiny-mask", 40)}  # as shown for dotting
+    at.run()
+    warned = [w.value for w in at.warning if "Fewer dots than cells?" in w.value]
+    assert len(warned) == 1 and "cells_0.png (2 dots; tiny-mask finds about 40" in warned[0], warned

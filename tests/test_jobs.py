@@ -36,6 +36,8 @@ def test_job_reports_progress_and_result(base_and_data):
     assert [step for step, _ in s.losses] == [1, 2, 3] and all(np.isfinite(v) for _, v in s.losses)
     assert s.progress.stage == "done" and "job-model" in list_models()
     assert len(s.result.holdout_counts) == 1 and set(s.result.holdout_counts[0]) == {"file", "true", "before", "after"}
+    # the notes as the run made them, in its snapshot while it runs (the result alone said them, after the budget)
+    assert s.notes and set(s.notes) <= set(s.result.notes), (s.notes, s.result.notes)
 
 
 def test_board_runs_one_job_at_a_time_and_cancel_saves_nothing(base_and_data):

@@ -42,6 +42,10 @@ INTENSITY_JITTER = 0.0
 :func:`cellcount.training.augment.intensity`; 1 as for a base model)."""
 
 
+NOTE_PREFIX = "note: "
+"""A progress report whose ``message`` starts so carries one of the run's notes (:class:`FinetuneProgress`)."""
+
+
 @dataclass(frozen=True)
 class FinetuneProgress:
     """One report of a running fine-tune: ``stage`` is 'prepare', 'train', 'tune', 'evaluate' or 'done'."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .fit import FinetuneProgress
+from .fit import NOTE_PREFIX, FinetuneProgress
 
 if TYPE_CHECKING:
     from ..groundtruth import GroundTruth
@@ -34,7 +34,7 @@ class Run:
         """Kept for the end, and said now at the stage the run is in (a note while re-tuning reported as
         "prepare" sent the Train page's progress bar back to the start)."""
         self.notes.append(text)
-        self.sink(dataclasses.replace(self.last, loss=math.nan, message=f"note: {text}"))  # no second loss point
+        self.sink(dataclasses.replace(self.last, loss=math.nan, message=f"{NOTE_PREFIX}{text}"))  # no second loss point
 
 
 @dataclass
