@@ -25,6 +25,7 @@ from cellcount.finetune import (
     DEFAULT_MAX_STEPS,
     DEFAULT_MINUTES,
     MIN_IMAGE_PX,
+    MIN_TRAIN_S,
     backends_note,
     check_new_name,
     free_name,
@@ -570,9 +571,11 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                              help=("Off: a fixed number of training steps is set under Advanced, and the run "
                                    "takes as long as they take. " if fixed_steps else "") + "The whole run (reading, training, scoring) fits in it; about 5 minutes is "
                              f"enough for 32 images of 256 × 256 px on a laptop CPU. A faster CPU stops after "
-                             f"{DEFAULT_MAX_STEPS} training steps. It must leave at least a minute of training after "
-                             "reading and scoring your images (about 1.5-2.5 minutes for a dozen images): a shorter "
-                             "one is refused as the run starts, naming the budget it needs.")
+                             f"{DEFAULT_MAX_STEPS} training steps. Reading and scoring your images come out of it first, "
+                             "as timed on this computer as the run starts (longer while it is busy): a budget that "
+                             f"leaves under {MIN_TRAIN_S:g} s of training is refused, naming one with a minute of "
+                             "training (about 1.5-2.5 minutes for a dozen images), and one that leaves training "
+                             "under half of it says so.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
     # the proposal follows the set until the user types their own: the 0 proposed for one dotted image stayed as
     # more were dotted, and the run had no before/after score and no fallback to the base (a tester)
