@@ -1659,3 +1659,13 @@ def test_two_images_of_one_name_beside_one_label_image_are_said_as_such(tmp_path
     assert set(said) == {"x.png", "x.tif"}, said
     assert "images of one name but for their extension, in one folder" in said["x.png"]
     assert "other folders" not in said["x.png"]
+
+
+def test_an_annotation_named_after_the_images_full_name_pairs_with_it():
+    """``014Cell.PNG_points.csv`` matched no image while ``013cell.tif.csv`` paired (a tester): a script adding its
+    suffix to the image's whole file name."""
+    from cellcount.groundtruth.pairing import match_ground_truth
+
+    images = [Path("d/013cell.png"), Path("d/014Cell.png"), Path("d/015cell.png")]
+    gts = [Path("d/013cell.tif.csv"), Path("d/014Cell.PNG_points.csv"), Path("d/015cell.tif_labels.tif")]
+    assert match_ground_truth(images, gts) == dict(zip(images, gts, strict=True))

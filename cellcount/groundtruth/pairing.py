@@ -65,7 +65,10 @@ def _gt_base(path: Path) -> tuple[str, int]:
         return stem, len(GROUND_TRUTH_SUFFIXES)
     suffix = ground_truth_suffix(path)
     if suffix:
-        return path.stem[: -len(suffix)], GROUND_TRUTH_SUFFIXES.index(suffix)
+        base = path.stem[: -len(suffix)]
+        if Path(base).suffix.lower() in IMAGE_EXTENSIONS:  # img01.png_points.csv: a script adding to the full name
+            base = Path(base).stem
+        return base, GROUND_TRUTH_SUFFIXES.index(suffix)
     return path.stem, len(GROUND_TRUTH_SUFFIXES)
 
 
