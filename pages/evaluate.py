@@ -15,9 +15,11 @@ from cellcount.evaluate import (
     EDGE_WALK_TEXT,
     POINT_RADIUS_PX,
     TuningCheck,
+    check_tunable,
     cross_check_errors,
     recorded_table,
     tune_params,
+    tuning_kinds_note,
     worse_images,
 )
 from cellcount.metrics import unmatched_objects, unmatched_points, unmatched_points_in_objects
@@ -287,21 +289,27 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     )
     if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
         bar = st.progress(0.0, text="Trying settings ...")
+        st.session_state[f"{P}__tuning"] = sig  # until it ends: a run left unfinished is said, not lost unsaid
         try:
+            check_tunable(pairs)
             tr = tune_params(pairs, params, progress=sh.progress_callback(bar, "settings tried"))
-            check = None
+            check = kinds = None
             if len(pairs) >= 2 and tr.best_params != params:
                 bar.progress(0.0, text="Checking the tuning on images it did not see ...")
-                check = TuningCheck.of(*cross_check_errors(pairs, params, progress=sh.progress_callback(
-                    bar, "parts checked (each counted with settings tuned on the others)")))
+                errors = cross_check_errors(pairs, params, progress=sh.progress_callback(
+                    bar, "parts checked (each counted with settings tuned on the others)"))
+                check, kinds = TuningCheck.of(*errors), tuning_kinds_note(pairs, *errors)
         except cc.CellcountError as err:
+            st.session_state.pop(f"{P}__tuning", None)
             sh.show_error(err)
             return
         finally:
             bar.empty()
         worse = worse_images(pairs, params, tr.best_params)
+        st.session_state.pop(f"{P}__tuning", None)
         st.session_state[f"{P}__tune"] = {
             "check": check,
+            "kinds": kinds,
             "worse": worse,
             "sig": sig,
             "before": tr.before,
@@ -313,6 +321,11 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             "model": model.name,
             "digests": digests,  # the images it fitted: Apply records them with the settings
         }
+    elif st.session_state.pop(f"{P}__tuning", None) == sig:
+        # stopped by leaving the page or a change (Streamlit ends the run): it vanished without a word (a tester)
+        st.info("Optimise stopped before it finished (another page or a change ended it): nothing was tuned or "
+                "changed. Press Optimise to run it again; it takes about a minute for a dozen images.",
+                icon=":material/info:")
     tuned = st.session_state.get(f"{P}__tune")
     if not tuned or tuned["sig"] != sig:
         return
@@ -341,6 +354,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
                 f"at {sh.fixed(check.tuned)} ({check.interval_text()})")
         if check.verdict == "helps":
             st.success(f"{text}: tuning helps on images like these.")
+        if tuned.get("kinds"):  # the gain held by one kind of image in a mixed set
+            st.warning(tuned["kinds"][0].upper() + tuned["kinds"][1:] + ".", icon=":material/call_split:")
         elif check.verdict == "unsure":
             st.info(f"{text}: a gain these {len(pairs)} images cannot tell from chance. Bring more images to be "
                     "sure before counting new ones with the tuned settings.", icon=":material/help:")

@@ -545,3 +545,19 @@ def test_an_f1_pooled_over_outlines_and_dots_says_so_on_its_tile():
     assert "F1 (mixed)" in labels and "F1" not in labels
     assert any("IoU matching (IoU ≥ 0.50) for label images, dots inside the objects for dots" in c.value
                for c in at.caption)
+
+
+def test_an_optimise_ended_by_leaving_the_page_is_said():
+    """Optimise stopped by a visit to Count at 70 of 94 settings came back as its bare button (a tester)."""
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([upload("s01_sparse_small.png"), upload("s01_sparse_small_labels.tif"),
+                                                  upload("s03_large_nuclei.png"), upload("s03_large_nuclei_labels.tif")])
+    at.run()
+    at.button(key="eval_run").click().run()
+    at.session_state["eval__tuning"] = at.session_state["eval__active"]  # as a run ended midway leaves it
+    at.run()
+    assert any(i.value.startswith("Optimise stopped before it finished") for i in at.info)
+    at.run()
+    assert not any(i.value.startswith("Optimise stopped") for i in at.info), "said once"
+    at.button(key="eval_tune").click().run()
+    assert not at.exception and "eval__tuning" not in at.session_state, "a run that ends clears it"

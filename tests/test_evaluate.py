@@ -951,3 +951,53 @@ def test_evaluate_runs_the_backend_asked_and_records_what_scored_each_image(tiny
     (tmp_path / "counts.csv").write_text("filename,count\ns01_sparse_small.png,28\n")
     assert main(["--model", "tiny-mask", "--data", str(tmp_path), "--json", str(out), "--out", str(rows), "-q"]) == 0
     assert json.loads(out.read_text())["iou_threshold"] is None and pd.read_csv(rows)["iou_threshold"].isna().all()
+
+
+def test_tuning_on_images_without_any_cell_is_refused(draw_disks, tmp_path, capsys):
+    """Six negative controls (debris, truth 0) tuned to threshold 0.9 and min. area 112, "tuning helps", and the
+    settings then missed a third of other images' cells (a tester). Empty images among others tune as before."""
+    from cellcount.errors import ParameterError
+    from cellcount.evaluate import check_tunable
+    from cellcount.pipeline import Prediction
+
+    none = GroundTruth(kind="labels", count=0, labels=np.zeros((32, 32), np.int32))
+    some = GroundTruth(kind="labels", count=1, labels=draw_disks((32, 32), [(16, 16)], 5))
+    pred = Prediction(model_name="p", output_kind="mask", maps=np.zeros((1, 32, 32), np.float32), image_norm=None,
+                      inverted=False, input_key=())
+    with pytest.raises(ParameterError, match="the ground truth of all 2 images holds no objects"):
+        check_tunable([("a.png", pred, none), ("b.png", pred, none)])
+    check_tunable([("a.png", pred, none), ("b.png", pred, some)])
+    from PIL import Image
+
+    for k in range(2):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / f"c{k}.png")
+        Image.fromarray(np.zeros((32, 32), np.uint16)).save(tmp_path / f"c{k}_labels.png")
+    assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--tune", "-q"]) == 2
+    assert "holds no objects: tuning on them can only learn to count fewer" in capsys.readouterr().err
+
+
+def test_an_f1_over_nothing_to_match_is_no_f1(draw_disks):
+    """No object in the truth nor in the counts: F1 read 1.000 (0 of 0)."""
+    from cellcount.pipeline import CountParams, Prediction
+
+    none = GroundTruth(kind="labels", count=0, labels=np.zeros((32, 32), np.int32))
+    pred = Prediction(model_name="p", output_kind="mask", maps=np.zeros((1, 32, 32), np.float32),
+                      image_norm=np.zeros((32, 32), np.float32), inverted=False, input_key=())
+    s = evaluate_predictions([("a.png", pred, none)], CountParams(split_mode="off")).summary
+    assert "f1" not in s and s["f1_n"] == 1 and (s["tp"], s["fp"], s["fn"]) == (0, 0, 0)
+
+
+def test_a_gain_from_one_kind_of_image_in_a_mixed_set_is_said():
+    """A mixed set 'helped' by three brightfield images while its fluorescence images counted worse (a tester)."""
+    from types import SimpleNamespace
+
+    from cellcount.evaluate import tuning_kinds_note
+
+    pairs = [(f"{k}.png", SimpleNamespace(inverted=k < 3), None) for k in range(7)]
+    start = np.array([10.0, 8.0, 12.0, 1.0, 1.0, 2.0, 2.0])
+    tuned = np.array([2.0, 2.0, 3.0, 2.0, 2.0, 2.0, 3.0])
+    note = tuning_kinds_note(pairs, start, tuned)
+    assert note.startswith("the gain comes from the 3 bright-background (brightfield, H&E) images (MAE 10.00 -> 2.33")
+    assert "the 4 fluorescence (dark-background) images count worse with the tuned settings (1.50 -> 2.25)" in note
+    assert tuning_kinds_note(pairs, start, np.minimum(start, tuned)) is None, "both kinds gain: nothing to say"
+    assert tuning_kinds_note(pairs[2:], start[2:], tuned[2:]) is None, "one bright image: too few to judge"

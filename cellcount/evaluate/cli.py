@@ -40,6 +40,7 @@ from . import (
     EDGE_WALK_TEXT,
     TuningCheck,
     calibrate_density,
+    check_tunable,
     cross_check_errors,
     cross_check_folds,
     evaluate_predictions,
@@ -48,6 +49,7 @@ from . import (
     ran_in,
     recorded_table,
     tune_params,
+    tuning_kinds_note,
     with_read_notes,
 )
 
@@ -429,6 +431,7 @@ def _run(args: argparse.Namespace) -> int:
             )
             print(f"wrote the calibrated density scale into {_store_card(card, args, model)}")
     elif args.tune:
+        check_tunable(pairs)
         tr = tune_params(pairs, params)
         changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
         tuned_on_these = bool(changed)  # the card's own settings kept: nothing fitted to these images
@@ -438,7 +441,8 @@ def _run(args: argparse.Namespace) -> int:
         if edge := tr.edge_note():
             print(f"note: tuned settings {edge} (evaluate with a larger value set to see)")
         if changed and len(pairs) >= 2 and not args.no_cross_check:
-            check = TuningCheck.of(*cross_check_errors(pairs, params))
+            errors = cross_check_errors(pairs, params)
+            check = TuningCheck.of(*errors)
             verdict = {"helps": "tuning helps on images like these",
                        "unsure": f"a gain these {len(pairs)} images cannot tell from chance (bring more to be sure)",
                        }.get(check.verdict, "the tuned settings fit these images but count new ones no better: keep "
@@ -446,6 +450,8 @@ def _run(args: argparse.Namespace) -> int:
             folds = cross_check_folds(len(pairs))
             print(f"checked on images each tuning did not see ({folds}-fold): MAE {check.kept:.3f} with the current "
                   f"settings, {check.tuned:.3f} tuned ({check.interval_text()}): {verdict}")
+            if kinds := tuning_kinds_note(pairs, *errors):
+                print(f"note: {kinds}", file=sys.stderr)
             no_gain, checked = check.verdict not in ("helps", "unsure"), True
             tuning["cross_check"] = {"folds": folds, "mae_current_settings": check.kept, "mae_tuned": check.tuned,
                                      "change_ci_low": check.low, "change_ci_high": check.high,
@@ -494,6 +500,8 @@ def _run(args: argparse.Namespace) -> int:
             s.get("match"), f"F1@{args.iou}" if s.get("match") == "iou" else f"F1(IoU {args.iou} / dots in objects)")
         line += (f" precision={s['precision']:.3f} recall={s['recall']:.3f} {how}={s['f1']:.3f}"
                  f"{over(s.get('f1_n'), 'with label images, masks or points as truth')}")
+    elif s.get("f1_n"):
+        line += " F1 n/a (no objects in the truth nor in the counts)"
     line += (f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, "
              f"{1000 * rep.per_image['model_seconds'].median():.0f} ms/image (median)" + (f", {ran}" if ran else ""))
     print(line)
