@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pandas as pd
 import streamlit as st
@@ -210,7 +211,11 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
             try:
                 dropped = sh.channel_note(params, image)
                 params = sh.for_image(params, image)
+                t0 = time.perf_counter()
                 pred = sh.predict_source(src, image, model_name, params)
+                # a prediction made earlier (Count, Evaluate, an earlier comparison: cached) keeps that run's time,
+                # made under other load or cold: a tester's default model read 5x slower for Count's first runs
+                fresh = time.perf_counter() - t0 >= 0.5 * pred.seconds.get("model", 0.0)
                 res = cc.postprocess(pred, params, measure=False)
                 if dropped:
                     res.quality = cc.quality.with_note(res.quality, dropped)
@@ -228,7 +233,8 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 row.update(
                     # a model's one-off setup (its first use on this machine) is not its speed
                     count=res.count, count_estimate=res.count_estimate, backend=pred.backend,
-                    seconds=sum(v for k, v in res.seconds.items() if k != "setup")
+                    seconds=sum(v for k, v in res.seconds.items() if k != "setup") if fresh else None,
+                    timed_here=fresh,
                 )
                 if res.quality is not None:
                     row.update(check=bool(res.quality.flag), check_score=round(float(res.quality.score), 3),
@@ -367,10 +373,19 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     else:
         b = st.container()
     with b:
-        st.plotly_chart(viz.model_times_figure(long.dropna(subset=["seconds"])), key=f"{P}_times")
-        st.caption("Median time per image: normalise + model + postprocess (the model time is from its first run on "
-                   "each image; a model's one-off setup on this machine, timing its backends, is left out, and the "
-                   "median keeps its warm-up on its first image out of its speed).")
+        timed = long.dropna(subset=["seconds"])
+        if len(timed):
+            st.plotly_chart(viz.model_times_figure(timed), key=f"{P}_times")
+        counted = long["status"].eq("ok") if "status" in long else pd.Series(True, index=long.index)
+        reused = int((counted & ~long.get("timed_here", pd.Series(True, index=long.index)).fillna(False).astype(bool)).sum())
+        st.caption("Median time per image: normalise + model + postprocess, of the predictions made in this comparison "
+                   "(a model's one-off setup on this machine, timing its backends, is left out, and the median keeps "
+                   "its warm-up on its first image out of its speed)."
+                   + (f" {reused} of the {int(counted.sum())} were made earlier (on another page, or for an earlier "
+                      "comparison) and kept: their times, taken then under other load, are left out"
+                      + ("; a model with none made here has no time." if reused < int(counted.sum()) else
+                         ", so no time is shown: the benchmark (BENCHMARKS.md) times the models alike.")
+                      if reused else ""))
 
     st.subheader("Side by side")
     names = [s.name for s in sources]
