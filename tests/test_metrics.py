@@ -241,7 +241,7 @@ def test_unmatched_objects_are_the_missed_and_the_extra_of_the_matching():
     m = match_instances(true, pred, iou_threshold=0.6)
     assert missed.tolist() == [2, 7] and extra.tolist() == [5, 6, 9]
     assert (len(missed), len(extra)) == (m.fn, m.fp)
-    rgb = mark_objects(np.zeros((40, 40, 3), np.uint8), true, missed)
+    rgb = mark_objects(np.full((40, 40, 3), 128, np.uint8), true, missed)
     marked = np.all(rgb == UNMATCHED_COLOR, axis=-1)
     assert marked[19:31, 19:31].any() and marked[1:9, 29:37].any() and not marked[:12, :12].any()
     assert unmatched_objects(true, np.zeros_like(true))[0].tolist() == [1, 2, 7]

@@ -184,7 +184,7 @@ def pred_vs_true_scatter(
 def error_histogram(df: pd.DataFrame, *, col: str = "error", nbins: int | None = None) -> go.Figure:
     """Histogram of signed count errors (predicted - true), with zero marked."""
     e = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(np.float64) if col in df else np.zeros(0)
-    fig = _histogram_bars(e, nbins=nbins, color="#f58518", what="images")
+    fig = _histogram_bars(e, nbins=nbins, color="#8c8c8c", what="images")  # grey: orange means over-counts beside it (error_bars)
     fig.add_vline(x=0, line=dict(color="#444", dash="dash"))
     return _chart_layout(fig, title=None, xtitle="count error (predicted - true)", ytitle="images")
 
