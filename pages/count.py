@@ -328,7 +328,9 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
     else:
         st.plotly_chart(viz.stage_times_figure(result.seconds), key=f"{P}_time_fig")
         st.caption("The model stage ran once for this image and these input settings; moving a slider only "
-                   "reruns postprocess and measure.")
+                   "reruns postprocess and measure."
+                   + (" \"setup\" is this model's first use since the app started (timing the inference backends on "
+                      "this machine, building the network): once, not per image." if "setup" in result.seconds else ""))
         sh.backend_ui(P, sh.get_model(result.model_name))
     downloads(source, result, page, image=image if view else None, view=view)
 

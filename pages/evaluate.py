@@ -119,7 +119,7 @@ def show_summary(s: dict, iou_threshold: float) -> None:
         m[2].metric("F1 (mixed)" if s.get("match") == "mixed" else "F1", f"{s['f1']:.3f}", help=how)
         if np.isfinite(s.get("mean_iou", np.nan)):
             m[3].metric("Mean IoU", f"{s['mean_iou']:.3f}", help="Mean IoU of the matched pairs")
-        m[4].metric("False pos.", int(s["fp"]), help="False positives: predicted objects without a true match")
+        m[4].metric("Extra", int(s["fp"]), help="Predicted objects without a true match (false positives), as the worst images mark them")
         m[5].metric("Missed", int(s["fn"]), help="True objects without a predicted match (false negatives)")
         f1_n = int(s.get("f1_n", n))
         st.caption(f"{int(s['tp'])} matched objects by {how}"

@@ -588,7 +588,7 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                           help="Kept out of training and tuning; they score the base and the new model, and a "
                           "fine-tune that counts them worse keeps the base's weights. 0: no before/after score "
                           "and no such check.")
-    diameter = e.number_input("Object diameter (px, 0: measure it)", 0.0, 1000.0, 0.0, 1.0, key=f"{P}_diameter", persist_state=sh.PERSIST,
+    diameter = e.number_input("Object diameter (px, 0 = measure it)", 0.0, 1000.0, 0.0, 1.0, key=f"{P}_diameter", persist_state=sh.PERSIST,
                               help="If you know how large your objects are, say so: the new model then learns and "
                               "counts them at that size. Otherwise it is measured from your label images, or by "
                               "the base model when you have only dots, which can go wrong for objects unlike "
