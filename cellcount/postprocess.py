@@ -403,7 +403,7 @@ def auto_split_note(used: str, share: float | None, *, bright_background: bool) 
     else:
         # a decimal where whole percents read as the limit itself ("30% ... over 30%")
         digits = 1 if f"{100 * share:.0f}%" == limit and share != CROWDED_TOUCHING_SHARE else 0
-        touched = f"after the border split {100 * share:.{digits}f}% of the nuclei touched another"
+        touched = f"after the border split alone {100 * share:.{digits}f}% of the nuclei touched another"
         if bright_background and share > CROWDED_TOUCHING_SHARE:
             why = f"{touched}: over {limit}, but Both is chosen only on a dark background, and this image's is bright"
         else:

@@ -334,7 +334,7 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
                      "read the wrong way round (check Invert) or the gaps between cells counted"),
         "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
                               "median size (likely merged nuclei, or objects that are not nuclei: dust, debris, text)",
-        "touching_share": f"{v:.0%} of the objects touch another (crowded: splits may be wrong)",
+        "touching_share": f"{v:.0%} of the objects counted touch another (crowded: splits may be wrong)",
         "merge_share": f"{v:.0%} of the objects are far larger than their neighbours (likely merged nuclei)",
         # measured in the file's pixels: an oversampled image's sharp outlines span more of them (a tester's 2x
         # DSB images read 0.13 against 0.23)

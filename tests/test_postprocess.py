@@ -136,9 +136,9 @@ def test_auto_split_uses_both_only_where_most_objects_touch_on_a_dark_background
     assert auto_split_note(bright.split_used, bright.touching_share, bright_background=True).endswith(
         "touched another: over 30%, but Both is chosen only on a dark background, and this image's is bright).")
     assert auto_split_note(auto.split_used, auto.touching_share, bright_background=False).startswith(
-        "Split touching nuclei, Auto: Both on this image (after the border split ")
+        "Split touching nuclei, Auto: Both on this image (after the border split alone ")
     assert auto_split_note("borders", float("nan"), bright_background=True).endswith("(too few nuclei to judge).")
-    assert "after the border split 30.2% of the nuclei touched another: over 30%" in auto_split_note(
+    assert "after the border split alone 30.2% of the nuclei touched another: over 30%" in auto_split_note(
         "borders", 0.302, bright_background=True), "not '30% ... over 30%'"
     sparse, band = field(False)
     apart = segment(sparse, split_mode="borders", border_prob=band, min_distance_px=4)
