@@ -178,11 +178,11 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
         if lost := tiff_missing_note(src, image, page):  # tiles the file does not store, beside content
             notes.append(lost)
         asked = dropped if dropped is not None else page if page == "max" and planes is None else None
-        if (asked is not None and channel is None and np.ndim(image) == 3 and np.shape(image)[2] > 1
+        if (asked is not None and (channel is not None or (np.ndim(image) == 3 and np.shape(image)[2] > 1))
                 and planes_as_channels(src)):
             # a z-stack saved without its axes (tifffile.imwrite of a (3, H, W) array) reads as channels: the plane
-            # or projection asked for cannot be applied, and the count is of the planes' mean
-            notes.append(unapplied_plane_note(asked, np.shape(image)[2]))
+            # or projection asked for cannot be applied, and the count is of the planes' mean, or of the one chosen
+            notes.append(unapplied_plane_note(asked, np.shape(image)[2] if channel is None else None, channel))
         elif isinstance(page, str) and (caution := projection_note(name, planes)):  # said, not flagged: as on Count
             logger.warning("%s", caution)
         # a channel selected while reading is counted as the (H, W) plane it gave

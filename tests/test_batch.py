@@ -165,6 +165,13 @@ def test_a_plane_asked_of_a_stack_saved_without_its_axes_is_said_not_applied(cla
     assert bool(df.loc[0, "check"]) and "plane 1 was asked for, but this file holds one plane with 3 channels" in \
         df.loc[0, "check_reasons"]
     assert "plane 1 was asked" not in str(df.loc[1, "check_reasons"])
+    # a channel chosen too (README's --channel 1 --plane max): that one image counted, said (a tester's 29 for 81)
+    for page in (1, "max"):
+        chosen = counts_frame(list(count_many([("bare.tif", bare.getvalue()), ("rgb.tif", rgb.getvalue())], classical,
+                                               {"channel": 0}, page=page)))
+        assert "this file holds one plane with several channels" in chosen.loc[0, "check_reasons"], page
+        assert "so channel 0 alone was counted; if they are z planes, that is plane 0" in chosen.loc[0, "check_reasons"]
+        assert "was asked for" not in str(chosen.loc[1, "check_reasons"]), "an RGB picture: nothing said"
 
 
 def test_count_file_counts_one_file_as_the_command_line_does(classical, tmp_path):

@@ -235,9 +235,9 @@ def _planes_note(name: str, source: Any, image: np.ndarray, planes: Any, page: i
     """The note of :func:`read_image_and_note` on the planes read (the first of several, a projection)."""
     if page is None:
         return planes_note(name, planes) if planes is not None else None
-    if (page == "max" and planes is None and channel is None and image.ndim == 3 and image.shape[2] > 1
+    if (page == "max" and planes is None and (channel is not None or (image.ndim == 3 and image.shape[2] > 1))
             and isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) and planes_as_channels(source)):
-        return f"{name}: {unapplied_plane_note(page, image.shape[2])}"
+        return f"{name}: {unapplied_plane_note(page, image.shape[2] if channel is None else None, channel)}"
     return projection_note(name, planes) if isinstance(page, str) else None
 
 
@@ -346,11 +346,16 @@ def planes_as_channels(src: Any) -> bool:
         return False
 
 
-def unapplied_plane_note(page: int | str, n_channels: int) -> str:
+def unapplied_plane_note(page: int | str, n_channels: int | None, channel: int | None = None) -> str:
     """Why a plane (or the maximum projection) asked of a :func:`planes_as_channels` file was not applied: the
-    count is of its images' mean."""
+    count is of its images' mean, or of the one ``channel`` chosen (a tester's --channel 0 --plane max counted the
+    first z plane of such a stack, 29 for the projection's 81, unflagged)."""
     asked = "the maximum projection of the planes was asked for" if page == "max" else f"plane {page} was asked for"
-    return (f"{asked}, but this file holds one plane with {n_channels} channels (its images are read as channels: no "
+    held = f"one plane with {n_channels} channels" if n_channels else "one plane with several channels"
+    if channel is not None:
+        return (f"{asked}, but this file holds {held} (its images are read as channels: no Z axis is recorded), so "
+                f"channel {channel} alone was counted; if they are z planes, that is plane {channel}")
+    return (f"{asked}, but this file holds {held} (its images are read as channels: no "
             "Z axis is recorded); if they are z planes, count one with the channel option (count --channel N; "
             "Python: channel=N)")
 
