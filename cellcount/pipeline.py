@@ -553,10 +553,12 @@ def postprocess(
     count, estimate = seg.count, float(seg.count)
     if density_total is not None and params.count_source == "density":
         count, estimate = int(round(density_total)), density_total
-    # the user's settings: a large share dropped by the filters, else a count far from the card settings'
+    # the user's settings: a large share dropped by the filters, else a count far from the card settings' (a count
+    # from the density head is the filters' and splits' to no object: a tester was told to check a Min. area that
+    # left it at 95 whatever its value)
+    from_objects = count == seg.count and not (density_total is not None and params.count_source == "density")
     note = ((_filters_reason(seg.n_rejected, seg.count) if _own_filters(prediction, params) else None)
-            or (card_shift_note(prediction, params, seg.count, mask_params["min_distance_px"])
-                if count == seg.count else None))
+            or card_shift_note(prediction, params, seg.count, mask_params["min_distance_px"])) if from_objects else None
     if note:
         quality = with_note(quality, note)
     quality = nothing_found(quality, count, part_of_image=prediction.part_of_image, dropped=sum(seg.n_rejected.values()))

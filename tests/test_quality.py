@@ -431,3 +431,19 @@ def test_a_negative_contrast_is_said_in_words_not_as_a_low_figure():
     text = _reason("contrast", -0.14)
     assert "darker than the background" in text and "(contrast -0.14)" in text and "check Invert" in text
     assert "; " not in text  # tables join the reasons with it
+
+
+def test_a_count_from_the_density_head_is_not_blamed_on_the_object_filters(draw_disks):
+    """Count from the density head (95 whatever the filters) was flagged "the settings' filters dropped 40 of 122
+    objects: check Min. area" (a tester); counted from the objects, the same filters are said."""
+    labels = draw_disks((64, 64), [(16, 16), (16, 40), (40, 16), (40, 40), (28, 28)], [6, 6, 6, 6, 2])
+    labels += draw_disks((64, 64), [(5, 5), (5, 58), (58, 5), (58, 58), (30, 5)], 2) * (labels == 0)
+    fg = (labels > 0).astype(np.float32)
+    density = fg * np.float32(4.0 / fg.sum())
+    maps = np.stack([fg * 0.98, np.zeros_like(fg), density])
+    for source, said in (("segmentation", True), ("density", False)):
+        params = resolve_params(None, {"min_area_px": 60, "opening_radius_px": 0, "split_mode": "off",
+                                       "count_source": source})
+        res = postprocess(Prediction("m", "multihead", maps, fg, False, params.input_key()), params)
+        assert res.n_rejected and sum(res.n_rejected.values()) >= 5
+        assert any("filters dropped" in r for r in res.quality.reasons) == said, (source, res.quality.reasons)
