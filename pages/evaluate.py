@@ -288,6 +288,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         f"{CROSS_CHECK_FOLDS} parts, or one per image when fewer, each part counted with settings tuned on the others)."
     )
     if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
+        stop = st.empty()  # the way to stop it, while it runs (there is no Stop button: a rerun ends a run)
+        stop.caption("To stop it, open another page or change a setting: nothing is tuned or changed then.")
         bar = st.progress(0.0, text="Trying settings ...")
         st.session_state[f"{P}__tuning"] = sig  # until it ends: a run left unfinished is said, not lost unsaid
         try:
@@ -305,6 +307,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             return
         finally:
             bar.empty()
+            stop.empty()
         worse = worse_images(pairs, params, tr.best_params)
         st.session_state.pop(f"{P}__tuning", None)
         st.session_state[f"{P}__tune"] = {
