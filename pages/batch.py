@@ -440,8 +440,9 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
                 reason = str(row["reason"])  # it names the file already where it was read from it
                 reason = reason.removeprefix(f"{row['file']}: ").removeprefix(f"{row['file'].rsplit('/', 1)[-1]}: ")
                 st.markdown(f"- `{row['file']}` — {reason}")
-    # the verdict beside the count, in the columns that fit at 1400 px; the CSV holds every column in its order
-    shown = [c for c in ("file", "plane", "status", "count", "check", "check_reasons", "check_score") if c in df]
+    # the verdict beside the count; the reasons last and wide (cut at 170 px even on a wide screen, and on a small one
+    # they pushed the score off it); the CSV holds every column in its order
+    shown = [c for c in ("file", "plane", "status", "count", "check", "check_score", "check_reasons") if c in df]
     if "reason" in df and df["reason"].fillna("").astype(str).str.len().any():  # why a file was not counted
         shown.insert(shown.index("status") + 1, "reason")
     sh.dataframe(
@@ -455,7 +456,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
             "reason": st.column_config.TextColumn(width=170, help="Why the file was not counted"),
             "count": st.column_config.NumberColumn(width=60),
             "check": st.column_config.CheckboxColumn("check this image", width=120, help=CHECK_HELP),
-            "check_reasons": st.column_config.TextColumn("why", width=170,
+            "check_reasons": st.column_config.TextColumn("why", width=420,
                                                          help="Why the count may be wrong (empty: no warning)"),
             "check_score": st.column_config.NumberColumn(
                 "check score", format="%.2f", width=90,

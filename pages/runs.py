@@ -20,7 +20,7 @@ LIST_COLUMNS = {"id": "run", "started_at": "started", "source": "from", "host": 
                 "n_skipped": "not counted",
                 "total_count": "total count"}
 ROW_COLUMNS = {"file": "file", "count": "count", "status": "status", "reason": "why not counted",
-               "check": "check this image", "check_reasons": "why", "check_score": "check score"}
+               "check": "check this image", "check_score": "check score", "check_reasons": "why"}  # why: last, wide
 """The per-image columns shown here, by the names the app uses; the CSV keeps every column."""
 
 
