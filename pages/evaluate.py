@@ -357,8 +357,6 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
                 f"at {sh.fixed(check.tuned)} ({check.interval_text()})")
         if check.verdict == "helps":
             st.success(f"{text}: tuning helps on images like these.")
-        if tuned.get("kinds"):  # the gain held by one kind of image in a mixed set
-            st.warning(tuned["kinds"][0].upper() + tuned["kinds"][1:] + ".", icon=":material/call_split:")
         elif check.verdict == "unsure":
             st.info(f"{text}: a gain these {len(pairs)} images cannot tell from chance. Bring more images to be "
                     "sure before counting new ones with the tuned settings.", icon=":material/help:")
@@ -367,6 +365,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
                        f"Keep {'those' if params.to_dict() != tuned['start'] else 'the current'} settings (or bring "
                        "more images); apply only if "
                        "you will count no others.")
+        if tuned.get("kinds"):  # the gain held by one kind of image in a mixed set
+            st.warning(tuned["kinds"][0].upper() + tuned["kinds"][1:] + ".", icon=":material/call_split:")
     if changed:
         sh.dataframe(
             pd.DataFrame([{"setting": setting_label(k), "before": setting_text(k, a), "tuned": setting_text(k, b)}

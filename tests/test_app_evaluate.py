@@ -561,3 +561,34 @@ def test_an_optimise_ended_by_leaving_the_page_is_said():
     assert not any(i.value.startswith("Optimise stopped") for i in at.info), "said once"
     at.button(key="eval_tune").click().run()
     assert not at.exception and "eval__tuning" not in at.session_state, "a run that ends clears it"
+
+
+@pytest.mark.parametrize("verdict, kept, tuned, low, high", [
+    ("helps", 5.17, 3.58, -3.42, -0.17), ("unsure", 5.0, 4.8, -1.0, 0.5), ("no gain", 4.0, 4.5, -0.2, 1.2)])
+def test_one_verdict_on_the_tuning_and_the_mixed_set_note_beside_it(verdict, kept, tuned, low, high):
+    """"Tuning helps" and "count new ones no better" showed together, and with the mixed-set note the unsure and
+    no-gain verdicts did not show (a reviewer)."""
+    import pandas as pd
+
+    import cellcount as cc
+    from cellcount.evaluate import TuningCheck
+
+    at = open_eval(eval_source="Upload")
+    at.file_uploader(key="eval_files").set_value([upload("s01_sparse_small.png"), upload("s01_sparse_small_labels.tif"),
+                                                  upload("s03_large_nuclei.png"), upload("s03_large_nuclei_labels.tif")])
+    at.run()
+    at.button(key="eval_run").click().run()
+    start = cc.resolve_params(cc.load_model("classical-otsu")).to_dict()
+    check = TuningCheck(kept, tuned, low, high)
+    assert check.verdict == verdict
+    at.session_state["eval__tune"] = {
+        "check": check, "kinds": "the gain comes from the 3 bright-background images", "worse": pd.DataFrame(),
+        "sig": at.session_state["eval__active"], "before": 5.0, "after": 3.0, "best": {**start, "min_area_px": 33},
+        "edge": None, "start": start, "table": pd.DataFrame([{**start, "mae": 5.0}]), "model": "classical-otsu",
+        "digests": ()}
+    at.run()
+    assert not at.exception, at.exception
+    said = [e.value for e in [*at.success, *at.info, *at.warning] if e.value.startswith("On images the tuning did not see")]
+    assert len(said) == 1 and {"helps": "tuning helps", "unsure": "cannot tell from chance",
+                               "no gain": "count new ones no better"}[verdict] in said[0], said
+    assert any(w.value.startswith("The gain comes from the 3 bright-background images") for w in at.warning)
