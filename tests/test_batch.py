@@ -172,6 +172,15 @@ def test_a_plane_asked_of_a_stack_saved_without_its_axes_is_said_not_applied(cla
         assert "this file holds one plane with several channels" in chosen.loc[0, "check_reasons"], page
         assert "so channel 0 alone was counted; if they are z planes, that is plane 0" in chosen.loc[0, "check_reasons"]
         assert "was asked for" not in str(chosen.loc[1, "check_reasons"]), "an RGB picture: nothing said"
+    # files that record their axes (ImageJ, OME): channels they name so are channels, a plane asked of them no flag
+    named = []
+    for kind in ("imagej", "ome"):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, stack[:2], **({"imagej": True} if kind == "imagej" else {"ome": True}),
+                         metadata={"axes": "CYX"})
+        named.append((f"{kind}.tif", buf.getvalue()))
+    rows = counts_frame(list(count_many(named, classical, {"channel": 0}, page="max")))
+    assert not rows["check_reasons"].fillna("").str.contains("no Z axis is recorded").any(), rows["check_reasons"]
 
 
 def test_count_file_counts_one_file_as_the_command_line_does(classical, tmp_path):

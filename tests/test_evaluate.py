@@ -974,6 +974,13 @@ def test_tuning_on_images_without_any_cell_is_refused(draw_disks, tmp_path, caps
         Image.fromarray(np.zeros((32, 32), np.uint16)).save(tmp_path / f"c{k}_labels.png")
     assert main(["--model", CLASSICAL_NAME, "--data", str(tmp_path), "--tune", "-q"]) == 2
     assert "holds no objects: tuning on them can only learn to count fewer" in capsys.readouterr().err
+    # a density model's count gain too (it fitted 0, and --write-card divided by it)
+    from cellcount.evaluate import calibrate_density
+
+    dens = Prediction(model_name="d", output_kind="density", maps=np.full((1, 32, 32), 0.01, np.float32),
+                      image_norm=None, inverted=False, input_key=())
+    with pytest.raises(ParameterError, match="the count gain fitted on these images is 0"):
+        calibrate_density([("a.png", dens, none), ("b.png", dens, none), ("c.png", dens, some)])
 
 
 def test_an_f1_over_nothing_to_match_is_no_f1(draw_disks):

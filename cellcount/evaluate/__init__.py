@@ -596,6 +596,9 @@ def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
     order = np.argsort(ratio)
     cum = np.cumsum(w[order])
     k = float(ratio[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    if k <= 0:  # most of the mass on images with no cells: a gain of 0 would count nothing anywhere
+        raise ParameterError("the count gain fitted on these images is 0 (most of the model's density lies on images "
+                             "whose ground truth holds no objects): calibrate on images with cells")
     return k, before, float(np.mean(np.abs(k * pred - true)))
 
 

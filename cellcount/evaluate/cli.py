@@ -410,6 +410,8 @@ def _run(args: argparse.Namespace) -> int:
     logger.info("predicted in %.1fs", time.perf_counter() - t0)
     tuned_on_these, no_gain, checked = bool(args.tune), False, False  # figures on the tuning images flatter the tuned settings
     tuning: dict | None = None  # what --tune did, for --json: its figures are the flattering ones otherwise alone
+    if args.tune:
+        check_tunable(pairs)
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)
         print(f"density calibration: count gain {k:.4f}; MAE {before:.3f} -> {after:.3f}")
@@ -431,7 +433,6 @@ def _run(args: argparse.Namespace) -> int:
             )
             print(f"wrote the calibrated density scale into {_store_card(card, args, model)}")
     elif args.tune:
-        check_tunable(pairs)
         tr = tune_params(pairs, params)
         changed = {k: v for k, v in tr.best_params.to_dict().items() if params.to_dict()[k] != v}
         tuned_on_these = bool(changed)  # the card's own settings kept: nothing fitted to these images

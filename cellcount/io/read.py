@@ -338,6 +338,8 @@ def planes_as_channels(src: Any) -> bool:
     (pixel-interleaved) in a folder of stacks is no stack whose plane went unread."""
     try:
         with tifffile.TiffFile(io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else src) as tif:
+            if tif.is_imagej or tif.is_ome:  # their axes are recorded: channels they call so are channels
+                return False
             page = tif.pages[0]
             return (page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
                     or page.photometric not in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.PALETTE,
