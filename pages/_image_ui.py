@@ -6,6 +6,7 @@ only rerun ``cellcount.postprocess``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -235,6 +236,15 @@ def _input_params(input_key: tuple) -> cc.CountParams:
     return cc.CountParams(**dict(zip(INPUT_FIELDS, input_key, strict=True)))
 
 
+_MADE = threading.local()  # per script thread (one per session): how many predictions it ran, not took from the cache
+
+
+def predictions_made() -> int:
+    """How many predictions this session's script thread has run (not found cached) so far: a caller compares the
+    figure before and after a call to tell a prediction made now (its time measured now) from one kept."""
+    return getattr(_MADE, "n", 0)
+
+
 # cache_resource, not cache_data: a hit returns the same object instead of unpickling 10+ MB of maps on every
 # slider move; callers treat predictions as read-only (postprocess never modifies its input)
 @st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
@@ -242,6 +252,7 @@ def predict_cached(
     digest: str, model_name: str, version: str, input_key: tuple, _image: np.ndarray, backend: str = "auto"
 ) -> cc.Prediction:
     """Model output for one image; the progress bar lives inside so a cache hit replays it empty."""
+    _MADE.n = predictions_made() + 1  # runs on a miss only
     model, params = get_model(model_name), _input_params(input_key)
     size_model = get_size_model(model, params)
     bar = st.progress(0.0, text=f"Running {model_name} ...")

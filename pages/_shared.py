@@ -30,6 +30,7 @@ from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     predict_set_cached,
     predict_source,
     prediction_key,
+    predictions_made,
     read_image_cached,
     remember_plane,
     requested_backend,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pandas as pd
 import streamlit as st
@@ -211,11 +210,11 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
             try:
                 dropped = sh.channel_note(params, image)
                 params = sh.for_image(params, image)
-                t0 = time.perf_counter()
+                made = sh.predictions_made()
                 pred = sh.predict_source(src, image, model_name, params)
-                # a prediction made earlier (Count, Evaluate, an earlier comparison: cached) keeps that run's time,
-                # made under other load or cold: a tester's default model read 5x slower for Count's first runs
-                fresh = time.perf_counter() - t0 >= 0.5 * pred.seconds.get("model", 0.0)
+                # a prediction kept from earlier (Count, Evaluate, an earlier comparison) carries the time of its
+                # making, cold or under other load: not this comparison's to show
+                fresh = sh.predictions_made() > made
                 res = cc.postprocess(pred, params, measure=False)
                 if dropped:
                     res.quality = cc.quality.with_note(res.quality, dropped)
