@@ -166,6 +166,12 @@ class CountResult:
     """The inference backend the network ran in (:attr:`Prediction.backend`): the same image and settings can
     count an object apart in another, so it is part of the record (the counts CSV's ``backend`` column)."""
 
+    @property
+    def counted_from_density(self) -> bool:
+        """A one-pass (multihead) model's count taken from its density head (``count_source`` "density"): the
+        objects outlined are its segmentation's, which the object settings change and the count not."""
+        return self.density_count is not None and self.params.count_source == "density"
+
     def summary_row(self) -> dict[str, Any]:
         """Flat row for a counts table (settings as one JSON string)."""
         q = self.quality.row() if self.quality is not None else {"check": None, "check_score": None,
@@ -550,18 +556,17 @@ def postprocess(
         peaks = objects[["centroid_row", "centroid_col"]].to_numpy()
     else:
         peaks = np.zeros((0, 2))
-    count, estimate = seg.count, float(seg.count)
-    if density_total is not None and params.count_source == "density":
-        count, estimate = int(round(density_total)), density_total
-    # the user's settings: a large share dropped by the filters, else a count far from the card settings' (a count
-    # from the density head is the filters' and splits' to no object: a tester was told to check a Min. area that
-    # left it at 95 whatever its value)
-    from_objects = count == seg.count and not (density_total is not None and params.count_source == "density")
-    note = ((_filters_reason(seg.n_rejected, seg.count) if _own_filters(prediction, params) else None)
-            or card_shift_note(prediction, params, seg.count, mask_params["min_distance_px"])) if from_objects else None
+    from_density = density_total is not None and params.count_source == "density"
+    count, estimate = (int(round(density_total)), density_total) if from_density else (seg.count, float(seg.count))
+    # the user's settings: a large share dropped by the filters, else a count far from the card settings'; neither
+    # moves a count from the density head, so neither is its reason to check
+    note = None if from_density else (
+        (_filters_reason(seg.n_rejected, seg.count) if _own_filters(prediction, params) else None)
+        or card_shift_note(prediction, params, seg.count, mask_params["min_distance_px"]))
     if note:
         quality = with_note(quality, note)
-    quality = nothing_found(quality, count, part_of_image=prediction.part_of_image, dropped=sum(seg.n_rejected.values()))
+    quality = nothing_found(quality, count, part_of_image=prediction.part_of_image,
+                            dropped=0 if from_density else sum(seg.n_rejected.values()))
     return CountResult(
         model_name=prediction.model_name, output_kind="mask", count=count, count_estimate=estimate,
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,

@@ -268,7 +268,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
         m[0].metric("Count", result.count, delta=delta, delta_color="off",
                     help="The integral (sum) of the density map, rounded: the density model's count.")
         m[1].metric("Integral of the density map", f"{result.count_estimate:.1f}")
-    elif result.density_count is not None and result.params.count_source == "density":
+    elif result.counted_from_density:
         # a one-pass model counted from its density head: the outlines are its segmentation's, another number
         m[0].metric("Count", result.count, delta=delta, delta_color="off",
                     help=f"The density head's integral, rounded (the settings count from it): the {len(result.objects)} "
@@ -288,7 +288,7 @@ def show_result(source: sh.Source, image: np.ndarray, result: cc.CountResult, pr
         f"({1000 * result.seconds.get('model', 0):.0f} ms) and is cached; see the Timing tab.",
     )
     quality_badge(result)
-    if result.density_count is not None and result.params.count_source == "density":
+    if result.counted_from_density:
         st.caption(f"Counted from the density head ({result.density_count:.1f}), as the settings say (Count from: "
                    f"Density): the outlines show the segmentation's {len(result.objects)} objects, which the sliders "
                    "change; the count they do not.")

@@ -991,7 +991,9 @@ def test_an_f1_over_nothing_to_match_is_no_f1(draw_disks):
     pred = Prediction(model_name="p", output_kind="mask", maps=np.zeros((1, 32, 32), np.float32),
                       image_norm=np.zeros((32, 32), np.float32), inverted=False, input_key=())
     s = evaluate_predictions([("a.png", pred, none)], CountParams(split_mode="off")).summary
+    rep = evaluate_predictions([("a.png", pred, none)], CountParams(split_mode="off"))
     assert "f1" not in s and s["f1_n"] == 1 and (s["tp"], s["fp"], s["fn"]) == (0, 0, 0)
+    assert rep.per_image[["precision", "recall", "f1"]].isna().all(axis=None), "nor in its row (it read 1.000)"
 
 
 def test_a_gain_from_one_kind_of_image_in_a_mixed_set_is_said():

@@ -237,8 +237,10 @@ def evaluate_predictions(
         if m is not None:
             matches.append(m)
             kinds.add(kind)
-            row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision, "recall": m.recall,
-                        "f1": m.f1, "mean_iou": m.mean_matched_iou, "match": kind})
+            some = bool(m.tp + m.fp + m.fn)  # nothing in the truth nor the count: no score (as the summary has none)
+            row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision if some else np.nan,
+                        "recall": m.recall if some else np.nan, "f1": m.f1 if some else np.nan,
+                        "mean_iou": m.mean_matched_iou, "match": kind})
         if res.density_count is not None:
             row["density_count"] = res.density_count
         if res.quality is not None:
