@@ -419,7 +419,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
                 fig = viz.points_figure(image, gt.points, height=PANEL_PX, title=f"Ground truth<br>{gt.count} annotated",
                                         legend=False)
             st.plotly_chart(fig, key=f"{P}_side_truth")
-    for col, (label, model_name, params) in zip(cols, configs, strict=False):
+    for col, (label, model_name, params) in zip(cols[:len(configs)], configs, strict=True):
         with col:
             try:
                 params = sh.for_image(params, image)

@@ -35,7 +35,7 @@ from cellcount.finetune import (
 from cellcount.finetune.reading import few_dots as too_few_dots
 from cellcount.finetune.reading import few_dots_line, partly_dotted, undotted_count
 from cellcount.groundtruth import GroundTruth
-from cellcount.groundtruth.read import calibrated_note
+from cellcount.groundtruth.read import file_dots_note
 from cellcount.io import not_an_image, short_name
 from cellcount.jobs import FinetuneJob, JobBoard, JobSnapshot
 from cellcount.labelled import LabelledSet
@@ -397,13 +397,12 @@ def too_small(data: bytes) -> bool:
 
 
 def dots_in_microns(items: list[tuple[str, bytes, GroundTruth]]) -> list[str]:
-    """What :func:`~cellcount.groundtruth.read.calibrated_note` says of each points file whose dots crowd its image's
-    top-left corner, as coordinates in µm do (dots clicked here are the user's own)."""
+    """What :func:`~cellcount.groundtruth.read.file_dots_note` says of each points file whose dots crowd its image's
+    top-left corner, as coordinates in µm do."""
     out = []
     for name, data, gt in items:
-        if gt.kind == "points" and gt.source != name and (hw := _image_hw(sh.digest_of(data), data)):
-            if note := calibrated_note(gt, hw):
-                out.append(note)
+        if gt.kind == "points" and (hw := _image_hw(sh.digest_of(data), data)) and (note := file_dots_note(name, gt, hw)):
+            out.append(note)
     return out
 
 

@@ -1669,3 +1669,6 @@ def test_an_annotation_named_after_the_images_full_name_pairs_with_it():
     images = [Path("d/013cell.png"), Path("d/014Cell.png"), Path("d/015cell.png")]
     gts = [Path("d/013cell.tif.csv"), Path("d/014Cell.PNG_points.csv"), Path("d/015cell.tif_labels.tif")]
     assert match_ground_truth(images, gts) == dict(zip(images, gts, strict=True))
+    # the whole name first: with img01.png beside img01.tif, img01.png_points.csv is the PNG's (it paired with neither)
+    both = [Path("d/img01.png"), Path("d/img01.tif")]
+    assert match_ground_truth(both, [Path("d/img01.png_points.csv")]) == {both[0]: Path("d/img01.png_points.csv")}

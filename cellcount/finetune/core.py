@@ -326,7 +326,7 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
 
     run.report(FinetuneProgress("prepare", message="reading the images and annotations"))
     skipped: list[str] = []  # images left out: named in the notes
-    from ..groundtruth.read import CalibratedPointsWarning, calibrated_note
+    from ..groundtruth.read import CalibratedPointsWarning, file_dots_note
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibratedPointsWarning)
@@ -344,7 +344,7 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
         skipped += [f"{n}: {COUNT_ONLY}" for n in counted]
         labelled = rest
     read: list[tuple[np.ndarray, tuple[int, str] | None]] = []
-    for n, raw, _ in list(labelled):
+    for n, raw, gt in list(labelled):
         try:
             image, planes = read_image_planes(raw)
         except (CellcountError, OSError) as err:  # a broken file is left out and named, the others train
@@ -356,10 +356,8 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
                            f"score (at least {MIN_IMAGE_PX} px on each side)")
             labelled = [item for item in labelled if item[0] != n]
             continue
-        gt = next(g for name, _, g in labelled if name == n)
-        # uploaded items were read before this run (the Train page said it above, among its reading notes): said
-        # among the run's own notes too, as for a folder (a tester's µm dots trained, the result silent)
-        if not isinstance(data, (str, Path)) and gt.source != n and (note := calibrated_note(gt, np.shape(image))):
+        # uploaded items were read before this run (their reading said it once): among the run's notes too
+        if not isinstance(data, (str, Path)) and (note := file_dots_note(n, gt, np.shape(image))):
             run.note(f"{note} (read as it is)")
         read.append((image, planes))
     if not labelled:

@@ -157,12 +157,15 @@ def match_ground_truth(
     """
     exact: dict[str, list[tuple[int, Path]]] = {}
     folded: dict[str, list[tuple[int, Path]]] = {}
+    whole: dict[str, list[tuple[int, Path]]] = {}  # img01.png_points.csv by the image's whole name, before its stem
     gt_paths = list(gt_paths)
     for item in gt_paths:
         gt = Path(item)
         base, rank = _gt_base(gt)
         exact.setdefault(base, []).append((rank, gt))
         folded.setdefault(base.lower(), []).append((rank, gt))
+        if (suffix := ground_truth_suffix(gt)) and Path(named := gt.stem[: -len(suffix)]).suffix.lower() in IMAGE_EXTENSIONS:
+            whole.setdefault(named.lower(), []).append((rank, gt))
 
     def usable(image: Path, cands: list[tuple[int, Path]]) -> list[tuple[int, int, str, Path]]:
         out = []
@@ -198,7 +201,8 @@ def match_ground_truth(
     images = [Path(item) for item in image_paths]
     options: dict[Path, list[tuple[tuple, Path]]] = {}
     for image in images:
-        for exactness, cands in enumerate((exact.get(image.stem, []), folded.get(image.stem.lower(), []))):
+        for exactness, cands in enumerate((whole.get(image.name.lower(), []), exact.get(image.stem, []),
+                                           folded.get(image.stem.lower(), []))):
             options.setdefault(image, []).extend(((exactness, *key), gt) for key, gt in usable(image, cands))
     result, tied, contested = closest_pairs(options)
     if tied_files is not None:

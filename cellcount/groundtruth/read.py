@@ -54,6 +54,12 @@ def check_points_fit(gt: GroundTruth, expected_shape: Sequence[int] | None) -> N
         warnings.warn(note, CalibratedPointsWarning, stacklevel=2)
 
 
+def file_dots_note(name: str, gt: GroundTruth, expected_shape: Sequence[int] | None) -> str | None:
+    """:func:`calibrated_note` of an image ``name``'s annotation where it is a file's dots (dots clicked on the
+    image itself, whose source is its name, are the user's own and not in µm)."""
+    return calibrated_note(gt, expected_shape) if gt.kind == "points" and gt.source != name else None
+
+
 def calibrated_note(gt: GroundTruth, expected_shape: Sequence[int] | None) -> str | None:
     """What :class:`CalibratedPointsWarning` says of ``gt``'s points on an image of ``expected_shape``, or None
     where they do not crowd its top-left corner so (or are too few to tell)."""

@@ -250,8 +250,8 @@ def _model_folder(name_or_path: str | Path, weights_dir: str | Path | None) -> P
         if given.is_dir() and str(name_or_path) not in _model_dirs(wd):  # a folder, but not a model's
             raise ModelNotFoundError(f"{given} is a folder without {CARD_FILE}: not a model folder (a model folder "
                                      f"holds {CARD_FILE} and its weights); valid model names: "
-                                     f"{', '.join(list_models(wd))}")
-        names = list_models(wd)
+                                     f"{', '.join([*_model_dirs(wd), CLASSICAL_NAME])}")
+        names = [*_model_dirs(wd), CLASSICAL_NAME]  # as list_models lists them, a missing weights folder too
         # names are told apart case-insensitively when saved, so one spelt in other case is the one meant
         same = [n for n in names if n.casefold() == str(name_or_path).casefold()]
         hint = f" (did you mean {same[0]!r}? model names are case-sensitive)" if same else ""
