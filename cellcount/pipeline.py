@@ -240,7 +240,7 @@ def check_model(model: Any, what: str) -> None:
 
 def _check_size_model(size_model: Any) -> None:
     """Refuse a ``size_model`` that cannot size nuclei: a name, or a model without a density map (a mask model given
-    as its own size model counted 184 for 145, flagged only as two counts that disagree 16-fold)."""
+    as its own size model resizes by a wrong size and counts far off, flagged only as two counts that disagree)."""
     if size_model is None:
         return
     if isinstance(size_model, (str, os.PathLike)):
@@ -491,7 +491,7 @@ def postprocess(
     ``image`` (the original, any dtype) is used for intensity measurements; the normalised image
     otherwise. ``measure=False`` skips the object table (faster for parameter searches).
     """
-    if not isinstance(prediction, Prediction):  # a model, an image: an AttributeError deep inside said nothing
+    if not isinstance(prediction, Prediction):  # a model, an image: said here, not as an AttributeError deep inside
         raise ParameterError(f"postprocess takes the Prediction that predict(image, model, params) returns, got "
                              f"{type(prediction).__name__}: postprocess(predict(image, model, params), params)")
     if not isinstance(params, CountParams):  # a dict or a model: it has no model card to resolve settings against

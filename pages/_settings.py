@@ -184,8 +184,8 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
     entry["values"][name] = value
     base = entry.get("base")
     if entry["origin"] == "edited" and base is not None and entry["values"] == base["values"]:
-        # every edit undone by hand: the card's, tuned or loaded settings again (tuned ones read "edited" with
-        # each value back at the tuned one, and Compare lost its tuned-on-these-images warning)
+        # every edit undone by hand: the card's, tuned or loaded settings again, with what goes with them (tuned
+        # ones keep the images they were tuned on, for the in-sample warnings)
         entry["origin"], entry["detail"] = base["origin"], base["detail"]
     elif entry["origin"] != "edited":
         entry["detail"] = f"starting from {STARTED_FROM[entry['origin']]}"

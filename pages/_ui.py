@@ -254,7 +254,7 @@ def kept_uploads(key: str, groups: list[list[Any]], *, returning: bool, note: Ca
             st.session_state.pop(k, None)
         st.session_state[restored_key] = False
         st.rerun()
-    if sum(map(len, kept)) > 1:  # one wrong file of twenty: removing all meant uploading nineteen again
+    if sum(map(len, kept)) > 1:  # one wrong file among many: removed alone, the others kept
         _remove_some(row, kept, kept_key, remove_key)
     return st.session_state.get(kept_key)
 

@@ -325,7 +325,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
             "digests": digests,  # the images it fitted: Apply records them with the settings
         }
     elif st.session_state.pop(f"{P}__tuning", None) == sig:
-        # stopped by leaving the page or a change (Streamlit ends the run): it vanished without a word (a tester)
+        # stopped by leaving the page or a change (Streamlit ends the run): said, or the result would just be missing
         st.info("Optimise stopped before it finished (another page or a change ended it): nothing was tuned or "
                 "changed. Press Optimise to run it again; it takes about a minute for a dozen images.",
                 icon=":material/info:")

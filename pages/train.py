@@ -362,7 +362,7 @@ def _guess_prediction(name: str, data: bytes, image: np.ndarray) -> tuple[cc.Pre
 def far_from_dots(key: str, data: bytes, image: np.ndarray, pts: np.ndarray, guess: tuple[str, int]) -> None:
     """Note for :func:`few_dots` how much of the model's count on an image with few dots lies far from every dot
     (:func:`~cellcount.finetune.reading.undotted_count`), for the dots shown: an image dotted completely but
-    over-counted by the model (H&E) was told to "dot every cell", as the command line no longer does."""
+    over-counted by the model (H&E) is no partly dotted one, as the command line judges it."""
     sig = (guess, annotate.dots_id(pts))
     known = st.session_state.setdefault(FAR, {})
     if key in known and known[key][0] == sig:
@@ -409,7 +409,7 @@ def dots_in_microns(items: list[tuple[str, bytes, GroundTruth]]) -> list[str]:
 def few_dots(items: list[tuple[str, bytes, GroundTruth]]) -> dict[str, str]:
     """The images with far fewer dots than the model finds on them (:func:`partly_dotted`), by name, each with a line
     saying so: those shown for dotting (:func:`model_guess` counts them there), dotted here or by a points file (the
-    page's own points CSV uploaded again read as complete: a tester); the others the run's notes name."""
+    page's own points CSV uploaded again is judged too); the others the run's notes name."""
     guesses = st.session_state.get(GUESSES, {})
     out = {}
     for name, data, gt in items:
@@ -703,7 +703,7 @@ if sparse:
                f"{'; '.join(lines[:5])}{' …' if len(lines) > 5 else ''}. Every cell without a dot is taught as "
                "background (an image left with no dots, as holding no cells): dot every cell of those images, or "
                "remove them from the upload.", icon=":material/warning:")
-if microns := dots_in_microns(items):  # said in the reading notes above, where a tester missed it; trained as read
+if microns := dots_in_microns(items):  # beside Start, not only among the reading notes above; trained as read
     st.warning(f"Dots in µm? {'; '.join(microns[:3])}{' …' if len(microns) > 3 else ''}. Misplaced dots teach the "
                "model wrong cells: fix the file, or remove the image from the upload.", icon=":material/straighten:")
 clicked = st.session_state.get(POINTS, {})

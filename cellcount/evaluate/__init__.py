@@ -265,7 +265,7 @@ def evaluate_predictions(
         summary.update({"tp": agg.tp, "fp": agg.fp, "fn": agg.fn,
                         "f1_n": len(matches),  # images whose truth has objects or points to match (not a count alone)
                         "match": kinds.pop() if len(kinds) == 1 else "mixed"})
-        if agg.tp + agg.fp + agg.fn:  # nothing in the truth or the counts: no F1 (it read 1.000 for 0 of 0)
+        if agg.tp + agg.fp + agg.fn:  # nothing in the truth or the counts: no F1 (0 of 0 is no score)
             summary.update({"precision": agg.precision, "recall": agg.recall, "f1": agg.f1,
                             "mean_iou": agg.mean_matched_iou})
     if kept_edges:
@@ -476,8 +476,8 @@ def cross_check_errors(pairs: Sequence[Pair], params: CountParams, *, folds: int
 
 def check_tunable(pairs: Sequence[Pair]) -> None:
     """Refuse to tune on images whose ground truth all hold no objects (negative controls): the tuning can only
-    learn to count fewer, and a tester's settings so tuned (threshold 0.9, min. area 112, "tuning helps") then
-    missed a third of the cells of other images."""
+    learn to count fewer (a high threshold, a large min. area), its own check calls that a gain, and the settings
+    then miss real cells on other images."""
     if pairs and all(gt.count == 0 for _, _, gt in pairs):
         raise ParameterError(
             f"the ground truth of all {len(pairs)} images holds no objects: tuning on them can only learn to count fewer "
@@ -492,8 +492,7 @@ KIND_MIN_IMAGES = 3
 def tuning_kinds_note(pairs: Sequence[Pair], start_err: np.ndarray, tuned_err: np.ndarray) -> str | None:
     """Where a set mixes bright-background (brightfield, H&E) and fluorescence images, at least
     :data:`KIND_MIN_IMAGES` of each, and :func:`cross_check_errors` finds the tuning helps one kind while the other
-    counts worse: which, with each kind's MAE. A tester's mixed set "helped" (5.17 -> 3.58) by three brightfield
-    images while fluorescence images unlike them counted worse (1.90 -> 2.25); None otherwise."""
+    counts worse: which, with each kind's MAE (the set's one verdict hides it); None otherwise."""
     bright = np.array([bool(getattr(pred, "inverted", False)) for _, pred, _ in pairs])
     if min(bright.sum(), (~bright).sum()) < KIND_MIN_IMAGES:
         return None

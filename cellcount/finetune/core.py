@@ -238,7 +238,7 @@ def finetune(
     train_budget_s = None if steps is not None else _train_budget(s, b, reading, minutes=minutes, t_start=t_start,
                                                                   per_image_s=per_image_s)
     if train_budget_s is not None and train_budget_s < SHORT_TRAINING_SHARE * 60.0 * float(minutes):
-        # a tester's 5-minute run ended in 2.5 without a word: the rest went to time kept for reading and scoring
+        # the run may end well before its budget: said, with why (the time kept for reading and scoring)
         run.note(f"the {minutes:g}-min budget leaves {train_budget_s:.0f} s of training: the rest is for reading, "
                  f"scoring and re-tuning these {len(s.names)} images as timed on this computer (slower while it is "
                  "busy); give more minutes, or a number of steps, to train longer")

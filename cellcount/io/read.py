@@ -350,8 +350,7 @@ def planes_as_channels(src: Any) -> bool:
 
 def unapplied_plane_note(page: int | str, n_channels: int | None, channel: int | None = None) -> str:
     """Why a plane (or the maximum projection) asked of a :func:`planes_as_channels` file was not applied: the
-    count is of its images' mean, or of the one ``channel`` chosen (a tester's --channel 0 --plane max counted the
-    first z plane of such a stack, 29 for the projection's 81, unflagged)."""
+    count is of its images' mean, or of the one ``channel`` chosen (then one z plane, if they are planes)."""
     asked = "the maximum projection of the planes was asked for" if page == "max" else f"plane {page} was asked for"
     held = f"one plane with {n_channels} channels" if n_channels else "one plane with several channels"
     if channel is not None:

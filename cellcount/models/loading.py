@@ -192,7 +192,7 @@ def shadowed_user_models(weights_dir: str | Path | None = None) -> list[Path]:
 def list_models(weights_dir: str | Path | None = None) -> list[str]:
     """Names accepted by :func:`load_model`: the shipped models in ``weights_dir``, the user's models
     (:func:`user_models_dir`) and the baseline. A ``weights_dir`` that is no folder raises
-    :class:`ModelNotFoundError` (the shipped models vanished from the list without a word)."""
+    :class:`ModelNotFoundError` rather than listing none of the shipped models."""
     wd = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
     if weights_dir is not None and not wd.is_dir():
         raise ModelNotFoundError(f"weights folder not found: {wd} (leave it out for the shipped models)")

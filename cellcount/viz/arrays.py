@@ -198,8 +198,7 @@ def thumbnail(image: np.ndarray, *, max_side: int = 192) -> np.ndarray:
 UNMATCHED_COLOR: RGB = (0, 0, 0)
 """Objects without a match at the IoU threshold (a missed nucleus of the ground truth, an extra object of the
 prediction) on bright backgrounds: black, apart from the kept (green) and ground-truth (red) outlines, and from
-every kept colour of either background (yellow marked them here while it is "kept" on dark images: a tester read it
-as right on one image and wrong on the next)."""
+the kept colour of either background, so that a colour means one thing on every image."""
 UNMATCHED_COLOR_DARK: RGB = (255, 255, 255)
 """The same on dark (fluorescence) backgrounds: white, apart from the kept (yellow) outlines."""
 
