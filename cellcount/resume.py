@@ -139,6 +139,10 @@ def resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     return resumed
 
 
+GONE_REASON = "the file no longer exists: counted by the earlier run, kept"
+"""The ``reason`` of a row a resume keeps for a file gone since (an unmounted drive, a file moved away)."""
+
+
 def resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
     """Rows of an interrupted run to keep: (counts rows, objects rows, regions rows, done file names) or a message.
 
@@ -185,8 +189,9 @@ def resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
                   f"{first[1]}{' ...' if len(moved) > 1 else ''}); their old rows are dropped and they are counted "
                   "under their new paths", file=sys.stderr)
     if len(gone) and not others and not args.quiet:
-        print(f"note: --resume: {len(gone)} image(s) in {out} no longer exist; their rows are kept as they were",
-              file=sys.stderr)
+        print(f"note: --resume: {len(gone)} image(s) in {out} no longer exist; their rows are kept, counted by the "
+              f"earlier run, and the totals include them (their reason column says so)", file=sys.stderr)
+    gone = gone.assign(reason=GONE_REASON)  # the CSV alone says which counts no file stands behind now
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         hint = (" (files named like ground truth: the earlier run had --include-ground-truth?)"

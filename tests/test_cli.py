@@ -275,10 +275,13 @@ def test_resume_with_fewer_inputs_keeps_every_earlier_row(small_folder, tmp_path
     before = pd.read_csv(tmp_path / "r.csv").set_index("file")
     capsys.readouterr()
     assert main([*rel, "--resume"]) == 0
-    assert "1 image(s) in r.csv no longer exist; their rows are kept as they were" in capsys.readouterr().err
+    assert ("1 image(s) in r.csv no longer exist; their rows are kept, counted by the earlier run, and the totals "
+            "include them") in capsys.readouterr().err
     after = pd.read_csv(tmp_path / "r.csv").set_index("file")
     b_row = [f for f in before.index if f.endswith("b.png")]
     assert len(after) == 2 and after.loc[b_row, "count"].tolist() == before.loc[b_row, "count"].tolist()
+    # the CSV alone says which count no file stands behind now (45 rows "ok" for a folder of 42: a tester)
+    assert after.loc[b_row, "reason"].tolist() == ["the file no longer exists: counted by the earlier run, kept"]
     moved.rename(small_folder / "b.png")  # back: counted again (its size and time were not recorded meanwhile)
     assert main([*rel, "--resume"]) == 0
     back = pd.read_csv(tmp_path / "r.csv").set_index("file")
