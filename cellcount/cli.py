@@ -399,6 +399,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     written: set[str] = set()
     label_plan: dict[str, str] = {}
     interrupted = False
+    unwritten: list[OSError] = []  # tables that could not be written at the end (their folder gone read-only)
     counts_out = objects_out = regions_out = index_out = None
     cluster = None
     if args.workers or args.scheduler:
@@ -502,7 +503,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         interrupted = True
     except OSError as err:
         record.finish("failed")
-        print(f"\nerror: cannot write the results: {err}", file=sys.stderr)
+        print(f"\nerror: cannot write the results: {err}; run the same command with --resume once it can be written "
+              "(the images counted whose every table was written are kept)", file=sys.stderr)
         return 2
     finally:
         # the files end in the order of the inputs: unreadable files' rows are written first, workers finish in any
@@ -511,13 +513,21 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         anywhere = args.workers or args.scheduler or args.resume
         for sink in (index_out, regions_out, objects_out, counts_out):  # regions and objects first, as above
             if sink is not None:
-                sink.close(order=order if anywhere or sink is not objects_out else None)
+                try:  # one table that cannot be written: the counts stay no further than it, and no traceback
+                    sink.close(order=order if anywhere or sink is not objects_out else None, publish=not unwritten)
+                except OSError as err:
+                    unwritten.append(err)
         if cluster is not None:
             from .distributed import close
 
             close(cluster)
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+    if unwritten:
+        record.finish("failed")
+        print(f"\nerror: cannot write the results: {unwritten[0]}; the counts CSV holds the images whose every table "
+              "was written: run the same command with --resume once the folder is writable", file=sys.stderr)
+        return 2
     n_rows = n_ok + n_err
     record.finish("interrupted" if interrupted else "done")
     if interrupted:

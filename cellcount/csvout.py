@@ -399,15 +399,19 @@ class CsvStream:
         self._dirty = False
         self._published = self._written
 
-    def close(self, *, order: tuple[str, Sequence[str]] | None = None) -> None:
+    def close(self, *, order: tuple[str, Sequence[str]] | None = None, publish: bool = True) -> None:
         """Publish the rows not yet published and remove the working file.
 
         ``order=(column, values)`` sorts the rows first, stably, by where their ``column`` cell stands in
         ``values`` (rows whose cell is not there follow, as they were): rows appended as parallel work
-        finished end in the order of the inputs.
+        finished end in the order of the inputs. ``publish=False``: the file keeps what it last published (a
+        table published with this one could not be written: this one must not get ahead of it).
         """
         if self._fh.closed:
             return
+        if not publish:
+            self._dirty = False
+            order = None
         try:
             if self.columns is None and self._empty_columns is not None:
                 self.columns = self._empty_columns
@@ -422,10 +426,12 @@ class CsvStream:
                 self._publish()
         finally:
             self._fh.close()
-            self._part.unlink(missing_ok=True)
-            # a Ctrl-C can land between creating a publish's temporary file and the try that removes it
-            for tmp in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
-                tmp.unlink(missing_ok=True)
+            # a folder no longer writable keeps them: the error that made it so is the one to report
+            with contextlib.suppress(OSError):
+                self._part.unlink(missing_ok=True)
+                # a Ctrl-C can land between creating a publish's temporary file and the try that removes it
+                for tmp in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+                    tmp.unlink(missing_ok=True)
 
     def _sort_part(self, column: str, values: Sequence[str]) -> bool:
         """Sort the working file's rows as :meth:`close` says; whether their order changed. A file above

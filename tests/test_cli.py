@@ -1371,3 +1371,35 @@ def test_label_images_carry_the_pixel_size_their_objects_were_measured_with(samp
                  "0.25", "--out", str(tmp_path / "c.csv"), "--labels-dir", str(labels), "--no-progress", "-q"]) == 0
     page = tifffile.TiffFile(labels / "s01_sparse_small_labels.tif").pages[0]
     assert page.tags["XResolution"].value == (40000, 1) and page.tags["ResolutionUnit"].value == 3  # px per cm
+
+
+def test_an_objects_table_that_cannot_be_written_at_the_end_keeps_the_counts_consistent(small_folder, tmp_path,
+                                                                                          capsys, monkeypatch):
+    """An --objects folder gone read-only mid-run ended in a traceback (a second error removing its working file), and
+    the counts could get ahead of the objects; now one error line, the counts no further than the objects, and a
+    --resume completes both."""
+    from cellcount import csvout
+
+    out, objects = tmp_path / "c.csv", tmp_path / "o.csv"
+    real_publish = csvout.CsvStream._publish
+
+    def failing(self):
+        if self.path == objects and self.n_rows >= 1:
+            raise PermissionError(13, "Permission denied", str(objects))
+        return real_publish(self)
+
+    monkeypatch.setattr(csvout.CsvStream, "_publish", failing)
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--objects", str(objects),
+            "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write the results: [Errno 13] Permission denied" in err and "--resume" in err
+    assert "Traceback" not in err
+    def rows(path):
+        return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame(columns=["file"])
+
+    counted, written = rows(out), rows(objects)
+    assert set(counted["file"]) <= set(written["file"]), "no count whose objects were not written"
+    monkeypatch.setattr(csvout.CsvStream, "_publish", real_publish)
+    assert main([*argv, "--resume"]) in (0, 1)
+    assert len(pd.read_csv(out)) == 2 and set(pd.read_csv(objects)["file"]) == set(pd.read_csv(out)["file"])
