@@ -483,6 +483,41 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
         sh.download_button(label, data, f"{stamp}_{name}" if stamp else name, mime, f"{P}_dl_{key}", container=row)
 
 
+CUT_OFF_WINDOW_H = 24
+"""An app batch cut off this recently (the app stopped while it counted) is said on the page."""
+
+
+def cut_off_note() -> None:
+    """The latest app batch whose process ended before it finished (the app was stopped or restarted while it
+    counted), within :data:`CUT_OFF_WINDOW_H` hours, said once per browser session: its uploads and progress went
+    with the app, and the page would otherwise show an empty batch as if none had run."""
+    import pandas as pd
+
+    from cellcount import history
+
+    if st.session_state.get(f"{P}__cut_off_said"):
+        return
+    st.session_state[f"{P}__cut_off_said"] = True
+    try:
+        runs = history.list_runs(20)
+    except history.HistoryError:
+        return
+    cut = runs[(runs["source"] == "app") & (runs["status"] == history.ENDED) & (runs["n_rows"] < runs["n_inputs"])]
+    if not len(cut):
+        return
+    run = cut.iloc[0]
+    try:
+        started = pd.Timestamp(run["started_at"])
+        recent = pd.Timestamp.now(tz=started.tz) - started < pd.Timedelta(hours=CUT_OFF_WINDOW_H)
+    except (TypeError, ValueError):
+        return
+    if recent:
+        st.warning(f"A batch counted in this app ended before it finished: run {run['id']} ({run['model']}), "
+                   f"{run['n_rows']} of {run['n_inputs']} image(s), when the app stopped or restarted. The "
+                   f"{run['n_rows']} counted are on the Runs page (its CSVs); to count the rest, upload the images "
+                   "again here.", icon=":material/history:")
+
+
 st.title("Batch")
 st.caption(
     "Count many images with one model and one set of settings. Upload image files and/or zip files "
@@ -495,6 +530,7 @@ with left:
     sh.settings_panel(P, model_name, model)
 
 with right:
+    cut_off_note()
     returning = sh.uploaders_empty(f"{P}_files")
     up = st.file_uploader(
         "Images or zip files", type=[*sh.IMAGE_TYPES, *sh.MICROSCOPE_TYPES, "zip"], accept_multiple_files=True, key=f"{P}_files",

@@ -104,7 +104,12 @@ if not len(runs):
     st.info(f"No runs recorded yet. Count images on the Batch page or with the CLI. (History: {history.db_path()})")
     st.stop()
 
-sh.dataframe(runs[list(LIST_COLUMNS)].assign(started_at=runs["started_at"].map(when)), key=f"{P}_table",
+# a run that ended before its end (killed, interrupted, the app restarted) never reached its last inputs, which have
+# no row: not counted too ("not counted 0" beside 3 of 100)
+unreached = (runs["n_inputs"] - runs["n_rows"]).clip(lower=0).where(
+    runs["status"].isin([history.ENDED, "interrupted", "failed"]), 0)
+sh.dataframe(runs[list(LIST_COLUMNS)].assign(started_at=runs["started_at"].map(when),
+                                             n_skipped=runs["n_skipped"] + unreached), key=f"{P}_table",
              column_config={k: st.column_config.Column(v) for k, v in LIST_COLUMNS.items()})
 st.caption(f"{len(runs)} latest run(s) in {history.db_path()}")
 run_id = st.selectbox("Run", list(runs["id"]), key=f"{P}_run", format_func=lambda i: run_label(runs, i))

@@ -555,3 +555,20 @@ def test_a_batch_counts_with_the_sessions_backend_and_records_it(count_batch):
     assert json.loads(at.session_state["batch__result"]["settings"])["backend"] == "torch"
     run = history.get_run(int(history.list_runs(1)["id"].iloc[0]))
     assert run["settings"]["backend"] == "torch"
+
+
+def test_a_batch_cut_off_by_an_app_restart_is_said_on_the_next_visit():
+    """The app restarted while a batch counted: the page came back empty, as if none had run, and Runs said "not
+    counted 0" (a tester). The next visit says which run ended, how far it got, and what to do."""
+    from cellcount import history
+
+    run = history.start_run(source="app", model="classical-otsu", model_sha256=None, settings={},
+                            inputs=[f"img_{k}.png" for k in range(10)])
+    history.add_rows(run, [{"file": f"img_{k}.png", "status": "ok", "count": 3} for k in range(3)])
+    with history.connect() as con:  # its process gone (the server killed)
+        con.execute("UPDATE runs SET pid = ?, proc = NULL WHERE id = ?", (2**22 + 7, run))
+    at = open_batch()
+    said = [w.value for w in at.warning if w.value.startswith("A batch counted in this app ended before it finished")]
+    assert len(said) == 1 and f"run {run} (classical-otsu), 3 of 10 image(s)" in said[0], [w.value for w in at.warning]
+    at.run()
+    assert not any(w.value.startswith("A batch counted in this app ended") for w in at.warning), "once a session"

@@ -96,6 +96,9 @@ def test_a_run_that_stopped_early_says_how_many_of_its_images_it_has():
     label = at.selectbox(key="runs_run").format_func(run_id)
     assert "1 of 3 image(s)" in label and "interrupted" in label
     assert next(m.value for m in at.metric if m.label == "Images") == "1 of 3"
+    # the two never reached are not counted, as a stopped app batch's skipped rows are (it said 0)
+    listed = at.dataframe[0].value.set_index("id")
+    assert listed.loc[run_id, "n_skipped"] == 2 and listed.loc[run_id, "n_ok"] == 1
 
 
 def test_an_app_batchs_objects_download_again_from_the_runs_page():
