@@ -94,9 +94,18 @@ def previous_backend_record(out: str | Path) -> dict:
 
 def previous_backends(out: str | Path) -> list[str]:
     """The backends an earlier run into ``out`` recorded for its rows (with those of the runs it resumed)."""
+    import pandas as pd
+
+    from .csvout import delimiter
+
     previous = previous_backend_record(out)
     resumed = previous.get("backends_of_resumed_rows")
     names = [previous.get("backend"), *(resumed if isinstance(resumed, list) else [])]
+    try:  # the rows name theirs too: a run by workers records none (each worker chose on its machine)
+        names += list(pd.read_csv(out, dtype=str, keep_default_na=False, usecols=["backend"],
+                                  sep=delimiter(Path(out)))["backend"].unique())
+    except (OSError, ValueError, pd.errors.ParserError):
+        pass
     return sorted({str(n) for n in names if n})
 
 

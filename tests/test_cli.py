@@ -779,6 +779,13 @@ def test_resume_with_another_backend_says_so_and_records_both(tiny_models, small
     # a run that resumes nothing records one backend
     assert main([*base[:1], str(small_folder), *base[1:], "--backend", "torch"]) == 0
     assert "backends_of_resumed_rows" not in json.loads((tmp_path / "c.settings.json").read_text())
+    # rows of workers, whose run records no backend (each chose on its machine): their column says it
+    assert main([*base[:1], str(small_folder / "a.png"), *base[1:], "--backend", other]) == 0
+    record = json.loads((tmp_path / "c.settings.json").read_text())
+    (tmp_path / "c.settings.json").write_text(json.dumps({k: v for k, v in record.items() if k != "backend"}))
+    capsys.readouterr()
+    assert main([*base[:1], str(small_folder), *base[1:], "--backend", "torch", "--resume"]) == 0
+    assert f"include rows counted with the {other} backend, the rest are counted with torch" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["evaluate", "finetune", "train"])
