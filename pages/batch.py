@@ -237,7 +237,8 @@ def finished_other_panel(other: BatchJob) -> None:
     done, total = images_progress(other, other.snapshot())
     c = st.container(border=True)
     labels = "; its label images only here" if other.model.output_kind == "mask" else ""
-    c.info(f"A batch counted in this app has finished: {done} of {total} image(s) with {other.model.name}, "
+    ended = "was stopped" if other.snapshot().status == "cancelled" else "has finished"  # a stop is no finish
+    c.info(f"A batch counted in this app {ended}: {done} of {total} image(s) with {other.model.name}, "
            f"{sh.STARTED_ELSEWHERE}. Its counts are on the Runs page{labels}.")
     c.button("Show its results here", key=f"{P}_claim", icon=":material/download:",
              on_click=lambda: finish_batch(other, claimed=True))

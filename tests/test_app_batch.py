@@ -412,6 +412,8 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     assert job.join(120) and job.snapshot().status == "cancelled"
     second.run()
     assert not second.button(key="batch_run").disabled, "Count is back once the other batch has ended"
+    # stopped, not finished (both tabs read "has finished: 32 of 100": a tester)
+    assert any("A batch counted in this app was stopped:" in i.value for i in second.info), [i.value for i in second.info]
     first.run()
     # its own session is told who stopped it
     assert any("Stopped after" in w.value and ", from a tab or browser other than the one that started it" in w.value
