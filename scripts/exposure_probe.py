@@ -3,8 +3,8 @@
     python scripts/exposure_probe.py [--datasets ../shared/datasets] [--model NAME]
 
 Prints, with the machine: the largest clipped share (:func:`cellcount.io.normalize.clipped_share`) of the DSB
-training and validation images, of the DSB test part, the generated samples, vgg_cells and mbm, beside the limit
-(``CLIPPED_SHARE``); the DSB bright-background test images brightened 1x, 1.6x, 2x and 3x (clipped at 255), each with
+training and validation images, of the DSB test part, the generated samples, vgg_cells and mbm, by background, beside
+the limit (``CLIPPED_SHARE``); the DSB bright-background test images brightened 1x, 1.6x, 2x and 3x (clipped at 255), each with
 its clipped share, count against the truth and flag with the default model; and how many gray-as-RGB DSB training and
 validation images (the first 60) :func:`cellcount.io.channels_differ` says mix stains once Gaussian noise of sigma
 5, 10 and 25 is added to each channel independently.
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import cellcount as cc  # noqa: E402
 from cellcount.io import channels_differ, is_bright_background, list_image_files, read_image  # noqa: E402
-from cellcount.io.normalize import CLIPPED_SHARE, clipped_share  # noqa: E402
+from cellcount.io.normalize import CLIPPED_SHARE, clipped_and_bright, clipped_share  # noqa: E402
 from cellcount.training.data import dsb_part  # noqa: E402
 
 
@@ -47,7 +47,8 @@ def main() -> int:
         from cellcount.io import normalize
 
         normalize.NOISE_SMOOTH_PX = args.smooth
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; limit {CLIPPED_SHARE}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; limit {CLIPPED_SHARE} of "
+          "the nucleus pixels (bright background: the stained ones; dark: the bright ones)")
     dsb = list_image_files(args.datasets / "dsb2018" / "images")
     parts = {f: dsb_part(f.name) for f in dsb}
     sets = {"dsb2018 train+val": [f for f in dsb if parts[f] != "test"], "dsb2018 test": [f for f in dsb if parts[f] == "test"],
@@ -55,10 +56,14 @@ def main() -> int:
             "vgg_cells": list_image_files(args.datasets / "vgg_cells" / "images"),
             "mbm": list_image_files(args.datasets / "mbm" / "images")}
     for name, files in sets.items() if not args.noise_only else ():
-        shares = [(clipped_share(read_image(f)), f.name[:12]) for f in files]
-        top = max(shares)
-        print(f"{name}: {len(files)} images, largest clipped share {top[0]:.4f} ({top[1]}), over the limit "
-              f"{sum(s > CLIPPED_SHARE for s, _ in shares)}")
+        shares = [(*clipped_and_bright(read_image(f)), f.name[:12]) for f in files]
+        for bright in (False, True):
+            kind = [(s, n) for s, b, n in shares if b == bright]
+            if kind:
+                top = max(kind)
+                print(f"{name}, {'bright' if bright else 'dark'} background: {len(kind)} images, largest clipped share "
+                      f"{top[0]:.4f} ({top[1]}), 99th percentile {np.quantile([s for s, _ in kind], 0.99):.4f}, over "
+                      f"the limit {sum(s > CLIPPED_SHARE for s, _ in kind)}")
     model = cc.load_model(args.model or cc.models.default_model_name())
     truth = {row.split(",")[0]: row.split(",")[1] for row in
              (args.datasets / "dsb2018" / "counts.csv").read_text().splitlines()[1:]}

@@ -996,13 +996,22 @@ def test_an_overexposed_image_is_said_so(rng):
     from cellcount.io import CLIPPED_SHARE, exposure_note
 
     dark = rng.integers(5, 40, (64, 64, 3)).astype(np.uint8)
-    dark[:20, :, 0] = 255  # fluorescence with its red channel clipped over 31% of the picture
-    assert exposure_note(dark).startswith("31% of the image's pixels are at the brightest value")
-    grey = rng.integers(20, 40, (64, 64)).astype(np.uint16)
-    grey[:8] = 65535  # 12% saturated: bright nuclei in fluorescence often are
-    assert exposure_note(grey) is None and CLIPPED_SHARE > 0.125
-    grey[:20] = 4095  # a 12-bit camera's full scale, in a 16-bit file
-    assert exposure_note(grey).startswith("31%")
+    dark[:20, :, 0] = 255  # fluorescence with its red channel clipped over its bright part
+    assert exposure_note(dark).startswith("100% of the image's bright (nucleus) pixels are at the brightest value")
+    # nuclei clipped at their centres, as bright nuclei in fluorescence often are: no note
+    grey = rng.integers(20, 40, (128, 128)).astype(np.uint16)
+    rr, cc = np.indices(grey.shape)
+    for r, c in ((30, 30), (30, 90), (90, 30), (90, 90)):
+        disk = (rr - r) ** 2 + (cc - c) ** 2
+        grey[disk <= 144] = 3000
+        grey[disk <= 16] = 65535  # a ninth of each nucleus
+    from cellcount.io.normalize import clipped_share
+
+    assert exposure_note(grey) is None and 0.05 < clipped_share(grey) < CLIPPED_SHARE
+    # sparse nuclei clipped nearly whole, a few percent of the picture (a field of them counted 28% low, unflagged)
+    grey[grey == 3000] = 4095  # a 12-bit camera's full scale, in a 16-bit file
+    grey[grey == 65535] = 4095
+    assert exposure_note(grey).startswith("100% of the image's bright (nucleus) pixels")
     # bright-field: white glass clipped at 255 says nothing of the nuclei; nuclei clipped too do
     he = np.full((64, 64, 3), 255, np.uint8)
     he[20:44, 20:44] = rng.integers(90, 160, (24, 24, 3))  # purple tissue, nothing clipped

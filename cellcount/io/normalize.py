@@ -308,10 +308,11 @@ def background_note(image: np.ndarray, *, channel: int | None = None, invert: bo
 
 
 CLIPPED_SHARE = 0.25
-"""An image with more of its pixels clipped (:func:`clipped_share`) is flagged as overexposed: nuclei there have lost
-the contrast the model reads, and no calibrated limit sees it (overexposed H&E can count several times its nuclei, or
-none). DSB's training and validation images reach 1.0%, the samples, vgg_cells and mbm 0%: the limit is far outside
-them, not fitted to any error (``scripts/exposure_probe.py``)."""
+"""An image with more of its nucleus pixels clipped (:func:`clipped_share`: the stained ones on a bright background,
+the bright ones on a dark one) is flagged as overexposed: nuclei there have lost the contrast the model reads (within
+them and between touching ones), and no calibrated limit sees it (overexposed H&E can count several times its nuclei,
+or none). The limit is far outside what DSB, the samples, vgg_cells and mbm reach, not fitted to any error
+(``scripts/exposure_probe.py``)."""
 SMALL_IMAGE_PX = 32
 """An image narrower than this (a nucleus or two of the training size) is flagged: too little context for the
 model, and for the quality signals to judge."""
@@ -322,12 +323,17 @@ def clipped_share(image: np.ndarray) -> float:
     return clipped_and_bright(image)[0]
 
 
+MIN_SIGNAL_SHARE = 0.002
+"""A dark-background image whose bright pixels are fewer than this share of it is judged by all its pixels."""
+
+
 def clipped_and_bright(image: np.ndarray) -> tuple[float, bool]:
-    """The share of an integer image's pixels at the brightest value it can hold, in any channel (a colour picture's
-    alpha left out): its type's largest (255, 65535), or a 10-, 12- or 14-bit camera's full scale (1023, 4095, 16383)
-    where the image reaches it. On a bright background (bright-field, H&E) glass clipped white, or tinted and clipped
-    in two channels, says nothing of the nuclei: the share is of the stained pixels (darker than the background),
-    unless nearly all the picture is white. 0 for float images. With whether the background is bright."""
+    """The share of an integer image's nucleus pixels at the brightest value it can hold, in any channel (a colour
+    picture's alpha left out): its type's largest (255, 65535), or a 10-, 12- or 14-bit camera's full scale (1023,
+    4095, 16383) where the image reaches it. On a dark background (fluorescence) the share is of the bright pixels
+    (Otsu's split of the log intensities); on a bright one (bright-field, H&E), where glass clipped
+    white, or tinted and clipped in two channels, says nothing of the nuclei, of the stained pixels (darker than the
+    background), unless nearly all the picture is white. 0 for float images. With whether the background is bright."""
     arr = np.asarray(image)
     if arr.dtype.kind not in "ui" or arr.dtype == bool or not arr.size:
         return 0.0, False
@@ -345,7 +351,13 @@ def clipped_and_bright(image: np.ndarray) -> tuple[float, bool]:
         gray = arr
     gray = gray.astype(np.float32)
     if not is_bright_background(gray):
-        return float(some.mean()), False
+        # of the bright pixels, where nuclei are: sparse nuclei clipped whole are a few percent of the picture. Split
+        # from the background on a log scale, where clipped centres do not pull the split above the nuclei' bodies
+        from skimage.filters import threshold_otsu
+
+        logs = np.log1p(gray)
+        signal = logs > threshold_otsu(logs) if float(logs.min()) < float(logs.max()) else logs > logs.max()
+        return (float(some[signal].mean()) if signal.mean() >= MIN_SIGNAL_SHARE else float(some.mean())), False
     low, mid = np.percentile(gray, [1, 50])
     tissue = gray < mid - 0.1 * (mid - low)  # darker than the background: the stain, where nuclei are
     if tissue.mean() < 0.01:  # a white picture: overexposed, or no tissue at all
@@ -360,7 +372,7 @@ def exposure_note(image: np.ndarray, *, channel: int | None = None) -> str | Non
     clipped, bright = clipped_and_bright(plane)
     if clipped <= CLIPPED_SHARE:
         return None
-    return (f"{clipped:.0%} of the image's {'stained ' if bright else ''}pixels are at the brightest value the camera "
+    return (f"{clipped:.0%} of the image's {'stained' if bright else 'bright (nucleus)'} pixels are at the brightest value the camera "
             "or file holds (overexposed): nuclei there have lost their contrast, so the count may be far off: check "
             "it by eye (a shorter exposure or a lower gain keeps them)")
 
