@@ -79,6 +79,7 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     PERSIST,
     STARTED_ELSEWHERE,
     STOPPED_ELSEWHERE,
+    TOO_LARGE_HINT,
     csv_bytes,
     dataframe,
     download_button,

@@ -15,6 +15,7 @@ from cellcount.errors import error_text
 from cellcount.history import Recorder
 from cellcount.io import iter_zip_images, left_out, split_ground_truth_files, zip_image_names
 from cellcount.io.archive import is_zip_metadata
+from cellcount.io.read import PIXEL_CAP_TEXT
 from cellcount.jobs import BatchJob
 from cellcount.params import setting_label, setting_text
 from pages import _settings as settings
@@ -437,10 +438,14 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     if len(failed):
         with st.container(border=True):
             st.markdown(f"**{len(failed)} file(s) could not be counted** (the batch went on):")
+            over_cap = False
             for _, row in failed.iterrows():
                 reason = str(row["reason"])  # it names the file already where it was read from it
                 reason = reason.removeprefix(f"{row['file']}: ").removeprefix(f"{row['file'].rsplit('/', 1)[-1]}: ")
+                over_cap = over_cap or reason.endswith(PIXEL_CAP_TEXT)
                 st.markdown(f"- `{row['file']}` — {reason}")
+            if over_cap:  # what to do, as the Count page and the command line say it
+                st.caption(f"Images above the pixel cap: {sh.TOO_LARGE_HINT[0].lower()}{sh.TOO_LARGE_HINT[1:]}")
     # the verdict beside the count; the reasons last and wide (cut at 170 px even on a wide screen, and on a small one
     # they pushed the score off it); the CSV holds every column in its order
     shown = [c for c in ("file", "plane", "status", "count", "check", "check_score", "check_reasons") if c in df]

@@ -574,3 +574,16 @@ def test_a_batch_cut_off_by_an_app_restart_is_said_on_the_next_visit():
     assert len(said) == 1 and f"run {run} (classical-otsu), 3 of 10 image(s)" in said[0], [w.value for w in at.warning]
     at.run()
     assert not any(w.value.startswith("A batch counted in this app ended") for w in at.warning), "once a session"
+
+
+def test_an_image_above_the_pixel_cap_says_what_to_do(monkeypatch, count_batch):
+    """Batch listed the refusal alone, where the Count page and the command line say what to do (a tester)."""
+    from cellcount.io import read
+
+    real = read._check_pixels
+    monkeypatch.setattr(read, "_check_pixels", lambda name, h, w, cap: real(name, h, w, 1000))  # every sample is over
+    at = open_batch()
+    at.file_uploader(key="batch_files").set_value([("big.png", sample("s01_sparse_small.png"), "image/png")])
+    at.run()
+    count_batch(at)
+    assert any(c.value.startswith("Images above the pixel cap: crop it first (Fiji: Image > Crop)") for c in at.caption)
