@@ -438,3 +438,6 @@ def test_outlines_stay_visible_when_a_large_image_is_shown_small():
 
     assert thickness_for((1024, 1024, 3), 360) == 3 and thickness_for((256, 300), 360) == 1
     assert thickness_for((2048, 512), 0) >= 1, "no panel width: no division by zero"
+    # a 4000 px image of 16 px nuclei: 11 px outlines filled them; at most a sixth of their diameter
+    assert thickness_for((3000, 4000), 360) == 11 and thickness_for((3000, 4000), 360, 16.0) == 2
+    assert thickness_for((3000, 4000), 360, 3.0) == 1 and thickness_for((1024, 1024), 360, 200.0) == 3

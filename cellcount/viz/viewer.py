@@ -94,10 +94,12 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return lab.astype(np.float32) * np.float32([100 / 255, 1, 1]) - np.float32([0, 128, 128])
 
 
-def thickness_for(shape: tuple[int, ...], shown_px: int) -> int:
+def thickness_for(shape: tuple[int, ...], shown_px: int, object_px: float | None = None) -> int:
     """Outline width, px of the image, that stays about a screen pixel wide when an image of ``shape`` is shown
-    ``shown_px`` wide (Compare's panels of a 1024 px image: 1-px outlines thinned to nothing; a tester)."""
-    return max(1, round(max(shape[:2]) / max(int(shown_px), 1)))
+    ``shown_px`` wide (1-px outlines of a large image thin to nothing there), but at most a sixth of the objects'
+    diameter ``object_px`` where given: wider ones fill small nuclei, which then cannot be told apart when zoomed."""
+    width = max(1, round(max(shape[:2]) / max(int(shown_px), 1)))
+    return min(width, max(1, int(object_px // 6))) if object_px and object_px > 0 else width
 
 
 def contrast_color(rgb: np.ndarray, where: np.ndarray | None = None) -> RGB:
