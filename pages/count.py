@@ -145,6 +145,10 @@ def overlay_cached(
     return viz.encode_jpeg(rgb), legend, len(merges)
 
 
+FIT_HEIGHT_PX = 900
+"""A tall image is fitted to this height rather than to the column's width (zoom to 100% for its pixels)."""
+
+
 def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, view: dict, prediction_key: str) -> None:
     digest, channel = source.digest, result.params.channel
     if channel is not None and image.ndim == 3 and channel < image.shape[2]:  # what was counted, not the composite
@@ -169,8 +173,11 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         f"background:rgb{tuple(c)}'></span> {name}" for name, c in legend.items()
     )
     st.markdown(chips, unsafe_allow_html=True)
+    h, w = image.shape[:2]
     if view["zoom"]:  # at its own size, scrolling where the panel is narrower (streamlit_app.py's style)
         st.container(key=f"{P}_overlay_zoomed").image(jpeg, width="content")
+    elif h > FIT_HEIGHT_PX and h > 1.5 * w:  # a tall strip at the column's width ran dozens of screens down
+        st.container(key=f"{P}_overlay").image(jpeg, width=max(60, int(FIT_HEIGHT_PX * w / h)))
     else:
         st.container(key=f"{P}_overlay").image(jpeg, width="stretch")
     # the reasons this picture shows (a border rule that is off rejects nothing: it was named all the same)
@@ -182,6 +189,8 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
            "; rejected objects in grey. " if shown else ". ")
         + (f"{n_merges} object(s) marked as likely merges. " if n_merges else "")
         + (f"Shown: channel {channel}, the one counted. " if digest != source.digest else "")
+        + ("A tall image is fitted to the page's height: zoom to 100% to see its pixels. "
+           if not view["zoom"] and h > FIT_HEIGHT_PX and h > 1.5 * w else "")
         + "Display options (colour, thickness, contrast, zoom) never change the count."
     )
 
