@@ -816,3 +816,13 @@ def test_a_count_from_the_density_head_says_so_beside_the_outlines():
     assert len(said) == 1 and "the outlines show the segmentation's" in said[0], [c.value for c in at.caption]
     count = next(m for m in at.metric if m.label == "Count")
     assert "The density head's integral, rounded" in count.proto.help
+
+
+def test_a_tall_strip_is_fitted_to_the_pages_height():
+    """A 200 x 8000 strip drawn at the column's width ran 28 screens down to its downloads (a tester)."""
+    at = open_count(count_source="Upload")
+    img = np.full((2000, 100), 15, np.uint8)
+    img[100:120, 40:60] = 200
+    at.file_uploader(key="count_upload").set_value(("strip.png", png_bytes(img), "image/png")).run()
+    assert not at.exception, at.exception
+    assert any("A tall image is fitted to the page's height" in c.value for c in at.caption)
