@@ -359,3 +359,13 @@ def test_a_fine_tunes_error_in_the_guide_table_stands_beside_its_bases(tiny_mode
     assert mine["role"].endswith("fine-tuned from tiny-mask")
     # 0.73 on 2 held-out images beside 2.72 on the validation set read as the best model (a tester)
     assert any("so the two do not compare" in c.value for c in home.caption)
+
+
+def test_images_unlike_dsb_name_cells_stained_whole_with_their_figures():
+    """Home sent users with cells rather than nuclei to the Models page for figures it did not have (a tester)."""
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/models.py").run()
+    assert not at.exception, at.exception
+    note = next(i.value for i in at.info if i.value.startswith("**Images unlike DSB 2018's nuclei**"))
+    assert "by a median 25-34%" in note and "vgg_cells" in note and "91-100% of its images flagged" in note
