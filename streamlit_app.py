@@ -96,6 +96,10 @@ def home() -> None:
         column_order=[c for c in df.columns if c not in ("description", "kind", "architecture", "val MAE, no size estimate")
                       and df[c].notna().any() and (df[c] != "").any()],
     )
+    sizes = sorted({int(n) for n in df.get("val images", []) if n == n and n}, reverse=True)
+    if len(sizes) > 1:  # as `cellcount models` says it: a model scored on fewer images is not ranked beside the rest
+        st.caption(f"The 'val' figures are over {', '.join(map(str, sizes))} images: compare only models scored on "
+                   "the same number (the same images); each model's section on the Models page says which.")
     if "your held-out MAE" in df and df["your held-out MAE"].notna().any():
         st.caption("'val' figures are on nuclei images of a public set; 'your held-out MAE' on the few images of "
                    "yours a fine-tune held out (see 'held-out images'): other images, so the two do not compare. The "

@@ -369,3 +369,14 @@ def test_images_unlike_dsb_name_cells_stained_whole_with_their_figures():
     assert not at.exception, at.exception
     note = next(i.value for i in at.info if i.value.startswith("**Images unlike DSB 2018's nuclei**"))
     assert "by a median 25-34%" in note and "vgg_cells" in note and "91-100% of its images flagged" in note
+
+
+def test_home_says_when_the_models_figures_are_over_different_images():
+    """Home listed one model's val MAE over 53 images beside the others' over 98, with no word (a tester)."""
+    import cellcount as cc
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    sizes = {int((cc.models.model_card(n).metrics or {}).get("validation", {}).get("n") or 0)
+             for n in cc.list_models()} - {0}
+    said = [c.value for c in at.caption if c.value.startswith("The 'val' figures are over")]
+    assert (len(said) == 1) == (len(sizes) > 1), (sizes, said)
