@@ -223,8 +223,13 @@ def _image_changes(model: cc.models.CountModel) -> list[str]:
 
 def _own_changes(model: cc.models.CountModel, most: int = 4) -> str:
     """"Probability threshold: 0.5, Split touching nuclei: Model borders": the model's own settings (not the image
-    fields) that differ from its card, as the app shows them; "" when none."""
-    return changes_text(card_values(model), _entry(model)["values"], most=most)
+    fields) that differ from its card, as the app shows them; "" when none. Edited from tuned, loaded or past-run
+    settings: those that differ from them, the edits (the tuned values listed first hid the edit behind "1 more")."""
+    entry = _entry(model)
+    base = entry.get("base")
+    if entry["origin"] == "edited" and base is not None and base["origin"] != "card":
+        return changes_text(base["values"], entry["values"], most=most)
+    return changes_text(card_values(model), entry["values"], most=most)
 
 
 def changes_text(before: dict[str, Any], after: dict[str, Any], *, most: int = 4, sep: str = ": ") -> str:

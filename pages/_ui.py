@@ -267,7 +267,8 @@ def _remove_some(where: Any, kept: list[list[Any]], kept_key: str, remove_key: s
         return f"{kept[g][i].name} ({'ground truth' if g else 'image'})" if len(kept) > 1 else kept[g][i].name
 
     version = st.session_state.get(f"{remove_key}_some_n", 0)  # a fresh, empty choice after each removal
-    with where.popover("Remove some", icon=":material/playlist_remove:"):
+    # keyed by the removals so far: a fresh popover, closed, after each (it reopened over the warnings it caused)
+    with where.popover("Remove some", icon=":material/playlist_remove:", key=f"{remove_key}_some_pop_{version}"):
         drop = st.multiselect("Files to remove", [(g, i) for g, files in enumerate(kept) for i in range(len(files))],
                               format_func=named, key=f"{remove_key}_some_{version}")
         if st.button("Remove these", key=f"{remove_key}_some_go", disabled=not drop, type="primary"):

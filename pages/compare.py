@@ -415,15 +415,20 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     drawn = gt is not None and ((gt.labels is not None and gt.labels.shape == image.shape[:2])
                                 or (gt.labels is None and gt.points is not None))
     cols = st.columns(len(configs) + drawn)
+    # the truth a configuration that leaves out edge objects is scored against: said beside all that is drawn
+    edgeless = sorted({t for _, m, p in configs if drawn and (t := scored_true_count(gt, p, sh.get_model(m).output_kind))
+                       != gt.count}) if drawn else []
     if drawn:
         with cols[-1]:
             if gt.labels is not None:
                 # no legend: the title says it, and the picture stays level with the predictions' (they have none)
                 fig = viz.image_figure(viz.ground_truth_overlay(image, gt.labels), height=PANEL_PX,
-                                       title=f"Ground truth<br>{gt.count} annotated")
+                                       title=f"Ground truth<br>{gt.count} annotated" + (
+                                           f" ({edgeless[0]} off the edge)" if edgeless else ""))
             else:
-                fig = viz.points_figure(image, gt.points, height=PANEL_PX, title=f"Ground truth<br>{gt.count} annotated",
-                                        legend=False)
+                fig = viz.points_figure(image, gt.points, height=PANEL_PX, legend=False,
+                                        title=f"Ground truth<br>{gt.count} annotated"
+                                        + (f" ({edgeless[0]} off the edge)" if edgeless else ""))
             st.plotly_chart(fig, key=f"{P}_side_truth")
     for col, (label, model_name, params) in zip(cols[:len(configs)], configs, strict=True):
         with col:

@@ -88,6 +88,14 @@ def test_one_model_two_settings():
     at.run()
     assert any("The last comparison (A: classical-otsu; B: classical-otsu (Probability threshold 0.7), on 2 image(s)) "
                "no longer matches" in i.value for i in at.info), [i.value for i in at.info]
+    # edge objects left out by a setting: the truth it is scored against said beside what is drawn (a tester read 3
+    # truths for one image)
+    at.toggle(key="compare_b_exclude_border").set_value(True).run()
+    at.button(key="compare_run").click().run()
+    scored = at.session_state["compare__result"]["table"]
+    b_true = scored[(scored["file"] == "s02_dense_clusters.png") & scored["config"].str.startswith("B")]["true"].iloc[0]
+    assert b_true < 167
+    assert sum(f"167 annotated ({b_true} off the edge)" in str(c.proto) for c in at.get("plotly_chart")) == 1
 
 
 @pytest.mark.slow

@@ -632,8 +632,13 @@ def test_edits_undone_by_hand_read_as_where_they_started():
     st.session_state.clear()
     model = cc.load_model(BASELINE)
     settings.put(model, {"min_area_px": 33}, origin="tuned", detail="Evaluate, 2 images", tuned_on=("d1",))
+    settings.put(model, {"min_area_px": 33, "threshold": 0.6, "opening_radius_px": 0, "fill_holes": False,
+                         "max_area_px": 500}, origin="tuned", detail="Evaluate, 2 images", tuned_on=("d1",))
     settings.edit(model, "min_area_px", 40)
     assert settings.origin(model)[0] == "edited"
+    # the edit named, not the tuned values with it behind "1 more" (a tester)
+    said = settings.describe(model)
+    assert "starting from the settings tuned on your data; Min. area" in said and "40" in said and "more" not in said
     settings.edit(model, "min_area_px", 33)
     assert settings.origin(model) == ("tuned", "Evaluate, 2 images")
     assert settings.tuned_on(model) == {"d1"}
