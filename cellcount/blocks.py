@@ -484,8 +484,8 @@ _UNIT_UM = {"micrometer": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0, "μm": 1.0,
 
 def zarr_pixel_size(source: str | os.PathLike) -> float | None:
     """The full resolution's pixel size in µm an OME-Zarr states (its multiscales' axes units and the first dataset's
-    scale, times the multiscale's own scale), None where it states none in a length unit or Y and X differ by over 1%
-    (a tester's 0.5 µm OME-Zarr left its objects' µm columns empty)."""
+    scale, times the multiscale's own scale), None where it states none in a length unit or Y and X differ by over 1%:
+    the µm columns of its objects, as a TIFF's own calibration gives them."""
     import zarr
 
     try:

@@ -153,8 +153,8 @@ def tuned_on(model: cc.models.CountModel) -> set[str]:
     entry = _entry(model)
     if entry["origin"] == "tuned" or entry["detail"] == f"starting from {STARTED_FROM['tuned']}":
         return set(entry.get("tuned_on", ()))
-    # the values of settings tuned in this session, come back another way (a past run's, a settings file): a tester
-    # reopened them from Runs and Compare ranked them best on their own tuning images without a word
+    # the values of settings tuned in this session, come back another way (a past run's, a settings file): they fit
+    # those images all the same
     now = values(model)
     return {d for tuned, digests in _state().get("tuned_sets", {}).get(model.name, []) if tuned == now for d in digests}
 
@@ -298,7 +298,7 @@ def origin(model: cc.models.CountModel, *, image: bool = True) -> tuple[str, str
 
 def short_label(model: cc.models.CountModel) -> str:
     """``model``'s name, with what its settings change from the card where they do ("unet-mask (edited: Min. area
-    30)"): a comparison's rows and CSV named the model alone, and a worse MAE read as the model's (a tester)."""
+    30)"), so that a comparison's rows and CSV tell a setting's error from the model's."""
     key, _ = origin(model)
     if key == "card":
         return model.name

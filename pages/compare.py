@@ -108,7 +108,7 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
     # B named by what it changes (of the settings that act): "A: m" and "B: m" alone left the table, verdict and CSV
     # silent on what B was
     (_, _, a), (b_label, _, b) = configs
-    # every change (the CSV's headers hid two behind "2 more": a tester), and A with where its settings came from
+    # every change (the CSV's headers name B by them), and A with where its settings came from
     changed = settings.changes_text(a.acting(model.output_kind), b.acting(model.output_kind), most=8, sep=" ")
     configs[0] = (f"A: {settings.short_label(model)}", model_name, a)
     configs[1] = (f"{b_label} ({changed or 'same as A'})", model_name, b)
@@ -354,8 +354,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
         a, b = st.columns(2)
         with a:
             pair = st.columns(2)
-            # the two with the lowest MAE first (with ground truth): the verdict below is on these two (a tester read
-            # "unet-mask is more accurate" of the first two as the table's best, which was another)
+            # the two with the lowest MAE first (with ground truth): the verdict below is on these two, the table's best
             order = list(wide.columns)
             if has_truth and "MAE" in cmp.per_config:
                 mae = dict(zip(cmp.per_config["config"], cmp.per_config["MAE"], strict=True))

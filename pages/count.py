@@ -174,9 +174,10 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
     )
     st.markdown(chips, unsafe_allow_html=True)
     h, w = image.shape[:2]
+    fitted = not view["zoom"] and h > FIT_HEIGHT_PX and h > 1.5 * w  # a tall strip at the column's width ran on and on
     if view["zoom"]:  # at its own size, scrolling where the panel is narrower (streamlit_app.py's style)
         st.container(key=f"{P}_overlay_zoomed").image(jpeg, width="content")
-    elif h > FIT_HEIGHT_PX and h > 1.5 * w:  # a tall strip at the column's width ran dozens of screens down
+    elif fitted:
         st.container(key=f"{P}_overlay").image(jpeg, width=max(60, int(FIT_HEIGHT_PX * w / h)))
     else:
         st.container(key=f"{P}_overlay").image(jpeg, width="stretch")
@@ -189,8 +190,7 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
            "; rejected objects in grey. " if shown else ". ")
         + (f"{n_merges} object(s) marked as likely merges. " if n_merges else "")
         + (f"Shown: channel {channel}, the one counted. " if digest != source.digest else "")
-        + ("A tall image is fitted to the page's height: zoom to 100% to see its pixels. "
-           if not view["zoom"] and h > FIT_HEIGHT_PX and h > 1.5 * w else "")
+        + ("A tall image is fitted to the page's height: zoom to 100% to see its pixels. " if fitted else "")
         + "Display options (colour, thickness, contrast, zoom) never change the count."
     )
 

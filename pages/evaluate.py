@@ -247,7 +247,7 @@ def tried_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def in_sample_note(sig: str, params: cc.CountParams, model: cc.models.CountModel, digests: set[str]) -> None:
     """Said above the scores when the settings in use were tuned on these same images: the scores then fit them
-    (a tester would have reported the in-sample 2.20, against 6.00 on images the tuning did not see), or on some of
+    (an in-sample MAE is lower than the MAE on images the tuning did not see), or on some of
     them (one image swapped; the settings applied, or reopened from a run)."""
     tuned = st.session_state.get(f"{P}__tune")
     if not tuned or tuned["sig"] != sig or tuned["best"] == tuned["start"] or params.to_dict() != tuned["best"]:

@@ -136,7 +136,7 @@ st.markdown(
 if len(rows):
     shown = [c for c in ROW_COLUMNS if c in rows.columns]
     sh.dataframe(rows, key=f"{P}_rows", column_order=shown,
-                 # the score as Batch shows it (0.682 beside 1.05 read as two scales: a tester); text cut less
+                 # the score as Batch shows it (two decimals: one scale on both pages); text cut less
                  column_config={c: st.column_config.Column(ROW_COLUMNS[c]) for c in shown}
                  | {"check_score": st.column_config.NumberColumn(ROW_COLUMNS["check_score"], format="%.2f"),
                     "check_reasons": st.column_config.TextColumn(ROW_COLUMNS["check_reasons"], width=320),

@@ -133,7 +133,7 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
 
 def _total(rows: pd.DataFrame) -> float:
     """The configuration's counts summed as the table shows them: a density model's integrals (300.8), not their
-    rounded counts (302, beside a bias that implied 300.8: a tester)."""
+    rounded counts (302), so that the total agrees with the bias and MAE beside it."""
     column = "count_estimate" if "count_estimate" in rows else "count"
     total = float(pd.to_numeric(rows[column], errors="coerce").sum())
     return int(total) if total.is_integer() else round(total, 1)

@@ -296,8 +296,8 @@ def missing_beside_content(boxes: list[tuple[int, int, int, int]], block: tuple[
 
 
 def missing_note(beside: list[tuple[int, int, int, int]], n_chunks: int) -> str | None:
-    """What :func:`missing_beside_content` found, in words (a tester's Zarr with 4 of 64 chunks deleted counted 1462
-    for 1546, unflagged); None for none."""
+    """What :func:`missing_beside_content` found, in words, for the count's flag (what was not read is not counted);
+    None for none."""
     if not beside:
         return None
     where = "; ".join(f"rows {r0}-{r1}, columns {c0}-{c1}" for r0, c0, r1, c1 in beside[:3])
@@ -503,7 +503,7 @@ def decoder_error(name: str, err: BaseException) -> ImageReadError:
     (kept: they help a bug report) say little to a user."""
     said = str(err)
     low = said.lower()
-    # "Zstd decompression error" is a damaged chunk, not a codec this program lacks (a tester was told to save it as LZW)
+    # "Zstd decompression error" is a damaged chunk, not a codec this program lacks: another codec would not help
     lacking = any(w in low for w in ("imagecodecs", "not available", "unsupported", "no module", "not installed"))
     damaged = any(w in low for w in ("decompression error", "decompress error", "corrupt", "truncated",
                                      "incorrect header", "error -3", "unexpected end"))
