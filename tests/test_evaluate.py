@@ -583,8 +583,11 @@ def test_evaluate_says_which_options_do_nothing_and_saves_only_what_acts(samples
                  "--save-settings", str(saved)]) == 0
     err = capsys.readouterr().err
     assert "note: these options do nothing here: --threshold, --split-mode" in err
-    params = json.loads(saved.read_text())["params"]
+    record = json.loads(saved.read_text())
+    params = record["params"]
     assert "threshold" not in params and "split_mode" not in params and "peak_min_distance_px" in params
+    # the backend the counts ran in, as the app's settings file records it (count --settings says when it runs another)
+    assert isinstance(record.get("backend"), str) and record["backend"]
 
 
 def test_tuning_steps_past_the_top_of_its_range_while_that_counts_better(draw_disks):

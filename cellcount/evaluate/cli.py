@@ -470,9 +470,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: {args.save_settings} holds the tuned settings, as asked, though the check above found they count "
               "new images no better than the current ones", file=sys.stderr)
     if args.save_settings:
-        # the settings that act, as count's settings file lists them
+        # the settings that act, as count's settings file lists them, with the backend the tuning counted in (the
+        # app's file records it too): `count --settings` says when it runs another
         text = settings_text(model.name, params, model.output_kind, model_sha256=model.card.sha256,
-                             model_card=model.card.counting_digest()).encode()
+                             model_card=model.card.counting_digest(), backend=ran).encode()
         _keep_other_settings(Path(args.save_settings), text)
         atomic_write_bytes(args.save_settings, text)
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
