@@ -7,6 +7,7 @@ import streamlit as st
 
 import cellcount as cc
 from cellcount import history
+from cellcount.csvout import csv_bytes
 from cellcount.params import setting_label, setting_text
 from cellcount.settingsfile import record_text
 from pages import _settings as settings
@@ -153,8 +154,9 @@ row = st.container(horizontal=True)
 # backend it ran in, which count --settings compares with its own
 settings_file = record_text({"model": run["model"], **run["settings"]},
                             sh.get_model(run["model"]).output_kind if run["model"] in cc.list_models() else None)
-# the rows were made formula-safe when they were first written; they are written again as they are
-csv = rows.to_csv(index=False, lineterminator="\n").encode("utf-8-sig")  # with a BOM, as every download
+# formula-safe as every CSV: the history keeps an app run's file names as they are (a CLI run's rows were escaped
+# when its CSV was written, and an escaped cell is left as it is)
+csv = csv_bytes(rows)
 sh.download_button("Per-image CSV", csv, f"run-{run['id']}-counts.csv", "text/csv", f"{P}_dl_csv", container=row)
 kept_objects = history.objects_path(run["id"])
 if run["source"] == "app" and kept_objects.is_file():  # a CLI run's objects are in its own --objects file

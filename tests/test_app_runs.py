@@ -121,6 +121,28 @@ def test_an_app_batchs_objects_download_again_from_the_runs_page():
     assert "Objects CSV" not in {d.label for d in at.get("download_button")}
 
 
+def test_an_app_runs_per_image_csv_is_formula_safe_as_every_csv(monkeypatch):
+    """The history keeps an app batch's file names as they are: the Runs page wrote ``=HYPERLINK.png`` bare into its
+    per-image CSV (a formula in Excel) while Batch's own CSV and ``runs --export`` escaped it."""
+    from pages import _shared as sh
+
+    saved = {}
+
+    def keep(label, data, file_name, *args, **kwargs):
+        saved[label] = data
+
+    monkeypatch.setattr(sh, "download_button", keep)
+    recorder = history.Recorder(source="app", model="classical-otsu", model_sha256="", settings={},
+                                inputs=["=HYPERLINK.png"])
+    recorder.add([{"file": "=HYPERLINK.png", "status": "ok", "count": 2}])
+    recorder.finish("done")
+    at = open_page("pages/runs.py")
+    at.selectbox(key="runs_run").set_value(recorder.run_id).run()
+    assert not at.exception, at.exception
+    text = saved["Per-image CSV"].decode("utf-8-sig")
+    assert "\n'=HYPERLINK.png," in text and "\n=HYPERLINK" not in text
+
+
 def test_a_runs_settings_opened_for_a_model_replaced_since_say_so(tmp_path):
     """A run made with weights that another model has replaced under the same name: its settings still open, and
     the settings line on the page opened says the run counted with other weights."""
