@@ -259,8 +259,10 @@ def start_batch(files, model: cc.models.CountModel, params: cc.CountParams, page
     # the session's backend, as Count, Evaluate and Compare run it: bf16 and fp32 counts may differ by an object
     requested, running = sh.requested_backend(), sh.backend_in_use(model)
     record = Recorder(source="app", model=model.name, model_sha256=model.card.sha256,
+                      # the card's counting digest as the CLI records it: a settings file downloaded from Runs then
+                      # warns when counted after the card changed
                       settings={"model": model.name, "model_sha256": model.card.sha256, "params": params.to_dict(),
-                                "cellcount_version": cc.__version__,
+                                "model_card": model.card.counting_digest(), "cellcount_version": cc.__version__,
                                 **({"plane": page} if page is not None else {}),
                                 **({"backend": running} if running else {})},
                       inputs=[it.name for it in bad] + [name for name, _ in items])

@@ -557,6 +557,10 @@ def test_a_batch_counts_with_the_sessions_backend_and_records_it(count_batch):
     assert json.loads(at.session_state["batch__result"]["settings"])["backend"] == "torch"
     run = history.get_run(int(history.list_runs(1)["id"].iloc[0]))
     assert run["settings"]["backend"] == "torch"
+    # and the card's digest, as the CLI records it: the Runs page's settings file then warns of a changed card
+    from cellcount import load_model
+
+    assert run["settings"]["model_card"] == load_model("unet-mask").card.counting_digest()
 
 
 def test_a_batch_cut_off_by_an_app_restart_is_said_on_the_next_visit():
