@@ -10,7 +10,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount import viz
 from cellcount.errors import error_text
-from cellcount.evaluate.compare import as_written, compare_counts, whole
+from cellcount.evaluate.compare import as_written, compare_counts, rows_table, whole
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
 from cellcount.models.loading import FALLBACK_MODEL
 from pages import _groundtruth as gt_ui
@@ -345,8 +345,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     # whole counts as whole numbers (17, not 17.0), as the other CSV writes them; an empty cell stays empty
     sh.download_button("Comparison CSV", sh.csv_bytes(as_written(table)), "comparison.csv", "text/csv", f"{P}_dl", container=row,
                        help="One row per image: the counts side by side (and the errors, with ground truth).")
-    per_row = long.assign(error=long["count_estimate"] - long["true"])
-    sh.download_button("Every count CSV", sh.csv_bytes(per_row), "comparison_rows.csv", "text/csv", f"{P}_dl_rows",
+    sh.download_button("Every count CSV", sh.csv_bytes(rows_table(long)), "comparison_rows.csv", "text/csv", f"{P}_dl_rows",
                        container=row, help="One row per image and model or setting: the model, its settings (JSON), "
                        "the count, the quality flag and why, and why a file could not be counted.")
 

@@ -131,6 +131,12 @@ def test_models_mode_and_upload(tiny_models):
     assert set(long["file"]) == {"one.png", "bad.png"}
     unread = long[long["file"] == "bad.png"]  # status and reason as Batch's and the command line's CSVs say them
     assert (unread["status"] == "error").all() and unread["reason"].str.startswith("bad.png: ").all()
+    # written as `compare --rows` writes them: its columns in its order, whole numbers whole (true 28, not 28.0)
+    from cellcount.evaluate.compare import ROW_COLUMNS, rows_table
+
+    written = rows_table(long)
+    assert list(written.columns) == [c for c in ROW_COLUMNS if c in long or c == "error"]
+    assert pd.api.types.is_integer_dtype(written["count"])
 
 
 def test_a_configuration_that_cannot_count_an_image_has_its_row_with_why(monkeypatch):

@@ -105,6 +105,11 @@ def test_compare_scores_each_model_as_evaluate_does(samples_dir, tmp_path, capsy
     assert main(["--data", str(data), "tiny-mask", CLASSICAL_NAME, "--rows", str(every), "-q"]) == 0
     ran = pd.read_csv(every).groupby("model")["backend"].agg(lambda b: set(b.dropna()))
     assert len(ran["tiny-mask"]) == 1 and ran[CLASSICAL_NAME] == set(), ran
+    # the Compare page's "Every count CSV" has these columns in this order (rows_table): one script reads both
+    from cellcount.evaluate.compare import ROW_COLUMNS
+
+    header = list(pd.read_csv(every).columns)
+    assert header == [c for c in ROW_COLUMNS if c in header][:len(header)] and header[:8] == list(ROW_COLUMNS[:8])
 
 
 def test_two_settings_files_of_one_model_compare_two_settings(samples_dir, tmp_path, capsys):
@@ -238,7 +243,7 @@ def test_every_count_with_its_flag_and_the_figures_as_numbers(samples_dir, tmp_p
                  "--json", str(summary), "--limit", "2", "-q"]) == 0
     every = pd.read_csv(rows)
     assert list(every.columns) == ["file", "true", "config", "model", "backend", "settings", "count", "error", "check",
-                                   "check_score", "check_reasons"]
+                                   "check_score", "check_reasons", "tp", "fp", "fn"]  # objects matched, for F1
     assert len(every) == 4 and (every["error"] == every["count"] - every["true"]).all()
     assert every["check"].all() and every["check_reasons"].str.len().gt(0).all(), "the baseline flags every count"
     d = json.loads(summary.read_text())

@@ -60,6 +60,20 @@ def as_written(table: pd.DataFrame) -> pd.DataFrame:
     return table.round({c: 3 for c in numeric}).astype({c: "Int64" for c in numeric if whole(table[c])})
 
 
+ROW_COLUMNS = ("file", "true", "config", "model", "backend", "settings", "count", "error", "check", "check_score",
+               "check_reasons", "status", "reason", "tp", "fp", "fn")
+"""The columns of every comparison's rows CSV, in this order where the rows have them (the Compare page's "Every count
+CSV" and ``cellcount compare --rows``: a script written for one reads the other)."""
+
+
+def rows_table(long: pd.DataFrame) -> pd.DataFrame:
+    """The rows CSV of a comparison: one row per image and configuration with its ``error`` (the count its error is
+    taken from, a density model's integral, minus the truth that configuration is scored against), in
+    :data:`ROW_COLUMNS`' order, whole numbers written whole (:func:`as_written`)."""
+    every = long.assign(error=long["count_estimate"] - long["true"])
+    return as_written(every[[c for c in ROW_COLUMNS if c in every]])
+
+
 def interval(low: float, high: float) -> str:
     return f"{low:.2f}–{high:.2f}" if pd.notna(low) else "—"
 

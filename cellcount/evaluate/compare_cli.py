@@ -27,7 +27,7 @@ from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
 from . import evaluate_predictions, predict_pairs, with_read_notes
 from .cli import _check_options, _encoded, _is_json_with, keep_others, read_labelled
-from .compare import as_written, compare_counts, whole
+from .compare import as_written, compare_counts, rows_table, whole
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overlap at which a predicted object matches a true one, for F1 (default 0.5)")
     p.add_argument("--out", help="per-image CSV: each image's truth and every configuration's count and error")
     p.add_argument("--rows", help="CSV of every count: one row per image and configuration, with the model, its "
-                   "settings, the count, its error and the quality flag with its reasons (the app's 'Every count CSV')")
+                   "settings, the count, its error, the quality flag with its reasons and the objects matched (tp, fp, fn) where "
+                   "they could be (the columns of the app's 'Every count CSV')")
     p.add_argument("--json", help="write each configuration's figures (numbers) and the options used as JSON here")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the figures, warnings and errors")
@@ -243,9 +244,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         write_csv(as_written(cmp.table), args.out)
     if args.rows:
-        every = rows.drop(columns=["count_estimate", "seconds"]).assign(error=rows["count_estimate"] - rows["true"])
-        write_csv(as_written(every[["file", "true", "config", "model", "backend", "settings", "count", "error", "check",
-                                    "check_score", "check_reasons"]]), args.rows)
+        write_csv(rows_table(rows), args.rows)
     if args.json:
         atomic_write_bytes(args.json, json.dumps(finite_json({**_json_summary(args, configs, items, left_out, skipped,
                                                                               summaries, cmp),
