@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pandas as pd
 import streamlit as st
@@ -253,7 +254,7 @@ def _diameter(res: cc.CountResult) -> float | None:
     return float(d.median()) if d is not None and len(d) else None
 
 
-def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, sig: str = "") -> None:
+def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, sig: str = "", stamp: str = "") -> None:
     labels = [c[0] for c in configs]
     # a file with no count (unreadable) keeps its row, empty, in the table and its CSV; the figures use the rest
     cmp = compare_counts(long, labels, {s.name: s.truth for s in sources})
@@ -342,10 +343,11 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             for _, r in rows.iterrows():
                 st.warning(f"`{file}` with {r['config']}: {r['reason']}")
     row = st.container(horizontal=True)
+    name = f"comparison_{stamp}" if stamp else "comparison"
     # whole counts as whole numbers (17, not 17.0), as the other CSV writes them; an empty cell stays empty
-    sh.download_button("Comparison CSV", sh.csv_bytes(as_written(table)), "comparison.csv", "text/csv", f"{P}_dl", container=row,
+    sh.download_button("Comparison CSV", sh.csv_bytes(as_written(table)), f"{name}.csv", "text/csv", f"{P}_dl", container=row,
                        help="One row per image: the counts side by side (and the errors, with ground truth).")
-    sh.download_button("Every count CSV", sh.csv_bytes(rows_table(long)), "comparison_rows.csv", "text/csv", f"{P}_dl_rows",
+    sh.download_button("Every count CSV", sh.csv_bytes(rows_table(long)), f"{name}_rows.csv", "text/csv", f"{P}_dl_rows",
                        container=row, help="One row per image and model or setting: the model, its settings (JSON), "
                        "the count, the quality flag and why, and why a file could not be counted.")
 
@@ -526,7 +528,10 @@ sig = repr(
 )
 if run_now:
     st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources, page),
-                                        "what": ([lab for lab, _, _ in configs], len(sources))}
+                                        "what": ([lab for lab, _, _ in configs], len(sources)),
+                                        # downloads named by when it ran, as Batch's are: two comparisons' CSVs
+                                        # were "comparison.csv" and "comparison (1).csv"
+                                        "stamp": time.strftime("%Y%m%d-%H%M%S")}
 stored = st.session_state.get(f"{P}__result")
 if stored is None or stored["sig"] != sig:
     if stored is not None and "what" in stored:  # the table went with no word when a setting changed on Batch
@@ -537,4 +542,4 @@ if stored is None or stored["sig"] != sig:
     else:
         st.info("Press Compare to count the images with every configuration.")
     st.stop()
-show(stored["table"], configs, sources, page, sig)
+show(stored["table"], configs, sources, page, sig, stored.get("stamp", ""))

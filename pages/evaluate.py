@@ -411,7 +411,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     sh.download_button(
         "Tuned settings JSON",
         sh.settings_json(tuned["model"], tuned["best"]),
-        "tuned_settings.json",
+        f"{tuned['model']}_tuned_settings.json",  # named by its model, as Count's and Batch's downloads are
         "application/json",
         f"{P}_dl_tuned",
         container=c[1],
@@ -522,7 +522,7 @@ with right:
             # which model and settings made these counts: the file alone says (as the Batch and Compare CSVs do)
             recorded = recorded_table(per_image, pairs, model, params, iou_threshold=iou)
             sh.download_button(
-                "Per-image CSV", sh.csv_bytes(recorded), "evaluation.csv", "text/csv", f"{P}_dl_table",
+                "Per-image CSV", sh.csv_bytes(recorded), f"{model.name}_evaluation.csv", "text/csv", f"{P}_dl_table",
                 help="Every column, with the model, its settings (JSON), the backend, the annotation file and the IoU "
                      "threshold of the matches on each row, as `cellcount evaluate --out` writes them.",
             )

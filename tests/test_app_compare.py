@@ -99,7 +99,11 @@ def test_one_model_two_settings():
 
 
 @pytest.mark.slow
-def test_models_mode_and_upload(tiny_models):
+def test_models_mode_and_upload(tiny_models, monkeypatch):
+    from pages import _shared as sh
+
+    names = {}
+    monkeypatch.setattr(sh, "download_button", lambda label, data, name, *a, **k: names.__setitem__(label, name))
     at = open_compare(
         compare_mode="Models", compare_models=["tiny-density", "classical-otsu"], compare_source="Upload"
     )
@@ -124,7 +128,7 @@ def test_models_mode_and_upload(tiny_models):
     assert list(table["file"]) == ["bad.png", "one.png"] and "true" not in table
     assert table.loc[1, "classical-otsu"] == 1 and table.iloc[0, 1:].isna().all()
     # every count with its model, settings and flag, and the file that could not be read, in one CSV
-    assert "Every count CSV" in {d.label for d in at.get("download_button")}
+    assert "Every count CSV" in names
     long = at.session_state["compare__result"]["table"]  # what that CSV holds (with an error column)
     assert {"model", "settings", "check", "check_score", "check_reasons", "status"} <= set(long.columns)
     assert long.loc[long["status"] == "ok", "check_score"].notna().all(), "the score, as every other table has it"
@@ -137,6 +141,10 @@ def test_models_mode_and_upload(tiny_models):
     written = rows_table(long)
     assert list(written.columns) == [c for c in ROW_COLUMNS if c in long or c == "error"]
     assert pd.api.types.is_integer_dtype(written["count"])
+    # named by when the comparison ran (two were "comparison.csv" and "comparison (1).csv")
+    stamp = at.session_state["compare__result"]["stamp"]
+    assert re.fullmatch(r"\d{8}-\d{6}", stamp)
+    assert names["Comparison CSV"] == f"comparison_{stamp}.csv" and names["Every count CSV"] == f"comparison_{stamp}_rows.csv"
 
 
 def test_a_configuration_that_cannot_count_an_image_has_its_row_with_why(monkeypatch):
