@@ -123,8 +123,9 @@ PARAMS: tuple[Param, ...] = (
         label="Invert (dark objects on a bright background)",
         help="invert bright-background images (default: auto-detect)",
         explain="Auto detects a bright background (brightfield, H&E) and inverts so nuclei are bright, as the "
-        "models expect. Set the wrong way, the count collapses (near zero, or outlines around the background): "
-        "set it by hand then.",
+        "models expect. Set the wrong way, the model reads the background as nuclei or misses faint ones: the "
+        "count can collapse, or look plausible and still be off (a few percent to a half on the samples); the "
+        "quality flag then names the background. Set it by hand where auto reads the image wrongly.",
     ),
     Param(
         "low_pct", float, 1.0, "input", unit="%", lo=0.0, hi=100.0, ui_range=(0.0, 50.0), step=0.1,
@@ -146,7 +147,8 @@ PARAMS: tuple[Param, ...] = (
         "test_time_flips", bool, False, "input", label="Test-time flips (4x slower)",
         help="average the model over the image and its three flips (4x the model time)",
         explain="Run the model on the image and its three mirror images and average the maps: 4x the model "
-        "time, slightly more accurate counts and outlines; the count moves little, a few percent either way.",
+        "time, slightly more accurate counts and outlines. The count usually moves by a few percent either way; "
+        "on an image the model finds hard (unusual size or look) it can move by a fifth, a sign to check it.",
     ),
     Param(
         "nucleus_diameter_px", float, None, "input", unit="px", lo=2.0, hi=1000.0, off=0, off_means="not given",
@@ -157,9 +159,11 @@ PARAMS: tuple[Param, ...] = (
         "else images as they are)",
         explain="Typical nucleus diameter in this image, if you know it (from the magnification: diameter in µm "
         "/ pixel size in µm). The image is resized so that its nuclei match the size the model was trained on "
-        "(about 18 px); large nuclei are then no longer cut into pieces. Larger than the nuclei: the image is "
-        "shrunk too much and nuclei merge (lower count); smaller: nuclei are cut into pieces (higher count). 0 = "
-        "not given: the image is used as it is, or resized by the estimate when 'Estimate nucleus size' is on.",
+        "(about 18 px); large nuclei are then no longer cut into pieces. Far larger than the nuclei: the image "
+        "is shrunk too much and nuclei merge or vanish; far smaller: large nuclei are cut into pieces. Near the "
+        "true size the count can move either way by a few objects (the models read some sizes better than "
+        "others): check the outlines. 0 = not given: the image is used as it is, or resized by the estimate "
+        "when 'Estimate nucleus size' is on.",
     ),
     Param(
         "auto_nucleus_size", bool, False, "input", label="Estimate nucleus size",
@@ -169,8 +173,9 @@ PARAMS: tuple[Param, ...] = (
         "when nuclei are far from the training size (mask models: foreground area / the size model's count, a "
         "density pass per image; density models: the spread of their own map, free). A second pass runs only "
         "on images it resizes. On by default for the shipped models (their settings were tuned with it); "
-        "lowers the count error on large nuclei (docs/RESULTS.md): on them it usually lowers the count (no "
-        "longer cut into pieces), on small crowded nuclei it can raise it (told apart).",
+        "lowers the count error on large nuclei (docs/RESULTS.md): nuclei no longer cut into pieces, nor "
+        "small crowded ones merged. Which way it moves an image's count depends on the model and the image: "
+        "check the outlines.",
     ),
     # ----------------------------------------------------------------------------------------- mask
     Param(

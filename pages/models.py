@@ -33,10 +33,9 @@ METRIC_LABELS = {
     "recall": ("Recall (real nuclei that are found)", "{:.3f}"),
     "f1": ("Object match F1 (outlines: IoU ≥ 0.5; dots: one per object or peak)", "{:.3f}"),
     "mean_iou": ("Mean IoU of matched outlines", "{:.3f}"),
-    # measured when the card was written, on that machine: per megapixel of the evaluation's images, which
-    # small images (fixed costs per image) and a busy or slower CPU raise many times over
-    "ms_per_megapixel": ("Time per megapixel (s, as measured on a 2-core CPU; small images take longer)", None),
 }
+# no time per megapixel: each card timed its model on the machine and backend that evaluated it (0.43 to 2.9 s/Mpx),
+# so side by side the times compared machines, not models; speed is in BENCHMARKS.md and on Count's Timing tab
 SPLITS = {"validation": "with its default settings", "validation_fixed_size": "without the nucleus-size estimate",
           "holdout_before": "held-out images: the base model", "holdout_after": "held-out images: this model",
           "holdout_finetuned_weights": "held-out images: the fine-tuned weights (not kept)",
@@ -110,7 +109,7 @@ def metrics_frame(card: cc.models.ModelCard) -> pd.DataFrame:
         values = {}
         for k, (label, fmt) in METRIC_LABELS.items():
             if k in m and m[k] is not None and not (isinstance(m[k], float) and math.isnan(m[k])):
-                values[label] = f"{m[k] / 1000:.2f}" if fmt is None else fmt.format(m[k])
+                values[label] = fmt.format(m[k])
             if k == "mae" and _interval(m):
                 values["95% interval of the MAE"] = _interval(m)
         cols[title] = values
@@ -253,7 +252,9 @@ st.caption(
     "with the model's "
     "default settings; 95% bootstrap intervals and how the settings were chosen in each model's section. "
     "Only models measured on the same images are ranked; differences smaller than the intervals are not "
-    "meaningful. Check a model on your own images with Evaluate."
+    "meaningful, and a figure over images that chose a model's checkpoint or settings flatters it a little (each "
+    "model's section says which images chose what). Check a model on your own images with Evaluate; its speed on "
+    "this machine is on Count's Timing tab (each CPU kind's in BENCHMARKS.md)."
 )
 with st.expander("How to read these figures", icon=":material/help:"):
     st.markdown(

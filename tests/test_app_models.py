@@ -165,10 +165,11 @@ def test_only_models_measured_on_the_same_images_are_ranked():
     guides = [guide("a", n=98, mae=3.5, ms_per_megapixel=700), guide("b", n=98, mae=3.3, ms_per_megapixel=900),
               guide("other-images", n=53, mae=3.0, ms_per_megapixel=100), guide("classical")]
     best = strengths(guides)
-    # the MAE on 53 other images is not ranked against the 98's; speed was timed on both, so none is "fastest"
+    # the MAE on 53 other images is not ranked against the 98's; the cards' times (each on its own machine and
+    # backend) never make one "fastest"
     assert best["b"] == ["lowest measured count error"] and not best["a"] and not best["other-images"]
     best = strengths(guides[:2] + guides[3:])
-    assert best == {"a": ["fastest"], "b": ["lowest measured count error"], "classical": []}
+    assert best == {"a": [], "b": ["lowest measured count error"], "classical": []}
     # a ranking inside the figures' own uncertainty says so
     close = [guide("a", n=98, mae=3.30, f1=0.834), guide("b", n=98, mae=3.11, mae_ci_low=2.30, mae_ci_high=4.10,
                                                           f1=0.8345)]
