@@ -416,14 +416,16 @@ class _CountParamsBase:
                     object.__setattr__(self, spec.name, int(value))
         except TypeError as err:  # e.g. "0.5" (a string) from a hand-edited settings file
             raise ParameterError(f"a parameter has the wrong type ({err}); numbers must not be quoted") from err
-        # said in the words of the app's controls, with the settings-file names after them
+        # said in the words of the app's controls, with the command line's and settings files' names after them
         if self.max_area_px and self.max_area_px < self.min_area_px:
             raise ParameterError(f"Max. area ({self.max_area_px} px) is below Min. area ({self.min_area_px} px): "
                                  "no object could be kept; raise Max. area or set it to 0 (no limit) "
-                                 "(in a settings file: max_area_px, min_area_px)")
+                                 "(on the command line --max-area-px, --min-area-px; in a settings file: max_area_px, "
+                                 "min_area_px)")
         if not self.low_pct < self.high_pct:
             raise ParameterError(f"the Low percentile ({self.low_pct:g}) must be below the High percentile "
-                                 f"({self.high_pct:g}) (in a settings file: low_pct, high_pct)")
+                                 f"({self.high_pct:g}) (on the command line --low-pct, --high-pct; in a settings file: "
+                                 "low_pct, high_pct)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -580,7 +580,11 @@ def _init_from(net, folder: str, architecture: str, kwargs: dict[str, Any]) -> d
 def build_parser() -> argparse.ArgumentParser:
     from .cliparams import prog_name
 
-    p = argparse.ArgumentParser(prog=prog_name("cellcount.train"), description=__doc__.splitlines()[0])
+    # the usage line names the config's own overrides, which argparse does not know (parse_known_args)
+    p = argparse.ArgumentParser(
+        prog=prog_name("cellcount.train"), usage="%(prog)s [-h] --config CONFIG [--resume] [--KEY.SUB VALUE ...]",
+        description="Train a model from scratch as the shipped ones were (to adapt one to your images in minutes, "
+        "use finetune). Any value of the config can be overridden: --train.steps 200 --data.root DIR.")
     # required: the defaults alone read ../shared/datasets/dsb2018 and write weights/model, which means nothing to a user
     p.add_argument("--config", required=True, help="YAML config (configs/ holds the shipped models' own)")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")

@@ -200,12 +200,13 @@ def skipped_by_reason(skipped: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None = None,
-                    without: str = "without ground truth") -> LabelledSet | None:
+                    without: str = "without ground truth", gt_help: str = GT_HELP) -> LabelledSet | None:
     """Images and ground-truth uploaders (keys ``<prefix>_files``, ``<prefix>_gt_files``) -> the pairing.
 
     None until something is uploaded. With ``optional``, ground truth is not required (Compare): images
     without it are kept in ``unlabelled`` and not warned about. ``gt_label``: the second uploader's label
-    (default: what ground truth is there); ``without``: what the report calls images with none.
+    (default: what ground truth is there); ``without``: what the report calls images with none; ``gt_help``: its
+    help (Train's says what a count alone can teach).
     """
     returning = sh.uploaders_empty(f"{prefix}_files", f"{prefix}_gt_files")
     a, b = st.columns(2)
@@ -217,7 +218,7 @@ def ground_truth_ui(prefix: str, *, optional: bool = False, gt_label: str | None
         type=GT_TYPES,
         accept_multiple_files=True,
         key=f"{prefix}_gt_files",
-        help=GT_HELP,
+        help=gt_help,
     )
     files = sh.kept_uploads(f"{prefix}_uploads", [list(images or []), list(gt or [])], returning=returning,
                             note=lambda kept: f"Showing the {sum(map(len, kept))} file(s) you uploaded earlier; "

@@ -649,7 +649,10 @@ def job_and_stop() -> None:
 st.subheader("1. Images and annotations")
 found = gt_ui.ground_truth_ui(P, optional=True,  # images without annotations can be dotted below
                               gt_label="Annotations (or a zip; or click dots on the images below)",
-                              without="uploaded without annotations (dot them below to use them)")
+                              without="uploaded without annotations (dot them below to use them)",
+                              # a count alone says how many, not where: fine-tuning refuses it undotted
+                              gt_help=gt_ui.GT_HELP + " A counts CSV gives no positions: its images are dotted "
+                              "below before they can teach the model (where their count helps you check the dots).")
 if found is None:
     st.caption("Upload images with label images, masks, dot images or point CSVs (as on Evaluate), or images "
                "alone and dot the cells below.")

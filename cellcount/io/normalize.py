@@ -304,7 +304,7 @@ def background_note(image: np.ndarray, *, channel: int | None = None, invert: bo
     looks, read = ("bright", "dark") if bright else ("dark", "bright")
     return (f"the image looks like a {looks}-background image, but the settings read every image as {read}-background "
             f"(Invert {'on' if invert else 'off'}: a model fine-tuned on {read}-background images fixes it in its card), "
-            "so it was read the wrong way round: count it with a model for images like it, or set Invert to auto")
+            "so it was read the wrong way round: count it with a model for images like it, or set Invert to auto (--invert auto)")
 
 
 CLIPPED_SHARE = 0.25
