@@ -149,7 +149,12 @@ def owner() -> str:
 
 
 UNSHOWN_KEEP_S = 3600
-"""How long a finished batch no session has shown stays on offer (its label images held in memory)."""
+"""How long a finished batch its own session has not shown stays on offer (its label images held in memory)."""
+
+
+SHOWN = f"{P}__shown"
+"""The other sessions' finished batches this session has shown: each stays on offer to the rest (its own tab,
+reloaded, among them): showing it in one tab must not take its label images from the others."""
 
 
 def others_batch() -> BatchJob | None:
@@ -159,7 +164,8 @@ def others_batch() -> BatchJob | None:
     for who, job in list(board.items()):  # a copy: other sessions change it
         if job.ended_at is not None and time.time() - job.ended_at > UNSHOWN_KEEP_S:
             board.pop(who, None)  # its results (label images and all) held no longer: its run is in the history
-    return next((job for who, job in list(board.items()) if who != me), None)
+    shown = st.session_state.get(SHOWN, set())
+    return next((job for who, job in list(board.items()) if who != me and id(job) not in shown), None)
 
 
 def _off_the_board(job: BatchJob | None = None) -> None:
@@ -180,6 +186,12 @@ def _card_changes(job: BatchJob) -> str:
     return ", ".join(f"{setting_label(k)}: {setting_text(k, v)}" for k, v in changed.items())
 
 
+def card_or_changes(job: BatchJob) -> str:
+    """"its model card's settings", or "its card's settings except Min. area: 31"."""
+    changes = _card_changes(job)
+    return f"its card's settings except {changes}" if changes else "its model card's settings"
+
+
 def own_settings(job: BatchJob) -> str:
     """The settings a batch counts with where they differ from its model card's: a reloaded tab shows the card's in
     its panel, which a tester took for the running batch's."""
@@ -191,9 +203,7 @@ def own_settings(job: BatchJob) -> str:
 def running_settings_note(job: BatchJob) -> str:
     """What this session's running batch counts with, and whether the settings shown beside it are still those: the
     panel shows the session's settings, which may have been edited on any page since the batch started."""
-    changes = _card_changes(job)
-    text = f"Counting with {job.model.name} and " + (f"its card's settings except {changes}" if changes
-                                                      else "its model card's settings") + "."
+    text = f"Counting with {job.model.name} and {card_or_changes(job)}."
     try:
         current = settings.params(job.model)
     except cc.CellcountError:  # the settings shown are invalid meanwhile: they apply to nothing yet
@@ -240,7 +250,8 @@ def finished_other_panel(other: BatchJob) -> None:
     labels = "; its label images only here" if other.model.output_kind == "mask" else ""
     ended = "was stopped" if other.snapshot().status == "cancelled" else "has finished"  # a stop is no finish
     c.info(f"A batch counted in this app {ended}: {done} of {total} image(s) with {other.model.name}, "
-           f"{sh.STARTED_ELSEWHERE}. Its counts are on the Runs page{labels}.")
+           f"{sh.STARTED_ELSEWHERE}. Its counts are on the Runs page{labels}; shown here, they stay on offer to "
+           f"other tabs until a new batch starts or an hour after it ended.")
     c.button("Show its results here", key=f"{P}_claim", icon=":material/download:",
              on_click=lambda: finish_batch(other, claimed=True))
 
@@ -299,7 +310,10 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
     error here (out of memory for the label zip) does not leave the page waiting on it for ever. ``claimed``:
     another session's job (its own tab gone), whose upload notes went with that session."""
     st.session_state.pop(JOB, None)
-    _off_the_board(job)
+    if claimed:  # left on offer to the other tabs (its own among them), not again to this one
+        st.session_state.setdefault(SHOWN, set()).add(id(job))
+    else:
+        _off_the_board(job)
     s = job.snapshot()
     ok = [it for it in s.done if it.status == "ok"]
     rows = [*s.done, *job.not_counted()]  # every input has a row, those never reached too
@@ -335,6 +349,8 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
         "density": job.model.output_kind == "density",
         "note": note,
         "name_notes": [] if claimed else st.session_state.pop(f"{JOB}_notes", []),
+        # what another tab's batch counted with: this tab's panel shows this tab's settings, not those
+        "claimed": f"{job.model.name} and {card_or_changes(job)}" if claimed else None,
     }
 
 
@@ -431,7 +447,10 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
             if len(rows) > 50:
                 st.caption(f"... and {len(rows) - 50} more: the per-image CSV has every reason.")
     ran = json.loads(res["settings"])
-    if model_name is not None and ran.get("model") != model_name:
+    if res.get("claimed"):
+        st.info(f"Counted in another tab or browser with {res['claimed']}. The settings shown here are this tab's: "
+                "they apply to the next batch.")
+    elif model_name is not None and ran.get("model") != model_name:
         st.warning(f"These results were counted with {ran.get('model')}, not {model_name} (the model chosen now): "
                    "press Count to count with it.")
     elif current is not None and (any(current.to_dict().get(k, v) != v for k, v in ran["params"].items())

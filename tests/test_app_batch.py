@@ -436,8 +436,19 @@ def test_a_finished_batch_of_a_reloaded_tab_can_be_shown_with_its_label_images()
     assert not second.exception
     assert list(second.dataframe[0].value["file"]) == names
     assert "Label images (zip)" in {d.label for d in second.get("download_button")}
+    # the result names what counted it: this tab's panel shows this tab's settings ("The settings changed since this
+    # batch ran" read as if the user had changed them)
+    assert any(i.value.startswith("Counted in another tab or browser with unet-mask and its model card's settings")
+               for i in second.info), [i.value for i in second.info]
+    assert not any("The settings changed since" in w.value for w in second.warning)
     second.run()
-    assert not any("has finished" in i.value for i in second.info), "shown once, then off the board"
+    assert not any("has finished" in i.value for i in second.info), "shown once here"
+    # and still on offer to the other tabs: its own, reloaded, lost its label images to whoever showed them first
+    third = open_batch("unet-mask")
+    assert any("has finished: 3 of 3 image(s) with unet-mask" in i.value for i in third.info)
+    third.button(key="batch_claim").click()
+    third.run()
+    assert "Label images (zip)" in {d.label for d in third.get("download_button")}
 
 
 def test_a_zips_other_files_are_rows_but_not_images_counted():
