@@ -58,7 +58,9 @@ def add_param_options(parser: argparse.ArgumentParser, *, legacy_set: bool = Fal
     group = parser.add_argument_group("parameters (default: the model card's; see cellcount.params)")
     for spec in PARAMS:
         unit = f" [{spec.unit}]" if spec.unit and spec.unit not in spec.help else ""
-        text = f"{spec.help}{unit}".replace("%", "%%")  # argparse formats help with %
+        # the app's name for it too: "Exclude edge objects" there is --exclude-border here
+        app = f'; the app\'s "{spec.label.split(" (")[0]}"' if spec.label else ""
+        text = f"{spec.help}{unit}{app}".replace("%", "%%")  # argparse formats help with %
         if spec.name == "invert":
             group.add_argument(spec.option, dest=spec.name, type=_invert_word, choices=list(INVERT_CHOICES),
                                default=None, help=f"{text} (on / off and true / false are read too)")

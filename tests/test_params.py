@@ -72,6 +72,8 @@ def test_field_names_work_as_options_and_help_lists_every_parameter(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
     for spec in PARAMS:
         assert spec.option in text and " ".join(spec.help.split()[:4]) in text
+        # with the app's name for it ("Exclude edge objects" is --exclude-border)
+        assert f'the app\'s "{spec.label.split(" (")[0]}"' in text
 
 
 def test_evaluate_reads_the_deprecated_set_form(capsys):
