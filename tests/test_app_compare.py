@@ -266,6 +266,30 @@ def test_settings_on_uploaded_images_with_same_name_labels():
     assert table.set_index("file")["true"].drop("no_truth.png").to_dict() == {k: v - 1 for k, v in truth.items()}
 
 
+def test_dotted_colour_uploads_draw_their_dots_beside_the_predictions():
+    """Compare on H&E images with dot CSVs raised a ValueError in its side-by-side panels (the truth's panel asked
+    its picture for a legend): every dotted upload broke the page under its table."""
+    from cellcount.synthetic import make_synthetic
+
+    images, dots = [], []
+    for k in range(2):
+        s = make_synthetic((96, 128), rng=30 + k, n_cells=5 + 3 * k, radius_px=(4.0, 7.0))
+        rgb = np.stack([255 - s.image, 255 - s.image // 2, 255 - s.image // 3], axis=-1).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG")
+        images.append((f"he{k}.png", buf.getvalue(), "image/png"))
+        centres = pd.DataFrame({"x": s.centroids[:, 1], "y": s.centroids[:, 0]})
+        dots.append((f"he{k}.csv", centres.to_csv(index=False).encode(), "text/csv"))
+    at = open_compare(compare_mode="Settings", compare_model="classical-otsu", compare_source="Upload")
+    at.file_uploader(key="compare_files").set_value(images)
+    at.file_uploader(key="compare_gt_files").set_value(dots)
+    at.run()
+    at.button(key="compare_run").click().run()
+    assert not at.exception, at.exception
+    n = len(pd.read_csv(io.BytesIO(dots[0][1])))
+    assert sum("Ground truth" in str(c.proto) and f"{n} annotated" in str(c.proto) for c in at.get("plotly_chart")) == 1
+
+
 def test_the_model_in_use_is_among_the_preselected_models(tiny_models):
     """Compare preselected the first two models, not the one the user had tuned or loaded settings for."""
     import shutil

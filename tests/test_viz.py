@@ -154,6 +154,11 @@ def test_image_figures_build(square_labels):
     gt = viz.ground_truth_overlay(image, square_labels)
     assert gt.shape == (20, 30, 3)
     assert viz.points_figure(image, np.array([[1.0, 2.0]])).data[-1].type == "scatter"
+    # without a legend (Compare's truth panel): Compare raised on every dotted image, asking the picture for one
+    for picture in (image, np.stack([image] * 3, axis=-1)):
+        bare = viz.points_figure(picture, np.array([[1.0, 2.0]]), legend=False, missed=np.array([0]))
+        assert [t.type for t in bare.data] == ["image", "scatter", "scatter"]
+        assert not any(t.showlegend for t in bare.data[1:])
 
 
 def test_charts_build():

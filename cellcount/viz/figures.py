@@ -262,7 +262,7 @@ def points_figure(
                                                  color=_hex(missed_color or GROUND_TRUTH_COLOR),
                                                  # outlined: a white dot vanished in the legend's white
                                                  line=dict(color="#000000", width=1))))
-    if not legend:
-        fig.update_traces(showlegend=False)
+    if not legend:  # the markers' entries only: the picture (a go.Image) has no legend property
+        fig.update_traces(showlegend=False, selector=dict(type="scatter"))
     # laid out again with the markers' legend entries: room for them under a title
     return _image_layout(fig, *np.shape(image)[:2], height=height, title=title)
