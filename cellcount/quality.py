@@ -300,6 +300,16 @@ COMPARISONS = {
 """What the two counts of ``count_disagreement`` are, by the ``comparison`` given to :func:`judge`."""
 
 
+def _below(name: str, v: float, limit: float | None) -> str:
+    """"focus 0.19, flagged below 0.20": the value and its lower limit in as many decimals (2-4) as tell them apart
+    (0.199 read "focus 0.20, flagged below 0.20"); "focus 0.19" without a limit."""
+    name = f"{name} " if name else ""
+    if limit is None:
+        return f"{name}{v:.2f}"
+    d = next((d for d in (2, 3, 4) if f"{v:.{d}f}" != f"{limit:.{d}f}"), 2)
+    return f"{name}{v:.{d}f}, flagged below {limit:.{d}f}"
+
+
 def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = False,
             counts: tuple[str, float, float] | None = None) -> str:
     if signal == "novelty" and near:
@@ -327,7 +337,7 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
                               f"a probability between {UNCERTAIN_LOW:g} and {UNCERTAIN_HIGH:g} (blur, low contrast "
                               "or an unfamiliar image type)",
         # a bright artefact sets the top of the range as well as faint nuclei do (a tester's scale bar: 0.58 -> 0.07)
-        "contrast": (f"low contrast between nuclei and background ({v:.2f}: faint nuclei, or something far brighter "
+        "contrast": (f"low contrast between nuclei and background ({_below('', v, limit)}: faint nuclei, or something far brighter "
                      "than them, such as dust, a scale bar or text, setting the top of the intensity range)" if v >= 0 else
                      # below 0 a tester read "-0.14" as a misprint: what was found is darker than what was not
                      f"what was counted is darker than the background around it (contrast {v:.2f}): the image may be "
@@ -338,8 +348,10 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         "merge_share": f"{v:.0%} of the objects are far larger than their neighbours (likely merged nuclei)",
         # measured in the file's pixels: an oversampled image's sharp outlines span more of them (a tester's 2x
         # DSB images read 0.13 against 0.23)
-        "focus": f"nucleus outlines are soft (focus {v:.2f}: blur, out of focus, or nuclei imaged at a far higher "
-                 "magnification than the model's training images)",
+        # with its limit: a fine-tuned model's sits just below the softest image it learnt, and a slide a little
+        # softer than those reads "soft" at 0.19 against 0.20
+        "focus": f"nucleus outlines are soft ({_below('focus', v, limit)}: blur, out of focus, or nuclei imaged at a "
+                 "far higher magnification than the model's training images)",
         "flip_disagreement": f"the model's answers on the flipped image disagree ({v:.0%})",
         "foreground_share": (f"{v:.0%} of the image is foreground, more than the model was calibrated on"
                              + (f" ({limit:.0%} at most)" if limit is not None else "")

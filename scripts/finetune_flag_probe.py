@@ -38,11 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--draw", type=int, default=0)
+    p.add_argument("--by-slide", action="store_true",
+                   help="mbm: train on the validation draw's first N images in name order (its first slides) and count "
+                   "the rest (other slides), as a user teaches on a few slides and counts the next")
     p.add_argument("--other", choices=["vgg_cells", "mbm"],
                    help="also count this other set's first 20 images: unlike the ones the model learnt, they should be flagged")
     args = p.parse_args(argv)
     data = dataset(Path(args.data_root) / args.set, args.set)
     tr, te = split(args.set, len(data), args.n, args.draw, validation=True)
+    if args.by_slide:  # the same images, split by name: mbm's names begin with the slide's number
+        half = sorted(tr + te, key=lambda i: data[i][0].name)
+        tr, te = sorted(half[:args.n]), sorted(half[args.n:])
     with tempfile.TemporaryDirectory() as tmp:
         folder = link_folder(Path(tmp) / "data", [data[i] for i in tr])
         res = finetune(args.base, folder, name="flag-probe", steps=args.steps, holdout=0, out_dir=Path(tmp) / "m",
@@ -65,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 novelty["other"].append(r.quality.signals.get("novelty"))
                 other.append((r.quality.flag, abs(r.count_estimate - true) > 0.15 * true))
     flags, big = np.array(flags), np.array(big)
-    print(f"{args.set}, {args.base} fine-tuned on {len(tr)} images ({args.steps} steps, draw {args.draw}), "
+    print(f"{args.set}, {args.base} fine-tuned on {len(tr)} images ({args.steps} steps, draw {args.draw}"
+          f"{', by slide' if args.by_slide else ''}), "
           f"{len(te)} unseen images, {cpu_model()}")
     print(f"flagged {flags.mean():.0%}; large errors {big.sum()}, of them flagged "
           f"{(flags & big).sum()}; MAE {np.mean(np.abs(errors)):.2f}")

@@ -447,3 +447,15 @@ def test_a_count_from_the_density_head_is_not_blamed_on_the_object_filters(draw_
         res = postprocess(Prediction("m", "multihead", maps, fg, False, params.input_key()), params)
         assert res.n_rejected and sum(res.n_rejected.values()) >= 5
         assert any("filters dropped" in r for r in res.quality.reasons) == said, (source, res.quality.reasons)
+
+
+def test_a_soft_or_faint_image_is_told_with_the_limit_it_passed():
+    """A fine-tuned model's focus limit sits just below the softest image it learnt: a slide at 0.19 read "soft"
+    with nothing to say it was 0.19 against 0.20. The limit is named, in decimals that tell the two apart."""
+    from cellcount.quality import QualityRule, judge
+
+    q = judge({"focus": 0.19, "contrast": 0.5}, QualityRule(min_focus=0.2, min_contrast=0.1))
+    assert q.flag and any("(focus 0.19, flagged below 0.20:" in r for r in q.reasons), q.reasons
+    q = judge({"focus": 0.199, "contrast": 0.05}, QualityRule(min_focus=0.2, min_contrast=0.1))
+    assert any("(focus 0.199, flagged below 0.200:" in r for r in q.reasons), q.reasons
+    assert any(r.startswith("low contrast between nuclei and background (0.05, flagged below 0.10:") for r in q.reasons)
