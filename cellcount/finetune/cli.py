@@ -125,7 +125,7 @@ def _main(argv: list[str] | None) -> int:
     if res.before:
         which = " (the fine-tuned weights, not saved: see the note above)" if res.kept_base else ""
         print(f"held-out images ({len(res.holdout_files)}): count MAE {res.before['mae']:.2f} -> "
-              f"{res.after['mae']:.2f}{which}")
+              f"{res.after['mae']:.2f}{which}; each, the furthest off first:")
         # each image's counts: one far-off image (another magnification, an empty annotation) can make the MAE alone
         for row in sorted(res.holdout_counts, key=lambda r: -abs(r["after"] - r["true"]))[:HELD_OUT_SHOWN]:
             print(f"  {row['file']}: true {row['true']:g}, {args.base} {row['before']:.1f}, "
