@@ -288,7 +288,8 @@ def test_points_from_cellprofiler_and_qupath_and_their_refusals() -> None:
     pixels; in microns, or one table of several images' objects, refused saying what to do."""
     cp = read_points_csv(b"ImageNumber,ObjectNumber,Location_Center_X,Location_Center_Y\n1,1,10,20\n1,2,30,5\n")
     assert cp.points.tolist() == [[20.0, 10.0], [5.0, 30.0]]
-    qp = read_points_csv(b"Image,Name,Class,Centroid X px,Centroid Y px\na.tif,n,Tumor,3,4\n")
+    qp = read_points_csv(b"Image,Name,Class,Centroid X px,Centroid Y px\na.tif,n,Tumor,3.5,4.5\n")
+    # QuPath's pixel (3, 4) spans 3-4 and 4-5: its centre (3.5, 4.5) is our (3, 4), as its outlines are read
     assert qp.points.tolist() == [[4.0, 3.0]]
     with pytest.raises(GroundTruthError, match=r"in microns \('Centroid X µm', 'Centroid Y µm'\).*needs pixels"):
         read_points_csv("Image,Name,Centroid X µm,Centroid Y µm\na.tif,n,3,4\n".encode())
@@ -475,7 +476,8 @@ def test_qupath_geojson_outlines_become_labels_and_points_stay_points(tmp_path: 
     listed = read_geojson(json.dumps(fc["features"]).encode(), expected_shape=(32, 40))  # older QuPath: a list
     assert listed.count == 2
     dots = read_geojson(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[3, 4], [10, 12]]}}]}).encode())
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[3.5, 4.5], [10.5, 12.5]]}}]}).encode())
+    # pixel centres at +0.5, as its outlines: the centre of pixel (row 4, col 3) is (3.5, 4.5) in QuPath
     assert dots.kind == "points" and dots.points.tolist() == [[4.0, 3.0], [12.0, 10.0]]
     both = {"type": "FeatureCollection", "features": fc["features"] + [
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 1]}}]}
@@ -1042,6 +1044,11 @@ def test_imagej_rois_outlines_points_and_roi_manager_sets(tmp_path: Path) -> Non
     assert abs(int((read_imagej_rois(oval, expected_shape=(64, 64)).labels > 0).sum()) - np.pi * 100) < 10
     dots = read_imagej_rois(clicks)
     assert dots.kind == "points" and dots.points.tolist() == [[3, 4], [8, 10]]  # (row, col)
+    # sub-pixel points are ImageJ's float coordinates, a pixel's centre at +0.5: the same pixels
+    roifile = pytest.importorskip("roifile")
+    fine = roifile.ImagejRoi.frompoints(np.array([[4.5, 3.5], [10.5, 8.5]]))
+    fine.roitype = roifile.ROI_TYPE.POINT
+    assert read_imagej_rois(fine.tobytes()).points.tolist() == [[3, 4], [8, 10]]
 
     # a text ROI: font size, style, name length and text length, the text in UTF-16, its angle
     text = _imagej_roi(1, 0, 0, 5, 20, subtype=1,
@@ -1672,3 +1679,21 @@ def test_an_annotation_named_after_the_images_full_name_pairs_with_it():
     # the whole name first: with img01.png beside img01.tif, img01.png_points.csv is the PNG's (it paired with neither)
     both = [Path("d/img01.png"), Path("d/img01.tif")]
     assert match_ground_truth(both, [Path("d/img01.png_points.csv")]) == {both[0]: Path("d/img01.png_points.csv")}
+
+
+def test_a_click_at_a_pixels_centre_matches_that_pixels_object_whichever_tool_wrote_it() -> None:
+    """QuPath and ImageJ put a pixel's centre at +0.5: read unmoved, a click at the centre of an object's edge pixel
+    matched the next pixel half the time (half-way values round to even), so one image's F1 depended on the tool
+    that wrote its dots. Their points are read as their outlines are: moved by half a pixel."""
+    from cellcount.metrics import match_points_in_objects
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[10:20, 20:30] = 2  # touching: an edge click's neighbour is the other object
+    edge = [(19, 19), (10, 20)]  # (row, col): the last pixel of object 1, the first of object 2
+    qupath = "Centroid X px,Centroid Y px\n" + "".join(f"{c + 0.5},{r + 0.5}\n" for r, c in edge)
+    imagej = " ,XM,YM\n" + "".join(f"{k},{c + 0.5},{r + 0.5}\n" for k, (r, c) in enumerate(edge, 1))
+    ours = "x,y\n" + "".join(f"{c},{r}\n" for r, c in edge)
+    for text in (qupath, imagej, ours):
+        found = match_points_in_objects(read_points_csv(text.encode()).points, labels)
+        assert (found.tp, found.fp, found.fn) == (2, 0, 0), text

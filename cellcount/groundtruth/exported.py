@@ -148,7 +148,7 @@ def read_geojson(source: CsvSource, *, expected_shape: Sequence[int] | None = No
         arr = np.asarray(points, np.float64).reshape(-1, 2)
         if len(arr) and (arr.min() < 0 or arr.max() > MAX_COORDINATE_PX):
             raise GroundTruthError(f"{name}: a point lies at negative or huge coordinates: not image pixels")
-        return _points_truth(arr, name)
+        return _points_truth(from_corner_based(arr), name)
     labels = _outlines_to_labels(polygons, expected_shape, name)
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=name)
 
@@ -209,6 +209,14 @@ def is_roi_set(source: str | os.PathLike | bytes) -> bool:
     return bool(names) and all(n.lower().endswith(".roi") for n in names)
 
 
+def from_corner_based(points: np.ndarray) -> np.ndarray:
+    """(row, col) points of a tool whose pixel (0, 0) spans 0-1, its centre at 0.5 (QuPath, ImageJ's float
+    coordinates and measured centres), in ours, where a pixel's centre is its index: the outlines of the same tools
+    are moved alike (:func:`_outlines_to_labels`), and a click at a pixel's centre, read unmoved, matched the next
+    pixel half the time (half-way values round to even)."""
+    return np.maximum(np.asarray(points, np.float64) - 0.5, 0.0)
+
+
 def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:
     """ImageJ / Fiji ROIs as ground truth: a ``.roi`` file or the ROI Manager's set (``RoiSet.zip``, a zip of them).
 
@@ -255,8 +263,10 @@ def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None 
             roi = ImagejRoi.frombytes(blob)
             kind, subtype = roi.roitype, roi.subtype
             if kind == ROI_TYPE.POINT:
-                pts = np.asarray(roi.coordinates(), np.float64).reshape(-1, 2)
-                points.append(pts[:, ::-1])  # (x, y) -> (row, col)
+                pts = np.asarray(roi.coordinates(), np.float64).reshape(-1, 2)[:, ::-1]  # (x, y) -> (row, col)
+                # sub-pixel points are ImageJ's float coordinates (a pixel's centre at +0.5); integer ones name the
+                # pixel itself
+                points.append(from_corner_based(pts) if roi.subpixel_coordinates is not None else pts)
                 continue
             is_outline = kind in (ROI_TYPE.POLYGON, ROI_TYPE.FREEHAND, ROI_TYPE.TRACED, ROI_TYPE.OVAL) or (
                 kind == ROI_TYPE.RECT and subtype not in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.IMAGE))

@@ -370,7 +370,17 @@ def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tupl
                     f"{cell!r} is not a non-negative number"
                 )
             points[k, j] = value
+    if header[cols[0]] in _CORNER_BASED:
+        from .exported import from_corner_based
+
+        points = from_corner_based(points)
     return points
+
+
+_CORNER_BASED = ("ym", "centroid y px")
+"""Row columns of tools whose pixel centres lie at +0.5 (ImageJ's centre of mass, QuPath's centroids): read as
+:func:`cellcount.groundtruth.exported.from_corner_based` reads them. Plain x,y tables (ours, CellProfiler's) name
+each pixel by its index, and are read as they are."""
 
 
 _POINT_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "file_name")
