@@ -56,6 +56,7 @@ from .groundtruth import (
     read_label_image,
     read_points_by_image,
     read_points_csv,
+    tables_clash_notes,
     values_by_image,
 )
 from .groundtruth.pairing import role_key
@@ -510,6 +511,7 @@ def labelled_set(
     stray: list[str] = []
     shared: dict[str, GroundTruth] = {}  # points from tables of several images' points (QuPath's Image column)
     clash: set[str] = set()
+    in_tables: dict[str, tuple[str, list[tuple[str, int]]]] = {}  # each image's tables, for what clashes
     for f in gt_files:
         if not f.name.lower().endswith(TABLE_EXTENSIONS) or any(b.casefold() in image_stems for b, _ in _gt_bases(f.name)):
             pool.append(f)
@@ -531,6 +533,7 @@ def labelled_set(
             for key, gt in split.items():
                 clash.update({key.casefold()} if key.casefold() in shared else set())
                 shared.setdefault(key.casefold(), gt)
+                in_tables.setdefault(key.casefold(), (key, []))[1].append((f.name, gt.count))
             others = sorted(k for k in split if k not in found and k not in ambiguous)
             if others:
                 out.notes.append(f"{f.name}: the points of {len(others)} image(s) that were not uploaded "
@@ -569,13 +572,17 @@ def labelled_set(
                                tied_files=tied)
     used.update(pairs.values())
     used.update(tied)  # its images say why it is not used: not also "matches no image"
-    for stem in clash:  # which table is right is the user's to say, not the upload order's
-        out.notes.append(f"{stem}: points in two tables ({shared.pop(stem).source} and another); neither is used.")
+    # which table is right is the user's to say, not the upload order's: each such image refused, saying which tables
+    out.notes.extend(tables_clash_notes({stem: in_tables[stem] for stem in clash}))
+    clash_of, _ = values_by_image({in_tables[stem][0]: in_tables[stem][1] for stem in clash}, uploaded)
+    for stem in clash:
+        shared.pop(stem)
     shared_of, unsure = values_by_image(shared, uploaded, what="points")
     count_of, unsure_counts = values_by_image(counts, uploaded, what="a count")
     disagree_of, unsure_disagree = values_by_image(disagree, uploaded, what="a count")
     unsure = {**{n: why for n, why in contested.items() if n not in count_of}, **unsure_disagree, **unsure_counts,
-              **unsure}
+              **unsure, **{n: "its points are in " + " and ".join(f"{t} ({k} point{'s' * (k != 1)})" for t, k in found)
+                           + ": keep the table that annotates it" for n, found in clash_of.items()}}
     for image in image_files:
         name = image.name
         if not (dsb[name] or name in pairs or name in count_of or name in shared_of or name in disagree_of

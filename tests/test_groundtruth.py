@@ -1175,7 +1175,13 @@ def test_a_table_of_several_images_points_is_split_by_its_image_column(tmp_path,
     # a table naming one image's points twice (two tables), and a point outside its image, are not used silently
     other = "file,x,y\nimg0.png,1,1\nimg1.png,60,5\n"
     found = labelled_set(uploads, [("a.csv", table.encode()), ("b.csv", other.encode())])
-    assert "IMG0.png" not in {n for n, _, _ in found.items} and any("img0: points in two tables" in n for n in found.notes)
+    assert "IMG0.png" not in {n for n, _, _ in found.items}
+    # both tables named, with their counts, in one note and as why that image has no truth (a CellProfiler folder's
+    # Nuclei and Cells tables read "c03: points in two tables (... and another)")
+    assert any(n.startswith("2 image(s) (img0, IMG1) have points in 2 tables (a.csv, b.csv); they count 1 of them "
+                            "differently (img0: 2 in a.csv, 1 in b.csv)") for n in found.notes), found.notes
+    assert dict(found.skipped)["IMG0.png"] == ("its points are in a.csv (2 points) and b.csv (1 point): keep the table "
+                                               "that annotates it")
     found = labelled_set(uploads, [("b.csv", other.encode())])
     assert any("lie outside" in why for name, why in found.skipped if name == "IMG1.png")
 

@@ -25,7 +25,14 @@ from .exported import (
     read_geojson,
     read_imagej_rois,
 )
-from .folders import counts_disagree, item_names, load_labelled_folder, one_per_image, values_by_image
+from .folders import (
+    counts_disagree,
+    item_names,
+    load_labelled_folder,
+    one_per_image,
+    tables_clash_notes,
+    values_by_image,
+)
 from .images import MergedDotsWarning, PredictedLabelsWarning, read_dot_image, read_label_image
 from .names import listed, match_names, name_key
 from .pairing import SECOND_ANNOTATION_RULE, closest_pairs, match_ground_truth
@@ -126,5 +133,6 @@ __all__ = [
     "read_label_image",
     "read_points_by_image",
     "read_points_csv",
+    "tables_clash_notes",
     "values_by_image",
 ]

@@ -486,6 +486,7 @@ def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, o
     shared: dict[str, GroundTruth] = {}
     tables: set[Path] = set()
     clash: set[str] = set()
+    in_tables: dict[str, tuple[str, list[tuple[str, int]]]] = {}  # each image's tables, for what clashes
     for path in csv_files:
         if _gt_base(path)[0].casefold() in own:  # a_points.csv: image a's own table
             continue
@@ -508,14 +509,37 @@ def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, o
             if key.casefold() in shared:
                 clash.add(key.casefold())
             shared.setdefault(key.casefold(), gt)
+            in_tables.setdefault(key.casefold(), (key, []))[1].append((path.name, gt.count))
         others = sorted(k for k in split if k not in found and k not in ambiguous)
         if others:
             logger.warning("%s: the points of %d image(s) not in the folder (%s) are not used", path, len(others),
                            listed(others, 5))
+    for note in tables_clash_notes({stem: in_tables[stem] for stem in clash}):
+        logger.warning("%s", note)
     for stem in clash:
-        logger.warning("%s: points in two tables (%s and another); neither is used for it", stem, shared[stem].source)
         del shared[stem]
     return shared, tables
+
+
+def tables_clash_notes(clashes: dict[str, tuple[str, list[tuple[str, int]]]]) -> list[str]:
+    """What to say of images whose points are in more than one table (a CellProfiler output folder holds a table
+    per kind of object, Nuclei and Cells alike): one note per set of tables, naming them with their counts and what
+    to do. ``clashes``: casefolded name -> (the name as a table spells it, [(table, its count of that image)])."""
+    groups: dict[tuple[str, ...], list[tuple[str, list[int]]]] = {}
+    for spelled, found in clashes.values():
+        groups.setdefault(tuple(t for t, _ in found), []).append((spelled, [k for _, k in found]))
+    notes = []
+    for tables, images in groups.items():
+        differing = [(name, k) for name, k in images if len(set(k)) > 1]
+        spelled, counts = (differing or images)[0]
+        differ = len(differing)
+        how = (f"they count {differ} of them differently ({spelled}: "
+               + ", ".join(f"{k} in {t}" for t, k in zip(tables, counts, strict=True)) + ")" if differ
+               else "they count them alike")
+        notes.append(f"{len(images)} image(s) ({listed([name for name, _ in images], 5)}) have points in "
+                     f"{len(tables)} tables ({', '.join(tables)}); {how}. Neither is used for them: which annotates "
+                     "them is yours to say, so keep that table with the images and move the other out.")
+    return notes
 
 
 def _stray_rows_warning(stray: dict[str, str], as_written: dict[str, str]) -> None:
