@@ -573,8 +573,8 @@ def labelled_set(
     used.update(pairs.values())
     used.update(tied)  # its images say why it is not used: not also "matches no image"
     # which table is right is the user's to say, not the upload order's: each such image refused, saying which tables
-    out.notes.extend(tables_clash_notes({stem: in_tables[stem] for stem in clash}))
-    clash_of, _ = values_by_image({in_tables[stem][0]: in_tables[stem][1] for stem in clash}, uploaded)
+    out.notes.extend(tables_clash_notes({k: v for k, v in in_tables.items() if k in clash}))
+    clash_of, _ = values_by_image({v[0]: v[1] for k, v in in_tables.items() if k in clash}, uploaded)
     for stem in clash:
         shared.pop(stem)
     shared_of, unsure = values_by_image(shared, uploaded, what="points")

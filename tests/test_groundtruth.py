@@ -1703,3 +1703,18 @@ def test_a_click_at_a_pixels_centre_matches_that_pixels_object_whichever_tool_wr
     for text in (qupath, imagej, ours):
         found = match_points_in_objects(read_points_csv(text.encode()).points, labels)
         assert (found.tp, found.fp, found.fn) == (2, 0, 0), text
+
+
+def test_a_fiji_results_table_of_several_images_is_split_by_its_label(tmp_path: Path) -> None:
+    """Fiji's Results with "Display label" on name each point's image in ``Label`` (``A01.png:0001-0001``, image:ROI):
+    such a table beside the images was refused as "named like no image"."""
+    from cellcount.groundtruth import read_points_by_image
+
+    table = " ,Label,X,Y\n1,A01.png:0001-0001,3,4\n2,A01.png:0001-0002,5,6\n3,B02.png,7,8\n"
+    assert {k: v.points.tolist() for k, v in read_points_by_image(table.encode()).items()} == {
+        "A01": [[4, 3], [6, 5]], "B02": [[8, 7]]}
+    assert read_points_by_image(b" ,Label,X,Y\n1,1,3,4\n") is None, "an object's number names no image"
+    for k, stem in enumerate(("A01", "B02")):  # different pictures: the same one twice is counted once
+        Image.fromarray(np.full((16, 16), 10 * k, np.uint8)).save(tmp_path / f"{stem}.png")
+    (tmp_path / "Results.csv").write_text(table)
+    assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"A01.png": 2, "B02.png": 1}

@@ -514,7 +514,7 @@ def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, o
         if others:
             logger.warning("%s: the points of %d image(s) not in the folder (%s) are not used", path, len(others),
                            listed(others, 5))
-    for note in tables_clash_notes({stem: in_tables[stem] for stem in clash}):
+    for note in tables_clash_notes({k: v for k, v in in_tables.items() if k in clash}):
         logger.warning("%s", note)
     for stem in clash:
         del shared[stem]

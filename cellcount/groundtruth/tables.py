@@ -383,6 +383,10 @@ _CORNER_BASED = ("ym", "centroid y px")
 each pixel by its index, and are read as they are."""
 
 
+_IMAGEJ_LABEL = re.compile(r"^([^:]+\.(?:png|tiff?|jpe?g|bmp))(?::.*)?$", re.IGNORECASE)
+"""Fiji's Results ``Label`` of a measured point: ``img01.png`` or ``img01.png:0001-0001`` (image:ROI); a label
+column of anything else (an object's number) names no image."""
+
 _POINT_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "file_name")
 """Columns naming each point's image in a table of several images' points (QuPath's measurement export: Image)."""
 
@@ -417,6 +421,11 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     cols = _point_columns(header)
     column = _name_column(header, _POINT_IMAGE_COLUMNS)
     column = None if column is None else header[column]
+    image_of = str.strip
+    if column is None and cols is not None and "label" in header:  # Fiji's Results with "Display label" on
+        i = header.index("label")
+        if rows and all(i < len(row) and _IMAGEJ_LABEL.match(row[i].strip()) for row in rows):
+            column, image_of = "label", lambda v: _IMAGEJ_LABEL.match(v.strip()).group(1)
     if column is not None and cols is None and _count_columns(header) is None and not is_cellcount_objects(header):
         if problem := _microns_problem(name, header, text):  # QuPath's project export, calibrated
             raise GroundTruthError(problem)
@@ -426,7 +435,7 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     decimal_comma = _decimal_comma(text)
     groups: dict[str, tuple[str, list[list[str]], list[int]]] = {}
     for k, row in enumerate(rows, start=1):
-        value = row[i].strip() if i < len(row) else ""
+        value = image_of(row[i]) if i < len(row) else ""
         if not value:
             raise GroundTruthError(f"{name}: data row {k}: no image named in column {column!r}")
         stem = name_key(value)
