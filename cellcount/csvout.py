@@ -82,8 +82,21 @@ def delimiter(path: str | os.PathLike) -> str:
 
 
 def csv_text(df: pd.DataFrame, *, header: bool = True, sep: str = ",") -> str:
-    """``df`` as CSV text (no index), formula-safe: the one formatting every CSV writer uses."""
-    return safe_frame(df).to_csv(index=False, header=header, lineterminator="\n", sep=sep)
+    """``df`` as CSV text (no index), formula-safe: the one formatting every CSV writer uses. Text holding a
+    carriage return (macOS names a folder's custom icon ``Icon\r``) is quoted, all text then: the lines end in
+    ``\n`` alone, which Python's writer quotes and a bare ``\r`` it does not, so such a name split its row in two
+    for every reader (and ``--resume`` counted the image again)."""
+    safe = safe_frame(df)
+    return safe.to_csv(index=False, header=header, lineterminator="\n", sep=sep, quoting=_quoting(safe))
+
+
+def _quoting(df: pd.DataFrame) -> int:
+    """csv's quoting for ``df``: every text quoted where one holds a carriage return (see :func:`csv_text`)."""
+    import csv
+
+    texts = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c])]
+    held = any(df[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in texts)
+    return csv.QUOTE_NONNUMERIC if held else csv.QUOTE_MINIMAL
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
@@ -334,8 +347,9 @@ class CsvStream:
         self._published = 0
         if keep is not None and len(keep.columns):
             self.columns = self.columns or [str(c) for c in keep.columns]
-            self._written += self._fh.write(keep.reindex(columns=self.columns).to_csv(index=False, lineterminator="\n",
-                                                                                      sep=self.sep))
+            kept = keep.reindex(columns=self.columns)
+            self._written += self._fh.write(kept.to_csv(index=False, lineterminator="\n", sep=self.sep,
+                                                        quoting=_quoting(kept)))
             self.n_rows = len(keep)
         elif self.columns is not None:
             self._written += self._fh.write(pd.DataFrame(columns=self.columns).to_csv(index=False, lineterminator="\n",
@@ -454,7 +468,9 @@ class CsvStream:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                csv.writer(out, lineterminator="\n", delimiter=self.sep).writerows([rows[0], *ordered])
+                held = any("\r" in cell for row in body for cell in row)  # quoted, as csv_text quotes it
+                csv.writer(out, lineterminator="\n", delimiter=self.sep,
+                           quoting=csv.QUOTE_ALL if held else csv.QUOTE_MINIMAL).writerows([rows[0], *ordered])
             os.replace(tmp, self._part)  # the open handle keeps the old file; publishing copies the new one
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

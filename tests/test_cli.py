@@ -168,6 +168,30 @@ def test_resume_counts_again_an_image_replaced_since_the_earlier_run(small_folde
     assert after[str(b)] == before[str(b)]
 
 
+def test_a_name_with_a_carriage_return_keeps_its_row_whole_and_resume_counts_nothing_twice(small_folder, tmp_path,
+                                                                                           capsys):
+    """macOS names a folder's custom icon ``Icon\r``: written unquoted, the name split its row in two for every CSV
+    reader, and ``--resume`` then kept a phantom row and counted the image again (the total 43 too high)."""
+    import csv
+
+    odd = small_folder / "Icon\r.png"
+    shutil.copy(small_folder / "a.png", odd)
+    out, objects = tmp_path / "c.csv", tmp_path / "o.csv"
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--objects", str(objects),
+            "--no-progress"]
+    assert main(argv) == 0
+    for path in (out, objects):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        assert all(len(r) == len(rows[0]) for r in rows), path
+    table = pd.read_csv(out)
+    assert str(odd) in set(table["file"])
+    assert main([*argv, "--resume"]) == 0
+    assert "already counted" in capsys.readouterr().err
+    again = pd.read_csv(out)
+    assert len(again) == len(table) and again["count"].sum() == table["count"].sum()
+
+
 def test_a_card_changed_since_is_another_model_for_resume_and_settings(tiny_models, small_folder, tmp_path, capsys):
     """A density scale written into the card (evaluate --tune --write-card) changes the counts, not the weights:
     --resume kept rows counted before it beside rows counted after, and a settings file saved before was applied
