@@ -12,6 +12,7 @@ import functools
 import hashlib
 import io
 import posixpath
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -553,11 +554,12 @@ def labelled_set(
             except GroundTruthError as points_err:  # points that cannot be used (microns, several images' objects)
                 out.skipped.append((f.name, str(points_err)))
             continue
-        for stem, n in table.items():
-            first = counts.setdefault(stem.casefold(), (n, f.name))
+        for stem, n in table.items():  # letter case kept, as a folder's tables are read (match_names folds it)
+            key = unicodedata.normalize("NFC", stem)
+            first = counts.setdefault(key, (n, f.name))
             if first[0] != n:
-                disagree.setdefault(stem.casefold(), [f"{first[0]} ({first[1]})"]).append(f"{n} ({f.name})")
-            spelled.setdefault(stem.casefold(), stem)
+                disagree.setdefault(key, [f"{first[0]} ({first[1]})"]).append(f"{n} ({f.name})")
+            spelled.setdefault(key, stem)
 
     by_name = {f.name: f for f in pool}
     used: set[str] = set()

@@ -1718,3 +1718,29 @@ def test_a_fiji_results_table_of_several_images_is_split_by_its_label(tmp_path: 
         Image.fromarray(np.full((16, 16), 10 * k, np.uint8)).save(tmp_path / f"{stem}.png")
     (tmp_path / "Results.csv").write_text(table)
     assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"A01.png": 2, "B02.png": 1}
+
+
+def test_images_whose_names_differ_only_in_case_each_get_their_own_row(tmp_path: Path) -> None:
+    """``IMG01.png`` and ``img01.png`` (a Linux share, a zip) with a row each in the counts table were both refused,
+    told to name their folders. Each row names the image spelled like it; a row spelled like neither says so."""
+    from cellcount.labelled import labelled_set
+
+    def png(v: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((24, 24), v, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    uploads = [("IMG01.png", png(1)), ("img01.png", png(2))]
+    found = labelled_set(uploads, [("counts.csv", b"filename;count\nIMG01.png;50\nimg01.png;28\n")])
+    assert {n: g.count for n, _, g in found.items} == {"IMG01.png": 50, "img01.png": 28}
+    found = labelled_set(uploads, [("counts.csv", b"filename;count\nImg01.png;50\n")])
+    assert not found.items and all("spell it as the image's file is spelled, letter case too" in why
+                                   for _, why in found.skipped)
+    for name, data in uploads:
+        (tmp_path / name).write_bytes(data)
+    if len(list(tmp_path.iterdir())) == 2:  # a file system that tells them apart
+        (tmp_path / "counts.csv").write_text("filename,count\nIMG01.png,50\nimg01.png,28\n")
+        assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"IMG01.png": 50, "img01.png": 28}
+    # one spelling names the image whatever its case where only one image has that name, as before
+    found = labelled_set(uploads[:1], [("counts.csv", b"filename;count\nimg01.PNG;50\n")])
+    assert {n: g.count for n, _, g in found.items} == {"IMG01.png": 50}

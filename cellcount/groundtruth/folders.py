@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -116,7 +117,9 @@ def _count_tables(
             continue
         for spelled, n in read_counts_by_name(path).items():
             spelled = placed(path, spelled)
-            stem = folded(spelled)  # IMG4.PNG in a table names img4.png, as on Windows and macOS (and uploads)
+            # letter case kept: IMG4.PNG in a table still names img4.png (match_names folds it, as Windows and macOS
+            # do), but of IMG01.png and img01.png, both in the folder and in the table, each row names its own
+            stem = unicodedata.normalize("NFC", spelled)
             as_written.setdefault(stem, spelled)
             if stem in counts and counts[stem] != n:
                 disagree.setdefault(stem, [f"{counts[stem]} ({where[stem]})"]).append(f"{n} ({path})")
@@ -411,9 +414,12 @@ def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], wha
         out.pop(img, None)
     for key, imgs in ambiguous.items():
         names = ", ".join(relative[i] for i in imgs[:4]) + (" ..." if len(imgs) > 4 else "")
+        # IMG01.png and img01.png: a folder does not tell them apart, the spelling does
+        fix = ("spell it as the image's file is spelled, letter case too" if len({folded(relative[i]) for i in imgs}) == 1
+               else "name each row's image with its folder (plate1/A01.png)")
         for img in imgs:
             unsure.setdefault(img, f"a table gives {what} for {key!r}, which names {len(imgs)} images ({names}): "
-                                   "not used; name each row's image with its folder (plate1/A01.png)")
+                                   f"not used; {fix}")
     return out, unsure
 
 

@@ -47,11 +47,20 @@ def match_names(keys: Iterable[str], images: Mapping[Any, str], anchored: Mappin
         tail = full if k.startswith("/") or re.match(r"[a-z]:/", k) else paths
         hits = [img for img in by_last.get(k.rsplit("/", 1)[-1], [])
                 if paths[img] == k or paths[img].endswith("/" + k) or k.endswith("/" + tail[img])]
+        if len(hits) > 1:  # IMG01.png and img01.png, both in the table: each row names the one spelled like it
+            exact = [img for img in hits if _spelled_as(key, images[img], (anchored or images)[img])]
+            hits = exact if len(exact) == 1 else hits
         if len(hits) == 1:
             found[key] = hits[0]
         elif hits:
             ambiguous[key] = hits
     return found, ambiguous
+
+
+def _spelled_as(key: str, path: str, anchored: str) -> bool:
+    """Whether ``key`` names ``path`` as :func:`match_names` does, letter case kept."""
+    k, p, a = (unicodedata.normalize("NFC", name_key(x)) for x in (key, path, anchored))
+    return p == k or p.endswith("/" + k) or k.endswith("/" + a)
 
 
 def folded(name: str) -> str:
