@@ -22,6 +22,7 @@ from cellcount.evaluate import (
     tuning_kinds_note,
     worse_images,
 )
+from cellcount.evaluate.annotation import partial_annotation_note
 from cellcount.metrics import unmatched_objects, unmatched_points, unmatched_points_in_objects
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
@@ -268,8 +269,9 @@ def in_sample_note(sig: str, params: cc.CountParams, model: cc.models.CountModel
 
 
 def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig: str,
-                 digests: tuple[str, ...] = ()) -> None:
-    """Optimise and Apply on ``pairs``; ``digests``: their images', kept with the tuning's result."""
+                 digests: tuple[str, ...] = (), partly: str | None = None) -> None:
+    """Optimise and Apply on ``pairs``; ``digests``: their images', kept with the tuning's result; ``partly``: the
+    note that they look partly annotated, which the tuning would fit."""
     st.subheader("Optimise postprocessing on this ground truth")
     if model.output_kind == "density":
         st.info("Density models count by integrating the map: there is no count parameter to tune.")
@@ -287,6 +289,10 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "images fit those images, so the tuning is also checked on images it did not see (your images in "
         f"{CROSS_CHECK_FOLDS} parts, or one per image when fewer, each part counted with settings tuned on the others)."
     )
+    if partly:
+        st.warning("These images look partly annotated (see above): Optimise would fit the settings to the missing "
+                   "annotation (raising Min. area to drop the cells nobody marked) and call that a gain. Tune on "
+                   "images annotated throughout.", icon=":material/crop:")
     if st.button("Optimise", key=f"{P}_tune", icon=":material/tune:"):
         stop = st.empty()  # the way to stop it, while it runs (there is no Stop button: a rerun ends a run)
         stop.caption("To stop it, open another page or change a setting: nothing is tuned or changed then.")
@@ -502,6 +508,8 @@ with right:
     digests = {n: sh.digest_of(d) for n, d, _ in items if n in scored}  # once: the note and Optimise use them
     in_sample_note(sig, params, model, set(digests.values()))
     show_summary(summary, iou)
+    if partly := partial_annotation_note(per_image):  # an annotation of part of each image: every count too high
+        st.warning(partly, icon=":material/crop:")
     flag_caption(per_image)
     tabs = st.tabs(
         ["Per image", "Predicted vs true", "Errors", "Worst images"], key=f"{P}_tabs", on_change="rerun"
@@ -548,4 +556,4 @@ with right:
                        "dots, objects holding none on the left, and dots in no object (or a second dot in one: a "
                        f"merge) on the right. A density model's centres match dots within {POINT_RADIUS_PX:g} px: "
                        "dots without one are marked on the right.")
-    tune_section(pairs, params, model, sig, tuple(digests[n] for n, _, _ in items if n in digests))
+    tune_section(pairs, params, model, sig, tuple(digests[n] for n, _, _ in items if n in digests), partly)

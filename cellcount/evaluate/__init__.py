@@ -34,6 +34,7 @@ from ..models.base import CountModel
 from ..params import BORDER_SPLIT_MODES, DISTANCE_SPLIT_MODES, SCHEMA
 from ..pipeline import CountParams, CountResult, Prediction, postprocess, predict
 from ..postprocess import edge_ids
+from .annotation import centres_of, unannotated_share
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +242,10 @@ def evaluate_predictions(
             row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision if some else np.nan,
                         "recall": m.recall if some else np.nan, "f1": m.f1 if some else np.nan,
                         "mean_iou": m.mean_matched_iou, "match": kind})
+            # counted where the annotation has nothing: a truth of part of the image (annotation.py)
+            row["unannotated_share"], row["unannotated"] = unannotated_share(
+                centres_of(res.labels, res.peaks if res.labels is None else None),
+                centres_of(gt.labels, gt.points if gt.labels is None else None), pred.shape)
         if res.density_count is not None:
             row["density_count"] = res.density_count
         if res.quality is not None:

@@ -52,6 +52,7 @@ from . import (
     tuning_kinds_note,
     with_read_notes,
 )
+from .annotation import partial_annotation_note
 
 logger = logging.getLogger(__name__)
 
@@ -412,6 +413,9 @@ def _run(args: argparse.Namespace) -> int:
     tuning: dict | None = None  # what --tune did, for --json: its figures are the flattering ones otherwise alone
     if args.tune:
         check_tunable(pairs)
+        # the annotation of part of each image: said before the tuning fits settings to it
+        if partly := partial_annotation_note(evaluate_predictions(pairs, params, keep_results=False).per_image):
+            print(f"warning: {partly} The tuning below fits the annotation as it is.", file=sys.stderr)
     if args.tune and model.output_kind == "density":
         k, before, after = calibrate_density(pairs)
         print(f"density calibration: count gain {k:.4f}; MAE {before:.3f} -> {after:.3f}")
@@ -507,6 +511,8 @@ def _run(args: argparse.Namespace) -> int:
     line += (f" | {s.get('ms_per_megapixel', float('nan')):.0f} ms/Mpx, "
              f"{1000 * rep.per_image['model_seconds'].median():.0f} ms/image (median)" + (f", {ran}" if ran else ""))
     print(line)
+    if not args.tune and (partly := partial_annotation_note(rep.per_image)):
+        print(f"warning: {partly}", file=sys.stderr)
     if tuned_on_these:
         print("note: these figures are on the images the settings were tuned on, so they flatter them; "
               + ("the check on images each tuning did not see (above) is the one for new images" if checked else
