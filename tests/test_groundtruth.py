@@ -1744,3 +1744,26 @@ def test_images_whose_names_differ_only_in_case_each_get_their_own_row(tmp_path:
     # one spelling names the image whatever its case where only one image has that name, as before
     found = labelled_set(uploads[:1], [("counts.csv", b"filename;count\nimg01.PNG;50\n")])
     assert {n: g.count for n, _, g in found.items} == {"IMG01.png": 50}
+
+
+def test_a_mask_that_went_through_jpeg_and_back_to_png_is_refused_not_counted_by_grey_level(tmp_path: Path) -> None:
+    """A binary mask saved as JPEG and again as PNG held 70-79 grey levels, read as 70-79 objects where 23-90
+    nuclei were: every figure wrong, no warning. Its ids change inside the objects; a real label image's do not."""
+    from cellcount.groundtruth import labels_from_array
+
+    labels = np.zeros((64, 64), np.uint16)
+    for k, (r, c) in enumerate([(5, 5), (5, 30), (30, 5), (30, 30), (45, 45)], start=1):
+        labels[r:r + 14, c:c + 14] = k
+    labels[5:19, 19:30] = 6  # touching its neighbours: boundaries between ids are normal
+    assert labels_from_array(labels).count == 6
+    rr, cc = np.mgrid[:64, :64]
+    discs = np.zeros((64, 64), bool)
+    for r, c in [(10, 10), (10, 30), (12, 50), (30, 12), (32, 34), (50, 20), (52, 48)]:
+        discs |= (rr - r) ** 2 + (cc - c) ** 2 <= 36  # nuclei of about 12 px across
+    buf = io.BytesIO()
+    Image.fromarray(np.where(discs, 255, 0).astype(np.uint8)).save(buf, format="JPEG", quality=75)
+    noisy = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+    noisy = np.where(noisy > 30, noisy, 0)  # its near-black background cleaned, its objects still speckled
+    assert len(np.unique(noisy)) > 3
+    with pytest.raises(GroundTruthError, match="neighbouring pixels inside its objects differ in value"):
+        labels_from_array(noisy, source="d1_labels.png")
