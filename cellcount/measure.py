@@ -112,6 +112,13 @@ def peaks_table(peaks: np.ndarray, density: np.ndarray, *, pixel_size_um: float 
     return df
 
 
+def median_diameter(objects: pd.DataFrame | None) -> float | None:
+    """The median equivalent diameter (px) of an object table's objects, for outlines drawn thinner than they are
+    wide; None without any."""
+    d = objects.get("equivalent_diameter_px") if objects is not None else None
+    return float(d.median()) if d is not None and len(d) else None
+
+
 def likely_merges(objects: pd.DataFrame, *, factor: float = 2.5, neighbours: int = 8,
                   labels: np.ndarray | None = None, max_solidity: float = MERGE_MAX_SOLIDITY) -> np.ndarray:
     """Labels of objects far larger than their neighbours: area above ``factor`` x the median area of their

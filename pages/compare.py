@@ -12,6 +12,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.errors import error_text
 from cellcount.evaluate.compare import as_written, compare_counts, rows_table, whole
+from cellcount.measure import median_diameter
 from cellcount.metrics import MIN_BOOTSTRAP_IMAGES, count_metrics, paired_mae_difference
 from cellcount.models.loading import FALLBACK_MODEL
 from pages import _groundtruth as gt_ui
@@ -248,12 +249,6 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _diameter(res: cc.CountResult) -> float | None:
-    """The median object diameter of a result (px), for outlines that do not fill its objects; None without any."""
-    d = res.objects.get("equivalent_diameter_px") if res.objects is not None else None
-    return float(d.median()) if d is not None and len(d) else None
-
-
 def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, sig: str = "", stamp: str = "") -> None:
     labels = [c[0] for c in configs]
     # a file with no count (unreadable) keeps its row, empty, in the table and its CSV; the figures use the rest
@@ -452,7 +447,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
                 # drawn as on the Count page: a colour chosen against the image (fixed green vanished on purple H&E)
                 rgb, _ = viz.render_outlines(viz.display_image(image), res.labels, res.rejected, color="auto",
                                              rejected_colors=viz.OUTLINE_COLORS,
-                                             thickness=viz.thickness_for(image.shape, PANEL_PX, _diameter(res)))
+                                             thickness=viz.thickness_for(image.shape, PANEL_PX, median_diameter(res.objects)))
                 fig = viz.overlay_figure(
                     rgb, objects=res.objects, title=title, height=PANEL_PX, pixel_size_um=params.pixel_size_um
                 )

@@ -12,7 +12,7 @@ import cellcount as cc
 from cellcount import viz
 from cellcount.batch import BatchItem, counts_frame, objects_table
 from cellcount.io import labels_to_tiff_bytes, short_name, split_ground_truth_files
-from cellcount.measure import BOX_COLUMNS, likely_merges
+from cellcount.measure import BOX_COLUMNS, likely_merges, median_diameter
 from cellcount.pipeline import split_distance_px
 from cellcount.postprocess import REJECT_REASONS, auto_split_note
 from pages import _settings as settings
@@ -116,10 +116,16 @@ def view_ui(shape: tuple[int, int]) -> dict:
                            f"than {viz.ZOOM_VIEW_PX} px.")
             elif zoom:
                 c1, c2 = st.columns(2)
-                _view_widget("row", c2.slider, "Window: top → bottom", 0.0, 1.0, step=0.05)
-                _view_widget("col", c1.slider, "Window: left → right", 0.0, 1.0, step=0.05)
+                # steps no longer than half the window, so that every part of a wide image can be reached (0.05 of
+                # 4000 px skipped 40-px strips at 400%)
+                _view_widget("row", c2.slider, "Window: top → bottom", 0.0, 1.0, step=viz.window_step(shape[0], zoom))
+                _view_widget("col", c1.slider, "Window: left → right", 0.0, 1.0, step=viz.window_step(shape[1], zoom))
+    low, high = v["contrast"]
+    if high <= low:  # both ends at one value stretch nothing: shown a step apart, said
+        low, high = (low - 0.5, low) if low >= 0.5 else (low, low + 0.5)
+        st.caption(f"Both ends of the contrast at {v['contrast'][0]:g}: shown between {low:g} and {high:g}.")
     return {"color": COLORS[v["color"]], "zoom": ZOOMS[v["zoom"]], "thickness": v["thickness"],
-            "opacity": v["opacity"], "contrast": tuple(v["contrast"]), "merges": v["merges"],
+            "opacity": v["opacity"], "contrast": (low, high), "merges": v["merges"],
             "centre": (v["row"], v["col"]) if ZOOMS[v["zoom"]] else (0.5, 0.5)}
 
 
@@ -148,6 +154,12 @@ def overlay_cached(
 FIT_HEIGHT_PX = 900
 """A tall image is fitted to this height rather than to the column's width (zoom to 100% for its pixels)."""
 
+FIT_WIDTH_PX = 800
+"""About how wide Fit shows an image on a laptop's screen (the panel at 1400 px): outlines are drawn at least a
+screen pixel wide there (a 4000 px image's 1-px outlines shrank to a tint)."""
+
+
+
 
 def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, view: dict, prediction_key: str) -> None:
     digest, channel = source.digest, result.params.channel
@@ -164,6 +176,13 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         return
     if result.count == 0:
         st.info("No objects with the current settings.")
+    h, w = image.shape[:2]
+    fitted = not view["zoom"] and h > FIT_HEIGHT_PX and h > 1.5 * w  # a tall strip at the column's width ran on and on
+    drawn = user_thickness = view["thickness"]
+    if not view["zoom"]:  # a large image shrunk to the panel thins 1-px outlines to a tint: about a screen pixel wide
+        shown_px = max(60, int(FIT_HEIGHT_PX * w / h)) if fitted else FIT_WIDTH_PX
+        drawn = max(drawn, viz.thickness_for(image.shape, shown_px, median_diameter(result.objects)))
+        view = {**view, "thickness": drawn}
     key = tuple(sorted((k, v) for k, v in view.items()))
     jpeg, legend, n_merges = overlay_cached(
         digest, prediction_key, result.params.to_json(), key, image, result
@@ -173,8 +192,6 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         f"background:rgb{tuple(c)}'></span> {name}" for name, c in legend.items()
     )
     st.markdown(chips, unsafe_allow_html=True)
-    h, w = image.shape[:2]
-    fitted = not view["zoom"] and h > FIT_HEIGHT_PX and h > 1.5 * w  # a tall strip at the column's width ran on and on
     if view["zoom"]:  # at its own size, scrolling where the panel is narrower (streamlit_app.py's style)
         st.container(key=f"{P}_overlay_zoomed").image(jpeg, width="content")
     elif fitted:
@@ -191,6 +208,8 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
         + (f"{n_merges} object(s) marked as likely merges. " if n_merges else "")
         + (f"Shown: channel {channel}, the one counted. " if digest != source.digest else "")
         + ("A tall image is fitted to the page's height: zoom to 100% to see its pixels. " if fitted else "")
+        + (f"Outlines {drawn} px wide at Fit, so that they show at this size (zoom in for thinner ones). "
+           if drawn > user_thickness else "")
         + "Display options (colour, thickness, contrast, zoom) never change the count."
     )
 

@@ -601,6 +601,38 @@ def test_clicking_the_view_on_screen_again_keeps_it():
     assert at.segmented_control(key="count_tab").value == "Objects" and len(at.dataframe) == 1
 
 
+def test_both_contrast_ends_at_one_value_show_the_picture_not_an_error():
+    """Both handles of Display contrast at 99.5 replaced the picture and the downloads with a ValueError."""
+    at = open_count()
+    at.session_state["count_view_open"] = True
+    at.run()
+    at.slider(key="count_view_contrast").set_value((99.5, 99.5)).run()
+    assert not at.exception, at.exception
+    assert any("Both ends of the contrast at 99.5: shown between 99 and 99.5." in c.value for c in at.caption)
+    assert "Outlines (PNG)" in {d.label for d in at.get("download_button")}
+    at.slider(key="count_view_contrast").set_value((0.0, 0.0)).run()
+    assert not at.exception and any("shown between 0 and 0.5" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_a_large_images_outlines_are_drawn_wide_enough_to_show_at_fit():
+    """A 4000 px image at Fit: its 1-px outlines shrank to a tint (counted nuclei could not be told from others)."""
+    img = np.zeros((2400, 2400), np.uint8)
+    rr, cc = np.mgrid[:2400, :2400]
+    for r in range(100, 2400, 400):
+        for c in range(100, 2400, 400):
+            img[(rr - r) ** 2 + (cc - c) ** 2 <= 15 ** 2] = 200  # 30 px across
+    at = open_count(count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("big.png", png_bytes(img), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Outlines 3 px wide at Fit, so that they show at this size" in c.value for c in at.caption)
+    at.session_state["count_view_open"] = True
+    at.run()
+    at.selectbox(key="count_view_zoom").set_value("100% (full resolution)").run()  # the thickness chosen
+    assert not any("px wide at Fit" in c.value for c in at.caption)
+
+
 def test_display_options_are_kept_while_the_panel_is_closed():
     """The Display controls are drawn only while their panel is open (fewer elements per slider move); what
     the user chose there stays in use, and on screen when the panel opens again."""

@@ -446,3 +446,15 @@ def test_outlines_stay_visible_when_a_large_image_is_shown_small():
     # a 4000 px image of 16 px nuclei: 11 px outlines filled them; at most a sixth of their diameter
     assert thickness_for((3000, 4000), 360) == 11 and thickness_for((3000, 4000), 360, 16.0) == 2
     assert thickness_for((3000, 4000), 360, 3.0) == 1 and thickness_for((1024, 1024), 360, 200.0) == 3
+
+
+def test_a_zoom_window_can_reach_every_part_of_a_wide_image():
+    """At 400% the window shows 160 px; steps of 0.05 of a 4000-px-wide image (200 px) skipped 40-px strips."""
+    for size in (300, 1200, 4000, 20000):
+        for zoom in (1, 2, 4):
+            window = viz.ZOOM_VIEW_PX / zoom  # image pixels shown
+            step = viz.window_step(size, zoom)
+            assert 0 < step <= 0.05
+            if size > window:
+                # each step moves the window by no more than it shows: (size - window) * step <= window
+                assert (size - window) * step <= window, (size, zoom, step)

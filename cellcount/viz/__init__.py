@@ -57,6 +57,7 @@ from .viewer import (
     points_overlay,
     render_outlines,
     thickness_for,
+    window_step,
     zoom_view,
 )
 
@@ -99,6 +100,7 @@ __all__ = [
     "probability_histogram_figure",
     "render_outlines",
     "thickness_for",
+    "window_step",
     "stage_times_figure",
     "thumbnail",
     "to_rgb",

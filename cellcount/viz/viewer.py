@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -283,6 +284,14 @@ def histogram_strip(
         x = int(np.clip(round(float(threshold) * (width - 1)), 0, width - 1))
         out[:, max(x - 1, 0) : x + 1] = (214, 39, 40)
     return out
+
+
+def window_step(size_px: int, zoom: int) -> float:
+    """The step of a slider that places a :data:`ZOOM_VIEW_PX` window (0-1 across ``size_px`` at ``zoom``): at most
+    0.05, and at most half the window's share of the image, so every part can be shown (0.05 of 4000 px at 400%
+    skipped 40-px strips between the 160-px windows)."""
+    share = ZOOM_VIEW_PX / max(size_px * zoom, 1)
+    return max(0.001, min(0.05, math.floor(500 * share) / 1000))
 
 
 ZOOM_VIEW_PX = 640
