@@ -245,8 +245,9 @@ def outlined(base: np.ndarray, result: cc.CountResult, view: dict) -> tuple[np.n
 def downloads(source: sh.Source, result: cc.CountResult, page: int | str | None = None, *,
               image: np.ndarray | None = None, view: dict | None = None) -> None:
     """The download row; ``image`` and ``view`` (a mask model's viewer options) add the outlined picture."""
-    s = sh.stem(source.name)
     plane = {} if page is None else {"plane": page}  # what was counted of a z-stack
+    # named by the plane too: plane 0, plane 2 and the projection downloaded under one name
+    s = sh.stem(source.name) + ("" if page is None else "_max" if page == "max" else f"_plane{page}")
     files = [
         ("Counts CSV", lambda: sh.csv_bytes(counts_row(source.name, result, plane)), f"{s}_counts.csv", "text/csv",
          "counts", "The columns of the Batch page's and the command line's counts CSV."),

@@ -164,9 +164,13 @@ def test_multichannel_tiff_upload_channel_choice():
     assert metric(at, "Count") == "1"
 
 
-def test_unnamed_planes_projected_say_they_may_be_channels():
+def test_unnamed_planes_projected_say_they_may_be_channels(monkeypatch):
     """A (3, H, W) TIFF without axes: its pages may be channels; a projection then mixes nuclei with other
     stains (a tester's nuclei + cytoplasm file counted 1 instead of 15), so the page says so."""
+    from pages import _shared as sh
+
+    names = {}
+    monkeypatch.setattr(sh, "download_button", lambda label, data, name, *a, **k: names.__setitem__(label, name))
     stack = np.zeros((3, 48, 48), np.uint8)
     stack[0, 5:15, 5:15] = 200
     stack[1] = 120
@@ -179,9 +183,12 @@ def test_unnamed_planes_projected_say_they_may_be_channels():
     at.run()
     assert not at.exception
     assert any("If these 3 planes are channels" in c.value for c in at.caption)
+    projected = names["Objects CSV"]
     at.selectbox(key="count_plane").set_value(0)
     at.run()
     assert not any("If these 3 planes are channels" in c.value for c in at.caption)
+    # each plane's downloads named apart (plane 0, 2 and the projection all read three_labels.tif)
+    assert projected == "three_max_objects.csv" and names["Objects CSV"] == "three_plane0_objects.csv"
 
 
 def test_settings_json_upload_applies_and_bad_json_is_an_error():
