@@ -1266,9 +1266,12 @@ def test_an_8bit_label_image_of_more_than_255_objects_is_read_by_region_with_a_w
         stray = np.where(lab <= 255, lab, 0).astype(np.uint8)
         stray[0, 0] = stray[0, 199] = stray[199, 0] = 255
         assert labels_from_array(stray).count == 255
-        ringed = np.where(lab <= 210, lab, 0).astype(np.uint8)  # 210 objects, 255 the outline of each (a reviewer)
-        edge = (ringed > 0) & ~ndi.binary_erosion(ringed > 0, iterations=1)
-        ringed[edge] = 255
+    ringed = np.where(lab <= 210, lab, 0).astype(np.uint8)  # 210 objects, 255 the outline of each (a reviewer)
+    edge = (ringed > 0) & ~ndi.binary_erosion(ringed > 0, iterations=1)
+    ringed[edge] = 255
+    # read as it is, and said: outlines in 255 and a crowded field's clipped ids look alike (a 272-nucleus field's
+    # clipped labels, most of their 255 regions touching others, read as 255 in silence)
+    with pytest.warns(WrappedLabelsWarning, match="either outlines drawn in 255, or more than 255 objects"):
         assert labels_from_array(ringed).count == 211
 
 

@@ -426,6 +426,13 @@ def _unwrapped_8bit(a: np.ndarray, n_ids: int, name: str) -> np.ndarray:
                           f"clipped to 255; read as {n} objects, one per region of one id, though touching objects "
                           "of id 255 stay merged (save label images as 16-bit)", WrappedLabelsWarning, stacklevel=3)
             return split.astype(np.int64)
+        if regions_of[255] >= CLIPPED_REGIONS and int((regions_of[1:255] > 1).sum()) == 0:
+            # many of 255's regions touch other ids: outlines drawn in 255, or a crowded image's ids clipped there
+            # (a 272-nucleus field read as 255): which, the file cannot say, so it is read as it is and said
+            warnings.warn(f"{name}: an 8-bit label image whose id 255 marks {int(regions_of[255])} regions apart, "
+                          "many of them touching other objects: either outlines drawn in 255, or more than 255 "
+                          f"objects saved in 8 bits with the ids above 255 clipped to 255; read as it is ({n_ids} "
+                          "objects). Save label images as 16-bit to be sure", WrappedLabelsWarning, stacklevel=3)
         return a
     warnings.warn(f"{name}: an 8-bit label image whose ids repeat in {n - n_ids} place(s) apart: likely more than "
                   f"255 objects saved in 8 bits, their ids wrapped; read as {n} objects, one per region of one id, "
