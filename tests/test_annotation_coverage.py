@@ -49,3 +49,17 @@ def test_evaluate_warns_of_labels_of_the_left_half_and_tuning_says_it_fits_them(
     tifffile.imwrite(tmp_path / "s02_labels.tif", labels)  # annotated throughout: nothing said
     assert main(["--model", "classical-otsu", "--data", str(tmp_path), "-q"]) == 0
     assert "annotation has none" not in capsys.readouterr().err
+
+
+def test_evaluate_names_images_whose_truth_holds_no_objects(samples_dir, tmp_path, capsys):
+    """An all-black label image of an image with 66 nuclei: the app said so, the command line did not."""
+    from cellcount.evaluate.cli import main
+
+    shutil.copy(samples_dir / "s02_dense_clusters.png", tmp_path / "s02.png")
+    shutil.copy(samples_dir / "s01_sparse_small.png", tmp_path / "s01.png")
+    shutil.copy(samples_dir / "s01_sparse_small_labels.tif", tmp_path / "s01_labels.tif")
+    tifffile.imwrite(tmp_path / "s02_labels.tif", np.zeros((512, 512), np.uint16))
+    assert main(["--model", "classical-otsu", "--data", str(tmp_path), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the ground truth of 1 image(s) holds no objects (s02.png (counted " in err
+    assert "annotations whose export failed" in err

@@ -513,6 +513,11 @@ def _run(args: argparse.Namespace) -> int:
     print(line)
     if not args.tune and (partly := partial_annotation_note(rep.per_image)):
         print(f"warning: {partly}", file=sys.stderr)
+    if len(empty := rep.per_image[rep.per_image["true"] == 0]):  # as the app's upload summary says it
+        shown = ", ".join(f"{r['file']} (counted {r['pred']:g})" for _, r in empty.head(4).iterrows())
+        print(f"note: the ground truth of {len(empty)} image(s) holds no objects ({shown}"
+              f"{' ...' if len(empty) > 4 else ''}): images without cells, or annotations whose export failed (a "
+              "points CSV with only its header line, an all-black label image)", file=sys.stderr)
     if tuned_on_these:
         print("note: these figures are on the images the settings were tuned on, so they flatter them; "
               + ("the check on images each tuning did not see (above) is the one for new images" if checked else
