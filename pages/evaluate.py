@@ -22,7 +22,7 @@ from cellcount.evaluate import (
     tuning_kinds_note,
     worse_images,
 )
-from cellcount.evaluate.annotation import partial_annotation_note
+from cellcount.evaluate.annotation import partial_annotation_note, swapped_axes_note
 from cellcount.metrics import unmatched_objects, unmatched_points, unmatched_points_in_objects
 from cellcount.params import BORDER_SPLIT_MODES, has_border_channel, setting_label, setting_text
 from pages import _groundtruth as gt_ui
@@ -510,6 +510,8 @@ with right:
     show_summary(summary, iou)
     if partly := partial_annotation_note(per_image):  # an annotation of part of each image: every count too high
         st.warning(partly, icon=":material/crop:")
+    if swapped := swapped_axes_note(per_image):  # dots with x and y the wrong way round: F1 wrong, counts right
+        st.warning(swapped, icon=":material/swap_horiz:")
     flag_caption(per_image)
     tabs = st.tabs(
         ["Per image", "Predicted vs true", "Errors", "Worst images"], key=f"{P}_tabs", on_change="rerun"

@@ -63,3 +63,30 @@ def test_evaluate_names_images_whose_truth_holds_no_objects(samples_dir, tmp_pat
     err = capsys.readouterr().err
     assert "note: the ground truth of 1 image(s) holds no objects (s02.png (counted " in err
     assert "annotations whose export failed" in err
+
+
+def test_dots_with_x_and_y_swapped_are_said(samples_dir, tmp_path, capsys):
+    """Dot tables with x and y the wrong way round on square images: every count right, F1 0.15, nothing said; on a
+    non-square image the refusal asked about µm."""
+    from cellcount.evaluate.cli import main
+    from cellcount.errors import GroundTruthError
+    from cellcount.groundtruth import read_ground_truth
+
+    for stem in ("s01_sparse_small", "s03_large_nuclei"):
+        shutil.copy(samples_dir / f"{stem}.png", tmp_path / f"{stem}.png")
+        dots = pd.read_csv(samples_dir / f"{stem}_points.csv")
+        pd.DataFrame({"x": dots["row"], "y": dots["col"]}).to_csv(tmp_path / f"{stem}_points.csv", index=False)
+    assert main(["--model", "classical-otsu", "--data", str(tmp_path), "-q"]) == 0
+    assert "match the objects far better with x and y swapped" in capsys.readouterr().err
+    for stem in ("s01_sparse_small", "s03_large_nuclei"):
+        shutil.copy(samples_dir / f"{stem}_points.csv", tmp_path / f"{stem}_points.csv")
+    assert main(["--model", "classical-otsu", "--data", str(tmp_path), "-q"]) == 0
+    assert "swapped" not in capsys.readouterr().err
+    wide = tmp_path / "wide.csv"
+    wide.write_text("x,y\n10,150\n20,180\n")  # inside a 200 x 100 (W x H) image only with x and y swapped
+    try:
+        read_ground_truth(wide, expected_shape=(100, 200))
+    except GroundTruthError as err:
+        assert "with x and y swapped every point would lie inside" in str(err)
+    else:
+        raise AssertionError("points outside the image were read")

@@ -34,7 +34,7 @@ from ..models.base import CountModel
 from ..params import BORDER_SPLIT_MODES, DISTANCE_SPLIT_MODES, SCHEMA
 from ..pipeline import CountParams, CountResult, Prediction, postprocess, predict
 from ..postprocess import edge_ids
-from .annotation import centres_of, unannotated_share
+from .annotation import centres_of, swapped_f1, unannotated_share
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +242,9 @@ def evaluate_predictions(
             row.update({"tp": m.tp, "fp": m.fp, "fn": m.fn, "precision": m.precision if some else np.nan,
                         "recall": m.recall if some else np.nan, "f1": m.f1 if some else np.nan,
                         "mean_iou": m.mean_matched_iou, "match": kind})
+            if gt.labels is None and gt.points is not None and len(gt.points):
+                # the dots matched with x and y swapped (a table's columns the wrong way round, annotation.py)
+                row["f1_xy_swapped"] = swapped_f1(res, gt, point_radius_px)
             # counted where the annotation has nothing: a truth of part of the image (annotation.py)
             row["unannotated_share"], row["unannotated"] = unannotated_share(
                 centres_of(res.labels, res.peaks if res.labels is None else None),

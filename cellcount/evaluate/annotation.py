@@ -70,3 +70,36 @@ def partial_annotation_note(per_image) -> str | None:
             "of each image, which makes the counts look too high and would tune the settings to miss cells, or the "
             "model counts things in empty background. Look at those images (the extra objects are marked) before "
             "trusting the error or tuning on it; score images annotated throughout, or crop them to the annotated part.")
+
+
+def swapped_f1(result, truth, radius_px: float) -> float:
+    """The F1 of ``result``'s objects against ``truth``'s dots read with x and y swapped (NaN where a swapped dot
+    would leave the image): a table's x and y the wrong way round read as dots in all the wrong places on a square
+    image, every count right and F1 0.15, unsaid."""
+    from ..metrics import match_points, match_points_in_objects
+
+    pts = np.asarray(truth.points, np.float64).reshape(-1, 2)[:, ::-1]
+    h, w = (result.labels if result.labels is not None else result.density).shape[:2]
+    if not len(pts) or pts[:, 0].max() >= h or pts[:, 1].max() >= w:
+        return math.nan
+    m = (match_points_in_objects(pts, result.labels) if result.labels is not None
+         else match_points(pts, result.peaks, radius_px=radius_px))
+    return float(m.f1)
+
+
+SWAPPED_GAIN = 2.0
+"""Dots that match this many times better with x and y swapped (and at F1 0.5 or more) are said to be swapped."""
+
+
+def swapped_axes_note(per_image) -> str | None:
+    """What to say where most images' dots match far better with x and y swapped, or None."""
+    if "f1_xy_swapped" not in per_image or "f1" not in per_image:
+        return None
+    rows = per_image[per_image["f1_xy_swapped"].notna() & per_image["f1"].notna()]
+    better = rows[(rows["f1_xy_swapped"] >= 0.5) & (rows["f1_xy_swapped"] >= SWAPPED_GAIN * rows["f1"])]
+    if not len(rows) or len(better) * 2 <= len(rows):
+        return None
+    f1, swapped = better["f1"].median(), better["f1_xy_swapped"].median()
+    return (f"{len(better)} of the {len(rows)} image(s) with dots match the objects far better with x and y swapped "
+            f"(median F1 {f1:.2f} as read, {swapped:.2f} swapped): the dot tables' x and y columns may be the wrong "
+            "way round (x is the column, y the row). The counts are not affected; F1 and the marked misses are.")

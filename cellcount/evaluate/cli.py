@@ -52,7 +52,7 @@ from . import (
     tuning_kinds_note,
     with_read_notes,
 )
-from .annotation import partial_annotation_note
+from .annotation import partial_annotation_note, swapped_axes_note
 
 logger = logging.getLogger(__name__)
 
@@ -513,6 +513,8 @@ def _run(args: argparse.Namespace) -> int:
     print(line)
     if not args.tune and (partly := partial_annotation_note(rep.per_image)):
         print(f"warning: {partly}", file=sys.stderr)
+    if swapped := swapped_axes_note(rep.per_image):
+        print(f"warning: {swapped}", file=sys.stderr)
     if len(empty := rep.per_image[rep.per_image["true"] == 0]):  # as the app's upload summary says it
         shown = ", ".join(f"{r['file']} (counted {r['pred']:g})" for _, r in empty.head(4).iterrows())
         print(f"note: the ground truth of {len(empty)} image(s) holds no objects ({shown}"

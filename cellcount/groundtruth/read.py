@@ -45,10 +45,13 @@ def check_points_fit(gt: GroundTruth, expected_shape: Sequence[int] | None) -> N
     outside = (gt.points[:, 0] > expected[0]) | (gt.points[:, 1] > expected[1])
     if outside.any():
         k = int(np.argmax(outside))
+        swapped = gt.points[:, ::-1]  # every point inside once x and y trade places: the columns swapped
+        fits = not ((swapped[:, 0] > expected[0]) | (swapped[:, 1] > expected[1])).any()
         raise GroundTruthError(
             f"{gt.source}: {int(outside.sum())} point(s) lie outside the image ({expected[1]} x {expected[0]} px, "
-            f"W x H), first at x = {gt.points[k][1]:g}, y = {gt.points[k][0]:g}; are the coordinates in µm "
-            "instead of pixels?"
+            f"W x H), first at x = {gt.points[k][1]:g}, y = {gt.points[k][0]:g}; "
+            + ("with x and y swapped every point would lie inside: are the columns the wrong way round (x is the "
+               "column, y the row)?" if fits else "are the coordinates in µm instead of pixels?")
         )
     if note := calibrated_note(gt, expected_shape):
         warnings.warn(note, CalibratedPointsWarning, stacklevel=2)
