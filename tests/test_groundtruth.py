@@ -1783,3 +1783,13 @@ def test_dots_marked_twice_a_fraction_of_a_pixel_apart_are_said() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", DuplicatePointsWarning)
         assert read_points_csv(b"x,y\n10,10\n12,10\n40,40\n").count == 3  # neighbours 2 px apart: no word
+
+
+def test_a_data_folder_whose_images_lie_in_gt_says_why_none_were_found(tmp_path: Path) -> None:
+    """Images and their labels in data/gt/: "no images found", though there were five."""
+    sub = tmp_path / "gt"
+    _save_png(sub / "a.png", np.full((8, 8), 3, np.uint8))
+    tifffile.imwrite(sub / "a_labels.tif", np.ones((8, 8), np.uint16))
+    with pytest.raises(GroundTruthError, match=r"its 2 image file\(s\) are all read as ground truth .*\(gt/: a folder "
+                                               r"named so holds annotations; name it images/\)"):
+        load_labelled_folder(tmp_path)

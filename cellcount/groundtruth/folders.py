@@ -249,7 +249,13 @@ def load_labelled_folder(
     images = [p for p in images if p not in flat_set]
     gt_files += in_dot_dirs + point_tables + flat + cell_counter + outlines
     if not images:
-        raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)})")
+        # images there, all taken for annotations by their folders' or files' names (a data folder's gt/): said
+        by_name = [p for p in gt_files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        folders = sorted({p.parent.name + "/" for p in by_name if p.parent != root})
+        why = (f"; its {len(by_name)} image file(s) are all read as ground truth by their names"
+               + (f" or their folders' ({', '.join(folders[:3])}: a folder named so holds annotations; name it "
+                  "images/)" if folders else " (_labels, _mask, _dots ...)") if by_name else "")
+        raise GroundTruthError(f"{root}: no images found (extensions {sorted(IMAGE_EXTENSIONS)}){why}")
     contested: dict[Path, str] = {}
     tied: set[Path] = set()
     matches = match_ground_truth(images, gt_files, ambiguous=contested, tied_files=tied)
