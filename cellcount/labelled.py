@@ -255,10 +255,13 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
     """Loose files as they are; zip members (images, CSV) under their paths in the zip, a single top folder
     stripped (a zipped folder)."""
     from .io import GROUND_TRUTH_TABLE_EXTENSIONS, iter_zip_members
+    from .io.archive import is_zip_metadata
 
     files: list[_File] = []
     for raw_name, data in uploads:
         name = PurePosixPath(str(raw_name).replace("\\", "/")).name or "upload"
+        if is_zip_metadata(name):  # .DS_Store, Thumbs.db, ._ files dragged in with a folder: left out unsaid, as in a zip
+            continue
         if name.lower().endswith(".xml") and not cell_counter_stem(name):
             skipped.append((name, f"an XML file is read as ground truth only under the name Fiji's Cell Counter gives "
                                   f"it, CellCounter_<image>.xml ({name} is not)"))

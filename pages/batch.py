@@ -59,7 +59,7 @@ def button_label(files, include_ground_truth: bool = False) -> str:
             zips += 1
             members = zip_image_names(f.getvalue())
             names += [f"{f.name}/{m}" for m in members] if members else [f.name]
-        elif is_zip_metadata(f.name):  # macOS's ._ files: listed, never counted
+        elif is_zip_metadata(f.name):  # ._ files, .DS_Store, Thumbs.db: listed, never counted
             continue
         elif (key := _upload_key(f)) not in loose:  # a copy uploaded again counts once
             loose.add(key)
@@ -127,9 +127,9 @@ def _collect(files) -> tuple[list[tuple[str, bytes]], list[BatchItem]]:
                         items.append((f"{f.name}/{member}", content))
             except cc.CellcountError as err:
                 bad.append(BatchItem(f.name, "error", error_text(err, f.name), None))
-        elif is_zip_metadata(f.name):  # macOS's ._ files, copied from a USB stick or a share: no image, as in a zip
-            bad.append(BatchItem(f.name, "skipped", "not an image: macOS metadata (a ._ file beside the image it "
-                                 "describes)", None))
+        elif is_zip_metadata(f.name):  # ._ files, .DS_Store, Thumbs.db, copied from a USB stick: no image, as in a zip
+            bad.append(BatchItem(f.name, "skipped", "not an image: a file the operating system keeps (macOS's ._ "
+                                 "files and .DS_Store, Windows' Thumbs.db)", None))
         else:
             items.append((f.name, data))
     return items, bad

@@ -568,3 +568,13 @@ def test_specks_in_an_uploaded_mask_are_said_on_the_page(samples):
     out = labelled_set([("a.png", img)], [("a_mask.png", buf.getvalue())])
     assert [gt.count for _, _, gt in out.items] == [4]
     assert any("a_mask.png: 1 of the mask's 4 objects are specks" in n for n in out.notes), out.notes
+
+
+def test_an_operating_systems_files_uploaded_with_a_folder_are_left_out_unsaid():
+    """.DS_Store among Evaluate's uploads was listed as a file that "could not be used"."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 20), 5, np.uint8)).save(buf, format="PNG")
+    found = labelled_set([("a.png", buf.getvalue()), (".DS_Store", b"\x00\x00\x00\x01Bud1"), ("Thumbs.db", b"x")],
+                         [("a.csv", b"x,y\n3,3\n"), (".DS_Store", b"Bud1"), ("desktop.ini", b"[.ShellClassInfo]")])
+    assert [n for n, _, _ in found.items] == ["a.png"]
+    assert not found.skipped and not found.unused and not found.unlabelled

@@ -44,10 +44,17 @@ GROUND_TRUTH_TABLE_EXTENSIONS = frozenset({".csv", ".tsv", ".xml", ".geojson", "
 accepted in labelled zips."""
 
 
+OS_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", ".localized"})
+"""Files an operating system leaves in folders (Finder's ``.DS_Store`` and a folder icon's ``Icon\r``, Windows'
+``Thumbs.db`` and ``desktop.ini``), compared in lower case: no user's file, left out unsaid as ``._`` files are."""
+
+
 def is_zip_metadata(name: str) -> bool:
-    """Whether a zip member is macOS metadata (``__MACOSX/``, ``._name``), not a user's file."""
+    """Whether a zip member (or an uploaded file) is an operating system's metadata (``__MACOSX/``, ``._name``,
+    :data:`OS_FILES`), not a user's file."""
     name = name.replace("\\", "/")
-    return "__MACOSX/" in name or posixpath.basename(name).startswith("._")
+    base = posixpath.basename(name)
+    return "__MACOSX/" in name or base.startswith("._") or base.lower() in OS_FILES
 
 
 _UTF8_FLAG = 0x800
