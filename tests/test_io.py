@@ -1069,3 +1069,22 @@ def test_a_damaged_chunk_is_said_damaged_not_undecodable():
 
     assert "truncated or damaged" in str(decoder_error("a.zarr", RuntimeError("Zstd decompression error: Unknown frame")))
     assert "cannot decode" in str(decoder_error("a.tif", ValueError("JPEGXL compression not available (imagecodecs)")))
+
+
+def test_a_zip_inside_a_zip_says_how_to_have_its_images_counted() -> None:
+    """A zip inside a zip read "not an image file (extension .zip): skipped", its images never counted unsaid."""
+    import zipfile
+
+    from cellcount.io import iter_zip_images
+
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, "PNG")
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("b.png", png.getvalue())
+    outer = io.BytesIO()
+    with zipfile.ZipFile(outer, "w") as zf:
+        zf.writestr("a.png", png.getvalue())
+        zf.writestr("more.zip", inner.getvalue())
+    reasons = {name: reason for name, _, reason in iter_zip_images(outer.getvalue())}
+    assert reasons["a.png"] is None and "a zip inside a zip is not opened; upload it on its own" in reasons["more.zip"]

@@ -110,6 +110,10 @@ def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_by
         if why := microscope_file_problem(base):  # the images the user meant, in a format not read: not a readme
             yield info, safe, why
             continue
+        if suffix == ".zip" and suffix not in wanted:  # its images are not opened: said how to have them counted
+            yield info, safe, (f"{NOT_WANTED}{kind}: a zip inside a zip is not opened; upload it on its own, or zip its "
+                               "images with the others")
+            continue
         if suffix not in wanted:
             yield info, safe, f"{NOT_WANTED}{kind} (extension {Path(base).suffix or 'none'}): skipped"
             continue
