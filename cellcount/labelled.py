@@ -534,10 +534,11 @@ def labelled_set(
             continue
         if found or ambiguous:
             out.notes.extend(str(w.message) for w in caught if issubclass(w.category, DuplicatePointsWarning))
-            for key, gt in split.items():
-                clash.update({key.casefold()} if key.casefold() in shared else set())
-                shared.setdefault(key.casefold(), gt)
-                in_tables.setdefault(key.casefold(), (key, []))[1].append((f.name, gt.count))
+            for key, gt in split.items():  # letter case kept, as counts tables' rows are (match_names folds it)
+                k = unicodedata.normalize("NFC", key)
+                clash.update({k} if k in shared else set())
+                shared.setdefault(k, gt)
+                in_tables.setdefault(k, (key, []))[1].append((f.name, gt.count))
             others = sorted(k for k in split if k not in found and k not in ambiguous)
             if others:
                 out.notes.append(f"{f.name}: the points of {len(others)} image(s) that were not uploaded "

@@ -1178,8 +1178,8 @@ def test_a_table_of_several_images_points_is_split_by_its_image_column(tmp_path,
     assert "IMG0.png" not in {n for n, _, _ in found.items}
     # both tables named, with their counts, in one note and as why that image has no truth (a CellProfiler folder's
     # Nuclei and Cells tables read "c03: points in two tables (... and another)")
-    assert any(n.startswith("2 image(s) (img0, IMG1) have points in 2 tables (a.csv, b.csv); they count 1 of them "
-                            "differently (img0: 2 in a.csv, 1 in b.csv)") for n in found.notes), found.notes
+    assert any(n.startswith("1 image(s) (img0) have points in 2 tables (a.csv, b.csv); they count it differently "
+                            "(img0: 2 in a.csv, 1 in b.csv)") for n in found.notes), found.notes
     assert dict(found.skipped)["IMG0.png"] == ("its points are in a.csv (2 points) and b.csv (1 point): keep the table "
                                                "that annotates it")
     found = labelled_set(uploads, [("b.csv", other.encode())])
@@ -1793,3 +1793,24 @@ def test_a_data_folder_whose_images_lie_in_gt_says_why_none_were_found(tmp_path:
     with pytest.raises(GroundTruthError, match=r"its 2 image file\(s\) are all read as ground truth .*\(gt/: a folder "
                                                r"named so holds annotations; name it images/\)"):
         load_labelled_folder(tmp_path)
+
+
+def test_a_points_table_names_the_image_spelled_like_it_and_two_tables_disagreeing_name_both() -> None:
+    """A table's IMG01.png rows went to img01.png (its key folded, the image picked by spelling); one image counted
+    5 by a.csv and 6 by b.csv under two spellings read "(\'img4\' among them)", naming neither."""
+    from cellcount.labelled import labelled_set
+
+    def png(v: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((64, 64), v, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    uploads = [("IMG01.png", png(1)), ("img01.png", png(2))]
+    found = labelled_set(uploads, [("qupath.csv", b"Image,x,y\nIMG01.png,5,5\nIMG01.png,20,20\nimg01.png,30,30\n")])
+    assert {n: g.count for n, _, g in found.items} == {"IMG01.png": 2, "img01.png": 1}
+    found = labelled_set(uploads, [("qupath.csv", b"Image,x,y\nIMG01.png,5,5\nIMG01.png,20,20\n")])
+    assert {n: g.count for n, _, g in found.items} == {"IMG01.png": 2} and [n for n, _ in found.unlabelled] == ["img01.png"]
+    found = labelled_set([("img4.png", png(3))], [("a.csv", b"filename,count\nIMG4.png,5\n"),
+                                                  ("b.csv", b"filename,count\nimg4.png,6\n")])
+    assert dict(found.skipped)["img4.png"] == ("the tables give a count for it twice, differently: 5 (a.csv) and 6 "
+                                               "(b.csv); remove the wrong row or table")

@@ -100,7 +100,7 @@ def _count_tables(
     """Merge every CSV with file-name and count columns; returns (counts, name -> csv path, the header of
     each CSV that has no such columns: named when nothing else gives ground truth, the names two tables
     count differently, with each value: left out of the counts, and each name as a table spells it). Names are
-    casefolded :func:`name_key`s (folders kept), each as ``placed(table, name)`` says (:func:`_in_its_folder`)."""
+    :func:`name_key`s, letter case kept (folders too), each as ``placed(table, name)`` says (:func:`_in_its_folder`)."""
     counts: dict[str, int] = {}
     where: dict[str, str] = {}
     other: dict[Path, list[str]] = {}
@@ -412,9 +412,18 @@ def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], wha
             return a.points is not None and b.points is not None and np.array_equal(a.points, b.points)
         return (a[0] == b[0]) if isinstance(a, tuple) and isinstance(b, tuple) else a == b
 
+    def told(v: Any) -> str:  # "5 (a.csv)", "3 points (b.csv)": which table says what
+        if isinstance(v, GroundTruth):
+            return f"{v.count} points ({v.source})"
+        return f"{v[0]} ({v[1]})" if isinstance(v, tuple) and len(v) == 2 else repr(v)
+
+    given: dict[Path, list[str]] = {}
     for key, img in found.items():
+        given.setdefault(img, []).append(told(values[key]))
         if img in out and not same(out[img], values[key]):  # "A01.png" and "plate1/A01.png", two counts for one image
-            unsure[img] = f"the tables give {what} for it twice, differently ({key!r} among them): not used"
+            # (IMG4.png in one table, img4.png in another: one image on a disk that ignores letter case)
+            unsure[img] = (f"the tables give {what} for it twice, differently: {' and '.join(given[img])}; remove the "
+                           "wrong row or table")
         out.setdefault(img, values[key])
     for img in unsure:
         out.pop(img, None)
@@ -490,7 +499,7 @@ def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, o
                          placed: Callable[[Path, str], str] = lambda table, key: key,
                          ) -> tuple[dict[str, GroundTruth], set[Path]]:
     """The tables of several images' points in a folder (:func:`read_points_by_image`) that are no one image's
-    table by their own name: (casefolded name of the image in the table -> points, the tables). A name in two
+    table by their own name: (name of the image in the table, letter case kept -> points, the tables). A name in two
     tables is left to neither (which is right is the user's to say), with a warning."""
     own = {p.stem.casefold() for p in files}
     relative = {p: p.relative_to(root).as_posix() for p in files}
@@ -517,11 +526,12 @@ def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, o
         if not found and not ambiguous:
             continue
         tables.add(path)
-        for key, gt in split.items():
-            if key.casefold() in shared:
-                clash.add(key.casefold())
-            shared.setdefault(key.casefold(), gt)
-            in_tables.setdefault(key.casefold(), (key, []))[1].append((path.name, gt.count))
+        for key, gt in split.items():  # letter case kept, as counts tables' rows are (match_names folds it)
+            k = unicodedata.normalize("NFC", key)
+            if k in shared:
+                clash.add(k)
+            shared.setdefault(k, gt)
+            in_tables.setdefault(k, (key, []))[1].append((path.name, gt.count))
         others = sorted(k for k in split if k not in found and k not in ambiguous)
         if others:
             logger.warning("%s: the points of %d image(s) not in the folder (%s) are not used", path, len(others),
@@ -536,7 +546,7 @@ def _shared_point_tables(csv_files: list[Path], files: list[Path], root: Path, o
 def tables_clash_notes(clashes: dict[str, tuple[str, list[tuple[str, int]]]]) -> list[str]:
     """What to say of images whose points are in more than one table (a CellProfiler output folder holds a table
     per kind of object, Nuclei and Cells alike): one note per set of tables, naming them with their counts and what
-    to do. ``clashes``: casefolded name -> (the name as a table spells it, [(table, its count of that image)])."""
+    to do. ``clashes``: name -> (the name as a table spells it, [(table, its count of that image)])."""
     groups: dict[tuple[str, ...], list[tuple[str, list[int]]]] = {}
     for spelled, found in clashes.values():
         groups.setdefault(tuple(t for t, _ in found), []).append((spelled, [k for _, k in found]))
@@ -545,12 +555,13 @@ def tables_clash_notes(clashes: dict[str, tuple[str, list[tuple[str, int]]]]) ->
         differing = [(name, k) for name, k in images if len(set(k)) > 1]
         spelled, counts = (differing or images)[0]
         differ = len(differing)
-        how = (f"they count {differ} of them differently ({spelled}: "
+        how = (f"they count {'it' if len(images) == 1 else f'{differ} of them'} differently ({spelled}: "
                + ", ".join(f"{k} in {t}" for t, k in zip(tables, counts, strict=True)) + ")" if differ
                else "they count them alike")
         notes.append(f"{len(images)} image(s) ({listed([name for name, _ in images], 5)}) have points in "
-                     f"{len(tables)} tables ({', '.join(tables)}); {how}. Neither is used for them: which annotates "
-                     "them is yours to say, so keep that table with the images and move the other out.")
+                     f"{len(tables)} tables ({', '.join(tables)}); {how}. {'Neither' if len(tables) == 2 else 'None'} "
+                     "is used for them: which annotates them is yours to say, so keep that table with the images and "
+                     "move the other out.")
     return notes
 
 
