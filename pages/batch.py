@@ -152,6 +152,9 @@ UNSHOWN_KEEP_S = 3600
 """How long a finished batch its own session has not shown stays on offer (its label images held in memory)."""
 
 
+BOARD_TOKEN = "board_token"
+"""A shown batch's own name in its options, which :data:`SHOWN` keeps."""
+
 SHOWN = f"{P}__shown"
 """The other sessions' finished batches this session has shown: each stays on offer to the rest (its own tab,
 reloaded, among them): showing it in one tab must not take its label images from the others."""
@@ -165,7 +168,8 @@ def others_batch() -> BatchJob | None:
         if job.ended_at is not None and time.time() - job.ended_at > UNSHOWN_KEEP_S:
             board.pop(who, None)  # its results (label images and all) held no longer: its run is in the history
     shown = st.session_state.get(SHOWN, set())
-    return next((job for who, job in list(board.items()) if who != me and id(job) not in shown), None)
+    return next((job for who, job in list(board.items())
+                 if who != me and job.options.get(BOARD_TOKEN, "-") not in shown), None)
 
 
 def _off_the_board(job: BatchJob | None = None) -> None:
@@ -310,8 +314,9 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
     error here (out of memory for the label zip) does not leave the page waiting on it for ever. ``claimed``:
     another session's job (its own tab gone), whose upload notes went with that session."""
     st.session_state.pop(JOB, None)
-    if claimed:  # left on offer to the other tabs (its own among them), not again to this one
-        st.session_state.setdefault(SHOWN, set()).add(id(job))
+    if claimed:  # left on offer to the other tabs (its own among them), not again to this one: by a token of its own
+        # (an id() reused by a later job would hide that running batch here)
+        st.session_state.setdefault(SHOWN, set()).add(job.options.setdefault(BOARD_TOKEN, uuid.uuid4().hex))
     else:
         _off_the_board(job)
     s = job.snapshot()

@@ -116,8 +116,8 @@ def view_ui(shape: tuple[int, int]) -> dict:
                            f"than {viz.ZOOM_VIEW_PX} px.")
             elif zoom:
                 c1, c2 = st.columns(2)
-                # steps no longer than half the window, so that every part of a wide image can be reached (0.05 of
-                # 4000 px skipped 40-px strips at 400%)
+                # steps no longer than half the window, so that every part of a wide image can be reached (at 400%
+                # a step of 0.05 of 4000 px moves 200 px, past the 160 px shown)
                 _view_widget("row", c2.slider, "Window: top → bottom", 0.0, 1.0, step=viz.window_step(shape[0], zoom))
                 _view_widget("col", c1.slider, "Window: left → right", 0.0, 1.0, step=viz.window_step(shape[1], zoom))
     low, high = v["contrast"]
@@ -180,7 +180,8 @@ def show_overlay(source: sh.Source, image: np.ndarray, result: cc.CountResult, v
     fitted = not view["zoom"] and h > FIT_HEIGHT_PX and h > 1.5 * w  # a tall strip at the column's width ran on and on
     drawn = user_thickness = view["thickness"]
     if not view["zoom"]:  # a large image shrunk to the panel thins 1-px outlines to a tint: about a screen pixel wide
-        shown_px = max(60, int(FIT_HEIGHT_PX * w / h)) if fitted else FIT_WIDTH_PX
+        # how long its longest side is on screen: a fitted strip's height, else the panel's width times its aspect
+        shown_px = FIT_HEIGHT_PX if fitted else int(FIT_WIDTH_PX * max(h, w) / w)
         drawn = max(drawn, viz.thickness_for(image.shape, shown_px, median_diameter(result.objects)))
         view = {**view, "thickness": drawn}
     key = tuple(sorted((k, v) for k, v in view.items()))

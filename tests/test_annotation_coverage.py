@@ -68,8 +68,8 @@ def test_evaluate_names_images_whose_truth_holds_no_objects(samples_dir, tmp_pat
 def test_dots_with_x_and_y_swapped_are_said(samples_dir, tmp_path, capsys):
     """Dot tables with x and y the wrong way round on square images: every count right, F1 0.15, nothing said; on a
     non-square image the refusal asked about µm."""
-    from cellcount.evaluate.cli import main
     from cellcount.errors import GroundTruthError
+    from cellcount.evaluate.cli import main
     from cellcount.groundtruth import read_ground_truth
 
     for stem in ("s01_sparse_small", "s03_large_nuclei"):

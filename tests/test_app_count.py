@@ -638,6 +638,12 @@ def test_a_large_images_outlines_are_drawn_wide_enough_to_show_at_fit():
     at.run()
     at.selectbox(key="count_view_zoom").set_value("100% (full resolution)").run()  # the thickness chosen
     assert not any("px wide at Fit" in c.value for c in at.caption)
+    # a tall strip fitted to the page's height: by the height it is shown at (5 px by its width)
+    strip = np.vstack([img[:, :800], img[:600, :800]])  # 3000 x 800
+    at = open_count(count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("strip.png", png_bytes(strip), "image/png"))
+    at.run()
+    assert any("Outlines 3 px wide at Fit" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_display_options_are_kept_while_the_panel_is_closed():

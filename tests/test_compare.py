@@ -242,8 +242,9 @@ def test_every_count_with_its_flag_and_the_figures_as_numbers(samples_dir, tmp_p
     assert main(["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--rows", str(rows),
                  "--json", str(summary), "--limit", "2", "-q"]) == 0
     every = pd.read_csv(rows)
-    assert list(every.columns) == ["file", "true", "config", "model", "backend", "settings", "count", "error", "check",
-                                   "check_score", "check_reasons", "tp", "fp", "fn"]  # objects matched, for F1
+    assert list(every.columns) == ["file", "true", "config", "model", "backend", "settings", "count", "count_estimate",
+                                   "error", "check", "check_score", "check_reasons", "tp", "fp", "fn",  # matched: F1
+                                   "seconds"]
     assert len(every) == 4 and (every["error"] == every["count"] - every["true"]).all()
     assert every["check"].all() and every["check_reasons"].str.len().gt(0).all(), "the baseline flags every count"
     d = json.loads(summary.read_text())

@@ -1814,3 +1814,21 @@ def test_a_points_table_names_the_image_spelled_like_it_and_two_tables_disagreei
                                                   ("b.csv", b"filename,count\nimg4.png,6\n")])
     assert dict(found.skipped)["img4.png"] == ("the tables give a count for it twice, differently: 5 (a.csv) and 6 "
                                                "(b.csv); remove the wrong row or table")
+
+
+def test_a_colour_mask_that_went_through_jpeg_is_refused_too() -> None:
+    """A red-on-black mask through JPEG and back to PNG read as 18,592 objects, one per colour region."""
+    from cellcount.groundtruth import labels_from_array
+
+    rr, cc = np.mgrid[:256, :256]
+    discs = np.zeros((256, 256), bool)
+    for r, c in [(40, 40), (40, 120), (48, 200), (120, 48), (128, 136), (200, 80), (208, 192)]:
+        discs |= (rr - r) ** 2 + (cc - c) ** 2 <= 24 ** 2
+    rgb = np.zeros((256, 256, 3), np.uint8)
+    rgb[discs] = (255, 0, 0)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=75)
+    noisy = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+    noisy = np.where(noisy.sum(axis=2, keepdims=True) > 60, noisy, 0).astype(np.uint8)
+    with pytest.raises(GroundTruthError, match="neighbouring pixels inside its objects differ in value"):
+        labels_from_array(noisy, source="mask.png")

@@ -291,7 +291,9 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
     if a.size and int(a.min()) < 0:
         raise GroundTruthError(f"{name}: labels must be >= 0, found {int(a.min())}")
     n_colours = 0
-    if is_colour:
+    if is_colour:  # a colour mask through JPEG too: its colours change inside each object
+        rgb = a.astype(np.int64)
+        _refuse_noisy_ids((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2], name)
         a, n_colours = _colours_to_ids(a)
 
     if is_colour and n_colours == 1 and int(a.max()) > 1:
