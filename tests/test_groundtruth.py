@@ -1723,16 +1723,19 @@ def test_a_fiji_results_table_of_several_images_is_split_by_its_label(tmp_path: 
     assert {p.name: gt.count for p, gt in load_labelled_folder(tmp_path)} == {"A01.png": 2, "B02.png": 1}
 
 
+def _flat_png(v: int) -> bytes:
+    """A 32 x 32 PNG of one grey value (different values: different images, never read as one copied twice)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32), v, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_images_whose_names_differ_only_in_case_each_get_their_own_row(tmp_path: Path) -> None:
     """``IMG01.png`` and ``img01.png`` (a Linux share, a zip) with a row each in the counts table were both refused,
     told to name their folders. Each row names the image spelled like it; a row spelled like neither says so."""
     from cellcount.labelled import labelled_set
 
-    def png(v: int) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(np.full((24, 24), v, np.uint8)).save(buf, format="PNG")
-        return buf.getvalue()
-
+    png = _flat_png
     uploads = [("IMG01.png", png(1)), ("img01.png", png(2))]
     found = labelled_set(uploads, [("counts.csv", b"filename;count\nIMG01.png;50\nimg01.png;28\n")])
     assert {n: g.count for n, _, g in found.items} == {"IMG01.png": 50, "img01.png": 28}
@@ -1800,11 +1803,7 @@ def test_a_points_table_names_the_image_spelled_like_it_and_two_tables_disagreei
     5 by a.csv and 6 by b.csv under two spellings read "(\'img4\' among them)", naming neither."""
     from cellcount.labelled import labelled_set
 
-    def png(v: int) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(np.full((64, 64), v, np.uint8)).save(buf, format="PNG")
-        return buf.getvalue()
-
+    png = _flat_png
     uploads = [("IMG01.png", png(1)), ("img01.png", png(2))]
     found = labelled_set(uploads, [("qupath.csv", b"Image,x,y\nIMG01.png,5,5\nIMG01.png,20,20\nimg01.png,30,30\n")])
     assert {n: g.count for n, _, g in found.items} == {"IMG01.png": 2, "img01.png": 1}
