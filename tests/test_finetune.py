@@ -245,8 +245,8 @@ def test_points_that_look_like_microns_are_among_the_runs_notes(tiny_model, tmp_
     said.clear()
     _read_annotated(items, 1, seed=0, model=tiny_model(kind="density"),
                     run=SimpleNamespace(note=said.append, report=lambda p: None))
-    assert [s for s in said if "top-left" in s] == [next(n for n in found.notes if "img0_points.csv" in n)
-                                                    + " (read as it is)"], said
+    assert [s for s in said if "top-left" in s] == [next(n for n in found.notes if "img0_points.csv" in n
+                                                         and "top-left" in n) + " (read as it is)"], said
 
 
 def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, draw_disks):

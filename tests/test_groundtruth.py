@@ -1266,6 +1266,11 @@ def test_an_8bit_label_image_of_more_than_255_objects_is_read_by_region_with_a_w
         stray = np.where(lab <= 255, lab, 0).astype(np.uint8)
         stray[0, 0] = stray[0, 199] = stray[199, 0] = 255
         assert labels_from_array(stray).count == 255
+        # a stray pixel beside each of 6 objects (a brush's, Cellpose's) is no wrapped id: 255, as in 16 bits (261)
+        for k in range(1, 7):
+            rows, cols = np.nonzero(stray == k)
+            stray[rows.max() + 2, cols[rows.argmax()]] = k
+        assert labels_from_array(stray).count == 255
     ringed = np.where(lab <= 210, lab, 0).astype(np.uint8)  # 210 objects, 255 the outline of each (a reviewer)
     edge = (ringed > 0) & ~ndi.binary_erosion(ringed > 0, iterations=1)
     ringed[edge] = 255
@@ -1779,13 +1784,13 @@ def test_dots_marked_twice_a_fraction_of_a_pixel_apart_are_said() -> None:
     """A third of the dots copied 0.5 px away: MAE 18 and the copies drawn as the model's misses, with no word."""
     from cellcount.groundtruth import DuplicatePointsWarning
 
-    dots = "x,y\n10,10\n10.5,10\n40,40\n70,12\n"
-    with pytest.warns(DuplicatePointsWarning, match="1 pair\\(s\\) of its points lie within 1 px of each other"):
+    dots = "x,y\n10,10\n10.5,10\n40,40\n41,41\n70,12\n"  # a copy 0.5 px away, a double click 1.4 px away
+    with pytest.warns(DuplicatePointsWarning, match="2 pair\\(s\\) of its points lie within 2 px of each other"):
         gt = read_points_csv(dots.encode())
-    assert gt.count == 4, "said, not dropped: the user decides"
+    assert gt.count == 5, "said, not dropped: the user decides"
     with warnings.catch_warnings():
         warnings.simplefilter("error", DuplicatePointsWarning)
-        assert read_points_csv(b"x,y\n10,10\n12,10\n40,40\n").count == 3  # neighbours 2 px apart: no word
+        assert read_points_csv(b"x,y\n10,10\n13,10\n40,40\n").count == 3  # neighbours 3 px apart: no word
 
 
 def test_a_data_folder_whose_images_lie_in_gt_says_why_none_were_found(tmp_path: Path) -> None:
@@ -1831,3 +1836,12 @@ def test_a_colour_mask_that_went_through_jpeg_is_refused_too() -> None:
     noisy = np.where(noisy.sum(axis=2, keepdims=True) > 60, noisy, 0).astype(np.uint8)
     with pytest.raises(GroundTruthError, match="neighbouring pixels inside its objects differ in value"):
         labels_from_array(noisy, source="mask.png")
+
+
+def test_a_fiji_results_table_naming_several_images_is_not_read_as_one_images_points() -> None:
+    """A Results table whose Label named s02.png and a title without extension (s03-1) was not split, and renamed
+    like s02 as the message advised, gave s02 s03's dots too (199 for 167)."""
+    with pytest.raises(GroundTruthError, match=r"the points of 2 images \('label' column: s02.png, s03-1\)"):
+        read_points_csv(b" ,Label,X,Y\n1,s02.png,3,4\n2,s03-1,5,6\n")
+    assert read_points_csv(b" ,Label,X,Y\n1,s02.png:0001,3,4\n2,s02.png:0002,5,6\n").count == 2  # one image's ROIs
+    assert read_points_csv(b"label,x,y\n1,3,4\n2,5,6\n").count == 2  # numbered objects name no image

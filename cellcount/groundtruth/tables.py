@@ -330,14 +330,20 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             f"{name}: one row per region with its number of objects ({header[region]!r}: QuPath's annotation "
             "measurements), not one row per object: for the counts, name the table so that no image has its name "
             "(counts.tsv), where each image's row is read as its count; for points, export the detections")
-    image_columns = [*_IMAGE_COLUMNS, *(h for h in header if h.startswith(_PREFIXED_NAME))]
+    image_columns = [*_IMAGE_COLUMNS, *(h for h in header if h.startswith(_PREFIXED_NAME)), "label"]
     for column in image_columns:  # one table for many images: every image would get all their objects
         if column in header:
             i = header.index(column)
             values = sorted({row[i].strip() for row in rows if i < len(row)})
+            if column == "label":  # Fiji's Results: "title:ROI" or a title ("s03-1", no extension); a number is an
+                # object's (cellcount's objects, scikit-image's tables), no image
+                values = sorted({v.split(":", 1)[0] for v in values if v and not np.isfinite(_number(v))})
             if len(values) > 1:
                 where = ("; or put it beside the images (a folder, or with them in an upload), where it is split by "
                          "that column")
+                if column == "label":  # split beside the images only where each label is a file name
+                    where = ("; or put it beside the images, where it is split by its Label when each names an image "
+                             "file with its extension (img01.png:0001-0001)")
                 if column == "imagenumber":  # CellProfiler's objects table: images by number, not by name
                     where = (". CellProfiler names images by number there: export the objects with the images' file "
                              "names (ExportToSpreadsheet: add the image file and folder names to the object data "
