@@ -55,6 +55,12 @@ def unannotated_share(counted: np.ndarray, truth: np.ndarray, shape: Sequence[in
     return outside / len(counted), outside
 
 
+def _first_few(rows, text, most: int = 4) -> str:
+    """``text(row)`` of the first ``most`` rows, joined, and how many more."""
+    shown = ", ".join(text(r) for _, r in rows.head(most).iterrows())
+    return shown + (f" and {len(rows) - most} more" if len(rows) > most else "")
+
+
 def partial_annotation_note(per_image) -> str | None:
     """What to say of images whose counted objects lie largely where their annotation has none (the per-image
     table's ``unannotated_share`` and ``unannotated``), or None."""
@@ -63,10 +69,9 @@ def partial_annotation_note(per_image) -> str | None:
     hit = per_image[(per_image["unannotated_share"] >= MIN_SHARE) & (per_image["unannotated"] >= MIN_OUTSIDE)]
     if not len(hit):
         return None
-    shown = ", ".join(f"{r['file']} {r['unannotated_share']:.0%}" for _, r in hit.head(4).iterrows())
-    more = f" and {len(hit) - 4} more" if len(hit) > 4 else ""
+    shown = _first_few(hit, lambda r: f"{r['file']} {r['unannotated_share']:.0%}")
     return (f"{len(hit)} of the {len(per_image)} image(s) have a quarter or more of their counted objects in parts of "
-            f"the image where the annotation has none at all ({shown}{more}): either the annotation covers only part "
+            f"the image where the annotation has none at all ({shown}): either the annotation covers only part "
             "of each image, which makes the counts look too high and would tune the settings to miss cells, or the "
             "model counts things in empty background. Look at those images (the extra objects are marked) before "
             "trusting the error or tuning on it; score images annotated throughout, or crop them to the annotated part.")
@@ -100,8 +105,7 @@ def swapped_axes_note(per_image) -> str | None:
     better = rows[(rows["f1_xy_swapped"] >= 0.5) & (rows["f1_xy_swapped"] >= SWAPPED_GAIN * rows["f1"])]
     if not len(better):
         return None
-    shown = ", ".join(f"{r['file']} {r['f1']:.2f} -> {r['f1_xy_swapped']:.2f}" for _, r in better.head(4).iterrows())
-    more = f" and {len(better) - 4} more" if len(better) > 4 else ""
+    shown = _first_few(better, lambda r: f"{r['file']} {r['f1']:.2f} -> {r['f1_xy_swapped']:.2f}")
     return (f"{len(better)} of the {len(rows)} image(s) with dots match the objects far better with x and y swapped "
-            f"(F1 as read -> swapped: {shown}{more}): their dot tables' x and y columns may be the wrong way round (x "
+            f"(F1 as read -> swapped: {shown}): their dot tables' x and y columns may be the wrong way round (x "
             "is the column, y the row). The counts are not affected; F1 and the marked misses are.")
