@@ -583,8 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     # the usage line names the config's own overrides, which argparse does not know (parse_known_args)
     p = argparse.ArgumentParser(
         prog=prog_name("cellcount.train"), usage="%(prog)s [-h] --config CONFIG [--resume] [--KEY.SUB VALUE ...]",
-        description="Train a model from scratch as the shipped ones were (to adapt one to your images in minutes, "
-        "use finetune). Any value of the config can be overridden: --train.steps 200 --data.root DIR.")
+        description="Train a model from scratch from a config (configs/ holds the shipped models' own; to adapt a "
+        "model to your images in minutes, use finetune). Any value of the config can be overridden: --train.steps "
+        "200 --data.root DIR.")
     # required: the defaults alone read ../shared/datasets/dsb2018 and write weights/model, which means nothing to a user
     p.add_argument("--config", required=True, help="YAML config (configs/ holds the shipped models' own)")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint.pt")

@@ -17,7 +17,7 @@ from cellcount.io import (
 )
 
 from .tables import CsvSource, _read_bounded
-from .truth import MAX_COORDINATE_PX, GroundTruth, _count_labels, _expected_hw, _points_truth
+from .truth import MAX_COORDINATE_PX, GroundTruth, _count_labels, _expected_hw, _points_truth, from_corner_based
 
 MAX_XML_BYTES = 64 * 1024 * 1024
 
@@ -207,14 +207,6 @@ def is_roi_set(source: str | os.PathLike | bytes) -> bool:
     except (zipfile.BadZipFile, OSError, ValueError):
         return False
     return bool(names) and all(n.lower().endswith(".roi") for n in names)
-
-
-def from_corner_based(points: np.ndarray) -> np.ndarray:
-    """(row, col) points of a tool whose pixel (0, 0) spans 0-1, its centre at 0.5 (QuPath, ImageJ's float
-    coordinates and measured centres), in ours, where a pixel's centre is its index: the outlines of the same tools
-    are moved alike (:func:`_outlines_to_labels`), and a click at a pixel's centre, read unmoved, matched the next
-    pixel half the time (half-way values round to even)."""
-    return np.maximum(np.asarray(points, np.float64) - 0.5, 0.0)
 
 
 def read_imagej_rois(source: CsvSource, *, expected_shape: Sequence[int] | None = None) -> GroundTruth:

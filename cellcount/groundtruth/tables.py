@@ -22,7 +22,7 @@ from cellcount.io import (
 from cellcount.io.files import MICROSCOPE_EXTENSIONS
 
 from .names import name_key
-from .truth import MAX_COORDINATE_PX, MAX_GROUND_TRUTH_COUNT, GroundTruth, _name, _points_truth
+from .truth import MAX_COORDINATE_PX, MAX_GROUND_TRUTH_COUNT, GroundTruth, _name, _points_truth, from_corner_based
 
 CsvSource = str | os.PathLike | bytes | IO[bytes] | IO[str]
 
@@ -377,15 +377,13 @@ def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tupl
                 )
             points[k, j] = value
     if header[cols[0]] in _CORNER_BASED:
-        from .exported import from_corner_based
-
         points = from_corner_based(points)
     return points
 
 
 _CORNER_BASED = ("ym", "centroid y px")
 """Row columns of tools whose pixel centres lie at +0.5 (ImageJ's centre of mass, QuPath's centroids): read as
-:func:`cellcount.groundtruth.exported.from_corner_based` reads them. Plain x,y tables (ours, CellProfiler's) name
+:func:`cellcount.groundtruth.truth.from_corner_based` reads them. Plain x,y tables (ours, CellProfiler's) name
 each pixel by its index, and are read as they are."""
 
 

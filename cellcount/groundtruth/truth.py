@@ -171,6 +171,14 @@ def _colours_to_ids(rgb: np.ndarray) -> tuple[np.ndarray, int]:
     return cc_label(ids, background=0, connectivity=2).astype(np.int64), n_colours
 
 
+def from_corner_based(points: np.ndarray) -> np.ndarray:
+    """(row, col) points of a tool whose pixel (0, 0) spans 0-1, its centre at 0.5 (QuPath, ImageJ's float
+    coordinates and measured centres), in ours, where a pixel's centre is its index: the outlines of the same tools
+    are moved alike (``exported._outlines_to_labels``), and a click at a pixel's centre read unmoved would match the
+    next pixel half the time (half-way values round to even)."""
+    return np.maximum(np.asarray(points, np.float64) - 0.5, 0.0)
+
+
 class DuplicatePointsWarning(UserWarning):
     """A point table listed the same point more than once (a double export); each was counted once."""
 
