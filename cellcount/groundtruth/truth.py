@@ -208,7 +208,8 @@ def _points_truth(points: np.ndarray, name: str) -> GroundTruth:
 
 NEAR_POINTS_PX = 2.0
 """Two dots this near mark one cell twice (a double click lands 0-2 px apart): no two nuclei's centres lie so close
-(dots copied 0.5 px away read as the model's misses, unsaid; mbm's own tables hold pairs 1.0 and 1.4 px apart)."""
+(dots copied 0.5 px away read as the model's misses, unsaid); mbm's own tables hold 9 pairs within 2 px, the
+nearest 1.0 px apart (``python scripts/annotation_faults_probe.py``)."""
 
 
 MASK_SPECK_PX = 4
@@ -338,7 +339,8 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
 NOISY_IDS_SHARE = 0.35
 """A label image whose neighbouring foreground pixels differ in value this often holds no one id per object: a
 mask that went through JPEG and was saved again as PNG read 0.54-0.82 (its 70-79 grey levels counted as 70-79
-objects where 23-90 nuclei were), DSB's 522 label images at most 0.034, the samples' 0.026; 5 x 5 px objects
+objects where 23-90 nuclei were), DSB's 522 label images at most 0.034, the samples' 0.026 (``python
+scripts/annotation_faults_probe.py``; results/probes/amd-zen5-2026-12-07-annotation-faults.txt); 5 x 5 px objects
 packed edge to edge, all touching, would read about 0.2."""
 
 
