@@ -1820,6 +1820,15 @@ def test_a_points_table_names_the_image_spelled_like_it_and_two_tables_disagreei
                                                "(b.csv); remove the wrong row or table")
 
 
+def test_one_table_giving_an_image_two_counts_names_the_table_once_and_its_rows() -> None:
+    """Rows IMG4.png 5 and img4.png 6 of one table read "5 (a.csv) and 6 (a.csv)": the table twice, the rows never."""
+    from cellcount.labelled import labelled_set
+
+    found = labelled_set([("img4.png", _flat_png(3))], [("a.csv", b"filename,count\nIMG4.png,5\nimg4.png,6\n")])
+    assert dict(found.skipped)["img4.png"] == ("a.csv gives a count for it in two rows, differently: 5 (row IMG4) "
+                                               "and 6 (row img4); remove the wrong row")
+
+
 def test_a_colour_mask_that_went_through_jpeg_is_refused_too() -> None:
     """A red-on-black mask through JPEG and back to PNG read as 18,592 objects, one per colour region."""
     from cellcount.groundtruth import labels_from_array

@@ -400,6 +400,17 @@ def load_labelled_folder(
     return _one_per_image_file(out, on_error)
 
 
+def _given_twice(given: list[tuple[str, str, str]], what: str) -> str:
+    """Why an image named in two rows with different values is left out; ``given`` holds (value, table, row's
+    name). Rows of one table are named by their names, the table once; rows of several by their tables."""
+    tables = {table for _, table, _ in given}
+    if len(tables) == 1:
+        rows = " and ".join(f"{value} (row {key})" for value, _, key in given)
+        return f"{tables.pop()} gives {what} for it in two rows, differently: {rows}; remove the wrong row"
+    rows = " and ".join(f"{value} ({table})" for value, table, _ in given)
+    return f"the tables give {what} for it twice, differently: {rows}; remove the wrong row or table"
+
+
 def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], what: str = "",
                     anchored: Mapping[Path, str] | None = None) -> tuple[dict[Path, Any], dict[Path, str]]:
     """``values`` keyed by the names tables give (:func:`name_key`) -> (image -> value, image -> why none is given
@@ -412,18 +423,17 @@ def values_by_image(values: Mapping[str, Any], relative: Mapping[Path, str], wha
             return a.points is not None and b.points is not None and np.array_equal(a.points, b.points)
         return (a[0] == b[0]) if isinstance(a, tuple) and isinstance(b, tuple) else a == b
 
-    def told(v: Any) -> str:  # "5 (a.csv)", "3 points (b.csv)": which table says what
+    def told(v: Any) -> tuple[str, str]:  # ("5", "a.csv"), ("3 points", "b.csv"): which table says what
         if isinstance(v, GroundTruth):
-            return f"{v.count} points ({v.source})"
-        return f"{v[0]} ({v[1]})" if isinstance(v, tuple) and len(v) == 2 else repr(v)
+            return f"{v.count} points", str(v.source)
+        return (str(v[0]), str(v[1])) if isinstance(v, tuple) and len(v) == 2 else (repr(v), "")
 
-    given: dict[Path, list[str]] = {}
+    given: dict[Path, list[tuple[str, str, str]]] = {}
     for key, img in found.items():
-        given.setdefault(img, []).append(told(values[key]))
+        given.setdefault(img, []).append((*told(values[key]), key))
         if img in out and not same(out[img], values[key]):  # "A01.png" and "plate1/A01.png", two counts for one image
             # (IMG4.png in one table, img4.png in another: one image on a disk that ignores letter case)
-            unsure[img] = (f"the tables give {what} for it twice, differently: {' and '.join(given[img])}; remove the "
-                           "wrong row or table")
+            unsure[img] = _given_twice(given[img], what)
         out.setdefault(img, values[key])
     for img in unsure:
         out.pop(img, None)
