@@ -145,6 +145,9 @@ class CountResult:
     inverted: bool
     n_rejected: dict[str, int] = field(default_factory=dict)
     """Mask models: objects rejected by the area / border filters, per reason (see ``REJECT_REASONS``)."""
+    rejected_ids: np.ndarray | None = None
+    """Mask models: (H, W) int32, each rejected object's own id (0 elsewhere; None when none was rejected), so the
+    viewer outlines touching rejected objects apart."""
     model_scale: float = 1.0
     """Factor the image was resized by for the model (``nucleus_diameter_px`` or ``auto_nucleus_size``)."""
     estimated_diameter_px: float | None = None
@@ -572,7 +575,8 @@ def postprocess(
         labels=seg.labels, rejected=seg.rejected, probability=prob, density=density_map, peaks=peaks,
         objects=objects if objects is not None else pd.DataFrame(), params=params, pixel_size_um=params.pixel_size_um,
         seconds={**prediction.seconds, "postprocess": t1 - t0, "measure": t2 - t1},
-        inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), model_scale=prediction.model_scale,
+        inverted=prediction.inverted, n_rejected=dict(seg.n_rejected), rejected_ids=seg.rejected_ids,
+        model_scale=prediction.model_scale,
         estimated_diameter_px=prediction.estimated_diameter_px,
         density_count=density_total, min_distance_px=mask_params["min_distance_px"], quality=quality,
         split_used=seg.split_used, touching_share=seg.touching_share, backend=prediction.backend,

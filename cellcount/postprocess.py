@@ -285,6 +285,9 @@ class SegmentResult:
     rejected: np.ndarray
     n_rejected: dict[str, int] = field(default_factory=dict)
     """Number of rejected objects per reason name (``REJECT_REASONS`` values), zeros included."""
+    rejected_ids: np.ndarray | None = None
+    """(H, W) int32: each rejected object's own id, 0 elsewhere (None when none is rejected), so touching rejected
+    objects are outlined apart; the reason map alone makes them one region."""
     split_used: str | None = None
     """``split_mode="auto"``: the mode it chose for this image ("borders" or "both")."""
     touching_share: float | None = None
@@ -331,8 +334,10 @@ def filter_objects(
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     n_rejected = {name: int((present & (reason == code)).sum()) for code, name in REJECT_REASONS.items()}
     # np.take: 1.5x faster than fancy indexing; with nothing rejected the reason map is all zeros
-    rejected = np.take(reason, labels) if any(n_rejected.values()) else np.zeros(labels.shape, np.uint8)
-    return SegmentResult(labels=np.take(lut, labels), rejected=rejected, n_rejected=n_rejected)
+    any_rejected = any(n_rejected.values())
+    rejected = np.take(reason, labels) if any_rejected else np.zeros(labels.shape, np.uint8)
+    ids = np.take(np.where(reason != KEPT, np.arange(areas.size, dtype=np.int32), 0), labels) if any_rejected else None
+    return SegmentResult(labels=np.take(lut, labels), rejected=rejected, n_rejected=n_rejected, rejected_ids=ids)
 
 
 CROWDED_TOUCHING_SHARE = 0.3

@@ -446,7 +446,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
             else:
                 # drawn as on the Count page: a colour chosen against the image (fixed green vanished on purple H&E)
                 rgb, _ = viz.render_outlines(viz.display_image(image), res.labels, res.rejected, color="auto",
-                                             rejected_colors=viz.OUTLINE_COLORS,
+                                             rejected_colors=viz.OUTLINE_COLORS, rejected_ids=res.rejected_ids,
                                              thickness=viz.thickness_for(image.shape, PANEL_PX, median_diameter(res.objects)))
                 fig = viz.overlay_figure(
                     rgb, objects=res.objects, title=title, height=PANEL_PX, pixel_size_um=params.pixel_size_um

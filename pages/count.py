@@ -239,7 +239,8 @@ def outlined(base: np.ndarray, result: cc.CountResult, view: dict) -> tuple[np.n
     boxes = result.objects.set_index("label").loc[merges, BOX_COLUMNS].to_numpy() if len(merges) else None
     rgb, legend = viz.render_outlines(base, result.labels, result.rejected, color=view["color"],
                                       thickness=view["thickness"], opacity=view["opacity"], merges=merges,
-                                      merge_boxes=boxes, rejected_colors=viz.OUTLINE_COLORS)
+                                      merge_boxes=boxes, rejected_colors=viz.OUTLINE_COLORS,
+                                      rejected_ids=result.rejected_ids)
     return rgb, legend, merges
 
 

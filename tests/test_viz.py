@@ -458,3 +458,22 @@ def test_a_zoom_window_can_reach_every_part_of_a_wide_image():
             if size > window:
                 # each step moves the window by no more than it shows: (size - window) * step <= window
                 assert (size - window) * step <= window, (size, zoom, step)
+
+
+def test_touching_rejected_objects_are_outlined_apart() -> None:
+    """Two touching too-small objects were outlined as one region: the reason map alone does not tell them apart."""
+    from cellcount.postprocess import filter_objects
+
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:8, 2:8], lab[2:8, 8:14], lab[10:19, 10:28] = 1, 2, 3
+    seg = filter_objects(lab, min_area_px=40)
+    assert seg.n_rejected["too small"] == 2 and np.array_equal(np.unique(seg.rejected_ids), [0, 1, 2])
+    base = np.zeros((20, 30, 3), np.uint8)
+    rgb, _ = viz.render_outlines(base, seg.labels, seg.rejected, rejected_ids=seg.rejected_ids)
+    assert rgb[4, 7].any() and rgb[4, 8].any()  # the contact drawn inside both objects
+    assert not rgb[4, 6].any() and not rgb[4, 9].any()
+    drawn = viz.outline_overlay(base, seg.labels, seg.rejected, rejected_ids=seg.rejected_ids, rejected_fill_alpha=0)
+    assert drawn[4, 7].any() and drawn[4, 8].any() and not drawn[4, 6].any()
+    alone, _ = viz.render_outlines(base, seg.labels, seg.rejected)
+    assert not alone[4, 7].any()  # without the ids: one region, as before
+    assert filter_objects(lab, min_area_px=1).rejected_ids is None  # nothing rejected: no second map kept

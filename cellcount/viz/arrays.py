@@ -104,6 +104,7 @@ def outline_overlay(
     thickness: int = 1,
     fill_alpha: float = 0.0,
     rejected_fill_alpha: float = 0.3,
+    rejected_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw object outlines on an image.
 
@@ -124,6 +125,9 @@ def outline_overlay(
         Line width in pixels (use 2 for images much larger than the screen).
     fill_alpha : float
         Tint of the kept objects' interior (0 = outlines only).
+    rejected_ids : numpy.ndarray, optional
+        (H, W) ids of the rejected objects (``CountResult.rejected_ids``): touching rejected objects are then
+        outlined apart, not as one region.
 
     Returns
     -------
@@ -149,7 +153,8 @@ def outline_overlay(
                     out[region] = (
                         out[region] * (1 - rejected_fill_alpha) + color * rejected_fill_alpha
                     ).astype(np.uint8)
-                out[boundaries(region, mode=mode, thickness=thickness)] = palette[name]
+                drawn = region if rejected_ids is None else np.where(region, rejected_ids, 0)
+                out[boundaries(drawn, mode=mode, thickness=thickness)] = palette[name]
     if labels is not None:
         lab = np.asarray(labels)
         if lab.shape != (h, w):

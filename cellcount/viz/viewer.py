@@ -162,6 +162,7 @@ def render_outlines(
     merges: Sequence[int] = (),
     merge_boxes: np.ndarray | None = None,
     rejected_colors: Mapping[str, RGB] | None = None,
+    rejected_ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, RGB]]:
     """Outlines of kept objects (and rejected ones, tinted) blended onto a display picture.
 
@@ -174,6 +175,8 @@ def render_outlines(
     thickness : line width, px. opacity : 0-1, how much the lines cover the image.
     merges : labels of likely merged objects (``cellcount.measure.likely_merges``), drawn thicker, in red unless the
         picture or the kept outlines are red (:func:`_merge_color`).
+    rejected_ids : optional (H, W) ids of the rejected objects (``CountResult.rejected_ids``): touching rejected
+        objects are then outlined apart, not as one region.
     merge_boxes : optional (len(merges), 4) bounding boxes of those objects (row0, col0, row1, col1,
         end-exclusive, as in the object table): each is then drawn within its box (10x faster than over the
         whole picture, on the path of every slider move).
@@ -203,7 +206,8 @@ def render_outlines(
             lut[code] = palette[name]
             if np.any(rej == code):
                 legend["rejected (not counted)" if per_object else f"rejected: {name}"] = palette[name]
-        line = boundaries(rej, mode="inner", thickness=thickness)  # inside the region: its code gives the colour
+        # inside the region: its code gives the colour
+        line = boundaries(rej if rejected_ids is None else rejected_ids, mode="inner", thickness=thickness)
         layer = np.zeros_like(out)
         layer[line] = lut[rej[line]]
         _paint(out, line, layer, opacity)
