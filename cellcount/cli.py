@@ -248,10 +248,6 @@ def _from_ground_truth_folder(path: Path) -> str:
 
 _OWN_OUTPUT_SUFFIXES = (".csv", ".tsv", ".json")
 """Tables and settings files, often a run's own outputs kept beside its images: not worth a note each run."""
-_SYSTEM_FILES = ("thumbs.db", "desktop.ini")
-"""What Windows leaves in folders of pictures."""
-
-
 def _recorded_backend(path: str | Path, model_name: str) -> str | None:
     """The backend a settings file records its run of ``model_name`` with, when it is one of the backends (a GPU's
     is not); None for a file saved for another model, whose backend ran another network."""
@@ -544,16 +540,17 @@ def _passed_over_notes(hidden: list[Path], others: list[Path], searched: list[Pa
     """What a folder search passed over: hidden files and folders with images, and files that are not images (a
     folder's notes and tables get no row: said, as the app lists a zip's)."""
     from .io import split_ground_truth_files
-    from .io.files import printable_path
+    from .io.archive import OS_FILES
+    from .io.files import said_path
 
     if hidden:  # as file browsers hide them
         shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in hidden[:3]) + (" ..." if len(hidden) > 3 else "")
         print(f"note: left out {len(hidden)} hidden file(s) or folder(s) with images (names starting with '.': "
               f"{shown}); name them, or a pattern such as 'folder/.*.png', to count them", file=sys.stderr)
     others = [p for p in split_ground_truth_files(others, roots=searched)[0]  # annotation tables: ground truth
-              if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES and p.name.lower() not in _SYSTEM_FILES]
+              if p.suffix.lower() not in _OWN_OUTPUT_SUFFIXES and p.name.lower() not in OS_FILES]
     if others:
-        shown = ", ".join(printable_path(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
+        shown = ", ".join(said_path(p) for p in others[:3]) + (" ..." if len(others) > 3 else "")
         zips = sum(p.suffix.lower() == ".zip" for p in others)
         print(f"note: passed over {len(others)} file(s) that are not images ({shown})"
               + (f"; {zips} zip file(s) among them: unzip one and name its folder to count its images" if zips else ""),

@@ -36,13 +36,29 @@ def replaced_counts(out: Path) -> str | None:
         return None
     try:
         run = last_run_writing(out)
-        same = run is not None and export_text(run["id"], sep=delimiter(out)).encode("utf-8") == held
+        same = run is not None and same_table(export_text(run["id"], sep=delimiter(out)), held, delimiter(out))
     except (HistoryError, sqlite3.Error, OSError, KeyError):
         run, same = None, False
     if same:
         return (f"note: replacing {out}, the rows of run {run['id']} ({run['started_at']}); `cellcount runs --export "
                 f"{run['id']} --out FILE` writes them again")
     return f"note: {out} held {what_it_held(held)} the run history has no copy of; kept as {keep_copy(out)}"
+
+
+def same_table(text: str, held: bytes, sep: str) -> bool:
+    """Whether ``held`` (a file's bytes) is the table ``text`` writes, cell for cell: a run written in parts quotes
+    each part as its rows need (every text of a part holding a name with a carriage return), its export all at once."""
+    import csv
+    import io
+
+    if text.encode("utf-8") == held:
+        return True
+    try:
+        theirs = held.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return False
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=sep)) == list(
+        csv.reader(io.StringIO(theirs, newline=""), delimiter=sep))
 
 
 def worth_keeping(head: bytes) -> bool:

@@ -192,6 +192,21 @@ def test_a_name_with_a_carriage_return_keeps_its_row_whole_and_resume_counts_not
     assert len(again) == len(table) and again["count"].sum() == table["count"].sum()
 
 
+def test_a_rerun_over_a_name_with_a_carriage_return_replaces_its_own_rows_without_a_copy(small_folder, tmp_path,
+                                                                                          capsys):
+    """Its rows written in parts, quoted as each part needs, and the history's export quoted all at once: the rerun
+    kept a needless ``.replaced`` copy of the run's own rows; and a folder icon's ``Icon\r`` was named with a raw
+    carriage return as a file passed over (macOS's, left out unsaid as ``.DS_Store`` is)."""
+    shutil.copy(small_folder / "a.png", small_folder / "odd\r.png")
+    (small_folder / "Icon\r").write_bytes(b"")
+    out = tmp_path / "c.csv"
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0 and main(argv) == 0
+    err = capsys.readouterr().err
+    assert "the rows of run" in err and "has no copy of" not in err and "passed over" not in err
+    assert not list(tmp_path.glob("c.replaced-*"))
+
+
 def test_a_card_changed_since_is_another_model_for_resume_and_settings(tiny_models, small_folder, tmp_path, capsys):
     """A density scale written into the card (evaluate --tune --write-card) changes the counts, not the weights:
     --resume kept rows counted before it beside rows counted after, and a settings file saved before was applied
