@@ -1,6 +1,7 @@
-"""Figures behind two ground-truth checks (a probe, not a test): how often neighbouring foreground pixels of real
-label images differ in value (``cellcount.groundtruth.truth.NOISY_IDS_SHARE`` refuses a label image past it), and
-how near the closest dots of real dot tables lie (``NEAR_POINTS_PX`` says dots that near mark one cell twice).
+"""Figures behind three ground-truth checks (a probe, not a test): how often neighbouring foreground pixels of real
+label images differ in value (``cellcount.groundtruth.truth.NOISY_IDS_SHARE`` refuses a label image past it), how
+many more separate regions than ids they hold (``CLASS_MAP_EXTRA_REGIONS`` refuses a class map), and how near the
+closest dots of real dot tables lie (``NEAR_POINTS_PX`` says dots that near mark one cell twice).
 
     python scripts/annotation_faults_probe.py [--data-root ../shared/datasets]
 """
@@ -27,6 +28,13 @@ def differ_share(a: np.ndarray) -> float:
     return differ / max(pairs, 1)
 
 
+def extra_regions(a: np.ndarray) -> int:
+    """Separate 8-connected regions of one value beyond one per id (as ``_refuse_class_map`` counts them)."""
+    from skimage.measure import label
+
+    return int(label(a, background=0, connectivity=2).max()) - len(np.unique(a[a != 0]))
+
+
 def main() -> int:
     import warnings
 
@@ -44,9 +52,12 @@ def main() -> int:
     print(f"machine: {cpu_model()}")
     for name, files in (("dsb2018 labels", sorted((root / "dsb2018" / "labels").glob("*"))),
                         ("samples' labels", sorted((REPO / "data" / "samples").glob("*_labels.tif")))):
-        shares = np.array([differ_share(np.asarray(read_image(f))) for f in files])
+        arrays = [np.asarray(read_image(f)) for f in files]
+        shares = np.array([differ_share(a) for a in arrays])
+        extra = np.array([extra_regions(a) for a in arrays])
         print(f"{name}: {len(shares)} label images, neighbouring foreground pixels that differ: max {shares.max():.3f}, "
-              f"99th percentile {np.percentile(shares, 99):.3f}")
+              f"99th percentile {np.percentile(shares, 99):.3f}; regions beyond one per id: max {extra.max()}, in "
+              f"{int((extra > 0).sum())} image(s)")
     for name in ("mbm", "vgg_cells"):
         tables = sorted((root / name / "dots").glob("*.csv"))
         nearest, close = [], 0

@@ -1854,3 +1854,22 @@ def test_a_fiji_results_table_naming_several_images_is_not_read_as_one_images_po
         read_points_csv(b" ,Label,X,Y\n1,s02.png,3,4\n2,s03-1,5,6\n")
     assert read_points_csv(b" ,Label,X,Y\n1,s02.png:0001,3,4\n2,s02.png:0002,5,6\n").count == 2  # one image's ROIs
     assert read_points_csv(b"label,x,y\n1,3,4\n2,5,6\n").count == 2  # numbered objects name no image
+
+
+def test_a_class_map_is_refused_not_read_as_one_object_per_class() -> None:
+    """64 separate nuclei whose values repeat 1, 2, 3 (ilastik's Simple Segmentation saves classes so) read as a
+    count of 3, unsaid; an instance label image with one object in two pieces is still read as it is."""
+    from cellcount.groundtruth import labels_from_array
+
+    a = np.zeros((160, 160), np.uint16)
+    for k in range(64):
+        r, c = divmod(k, 8)
+        a[r * 20 + 4: r * 20 + 14, c * 20 + 4: c * 20 + 14] = k % 3 + 1
+    with pytest.raises(GroundTruthError, match=r"its 3 values mark 64 separate regions.*class map"):
+        labels_from_array(a, source="classes.tif")
+    instances = np.where(a > 0, 0, 0).astype(np.uint16)
+    for k in range(64):
+        r, c = divmod(k, 8)
+        instances[r * 20 + 4: r * 20 + 14, c * 20 + 4: c * 20 + 14] = k + 1
+    instances[0:2, 0:2] = 5  # one id in two pieces, as two of DSB's 522 label images have
+    assert labels_from_array(instances).count == 64

@@ -327,6 +327,8 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         _refuse_noisy_ids(a, name)
     if a.dtype == np.uint8 and not is_colour and len(values) >= 200 and int(a.max()) == 255:
         a = _unwrapped_8bit(a, len(values), name)
+    if not is_colour and 2 <= len(values) <= CLASS_MAP_MAX_VALUES:
+        _refuse_class_map(a, len(values), name)
     if a.size and int(a.max()) > np.iinfo(np.int32).max:
         from skimage.segmentation import relabel_sequential
 
@@ -334,6 +336,27 @@ def labels_from_array(arr: np.ndarray, *, source: str = "") -> GroundTruth:
         a = relabel_sequential(a.astype(np.int64))[0]
     labels = a.astype(np.int32)
     return GroundTruth(kind="labels", count=_count_labels(labels), labels=labels, source=source)
+
+
+CLASS_MAP_MAX_VALUES = 64
+"""Label images of at most this many values are checked for being a class map (:func:`_refuse_class_map`)."""
+CLASS_MAP_EXTRA_REGIONS = 10
+"""A label image whose values mark at least this many more separate regions than there are values, and at least
+twice as many regions as values, is a class map: of DSB's 522 label images, 520 have one region per id and two have
+one extra (``python scripts/annotation_faults_probe.py``)."""
+
+
+def _refuse_class_map(a: np.ndarray, n_values: int, name: str) -> None:
+    """GroundTruthError where each value marks many separate regions: a class map (ilastik's Simple Segmentation,
+    a semantic mask of a few classes) read as one object per value would score every model against a count of 2-3."""
+    from skimage.measure import label
+
+    regions = int(label(a, background=0, connectivity=2).max())
+    if regions - n_values >= CLASS_MAP_EXTRA_REGIONS and regions >= 2 * n_values:
+        raise GroundTruthError(
+            f"{name}: its {n_values} values mark {regions} separate regions, so it holds no one id per object: a "
+            "class map (one value per kind of pixel, as ilastik's Simple Segmentation saves), read as one object "
+            "per value. Save the instance labels (one id per object), or a binary mask of the nuclei (0 and 255)")
 
 
 NOISY_IDS_SHARE = 0.35
