@@ -273,7 +273,8 @@ def test_read_dot_image_on_a_canvas_that_is_not_black(tmp_path: Path) -> None:
 def test_read_points_csv_variants(tmp_path: Path) -> None:
     gt = read_points_csv(b" ,X,Y\n1,10.5,3\n2,4,7\n")
     assert gt.kind == "points" and gt.count == 2
-    np.testing.assert_array_equal(gt.points, [[3.0, 10.5], [7.0, 4.0]])  # (row, col) = (y, x)
+    # (row, col) = (y, x); ImageJ's fractions put a pixel's centre at +0.5: the table is read half a pixel back
+    np.testing.assert_array_equal(gt.points, [[2.5, 10.0], [6.5, 3.5]])
     napari = read_points_csv(io.StringIO("index,axis-0,axis-1\n0,5,6\n"))
     np.testing.assert_array_equal(napari.points, [[5.0, 6.0]])
     napari3d = read_points_csv(b"axis-0,axis-1,axis-2\n2,5,6\n")
@@ -1873,3 +1874,42 @@ def test_a_class_map_is_refused_not_read_as_one_object_per_class() -> None:
         instances[r * 20 + 4: r * 20 + 14, c * 20 + 4: c * 20 + 14] = k + 1
     instances[0:2, 0:2] = 5  # one id in two pieces, as two of DSB's 522 label images have
     assert labels_from_array(instances).count == 64
+
+
+def test_a_label_column_of_classes_is_read_as_one_images_points_and_imagej_titles_still_name_images() -> None:
+    """A label column (alive, dead; napari's Points features) was read as image names and the table refused."""
+    from cellcount.groundtruth import read_points_csv
+
+    assert read_points_csv(b"x,y,label\n10,12,alive\n30,40,dead\n50,20,alive\n").count == 3
+    assert read_points_csv(b"index,label,axis-0,axis-1\n0,nucleus,12,10\n1,mitotic,40,30\n2,nucleus,20,50\n").count == 3
+    with pytest.raises(GroundTruthError, match=r"the points of 2 images \('label' column: s03-1, s03-2\)"):
+        read_points_csv(b" ,Label,X,Y\n1,s03-1,10,12\n2,s03-2,30,40\n")  # ImageJ's Results: titles, no extension
+    with pytest.raises(GroundTruthError, match=r"the points of 2 images"):
+        read_points_csv(b"x,y,label\n10,12,a.png:0001-0001\n30,40,b.png:0002-0002\n")
+
+
+def test_imagejs_summarize_rows_are_no_points() -> None:
+    """Analyze > Summarize appends Mean, SD, Min and Max rows: read as 5 dots for 3 clicks, then as 5 images."""
+    from cellcount.groundtruth import read_points_csv
+    from cellcount.groundtruth.tables import read_points_by_image
+
+    rows = "1,A01.png:1,12,15\n2,A01.png:2,40,33\n3,A01.png:3,71,90\n4,Mean,41,46\n5,SD,29,39\n6,Min,12,15\n7,Max,71,90\n"
+    table = (" ,Label,X,Y\n" + rows).encode()
+    assert read_points_csv(table).count == 3
+    assert {k: v.count for k, v in read_points_by_image(table).items()} == {"A01": 3}
+    unlabelled = " ,Label,X,Y\n1,,12,15\n2,,40,33\n3,,71,90\n4,Mean,41,46\n5,SD,29,39\n"
+    assert read_points_csv(unlabelled.encode()).count == 3
+
+
+def test_imagej_tables_read_alike_whichever_centre_columns_were_ticked() -> None:
+    """A dot at pixel column 21 (ImageJ: X = XM = 21 for a clicked point; 21.5 for an object's centroid there) read
+    at 21.5 as X,Y but 21 as XM,YM, whichever columns Set Measurements had ticked."""
+    from cellcount.groundtruth import read_points_csv
+
+    clicked = [b" ,X,Y\n1,21,10\n", b" ,XM,YM\n1,21,10\n", b" ,X,Y,XM,YM\n1,21,10,21,10\n"]
+    centroid = [b" ,Area,X,Y\n1,1,21.5,10.5\n", b" ,Area,XM,YM\n1,1,21.5,10.5\n",
+                b" ,Area,X,Y,XM,YM\n1,1,21.5,10.5,21.5,10.5\n"]
+    for table in clicked + centroid:
+        np.testing.assert_array_equal(read_points_csv(table).points, [[10.0, 21.0]], err_msg=table.decode())
+    # plain x,y tables (ours, CellProfiler's) name pixels by index, fractions too
+    np.testing.assert_array_equal(read_points_csv(b"x,y,label\n21.5,10.5,alive\n").points, [[10.5, 21.5]])

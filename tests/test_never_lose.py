@@ -428,7 +428,9 @@ def test_absurd_or_bad_counts_refused(cell):
 
 
 @pytest.mark.parametrize("data, points", [
-    (b" ,X,Y\n1,10.5,20\n2,30,40\n", [[20, 10.5], [40, 30]]),  # ImageJ Results (X = column, Y = row)
+    (b" ,X,Y\n1,10.5,20\n2,30,40\n", [[19.5, 10], [39.5, 29.5]]),  # ImageJ Results (X = column, Y = row; its
+    # fractions put a pixel's centre at +0.5)
+    (b" ,X,Y\n1,10,20\n2,30,40\n", [[20, 10], [40, 30]]),  # clicked points: pixel indices
     (b"X;Y\n10,5;20\n", [[20, 10.5]]),  # semicolon with a decimal comma
     (" \tX\tY\n1\t3\t4\n".encode("utf-16"), [[4, 3]]),
 ])

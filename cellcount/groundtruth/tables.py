@@ -330,14 +330,14 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             f"{name}: one row per region with its number of objects ({header[region]!r}: QuPath's annotation "
             "measurements), not one row per object: for the counts, name the table so that no image has its name "
             "(counts.tsv), where each image's row is read as its count; for points, export the detections")
+    rows = _without_summary_rows(header, rows)
     image_columns = [*_IMAGE_COLUMNS, *(h for h in header if h.startswith(_PREFIXED_NAME)), "label"]
     for column in image_columns:  # one table for many images: every image would get all their objects
         if column in header:
             i = header.index(column)
             values = sorted({row[i].strip() for row in rows if i < len(row)})
-            if column == "label":  # Fiji's Results: "title:ROI" or a title ("s03-1", no extension); a number is an
-                # object's (cellcount's objects, scikit-image's tables), no image
-                values = sorted({v.split(":", 1)[0] for v in values if v and not np.isfinite(_number(v))})
+            if column == "label":  # Fiji's image titles; classes (alive, dead) or ROI names name no image
+                values = sorted({t for v in values if (t := _label_image(v, imagej=header[0] == "")) is not None})
             if len(values) > 1:
                 where = ("; or put it beside the images (a folder, or with them in an upload), where it is split by "
                          "that column")
@@ -376,20 +376,51 @@ def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tupl
                     f"{cell!r} is not a non-negative number"
                 )
             points[k, j] = value
-    if header[cols[0]] in _CORNER_BASED:
+    if _corner_based(header, cols[0], points):
         points = from_corner_based(points)
     return points
 
 
-_CORNER_BASED = ("ym", "centroid y px")
-"""Row columns of tools whose pixel centres lie at +0.5 (ImageJ's centre of mass, QuPath's centroids): read as
-:func:`cellcount.groundtruth.truth.from_corner_based` reads them. Plain x,y tables (ours, CellProfiler's) name
-each pixel by its index, and are read as they are."""
+def _corner_based(header: list[str], row_col: int, points: np.ndarray) -> bool:
+    """Whether ``points`` (read from the row column ``row_col``) put a pixel's centre at +0.5, to be read as
+    :func:`cellcount.groundtruth.truth.from_corner_based` reads them: QuPath's centroids always; ImageJ's (``XM,YM``, or
+    ``X,Y`` in a table of its measurements) where they hold fractions: an object's centroid or centre of mass and a
+    sub-pixel point (ImageJ adds 0.5), whereas a clicked point's ``X`` and ``XM`` are both its pixel's index. Plain
+    x,y tables (ours, CellProfiler's) name pixels by index, and are read as they are."""
+    name = header[row_col]
+    if name == "centroid y px":
+        return True
+    imagej = name == "ym" or (name == "y" and (header[0] == "" or bool({"area", "mean", "xm"} & set(header))))
+    return imagej and not np.array_equal(points, np.round(points))
 
 
 _IMAGEJ_LABEL = re.compile(r"^([^:]+\.(?:png|tiff?|jpe?g|bmp))(?::.*)?$", re.IGNORECASE)
 """Fiji's Results ``Label`` of a measured point: ``img01.png`` or ``img01.png:0001-0001`` (image:ROI); a label
 column of anything else (an object's number) names no image."""
+
+_SUMMARY_LABELS = frozenset({"mean", "sd", "min", "max"})
+"""Row labels of the statistics ImageJ's Analyze > Summarize appends below a Results table's rows: no points."""
+
+
+def _without_summary_rows(header: list[str], rows: list[list[str]]) -> list[list[str]]:
+    """``rows`` without ImageJ's Summarize rows (:data:`_SUMMARY_LABELS` in its Label or row-number column), in
+    a table with either column: read as dots, its Mean and SD rows were two more cells."""
+    where = [i for i, h in enumerate(header) if h == "label" or (i == 0 and h == "")]
+    return [row for row in rows if not any(i < len(row) and row[i].strip().lower() in _SUMMARY_LABELS for i in where)]
+
+
+def _label_image(value: str, *, imagej: bool) -> str | None:
+    """The image a Label value names, or None: Fiji's ``img01.png`` or ``title:ROI``, and in a table saved by ImageJ
+    (its first column unnamed) any title; not a number (an object's) nor, elsewhere, a word (a class: alive, dead)."""
+    value = value.strip()
+    if not value or np.isfinite(_number(value)):
+        return None
+    if m := _IMAGEJ_LABEL.match(value):
+        return m.group(1)
+    if ":" in value:
+        return value.split(":", 1)[0]
+    return value if imagej else None
+
 
 _POINT_IMAGE_COLUMNS = ("image", "image_name", "filename", "file", "file_name")
 """Columns naming each point's image in a table of several images' points (QuPath's measurement export: Image)."""
@@ -422,6 +453,7 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
     """
     name, text = _read_csv_text(source)
     header, rows = _csv_rows(name, text)
+    rows = _without_summary_rows(header, rows)
     cols = _point_columns(header)
     column = _name_column(header, _POINT_IMAGE_COLUMNS)
     column = None if column is None else header[column]
