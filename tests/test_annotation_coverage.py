@@ -94,3 +94,13 @@ def test_dots_with_x_and_y_swapped_are_said(samples_dir, tmp_path, capsys):
         assert "with x and y swapped every point would lie inside" in str(err)
     else:
         raise AssertionError("points outside the image were read")
+
+
+def test_the_swapped_note_counts_the_images_it_could_judge_and_says_so() -> None:
+    """11 images with dots read "3 of the 9 image(s) with dots": two not square, their swapped dots off the image."""
+    from cellcount.evaluate.annotation import swapped_axes_note
+
+    table = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "f1": [0.1, 0.9, 0.8],
+                          "f1_xy_swapped": [0.9, 0.1, np.nan]})
+    assert swapped_axes_note(table).startswith("1 of the 2 image(s) with dots that fit the image either way match")
+    assert swapped_axes_note(table.iloc[:2]).startswith("1 of the 2 image(s) with dots match")

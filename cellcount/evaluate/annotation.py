@@ -106,6 +106,9 @@ def swapped_axes_note(per_image) -> str | None:
     if not len(better):
         return None
     shown = _first_few(better, lambda r: f"{r['file']} {r['f1']:.2f} -> {r['f1_xy_swapped']:.2f}")
-    return (f"{len(better)} of the {len(rows)} image(s) with dots match the objects far better with x and y swapped "
+    # the others' swapped dots would leave the image: not judged, and not in the count either (11 said 9)
+    judged = "image(s) with dots" if len(rows) == len(per_image[per_image["f1"].notna()]) else (
+        "image(s) with dots that fit the image either way")
+    return (f"{len(better)} of the {len(rows)} {judged} match the objects far better with x and y swapped "
             f"(F1 as read -> swapped: {shown}): their dot tables' x and y columns may be the wrong way round (x "
             "is the column, y the row). The counts are not affected; F1 and the marked misses are.")
