@@ -65,11 +65,15 @@ def object_table(
     bbox[:, 2:] += 1  # end-exclusive, as scikit-image and ndi.find_objects
     if image is not None:
         img = np.asarray(image)
+        if img.dtype.kind == "f" and not np.isfinite(img).all():  # ±Inf read as 1.8e308, not the image's own range
+            from .io.normalize import finite_copy
+
+            img = finite_copy(img, np.float64)
         if img.ndim == 3:
             img = img.mean(axis=2)
         if img.shape != labels.shape:
             raise ValueError(f"image shape {img.shape} differs from labels shape {labels.shape}")
-        vals = np.nan_to_num(img.ravel()[fg].astype(np.float64))
+        vals = img.ravel()[fg].astype(np.float64)
         mean_i = (np.bincount(lab, weights=vals, minlength=n + 1) / np.maximum(area, 1))[ids]
         max_all = np.full(n + 1, -np.inf)
         np.maximum.at(max_all, lab, vals)

@@ -143,3 +143,15 @@ def test_likely_merges_with_labels_leaves_a_large_round_nucleus_unmarked():
     table = object_table(lab)
     assert set(likely_merges(table)) == {large, merged}, "by area alone both are far larger than their neighbours"
     assert likely_merges(table, labels=lab).tolist() == [merged], "only the one with a waist"
+
+
+def test_an_infinite_pixel_is_measured_as_the_images_largest_finite_value() -> None:
+    """One +Inf pixel gave its object max_intensity 1.8e308 and mean 5.6e305 (nan_to_num's float64 limits)."""
+    from cellcount.measure import object_table
+
+    labels = np.zeros((8, 8), np.int32)
+    labels[1:4, 1:4] = 1
+    image = np.full((8, 8), 5.0, np.float32)
+    image[2, 2], image[6, 6], image[1, 1] = np.inf, 40.0, -np.inf
+    row = object_table(labels, image).iloc[0]
+    assert row["max_intensity"] == 40.0 and row["mean_intensity"] == (40.0 + 8 * 5.0) / 9  # -Inf: the smallest, 5

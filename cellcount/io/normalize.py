@@ -32,7 +32,13 @@ NORMALIZED_RANGE = (-0.5, 1.5)
 
 def _finite_float32(image: np.ndarray) -> np.ndarray:
     """float32 copy with NaN -> 0, +Inf -> finite max, -Inf -> finite min (0 when nothing is finite)."""
-    out = np.array(image, dtype=np.float32, copy=True)
+    return finite_copy(image, np.float32)
+
+
+def finite_copy(image: np.ndarray, dtype: np.typing.DTypeLike = np.float32) -> np.ndarray:
+    """A ``dtype`` copy of ``image`` with NaN -> 0, +Inf -> its finite max, -Inf -> its finite min (0 when nothing
+    is finite): the values the model reads, which the object table measures too."""
+    out = np.array(image, dtype=dtype, copy=True)
     finite = np.isfinite(out)
     if finite.all():
         return out
