@@ -1088,3 +1088,22 @@ def test_a_zip_inside_a_zip_says_how_to_have_its_images_counted() -> None:
         zf.writestr("more.zip", inner.getvalue())
     reasons = {name: reason for name, _, reason in iter_zip_images(outer.getvalue())}
     assert reasons["a.png"] is None and "a zip inside a zip is not opened; upload it on its own" in reasons["more.zip"]
+
+
+def test_an_alpha_of_transparent_and_opaque_parts_is_dropped_as_a_files_is() -> None:
+    """An RGBA array whose left quarter is transparent (an ROI export) averaged its alpha in as a fourth channel:
+    94 against the same file's 161 (read_image drops a file's alpha)."""
+    from cellcount.io import to_gray
+    from cellcount.io.normalize import input_note, without_alpha
+
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:20, 10:20, :3] = 200
+    rgba[..., 3] = 255
+    rgba[:, :10, 3] = 0
+    np.testing.assert_array_equal(to_gray(rgba), to_gray(rgba[..., :3]))
+    assert input_note(rgba) is None  # not "its 4 channels show different stains"
+    stains = rgba.copy()
+    stains[..., 3] = np.arange(40, dtype=np.uint8)[None, :] * 6  # a fourth stain varies in between: kept
+    assert without_alpha(stains).shape[2] == 4
+    floats = rgba.astype(np.float32) / 255
+    assert without_alpha(floats).shape[2] == 3

@@ -6,7 +6,7 @@ import numpy as np
 
 from cellcount.errors import ImageReadError
 
-from .normalize import _finite_float32, _usable_range
+from .normalize import _finite_float32, _usable_range, without_alpha
 from .percentile import percentiles
 
 
@@ -33,10 +33,8 @@ def image_to_display_rgb(image: np.ndarray, *, low_pct: float = 0.5, high_pct: f
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or 0 in arr.shape:
         raise ImageReadError(f"expected an image of shape (H, W) or (H, W, C), got shape {arr.shape}")
-    if arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8:
-        alpha = arr[:, :, 3]
-        if alpha.min() == alpha.max():
-            arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        arr = without_alpha(arr)
     if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
         if not (np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 0], arr[:, :, 2])):
             return arr.copy()

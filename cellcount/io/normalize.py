@@ -52,6 +52,20 @@ def finite_copy(image: np.ndarray, dtype: np.typing.DTypeLike = np.float32) -> n
     return out
 
 
+def without_alpha(arr: np.ndarray) -> np.ndarray:
+    """``arr`` without its last channel where that is an alpha channel: four channels, the last constant (opaque)
+    or only fully transparent and fully opaque (0 and the type's maximum: an ROI export's or a cut-out's), as
+    :func:`read_image` drops a file's alpha. A fourth stain varies in between, and is kept."""
+    if arr.ndim != 3 or arr.shape[2] != 4:
+        return arr
+    alpha = arr[:, :, 3]
+    lo, hi = alpha.min(), alpha.max()
+    opaque = np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0
+    if lo == hi or (lo == 0 and hi == opaque and not np.any((alpha != 0) & (alpha != opaque))):
+        return arr[:, :, :3]
+    return arr
+
+
 def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     """Convert an image of any dtype to a finite float32 (H, W) array, in the input's intensity units.
 
@@ -97,10 +111,7 @@ def to_gray(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
         return _finite_float32(arr)
     if arr.shape[2] == 1:
         return _finite_float32(arr[:, :, 0])
-    if arr.shape[2] == 4:
-        alpha = arr[:, :, 3]
-        if alpha.min() == alpha.max():
-            arr = arr[:, :, :3]
+    arr = without_alpha(arr)
     # summed in float64: three float32 values near the type's maximum overflow a float32 sum to inf
     return _finite_float32(arr).mean(axis=2, dtype=np.float64).astype(np.float32)
 
@@ -431,7 +442,8 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
     (:func:`channels_differ`) counted from the mean of its channels counts whatever any stain shows.
     """
     arr = np.asarray(image)
-    plane = _select_channel(arr, channel) if channel is not None else arr
+    plane = _select_channel(arr, channel) if channel is not None else without_alpha(arr)
+    arr = plane if channel is None else arr
     if plane.size and plane.dtype.kind == "f" and np.isnan(plane).all():
         what = "the image is" if channel is None else f"channel {channel} is"
         return (f"{what} blank (every pixel is NaN, not a number), so nothing in it can be counted: a failed "
