@@ -1107,3 +1107,18 @@ def test_an_alpha_of_transparent_and_opaque_parts_is_dropped_as_a_files_is() -> 
     assert without_alpha(stains).shape[2] == 4
     floats = rgba.astype(np.float32) / 255
     assert without_alpha(floats).shape[2] == 3
+
+
+def test_a_cmyk_tiff_is_read_as_rgb_as_pillow_converts_it(tmp_path) -> None:
+    """A CMYK TIFF was read as four raw ink channels (K all 0 taken for an opaque alpha): a dark background."""
+    from PIL import Image
+
+    from cellcount.io import read_image
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[8:24, 8:24] = (200, 120, 40)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.tif")
+    got = read_image(tmp_path / "c.tif")
+    assert got.shape == (32, 32, 3)
+    np.testing.assert_array_equal(got, np.asarray(Image.open(tmp_path / "c.tif").convert("RGB")))
+    np.testing.assert_array_equal(read_image(tmp_path / "c.tif", channel=0), got[..., 0])

@@ -829,13 +829,28 @@ def _page_plane(
         page = page.aspage()
     n_samples = int(page.samplesperpixel)
     height, width = int(page.imagelength), int(page.imagewidth)
-    if n_samples == 1 or page.axes not in ("YXS", "SYX"):
+    if n_samples == 1 or page.axes not in ("YXS", "SYX") or _is_cmyk(page):
         data = _page_to_hwc(page.asarray(), page.axes, name)
+        data = _cmyk_to_rgb(data) if _is_cmyk(page) else data
         return data if channel is None else _select_channel(data, channel)
     if channel is None:
         _check_decoded(name, height, width, n_samples, max_pixels)
         return _page_to_hwc(page.asarray(), page.axes, name)
     return _decode_sample(tif, page, _channel_index(name, channel, n_samples), n_samples)
+
+
+def _is_cmyk(page: tifffile.TiffPage) -> bool:
+    """A page of cyan, magenta, yellow and black inks (a print-ready export), not four channels of a microscope."""
+    return (page.photometric == tifffile.PHOTOMETRIC.SEPARATED and int(page.samplesperpixel) == 4
+            and int(getattr(page, "inkset", 1) or 1) == 1 and page.dtype.kind == "u")
+
+
+def _cmyk_to_rgb(data: np.ndarray) -> np.ndarray:
+    """Ink values (H, W, 4) as RGB, as Pillow converts a CMYK picture (each colour: full scale less its ink and
+    black), so a CMYK TIFF counts as the same picture saved as JPEG or PNG does."""
+    full = np.iinfo(data.dtype).max
+    ink = data[..., :3].astype(np.int64) + data[..., 3:4].astype(np.int64)
+    return np.clip(full - ink, 0, full).astype(data.dtype)
 
 
 def _decode_sample(tif: tifffile.TiffFile, page: tifffile.TiffPage, sample: int, n_samples: int) -> np.ndarray:
