@@ -235,6 +235,28 @@ def count_file(
                          backend=backend, measure=measure, strict_page=True)[0]
 
 
+def count_paths(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    model: CountModel,
+    params: CountParams | dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Iterator[BatchItem]:
+    """Count the images that files, folders and glob patterns name, as ``cellcount count`` does: listed by
+    :func:`cellcount.io.list_image_files` (ground truth left out), an ``error`` item first for each file found that
+    cannot be counted (a dangling link, an unreadable folder, a file named that is no image), then each image as
+    :func:`count_many` counts it (``kwargs`` are its options)."""
+    from .io import list_image_files
+
+    check_model(model, "count_paths")
+    skipped: list[tuple[Path, str]] = []
+    files = list_image_files(paths, on_skip=lambda path, why: skipped.append((path, why)))
+    p = params if isinstance(params, CountParams) else resolve_params(model, params)
+    for path, why in skipped:  # the command line writes their rows too: a table without them lost them unsaid
+        yield BatchItem(str(path), "error", f"not counted: {why}", None, model=model.name,
+                        settings=p.settings_json(model.output_kind))
+    yield from count_many([(str(f), f) for f in files], model, p, total=len(files), **kwargs)
+
+
 def count_many(
     items: Iterable[tuple[str, bytes | str | Path]],
     model: CountModel,

@@ -508,3 +508,18 @@ def test_count_file_refuses_a_plane_a_one_plane_file_lacks(tmp_path, samples_dir
         count_file(samples_dir / "s01_sparse_small.png", classical, page=1)
     (item,) = count_many([("a.png", samples_dir / "s01_sparse_small.png")], classical, page=1)
     assert item.status == "ok"
+
+
+def test_count_paths_gives_a_dangling_link_its_error_row_as_the_command_line_does(png_bytes, classical, tmp_path):
+    """The README's folder recipe (count_many over list_image_files) left a dangling link out of the table, said
+    only in a log line, where ``cellcount count`` writes its error row."""
+    from cellcount.batch import count_paths, counts_frame
+
+    (tmp_path / "good.png").write_bytes(png_bytes)
+    (tmp_path / "a_labels.png").write_bytes(png_bytes)  # ground truth: left out, as the command line leaves it
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    table = counts_frame(list(count_paths(tmp_path, classical))).set_index("file")
+    assert sorted(table.index) == [str(tmp_path / "dangling.png"), str(tmp_path / "good.png")]
+    assert table.loc[str(tmp_path / "dangling.png"), "status"] == "error"
+    assert "dangling symbolic link" in table.loc[str(tmp_path / "dangling.png"), "reason"]
+    assert table.loc[str(tmp_path / "good.png"), "status"] == "ok"
