@@ -226,7 +226,10 @@ def count_file(
     ImageJ) for the µm columns unless ``params`` give one, ``page`` (a plane of a z-stack, or ``"max"`` for their
     maximum projection; :func:`cellcount.io.read_image`), and what the file says about the count in the quality
     flag (a stack counted from its first plane, where :func:`cellcount.count_image` of the array
-    :func:`cellcount.read_image` returns cannot tell). Reading errors are raised, as by ``read_image``."""
+    :func:`cellcount.read_image` returns cannot tell; a plane or projection the file cannot give; a pixel size other
+    than the file's). A maximum projection of planes the file does not name is said in a logged warning, not flagged:
+    they may be channels, but most such files are z-stacks saved without their axes. Reading errors are raised, as by
+    ``read_image``."""
     check_model(model, "count_file")
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else "<bytes>"
