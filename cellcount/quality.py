@@ -160,6 +160,7 @@ def quality_signals(
     if diameter_px:
         r = float(diameter_px) / reference_diameter_px
         sig["size_ratio"] = max(r, 1.0 / r)
+        sig["nucleus_scale"] = r  # which way: "4.3x larger or smaller" left the user to guess
     if image_sig is not None:
         sig.update(image_sig)
     elif probability is not None:
@@ -310,8 +311,18 @@ def _below(name: str, v: float, limit: float | None) -> str:
     return f"{name}{v:.{d}f}, flagged below {limit:.{d}f}"
 
 
+def _size_reason(v: float, scale: float | None) -> str:
+    """The size signal's reason, saying which way the nuclei differ where ``scale`` (their size over the training
+    nuclei's) is known."""
+    way = "larger or smaller" if scale is None or not np.isfinite(scale) else "larger" if scale > 1 else "smaller"
+    resized = {"larger": "shrunk", "smaller": "enlarged"}.get(way, "resized")
+    return (f"the nuclei are {v:.1f}x {way} than those the model was trained on (as the size estimate or the nucleus "
+            f"diameter setting gives them), and the image is {resized} that far to match: so large a resize makes the "
+            "count less certain; if the nuclei look another size, give their diameter")
+
+
 def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = False,
-            counts: tuple[str, float, float] | None = None) -> str:
+            counts: tuple[str, float, float] | None = None, scale: float | None = None) -> str:
     if signal == "novelty" and near:
         return (f"the image looks less like the images this model was trained on than most (novelty score {v:.2f}, "
                 f"flagged from {limit:.2f})")
@@ -330,9 +341,7 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         "count_disagreement": f"two independent counts of this image differ by {v:.0%} (the objects found against a "
                               "density map's estimate of the same area, or a density model's integral against its "
                               "peaks)",
-        "size_ratio": f"the nuclei are {v:.1f}x larger or smaller than those the model was trained on (measured, or "
-                      "the Nucleus diameter given), and the image is resized that far to match: so large a resize makes "
-                      "the count less certain; if the nuclei look another size, give their diameter",
+        "size_ratio": _size_reason(v, scale),
         "uncertain_fraction": f"the model is unsure about {v:.0%} of the pixels it may call foreground, giving them "
                               f"a probability between {UNCERTAIN_LOW:g} and {UNCERTAIN_HIGH:g} (blur, low contrast "
                               "or an unfamiliar image type)",
@@ -380,16 +389,18 @@ def judge(signals: dict[str, float], rule: QualityRule, *,
             continue
         ratio = _ratio(value, limit, below)
         ratios.append(ratio)
-        nearest = max(nearest, (ratio, _reason(key, value, limit, near=True, counts=counts)))
+        scale = signals.get("nucleus_scale")
+        nearest = max(nearest, (ratio, _reason(key, value, limit, near=True, counts=counts, scale=scale)))
         if ratio >= 1.0:
-            reasons.append(_reason(key, value, limit, counts=counts))
+            reasons.append(_reason(key, value, limit, counts=counts, scale=scale))
             fired.add(key)
     if rule.joint_limits:
         values = {k: signals.get(k, math.nan) for k, _ in rule.joint_limits}
         if all(np.isfinite(v) for v in values.values()):
             r = [_ratio(values[k], limit, BELOW[k]) for k, limit in rule.joint_limits]
             ratios.append(min(r))
-            text = (" and ".join(_reason(k, v, counts=counts) for k, v in values.items())
+            text = (" and ".join(_reason(k, v, counts=counts, scale=signals.get("nucleus_scale"))
+                                 for k, v in values.items())
                     + ": unusual together for this model, though each is within its own limit")
             nearest = max(nearest, (min(r), text))
             if min(r) >= 1.0 and not fired & set(values):  # said already where one of them is past its own limit

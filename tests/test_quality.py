@@ -33,8 +33,8 @@ def _signals(**kw):
         ({"second_count": 80.0}, True, "two independent counts"),  # 30 / 82 = 0.37 > 0.15
         ({"second_count": 55.0}, False, None),                 # 5 / 57 = 0.09
         ({"count": 1.0, "second_count": 2.0}, False, None),    # near-empty field: 1 / 4 = 0.25 ... see rule below
-        ({"diameter_px": 60.0}, True, "larger or smaller than those the model was trained on"),
-        ({"diameter_px": 6.0}, True, "larger or smaller than those the model was trained on"),
+        ({"diameter_px": 60.0}, True, "3.3x larger than those the model was trained on"),  # which way, said
+        ({"diameter_px": 6.0}, True, "3.1x smaller than those the model was trained on"),
         ({"size_at_limit": True}, True, "beyond what resizing"),
     ],
 )
