@@ -1122,3 +1122,22 @@ def test_a_cmyk_tiff_is_read_as_rgb_as_pillow_converts_it(tmp_path) -> None:
     assert got.shape == (32, 32, 3)
     np.testing.assert_array_equal(got, np.asarray(Image.open(tmp_path / "c.tif").convert("RGB")))
     np.testing.assert_array_equal(read_image(tmp_path / "c.tif", channel=0), got[..., 0])
+
+
+def test_salt_noise_is_no_overexposure_but_clipped_nuclei_are() -> None:
+    """5% of the pixels set to 0 or 255 read "40% of the image's bright (nucleus) pixels are at the brightest value
+    (overexposed)": lone pixels at the top are noise; clipped nuclei are areas."""
+    from cellcount.io import exposure_note
+    from cellcount.io.normalize import clipped_share
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(20, 3, (128, 128)).clip(0, 255).astype(np.uint8)
+    for r, c in ((20, 20), (20, 80), (80, 40), (90, 100)):
+        image[r - 6:r + 6, c - 6:c + 6] = 120
+    salted = image.copy()
+    noise = rng.random(image.shape)
+    salted[noise < 0.025], salted[noise > 0.975] = 0, 255
+    assert exposure_note(salted) is None
+    clipped = image.copy()
+    clipped[image == 120] = 255
+    assert clipped_share(clipped) > 0.9 and exposure_note(clipped) is not None

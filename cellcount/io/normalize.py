@@ -367,6 +367,7 @@ def clipped_and_bright(image: np.ndarray) -> tuple[float, bool]:
         some = every = at
         gray = arr
     gray = gray.astype(np.float32)
+    some = some & _beside_another(some)  # clipped areas: a lone pixel at the top is noise (salt, a hot pixel)
     if not is_bright_background(gray):
         # of the bright pixels, where nuclei are: sparse nuclei clipped whole are a few percent of the picture. Split
         # from the background on a log scale, where clipped centres do not pull the split above the nuclei' bodies
@@ -382,6 +383,17 @@ def clipped_and_bright(image: np.ndarray) -> tuple[float, bool]:
     if tissue.mean() < 0.01:  # a white picture: overexposed, or no tissue at all
         return float(every.mean()), True
     return float(some[tissue].mean()), True
+
+
+def _beside_another(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour in it too: salt noise of 5% of the pixels read "40% of the bright
+    (nucleus) pixels overexposed", its lone pixels at the top value being most of the bright ones."""
+    out = np.zeros_like(mask)
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
 
 
 def exposure_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
