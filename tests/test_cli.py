@@ -271,12 +271,14 @@ def test_copies_said_are_those_counted_and_links_are_no_copies(small_folder, tmp
         tifffile.imwrite(small_folder / name, labels)
     (small_folder / "link_a.png").symlink_to(small_folder / "a.png")
     shutil.copy(small_folder / "b.png", small_folder / "new\nline.png")
+    for empty in ("zero.png", "empty.jpg"):  # no cells to count twice: each its error row, no copy
+        (small_folder / empty).write_bytes(b"")
     assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "c.csv"),
                  "--no-progress"]) in (0, 1)
     err = capsys.readouterr().err
     [note] = [line for line in err.splitlines() if "hold the same bytes" in line]
     assert note.startswith("note: 1 file(s)") and "new\\nline.png = " in note, note
-    assert "labels" not in note and "link_a" not in note
+    assert "labels" not in note and "link_a" not in note and "zero.png" not in note
 
 
 def test_models_card_prints_a_models_card(capsys):

@@ -331,6 +331,7 @@ def same_files(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
                 real.add(where)
                 by_size.setdefault(path.stat().st_size, []).append(path)
     out = []
+    by_size.pop(0, None)  # empty files: no cells to count twice (each gets its error row)
     for group in (g for g in by_size.values() if len(g) > 1):
         by_head: dict[str, list[Path]] = {}
         for path in group:
