@@ -384,6 +384,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     settings = _run_settings(args, model, params, backend, done, todo)
     n_ok = n_err = total = n_check = total_check = 0
     failed: list[tuple[str, str]] = []
+    workers_ran: set[str] = set()  # the backends the rows name: workers choose theirs on their machines
     whole: list[str] = []  # counted whole, so without region counts
     no_labels: list[str] = []  # counted by blocks, so without a label image in --labels-dir
     if keep_counts is not None:
@@ -486,6 +487,8 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
                 publish_with(counts_out, regions_out, objects_out, index_out)  # never ahead of them
                 record.add(row.to_dict("records"))
                 if item.status == "ok":
+                    if item.result.backend:
+                        workers_ran.add(item.result.backend)
                     n_ok += 1
                     total += int(item.result.count)
                     if item.result.quality is not None and item.result.quality.flag:
@@ -524,6 +527,14 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         print(f"\nerror: cannot write the results: {unwritten[0]}; the counts CSV holds the images whose every table "
               "was written: run the same command with --resume once the folder is writable", file=sys.stderr)
         return 2
+    if cluster is not None and workers_ran and "backend" not in settings:  # chosen on the workers: known only now
+        ran = sorted(workers_ran)
+        settings.update({"backend": ran[0]} if len(ran) == 1 else {"backends": ran})
+        with contextlib.suppress(OSError):  # the counts are written; a record that cannot be is no failure
+            atomic_write_bytes(settings_path(args.out), json.dumps(settings, indent=2).encode("utf-8"))
+        if not args.quiet:
+            print(f"note: the workers ran the {' and '.join(ran)} backend (recorded in {settings_path(args.out)})",
+                  file=sys.stderr)
     n_rows = n_ok + n_err
     record.finish("interrupted" if interrupted else "done")
     if interrupted:

@@ -3,6 +3,7 @@ a huge image by blocks with region counts. Each test starts worker processes: ma
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -216,3 +217,15 @@ def test_local_workers_count_in_the_backend_asked_for(tmp_path):
     workers, inproc = pd.read_csv(tmp_path / "w.csv"), pd.read_csv(tmp_path / "p.csv")
     assert workers["backend"].tolist() == [other] == inproc["backend"].tolist()
     assert workers["count"].tolist() == inproc["count"].tolist()
+
+
+def test_local_workers_choosing_their_backend_record_it_in_the_settings_file(tmp_path, capsys):
+    """`count --workers 2` wrote no backend into its settings file (the workers choose theirs), so `count --settings`
+    with it switched backend without a note (a tester's 71 became 72)."""
+    out = tmp_path / "w.csv"
+    assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "unet-density", "--no-progress",
+                 "--workers", "1", "--out", str(out)]) == 0
+    ran = pd.read_csv(out)["backend"].tolist()
+    recorded = json.loads(out.with_name("w.settings.json").read_text())
+    assert recorded["backend"] == ran[0]
+    assert f"note: the workers ran the {ran[0]} backend" in capsys.readouterr().err
