@@ -617,7 +617,9 @@ def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: in
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons), {total_check} of the "
                  "total in them" if n_check else "")
               + (f"; {n_err + len(skipped)} failed (see the 'reason' column"
-                 + (f"; {len(skipped)} of them could not be read at all, above" if skipped else "") + ")"
+                 # the rest were opened and failed there: "1 of them could not be read at all" read as 1 of 5
+                 + (f"; {len(skipped)} of them not even opened (a broken link, a folder that cannot be read, a file "
+                    "that is no image), said above" if skipped else "") + ")"
                  if n_err or skipped else ""))
     for name, reason in failed:  # with --quiet too: an exit status of 1 alone does not say which
         # the reason names the file already where it was read from it
