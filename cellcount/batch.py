@@ -23,7 +23,7 @@ from .groundtruth import GroundTruth
 from .io import DEFAULT_MAX_PIXELS, labels_to_tiff_bytes, planes_note, projection_note, read_image_planes
 from .io.files import microscope_file_problem
 from .io.metadata import pixel_size_conflict, read_metadata
-from .io.read import planes_as_channels, tiff_missing_note, unapplied_plane_note
+from .io.read import file_note, planes_as_channels, unapplied_plane_note
 from .measure import MICRON_COLUMNS
 from .models import size_model_for
 from .models.base import CountModel
@@ -43,6 +43,8 @@ def same_content(items: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
     first: dict[str, str] = {}
     same = []
     for name, data in items:
+        if not len(data):  # empty files: no cells to count twice (each gets its error row)
+            continue
         key = hashlib.sha256(data).hexdigest()
         if key in first:
             same.append((name, first[key]))
@@ -175,7 +177,7 @@ def _read_for_count(src: Any, name: str, p: CountParams, page: int | str | None,
             continue
         if page is None and planes is not None:
             notes.append(planes_note(name, planes))
-        if lost := tiff_missing_note(src, image, page):  # tiles the file does not store, beside content
+        if lost := file_note(src, image, page):  # tiles the file does not store, beside content; a poor JPEG
             notes.append(lost)
         asked = dropped if dropped is not None else page if page == "max" and planes is None else None
         if (asked is not None and (channel is not None or (np.ndim(image) == 3 and np.shape(image)[2] > 1))

@@ -335,8 +335,11 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         if args.labels_dir:
             Path(args.labels_dir).mkdir(parents=True, exist_ok=True)
         run_scope.enter_context(hold_outputs(held))
-    except OSError as err:  # OutputBusy, or a folder gone since it was checked
-        print(f"error: {err if isinstance(err, OutputBusy) else f'cannot write the results: {err}'}", file=sys.stderr)
+    except OutputBusy as err:  # another run holds an output: worth trying again once it ends, unlike a usage error
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except OSError as err:  # a folder gone since it was checked
+        print(f"error: cannot write the results: {err}", file=sys.stderr)
         return 2
     gt_files: list[Path] = []
     if not args.include_ground_truth:  # searched: labels/plate1/a.png below them too
@@ -892,6 +895,11 @@ def run() -> None:
     code = main()
     gc.freeze()  # frozen objects are skipped by the collection at exit; nothing is left unwritten by it
     raise SystemExit(code)
+
+
+EXIT_BUSY = 75
+"""Exit status when another run is writing an output (sysexits' EX_TEMPFAIL): a job array's script can retry this,
+where exit 2 (a usage error) says the command itself is wrong."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,8 @@ def _read_cached(digest: str, page: int | str | None, _data: bytes
                  ) -> tuple[np.ndarray, str | None, tuple | None, str | None]:
     image, planes = cc.io.read_image_planes(_data, page=page)
     note = f"only the first of its {planes[0]} {planes[1]} was counted" if page is None and planes else None
-    # tiles the file does not store beside content (a damaged TIFF), read as empty: for the quality badge
-    return image, note, planes, cc.io.read.tiff_missing_note(_data, image, page)
+    # tiles the file does not store beside content (a damaged TIFF), read as empty, or a poor JPEG: for the badge
+    return image, note, planes, cc.io.read.file_note(_data, image, page)
 
 
 def read_image_cached(digest: str, _data: bytes, page: int | str | None = None, *, name: str | None = None,

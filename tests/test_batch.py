@@ -523,3 +523,22 @@ def test_count_paths_gives_a_dangling_link_its_error_row_as_the_command_line_doe
     assert table.loc[str(tmp_path / "dangling.png"), "status"] == "error"
     assert "dangling symbolic link" in table.loc[str(tmp_path / "dangling.png"), "reason"]
     assert table.loc[str(tmp_path / "good.png"), "status"] == "ok"
+
+
+def test_a_jpeg_saved_at_a_low_quality_is_flagged_with_why(classical):
+    """A JPEG of quality 10 counted 473 for 150, its reasons naming merged nuclei; compression said nothing."""
+    from PIL import Image
+
+    from cellcount.batch import count_file
+    from cellcount.io.read import file_note, jpeg_quality
+
+    image = np.zeros((64, 64), np.uint8)
+    image[10:30, 10:30] = 200
+    for quality in (10, 90):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "JPEG", quality=quality)
+        assert jpeg_quality(buf.getvalue()) == quality
+        reasons = "; ".join(count_file(buf.getvalue(), classical).quality.reasons)
+        assert ("a JPEG saved at a low quality (about 10 of 100)" in reasons) is (quality == 10)
+        assert (file_note(buf.getvalue(), image, None) is None) is (quality == 90)  # the app's badge reads it too
+    assert jpeg_quality(b"\x89PNG\r\n\x1a\n") is None

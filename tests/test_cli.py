@@ -1016,7 +1016,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes_it(sm
     out.write_text("file,count\nkept.png,3\n")
     with hold_outputs([out]):  # the first run, still counting (an overlapping cron job)
         rc = main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"])
-    assert rc == 2 and "another run is writing" in capsys.readouterr().err
+    assert rc == 75 and "another run is writing" in capsys.readouterr().err  # EX_TEMPFAIL: retry later
     assert out.read_text() == "file,count\nkept.png,3\n"  # untouched, no rows spliced in
     # once it has ended, the file is free again and no lock file is left beside it (the user's own table, which
     # the run history holds no copy of, is kept beside it)
@@ -1331,7 +1331,7 @@ def test_two_runs_into_one_labels_folder_are_refused_as_for_one_csv(small_folder
     labels.mkdir()
     with hold_outputs([labels / LABELS_INDEX]):  # another run writing it
         assert main(["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(tmp_path / "b.csv"),
-                     "--labels-dir", str(labels), "--no-progress"]) == 2
+                     "--labels-dir", str(labels), "--no-progress"]) == 75
     assert "another run is writing" in capsys.readouterr().err and not (tmp_path / "b.csv").exists()
 
 

@@ -211,6 +211,58 @@ def read_image(
     return image
 
 
+_IJG_LUMINANCE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
+"""The JPEG standard's luminance quantization table, which quality 50 of the IJG's scale (libjpeg, Pillow, ImageJ,
+most microscope software) writes as it is."""
+
+JPEG_MIN_QUALITY = 20
+"""A JPEG saved below this quality (of the IJG's 1-100) is flagged: its 8 x 8 blocks cut nuclei into fragments. On
+DSB's 53 validation images the default model's share of large errors (> 15%) is 13% as PNG, 15-17% as JPEG of
+quality 20-95 and 32% at quality 10 (``python scripts/jpeg_quality_probe.py``,
+results/probes/amd-zen5-2026-12-07-jpeg-quality.txt)."""
+
+
+def jpeg_quality(source: Any) -> int | None:
+    """The IJG quality (1-100) a JPEG was saved with, estimated from its luminance quantization table as libjpeg
+    scales it (None for other files or tables of another kind)."""
+    try:
+        data = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        if isinstance(data, io.BytesIO) and data.getvalue()[:3] != b"\xff\xd8\xff":
+            return None
+        with Image.open(data) as img:
+            if img.format != "JPEG" or not getattr(img, "quantization", None):
+                return None
+            table = np.asarray(img.quantization[0], np.float64)
+    except Exception:  # noqa: BLE001 - not a JPEG, or none Pillow reads: no quality to tell
+        return None
+    if table.size != 64:
+        return None
+    # libjpeg's scale factor, in percent, from the entries it did not clip to 1-255 (at quality 10 most are 255)
+    kept = (table > 1) & (table < 255)
+    ratios = table[kept] / _IJG_LUMINANCE[kept] if kept.any() else np.array([np.mean(table) / np.mean(_IJG_LUMINANCE)])
+    scale = 100.0 * float(np.median(ratios))
+    quality = 5000.0 / scale if scale > 100 else (200.0 - scale) / 2.0
+    return int(round(min(max(quality, 1.0), 100.0)))
+
+
+def jpeg_note(source: Any) -> str | None:
+    """Why a count of a JPEG saved at a low quality (:data:`JPEG_MIN_QUALITY`) may be far off, or None."""
+    quality = jpeg_quality(source)
+    if quality is None or quality >= JPEG_MIN_QUALITY:
+        return None
+    return (f"the file is a JPEG saved at a low quality (about {quality} of 100): its compression blocks and "
+            "ringing cut nuclei into pieces or merge them, so the count may be far off: save the images as TIFF or "
+            "PNG (or JPEG at quality 90 or more)")
+
+
+def file_note(source: Any, image: np.ndarray, page: int | str | None) -> str | None:
+    """What the file itself says against its count (:func:`tiff_missing_note`, :func:`jpeg_note`), or None."""
+    return tiff_missing_note(source, image, page) or jpeg_note(source)
+
+
 def read_image_and_note(
     source: ImageSource,
     *,
@@ -225,7 +277,7 @@ def read_image_and_note(
     image, planes = read_image_planes(source, channel=channel, page=page, max_pixels=max_pixels, max_bytes=max_bytes)
     name = _source_name(source)
     said = _planes_note(name, source, image, planes, page, channel)
-    if lost := tiff_missing_note(source, image, page):  # tiles not stored beside content: flagged with the rest
+    if lost := file_note(source, image, page):  # tiles not stored beside content, a poor JPEG: flagged with the rest
         return image, f"{name}: {lost}" + (f"; {said}" if said else "")
     return image, said
 
