@@ -220,8 +220,8 @@ most microscope software) writes as it is."""
 
 JPEG_MIN_QUALITY = 20
 """A JPEG saved below this quality (of the IJG's 1-100) is flagged: its 8 x 8 blocks cut nuclei into fragments. On
-DSB's 53 validation images the default model's share of large errors (> 15%) is 13% as PNG, 15-17% as JPEG of
-quality 20-95 and 32% at quality 10 (``python scripts/jpeg_quality_probe.py``,
+DSB's 53 validation images the default model's share of large errors (> 15%) is 13% as PNG, 13-17% as JPEG of
+quality 20-95, 19% at 15, 32% at 10 and 60% at 5 (``python scripts/jpeg_quality_probe.py``,
 results/probes/amd-zen5-2026-12-07-jpeg-quality.txt)."""
 
 
