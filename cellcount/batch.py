@@ -404,25 +404,32 @@ flat: ``a/img.png`` and ``b/img.png`` give ``img_labels.tif`` and ``img_2_labels
 folders, :func:`labels_zip`)."""
 
 
-def labels_zip(items: Iterable[BatchItem]) -> bytes:
+def _in_zip(name: str) -> PurePosixPath:
+    """Where an upload's file lies once a zip of results is unpacked beside the uploads: its folders kept (a zip's
+    plate1/A01.tif), the zip's own name without .zip."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    folder = "/".join(part[:-4] if part.lower().endswith(".zip") else part
+                      for part in path.parent.parts if part not in ("", ".", "..", "/"))
+    return PurePosixPath(folder, path.name) if folder else PurePosixPath(path.name)
+
+
+def labels_zip(items: Iterable[BatchItem], taken: Iterable[str] = ()) -> bytes:
     """Zip of ``<stem>_labels.tif`` (16/32-bit) for every successful mask-model item, in the folders of its name (a
     zip member's, the zip's name without ``.zip``), and :data:`LABELS_INDEX` naming each one's image (two loose
-    images may share a stem)."""
+    images may share a stem). ``taken``: the other uploads' names (ground truth left out, as ``a_labels.tif``), whose
+    places a label image never takes: unpacked beside them it would replace the user's own annotation (``--labels-dir``
+    numbers its names alike)."""
     from .csvout import csv_bytes
 
     buf = io.BytesIO()
     index: list[dict[str, str]] = []
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        seen: set[str] = set()
+        seen: set[str] = {str(_in_zip(n)) for n in taken}
         for it in items:
             if it.result is None or it.result.labels is None:
                 continue
-            name = PurePosixPath(it.name.replace("\\", "/"))
-            # the image's folders kept (a zip's plate1/A01.tif and plate2/A01.tif: plate1/A01_labels.tif ...), the
-            # zip's own name without .zip
-            folder = "/".join(part[:-4] if part.lower().endswith(".zip") else part
-                              for part in name.parent.parts if part not in ("", ".", "..", "/"))
-            stem = f"{folder}/{name.stem}" if folder else name.stem
+            name = _in_zip(it.name)
+            stem = str(name.with_suffix(""))
             out = f"{stem}_labels.tif"
             k = 1
             while out in seen:

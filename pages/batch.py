@@ -342,7 +342,9 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
         "counts": counts,
         "uploads": None if claimed else st.session_state.pop(f"{JOB}_uploads", None),
         "objects_csv": sh.csv_bytes(objects_frame(ok)),
-        "labels_zip": labels_zip(ok) if job.model.output_kind == "mask" else None,
+        # never named as an upload left out (the user's own a_labels.tif, replaced when unpacked beside it)
+        "labels_zip": labels_zip(ok, taken=[it.name for it in rows if it.status != "ok"])
+        if job.model.output_kind == "mask" else None,
         # from the job's own model: the model may have been deleted on the Models page while the batch ran
         "settings": ((None if claimed else st.session_state.pop(f"{JOB}_settings", None))
                      or sh.settings_json(job.model.name, job.params, job.options.get("page"),

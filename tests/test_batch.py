@@ -405,6 +405,15 @@ def test_labels_zip_content(png_bytes, classical):
             assert int(arr.max()) == item.result.count
 
 
+def test_labels_zip_never_takes_the_name_of_an_upload_left_out(png_bytes, classical):
+    """s01_labels.tif uploaded beside s01.png (left out as ground truth) and the zip's prediction for s01.png named
+    s01_labels.tif too: unpacked beside the uploads it replaced the user's own annotation."""
+    items = list(count_many([("s01.png", png_bytes), ("plates.zip/p1/a.png", png_bytes)], classical))
+    taken = ["s01_labels.tif", "plates.zip/p1/a_labels.tif", "other.txt"]
+    with zipfile.ZipFile(io.BytesIO(labels_zip(items, taken=taken))) as zf:
+        assert zf.namelist() == ["s01_2_labels.tif", "plates/p1/a_2_labels.tif", "labels_index.csv"]
+
+
 def test_a_plane_for_stacks_counts_a_one_plane_file_as_it_is(classical):
     """--plane 2 on a folder of z-stacks and 2-D images: the 2-D image is counted as it is, unflagged (every one
     failed "page 2 is out of range", then each was flagged, burying the real flags); a stack with 2 planes still
