@@ -10,13 +10,18 @@ finished image, so a batch stopped half-way still has its rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
+import os
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .batch import BatchItem, count_many, counts_frame, item_objects
@@ -149,6 +154,7 @@ class FinetuneJob(_Threaded):
 
     def _run(self) -> None:
         status, result, error, unexpected = "failed", None, None, False
+        mark = _mark_running(self)
         try:
             result = finetune(self.base, self.data, name=self.name, progress=self._report, cancel=self._cancel,
                               **self.options)
@@ -162,6 +168,9 @@ class FinetuneJob(_Threaded):
             error, unexpected = f"unexpected error ({type(err).__name__}): {err}", True
         finally:
             self.data = None  # the images are not needed any more
+            if mark is not None:
+                with contextlib.suppress(OSError):
+                    mark.unlink()
         with self._lock:
             self._status, self._result, self._error, self._unexpected = status, result, error, unexpected
             self._t_end = time.time()
@@ -173,6 +182,56 @@ class FinetuneJob(_Threaded):
                                losses=tuple(self._losses), started_s=self._t0, elapsed_s=end - self._t0,
                                result=self._result, error=self._error, unexpected=self._unexpected,
                                cancelled_by=self._cancelled_by, notes=tuple(self._notes))
+
+
+RUNNING_MARK_GLOB = ".finetune-running-*.json"
+"""Beside the user's models while a fine-tune runs in the app: what it is, where it runs. A server stopped mid-run
+(a restart, a crash) leaves it behind, so the next visit can say what became of that run."""
+
+
+def _mark_running(job: FinetuneJob) -> Path | None:
+    """Write the running mark of ``job`` (None where the models folder cannot be written: nothing to tell then)."""
+    from .models.loading import user_models_dir
+
+    path = user_models_dir() / RUNNING_MARK_GLOB.replace("*", job.job_id)
+    mark = {"name": job.name, "base": str(job.base), "started": time.time(), "pid": os.getpid(),
+            "host": socket.gethostname()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(mark), encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def interrupted_finetunes() -> list[dict[str, Any]]:
+    """The fine-tunes whose server stopped while they ran (their marks left behind on this machine, their process
+    gone): name, base and start time (seconds since the epoch). Each mark is removed once read, so each is said once;
+    nothing of those runs was saved (a model is written only at the end)."""
+    from .models.loading import user_models_dir
+
+    out = []
+    for path in sorted(user_models_dir().glob(RUNNING_MARK_GLOB)):
+        try:
+            mark = json.loads(path.read_text(encoding="utf-8"))
+            if mark.get("host") != socket.gethostname() or _alive(int(mark["pid"])):
+                continue  # running on (this server, another one sharing the folder): not cut off
+            path.unlink()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        out.append({"name": str(mark.get("name", "")), "base": str(mark.get("base", "")),
+                    "started": float(mark.get("started", 0.0))})
+    return out
 
 
 class JobBoard:

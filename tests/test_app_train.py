@@ -967,3 +967,25 @@ def test_a_points_file_with_far_fewer_dots_than_cells_is_named_before_training(t
     at.run()
     warned = [w.value for w in at.warning if "Fewer dots than cells?" in w.value]
     assert len(warned) == 1 and "cells_0.png (2 dots; tiny-mask finds about 40" in warned[0], warned
+
+
+def test_a_fine_tune_cut_off_by_a_server_restart_is_said_on_the_next_visit():
+    """A run going when the server was killed vanished from the Train page, unsaid."""
+    import json
+    import socket
+
+    from cellcount.jobs import RUNNING_MARK_GLOB
+    from cellcount.models.loading import user_models_dir
+
+    user_models_dir().mkdir(parents=True, exist_ok=True)
+    gone = {"name": "appR", "base": "unet-mask-varied", "started": time.time() - 60, "pid": 2**22 + 12345,
+            "host": socket.gethostname()}
+    (user_models_dir() / RUNNING_MARK_GLOB.replace("*", "old")).write_text(json.dumps(gone))
+    at = open_train([])
+    assert any("The fine-tune of **appR** from unet-mask-varied" in w.value and "nothing of it was saved" in w.value
+               for w in at.warning)
+    at.run()
+    assert any("appR" in w.value for w in at.warning), "kept for the session that read it"
+    other = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    other.switch_page("pages/train.py").run()
+    assert not any("appR" in w.value for w in other.warning), "said once, to one visit"

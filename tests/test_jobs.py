@@ -198,3 +198,34 @@ def test_following_the_running_job_never_replaces_a_sessions_own_outcome():
     board.clear("new-tab")
     assert board.get("new-tab") is running, "a running job is not cleared"
     assert board.get("a") is running
+
+
+def test_a_fine_tune_cut_off_by_the_servers_stop_is_said_once_on_the_next_visit(base_and_data, monkeypatch):
+    """A run going when the app's server was restarted vanished: the Train page said nothing of it, and no page
+    recorded it. Its running mark, left behind with its process gone, says it once."""
+    import json
+    import os
+    import socket
+
+    from cellcount.jobs import RUNNING_MARK_GLOB, interrupted_finetunes
+    from cellcount.models.loading import user_models_dir
+
+    base, data = base_and_data
+    slow = FinetuneJob(str(base), data, "slow", {"steps": 100_000, "batch_size": 2, "crop": 32}).start()
+    marks = list(user_models_dir().glob(RUNNING_MARK_GLOB))
+    for _ in range(100):  # written as the thread starts
+        if marks:
+            break
+        slow.join(timeout=0.05)
+        marks = list(user_models_dir().glob(RUNNING_MARK_GLOB))
+    assert len(marks) == 1 and interrupted_finetunes() == [], "running here: not cut off"
+    slow.cancel()
+    assert slow.join(timeout=120) and not list(user_models_dir().glob(RUNNING_MARK_GLOB)), "an ended run leaves none"
+    gone = {"name": "appR", "base": "unet-mask-varied", "started": 1.7e9, "pid": 2**22 + 12345,
+            "host": socket.gethostname()}
+    (user_models_dir() / RUNNING_MARK_GLOB.replace("*", "old")).write_text(json.dumps(gone))
+    alive = {**gone, "name": "other-server", "pid": os.getppid()}
+    (user_models_dir() / RUNNING_MARK_GLOB.replace("*", "live")).write_text(json.dumps(alive))
+    assert interrupted_finetunes() == [{"name": "appR", "base": "unet-mask-varied", "started": 1.7e9}]
+    assert interrupted_finetunes() == [], "said once"
+    assert [p.name for p in user_models_dir().glob(RUNNING_MARK_GLOB)] == [".finetune-running-live.json"]
