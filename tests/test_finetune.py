@@ -261,7 +261,9 @@ def test_partly_dotted_images_are_said_from_the_command_line_too(tiny_model, dra
     # dotted completely but over-counted by the base (mbm's H&E and unet-density): its extra cells lie near the dots
     assert few_dots_note(["a.png"], [40], [106.2], "m", undotted=[2.0]) is None
     # a few example cells dotted across the image: near them all, but far too few
-    assert "a.png (4 dots; m finds about 106, 2 of them far" in few_dots_note(["a.png"], [4], [106.2], "m", undotted=[2.0])
+    # ("0 of them far from every dot" read as though the dots covered the cells: their scatter is said instead)
+    assert "a.png (4 dots; m finds about 106, the dots scattered among them)" in few_dots_note(
+        ["a.png"], [4], [106.2], "m", undotted=[2.0])
     assert "a.png (4 dots; m finds about 106, 53 of them far from every dot)" in few_dots_note(
         ["a.png"], [4], [106.2], "m", undotted=[53.0])
     image = np.where(draw_disks((64, 64), [(16, 16), (40, 40)], 6) > 0, 200, 20).astype(np.uint8)

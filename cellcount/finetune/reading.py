@@ -218,7 +218,15 @@ def partly_dotted(dots: int, found: float | None, undotted: float | None = None)
 
 
 def few_dots_line(name: str, dots: int, model: str, found: float, far: float | None = None) -> str:
-    far_text = "" if far is None else f", {far:.0f} of them far from every dot"
+    """One image of :func:`few_dots_note`: the cells far from every dot where that is what it found, else that the
+    few dots lie scattered (a few dots spread over the image leave no cell "far": "0 of them far from every dot"
+    read as though the dots covered the cells)."""
+    if far is None:
+        far_text = ""
+    elif far >= UNDOTTED_SHARE * found:
+        far_text = f", {far:.0f} of them far from every dot"
+    else:
+        far_text = ", the dots scattered among them"
     return f"{name} ({dots} dots; {model} finds about {found:.0f}{far_text})"
 
 
