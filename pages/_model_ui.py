@@ -210,7 +210,9 @@ def validation_metrics(card: ModelCard, key: str = "validation") -> dict[str, An
 def models_frame_columns() -> dict[str, Any]:
     """``column_config`` for :func:`models_frame` (formats and help)."""
     return {
-        "val MAE": st.column_config.NumberColumn(format="%.2f", help="Count MAE on the validation split, card defaults"),
+        "val MAE": st.column_config.NumberColumn(format="%.2f", help="Count MAE on validation images the model never "
+                                                 "trained on (DSB's held-out 98, or their validation half's 53: see "
+                                                 "'val images'), card defaults"),
         "val MAE, no size estimate": st.column_config.NumberColumn(
             format="%.2f", help="The same with auto_nucleus_size off (models whose default has it on)"),
         "val F1@0.5": st.column_config.NumberColumn(format="%.3f", help="Instance F1 at IoU 0.5"),

@@ -101,7 +101,9 @@ def view_ui(shape: tuple[int, int]) -> dict:
             _view_widget("zoom", b.selectbox, "Zoom", options=list(ZOOMS),
                          help="100%: one image pixel per screen pixel; the position sliders choose the window.")
             _view_widget("thickness", a.slider, "Outline thickness (px)", 1, 5)
-            _view_widget("opacity", b.slider, "Outline opacity", 0.2, 1.0, step=0.1)
+            _view_widget("opacity", b.slider, "Outline opacity", 0.2, 1.0, step=0.1,
+                         help="How much the outlines cover the picture: lower lets the nucleus edge under them show. "
+                         "Only the picture; the count is the same.")
             _view_widget("contrast", st.slider, "Display contrast (percentiles of the image shown black and white)",
                          0.0, 100.0, step=0.5, help="Only the picture; the model and the count use the image as it is.")
             _view_widget("merges", st.toggle, "Mark likely merges",

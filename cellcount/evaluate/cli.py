@@ -480,6 +480,9 @@ def _run(args: argparse.Namespace) -> int:
                              model_card=model.card.counting_digest(), backend=ran).encode()
         _keep_other_settings(Path(args.save_settings), text)
         atomic_write_bytes(args.save_settings, text)
+        if not args.quiet:  # the tuning's output ended without a word of the file it was run to write
+            print(f"settings written to {args.save_settings} (count --settings {args.save_settings}, or the app's "
+                  "'Settings file')", file=sys.stderr)
     rep = evaluate_predictions(pairs, params, iou_threshold=args.iou, keep_results=False)
     if args.out:  # images the model learnt from, kept in (--keep-trained or all of them): each row says so
         kept_in = rep.per_image["file"].isin(seen) if seen else None

@@ -177,7 +177,9 @@ class ModelCard:
         parts = [f"{self.name}: {self.output_kind} model ({self.architecture})"]
         if "mae" in m:
             # the cards' validation sets differ in size (the 98 held-out images, or the validation half's 53)
-            parts.append(f"MAE {m['mae']:.2f}" + (f" on {m['n']} validation images" if m.get("n") else " on validation images"))
+            # never trained on, whichever: the README calls the 98 so, and "validation" read as the 53 alone
+            parts.append(f"MAE {m['mae']:.2f}" + (f" on {m['n']} validation images (never trained on)" if m.get("n")
+                                                  else " on validation images (never trained on)"))
         if "f1" in m:
             parts.append(f"F1@0.5 {m['f1']:.3f}")
         held = {k: (self.metrics.get(k) or {}) for k in ("holdout_before", "holdout_after", "holdout_finetuned_weights")
