@@ -376,7 +376,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
             print(f"error: {resumed}", file=sys.stderr)
             return 2
         keep_counts, keep_objects, keep_regions, done = resumed
-    from .csvout import escape_cell
+    from .csvout import escape_cell, unescape_cell
 
     todo = [f for f in files if escape_cell(str(f)) not in done]
     if done and not args.quiet:
@@ -511,7 +511,10 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
     finally:
         # the files end in the order of the inputs: unreadable files' rows are written first, workers finish in any
         # order and --resume appends; an in-process run's objects are in order already (read whole to be sorted)
-        order = ("file", [escape_cell(name) for name in inputs])
+        # rows --resume kept of files gone since among them, as they stood (they ended the file)
+        kept = [] if keep_counts is None else [str(unescape_cell(f)) for f in keep_counts["file"]]
+        names = sorted({*inputs, *kept}, key=lambda n: (str(Path(n).parent), Path(n).name))
+        order = ("file", [escape_cell(name) for name in names])
         anywhere = args.workers or args.scheduler or args.resume
         for sink in (index_out, regions_out, objects_out, counts_out):  # regions and objects first, as above
             if sink is not None:

@@ -1451,3 +1451,15 @@ def test_an_objects_table_that_cannot_be_written_at_the_end_keeps_the_counts_con
     monkeypatch.setattr(csvout.CsvStream, "_publish", real_publish)
     assert main([*argv, "--resume"]) in (0, 1)
     assert len(pd.read_csv(out)) == 2 and set(pd.read_csv(objects)["file"]) == set(pd.read_csv(out)["file"])
+
+
+def test_a_resumed_row_of_a_file_gone_since_keeps_its_place_in_the_sorted_rows(small_folder, tmp_path):
+    """The row --resume keeps of a file gone since ended the CSV (a.png after b.png and c.png), where the README says
+    rows are sorted by folder, then file name."""
+    shutil.copy(small_folder / "a.png", small_folder / "c.png")
+    out = tmp_path / "c.csv"
+    argv = ["count", str(small_folder), "--model", CLASSICAL_NAME, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    (small_folder / "a.png").rename(tmp_path / "a.png")
+    assert main([*argv, "--resume"]) == 0
+    assert [Path(f).name for f in pd.read_csv(out)["file"]] == ["a.png", "b.png", "c.png"]
