@@ -25,6 +25,7 @@ from .io import as_pixels, background_note, check_pixels, exposure_note, input_n
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
+from .overlay import overlay_note, stroke_objects
 from .params import (  # noqa: F401
     DISTANCE_SPLIT_MODES,
     SCHEMA,
@@ -437,6 +438,16 @@ NOTHING_FOUND = ("no nuclei were found: if the image shows any, the model did no
                  "nucleus size and the channel, or fine-tune a model on images like it), unless the field is empty")
 
 
+def with_overlay(quality: Quality | None, labels: np.ndarray, image: np.ndarray | None) -> Quality | None:
+    """``quality`` flagged where the objects include a time stamp's or scale bar's strokes (:mod:`cellcount.overlay`):
+    counted letter by letter, within every calibrated limit. Beside an overexposure note too: a time stamp on a sparse
+    field is a large share of its bright pixels."""
+    if image is None or np.ndim(image) != 2:
+        return quality
+    note = overlay_note(stroke_objects(labels, image))
+    return with_note(quality, note) if note else quality
+
+
 def nothing_found(quality: Quality | None, count: int, *, part_of_image: bool = False, dropped: int = 0) -> Quality | None:
     """``quality`` flagged with :data:`NOTHING_FOUND` for a count of nothing that nothing else flagged: with no object
     every signal is unmeasured (NaN), so no limit can fire, however many nuclei the image shows. Not for a block of a
@@ -551,8 +562,8 @@ def postprocess(
     # the object table and the quality flag read the same labels: one on a second core
     objects, quality = parallel.pair(
         lambda: object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None,
-        lambda: assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
-                       probability=prob, labels=seg.labels),
+        lambda: with_overlay(assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
+                                    probability=prob, labels=seg.labels), seg.labels, intensity_src),
         pixels=seg.labels.size)
     t2 = time.perf_counter()
     if objects is not None and len(objects):

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("array functions", ["cellcount.postprocess", "cellcount.sizing", "cellcount.flips", "cellcount.settingsfile",
                          "cellcount.groundtruth", "cellcount.synthetic", "cellcount.quality", "cellcount.measure",
                          "cellcount.metrics", "cellcount.annotate", "cellcount.synthetic_large",
-                         "cellcount.novelty"]),
+                         "cellcount.novelty", "cellcount.overlay"]),
     ("parameters", ["cellcount.params"]),
     ("input/output", ["cellcount.io", "cellcount.csvout", "cellcount.history"]),
     ("foundations", ["cellcount.errors", "cellcount.protocols", "cellcount.parallel", "cellcount.memory",
