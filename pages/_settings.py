@@ -321,7 +321,21 @@ def describe(model: cc.models.CountModel) -> str:
         now = values(model)
         changed = ", ".join(f"{_label(name)} {setting_text(name, now[name])}" for name in fields)
         detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"
-    return f"{text} ({detail})" if detail else text
+    line = f"{text} ({detail})" if detail else text
+    if key == "card" and (kept := _kept_elsewhere(model.name)):  # tuned ones vanished from the line, unsaid
+        line += f"; {kept}"
+    return line
+
+
+def _kept_elsewhere(name: str) -> str:
+    """What other models keep of their own (tuned, loaded, edited) for when they are chosen again, or ""."""
+    others = [(n, e["origin"]) for n, e in _state()["models"].items() if n != name and e.get("origin", "card") != "card"]
+    if not others:
+        return ""
+    kept = {"tuned": "its settings tuned on your data", "file": "its settings from a file",
+            "run": "a past run's settings", "edited": "your edits"}
+    shown = ", ".join(f"{n} keeps {kept.get(o, 'its settings')}" for n, o in others[:2])
+    return f"{shown}{' ...' if len(others) > 2 else ''} for when it is chosen again"
 
 
 def current_model(default: str | None = None) -> str | None:

@@ -228,9 +228,17 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             b.info(f"Ground truth is a count only ({gt.count}).")
 
 
-def _apply_tuned(best: dict, model_name: str, n_images: int, digests: tuple[str, ...] = ()) -> None:
+TUNING_VERDICTS = {"unsure": "a gain on unseen images within chance", "no better": "no better on unseen images"}
+"""The tuning check's verdict, carried in the settings line wherever the tuned settings are used (Batch said only
+"tuned on your data" of settings the check had advised against)."""
+
+
+def _apply_tuned(best: dict, model_name: str, n_images: int, digests: tuple[str, ...] = (),
+                 verdict: str | None = None) -> None:
     # the images tuned on go with the settings: Compare says when it scores them on those images again
-    sh.apply_settings(model_name, best, origin="tuned", detail=f"Evaluate, {n_images} images", tuned_on=digests)
+    said = TUNING_VERDICTS.get(verdict or "")
+    sh.apply_settings(model_name, best, origin="tuned", tuned_on=digests,
+                      detail=f"Evaluate, {n_images} images" + (f"; the check: {said}" if said else ""))
     st.session_state[f"{P}__msg"] = (
         "success", f"Tuned settings of {model_name} applied: Count, Batch, Evaluate and Compare now use them, in "
         "this browser session (a reload or a new tab starts from the model card): download them (Tuned settings "
@@ -409,7 +417,9 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         "Applied (all pages)" if applied and changed else "Apply (all pages)",
         key=f"{P}_apply",
         on_click=_apply_tuned,
-        args=(tuned["best"], tuned["model"], len(pairs), tuned.get("digests", ())),
+        args=(tuned["best"], tuned["model"], len(pairs), tuned.get("digests", ()),
+              None if check is None or check.verdict == "helps" else
+              ("unsure" if check.verdict == "unsure" else "no better")),
         type="secondary" if applied or not helps else "primary",
         disabled=applied,
         icon=":material/check:",

@@ -130,6 +130,9 @@ def test_model_change_says_what_happens_to_the_settings(tiny_models):
     at.run()
     assert any("Model changed from tiny-mask to tiny-density: its settings come from its model card; your settings "
                "for tiny-mask stay with it for when you switch back" in i.value for i in at.toast)
+    # said in the settings line too, after the toast is gone (a tester read it as the tuned settings lost)
+    assert "Settings of **tiny-density**: the model card; tiny-mask keeps your edits for when it is chosen again" \
+        in captions(at)
     at.selectbox(key="count_model").set_value("tiny-mask")
     at.run()
     assert any("your settings for tiny-mask (edited) are kept" in i.value for i in at.toast)
@@ -182,7 +185,8 @@ def test_apply_after_optimise_on_evaluate_reaches_batch_and_count():
     at.button(key="eval_tune").click()
     at.run(timeout=300)  # the search and its 4-fold check: 70-75 s on an idle 2-core machine, over 90 s on a busy one
     assert not at.exception
-    best = at.session_state["eval__tune"]["best"]
+    tuned = at.session_state["eval__tune"]
+    best = tuned["best"]
     at.button(key="eval_apply").click()
     at.run()
     assert any("now use them" in s.value for s in at.success)
@@ -190,6 +194,12 @@ def test_apply_after_optimise_on_evaluate_reaches_batch_and_count():
     assert at.number_input(key="batch_min_area_px").value == best["min_area_px"]
     assert at.slider(key="batch_threshold").value == pytest.approx(best["threshold"])
     assert "tuned on your data" in captions(at)
+    # the tuning check's verdict travels with the settings (Batch said nothing of a "no better")
+    check = tuned.get("check")
+    if check is not None and check.verdict != "helps":
+        assert "the check: " in captions(at) and ("within chance" in captions(at) or "no better" in captions(at))
+    else:
+        assert "the check: " not in captions(at)
     go(at, "count")
     assert at.number_input(key="count_min_area_px").value == best["min_area_px"]
     assert "tuned on your data" in captions(at)
