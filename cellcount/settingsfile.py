@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,12 +230,14 @@ def _named(path: str | os.PathLike, parse: Any) -> Any:
 
 def settings_text(model_name: str, params: CountParams | dict[str, Any], output_kind: str | None, *,
                   model_sha256: str | None = None, plane: int | str | None = None, backend: str | None = None,
-                  version: str | None = "", model_card: str | None = None) -> str:
+                  version: str | None = "", model_card: str | None = None, tuned_on: Iterable[str] = ()) -> str:
     """A settings file's text: the model, its weights' sha256 and ``model_card`` (its card's counting digest: counting
     with either changed since warns, :func:`model_changed_note`), the
     settings that act for ``output_kind`` (a density model's file naming a threshold contradicts a count that no
     threshold changes; None: every one given), the ``plane`` of z-stacks when one was chosen and the ``backend`` a
-    recorded run used, with the ``version`` of cellcount that counted ("": this one; None: not known, left out)."""
+    recorded run used, with the ``version`` of cellcount that counted ("": this one; None: not known, left out);
+    ``tuned_on``: the sha256 of the image files tuned settings were fitted to (:func:`tuned_on_from_json`), so that
+    scores on those images later, anywhere the file is loaded, are said to flatter them."""
     from ._version import __version__
 
     values = params.acting(output_kind) if isinstance(params, CountParams) else acting_settings(params, output_kind)
@@ -242,7 +245,16 @@ def settings_text(model_name: str, params: CountParams | dict[str, Any], output_
                        **({"model_card": model_card} if model_card else {}),
                        **({} if version is None else {"cellcount_version": version or __version__}),
                        "params": values, **({} if plane is None else {"plane": check_plane(plane)}),
-                       **({"backend": backend} if backend else {})}, indent=2)
+                       **({"backend": backend} if backend else {}),
+                       **({"tuned_on": sorted(set(tuned_on))} if tuned_on else {})}, indent=2)
+
+
+def tuned_on_from_json(text: str | bytes) -> set[str]:
+    """The sha256 of the image files a settings file's settings were tuned on (``"tuned_on"``, as Evaluate's tuned
+    settings and ``evaluate --tune --save-settings`` write it); empty when it names none."""
+    data = _load(text)
+    digests = data.get("tuned_on") if isinstance(data, dict) else None
+    return {d for d in digests if isinstance(d, str)} if isinstance(digests, list) else set()
 
 
 def record_text(record: dict[str, Any], output_kind: str | None) -> str:

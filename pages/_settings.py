@@ -143,6 +143,12 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
         kept[:] = [*kept[-(TUNED_SETS_KEPT - 1):], (values(model), entry["tuned_on"])]
 
 
+def remember_tuned(model: cc.models.CountModel, digests: Iterable[str]) -> None:
+    """The settings in use for ``model`` were tuned on the images of ``digests`` (a settings file that says so)."""
+    kept = _state().setdefault("tuned_sets", {}).setdefault(model.name, [])
+    kept[:] = [*kept[-(TUNED_SETS_KEPT - 1):], (values(model), sorted(set(digests)))]
+
+
 TUNED_SETS_KEPT = 5
 """The settings of the last few Applies per model remembered by value (:func:`tuned_on`)."""
 

@@ -31,6 +31,7 @@ from cellcount.settingsfile import (
     model_from_json,
     params_from_json,
     plane_from_json,
+    tuned_on_from_json,
 )
 from pages import _settings as settings
 from pages._image_ui import PLANE_CHOICE, backend_in_use, set_plane_choice
@@ -431,7 +432,8 @@ def apply_settings(model_name: str, values: dict[str, Any], *, origin: str, deta
 
 
 def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plane: int | str | None = None, *,
-                  output_kind: str | None = None, backend: str | None = None) -> str:
+                  output_kind: str | None = None, backend: str | None = None, tuned_on: Iterable[str] | None = None
+                  ) -> str:
     """Settings file: ``{"model": ..., "model_sha256": ..., "params": {...}}``, the format the CLI writes and reads
     (--settings),
     with the ``plane`` of z-stacks when one was chosen (a number or "max"). Only the settings that act for the
@@ -456,8 +458,12 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
     sha = (model.card.sha256 or None) if model is not None else None
     if backend is None and model is not None:
         backend = backend_in_use(model)
+    if tuned_on is None and model is not None:  # settings tuned in this session, saved: their images go with them
+        now = params.to_dict() if isinstance(params, cc.CountParams) else dict(params)
+        tuned_on = settings.tuned_on(model) if now == settings.values(model) else ()
     return settings_text(model_name, params, output_kind, model_sha256=sha, plane=plane, backend=backend,
-                         model_card=model.card.counting_digest() if model is not None else None)
+                         model_card=model.card.counting_digest() if model is not None else None,
+                         tuned_on=tuned_on or ())
 
 
 
@@ -513,6 +519,8 @@ def _apply_settings_file(prefix: str) -> None:
     # the image settings every model shares that the file does not name go back to the card's too: said
     dropped = {k: v for k, v in settings.image_values().items() if k not in overrides and v != card.get(k)}
     apply_settings(model_name, {**card, **overrides}, origin="file", detail=uploaded.name)
+    if fitted := tuned_on_from_json(data):  # tuned settings saved and loaded again: scores on those images flatter
+        settings.remember_tuned(model, fitted)
     running = backend_in_use(model)
     # as `count --settings` notes it; a file of a model not installed here, or naming none, ran another network or
     # an unknown one, so its backend says nothing of this one's counts

@@ -426,7 +426,7 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
     )
     sh.download_button(
         "Tuned settings JSON",
-        sh.settings_json(tuned["model"], tuned["best"]),
+        sh.settings_json(tuned["model"], tuned["best"], tuned_on=tuned.get("digests", ())),  # its images with it
         f"{tuned['model']}_tuned_settings.json",  # named by its model, as Count's and Batch's downloads are
         "application/json",
         f"{P}_dl_tuned",

@@ -871,3 +871,15 @@ def test_a_tall_strip_is_fitted_to_the_pages_height():
     at.file_uploader(key="count_upload").set_value(("strip.png", png_bytes(img), "image/png")).run()
     assert not at.exception, at.exception
     assert any("A tall image is fitted to the page's height" in c.value for c in at.caption)
+
+
+def test_a_settings_file_that_names_its_tuning_images_marks_them_in_the_session():
+    """Loaded in a new session, tuned settings forgot the images they were fitted to: Evaluate on those images gave a
+    flattering MAE with no word (a tester)."""
+    at = open_count()
+    text = json.dumps({"model": BASELINE, "params": {"min_area_px": 33}, "tuned_on": ["d1", "d2"]}).encode()
+    at.file_uploader(key="count_settings_file").set_value(("tuned.json", text, "application/json"))
+    at.run()
+    assert not at.exception
+    known = at.session_state["_settings"]["tuned_sets"][BASELINE]
+    assert known and known[-1][1] == ["d1", "d2"] and known[-1][0]["min_area_px"] == 33

@@ -590,6 +590,27 @@ def test_evaluate_says_which_options_do_nothing_and_saves_only_what_acts(samples
     assert isinstance(record.get("backend"), str) and record["backend"]
 
 
+def test_tuned_settings_saved_name_their_images_and_scoring_them_again_says_so(samples_dir, tmp_path, capsys):
+    """A tuned settings file, loaded later on the same images, gave a flattering MAE with no word (a tester, in the
+    app): the file holds the sha256 of the images tuned on, as the app records its uploads', and evaluate says so."""
+    import hashlib
+    import shutil
+
+    for name in ("s01_sparse_small.png", "s01_sparse_small_labels.tif", "s03_large_nuclei.png",
+                 "s03_large_nuclei_labels.tif"):
+        shutil.copy(samples_dir / name, tmp_path / name)
+    saved = tmp_path.parent / f"{tmp_path.name}-tuned.json"
+    assert main(["--model", "classical-otsu", "--data", str(tmp_path), "--tune", "--save-settings", str(saved),
+                 "-q"]) == 0
+    record = json.loads(saved.read_text())
+    want = sorted(hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()
+                  for n in ("s01_sparse_small.png", "s03_large_nuclei.png"))
+    assert record["tuned_on"] == want  # the search moves the baseline's settings on these two
+    capsys.readouterr()
+    assert main(["--model", "classical-otsu", "--data", str(tmp_path), "--settings", str(saved)]) == 0
+    assert f"{saved} holds settings tuned on 2 of these 2 images, so these figures flatter them" in capsys.readouterr().err
+
+
 def test_tuning_steps_past_the_top_of_its_range_while_that_counts_better(draw_disks):
     """A tester's tuning said 'changed nothing' with min_area_px at the grid's top (50) where 90 halved the error
     of large nuclei: a best value at the top of its range is followed by larger ones (across a level stretch)

@@ -29,7 +29,7 @@ from ..cliparams import (
     prog_name,
     setup_logging,
 )
-from ..errors import ParameterError
+from ..errors import CellcountError, ParameterError
 from ..metrics import fixed
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
@@ -118,7 +118,6 @@ def _store_card(card, args: argparse.Namespace, model) -> Path:
     import sys
 
     from ..csvout import keep_copy
-    from ..errors import CellcountError
     from ..models.card import CARD_FILE, read_card, write_card
     from ..models.loading import DEFAULT_WEIGHTS_DIR
 
@@ -149,6 +148,23 @@ def _encoded(paths: dict[str, Path], names: list[str]) -> Iterator[tuple[str, by
             yield name, paths[name].read_bytes()
         except (KeyError, OSError):
             yield name, None
+
+
+def _digests(paths: dict[str, Path], names: list[str]) -> list[str]:
+    """The sha256 of the image files ``names`` (those that can be read), as the app's digests of uploads."""
+    import hashlib
+
+    return [hashlib.sha256(data).hexdigest() for _, data in _encoded(paths, names) if data is not None]
+
+
+def tuned_on_from_file(path: str | Path) -> set[str]:
+    """:func:`cellcount.settingsfile.tuned_on_from_json` of a file (empty where it cannot be read)."""
+    from ..settingsfile import tuned_on_from_json
+
+    try:
+        return tuned_on_from_json(Path(path).read_bytes())
+    except (OSError, CellcountError):
+        return set()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,8 +492,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.save_settings:
         # the settings that act, as count's settings file lists them, with the backend the tuning counted in (the
         # app's file records it too): `count --settings` says when it runs another
+        # with the images tuned on (their files' sha256, as the app records them): scored on them again later, in
+        # the app or here, the figures are said to flatter the settings
         text = settings_text(model.name, params, model.output_kind, model_sha256=model.card.sha256,
-                             model_card=model.card.counting_digest(), backend=ran).encode()
+                             model_card=model.card.counting_digest(), backend=ran,
+                             tuned_on=_digests(paths, [n for n, _, _ in pairs]) if tuned_on_these else ()).encode()
         _keep_other_settings(Path(args.save_settings), text)
         atomic_write_bytes(args.save_settings, text)
         if not args.quiet:  # the tuning's output ended without a word of the file it was run to write
@@ -523,6 +542,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: the ground truth of {len(empty)} image(s) holds no objects ({shown}"
               f"{' ...' if len(empty) > 4 else ''}): images without cells, or annotations whose export failed (a "
               "points CSV with only its header line, an all-black label image)", file=sys.stderr)
+    if args.settings and not args.tune and (hit := tuned_on_from_file(args.settings)
+                                            & set(_digests(paths, [n for n, _, _ in pairs]))):
+        print(f"note: {args.settings} holds settings tuned on {len(hit)} of these {len(pairs)} images, so these "
+              "figures flatter them; score them on other images to know how they count new ones", file=sys.stderr)
     if tuned_on_these:
         print("note: these figures are on the images the settings were tuned on, so they flatter them; "
               + ("the check on images each tuning did not see (above) is the one for new images" if checked else
