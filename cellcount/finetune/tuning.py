@@ -166,7 +166,8 @@ def fit_novelty(s: AnnotatedSet, b: Base, tuned: Tuned, card: ModelCard, *,
 
     # the held-out images are the user's images too: they widen the reference of what the model may count
     # (they choose nothing about the counts; the same predictions are scored below)
-    report(FinetuneProgress("evaluate", message="reading the held-out images with the new model"))
+    report(FinetuneProgress("evaluate", message="reading the held-out images with the new model" if s.held_idx else
+                            "fitting the new model's reference of the images it may count"))  # none held out
     held_items = [(s.names[i], s.images[i], s.gts[i]) for i in s.held_idx]
     held_pairs = (predict_pairs(held_items, tuned.new, tuned.params, size_model=b.size_model, warn_trained=False)
                   if s.held_idx else [])
