@@ -76,8 +76,10 @@ def _entry(model: cc.models.CountModel) -> dict[str, Any]:
     if model.name not in models or replaced:
         # settings tuned, loaded or edited for the weights that had this name would count the new ones silently
         card = card_values(model)
+        own = {k: v for k, v in card.items() if k not in IMAGE_FIELDS}
         models[model.name] = {
-            "values": {k: v for k, v in card.items() if k not in IMAGE_FIELDS},
+            "values": own,
+            "card_values": dict(own),  # what "its own settings" are measured from where the model is not at hand
             "origin": "card",
             "detail": ("" if not replaced else
                        "the model was replaced under this name since its earlier settings were set: these are the "
@@ -335,7 +337,8 @@ def describe(model: cc.models.CountModel) -> str:
 
 def _kept_elsewhere(name: str) -> str:
     """What other models keep of their own (tuned, loaded, edited) for when they are chosen again, or ""."""
-    others = [(n, e["origin"]) for n, e in _state()["models"].items() if n != name and e.get("origin", "card") != "card"]
+    others = [(n, e["origin"]) for n, e in _state()["models"].items()
+              if n != name and e.get("origin", "card") != "card" and e["values"] != e.get("card_values", e["values"])]
     if not others:
         return ""
     kept = {"tuned": "its settings tuned on your data", "file": "its settings from a file",

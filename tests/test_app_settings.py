@@ -332,7 +332,9 @@ st.text(settings.overridden_note(b))
     assert reading == "True 13.7", "the fine-tuned card's own invert and diameter"
     assert warned.startswith("fixed-reading's card reads images with Nucleus diameter 13.7, and the settings in "
                              "use say Nucleus diameter 30")
-    assert said == "Settings of **fixed-reading**: the model card"
+    # (and what the tuned model keeps for when it is chosen again)
+    assert said == ("Settings of **fixed-reading**: the model card; unet-density keeps its settings tuned on your data "
+                    "for when it is chosen again")
     assert diameter == "30.0", "a diameter the applied settings set apart from their card's is the image's"
     assert "Input changed: Nucleus diameter" in said_after
 
