@@ -37,13 +37,19 @@ def test_flat_strokes_are_counted_and_nuclei_are_not():
     labels, image = _scene(0, clipped=8)  # clipped nuclei: flat at the top value, but round
     assert stroke_objects(labels, image) == 0
     assert stroke_objects(np.zeros((5, 5), np.int32), np.zeros((5, 5))) == 0
-    scattered = np.zeros((200, 200), np.int32)
-    flat = np.zeros((200, 200), np.uint8)
-    for j in range(7):  # long flat objects all over the image (clipped, elongated nuclei), not a line of text
-        r0, c0 = 5 + 27 * j, 10 + 25 * j
-        scattered[r0:r0 + 12, c0:c0 + 2] = j + 1
-        flat[r0:r0 + 12, c0:c0 + 2] = 255
-    assert stroke_objects(scattered, flat) == 1
+    # the same strokes all over the image (clipped, elongated nuclei), not along a line of text
+    labels, image = _scene(7)
+    spread = np.zeros((400, 400), np.int32)
+    picture = np.random.default_rng(2).normal(30, 4, spread.shape)
+    for j in range(7):
+        r0, c0 = 10 + 55 * j, 10 + 50 * j
+        spread[r0:r0 + 15, c0:c0 + 5] = labels[94:109, 4 + 12 * j:9 + 12 * j]
+        picture[r0:r0 + 15, c0:c0 + 5] = image[94:109, 4 + 12 * j:9 + 12 * j]
+    rng = np.random.default_rng(5)
+    for i in range(1, 9):  # noisy nuclei too, whose levels make flatness mean something
+        spread[300:320, 40 * i:40 * i + 10] = 100 + i
+        picture[300:320, 40 * i:40 * i + 10] = rng.normal(150, 15, (20, 10))
+    assert stroke_objects(spread, np.clip(picture, 0, 255).astype(np.uint8)) == 1
 
 
 def test_the_flag_says_so_from_min_strokes_in_one_line():
@@ -54,3 +60,26 @@ def test_the_flag_says_so_from_min_strokes_in_one_line():
     assert flagged.flag and any("thin strokes of one flat value" in r for r in flagged.reasons)
     labels, image = _scene(MIN_STROKES - 1)
     assert with_overlay(None, labels, image.astype(np.float32)) is None
+
+
+def test_no_strokes_in_dim_quantised_or_clipped_elongated_nuclei():
+    """A reviewer's images without text read as time stamps: dim 8-bit nuclei (values 2-3, their extremes scattered
+    pixels) and clipped 3:1 nuclei laid out in rows (17 "strokes" in one row)."""
+    from skimage.draw import disk, ellipse
+
+    rng = np.random.default_rng(3)
+    for kind in ("dim", "clipped"):
+        labels = np.zeros((480, 480), np.int32)
+        image = rng.poisson(0.4, labels.shape).astype(float) if kind == "dim" else rng.normal(20, 4, labels.shape)
+        k = 0
+        for r0 in range(30, 450, 60):
+            for c0 in range(30, 450, 60):
+                k += 1
+                if kind == "dim":
+                    rr, cc = disk((r0, c0), 10, shape=labels.shape)
+                    image[rr, cc] = 2 + rng.poisson(0.6, rr.size)
+                else:
+                    rr, cc = ellipse(r0, c0, 7, 22, shape=labels.shape, rotation=rng.uniform(0, np.pi))
+                    image[rr, cc] = 255
+                labels[rr, cc] = k
+        assert stroke_objects(labels, np.clip(image, 0, 255).astype(np.uint8)) < MIN_STROKES, kind
