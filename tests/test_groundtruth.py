@@ -1913,3 +1913,15 @@ def test_imagej_tables_read_alike_whichever_centre_columns_were_ticked() -> None
         np.testing.assert_array_equal(read_points_csv(table).points, [[10.0, 21.0]], err_msg=table.decode())
     # plain x,y tables (ours, CellProfiler's) name pixels by index, fractions too
     np.testing.assert_array_equal(read_points_csv(b"x,y,label\n21.5,10.5,alive\n").points, [[10.5, 21.5]])
+
+
+def test_imagej_is_known_by_its_capitalised_columns_not_by_an_unnamed_first_one() -> None:
+    """A reviewer's cases: pandas' to_csv of regionprops centroids (``,x,y``: an unnamed index) was read as ImageJ's and
+    moved half a pixel; ImageJ's ``Label,X,Y`` of two titles without extensions was read as one image's dots."""
+    from cellcount.groundtruth import read_points_csv
+
+    np.testing.assert_array_equal(read_points_csv(b",x,y\n0,10.5,20.5\n1,40.25,50.75\n").points,
+                                  [[20.5, 10.5], [50.75, 40.25]])
+    with pytest.raises(GroundTruthError, match=r"the points of 2 images \('label' column: s03-1, s03-2\)"):
+        read_points_csv(b"Label,X,Y\ns03-1,10,12\ns03-2,30,40\n")
+    np.testing.assert_array_equal(read_points_csv(b"Label,Area,X,Y\ns03-1,3,10.5,12.5\n").points, [[12.0, 10.0]])

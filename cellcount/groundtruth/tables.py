@@ -331,13 +331,16 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             "measurements), not one row per object: for the counts, name the table so that no image has its name "
             "(counts.tsv), where each image's row is read as its count; for points, export the detections")
     rows = _without_summary_rows(header, rows)
+    raw = _csv_rows(name, text, raw=True)[0]
+    # ImageJ's Results: its Label names images by their titles; its fractions put a pixel's centre at +0.5
+    imagej = imagej_results(raw) or "Label" in [h.strip() for h in raw]
     image_columns = [*_IMAGE_COLUMNS, *(h for h in header if h.startswith(_PREFIXED_NAME)), "label"]
     for column in image_columns:  # one table for many images: every image would get all their objects
         if column in header:
             i = header.index(column)
             values = sorted({row[i].strip() for row in rows if i < len(row)})
             if column == "label":  # Fiji's image titles; classes (alive, dead) or ROI names name no image
-                values = sorted({t for v in values if (t := _label_image(v, imagej=header[0] == "")) is not None})
+                values = sorted({t for v in values if (t := _label_image(v, imagej=imagej)) is not None})
             if len(values) > 1:
                 where = ("; or put it beside the images (a folder, or with them in an upload), where it is split by "
                          "that column")
@@ -353,11 +356,11 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
                     f"{name}: the points of {len(values)} images ({column!r} column: {', '.join(values[:3])}"
                     f"{', ...' if len(values) > 3 else ''}): ground truth needs one table per image, named like it "
                     f"(img01_points.csv){where}")
-    return _points_truth(_coordinates(name, header, rows, cols, decimal_comma), name)
+    return _points_truth(_coordinates(name, header, rows, cols, decimal_comma, imagej=imagej), name)
 
 
 def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tuple[int, int],
-                 decimal_comma: bool, row_numbers: Sequence[int] | None = None) -> np.ndarray:
+                 decimal_comma: bool, row_numbers: Sequence[int] | None = None, imagej: bool = False) -> np.ndarray:
     """float64 (N, 2) of the ``cols`` (row, col) of ``rows``; a bad value names its data row (``row_numbers``:
     each row's number in the file, default 1, 2, ...)."""
     points = np.zeros((len(rows), 2), dtype=np.float64)
@@ -376,22 +379,31 @@ def _coordinates(name: str, header: list[str], rows: list[list[str]], cols: tupl
                     f"{cell!r} is not a non-negative number"
                 )
             points[k, j] = value
-    if _corner_based(header, cols[0], points):
+    if _corner_based(header, cols[0], points, imagej):
         points = from_corner_based(points)
     return points
 
 
-def _corner_based(header: list[str], row_col: int, points: np.ndarray) -> bool:
+def imagej_results(raw: list[str]) -> bool:
+    """Whether a table's header, as written, is an ImageJ Results table's: its capitalised coordinate columns (``X,Y``
+    or ``XM,YM``) beside its unnamed row-number column or another of its measurements. A table pandas writes
+    (``,x,y``: an unnamed index) or a user's ``X,Y`` alone is not one."""
+    names = [h.strip() for h in raw]
+    coords = {"X", "Y"} <= set(names) or {"XM", "YM"} <= set(names)
+    return coords and (bool(names) and names[0] == "" or bool({"Area", "Mean", "Label", "XM"} & set(names)))
+
+
+def _corner_based(header: list[str], row_col: int, points: np.ndarray, imagej: bool = False) -> bool:
     """Whether ``points`` (read from the row column ``row_col``) put a pixel's centre at +0.5, to be read as
     :func:`cellcount.groundtruth.truth.from_corner_based` reads them: QuPath's centroids always; ImageJ's (``XM,YM``, or
     ``X,Y`` in a table of its measurements) where they hold fractions: an object's centroid or centre of mass and a
     sub-pixel point (ImageJ adds 0.5), whereas a clicked point's ``X`` and ``XM`` are both its pixel's index. Plain
-    x,y tables (ours, CellProfiler's) name pixels by index, and are read as they are."""
+    x,y tables (ours, CellProfiler's, pandas' with its index) name pixels by index, and are read as they are.
+    ``imagej``: the table is ImageJ's (:func:`imagej_results`)."""
     name = header[row_col]
     if name == "centroid y px":
         return True
-    imagej = name == "ym" or (name == "y" and (header[0] == "" or bool({"area", "mean", "xm"} & set(header))))
-    return imagej and not np.array_equal(points, np.round(points))
+    return name in ("y", "ym") and imagej and not np.array_equal(points, np.round(points))
 
 
 _IMAGEJ_LABEL = re.compile(r"^([^:]+\.(?:png|tiff?|jpe?g|bmp))(?::.*)?$", re.IGNORECASE)
@@ -410,8 +422,9 @@ def _without_summary_rows(header: list[str], rows: list[list[str]]) -> list[list
 
 
 def _label_image(value: str, *, imagej: bool) -> str | None:
-    """The image a Label value names, or None: Fiji's ``img01.png`` or ``title:ROI``, and in a table saved by ImageJ
-    (its first column unnamed) any title; not a number (an object's) nor, elsewhere, a word (a class: alive, dead)."""
+    """The image a Label value names, or None: Fiji's ``img01.png`` or ``title:ROI``, and in ImageJ's Results
+    (``imagej``: its ``Label`` column, capitalised) any title; not a number (an object's) nor, elsewhere, a word (a
+    class: alive, dead)."""
     value = value.strip()
     if not value or np.isfinite(_number(value)):
         return None
@@ -478,7 +491,8 @@ def read_points_by_image(source: CsvSource) -> dict[str, GroundTruth] | None:
         spelled, members, numbers = groups.setdefault(stem, (value, [], []))
         members.append(row)
         numbers.append(k)
-    return {stem: _points_truth(_coordinates(name, header, members, cols, decimal_comma, numbers),
+    return {stem: _points_truth(_coordinates(name, header, members, cols, decimal_comma, numbers,
+                                             imagej=imagej_results(_csv_rows(name, text, raw=True)[0])),
                                 f"{name} ({column} {spelled})")
             for stem, (spelled, members, numbers) in groups.items()}
 
