@@ -424,7 +424,8 @@ def labels_zip(items: Iterable[BatchItem], taken: Iterable[str] = ()) -> bytes:
     buf = io.BytesIO()
     index: list[dict[str, str]] = []
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        seen: set[str] = {str(_in_zip(n)) for n in taken}
+        # in any letter case: unpacked on macOS or Windows, A_labels.TIF is a_labels.tif
+        seen: set[str] = {str(_in_zip(n)).casefold() for n in taken}
         for it in items:
             if it.result is None or it.result.labels is None:
                 continue
@@ -432,10 +433,10 @@ def labels_zip(items: Iterable[BatchItem], taken: Iterable[str] = ()) -> bytes:
             stem = str(name.with_suffix(""))
             out = f"{stem}_labels.tif"
             k = 1
-            while out in seen:
+            while out.casefold() in seen:
                 k += 1
                 out = f"{stem}_{k}_labels.tif"
-            seen.add(out)
+            seen.add(out.casefold())
             zf.writestr(out, labels_to_tiff_bytes(it.result.labels, model=it.result.model_name,
                                                   pixel_size_um=it.result.pixel_size_um))
             index.append({"file": it.name, "labels_file": out})

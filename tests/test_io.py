@@ -1107,6 +1107,9 @@ def test_an_alpha_of_transparent_and_opaque_parts_is_dropped_as_a_files_is() -> 
     assert without_alpha(stains).shape[2] == 4
     floats = rgba.astype(np.float32) / 255
     assert without_alpha(floats).shape[2] == 3
+    soft = rgba.copy()
+    soft[:, 10:14, 3] = (np.arange(4) * 60)[None, :].astype(np.uint8)  # a cut-out's soft edge: still alpha
+    assert without_alpha(soft).shape[2] == 3
 
 
 def test_a_cmyk_tiff_is_read_as_rgb_as_pillow_converts_it(tmp_path) -> None:
@@ -1115,9 +1118,9 @@ def test_a_cmyk_tiff_is_read_as_rgb_as_pillow_converts_it(tmp_path) -> None:
 
     from cellcount.io import read_image
 
-    rgb = np.zeros((32, 32, 3), np.uint8)
-    rgb[8:24, 8:24] = (200, 120, 40)
-    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.tif")
+    ink = np.zeros((32, 32, 4), np.uint8)
+    ink[8:24, 8:24] = (95, 130, 194, 62)  # black ink too: Pillow multiplies what each ink leaves (a reviewer)
+    Image.fromarray(ink, "CMYK").save(tmp_path / "c.tif")
     got = read_image(tmp_path / "c.tif")
     assert got.shape == (32, 32, 3)
     np.testing.assert_array_equal(got, np.asarray(Image.open(tmp_path / "c.tif").convert("RGB")))

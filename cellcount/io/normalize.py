@@ -52,16 +52,23 @@ def finite_copy(image: np.ndarray, dtype: np.typing.DTypeLike = np.float32) -> n
     return out
 
 
+ALPHA_OPAQUE_SHARE = 0.5
+"""A fourth channel with at least this share of its pixels at the type's maximum (fully opaque) is an alpha channel."""
+
+
 def without_alpha(arr: np.ndarray) -> np.ndarray:
-    """``arr`` without its last channel where that is an alpha channel: four channels, the last constant (opaque)
-    or only fully transparent and fully opaque (0 and the type's maximum: an ROI export's or a cut-out's), as
-    :func:`read_image` drops a file's alpha. A fourth stain varies in between, and is kept."""
+    """``arr`` without its last channel where that is an alpha channel, as :func:`read_image` drops a file's alpha:
+    four channels, the last constant, or only fully transparent and fully opaque (an ROI export, a cut-out), or mostly
+    fully opaque (:data:`ALPHA_OPAQUE_SHARE`: soft edges around a cut-out). A fourth stain is seldom at its type's
+    maximum over half the image, and is kept."""
     if arr.ndim != 3 or arr.shape[2] != 4:
         return arr
     alpha = arr[:, :, 3]
     lo, hi = alpha.min(), alpha.max()
     opaque = np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0
-    if lo == hi or (lo == 0 and hi == opaque and not np.any((alpha != 0) & (alpha != opaque))):
+    at_top = np.count_nonzero(alpha == opaque)
+    if lo == hi or at_top >= ALPHA_OPAQUE_SHARE * alpha.size or (
+            lo == 0 and hi == opaque and at_top + np.count_nonzero(alpha == 0) == alpha.size):
         return arr[:, :, :3]
     return arr
 

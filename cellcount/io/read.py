@@ -898,11 +898,11 @@ def _is_cmyk(page: tifffile.TiffPage) -> bool:
 
 
 def _cmyk_to_rgb(data: np.ndarray) -> np.ndarray:
-    """Ink values (H, W, 4) as RGB, as Pillow converts a CMYK picture (each colour: full scale less its ink and
-    black), so a CMYK TIFF counts as the same picture saved as JPEG or PNG does."""
-    full = np.iinfo(data.dtype).max
-    ink = data[..., :3].astype(np.int64) + data[..., 3:4].astype(np.int64)
-    return np.clip(full - ink, 0, full).astype(data.dtype)
+    """Ink values (H, W, 4) as RGB, as Pillow converts a CMYK picture (each colour: what its ink leaves, times what
+    the black leaves), so a CMYK TIFF counts as the same picture saved as PNG does."""
+    full = float(np.iinfo(data.dtype).max)
+    left = full - data.astype(np.float64)
+    return np.rint(left[..., :3] * left[..., 3:4] / full).astype(data.dtype)
 
 
 def _decode_sample(tif: tifffile.TiffFile, page: tifffile.TiffPage, sample: int, n_samples: int) -> np.ndarray:
