@@ -1,8 +1,8 @@
 """Command line: ``python -m cellcount count PATHS... --model NAME --out counts.csv`` and ``... models``.
 
 Exit codes: 0 all files counted; 1 some files failed (their rows say why); 2 usage error or nothing
-to count (unknown model or bad card, no images found, bad settings, an unusable output path);
-130 interrupted (Ctrl-C or SIGTERM: the CSV holds every image finished so far, ``--resume`` continues).
+to count (unknown model or bad card, no images found, bad settings, an unusable output path); 75 another run is
+writing an output (retry once it ends); 130 interrupted (Ctrl-C or SIGTERM: the CSV holds every image finished so far, ``--resume`` continues).
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def _mark_running(job: FinetuneJob) -> Path | None:
 
     path = user_models_dir() / RUNNING_MARK_GLOB.replace("*", job.job_id)
     mark = {"name": job.name, "base": str(job.base), "started": time.time(), "pid": os.getpid(),
-            "host": socket.gethostname()}
+            "host": socket.gethostname(), "process": _process_tag(os.getpid())}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(mark), encoding="utf-8")
@@ -204,14 +204,27 @@ def _mark_running(job: FinetuneJob) -> Path | None:
     return path
 
 
-def _alive(pid: int) -> bool:
+def _process_tag(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: its start time since boot, with the boot's id), or None where unknown: a
+    restarted container's server is often pid 1 again, on the same host name."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{boot}:{fields[19]}"  # field 22 of stat, the start time in clock ticks
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, tag: str | None = None) -> bool:
+    """Whether process ``pid`` still runs, the one that wrote ``tag`` (:func:`_process_tag`) where one was written."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # another user's process: alive
-        return True
-    return True
+        pass
+    now = _process_tag(pid)
+    return tag is None or now is None or now == tag
 
 
 def interrupted_finetunes() -> list[dict[str, Any]]:
@@ -224,7 +237,7 @@ def interrupted_finetunes() -> list[dict[str, Any]]:
     for path in sorted(user_models_dir().glob(RUNNING_MARK_GLOB)):
         try:
             mark = json.loads(path.read_text(encoding="utf-8"))
-            if mark.get("host") != socket.gethostname() or _alive(int(mark["pid"])):
+            if mark.get("host") != socket.gethostname() or _alive(int(mark["pid"]), mark.get("process")):
                 continue  # running on (this server, another one sharing the folder): not cut off
             path.unlink()
         except (OSError, ValueError, KeyError, TypeError):

@@ -226,6 +226,9 @@ def test_a_fine_tune_cut_off_by_the_servers_stop_is_said_once_on_the_next_visit(
     (user_models_dir() / RUNNING_MARK_GLOB.replace("*", "old")).write_text(json.dumps(gone))
     alive = {**gone, "name": "other-server", "pid": os.getppid()}
     (user_models_dir() / RUNNING_MARK_GLOB.replace("*", "live")).write_text(json.dumps(alive))
-    assert interrupted_finetunes() == [{"name": "appR", "base": "unet-mask-varied", "started": 1.7e9}]
+    # a live process of the same pid that is not the one that wrote it (a restarted container's server, pid 1 again)
+    reused = {**gone, "name": "reused", "pid": os.getpid(), "process": "another-boot:1"}
+    (user_models_dir() / RUNNING_MARK_GLOB.replace("*", "reused")).write_text(json.dumps(reused))
+    assert [m["name"] for m in interrupted_finetunes()] == ["appR", "reused"]
     assert interrupted_finetunes() == [], "said once"
     assert [p.name for p in user_models_dir().glob(RUNNING_MARK_GLOB)] == [".finetune-running-live.json"]
