@@ -243,8 +243,9 @@ def test_every_count_with_its_flag_and_the_figures_as_numbers(samples_dir, tmp_p
                  "--json", str(summary), "--limit", "2", "-q"]) == 0
     every = pd.read_csv(rows)
     assert list(every.columns) == ["file", "true", "config", "model", "backend", "settings", "count", "count_estimate",
-                                   "error", "check", "check_score", "check_reasons", "tp", "fp", "fn",  # matched: F1
-                                   "seconds"]
+                                   "error", "check", "check_score", "check_reasons", "status", "reason",
+                                   "tp", "fp", "fn",  # matched: F1
+                                   "seconds"]  # the page's "Every count CSV" columns, status and reason too
     assert len(every) == 4 and (every["error"] == every["count"] - every["true"]).all()
     assert every["check"].all() and every["check_reasons"].str.len().gt(0).all(), "the baseline flags every count"
     d = json.loads(summary.read_text())
@@ -278,3 +279,14 @@ def test_images_every_model_learnt_are_scored_with_a_warning(samples_dir, tmp_pa
     monkeypatch.setattr(ModelCard, "training_digests", lambda self: learnt if self.name == "tiny-mask" else set())
     assert main(["--data", str(data), "tiny-mask", CLASSICAL_NAME, "-q"]) == 0
     assert "are scored, as no other image would be left: the figures flatter" in capsys.readouterr().err
+
+
+def test_a_density_models_rows_give_its_count_rounded_as_the_page_does(samples_dir, tmp_path, tiny_models):
+    """The page's "Every count CSV" gave a density model's count 38 beside count_estimate 37.547; `compare --rows` gave
+    37.547 in both columns (a tester): one file, two meanings of ``count``."""
+    data = _data(samples_dir, tmp_path)
+    rows = tmp_path / "rows.csv"
+    assert main(["--data", str(data), CLASSICAL_NAME, "tiny-density", "--rows", str(rows), "--limit", "2", "-q"]) == 0
+    every = pd.read_csv(rows)
+    assert (every["count"] == every["count_estimate"].round()).all() and every["count"].dtype.kind == "i"
+    assert (every["status"] == "ok").all()

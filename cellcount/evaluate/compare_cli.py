@@ -27,7 +27,7 @@ from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
 from . import evaluate_predictions, predict_pairs, with_read_notes
 from .cli import _check_options, _encoded, _is_json_with, keep_others, read_labelled
-from .compare import as_written, compare_counts, rows_table, whole
+from .compare import as_written, compare_counts, rows_table
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +161,11 @@ def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
         "backend": per_image["backend"] if "backend" in per_image else None,  # models may run in different ones
         # the settings themselves, as the page's CSV gives them: a card rewritten since would make "card" another
         "settings": cfg.params.settings_json(cfg.model.output_kind),
-        "count": per_image["pred"].round().astype("Int64") if whole(per_image["pred"]) else per_image["pred"],
+        # rounded, as the page's rows and every counts CSV give it (a density model's 37.547 read 38 there); the
+        # integral itself in count_estimate
+        "count": per_image["pred"].round().astype("Int64"),
         "count_estimate": per_image["pred"], "seconds": per_image["model_seconds"],
+        "status": "ok", "reason": "",  # every image scored was read and counted, as the page's rows say it
         "check": per_image["check"] if "check" in per_image else None,
         "check_score": per_image["check_score"] if "check_score" in per_image else None,
         "check_reasons": per_image["check_reasons"] if "check_reasons" in per_image else "",
