@@ -227,23 +227,40 @@ def _alive(pid: int, tag: str | None = None) -> bool:
     return tag is None or now is None or now == tag
 
 
-def interrupted_finetunes() -> list[dict[str, Any]]:
+CUT_OFF_MARK_GLOB = ".finetune-cut-off-*.json"
+"""A running mark whose process is gone, kept under this name while it is said (:data:`CUT_OFF_SAID_S`)."""
+CUT_OFF_SAID_S = 24 * 3600.0
+"""How long after its start a cut-off run is said to every visit of the Train page: one tab's reload, or a
+colleague's tab opened first, took the only notice."""
+
+
+def interrupted_finetunes(now: float | None = None) -> list[dict[str, Any]]:
     """The fine-tunes whose server stopped while they ran (their marks left behind on this machine, their process
-    gone): name, base and start time (seconds since the epoch). Each mark is removed once read, so each is said once;
-    nothing of those runs was saved (a model is written only at the end)."""
+    gone), started within :data:`CUT_OFF_SAID_S`: name, base and start time (seconds since the epoch), for every visit
+    to say; nothing of those runs was saved (a model is written only at the end). Older ones are forgotten."""
     from .models.loading import user_models_dir
 
-    out = []
-    for path in sorted(user_models_dir().glob(RUNNING_MARK_GLOB)):
+    now = time.time() if now is None else now
+    folder = user_models_dir()
+    for path in sorted(folder.glob(RUNNING_MARK_GLOB)):
         try:
             mark = json.loads(path.read_text(encoding="utf-8"))
             if mark.get("host") != socket.gethostname() or _alive(int(mark["pid"]), mark.get("process")):
                 continue  # running on (this server, another one sharing the folder): not cut off
-            path.unlink()
+            path.replace(folder / CUT_OFF_MARK_GLOB.replace("*", path.name[len(".finetune-running-"):-len(".json")]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        out.append({"name": str(mark.get("name", "")), "base": str(mark.get("base", "")),
-                    "started": float(mark.get("started", 0.0))})
+    out = []
+    for path in sorted(folder.glob(CUT_OFF_MARK_GLOB)):
+        try:
+            mark = json.loads(path.read_text(encoding="utf-8"))
+            started = float(mark.get("started", 0.0))
+            if now - started > CUT_OFF_SAID_S:
+                path.unlink()
+                continue
+        except (OSError, ValueError, TypeError):
+            continue
+        out.append({"name": str(mark.get("name", "")), "base": str(mark.get("base", "")), "started": started})
     return out
 
 

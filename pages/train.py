@@ -638,9 +638,7 @@ me = owner()
 board.follow(me)  # a fine-tune started before a reload (or in another tab) is shown here, with its Cancel
 if board.get(me) is None and (last := board.latest_finished()) is not None:  # one that ended before a reload
     st.caption(last_run_text(last.snapshot()))
-# a run the server's stop cut off: said to the next visit (each mark is read once), for as long as it stays
-st.session_state[f"{P}__cut_off"] = st.session_state.get(f"{P}__cut_off", []) + interrupted_finetunes()
-for cut in st.session_state[f"{P}__cut_off"]:
+for cut in interrupted_finetunes():  # a run the server's stop cut off: said to every visit for a day
     st.warning(f"The fine-tune of **{cut['name']}** from {cut['base']}, started "
                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(cut['started']))}, was cut off when the app's server "
                "stopped (a restart or a crash): nothing of it was saved. Start it again below.",

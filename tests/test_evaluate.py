@@ -609,6 +609,10 @@ def test_tuned_settings_saved_name_their_images_and_scoring_them_again_says_so(s
     capsys.readouterr()
     assert main(["--model", "classical-otsu", "--data", str(tmp_path), "--settings", str(saved)]) == 0
     assert f"{saved} holds settings tuned on 2 of these 2 images, so these figures flatter them" in capsys.readouterr().err
+    # an option beside the file changes them: no longer the settings tuned (a tester's --min-area-px 60)
+    assert main(["--model", "classical-otsu", "--data", str(tmp_path), "--settings", str(saved), "--min-area-px",
+                 "400"]) in (0, 1)
+    assert "flatter" not in capsys.readouterr().err
 
 
 def test_tuning_steps_past_the_top_of_its_range_while_that_counts_better(draw_disks):

@@ -157,6 +157,18 @@ def _digests(paths: dict[str, Path], names: list[str]) -> list[str]:
     return [hashlib.sha256(data).hexdigest() for _, data in _encoded(paths, names) if data is not None]
 
 
+def _as_saved(path: str | Path, model, params) -> bool:
+    """Whether ``params`` are the settings file's own, no option given beside it changing them (then they were fitted
+    to nothing here)."""
+    from ..settingsfile import params_from_file
+
+    try:
+        return resolve_params(model, params_from_file(path)).acting(model.output_kind) == params.acting(
+            model.output_kind)
+    except (OSError, CellcountError):
+        return False
+
+
 def tuned_on_from_file(path: str | Path) -> set[str]:
     """:func:`cellcount.settingsfile.tuned_on_from_json` of a file (empty where it cannot be read)."""
     from ..settingsfile import tuned_on_from_json
@@ -542,8 +554,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: the ground truth of {len(empty)} image(s) holds no objects ({shown}"
               f"{' ...' if len(empty) > 4 else ''}): images without cells, or annotations whose export failed (a "
               "points CSV with only its header line, an all-black label image)", file=sys.stderr)
-    if args.settings and not args.tune and (hit := tuned_on_from_file(args.settings)
-                                            & set(_digests(paths, [n for n, _, _ in pairs]))):
+    if (args.settings and not args.tune and _as_saved(args.settings, model, params)
+            and (hit := tuned_on_from_file(args.settings) & set(_digests(paths, [n for n, _, _ in pairs])))):
         print(f"note: {args.settings} holds settings tuned on {len(hit)} of these {len(pairs)} images, so these "
               "figures flatter them; score them on other images to know how they count new ones", file=sys.stderr)
     if tuned_on_these:
