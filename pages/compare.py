@@ -184,6 +184,7 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
     total = len(configs) * len(sources)
     step = 0
     for src in sources:
+        src_page = None
         try:
             src_page = page if sh.has_planes(src) else None  # a one-plane file as it is, as Batch reads it
             image = sh.read_image_cached(src.digest, src.data, src_page)
@@ -194,7 +195,7 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
             rows += [{"file": src.name, "true": src.truth, "config": label, "model": model_name, "backend": None,
                       "settings": params.settings_json(sh.get_model(model_name).output_kind), "count": None, "count_estimate": None,
                       "seconds": None, "check": None, "check_score": None, "check_reasons": "", "status": "error",
-                      "reason": reason}
+                      "reason": reason, **({"plane": src_page} if src_page is not None else {})}
                      for label, model_name, params in configs]
             step += len(configs)
             continue
@@ -214,6 +215,8 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 "check_reasons": "",
                 "status": "ok",
                 "reason": "",  # status and reason as Batch's and the command line's counts CSVs have them
+                # what was counted of a z-stack: its plane or projection, as the counts CSVs' plane column says
+                **({"plane": src_page} if src_page is not None else {}),
             }
             try:
                 dropped = sh.channel_note(params, image)

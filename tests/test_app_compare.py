@@ -404,6 +404,10 @@ def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
     assert not at.exception
     long = at.session_state["compare__result"]["table"]
     assert set(long["count"]) == {3}
+    # what was counted of the stack, in the rows CSV as in the counts CSVs (both downloads read alike: a tester)
+    from cellcount.evaluate.compare import rows_table
+
+    assert rows_table(long).columns[1] == "plane" and set(rows_table(long)["plane"]) == {"max"}
     at.selectbox(key="compare_plane").set_value("first")
     at.run()
     at.button(key="compare_run").click()
@@ -423,6 +427,7 @@ def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
     at.run()
     long = at.session_state["compare__result"]["table"].set_index("file")
     assert (long["status"] == "ok").all() and long.loc["one.png", "count"].tolist() == [1, 1]
+    assert long.loc["stack.tif", "plane"].tolist() == [1, 1] and long.loc["one.png", "plane"].isna().all()
 
 
 def test_exclude_edge_objects_is_scored_against_the_truth_without_them_as_evaluate_does():

@@ -60,11 +60,12 @@ def as_written(table: pd.DataFrame) -> pd.DataFrame:
     return table.round({c: 3 for c in numeric}).astype({c: "Int64" for c in numeric if whole(table[c])})
 
 
-ROW_COLUMNS = ("file", "true", "config", "model", "backend", "settings", "count", "count_estimate", "error", "check",
+ROW_COLUMNS = ("file", "plane", "true", "config", "model", "backend", "settings", "count", "count_estimate", "error", "check",
                "check_score", "check_reasons", "status", "reason", "tp", "fp", "fn", "seconds")
 """The columns of every comparison's rows CSV, in this order where the rows have them (the Compare page's "Every count
 CSV" and ``cellcount compare --rows``: a script written for one reads the other): ``count_estimate`` is a density
-model's unrounded integral (its ``count`` rounded), ``seconds`` the image's time where it was timed."""
+model's unrounded integral (its ``count`` rounded), ``seconds`` the image's time where it was timed, ``plane`` the
+plane of a z-stack counted (or ``max``, their projection) where one was chosen."""
 
 
 def rows_table(long: pd.DataFrame) -> pd.DataFrame:
