@@ -551,3 +551,7 @@ def test_a_jpeg_saved_at_a_low_quality_is_flagged_with_why(classical):
         assert ("a JPEG saved at a low quality (about 10 of 100)" in reasons) is (quality == 10)
         assert (file_note(buf.getvalue(), image, None) is None) is (quality == 90)  # the app's badge reads it too
     assert jpeg_quality(b"\x89PNG\r\n\x1a\n") is None
+    tiff = io.BytesIO()  # a TIFF compressed as JPEG (a tester's quality-10 one said nothing of it)
+    Image.fromarray(image).save(tiff, "TIFF", compression="jpeg", quality=10)
+    assert jpeg_quality(tiff.getvalue()) == 10
+    assert "a JPEG saved at a low quality" in "; ".join(count_file(tiff.getvalue(), classical).quality.reasons)

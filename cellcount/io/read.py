@@ -225,12 +225,43 @@ quality 20-95, 19% at 15, 32% at 10 and 60% at 5 (``python scripts/jpeg_quality_
 results/probes/amd-zen5-2026-12-07-jpeg-quality.txt)."""
 
 
-def jpeg_quality(source: Any) -> int | None:
-    """The IJG quality (1-100) a JPEG was saved with, estimated from its luminance quantization table as libjpeg
-    scales it (None for other files or tables of another kind)."""
+def _tiff_jpeg(source: Any) -> bytes | None:
+    """A JPEG-compressed TIFF's first segment as a whole JPEG stream (its tables spliced in), or None."""
     try:
         data = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
-        if isinstance(data, io.BytesIO) and data.getvalue()[:3] != b"\xff\xd8\xff":
+        with tifffile.TiffFile(data) as tif:
+            page = tif.pages[0]
+            if int(page.compression) not in (6, 7) or not page.dataoffsets:  # JPEG, old or new style
+                return None
+            tif.filehandle.seek(page.dataoffsets[0])
+            segment = tif.filehandle.read(min(page.databytecounts[0], 1 << 24))
+            tables = page.jpegtables or b""
+            return tables[:-2] + segment[2:] if tables.endswith(b"\xff\xd9") and segment[:2] == b"\xff\xd8" \
+                else segment
+    except Exception:  # noqa: BLE001 - no TIFF, or none tifffile reads: no JPEG inside to tell
+        return None
+
+
+def jpeg_quality(source: Any) -> int | None:
+    """The IJG quality (1-100) a JPEG was saved with (or a JPEG-compressed TIFF's), estimated from its luminance
+    quantization table as libjpeg scales it (None for other files or tables of another kind)."""
+    try:
+        data = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        if isinstance(data, io.BytesIO):
+            head = data.getvalue()[:4]
+        elif hasattr(data, "read"):  # an open file: read where it stands, and left there
+            where = data.tell()
+            head = data.read(4)
+            data.seek(where)
+        else:
+            with open(data, "rb") as fh:
+                head = fh.read(4)
+        if head in TIFF_MAGICS:
+            inner = _tiff_jpeg(source)
+            if inner is None:
+                return None
+            data = io.BytesIO(inner)
+        elif head[:3] != b"\xff\xd8\xff":
             return None
         with Image.open(data) as img:
             if img.format != "JPEG" or not getattr(img, "quantization", None):
@@ -253,7 +284,7 @@ def jpeg_note(source: Any) -> str | None:
     quality = jpeg_quality(source)
     if quality is None or quality >= JPEG_MIN_QUALITY:
         return None
-    return (f"the file is a JPEG saved at a low quality (about {quality} of 100): its compression blocks and "
+    return (f"the file is (or holds) a JPEG saved at a low quality (about {quality} of 100): its compression blocks and "
             "ringing cut nuclei into pieces or merge them, so the count may be far off: save the images as TIFF or "
             "PNG (or JPEG at quality 90 or more)")
 
