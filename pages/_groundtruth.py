@@ -164,7 +164,8 @@ def show_report(found: LabelledSet, *, optional: bool, without: str = "without g
                "their ground truth, in the Images uploader; ground truth there is told apart by its folder "
                "(labels/, masks/) or name (_labels, _mask, _points)." if images_here else
                "Name each like its image, or like its image with a suffix (`001cell_dots.png` or "
-               "`001cell_labels.tif` for `001cell.png`).")
+               "`001cell_labels.tif` for `001cell.png`); an annotation whose image you removed on purpose is only "
+               "left out.")
         st.warning(f"{len(unused)} ground-truth file(s) match no image: {_names(unused)}. {how}")
     lookalikes_note(found)
     if found.skipped:
