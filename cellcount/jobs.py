@@ -230,13 +230,13 @@ def _alive(pid: int, tag: str | None = None) -> bool:
 CUT_OFF_MARK_GLOB = ".finetune-cut-off-*.json"
 """A running mark whose process is gone, kept under this name while it is said (:data:`CUT_OFF_SAID_S`)."""
 CUT_OFF_SAID_S = 24 * 3600.0
-"""How long after its start a cut-off run is said to every visit of the Train page: one tab's reload, or a
+"""How long after it is found a cut-off run is said to every visit of the Train page: one tab's reload, or a
 colleague's tab opened first, took the only notice."""
 
 
 def interrupted_finetunes(now: float | None = None) -> list[dict[str, Any]]:
     """The fine-tunes whose server stopped while they ran (their marks left behind on this machine, their process
-    gone), started within :data:`CUT_OFF_SAID_S`: name, base and start time (seconds since the epoch), for every visit
+    gone), found so within :data:`CUT_OFF_SAID_S`: name, base and start time (seconds since the epoch), for every visit
     to say; nothing of those runs was saved (a model is written only at the end). Older ones are forgotten."""
     from .models.loading import user_models_dir
 
@@ -247,7 +247,10 @@ def interrupted_finetunes(now: float | None = None) -> list[dict[str, Any]]:
             mark = json.loads(path.read_text(encoding="utf-8"))
             if mark.get("host") != socket.gethostname() or _alive(int(mark["pid"]), mark.get("process")):
                 continue  # running on (this server, another one sharing the folder): not cut off
-            path.replace(folder / CUT_OFF_MARK_GLOB.replace("*", path.name[len(".finetune-running-"):-len(".json")]))
+            # the day it is said runs from now, when it is found cut off (a server down over a weekend said nothing)
+            (folder / CUT_OFF_MARK_GLOB.replace("*", path.name[len(".finetune-running-"):-len(".json")])).write_text(
+                json.dumps({**mark, "found": now}), encoding="utf-8")
+            path.unlink()
         except (OSError, ValueError, KeyError, TypeError):
             continue
     out = []
@@ -255,7 +258,7 @@ def interrupted_finetunes(now: float | None = None) -> list[dict[str, Any]]:
         try:
             mark = json.loads(path.read_text(encoding="utf-8"))
             started = float(mark.get("started", 0.0))
-            if now - started > CUT_OFF_SAID_S:
+            if now - float(mark.get("found", started)) > CUT_OFF_SAID_S:
                 path.unlink()
                 continue
         except (OSError, ValueError, TypeError):

@@ -25,31 +25,33 @@ than 1; a time stamp drawn on DSB's 53 validation images is flagged on 27 (the m
 leaves them out); a scale bar alone is one stroke. Small anti-aliased text (under ~30 px) is seldom flat enough."""
 
 
-def stroke_objects(labels: np.ndarray, image: np.ndarray) -> int:
+def stroke_objects(labels: np.ndarray, image: np.ndarray, *, bright_background: bool = False) -> int:
     """How many objects of ``labels`` are flat strokes of ``image`` (2-D, the intensities counted) side by side in one
-    line, as a time stamp's characters are."""
+    line, as a time stamp's characters are: strokes at each object's top value (light marks on a dark image), or at its
+    bottom value on a ``bright_background`` (dark marks), one reduction on the slider's path instead of two."""
     lab = np.asarray(labels)
     gray = np.asarray(image)
     if lab.ndim != 2 or gray.shape != lab.shape or not lab.any():
         return 0
     n = int(lab.max())
-    flat_lab = lab.ravel()
-    values = gray.ravel()
-    inside = flat_lab > 0
-    area = np.bincount(flat_lab, minlength=n + 1).astype(np.float64)
-    # each object's own top and bottom value: np.maximum.at is ~13x faster than ndi.maximum with an index
-    top = np.full(n + 1, -np.inf)
-    bottom = np.full(n + 1, np.inf)
-    np.maximum.at(top, flat_lab[inside], values[inside])
-    np.minimum.at(bottom, flat_lab[inside], values[inside])
-    if len(np.unique(values[inside][:: max(1, int(inside.sum()) // 100_000)])) < MIN_LEVELS:
+    where = np.flatnonzero(lab)  # the objects' pixels alone: every pass below runs over them, not the image
+    ids = lab.ravel()[where]
+    values = gray.ravel()[where]
+    if len(np.unique(values[:: max(1, values.size // 100_000)])) < MIN_LEVELS:
         return 0  # a dim, quantised image: every nucleus is a few values, flat at one of them without any text
-    at = inside & ((values == top[flat_lab]) | (values == bottom[flat_lab]))
-    share = np.bincount(flat_lab[at], minlength=n + 1) / np.maximum(area, 1)
+    area = np.bincount(ids, minlength=n + 1).astype(np.float64)
+    # each object's own extreme value: np.maximum.at is ~13x faster than ndi.maximum with an index
+    reduce, start = (np.minimum, np.inf) if bright_background else (np.maximum, -np.inf)
+    value = np.full(n + 1, start)
+    reduce.at(value, ids, values)
+    extreme = values == value[ids]
+    share = np.bincount(ids[extreme], minlength=n + 1) / np.maximum(area, 1)
     flat = (share >= FLAT_SHARE) & (area >= 4)
     flat[0] = False
     if not flat.any() or flat.sum() > max(MAX_FLAT_SHARE * n, 50):  # most objects flat: clipped nuclei, no text
         return 0
+    at = np.zeros(lab.size, bool)
+    at[where[extreme]] = True
     at = at.reshape(lab.shape)
     boxes = []
     for i, sl in enumerate(ndi.find_objects(lab), 1):

@@ -438,13 +438,14 @@ NOTHING_FOUND = ("no nuclei were found: if the image shows any, the model did no
                  "nucleus size and the channel, or fine-tune a model on images like it), unless the field is empty")
 
 
-def with_overlay(quality: Quality | None, labels: np.ndarray, image: np.ndarray | None) -> Quality | None:
+def with_overlay(quality: Quality | None, labels: np.ndarray, image: np.ndarray | None, *,
+                 bright_background: bool = False) -> Quality | None:
     """``quality`` flagged where the objects include a time stamp's or scale bar's strokes (:mod:`cellcount.overlay`):
     counted letter by letter, within every calibrated limit. Beside an overexposure note too: a time stamp on a sparse
     field is a large share of its bright pixels."""
     if image is None or np.ndim(image) != 2:
         return quality
-    note = overlay_note(stroke_objects(labels, image))
+    note = overlay_note(stroke_objects(labels, image, bright_background=bright_background))
     return with_note(quality, note) if note else quality
 
 
@@ -563,7 +564,8 @@ def postprocess(
     objects, quality = parallel.pair(
         lambda: object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None,
         lambda: with_overlay(assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
-                                    probability=prob, labels=seg.labels), seg.labels, intensity_src),
+                                    probability=prob, labels=seg.labels), seg.labels, intensity_src,
+                                 bright_background=prediction.inverted),
         pixels=seg.labels.size)
     t2 = time.perf_counter()
     if objects is not None and len(objects):

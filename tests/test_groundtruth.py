@@ -1925,3 +1925,8 @@ def test_imagej_is_known_by_its_capitalised_columns_not_by_an_unnamed_first_one(
     with pytest.raises(GroundTruthError, match=r"the points of 2 images \('label' column: s03-1, s03-2\)"):
         read_points_csv(b"Label,X,Y\ns03-1,10,12\ns03-2,30,40\n")
     np.testing.assert_array_equal(read_points_csv(b"Label,Area,X,Y\ns03-1,3,10.5,12.5\n").points, [[12.0, 10.0]])
+    # one table read alike alone and split beside its images (a Label column over lower-case x,y moved it alone)
+    from cellcount.groundtruth.tables import read_points_by_image
+
+    table = b"Label,x,y\nimg01.png,10.5,20.5\nimg01.png,30.25,40.75\n"
+    np.testing.assert_array_equal(read_points_csv(table).points, read_points_by_image(table)["img01"].points)

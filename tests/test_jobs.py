@@ -236,4 +236,8 @@ def test_a_fine_tune_cut_off_by_the_servers_stop_is_said_on_the_next_visits(base
     # to every visit (a reload or a colleague's tab took the only notice), for a day after its start
     assert [m["name"] for m in interrupted_finetunes(now=t0 + 3600)] == ["appR", "reused"]
     assert [p.name for p in user_models_dir().glob(RUNNING_MARK_GLOB)] == [".finetune-running-live.json"]
-    assert interrupted_finetunes(now=t0 + 2 * 86400) == [], "forgotten after a day"
+    assert interrupted_finetunes(now=t0 + 2 * 86400) == [], "forgotten a day after it was found"
+    # a server down longer than a day after the run started: said from when it is found, not dropped unsaid
+    weekend = {**gone, "name": "weekend", "started": t0 - 3 * 86400}
+    (user_models_dir() / RUNNING_MARK_GLOB.replace("*", "weekend")).write_text(json.dumps(weekend))
+    assert [m["name"] for m in interrupted_finetunes()] == ["weekend"]

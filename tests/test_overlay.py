@@ -10,7 +10,7 @@ from cellcount.pipeline import with_overlay
 
 def _scene(n_strokes: int, *, clipped: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Noisy round nuclei, ``clipped`` of them flat at 255, and ``n_strokes`` flat white strokes of a character's
-    size (2 x 12 px), each an object of its own as a model counts them."""
+    size (3 x 12 px), each an object of its own as a model counts them."""
     rng = np.random.default_rng(1)
     image = rng.normal(30, 4, (120, 200))
     labels = np.zeros(image.shape, np.int32)
@@ -25,15 +25,17 @@ def _scene(n_strokes: int, *, clipped: int = 0) -> tuple[np.ndarray, np.ndarray]
     for j in range(n_strokes):
         k += 1
         r0, c0 = 95, 5 + 12 * j
-        labels[r0 - 1:r0 + 14, c0 - 1:c0 + 4] = k  # the object a model draws around the stroke, wider than it
-        image[r0 - 1:r0 + 14, c0 - 1:c0 + 4] = 40
-        image[r0:r0 + 12, c0:c0 + 2] = 255
+        labels[r0 - 1:r0 + 13, c0 - 1:c0 + 4] = k  # the object a model draws around the stroke, a little wider
+        image[r0:r0 + 12, c0:c0 + 3] = 255
     return labels, np.clip(image, 0, 255).astype(np.uint8)
 
 
 def test_flat_strokes_are_counted_and_nuclei_are_not():
     labels, image = _scene(7)
     assert stroke_objects(labels, image) == 7
+    # dark marks on a bright field: its bottom value
+    assert stroke_objects(labels, 255 - image, bright_background=True) == 7
+    assert stroke_objects(labels, 255 - image) == 0
     labels, image = _scene(0, clipped=8)  # clipped nuclei: flat at the top value, but round
     assert stroke_objects(labels, image) == 0
     assert stroke_objects(np.zeros((5, 5), np.int32), np.zeros((5, 5))) == 0
@@ -43,8 +45,8 @@ def test_flat_strokes_are_counted_and_nuclei_are_not():
     picture = np.random.default_rng(2).normal(30, 4, spread.shape)
     for j in range(7):
         r0, c0 = 10 + 55 * j, 10 + 50 * j
-        spread[r0:r0 + 15, c0:c0 + 5] = labels[94:109, 4 + 12 * j:9 + 12 * j]
-        picture[r0:r0 + 15, c0:c0 + 5] = image[94:109, 4 + 12 * j:9 + 12 * j]
+        spread[r0:r0 + 14, c0:c0 + 5] = labels[94:108, 4 + 12 * j:9 + 12 * j]
+        picture[r0:r0 + 14, c0:c0 + 5] = image[94:108, 4 + 12 * j:9 + 12 * j]
     rng = np.random.default_rng(5)
     for i in range(1, 9):  # noisy nuclei too, whose levels make flatness mean something
         spread[300:320, 40 * i:40 * i + 10] = 100 + i

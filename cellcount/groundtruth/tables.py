@@ -332,21 +332,22 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             "(counts.tsv), where each image's row is read as its count; for points, export the detections")
     rows = _without_summary_rows(header, rows)
     raw = _csv_rows(name, text, raw=True)[0]
-    # ImageJ's Results: its Label names images by their titles; its fractions put a pixel's centre at +0.5
-    imagej = imagej_results(raw) or "Label" in [h.strip() for h in raw]
+    imagej = imagej_results(raw)  # its fractions put a pixel's centre at +0.5, split by image or not
+    titled = imagej or "Label" in [h.strip() for h in raw]  # ImageJ's Label names images by their titles
     image_columns = [*_IMAGE_COLUMNS, *(h for h in header if h.startswith(_PREFIXED_NAME)), "label"]
     for column in image_columns:  # one table for many images: every image would get all their objects
         if column in header:
             i = header.index(column)
             values = sorted({row[i].strip() for row in rows if i < len(row)})
             if column == "label":  # Fiji's image titles; classes (alive, dead) or ROI names name no image
-                values = sorted({t for v in values if (t := _label_image(v, imagej=imagej)) is not None})
+                values = sorted({t for v in values if (t := _label_image(v, imagej=titled)) is not None})
             if len(values) > 1:
                 where = ("; or put it beside the images (a folder, or with them in an upload), where it is split by "
                          "that column")
                 if column == "label":  # split beside the images only where each label is a file name
                     where = ("; or put it beside the images, where it is split by its Label when each names an image "
-                             "file with its extension (img01.png:0001-0001)")
+                             "file with its extension (img01.png:0001-0001). If the column holds classes of one "
+                             "image's cells (alive, dead), name it 'class': ImageJ's Results name images in 'Label'")
                 if column == "imagenumber":  # CellProfiler's objects table: images by number, not by name
                     where = (". CellProfiler names images by number there: export the objects with the images' file "
                              "names (ExportToSpreadsheet: add the image file and folder names to the object data "

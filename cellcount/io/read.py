@@ -225,10 +225,9 @@ quality 20-95, 19% at 15, 32% at 10 and 60% at 5 (``python scripts/jpeg_quality_
 results/probes/amd-zen5-2026-12-07-jpeg-quality.txt)."""
 
 
-def _tiff_jpeg(source: Any) -> bytes | None:
+def _tiff_jpeg(data: io.BytesIO | str | os.PathLike) -> bytes | None:
     """A JPEG-compressed TIFF's first segment as a whole JPEG stream (its tables spliced in), or None."""
     try:
-        data = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
         with tifffile.TiffFile(data) as tif:
             page = tif.pages[0]
             if int(page.compression) not in (6, 7) or not page.dataoffsets:  # JPEG, old or new style
@@ -244,20 +243,20 @@ def _tiff_jpeg(source: Any) -> bytes | None:
 
 def jpeg_quality(source: Any) -> int | None:
     """The IJG quality (1-100) a JPEG was saved with (or a JPEG-compressed TIFF's), estimated from its luminance
-    quantization table as libjpeg scales it (None for other files or tables of another kind)."""
+    quantization table as libjpeg scales it; None for other files, tables of another kind, and an open file (read from
+    where it stands, by the caller: no position of it is moved here)."""
     try:
-        data = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
-        if isinstance(data, io.BytesIO):
-            head = data.getvalue()[:4]
-        elif hasattr(data, "read"):  # an open file: read where it stands, and left there
-            where = data.tell()
-            head = data.read(4)
-            data.seek(where)
-        else:
-            with open(data, "rb") as fh:
+        if isinstance(source, (bytes, bytearray, memoryview, io.BytesIO)):
+            raw = source.getvalue() if isinstance(source, io.BytesIO) else bytes(source)
+            head, data = raw[:4], io.BytesIO(raw)
+        elif isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as fh:
                 head = fh.read(4)
+            data = source
+        else:
+            return None
         if head in TIFF_MAGICS:
-            inner = _tiff_jpeg(source)
+            inner = _tiff_jpeg(data)
             if inner is None:
                 return None
             data = io.BytesIO(inner)
