@@ -25,6 +25,7 @@ from .cliparams import (
     normalize_argv,
     param_overrides,
     plain_warnings,
+    plane_option,
     setup_logging,
 )
 from .outputs import (
@@ -51,19 +52,6 @@ from .resume import previous_backend_record, previous_backends, resume_rows
 logger = logging.getLogger(__name__)
 
 
-def _plane(text: str) -> int | str:
-    """``--plane``: a plane index >= 0 or 'max'."""
-    if text.strip().lower() == "max":
-        return "max"
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a plane number >= 0 or 'max', got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .blocks import DEFAULT_BLOCK_PX, DEFAULT_OVERLAP_PX
 
@@ -78,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--labels-dir", help="also write <stem>_labels.tif label images here (mask models)")
     c.add_argument("--include-ground-truth", action="store_true",
                    help="also count files that look like ground truth (*_labels, *_mask, ...)")
-    c.add_argument("--plane", type=_plane, default=None, metavar="N|max",
+    c.add_argument("--plane", type=plane_option, default=None, metavar="N|max",
                    help="z-stacks, time series and other multi-plane files: count plane N (0 = the first) or "
                         "'max', their maximum-intensity projection (default: the plane --settings names, else the first "
                         "plane, and the row is flagged)")

@@ -230,3 +230,16 @@ def inert_options_note(args: argparse.Namespace, params, model) -> str | None:
         return None
     parts = [", ".join("--" + n.replace("_", "-") for n in names) + f" ({reason})" for reason, names in why.items()]
     return "note: these options do nothing here: " + "; ".join(parts)
+
+
+def plane_option(text: str) -> int | str:
+    """``--plane`` (count, compare): a plane index >= 0 or 'max'."""
+    if text.strip().lower() == "max":
+        return "max"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a plane number >= 0 or 'max', got {text!r}")
+    return value

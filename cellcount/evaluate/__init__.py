@@ -613,15 +613,18 @@ def calibrate_density(pairs: Sequence[Pair]) -> tuple[float, float, float]:
 
 def labelled_items(data: str, split: str, limit: int | None, val_fraction: float, split_seed: int, *,
                    on_error=None, notes: dict[str, str] | None = None, paths: dict[str, Path] | None = None,
-                   missing: list[Path] | None = None):
+                   missing: list[Path] | None = None, page: int | str | None = None,
+                   stacks: set[str] | None = None):
     """(name, image, ground truth) of the labelled images of ``data`` in ``split`` (the first ``limit``).
     ``on_error(path, reason)``: an image or ground truth that cannot be used is reported there and left out
     (:func:`cellcount.groundtruth.load_labelled_folder`); without it the first one raises. ``notes``: filled
     with name -> why its score may not be what was meant (only the first plane of a stack was read), for
     :func:`with_read_notes`. ``paths``: filled with name -> file of each image yielded. ``missing``: filled
     with the folder's images left out for want of ground truth (each logged as a warning), of any split, as
-    ``on_error`` is called for any."""
-    from ..errors import CellcountError
+    ``on_error`` is called for any. ``page``: the plane of z-stacks (or ``"max"``, their projection) to score, as the
+    Compare page's Z-stacks choice reads them (a one-plane file as it is); ``stacks``: filled with the names of the
+    files that held several planes."""
+    from ..errors import CellcountError, PlaneError
     from ..groundtruth import item_names, load_labelled_folder
     from ..io import read_image_planes
     from ..training.data import dsb_part
@@ -640,13 +643,20 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
     for path, gt in pairs:
         name = name_of[path]
         try:
-            image, planes = read_image_planes(path)
+            try:
+                image, planes = read_image_planes(path, page=page)
+            except PlaneError as err:
+                if page is None or err.n_planes != 1:
+                    raise
+                image, planes = read_image_planes(path)  # one plane: scored as it is, as Batch counts it
         except CellcountError as err:
             if on_error is None:
                 raise
             on_error(path, str(err))
             continue
-        if planes is not None and notes is not None:
+        if planes is not None and stacks is not None:
+            stacks.add(name)
+        if planes is not None and notes is not None and page is None:
             notes[name] = (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read and "
                            "scored (save the plane that was annotated as a file of its own)")
         if paths is not None:

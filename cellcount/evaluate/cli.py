@@ -343,6 +343,8 @@ class Labelled:
     notes: dict[str, str]
     paths: dict[str, Path]
     unlabelled: list[Path] = dataclasses.field(default_factory=list)
+    stacks: set[str] = dataclasses.field(default_factory=set)
+    """The names of the files that held several planes (``--plane`` chose among them)."""
 
     def left_out_line(self, n: int, limit: int | None = None) -> str | None:
         """The closing line on what the folder's images the figures (of ``n`` images) leave out, or None when
@@ -374,14 +376,16 @@ def read_labelled(args: argparse.Namespace) -> Labelled:
     notes: dict[str, str] = {}
     paths: dict[str, Path] = {}
     unlabelled: list[Path] = []
+    stacks: set[str] = set()
     items = list(labelled_items(args.data, args.split, args.limit, args.val_fraction, args.split_seed, on_error=skip,
-                                notes=notes, paths=paths, missing=unlabelled))
+                                notes=notes, paths=paths, missing=unlabelled, page=getattr(args, "plane", None),
+                                stacks=stacks))
     for text in notes.values():
         print(f"warning: {text}", file=sys.stderr)
     if not items:
         raise ParameterError(f"no labelled images in {args.data} with --split {args.split}"
                              + (f" and --limit {args.limit}" if args.limit is not None else ""))
-    return Labelled(items, skipped, notes, paths, unlabelled)
+    return Labelled(items, skipped, notes, paths, unlabelled, stacks)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cliparams import normalize_argv, plain_warnings, prog_name, setup_logging
+from ..cliparams import normalize_argv, plain_warnings, plane_option, prog_name, setup_logging
 from ..errors import ModelNotFoundError, ParameterError
 from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2, help="with --split: the validation share (default 0.2)")
     p.add_argument("--split-seed", type=int, default=0, help="with --split: the split's seed (default 0)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--plane", type=plane_option, default=None, metavar="N|max",
+                   help="z-stacks and other multi-plane files: score plane N (0 = the first) or 'max', their "
+                   "maximum-intensity projection, as the Compare page's Z-stacks choice (default: the first plane, "
+                   "flagged); a one-plane file is scored as it is")
     p.add_argument("--keep-trained", action="store_true",
                    help="score the images a model learnt from too (by default they are named and, where others "
                    "remain, left out for every model: the error on them flatters the model that learnt them)")
@@ -154,9 +158,11 @@ def _leave_out_trained(items: list, configs: list[Config], paths: dict[str, Path
     return items
 
 
-def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
-    """Evaluate's per-image table as the Compare page's rows (one per image of this configuration)."""
-    return pd.DataFrame({
+def _long_rows(cfg: Config, per_image: pd.DataFrame, plane: int | str | None = None,
+               stacks: set[str] = frozenset()) -> pd.DataFrame:
+    """Evaluate's per-image table as the Compare page's rows (one per image of this configuration), with the
+    ``plane`` scored of the files that held several (``stacks``), as the page's rows record it."""
+    rows = pd.DataFrame({
         "file": per_image["file"], "true": per_image["true"], "config": cfg.label, "model": cfg.model.name,
         "backend": per_image["backend"] if "backend" in per_image else None,  # models may run in different ones
         # the settings themselves, as the page's CSV gives them: a card rewritten since would make "card" another
@@ -172,6 +178,9 @@ def _long_rows(cfg: Config, per_image: pd.DataFrame) -> pd.DataFrame:
         # objects matched to the truth's, where they were (for F1 over the images every configuration matched)
         **{k: per_image[k] for k in ("tp", "fp", "fn") if k in per_image},
     })
+    if plane is not None and stacks:
+        rows.insert(1, "plane", [plane if f in stacks else None for f in per_image["file"]])
+    return rows
 
 
 OURS = {"out": lambda held: bool(re.match(rb"(\xef\xbb\xbf)?file([,\t])(true\2)?A: ", held)),  # .tsv: tabs
@@ -213,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
                                 read_notes)
         rep = evaluate_predictions(pairs, cfg.params, iou_threshold=args.iou, keep_results=False)
         del pairs  # one configuration's predictions held at a time
-        long.append(_long_rows(cfg, rep.per_image))
+        long.append(_long_rows(cfg, rep.per_image, args.plane, data.stacks))
         summaries[cfg.label] = rep.summary
         if kept := rep.summary.get(BORDER_TRUTH_KEPT):  # as evaluate says it
             notes.append(f"{cfg.label} leaves out the objects touching the edge, but the truth of {kept} image(s) "
@@ -290,7 +299,7 @@ def _json_summary(args: argparse.Namespace, configs: list[Config], items: list, 
                     "vs_lowest_mae": ({"lowest": True} if rows.loc[c.label].get("vs lowest MAE") == "lowest"
                                       else paired and {**paired, "significant": _flag(paired.get("significant"))})})
     return {"data": args.data, "split": args.split, "val_fraction": args.val_fraction, "split_seed": args.split_seed,
-            "limit": args.limit, "iou": args.iou, "keep_trained": args.keep_trained, "exact": args.exact,
+            "limit": args.limit, "plane": args.plane, "iou": args.iou, "keep_trained": args.keep_trained, "exact": args.exact,
             "images": len(items), "images_learnt_left_out": left_out, "files_skipped": skipped, "configs": out}
 
 
