@@ -412,7 +412,8 @@ def exposure_note(image: np.ndarray, *, channel: int | None = None) -> str | Non
         return None
     return (f"{clipped:.0%} of the image's {'stained' if bright else 'bright (nucleus)'} pixels are at the brightest value the camera "
             "or file holds (overexposed): nuclei there have lost their contrast, so the count may be far off: check "
-            "it by eye (a shorter exposure or a lower gain keeps them)")
+            "it by eye (a shorter exposure or a lower gain keeps them; or, on a sparse field, it is text or a scale "
+            "bar drawn into the image at that value)")
 
 
 LABEL_BACKGROUND_SHARE = 0.1
