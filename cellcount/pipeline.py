@@ -523,6 +523,8 @@ def postprocess(
     intensity_src = image if image is not None else prediction.image_norm
     if intensity_src is not None and np.asarray(intensity_src).shape[:2] != prediction.shape:
         intensity_src = prediction.image_norm
+    # dark marks on a bright field are the image's lowest values, but the model's input is inverted: its highest
+    marks_dark = prediction.inverted and intensity_src is not prediction.image_norm
     if (params.channel is not None and intensity_src is not None and np.ndim(intensity_src) == 3
             and params.channel < np.shape(intensity_src)[2]):
         # the channel counted, as the CLI and Batch measure it (they decode only that one): not the mean of all
@@ -565,7 +567,7 @@ def postprocess(
         lambda: object_table(seg.labels, intensity_src, pixel_size_um=params.pixel_size_um) if measure else None,
         lambda: with_overlay(assess(prediction, params, *_two_counts(prediction, seg.labels, seg.count, density_total),
                                     probability=prob, labels=seg.labels), seg.labels, intensity_src,
-                                 bright_background=prediction.inverted),
+                                 bright_background=marks_dark),
         pixels=seg.labels.size)
     t2 = time.perf_counter()
     if objects is not None and len(objects):

@@ -322,3 +322,23 @@ def test_compare_scores_a_z_stacks_plane_or_projection_as_the_page_does(samples_
     alone = tmp_path / "alone.csv"
     assert main(["--data", str(flat), CLASSICAL_NAME, CLASSICAL_NAME, "--rows", str(alone), "-q"]) == 0
     assert every.loc["zs.tif", "count"].tolist() == pd.read_csv(alone).set_index("file").loc["zs.tif", "count"].tolist()
+
+
+def test_a_plane_asked_of_a_stack_saved_without_axes_is_said_in_compare_as_in_count(samples_dir, tmp_path):
+    """tifffile's plain (3, H, W) stack reads as one picture of 3 channels: --plane 2 scored their mean, unsaid."""
+    import shutil
+
+    import tifffile
+
+    data = tmp_path / "plain"
+    data.mkdir()
+    plane = np.asarray(__import__("cellcount").io.read_image(samples_dir / "s01_sparse_small.png"))
+    plane = plane if plane.ndim == 2 else plane[..., 0]
+    tifffile.imwrite(data / "zs.tif", np.stack([plane // 4, plane, plane // 3]))
+    shutil.copy(samples_dir / "s01_sparse_small_labels.tif", data / "zs_labels.tif")
+    shutil.copy(samples_dir / "s03_large_nuclei.png", data / "s03.png")
+    shutil.copy(samples_dir / "s03_large_nuclei_labels.tif", data / "s03_labels.tif")
+    rows = tmp_path / "rows.csv"
+    assert main(["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--plane", "2", "--rows", str(rows), "-q"]) == 0
+    every = pd.read_csv(rows).set_index("file")
+    assert every.loc["zs.tif", "check_reasons"].str.contains("plane 2 was asked for, but this file holds one plane").all()

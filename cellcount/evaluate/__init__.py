@@ -627,6 +627,7 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
     from ..errors import CellcountError, PlaneError
     from ..groundtruth import item_names, load_labelled_folder
     from ..io import read_image_planes
+    from ..io.read import planes_as_channels, unapplied_plane_note
     from ..training.data import dsb_part
 
     pairs = load_labelled_folder(data, on_error=on_error, on_missing=None if missing is None else missing.extend)
@@ -649,6 +650,9 @@ def labelled_items(data: str, split: str, limit: int | None, val_fraction: float
                 if page is None or err.n_planes != 1:
                     raise
                 image, planes = read_image_planes(path)  # one plane: scored as it is, as Batch counts it
+                if notes is not None and np.ndim(image) == 3 and np.shape(image)[2] > 1 and planes_as_channels(path):
+                    # a stack saved without its axes reads as channels: the plane asked cannot be applied, said
+                    notes[name_of[path]] = f"{name_of[path]}: {unapplied_plane_note(page, np.shape(image)[2])}"
         except CellcountError as err:
             if on_error is None:
                 raise

@@ -346,8 +346,10 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
                          "that column")
                 if column == "label":  # split beside the images only where each label is a file name
                     where = ("; or put it beside the images, where it is split by its Label when each names an image "
-                             "file with its extension (img01.png:0001-0001). If the column holds classes of one "
-                             "image's cells (alive, dead), name it 'class': ImageJ's Results name images in 'Label'")
+                             "file with its extension (img01.png:0001-0001)")
+                    if not all(_IMAGEJ_LABEL.match(v) or ":" in v for v in values):  # words, perhaps classes
+                        where += (". If the column holds classes of one image's cells (alive, dead), name it 'class': "
+                                  "ImageJ's Results name images in 'Label'")
                 if column == "imagenumber":  # CellProfiler's objects table: images by number, not by name
                     where = (". CellProfiler names images by number there: export the objects with the images' file "
                              "names (ExportToSpreadsheet: add the image file and folder names to the object data "
