@@ -293,32 +293,36 @@ def test_a_density_models_rows_give_its_count_rounded_as_the_page_does(samples_d
     assert (every["status"] == "ok").all()
 
 
-def test_compare_scores_a_z_stacks_plane_or_projection_as_the_page_does(samples_dir, tmp_path):
-    """`cellcount compare` had no --plane: a z-stack was scored on its first plane only, where the page's Z-stacks
-    choice compares the maximum projection (a tester)."""
+def _stack_folder(samples_dir, folder, **imwrite) -> np.ndarray:
+    """``folder`` with zs.tif (s01 as given by ``imwrite``: a stack of it, or the plane alone when ``plain``), its
+    labels, and s03 with its labels; returns s01's plane."""
     import shutil
 
     import tifffile
 
-    data = tmp_path / "zs"
-    data.mkdir()
+    folder.mkdir()
     plane = np.asarray(__import__("cellcount").io.read_image(samples_dir / "s01_sparse_small.png"))
     plane = plane if plane.ndim == 2 else plane[..., 0]
-    tifffile.imwrite(data / "zs.tif", np.stack([plane // 4, plane, plane // 3]), imagej=True, metadata={"axes": "ZYX"})
-    shutil.copy(samples_dir / "s01_sparse_small_labels.tif", data / "zs_labels.tif")
-    shutil.copy(samples_dir / "s03_large_nuclei.png", data / "s03.png")
-    shutil.copy(samples_dir / "s03_large_nuclei_labels.tif", data / "s03_labels.tif")
+    alone = imwrite.pop("plain", False)
+    tifffile.imwrite(folder / "zs.tif", plane if alone else np.stack([plane // 4, plane, plane // 3]), **imwrite)
+    shutil.copy(samples_dir / "s01_sparse_small_labels.tif", folder / "zs_labels.tif")
+    shutil.copy(samples_dir / "s03_large_nuclei.png", folder / "s03.png")
+    shutil.copy(samples_dir / "s03_large_nuclei_labels.tif", folder / "s03_labels.tif")
+    return plane
+
+
+def test_compare_scores_a_z_stacks_plane_or_projection_as_the_page_does(samples_dir, tmp_path):
+    """`cellcount compare` had no --plane: a z-stack was scored on its first plane only, where the page's Z-stacks
+    choice compares the maximum projection (a tester)."""
+    data = tmp_path / "zs"
+    _stack_folder(samples_dir, data, imagej=True, metadata={"axes": "ZYX"})
     rows = tmp_path / "rows.csv"
     assert main(["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--plane", "max", "--rows", str(rows), "-q"]) == 0
     every = pd.read_csv(rows).set_index("file")
     assert set(every.loc["zs.tif", "plane"]) == {"max"} and every.loc["s03.png", "plane"].isna().all()
     assert not every.loc["zs.tif", "check_reasons"].str.contains("only the first").any()
     flat = tmp_path / "flat"
-    flat.mkdir()
-    tifffile.imwrite(flat / "zs.tif", plane)
-    shutil.copy(samples_dir / "s01_sparse_small_labels.tif", flat / "zs_labels.tif")
-    shutil.copy(samples_dir / "s03_large_nuclei.png", flat / "s03.png")
-    shutil.copy(samples_dir / "s03_large_nuclei_labels.tif", flat / "s03_labels.tif")
+    _stack_folder(samples_dir, flat, plain=True)  # the projection's plane alone: the same count
     alone = tmp_path / "alone.csv"
     assert main(["--data", str(flat), CLASSICAL_NAME, CLASSICAL_NAME, "--rows", str(alone), "-q"]) == 0
     assert every.loc["zs.tif", "count"].tolist() == pd.read_csv(alone).set_index("file").loc["zs.tif", "count"].tolist()
@@ -326,18 +330,8 @@ def test_compare_scores_a_z_stacks_plane_or_projection_as_the_page_does(samples_
 
 def test_a_plane_asked_of_a_stack_saved_without_axes_is_said_in_compare_as_in_count(samples_dir, tmp_path):
     """tifffile's plain (3, H, W) stack reads as one picture of 3 channels: --plane 2 scored their mean, unsaid."""
-    import shutil
-
-    import tifffile
-
     data = tmp_path / "plain"
-    data.mkdir()
-    plane = np.asarray(__import__("cellcount").io.read_image(samples_dir / "s01_sparse_small.png"))
-    plane = plane if plane.ndim == 2 else plane[..., 0]
-    tifffile.imwrite(data / "zs.tif", np.stack([plane // 4, plane, plane // 3]))
-    shutil.copy(samples_dir / "s01_sparse_small_labels.tif", data / "zs_labels.tif")
-    shutil.copy(samples_dir / "s03_large_nuclei.png", data / "s03.png")
-    shutil.copy(samples_dir / "s03_large_nuclei_labels.tif", data / "s03_labels.tif")
+    _stack_folder(samples_dir, data)
     rows = tmp_path / "rows.csv"
     assert main(["--data", str(data), CLASSICAL_NAME, CLASSICAL_NAME, "--plane", "2", "--rows", str(rows), "-q"]) == 0
     every = pd.read_csv(rows).set_index("file")
