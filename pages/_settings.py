@@ -141,8 +141,7 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
     entry["origin"], entry["detail"] = origin, detail
     entry["tuned_on"] = sorted(set(tuned_on)) if origin == "tuned" else []
     if entry["tuned_on"]:  # remembered by value (every setting, the image's too): reopened from a run, they are these
-        kept = _state().setdefault("tuned_sets", {}).setdefault(model.name, [])
-        kept[:] = [*kept[-(TUNED_SETS_KEPT - 1):], (values(model), entry["tuned_on"])]
+        remember_tuned(model, entry["tuned_on"])
 
 
 def remember_tuned(model: cc.models.CountModel, digests: Iterable[str]) -> None:
