@@ -21,7 +21,7 @@ to its edge): a disc 1, a stroke of length L and width w about 4 L / (pi w), a c
 MIN_STROKES = 5
 """A count with this many flat strokes in one line among its objects is flagged. ``python scripts/overlay_probe.py``
 (results/probes/amd-zen5-2026-12-07-overlay.txt): none of DSB's 522 images, the samples, vgg_cells or mbm holds more
-than 1; a time stamp drawn on DSB's 53 validation images is flagged on 27 (the model merges some characters or
+than 1; a time stamp drawn on DSB's 53 validation images is flagged on 28 (the model merges some characters or
 leaves them out); a scale bar alone is one stroke. Small anti-aliased text (under ~30 px) is seldom flat enough."""
 
 
