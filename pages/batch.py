@@ -29,6 +29,9 @@ JOB = f"{P}__job"
 STOPPED = f"{P}__stopped"
 """A batch stopped here: its rows and the names it never reached, to count on from (:func:`stopped_batch`)."""
 POLL_S = 1.0
+WATCH_S = 2.0
+"""How often an idle Batch page looks for a batch started or ended in another session (a tab left open showed a
+colleague's batch as finished throughout the next one, its Count button live)."""
 
 
 def _upload_key(f) -> tuple:
@@ -246,12 +249,29 @@ def other_panel(other: BatchJob) -> None:
     panel()
 
 
+def board_state() -> tuple[int, bool] | None:
+    """What this page shows of the other sessions' batches: the batch on offer (or None) and whether it counts."""
+    other = others_batch()
+    return None if other is None else (id(other), other.snapshot().running)
+
+
+def watch_board(drawn: tuple[int, bool] | None) -> None:
+    """Draw the page again when another session's batch starts, ends or goes off the board since it was drawn."""
+
+    @st.fragment(run_every=WATCH_S)
+    def watch() -> None:
+        if board_state() != drawn:
+            st.rerun()
+
+    watch()
+
+
 def finished_other_panel(other: BatchJob) -> None:
     """A batch of another session that finished with no session to show it (its tab reloaded or closed): its
-    counts are on the Runs page, its label images only here."""
+    counts are on the Runs page, its label images not (they can be shown here)."""
     done, total = images_progress(other, other.snapshot())
     c = st.container(border=True)
-    labels = "; its label images only here" if other.model.output_kind == "mask" else ""
+    labels = " (its label images are not: show them here)" if other.model.output_kind == "mask" else ""
     ended = "was stopped" if other.snapshot().status == "cancelled" else "has finished"  # a stop is no finish
     c.info(f"A batch counted in this app {ended}: {done} of {total} image(s) with {other.model.name}, "
            f"{sh.STARTED_ELSEWHERE}. Its counts are on the Runs page{labels}; shown here, they stay on offer to "
@@ -595,11 +615,15 @@ with right:
     run = st.button(
         button_label(files, include_gt),
         key=f"{P}_run",
+        # a click is dropped when the button is drawn disabled on the run it starts (another batch started since the
+        # page was drawn): the callback, run first, still sees it
+        on_click=lambda: st.session_state.__setitem__(f"{P}__clicked", True),
         type="primary",
         disabled=not files or params is None or job is not None or other is not None,
         icon=":material/play_arrow:",
         help="A batch is counting: wait for it or stop it" if job is not None or other is not None else None,
     )
+    clicked = st.session_state.pop(f"{P}__clicked", False)
     stopped = stopped_batch(files, model, params, page) if job is None and other is None else None
     # the images a stopped batch never reached, counted on to one table (Count again recounted all 25 for 20)
     rest = stopped is not None and st.button(
@@ -612,9 +636,15 @@ with right:
     if run and (gone := sh.model_gone_now(P)):
         st.warning(f"Nothing was counted: {gone}, the model you chose, is no longer installed. Check the model on the "
                    f"left (now {model_name}), then press Count again.")
+    elif clicked and other is not None:  # another batch started since the page was drawn: nothing counted
+        st.warning("Nothing was counted: another batch started in this app before your click (above). Your images "
+                   "are kept here: press Count again when it ends.",
+                   icon=":material/block:")
     elif run and params is not None and job is None and other is None:
         start_batch(files, model, params, page, include_gt)
         st.rerun()  # drawn again with the job: the Count button disabled while it counts
+    if job is None and other is None:
+        watch_board(board_state())
     if job is not None:
         job_panel(job)
     else:

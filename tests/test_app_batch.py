@@ -432,6 +432,27 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     assert "batch_stop_sure" not in second.session_state, "the next batch started elsewhere asks again"
 
 
+def test_a_click_after_another_session_started_a_batch_is_said_to_count_nothing():
+    """A tab drawn before a colleague's batch started kept its Count button live; its click counted nothing and the
+    page only redrew with the other batch (a tester thought their images were counting)."""
+    second = open_batch("unet-mask")
+    second.file_uploader(key="batch_files").set_value([("a.png", sample("s01_sparse_small.png"), "image/png")])
+    second.run()
+    assert not second.button(key="batch_run").disabled
+    first, job, _ = start_long_batch()
+    try:
+        second.button(key="batch_run").click()
+        second.run()
+        assert job.snapshot().running, "the first batch ended before the click"
+        assert "batch__job" not in second.session_state or second.session_state["batch__job"] is None
+        assert any(w.value.startswith("Nothing was counted: another batch started in this app before your click")
+                   for w in second.warning), [w.value for w in second.warning]
+        assert any("Another batch is counting in this app" in i.value for i in second.info)
+    finally:
+        job.cancel()
+        assert job.join(120)
+
+
 def test_a_finished_batch_of_a_reloaded_tab_can_be_shown_with_its_label_images():
     """A tab reloaded while its batch ran showed nothing when it ended: the counts were on the Runs page, the
     label images nowhere (a tester). The new session can show its results, label images too."""
