@@ -38,6 +38,7 @@ from .groundtruth import (
     SeveralRegionsWarning,
     SpeckledMaskWarning,
     WrappedLabelsWarning,
+    accents_note,
     annotations_disagree,
     check_points_fit,
     closest_pairs,
@@ -58,6 +59,7 @@ from .groundtruth import (
     read_points_by_image,
     read_points_csv,
     tables_clash_notes,
+    unread_annotation_note,
     values_by_image,
 )
 from .groundtruth.pairing import role_key
@@ -262,6 +264,9 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
         name = PurePosixPath(str(raw_name).replace("\\", "/")).name or "upload"
         if is_zip_metadata(name):  # .DS_Store, Thumbs.db, ._ files dragged in with a folder: left out unsaid, as in a zip
             continue
+        if why := (unread_annotation_note(name, bytes(data[:4096])) if not cell_counter_stem(name) else None):
+            skipped.append((name, why))  # a spreadsheet, a .txt export, Cell Counter markers under another name
+            continue
         if name.lower().endswith(".xml") and not cell_counter_stem(name):
             skipped.append((name, f"an XML file is read as ground truth only under the name Fiji's Cell Counter gives "
                                   f"it, CellCounter_<image>.xml ({name} is not)"))
@@ -279,7 +284,7 @@ def _unpack(uploads: Iterable[tuple[str, bytes]], skipped: list[tuple[str, str]]
                 data, extensions=set(IMAGE_EXTENSIONS) | GROUND_TRUTH_TABLE_EXTENSIONS
             ):
                 if content is None:
-                    skipped.append((f"{name}/{member}", reason or "skipped"))
+                    skipped.append((f"{name}/{member}", unread_annotation_note(member) or reason or "skipped"))
                 elif member.lower().endswith(".zip") and not is_roi_set(content):
                     skipped.append((f"{name}/{member}", "a zip inside the zip (only ImageJ ROI sets are read there): "
                                                         "unzip it first"))
@@ -661,7 +666,7 @@ def labelled_set(
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
         out.notes.append(f"{len(stems)} row{'s' if len(stems) != 1 else ''} of {table} match{'' if len(stems) != 1 else 'es'} "
                          f"no uploaded image ({shown}): {'their counts are' if len(stems) != 1 else 'its count is'} "
-                         "not used.")
+                         f"not used{accents_note(stems)}.")
     _drop_same_images(out)
     # a second annotation of an image that has one (labels/a.png and masks/a.png) matches an image: it is not
     # used, and saying it "matches no image" sent a tester renaming files that were named right

@@ -18,7 +18,9 @@ from cellcount.io import GROUND_TRUTH_SUFFIXES, not_an_image
 from cellcount.labelled import LabelledSet, labelled_set
 from pages import _shared as sh
 
-GT_TYPES = [*sh.IMAGE_TYPES, "csv", "tsv", "xml", "geojson", "roi", "zip", "npy"]  # npy: Cellpose's, said why not read
+GT_TYPES = [*sh.IMAGE_TYPES, "csv", "tsv", "xml", "geojson", "roi", "zip",
+            # taken to say why they are not read (Cellpose's _seg.npy, spreadsheets, .txt exports), not "not allowed"
+            "npy", "xlsx", "xlsm", "xls", "ods", "numbers", "txt"]
 GT_HELP = (
     "Instance label images or binary masks (PNG/TIFF; Cellpose's `_cp_masks.png`, StarDist's label TIFFs), dot "
     "images (one dot per cell), point CSVs in pixels (x,y, ImageJ's X,Y, row,col, CellProfiler's "

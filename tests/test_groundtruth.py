@@ -1930,3 +1930,26 @@ def test_imagej_is_known_by_its_capitalised_columns_not_by_an_unnamed_first_one(
 
     table = b"Label,x,y\nimg01.png,10.5,20.5\nimg01.png,30.25,40.75\n"
     np.testing.assert_array_equal(read_points_csv(table).points, read_points_by_image(table)["img01"].points)
+
+
+def test_a_folder_says_why_its_spreadsheets_txt_exports_and_misnamed_markers_are_not_read(tmp_path, caplog):
+    """evaluate on a folder whose ground truth is counts.xlsx, counts.txt (Excel's 'Unicode Text') or Cell Counter
+    markers under a name of the user's said only 'none of the 2 image(s) has ground truth' (a tester)."""
+    for name in ("a.png", "b.png"):
+        _save_png(tmp_path / name, np.zeros((64, 64), np.uint8))
+    (tmp_path / "counts.xlsx").write_bytes(b"PK\x03\x04")
+    (tmp_path / "counts.txt").write_bytes("filename\tcount\r\na.png\t3\r\n".encode("utf-16"))
+    (tmp_path / "a_zaehlung.xml").write_text(CELL_COUNTER_XML)
+    (tmp_path / "scope.xml").write_text("<Data/>")  # a microscope's metadata: nothing to say
+    with pytest.raises(GroundTruthError) as err:
+        load_labelled_folder(tmp_path)
+    said = str(err.value)
+    assert "counts.xlsx: a spreadsheet is not read: save its table as CSV" in said
+    assert "counts.txt: a .txt file is not read" in said and "rename it counts.tsv" in said
+    assert "a_zaehlung.xml: it holds Fiji Cell Counter markers" in said and "scope.xml" not in said
+    # with ground truth for one image, the other's left out: the unread files are said beside it
+    (tmp_path / "CellCounter_a.xml").write_text(CELL_COUNTER_XML)
+    with caplog.at_level("WARNING"):
+        [(image, _)] = load_labelled_folder(tmp_path)
+    assert image.name == "a.png"
+    assert any("counts.xlsx: a spreadsheet is not read" in r.getMessage() for r in caplog.records)

@@ -578,3 +578,28 @@ def test_an_operating_systems_files_uploaded_with_a_folder_are_left_out_unsaid()
                          [("a.csv", b"x,y\n3,3\n"), (".DS_Store", b"Bud1"), ("desktop.ini", b"[.ShellClassInfo]")])
     assert [n for n, _, _ in found.items] == ["a.png"]
     assert not found.skipped and not found.unused and not found.unlabelled
+
+
+def test_spreadsheets_txt_exports_and_misnamed_cell_counter_files_say_what_to_do(samples):
+    """An .xlsx or Excel's 'Unicode Text' (.txt) in the ground-truth box met Streamlit's 'files are not allowed',
+    in a zip 'not a supported file (extension .xlsx)'; Cell Counter markers under another name were passed over
+    (a tester): each is said with what to do."""
+    from test_groundtruth import CELL_COUNTER_XML
+
+    img = samples[0][0]
+    out = labelled_set([("a.png", img)], [("counts.xlsx", b"PK\x03\x04"), ("counts.txt", "x".encode("utf-16")),
+                                          ("a_zaehlung.xml", CELL_COUNTER_XML.encode())])
+    why = dict(out.skipped)
+    assert "save its table as CSV" in why["counts.xlsx"] and "'CSV UTF-8'" in why["counts.xlsx"]
+    assert "rename it counts.tsv" in why["counts.txt"]
+    assert "Cell Counter markers" in why["a_zaehlung.xml"] and "CellCounter_<image>.xml" in why["a_zaehlung.xml"]
+    zipped = labelled_set([("all.zip", _zip({"a.png": img, "counts.ods": b"PK\x03\x04"}))])
+    assert "save its table as CSV" in dict(zipped.skipped)["all.zip/counts.ods"]
+
+
+def test_rows_naming_no_image_with_accents_say_the_encoding_may_be_wrong(samples):
+    img = samples[0][0]
+    out = labelled_set([("a.png", img)], [("counts.csv", "filename,count\na.png,3\nMa\u00e1e1.png,4\n".encode())])
+    assert any("matches no uploaded image (Ma\u00e1e1)" in n and "'CSV UTF-8'" in n for n in out.notes), out.notes
+    plain = labelled_set([("a.png", img)], [("counts.csv", b"filename,count\na.png,3\nb.png,4\n")])
+    assert not any("CSV UTF-8" in n for n in plain.notes), "a typo in a plain name: no word of encodings"

@@ -409,6 +409,12 @@ def test_good_tiny_card_loads(tiny_folder):
     ("filename\tcount\r\na.png\t12\r\n".encode("utf-16"), {"a": 12}),
     ("filename;count\r\na.png;12\r\n".encode("utf-16"), {"a": 12}),
     ("filename;count\r\nb\xe9.png;2\r\n".encode("cp1252"), {"b\xe9": 2}),
+    # Excel's "CSV (MS-DOS)" and "CSV (Macintosh)": told from Windows-1252 by the accented letters they read
+    ("filename;count\r\nKerne_Maus_\xfc1.png;27\r\n".encode("cp850"), {"Kerne_Maus_\xfc1": 27}),
+    ("filename;count\r\nNoyaux_\xe92.png;36\r\nKern_\xdf5.png;24\r\n\xc4hre6.png;26\r\n".encode("cp850"),
+     {"Noyaux_\xe92": 36, "Kern_\xdf5": 24, "\xc4hre6": 26}),
+    ("filename;count\rKerne_Maus_\xfc1.png;27\r\xc4hre6.png;26\r".encode("mac_roman"),
+     {"Kerne_Maus_\xfc1": 27, "\xc4hre6": 26}),
     (b"File Name;Cell Count\nx,y.png;4\n", {"x,y": 4}),  # Excel's titles with spaces, read as file_name, cell_count
     ("Bildname;Anzahl\r\nx.png;4\r\n".encode("cp1252"), None),
     (b"image;count\nx,y.png;4,0\n", {"x,y": 4}),

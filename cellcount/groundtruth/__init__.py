@@ -46,10 +46,12 @@ from .read import (
 )
 from .tables import (
     CSV_DELIMITERS,
+    SPREADSHEET_EXTENSIONS,
     TABLE_EXTENSIONS,
     CsvSource,
     NoCoordinateColumns,
     SeveralRegionsWarning,
+    accents_note,
     is_cellcount_counts,
     is_cellcount_objects,
     predicted_counts_message,
@@ -57,6 +59,7 @@ from .tables import (
     read_counts_csv,
     read_points_by_image,
     read_points_csv,
+    unread_annotation_note,
 )
 from .truth import (
     CELLPOSE_SEG_NOTE,
@@ -104,12 +107,14 @@ __all__ = [
     "PredictedLabelsWarning",
     "QUPATH_OBJECTS",
     "TABLE_EXTENSIONS",
+    "SPREADSHEET_EXTENSIONS",
     "ReusedColoursWarning",
     "closest_pairs",
     "CELLPOSE_SEG_NOTE",
     "WrappedLabelsWarning",
     "counts_disagree",
     "holds_only_specks",
+    "accents_note",
     "is_cellcount_counts",
     "is_cellcount_objects",
     "is_roi_set",
@@ -133,6 +138,7 @@ __all__ = [
     "read_label_image",
     "read_points_by_image",
     "read_points_csv",
+    "unread_annotation_note",
     "tables_clash_notes",
     "values_by_image",
 ]

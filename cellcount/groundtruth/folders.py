@@ -51,10 +51,12 @@ from .read import (
 from .tables import (
     _COUNT_COLUMNS,
     _FILENAME_COLUMNS,
+    SPREADSHEET_EXTENSIONS,
     TABLE_EXTENSIONS,
     _count_columns,
     _csv_rows,
     _read_csv_text,
+    accents_note,
     is_cellcount_counts,
     is_cellcount_objects,
     predicted_counts_message,
@@ -62,6 +64,7 @@ from .tables import (
     read_points_by_image,
     read_points_csv,
     several_counts,
+    unread_annotation_note,
 )
 from .truth import CELLPOSE_SEG_NOTE, GROUND_TRUTH_KINDS, GroundTruth
 
@@ -211,6 +214,7 @@ def load_labelled_folder(
     )
     csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
     seg_npy = sorted(p for p in root.rglob("*_seg.npy") if p.is_file())  # Cellpose's: said, never unpickled
+    unread = _unread_annotations(root, tables)  # spreadsheets, .txt exports, Cell Counter files named like no image
     cell_counter = [p for p in tables if cell_counter_stem(p)]  # not a microscope's MetaData/<image>.xml
     outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
     # ImageJ's ROIs: a .roi, or a zip holding only .roi files (a zip of images is not ground truth)
@@ -377,6 +381,7 @@ def load_labelled_folder(
                      "or rename it count")
         if seg_npy:
             hint += f"; {_names(seg_npy, 3)}: {CELLPOSE_SEG_NOTE}"
+        hint += "".join(f"; {path.name}: {why}" for path, why in unread[:3])
         by_stem: dict[tuple[Path, str], list[Path]] = {}
         for p in images:
             by_stem.setdefault((p.parent, p.stem.casefold()), []).append(p)
@@ -390,6 +395,8 @@ def load_labelled_folder(
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "
             f"images in a labels/, masks/, gt/, annotations/ or dots/ folder, or a filename,count CSV{hint}"
         )
+    if missing and unread:  # the annotations of the images left out may be among them
+        logger.warning("%s: %s", root, "; ".join(f"{path.name}: {why}" for path, why in unread[:3]))
     _skip_warning(root, missing, [p for p in unused if p not in clashing and p not in instead], paired=matches,
                   on_missing=on_missing)
     paired_stems = {image.stem for image, _ in out}
@@ -575,6 +582,26 @@ def tables_clash_notes(clashes: dict[str, tuple[str, list[tuple[str, int]]]]) ->
     return notes
 
 
+def _unread_annotations(root: Path, tables: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(file, why it is not read) for the files of ``root`` a user may take for annotations
+    (:func:`unread_annotation_note`): spreadsheets, .txt exports, Cell Counter markers under another name."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        suffix = path.suffix.lower()
+        if (suffix not in (*SPREADSHEET_EXTENSIONS, ".txt", ".xml") or not path.is_file()
+                or any(part.startswith(".") for part in path.relative_to(root).parts)
+                or (suffix == ".xml" and (path not in tables or cell_counter_stem(path)))):
+            continue
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(4096) if suffix == ".xml" else b""
+        except OSError:
+            continue
+        if why := unread_annotation_note(path.name, head):
+            out.append((path, why))
+    return out
+
+
 def _stray_rows_warning(stray: dict[str, str], as_written: dict[str, str]) -> None:
     """Log the rows of counts tables that name no image of the folder (``stray``: name -> table; as the app's
     notes say them, spelled as the table spells them), so a typo in a name does not pass unseen."""
@@ -583,9 +610,9 @@ def _stray_rows_warning(stray: dict[str, str], as_written: dict[str, str]) -> No
         by_table.setdefault(table, []).append(as_written.get(stem, stem))
     for table, stems in by_table.items():
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
-        logger.warning("%d row%s of %s match%s no image in the folder (%s): %s not used", len(stems),
+        logger.warning("%d row%s of %s match%s no image in the folder (%s): %s not used%s", len(stems),
                        "s" if len(stems) != 1 else "", table, "" if len(stems) != 1 else "es", shown,
-                       "their counts are" if len(stems) != 1 else "its count is")
+                       "their counts are" if len(stems) != 1 else "its count is", accents_note(stems))
 
 
 def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | None:

@@ -66,9 +66,17 @@ _MICRON_MARKS = ("µm", "μm", "um", "micron")
 # --------------------------------------------------------------------------------------------------
 # CSV
 # --------------------------------------------------------------------------------------------------
+_PLAUSIBLE = frozenset("ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿŒœ"  # the accents of names
+                       "€…‘’“”–—°µ§±×²³½«»")  # and the signs of notes and units
+"""Characters a European table plausibly holds beyond ASCII, by which the 8-bit encodings below are told apart."""
+_EIGHT_BIT = ("cp1252", "cp850", "mac_roman")
+"""Excel's 8-bit CSVs: "CSV" on Windows, "CSV (MS-DOS)", "CSV (Macintosh)"; the first wins a tie."""
+
+
 def _decode_csv(raw: bytes) -> str:
     """CSV bytes -> text: UTF-16 (Excel's "Unicode text", with a BOM or plainly interleaved with NULs),
-    UTF-8 with or without a BOM, else Windows-1252 (Excel's "CSV" on Windows)."""
+    UTF-8 with or without a BOM, else the 8-bit encoding of Excel's that reads the most accented letters
+    (Windows-1252, DOS's cp850 or Mac Roman: ``Maße`` in cp850 read as Windows-1252 is ``Maáe``)."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16")
     if len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
@@ -78,7 +86,51 @@ def _decode_csv(raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return raw.decode("cp1252")
+        pass
+    read = {}
+    for encoding in _EIGHT_BIT:
+        try:
+            read[encoding] = raw.decode(encoding)
+        except UnicodeDecodeError:  # Windows-1252 leaves five bytes undefined (cp850's ü is one)
+            continue
+    if not read:  # unreachable while cp850 decodes every byte; kept for a narrower list
+        raise UnicodeDecodeError("cp1252", raw, 0, len(raw), "no 8-bit encoding reads it")
+
+    def plausible(text: str) -> int:  # box drawing, control codes and the like count against an encoding
+        return sum(1 if ch in _PLAUSIBLE else -2 for ch in text if ord(ch) > 127)
+
+    return max(read.values(), key=plausible)  # max keeps the first of a tie: Windows-1252
+
+
+ACCENTS_ADVICE = ("names with accented letters may have been read in the wrong encoding: save the table as "
+                  "'CSV UTF-8' (Excel: File > Save As)")
+"""Said beside rows of a table naming no image where a name holds letters beyond ASCII."""
+
+
+def accents_note(names: Sequence[str]) -> str:
+    """'; names with accented letters ...' where any of ``names`` holds a letter beyond ASCII, else ''."""
+    return f"; {ACCENTS_ADVICE}" if any(not name.isascii() for name in names) else ""
+
+
+SPREADSHEET_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+_CELL_COUNTER_ROOT = b"<CellCounter_Marker_File"
+
+
+def unread_annotation_note(name: str, head: bytes = b"") -> str | None:
+    """Why a file a user may take for an annotation is not read, and what to do, or None: a spreadsheet, a .txt
+    export, or Fiji Cell Counter markers (by ``head``, the file's first bytes) under a name that names no image."""
+    suffix = PurePosixPath(name.replace("\\", "/")).suffix.lower()
+    stem = PurePosixPath(name.replace("\\", "/")).stem
+    if suffix in SPREADSHEET_EXTENSIONS:
+        return ("a spreadsheet is not read: save its table as CSV (Excel: File > Save As > 'CSV UTF-8'; "
+                "LibreOffice: 'Text CSV')")
+    if suffix == ".txt":
+        return (f"a .txt file is not read: if it is a table (Excel's 'Unicode Text' is one, tab separated), rename it "
+                f"{stem}.tsv")
+    if suffix == ".xml" and _CELL_COUNTER_ROOT.lower() in head[:4096].lower():
+        return ("it holds Fiji Cell Counter markers, which are read under the name Cell Counter gives them: rename it "
+                "CellCounter_<image>.xml, naming its image")
+    return None
 
 
 def _read_csv_text(source: CsvSource) -> tuple[str, str]:
