@@ -116,10 +116,16 @@ DENSITY_PEAKS_NOTE = (
 """Under a density model's object-match figures (Evaluate, Train)."""
 
 
+CSV_HELP = ("Comma separated with decimal points, in UTF-8. An Excel set to ';' lists (German, French ...) puts each "
+            "row in one cell on a double click: open it with Data > From Text/CSV instead.")
+
+
 def download_button(
     label: str, data: Any, file_name: str, mime: str, key: str, *, container: Any = None, **kwargs: Any
 ) -> None:
-    """Download button that does not rerun the page."""
+    """Download button that does not rerun the page; a CSV's says how it opens in an Excel set to ';' lists."""
+    if mime == "text/csv":
+        kwargs.setdefault("help", CSV_HELP)
     (container or st).download_button(
         label, data, file_name, mime, key=key, on_click="ignore", icon=":material/download:", **kwargs
     )

@@ -69,6 +69,9 @@ def test_three_files_one_broken(count_batch, monkeypatch):
     assert listed and "broken.png: " not in listed[0], "the file named once in the failed list"
     labels = {d.label for d in at.get("download_button")}
     assert {"Per-image CSV", "Objects CSV", "Label images (zip)", "Settings JSON"} <= labels
+    # a German or French Excel opens a comma-separated file as one cell per row: each CSV says how to open it
+    helps = {d.label: d.proto.help for d in at.get("download_button")}
+    assert "Data > From Text/CSV" in helps["Per-image CSV"] and "Data > From Text/CSV" not in helps["Settings JSON"]
     # named by the batch (model and time): two batches' counts.csv were told apart by "(1)" alone (a tester)
     assert any(re.fullmatch(r"classical-otsu_\d{8}-\d{6}_counts\.csv", n) for n in named), named
     assert not at.get("plotly_chart"), "two counts: no histogram of one or two bars (a tester's single full bar)"
