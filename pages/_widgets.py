@@ -197,6 +197,10 @@ def _choice(c: Any, prefix: str, model: Any, name: str, options: list | None = N
     return c.selectbox(spec.label, options, index=index, **b, **kwargs)
 
 
+NO_IMAGE_CHANNELS = 8
+"""Channels the channel control offers where no image says how many it has (Batch: files of up to 8 channels)."""
+
+
 def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None = None, *,
              container: Any = None, channel_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Channel (multichannel images), invert, test-time flips and percentile widgets; these change the model
@@ -206,7 +210,11 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
     n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
     out: dict[str, Any] = {}
     if image is None or n_channels > 1:
-        options = [ALL_CHANNELS, *range(n_channels if image is not None else 4)]
+        # with no image to ask (Batch): channels 0-7, and any channel chosen beyond them (channel 4 chosen on Count
+        # showed as "all channels" on Batch, which counted channel 4)
+        stored = _stored(prefix, model, "channel")
+        shown = n_channels if image is not None else max(NO_IMAGE_CHANNELS, (stored or 0) + 1)
+        options = [ALL_CHANNELS, *range(shown)]
         names = list(channel_names or [])  # never guessed: an unnamed 3-channel TIFF's DAPI is not "green"
         stain = model.card.normalization.get("grayscale") == "stain"
 

@@ -688,3 +688,24 @@ def test_edits_undone_by_hand_read_as_where_they_started():
     settings.edit(model, "min_area_px", 12)
     assert settings.origin(model) == ("file", "my.json")
     st.session_state.clear()
+
+
+def test_a_channel_chosen_beyond_the_first_four_shows_on_batch():
+    """Channel 4 (DAPI of a 5-channel file) chosen on Count showed as "all channels" on Batch, whose list stopped
+    at channel 3, while the batch counted channel 4 (a tester)."""
+    import tifffile
+
+    stack = np.zeros((5, 64, 64), np.uint8)
+    stack[4, 20:30, 20:30] = 200
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, imagej=True, metadata={"axes": "CYX"})
+    at = open_page("count", count_source="Upload")
+    at.file_uploader(key="count_upload").set_value(("five.tif", buf.getvalue(), "image/tiff"))
+    at.run()
+    (channel,) = [s for s in at.selectbox if s.key and s.key.startswith("count_channel_")]
+    channel.set_value(4)
+    at.run()
+    go(at, "batch")
+    (shown,) = [s for s in at.selectbox if s.key and s.key.startswith("batch_channel_")]
+    assert shown.value == 4 and "channel 4" in shown.format_func(4)
+    assert list(shown.options)[-1].startswith("channel 7"), "eight channels offered with no image to ask"
