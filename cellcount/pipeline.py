@@ -21,7 +21,7 @@ from . import parallel
 from . import postprocess as pp
 from .errors import ParameterError
 from .flips import flip_averaged_maps, flip_maps  # noqa: F401  (flip_averaged_maps: re-exported)
-from .io import as_pixels, background_note, check_pixels, exposure_note, input_note, model_input
+from .io import as_pixels, background_note, check_pixels, exposure_note, hot_pixel_note, input_note, model_input
 from .measure import object_table, peaks_table
 from .models.base import CountModel
 from .novelty import has_encoder, image_novelty
@@ -361,6 +361,7 @@ def predict(
         novelty=novelty,
         input_note=None if limits is not None else _notes(channel_note, input_note(image, channel=p.channel),  # blocks: the whole's
                                                            exposure_note(image, channel=p.channel),
+                                                           hot_pixel_note(image, channel=p.channel, high_pct=p.high_pct),
                                                            background_note(image, channel=p.channel, invert=p.invert)),
     )
 
