@@ -64,10 +64,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BLOCK_PX = 2048
 DEFAULT_OVERLAP_PX = 128
 SAMPLE_PIXELS = 16 * 1024 * 1024
-"""Pixels read to compute the whole image's normalisation: all of an image this small, else every n-th pixel of
-every n-th row, so that every part of the image has its say (spread windows would leave most of it unread)."""
-SAMPLE_BAND_PX = 2048
-"""Rows read at a time for a strided sample (the memory of a band, not of the plane)."""
+"""Pixels read to compute the whole image's normalisation: all of an image this small, else evenly spread
+windows of :data:`SAMPLE_WINDOW_PX`."""
+SAMPLE_WINDOW_PX = 512
 ZARR_SUFFIXES = (".zarr",)
 ALIGN_PX = 32
 """Block origins are multiples of this (the networks' largest pooling stride), so a block's pixels meet the
@@ -367,16 +366,16 @@ def read_regions(path: str | os.PathLike) -> list[tuple[str, int, int, int, int]
 
 
 def _sample(plane: LazyPlane, budget: int) -> np.ndarray:
-    """The whole plane when it has at most ``budget`` pixels, else every n-th pixel of every n-th row (at most
-    ``budget`` of them), read a band of rows at a time: spread over all of the image, as its percentiles are."""
+    """The whole plane when it has at most ``budget`` pixels, else evenly spread windows stacked in rows."""
     h, w = plane.shape[:2]
     if h * w <= budget:
         return plane[0:h, 0:w]
-    step = max(1, math.isqrt(h * w // max(budget, 1)))
-    while -(-h // step) * -(-w // step) > budget:  # the smallest step that keeps within the budget
-        step += 1
-    band = step * max(1, SAMPLE_BAND_PX // step)  # a multiple of the step: the rows kept stay evenly spaced
-    return np.concatenate([plane[r:min(r + band, h):step, 0:w:step] for r in range(0, h, band)], axis=0)
+    win = SAMPLE_WINDOW_PX
+    n = max(1, budget // (win * win))
+    side = max(1, math.isqrt(n))
+    rs = np.linspace(0, max(0, h - win), side).astype(int)
+    cs = np.linspace(0, max(0, w - win), side).astype(int)
+    return np.concatenate([plane[r:r + win, c:c + win] for r in rs for c in cs], axis=0)
 
 
 SIZING_STEP = 8

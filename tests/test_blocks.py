@@ -93,21 +93,6 @@ def test_lazy_tiff_and_ome_zarr_read_only_a_window(tmp_path, rng):
         blocks.lazy_shape(tmp_path / "x.png")
 
 
-def test_the_normalisation_sample_spreads_over_the_whole_image(tmp_path, rng, monkeypatch):
-    """Above the budget the sample is every n-th pixel of every n-th row, read a band of rows at a time (a few
-    windows left most of a slide unread): evenly spaced across band joins, never more than the budget."""
-    image = rng.integers(0, 65535, (1000, 700), dtype=np.uint16)
-    path = tmp_path / "big.tif"
-    tifffile.imwrite(path, image, tile=(64, 64))
-    monkeypatch.setattr(blocks, "SAMPLE_BAND_PX", 100)  # several bands, one not a multiple of the step
-    with blocks.open_lazy(path) as plane:
-        np.testing.assert_array_equal(blocks._sample(plane, 1000 * 700), image)
-        budget = 334 * 234  # every 3rd pixel of every 3rd row: the smallest step within it
-        sample = blocks._sample(plane, budget)
-        assert sample.size <= budget
-        np.testing.assert_array_equal(sample, image[::3, ::3])
-
-
 def test_objects_on_block_seams_are_counted_once(tmp_path, draw_disks):
     """Disks astride the seams of 4 x 4 blocks (cores cut at 160, 288 and 448 px): each counted once."""
     shape = (600, 600)
