@@ -514,6 +514,7 @@ def labelled_set(
     image_stems = {PurePosixPath(f.name).stem.casefold() for f in image_files}
     uploaded = {f.name: f.name for f in image_files}  # names in tables are matched to these (match_names)
     counts: dict[str, tuple[int, str]] = {}
+    raw_of: dict[str, bytes] = {}  # each counts table's bytes: an accent advice only where its encoding was guessed
     disagree: dict[str, list[str]] = {}  # an image two tables give different counts: "10 (a.csv)", "99 (b.csv)"
     spelled: dict[str, str] = {}  # a row's name as the table spells it
     pool: list[_File] = []
@@ -563,6 +564,7 @@ def labelled_set(
             except GroundTruthError as points_err:  # points that cannot be used (microns, several images' objects)
                 out.skipped.append((f.name, str(points_err)))
             continue
+        raw_of[f.name] = f.data
         for stem, n in table.items():  # letter case kept, as a folder's tables are read (match_names folds it)
             key = unicodedata.normalize("NFC", stem)
             first = counts.setdefault(key, (n, f.name))
@@ -666,7 +668,7 @@ def labelled_set(
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
         out.notes.append(f"{len(stems)} row{'s' if len(stems) != 1 else ''} of {table} match{'' if len(stems) != 1 else 'es'} "
                          f"no uploaded image ({shown}): {'their counts are' if len(stems) != 1 else 'its count is'} "
-                         f"not used{accents_note(stems)}.")
+                         f"not used{accents_note(stems, raw_of.get(table, b''))}.")
     _drop_same_images(out)
     # a second annotation of an image that has one (labels/a.png and masks/a.png) matches an image: it is not
     # used, and saying it "matches no image" sent a tester renaming files that were named right

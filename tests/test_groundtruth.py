@@ -1941,12 +1941,14 @@ def test_a_folder_says_why_its_spreadsheets_txt_exports_and_misnamed_markers_are
     (tmp_path / "counts.txt").write_bytes("filename\tcount\r\na.png\t3\r\n".encode("utf-16"))
     (tmp_path / "a_zaehlung.xml").write_text(CELL_COUNTER_XML)
     (tmp_path / "scope.xml").write_text("<Data/>")  # a microscope's metadata: nothing to say
+    (tmp_path / "README.txt").write_text("Images of Monday.\nTaken with the 20x objective, by Anna.\n")  # no table
     with pytest.raises(GroundTruthError) as err:
         load_labelled_folder(tmp_path)
     said = str(err.value)
     assert "counts.xlsx: a spreadsheet is not read: save its table as CSV" in said
     assert "counts.txt: a .txt file is not read" in said and "rename it counts.tsv" in said
     assert "a_zaehlung.xml: it holds Fiji Cell Counter markers" in said and "scope.xml" not in said
+    assert "README.txt" not in said
     # with ground truth for one image, the other's left out: the unread files are said beside it
     (tmp_path / "CellCounter_a.xml").write_text(CELL_COUNTER_XML)
     with caplog.at_level("WARNING"):

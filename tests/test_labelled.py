@@ -587,7 +587,7 @@ def test_spreadsheets_txt_exports_and_misnamed_cell_counter_files_say_what_to_do
     from test_groundtruth import CELL_COUNTER_XML
 
     img = samples[0][0]
-    out = labelled_set([("a.png", img)], [("counts.xlsx", b"PK\x03\x04"), ("counts.txt", "x".encode("utf-16")),
+    out = labelled_set([("a.png", img)], [("counts.xlsx", b"PK\x03\x04"), ("counts.txt", "filename\tcount\r\na.png\t3\r\n".encode("utf-16")),
                                           ("a_zaehlung.xml", CELL_COUNTER_XML.encode())])
     why = dict(out.skipped)
     assert "save its table as CSV" in why["counts.xlsx"] and "'CSV UTF-8'" in why["counts.xlsx"]
@@ -599,7 +599,10 @@ def test_spreadsheets_txt_exports_and_misnamed_cell_counter_files_say_what_to_do
 
 def test_rows_naming_no_image_with_accents_say_the_encoding_may_be_wrong(samples):
     img = samples[0][0]
-    out = labelled_set([("a.png", img)], [("counts.csv", "filename,count\na.png,3\nMa\u00e1e1.png,4\n".encode())])
+    table = "filename,count\na.png,3\nMa\u00e1e1.png,4\n"  # cp850's Maße1 read as Windows-1252
+    out = labelled_set([("a.png", img)], [("counts.csv", table.encode("cp1252"))])
     assert any("matches no uploaded image (Ma\u00e1e1)" in n and "'CSV UTF-8'" in n for n in out.notes), out.notes
+    utf8 = labelled_set([("a.png", img)], [("counts.csv", table.encode())])
+    assert not any("CSV UTF-8" in n for n in utf8.notes), "read as UTF-8: no encoding was guessed"
     plain = labelled_set([("a.png", img)], [("counts.csv", b"filename,count\na.png,3\nb.png,4\n")])
     assert not any("CSV UTF-8" in n for n in plain.notes), "a typo in a plain name: no word of encodings"

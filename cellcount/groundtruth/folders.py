@@ -594,7 +594,7 @@ def _unread_annotations(root: Path, tables: Sequence[Path]) -> list[tuple[Path, 
             continue
         try:
             with open(path, "rb") as fh:
-                head = fh.read(4096) if suffix == ".xml" else b""
+                head = fh.read(4096) if suffix in (".xml", ".txt") else b""
         except OSError:
             continue
         if why := unread_annotation_note(path.name, head):
@@ -610,9 +610,13 @@ def _stray_rows_warning(stray: dict[str, str], as_written: dict[str, str]) -> No
         by_table.setdefault(table, []).append(as_written.get(stem, stem))
     for table, stems in by_table.items():
         shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
+        try:
+            accents = accents_note(stems, Path(table).read_bytes())
+        except OSError:
+            accents = ""
         logger.warning("%d row%s of %s match%s no image in the folder (%s): %s not used%s", len(stems),
                        "s" if len(stems) != 1 else "", table, "" if len(stems) != 1 else "es", shown,
-                       "their counts are" if len(stems) != 1 else "its count is", accents_note(stems))
+                       "their counts are" if len(stems) != 1 else "its count is", accents)
 
 
 def _own_unreadable_table(image: Path, tables: dict[Path, list[str]]) -> Path | None:

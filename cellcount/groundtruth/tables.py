@@ -67,16 +67,39 @@ _MICRON_MARKS = ("µm", "μm", "um", "micron")
 # CSV
 # --------------------------------------------------------------------------------------------------
 _PLAUSIBLE = frozenset("ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿŒœ"  # the accents of names
-                       "€…‘’“”–—°µ§±×²³½«»")  # and the signs of notes and units
+                       "€…‘’“”„–—•°µ§±×²³½«»")  # and the signs of notes and units
 """Characters a European table plausibly holds beyond ASCII, by which the 8-bit encodings below are told apart."""
-_EIGHT_BIT = ("cp1252", "cp850", "mac_roman")
-"""Excel's 8-bit CSVs: "CSV" on Windows, "CSV (MS-DOS)", "CSV (Macintosh)"; the first wins a tie."""
+_ODD_IN_CP1252 = frozenset("ƒˆ‹›˜†‡¤¦¨¬¯¸¹Ÿ")
+"""Windows-1252 characters no name or note holds: where they appear, the table may be in another encoding."""
+_ODD_INSIDE_WORDS = frozenset("€‚„…‘“”•–—™¢£¥¡\xa0")
+"""... and signs that no word holds between its letters: cp850's ä, é, ô, ö ... read as Windows-1252."""
+
+
+def _odd_as_cp1252(text: str) -> bool:
+    """Whether ``text`` read as Windows-1252 holds a character no table holds, or a sign inside a word (cp850's
+    ``Zähl`` reads ``Z„hl``; ``Noyaux_é2`` reads ``Noyaux_‚2``; ``10–20`` and ``l’image`` are words as written)."""
+    for i, ch in enumerate(text):
+        if ord(ch) <= 127:
+            continue
+        if ch in _ODD_IN_CP1252:
+            return True
+        if ch in _ODD_INSIDE_WORDS and 0 < i < len(text) - 1:
+            before, after = text[i - 1], text[i + 1]
+            if (before.isalnum() or before == "_") and (after.isalnum() or after == "_") and not (
+                    before.isdigit() and after.isdigit()):
+                return True
+    return False
+
+
+def _plausibility(text: str) -> int:
+    return sum(1 if ch in _PLAUSIBLE else -2 for ch in text if ord(ch) > 127)
 
 
 def _decode_csv(raw: bytes) -> str:
     """CSV bytes -> text: UTF-16 (Excel's "Unicode text", with a BOM or plainly interleaved with NULs),
-    UTF-8 with or without a BOM, else the 8-bit encoding of Excel's that reads the most accented letters
-    (Windows-1252, DOS's cp850 or Mac Roman: ``Maße`` in cp850 read as Windows-1252 is ``Maáe``)."""
+    UTF-8 with or without a BOM, else Windows-1252 unless it reads as no table would (:func:`_odd_as_cp1252`),
+    then the 8-bit encoding of Excel's that reads the most plausible characters: DOS's cp850 or Mac Roman. A single
+    accent may still be read wrong (``Maße`` in cp850 is ``Maáe`` in Windows-1252)."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16")
     if len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
@@ -87,19 +110,17 @@ def _decode_csv(raw: bytes) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    read = {}
-    for encoding in _EIGHT_BIT:
-        try:
-            read[encoding] = raw.decode(encoding)
-        except UnicodeDecodeError:  # Windows-1252 leaves five bytes undefined (cp850's ü is one)
-            continue
-    if not read:  # unreachable while cp850 decodes every byte; kept for a narrower list
-        raise UnicodeDecodeError("cp1252", raw, 0, len(raw), "no 8-bit encoding reads it")
-
-    def plausible(text: str) -> int:  # box drawing, control codes and the like count against an encoding
-        return sum(1 if ch in _PLAUSIBLE else -2 for ch in text if ord(ch) > 127)
-
-    return max(read.values(), key=plausible)  # max keeps the first of a tie: Windows-1252
+    try:  # Windows-1252, Excel's usual CSV, unless it fails or reads as no table would
+        text = raw.decode("cp1252")
+        if not _odd_as_cp1252(text):
+            return text
+    except UnicodeDecodeError:  # it leaves five bytes undefined (cp850's ü is one)
+        pass
+    # Excel's "CSV (MS-DOS)" or "CSV (Macintosh)" (both decode every byte): the more plausible, in a tie Mac Roman
+    # where lines end with CR alone, as the Mac's did
+    mac_lines = b"\r" in raw and b"\n" not in raw
+    read = [raw.decode(encoding) for encoding in (("mac_roman", "cp850") if mac_lines else ("cp850", "mac_roman"))]
+    return max(read, key=_plausibility)
 
 
 ACCENTS_ADVICE = ("names with accented letters may have been read in the wrong encoding: save the table as "
@@ -107,26 +128,51 @@ ACCENTS_ADVICE = ("names with accented letters may have been read in the wrong e
 """Said beside rows of a table naming no image where a name holds letters beyond ASCII."""
 
 
-def accents_note(names: Sequence[str]) -> str:
-    """'; names with accented letters ...' where any of ``names`` holds a letter beyond ASCII, else ''."""
-    return f"; {ACCENTS_ADVICE}" if any(not name.isascii() for name in names) else ""
+def unicode_text(raw: bytes) -> bool:
+    """Whether CSV bytes are UTF-8 or UTF-16 (read without a guess), not one of the 8-bit encodings."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (len(raw) >= 4 and b"\x00" in raw[:4]):
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def accents_note(names: Sequence[str], raw: bytes) -> str:
+    """'; names with accented letters ...' where any of ``names`` holds a letter beyond ASCII and the table ``raw``
+    was read in a guessed 8-bit encoding, else ''."""
+    return f"; {ACCENTS_ADVICE}" if any(not name.isascii() for name in names) and not unicode_text(raw) else ""
 
 
 SPREADSHEET_EXTENSIONS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 _CELL_COUNTER_ROOT = b"<CellCounter_Marker_File"
 
 
+def _looks_tabular(head: bytes) -> bool:
+    """Whether a text file's first bytes (up to 4096) are lines of a table: its first lines (up to 3, at least 2)
+    split alike by tabs, semicolons or commas (a README's prose does not)."""
+    try:
+        lines = [line for line in _decode_csv(head).splitlines() if line.strip()]
+        lines = lines[:-1] if len(head) >= 4096 else lines  # the last may be cut short
+        lines = lines[:3]
+    except UnicodeDecodeError:
+        return False
+    return len(lines) >= 2 and any(len({line.count(sep) for line in lines}) == 1 and lines[0].count(sep) >= 1
+                                   for sep in ("\t", ";", ","))
+
+
 def unread_annotation_note(name: str, head: bytes = b"") -> str | None:
     """Why a file a user may take for an annotation is not read, and what to do, or None: a spreadsheet, a .txt
-    export, or Fiji Cell Counter markers (by ``head``, the file's first bytes) under a name that names no image."""
+    export of a table, or Fiji Cell Counter markers under a name that names no image (the last two by ``head``, the
+    file's first bytes)."""
     suffix = PurePosixPath(name.replace("\\", "/")).suffix.lower()
     stem = PurePosixPath(name.replace("\\", "/")).stem
     if suffix in SPREADSHEET_EXTENSIONS:
         return ("a spreadsheet is not read: save its table as CSV (Excel: File > Save As > 'CSV UTF-8'; "
                 "LibreOffice: 'Text CSV')")
-    if suffix == ".txt":
-        return (f"a .txt file is not read: if it is a table (Excel's 'Unicode Text' is one, tab separated), rename it "
-                f"{stem}.tsv")
+    if suffix == ".txt" and _looks_tabular(head):
+        return f"a .txt file is not read: it looks like a table (Excel's 'Unicode Text' is one): rename it {stem}.tsv"
     if suffix == ".xml" and _CELL_COUNTER_ROOT.lower() in head[:4096].lower():
         return ("it holds Fiji Cell Counter markers, which are read under the name Cell Counter gives them: rename it "
                 "CellCounter_<image>.xml, naming its image")
