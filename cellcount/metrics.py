@@ -11,6 +11,8 @@ from scipy import stats
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from .errors import ParameterError
+
 
 def count_errors(true: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
     """Per-image signed (pred - true), absolute and relative (|err| / true, NaN when true = 0) errors."""
@@ -223,6 +225,12 @@ def iou_matrix(true_labels: np.ndarray, pred_labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_iou_threshold(value: float, what: str = "IoU threshold") -> None:
+    """Refuse an IoU threshold outside (0, 1]: at 0, objects that do not overlap would "match"."""
+    if not 0 < value <= 1:
+        raise ParameterError(f"{what} {value:g}: an IoU threshold lies in (0, 1], e.g. 0.5")
+
+
 def _instance_pairs(true_labels: np.ndarray, pred_labels: np.ndarray, iou_threshold: float):
     """(true ids, predicted ids, matched true ids, matched predicted ids, their IoUs) of the optimal one-to-one
     matching (Hungarian on IoU) of pairs with IoU >= ``iou_threshold``.
@@ -232,6 +240,7 @@ def _instance_pairs(true_labels: np.ndarray, pred_labels: np.ndarray, iou_thresh
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    check_iou_threshold(iou_threshold)
     t = np.asarray(true_labels)
     p = np.asarray(pred_labels)
     if t.shape != p.shape:

@@ -628,6 +628,7 @@ with right:
     # the images a stopped batch never reached, counted on to one table (Count again recounted all 25 for 20)
     rest = stopped is not None and st.button(
         f"Count the {len(stopped['rest'])} not counted", key=f"{P}_rest", icon=":material/fast_forward:",
+        on_click=lambda: st.session_state.__setitem__(f"{P}__clicked", True),  # as Count's: said if beaten
         help="Count the images the stopped batch never reached, with the same model and settings; the images counted "
         "before are kept, and the table, CSVs and label images hold them all.")
     if rest and not sh.model_gone_now(P):

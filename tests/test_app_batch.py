@@ -456,6 +456,28 @@ def test_a_click_after_another_session_started_a_batch_is_said_to_count_nothing(
         assert job.join(120)
 
 
+def test_counting_the_rest_after_another_session_started_a_batch_is_said_to_count_nothing():
+    """The same for "Count the N not counted" (a reviewer: its click vanished, the button no longer drawn)."""
+    a, job, _ = start_long_batch()
+    if job.snapshot().running:
+        a.button(key="batch_stop").click()
+        a.run()
+    assert job.join(120)
+    a.run()
+    assert [b for b in a.button if b.key == "batch_rest"], "the stopped batch offers its rest"
+    _, other, _ = start_long_batch()
+    try:
+        a.button(key="batch_rest").click()
+        a.run()
+        assert other.snapshot().running, "the other batch ended before the click"
+        assert "batch__job" not in a.session_state or a.session_state["batch__job"] is None, "nothing started"
+        assert any(w.value.startswith("Nothing was counted: another batch started") for w in a.warning), \
+            [w.value for w in a.warning]
+    finally:
+        other.cancel()
+        assert other.join(120)
+
+
 def test_a_finished_batch_of_a_reloaded_tab_can_be_shown_with_its_label_images():
     """A tab reloaded while its batch ran showed nothing when it ended: the counts were on the Runs page, the
     label images nowhere (a tester). The new session can show its results, label images too."""

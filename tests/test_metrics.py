@@ -319,3 +319,19 @@ def test_the_matching_by_groups_is_the_matching_over_all_objects():
             want = iou[r, c][valid[r, c]]
             got = _instance_pairs(true, pred, thr)[4]
             assert len(got) == len(want) and got.sum() == pytest.approx(want.sum())
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.1, 1.5, float("nan")])
+def test_an_iou_threshold_outside_zero_to_one_is_refused(threshold):
+    """At 0 two objects that do not touch "matched" (a reviewer: compare --iou 0 scored them so); refused everywhere,
+    the library, evaluate and compare alike."""
+    from cellcount.errors import ParameterError
+    from cellcount.evaluate.compare_cli import main as compare_main
+
+    true = np.zeros((8, 8), np.int32)
+    true[:2, :2] = 1
+    pred = np.zeros((8, 8), np.int32)
+    pred[5:, 5:] = 1
+    with pytest.raises(ParameterError, match=r"lies in \(0, 1\]"):
+        match_instances(true, pred, iou_threshold=threshold)
+    assert compare_main(["--data", "nowhere", "classical-otsu", "--iou", str(threshold)]) != 0

@@ -30,7 +30,7 @@ from ..cliparams import (
     setup_logging,
 )
 from ..errors import CellcountError, ParameterError
-from ..metrics import fixed
+from ..metrics import check_iou_threshold, fixed
 from ..params import TUNED_FIELDS
 from ..pipeline import resolve_params
 from ..settingsfile import settings_text
@@ -222,8 +222,7 @@ def _check_options(args: argparse.Namespace, ours: dict[str, Callable[[bytes], b
 
     if args.limit is not None and args.limit < 1:
         raise ParameterError(f"--limit {args.limit}: give the number of images to use, at least 1")
-    if not 0 < args.iou <= 1:
-        raise ParameterError(f"--iou {args.iou:g}: an IoU threshold lies in (0, 1], e.g. 0.5")
+    check_iou_threshold(args.iou, "--iou")
     if not 0 < args.val_fraction < 1:
         raise ParameterError(f"--val-fraction {args.val_fraction:g}: a fraction between 0 and 1, e.g. 0.2")
     for option, value in given.items():
