@@ -1955,3 +1955,28 @@ def test_a_folder_says_why_its_spreadsheets_txt_exports_and_misnamed_markers_are
         [(image, _)] = load_labelled_folder(tmp_path)
     assert image.name == "a.png"
     assert any("counts.xlsx: a spreadsheet is not read" in r.getMessage() for r in caplog.records)
+
+
+def test_cellcounts_own_objects_tables_are_said_as_its_own(tmp_path):
+    """An objects table cellcount wrote, split per image, was scored as ground truth without a word (MAE 0, F1 1);
+    the whole table beside the images was refused as a counts table missing its columns, and in the app its advice
+    (put it beside the images) could never work (a tester)."""
+    import warnings
+
+    from cellcount.groundtruth import PredictedLabelsWarning, read_points_csv
+
+    header = "file,label,area_px,centroid_row,centroid_col,equivalent_diameter_px\n"
+    one = (header + "a.png,1,30,5,6,6.1\na.png,2,30,15,16,6.1\n").encode()
+    with pytest.warns(PredictedLabelsWarning, match="cellcount's own objects.*agreement with that count"):
+        assert read_points_csv(one).count == 2
+    both = (header + "a.png,1,30,5,6,6.1\nb.png,1,30,15,16,6.1\n").encode()
+    with pytest.raises(GroundTruthError, match="own objects of several images.*not split by image"):
+        read_points_csv(both)
+    for name in ("a.png", "b.png"):
+        _save_png(tmp_path / name, np.zeros((32, 32), np.uint8))
+    (tmp_path / "objects.csv").write_bytes(both)
+    with pytest.raises(GroundTruthError, match="objects.csv holds cellcount's own objects"):
+        load_labelled_folder(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a hand-made table of the same points: no word
+        assert read_points_csv(b"x,y\n6,5\n16,15\n").count == 2

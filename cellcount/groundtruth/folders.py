@@ -366,6 +366,9 @@ def load_labelled_folder(
             hint += (f"; {table.name} holds points but is named like no image: name it like its image "
                      f"({example}.csv or {example}_points.csv)")
         others = {t: h for t, h in other_tables.items() if t not in stray_points}
+        for table in [t for t, h in others.items() if is_cellcount_objects(h)][:3]:  # not a counts table gone wrong
+            hint += f"; {table.name} holds cellcount's own objects, a model's output, never read as ground truth"
+        others = {t: h for t, h in others.items() if not is_cellcount_objects(h)}
         two_kinds = {t: several for t, h in others.items() if (several := several_counts(h))}
         others = {t: h for t, h in others.items() if t not in two_kinds}
         for table, header in list(others.items())[:3]:

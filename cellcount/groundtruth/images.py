@@ -16,12 +16,7 @@ from cellcount.io import (
     read_image,
 )
 
-from .truth import _STRUCTURE_8, GroundTruth, _check_shape, _name, labels_from_array
-
-
-class PredictedLabelsWarning(UserWarning):
-    """A label image cellcount wrote (its TIFF description says so): a model's count, which scores any model that
-    counts alike as perfect, unless someone corrected it by hand."""
+from .truth import _STRUCTURE_8, GroundTruth, PredictedLabelsWarning, _check_shape, _name, labels_from_array
 
 
 def _opened(source: object) -> Path | io.BytesIO | None:

@@ -22,7 +22,15 @@ from cellcount.io import (
 from cellcount.io.files import MICROSCOPE_EXTENSIONS
 
 from .names import name_key
-from .truth import MAX_COORDINATE_PX, MAX_GROUND_TRUTH_COUNT, GroundTruth, _name, _points_truth, from_corner_based
+from .truth import (
+    MAX_COORDINATE_PX,
+    MAX_GROUND_TRUTH_COUNT,
+    GroundTruth,
+    PredictedLabelsWarning,
+    _name,
+    _points_truth,
+    from_corner_based,
+)
 
 CsvSource = str | os.PathLike | bytes | IO[bytes] | IO[str]
 
@@ -429,6 +437,13 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
             "measurements), not one row per object: for the counts, name the table so that no image has its name "
             "(counts.tsv), where each image's row is read as its count; for points, export the detections")
     rows = _without_summary_rows(header, rows)
+    own = is_cellcount_objects(header)
+    if own and "file" in header and len({row[header.index("file")].strip() for row in rows
+                                         if header.index("file") < len(row)}) > 1:
+        raise GroundTruthError(f"{name} holds cellcount's own objects of several images (its columns label, area_px "
+                               "or density): a model's output, not ground truth, so it is not split by image. If you "
+                               "corrected it by hand, keep each image's rows in a table of its own named like it "
+                               "(img01_points.csv)")
     raw = _csv_rows(name, text, raw=True)[0]
     imagej = imagej_results(raw)  # its fractions put a pixel's centre at +0.5, split by image or not
     titled = imagej or "Label" in [h.strip() for h in raw]  # ImageJ's Label names images by their titles
@@ -457,6 +472,10 @@ def read_points_csv(source: CsvSource) -> GroundTruth:
                     f"{name}: the points of {len(values)} images ({column!r} column: {', '.join(values[:3])}"
                     f"{', ...' if len(values) > 3 else ''}): ground truth needs one table per image, named like it "
                     f"(img01_points.csv){where}")
+    if own:  # one image's: read, as a label image cellcount wrote is, and said
+        warnings.warn(f"{name}: a table of cellcount's own objects (its columns label, area_px or density): scoring "
+                      "against it measures agreement with that count, not accuracy; use it as ground truth only once "
+                      "corrected by hand", PredictedLabelsWarning, stacklevel=2)
     return _points_truth(_coordinates(name, header, rows, cols, decimal_comma, imagej=imagej), name)
 
 

@@ -179,6 +179,11 @@ def from_corner_based(points: np.ndarray) -> np.ndarray:
     return np.maximum(np.asarray(points, np.float64) - 0.5, 0.0)
 
 
+class PredictedLabelsWarning(UserWarning):
+    """A label image or objects table cellcount wrote (its TIFF description, its columns say so): a model's count,
+    which scores any model that counts alike as perfect, unless someone corrected it by hand."""
+
+
 class DuplicatePointsWarning(UserWarning):
     """A point table listed the same point more than once (a double export); each was counted once."""
 
