@@ -45,6 +45,7 @@ from .groundtruth import (
     counts_disagree,
     disagreeing_annotations,
     holds_only_specks,
+    is_labels_index,
     is_roi_set,
     listed,
     match_names,
@@ -525,6 +526,8 @@ def labelled_set(
     for f in gt_files:
         if not f.name.lower().endswith(TABLE_EXTENSIONS) or any(b.casefold() in image_stems for b, _ in _gt_bases(f.name)):
             pool.append(f)
+            continue
+        if is_labels_index(f.data):  # the Batch label zip's own index: its label images pair by their names
             continue
         try:
             with warnings.catch_warnings(record=True) as caught:  # said on the page, not only in a log

@@ -606,3 +606,13 @@ def test_rows_naming_no_image_with_accents_say_the_encoding_may_be_wrong(samples
     assert not any("CSV UTF-8" in n for n in utf8.notes), "read as UTF-8: no encoding was guessed"
     plain = labelled_set([("a.png", img)], [("counts.csv", b"filename,count\na.png,3\nb.png,4\n")])
     assert not any("CSV UTF-8" in n for n in plain.notes), "a typo in a plain name: no word of encodings"
+
+
+def test_the_batch_label_zips_own_index_is_no_bad_file(samples):
+    """The Batch page's label zip holds labels_index.csv (file, labels_file): fed back to Evaluate it was reported as
+    a file that 'could not be used', cellcount's own file blamed (a tester)."""
+    img, labels, n, _ = samples[0]
+    index = "file,labels_file\r\na.png,a_labels.tif\r\n".encode("utf-8-sig")
+    out = labelled_set([("a.png", img)], [("labels.zip", _zip({"a_labels.tif": labels, "labels_index.csv": index}))])
+    assert [(name, gt.count) for name, _, gt in out.items] == [("a.png", n)]
+    assert not out.skipped and not out.unused, (out.skipped, out.unused)

@@ -350,6 +350,16 @@ def is_cellcount_objects(header: list[str]) -> bool:
         "density" in header and "centroid_row" in header and "centroid_col" in header)
 
 
+def is_labels_index(raw: bytes) -> bool:
+    """Whether a CSV is the index cellcount writes beside its label images (``labels_index.csv``: ``file`` and
+    ``labels_file`` columns), which pairs them with their images and is no ground truth of its own."""
+    try:
+        first = _decode_csv(raw[:1024]).splitlines()[:1]
+    except UnicodeDecodeError:
+        return False
+    return bool(first) and [c.strip().strip('"').lower() for c in first[0].split(",")] == ["file", "labels_file"]
+
+
 def predicted_counts_message(name: str) -> str:
     return (f"{name} holds cellcount's own counts (its columns model, count_estimate, check_score), not ground truth: "
             "not used. If you corrected its counts by hand, keep only its file and count columns")
