@@ -560,8 +560,15 @@ def labelled_set(
             _notes_from(caught, out.notes)
         except GroundTruthError as err:
             try:  # a point table of an image that was not uploaded: unused, not broken
-                read_points_csv(f.buffer())
-                stray.append(f.name)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", PredictedLabelsWarning)
+                    read_points_csv(f.buffer())
+                if any(issubclass(w.category, PredictedLabelsWarning) for w in caught):  # the Count page's download
+                    out.skipped.append((f.name, "cellcount's own objects table (a model's output) is not ground "
+                                                "truth; once corrected by hand, name it like its image "
+                                                "(img01_points.csv) to score against it"))
+                else:
+                    stray.append(f.name)
             except NoCoordinateColumns:  # neither kind of table: what a counts table needs
                 out.skipped.append((f.name, str(err)))
             except GroundTruthError as points_err:  # points that cannot be used (microns, several images' objects)

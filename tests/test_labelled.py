@@ -616,3 +616,19 @@ def test_the_batch_label_zips_own_index_is_no_bad_file(samples):
     out = labelled_set([("a.png", img)], [("labels.zip", _zip({"a_labels.tif": labels, "labels_index.csv": index}))])
     assert [(name, gt.count) for name, _, gt in out.items] == [("a.png", n)]
     assert not out.skipped and not out.unused, (out.skipped, out.unused)
+
+
+def test_the_count_pages_objects_download_is_said_to_be_cellcounts_own(samples):
+    """<stem>_objects.csv from the Count page 'matched no image' (its name is one); named like its image it was
+    scored as ground truth without a word (a tester)."""
+    import warnings
+
+    img = samples[0][0]
+    table = b"label,area_px,centroid_row,centroid_col,equivalent_diameter_px\n1,30,5,6,6.1\n2,30,15,16,6.1\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said on the page, nothing left to the log
+        out = labelled_set([("a.png", img)], [("a_objects.csv", table)])
+        named = labelled_set([("a.png", img)], [("a_points.csv", table)])
+    assert not out.unused and "cellcount's own objects table" in dict(out.skipped)["a_objects.csv"]
+    assert [(n, gt.count) for n, _, gt in named.items] == [("a.png", 2)]
+    assert any("a table of cellcount's own objects" in n for n in named.notes), named.notes
