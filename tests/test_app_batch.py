@@ -365,13 +365,19 @@ def start_long_batch(n: int = 20, extra: list | None = None):
     return at, at.session_state["batch__job"], names
 
 
-def test_stop_keeps_the_images_counted_so_far():
+def stopped_long_batch():
+    """:func:`start_long_batch`, stopped at once (unless it ended first) and drawn again: (page, job, names)."""
     at, job, names = start_long_batch()
     if job.snapshot().running:
         at.button(key="batch_stop").click()
         at.run()
     assert job.join(120)
     at.run()
+    return at, job, names
+
+
+def test_stop_keeps_the_images_counted_so_far():
+    at, job, names = stopped_long_batch()
     df = at.dataframe[0].value
     s = job.snapshot()
     # the rows counted, then a row for each image the stopped batch never reached: every input is listed
@@ -458,12 +464,7 @@ def test_a_click_after_another_session_started_a_batch_is_said_to_count_nothing(
 
 def test_counting_the_rest_after_another_session_started_a_batch_is_said_to_count_nothing():
     """The same for "Count the N not counted" (a reviewer: its click vanished, the button no longer drawn)."""
-    a, job, _ = start_long_batch()
-    if job.snapshot().running:
-        a.button(key="batch_stop").click()
-        a.run()
-    assert job.join(120)
-    a.run()
+    a, _, _ = stopped_long_batch()
     assert [b for b in a.button if b.key == "batch_rest"], "the stopped batch offers its rest"
     _, other, _ = start_long_batch()
     try:
