@@ -412,3 +412,22 @@ def test_missing_tiles_of_tiled_rgb_and_sharded_zarr_are_placed_right(tmp_path, 
     nan[:] = field
     with blocks.open_lazy(tmp_path / "n.zarr") as plane:
         assert blocks.missing_chunks_note(plane) is None, "skipped NaN chunks beside a NaN edge are no loss"
+
+
+def test_the_normalisation_sample_keeps_clipped_nuclei_as_patches(tmp_path):
+    """The sample of an image above the budget is spread windows, so a clipped nucleus centre stays a patch for the
+    overexposure check (every n-th pixel made each a lone pixel, and a huge image's note went silent: a reviewer)."""
+    from cellcount.io.normalize import clipped_and_bright
+
+    image = np.full((2048, 2048), 20, np.uint8)
+    for r in range(20, 2048, 40):
+        for c in range(20, 2048, 40):
+            image[r - 6:r + 7, c - 6:c + 7] = 180
+            image[r - 4:r + 4, c - 4:c + 4] = 255  # its clipped centre
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, image, tile=(256, 256))
+    whole = clipped_and_bright(image)[0]
+    with blocks.open_lazy(path) as plane:
+        sample = blocks._sample(plane, 1024 * 1024)
+    assert sample.size <= 1024 * 1024 and whole > 0.2
+    assert abs(clipped_and_bright(sample)[0] - whole) < 0.05

@@ -1980,3 +1980,14 @@ def test_cellcounts_own_objects_tables_are_said_as_its_own(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a hand-made table of the same points: no word
         assert read_points_csv(b"x,y\n6,5\n16,15\n").count == 2
+
+
+def test_a_folder_whose_table_names_no_image_says_its_rows_before_the_error(tmp_path, caplog):
+    """A cp850 table that Windows-1252 decodes names no image: the 'none has ground truth' error came alone, without
+    the rows or the encoding advice (a reviewer)."""
+    _save_png(tmp_path / "Z\u00e4hl_1.png", np.zeros((32, 32), np.uint8))
+    (tmp_path / "counts.csv").write_bytes("filename;count\r\nZ\u00e4hl_1.png;3\r\n".encode("cp850"))
+    with caplog.at_level("WARNING"), pytest.raises(GroundTruthError, match="none of the 1 image"):
+        load_labelled_folder(tmp_path)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 row of" in said and "match" in said and "'CSV UTF-8'" in said, said

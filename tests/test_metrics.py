@@ -322,10 +322,11 @@ def test_the_matching_by_groups_is_the_matching_over_all_objects():
 
 
 @pytest.mark.parametrize("threshold", [0.0, -0.1, 1.5, float("nan")])
-def test_an_iou_threshold_outside_zero_to_one_is_refused(threshold):
-    """At 0 two objects that do not touch "matched" (a reviewer: compare --iou 0 scored them so); refused everywhere,
-    the library, evaluate and compare alike."""
+def test_an_iou_threshold_outside_zero_to_one_is_refused(threshold, capsys):
+    """At 0 two objects that do not touch "matched" in the library; it refuses such a threshold, as evaluate and
+    compare do."""
     from cellcount.errors import ParameterError
+    from cellcount.evaluate.cli import main as evaluate_main
     from cellcount.evaluate.compare_cli import main as compare_main
 
     true = np.zeros((8, 8), np.int32)
@@ -334,4 +335,7 @@ def test_an_iou_threshold_outside_zero_to_one_is_refused(threshold):
     pred[5:, 5:] = 1
     with pytest.raises(ParameterError, match=r"lies in \(0, 1\]"):
         match_instances(true, pred, iou_threshold=threshold)
-    assert compare_main(["--data", "nowhere", "classical-otsu", "--iou", str(threshold)]) != 0
+    for run in (lambda: compare_main(["--data", "nowhere", "classical-otsu", "classical-otsu", "--iou", str(threshold)]),
+                lambda: evaluate_main(["--data", "nowhere", "--model", "classical-otsu", "--iou", str(threshold)])):
+        assert run() != 0
+        assert "an IoU threshold lies in (0, 1]" in capsys.readouterr().err

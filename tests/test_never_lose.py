@@ -409,19 +409,19 @@ def test_good_tiny_card_loads(tiny_folder):
     ("filename\tcount\r\na.png\t12\r\n".encode("utf-16"), {"a": 12}),
     ("filename;count\r\na.png;12\r\n".encode("utf-16"), {"a": 12}),
     ("filename;count\r\nb\xe9.png;2\r\n".encode("cp1252"), {"b\xe9": 2}),
-    # Excel's "CSV (MS-DOS)" and "CSV (Macintosh)": told from Windows-1252 by the accented letters they read
+    # Excel's "CSV (MS-DOS)" and "CSV (Macintosh)" where Windows-1252 cannot decode them (cp850's ü and É)
     ("filename;count\r\nKerne_Maus_\xfc1.png;27\r\n".encode("cp850"), {"Kerne_Maus_\xfc1": 27}),
-    ("filename;count\r\nNoyaux_\xe92.png;36\r\nKern_\xdf5.png;24\r\n\xc4hre6.png;26\r\n".encode("cp850"),
-     {"Noyaux_\xe92": 36, "Kern_\xdf5": 24, "\xc4hre6": 26}),
+    ("filename;count\r\nKern_\xdf5.png;24\r\nK\xe4fer_\xc9.png;3\r\n\xdcber_\xfc.png;5\r\n".encode("cp850"),
+     {"Kern_\xdf5": 24, "K\xe4fer_\xc9": 3, "\xdcber_\xfc": 5}),  # \xfc and \xc9 no Windows-1252 byte
     ("filename;count\rnoyau_\xe91.png;3\rcellule_\xe82.png;4\r".encode("mac_roman"),  # CR alone: a Mac's
      {"noyau_\xe91": 3, "cellule_\xe82": 4}),
-    ("filename;count\r\nMa\xdfe_Z\xe4hl_1.png;9\r\n".encode("cp850"), {"Ma\xdfe_Z\xe4hl_1": 9}),
-    # Windows-1252 read as it always was, whatever letters and signs it holds (a reviewer's Czech and Finnish names
-    # read as cp850 for a day)
+    # Windows-1252 wherever it decodes, whatever letters and signs it holds (Czech, Finnish, German notes)
     ("filename,count\r\nMy\u0161_j\xe1tra_01.png,12\r\n".encode("cp1252"), {"My\u0161_j\xe1tra_01": 12}),
     ("filename,count\r\n\u0160akki_\u017d\xfcrich_2.png,7\r\n".encode("cp1252"), {"\u0160akki_\u017d\xfcrich_2": 7}),
     ("filename;count;note\r\nM\xfcller\xb4s_1.png;3;\u201egut\u201c 10\u201320, l\u2019image, 5\xbc h \u2022\r\n"
      .encode("cp1252"), {"M\xfcller\xb4s_1": 3}),
+    ("filename;count;Bemerkung\r\nZ\xe4hlung_1.png;28;gef\xe4rbt Mo\u2013Fr\r\nGr\xf6\xdfe_2.png;32;Maus 3 \u2020 siehe\xb9\r\n"
+     .encode("cp1252"), {"Z\xe4hlung_1": 28, "Gr\xf6\xdfe_2": 32}),
     (b"File Name;Cell Count\nx,y.png;4\n", {"x,y": 4}),  # Excel's titles with spaces, read as file_name, cell_count
     ("Bildname;Anzahl\r\nx.png;4\r\n".encode("cp1252"), None),
     (b"image;count\nx,y.png;4,0\n", {"x,y": 4}),

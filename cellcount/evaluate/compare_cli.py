@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..cliparams import normalize_argv, plain_warnings, plane_option, prog_name, setup_logging
 from ..errors import ModelNotFoundError, ParameterError
-from ..metrics import MIN_BOOTSTRAP_IMAGES, check_iou_threshold
+from ..metrics import MIN_BOOTSTRAP_IMAGES
 from ..pipeline import CountParams, resolve_params
 from . import evaluate_predictions, predict_pairs, with_read_notes
 from .cli import _check_options, _encoded, _is_json_with, keep_others, read_labelled
@@ -203,8 +203,6 @@ def _run(args: argparse.Namespace) -> int:
     from ..csvout import atomic_write_bytes, write_csv
     from ..models.card import finite_json
     from . import BORDER_TRUTH_KEPT
-
-    check_iou_threshold(args.iou, "--iou")  # before any model is loaded
 
     _check_options(args, OURS, [ref for ref in args.configs if _is_settings_file(ref)])
     keep_others(args, OURS)

@@ -367,7 +367,8 @@ def load_labelled_folder(
                      f"({example}.csv or {example}_points.csv)")
         others = {t: h for t, h in other_tables.items() if t not in stray_points}
         for table in [t for t, h in others.items() if is_cellcount_objects(h)][:3]:  # not a counts table gone wrong
-            hint += f"; {table.name} holds cellcount's own objects, a model's output, never read as ground truth"
+            hint += (f"; {table.name} holds cellcount's own objects of several images, a model's output, not split "
+                     "by image")
         others = {t: h for t, h in others.items() if not is_cellcount_objects(h)}
         two_kinds = {t: several for t, h in others.items() if (several := several_counts(h))}
         others = {t: h for t, h in others.items() if t not in two_kinds}
@@ -393,6 +394,9 @@ def load_labelled_folder(
             hint += (f"; {len(twins)} pair(s) of images share a name in one folder ({a.name} and {b.name}"
                      f"{' ...' if len(twins) > 1 else ''}): if one of each is the other's labels, put it in a labels/ "
                      f"folder or name it {a.stem}_labels{b.suffix}")
+        # a counts table whose rows name no image (a typo, or accents read in the wrong encoding): said first
+        named, unsure = match_names(counts_where, relative, anchored)
+        _stray_rows_warning({k: v for k, v in counts_where.items() if k not in named and k not in unsure}, as_written)
         raise GroundTruthError(
             f"{root}: none of the {len(images)} image(s) has ground truth; expected files named "
             f"<image>{{{','.join(GROUND_TRUTH_SUFFIXES)}}}.*, point tables <image>.csv, files named like the "

@@ -77,37 +77,15 @@ _MICRON_MARKS = ("µm", "μm", "um", "micron")
 _PLAUSIBLE = frozenset("ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿŒœ"  # the accents of names
                        "€…‘’“”„–—•°µ§±×²³½«»")  # and the signs of notes and units
 """Characters a European table plausibly holds beyond ASCII, by which the 8-bit encodings below are told apart."""
-_ODD_IN_CP1252 = frozenset("ƒˆ‹›˜†‡¤¦¨¬¯¸¹Ÿ")
-"""Windows-1252 characters no name or note holds: where they appear, the table may be in another encoding."""
-_ODD_INSIDE_WORDS = frozenset("€‚„…‘“”•–—™¢£¥¡\xa0")
-"""... and signs that no word holds between its letters: cp850's ä, é, ô, ö ... read as Windows-1252."""
-
-
-def _odd_as_cp1252(text: str) -> bool:
-    """Whether ``text`` read as Windows-1252 holds a character no table holds, or a sign inside a word (cp850's
-    ``Zähl`` reads ``Z„hl``; ``Noyaux_é2`` reads ``Noyaux_‚2``; ``10–20`` and ``l’image`` are words as written)."""
-    for i, ch in enumerate(text):
-        if ord(ch) <= 127:
-            continue
-        if ch in _ODD_IN_CP1252:
-            return True
-        if ch in _ODD_INSIDE_WORDS and 0 < i < len(text) - 1:
-            before, after = text[i - 1], text[i + 1]
-            if (before.isalnum() or before == "_") and (after.isalnum() or after == "_") and not (
-                    before.isdigit() and after.isdigit()):
-                return True
-    return False
-
-
 def _plausibility(text: str) -> int:
     return sum(1 if ch in _PLAUSIBLE else -2 for ch in text if ord(ch) > 127)
 
 
 def _decode_csv(raw: bytes) -> str:
     """CSV bytes -> text: UTF-16 (Excel's "Unicode text", with a BOM or plainly interleaved with NULs),
-    UTF-8 with or without a BOM, else Windows-1252 unless it reads as no table would (:func:`_odd_as_cp1252`),
-    then the 8-bit encoding of Excel's that reads the most plausible characters: DOS's cp850 or Mac Roman. A single
-    accent may still be read wrong (``Maße`` in cp850 is ``Maáe`` in Windows-1252)."""
+    UTF-8 with or without a BOM, else Windows-1252 where it decodes, else the 8-bit encoding of Excel's that reads
+    the more plausible characters: DOS's cp850 or Mac Roman. A cp850 or Mac Roman table that Windows-1252 decodes is
+    read wrong (``Maße`` in cp850 reads ``Maáe``): its rows then name no image, and say to save it as CSV UTF-8."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16")
     if len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
@@ -118,11 +96,9 @@ def _decode_csv(raw: bytes) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    try:  # Windows-1252, Excel's usual CSV, unless it fails or reads as no table would
-        text = raw.decode("cp1252")
-        if not _odd_as_cp1252(text):
-            return text
-    except UnicodeDecodeError:  # it leaves five bytes undefined (cp850's ü is one)
+    try:  # Windows-1252, Excel's usual CSV, wherever it decodes: a guess against it misread real tables
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:  # it leaves five bytes undefined: cp850's ü and É, Mac Roman's ç, è, ê, ù
         pass
     # Excel's "CSV (MS-DOS)" or "CSV (Macintosh)" (both decode every byte): the more plausible, in a tie Mac Roman
     # where lines end with CR alone, as the Mac's did
@@ -158,16 +134,15 @@ _CELL_COUNTER_ROOT = b"<CellCounter_Marker_File"
 
 
 def _looks_tabular(head: bytes) -> bool:
-    """Whether a text file's first bytes (up to 4096) are lines of a table: its first lines (up to 3, at least 2)
-    split alike by tabs, semicolons or commas (a README's prose does not)."""
+    """Whether a text file's first bytes (up to 4096) are lines of a table as Excel saves one as text: its first lines
+    (up to 3, at least 2) split alike by tabs (a README's prose, commas and all, is not)."""
     try:
         lines = [line for line in _decode_csv(head).splitlines() if line.strip()]
         lines = lines[:-1] if len(head) >= 4096 else lines  # the last may be cut short
         lines = lines[:3]
     except UnicodeDecodeError:
         return False
-    return len(lines) >= 2 and any(len({line.count(sep) for line in lines}) == 1 and lines[0].count(sep) >= 1
-                                   for sep in ("\t", ";", ","))
+    return len(lines) >= 2 and len({line.count("\t") for line in lines}) == 1 and lines[0].count("\t") >= 1
 
 
 def unread_annotation_note(name: str, head: bytes = b"") -> str | None:
@@ -179,6 +154,9 @@ def unread_annotation_note(name: str, head: bytes = b"") -> str | None:
     if suffix in SPREADSHEET_EXTENSIONS:
         return ("a spreadsheet is not read: save its table as CSV (Excel: File > Save As > 'CSV UTF-8'; "
                 "LibreOffice: 'Text CSV')")
+    if suffix == ".txt" and not head:  # a zip's member, not opened
+        return (f"a .txt file is not read: if it is a table (Excel's 'Unicode Text' is one, tab separated), rename it "
+                f"{stem}.tsv")
     if suffix == ".txt" and _looks_tabular(head):
         return f"a .txt file is not read: it looks like a table (Excel's 'Unicode Text' is one): rename it {stem}.tsv"
     if suffix == ".xml" and _CELL_COUNTER_ROOT.lower() in head[:4096].lower():
