@@ -76,8 +76,11 @@ _MICRON_MARKS = ("µm", "μm", "um", "micron")
 # --------------------------------------------------------------------------------------------------
 _PLAUSIBLE = frozenset("ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝßàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿŒœ"  # the accents of names
                        "€…‘’“”„–—•°µ§±×²³½«»")  # and the signs of notes and units
-"""Characters a European table plausibly holds beyond ASCII, by which the 8-bit encodings below are told apart."""
+"""Characters a European table plausibly holds beyond ASCII, by which cp850 and Mac Roman are told apart."""
+
+
 def _plausibility(text: str) -> int:
+    """Plausible characters beyond ASCII less twice the others (box drawing, control codes, odd symbols)."""
     return sum(1 if ch in _PLAUSIBLE else -2 for ch in text if ord(ch) > 127)
 
 
@@ -96,7 +99,7 @@ def _decode_csv(raw: bytes) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
-    try:  # Windows-1252, Excel's usual CSV, wherever it decodes: a guess against it misread real tables
+    try:  # Windows-1252, Excel's usual CSV, wherever it decodes (its signs and rarer letters make a guess unsafe)
         return raw.decode("cp1252")
     except UnicodeDecodeError:  # it leaves five bytes undefined: cp850's ü and É, Mac Roman's ç, è, ê, ù
         pass
