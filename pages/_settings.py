@@ -310,8 +310,17 @@ def short_label(model: cc.models.CountModel) -> str:
     if key == "card":
         return model.name
     own = changes_text(card_values(model), _entry(model)["values"], most=2, sep=" ")
-    changes = [c for c in (own, ", ".join(_label(n) for n in _image_changes(model))) if c]
+    changes = [c for c in (own, _image_changes_text(model)) if c]
     return f"{model.name} ({ORIGINS[key]}{': ' + '; '.join(changes) if changes else ''})"
+
+
+def _image_changes_text(model: cc.models.CountModel) -> str:
+    """The image settings changed by hand with their values ("Channel 4"), or "": a comparison's CSV said "(edited:
+    Channel)", leaving which channel to guess."""
+    from cellcount.params import setting_text
+
+    now = values(model)
+    return ", ".join(f"{_label(name)} {setting_text(name, now[name])}" for name in _image_changes(model))
 
 
 def describe(model: cc.models.CountModel) -> str:
@@ -322,11 +331,7 @@ def describe(model: cc.models.CountModel) -> str:
     # said "tuned on your data" alone, where an edit listed its changes: a tester)
     if origin(model, image=False)[0] != "card" and (own := _own_changes(model)):
         detail = f"{detail}; {own}" if detail else own
-    if fields := _image_changes(model):  # with their values: a channel chosen for one image applies to every image
-        from cellcount.params import setting_text
-
-        now = values(model)
-        changed = ", ".join(f"{_label(name)} {setting_text(name, now[name])}" for name in fields)
+    if changed := _image_changes_text(model):  # with their values: a channel chosen for one image applies to every image
         detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"
     line = f"{text} ({detail})" if detail else text
     if key == "card" and (kept := _kept_elsewhere(model.name)):  # tuned ones vanished from the line, unsaid

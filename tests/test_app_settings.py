@@ -658,6 +658,8 @@ def test_a_model_with_settings_of_its_own_is_named_with_them():
     assert settings.short_label(model) == f"{BASELINE} (tuned on your data: Min. area 30)"
     settings.edit(model, "min_area_px", 31)
     assert settings.short_label(model) == f"{BASELINE} (edited: Min. area 31)"
+    settings.edit(model, "channel", 2)  # an image setting, named with its value ("(edited: Channel)" hid which)
+    assert settings.short_label(model).endswith("Min. area 31; Channel 2)"), settings.short_label(model)
     st.session_state.clear()
 
 
