@@ -210,8 +210,8 @@ def input_ui(prefix: str, model: cc.models.CountModel, image: np.ndarray | None 
     n_channels = 1 if image is None or image.ndim == 2 else int(image.shape[2])
     out: dict[str, Any] = {}
     if image is None or n_channels > 1:
-        # with no image to ask (Batch): channels 0-7, and any channel chosen beyond them (channel 4 chosen on Count
-        # showed as "all channels" on Batch, which counted channel 4)
+        # with no image to ask (Batch): channels 0-7, and any channel chosen beyond them, so that the control shows
+        # the channel the batch counts
         stored = _stored(prefix, model, "channel")
         shown = n_channels if image is not None else max(NO_IMAGE_CHANNELS, (stored or 0) + 1)
         options = [ALL_CHANNELS, *range(shown)]

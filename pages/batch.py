@@ -30,8 +30,8 @@ STOPPED = f"{P}__stopped"
 """A batch stopped here: its rows and the names it never reached, to count on from (:func:`stopped_batch`)."""
 POLL_S = 1.0
 WATCH_S = 2.0
-"""How often an idle Batch page looks for a batch started or ended in another session (a tab left open showed a
-colleague's batch as finished throughout the next one, its Count button live)."""
+"""How often an idle Batch page looks for a batch started or ended in another session, so that a tab left open
+shows a colleague's batch and its Count button waits for it."""
 
 
 def _upload_key(f) -> tuple:

@@ -205,16 +205,18 @@ def load_labelled_folder(
             reported.append(why if why.startswith(f"{image}") else f"{shown}: {why}")
             tell(image, why)
     files = list_image_files([root], ground_truth=True)
-    tables = sorted(
+    read_kinds = (*TABLE_EXTENSIONS, ".xml", *GEOJSON_EXTENSIONS, *IMAGEJ_ROI_EXTENSIONS)
+    walked = sorted(  # one walk: the annotation files, and those a user may take for them (spreadsheets, .txt)
         p
         for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in (*TABLE_EXTENSIONS, ".xml", *GEOJSON_EXTENSIONS, *IMAGEJ_ROI_EXTENSIONS)
+        if p.suffix.lower() in (*read_kinds, *SPREADSHEET_EXTENSIONS, ".txt")
+        and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+    tables = [p for p in walked if p.suffix.lower() in read_kinds]
     csv_files = [p for p in tables if p.suffix.lower() in TABLE_EXTENSIONS]
     seg_npy = sorted(p for p in root.rglob("*_seg.npy") if p.is_file())  # Cellpose's: said, never unpickled
-    unread = _unread_annotations(root, tables)  # spreadsheets, .txt exports, Cell Counter files named like no image
+    unread = _unread_annotations(walked)  # spreadsheets, .txt exports, Cell Counter files named like no image
     cell_counter = [p for p in tables if cell_counter_stem(p)]  # not a microscope's MetaData/<image>.xml
     outlines = [p for p in tables if p.suffix.lower() in GEOJSON_EXTENSIONS]  # QuPath's objects as GeoJSON
     # ImageJ's ROIs: a .roi, or a zip holding only .roi files (a zip of images is not ground truth)
@@ -589,15 +591,13 @@ def tables_clash_notes(clashes: dict[str, tuple[str, list[tuple[str, int]]]]) ->
     return notes
 
 
-def _unread_annotations(root: Path, tables: Sequence[Path]) -> list[tuple[Path, str]]:
-    """(file, why it is not read) for the files of ``root`` a user may take for annotations
+def _unread_annotations(walked: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(file, why it is not read) for the files among ``walked`` a user may take for annotations
     (:func:`unread_annotation_note`): spreadsheets, .txt exports, Cell Counter markers under another name."""
     out = []
-    for path in sorted(root.rglob("*")):
+    for path in walked:
         suffix = path.suffix.lower()
-        if (suffix not in (*SPREADSHEET_EXTENSIONS, ".txt", ".xml") or not path.is_file()
-                or any(part.startswith(".") for part in path.relative_to(root).parts)
-                or (suffix == ".xml" and (path not in tables or cell_counter_stem(path)))):
+        if suffix not in (*SPREADSHEET_EXTENSIONS, ".txt", ".xml") or cell_counter_stem(path):
             continue
         try:
             with open(path, "rb") as fh:

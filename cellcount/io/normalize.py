@@ -431,13 +431,13 @@ TOP_GAP = 4.0
 
 HOT_PIXELS_LEFT_OUT_PCT = 0.5
 """Up to this percentage of the image, lone hot pixels are best left out of the top of the range (High percentile):
-DSB images with 0.3-0.5% counted as clean that way; with 2% the pixels themselves were counted (584 for 23)."""
+DSB images with 0.3-0.5% count as clean that way; with 2% the pixels themselves are counted as nuclei."""
 
 
 def hot_pixel_note(image: np.ndarray, *, channel: int | None = None, high_pct: float = 99.8) -> str | None:
     """Why a count may be far too low when the top of the intensity range (``high_pct``) is set by scattered single
-    pixels far brighter than everything else, or None: 0.2% hot pixels at 65,535 over nuclei at 3,000 took a count of
-    43 to 0, flagged only as 'no objects were found' (a tester)."""
+    pixels far brighter than everything else, or None: 0.3% hot pixels at 65,535 over nuclei at 3,000 take a count of
+    43 to 0, which no other reason explains."""
     arr = np.asarray(image)
     plane = _select_channel(arr, channel) if channel is not None else arr
     gray = _plain_gray(plane)
@@ -459,7 +459,7 @@ def hot_pixel_note(image: np.ndarray, *, channel: int | None = None, high_pct: f
     said = (f"the top of the intensity range (High percentile {high_pct:g}) is set by scattered single pixels far "
             f"brighter than the rest ({share:.2f}% of the image: hot pixels or salt noise), which leaves the nuclei "
             "dim, so the count may be far too low: ")
-    if share > HOT_PIXELS_LEFT_OUT_PCT:  # left out of the top, so many are counted as objects (2%: 584 for 23)
+    if share > HOT_PIXELS_LEFT_OUT_PCT:  # left out of the top, so many are counted as objects
         return said + "remove them first (a median filter of 3 px; Fiji: Process > Noise > Remove Outliers)"
     below = max(50.0, math.floor((100 - 2 * share) * 10) / 10)  # their share twice over left out of the top
     return said + (f"lower High percentile to {below:g} (Input > Intensity normalisation, or --high-pct), or remove "
