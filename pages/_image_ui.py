@@ -95,8 +95,8 @@ def read_image_cached(digest: str, _data: bytes, page: int | str | None = None, 
             st.warning(f"{which} holds {planes[0]} {planes[1]}; only the first was read and scored: save the plane "
                        "that was annotated as a file of its own.", icon="⚠️")
         else:
-            choose = {"time points": "a time point", "images (TIFF pages)": "a page"}.get(
-                planes[1], "a plane or their maximum projection")
+            choose = ("a time point" if planes[1] == "time points" else "an image"
+                      if planes[1] in cc.io.read.CHOSEN_IMAGES else "a plane or their maximum projection")
             st.warning(f"{which} holds {planes[0]} {planes[1]}; only the first was read and counted. Choose {choose} "
                        "above (**Plane** on Count, **Z-stacks** on Batch and Compare).", icon="⚠️")
     return image
@@ -206,11 +206,14 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
     shared_plane_widget(key, options)
     if st.session_state.get(key, "first") not in options:  # a plane this file does not have
         st.session_state[key] = "first"
-    labels = {"first": "The first plane only, not chosen (the count is flagged)",
+    images = what in cc.io.read.CHOSEN_IMAGES  # an OME file's positions, pages of other sizes: one of them
+    labels = {"first": f"The first {'image' if images else 'plane'} only, not chosen (the count is flagged)",
               "max": "Maximum projection of all planes" + (" (not of time points: cells move)"
-                                                           if what == "time points" else "")}
+                                                           if what == "time points" else " (not of separate images)"
+                                                           if images else "")}
     page = st.selectbox(
-        "Plane", options, key=key, format_func=lambda o: labels.get(o) or f"Plane {o} (0 = the first)",
+        "Plane", options, key=key,
+        format_func=lambda o: labels.get(o) or f"{'Image' if images else 'Plane'} {o} (0 = the first)",
         help="Which plane of the file to count, or their maximum-intensity projection (each pixel's brightest "
         "value over all planes: every nucleus appears, whichever plane it is in focus on; the usual way to "
         f"count a z-stack). This file holds {n} {what}. The count, the outlines and the downloads are of "
@@ -218,8 +221,8 @@ def plane_ui(prefix: str, source: Source) -> tuple[Source, int | str | None]:
         on_change=remember_plane, args=(key,),
     )
     if page == "max" and "channels" in what:  # a projection of channels mixes e.g. nuclei with cytoplasm
-        st.caption(f"If these {n} planes are channels (nuclei in one, other stains in the others), a maximum "
-                   "projection mixes them: choose the plane that holds your nuclei instead.")
+        st.caption(f"If these {n} planes are channels (nuclei in one, other stains in the others) or time points, a "
+                   "maximum projection mixes them: choose the plane that holds your nuclei instead.")
     if page not in options or page == "first":
         return source, None
     return plane_source(source, page), page

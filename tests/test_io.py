@@ -955,7 +955,51 @@ def test_pages_of_other_sizes_suggest_a_page_not_a_projection(tmp_path):
         tw.write(np.zeros((64, 64), np.uint8), photometric="minisblack")
         tw.write(np.zeros((128, 96), np.uint8), photometric="minisblack")
     note = read_image_and_note(path)[1]
-    assert "Choose a page (count command: --plane N;" in note and "maximum projection" not in note
+    assert "Choose an image (count command: --plane N;" in note and "maximum projection" not in note
+    assert "the first may be a thumbnail" in note  # the second is larger
+
+
+def test_images_of_an_ome_file_are_chosen_whole_with_their_channels_and_never_projected(tmp_path):
+    """Three positions of two channels each (an OME-TIFF of three series): page N is position N with both its
+    channels (raw pages mixed positions and channels: page 2 was position 1's first channel, page 1 failed with
+    "'TiffFrame' object has no attribute 'imagelength'"); their maximum projection lays fields over each other."""
+    import tifffile
+
+    from cellcount.errors import ParameterError, PlaneError
+    from cellcount.io.read import CHOSEN_IMAGES, read_image_planes
+
+    rng = np.random.default_rng(0)
+    fields = [rng.integers(0, 200, (32, 48), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for field in fields:
+            tw.write(np.stack([field, 255 - field]), metadata={"axes": "CYX"})
+    for k, field in enumerate(fields):
+        image, planes = read_image_planes(path, page=k)
+        assert image.shape == (32, 48, 2) and np.array_equal(image[..., 0], field)
+        assert planes[0] == 3 and planes[1] in CHOSEN_IMAGES and "positions" in planes[1]
+        assert np.array_equal(read_image_planes(path, page=k, channel=1)[0], 255 - field)
+    with pytest.raises(PlaneError, match="holds 3 images"):
+        read_image_planes(path, page=3)
+    with pytest.raises(ParameterError, match="lays different images over each other"):
+        read_image_planes(path, page="max")
+
+
+def test_pages_of_other_sizes_smallest_first_say_the_first_may_be_a_thumbnail(tmp_path):
+    """Levels of a pyramid stored as plain pages, the smallest first: its count was flagged only as "the file holds 3
+    images (TIFF pages)", not that a larger one was left unread."""
+    import tifffile
+
+    from cellcount.io.read import read_image_and_note
+
+    path = tmp_path / "levels.tif"
+    big = np.zeros((128, 128), np.uint8)
+    with tifffile.TiffWriter(path) as tw:
+        for step in (4, 2, 1):
+            tw.write(big[::step, ::step].copy(), photometric="minisblack")
+    image, note = read_image_and_note(path)
+    assert image.shape == (32, 32) and "a later one larger than the first" in note
+    assert read_image_and_note(path, page=2)[0].shape == (128, 128)
 
 
 def test_a_folder_listing_leaves_ground_truth_out_as_the_command_line_does(tmp_path):
@@ -1170,3 +1214,31 @@ def test_hot_pixels_setting_the_top_of_the_range_are_said():
     sparse = np.full((200, 200), 100, np.uint16)
     sparse[100:104, 100:104] = 4000  # one small nucleus: the top is its pixels, together
     assert hot_pixel_note(sparse) is None
+
+
+def test_signed_images_below_zero_are_judged_for_clipping_without_a_warning():
+    """A background-subtracted int16 image (values below 0) took the log of negative numbers: a RuntimeWarning on
+    every count, and a failed file under `python -W error`."""
+    from cellcount.io.normalize import clipped_and_bright
+
+    image = np.full((64, 64), -300, np.int16)
+    image[10:20, 10:20] = 32767  # a clipped nucleus
+    image[40:50, 40:50] = 2000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        share, bright = clipped_and_bright(image)
+    assert share == pytest.approx(0.5) and not bright
+
+
+def test_a_microscope_file_that_is_a_tiff_inside_is_listed_as_the_app_reads_it(tmp_path):
+    """An .svs or .lsm is a TIFF: the app counted one from its content while the command line refused it, named or
+    in a folder ("not an image file this program reads"); a .czi that is none is still said, not counted."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "slide.svs", np.zeros((16, 16), np.uint8))
+    (tmp_path / "scan.czi").write_bytes(b"ZISRAWFILE" + bytes(40))
+    skipped = []
+    found = list_image_files([tmp_path], on_skip=lambda p, why: skipped.append((p.name, why)))
+    assert [p.name for p in found] == ["slide.svs"]
+    assert skipped and skipped[0][0] == "scan.czi" and "export it as TIFF" in skipped[0][1]
+    assert [p.name for p in list_image_files([tmp_path / "slide.svs"])] == ["slide.svs"]

@@ -57,6 +57,18 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _tiff_in_disguise(path: Path) -> bool:
+    """A file of a microscope format that is a TIFF inside (.lsm, .svs, .ndpi ...): read as the app reads its
+    upload, from its content (:func:`microscope_file_problem`)."""
+    if path.suffix.lower() not in MICROSCOPE_EXTENSIONS:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in TIFF_MAGICS
+    except OSError:
+        return False
+
+
 def _is_zarr_dir(path: Path) -> bool:
     """An OME-Zarr folder (``*.zarr``): one image, counted by blocks (:mod:`cellcount.blocks`)."""
     return path.suffix.lower() == ".zarr" and path.is_dir()
@@ -159,7 +171,7 @@ def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] 
             broken = _broken_link_reason(path)
             if broken:
                 on_skip(path, broken)
-            elif _is_image_file(path) and path.is_file():
+            elif (_is_image_file(path) or _tiff_in_disguise(path)) and path.is_file():
                 yield path
             elif why := microscope_file_problem(path.name):
                 on_skip(path, why)
@@ -268,7 +280,7 @@ def list_image_files(
             if not _utf8_name(cand):  # its row, label file and history could not be written: one file, not the batch
                 skip(cand, "its path is not valid UTF-8 (bytes of another system's encoding in its own name or a "
                      "folder's, as old Windows or Samba shares write them): rename it to count it")
-            elif (_is_image_file(cand) or _is_zarr_dir(cand)
+            elif (_is_image_file(cand) or _is_zarr_dir(cand) or _tiff_in_disguise(cand)
                   or (path.is_file() and cand.suffix.lower() in NAMED_ONLY_EXTENSIONS)):
                 # one row per path: a folder named twice (data and data/ctrl) lists its files once, but a link
                 # and the file it points to are two paths, each in its own folder (two conditions' tables); by

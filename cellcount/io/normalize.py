@@ -380,9 +380,10 @@ def clipped_and_bright(image: np.ndarray) -> tuple[float, bool]:
         from skimage.filters import threshold_otsu
 
         step = max(1, int(np.sqrt(gray.size / 65536)))  # the split from about 64k pixels: a histogram needs no more
-        sample = np.log1p(gray[::step, ::step])
+        base = min(0.0, float(gray.min()))  # signed data below 0 (background subtracted) on the log scale too
+        sample = np.log1p(gray[::step, ::step] - base)
         split = threshold_otsu(sample) if float(sample.min()) < float(sample.max()) else float(sample.max())
-        signal = gray > np.expm1(split)
+        signal = gray - base > np.expm1(split)
         return (float(some[signal].mean()) if signal.mean() >= MIN_SIGNAL_SHARE else float(some.mean())), False
     low, mid = np.percentile(gray, [1, 50])
     tissue = gray < mid - 0.1 * (mid - low)  # darker than the background: the stain, where nuclei are

@@ -447,17 +447,19 @@ def projection_note(name: str, planes: tuple[int, str] | None) -> str | None:
     """What to tell the user whose maximum projection may be of channels (None where it is not)."""
     if planes is None or "channels" not in planes[1]:
         return None
-    are = "are channels" if planes[1] == _PLANE_KINDS["C"] else "may be channels (the file does not name them)"
+    named = planes[1] == _PLANE_KINDS["C"]
+    are = "are channels" if named else "may be channels or time points (the file does not name them)"
     return (f"{name}: its {planes[0]} planes {are}; a maximum projection of channels mixes the nuclei with the "
-            "other stains: count the nuclei's plane instead (count command: --plane N; Python: page=N in count_file or read_image; "
+            f"other stains{'' if named else ', and one of time points adds up cells that move'}: count one plane "
+            "instead (count command: --plane N; Python: page=N in count_file or read_image; "
             "Count page: 'Plane')")
 
 
 def planes_note(name: str, planes: tuple[int, str]) -> str:
     """What to tell the user when only the first of ``planes`` (:func:`read_image_planes`) was read."""
-    if planes[1] in (_PLANE_KINDS["T"], _OTHER_IMAGES):  # never projected: cells move; pages of other sizes
-        what = "time point" if planes[1] == _PLANE_KINDS["T"] else "page"
-        return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read. Choose a "
+    if planes[1] in (_PLANE_KINDS["T"], *CHOSEN_IMAGES):  # never projected: cells move; images of their own
+        what = "a time point" if planes[1] == _PLANE_KINDS["T"] else "an image"
+        return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read. Choose "
                 f"{what} (count command: --plane N; Python: page=N in count_file or read_image; Count page: 'Plane'; Batch "
                 "page: 'Z-stacks')")
     return (f"{name}: the file holds {planes[0]} {planes[1]}; only the first was read. Choose a "
@@ -504,6 +506,11 @@ def read_image_planes(
                 f"{name}: its {planes[0]} planes are time points, and a maximum projection over time adds up cells "
                 "that move: count one time point (count command: --plane N; Python: page=N in count_file or read_image; Count page: "
                 "'Plane'; Batch page: a plane number under 'Z-stacks')")
+        if project and planes is not None and planes[1] in CHOSEN_IMAGES:
+            raise ParameterError(
+                f"{name}: it holds {planes[0]} {planes[1]}, and a maximum projection of them lays different images "
+                "over each other: count one of them (count command: --plane N; Python: page=N in count_file or "
+                "read_image; Count page: 'Plane'; Batch page: a plane number under 'Z-stacks')")
         if project and planes is not None:  # one plane at a time: a few planes in memory, never the stack
             for index in range(1, planes[0]):
                 plane = read_plane(index)[0]
@@ -753,7 +760,9 @@ def _read_tiff(
     src: str | io.BytesIO, *, name: str, page: int, channel: int | None, max_pixels: int
 ) -> tuple[np.ndarray, tuple[int, str] | None]:
     """One 2-D TIFF plane (page ``page``), all channels as (H, W, C) or only ``channel`` as (H, W), and
-    (number of planes, what they are) when the file holds more than one plane to choose from.
+    (number of planes, what they are) when the file holds more than one plane to choose from: the planes of the
+    first full-size series' z, time or unnamed page axis, else its images (series: an OME file's positions, pages
+    of other sizes; a reduced-resolution copy is none).
 
     Only the data of what is returned are decoded: one page of a stack, one channel page of a planar
     file, one sample's strips / tiles of a page with many samples (decoded segment by segment).
@@ -761,112 +770,141 @@ def _read_tiff(
     with tifffile.TiffFile(src) as tif:
         if not tif.series or not tif.pages:
             raise ImageReadError(f"{name}: TIFF file holds no image")
-        main = main_series(tif)
-        series = tif.series[main]
-        key = series.keyframe
-        height, width = int(key.imagelength), int(key.imagewidth)
-        _check_pixels(name, height, width, max_pixels)
-        axes, shape = series.axes, tuple(series.shape)
-        page_axes = key.axes
-        n_outer = len(axes) - len(page_axes)
-        outer_axes, outer_shape = axes[:n_outer], shape[:n_outer]
-        n_pages = len(series.pages)
-        if n_outer == 0 and page_axes == "SYX" and axes[0] in "ZT":
-            # tifffile writes a stack of up to 4 planes (imwrite(f, stack, metadata={'axes': 'TYX'})) as one page
-            # whose samples are the planes: the series' axes say time points or z-planes, not channels to average
-            n_planes = shape[0]
-            if page >= n_planes:
-                raise PlaneError(f"page {page} is out of range: {name} has {n_planes} page(s), "
-                                 f"valid: 0..{n_planes - 1}", n_planes)
-            one = series.pages[0]
-            one = one.aspage() if isinstance(one, tifffile.TiffFrame) else one
-            plane = _decode_sample(tif, one, page, n_planes)
-            return (plane if channel is None else _select_channel(plane, channel)), _planes(axes[0], n_planes)
-        if page_axes == "YX" and len(axes) >= 3 and axes[-3:-1] == "YX" and axes[-1] in _CHANNEL_AXES:
-            stack = [(a, n) for a, n in zip(axes[:-3], shape[:-3]) if n > 1]
-            planes = _planes(*stack[0]) if len(stack) == 1 else None
-            return _read_tiff_yxc(tif, axes, shape, tuple(key.shape), name=name, page=page, channel=channel,
-                                  max_pixels=max_pixels, series=main), planes
-        if n_outer < 0 or int(np.prod(outer_shape, dtype=np.int64)) != n_pages:
-            raise ImageReadError(
-                f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}); save one 2-D image, "
-                "optionally with channels"
-            )
-        if page_axes not in ("YX", "YXS", "SYX"):
-            raise ImageReadError(
-                f"{name}: unsupported TIFF page layout (axes {page_axes}, shape {key.shape}); "
-                "expected 2-D pages, optionally with samples"
-            )
-        # tifffile writes an (H, W, C) array without photometric hints as H pages of (W, C)
-        if (
-            set(outer_axes) <= set("QI")
-            and len([n for n in outer_shape if n > 1]) == 1
-            and page_axes == "YX"
-            and width <= 4 < min(height, n_pages)
-        ):
-            _check_pixels(name, n_pages, height, max_pixels)
-            data = series.asarray()
-            logger.debug("%s: reading TIFF of shape %s as (H, W, C)", name, shape)
-            data = data.reshape(n_pages, height, width)
-            if page:
-                raise PlaneError(f"page {page} is out of range: {name} has 1 page, valid: 0", 1)
-            if channel is not None:
-                data = np.ascontiguousarray(data[:, :, _channel_index(name, channel, width)])
-            return data, None
+        images = [i for i, s in enumerate(tif.series) if s.keyframe is not None and not s.keyframe.is_reduced]
+        main = images[0] if images else 0
+        if len(images) < 2 or _has_plane_axis(tif.series[main]):
+            return _read_series(tif, main, name=name, page=page, channel=channel, max_pixels=max_pixels)
+        # several images (an OME file's positions, pages of other sizes): page N is the N-th, whole, with its channels
+        if page >= len(images):
+            raise PlaneError(f"page {page} is out of range: {name} holds {len(images)} images, valid: "
+                             f"0..{len(images) - 1}", len(images))
+        image, _ = _read_series(tif, images[page], name=name, page=0, channel=channel, max_pixels=max_pixels)
+        return image, (len(images), _images_kind([tif.series[i] for i in images]))
 
-        live = [(i, a, n) for i, (a, n) in enumerate(zip(outer_axes, outer_shape)) if n > 1]
-        channel_dims = [d for d in live if d[1] in _CHANNEL_AXES]
-        page_dims = [d for d in live if d[1] not in _CHANNEL_AXES]
-        if len(page_dims) > 1 or len(channel_dims) > 1:
+
+def _has_plane_axis(series: Any) -> bool:
+    """Whether a TIFF series has an axis of planes to choose by page (z, time, unnamed pages), not only channels."""
+    axes, shape, page_axes = series.axes, tuple(series.shape), series.keyframe.axes
+    n_outer = len(axes) - len(page_axes)
+    if n_outer == 0 and page_axes == "SYX" and axes[0] in "ZT":
+        return shape[0] > 1
+    if page_axes == "YX" and len(axes) >= 3 and axes[-3:-1] == "YX" and axes[-1] in _CHANNEL_AXES:
+        return any(n > 1 for n in shape[:-3])
+    return any(n > 1 and a not in _CHANNEL_AXES for a, n in zip(axes[:max(n_outer, 0)], shape[:max(n_outer, 0)]))
+
+
+def _images_kind(series: list[Any]) -> str:
+    """What several images of a TIFF are (:data:`_OTHER_IMAGES` and its kin), by their sizes."""
+    sizes = [int(s.keyframe.imagelength) * int(s.keyframe.imagewidth) for s in series]
+    if len(set(sizes)) == 1:
+        return _SAME_SIZE_IMAGES
+    return _LARGER_IMAGES if max(sizes) > sizes[0] else _OTHER_IMAGES
+
+
+def _read_series(
+    tif: tifffile.TiffFile, main: int, *, name: str, page: int, channel: int | None, max_pixels: int
+) -> tuple[np.ndarray, tuple[int, str] | None]:
+    """:func:`_read_tiff` of one series (``main``): plane ``page`` of its plane axis, if it has one."""
+    series = tif.series[main]
+    key = series.keyframe
+    height, width = int(key.imagelength), int(key.imagewidth)
+    _check_pixels(name, height, width, max_pixels)
+    axes, shape = series.axes, tuple(series.shape)
+    page_axes = key.axes
+    n_outer = len(axes) - len(page_axes)
+    outer_axes, outer_shape = axes[:n_outer], shape[:n_outer]
+    n_pages = len(series.pages)
+    if n_outer == 0 and page_axes == "SYX" and axes[0] in "ZT":
+        # tifffile writes a stack of up to 4 planes (imwrite(f, stack, metadata={'axes': 'TYX'})) as one page
+        # whose samples are the planes: the series' axes say time points or z-planes, not channels to average
+        n_planes = shape[0]
+        if page >= n_planes:
+            raise PlaneError(f"page {page} is out of range: {name} has {n_planes} page(s), "
+                             f"valid: 0..{n_planes - 1}", n_planes)
+        one = series.pages[0]
+        one = one.aspage() if isinstance(one, tifffile.TiffFrame) else one
+        plane = _decode_sample(tif, one, page, n_planes)
+        return (plane if channel is None else _select_channel(plane, channel)), _planes(axes[0], n_planes)
+    if page_axes == "YX" and len(axes) >= 3 and axes[-3:-1] == "YX" and axes[-1] in _CHANNEL_AXES:
+        stack = [(a, n) for a, n in zip(axes[:-3], shape[:-3]) if n > 1]
+        planes = _planes(*stack[0]) if len(stack) == 1 else None
+        return _read_tiff_yxc(tif, axes, shape, tuple(key.shape), name=name, page=page, channel=channel,
+                              max_pixels=max_pixels, series=main), planes
+    if n_outer < 0 or int(np.prod(outer_shape, dtype=np.int64)) != n_pages:
+        raise ImageReadError(
+            f"{name}: unsupported TIFF layout (axes {axes}, shape {shape}); save one 2-D image, "
+            "optionally with channels"
+        )
+    if page_axes not in ("YX", "YXS", "SYX"):
+        raise ImageReadError(
+            f"{name}: unsupported TIFF page layout (axes {page_axes}, shape {key.shape}); "
+            "expected 2-D pages, optionally with samples"
+        )
+    # tifffile writes an (H, W, C) array without photometric hints as H pages of (W, C)
+    if (
+        set(outer_axes) <= set("QI")
+        and len([n for n in outer_shape if n > 1]) == 1
+        and page_axes == "YX"
+        and width <= 4 < min(height, n_pages)
+    ):
+        _check_pixels(name, n_pages, height, max_pixels)
+        data = series.asarray()
+        logger.debug("%s: reading TIFF of shape %s as (H, W, C)", name, shape)
+        data = data.reshape(n_pages, height, width)
+        if page:
+            raise PlaneError(f"page {page} is out of range: {name} has 1 page, valid: 0", 1)
+        if channel is not None:
+            data = np.ascontiguousarray(data[:, :, _channel_index(name, channel, width)])
+        return data, None
+
+    live = [(i, a, n) for i, (a, n) in enumerate(zip(outer_axes, outer_shape)) if n > 1]
+    channel_dims = [d for d in live if d[1] in _CHANNEL_AXES]
+    page_dims = [d for d in live if d[1] not in _CHANNEL_AXES]
+    if len(page_dims) > 1 or len(channel_dims) > 1:
+        raise ImageReadError(
+            f"{name}: TIFF has more than 3 non-singleton dimensions (axes {axes}, shape {shape}); "
+            "this reader takes one 2-D image, optionally with channels, and one page axis "
+            "(page=...). Export a single plane or a maximum projection first."
+        )
+    n_select = page_dims[0][2] if page_dims else 1
+    planes = _planes(page_dims[0][1], n_select) if page_dims else None
+    if page >= n_select:
+        raise PlaneError(
+            f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}", n_select)
+    index = [0] * n_outer
+    if page_dims:
+        index[page_dims[0][0]] = page
+    if channel_dims:
+        c_dim, _, n_channels = channel_dims[0]
+        if page_axes != "YX":
             raise ImageReadError(
-                f"{name}: TIFF has more than 3 non-singleton dimensions (axes {axes}, shape {shape}); "
-                "this reader takes one 2-D image, optionally with channels, and one page axis "
-                "(page=...). Export a single plane or a maximum projection first."
+                f"{name}: TIFF has both channels and samples per pixel (axes {axes}, shape {shape})"
             )
-        n_select = page_dims[0][2] if page_dims else 1
-        if page_dims:
-            planes = _planes(page_dims[0][1], n_select)
-        else:  # pages of other shapes, reachable with page=N (below)
-            # other images of other shapes (a thumbnail beside the image is none)
-            others = sum(1 for s in tif.series if s.keyframe is not None and not s.keyframe.is_reduced) > 1
-            planes = (len(tif.pages), _OTHER_IMAGES) if others else None
-        if page >= n_select:
-            if not page_dims and len(tif.pages) > page and len(tif.series) > 1:
-                # pages of different shapes land in separate series: index the raw pages
-                single = tif.pages[page]
-                _check_pixels(name, int(single.imagelength), int(single.imagewidth), max_pixels)
-                return _page_plane(tif, single, name, channel, max_pixels), planes
-            raise PlaneError(
-                f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}", n_select)
-        index = [0] * n_outer
-        if page_dims:
-            index[page_dims[0][0]] = page
-        if channel_dims:
-            c_dim, _, n_channels = channel_dims[0]
-            if page_axes != "YX":
-                raise ImageReadError(
-                    f"{name}: TIFF has both channels and samples per pixel (axes {axes}, shape {shape})"
-                )
-            if channel is not None:  # one channel page
-                index[c_dim] = _channel_index(name, channel, n_channels)
-                k = int(np.ravel_multi_index(index, outer_shape))
-                return _page_to_hwc(tif.asarray(key=k, series=main).reshape(key.shape), page_axes, name), planes
-            _check_decoded(name, height, width, n_channels, max_pixels)
-            keys = []
-            for c in range(n_channels):
-                index[c_dim] = c
-                keys.append(int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0)
-            out = np.empty((height, width, n_channels), dtype=key.dtype)
-            for c, k in enumerate(keys):  # page by page into the output: no stacked copy
-                out[:, :, c] = tif.asarray(key=k, series=main).reshape(height, width)
-            return out, planes
-        k = int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0
-        return _page_plane(tif, series.pages[k], name, channel, max_pixels), planes
+        if channel is not None:  # one channel page
+            index[c_dim] = _channel_index(name, channel, n_channels)
+            k = int(np.ravel_multi_index(index, outer_shape))
+            return _page_to_hwc(tif.asarray(key=k, series=main).reshape(key.shape), page_axes, name), planes
+        _check_decoded(name, height, width, n_channels, max_pixels)
+        keys = []
+        for c in range(n_channels):
+            index[c_dim] = c
+            keys.append(int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0)
+        out = np.empty((height, width, n_channels), dtype=key.dtype)
+        for c, k in enumerate(keys):  # page by page into the output: no stacked copy
+            out[:, :, c] = tif.asarray(key=k, series=main).reshape(height, width)
+        return out, planes
+    k = int(np.ravel_multi_index(index, outer_shape)) if n_outer else 0
+    return _page_plane(tif, series.pages[k], name, channel, max_pixels), planes
 
 
 _PLANE_KINDS = {"Z": "z-planes", "T": "time points", "C": "channels"}
-_OTHER_IMAGES = "images (TIFF pages)"
-"""Pages of other shapes than the first: images to choose from, with no projection of them."""
+_OTHER_IMAGES = "images (TIFF pages of other sizes)"
+"""Images of a TIFF to choose from, with no projection of them: of other sizes than the first, none larger."""
+_LARGER_IMAGES = ("images (TIFF pages of other sizes, a later one larger than the first: the first may be a "
+                  "thumbnail or a reduced copy)")
+_SAME_SIZE_IMAGES = "images (positions or fields of view, as the file stores them apart)"
+CHOSEN_IMAGES = (_OTHER_IMAGES, _LARGER_IMAGES, _SAME_SIZE_IMAGES)
+"""What :func:`read_image_planes` calls planes that are images of their own: one is chosen, never projected."""
 _UNNAMED_PLANES = "planes (TIFF pages that the file does not name: z-planes, time points or channels)"
 
 
