@@ -133,14 +133,6 @@ def model_from_json(text: str | bytes) -> str | None:
     return model if isinstance(model, str) and model.strip() else None
 
 
-def model_sha256_from_json(text: str | bytes) -> str | None:
-    """The weights' sha256 a settings file was saved with (``"model_sha256"``, as count and evaluate write it),
-    None when it names none."""
-    data = _load(text)
-    sha = data.get("model_sha256") if isinstance(data, dict) else None
-    return sha if isinstance(sha, str) and sha.strip() else None
-
-
 def model_changed_from_json(text: str | bytes, model: Any) -> str | None:
     """How ``model`` differs from the one of that name the settings file was saved with: "weights" (retrained or
     replaced: ``"model_sha256"``), "card" (its density scale, normalisation, tiles or size model:

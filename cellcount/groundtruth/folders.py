@@ -169,8 +169,9 @@ def load_labelled_folder(
         Prefer counts tables and return ``kind='count'`` ground truth without label arrays.
     on_error : callable, optional
         ``on_error(image, reason)`` for an image whose ground truth cannot be used (unreadable, another
-        shape than the image, at odds with a counts table) or whose file cannot be read: it is reported and
-        left out, and the others are loaded. Without it the first such image raises.
+        shape than the image) or whose file cannot be read: it is reported and left out, and the others are
+        loaded. Without it the first such image raises. A counts table at odds with an image's label image or
+        points is said in a logged warning, and the label image or points are used.
     on_missing : callable, optional
         Called with the images left out for want of ground truth (each logged as a warning too), so that a
         caller can say how many images its figures leave out.
