@@ -422,7 +422,7 @@ def _count(args: argparse.Namespace, run_scope: contextlib.ExitStack) -> int:
         for path, reason in skipped:  # a file named that cannot be counted gets its row too, not only a warning
             if escape_cell(str(path)) in done:  # counted before it went (kept, as a file gone since is)
                 continue
-            # named with the run's model and settings, as every other error row (a tester's join on them lost these)
+            # named with the run's model and settings, as every other error row (a join on them would lose these)
             row = counts_frame([BatchItem(str(path), "error", f"not counted: {reason}", None, model=model.name,
                                           settings=params.settings_json(model.output_kind))], args.plane)
             counts_out.append(row)
@@ -622,7 +622,7 @@ def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: in
         print(f"note: {OVER_CAP_WORKERS_HINT if args.workers or args.scheduler else OVER_CAP_HINT}", file=sys.stderr)
     if any(BYTES_CAP_TEXT in reason for _, reason in failed) and not (args.workers or args.scheduler):
         print(f"note: {OVER_BYTES_HINT}", file=sys.stderr)
-    if whole:  # an empty regions CSV said nothing of why (a tester's 8000 x 8000 slide, under the cap)
+    if whole:  # an empty regions CSV says nothing of why (an 8000 x 8000 slide, under the cap, is counted whole)
         shown = ", ".join(whole[:3]) + (f" and {len(whole) - 3} more" if len(whole) > 3 else "")
         print(f"note: {len(whole)} image(s) were counted whole, not by blocks, so they have no region counts "
               f"({shown}): regions are counted on TIFF and OME-Zarr images counted by blocks, those above "
@@ -674,7 +674,7 @@ def _run_settings(args: argparse.Namespace, model, params, backend: str | None, 
 
 SMALL_BLOCK_PX = 400
 """Blocks smaller than this get a note: 400 px blocks count within 0.5% of the whole image (docs/SCALING.md, tested),
-where a tester's 320 px blocks of a 640 px image counted a few percent more, most of the difference near the seams."""
+where 320 px blocks of a 640 px image can count a few percent more, most of the difference near the seams."""
 
 
 def _check_cluster_options(args: argparse.Namespace) -> str | None:

@@ -336,7 +336,7 @@ def _dedupe(files: list[_File], duplicates: list[str], skipped: list[tuple[str, 
             later_replaces: bool) -> list[_File]:
     """Drop files uploaded twice (same name and content). A second, different file under a name already taken:
     with ``later_replaces`` (the ground-truth uploader, where it is a corrected annotation: uploaders list files in
-    the order they came, and a tester's corrected ``img05.csv`` was set aside while the old one trained) it
+    the order they came, and a corrected ``img05.csv`` set aside would leave the old one to train) it
     replaces the earlier, in its place; otherwise (images, which two plates' loose files name alike) every file
     of that name is skipped: which of them a ground-truth file of that name belongs to is not known, and keeping
     the first would score it against whichever plate's labels came last. (Equal content
@@ -681,7 +681,7 @@ def labelled_set(
                          f"not used{accents_note(stems, raw_of.get(table, b''))}.")
     _drop_same_images(out)
     # a second annotation of an image that has one (labels/a.png and masks/a.png) matches an image: it is not
-    # used, and saying it "matches no image" sent a tester renaming files that were named right
+    # used, and saying it "matches no image" would send the user renaming files that are named right
     paired = {PurePosixPath(name).stem.casefold() for name, _, _ in out.items}
     paired |= {k for name, _, _ in out.items if (k := role_key(PurePosixPath(name).stem, image=True))}
     second = [n for n in out.unused if any(b.casefold() in paired for b, _ in _gt_bases(n))

@@ -99,9 +99,9 @@ def mae_confidence_interval(
 
 MAE_HIGH_CAP = 1.5
 """The MAE interval ends at most this many times the largest error seen: with one image far off, the bootstrap-t's
-resamples without it have almost no spread and put its upper end far beyond every error (a tester's 11 images, the
-worst 253 off: 0-1979). Its coverage with and without the cap: ``scripts/interval_coverage.py`` (docs/RESULTS.md,
-"Intervals over few images")."""
+resamples without it have almost no spread and put its upper end far beyond every error (11 images, the worst
+253 off, give 0-1979 uncapped). Its coverage with and without the cap: ``scripts/interval_coverage.py``
+(docs/RESULTS.md, "Intervals over few images")."""
 
 
 def fixed(value: float, digits: int = 2, *, sign: bool = False) -> str:

@@ -21,8 +21,8 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
 def replaced_counts(out: Path) -> str | None:
     """What becomes of the rows an existing ``out`` holds, which this run replaces (None: it holds none): where
     they are the last run's rows as the history keeps them, a note naming that run; otherwise (a table edited by
-    hand, someone else's, or a history that cannot be read) a copy kept beside it and named (the first plate of two
-    counted from one folder with the default ``counts.csv`` was lost without a word: a tester)."""
+    hand, someone else's, or a history that cannot be read) a copy kept beside it and named (the first of two
+    plates counted from one folder with the default ``counts.csv`` would otherwise be lost without a word)."""
     import sqlite3
 
     from .csvout import delimiter, keep_copy
@@ -63,8 +63,8 @@ def same_table(text: str, held: bytes, sep: str) -> bool:
 
 def worth_keeping(head: bytes) -> bool:
     """Whether an output about to be replaced holds anything to lose: not when empty or one of this program's CSV
-    header lines alone (``file,...``); any other single line (a settings JSON, a note: a tester's one-line
-    ``--out tuned.json`` was replaced without a copy) is kept."""
+    header lines alone (``file,...``); any other single line (a settings JSON, a note: a one-line
+    ``--out tuned.json``) is kept."""
     lines = head.strip().splitlines()
     return len(lines) >= 2 or (len(lines) == 1 and not lines[0].lstrip(b"\xef\xbb\xbf").startswith((b"file,", b"file\t")))
 
@@ -75,8 +75,8 @@ def what_it_held(head: bytes) -> str:
 
 def replaced_tables(paths: list[Path]) -> list[str]:
     """Notes for the per-object and per-region CSVs a run replaces: the run history keeps no copy of them, so
-    each that holds rows is kept beside it first (a re-run with a changed Min. area lost the earlier object
-    table: a tester)."""
+    each that holds rows is kept beside it first (a re-run with a changed Min. area would lose the earlier
+    object table)."""
     from .csvout import keep_copy
 
     notes = []
@@ -168,8 +168,8 @@ def check_outputs(args: argparse.Namespace, inputs: list[Path]) -> str | None:
         if hit is not None:
             return f"{option} {path} names an input file ({hit}); it would be overwritten"
         if path.suffix.lower() in IMAGE_EXTENSIONS | MICROSCOPE_EXTENSIONS | {".zarr"}:
-            # a slip among image names (--out b.tif): the image it replaced, kept under another name, was counted by
-            # the next run of the folder, and the table took a row of its own as an unreadable image (a tester)
+            # a slip among image names (--out b.tif): the image it replaces, kept under another name, is counted by
+            # the next run of the folder, and the table takes a row of its own as an unreadable image
             return (f"{option} {path} is named like an image ({path.suffix}): the tables are written as CSV; name it "
                     f"{path.with_suffix('.csv').name}")
     if args.labels_dir and Path(args.labels_dir).exists() and not Path(args.labels_dir).is_dir():
@@ -228,8 +228,8 @@ def blocks_record(args: argparse.Namespace) -> dict | None:
 
 def other_regions(before: dict | None, now: dict | None) -> bool:
     """Whether two runs' :func:`blocks_record` differ where it matters: one grid per regions CSV. Counts by blocks
-    on workers equal whole-image counts, so --workers alone, added or dropped, keeps the rows (it recounted a
-    whole interrupted run, a tester)."""
+    on workers equal whole-image counts, so --workers alone, added or dropped, keeps the rows (rather than
+    recounting a whole interrupted run)."""
     regions = [(r or {}).get("regions") for r in (before, now)]
     return regions[0] != regions[1] or (regions[1] is not None and before != now)
 

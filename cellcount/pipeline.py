@@ -648,8 +648,8 @@ def _filters_reason(n_rejected: dict[str, int], kept: int) -> str | None:
 MAX_CARD_SHIFT = 0.25
 """How far settings other than the model card's may move a mask model's count (a share of the card settings'
 count, and at least :data:`MIN_CARD_SHIFT` objects) before the count is flagged: the flag's limits were
-calibrated with the card's settings, so beyond that its "no warning sign" no longer says much. A tester turned
-the split off: 327 -> 191 objects, with no warning sign."""
+calibrated with the card's settings, so beyond that its "no warning sign" says little: turning the split off
+can lose a large share of the objects with no warning sign."""
 MIN_CARD_SHIFT = 5
 
 

@@ -401,7 +401,7 @@ def crowded_share(mask: np.ndarray, border_prob: np.ndarray, min_seed_area_px: i
 
 def auto_split_note(used: str, share: float | None, *, bright_background: bool) -> str:
     """What the split mode "auto" chose for an image and by which part of its rule (:func:`segment`): a crowded
-    brightfield image left with the border split read "45% touched; Both above 30%" as a contradiction (a tester)."""
+    brightfield image left with the border split would read "45% touched; Both above 30%" as a contradiction."""
     limit = f"{100 * CROWDED_TOUCHING_SHARE:.0f}%"
     if share is None or share != share:
         why = "too few nuclei to judge"

@@ -345,18 +345,18 @@ def _reason(signal: str, v: float, limit: float | None = None, *, near: bool = F
         "uncertain_fraction": f"the model is unsure about {v:.0%} of the pixels it may call foreground, giving them "
                               f"a probability between {UNCERTAIN_LOW:g} and {UNCERTAIN_HIGH:g} (blur, low contrast "
                               "or an unfamiliar image type)",
-        # a bright artefact sets the top of the range as well as faint nuclei do (a tester's scale bar: 0.58 -> 0.07)
+        # a bright artefact sets the top of the range as well as faint nuclei do (a scale bar, say)
         "contrast": (f"low contrast between nuclei and background ({_below('', v, limit)}: faint nuclei, or something far brighter "
                      "than them, such as dust, a scale bar or text, setting the top of the intensity range)" if v >= 0 else
-                     # below 0 a tester read "-0.14" as a misprint: what was found is darker than what was not
+                     # below 0 a bare "-0.14" reads as a misprint: what was found is darker than what was not
                      f"what was counted is darker than the background around it (contrast {v:.2f}): the image may be "
                      "read the wrong way round (check Invert) or the gaps between cells counted"),
         "large_object_share": f"{v:.0%} of the segmented area is in objects over {LARGE_OBJECT_FACTOR:g}x the "
                               "median size (likely merged nuclei, or objects that are not nuclei: dust, debris, text)",
         "touching_share": f"{v:.0%} of the objects counted touch another (crowded: splits may be wrong)",
         "merge_share": f"{v:.0%} of the objects are far larger than their neighbours (likely merged nuclei)",
-        # measured in the file's pixels: an oversampled image's sharp outlines span more of them (a tester's 2x
-        # DSB images read 0.13 against 0.23)
+        # measured in the file's pixels: an oversampled image's sharp outlines span more of them (a DSB image
+        # enlarged 2x reads far softer)
         # with its limit: a fine-tuned model's sits just below the softest image it learnt, and a slide a little
         # softer than those reads "soft" at 0.19 against 0.20
         "focus": f"nucleus outlines are soft ({_below('focus', v, limit)}: blur, out of focus, or nuclei imaged at a "
@@ -455,7 +455,7 @@ def _blocks_text(ids: list[int]) -> str:
 def with_note(quality: Quality | None, note: str) -> Quality:
     """``quality`` flagged with one more reason found outside the model (e.g. only one plane of a stack was
     read), so the note reaches every table and page that shows the flag. It comes first: it says what to change
-    (a tester's "its 2 channels were averaged" came after seven signals that the averaging caused)."""
+    (it would otherwise come after the signals it causes: "its 2 channels were averaged" after seven of them)."""
     if quality is None:
         return Quality(flag=True, score=1.0, reasons=(note,), signals={})
     return dataclasses.replace(quality, flag=True, score=max(quality.score, 1.0), reasons=(note, *quality.reasons))

@@ -112,7 +112,7 @@ def previous_backends(out: str | Path) -> list[str]:
 def resume_rows(args: argparse.Namespace, model, params, files: list[Path]):
     """:func:`resume_plan`; where it counts again images counted before (other settings, changed files, another
     model), the counts CSV and the object and region tables are first kept beside them, as a run without
-    ``--resume`` keeps them (a tester's object table lost the rows of the images counted again)."""
+    ``--resume`` keeps them (else the object table would lose the rows of the images counted again)."""
     import pandas as pd
 
     from .csvout import delimiter, escape_cell, keep_copy, unescape_cell
@@ -219,7 +219,7 @@ def resume_plan(args: argparse.Namespace, model, params, files: list[Path]):
                   "names that differ before the extension", file=sys.stderr)
         return None, None, None, set()
     if isinstance(previous, dict) and previous.get("objects") and not args.objects and not args.quiet:
-        # its rows stop at the interruption: a table that looks whole but lacks the images counted now (a tester)
+        # its rows stop at the interruption: a table that looks whole but lacks the images counted now
         print(f"note: --resume: the earlier run into {out} also wrote the objects table {previous['objects']}, which "
               f"this run does not update (no --objects): it lacks the images counted now; resume with --objects "
               f"{previous['objects']} to complete it", file=sys.stderr)

@@ -180,7 +180,7 @@ def show_report(found: LabelledSet, *, optional: bool, without: str = "without g
 
 def images_among(names: list[str]) -> list[str]:
     """The names that read as images beside others that read as ground truth (by extension, folder and suffix): a
-    zip of images/ and labels/ dropped into the ground-truth box alone (a tester). Empty when none reads as ground
+    zip of images/ and labels/ dropped into the ground-truth box alone. Empty when none reads as ground
     truth: labels named exactly like their images, waiting for the images."""
     from cellcount.io import IMAGE_EXTENSIONS, split_ground_truth_files
 
@@ -192,7 +192,7 @@ def images_among(names: list[str]) -> list[str]:
 
 def skipped_by_reason(skipped: list[tuple[str, str]]) -> dict[str, list[str]]:
     """The files that could not be used, by reason (each without its file name in front): eight QuPath tables in
-    microns gave one long paragraph eight times (a tester)."""
+    microns would give one long paragraph eight times."""
     groups: dict[str, list[str]] = {}
     for name, reason in skipped:
         text = reason

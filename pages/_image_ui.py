@@ -268,7 +268,7 @@ def predict_cached(
 
 def for_image(params: cc.CountParams, image: np.ndarray) -> cc.CountParams:
     """``params`` as they apply to ``image``: a channel chosen for other images means nothing for one without that
-    channel, whose control shows "all channels" (a tester's 2-channel file failed "channel 2 is out of range" with
+    channel, whose control shows "all channels" (a 2-channel file would fail "channel 2 is out of range" with
     no control left to change it). A one-channel image keeps it: counted as it is, its flag says so, as in Batch
     and the CLI (:func:`cellcount.params.channel_for_image`)."""
     n_channels = 1 if image.ndim == 2 else image.shape[2]

@@ -167,7 +167,7 @@ def pick_model(prefix: str, *, container: Any = None) -> tuple[str, cc.models.Co
             what = f"your settings for {name} ({settings.ORIGINS[own]}) are kept"
         else:
             what = "its settings come from its model card"
-        try:  # the settings left behind are kept too: said, so a switch back is no surprise (a tester)
+        try:  # the settings left behind are kept too: said, so a switch back is no surprise
             left = settings.origin(get_model(shown), image=False)[0] if settings.known(shown) else "card"
         except cc.CellcountError:
             left = "card"
@@ -230,8 +230,8 @@ def models_frame_columns() -> dict[str, Any]:
 
 def models_frame(names: Iterable[str]) -> pd.DataFrame:
     """One row per model from its card: which is the default or fine-tuned from which, kind, architecture,
-    validation MAE / F1, and a fine-tune's MAE on the user's held-out images (its only measure: a tester saw "—"
-    here beside the Models page's figure)."""
+    validation MAE / F1, and a fine-tune's MAE on the user's held-out images (its only measure: "—" here would
+    contradict the Models page's figure)."""
     rows = []
     default = cc.models.default_model_name()
     for name in names:

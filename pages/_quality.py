@@ -26,16 +26,16 @@ def quality_badge(result: cc.CountResult) -> None:
             text = q.reasons[0]
             st.caption("This count may be wrong: " + text + ("" if text.endswith(("?", ".", "!")) else ".")
                        + f" {look} before using it.")
-        else:  # one line each: a tester met nine reasons run together in one block
+        else:  # one line each: nine reasons run together in one block are hard to read
             st.caption("This count may be wrong:\n" + "\n".join(f"- {r}" for r in q.reasons)
                        + f"\n\n{look} before using it.")
     elif q.nearest:
         st.badge("Near a quality limit", icon=":material/info:", color="gray",
                  help="No quality signal passed its limit, but one came within 5% of it.")
-        # floored: an unflagged 0.997 shown as "100% of a limit" read as flagged and not flagged at once (a tester)
+        # floored: an unflagged 0.997 shown as "100% of a limit" would read as flagged and not flagged at once
         st.caption(f"Not flagged, but close ({math.floor(100 * q.score)}% of a limit): {q.nearest}.")
     else:
-        # grey, not a green tick: no warning sign is not a proof (a tester read a green tick on counts 18% low)
+        # grey, not a green tick: no warning sign is not a proof (a green tick reads as one, even on counts far off)
         st.badge("No warning sign", icon=":material/remove:", color="gray",
                  help="None of the quality signals passed its limit. This does not prove the count right: "
                  + caught_text(result.model_name))

@@ -128,8 +128,8 @@ def put(model: cc.models.CountModel, new: dict[str, Any], *, origin: str, detail
         if name in IMAGE_FIELDS:
             # shared only where it departs from this model's card: the card's own reading of the image (a
             # fine-tuned card's fixed invert and diameter, say) is not a decision about the image that every
-            # other model must follow (a tester's Apply of unet-density's tuned settings made a fine-tune
-            # count 75 cells at another model's diameter instead of 117 at its own)
+            # other model must follow (Apply of unet-density's tuned settings would make a fine-tune count at
+            # another model's diameter instead of its own)
             if value == card[name]:
                 _state()["image"].pop(name, None)
             else:
@@ -252,8 +252,8 @@ def changes_text(before: dict[str, Any], after: dict[str, Any], *, most: int = 4
 
 def image_settings_note(model_name: str) -> str:
     """What a change to ``model_name`` does to the image settings, in words: those set by hand apply to every
-    model and are named; the others follow the new model's card (a tester was told they all "stay as they were"
-    while invert and the nucleus size changed to the new card's)."""
+    model and are named; the others follow the new model's card (saying they all "stay as they were" would hide
+    invert and the nucleus size changing to the new card's)."""
     from cellcount.params import setting_text
 
     image = _state()["image"]
@@ -328,7 +328,7 @@ def describe(model: cc.models.CountModel) -> str:
     key, detail = origin(model)
     text = f"Settings of **{model.name}**: {ORIGINS[key]}"
     # what differs from the card, edited, tuned or loaded, also where its control is folded away (Apply after Optimise
-    # said "tuned on your data" alone, where an edit listed its changes: a tester)
+    # lists its changes as an edit does, not "tuned on your data" alone)
     if origin(model, image=False)[0] != "card" and (own := _own_changes(model)):
         detail = f"{detail}; {own}" if detail else own
     if changed := _image_changes_text(model):  # with their values: a channel chosen for one image applies to every image

@@ -21,7 +21,7 @@ SAMPLES_DIR = ROOT / "data" / "samples"
 IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
 MICROSCOPE_TYPES = sorted(e.lstrip(".") for e in MICROSCOPE_EXTENSIONS)
 """Accepted by the image uploaders only to be refused by name with what to do (export as TIFF): a browser
-turned them away with "files are not allowed", and Batch's table never listed them (a tester)."""
+turns them away with "files are not allowed" otherwise, and Batch's table would never list them."""
 MICROSCOPE_HELP = ("The microscope formats in the list (CZI, ND2, LIF, ...) are not read: a file of one is named with how "
                    "to export it as TIFF (Fiji: File > Save As > Tiff), which is read.")
 """Said by the image uploaders, whose list of accepted types names those formats as if they were read."""
@@ -29,7 +29,7 @@ CACHE_TTL_S = 3600
 PERSIST = "session"  # widget values survive visits to other pages
 
 TOO_LARGE_HINT = f"Crop it first (Fiji: Image > Crop). On the command line, {OVER_CAP_HINT}"
-"""Said with the reader's refusal of an image above the pixel cap (a tester was told the cap and nothing more)."""
+"""Said with the reader's refusal of an image above the pixel cap: the cap alone does not say what to do."""
 
 ENTRY_FLAG = "_app_entry"
 GOTO_KEY = "_app_goto"

@@ -88,8 +88,8 @@ def _stored(prefix: str, model: cc.models.CountModel, name: str) -> Any:
 
 
 CHANNEL_CHOSEN_FOR = "_widgets__channel_chosen_for"
-"""The number of channels of the image the channel was last chosen on (a choice for a 2-channel TIFF counted the
-green of the next upload, an RGB picture, with no more than a caption: a tester)."""
+"""The number of channels of the image the channel was last chosen on (a choice for a 2-channel TIFF would count
+the green of the next upload, an RGB picture, with no more than a caption)."""
 
 
 FILLED_IN = "_widgets__filled_in"
@@ -278,7 +278,7 @@ def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, floa
         from cellcount import viz
 
         c.image(viz.encode_png(viz.histogram_strip(stats[0], threshold=value)), width="stretch")
-        # testers moved the threshold from 0.2 to 0.8 and saw the count change by 2 at most: say why
+        # with model borders the threshold barely moves the count, which looks broken: say why
         why = (" With 'Model borders' (and 'Auto', mostly) the nuclei are told apart where the model drew their "
                "outlines, so the threshold mostly moves the outlines and areas, little the count."
                if split_mode in ("borders", "auto") else "")
@@ -372,7 +372,7 @@ def reset_params(prefix: str, model_name: str) -> None:
         st.session_state[f"{prefix}__local"] = settings.card_values(model)
     else:
         # the image settings are shared by every model: said when the reset takes them from the others too (a
-        # tester's channel 2, set for another model, went without a word)
+        # channel 2 set for another model would otherwise go without a word)
         if image := settings.image_values():
             shared = (" The image settings shared by every model went back to the card too ("
                       + ", ".join(f"{setting_label(k, short=True)} {setting_text(k, v)}" for k, v in image.items())
@@ -417,8 +417,8 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
     """Which settings are in use and where they came from, with the one-click reset."""
     c = container or st
     row = c.container(horizontal=True, vertical_alignment="center")
-    # the plane of z-stacks chosen on one page is every page's: said with the settings (a tester's Batch read
-    # "Count plane 2" while its line said "the model card" alone)
+    # the plane of z-stacks chosen on one page is every page's: said with the settings (else Batch would count
+    # plane 2 while its line says "the model card" alone)
     plane = st.session_state.get(PLANE_CHOICE, "first")
     read = "" if plane == "first" else (" · z-stacks: their maximum projection" if plane == "max" else
                                         f" · z-stacks: plane {plane} (0 = the first)")
@@ -501,7 +501,7 @@ def _apply_settings_file(prefix: str) -> None:
     model_name = settings.current_model() or st.session_state.get(f"{prefix}_model")
     switched = ""
     if isinstance(named, str) and named in cc.list_models():
-        # a switch is said first: "Model: X." at the end of the line was the only sign of it (a tester)
+        # a switch is said first: "Model: X." at the end of the line is easily missed
         switched = f"Switched to {named}, the model the file names. " if named != model_name else ""
         model_name, note = named, "" if switched else f" Model: {named}, as the file names it."
         changed = model_changed_from_json(data, get_model(named))
@@ -517,8 +517,8 @@ def _apply_settings_file(prefix: str) -> None:
     except cc.CellcountError as err:
         st.session_state[f"{prefix}__msg"] = ("error", f"{uploaded.name}: {err}")
         return
-    # over the model card, as `count --settings` reads the file: a partial file left earlier edits in place under
-    # "loaded from a file", and the app counted other than the command line (a tester)
+    # over the model card, as `count --settings` reads the file: a partial file would leave earlier edits in place
+    # under "loaded from a file", and the app would count other than the command line
     from cellcount.params import has_border_channel, upgrade_keys
 
     model = get_model(model_name)

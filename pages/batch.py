@@ -201,7 +201,7 @@ def card_or_changes(job: BatchJob) -> str:
 
 def own_settings(job: BatchJob) -> str:
     """The settings a batch counts with where they differ from its model card's: a reloaded tab shows the card's in
-    its panel, which a tester took for the running batch's."""
+    its panel, which reads as the running batch's."""
     changes = _card_changes(job)
     return (f"these settings changed from its model card (not shown in this tab's panel): {changes}" if changes
             else "its model card's settings")
@@ -371,7 +371,7 @@ def finish_batch(job: BatchJob, *, claimed: bool = False) -> None:
                                          output_kind=job.model.output_kind,
                                          backend=sh.backend_in_use(job.model, job.options.get("backend") or "auto"))),
         "model": job.model.name,
-        # the downloads of one batch named alike and apart from another's (counts.csv, counts (1).csv ... : a tester)
+        # the downloads of one batch named alike and apart from another's (not counts.csv, counts (1).csv ...)
         "stamp": f"{job.model.name}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(job.ended_at or time.time()))}",
         "density": job.model.output_kind == "density",
         "note": note,
@@ -503,7 +503,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
         df[shown],
         column_config={
             "file": st.column_config.TextColumn("file", width=180, help="The file's name (hover for all of it)"),
-            # "ok" beside a flagged count read as "the count is fine" to a tester
+            # "ok" beside a flagged count would read as "the count is fine"
             "status": st.column_config.TextColumn(
                 width=60, help="ok: the file was read and counted (whether to trust the count: 'check this image'); "
                      "error: it could not be (the reason says why); skipped: not counted, on purpose"),

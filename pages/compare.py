@@ -91,8 +91,8 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
             help=f"Up to {MAX_CONFIGS} at a time (\"Select all\" takes the first {MAX_CONFIGS}).",
         )
         models = [sh.get_model(n) for n in picked]
-        # each with what was edited, as the other pages' settings line says it (a tester saw "edited" twice, for a
-        # channel set on Count)
+        # each with what was edited, as the other pages' settings line says it ("edited" alone, for a channel set
+        # on Count, says nothing)
         st.caption("Each model runs with the settings in use for it this session (the same as on Count, "
                    "Batch and Evaluate): " + "; ".join(settings.describe(m).removeprefix("Settings of ") for m in models)
                    + ".")
@@ -305,7 +305,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
     )
     flagged = long[long["check"].fillna(False).astype(bool)]
     if len(flagged):
-        # of the images counted: an unreadable upload is none of them (a tester's "3 of 4" for 3 of the 3 read)
+        # of the images counted: an unreadable upload is none of them ("3 of 4" would be wrong for 3 of the 3 read)
         st.warning(f"{flagged['file'].nunique()} of the {len(wide)} image(s) counted flagged \"check this image\" by at "
                    "least one model or setting: agreement is not correctness (models that learnt from the same kind of "
                    "images can be wrong alike).")
@@ -502,7 +502,7 @@ with right:
             model, seen = next(iter(by_model.values()))
             st.warning(model.card.trained_on_note(seen, len(sources), advice=len(seen) == len(sources)),
                        icon=":material/school:")
-        elif by_model:  # one note for all, not a box per model (a tester saw three alike)
+        elif by_model:  # one note for all, not a box per model (three alike are noise)
             st.warning(f"{len(learnt)} of these {len(sources)} images {'was' if len(learnt) == 1 else 'were'} among the "
                        "training images of "
                        + ", ".join(f"{name} ({len(seen)})" for name, (_, seen) in by_model.items())

@@ -228,7 +228,7 @@ def counts_row(name: str, result: cc.CountResult, plane: dict) -> pd.DataFrame:
 
 def overlay_png(image: np.ndarray, result: cc.CountResult, view: dict) -> bytes:
     """The whole outlined picture as the viewer draws it (colour, thickness, opacity, contrast, likely merges), at
-    the image's full resolution and without zoom, as a PNG for a figure (a tester had to take a screenshot)."""
+    the image's full resolution and without zoom, as a PNG for a figure (not a screenshot)."""
     if result.params.channel is not None and image.ndim == 3 and result.params.channel < image.shape[2]:
         image = image[..., result.params.channel]  # the channel counted, as the viewer shows it
     base = viz.display_image(image, low_pct=view["contrast"][0], high_pct=view["contrast"][1])
@@ -455,7 +455,7 @@ if source is not None:
         image = None
     else:
         st.markdown(sh.image_caption(source, image, page))
-        if split_ground_truth_files([source.name])[1]:  # as Batch and the CLI leave such files out (a tester)
+        if split_ground_truth_files([source.name])[1]:  # as Batch and the CLI leave such files out
             st.warning(f"{short_name(source.name)} is named like ground truth (a label image, mask or dots): it is "
                        "counted here as if it were a microscopy image. Upload the image itself; annotations go to "
                        "Evaluate or Train.", icon=":material/label:")

@@ -73,8 +73,8 @@ def pick_data() -> list:
 
 
 def _digits(value: float) -> int:
-    """Decimals for a count error in a metric tile: fewer for large values, so six tiles fit a row (a tester's
-    "+141.50" and "-84.921" were cut to "+14…" and "-84.…" at 1400 px)."""
+    """Decimals for a count error in a metric tile: fewer for large values, so six tiles fit a row ("+141.50" and
+    "-84.921" would be cut to "+14…" and "-84.…" at 1400 px)."""
     return 2 if not np.isfinite(value) or abs(value) < 100 else 1 if abs(value) < 1000 else 0
 
 
@@ -209,7 +209,7 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
             # only the kinds present: four empty entries pushed the picture below its ground truth's
             legend = viz.outline_legend(res.count, colors=colors, reasons=[r for r, n in res.n_rejected.items() if n],
                                         n_rejected=res.n_rejected)
-            if extra is not None and len(extra):  # what the prediction has that the truth has not (a tester)
+            if extra is not None and len(extra):  # what the prediction has that the truth has not
                 rgb = viz.mark_objects(rgb, res.labels, extra, color=viz.unmatched_color(res.inverted))
                 legend[f"{'no dot inside' if missed_dots is not None else 'no true match'} ({len(extra)})"] = (
                     viz.unmatched_color(res.inverted))
@@ -401,8 +401,8 @@ def tune_section(pairs, params: cc.CountParams, model: cc.models.CountModel, sig
         st.caption("The tuned settings are in use on every page.")
     elif moved:
         now = params.to_dict()
-        # Apply sets every tuned value: the edits made since, to settings the tuning left alone, go too (a tester's
-        # Max. area 2000 fell back to no limit under "Tuned settings applied")
+        # Apply sets every tuned value: the edits made since, to settings the tuning left alone, go too (a Max. area
+        # of 2000 falls back to no limit under "Tuned settings applied"), so they are named
         undone = [f"{setting_label(k, short=True)} {setting_text(k, now[k])} → {setting_text(k, v)}"
                   for k, v in tuned["best"].items()
                   if k in now and now[k] != v and now[k] != tuned["start"].get(k)]  # edited since tuning

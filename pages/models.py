@@ -61,7 +61,7 @@ def mae_sentence(g: ModelGuide) -> str:
     text = f"Count error (MAE){n}: **{m['mae']:.2f}** nuclei per image" + (f" (95% interval {interval})" if interval else "")
     if m is g.holdout and "mae" in g.holdout_before:
         text += f"; the base model on the same images: {g.holdout_before['mae']:.2f}"
-    if few := g.few_steps_text():  # an 8-step fine-tune's figures read as excellent (a tester)
+    if few := g.few_steps_text():  # an 8-step fine-tune's figures would read as excellent
         text += f". It was {few}"
     return text
 
@@ -91,8 +91,8 @@ def guide_table(guides: list[ModelGuide], default: str | None = None) -> str:
         name = f"**{g.name}**" + (" (default)" if g.name == default else "")
         error = (short_error(g.validation) if "mae" in g.validation or not g.holdout
                  else short_error(g.holdout, "of your held-out images")
-                 # beside the base on the same images: another set than the shipped models' (a tester read a
-                 # fine-tune's 7.05, down from 106, as the worst model)
+                 # beside the base on the same images: another set than the shipped models' (a fine-tune's 7.05,
+                 # down from 106, would read as the worst model)
                  + (f"; its base on them: MAE {g.holdout_before['mae']:.2f}" if "mae" in g.holdout_before else "")
                  + (f"; {few}" if (few := g.few_steps_text()) else ""))
         rows.append(f"| {name} | {use} | {g.images} | {g.size_text()} | {error} |")

@@ -87,8 +87,8 @@ def progress_text(s: JobSnapshot) -> str:
     if p.stage == "train":
         of = (f"of about {p.steps} (as many as the time budget buys)" if p.estimated and p.steps else
               "(timing the first steps to see how many the budget buys)" if p.estimated else f"of {p.steps}")
-        # a fixed number of steps: re-tuning and scoring come after the steps, and take their own time (a tester
-        # read "about 0:10 left" a minute before the end); a time budget holds them
+        # a fixed number of steps: re-tuning and scoring come after the steps, and take their own time ("about
+        # 0:10 left" could be a minute before the end); a time budget holds them
         then = "" if p.estimated else ", then re-tuning and scoring"
         text += f": step {p.step} {of} · loss {p.loss:.4f} · about {clock(p.remaining_s)} of training left{then}"
     elif p.message:
@@ -119,8 +119,8 @@ def holdout_frames(res) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def one_of_theirs(res: Any) -> Any:
     """One of the user's own uploaded images of this fine-tune, a held-out one first (loose files kept for the
-    session; None when they came in a zip or were too large to keep): "Count with" opened a shipped sample, flagged
-    as read the wrong way round by a model fine-tuned on H&E (a tester)."""
+    session; None when they came in a zip or were too large to keep): "Count with" on a shipped sample would show
+    it flagged as read the wrong way round by a model fine-tuned on H&E."""
     kept = st.session_state.get(f"{P}_uploads_kept") or [[]]
     by_name = {f.name: f for f in kept[0]}
     return next((by_name[n] for n in [*res.holdout_files, *res.train_files] if n in by_name), None)
@@ -177,7 +177,7 @@ def show_result(s: JobSnapshot) -> None:
     after = "the fine-tuned weights (not kept)" if kept else res.name
     st.markdown(f"**Held-out images** ({len(res.holdout_files)}, never used for training or to choose settings; they measure the count before and after, and join the reference images the quality flag compares new images with): "
                 f"{s.base} before, {after} after" + (f"; {res.name} counts them as {s.base} does" if kept else ""))
-    # a tester's held-out pair came from the training images' slide: MAE 1.35 there, 14.8 on another patient's
+    # held-out images from the training images' slide can count far better than images of another patient's
     st.caption("The held-out images come from your upload, often imaged like the training images (the same slide, "
                "day or microscope): images from other slides, patients or days may count worse. Score a few of "
                "those on the Evaluate page before relying on the new model for them.")
@@ -331,10 +331,10 @@ def on_click(key: str, widget: str, shape: tuple[int, int], radius_px: float,
 def model_guess(key: str, data: bytes, image: np.ndarray) -> tuple[str, int] | None:
     """How many cells the base chosen to start from (else the model in use, else the default) finds on an image
     being dotted, with the card's settings:
-    a dot count far below it may be a partly dotted image, which would teach the missed cells as background (a
-    tester dotted 3 of about 20 nuclei without a word). None where no network model loads."""
+    a dot count far below it may be a partly dotted image, which would teach the missed cells as background (3
+    of about 20 nuclei dotted, say). None where no network model loads."""
     nets = [n for n in cc.list_models() if n != cc.models.CLASSICAL_NAME]
-    # the base chosen to start from, once chosen: the hint named another model, 70% off on the set (a tester)
+    # the base chosen to start from, once chosen: another model's hint may be far off on the set
     name = st.session_state.get(f"{P}_base") or settings.current_model(cc.models.default_model_name())
     name = name if name in nets else cc.models.default_model_name()
     if name not in nets:
@@ -429,8 +429,8 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
     """Click to add a dot on each cell; click a dot to remove it. ``guess``: say how many cells the model in use
     finds on the image (:func:`model_guess`)."""
     names = [n for n, _, _ in candidates]
-    # starting on the first without dots, those named below it (every image looked alike, and the first shown was
-    # one already dotted: a tester); the options' own labels stay as they are, as a label that changes with each
+    # starting on the first without dots, those named below it (images look alike, and the first may be one
+    # already dotted); the options' own labels stay as they are, as a label that changes with each
     # click resets the choice
     undotted = [n for n, d, initial in candidates if not len(points_of(image_key(n, d), initial))]
     pick = sh.pick_one("Image to annotate", names, f"{P}_annotate_image", default=next(iter(undotted), None))
@@ -495,17 +495,17 @@ def training_set(found: LabelledSet) -> list[tuple[str, bytes, GroundTruth]]:
         # dots replace a file's points, and give a count-only image the positions it lacks
         dotted = pts is not None and (gt.kind == "points" or (gt.kind == "count" and len(pts)))
         items.append((name, data, annotate.points_ground_truth(pts, source=name) if dotted else gt))
-    if unused:  # the outlines teach more than dots: they are used, and the clicks said to be set aside (a tester)
+    if unused:  # the outlines teach more than dots: they are used, and the clicks said to be set aside
         st.info(f"The dots you clicked on {', '.join(unused[:5])}{' …' if len(unused) > 5 else ''} are not used: "
                 "the outlines uploaded for it since are (they teach more than dots).")
-    if over:  # clicks made before the image's points file came: which dots are used is said (a tester's 3 were not)
+    if over:  # clicks made before the image's points file came: which dots are used is said
         st.info(f"Your clicked dots are used, not those of the points files uploaded since, on "
                 f"{'; '.join(t for _, t in over[:5])}{' …' if len(over) > 5 else ''}.", icon=":material/info:")
         st.button("Use the files' dots instead", key=f"{P}_use_file_dots", on_click=use_file_dots,
                   args=([k for k, _ in over],), help="Your clicks on these images are set aside (Undo brings "
                   "them back on the image shown).")
     refused = {name for name, _ in found.truth_refused}
-    stand_in = []  # refused annotations, clicked dots used instead: said (a tester's 3 old clicks trained unsaid)
+    stand_in = []  # refused annotations, clicked dots used instead: said (old clicks must not train unsaid)
     for name, data in found.unlabelled + found.truth_refused:
         pts = clicked.get(image_key(name, data))
         if pts is not None and len(pts):
@@ -538,7 +538,7 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
     if density and model_kind(current) == "mask":  # dots only: a density base learns them directly (docs/finetuning.md)
         current = "unet-density" if "unet-density" in density else density[0]
     segmenting = [n for n in nets if model_kind(n) != "density"] if outlines else []
-    if segmenting and model_kind(current) == "density":  # outlines: a segmentation base learns them (a tester)
+    if segmenting and model_kind(current) == "density":  # outlines: a segmentation base learns them
         default = cc.models.default_model_name()
         current = default if default in segmenting else segmenting[0]
     gone = st.session_state.get(f"{P}_base")
@@ -576,8 +576,8 @@ def settings_ui(n_images: int, just_saved: str | None = None, *, dots_only: bool
                              "training (about 1.5-2.5 minutes for a dozen images), and one that leaves training "
                              "under half of it says so.")
     default_held = min(max(int(round(DEFAULT_HOLDOUT * n_images)), 1 if n_images >= 2 else 0), max(n_images - 1, 0))
-    # the proposal follows the set until the user types their own: the 0 proposed for one dotted image stayed as
-    # more were dotted, and the run had no before/after score and no fallback to the base (a tester)
+    # the proposal follows the set until the user types their own: the 0 proposed for one dotted image, kept as
+    # more are dotted, would leave the run no before/after score and no fallback to the base
     if st.session_state.get(f"{P}_holdout") in (None, st.session_state.get(f"{P}_holdout_proposed")):
         st.session_state[f"{P}_holdout"] = default_held
     st.session_state[f"{P}_holdout_proposed"] = default_held
@@ -716,7 +716,7 @@ if microns := dots_in_microns(items):  # beside Start, not only among the readin
                "model wrong cells: fix the file, or remove the image from the upload.", icon=":material/straighten:")
 clicked = st.session_state.get(POINTS, {})
 empty = [short_name(n) for n, d, gt in items if gt.count == 0 and image_key(n, d) not in clicked]
-if empty:  # a points CSV with its header line only reads as an image without cells (a tester's export)
+if empty:  # a points CSV with its header line only reads as an image without cells (an export gone wrong, say)
     st.warning(f"{len(empty)} image(s) have annotation files without a single cell: {', '.join(empty[:5])}"
                f"{' …' if len(empty) > 5 else ''}. They are taught as images without cells (all background); if "
                "they have cells, dot them above or export their annotations again.", icon=":material/warning:")

@@ -420,8 +420,8 @@ def at_grid_edge(params: CountParams, grid: dict[str, list[Any]] | None = None, 
                  tried: pd.DataFrame | None = None) -> str | None:
     """A sentence naming the settings of ``params`` at the largest value searched (``tried``: a tuning's table of
     every setting scored; else the top of ``grid``, default :data:`DEFAULT_GRID`), where a larger value may count
-    better; None when none is. A tester's tuning said "changed nothing" with min_area_px at the grid's top, 50,
-    where 90 halved the error of large nuclei (the tuner now steps past a top that wins, :data:`EDGE_STEPS`)."""
+    better; None when none is. A setting at the grid's top may not be the best (min_area_px at 50, where 90
+    can halve the error of large nuclei): the tuner steps past a top that wins, :data:`EDGE_STEPS`."""
     grid = DEFAULT_GRID if grid is None else grid
     top = []
     for key in EDGE_KEYS:

@@ -214,7 +214,7 @@ def _check_options(args: argparse.Namespace, ours: dict[str, Callable[[bytes], b
         except (OSError, RuntimeError):
             continue
         clash = named.get(where)
-        # one output written over another, or a table over a settings file read (a tester's --json t.json); tuned
+        # one output written over another, or a table over a settings file read (--json naming it); tuned
         # settings saved over the file they were read from update it
         if clash and not (option == "save_settings" and clash.startswith("the settings file")):
             raise ParameterError(f"{flag} {value} is also {clash}; give each output a file of its own")
@@ -285,7 +285,7 @@ table's header is at its start)."""
 def keep_others(args: argparse.Namespace, ours: dict[str, Callable[[bytes], bool]]) -> None:
     """Each existing output that is not what its option writes (``ours``: a test of the file's bytes), a table of
     the user's given as ``--out`` say, is first kept beside it as ``NAME.replaced-DATE-TIME.SUFFIX``, with a note
-    (evaluate replaced a tester's own table in silence; count keeps them alike)."""
+    (a user's own table is never replaced in silence; count keeps them alike)."""
     import sys
 
     from ..csvout import keep_copy

@@ -108,7 +108,7 @@ def compare_counts(long: pd.DataFrame, labels: list[str], given: dict[str, int |
     table = pd.DataFrame(columns, index=wide_all.index).rename_axis("file").reset_index()
 
     # F1 over the images every configuration's objects were matched on: a density model scored on two dot images
-    # beside mask models scored on six read as the best F1 (a tester)
+    # beside mask models scored on six would read as the best F1
     matched = {c: set(long.loc[(long["config"] == c) & long["tp"].notna(), "file"]) for c in wide.columns
                } if "tp" in long.columns else {}
     matched = {c: files for c, files in matched.items() if files}

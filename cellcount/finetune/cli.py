@@ -115,7 +115,7 @@ def _main(argv: list[str] | None) -> int:
     from ..models.loading import user_models_dir
 
     if args.out_dir and Path(args.out_dir).resolve() != user_models_dir().resolve():
-        # a tester's `count --model NAME` then failed with "unknown model"
+        # `count --model NAME` looks in the models folder only: elsewhere it says "unknown model"
         print(f"note: {res.folder} is outside your models folder ({user_models_dir()}): use it by its folder "
               f"(--model {res.folder}), or move it there to use it by name")
     print(f"trained in {res.precision_why}")

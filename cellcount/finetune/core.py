@@ -138,7 +138,7 @@ def _check_budget(minutes: float, spent_s: float, rest_s: float, n_images: int, 
     """The seconds ``minutes`` leave for training after ``spent_s`` so far and ``rest_s`` still to come (reading,
     scoring); a :class:`ParameterError` that says the budget needed when they are under :data:`MIN_TRAIN_S`.
     ``partial``: ``rest_s`` does not hold every cost yet (the settings search is timed later), so the budget it
-    names is a least one (a tester given "about 1.5 min" was then told "about 3")."""
+    names is a lower bound, which a later count of every cost may raise."""
     left = 60.0 * float(minutes) - spent_s - rest_s
     if left < MIN_TRAIN_S:
         need = math.ceil(2 * (spent_s + rest_s + 60.0) / 60.0) / 2  # a minute of training, in half minutes
@@ -255,8 +255,8 @@ def finetune(
     verdict = _verdict(s, b, trained, tuned, scores, card, name=name, keep_worse=keep_worse, run=run)
     _heldout_flag(verdict, name=name, run=run, base=b.model.name)
     if len(tuned.train_pairs) < MIN_FLAG_IMAGES and not verdict.kept_base:
-        # the card's "flagged 0% of 4 images, holding 0% of the 1 counts off by more than 15%" did not say that this
-        # flag cannot catch counts that are off on images like the training images (a tester's 27-30% undercounts)
+        # the card's "flagged 0% of 4 images, holding 0% of the 1 counts off by more than 15%" does not say that
+        # this flag cannot catch counts that are off on images like the training images
         run.note(f"with {len(tuned.train_pairs)} training image(s) (fewer than {MIN_FLAG_IMAGES}) {name}'s quality flag "
                  "could not be fitted to your images: it may not flag counts that are off on images like them. The "
                  "held-out figures are the better guide: check a few counts by eye")
@@ -335,7 +335,7 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if issubclass(w.category, CalibratedPointsWarning):
             run.note(f"{w.message} (read as it is)")
-    # an image with a count only is left out and named, the others train (a tester's one counts-table row ended the run)
+    # an image with a count only is left out and named, the others train (one counts-table row must not end the run)
     counted = [n for n, _, gt in labelled if gt.labels is None and gt.points is None]
     if counted and len(counted) < len(labelled):
         rest = [item for item in labelled if item[0] not in set(counted)]
@@ -661,8 +661,8 @@ def _heldout_flag(verdict: Verdict, *, name: str, run: Run, base: str = "the bas
     kept_worse = reason is None and verdict.kept_worse
     if kept_worse:
         before = verdict.scores.before
-        # kept over the verdict: with a few images its own flag (fitted on them) says nothing of this (a tester's
-        # 6-image fine-tune, 2.3x its base's error on the held-out images, left 27-30% undercounts unflagged)
+        # kept over the verdict: with a few images its own flag (fitted on them) says nothing of this, and
+        # undercounts as large as its held-out error would go unflagged
         reason = (f"{name} counted its held-out images worse than {base} when it was fine-tuned (MAE "
                   f"{told_apart(after['mae'], before['mae'])}) and was kept all the same, so every count of it is "
                   f"flagged: count a few images with both, or fine-tune again with more annotated images")

@@ -99,9 +99,9 @@ def group_levels(names: Sequence[str]) -> list[list[str]]:
 
 def _whole_groups(keys: Sequence[str], k: int, seed: int) -> list[int]:
     """About ``k`` held-out images made of whole groups (images of one ``keys`` value): a tile held out beside its
-    neighbours in training scored the fine-tune on its own slide (a tester: MAE 1.76 held out, 9.27 on other
-    patients). Groups drawn at random up to about ``k`` (a group may take it to 1.5 ``k``, never past half the
-    images); [] where no draw comes near ``k``."""
+    neighbours in training scores the fine-tune on its own slide, far better than on other patients'. Groups drawn
+    at random up to about ``k`` (a group may take it to 1.5 ``k``, never past half the images); [] where no draw
+    comes near ``k``."""
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
@@ -123,10 +123,10 @@ def _hold_out_unseen(items, train_idx: list[int], held_idx: list[int], seen: set
     """(train, held out, names held out that the base learnt from, names moved to training): held-out images the base
     model was trained on go to training, and training images it never saw take their places, up to half of those
     unseen images (they are often the few new ones a user annotated to fine-tune again, and the new model must
-    learn from them too). Scored on its own training images, the base looked better than it is, and that decides
-    whether its weights are kept (a tester's round two kept the old weights on them). Only where no unseen image
-    can be held out do they stay, said by the caller. Their places go to whole groups of names
-    (:func:`split_holdout` over the unseen training images whose groups hold no learnt image) where there are any.
+    learn from them too). Scored on its own training images, the base looks better than it is, and that decides
+    whether its weights are kept. Only where no unseen image can be held out do they stay, said by the caller.
+    Their places go to whole groups of names (:func:`split_holdout` over the unseen training images whose groups
+    hold no learnt image) where there are any.
     ``seen``: the base's training images' file sha256; ``seen_pixels``: their :func:`cellcount.io.pixel_digest`."""
     if not seen or not held_idx:
         return train_idx, held_idx, [], []

@@ -24,8 +24,8 @@ the same kind."""
 MIN_NOVELTY_IMAGES = 4
 """Images (training and held-out) needed for the fine-tuned model's own novelty reference: more than its
 ``k`` nearest neighbours. A small set's reference is rough, but without one a model taught on a few images
-never flags an image unlike them (a tester's fine-tune on 6 fluorescence images counted an H&E image 1275
-against 167, unflagged)."""
+never flags an image unlike them, however far off its count (an H&E image counted by a fine-tune on
+fluorescence images)."""
 
 
 def calibrate_flag(pairs: Sequence, params, base_card, rep=None) -> dict[str, Any]:
@@ -87,15 +87,14 @@ def told_apart(a: float, b: float) -> str:
 
 
 MIN_HELDOUT_FOR_FLAG = 4
-"""Held-out images with objects needed before their error flags every count of the new model: a fine-tune 16.9%
-off on its 2 held-out H&E images counted 10 new ones 3.8% off (a tester), and flagged all of them."""
+"""Held-out images with objects needed before their error flags every count of the new model: the error on one
+or two held-out images says little of new ones', and would flag every count of a fine-tune that counts them well."""
 
 
 HELDOUT_BOUND_LEVEL = 0.8
 """One-sided confidence of the bound on the held-out images' mean error that flags every count: a few held-out
-images can show a fine-tune better than it is (one 13.7% off on its 5 held-out fat-cell images counted 13 of 20 new
-ones more than 15% off, a tester; ``scripts/finetune_heldout_probe.py`` shows the bound on fine-tunes that work and
-that do not: docs/finetuning.md), so the bound, not the mean, must clear the large error."""
+images can show a fine-tune better than it is (``scripts/finetune_heldout_probe.py`` shows the bound on fine-tunes
+that work and that do not: docs/finetuning.md), so the bound, not the mean, must clear the large error."""
 
 
 def heldout_error_bound(rel_errors: Sequence[float], level: float = HELDOUT_BOUND_LEVEL) -> float:

@@ -117,7 +117,7 @@ def check_held_out(s: AnnotatedSet, b: Base, fixed: dict[str, Any], *, run: Run,
                 for i in s.held_idx]
     odd = [f"{s.names[i]} ({m[0]:.0f} px)" for i, m in zip(s.held_idx, measured, strict=True)
            if like_px and m[0] and max(m[0] / like_px, like_px / m[0]) > SIZE_SPREAD]
-    if odd:  # a tester's 2x image was counted 307 for 122, and the fine-tune was blamed for the held-out MAE
+    if odd:  # an image at another scale is miscounted, and the fine-tune would be blamed for the held-out MAE
         one = len(odd) == 1
         run.note(f"{listed(odd, 3)} (held out) measure{'s' if one else ''} more than {SIZE_SPREAD:g}x from the "
                  f"training images' {like_px:.1f} px objects, both as {b.model.name} measures them (another "

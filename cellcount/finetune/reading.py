@@ -301,8 +301,8 @@ def spacing_note(diameter: float | None, gts: Sequence[GroundTruth], *, measured
     if (seen and float(np.median(seen)) < DOT_HIT_MIN and diameter and spacing
             and spacing > SPACING_NOTE * diameter):
         # not enough to take the spacing as the size (sparse objects the base cannot see would come out too
-        # large), but said: 100 px fat cells were measured 32 px and dotted 76 px apart, and given their size
-        # a fine-tune counted its held-out images 0.96 off instead of 2.46 (a tester)
+        # large), but said: touching objects the base measures too small (large fat cells) are counted better by
+        # a fine-tune given their size
         return (f"The base model sees an object under only {float(np.median(seen)):.0%} of your dots (median over images) "
                 f"and measured {diameter:.1f} px, but your dots lie a median {spacing:.0f} px apart. If your objects "
                 f"touch each other, they are about {spacing:.0f} px across: give their diameter (--diameter, or "

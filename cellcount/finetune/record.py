@@ -114,8 +114,8 @@ def fill_card(verdict: Verdict, s: AnnotatedSet, b: Base, data: str | Path | Lab
         "train_sha256": sorted(model.card.training_digests()),
         "train_pixel_sha256": sorted(model.card.training_pixel_digests()),
     }
-    if kept_base:  # how the discarded weights were trained and read images is theirs, not this model's (a tester
-        # read "size: set, 53.6 px" on a model that sizes each image as its base does)
+    if kept_base:  # how the discarded weights were trained and read images is theirs, not this model's (else the
+        # card would say "size: set, 53.6 px" of a model that sizes each image as its base does)
         own = ("finetuned_from", "data", "command", "kept_base_weights", "keep_worse", "train_sha256",
                "train_pixel_sha256")
         card.training = {**{k: v for k, v in card.training.items() if k in own},

@@ -17,9 +17,8 @@ def settings_gain_note(base: str, name: str, after: dict[str, float], settings_o
                        postprocessing_kept: bool = False) -> str:
     """A note when the base's own weights with the new settings counted the held-out images at least as well as
     the fine-tuned weights (``after``, ``settings_only``: held-out summaries), else "": the change is then the
-    settings' (a tester's 20-step fine-tune read MAE 129 -> 4.00 and the base's weights with its settings 3.00,
-    under a verdict crediting the fine-tune). ``postprocessing_kept``: the base's postprocessing was kept, so the
-    settings that differ are the input's (the object size read for the set)."""
+    settings', which a verdict alone would credit to the fine-tune. ``postprocessing_kept``: the base's
+    postprocessing was kept, so the settings that differ are the input's (the object size read for the set)."""
     if "mae" not in settings_only or "mae" not in after or not settings_only["mae"] <= after["mae"]:
         return ""
     how = "as well as" if settings_only["mae"] == after["mae"] else "better than"
@@ -54,7 +53,7 @@ def worse_than_base(before: dict[str, float], after: dict[str, float]) -> bool:
 
 OUTLINE_DROP = 0.05
 """A fall in held-out F1 (outlines matched to label images or dots) that the verdict names beside the count error:
-a tester's fine-tune counted 2 held-out images better while its F1 fell from 0.816 to 0.688, unmentioned."""
+a fine-tune can count its held-out images better while its outlines match them worse."""
 
 
 def _f1_fell(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[float, float] | None:
@@ -65,8 +64,8 @@ def _f1_fell(before: dict[str, Any] | None, after: dict[str, Any] | None) -> tup
 
 def outline_note(kind: str, before: dict[str, Any], after: dict[str, Any], base: str) -> str | None:
     """The new model's guide note (Models page) when its held-out F1 fell by :data:`OUTLINE_DROP` or more from
-    the base's, for a model that outlines objects; None otherwise. A tester's guide still offered such a model
-    for "outlines, areas and counts" after its verdict had said to keep the base for them."""
+    the base's, for a model that outlines objects; None otherwise. Without it the guide would offer such a model
+    for "outlines, areas and counts" where its verdict says to keep the base for them."""
     fell = _f1_fell(before, after) if kind != "density" else None
     if fell is None:
         return None
@@ -96,7 +95,7 @@ def _count_verdict(paired: dict[str, float], n_held: int, *, name: str, base: st
     d, low, high = paired["difference"], paired["low"], paired["high"]
     if not (math.isfinite(low) and math.isfinite(high)):
         # too few images for an interval; a difference of half the base's error or more is still worth its name,
-        # but no probability is put on it (a rule of thumb: a tester read "unlikely to be chance" as a test)
+        # but no probability is put on it (a rule of thumb: "unlikely to be chance" would read as a test)
         large = isinstance(before_mae, float) and abs(d) >= max(0.5 * before_mae, 5.0)
         how = (f"but a difference this large (MAE {before_mae:.2f} -> {before_mae + d:.2f}) is worth heeding, though "
                f"{_images(n_held)} cannot say how large it is on others" if large else "so this says little either way")

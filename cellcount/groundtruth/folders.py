@@ -340,7 +340,7 @@ def load_labelled_folder(
                 if on_error is None:
                     raise
                 on_error(image, str(err))
-    # tables of points named like no image are said too, as unmatched label images are (a tester's Results_a.csv)
+    # tables of points named like no image are said too, as unmatched label images are (a Results_a.csv, say)
     stray_points = [p for p, header in other_tables.items() if _is_point_table(p) and not is_cellcount_objects(header)]
     by_number = [p for p in stray_points if "imagenumber" in other_tables[p]]  # CellProfiler's objects table
     stray_points = [p for p in stray_points if p not in by_number]

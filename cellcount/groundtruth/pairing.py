@@ -234,8 +234,8 @@ def match_ground_truth(
 def role_key(stem: str, *, image: bool) -> str | None:
     """The part an image and its annotation share in the VGG cells layout (``001`` of ``001cell`` and ``001dots``),
     as a key apart from any stem, for finding an image's second annotations by it too (a ``010dots.png`` beside the
-    ``010cell.csv`` used for ``010cell.png`` read as matching no image, and its 115 dots against the CSV's 50
-    went unsaid: a tester); None for a name without a role word."""
+    ``010cell.csv`` used for ``010cell.png`` would read as matching no image, and a count at odds with the
+    CSV's would go unsaid); None for a name without a role word."""
     base = word_base(stem, IMAGE_WORDS if image else GROUND_TRUTH_WORDS)
     return "\0" + base.casefold() if base else None
 
@@ -254,7 +254,7 @@ def _skip_warning(root: Path, missing: list[Path], unused: list[Path] | None = N
     ``on_missing`` is called with the images left out (none: not called)."""
     if missing and on_missing is not None:
         on_missing(list(missing))
-    # a broken file among them is said to be one: "without ground truth" alone sent a tester looking for labels
+    # a broken file among them is said to be one: "without ground truth" alone sends the user looking for labels
     broken = [p for p in missing if not _readable(p)]
     missing = [p for p in missing if p not in broken]
 

@@ -146,8 +146,8 @@ def read_ground_truth(path: str | os.PathLike, *, expected_shape: Sequence[int] 
 def disagreeing_annotations(used: GroundTruth, seconds: Iterable[tuple[str, Callable[[], GroundTruth]]],
                             ) -> list[tuple[str, int]]:
     """(name, count) of each second annotation of an image (its name, and how to read it) that counts otherwise
-    than the one ``used``: which one is right is the user's to say, not the suffix order's (a tester's stale
-    ``_points.csv`` of 29 dots was used over the 167 of the image's ``.csv``). A binary mask is not compared
+    than the one ``used``: which one is right is the user's to say, not the suffix order's (a stale
+    ``_points.csv`` would be used over the image's ``.csv`` unsaid). A binary mask is not compared
     (touching nuclei in it are one object), nor a file that cannot be read (said as unused where it is listed)."""
     if used.kind == "mask":
         return []

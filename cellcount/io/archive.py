@@ -64,7 +64,7 @@ def open_zip(source: bytes | object) -> zipfile.ZipFile:
     """A zip (its bytes, a path or a binary file) opened for reading, its members' names as the user wrote them.
 
     Info-ZIP (Linux's ``zip``) stores UTF-8 names without the flag that says so, which Python then reads as
-    code page 437: ``A05_µm.png`` became ``A05_┬╡m.png`` in a batch's table and CSVs, matching no file (a tester).
+    code page 437: ``A05_µm.png`` becomes ``A05_┬╡m.png`` in a batch's table and CSVs, matching no file.
     A name without the flag that is valid UTF-8 once taken back to its bytes is read as UTF-8; others as they are."""
     zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     for info in zf.infolist():

@@ -556,7 +556,7 @@ def input_note(image: np.ndarray, *, channel: int | None = None) -> str | None:
 def _merge_with_an_empty_channel(arr: np.ndarray) -> bool:
     """An RGB(A) picture on a dark background with one colour empty and the other two holding signals that are not
     the same: a fluorescence merge (nuclei blue, cytoplasm green, red empty) whose stains :func:`channels_differ`
-    finds too alike in shape to call different, while their mean still counts both (a tester: 17 for 23). None of
+    finds too alike in shape to call different, while their mean still counts both. None of
     the 766 images of DSB 2018, vgg_cells and mbm is one."""
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         return False

@@ -930,8 +930,7 @@ def _tiff_planes(src: Any, name: str, page: int, max_pixels: int) -> tuple[int, 
 
 def _pages_not_channels(name: str, channel: int | None, planes: tuple[int, str] | None) -> None:
     """A channel asked of a file whose unnamed pages hold one channel each: its pages may be the channels, so
-    counting page 0 as it is (what a one-channel image gets) would count another stain without a word (a tester:
-    0 nuclei on a noise channel)."""
+    counting page 0 as it is (what a one-channel image gets) would count another stain without a word."""
     if planes is not None and planes[0] > 1 and planes[1] == _UNNAMED_PLANES:  # not a thumbnail beside the image
         raise ParameterError(
             f"{name}: channel {channel} was asked, but the file's {planes[0]} pages are not named (z-planes, time "
@@ -1093,7 +1092,7 @@ def pixel_digest(source: Any) -> str | None:
     """sha256 of an image's pixels in one form (its one channel, or the mean of its colour channels where they
     differ; alpha left out; whole values), or None when it cannot be read. A file's own sha256 changes with any
     save: the same image saved again as grayscale, as RGB without alpha or as TIFF keeps this digest, so a model's
-    training image is recognised in the user's folder (a tester's re-saved DSB images were scored as unseen)."""
+    training image is recognised in the user's folder once re-saved, not scored as unseen."""
     import hashlib
     import warnings
 

@@ -57,7 +57,7 @@ MEASURE_BUDGET_S = 0.12
 BUSY_LOAD_PER_CORE = 1.0
 """A timing made while the machine's 1-minute load average per core was above this (other work on every core) is
 used, but timed again by a later process when the machine is quiet (:data:`QUIET_LOAD_PER_CORE`): one made
-under a tester's load stuck for good (bf16 4.64 s/Mpx against its usual 0.27, so ONNX Runtime was kept)."""
+under load would otherwise stick for good, and keep a backend slower than the fastest."""
 QUIET_LOAD_PER_CORE = 0.75
 MIN_CPU_SHARE, MAX_CPU_SHARE = 0.6, 1.2
 """A timing whose backends' fastest calls did not all get at least the first share of their threads' CPU time

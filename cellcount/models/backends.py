@@ -99,8 +99,8 @@ def cpu_has_bf16() -> bool:
 
 
 def backend_note(requested: str) -> str | None:
-    """What the user should know about a backend they forced, or None: bf16 without native bf16 is emulated (a
-    tester's forced bf16 took 330 s where fp32 took 22, and counted a few images 0.6-0.9% off)."""
+    """What the user should know about a backend they forced, or None: bf16 without native bf16 is emulated,
+    many times slower than fp32, and its counts may differ slightly."""
     if requested == "bf16" and not cpu_has_bf16():
         return ("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated here, many times slower than "
                 "fp32, and its counts may differ slightly; 'auto' chooses the fastest backend this CPU has")

@@ -165,7 +165,7 @@ class ModelCard:
         own = {Path(str(f)).name.lower() for f in data.get("train_files") or []}
         whose = f"{self.name}'s training images"
         if base and not any(Path(s).name.lower() in own for s in seen):
-            # a fine-tune's held-out images its base learnt read as a leak into the fine-tune (a tester); found by
+            # a fine-tune's held-out images its base learnt would read as a leak into the fine-tune; found by
             # their pixels they may be its own under another name as well: both said
             whose = f"the images {self.name} learnt from, itself or through {base} (the model it was fine-tuned from)"
         return (f"{which} among {whose} ({shown}): its error on them is likely lower than on images it has not "

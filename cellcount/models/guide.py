@@ -131,7 +131,7 @@ def model_guide(card: ModelCard) -> ModelGuide:
             not card.training.get("kept_base_weights") or invert is not None):
         # a fine-tune decided the background once for the user's set (or left it to each image of a mixed set); one
         # that kept its base's weights reads images as the base does: as its set's, where the base was a fine-tune
-        # that fixed it (a tester's second round read "Fluorescence" for a model of H&E)
+        # that fixed it (else a second round could read "Fluorescence" for a model of H&E)
         images = ("Bright-background images (brightfield, H&E) like the set it was fine-tuned on" if invert is True
                   else "Dark-background images (fluorescence) like the set it was fine-tuned on" if invert is False
                   else "Images like the set it was fine-tuned on")
@@ -204,8 +204,8 @@ def strengths(guides: list[ModelGuide]) -> dict[str, list[str]]:
             out[name].append(text + close(key, name, runner_up))
 
     def close(key: str, name: str, runner_up: float) -> str:
-        """A ranking the figures cannot carry is said to be one (a tester read 3.11 against 3.30, with intervals
-        of 2.30-4.10 and 2.47-4.18, as a promise)."""
+        """A ranking the figures cannot carry is said to be one (an MAE inside the next model's interval, or an
+        F1 within 0.005, would otherwise read as a promise)."""
         v = next(g.validation for g in peers if g.name == name)
         lo, hi = v.get("mae_ci_low"), v.get("mae_ci_high")
         if key == "mae" and isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo <= runner_up <= hi:

@@ -227,9 +227,9 @@ def stage_times_figure(seconds: Mapping[str, float]) -> go.Figure:
 def model_times_figure(
     df: pd.DataFrame, *, config_col: str = "config", seconds_col: str = "seconds"
 ) -> go.Figure:
-    """Median time per image for each configuration (bars, ms), from a long table of timings: a mean let the first
-    compared model's warm-up on its first image (loading, first-run kernels) read as a 3x slower model (a tester:
-    1399 ms against 416 for the same network)."""
+    """Median time per image for each configuration (bars, ms), from a long table of timings: a mean lets the first
+    compared model's warm-up on its first image (loading, first-run kernels) read as a model several times
+    slower."""
     g = df.groupby(config_col, sort=False)[seconds_col].median() * 1000.0
     fig = go.Figure(
         go.Bar(
@@ -269,7 +269,7 @@ def training_curve(history: pd.DataFrame, *, step_col: str = "step") -> go.Figur
             )
         )
         fig.update_layout(
-            # one decimal: ticks read 5.425, 4.592, 3.76 (a tester)
+            # one decimal: ticks would otherwise read 5.425, 4.592, 3.76
             yaxis2=dict(title="validation MAE (cells)", overlaying="y", side="right", showgrid=False, tickformat=".1f")
         )
     fig = _chart_layout(fig, title=None, xtitle="step", ytitle="loss", height=300)

@@ -54,7 +54,7 @@ MERGE_CANDIDATES: tuple[RGB, ...] = (MERGE_COLOR, MERGE_COLOR_ON_RED, (255, 255,
 def _merge_color(kept: RGB | None, picture: np.ndarray | None = None, where: np.ndarray | None = None) -> RGB:
     """The likely merges' colour beside kept outlines of colour ``kept``: red, or yellow beside red ones; with the
     ``picture`` (and the pixels ``where`` the outlines lie), the first of :data:`MERGE_CANDIDATES` unlike ``kept``
-    that stands out from it (red marks vanished on a composite whose first channel is shown red: a tester)."""
+    that stands out from it (red marks vanish on a composite whose first channel is shown red)."""
     options = [c for c in MERGE_CANDIDATES if kept is None or not _alike(kept, c)]
     return options[0] if picture is None else _standing_out(options, picture, where)
 
@@ -300,8 +300,8 @@ def window_step(size_px: int, zoom: int) -> float:
 
 ZOOM_VIEW_PX = 640
 """The zoomed picture's longest side on screen: a window of this many screen pixels moves over a larger image. It
-fits the Count page's picture column at 1400 px (689 px there): an 800 px window scrolled sideways in it, where a
-tester found no scroll bar and took its right edge for out of reach."""
+fits the Count page's picture column at 1400 px (689 px there): an 800 px window scrolls sideways in it, with no
+scroll bar in sight, so its right edge looks out of reach."""
 
 
 def enlarge_small(rgb: np.ndarray, *, side: int = ZOOM_VIEW_PX) -> np.ndarray:
@@ -342,8 +342,8 @@ def encode_jpeg(rgb: np.ndarray, *, quality: int = 92) -> bytes:
     import cv2
 
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2BGR)  # 10x faster than [..., ::-1]
-    # full colour resolution (4:4:4): halved colour (4:2:0) smeared a 1 px green outline into a bright nucleus until
-    # it looked uncounted (a tester, sample s02); it costs about 55% more bytes and 3 + 3 ms to encode and decode 1 Mpx
+    # full colour resolution (4:4:4): halved colour (4:2:0) smears a 1 px green outline into a bright nucleus until
+    # it looks uncounted (sample s02); it costs about 55% more bytes and 3 + 3 ms to encode and decode 1 Mpx
     options = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     ok, buf = cv2.imencode(".jpg", bgr, options)
     if not ok:
