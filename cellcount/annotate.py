@@ -23,7 +23,7 @@ MAX_DISPLAY_SIDE_PX = 1400
 screen), without sending megabytes of pixels on every click."""
 REMOVE_SCREEN_PX = 6.0
 """A click this many screen pixels from a dot removes it, whatever the dot size in image pixels: on a large
-image shown shrunk, a few image pixels are one screen pixel, and a click that missed added a second dot."""
+image shown shrunk, a few image pixels are one screen pixel, and a click that misses would add a second dot."""
 
 
 def display_zoom(shape: tuple[int, int]) -> float:

@@ -57,7 +57,7 @@ def distinct_names(items: Iterable[tuple[str, bytes]]) -> tuple[list[tuple[str, 
     """Files uploaded without their folders, as a browser sends them, made one row per image: the same file
     (name and content) uploaded again is counted once, and a different file under a name already taken gets
     the name a file manager gives a copy (``A01 (2).tif``), so that no two rows, objects or label images share
-    a name (two plates' ``A01.tif`` had been two rows "A01.tif" and one object table mixing both).
+    a name (two plates' ``A01.tif`` would otherwise be two rows "A01.tif" and one object table mixing both).
 
     Returns (the items to count, in order; the names of the copies left out; ``{new name: name uploaded}``)."""
     import hashlib
@@ -256,7 +256,7 @@ def count_paths(
     skipped: list[tuple[Path, str]] = []
     files = list_image_files(paths, on_skip=lambda path, why: skipped.append((path, why)))
     p = params if isinstance(params, CountParams) else resolve_params(model, params)
-    for path, why in skipped:  # the command line writes their rows too: a table without them lost them unsaid
+    for path, why in skipped:  # the command line writes their rows too: a table without them would lose them unsaid
         yield BatchItem(str(path), "error", f"not counted: {why}", None, model=model.name,
                         settings=p.settings_json(model.output_kind))
     yield from count_many([(str(f), f) for f in files], model, p, total=len(files), **kwargs)

@@ -217,7 +217,7 @@ def missing_chunks_note(plane: LazyPlane) -> str | None:
 def _plane(array: Any, axes: str, name: str) -> LazyPlane:
     """The first Y/X plane of an array with ``axes`` (letters; extra axes of size > 1 other than one
     channel axis are taken at index 0, and the plane's ``note`` says so: a z-stack counted from its first
-    plane was an unflagged count of 0 by blocks, where a count in memory said it)."""
+    plane would otherwise be an unflagged count of 0 by blocks, where a count in memory says it)."""
     plane = _first_plane(array, axes, name)
     plane.name = name
     dims = dict(zip(axes, array.shape))
@@ -293,7 +293,7 @@ class BlockPlan:
     image counted whole."""
     one_channel: bool = False
     """A channel was chosen but the image has one: it is counted as it is (:func:`cellcount.params.channel_for_image`),
-    as an image counted whole is (the channel chosen for a folder's composites failed its one-channel slide)."""
+    as an image counted whole is (the channel chosen for a folder's composites must not fail its one-channel slide)."""
 
 
 @dataclass
@@ -429,7 +429,7 @@ def plan_blocks(
         if one_channel:
             note = f"{note}; {one_channel}" if note else one_channel
         regions, outside = _regions_inside(regions, shape)
-        if outside:  # a box beyond the image counted 0 (or a part of it) in silence; the image keeps its count
+        if outside:  # a box beyond the image would count 0 (or a part of it) in silence; the image keeps its count
             said = ", ".join(repr(name) for name in outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5
                                                                     else "")
             what = (f"region(s) {said} lie outside or across the edge of this {shape[1]} x {shape[0]} px image (W x H): "
@@ -608,7 +608,7 @@ def combine_blocks(plan: BlockPlan, parts: Sequence[BlockPart], model: CountMode
         estimated_diameter_px=plan.estimated_diameter_px if params.auto_nucleus_size else None,  # as a whole image reports it
         density_count=density_total if output_kind == "multihead" else None,
         min_distance_px=None if kind == "density" else block_params(plan, params).min_distance_px or None,
-        # a whole image of nothing is judged as a whole (its empty blocks were not)
+        # a whole image of nothing is judged as a whole (its empty blocks are not)
         quality=nothing_found(_noted(_noted(combine_quality([part.quality for part in parts]), plan.note),
                                      _mixed_split_note(parts)), count, dropped=sum(rejected.values())),
         split_used=_splits_used(parts), backend=_joined({part.backend for part in parts}),

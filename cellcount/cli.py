@@ -152,7 +152,7 @@ def _progress_bar(enabled: bool):
 
     def blocks(name: str, done: int, total: int) -> None:
         """An image counted by blocks: its blocks beside the bar (a slide sat at 0/1 for minutes), or in the log's
-        progress line where stderr is not a terminal (a slide on a cluster job said nothing for its whole run)."""
+        progress line where stderr is not a terminal (a slide on a cluster job would say nothing for its whole run)."""
         if not enabled:
             return
         if not terminal:
@@ -574,7 +574,7 @@ def _leave_out_ground_truth(files: list[Path], skipped: list[tuple[Path, str]], 
     gt_files += sorted(tables)
     skipped = [(path, why) for path, why in skipped if path not in tables]
     if gt_files and not quiet:
-        # with their folder: labels/a.png beside images/a.png read as if the images were skipped
+        # with their folder: labels/a.png beside images/a.png alone reads as if the images were skipped
         shown = ", ".join(_from_ground_truth_folder(p) for p in gt_files[:3]) + (" ..." if len(gt_files) > 3 else "")
         print(f"note: skipped {len(gt_files)} file(s) named like ground truth ({shown}); "
               "use --include-ground-truth to count them", file=sys.stderr)
@@ -611,7 +611,7 @@ def _report(args: argparse.Namespace, model, *, n_ok: int, n_err: int, total: in
               + (f"; {n_check} flagged 'check this image' (columns check, check_reasons), {total_check} of the "
                  "total in them" if n_check else "")
               + (f"; {n_err + len(skipped)} failed (see the 'reason' column"
-                 # the rest were opened and failed there: "1 of them could not be read at all" read as 1 of 5
+                 # the rest are opened and fail there: "1 of them could not be read at all" would read as 1 of 5
                  + (f"; {len(skipped)} of them not even opened (a broken link, a folder that cannot be read, a file "
                     "that is no image), said above" if skipped else "") + ")"
                  if n_err or skipped else ""))

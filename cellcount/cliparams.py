@@ -222,7 +222,7 @@ def param_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def inert_options_note(args: argparse.Namespace, params, model) -> str | None:
     """A note naming the setting options given on the command line that do nothing with ``model``
-    (:func:`cellcount.params.inert_settings`), or None: such an option was accepted in silence."""
+    (:func:`cellcount.params.inert_settings`), or None: such an option would otherwise be accepted in silence."""
     from .params import inert_settings
 
     why = inert_settings({spec.name for spec in PARAMS if getattr(args, spec.name, None) is not None}, params, model)

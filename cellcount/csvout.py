@@ -72,7 +72,7 @@ def safe_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 TAB_SEPARATED = (".tsv", ".tab")
-"""Output names written tab-separated (Excel opens a ``.tsv`` expecting tabs: a comma-separated one showed each
+"""Output names written tab-separated (Excel opens a ``.tsv`` expecting tabs: a comma-separated one shows each
 row in one cell)."""
 
 
@@ -144,7 +144,7 @@ def write_target(path: str | os.PathLike) -> Path:
 
 def not_a_file_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot take an output written by rename, or None: ``-`` (standard output) or an entry of
-    ``/dev`` or ``/proc`` (``/dev/stdout`` sent to a file was replaced by the CSV, link and all)."""
+    ``/dev`` or ``/proc`` (``/dev/stdout`` sent to a file would be replaced by the CSV, link and all)."""
     text = str(path)
     if text == "-":
         return ("'-' (standard output): results are written to files, row by row as the run goes (a resume reads "

@@ -251,7 +251,7 @@ def count_on_cluster(
     become error rows as in :func:`cellcount.batch.count_many`; so do images whose tasks failed on the
     cluster (a worker killed too often, an exception outside the counting). ``block_progress(name, done,
     total)`` is called as each block of an image counted by blocks finishes (a slide is one image of
-    ``progress``, which stood at 0 for the minutes its blocks took).
+    ``progress``, which would stand at 0 for the minutes its blocks take).
     """
     from distributed import as_completed
 

@@ -69,7 +69,7 @@ def error_text(err: BaseException, name: str | None = None) -> str:
         text = f"{type(err).__name__}: {text or 'unexpected error'}"
     elif not text:  # OSError() says nothing: never an empty reason (a batch row must read as failed)
         text = f"{name + ': ' if name else ''}could not be read ({type(err).__name__}, no reason given)"
-    elif isinstance(err, PermissionError):  # "[Errno 13] Permission denied: '...'" alone said nothing to do
+    elif isinstance(err, PermissionError):  # "[Errno 13] Permission denied: '...'" alone says nothing of what to do
         text += " (this user may not open it: check its permissions and its folder's)"
     return text.replace("<bytes>", name) if name else text
 

@@ -4,7 +4,7 @@ Every batch (CLI or app) is a row of ``runs`` (when, host, where from, model and
 settings, inputs, status) with its per-image rows in ``rows`` (the counts CSV's columns as JSON, so a
 run's CSV can be written again). Several app sessions and a CLI may write at once: the database is in
 WAL mode with a busy timeout, and every write is one short transaction (a :class:`Recorder` keeps its
-connection open between them: opening one was most of the cost of writing an image's row).
+connection open between them: opening one is most of the cost of writing an image's row).
 
 Recording never stops a count: a database that cannot be opened or written is reported with a warning
 (:data:`logging`) and the run goes on; a damaged file is renamed aside (``history.sqlite.damaged-<time>``)

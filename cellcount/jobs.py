@@ -100,7 +100,7 @@ class _Threaded:
 
     def cancel(self, by: str | None = None) -> None:
         """Ask the work to stop at its next stopping point (see the job's class); ``by``: who asked, said to the
-        one who started it (a run cancelled from a second tab read as if its owner had cancelled it)."""
+        one who started it (else a run cancelled from a second tab reads as if its owner cancelled it)."""
         with self._lock:
             self._cancelled_by = self._cancelled_by or by
         self._cancel.set()
@@ -231,7 +231,7 @@ CUT_OFF_MARK_GLOB = ".finetune-cut-off-*.json"
 """A running mark whose process is gone, kept under this name while it is said (:data:`CUT_OFF_SAID_S`)."""
 CUT_OFF_SAID_S = 24 * 3600.0
 """How long after it is found a cut-off run is said to every visit of the Train page: one tab's reload, or a
-colleague's tab opened first, took the only notice."""
+colleague's tab opened first, would otherwise take the only notice."""
 
 
 def interrupted_finetunes(now: float | None = None) -> list[dict[str, Any]]:
@@ -247,7 +247,7 @@ def interrupted_finetunes(now: float | None = None) -> list[dict[str, Any]]:
             mark = json.loads(path.read_text(encoding="utf-8"))
             if mark.get("host") != socket.gethostname() or _alive(int(mark["pid"]), mark.get("process")):
                 continue  # running on (this server, another one sharing the folder): not cut off
-            # the day it is said runs from now, when it is found cut off (a server down over a weekend said nothing)
+            # the day it is said runs from now, when it is found cut off (a run cut off over a weekend is still said)
             (folder / CUT_OFF_MARK_GLOB.replace("*", path.name[len(".finetune-running-"):-len(".json")])).write_text(
                 json.dumps({**mark, "found": now}), encoding="utf-8")
             path.unlink()
@@ -307,7 +307,7 @@ class JobBoard:
 
     def latest_finished(self) -> FinetuneJob | None:
         """The job that finished last and that no owner has cleared: a tab reloaded after its run ended starts a
-        new session, which :meth:`follow` gives nothing, and it saw no word of the run."""
+        new session, which :meth:`follow` gives nothing, and would see no word of the run."""
         with self._lock:
             done = [(s.started_s + s.elapsed_s, j) for j in self._jobs.values() if not (s := j.snapshot()).running]
         return max(done, key=lambda t: t[0])[1] if done else None
@@ -405,7 +405,7 @@ class BatchJob(_Threaded):
             if self.record is not None:
                 with self._lock:
                     rest = self._rest(status)
-                if rest:  # the inputs never reached stay in the run's record (the Runs page said "not counted 0")
+                if rest:  # the inputs never reached stay in the run's record (not "not counted 0" on the Runs page)
                     self.record.add(counts_frame(rest, self.options.get("page")).to_dict("records"))
                 self.record.finish({"done": "done", "cancelled": "stopped"}.get(status, "failed"))
         with self._lock:

@@ -141,7 +141,7 @@ def paired_difference(
     ea, eb = np.asarray(abs_a, np.float64), np.asarray(abs_b, np.float64)
     diff = float(eb.mean() - ea.mean()) if ea.size else float("nan")
     if ea.size < MIN_BOOTSTRAP_IMAGES:
-        # unknown, not "no": a card read 0.0 beside a CLI verdict that a large difference is unlikely to be chance
+        # unknown, not "no": a card would read 0.0 beside a CLI verdict that a large difference is unlikely to be chance
         return {"difference": diff, "low": float("nan"), "high": float("nan"), "significant": float("nan")}
     lo, hi = _percentile_interval((ea, eb), lambda a, b, axis: b.mean(axis) - a.mean(axis), paired=True,
                                   level=level, n_boot=n_boot, seed=seed)
@@ -270,7 +270,7 @@ def _instance_pairs(true_labels: np.ndarray, pred_labels: np.ndarray, iou_thresh
         sub = np.zeros((len(r_ids), len(c_ids)))
         sub[r_at, c_at] = iou[edges]
         # the most pairs first, then the most IoU among those: below IoU 0.5 one object may pass the threshold with
-        # two others, and a sum of IoUs alone took one good pair over two fair ones (StarDist and Cellpose count two)
+        # two others, and a sum of IoUs alone takes one good pair over two fair ones (StarDist and Cellpose count two)
         valid = sub > 0
         r, c = linear_sum_assignment(np.where(valid, min(sub.shape) + 1 + sub, 0.0), maximize=True)
         good = valid[r, c]

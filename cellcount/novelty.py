@@ -30,7 +30,7 @@ picks its window. 256 px hold a few dozen nuclei of the training size and cost o
 MIN_WINDOW_PX = 240
 """A window whose shorter side is under this at the model's scale is too small to judge against the
 :data:`WINDOW_PX` reference: the pooled features drift with the size itself (smaller crops of the same
-image read as more novel, reviewers' checks by hand), so windows are compared like with like: exact
+image read as more novel, checked by hand), so windows are compared like with like: exact
 :data:`WINDOW_PX` crops, and images too small for one go to :data:`SMALL_WINDOW_PX`."""
 SMALL_WINDOW_PX = 128
 """Images too small for :data:`WINDOW_PX` (a quarter of DSB's images once their large nuclei are brought to

@@ -324,7 +324,7 @@ def free_label_name(labels_dir: Path, name: str, taken_names: set[str], inputs: 
 def label_names(labels_dir: Path, names: list[str], written: set[str], inputs: set[Path],
                 ours: set[str] = frozenset()) -> dict[str, str]:
     """Each image's label file name, given in the order the inputs are listed before any is counted: with workers
-    the images finish in any order, and two runs gave rep1/A01.png's labels and rep2/A01.png's each other's names."""
+    the images finish in any order, and two runs could swap rep1/A01.png's and rep2/A01.png's label names."""
     reserved, plan = set(written), {}
     for name in names:
         plan[name] = free_label_name(labels_dir, name, reserved, inputs, ours)

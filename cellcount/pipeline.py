@@ -214,7 +214,7 @@ SETUP_SHOWN_S = 0.005
 def _prepare(model: CountModel | None, fast: bool, backend: str | None) -> None:
     """Choose the backend and build its runner before the clock starts, so that a first use (timing the
     backends, building the runner: up to a second) is not counted as the model's time on the first image: Compare
-    showed one of two models of the same size 4x slower for it."""
+    would show one of two models of the same size several times slower for it."""
     if model is None or not fast or not hasattr(model, "backend_choice"):
         return
     from .inference import default_device
@@ -535,8 +535,8 @@ def postprocess(
     if prediction.output_kind == "density":
         density = prediction.maps[0]
         estimate = pp.density_count(density)
-        # a map that integrates to no cell has no centres: its peaks at 25% of its own faint maximum were noise
-        # (a blank field: count 0 beside 11 "approximate centres", an auditor)
+        # a map that integrates to no cell has no centres: its peaks at 25% of its own faint maximum are noise
+        # (a blank field would show count 0 beside 11 "approximate centres")
         peaks = (pp.density_peaks(density, min_distance_px=params.peak_min_distance_px,
                                   smooth_px=pp.PEAK_SMOOTH_SHARE * read_diameter_px(prediction))
                  if round(estimate) > 0 else np.zeros((0, 2)))
@@ -627,8 +627,8 @@ FILTER_SETTINGS = ("min_area_px", "max_area_px", "exclude_border")
 
 def _own_filters(prediction: Prediction, params: CountParams) -> bool:
     """Whether the object filters are other than the model card's (or the card is not known): the card's own
-    filters drop what they were tuned to drop (a fine-tune's min. area tuned on mbm dropped 61 of 237 specks and
-    debris on a held-out image it counted 176 for 171, and the flag told the user to check settings they never
+    filters drop what they were tuned to drop (a fine-tune's min. area tuned on mbm drops many specks and debris
+    on a held-out image it counts well, and the flag must not tell the user to check settings they never
     changed)."""
     card = prediction.card_mask_settings
     mine = params.values("mask")

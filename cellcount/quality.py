@@ -303,7 +303,7 @@ COMPARISONS = {
 
 def _below(name: str, v: float, limit: float | None) -> str:
     """"focus 0.19, flagged below 0.20": the value and its lower limit in as many decimals (2-4) as tell them apart
-    (0.199 read "focus 0.20, flagged below 0.20"); "focus 0.19" without a limit."""
+    (0.199 would read "focus 0.20, flagged below 0.20"); "focus 0.19" without a limit."""
     name = f"{name} " if name else ""
     if limit is None:
         return f"{name}{v:.2f}"

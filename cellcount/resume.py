@@ -55,8 +55,8 @@ def changed_inputs(out: Path, kept: list[str], by_name: dict[str, Path]) -> set[
 def moved_inputs(out: Path, gone: list[str], files: list[Path]) -> dict[str, str]:
     """Of the rows of files gone since (``gone``, as the CSV writes them), those whose file is among ``files`` under
     another path: the same size and modification time as the inputs file recorded (``mv`` keeps both). Returns
-    old row name -> new path. A folder renamed between a run and its --resume had each image counted twice, the
-    old row kept as "no longer exists" and the image counted again under its new name."""
+    old row name -> new path. Without it, a folder renamed between a run and its --resume would have each image
+    counted twice, the old row kept as "no longer exists" and the image counted again under its new name."""
     from .csvout import unescape_cell
 
     try:

@@ -78,7 +78,7 @@ def params_from_json(text: str | bytes) -> dict[str, Any]:
     except ParameterError as first:
         from .params import LEGACY_KEYS, PARAM_NAMES, check_value
 
-        # every mistake at once (a file with two was refused for the first, then the second): unknown names
+        # every mistake at once (not a file with two refused for the first, then the second): unknown names
         # together, each value on its own, then the known ones together (two settings that disagree, read with the
         # file's values, not the defaults)
         unknown = [key for key in data if key not in PARAM_NAMES and key not in LEGACY_KEYS]

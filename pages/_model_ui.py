@@ -64,7 +64,7 @@ def model_label(name: str) -> str:
         card = model_card(name)
     except (cc.CellcountError, OSError, ValueError):
         return name
-    # the architecture is in the name already, and the default's kind on the Models page: "(mask, default)" was
+    # the architecture is in the name already, and the default's kind on the Models page: "(mask, default)" is
     # cut off in the narrow settings column ("unet-mask-varied (mask, defa")
     if name == cc.models.default_model_name():
         return f"{name} (default)"

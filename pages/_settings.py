@@ -172,7 +172,7 @@ def edit(model: cc.models.CountModel, name: str, value: Any) -> None:
         image = _state()["image"]
         card = card_values(model).get(name)
         # the value in use already (the card's while none was set): a control sending what it showed is no edit
-        # (a channel control made for a new number of channels sent "all channels" back: "edited", nothing changed)
+        # (a channel control made for a new number of channels sends "all channels" back: no edit, nothing changed)
         if image.get(name, card) == value:
             return
         if value == card and name in _edited_image():  # set back by hand: the card's again, no longer an edit

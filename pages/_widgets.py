@@ -542,7 +542,7 @@ def _apply_settings_file(prefix: str) -> None:
     # as the controls name them ("Exclude edge objects on"), not as the file spells them (exclude_border True)
     differ = [f"{setting_label(k)}: {setting_text(k, overrides[k])}" for k in sorted(overrides) if overrides[k] != card.get(k)]
     shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
-    # of the settings that act on this model ("the 2 it does not name" were a density model's, on a mask model)
+    # of the settings that act on this model (not "the 2 it does not name" of a density model, on a mask model)
     rest = len(set(cc.resolve_params(model).acting(model.output_kind)) - set(overrides))
     st.session_state[f"{prefix}__msg"] = (
         kind,

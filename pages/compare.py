@@ -113,8 +113,8 @@ def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
         configs.append(
             (f"{label}: {model_name}", model_name, sh.resolve(model, sh.current_input(prefix, model), overrides))
         )
-    # B named by what it changes (of the settings that act): "A: m" and "B: m" alone left the table, verdict and CSV
-    # silent on what B was
+    # B named by what it changes (of the settings that act): "A: m" and "B: m" alone leave the table, verdict and CSV
+    # silent on what B is
     (_, _, a), (b_label, _, b) = configs
     # every change (the CSV's headers name B by them), and A with where its settings came from
     changed = settings.changes_text(a.acting(model.output_kind), b.acting(model.output_kind), most=8, sep=" ")
@@ -230,9 +230,9 @@ def run(configs, sources, page: int | str | None = None) -> pd.DataFrame:
                 if dropped:
                     res.quality = cc.quality.with_note(res.quality, dropped)
                 if src.name in truths and src.truth is not None:  # as Evaluate scores it: with "Exclude edge
-                    # objects" on, the truth's edge objects are left out too (a perfect count read -2 per image)
+                    # objects" on, the truth's edge objects are left out too (else a perfect count reads -2 per image)
                     row["true"] = scored_true_count(truths[src.name], params, pred.output_kind)
-                    # objects matched as Evaluate and `cellcount compare` match them, for F1 (the page had none)
+                    # objects matched as Evaluate and `cellcount compare` match them, for F1
                     gt = scored_truth(pred, params, truths[src.name])
                     if gt.labels is None or res.labels is None or gt.labels.shape == res.labels.shape:
                         found, how = match_objects(res, gt)
@@ -460,8 +460,8 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
                 fig = viz.overlay_figure(
                     rgb, objects=res.objects, title=title, height=PANEL_PX, pixel_size_um=params.pixel_size_um
                 )
-            # the camera button's file named by model and image, at 3x the panel (a title's "431.2" was 4312 in the
-            # name, and the picture 140 px wide)
+            # the camera button's file named by model and image, at 3x the panel (a title's "431.2" would be 4312 in
+            # the name, and the picture 140 px wide)
             st.plotly_chart(fig, key=f"{P}_side_{label}", config=_png_button(f"{model_name}_{sh.stem(src.name)}"))
 
 
@@ -536,11 +536,11 @@ if run_now:
     st.session_state[f"{P}__result"] = {"sig": sig, "table": run(configs, sources, page),
                                         "what": ([lab for lab, _, _ in configs], len(sources)),
                                         # downloads named by when it ran, as Batch's are: two comparisons' CSVs
-                                        # were "comparison.csv" and "comparison (1).csv"
+                                        # would be "comparison.csv" and "comparison (1).csv"
                                         "stamp": time.strftime("%Y%m%d-%H%M%S")}
 stored = st.session_state.get(f"{P}__result")
 if stored is None or stored["sig"] != sig:
-    if stored is not None and "what" in stored:  # the table went with no word when a setting changed on Batch
+    if stored is not None and "what" in stored:  # the table would go with no word when a setting changes on Batch
         labels, n = stored["what"]
         st.info(f"The last comparison ({'; '.join(labels)}, on {n} image(s)) no longer matches what is chosen: the "
                 "models, the settings in use (changed here or on another page) or the images changed. Press Compare "

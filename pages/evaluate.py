@@ -153,7 +153,7 @@ def flag_caption(per_image: pd.DataFrame) -> None:
     st.caption(f"Quality flag: {round(rep['flagged_share'] * rep['n'])} of {rep['n']} images flagged \"check this "
                f"image\"; {rep['large_errors']} counts off by more than {LARGE_ERROR:.0%} of the true count, {held}.")
     flagged = per_image[per_image["check"].fillna(False).astype(bool)]
-    if len(flagged) and "check_reasons" in flagged:  # the table shows a tick only (the reasons were in the CSV alone)
+    if len(flagged) and "check_reasons" in flagged:  # the table shows a tick only: the reasons are said here
         with st.expander(f"Why {len(flagged)} image(s) were flagged"):
             shown = flagged.head(MAX_REASONS_SHOWN)
             st.markdown("\n".join(f"- `{f}` (true {_count_text(t)}, counted {_count_text(c)}): {r}" for f, t, c, r in
@@ -229,8 +229,8 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
 
 
 TUNING_VERDICTS = {"unsure": "a gain on unseen images within chance", "no better": "no better on unseen images"}
-"""The tuning check's verdict, carried in the settings line wherever the tuned settings are used (Batch said only
-"tuned on your data" of settings the check had advised against)."""
+"""The tuning check's verdict, carried in the settings line wherever the tuned settings are used (Batch would say
+only "tuned on your data" of settings the check advised against)."""
 
 
 def _apply_tuned(best: dict, model_name: str, n_images: int, digests: tuple[str, ...] = (),

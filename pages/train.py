@@ -434,8 +434,8 @@ def annotate_ui(candidates: list[tuple[str, bytes, np.ndarray | None]], *, guess
     # click resets the choice
     undotted = [n for n, d, initial in candidates if not len(points_of(image_key(n, d), initial))]
     pick = sh.pick_one("Image to annotate", names, f"{P}_annotate_image", default=next(iter(undotted), None))
-    # always drawn, so that the elements below keep their places while a click reruns the page (a caption that went
-    # with the first dot left a second "Cells dotted" beside the new one for a moment)
+    # always drawn, so that the elements below keep their places while a click reruns the page (a caption that goes
+    # with the first dot would leave a second "Cells dotted" beside the new one for a moment)
     st.caption(f"No dots yet: {', '.join(short_name(n) for n in undotted[:8])}{' …' if len(undotted) > 8 else ''}."
                if undotted else "Every image here has dots.")
     name, data, initial = candidates[names.index(pick)]
@@ -666,7 +666,7 @@ if found is None:
 candidates = [(n, d, gt.points if gt.kind == "points" else None) for n, d, gt in found.items
               if gt.kind in ("points", "count")]  # a count alone has no positions: dotted here, it gets them
 # images whose annotation was refused (its reason shown above) may be dotted anew; an upload that is no image is
-# said where it is listed, not offered for dotting (it failed only once opened, named "<bytes>")
+# said where it is listed, not offered for dotting (it would fail only once opened, named "<bytes>")
 not_images = [why for n, d in found.unlabelled if (why := not_an_image(short_name(n), d))]
 if not_images:
     st.warning(f"{len(not_images)} file(s) could not be used: {'; '.join(not_images[:5])}"

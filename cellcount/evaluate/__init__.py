@@ -89,7 +89,7 @@ POINT_RADIUS_PX = 5.0
 
 def _warn_training_images(items: Sequence[tuple[str, np.ndarray, GroundTruth]], model: CountModel) -> None:
     """A :class:`TrainingImagesWarning` naming the images of ``items`` that ``model`` learnt from (what `cellcount
-    evaluate` and the app leave out or say; a notebook following the docstrings was told nothing)."""
+    evaluate` and the app leave out or say; a notebook following the docstrings is told too)."""
     card = getattr(model, "card", None)
     if card is None:
         return
@@ -154,8 +154,8 @@ def _count_keeps_edges(output_kind: str, params: CountParams) -> bool:
 
 def scored_truth(pred: Prediction, params: CountParams, gt: GroundTruth) -> GroundTruth:
     """``gt`` as the counts with ``params`` are scored against it: with "Exclude edge objects" on, a label image's
-    objects that touch the edge are left out of the truth too (an otherwise perfect model scored -2 on every
-    image, the truth's cut objects counted as missed: an auditor); out of its count too unless the count is a
+    objects that touch the edge are left out of the truth too (else an otherwise perfect model scores -2 on every
+    image, the truth's cut objects counted as missed); out of its count too unless the count is a
     density integral, which keeps them. Dots and counts cannot say which of their objects touch the edge and stay
     as they are (:data:`BORDER_TRUTH_KEPT` in the summary)."""
     if not _edges_left_out(pred.output_kind, params) or gt.labels is None:
@@ -227,7 +227,7 @@ def evaluate_predictions(
                 and not _count_keeps_edges(pred.output_kind, params)):
             kept_edges += 1
         gt = scored_truth(pred, params, gt)
-        # a whole count as a whole number (the CSV read 105.0 beside a true 105); a density integral as it is
+        # a whole count as a whole number (not 105.0 beside a true 105); a density integral as it is
         counted = res.count if res.count_estimate == res.count else res.count_estimate
         row: dict[str, Any] = {"file": name, "true": gt.count, "pred": counted}
         if gt.labels is not None and res.labels is not None and gt.labels.shape != res.labels.shape:

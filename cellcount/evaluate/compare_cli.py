@@ -167,7 +167,7 @@ def _long_rows(cfg: Config, per_image: pd.DataFrame, plane: int | str | None = N
         "backend": per_image["backend"] if "backend" in per_image else None,  # models may run in different ones
         # the settings themselves, as the page's CSV gives them: a card rewritten since would make "card" another
         "settings": cfg.params.settings_json(cfg.model.output_kind),
-        # rounded, as the page's rows and every counts CSV give it (a density model's 37.547 read 38 there); the
+        # rounded, as the page's rows and every counts CSV give it (a density model's 37.547 reads 38 there); the
         # integral itself in count_estimate
         "count": per_image["pred"].round().astype("Int64"),
         "count_estimate": per_image["pred"], "seconds": per_image["model_seconds"],

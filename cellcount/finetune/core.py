@@ -331,7 +331,7 @@ def _read_annotated(data: str | Path | LabelledItems, holdout: float | int, *, s
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibratedPointsWarning)
         labelled, source = _labelled_items(data, skipped)
-    for w in caught:  # said as read, and again among the run's notes: one line among the reading lines was missed
+    for w in caught:  # said as read, and again among the run's notes: one line among the reading lines is easily missed
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if issubclass(w.category, CalibratedPointsWarning):
             run.note(f"{w.message} (read as it is)")
@@ -456,7 +456,7 @@ def _decide_reading(s: AnnotatedSet, b: Base, *, background: str, size: str, dia
             size_note = spacing_note(diameter, train_gts, measured=estimate, hits=hits)
     if sizes is not None:  # measured as the training images were: the held-out ones too, before training
         # against the training images' objects as the base measured them (not the size counted at, which may come
-        # from the dots' spacing: 5 px against 14.8 measured was called "from the 64.1 px objects"), unless the base
+        # from the dots' spacing and be far from what the base measured), unless the base
         # sees no object under the dots, and so measures something else on every image
         known = [d for d in sizes if d]
         same_size = size in ("given", "set") and known and not set_misses_dots(train_gts, sizes, hits)
@@ -576,7 +576,7 @@ def _score_heldout(b: Base, held_items: list, held_pairs: list, params: Any, *,
         ra = evaluate_predictions(held_pairs, params, keep_results=False)  # made above (novelty touches no count)
         # F1 & co.: outlines matched by IoU, dots by the objects holding them (or a density model's peaks)
         keep = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "bias", "mape", "f1", "precision", "recall")
-        # counts of images as whole numbers (the card read "n": 2.0)
+        # counts of images as whole numbers (not "n": 2.0 on the card)
         before = {k: int(v) if k == "n" else float(v) for k, v in rb.summary.items() if k in keep}
         after = {k: int(v) if k == "n" else float(v) for k, v in ra.summary.items() if k in keep}
         paired = paired_mae_difference(rb.per_image["true"].to_numpy(), rb.per_image["pred"].to_numpy(),

@@ -32,7 +32,7 @@ def calibrate_flag(pairs: Sequence, params, base_card, rep=None) -> dict[str, An
     """The new card's quality rule (``extra["quality"]``), from the new model's signals on its training images.
 
     The base's rule was fitted on the base's validation images: after a fine-tune it would flag whatever
-    makes the user's images unlike those (a vgg_cells fine-tune, counting at 3-4 cells off, had every image
+    makes the user's images unlike those (a vgg_cells fine-tune, counting 3-4 cells off, would have every image
     flagged for a nucleus size 2.2x off the base's, the size the fine-tune trained at). Fitted on the
     training images (range limits only: its errors there say nothing), the flag marks images unlike the
     ones the model learnt. With fewer than
@@ -185,11 +185,11 @@ OBJECT_SHARE_LIMITS = ("max_large_object_share", "max_touching_share", "max_merg
 def _no_tighter_than(rule, base_rule):
     """``rule`` with its object-share limits (:data:`OBJECT_SHARE_LIMITS`) at least as loose as ``base_rule``'s (one
     the training images left unset takes the base's). A few training images put such range limits just past
-    themselves: a fine-tune on 8 DSB images flagged many unseen DSB images its base did not, mostly for merged
-    or touching objects (a user pass, by hand). The size limit too: trained at one size for the set, every
-    training image has the same size signal, and a limit just past it flagged a size setting moved by a tenth
+    themselves: a fine-tune on 8 DSB images flags many unseen DSB images its base does not, mostly for merged
+    or touching objects (checked by hand). The size limit too: trained at one size for the set, every
+    training image has the same size signal, and a limit just past it flags a size setting moved by a tenth
     (a trained size is as sure as the base's). The other limits stay the fine-tune's own: with the base's
-    looser ones a vgg_cells fine-tune flagged far fewer of mbm's images (tried by hand)."""
+    looser ones a vgg_cells fine-tune flags far fewer of mbm's images (tried by hand)."""
     looser = {}
     for limit in (*OBJECT_SHARE_LIMITS, "max_size_ratio"):
         mine, theirs = getattr(rule, limit), getattr(base_rule, limit)

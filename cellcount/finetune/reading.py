@@ -148,7 +148,7 @@ def undotted_count(pred, found: float | None, points: np.ndarray | None) -> floa
 def undotted_share(mass: np.ndarray, points: np.ndarray) -> float | None:
     """The share of ``mass`` (a map in the image's pixels) farther than :data:`FAR_SPACINGS` dot spacings from every
     dot: a part of the image left undotted holds much of it, a fully dotted image that the base over-counts little
-    (mbm's H&E dots, complete, are 2.5x fewer than unet-density's count: "dot every cell" was said of them)."""
+    (mbm's H&E dots, complete, are 2.5x fewer than unet-density's count: "dot every cell" would be said of them)."""
     from scipy import ndimage as ndi
 
     spacing = dot_spacing([points])

@@ -32,7 +32,7 @@ class Run:
 
     def note(self, text: str) -> None:
         """Kept for the end, and said now at the stage the run is in (a note while re-tuning reported as
-        "prepare" sent the Train page's progress bar back to the start)."""
+        "prepare" would send the Train page's progress bar back to the start)."""
         self.notes.append(text)
         self.sink(dataclasses.replace(self.last, loss=math.nan, message=f"{NOTE_PREFIX}{text}"))  # no second loss point
 

@@ -37,7 +37,7 @@ WORSE_SHARE = 0.05
 
 WORSE_OBJECTS = 2.0
 """... and by at least this many objects over all of them, before the base's weights are kept: one nucleus
-on one of two images is no evidence (a fine-tune whose F1 rose was discarded for it in a user pass)."""
+on one of two images is no evidence (a fine-tune whose F1 rose must not be discarded for it)."""
 
 
 def worse_than_base(before: dict[str, float], after: dict[str, float]) -> bool:

@@ -230,7 +230,7 @@ def load_labelled_folder(
     # named like an image beside it (a.csv)
     stems = {p.stem for p in files}
     # a table named as ground truth is an image's points, unless it is a counts table of its own (counts_gt.csv
-    # beside no image "counts": its name read as that image's, and every count it held was unused)
+    # beside no image "counts": its name would read as that image's, and every count it holds go unused)
     point_tables = [p for p in csv_files if (ground_truth_suffix(p) is not None and not _is_counts_table(p, stems))
                     or ((_folder_says(p, root, DOT_DIRS) or (p.parent, _gt_base(p)[0]) in image_stems
                          or (_folder_says(p, root, GROUND_TRUTH_DIRS) and p.stem in stems)) and _is_point_table(p))]

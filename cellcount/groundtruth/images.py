@@ -184,7 +184,7 @@ def read_dot_image(source: object, *, expected_shape: Sequence[int] | None = Non
     _check_shape(name or "dot image", image.shape, expected_shape)
     values = np.nan_to_num(image.astype(np.float64)).reshape(image.shape[0], image.shape[1], -1)
     # the background is the most common value of each channel, not 0: dots on a near-black (1, 10) or a
-    # white canvas, or red dots on white, are then found where a 'non-zero' test saw dots everywhere
+    # white canvas, or red dots on white, are then found where a 'non-zero' test sees dots everywhere
     background = [np.unique(values[..., c], return_counts=True) for c in range(values.shape[2])]
     away = np.abs(values - np.array([v[np.argmax(n)] for v, n in background])).max(axis=2)
     if lossy:

@@ -527,7 +527,7 @@ _SUMMARY_LABELS = frozenset({"mean", "sd", "min", "max"})
 
 def _without_summary_rows(header: list[str], rows: list[list[str]]) -> list[list[str]]:
     """``rows`` without ImageJ's Summarize rows (:data:`_SUMMARY_LABELS` in its Label or row-number column), in
-    a table with either column: read as dots, its Mean and SD rows were two more cells."""
+    a table with either column: read as dots, its Mean and SD rows would be two more cells."""
     where = [i for i, h in enumerate(header) if h == "label" or (i == 0 and h == "")]
     return [row for row in rows if not any(i < len(row) and row[i].strip().lower() in _SUMMARY_LABELS for i in where)]
 

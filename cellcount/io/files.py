@@ -119,7 +119,7 @@ def _walk_folder(root: Path, on_skip: SkipFn, on_hidden: Callable[[Path], None] 
     dangling link is reported through ``on_skip``."""
     seen: set[tuple[int, int]] = set()
     # the folders in the tree itself: a link to one of them (latest -> run42) is another name for files listed
-    # under their own path, passed over without a word (it read as a skipped folder, and the run as failed)
+    # under their own path, passed over without a word (it would read as a skipped folder, and the run as failed)
     inside: set[tuple[int, int]] = set()  # listed once, at the first folder link met: most trees have none
 
     def linked_inside(folder: str) -> bool:
@@ -234,7 +234,7 @@ def list_image_files(
         False (default): files a folder search or pattern finds named like ground truth
         (:func:`split_ground_truth_files`: ``a_labels.tif``, ``masks/a.png`` ...) are left out, as ``cellcount
         count`` leaves them out, with one logged warning saying how many, so that a batch over a folder of images
-        with their annotations counts the images only (a labels file counted as an image gave a row of its own,
+        with their annotations counts the images only (a labels file counted as an image would give a row of its own,
         unflagged); a file named on its own is kept. True: listed too.
     on_other : callable, optional
         Called with each other file a folder search passes over (notes, tables: neither images nor microscope
@@ -284,7 +284,7 @@ def list_image_files(
                   or (path.is_file() and cand.suffix.lower() in NAMED_ONLY_EXTENSIONS)):
                 # one row per path: a folder named twice (data and data/ctrl) lists its files once, but a link
                 # and the file it points to are two paths, each in its own folder (two conditions' tables); by
-                # the resolved path, the one sorted first took the row and the other had none, silently
+                # the resolved path, the one sorted first would take the row and the other none, silently
                 key = Path(os.path.abspath(cand))
                 if key in found:
                     repeated.append(cand)

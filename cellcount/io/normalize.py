@@ -400,7 +400,7 @@ def _plain_gray(arr: np.ndarray) -> np.ndarray:
 
 
 def _beside_another(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a 4-neighbour in it too: salt noise of 5% of the pixels read "40% of the bright
+    """Pixels of ``mask`` with a 4-neighbour in it too: salt noise of 5% of the pixels would read "40% of the bright
     (nucleus) pixels overexposed", its lone pixels at the top value being most of the bright ones."""
     out = np.zeros_like(mask)
     out[1:] |= mask[:-1]

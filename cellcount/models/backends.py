@@ -236,7 +236,7 @@ class OnnxRuntimeNet(torch.nn.Module):
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        # Idle threads sleep instead of spinning: on 2 cores the spin took CPU from everything else in the process
+        # Idle threads sleep instead of spinning: on 2 cores the spin takes CPU from everything else in the process
         # (the size model, the novelty pass, postprocessing): the CLI's 100 images 44.5 s instead of 52.5 s on an
         # AMD EPYC Zen 3 (medians of 3, alternating), the network alone unchanged; not measured on more cores.
         # CELLCOUNT_ORT_SPIN=1 brings back ONNX Runtime's own behaviour (for such comparisons).

@@ -31,7 +31,7 @@ OUTLINE_COLORS_BRIGHT: dict[str, RGB] = {
 _REASON_CODES = {REJECT_REASONS[code]: code for code in REJECT_REASONS}
 GROUND_TRUTH_COLOR: RGB = (255, 40, 40)
 """Red: no outline colour of a prediction (kept or rejected, on dark or bright images) is red, so a legend never
-gives ground truth the colour a prediction's "rejected: too small" has beside it (it was cyan)."""
+gives ground truth the colour a prediction's "rejected: too small" has beside it."""
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:

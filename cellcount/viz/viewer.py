@@ -61,7 +61,7 @@ def _merge_color(kept: RGB | None, picture: np.ndarray | None = None, where: np.
 
 def _apart(palette: dict[str, RGB], kept: RGB, merge: RGB = MERGE_COLOR) -> dict[str, RGB]:
     """``palette`` with every rejected kind whose colour is like ``kept`` given a spare colour unlike the others
-    and unlike the likely merges' ``merge`` (a user's cyan outlines matched the "too small" ones)."""
+    and unlike the likely merges' ``merge`` (cyan outlines chosen by the user would match the "too small" ones)."""
     out = dict(palette)
     for name, rgb in palette.items():
         if name == "kept" or not _alike(rgb, kept):
@@ -374,7 +374,7 @@ def points_overlay(image: np.ndarray, points: np.ndarray | None, *, zoom: float 
     width = max(1, int(zoom) // 2)
     for row, col in np.asarray(points, np.float64).reshape(-1, 2):
         centre = (int((col + 0.5) * zoom), int((row + 0.5) * zoom))
-        # a dark rim under the colour: the light dots alone were hard to see on pink H&E
+        # a dark rim under the colour: the light dots alone are hard to see on pink H&E
         cv2.circle(out, centre, r, (0, 0, 0), thickness=width + 2, lineType=cv2.LINE_AA)
         cv2.circle(out, centre, r, color, thickness=width, lineType=cv2.LINE_AA)
         cv2.circle(out, centre, width + 1, (0, 0, 0), thickness=-1)
