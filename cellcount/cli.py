@@ -151,7 +151,7 @@ def _progress_bar(enabled: bool):
             bar.close()
 
     def blocks(name: str, done: int, total: int) -> None:
-        """An image counted by blocks: its blocks beside the bar (a slide sat at 0/1 for minutes), or in the log's
+        """An image counted by blocks: its blocks beside the bar (else a slide sits at 0/1 for minutes), or in the log's
         progress line where stderr is not a terminal (a slide on a cluster job would say nothing for its whole run)."""
         if not enabled:
             return
@@ -694,7 +694,7 @@ def _check_cluster_options(args: argparse.Namespace) -> str | None:
     from .blocks import DEFAULT_BLOCK_PX, DEFAULT_OVERLAP_PX
 
     given = [o for o, v in (("--block-px", args.block_px), ("--overlap-px", args.overlap_px)) if v is not None]
-    if given and not (args.workers or args.scheduler) and not args.quiet:  # else silent options looked acted on
+    if given and not (args.workers or args.scheduler) and not args.quiet:  # else silent options look acted on
         one = len(given) == 1
         print(f"note: {' and '.join(given)} set{'s' if one else ''} the blocks of huge images counted with --workers or "
               f"--scheduler; this run counts each image whole, so {'it changes' if one else 'they change'} nothing",

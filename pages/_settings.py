@@ -231,7 +231,7 @@ def _image_changes(model: cc.models.CountModel) -> list[str]:
 def _own_changes(model: cc.models.CountModel, most: int = 4) -> str:
     """"Probability threshold: 0.5, Split touching nuclei: Model borders": the model's own settings (not the image
     fields) that differ from its card, as the app shows them; "" when none. Edited from tuned, loaded or past-run
-    settings: those that differ from them, the edits (the tuned values listed first hid the edit behind "1 more")."""
+    settings: those that differ from them, the edits (tuned values listed first would hide the edit behind "1 more")."""
     entry = _entry(model)
     base = entry.get("base")
     if entry["origin"] == "edited" and base is not None and base["origin"] != "card":
@@ -334,7 +334,7 @@ def describe(model: cc.models.CountModel) -> str:
     if changed := _image_changes_text(model):  # with their values: a channel chosen for one image applies to every image
         detail = f"{detail}; Input changed: {changed}" if detail else f"Input changed: {changed}"
     line = f"{text} ({detail})" if detail else text
-    if key == "card" and (kept := _kept_elsewhere(model.name)):  # tuned ones vanished from the line, unsaid
+    if key == "card" and (kept := _kept_elsewhere(model.name)):  # tuned ones would vanish from the line, unsaid
         line += f"; {kept}"
     return line
 

@@ -477,7 +477,7 @@ def settings_json(model_name: str, params: cc.CountParams | dict[str, Any], plan
 
 def _settings_file_key(prefix: str) -> str:
     """The settings uploader's key: a new one after each file is read, so the box is empty again (a file left
-    listed after Reset or a model change looked in use, and choosing it again changed nothing)."""
+    listed after Reset or a model change looks in use, and choosing it again changes nothing)."""
     n = st.session_state.get(f"{prefix}__settings_files_read", 0)
     return f"{prefix}_settings_file" + (f"_{n}" if n else "")
 

@@ -495,7 +495,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
             if over_cap:  # what to do, as the Count page and the command line say it
                 st.caption(f"Images above the pixel cap: {sh.TOO_LARGE_HINT[0].lower()}{sh.TOO_LARGE_HINT[1:]}")
     # the verdict beside the count; the reasons last and wide (cut at 170 px even on a wide screen, and on a small one
-    # they pushed the score off it); the CSV holds every column in its order
+    # they push the score off it); the CSV holds every column in its order
     shown = [c for c in ("file", "plane", "status", "count", "check", "check_score", "check_reasons") if c in df]
     if "reason" in df and df["reason"].fillna("").astype(str).str.len().any():  # why a file was not counted
         shown.insert(shown.index("status") + 1, "reason")

@@ -50,7 +50,7 @@ def _paired_caption(x: str, y: str, truth: pd.Series, px: pd.Series, py: pd.Seri
 
 
 FILE_COLUMN = st.column_config.TextColumn("file", width="medium", help="The image's file name (hover for all of it)")
-"""A fixed width for file names: long ones (DSB's are 64 characters) pushed the models' columns off the page."""
+"""A fixed width for file names: long ones (DSB's are 64 characters) push the models' columns off the page."""
 
 
 def pick_configs() -> list[tuple[str, str, cc.CountParams]]:
@@ -453,7 +453,7 @@ def show(long: pd.DataFrame, configs, sources, page: int | str | None = None, si
                 fig = viz.density_figure(image, res.density, None, height=360,
                                          title=f"{label}<br>{res.count_estimate:.1f}{truth}")
             else:
-                # drawn as on the Count page: a colour chosen against the image (fixed green vanished on purple H&E)
+                # drawn as on the Count page: a colour chosen against the image (a fixed green vanishes on purple H&E)
                 rgb, _ = viz.render_outlines(viz.display_image(image), res.labels, res.rejected, color="auto",
                                              rejected_colors=viz.OUTLINE_COLORS, rejected_ids=res.rejected_ids,
                                              thickness=viz.thickness_for(image.shape, PANEL_PX, median_diameter(res.objects)))

@@ -206,7 +206,7 @@ def show_worst(per_image: pd.DataFrame, items: dict, preds: dict, params: cc.Cou
         if res.output_kind != "density":
             colors = viz.OUTLINE_COLORS_BRIGHT if res.inverted else viz.OUTLINE_COLORS
             rgb = viz.outline_overlay(image, res.labels, res.rejected, colors=colors, rejected_ids=res.rejected_ids)
-            # only the kinds present: four empty entries pushed the picture below its ground truth's
+            # only the kinds present: four empty entries would push the picture below its ground truth's
             legend = viz.outline_legend(res.count, colors=colors, reasons=[r for r, n in res.n_rejected.items() if n],
                                         n_rejected=res.n_rejected)
             if extra is not None and len(extra):  # what the prediction has that the truth has not

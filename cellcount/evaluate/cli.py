@@ -401,7 +401,7 @@ def _run(args: argparse.Namespace) -> int:
     backend = requested_backend(args.backend)  # as count chooses it, so that the two count alike
     model = load_cli_model(args, default_model_name())
     params = resolve_params(model, param_overrides(args))
-    inert = inert_options_note(args, params, model)  # as count says it: accepted in silence, they looked acted on
+    inert = inert_options_note(args, params, model)  # as count says it: accepted in silence, they would look acted on
     if inert:
         print(inert, file=sys.stderr)
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ def split_off_holdout(labelled: list[tuple[str, bytes, GroundTruth]], holdout: f
     train_idx, held_idx, seen_held, moved = _hold_out_unseen(labelled, train_idx, held_idx,
                                                              model.card.training_digests(),
                                                              model.card.training_pixel_digests(), seed=seed)
-    if moved:  # scored on them, the base looked better than it is, and that decides whose weights are kept
+    if moved:  # scored on them, the base looks better than it is, and that decides whose weights are kept
         run.note(f"{len(moved)} image(s) drawn for holding out are among {model.card.name}'s own training images "
                  f"({listed(moved, 3)}): they train instead, and {len(held_idx)} image(s) it never saw are held out")
     if seen_held:  # the base's "before" there flatters it, and so the choice between its weights and the new ones

@@ -65,7 +65,7 @@ def fill_card(verdict: Verdict, s: AnnotatedSet, b: Base, data: str | Path | Lab
     labelled, source, names, images, train_idx, held_idx = s.labelled, s.source, s.names, s.images, s.train_idx, s.held_idx
     diameter, losses, used = reading.diameter, trained.losses, trained.used
     annotation = sorted({s.gts[i].kind for i in train_idx})
-    # the base's own description, not the story of its fine-tune (a fine-tune of a fine-tune told its parent's)
+    # the base's own description, not the story of its fine-tune (a fine-tune of a fine-tune would tell its parent's)
     base_text = model.card.description.split(" Fine-tuned from ")[0]
     held = f" ({len(held_idx)} more held out to score it)" if held_idx else ""
     card.description = (f"{base_text} Fine-tuned from {model.name} on {_images(len(train_idx), 'user')}{held}"

@@ -413,7 +413,7 @@ def ground_truth_suffix(path: str | os.PathLike) -> str | None:
 
 def short_name(name: str, keep: int = 24) -> str:
     """``name`` for display: a stem longer than ``keep`` characters cut to its first 12 and "…", the extension
-    kept (DSB's names are 64-digit hashes that broke mid-word across a narrow column; their start tells them
+    kept (DSB's names are 64-digit hashes that break mid-word across a narrow column; their start tells them
     apart)."""
     stem, dot, ext = name.rpartition(".")
     if not dot:

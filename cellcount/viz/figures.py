@@ -93,7 +93,7 @@ def image_figure(
                 mode="markers",
                 name=name,
                 showlegend=True,
-                # a thin grey rim: a white chip (unmatched objects on dark images) vanished on the white page
+                # a thin grey rim: a white chip (unmatched objects on dark images) vanishes on the white page
                 marker=dict(symbol="square", size=12, color=_hex(color), line=dict(width=1, color="#888888")),
             )
         )
@@ -260,7 +260,7 @@ def points_figure(
             fig.add_trace(go.Scatter(x=lost[:, 1], y=lost[:, 0], mode="markers", name=f"missed ({len(lost)})",
                                      marker=dict(symbol="circle", size=9,
                                                  color=_hex(missed_color or GROUND_TRUTH_COLOR),
-                                                 # outlined: a white dot vanished in the legend's white
+                                                 # outlined: a white dot vanishes in the legend's white
                                                  line=dict(color="#000000", width=1))))
     if not legend:  # the markers' entries only: the picture (a go.Image) has no legend property
         fig.update_traces(showlegend=False, selector=dict(type="scatter"))
