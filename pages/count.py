@@ -111,7 +111,7 @@ def view_ui(shape: tuple[int, int]) -> dict:
                          "waist (not convex), often two or more nuclei counted as one. One large round "
                          "nucleus is not marked.")
             zoom = ZOOMS[v["zoom"]]
-            if zoom and max(shape) * zoom <= viz.ZOOM_VIEW_PX:  # no window to move: say so (200% looks smaller than Fit)
+            if zoom and max(shape) * zoom <= viz.ZOOM_VIEW_PX:  # no window to move: say so (200% looks less than Fit)
                 st.caption(f"At {zoom * 100}% the whole image is shown ({shape[1] * zoom} × {shape[0] * zoom} px on "
                            "screen, scrolling where the panel is narrower); "
                            "Fit shows it as wide as the panel. A window to move appears when a zoom makes it larger "
