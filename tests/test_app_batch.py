@@ -376,6 +376,7 @@ def stopped_long_batch():
     return at, job, names
 
 
+@pytest.mark.slow
 def test_stop_keeps_the_images_counted_so_far():
     at, job, names = stopped_long_batch()
     df = at.dataframe[0].value

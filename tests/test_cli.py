@@ -468,6 +468,7 @@ def test_settings_json_is_applied_and_flags_override_it(small_folder, tmp_path):
     assert p4["nucleus_diameter_px"] == 40.0 and p4["auto_nucleus_size"] is True
 
 
+@pytest.mark.slow
 def test_finetune_subcommand_delegates_to_cellcount_finetune(tiny_model, tmp_path, draw_disks, capsys):
     import numpy as np
     from PIL import Image

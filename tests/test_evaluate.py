@@ -590,6 +590,7 @@ def test_evaluate_says_which_options_do_nothing_and_saves_only_what_acts(samples
     assert isinstance(record.get("backend"), str) and record["backend"]
 
 
+@pytest.mark.slow
 def test_tuned_settings_saved_name_their_images_and_scoring_them_again_says_so(samples_dir, tmp_path, capsys):
     """A tuned settings file, loaded later on the same images, gave a flattering MAE with no word (a tester, in the
     app): the file holds the sha256 of the images tuned on, as the app records its uploads', and evaluate says so."""
@@ -788,6 +789,7 @@ def _touching_pairs_items(draw_disks):
         yield name, image, GroundTruth(kind="labels", count=int(labels.max()), labels=labels)
 
 
+@pytest.mark.slow
 def test_quiet_prints_only_the_figures(samples_dir, tmp_path):
     import shutil
     import subprocess
@@ -818,6 +820,7 @@ def test_a_fine_tunes_held_out_images_its_base_learnt_are_not_called_its_trainin
     assert card.trained_on_note(["t1.png"], 3).startswith("1 of these 3 images were among dsb-ft's training images")
 
 
+@pytest.mark.slow
 def test_figures_on_the_tuning_images_say_so_and_a_saved_file_that_counts_no_better_too(samples_dir, tmp_path, capsys):
     """evaluate --tune printed MAE 1.50 on the images it tuned on without a word (4.0 on images it had not seen),
     and --save-settings wrote settings its own check had found no better."""

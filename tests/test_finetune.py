@@ -522,6 +522,7 @@ def test_a_budget_refused_before_the_settings_search_is_timed_names_a_least_budg
     assert _check_budget(2.0, 20.0, 10.0, 6) == pytest.approx(90.0)
 
 
+@pytest.mark.slow
 def test_a_mixed_set_keeps_per_image_background_and_size(tiny_model, tmp_path, draw_disks):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="mask")
@@ -1195,6 +1196,7 @@ def test_the_saved_card_flags_every_count_when_the_held_out_bound_reaches_the_la
     assert "always" not in (even.card.extra.get("quality") or {}).get("rule", {}) and not run.notes
 
 
+@pytest.mark.slow
 def test_a_segmentation_fine_tuned_on_dots_that_counts_its_own_images_far_off_points_to_a_density_model(
         tiny_model, tmp_path, draw_disks):
     """On vgg_cells (crowded cells) a unet-mask fine-tune from dots counted held-out images ~27% off where

@@ -120,6 +120,7 @@ def test_csv_stream_copies_about_its_final_size_a_few_times_not_once_per_row(tmp
     assert len(published) < 300
 
 
+@pytest.mark.slow
 def test_counts_publish_as_often_as_their_throttle_says_never_ahead_of_regions_and_objects(tmp_path, monkeypatch):
     """Counts waited for the regions and the objects to publish on the same image, which with publishes that wait
     for growth they hardly ever did: 83 of 2000 rows before the close (a reviewer's simulation). Counts now publish
@@ -849,6 +850,7 @@ def test_resume_of_a_density_model_ignores_mask_settings(tmp_path, capsys, tiny_
     assert "3 image(s) in" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_says_the_model_changed(resume_inputs, tmp_path, capsys, tiny_models):
     out = tmp_path / "c.csv"
     argv = ["count", str(resume_inputs / "in"), "--out", str(out), "--no-progress"]
