@@ -542,9 +542,10 @@ CUT_OFF_WINDOW_H = 24
 
 
 def cut_off_note() -> None:
-    """The latest app batch whose process ended before it finished (the app was stopped or restarted while it
+    """The app's latest batch, where its process ended before it finished (the app was stopped or restarted while it
     counted), within :data:`CUT_OFF_WINDOW_H` hours, said once per browser session: its uploads and progress went
-    with the app, and the page would otherwise show an empty batch as if none had run."""
+    with the app, and the page would otherwise show an empty batch as if none had run. A batch counted since (by
+    anyone on this server) is the latest: an old cut-off is then no news to every colleague's new tab."""
     import pandas as pd
 
     from cellcount import history
@@ -556,10 +557,12 @@ def cut_off_note() -> None:
         runs = history.list_runs(20)
     except history.HistoryError:
         return
-    cut = runs[(runs["source"] == "app") & (runs["status"] == history.ENDED) & (runs["n_rows"] < runs["n_inputs"])]
-    if not len(cut):
+    app_runs = runs[runs["source"] == "app"]
+    if not len(app_runs):
         return
-    run = cut.iloc[0]
+    run = app_runs.iloc[0]  # the newest
+    if run["status"] != history.ENDED or not run["n_rows"] < run["n_inputs"]:
+        return
     try:
         started = pd.Timestamp(run["started_at"])
         recent = pd.Timestamp.now(tz=started.tz) - started < pd.Timedelta(hours=CUT_OFF_WINDOW_H)

@@ -127,10 +127,13 @@ m[0].metric("Images", len(rows) if len(rows) == run["n_inputs"] else f"{len(rows
 ok = rows[rows["status"] == "ok"] if len(rows) else rows
 m[1].metric("Counted", len(ok))
 m[2].metric("Total count", int(ok["count"].astype(float).sum()) if len(ok) else 0)
-m[3].metric("Status", run["status"])
+m[3].metric("Status", run["status"],
+            help="ended: its process stopped before it finished (the app or the command was stopped, killed or "
+            "restarted); its rows are what it counted" if run["status"] == history.ENDED else None)
 st.markdown(
-    f"**{run['model']}** · {run['source']} on {run['host']} · started {when(run['started_at'])}, finished "
-    f"{when(run['finished_at'])}",
+    f"**{run['model']}** · {run['source']} on {run['host']} · started {when(run['started_at'])}, "
+    + (f"finished {when(run['finished_at'])}" if run["finished_at"] else "still counting"
+       if run["status"] == "running" else "never finished"),
     help=f"The model's weights: sha256 {run['model_sha256'] or 'not recorded'} (a model retrained since under "
     "the same name has other weights).",
 )

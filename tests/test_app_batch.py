@@ -648,6 +648,12 @@ def test_a_batch_cut_off_by_an_app_restart_is_said_on_the_next_visit():
     assert len(said) == 1 and f"run {run} (classical-otsu), 3 of 10 image(s)" in said[0], [w.value for w in at.warning]
     at.run()
     assert not any(w.value.startswith("A batch counted in this app ended") for w in at.warning), "once a session"
+    # a batch counted since in the app: the old cut-off is no news to the next new tab
+    later = history.start_run(source="app", model="classical-otsu", model_sha256=None, settings={},
+                              inputs=["img_0.png"])
+    history.add_rows(later, [{"file": "img_0.png", "status": "ok", "count": 3}])
+    history.finish_run(later, "done")
+    assert not any(w.value.startswith("A batch counted in this app ended") for w in open_batch().warning)
 
 
 def test_an_image_above_the_pixel_cap_says_what_to_do(monkeypatch, count_batch):
