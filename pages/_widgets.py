@@ -282,7 +282,7 @@ def _threshold_ui(c: Any, prefix: str, model: Any, stats: tuple[np.ndarray, floa
         why = (" With 'Model borders' (and 'Auto', mostly) the nuclei are told apart where the model drew their "
                "outlines, so the threshold mostly moves the outlines and areas, little the count."
                if split_mode in ("borders", "auto") else "")
-        c.caption(f"Pixels per foreground probability, 0 to 1 (log scale; red: the threshold). "
+        c.caption(f"Pixels per foreground probability, 0 to 1 (ticks every 0.25; log scale; red: the threshold). "
                   f"{100 * stats[1]:.1f}% lie between 0.1 and 0.9, the only ones the threshold can move.{why}")
     return value
 

@@ -350,11 +350,18 @@ def test_histogram_strip_and_encoders():
     shares = np.zeros(20)
     shares[0], shares[-1], shares[10] = 0.7, 0.29, 0.01
     pic = viz.histogram_strip(shares, threshold=0.5, width=200, height=40)
-    assert pic.shape == (40, 200, 3)
-    assert (pic[:, 99:101] == (214, 39, 40)).all()  # the threshold line
-    assert (pic[20, 2:8] == (31, 111, 120)).all()  # the big bar at 0
-    jpg, png = viz.encode_jpeg(pic), viz.encode_png(pic)
-    assert jpg[:2] == b"\xff\xd8" and png[:4] == b"\x89PNG"
+    assert pic.shape == (40, 200, 4)
+    assert (pic[:, 99:101] == (214, 39, 40, 255)).all()  # the threshold line
+    assert (pic[20, 2:8] == viz.viewer.HISTOGRAM_BAR).all()  # the big bar at 0
+    assert (pic[2, 20:90, 3] == 0).all(), "transparent where no bar is: no white box on a dark page"
+    assert (pic[-2, [0, 49, 149]] == (150, 150, 150, 255)).all()  # ticks at 0, 0.25, 0.75
+    png = viz.encode_png(pic)
+    import cv2
+
+    back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert png[:4] == b"\x89PNG" and np.array_equal(back[..., [2, 1, 0, 3]], pic)
+    jpg = viz.encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+    assert jpg[:2] == b"\xff\xd8"
 def test_error_bars_sorted_signed_and_coloured():
     import pandas as pd
 

@@ -271,10 +271,12 @@ def _paint(out: np.ndarray, mask: np.ndarray, color: RGB | np.ndarray, opacity: 
 def histogram_strip(
     shares: np.ndarray, *, threshold: float | None = None, width: int = 240, height: int = 56
 ) -> np.ndarray:
-    """A small uint8 (height, width, 3) bar picture of pixel shares per probability bin (over 0-1, log
+    """A small uint8 (height, width, 4) bar picture of pixel shares per probability bin (over 0-1, log
     scale from 0.001% to 100% so a few uncertain pixels stay visible beside the peaks at 0 and 1), with the
-    threshold as a red line. A picture, not a chart: cheap to redraw on every slider move."""
-    out = np.full((height, width, 3), 255, np.uint8)
+    threshold as a red line and ticks at 0, 0.25, 0.5, 0.75 and 1 under the bars. A picture, not a chart: cheap to
+    redraw on every slider move. Its background is transparent and its colours mid-tones, so it reads on the
+    light theme's page and the dark one's alike (white, it was a bright box on a dark page)."""
+    out = np.zeros((height, width, 4), np.uint8)
     shares = np.asarray(shares, np.float64)
     n = len(shares)
     level = np.clip((np.log10(np.maximum(shares * 100, 1e-3)) + 3) / 5, 0, 1)  # 1e-3 % .. 100 %
@@ -282,12 +284,19 @@ def histogram_strip(
         x0, x1 = int(i * width / n) + 1, max(int((i + 1) * width / n) - 1, int(i * width / n) + 2)
         top = height - 1 - int(round(v * (height - 2)))
         if shares[i] > 0:
-            out[top:height - 1, x0:x1] = (31, 111, 120)
-    out[height - 1] = (150, 150, 150)
+            out[top:height - 4, x0:x1] = HISTOGRAM_BAR
+    out[height - 4] = (150, 150, 150, 255)
+    for tick in np.linspace(0, 1, 5):
+        x = int(round(tick * (width - 1)))
+        out[height - 4:, max(x - 1, 0):x + 1] = (150, 150, 150, 255)
     if threshold is not None:
         x = int(np.clip(round(float(threshold) * (width - 1)), 0, width - 1))
-        out[:, max(x - 1, 0) : x + 1] = (214, 39, 40)
+        out[:, max(x - 1, 0) : x + 1] = (214, 39, 40, 255)
     return out
+
+
+HISTOGRAM_BAR = (45, 140, 152, 255)
+"""The probability strip's bars: a teal between the two themes' accents, readable on white and on a dark page."""
 
 
 def window_step(size_px: int, zoom: int) -> float:
@@ -327,10 +336,11 @@ def zoom_view(rgb: np.ndarray, *, zoom: int, center: tuple[float, float], max_si
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of a small uint8 (H, W, 3) picture (fast compression)."""
+    """PNG bytes of a small uint8 (H, W, 3) picture, or (H, W, 4) with transparency (fast compression)."""
     import cv2
 
-    bgr = cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8), cv2.COLOR_RGB2BGR)
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGBA2BGRA if rgb.ndim == 3 and rgb.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise ValueError("could not encode the picture as PNG")
