@@ -104,6 +104,22 @@ def pick_one(
     return c.selectbox(label, options, key=key, persist_state=PERSIST, **kwargs)
 
 
+FLAG_WORD = "⚠ check"
+"""A flagged count in the tables: a word, where a read-only tick looked like a disabled control, the least visible
+column of the table that says not to trust a count (and in the dark theme a grey box on grey)."""
+
+
+def flag_words(values: pd.Series) -> pd.Series:
+    """The quality flag column (bool, or NaN where nothing was counted) as the tables show it: :data:`FLAG_WORD` or
+    empty."""
+    return values.map(lambda v: FLAG_WORD if isinstance(v, (bool, int, float)) and v == v and bool(v) else "")
+
+
+def flag_column(label: str, width: int, help: str) -> Any:
+    """The column config of :func:`flag_words`'s column."""
+    return st.column_config.TextColumn(label, width=width, help=help)
+
+
 def dataframe(df: pd.DataFrame, *, container: Any = None, **kwargs: Any) -> Any:
     """``st.dataframe`` without the index, missing values shown as a dash."""
     return (container or st).dataframe(df, hide_index=True, placeholder="—", **kwargs)

@@ -500,7 +500,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
     if "reason" in df and df["reason"].fillna("").astype(str).str.len().any():  # why a file was not counted
         shown.insert(shown.index("status") + 1, "reason")
     sh.dataframe(
-        df[shown],
+        df[shown].assign(**({"check": sh.flag_words(df["check"])} if "check" in shown else {})),
         column_config={
             "file": st.column_config.TextColumn("file", width=180, help="The file's name (hover for all of it)"),
             # "ok" beside a flagged count would read as "the count is fine"
@@ -509,7 +509,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
                      "error: it could not be (the reason says why); skipped: not counted, on purpose"),
             "reason": st.column_config.TextColumn(width=170, help="Why the file was not counted"),
             "count": st.column_config.NumberColumn(width=60),
-            "check": st.column_config.CheckboxColumn("check this image", width=120, help=CHECK_HELP),
+            "check": sh.flag_column("check this image", 120, CHECK_HELP),
             "check_reasons": st.column_config.TextColumn("why", width=420,
                                                          help="Why the count may be wrong (empty: no warning)"),
             "check_score": st.column_config.NumberColumn(

@@ -43,8 +43,8 @@ PER_IMAGE_CONFIG = {
     "error": st.column_config.NumberColumn("error", format="%+.1f", help="predicted - true", width=60),
     "rel_error": st.column_config.NumberColumn("rel. error", format="%.1f%%", help="|predicted - true| / true count, in % (the CSV's rel_error: the same as a fraction)",
                                                width=80),
-    "check": st.column_config.CheckboxColumn("check", width=60, help="The quality flag: this count may be wrong (the "
-                                                                     "reasons are in the CSV's check_reasons)"),
+    "check": sh.flag_column("check", 70, "The quality flag: this count may be wrong (the reasons are in the CSV's "
+                            "check_reasons)"),
     "f1": st.column_config.NumberColumn("F1", format="%.2f", width=60, help="Objects matched to ground truth "
                                         "(precision and recall per image in the CSV)"),
     "mean_iou": st.column_config.NumberColumn("mean IoU", format="%.2f", width=80),
@@ -535,7 +535,9 @@ with right:
             if (per_image["pred"].dropna() % 1 == 0).all():  # whole counts (segmentation): no ".0" after each
                 config["pred"] = st.column_config.NumberColumn("predicted", format="%d", width=80)
                 config["error"] = st.column_config.NumberColumn("error", format="%+d", help="predicted - true", width=60)
-            sh.dataframe(per_image.assign(rel_error=100 * per_image["rel_error"]), column_order=shown,
+            sh.dataframe(per_image.assign(rel_error=100 * per_image["rel_error"],
+                                          **({"check": sh.flag_words(per_image["check"])} if "check" in shown else {})),
+                         column_order=shown,
                          column_config=config)
             st.caption("More columns (precision, recall, matched / extra / missed objects, nucleus-size estimate, "
                        "timings) in the CSV.")

@@ -139,7 +139,8 @@ st.markdown(
 )
 if len(rows):
     shown = [c for c in ROW_COLUMNS if c in rows.columns]
-    sh.dataframe(rows, key=f"{P}_rows", column_order=shown,
+    sh.dataframe(rows.assign(**({"check": sh.flag_words(rows["check"])} if "check" in shown else {})),
+                 key=f"{P}_rows", column_order=shown,
                  # the score as Batch shows it (two decimals: one scale on both pages); text cut less
                  column_config={c: st.column_config.Column(ROW_COLUMNS[c]) for c in shown}
                  | {"check_score": st.column_config.NumberColumn(ROW_COLUMNS["check_score"], format="%.2f"),
