@@ -173,8 +173,8 @@ def render_outlines(
     color : an RGB triple, ``"auto"`` (:func:`contrast_color` against the pixels under the outlines) or
         ``"per object"`` (one colour per object, :func:`object_colors`).
     thickness : line width, px. opacity : 0-1, how much the lines cover the image.
-    merges : labels of likely merged objects (``cellcount.measure.likely_merges``), drawn thicker, in red unless the
-        picture or the kept outlines are red (:func:`_merge_color`).
+    merges : labels of likely merged objects (``cellcount.measure.likely_merges``), drawn thicker and dashed, in red
+        (beside white or black) unless the picture or the kept outlines are red (:func:`_merge_color`).
     rejected_ids : optional (H, W) ids of the rejected objects (``CountResult.rejected_ids``): touching rejected
         objects are then outlined apart, not as one region.
     merge_boxes : optional (len(merges), 4) bounding boxes of those objects (row0, col0, row1, col1,
@@ -238,19 +238,37 @@ def render_outlines(
         if per_object:
             merge_rgb = (0, 0, 0) if float(np.mean(base)) > 127 else (255, 255, 255)
         if len(merges):
+            # dashed in two tones, unlike every solid outline: a merge stays apart from a kept object where their
+            # colours read alike (red and green to the red-green colour blind, one man in twelve)
+            other = (0, 0, 0) if float(np.mean(base)) > 127 else (255, 255, 255)
+            other = (255, 255, 255) if other == merge_rgb == (0, 0, 0) else (0, 0, 0) if other == merge_rgb else other
             if merge_boxes is None:
                 flag = np.zeros(int(lab.max()) + 1, bool)
                 flag[np.asarray(merges, np.int64)] = True
                 merged = np.take(flag, lab).astype(np.uint8)
-                _paint(out, boundaries(merged, thickness=thickness + 1), merge_rgb, 1.0)
+                _paint_dashed(out, boundaries(merged, thickness=thickness + 1), (0, 0), merge_rgb, other)
             else:
                 pad = thickness + 2  # room for the outer line, grown by thickness + 1
                 for label, (r0, c0, r1, c1) in zip(merges, np.asarray(merge_boxes, np.int64), strict=True):
                     r0, c0, r1, c1 = max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, h), min(c1 + pad, w)
                     crop = (lab[r0:r1, c0:c1] == label).astype(np.uint8)
-                    _paint(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), merge_rgb, 1.0)
-            legend["likely merge (far larger than its neighbours, with a waist)"] = merge_rgb
+                    _paint_dashed(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), (r0, c0), merge_rgb,
+                                  other)
+            legend["likely merge (far larger than its neighbours, with a waist; dashed)"] = merge_rgb
     return out, legend
+
+
+DASH_PX = 4
+"""The length of each tone of a likely merge's dashed outline, px of the image."""
+
+
+def _paint_dashed(out: np.ndarray, mask: np.ndarray, origin: tuple[int, int], color: RGB, other: RGB) -> None:
+    """Paint ``mask`` in dashes of ``color`` and ``other``, in place; ``origin``: where ``out`` lies in the whole
+    picture (row, column), so that dashes drawn crop by crop line up."""
+    rows, cols = np.nonzero(mask)
+    first = (((rows + origin[0]) + (cols + origin[1])) // DASH_PX) % 2 == 0
+    out[rows[first], cols[first]] = color
+    out[rows[~first], cols[~first]] = other
 
 
 def _paint(out: np.ndarray, mask: np.ndarray, color: RGB | np.ndarray, opacity: float) -> None:
