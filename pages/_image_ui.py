@@ -370,8 +370,10 @@ def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
         "Inference backend", options, key=key,
         on_change=lambda: st.session_state.__setitem__(BACKEND_KEY, st.session_state[key]),
         help="auto: the backend measured fastest for this model on this machine (timed once, remembered in the "
-        "cache folder). The others force one: onnxruntime and torch compute in fp32, bf16 in bfloat16 (counts "
-        "within 0.5%). The CELLCOUNT_BACKEND environment variable sets the default.",
+        "cache folder, timed again when that was on a busy machine). The others force one: onnxruntime and torch "
+        "compute in fp32, bf16 in bfloat16 (totals within about 0.5%, not every image: one near Split Auto's switch "
+        "can take the other split). Force one to compare counts across days. The CELLCOUNT_BACKEND environment "
+        "variable sets the default.",
     )
     try:
         name, why = model.backend_in_use(current)

@@ -534,7 +534,7 @@ def _apply_settings_file(prefix: str) -> None:
     # an unknown one, so its backend says nothing of this one's counts
     if recorded_backend and running and recorded_backend != running and named == model_name:
         note += (f" The file records counts made with the {recorded_backend} backend; this session runs "
-                 f"{running} (Count's Timing tab), so a count may differ by an object (totals within 0.5%).")
+                 f"{running} (Count's Timing tab), so a count may differ by an object (totals within about 0.5%; an image near Split Auto's switch can take the other split).")
     if plane is not None:  # the z-stack plane it was saved with; Count checks it against each file's planes
         set_plane_choice(plane)
         note += f" Z-stacks: {'maximum projection' if plane == 'max' else f'plane {plane}'}."
