@@ -11,6 +11,7 @@ import streamlit as st
 import cellcount as cc
 from cellcount.memory import keep_freed_memory
 from pages import _shared as sh
+from pages import _tabstate
 
 st.set_page_config(page_title="cellcount", page_icon=":material/biotech:", layout="wide")
 # as the CLI does: each image's tensors reuse the last one's pages (PyTorch's networks about 1.3x faster, a
@@ -135,6 +136,9 @@ def home() -> None:
 
 
 st.session_state[sh.ENTRY_FLAG] = True
+_tabstate.start()  # a reload or a restarted app gets this tab's settings back
+if said := _tabstate.restored_note():
+    st.info(said, icon=":material/settings_backup_restore:")
 nav = st.navigation(
     [
         st.Page(home, title="Home", icon=":material/home:", default=True),
@@ -151,5 +155,8 @@ PAGES = {"count": COUNT, "batch": BATCH, "evaluate": EVALUATE, "compare": COMPAR
          "runs": RUNS}
 goto = st.session_state.pop(sh.GOTO_KEY, None)
 if goto in PAGES:
-    st.switch_page(PAGES[goto])  # back to the page a deep link asked for
-nav.run()
+    st.switch_page(PAGES[goto], query_params=st.query_params.to_dict())  # back to the page a deep link asked for
+try:
+    nav.run()
+finally:  # also when a rerun or st.stop ends the page early: what it changed is saved
+    _tabstate.save()

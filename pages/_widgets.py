@@ -422,8 +422,8 @@ def settings_status(model: cc.models.CountModel, prefix: str, *, container: Any 
     plane = st.session_state.get(PLANE_CHOICE, "first")
     read = "" if plane == "first" else (" · z-stacks: their maximum projection" if plane == "max" else
                                         f" · z-stacks: plane {plane} (0 = the first)")
-    row.caption(settings.describe(model) + read + " · the same on Count, Batch, Evaluate and Compare, for this "
-                "browser session (keep them with a settings file)")
+    row.caption(settings.describe(model) + read + " · the same on Count, Batch, Evaluate and Compare, in this tab, "
+                "kept when it reloads (keep them for good with a settings file)")
     with row:
         reset_button(prefix, model.name, icon=":material/restart_alt:", type="tertiary",
                      disabled=settings.origin(model)[0] == "card")

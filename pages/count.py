@@ -17,6 +17,7 @@ from cellcount.pipeline import split_distance_px
 from cellcount.postprocess import REJECT_REASONS, auto_split_note
 from pages import _settings as settings
 from pages import _shared as sh
+from pages import _tabstate
 from pages._quality import quality_badge
 
 sh.require_entry_point("count")
@@ -384,6 +385,7 @@ def results_panel(source: sh.Source | None, image: np.ndarray | None, model_name
 
     The sliders are drawn whether or not an image is loaded, so replacing the upload never unmounts them.
     """
+    _tabstate.save()  # a slider's rerun is this fragment's alone: the entry point does not run to keep the tab's state
     try:
         model = sh.get_model(model_name)
     except cc.CellcountError:  # deleted meanwhile (Models page, another tab): the whole page picks another

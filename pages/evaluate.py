@@ -241,7 +241,7 @@ def _apply_tuned(best: dict, model_name: str, n_images: int, digests: tuple[str,
                       detail=f"Evaluate, {n_images} images" + (f"; the check: {said}" if said else ""))
     st.session_state[f"{P}__msg"] = (
         "success", f"Tuned settings of {model_name} applied: Count, Batch, Evaluate and Compare now use them, in "
-        "this browser session (a reload or a new tab starts from the model card): download them (Tuned settings "
+        "this tab, kept when it reloads (a new tab starts from the model card): download them (Tuned settings "
         "JSON) to keep them, and load the file on any page or with the command line's --settings.")
 
 

@@ -237,6 +237,7 @@ def test_input_settings_changed_by_hand_read_as_edited_on_every_page():
     assert at.number_input(key="batch_nucleus_diameter_px").value == (card.nucleus_diameter_px or 0.0)
 
 
+@pytest.mark.slow
 def test_edits_undone_by_hand_read_as_the_model_card_again():
     """Min. area 5 -> 40 -> 5 and Invert auto -> on -> auto left "edited (...; Input changed: Invert auto)" with
     Reset enabled, and every other model read as edited too (a tester)."""
@@ -711,3 +712,45 @@ def test_a_channel_chosen_beyond_the_first_four_shows_on_batch():
     (shown,) = [s for s in at.selectbox if s.key and s.key.startswith("batch_channel_")]
     assert shown.value == 4 and "channel 4" in shown.format_func(4)
     assert list(shown.options)[-1].startswith("channel 7"), "eight channels offered with no image to ask"
+
+
+def test_a_reload_or_a_restarted_app_gives_the_tab_its_settings_back():
+    """A reload (or a restarted app, whose open tab reconnects) starts a new session: the tab came back with the model
+    card's Min. area 5 where the user had set 31, and said nothing. The tab's address carries a token; a new session
+    of that address reads the tab's settings back and says so; another address (a new tab) starts from the card."""
+    from pages import _tabstate
+
+    at = open_page("count")
+    token = at.query_params[_tabstate.TAB_PARAM]
+    token = token[0] if isinstance(token, list) else token
+    assert len(token) == 16, "the tab's address carries its token"
+    at.number_input(key="count_min_area_px").set_value(31)
+    at.run()
+    assert (_tabstate.folder() / f"{token}.json").is_file(), "saved when changed"
+
+    again = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
+    again.query_params[_tabstate.TAB_PARAM] = token  # the same address: a reload
+    again.run()
+    assert any(i.value.startswith("This tab's settings are back as you left them") for i in again.info)
+    again.switch_page("pages/batch.py")
+    again.run()
+    assert not again.exception, again.exception
+    assert again.number_input(key="batch_min_area_px").value == 31
+    assert "edited" in captions(again)
+
+    fresh = open_page("batch")  # a new tab: its own address, the model card
+    assert fresh.number_input(key="batch_min_area_px").value != 31
+    assert not any(i.value.startswith("This tab's settings are back") for i in fresh.info)
+
+
+def test_a_tab_token_that_is_no_token_is_replaced_not_read():
+    """Only a token of this app's own form names a file: anything else in the address is replaced."""
+    from pages import _tabstate
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
+    at.query_params[_tabstate.TAB_PARAM] = "../../etc/passwd"
+    at.run()
+    assert not at.exception, at.exception
+    token = at.query_params[_tabstate.TAB_PARAM]
+    token = token[0] if isinstance(token, list) else token
+    assert _tabstate._TOKEN.fullmatch(token)

@@ -1,0 +1,135 @@
+"""A tab's settings kept across a reload and an app restart.
+
+Not a page. Streamlit's session state lives in the server's memory and ends with the browser's connection: a
+reload (F5) or a restarted app starts a new session, which read the model cards again without a word while the
+page showed the user's edited or tuned settings a moment before. Each tab's address carries a random token
+(``?tab=...``); the settings store, the z-stack choice and the backend forced are written under it to the user's
+data folder when they change, and a new session of that address reads them back and says so. A new tab (another
+address) starts from the model cards, as before; a duplicated tab shares its address, and the last one to change
+its settings is the one kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from cellcount import history
+from pages._image_ui import BACKEND_KEY, PLANE_CHOICE
+from pages._settings import STORE_KEY
+
+TAB_PARAM = "tab"
+"""The address's query parameter that names the tab's saved state."""
+KEPT_KEYS = (STORE_KEY, PLANE_CHOICE, BACKEND_KEY)
+"""Session state kept for a tab: the settings per model (with where they came from), the plane of z-stacks, the
+backend forced on the Timing tab."""
+KEPT_DAYS = 30
+"""A tab's saved state older than this is deleted (the next time any tab saves)."""
+_TOKEN_KEY = "_tab_token"
+_SAVED_KEY = "_tab_saved"  # the digest of what was last written, so an unchanged state is not written again
+_RESTORED_KEY = "_tab_restored"
+_PRUNED_KEY = "_tab_pruned"
+_TOKEN = re.compile(r"[0-9a-f]{16}")
+
+
+def folder() -> Path:
+    """Where tabs' states are kept: ``tabs/`` in the cellcount data folder (beside the run history)."""
+    return history.data_dir() / "tabs"
+
+
+def _path(token: str) -> Path:
+    return folder() / f"{token}.json"
+
+
+def start() -> None:
+    """Call first thing in every run: give the tab its token (in the address), and on a new session of an address
+    that has one, read its saved state back (once)."""
+    ss = st.session_state
+    if _TOKEN_KEY not in ss:
+        given = st.query_params.get(TAB_PARAM, "")
+        if _TOKEN.fullmatch(given or ""):
+            ss[_TOKEN_KEY] = given
+            _restore(given)
+        else:
+            ss[_TOKEN_KEY] = secrets.token_hex(8)
+    if st.query_params.get(TAB_PARAM) != ss[_TOKEN_KEY]:  # page links and switches drop the address's parameters
+        st.query_params[TAB_PARAM] = ss[_TOKEN_KEY]
+
+
+def _restore(token: str) -> None:
+    try:
+        data = json.loads(_path(token).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # never saved (a tab that changed nothing), deleted, or unreadable: the model cards, as a new tab
+    if not isinstance(data, dict):
+        return
+    restored = [key for key in KEPT_KEYS if key in data and key not in st.session_state]
+    for key in restored:
+        st.session_state[key] = data[key]
+    if restored:
+        st.session_state[_SAVED_KEY] = _digest(_snapshot())
+        st.session_state[_RESTORED_KEY] = data.get("saved_at", "")
+
+
+def restored_note() -> str | None:
+    """Once, after a session read its tab's saved state back: what happened, for the page to say."""
+    when = st.session_state.pop(_RESTORED_KEY, None)
+    if when is None:
+        return None
+    return (f"This tab's settings are back as you left them{f' ({when})' if when else ''}: the page was reloaded or "
+            "the app restarted, which starts a new session. A new tab starts from the model cards.")
+
+
+def _snapshot() -> dict[str, Any]:
+    return {key: st.session_state[key] for key in KEPT_KEYS if key in st.session_state}
+
+
+def _digest(snapshot: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True, default=_plain).encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """A numpy number (a tuned setting) as the Python number it is; anything else as its text."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def save() -> None:
+    """Call at the end of every run (also one a rerun or stop ends): write the tab's state where it changed."""
+    token = st.session_state.get(_TOKEN_KEY)
+    snapshot = _snapshot()
+    if not token or not snapshot:
+        return
+    digest = _digest(snapshot)
+    if st.session_state.get(_SAVED_KEY) == digest:
+        return
+    body = json.dumps({**snapshot, "saved_at": time.strftime("%Y-%m-%d %H:%M", time.localtime())}, sort_keys=True,
+                      default=_plain)
+    try:
+        folder().mkdir(parents=True, exist_ok=True)
+        tmp = _path(token).with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, _path(token))  # whole or not at all: a reader never sees half a file
+    except OSError:
+        return  # a read-only or full data folder: the session keeps its settings in memory, as it always did
+    st.session_state[_SAVED_KEY] = digest
+    if not st.session_state.get(_PRUNED_KEY):  # once a session: a slider's every move saves
+        st.session_state[_PRUNED_KEY] = True
+        _prune()
+
+
+def _prune() -> None:
+    cutoff = time.time() - KEPT_DAYS * 86400
+    try:
+        for path in folder().glob("*.json"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+    except OSError:
+        pass
