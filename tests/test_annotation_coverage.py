@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 
 from cellcount.evaluate.annotation import MIN_OUTSIDE, MIN_SHARE, partial_annotation_note, unannotated_share
@@ -30,6 +31,7 @@ def test_the_note_names_the_images_past_both_limits():
     assert partial_annotation_note(table.drop(columns=["unannotated_share"])) is None
 
 
+@pytest.mark.slow
 def test_evaluate_warns_of_labels_of_the_left_half_and_tuning_says_it_fits_them(samples_dir, tmp_path, capsys):
     """A tester's labels of each image's left half: MAE 23, and --tune "helped" to settings that took the fully
     labelled images from MAE 2.4 to 17, with no word of the annotation."""

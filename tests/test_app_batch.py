@@ -86,6 +86,7 @@ def test_three_files_one_broken(count_batch, monkeypatch):
     assert any("counted with classical-otsu, not unet-mask" in w.value for w in at.warning)
 
 
+@pytest.mark.slow
 def test_macos_dot_underscore_files_uploaded_loose_are_skipped_as_in_a_zip(count_batch):
     """A folder copied from a Mac's USB stick holds ._A01.tif beside A01.tif: in a zip it was left out, uploaded as
     loose files it failed as "not an image in a format we can read"."""
@@ -112,6 +113,7 @@ def test_macos_dot_underscore_files_uploaded_loose_are_skipped_as_in_a_zip(count
     assert metric(at, "Images counted") == "1" and metric(at, "Not counted") == "0"
 
 
+@pytest.mark.slow
 def test_files_named_like_ground_truth_are_listed_not_counted_as_on_the_command_line(count_batch):
     """A tester's folder counted 5 images on this page and 3 with the command line, which skips label files."""
     at = open_batch()
@@ -240,6 +242,7 @@ def test_two_files_of_one_name_and_size_are_announced_as_two():
     assert at.button(key="batch_run").label == "Count 2 image(s)"
 
 
+@pytest.mark.slow
 def test_z_stacks_counted_from_their_maximum_projection(count_batch):
     """A z-stack with one nucleus in focus per plane: counted from its first plane (flagged) by default, from
     the maximum projection of all planes (not flagged) when chosen; a one-plane file is the same either way."""
@@ -306,6 +309,7 @@ def test_a_models_caveat_shows_under_the_picker():
     assert not any("a little less well" in c.value for c in open_batch().caption)
 
 
+@pytest.mark.slow
 def test_a_density_models_peaks_download_as_centres(tiny_models, count_batch):
     """Its objects CSV listed peaks (119 for a count of 56) under the name 'Objects CSV'."""
     at = open_batch("tiny-density")
@@ -317,6 +321,7 @@ def test_a_density_models_peaks_download_as_centres(tiny_models, count_batch):
     assert "Centres CSV" in labels and "Objects CSV" not in labels
 
 
+@pytest.mark.slow
 def test_a_new_batch_never_shows_the_last_one_and_survives_a_page_switch(count_batch):
     """A tester left the page mid-batch and came back to the previous batch's results, shown as current."""
     at = open_batch()
@@ -412,6 +417,7 @@ def test_stop_keeps_the_images_counted_so_far():
     assert not [b for b in at.button if b.key == "batch_rest"], "nothing left to count on"
 
 
+@pytest.mark.slow
 def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     """A batch goes on when its tab is reloaded or closed: the new session sees it, waits for it (one batch at
     a time) or stops it, instead of starting a second one beside it."""
@@ -442,6 +448,7 @@ def test_a_batch_of_another_session_is_shown_and_can_be_stopped():
     assert "batch_stop_sure" not in second.session_state, "the next batch started elsewhere asks again"
 
 
+@pytest.mark.slow
 def test_a_click_after_another_session_started_a_batch_is_said_to_count_nothing():
     """A tab drawn before a colleague's batch started kept its Count button live; its click counted nothing and the
     page only redrew with the other batch (a tester thought their images were counting)."""
@@ -463,6 +470,7 @@ def test_a_click_after_another_session_started_a_batch_is_said_to_count_nothing(
         assert job.join(120)
 
 
+@pytest.mark.slow
 def test_counting_the_rest_after_another_session_started_a_batch_is_said_to_count_nothing():
     """The same for "Count the N not counted" (a reviewer: its click vanished, the button no longer drawn)."""
     a, _, _ = stopped_long_batch()
@@ -480,6 +488,7 @@ def test_counting_the_rest_after_another_session_started_a_batch_is_said_to_coun
         assert other.join(120)
 
 
+@pytest.mark.slow
 def test_a_finished_batch_of_a_reloaded_tab_can_be_shown_with_its_label_images():
     """A tab reloaded while its batch ran showed nothing when it ended: the counts were on the Runs page, the
     label images nowhere (a tester). The new session can show its results, label images too."""
@@ -581,6 +590,7 @@ def test_a_running_batch_says_what_it_counts_with_when_the_settings_shown_change
         assert job.join(120)
 
 
+@pytest.mark.slow
 def test_images_flagged_only_for_the_users_settings_are_told_apart(count_batch):
     """A tester's batch had 4 of 7 images flagged only because Min. area differed from the card: the page said
     7 flagged, and only reading each reason told those 4 apart."""
@@ -609,6 +619,7 @@ def test_images_flagged_only_for_the_users_settings_are_told_apart(count_batch):
         assert "name your settings" not in said
 
 
+@pytest.mark.slow
 def test_a_batch_counts_with_the_sessions_backend_and_records_it(count_batch):
     """Count ran the backend chosen on its Timing tab and Batch the machine's choice: the same file counted 160 and 161
     in one session, and the app's run and settings file named no backend to reproduce either."""
@@ -633,6 +644,7 @@ def test_a_batch_counts_with_the_sessions_backend_and_records_it(count_batch):
     assert run["settings"]["model_card"] == load_model("unet-mask").card.counting_digest()
 
 
+@pytest.mark.slow
 def test_a_batch_cut_off_by_an_app_restart_is_said_on_the_next_visit():
     """The app restarted while a batch counted: the page came back empty, as if none had run, and Runs said "not
     counted 0" (a tester). The next visit says which run ended, how far it got, and what to do."""

@@ -177,6 +177,7 @@ def test_a_configuration_that_cannot_count_an_image_has_its_row_with_why(monkeyp
     assert any("(on the 1 of 2 images both counted)" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_paired_interval_with_five_images():
     at = open_compare(
         compare_mode="Settings",
@@ -389,6 +390,7 @@ def _stack_tif() -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_a_z_stack_is_compared_on_the_plane_chosen_on_count():
     """The maximum projection chosen on Count (161 nuclei) was compared on the first plane (55), unflagged."""
     at = open_compare(compare_mode="Settings", compare_model="classical-otsu", compare_source="Upload")

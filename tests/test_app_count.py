@@ -77,6 +77,7 @@ def test_split_distance_zero_is_auto_and_says_so():
     assert any(c.value.startswith("Auto: 8 px on this image") for c in at.caption), "the diameter typed in"
 
 
+@pytest.mark.slow
 def test_the_split_distance_says_when_auto_split_the_image_by_borders_alone():
     """A tester moved 'Min. distance between centres' from 4 to 50 under Auto and the count never moved: Auto had
     split that image by the model's borders alone, which the slider did not say."""
@@ -191,6 +192,7 @@ def test_unnamed_planes_projected_say_they_may_be_channels(monkeypatch):
     assert projected == "three_max_objects.csv" and names["Objects CSV"] == "three_plane0_objects.csv"
 
 
+@pytest.mark.slow
 def test_settings_json_upload_applies_and_bad_json_is_an_error():
     at = open_count()
     settings = {"threshold": 0.66, "min_area_px": 33, "split_mode": "off"}
@@ -257,6 +259,7 @@ def test_settings_file_with_model_switches_model_and_round_trips():
                for s in list(at.success) + list(at.warning)), [s.value for s in at.success]
 
 
+@pytest.mark.slow
 def test_a_settings_file_of_other_weights_or_another_backend_is_said_so_on_upload():
     """`count --settings` warns when the weights changed since the file was saved and notes another backend; the app's
     upload applied the same file with "Applied 17 setting(s)" alone (a reproducibility audit)."""
@@ -363,6 +366,7 @@ def test_an_uploaded_image_is_still_there_after_another_page():
     assert any("Upload an image" in i.value for i in at.info), "and not brought back"
 
 
+@pytest.mark.slow
 def test_the_threshold_stays_in_the_main_panel_once_shown_there():
     """An image where the threshold matters puts it in the main panel; a nearly binary image after it does
     not move it back into Advanced (a control that jumps between places on each new image confuses)."""
@@ -491,6 +495,7 @@ def test_size_estimate_follows_the_models_card():
     assert at.toggle(key="count_auto_nucleus_size").value is False
 
 
+@pytest.mark.slow
 def test_timing_tab_shows_and_sets_the_inference_backend(tiny_models):
     """The Timing tab names the backend the model ran with and why; forcing one reruns the model with it,
     and the choice outlives switching to another view."""
@@ -519,6 +524,7 @@ def test_backend_environment_variable_is_the_apps_default(tiny_models, monkeypat
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_count_carries_the_quality_badge():
     at = open_count()
     badges = [m.value for m in at.markdown if "badge[" in m.value]
@@ -646,6 +652,7 @@ def test_a_large_images_outlines_are_drawn_wide_enough_to_show_at_fit():
     assert any("Outlines 3 px wide at Fit" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
+@pytest.mark.slow
 def test_display_options_are_kept_while_the_panel_is_closed():
     """The Display controls are drawn only while their panel is open (fewer elements per slider move); what
     the user chose there stays in use, and on screen when the panel opens again."""

@@ -394,6 +394,7 @@ def test_figures_round_as_the_tables_do():
     assert fixed(float("nan")) == "—"
 
 
+@pytest.mark.slow
 def test_a_models_own_training_images_are_named_before_its_error(monkeypatch):
     """A tester's fine-tuned model scored 6.45 on four images, two of them its training images, unsaid."""
     from cellcount.models.card import ModelCard
@@ -547,6 +548,7 @@ def test_an_f1_pooled_over_outlines_and_dots_says_so_on_its_tile():
                for c in at.caption)
 
 
+@pytest.mark.slow
 def test_an_optimise_ended_by_leaving_the_page_is_said():
     """Optimise stopped by a visit to Count at 70 of 94 settings came back as its bare button (a tester)."""
     at = open_eval(eval_source="Upload")

@@ -227,6 +227,7 @@ def test_a_fine_tuned_card_is_described_by_its_own_set():
     assert model_guide(stated).set_size_px is None and "fine-tuned" not in model_guide(stated).images
 
 
+@pytest.mark.slow
 def test_a_model_you_trained_can_be_deleted_and_a_shipped_one_cannot(tiny_models):
     import cellcount as cc
     from cellcount.models import load_model, save_model, user_models_dir

@@ -143,6 +143,7 @@ def test_an_app_runs_per_image_csv_is_formula_safe_as_every_csv(monkeypatch):
     assert "\n'=HYPERLINK.png," in text and "\n=HYPERLINK" not in text
 
 
+@pytest.mark.slow
 def test_a_runs_settings_opened_for_a_model_replaced_since_say_so(tmp_path):
     """A run made with weights that another model has replaced under the same name: its settings still open, and
     the settings line on the page opened says the run counted with other weights."""
@@ -161,6 +162,7 @@ def test_a_runs_settings_opened_for_a_model_replaced_since_say_so(tmp_path):
     assert any("replaced since" in c.value for c in [*at.caption, *at.markdown])
 
 
+@pytest.mark.slow
 def test_a_runs_settings_opened_in_a_session_on_another_backend_say_so(tmp_path):
     """Reopening a CLI run counted in bf16 counted in the session's backend, one object off, unsaid."""
     assert main(["count", str(SAMPLES / "s01_sparse_small.png"), "--model", "unet-density", "--backend", "onnxruntime",

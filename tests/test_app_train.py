@@ -290,6 +290,7 @@ def test_some_of_the_files_kept_from_an_earlier_visit_can_be_removed(tiny_models
     assert not any("with ground truth" in c.value for c in at.caption), "all chosen: all removed"
 
 
+@pytest.mark.slow
 def test_a_new_upload_into_one_uploader_keeps_the_other_uploaders_files(tiny_models):
     """Back on the page with the earlier files shown, the user brings corrected ground truth only: the kept
     images stay beside it (they were shown as there), until removed; the uploader that got files replaces its own."""
@@ -377,6 +378,7 @@ def test_dots_only_preselect_a_density_base(tiny_models):
     assert not any("Your annotations are dots" in i.value for i in at.info), "no advice needed for its choice"
 
 
+@pytest.mark.slow
 def test_name_clash_and_worker_errors_are_messages(tiny_models, monkeypatch):
     images, csvs, _ = _set(2)
     at = open_train(images, csvs)
@@ -438,6 +440,7 @@ def test_a_new_model_worse_than_its_base_is_a_warning(tiny_models, monkeypatch, 
         "what the settings alone do, beside before and after"
 
 
+@pytest.mark.slow
 def test_one_held_out_image_says_too_few_and_a_worse_count_still_warns(tiny_models, monkeypatch, tmp_path):
     import cellcount.jobs as jobs
     from cellcount.finetune import FinetuneResult
@@ -557,6 +560,7 @@ def test_ground_truth_named_the_datasets_way_gets_its_new_name():
     assert rename_hints(["009dots.png"], ["009cell.png", "009other.png"]) == [], "two candidates: no guess"
 
 
+@pytest.mark.slow
 def test_dots_only_on_a_segmentation_base_says_a_density_base_learns_from_dots(tiny_models):
     """All annotations are dots: starting from a segmentation model shows why a density model may count
     touching cells better; a density base, or label images, show no such note."""
@@ -640,6 +644,7 @@ def test_an_image_with_far_fewer_dots_than_cells_is_named_before_training(tiny_m
     assert not any("Fewer dots than cells?" in w.value for w in at.warning), "dotted enough: no warning"
 
 
+@pytest.mark.slow
 def test_an_image_dotted_completely_that_the_model_over_counts_is_not_called_partly_dotted(tiny_models):
     """12 dots where the model finds 40, little of its count far from every dot: dotted completely and over-counted
     (H&E), as the command line judges it; told to "dot every cell" on the page all the same."""
@@ -676,6 +681,7 @@ def test_an_image_dotted_completely_that_the_model_over_counts_is_not_called_par
     assert model == ("tiny-density", 40) and dots_seen == dots_id(points[shown][:3]) and 0 <= far <= 40
 
 
+@pytest.mark.slow
 def test_a_held_out_image_with_far_fewer_dots_than_cells_is_named_under_the_result(tiny_models, monkeypatch,
                                                                                      tmp_path):
     """A tester's image of 3 dots (about 150 cells) was drawn as the held-out one: MAE 158 -> 562 and errors of
@@ -772,6 +778,7 @@ def test_the_held_out_proposal_follows_the_images_dotted_until_the_user_sets_it(
     assert at.number_input(key="train_holdout").value == 2, "the user's own number stays"
 
 
+@pytest.mark.slow
 def test_a_points_file_uploaded_after_clicks_on_its_image_is_said_and_can_be_used(tiny_models):
     """A tester dotted an image by clicking, then uploaded its 3-point CSV: the clicks were used and the file's
     dots ignored without a word."""
@@ -831,6 +838,7 @@ def test_a_file_that_is_no_image_is_listed_as_such_not_offered_for_dotting(tiny_
     assert "without" not in summary, "not counted among the images without annotations"
 
 
+@pytest.mark.slow
 def test_a_run_that_ended_before_a_reload_is_named_on_the_new_session(tiny_models, monkeypatch, tmp_path):
     """A tester reloaded the tab after a fine-tune finished: the new session's Train page said nothing of it. It
     names the last run now, until its own session clears it; a session with a run of its own shows that instead."""
@@ -865,6 +873,7 @@ def test_an_image_too_small_to_learn_from_is_named_before_start(tiny_models):
     assert any(c.value == "3 annotated image(s)." for c in at.caption)
 
 
+@pytest.mark.slow
 def test_other_pages_say_when_this_sessions_fine_tune_ends():
     """A run that finished while the user sat on Count left its model out of Count's list, with no word of the end,
     until the page happened to run again (a tester): a page's model picker polls while it runs and says it, once;
@@ -915,6 +924,7 @@ show_messages("count")
     assert not at.exception and not at.toast and "train__watched" not in at.session_state
 
 
+@pytest.mark.slow
 def test_the_models_and_compare_pages_watch_the_fine_tune_too():
     """Compare's several-model list and the Models table also missed a model whose fine-tune ended meanwhile."""
     from cellcount.jobs import JobSnapshot
@@ -969,6 +979,7 @@ def test_a_points_file_with_far_fewer_dots_than_cells_is_named_before_training(t
     assert len(warned) == 1 and "cells_0.png (2 dots; tiny-mask finds about 40" in warned[0], warned
 
 
+@pytest.mark.slow
 def test_a_fine_tune_cut_off_by_a_server_restart_is_said_on_the_next_visit():
     """A run going when the server was killed vanished from the Train page, unsaid."""
     import json

@@ -148,6 +148,7 @@ def test_bf16_backend_close_to_fp32(arch, head):
                     assert float(y.min()) >= 0
 
 
+@pytest.mark.slow
 def test_fused_unet_needs_folded_batchnorm_and_a_unet():
     if not fused_ops_available():
         pytest.skip("this PyTorch build or CPU has no fused oneDNN bf16 convolutions")

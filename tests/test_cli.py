@@ -1209,6 +1209,7 @@ def test_settings_saved_from_python_count_with_their_model_on_the_command_line(s
     assert row["model"] == CLASSICAL_NAME and json.loads(row["settings"])["min_area_px"] == 7
 
 
+@pytest.mark.slow
 def test_a_run_recorded_with_another_backend_is_said_with_how_to_repeat_it(tiny_models, small_folder, tmp_path,
                                                                              capsys):
     """The same image counted an object apart from Python and from the CLI, each process having chosen its own

@@ -85,6 +85,7 @@ def _data(samples_dir, tmp_path, stems=("s01_sparse_small", "s02_dense_clusters"
     return data
 
 
+@pytest.mark.slow
 def test_compare_scores_each_model_as_evaluate_does(samples_dir, tmp_path, capsys, tiny_models):
     data = _data(samples_dir, tmp_path)
     rows, summary = tmp_path / "rows.csv", tmp_path / "summary.json"

@@ -468,6 +468,7 @@ def test_cross_check_scores_every_image_once_by_settings_tuned_without_it(draw_d
         ev.cross_check(pairs[:1], start)
 
 
+@pytest.mark.slow
 def test_cli_tuning_says_whether_it_helps_on_images_it_did_not_see(specks_dataset, tmp_path, capsys):
     from PIL import Image
 
@@ -652,6 +653,7 @@ def test_tuning_steps_past_the_top_of_its_range_while_that_counts_better(draw_di
     assert at_grid_edge(CountParams(min_area_px=20, threshold=0.5)) is None
 
 
+@pytest.mark.slow
 def test_cli_tuning_names_a_setting_at_the_top_of_its_range(samples_dir, tmp_path, capsys, monkeypatch):
     import dataclasses
     import shutil

@@ -458,6 +458,7 @@ def test_two_step_finetune_writes_a_usable_user_model(kind, annotation, tiny_mod
     assert result.count >= 0
 
 
+@pytest.mark.slow
 def test_a_density_fine_tunes_flag_is_calibrated_on_the_counts_of_the_saved_model(tiny_model, tmp_path, draw_disks,
                                                                                   monkeypatch):
     """The count gain changes what the saved model counts: the flag is fitted on those counts, not on the ones
@@ -487,6 +488,7 @@ def test_a_density_fine_tunes_flag_is_calibrated_on_the_counts_of_the_saved_mode
         assert pred.maps[0].sum() == pytest.approx(again.maps[0].sum(), rel=1e-4), name
 
 
+@pytest.mark.slow
 def test_a_budget_too_short_is_refused_after_two_images_with_the_budget_needed(tiny_model, tmp_path, draw_disks,
                                                                                      monkeypatch):
     """A tester's 1-minute budget failed after 25 s of reading 8 images, without saying what would do."""
@@ -547,6 +549,7 @@ def test_a_mixed_set_keeps_per_image_background_and_size(tiny_model, tmp_path, d
     assert forced.training["background"] == "image", "a 2 : 2 tie has no majority"
 
 
+@pytest.mark.slow
 def test_an_image_outvoted_on_its_background_is_named(tiny_model, tmp_path, draw_disks):
     """A fluorescence image among bright-background ones was read as the set is, without a word (a tester's vgg cell
     among mbm H&E tiles)."""
@@ -581,6 +584,7 @@ def test_a_model_fine_tuned_at_another_reference_counts_at_it(tiny_model, tmp_pa
                                              rel=0.045)  # on the resize grid
 
 
+@pytest.mark.slow
 def test_a_stated_diameter_is_the_sets_one_size(tiny_model, tmp_path, draw_disks, capsys):
     base_dir = tmp_path / "base"
     base = tiny_model(kind="density")
@@ -665,6 +669,7 @@ def test_cancel_stops_between_steps_and_writes_nothing(tiny_model, tmp_path, dra
     assert "cancelled" not in list_models()
 
 
+@pytest.mark.slow
 def test_a_cancel_while_the_model_is_written_saves_nothing(tiny_model, tmp_path, draw_disks, monkeypatch):
     """A Cancel pressed after the last check before writing ended in "saved" (a tester read the code): the model is
     written into a hidden folder first, and a cancel by then still leaves nothing."""
@@ -689,6 +694,7 @@ def test_a_cancel_while_the_model_is_written_saves_nothing(tiny_model, tmp_path,
     assert not [p for p in user_models_dir().glob(".late.saving-*")], "no hidden half-written folder left"
 
 
+@pytest.mark.slow
 def test_a_name_taken_while_training_is_not_overwritten(tiny_model, tmp_path, draw_disks):
     """Another run (a CLI fine-tune, a second app) saved a model under the same name while this one trained: it
     was silently overwritten. This one is saved under the next free name, said in a note; nothing half-written
@@ -777,6 +783,7 @@ def test_cli_refuses_bad_options_before_training(tmp_path, capsys, case, match):
     assert match in err and "Traceback" not in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_time_budget_follows_a_machine_that_slows_down(tiny_model, draw_disks):
     import time
 
@@ -1004,6 +1011,7 @@ def test_auto_precision_times_both_and_keeps_the_faster(tiny_model, draw_disks, 
     assert used["precision"] == "fp32" and "no native bf16" in used["why"], "emulated bf16 is never timed"
 
 
+@pytest.mark.slow
 def test_a_precision_timed_while_the_machine_was_busy_is_timed_again(tiny_model, draw_disks, monkeypatch):
     """Both precisions timed at 2.2-2.4 s a step while a page reloaded in the same server, then 0.25 s a step:
     the 15% rule kept fp32 for a whole run on a CPU where bf16 was faster. Timed steps far slower than the steps
@@ -1077,6 +1085,7 @@ def test_a_time_budget_buys_at_most_max_steps(tiny_model, draw_disks):
         finetune("unet-density", "missing", name="x", max_steps=0)
 
 
+@pytest.mark.slow
 def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(tiny_model, tmp_path, draw_disks):
     """A held-out request capped to leave one training image, and a header-only points CSV (a failed export),
     ran without a word; now each is a note in the result (printed by the CLI, shown by the Train page)."""
@@ -1115,6 +1124,7 @@ def test_notes_say_when_holdout_is_capped_few_images_train_or_dots_are_missing(t
         finetune(base_dir, data, name="no-dots", steps=1, holdout=2, batch_size=2, crop=32)
 
 
+@pytest.mark.slow
 def test_a_fine_tune_far_off_on_its_held_out_images_flags_every_count(tiny_model, tmp_path, draw_disks):
     """Its own flag is fitted on the images it learnt, so it stayed quiet on images like them where a short
     fine-tune was still far off (a 20-step one flagged none of its 27% undercounts): a held-out error of 15% or

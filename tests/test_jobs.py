@@ -28,6 +28,7 @@ def base_and_data(tiny_model, tmp_path, draw_disks):
     return tmp_path / "base", data
 
 
+@pytest.mark.slow
 def test_job_reports_progress_and_result(base_and_data):
     base, data = base_and_data
     job = FinetuneJob(str(base), data, "job-model", {"steps": 3, "holdout": 1, "batch_size": 2, "crop": 32}).start()

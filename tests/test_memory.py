@@ -35,6 +35,7 @@ def _faults(mode: str) -> int:
     return int(out.stdout.strip())
 
 
+@pytest.mark.slow
 @glibc
 def test_freed_blocks_are_reused_not_faulted_in_again():
     default, kept = _faults("default"), _faults("keep")
@@ -43,6 +44,7 @@ def test_freed_blocks_are_reused_not_faulted_in_again():
     assert kept < default / 10, (kept, default)
 
 
+@pytest.mark.slow
 @glibc
 def test_the_environment_can_leave_the_allocator_alone():
     from cellcount import memory
@@ -64,6 +66,7 @@ def test_a_preloaded_allocator_is_left_alone(monkeypatch):
         memory.keep_freed_memory.cache_clear()
 
 
+@pytest.mark.slow
 @glibc
 def test_whether_freed_memory_is_kept_is_read_without_setting_it_and_keys_the_backend_choice():
     """A backend timed with the allocator's defaults is not the choice where freed memory is kept (PyTorch runs

@@ -99,6 +99,7 @@ def test_csv_stream_is_valid_after_every_append(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.csv"], "no working or temporary file left"
 
 
+@pytest.mark.slow
 def test_csv_stream_copies_about_its_final_size_a_few_times_not_once_per_row(tmp_path, monkeypatch):
     """2000 small images on a fast disk: every append republished the whole file (1.2 GB written for a 1.3 MB CSV, a
     tester); publishes now wait for the file to grow by a share of itself."""

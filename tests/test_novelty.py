@@ -278,6 +278,7 @@ def test_bf16_novelty_stays_close_to_fp32_and_follows_the_fast_paths_precision(t
     assert seen == [True, False, False], "bf16 only where the fast path runs in bf16"
 
 
+@pytest.mark.slow
 def test_shipped_references_fit_their_encoders_and_read_a_sample_as_familiar():
     import cellcount as cc
     from cellcount.io import read_image

@@ -736,6 +736,7 @@ def test_app_evaluate_page_reports_bad_ground_truth(monkeypatch) -> None:
 @pytest.mark.parametrize("case", [c for c in WEIGHTS_CASES if c.id in ("weights-sha256-mismatch",
                                                                       "weights-pickle-payload")],
                          ids=["sha256-mismatch", "pickle-payload"])
+@pytest.mark.slow
 def test_app_count_page_with_bad_weights_shows_an_error(case: BadInput, tmp_path: Path, monkeypatch) -> None:
     """A tampered model in weights/: the Count page says why it cannot load it and other models still work."""
     from cellcount.models import loading

@@ -255,6 +255,7 @@ def test_train_two_steps_writes_a_loadable_model(kind, tmp_path, synthetic_split
         assert (maps[-1] >= 0).all(), "a density is never negative"
 
 
+@pytest.mark.slow
 def test_init_from_a_mask_model_grows_the_output_layer_for_a_multihead(tmp_path, synthetic_split):
     import torch
 
@@ -271,6 +272,7 @@ def test_init_from_a_mask_model_grows_the_output_layer_for_a_multihead(tmp_path,
     assert torch.equal(a["stem.body.0.weight"], b["stem.body.0.weight"]), "the trunk too"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("branch", [True, "decoder"])
 def test_a_density_branch_learns_beside_a_frozen_mask_model(branch, tmp_path, synthetic_split):
     import torch
@@ -308,6 +310,7 @@ def test_density_branch_kinds_are_checked():
         create_model("unet", head="mask", depth=1, density_branch="decoder")
 
 
+@pytest.mark.slow
 def test_train_resumes_from_the_checkpoint(tmp_path, synthetic_split):
     first = read_card(train(_tiny_config(tmp_path, "mask", steps=2)))
     resumed = read_card(train(_tiny_config(tmp_path, "mask", steps=4), resume=True))
@@ -323,6 +326,7 @@ def test_train_resumes_from_the_checkpoint(tmp_path, synthetic_split):
     assert again.training["selected_step"] == resumed.training["selected_step"]
 
 
+@pytest.mark.slow
 def test_select_last_ships_the_final_weights(tmp_path, synthetic_split):
     cfg = _tiny_config(tmp_path, "mask", steps=4)
     cfg["train"]["select"] = "last"
@@ -371,6 +375,7 @@ def test_bf16_training_runs_and_records_its_precision(kind, tmp_path, synthetic_
         train(cfg)
 
 
+@pytest.mark.slow
 def test_init_from_starts_a_second_stage_from_trained_weights(tmp_path, synthetic_split):
     import torch
 
@@ -541,6 +546,7 @@ def test_a_config_cannot_ask_for_percentiles_that_counting_would_not_use():
         load_config(None, ["--input.low_pct", "2"])
 
 
+@pytest.mark.slow
 def test_batches_built_by_worker_processes_train_a_loadable_model(tmp_path, synthetic_split):
     cfg = _tiny_config(tmp_path, "mask", steps=3)
     cfg["train"]["workers"] = 2
