@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .protocols import ModelLike as CountModel
-from .protocols import backend_kw
+from .protocols import ModelLike, backend_kw
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (0,), (0, 1))
 """Test-time flips: identity, left-right, up-down, both (axes of the (H, W) image)."""
 
 
 def flip_averaged_maps(
-    model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True, backend: str | None = None
+    model: ModelLike, image_norm: np.ndarray, *, progress=None, fast: bool = True, backend: str | None = None
 ) -> np.ndarray:
     """Mean of ``model.predict_maps`` over the image and its three flips, each flipped back.
 
@@ -24,7 +23,7 @@ def flip_averaged_maps(
 
 
 def flip_maps(
-    model: CountModel, image_norm: np.ndarray, *, progress=None, fast: bool = True, backend: str | None = None
+    model: ModelLike, image_norm: np.ndarray, *, progress=None, fast: bool = True, backend: str | None = None
 ) -> tuple[np.ndarray, float]:
     """(the mean maps of :func:`flip_averaged_maps`, how much the four views disagree).
 

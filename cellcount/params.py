@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .io import DEFAULT_MAX_PIXELS
-from .protocols import ModelLike as CountModel
+from .protocols import ModelLike
 
 MAX_RADIUS_PX = 100
 """Largest opening / closing radius: a disk of radius r costs (2r + 1)^2 per pixel in OpenCV, and a radius
@@ -498,13 +498,13 @@ def channel_for_image(params: CountParams, n_channels: int) -> tuple[CountParams
                                           "channel: it was counted as it is")
 
 
-def has_border_channel(model: CountModel | None) -> bool:
+def has_border_channel(model: ModelLike | None) -> bool:
     """Whether ``model`` predicts a touching-border map (``split_mode`` "borders" / "both" need it)."""
     return (model is not None and model.output_kind in ("mask", "multihead")
             and int(model.card.kwargs.get("out_channels", 1)) > 1)
 
 
-def resolve_params(model: CountModel | None, overrides: CountParams | Mapping[str, Any] | None = None) -> CountParams:
+def resolve_params(model: ModelLike | None, overrides: CountParams | Mapping[str, Any] | None = None) -> CountParams:
     """Defaults < ``model.card.postprocess`` < ``overrides``; unknown keys raise ParameterError.
 
     Old keys are upgraded per layer (:func:`upgrade_keys`), so an old ``watershed: false`` override still

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .io import DEFAULT_MAX_PIXELS
-from .protocols import ModelLike as CountModel
-from .protocols import backend_kw
+from .protocols import ModelLike, backend_kw
 
 if TYPE_CHECKING:
     from .params import CountParams
@@ -96,7 +95,7 @@ def size_window(foreground: np.ndarray, window: int | None = None, *,
 
 
 def estimate_nucleus_diameter(
-    image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
+    image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: ModelLike, *, fast: bool = True,
     backend: str | None = None,
 ) -> float | None:
     """Typical nucleus diameter (px): :func:`estimate_nucleus_size`'s ``diameter``."""
@@ -114,7 +113,7 @@ class SizeEstimate:
 
 
 def estimate_nucleus_size(
-    image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: CountModel, *, fast: bool = True,
+    image_norm: np.ndarray, foreground_prob: np.ndarray, size_model: ModelLike, *, fast: bool = True,
     backend: str | None = None,
 ) -> SizeEstimate:
     """Typical nucleus diameter (px) of a normalised image: :func:`area_count_size` of the mask model's
@@ -196,7 +195,7 @@ def density_nucleus_diameter(density: np.ndarray) -> float | None:
 
 
 def model_scale(
-    model: CountModel, nucleus_diameter_px: float | None, shape: tuple[int, int], *,
+    model: ModelLike, nucleus_diameter_px: float | None, shape: tuple[int, int], *,
     tolerance: float = RESCALE_TOLERANCE, reference_px: float | None = None,
 ) -> float:
     """Factor to resize an image by so that nuclei of ``nucleus_diameter_px`` reach the model's
@@ -250,7 +249,7 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int], *, density: bool | tup
     return out
 
 
-def needs_size_model(model: CountModel, params: CountParams) -> bool:
+def needs_size_model(model: ModelLike, params: CountParams) -> bool:
     """Whether :func:`cellcount.pipeline.predict` needs a ``size_model``: a mask model estimating nucleus sizes (density and
     multihead models read the size off their own density map)."""
     return model.output_kind == "mask" and params.auto_nucleus_size and not params.nucleus_diameter_px
