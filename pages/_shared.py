@@ -5,11 +5,13 @@ parameter widgets, each kept in a module of its own concern:
 * :mod:`pages._model_ui`: models loaded once per process, the model picker, the models table;
 * :mod:`pages._image_ui`: samples, uploads, image and prediction caches;
 * :mod:`pages._widgets`: parameter widgets generated from the schema, settings files and reset;
-* :mod:`pages._settings`: the session's settings store they all read and write.
+* :mod:`pages._settings`: the session's settings store they all read and write;
+* :mod:`pages._tabstate`: that store kept for the tab through a reload or an app restart.
 
 Not a page (``st.navigation`` lists the pages explicitly). Compute stays in :mod:`cellcount`.
 """
 
+from pages import _tabstate, _ui
 from pages._image_ui import (  # noqa: F401  (re-exported for the pages)
     Source,
     backend_in_use,
@@ -92,7 +94,6 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     pick_one,
     preset_kept_uploads,
     progress_callback,
-    require_entry_point,
     show_error,
     show_messages,
     stem,
@@ -113,3 +114,10 @@ from pages._widgets import (  # noqa: F401  (re-exported for the pages)
     settings_upload,
     use_local_settings,
 )
+
+
+def require_entry_point(page: str) -> None:
+    """:func:`pages._ui.require_entry_point` (call first thing in each page), after saving what the widgets'
+    callbacks changed before this run for the tab (:mod:`pages._tabstate`; the entry point saves after the page)."""
+    _tabstate.save()
+    _ui.require_entry_point(page)

@@ -58,9 +58,6 @@ def require_entry_point(page: str) -> None:
     its legacy ``pages/`` mode, without ``streamlit_app.py`` (no navigation, no page config). The page
     then redirects to the entry point, which remembers the target and switches back to it.
     """
-    from pages import _tabstate
-
-    _tabstate.save()  # what the widgets' callbacks changed before this run (the entry point saves after it too)
     if not st.session_state.get(ENTRY_FLAG):
         st.session_state[GOTO_KEY] = page
         # with the address's parameters: the tab's token (pages/_tabstate.py), which a restarted app's first
