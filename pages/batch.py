@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 
+import pandas as pd
 import streamlit as st
 
 import cellcount as cc
@@ -401,7 +402,7 @@ def job_panel(job: BatchJob) -> None:
             st.progress(counted / max(n, 1), text=f"Counting: {counted} / {n} image(s)")
             st.caption(running_settings_note(job))
             if s.done:
-                sh.dataframe(counts_frame(s.done))
+                counts_table(counts_frame(s.done))
             if job.cancel_requested:
                 st.info("Stopping after the image being counted ...")
             else:
@@ -413,6 +414,34 @@ def job_panel(job: BatchJob) -> None:
         st.rerun()  # the whole page: the result, and the Count button back
 
     panel()
+
+
+def counts_table(df: pd.DataFrame) -> None:
+    """The per-image table as the page shows it, while a batch counts and after: the verdict beside the count; the
+    reasons last and wide (cut at 170 px even on a wide screen, and on a small one they push the score off it); the
+    CSV holds every column in its order."""
+    shown = [c for c in ("file", "plane", "status", "count", "check", "check_score", "check_reasons") if c in df]
+    if "reason" in df and df["reason"].fillna("").astype(str).str.len().any():  # why a file was not counted
+        shown.insert(shown.index("status") + 1, "reason")
+    sh.dataframe(
+        df[shown].assign(**({"check": sh.flag_words(df["check"])} if "check" in shown else {})),
+        column_config={
+            "file": st.column_config.TextColumn("file", width=180, help="The file's name (hover for all of it)"),
+            # "ok" beside a flagged count would read as "the count is fine"
+            "status": st.column_config.TextColumn(
+                width=60, help="ok: the file was read and counted (whether to trust the count: 'check this image'); "
+                     "error: it could not be (the reason says why); skipped: not counted, on purpose"),
+            "reason": st.column_config.TextColumn(width=170, help="Why the file was not counted"),
+            "count": st.column_config.NumberColumn(width=60),
+            "check": sh.flag_column("check this image", 120, CHECK_HELP),
+            "check_reasons": st.column_config.TextColumn("why", width=420,
+                                                         help="Why the count may be wrong (empty: no warning)"),
+            "check_score": st.column_config.NumberColumn(
+                "check score", format="%.2f", width=90,
+                help="How close the count came to a quality limit: the signal furthest toward its limit, as a share "
+                     "of it (1 or more: flagged; 0.95-1: near a limit)"),
+        },
+    )
 
 
 def show_result(res: dict, current: cc.CountParams | None, page: int | str | None, files=None,
@@ -494,30 +523,7 @@ def show_result(res: dict, current: cc.CountParams | None, page: int | str | Non
                 st.markdown(f"- `{row['file']}` — {reason}")
             if over_cap:  # what to do, as the Count page and the command line say it
                 st.caption(f"Images above the pixel cap: {sh.TOO_LARGE_HINT[0].lower()}{sh.TOO_LARGE_HINT[1:]}")
-    # the verdict beside the count; the reasons last and wide (cut at 170 px even on a wide screen, and on a small one
-    # they push the score off it); the CSV holds every column in its order
-    shown = [c for c in ("file", "plane", "status", "count", "check", "check_score", "check_reasons") if c in df]
-    if "reason" in df and df["reason"].fillna("").astype(str).str.len().any():  # why a file was not counted
-        shown.insert(shown.index("status") + 1, "reason")
-    sh.dataframe(
-        df[shown].assign(**({"check": sh.flag_words(df["check"])} if "check" in shown else {})),
-        column_config={
-            "file": st.column_config.TextColumn("file", width=180, help="The file's name (hover for all of it)"),
-            # "ok" beside a flagged count would read as "the count is fine"
-            "status": st.column_config.TextColumn(
-                width=60, help="ok: the file was read and counted (whether to trust the count: 'check this image'); "
-                     "error: it could not be (the reason says why); skipped: not counted, on purpose"),
-            "reason": st.column_config.TextColumn(width=170, help="Why the file was not counted"),
-            "count": st.column_config.NumberColumn(width=60),
-            "check": sh.flag_column("check this image", 120, CHECK_HELP),
-            "check_reasons": st.column_config.TextColumn("why", width=420,
-                                                         help="Why the count may be wrong (empty: no warning)"),
-            "check_score": st.column_config.NumberColumn(
-                "check score", format="%.2f", width=90,
-                help="How close the count came to a quality limit: the signal furthest toward its limit, as a share "
-                     "of it (1 or more: flagged; 0.95-1: near a limit)"),
-        },
-    )
+    counts_table(df)
     st.caption("Every column (the model and the backend it ran in, the count before rounding, the nucleus size and resize factor, the time, "
                "the settings) is in the Per-image CSV.")
     if len(ok) >= 3:  # a histogram of one or two counts is one or two bars that say less than the table
@@ -546,8 +552,6 @@ def cut_off_note() -> None:
     counted), within :data:`CUT_OFF_WINDOW_H` hours, said once per browser session: its uploads and progress went
     with the app, and the page would otherwise show an empty batch as if none had run. A batch counted since (by
     anyone on this server) is the latest: an old cut-off is then no news to every colleague's new tab."""
-    import pandas as pd
-
     from cellcount import history
 
     if st.session_state.get(f"{P}__cut_off_said"):
