@@ -513,7 +513,7 @@ def test_count_file_refuses_a_plane_a_one_plane_file_lacks(tmp_path, samples_dir
     from cellcount.batch import count_file
     from cellcount.errors import PlaneError
 
-    with pytest.raises(PlaneError, match="page 1 is out of range"):
+    with pytest.raises(PlaneError, match="plane 1 is out of range"):
         count_file(samples_dir / "s01_sparse_small.png", classical, page=1)
     (item,) = count_many([("a.png", samples_dir / "s01_sparse_small.png")], classical, page=1)
     assert item.status == "ok"

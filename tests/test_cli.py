@@ -1389,7 +1389,7 @@ def test_a_plane_asked_of_one_file_named_alone_is_an_error_row_as_from_python(sm
     assert main(["count", str(small_folder / "a.png"), "--plane", "2", "--model", CLASSICAL_NAME, "--out", str(out),
                  "--no-progress"]) == 1
     row = pd.read_csv(out).iloc[0]
-    assert row["status"] == "error" and "page 2 is out of range" in row["reason"]
+    assert row["status"] == "error" and "plane 2 is out of range" in row["reason"]
     assert main(["count", str(small_folder), "--plane", "2", "--model", CLASSICAL_NAME, "--out", str(out),
                  "--no-progress"]) == 0
 

@@ -554,7 +554,7 @@ def test_parameters_validated() -> None:
     assert read_image(data, channel=0).shape == (2, 3)
     with pytest.raises(ParameterError):
         read_image(data, page=-1)
-    with pytest.raises(ParameterError, match="page 1"):
+    with pytest.raises(ParameterError, match="plane 1"):
         read_image(data, page=1)
     with pytest.raises(ParameterError):
         read_image(data, max_pixels=0)

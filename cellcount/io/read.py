@@ -670,7 +670,7 @@ def _read_pillow(
                 if page:
                     if page >= n_frames:
                         raise PlaneError(
-                            f"page {page} is out of range: {name} has {n_frames} frame(s), valid: 0..{n_frames - 1}",
+                            f"plane {page} is out of range: {name} has {n_frames} frame(s), valid: 0..{n_frames - 1}",
                             n_frames)
                     img.seek(page)
             except BaseException:
@@ -731,7 +731,7 @@ def _read_png16_colour(
     width, height = struct.unpack(">II", head[16:24])
     _check_pixels(name, height, width, max_pixels)
     if page:
-        raise PlaneError(f"page {page} is out of range: {name} has 1 page, valid: 0", 1)
+        raise PlaneError(f"plane {page} is out of range: {name} has 1 plane, valid: 0", 1)
     if isinstance(src, io.BytesIO):
         buf = np.frombuffer(src.getbuffer(), dtype=np.uint8)
     else:
@@ -776,7 +776,7 @@ def _read_tiff(
             return _read_series(tif, main, name=name, page=page, channel=channel, max_pixels=max_pixels)
         # several images (an OME file's positions, pages of other sizes): page N is the N-th, whole, with its channels
         if page >= len(images):
-            raise PlaneError(f"page {page} is out of range: {name} holds {len(images)} images, valid: "
+            raise PlaneError(f"plane {page} is out of range: {name} holds {len(images)} images, valid: "
                              f"0..{len(images) - 1}", len(images))
         image, _ = _read_series(tif, images[page], name=name, page=0, channel=channel, max_pixels=max_pixels)
         return image, (len(images), _images_kind([tif.series[i] for i in images]))
@@ -819,7 +819,7 @@ def _read_series(
         # whose samples are the planes: the series' axes say time points or z-planes, not channels to average
         n_planes = shape[0]
         if page >= n_planes:
-            raise PlaneError(f"page {page} is out of range: {name} has {n_planes} page(s), "
+            raise PlaneError(f"plane {page} is out of range: {name} has {n_planes} plane(s), "
                              f"valid: 0..{n_planes - 1}", n_planes)
         one = series.pages[0]
         one = one.aspage() if isinstance(one, tifffile.TiffFrame) else one
@@ -852,7 +852,7 @@ def _read_series(
         logger.debug("%s: reading TIFF of shape %s as (H, W, C)", name, shape)
         data = data.reshape(n_pages, height, width)
         if page:
-            raise PlaneError(f"page {page} is out of range: {name} has 1 page, valid: 0", 1)
+            raise PlaneError(f"plane {page} is out of range: {name} has 1 plane, valid: 0", 1)
         if channel is not None:
             data = np.ascontiguousarray(data[:, :, _channel_index(name, channel, width)])
         return data, None
@@ -870,7 +870,7 @@ def _read_series(
     planes = _planes(page_dims[0][1], n_select) if page_dims else None
     if page >= n_select:
         raise PlaneError(
-            f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}", n_select)
+            f"plane {page} is out of range: {name} has {n_select} plane(s), valid: 0..{n_select - 1}", n_select)
     index = [0] * n_outer
     if page_dims:
         index[page_dims[0][0]] = page
@@ -1019,7 +1019,7 @@ def _read_tiff_yxc(
         )
     n_select = stack[0] if stack else 1
     if page >= n_select:
-        raise PlaneError(f"page {page} is out of range: {name} has {n_select} page(s), valid: 0..{n_select - 1}",
+        raise PlaneError(f"plane {page} is out of range: {name} has {n_select} plane(s), valid: 0..{n_select - 1}",
                          n_select)
     if page_shape == (cols, n_channels):
         per_image = rows
