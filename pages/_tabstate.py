@@ -84,8 +84,10 @@ def restored_note() -> str | None:
     when = st.session_state.pop(_RESTORED_KEY, None)
     if when is None:
         return None
-    return (f"This tab's settings are back as you left them{f' ({when})' if when else ''}: the page was reloaded or "
-            "the app restarted, which starts a new session. A new tab starts from the model cards.")
+    return (f"The settings last saved for this address are back{f' ({when})' if when else ''}: a reload or an app "
+            "restart starts a new session, and the address (its ?tab=...) keeps them. Whoever opens this address "
+            "shares them: a link you send carries them, and a change there changes yours; a new tab starts from the "
+            "model cards.")
 
 
 def _snapshot() -> dict[str, Any]:

@@ -242,7 +242,6 @@ def test_two_files_of_one_name_and_size_are_announced_as_two():
     assert at.button(key="batch_run").label == "Count 2 image(s)"
 
 
-@pytest.mark.slow
 def test_z_stacks_counted_from_their_maximum_projection(count_batch):
     """A z-stack with one nucleus in focus per plane: counted from its first plane (flagged) by default, from
     the maximum projection of all planes (not flagged) when chosen; a one-plane file is the same either way."""

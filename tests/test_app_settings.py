@@ -731,7 +731,7 @@ def test_a_reload_or_a_restarted_app_gives_the_tab_its_settings_back():
     again = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
     again.query_params[_tabstate.TAB_PARAM] = token  # the same address: a reload
     again.run()
-    assert any(i.value.startswith("This tab's settings are back as you left them") for i in again.info)
+    assert any(i.value.startswith("The settings last saved for this address are back") for i in again.info)
     again.switch_page("pages/batch.py")
     again.run()
     assert not again.exception, again.exception
@@ -740,7 +740,7 @@ def test_a_reload_or_a_restarted_app_gives_the_tab_its_settings_back():
 
     fresh = open_page("batch")  # a new tab: its own address, the model card
     assert fresh.number_input(key="batch_min_area_px").value != 31
-    assert not any(i.value.startswith("This tab's settings are back") for i in fresh.info)
+    assert not any(i.value.startswith("The settings last saved for this address are back") for i in fresh.info)
 
 
 def test_a_tab_token_that_is_no_token_is_replaced_not_read():

@@ -93,7 +93,6 @@ def test_lazy_tiff_and_ome_zarr_read_only_a_window(tmp_path, rng):
         blocks.lazy_shape(tmp_path / "x.png")
 
 
-@pytest.mark.slow
 def test_objects_on_block_seams_are_counted_once(tmp_path, draw_disks):
     """Disks astride the seams of 4 x 4 blocks (cores cut at 160, 288 and 448 px): each counted once."""
     shape = (600, 600)

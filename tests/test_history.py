@@ -169,7 +169,6 @@ def test_ctrl_c_during_a_history_write_is_not_swallowed(tmp_path) -> None:
     assert recorder.warning and "disk I/O error" in recorder.warning
 
 
-@pytest.mark.slow
 def test_a_run_whose_process_is_gone_shows_as_ended(tmp_path):
     """A batch killed outright (SIGKILL, a crash) never marks its run finished: the listing says it ended
     instead of showing it as running for ever; a run of a live process stays running."""

@@ -1242,3 +1242,56 @@ def test_a_microscope_file_that_is_a_tiff_inside_is_listed_as_the_app_reads_it(t
     assert [p.name for p in found] == ["slide.svs"]
     assert skipped and skipped[0][0] == "scan.czi" and "export it as TIFF" in skipped[0][1]
     assert [p.name for p in list_image_files([tmp_path / "slide.svs"])] == ["slide.svs"]
+
+
+def test_a_z_stack_written_plane_by_plane_is_still_projected(tmp_path):
+    """``imwrite(..., append=True)`` gives every plane a series of its own: read as an OME file's positions, its
+    maximum projection was refused ("lays different images over each other"), where it had been counted."""
+    import tifffile
+
+    from cellcount.io.read import CHOSEN_IMAGES, read_image_planes
+
+    planes = [np.full((16, 16), 10 * k, np.uint8) for k in range(5)]
+    path = tmp_path / "appended.tif"
+    for plane in planes:
+        tifffile.imwrite(path, plane, append=True)
+    image, found = read_image_planes(path, page="max")
+    assert (image == 40).all() and found[0] == 5 and found[1] not in CHOSEN_IMAGES
+    assert (read_image_planes(path, page=3)[0] == 30).all()
+
+
+def test_positions_that_are_z_stacks_are_refused_not_counted_from_the_first(tmp_path):
+    """An OME file of three positions, each a z-stack: position 0 was read (its planes, its projection) and the
+    other two left out without a word."""
+    import tifffile
+
+    from cellcount.errors import ImageReadError
+    from cellcount.io.read import read_image_planes
+
+    path = tmp_path / "positions_z.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for k in range(3):
+            tw.write(np.full((2, 16, 16), k, np.uint8), metadata={"axes": "ZYX"})
+    for page in (None, 1, "max"):
+        with pytest.raises(ImageReadError, match="holds 3 images .* each is a stack of planes"):
+            read_image_planes(path, page=page)
+
+
+def test_a_microscope_file_that_is_a_tiff_inside_a_zip_is_read_as_elsewhere(tmp_path):
+    """A zipped .svs (a TIFF) was refused as "a microscope file this program cannot read", where the same file in a
+    folder or uploaded on its own is counted; a .czi that is none is still said."""
+    import zipfile
+
+    import tifffile
+
+    from cellcount.io.archive import iter_zip_images, zip_image_names
+
+    tif = io.BytesIO()
+    tifffile.imwrite(tif, np.full((8, 8), 7, np.uint8))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("slide.svs", tif.getvalue())
+        zf.writestr("scan.czi", b"ZISRAWFILE" + bytes(40))
+    assert zip_image_names(buf.getvalue()) == ["slide.svs"]
+    got = {name: (data is not None, why) for name, data, why in iter_zip_images(buf.getvalue())}
+    assert got["slide.svs"][0] and not got["scan.czi"][0] and "export it as TIFF" in got["scan.czi"][1]

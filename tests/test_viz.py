@@ -487,3 +487,17 @@ def test_touching_rejected_objects_are_outlined_apart() -> None:
     alone, _ = viz.render_outlines(base, seg.labels, seg.rejected)
     assert not alone[4, 7].any()  # without the ids: one region, as before
     assert filter_objects(lab, min_area_px=1).rejected_ids is None  # nothing rejected: no second map kept
+
+
+def test_a_likely_merge_is_dashed_all_round_even_at_45_degrees():
+    """Dashes by rows and columns ran one solid colour where the outline runs at 45 degrees: there a merge read as
+    a plain red line again."""
+    yy, xx = np.mgrid[:120, :120]
+    lab = (((yy - 60) ** 2 + (xx - 60) ** 2) <= 45 ** 2).astype(np.int32)
+    out, _ = viz.render_outlines(np.full((120, 120, 3), 30, np.uint8), lab, color=(0, 255, 0), merges=[1])
+    red = (out == viz.MERGE_COLOR).all(axis=2)
+    white = (out == (255, 255, 255)).all(axis=2)
+    angle = np.degrees(np.arctan2(yy - 60, xx - 60))
+    for low in range(-180, 180, 20):  # every 20-degree stretch of the outline holds both tones
+        arc = (angle >= low) & (angle < low + 20)
+        assert (red & arc).any() and (white & arc).any(), low

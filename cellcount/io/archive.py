@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cellcount.errors import ImageReadError
 
-from .files import IMAGE_EXTENSIONS, microscope_file_problem
+from .files import IMAGE_EXTENSIONS, MICROSCOPE_EXTENSIONS, microscope_file_problem
 
 DEFAULT_ZIP_MAX_FILES = 5000
 DEFAULT_ZIP_MAX_BYTES = 2 << 30  # total uncompressed bytes accepted from one zip
@@ -89,6 +89,15 @@ def zip_files(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return [i for i in zf.infolist() if not i.is_dir() and not is_zip_metadata(i.filename)]
 
 
+def _head(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
+    """A member's first 4 bytes (None where it cannot be read)."""
+    try:
+        with zf.open(info) as fh:
+            return fh.read(4)
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):
+        return None
+
+
 def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_bytes: int):
     """``(info, name, reason)`` per member the readers consider: reason None for members to read, else why it is
     skipped; folders and macOS metadata are left out silently. One walk for reading and for counting."""
@@ -107,14 +116,18 @@ def _walk(zf: zipfile.ZipFile, extensions: Iterable[str], max_files: int, max_by
             continue  # macOS metadata, not user files
         base = posixpath.basename(safe)
         suffix = Path(base).suffix.lower()
-        if why := microscope_file_problem(base):  # the images the user meant, in a format not read: not a readme
-            yield info, safe, why
-            continue
+        disguised = False  # a microscope format that is a TIFF inside (.svs, .lsm): read, as a folder's or an upload's
+        if suffix in MICROSCOPE_EXTENSIONS:
+            head = _head(zf, info) if wanted & set(IMAGE_EXTENSIONS) else None
+            if why := microscope_file_problem(base, head):  # the images the user meant, in a format not read
+                yield info, safe, why
+                continue
+            disguised = True
         if suffix == ".zip" and suffix not in wanted:  # its images are not opened: said how to have them counted
             yield info, safe, (f"{NOT_WANTED}{kind}: a zip inside a zip is not opened; upload it on its own, or zip its "
                                "images with the others")
             continue
-        if suffix not in wanted:
+        if suffix not in wanted and not disguised:
             yield info, safe, f"{NOT_WANTED}{kind} (extension {Path(base).suffix or 'none'}): skipped"
             continue
         n += 1

@@ -772,14 +772,22 @@ def _read_tiff(
             raise ImageReadError(f"{name}: TIFF file holds no image")
         images = [i for i, s in enumerate(tif.series) if s.keyframe is not None and not s.keyframe.is_reduced]
         main = images[0] if images else 0
-        if len(images) < 2 or _has_plane_axis(tif.series[main]):
+        if len(images) < 2:
             return _read_series(tif, main, name=name, page=page, channel=channel, max_pixels=max_pixels)
-        # several images (an OME file's positions, pages of other sizes): page N is the N-th, whole, with its channels
+        if stacks := [i for i in images if _has_plane_axis(tif.series[i])]:
+            # an OME file's positions that are z-stacks: one of them read would leave the others out unsaid
+            raise ImageReadError(
+                f"{name}: the file holds {len(images)} images (series: positions, or pages of other sizes), and "
+                f"{'each is' if len(stacks) == len(images) else 'some are'} a stack of planes; this reader takes one "
+                "image with one axis of planes: export the one to count as a file of its own (Fiji: File > Import > "
+                "Bio-Formats, one series; then File > Save As > Tiff)")
+        # several images (an OME file's positions, pages of other sizes, planes saved one by one): page N is the N-th,
+        # whole, with its channels
         if page >= len(images):
             raise PlaneError(f"plane {page} is out of range: {name} holds {len(images)} images, valid: "
                              f"0..{len(images) - 1}", len(images))
         image, _ = _read_series(tif, images[page], name=name, page=0, channel=channel, max_pixels=max_pixels)
-        return image, (len(images), _images_kind([tif.series[i] for i in images]))
+        return image, (len(images), _images_kind([tif.series[i] for i in images], ome=tif.is_ome))
 
 
 def _has_plane_axis(series: Any) -> bool:
@@ -793,12 +801,15 @@ def _has_plane_axis(series: Any) -> bool:
     return any(n > 1 and a not in _CHANNEL_AXES for a, n in zip(axes[:max(n_outer, 0)], shape[:max(n_outer, 0)]))
 
 
-def _images_kind(series: list[Any]) -> str:
-    """What several images of a TIFF are (:data:`_OTHER_IMAGES` and its kin), by their sizes."""
-    sizes = [int(s.keyframe.imagelength) * int(s.keyframe.imagewidth) for s in series]
+def _images_kind(series: list[Any], *, ome: bool) -> str:
+    """What several images of a TIFF are (:data:`_OTHER_IMAGES` and its kin), by their sizes: of one size, an OME
+    file's positions; of one size in a plain TIFF, planes written one by one (``imwrite(..., append=True)`` of a
+    z-stack gives each page a series of its own), as projectable as unnamed pages."""
+    sizes = [(int(s.keyframe.imagelength), int(s.keyframe.imagewidth)) for s in series]
     if len(set(sizes)) == 1:
-        return _SAME_SIZE_IMAGES
-    return _LARGER_IMAGES if max(sizes) > sizes[0] else _OTHER_IMAGES
+        return _SAME_SIZE_IMAGES if ome else _UNNAMED_PLANES
+    areas = [h * w for h, w in sizes]
+    return _LARGER_IMAGES if max(areas) > areas[0] else _OTHER_IMAGES
 
 
 def _read_series(

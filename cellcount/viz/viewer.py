@@ -243,16 +243,18 @@ def render_outlines(
             other = (0, 0, 0) if float(np.mean(base)) > 127 else (255, 255, 255)
             other = (255, 255, 255) if other == merge_rgb == (0, 0, 0) else (0, 0, 0) if other == merge_rgb else other
             if merge_boxes is None:
-                flag = np.zeros(int(lab.max()) + 1, bool)
-                flag[np.asarray(merges, np.int64)] = True
-                merged = np.take(flag, lab).astype(np.uint8)
-                _paint_dashed(out, boundaries(merged, thickness=thickness + 1), (0, 0), merge_rgb, other)
-            else:
-                pad = thickness + 2  # room for the outer line, grown by thickness + 1
-                for label, (r0, c0, r1, c1) in zip(merges, np.asarray(merge_boxes, np.int64), strict=True):
-                    r0, c0, r1, c1 = max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, h), min(c1 + pad, w)
-                    crop = (lab[r0:r1, c0:c1] == label).astype(np.uint8)
-                    _paint_dashed(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), (r0, c0), merge_rgb,
+                from scipy import ndimage
+
+                found = ndimage.find_objects(lab)
+                merge_boxes = np.array([(sl[0].start, sl[1].start, sl[0].stop, sl[1].stop) if (
+                    0 < m <= len(found) and (sl := found[m - 1]) is not None) else (0, 0, 0, 0)
+                    for m in np.asarray(merges, np.int64)], np.int64).reshape(-1, 4)
+            pad = thickness + 2  # room for the outer line, grown by thickness + 1
+            for label, (r0, c0, r1, c1) in zip(merges, np.asarray(merge_boxes, np.int64), strict=True):
+                r0, c0, r1, c1 = max(r0 - pad, 0), max(c0 - pad, 0), min(r1 + pad, h), min(c1 + pad, w)
+                crop = (lab[r0:r1, c0:c1] == label).astype(np.uint8)
+                if crop.any():
+                    _paint_dashed(out[r0:r1, c0:c1], boundaries(crop, thickness=thickness + 1), crop, merge_rgb,
                                   other)
             legend["likely merge (far larger than its neighbours, with a waist; dashed)"] = merge_rgb
     return out, legend
@@ -262,11 +264,16 @@ DASH_PX = 4
 """The length of each tone of a likely merge's dashed outline, px of the image."""
 
 
-def _paint_dashed(out: np.ndarray, mask: np.ndarray, origin: tuple[int, int], color: RGB, other: RGB) -> None:
-    """Paint ``mask`` in dashes of ``color`` and ``other``, in place; ``origin``: where ``out`` lies in the whole
-    picture (row, column), so that dashes drawn crop by crop line up."""
+def _paint_dashed(out: np.ndarray, mask: np.ndarray, obj: np.ndarray, color: RGB, other: RGB) -> None:
+    """Paint the outline ``mask`` of the object ``obj`` (bool, the same crop) in dashes of ``color`` and ``other``
+    about :data:`DASH_PX` long, in place: by the angle around the object's centre, so the tones alternate along the
+    outline whichever way it runs (dashes by rows and columns left a 45-degree stretch one solid colour)."""
     rows, cols = np.nonzero(mask)
-    first = (((rows + origin[0]) + (cols + origin[1])) // DASH_PX) % 2 == 0
+    if not rows.size:
+        return
+    cy, cx = (float(np.mean(a)) for a in np.nonzero(obj))
+    radius = max(float(np.sqrt(np.count_nonzero(obj) / np.pi)), 1.0)
+    first = np.round(np.arctan2(rows - cy, cols - cx) * radius / DASH_PX).astype(np.int64) % 2 == 0
     out[rows[first], cols[first]] = color
     out[rows[~first], cols[~first]] = other
 
