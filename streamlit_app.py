@@ -138,7 +138,7 @@ def home() -> None:
 st.session_state[sh.ENTRY_FLAG] = True
 _tabstate.start()  # a reload or a restarted app gets this tab's settings back
 if said := _tabstate.restored_note():
-    st.info(said, icon=":material/settings_backup_restore:")
+    (st.info if said[1] else st.warning)(said[0], icon=":material/settings_backup_restore:")
 nav = st.navigation(
     [
         st.Page(home, title="Home", icon=":material/home:", default=True),

@@ -4,9 +4,10 @@ Not a page. Streamlit's session state lives in the server's memory and ends with
 reload (F5) or a restarted app starts a new session, which read the model cards again without a word while the
 page showed the user's edited or tuned settings a moment before. Each tab's address carries a random token
 (``?tab=...``); the settings store, the z-stack choice and the backend forced are written under it to the user's
-data folder when they change, and a new session of that address reads them back and says so. A new tab (another
-address) starts from the model cards, as before; a duplicated tab shares its address, and the last one to change
-its settings is the one kept.
+data folder when they change (a visit that changes nothing writes no file), and a new session of that address reads
+them back and says so; a file this app cannot use is said and left for the next change to replace. A new tab (another
+address) starts from the model cards, as before; whoever opens the address (a duplicated tab, a link sent to a
+colleague) shares its state, and the last change is the one kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ KEPT_DAYS = 30
 _TOKEN_KEY = "_tab_token"
 _SAVED_KEY = "_tab_saved"  # the digest of what was last written, so an unchanged state is not written again
 _RESTORED_KEY = "_tab_restored"
+_UNREAD_KEY = "_tab_unread"
 _PRUNED_KEY = "_tab_pruned"
 _TOKEN = re.compile(r"[0-9a-f]{16}")
 
@@ -65,11 +67,17 @@ def start() -> None:
 
 
 def _restore(token: str) -> None:
+    path = _path(token)
+    if not path.is_file():
+        return  # never saved (a tab that changed nothing) or deleted: the model cards, as a new tab
     try:
-        data = json.loads(_path(token).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # never saved (a tab that changed nothing), deleted, or unreadable: the model cards, as a new tab
-    if not isinstance(data, dict):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        why = _unusable(data)
+    except (OSError, ValueError) as err:
+        why = f"it cannot be read ({type(err).__name__})"
+    if why:  # a damaged or hand-edited file: said, and the model cards (never half of it, nor a page that fails)
+        st.session_state[_RESTORED_KEY] = None
+        st.session_state[_UNREAD_KEY] = why
         return
     restored = [key for key in KEPT_KEYS if key in data and key not in st.session_state]
     for key in restored:
@@ -79,15 +87,43 @@ def _restore(token: str) -> None:
         st.session_state[_RESTORED_KEY] = data.get("saved_at", "")
 
 
-def restored_note() -> str | None:
-    """Once, after a session read its tab's saved state back: what happened, for the page to say."""
+def _unusable(data: Any) -> str | None:
+    """Why a saved tab state cannot be used as the pages use it, or None."""
+    from cellcount.models.autotune import CHOICES
+
+    if not isinstance(data, dict):
+        return "it holds no settings"
+    store = data.get(STORE_KEY, {"models": {}, "image": {}, "edited_image": [], "model": None})
+    if (not isinstance(store, dict) or not isinstance(store.get("models"), dict)
+            or not isinstance(store.get("image"), dict) or not isinstance(store.get("edited_image"), list)
+            or not (store.get("model") is None or isinstance(store.get("model"), str))
+            or "model" not in store):
+        return "its settings are not laid out as this app writes them"
+    for name, entry in store["models"].items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("values"), dict)
+                or not isinstance(entry.get("card"), str) or not isinstance(entry.get("origin"), str)):
+            return f"the settings of {name} are not laid out as this app writes them"
+    plane = data.get(PLANE_CHOICE, "first")
+    if not (plane in ("first", "max") or (isinstance(plane, int) and not isinstance(plane, bool) and plane >= 0)):
+        return f"its z-stack choice {plane!r} is none this app offers"
+    if data.get(BACKEND_KEY, "auto") not in CHOICES:
+        return f"its backend {data.get(BACKEND_KEY)!r} is none this app offers"
+    return None
+
+
+def restored_note() -> tuple[str, bool] | None:
+    """Once, after a session read its tab's saved state back (or could not): what happened, for the page to say, and
+    whether it went well."""
+    if why := st.session_state.pop(_UNREAD_KEY, None):
+        return (f"The settings saved for this address could not be used ({why}): this tab starts from the model "
+                "cards, and its next change replaces them.", False)
     when = st.session_state.pop(_RESTORED_KEY, None)
     if when is None:
         return None
     return (f"The settings last saved for this address are back{f' ({when})' if when else ''}: a reload or an app "
             "restart starts a new session, and the address (its ?tab=...) keeps them. Whoever opens this address "
             "shares them: a link you send carries them, and a change there changes yours; a new tab starts from the "
-            "model cards.")
+            "model cards.", True)
 
 
 def _snapshot() -> dict[str, Any]:
@@ -96,6 +132,15 @@ def _snapshot() -> dict[str, Any]:
 
 def _digest(snapshot: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(snapshot, sort_keys=True, default=_plain).encode()).hexdigest()
+
+
+def _as_new(snapshot: dict[str, Any]) -> bool:
+    """Whether a tab's state is what a new tab starts with: every model on its card, no image setting, the first
+    plane of z-stacks, the backend measured fastest."""
+    store = snapshot.get(STORE_KEY) or {}
+    return (all(entry.get("origin") == "card" and not entry.get("detail") for entry in store.get("models", {}).values())
+            and not store.get("image") and not store.get("edited_image")
+            and snapshot.get(PLANE_CHOICE, "first") == "first" and snapshot.get(BACKEND_KEY, "auto") == "auto")
 
 
 def _plain(value: Any) -> Any:
@@ -111,6 +156,9 @@ def save() -> None:
         return
     digest = _digest(snapshot)
     if st.session_state.get(_SAVED_KEY) == digest:
+        return
+    if _as_new(snapshot) and not _path(token).is_file():
+        st.session_state[_SAVED_KEY] = digest  # a visit that changed nothing leaves no file
         return
     body = json.dumps({**snapshot, "saved_at": time.strftime("%Y-%m-%d %H:%M", time.localtime())}, sort_keys=True,
                       default=_plain)

@@ -754,3 +754,34 @@ def test_a_tab_token_that_is_no_token_is_replaced_not_read():
     token = at.query_params[_tabstate.TAB_PARAM]
     token = token[0] if isinstance(token, list) else token
     assert _tabstate._TOKEN.fullmatch(token)
+
+
+@pytest.mark.parametrize("body", ['{"_settings": "garbage"}', '{"_settings": {"models": {}}}',
+                                  '{"_settings": {"models": {}, "ima', "",
+                                  '{"inference_backend": "cuda-magic"}', '{"plane_choice": -3}'])
+def test_a_damaged_tab_file_is_said_and_the_tab_starts_from_the_cards(body):
+    """A hand-edited or cut-off tab file crashed every page of that address on every reload ("string indices must be
+    integers"), or was dropped without a word."""
+    from pages import _tabstate
+
+    token = "abcdef0123456789"
+    _tabstate.folder().mkdir(parents=True, exist_ok=True)
+    (_tabstate.folder() / f"{token}.json").write_text(body)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=90)
+    at.query_params[_tabstate.TAB_PARAM] = token
+    at.run()
+    assert not at.exception, at.exception
+    assert any(w.value.startswith("The settings saved for this address could not be used") for w in at.warning)
+    at.switch_page("pages/count.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert "the model card" in captions(at)
+
+
+def test_a_visit_that_changes_nothing_leaves_no_tab_file():
+    from pages import _tabstate
+
+    at = open_page("batch")
+    token = at.query_params[_tabstate.TAB_PARAM]
+    token = token[0] if isinstance(token, list) else token
+    assert not (_tabstate.folder() / f"{token}.json").exists()
