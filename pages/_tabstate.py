@@ -5,7 +5,7 @@ reload (F5) or a restarted app starts a new session, which read the model cards 
 page showed the user's edited or tuned settings a moment before. Each tab's address carries a random token
 (``?tab=...``); the settings store, the z-stack choice and the backend forced are written under it to the user's
 data folder when they change (a visit that changes nothing writes no file), and a new session of that address reads
-them back and says so; a file this app cannot use is said and left for the next change to replace. A new tab (another
+them back and says so; a file this app cannot use is said and replaced by the model cards' settings. A new tab (another
 address) starts from the model cards, as before; whoever opens the address (a duplicated tab, a link sent to a
 colleague) shares its state, and the last change is the one kept.
 """
@@ -116,7 +116,7 @@ def restored_note() -> tuple[str, bool] | None:
     whether it went well."""
     if why := st.session_state.pop(_UNREAD_KEY, None):
         return (f"The settings saved for this address could not be used ({why}): this tab starts from the model "
-                "cards, and its next change replaces them.", False)
+                "cards, which are saved for it from now on.", False)
     when = st.session_state.pop(_RESTORED_KEY, None)
     if when is None:
         return None
