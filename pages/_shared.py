@@ -74,7 +74,6 @@ from pages._ui import (  # noqa: F401  (re-exported for the pages)
     DENSITY_PEAKS_NOTE,
     ELSEWHERE,
     ENTRY_FLAG,
-    FLAG_WORD,
     GOTO_KEY,
     IMAGE_TYPES,
     MICROSCOPE_HELP,

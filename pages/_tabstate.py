@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import streamlit as st
 
 from cellcount import history
+from cellcount.csvout import atomic_write_bytes
 from pages._image_ui import BACKEND_KEY, PLANE_CHOICE
 from pages._settings import STORE_KEY
 
@@ -164,9 +164,7 @@ def save() -> None:
                       default=_plain)
     try:
         folder().mkdir(parents=True, exist_ok=True)
-        tmp = _path(token).with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, _path(token))  # whole or not at all: a reader never sees half a file
+        atomic_write_bytes(_path(token), body.encode("utf-8"))  # a reader (a reload) never sees half a file
     except OSError:
         return  # a read-only or full data folder: the session keeps its settings in memory, as it always did
     st.session_state[_SAVED_KEY] = digest

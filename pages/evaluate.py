@@ -153,7 +153,7 @@ def flag_caption(per_image: pd.DataFrame) -> None:
     st.caption(f"Quality flag: {round(rep['flagged_share'] * rep['n'])} of {rep['n']} images flagged \"check this "
                f"image\"; {rep['large_errors']} counts off by more than {LARGE_ERROR:.0%} of the true count, {held}.")
     flagged = per_image[per_image["check"].fillna(False).astype(bool)]
-    if len(flagged) and "check_reasons" in flagged:  # the table shows a tick only: the reasons are said here
+    if len(flagged) and "check_reasons" in flagged:  # the table shows the flag alone: the reasons are said here
         with st.expander(f"Why {len(flagged)} image(s) were flagged"):
             shown = flagged.head(MAX_REASONS_SHOWN)
             st.markdown("\n".join(f"- `{f}` (true {_count_text(t)}, counted {_count_text(c)}): {r}" for f, t, c, r in
