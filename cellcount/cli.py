@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .cliparams import (
+    BACKEND_CHOICES,
     add_param_options,
     as_command,
     inert_options_note,
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the rows of --out (and --objects) counted with the same "
                         "model and settings, count only the other images")
-    c.add_argument("--backend", choices=["auto", "bf16", "onnxruntime", "torch"], default=None,
+    c.add_argument("--backend", choices=list(BACKEND_CHOICES), default=None,
                    help="inference backend (default: $CELLCOUNT_BACKEND, else auto = the one measured fastest on "
                         "this machine at first use; -v shows the timings)")
     d = c.add_argument_group("many images and huge images (Dask; docs/SCALING.md)")

@@ -19,6 +19,9 @@ from .errors import CellcountError, ModelNotFoundError, ParameterError
 from .params import LEGACY_KEYS, PARAMS, SCHEMA
 
 INVERT_CHOICES = {"auto": None, "yes": True, "no": False}
+BACKEND_CHOICES = ("auto", "bf16", "int8", "onnxruntime", "openvino", "torch")
+"""``--backend``'s values: :data:`cellcount.models.autotune.CHOICES`, written out so that ``--help`` needs no torch
+(tests/test_cli.py checks that they agree)."""
 _INVERT_ALIASES = {"on": "yes", "true": "yes", "off": "no", "false": "no", "none": "auto", "null": "auto"}
 
 

@@ -357,23 +357,24 @@ def backend_in_use(model: cc.models.CountModel, requested: str | None = None) ->
 def backend_ui(prefix: str, model: cc.models.CountModel) -> None:
     """The inference backend setting and what it runs with, and why (timings measured on first use)."""
     from cellcount.models.autotune import CHOICES
-    from cellcount.models.backends import available_backends, backend_note
+    from cellcount.models.backends import backend_note, buildable_backends
 
     if not isinstance(model, cc.models.NetModel):
         st.caption("The classical baseline runs no network: no inference backend.")
         return
     current = requested_backend()
-    options = [c for c in CHOICES if c == "auto" or c in available_backends() or c == current]
+    options = [c for c in CHOICES if c == "auto" or c in buildable_backends() or c == current]
     key = f"{prefix}_backend"
     st.session_state[key] = current
     st.selectbox(
         "Inference backend", options, key=key,
         on_change=lambda: st.session_state.__setitem__(BACKEND_KEY, st.session_state[key]),
         help="auto: the backend measured fastest for this model on this machine (timed once, remembered in the "
-        "cache folder, timed again when that was on a busy machine). The others force one: onnxruntime and torch "
-        "compute in fp32, bf16 in bfloat16 (totals within about 0.5%, not every image: one near Split Auto's switch "
-        "can take the other split). Force one to compare counts across days. The CELLCOUNT_BACKEND environment "
-        "variable sets the default.",
+        "cache folder, timed again when that was on a busy machine). The others force one: onnxruntime, openvino and "
+        "torch compute in fp32, bf16 in bfloat16 (totals within about 0.5%, not every image: one near Split Auto's "
+        "switch can take the other split). int8 (never chosen by auto) is the fastest on many CPUs but moves each "
+        "image's count by about 1% on average. Force one to compare counts across days. The CELLCOUNT_BACKEND "
+        "environment variable sets the default.",
     )
     try:
         name, why = model.backend_in_use(current)

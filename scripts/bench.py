@@ -124,8 +124,9 @@ class BenchResults:
     config: dict[str, Any]
     machine: dict[str, Any]
     command: str
-    backends: list[str] = field(default_factory=list)  # the backends available on this machine
-    matmul_gflops: dict[str, float] = field(default_factory=dict)  # per precision ("fp32", "bf16")
+    backends: list[str] = field(default_factory=list)  # every backend this machine can run, opt-in ones included
+    auto_backends: list[str] = field(default_factory=list)  # those "auto" chooses from
+    matmul_gflops: dict[str, float] = field(default_factory=dict)  # per precision ("fp32", "bf16", "int8")
     matmul_by_library: dict[str, float] = field(default_factory=dict)  # fp32 GFLOP/s per library
     models: list[dict[str, Any]] = field(default_factory=list)
     postprocess: list[dict[str, Any]] = field(default_factory=list)
@@ -191,23 +192,62 @@ def machine_info() -> dict[str, Any]:
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5, *, dtype: str = "fp32", library: str = "torch") -> float:
-    """GFLOP/s of one ``n x n`` matrix product (``dtype`` ``"fp32"`` or ``"bf16"``), best of ``repeats``: the
-    achievable peak for that precision with ``library``: ``"torch"`` (``torch.mm``) or ``"onnxruntime"``
-    (its MatMul kernel, fp32 only; on AMD CPUs it beats the MKL kernel ``torch.mm`` calls there)."""
+    """GFLOP/s of one ``n x n`` matrix product (``dtype`` ``"fp32"``, ``"bf16"`` or ``"int8"``), best of ``repeats``:
+    the achievable peak for that precision with ``library``: ``"torch"`` (``torch.mm``), ``"onnxruntime"`` (its
+    MatMul kernel, fp32 only; on AMD CPUs it beats the MKL kernel ``torch.mm`` calls there) or ``"openvino"``
+    (fp32, or int8: the only library of the int8 backend; operations counted as for floats)."""
     import torch
 
-    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    if dtype == "int8" and library != "openvino":
+        raise ValueError("the int8 peak is measured with OpenVINO only")
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}[dtype]
     a, b = torch.rand(n, n, dtype=dt), torch.rand(n, n, dtype=dt)
-    if library == "onnxruntime":
-        if dtype != "fp32":
-            raise ValueError("the ONNX Runtime peak is measured in fp32 only")
-        run = _onnx_matmul(a.numpy(), b.numpy())
+    if library in ("onnxruntime", "openvino"):
+        if dtype == "bf16":
+            raise ValueError(f"the {library} peak is measured in fp32 (and int8 with OpenVINO) only")
+        run = (_onnx_matmul(a.numpy(), b.numpy()) if library == "onnxruntime"
+               else _openvino_matmul(a.numpy(), b.numpy(), int8=dtype == "int8"))
     else:
         out = torch.empty(n, n, dtype=dt)
         run = lambda: torch.mm(a, b, out=out)  # noqa: E731
     run()
     best = min(time_once(run) for _ in range(repeats))
     return 2.0 * n**3 / best / 1e9
+
+
+def _openvino_matmul(a: np.ndarray, b: np.ndarray, *, int8: bool):
+    """A call running ``a @ b`` with OpenVINO as the backends run it (f32 precision, the threads torch uses); with
+    ``int8``, both operands quantised (``a`` to uint8 in the graph, ``b`` stored int8) as the int8 backend's
+    quantised convolutions are, so OpenVINO runs an int8 product."""
+    import onnx
+    import openvino as ov
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    n, k = a.shape[0], b.shape[1]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(a.shape))
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [n, k])
+    if int8:
+        nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"]),
+                 helper.make_node("MatMul", ["xd", "wd"], ["z"])]
+        inits = [numpy_helper.from_array(np.array(1 / 255, np.float32), "xs"),
+                 numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+                 numpy_helper.from_array(np.clip(np.rint(b * 127), -127, 127).astype(np.int8), "wq"),
+                 numpy_helper.from_array(np.array(1 / 127, np.float32), "ws"),
+                 numpy_helper.from_array(np.array(0, np.int8), "wz")]
+    else:
+        nodes, inits = [helper.make_node("MatMul", ["x", "w"], ["z"])], [numpy_helper.from_array(b, "w")]
+    model = helper.make_model(helper.make_graph(nodes, "matmul", [x], [z], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model.SerializeToString()), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(torch.get_num_threads())})
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: a})
 
 
 def _onnx_matmul(a: np.ndarray, b: np.ndarray):
@@ -237,10 +277,12 @@ def _onnx_matmul(a: np.ndarray, b: np.ndarray):
 
 
 def fp32_peaks(n: int, repeats: int, backends: list[str]) -> dict[str, float]:
-    """fp32 matrix-multiply GFLOP/s per library available (torch, and ONNX Runtime where it is a backend)."""
+    """fp32 matrix-multiply GFLOP/s per library available (torch, and ONNX Runtime and OpenVINO where they are
+    backends)."""
     out = {"torch": matmul_peak_gflops(n, repeats)}
-    if "onnxruntime" in backends:
-        out["onnxruntime"] = matmul_peak_gflops(n, repeats, library="onnxruntime")
+    for library in ("onnxruntime", "openvino"):
+        if library in backends:
+            out[library] = matmul_peak_gflops(n, repeats, library=library)
     return out
 
 
@@ -389,7 +431,7 @@ def write_image(path: Path, image: np.ndarray) -> None:
 
 def precision(backend: str) -> str:
     """The arithmetic a backend's convolutions run in: the matrix-multiply peak it is judged against."""
-    return "bf16" if backend == "bf16" else "fp32"
+    return backend if backend in ("bf16", "int8") else "fp32"
 
 
 def bench_inference(bm: BenchModel, cfg: BenchConfig, backends: Sequence[str],
@@ -578,9 +620,11 @@ def cli_env() -> dict[str, str]:
 
 
 def count_command(paths: Sequence[Path], model_ref: str, out: Path) -> list[str]:
-    """``count`` with ``-v``: it names the backend it runs with on stderr."""
-    return [sys.executable, "-m", "cellcount", "count", *map(str, paths), "--model", model_ref,
-            "--out", str(out), "--no-progress", "-v"]
+    """``count`` with ``-v``: it names the backend it runs with on stderr. ``model_ref`` may end in ``@BACKEND``
+    (``--cli-compare unet-mask-varied@int8``): that backend is forced."""
+    model, _, backend = model_ref.partition("@")
+    return [sys.executable, "-m", "cellcount", "count", *map(str, paths), "--model", model,
+            *(["--backend", backend] if backend else []), "--out", str(out), "--no-progress", "-v"]
 
 
 def backend_line(stderr: str) -> str:
@@ -712,7 +756,9 @@ def postprocess_section(res: BenchResults) -> list[str]:
 def network_sections(res: BenchResults) -> list[str]:
     """The backend choice and network inference tables (Markdown lines)."""
     peaks = ", ".join(f"**{v:.1f} GFLOP/s** {k}" for k, v in res.matmul_gflops.items())
-    out = [f"Backends available here: {', '.join(res.backends)}. Matrix-multiply peak ({res.config['mm_n']} x "
+    names = [b if b in res.auto_backends or not res.auto_backends else f"{b} (opt-in: never chosen by auto)"
+             for b in res.backends]
+    out = [f"Backends available here: {', '.join(names)}. Matrix-multiply peak ({res.config['mm_n']} x "
            f"{res.config['mm_n']}, best of {res.config['mm_repeats']} before and after the networks; fp32: the faster "
            "library, "
            + ", ".join(f"{k} {v:.1f}" for k, v in res.matmul_by_library.items()) + f"): {peaks}.",
@@ -730,7 +776,8 @@ def network_sections(res: BenchResults) -> list[str]:
         rows.append([r["label"], "plain fp32 path", f"{inf['s_per_mpx']['fp32']:.3f}", "", "", "1.00x", "", "", "", ""])
         for b, row in inf["backends"].items():
             c = cnt["backends"][b]
-            chosen = " (chosen)" if b == r["choice"]["backend"] else ""
+            chosen = (" (chosen)" if b == r["choice"]["backend"]
+                      else " (opt-in)" if res.auto_backends and b not in res.auto_backends else "")
             rows.append([
                 r["label"], f"{b}{chosen}", f"{row['s_per_mpx']:.3f}", f"**{row['speedup_vs_naive']:.2f}x**",
                 _pairs(row), f"{row['speedup_vs_fp32']:.2f}x",
@@ -862,8 +909,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cli-only", action="store_true", help="only the CLI throughput and memory subprocesses")
     p.add_argument("--postprocess-only", action="store_true",
                    help="only the postprocessing (slider path) timings, with and without the helper thread")
-    p.add_argument("--cli-compare", nargs="+", metavar="MODEL",
-                   help="also time the CLI with these models on the same images, after the default model")
+    p.add_argument("--cli-compare", nargs="+", metavar="MODEL[@BACKEND]",
+                   help="also time the CLI with these models on the same images, after the default model; "
+                        "MODEL@BACKEND forces a backend (unet-mask-varied@int8)")
     p.add_argument("--cli-repeats", type=_positive, default=1,
                    help="runs of each CLI check, alternating models; the median is reported (default 1)")
     p.add_argument("--repeats", type=int, help="alternating repeats of the network timings (default 9, quick 1)")
@@ -884,14 +932,14 @@ def cli_model(models: Sequence[BenchModel]) -> BenchModel | None:
 
 def run(args: argparse.Namespace, command: str) -> BenchResults:
     """Run every benchmark section and collect the results."""
-    from cellcount.models.backends import available_backends
+    from cellcount.models.backends import available_backends, buildable_backends
 
     cfg = BenchConfig.make(args.quick)
     if args.repeats:
         cfg = dataclasses.replace(cfg, infer_repeats=args.repeats)
     t0 = time.perf_counter()
     res = BenchResults(config=dataclasses.asdict(cfg), machine=machine_info(), command=command,
-                       backends=available_backends())
+                       backends=buildable_backends(), auto_backends=available_backends())
     if args.postprocess_only:
         logger.info("postprocessing")
         res.postprocess = bench_postprocess(bench_models(args.models), cfg)
@@ -904,6 +952,8 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
     res.matmul_gflops["fp32"] = max(res.matmul_by_library.values())
     if "bf16" in res.backends:
         res.matmul_gflops["bf16"] = matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype="bf16")
+    if "int8" in res.backends:
+        res.matmul_gflops["int8"] = matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype="int8", library="openvino")
     models = [] if args.cli_only else bench_models(args.models)
     images = [] if args.cli_only else count_images(cfg, args.dsb_dir)
     for bm in models:
@@ -920,6 +970,9 @@ def run(args: argparse.Namespace, command: str) -> BenchResults:
         if "bf16" in res.backends:
             res.matmul_gflops["bf16"] = max(res.matmul_gflops["bf16"],
                                             matmul_peak_gflops(cfg.mm_n, cfg.mm_repeats, dtype="bf16"))
+        if "int8" in res.backends:
+            res.matmul_gflops["int8"] = max(res.matmul_gflops["int8"], matmul_peak_gflops(
+                cfg.mm_n, cfg.mm_repeats, dtype="int8", library="openvino"))
         for r in res.models:
             for row in r["inference"]["backends"].values():
                 row["pct_of_peak"] = 100.0 * row["gflops"] / res.matmul_gflops[row["precision"]]

@@ -13,7 +13,7 @@ import torch
 
 from cellcount.inference import balanced_tile, predict_tiled, tile_starts
 from cellcount.models import create_model
-from cellcount.models.backends import available_backends, fold_batchnorm
+from cellcount.models.backends import available_backends, buildable_backends, fold_batchnorm
 from cellcount.postprocess import filter_objects, object_areas, relabel_sequential
 
 _spec = importlib.util.spec_from_file_location("bench_script", Path(__file__).resolve().parents[1] / "scripts" / "bench.py")
@@ -50,10 +50,12 @@ def test_quick_benchmark_writes_every_table(tmp_path, capsys):
 
     header, rows = _table_rows(text, "model | backend | fast")
     assert header == bench.INFERENCE_COLUMNS
-    variants = ["naive loop (fp32)", "plain fp32 path", *available_backends()]
+    variants = ["naive loop (fp32)", "plain fp32 path", *buildable_backends()]
     assert [r[0] for r in rows] == [label for label in expected for _ in variants]
     assert all(len(r) == len(bench.INFERENCE_COLUMNS) for r in rows)
     assert sum(r[1].endswith("(chosen)") for r in rows) == len(expected)  # one chosen backend per model
+    opt_in = [b for b in buildable_backends() if b not in available_backends()]  # timed and checked, never chosen
+    assert all(r[1] == f"{b} (opt-in)" for r in rows for b in opt_in if r[1].startswith(b + " ") or r[1] == b)
 
     header, rows = _table_rows(text, "case |")
     assert header == ["case", "map", "size", "objects", "median ms", "min ms", "median ms, one thread"]
@@ -68,10 +70,10 @@ def test_quick_benchmark_writes_every_table(tmp_path, capsys):
 
     data = json.loads(js.read_text())
     assert data["config"]["quick"] is True and data["matmul_gflops"]["fp32"] > 0
-    assert data["backends"] == available_backends()
+    assert data["backends"] == buildable_backends() and data["auto_backends"] == available_backends()
     assert {m["label"] for m in data["models"]} == set(expected)
     for m in data["models"]:
-        assert m["choice"]["backend"] in data["backends"]
+        assert m["choice"]["backend"] in data["auto_backends"]
         assert set(m["inference"]["backends"]) == set(data["backends"]) == set(m["counts"]["backends"])
         assert all(b["pct_of_peak"] > 0 for b in m["inference"]["backends"].values())
         assert m["counts"]["n_images"] >= 1

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cliparams import (
+    BACKEND_CHOICES,
     add_param_options,
     inert_options_note,
     load_cli_model,
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store this evaluation's summary as the card's validation metrics")
     p.add_argument("--save-settings", help="write the (tuned) settings JSON here (loadable by the app and CLI)")
     p.add_argument("--exact", action="store_true", help="plain fp32 path (default: the fast path)")
-    p.add_argument("--backend", choices=["auto", "bf16", "onnxruntime", "torch"], default=None,
+    p.add_argument("--backend", choices=list(BACKEND_CHOICES), default=None,
                    help="inference backend of the fast path (default: $CELLCOUNT_BACKEND, else auto = the one measured "
                         "fastest on this machine), as for count: a count made in another may differ by an object")
     p.add_argument("-q", "--quiet", action="store_true",

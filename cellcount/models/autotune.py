@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..memory import freed_memory_kept
 from .backends import BACKENDS, available_backends, cache_dir, check_backend, cpu_flags
+from .openvino_net import openvino_version
 
 if TYPE_CHECKING:
     import torch
@@ -130,6 +131,7 @@ def machine_fingerprint() -> dict[str, Any]:
         "machine": platform.machine(),
         "torch": torch.__version__,
         "onnxruntime": ort_version,
+        "openvino": openvino_version(),
         "threads": torch.get_num_threads(),
         "freed_memory_kept": freed_memory_kept(),
     }

@@ -6,7 +6,9 @@ Each backend starts from the network with its BatchNorms folded into the convolu
 * ``torch``: PyTorch fp32 with NHWC (channels-last) weights;
 * ``onnxruntime``: the network exported to ONNX in memory and run by ONNX Runtime's fp32 CPU kernels;
 * ``bf16``: bfloat16 weights and activations, U-Nets as fused oneDNN convolutions
-  (:class:`~cellcount.models.unet_fused.FusedUNet`), only offered on CPUs with native bf16.
+  (:class:`~cellcount.models.unet_fused.FusedUNet`), only offered on CPUs with native bf16;
+* ``openvino`` and ``int8``: the ONNX export run by OpenVINO, in fp32 or quantised to int8
+  (:mod:`cellcount.models.openvino_net`), offered where OpenVINO is installed.
 
 Which one is fastest depends on the CPU, so :mod:`cellcount.models.autotune` times them on first use;
 :func:`build_backend` only builds the one it is asked for.
@@ -34,10 +36,10 @@ from ..errors import ParameterError
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("bf16", "onnxruntime", "torch")
+BACKENDS = ("bf16", "int8", "onnxruntime", "openvino", "torch")
 """Every backend :func:`build_backend` knows; :func:`available_backends` lists this machine's."""
 
-FAST_TILE_PX = {"bf16": 528, "onnxruntime": 384, "torch": 384}
+FAST_TILE_PX = {"bf16": 528, "int8": 384, "onnxruntime": 384, "openvino": 384, "torch": 384}
 """Largest tile per backend; balanced tiling shrinks it so that tiles share the image evenly.
 
 fp32 runs fastest per pixel on 256-384 px tiles (larger ones spill the caches, smaller ones repeat more
@@ -107,12 +109,29 @@ def backend_note(requested: str) -> str | None:
     return None
 
 
+OPT_IN_BACKENDS = ("int8",)
+"""Backends built on request only (``--backend int8``, the Timing tab), never chosen by ``auto``: int8 moves an
+image's count by about 1% of the fp32 count on average, twice bf16's, so a user takes it knowingly (BENCHMARKS.md)."""
+
+
 def available_backends() -> list[str]:
-    """The backends worth timing on this machine, in :data:`BACKENDS` order."""
+    """The backends ``auto`` times on this machine, in :data:`BACKENDS` order (:data:`OPT_IN_BACKENDS` left out)."""
+    from .openvino_net import openvino_available
+
     out = ["bf16"] if cpu_has_bf16() else []
     if onnxruntime_available():
         out.append("onnxruntime")
+    if openvino_available():
+        out.append("openvino")
     return [*out, "torch"]
+
+
+def buildable_backends() -> list[str]:
+    """Every backend this machine can run, the opt-in ones included, in :data:`BACKENDS` order."""
+    from .openvino_net import openvino_available
+
+    extra = set(OPT_IN_BACKENDS) if openvino_available() else set()
+    return [b for b in BACKENDS if b in extra or b in available_backends()]
 
 
 ONNX_OPSET = 17
@@ -308,16 +327,23 @@ def check_backend(name: str) -> str:
         raise ParameterError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     if name == "onnxruntime" and not onnxruntime_available():
         raise ParameterError("backend 'onnxruntime' needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
+    if name in ("openvino", "int8"):
+        from .openvino_net import openvino_available
+
+        if not openvino_available():
+            raise ParameterError(f"backend {name!r} needs the openvino, onnxruntime and onnx packages "
+                                 "(pip install openvino onnxruntime onnx)")
     return name
 
 
 def build_backend(net: torch.nn.Module, name: str, *, cache: bool = False) -> torch.nn.Module:
     """The fast-path network of backend ``name``: ``net`` with BatchNorm folded, run by that backend.
 
-    The fp32 backends match ``net`` within float rounding; bf16 within about 0.1-0.2 on the logits.
-    ``net`` is not modified. ``bf16`` builds on any CPU, but without native bf16 it is many times slower
-    than fp32, which is why :func:`available_backends` leaves it out there. ``cache``: ``onnxruntime``
-    keeps its export in the user's cache folder (:class:`OnnxRuntimeNet`).
+    The fp32 backends match ``net`` within float rounding; bf16 within about 0.1-0.2 on the logits; int8
+    further (its counts are checked by ``scripts/bench.py``). ``net`` is not modified. ``bf16`` builds on any
+    CPU, but without native bf16 it is many times slower than fp32, which is why :func:`available_backends`
+    leaves it out there. ``cache``: the ONNX-based backends keep their export (and int8 its quantised graph)
+    in the user's cache folder (:class:`OnnxRuntimeNet`, :class:`~cellcount.models.openvino_net.OpenVinoNet`).
     """
     check_backend(name)
     folded = fold_batchnorm(net)
@@ -327,4 +353,8 @@ def build_backend(net: torch.nn.Module, name: str, *, cache: bool = False) -> to
         return Bf16Net(folded)
     if name == "onnxruntime":
         return OnnxRuntimeNet(folded, cache=cache)
+    if name in ("openvino", "int8"):
+        from .openvino_net import OpenVinoNet
+
+        return OpenVinoNet(folded, int8=name == "int8", cache=cache)
     return folded.to(memory_format=torch.channels_last)
