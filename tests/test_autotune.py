@@ -154,7 +154,7 @@ def test_a_requested_backend_wins_over_the_measurement_and_keeps_the_timings(tmp
     choice, built = choose(path, timer, requested="torch")
     assert (choice.backend, choice.reason) == ("torch", "requested") and built == [] and timer.calls == []
     assert choice.timings_s_per_mpx == {"onnxruntime": 0.4, "torch": 0.6}
-    with pytest.raises(ParameterError, match="'auto', 'bf16', 'onnxruntime', 'torch'"):
+    with pytest.raises(ParameterError, match="'auto', 'bf16', 'int8', 'onnxruntime', 'openvino', 'torch'"):
         choose(path, timer, requested="tensorrt")
 
 

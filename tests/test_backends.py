@@ -117,10 +117,10 @@ def test_onnx_export_is_kept_per_network_and_read_back(monkeypatch, tmp_path):
 
 def test_unknown_backend_is_refused_with_the_valid_names(tiny_model):
     net = _tiny_net_with_stats("unet", "mask")
-    with pytest.raises(ParameterError, match="'bf16', 'onnxruntime', 'torch'"):
+    with pytest.raises(ParameterError, match="'bf16', 'int8', 'onnxruntime', 'openvino', 'torch'"):
         build_backend(net, "tensorrt")
     with pytest.raises(ParameterError, match="'auto'"):
-        tiny_model().predict_maps(np.zeros((32, 32), np.float32), backend="int8")
+        tiny_model().predict_maps(np.zeros((32, 32), np.float32), backend="int4")
 
 
 @pytest.mark.parametrize("arch,head", [("unet", "mask"), ("residual_unet", "mask"), ("attention_unet", "mask"),

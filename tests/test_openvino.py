@@ -72,8 +72,8 @@ def test_int8_keeps_the_input_and_output_convolutions_in_fp32():
 
 
 @functools.cache
-def _tiles_64() -> list[np.ndarray]:
-    return ovn.calibration_tiles(64)
+def _tiles_64(make=ovn.calibration_tiles) -> list[np.ndarray]:
+    return make(64)
 
 
 def _small_tiles(px: int = 256) -> list[np.ndarray]:
