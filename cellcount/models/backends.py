@@ -354,7 +354,7 @@ def build_backend(net: torch.nn.Module, name: str, *, cache: bool = False) -> to
     if name == "onnxruntime":
         return OnnxRuntimeNet(folded, cache=cache)
     if name in ("openvino", "int8"):
-        from .openvino_net import OpenVinoNet
+        from .openvino_net import OpenVinoNet, graph_for
 
-        return OpenVinoNet(folded, int8=name == "int8", cache=cache)
+        return OpenVinoNet(graph_for(folded, int8=name == "int8", cache=cache), int8=name == "int8")
     return folded.to(memory_format=torch.channels_last)

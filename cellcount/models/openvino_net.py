@@ -106,11 +106,12 @@ class _QuantiserAdvice(logging.Filter):
         return "onnxruntime/quantization/" not in record.pathname.replace("\\", "/")
 
 
-def quantize_int8(graph: bytes) -> bytes:
+def quantize_int8(graph: bytes, *, percentile: float | None = None) -> bytes:
     """``graph`` (an fp32 ONNX export) quantised to int8 by ONNX Runtime's static quantiser in the QDQ form that
     OpenVINO runs: weights symmetric per output channel, activations per tensor with ranges up to the
-    :data:`CALIBRATION_PERCENTILE` of their values over :func:`calibration_tiles`; only convolutions (and transposed ones) are quantised, :func:`_keep_fp32`'s
-    stay fp32."""
+    ``percentile`` (default :data:`CALIBRATION_PERCENTILE`; 100: min/max) of their values over
+    :func:`calibration_tiles`; only convolutions (and transposed ones) are quantised, :func:`_keep_fp32`'s stay
+    fp32."""
     import tempfile
 
     import onnx
@@ -122,6 +123,7 @@ def quantize_int8(graph: bytes) -> bytes:
         quantize_static,
     )
 
+    pct = CALIBRATION_PERCENTILE if percentile is None else float(percentile)
     tiles = calibration_tiles()
 
     class _Tiles(CalibrationDataReader):
@@ -146,8 +148,8 @@ def quantize_int8(graph: bytes) -> bytes:
         onnx.save(model, src)
         quantize_static(str(src), str(dst), _Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile,
-                        extra_options={"CalibPercentile": CALIBRATION_PERCENTILE}, op_types_to_quantize=["Conv", "ConvTranspose"],
+                        calibrate_method=CalibrationMethod.MinMax if pct >= 100 else CalibrationMethod.Percentile,
+                        extra_options={"CalibPercentile": pct}, op_types_to_quantize=["Conv", "ConvTranspose"],
                         nodes_to_exclude=_keep_fp32(model))
         return dst.read_bytes()
 
@@ -181,28 +183,31 @@ def _cached_int8(graph: bytes, cache_path: Path | None) -> bytes:
     return data
 
 
+def graph_for(net: torch.nn.Module, *, int8: bool = False, cache: bool = False) -> bytes:
+    """The ONNX graph an :class:`OpenVinoNet` of ``net`` runs: its fp32 export, or with ``int8`` that export
+    quantised (:func:`quantize_int8`). ``cache``: both are kept in (and read back from) the user's cache folder,
+    beside the exports of :func:`cellcount.models.backends.onnx_cache_file`."""
+    from .backends import _cached_onnx, _export_onnx, onnx_cache_file
+
+    graph, _ = _cached_onnx(net) if cache else (_export_onnx(net), None)
+    if not int8:
+        return graph
+    cache_path = None
+    if cache:
+        with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: no home folder to put a cache in
+            cache_path = onnx_cache_file(net)
+    return _cached_int8(graph, cache_path)
+
+
 class OpenVinoNet(torch.nn.Module):
-    """A network's ONNX export run by OpenVINO on the CPU, behind the ``nn.Module`` call; fp32, or int8 with
-    ``int8``. Thread-safe (each call takes its own infer request), so one instance serves every app session.
+    """An ONNX ``graph`` (:func:`graph_for`) run by OpenVINO on the CPU, behind the ``nn.Module`` call; ``int8``
+    says that it is a quantised one. Thread-safe (each call takes its own infer request), so one instance serves
+    every app session."""
 
-    ``cache``: the fp32 export, and the int8 graph made from it, are kept in the user's cache folder (see
-    :func:`cellcount.models.backends.onnx_cache_file`).
-    """
-
-    def __init__(self, net: torch.nn.Module, *, int8: bool = False, threads: int | None = None,
-                 cache: bool = False) -> None:
+    def __init__(self, graph: bytes, *, int8: bool = False, threads: int | None = None) -> None:
         super().__init__()
         import openvino as ov
 
-        from .backends import _cached_onnx, _export_onnx, onnx_cache_file
-
-        graph, _ = _cached_onnx(net) if cache else (_export_onnx(net), None)
-        if int8:
-            cache_path = None
-            if cache:
-                with contextlib.suppress(OSError, RuntimeError):
-                    cache_path = onnx_cache_file(net)
-            graph = _cached_int8(graph, cache_path)
         self.int8 = int8
         self._core = ov.Core()
         self._model = self._core.read_model(graph)
