@@ -159,3 +159,17 @@ def test_a_net_model_runs_openvino_through_predict_maps():
     image = np.random.default_rng(3).uniform(0, 1, (70, 45)).astype(np.float32)
     np.testing.assert_allclose(model.predict_maps(image, fast=True, backend="openvino"),
                                model.predict_maps(image, fast=True, backend="torch"), atol=1e-5)
+
+
+def test_openvino_version_is_read_without_importing_it(monkeypatch):
+    import importlib.metadata
+    import sys
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert ovn.openvino_version() is None
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2026.4.1")
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    assert ovn.openvino_version() == "2026.4.1" and "openvino" not in sys.modules
