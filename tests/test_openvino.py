@@ -173,3 +173,40 @@ def test_openvino_version_is_read_without_importing_it(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "2026.4.1")
     monkeypatch.delitem(sys.modules, "openvino", raising=False)
     assert ovn.openvino_version() == "2026.4.1" and "openvino" not in sys.modules
+
+
+_FREED_THEN_INTERRUPTED = """
+import gc, os, signal, sys
+import numpy as np, torch
+from cellcount.models import openvino_net as ovn
+from cellcount.models.backends import _export_onnx, fold_batchnorm
+from cellcount.models import create_model
+torch.manual_seed(0)
+graph = _export_onnx(fold_batchnorm(create_model("unet", base_width=8, depth=2, out_channels=2, head="mask")))
+x = torch.zeros(1, 1, 64, 64)
+nets = [ovn.OpenVinoNet(graph), ovn.OpenVinoNet(graph)]
+for net in nets:
+    net(x)
+del nets, net
+gc.collect()
+got = []
+signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+os.kill(os.getpid(), signal.SIGINT)
+print("interrupted", got)
+"""
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_two_networks_freed_leave_ctrl_c_working():
+    """With an OpenVINO Core per network, two networks used and freed made the next Ctrl-C a segmentation fault
+    (it killed the whole test run at the CLI's interrupt test); every network now shares the process's one Core."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _FREED_THEN_INTERRUPTED], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "interrupted [2]" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
+    assert ovn._core() is ovn._core()

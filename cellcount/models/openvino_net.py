@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import io
@@ -185,6 +186,15 @@ def _cached_int8(graph: bytes, cache_path: Path | None) -> bytes:
     return data
 
 
+@functools.lru_cache(maxsize=1)
+def _core():
+    """The process's one OpenVINO ``Core``: with one per network, two networks used and then freed left the process
+    to crash with a segmentation fault at its next Ctrl-C (OpenVINO 2026.4; tests/test_openvino.py)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def graph_for(net: torch.nn.Module, *, int8: bool = False, cache: bool = False) -> bytes:
     """The ONNX graph an :class:`OpenVinoNet` of ``net`` runs: its fp32 export, or with ``int8`` that export
     quantised (:func:`quantize_int8`). ``cache``: both are kept in (and read back from) the user's cache folder,
@@ -208,10 +218,8 @@ class OpenVinoNet(torch.nn.Module):
 
     def __init__(self, graph: bytes, *, int8: bool = False, threads: int | None = None) -> None:
         super().__init__()
-        import openvino as ov
-
         self.int8 = int8
-        self._core = ov.Core()
+        self._core = _core()
         self._model = self._core.read_model(graph)
         self._config = {**_FP32_CONFIG, "INFERENCE_NUM_THREADS": str(int(threads or torch.get_num_threads()))}
         self._compiled: collections.OrderedDict[tuple[int, ...], object] = collections.OrderedDict()
