@@ -9,7 +9,7 @@
   a threshold or a density integral the most. ``scripts/bench.py`` checks that counts stay within 0.5% of fp32.
 
 Each tile shape gets its own compiled graph, kept for the next tiles of that shape: a graph compiled with free height
-and width ran int8 1.37x slower (fp32 1.02x) on an Intel Xeon without AMX (``scripts/openvino_shape_probe.py``).
+and width ran int8 1.43x slower (fp32 1.03x) on an Intel Xeon without AMX (``scripts/openvino_shape_probe.py``).
 """
 
 from __future__ import annotations
