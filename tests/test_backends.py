@@ -17,9 +17,9 @@ from cellcount.models.unet_fused import FusedUNet, fused_ops_available
 from cellcount.pipeline import count_image
 
 
-def _tiny_net_with_stats(arch: str, head: str) -> nn.Module:
+def _tiny_net_with_stats(arch: str, head: str, base_width: int = 4) -> nn.Module:
     torch.manual_seed(0)
-    net = create_model(arch, base_width=4, depth=2, out_channels=2 if head == "mask" else 1, head=head)
+    net = create_model(arch, base_width=base_width, depth=2, out_channels=2 if head == "mask" else 1, head=head)
     with torch.no_grad():  # non-trivial BatchNorm statistics, so folding matters
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):

@@ -13,7 +13,7 @@ from torch import nn
 
 from cellcount.errors import ParameterError
 from cellcount.io.normalize import NORMALIZED_RANGE
-from cellcount.models import ModelCard, NetModel, backends, create_model, load_model
+from cellcount.models import ModelCard, NetModel, backends, load_model
 from cellcount.models import openvino_net as ovn
 from cellcount.models.backends import build_backend, fold_batchnorm
 
@@ -21,14 +21,9 @@ needs_openvino = pytest.mark.skipif(not ovn.openvino_available(), reason="openvi
 
 
 def _tiny_net(arch: str = "unet", head: str = "mask") -> nn.Module:
-    torch.manual_seed(0)
-    net = create_model(arch, base_width=8, depth=2, out_channels=2 if head == "mask" else 1, head=head)
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding matters
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
+    from test_backends import _tiny_net_with_stats  # tests/ is on the import path (pytest's rootdir import mode)
+
+    return _tiny_net_with_stats(arch, head, base_width=8)
 
 
 @needs_openvino
