@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from cellcount.models import load_model
     from cellcount.models import openvino_net as ovn
     from cellcount.models.autotune import cpu_model
-    from cellcount.models.backends import fold_batchnorm
+    from cellcount.models.backends import fold_batchnorm, onnx_graph
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="unet-mask-varied")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| graph | compile s (fixed / free) | ms per tile (fixed / free) | free / fixed |")
     print("|---|---|---|---|")
     for int8 in (False, True):
-        graph = ovn.graph_for(folded, int8=int8)
+        graph = onnx_graph(folded, int8=int8)
         calls = {}
         compile_s = {}
         for shape in ("fixed", "free"):

@@ -236,6 +236,22 @@ def _cached_onnx(net: torch.nn.Module) -> tuple[bytes, Path | None]:
     return data, None
 
 
+def onnx_graph(net: torch.nn.Module, *, int8: bool = False, cache: bool = False) -> bytes:
+    """The ONNX graph OpenVINO runs for ``net``: its fp32 export, or with ``int8`` that export quantised
+    (:func:`cellcount.models.openvino_net.quantize_int8`). ``cache``: both are kept in (and read back from) the
+    user's cache folder (:func:`onnx_cache_file`)."""
+    graph, _ = _cached_onnx(net) if cache else (_export_onnx(net), None)
+    if not int8:
+        return graph
+    from .openvino_net import cached_int8
+
+    cache_path = None
+    if cache:
+        with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: no home folder to put a cache in
+            cache_path = onnx_cache_file(net)
+    return cached_int8(graph, cache_path)
+
+
 class OnnxRuntimeNet(torch.nn.Module):
     """A network exported to ONNX and run by ONNX Runtime's CPU kernels, behind the ``nn.Module`` call.
 
@@ -355,7 +371,7 @@ def build_backend(net: torch.nn.Module, name: str, *, cache: bool = False) -> to
     if name == "onnxruntime":
         return OnnxRuntimeNet(folded, cache=cache)
     if name in ("openvino", "int8"):
-        from .openvino_net import OpenVinoNet, graph_for
+        from .openvino_net import OpenVinoNet
 
-        return OpenVinoNet(graph_for(folded, int8=name == "int8", cache=cache), int8=name == "int8")
+        return OpenVinoNet(onnx_graph(folded, int8=name == "int8", cache=cache), int8=name == "int8")
     return folded.to(memory_format=torch.channels_last)

@@ -157,7 +157,7 @@ def quantize_int8(graph: bytes, *, percentile: float | None = None) -> bytes:
         return dst.read_bytes()
 
 
-def _cached_int8(graph: bytes, cache_path: Path | None) -> bytes:
+def cached_int8(graph: bytes, cache_path: Path | None) -> bytes:
     """:func:`quantize_int8` of ``graph``, read from beside the fp32 export's cache file when it was made before;
     ``cache_path`` None: not cached (made each time)."""
     if cache_path is None:
@@ -195,24 +195,8 @@ def _core():
     return ov.Core()
 
 
-def graph_for(net: torch.nn.Module, *, int8: bool = False, cache: bool = False) -> bytes:
-    """The ONNX graph an :class:`OpenVinoNet` of ``net`` runs: its fp32 export, or with ``int8`` that export
-    quantised (:func:`quantize_int8`). ``cache``: both are kept in (and read back from) the user's cache folder,
-    beside the exports of :func:`cellcount.models.backends.onnx_cache_file`."""
-    from .backends import _cached_onnx, _export_onnx, onnx_cache_file
-
-    graph, _ = _cached_onnx(net) if cache else (_export_onnx(net), None)
-    if not int8:
-        return graph
-    cache_path = None
-    if cache:
-        with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: no home folder to put a cache in
-            cache_path = onnx_cache_file(net)
-    return _cached_int8(graph, cache_path)
-
-
 class OpenVinoNet(torch.nn.Module):
-    """An ONNX ``graph`` (:func:`graph_for`) run by OpenVINO on the CPU, behind the ``nn.Module`` call; ``int8``
+    """An ONNX ``graph`` (:func:`cellcount.models.backends.onnx_graph`) run by OpenVINO on the CPU, behind the ``nn.Module`` call; ``int8``
     says that it is a quantised one. Thread-safe (each call takes its own infer request), so one instance serves
     every app session."""
 
