@@ -514,6 +514,25 @@ def test_timing_tab_shows_and_sets_the_inference_backend(tiny_models):
     assert at.selectbox(key="count_backend").value == "torch"
 
 
+@pytest.mark.slow
+def test_timing_tab_offers_the_opt_in_int8_and_runs_with_it(tiny_models, monkeypatch):
+    """int8 is never chosen by auto but is offered where OpenVINO is installed; forced, the model runs with it."""
+    from cellcount.models import openvino_net
+
+    if not openvino_net.openvino_available():
+        pytest.skip("openvino not installed")
+    real = openvino_net.calibration_tiles
+    monkeypatch.setattr(openvino_net, "calibration_tiles", lambda px=256: real(64))  # a short quantisation
+    at = open_count(count_model="tiny-mask", count_tab="Timing")
+    box = at.selectbox(key="count_backend")
+    assert {"int8", "openvino"} <= set(box.options)
+    assert not any("runs with **int8**" in c.value for c in at.caption)  # auto did not take it
+    box.set_value("int8")
+    at.run()
+    assert not at.exception
+    assert any("runs with **int8**: requested" in c.value for c in at.caption)
+
+
 def test_backend_environment_variable_is_the_apps_default(tiny_models, monkeypatch):
     monkeypatch.setenv("CELLCOUNT_BACKEND", "torch")
     at = open_count(count_model="tiny-mask", count_tab="Timing")
