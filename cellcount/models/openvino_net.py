@@ -35,9 +35,9 @@ CALIBRATION_RECIPE = "synthetic-tiles-v1"
 """Names the calibration tiles and quantiser settings; part of the int8 graph's cache name."""
 
 CALIBRATION_PERCENTILE = 99.999
-"""Each activation's int8 range ends at this percentile of its values over the calibration tiles. The full range
-(min/max) left the density U-Net's totals 1.8% below fp32 on the bench's 24 images (its many small activations
-rounded coarsely); this range, 0.2% (docs/benchmark_history.md has the runs)."""
+"""Each activation's int8 range ends at this percentile of its values over the calibration tiles. With the full range
+(min/max) the density U-Net's total on the bench's 24 images is 1.8% below fp32 (its many small activations rounded
+coarsely); with this one, 0.2% (``scripts/int8_calibration_probe.py``)."""
 
 COMPILED_SHAPES_KEPT = 8
 """Compiled graphs kept per network, one per input shape (the most recently used): a few tile shapes per image
@@ -188,8 +188,8 @@ def cached_int8(graph: bytes, cache_path: Path | None) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _core():
-    """The process's one OpenVINO ``Core``: with one per network, two networks used and then freed left the process
-    to crash with a segmentation fault at its next Ctrl-C (OpenVINO 2026.4; tests/test_openvino.py)."""
+    """The process's one OpenVINO ``Core``. With one per network, once two networks have been used and freed the
+    process dies of a segmentation fault at its next Ctrl-C (OpenVINO 2026.4; tests/test_openvino.py)."""
     import openvino as ov
 
     return ov.Core()
