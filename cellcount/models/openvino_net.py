@@ -4,9 +4,9 @@
   that have it, whose counts are the ``bf16`` backend's business).
 * ``int8``: the graph with int8 weights (one scale per output channel) and int8 activations (one scale per
   tensor, ranges read off generated calibration tiles, :func:`calibration_tiles`), run by OpenVINO's int8
-  kernels (VNNI / AMX where the CPU has them). The convolutions that read the image and the small ones that
-  write the outputs or an attention gate's map stay fp32: they cost little and are where rounding would move
-  a threshold or a density integral the most. ``scripts/bench.py`` checks that counts stay within 0.5% of fp32.
+  kernels (VNNI on the Xeon measured in BENCHMARKS.md). The convolutions that read the image and the small ones
+  that write the outputs or an attention gate's map stay fp32: they cost little and are where rounding would move
+  a threshold or a density integral the most. ``scripts/bench.py`` reports how far its counts are from fp32.
 
 Each tile shape gets its own compiled graph, kept for the next tiles of that shape: a graph compiled with free height
 and width ran int8 1.43x slower (fp32 1.03x) on an Intel Xeon without AMX (``scripts/openvino_shape_probe.py``).
