@@ -39,13 +39,14 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("bf16", "int8", "onnxruntime", "openvino", "torch")
 """Every backend :func:`build_backend` knows; :func:`available_backends` lists this machine's."""
 
-FAST_TILE_PX = {"bf16": 528, "int8": 384, "onnxruntime": 384, "openvino": 384, "torch": 384}
+FAST_TILE_PX = {"bf16": 528, "int8": 528, "onnxruntime": 528, "openvino": 528, "torch": 528}
 """Largest tile per backend; balanced tiling shrinks it so that tiles share the image evenly.
 
-fp32 runs fastest per pixel on 256-384 px tiles (larger ones spill the caches, smaller ones repeat more
-overlap); bf16 keeps its speed on larger tiles: a 512 px image runs in one pass, and 528 px (not 512) lets
-two tiles with the cards' 32 px overlap cover 1024 px, where 512 needed three a side (9 tiles of 368 px, 1.16x
-the image's pixels, against 4 of 528 px, 1.06x; docs/benchmark_history.md has the timing)."""
+A 512 px image runs in one pass, and 528 px (not 512) lets two tiles with the cards' 32 px overlap cover 1024 px,
+where 384 needed three a side (9 tiles of 368 px, 1.16x the image's pixels, against 4 of 528 px, 1.06x). On an
+Intel Xeon without AMX every backend ran a 512 px image 1.12-1.27x faster in one tile than in four of 272 px, and
+a 1024 px one 1.08-1.21x; an AVX2 AMD EPYC ran ONNX Runtime no faster per pixel at 512 than at 384
+(docs/benchmark_history.md has both)."""
 
 
 def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
