@@ -44,9 +44,9 @@ FAST_TILE_PX = {"bf16": 528, "int8": 528, "onnxruntime": 528, "openvino": 528, "
 
 A 512 px image runs in one pass, and 528 px (not 512) lets two tiles with the cards' 32 px overlap cover 1024 px,
 where 384 needed three a side (9 tiles of 368 px, 1.16x the image's pixels, against 4 of 528 px, 1.06x). On an
-Intel Xeon without AMX every backend ran a 512 px image 1.12-1.27x faster in one tile than in four of 272 px, and
-a 1024 px one 1.08-1.21x; an AVX2 AMD EPYC ran ONNX Runtime no faster per pixel at 512 than at 384
-(docs/benchmark_history.md has both)."""
+Intel Xeon without AMX every backend ran a 512 px image 1.11-1.28x faster in one tile than in four of 272 px, and
+a 1024 px one 1.06-1.18x (``scripts/tile_time_probe.py``); an AVX2 AMD EPYC ran ONNX Runtime no faster per pixel at
+512 than at 384 (docs/benchmark_history.md)."""
 
 
 def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
