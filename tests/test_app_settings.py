@@ -16,6 +16,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 import cellcount as cc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT_TIMEOUT_S = 30
+"""For the one-off scripts below: the first to import the pages in a fresh test process can pass AppTest's default 3 s."""
 BASELINE = "classical-otsu"
 
 
@@ -268,7 +270,7 @@ st.text(settings.describe(b))
 settings.reset(b)
 st.text(settings.describe(b))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     a, b, after = [t.value for t in at.text]
     assert a == "Settings of **classical-otsu**: loaded from a file (s.json)"
@@ -327,7 +329,7 @@ st.text(f"{{settings.values(b)['nucleus_diameter_px']}}")
 st.text(settings.describe(b))
 st.text(settings.overridden_note(b))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     reading, said, diameter, said_after, warned = [t.value for t in at.text]
     assert reading == "True 13.7", "the fine-tuned card's own invert and diameter"
@@ -367,7 +369,7 @@ again = cc.load_model("fixed-reading")
 st.text(str(settings.values(again)["peak_min_distance_px"]))
 st.text(settings.describe(again))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     before, value, after = [t.value for t in at.text]
     assert before.startswith("Settings of **fixed-reading**: edited")
@@ -408,7 +410,7 @@ st.text(sh.prediction_key(src, "tiny-mask", params))
 st.session_state[BACKEND_KEY] = "torch"
 st.text(sh.prediction_key(src, "tiny-mask", params))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     first, sizer_replaced, other_backend = [t.value for t in at.text]
     assert "tiny-sizer" in first
@@ -431,7 +433,7 @@ settings.put(m, {{"count_source": "density"}}, origin="file", detail="s.json")
 out = sh.params_ui(m, "evaluate")
 st.text(sh.resolve(m, out).count_source)
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert at.text[0].value == "density"
 
@@ -454,7 +456,7 @@ out = sh.params_ui(m, "evaluate")
 p = sh.resolve(m, out)
 st.text(f"{{p.opening_radius_px}} {{p.min_distance_px}} {{p.min_area_px}}")
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert at.text[0].value == "12 60 5"
     sliders = {s.label: s for s in at.slider}
@@ -479,7 +481,7 @@ st.session_state["count_channel"] = "channel 2 (blue)"
 w._on_edit("count", "channel", m.name)
 st.text(str(settings.values(m)["channel"]))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert at.text[0].value == "2"
 
@@ -505,7 +507,7 @@ st.session_state["count_channel_2"] = w.ALL_CHANNELS
 w._on_edit("count", "channel", m.name, "count_channel_2")
 st.text(str(settings.values(m)["channel"]))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert at.text[0].value == kept
 
@@ -529,7 +531,7 @@ st.session_state["count_channel_3"] = 1
 w._on_edit("count", "channel", m.name, "count_channel_3")
 st.text(str(settings._image_changes(m)))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert at.text[0].value == "[]" and at.text[1].value == "['channel']"
 
@@ -555,7 +557,7 @@ st.text(str(ui.for_image(p, np.zeros((8, 8, 2), np.uint8)).channel))
 result = cc.postprocess(cc.predict(gray, m, one), one)
 st.text(" | ".join(result.quality.reasons))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert [t.value for t in at.text[:2]] == ["2", "None"]
     assert "channel 2 was chosen, but this image has only one channel" in at.text[2].value
@@ -573,7 +575,7 @@ from pages import _widgets as w
 m = cc.load_model("unet-mask")
 st.text(json.loads(w.settings_json(m.name, cc.resolve_params(m)))["model_sha256"] == m.card.sha256)
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert at.text[0].value == "True"
 
@@ -592,7 +594,7 @@ settings.edit(m, "threshold", 0.5)
 settings.edit(m, "split_mode", "borders")
 st.text(settings.describe(m))
 """
-    at = AppTest.from_string(script).run()
+    at = AppTest.from_string(script).run(timeout=SCRIPT_TIMEOUT_S)
     assert not at.exception, at.exception
     assert at.text[0].value == ("Settings of **unet-mask**: edited (starting from the model card; Probability "
                                 "threshold: 0.5, Split touching nuclei: Model borders)")
