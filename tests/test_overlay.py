@@ -54,6 +54,22 @@ def test_flat_strokes_are_counted_and_nuclei_are_not():
     assert stroke_objects(spread, np.clip(picture, 0, 255).astype(np.uint8)) == 1
 
 
+def test_every_pixel_type_reads_the_same_strokes():
+    """The per-object extreme is accumulated in the image's own type: its lowest and highest values must still start
+    the accumulator (an int16 image below 0, a uint16 one at its top, bool, float)."""
+    labels, image = _scene(7)
+    for kind in (np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64):
+        for shift in (0, -300) if np.dtype(kind).kind in "if" else (0,):
+            typed = image.astype(kind) + kind(shift)
+            assert stroke_objects(labels, typed) == 7, (kind, shift)
+            wide = typed.astype(np.float64)
+            inverted = (wide.max() + wide.min() - wide).astype(kind)  # dark strokes, in the same range and type
+            assert stroke_objects(labels, inverted, bright_background=True) == 7, (kind, shift)
+    top = image.astype(np.uint16) * 257  # strokes at 65535, the type's own maximum
+    assert stroke_objects(labels, top) == 7
+    assert stroke_objects(labels, image > 128) == 0  # two levels: too few to judge
+
+
 def test_the_flag_says_so_from_min_strokes_in_one_line():
     assert overlay_note(MIN_STROKES - 1) is None
     assert "time stamp, scale bar or text" in overlay_note(MIN_STROKES)
