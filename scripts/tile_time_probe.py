@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "scripts"))
     sys.path.insert(0, str(ROOT))
+    import bench_browser
     import numpy as np
 
-    import bench_browser
     from cellcount.io import read_image
     from cellcount.memory import keep_freed_memory
     from cellcount.models import load_model
