@@ -45,7 +45,8 @@ CHOICES = ("auto", *BACKENDS)
 CACHE_FILE_NAME = "backends.json"
 MEASURE_TILE_PX = 256
 """Side of the tile timed at first use: a quarter of the pixels of a 512 px image's one tile, so that every backend is
-timed in about a second (on an Intel Xeon without AMX the fp32 backends ranked alike at 256 and 512 px)."""
+timed in about a second (on an Intel Xeon without AMX the fastest, OpenVINO, was the same at 256 px and on a 512 px
+image's one tile: BENCHMARKS.md, ``scripts/tile_time_probe.py``)."""
 TIMING_RULE = "in turns, cpu share"
 """Part of the cache key: choices timed by an earlier rule (each backend's calls in one block; no check of the
 cores each call got) are timed again."""
